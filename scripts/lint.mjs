@@ -1,0 +1,39 @@
+// Project rules tsc cannot check. Each rule names the files it found; exit 1 on any finding.
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+
+function files(dir, ext) {
+  return readdirSync(dir).flatMap((name) => {
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) return files(path, ext);
+    return path.endsWith(ext) ? [path] : [];
+  });
+}
+
+const stripComments = (src) => src.replace(/\/\*[\s\S]*?\*\//g, '').replace(/(^|[^:])\/\/.*$/gm, '$1');
+
+const rules = [
+  { name: 'no `any` in the library', dirs: ['lib'], ext: '.ts', re: /(:\s*any\b|\bas any\b|<any>|any\[\])/ },
+  { name: 'no KEYS command (use SCAN)', dirs: ['lib'], ext: '.ts', re: /\b(client|redis|node|master|connection)\.keys\s*\(|['"]keys['"]/i },
+  { name: 'no KEYS command in Lua (use SCAN)', dirs: ['lib'], ext: '.lua', re: /redis\.call\(\s*['"]keys['"]/i },
+  { name: 'no FLUSHALL/FLUSHDB outside tests', dirs: ['lib', 'sample'], ext: '.ts', re: /flushall|flushdb/i },
+  { name: 'no console.log in the library (use Nest Logger)', dirs: ['lib'], ext: '.ts', re: /console\.log\(/ },
+];
+
+let failed = 0;
+for (const rule of rules) {
+  for (const dir of rule.dirs) {
+    for (const file of files(dir, rule.ext)) {
+      stripComments(readFileSync(file, 'utf8'))
+        .split('\n')
+        .forEach((line, i) => {
+          if (rule.re.test(line)) {
+            failed++;
+            console.error(`${file}:${i + 1}: ${rule.name}: ${line.trim()}`);
+          }
+        });
+    }
+  }
+}
+if (failed) process.exit(1);
+console.log('lint: ok');
