@@ -1,0 +1,66 @@
+/**
+ * Every error the toolkit throws on purpose is a RedisToolkitError with a stable `code`,
+ * so callers can branch on `err.code` (or `instanceof`) without parsing messages.
+ */
+export class RedisToolkitError extends Error {
+  static readonly code: string = 'E_REDIS_TOOLKIT';
+  readonly code: string;
+
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = (new.target as typeof RedisToolkitError).code;
+  }
+}
+
+/** Options given to forRoot / forRootAsync (or to a single call) are wrong; the message names the option. */
+export class InvalidOptionsError extends RedisToolkitError {
+  static override readonly code: string = 'E_INVALID_OPTIONS';
+}
+
+/** A key, resource, channel or id given by the caller cannot be used (empty, too long, control characters). */
+export class InvalidKeyError extends RedisToolkitError {
+  static override readonly code: string = 'E_INVALID_KEY';
+}
+
+/** A value could not be serialized (BigInt, circular structure, undefined) or a stored payload could not be read back. */
+export class SerializationError extends RedisToolkitError {
+  static override readonly code: string = 'E_SERIALIZATION';
+}
+
+/** Redis could not be reached, or did not answer within `commandTimeout`. */
+export class RedisUnavailableError extends RedisToolkitError {
+  static override readonly code: string = 'E_REDIS_UNAVAILABLE';
+}
+
+export class LockNotAcquiredError extends RedisToolkitError {
+  static override readonly code: string = 'E_LOCK_NOT_ACQUIRED';
+}
+
+/** The lock expired or was taken by another owner before release/extend. */
+export class LockLostError extends RedisToolkitError {
+  static override readonly code: string = 'E_LOCK_LOST';
+}
+
+export class RateLimitExceededError extends RedisToolkitError {
+  static override readonly code: string = 'E_RATE_LIMIT_EXCEEDED';
+
+  constructor(
+    message: string,
+    readonly retryAfterMs: number,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+export class SessionNotFoundError extends RedisToolkitError {
+  static override readonly code: string = 'E_SESSION_NOT_FOUND';
+}
+
+/** Wraps a driver error (refused, reset, timed out, cluster down) as RedisUnavailableError; leaves our own errors alone. */
+export function toRedisUnavailable(err: unknown, what: string): RedisToolkitError {
+  if (err instanceof RedisToolkitError) return err;
+  const reason = err instanceof Error ? err.message : String(err);
+  return new RedisUnavailableError(`${what} failed: ${reason}`, { cause: err });
+}

@@ -1,0 +1,94 @@
+import { SerializationError } from './errors.js';
+
+/** Turns values into the strings stored in Redis and back. Plug your own in with the `serializer` option. */
+export interface Serializer {
+  serialize(value: unknown): string;
+  deserialize<T = unknown>(raw: string): T;
+}
+
+/** Our tags are objects with one key starting with `$rtk:`; a caller's object of that shape is escaped with LITERAL. */
+const TAG_PREFIX = '$rtk:';
+const DATE_TAG = '$rtk:date';
+const LITERAL = '$rtk:lit:';
+/** A payload without this text holds no tag, so it is parsed without a reviver (several times faster). */
+const TAG_MARKER = `"${TAG_PREFIX}`;
+
+/** The key of an object that has exactly one own enumerable key, else undefined (without allocating a key array). */
+function soleKey(obj: object): string | undefined {
+  let only: string | undefined;
+  let count = 0;
+  for (const key in obj) {
+    if (!Object.prototype.hasOwnProperty.call(obj, key)) continue;
+    if (++count > 1) return undefined;
+    only = key;
+  }
+  return only;
+}
+
+/**
+ * JSON that keeps Dates as Dates. BigInt, circular structures, functions and symbols at the top, and `undefined`
+ * (which means "miss" everywhere in the toolkit) are refused with a SerializationError instead of being silently lost.
+ */
+export class JsonSerializer implements Serializer {
+  serialize(value: unknown): string {
+    if (value === undefined) throw new SerializationError('undefined cannot be stored (it means "no value"); use null');
+    let encoded: string | undefined;
+    try {
+      encoded = JSON.stringify(value, function (this: Record<string, unknown>, key: string, v: unknown) {
+        // JSON.stringify has already called Date#toJSON on `v`; the raw Date is still on the holder.
+        const raw = this[key];
+        if (raw instanceof Date) return { [DATE_TAG]: Number.isNaN(raw.getTime()) ? null : raw.toISOString() };
+        if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
+          const only = soleKey(v);
+          // A caller's { "$rtk:date": ... } must come back as itself, not as a Date.
+          if (only?.startsWith(TAG_PREFIX)) return { [LITERAL + only]: (v as Record<string, unknown>)[only] };
+        }
+        return v;
+      });
+    } catch (err) {
+      throw new SerializationError(`value cannot be serialized to JSON: ${(err as Error).message}`, { cause: err });
+    }
+    if (encoded === undefined) throw new SerializationError(`a ${typeof value} cannot be serialized to JSON`);
+    return encoded;
+  }
+
+  deserialize<T = unknown>(raw: string): T {
+    try {
+      if (!raw.includes(TAG_MARKER)) return JSON.parse(raw) as T;
+      return JSON.parse(raw, (_key, v: unknown) => {
+        if (v === null || typeof v !== 'object' || Array.isArray(v)) return v;
+        const only = soleKey(v);
+        if (only === undefined || !only.startsWith(TAG_PREFIX)) return v;
+        const value = (v as Record<string, unknown>)[only];
+        if (only === DATE_TAG) return value === null ? new Date(NaN) : new Date(value as string);
+        if (only.startsWith(LITERAL)) return { [only.slice(LITERAL.length)]: value };
+        return v;
+      }) as T;
+    } catch (err) {
+      throw new SerializationError(`stored value is not valid JSON: ${(err as Error).message}`, { cause: err });
+    }
+  }
+}
+
+/** Runs a (possibly user-supplied) serializer and reports any failure as SerializationError. */
+export class SafeSerializer implements Serializer {
+  constructor(private readonly inner: Serializer) {}
+
+  serialize(value: unknown): string {
+    try {
+      return this.inner.serialize(value);
+    } catch (err) {
+      if (err instanceof SerializationError) throw err;
+      throw new SerializationError(`serializer failed: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  deserialize<T = unknown>(raw: string): T {
+    try {
+      return this.inner.deserialize<T>(raw);
+    } catch (err) {
+      if (err instanceof SerializationError) throw err;
+      throw new SerializationError(`deserializer failed: ${(err as Error).message}`, { cause: err });
+    }
+  }
+}

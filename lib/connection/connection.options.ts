@@ -1,0 +1,48 @@
+import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls';
+import type { Cluster, ClusterOptions, Redis } from 'ioredis';
+
+export interface RedisNodeAddress {
+  host: string;
+  port: number;
+}
+
+interface RedisAuthOptions {
+  /** ACL user name (Redis 6+). */
+  username?: string;
+  password?: string;
+  /** `true` for TLS with the system CAs, or node's tls options (ca, cert, key, servername, ...). */
+  tls?: boolean | TlsConnectionOptions;
+}
+
+/** One server: a `redis://` / `rediss://` url, or host and port (defaults 127.0.0.1:6379). */
+export interface RedisStandaloneConnection extends RedisAuthOptions {
+  url?: string;
+  host?: string;
+  port?: number;
+  db?: number;
+}
+
+export interface RedisSentinelConnection extends RedisAuthOptions {
+  sentinels: RedisNodeAddress[];
+  /** The master group name the sentinels monitor. */
+  name: string;
+  sentinelUsername?: string;
+  sentinelPassword?: string;
+  db?: number;
+}
+
+export interface RedisClusterConnection extends RedisAuthOptions {
+  cluster: RedisNodeAddress[];
+  clusterOptions?: ClusterOptions;
+}
+
+/** A client you created. The toolkit uses it but never quits it; connections it derives (subscriber) are its own. */
+export interface RedisExistingClientConnection {
+  client: Redis | Cluster;
+}
+
+export type RedisConnectionOptions =
+  | RedisStandaloneConnection
+  | RedisSentinelConnection
+  | RedisClusterConnection
+  | RedisExistingClientConnection;

@@ -1,0 +1,162 @@
+import { Cluster, Redis, type ClusterOptions, type Command, type RedisOptions } from 'ioredis';
+import type { RedisClient } from '../common/lua-script.js';
+import type {
+  RedisClusterConnection,
+  RedisConnectionOptions,
+  RedisSentinelConnection,
+  RedisStandaloneConnection,
+} from './connection.options.js';
+
+export interface ClientTuning {
+  commandTimeout: number;
+  connectTimeout: number;
+  maxReconnectDelay: number;
+}
+
+/** Exponential backoff from 50 ms, capped, with ±20 % jitter so many app instances do not reconnect in lockstep. */
+export function reconnectDelay(attempt: number, cap: number): number {
+  const base = Math.min(cap, 50 * 2 ** Math.min(attempt, 16));
+  return Math.round(base * (0.8 + Math.random() * 0.4));
+}
+
+/**
+ * While (re)connecting, a command fails at once instead of waiting in a queue: a request that touches Redis twice
+ * (rate limit, then cache) must not wait commandTimeout for each when Redis is away; each feature's failure policy
+ * answers immediately instead. A cluster keeps ioredis' queues (its ready check and its lazily opened node
+ * connections go through them); there the toolkit's own timer bounds each queued command by commandTimeout.
+ */
+const FAIL_FAST: RedisOptions = { enableOfflineQueue: false };
+
+function baseOptions(tuning: ClientTuning): RedisOptions {
+  return {
+    // We connect ourselves in onModuleInit, so a bad address fails bootstrap with a clear message.
+    lazyConnect: true,
+    // Every command, queued or sent, is rejected after this: no call can hang on a paused or unreachable server.
+    commandTimeout: tuning.commandTimeout,
+    connectTimeout: tuning.connectTimeout,
+    retryStrategy: (attempt: number) => reconnectDelay(attempt, tuning.maxReconnectDelay),
+    // Queued commands are bounded by commandTimeout; per-request retries on reconnect would replay non-idempotent
+    // scripts (a rate-limit charge) whose outcome is unknown, so none.
+    maxRetriesPerRequest: 0,
+    // A command that was sent when the connection dropped may have run; resending it could apply it twice.
+    autoResendUnfulfilledCommands: false,
+    enableReadyCheck: true,
+    // ioredis keeps a (ref'd) timer this long after disconnect() when the socket already closed: 2 s by default,
+    // which holds a closing process open and shows up as an open handle in tests.
+    disconnectTimeout: 200,
+  };
+}
+
+const COMMAND_TIMED_OUT = 'Command timed out';
+
+/**
+ * ioredis leaves a command that hit commandTimeout in its reply queue. If its request never reached Redis (a lost
+ * packet, a half-dead route), its reply never comes and every later reply is matched to the command before it:
+ * forever, and in a burst to the wrong caller (one user's session handed to another). So a timeout on a ready
+ * connection drops that connection; every command in flight is rejected and the reconnect starts a clean reply stream.
+ * A cluster gets the same guard on each node connection it opens.
+ */
+export function resetOnCommandTimeout<T extends RedisClient>(client: T): T {
+  if (client instanceof Cluster) {
+    client.on('+node', (node: Redis) => resetOnCommandTimeout(node));
+    return client;
+  }
+  const redis = client as Redis;
+  const send = redis.sendCommand.bind(redis);
+  const onFailure = (err: unknown) => {
+    if (err instanceof Error && err.message === COMMAND_TIMED_OUT && redis.status === 'ready') redis.disconnect(true);
+  };
+  redis.sendCommand = ((command: Command, stream?: Parameters<Redis['sendCommand']>[1]) => {
+    // A command that already timed out before reaching this connection (queued in a cluster while it was down) says
+    // nothing about this connection; only a timeout that happens while the command is here does.
+    const settledBefore = command.isSettled;
+    const result = send(command, stream);
+    if (!settledBefore) command.promise.catch(onFailure);
+    return result;
+  }) as Redis['sendCommand'];
+  return client;
+}
+
+function authOptions(c: { username?: string; password?: string; tls?: RedisStandaloneConnection['tls'] }): RedisOptions {
+  return {
+    ...(c.username !== undefined && { username: c.username }),
+    ...(c.password !== undefined && { password: c.password }),
+    ...(c.tls !== undefined && c.tls !== false && { tls: c.tls === true ? {} : c.tls }),
+  };
+}
+
+export function createStandaloneClient(c: RedisStandaloneConnection, tuning: ClientTuning): Redis {
+  const options: RedisOptions = {
+    ...baseOptions(tuning),
+    ...FAIL_FAST,
+    ...authOptions(c),
+    ...(c.host !== undefined && { host: c.host }),
+    ...(c.port !== undefined && { port: c.port }),
+    ...(c.db !== undefined && { db: c.db }),
+  };
+  return resetOnCommandTimeout(c.url !== undefined ? new Redis(c.url, options) : new Redis(options));
+}
+
+function createSentinelClient(c: RedisSentinelConnection, tuning: ClientTuning): Redis {
+  const client = new Redis({
+    ...baseOptions(tuning),
+    ...FAIL_FAST,
+    ...authOptions(c),
+    sentinels: c.sentinels,
+    name: c.name,
+    ...(c.sentinelUsername !== undefined && { sentinelUsername: c.sentinelUsername }),
+    ...(c.sentinelPassword !== undefined && { sentinelPassword: c.sentinelPassword }),
+    ...(c.db !== undefined && { db: c.db }),
+  });
+  return resetOnCommandTimeout(client);
+}
+
+function createClusterClient(c: RedisClusterConnection, tuning: ClientTuning): Cluster {
+  const { redisOptions, ...rest }: ClusterOptions = c.clusterOptions ?? {};
+  const cluster = new Cluster(c.cluster, {
+    lazyConnect: true,
+    clusterRetryStrategy: (attempt: number) => reconnectDelay(attempt, tuning.maxReconnectDelay),
+    enableReadyCheck: true,
+    // A command that failed with "Connection is closed" may have run; ioredis would resend it after a failover
+    // delay, charging a rate limit or running a script twice. Redirects (MOVED/ASK/TRYAGAIN) are still followed:
+    // those commands did not run.
+    retryDelayOnFailover: 0,
+    ...rest,
+    redisOptions: { ...baseOptions(tuning), ...authOptions(c), ...redisOptions, lazyConnect: false },
+  });
+  enforceCommandTimeout(cluster, tuning.commandTimeout);
+  return resetOnCommandTimeout(cluster);
+}
+
+/**
+ * ioredis applies `commandTimeout` only once a command reaches a node; a command queued while the cluster itself is
+ * down or failing over would wait forever. Starting the (idempotent, set-once) timer when the cluster first sees the
+ * command bounds every call.
+ */
+function enforceCommandTimeout(cluster: Cluster, ms: number): void {
+  const send = cluster.sendCommand.bind(cluster);
+  cluster.sendCommand = (command: Parameters<Cluster['sendCommand']>[0], ...rest: unknown[]) => {
+    command.setTimeout(ms);
+    return send(command, ...(rest as []));
+  };
+}
+
+/** Creates the client the options describe; `null` for `{ client }`, which the caller uses as it is. */
+export function createClientFromOptions(c: RedisConnectionOptions, tuning: ClientTuning): RedisClient | null {
+  if ('client' in c) return null;
+  if ('cluster' in c) return createClusterClient(c, tuning);
+  if ('sentinels' in c) return createSentinelClient(c, tuning);
+  return createStandaloneClient(c, tuning);
+}
+
+/** `redis://host:port`, `cluster(host:port, ...)` or `sentinel(name)` without credentials: safe to log. */
+export function describeConnection(c: RedisConnectionOptions): string {
+  if ('client' in c) return 'the client given in connection.client';
+  if ('cluster' in c) return `cluster(${c.cluster.map((n) => `${n.host}:${n.port}`).join(', ')})`;
+  if ('sentinels' in c) return `sentinel master "${c.name}" via ${c.sentinels.map((n) => `${n.host}:${n.port}`).join(', ')}`;
+  if (c.url !== undefined) {
+    const u = new URL(c.url);
+    return `${u.protocol}//${u.hostname}:${u.port || 6379}${u.pathname.length > 1 ? u.pathname : ''}`;
+  }
+  return `redis://${c.host ?? '127.0.0.1'}:${c.port ?? 6379}`;
+}

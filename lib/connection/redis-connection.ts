@@ -1,0 +1,173 @@
+import { Inject, Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
+import { Cluster, type Redis } from 'ioredis';
+import { mastersOf } from '../common/bulk-keys.js';
+import { RedisUnavailableError } from '../common/errors.js';
+import type { RedisClient } from '../common/lua-script.js';
+import { ThrottledWarning } from '../common/throttled-logger.js';
+import { withTimeout } from '../common/timeout.js';
+import { REDIS_TOOLKIT_OPTIONS } from '../redis-toolkit.constants.js';
+import type { ResolvedRedisToolkitOptions } from '../redis-toolkit.options-resolver.js';
+import type { RedisStandaloneConnection } from './connection.options.js';
+import {
+  createClientFromOptions,
+  createStandaloneClient,
+  describeConnection,
+  resetOnCommandTimeout,
+  type ClientTuning,
+} from './redis-client.factory.js';
+
+const QUIT_TIMEOUT_MS = 1_000;
+
+/**
+ * Owns the toolkit's Redis connections: the main client, the dedicated subscriber connection pub/sub needs, and any
+ * extra standalone clients (quorum lock nodes). Connects at bootstrap and quits every connection it created on
+ * shutdown; a client passed in by the user stays the user's.
+ */
+@Injectable()
+export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
+  readonly client: RedisClient;
+  readonly description: string;
+  private readonly owned = new Set<RedisClient>();
+  private readonly tuning: ClientTuning;
+  private readonly logger = new Logger('RedisToolkit');
+  private readonly connectionWarning = new ThrottledWarning(this.logger);
+  /** The last connection-level error per client: "Connection is closed" alone does not say why. */
+  private readonly lastErrors = new WeakMap<RedisClient, Error>();
+
+  constructor(@Inject(REDIS_TOOLKIT_OPTIONS) private readonly options: ResolvedRedisToolkitOptions) {
+    this.tuning = {
+      commandTimeout: options.commandTimeout,
+      connectTimeout: options.connectTimeout,
+      maxReconnectDelay: options.maxReconnectDelay,
+    };
+    this.description = describeConnection(options.connection);
+    const created = createClientFromOptions(options.connection, this.tuning);
+    this.client = created ? this.own(created, 'main') : (options.connection as { client: RedisClient }).client;
+  }
+
+  get isCluster(): boolean {
+    return this.client instanceof Cluster;
+  }
+
+  /** `ready` once connected; `wait` before the first command of a lazy client; `reconnecting` while Redis is away. */
+  get status(): string {
+    return this.client.status;
+  }
+
+  async onModuleInit(): Promise<void> {
+    if (!this.options.lazyConnect) {
+      await this.connect(this.client, this.description);
+    } else if (this.client.status === 'wait') {
+      // Start connecting in the background (retrying with backoff) so the client is ready as soon as Redis is;
+      // until then commands fail at once and each feature's failure policy answers.
+      this.client.connect().catch(() => undefined);
+    }
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    await Promise.all([...this.owned].map((c) => closeClient(c)));
+    this.owned.clear();
+  }
+
+  /**
+   * A new connection to the same server(s), for SUBSCRIBE (a subscribed connection cannot run other commands).
+   * Created lazily: it connects on its first command. Quit on shutdown. `sharded` (a cluster only): ioredis keeps one
+   * SSUBSCRIBE connection per master and moves channels when slots move.
+   */
+  createSubscriber(options: { sharded?: boolean } = {}): RedisClient {
+    const client = this.client;
+    // SUBSCRIBE may wait for this connection to come up (bounded by commandTimeout): it changes no data, and the
+    // first subscription is what makes a lazy subscriber connect at all.
+    const duplicate =
+      client instanceof Cluster
+        ? client.duplicate(undefined, { enableOfflineQueue: true, shardedSubscribers: options.sharded === true })
+        : client.duplicate({ enableOfflineQueue: true });
+    return this.own(resetOnCommandTimeout(duplicate), options.sharded ? 'sharded subscriber' : 'subscriber');
+  }
+
+  /** A client for another, independent server (quorum lock nodes), tuned like the main one and quit on shutdown. */
+  createStandaloneClient(connection: RedisStandaloneConnection): Redis {
+    return this.own(createStandaloneClient(connection, this.tuning), describeConnection(connection));
+  }
+
+  /** Every master (one for a single server): SCAN must visit each master of a cluster. */
+  masters(): Redis[] {
+    return mastersOf(this.client);
+  }
+
+  /** Connects a lazy client now, failing within connectTimeout + commandTimeout with the address and cause. */
+  async connect(client: RedisClient, description = this.description): Promise<void> {
+    try {
+      await this.waitUntilReady(client);
+    } catch (err) {
+      // Stop retrying in the background: the app is not going to start.
+      if (this.owned.has(client)) client.disconnect();
+      throw new RedisUnavailableError(
+        `Cannot connect to Redis at ${description}: ${(err as Error).message}. ` +
+          'Check that the server is running and reachable, or set lazyConnect: true to start without it.',
+        { cause: err },
+      );
+    }
+  }
+
+  /**
+   * Connects a lazy client (or waits for a connecting one) and PINGs it, within connectTimeout + commandTimeout.
+   * Rejects with the last connection error when there is one ("Connection is closed" alone does not say why) and,
+   * unlike `connect`, leaves the client retrying in the background.
+   */
+  async waitUntilReady(client: RedisClient): Promise<void> {
+    if (client.status === 'ready') return;
+    const limit = this.options.connectTimeout + this.options.commandTimeout;
+    try {
+      await withTimeout(
+        (async () => {
+          await (client.status === 'wait' ? client.connect() : waitForReady(client));
+          await client.ping();
+        })(),
+        limit,
+        `no answer within ${limit} ms`,
+      );
+    } catch (err) {
+      const last = this.lastErrors.get(client);
+      throw last ? new Error(last.message, { cause: err }) : err;
+    }
+  }
+
+  private own<T extends RedisClient>(client: T, role: string): T {
+    this.owned.add(client);
+    // Without a listener ioredis prints every connection error; one throttled line per interval is enough.
+    client.on('error', (err: Error) => {
+      this.lastErrors.set(client, err);
+      this.connectionWarning.warn(`Redis ${role} connection error: ${err.message}`);
+    });
+    return client;
+  }
+}
+
+function waitForReady(client: RedisClient): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onReady = () => {
+      client.off('error', onError);
+      resolve();
+    };
+    const onError = (err: Error) => {
+      client.off('ready', onReady);
+      reject(err);
+    };
+    client.once('ready', onReady);
+    client.once('error', onError);
+  });
+}
+
+async function closeClient(client: RedisClient): Promise<void> {
+  if (client.status === 'end') return;
+  if (client.status !== 'ready') {
+    client.disconnect();
+    return;
+  }
+  try {
+    await withTimeout(client.quit(), QUIT_TIMEOUT_MS, 'quit timed out');
+  } catch {
+    client.disconnect();
+  }
+}

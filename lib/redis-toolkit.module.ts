@@ -1,0 +1,57 @@
+import { Module } from '@nestjs/common';
+import { DiscoveryModule } from '@nestjs/core';
+import { KeyBuilder } from './common/keys.js';
+import { METHOD_INTERCEPTORS, MethodInterceptionExplorer, type MethodInterceptor } from './common/method-interception.js';
+import { RedisConnection } from './connection/redis-connection.js';
+import { RedisToolkitHealth } from './connection/redis-toolkit.health.js';
+import { CACHE_EXPORTS, CACHE_METHOD_INTERCEPTORS, CACHE_PROVIDERS } from './cache/cache.providers.js';
+import { LOCK_EXPORTS, LOCK_METHOD_INTERCEPTORS, LOCK_PROVIDERS } from './lock/lock.providers.js';
+import { PUBSUB_EXPORTS, PUBSUB_PROVIDERS } from './pubsub/pubsub.providers.js';
+import { RATE_LIMIT_EXPORTS, RATE_LIMIT_PROVIDERS } from './rate-limit/rate-limit.providers.js';
+import { SESSION_EXPORTS, SESSION_PROVIDERS } from './session/session.providers.js';
+import { REDIS_CLIENT, REDIS_TOOLKIT_OPTIONS } from './redis-toolkit.constants.js';
+import { RedisToolkitConfigurableModule, REDIS_TOOLKIT_MODULE_OPTIONS } from './redis-toolkit.module-definition.js';
+import { resolveToolkitOptions, type ResolvedRedisToolkitOptions } from './redis-toolkit.options-resolver.js';
+
+/**
+ * `RedisToolkitModule.forRoot(options)` / `forRootAsync({ imports, inject, useFactory })`; global by default
+ * (`isGlobal: false` to scope it). Options are validated once, here, before anything connects.
+ */
+@Module({
+  imports: [DiscoveryModule],
+  providers: [
+    { provide: REDIS_TOOLKIT_OPTIONS, useFactory: resolveToolkitOptions, inject: [REDIS_TOOLKIT_MODULE_OPTIONS] },
+    RedisConnection,
+    { provide: REDIS_CLIENT, useFactory: (c: RedisConnection) => c.client, inject: [RedisConnection] },
+    {
+      provide: KeyBuilder,
+      useFactory: (o: ResolvedRedisToolkitOptions) => new KeyBuilder(o.keyPrefix),
+      inject: [REDIS_TOOLKIT_OPTIONS],
+    },
+    RedisToolkitHealth,
+    MethodInterceptionExplorer,
+    {
+      provide: METHOD_INTERCEPTORS,
+      useFactory: (...interceptors: MethodInterceptor[]) => interceptors,
+      inject: [...LOCK_METHOD_INTERCEPTORS, ...CACHE_METHOD_INTERCEPTORS],
+    },
+    ...PUBSUB_PROVIDERS,
+    ...CACHE_PROVIDERS,
+    ...RATE_LIMIT_PROVIDERS,
+    ...SESSION_PROVIDERS,
+    ...LOCK_PROVIDERS,
+  ],
+  exports: [
+    REDIS_CLIENT,
+    REDIS_TOOLKIT_OPTIONS,
+    RedisConnection,
+    KeyBuilder,
+    RedisToolkitHealth,
+    ...PUBSUB_EXPORTS,
+    ...CACHE_EXPORTS,
+    ...RATE_LIMIT_EXPORTS,
+    ...SESSION_EXPORTS,
+    ...LOCK_EXPORTS,
+  ],
+})
+export class RedisToolkitModule extends RedisToolkitConfigurableModule {}

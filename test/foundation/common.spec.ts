@@ -1,0 +1,155 @@
+import 'reflect-metadata';
+import { Controller, Get, Injectable, Module } from '@nestjs/common';
+import { DiscoveryModule } from '@nestjs/core';
+import { Test } from '@nestjs/testing';
+import request from 'supertest';
+import { InvalidKeyError, JsonSerializer, KeyBuilder, SerializationError } from '../../lib/index.js';
+import {
+  createInterceptedMethodDecorator,
+  METHOD_INTERCEPTORS,
+  MethodInterceptionExplorer,
+  type InterceptedMethod,
+  type MethodInterceptor,
+  type NextCall,
+} from '../../lib/common/method-interception.js';
+
+describe('KeyBuilder', () => {
+  const keys = new KeyBuilder('rtk:');
+
+  it('prefixes, and escapes braces so callers cannot make or break hash tags', () => {
+    expect(keys.key('cache', 'products')).toBe('rtk:cache:products');
+    expect(keys.key('cache', 'products:1')).toBe('rtk:cache:products%3A1');
+    expect(keys.key('cache', 'a{b}c%')).toBe('rtk:cache:a%7Bb%7Dc%25');
+    expect(keys.key('rl', 'a', 'b')).toBe('rtk:rl:a:b');
+    expect(keys.key('rl', 'a:b')).not.toBe(keys.key('rl', 'a', 'b'));
+    expect(keys.tagged('lock', 'orders:{7}', ':fence')).toBe('rtk:lock:{orders%3A%7B7%7D}:fence');
+    // Injective: inputs that would collide if only braces were escaped stay apart.
+    expect(keys.key('c', '%7B')).not.toBe(keys.key('c', '{'));
+  });
+
+  it.each([
+    ['', /must not be empty/],
+    ['x'.repeat(1025), /longer than 1024 bytes/],
+    ['é'.repeat(513), /longer than 1024 bytes/],
+    ['a\nb', /control characters/],
+    ['a\u0000b', /control characters/],
+  ])('rejects %j with InvalidKeyError', (bad, message) => {
+    expect(() => keys.key('cache', bad)).toThrow(InvalidKeyError);
+    expect(() => keys.key('cache', bad)).toThrow(message);
+  });
+
+  it('rejects non-strings', () => {
+    expect(() => keys.key('cache', 42 as unknown as string)).toThrow(/must be a string, got number/);
+  });
+
+  it('scopes user patterns under the prefix, escaping glob characters of the prefix only', () => {
+    const odd = new KeyBuilder('app*[1]:');
+    expect(odd.pattern('cache', 'products:*')).toBe('app\\*\\[1\\]:cache:products%3A*');
+    expect(keys.pattern('cache', '{x}*')).toBe('rtk:cache:%7Bx%7D*');
+  });
+});
+
+describe('JsonSerializer', () => {
+  const serializer = new JsonSerializer();
+
+  it('round-trips Dates, nested and in arrays, and null', () => {
+    const value = { at: new Date('2026-01-02T03:04:05.678Z'), list: [new Date(0)], n: null, s: 'x', k: 1.5 };
+    const back = serializer.deserialize<typeof value>(serializer.serialize(value));
+    expect(back.at).toBeInstanceOf(Date);
+    expect(back.at.getTime()).toBe(value.at.getTime());
+    expect(back.list[0].getTime()).toBe(0);
+    expect(back).toEqual(value);
+    expect(serializer.deserialize(serializer.serialize(null))).toBeNull();
+  });
+
+  it('refuses what JSON would lose or cannot encode', () => {
+    const circular: Record<string, unknown> = {};
+    circular.self = circular;
+    expect(() => serializer.serialize(10n)).toThrow(SerializationError);
+    expect(() => serializer.serialize(circular)).toThrow(SerializationError);
+    expect(() => serializer.serialize(undefined)).toThrow(/use null/);
+    expect(() => serializer.serialize(() => 1)).toThrow(SerializationError);
+    expect(() => serializer.deserialize('{oops')).toThrow(SerializationError);
+  });
+});
+
+describe('method interception (decorators + explorer)', () => {
+  const TRACE = Symbol('test:trace');
+  const Trace = (label: string) => createInterceptedMethodDecorator(TRACE, '@Trace', label);
+
+  /** Records the calls it sees, tagged with the app it belongs to. */
+  class TraceInterceptor implements MethodInterceptor<string> {
+    readonly metadataKey = TRACE;
+    readonly decoratorName = '@Trace';
+    readonly order = 0;
+    readonly seen: string[] = [];
+    constructor(readonly appName: string) {}
+    prepare(target: InterceptedMethod, label: string) {
+      return async (args: unknown[], next: NextCall) => {
+        this.seen.push(`${this.appName}:${target.className}.${target.methodName}:${label}:${JSON.stringify(args)}`);
+        return { wrapped: await next() };
+      };
+    }
+  }
+
+  @Injectable()
+  class Greeter {
+    private readonly greeting = 'hello';
+    @Trace('svc')
+    greet(name: string) {
+      return `${this.greeting} ${name}`;
+    }
+    plain() {
+      return 'plain';
+    }
+  }
+
+  @Controller('greet')
+  class GreetController {
+    @Get()
+    @Trace('ctl')
+    hello() {
+      return 'hi';
+    }
+
+    @Trace('ctl2')
+    @Get('reversed')
+    reversed() {
+      return 'rev';
+    }
+  }
+
+  async function boot(name: string) {
+    const interceptor = new TraceInterceptor(name);
+    @Module({
+      imports: [DiscoveryModule],
+      controllers: [GreetController],
+      providers: [Greeter, MethodInterceptionExplorer, { provide: METHOD_INTERCEPTORS, useValue: [interceptor] }],
+    })
+    class AppModule {}
+    const moduleRef = await Test.createTestingModule({ imports: [AppModule] }).compile();
+    const app = moduleRef.createNestApplication({ logger: false });
+    await app.init();
+    return { app, interceptor };
+  }
+
+  it('wraps provider and controller methods per app instance, keeping route metadata', async () => {
+    const a = await boot('A');
+    const b = await boot('B');
+    try {
+      expect(await a.app.get(Greeter).greet('ann')).toEqual({ wrapped: 'hello ann' });
+      expect(await b.app.get(Greeter).greet('bob')).toEqual({ wrapped: 'hello bob' });
+      expect(a.app.get(Greeter).plain()).toBe('plain');
+      const res = await request(a.app.getHttpServer()).get('/greet').expect(200);
+      expect(res.body).toEqual({ wrapped: 'hi' });
+      expect((await request(a.app.getHttpServer()).get('/greet/reversed').expect(200)).body).toEqual({ wrapped: 'rev' });
+      expect(a.interceptor.seen).toEqual(['A:Greeter.greet:svc:["ann"]', 'A:GreetController.hello:ctl:[]', 'A:GreetController.reversed:ctl2:[]']);
+      expect(b.interceptor.seen).toEqual(['B:Greeter.greet:svc:["bob"]']);
+      // Without the explorer (no module), the original method runs untouched.
+      expect(new Greeter().greet('raw')).toBe('hello raw');
+    } finally {
+      await a.app.close();
+      await b.app.close();
+    }
+  });
+});

@@ -1,0 +1,63 @@
+import { InvalidOptionsError, RedisToolkitModule } from '../../lib/index.js';
+import { resolveToolkitOptions } from '../../lib/redis-toolkit.options-resolver.js';
+import { Test } from '@nestjs/testing';
+import type { RedisToolkitOptions } from '../../lib/index.js';
+
+function problemsOf(options: unknown): string {
+  try {
+    resolveToolkitOptions(options as RedisToolkitOptions);
+  } catch (err) {
+    expect(err).toBeInstanceOf(InvalidOptionsError);
+    expect((err as InvalidOptionsError).code).toBe('E_INVALID_OPTIONS');
+    return (err as Error).message;
+  }
+  throw new Error('expected InvalidOptionsError');
+}
+
+describe('option validation', () => {
+  it.each([
+    [{ connection: { url: 'redis://a:1', cluster: [{ host: 'a', port: 1 }] } }, /connection must give only one of .*got url\/host\/port and cluster/],
+    [{ connection: { host: 'a', port: 70_000 } }, /connection\.port must be an integer from 1 to 65535, got 70000/],
+    [{ connection: { url: 'http://x:1' } }, /connection\.url must start with redis:\/\/ or rediss:\/\/, got http:/],
+    [{ connection: { url: 'not a url' } }, /connection\.url is not a valid URL/],
+    [{ connection: { cluster: [] } }, /connection\.cluster must be a non-empty array/],
+    [{ connection: { cluster: [{ host: 'a' }] } }, /connection\.cluster\[0\]\.port is required/],
+    [{ connection: { sentinels: [{ host: 'a', port: 1 }] } }, /connection\.name is required with sentinels/],
+    [{ connection: { client: {} } }, /connection\.client must be an ioredis Redis or Cluster instance/],
+    [{}, /connection is required/],
+    [{ connection: { url: 'redis://a:1' }, commandTimeout: -1 }, /commandTimeout must be a positive number of milliseconds, got -1/],
+    [{ connection: { url: 'redis://a:1' }, cache: { defaultTtl: -5 } }, /cache\.defaultTtl must be a positive number of milliseconds, got -5/],
+    [{ connection: { url: 'redis://a:1' }, cache: { l1: { max: 0, ttl: 10 } } }, /cache\.l1\.max must be an integer from 1/],
+    [{ connection: { url: 'redis://a:1' }, rateLimit: { defaults: { limit: 5, ttl: 1000, algorithm: 'leaky' } } }, /rateLimit\.defaults\.algorithm must be one of/],
+    [{ connection: { url: 'redis://a:1' }, lock: { ttl: 0 } }, /lock\.ttl must be a positive number/],
+    [{ connection: { url: 'redis://a:1' }, serializer: { serialize: 1 } }, /serializer must have serialize\(value\) and deserialize\(raw\) functions/],
+  ])('%j is refused with a message naming the option', (options, message) => {
+    expect(problemsOf(options)).toMatch(message);
+  });
+
+  it('lists every problem at once', () => {
+    const message = problemsOf({ connection: { host: 'a', port: 0 }, commandTimeout: 'fast', session: { ttl: -1 } });
+    expect(message.split('\n').filter((l) => l.startsWith('  - '))).toEqual([
+      '  - connection.port must be an integer from 1 to 65535, got 0',
+      '  - commandTimeout must be a positive number of milliseconds, got "fast"',
+      '  - session.ttl must be a positive number of milliseconds, got -1',
+    ]);
+  });
+
+  it('fills defaults in one place', () => {
+    const resolved = resolveToolkitOptions({ connection: { url: 'redis://127.0.0.1:1' } });
+    expect(resolved).toMatchObject({ keyPrefix: 'rtk:', commandTimeout: 1000, lazyConnect: false });
+    expect(resolved.cache.defaultTtl).toBe(60_000);
+    expect(resolved.rateLimit.failOpen).toBe(true);
+  });
+
+  it('fails the bootstrap of an app with bad options, before connecting', async () => {
+    const started = Date.now();
+    await expect(
+      Test.createTestingModule({
+        imports: [RedisToolkitModule.forRoot({ connection: { url: 'redis://127.0.0.1:1', port: 99999 } as never })],
+      }).compile(),
+    ).rejects.toThrow(/connection give either url or host\/port, not both/);
+    expect(Date.now() - started).toBeLessThan(1000);
+  });
+});

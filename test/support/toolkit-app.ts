@@ -1,0 +1,70 @@
+import type { DynamicModule, INestApplication, ModuleMetadata, Provider, Type } from '@nestjs/common';
+import { Test, type TestingModule } from '@nestjs/testing';
+import { RedisToolkitModule, type RedisToolkitOptions } from '../../lib/index.js';
+import { sharedServers } from './shared-servers.js';
+
+/** Where a test app's Redis is: the shared single server, the shared 3-master cluster, or an explicit connection. */
+export type RedisTarget = 'single' | 'cluster' | RedisToolkitOptions['connection'];
+
+export function connectionFor(target: RedisTarget): RedisToolkitOptions['connection'] {
+  if (target === 'single') return { url: sharedServers().single.url };
+  if (target === 'cluster') return { cluster: sharedServers().cluster };
+  return target;
+}
+
+export interface ToolkitAppOptions extends Omit<Partial<RedisToolkitOptions>, 'connection'> {
+  target?: RedisTarget;
+  /** Extra module metadata for the app under test (controllers, providers, imports). */
+  imports?: ModuleMetadata['imports'];
+  controllers?: Type<unknown>[];
+  providers?: Provider[];
+  /** Start an HTTP server (Express) so supertest can call it. Default: an application context without HTTP. */
+  http?: boolean;
+  /** Keep the Nest logger (default: errors only). */
+  verbose?: boolean;
+}
+
+export interface ToolkitApp {
+  readonly app: INestApplication;
+  readonly moduleRef: TestingModule;
+  get<T>(token: Type<T> | string | symbol): T;
+  close(): Promise<void>;
+}
+
+const open = new Set<ToolkitApp>();
+
+/**
+ * Boots a Nest app with RedisToolkitModule on a harness Redis. Call `closeToolkitApps()` in afterEach/afterAll (or
+ * `app.close()` yourself); every app still open is closed by `closeToolkitApps`.
+ */
+export async function createToolkitApp(options: ToolkitAppOptions = {}): Promise<ToolkitApp> {
+  const { target = 'single', imports = [], controllers = [], providers = [], http = false, verbose = false, ...toolkit } =
+    options;
+  const toolkitModule: DynamicModule = RedisToolkitModule.forRoot({ ...toolkit, connection: connectionFor(target) });
+  const moduleRef = await Test.createTestingModule({
+    imports: [toolkitModule, ...imports],
+    controllers,
+    providers,
+  }).compile();
+  const app = moduleRef.createNestApplication({ logger: verbose ? undefined : ['error'] });
+  await app.init();
+  if (http) await app.listen(0, '127.0.0.1');
+  let closed = false;
+  const handle: ToolkitApp = {
+    app,
+    moduleRef,
+    get: <T>(token: Type<T> | string | symbol) => app.get<T>(token as Type<T>),
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      open.delete(handle);
+      await app.close();
+    },
+  };
+  open.add(handle);
+  return handle;
+}
+
+export async function closeToolkitApps(): Promise<void> {
+  await Promise.all([...open].map((a) => a.close()));
+}
