@@ -1,0 +1,50 @@
+import { InvalidOptionsError } from '../common/errors.js';
+import { KeyBuilder } from '../common/keys.js';
+import type { ResolvedCacheOptions } from './cache.options.js';
+import type { CacheGetOrSetOptions, CacheSetOptions, CacheTags } from './cache.types.js';
+
+/** The options of one set/getOrSet call, validated and with the module defaults filled in. */
+export interface ResolvedCall<T> {
+  ttl: number;
+  staleTtl: number;
+  tags: CacheTags<T> | undefined;
+}
+
+/** What a call without options resolves to (built once: the getOrSet hot path skips validation). */
+export function defaultCall(options: ResolvedCacheOptions): ResolvedCall<unknown> {
+  return { ttl: Math.ceil(options.defaultTtl), staleTtl: Math.ceil(options.staleTtl), tags: undefined };
+}
+
+export function resolveCall<T>(
+  options: CacheGetOrSetOptions<T> | CacheSetOptions,
+  what: string,
+  defaults: ResolvedCacheOptions,
+): ResolvedCall<T> {
+  if (options === null || typeof options !== 'object') throw new InvalidOptionsError(`cache.${what}: options must be an object`);
+  const { ttl, staleTtl, tags } = options as CacheGetOrSetOptions<T>;
+  if (ttl !== undefined && (typeof ttl !== 'number' || !Number.isFinite(ttl) || ttl <= 0)) {
+    throw new InvalidOptionsError(`cache.${what}: ttl must be a positive number of milliseconds, got ${String(ttl)}`);
+  }
+  if (staleTtl !== undefined && (typeof staleTtl !== 'number' || !Number.isFinite(staleTtl) || staleTtl < 0)) {
+    throw new InvalidOptionsError(`cache.${what}: staleTtl must be a non-negative number of milliseconds, got ${String(staleTtl)}`);
+  }
+  if (tags !== undefined && typeof tags !== 'function') checkTags(tags, what);
+  return {
+    ttl: Math.ceil(ttl ?? defaults.defaultTtl),
+    staleTtl: Math.ceil(staleTtl ?? defaults.staleTtl),
+    tags: tags as CacheTags<T> | undefined,
+  };
+}
+
+/** The entry's tags (computed from the value when given as a function), validated and without duplicates. */
+export function resolveTags<T>(tags: CacheTags<T> | undefined, value: T): string[] {
+  if (tags === undefined) return [];
+  const list = typeof tags === 'function' ? tags(value) : tags;
+  checkTags(list, 'tags');
+  return [...new Set(list)];
+}
+
+function checkTags(tags: unknown, what: string): asserts tags is readonly string[] {
+  if (!Array.isArray(tags)) throw new InvalidOptionsError(`cache.${what}: tags must be an array of strings`);
+  for (const t of tags) KeyBuilder.validate(t, 'tag');
+}

@@ -1,0 +1,56 @@
+import { createInterceptedMethodDecorator } from '../common/method-interception.js';
+import { CACHE_METADATA } from './cache.constants.js';
+
+/** A function of the decorated method's arguments (typed loosely so any parameter list fits). */
+export type FromArgs<T> = (...args: never[]) => T;
+
+export interface CacheableOptions {
+  /** The cache key: a string, or a function of the arguments. Default: `ClassName.method:` + a hash of the arguments. */
+  key?: string | FromArgs<string>;
+  /** ms the result stays fresh. Default: `cache.defaultTtl`. */
+  ttl?: number;
+  /** ms the result is served stale after `ttl` while one refresh runs. Default: `cache.staleTtl`. */
+  staleTtl?: number;
+  /** Tags: a list, or a function of the arguments. */
+  tags?: readonly string[] | FromArgs<readonly string[]>;
+  /** More tags computed from the result (first parameter) and the arguments. */
+  resultTags?: (result: never, ...args: never[]) => readonly string[];
+}
+
+export type CachePutOptions = CacheableOptions;
+
+export interface CacheEvictOptions {
+  /** Keys to delete: a key, a list, or a function of the arguments returning either. */
+  keys?: string | readonly string[] | FromArgs<string | readonly string[]>;
+  /** Tags to invalidate: a list or a function of the arguments. */
+  tags?: readonly string[] | FromArgs<readonly string[]>;
+  /** A glob of keys to delete (under the cache prefix only), or a function of the arguments. */
+  pattern?: string | FromArgs<string>;
+  /** Tags are marked stale instead of deleted (see invalidateTags). */
+  soft?: boolean;
+}
+
+export type CacheOperation =
+  | { kind: 'cacheable'; options: CacheableOptions }
+  | { kind: 'put'; options: CachePutOptions }
+  | { kind: 'evict'; options: CacheEvictOptions };
+
+const merge = (previous: CacheOperation[], next: CacheOperation[]): CacheOperation[] => [...next, ...previous];
+
+/**
+ * Caches the method's result (through CacheService.getOrSet: single-flight, stampede lock, SWR, tags). Works on any
+ * provider or controller method; the decorated method becomes async.
+ */
+export function Cacheable(options: CacheableOptions = {}): MethodDecorator {
+  return createInterceptedMethodDecorator<CacheOperation[]>(CACHE_METADATA, '@Cacheable', [{ kind: 'cacheable', options }], merge);
+}
+
+/** Always runs the method and stores its result under the key (refreshing the cache on writes). */
+export function CachePut(options: CachePutOptions = {}): MethodDecorator {
+  return createInterceptedMethodDecorator<CacheOperation[]>(CACHE_METADATA, '@CachePut', [{ kind: 'put', options }], merge);
+}
+
+/** After the method succeeds, deletes keys, invalidates tags and/or a pattern. Nothing is evicted when it throws. */
+export function CacheEvict(options: CacheEvictOptions): MethodDecorator {
+  return createInterceptedMethodDecorator<CacheOperation[]>(CACHE_METADATA, '@CacheEvict', [{ kind: 'evict', options }], merge);
+}

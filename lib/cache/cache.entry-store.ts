@@ -1,0 +1,58 @@
+import { toRedisUnavailable } from '../common/errors.js';
+import type { Serializer } from '../common/serializer.js';
+import type { ThrottledWarning } from '../common/throttled-logger.js';
+import type { RedisConnection } from '../connection/redis-connection.js';
+import { decodeEntry, type CacheEntry } from './cache.entry.js';
+import type { CacheFailurePolicy } from './cache.failure-policy.js';
+import type { CacheL1 } from './cache.l1.js';
+import type { CacheReadBatcher } from './cache.read-batcher.js';
+import type { CacheTagIndex } from './cache.tag-index.js';
+
+/** Reads and writes of one entry in Redis (and, once read or stored, in L1). */
+export class CacheEntryStore {
+  constructor(
+    private readonly connection: RedisConnection,
+    private readonly reads: CacheReadBatcher,
+    private readonly tags: CacheTagIndex,
+    private readonly l1: CacheL1 | undefined,
+    private readonly failures: CacheFailurePolicy,
+    private readonly serializer: Serializer,
+    private readonly redisWarning: ThrottledWarning,
+  ) {}
+
+  async read<T>(redisKey: string): Promise<CacheEntry<T> | undefined> {
+    this.failures.assertConnected('get');
+    let raw: string | null;
+    try {
+      raw = await this.reads.get(redisKey);
+    } catch (err) {
+      throw toRedisUnavailable(err, 'cache get');
+    }
+    if (raw === null) return undefined;
+    try {
+      return decodeEntry<T>(raw, this.serializer);
+    } catch (err) {
+      // Written by another serializer or version: a miss, overwritten by the next load.
+      this.redisWarning.warn(`cache entry ${redisKey} cannot be read, treated as a miss: ${(err as Error).message}`);
+      return undefined;
+    }
+  }
+
+  /**
+   * Tag indexes first, then the entry: an entry is never visible without being reachable from its tags. When one of
+   * its tags was invalidated after `startedAt` (the value was loaded before the invalidation), nothing is stored.
+   */
+  async write(redisKey: string, entry: CacheEntry, raw: string, startedAt: number): Promise<boolean> {
+    const stored = await this.failures.guard('set', async () => {
+      const now = Date.now();
+      if (entry.tags.length > 0) {
+        const added = await Promise.all(entry.tags.map((t) => this.tags.add(t, redisKey, entry.staleUntil, startedAt, now)));
+        if (added.includes(0)) return false;
+      }
+      await this.connection.client.set(redisKey, raw, 'PX', Math.max(1, entry.staleUntil - now));
+      return true;
+    });
+    if (stored) this.l1?.remember(redisKey, entry);
+    return stored;
+  }
+}

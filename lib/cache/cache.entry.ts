@@ -1,0 +1,87 @@
+import { SerializationError } from '../common/errors.js';
+import type { Serializer } from '../common/serializer.js';
+
+/**
+ * One cache entry as stored: everything stale-while-revalidate and XFetch need travels with the value, in one
+ * Redis string per key, so a hit is exactly one GET and no second key can drift out of step with the value.
+ *
+ * Encoding: `<freshUntil>,<staleUntil>,<delta>,<tags JSON>\n<payload>` (epoch ms, ms). The header never contains a
+ * newline (JSON escapes them), so the first `\n` ends it whatever the serializer produces. The key's PEXPIRE is the
+ * stale horizon; soften.lua rewrites `freshUntil` in place for soft invalidation.
+ */
+export interface CacheEntry<T = unknown> {
+  value: T;
+  /** Epoch ms until which the value is fresh. */
+  freshUntil: number;
+  /** Epoch ms until which the value may still be served stale (>= freshUntil); Redis drops the key then. */
+  staleUntil: number;
+  /** How long the loader took to produce this value, ms (XFetch's δ). 0 for values written with set(). */
+  delta: number;
+  tags: string[];
+}
+
+export function encodeEntry(entry: CacheEntry, serializer: Serializer): string {
+  const payload = serializer.serialize(entry.value);
+  return `${entry.freshUntil},${entry.staleUntil},${Math.round(entry.delta)},${JSON.stringify(entry.tags)}\n${payload}`;
+}
+
+export function decodeEntry<T>(raw: string, serializer: Serializer): CacheEntry<T> {
+  const nl = raw.indexOf('\n');
+  const c1 = raw.indexOf(',');
+  const c2 = raw.indexOf(',', c1 + 1);
+  const c3 = raw.indexOf(',', c2 + 1);
+  if (nl < 0 || c1 < 0 || c2 < 0 || c3 < 0 || c3 > nl) throw new SerializationError('stored cache entry has no valid header');
+  const freshUntil = Number(raw.slice(0, c1));
+  const staleUntil = Number(raw.slice(c1 + 1, c2));
+  const delta = Number(raw.slice(c2 + 1, c3));
+  const tagsJson = raw.slice(c3 + 1, nl);
+  let tags: string[] = [];
+  if (tagsJson !== '[]') {
+    try {
+      tags = JSON.parse(tagsJson) as string[];
+    } catch (err) {
+      throw new SerializationError('stored cache entry has unreadable tags', { cause: err });
+    }
+  }
+  if (!Number.isFinite(freshUntil) || !Number.isFinite(staleUntil) || !Number.isFinite(delta) || !Array.isArray(tags)) {
+    throw new SerializationError('stored cache entry has an invalid header');
+  }
+  return { value: serializer.deserialize<T>(raw.slice(nl + 1)), freshUntil, staleUntil, delta, tags };
+}
+
+/**
+ * A stable text for a list of arguments: object keys sorted, Dates as ISO strings, undefined kept apart from null.
+ * Throws for what has no stable text (functions, symbols, circular structures), so a key is never silently shared.
+ */
+export function stableStringify(value: unknown, seen: Set<object> = new Set()): string {
+  if (value === undefined) return 'u';
+  if (value === null) return 'null';
+  switch (typeof value) {
+    case 'string':
+      return JSON.stringify(value);
+    case 'number':
+    case 'boolean':
+      return String(value);
+    case 'bigint':
+      return `${value.toString()}n`;
+    case 'function':
+    case 'symbol':
+      throw new SerializationError(`a ${typeof value} argument has no stable cache key`);
+    default:
+      break;
+  }
+  const obj = value as object;
+  if (obj instanceof Date) return `D${obj.toISOString()}`;
+  if (seen.has(obj)) throw new SerializationError('a circular argument has no stable cache key');
+  seen.add(obj);
+  try {
+    if (Array.isArray(obj)) return `[${obj.map((v) => stableStringify(v, seen)).join(',')}]`;
+    const record = obj as Record<string, unknown>;
+    const parts = Object.keys(record)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${stableStringify(record[k], seen)}`);
+    return `{${parts.join(',')}}`;
+  } finally {
+    seen.delete(obj);
+  }
+}

@@ -1,0 +1,90 @@
+import { Injectable, Logger } from '@nestjs/common';
+import { InvalidOptionsError, RedisUnavailableError } from '../common/errors.js';
+import { KeyBuilder } from '../common/keys.js';
+import type { InterceptedMethod, MethodInterceptor, NextCall } from '../common/method-interception.js';
+import { CACHE_METADATA } from './cache.constants.js';
+import type { CacheableOptions, CacheEvictOptions, CacheOperation } from './cache.decorators.js';
+import { stableStringify } from './cache.entry.js';
+import { CacheService } from './cache.service.js';
+
+export { CACHE_METADATA };
+
+type Step = (args: unknown[], next: NextCall) => Promise<unknown>;
+type Loose<T> = (...args: unknown[]) => T;
+
+/** Runs methods marked @Cacheable / @CachePut / @CacheEvict (applied by the MethodInterceptionExplorer). */
+@Injectable()
+export class CacheMethodInterceptor implements MethodInterceptor<CacheOperation[]> {
+  readonly metadataKey = CACHE_METADATA;
+  readonly decoratorName = '@Cacheable';
+  readonly order = 10;
+  private readonly logger = new Logger('RedisToolkit');
+
+  constructor(private readonly cache: CacheService) {}
+
+  prepare(target: InterceptedMethod, operations: CacheOperation[]): Step {
+    const steps = operations.map((op) => this.step(target, op));
+    return (args, next) => {
+      const call = (index: number): Promise<unknown> => (index === steps.length ? next() : steps[index](args, () => call(index + 1)));
+      return call(0);
+    };
+  }
+
+  private step(target: InterceptedMethod, op: CacheOperation): Step {
+    const where = `${target.className}.${target.methodName}`;
+    if (op.kind === 'evict') return this.evictStep(where, op.options);
+    const { ttl, staleTtl } = op.options;
+    for (const [name, v] of [['ttl', ttl], ['staleTtl', staleTtl]] as const) {
+      if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v) || v < (name === 'ttl' ? 1 : 0))) {
+        throw new InvalidOptionsError(`@Cacheable on ${where}: ${name} must be a number of milliseconds, got ${String(v)}`);
+      }
+    }
+    const keyOf = (args: unknown[]) => this.keyOf(where, op.options.key, args);
+    const tagsOf = (args: unknown[]) => {
+      const fromArgs = resolve<readonly string[]>(op.options.tags, args) ?? [];
+      const fromResult = op.options.resultTags as ((result: unknown, ...args: unknown[]) => readonly string[]) | undefined;
+      return (value: unknown) => [...fromArgs, ...(fromResult ? fromResult(value, ...args) : [])];
+    };
+    if (op.kind === 'cacheable') {
+      return (args, next) => this.cache.getOrSet(keyOf(args), next, { ttl, staleTtl, tags: tagsOf(args) });
+    }
+    return async (args, next) => {
+      const key = keyOf(args);
+      const value = await next();
+      if (value !== undefined) await this.cache.set(key, value, { ttl, staleTtl, tags: tagsOf(args)(value) });
+      return value;
+    };
+  }
+
+  private evictStep(where: string, options: CacheEvictOptions): Step {
+    return async (args, next) => {
+      const result = await next();
+      const keys = resolve<string | readonly string[]>(options.keys, args);
+      const tags = resolve<readonly string[]>(options.tags, args);
+      const pattern = resolve<string>(options.pattern, args);
+      try {
+        await Promise.all([
+          keys === undefined ? 0 : this.cache.del(...(typeof keys === 'string' ? [keys] : keys)),
+          tags === undefined || tags.length === 0 ? 0 : this.cache.invalidateTags(...tags, { soft: options.soft ?? false }),
+          pattern === undefined ? 0 : this.cache.invalidatePattern(pattern),
+        ]);
+      } catch (err) {
+        // The method has done its work; its caller gets the result. The failure is counted in stats().errors.
+        if (!(err instanceof RedisUnavailableError)) throw err;
+        this.logger.warn(`@CacheEvict on ${where} could not evict: ${err.message}`);
+      }
+      return result;
+    };
+  }
+
+  /** `key` option (string or function of the arguments), else `ClassName.method:` + a stable hash of the arguments. */
+  private keyOf(where: string, key: CacheableOptions['key'], args: unknown[]): string {
+    if (typeof key === 'string') return key;
+    if (typeof key === 'function') return (key as Loose<string>)(...args);
+    return `${where}:${KeyBuilder.hash(stableStringify(args))}`;
+  }
+}
+
+function resolve<T>(option: T | ((...args: never[]) => T) | undefined, args: unknown[]): T | undefined {
+  return typeof option === 'function' ? (option as Loose<T>)(...args) : option;
+}

@@ -1,0 +1,62 @@
+import type { OptionProblems } from '../common/option-checks.js';
+
+export interface CacheL1Options {
+  /** Most entries kept in the in-process LRU. */
+  max: number;
+  /** Longest ms an entry stays in L1 (it is never served past its own fresh-until either). */
+  ttl: number;
+}
+
+export interface CacheOptions {
+  /** ms a value stays fresh when a call gives no ttl. Default 60_000. */
+  defaultTtl?: number;
+  /** ms after expiry during which the stale value is still served while one refresh runs. Default 0 (off). */
+  staleTtl?: number;
+  /** In-process LRU in front of Redis, kept coherent across instances through pub/sub. Off unless given. */
+  l1?: CacheL1Options;
+  /** Redis down: call the loader and serve uncached (true, default) or throw RedisUnavailableError (false). */
+  failOpen?: boolean;
+  /** ms the cross-process stampede lock lives (one loader runs while it is held). Default 10_000. */
+  lockTtl?: number;
+  /** Longest ms a process waits for another process's loader before loading itself. Default 5_000. */
+  lockWait?: number;
+  /** XFetch β: > 1 refreshes earlier, < 1 later, 0 turns probabilistic early refresh off. Default 1. */
+  beta?: number;
+}
+
+export interface ResolvedCacheOptions {
+  defaultTtl: number;
+  staleTtl: number;
+  l1: CacheL1Options | undefined;
+  failOpen: boolean;
+  lockTtl: number;
+  lockWait: number;
+  beta: number;
+}
+
+export function resolveCacheOptions(raw: CacheOptions | undefined, problems: OptionProblems): ResolvedCacheOptions {
+  const o = raw ?? {};
+  if (problems.object('cache', raw)) {
+    problems.duration('cache.defaultTtl', o.defaultTtl);
+    problems.duration('cache.staleTtl', o.staleTtl, { allowZero: true });
+    problems.boolean('cache.failOpen', o.failOpen);
+    problems.duration('cache.lockTtl', o.lockTtl);
+    problems.duration('cache.lockWait', o.lockWait, { allowZero: true });
+    problems.number('cache.beta', o.beta, 0, 100);
+    if (problems.object('cache.l1', o.l1) && o.l1) {
+      problems.integer('cache.l1.max', o.l1.max, 1);
+      if (o.l1.max === undefined) problems.add('cache.l1.max', 'is required');
+      problems.duration('cache.l1.ttl', o.l1.ttl);
+      if (o.l1.ttl === undefined) problems.add('cache.l1.ttl', 'is required');
+    }
+  }
+  return {
+    defaultTtl: o.defaultTtl ?? 60_000,
+    staleTtl: o.staleTtl ?? 0,
+    l1: o.l1 ? { max: o.l1.max, ttl: o.l1.ttl } : undefined,
+    failOpen: o.failOpen ?? true,
+    lockTtl: o.lockTtl ?? 10_000,
+    lockWait: o.lockWait ?? 5_000,
+    beta: o.beta ?? 1,
+  };
+}

@@ -1,0 +1,371 @@
+import { Inject, Injectable, Logger, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
+import { scanKeys, unlinkMany } from '../common/bulk-keys.js';
+import { InvalidOptionsError, RedisUnavailableError } from '../common/errors.js';
+import { KeyBuilder } from '../common/keys.js';
+import type { Serializer } from '../common/serializer.js';
+import { ThrottledWarning } from '../common/throttled-logger.js';
+import { RedisConnection } from '../connection/redis-connection.js';
+import { PubSubService } from '../pubsub/pubsub.service.js';
+import { REDIS_TOOLKIT_OPTIONS } from '../redis-toolkit.constants.js';
+import type { ResolvedRedisToolkitOptions } from '../redis-toolkit.options-resolver.js';
+import { defaultCall, resolveCall, resolveTags, type ResolvedCall } from './cache.call-options.js';
+import { encodeEntry, type CacheEntry } from './cache.entry.js';
+import { CacheEntryStore } from './cache.entry-store.js';
+import { CacheFailurePolicy } from './cache.failure-policy.js';
+import { CacheL1 } from './cache.l1.js';
+import { CacheLoadLock } from './cache.load-lock.js';
+import type { ResolvedCacheOptions } from './cache.options.js';
+import { CacheReadBatcher } from './cache.read-batcher.js';
+import { CacheCounters } from './cache.stats.js';
+import { CacheTagIndex } from './cache.tag-index.js';
+import type {
+  CacheGetOrSetOptions,
+  CacheResult,
+  CacheSetOptions,
+  CacheStats,
+  InvalidateTagsOptions,
+} from './cache.types.js';
+
+export { CACHE_L1_CHANNEL } from './cache.l1.js';
+export type {
+  CacheTags,
+  CacheSetOptions,
+  CacheGetOrSetOptions,
+  InvalidateTagsOptions,
+  CacheStatus,
+  CacheResult,
+  CacheStats,
+} from './cache.types.js';
+
+const FEATURE = 'cache';
+const ENTRY_KEY_MEMO = 10_000;
+
+type Loader<T> = () => T | Promise<T>;
+
+/**
+ * Cache-aside on Redis with stampede protection, stale-while-revalidate, stale-if-error, XFetch early refresh, tags,
+ * pattern invalidation and an optional L1 kept coherent across instances. See docs/cache.md.
+ *
+ * The public facade and the in-process read flow (single-flight, early and background refresh). It builds the units
+ * it delegates to: entry reads/writes (cache.entry-store, GETs batched by cache.read-batcher), the cross-process load
+ * lock (cache.load-lock), tag indexes (cache.tag-index), the L1 (cache.l1), failure handling and counters.
+ */
+@Injectable()
+export class CacheService implements OnModuleInit, OnModuleDestroy {
+  private readonly logger = new Logger('RedisToolkit');
+  private readonly redisWarning = new ThrottledWarning(this.logger);
+  private readonly refreshWarning = new ThrottledWarning(this.logger);
+  private readonly options: ResolvedCacheOptions;
+  private readonly serializer: Serializer;
+  private readonly l1: CacheL1 | undefined;
+  private readonly inflight = new Map<string, Promise<CacheResult<unknown>>>();
+  private readonly refreshing = new Set<string>();
+  private readonly counters = new CacheCounters();
+  private readonly failures: CacheFailurePolicy;
+  private readonly store: CacheEntryStore;
+  private readonly tags: CacheTagIndex;
+  private readonly lock: CacheLoadLock;
+  private readonly featurePrefix: string;
+  private readonly entryKeys = new Map<string, string>();
+  private readonly defaultCall: ResolvedCall<unknown>;
+  private closed = false;
+
+  constructor(
+    private readonly connection: RedisConnection,
+    private readonly keys: KeyBuilder,
+    @Inject(REDIS_TOOLKIT_OPTIONS) toolkit: ResolvedRedisToolkitOptions,
+    pubsub: PubSubService,
+  ) {
+    this.options = toolkit.cache;
+    this.serializer = toolkit.serializer;
+    this.featurePrefix = keys.featurePrefix(FEATURE);
+    this.defaultCall = defaultCall(this.options);
+    if (this.options.l1) this.l1 = new CacheL1(this.options.l1, connection, pubsub, this.counters, this.redisWarning);
+    this.failures = new CacheFailurePolicy(connection, this.options.failOpen, this.counters, this.redisWarning);
+    this.tags = new CacheTagIndex(connection, keys, FEATURE, this.options.lockTtl, this.l1);
+    const reads = new CacheReadBatcher(connection);
+    this.store = new CacheEntryStore(connection, reads, this.tags, this.l1, this.failures, this.serializer, this.redisWarning);
+    const { lockTtl, lockWait } = this.options;
+    this.lock = new CacheLoadLock(connection, this.featurePrefix, lockTtl, lockWait, this.store, this.l1, this.failures);
+  }
+
+  async onModuleInit(): Promise<void> {
+    if (!this.l1) return;
+    await this.l1.start();
+  }
+
+  async onModuleDestroy(): Promise<void> {
+    this.closed = true;
+    await this.l1?.close();
+  }
+
+  // ----------------------------------------------------------------------------------------------------------------
+  // Public API
+  // ----------------------------------------------------------------------------------------------------------------
+
+  /** The fresh value under `key`, or undefined (missing, expired, stale, or Redis unreachable with failOpen). */
+  async get<T>(key: string): Promise<T | undefined> {
+    const redisKey = this.entryKey(key);
+    const now = Date.now();
+    const local = this.l1?.get(redisKey);
+    if (local && now < local.freshUntil) {
+      this.counters.hits++;
+      return local.value as T;
+    }
+    let entry: CacheEntry<T> | undefined;
+    try {
+      entry = await this.store.read<T>(redisKey);
+    } catch (err) {
+      this.failures.failed(err);
+      this.counters.misses++;
+      return undefined;
+    }
+    if (entry && Date.now() < entry.freshUntil) {
+      this.counters.hits++;
+      this.l1?.remember(redisKey, entry);
+      return entry.value;
+    }
+    this.counters.misses++;
+    return undefined;
+  }
+
+  /**
+   * Stores `value` (null is a value; undefined is refused with SerializationError, as is anything the serializer
+   * cannot encode, and nothing is written then). With failOpen (default) a Redis failure is counted and logged.
+   */
+  async set<T>(key: string, value: T, options: CacheSetOptions = {}): Promise<void> {
+    const redisKey = this.entryKey(key);
+    const call = resolveCall<T>(options, 'set', this.options);
+    const now = Date.now();
+    const tags = resolveTags(call.tags, value);
+    const entry: CacheEntry<T> = { value, freshUntil: now + call.ttl, staleUntil: now + call.ttl + call.staleTtl, delta: 0, tags };
+    const raw = encodeEntry(entry, this.serializer);
+    this.l1?.delete(redisKey);
+    try {
+      // An explicit set is stored whatever was invalidated before it (only loads are checked against invalidations).
+      await this.store.write(redisKey, entry, raw, Number.MAX_SAFE_INTEGER);
+    } catch (err) {
+      this.failures.failed(err);
+    }
+    this.l1?.broadcast({ keys: [redisKey] });
+  }
+
+  /** Deletes entries (UNLINK); resolves to how many existed. Throws RedisUnavailableError when Redis cannot be reached. */
+  async del(...keys: string[]): Promise<number> {
+    const redisKeys = keys.map((k) => this.entryKey(k));
+    if (redisKeys.length === 0) return 0;
+    for (const k of redisKeys) this.l1?.delete(k);
+    try {
+      const n = await this.failures.guard('del', () => unlinkMany(this.connection.client, redisKeys));
+      return n;
+    } catch (err) {
+      this.failures.count(err);
+      throw err;
+    } finally {
+      this.l1?.broadcast({ keys: redisKeys });
+    }
+  }
+
+  /** Cache-aside: the cached value, or the loader's (stored, shared by every concurrent caller). */
+  async getOrSet<T>(key: string, loader: Loader<T>, options?: CacheGetOrSetOptions<T>): Promise<T> {
+    const started = this.start(key, loader, options);
+    return this.counted(started instanceof Promise ? await started : started).value;
+  }
+
+  /** getOrSet that also says where the value came from: 'hit', 'stale' (served while a refresh runs) or 'miss'. */
+  async getOrSetWithStatus<T>(key: string, loader: Loader<T>, options?: CacheGetOrSetOptions<T>): Promise<CacheResult<T>> {
+    const started = this.start(key, loader, options);
+    return this.counted(started instanceof Promise ? await started : started);
+  }
+
+  private counted<T>(result: CacheResult<T>): CacheResult<T> {
+    this.counters.record(result.status);
+    return result;
+  }
+
+  /** An L1 hit synchronously, else a read from Redis (and on a miss, this process's one shared load). */
+  private start<T>(key: string, loader: Loader<T>, options: CacheGetOrSetOptions<T> | undefined): CacheResult<T> | Promise<CacheResult<T>> {
+    const redisKey = this.entryKey(key);
+    if (typeof loader !== 'function') throw new InvalidOptionsError('cache.getOrSet: loader must be a function');
+    const call = options === undefined ? (this.defaultCall as ResolvedCall<T>) : resolveCall(options, 'getOrSet', this.options);
+    if (this.l1) {
+      const local = this.l1.get(redisKey) as CacheEntry<T> | undefined;
+      const now = Date.now();
+      if (local && now < local.freshUntil) {
+        if (this.refreshEarly(local, now)) this.refreshInBackground(redisKey, loader, call);
+        return { value: local.value, status: 'hit' };
+      }
+    }
+    return this.fetch(redisKey, loader, call);
+  }
+
+  /**
+   * Removes every entry of the tags (or, with a trailing `{ soft: true }`, marks them stale: still served while one
+   * refresh runs). Resolves to the number of entries removed or marked. Reaches every instance's L1.
+   */
+  async invalidateTags(...args: string[] | [...tags: string[], options: InvalidateTagsOptions]): Promise<number> {
+    const last = args[args.length - 1];
+    const options: InvalidateTagsOptions = typeof last === 'object' && last !== null ? last : {};
+    const tags = (typeof last === 'object' ? args.slice(0, -1) : args) as string[];
+    const tagKeys = tags.map((t) => this.tags.tagKey(t));
+    if (tags.length === 0) return 0;
+    this.l1?.dropTags(tags);
+    try {
+      const counts = await this.failures.guard('invalidateTags', () =>
+        Promise.all(
+          tags.map(async (tag, i) => {
+            // Loads that started before now must not store what this invalidation removes.
+            await this.tags.mark(tag);
+            return options.soft ? this.tags.softenTag(tagKeys[i]) : this.tags.deleteTag(tagKeys[i]);
+          }),
+        ),
+      );
+      return counts.reduce((s, n) => s + n, 0);
+    } catch (err) {
+      this.failures.count(err);
+      throw err;
+    } finally {
+      this.l1?.broadcast({ tags });
+    }
+  }
+
+  /**
+   * Deletes every entry whose key matches the glob (`products:*`), on every master of a cluster, with SCAN and
+   * UNLINK in bounded batches. The pattern is confined under our prefix: it can never reach other keys.
+   */
+  async invalidatePattern(pattern: string): Promise<number> {
+    const match = this.keys.pattern(FEATURE, pattern);
+    const internal = this.featurePrefix + '{';
+    let total = 0;
+    try {
+      await this.failures.guard('invalidatePattern', async () => {
+        for await (const page of scanKeys(this.connection.client, match)) {
+          const doomed = page.filter((k) => !k.startsWith(internal));
+          if (doomed.length === 0) continue;
+          for (const k of doomed) this.l1?.delete(k);
+          total += await unlinkMany(this.connection.client, doomed);
+          this.l1?.broadcast({ keys: doomed });
+        }
+      });
+    } catch (err) {
+      this.failures.count(err);
+      throw err;
+    }
+    return total;
+  }
+
+  stats(): CacheStats {
+    return this.counters.snapshot();
+  }
+
+  // ----------------------------------------------------------------------------------------------------------------
+  // Read path
+  // ----------------------------------------------------------------------------------------------------------------
+
+  private async fetch<T>(redisKey: string, loader: Loader<T>, call: ResolvedCall<T>): Promise<CacheResult<T>> {
+    let entry: CacheEntry<T> | undefined;
+    try {
+      entry = await this.store.read<T>(redisKey);
+    } catch (err) {
+      this.failures.failed(err);
+      return this.singleFlight(redisKey, async () => ({ value: (await this.load(loader)).value, status: 'miss' }));
+    }
+    if (entry) {
+      const now = Date.now();
+      if (now < entry.freshUntil) {
+        this.l1?.remember(redisKey, entry);
+        if (this.refreshEarly(entry, now)) this.refreshInBackground(redisKey, loader, call);
+        return { value: entry.value, status: 'hit' };
+      }
+      if (now < entry.staleUntil) {
+        this.refreshInBackground(redisKey, loader, call);
+        return { value: entry.value, status: 'stale' };
+      }
+    }
+    return this.singleFlight(redisKey, () =>
+      this.lock.loadOnce<T>(redisKey, { load: () => this.load(loader), loadAndStore: () => this.loadAndStore(redisKey, loader, call) }),
+    );
+  }
+
+  /** Concurrent misses of one key in this process share one load (and one result, or one error). */
+  private singleFlight<T>(redisKey: string, run: () => Promise<CacheResult<T>>): Promise<CacheResult<T>> {
+    let shared = this.inflight.get(redisKey) as Promise<CacheResult<T>> | undefined;
+    if (!shared) {
+      shared = run().finally(() => this.inflight.delete(redisKey));
+      this.inflight.set(redisKey, shared as Promise<CacheResult<unknown>>);
+    }
+    return shared;
+  }
+
+  private async loadAndStore<T>(redisKey: string, loader: Loader<T>, call: ResolvedCall<T>): Promise<T> {
+    const { value, delta, startedAt } = await this.load(loader);
+    if (value === undefined) return value; // undefined means "no value": returned, never cached
+    const now = Date.now();
+    const tags = resolveTags(call.tags, value);
+    const entry: CacheEntry<T> = { value, freshUntil: now + call.ttl, staleUntil: now + call.ttl + call.staleTtl, delta, tags };
+    const raw = encodeEntry(entry, this.serializer);
+    try {
+      await this.store.write(redisKey, entry, raw, startedAt);
+    } catch (err) {
+      this.failures.failed(err);
+    }
+    return value;
+  }
+
+  /** XFetch (Vattani et al.): refresh early with a probability that grows as expiry nears, scaled by δ·β. */
+  private refreshEarly(entry: CacheEntry, now: number): boolean {
+    const beta = this.options.beta;
+    if (beta <= 0 || entry.delta <= 0) return false;
+    return now - entry.delta * beta * Math.log(Math.random()) >= entry.freshUntil;
+  }
+
+  /** At most one refresh per key per process, and (through the lock) across processes; failures keep the stale value. */
+  private refreshInBackground<T>(redisKey: string, loader: Loader<T>, call: ResolvedCall<T>): void {
+    if (this.closed || this.refreshing.has(redisKey)) return;
+    this.refreshing.add(redisKey);
+    const lockKey = this.lock.lockKey(redisKey);
+    const token = this.lock.token();
+    void (async () => {
+      try {
+        if (!(await this.lock.tryLock(lockKey, token))) return;
+        try {
+          await this.loadAndStore(redisKey, loader, call);
+        } finally {
+          void this.lock.unlock(lockKey, token);
+        }
+      } catch (err) {
+        if (err instanceof RedisUnavailableError) this.failures.failed(err);
+        else {
+          this.refreshWarning.warn(
+            `cache refresh of ${redisKey} failed, the stale value stays: ${err instanceof Error ? err.message : String(err)}`,
+          );
+        }
+      } finally {
+        this.refreshing.delete(redisKey);
+      }
+    })();
+  }
+
+  private async load<T>(loader: Loader<T>): Promise<{ value: T; delta: number; startedAt: number }> {
+    this.counters.loads++;
+    const startedAt = Date.now();
+    const started = performance.now();
+    const value = await loader();
+    return { value, delta: performance.now() - started, startedAt };
+  }
+
+  // ----------------------------------------------------------------------------------------------------------------
+  // Keys
+  // ----------------------------------------------------------------------------------------------------------------
+
+  /** Validated and escaped once per distinct key (a bounded memo: the hit path of an L1 is mostly this). */
+  private entryKey(key: string): string {
+    let redisKey = this.entryKeys.get(key);
+    if (redisKey === undefined) {
+      redisKey = this.keys.key(FEATURE, key);
+      if (this.entryKeys.size >= ENTRY_KEY_MEMO) this.entryKeys.clear();
+      this.entryKeys.set(key, redisKey);
+    }
+    return redisKey;
+  }
+}

@@ -1,0 +1,23 @@
+import type { CacheStats, CacheStatus } from './cache.types.js';
+
+/** This instance's cache counters (what `CacheService.stats()` reports). */
+export class CacheCounters {
+  hits = 0;
+  misses = 0;
+  staleHits = 0;
+  loads = 0;
+  errors = 0;
+
+  /** Counts one getOrSet read by where its value came from. */
+  record(status: CacheStatus): void {
+    if (status === 'hit') this.hits++;
+    else if (status === 'stale') this.staleHits++;
+    else this.misses++;
+  }
+
+  snapshot(): CacheStats {
+    const { hits, misses, staleHits, loads, errors } = this;
+    const reads = hits + staleHits + misses;
+    return { hits, misses, staleHits, loads, errors, hitRatio: reads === 0 ? 0 : (hits + staleHits) / reads };
+  }
+}

@@ -1,0 +1,73 @@
+import { BULK_BATCH, unlinkMany } from '../common/bulk-keys.js';
+import type { KeyBuilder } from '../common/keys.js';
+import { LuaScript } from '../common/lua-script.js';
+import type { RedisConnection } from '../connection/redis-connection.js';
+import type { CacheL1 } from './cache.l1.js';
+
+/** How long a tag remembers its last invalidation, so loads that started before it do not store their value. */
+const MIN_MARK_TTL = 60_000;
+
+const tagAdd = LuaScript.fromFile<number>('rtk_cache_tag_add', new URL('./tag-add.lua', import.meta.url), 2);
+const soften = LuaScript.fromFile<number>('rtk_cache_soften', new URL('./soften.lua', import.meta.url), 1);
+
+/**
+ * The tag indexes: per tag a sorted set of entry keys scored by their stale horizon, and a mark of the tag's last
+ * invalidation. Callers run these inside the cache's Redis guard.
+ */
+export class CacheTagIndex {
+  constructor(
+    private readonly connection: RedisConnection,
+    private readonly keys: KeyBuilder,
+    private readonly feature: string,
+    private readonly lockTtl: number,
+    private readonly l1: CacheL1 | undefined,
+  ) {}
+
+  /** `rtk:cache:{<tag>}:tag` — the hash-tag form keeps our own keys apart from entries (escaped keys never hold `{`). */
+  tagKey(tag: string): string {
+    return this.keys.tagged(this.feature, tag, ':tag');
+  }
+
+  /** `rtk:cache:{<tag>}:inv` — when the tag was last invalidated (same slot as its index). */
+  tagMarkKey(tag: string): string {
+    return this.keys.tagged(this.feature, tag, ':inv');
+  }
+
+  /**
+   * Adds `redisKey` to the tag's index until `staleUntil`; resolves to 0 (nothing added) when the tag was
+   * invalidated after `startedAt`.
+   */
+  add(tag: string, redisKey: string, staleUntil: number, startedAt: number, now: number): Promise<number> {
+    return tagAdd.run(this.connection.client, [this.tagKey(tag), this.tagMarkKey(tag)], [now, redisKey, staleUntil, startedAt]);
+  }
+
+  /** Records that the tag is invalidated now (see MIN_MARK_TTL). */
+  mark(tag: string): Promise<unknown> {
+    return this.connection.client.set(this.tagMarkKey(tag), Date.now(), 'PX', Math.max(MIN_MARK_TTL, this.lockTtl));
+  }
+
+  async deleteTag(tagKey: string): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const members = await this.connection.client.zrangebyscore(tagKey, Date.now(), '+inf', 'LIMIT', 0, BULK_BATCH);
+      if (members.length === 0) break;
+      for (const k of members) this.l1?.delete(k);
+      total += await unlinkMany(this.connection.client, members);
+      await this.connection.client.zrem(tagKey, ...members);
+      if (members.length < BULK_BATCH) break;
+    }
+    return total;
+  }
+
+  async softenTag(tagKey: string): Promise<number> {
+    let total = 0;
+    const now = Date.now();
+    for (let offset = 0; ; offset += BULK_BATCH) {
+      const members = await this.connection.client.zrangebyscore(tagKey, now, '+inf', 'LIMIT', offset, BULK_BATCH);
+      const softened = await Promise.all(members.map((k) => soften.run(this.connection.client, [k], [now])));
+      total += softened.reduce((s, n) => s + n, 0);
+      if (members.length < BULK_BATCH) break;
+    }
+    return total;
+  }
+}

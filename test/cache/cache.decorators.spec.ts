@@ -1,0 +1,150 @@
+import 'reflect-metadata';
+import { Body, Controller, Get, Injectable, Param, Put } from '@nestjs/common';
+import { randomBytes } from 'node:crypto';
+import request from 'supertest';
+import { Cacheable, CacheEvict, CachePut, CacheService, KeyBuilder, RedisConnection } from '../../lib/index.js';
+import type { RedisClient } from '../../lib/common/lua-script.js';
+import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+
+afterEach(closeToolkitApps);
+
+interface Product {
+  id: string;
+  name: string;
+  category: string;
+}
+
+@Injectable()
+class ProductsRepository {
+  calls = { find: 0, list: 0, named: 0 };
+  readonly rows = new Map<string, Product>([
+    ['1', { id: '1', name: 'Tea', category: 'drinks' }],
+    ['2', { id: '2', name: 'Cake', category: 'food' }],
+  ]);
+
+  @Cacheable({ ttl: 60_000, tags: (id: string) => ['products', `product:${id}`], resultTags: (p: Product) => [`category:${p.category}`] })
+  async find(id: string): Promise<Product> {
+    this.calls.find++;
+    return { ...this.rows.get(id)! };
+  }
+
+  @Cacheable({ key: (category: string) => `list:${category}`, tags: ['products'] })
+  list(category: string): Product[] {
+    this.calls.list++;
+    return [...this.rows.values()].filter((p) => p.category === category);
+  }
+
+  @Cacheable({ key: 'named', ttl: 60_000 })
+  async named(): Promise<string> {
+    this.calls.named++;
+    return 'n';
+  }
+
+  @CacheEvict({ tags: (id: string) => [`product:${id}`], keys: (_id: string, p: Product) => [`list:${p.category}`] })
+  async update(id: string, patch: Product): Promise<Product> {
+    this.rows.set(id, patch);
+    return patch;
+  }
+
+  @CacheEvict({ tags: ['products'] })
+  async failingUpdate(): Promise<void> {
+    throw new Error('write failed');
+  }
+
+  @CachePut({ key: (id: string) => `put:${id}` })
+  async put(id: string): Promise<string> {
+    return `value-${id}-${Date.now()}`;
+  }
+}
+
+@Controller('products')
+class ProductsController {
+  calls = 0;
+
+  constructor(private readonly repo: ProductsRepository) {}
+
+  @Get(':id')
+  @Cacheable({ key: (id: string) => `http:product:${id}`, tags: ['products'] })
+  async get(@Param('id') id: string): Promise<Product & { served: number }> {
+    this.calls++;
+    return { ...(await this.repo.find(id)), served: this.calls };
+  }
+
+  @Put(':id')
+  @CacheEvict({ tags: ['products'] })
+  async update(@Param('id') id: string, @Body() body: Product): Promise<Product> {
+    return this.repo.update(id, body);
+  }
+}
+
+describe.each(['single', 'cluster'] as const)('cache decorators on %s', (target) => {
+  const keyPrefix = () => `rtk-d${randomBytes(4).toString('hex')}:`;
+
+  it('@Cacheable on a service: default key ClassName.method: + argument hash, tags from arguments and result', async () => {
+    const prefix = keyPrefix();
+    const app = await createToolkitApp({ target, keyPrefix: prefix, providers: [ProductsRepository] });
+    const repo = app.get(ProductsRepository);
+    const client = app.get(RedisConnection).client as RedisClient;
+    expect(await repo.find('1')).toEqual({ id: '1', name: 'Tea', category: 'drinks' });
+    expect(await repo.find('1')).toEqual({ id: '1', name: 'Tea', category: 'drinks' });
+    expect(await repo.find('2')).toMatchObject({ id: '2' });
+    expect(repo.calls.find).toBe(2);
+    const keys = new KeyBuilder(prefix);
+    const key = keys.key('cache', `ProductsRepository.find:${KeyBuilder.hash('["1"]')}`);
+    expect(key).toBe(`${prefix}cache:ProductsRepository.find%3A${KeyBuilder.hash('["1"]')}`);
+    expect(await client.exists(key)).toBe(1);
+    expect(await client.zscore(keys.tagged('cache', 'category:drinks', ':tag'), key)).not.toBeNull();
+
+    // A synchronous method becomes async, its key comes from the function.
+    expect(await repo.list('food')).toHaveLength(1);
+    expect(await repo.list('food')).toHaveLength(1);
+    expect(repo.calls.list).toBe(1);
+    expect(await repo.named()).toBe('n');
+    expect(await repo.named()).toBe('n');
+    expect(repo.calls.named).toBe(1);
+
+    // @CacheEvict runs after the method: its tags and keys come from the arguments.
+    await repo.update('1', { id: '1', name: 'Green tea', category: 'food' });
+    expect(await repo.find('1')).toMatchObject({ name: 'Green tea' });
+    expect(repo.calls.find).toBe(3);
+    expect(await repo.list('food')).toHaveLength(2);
+    expect(repo.calls.list).toBe(2);
+    await app.get(CacheService).invalidateTags('category:food');
+    await repo.find('2');
+    expect(repo.calls.find).toBe(4);
+  });
+
+  it('@CacheEvict does nothing when the method throws; @CachePut always runs and stores', async () => {
+    const app = await createToolkitApp({ target, keyPrefix: keyPrefix(), providers: [ProductsRepository] });
+    const repo = app.get(ProductsRepository);
+    const cache = app.get(CacheService);
+    await repo.find('1');
+    await expect(repo.failingUpdate()).rejects.toThrow('write failed');
+    await repo.find('1');
+    expect(repo.calls.find).toBe(1);
+    const first = await repo.put('9');
+    expect(await cache.get('put:9')).toBe(first);
+    await new Promise((r) => setTimeout(r, 5));
+    const second = await repo.put('9');
+    expect(second).not.toBe(first);
+    expect(await cache.get('put:9')).toBe(second);
+  });
+
+  it('@Cacheable and @CacheEvict on a controller', async () => {
+    const app = await createToolkitApp({
+      target,
+      keyPrefix: keyPrefix(),
+      http: true,
+      providers: [ProductsRepository],
+      controllers: [ProductsController],
+    });
+    const server = app.app.getHttpServer();
+    const first = await request(server).get('/products/1').expect(200);
+    const second = await request(server).get('/products/1').expect(200);
+    expect(first.body).toEqual(second.body);
+    expect(app.get(ProductsController).calls).toBe(1);
+    await request(server).put('/products/1').send({ id: '1', name: 'Black tea', category: 'drinks' }).expect(200);
+    const third = await request(server).get('/products/1').expect(200);
+    expect(third.body).toMatchObject({ name: 'Black tea', served: 2 });
+  });
+});

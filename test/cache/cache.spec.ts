@@ -1,0 +1,357 @@
+import 'reflect-metadata';
+import { randomBytes } from 'node:crypto';
+import {
+  CacheService,
+  InvalidKeyError,
+  InvalidOptionsError,
+  RedisConnection,
+  SerializationError,
+  type RedisToolkitOptions,
+} from '../../lib/index.js';
+import type { RedisClient } from '../../lib/common/lua-script.js';
+import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
+import { sleep, waitFor } from '../support/wait.js';
+
+afterEach(closeToolkitApps);
+
+const rand = () => randomBytes(5).toString('hex');
+
+async function cacheApp(target: RedisTarget, cache: RedisToolkitOptions['cache'] = {}, keyPrefix = `rtk-t${rand()}:`) {
+  const app = await createToolkitApp({ target, keyPrefix, cache });
+  return { app, cache: app.get(CacheService), client: app.get(RedisConnection).client as RedisClient, keyPrefix };
+}
+
+describe.each(['single', 'cluster'] as const)('CacheService on %s', (target) => {
+  it('expires a value after its ttl (milliseconds) and stores it with PEXPIRE', async () => {
+    const { cache, client, keyPrefix } = await cacheApp(target);
+    await cache.set('a', { n: 1 }, { ttl: 150 });
+    expect(await cache.get('a')).toEqual({ n: 1 });
+    const pttl = await client.pttl(`${keyPrefix}cache:a`);
+    expect(pttl).toBeGreaterThan(0);
+    expect(pttl).toBeLessThanOrEqual(150);
+    await sleep(250);
+    expect(await cache.get('a')).toBeUndefined();
+    expect(await client.exists(`${keyPrefix}cache:a`)).toBe(0);
+  });
+
+  it('caches null but never undefined', async () => {
+    const { cache } = await cacheApp(target);
+    let nullLoads = 0;
+    let undefinedLoads = 0;
+    for (let i = 0; i < 3; i++) {
+      expect(await cache.getOrSet('n', () => (nullLoads++, null))).toBeNull();
+      expect(await cache.getOrSet('u', () => (undefinedLoads++, undefined))).toBeUndefined();
+    }
+    expect(nullLoads).toBe(1);
+    expect(undefinedLoads).toBe(3);
+    expect(await cache.get('n')).toBeNull();
+    await expect(cache.set('x', undefined)).rejects.toBeInstanceOf(SerializationError);
+  });
+
+  it('round-trips Dates and reports hits, misses and loads in stats()', async () => {
+    const { cache } = await cacheApp(target);
+    const at = new Date('2026-01-01T00:00:00.000Z');
+    expect(await cache.getOrSet('d', () => ({ at }))).toEqual({ at });
+    const again = await cache.getOrSet('d', () => ({ at: new Date(0) }));
+    expect(again.at).toBeInstanceOf(Date);
+    expect(again.at.getTime()).toBe(at.getTime());
+    expect(await cache.get('missing')).toBeUndefined();
+    expect(cache.stats()).toEqual({ hits: 1, misses: 2, staleHits: 0, loads: 1, errors: 0, hitRatio: 1 / 3 });
+  });
+
+  it('500 concurrent getOrSet on a cold key call the loader exactly once', async () => {
+    const { cache } = await cacheApp(target);
+    let loads = 0;
+    const loader = async () => {
+      loads++;
+      await sleep(50);
+      return { id: 7 };
+    };
+    const values = await Promise.all(Array.from({ length: 500 }, () => cache.getOrSet('cold', loader)));
+    expect(loads).toBe(1);
+    expect(values.every((v) => v.id === 7)).toBe(true);
+  });
+
+  it('two app instances racing on a cold key share one loader call through the Redis lock', async () => {
+    const keyPrefix = `rtk-t${rand()}:`;
+    const a = await cacheApp(target, {}, keyPrefix);
+    const b = await cacheApp(target, {}, keyPrefix);
+    let loads = 0;
+    const loader = async () => {
+      loads++;
+      await sleep(100);
+      return 'v';
+    };
+    const values = await Promise.all(
+      Array.from({ length: 100 }, (_, i) => (i % 2 ? a.cache : b.cache).getOrSet('race', loader)),
+    );
+    expect(loads).toBe(1);
+    expect(new Set(values)).toEqual(new Set(['v']));
+  });
+
+  it('a waiter loads by itself when the lock holder takes longer than lockWait', async () => {
+    const keyPrefix = `rtk-t${rand()}:`;
+    const a = await cacheApp(target, { lockWait: 100 }, keyPrefix);
+    const b = await cacheApp(target, { lockWait: 100 }, keyPrefix);
+    const slow = a.cache.getOrSet('slow', async () => (await sleep(1_500), 'from-a'));
+    await sleep(30);
+    const started = Date.now();
+    expect(await b.cache.getOrSet('slow', () => 'from-b')).toBe('from-b');
+    expect(Date.now() - started).toBeLessThan(1_000); // lockWait (100 ms) plus the load, not the other's 1.5 s
+    expect(await slow).toBe('from-a');
+  });
+
+  it('stale-while-revalidate: serves the stale value, refreshes once in the background, then serves fresh', async () => {
+    const { cache } = await cacheApp(target, { beta: 0 }); // no XFetch early refresh: this test is about the stale window
+    let loads = 0;
+    const loader = async () => {
+      loads++;
+      await sleep(50);
+      return `v${loads}`;
+    };
+    expect(await cache.getOrSetWithStatus('swr', loader, { ttl: 100, staleTtl: 5_000 })).toEqual({ value: 'v1', status: 'miss' });
+    expect((await cache.getOrSetWithStatus('swr', loader, { ttl: 100, staleTtl: 5_000 })).status).toBe('hit');
+    await sleep(150);
+    const stale = await Promise.all(Array.from({ length: 20 }, () => cache.getOrSetWithStatus('swr', loader, { ttl: 100, staleTtl: 5_000 })));
+    expect(stale).toEqual(Array.from({ length: 20 }, () => ({ value: 'v1', status: 'stale' })));
+    expect(await waitFor(async () => (await cache.get('swr')) === 'v2', 1_000)).toBe(true);
+    expect(await cache.getOrSetWithStatus('swr', loader, { ttl: 100, staleTtl: 5_000 })).toEqual({ value: 'v2', status: 'hit' });
+    expect(loads).toBe(2);
+    expect(cache.stats().staleHits).toBe(20);
+  });
+
+  it('stale-if-error: a failing loader leaves the stale value served; loader errors are never cached', async () => {
+    const { cache } = await cacheApp(target);
+    await cache.getOrSet('sie', () => 'old', { ttl: 80, staleTtl: 5_000 });
+    await sleep(120);
+    let failures = 0;
+    const failing = () => {
+      failures++;
+      throw new Error('backend down');
+    };
+    for (let i = 0; i < 3; i++) expect(await cache.getOrSet('sie', failing, { ttl: 80, staleTtl: 5_000 })).toBe('old');
+    await sleep(50);
+    expect(failures).toBeGreaterThanOrEqual(1);
+    expect(await cache.getOrSet('sie', failing, { ttl: 80, staleTtl: 5_000 })).toBe('old');
+
+    // No stale value: the error reaches the caller, and the next call tries again.
+    let attempts = 0;
+    const flaky = async () => {
+      attempts++;
+      if (attempts === 1) throw new Error('first call fails');
+      return 'ok';
+    };
+    await expect(cache.getOrSet('cold-error', flaky)).rejects.toThrow('first call fails');
+    expect(await cache.getOrSet('cold-error', flaky)).toBe('ok');
+    expect(attempts).toBe(2);
+  });
+
+  it('XFetch: hot keys are refreshed before they expire, keys far from expiry are not', async () => {
+    const { cache, client, keyPrefix } = await cacheApp(target);
+    const calledAt: number[] = [];
+    const loader = async () => {
+      calledAt.push(Date.now());
+      await sleep(300); // δ ≈ 300 ms is stored with the entry
+      return calledAt.length;
+    };
+    // Far from expiry (δ·β ≪ remaining ttl): P(early) = e^-(10000/300) per read, i.e. never.
+    await cache.getOrSet('far', loader, { ttl: 10_000 });
+    for (let i = 0; i < 100; i++) await cache.getOrSet('far', loader, { ttl: 10_000 });
+    expect(calledAt).toHaveLength(1);
+
+    calledAt.length = 0;
+    await cache.getOrSet('hot', loader, { ttl: 1_000 });
+    const header = (await client.get(`${keyPrefix}cache:hot`))!;
+    const expiry = Number(header.slice(0, header.indexOf(',')));
+    const delta = Number(header.split(',')[2]);
+    expect(delta).toBeGreaterThanOrEqual(290);
+    await sleep(Math.max(0, expiry - 400 - Date.now()));
+    // From 400 ms before expiry each read refreshes with probability e^-(remaining/300): 0.26, rising to ~1.
+    const served: number[] = [];
+    while (calledAt.length < 2 && Date.now() < expiry + 500) {
+      served.push(await cache.getOrSet('hot', loader, { ttl: 1_000 }));
+      await sleep(5);
+    }
+    expect(calledAt).toHaveLength(2);
+    expect(calledAt[1]).toBeLessThan(expiry); // refreshed early, by a reader, without anyone waiting
+    expect(served.every((v) => v === 1)).toBe(true);
+    expect(await waitFor(async () => (await client.get(`${keyPrefix}cache:hot`))?.endsWith('\n2') ?? false, 2_000)).toBe(true);
+    expect(calledAt).toHaveLength(2);
+  });
+
+  it('hard tag invalidation removes every entry of the tag (tags static, from arguments or from the result)', async () => {
+    const { cache, client, keyPrefix } = await cacheApp(target);
+    await cache.set('product:1', { id: 1 }, { tags: ['products', 'product:1'] });
+    await cache.set('product:2', { id: 2 }, { tags: ['products'] });
+    await cache.getOrSet('product:3', () => ({ id: 3, category: 'tea' }), { tags: (v) => ['products', `category:${v.category}`] });
+    await cache.set('user:1', { id: 1 }, { tags: ['users'] });
+    expect(await cache.invalidateTags('category:tea')).toBe(1);
+    expect(await cache.get('product:3')).toBeUndefined();
+    expect(await cache.invalidateTags('products')).toBe(2);
+    expect(await cache.get('product:1')).toBeUndefined();
+    expect(await cache.get('product:2')).toBeUndefined();
+    expect(await cache.get('user:1')).toEqual({ id: 1 });
+    expect(await client.zcard(`${keyPrefix}cache:{products}:tag`)).toBe(0);
+    expect(await cache.invalidateTags('products', 'nothing-here')).toBe(0);
+  });
+
+  it('invalidates a tag with more entries than one batch (paged index, UNLINK batches per slot)', async () => {
+    const { cache, client, keyPrefix } = await cacheApp(target);
+    for (let i = 0; i < 1_200; i += 200) {
+      await Promise.all(Array.from({ length: 200 }, (_, j) => cache.set(`big:${i + j}`, i + j, { tags: ['big'] })));
+    }
+    await cache.set('keep', 1, { tags: ['small'] });
+    expect(await client.zcard(`${keyPrefix}cache:{big}:tag`)).toBe(1_200);
+    expect(await cache.invalidateTags('big')).toBe(1_200);
+    expect(await cache.get('big:0')).toBeUndefined();
+    expect(await cache.get('big:1199')).toBeUndefined();
+    expect(await cache.get('keep')).toBe(1);
+    expect(await cache.invalidatePattern('big:*')).toBe(0);
+  });
+
+  it('a load that started before a tag invalidation returns its value but does not store it', async () => {
+    const { cache } = await cacheApp(target);
+    let loads = 0;
+    const slow = async () => {
+      loads++;
+      await sleep(200);
+      return `v${loads}`;
+    };
+    const inFlight = cache.getOrSet('race', slow, { tags: ['t'] });
+    await sleep(50);
+    await cache.invalidateTags('t');
+    expect(await inFlight).toBe('v1'); // the caller still gets its value
+    expect(await cache.get('race')).toBeUndefined(); // but the invalidation is not undone
+    expect(await cache.getOrSet('race', slow, { tags: ['t'] })).toBe('v2'); // a load after it is stored
+    expect(await cache.get('race')).toBe('v2');
+    await cache.set('race', 'explicit', { tags: ['t'] }); // explicit sets are never refused
+    expect(await cache.get('race')).toBe('explicit');
+  });
+
+  it('soft tag invalidation keeps entries servable as stale while one refresh runs', async () => {
+    const { cache } = await cacheApp(target);
+    let loads = 0;
+    const loader = async () => {
+      loads++;
+      await sleep(30);
+      return `v${loads}`;
+    };
+    await cache.getOrSet('soft', loader, { ttl: 60_000, tags: ['catalog'] });
+    expect(await cache.invalidateTags('catalog', { soft: true })).toBe(1);
+    expect(await cache.get('soft')).toBeUndefined(); // no longer fresh
+    const served = await Promise.all(Array.from({ length: 10 }, () => cache.getOrSetWithStatus('soft', loader, { ttl: 60_000, tags: ['catalog'] })));
+    expect(served.every((r) => r.value === 'v1' && r.status === 'stale')).toBe(true);
+    expect(await waitFor(async () => (await cache.get('soft')) === 'v2', 1_000)).toBe(true);
+    expect(loads).toBe(2);
+  });
+
+  it('tag indexes clean themselves: expired members are pruned on write and the index expires with its entries', async () => {
+    const { cache, client, keyPrefix } = await cacheApp(target);
+    const index = `${keyPrefix}cache:{t}:tag`;
+    await Promise.all(Array.from({ length: 50 }, (_, i) => cache.set(`short:${i}`, i, { ttl: 300, tags: ['t'] })));
+    expect(await client.zcard(index)).toBe(50);
+    await sleep(400);
+    await cache.set('long', 1, { ttl: 600, tags: ['t'] });
+    expect(await client.zcard(index)).toBe(1);
+    const pttl = await client.pttl(index);
+    expect(pttl).toBeGreaterThan(0);
+    expect(pttl).toBeLessThanOrEqual(1_700);
+  });
+
+  it('pattern invalidation stays under our prefix, escapes user braces, and leaves foreign keys alone', async () => {
+    const { cache, client, keyPrefix } = await cacheApp(target);
+    await Promise.all(Array.from({ length: 30 }, (_, i) => cache.set(`products:${i}`, i)));
+    await cache.set('products-archive', 'a');
+    await cache.set('orders:1', 'o', { tags: ['orders'] });
+    await cache.set('{weird}*key', 'w');
+    await client.set('products:1', 'foreign');
+    await client.set(`x${keyPrefix}cache:products:1`, 'foreign too');
+    expect(await cache.invalidatePattern('products:?')).toBe(10);
+    expect(await cache.invalidatePattern('products:[12]?')).toBe(20);
+    expect(await cache.get('products-archive')).toBe('a');
+    expect(await cache.get('orders:1')).toBe('o');
+    // The user's braces are matched literally (escaped like stored keys), never as a hash tag.
+    expect(await cache.invalidatePattern('{weird}*')).toBe(1);
+    // '*' is ours only: entries go, our own tag index does not, foreign keys survive.
+    expect(await cache.invalidatePattern('*')).toBe(2);
+    expect(await client.get('products:1')).toBe('foreign');
+    expect(await client.get(`x${keyPrefix}cache:products:1`)).toBe('foreign too');
+    expect(await client.exists(`${keyPrefix}cache:{orders}:tag`)).toBe(1);
+    await client.del('products:1');
+    await client.del(`x${keyPrefix}cache:products:1`);
+  });
+
+  it('concurrent reads of many keys (sent as one MGET per tick on a single server) each get their own value', async () => {
+    const { cache } = await cacheApp(target);
+    await Promise.all(Array.from({ length: 200 }, (_, i) => cache.set(`m:${i}`, { i })));
+    const keys = [...Array.from({ length: 200 }, (_, i) => `m:${i}`), 'm:missing', 'm:7'];
+    const values = await Promise.all(keys.map((k) => cache.get<{ i: number }>(k)));
+    expect(values.slice(0, 200).map((v) => v?.i)).toEqual(Array.from({ length: 200 }, (_, i) => i));
+    expect(values[200]).toBeUndefined();
+    expect(values[201]).toEqual({ i: 7 });
+  });
+
+  it('del removes keys in any slot and reports how many existed', async () => {
+    const { cache } = await cacheApp(target);
+    await Promise.all(['a', 'b', 'c'].map((k) => cache.set(k, k)));
+    expect(await cache.del('a', 'b', 'c', 'd')).toBe(3);
+    expect(await cache.get('a')).toBeUndefined();
+  });
+
+  it('refuses unencodable values with SerializationError and writes nothing', async () => {
+    const { cache, client, keyPrefix } = await cacheApp(target);
+    const circular: Record<string, unknown> = {};
+    circular.self = circular;
+    await expect(cache.set('big', { n: 10n })).rejects.toBeInstanceOf(SerializationError);
+    await expect(cache.set('circ', circular, { tags: ['t'] })).rejects.toBeInstanceOf(SerializationError);
+    await expect(cache.getOrSet('big2', () => 1n)).rejects.toBeInstanceOf(SerializationError);
+    expect(await client.exists(`${keyPrefix}cache:big`)).toBe(0);
+    expect(await client.exists(`${keyPrefix}cache:big2`)).toBe(0);
+    expect(await client.exists(`${keyPrefix}cache:{t}:tag`)).toBe(0);
+  });
+
+  it('rejects bad keys, tags and TTLs with typed errors', async () => {
+    const { cache } = await cacheApp(target);
+    await expect(cache.get('')).rejects.toBeInstanceOf(InvalidKeyError);
+    await expect(cache.set('k\n', 1)).rejects.toBeInstanceOf(InvalidKeyError);
+    await expect(cache.set('k', 1, { ttl: -1 })).rejects.toBeInstanceOf(InvalidOptionsError);
+    await expect(cache.set('k', 1, { ttl: '60' as unknown as number })).rejects.toThrow(/ttl must be a positive number of milliseconds/);
+    await expect(cache.set('k', 1, { staleTtl: Number.NaN })).rejects.toBeInstanceOf(InvalidOptionsError);
+    await expect(cache.set('k', 1, { tags: [''] })).rejects.toBeInstanceOf(InvalidKeyError);
+    await expect(cache.invalidatePattern('x'.repeat(2_000))).rejects.toBeInstanceOf(InvalidKeyError);
+    await expect(cache.getOrSet('k', 'nope' as unknown as () => number)).rejects.toBeInstanceOf(InvalidOptionsError);
+  });
+
+  it('L1: a set, del or tag invalidation on one instance evicts the key from the other within 100 ms', async () => {
+    const keyPrefix = `rtk-t${rand()}:`;
+    const l1 = { max: 1_000, ttl: 60_000 };
+    const a = await cacheApp(target, { l1 }, keyPrefix);
+    const b = await cacheApp(target, { l1 }, keyPrefix);
+    await a.cache.set('k', 'v1', { tags: ['grp'] });
+    await sleep(100); // A's own eviction message for 'k' (sent without waiting) must not land after B's read
+    expect(await b.cache.get('k')).toBe('v1');
+    // Served from L1: the Redis key can go without B noticing (no broadcast for a raw delete).
+    await b.client.del(`${keyPrefix}cache:k`);
+    expect(await b.cache.get('k')).toBe('v1');
+
+    await a.cache.set('k', 'v2', { tags: ['grp'] });
+    let t = Date.now();
+    expect(await waitFor(async () => (await b.cache.get('k')) === 'v2', 100)).toBe(true);
+    expect(Date.now() - t).toBeLessThanOrEqual(150);
+
+    await a.cache.invalidateTags('grp');
+    t = Date.now();
+    expect(await waitFor(async () => (await b.cache.get('k')) === undefined, 100)).toBe(true);
+
+    await a.cache.set('k', 'v3');
+    expect(await waitFor(async () => (await b.cache.get('k')) === 'v3', 100)).toBe(true);
+    await a.cache.del('k');
+    expect(await waitFor(async () => (await b.cache.get('k')) === undefined, 100)).toBe(true);
+
+    await a.cache.set('p:1', 1);
+    await sleep(100);
+    expect(await b.cache.get('p:1')).toBe(1);
+    await a.cache.invalidatePattern('p:*');
+    expect(await waitFor(async () => (await b.cache.get('p:1')) === undefined, 100)).toBe(true);
+  });
+});
