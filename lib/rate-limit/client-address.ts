@@ -1,0 +1,120 @@
+import { BlockList, isIP } from 'node:net';
+import type { TrustProxy } from './rate-limit.options.js';
+
+const RANGES: Record<string, [string, number, 'ipv4' | 'ipv6'][]> = {
+  loopback: [
+    ['127.0.0.0', 8, 'ipv4'],
+    ['::1', 128, 'ipv6'],
+  ],
+  linklocal: [
+    ['169.254.0.0', 16, 'ipv4'],
+    ['fe80::', 10, 'ipv6'],
+  ],
+  uniquelocal: [
+    ['10.0.0.0', 8, 'ipv4'],
+    ['172.16.0.0', 12, 'ipv4'],
+    ['192.168.0.0', 16, 'ipv4'],
+    ['fc00::', 7, 'ipv6'],
+  ],
+};
+
+/**
+ * Works out the client address of a request from the socket address and, only when proxies are trusted, the
+ * X-Forwarded-For chain. The chain is read from the right (the entry our nearest proxy added) and the first address
+ * that is not a trusted proxy is the client: entries further left were written by the client itself and can say
+ * anything. IPv6 clients are reduced to their /64 (configurable), since one subscriber usually owns a whole /64.
+ */
+export class ClientAddressResolver {
+  private readonly trusted: BlockList | undefined;
+  private readonly hops: number | undefined;
+
+  constructor(
+    trustProxy: TrustProxy,
+    private readonly ipv6Subnet = 64,
+  ) {
+    if (typeof trustProxy === 'number') {
+      this.hops = trustProxy;
+    } else if (trustProxy === true || Array.isArray(trustProxy)) {
+      const list = new BlockList();
+      const entries = trustProxy === true ? ['loopback', 'linklocal', 'uniquelocal'] : trustProxy;
+      for (const entry of entries) {
+        const ranges = RANGES[entry];
+        if (ranges) {
+          for (const [net, bits, type] of ranges) list.addSubnet(net, bits, type);
+          continue;
+        }
+        const [address, bits] = entry.split('/');
+        const type = isIP(address) === 4 ? 'ipv4' : 'ipv6';
+        if (bits === undefined) list.addAddress(address, type);
+        else list.addSubnet(address, Number(bits), type);
+      }
+      this.trusted = list;
+    }
+  }
+
+  /** The client's address (IPv6 grouped by prefix); `unknown` when the socket has none (already closed). */
+  resolve(socketAddress: string | undefined, forwardedFor: string | string[] | undefined): string {
+    const chain: string[] = [];
+    if ((this.hops !== undefined || this.trusted) && forwardedFor !== undefined) {
+      const header = Array.isArray(forwardedFor) ? forwardedFor.join(',') : forwardedFor;
+      for (const part of header.split(',')) {
+        const address = normalizeAddress(part);
+        if (address) chain.push(address);
+      }
+    }
+    chain.push(normalizeAddress(socketAddress ?? '') || 'unknown');
+    let index = chain.length - 1;
+    if (this.hops !== undefined) {
+      index = Math.max(0, chain.length - 1 - this.hops);
+    } else if (this.trusted) {
+      while (index > 0 && this.isTrusted(chain[index])) index--;
+    }
+    return groupAddress(chain[index], this.ipv6Subnet);
+  }
+
+  private isTrusted(address: string): boolean {
+    const family = isIP(address);
+    if (family === 0 || !this.trusted) return false;
+    return this.trusted.check(address, family === 4 ? 'ipv4' : 'ipv6');
+  }
+}
+
+/** Trims, drops brackets, ports and zone ids, and turns IPv4-mapped IPv6 (`::ffff:1.2.3.4`) into IPv4. */
+export function normalizeAddress(raw: string): string {
+  let a = raw.trim();
+  if (a.startsWith('[')) a = a.slice(1, a.indexOf(']') === -1 ? undefined : a.indexOf(']'));
+  else if (/^\d{1,3}(\.\d{1,3}){3}:\d+$/.test(a)) a = a.slice(0, a.lastIndexOf(':'));
+  const zone = a.indexOf('%');
+  if (zone !== -1 && a.includes(':')) a = a.slice(0, zone);
+  const mapped = /^::ffff:(\d{1,3}(\.\d{1,3}){3})$/i.exec(a);
+  if (mapped) a = mapped[1];
+  return a;
+}
+
+/** IPv6 → its first `bits` bits as `prefix::/bits`; IPv4 and anything else unchanged. */
+export function groupAddress(address: string, bits: number): string {
+  if (isIP(address) !== 6 || bits >= 128) return address;
+  const words = expandIpv6(address);
+  const out: string[] = [];
+  for (let i = 0; i < 8; i++) {
+    const keep = Math.max(0, Math.min(16, bits - i * 16));
+    const mask = keep === 0 ? 0 : (0xffff << (16 - keep)) & 0xffff;
+    out.push((words[i] & mask).toString(16));
+  }
+  return `${out.slice(0, Math.ceil(bits / 16)).join(':')}::/${bits}`;
+}
+
+function expandIpv6(address: string): number[] {
+  let a = address;
+  // a trailing dotted IPv4 part (e.g. 64:ff9b::1.2.3.4) becomes two words
+  const v4 = /(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(a);
+  if (v4) {
+    const [b1, b2, b3, b4] = v4.slice(1).map(Number);
+    a = `${a.slice(0, v4.index)}${((b1 << 8) | b2).toString(16)}:${((b3 << 8) | b4).toString(16)}`;
+  }
+  const [head, tail] = a.split('::');
+  const left = head ? head.split(':') : [];
+  const right = tail !== undefined && tail !== '' ? tail.split(':') : [];
+  const fill = tail === undefined ? [] : Array<string>(8 - left.length - right.length).fill('0');
+  return [...left, ...fill, ...right].map((w) => parseInt(w, 16) || 0);
+}

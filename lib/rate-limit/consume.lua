@@ -1,0 +1,190 @@
+-- Rate-limit decision for one request: every policy (KEYS[i]) is checked, and only when ALL of them admit the
+-- request are they ALL charged (all or nothing), in one atomic call. The time comes from the Redis server (TIME),
+-- never from the app servers, so app servers with skewed clocks agree. Needs Redis >= 5 (scripts are replicated by
+-- their effects, so writing after TIME is allowed; always so on Redis 7).
+--
+-- KEYS[i]  the counter of policy i (every key of one call shares a {hash tag}, so this runs on a cluster)
+-- ARGV[1]  'c' = consume (check and charge), 'p' = peek (check only, writes nothing)
+-- then 5 values per policy:  algorithm ('s' sliding window, 'f' fixed window, 't' token bucket / GCRA),
+--                            limit, window ms (token bucket: time to refill `limit` tokens), cost, burst
+-- Returns { allAllowed, then per policy: allowed, remaining, resetMs, retryAfterMs }
+--   remaining/resetMs are after the charge when the request is admitted, else as they stand;
+--   resetMs: ms until the full limit is available again; retryAfterMs: ms until this request would be admitted.
+--
+-- Written as one flat loop over parallel arrays (no closures or tables per policy): this runs on every request.
+
+local peek = ARGV[1] == 'p'
+local n = #KEYS
+local now_us -- microseconds; read once, and only if a sliding window or a token bucket needs it
+-- per policy i, 8 slots from o = (i - 1) * 8 (one flat table, not one table per field or per policy):
+-- o+1 allowed, o+2 remaining now, o+3 remaining after the charge, o+4 reset now, o+5 reset after the charge,
+-- o+6 retry, o+7 state for the charge (count or new TAT), o+8 sliding window start (to find its newest member)
+local S = {}
+
+-- reads the server's clock into now_us the first time a policy needs it
+local function read_now()
+  if not now_us then
+    local t = redis.call('TIME')
+    now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  end
+end
+
+-- ms until the newest member of a sliding window leaves it (0 for an empty window)
+local function newest_leaves(i)
+  local o = (i - 1) * 8
+  local count = S[o + 7]
+  if count == 0 then return 0 end
+  local win_us = tonumber(ARGV[1 + (i - 1) * 5 + 3]) * 1000
+  local newest = redis.call('ZRANGEBYSCORE', KEYS[i], '(' .. S[o + 8], '+inf', 'WITHSCORES', 'LIMIT', count - 1, 1)
+  return newest[2] and (tonumber(newest[2]) + win_us - now_us) or 0
+end
+local all = true
+
+for i = 1, n do
+  local o = (i - 1) * 8
+  local b = 1 + (i - 1) * 5
+  local algo = ARGV[b + 1]
+  local limit = tonumber(ARGV[b + 2])
+  local win_us = tonumber(ARGV[b + 3]) * 1000
+  local cost = tonumber(ARGV[b + 4])
+  local key = KEYS[i]
+
+  if algo == 'f' then
+    -- Fixed window: a counter created with the window's TTL by the request that opens the window (SET PX), then
+    -- INCRBY, in this same atomic call, so no counter can live without an expiry.
+    local count = tonumber(redis.call('GET', key) or '0')
+    local left_us = 0
+    if count > 0 then
+      local pttl = redis.call('PTTL', key)
+      if pttl < 0 then count = 0 else left_us = pttl * 1000 end -- no expiry (never by us): open a new window
+    end
+    S[o + 1] = count + cost <= limit
+    S[o + 2] = limit - count
+    S[o + 3] = limit - count - cost
+    S[o + 4] = left_us
+    if count == 0 then
+      S[o + 5] = win_us
+      S[o + 6] = win_us
+    else
+      S[o + 5] = left_us
+      S[o + 6] = left_us
+    end
+    S[o + 7] = count
+
+  elseif algo == 's' then
+    -- Sliding window, exact: a sorted set with one member per admitted unit, scored by its time in microseconds.
+    read_now()
+    local from = string.format('%.0f', now_us - win_us) -- members scored <= from have left the window
+    local count
+    if peek then
+      count = redis.call('ZCOUNT', key, '(' .. from, '+inf')
+    else
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', from)
+      count = redis.call('ZCARD', key)
+    end
+    S[o + 1] = count + cost <= limit
+    S[o + 2] = limit - count
+    S[o + 3] = limit - count - cost
+    -- false: worked out at the end, only if the answer needs it (the newest member leaves the window last)
+    S[o + 4] = false
+    S[o + 5] = cost > 0 and win_us or false
+    S[o + 6] = 0
+    S[o + 8] = from
+    if not S[o + 1] then
+      if cost > limit then
+        S[o + 6] = win_us -- can never fit; the caller validates cost, this is only a guard
+      else
+        -- the request fits once (count + cost - limit) of the oldest members have left
+        local nth = redis.call('ZRANGEBYSCORE', key, '(' .. from, '+inf', 'WITHSCORES', 'LIMIT', count + cost - limit - 1, 1)
+        S[o + 6] = tonumber(nth[2]) + win_us - now_us
+      end
+    end
+    S[o + 7] = count
+
+  elseif algo == 't' then
+    -- Token bucket as GCRA: one value, the theoretical arrival time (TAT, microseconds). `limit` tokens refill
+    -- over the window (the steady rate), `burst` tokens fit in the bucket.
+    read_now()
+    local burst = tonumber(ARGV[b + 5])
+    local interval = win_us / limit -- microseconds per token
+    local capacity = burst * interval
+    local tat = tonumber(redis.call('GET', key) or '0')
+    if tat < now_us then tat = now_us end
+    local new_tat = tat + cost * interval
+    local allow_at = new_tat - capacity
+    S[o + 1] = now_us + 0.5 >= allow_at
+    S[o + 2] = math.floor((capacity - (tat - now_us)) / interval + 1e-9)
+    S[o + 3] = math.floor((capacity - (new_tat - now_us)) / interval + 1e-9)
+    S[o + 4] = tat - now_us
+    S[o + 5] = new_tat - now_us
+    if S[o + 1] then
+      S[o + 6] = 0
+    elseif cost > burst then
+      S[o + 6] = win_us
+    else
+      S[o + 6] = allow_at - now_us
+    end
+    S[o + 7] = new_tat
+
+  else
+    return redis.error_reply('ERR unknown rate-limit algorithm ' .. tostring(algo))
+  end
+  if not S[o + 1] then all = false end
+end
+
+local charge = all and not peek
+if charge then
+  for i = 1, n do
+    local o = (i - 1) * 8
+    local b = 1 + (i - 1) * 5
+    local algo = ARGV[b + 1]
+    local cost = tonumber(ARGV[b + 4])
+    local key = KEYS[i]
+    if cost > 0 then
+      if algo == 'f' then
+        if S[o + 7] == 0 then
+          redis.call('SET', key, cost, 'PX', tonumber(ARGV[b + 3]))
+        else
+          redis.call('INCRBY', key, cost)
+        end
+      elseif algo == 's' then
+        local stamp = string.format('%.0f', now_us)
+        local count = S[o + 7]
+        local j = 1
+        while j <= cost do
+          local args = {}
+          local last = math.min(cost, j + 499)
+          for m = j, last do
+            args[#args + 1] = stamp
+            -- unique member: the count only grows between calls that see the same microsecond
+            args[#args + 1] = stamp .. ':' .. (count + m)
+          end
+          redis.call('ZADD', key, unpack(args))
+          j = last + 1
+        end
+        redis.call('PEXPIRE', key, tonumber(ARGV[b + 3]) + 1)
+      else
+        redis.call('SET', key, string.format('%.17g', S[o + 7]), 'PX', math.ceil((S[o + 7] - now_us) / 1000) + 1)
+      end
+    end
+  end
+end
+
+local out = { all and 1 or 0 }
+for i = 1, n do
+  local o = (i - 1) * 8
+  local rem, reset
+  if charge then
+    rem, reset = S[o + 3], S[o + 5]
+  else
+    rem, reset = S[o + 2], S[o + 4]
+  end
+  if reset == false then reset = newest_leaves(i) end
+  local r = S[o + 6]
+  if S[o + 1] then r = 0 end
+  out[#out + 1] = S[o + 1] and 1 or 0
+  out[#out + 1] = rem > 0 and rem or 0
+  out[#out + 1] = reset > 0 and math.ceil(reset / 1000) or 0
+  out[#out + 1] = r > 0 and math.ceil(r / 1000) or 0
+end
+return out

@@ -1,0 +1,63 @@
+import { LRUCache } from 'lru-cache';
+
+export interface InsuranceCheck {
+  redisKey: string;
+  limit: number;
+  ttl: number;
+  cost: number;
+}
+
+export interface InsuranceResult {
+  allowed: boolean;
+  remaining: number;
+  resetMs: number;
+  retryAfterMs: number;
+}
+
+interface Window {
+  count: number;
+  endsAt: number;
+}
+
+/**
+ * The in-process stand-in used while Redis is unreachable: a fixed window per counter, with each process allowed
+ * `ceil(limit / divideLimitBy)`, all policies of a request checked and charged together. It only has to keep an
+ * outage from turning into "no limit at all"; it forgets everything when Redis is back.
+ */
+export class InsuranceLimiter {
+  private readonly windows: LRUCache<string, Window>;
+
+  constructor(
+    private readonly divideLimitBy: number,
+    maxKeys: number,
+  ) {
+    this.windows = new LRUCache({ max: maxKeys });
+  }
+
+  consume(checks: readonly InsuranceCheck[], now = Date.now()): { allowed: boolean; results: InsuranceResult[] } {
+    const states = checks.map((c) => {
+      let w = this.windows.get(c.redisKey);
+      if (!w || w.endsAt <= now) w = { count: 0, endsAt: now + c.ttl };
+      const limit = Math.max(1, Math.ceil(c.limit / this.divideLimitBy));
+      return { c, w, limit, ok: w.count + c.cost <= limit };
+    });
+    const allowed = states.every((s) => s.ok);
+    const results = states.map(({ c, w, limit, ok }) => {
+      if (allowed) {
+        w.count += c.cost;
+        this.windows.set(c.redisKey, w);
+      }
+      return {
+        allowed: ok,
+        remaining: Math.max(0, limit - w.count),
+        resetMs: Math.max(0, w.endsAt - now),
+        retryAfterMs: ok ? 0 : Math.max(0, w.endsAt - now),
+      };
+    });
+    return { allowed, results };
+  }
+
+  clear(): void {
+    this.windows.clear();
+  }
+}

@@ -1,0 +1,50 @@
+import { SetMetadata } from '@nestjs/common';
+import { InvalidOptionsError } from '../common/errors.js';
+import { OptionProblems } from '../common/option-checks.js';
+import { checkPolicy, type ThrottleOptions } from './rate-limit.options.js';
+
+/** Metadata key of @Throttle: the list of policies of a handler or controller. */
+export const THROTTLE_METADATA = 'rtk:rate-limit:throttle';
+/** Metadata key of @SkipThrottle. */
+export const SKIP_THROTTLE_METADATA = 'rtk:rate-limit:skip';
+
+/** A @Throttle policy with its name filled in. */
+export interface NamedThrottleOptions extends ThrottleOptions {
+  name: string;
+}
+
+/**
+ * The limits RateLimitGuard applies to a handler (on a method) or to every handler of a controller (on a class).
+ * Several policies must all hold: `@Throttle({ limit: 10, ttl: 1_000 }, { limit: 100, ttl: 60_000 })`. They are
+ * checked and charged together, in one atomic Redis call: a refused request charges none of them.
+ *
+ * Handler policies replace the controller's; the controller's replace `rateLimit.defaults`. Values may be functions
+ * of the ExecutionContext, resolved per request. Static values are checked here, at decoration time.
+ */
+export function Throttle(...policies: ThrottleOptions[]): ClassDecorator & MethodDecorator {
+  if (policies.length === 0) throw new InvalidOptionsError('@Throttle() needs at least one policy');
+  const problems = new OptionProblems();
+  const named = policies.map((p, i): NamedThrottleOptions => {
+    const path = `@Throttle policy ${i + 1}`;
+    if (!problems.object(path, p) || p === undefined) return { ...(p as ThrottleOptions), name: '' };
+    checkPolicy(path, p, problems);
+    if (p.limit === undefined) problems.add(`${path}.limit`, 'is required');
+    if (p.ttl === undefined) problems.add(`${path}.ttl`, 'is required');
+    problems.string(`${path}.name`, p.name);
+    problems.boolean(`${path}.failOpen`, p.failOpen);
+    if (p.key !== undefined && typeof p.key !== 'function') problems.string(`${path}.key`, p.key);
+    return { ...p, name: p.name ?? (i === 0 ? 'default' : `default-${i + 1}`) };
+  });
+  const names = named.map((p) => p.name);
+  const duplicate = names.find((n, i) => names.indexOf(n) !== i);
+  if (duplicate !== undefined) problems.add('@Throttle', `has two policies named ${JSON.stringify(duplicate)}`);
+  try {
+    problems.throwIfAny();
+  } catch (err) {
+    throw new InvalidOptionsError((err as Error).message.replace('Invalid RedisToolkitModule options', 'Invalid @Throttle options'));
+  }
+  return SetMetadata(THROTTLE_METADATA, named);
+}
+
+/** Turns RateLimitGuard off for a controller or handler; `@SkipThrottle(false)` on a handler turns it back on. */
+export const SkipThrottle = (skip = true): ClassDecorator & MethodDecorator => SetMetadata(SKIP_THROTTLE_METADATA, skip);

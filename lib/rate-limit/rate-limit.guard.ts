@@ -1,0 +1,204 @@
+import {
+  HttpException,
+  HttpStatus,
+  Inject,
+  Injectable,
+  ServiceUnavailableException,
+  type CanActivate,
+  type ExecutionContext,
+} from '@nestjs/common';
+import { Reflector } from '@nestjs/core';
+import { InvalidKeyError, RedisUnavailableError } from '../common/errors.js';
+import { REDIS_TOOLKIT_OPTIONS } from '../redis-toolkit.constants.js';
+import type { ResolvedRedisToolkitOptions } from '../redis-toolkit.options-resolver.js';
+import { ClientAddressResolver } from './client-address.js';
+import { SKIP_THROTTLE_METADATA, THROTTLE_METADATA, type NamedThrottleOptions } from './rate-limit.decorators.js';
+import type { Resolvable, ResolvedRateLimitOptions } from './rate-limit.options.js';
+import { RateLimitService, type RateLimitCheck, type RateLimitDecision } from './rate-limit.service.js';
+
+/** The parts of an HTTP request (Express or Fastify) or a WebSocket handshake the guard reads. */
+export interface ThrottledRequest {
+  headers?: Record<string, string | string[] | undefined>;
+  socket?: { remoteAddress?: string };
+  /** Socket.IO handshake address. */
+  address?: string;
+}
+
+/** The parts of an HTTP response the guard writes to (Express `setHeader`, Fastify `header`); absent for WebSockets. */
+export interface ThrottledResponse {
+  setHeader?(name: string, value: string | number): unknown;
+  header?(name: string, value: string | number): unknown;
+}
+
+/** What throwThrottlingException gets: the decision, with the wait before the request would be allowed. */
+export interface ThrottlingDetail {
+  retryAfterMs: number;
+  decision: RateLimitDecision;
+}
+
+/** The JSON body of a 429: `{ statusCode: 429, message, retryAfterMs }`. */
+export class RateLimitHttpException extends HttpException {
+  constructor(
+    readonly retryAfterMs: number,
+    message = 'Too Many Requests',
+  ) {
+    super({ statusCode: HttpStatus.TOO_MANY_REQUESTS, message, retryAfterMs }, HttpStatus.TOO_MANY_REQUESTS);
+  }
+}
+
+/**
+ * Applies the @Throttle policies of a handler (else of its controller, else `rateLimit.defaults`) to HTTP requests
+ * and Socket.IO `@SubscribeMessage` handlers. Use per controller (`@UseGuards(RateLimitGuard)`) or for the whole app
+ * (`{ provide: APP_GUARD, useClass: RateLimitGuard }`). Customise by subclassing: getTracker (who), generateKey
+ * (which counter), getRequestResponse (where from), throwThrottlingException (how to refuse).
+ */
+@Injectable()
+export class RateLimitGuard implements CanActivate {
+  protected readonly options: ResolvedRateLimitOptions;
+  protected readonly addresses: ClientAddressResolver;
+  protected errorMessage = 'Too Many Requests';
+
+  constructor(
+    protected readonly rateLimit: RateLimitService,
+    protected readonly reflector: Reflector,
+    @Inject(REDIS_TOOLKIT_OPTIONS) toolkitOptions: ResolvedRedisToolkitOptions,
+  ) {
+    this.options = toolkitOptions.rateLimit;
+    this.addresses = new ClientAddressResolver(this.options.trustProxy, this.options.ipv6Subnet);
+  }
+
+  async canActivate(context: ExecutionContext): Promise<boolean> {
+    const type = context.getType<string>();
+    if (type !== 'http' && type !== 'ws') return true;
+    const targets = [context.getHandler(), context.getClass()];
+    if (this.reflector.getAllAndOverride<boolean | undefined>(SKIP_THROTTLE_METADATA, targets)) return true;
+    const policies = this.reflector.getAllAndOverride<NamedThrottleOptions[] | undefined>(THROTTLE_METADATA, targets) ?? [
+      { ...this.options.defaults, name: 'default' },
+    ];
+    const { req, res } = this.getRequestResponse(context);
+    if (res) {
+      // APP_GUARD plus @UseGuards(RateLimitGuard) on a controller would run the guard twice for one request:
+      // charge it once.
+      if (decided.has(req)) return true;
+      decided.add(req);
+    }
+
+    let tracker: string | undefined;
+    let failOpen: boolean | undefined;
+    const checks: RateLimitCheck[] = [];
+    for (const p of policies) {
+      let key: unknown;
+      if (p.key === undefined) key = tracker ??= await this.getTracker(req, context);
+      else key = typeof p.key === 'function' ? await p.key(context) : p.key;
+      if (typeof key !== 'string' || key.length === 0) {
+        throw new InvalidKeyError(`the key of rate-limit policy "${p.name}" must be a non-empty string, got ${JSON.stringify(key) ?? typeof key}`);
+      }
+      const [limit, ttl, algorithm, burst, cost] = await Promise.all([
+        resolve(p.limit, context),
+        resolve(p.ttl, context),
+        resolve(p.algorithm, context),
+        resolve(p.burst, context),
+        resolve(p.cost, context),
+      ]);
+      checks.push({ key, name: p.name, scope: this.generateKey(context, key, p.name), policy: { limit, ttl, algorithm, burst, cost } });
+      if (p.failOpen !== undefined) failOpen = failOpen === false ? false : p.failOpen;
+    }
+
+    let decision: RateLimitDecision;
+    try {
+      decision = await this.rateLimit.consumeAll(checks, failOpen === undefined ? {} : { failOpen });
+    } catch (err) {
+      if (err instanceof RedisUnavailableError) throw await this.unavailableError(context, err);
+      throw err;
+    }
+    if (res && decision.degraded !== 'fail-open') this.setHeaders(res, decision);
+    if (!decision.allowed) {
+      const retryAfterMs = Math.max(1, decision.retryAfterMs);
+      if (res) this.setResponseHeader(res, 'Retry-After', Math.max(1, Math.ceil(retryAfterMs / 1000)));
+      await this.throwThrottlingException(context, { retryAfterMs, decision });
+    }
+    return true;
+  }
+
+  /** Who is limited: the client address (X-Forwarded-For only with `trustProxy`), IPv6 grouped by /64. */
+  protected async getTracker(req: ThrottledRequest, _context: ExecutionContext): Promise<string> {
+    return this.addresses.resolve(req.socket?.remoteAddress ?? req.address, req.headers?.['x-forwarded-for']);
+  }
+
+  /**
+   * Which counter of the tracker a policy uses. The tracker is already the counter's hash tag, so by default this is
+   * the route (controller and handler) and the policy name. Hashed before it goes into a key.
+   */
+  protected generateKey(context: ExecutionContext, _tracker: string, name: string): string {
+    return `${context.getClass().name}.${context.getHandler().name}:${name}`;
+  }
+
+  /** HTTP: the request and response; WebSocket: the Socket.IO handshake (address, headers) and no response. */
+  protected getRequestResponse(context: ExecutionContext): { req: ThrottledRequest; res: ThrottledResponse | undefined } {
+    if (context.getType<string>() === 'ws') {
+      const client = context.switchToWs().getClient<{ handshake?: ThrottledRequest; _socket?: { remoteAddress?: string } }>();
+      return { req: client.handshake ?? { socket: client._socket }, res: undefined };
+    }
+    const http = context.switchToHttp();
+    return { req: http.getRequest<ThrottledRequest>(), res: http.getResponse<ThrottledResponse>() };
+  }
+
+  /** Refuses the request: HTTP 429 `{ statusCode, message, retryAfterMs }`, or a WsException with the same payload. */
+  protected async throwThrottlingException(context: ExecutionContext, detail: ThrottlingDetail): Promise<void> {
+    if (context.getType<string>() === 'ws') {
+      throw await wsException({ statusCode: HttpStatus.TOO_MANY_REQUESTS, message: this.errorMessage, retryAfterMs: detail.retryAfterMs });
+    }
+    throw new RateLimitHttpException(detail.retryAfterMs, this.errorMessage);
+  }
+
+  protected setResponseHeader(res: ThrottledResponse, name: string, value: string | number): void {
+    if (typeof res.setHeader === 'function') res.setHeader(name, value);
+    else if (typeof res.header === 'function') res.header(name, value);
+  }
+
+  /** IETF draft `RateLimit-Policy` / `RateLimit` (every policy) and/or legacy `X-RateLimit-*` (the tightest one). */
+  protected setHeaders(res: ThrottledResponse, decision: RateLimitDecision): void {
+    const mode = this.options.headers;
+    if (mode === false) return;
+    if (mode === 'draft' || mode === 'both') {
+      const policy = decision.results.map((r) => `${sfString(r.name)};q=${r.limit};w=${Math.max(1, Math.ceil(r.policy.ttl / 1000))}`);
+      const state = decision.results.map((r) => `${sfString(r.name)};r=${r.remaining};t=${Math.ceil(r.resetMs / 1000)}`);
+      this.setResponseHeader(res, 'RateLimit-Policy', policy.join(', '));
+      this.setResponseHeader(res, 'RateLimit', state.join(', '));
+    }
+    if (mode === 'legacy' || mode === 'both') {
+      const tightest = decision.results.reduce((a, b) => (b.remaining < a.remaining || (b.remaining === a.remaining && b.resetMs > a.resetMs) ? b : a));
+      this.setResponseHeader(res, 'X-RateLimit-Limit', tightest.limit);
+      this.setResponseHeader(res, 'X-RateLimit-Remaining', tightest.remaining);
+      this.setResponseHeader(res, 'X-RateLimit-Reset', Math.ceil(tightest.resetMs / 1000));
+    }
+  }
+
+  /** Redis down with failOpen: false: HTTP 503, or a WsException with the same payload. */
+  protected async unavailableError(context: ExecutionContext, err: RedisUnavailableError): Promise<Error> {
+    const body = { statusCode: HttpStatus.SERVICE_UNAVAILABLE, message: 'Rate limiting is unavailable, try again later' };
+    if (context.getType<string>() === 'ws') return wsException(body);
+    return new ServiceUnavailableException(body, { cause: err });
+  }
+}
+
+/** HTTP requests some RateLimitGuard already decided. */
+const decided = new WeakSet<object>();
+
+/** A structured-field string (RFC 8941): printable ASCII, with `"` and `\` escaped. */
+function sfString(value: string): string {
+  return `"${value.replace(/[^\x20-\x7e]/g, '_').replace(/["\\]/g, (c) => `\\${c}`)}"`;
+}
+
+async function resolve<T>(value: Resolvable<T> | undefined, context: ExecutionContext): Promise<T> {
+  return (typeof value === 'function' ? await (value as (c: ExecutionContext) => T | Promise<T>)(context) : value) as T;
+}
+
+// @nestjs/websockets is an optional peer dependency: load WsException only when a WebSocket handler is limited.
+type WsExceptionCtor = new (error: string | object) => Error;
+let wsExceptionCtor: WsExceptionCtor | undefined;
+
+async function wsException(payload: object): Promise<Error> {
+  wsExceptionCtor ??= (await import('@nestjs/websockets')).WsException as WsExceptionCtor;
+  return new wsExceptionCtor(payload);
+}

@@ -1,0 +1,170 @@
+import { isIP } from 'node:net';
+import type { ExecutionContext } from '@nestjs/common';
+import type { OptionProblems } from '../common/option-checks.js';
+
+export type RateLimitAlgorithm = 'sliding-window' | 'fixed-window' | 'token-bucket';
+export const RATE_LIMIT_ALGORITHMS: readonly RateLimitAlgorithm[] = ['sliding-window', 'fixed-window', 'token-bucket'];
+
+/** One limit: at most `limit` units per `ttl` ms. */
+export interface RateLimitPolicy {
+  limit: number;
+  /** Window length in ms (token bucket: the time to refill `limit` tokens, i.e. the steady rate is limit / ttl). */
+  ttl: number;
+  algorithm?: RateLimitAlgorithm;
+  /** Token bucket only: how many tokens the bucket holds (the largest burst). Default `limit`. */
+  burst?: number;
+  /** Units this call uses. Default 1. */
+  cost?: number;
+}
+
+/** A value given once, or worked out per request from the execution context (HTTP or WebSocket). */
+export type Resolvable<T> = T | ((context: ExecutionContext) => T | Promise<T>);
+
+/** What `@Throttle(...)` takes: a policy whose values may depend on the request. */
+export interface ThrottleOptions {
+  limit: Resolvable<number>;
+  ttl: Resolvable<number>;
+  algorithm?: Resolvable<RateLimitAlgorithm>;
+  burst?: Resolvable<number>;
+  /** Units each request uses. Default 1. */
+  cost?: Resolvable<number>;
+  /**
+   * Who is limited. Default: the client IP (RateLimitGuard.getTracker). A string is one limit shared by every
+   * client; a function gives per-user limits, e.g. `(ctx) => ctx.switchToHttp().getRequest().user.id`.
+   * The value is hashed before it becomes part of a Redis key.
+   */
+  key?: string | ((context: ExecutionContext) => string | Promise<string>);
+  /**
+   * Names the policy in keys and in the RateLimit headers. Default `default` for the first policy of a decorator,
+   * `default-2`, `default-3`... for the others.
+   */
+  name?: string;
+  /** Redis down: allow (true) or deny with 503 (false). Default: `rateLimit.failOpen`. */
+  failOpen?: boolean;
+}
+
+export type RateLimitHeaders = 'draft' | 'legacy' | 'both' | false;
+
+/** Which X-Forwarded-For hops to believe. */
+export type TrustProxy =
+  | boolean
+  /** The number of proxies in front of the app (1 = the address the nearest proxy saw). */
+  | number
+  /** Addresses or CIDR ranges of your proxies; `loopback`, `linklocal`, `uniquelocal` name the usual ranges. */
+  | string[];
+
+export interface RateLimitInsuranceOptions {
+  /** Each process allows `ceil(limit / divideLimitBy)` while Redis is down (the number of app instances). Default 1. */
+  divideLimitBy?: number;
+  /** Keys remembered by the in-process limiter (least recently used are dropped). Default 10 000. */
+  maxKeys?: number;
+}
+
+export interface RateLimitOptions {
+  /** Used by RateLimitGuard where neither the handler nor its class has @Throttle. Default 100 per 60 s, sliding window. */
+  defaults?: RateLimitPolicy;
+  /** Redis down or slow: allow and count the request (true, default) or refuse it (false: 503 / RedisUnavailableError). */
+  failOpen?: boolean;
+  /** Response headers: IETF draft `RateLimit` + `RateLimit-Policy` (default), legacy `X-RateLimit-*`, both, or none. */
+  headers?: RateLimitHeaders;
+  /**
+   * Honour X-Forwarded-For. Default false: the socket's address is the client, whatever the headers say.
+   * `true` trusts proxies on loopback and private addresses; a number trusts that many hops; a list trusts those
+   * addresses. The client is the right-most address that is not a trusted proxy.
+   */
+  trustProxy?: TrustProxy;
+  /** IPv6 clients are grouped by this prefix length (a /64 is one subscriber). Default 64; 128 = per address. */
+  ipv6Subnet?: number;
+  /** While Redis is unreachable, an in-process limiter decides instead of failOpen. Default off. */
+  insurance?: boolean | RateLimitInsuranceOptions;
+  /** Interval between two "Redis unavailable" warnings, ms. Default 10 000. */
+  warnIntervalMs?: number;
+}
+
+export interface ResolvedRateLimitOptions {
+  defaults: Required<Omit<RateLimitPolicy, 'burst' | 'cost'>> & Pick<RateLimitPolicy, 'burst' | 'cost'>;
+  failOpen: boolean;
+  headers: RateLimitHeaders;
+  trustProxy: TrustProxy;
+  ipv6Subnet: number;
+  insurance: Required<RateLimitInsuranceOptions> | false;
+  warnIntervalMs: number;
+}
+
+export function resolveRateLimitOptions(
+  raw: RateLimitOptions | undefined,
+  problems: OptionProblems,
+): ResolvedRateLimitOptions {
+  const o = raw ?? {};
+  let insurance: Required<RateLimitInsuranceOptions> | false = false;
+  if (problems.object('rateLimit', raw)) {
+    if (problems.object('rateLimit.defaults', o.defaults) && o.defaults) {
+      checkPolicy('rateLimit.defaults', o.defaults, problems);
+      if (o.defaults.limit === undefined) problems.add('rateLimit.defaults.limit', 'is required');
+      if (o.defaults.ttl === undefined) problems.add('rateLimit.defaults.ttl', 'is required');
+    }
+    problems.boolean('rateLimit.failOpen', o.failOpen);
+    problems.oneOf('rateLimit.headers', o.headers, ['draft', 'legacy', 'both', false]);
+    checkTrustProxy(o.trustProxy, problems);
+    problems.integer('rateLimit.ipv6Subnet', o.ipv6Subnet, 1, 128);
+    problems.duration('rateLimit.warnIntervalMs', o.warnIntervalMs, { allowZero: true });
+    if (o.insurance !== undefined && typeof o.insurance !== 'boolean' && problems.object('rateLimit.insurance', o.insurance)) {
+      problems.integer('rateLimit.insurance.divideLimitBy', o.insurance.divideLimitBy, 1);
+      problems.integer('rateLimit.insurance.maxKeys', o.insurance.maxKeys, 1);
+    }
+    if (o.insurance === true || (typeof o.insurance === 'object' && o.insurance !== null)) {
+      const i = typeof o.insurance === 'object' ? o.insurance : {};
+      insurance = { divideLimitBy: i.divideLimitBy ?? 1, maxKeys: i.maxKeys ?? 10_000 };
+    }
+  }
+  return {
+    defaults: { limit: 100, ttl: 60_000, algorithm: 'sliding-window', ...o.defaults },
+    failOpen: o.failOpen ?? true,
+    headers: o.headers ?? 'draft',
+    trustProxy: o.trustProxy ?? false,
+    ipv6Subnet: o.ipv6Subnet ?? 64,
+    insurance,
+    warnIntervalMs: o.warnIntervalMs ?? 10_000,
+  };
+}
+
+/** Checks the static values of a policy (functions are checked when they are resolved, per request). */
+export function checkPolicy(path: string, p: Partial<Record<keyof RateLimitPolicy, unknown>>, problems: OptionProblems): void {
+  if (typeof p.limit !== 'function') problems.integer(`${path}.limit`, p.limit, 1);
+  if (typeof p.ttl !== 'function') {
+    problems.duration(`${path}.ttl`, p.ttl);
+    if (typeof p.ttl === 'number' && !Number.isInteger(p.ttl)) problems.add(`${path}.ttl`, `must be a whole number of milliseconds, got ${p.ttl}`);
+  }
+  if (typeof p.algorithm !== 'function') problems.oneOf(`${path}.algorithm`, p.algorithm, RATE_LIMIT_ALGORITHMS);
+  if (typeof p.burst !== 'function') problems.integer(`${path}.burst`, p.burst, 1);
+  if (typeof p.cost !== 'function') problems.integer(`${path}.cost`, p.cost, 0);
+}
+
+const PROXY_KEYWORDS = ['loopback', 'linklocal', 'uniquelocal'];
+
+function checkTrustProxy(value: unknown, problems: OptionProblems): void {
+  if (value === undefined || typeof value === 'boolean') return;
+  if (typeof value === 'number') {
+    problems.integer('rateLimit.trustProxy', value, 0, 100);
+    return;
+  }
+  if (Array.isArray(value)) {
+    value.forEach((entry: unknown, i) => {
+      if (typeof entry !== 'string' || !(PROXY_KEYWORDS.includes(entry) || isAddressOrCidr(entry))) {
+        problems.add(`rateLimit.trustProxy[${i}]`, `must be an IP address, a CIDR range or one of ${PROXY_KEYWORDS.join(', ')}, got ${JSON.stringify(entry)}`);
+      }
+    });
+    return;
+  }
+  problems.add('rateLimit.trustProxy', `must be true/false, a number of hops or a list of proxy addresses, got ${JSON.stringify(value)}`);
+}
+
+function isAddressOrCidr(value: string): boolean {
+  const [address, bits, extra] = value.split('/');
+  if (extra !== undefined) return false;
+  const family = isIP(address);
+  if (family === 0) return false;
+  if (bits === undefined) return true;
+  const n = Number(bits);
+  return Number.isInteger(n) && n >= 0 && n <= (family === 4 ? 32 : 128) && bits.trim() === bits && bits !== '';
+}

@@ -1,0 +1,6 @@
+import type { Provider } from '@nestjs/common';
+import { RateLimitGuard } from './rate-limit.guard.js';
+import { RateLimitService } from './rate-limit.service.js';
+
+export const RATE_LIMIT_PROVIDERS: Provider[] = [RateLimitService, RateLimitGuard];
+export const RATE_LIMIT_EXPORTS = [RateLimitService, RateLimitGuard];

@@ -1,0 +1,371 @@
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import { InvalidOptionsError, RateLimitExceededError, RedisUnavailableError } from '../common/errors.js';
+import { KeyBuilder } from '../common/keys.js';
+import { LuaScript, type ScriptArg } from '../common/lua-script.js';
+import { scanKeys, unlinkMany } from '../common/bulk-keys.js';
+import { ThrottledWarning } from '../common/throttled-logger.js';
+import { RedisConnection } from '../connection/redis-connection.js';
+import { REDIS_TOOLKIT_OPTIONS } from '../redis-toolkit.constants.js';
+import type { ResolvedRedisToolkitOptions } from '../redis-toolkit.options-resolver.js';
+import { checkKey, defaultScope, resolveCallPolicy, type ResolvedPolicy } from './policy-resolver.js';
+import { InsuranceLimiter } from './insurance-limiter.js';
+import type { RateLimitAlgorithm, RateLimitPolicy, ResolvedRateLimitOptions } from './rate-limit.options.js';
+
+/** The outcome of one policy. */
+export interface RateLimitResult {
+  allowed: boolean;
+  limit: number;
+  /** Units left (after this call's charge when it was allowed). */
+  remaining: number;
+  /** ms until the full limit is available again. */
+  resetMs: number;
+  /** 0 when allowed; otherwise ms until the same call would be allowed. */
+  retryAfterMs: number;
+  /**
+   * Set when Redis could not decide: `fail-open` (allowed without counting in Redis) or `insurance` (decided by
+   * the in-process limiter).
+   */
+  degraded?: 'fail-open' | 'insurance';
+}
+
+/** One counter of a multi-policy decision. */
+export interface RateLimitCheck {
+  /** Who is limited (an IP, a user id...). Hashed: any string is safe. Checks of one call should share it. */
+  key: string;
+  policy: RateLimitPolicy;
+  /**
+   * Which counter of that key (e.g. route + policy name). Default: derived from the policy, so two different
+   * policies on one key never share a counter.
+   */
+  scope?: string;
+  /** Shown in headers. Default `default`. */
+  name?: string;
+}
+
+export interface RateLimitDecision {
+  /** True only when every policy allowed the call (and then every one was charged). */
+  allowed: boolean;
+  /** The longest wait among the policies that refused; 0 when allowed. */
+  retryAfterMs: number;
+  results: (RateLimitResult & { name: string; policy: ResolvedPolicy })[];
+  degraded?: 'fail-open' | 'insurance';
+}
+
+export interface ConsumeOptions {
+  /** Override `rateLimit.failOpen` for this call. */
+  failOpen?: boolean;
+}
+
+export interface RateLimitStats {
+  /** Decisions made by Redis. */
+  allowed: number;
+  denied: number;
+  /** Calls allowed because Redis was unreachable or slow (failOpen). */
+  failedOpen: number;
+  /** Calls refused because Redis was unreachable or slow (failOpen: false). */
+  failedClosed: number;
+  /** Calls decided by the in-process insurance limiter. */
+  insurance: number;
+}
+
+/** At most this many policies in one decision (one script call). */
+export const MAX_POLICIES_PER_CALL = 32;
+
+const ALGORITHM_CODES: Record<RateLimitAlgorithm, string> = { 'sliding-window': 's', 'fixed-window': 'f', 'token-bucket': 't' };
+const LUA_FILE = new URL('./consume.lua', import.meta.url);
+
+/**
+ * Rate limiting on Redis: every decision is one EVALSHA of one Lua script that checks all the policies of a call and
+ * charges them only if all allow it. Time comes from the Redis server. No command is queued while the connection is
+ * not ready and none is retried after an unknown outcome (that could charge twice): the failure policy decides at once.
+ */
+@Injectable()
+export class RateLimitService {
+  private readonly logger = new Logger('RateLimit');
+  private readonly options: ResolvedRateLimitOptions;
+  private readonly warning: ThrottledWarning;
+  private readonly insurance: InsuranceLimiter | undefined;
+  private readonly consumeScript: LuaScript<number[]>;
+  private readonly counters: RateLimitStats = { allowed: 0, denied: 0, failedOpen: 0, failedClosed: 0, insurance: 0 };
+  /** `<prefix>rl:{` — every counter key starts with it. */
+  private readonly tagPrefix: string;
+  /** Recent identifier → hash: hot keys (an IP, a route) are hashed once, not on every request. */
+  private readonly hashes = new Map<string, string>();
+
+  constructor(
+    private readonly connection: RedisConnection,
+    private readonly keys: KeyBuilder,
+    @Inject(REDIS_TOOLKIT_OPTIONS) toolkitOptions: ResolvedRedisToolkitOptions,
+  ) {
+    this.options = toolkitOptions.rateLimit;
+    this.warning = new ThrottledWarning(this.logger, this.options.warnIntervalMs);
+    const ins = this.options.insurance;
+    this.insurance = ins ? new InsuranceLimiter(ins.divideLimitBy, ins.maxKeys) : undefined;
+    this.consumeScript = LuaScript.fromFile<number[]>('rtk_rl_consume', LUA_FILE, 1);
+    this.tagPrefix = `${keys.featurePrefix('rl')}{`;
+  }
+
+  /** Charges `policy.cost` (default 1) to `key` if the policy allows it. */
+  consume(key: string, policy: RateLimitPolicy, options: ConsumeOptions = {}): Promise<RateLimitResult> {
+    return this.single(key, policy, 'c', options);
+  }
+
+  /** `consume`, throwing RateLimitExceededError (with `retryAfterMs`) when refused — for limits inside services and jobs. */
+  async consumeOrThrow(key: string, policy: RateLimitPolicy, options: ConsumeOptions = {}): Promise<RateLimitResult> {
+    const result = await this.single(key, policy, 'c', options);
+    if (!result.allowed) {
+      throw new RateLimitExceededError(`rate limit exceeded, retry in ${result.retryAfterMs} ms`, result.retryAfterMs);
+    }
+    return result;
+  }
+
+  /** What `consume` would answer for a call of `policy.cost` (default 1), without charging anything. */
+  peek(key: string, policy: RateLimitPolicy, options: ConsumeOptions = {}): Promise<RateLimitResult> {
+    return this.single(key, policy, 'p', options);
+  }
+
+  /** What `consumeAll` would answer, without charging anything (e.g. a counter the guard keeps: give its `scope`). */
+  peekAll(checks: readonly RateLimitCheck[], options: ConsumeOptions = {}): Promise<RateLimitDecision> {
+    return this.decide(checks, 'p', options);
+  }
+
+  /**
+   * Checks every policy and charges all of them only if all allow the call, in one atomic script call. On a Redis
+   * Cluster the checks of one call should share `key` (their counters then share a hash slot); checks with different
+   * keys are decided per key, one script call each, in order, and a later refusal does not undo an earlier charge.
+   */
+  consumeAll(checks: readonly RateLimitCheck[], options: ConsumeOptions = {}): Promise<RateLimitDecision> {
+    return this.decide(checks, 'c', options);
+  }
+
+  /**
+   * Clears the counters of `key`: the one of `policy` when given, else every counter of that key (a SCAN, on every
+   * master of a cluster). Returns how many counters existed.
+   */
+  async reset(key: string, policy?: RateLimitPolicy | { scope: string; algorithm?: RateLimitAlgorithm }): Promise<number> {
+    checkKey(key);
+    try {
+      if (policy) {
+        const algorithm = policy.algorithm ?? this.options.defaults.algorithm;
+        const scope = 'scope' in policy ? policy.scope : defaultScope(this.resolvePolicy(policy, 'policy'));
+        return await this.connection.client.unlink(this.redisKey(key, scope, algorithm));
+      }
+      const pattern = `${KeyBuilder.globEscape(this.tagOf(key))}*`;
+      let removed = 0;
+      for await (const page of scanKeys(this.connection.client, pattern)) removed += await unlinkMany(this.connection.client, page);
+      return removed;
+    } catch (err) {
+      if (err instanceof InvalidOptionsError) throw err;
+      throw new RedisUnavailableError(`rate-limit reset failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    } finally {
+      this.insurance?.clear();
+    }
+  }
+
+  /** Counts since start (this process). */
+  stats(): RateLimitStats {
+    return { ...this.counters };
+  }
+
+  /** The Redis key of a counter: `<prefix>rl:{hash(key)}:hash(scope):<algorithm>` — fixed length whatever the input. */
+  redisKey(key: string, scope: string, algorithm: RateLimitAlgorithm): string {
+    return `${this.tagOf(key)}:${this.hash(scope)}:${ALGORITHM_CODES[algorithm]}`;
+  }
+
+  /** `<prefix>rl:{hash(key)}` (a hash is base64url: nothing in it needs escaping). */
+  private tagOf(key: string): string {
+    return `${this.tagPrefix}${this.hash(key)}}`;
+  }
+
+  private hash(value: string): string {
+    let hashed = this.hashes.get(value);
+    if (hashed === undefined) {
+      hashed = KeyBuilder.hash(value);
+      if (value.length <= 512) {
+        if (this.hashes.size >= 10_000) this.hashes.clear();
+        this.hashes.set(value, hashed);
+      }
+    }
+    return hashed;
+  }
+
+  /** consume/peek of one policy: the same script call as consumeAll, with fewer allocations around it (hot path). */
+  private async single(key: string, policy: RateLimitPolicy, mode: 'c' | 'p', options: ConsumeOptions): Promise<RateLimitResult> {
+    checkKey(key);
+    const p = this.resolvePolicy(policy, 'policy');
+    const redisKey = this.redisKey(key, defaultScope(p), p.algorithm);
+    let raw: number[];
+    try {
+      if (this.connection.status !== 'ready') throw this.notReady();
+      raw = await this.script(1).run(this.connection.client, [redisKey], [mode, ALGORITHM_CODES[p.algorithm], p.limit, p.ttl, p.cost, p.burst]);
+    } catch (err) {
+      // never retried: the call may have run
+      const outcome = this.fallback([{ key, policy: p, name: 'default', redisKey }], mode, options, err);
+      return toResult(outcome.results[0], outcome.degraded);
+    }
+    const allowed = raw[1] === 1;
+    if (mode === 'c') {
+      if (allowed) this.counters.allowed++;
+      else this.counters.denied++;
+    }
+    return {
+      allowed,
+      limit: p.algorithm === 'token-bucket' ? p.burst : p.limit,
+      remaining: Math.max(0, raw[2]),
+      resetMs: raw[3],
+      retryAfterMs: raw[4],
+    };
+  }
+
+  private async decide(checks: readonly RateLimitCheck[], mode: 'c' | 'p', options: ConsumeOptions): Promise<RateLimitDecision> {
+    if (!Array.isArray(checks) || checks.length === 0) throw new InvalidOptionsError('rate limit: at least one policy is required');
+    if (checks.length > MAX_POLICIES_PER_CALL) {
+      throw new InvalidOptionsError(`rate limit: at most ${MAX_POLICIES_PER_CALL} policies per call, got ${checks.length}`);
+    }
+    const prepared = checks.map((c, i) => {
+      checkKey(c.key);
+      const policy = this.resolvePolicy(c.policy, checks.length === 1 ? 'policy' : `policies[${i}]`);
+      const scope = c.scope ?? defaultScope(policy);
+      return { key: c.key, policy, name: c.name ?? 'default', redisKey: this.redisKey(c.key, scope, policy.algorithm) };
+    });
+    if (prepared.length > 1 && new Set(prepared.map((p) => p.redisKey)).size !== prepared.length) {
+      throw new InvalidOptionsError('rate limit: two policies of one call use the same counter (give them different names or scopes)');
+    }
+
+    if (prepared.length === 1 || !this.connection.isCluster) {
+      // the common case: one script call decides everything
+      const outcome = await this.runGroup(prepared, mode, options);
+      if (mode === 'c' && !outcome.degraded) {
+        if (outcome.allowed) this.counters.allowed++;
+        else this.counters.denied++;
+      }
+      let retryAfterMs = 0;
+      if (!outcome.allowed) for (const r of outcome.results) retryAfterMs = Math.max(retryAfterMs, r.retryAfterMs);
+      return { allowed: outcome.allowed, retryAfterMs, results: outcome.results, ...(outcome.degraded && { degraded: outcome.degraded }) };
+    }
+
+    // On a cluster, one script call per key (per hash slot).
+    const groups = groupBy(prepared, (p) => p.key);
+    const results: RateLimitDecision['results'] = [];
+    let allowed = true;
+    let degraded: RateLimitDecision['degraded'];
+    for (const group of groups) {
+      if (!allowed && mode === 'c') {
+        // an earlier group refused: report the rest as they stand, without charging them
+        const peeked = await this.runGroup(group, 'p', options);
+        results.push(...peeked.results);
+        continue;
+      }
+      const outcome = await this.runGroup(group, mode, options);
+      results.push(...outcome.results);
+      allowed &&= outcome.allowed;
+      degraded ??= outcome.degraded;
+    }
+    if (mode === 'c' && !degraded) {
+      if (allowed) this.counters.allowed++;
+      else this.counters.denied++;
+    }
+    const retryAfterMs = allowed ? 0 : Math.max(0, ...results.map((r) => r.retryAfterMs));
+    return { allowed, retryAfterMs, results, ...(degraded && { degraded }) };
+  }
+
+  private async runGroup(
+    group: { key: string; policy: ResolvedPolicy; name: string; redisKey: string }[],
+    mode: 'c' | 'p',
+    options: ConsumeOptions,
+  ): Promise<{ allowed: boolean; results: RateLimitDecision['results']; degraded?: 'fail-open' | 'insurance' }> {
+    const args: ScriptArg[] = [mode];
+    for (const { policy } of group) args.push(ALGORITHM_CODES[policy.algorithm], policy.limit, policy.ttl, policy.cost, policy.burst);
+    let raw: number[];
+    try {
+      if (this.connection.status !== 'ready') throw this.notReady();
+      raw = await this.script(group.length).run(
+        this.connection.client,
+        group.map((g) => g.redisKey),
+        args,
+      );
+    } catch (err) {
+      return this.fallback(group, mode, options, err);
+    }
+    const results = group.map(({ policy, name }, i) => ({
+      name,
+      policy,
+      allowed: raw[1 + i * 4] === 1,
+      limit: policy.algorithm === 'token-bucket' ? policy.burst : policy.limit,
+      remaining: Math.max(0, raw[2 + i * 4]),
+      resetMs: raw[3 + i * 4],
+      retryAfterMs: raw[4 + i * 4],
+    }));
+    return { allowed: raw[0] === 1, results };
+  }
+
+  private fallback(
+    group: { key: string; policy: ResolvedPolicy; name: string; redisKey: string }[],
+    mode: 'c' | 'p',
+    options: ConsumeOptions,
+    err: unknown,
+  ): { allowed: boolean; results: RateLimitDecision['results']; degraded: 'fail-open' | 'insurance' } {
+    const reason = err instanceof Error ? err.message : String(err);
+    if (this.insurance) {
+      if (mode === 'c') this.counters.insurance++;
+      this.warning.warn(`Redis unavailable for rate limiting (${reason}); the in-process insurance limiter decides`);
+      const checks = group.map((g) => ({ redisKey: g.redisKey, limit: g.policy.limit, ttl: g.policy.ttl, cost: mode === 'c' ? g.policy.cost : 0 }));
+      const decided = this.insurance.consume(checks);
+      return {
+        allowed: decided.allowed,
+        degraded: 'insurance',
+        results: group.map(({ policy, name }, i) => ({ name, policy, limit: policy.limit, ...decided.results[i] })),
+      };
+    }
+    const failOpen = options.failOpen ?? this.options.failOpen;
+    if (!failOpen) {
+      if (mode === 'c') this.counters.failedClosed++;
+      this.warning.warn(`Redis unavailable for rate limiting (${reason}); refusing requests (failOpen: false)`);
+      throw err instanceof RedisUnavailableError
+        ? err
+        : new RedisUnavailableError(`rate limit decision failed: ${reason}`, { cause: err });
+    }
+    if (mode === 'c') this.counters.failedOpen++;
+    this.warning.warn(`Redis unavailable for rate limiting (${reason}); allowing requests (failOpen)`);
+    return {
+      allowed: true,
+      degraded: 'fail-open',
+      results: group.map(({ policy, name }) => ({ name, policy, allowed: true, limit: policy.limit, remaining: policy.limit, resetMs: 0, retryAfterMs: 0 })),
+    };
+  }
+
+  /**
+   * No queueing while the connection is not ready: a queued command could run (and charge) long after its caller
+   * gave up on it. A lazy connection that was never opened is opened in the background.
+   */
+  private notReady(): RedisUnavailableError {
+    if (this.connection.status === 'wait') this.connection.client.connect().catch(() => undefined);
+    return new RedisUnavailableError(`the Redis connection is ${this.connection.status}`);
+  }
+
+  private script(numberOfKeys: number): LuaScript<number[]> {
+    return this.consumeScript.withNumberOfKeys(numberOfKeys);
+  }
+
+  /** Fills defaults and validates a policy given at call time (InvalidOptionsError naming the field). */
+  resolvePolicy(p: RateLimitPolicy, path: string): ResolvedPolicy {
+    return resolveCallPolicy(p, path, this.options.defaults.algorithm);
+  }
+}
+
+function toResult(r: RateLimitDecision['results'][number], degraded: RateLimitDecision['degraded']): RateLimitResult {
+  const result: RateLimitResult = { allowed: r.allowed, limit: r.limit, remaining: r.remaining, resetMs: r.resetMs, retryAfterMs: r.retryAfterMs };
+  if (degraded) result.degraded = degraded;
+  return result;
+}
+
+function groupBy<T>(items: readonly T[], by: (item: T) => string): T[][] {
+  const groups = new Map<string, T[]>();
+  for (const item of items) {
+    const k = by(item);
+    let g = groups.get(k);
+    if (!g) groups.set(k, (g = []));
+    g.push(item);
+  }
+  return [...groups.values()];
+}

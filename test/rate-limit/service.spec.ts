@@ -1,0 +1,263 @@
+import 'reflect-metadata';
+import { randomUUID } from 'node:crypto';
+import {
+  InvalidKeyError,
+  InvalidOptionsError,
+  RateLimitExceededError,
+  REDIS_CLIENT,
+  RateLimitService,
+  type RateLimitAlgorithm,
+  type RateLimitPolicy,
+} from '../../lib/index.js';
+import type { RedisClient } from '../../lib/common/lua-script.js';
+import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+import { sleep } from '../support/wait.js';
+
+afterAll(closeToolkitApps);
+
+const ALGORITHMS: RateLimitAlgorithm[] = ['sliding-window', 'fixed-window', 'token-bucket'];
+const uid = () => randomUUID();
+
+describe.each(['single', 'cluster'] as const)('RateLimitService on %s', (target) => {
+  let rl: RateLimitService;
+  let client: RedisClient;
+  beforeAll(async () => {
+    const app = await createToolkitApp({ target });
+    rl = app.get(RateLimitService);
+    client = app.get<RedisClient>(REDIS_CLIENT);
+  });
+
+  it.each(ALGORITHMS)('%s: 200 concurrent calls against limit 50 admit exactly 50', async (algorithm) => {
+    const key = uid();
+    const policy: RateLimitPolicy = { limit: 50, ttl: 60_000, algorithm };
+    const results = await Promise.all(Array.from({ length: 200 }, () => rl.consume(key, policy)));
+    const allowed = results.filter((r) => r.allowed);
+    expect(allowed).toHaveLength(50);
+    expect(allowed.map((r) => r.remaining).sort((a, b) => a - b)).toEqual(Array.from({ length: 50 }, (_, i) => i));
+    for (const r of results.filter((x) => !x.allowed)) {
+      expect(r.remaining).toBe(0);
+      expect(r.retryAfterMs).toBeGreaterThan(0);
+      expect(r.retryAfterMs).toBeLessThanOrEqual(60_000);
+      expect(r.limit).toBe(50);
+    }
+    expect(results.every((r) => r.degraded === undefined)).toBe(true);
+  });
+
+  it('sliding window: admits again once the oldest requests leave the window, not before', async () => {
+    const key = uid();
+    const policy: RateLimitPolicy = { limit: 5, ttl: 1_000, algorithm: 'sliding-window' };
+    for (let i = 0; i < 3; i++) expect((await rl.consume(key, policy)).allowed).toBe(true);
+    await sleep(500);
+    for (let i = 0; i < 2; i++) expect((await rl.consume(key, policy)).allowed).toBe(true);
+    const denied = await rl.consume(key, policy);
+    expect(denied.allowed).toBe(false);
+    // the first three leave at t0 + 1000, about 500 ms from now
+    expect(denied.retryAfterMs).toBeGreaterThan(300);
+    expect(denied.retryAfterMs).toBeLessThanOrEqual(520);
+    await sleep(denied.retryAfterMs - 150);
+    expect((await rl.consume(key, policy)).allowed).toBe(false); // not before
+    await sleep(250);
+    const again = await Promise.all(Array.from({ length: 5 }, () => rl.consume(key, policy)));
+    expect(again.filter((r) => r.allowed)).toHaveLength(3); // the two later ones are still in the window
+  });
+
+  it('boundary burst: a fixed window admits about 2x limit across a boundary, the sliding window does not', async () => {
+    const limit = 10;
+    const burst = async (algorithm: RateLimitAlgorithm): Promise<number> => {
+      const key = uid();
+      const policy: RateLimitPolicy = { limit, ttl: 1_000, algorithm };
+      expect((await rl.consume(key, policy)).allowed).toBe(true); // opens the window at t0
+      await sleep(750);
+      const before = await Promise.all(Array.from({ length: limit - 1 }, () => rl.consume(key, policy)));
+      await sleep(350); // past t0 + 1000
+      const after = await Promise.all(Array.from({ length: limit }, () => rl.consume(key, policy)));
+      return [...before, ...after].filter((r) => r.allowed).length; // admitted within ~350 ms
+    };
+    const [fixed, sliding] = await Promise.all([burst('fixed-window'), burst('sliding-window')]);
+    expect(fixed).toBe(2 * limit - 1);
+    expect(sliding).toBe(limit);
+  });
+
+  it('token bucket: a burst of `burst`, then refills at limit per ttl', async () => {
+    const key = uid();
+    const policy: RateLimitPolicy = { limit: 10, ttl: 1_000, algorithm: 'token-bucket', burst: 4 };
+    const first = await Promise.all(Array.from({ length: 6 }, () => rl.consume(key, policy)));
+    expect(first.filter((r) => r.allowed)).toHaveLength(4);
+    const denied = first.find((r) => !r.allowed);
+    expect(denied?.retryAfterMs).toBeGreaterThan(50);
+    expect(denied?.retryAfterMs).toBeLessThanOrEqual(100); // one token per 100 ms
+    await sleep(330); // three tokens
+    const refilled = await Promise.all(Array.from({ length: 6 }, () => rl.consume(key, policy)));
+    expect(refilled.filter((r) => r.allowed).length).toBe(3);
+    await sleep(2_000); // full again, never above burst
+    const full = await Promise.all(Array.from({ length: 8 }, () => rl.consume(key, policy)));
+    expect(full.filter((r) => r.allowed)).toHaveLength(4);
+  });
+
+  it.each(ALGORITHMS)('%s: cost is charged in units; a refused call charges nothing', async (algorithm) => {
+    const key = uid();
+    const policy = { limit: 5, ttl: 60_000, algorithm };
+    expect(await rl.consume(key, { ...policy, cost: 3 })).toMatchObject({ allowed: true, remaining: 2 });
+    expect(await rl.consume(key, { ...policy, cost: 3 })).toMatchObject({ allowed: false, remaining: 2 });
+    expect(await rl.consume(key, { ...policy, cost: 2 })).toMatchObject({ allowed: true, remaining: 0 });
+    expect(await rl.peek(key, policy)).toMatchObject({ allowed: false, remaining: 0 });
+  });
+
+  it('several policies are checked and charged all or nothing in one call', async () => {
+    const key = uid();
+    const perSecond: RateLimitPolicy = { limit: 2, ttl: 1_000, algorithm: 'fixed-window' };
+    const perMinute: RateLimitPolicy = { limit: 5, ttl: 60_000, algorithm: 'sliding-window' };
+    const checks = [
+      { key, policy: perSecond, name: 'second' },
+      { key, policy: perMinute, name: 'minute' },
+    ];
+    const decisions = [];
+    for (let i = 0; i < 4; i++) decisions.push(await rl.consumeAll(checks));
+    expect(decisions.map((d) => d.allowed)).toEqual([true, true, false, false]);
+    expect(decisions[2].results.map((r) => [r.name, r.allowed])).toEqual([
+      ['second', false],
+      ['minute', true],
+    ]);
+    // the refused calls did not charge the per-minute policy
+    expect((await rl.peek(key, perMinute)).remaining).toBe(3);
+    expect(decisions[3].retryAfterMs).toBeGreaterThan(0);
+    expect(decisions[3].retryAfterMs).toBeLessThanOrEqual(1_000);
+  });
+
+  it('200 concurrent calls with three policies of every algorithm admit exactly the tightest limit', async () => {
+    const key = uid();
+    const checks = [
+      { key, name: 's', policy: { limit: 80, ttl: 60_000, algorithm: 'sliding-window' as const } },
+      { key, name: 'f', policy: { limit: 50, ttl: 60_000, algorithm: 'fixed-window' as const } },
+      { key, name: 't', policy: { limit: 60, ttl: 60_000, algorithm: 'token-bucket' as const } },
+    ];
+    const decisions = await Promise.all(Array.from({ length: 200 }, () => rl.consumeAll(checks)));
+    expect(decisions.filter((d) => d.allowed)).toHaveLength(50);
+    const after = await rl.peekAll(checks);
+    expect(after.results.map((r) => r.remaining)).toEqual([30, 0, 10]); // refused calls charged nothing
+  });
+
+  it('policies with different keys (per IP and per user) are decided together', async () => {
+    const ip = uid();
+    const user = uid();
+    const checks = [
+      { key: ip, name: 'ip', policy: { limit: 3, ttl: 60_000 } },
+      { key: user, name: 'user', policy: { limit: 2, ttl: 60_000 } },
+    ];
+    const decisions = [];
+    for (let i = 0; i < 3; i++) decisions.push(await rl.consumeAll(checks));
+    expect(decisions.map((d) => d.allowed)).toEqual([true, true, false]);
+    expect(decisions[2].results.map((r) => [r.name, r.allowed])).toEqual([
+      ['ip', true],
+      ['user', false],
+    ]);
+    // on a single server the refusal charged nothing; on a cluster the per-IP group was decided first
+    const ipLeft = (await rl.peekAll([checks[0]])).results[0].remaining;
+    expect(ipLeft).toBe(target === 'single' ? 1 : 0);
+  });
+
+  it('peek does not charge; reset clears one policy or every counter of a key', async () => {
+    const key = uid();
+    const a: RateLimitPolicy = { limit: 3, ttl: 60_000 };
+    const b: RateLimitPolicy = { limit: 3, ttl: 60_000, algorithm: 'token-bucket' };
+    for (let i = 0; i < 5; i++) expect((await rl.peek(key, a)).remaining).toBe(3);
+    await rl.consume(key, a);
+    await rl.consume(key, b);
+    expect((await rl.peek(key, a)).remaining).toBe(2);
+    expect(await rl.reset(key, a)).toBe(1);
+    expect((await rl.peek(key, a)).remaining).toBe(3);
+    expect((await rl.peek(key, b)).remaining).toBe(2);
+    await rl.consume(key, a);
+    expect(await rl.reset(key)).toBe(2);
+    expect((await rl.peek(key, b)).remaining).toBe(3);
+  });
+
+  it('a key made of hostile characters stays contained in one fixed-length key under the prefix', async () => {
+    const hostile = `*}{rtk:rl:{x}\n\r*?[a]${'z'.repeat(10 * 1024)}{}`;
+    const policy: RateLimitPolicy = { limit: 2, ttl: 60_000, algorithm: 'fixed-window' };
+    expect((await rl.consume(hostile, policy)).allowed).toBe(true);
+    expect((await rl.consume(hostile, policy)).allowed).toBe(true);
+    expect((await rl.consume(hostile, policy)).allowed).toBe(false);
+    expect((await rl.consume(`${hostile}x`, policy)).allowed).toBe(true); // another key
+    const redisKey = rl.redisKey(hostile, '2/60000', 'fixed-window');
+    expect(redisKey).toMatch(/^rtk:rl:\{[A-Za-z0-9_-]{22}\}:[A-Za-z0-9_-]{22}:f$/);
+    expect(await client.get(redisKey)).toBe('2');
+    expect(await rl.reset(hostile)).toBe(1);
+    await expect(rl.consume('', policy)).rejects.toBeInstanceOf(InvalidKeyError);
+    await expect(rl.consume(42 as unknown as string, policy)).rejects.toBeInstanceOf(InvalidKeyError);
+  });
+
+  it('consumeOrThrow throws RateLimitExceededError with retryAfterMs', async () => {
+    const key = uid();
+    const policy: RateLimitPolicy = { limit: 1, ttl: 60_000, algorithm: 'fixed-window' };
+    expect((await rl.consumeOrThrow(key, policy)).remaining).toBe(0);
+    const err = await rl.consumeOrThrow(key, policy).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RateLimitExceededError);
+    expect((err as RateLimitExceededError).code).toBe('E_RATE_LIMIT_EXCEEDED');
+    expect((err as RateLimitExceededError).retryAfterMs).toBeGreaterThan(59_000);
+  });
+
+  it('rejects impossible policies with InvalidOptionsError naming the field', async () => {
+    await expect(rl.consume('k', { limit: 0, ttl: 1_000 })).rejects.toThrow(/policy\.limit/);
+    await expect(rl.consume('k', { limit: 5, ttl: -1 })).rejects.toThrow(/policy\.ttl/);
+    await expect(rl.consume('k', { limit: 5, ttl: 1_000, cost: 6 })).rejects.toThrow(/policy\.cost/);
+    await expect(rl.consume('k', { limit: 5, ttl: 1_000, algorithm: 'leaky' as RateLimitAlgorithm })).rejects.toBeInstanceOf(InvalidOptionsError);
+    await expect(rl.consumeAll([])).rejects.toBeInstanceOf(InvalidOptionsError);
+  });
+
+  it('decides with the Redis clock: an app clock one hour ahead changes nothing', async () => {
+    const key = uid();
+    const policy: RateLimitPolicy = { limit: 3, ttl: 2_000, algorithm: 'sliding-window' };
+    for (let i = 0; i < 3; i++) await rl.consume(key, policy);
+    const realNow = Date.now;
+    Date.now = () => realNow() + 3_600_000;
+    try {
+      const r = await rl.consume(key, policy);
+      expect(r.allowed).toBe(false);
+      expect(r.retryAfterMs).toBeGreaterThan(1_000);
+    } finally {
+      Date.now = realNow;
+    }
+  });
+
+  it('every decision is one round trip (EVALSHA)', async () => {
+    const key = uid();
+    const policy: RateLimitPolicy = { limit: 100, ttl: 60_000 };
+    await rl.consume(key, policy); // loads the script if needed
+    const calls: string[] = [];
+    const nodes = 'nodes' in client ? client.nodes('master') : [client];
+    const origins = nodes.map((n) => {
+      const send = n.sendCommand.bind(n);
+      n.sendCommand = ((cmd: { name: string }) => {
+        calls.push(cmd.name);
+        return send(cmd as Parameters<typeof send>[0]);
+      }) as typeof n.sendCommand;
+      return () => {
+        n.sendCommand = send;
+      };
+    });
+    try {
+      await rl.consumeAll([
+        { key, policy, name: 'a' },
+        { key, policy: { limit: 5, ttl: 1_000, algorithm: 'token-bucket' }, name: 'b' },
+        { key, policy: { limit: 5, ttl: 1_000, algorithm: 'fixed-window' }, name: 'c' },
+      ]);
+    } finally {
+      origins.forEach((restore) => restore());
+    }
+    expect(calls.filter((c) => c !== 'evalsha' && c !== 'eval')).toEqual([]);
+    expect(calls.filter((c) => c === 'evalsha')).toHaveLength(1);
+  });
+});
+
+describe('two app instances', () => {
+  it.each(['single', 'cluster'] as const)('share one limit on %s', async (target) => {
+    const [a, b] = await Promise.all([createToolkitApp({ target }), createToolkitApp({ target })]);
+    const key = uid();
+    const policy: RateLimitPolicy = { limit: 25, ttl: 60_000 };
+    const results = await Promise.all(
+      Array.from({ length: 100 }, (_, i) => (i % 2 ? a : b).get(RateLimitService).consume(key, policy)),
+    );
+    expect(results.filter((r) => r.allowed)).toHaveLength(25);
+  });
+});
