@@ -1,0 +1,106 @@
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { isValidSessionId } from './session-id.js';
+import type { ResolvedSessionCookieOptions } from './session.options.js';
+
+/**
+ * Signed cookie values, in the format of `cookie-signature` / `cookie-parser` / express-session: `s:<value>.<sig>`,
+ * where sig is HMAC-SHA256(value, secret) in base64 without padding. Implemented here (node:crypto) so the library
+ * has no runtime dependency for it.
+ */
+export function signCookieValue(value: string, secret: string): string {
+  return `s:${value}.${hmac(value, secret)}`;
+}
+
+/** The value of a signed cookie when one of `secrets` signed it; null when unsigned, tampered or malformed. */
+export function unsignCookieValue(signed: string, secrets: readonly string[]): string | null {
+  if (!signed.startsWith('s:')) return null;
+  const body = signed.slice(2);
+  const dot = body.lastIndexOf('.');
+  if (dot <= 0) return null;
+  const value = body.slice(0, dot);
+  const given = Buffer.from(body.slice(dot + 1));
+  for (const secret of secrets) {
+    const expected = Buffer.from(hmac(value, secret));
+    if (expected.length === given.length && timingSafeEqual(expected, given)) return value;
+  }
+  return null;
+}
+
+function hmac(value: string, secret: string): string {
+  return createHmac('sha256', secret).update(value).digest('base64').replace(/=+$/, '');
+}
+
+/** The raw value of cookie `name` in a `Cookie` request header (first occurrence), URI-decoded; undefined when absent. */
+export function readCookie(header: string | string[] | undefined, name: string): string | undefined {
+  if (header === undefined) return undefined;
+  const text = Array.isArray(header) ? header.join('; ') : header;
+  if (text.length > 16_384) return undefined; // no browser sends that much; don't parse attacker-sized headers
+  for (const part of text.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq === -1) continue;
+    if (part.slice(0, eq).trim() !== name) continue;
+    let value = part.slice(eq + 1).trim();
+    if (value.startsWith('"') && value.endsWith('"') && value.length >= 2) value = value.slice(1, -1);
+    try {
+      return decodeURIComponent(value);
+    } catch {
+      return value;
+    }
+  }
+  return undefined;
+}
+
+export interface SessionCookieSource {
+  /** Cookie name. */
+  name: string;
+  /** Secrets that may have signed the cookie (the first one signs new cookies). */
+  secrets: readonly string[];
+}
+
+/**
+ * Reads and verifies the session cookie in a raw `Cookie` header (an HTTP request, a WebSocket handshake) and returns
+ * the session id, or null when the cookie is absent, unsigned, signed with another secret, or not a well-formed id.
+ * Does not touch Redis: pass the id to `SessionService.get(id)` to load (and touch) the session.
+ */
+export function readSessionIdFromCookieHeader(header: string | string[] | undefined, source: SessionCookieSource): string | null {
+  const raw = readCookie(header, source.name);
+  if (raw === undefined) return null;
+  const id = unsignCookieValue(raw, source.secrets);
+  return isValidSessionId(id) ? id : null;
+}
+
+export interface CookieWriteOptions {
+  /** Absolute expiry (epoch ms); ignored when maxAge is set. */
+  expires?: number;
+  secure: boolean;
+}
+
+/** A `Set-Cookie` header value for `value` with the configured attributes. */
+export function serializeSetCookie(
+  name: string,
+  value: string,
+  options: ResolvedSessionCookieOptions,
+  write: CookieWriteOptions,
+): string {
+  const parts = [`${name}=${encodeURIComponent(value)}`, `Path=${options.path}`];
+  if (options.domain) parts.push(`Domain=${options.domain}`);
+  if (options.maxAge !== undefined) {
+    parts.push(`Max-Age=${Math.floor(options.maxAge / 1000)}`);
+    parts.push(`Expires=${new Date(Date.now() + options.maxAge).toUTCString()}`);
+  } else if (write.expires !== undefined) {
+    parts.push(`Expires=${new Date(write.expires).toUTCString()}`);
+  }
+  if (options.httpOnly) parts.push('HttpOnly');
+  if (write.secure) parts.push('Secure');
+  parts.push(`SameSite=${options.sameSite === 'lax' ? 'Lax' : options.sameSite === 'strict' ? 'Strict' : 'None'}`);
+  return parts.join('; ');
+}
+
+/** Appends a Set-Cookie header without dropping ones already set (by other middleware or an earlier write). */
+export function appendSetCookie(res: { getHeader(name: string): unknown; setHeader(name: string, value: string | string[]): unknown }, cookie: string, name: string): void {
+  const existing = res.getHeader('Set-Cookie');
+  const list = existing === undefined ? [] : Array.isArray(existing) ? existing.map(String) : [String(existing)];
+  // A later write for the same cookie replaces an earlier one in this response (e.g. login after a rolling refresh).
+  const others = list.filter((c) => !c.startsWith(`${name}=`));
+  res.setHeader('Set-Cookie', [...others, cookie]);
+}

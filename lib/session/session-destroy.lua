@@ -1,0 +1,9 @@
+-- Deletes a session and leaves a short tombstone so a late write cannot bring it back.
+-- KEYS[1] session, KEYS[2] tombstone. ARGV[1] tombstone ms. Returns the userId, or false when absent.
+local raw = redis.call('GET', KEYS[1])
+if not raw then return false end
+local ok, s = pcall(cjson.decode, raw)
+redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+if ok and type(s) == 'table' and type(s.u) == 'string' then return s.u end
+return ''

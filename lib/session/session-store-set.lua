@@ -1,0 +1,29 @@
+-- express-session Store#set: replaces the session's data, creating it if needed, unless the id is tombstoned.
+-- Keeps createdAt and the absolute deadline of an existing session.
+-- KEYS[1] session, KEYS[2] tombstone.
+-- ARGV[1] now, ARGV[2] maxAgeMs, ARGV[3] idle ttl, ARGV[4] the new session as a JSON object without c and m.
+-- Returns -1 when tombstoned, else { previous userId or '', expiresAt }.
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+local now = tonumber(ARGV[1])
+local created, deadline
+local previous = ''
+local raw = redis.call('GET', KEYS[1])
+if raw then
+  local old = cjson.decode(raw)
+  if old.m > now then
+    created = old.c
+    deadline = old.m
+    previous = old.u
+  end
+end
+if not created then
+  created = now
+  deadline = now + tonumber(ARGV[2])
+end
+local exp = now + tonumber(ARGV[3])
+if exp > deadline then exp = deadline end
+-- c and m go in front of the caller's JSON object: no decode/encode of the new session.
+local body = string.sub(ARGV[4], 2)
+if body ~= '}' then body = ',' .. body end
+redis.call('SET', KEYS[1], '{"c":' .. string.format('%d', created) .. ',"m":' .. string.format('%d', deadline) .. body, 'PXAT', exp)
+return { previous, exp }

@@ -1,0 +1,33 @@
+-- Atomic merge into an existing session; never creates one (an expired or destroyed session stays gone).
+-- KEYS[1] session. ARGV[1] now (epoch ms), ARGV[2] touch ('1'/'0'), ARGV[3] number of field/value pairs to set,
+-- then those pairs (values are serialized strings), then names of fields to delete.
+-- Returns false when absent or past its absolute deadline, else { session JSON, expiresAt }.
+local raw = redis.call('GET', KEYS[1])
+if not raw then return false end
+local s = cjson.decode(raw)
+local now = tonumber(ARGV[1])
+if s.m <= now then
+  redis.call('DEL', KEYS[1])
+  return false
+end
+if type(s.d) ~= 'table' then s.d = {} end
+local sets = tonumber(ARGV[3])
+local last = 3 + sets * 2
+for i = 4, last, 2 do
+  s.d[ARGV[i]] = ARGV[i + 1]
+end
+for i = last + 1, #ARGV do
+  s.d[ARGV[i]] = nil
+end
+if next(s.d) == nil then s.d = cjson.decode('{}') end
+local out = cjson.encode(s)
+local exp
+if ARGV[2] == '1' then
+  exp = now + s.t
+  if exp > s.m then exp = s.m end
+  redis.call('SET', KEYS[1], out, 'PXAT', exp)
+else
+  exp = redis.call('PEXPIRETIME', KEYS[1])
+  redis.call('SET', KEYS[1], out, 'KEEPTTL')
+end
+return { out, exp }

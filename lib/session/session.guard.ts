@@ -1,0 +1,26 @@
+import { Injectable, UnauthorizedException, type CanActivate, type ExecutionContext } from '@nestjs/common';
+import { SessionService } from './session.service.js';
+import { toHttpError, type SessionRequest } from './session.http.js';
+
+/**
+ * Lets a request through only with a valid session: 401 otherwise, 503 when Redis cannot be reached. Uses the session
+ * SessionMiddleware put on the request; without the middleware it reads the cookie itself (and sets `req.session`).
+ */
+@Injectable()
+export class SessionGuard implements CanActivate {
+  constructor(private readonly sessions: SessionService) {}
+
+  async canActivate(context: ExecutionContext): Promise<boolean> {
+    const req = context.switchToHttp().getRequest<SessionRequest>();
+    if (req.session === undefined) {
+      const id = this.sessions.idFromCookieHeader(req.headers?.cookie);
+      try {
+        req.session = id === null ? null : await this.sessions.get(id);
+      } catch (err) {
+        throw toHttpError(err);
+      }
+    }
+    if (!req.session) throw new UnauthorizedException('A valid session is required');
+    return true;
+  }
+}

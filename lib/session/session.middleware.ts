@@ -1,0 +1,45 @@
+import { Injectable, type NestMiddleware } from '@nestjs/common';
+import { InvalidOptionsError } from '../common/errors.js';
+import { SessionService, type CookieResponse } from './session.service.js';
+import { toHttpError, type SessionRequest } from './session.http.js';
+
+/**
+ * Reads the signed session cookie, loads the session (touching it: rolling expiry, one round trip) and puts it on
+ * `req.session` (null without a valid session). An unsigned, tampered or malformed cookie is ignored without a Redis
+ * command. With `rolling` and no fixed `cookie.maxAge`, the cookie is re-sent so its expiry follows the session's; a
+ * cookie for a session that no longer exists is cleared. Redis unreachable → 503, never an anonymous pass.
+ *
+ * ```ts
+ * export class AppModule implements NestModule {
+ *   configure(consumer: MiddlewareConsumer) { consumer.apply(SessionMiddleware).forRoutes('*'); }
+ * }
+ * ```
+ */
+@Injectable()
+export class SessionMiddleware implements NestMiddleware {
+  constructor(private readonly sessions: SessionService) {
+    if (sessions.options.cookie.secrets.length === 0) {
+      throw new InvalidOptionsError('session.cookie.secret is required to use SessionMiddleware (RedisToolkitModule options)');
+    }
+  }
+
+  async use(req: SessionRequest, res: CookieResponse, next: (error?: unknown) => void): Promise<void> {
+    const id = this.sessions.idFromCookieHeader(req.headers.cookie);
+    if (id === null) {
+      req.session = null;
+      next();
+      return;
+    }
+    let session;
+    try {
+      session = await this.sessions.get(id);
+    } catch (err) {
+      throw toHttpError(err);
+    }
+    req.session = session;
+    const { rolling, cookie } = this.sessions.options;
+    if (session === null) this.sessions.clearCookie(res, req);
+    else if (rolling && cookie.maxAge === undefined) this.sessions.writeCookie(res, session, req);
+    next();
+  }
+}

@@ -1,0 +1,108 @@
+import type { OptionProblems } from '../common/option-checks.js';
+
+export interface SessionCookieOptions {
+  /** Cookie name. Default `rtk.sid`. */
+  name?: string;
+  /** Secret(s) used to sign the cookie; the first signs, all verify (rotation). Required by SessionMiddleware. */
+  secret?: string | string[];
+  /** Default true. */
+  httpOnly?: boolean;
+  /** `'auto'`: secure when the request came over HTTPS (`req.secure`). Default: true when NODE_ENV is `production`. */
+  secure?: boolean | 'auto';
+  /** Default `lax`. */
+  sameSite?: 'lax' | 'strict' | 'none';
+  /** Default `/`. */
+  path?: string;
+  domain?: string;
+  /**
+   * Cookie lifetime in ms. Default: none, and the cookie's `Expires` follows the session's `expiresAt` (re-sent on
+   * every request while `rolling`), so the browser drops the cookie when the server drops the session.
+   */
+  maxAge?: number;
+}
+
+export interface SessionOptions {
+  /** Idle ttl in ms. Default 24 h. */
+  ttl?: number;
+  /** Touching a session (get, update) extends its ttl. Default true. */
+  rolling?: boolean;
+  /** Absolute maximum lifetime in ms, whatever the activity. Default 30 days. */
+  maxAgeMs?: number;
+  /** How long a destroyed session id stays blocked against late writes, ms. Default 60 s. */
+  tombstoneMs?: number;
+  cookie?: SessionCookieOptions;
+}
+
+export interface ResolvedSessionCookieOptions {
+  name: string;
+  secrets: string[];
+  httpOnly: boolean;
+  secure: boolean | 'auto';
+  sameSite: 'lax' | 'strict' | 'none';
+  path: string;
+  domain: string | undefined;
+  maxAge: number | undefined;
+}
+
+export interface ResolvedSessionOptions {
+  ttl: number;
+  rolling: boolean;
+  maxAgeMs: number;
+  tombstoneMs: number;
+  cookie: ResolvedSessionCookieOptions;
+}
+
+export function resolveSessionOptions(raw: SessionOptions | undefined, problems: OptionProblems): ResolvedSessionOptions {
+  const o = raw ?? {};
+  const c: SessionCookieOptions = (o.cookie ?? {}) as SessionCookieOptions;
+  if (problems.object('session', raw)) {
+    problems.duration('session.ttl', o.ttl);
+    problems.duration('session.maxAgeMs', o.maxAgeMs);
+    problems.duration('session.tombstoneMs', o.tombstoneMs);
+    problems.boolean('session.rolling', o.rolling);
+    if (problems.object('session.cookie', o.cookie)) {
+      problems.string('session.cookie.name', c.name);
+      if (c.name !== undefined && typeof c.name === 'string' && !/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(c.name)) {
+        problems.add('session.cookie.name', `must be a valid cookie name (RFC 6265 token), got ${JSON.stringify(c.name)}`);
+      }
+      if (c.secret !== undefined) {
+        const list: unknown[] = Array.isArray(c.secret) ? c.secret : [c.secret];
+        if (list.length === 0 || list.some((s) => typeof s !== 'string' || s.length === 0)) {
+          problems.add('session.cookie.secret', 'must be a non-empty string or a non-empty array of non-empty strings');
+        }
+      }
+      problems.boolean('session.cookie.httpOnly', c.httpOnly);
+      if (c.secure !== undefined && typeof c.secure !== 'boolean' && c.secure !== 'auto') {
+        problems.add('session.cookie.secure', `must be true, false or 'auto', got ${JSON.stringify(c.secure)}`);
+      }
+      problems.oneOf('session.cookie.sameSite', c.sameSite, ['lax', 'strict', 'none'] as const);
+      if (c.sameSite === 'none' && c.secure === false) {
+        problems.add('session.cookie.sameSite', "'none' needs secure: true or 'auto' (browsers drop SameSite=None cookies without Secure)");
+      }
+      problems.string('session.cookie.path', c.path);
+      problems.string('session.cookie.domain', c.domain);
+      problems.duration('session.cookie.maxAge', c.maxAge);
+    }
+  }
+  const ttl = o.ttl ?? 86_400_000;
+  const maxAgeMs = o.maxAgeMs ?? 30 * 86_400_000;
+  if (typeof ttl === 'number' && typeof maxAgeMs === 'number' && maxAgeMs < ttl && o.maxAgeMs !== undefined) {
+    problems.add('session.maxAgeMs', `must not be shorter than session.ttl (${ttl} ms), got ${maxAgeMs}`);
+  }
+  return {
+    ttl,
+    rolling: o.rolling ?? true,
+    maxAgeMs,
+    tombstoneMs: o.tombstoneMs ?? 60_000,
+    cookie: {
+      name: c.name ?? 'rtk.sid',
+      secrets: c.secret === undefined ? [] : Array.isArray(c.secret) ? [...c.secret] : [c.secret],
+      httpOnly: c.httpOnly ?? true,
+      secure: c.secure ?? process.env.NODE_ENV === 'production',
+      sameSite: c.sameSite ?? 'lax',
+      path: c.path ?? '/',
+      domain: c.domain,
+      maxAge: c.maxAge,
+    },
+  };
+}

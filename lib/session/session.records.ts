@@ -1,0 +1,205 @@
+import { scanKeys } from '../common/bulk-keys.js';
+import { KeyBuilder } from '../common/keys.js';
+import { LuaScript, type RedisClient, type ScriptArg } from '../common/lua-script.js';
+
+/** Feature name in keys: `<prefix>sess:{<id>}`, `<prefix>sess:{<id>}:gone`, `<prefix>sess:user:{<userId>}`. */
+export const SESSION_FEATURE = 'sess';
+const USER_INDEX_FEATURE = 'sess:user';
+/** How many ids of a user's index are checked for liveness on each write (a random sample; all when fewer). */
+const PRUNE_SAMPLE = 32;
+
+const createScript = LuaScript.fromFile<number>('rtk_sess_create', new URL('./session-create.lua', import.meta.url), 2);
+const updateScript = LuaScript.fromFile<[string, number] | null>('rtk_sess_update', new URL('./session-update.lua', import.meta.url), 1);
+const destroyScript = LuaScript.fromFile<string | null>('rtk_sess_destroy', new URL('./session-destroy.lua', import.meta.url), 2);
+const storeSetScript = LuaScript.fromFile<[string, number] | -1>(
+  'rtk_sess_store_set',
+  new URL('./session-store-set.lua', import.meta.url),
+  2,
+);
+const indexAddScript = LuaScript.fromFile<number>('rtk_sess_index_add', new URL('./session-index-add.lua', import.meta.url), 1);
+
+/**
+ * What one session key holds: a JSON string. `d` maps each top-level data field to its serialized value, so `update`
+ * merges field by field in Lua (cjson only moves those strings around, never re-encodes a value).
+ */
+export interface SessionEnvelope {
+  /** userId ('' for an anonymous express-session session). */
+  u: string;
+  /** createdAt, epoch ms. */
+  c: number;
+  /** Absolute deadline: createdAt + maxAgeMs. */
+  m: number;
+  /** Idle ttl of this session, ms. */
+  t: number;
+  /** Data fields: name → serialized value. */
+  d: Record<string, string>;
+  /** express-session's cookie (JSON), when the session was written by RedisSessionStore. */
+  k?: string;
+}
+
+/** A session as read from Redis. */
+export interface RawSession {
+  readonly envelope: SessionEnvelope;
+  readonly expiresAt: number;
+  readonly lastAccessedAt: number;
+}
+
+function parseEnvelope(raw: string): SessionEnvelope | null {
+  try {
+    const e = JSON.parse(raw) as Partial<SessionEnvelope> | null;
+    if (!e || typeof e !== 'object' || typeof e.m !== 'number' || typeof e.t !== 'number' || typeof e.c !== 'number') return null;
+    return { u: typeof e.u === 'string' ? e.u : '', c: e.c, m: e.m, t: e.t, d: e.d && typeof e.d === 'object' ? e.d : {}, k: e.k };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The Redis side of sessions, shared by SessionService and RedisSessionStore so both use the same keys and layout.
+ *
+ * A session is one string key, so the hot path needs no Lua: a touching read is `GETEX key PX ttl`, one command and
+ * one round trip (plus a PEXPIREAT only for a session whose own ttl differs from the default, or in its last ttl
+ * before the absolute deadline). Writes are Lua scripts touching only the keys of one session (one `{id}` hash tag);
+ * the per-user index lives in its own slot and is maintained with separate commands.
+ *
+ * Times come from this process's clock (Date.now()): the deadline is checked here on every read, Redis expiry only
+ * cleans up. Callers validate ids before they get here and wrap errors; this class never logs.
+ */
+export class SessionRecords {
+  private readonly keys: KeyBuilder;
+  private readonly sessionHead: string;
+
+  constructor(
+    readonly client: RedisClient,
+    keyPrefix: string,
+  ) {
+    this.keys = new KeyBuilder(keyPrefix);
+    this.sessionHead = `${this.keys.featurePrefix(SESSION_FEATURE)}{`;
+  }
+
+  /** `<prefix>sess:{<id>}` — ids are validated (base64url) by the callers, so nothing needs escaping. */
+  sessionKey(id: string): string {
+    return `${this.sessionHead}${id}}`;
+  }
+
+  tombstoneKey(id: string): string {
+    return `${this.sessionHead}${id}}:gone`;
+  }
+
+  userIndexKey(userId: string): string {
+    return this.keys.tagged(USER_INDEX_FEATURE, userId);
+  }
+
+  /**
+   * Reads a session. With `touchTtl` the idle expiry is extended in the same command (GETEX PX); a session whose
+   * own ttl differs, or whose absolute deadline comes first, gets a PEXPIREAT to correct it.
+   */
+  async read(id: string, touchTtl: number | undefined): Promise<RawSession | null> {
+    const key = this.sessionKey(id);
+    const now = Date.now();
+    if (touchTtl === undefined) {
+      // PEXPIRETIME (Redis 7): the exact expiry, in the same round trip as the value.
+      const [[getErr, raw], [timeErr, expireTime]] = (await this.client.multi().get(key).pexpiretime(key).exec()) as [
+        [Error | null, string | null],
+        [Error | null, number],
+      ];
+      if (getErr) throw getErr;
+      if (timeErr) throw timeErr;
+      const envelope = raw === null ? null : parseEnvelope(raw);
+      if (!envelope || envelope.m <= now) return null;
+      const expiresAt = expireTime > 0 ? Number(expireTime) : Math.min(envelope.m, now + envelope.t);
+      return { envelope, expiresAt, lastAccessedAt: Math.max(envelope.c, Math.min(now, expiresAt - envelope.t)) };
+    }
+    const raw = await this.client.getex(key, 'PX', Math.ceil(touchTtl));
+    if (raw === null) return null;
+    const envelope = parseEnvelope(raw);
+    if (!envelope || envelope.m <= now) {
+      await this.client.del(key);
+      return null;
+    }
+    const expiresAt = Math.min(now + envelope.t, envelope.m);
+    if (expiresAt !== now + touchTtl) await this.client.pexpireat(key, expiresAt);
+    return { envelope, expiresAt, lastAccessedAt: now };
+  }
+
+  /** Stores a new session; false when the id is taken or tombstoned. */
+  async create(id: string, envelope: SessionEnvelope, expiresAt: number): Promise<boolean> {
+    const created = await createScript.run(this.client, [this.sessionKey(id), this.tombstoneKey(id)], [JSON.stringify(envelope), expiresAt]);
+    return created === 1;
+  }
+
+  async update(id: string, touch: boolean, sets: [string, string][], deletes: string[]): Promise<RawSession | null> {
+    const now = Date.now();
+    const args: ScriptArg[] = [now, touch ? '1' : '0', sets.length];
+    for (const [f, v] of sets) args.push(f, v);
+    args.push(...deletes);
+    const reply = await updateScript.run(this.client, [this.sessionKey(id)], args);
+    if (!reply) return null;
+    const envelope = parseEnvelope(reply[0]);
+    if (!envelope) return null;
+    return { envelope, expiresAt: Number(reply[1]), lastAccessedAt: touch ? now : Math.max(envelope.c, Number(reply[1]) - envelope.t) };
+  }
+
+  /** Deletes the session and leaves a tombstone; returns its userId ('' for anonymous), or null when there was none. */
+  async destroy(id: string, tombstoneMs: number): Promise<string | null> {
+    return destroyScript.run(this.client, [this.sessionKey(id), this.tombstoneKey(id)], [Math.ceil(tombstoneMs)]);
+  }
+
+  /** express-session's set: replace data, create when missing; 'tombstoned' when the id was destroyed recently. */
+  async storeSet(
+    id: string,
+    fields: Omit<SessionEnvelope, 'c' | 'm'>,
+    maxAgeMs: number,
+  ): Promise<{ previousUserId: string; expiresAt: number } | 'tombstoned'> {
+    const args: ScriptArg[] = [Date.now(), Math.ceil(maxAgeMs), fields.t, JSON.stringify(fields)];
+    const reply = await storeSetScript.run(this.client, [this.sessionKey(id), this.tombstoneKey(id)], args);
+    if (reply === -1) return 'tombstoned';
+    return { previousUserId: String(reply[0]), expiresAt: Number(reply[1]) };
+  }
+
+  /**
+   * Adds `id` to the user's index and prunes it: ids past their absolute deadline go in the same script; with
+   * `prune`, a random sample of the other ids is checked first (EXISTS, one command per id, concurrently: they live in
+   * other slots) and the dead ones go too, so dead ids never pile up and a write costs a bounded amount of work.
+   */
+  async indexAdd(userId: string, id: string, deadline: number, prune: boolean): Promise<void> {
+    const key = this.userIndexKey(userId);
+    let dead: string[] = [];
+    if (prune) {
+      const sample = ((await this.client.zrandmember(key, PRUNE_SAMPLE)) as string[] | null) ?? [];
+      const ids = sample.filter((other) => other !== id);
+      const alive = await this.existing(ids);
+      dead = ids.filter((_, i) => !alive[i]);
+    }
+    await indexAddScript.run(this.client, [key], [Date.now(), id, deadline, ...dead]);
+  }
+
+  async indexRemove(userId: string, ids: string[]): Promise<void> {
+    if (ids.length > 0) await this.client.zrem(this.userIndexKey(userId), ...ids);
+  }
+
+  /** Ids in the user's index whose absolute deadline has not passed (some may have expired idle or been destroyed). */
+  async indexIds(userId: string, now = Date.now()): Promise<string[]> {
+    return this.client.zrangebyscore(this.userIndexKey(userId), now, '+inf');
+  }
+
+  /** Whether each session exists (concurrent EXISTS: on a cluster each id lives in its own slot). */
+  async existing(ids: string[]): Promise<boolean[]> {
+    const counts = await Promise.all(ids.map((id) => this.client.exists(this.sessionKey(id))));
+    return counts.map((n) => n === 1);
+  }
+
+  /** Pages of session ids, found with SCAN on every master (never KEYS). */
+  async *scanIds(count = 500): AsyncGenerator<string[]> {
+    const pattern = `${KeyBuilder.globEscape(this.sessionHead)}*}`;
+    for await (const found of scanKeys(this.client, pattern, count)) {
+      const ids = found.map((k) => k.slice(this.sessionHead.length, -1)).filter((id) => !id.includes('{') && !id.includes('}'));
+      if (ids.length > 0) yield ids;
+    }
+  }
+
+  /** Pages of user index keys (for clear()). */
+  scanUserIndexKeys(count = 500): AsyncGenerator<string[]> {
+    return scanKeys(this.client, `${KeyBuilder.globEscape(this.keys.featurePrefix(USER_INDEX_FEATURE))}*`, count);
+  }
+}

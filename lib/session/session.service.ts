@@ -1,0 +1,266 @@
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import { InvalidKeyError, InvalidOptionsError, RedisToolkitError, RedisUnavailableError, SessionNotFoundError } from '../common/errors.js';
+import { KeyBuilder } from '../common/keys.js';
+import type { Serializer } from '../common/serializer.js';
+import { ThrottledWarning } from '../common/throttled-logger.js';
+import { RedisConnection } from '../connection/redis-connection.js';
+import { REDIS_TOOLKIT_OPTIONS } from '../redis-toolkit.constants.js';
+import type { ResolvedRedisToolkitOptions } from '../redis-toolkit.options-resolver.js';
+import { appendSetCookie, readSessionIdFromCookieHeader, serializeSetCookie, signCookieValue } from './session-cookie.js';
+import { generateSessionId, isValidSessionId } from './session-id.js';
+import type { ResolvedSessionOptions } from './session.options.js';
+import { SessionRecords, type RawSession, type SessionEnvelope } from './session.records.js';
+import type { CreateSessionOptions, Session, SessionData } from './session.types.js';
+
+/** The parts of a Node/Express response the cookie helpers need. */
+export interface CookieResponse {
+  getHeader(name: string): unknown;
+  setHeader(name: string, value: string | string[]): unknown;
+}
+
+/** The parts of a request `secure: 'auto'` looks at (Express sets `secure` from the protocol and `trust proxy`). */
+export interface CookieRequest {
+  secure?: boolean;
+}
+
+const ID_ATTEMPTS = 3;
+
+/**
+ * Sessions in Redis: one hash per session (`<prefix>sess:{<id>}`), touched by Lua in the same round trip as the read,
+ * merged field by field by `update`, indexed per user in a sorted set (`<prefix>sess:user:{<userId>}`).
+ *
+ * Failure policy: sessions fail closed. Every Redis failure is a RedisUnavailableError (SessionMiddleware turns it into
+ * a 503); nothing is ever treated as "no session". Ids are never logged nor put in error messages.
+ */
+@Injectable()
+export class SessionService {
+  private readonly logger = new Logger('RedisToolkit:Session');
+  private readonly failures = new ThrottledWarning(this.logger);
+  private readonly records: SessionRecords;
+  private readonly serializer: Serializer;
+  readonly options: ResolvedSessionOptions;
+
+  constructor(connection: RedisConnection, @Inject(REDIS_TOOLKIT_OPTIONS) toolkit: ResolvedRedisToolkitOptions) {
+    this.records = new SessionRecords(connection.client, toolkit.keyPrefix);
+    this.serializer = toolkit.serializer;
+    this.options = toolkit.session;
+  }
+
+  /** Creates a session for `userId` with a fresh 256-bit id. */
+  async create<T extends SessionData = SessionData>(userId: string, data?: T, options: CreateSessionOptions = {}): Promise<Session<T>> {
+    KeyBuilder.validate(userId, 'userId');
+    const ttl = options.ttl ?? this.options.ttl;
+    if (typeof ttl !== 'number' || !Number.isFinite(ttl) || ttl <= 0) {
+      throw new InvalidOptionsError(`session ttl must be a positive number of milliseconds, got ${String(ttl)}`);
+    }
+    const fields = this.encodeData(data ?? {}, 'data');
+    return this.guard('create', async () => {
+      for (let attempt = 0; attempt < ID_ATTEMPTS; attempt++) {
+        const id = generateSessionId();
+        const now = Date.now();
+        const envelope: SessionEnvelope = { u: userId, c: now, m: now + this.options.maxAgeMs, t: Math.ceil(ttl), d: fields };
+        const expiresAt = Math.min(now + envelope.t, envelope.m);
+        if (!(await this.records.create(id, envelope, expiresAt))) continue; // a 2^-256 collision, or a tombstone of that id
+        await this.records.indexAdd(userId, id, envelope.m, true);
+        return this.toSession<T>(id, { envelope, expiresAt, lastAccessedAt: now });
+      }
+      throw new InvalidOptionsError('could not allocate a session id (random source broken?)');
+    });
+  }
+
+  /**
+   * The session, or null when it does not exist, expired or `id` is malformed (rejected without any Redis command).
+   * With `rolling` (default) the idle ttl is extended in the same round trip (one EVALSHA).
+   */
+  async get<T extends SessionData = SessionData>(id: unknown): Promise<Session<T> | null> {
+    if (!isValidSessionId(id)) return null;
+    const raw = await this.guard('get', () => this.records.read(id, this.options.rolling ? this.options.ttl : undefined));
+    return raw ? this.toSession<T>(id, raw) : null;
+  }
+
+  /**
+   * Merges `patch` into the session data atomically (one Lua script): each top-level field is set, a field set to
+   * `undefined` is deleted; fields not in the patch are untouched, so concurrent updates of different fields all
+   * survive. Throws SessionNotFoundError when the session does not exist (an expired or destroyed session is never
+   * brought back).
+   */
+  async update<T extends SessionData = SessionData>(id: unknown, patch: Partial<T> | SessionData): Promise<Session<T>> {
+    if (!isValidSessionId(id)) throw new SessionNotFoundError('session not found (malformed id)');
+    if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) {
+      throw new InvalidKeyError('session patch must be a plain object');
+    }
+    const sets: [string, string][] = [];
+    const deletes: string[] = [];
+    for (const [name, value] of Object.entries(patch)) {
+      if (value === undefined) deletes.push(name);
+      else sets.push([name, this.serializer.serialize(value)]);
+    }
+    const raw = await this.guard('update', () => this.records.update(id, this.options.rolling, sets, deletes));
+    if (!raw) throw new SessionNotFoundError('session not found (expired or destroyed)');
+    return this.toSession<T>(id, raw);
+  }
+
+  /**
+   * Moves the session to a new id (same user, data, createdAt and absolute deadline) and destroys the old id, leaving
+   * a tombstone: call it when privileges change (after login) against session fixation. Throws SessionNotFoundError
+   * when the session does not exist (or is destroyed concurrently).
+   */
+  async regenerate<T extends SessionData = SessionData>(id: unknown): Promise<Session<T>> {
+    if (!isValidSessionId(id)) throw new SessionNotFoundError('session not found (malformed id)');
+    return this.guard('regenerate', async () => {
+      const old = await this.records.read(id, undefined);
+      if (!old) throw new SessionNotFoundError('session not found (expired or destroyed)');
+      const { u: userId, c, m, t, d } = old.envelope;
+      for (let attempt = 0; attempt < ID_ATTEMPTS; attempt++) {
+        const next = generateSessionId();
+        const now = Date.now();
+        const envelope: SessionEnvelope = { u: userId, c, m, t, d };
+        const expiresAt = Math.min(now + t, m);
+        if (!(await this.records.create(next, envelope, expiresAt))) continue;
+        // Only the caller that destroys the old id wins; anyone else (a concurrent destroy or regenerate) loses.
+        const destroyed = await this.records.destroy(id, this.options.tombstoneMs);
+        if (destroyed === null) {
+          await this.records.destroy(next, this.options.tombstoneMs);
+          throw new SessionNotFoundError('session not found (destroyed while regenerating)');
+        }
+        if (userId !== '') {
+          await this.records.indexAdd(userId, next, m, false);
+          await this.records.indexRemove(userId, [id]);
+        }
+        return this.toSession<T>(next, { envelope, expiresAt, lastAccessedAt: now });
+      }
+      throw new InvalidOptionsError('could not allocate a session id (random source broken?)');
+    });
+  }
+
+  /**
+   * Destroys the session and leaves a tombstone for `tombstoneMs`, so a late write (an in-flight request, a store
+   * `set`) cannot bring it back. Returns whether it existed; a malformed id returns false without a Redis command.
+   */
+  async destroy(id: unknown): Promise<boolean> {
+    if (!isValidSessionId(id)) return false;
+    return this.guard('destroy', async () => {
+      const userId = await this.records.destroy(id, this.options.tombstoneMs);
+      if (userId === null) return false;
+      if (userId !== '') await this.records.indexRemove(userId, [id]);
+      return true;
+    });
+  }
+
+  /** The user's live sessions (read without touching them), oldest first; dead ids found on the way are pruned. */
+  async listForUser<T extends SessionData = SessionData>(userId: string): Promise<Session<T>[]> {
+    KeyBuilder.validate(userId, 'userId');
+    return this.guard('listForUser', async () => {
+      const ids = await this.records.indexIds(userId);
+      const raws = await Promise.all(ids.map((id) => this.records.read(id, undefined)));
+      const dead = ids.filter((_, i) => raws[i] === null);
+      if (dead.length > 0) await this.records.indexRemove(userId, dead);
+      return raws
+        .map((raw, i) => (raw ? this.toSession<T>(ids[i], raw) : null))
+        .filter((s): s is Session<T> => s !== null && s.userId === userId)
+        .sort((a, b) => a.createdAt - b.createdAt);
+    });
+  }
+
+  /**
+   * Destroys every session of the user (each with a tombstone) and empties the index; returns how many existed.
+   * On a cluster the sessions live in other slots than the index: one script per session, sent concurrently.
+   */
+  async destroyAllForUser(userId: string): Promise<number> {
+    KeyBuilder.validate(userId, 'userId');
+    return this.guard('destroyAllForUser', async () => {
+      const ids = await this.records.indexIds(userId, 0);
+      const owners = await Promise.all(ids.map((id) => this.records.destroy(id, this.options.tombstoneMs)));
+      await this.records.indexRemove(userId, ids);
+      return owners.filter((u) => u !== null).length;
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------------------------------
+  // Cookies
+  // ---------------------------------------------------------------------------------------------------------------
+
+  /**
+   * The session id carried by a raw `Cookie` header (HTTP request or WebSocket handshake), verified against the
+   * configured secret(s); null when absent, unsigned, tampered or malformed. No Redis command: pass the result to
+   * `get(id)`.
+   */
+  idFromCookieHeader(header: string | string[] | undefined): string | null {
+    return readSessionIdFromCookieHeader(header, { name: this.options.cookie.name, secrets: this.options.cookie.secrets });
+  }
+
+  /** The signed cookie value for a session id (`s:<id>.<hmac>`), e.g. for a WebSocket client or a test. */
+  signedCookieValue(id: string): string {
+    return signCookieValue(id, this.requireSecret());
+  }
+
+  /** Sets the signed session cookie on a response (after `create`/`regenerate`, or to refresh its expiry). */
+  writeCookie(res: CookieResponse, session: Pick<Session, 'id' | 'expiresAt'>, req?: CookieRequest): void {
+    const c = this.options.cookie;
+    const cookie = serializeSetCookie(c.name, this.signedCookieValue(session.id), c, {
+      expires: session.expiresAt,
+      secure: this.isSecure(req),
+    });
+    appendSetCookie(res, cookie, c.name);
+  }
+
+  /** Expires the session cookie in the browser (after logout). */
+  clearCookie(res: CookieResponse, req?: CookieRequest): void {
+    const c = this.options.cookie;
+    const cookie = serializeSetCookie(c.name, '', { ...c, maxAge: undefined }, { expires: 0, secure: this.isSecure(req) });
+    appendSetCookie(res, cookie, c.name);
+  }
+
+  private isSecure(req?: CookieRequest): boolean {
+    const secure = this.options.cookie.secure;
+    return secure === 'auto' ? req?.secure === true : secure;
+  }
+
+  private requireSecret(): string {
+    const secret = this.options.cookie.secrets[0];
+    if (secret === undefined) {
+      throw new InvalidOptionsError('session.cookie.secret is required to sign session cookies (RedisToolkitModule options)');
+    }
+    return secret;
+  }
+
+  // ---------------------------------------------------------------------------------------------------------------
+
+  private encodeData(data: SessionData, what: string): Record<string, string> {
+    if (data === null || typeof data !== 'object' || Array.isArray(data)) throw new InvalidKeyError(`session ${what} must be a plain object`);
+    // Object.fromEntries defines own properties: a field named __proto__ stays a field.
+    return Object.fromEntries(
+      Object.entries(data)
+        .filter(([, value]) => value !== undefined)
+        .map(([name, value]) => [name, this.serializer.serialize(value)]),
+    );
+  }
+
+  private toSession<T extends SessionData>(id: string, raw: RawSession): Session<T> {
+    const data: SessionData = Object.fromEntries(
+      Object.entries(raw.envelope.d).map(([name, value]) => [name, this.serializer.deserialize(value)]),
+    );
+    return {
+      id,
+      userId: raw.envelope.u,
+      data: data as T,
+      createdAt: raw.envelope.c,
+      lastAccessedAt: raw.lastAccessedAt,
+      expiresAt: raw.expiresAt,
+    };
+  }
+
+  /** Runs a Redis operation; driver failures become RedisUnavailableError (logged once per interval, without ids). */
+  private async guard<R>(what: string, run: () => Promise<R>): Promise<R> {
+    try {
+      return await run();
+    } catch (err) {
+      if (err instanceof RedisToolkitError) throw err;
+      // No `cause`: driver errors carry the command's arguments, and those hold session ids.
+      const reason = err instanceof Error ? err.message : String(err);
+      const wrapped = new RedisUnavailableError(`session ${what} failed: ${reason}`);
+      this.failures.warn(wrapped.message);
+      throw wrapped;
+    }
+  }
+}

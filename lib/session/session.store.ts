@@ -1,0 +1,254 @@
+import { createRequire } from 'node:module';
+import type { Cluster, Redis } from 'ioredis';
+import type { SessionData as ExpressSessionData, Store as ExpressStore } from 'express-session';
+import { InvalidKeyError, InvalidOptionsError, RedisToolkitError, RedisUnavailableError } from '../common/errors.js';
+import { OptionProblems } from '../common/option-checks.js';
+import { JsonSerializer, SafeSerializer, type Serializer } from '../common/serializer.js';
+import { SessionRecords, type RawSession } from './session.records.js';
+import { unlinkMany } from '../common/bulk-keys.js';
+
+type StoreClass = typeof ExpressStore;
+
+/**
+ * express-session is an optional peer: it is loaded only here, when this module is evaluated, and a clear error is
+ * thrown when RedisSessionStore is constructed without it.
+ */
+function loadStoreBase(): StoreClass {
+  try {
+    const required = createRequire(import.meta.url)('express-session') as { Store: StoreClass };
+    return required.Store;
+  } catch {
+    class MissingExpressSession {
+      constructor() {
+        throw new InvalidOptionsError('RedisSessionStore needs the express-session package: npm install express-session');
+      }
+    }
+    return MissingExpressSession as unknown as StoreClass;
+  }
+}
+
+export interface RedisSessionStoreOptions {
+  /** The ioredis client (Redis or Cluster), e.g. `app.get(REDIS_CLIENT)`. Stays yours: the store never quits it. */
+  client: Redis | Cluster;
+  /** The toolkit's `keyPrefix`; keys are `<prefix>sess:{<sid>}`, the same as SessionService's. Default `rtk:`. */
+  prefix?: string;
+  /** Idle ttl in ms when the session cookie has no expiry. Default 24 h. (connect-redis takes seconds; we take ms.) */
+  ttl?: number;
+  /** Absolute maximum lifetime in ms, whatever the activity. Default 30 days. */
+  maxAgeMs?: number;
+  /** How long a destroyed id stays blocked against late `set`s, ms. Default 60 s. */
+  tombstoneMs?: number;
+  /** Serializer for session fields. Default: JSON with Dates. */
+  serializer?: Serializer;
+  /** The session field holding the user id, indexed for SessionService.listForUser / destroyAllForUser. Default `userId`. */
+  userIdField?: string;
+  /**
+   * `get` extends the ttl in the same round trip, so `touch` (called by express-session at the end of every unmodified
+   * request) has nothing left to do and costs no round trip. Default true. `false`: `get` is a plain read and
+   * `touch` extends the ttl.
+   */
+  touchOnGet?: boolean;
+}
+
+type Callback<T> = (err: unknown, value?: T) => void;
+
+/** Session ids from express-session's default `genid` (uid-safe, base64url) or ours; anything else never reaches Redis. */
+const STORE_ID = /^[A-Za-z0-9_-]{16,128}$/;
+
+/**
+ * An express-session Store on Redis (single server or Cluster), a drop-in for connect-redis:
+ * `session({ store: new RedisSessionStore({ client }), secret, ... })`.
+ *
+ * It uses SessionService's keys and layout (one hash per session, top-level fields stored one by one, a per-user
+ * index), so with `genid: generateSessionId` both see the same sessions. `get` touches in one round trip; `destroy`
+ * leaves a tombstone so a late `set` from an in-flight request cannot resurrect the session; `all`, `ids`, `length`
+ * and `clear` use SCAN on every master, never KEYS.
+ */
+export class RedisSessionStore extends loadStoreBase() {
+  private readonly records: SessionRecords;
+  private readonly serializer: Serializer;
+  private readonly ttl: number;
+  private readonly maxAgeMs: number;
+  private readonly tombstoneMs: number;
+  private readonly userIdField: string;
+  private readonly touchOnGet: boolean;
+  /** The idle ttl of the last session read: GETEX uses it, so sessions sharing one cookie maxAge cost one command. */
+  private ttlGuess: number;
+
+  constructor(options: RedisSessionStoreOptions) {
+    super();
+    const problems = new OptionProblems();
+    if (!options || typeof options.client?.defineCommand !== 'function') {
+      problems.add('RedisSessionStore client', 'must be an ioredis Redis or Cluster instance');
+    }
+    problems.string('RedisSessionStore prefix', options?.prefix, { allowEmpty: true });
+    problems.duration('RedisSessionStore ttl', options?.ttl);
+    problems.duration('RedisSessionStore maxAgeMs', options?.maxAgeMs);
+    problems.duration('RedisSessionStore tombstoneMs', options?.tombstoneMs);
+    problems.string('RedisSessionStore userIdField', options?.userIdField);
+    problems.boolean('RedisSessionStore touchOnGet', options?.touchOnGet);
+    problems.throwIfAny();
+    this.records = new SessionRecords(options.client, options.prefix ?? 'rtk:');
+    this.serializer = new SafeSerializer(options.serializer ?? new JsonSerializer());
+    this.ttl = options.ttl ?? 86_400_000;
+    this.maxAgeMs = options.maxAgeMs ?? 30 * 86_400_000;
+    this.tombstoneMs = options.tombstoneMs ?? 60_000;
+    this.userIdField = options.userIdField ?? 'userId';
+    this.touchOnGet = options.touchOnGet ?? true;
+    this.ttlGuess = this.ttl;
+  }
+
+  override get(sid: string, callback?: Callback<ExpressSessionData | null>): Promise<ExpressSessionData | null> {
+    return settle(callback, async () => {
+      if (!STORE_ID.test(String(sid))) return null;
+      const raw = await this.records.read(sid, this.touchOnGet ? this.ttlGuess : undefined);
+      if (!raw) return null;
+      this.ttlGuess = raw.envelope.t;
+      return this.toSessionData(raw);
+    });
+  }
+
+  override set(sid: string, session: ExpressSessionData, callback?: Callback<void>): Promise<void> {
+    return settle(callback, async () => {
+      this.checkId(sid);
+      const ttl = this.ttlOf(session);
+      if (ttl <= 0) {
+        await this.destroyId(sid);
+        return;
+      }
+      const { cookie, ...rest } = session as ExpressSessionData & Record<string, unknown>;
+      const d = Object.fromEntries(
+        Object.entries(rest)
+          .filter(([, value]) => value !== undefined && typeof value !== 'function')
+          .map(([name, value]) => [name, this.serializer.serialize(value)]),
+      );
+      const userValue = rest[this.userIdField];
+      const userId = typeof userValue === 'string' || typeof userValue === 'number' ? String(userValue) : '';
+      const result = await this.records.storeSet(sid, { u: userId, t: Math.ceil(ttl), d, k: JSON.stringify(cookie ?? {}) }, this.maxAgeMs);
+      // A tombstoned id: the session was destroyed while this request was in flight; its late write is dropped.
+      if (result === 'tombstoned') return;
+      if (result.previousUserId !== userId) {
+        if (result.previousUserId !== '') await this.records.indexRemove(result.previousUserId, [sid]);
+        if (userId !== '') {
+          const raw = await this.records.read(sid, undefined);
+          await this.records.indexAdd(userId, sid, raw?.envelope.m ?? Date.now() + this.maxAgeMs, true);
+        }
+      }
+    });
+  }
+
+  override destroy(sid: string, callback?: Callback<void>): Promise<void> {
+    return settle(callback, () => this.destroyId(sid));
+  }
+
+  override touch(sid: string, session: ExpressSessionData, callback?: Callback<void>): Promise<void> {
+    return settle(callback, async () => {
+      // get() already extended the ttl in its own round trip.
+      if (this.touchOnGet || !STORE_ID.test(String(sid))) return;
+      void session;
+      const ttl = this.ttlOf(session);
+      if (ttl > 0) await this.records.read(sid, ttl);
+    });
+  }
+
+  override all(callback?: Callback<ExpressSessionData[]>): Promise<ExpressSessionData[]> {
+    return settle(callback, async () => {
+      const out: ExpressSessionData[] = [];
+      for await (const page of this.records.scanIds()) {
+        const raws = await Promise.all(page.map((id) => this.records.read(id, undefined)));
+        raws.forEach((raw, i) => {
+          if (raw) out.push(Object.assign(this.toSessionData(raw), { id: page[i] }));
+        });
+      }
+      return out;
+    });
+  }
+
+  ids(callback?: Callback<string[]>): Promise<string[]> {
+    return settle(callback, async () => {
+      const out = new Set<string>();
+      for await (const page of this.records.scanIds()) for (const id of page) out.add(id);
+      return [...out];
+    });
+  }
+
+  override length(callback?: Callback<number>): Promise<number> {
+    return settle(callback, async () => (await this.ids()).length);
+  }
+
+  /** Deletes every session under the prefix and the per-user indexes (SCAN + UNLINK, slot by slot on a cluster). */
+  override clear(callback?: Callback<void>): Promise<void> {
+    return settle(callback, async () => {
+      for await (const page of this.records.scanIds()) {
+        await unlinkMany(this.records.client, page.map((id) => this.records.sessionKey(id)));
+      }
+      for await (const page of this.records.scanUserIndexKeys()) await unlinkMany(this.records.client, page);
+    });
+  }
+
+  private async destroyId(sid: string): Promise<void> {
+    if (!STORE_ID.test(String(sid))) return;
+    const userId = await this.records.destroy(sid, this.tombstoneMs);
+    if (userId) await this.records.indexRemove(userId, [sid]);
+  }
+
+  private checkId(sid: string): void {
+    if (!STORE_ID.test(String(sid))) {
+      throw new InvalidKeyError('session id must be 16 to 128 characters of [A-Za-z0-9_-] (express-session genid)');
+    }
+  }
+
+  /**
+   * The idle ttl: the cookie's maxAge (express-session resets `expires` to now + maxAge on every request), else the
+   * time left until the cookie's `expires` (as connect-redis computes it), else the store's ttl.
+   */
+  private ttlOf(session: ExpressSessionData): number {
+    const maxAge = session?.cookie?.originalMaxAge;
+    if (typeof maxAge === 'number' && maxAge > 0) {
+      const expires = session.cookie.expires;
+      // an expires already in the past means the cookie is dead, whatever its maxAge
+      if (expires && new Date(expires).getTime() <= Date.now()) return 0;
+      return maxAge;
+    }
+    const expires = session?.cookie?.expires;
+    if (expires) return new Date(expires).getTime() - Date.now();
+    return this.ttl;
+  }
+
+  private toSessionData(raw: RawSession): ExpressSessionData {
+    const { envelope } = raw;
+    const data: Record<string, unknown> = Object.fromEntries(
+      Object.entries(envelope.d).map(([name, value]) => [name, this.serializer.deserialize(value)]),
+    );
+    if (envelope.u !== '' && data[this.userIdField] === undefined) data[this.userIdField] = envelope.u;
+    // A session created by SessionService has no express cookie: describe one that expires with the session.
+    data.cookie = envelope.k
+      ? (JSON.parse(envelope.k) as unknown)
+      : { originalMaxAge: envelope.t, expires: new Date(raw.expiresAt).toISOString(), httpOnly: true, path: '/' };
+    return data as unknown as ExpressSessionData;
+  }
+}
+
+/** Promise API (connect-redis 8+) and callback API (express-session) at once; driver errors become 503-ish errors. */
+async function settle<T>(callback: Callback<T> | undefined, run: () => Promise<T>): Promise<T> {
+  let value: T;
+  try {
+    value = await run();
+  } catch (err) {
+    const wrapped = wrap(err);
+    if (callback) {
+      callback(wrapped);
+      return undefined as T;
+    }
+    throw wrapped;
+  }
+  callback?.(null, value);
+  return value;
+}
+
+function wrap(err: unknown): Error {
+  if (err instanceof RedisToolkitError) return err;
+  const reason = err instanceof Error ? err.message : String(err);
+  // No `cause` (driver errors carry the arguments, i.e. session ids); `status` lets Express answer 503, not 500.
+  return Object.assign(new RedisUnavailableError(`session store failed: ${reason}`), { status: 503, statusCode: 503 });
+}

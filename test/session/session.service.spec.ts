@@ -1,0 +1,310 @@
+import 'reflect-metadata';
+import { jest } from '@jest/globals';
+import { Logger } from '@nestjs/common';
+import { randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import {
+  InvalidKeyError,
+  RedisConnection,
+  RedisUnavailableError,
+  SessionNotFoundError,
+  SessionService,
+  generateSessionId,
+  isValidSessionId,
+} from '../../lib/index.js';
+import type { RedisClient } from '../../lib/common/lua-script.js';
+import { startRedisServer } from '../support/redis-server.js';
+import { trackForCleanup } from '../support/private-servers.js';
+import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
+import { sleep } from '../support/wait.js';
+
+afterEach(closeToolkitApps);
+
+const uniquePrefix = (): string => `rtk-sess-${randomBytes(4).toString('hex')}:`;
+
+async function sessionApp(target: RedisTarget, session: Record<string, unknown> = {}, prefix = uniquePrefix()) {
+  const app = await createToolkitApp({ target, keyPrefix: prefix, session: { cookie: { secret: 's3cret' }, ...session } });
+  const client = app.get(RedisConnection).client;
+  return { app, sessions: app.get(SessionService), client, prefix };
+}
+
+describe('session ids', () => {
+  it('are 43 base64url characters from 32 random bytes, all different', () => {
+    const ids = new Set(Array.from({ length: 1000 }, generateSessionId));
+    expect(ids.size).toBe(1000);
+    for (const id of ids) {
+      expect(id).toMatch(/^[A-Za-z0-9_-]{43}$/);
+      expect(Buffer.from(id, 'base64url')).toHaveLength(32);
+      expect(isValidSessionId(id)).toBe(true);
+    }
+    for (const bad of ['', 'x'.repeat(10_240), '*', '../', 'é'.repeat(43), 'a'.repeat(42), 'a'.repeat(44), `${'a'.repeat(42)}=`, 42, null]) {
+      expect(isValidSessionId(bad)).toBe(false);
+    }
+  });
+});
+
+describe.each(['single', 'cluster'] as const)('SessionService on %s', (target) => {
+  it('creates, gets, updates and destroys a session', async () => {
+    const { sessions, client, prefix } = await sessionApp(target);
+    const before = Date.now();
+    const s = await sessions.create('alice', { role: 'admin', when: new Date('2024-01-02T03:04:05Z') });
+    expect(isValidSessionId(s.id)).toBe(true);
+    expect(s.userId).toBe('alice');
+    expect(s.data).toEqual({ role: 'admin', when: new Date('2024-01-02T03:04:05Z') });
+    expect(s.createdAt).toBeGreaterThanOrEqual(before - 1000);
+    expect(s.expiresAt - s.createdAt).toBeGreaterThan(86_000_000);
+    expect(await client.exists(`${prefix}sess:{${s.id}}`)).toBe(1);
+
+    const got = await sessions.get(s.id);
+    expect(got).toMatchObject({ id: s.id, userId: 'alice', createdAt: s.createdAt, data: s.data });
+    expect(got!.data.when).toBeInstanceOf(Date);
+
+    const updated = await sessions.update(s.id, { cart: [1, 2], role: undefined });
+    expect(updated.data).toEqual({ when: new Date('2024-01-02T03:04:05Z'), cart: [1, 2] });
+    expect((await sessions.get(s.id))!.data).toEqual(updated.data);
+
+    expect(await sessions.destroy(s.id)).toBe(true);
+    expect(await sessions.get(s.id)).toBeNull();
+    expect(await sessions.destroy(s.id)).toBe(false);
+    await expect(sessions.update(s.id, { a: 1 })).rejects.toBeInstanceOf(SessionNotFoundError);
+    // the tombstone is short-lived and in the session's slot
+    const pttl = await client.pttl(`${prefix}sess:{${s.id}}:gone`);
+    expect(pttl).toBeGreaterThan(50_000);
+    expect(pttl).toBeLessThanOrEqual(60_000);
+  });
+
+  it('rolling expiry: every get extends the idle ttl; an untouched session expires', async () => {
+    const { sessions, client, prefix } = await sessionApp(target);
+    const touched = await sessions.create('bob', {}, { ttl: 1_000 });
+    const idle = await sessions.create('bob', {}, { ttl: 1_000 });
+    let previous = touched;
+    for (let i = 0; i < 5; i++) {
+      await sleep(300);
+      const s = await sessions.get(touched.id);
+      expect(s).not.toBeNull();
+      expect(s!.expiresAt).toBeGreaterThan(previous.expiresAt);
+      expect(s!.lastAccessedAt).toBeGreaterThan(previous.lastAccessedAt);
+      expect(await client.pttl(`${prefix}sess:{${touched.id}}`)).toBeGreaterThan(600);
+      previous = s!;
+    }
+    // 1.5 s after creation: the touched one lives, the idle one (1 s ttl) is gone
+    expect(await sessions.get(idle.id)).toBeNull();
+    expect(await sessions.get(touched.id)).not.toBeNull();
+  });
+
+  it('rolling: false reads without extending the ttl', async () => {
+    const { sessions } = await sessionApp(target, { rolling: false });
+    const s = await sessions.create('bob', {}, { ttl: 1_000 });
+    await sleep(300);
+    const read = await sessions.get(s.id);
+    expect(read!.expiresAt).toBe(s.expiresAt);
+    expect(read!.lastAccessedAt).toBe(s.lastAccessedAt);
+    await sleep(900);
+    expect(await sessions.get(s.id)).toBeNull();
+  });
+
+  it('maxAgeMs is absolute: a session touched all the time still ends at createdAt + maxAgeMs', async () => {
+    const { sessions, client, prefix } = await sessionApp(target, { ttl: 600, maxAgeMs: 1_500 });
+    const s = await sessions.create('carol');
+    let lastSeen = 0;
+    const deadline = Date.now() + 3_000;
+    while (Date.now() < deadline) {
+      const got = await sessions.get(s.id);
+      if (!got) break;
+      expect(got.expiresAt).toBeLessThanOrEqual(s.createdAt + 1_500);
+      lastSeen = Date.now();
+      await sleep(100);
+    }
+    expect(lastSeen).toBeGreaterThan(0);
+    expect(await sessions.get(s.id)).toBeNull();
+    // gone at ~1.5 s: far before 3 s, and well after one idle ttl (600 ms) thanks to the touches
+    expect(lastSeen - s.createdAt).toBeGreaterThan(1_000);
+    expect(lastSeen - s.createdAt).toBeLessThan(1_800);
+    expect(await client.exists(`${prefix}sess:{${s.id}}`)).toBe(0);
+    await expect(sessions.update(s.id, { a: 1 })).rejects.toBeInstanceOf(SessionNotFoundError);
+  });
+
+  it('100 concurrent updates of different fields all survive', async () => {
+    const { sessions } = await sessionApp(target);
+    const s = await sessions.create('dave', { keep: true });
+    await Promise.all(Array.from({ length: 100 }, (_, i) => sessions.update(s.id, { [`f${i}`]: i })));
+    const data = (await sessions.get(s.id))!.data;
+    expect(Object.keys(data)).toHaveLength(101);
+    for (let i = 0; i < 100; i++) expect(data[`f${i}`]).toBe(i);
+    expect(data.keep).toBe(true);
+  });
+
+  it('values survive the Lua merge exactly (unicode, big numbers, empty containers, odd field names)', async () => {
+    const { sessions } = await sessionApp(target);
+    const tricky = {
+      text: 'héllo / "quoted" \\ \u2028 日本 🎉',
+      big: 12345678901234567,
+      float: 0.1 + 0.2,
+      emptyArr: [],
+      emptyObj: {},
+      nested: { a: [1, { b: null }] },
+      ['__proto__']: 'not a prototype',
+      '1': 'numeric name',
+      '': 'empty name',
+    };
+    const s = await sessions.create('u', { first: true });
+    await sessions.update(s.id, tricky);
+    await sessions.update(s.id, { first: undefined });
+    const got = (await sessions.get(s.id))!.data;
+    expect(Object.getPrototypeOf(got)).toBe(Object.prototype);
+    expect(Object.keys(got).sort()).toEqual(Object.keys(tricky).sort());
+    for (const [k, v] of Object.entries(tricky)) expect(got[k]).toEqual(v);
+    // deleting every field leaves an empty data object, not an array
+    const emptied = await sessions.update(s.id, Object.fromEntries(Object.keys(tricky).map((k) => [k, undefined])));
+    expect(emptied.data).toEqual({});
+    expect((await sessions.update(s.id, { again: 1 })).data).toEqual({ again: 1 });
+  });
+
+  it('an update after expiry throws SessionNotFoundError and does not resurrect the session', async () => {
+    const { sessions, client, prefix } = await sessionApp(target);
+    const s = await sessions.create('erin', { a: 1 }, { ttl: 150 });
+    await sleep(300);
+    await expect(sessions.update(s.id, { b: 2 })).rejects.toBeInstanceOf(SessionNotFoundError);
+    await Promise.allSettled(Array.from({ length: 20 }, () => sessions.update(s.id, { c: 3 })));
+    expect(await client.exists(`${prefix}sess:{${s.id}}`)).toBe(0);
+    expect(await sessions.get(s.id)).toBeNull();
+  });
+
+  it('regenerate moves the session to a new id and the old id is dead', async () => {
+    const { sessions, client, prefix } = await sessionApp(target);
+    const s = await sessions.create('frank', { cart: ['x'] });
+    const r = await sessions.regenerate(s.id);
+    expect(r.id).not.toBe(s.id);
+    expect(isValidSessionId(r.id)).toBe(true);
+    expect(r).toMatchObject({ userId: 'frank', data: { cart: ['x'] }, createdAt: s.createdAt });
+    expect(await sessions.get(s.id)).toBeNull();
+    await expect(sessions.update(s.id, { a: 1 })).rejects.toBeInstanceOf(SessionNotFoundError);
+    await expect(sessions.regenerate(s.id)).rejects.toBeInstanceOf(SessionNotFoundError);
+    expect((await sessions.get(r.id))!.data).toEqual({ cart: ['x'] });
+    expect(await client.exists(`${prefix}sess:{${s.id}}:gone`)).toBe(1);
+    expect((await sessions.listForUser('frank')).map((x) => x.id)).toEqual([r.id]);
+  });
+
+  it('listForUser lists live sessions; the index is pruned of dead ids on write', async () => {
+    const { sessions, client, prefix } = await sessionApp(target);
+    const user = `u-${randomBytes(3).toString('hex')}`;
+    const a = await sessions.create(user, { n: 1 });
+    const b = await sessions.create(user, { n: 2 }, { ttl: 100 });
+    const c = await sessions.create(user, { n: 3 });
+    await sessions.create('someone-else');
+    expect((await sessions.listForUser(user)).map((s) => s.id).sort()).toEqual([a.id, b.id, c.id].sort());
+    await sleep(250); // b expires (idle)
+    await client.del(`${prefix}sess:{${c.id}}`); // c vanishes behind our back (eviction, FLUSH)
+    const indexKey = `${prefix}sess:user:{${user}}`;
+    expect(await client.zcard(indexKey)).toBe(3);
+    const d = await sessions.create(user, { n: 4 });
+    expect((await client.zrange(indexKey, '0', '-1')).sort()).toEqual([a.id, d.id].sort());
+    expect((await sessions.listForUser(user)).map((s) => s.data.n)).toEqual([1, 4]);
+    expect(await client.pttl(indexKey)).toBeGreaterThan(29 * 86_400_000);
+  });
+
+  it('destroyAllForUser destroys 50 sessions spread over the slots, and nothing of other users', async () => {
+    const { sessions, client, prefix } = await sessionApp(target);
+    const user = `many-${randomBytes(3).toString('hex')}`;
+    const mine = await Promise.all(Array.from({ length: 50 }, (_, i) => sessions.create(user, { i })));
+    const other = await sessions.create(`${user}-other`);
+    expect(await sessions.listForUser(user)).toHaveLength(50);
+    expect(await sessions.destroyAllForUser(user)).toBe(50);
+    const after = await Promise.all(mine.map((s) => sessions.get(s.id)));
+    expect(after.every((s) => s === null)).toBe(true);
+    expect(await client.exists(`${prefix}sess:user:{${user}}`)).toBe(0);
+    expect(await sessions.get(other.id)).not.toBeNull();
+    expect(await sessions.listForUser(user)).toEqual([]);
+    expect(await sessions.destroyAllForUser(user)).toBe(0);
+  });
+
+  it('rejects bad input with typed errors', async () => {
+    const { sessions } = await sessionApp(target);
+    await expect(sessions.create('')).rejects.toBeInstanceOf(InvalidKeyError);
+    await expect(sessions.create('u', [] as unknown as Record<string, unknown>)).rejects.toBeInstanceOf(InvalidKeyError);
+    await expect(sessions.create('u', { n: 10n })).rejects.toMatchObject({ code: 'E_SERIALIZATION' });
+    const s = await sessions.create('u');
+    await expect(sessions.update(s.id, null as unknown as Record<string, unknown>)).rejects.toBeInstanceOf(InvalidKeyError);
+    await expect(sessions.listForUser('x'.repeat(2000))).rejects.toBeInstanceOf(InvalidKeyError);
+  });
+});
+
+describe('malformed ids never reach Redis', () => {
+  it('get/update/destroy/regenerate with malformed ids issue no Redis command', async () => {
+    const server = trackForCleanup(await startRedisServer());
+    const { sessions } = await sessionApp({ url: server.url });
+    const admin = trackForCleanup(new (await import('ioredis')).Redis(server.url));
+    const commandCount = async (): Promise<number> => {
+      const stats = String(await admin.info('commandstats'));
+      let total = 0;
+      for (const m of stats.matchAll(/^cmdstat_(\w+):calls=(\d+)/gm)) if (m[1] !== 'info') total += Number(m[2]);
+      return total;
+    };
+    const valid = await sessions.create('u'); // warm up: scripts loaded
+    await sessions.get(valid.id);
+    const malformed: unknown[] = ['', 'x'.repeat(10_240), '*', '../', '../../etc/passwd', '日本語'.repeat(15), '\u0000'.repeat(43),
+      `${'a'.repeat(42)}*`, `{${'a'.repeat(41)}}`, undefined, null, 42, { id: valid.id }];
+    const before = await commandCount();
+    for (const id of malformed) {
+      expect(await sessions.get(id)).toBeNull();
+      expect(await sessions.destroy(id)).toBe(false);
+      await expect(sessions.update(id, { a: 1 })).rejects.toBeInstanceOf(SessionNotFoundError);
+      await expect(sessions.regenerate(id)).rejects.toBeInstanceOf(SessionNotFoundError);
+      expect(sessions.idFromCookieHeader(`rtk.sid=${encodeURIComponent(String(id))}`)).toBeNull();
+    }
+    expect(await commandCount()).toBe(before);
+    // and the counter does move for a well-formed id (the check above can fail)
+    await sessions.get(generateSessionId());
+    expect(await commandCount()).toBeGreaterThan(before);
+  });
+});
+
+describe('when Redis is unreachable', () => {
+  it('fails closed with RedisUnavailableError within the command timeout, and recovers after a restart', async () => {
+    const server = trackForCleanup(await startRedisServer());
+    const { sessions } = await sessionApp({ url: server.url }, {}, 'rtk-down:');
+    const s = await sessions.create('u', { a: 1 });
+    const logged: string[] = [];
+    const capture = (...args: unknown[]) => void logged.push(args.map(String).join(' '));
+    const spies = (['warn', 'error', 'log', 'debug', 'verbose'] as const).map((level) =>
+      jest.spyOn(Logger.prototype, level).mockImplementation(capture),
+    );
+    await server.kill();
+    const started = Date.now();
+    for (const call of [() => sessions.get(s.id), () => sessions.create('u'), () => sessions.update(s.id, { b: 1 }), () => sessions.destroy(s.id)]) {
+      const err: unknown = await call().then(() => 'resolved', (e: unknown) => e);
+      expect(err).toBeInstanceOf(RedisUnavailableError);
+      expect(String((err as Error).message)).not.toContain(s.id);
+    }
+    expect(Date.now() - started).toBeLessThan(8_000);
+    for (const spy of spies) spy.mockRestore();
+    expect(logged.some((line) => line.includes('session get failed'))).toBe(true);
+    expect(logged.filter((line) => line.includes(s.id))).toEqual([]);
+    await server.restart();
+    const deadline = Date.now() + 10_000;
+    let back = null;
+    while (Date.now() < deadline && back === null) {
+      back = await sessions.create('u').catch(() => null);
+      if (!back) await sleep(100);
+    }
+    expect(back).not.toBeNull();
+    expect((await sessions.get(back!.id))!.userId).toBe('u');
+  });
+
+  it('a paused (SIGSTOP) Redis gives RedisUnavailableError after commandTimeout, not a hang', async () => {
+    const server = trackForCleanup(await startRedisServer());
+    const app = await createToolkitApp({ target: { url: server.url }, keyPrefix: 'rtk-pause:', commandTimeout: 300 });
+    const sessions = app.get(SessionService);
+    const s = await sessions.create('u');
+    server.pause();
+    try {
+      const started = Date.now();
+      await expect(sessions.get(s.id)).rejects.toBeInstanceOf(RedisUnavailableError);
+      expect(Date.now() - started).toBeLessThan(3_000);
+    } finally {
+      server.resume();
+    }
+  });
+});
+
+export type { Redis, RedisClient };
