@@ -1,0 +1,1 @@
+export const LOCK_METADATA = Symbol('rtk:lock');

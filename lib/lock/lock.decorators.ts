@@ -1,0 +1,44 @@
+import { InvalidOptionsError } from '../common/errors.js';
+import { createInterceptedMethodDecorator } from '../common/method-interception.js';
+import { LOCK_METADATA } from './lock.constants.js';
+
+export interface WithLockOptions {
+  /** The lock's name, or a function of the method's arguments that returns it (`(orderId) => \`order:${orderId}\``). */
+  resource: string | ((...args: never[]) => string);
+  /** ms; default `lock.ttl`. Extended automatically while the method runs. */
+  ttl?: number;
+  /** How long to wait for a busy lock (ms). Default: `lock.retry` with 'throw', 0 (one attempt) with 'skip'. */
+  waitMs?: number;
+  /**
+   * When the lock stays busy: 'throw' LockNotAcquiredError (default), or 'skip' the call and return undefined
+   * (cron deduplication: only one app instance runs the job).
+   */
+  onBusy?: 'throw' | 'skip';
+}
+
+/**
+ * Runs the method while holding a distributed lock (auto-extended, released afterwards). Works on any static provider
+ * or controller method of an app that imports RedisToolkitModule; the method becomes async. Outside every other
+ * toolkit decorator: the lock is taken before the cache is consulted.
+ */
+export function WithLock(options: WithLockOptions): MethodDecorator {
+  checkWithLockOptions(options);
+  return createInterceptedMethodDecorator(LOCK_METADATA, '@WithLock', options);
+}
+
+export function checkWithLockOptions(options: WithLockOptions): void {
+  if (options === null || typeof options !== 'object') throw new InvalidOptionsError('@WithLock({ resource, ... }) needs an options object');
+  const { resource, ttl, waitMs, onBusy } = options;
+  if (typeof resource !== 'function' && (typeof resource !== 'string' || resource.length === 0)) {
+    throw new InvalidOptionsError('@WithLock: resource must be a non-empty string or a function of the arguments');
+  }
+  if (ttl !== undefined && (typeof ttl !== 'number' || !Number.isFinite(ttl) || ttl <= 0)) {
+    throw new InvalidOptionsError(`@WithLock: ttl must be a positive number of milliseconds, got ${String(ttl)}`);
+  }
+  if (waitMs !== undefined && (typeof waitMs !== 'number' || !Number.isFinite(waitMs) || waitMs < 0)) {
+    throw new InvalidOptionsError(`@WithLock: waitMs must be a non-negative number of milliseconds, got ${String(waitMs)}`);
+  }
+  if (onBusy !== undefined && onBusy !== 'throw' && onBusy !== 'skip') {
+    throw new InvalidOptionsError(`@WithLock: onBusy must be 'throw' or 'skip', got ${JSON.stringify(onBusy)}`);
+  }
+}

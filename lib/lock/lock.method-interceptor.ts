@@ -1,0 +1,44 @@
+import { Injectable } from '@nestjs/common';
+import { InvalidKeyError, LockNotAcquiredError } from '../common/errors.js';
+import type { InterceptedMethod, MethodInterceptor, NextCall } from '../common/method-interception.js';
+import { LOCK_METADATA } from './lock.constants.js';
+import { checkWithLockOptions, type WithLockOptions } from './lock.decorators.js';
+import { LockService } from './lock.service.js';
+
+export { LOCK_METADATA };
+
+/** Runs methods marked @WithLock inside `LockService.using` (order 0: outside the cache). */
+@Injectable()
+export class LockMethodInterceptor implements MethodInterceptor<WithLockOptions> {
+  readonly metadataKey = LOCK_METADATA;
+  readonly decoratorName = '@WithLock';
+  readonly order = 0;
+
+  constructor(private readonly locks: LockService) {}
+
+  prepare(target: InterceptedMethod, meta: WithLockOptions): (args: unknown[], next: NextCall) => Promise<unknown> {
+    checkWithLockOptions(meta);
+    const { resource, ttl, waitMs, onBusy = 'throw' } = meta;
+    const where = `${target.className}.${target.methodName}`;
+    const resourceOf = (args: unknown[]): string => {
+      if (typeof resource === 'string') return resource;
+      const name: unknown = (resource as (...a: unknown[]) => unknown).apply(target.instance, args);
+      if (typeof name !== 'string') throw new InvalidKeyError(`@WithLock on ${where}: resource() must return a string, got ${typeof name}`);
+      return name;
+    };
+    return async (args, next) => {
+      const name = resourceOf(args);
+      if (onBusy === 'skip') {
+        let lock;
+        try {
+          lock = waitMs ? await this.locks.acquire(name, { ttl, waitMs }) : await this.locks.tryAcquire(name, { ttl });
+        } catch (err) {
+          if (err instanceof LockNotAcquiredError) return undefined;
+          throw err;
+        }
+        return lock ? this.locks.runHolding(lock, () => next()) : undefined;
+      }
+      return this.locks.using(name, { ttl, waitMs }, () => next());
+    };
+  }
+}

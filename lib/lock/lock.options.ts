@@ -1,0 +1,48 @@
+import type { OptionProblems } from '../common/option-checks.js';
+import type { RedisStandaloneConnection } from '../connection/connection.options.js';
+
+export interface LockRetryOptions {
+  /** Attempts after the first. */
+  count?: number;
+  /** ms between attempts. */
+  delay?: number;
+  /** Up to this many ms added at random to each delay. */
+  jitter?: number;
+}
+
+export interface LockOptions {
+  /** Default lock ttl in ms. Default 10_000. */
+  ttl?: number;
+  retry?: LockRetryOptions;
+  /** Redlock over N independent servers instead of the main connection. */
+  quorum?: { nodes: RedisStandaloneConnection[]; driftFactor?: number };
+}
+
+export interface ResolvedLockOptions {
+  ttl: number;
+  retry: Required<LockRetryOptions>;
+  quorum: { nodes: RedisStandaloneConnection[]; driftFactor: number } | undefined;
+}
+
+export function resolveLockOptions(raw: LockOptions | undefined, problems: OptionProblems): ResolvedLockOptions {
+  const o = raw ?? {};
+  if (problems.object('lock', raw)) {
+    problems.duration('lock.ttl', o.ttl);
+    if (problems.object('lock.retry', o.retry) && o.retry) {
+      problems.integer('lock.retry.count', o.retry.count, 0);
+      problems.duration('lock.retry.delay', o.retry.delay, { allowZero: true });
+      problems.duration('lock.retry.jitter', o.retry.jitter, { allowZero: true });
+    }
+    if (problems.object('lock.quorum', o.quorum) && o.quorum) {
+      if (!Array.isArray(o.quorum.nodes) || o.quorum.nodes.length === 0) {
+        problems.add('lock.quorum.nodes', 'must be a non-empty array of connections');
+      }
+      problems.number('lock.quorum.driftFactor', o.quorum.driftFactor, 0, 0.5);
+    }
+  }
+  return {
+    ttl: o.ttl ?? 10_000,
+    retry: { count: 10, delay: 100, jitter: 50, ...o.retry },
+    quorum: o.quorum ? { driftFactor: 0.01, ...o.quorum } : undefined,
+  };
+}

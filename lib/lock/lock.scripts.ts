@@ -1,0 +1,12 @@
+import { LuaScript } from '../common/lua-script.js';
+
+/** SET NX PX + INCR of the fence counter: the fencing token, or 0 when held by another owner. */
+export const ACQUIRE = LuaScript.fromFile<number>('rtk_lock_acquire', new URL('./acquire.lua', import.meta.url), 2);
+/** PEXPIRE if still ours: 1, else 0. */
+export const EXTEND = LuaScript.fromFile<number>('rtk_lock_extend', new URL('./extend.lua', import.meta.url), 1);
+/** DEL if still ours: 1, else 0. */
+export const RELEASE = LuaScript.fromFile<number>('rtk_lock_release', new URL('./release.lua', import.meta.url), 1);
+/** Quorum: raise a lagging node's fence counter while we hold the lock there: 1, else 0. */
+export const RAISE_FENCE = LuaScript.fromFile<number>('rtk_lock_raise_fence', new URL('./raise-fence.lua', import.meta.url), 2);
+/** Swap the owner token of a lock we hold for a local waiter's and draw its fencing token: the fence, or 0. */
+export const HAND_OVER = LuaScript.fromFile<number>('rtk_lock_hand_over', new URL('./hand-over.lua', import.meta.url), 2);

@@ -1,0 +1,99 @@
+import { InvalidOptionsError, LockLostError } from '../common/errors.js';
+import type { LockBackend, LockKeys } from './lock.backend.js';
+
+/** What a Lock needs from the service that made it. */
+export interface LockOwner {
+  readonly backend: LockBackend;
+  /** Called once the lock is released or found lost: wakes a waiter of this process for the same resource. */
+  released(keys: LockKeys, lock: Lock): void;
+  /** Instead of releasing, passes the lock to a waiter of this process when one waits: true when it did. */
+  handOver(keys: LockKeys, token: string): Promise<boolean>;
+}
+
+/**
+ * A held lock. Returned by `LockService.acquire` / `tryAcquire` and passed to `using` callbacks.
+ *
+ * `extend` and `release` are checked against the owner token in Lua: once the lock expired (and maybe was taken by
+ * someone else) they fail with `LockLostError` and touch nothing. `release` after a successful release is a no-op.
+ */
+export class Lock {
+  private state: 'held' | 'released' | 'lost' = 'held';
+  private expiry: number;
+
+  /** @internal Created by LockService. */
+  constructor(
+    private readonly owner: LockOwner,
+    private readonly keys: LockKeys,
+    /** Random 128-bit owner token (base64url) stored as the lock's value. */
+    readonly token: string,
+    /**
+     * Strictly increasing per resource: every acquisition gets a larger number than every earlier one. Pass it to the
+     * storage you protect and have it reject writes carrying a smaller token than one it has seen (see docs/lock.md).
+     */
+    readonly fencingToken: number,
+    expiresAt: number,
+    /** The ttl it was acquired with (ms); the default for `extend()`. */
+    readonly ttl: number,
+  ) {
+    this.expiry = expiresAt;
+  }
+
+  /** The resource name given to acquire. */
+  get resource(): string {
+    return this.keys.resource;
+  }
+
+  /** Epoch ms until which the lock is ours (computed conservatively, from before the request was sent). */
+  get expiresAt(): number {
+    return this.expiry;
+  }
+
+  /** False after release, after a failed extend/release found it lost, or once `expiresAt` has passed. */
+  get isHeld(): boolean {
+    return this.state === 'held' && Date.now() < this.expiry;
+  }
+
+  /**
+   * Sets the remaining time to live to `ms` from now (default: the ttl it was acquired with).
+   * Throws LockLostError when the lock is no longer ours, RedisUnavailableError when Redis could not confirm.
+   */
+  async extend(ms: number = this.ttl): Promise<void> {
+    if (typeof ms !== 'number' || !Number.isFinite(ms) || ms <= 0) {
+      throw new InvalidOptionsError(`extend(ms): ms must be a positive number of milliseconds, got ${String(ms)}`);
+    }
+    if (this.state === 'released') throw new LockLostError(`cannot extend the lock on "${this.resource}": it was released`);
+    if (this.state === 'lost') throw new LockLostError(`cannot extend the lock on "${this.resource}": it was lost`);
+    try {
+      const expiresAt = await this.owner.backend.extend(this.keys, this.token, Math.ceil(ms));
+      if (this.state === 'held') this.expiry = expiresAt;
+    } catch (err) {
+      if (err instanceof LockLostError && this.state === 'held') {
+        this.state = 'lost';
+        this.owner.released(this.keys, this);
+      }
+      throw err;
+    }
+  }
+
+  /**
+   * Releases the lock if it is still ours. Throws LockLostError when it expired (and maybe was taken) before, and
+   * RedisUnavailableError when Redis could not confirm (the lock then expires by itself at `expiresAt`).
+   */
+  async release(): Promise<void> {
+    if (this.state === 'released') return;
+    if (this.state === 'lost') throw new LockLostError(`cannot release the lock on "${this.resource}": it was lost`);
+    let handedOver = false;
+    try {
+      handedOver = await this.owner.handOver(this.keys, this.token);
+      if (!handedOver) await this.owner.backend.release(this.keys, this.token);
+    } catch (err) {
+      if (err instanceof LockLostError) {
+        this.state = 'lost';
+        this.owner.released(this.keys, this);
+      }
+      throw err;
+    }
+    this.state = 'released';
+    if (!handedOver) this.owner.released(this.keys, this);
+  }
+}

@@ -1,0 +1,211 @@
+import 'reflect-metadata';
+import { randomUUID } from 'node:crypto';
+import { Test } from '@nestjs/testing';
+import { LockLostError, LockService, RedisToolkitModule, RedisUnavailableError } from '../../lib/index.js';
+import { sharedServers } from '../support/shared-servers.js';
+import { trackForCleanup } from '../support/private-servers.js';
+import { startQuorumServers } from '../support/quorum.js';
+import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
+import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+import { sleep } from '../support/wait.js';
+
+afterEach(closeToolkitApps);
+
+const unique = (name: string): string => `${name}:${randomUUID()}`;
+const COMMAND_TIMEOUT = 300;
+
+async function singleLocks(server: RedisServerHandle): Promise<LockService> {
+  const app = await createToolkitApp({ target: { url: server.url }, commandTimeout: COMMAND_TIMEOUT, maxReconnectDelay: 100 });
+  return app.get(LockService);
+}
+
+async function quorumLocks(servers: RedisServerHandle[]): Promise<LockService> {
+  const app = await createToolkitApp({
+    target: 'single', // the main connection; locks use only the quorum nodes
+    commandTimeout: COMMAND_TIMEOUT,
+    maxReconnectDelay: 100,
+    lock: { retry: { count: 3, delay: 20, jitter: 20 }, quorum: { nodes: servers.map((s) => ({ url: s.url })) } },
+  });
+  return app.get(LockService);
+}
+
+async function timed<T>(promise: Promise<T>): Promise<{ ms: number; result: PromiseSettledResult<T> }> {
+  const started = Date.now();
+  const [result] = await Promise.allSettled([promise]);
+  return { ms: Date.now() - started, result };
+}
+
+const reason = (r: PromiseSettledResult<unknown>): unknown => (r.status === 'rejected' ? r.reason : undefined);
+
+describe('one server: fail closed', () => {
+  it('Redis down: acquire/tryAcquire/using throw RedisUnavailableError and never run the section; after a restart locks work', async () => {
+    const server = trackForCleanup(await startRedisServer());
+    const locks = await singleLocks(server);
+    const resource = unique('down');
+    await (await locks.acquire(resource)).release();
+    await server.kill();
+    let ran = false;
+    for (const call of [
+      (): Promise<unknown> => locks.acquire(resource),
+      () => locks.tryAcquire(resource),
+      () => locks.using(resource, {}, () => {
+        ran = true;
+      }),
+    ]) {
+      const { ms, result } = await timed(call());
+      expect(reason(result)).toBeInstanceOf(RedisUnavailableError);
+      expect(ms).toBeLessThan(COMMAND_TIMEOUT * 4);
+    }
+    expect(ran).toBe(false);
+    await server.restart();
+    const lock = await locks.acquire(resource, { waitMs: 3_000 }).catch(async () => {
+      await sleep(500); // reconnect backoff
+      return locks.acquire(resource);
+    });
+    expect(lock.fencingToken).toBeGreaterThanOrEqual(1);
+    await lock.release();
+  });
+
+  it('paused (SIGSTOP) server: acquire fails within about commandTimeout instead of hanging', async () => {
+    const server = trackForCleanup(await startRedisServer());
+    const locks = await singleLocks(server);
+    const resource = unique('paused');
+    server.pause();
+    try {
+      const { ms, result } = await timed(locks.acquire(resource, { ttl: 10_000 }));
+      expect(reason(result)).toBeInstanceOf(RedisUnavailableError);
+      expect(ms).toBeLessThan(COMMAND_TIMEOUT * 4);
+    } finally {
+      server.resume();
+    }
+  });
+
+  it('Redis dies while using runs: the signal aborts and using throws LockLostError', async () => {
+    const server = trackForCleanup(await startRedisServer());
+    const locks = await singleLocks(server);
+    let aborted = false;
+    const run = locks.using(unique('dies'), { ttl: 600 }, async (signal) => {
+      await server.kill();
+      await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+      aborted = true;
+      return 'late';
+    });
+    const { ms, result } = await timed(run);
+    expect(reason(result)).toBeInstanceOf(LockLostError);
+    expect(aborted).toBe(true);
+    // Aborted no later than the lock's expiry (plus scheduling slack), not after commandTimeout retries pile up.
+    expect(ms).toBeLessThan(600 + COMMAND_TIMEOUT * 3);
+  });
+});
+
+describe('quorum of 3 independent servers', () => {
+  let servers: RedisServerHandle[];
+  beforeEach(async () => {
+    servers = (await startQuorumServers(3)).map((s) => trackForCleanup(s));
+  });
+
+  it('one server killed: acquire, extend, release and using still work, tokens keep increasing', async () => {
+    const locks = await quorumLocks(servers);
+    const resource = unique('minority-down');
+    const before = await locks.acquire(resource);
+    await before.release();
+    await servers[2].kill();
+    const lock = await locks.acquire(resource);
+    expect(lock.fencingToken).toBeGreaterThan(before.fencingToken);
+    expect(await locks.tryAcquire(resource)).toBeNull();
+    await lock.extend(5_000);
+    await lock.release();
+    const result = await locks.using(resource, { ttl: 300 }, async (signal, l) => {
+      await sleep(700);
+      expect(signal.aborted).toBe(false);
+      return l.fencingToken;
+    });
+    expect(result).toBeGreaterThan(lock.fencingToken);
+  });
+
+  it('two servers killed: acquisition fails cleanly with RedisUnavailableError and the section does not run', async () => {
+    const locks = await quorumLocks(servers);
+    await servers[1].kill();
+    await servers[2].kill();
+    let ran = false;
+    const { ms, result } = await timed(
+      locks.using(unique('majority-down'), {}, () => {
+        ran = true;
+      }),
+    );
+    expect(reason(result)).toBeInstanceOf(RedisUnavailableError);
+    expect(ran).toBe(false);
+    expect(ms).toBeLessThan(COMMAND_TIMEOUT * 4);
+  });
+
+  it('a paused (SIGSTOP) server does not hang acquisition past the ttl; two paused fail within the ttl', async () => {
+    const locks = await quorumLocks(servers);
+    const resource = unique('paused');
+    servers[0].pause();
+    try {
+      const ttl = 2_000;
+      const { ms, result } = await timed(locks.acquire(resource, { ttl }));
+      expect(result.status).toBe('fulfilled');
+      expect(ms).toBeLessThan(ttl / 4); // the two live servers answer at once; no waiting for the paused one
+      const lock = (result as PromiseFulfilledResult<Awaited<ReturnType<LockService['acquire']>>>).value;
+      await lock.extend(ttl);
+      await lock.release();
+
+      servers[1].pause();
+      const shortTtl = 250; // below commandTimeout: the lock's validity is the bound
+      const second = await timed(locks.acquire(unique('paused2'), { ttl: shortTtl, retry: { count: 0 } }));
+      expect(reason(second.result)).toBeInstanceOf(RedisUnavailableError);
+      expect(second.ms).toBeLessThan(shortTtl + 150);
+    } finally {
+      servers[0].resume();
+      servers[1].resume();
+    }
+  });
+
+  it('fencing tokens stay strictly increasing when the majorities change and counters diverge', async () => {
+    const locks = await quorumLocks(servers);
+    const resource = unique('diverge');
+    const tokens: number[] = [];
+    const take = async (): Promise<void> => {
+      const lock = await locks.acquire(resource);
+      tokens.push(lock.fencingToken);
+      await lock.release();
+    };
+    await servers[2].kill(); // nodes 0 and 1 advance
+    for (let i = 0; i < 5; i++) await take();
+    await servers[2].restart(); // back empty: its counter starts over
+    await servers[0].kill(); // the next majority is {1, 2}: node 2 lags far behind
+    await sleep(300); // node 2 reconnects
+    for (let i = 0; i < 3; i++) await take();
+    await servers[0].restart();
+    await servers[1].kill(); // majority {0, 2}: node 2 was raised, node 0 is behind it
+    await sleep(300);
+    for (let i = 0; i < 3; i++) await take();
+    expect(tokens).toHaveLength(11);
+    for (let i = 1; i < tokens.length; i++) expect(tokens[i]).toBeGreaterThan(tokens[i - 1]);
+  });
+
+  it('bootstrap: starts with one node down, fails fast with RedisUnavailableError when a majority is down', async () => {
+    await servers[0].kill();
+    const locks = await quorumLocks(servers);
+    const lock = await locks.acquire(unique('boot'));
+    await lock.release();
+    await servers[1].kill();
+    // Booted by hand so the half-started app can be closed (its main connection would otherwise stay open).
+    const moduleRef = await Test.createTestingModule({
+      imports: [
+        RedisToolkitModule.forRoot({
+          connection: { url: sharedServers().single.url },
+          commandTimeout: COMMAND_TIMEOUT,
+          lock: { quorum: { nodes: servers.map((s) => ({ url: s.url })) } },
+        }),
+      ],
+    }).compile();
+    const app = moduleRef.createNestApplication({ logger: false });
+    try {
+      await expect(app.init()).rejects.toBeInstanceOf(RedisUnavailableError);
+    } finally {
+      await app.close();
+    }
+  });
+});

@@ -1,0 +1,231 @@
+import 'reflect-metadata';
+import { randomUUID } from 'node:crypto';
+import {
+  InvalidKeyError,
+  InvalidOptionsError,
+  Lock,
+  LockLostError,
+  LockNotAcquiredError,
+  LockService,
+  RedisConnection,
+  type RedisToolkitOptions,
+} from '../../lib/index.js';
+import { RELEASE, EXTEND } from '../../lib/lock/lock.scripts.js';
+import type { RedisClient } from '../../lib/common/lua-script.js';
+import { sharedServers } from '../support/shared-servers.js';
+import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
+import { sleep } from '../support/wait.js';
+import { KeyBuilder } from '../../lib/common/keys.js';
+
+/** The lock key the service writes for `resource` (prefix `rtk:`, hash tag around the escaped resource). */
+const lockKey = (resource: string): string => new KeyBuilder('rtk:').tagged('lock', resource);
+
+afterEach(closeToolkitApps);
+
+type Mode = 'single' | 'cluster' | 'quorum';
+
+function appOptions(mode: Mode, lock: RedisToolkitOptions['lock'] = {}): { target: RedisTarget; lock: RedisToolkitOptions['lock'] } {
+  if (mode === 'quorum') {
+    return { target: 'single', lock: { ...lock, quorum: { nodes: sharedServers().quorum.map((q) => ({ url: q.url })) } } };
+  }
+  return { target: mode, lock };
+}
+
+async function lockService(mode: Mode, lock: RedisToolkitOptions['lock'] = {}): Promise<{ locks: LockService; connection: RedisConnection }> {
+  const app = await createToolkitApp(appOptions(mode, lock));
+  return { locks: app.get(LockService), connection: app.get(RedisConnection) };
+}
+
+/** The clients that hold lock keys in this mode (the main client, or every quorum node). */
+function lockClients(mode: Mode, connection: RedisConnection, locks: LockService): RedisClient[] {
+  if (mode !== 'quorum') return [connection.client];
+  return (locks as unknown as { quorumClients: { client: RedisClient }[] }).quorumClients.map((c) => c.client);
+}
+
+const unique = (name: string): string => `${name}:${randomUUID()}`;
+
+describe.each(['single', 'cluster', 'quorum'] as const)('locks on %s', (mode) => {
+  it('acquires, refuses a second owner, releases, and the next owner gets a larger fencing token', async () => {
+    const { locks } = await lockService(mode);
+    const resource = unique('basic');
+    const first = await locks.acquire(resource, { ttl: 5_000 });
+    expect(first).toBeInstanceOf(Lock);
+    expect(first.resource).toBe(resource);
+    expect(Buffer.from(first.token, 'base64url')).toHaveLength(16);
+    expect(first.fencingToken).toBe(1);
+    expect(first.expiresAt).toBeGreaterThan(Date.now() + 4_000);
+    expect(first.isHeld).toBe(true);
+    expect(await locks.tryAcquire(resource)).toBeNull();
+    await expect(locks.acquire(resource, { waitMs: 100 })).rejects.toBeInstanceOf(LockNotAcquiredError);
+    await expect(locks.acquire(resource, { retry: { count: 2, delay: 10, jitter: 0 } })).rejects.toThrow(/3 attempts/);
+    await first.release();
+    expect(first.isHeld).toBe(false);
+    await first.release(); // idempotent
+    const second = await locks.tryAcquire(resource);
+    expect(second).not.toBeNull();
+    expect(second!.fencingToken).toBeGreaterThan(first.fencingToken);
+    expect(second!.token).not.toBe(first.token);
+    await second!.release();
+  });
+
+  it('release by a non-owner token fails and leaves the owner holding the lock', async () => {
+    const { locks, connection } = await lockService(mode);
+    const resource = unique('owner');
+    const lock = await locks.acquire(resource, { ttl: 5_000 });
+    const key = lockKey(resource);
+    for (const client of lockClients(mode, connection, locks)) {
+      expect(await RELEASE.run(client, [key], ['not-the-owner'])).toBe(0);
+      expect(await EXTEND.run(client, [key], ['not-the-owner', 60_000])).toBe(0);
+      expect(await client.get(key)).toBe(lock.token);
+    }
+    expect(await locks.tryAcquire(resource)).toBeNull();
+    await lock.release();
+    for (const client of lockClients(mode, connection, locks)) expect(await client.exists(key)).toBe(0);
+  });
+
+  it('after expiry and takeover the old holder cannot release or extend (LockLostError), the new one keeps it', async () => {
+    const { locks } = await lockService(mode);
+    const resource = unique('takeover');
+    const old = await locks.acquire(resource, { ttl: 150 });
+    await sleep(250);
+    expect(old.isHeld).toBe(false);
+    const fresh = await locks.acquire(resource, { ttl: 5_000 });
+    expect(fresh.fencingToken).toBeGreaterThan(old.fencingToken);
+    await expect(old.extend(5_000)).rejects.toBeInstanceOf(LockLostError);
+    await expect(old.release()).rejects.toBeInstanceOf(LockLostError);
+    expect(await locks.tryAcquire(resource)).toBeNull();
+    await fresh.extend(10_000);
+    expect(fresh.expiresAt).toBeGreaterThan(Date.now() + 9_000);
+    await fresh.release();
+  });
+
+  it('extend keeps a lock past its original ttl', async () => {
+    const { locks } = await lockService(mode);
+    const resource = unique('extend');
+    const lock = await locks.acquire(resource, { ttl: 300 });
+    await sleep(150);
+    await lock.extend(600);
+    await sleep(300); // past the original ttl
+    expect(await locks.tryAcquire(resource)).toBeNull();
+    await lock.release();
+  });
+
+  it('using keeps a 200 ms lock through a 2 s task and releases it afterwards', async () => {
+    const { locks } = await lockService(mode);
+    const resource = unique('using');
+    let observedBusy = 0;
+    const result = await locks.using(resource, { ttl: 200 }, async (signal, lock) => {
+      expect(lock.resource).toBe(resource);
+      for (let i = 0; i < 10; i++) {
+        await sleep(200);
+        if ((await locks.tryAcquire(resource, { ttl: 200 })) === null) observedBusy++;
+        expect(signal.aborted).toBe(false);
+      }
+      return 'done';
+    });
+    expect(result).toBe('done');
+    expect(observedBusy).toBe(10);
+    const after = await locks.tryAcquire(resource);
+    expect(after).not.toBeNull();
+    await after!.release();
+  });
+
+  it('using releases when the function throws, and rethrows its error', async () => {
+    const { locks } = await lockService(mode);
+    const resource = unique('throws');
+    await expect(
+      locks.using(resource, {}, () => {
+        throw new Error('boom');
+      }),
+    ).rejects.toThrow('boom');
+    const again = await locks.tryAcquire(resource);
+    expect(again).not.toBeNull();
+    await again!.release();
+  });
+
+  it('using aborts the signal and throws LockLostError when the lock is taken away', async () => {
+    const { locks, connection } = await lockService(mode);
+    const resource = unique('stolen');
+    let abortedWith: unknown;
+    const run = locks.using(resource, { ttl: 300 }, async (signal) => {
+      // Someone deletes the key behind our back (e.g. an operator): the next extension finds it gone.
+      await Promise.all(lockClients(mode, connection, locks).map((c) => c.del(lockKey(resource))));
+      await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+      abortedWith = signal.reason;
+      return 'finished anyway';
+    });
+    await expect(run).rejects.toBeInstanceOf(LockLostError);
+    expect(abortedWith).toBeInstanceOf(LockLostError);
+  });
+
+  it('50 workers x 100 increments: exactly 5,000 with the lock, lost updates without it', async () => {
+    const apps = await Promise.all(Array.from({ length: 5 }, () => lockService(mode, { retry: { delay: 10, jitter: 10 } })));
+    const counter = `rtk:test:lock:counter:{${randomUUID()}}`;
+    const redis = apps[0].connection.client;
+    const resource = unique('counter');
+    const increment = async (client: RedisClient): Promise<void> => {
+      const value = Number((await client.get(counter)) ?? '0');
+      await client.set(counter, String(value + 1));
+    };
+    const workers = (perWorker: number, body: (app: (typeof apps)[number]) => Promise<void>): Promise<void[]> =>
+      Promise.all(
+        Array.from({ length: 50 }, async (_, w) => {
+          const app = apps[w % apps.length];
+          for (let i = 0; i < perWorker; i++) await body(app);
+        }),
+      );
+
+    await workers(100, (app) => increment(app.connection.client));
+    const unlocked = Number(await redis.get(counter));
+    expect(unlocked).toBeLessThan(5_000);
+
+    await redis.set(counter, '0');
+    const fences: number[] = [];
+    await workers(100, (app) =>
+      app.locks.using(resource, { ttl: 5_000, waitMs: 60_000 }, async (_signal, lock) => {
+        fences.push(lock.fencingToken);
+        await increment(app.connection.client);
+      }),
+    );
+    expect(Number(await redis.get(counter))).toBe(5_000);
+    // Acquisitions were serialized, so the tokens came out in strictly increasing order.
+    expect(fences).toHaveLength(5_000);
+    for (let i = 1; i < fences.length; i++) expect(fences[i]).toBeGreaterThan(fences[i - 1]);
+    await redis.del(counter);
+  }, 90_000);
+});
+
+describe('lock input checks', () => {
+  it('rejects bad resources and options with typed errors, before any Redis call', async () => {
+    const { locks } = await lockService('single');
+    await expect(locks.acquire('')).rejects.toBeInstanceOf(InvalidKeyError);
+    await expect(locks.acquire('a\nb')).rejects.toBeInstanceOf(InvalidKeyError);
+    await expect(locks.acquire('x'.repeat(2_000))).rejects.toBeInstanceOf(InvalidKeyError);
+    await expect(locks.acquire(42 as unknown as string)).rejects.toBeInstanceOf(InvalidKeyError);
+    await expect(locks.acquire('ok', { ttl: -1 })).rejects.toBeInstanceOf(InvalidOptionsError);
+    await expect(locks.acquire('ok', { waitMs: Number.NaN })).rejects.toBeInstanceOf(InvalidOptionsError);
+    await expect(locks.acquire('ok', { retry: { count: 1.5 } })).rejects.toBeInstanceOf(InvalidOptionsError);
+    await expect(locks.tryAcquire('ok', { ttl: 0 })).rejects.toBeInstanceOf(InvalidOptionsError);
+    const lock = await locks.acquire(unique('extend-check'));
+    await expect(lock.extend(-5)).rejects.toBeInstanceOf(InvalidOptionsError);
+    await lock.release();
+    await expect(lock.extend(1_000)).rejects.toBeInstanceOf(LockLostError);
+  });
+
+  it('resource names with braces cannot escape their hash tag', async () => {
+    const { locks, connection } = await lockService('single');
+    const resource = `a}b{c:${randomUUID()}`;
+    const lock = await locks.acquire(resource);
+    const escaped = resource.replace(/\{/g, '%7B').replace(/\}/g, '%7D').replace(/:/g, '%3A');
+    expect(lockKey(resource)).toBe(`rtk:lock:{${escaped}}`);
+    expect(await connection.client.get(`rtk:lock:{${escaped}}`)).toBe(lock.token);
+    expect(await connection.client.get(`rtk:lock:{${escaped}}:fence`)).toBe('1');
+    await lock.release();
+  });
+
+  it('invalid module options name their path', async () => {
+    await expect(createToolkitApp({ lock: { ttl: -1, retry: { count: -1 }, quorum: { nodes: [] } } })).rejects.toThrow(
+      /lock\.ttl[\s\S]*lock\.retry\.count[\s\S]*lock\.quorum\.nodes/,
+    );
+  });
+});
