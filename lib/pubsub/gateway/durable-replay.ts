@@ -1,0 +1,116 @@
+import type { Socket } from 'socket.io';
+import type { ReplayedMessage } from '../pubsub.service.js';
+import { roomOf } from './channel-relays.js';
+import { STREAM_ID, type NotificationMessage } from './notification-protocol.js';
+
+/** A socket replaying a durable channel: `buffer` while the replay runs, then `highWater` until live copies catch up. */
+export interface CatchUp {
+  buffer: NotificationMessage[] | undefined;
+  highWater: string | undefined;
+}
+
+/** After a replay, how long to wait for the live copy of the last replayed message before joining the room anyway. */
+const CATCH_UP_MS = 2_000;
+
+/**
+ * Subscribes with `lastId` on a durable `user:<id>` channel: the missed messages are replayed from the stream before
+ * live ones, without gaps or duplicates. Live messages wait in the socket's buffer while the replay runs; after it, the
+ * socket gets them one by one (skipping live copies of replayed messages) until it has caught up and joins the room.
+ */
+export class DurableReplay {
+  /** Sockets replaying missed messages of a channel: live messages wait in their buffer until the replay is sent. */
+  private readonly replaying = new Map<string, Map<Socket, CatchUp>>();
+
+  /** `subscribed(socket, channel)`: whether the socket is still subscribed (it may have left during the replay). */
+  constructor(private readonly subscribed: (socket: Socket, channel: string) => boolean) {}
+
+  /** Starts buffering the live messages of `channel` for `socket`, before its relay is acquired. */
+  begin(socket: Socket, channel: string): CatchUp {
+    const catchUp: CatchUp = { buffer: [], highWater: undefined };
+    let pending = this.replaying.get(channel);
+    if (!pending) this.replaying.set(channel, (pending = new Map()));
+    pending.set(socket, catchUp);
+    return catchUp;
+  }
+
+  /**
+   * Sends the `missed` messages (read after `lastId`), then the live ones buffered meanwhile, and joins the room of
+   * `channel` when caught up; otherwise the socket catches up message by message (live()) for at most CATCH_UP_MS.
+   */
+  send(socket: Socket, channel: string, catchUp: CatchUp, missed: readonly ReplayedMessage[], lastId: string): void {
+    const highWater = missed.at(-1)?.id ?? lastId;
+    for (const m of missed) socket.emit('notification', { channel: m.channel, data: m.data, id: m.id, ts: m.ts });
+    // Live copies of what was just replayed may still be on their way (XADD happens before PUBLISH): skip them.
+    let caughtUp = missed.length === 0;
+    for (const m of catchUp.buffer ?? []) {
+      if (!STREAM_ID.test(m.id)) socket.emit('notification', m);
+      else if (compareStreamIds(m.id, highWater) > 0) {
+        socket.emit('notification', m);
+        caughtUp = true;
+      } else if (m.id === highWater) caughtUp = true;
+    }
+    if (caughtUp) {
+      socket.join(roomOf(channel));
+    } else {
+      // Until the live copy of the last replayed message arrives, deliver to this socket one by one (live()).
+      catchUp.buffer = undefined;
+      catchUp.highWater = highWater;
+      const timer = setTimeout(() => this.finish(socket, channel, catchUp), CATCH_UP_MS);
+      timer.unref();
+    }
+  }
+
+  /**
+   * A live message of relay `name`, before it goes to the room: buffered or sent to the sockets still catching up.
+   * Returns the sockets to join to the room after that emit.
+   */
+  live(name: string, message: NotificationMessage): Socket[] | undefined {
+    const pending = this.replaying.get(name);
+    let joinAfter: Socket[] | undefined;
+    if (pending) {
+      for (const [socket, catchUp] of pending) {
+        if (catchUp.buffer) catchUp.buffer.push(message);
+        else if (catchUp.highWater !== undefined) {
+          if (!STREAM_ID.test(message.id)) socket.emit('notification', message);
+          else {
+            const order = compareStreamIds(message.id, catchUp.highWater);
+            if (order < 0) continue;
+            // Caught up: from now on the room delivers. A newer message goes out with the room just below; the live
+            // copy of the last replayed one must not, so that socket joins after the emit.
+            this.drop(socket, name);
+            if (!this.subscribed(socket, name)) continue;
+            if (order > 0) socket.join(roomOf(name));
+            else (joinAfter ??= []).push(socket);
+          }
+        }
+      }
+    }
+    return joinAfter;
+  }
+
+  /** Stops catching up `socket` on `channel`. */
+  drop(socket: Socket, channel: string): void {
+    const pending = this.replaying.get(channel);
+    pending?.delete(socket);
+    if (pending?.size === 0) this.replaying.delete(channel);
+  }
+
+  /** Forgets a disconnected socket. */
+  forget(socket: Socket): void {
+    for (const pending of this.replaying.values()) pending.delete(socket);
+  }
+
+  private finish(socket: Socket, channel: string, catchUp: CatchUp): void {
+    if (this.replaying.get(channel)?.get(socket) !== catchUp) return;
+    this.drop(socket, channel);
+    if (this.subscribed(socket, channel)) socket.join(roomOf(channel));
+  }
+}
+
+function compareStreamIds(a: string, b: string): number {
+  const [am, as] = a.split('-');
+  const [bm, bs] = b.split('-');
+  if (am.length !== bm.length) return am.length - bm.length;
+  if (am !== bm) return am < bm ? -1 : 1;
+  return Number(as) - Number(bs);
+}

@@ -1,0 +1,332 @@
+import { Logger, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
+import { ModuleRef } from '@nestjs/core';
+import {
+  ConnectedSocket,
+  MessageBody,
+  SubscribeMessage,
+  WebSocketGateway,
+  WebSocketServer,
+  type OnGatewayConnection,
+  type OnGatewayDisconnect,
+  type OnGatewayInit,
+} from '@nestjs/websockets';
+import type { Namespace, Socket } from 'socket.io';
+import { RedisToolkitError } from '../../common/errors.js';
+import { OptionProblems } from '../../common/option-checks.js';
+import { ThrottledWarning } from '../../common/throttled-logger.js';
+import { REDIS_TOOLKIT_OPTIONS } from '../../redis-toolkit.constants.js';
+import type { ResolvedRedisToolkitOptions } from '../../redis-toolkit.options-resolver.js';
+import { RateLimitService } from '../../rate-limit/rate-limit.service.js';
+import { SessionService } from '../../session/session.service.js';
+import { resolveGatewayOptions, resolvePubSubOptions, type NotificationsGatewayOptions, type GatewayAuthenticate, type GatewayHandshake, type GatewayRateLimiter, type PubSubUser, type ResolvedNotificationsGatewayOptions } from '../pubsub.options.js';
+import { isPattern, PubSubService, type MessageMeta } from '../pubsub.service.js';
+import { ChannelRelays, roomOf, type Relay } from './channel-relays.js';
+import { DurableReplay } from './durable-replay.js';
+import { localRateLimiter } from './local-rate-limiter.js';
+import { AckError, failure, isInternalChannel, parseRequest, refusal, type NotificationAck, type NotificationMessage } from './notification-protocol.js';
+import { sessionAuthenticate } from './session-authenticate.js';
+import { broadcastToRoom } from './slow-client-policy.js';
+
+export interface NotificationsGatewayStats {
+  connections: number;
+  refused: number;
+  /** Channels and patterns this instance relays (one Redis subscription each). */
+  relays: number;
+  delivered: number;
+  /** Socket deliveries skipped because the socket's buffer was full (`drop` policy). */
+  droppedSlow: number;
+  /** Sockets disconnected because their buffer was full (`disconnect` policy). */
+  disconnectedSlow: number;
+}
+
+interface SocketState {
+  user: PubSubUser;
+  subscriptions: Map<string, Relay>;
+  /** Subscribes in progress, so a repeated subscribe is answered only once delivery has started. */
+  joining: Map<string, Promise<NotificationAck>>;
+}
+
+/** Gateway options given to NotificationsGatewayModule.register(); they win over `pubsub.gateway`. */
+export const NOTIFICATIONS_GATEWAY_OVERRIDES = Symbol('NOTIFICATIONS_GATEWAY_OVERRIDES');
+
+/**
+ * Relays Redis pub/sub channels to authenticated Socket.IO clients on the `/notifications` namespace.
+ *
+ * client → server: `subscribe` / `unsubscribe` `{ channel, lastId? }` with an ack `{ ok, error?, code? }`;
+ * server → client: `notification` `{ channel, data, id, ts }`. Sockets join one room per channel (or pattern); this
+ * instance holds one PubSubService subscription per room, so a publish on any instance reaches clients on all of them.
+ */
+@WebSocketGateway({ namespace: '/notifications' })
+export class NotificationsGateway implements OnModuleInit, OnModuleDestroy, OnGatewayInit<Namespace>, OnGatewayConnection<Socket>, OnGatewayDisconnect<Socket> {
+  @WebSocketServer() server!: Namespace;
+
+  private readonly logger = new Logger('RedisToolkit');
+  private readonly warning = new ThrottledWarning(this.logger);
+  private pubsub!: PubSubService;
+  private options!: ResolvedNotificationsGatewayOptions;
+  private authenticate!: GatewayAuthenticate;
+  private rateLimiter!: GatewayRateLimiter;
+  private disabled = false;
+  private readonly relays = new ChannelRelays((name) =>
+    this.pubsub.subscribe(name, (payload, channel, meta) => {
+      // A pattern that a permissive `authorize` accepted also matches the toolkit's own channels (cache keys in L1
+      // invalidations): those never reach a client, whatever the subscription.
+      if (isInternalChannel(channel)) return;
+      this.deliver(name, payload, channel, meta);
+    }),
+  );
+  private readonly sockets = new WeakMap<Socket, SocketState>();
+  private readonly durableReplay = new DurableReplay((socket, channel) => this.sockets.get(socket)?.subscriptions.has(channel) === true);
+  private readonly counters = { refused: 0, delivered: 0, droppedSlow: 0, disconnectedSlow: 0 };
+
+  constructor(private readonly moduleRef: ModuleRef) {}
+
+  /** Everything is looked up app-wide, so the gateway also works when RedisToolkitModule is not global. */
+  onModuleInit(): void {
+    const toolkit = this.moduleRef.get<ResolvedRedisToolkitOptions>(REDIS_TOOLKIT_OPTIONS, { strict: false });
+    this.pubsub = this.moduleRef.get(PubSubService, { strict: false });
+    if (toolkit.pubsub.gateway === false) {
+      // Loaded (notificationsGateway: true) but switched off by configuration: refuse every connection.
+      this.disabled = true;
+      this.options = resolvePubSubOptions({}, new OptionProblems()).gateway as ResolvedNotificationsGatewayOptions;
+      this.authenticate = () => null;
+      this.rateLimiter = localRateLimiter();
+      return;
+    }
+    this.options = this.withOverrides(toolkit.pubsub.gateway);
+    this.authenticate = this.options.authenticate ?? this.defaultAuthenticate();
+    this.rateLimiter = this.options.rateLimiter ?? this.defaultRateLimiter();
+  }
+
+  private withOverrides(base: ResolvedNotificationsGatewayOptions): ResolvedNotificationsGatewayOptions {
+    let overrides: NotificationsGatewayOptions | undefined;
+    try {
+      overrides = this.moduleRef.get<NotificationsGatewayOptions>(NOTIFICATIONS_GATEWAY_OVERRIDES);
+    } catch {
+      return base;
+    }
+    const given = Object.keys(overrides ?? {}) as (keyof NotificationsGatewayOptions)[];
+    if (given.length === 0) return base;
+    const problems = new OptionProblems();
+    const resolved = resolveGatewayOptions(overrides, problems, 'NotificationsGatewayModule.register()');
+    problems.throwIfAny();
+    const merged: Record<string, unknown> = { ...base };
+    for (const key of given) merged[key] = resolved[key];
+    return merged as unknown as ResolvedNotificationsGatewayOptions;
+  }
+
+  onModuleDestroy(): void {
+    this.relays.closeAll();
+  }
+
+  afterInit(nsp: Namespace): void {
+    nsp.use((socket, next) => {
+      Promise.resolve()
+        .then(() => this.authenticate(socket.handshake as GatewayHandshake))
+        .then(
+          (user) => {
+            if (this.disabled) {
+              this.counters.refused++;
+              next(refusal('E_DISABLED', 'notifications are disabled on this server'));
+              return;
+            }
+            if (!user || typeof user.id !== 'string' || user.id.length === 0) {
+              this.counters.refused++;
+              next(refusal('E_UNAUTHENTICATED', 'unauthenticated: a valid session (cookie or auth.token) is required'));
+              return;
+            }
+            this.sockets.set(socket, { user, subscriptions: new Map(), joining: new Map() });
+            next();
+          },
+          (err: unknown) => {
+            this.counters.refused++;
+            this.warning.warn(`notifications: authenticate failed: ${err instanceof Error ? err.message : String(err)}`);
+            next(refusal('E_AUTH_UNAVAILABLE', 'authentication is unavailable, try again later'));
+          },
+        );
+    });
+  }
+
+  handleConnection(socket: Socket): void {
+    // Only sockets that passed the middleware get here; anything else is closed.
+    if (!this.sockets.has(socket)) socket.disconnect(true);
+  }
+
+  handleDisconnect(socket: Socket): void {
+    const state = this.sockets.get(socket);
+    if (!state) return;
+    for (const name of [...state.subscriptions.keys()]) this.release(state, name);
+    this.durableReplay.forget(socket);
+    this.sockets.delete(socket);
+  }
+
+  @SubscribeMessage('subscribe')
+  async onSubscribe(@ConnectedSocket() socket: Socket, @MessageBody() body: unknown): Promise<NotificationAck> {
+    try {
+      const state = this.stateOf(socket);
+      const { channel, lastId } = parseRequest(body, true, this.options.maxChannelLength);
+      await this.limit(state);
+      const pattern = isPattern(channel);
+      if (!state.subscriptions.has(channel) && !(await this.allowed(state.user, channel, pattern))) {
+        throw new AckError('E_FORBIDDEN', `not allowed to subscribe to ${channel}`);
+      }
+      // From here on synchronous until join() registers the subscription, so concurrent subscribes cannot pass the
+      // limit together. One to the same channel still in progress is answered when delivery has started, not before.
+      const inflight = state.joining.get(channel);
+      if (inflight) {
+        const first = await inflight;
+        return first.ok ? { ok: true } : first;
+      }
+      if (state.subscriptions.has(channel)) return { ok: true };
+      if (state.subscriptions.size >= this.options.maxSubscriptionsPerSocket) {
+        throw new AckError('E_LIMIT', `at most ${this.options.maxSubscriptionsPerSocket} subscriptions per connection`);
+      }
+      if (pattern && this.pubsub.isSharded) throw new AckError('E_BAD_REQUEST', 'pattern subscriptions are not available on this server');
+      const joining = this.join(socket, state, channel, lastId).catch((err: unknown) => this.failed(err));
+      state.joining.set(channel, joining);
+      try {
+        return await joining;
+      } finally {
+        if (state.joining.get(channel) === joining) state.joining.delete(channel);
+      }
+    } catch (err) {
+      return this.failed(err);
+    }
+  }
+
+  @SubscribeMessage('unsubscribe')
+  async onUnsubscribe(@ConnectedSocket() socket: Socket, @MessageBody() body: unknown): Promise<NotificationAck> {
+    try {
+      const state = this.stateOf(socket);
+      const { channel } = parseRequest(body, false, this.options.maxChannelLength);
+      await this.limit(state);
+      if (!state.subscriptions.has(channel)) return { ok: true };
+      socket.leave(roomOf(channel));
+      this.release(state, channel);
+      return { ok: true };
+    } catch (err) {
+      return this.failed(err);
+    }
+  }
+
+  private failed(err: unknown): NotificationAck {
+    const ack = failure(err);
+    if (ack.code === 'E_INTERNAL') this.warning.warn(`notifications: a request failed: ${err instanceof Error ? err.message : String(err)}`);
+    return ack;
+  }
+
+  stats(): NotificationsGatewayStats {
+    return { connections: this.server?.sockets.size ?? 0, relays: this.relays.size, ...this.counters };
+  }
+
+  private stateOf(socket: Socket): SocketState {
+    const state = this.sockets.get(socket);
+    if (!state) throw new AckError('E_UNAUTHENTICATED', 'unauthenticated');
+    return state;
+  }
+
+  private async limit(state: SocketState): Promise<void> {
+    const policy = this.options.subscribeRateLimit;
+    if (policy === false) return;
+    let decision: { allowed: boolean; retryAfterMs: number };
+    try {
+      decision = await this.rateLimiter(`ws-subscribe:${state.user.id}`, policy);
+    } catch (err) {
+      // Fail open like the HTTP rate limiter: a Redis outage must not lock every client out.
+      this.warning.warn(`notifications: rate limiter failed, allowing: ${err instanceof Error ? err.message : String(err)}`);
+      return;
+    }
+    if (!decision.allowed) {
+      throw new AckError('E_RATE_LIMITED', `too many subscribe messages, retry in ${Math.ceil(decision.retryAfterMs)} ms`, decision.retryAfterMs);
+    }
+  }
+
+  private async allowed(user: PubSubUser, channel: string, pattern: boolean): Promise<boolean> {
+    if (this.options.authorize) {
+      try {
+        return (await this.options.authorize(user, channel, { pattern })) === true;
+      } catch (err) {
+        this.warning.warn(`notifications: authorize threw, refusing: ${err instanceof Error ? err.message : String(err)}`);
+        return false;
+      }
+    }
+    return !pattern && (channel === `user:${user.id}` || this.options.publicChannels.includes(channel));
+  }
+
+  private async join(socket: Socket, state: SocketState, channel: string, lastId: string | undefined): Promise<NotificationAck> {
+    const userId = /^user:(.+)$/.exec(channel)?.[1];
+    const replay = lastId !== undefined && userId !== undefined && this.pubsub.isDurable && this.options.maxReplay > 0;
+    const catchUp = replay ? this.durableReplay.begin(socket, channel) : undefined;
+    const relay = this.relays.acquire(channel);
+    state.subscriptions.set(channel, relay);
+    let joined = false;
+    try {
+      await relay.ready;
+      if (!replay || !catchUp || userId === undefined || lastId === undefined) {
+        if (state.subscriptions.get(channel) !== relay) return { ok: false, code: 'E_BAD_REQUEST', error: 'unsubscribed while subscribing' };
+        socket.join(roomOf(channel));
+        joined = true;
+        return { ok: true };
+      }
+      const missed = await this.pubsub.replay(userId, lastId, this.options.maxReplay);
+      if (state.subscriptions.get(channel) !== relay) return { ok: false, code: 'E_BAD_REQUEST', error: 'unsubscribed during replay' };
+      // Joins the room now, or once the live copies caught up with the replay (DurableReplay.live()).
+      this.durableReplay.send(socket, channel, catchUp, missed, lastId);
+      joined = true;
+      return { ok: true, replayed: missed.length };
+    } catch (err) {
+      if (state.subscriptions.get(channel) === relay) this.release(state, channel);
+      if (err instanceof RedisToolkitError && err.code === 'E_REDIS_UNAVAILABLE') {
+        throw new AckError('E_UNAVAILABLE', 'notifications are unavailable, try again later');
+      }
+      throw err;
+    } finally {
+      if (catchUp && (joined === false || catchUp.highWater === undefined)) this.durableReplay.drop(socket, channel);
+    }
+  }
+
+  private release(state: SocketState, name: string): void {
+    const relay = state.subscriptions.get(name);
+    if (!relay) return;
+    state.subscriptions.delete(name);
+    this.relays.release(name, relay);
+  }
+
+  private deliver(name: string, data: unknown, channel: string, meta: MessageMeta): void {
+    const message: NotificationMessage = { channel, data, id: meta.id, ts: meta.ts };
+    const joinAfter = this.durableReplay.live(name, message);
+    const room = roomOf(name);
+    broadcastToRoom(this.server, name, room, message, this.options.slowClient, this.counters, this.warning);
+    if (joinAfter) for (const socket of joinAfter) socket.join(room);
+  }
+
+  private defaultAuthenticate(): GatewayAuthenticate {
+    let sessions: SessionService | undefined;
+    try {
+      sessions = this.moduleRef.get(SessionService, { strict: false });
+    } catch {
+      sessions = undefined;
+    }
+    if (!sessions) {
+      this.logger.warn('notifications: no pubsub.gateway.authenticate and no SessionService: every connection is refused');
+      return () => null;
+    }
+    return sessionAuthenticate(sessions);
+  }
+
+  /** RateLimitService (one atomic Redis call, shared by every instance; fails open by its own policy). */
+  private defaultRateLimiter(): GatewayRateLimiter {
+    let service: RateLimitService | undefined;
+    try {
+      service = this.moduleRef.get(RateLimitService, { strict: false });
+    } catch {
+      service = undefined;
+    }
+    if (!service || typeof service.consume !== 'function') return localRateLimiter();
+    const limiter = service;
+    return async (key, policy) => {
+      const r = await limiter.consume(key, policy);
+      return { allowed: r.allowed, retryAfterMs: r.retryAfterMs };
+    };
+  }
+}

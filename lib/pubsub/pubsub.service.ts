@@ -1,0 +1,337 @@
+import { Inject, Injectable, Logger, type OnModuleDestroy } from '@nestjs/common';
+import type { Cluster } from 'ioredis';
+import { InvalidKeyError, InvalidOptionsError, toRedisUnavailable } from '../common/errors.js';
+import { KeyBuilder } from '../common/keys.js';
+import type { RedisClient } from '../common/lua-script.js';
+import { ThrottledWarning } from '../common/throttled-logger.js';
+import { RedisConnection } from '../connection/redis-connection.js';
+import { REDIS_TOOLKIT_OPTIONS } from '../redis-toolkit.constants.js';
+import type { ResolvedRedisToolkitOptions } from '../redis-toolkit.options-resolver.js';
+
+/** What every message carries besides its payload. */
+export interface MessageMeta {
+  /** Unique per message. For durable `notifyUser` messages: the stream entry id (`1700000000000-0`), usable to replay. */
+  id: string;
+  /** Publish time, ms since the epoch (the publisher's clock). */
+  ts: number;
+  /** The pattern that matched, for pattern subscriptions. */
+  pattern?: string;
+  /** True for a message read back from a user's durable stream. */
+  replayed?: boolean;
+}
+
+export type MessageHandler<T = unknown> = (payload: T, channel: string, meta: MessageMeta) => void | Promise<void>;
+export type Unsubscribe = () => Promise<void>;
+
+/** A message read back from a user's durable stream. */
+export interface ReplayedMessage<T = unknown> {
+  channel: string;
+  data: T;
+  id: string;
+  ts: number;
+}
+
+interface Subscription {
+  readonly name: string;
+  readonly pattern: boolean;
+  readonly handlers: Set<MessageHandler>;
+  /** Settles when Redis confirmed the (P|S)SUBSCRIBE; every concurrent first subscriber awaits the same one. */
+  ready: Promise<void>;
+}
+
+/** `rtk1:<id>:<ts>:<serialized payload>`: the envelope carries id and time without a second serialization pass. */
+const ENVELOPE = 'rtk1:';
+const STREAM_ID = /^\d{1,20}-\d{1,20}$/;
+
+/**
+ * Publish and subscribe through one dedicated subscriber connection per app instance. Redis subscriptions are
+ * reference-counted: the first handler of a channel sends SUBSCRIBE, the last unsubscribe sends UNSUBSCRIBE.
+ * A name containing `*`, `?` or `[` is a pattern subscription. Channels live under `<keyPrefix>ps:` so apps
+ * sharing one Redis do not hear each other. ioredis resubscribes everything after a reconnect; messages published
+ * while the subscriber is away are lost (use `durable` with notifyUser when that matters).
+ */
+@Injectable()
+export class PubSubService implements OnModuleDestroy {
+  private subscriber: RedisClient | undefined;
+  private readonly subscriptions = new Map<string, Subscription>();
+  private readonly logger = new Logger('RedisToolkit');
+  private readonly handlerWarning = new ThrottledWarning(this.logger, 5_000);
+  private readonly channelPrefix: string;
+  private readonly patternPrefix: string;
+  private readonly sharded: boolean;
+  private readonly idPrefix = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}-`;
+  private counter = 0;
+  private closed = false;
+
+  constructor(
+    private readonly connection: RedisConnection,
+    @Inject(REDIS_TOOLKIT_OPTIONS) private readonly options: ResolvedRedisToolkitOptions,
+  ) {
+    this.channelPrefix = `${options.keyPrefix}ps:`;
+    this.patternPrefix = KeyBuilder.globEscape(this.channelPrefix);
+    this.sharded = connection.isCluster && options.pubsub.cluster === 'sharded';
+  }
+
+  /** True when channels use SPUBLISH/SSUBSCRIBE (a cluster with `pubsub.cluster: 'sharded'`). */
+  get isSharded(): boolean {
+    return this.sharded;
+  }
+
+  /** Whether `notifyUser` also writes each message to the user's capped stream. */
+  get isDurable(): boolean {
+    return this.options.pubsub.durable !== false;
+  }
+
+  /** Sends `payload` (serialized once) to every subscriber on every instance. Resolves to the receivers Redis counted. */
+  async publish(channel: string, payload: unknown): Promise<number> {
+    KeyBuilder.validate(channel, 'channel');
+    if (isPattern(channel)) throw new InvalidKeyError(`cannot publish to a pattern (${channel}): * ? and [ are not allowed in a channel name`);
+    const message = this.envelope(this.nextId(), Date.now(), this.options.serializer.serialize(payload));
+    return this.send(channel, message);
+  }
+
+  /**
+   * Sends to the channel `user:<userId>`. In durable mode the message is first appended to the user's capped stream
+   * (XADD MAXLEN ~), and its stream id is the message id, so a client can later replay everything after it.
+   */
+  async notifyUser(userId: string, payload: unknown): Promise<number> {
+    KeyBuilder.validate(userId, 'userId');
+    const channel = `user:${userId}`;
+    const durable = this.options.pubsub.durable;
+    if (durable === false) return this.publish(channel, payload);
+    const serialized = this.options.serializer.serialize(payload);
+    const ts = Date.now();
+    const key = this.streamKey(userId);
+    let id: string;
+    try {
+      const results = await this.connection.client
+        .multi()
+        .xadd(key, 'MAXLEN', '~', durable.maxLen, '*', 'd', serialized, 'ts', String(ts))
+        .pexpire(key, durable.ttl)
+        .exec();
+      const [err, added] = results?.[0] ?? [new Error('transaction aborted'), null];
+      if (err) throw err;
+      id = String(added);
+    } catch (err) {
+      throw toRedisUnavailable(err, `notifyUser ${userId}`);
+    }
+    return this.send(channel, this.envelope(id, ts, serialized));
+  }
+
+  /**
+   * The durable messages of `userId` after `afterId` (exclusive), oldest first, at most `limit`.
+   * `afterId` undefined → nothing (a client that never received anything has nothing to catch up on).
+   */
+  async replay<T = unknown>(userId: string, afterId: string, limit = 1_000): Promise<ReplayedMessage<T>[]> {
+    KeyBuilder.validate(userId, 'userId');
+    if (!STREAM_ID.test(afterId)) throw new InvalidKeyError(`lastId must be a stream id like 1700000000000-0, got ${JSON.stringify(afterId).slice(0, 60)}`);
+    if (this.options.pubsub.durable === false || limit <= 0) return [];
+    let entries: [string, string[]][];
+    try {
+      entries = await this.connection.client.xrange(this.streamKey(userId), `(${afterId}`, '+', 'COUNT', limit);
+    } catch (err) {
+      throw toRedisUnavailable(err, `replay for ${userId}`);
+    }
+    const channel = `user:${userId}`;
+    const out: ReplayedMessage<T>[] = [];
+    for (const [id, fields] of entries) {
+      const f = fieldMap(fields);
+      if (f.d === undefined) continue;
+      try {
+        out.push({ channel, data: this.options.serializer.deserialize<T>(f.d), id, ts: Number(f.ts) || 0 });
+      } catch (err) {
+        this.logger.warn(`skipped durable message ${id} of ${channel} that could not be read: ${(err as Error).message}`);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Calls `handler(payload, channel, meta)` for every message on `channelOrPattern` until the returned function is
+   * called. Rejects with RedisUnavailableError when Redis did not confirm the subscription (nothing is left behind).
+   */
+  async subscribe<T = unknown>(channelOrPattern: string, handler: MessageHandler<T>): Promise<Unsubscribe> {
+    KeyBuilder.validate(channelOrPattern, 'channel');
+    if (typeof handler !== 'function') throw new InvalidOptionsError('subscribe needs a handler function');
+    const name = channelOrPattern;
+    const pattern = isPattern(name);
+    if (pattern && this.sharded) {
+      throw new InvalidOptionsError(
+        `pattern subscriptions (${name}) are not available with sharded pub/sub on a cluster: Redis has no sharded ` +
+          "PSUBSCRIBE and SPUBLISH never reaches PSUBSCRIBE. Set pubsub.cluster: 'classic' to use patterns.",
+      );
+    }
+    const h = handler as MessageHandler;
+    let sub = this.subscriptions.get(name);
+    if (!sub) {
+      const created: Subscription = { name, pattern, handlers: new Set([h]), ready: Promise.resolve() };
+      created.ready = this.redisSubscribe(created);
+      this.subscriptions.set(name, created);
+      sub = created;
+    } else {
+      sub.handlers.add(h);
+    }
+    try {
+      await sub.ready;
+    } catch (err) {
+      sub.handlers.delete(h);
+      if (this.subscriptions.get(name) === sub && sub.handlers.size === 0) this.subscriptions.delete(name);
+      throw toRedisUnavailable(err, `subscribe to ${name}`);
+    }
+    let active = true;
+    return async () => {
+      if (!active) return;
+      active = false;
+      const current = this.subscriptions.get(name);
+      if (current !== sub || !current.handlers.delete(h) || current.handlers.size > 0) return;
+      this.subscriptions.delete(name);
+      await this.redisUnsubscribe(current);
+    };
+  }
+
+  /** Number of channels and patterns with at least one handler on this instance. */
+  get subscriptionCount(): number {
+    return this.subscriptions.size;
+  }
+
+  onModuleDestroy(): void {
+    this.closed = true;
+    this.subscriptions.clear();
+  }
+
+  private async redisSubscribe(sub: Subscription): Promise<void> {
+    const subscriber = await this.ensureSubscriber();
+    if (sub.pattern) await subscriber.psubscribe(this.patternPrefix + sub.name);
+    else if (this.sharded) await (subscriber as Cluster).ssubscribe(this.channelPrefix + sub.name);
+    else await subscriber.subscribe(this.channelPrefix + sub.name);
+  }
+
+  private async redisUnsubscribe(sub: Subscription): Promise<void> {
+    const subscriber = this.subscriber;
+    if (!subscriber || subscriber.status === 'end') return;
+    try {
+      await sub.ready.catch(() => undefined);
+      // A new subscriber may have arrived while we waited; it re-subscribes itself, so unsubscribing stays correct
+      // only when the name is still unused.
+      if (this.subscriptions.has(sub.name)) return;
+      if (sub.pattern) await subscriber.punsubscribe(this.patternPrefix + sub.name);
+      else if (this.sharded) await (subscriber as Cluster).sunsubscribe(this.channelPrefix + sub.name);
+      else await subscriber.unsubscribe(this.channelPrefix + sub.name);
+    } catch (err) {
+      this.logger.warn(`unsubscribe from ${sub.name} failed: ${(err as Error).message}`);
+    }
+  }
+
+  private subscriberPromise: Promise<RedisClient> | undefined;
+
+  private ensureSubscriber(): Promise<RedisClient> {
+    this.subscriberPromise ??= this.createSubscriber().catch((err: unknown) => {
+      this.subscriberPromise = undefined;
+      throw err;
+    });
+    return this.subscriberPromise;
+  }
+
+  private async createSubscriber(): Promise<RedisClient> {
+    // RedisConnection owns the subscriber: it logs its errors and quits it on shutdown.
+    const subscriber = this.connection.createSubscriber({ sharded: this.sharded });
+    const onMessage = (channel: string, message: string) => this.dispatch(this.nameOf(channel), channel, message);
+    subscriber.on('message', onMessage);
+    if (this.sharded) {
+      subscriber.on('smessage', onMessage);
+      // Connected up front: SSUBSCRIBE needs the slot map. On failure `connect` stops its reconnect loop, and the
+      // next subscribe creates a new subscriber.
+      await this.connection.connect(subscriber, 'the sharded subscriber');
+    }
+    subscriber.on('pmessage', (pattern: string, channel: string, message: string) =>
+      this.dispatch(pattern.slice(this.patternPrefix.length), channel, message, pattern.slice(this.patternPrefix.length)),
+    );
+    this.subscriber = subscriber;
+    return subscriber;
+  }
+
+  private nameOf(redisChannel: string): string {
+    return redisChannel.slice(this.channelPrefix.length);
+  }
+
+  private dispatch(name: string, redisChannel: string, message: string, pattern?: string): void {
+    const sub = this.subscriptions.get(name);
+    if (!sub || this.closed) return;
+    let payload: unknown;
+    let meta: MessageMeta;
+    try {
+      const parsed = this.open(message);
+      payload = this.options.serializer.deserialize(parsed.body);
+      meta = { id: parsed.id, ts: parsed.ts };
+      if (pattern !== undefined) meta.pattern = pattern;
+    } catch (err) {
+      this.handlerWarning.warn(`dropped a message on ${redisChannel} that could not be read: ${(err as Error).message}`);
+      return;
+    }
+    const channel = this.nameOf(redisChannel);
+    // Deserialized once, shared by every handler. One failing handler must not stop the others, nor surface as an
+    // unhandled rejection.
+    for (const handler of sub.handlers) {
+      try {
+        const result = handler(payload, channel, meta);
+        if (result && typeof (result as Promise<void>).catch === 'function') {
+          (result as Promise<void>).catch((err: unknown) => this.handlerFailed(name, err));
+        }
+      } catch (err) {
+        this.handlerFailed(name, err);
+      }
+    }
+  }
+
+  private handlerFailed(name: string, err: unknown): void {
+    this.logger.error(`a handler of ${name} threw: ${err instanceof Error ? err.message : String(err)}`);
+  }
+
+  private send(channel: string, message: string): Promise<number> {
+    const redisChannel = this.channelPrefix + channel;
+    const sent = this.sharded
+      ? (this.connection.client as Cluster).spublish(redisChannel, message)
+      : this.connection.client.publish(redisChannel, message);
+    return Promise.resolve(sent).then(
+      (n) => Number(n),
+      (err: unknown) => {
+        throw toRedisUnavailable(err, `publish to ${channel}`);
+      },
+    );
+  }
+
+  private nextId(): string {
+    this.counter = (this.counter + 1) % Number.MAX_SAFE_INTEGER;
+    return this.idPrefix + this.counter.toString(36);
+  }
+
+  private envelope(id: string, ts: number, body: string): string {
+    return `${ENVELOPE}${id}:${ts}:${body}`;
+  }
+
+  /** Reads our envelope; a message from a foreign publisher (plain PUBLISH) is taken whole, with a local id. */
+  private open(message: string): { id: string; ts: number; body: string } {
+    if (message.startsWith(ENVELOPE)) {
+      const idEnd = message.indexOf(':', ENVELOPE.length);
+      const tsEnd = idEnd < 0 ? -1 : message.indexOf(':', idEnd + 1);
+      if (tsEnd > 0) {
+        return { id: message.slice(ENVELOPE.length, idEnd), ts: Number(message.slice(idEnd + 1, tsEnd)), body: message.slice(tsEnd + 1) };
+      }
+    }
+    return { id: this.nextId(), ts: Date.now(), body: message };
+  }
+
+  private streamKey(userId: string): string {
+    return `${this.options.keyPrefix}ps:stream:{${KeyBuilder.escape(userId)}}`;
+  }
+}
+
+export function isPattern(name: string): boolean {
+  return /[*?[]/.test(name);
+}
+
+function fieldMap(fields: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (let i = 0; i + 1 < fields.length; i += 2) out[fields[i]] = fields[i + 1];
+  return out;
+}

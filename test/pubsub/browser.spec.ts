@@ -1,0 +1,101 @@
+import 'reflect-metadata';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Controller, Get, Header } from '@nestjs/common';
+import { readFileSync } from 'node:fs';
+import { chromium, type BrowserContext } from 'playwright-core';
+import { PubSubService } from '../../lib/index.js';
+import { AuthModule } from '../../sample/auth/auth.module.js';
+import { NotificationsModule } from '../../sample/notifications/notifications.module.js';
+import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+
+/**
+ * The sample page in a real browser (Debian's Chromium driven by playwright-core): log in, receive a notification
+ * published from the API, send one from the page. Skips, saying why, only when Chromium is not installed.
+ */
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const hasChromium = existsSync(CHROMIUM);
+if (!hasChromium) {
+  process.stderr.write(`browser test skipped: no Chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)\n`);
+}
+const ARTIFACTS = fileURLToPath(new URL('../artifacts/', import.meta.url));
+const PUBLIC = fileURLToPath(new URL('../../sample/public', import.meta.url));
+
+/** Serves the page as the sample app does (main.ts uses useStaticAssets, which must run before init). */
+@Controller()
+class PageController {
+  @Get()
+  @Header('content-type', 'text/html; charset=utf-8')
+  page(): string {
+    return readFileSync(join(PUBLIC, 'index.html'), 'utf8');
+  }
+}
+
+let context: BrowserContext | undefined;
+let profile: string | undefined;
+
+afterEach(async () => {
+  await context?.close();
+  context = undefined;
+  if (profile) rmSync(profile, { recursive: true, force: true });
+  await closeToolkitApps();
+});
+
+(hasChromium ? it : it.skip)('sample page: log in, see a live notification, send one', async () => {
+  const app = await createToolkitApp({
+    keyPrefix: `browser${Date.now()}:`,
+    imports: [AuthModule, NotificationsModule],
+    session: { cookie: { secret: 'browser-test-secret' } },
+    controllers: [PageController],
+    http: true,
+    ...({ notificationsGateway: false } as object), // the sample module registers the gateway itself
+  });
+  const { port } = app.app.getHttpServer().address() as AddressInfo;
+  const url = `http://127.0.0.1:${port}/`;
+
+  profile = mkdtempSync(join(tmpdir(), 'rtk-chromium-'));
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+  const page = context.pages()[0] ?? (await context.newPage());
+  const errors: string[] = [];
+  page.on('pageerror', (err) => errors.push(err.message));
+  await page.goto(url);
+  await page.fill('#name', 'alice');
+  await page.click('#login button');
+  await page.waitForSelector('#status.live', { timeout: 10_000 });
+
+  // From the API (server side): a personal notification and an announcement.
+  const pubsub = app.get(PubSubService);
+  await expectEventually(async () => (await pubsub.notifyUser('alice', { from: 'api', text: 'Your order shipped' })) >= 1);
+  await page.waitForSelector('li.notification:has-text("Your order shipped")', { timeout: 10_000 });
+  await pubsub.publish('announcements', { from: 'ops', text: 'Maintenance at 22:00' });
+  await page.waitForSelector('li.notification:has-text("Maintenance at 22:00")', { timeout: 10_000 });
+
+  // From the page: send one to yourself through POST /notifications/send.
+  await page.fill('#to', 'alice');
+  await page.fill('#text', 'Note to self');
+  await page.click('#send button');
+  await page.waitForSelector('li.notification:has-text("Note to self")', { timeout: 10_000 });
+
+  const items = await page.locator('li.notification').allTextContents();
+  expect(items).toHaveLength(3);
+  expect(items[0]).toContain('user:alice · from alice');
+  expect(items[1]).toContain('announcements · from ops');
+  expect(errors).toEqual([]);
+  mkdirSync(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: join(ARTIFACTS, 'notifications-page.png'), fullPage: true });
+}, 60_000);
+
+async function expectEventually(check: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('condition not met within 5 s');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

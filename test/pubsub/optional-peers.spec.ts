@@ -1,0 +1,46 @@
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/**
+ * @nestjs/websockets, @nestjs/platform-socket.io and socket.io are optional peers: nothing reachable from the root
+ * entry point may import them at load time (type-only imports are erased). Walks the static import graph of lib/.
+ */
+const libDir = resolve(dirname(fileURLToPath(import.meta.url)), '../../lib');
+const OPTIONAL = ['@nestjs/websockets', '@nestjs/platform-socket.io', 'socket.io'];
+
+function runtimeImports(file: string): string[] {
+  const source = readFileSync(file, 'utf8').replace(/\/\*[\s\S]*?\*\//g, '').replace(/^\s*\/\/.*$/gm, '');
+  const out: string[] = [];
+  const re = /^\s*(import|export)\s+(?!type\b)[^'";]*?from\s+'([^']+)'|^\s*import\s+'([^']+)'/gm;
+  for (let m = re.exec(source); m; m = re.exec(source)) out.push(m[2] ?? m[3]);
+  return out;
+}
+
+function reachable(entry: string): Map<string, string[]> {
+  const seen = new Map<string, string[]>();
+  const queue = [entry];
+  while (queue.length > 0) {
+    const file = queue.pop() as string;
+    if (seen.has(file)) continue;
+    const imports = runtimeImports(file);
+    seen.set(file, imports);
+    for (const spec of imports) if (spec.startsWith('.')) queue.push(resolve(dirname(file), spec.replace(/\.js$/, '.ts')));
+  }
+  return seen;
+}
+
+describe('optional peers', () => {
+  it('the root entry point never loads @nestjs/websockets or socket.io', () => {
+    const graph = reachable(resolve(libDir, 'index.ts'));
+    expect(graph.size).toBeGreaterThan(10);
+    const offenders = [...graph].flatMap(([file, imports]) => imports.filter((i) => OPTIONAL.includes(i)).map((i) => `${file} → ${i}`));
+    expect(offenders).toEqual([]);
+    expect([...graph.keys()].some((f) => f.includes('/gateway/'))).toBe(false);
+  });
+
+  it('the gateway entry point does load them (so the check above can fail)', () => {
+    const graph = reachable(resolve(libDir, 'pubsub/gateway/index.ts'));
+    expect([...graph.values()].flat()).toEqual(expect.arrayContaining(['@nestjs/websockets']));
+  });
+});
