@@ -1,0 +1,165 @@
+/**
+ * HTTP end to end: autocannon against the sample app's `GET /products` (cached and rate-limited by the toolkit)
+ * vs a plain NestJS app returning the same JSON (bench/http-baseline.ts). Reports req/s, p50, p99 and the overhead
+ * on a cache hit; the target is at most 20 %.
+ *
+ * Both apps run as child processes (the sample from dist-bench/sample/main.js, built by `npm run bench:build`, or
+ * dist/sample/main.js); autocannon runs here. The sample's rate limit is lifted with RATE_LIMIT_LIMIT so 429s do not
+ * make the numbers meaningless. Until the cache feature gives the sample a `GET /products`, the benchmark reports
+ * "not available yet".
+ */
+import autocannon from 'autocannon';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { getFreePort, startRedisServer, type RedisServerHandle } from '../test/support/redis-server.js';
+import { printTable, saveResults, type BenchRow } from './support/measure.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const OURS = 'nestjs-redis-toolkit';
+const BASELINE = 'plain NestJS (no toolkit)';
+const OPERATION = 'GET /products (cache hit)';
+const TARGET_OVERHEAD_PCT = 20;
+const CONNECTIONS = 32;
+const WARMUP_S = 2;
+const ROUND_S = 5;
+const ROUNDS = 3;
+
+function get(url: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve) => {
+    const req = request(url, { timeout: 5_000 }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', (err) => resolve({ status: 0, body: err.message }));
+    req.end();
+  });
+}
+
+interface Child {
+  url: string;
+  stop(): Promise<void>;
+}
+
+/** Spawns `node file` with env and waits until `readyPath` answers anything but a connection error. */
+async function startApp(file: string, env: Record<string, string>, readyPath: string): Promise<Child> {
+  const port = await getFreePort();
+  let output = '';
+  const child: ChildProcess = spawn(process.execPath, [file], {
+    cwd: ROOT,
+    env: { ...process.env, NODE_ENV: 'production', PORT: String(port), HOST: '127.0.0.1', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout?.on('data', (c: Buffer) => (output += c.toString('utf8')));
+  child.stderr?.on('data', (c: Buffer) => (output += c.toString('utf8')));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const stop = async (): Promise<void> => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+    await exited;
+    clearTimeout(timer);
+  };
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 30_000;
+  while ((await get(`${url}${readyPath}`)).status === 0) {
+    if (child.exitCode !== null || Date.now() > deadline) {
+      await stop();
+      throw new Error(`${file} did not start:\n${output}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { url, stop };
+}
+
+async function cannon(url: string, seconds: number): Promise<autocannon.Result> {
+  return autocannon({ url, connections: CONNECTIONS, duration: seconds, pipelining: 1, timeout: 10 });
+}
+
+const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+
+function row(library: string, results: autocannon.Result[], notes?: string): BenchRow {
+  return {
+    feature: 'http',
+    library,
+    operation: OPERATION,
+    opsPerSec: median(results.map((r) => r.requests.average)),
+    p50Ms: median(results.map((r) => r.latency.p50)),
+    p99Ms: median(results.map((r) => r.latency.p99)),
+    errors: results.reduce((s, r) => s + r.errors + r.non2xx, 0),
+    ...(notes !== undefined && { notes }),
+  };
+}
+
+async function main(): Promise<void> {
+  let privateRedis: RedisServerHandle | undefined;
+  const redisUrl = process.env.BENCH_REDIS_URL ?? (privateRedis = await startRedisServer()).url;
+  // BENCH_SAMPLE_MAIN: bench another build of the app (path relative to the repo root).
+  const candidates = [process.env.BENCH_SAMPLE_MAIN, 'dist-bench/sample/main.js', 'dist/sample/main.js'].filter((p): p is string => !!p);
+  const sampleMain = candidates.map((p) => join(ROOT, p)).find((p) => existsSync(p));
+  const baselineMain = fileURLToPath(new URL('./http-baseline.js', import.meta.url));
+  const dir = mkdtempSync(join(tmpdir(), 'rtk-http-bench-'));
+  const children: Child[] = [];
+  try {
+    if (!sampleMain) throw new Error('the sample is not built: run npm run bench:build (or npm run build)');
+    const sample = await startApp(
+      sampleMain,
+      // RATE_LIMIT_LIMIT: the sample's default limit (100/min) would turn the run into 429s.
+      { REDIS_URL: redisUrl, REDIS_KEY_PREFIX: 'rtk-bench-http:', RATE_LIMIT_LIMIT: '1000000000', REDIS_COMMAND_TIMEOUT_MS: '1000' },
+      '/health',
+    );
+    children.push(sample);
+    const probe = await get(`${sample.url}/products`);
+    if (probe.status !== 200) {
+      const reason = `GET /products on the sample answered ${probe.status}${probe.status === 404 ? ' (the cache feature has not given the sample its products endpoint yet)' : ''}`;
+      process.stdout.write(`### HTTP end to end\n\nnot available yet: ${reason}\n\n`);
+      saveResults('http', [], { unavailable: reason });
+      return;
+    }
+    const bodyFile = join(dir, 'products.json');
+    writeFileSync(bodyFile, probe.body);
+    const baseline = await startApp(baselineMain, { BASELINE_BODY_FILE: bodyFile }, '/products');
+    children.push(baseline);
+    const same = await get(`${baseline.url}/products`);
+    if (same.body !== probe.body) throw new Error('the baseline does not return the same JSON as the sample');
+
+    // Warm both (JIT, the cache entry), then alternate rounds so drift on a shared machine hits both alike.
+    await cannon(`${sample.url}/products`, WARMUP_S);
+    await cannon(`${baseline.url}/products`, WARMUP_S);
+    const ours: autocannon.Result[] = [];
+    const theirs: autocannon.Result[] = [];
+    for (let i = 0; i < ROUNDS; i++) {
+      ours.push(await cannon(`${sample.url}/products`, ROUND_S));
+      theirs.push(await cannon(`${baseline.url}/products`, ROUND_S));
+    }
+    const oursRow = row(OURS, ours, 'sample app: RateLimitGuard + @Cacheable, cache hit');
+    const baseRow = row(BASELINE, theirs, 'same JSON, no Redis');
+    const overheadPct = (1 - oursRow.opsPerSec / baseRow.opsPerSec) * 100;
+    const p99OverheadPct = (oursRow.p99Ms / baseRow.p99Ms - 1) * 100;
+    const met = overheadPct <= TARGET_OVERHEAD_PCT;
+    const summary =
+      `throughput overhead on a cache hit ${overheadPct.toFixed(1)} % (target ≤ ${TARGET_OVERHEAD_PCT} %: ${met ? 'met' : 'missed'}), ` +
+      `p99 ${oursRow.p99Ms.toFixed(1)} ms vs ${baseRow.p99Ms.toFixed(1)} ms; ${CONNECTIONS} connections, median of ${ROUNDS} × ${ROUND_S} s` +
+      (oursRow.errors > 0 ? `; ${oursRow.errors} non-2xx/errors on ours (rate limit not lifted? set RATE_LIMIT_LIMIT in the sample)` : '');
+    printTable('HTTP end to end', [oursRow, baseRow]);
+    process.stdout.write(`${summary}\n\n`);
+    saveResults('http', [oursRow, baseRow], { summary, overheadPct, p99OverheadPct, targetOverheadPct: TARGET_OVERHEAD_PCT, met });
+  } finally {
+    await Promise.all(children.map((c) => c.stop()));
+    rmSync(dir, { recursive: true, force: true });
+    await privateRedis?.stop();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  },
+);

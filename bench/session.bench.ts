@@ -1,0 +1,389 @@
+/**
+ * Sessions: get-with-touch and update throughput, ours vs connect-redis (+ express-session), on one Redis in one run:
+ * directly through the store API and through HTTP (plain Express on both sides; autocannon). Also counts the round
+ * trips each get+touch costs (MONITOR, commands issued by clients, not those run inside our Lua scripts).
+ *
+ * npm run bench:session   (uses BENCH_REDIS_URL when set, else starts a private redis-server)
+ */
+import 'reflect-metadata';
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import { randomBytes } from 'node:crypto';
+import { NestFactory } from '@nestjs/core';
+import { createClient } from '@redis/client';
+import autocannon from 'autocannon';
+import { RedisStore } from 'connect-redis';
+import express from 'express';
+import session from 'express-session';
+import { Redis } from 'ioredis';
+import {
+  RedisConnection,
+  RedisSessionStore,
+  RedisToolkitModule,
+  SessionMiddleware,
+  SessionService,
+  generateSessionId,
+  signCookieValue,
+  type SessionRequest,
+} from '../lib/index.js';
+import { benchRedis } from './support/bench-redis.js';
+import { measure, printTable, saveResults, type BenchRow, type Measurement } from './support/measure.js';
+
+const OURS = 'nestjs-redis-toolkit';
+const OURS_STORE = 'nestjs-redis-toolkit RedisSessionStore';
+const PEER = 'connect-redis 9 (node-redis 5)';
+const OURS_AUTO = 'nestjs-redis-toolkit, own client with enableAutoPipelining';
+const CONTROL = 'control: GET + EXPIRE on ioredis 6';
+const SECRET = 'bench-secret';
+const SESSIONS = 1_000;
+const MEASURE = { concurrency: 50, durationMs: 1_200, warmupMs: 300, rounds: 3 };
+const HTTP_SECONDS = 2;
+const HTTP_ROUNDS = 3;
+
+/** A typical session: a user id and a handful of small fields (~400 bytes as JSON). */
+function payload(i: number): Record<string, unknown> {
+  return {
+    userId: `user-${i % 100}`,
+    roles: ['reader', 'writer'],
+    locale: 'en-GB',
+    theme: 'dark',
+    cart: [{ sku: `SKU-${i}`, qty: 2 }, { sku: 'SKU-42', qty: 1 }],
+    csrf: randomBytes(16).toString('hex'),
+    views: 0,
+    lastPage: '/products/123?ref=home',
+    flags: { beta: true, newsletter: false },
+  };
+}
+
+const cookieFor = (maxAge: number) => ({ originalMaxAge: maxAge, expires: new Date(Date.now() + maxAge), httpOnly: true, path: '/' });
+
+async function main(): Promise<void> {
+  const redis = await benchRedis();
+  const url = redis.url;
+  const prefix = `bench-sess-${randomBytes(3).toString('hex')}:`;
+  const nest = await NestFactory.createApplicationContext(
+    RedisToolkitModule.forRoot({ connection: { url }, keyPrefix: prefix, session: { cookie: { secret: SECRET } } }),
+    { logger: ['error'] },
+  );
+  const sessions = nest.get(SessionService);
+  // The same library with a client the user passes in ({ client }): ioredis with auto-pipelining.
+  const autoClient = new Redis(url, { enableAutoPipelining: true, commandTimeout: 1_000, maxRetriesPerRequest: 0 });
+  const nestAuto = await NestFactory.createApplicationContext(
+    RedisToolkitModule.forRoot({ connection: { client: autoClient }, keyPrefix: prefix, session: { cookie: { secret: SECRET } } }),
+    { logger: ['error'] },
+  );
+  const sessionsAuto = nestAuto.get(SessionService);
+  const ioredis = nest.get(RedisConnection).client as Redis;
+  const ourStore = new RedisSessionStore({ client: ioredis, prefix });
+  const nodeRedis = createClient({ url });
+  await nodeRedis.connect();
+  const peerStore = new RedisStore({ client: nodeRedis, prefix: `${prefix}cr:` });
+
+  const rows: BenchRow[] = [];
+  const servers: Server[] = [];
+  try {
+    // ---- data: the same sessions for every library --------------------------------------------------------------
+    const serviceIds = await Promise.all(Array.from({ length: SESSIONS }, (_, i) => sessions.create(`user-${i % 100}`, payload(i)))).then(
+      (list) => list.map((s) => s.id),
+    );
+    const storeIds = Array.from({ length: SESSIONS }, () => generateSessionId());
+    const peerIds = Array.from({ length: SESSIONS }, () => generateSessionId());
+    const stored = (i: number) => ({ cookie: cookieFor(86_400_000), ...payload(i) }) as unknown as session.SessionData;
+    await Promise.all(storeIds.map((id, i) => ourStore.set(id, stored(i))));
+    await Promise.all(peerIds.map((id, i) => peerStore.set(id, stored(i))));
+    const pick = (ids: string[]) => ids[Math.floor(Math.random() * ids.length)];
+    const pickIndex = () => Math.floor(Math.random() * SESSIONS);
+    let counter = 0;
+
+    // ---- round trips per get+touch ------------------------------------------------------------------------------
+    const getAndTouch = {
+      [OURS]: async () => void (await sessions.get(pick(serviceIds))),
+      [OURS_STORE]: async () => {
+        const id = pick(storeIds);
+        const s = await ourStore.get(id);
+        await ourStore.touch(id, s!);
+      },
+      [PEER]: async () => {
+        const id = pick(peerIds);
+        const s = (await peerStore.get(id)) as session.SessionData;
+        await peerStore.touch(id, s);
+      },
+    };
+    const roundTrips = await countRoundTrips(url, getAndTouch);
+    const redisCpu = await redisCpuPerOp(url, getAndTouch);
+
+    const redisCpuUpdate = await redisCpuPerOp(url, {
+      [OURS]: async () => void (await sessions.update(pick(serviceIds), { views: ++counter })),
+      [OURS_STORE]: async () => {
+        const i = pickIndex();
+        await ourStore.set(storeIds[i], { ...stored(i), views: ++counter } as session.SessionData);
+      },
+      [PEER]: async () => {
+        const i = pickIndex();
+        await peerStore.set(peerIds[i], { ...stored(i), views: ++counter } as session.SessionData);
+      },
+    });
+
+    // ---- store API ---------------------------------------------------------------------------------------------
+    const controlKeys = peerIds.map((id) => `${prefix}cr:${id}`);
+    const api: [string, string, () => Promise<unknown>][] = [
+      [OURS, 'get+touch (store API)', () => sessions.get(pick(serviceIds))],
+      [OURS_AUTO, 'get+touch (store API)', () => sessionsAuto.get(pick(serviceIds))],
+      [
+        CONTROL,
+        'get+touch (store API)',
+        async () => {
+          const key = pick(controlKeys);
+          JSON.parse((await ioredis.get(key))!);
+          await ioredis.expire(key, 86_400);
+        },
+      ],
+      [
+        OURS_STORE,
+        'get+touch (store API)',
+        async () => {
+          const id = pick(storeIds);
+          const s = await ourStore.get(id);
+          await ourStore.touch(id, s!);
+        },
+      ],
+      [
+        PEER,
+        'get+touch (store API)',
+        async () => {
+          const id = pick(peerIds);
+          const s = (await peerStore.get(id)) as session.SessionData;
+          await peerStore.touch(id, s);
+        },
+      ],
+      [OURS, 'update (store API)', () => sessions.update(pick(serviceIds), { views: ++counter })],
+      [OURS_AUTO, 'update (store API)', () => sessionsAuto.update(pick(serviceIds), { views: ++counter })],
+      [
+        OURS_STORE,
+        'update (store API)',
+        () => {
+          const i = pickIndex();
+          return ourStore.set(storeIds[i], { ...stored(i), views: ++counter } as session.SessionData);
+        },
+      ],
+      [
+        PEER,
+        'update (store API)',
+        () => {
+          const i = pickIndex();
+          return peerStore.set(peerIds[i], { ...stored(i), views: ++counter } as session.SessionData);
+        },
+      ],
+    ];
+    // Rounds interleave the libraries (A B C A B C ...) so a burst of load on this shared machine hits all of them.
+    const results = new Map<number, Measurement[]>();
+    for (let round = 0; round < MEASURE.rounds; round++) {
+      for (const [i, [, , op]] of api.entries()) {
+        const m = await measure(op, { ...MEASURE, rounds: 1, warmupMs: round === 0 ? MEASURE.warmupMs : 0 });
+        results.set(i, [...(results.get(i) ?? []), m]);
+      }
+    }
+    for (const [i, [library, operation]] of api.entries()) {
+      const m = medianOf(results.get(i)!);
+      const rt =
+        library === CONTROL
+          ? 'what connect-redis does, on the toolkit\'s client library'
+          : !operation.startsWith('get')
+            ? redisCpuUpdate[library] === undefined
+              ? '1 round trip'
+              : `1 round trip, ${redisCpuUpdate[library]} µs Redis CPU per update`
+            : roundTrips[library] === undefined
+              ? '1 round trip'
+              : `${roundTrips[library]} round trip(s), ${redisCpu[library]} µs Redis CPU per get+touch`;
+      rows.push({ feature: 'session', library, operation, ...m, notes: rt });
+    }
+
+    // ---- HTTP: plain Express, GET reads (and touches), POST modifies ---------------------------------------------
+    const middleware = new SessionMiddleware(sessions);
+    const ours = express();
+    ours.use((req, res, next) => {
+      middleware.use(req as unknown as SessionRequest, res, next).catch(next);
+    });
+    ours.get('/me', (req, res) => {
+      const s = (req as unknown as SessionRequest).session;
+      if (!s) return void res.status(401).end();
+      res.json({ userId: s.userId, views: s.data.views });
+    });
+    ours.post('/me', async (req, res, next) => {
+      const s = (req as unknown as SessionRequest).session;
+      if (!s) return void res.status(401).end();
+      try {
+        const updated = await sessions.update(s.id, { views: Number(s.data.views) + 1 });
+        res.json({ views: updated.data.views });
+      } catch (err) {
+        next(err);
+      }
+    });
+    const oursCookie = `rtk.sid=${encodeURIComponent(signCookieValue(serviceIds[0], SECRET))}`;
+
+    const withExpressSession = (store: session.Store) => {
+      const app = express();
+      app.use(session({ store, secret: SECRET, resave: false, saveUninitialized: false, cookie: { maxAge: 86_400_000 } }));
+      app.post('/login', (req, res) => {
+        Object.assign(req.session, payload(7));
+        res.json({ ok: true });
+      });
+      app.get('/me', (req, res) => {
+        const s = req.session as unknown as { userId?: string; views?: number };
+        if (!s.userId) return void res.status(401).end();
+        res.json({ userId: s.userId, views: s.views });
+      });
+      app.post('/me', (req, res) => {
+        const s = req.session as unknown as { userId?: string; views?: number };
+        if (!s.userId) return void res.status(401).end();
+        s.views = (s.views ?? 0) + 1;
+        res.json({ views: s.views });
+      });
+      return app;
+    };
+
+    const targets: [string, express.Express, string | undefined][] = [
+      [OURS, ours, oursCookie],
+      [OURS_STORE, withExpressSession(ourStore), undefined],
+      [PEER, withExpressSession(peerStore), undefined],
+    ];
+    const endpoints: { library: string; base: string; cookie: string }[] = [];
+    for (const [library, app, fixedCookie] of targets) {
+      const srv = await listen(app);
+      servers.push(srv);
+      const base = `http://127.0.0.1:${(srv.address() as AddressInfo).port}`;
+      endpoints.push({ library, base, cookie: fixedCookie ?? (await login(base)) });
+    }
+    const httpOps = [['GET /me: read+touch (HTTP)', 'GET'], ['POST /me: update (HTTP)', 'POST']] as const;
+    const httpResults = new Map<string, Measurement[]>();
+    for (let round = 0; round < HTTP_ROUNDS; round++) {
+      for (const { library, base, cookie } of endpoints) {
+        for (const [operation, method] of httpOps) {
+          const r = await load(`${base}/me`, method, cookie, round === 0);
+          const key = `${library}\u0000${operation}`;
+          httpResults.set(key, [...(httpResults.get(key) ?? []), r]);
+        }
+      }
+    }
+    for (const { library } of endpoints) {
+      for (const [operation] of httpOps) {
+        const m = medianOf(httpResults.get(`${library}\u0000${operation}`)!);
+        rows.push({ feature: 'session', library, operation, ...m, notes: library === OURS ? 'SessionMiddleware, no express-session' : 'express-session' });
+      }
+    }
+
+    const table = printTable('Sessions: ours vs connect-redis (same Redis, same run)', rows);
+    const ratio = (library: string, operation: string) => {
+      const a = rows.find((r) => r.library === library && r.operation === operation)?.opsPerSec;
+      const b = rows.find((r) => r.library === PEER && r.operation === operation)?.opsPerSec;
+      return a === undefined || b === undefined ? null : Number((a / b).toFixed(2));
+    };
+    const summary = Object.fromEntries(
+      [...new Set(rows.map((r) => r.operation))].flatMap((op) => [
+        [`${op} — SessionService/Middleware ÷ connect-redis`, ratio(OURS, op)],
+        [`${op} — RedisSessionStore ÷ connect-redis`, ratio(OURS_STORE, op)],
+        [`${op} — SessionService with enableAutoPipelining ÷ connect-redis`, ratio(OURS_AUTO, op)],
+        [`${op} — control (GET+EXPIRE on ioredis) ÷ connect-redis`, ratio(CONTROL, op)],
+      ]).filter(([, value]) => value !== null),
+    );
+    const extra = { roundTripsPerGetTouch: roundTrips, redisCpuUsecPerGetTouch: redisCpu, redisCpuUsecPerUpdate: redisCpuUpdate, ratios: summary };
+    process.stdout.write(`${JSON.stringify(extra, null, 2)}\n`);
+    saveResults('session', rows, { ...extra, table });
+  } finally {
+    await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+    await nodeRedis.quit().catch(() => undefined);
+    await nestAuto.close();
+    autoClient.disconnect();
+    await nest.close();
+    await redis.stop();
+  }
+}
+
+/** Counts the commands clients send (MONITOR; commands inside our Lua scripts are reported as 'lua' and skipped). */
+async function countRoundTrips(url: string, ops: Record<string, () => Promise<void>>): Promise<Record<string, number>> {
+  const N = 200;
+  const out: Record<string, number> = {};
+  const admin = new Redis(url);
+  const monitor = await admin.monitor();
+  let count = 0;
+  monitor.on('monitor', (_time: string, _args: string[], source: string) => {
+    if (source !== 'lua') count++;
+  });
+  try {
+    for (const [name, op] of Object.entries(ops)) {
+      await op(); // scripts loaded, connections warm
+      await new Promise((r) => setTimeout(r, 100));
+      count = 0;
+      for (let i = 0; i < N; i++) await op();
+      await new Promise((r) => setTimeout(r, 200));
+      out[name] = Number((count / N).toFixed(2));
+    }
+  } finally {
+    monitor.disconnect();
+    admin.disconnect();
+  }
+  return out;
+}
+
+function medianOf(list: Measurement[]): Measurement {
+  const mid = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+  return {
+    opsPerSec: mid(list.map((m) => m.opsPerSec)),
+    p50Ms: mid(list.map((m) => m.p50Ms)),
+    p99Ms: mid(list.map((m) => m.p99Ms)),
+    errors: list.reduce((sum, m) => sum + m.errors, 0),
+  };
+}
+
+/** Redis CPU time per operation (µs), from INFO commandstats deltas: what each get+touch costs the server. */
+async function redisCpuPerOp(url: string, ops: Record<string, () => Promise<void>>): Promise<Record<string, number>> {
+  const N = 3_000;
+  const admin = new Redis(url);
+  const usec = async (): Promise<number> => {
+    const text = String(await admin.info('commandstats'));
+    let total = 0;
+    for (const m of text.matchAll(/^cmdstat_([\w|]+):calls=\d+,usec=(\d+)/gm)) if (m[1] !== 'info') total += Number(m[2]);
+    return total;
+  };
+  const out: Record<string, number> = {};
+  try {
+    for (const [name, op] of Object.entries(ops)) {
+      await op();
+      const before = await usec();
+      for (let i = 0; i < N; i += 30) await Promise.all(Array.from({ length: 30 }, op));
+      out[name] = Number((((await usec()) - before) / N).toFixed(2));
+    }
+  } finally {
+    admin.disconnect();
+  }
+  return out;
+}
+
+function listen(app: express.Express): Promise<Server> {
+  return new Promise((resolve) => {
+    const srv = app.listen(0, '127.0.0.1', () => resolve(srv));
+  });
+}
+
+async function login(base: string): Promise<string> {
+  const res = await fetch(`${base}/login`, { method: 'POST' });
+  const set = res.headers.get('set-cookie');
+  if (!set) throw new Error('login did not set a cookie');
+  return set.split(';')[0];
+}
+
+async function load(url: string, method: 'GET' | 'POST', cookie: string, warmUp: boolean): Promise<Measurement> {
+  const opts = { url, method, connections: 50, headers: { cookie } } as const;
+  if (warmUp) await autocannon({ ...opts, duration: 1 });
+  const r = await autocannon({ ...opts, duration: HTTP_SECONDS });
+  const errors = r.errors + r.timeouts + r.non2xx;
+  return { opsPerSec: r.requests.average, p50Ms: r.latency.p50, p99Ms: r.latency.p99, errors };
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  },
+);

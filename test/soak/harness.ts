@@ -1,0 +1,141 @@
+/**
+ * The soak framework: runs a workload for N operations in chunks; between chunks (nothing in flight) it forces a
+ * GC and samples the heap, the listener counts of the given emitters and the process's active timers and handles.
+ * A leak shows up as growth from the first quarter of the run to the last.
+ */
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { spawn } from 'node:child_process';
+import type { EventEmitter } from 'node:events';
+
+/** A full GC, without needing node --expose-gc on the command line. */
+function getGc(): () => void {
+  const existing = (globalThis as { gc?: () => void }).gc;
+  if (existing) return existing;
+  setFlagsFromString('--expose-gc');
+  return runInNewContext('gc') as () => void;
+}
+const gc = getGc();
+
+/** The real process (jest gives test files a copy; see test/support/redis-server.ts). */
+function hostProcess(): NodeJS.Process {
+  try {
+    return ((spawn.constructor as FunctionConstructor)('return globalThis')() as typeof globalThis).process;
+  } catch {
+    return process;
+  }
+}
+
+export interface SoakSample {
+  /** Operations done so far. */
+  ops: number;
+  heapUsed: number;
+  listeners: number;
+  timers: number;
+  handles: number;
+}
+
+export interface SoakResult {
+  name: string;
+  ops: number;
+  seconds: number;
+  opsPerSec: number;
+  errors: number;
+  samples: SoakSample[];
+  /** Median heap after GC in the last quarter ÷ the first quarter, minus 1 (0.05 = 5 % growth). */
+  heapGrowth: number;
+  /** Max in the last quarter − max in the first quarter. */
+  listenerGrowth: number;
+  timerGrowth: number;
+  handleGrowth: number;
+}
+
+export interface SoakOptions {
+  name: string;
+  ops: number;
+  /** Concurrent callers. Default 50. */
+  concurrency?: number;
+  /** Samples over the run (at least 8, so each quarter has 2+). Default 20. */
+  samples?: number;
+  /** One operation; `i` is its index. Errors are counted, not thrown (a soak reports, the test decides). */
+  op: (i: number) => Promise<unknown>;
+  /** Emitters whose listener counts must stay flat (clients, subscribers, gateways). */
+  emitters?: () => EventEmitter[];
+}
+
+function countListeners(emitters: EventEmitter[]): number {
+  return emitters.reduce((sum, e) => sum + e.eventNames().reduce((s, name) => s + e.listenerCount(name), 0), 0);
+}
+
+const median = (v: number[]): number => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)] ?? NaN;
+
+async function sample(ops: number, emitters: EventEmitter[]): Promise<SoakSample> {
+  // Let closed sockets and finished timers be released before counting.
+  await new Promise((r) => setImmediate(r));
+  gc();
+  gc();
+  const resources = hostProcess().getActiveResourcesInfo();
+  return {
+    ops,
+    heapUsed: process.memoryUsage().heapUsed,
+    listeners: countListeners(emitters),
+    timers: resources.filter((r) => r === 'Timeout').length,
+    handles: resources.length,
+  };
+}
+
+export async function runSoak(options: SoakOptions): Promise<SoakResult> {
+  const { name, ops, concurrency = 50, samples: sampleCount = 20, op, emitters = () => [] } = options;
+  const count = Math.max(8, sampleCount);
+  const chunk = Math.max(concurrency, Math.ceil(ops / count));
+  const samples: SoakSample[] = [];
+  let done = 0;
+  let errors = 0;
+  const started = performance.now();
+  while (done < ops) {
+    const end = Math.min(ops, done + chunk);
+    let next = done;
+    await Promise.all(
+      Array.from({ length: concurrency }, async () => {
+        while (next < end) {
+          const i = next++;
+          try {
+            await op(i);
+          } catch {
+            errors++;
+          }
+        }
+      }),
+    );
+    done = end;
+    samples.push(await sample(done, emitters()));
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const quarter = Math.max(2, Math.floor(samples.length / 4));
+  // Skip the very first sample: it includes warm-up (JIT, connection buffers, script cache).
+  const first = samples.slice(1, 1 + quarter);
+  const last = samples.slice(-quarter);
+  const growth = (pick: (s: SoakSample) => number): number => Math.max(...last.map(pick)) - Math.max(...first.map(pick));
+  return {
+    name,
+    ops: done,
+    seconds,
+    opsPerSec: done / seconds,
+    errors,
+    samples,
+    heapGrowth: median(last.map((s) => s.heapUsed)) / median(first.map((s) => s.heapUsed)) - 1,
+    listenerGrowth: growth((s) => s.listeners),
+    timerGrowth: growth((s) => s.timers),
+    handleGrowth: growth((s) => s.handles),
+  };
+}
+
+export function formatSoak(r: SoakResult): string {
+  const mb = (b: number): string => (b / 2 ** 20).toFixed(1);
+  const heap = r.samples.map((s) => mb(s.heapUsed)).join(' ');
+  return (
+    `soak ${r.name}: ${r.ops.toLocaleString('en-US')} ops in ${r.seconds.toFixed(1)} s (${Math.round(r.opsPerSec).toLocaleString('en-US')}/s), ` +
+    `${r.errors} errors; heap growth ${(r.heapGrowth * 100).toFixed(1)} % (MB after GC: ${heap}); ` +
+    `listeners +${r.listenerGrowth}, timers +${r.timerGrowth}, handles +${r.handleGrowth}`
+  );
+}

@@ -1,0 +1,152 @@
+/**
+ * `npm run test:soak` (minutes; not part of `npm test` or CI by default). One workload slot per feature:
+ *   foundation  1M raw ops through the toolkit's client (SET/GET/DEL, a Lua script, health checks) — runs today;
+ *   cache       1M CacheService ops (getOrSet / get / set)
+ *   rate limit  1M RateLimitService.consume decisions
+ *   lock        100k LockService acquire/release cycles
+ *   pub/sub     100k PubSubService notifications, every one received
+ * A feature's slot switches on once the feature is merged (its service has the method). For each: heap after GC
+ * grows < 10 % from the first to the last quarter, listener and timer counts do not grow, no errors.
+ * SOAK_SCALE=0.05 runs 5 % of the counts (a quick check of the framework).
+ */
+import 'reflect-metadata';
+import { CacheService, KeyBuilder, LockService, PubSubService, RateLimitService, RedisConnection, RedisToolkitHealth } from '../../lib/index.js';
+import { LuaScript } from '../../lib/common/lua-script.js';
+import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
+import { closeToolkitApps, createToolkitApp, type ToolkitApp } from '../support/toolkit-app.js';
+import { waitFor } from '../support/wait.js';
+import { formatSoak, runSoak, type SoakResult } from './harness.js';
+
+const SCALE = Number(process.env.SOAK_SCALE ?? 1);
+const n = (full: number): number => Math.max(1_000, Math.round(full * SCALE));
+
+interface CacheApi {
+  get(key: string): Promise<unknown>;
+  set(key: string, value: unknown, options?: { ttl?: number }): Promise<void>;
+  getOrSet<T>(key: string, loader: () => Promise<T>, options?: { ttl?: number }): Promise<T>;
+}
+interface RateLimitApi {
+  consume(key: string, options: { limit: number; ttl: number }): Promise<{ allowed: boolean }>;
+}
+interface LockApi {
+  acquire(resource: string, options?: { ttl?: number; waitMs?: number }): Promise<{ release(): Promise<unknown> }>;
+}
+interface PubSubApi {
+  publish(channel: string, payload: unknown): Promise<number>;
+  subscribe(channel: string, handler: (payload: unknown) => void): Promise<() => Promise<void>>;
+}
+
+const has = (type: { prototype: object }, method: string): boolean => typeof (type.prototype as Record<string, unknown>)[method] === 'function';
+
+let redis: RedisServerHandle;
+let app: ToolkitApp;
+const results: SoakResult[] = [];
+
+beforeAll(async () => {
+  redis = await startRedisServer();
+  app = await createToolkitApp({ target: { url: redis.url }, commandTimeout: 2_000 });
+});
+
+afterAll(async () => {
+  await closeToolkitApps();
+  await redis?.stop();
+  process.stdout.write(`\n${results.map(formatSoak).join('\n')}\n`);
+});
+
+const clients = () => {
+  const connection = app.get(RedisConnection);
+  return [connection.client];
+};
+
+function expectNoLeak(r: SoakResult): void {
+  results.push(r);
+  expect(r.errors).toBe(0);
+  expect(r.heapGrowth).toBeLessThan(0.1);
+  expect(r.listenerGrowth).toBeLessThanOrEqual(0);
+  expect(r.timerGrowth).toBeLessThanOrEqual(0);
+  expect(r.handleGrowth).toBeLessThanOrEqual(0);
+}
+
+const incr = new LuaScript<number>('rtk_soak_incr', "return redis.call('INCR', KEYS[1])", 1);
+
+describe('soak', () => {
+  it(`foundation: ${n(1_000_000).toLocaleString('en-US')} raw ops through the toolkit client`, async () => {
+    const connection = app.get(RedisConnection);
+    const keys = app.get(KeyBuilder);
+    const health = app.get(RedisToolkitHealth);
+    const client = connection.client;
+    expectNoLeak(
+      await runSoak({
+        name: 'foundation',
+        ops: n(1_000_000),
+        op: async (i) => {
+          const key = keys.key('soak', String(i % 10_000));
+          switch (i % 5) {
+            case 0:
+              return client.set(key, JSON.stringify({ i, at: Date.now() }), 'PX', 60_000);
+            case 1:
+              return client.get(key);
+            case 2:
+              return incr.run(client, [keys.tagged('soak', String(i % 100), ':n')]);
+            case 3:
+              return client.del(key);
+            default:
+              return i % 1000 === 4 ? health.check() : client.exists(key);
+          }
+        },
+        emitters: clients,
+      }),
+    );
+  });
+
+  (has(CacheService, 'getOrSet') ? it : it.skip)(`cache: ${n(1_000_000).toLocaleString('en-US')} CacheService ops`, async () => {
+    const cache = app.get(CacheService) as unknown as CacheApi;
+    expectNoLeak(
+      await runSoak({
+        name: 'cache',
+        ops: n(1_000_000),
+        op: (i) => {
+          const key = `soak:${i % 10_000}`;
+          if (i % 10 === 0) return cache.set(key, { i }, { ttl: 60_000 });
+          if (i % 10 === 1) return cache.get(key);
+          return cache.getOrSet(key, async () => ({ i, loaded: true }), { ttl: 60_000 });
+        },
+        emitters: clients,
+      }),
+    );
+  });
+
+  (has(RateLimitService, 'consume') ? it : it.skip)(`rate limit: ${n(1_000_000).toLocaleString('en-US')} decisions`, async () => {
+    const rl = app.get(RateLimitService) as unknown as RateLimitApi;
+    expectNoLeak(
+      await runSoak({ name: 'rate limit', ops: n(1_000_000), op: (i) => rl.consume(`soak:${i % 1_000}`, { limit: 100, ttl: 1_000 }), emitters: clients }),
+    );
+  });
+
+  (has(LockService, 'acquire') ? it : it.skip)(`lock: ${n(100_000).toLocaleString('en-US')} acquire/release cycles`, async () => {
+    const lock = app.get(LockService) as unknown as LockApi;
+    expectNoLeak(
+      await runSoak({
+        name: 'lock',
+        ops: n(100_000),
+        concurrency: 20,
+        op: async (i) => {
+          const held = await lock.acquire(`soak:${i % 100}`, { ttl: 5_000, waitMs: 5_000 });
+          await held.release();
+        },
+        emitters: clients,
+      }),
+    );
+  });
+
+  (has(PubSubService, 'publish') && has(PubSubService, 'subscribe') ? it : it.skip)(`pub/sub: ${n(100_000).toLocaleString('en-US')} notifications, all received`, async () => {
+    const pubsub = app.get(PubSubService) as unknown as PubSubApi;
+    let received = 0;
+    const unsubscribe = await Promise.all(Array.from({ length: 10 }, (_, c) => pubsub.subscribe(`soak:${c}`, () => void received++)));
+    const total = n(100_000);
+    const r = await runSoak({ name: 'pub/sub', ops: total, op: (i) => pubsub.publish(`soak:${i % 10}`, { i }), emitters: clients });
+    expect(await waitFor(() => received >= total, 10_000)).toBe(true);
+    await Promise.all(unsubscribe.map((u) => u()));
+    expectNoLeak(r);
+  });
+});
