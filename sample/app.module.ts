@@ -1,0 +1,38 @@
+import { Module } from '@nestjs/common';
+import { ConfigModule, ConfigService } from '@nestjs/config';
+import { RedisToolkitModule } from '../lib/index.js';
+import { ApiModule } from './api/api.module.js';
+import { AuthModule } from './auth/auth.module.js';
+import { HealthController } from './health/health.controller.js';
+import { NotificationsModule } from './notifications/notifications.module.js';
+import { OrdersModule } from './orders/orders.module.js';
+import { ProductsModule } from './products/products.module.js';
+
+@Module({
+  imports: [
+    ConfigModule.forRoot({ isGlobal: true }),
+    RedisToolkitModule.forRootAsync({
+      inject: [ConfigService],
+      useFactory: (config: ConfigService) => ({
+        connection: { url: config.getOrThrow<string>('REDIS_URL') },
+        keyPrefix: config.get<string>('REDIS_KEY_PREFIX', 'rtk-sample:'),
+        commandTimeout: Number(config.get('REDIS_COMMAND_TIMEOUT_MS', 500)),
+        maxReconnectDelay: 1_000,
+        // L1: hot entries are served from memory (kept coherent across instances through Redis pub/sub).
+        cache: { defaultTtl: 30_000, staleTtl: 60_000, l1: { max: 10_000, ttl: 5_000 } },
+        rateLimit: {
+          defaults: { limit: Number(config.get('RATE_LIMIT_LIMIT', 100)), ttl: 60_000 },
+          trustProxy: config.get('TRUST_PROXY') === 'true',
+        },
+        session: { cookie: { secret: config.get<string>('SESSION_SECRET', 'change-me-in-production'), secure: 'auto' } },
+      }),
+    }),
+    ProductsModule,
+    AuthModule,
+    ApiModule,
+    OrdersModule,
+    NotificationsModule,
+  ],
+  controllers: [HealthController],
+})
+export class AppModule {}

@@ -1,0 +1,38 @@
+import { BadRequestException, Body, Controller, HttpCode, Module, Post, UseGuards, type MiddlewareConsumer, type NestModule } from '@nestjs/common';
+import { CurrentSession, PubSubService, SessionGuard, SessionMiddleware } from '../../lib/index.js';
+import { NotificationsGatewayModule } from '../../lib/pubsub/gateway/index.js';
+
+/**
+ * Sample of pub/sub. The page at / logs in with POST /auth/login (sample/auth: a signed, httpOnly session cookie),
+ * connects to the `/notifications` Socket.IO namespace — the gateway's default `authenticate` reads that same cookie
+ * through SessionService — and shows live notifications; POST /notifications/send publishes one.
+ */
+const PUBLIC_CHANNELS = ['announcements'];
+
+@Controller('notifications')
+class NotificationsController {
+  constructor(private readonly pubsub: PubSubService) {}
+
+  /** `{ to: '<user>' | 'announcements', text }`, as the logged-in user. */
+  @Post('send')
+  @HttpCode(202)
+  @UseGuards(SessionGuard)
+  async send(@CurrentSession('userId') from: string, @Body() body: { to?: unknown; text?: unknown } | undefined): Promise<{ receivers: number }> {
+    const { to, text } = body ?? {};
+    if (typeof text !== 'string' || text.length === 0 || text.length > 500) throw new BadRequestException('text: 1-500 characters');
+    if (typeof to !== 'string' || to.trim().length === 0 || to.length > 100) throw new BadRequestException('to: a user name or "announcements"');
+    const message = { from, text };
+    const receivers = PUBLIC_CHANNELS.includes(to) ? await this.pubsub.publish(to, message) : await this.pubsub.notifyUser(to.trim(), message);
+    return { receivers };
+  }
+}
+
+@Module({
+  imports: [NotificationsGatewayModule.register({ publicChannels: PUBLIC_CHANNELS })],
+  controllers: [NotificationsController],
+})
+export class NotificationsModule implements NestModule {
+  configure(consumer: MiddlewareConsumer): void {
+    consumer.apply(SessionMiddleware).forRoutes(NotificationsController);
+  }
+}
