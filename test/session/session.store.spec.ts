@@ -1,0 +1,175 @@
+import 'reflect-metadata';
+import { randomBytes } from 'node:crypto';
+import express from 'express';
+import session from 'express-session';
+import { Cluster, Redis } from 'ioredis';
+import request from 'supertest';
+import { generateSessionId, RedisConnection, RedisSessionStore, RedisUnavailableError, SessionService } from '../../lib/index.js';
+import type { RedisClient } from '../../lib/common/lua-script.js';
+import { startRedisServer } from '../support/redis-server.js';
+import { trackForCleanup } from '../support/private-servers.js';
+import { sharedServers } from '../support/shared-servers.js';
+import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+
+afterEach(closeToolkitApps);
+
+declare module 'express-session' {
+  interface SessionData {
+    userId?: string;
+    views?: number;
+  }
+}
+
+function clientFor(target: 'single' | 'cluster'): RedisClient {
+  const client =
+    target === 'single'
+      ? new Redis(sharedServers().single.url)
+      : new Cluster(sharedServers().cluster, { redisOptions: { maxRetriesPerRequest: 0 } });
+  return trackForCleanup(client);
+}
+
+/** A plain Express app (no Nest) using express-session with our store, as an app using connect-redis would. */
+function expressApp(store: RedisSessionStore): { app: express.Express } {
+  const app = express();
+  app.use(express.json());
+  app.use(session({ store, secret: 'shh', resave: false, saveUninitialized: false, cookie: { maxAge: 60_000 } }));
+  app.post('/login', (req, res, next) => {
+    req.session.regenerate((err) => {
+      if (err) return next(err);
+      req.session.userId = String((req.body as { user?: string }).user);
+      req.session.views = 0;
+      res.json({ ok: true });
+    });
+  });
+  app.get('/me', (req, res) => {
+    if (!req.session.userId) return res.status(401).json({ error: 'no session' });
+    req.session.views = (req.session.views ?? 0) + 1;
+    res.json({ userId: req.session.userId, views: req.session.views });
+  });
+  app.get('/peek', (req, res) => res.json({ userId: req.session.userId ?? null }));
+  app.post('/logout', (req, res, next) => req.session.destroy((err) => (err ? next(err) : res.json({ ok: true }))));
+  return { app };
+}
+
+describe.each(['single', 'cluster'] as const)('RedisSessionStore with express-session on %s', (target) => {
+  const prefix = (): string => `rtk-store-${randomBytes(4).toString('hex')}:`;
+
+  it('login, read, logout through HTTP', async () => {
+    const store = new RedisSessionStore({ client: clientFor(target), prefix: prefix() });
+    const { app } = expressApp(store);
+    const agent = request.agent(app);
+    await agent.get('/me').expect(401);
+    expect(await store.length()).toBe(0); // saveUninitialized: false
+    await agent.post('/login').send({ user: 'alice' }).expect(200);
+    expect((await agent.get('/me').expect(200)).body).toEqual({ userId: 'alice', views: 1 });
+    expect((await agent.get('/me').expect(200)).body).toEqual({ userId: 'alice', views: 2 });
+    expect((await agent.get('/peek').expect(200)).body).toEqual({ userId: 'alice' });
+    const [id] = await store.ids();
+    expect(id).toMatch(/^[A-Za-z0-9_-]{32}$/); // express-session's default genid
+    const stored = await store.get(id);
+    expect(stored).toMatchObject({ userId: 'alice', views: 2, cookie: { originalMaxAge: 60_000, httpOnly: true, path: '/' } });
+    await agent.post('/logout').expect(200);
+    await agent.get('/me').expect(401);
+    expect(await store.get(id)).toBeNull();
+    expect(await store.length()).toBe(0);
+  });
+
+  it('implements get/set/touch/destroy/all/length/ids/clear with promises and callbacks', async () => {
+    const client = clientFor(target);
+    const p = prefix();
+    const store = new RedisSessionStore({ client, prefix: p, ttl: 5_000 });
+    const cookie = { originalMaxAge: 2_000, expires: new Date(Date.now() + 2_000), httpOnly: true, path: '/' };
+    const ids = Array.from({ length: 30 }, () => randomBytes(24).toString('base64url'));
+    await Promise.all(ids.map((id, i) => store.set(id, { cookie, userId: `u${i % 3}`, n: i } as never)));
+    expect(await store.length()).toBe(30);
+    expect((await store.ids()).sort()).toEqual([...ids].sort());
+    const all = await store.all();
+    expect(all).toHaveLength(30);
+    expect(all.map((s) => (s as unknown as { n: number }).n).sort((a, b) => a - b)).toEqual(ids.map((_, i) => i));
+    // ttl from the cookie's expiry, as connect-redis does
+    const pttl = await client.pttl(`${p}sess:{${ids[0]}}`);
+    expect(pttl).toBeGreaterThan(1_000);
+    expect(pttl).toBeLessThanOrEqual(2_000);
+    // callback style
+    const viaCallback = await new Promise<unknown>((resolve, reject) => store.get(ids[1], (err, s) => (err ? reject(err) : resolve(s))));
+    expect(viaCallback).toMatchObject({ n: 1, userId: 'u1' });
+    await new Promise<void>((resolve, reject) => store.destroy(ids[1], (err) => (err ? reject(err) : resolve())));
+    expect(await store.get(ids[1])).toBeNull();
+    // touch (no-op after a touching get) keeps it alive
+    await new Promise<void>((resolve) => store.touch(ids[2], { cookie } as never, () => resolve()));
+    await store.clear();
+    expect(await store.length()).toBe(0);
+    expect(await client.exists(`${p}sess:user:{u0}`)).toBe(0);
+  });
+
+  it('touchOnGet: false makes get a plain read and touch extend the ttl', async () => {
+    const client = clientFor(target);
+    const p = prefix();
+    const store = new RedisSessionStore({ client, prefix: p, ttl: 1_000, touchOnGet: false });
+    const id = randomBytes(24).toString('base64url');
+    await store.set(id, { cookie: { originalMaxAge: null } } as never);
+    await new Promise((r) => setTimeout(r, 400));
+    await store.get(id);
+    expect(await client.pttl(`${p}sess:{${id}}`)).toBeLessThan(700);
+    await store.touch(id, { cookie: { originalMaxAge: null } } as never);
+    expect(await client.pttl(`${p}sess:{${id}}`)).toBeGreaterThan(900);
+  });
+
+  it('a late set after destroy does not resurrect the session (tombstone)', async () => {
+    const store = new RedisSessionStore({ client: clientFor(target), prefix: prefix() });
+    const id = randomBytes(24).toString('base64url');
+    const cookie = { originalMaxAge: 60_000, expires: new Date(Date.now() + 60_000) };
+    await store.set(id, { cookie, userId: 'x' } as never);
+    await store.destroy(id);
+    await store.set(id, { cookie, userId: 'x', late: true } as never);
+    expect(await store.get(id)).toBeNull();
+    expect(await store.length()).toBe(0);
+  });
+
+  it('malformed ids are rejected before Redis: get → null, destroy → no-op, set → InvalidKeyError', async () => {
+    const store = new RedisSessionStore({ client: clientFor(target), prefix: prefix() });
+    for (const bad of ['', '*', '../x', 'x'.repeat(10_000), '{abcdefghijklmnop}']) {
+      expect(await store.get(bad)).toBeNull();
+      await store.destroy(bad);
+      await expect(store.set(bad, { cookie: {} } as never)).rejects.toMatchObject({ code: 'E_INVALID_KEY' });
+    }
+  });
+
+  it('shares keys with SessionService: each sees the other’s sessions, and destroyAllForUser logs out express sessions', async () => {
+    const p = prefix();
+    const nest = await createToolkitApp({ target, keyPrefix: p });
+    const sessions = nest.get(SessionService);
+    const store = new RedisSessionStore({ client: nest.get(RedisConnection).client as Redis, prefix: p });
+    const fromService = await sessions.create('alice', { theme: 'dark' });
+    expect(await store.get(fromService.id)).toMatchObject({ userId: 'alice', theme: 'dark', cookie: { path: '/' } });
+    const sid = generateSessionId();
+    await store.set(sid, { cookie: { originalMaxAge: 60_000, expires: new Date(Date.now() + 60_000) }, userId: 'alice', cart: [1] } as never);
+    expect(await sessions.get(sid)).toMatchObject({ id: sid, userId: 'alice', data: { userId: 'alice', cart: [1] } });
+    expect((await sessions.listForUser('alice')).map((s) => s.id).sort()).toEqual([fromService.id, sid].sort());
+    expect(await sessions.destroyAllForUser('alice')).toBe(2);
+    expect(await store.get(sid)).toBeNull();
+    expect(await store.get(fromService.id)).toBeNull();
+  });
+});
+
+describe('RedisSessionStore when Redis is down', () => {
+  it('reports errors as RedisUnavailableError with status 503 (express answers 503, not an anonymous pass)', async () => {
+    const server = trackForCleanup(await startRedisServer());
+    const client = trackForCleanup(new Redis(server.url, { maxRetriesPerRequest: 0, commandTimeout: 300 }));
+    await client.ping();
+    const store = new RedisSessionStore({ client, prefix: 'rtk-store-down:' });
+    const { app } = expressApp(store);
+    const agent = request.agent(app);
+    await agent.post('/login').send({ user: 'alice' }).expect(200);
+    await agent.get('/me').expect(200);
+    await server.kill();
+    const res = await agent.get('/me');
+    expect(res.status).toBe(503);
+    await expect(store.get(randomBytes(24).toString('base64url'))).rejects.toBeInstanceOf(RedisUnavailableError);
+  });
+
+  it('needs a client', () => {
+    expect(() => new RedisSessionStore({} as never)).toThrow(/client must be an ioredis Redis or Cluster instance/);
+    expect(() => new RedisSessionStore({ client: new Redis({ lazyConnect: true }), ttl: -1 })).toThrow(/ttl must be a positive number/);
+  });
+});
