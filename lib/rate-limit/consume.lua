@@ -18,7 +18,7 @@ local n = #KEYS
 local now_us -- microseconds; read once, and only if a sliding window or a token bucket needs it
 -- per policy i, 8 slots from o = (i - 1) * 8 (one flat table, not one table per field or per policy):
 -- o+1 allowed, o+2 remaining now, o+3 remaining after the charge, o+4 reset now, o+5 reset after the charge,
--- o+6 retry, o+7 state for the charge (count or new TAT), o+8 sliding window start (to find its newest member)
+-- o+6 retry, o+7 state for the charge (count or new TAT)
 local S = {}
 
 -- reads the server's clock into now_us the first time a policy needs it
@@ -29,13 +29,14 @@ local function read_now()
   end
 end
 
--- ms until the newest member of a sliding window leaves it (0 for an empty window)
+-- ms until the newest member of a sliding window leaves it (0 for an empty window). The newest member has the
+-- highest score, so it is read by rank from the end: O(log N). (Reaching it with ZRANGEBYSCORE ... LIMIT count-1
+-- would walk every member of the window: 1 ms per call at 200k members.)
 local function newest_leaves(i)
   local o = (i - 1) * 8
-  local count = S[o + 7]
-  if count == 0 then return 0 end
+  if S[o + 7] == 0 then return 0 end
   local win_us = tonumber(ARGV[1 + (i - 1) * 5 + 3]) * 1000
-  local newest = redis.call('ZRANGEBYSCORE', KEYS[i], '(' .. S[o + 8], '+inf', 'WITHSCORES', 'LIMIT', count - 1, 1)
+  local newest = redis.call('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')
   return newest[2] and (tonumber(newest[2]) + win_us - now_us) or 0
 end
 local all = true
@@ -89,13 +90,16 @@ for i = 1, n do
     S[o + 4] = false
     S[o + 5] = cost > 0 and win_us or false
     S[o + 6] = 0
-    S[o + 8] = from
     if not S[o + 1] then
       if cost > limit then
         S[o + 6] = win_us -- can never fit; the caller validates cost, this is only a guard
       else
-        -- the request fits once (count + cost - limit) of the oldest members have left
-        local nth = redis.call('ZRANGEBYSCORE', key, '(' .. from, '+inf', 'WITHSCORES', 'LIMIT', count + cost - limit - 1, 1)
+        -- the request fits once (count + cost - limit) of the oldest members have left. Read by rank (O(log N)):
+        -- the window's members follow the ones a peek left in place (those that already left the window).
+        local first = 0
+        if peek then first = redis.call('ZCARD', key) - count end
+        local rank = first + count + cost - limit - 1
+        local nth = redis.call('ZRANGE', key, rank, rank, 'WITHSCORES')
         S[o + 6] = tonumber(nth[2]) + win_us - now_us
       end
     end

@@ -61,6 +61,21 @@ describe.each(['single', 'cluster'] as const)('RateLimitService on %s', (target)
     expect(again.filter((r) => r.allowed)).toHaveLength(3); // the two later ones are still in the window
   });
 
+  it('sliding window: a peek that sees members which left the window (still stored) answers the same retry as a refusal', async () => {
+    const key = uid();
+    const policy: RateLimitPolicy = { limit: 2, ttl: 1_000, algorithm: 'sliding-window' };
+    expect((await rl.consume(key, policy)).allowed).toBe(true); // t0
+    await sleep(400);
+    expect((await rl.consume(key, policy)).allowed).toBe(true); // t1 = t0 + 400
+    await sleep(700); // t0's member has left the window; only a consume removes it
+    const peeked = await rl.peek(key, { ...policy, cost: 2 });
+    const refused = await rl.consume(key, { ...policy, cost: 2 });
+    expect([peeked.allowed, refused.allowed]).toEqual([false, false]);
+    // both wait for t1's member (about 300 ms away), not for t0's, which has already gone
+    expect(peeked.retryAfterMs).toBeGreaterThan(50);
+    expect(Math.abs(peeked.retryAfterMs - refused.retryAfterMs)).toBeLessThanOrEqual(20);
+  });
+
   it('boundary burst: a fixed window admits about 2x limit across a boundary, the sliding window does not', async () => {
     const limit = 10;
     const burst = async (algorithm: RateLimitAlgorithm): Promise<number> => {
@@ -259,5 +274,41 @@ describe('two app instances', () => {
       Array.from({ length: 100 }, (_, i) => (i % 2 ? a : b).get(RateLimitService).consume(key, policy)),
     );
     expect(results.filter((r) => r.allowed)).toHaveLength(25);
+  });
+});
+
+describe('sliding window cost in Redis', () => {
+  it('peeks and refusals on a window of 40,000 members cost about what they cost on a window of 4', async () => {
+    const app = await createToolkitApp({ target: 'single' });
+    const rl = app.get(RateLimitService);
+    const client = app.get<RedisClient>(REDIS_CLIENT);
+    const evalshaUsec = async (): Promise<number> => {
+      const m = /^cmdstat_evalsha:calls=\d+,usec=(\d+)/m.exec(String(await client.info('commandstats')));
+      return Number(m?.[1] ?? 0);
+    };
+    const big: RateLimitPolicy = { limit: 40_000, ttl: 60_000, algorithm: 'sliding-window' };
+    const small: RateLimitPolicy = { limit: 4, ttl: 60_000, algorithm: 'sliding-window' };
+    const bigKey = uid();
+    const smallKey = uid();
+    for (let i = 0; i < 4; i++) expect((await rl.consume(bigKey, { ...big, cost: 10_000 })).allowed).toBe(true);
+    for (let i = 0; i < 4; i++) expect((await rl.consume(smallKey, small)).allowed).toBe(true);
+    // Redis time of 100 peeks and 100 refusals (each reads the newest member for the reset, a refusal also the
+    // member whose exit admits it)
+    const redisTime = async (key: string, policy: RateLimitPolicy): Promise<number> => {
+      const before = await evalshaUsec();
+      for (let i = 0; i < 100; i++) {
+        const peeked = await rl.peek(key, policy);
+        const refused = await rl.consume(key, policy);
+        expect([peeked.allowed, refused.allowed, peeked.remaining]).toEqual([false, false, 0]);
+        expect(refused.resetMs).toBeGreaterThan(50_000);
+      }
+      return (await evalshaUsec()) - before;
+    };
+    await redisTime(smallKey, small); // warm up
+    const smallUsec = await redisTime(smallKey, small);
+    const bigUsec = await redisTime(bigKey, big);
+    // Walking the window (ZRANGEBYSCORE ... LIMIT count-1) made this ratio about 40 at 40,000 members.
+    expect(bigUsec / smallUsec).toBeLessThan(4);
+    expect(await client.zcard(rl.redisKey(bigKey, '40000/60000', 'sliding-window'))).toBe(40_000);
   });
 });
