@@ -5,6 +5,7 @@ import { ApiModule } from './api/api.module.js';
 import { AuthModule } from './auth/auth.module.js';
 import { HealthController } from './health/health.controller.js';
 import { NotificationsModule } from './notifications/notifications.module.js';
+import { PageController } from './page/page.controller.js';
 import { OrdersModule } from './orders/orders.module.js';
 import { ProductsModule } from './products/products.module.js';
 
@@ -33,6 +34,6 @@ import { ProductsModule } from './products/products.module.js';
     OrdersModule,
     NotificationsModule,
   ],
-  controllers: [HealthController],
+  controllers: [HealthController, PageController],
 })
 export class AppModule {}

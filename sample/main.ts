@@ -1,8 +1,6 @@
 import 'reflect-metadata';
 import { Logger } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import type { NestExpressApplication } from '@nestjs/platform-express';
-import { fileURLToPath } from 'node:url';
 import { AppModule } from './app.module.js';
 import { startPrivateRedis } from './private-redis.js';
 
@@ -13,9 +11,8 @@ async function bootstrap(): Promise<void> {
     process.env.REDIS_URL = redis.url;
     logger.log(`REDIS_URL is not set: started a private redis-server at ${redis.url} (stopped on exit)`);
   }
-  const app = await NestFactory.create<NestExpressApplication>(AppModule);
+  const app = await NestFactory.create(AppModule);
   app.enableShutdownHooks();
-  app.useStaticAssets(fileURLToPath(new URL('../../sample/public', import.meta.url)));
   const port = Number(process.env.PORT ?? 3000);
   await app.listen(port, process.env.HOST ?? '127.0.0.1');
   logger.log(`Sample app on http://127.0.0.1:${port} (GET /health, GET /products, page at /)`);

@@ -276,6 +276,14 @@ describe('no fault (baseline for the latency bound)', () => {
   });
 });
 
+describe('the built sample', () => {
+  it('serves the notifications page at / (read from sample/public, found from the build)', async () => {
+    const page = await httpGet(`${direct.baseUrl}/`);
+    expect(page.status).toBe(200);
+    expect(page.body).toContain('<title>nestjs-redis-toolkit · live notifications</title>');
+  });
+});
+
 describeScenario({
   name: 'Redis SIGKILLed for 2 s, then restarted',
   via: 'direct',

@@ -4,12 +4,11 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Controller, Get, Header } from '@nestjs/common';
-import { readFileSync } from 'node:fs';
 import { chromium, type BrowserContext } from 'playwright-core';
 import { PubSubService } from '../../lib/index.js';
 import { AuthModule } from '../../sample/auth/auth.module.js';
 import { NotificationsModule } from '../../sample/notifications/notifications.module.js';
+import { PageController } from '../../sample/page/page.controller.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 
 /**
@@ -22,18 +21,6 @@ if (!hasChromium) {
   process.stderr.write(`browser test skipped: no Chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)\n`);
 }
 const ARTIFACTS = fileURLToPath(new URL('../artifacts/', import.meta.url));
-const PUBLIC = fileURLToPath(new URL('../../sample/public', import.meta.url));
-
-/** Serves the page as the sample app does (main.ts uses useStaticAssets, which must run before init). */
-@Controller()
-class PageController {
-  @Get()
-  @Header('content-type', 'text/html; charset=utf-8')
-  page(): string {
-    return readFileSync(join(PUBLIC, 'index.html'), 'utf8');
-  }
-}
-
 let context: BrowserContext | undefined;
 let profile: string | undefined;
 
