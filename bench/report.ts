@@ -90,7 +90,8 @@ export function withRatios(results: FeatureResults[]): ReportRow[] {
     for (const row of result.rows) {
       const feature = row.feature || result.feature;
       const ours = result.rows.find((r) => r.library === OURS && r.operation === row.operation);
-      const ratio = row.library !== OURS && ours && row.opsPerSec > 0 ? ours.opsPerSec / row.opsPerSec : undefined;
+      // our own variants (another algorithm, another client) are shown but not charted as peers
+      const ratio = !row.library.startsWith(OURS) && ours && row.opsPerSec > 0 ? ours.opsPerSec / row.opsPerSec : undefined;
       rows.push({ ...row, feature, ratio });
     }
   }
@@ -137,7 +138,7 @@ export function markdown(results: FeatureResults[], rows: ReportRow[], meta: { m
     '| --- | --- | --- | ---: | ---: | ---: | ---: | --- |',
   ];
   for (const r of rows) {
-    const ratio = r.library === OURS ? '(ours)' : fmtRatio(r.ratio);
+    const ratio = r.library.startsWith(OURS) ? '(ours)' : fmtRatio(r.ratio);
     lines.push(
       `| ${escapeMd(r.feature)} | ${escapeMd(r.library)} | ${escapeMd(r.operation)} | ${fmtOps(r.opsPerSec)} | ${fmtMs(r.p50Ms)} | ${fmtMs(r.p99Ms)} | ${ratio} | ${escapeMd(r.notes ?? '')}${r.errors ? ` (${r.errors} errors)` : ''} |`,
     );

@@ -1,6 +1,6 @@
 import { Module } from '@nestjs/common';
 import { ConfigModule, ConfigService } from '@nestjs/config';
-import { RedisToolkitModule } from '../lib/index.js';
+import { RedisToolkitModule, type RateLimitAlgorithm } from '../lib/index.js';
 import { ApiModule } from './api/api.module.js';
 import { AuthModule } from './auth/auth.module.js';
 import { HealthController } from './health/health.controller.js';
@@ -22,7 +22,12 @@ import { ProductsModule } from './products/products.module.js';
         // L1: hot entries are served from memory (kept coherent across instances through Redis pub/sub).
         cache: { defaultTtl: 30_000, staleTtl: 60_000, l1: { max: 10_000, ttl: 5_000 } },
         rateLimit: {
-          defaults: { limit: Number(config.get('RATE_LIMIT_LIMIT', 100)), ttl: 60_000 },
+          defaults: {
+            limit: Number(config.get('RATE_LIMIT_LIMIT', 100)),
+            ttl: 60_000,
+            // sliding-window (exact), fixed-window or token-bucket; a wrong name stops the app at start, naming it
+            algorithm: config.get<RateLimitAlgorithm>('RATE_LIMIT_ALGORITHM', 'sliding-window'),
+          },
           trustProxy: config.get('TRUST_PROXY') === 'true',
         },
         session: { cookie: { secret: config.get<string>('SESSION_SECRET', 'change-me-in-production'), secure: 'auto' } },

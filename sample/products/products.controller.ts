@@ -8,7 +8,8 @@ const HEADER: Record<CacheStatus, string> = { hit: 'HIT', miss: 'MISS', stale: '
 /**
  * GET /products and GET /products/:id are cached (header `X-Cache: HIT | MISS | STALE`): fresh for 30 s, then served
  * stale for another 60 s while one refresh runs. PUT /products/:id evicts the product and the list by tag.
- * Every route is rate-limited per client IP by the module's default policy (RATE_LIMIT_LIMIT, default 100/min).
+ * Every route is rate-limited per client IP by the module's default policy (RATE_LIMIT_LIMIT, default 100/min;
+ * RATE_LIMIT_ALGORITHM, default sliding-window).
  */
 @Controller('products')
 @UseGuards(RateLimitGuard)
