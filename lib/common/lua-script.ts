@@ -15,6 +15,7 @@ type DefinedCommand<T> = (...keysAndArgs: ScriptArg[]) => Promise<T>;
  */
 export class LuaScript<TResult> {
   private readonly definedOn = new WeakSet<RedisClient>();
+  private readonly anyKeysDefinedOn = new WeakSet<RedisClient>();
   private readonly variants = new Map<number, LuaScript<TResult>>();
 
   constructor(
@@ -40,6 +41,20 @@ export class LuaScript<TResult> {
       this.variants.set(numberOfKeys, variant);
     }
     return variant;
+  }
+
+  /**
+   * Runs the script with any number of keys (a batch of independent calls), under its own command name registered
+   * without a fixed key count, so batches of every size share one registration.
+   */
+  runWithAnyKeys(client: RedisClient, keys: readonly string[], args: readonly ScriptArg[] = []): Promise<TResult> {
+    const name = `${this.name}_any`;
+    if (!this.anyKeysDefinedOn.has(client)) {
+      client.defineCommand(name, { lua: this.lua });
+      this.anyKeysDefinedOn.add(client);
+    }
+    const command = (client as unknown as Record<string, DefinedCommand<TResult>>)[name];
+    return command.call(client, keys.length, ...keys, ...args);
   }
 
   run(client: RedisClient, keys: readonly string[], args: readonly ScriptArg[] = []): Promise<TResult> {

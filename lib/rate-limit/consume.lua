@@ -1,25 +1,28 @@
--- Rate-limit decision for one request: every policy (KEYS[i]) is checked, and only when ALL of them admit the
--- request are they ALL charged (all or nothing), in one atomic call. The time comes from the Redis server (TIME),
--- never from the app servers, so app servers with skewed clocks agree. Needs Redis >= 5 (scripts are replicated by
--- their effects, so writing after TIME is allowed; always so on Redis 7).
+-- Rate-limit decisions. One decision is one request: every policy of it is checked, and only when ALL of them admit
+-- the request are they ALL charged (all or nothing). One call carries one decision or several independent ones (the
+-- decisions a process makes in the same tick, batched on a single server), all decided atomically at one instant.
+-- The time comes from the Redis server (TIME), never from the app servers, so app servers with skewed clocks agree.
+-- Needs Redis >= 5 (scripts are replicated by their effects, so writing after TIME is allowed; always so on Redis 7).
 --
--- KEYS[i]  the counter of policy i (every key of one call shares a {hash tag}, so this runs on a cluster)
--- ARGV[1]  'c' = consume (check and charge), 'p' = peek (check only, writes nothing)
--- then 5 values per policy:  algorithm ('s' sliding window, 'f' fixed window, 't' token bucket / GCRA),
---                            limit, window ms (token bucket: time to refill `limit` tokens), cost, burst
--- Returns { allAllowed, then per policy: allowed, remaining, resetMs, retryAfterMs }
+-- KEYS     the counters of every policy of every decision, in order (on a cluster one call holds one decision
+--          whose keys share a {hash tag})
+-- ARGV     per decision: mode ('c' = consume: check and charge, 'p' = peek: check only, writes nothing), the number
+--          of its policies n, then 5 values per policy: algorithm ('s' sliding window, 'f' fixed window,
+--          't' token bucket / GCRA), limit, window ms (token bucket: time to refill `limit` tokens), cost, burst
+-- Returns  per decision: allAllowed, then per policy: allowed, remaining, resetMs, retryAfterMs
 --   remaining/resetMs are after the charge when the request is admitted, else as they stand;
 --   resetMs: ms until the full limit is available again; retryAfterMs: ms until this request would be admitted.
 --
--- Written as one flat loop over parallel arrays (no closures or tables per policy): this runs on every request.
+-- Written as flat loops over parallel arrays (no closures or tables per policy): this runs on every request.
 
-local peek = ARGV[1] == 'p'
-local n = #KEYS
 local now_us -- microseconds; read once, and only if a sliding window or a token bucket needs it
--- per policy i, 8 slots from o = (i - 1) * 8 (one flat table, not one table per field or per policy):
+-- per policy i of the decision at hand, 8 slots from o = (i - 1) * 8 (one flat table, reused by every decision):
 -- o+1 allowed, o+2 remaining now, o+3 remaining after the charge, o+4 reset now, o+5 reset after the charge,
 -- o+6 retry, o+7 state for the charge (count or new TAT)
 local S = {}
+local out = {}
+-- the decision at hand: its mode, its number of policies, where its keys and its policy values start
+local peek, n, k0, a0
 
 -- reads the server's clock into now_us the first time a policy needs it
 local function read_now()
@@ -35,160 +38,176 @@ end
 local function newest_leaves(i)
   local o = (i - 1) * 8
   if S[o + 7] == 0 then return 0 end
-  local win_us = tonumber(ARGV[1 + (i - 1) * 5 + 3]) * 1000
-  local newest = redis.call('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')
+  local win_us = tonumber(ARGV[a0 + (i - 1) * 5 + 3]) * 1000
+  local newest = redis.call('ZRANGE', KEYS[k0 + i], -1, -1, 'WITHSCORES')
   return newest[2] and (tonumber(newest[2]) + win_us - now_us) or 0
 end
-local all = true
 
-for i = 1, n do
-  local o = (i - 1) * 8
-  local b = 1 + (i - 1) * 5
-  local algo = ARGV[b + 1]
-  local limit = tonumber(ARGV[b + 2])
-  local win_us = tonumber(ARGV[b + 3]) * 1000
-  local cost = tonumber(ARGV[b + 4])
-  local key = KEYS[i]
+local function decide()
+  local all = true
 
-  if algo == 'f' then
-    -- Fixed window: a counter created with the window's TTL by the request that opens the window (SET PX), then
-    -- INCRBY, in this same atomic call, so no counter can live without an expiry.
-    local count = tonumber(redis.call('GET', key) or '0')
-    local left_us = 0
-    if count > 0 then
-      local pttl = redis.call('PTTL', key)
-      if pttl < 0 then count = 0 else left_us = pttl * 1000 end -- no expiry (never by us): open a new window
-    end
-    S[o + 1] = count + cost <= limit
-    S[o + 2] = limit - count
-    S[o + 3] = limit - count - cost
-    S[o + 4] = left_us
-    if count == 0 then
-      S[o + 5] = win_us
-      S[o + 6] = win_us
-    else
-      S[o + 5] = left_us
-      S[o + 6] = left_us
-    end
-    S[o + 7] = count
-
-  elseif algo == 's' then
-    -- Sliding window, exact: a sorted set with one member per admitted unit, scored by its time in microseconds.
-    read_now()
-    local from = string.format('%.0f', now_us - win_us) -- members scored <= from have left the window
-    local count
-    if peek then
-      count = redis.call('ZCOUNT', key, '(' .. from, '+inf')
-    else
-      redis.call('ZREMRANGEBYSCORE', key, '-inf', from)
-      count = redis.call('ZCARD', key)
-    end
-    S[o + 1] = count + cost <= limit
-    S[o + 2] = limit - count
-    S[o + 3] = limit - count - cost
-    -- false: worked out at the end, only if the answer needs it (the newest member leaves the window last)
-    S[o + 4] = false
-    S[o + 5] = cost > 0 and win_us or false
-    S[o + 6] = 0
-    if not S[o + 1] then
-      if cost > limit then
-        S[o + 6] = win_us -- can never fit; the caller validates cost, this is only a guard
-      else
-        -- the request fits once (count + cost - limit) of the oldest members have left. Read by rank (O(log N)):
-        -- the window's members follow the ones a peek left in place (those that already left the window).
-        local first = 0
-        if peek then first = redis.call('ZCARD', key) - count end
-        local rank = first + count + cost - limit - 1
-        local nth = redis.call('ZRANGE', key, rank, rank, 'WITHSCORES')
-        S[o + 6] = tonumber(nth[2]) + win_us - now_us
-      end
-    end
-    S[o + 7] = count
-
-  elseif algo == 't' then
-    -- Token bucket as GCRA: one value, the theoretical arrival time (TAT, microseconds). `limit` tokens refill
-    -- over the window (the steady rate), `burst` tokens fit in the bucket.
-    read_now()
-    local burst = tonumber(ARGV[b + 5])
-    local interval = win_us / limit -- microseconds per token
-    local capacity = burst * interval
-    local tat = tonumber(redis.call('GET', key) or '0')
-    if tat < now_us then tat = now_us end
-    local new_tat = tat + cost * interval
-    local allow_at = new_tat - capacity
-    S[o + 1] = now_us + 0.5 >= allow_at
-    S[o + 2] = math.floor((capacity - (tat - now_us)) / interval + 1e-9)
-    S[o + 3] = math.floor((capacity - (new_tat - now_us)) / interval + 1e-9)
-    S[o + 4] = tat - now_us
-    S[o + 5] = new_tat - now_us
-    if S[o + 1] then
-      S[o + 6] = 0
-    elseif cost > burst then
-      S[o + 6] = win_us
-    else
-      S[o + 6] = allow_at - now_us
-    end
-    S[o + 7] = new_tat
-
-  else
-    return redis.error_reply('ERR unknown rate-limit algorithm ' .. tostring(algo))
-  end
-  if not S[o + 1] then all = false end
-end
-
-local charge = all and not peek
-if charge then
   for i = 1, n do
     local o = (i - 1) * 8
-    local b = 1 + (i - 1) * 5
+    local b = a0 + (i - 1) * 5
     local algo = ARGV[b + 1]
+    local limit = tonumber(ARGV[b + 2])
+    local win_us = tonumber(ARGV[b + 3]) * 1000
     local cost = tonumber(ARGV[b + 4])
-    local key = KEYS[i]
-    if cost > 0 then
-      if algo == 'f' then
-        if S[o + 7] == 0 then
-          redis.call('SET', key, cost, 'PX', tonumber(ARGV[b + 3]))
-        else
-          redis.call('INCRBY', key, cost)
-        end
-      elseif algo == 's' then
-        local stamp = string.format('%.0f', now_us)
-        local count = S[o + 7]
-        local j = 1
-        while j <= cost do
-          local args = {}
-          local last = math.min(cost, j + 499)
-          for m = j, last do
-            args[#args + 1] = stamp
-            -- unique member: the count only grows between calls that see the same microsecond
-            args[#args + 1] = stamp .. ':' .. (count + m)
-          end
-          redis.call('ZADD', key, unpack(args))
-          j = last + 1
-        end
-        redis.call('PEXPIRE', key, tonumber(ARGV[b + 3]) + 1)
+    local key = KEYS[k0 + i]
+
+    if algo == 'f' then
+      -- Fixed window: a counter created with the window's TTL by the request that opens the window (SET PX), then
+      -- INCRBY, in this same atomic call, so no counter can live without an expiry.
+      local count = tonumber(redis.call('GET', key) or '0')
+      local left_us = 0
+      if count > 0 then
+        local pttl = redis.call('PTTL', key)
+        if pttl < 0 then count = 0 else left_us = pttl * 1000 end -- no expiry (never by us): open a new window
+      end
+      S[o + 1] = count + cost <= limit
+      S[o + 2] = limit - count
+      S[o + 3] = limit - count - cost
+      S[o + 4] = left_us
+      if count == 0 then
+        S[o + 5] = win_us
+        S[o + 6] = win_us
       else
-        redis.call('SET', key, string.format('%.17g', S[o + 7]), 'PX', math.ceil((S[o + 7] - now_us) / 1000) + 1)
+        S[o + 5] = left_us
+        S[o + 6] = left_us
+      end
+      S[o + 7] = count
+
+    elseif algo == 's' then
+      -- Sliding window, exact: a sorted set with one member per admitted unit, scored by its time in microseconds.
+      read_now()
+      local from = string.format('%.0f', now_us - win_us) -- members scored <= from have left the window
+      local count
+      if peek then
+        count = redis.call('ZCOUNT', key, '(' .. from, '+inf')
+      else
+        redis.call('ZREMRANGEBYSCORE', key, '-inf', from)
+        count = redis.call('ZCARD', key)
+      end
+      S[o + 1] = count + cost <= limit
+      S[o + 2] = limit - count
+      S[o + 3] = limit - count - cost
+      -- false: worked out at the end, only if the answer needs it (the newest member leaves the window last)
+      S[o + 4] = false
+      S[o + 5] = cost > 0 and win_us or false
+      S[o + 6] = 0
+      if not S[o + 1] then
+        if cost > limit then
+          S[o + 6] = win_us -- can never fit; the caller validates cost, this is only a guard
+        else
+          -- the request fits once (count + cost - limit) of the oldest members have left. Read by rank (O(log N)):
+          -- the window's members follow the ones a peek left in place (those that already left the window).
+          local first = 0
+          if peek then first = redis.call('ZCARD', key) - count end
+          local rank = first + count + cost - limit - 1
+          local nth = redis.call('ZRANGE', key, rank, rank, 'WITHSCORES')
+          S[o + 6] = tonumber(nth[2]) + win_us - now_us
+        end
+      end
+      S[o + 7] = count
+
+    elseif algo == 't' then
+      -- Token bucket as GCRA: one value, the theoretical arrival time (TAT, microseconds). `limit` tokens refill
+      -- over the window (the steady rate), `burst` tokens fit in the bucket.
+      read_now()
+      local burst = tonumber(ARGV[b + 5])
+      local interval = win_us / limit -- microseconds per token
+      local capacity = burst * interval
+      local tat = tonumber(redis.call('GET', key) or '0')
+      if tat < now_us then tat = now_us end
+      local new_tat = tat + cost * interval
+      local allow_at = new_tat - capacity
+      S[o + 1] = now_us + 0.5 >= allow_at
+      S[o + 2] = math.floor((capacity - (tat - now_us)) / interval + 1e-9)
+      S[o + 3] = math.floor((capacity - (new_tat - now_us)) / interval + 1e-9)
+      S[o + 4] = tat - now_us
+      S[o + 5] = new_tat - now_us
+      if S[o + 1] then
+        S[o + 6] = 0
+      elseif cost > burst then
+        S[o + 6] = win_us
+      else
+        S[o + 6] = allow_at - now_us
+      end
+      S[o + 7] = new_tat
+
+    else
+      error('unknown rate-limit algorithm ' .. tostring(algo))
+    end
+    if not S[o + 1] then all = false end
+  end
+
+  local charge = all and not peek
+  if charge then
+    for i = 1, n do
+      local o = (i - 1) * 8
+      local b = a0 + (i - 1) * 5
+      local algo = ARGV[b + 1]
+      local cost = tonumber(ARGV[b + 4])
+      local key = KEYS[k0 + i]
+      if cost > 0 then
+        if algo == 'f' then
+          if S[o + 7] == 0 then
+            redis.call('SET', key, cost, 'PX', tonumber(ARGV[b + 3]))
+          else
+            redis.call('INCRBY', key, cost)
+          end
+        elseif algo == 's' then
+          local stamp = string.format('%.0f', now_us)
+          local count = S[o + 7]
+          local j = 1
+          while j <= cost do
+            local args = {}
+            local last = math.min(cost, j + 499)
+            for m = j, last do
+              args[#args + 1] = stamp
+              -- unique member: the count only grows between calls that see the same microsecond
+              args[#args + 1] = stamp .. ':' .. (count + m)
+            end
+            redis.call('ZADD', key, unpack(args))
+            j = last + 1
+          end
+          redis.call('PEXPIRE', key, tonumber(ARGV[b + 3]) + 1)
+        else
+          redis.call('SET', key, string.format('%.17g', S[o + 7]), 'PX', math.ceil((S[o + 7] - now_us) / 1000) + 1)
+        end
       end
     end
   end
+
+  out[#out + 1] = all and 1 or 0
+  for i = 1, n do
+    local o = (i - 1) * 8
+    local rem, reset
+    if charge then
+      rem, reset = S[o + 3], S[o + 5]
+    else
+      rem, reset = S[o + 2], S[o + 4]
+    end
+    if reset == false then reset = newest_leaves(i) end
+    local r = S[o + 6]
+    if S[o + 1] then r = 0 end
+    out[#out + 1] = S[o + 1] and 1 or 0
+    out[#out + 1] = rem > 0 and rem or 0
+    out[#out + 1] = reset > 0 and math.ceil(reset / 1000) or 0
+    out[#out + 1] = r > 0 and math.ceil(r / 1000) or 0
+  end
 end
 
-local out = { all and 1 or 0 }
-for i = 1, n do
-  local o = (i - 1) * 8
-  local rem, reset
-  if charge then
-    rem, reset = S[o + 3], S[o + 5]
-  else
-    rem, reset = S[o + 2], S[o + 4]
-  end
-  if reset == false then reset = newest_leaves(i) end
-  local r = S[o + 6]
-  if S[o + 1] then r = 0 end
-  out[#out + 1] = S[o + 1] and 1 or 0
-  out[#out + 1] = rem > 0 and rem or 0
-  out[#out + 1] = reset > 0 and math.ceil(reset / 1000) or 0
-  out[#out + 1] = r > 0 and math.ceil(r / 1000) or 0
+-- Decisions one after another; each step moves past at least two ARGV values, so this ends.
+local a = 1
+k0 = 0
+while a <= #ARGV do
+  peek = ARGV[a] == 'p'
+  n = tonumber(ARGV[a + 1])
+  if not n or n < 1 then error('malformed rate-limit call: a decision needs at least one policy') end
+  a0 = a + 1
+  decide()
+  k0 = k0 + n
+  a = a + 2 + n * 5
 end
 return out

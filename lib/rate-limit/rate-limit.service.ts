@@ -8,6 +8,7 @@ import { RedisConnection } from '../connection/redis-connection.js';
 import { REDIS_TOOLKIT_OPTIONS } from '../redis-toolkit.constants.js';
 import type { ResolvedRedisToolkitOptions } from '../redis-toolkit.options-resolver.js';
 import { checkKey, defaultScope, resolveCallPolicy, type ResolvedPolicy } from './policy-resolver.js';
+import { DecisionBatcher } from './decision-batcher.js';
 import { InsuranceLimiter } from './insurance-limiter.js';
 import type { RateLimitAlgorithm, RateLimitPolicy, ResolvedRateLimitOptions } from './rate-limit.options.js';
 
@@ -75,8 +76,9 @@ const ALGORITHM_CODES: Record<RateLimitAlgorithm, string> = { 'sliding-window': 
 const LUA_FILE = new URL('./consume.lua', import.meta.url);
 
 /**
- * Rate limiting on Redis: every decision is one EVALSHA of one Lua script that checks all the policies of a call and
- * charges them only if all allow it. Time comes from the Redis server. No command is queued while the connection is
+ * Rate limiting on Redis: every decision is one run of one Lua script (EVALSHA) that checks all the policies of a call
+ * and charges them only if all allow it; on a single server the decisions of one tick share one EVALSHA
+ * (DecisionBatcher). Time comes from the Redis server. No command is queued while the connection is
  * not ready and none is retried after an unknown outcome (that could charge twice): the failure policy decides at once.
  */
 @Injectable()
@@ -85,7 +87,7 @@ export class RateLimitService {
   private readonly options: ResolvedRateLimitOptions;
   private readonly warning: ThrottledWarning;
   private readonly insurance: InsuranceLimiter | undefined;
-  private readonly consumeScript: LuaScript<number[]>;
+  private readonly decisions: DecisionBatcher;
   private readonly counters: RateLimitStats = { allowed: 0, denied: 0, failedOpen: 0, failedClosed: 0, insurance: 0 };
   /** `<prefix>rl:{` — every counter key starts with it. */
   private readonly tagPrefix: string;
@@ -101,7 +103,7 @@ export class RateLimitService {
     this.warning = new ThrottledWarning(this.logger, this.options.warnIntervalMs);
     const ins = this.options.insurance;
     this.insurance = ins ? new InsuranceLimiter(ins.divideLimitBy, ins.maxKeys) : undefined;
-    this.consumeScript = LuaScript.fromFile<number[]>('rtk_rl_consume', LUA_FILE, 1);
+    this.decisions = new DecisionBatcher(connection, LuaScript.fromFile<number[]>('rtk_rl_consume', LUA_FILE, 1));
     this.tagPrefix = `${keys.featurePrefix('rl')}{`;
   }
 
@@ -197,7 +199,7 @@ export class RateLimitService {
     let raw: number[];
     try {
       if (this.connection.status !== 'ready') throw this.notReady();
-      raw = await this.script(1).run(this.connection.client, [redisKey], [mode, ALGORITHM_CODES[p.algorithm], p.limit, p.ttl, p.cost, p.burst]);
+      raw = await this.decisions.run([redisKey], [mode, 1, ALGORITHM_CODES[p.algorithm], p.limit, p.ttl, p.cost, p.burst]);
     } catch (err) {
       // never retried: the call may have run
       const outcome = this.fallback([{ key, policy: p, name: 'default', redisKey }], mode, options, err);
@@ -274,13 +276,12 @@ export class RateLimitService {
     mode: 'c' | 'p',
     options: ConsumeOptions,
   ): Promise<{ allowed: boolean; results: RateLimitDecision['results']; degraded?: 'fail-open' | 'insurance' }> {
-    const args: ScriptArg[] = [mode];
+    const args: ScriptArg[] = [mode, group.length];
     for (const { policy } of group) args.push(ALGORITHM_CODES[policy.algorithm], policy.limit, policy.ttl, policy.cost, policy.burst);
     let raw: number[];
     try {
       if (this.connection.status !== 'ready') throw this.notReady();
-      raw = await this.script(group.length).run(
-        this.connection.client,
+      raw = await this.decisions.run(
         group.map((g) => g.redisKey),
         args,
       );
@@ -341,10 +342,6 @@ export class RateLimitService {
   private notReady(): RedisUnavailableError {
     if (this.connection.status === 'wait') this.connection.client.connect().catch(() => undefined);
     return new RedisUnavailableError(`the Redis connection is ${this.connection.status}`);
-  }
-
-  private script(numberOfKeys: number): LuaScript<number[]> {
-    return this.consumeScript.withNumberOfKeys(numberOfKeys);
   }
 
   /** Fills defaults and validates a policy given at call time (InvalidOptionsError naming the field). */

@@ -136,6 +136,25 @@ describe('rate limiting when Redis fails', () => {
     expect(remaining).toBeLessThanOrEqual(9);
   });
 
+  it('Redis paused: every decision of a batched call fails open at commandTimeout, each counted once', async () => {
+    const { rl } = await start();
+    const policy: RateLimitPolicy = { limit: 10, ttl: 60_000, algorithm: 'sliding-window' };
+    await rl.consume(randomUUID(), policy);
+    const before = rl.stats().failedOpen;
+    server.pause();
+    try {
+      const started = Date.now();
+      const results = await Promise.all(Array.from({ length: 30 }, (_, i) => rl.consume(`k${i % 3}`, policy)));
+      const elapsed = Date.now() - started;
+      expect(results.map((r) => r.degraded)).toEqual(Array.from({ length: 30 }, () => 'fail-open'));
+      expect(results.every((r) => r.allowed)).toBe(true);
+      expect(elapsed).toBeLessThan(COMMAND_TIMEOUT * 3);
+    } finally {
+      server.resume();
+    }
+    expect(rl.stats().failedOpen - before).toBe(30);
+  });
+
   it('Redis restarted: limiting resumes on reconnect', async () => {
     const { get, connection } = await start();
     await get('/f');

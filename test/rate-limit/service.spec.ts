@@ -10,6 +10,7 @@ import {
   type RateLimitPolicy,
 } from '../../lib/index.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
+import { MAX_DECISIONS_PER_CALL } from '../../lib/rate-limit/decision-batcher.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 import { sleep } from '../support/wait.js';
 
@@ -310,5 +311,92 @@ describe('sliding window cost in Redis', () => {
     // Walking the window (ZRANGEBYSCORE ... LIMIT count-1) made this ratio about 40 at 40,000 members.
     expect(bigUsec / smallUsec).toBeLessThan(4);
     expect(await client.zcard(rl.redisKey(bigKey, '40000/60000', 'sliding-window'))).toBe(40_000);
+  });
+});
+
+describe('decisions of one tick share one script call (single server)', () => {
+  let rl: RateLimitService;
+  let client: RedisClient;
+  beforeAll(async () => {
+    const app = await createToolkitApp({ target: 'single' });
+    rl = app.get(RateLimitService);
+    client = app.get<RedisClient>(REDIS_CLIENT);
+  });
+
+  /** Runs `fn` and returns what it resolved with and the names of the commands the toolkit's client sent. */
+  async function recording<T>(fn: () => Promise<T>): Promise<{ value: T; commands: string[] }> {
+    const redis = client as import('ioredis').Redis;
+    const send = redis.sendCommand.bind(redis);
+    const commands: string[] = [];
+    redis.sendCommand = ((cmd: { name: string }) => {
+      commands.push(cmd.name);
+      return send(cmd as Parameters<typeof send>[0]);
+    }) as typeof redis.sendCommand;
+    try {
+      return { value: await fn(), commands };
+    } finally {
+      redis.sendCommand = send;
+    }
+  }
+
+  it('200 concurrent decisions on 4 keys: one EVALSHA per 16, and each key still admits exactly its limit', async () => {
+    const keys = [uid(), uid(), uid(), uid()];
+    await rl.consume(uid(), { limit: 1, ttl: 1_000 }); // the script is loaded
+    const policy: RateLimitPolicy = { limit: 20, ttl: 60_000 };
+    const { value: results, commands } = await recording(() => Promise.all(Array.from({ length: 200 }, (_, i) => rl.consume(keys[i % 4], policy))));
+    expect(MAX_DECISIONS_PER_CALL).toBe(16);
+    expect(commands).toEqual(Array.from({ length: 13 }, () => 'evalsha'));
+    for (let k = 0; k < 4; k++) {
+      const mine = results.filter((_, i) => i % 4 === k);
+      expect(mine.filter((r) => r.allowed)).toHaveLength(20);
+      // in call order: the first 20 calls of a key are admitted, remaining counts down, the rest wait
+      expect(mine.slice(0, 20).map((r) => r.remaining)).toEqual(Array.from({ length: 20 }, (_, i) => 19 - i));
+      expect(mine.slice(20).every((r) => !r.allowed && r.retryAfterMs > 0)).toBe(true);
+    }
+  });
+
+  it('a batch mixes peeks, consumes, algorithms and multi-policy decisions, each answered as if alone', async () => {
+    const [a, b, c] = [uid(), uid(), uid()];
+    const tight: RateLimitPolicy = { limit: 1, ttl: 60_000, algorithm: 'fixed-window' };
+    const loose: RateLimitPolicy = { limit: 10, ttl: 60_000, algorithm: 'token-bucket' };
+    await rl.consume(c, tight); // c's tight counter is full before the batch
+    const { value, commands } = await recording(() =>
+      Promise.all([
+        rl.peek(a, tight),
+        rl.consume(a, tight),
+        rl.consume(a, tight),
+        rl.consumeAll([
+          { key: b, policy: loose, name: 'loose' },
+          { key: b, policy: { limit: 2, ttl: 60_000, algorithm: 'sliding-window' }, name: 'sliding' },
+        ]),
+        rl.consumeAll([
+          { key: c, policy: loose, name: 'loose' },
+          { key: c, policy: tight, name: 'tight' },
+        ]),
+        rl.peek(b, loose),
+      ]),
+    );
+    expect(commands).toEqual(['evalsha']);
+    const [peekA, first, second, both, refused, peekB] = value;
+    expect([peekA.allowed, peekA.remaining]).toEqual([true, 1]);
+    expect([first.allowed, first.remaining, second.allowed]).toEqual([true, 0, false]);
+    expect(both.allowed).toBe(true);
+    expect(both.results.map((r) => [r.name, r.allowed, r.remaining])).toEqual([['loose', true, 9], ['sliding', true, 1]]);
+    // all or nothing inside a batch too: the tight policy refuses, so the loose one is not charged
+    expect(refused.allowed).toBe(false);
+    expect(refused.results.map((r) => [r.name, r.allowed])).toEqual([['loose', true], ['tight', false]]);
+    expect((await rl.peek(c, loose)).remaining).toBe(10);
+    // the peek after b's charge in the same call sees it
+    expect(peekB.remaining).toBe(9);
+  });
+
+  it('decisions with 32 policies each batch as well: 40 of them in 3 calls, all or nothing each', async () => {
+    const key = uid();
+    const policies = Array.from({ length: 32 }, (_, i) => ({ key, name: `p${i}`, scope: `p${i}`, policy: { limit: i === 31 ? 30 : 1_000, ttl: 60_000, algorithm: 'fixed-window' as const } }));
+    const { value, commands } = await recording(() => Promise.all(Array.from({ length: 40 }, () => rl.consumeAll(policies))));
+    expect(commands).toEqual(['evalsha', 'evalsha', 'evalsha']);
+    expect(value.filter((d) => d.allowed)).toHaveLength(30);
+    // the 10 refused decisions charged none of their 31 other counters
+    expect((await rl.peekAll(policies)).results.map((r) => r.remaining)).toEqual([...Array.from({ length: 31 }, () => 970), 0]);
   });
 });
