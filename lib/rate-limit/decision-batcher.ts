@@ -1,4 +1,5 @@
 import type { LuaScript, ScriptArg } from '../common/lua-script.js';
+import { TickBatcher } from '../common/tick-batcher.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 
 /**
@@ -9,28 +10,40 @@ import type { RedisConnection } from '../connection/redis-connection.js';
  */
 export const MAX_DECISIONS_PER_CALL = 16;
 
-interface PendingDecision {
+interface Decision {
   keys: readonly string[];
   args: readonly ScriptArg[];
-  resolve: (raw: number[]) => void;
-  reject: (err: unknown) => void;
 }
 
 /**
  * Decisions made in the same tick go to Redis as one call of consume.lua (single server and Sentinel; on a cluster
  * the counters of different clients live in different slots, so each decision is its own call). Each decision is
- * still all-or-nothing and atomic; the call runs them one after the other at one instant. One command, one socket
- * write and one script dispatch for many decisions is where the throughput under concurrency comes from, the same
- * way the cache batches GETs of one tick into an MGET.
+ * still all-or-nothing and atomic; the call runs them one after the other at one instant.
  */
 export class DecisionBatcher {
-  private pending: PendingDecision[] = [];
-  private scheduled = false;
+  private readonly batcher: TickBatcher<Decision, number[]>;
 
   constructor(
     private readonly connection: RedisConnection,
     private readonly script: LuaScript<number[]>,
-  ) {}
+  ) {
+    this.batcher = new TickBatcher<Decision, number[]>(
+      {
+        one: (d) => this.script.withNumberOfKeys(d.keys.length).run(this.connection.client, d.keys, d.args),
+        many: async (decisions) => {
+          const raw = await this.script.runWithAnyKeys(
+            this.connection.client,
+            decisions.flatMap((d) => d.keys),
+            decisions.flatMap((d) => d.args),
+          );
+          // each decision's part of the reply: allAllowed, then 4 values per policy
+          let at = 0;
+          return decisions.map((d) => raw.slice(at, (at += 1 + 4 * d.keys.length)));
+        },
+      },
+      MAX_DECISIONS_PER_CALL,
+    );
+  }
 
   /**
    * Runs one decision: its keys, and its ARGV (mode, number of policies, 5 values per policy). Resolves with that
@@ -38,47 +51,6 @@ export class DecisionBatcher {
    */
   run(keys: readonly string[], args: readonly ScriptArg[]): Promise<number[]> {
     if (this.connection.isCluster) return this.script.withNumberOfKeys(keys.length).run(this.connection.client, keys, args);
-    return new Promise((resolve, reject) => {
-      if (this.pending.length >= MAX_DECISIONS_PER_CALL) this.flush();
-      this.pending.push({ keys, args, resolve, reject });
-      if (!this.scheduled) {
-        this.scheduled = true;
-        process.nextTick(() => {
-          this.scheduled = false;
-          this.flush();
-        });
-      }
-    });
-  }
-
-  private flush(): void {
-    const batch = this.pending;
-    if (batch.length === 0) return;
-    this.pending = [];
-    const client = this.connection.client;
-    if (batch.length === 1) {
-      const [only] = batch;
-      this.script.withNumberOfKeys(only.keys.length).run(client, only.keys, only.args).then(only.resolve, only.reject);
-      return;
-    }
-    const keys: string[] = [];
-    const args: ScriptArg[] = [];
-    for (const d of batch) {
-      keys.push(...d.keys);
-      args.push(...d.args);
-    }
-    this.script.runWithAnyKeys(client, keys, args).then(
-      (raw) => {
-        let at = 0;
-        for (const d of batch) {
-          const size = 1 + 4 * d.keys.length;
-          d.resolve(raw.slice(at, at + size));
-          at += size;
-        }
-      },
-      (err: unknown) => {
-        for (const d of batch) d.reject(err);
-      },
-    );
+    return this.batcher.add({ keys, args });
   }
 }

@@ -1,6 +1,8 @@
 import { scanKeys } from '../common/bulk-keys.js';
 import { KeyBuilder } from '../common/keys.js';
+import { Cluster } from 'ioredis';
 import { LuaScript, type RedisClient, type ScriptArg } from '../common/lua-script.js';
+import { TickBatcher } from '../common/tick-batcher.js';
 
 /** Feature name in keys: `<prefix>sess:{<id>}`, `<prefix>sess:{<id>}:gone`, `<prefix>sess:user:{<userId>}`. */
 export const SESSION_FEATURE = 'sess';
@@ -16,6 +18,9 @@ const storeSetScript = LuaScript.fromFile<[string, number] | -1>(
   new URL('./session-store-set.lua', import.meta.url),
   2,
 );
+const touchReadsScript = LuaScript.fromFile<(string | null)[]>('rtk_sess_touch_reads', new URL('./session-touch-reads.lua', import.meta.url), 1);
+/** Touching reads per script call; more in one tick go as several calls (see TickBatcher). */
+const TOUCH_READS_PER_CALL = 16;
 const indexAddScript = LuaScript.fromFile<number>('rtk_sess_index_add', new URL('./session-index-add.lua', import.meta.url), 1);
 
 /**
@@ -59,7 +64,7 @@ function parseEnvelope(raw: string): SessionEnvelope | null {
  *
  * A session is one string key, so the hot path needs no Lua: a touching read is `GETEX key PX ttl`, one command and
  * one round trip (plus a PEXPIREAT only for a session whose own ttl differs from the default, or in its last ttl
- * before the absolute deadline). Writes are Lua scripts touching only the keys of one session (one `{id}` hash tag);
+ * before the absolute deadline); on a single server the touching reads of one tick go as one script call of GETEXs. Writes are Lua scripts touching only the keys of one session (one `{id}` hash tag);
  * the per-user index lives in its own slot and is maintained with separate commands.
  *
  * Times come from this process's clock (Date.now()): the deadline is checked here on every read, Redis expiry only
@@ -68,6 +73,8 @@ function parseEnvelope(raw: string): SessionEnvelope | null {
 export class SessionRecords {
   private readonly keys: KeyBuilder;
   private readonly sessionHead: string;
+  /** Touching reads of one tick as one script call; undefined on a cluster (each session has its own slot). */
+  private readonly touchReads: TickBatcher<[key: string, ttl: number], string | null> | undefined;
 
   constructor(
     readonly client: RedisClient,
@@ -75,6 +82,21 @@ export class SessionRecords {
   ) {
     this.keys = new KeyBuilder(keyPrefix);
     this.sessionHead = `${this.keys.featurePrefix(SESSION_FEATURE)}{`;
+    this.touchReads =
+      client instanceof Cluster
+        ? undefined
+        : new TickBatcher(
+            {
+              one: ([key, ttl]) => client.getex(key, 'PX', ttl),
+              many: (reads) =>
+                touchReadsScript.runWithAnyKeys(
+                  client,
+                  reads.map(([key]) => key),
+                  reads.map(([, ttl]) => ttl),
+                ),
+            },
+            TOUCH_READS_PER_CALL,
+          );
   }
 
   /** `<prefix>sess:{<id>}` — ids are validated (base64url) by the callers, so nothing needs escaping. */
@@ -110,7 +132,8 @@ export class SessionRecords {
       const expiresAt = expireTime > 0 ? Number(expireTime) : Math.min(envelope.m, now + envelope.t);
       return { envelope, expiresAt, lastAccessedAt: Math.max(envelope.c, Math.min(now, expiresAt - envelope.t)) };
     }
-    const raw = await this.client.getex(key, 'PX', Math.ceil(touchTtl));
+    const ttl = Math.ceil(touchTtl);
+    const raw = await (this.touchReads ? this.touchReads.add([key, ttl]) : this.client.getex(key, 'PX', ttl));
     if (raw === null) return null;
     const envelope = parseEnvelope(raw);
     if (!envelope || envelope.m <= now) {

@@ -308,3 +308,49 @@ describe('when Redis is unreachable', () => {
 });
 
 export type { Redis, RedisClient };
+
+describe('touching reads of one tick share one script call (single server)', () => {
+  it('40 concurrent gets: one EVALSHA per 16, each session read and touched, missing ones null', async () => {
+    const { sessions, client, prefix } = await sessionApp('single', { ttl: 60_000 });
+    const created = await Promise.all(Array.from({ length: 30 }, (_, i) => sessions.create(`u${i % 3}`, { n: i, at: new Date(1_000 * i) })));
+    const missing = Array.from({ length: 10 }, generateSessionId);
+    // shorten every ttl so the touch shows
+    await Promise.all(created.map((s) => client.pexpire(`${prefix}sess:{${s.id}}`, 5_000)));
+    const redis = client as Redis;
+    const send = redis.sendCommand.bind(redis);
+    const commands: string[] = [];
+    redis.sendCommand = ((cmd: { name: string }) => {
+      commands.push(cmd.name);
+      return send(cmd as Parameters<typeof send>[0]);
+    }) as typeof redis.sendCommand;
+    let read;
+    try {
+      read = await Promise.all([...created.map((s) => s.id), ...missing].map((id) => sessions.get(id)));
+    } finally {
+      redis.sendCommand = send;
+    }
+    expect(commands).toEqual(['evalsha', 'evalsha', 'evalsha']);
+    expect(read.slice(0, 30).map((s) => [s?.userId, s?.data])).toEqual(created.map((_, i) => [`u${i % 3}`, { n: i, at: new Date(1_000 * i) }]));
+    expect(read.slice(30)).toEqual(Array.from({ length: 10 }, () => null));
+    const ttls = await Promise.all(created.map((s) => client.pttl(`${prefix}sess:{${s.id}}`)));
+    expect(Math.min(...ttls)).toBeGreaterThan(50_000);
+  });
+
+  it('Redis paused: every read of a batched call fails with RedisUnavailableError at commandTimeout', async () => {
+    const server = trackForCleanup(await startRedisServer());
+    const app = await createToolkitApp({ target: { url: server.url }, commandTimeout: 300, keyPrefix: uniquePrefix(), session: { cookie: { secret: 's3cret' } } });
+    const sessions = app.get(SessionService);
+    const ids = (await Promise.all(Array.from({ length: 5 }, () => sessions.create('u')))).map((s) => s.id);
+    const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+    server.pause();
+    try {
+      const started = Date.now();
+      const outcomes = await Promise.allSettled(ids.map((id) => sessions.get(id)));
+      expect(Date.now() - started).toBeLessThan(900);
+      expect(outcomes.map((o) => o.status === 'rejected' && o.reason instanceof RedisUnavailableError)).toEqual([true, true, true, true, true]);
+    } finally {
+      server.resume();
+      warn.mockRestore();
+    }
+  });
+});
