@@ -1,7 +1,8 @@
-import type { Redis } from 'ioredis';
+import { Cluster, type Redis } from 'ioredis';
 import { LockLostError, RedisUnavailableError, toRedisUnavailable } from '../common/errors.js';
 import type { RedisClient } from '../common/lua-script.js';
-import { ACQUIRE, EXTEND, HAND_OVER, RAISE_FENCE, RELEASE } from './lock.scripts.js';
+import { TickBatcher } from '../common/tick-batcher.js';
+import { ACQUIRE, ACQUIRE_MANY, EXTEND, HAND_OVER, RAISE_FENCE, RELEASE, RELEASE_MANY } from './lock.scripts.js';
 
 /** The two keys of one resource; they share a hash tag so one script may touch both on a cluster. */
 export interface LockKeys {
@@ -33,20 +34,59 @@ export interface LockBackend {
 const lost = (keys: LockKeys, what: string): LockLostError =>
   new LockLostError(`cannot ${what} the lock on "${keys.resource}": it expired or is held by another owner`);
 
-/** One Redis server, a sentinel-managed master, or a Redis Cluster (both keys live in one slot). */
+/** At most this many locks of failed calls wait for the connection to come back; the rest expire with their ttl. */
+const MAX_UNKNOWN_LOCKS = 1_000;
+/** Lock calls per script call when a tick holds more (see TickBatcher). */
+const LOCK_CALLS_PER_SCRIPT = 16;
+
+/**
+ * One Redis server, a sentinel-managed master, or a Redis Cluster (both keys live in one slot). On a single server
+ * the acquisitions, and the releases, one process makes in the same tick go to Redis as one script call each
+ * (many callers locking their own resources at once); on a cluster every lock is its own call (its own slot).
+ */
 export class SingleLockBackend implements LockBackend {
   readonly nodes = 1;
+  private readonly acquires: TickBatcher<[keys: LockKeys, token: string, ttl: number], number> | undefined;
+  private readonly releases: TickBatcher<[keys: LockKeys, token: string], number> | undefined;
+  /** Locks a failed call may hold, released when the connection is back (see releaseUnknown). */
+  private readonly unknown = new Map<string, { keys: LockKeys; expiresAt: number }>();
 
-  constructor(private readonly client: RedisClient) {}
+  constructor(private readonly client: RedisClient) {
+    if (client instanceof Cluster) return;
+    this.acquires = new TickBatcher(
+      {
+        one: ([keys, token, ttl]) => ACQUIRE.run(client, [keys.lock, keys.fence], [token, ttl]),
+        many: (calls) =>
+          ACQUIRE_MANY.runWithAnyKeys(
+            client,
+            calls.flatMap(([keys]) => [keys.lock, keys.fence]),
+            calls.flatMap(([, token, ttl]) => [token, ttl]),
+          ),
+      },
+      LOCK_CALLS_PER_SCRIPT,
+    );
+    this.releases = new TickBatcher(
+      {
+        one: ([keys, token]) => RELEASE.run(client, [keys.lock], [token]),
+        many: (calls) =>
+          RELEASE_MANY.runWithAnyKeys(
+            client,
+            calls.map(([keys]) => keys.lock),
+            calls.map(([, token]) => token),
+          ),
+      },
+      LOCK_CALLS_PER_SCRIPT,
+    );
+  }
 
   async tryAcquire(keys: LockKeys, token: string, ttl: number): Promise<Acquired | null> {
     const startedAt = Date.now();
     let fence: number;
     try {
-      fence = await ACQUIRE.run(this.client, [keys.lock, keys.fence], [token, ttl]);
+      fence = await (this.acquires ? this.acquires.add([keys, token, ttl]) : ACQUIRE.run(this.client, [keys.lock, keys.fence], [token, ttl]));
     } catch (err) {
       // The SET may have run before the reply was lost: do not leave a lock nobody owns for a whole ttl.
-      RELEASE.run(this.client, [keys.lock], [token]).catch(() => undefined);
+      this.releaseUnknown(keys, token, startedAt + ttl);
       throw toRedisUnavailable(err, `acquiring the lock on "${keys.resource}"`);
     }
     return fence > 0 ? { fencingToken: fence, expiresAt: startedAt + ttl } : null;
@@ -59,11 +99,33 @@ export class SingleLockBackend implements LockBackend {
     try {
       fence = await HAND_OVER.run(this.client, [keys.lock, keys.fence], [token, nextToken, ttl]);
     } catch (err) {
-      RELEASE.run(this.client, [keys.lock], [nextToken]).catch(() => undefined);
+      this.releaseUnknown(keys, nextToken, startedAt + ttl);
       throw toRedisUnavailable(err, `releasing the lock on "${keys.resource}"`);
     }
     if (fence <= 0) throw lost(keys, 'release');
     return { fencingToken: fence, expiresAt: startedAt + ttl };
+  }
+
+  /**
+   * A call that may have taken the lock for `token` failed (timeout, connection lost): the SET may have run before
+   * the reply was lost. Release it now, or, when Redis cannot be reached (a timeout resets the connection), as soon
+   * as the connection is ready again, unless the lock would have expired by then anyway. So a lock nobody owns is
+   * not left for its whole ttl.
+   */
+  private releaseUnknown(keys: LockKeys, token: string, expiresAt: number): void {
+    RELEASE.run(this.client, [keys.lock], [token]).catch(() => {
+      if (Date.now() >= expiresAt || this.unknown.size >= MAX_UNKNOWN_LOCKS) return; // the rest expire with their ttl
+      this.unknown.set(token, { keys, expiresAt });
+      if (this.unknown.size === 1) this.client.once('ready', () => this.releaseUnknownNow());
+    });
+  }
+
+  private releaseUnknownNow(): void {
+    const pending = [...this.unknown];
+    this.unknown.clear();
+    for (const [token, { keys, expiresAt }] of pending) {
+      if (Date.now() < expiresAt) this.releaseUnknown(keys, token, expiresAt);
+    }
   }
 
   async extend(keys: LockKeys, token: string, ttl: number): Promise<number> {
@@ -81,7 +143,7 @@ export class SingleLockBackend implements LockBackend {
   async release(keys: LockKeys, token: string): Promise<void> {
     let released: number;
     try {
-      released = await RELEASE.run(this.client, [keys.lock], [token]);
+      released = await (this.releases ? this.releases.add([keys, token]) : RELEASE.run(this.client, [keys.lock], [token]));
     } catch (err) {
       throw toRedisUnavailable(err, `releasing the lock on "${keys.resource}"`);
     }

@@ -10,3 +10,7 @@ export const RELEASE = LuaScript.fromFile<number>('rtk_lock_release', new URL('.
 export const RAISE_FENCE = LuaScript.fromFile<number>('rtk_lock_raise_fence', new URL('./raise-fence.lua', import.meta.url), 2);
 /** Swap the owner token of a lock we hold for a local waiter's and draw its fencing token: the fence, or 0. */
 export const HAND_OVER = LuaScript.fromFile<number>('rtk_lock_hand_over', new URL('./hand-over.lua', import.meta.url), 2);
+/** ACQUIRE for the locks of one tick (single server): one fence or 0 per lock. */
+export const ACQUIRE_MANY = LuaScript.fromFile<number[]>('rtk_lock_acquire_many', new URL('./acquire-many.lua', import.meta.url), 2);
+/** RELEASE for the locks of one tick (single server): 1 or 0 per lock. */
+export const RELEASE_MANY = LuaScript.fromFile<number[]>('rtk_lock_release_many', new URL('./release-many.lua', import.meta.url), 1);

@@ -80,6 +80,30 @@ describe('one server: fail closed', () => {
     }
   });
 
+  it('paused server: every acquisition of a batched call fails with RedisUnavailableError; none is left held after resume', async () => {
+    const server = trackForCleanup(await startRedisServer());
+    const locks = await singleLocks(server);
+    const resources = Array.from({ length: 6 }, () => unique('paused-batch'));
+    server.pause();
+    try {
+      const started = Date.now();
+      const results = await Promise.allSettled(resources.map((r) => locks.tryAcquire(r, { ttl: 10_000 })));
+      expect(Date.now() - started).toBeLessThan(COMMAND_TIMEOUT * 4);
+      expect(results.map((r) => reason(r) instanceof RedisUnavailableError)).toEqual(resources.map(() => true));
+    } finally {
+      server.resume();
+    }
+    // the acquisitions may have run once Redis woke up; each caller sent a release for its token, so every resource is
+    // free again well before the 10 s ttl
+    const free = async () => (await Promise.all(resources.map((r) => locks.tryAcquire(r, { ttl: 1_000 })))).every((l) => l !== null);
+    let ok = false;
+    for (let i = 0; i < 20 && !ok; i++) {
+      ok = await free().catch(() => false);
+      if (!ok) await sleep(100);
+    }
+    expect(ok).toBe(true);
+  });
+
   it('Redis dies while using runs: the signal aborts and using throws LockLostError', async () => {
     const server = trackForCleanup(await startRedisServer());
     const locks = await singleLocks(server);
