@@ -7,11 +7,15 @@ export interface TickBatchSender<TItem, TResult> {
 }
 
 /**
- * Collects the calls made in the same tick of the event loop and sends them as one command (flushed on
- * process.nextTick, so a lone call waits for nothing but the code already running). Many concurrent callers then cost
- * one command, one socket write and one reply to parse instead of one each, like node-redis's and ioredis's
- * auto-pipelining, without their per-command cost. With `maxPerCall`, a tick with more calls sends several commands,
+ * Collects the calls made in one turn of the event loop and sends them as one command. Many concurrent callers then
+ * cost one command, one socket write and one reply to parse instead of one each, like node-redis's and ioredis's
+ * auto-pipelining, without their per-command cost. With `maxPerCall`, a turn with more calls sends several commands,
  * so Redis can work on one while this process prepares the next. A failed command rejects every call in it.
+ *
+ * Flushed with setImmediate, after the I/O callbacks of the current turn: the requests of an HTTP server arrive as
+ * separate callbacks, so a flush on process.nextTick would send each alone (measured on the sample app, 32
+ * connections: toolkit overhead over plain Nest 33 % with nextTick, 19 % with setImmediate). A lone call waits only
+ * for the callbacks already due in this turn.
  */
 export class TickBatcher<TItem, TResult> {
   private pending: { item: TItem; resolve: (r: TResult) => void; reject: (err: unknown) => void }[] = [];
@@ -28,10 +32,11 @@ export class TickBatcher<TItem, TResult> {
       this.pending.push({ item, resolve, reject });
       if (!this.scheduled) {
         this.scheduled = true;
-        process.nextTick(() => {
+        const run = () => {
           this.scheduled = false;
           this.flush();
-        });
+        };
+        setImmediate(run);
       }
     });
   }

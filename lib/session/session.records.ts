@@ -64,8 +64,9 @@ function parseEnvelope(raw: string): SessionEnvelope | null {
  *
  * A session is one string key, so the hot path needs no Lua: a touching read is `GETEX key PX ttl`, one command and
  * one round trip (plus a PEXPIREAT only for a session whose own ttl differs from the default, or in its last ttl
- * before the absolute deadline); on a single server the touching reads of one tick go as one script call of GETEXs. Writes are Lua scripts touching only the keys of one session (one `{id}` hash tag);
- * the per-user index lives in its own slot and is maintained with separate commands.
+ * before the absolute deadline); on a single server the touching reads of one tick go as one script call of
+ * GETEXs. Writes are Lua scripts touching only the keys of one session (one `{id}` hash tag); the per-user index
+ * lives in its own slot and is maintained with separate commands.
  *
  * Times come from this process's clock (Date.now()): the deadline is checked here on every read, Redis expiry only
  * cleans up. Callers validate ids before they get here and wrap errors; this class never logs.
