@@ -2,11 +2,17 @@ import { Inject, Injectable, Logger, type OnModuleDestroy } from '@nestjs/common
 import type { Cluster } from 'ioredis';
 import { InvalidKeyError, InvalidOptionsError, toRedisUnavailable } from '../common/errors.js';
 import { KeyBuilder } from '../common/keys.js';
-import type { RedisClient } from '../common/lua-script.js';
+import { LuaScript, type RedisClient } from '../common/lua-script.js';
+import { TickBatcher } from '../common/tick-batcher.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { REDIS_TOOLKIT_OPTIONS } from '../redis-toolkit.constants.js';
 import type { ResolvedRedisToolkitOptions } from '../redis-toolkit.options-resolver.js';
+
+/** PUBLISH of several messages in one script call (see publish-many.lua). */
+const PUBLISH_MANY = LuaScript.fromFile<number[]>('rtk_ps_publish_many', new URL('./publish-many.lua', import.meta.url), 0);
+/** Messages per script call when one turn publishes more (see TickBatcher). */
+const PUBLISHES_PER_CALL = 32;
 
 /** What every message carries besides its payload. */
 export interface MessageMeta {
@@ -59,6 +65,8 @@ export class PubSubService implements OnModuleDestroy {
   private readonly channelPrefix: string;
   private readonly patternPrefix: string;
   private readonly sharded: boolean;
+  /** Publishes of one event-loop turn as one script call (single server); undefined on a cluster. */
+  private readonly publishes: TickBatcher<[channel: string, message: string], number> | undefined;
   private readonly idPrefix = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}-`;
   private counter = 0;
   private closed = false;
@@ -70,6 +78,15 @@ export class PubSubService implements OnModuleDestroy {
     this.channelPrefix = `${options.keyPrefix}ps:`;
     this.patternPrefix = KeyBuilder.globEscape(this.channelPrefix);
     this.sharded = connection.isCluster && options.pubsub.cluster === 'sharded';
+    if (!connection.isCluster) {
+      this.publishes = new TickBatcher(
+        {
+          one: ([channel, message]) => this.connection.client.publish(channel, message),
+          many: (messages) => PUBLISH_MANY.run(this.connection.client, [], messages.flat()),
+        },
+        PUBLISHES_PER_CALL,
+      );
+    }
   }
 
   /** True when channels use SPUBLISH/SSUBSCRIBE (a cluster with `pubsub.cluster: 'sharded'`). */
@@ -289,9 +306,11 @@ export class PubSubService implements OnModuleDestroy {
 
   private send(channel: string, message: string): Promise<number> {
     const redisChannel = this.channelPrefix + channel;
-    const sent = this.sharded
-      ? (this.connection.client as Cluster).spublish(redisChannel, message)
-      : this.connection.client.publish(redisChannel, message);
+    const sent = this.publishes
+      ? this.publishes.add([redisChannel, message])
+      : this.sharded
+        ? (this.connection.client as Cluster).spublish(redisChannel, message)
+        : this.connection.client.publish(redisChannel, message);
     return Promise.resolve(sent).then(
       (n) => Number(n),
       (err: unknown) => {

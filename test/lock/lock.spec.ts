@@ -12,6 +12,7 @@ import {
 } from '../../lib/index.js';
 import { RELEASE, EXTEND } from '../../lib/lock/lock.scripts.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
+import { recordCommands } from '../support/command-recorder.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
 import { sleep } from '../support/wait.js';
@@ -233,35 +234,26 @@ describe('lock input checks', () => {
 describe('locks taken and released in one tick share a script call (single server)', () => {
   it('40 resources: 3 EVALSHA to acquire and 3 to release; one owner per resource even within one call', async () => {
     const { locks, connection } = await lockService('single');
-    const redis = connection.client as import('ioredis').Redis;
-    const send = redis.sendCommand.bind(redis);
-    let commands: string[] = [];
-    redis.sendCommand = ((cmd: { name: string }) => {
-      commands.push(cmd.name);
-      return send(cmd as Parameters<typeof send>[0]);
-    }) as typeof redis.sendCommand;
-    try {
-      const resources = Array.from({ length: 35 }, () => unique('tick'));
-      const contested = unique('tick-contested');
-      // 35 distinct resources plus 5 callers on one more: 40 acquisitions in one tick
-      const got = await Promise.all([...resources, ...Array.from({ length: 5 }, () => contested)].map((r) => locks.tryAcquire(r, { ttl: 5_000 })));
-      expect(commands).toEqual(['evalsha', 'evalsha', 'evalsha']);
-      expect(got.slice(0, 35).map((l) => l?.fencingToken)).toEqual(Array.from({ length: 35 }, () => 1));
-      expect(got.slice(35).filter((l) => l !== null)).toHaveLength(1);
-      const held = got.filter((l): l is Lock => l !== null);
-      expect(await Promise.all(held.map((l) => connection.client.get(lockKey(l.resource))))).toEqual(held.map((l) => l.token));
+    const resources = Array.from({ length: 35 }, () => unique('tick'));
+    const contested = unique('tick-contested');
+    // 35 distinct resources plus 5 callers on one more: 40 acquisitions in one tick
+    const acquired = await recordCommands(connection.client, () =>
+      Promise.all([...resources, ...Array.from({ length: 5 }, () => contested)].map((r) => locks.tryAcquire(r, { ttl: 5_000 }))),
+    );
+    expect(acquired.commands).toEqual(['evalsha', 'evalsha', 'evalsha']);
+    const got = acquired.value;
+    expect(got.slice(0, 35).map((l) => l?.fencingToken)).toEqual(Array.from({ length: 35 }, () => 1));
+    expect(got.slice(35).filter((l) => l !== null)).toHaveLength(1);
+    const held = got.filter((l): l is Lock => l !== null);
+    expect(await Promise.all(held.map((l) => connection.client.get(lockKey(l.resource))))).toEqual(held.map((l) => l.token));
 
-      commands = [];
-      await Promise.all(held.map((l) => l.release()));
-      expect(commands).toEqual(['evalsha', 'evalsha', 'evalsha']);
-      expect(await Promise.all(held.map((l) => connection.client.exists(lockKey(l.resource))))).toEqual(held.map(() => 0));
-      // a second release is a no-op, and a release by a stale owner in a batch touches nothing
-      const again = await locks.tryAcquire(resources[0], { ttl: 5_000 });
-      expect(again?.fencingToken).toBe(2);
-      await expect(Promise.all([held[0].release(), again!.release()])).resolves.toEqual([undefined, undefined]);
-      expect(await connection.client.exists(lockKey(resources[0]))).toBe(0);
-    } finally {
-      redis.sendCommand = send;
-    }
+    const released = await recordCommands(connection.client, () => Promise.all(held.map((l) => l.release())));
+    expect(released.commands).toEqual(['evalsha', 'evalsha', 'evalsha']);
+    expect(await Promise.all(held.map((l) => connection.client.exists(lockKey(l.resource))))).toEqual(held.map(() => 0));
+    // a second release is a no-op, and a release by a stale owner in a batch touches nothing
+    const again = await locks.tryAcquire(resources[0], { ttl: 5_000 });
+    expect(again?.fencingToken).toBe(2);
+    await expect(Promise.all([held[0].release(), again!.release()])).resolves.toEqual([undefined, undefined]);
+    expect(await connection.client.exists(lockKey(resources[0]))).toBe(0);
   });
 });

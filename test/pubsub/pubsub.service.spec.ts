@@ -1,6 +1,8 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import { InvalidKeyError, InvalidOptionsError, JsonSerializer, PubSubService, RedisUnavailableError, type MessageMeta } from '../../lib/index.js';
+import { RedisConnection } from '../../lib/index.js';
+import { recordCommands } from '../support/command-recorder.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { startRedisServer } from '../support/redis-server.js';
 import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
@@ -214,6 +216,20 @@ describe('PubSubService when Redis fails', () => {
     expect(c.got.some((r) => r.payload === 'down')).toBe(false);
   });
 
+  it('a paused Redis fails every publish of a batched call within commandTimeout', async () => {
+    const server = trackForCleanup(await startRedisServer());
+    const a = await createToolkitApp({ target: { url: server.url }, commandTimeout: 300 });
+    server.pause();
+    try {
+      const started = Date.now();
+      const outcomes = await Promise.allSettled(Array.from({ length: 10 }, (_, i) => a.get(PubSubService).publish('x', i)));
+      expect(Date.now() - started).toBeLessThan(2_000);
+      expect(outcomes.map((o) => o.status === 'rejected' && o.reason instanceof RedisUnavailableError)).toEqual(Array.from({ length: 10 }, () => true));
+    } finally {
+      server.resume();
+    }
+  });
+
   it('a paused Redis makes publish fail within commandTimeout instead of hanging', async () => {
     const server = trackForCleanup(await startRedisServer());
     const a = await createToolkitApp({ target: { url: server.url }, commandTimeout: 300 });
@@ -225,5 +241,29 @@ describe('PubSubService when Redis fails', () => {
     } finally {
       server.resume();
     }
+  });
+});
+
+describe('publishes of one event-loop turn share one script call (single server)', () => {
+  it('70 publishes on two channels: one EVALSHA per 32, every message delivered once, in order, with its count', async () => {
+    const [a, b] = await twoInstances('single');
+    const onOne = collector();
+    const onTwo = collector();
+    await b.subscribe('one', onOne.handler);
+    await b.subscribe('two', onTwo.handler);
+    await a.publish('one', 'warm-up'); // both subscriptions are live before the burst
+    expect(await waitFor(() => onOne.got.length === 1, 3_000)).toBe(true);
+    onOne.got.length = 0;
+    const aClient = (a as unknown as { connection: RedisConnection }).connection.client;
+    const { value: counts, commands } = await recordCommands(aClient, () =>
+      Promise.all(Array.from({ length: 70 }, (_, i) => a.publish(i % 2 === 0 ? 'one' : 'two', { i }))),
+    );
+    expect(commands.filter((c) => c === 'evalsha' || c === 'eval')).toHaveLength(3);
+    expect(commands.filter((c) => c === 'publish')).toEqual([]);
+    expect(counts).toEqual(Array.from({ length: 70 }, () => 1));
+    expect(await waitFor(() => onOne.got.length === 35 && onTwo.got.length === 35, 3_000)).toBe(true);
+    expect(onOne.got.map((m) => (m.payload as { i: number }).i)).toEqual(Array.from({ length: 35 }, (_, k) => 2 * k));
+    expect(onTwo.got.map((m) => (m.payload as { i: number }).i)).toEqual(Array.from({ length: 35 }, (_, k) => 2 * k + 1));
+    expect(new Set([...onOne.got, ...onTwo.got].map((m) => m.meta.id)).size).toBe(70);
   });
 });

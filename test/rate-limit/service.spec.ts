@@ -11,6 +11,7 @@ import {
 } from '../../lib/index.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { MAX_DECISIONS_PER_CALL } from '../../lib/rate-limit/decision-batcher.js';
+import { recordCommands } from '../support/command-recorder.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 import { sleep } from '../support/wait.js';
 
@@ -240,27 +241,13 @@ describe.each(['single', 'cluster'] as const)('RateLimitService on %s', (target)
     const key = uid();
     const policy: RateLimitPolicy = { limit: 100, ttl: 60_000 };
     await rl.consume(key, policy); // loads the script if needed
-    const calls: string[] = [];
-    const nodes = 'nodes' in client ? client.nodes('master') : [client];
-    const origins = nodes.map((n) => {
-      const send = n.sendCommand.bind(n);
-      n.sendCommand = ((cmd: { name: string }) => {
-        calls.push(cmd.name);
-        return send(cmd as Parameters<typeof send>[0]);
-      }) as typeof n.sendCommand;
-      return () => {
-        n.sendCommand = send;
-      };
-    });
-    try {
-      await rl.consumeAll([
+    const { commands: calls } = await recordCommands(client, () =>
+      rl.consumeAll([
         { key, policy, name: 'a' },
         { key, policy: { limit: 5, ttl: 1_000, algorithm: 'token-bucket' }, name: 'b' },
         { key, policy: { limit: 5, ttl: 1_000, algorithm: 'fixed-window' }, name: 'c' },
-      ]);
-    } finally {
-      origins.forEach((restore) => restore());
-    }
+      ]),
+    );
     expect(calls.filter((c) => c !== 'evalsha' && c !== 'eval')).toEqual([]);
     expect(calls.filter((c) => c === 'evalsha')).toHaveLength(1);
   });
@@ -322,22 +309,7 @@ describe('decisions of one tick share one script call (single server)', () => {
     rl = app.get(RateLimitService);
     client = app.get<RedisClient>(REDIS_CLIENT);
   });
-
-  /** Runs `fn` and returns what it resolved with and the names of the commands the toolkit's client sent. */
-  async function recording<T>(fn: () => Promise<T>): Promise<{ value: T; commands: string[] }> {
-    const redis = client as import('ioredis').Redis;
-    const send = redis.sendCommand.bind(redis);
-    const commands: string[] = [];
-    redis.sendCommand = ((cmd: { name: string }) => {
-      commands.push(cmd.name);
-      return send(cmd as Parameters<typeof send>[0]);
-    }) as typeof redis.sendCommand;
-    try {
-      return { value: await fn(), commands };
-    } finally {
-      redis.sendCommand = send;
-    }
-  }
+  const recording = <T>(fn: () => Promise<T>) => recordCommands(client, fn);
 
   it('200 concurrent decisions on 4 keys: one EVALSHA per 16, and each key still admits exactly its limit', async () => {
     const keys = [uid(), uid(), uid(), uid()];

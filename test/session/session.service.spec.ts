@@ -13,6 +13,7 @@ import {
   isValidSessionId,
 } from '../../lib/index.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
+import { recordCommands } from '../support/command-recorder.js';
 import { startRedisServer } from '../support/redis-server.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
@@ -316,19 +317,7 @@ describe('touching reads of one tick share one script call (single server)', () 
     const missing = Array.from({ length: 10 }, generateSessionId);
     // shorten every ttl so the touch shows
     await Promise.all(created.map((s) => client.pexpire(`${prefix}sess:{${s.id}}`, 5_000)));
-    const redis = client as Redis;
-    const send = redis.sendCommand.bind(redis);
-    const commands: string[] = [];
-    redis.sendCommand = ((cmd: { name: string }) => {
-      commands.push(cmd.name);
-      return send(cmd as Parameters<typeof send>[0]);
-    }) as typeof redis.sendCommand;
-    let read;
-    try {
-      read = await Promise.all([...created.map((s) => s.id), ...missing].map((id) => sessions.get(id)));
-    } finally {
-      redis.sendCommand = send;
-    }
+    const { value: read, commands } = await recordCommands(client, () => Promise.all([...created.map((s) => s.id), ...missing].map((id) => sessions.get(id))));
     expect(commands).toEqual(['evalsha', 'evalsha', 'evalsha']);
     expect(read.slice(0, 30).map((s) => [s?.userId, s?.data])).toEqual(created.map((_, i) => [`u${i % 3}`, { n: i, at: new Date(1_000 * i) }]));
     expect(read.slice(30)).toEqual(Array.from({ length: 10 }, () => null));

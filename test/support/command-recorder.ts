@@ -1,0 +1,26 @@
+import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../lib/common/lua-script.js';
+
+/**
+ * Runs `fn` and returns what it resolved with and the names of the commands `client` sent meanwhile (every master's
+ * connection of a cluster), in order: how tests count round trips without MONITOR.
+ */
+export async function recordCommands<T>(client: RedisClient, fn: () => Promise<T>): Promise<{ value: T; commands: string[] }> {
+  const connections: Redis[] = 'nodes' in client ? client.nodes('master') : [client];
+  const commands: string[] = [];
+  const restores = connections.map((connection) => {
+    const send = connection.sendCommand.bind(connection);
+    connection.sendCommand = ((cmd: { name: string }) => {
+      commands.push(cmd.name);
+      return send(cmd as Parameters<typeof send>[0]);
+    }) as typeof connection.sendCommand;
+    return () => {
+      connection.sendCommand = send;
+    };
+  });
+  try {
+    return { value: await fn(), commands };
+  } finally {
+    restores.forEach((restore) => restore());
+  }
+}
