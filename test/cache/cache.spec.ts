@@ -9,6 +9,7 @@ import {
   type RedisToolkitOptions,
 } from '../../lib/index.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
+import { recordCommands } from '../support/command-recorder.js';
 import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
 import { sleep, waitFor } from '../support/wait.js';
 
@@ -281,7 +282,7 @@ describe.each(['single', 'cluster'] as const)('CacheService on %s', (target) => 
     await client.del(`x${keyPrefix}cache:products:1`);
   });
 
-  it('concurrent reads of many keys (sent as one MGET per tick on a single server) each get their own value', async () => {
+  it('concurrent reads of many keys (batched into MGETs on a single server) each get their own value', async () => {
     const { cache } = await cacheApp(target);
     await Promise.all(Array.from({ length: 200 }, (_, i) => cache.set(`m:${i}`, { i })));
     const keys = [...Array.from({ length: 200 }, (_, i) => `m:${i}`), 'm:missing', 'm:7'];
@@ -353,5 +354,16 @@ describe.each(['single', 'cluster'] as const)('CacheService on %s', (target) => 
     expect(await b.cache.get('p:1')).toBe(1);
     await a.cache.invalidatePattern('p:*');
     expect(await waitFor(async () => (await b.cache.get('p:1')) === undefined, 100)).toBe(true);
+  });
+});
+
+describe('reads of one event-loop turn share an MGET (single server)', () => {
+  it('70 concurrent gets of 40 keys (some twice, some missing): 3 MGETs of at most 32, each caller gets its value', async () => {
+    const { cache, client } = await cacheApp('single');
+    await Promise.all(Array.from({ length: 30 }, (_, i) => cache.set(`k${i}`, { i }, { ttl: 60_000 })));
+    const names = Array.from({ length: 70 }, (_, n) => `k${n % 40}`); // k30..k39 do not exist
+    const { value, commands } = await recordCommands(client, () => Promise.all(names.map((k) => cache.get(k))));
+    expect(commands).toEqual(['mget', 'mget', 'mget']);
+    expect(value).toEqual(names.map((_, n) => (n % 40 < 30 ? { i: n % 40 } : undefined)));
   });
 });
