@@ -36,22 +36,19 @@ const lost = (keys: LockKeys, what: string): LockLostError =>
 
 /** At most this many locks of failed calls wait for the connection to come back; the rest expire with their ttl. */
 const MAX_UNKNOWN_LOCKS = 1_000;
-/** Lock calls per script call when a tick holds more (see TickBatcher). */
+/** Lock calls per script call when a turn holds more (see TickBatcher). */
 const LOCK_CALLS_PER_SCRIPT = 16;
 
 /**
- * One Redis server, a sentinel-managed master, or a Redis Cluster (both keys live in one slot). On a single server
- * the acquisitions, and the releases, one process makes in the same tick go to Redis as one script call each
- * (many callers locking their own resources at once); on a cluster every lock is its own call (its own slot).
+ * ACQUIRE and RELEASE on one client. On a single server (a quorum node is one) the acquisitions, and the releases,
+ * this process makes in one event-loop turn go as one script call each (many callers locking their own resources at
+ * once); on a cluster every lock is its own call (its own slot).
  */
-export class SingleLockBackend implements LockBackend {
-  readonly nodes = 1;
+class LockCalls {
   private readonly acquires: TickBatcher<[keys: LockKeys, token: string, ttl: number], number> | undefined;
   private readonly releases: TickBatcher<[keys: LockKeys, token: string], number> | undefined;
-  /** Locks a failed call may hold, released when the connection is back (see releaseUnknown). */
-  private readonly unknown = new Map<string, { keys: LockKeys; expiresAt: number }>();
 
-  constructor(private readonly client: RedisClient) {
+  constructor(readonly client: RedisClient) {
     if (client instanceof Cluster) return;
     this.acquires = new TickBatcher(
       {
@@ -79,11 +76,33 @@ export class SingleLockBackend implements LockBackend {
     );
   }
 
+  /** The new fencing token, or 0 when another owner holds the lock. */
+  acquire(keys: LockKeys, token: string, ttl: number): Promise<number> {
+    return this.acquires ? this.acquires.add([keys, token, ttl]) : ACQUIRE.run(this.client, [keys.lock, keys.fence], [token, ttl]);
+  }
+
+  /** 1 when released, 0 when not held by `token`. */
+  release(keys: LockKeys, token: string): Promise<number> {
+    return this.releases ? this.releases.add([keys, token]) : RELEASE.run(this.client, [keys.lock], [token]);
+  }
+}
+
+/** One Redis server, a sentinel-managed master, or a Redis Cluster (both keys live in one slot). */
+export class SingleLockBackend implements LockBackend {
+  readonly nodes = 1;
+  private readonly calls: LockCalls;
+  /** Locks a failed call may hold, released when the connection is back (see releaseUnknown). */
+  private readonly unknown = new Map<string, { keys: LockKeys; expiresAt: number }>();
+
+  constructor(private readonly client: RedisClient) {
+    this.calls = new LockCalls(client);
+  }
+
   async tryAcquire(keys: LockKeys, token: string, ttl: number): Promise<Acquired | null> {
     const startedAt = Date.now();
     let fence: number;
     try {
-      fence = await (this.acquires ? this.acquires.add([keys, token, ttl]) : ACQUIRE.run(this.client, [keys.lock, keys.fence], [token, ttl]));
+      fence = await this.calls.acquire(keys, token, ttl);
     } catch (err) {
       // The SET may have run before the reply was lost: do not leave a lock nobody owns for a whole ttl.
       this.releaseUnknown(keys, token, startedAt + ttl);
@@ -113,7 +132,7 @@ export class SingleLockBackend implements LockBackend {
    * not left for its whole ttl.
    */
   private releaseUnknown(keys: LockKeys, token: string, expiresAt: number): void {
-    RELEASE.run(this.client, [keys.lock], [token]).catch(() => {
+    this.calls.release(keys, token).catch(() => {
       if (Date.now() >= expiresAt || this.unknown.size >= MAX_UNKNOWN_LOCKS) return; // the rest expire with their ttl
       this.unknown.set(token, { keys, expiresAt });
       if (this.unknown.size === 1) this.client.once('ready', () => this.releaseUnknownNow());
@@ -143,7 +162,7 @@ export class SingleLockBackend implements LockBackend {
   async release(keys: LockKeys, token: string): Promise<void> {
     let released: number;
     try {
-      released = await (this.releases ? this.releases.add([keys, token]) : RELEASE.run(this.client, [keys.lock], [token]));
+      released = await this.calls.release(keys, token);
     } catch (err) {
       throw toRedisUnavailable(err, `releasing the lock on "${keys.resource}"`);
     }
@@ -208,6 +227,7 @@ const firstError = <T>(outcomes: Outcome<T>[]): string => {
 export class QuorumLockBackend implements LockBackend {
   readonly nodes: number;
   readonly quorum: number;
+  private readonly nodeCalls: LockCalls[];
 
   constructor(
     private readonly clients: Redis[],
@@ -216,6 +236,7 @@ export class QuorumLockBackend implements LockBackend {
   ) {
     this.nodes = clients.length;
     this.quorum = Math.floor(clients.length / 2) + 1;
+    this.nodeCalls = clients.map((c) => new LockCalls(c));
   }
 
   private drift(ttl: number): number {
@@ -224,7 +245,7 @@ export class QuorumLockBackend implements LockBackend {
   }
 
   private releaseEverywhere(keys: LockKeys, token: string): void {
-    for (const client of this.clients) RELEASE.run(client, [keys.lock], [token]).catch(() => undefined);
+    for (const node of this.nodeCalls) node.release(keys, token).catch(() => undefined);
   }
 
   /**
@@ -234,7 +255,7 @@ export class QuorumLockBackend implements LockBackend {
   private async undo(keys: LockKeys, token: string, outcomes: Outcome<number>[]): Promise<void> {
     const granted: Promise<number>[] = [];
     outcomes.forEach((o, i) => {
-      const release = RELEASE.run(this.clients[i], [keys.lock], [token]);
+      const release = this.nodeCalls[i].release(keys, token);
       if (o !== undefined && o.ok && o.value > 0) granted.push(release);
       else release.catch(() => undefined);
     });
@@ -246,7 +267,7 @@ export class QuorumLockBackend implements LockBackend {
     const budget = ttl - this.drift(ttl);
     const { quorum, nodes } = this;
     const outcomes = await gather(
-      this.clients.map((c) => ACQUIRE.run(c, [keys.lock, keys.fence], [token, ttl])),
+      this.nodeCalls.map((node) => node.acquire(keys, token, ttl)),
       (o) => count(o, (x) => x !== undefined && x.ok && x.value > 0) >= quorum || count(o, (x) => x !== undefined && !(x.ok && x.value > 0)) > nodes - quorum,
       Math.min(budget, this.commandTimeout),
     );
@@ -308,7 +329,7 @@ export class QuorumLockBackend implements LockBackend {
   async release(keys: LockKeys, token: string): Promise<void> {
     const { quorum, nodes } = this;
     const outcomes = await gather(
-      this.clients.map((c) => RELEASE.run(c, [keys.lock], [token])),
+      this.nodeCalls.map((node) => node.release(keys, token)),
       (o) => {
         const released = count(o, (x) => answered(x, 1));
         return released >= quorum || (released > 0 && released + count(o, (x) => answered(x, 0)) >= quorum);
