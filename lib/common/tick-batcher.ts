@@ -32,11 +32,10 @@ export class TickBatcher<TItem, TResult> {
       this.pending.push({ item, resolve, reject });
       if (!this.scheduled) {
         this.scheduled = true;
-        const run = () => {
+        setImmediate(() => {
           this.scheduled = false;
           this.flush();
-        };
-        setImmediate(run);
+        });
       }
     });
   }
