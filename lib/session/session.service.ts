@@ -237,9 +237,15 @@ export class SessionService {
   }
 
   private toSession<T extends SessionData>(id: string, raw: RawSession): Session<T> {
-    const data: SessionData = Object.fromEntries(
-      Object.entries(raw.envelope.d).map(([name, value]) => [name, this.serializer.deserialize(value)]),
-    );
+    // A loop, not Object.fromEntries(Object.entries(...).map(...)): this runs on every read (15 % of a read's CPU).
+    const data: SessionData = {};
+    const fields = raw.envelope.d;
+    for (const name in fields) {
+      const value = this.serializer.deserialize(fields[name]);
+      // own data property even for "__proto__" (as fromEntries would), never the prototype
+      if (name === '__proto__') Object.defineProperty(data, name, { value, enumerable: true, writable: true, configurable: true });
+      else data[name] = value;
+    }
     return {
       id,
       userId: raw.envelope.u,
