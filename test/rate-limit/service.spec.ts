@@ -75,7 +75,8 @@ describe.each(['single', 'cluster'] as const)('RateLimitService on %s', (target)
     expect([peeked.allowed, refused.allowed]).toEqual([false, false]);
     // both wait for t1's member (about 300 ms away), not for t0's, which has already gone
     expect(peeked.retryAfterMs).toBeGreaterThan(50);
-    expect(Math.abs(peeked.retryAfterMs - refused.retryAfterMs)).toBeLessThanOrEqual(20);
+    // the two calls run back to back, so their answers differ by the time between them (a slow CI machine: < 100 ms)
+    expect(Math.abs(peeked.retryAfterMs - refused.retryAfterMs)).toBeLessThanOrEqual(100);
   });
 
   it('boundary burst: a fixed window admits about 2x limit across a boundary, the sliding window does not', async () => {
