@@ -48,24 +48,30 @@ export class LuaScript<TResult> {
    * without a fixed key count, so batches of every size share one registration.
    */
   runWithAnyKeys(client: RedisClient, keys: readonly string[], args: readonly ScriptArg[] = []): Promise<TResult> {
-    const name = `${this.name}_any`;
-    if (!this.anyKeysDefinedOn.has(client)) {
-      client.defineCommand(name, { lua: this.lua });
-      this.anyKeysDefinedOn.add(client);
-    }
-    const command = (client as unknown as Record<string, DefinedCommand<TResult>>)[name];
-    return command.call(client, keys.length, ...keys, ...args);
+    return this.command(client, `${this.name}_any`, this.anyKeysDefinedOn).call(client, keys.length, ...keys, ...args);
   }
 
   run(client: RedisClient, keys: readonly string[], args: readonly ScriptArg[] = []): Promise<TResult> {
     if (keys.length !== this.numberOfKeys) {
       throw new InvalidOptionsError(`script ${this.name} takes ${this.numberOfKeys} keys, got ${keys.length}`);
     }
-    if (!this.definedOn.has(client)) {
-      client.defineCommand(this.name, { numberOfKeys: this.numberOfKeys, lua: this.lua });
-      this.definedOn.add(client);
+    return this.command(client, this.name, this.definedOn, this.numberOfKeys).call(client, ...keys, ...args);
+  }
+
+  /**
+   * The ioredis command `name` of `client`, registered with defineCommand the first time; registered without a key
+   * count, its callers pass the count first.
+   */
+  private command(
+    client: RedisClient,
+    name: string,
+    definedOn: WeakSet<RedisClient>,
+    numberOfKeys?: number,
+  ): DefinedCommand<TResult> {
+    if (!definedOn.has(client)) {
+      client.defineCommand(name, numberOfKeys === undefined ? { lua: this.lua } : { numberOfKeys, lua: this.lua });
+      definedOn.add(client);
     }
-    const command = (client as unknown as Record<string, DefinedCommand<TResult>>)[this.name];
-    return command.call(client, ...keys, ...args);
+    return (client as unknown as Record<string, DefinedCommand<TResult>>)[name];
   }
 }
