@@ -11,10 +11,10 @@
 import autocannon from 'autocannon';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { httpGet } from '../test/faults/harness/sample-app.js';
 import { getFreePort, startRedisServer, type RedisServerHandle } from '../test/support/redis-server.js';
 import { printTable, saveResults, type BenchRow } from './support/measure.js';
 
@@ -28,19 +28,6 @@ const CONNECTIONS = 32;
 const WARMUP_S = 2;
 const ROUND_S = 5;
 const ROUNDS = 3;
-
-function get(url: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve) => {
-    const req = request(url, { timeout: 5_000 }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
-    });
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', (err) => resolve({ status: 0, body: err.message }));
-    req.end();
-  });
-}
 
 interface Child {
   url: string;
@@ -68,7 +55,7 @@ async function startApp(file: string, env: Record<string, string>, readyPath: st
   };
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 30_000;
-  while ((await get(`${url}${readyPath}`)).status === 0) {
+  while ((await httpGet(`${url}${readyPath}`)).status === 0) {
     if (child.exitCode !== null || Date.now() > deadline) {
       await stop();
       throw new Error(`${file} did not start:\n${output}`);
@@ -123,7 +110,7 @@ async function main(): Promise<void> {
       '/health',
     );
     children.push(sampleFixed);
-    const probe = await get(`${sample.url}/products`);
+    const probe = await httpGet(`${sample.url}/products`);
     if (probe.status !== 200) {
       const reason = `GET /products on the sample answered ${probe.status}${probe.status === 404 ? ' (the cache feature has not given the sample its products endpoint yet)' : ''}`;
       process.stdout.write(`### HTTP end to end\n\nnot available yet: ${reason}\n\n`);
@@ -134,7 +121,7 @@ async function main(): Promise<void> {
     writeFileSync(bodyFile, probe.body);
     const baseline = await startApp(baselineMain, { BASELINE_BODY_FILE: bodyFile }, '/products');
     children.push(baseline);
-    const same = await get(`${baseline.url}/products`);
+    const same = await httpGet(`${baseline.url}/products`);
     if (same.body !== probe.body) throw new Error('the baseline does not return the same JSON as the sample');
 
     // Warm both (JIT, the cache entry), then alternate rounds so drift on a shared machine hits both alike.
