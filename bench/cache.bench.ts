@@ -13,8 +13,15 @@ import type { Cache } from 'cache-manager';
 import { Redis } from 'ioredis';
 import { CacheService, RedisToolkitModule } from '../lib/index.js';
 import { benchRedis } from './support/bench-redis.js';
-import { measure, printTable, saveResults, type BenchRow, type Measurement, type MeasureOptions, interleaved } from './support/measure.js';
-
+import {
+  measure,
+  printTable,
+  saveResults,
+  type BenchRow,
+  type Measurement,
+  type MeasureOptions,
+  interleaved,
+} from './support/measure.js';
 
 const KEYS = 1_000;
 const CONCURRENCY = 50;
@@ -99,27 +106,38 @@ async function main(): Promise<void> {
     await bentoL1.getOrSet({ key: `l1:${keyAt(i)}`, factory: neverCalled, ttl: TTL });
   }
   let n = 0;
-  const hits = await interleaved({
-    raw: async () => JSON.parse((await raw.get(`bench:raw:${keyAt(n++)}`))!),
-    ours: () => ours.cache.getOrSet(keyAt(n++), neverCalled),
-    oursGet: () => ours.cache.get(keyAt(n++)),
-    cm: () => cacheManager.get(`bench:cm:${keyAt(n++)}`),
-    bento: () => bento.getOrSet({ key: keyAt(n++), factory: neverCalled, ttl: TTL }),
-  }, ROUNDS, ROUND);
+  const hits = await interleaved(
+    {
+      raw: async () => JSON.parse((await raw.get(`bench:raw:${keyAt(n++)}`))!),
+      ours: () => ours.cache.getOrSet(keyAt(n++), neverCalled),
+      oursGet: () => ours.cache.get(keyAt(n++)),
+      cm: () => cacheManager.get(`bench:cm:${keyAt(n++)}`),
+      bento: () => bento.getOrSet({ key: keyAt(n++), factory: neverCalled, ttl: TTL }),
+    },
+    ROUNDS,
+    ROUND,
+  );
   row('ioredis (raw GET + JSON.parse)', 'redis hit', hits.raw, 'plain ioredis client, no command timeout');
   row('nestjs-redis-toolkit', 'redis hit', hits.ours, 'getOrSet, L1 off');
   row('nestjs-redis-toolkit (get)', 'redis hit', hits.oursGet, 'cache.get, L1 off');
   row('@nestjs/cache-manager + @keyv/redis', 'redis hit', hits.cm, 'cache.get');
   row('bentocache (L2 only)', 'redis hit', hits.bento, 'getOrSet');
-  const l1 = await interleaved({
-    ours: () => oursL1.cache.getOrSet(keyAt(n++), neverCalled),
-    bento: () => bentoL1.getOrSet({ key: `l1:${keyAt(n++)}`, factory: neverCalled, ttl: TTL }),
-  }, ROUNDS, ROUND);
+  const l1 = await interleaved(
+    {
+      ours: () => oursL1.cache.getOrSet(keyAt(n++), neverCalled),
+      bento: () => bentoL1.getOrSet({ key: `l1:${keyAt(n++)}`, factory: neverCalled, ttl: TTL }),
+    },
+    ROUNDS,
+    ROUND,
+  );
   row('nestjs-redis-toolkit', 'L1 hit', l1.ours, 'getOrSet, L1 on');
   row('bentocache', 'L1 hit', l1.bento, 'getOrSet, memory L1');
 
   // --- 1,000 concurrent cold misses: how many loader calls? -----------------------------------------------------
-  const cold = async (library: string, call: (key: string, loader: () => Promise<typeof VALUE>) => Promise<unknown>) => {
+  const cold = async (
+    library: string,
+    call: (key: string, loader: () => Promise<typeof VALUE>) => Promise<unknown>,
+  ) => {
     const key = `cold:${Math.random().toString(36).slice(2)}`;
     let calls = 0;
     const loader = async () => {
@@ -143,7 +161,9 @@ async function main(): Promise<void> {
     return calls;
   };
   const coldCalls: Record<string, number> = {};
-  coldCalls['nestjs-redis-toolkit'] = await cold('nestjs-redis-toolkit', (k, l) => ours.cache.getOrSet(k, l, { ttl: TTL }));
+  coldCalls['nestjs-redis-toolkit'] = await cold('nestjs-redis-toolkit', (k, l) =>
+    ours.cache.getOrSet(k, l, { ttl: TTL }),
+  );
   coldCalls['ioredis (naive cache-aside)'] = await cold('ioredis (naive cache-aside)', async (k, l) => {
     const hit = await raw.get(`bench:raw:${k}`);
     if (hit !== null) return JSON.parse(hit);
@@ -156,16 +176,23 @@ async function main(): Promise<void> {
   );
   coldCalls['bentocache'] = await cold('bentocache', (k, l) => bento.getOrSet({ key: k, factory: l, ttl: TTL }));
 
-  const table = printTable('Cache: 1 KB JSON value, 50 concurrent callers over 1,000 keys (cold misses: one key, 1,000 callers)', rows);
-  const ops = (library: string, operation: string) => rows.find((r) => r.library === library && r.operation === operation)!.opsPerSec;
+  const table = printTable(
+    'Cache: 1 KB JSON value, 50 concurrent callers over 1,000 keys (cold misses: one key, 1,000 callers)',
+    rows,
+  );
+  const ops = (library: string, operation: string) =>
+    rows.find((r) => r.library === library && r.operation === operation)!.opsPerSec;
   const ratios = {
     redisHitVsRawIoredis: ops('nestjs-redis-toolkit', 'redis hit') / ops('ioredis (raw GET + JSON.parse)', 'redis hit'),
-    redisHitVsCacheManager: ops('nestjs-redis-toolkit', 'redis hit') / ops('@nestjs/cache-manager + @keyv/redis', 'redis hit'),
+    redisHitVsCacheManager:
+      ops('nestjs-redis-toolkit', 'redis hit') / ops('@nestjs/cache-manager + @keyv/redis', 'redis hit'),
     redisHitVsBentocache: ops('nestjs-redis-toolkit', 'redis hit') / ops('bentocache (L2 only)', 'redis hit'),
     l1HitVsRawIoredis: ops('nestjs-redis-toolkit', 'L1 hit') / ops('ioredis (raw GET + JSON.parse)', 'redis hit'),
   };
   const targets = { redisHitVsRawIoredis: 0.9, redisHitVsCacheManager: 1.5, l1HitVsRawIoredis: 20, coldLoaderCalls: 1 };
-  process.stdout.write(`ratios: ${JSON.stringify(ratios, null, 2)}\ncold-miss loader calls: ${JSON.stringify(coldCalls)}\n`);
+  process.stdout.write(
+    `ratios: ${JSON.stringify(ratios, null, 2)}\ncold-miss loader calls: ${JSON.stringify(coldCalls)}\n`,
+  );
   saveResults('cache', rows, { ratios, targets, coldLoaderCalls: coldCalls, table });
 
   await bento.disconnectAll();

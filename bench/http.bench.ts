@@ -88,7 +88,9 @@ async function main(): Promise<void> {
   let privateRedis: RedisServerHandle | undefined;
   const redisUrl = process.env.BENCH_REDIS_URL ?? (privateRedis = await startRedisServer()).url;
   // BENCH_SAMPLE_MAIN: bench another build of the app (path relative to the repo root).
-  const candidates = [process.env.BENCH_SAMPLE_MAIN, 'dist-bench/sample/main.js', 'dist/sample/main.js'].filter((p): p is string => !!p);
+  const candidates = [process.env.BENCH_SAMPLE_MAIN, 'dist-bench/sample/main.js', 'dist/sample/main.js'].filter(
+    (p): p is string => !!p,
+  );
   const sampleMain = candidates.map((p) => join(ROOT, p)).find((p) => existsSync(p));
   const baselineMain = fileURLToPath(new URL('./http-baseline.js', import.meta.url));
   const dir = mkdtempSync(join(tmpdir(), 'rtk-http-bench-'));
@@ -98,7 +100,12 @@ async function main(): Promise<void> {
     const sample = await startApp(
       sampleMain,
       // RATE_LIMIT_LIMIT: the sample's default limit (100/min) would turn the run into 429s.
-      { REDIS_URL: redisUrl, REDIS_KEY_PREFIX: 'rtk-bench-http:', RATE_LIMIT_LIMIT: '1000000000', REDIS_COMMAND_TIMEOUT_MS: '1000' },
+      {
+        REDIS_URL: redisUrl,
+        REDIS_KEY_PREFIX: 'rtk-bench-http:',
+        RATE_LIMIT_LIMIT: '1000000000',
+        REDIS_COMMAND_TIMEOUT_MS: '1000',
+      },
       '/health',
     );
     children.push(sample);
@@ -106,7 +113,13 @@ async function main(): Promise<void> {
     // what the limiter algorithm costs in Redis and what any Redis round trip per request costs.
     const sampleFixed = await startApp(
       sampleMain,
-      { REDIS_URL: redisUrl, REDIS_KEY_PREFIX: 'rtk-bench-http-fixed:', RATE_LIMIT_LIMIT: '1000000000', RATE_LIMIT_ALGORITHM: 'fixed-window', REDIS_COMMAND_TIMEOUT_MS: '1000' },
+      {
+        REDIS_URL: redisUrl,
+        REDIS_KEY_PREFIX: 'rtk-bench-http-fixed:',
+        RATE_LIMIT_LIMIT: '1000000000',
+        RATE_LIMIT_ALGORITHM: 'fixed-window',
+        REDIS_COMMAND_TIMEOUT_MS: '1000',
+      },
       '/health',
     );
     children.push(sampleFixed);
@@ -146,10 +159,19 @@ async function main(): Promise<void> {
     const summary =
       `throughput overhead on a cache hit ${overheadPct.toFixed(1)} % (target ≤ ${TARGET_OVERHEAD_PCT} %: ${met ? 'met' : 'missed'}), ` +
       `p99 ${oursRow.p99Ms.toFixed(1)} ms vs ${baseRow.p99Ms.toFixed(1)} ms; with a fixed-window limit ${fixedOverheadPct.toFixed(1)} %; ${CONNECTIONS} connections, median of ${ROUNDS} × ${ROUND_S} s` +
-      (oursRow.errors > 0 ? `; ${oursRow.errors} non-2xx/errors on ours (rate limit not lifted? set RATE_LIMIT_LIMIT in the sample)` : '');
+      (oursRow.errors > 0
+        ? `; ${oursRow.errors} non-2xx/errors on ours (rate limit not lifted? set RATE_LIMIT_LIMIT in the sample)`
+        : '');
     printTable('HTTP end to end', [oursRow, fixedRow, baseRow]);
     process.stdout.write(`${summary}\n\n`);
-    saveResults('http', [oursRow, fixedRow, baseRow], { summary, overheadPct, fixedOverheadPct, p99OverheadPct, targetOverheadPct: TARGET_OVERHEAD_PCT, met });
+    saveResults('http', [oursRow, fixedRow, baseRow], {
+      summary,
+      overheadPct,
+      fixedOverheadPct,
+      p99OverheadPct,
+      targetOverheadPct: TARGET_OVERHEAD_PCT,
+      met,
+    });
   } finally {
     await Promise.all(children.map((c) => c.stop()));
     rmSync(dir, { recursive: true, force: true });

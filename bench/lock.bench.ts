@@ -6,9 +6,24 @@ import type { INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { Redis } from 'ioredis';
 import { Mutex, RedlockMutex } from 'redis-semaphore';
-import { KeyBuilder, LockService, RedisConnection, RedisToolkitModule, REDIS_TOOLKIT_OPTIONS, type ResolvedRedisToolkitOptions } from '../lib/index.js';
+import {
+  KeyBuilder,
+  LockService,
+  RedisConnection,
+  RedisToolkitModule,
+  REDIS_TOOLKIT_OPTIONS,
+  type ResolvedRedisToolkitOptions,
+} from '../lib/index.js';
 import { startRedisServer, type RedisServerHandle } from '../test/support/redis-server.js';
-import { measure, printTable, saveResults, type BenchRow, type Measurement, type MeasureOptions, interleaved } from './support/measure.js';
+import {
+  measure,
+  printTable,
+  saveResults,
+  type BenchRow,
+  type Measurement,
+  type MeasureOptions,
+  interleaved,
+} from './support/measure.js';
 
 // redlock 5 ships types its package.json "exports" do not expose under NodeNext resolution: declare what we use.
 interface RedlockLock {
@@ -27,7 +42,6 @@ const RETRY_MS = 10; // pause between attempts for every library (ours and redlo
 const WORKERS = 20;
 const ROUND: MeasureOptions = { concurrency: WORKERS, durationMs: 600, warmupMs: 100, rounds: 1 };
 const ROUNDS = 5;
-
 
 /** Hands each concurrent caller its own resource name (uncontended, and no key growth). */
 function resourcePool(prefix: string): <T>(fn: (resource: string) => Promise<T>) => Promise<T> {
@@ -63,10 +77,18 @@ async function scenario(mode: 'single' | 'quorum', urls: string[], rows: BenchRo
   const locks = app.get(LockService);
   // The same service as N separate app instances would have it: no in-process hand-over between callers.
   const options = app.get<ResolvedRedisToolkitOptions>(REDIS_TOOLKIT_OPTIONS);
-  const separate = Array.from({ length: WORKERS }, () => new LockService(options, app.get(RedisConnection), app.get(KeyBuilder)));
+  const separate = Array.from(
+    { length: WORKERS },
+    () => new LockService(options, app.get(RedisConnection), app.get(KeyBuilder)),
+  );
   let nextSeparate = 0;
   const clients = urls.map((url) => new Redis(url, { maxRetriesPerRequest: 0 }));
-  const redlock = new Redlock(clients, { retryCount: 100_000, retryDelay: RETRY_MS, retryJitter: RETRY_MS, driftFactor: 0.01 });
+  const redlock = new Redlock(clients, {
+    retryCount: 100_000,
+    retryDelay: RETRY_MS,
+    retryJitter: RETRY_MS,
+    driftFactor: 0.01,
+  });
   redlock.on('error', () => undefined);
   const semaphoreOptions = { lockTimeout: TTL, acquireTimeout: 60_000, retryInterval: RETRY_MS, refreshInterval: 0 };
   const mutex = (key: string) =>
@@ -74,29 +96,37 @@ async function scenario(mode: 'single' | 'quorum', urls: string[], rows: BenchRo
 
   const label = mode === 'single' ? '1 server' : '3-node quorum';
   const pools = { ours: resourcePool('u-ours'), redlock: resourcePool('u-redlock'), sem: resourcePool('u-sem') };
-  const uncontended = await interleaved({
-    ours: () => pools.ours(async (r) => (await locks.acquire(r)).release()),
-    redlock: () => pools.redlock(async (r) => (await redlock.acquire([r], TTL)).release()),
-    sem: () =>
-      pools.sem(async (r) => {
-        const m = mutex(r);
+  const uncontended = await interleaved(
+    {
+      ours: () => pools.ours(async (r) => (await locks.acquire(r)).release()),
+      redlock: () => pools.redlock(async (r) => (await redlock.acquire([r], TTL)).release()),
+      sem: () =>
+        pools.sem(async (r) => {
+          const m = mutex(r);
+          await m.acquire();
+          await m.release();
+        }),
+    },
+    ROUNDS,
+    ROUND,
+  );
+  const contended = await interleaved(
+    {
+      ours: async () => (await locks.acquire('c-ours')).release(),
+      oursSeparate: async () => {
+        const service = separate[nextSeparate++ % separate.length];
+        return (await service.acquire('c-ours-separate')).release();
+      },
+      redlock: async () => (await redlock.acquire(['c-redlock'], TTL)).release(),
+      sem: async () => {
+        const m = mutex('c-sem');
         await m.acquire();
         await m.release();
-      }),
-  }, ROUNDS, ROUND);
-  const contended = await interleaved({
-    ours: async () => (await locks.acquire('c-ours')).release(),
-    oursSeparate: async () => {
-      const service = separate[nextSeparate++ % separate.length];
-      return (await service.acquire('c-ours-separate')).release();
+      },
     },
-    redlock: async () => (await redlock.acquire(['c-redlock'], TTL)).release(),
-    sem: async () => {
-      const m = mutex('c-sem');
-      await m.acquire();
-      await m.release();
-    },
-  }, ROUNDS, ROUND);
+    ROUNDS,
+    ROUND,
+  );
   const semName = mode === 'quorum' ? 'redis-semaphore RedlockMutex' : 'redis-semaphore Mutex';
   const add = (library: string, operation: string, m: Measurement, notes?: string) =>
     rows.push({ feature: 'lock', library, operation, ...m, notes });
@@ -105,8 +135,18 @@ async function scenario(mode: 'single' | 'quorum', urls: string[], rows: BenchRo
   add('redlock', unOp, uncontended.redlock);
   add(semName, unOp, uncontended.sem);
   const cOp = `contended (20 callers, 1 resource), ${label}`;
-  add('nestjs-redis-toolkit', cOp, contended.ours, 'callers in one process: a release hands the lock to the oldest local waiter (FIFO)');
-  add('nestjs-redis-toolkit (20 separate services)', cOp, contended.oursSeparate, 'like 20 app instances: polling only');
+  add(
+    'nestjs-redis-toolkit',
+    cOp,
+    contended.ours,
+    'callers in one process: a release hands the lock to the oldest local waiter (FIFO)',
+  );
+  add(
+    'nestjs-redis-toolkit (20 separate services)',
+    cOp,
+    contended.oursSeparate,
+    'like 20 app instances: polling only',
+  );
   add('redlock', cOp, contended.redlock);
   add(semName, cOp, contended.sem);
 
@@ -123,7 +163,11 @@ async function main(): Promise<void> {
   const rows: BenchRow[] = [];
   try {
     await scenario('single', [singleUrl], rows);
-    await scenario('quorum', quorum.map((s) => s.url), rows);
+    await scenario(
+      'quorum',
+      quorum.map((s) => s.url),
+      rows,
+    );
   } finally {
     await Promise.all(servers.map((s) => s.stop()));
   }

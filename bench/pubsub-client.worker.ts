@@ -7,14 +7,21 @@ import { performance } from 'node:perf_hooks';
 import { parentPort, workerData } from 'node:worker_threads';
 import { io } from 'socket.io-client';
 
-const { url, auth, channel, counter } = workerData as { url: string; auth: Record<string, unknown>; channel: string; counter: SharedArrayBuffer };
+const { url, auth, channel, counter } = workerData as {
+  url: string;
+  auth: Record<string, unknown>;
+  channel: string;
+  counter: SharedArrayBuffer;
+};
 const received = new Int32Array(counter);
 const port = parentPort;
 if (!port) throw new Error('run as a worker');
 let latencies: number[] = [];
 const socket = io(url, { transports: ['websocket'], forceNew: true, reconnection: false, auth });
 socket.on('connect', () => {
-  socket.emit('subscribe', { channel }, (ack: { ok: boolean; error?: string }) => port.postMessage({ type: 'ready', ok: ack.ok, error: ack.error }));
+  socket.emit('subscribe', { channel }, (ack: { ok: boolean; error?: string }) =>
+    port.postMessage({ type: 'ready', ok: ack.ok, error: ack.error }),
+  );
 });
 socket.on('connect_error', (err: Error) => port.postMessage({ type: 'ready', ok: false, error: err.message }));
 socket.on('notification', (m: { data: { sentAt: number } }) => {

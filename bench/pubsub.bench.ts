@@ -40,7 +40,9 @@ class RemoteClient {
     });
     this.ready = new Promise((resolve, reject) => {
       this.worker.once('error', reject);
-      this.worker.once('message', (m: { ok: boolean; error?: string }) => (m.ok ? resolve() : reject(new Error(m.error))));
+      this.worker.once('message', (m: { ok: boolean; error?: string }) =>
+        m.ok ? resolve() : reject(new Error(m.error)),
+      );
     });
   }
 
@@ -83,12 +85,22 @@ async function clientFor(url: string): Promise<RemoteClient> {
 }
 
 function listen(server: HttpServer): Promise<string> {
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(server.address() as AddressInfo).port}`)));
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(server.address() as AddressInfo).port}`)),
+  );
 }
 
 async function ours(url: string): Promise<Relay> {
-  const options = { connection: { url }, keyPrefix: 'bench-ps:', pubsub: { gateway: { authenticate: () => ({ id: 'bench' }), publicChannels: [CHANNEL], subscribeRateLimit: false as const } } };
-  const gatewayModule = await Test.createTestingModule({ imports: [RedisToolkitModule.forRoot({ ...options, notificationsGateway: true })] }).compile();
+  const options = {
+    connection: { url },
+    keyPrefix: 'bench-ps:',
+    pubsub: {
+      gateway: { authenticate: () => ({ id: 'bench' }), publicChannels: [CHANNEL], subscribeRateLimit: false as const },
+    },
+  };
+  const gatewayModule = await Test.createTestingModule({
+    imports: [RedisToolkitModule.forRoot({ ...options, notificationsGateway: true })],
+  }).compile();
   const gatewayApp = gatewayModule.createNestApplication({ logger: ['error'] });
   await gatewayApp.listen(0, '127.0.0.1');
   const publisherModule = await Test.createTestingModule({ imports: [RedisToolkitModule.forRoot(options)] }).compile();
@@ -157,7 +169,7 @@ async function redisAdapter(url: string): Promise<Relay> {
     publish: async (sentAt) => sending.to(CHANNEL).emit('notification', { channel: CHANNEL, data: { sentAt } }),
     client,
     close: async () => {
-        await client.close();
+      await client.close();
       receiving.close();
       await sending.of('/').adapter.close();
       for (const c of clients) c.disconnect();
@@ -166,7 +178,10 @@ async function redisAdapter(url: string): Promise<Relay> {
 }
 
 /** Sends at `rate` messages/s for RATE_SECONDS, paced every millisecond, and records each receipt latency. */
-async function atRate(relay: Relay, rate: number): Promise<{ p50: number; p99: number; received: number; sent: number; errors: number }> {
+async function atRate(
+  relay: Relay,
+  rate: number,
+): Promise<{ p50: number; p99: number; received: number; sent: number; errors: number }> {
   await relay.client.take();
   let sent = 0;
   let errors = 0;
@@ -186,7 +201,9 @@ async function atRate(relay: Relay, rate: number): Promise<{ p50: number; p99: n
 }
 
 /** Publishes as fast as the relay accepts (1,000 in flight at most) and counts what the client receives per second. */
-async function maxRate(relay: Relay): Promise<{ perSecond: number; p50: number; p99: number; sent: number; errors: number }> {
+async function maxRate(
+  relay: Relay,
+): Promise<{ perSecond: number; p50: number; p99: number; sent: number; errors: number }> {
   await relay.client.take();
   const base = relay.client.received;
   let inFlight = 0;
@@ -218,7 +235,8 @@ async function main(): Promise<void> {
   const url = redis.url;
   const only = process.env.BENCH_PUBSUB_ONLY;
   const relays: Relay[] = [];
-  for (const make of [ours, handWritten, redisAdapter].filter((f) => !only || f.name === only)) relays.push(await make(url));
+  for (const make of [ours, handWritten, redisAdapter].filter((f) => !only || f.name === only))
+    relays.push(await make(url));
   // Warm every code path (socket.io parser, ioredis, our relay) before measuring, then interleave the peers in each
   // round so machine noise and JIT warm-up hit them alike; the median round is reported.
   for (const relay of relays) await atRate(relay, 2_000);
@@ -241,13 +259,20 @@ async function main(): Promise<void> {
         });
       }
       const m = await maxRate(relay);
-      record(relay.library, 'max sustained msg/s', { perSecond: m.perSecond, p50: m.p50, p99: m.p99, errors: m.errors, notes: `${m.sent} sent` });
+      record(relay.library, 'max sustained msg/s', {
+        perSecond: m.perSecond,
+        p50: m.p50,
+        p99: m.p99,
+        errors: m.errors,
+        notes: `${m.sent} sent`,
+      });
     }
   }
   for (const relay of relays) await relay.close();
   const rows: BenchRow[] = [...results].map(([key, figures]) => {
     const [library, operation] = key.split('\u0000');
-    const pick = (get: (f: Figures) => number) => figures.map(get).sort((a, b) => a - b)[Math.floor(figures.length / 2)];
+    const pick = (get: (f: Figures) => number) =>
+      figures.map(get).sort((a, b) => a - b)[Math.floor(figures.length / 2)];
     return {
       feature: 'pubsub',
       library,

@@ -32,13 +32,22 @@ async function main(): Promise<void> {
   );
   const rl = app.get(RateLimitService);
   // The peers get a client tuned like ours (a per-command timeout costs a timer per command), so only the libraries differ.
-  const peerClient = new Redis(url, { commandTimeout: 5_000, maxRetriesPerRequest: 0, autoResendUnfulfilledCommands: false });
+  const peerClient = new Redis(url, {
+    commandTimeout: 5_000,
+    maxRetriesPerRequest: 0,
+    autoResendUnfulfilledCommands: false,
+  });
   const throttlerStorage = new ThrottlerStorageRedisService(peerClient);
   const rlfCache = new Map<string, RateLimiterRedis>();
   const rlf = (limit: number, ttl: number) => {
     let limiter = rlfCache.get(`${limit}/${ttl}`);
     if (!limiter) {
-      limiter = new RateLimiterRedis({ storeClient: peerClient, points: limit, duration: ttl / 1000, keyPrefix: `bench-rlf-${limit}-${ttl}` });
+      limiter = new RateLimiterRedis({
+        storeClient: peerClient,
+        points: limit,
+        duration: ttl / 1000,
+        keyPrefix: `bench-rlf-${limit}-${ttl}`,
+      });
       rlfCache.set(`${limit}/${ttl}`, limiter);
     }
     return limiter;
@@ -69,7 +78,8 @@ async function main(): Promise<void> {
     {
       library: '@nestjs/throttler + @nest-lab/throttler-storage-redis',
       operation: 'fixed-window',
-      decide: async (key, limit, ttl = 60_000) => !(await throttlerStorage.increment(`bench-thr:${key}`, ttl, limit, ttl, 'default')).isBlocked,
+      decide: async (key, limit, ttl = 60_000) =>
+        !(await throttlerStorage.increment(`bench-thr:${key}`, ttl, limit, ttl, 'default')).isBlocked,
     },
   ];
 
@@ -89,7 +99,8 @@ async function main(): Promise<void> {
     const decisions = 200;
     const roundTrips =
       (await countCommands(url, async () => {
-        for (let j = 0; j < decisions; j++) await c.decide(`${run}:rt:${c.library}:${c.operation}:${j % 10}`, BIG_LIMIT);
+        for (let j = 0; j < decisions; j++)
+          await c.decide(`${run}:rt:${c.library}:${c.operation}:${j % 10}`, BIG_LIMIT);
       })) / decisions;
     // Redis CPU per decision (script time from INFO commandstats; sequential calls, so no queueing in it)
     const redisUs = await redisMicrosPerCall(url, decisions, async () => {
@@ -98,7 +109,9 @@ async function main(): Promise<void> {
     // admitted at limit 1,000 under 5,000 concurrent requests on one key (a day-long window, so that a token bucket
     // does not refill noticeably while the burst runs)
     const key = `${run}:admit:${c.library}:${c.operation}`;
-    const outcomes = await Promise.all(Array.from({ length: 5_000 }, () => c.decide(key, 1_000, 86_400_000).catch(() => false)));
+    const outcomes = await Promise.all(
+      Array.from({ length: 5_000 }, () => c.decide(key, 1_000, 86_400_000).catch(() => false)),
+    );
     const admitted = outcomes.filter(Boolean).length;
     rows.push({
       feature: FEATURE,
@@ -167,8 +180,14 @@ async function main(): Promise<void> {
       vsRateLimiterFlexible: rlfRow ? +(r.opsPerSec / rlfRow.opsPerSec).toFixed(2) : null,
       vsThrottlerStorageRedis: thrRow ? +(r.opsPerSec / thrRow.opsPerSec).toFixed(2) : null,
     }));
-  process.stdout.write(`${ratios.map((r) => `${r.algorithm}: ${r.vsRateLimiterFlexible}× rate-limiter-flexible, ${r.vsThrottlerStorageRedis}× throttler-storage-redis`).join('\n')}\n`);
-  saveResults(FEATURE, rows, { table, ratios, targets: { vsRateLimiterFlexible: 1, vsThrottlerStorageRedis: 2, roundTrips: 1, overAdmission: 0 } });
+  process.stdout.write(
+    `${ratios.map((r) => `${r.algorithm}: ${r.vsRateLimiterFlexible}× rate-limiter-flexible, ${r.vsThrottlerStorageRedis}× throttler-storage-redis`).join('\n')}\n`,
+  );
+  saveResults(FEATURE, rows, {
+    table,
+    ratios,
+    targets: { vsRateLimiterFlexible: 1, vsThrottlerStorageRedis: 2, roundTrips: 1, overAdmission: 0 },
+  });
 
   peerClient.disconnect();
   await app.close();

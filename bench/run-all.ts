@@ -23,7 +23,11 @@ const BENCHES: { name: string; budgetS: number }[] = [
 /** The whole run must end within 10 minutes: leave room for the report. */
 const TOTAL_BUDGET_S = 570;
 
-function runChild(file: string, env: NodeJS.ProcessEnv, budgetS: number): Promise<{ status: RunEntry['status']; detail?: string }> {
+function runChild(
+  file: string,
+  env: NodeJS.ProcessEnv,
+  budgetS: number,
+): Promise<{ status: RunEntry['status']; detail?: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [file], { env, stdio: 'inherit' });
     let timedOut = false;
@@ -73,7 +77,11 @@ async function main(): Promise<void> {
       await rawCommand(redis.port, ['FLUSHALL'], { timeoutMs: 10_000 });
       process.stdout.write(`== ${name} (budget ${Math.min(budgetS, Math.floor(remaining))} s)\n`);
       const t0 = Date.now();
-      const { status, detail } = await runChild(file, { ...process.env, BENCH_REDIS_URL: redis.url }, Math.min(budgetS, Math.floor(remaining)));
+      const { status, detail } = await runChild(
+        file,
+        { ...process.env, BENCH_REDIS_URL: redis.url },
+        Math.min(budgetS, Math.floor(remaining)),
+      );
       const seconds = (Date.now() - t0) / 1000;
       entries.push({ name, status, seconds, detail });
       process.stdout.write(`-- ${name}: ${status} in ${seconds.toFixed(0)} s${detail ? ` (${detail})` : ''}\n\n`);
@@ -81,12 +89,19 @@ async function main(): Promise<void> {
   } finally {
     await redis.stop();
   }
-  const run: RunInfo = { startedAt: new Date(started).toISOString(), seconds: (Date.now() - started) / 1000, redisVersion, entries };
+  const run: RunInfo = {
+    startedAt: new Date(started).toISOString(),
+    seconds: (Date.now() - started) / 1000,
+    redisVersion,
+    entries,
+  };
   const resultsDir = new URL('../../bench/results/', import.meta.url);
   mkdirSync(resultsDir, { recursive: true });
   writeFileSync(new URL('run.json', resultsDir), JSON.stringify(run, null, 2) + '\n');
   const md = generateReport(run);
-  process.stdout.write(`${md}\nwrote BENCHMARKS.md, bench/results/latest.json and bench/results/ratios.svg in ${run.seconds.toFixed(0)} s\n`);
+  process.stdout.write(
+    `${md}\nwrote BENCHMARKS.md, bench/results/latest.json and bench/results/ratios.svg in ${run.seconds.toFixed(0)} s\n`,
+  );
   process.exitCode = entries.some((e) => e.status === 'failed' || e.status === 'timed out') ? 1 : 0;
 }
 

@@ -47,7 +47,10 @@ function payload(i: number): Record<string, unknown> {
     roles: ['reader', 'writer'],
     locale: 'en-GB',
     theme: 'dark',
-    cart: [{ sku: `SKU-${i}`, qty: 2 }, { sku: 'SKU-42', qty: 1 }],
+    cart: [
+      { sku: `SKU-${i}`, qty: 2 },
+      { sku: 'SKU-42', qty: 1 },
+    ],
     csrf: randomBytes(16).toString('hex'),
     views: 0,
     lastPage: '/products/123?ref=home',
@@ -55,7 +58,12 @@ function payload(i: number): Record<string, unknown> {
   };
 }
 
-const cookieFor = (maxAge: number) => ({ originalMaxAge: maxAge, expires: new Date(Date.now() + maxAge), httpOnly: true, path: '/' });
+const cookieFor = (maxAge: number) => ({
+  originalMaxAge: maxAge,
+  expires: new Date(Date.now() + maxAge),
+  httpOnly: true,
+  path: '/',
+});
 
 async function main(): Promise<void> {
   const redis = await benchRedis();
@@ -69,7 +77,11 @@ async function main(): Promise<void> {
   // The same library with a client the user passes in ({ client }): ioredis with auto-pipelining.
   const autoClient = new Redis(url, { enableAutoPipelining: true, commandTimeout: 1_000, maxRetriesPerRequest: 0 });
   const nestAuto = await NestFactory.createApplicationContext(
-    RedisToolkitModule.forRoot({ connection: { client: autoClient }, keyPrefix: prefix, session: { cookie: { secret: SECRET } } }),
+    RedisToolkitModule.forRoot({
+      connection: { client: autoClient },
+      keyPrefix: prefix,
+      session: { cookie: { secret: SECRET } },
+    }),
     { logger: ['error'] },
   );
   const sessionsAuto = nestAuto.get(SessionService);
@@ -83,9 +95,9 @@ async function main(): Promise<void> {
   const servers: Server[] = [];
   try {
     // ---- data: the same sessions for every library --------------------------------------------------------------
-    const serviceIds = await Promise.all(Array.from({ length: SESSIONS }, (_, i) => sessions.create(`user-${i % 100}`, payload(i)))).then(
-      (list) => list.map((s) => s.id),
-    );
+    const serviceIds = await Promise.all(
+      Array.from({ length: SESSIONS }, (_, i) => sessions.create(`user-${i % 100}`, payload(i))),
+    ).then((list) => list.map((s) => s.id));
     const storeIds = Array.from({ length: SESSIONS }, () => generateSessionId());
     const peerIds = Array.from({ length: SESSIONS }, () => generateSessionId());
     const stored = (i: number) => ({ cookie: cookieFor(86_400_000), ...payload(i) }) as unknown as session.SessionData;
@@ -187,7 +199,7 @@ async function main(): Promise<void> {
       const m = medianOf(results.get(i)!);
       const rt =
         library === CONTROL
-          ? 'what connect-redis does, on the toolkit\'s client library'
+          ? "what connect-redis does, on the toolkit's client library"
           : !operation.startsWith('get')
             ? redisCpuUpdate[library] === undefined
               ? '1 round trip'
@@ -223,7 +235,9 @@ async function main(): Promise<void> {
 
     const withExpressSession = (store: session.Store) => {
       const app = express();
-      app.use(session({ store, secret: SECRET, resave: false, saveUninitialized: false, cookie: { maxAge: 86_400_000 } }));
+      app.use(
+        session({ store, secret: SECRET, resave: false, saveUninitialized: false, cookie: { maxAge: 86_400_000 } }),
+      );
       app.post('/login', (req, res) => {
         Object.assign(req.session, payload(7));
         res.json({ ok: true });
@@ -254,7 +268,10 @@ async function main(): Promise<void> {
       const base = `http://127.0.0.1:${(srv.address() as AddressInfo).port}`;
       endpoints.push({ library, base, cookie: fixedCookie ?? (await login(base)) });
     }
-    const httpOps = [['GET /me: read+touch (HTTP)', 'GET'], ['POST /me: update (HTTP)', 'POST']] as const;
+    const httpOps = [
+      ['GET /me: read+touch (HTTP)', 'GET'],
+      ['POST /me: update (HTTP)', 'POST'],
+    ] as const;
     const httpResults = new Map<string, Measurement[]>();
     for (let round = 0; round < HTTP_ROUNDS; round++) {
       for (const { library, base, cookie } of endpoints) {
@@ -268,7 +285,13 @@ async function main(): Promise<void> {
     for (const { library } of endpoints) {
       for (const [operation] of httpOps) {
         const m = medianOf(httpResults.get(`${library}\u0000${operation}`)!);
-        rows.push({ feature: 'session', library, operation, ...m, notes: library === OURS ? 'SessionMiddleware, no express-session' : 'express-session' });
+        rows.push({
+          feature: 'session',
+          library,
+          operation,
+          ...m,
+          notes: library === OURS ? 'SessionMiddleware, no express-session' : 'express-session',
+        });
       }
     }
 
@@ -279,14 +302,21 @@ async function main(): Promise<void> {
       return a === undefined || b === undefined ? null : Number((a / b).toFixed(2));
     };
     const summary = Object.fromEntries(
-      [...new Set(rows.map((r) => r.operation))].flatMap((op) => [
-        [`${op} — SessionService/Middleware ÷ connect-redis`, ratio(OURS, op)],
-        [`${op} — RedisSessionStore ÷ connect-redis`, ratio(OURS_STORE, op)],
-        [`${op} — SessionService with enableAutoPipelining ÷ connect-redis`, ratio(OURS_AUTO, op)],
-        [`${op} — control (GET+EXPIRE on ioredis) ÷ connect-redis`, ratio(CONTROL, op)],
-      ]).filter(([, value]) => value !== null),
+      [...new Set(rows.map((r) => r.operation))]
+        .flatMap((op) => [
+          [`${op} — SessionService/Middleware ÷ connect-redis`, ratio(OURS, op)],
+          [`${op} — RedisSessionStore ÷ connect-redis`, ratio(OURS_STORE, op)],
+          [`${op} — SessionService with enableAutoPipelining ÷ connect-redis`, ratio(OURS_AUTO, op)],
+          [`${op} — control (GET+EXPIRE on ioredis) ÷ connect-redis`, ratio(CONTROL, op)],
+        ])
+        .filter(([, value]) => value !== null),
     );
-    const extra = { roundTripsPerGetTouch: roundTrips, redisCpuUsecPerGetTouch: redisCpu, redisCpuUsecPerUpdate: redisCpuUpdate, ratios: summary };
+    const extra = {
+      roundTripsPerGetTouch: roundTrips,
+      redisCpuUsecPerGetTouch: redisCpu,
+      redisCpuUsecPerUpdate: redisCpuUpdate,
+      ratios: summary,
+    };
     process.stdout.write(`${JSON.stringify(extra, null, 2)}\n`);
     saveResults('session', rows, { ...extra, table });
   } finally {
@@ -342,7 +372,8 @@ async function redisCpuPerOp(url: string, ops: Record<string, () => Promise<void
   const usec = async (): Promise<number> => {
     const text = String(await admin.info('commandstats'));
     let total = 0;
-    for (const m of text.matchAll(/^cmdstat_([\w|]+):calls=\d+,usec=(\d+)/gm)) if (m[1] !== 'info') total += Number(m[2]);
+    for (const m of text.matchAll(/^cmdstat_([\w|]+):calls=\d+,usec=(\d+)/gm))
+      if (m[1] !== 'info') total += Number(m[2]);
     return total;
   };
   const out: Record<string, number> = {};

@@ -1,7 +1,11 @@
 import { Module } from '@nestjs/common';
 import { DiscoveryModule } from '@nestjs/core';
 import { KeyBuilder } from './common/keys.js';
-import { METHOD_INTERCEPTORS, MethodInterceptionExplorer, type MethodInterceptor } from './common/method-interception.js';
+import {
+  METHOD_INTERCEPTORS,
+  MethodInterceptionExplorer,
+  type MethodInterceptor,
+} from './common/method-interception.js';
 import { RedisConnection } from './connection/redis-connection.js';
 import { RedisToolkitHealth } from './connection/redis-toolkit.health.js';
 import { CACHE_EXPORTS, CACHE_METHOD_INTERCEPTORS, CACHE_PROVIDERS } from './cache/cache.providers.js';

@@ -39,7 +39,10 @@ export function resolveToolkitOptions(raw: RedisToolkitOptions): ResolvedRedisTo
   problems.duration('connectTimeout', o.connectTimeout);
   problems.duration('maxReconnectDelay', o.maxReconnectDelay);
   problems.boolean('lazyConnect', o.lazyConnect);
-  if (o.serializer !== undefined && (typeof o.serializer?.serialize !== 'function' || typeof o.serializer?.deserialize !== 'function')) {
+  if (
+    o.serializer !== undefined &&
+    (typeof o.serializer?.serialize !== 'function' || typeof o.serializer?.deserialize !== 'function')
+  ) {
     problems.add('serializer', 'must have serialize(value) and deserialize(raw) functions');
   }
   const resolved: ResolvedRedisToolkitOptions = {
@@ -62,7 +65,10 @@ export function resolveToolkitOptions(raw: RedisToolkitOptions): ResolvedRedisTo
 
 function checkConnection(connection: unknown, problems: OptionProblems): void {
   if (connection === undefined) {
-    problems.add('connection', 'is required: { url } or { host, port }, { sentinels, name }, { cluster } or { client }');
+    problems.add(
+      'connection',
+      'is required: { url } or { host, port }, { sentinels, name }, { cluster } or { client }',
+    );
     return;
   }
   if (!problems.object('connection', connection)) return;
@@ -74,11 +80,15 @@ function checkConnection(connection: unknown, problems: OptionProblems): void {
     c.client !== undefined ? 'client' : undefined,
   ].filter((k): k is string => k !== undefined);
   if (kinds.length > 1) {
-    problems.add('connection', `must give only one of url/host/port, sentinels, cluster or client (got ${kinds.join(' and ')})`);
+    problems.add(
+      'connection',
+      `must give only one of url/host/port, sentinels, cluster or client (got ${kinds.join(' and ')})`,
+    );
     return;
   }
   if (c.url !== undefined) {
-    if (c.host !== undefined || c.port !== undefined) problems.add('connection', 'give either url or host/port, not both');
+    if (c.host !== undefined || c.port !== undefined)
+      problems.add('connection', 'give either url or host/port, not both');
     checkUrl(c.url, problems);
   }
   problems.string('connection.host', c.host);

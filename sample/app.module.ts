@@ -30,7 +30,9 @@ import { ProductsModule } from './products/products.module.js';
           },
           trustProxy: config.get('TRUST_PROXY') === 'true',
         },
-        session: { cookie: { secret: config.get<string>('SESSION_SECRET', 'change-me-in-production'), secure: 'auto' } },
+        session: {
+          cookie: { secret: config.get<string>('SESSION_SECRET', 'change-me-in-production'), secure: 'auto' },
+        },
       }),
     }),
     ProductsModule,

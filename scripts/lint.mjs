@@ -14,7 +14,12 @@ const stripComments = (src) => src.replace(/\/\*[\s\S]*?\*\//g, '').replace(/(^|
 
 const rules = [
   { name: 'no `any` in the library', dirs: ['lib'], ext: '.ts', re: /(:\s*any\b|\bas any\b|<any>|any\[\])/ },
-  { name: 'no KEYS command (use SCAN)', dirs: ['lib'], ext: '.ts', re: /\b(client|redis|node|master|connection)\.keys\s*\(|['"]keys['"]/i },
+  {
+    name: 'no KEYS command (use SCAN)',
+    dirs: ['lib'],
+    ext: '.ts',
+    re: /\b(client|redis|node|master|connection)\.keys\s*\(|['"]keys['"]/i,
+  },
   { name: 'no KEYS command in Lua (use SCAN)', dirs: ['lib'], ext: '.lua', re: /redis\.call\(\s*['"]keys['"]/i },
   { name: 'no FLUSHALL/FLUSHDB outside tests', dirs: ['lib', 'sample'], ext: '.ts', re: /flushall|flushdb/i },
   { name: 'no console.log in the library (use Nest Logger)', dirs: ['lib'], ext: '.ts', re: /console\.log\(/ },

@@ -24,7 +24,9 @@ let code = jest.status ?? 1;
 try {
   const r = JSON.parse(readFileSync(outputFile, 'utf8'));
   const failed = r.numFailedTests + r.numRuntimeErrorTestSuites;
-  process.stdout.write(`\nTests: ${r.numPassedTests} passed, ${failed} failed, ${r.numPendingTests + r.numTodoTests} skipped\n`);
+  process.stdout.write(
+    `\nTests: ${r.numPassedTests} passed, ${failed} failed, ${r.numPendingTests + r.numTodoTests} skipped\n`,
+  );
   if (failed > 0) code = code || 1;
 } catch {
   process.stdout.write('\nTests: 0 passed, 1 failed\n');

@@ -11,7 +11,13 @@ import { fileURLToPath } from 'node:url';
 import { trackForCleanup, usePrivateRedis } from './support/private-servers.js';
 import { startQuorumServers } from './support/quorum.js';
 import { startRedisCluster, type RedisClusterHandle } from './support/redis-cluster.js';
-import { getFreePort, STATE_DIR, startRedisServer, sweepStaleServers, type RedisServerHandle } from './support/redis-server.js';
+import {
+  getFreePort,
+  STATE_DIR,
+  startRedisServer,
+  sweepStaleServers,
+  type RedisServerHandle,
+} from './support/redis-server.js';
 import { probePing, rawCommand } from './support/resp.js';
 import { flushShared, SHARED_SERVERS_ENV, sharedServers } from './support/shared-servers.js';
 
@@ -127,7 +133,9 @@ describe('startRedisServer', () => {
 
   test('password and ACL user: credentials in the url, unauthenticated access refused, flush() authenticates', async () => {
     const password = 'p@ss w/rd';
-    const server = trackForCleanup(await startRedisServer({ password, aclUser: { name: 'tester', password: 'secret:1' } }));
+    const server = trackForCleanup(
+      await startRedisServer({ password, aclUser: { name: 'tester', password: 'secret:1' } }),
+    );
     expect(server.url).toBe(`redis://tester:secret%3A1@127.0.0.1:${server.port}`);
     expect(await probePing(server.port)).toBe('error'); // NOAUTH
     expect(await probePing(server.port, { auth: { password } })).toBe('pong');
@@ -215,10 +223,13 @@ describe('leak protection', () => {
       child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
       child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
       const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-      const signal = await new Promise<NodeJS.Signals | null>((resolve) => child.once('close', (_code, sig) => resolve(sig)));
+      const signal = await new Promise<NodeJS.Signals | null>((resolve) =>
+        child.once('close', (_code, sig) => resolve(sig)),
+      );
       clearTimeout(timer);
       const line = stdout.trim().split('\n').pop() ?? '';
-      if (!line.startsWith('{')) throw new Error(`child produced no report (signal ${signal}).\nstdout: ${stdout}\nstderr: ${stderr}`);
+      if (!line.startsWith('{'))
+        throw new Error(`child produced no report (signal ${signal}).\nstdout: ${stdout}\nstderr: ${stderr}`);
       return { report: JSON.parse(line) as ChildReport, signal };
     } finally {
       rmSync(outDir, { recursive: true, force: true });
@@ -374,7 +385,9 @@ describe('shared servers (started by globalSetup)', () => {
     await Promise.all(quorum.map((q) => rawCommand(q.port, ['SET', 'harness', '1'])));
 
     await flushShared();
-    const sizes = await Promise.all([single, ...cluster, ...quorum].map((s) => rawCommand(s.port, ['DBSIZE'], { host: s.host })));
+    const sizes = await Promise.all(
+      [single, ...cluster, ...quorum].map((s) => rawCommand(s.port, ['DBSIZE'], { host: s.host })),
+    );
     expect(sizes.every((n) => n === 0)).toBe(true);
     await client.quit();
   });

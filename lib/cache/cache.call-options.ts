@@ -20,13 +20,16 @@ export function resolveCall<T>(
   what: string,
   defaults: ResolvedCacheOptions,
 ): ResolvedCall<T> {
-  if (options === null || typeof options !== 'object') throw new InvalidOptionsError(`cache.${what}: options must be an object`);
+  if (options === null || typeof options !== 'object')
+    throw new InvalidOptionsError(`cache.${what}: options must be an object`);
   const { ttl, staleTtl, tags } = options as CacheGetOrSetOptions<T>;
   if (ttl !== undefined && (typeof ttl !== 'number' || !Number.isFinite(ttl) || ttl <= 0)) {
     throw new InvalidOptionsError(`cache.${what}: ttl must be a positive number of milliseconds, got ${String(ttl)}`);
   }
   if (staleTtl !== undefined && (typeof staleTtl !== 'number' || !Number.isFinite(staleTtl) || staleTtl < 0)) {
-    throw new InvalidOptionsError(`cache.${what}: staleTtl must be a non-negative number of milliseconds, got ${String(staleTtl)}`);
+    throw new InvalidOptionsError(
+      `cache.${what}: staleTtl must be a non-negative number of milliseconds, got ${String(staleTtl)}`,
+    );
   }
   if (tags !== undefined && typeof tags !== 'function') checkTags(tags, what);
   return {

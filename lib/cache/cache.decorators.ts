@@ -42,15 +42,30 @@ const merge = (previous: CacheOperation[], next: CacheOperation[]): CacheOperati
  * provider or controller method; the decorated method becomes async.
  */
 export function Cacheable(options: CacheableOptions = {}): MethodDecorator {
-  return createInterceptedMethodDecorator<CacheOperation[]>(CACHE_METADATA, '@Cacheable', [{ kind: 'cacheable', options }], merge);
+  return createInterceptedMethodDecorator<CacheOperation[]>(
+    CACHE_METADATA,
+    '@Cacheable',
+    [{ kind: 'cacheable', options }],
+    merge,
+  );
 }
 
 /** Always runs the method and stores its result under the key (refreshing the cache on writes). */
 export function CachePut(options: CachePutOptions = {}): MethodDecorator {
-  return createInterceptedMethodDecorator<CacheOperation[]>(CACHE_METADATA, '@CachePut', [{ kind: 'put', options }], merge);
+  return createInterceptedMethodDecorator<CacheOperation[]>(
+    CACHE_METADATA,
+    '@CachePut',
+    [{ kind: 'put', options }],
+    merge,
+  );
 }
 
 /** After the method succeeds, deletes keys, invalidates tags and/or a pattern. Nothing is evicted when it throws. */
 export function CacheEvict(options: CacheEvictOptions): MethodDecorator {
-  return createInterceptedMethodDecorator<CacheOperation[]>(CACHE_METADATA, '@CacheEvict', [{ kind: 'evict', options }], merge);
+  return createInterceptedMethodDecorator<CacheOperation[]>(
+    CACHE_METADATA,
+    '@CacheEvict',
+    [{ kind: 'evict', options }],
+    merge,
+  );
 }

@@ -46,7 +46,9 @@ export class CacheEntryStore {
     const stored = await this.failures.guard('set', async () => {
       const now = Date.now();
       if (entry.tags.length > 0) {
-        const added = await Promise.all(entry.tags.map((t) => this.tags.add(t, redisKey, entry.staleUntil, startedAt, now)));
+        const added = await Promise.all(
+          entry.tags.map((t) => this.tags.add(t, redisKey, entry.staleUntil, startedAt, now)),
+        );
         if (added.includes(0)) return false;
       }
       await this.connection.client.set(redisKey, raw, 'PX', Math.max(1, entry.staleUntil - now));

@@ -30,7 +30,8 @@ export function decodeEntry<T>(raw: string, serializer: Serializer): CacheEntry<
   const c1 = raw.indexOf(',');
   const c2 = raw.indexOf(',', c1 + 1);
   const c3 = raw.indexOf(',', c2 + 1);
-  if (nl < 0 || c1 < 0 || c2 < 0 || c3 < 0 || c3 > nl) throw new SerializationError('stored cache entry has no valid header');
+  if (nl < 0 || c1 < 0 || c2 < 0 || c3 < 0 || c3 > nl)
+    throw new SerializationError('stored cache entry has no valid header');
   const freshUntil = Number(raw.slice(0, c1));
   const staleUntil = Number(raw.slice(c1 + 1, c2));
   const delta = Number(raw.slice(c2 + 1, c3));

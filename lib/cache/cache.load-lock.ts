@@ -7,7 +7,11 @@ import type { CacheFailurePolicy } from './cache.failure-policy.js';
 import type { CacheL1 } from './cache.l1.js';
 import type { CacheResult } from './cache.types.js';
 
-const releaseLock = LuaScript.fromFile<number>('rtk_cache_release_lock', new URL('./release-lock.lua', import.meta.url), 1);
+const releaseLock = LuaScript.fromFile<number>(
+  'rtk_cache_release_lock',
+  new URL('./release-lock.lua', import.meta.url),
+  1,
+);
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -97,7 +101,9 @@ export class CacheLoadLock {
   }
 
   async tryLock(lockKey: string, token: string): Promise<boolean> {
-    const reply = await this.failures.guard('lock', () => this.connection.client.set(lockKey, token, 'PX', this.lockTtl, 'NX'));
+    const reply = await this.failures.guard('lock', () =>
+      this.connection.client.set(lockKey, token, 'PX', this.lockTtl, 'NX'),
+    );
     return reply === 'OK';
   }
 

@@ -25,7 +25,8 @@ export class CacheMethodInterceptor implements MethodInterceptor<CacheOperation[
   prepare(target: InterceptedMethod, operations: CacheOperation[]): Step {
     const steps = operations.map((op) => this.step(target, op));
     return (args, next) => {
-      const call = (index: number): Promise<unknown> => (index === steps.length ? next() : steps[index](args, () => call(index + 1)));
+      const call = (index: number): Promise<unknown> =>
+        index === steps.length ? next() : steps[index](args, () => call(index + 1));
       return call(0);
     };
   }
@@ -34,15 +35,22 @@ export class CacheMethodInterceptor implements MethodInterceptor<CacheOperation[
     const where = `${target.className}.${target.methodName}`;
     if (op.kind === 'evict') return this.evictStep(where, op.options);
     const { ttl, staleTtl } = op.options;
-    for (const [name, v] of [['ttl', ttl], ['staleTtl', staleTtl]] as const) {
+    for (const [name, v] of [
+      ['ttl', ttl],
+      ['staleTtl', staleTtl],
+    ] as const) {
       if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v) || v < (name === 'ttl' ? 1 : 0))) {
-        throw new InvalidOptionsError(`@Cacheable on ${where}: ${name} must be a number of milliseconds, got ${String(v)}`);
+        throw new InvalidOptionsError(
+          `@Cacheable on ${where}: ${name} must be a number of milliseconds, got ${String(v)}`,
+        );
       }
     }
     const keyOf = (args: unknown[]) => this.keyOf(where, op.options.key, args);
     const tagsOf = (args: unknown[]) => {
       const fromArgs = resolve<readonly string[]>(op.options.tags, args) ?? [];
-      const fromResult = op.options.resultTags as ((result: unknown, ...args: unknown[]) => readonly string[]) | undefined;
+      const fromResult = op.options.resultTags as
+        | ((result: unknown, ...args: unknown[]) => readonly string[])
+        | undefined;
       return (value: unknown) => [...fromArgs, ...(fromResult ? fromResult(value, ...args) : [])];
     };
     if (op.kind === 'cacheable') {
@@ -65,7 +73,9 @@ export class CacheMethodInterceptor implements MethodInterceptor<CacheOperation[
       try {
         await Promise.all([
           keys === undefined ? 0 : this.cache.del(...(typeof keys === 'string' ? [keys] : keys)),
-          tags === undefined || tags.length === 0 ? 0 : this.cache.invalidateTags(...tags, { soft: options.soft ?? false }),
+          tags === undefined || tags.length === 0
+            ? 0
+            : this.cache.invalidateTags(...tags, { soft: options.soft ?? false }),
           pattern === undefined ? 0 : this.cache.invalidatePattern(pattern),
         ]);
       } catch (err) {

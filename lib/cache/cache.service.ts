@@ -84,9 +84,25 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
     this.failures = new CacheFailurePolicy(connection, this.options.failOpen, this.counters, this.redisWarning);
     this.tags = new CacheTagIndex(connection, keys, FEATURE, this.options.lockTtl, this.l1);
     const reads = new CacheReadBatcher(connection);
-    this.store = new CacheEntryStore(connection, reads, this.tags, this.l1, this.failures, this.serializer, this.redisWarning);
+    this.store = new CacheEntryStore(
+      connection,
+      reads,
+      this.tags,
+      this.l1,
+      this.failures,
+      this.serializer,
+      this.redisWarning,
+    );
     const { lockTtl, lockWait } = this.options;
-    this.lock = new CacheLoadLock(connection, this.featurePrefix, lockTtl, lockWait, this.store, this.l1, this.failures);
+    this.lock = new CacheLoadLock(
+      connection,
+      this.featurePrefix,
+      lockTtl,
+      lockWait,
+      this.store,
+      this.l1,
+      this.failures,
+    );
   }
 
   async onModuleInit(): Promise<void> {
@@ -138,7 +154,13 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
     const call = resolveCall<T>(options, 'set', this.options);
     const now = Date.now();
     const tags = resolveTags(call.tags, value);
-    const entry: CacheEntry<T> = { value, freshUntil: now + call.ttl, staleUntil: now + call.ttl + call.staleTtl, delta: 0, tags };
+    const entry: CacheEntry<T> = {
+      value,
+      freshUntil: now + call.ttl,
+      staleUntil: now + call.ttl + call.staleTtl,
+      delta: 0,
+      tags,
+    };
     const raw = encodeEntry(entry, this.serializer);
     this.l1?.delete(redisKey);
     try {
@@ -173,7 +195,11 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
   }
 
   /** getOrSet that also says where the value came from: 'hit', 'stale' (served while a refresh runs) or 'miss'. */
-  async getOrSetWithStatus<T>(key: string, loader: Loader<T>, options?: CacheGetOrSetOptions<T>): Promise<CacheResult<T>> {
+  async getOrSetWithStatus<T>(
+    key: string,
+    loader: Loader<T>,
+    options?: CacheGetOrSetOptions<T>,
+  ): Promise<CacheResult<T>> {
     const started = this.start(key, loader, options);
     return this.counted(started instanceof Promise ? await started : started);
   }
@@ -184,10 +210,15 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
   }
 
   /** An L1 hit synchronously, else a read from Redis (and on a miss, this process's one shared load). */
-  private start<T>(key: string, loader: Loader<T>, options: CacheGetOrSetOptions<T> | undefined): CacheResult<T> | Promise<CacheResult<T>> {
+  private start<T>(
+    key: string,
+    loader: Loader<T>,
+    options: CacheGetOrSetOptions<T> | undefined,
+  ): CacheResult<T> | Promise<CacheResult<T>> {
     const redisKey = this.entryKey(key);
     if (typeof loader !== 'function') throw new InvalidOptionsError('cache.getOrSet: loader must be a function');
-    const call = options === undefined ? (this.defaultCall as ResolvedCall<T>) : resolveCall(options, 'getOrSet', this.options);
+    const call =
+      options === undefined ? (this.defaultCall as ResolvedCall<T>) : resolveCall(options, 'getOrSet', this.options);
     if (this.l1) {
       const local = this.l1.get(redisKey) as CacheEntry<T> | undefined;
       const now = Date.now();
@@ -283,7 +314,10 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
       }
     }
     return this.singleFlight(redisKey, () =>
-      this.lock.loadOnce<T>(redisKey, { load: () => this.load(loader), loadAndStore: () => this.loadAndStore(redisKey, loader, call) }),
+      this.lock.loadOnce<T>(redisKey, {
+        load: () => this.load(loader),
+        loadAndStore: () => this.loadAndStore(redisKey, loader, call),
+      }),
     );
   }
 
@@ -302,7 +336,13 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
     if (value === undefined) return value; // undefined means "no value": returned, never cached
     const now = Date.now();
     const tags = resolveTags(call.tags, value);
-    const entry: CacheEntry<T> = { value, freshUntil: now + call.ttl, staleUntil: now + call.ttl + call.staleTtl, delta, tags };
+    const entry: CacheEntry<T> = {
+      value,
+      freshUntil: now + call.ttl,
+      staleUntil: now + call.ttl + call.staleTtl,
+      delta,
+      tags,
+    };
     const raw = encodeEntry(entry, this.serializer);
     try {
       await this.store.write(redisKey, entry, raw, startedAt);

@@ -38,7 +38,11 @@ export class CacheTagIndex {
    * invalidated after `startedAt`.
    */
   add(tag: string, redisKey: string, staleUntil: number, startedAt: number, now: number): Promise<number> {
-    return tagAdd.run(this.connection.client, [this.tagKey(tag), this.tagMarkKey(tag)], [now, redisKey, staleUntil, startedAt]);
+    return tagAdd.run(
+      this.connection.client,
+      [this.tagKey(tag), this.tagMarkKey(tag)],
+      [now, redisKey, staleUntil, startedAt],
+    );
   }
 
   /** Records that the tag is invalidated now (see MIN_MARK_TTL). */

@@ -123,7 +123,8 @@ export class MethodInterceptionExplorer implements OnModuleInit {
         const meta: unknown = Reflect.getMetadata(interceptor.metadataKey, method);
         return meta === undefined ? [] : [interceptor.prepare({ instance, className, methodName }, meta)];
       });
-      if (steps.length > 0) attachInvoker(instance, methodName, method[TRAMPOLINE as keyof typeof method] as AnyMethod, steps);
+      if (steps.length > 0)
+        attachInvoker(instance, methodName, method[TRAMPOLINE as keyof typeof method] as AnyMethod, steps);
     }
   }
 }

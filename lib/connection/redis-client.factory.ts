@@ -77,7 +77,11 @@ export function resetOnCommandTimeout<T extends RedisClient>(client: T): T {
   return client;
 }
 
-function authOptions(c: { username?: string; password?: string; tls?: RedisStandaloneConnection['tls'] }): RedisOptions {
+function authOptions(c: {
+  username?: string;
+  password?: string;
+  tls?: RedisStandaloneConnection['tls'];
+}): RedisOptions {
   return {
     ...(c.username !== undefined && { username: c.username }),
     ...(c.password !== undefined && { password: c.password }),
@@ -153,7 +157,8 @@ export function createClientFromOptions(c: RedisConnectionOptions, tuning: Clien
 export function describeConnection(c: RedisConnectionOptions): string {
   if ('client' in c) return 'the client given in connection.client';
   if ('cluster' in c) return `cluster(${c.cluster.map((n) => `${n.host}:${n.port}`).join(', ')})`;
-  if ('sentinels' in c) return `sentinel master "${c.name}" via ${c.sentinels.map((n) => `${n.host}:${n.port}`).join(', ')}`;
+  if ('sentinels' in c)
+    return `sentinel master "${c.name}" via ${c.sentinels.map((n) => `${n.host}:${n.port}`).join(', ')}`;
   if (c.url !== undefined) {
     const u = new URL(c.url);
     return `${u.protocol}//${u.hostname}:${u.port || 6379}${u.pathname.length > 1 ? u.pathname : ''}`;

@@ -82,7 +82,9 @@ class LockCalls {
 
   /** The new fencing token, or 0 when another owner holds the lock. */
   acquire(keys: LockKeys, token: string, ttl: number): Promise<number> {
-    return this.acquires ? this.acquires.add([keys, token, ttl]) : ACQUIRE.run(this.client, [keys.lock, keys.fence], [token, ttl]);
+    return this.acquires
+      ? this.acquires.add([keys, token, ttl])
+      : ACQUIRE.run(this.client, [keys.lock, keys.fence], [token, ttl]);
   }
 
   /** 1 when released, 0 when not held by `token`. */
@@ -181,7 +183,11 @@ type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown } | undef
  * Returns a snapshot: `undefined` marks a node that had not answered (a paused or slow server). Calls still running
  * finish in the background; their results are ignored (a late lock on a node is cleaned up by release-on-all).
  */
-function gather<T>(calls: Promise<T>[], enough: (outcomes: Outcome<T>[]) => boolean, timeoutMs: number): Promise<Outcome<T>[]> {
+function gather<T>(
+  calls: Promise<T>[],
+  enough: (outcomes: Outcome<T>[]) => boolean,
+  timeoutMs: number,
+): Promise<Outcome<T>[]> {
   return new Promise((resolve) => {
     const outcomes: Outcome<T>[] = calls.map(() => undefined);
     let pending = calls.length;
@@ -272,7 +278,9 @@ export class QuorumLockBackend implements LockBackend {
     const { quorum, nodes } = this;
     const outcomes = await gather(
       this.nodeCalls.map((node) => node.acquire(keys, token, ttl)),
-      (o) => count(o, (x) => x !== undefined && x.ok && x.value > 0) >= quorum || count(o, (x) => x !== undefined && !(x.ok && x.value > 0)) > nodes - quorum,
+      (o) =>
+        count(o, (x) => x !== undefined && x.ok && x.value > 0) >= quorum ||
+        count(o, (x) => x !== undefined && !(x.ok && x.value > 0)) > nodes - quorum,
       Math.min(budget, this.commandTimeout),
     );
     const fences = outcomes.map((o) => (o !== undefined && o.ok && o.value > 0 ? o.value : 0));
@@ -297,7 +305,13 @@ export class QuorumLockBackend implements LockBackend {
   }
 
   /** Raises the lagging granting nodes to `fencingToken`; true once a majority holds a counter >= it. */
-  private async syncFences(keys: LockKeys, token: string, fences: number[], fencingToken: number, deadline: number): Promise<boolean> {
+  private async syncFences(
+    keys: LockKeys,
+    token: string,
+    fences: number[],
+    fencingToken: number,
+    deadline: number,
+  ): Promise<boolean> {
     const atToken = fences.filter((f) => f === fencingToken).length;
     if (atToken >= this.quorum) return true;
     const lagging = fences.flatMap((f, i) => (f > 0 && f < fencingToken ? [i] : []));

@@ -27,7 +27,8 @@ export function WithLock(options: WithLockOptions): MethodDecorator {
 }
 
 export function checkWithLockOptions(options: WithLockOptions): void {
-  if (options === null || typeof options !== 'object') throw new InvalidOptionsError('@WithLock({ resource, ... }) needs an options object');
+  if (options === null || typeof options !== 'object')
+    throw new InvalidOptionsError('@WithLock({ resource, ... }) needs an options object');
   const { resource, ttl, waitMs, onBusy } = options;
   if (typeof resource !== 'function' && (typeof resource !== 'string' || resource.length === 0)) {
     throw new InvalidOptionsError('@WithLock: resource must be a non-empty string or a function of the arguments');
@@ -36,7 +37,9 @@ export function checkWithLockOptions(options: WithLockOptions): void {
     throw new InvalidOptionsError(`@WithLock: ttl must be a positive number of milliseconds, got ${String(ttl)}`);
   }
   if (waitMs !== undefined && (typeof waitMs !== 'number' || !Number.isFinite(waitMs) || waitMs < 0)) {
-    throw new InvalidOptionsError(`@WithLock: waitMs must be a non-negative number of milliseconds, got ${String(waitMs)}`);
+    throw new InvalidOptionsError(
+      `@WithLock: waitMs must be a non-negative number of milliseconds, got ${String(waitMs)}`,
+    );
   }
   if (onBusy !== undefined && onBusy !== 'throw' && onBusy !== 'skip') {
     throw new InvalidOptionsError(`@WithLock: onBusy must be 'throw' or 'skip', got ${JSON.stringify(onBusy)}`);

@@ -23,7 +23,8 @@ export class LockMethodInterceptor implements MethodInterceptor<WithLockOptions>
     const resourceOf = (args: unknown[]): string => {
       if (typeof resource === 'string') return resource;
       const name: unknown = (resource as (...a: unknown[]) => unknown).apply(target.instance, args);
-      if (typeof name !== 'string') throw new InvalidKeyError(`@WithLock on ${where}: resource() must return a string, got ${typeof name}`);
+      if (typeof name !== 'string')
+        throw new InvalidKeyError(`@WithLock on ${where}: resource() must return a string, got ${typeof name}`);
       return name;
     };
     return async (args, next) => {

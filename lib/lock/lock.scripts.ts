@@ -7,10 +7,26 @@ export const EXTEND = LuaScript.fromFile<number>('rtk_lock_extend', new URL('./e
 /** DEL if still ours: 1, else 0. */
 export const RELEASE = LuaScript.fromFile<number>('rtk_lock_release', new URL('./release.lua', import.meta.url), 1);
 /** Quorum: raise a lagging node's fence counter while we hold the lock there: 1, else 0. */
-export const RAISE_FENCE = LuaScript.fromFile<number>('rtk_lock_raise_fence', new URL('./raise-fence.lua', import.meta.url), 2);
+export const RAISE_FENCE = LuaScript.fromFile<number>(
+  'rtk_lock_raise_fence',
+  new URL('./raise-fence.lua', import.meta.url),
+  2,
+);
 /** Swap the owner token of a lock we hold for a local waiter's and draw its fencing token: the fence, or 0. */
-export const HAND_OVER = LuaScript.fromFile<number>('rtk_lock_hand_over', new URL('./hand-over.lua', import.meta.url), 2);
+export const HAND_OVER = LuaScript.fromFile<number>(
+  'rtk_lock_hand_over',
+  new URL('./hand-over.lua', import.meta.url),
+  2,
+);
 /** ACQUIRE for the locks of one tick (single server): one fence or 0 per lock. */
-export const ACQUIRE_MANY = LuaScript.fromFile<number[]>('rtk_lock_acquire_many', new URL('./acquire-many.lua', import.meta.url), 2);
+export const ACQUIRE_MANY = LuaScript.fromFile<number[]>(
+  'rtk_lock_acquire_many',
+  new URL('./acquire-many.lua', import.meta.url),
+  2,
+);
 /** RELEASE for the locks of one tick (single server): 1 or 0 per lock. */
-export const RELEASE_MANY = LuaScript.fromFile<number[]>('rtk_lock_release_many', new URL('./release-many.lua', import.meta.url), 1);
+export const RELEASE_MANY = LuaScript.fromFile<number[]>(
+  'rtk_lock_release_many',
+  new URL('./release-many.lua', import.meta.url),
+  1,
+);

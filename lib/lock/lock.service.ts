@@ -62,7 +62,10 @@ export class LockService implements OnModuleInit {
     const quorum = options.lock.quorum;
     if (quorum) {
       for (const node of quorum.nodes) {
-        this.quorumClients.push({ client: connection.createStandaloneClient(node), description: describeConnection(node) });
+        this.quorumClients.push({
+          client: connection.createStandaloneClient(node),
+          description: describeConnection(node),
+        });
       }
       this.backend = new QuorumLockBackend(
         this.quorumClients.map((c) => c.client),
@@ -99,7 +102,10 @@ export class LockService implements OnModuleInit {
   async acquire(resource: string, options: AcquireOptions = {}): Promise<Lock> {
     const keys = this.keysFor(resource);
     const ttl = this.ttlOf(options.ttl);
-    const retry = options.retry === undefined ? this.lockOptions.retry : { ...this.lockOptions.retry, ...checkRetry(options.retry) };
+    const retry =
+      options.retry === undefined
+        ? this.lockOptions.retry
+        : { ...this.lockOptions.retry, ...checkRetry(options.retry) };
     const waitMs = options.waitMs;
     if (waitMs !== undefined && (typeof waitMs !== 'number' || !Number.isFinite(waitMs) || waitMs < 0)) {
       throw new InvalidOptionsError(`waitMs must be a non-negative number of milliseconds, got ${String(waitMs)}`);
@@ -206,14 +212,18 @@ export class LockService implements OnModuleInit {
     if (lostReason !== undefined) {
       await this.releaseQuietly(lock);
       const why = lostReason instanceof Error ? lostReason.message : String(lostReason);
-      throw new LockLostError(`the lock on "${lock.resource}" was lost while the locked function ran (${why})`, { cause: lostReason });
+      throw new LockLostError(`the lock on "${lock.resource}" was lost while the locked function ran (${why})`, {
+        cause: lostReason,
+      });
     }
     try {
       await lock.release();
     } catch (err) {
       // Lost: it expired while fn ran (e.g. the event loop was blocked past the ttl), so exclusivity was not kept.
       if (err instanceof LockLostError) throw err;
-      this.logger.warn(`releasing the lock on "${lock.resource}" failed; it expires by itself: ${(err as Error).message}`);
+      this.logger.warn(
+        `releasing the lock on "${lock.resource}" failed; it expires by itself: ${(err as Error).message}`,
+      );
     }
     return result;
   }
@@ -223,7 +233,9 @@ export class LockService implements OnModuleInit {
       await lock.release();
     } catch (err) {
       if (!(err instanceof LockLostError)) {
-        this.logger.warn(`releasing the lock on "${lock.resource}" failed; it expires by itself: ${(err as Error).message}`);
+        this.logger.warn(
+          `releasing the lock on "${lock.resource}" failed; it expires by itself: ${(err as Error).message}`,
+        );
       }
     }
   }
@@ -317,7 +329,8 @@ export class LockService implements OnModuleInit {
       return true;
     } catch (err) {
       deliver(null); // it tries again on its own
-      if (err instanceof LockLostError && this.heldHere.get(keys.lock)?.token === token) this.heldHere.delete(keys.lock);
+      if (err instanceof LockLostError && this.heldHere.get(keys.lock)?.token === token)
+        this.heldHere.delete(keys.lock);
       throw err;
     }
   }
@@ -333,7 +346,9 @@ export class LockService implements OnModuleInit {
         ),
       ),
     );
-    const down = ready.flatMap((err, i) => (err === undefined ? [] : [`${this.quorumClients[i].description} (${err})`]));
+    const down = ready.flatMap((err, i) =>
+      err === undefined ? [] : [`${this.quorumClients[i].description} (${err})`],
+    );
     const quorum = Math.floor(this.quorumClients.length / 2) + 1;
     if (this.quorumClients.length - down.length < quorum) {
       // The app is not going to start: stop every node's reconnect loop.
@@ -343,7 +358,8 @@ export class LockService implements OnModuleInit {
           'Check that the servers are running, or set lazyConnect: true to start without them.',
       );
     }
-    if (down.length > 0) this.logger.warn(`lock quorum nodes unreachable at start (a minority, locks work): ${down.join(', ')}`);
+    if (down.length > 0)
+      this.logger.warn(`lock quorum nodes unreachable at start (a minority, locks work): ${down.join(', ')}`);
   }
 }
 
@@ -369,13 +385,21 @@ function newToken(): string {
 
 function checkRetry(retry: LockRetryOptions | undefined): Partial<LockRetryOptions> {
   if (retry === undefined) return {};
-  if (retry === null || typeof retry !== 'object') throw new InvalidOptionsError('retry must be an object { count, delay, jitter }');
+  if (retry === null || typeof retry !== 'object')
+    throw new InvalidOptionsError('retry must be an object { count, delay, jitter }');
   const out: Partial<LockRetryOptions> = {};
   for (const name of ['count', 'delay', 'jitter'] as const) {
     const value = retry[name];
     if (value === undefined) continue;
-    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || (name === 'count' && !Number.isInteger(value))) {
-      throw new InvalidOptionsError(`retry.${name} must be a non-negative ${name === 'count' ? 'integer' : 'number of milliseconds'}, got ${String(value)}`);
+    if (
+      typeof value !== 'number' ||
+      !Number.isFinite(value) ||
+      value < 0 ||
+      (name === 'count' && !Number.isInteger(value))
+    ) {
+      throw new InvalidOptionsError(
+        `retry.${name} must be a non-negative ${name === 'count' ? 'integer' : 'number of milliseconds'}, got ${String(value)}`,
+      );
     }
     out[name] = value;
   }

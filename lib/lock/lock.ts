@@ -61,7 +61,8 @@ export class Lock {
     if (typeof ms !== 'number' || !Number.isFinite(ms) || ms <= 0) {
       throw new InvalidOptionsError(`extend(ms): ms must be a positive number of milliseconds, got ${String(ms)}`);
     }
-    if (this.state === 'released') throw new LockLostError(`cannot extend the lock on "${this.resource}": it was released`);
+    if (this.state === 'released')
+      throw new LockLostError(`cannot extend the lock on "${this.resource}": it was released`);
     if (this.state === 'lost') throw new LockLostError(`cannot extend the lock on "${this.resource}": it was lost`);
     try {
       const expiresAt = await this.owner.backend.extend(this.keys, this.token, Math.ceil(ms));

@@ -1,4 +1,10 @@
-export { PubSubService, type MessageHandler, type MessageMeta, type ReplayedMessage, type Unsubscribe } from './pubsub.service.js';
+export {
+  PubSubService,
+  type MessageHandler,
+  type MessageMeta,
+  type ReplayedMessage,
+  type Unsubscribe,
+} from './pubsub.service.js';
 export type {
   PubSubOptions,
   PubSubDurableOptions,

@@ -17,8 +17,14 @@ export interface GatewayHandshake {
   address: string;
 }
 
-export type GatewayAuthenticate = (handshake: GatewayHandshake) => PubSubUser | null | undefined | Promise<PubSubUser | null | undefined>;
-export type GatewayAuthorize = (user: PubSubUser, channel: string, context: { pattern: boolean }) => boolean | Promise<boolean>;
+export type GatewayAuthenticate = (
+  handshake: GatewayHandshake,
+) => PubSubUser | null | undefined | Promise<PubSubUser | null | undefined>;
+export type GatewayAuthorize = (
+  user: PubSubUser,
+  channel: string,
+  context: { pattern: boolean },
+) => boolean | Promise<boolean>;
 
 /** Decides one subscribe message; the default uses RateLimitService (or an in-process window when it is absent). */
 export type GatewayRateLimiter = (
@@ -119,18 +125,28 @@ export function resolveGatewayOptions(
   const g = raw ?? {};
   if (problems.object(path, raw)) {
     if ((g as Record<string, unknown>).namespace !== undefined && path === 'pubsub.gateway') {
-      problems.add(`${path}.namespace`, 'is a module-level option (Socket.IO namespaces are fixed at start): use notificationsGateway: { namespace } in forRoot, or NotificationsGatewayModule.register({ namespace })');
+      problems.add(
+        `${path}.namespace`,
+        'is a module-level option (Socket.IO namespaces are fixed at start): use notificationsGateway: { namespace } in forRoot, or NotificationsGatewayModule.register({ namespace })',
+      );
     }
     problems.func(`${path}.authenticate`, g.authenticate);
     problems.func(`${path}.authorize`, g.authorize);
     problems.func(`${path}.rateLimiter`, g.rateLimiter);
-    if (g.publicChannels !== undefined && (!Array.isArray(g.publicChannels) || g.publicChannels.some((c) => typeof c !== 'string' || c === ''))) {
+    if (
+      g.publicChannels !== undefined &&
+      (!Array.isArray(g.publicChannels) || g.publicChannels.some((c) => typeof c !== 'string' || c === ''))
+    ) {
       problems.add(`${path}.publicChannels`, 'must be an array of non-empty strings');
     }
     problems.integer(`${path}.maxSubscriptionsPerSocket`, g.maxSubscriptionsPerSocket, 1);
     problems.integer(`${path}.maxChannelLength`, g.maxChannelLength, 1, 1024);
     problems.integer(`${path}.maxReplay`, g.maxReplay, 0);
-    if (g.subscribeRateLimit !== undefined && g.subscribeRateLimit !== false && problems.object(`${path}.subscribeRateLimit`, g.subscribeRateLimit)) {
+    if (
+      g.subscribeRateLimit !== undefined &&
+      g.subscribeRateLimit !== false &&
+      problems.object(`${path}.subscribeRateLimit`, g.subscribeRateLimit)
+    ) {
       problems.integer(`${path}.subscribeRateLimit.limit`, g.subscribeRateLimit.limit, 1);
       problems.duration(`${path}.subscribeRateLimit.ttl`, g.subscribeRateLimit.ttl);
       if (g.subscribeRateLimit.limit === undefined || g.subscribeRateLimit.ttl === undefined) {
@@ -150,7 +166,10 @@ export function resolveGatewayOptions(
     maxChannelLength: g.maxChannelLength ?? 200,
     subscribeRateLimit: g.subscribeRateLimit === false ? false : (g.subscribeRateLimit ?? { limit: 30, ttl: 10_000 }),
     rateLimiter: g.rateLimiter,
-    slowClient: { policy: g.slowClient?.policy ?? 'drop', maxBufferedMessages: g.slowClient?.maxBufferedMessages ?? 1_000 },
+    slowClient: {
+      policy: g.slowClient?.policy ?? 'drop',
+      maxBufferedMessages: g.slowClient?.maxBufferedMessages ?? 1_000,
+    },
     maxReplay: g.maxReplay ?? 1_000,
   };
 }

@@ -14,6 +14,8 @@ export type NotificationsGatewayExtra = boolean | { namespace?: string };
 export function notificationsGatewayImports(extra: NotificationsGatewayExtra | undefined): Promise<DynamicModule>[] {
   if (!extra) return [];
   return [
-    import('./gateway/notifications-gateway.module.js').then((m) => m.NotificationsGatewayModule.register(extra === true ? {} : extra)),
+    import('./gateway/notifications-gateway.module.js').then((m) =>
+      m.NotificationsGatewayModule.register(extra === true ? {} : extra),
+    ),
   ];
 }

@@ -10,7 +10,11 @@ import { REDIS_TOOLKIT_OPTIONS } from '../redis-toolkit.constants.js';
 import type { ResolvedRedisToolkitOptions } from '../redis-toolkit.options-resolver.js';
 
 /** PUBLISH of several messages in one script call (see publish-many.lua). */
-const PUBLISH_MANY = LuaScript.fromFile<number[]>('rtk_ps_publish_many', new URL('./publish-many.lua', import.meta.url), 0);
+const PUBLISH_MANY = LuaScript.fromFile<number[]>(
+  'rtk_ps_publish_many',
+  new URL('./publish-many.lua', import.meta.url),
+  0,
+);
 /** Messages per script call when one turn publishes more (see TickBatcher). */
 const PUBLISHES_PER_CALL = 32;
 
@@ -102,7 +106,10 @@ export class PubSubService implements OnModuleDestroy {
   /** Sends `payload` (serialized once) to every subscriber on every instance. Resolves to the receivers Redis counted. */
   async publish(channel: string, payload: unknown): Promise<number> {
     KeyBuilder.validate(channel, 'channel');
-    if (isPattern(channel)) throw new InvalidKeyError(`cannot publish to a pattern (${channel}): * ? and [ are not allowed in a channel name`);
+    if (isPattern(channel))
+      throw new InvalidKeyError(
+        `cannot publish to a pattern (${channel}): * ? and [ are not allowed in a channel name`,
+      );
     const message = this.envelope(this.nextId(), Date.now(), this.options.serializer.serialize(payload));
     return this.send(channel, message);
   }
@@ -141,7 +148,10 @@ export class PubSubService implements OnModuleDestroy {
    */
   async replay<T = unknown>(userId: string, afterId: string, limit = 1_000): Promise<ReplayedMessage<T>[]> {
     KeyBuilder.validate(userId, 'userId');
-    if (!STREAM_ID.test(afterId)) throw new InvalidKeyError(`lastId must be a stream id like 1700000000000-0, got ${JSON.stringify(afterId).slice(0, 60)}`);
+    if (!STREAM_ID.test(afterId))
+      throw new InvalidKeyError(
+        `lastId must be a stream id like 1700000000000-0, got ${JSON.stringify(afterId).slice(0, 60)}`,
+      );
     if (this.options.pubsub.durable === false || limit <= 0) return [];
     let entries: [string, string[]][];
     try {
@@ -157,7 +167,9 @@ export class PubSubService implements OnModuleDestroy {
       try {
         out.push({ channel, data: this.options.serializer.deserialize<T>(f.d), id, ts: Number(f.ts) || 0 });
       } catch (err) {
-        this.logger.warn(`skipped durable message ${id} of ${channel} that could not be read: ${(err as Error).message}`);
+        this.logger.warn(
+          `skipped durable message ${id} of ${channel} that could not be read: ${(err as Error).message}`,
+        );
       }
     }
     return out;
@@ -261,7 +273,12 @@ export class PubSubService implements OnModuleDestroy {
       await this.connection.connect(subscriber, 'the sharded subscriber');
     }
     subscriber.on('pmessage', (pattern: string, channel: string, message: string) =>
-      this.dispatch(pattern.slice(this.patternPrefix.length), channel, message, pattern.slice(this.patternPrefix.length)),
+      this.dispatch(
+        pattern.slice(this.patternPrefix.length),
+        channel,
+        message,
+        pattern.slice(this.patternPrefix.length),
+      ),
     );
     this.subscriber = subscriber;
     return subscriber;
@@ -282,7 +299,9 @@ export class PubSubService implements OnModuleDestroy {
       meta = { id: parsed.id, ts: parsed.ts };
       if (pattern !== undefined) meta.pattern = pattern;
     } catch (err) {
-      this.handlerWarning.warn(`dropped a message on ${redisChannel} that could not be read: ${(err as Error).message}`);
+      this.handlerWarning.warn(
+        `dropped a message on ${redisChannel} that could not be read: ${(err as Error).message}`,
+      );
       return;
     }
     const channel = this.nameOf(redisChannel);
@@ -334,7 +353,11 @@ export class PubSubService implements OnModuleDestroy {
       const idEnd = message.indexOf(':', ENVELOPE.length);
       const tsEnd = idEnd < 0 ? -1 : message.indexOf(':', idEnd + 1);
       if (tsEnd > 0) {
-        return { id: message.slice(ENVELOPE.length, idEnd), ts: Number(message.slice(idEnd + 1, tsEnd)), body: message.slice(tsEnd + 1) };
+        return {
+          id: message.slice(ENVELOPE.length, idEnd),
+          ts: Number(message.slice(idEnd + 1, tsEnd)),
+          body: message.slice(tsEnd + 1),
+        };
       }
     }
     return { id: this.nextId(), ts: Date.now(), body: message };

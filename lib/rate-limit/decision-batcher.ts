@@ -50,7 +50,8 @@ export class DecisionBatcher {
    * decision's part of the reply: allAllowed, then 4 values per policy.
    */
   run(keys: readonly string[], args: readonly ScriptArg[]): Promise<number[]> {
-    if (this.connection.isCluster) return this.script.withNumberOfKeys(keys.length).run(this.connection.client, keys, args);
+    if (this.connection.isCluster)
+      return this.script.withNumberOfKeys(keys.length).run(this.connection.client, keys, args);
     return this.batcher.add({ keys, args });
   }
 }

@@ -14,7 +14,13 @@ export {
   type ThrottledResponse,
   type ThrottlingDetail,
 } from './rate-limit.guard.js';
-export { Throttle, SkipThrottle, THROTTLE_METADATA, SKIP_THROTTLE_METADATA, type NamedThrottleOptions } from './rate-limit.decorators.js';
+export {
+  Throttle,
+  SkipThrottle,
+  THROTTLE_METADATA,
+  SKIP_THROTTLE_METADATA,
+  type NamedThrottleOptions,
+} from './rate-limit.decorators.js';
 export { ClientAddressResolver } from './client-address.js';
 export type {
   RateLimitOptions,

@@ -15,17 +15,23 @@ export interface ResolvedPolicy {
 }
 
 /** Fills defaults and validates a policy given at call time (InvalidOptionsError naming the field). */
-export function resolveCallPolicy(p: RateLimitPolicy, path: string, defaultAlgorithm: RateLimitAlgorithm): ResolvedPolicy {
+export function resolveCallPolicy(
+  p: RateLimitPolicy,
+  path: string,
+  defaultAlgorithm: RateLimitAlgorithm,
+): ResolvedPolicy {
   if (p === null || typeof p !== 'object') throw new InvalidOptionsError(`rate limit: ${path} must be an object`);
   const algorithm = p.algorithm ?? defaultAlgorithm;
   if (!isInt(p.limit, 1)) throw wrong(path, 'limit', 'an integer >= 1', p.limit);
   if (!isInt(p.ttl, 1)) throw wrong(path, 'ttl', 'a whole number of milliseconds >= 1', p.ttl);
-  if (!RATE_LIMIT_ALGORITHMS.includes(algorithm)) throw wrong(path, 'algorithm', `one of ${RATE_LIMIT_ALGORITHMS.join(', ')}`, algorithm);
+  if (!RATE_LIMIT_ALGORITHMS.includes(algorithm))
+    throw wrong(path, 'algorithm', `one of ${RATE_LIMIT_ALGORITHMS.join(', ')}`, algorithm);
   const burst = p.burst ?? p.limit;
   if (!isInt(burst, 1)) throw wrong(path, 'burst', 'an integer >= 1', p.burst);
   const cost = p.cost ?? 1;
   const capacity = algorithm === 'token-bucket' ? burst : p.limit;
-  if (!isInt(cost, 0) || cost > capacity) throw wrong(path, 'cost', `an integer from 0 to ${capacity} (a larger cost could never be allowed)`, p.cost);
+  if (!isInt(cost, 0) || cost > capacity)
+    throw wrong(path, 'cost', `an integer from 0 to ${capacity} (a larger cost could never be allowed)`, p.cost);
   return { limit: p.limit, ttl: p.ttl, algorithm, burst, cost };
 }
 
@@ -40,7 +46,9 @@ export function checkKey(key: unknown): void {
 }
 
 function wrong(path: string, field: string, what: string, value: unknown): InvalidOptionsError {
-  return new InvalidOptionsError(`rate limit: ${path}.${field} must be ${what}, got ${JSON.stringify(value) ?? String(value)}`);
+  return new InvalidOptionsError(
+    `rate limit: ${path}.${field} must be ${what}, got ${JSON.stringify(value) ?? String(value)}`,
+  );
 }
 
 function isInt(value: unknown, min: number): value is number {

@@ -41,10 +41,13 @@ export function Throttle(...policies: ThrottleOptions[]): ClassDecorator & Metho
   try {
     problems.throwIfAny();
   } catch (err) {
-    throw new InvalidOptionsError((err as Error).message.replace('Invalid RedisToolkitModule options', 'Invalid @Throttle options'));
+    throw new InvalidOptionsError(
+      (err as Error).message.replace('Invalid RedisToolkitModule options', 'Invalid @Throttle options'),
+    );
   }
   return SetMetadata(THROTTLE_METADATA, named);
 }
 
 /** Turns RateLimitGuard off for a controller or handler; `@SkipThrottle(false)` on a handler turns it back on. */
-export const SkipThrottle = (skip = true): ClassDecorator & MethodDecorator => SetMetadata(SKIP_THROTTLE_METADATA, skip);
+export const SkipThrottle = (skip = true): ClassDecorator & MethodDecorator =>
+  SetMetadata(SKIP_THROTTLE_METADATA, skip);

@@ -72,9 +72,10 @@ export class RateLimitGuard implements CanActivate {
     if (type !== 'http' && type !== 'ws') return true;
     const targets = [context.getHandler(), context.getClass()];
     if (this.reflector.getAllAndOverride<boolean | undefined>(SKIP_THROTTLE_METADATA, targets)) return true;
-    const policies = this.reflector.getAllAndOverride<NamedThrottleOptions[] | undefined>(THROTTLE_METADATA, targets) ?? [
-      { ...this.options.defaults, name: 'default' },
-    ];
+    const policies = this.reflector.getAllAndOverride<NamedThrottleOptions[] | undefined>(
+      THROTTLE_METADATA,
+      targets,
+    ) ?? [{ ...this.options.defaults, name: 'default' }];
     const { req, res } = this.getRequestResponse(context);
     if (res) {
       // APP_GUARD plus @UseGuards(RateLimitGuard) on a controller would run the guard twice for one request:
@@ -91,7 +92,9 @@ export class RateLimitGuard implements CanActivate {
       if (p.key === undefined) key = tracker ??= await this.getTracker(req, context);
       else key = typeof p.key === 'function' ? await p.key(context) : p.key;
       if (typeof key !== 'string' || key.length === 0) {
-        throw new InvalidKeyError(`the key of rate-limit policy "${p.name}" must be a non-empty string, got ${JSON.stringify(key) ?? typeof key}`);
+        throw new InvalidKeyError(
+          `the key of rate-limit policy "${p.name}" must be a non-empty string, got ${JSON.stringify(key) ?? typeof key}`,
+        );
       }
       const [limit, ttl, algorithm, burst, cost] = await Promise.all([
         resolve(p.limit, context),
@@ -100,7 +103,12 @@ export class RateLimitGuard implements CanActivate {
         resolve(p.burst, context),
         resolve(p.cost, context),
       ]);
-      checks.push({ key, name: p.name, scope: this.generateKey(context, key, p.name), policy: { limit, ttl, algorithm, burst, cost } });
+      checks.push({
+        key,
+        name: p.name,
+        scope: this.generateKey(context, key, p.name),
+        policy: { limit, ttl, algorithm, burst, cost },
+      });
       if (p.failOpen !== undefined) failOpen = failOpen === false ? false : p.failOpen;
     }
 
@@ -134,9 +142,14 @@ export class RateLimitGuard implements CanActivate {
   }
 
   /** HTTP: the request and response; WebSocket: the Socket.IO handshake (address, headers) and no response. */
-  protected getRequestResponse(context: ExecutionContext): { req: ThrottledRequest; res: ThrottledResponse | undefined } {
+  protected getRequestResponse(context: ExecutionContext): {
+    req: ThrottledRequest;
+    res: ThrottledResponse | undefined;
+  } {
     if (context.getType<string>() === 'ws') {
-      const client = context.switchToWs().getClient<{ handshake?: ThrottledRequest; _socket?: { remoteAddress?: string } }>();
+      const client = context
+        .switchToWs()
+        .getClient<{ handshake?: ThrottledRequest; _socket?: { remoteAddress?: string } }>();
       return { req: client.handshake ?? { socket: client._socket }, res: undefined };
     }
     const http = context.switchToHttp();
@@ -146,7 +159,11 @@ export class RateLimitGuard implements CanActivate {
   /** Refuses the request: HTTP 429 `{ statusCode, message, retryAfterMs }`, or a WsException with the same payload. */
   protected async throwThrottlingException(context: ExecutionContext, detail: ThrottlingDetail): Promise<void> {
     if (context.getType<string>() === 'ws') {
-      throw await wsException({ statusCode: HttpStatus.TOO_MANY_REQUESTS, message: this.errorMessage, retryAfterMs: detail.retryAfterMs });
+      throw await wsException({
+        statusCode: HttpStatus.TOO_MANY_REQUESTS,
+        message: this.errorMessage,
+        retryAfterMs: detail.retryAfterMs,
+      });
     }
     throw new RateLimitHttpException(detail.retryAfterMs, this.errorMessage);
   }
@@ -161,13 +178,19 @@ export class RateLimitGuard implements CanActivate {
     const mode = this.options.headers;
     if (mode === false) return;
     if (mode === 'draft' || mode === 'both') {
-      const policy = decision.results.map((r) => `${sfString(r.name)};q=${r.limit};w=${Math.max(1, Math.ceil(r.policy.ttl / 1000))}`);
-      const state = decision.results.map((r) => `${sfString(r.name)};r=${r.remaining};t=${Math.ceil(r.resetMs / 1000)}`);
+      const policy = decision.results.map(
+        (r) => `${sfString(r.name)};q=${r.limit};w=${Math.max(1, Math.ceil(r.policy.ttl / 1000))}`,
+      );
+      const state = decision.results.map(
+        (r) => `${sfString(r.name)};r=${r.remaining};t=${Math.ceil(r.resetMs / 1000)}`,
+      );
       this.setResponseHeader(res, 'RateLimit-Policy', policy.join(', '));
       this.setResponseHeader(res, 'RateLimit', state.join(', '));
     }
     if (mode === 'legacy' || mode === 'both') {
-      const tightest = decision.results.reduce((a, b) => (b.remaining < a.remaining || (b.remaining === a.remaining && b.resetMs > a.resetMs) ? b : a));
+      const tightest = decision.results.reduce((a, b) =>
+        b.remaining < a.remaining || (b.remaining === a.remaining && b.resetMs > a.resetMs) ? b : a,
+      );
       this.setResponseHeader(res, 'X-RateLimit-Limit', tightest.limit);
       this.setResponseHeader(res, 'X-RateLimit-Remaining', tightest.remaining);
       this.setResponseHeader(res, 'X-RateLimit-Reset', Math.ceil(tightest.resetMs / 1000));
@@ -176,7 +199,10 @@ export class RateLimitGuard implements CanActivate {
 
   /** Redis down with failOpen: false: HTTP 503, or a WsException with the same payload. */
   protected async unavailableError(context: ExecutionContext, err: RedisUnavailableError): Promise<Error> {
-    const body = { statusCode: HttpStatus.SERVICE_UNAVAILABLE, message: 'Rate limiting is unavailable, try again later' };
+    const body = {
+      statusCode: HttpStatus.SERVICE_UNAVAILABLE,
+      message: 'Rate limiting is unavailable, try again later',
+    };
     if (context.getType<string>() === 'ws') return wsException(body);
     return new ServiceUnavailableException(body, { cause: err });
   }

@@ -108,7 +108,11 @@ export function resolveRateLimitOptions(
     checkTrustProxy(o.trustProxy, problems);
     problems.integer('rateLimit.ipv6Subnet', o.ipv6Subnet, 1, 128);
     problems.duration('rateLimit.warnIntervalMs', o.warnIntervalMs, { allowZero: true });
-    if (o.insurance !== undefined && typeof o.insurance !== 'boolean' && problems.object('rateLimit.insurance', o.insurance)) {
+    if (
+      o.insurance !== undefined &&
+      typeof o.insurance !== 'boolean' &&
+      problems.object('rateLimit.insurance', o.insurance)
+    ) {
       problems.integer('rateLimit.insurance.divideLimitBy', o.insurance.divideLimitBy, 1);
       problems.integer('rateLimit.insurance.maxKeys', o.insurance.maxKeys, 1);
     }
@@ -129,11 +133,16 @@ export function resolveRateLimitOptions(
 }
 
 /** Checks the static values of a policy (functions are checked when they are resolved, per request). */
-export function checkPolicy(path: string, p: Partial<Record<keyof RateLimitPolicy, unknown>>, problems: OptionProblems): void {
+export function checkPolicy(
+  path: string,
+  p: Partial<Record<keyof RateLimitPolicy, unknown>>,
+  problems: OptionProblems,
+): void {
   if (typeof p.limit !== 'function') problems.integer(`${path}.limit`, p.limit, 1);
   if (typeof p.ttl !== 'function') {
     problems.duration(`${path}.ttl`, p.ttl);
-    if (typeof p.ttl === 'number' && !Number.isInteger(p.ttl)) problems.add(`${path}.ttl`, `must be a whole number of milliseconds, got ${p.ttl}`);
+    if (typeof p.ttl === 'number' && !Number.isInteger(p.ttl))
+      problems.add(`${path}.ttl`, `must be a whole number of milliseconds, got ${p.ttl}`);
   }
   if (typeof p.algorithm !== 'function') problems.oneOf(`${path}.algorithm`, p.algorithm, RATE_LIMIT_ALGORITHMS);
   if (typeof p.burst !== 'function') problems.integer(`${path}.burst`, p.burst, 1);
@@ -151,12 +160,18 @@ function checkTrustProxy(value: unknown, problems: OptionProblems): void {
   if (Array.isArray(value)) {
     value.forEach((entry: unknown, i) => {
       if (typeof entry !== 'string' || !(PROXY_KEYWORDS.includes(entry) || isAddressOrCidr(entry))) {
-        problems.add(`rateLimit.trustProxy[${i}]`, `must be an IP address, a CIDR range or one of ${PROXY_KEYWORDS.join(', ')}, got ${JSON.stringify(entry)}`);
+        problems.add(
+          `rateLimit.trustProxy[${i}]`,
+          `must be an IP address, a CIDR range or one of ${PROXY_KEYWORDS.join(', ')}, got ${JSON.stringify(entry)}`,
+        );
       }
     });
     return;
   }
-  problems.add('rateLimit.trustProxy', `must be true/false, a number of hops or a list of proxy addresses, got ${JSON.stringify(value)}`);
+  problems.add(
+    'rateLimit.trustProxy',
+    `must be true/false, a number of hops or a list of proxy addresses, got ${JSON.stringify(value)}`,
+  );
 }
 
 function isAddressOrCidr(value: string): boolean {

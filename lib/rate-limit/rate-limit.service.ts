@@ -72,7 +72,11 @@ export interface RateLimitStats {
 /** At most this many policies in one decision (one script call). */
 export const MAX_POLICIES_PER_CALL = 32;
 
-const ALGORITHM_CODES: Record<RateLimitAlgorithm, string> = { 'sliding-window': 's', 'fixed-window': 'f', 'token-bucket': 't' };
+const ALGORITHM_CODES: Record<RateLimitAlgorithm, string> = {
+  'sliding-window': 's',
+  'fixed-window': 'f',
+  'token-bucket': 't',
+};
 const LUA_FILE = new URL('./consume.lua', import.meta.url);
 
 /**
@@ -144,7 +148,10 @@ export class RateLimitService {
    * Clears the counters of `key`: the one of `policy` when given, else every counter of that key (a SCAN, on every
    * master of a cluster). Returns how many counters existed.
    */
-  async reset(key: string, policy?: RateLimitPolicy | { scope: string; algorithm?: RateLimitAlgorithm }): Promise<number> {
+  async reset(
+    key: string,
+    policy?: RateLimitPolicy | { scope: string; algorithm?: RateLimitAlgorithm },
+  ): Promise<number> {
     checkKey(key);
     try {
       if (policy) {
@@ -154,11 +161,14 @@ export class RateLimitService {
       }
       const pattern = `${KeyBuilder.globEscape(this.tagOf(key))}*`;
       let removed = 0;
-      for await (const page of scanKeys(this.connection.client, pattern)) removed += await unlinkMany(this.connection.client, page);
+      for await (const page of scanKeys(this.connection.client, pattern))
+        removed += await unlinkMany(this.connection.client, page);
       return removed;
     } catch (err) {
       if (err instanceof InvalidOptionsError) throw err;
-      throw new RedisUnavailableError(`rate-limit reset failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      throw new RedisUnavailableError(`rate-limit reset failed: ${err instanceof Error ? err.message : String(err)}`, {
+        cause: err,
+      });
     } finally {
       this.insurance?.clear();
     }
@@ -192,14 +202,22 @@ export class RateLimitService {
   }
 
   /** consume/peek of one policy: the same script call as consumeAll, with fewer allocations around it (hot path). */
-  private async single(key: string, policy: RateLimitPolicy, mode: 'c' | 'p', options: ConsumeOptions): Promise<RateLimitResult> {
+  private async single(
+    key: string,
+    policy: RateLimitPolicy,
+    mode: 'c' | 'p',
+    options: ConsumeOptions,
+  ): Promise<RateLimitResult> {
     checkKey(key);
     const p = this.resolvePolicy(policy, 'policy');
     const redisKey = this.redisKey(key, defaultScope(p), p.algorithm);
     let raw: number[];
     try {
       if (this.connection.status !== 'ready') throw this.notReady();
-      raw = await this.decisions.run([redisKey], [mode, 1, ALGORITHM_CODES[p.algorithm], p.limit, p.ttl, p.cost, p.burst]);
+      raw = await this.decisions.run(
+        [redisKey],
+        [mode, 1, ALGORITHM_CODES[p.algorithm], p.limit, p.ttl, p.cost, p.burst],
+      );
     } catch (err) {
       // never retried: the call may have run
       const outcome = this.fallback([{ key, policy: p, name: 'default', redisKey }], mode, options, err);
@@ -219,10 +237,17 @@ export class RateLimitService {
     };
   }
 
-  private async decide(checks: readonly RateLimitCheck[], mode: 'c' | 'p', options: ConsumeOptions): Promise<RateLimitDecision> {
-    if (!Array.isArray(checks) || checks.length === 0) throw new InvalidOptionsError('rate limit: at least one policy is required');
+  private async decide(
+    checks: readonly RateLimitCheck[],
+    mode: 'c' | 'p',
+    options: ConsumeOptions,
+  ): Promise<RateLimitDecision> {
+    if (!Array.isArray(checks) || checks.length === 0)
+      throw new InvalidOptionsError('rate limit: at least one policy is required');
     if (checks.length > MAX_POLICIES_PER_CALL) {
-      throw new InvalidOptionsError(`rate limit: at most ${MAX_POLICIES_PER_CALL} policies per call, got ${checks.length}`);
+      throw new InvalidOptionsError(
+        `rate limit: at most ${MAX_POLICIES_PER_CALL} policies per call, got ${checks.length}`,
+      );
     }
     const prepared = checks.map((c, i) => {
       checkKey(c.key);
@@ -231,7 +256,9 @@ export class RateLimitService {
       return { key: c.key, policy, name: c.name ?? 'default', redisKey: this.redisKey(c.key, scope, policy.algorithm) };
     });
     if (prepared.length > 1 && new Set(prepared.map((p) => p.redisKey)).size !== prepared.length) {
-      throw new InvalidOptionsError('rate limit: two policies of one call use the same counter (give them different names or scopes)');
+      throw new InvalidOptionsError(
+        'rate limit: two policies of one call use the same counter (give them different names or scopes)',
+      );
     }
 
     if (prepared.length === 1 || !this.connection.isCluster) {
@@ -243,7 +270,12 @@ export class RateLimitService {
       }
       let retryAfterMs = 0;
       if (!outcome.allowed) for (const r of outcome.results) retryAfterMs = Math.max(retryAfterMs, r.retryAfterMs);
-      return { allowed: outcome.allowed, retryAfterMs, results: outcome.results, ...(outcome.degraded && { degraded: outcome.degraded }) };
+      return {
+        allowed: outcome.allowed,
+        retryAfterMs,
+        results: outcome.results,
+        ...(outcome.degraded && { degraded: outcome.degraded }),
+      };
     }
 
     // On a cluster, one script call per key (per hash slot).
@@ -277,7 +309,8 @@ export class RateLimitService {
     options: ConsumeOptions,
   ): Promise<{ allowed: boolean; results: RateLimitDecision['results']; degraded?: 'fail-open' | 'insurance' }> {
     const args: ScriptArg[] = [mode, group.length];
-    for (const { policy } of group) args.push(ALGORITHM_CODES[policy.algorithm], policy.limit, policy.ttl, policy.cost, policy.burst);
+    for (const { policy } of group)
+      args.push(ALGORITHM_CODES[policy.algorithm], policy.limit, policy.ttl, policy.cost, policy.burst);
     let raw: number[];
     try {
       if (this.connection.status !== 'ready') throw this.notReady();
@@ -310,7 +343,12 @@ export class RateLimitService {
     if (this.insurance) {
       if (mode === 'c') this.counters.insurance++;
       this.warning.warn(`Redis unavailable for rate limiting (${reason}); the in-process insurance limiter decides`);
-      const checks = group.map((g) => ({ redisKey: g.redisKey, limit: g.policy.limit, ttl: g.policy.ttl, cost: mode === 'c' ? g.policy.cost : 0 }));
+      const checks = group.map((g) => ({
+        redisKey: g.redisKey,
+        limit: g.policy.limit,
+        ttl: g.policy.ttl,
+        cost: mode === 'c' ? g.policy.cost : 0,
+      }));
       const decided = this.insurance.consume(checks);
       return {
         allowed: decided.allowed,
@@ -331,7 +369,15 @@ export class RateLimitService {
     return {
       allowed: true,
       degraded: 'fail-open',
-      results: group.map(({ policy, name }) => ({ name, policy, allowed: true, limit: policy.limit, remaining: policy.limit, resetMs: 0, retryAfterMs: 0 })),
+      results: group.map(({ policy, name }) => ({
+        name,
+        policy,
+        allowed: true,
+        limit: policy.limit,
+        remaining: policy.limit,
+        resetMs: 0,
+        retryAfterMs: 0,
+      })),
     };
   }
 
@@ -351,7 +397,13 @@ export class RateLimitService {
 }
 
 function toResult(r: RateLimitDecision['results'][number], degraded: RateLimitDecision['degraded']): RateLimitResult {
-  const result: RateLimitResult = { allowed: r.allowed, limit: r.limit, remaining: r.remaining, resetMs: r.resetMs, retryAfterMs: r.retryAfterMs };
+  const result: RateLimitResult = {
+    allowed: r.allowed,
+    limit: r.limit,
+    remaining: r.remaining,
+    resetMs: r.resetMs,
+    retryAfterMs: r.retryAfterMs,
+  };
   if (degraded) result.degraded = degraded;
   return result;
 }

@@ -62,7 +62,10 @@ export interface SessionCookieSource {
  * the session id, or null when the cookie is absent, unsigned, signed with another secret, or not a well-formed id.
  * Does not touch Redis: pass the id to `SessionService.get(id)` to load (and touch) the session.
  */
-export function readSessionIdFromCookieHeader(header: string | string[] | undefined, source: SessionCookieSource): string | null {
+export function readSessionIdFromCookieHeader(
+  header: string | string[] | undefined,
+  source: SessionCookieSource,
+): string | null {
   const raw = readCookie(header, source.name);
   if (raw === undefined) return null;
   const id = unsignCookieValue(raw, source.secrets);
@@ -97,7 +100,11 @@ export function serializeSetCookie(
 }
 
 /** Appends a Set-Cookie header without dropping ones already set (by other middleware or an earlier write). */
-export function appendSetCookie(res: { getHeader(name: string): unknown; setHeader(name: string, value: string | string[]): unknown }, cookie: string, name: string): void {
+export function appendSetCookie(
+  res: { getHeader(name: string): unknown; setHeader(name: string, value: string | string[]): unknown },
+  cookie: string,
+  name: string,
+): void {
   const existing = res.getHeader('Set-Cookie');
   const list = existing === undefined ? [] : Array.isArray(existing) ? existing.map(String) : [String(existing)];
   // A later write for the same cookie replaces an earlier one in this response (e.g. login after a rolling refresh).

@@ -17,7 +17,12 @@ export const SESSION_UNAVAILABLE_MESSAGE =
 export function toHttpError(err: unknown): unknown {
   if (err instanceof RedisUnavailableError) {
     return new ServiceUnavailableException(
-      { statusCode: 503, error: 'Service Unavailable', code: RedisUnavailableError.code, message: SESSION_UNAVAILABLE_MESSAGE },
+      {
+        statusCode: 503,
+        error: 'Service Unavailable',
+        code: RedisUnavailableError.code,
+        message: SESSION_UNAVAILABLE_MESSAGE,
+      },
       { cause: err },
     );
   }

@@ -19,7 +19,9 @@ import { toHttpError, type SessionRequest } from './session.http.js';
 export class SessionMiddleware implements NestMiddleware {
   constructor(private readonly sessions: SessionService) {
     if (sessions.options.cookie.secrets.length === 0) {
-      throw new InvalidOptionsError('session.cookie.secret is required to use SessionMiddleware (RedisToolkitModule options)');
+      throw new InvalidOptionsError(
+        'session.cookie.secret is required to use SessionMiddleware (RedisToolkitModule options)',
+      );
     }
   }
 

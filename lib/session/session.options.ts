@@ -52,7 +52,10 @@ export interface ResolvedSessionOptions {
   cookie: ResolvedSessionCookieOptions;
 }
 
-export function resolveSessionOptions(raw: SessionOptions | undefined, problems: OptionProblems): ResolvedSessionOptions {
+export function resolveSessionOptions(
+  raw: SessionOptions | undefined,
+  problems: OptionProblems,
+): ResolvedSessionOptions {
   const o = raw ?? {};
   const c: SessionCookieOptions = (o.cookie ?? {}) as SessionCookieOptions;
   if (problems.object('session', raw)) {
@@ -63,7 +66,10 @@ export function resolveSessionOptions(raw: SessionOptions | undefined, problems:
     if (problems.object('session.cookie', o.cookie)) {
       problems.string('session.cookie.name', c.name);
       if (c.name !== undefined && typeof c.name === 'string' && !/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(c.name)) {
-        problems.add('session.cookie.name', `must be a valid cookie name (RFC 6265 token), got ${JSON.stringify(c.name)}`);
+        problems.add(
+          'session.cookie.name',
+          `must be a valid cookie name (RFC 6265 token), got ${JSON.stringify(c.name)}`,
+        );
       }
       if (c.secret !== undefined) {
         const list: unknown[] = Array.isArray(c.secret) ? c.secret : [c.secret];
@@ -77,7 +83,10 @@ export function resolveSessionOptions(raw: SessionOptions | undefined, problems:
       }
       problems.oneOf('session.cookie.sameSite', c.sameSite, ['lax', 'strict', 'none'] as const);
       if (c.sameSite === 'none' && c.secure === false) {
-        problems.add('session.cookie.sameSite', "'none' needs secure: true or 'auto' (browsers drop SameSite=None cookies without Secure)");
+        problems.add(
+          'session.cookie.sameSite',
+          "'none' needs secure: true or 'auto' (browsers drop SameSite=None cookies without Secure)",
+        );
       }
       problems.string('session.cookie.path', c.path);
       problems.string('session.cookie.domain', c.domain);

@@ -11,17 +11,33 @@ const USER_INDEX_FEATURE = 'sess:user';
 const PRUNE_SAMPLE = 32;
 
 const createScript = LuaScript.fromFile<number>('rtk_sess_create', new URL('./session-create.lua', import.meta.url), 2);
-const updateScript = LuaScript.fromFile<[string, number] | null>('rtk_sess_update', new URL('./session-update.lua', import.meta.url), 1);
-const destroyScript = LuaScript.fromFile<string | null>('rtk_sess_destroy', new URL('./session-destroy.lua', import.meta.url), 2);
+const updateScript = LuaScript.fromFile<[string, number] | null>(
+  'rtk_sess_update',
+  new URL('./session-update.lua', import.meta.url),
+  1,
+);
+const destroyScript = LuaScript.fromFile<string | null>(
+  'rtk_sess_destroy',
+  new URL('./session-destroy.lua', import.meta.url),
+  2,
+);
 const storeSetScript = LuaScript.fromFile<[string, number] | -1>(
   'rtk_sess_store_set',
   new URL('./session-store-set.lua', import.meta.url),
   2,
 );
-const touchReadsScript = LuaScript.fromFile<(string | null)[]>('rtk_sess_touch_reads', new URL('./session-touch-reads.lua', import.meta.url), 1);
+const touchReadsScript = LuaScript.fromFile<(string | null)[]>(
+  'rtk_sess_touch_reads',
+  new URL('./session-touch-reads.lua', import.meta.url),
+  1,
+);
 /** Touching reads per script call; more in one tick go as several calls (see TickBatcher). */
 const TOUCH_READS_PER_CALL = 16;
-const indexAddScript = LuaScript.fromFile<number>('rtk_sess_index_add', new URL('./session-index-add.lua', import.meta.url), 1);
+const indexAddScript = LuaScript.fromFile<number>(
+  'rtk_sess_index_add',
+  new URL('./session-index-add.lua', import.meta.url),
+  1,
+);
 
 /**
  * What one session key holds: a JSON string. `d` maps each top-level data field to its serialized value, so `update`
@@ -52,8 +68,16 @@ export interface RawSession {
 function parseEnvelope(raw: string): SessionEnvelope | null {
   try {
     const e = JSON.parse(raw) as Partial<SessionEnvelope> | null;
-    if (!e || typeof e !== 'object' || typeof e.m !== 'number' || typeof e.t !== 'number' || typeof e.c !== 'number') return null;
-    return { u: typeof e.u === 'string' ? e.u : '', c: e.c, m: e.m, t: e.t, d: e.d && typeof e.d === 'object' ? e.d : {}, k: e.k };
+    if (!e || typeof e !== 'object' || typeof e.m !== 'number' || typeof e.t !== 'number' || typeof e.c !== 'number')
+      return null;
+    return {
+      u: typeof e.u === 'string' ? e.u : '',
+      c: e.c,
+      m: e.m,
+      t: e.t,
+      d: e.d && typeof e.d === 'object' ? e.d : {},
+      k: e.k,
+    };
   } catch {
     return null;
   }
@@ -148,7 +172,11 @@ export class SessionRecords {
 
   /** Stores a new session; false when the id is taken or tombstoned. */
   async create(id: string, envelope: SessionEnvelope, expiresAt: number): Promise<boolean> {
-    const created = await createScript.run(this.client, [this.sessionKey(id), this.tombstoneKey(id)], [JSON.stringify(envelope), expiresAt]);
+    const created = await createScript.run(
+      this.client,
+      [this.sessionKey(id), this.tombstoneKey(id)],
+      [JSON.stringify(envelope), expiresAt],
+    );
     return created === 1;
   }
 
@@ -161,7 +189,11 @@ export class SessionRecords {
     if (!reply) return null;
     const envelope = parseEnvelope(reply[0]);
     if (!envelope) return null;
-    return { envelope, expiresAt: Number(reply[1]), lastAccessedAt: touch ? now : Math.max(envelope.c, Number(reply[1]) - envelope.t) };
+    return {
+      envelope,
+      expiresAt: Number(reply[1]),
+      lastAccessedAt: touch ? now : Math.max(envelope.c, Number(reply[1]) - envelope.t),
+    };
   }
 
   /** Deletes the session and leaves a tombstone; returns its userId ('' for anonymous), or null when there was none. */
@@ -217,7 +249,9 @@ export class SessionRecords {
   async *scanIds(count = 500): AsyncGenerator<string[]> {
     const pattern = `${KeyBuilder.globEscape(this.sessionHead)}*}`;
     for await (const found of scanKeys(this.client, pattern, count)) {
-      const ids = found.map((k) => k.slice(this.sessionHead.length, -1)).filter((id) => !id.includes('{') && !id.includes('}'));
+      const ids = found
+        .map((k) => k.slice(this.sessionHead.length, -1))
+        .filter((id) => !id.includes('{') && !id.includes('}'));
       if (ids.length > 0) yield ids;
     }
   }

@@ -1,12 +1,23 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
-import { InvalidKeyError, InvalidOptionsError, RedisToolkitError, RedisUnavailableError, SessionNotFoundError } from '../common/errors.js';
+import {
+  InvalidKeyError,
+  InvalidOptionsError,
+  RedisToolkitError,
+  RedisUnavailableError,
+  SessionNotFoundError,
+} from '../common/errors.js';
 import { KeyBuilder } from '../common/keys.js';
 import type { Serializer } from '../common/serializer.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { REDIS_TOOLKIT_OPTIONS } from '../redis-toolkit.constants.js';
 import type { ResolvedRedisToolkitOptions } from '../redis-toolkit.options-resolver.js';
-import { appendSetCookie, readSessionIdFromCookieHeader, serializeSetCookie, signCookieValue } from './session-cookie.js';
+import {
+  appendSetCookie,
+  readSessionIdFromCookieHeader,
+  serializeSetCookie,
+  signCookieValue,
+} from './session-cookie.js';
 import { generateSessionId, isValidSessionId } from './session-id.js';
 import type { ResolvedSessionOptions } from './session.options.js';
 import { SessionRecords, type RawSession, type SessionEnvelope } from './session.records.js';
@@ -47,7 +58,11 @@ export class SessionService {
   }
 
   /** Creates a session for `userId` with a fresh 256-bit id. */
-  async create<T extends SessionData = SessionData>(userId: string, data?: T, options: CreateSessionOptions = {}): Promise<Session<T>> {
+  async create<T extends SessionData = SessionData>(
+    userId: string,
+    data?: T,
+    options: CreateSessionOptions = {},
+  ): Promise<Session<T>> {
     KeyBuilder.validate(userId, 'userId');
     const ttl = options.ttl ?? this.options.ttl;
     if (typeof ttl !== 'number' || !Number.isFinite(ttl) || ttl <= 0) {
@@ -58,7 +73,13 @@ export class SessionService {
       for (let attempt = 0; attempt < ID_ATTEMPTS; attempt++) {
         const id = generateSessionId();
         const now = Date.now();
-        const envelope: SessionEnvelope = { u: userId, c: now, m: now + this.options.maxAgeMs, t: Math.ceil(ttl), d: fields };
+        const envelope: SessionEnvelope = {
+          u: userId,
+          c: now,
+          m: now + this.options.maxAgeMs,
+          t: Math.ceil(ttl),
+          d: fields,
+        };
         const expiresAt = Math.min(now + envelope.t, envelope.m);
         if (!(await this.records.create(id, envelope, expiresAt))) continue; // a 2^-256 collision, or a tombstone of that id
         await this.records.indexAdd(userId, id, envelope.m, true);
@@ -74,7 +95,9 @@ export class SessionService {
    */
   async get<T extends SessionData = SessionData>(id: unknown): Promise<Session<T> | null> {
     if (!isValidSessionId(id)) return null;
-    const raw = await this.guard('get', () => this.records.read(id, this.options.rolling ? this.options.ttl : undefined));
+    const raw = await this.guard('get', () =>
+      this.records.read(id, this.options.rolling ? this.options.ttl : undefined),
+    );
     return raw ? this.toSession<T>(id, raw) : null;
   }
 
@@ -186,7 +209,10 @@ export class SessionService {
    * `get(id)`.
    */
   idFromCookieHeader(header: string | string[] | undefined): string | null {
-    return readSessionIdFromCookieHeader(header, { name: this.options.cookie.name, secrets: this.options.cookie.secrets });
+    return readSessionIdFromCookieHeader(header, {
+      name: this.options.cookie.name,
+      secrets: this.options.cookie.secrets,
+    });
   }
 
   /** The signed cookie value for a session id (`s:<id>.<hmac>`), e.g. for a WebSocket client or a test. */
@@ -207,7 +233,12 @@ export class SessionService {
   /** Expires the session cookie in the browser (after logout). */
   clearCookie(res: CookieResponse, req?: CookieRequest): void {
     const c = this.options.cookie;
-    const cookie = serializeSetCookie(c.name, '', { ...c, maxAge: undefined }, { expires: 0, secure: this.isSecure(req) });
+    const cookie = serializeSetCookie(
+      c.name,
+      '',
+      { ...c, maxAge: undefined },
+      { expires: 0, secure: this.isSecure(req) },
+    );
     appendSetCookie(res, cookie, c.name);
   }
 
@@ -219,7 +250,9 @@ export class SessionService {
   private requireSecret(): string {
     const secret = this.options.cookie.secrets[0];
     if (secret === undefined) {
-      throw new InvalidOptionsError('session.cookie.secret is required to sign session cookies (RedisToolkitModule options)');
+      throw new InvalidOptionsError(
+        'session.cookie.secret is required to sign session cookies (RedisToolkitModule options)',
+      );
     }
     return secret;
   }
@@ -227,7 +260,8 @@ export class SessionService {
   // ---------------------------------------------------------------------------------------------------------------
 
   private encodeData(data: SessionData, what: string): Record<string, string> {
-    if (data === null || typeof data !== 'object' || Array.isArray(data)) throw new InvalidKeyError(`session ${what} must be a plain object`);
+    if (data === null || typeof data !== 'object' || Array.isArray(data))
+      throw new InvalidKeyError(`session ${what} must be a plain object`);
     // Object.fromEntries defines own properties: a field named __proto__ stays a field.
     return Object.fromEntries(
       Object.entries(data)
@@ -243,7 +277,8 @@ export class SessionService {
     for (const name in fields) {
       const value = this.serializer.deserialize(fields[name]);
       // own data property even for "__proto__" (as fromEntries would), never the prototype
-      if (name === '__proto__') Object.defineProperty(data, name, { value, enumerable: true, writable: true, configurable: true });
+      if (name === '__proto__')
+        Object.defineProperty(data, name, { value, enumerable: true, writable: true, configurable: true });
       else data[name] = value;
     }
     return {

@@ -20,7 +20,9 @@ function loadStoreBase(): StoreClass {
   } catch {
     class MissingExpressSession {
       constructor() {
-        throw new InvalidOptionsError('RedisSessionStore needs the express-session package: npm install express-session');
+        throw new InvalidOptionsError(
+          'RedisSessionStore needs the express-session package: npm install express-session',
+        );
       }
     }
     return MissingExpressSession as unknown as StoreClass;
@@ -124,7 +126,11 @@ export class RedisSessionStore extends loadStoreBase() {
       );
       const userValue = rest[this.userIdField];
       const userId = typeof userValue === 'string' || typeof userValue === 'number' ? String(userValue) : '';
-      const result = await this.records.storeSet(sid, { u: userId, t: Math.ceil(ttl), d, k: JSON.stringify(cookie ?? {}) }, this.maxAgeMs);
+      const result = await this.records.storeSet(
+        sid,
+        { u: userId, t: Math.ceil(ttl), d, k: JSON.stringify(cookie ?? {}) },
+        this.maxAgeMs,
+      );
       // A tombstoned id: the session was destroyed while this request was in flight; its late write is dropped.
       if (result === 'tombstoned') return;
       if (result.previousUserId !== userId) {
@@ -180,7 +186,10 @@ export class RedisSessionStore extends loadStoreBase() {
   override clear(callback?: Callback<void>): Promise<void> {
     return settle(callback, async () => {
       for await (const page of this.records.scanIds()) {
-        await unlinkMany(this.records.client, page.map((id) => this.records.sessionKey(id)));
+        await unlinkMany(
+          this.records.client,
+          page.map((id) => this.records.sessionKey(id)),
+        );
       }
       for await (const page of this.records.scanUserIndexKeys()) await unlinkMany(this.records.client, page);
     });

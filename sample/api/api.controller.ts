@@ -1,4 +1,12 @@
-import { Controller, Get, Headers, Injectable, UnauthorizedException, UseGuards, type ExecutionContext } from '@nestjs/common';
+import {
+  Controller,
+  Get,
+  Headers,
+  Injectable,
+  UnauthorizedException,
+  UseGuards,
+  type ExecutionContext,
+} from '@nestjs/common';
 import { RateLimitGuard, RateLimitService, Throttle, type RateLimitPolicy } from '../../lib/index.js';
 
 const API_POLICY = { name: 'api', limit: 100, ttl: 60_000 } as const;
@@ -43,10 +51,14 @@ export class ApiController {
 
   /** What the export limit looks like for a user right now, without using any of it. */
   @Get('export/quota')
-  async exportQuota(@Headers('x-user-id') user?: string): Promise<{ remaining: number; limit: number; retryAfterMs: number }> {
+  async exportQuota(
+    @Headers('x-user-id') user?: string,
+  ): Promise<{ remaining: number; limit: number; retryAfterMs: number }> {
     if (!user) throw new UnauthorizedException('send an x-user-id header');
     // RateLimitGuard's counter for this policy: key = the user, scope = `<Controller>.<handler>:<policy name>`
-    const decision = await this.rateLimit.peekAll([{ key: user, scope: 'ApiController.export:export', policy: EXPORT_POLICY }]);
+    const decision = await this.rateLimit.peekAll([
+      { key: user, scope: 'ApiController.export:export', policy: EXPORT_POLICY },
+    ]);
     const r = decision.results[0];
     return { remaining: r.remaining, limit: r.limit, retryAfterMs: r.retryAfterMs };
   }

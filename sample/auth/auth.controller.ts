@@ -54,7 +54,11 @@ export class AuthController {
 
   @Post('auth/logout')
   @HttpCode(200)
-  async logout(@CurrentSession() session: Session | null, @Req() req: SessionRequest, @Res({ passthrough: true }) res: CookieResponse) {
+  async logout(
+    @CurrentSession() session: Session | null,
+    @Req() req: SessionRequest,
+    @Res({ passthrough: true }) res: CookieResponse,
+  ) {
     const destroyed = session ? await this.sessions.destroy(session.id) : false;
     this.sessions.clearCookie(res, req);
     return { loggedOut: destroyed };
@@ -63,7 +67,11 @@ export class AuthController {
   @Post('auth/logout-everywhere')
   @HttpCode(200)
   @UseGuards(SessionGuard)
-  async logoutEverywhere(@CurrentSession('userId') userId: string, @Req() req: SessionRequest, @Res({ passthrough: true }) res: CookieResponse) {
+  async logoutEverywhere(
+    @CurrentSession('userId') userId: string,
+    @Req() req: SessionRequest,
+    @Res({ passthrough: true }) res: CookieResponse,
+  ) {
     const destroyed = await this.sessions.destroyAllForUser(userId);
     this.sessions.clearCookie(res, req);
     return { destroyed };

@@ -1,4 +1,14 @@
-import { BadRequestException, Body, Controller, HttpCode, Module, Post, UseGuards, type MiddlewareConsumer, type NestModule } from '@nestjs/common';
+import {
+  BadRequestException,
+  Body,
+  Controller,
+  HttpCode,
+  Module,
+  Post,
+  UseGuards,
+  type MiddlewareConsumer,
+  type NestModule,
+} from '@nestjs/common';
 import { CurrentSession, PubSubService, SessionGuard, SessionMiddleware } from '../../lib/index.js';
 import { NotificationsGatewayModule } from '../../lib/pubsub/gateway/index.js';
 
@@ -17,12 +27,19 @@ class NotificationsController {
   @Post('send')
   @HttpCode(202)
   @UseGuards(SessionGuard)
-  async send(@CurrentSession('userId') from: string, @Body() body: { to?: unknown; text?: unknown } | undefined): Promise<{ receivers: number }> {
+  async send(
+    @CurrentSession('userId') from: string,
+    @Body() body: { to?: unknown; text?: unknown } | undefined,
+  ): Promise<{ receivers: number }> {
     const { to, text } = body ?? {};
-    if (typeof text !== 'string' || text.length === 0 || text.length > 500) throw new BadRequestException('text: 1-500 characters');
-    if (typeof to !== 'string' || to.trim().length === 0 || to.length > 100) throw new BadRequestException('to: a user name or "announcements"');
+    if (typeof text !== 'string' || text.length === 0 || text.length > 500)
+      throw new BadRequestException('text: 1-500 characters');
+    if (typeof to !== 'string' || to.trim().length === 0 || to.length > 100)
+      throw new BadRequestException('to: a user name or "announcements"');
     const message = { from, text };
-    const receivers = PUBLIC_CHANNELS.includes(to) ? await this.pubsub.publish(to, message) : await this.pubsub.notifyUser(to.trim(), message);
+    const receivers = PUBLIC_CHANNELS.includes(to)
+      ? await this.pubsub.publish(to, message)
+      : await this.pubsub.notifyUser(to.trim(), message);
     return { receivers };
   }
 }

@@ -1,4 +1,16 @@
-import { ArgumentsHost, Body, Catch, Controller, Get, HttpStatus, NotFoundException, Param, Post, UseFilters, type ExceptionFilter } from '@nestjs/common';
+import {
+  ArgumentsHost,
+  Body,
+  Catch,
+  Controller,
+  Get,
+  HttpStatus,
+  NotFoundException,
+  Param,
+  Post,
+  UseFilters,
+  type ExceptionFilter,
+} from '@nestjs/common';
 import type { Response } from 'express';
 import { LockLostError, LockNotAcquiredError, RedisUnavailableError } from '../../lib/index.js';
 import { OrdersReportJob } from './orders.report.js';
@@ -9,7 +21,11 @@ import { OrdersService, type Payment } from './orders.service.js';
 export class LockErrorsFilter implements ExceptionFilter {
   catch(err: Error, host: ArgumentsHost): void {
     const status = err instanceof RedisUnavailableError ? HttpStatus.SERVICE_UNAVAILABLE : HttpStatus.CONFLICT;
-    host.switchToHttp().getResponse<Response>().status(status).json({ statusCode: status, error: err.name, message: err.message });
+    host
+      .switchToHttp()
+      .getResponse<Response>()
+      .status(status)
+      .json({ statusCode: status, error: err.name, message: err.message });
   }
 }
 

@@ -44,7 +44,13 @@ export class OrdersService {
       const existing = await this.redis.hget(key, 'payment');
       if (existing) return { payment: JSON.parse(existing) as Payment, created: false };
       await this.charge(amount, signal);
-      const payment: Payment = { orderId, paymentId: randomUUID(), amount, paidAt: new Date().toISOString(), fence: lock.fencingToken };
+      const payment: Payment = {
+        orderId,
+        paymentId: randomUUID(),
+        amount,
+        paidAt: new Date().toISOString(),
+        fence: lock.fencingToken,
+      };
       const written = await this.redis.eval(WRITE_IF_NEWER, 1, key, String(lock.fencingToken), JSON.stringify(payment));
       if (written !== 1) throw new Error(`payment for order ${orderId} was written by a newer lock holder`);
       return { payment, created: true };

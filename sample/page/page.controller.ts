@@ -14,7 +14,9 @@ const PAGE = ['../public/index.html', '../../../sample/public/index.html']
  */
 @Controller()
 export class PageController {
-  private readonly html = PAGE ? readFileSync(PAGE, 'utf8') : '<!doctype html><p>sample/public/index.html is missing</p>';
+  private readonly html = PAGE
+    ? readFileSync(PAGE, 'utf8')
+    : '<!doctype html><p>sample/public/index.html is missing</p>';
 
   @Get()
   @Header('content-type', 'text/html; charset=utf-8')

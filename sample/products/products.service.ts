@@ -16,7 +16,10 @@ export class ProductsService {
       ['1', 'Green tea', 450],
       ['2', 'Espresso beans', 1_290],
       ['3', 'Oat biscuits', 320],
-    ].map(([id, name, priceCents]) => [id as string, { id: id as string, name: name as string, priceCents: priceCents as number, updatedAt: new Date() }]),
+    ].map(([id, name, priceCents]) => [
+      id as string,
+      { id: id as string, name: name as string, priceCents: priceCents as number, updatedAt: new Date() },
+    ]),
   );
 
   async list(): Promise<Product[]> {

@@ -22,7 +22,11 @@ class ProductsRepository {
     ['2', { id: '2', name: 'Cake', category: 'food' }],
   ]);
 
-  @Cacheable({ ttl: 60_000, tags: (id: string) => ['products', `product:${id}`], resultTags: (p: Product) => [`category:${p.category}`] })
+  @Cacheable({
+    ttl: 60_000,
+    tags: (id: string) => ['products', `product:${id}`],
+    resultTags: (p: Product) => [`category:${p.category}`],
+  })
   async find(id: string): Promise<Product> {
     this.calls.find++;
     return { ...this.rows.get(id)! };

@@ -75,7 +75,11 @@ describe('CacheService when Redis fails', () => {
 
   it('failOpen: false turns a Redis failure into RedisUnavailableError', async () => {
     const server = trackForCleanup(await startRedisServer());
-    const app = await createToolkitApp({ target: { url: server.url }, commandTimeout: 300, cache: { failOpen: false } });
+    const app = await createToolkitApp({
+      target: { url: server.url },
+      commandTimeout: 300,
+      cache: { failOpen: false },
+    });
     const cache = app.get(CacheService);
     await server.kill();
     let loads = 0;

@@ -56,7 +56,9 @@ describe.each(['single', 'cluster'] as const)('4 processes racing on one cold ke
     const counterKey = `${keyPrefix}loads`;
     const startAt = Date.now() + 2_500; // every child is connected by then, so they really race
     const reports = await Promise.all(
-      Array.from({ length: 4 }, () => runChild([JSON.stringify(connection), keyPrefix, 'hot', counterKey, String(startAt)])),
+      Array.from({ length: 4 }, () =>
+        runChild([JSON.stringify(connection), keyPrefix, 'hot', counterKey, String(startAt)]),
+      ),
     );
     const redis = target === 'cluster' ? new Cluster(sharedServers().cluster) : new Redis(sharedServers().single.url);
     try {

@@ -110,13 +110,21 @@ describe.each(['single', 'cluster'] as const)('CacheService on %s', (target) => 
       await sleep(50);
       return `v${loads}`;
     };
-    expect(await cache.getOrSetWithStatus('swr', loader, { ttl: 100, staleTtl: 5_000 })).toEqual({ value: 'v1', status: 'miss' });
+    expect(await cache.getOrSetWithStatus('swr', loader, { ttl: 100, staleTtl: 5_000 })).toEqual({
+      value: 'v1',
+      status: 'miss',
+    });
     expect((await cache.getOrSetWithStatus('swr', loader, { ttl: 100, staleTtl: 5_000 })).status).toBe('hit');
     await sleep(150);
-    const stale = await Promise.all(Array.from({ length: 20 }, () => cache.getOrSetWithStatus('swr', loader, { ttl: 100, staleTtl: 5_000 })));
+    const stale = await Promise.all(
+      Array.from({ length: 20 }, () => cache.getOrSetWithStatus('swr', loader, { ttl: 100, staleTtl: 5_000 })),
+    );
     expect(stale).toEqual(Array.from({ length: 20 }, () => ({ value: 'v1', status: 'stale' })));
     expect(await waitFor(async () => (await cache.get('swr')) === 'v2', 1_000)).toBe(true);
-    expect(await cache.getOrSetWithStatus('swr', loader, { ttl: 100, staleTtl: 5_000 })).toEqual({ value: 'v2', status: 'hit' });
+    expect(await cache.getOrSetWithStatus('swr', loader, { ttl: 100, staleTtl: 5_000 })).toEqual({
+      value: 'v2',
+      status: 'hit',
+    });
     expect(loads).toBe(2);
     expect(cache.stats().staleHits).toBe(20);
   });
@@ -176,7 +184,9 @@ describe.each(['single', 'cluster'] as const)('CacheService on %s', (target) => 
     expect(calledAt).toHaveLength(2);
     expect(calledAt[1]).toBeLessThan(expiry); // refreshed early, by a reader, without anyone waiting
     expect(served.every((v) => v === 1)).toBe(true);
-    expect(await waitFor(async () => (await client.get(`${keyPrefix}cache:hot`))?.endsWith('\n2') ?? false, 2_000)).toBe(true);
+    expect(
+      await waitFor(async () => (await client.get(`${keyPrefix}cache:hot`))?.endsWith('\n2') ?? false, 2_000),
+    ).toBe(true);
     expect(calledAt).toHaveLength(2);
   });
 
@@ -184,7 +194,9 @@ describe.each(['single', 'cluster'] as const)('CacheService on %s', (target) => 
     const { cache, client, keyPrefix } = await cacheApp(target);
     await cache.set('product:1', { id: 1 }, { tags: ['products', 'product:1'] });
     await cache.set('product:2', { id: 2 }, { tags: ['products'] });
-    await cache.getOrSet('product:3', () => ({ id: 3, category: 'tea' }), { tags: (v) => ['products', `category:${v.category}`] });
+    await cache.getOrSet('product:3', () => ({ id: 3, category: 'tea' }), {
+      tags: (v) => ['products', `category:${v.category}`],
+    });
     await cache.set('user:1', { id: 1 }, { tags: ['users'] });
     expect(await cache.invalidateTags('category:tea')).toBe(1);
     expect(await cache.get('product:3')).toBeUndefined();
@@ -240,7 +252,9 @@ describe.each(['single', 'cluster'] as const)('CacheService on %s', (target) => 
     await cache.getOrSet('soft', loader, { ttl: 60_000, tags: ['catalog'] });
     expect(await cache.invalidateTags('catalog', { soft: true })).toBe(1);
     expect(await cache.get('soft')).toBeUndefined(); // no longer fresh
-    const served = await Promise.all(Array.from({ length: 10 }, () => cache.getOrSetWithStatus('soft', loader, { ttl: 60_000, tags: ['catalog'] })));
+    const served = await Promise.all(
+      Array.from({ length: 10 }, () => cache.getOrSetWithStatus('soft', loader, { ttl: 60_000, tags: ['catalog'] })),
+    );
     expect(served.every((r) => r.value === 'v1' && r.status === 'stale')).toBe(true);
     expect(await waitFor(async () => (await cache.get('soft')) === 'v2', 1_000)).toBe(true);
     expect(loads).toBe(2);
@@ -316,7 +330,9 @@ describe.each(['single', 'cluster'] as const)('CacheService on %s', (target) => 
     await expect(cache.get('')).rejects.toBeInstanceOf(InvalidKeyError);
     await expect(cache.set('k\n', 1)).rejects.toBeInstanceOf(InvalidKeyError);
     await expect(cache.set('k', 1, { ttl: -1 })).rejects.toBeInstanceOf(InvalidOptionsError);
-    await expect(cache.set('k', 1, { ttl: '60' as unknown as number })).rejects.toThrow(/ttl must be a positive number of milliseconds/);
+    await expect(cache.set('k', 1, { ttl: '60' as unknown as number })).rejects.toThrow(
+      /ttl must be a positive number of milliseconds/,
+    );
     await expect(cache.set('k', 1, { staleTtl: Number.NaN })).rejects.toBeInstanceOf(InvalidOptionsError);
     await expect(cache.set('k', 1, { tags: [''] })).rejects.toBeInstanceOf(InvalidKeyError);
     await expect(cache.invalidatePattern('x'.repeat(2_000))).rejects.toBeInstanceOf(InvalidKeyError);

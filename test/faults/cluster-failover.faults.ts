@@ -46,7 +46,11 @@ describe('cluster: a master killed with a replica present', () => {
   it('operations through the toolkit client resume after failover; replicated data survives; other slots never stop', async () => {
     const rejections = countUnhandledRejections();
     try {
-      const app = await createToolkitApp({ target: { cluster: cluster.startupNodes }, commandTimeout: COMMAND_TIMEOUT, maxReconnectDelay: 500 });
+      const app = await createToolkitApp({
+        target: { cluster: cluster.startupNodes },
+        commandTimeout: COMMAND_TIMEOUT,
+        maxReconnectDelay: 500,
+      });
       const client = app.get(RedisConnection).client as Cluster;
       const keys = Array.from({ length: 300 }, (_, i) => `rtk:failover:${i}`);
       await Promise.all(keys.map((k, i) => client.set(k, `v${i}`)));
@@ -92,7 +96,10 @@ describe('cluster: a master killed with a replica present', () => {
       }
       expect(resumedAt).toBeDefined();
       const resumeMs = (resumedAt ?? Infinity) - killedAt;
-      process.stdout.write(`\ncluster failover: operations on the killed master's slots resumed after ${resumeMs} ms; ` + `${otherFailures}/${otherTries} probes of other slots failed meanwhile\n`);
+      process.stdout.write(
+        `\ncluster failover: operations on the killed master's slots resumed after ${resumeMs} ms; ` +
+          `${otherFailures}/${otherTries} probes of other slots failed meanwhile\n`,
+      );
       expect(resumeMs).toBeLessThan(RESUME_BOUND_MS);
       // Other masters kept serving: most probes on their slots succeeded.
       expect(otherFailures).toBeLessThanOrEqual(Math.ceil(otherTries / 2));

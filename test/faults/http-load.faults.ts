@@ -44,8 +44,23 @@ interface EndpointRow {
  * adjust `path`/`prepare` at merge if the sample's routes differ.
  */
 const ROWS: EndpointRow[] = [
-  { name: 'GET / (static page)', path: '/', feature: 'foundation', touchesRedis: false, healthy: [200], degraded: [200] },
-  { name: 'GET /health', path: '/health', feature: 'foundation', touchesRedis: true, healthy: [200], degraded: [200], whileDown: { bodyStatus: 'down' } },
+  {
+    name: 'GET / (static page)',
+    path: '/',
+    feature: 'foundation',
+    touchesRedis: false,
+    healthy: [200],
+    degraded: [200],
+  },
+  {
+    name: 'GET /health',
+    path: '/health',
+    feature: 'foundation',
+    touchesRedis: true,
+    healthy: [200],
+    degraded: [200],
+    whileDown: { bodyStatus: 'down' },
+  },
   {
     // Cached (fail open: the loader serves while Redis is away) and rate-limited (fail open: no 429 while away).
     name: 'GET /products (cached, rate-limited)',
@@ -72,7 +87,10 @@ const ROWS: EndpointRow[] = [
         body: JSON.stringify({ userId: 'proof-user', username: 'proof-user', password: 'proof' }),
       });
       if (res.status === 404) throw new Error('POST /auth/login answers 404: the session feature is not merged yet');
-      const cookie = res.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
+      const cookie = res.headers
+        .getSetCookie()
+        .map((c) => c.split(';')[0])
+        .join('; ');
       if (!cookie) throw new Error(`POST /auth/login answered ${res.status} without a session cookie`);
       return { cookie };
     },
@@ -130,8 +148,12 @@ async function probe(row: EndpointRow): Promise<{ skip?: string; headers?: Recor
     return { skip: err instanceof Error ? err.message : String(err) };
   }
   const r = await httpGet(`${direct.baseUrl}${row.path}`, 5_000, headers);
-  if (r.status === 404) return { skip: `GET ${row.path} answers 404: the ${row.feature} feature's sample is not merged yet` };
-  if (!row.healthy.includes(r.status)) return { skip: `GET ${row.path} answers ${r.status} with Redis up (expected ${row.healthy.join('/')}): check the row` };
+  if (r.status === 404)
+    return { skip: `GET ${row.path} answers 404: the ${row.feature} feature's sample is not merged yet` };
+  if (!row.healthy.includes(r.status))
+    return {
+      skip: `GET ${row.path} answers ${r.status} with Redis up (expected ${row.healthy.join('/')}): check the row`,
+    };
   return { headers };
 }
 
@@ -142,14 +164,20 @@ const skipped = probed.filter((p) => p.skip !== undefined);
 /** The load targets: every active row, with headers prepared for this app now (a fresh session per scenario). */
 async function targetsFor(app: SampleApp): Promise<LoadTarget[]> {
   return Promise.all(
-    active.map(async ({ row }) => ({ name: row.name, path: row.path, headers: row.prepare ? await row.prepare(app.baseUrl) : undefined })),
+    active.map(async ({ row }) => ({
+      name: row.name,
+      path: row.path,
+      headers: row.prepare ? await row.prepare(app.baseUrl) : undefined,
+    })),
   );
 }
 
 const printed: string[] = [];
 afterAll(() => {
   const notes = skipped.map((s) => `- skipped ${s.row.name}: ${s.skip}`).join('\n');
-  process.stdout.write(`\n### Fault suite counts (commandTimeout ${COMMAND_TIMEOUT} ms)\n\n${printed.join('\n\n')}\n\n${notes}\n`);
+  process.stdout.write(
+    `\n### Fault suite counts (commandTimeout ${COMMAND_TIMEOUT} ms)\n\n${printed.join('\n\n')}\n\n${notes}\n`,
+  );
 });
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -167,7 +195,8 @@ function recoveryMs(health: LoadReport | undefined, healedAt: number): number {
   if (!health) return NaN;
   const after = health.samples.filter((s) => s.at >= healedAt);
   for (let i = 0; i < after.length; i++) {
-    if (after.slice(i).every((s) => s.status === 200 && s.bodyStatus === 'up')) return after[i].at + after[i].latencyMs - healedAt;
+    if (after.slice(i).every((s) => s.status === 200 && s.bodyStatus === 'up'))
+      return after[i].at + after[i].latencyMs - healedAt;
   }
   return Infinity;
 }
@@ -181,24 +210,37 @@ function describeScenario(scenario: Scenario): void {
 
     beforeAll(async () => {
       const started = performance.now();
-      reports = await runLoad(app().baseUrl, await targetsFor(app()), { durationMs: scenario.durationMs, concurrency: 4 }, [
-        {
-          atMs: scenario.faultAtMs,
-          run: async () => {
-            await scenario.inject();
-            faultAt = performance.now() - started;
+      reports = await runLoad(
+        app().baseUrl,
+        await targetsFor(app()),
+        { durationMs: scenario.durationMs, concurrency: 4 },
+        [
+          {
+            atMs: scenario.faultAtMs,
+            run: async () => {
+              await scenario.inject();
+              faultAt = performance.now() - started;
+            },
           },
-        },
-        {
-          atMs: scenario.healAtMs,
-          run: async () => {
-            await scenario.heal();
-            healedAt = performance.now() - started;
+          {
+            atMs: scenario.healAtMs,
+            run: async () => {
+              await scenario.heal();
+              healedAt = performance.now() - started;
+            },
           },
-        },
-        ...(scenario.more ?? []),
-      ]);
-      printed.push(formatReports(`${scenario.name} (via ${scenario.via}; recovery ${recoveryMs(reports.find((r) => r.path === '/health'), healedAt).toFixed(0)} ms)`, reports));
+          ...(scenario.more ?? []),
+        ],
+      );
+      printed.push(
+        formatReports(
+          `${scenario.name} (via ${scenario.via}; recovery ${recoveryMs(
+            reports.find((r) => r.path === '/health'),
+            healedAt,
+          ).toFixed(0)} ms)`,
+          reports,
+        ),
+      );
     }, scenario.durationMs + 30_000);
 
     afterAll(async () => {
@@ -219,8 +261,10 @@ function describeScenario(scenario: Scenario): void {
         const down = samplesBetween(report?.samples ?? [], faultAt + 50, scenario.healAtMs);
         const unexpected = down.filter((s) => !row.degraded.includes(s.status));
         expect({ row: row.name, unexpected: unexpected.slice(0, 5) }).toEqual({ row: row.name, unexpected: [] });
-        if (row.whileDown?.status !== undefined) expect(down.some((s) => s.status === row.whileDown?.status)).toBe(true);
-        if (row.whileDown?.bodyStatus !== undefined) expect(down.some((s) => s.bodyStatus === row.whileDown?.bodyStatus)).toBe(true);
+        if (row.whileDown?.status !== undefined)
+          expect(down.some((s) => s.status === row.whileDown?.status)).toBe(true);
+        if (row.whileDown?.bodyStatus !== undefined)
+          expect(down.some((s) => s.bodyStatus === row.whileDown?.bodyStatus)).toBe(true);
       }
       for (const { row } of active) {
         const report = reports.find((r) => r.name === row.name);
@@ -242,13 +286,13 @@ function describeScenario(scenario: Scenario): void {
       expect(violations).toEqual([]);
     });
 
-    it(
-      `is back within ${RECOVERY_TARGET_MS} ms of Redis coming back, without restarting the app`,
-      () => {
-        const ms = recoveryMs(reports.find((r) => r.path === '/health'), healedAt);
-        expect(ms).toBeLessThanOrEqual(RECOVERY_TARGET_MS);
-      },
-    );
+    it(`is back within ${RECOVERY_TARGET_MS} ms of Redis coming back, without restarting the app`, () => {
+      const ms = recoveryMs(
+        reports.find((r) => r.path === '/health'),
+        healedAt,
+      );
+      expect(ms).toBeLessThanOrEqual(RECOVERY_TARGET_MS);
+    });
 
     it('the app never crashed and reported no unhandled rejection', () => {
       expect(app().alive()).toBe(true);

@@ -31,7 +31,9 @@ afterEach(async () => {
   expect(rejections.reasons).toEqual([]);
 });
 
-async function appThroughProxy(extra: Parameters<typeof createToolkitApp>[0] = {}): Promise<{ app: ToolkitApp; client: RedisClient; proxy: FaultProxy }> {
+async function appThroughProxy(
+  extra: Parameters<typeof createToolkitApp>[0] = {},
+): Promise<{ app: ToolkitApp; client: RedisClient; proxy: FaultProxy }> {
   proxy = await FaultProxy.start({ port: redis.server.port });
   const app = await createToolkitApp({
     target: { host: '127.0.0.1', port: proxy.port },
@@ -97,7 +99,9 @@ describe('the foundation behind a fault proxy', () => {
     const { app, client, proxy } = await appThroughProxy();
     const health = app.get(RedisToolkitHealth);
     proxy.blackhole();
-    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => timed(client.set(`rtk:proof:bh:${i}`, 'x'))));
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => timed(client.set(`rtk:proof:bh:${i}`, 'x'))),
+    );
     for (const r of results) {
       expect(r.ok).toBe(false);
       expect(String(r.error)).toMatch(/timed out|max retries|connection is closed/i);
@@ -116,7 +120,7 @@ describe('the foundation behind a fault proxy', () => {
    * ANOTHER command (GET a → value of b: a cross-key, cross-user leak). The connection layer now drops a connection
    * whose command timed out (resetOnCommandTimeout in redis-client.factory.ts).
    */
-  it('after a blackhole, no command ever gets another command\'s reply, and the link comes back in sync', async () => {
+  it("after a blackhole, no command ever gets another command's reply, and the link comes back in sync", async () => {
     const { client, proxy } = await appThroughProxy();
     const tag = `bh-sync-${Date.now()}`;
     await Promise.all(Array.from({ length: 50 }, (_, i) => client.set(`rtk:proof:${tag}:${i}`, `v${i}`)));
@@ -133,7 +137,9 @@ describe('the foundation behind a fault proxy', () => {
 
   it('resetting every connection mid-traffic rejects the in-flight commands and reconnects without a crash', async () => {
     const { client, proxy } = await appThroughProxy();
-    const traffic = Promise.all(Array.from({ length: 200 }, (_, i) => timed(client.set(`rtk:proof:rst:${i}`, String(i)))));
+    const traffic = Promise.all(
+      Array.from({ length: 200 }, (_, i) => timed(client.set(`rtk:proof:rst:${i}`, String(i)))),
+    );
     await sleep(5);
     proxy.resetAll();
     const results = await traffic;

@@ -142,8 +142,14 @@ describe('method interception (decorators + explorer)', () => {
       expect(a.app.get(Greeter).plain()).toBe('plain');
       const res = await request(a.app.getHttpServer()).get('/greet').expect(200);
       expect(res.body).toEqual({ wrapped: 'hi' });
-      expect((await request(a.app.getHttpServer()).get('/greet/reversed').expect(200)).body).toEqual({ wrapped: 'rev' });
-      expect(a.interceptor.seen).toEqual(['A:Greeter.greet:svc:["ann"]', 'A:GreetController.hello:ctl:[]', 'A:GreetController.reversed:ctl2:[]']);
+      expect((await request(a.app.getHttpServer()).get('/greet/reversed').expect(200)).body).toEqual({
+        wrapped: 'rev',
+      });
+      expect(a.interceptor.seen).toEqual([
+        'A:Greeter.greet:svc:["ann"]',
+        'A:GreetController.hello:ctl:[]',
+        'A:GreetController.reversed:ctl2:[]',
+      ]);
       expect(b.interceptor.seen).toEqual(['B:Greeter.greet:svc:["bob"]']);
       // Without the explorer (no module), the original method runs untouched.
       expect(new Greeter().greet('raw')).toBe('hello raw');

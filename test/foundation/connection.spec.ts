@@ -74,7 +74,10 @@ describe('forRootAsync', () => {
 
     const moduleRef = await Test.createTestingModule({
       imports: [
-        ConfigModule.forRoot({ ignoreEnvFile: true, load: [() => ({ REDIS_URL: sharedServers().single.url, PREFIX: 'cfg:' })] }),
+        ConfigModule.forRoot({
+          ignoreEnvFile: true,
+          load: [() => ({ REDIS_URL: sharedServers().single.url, PREFIX: 'cfg:' })],
+        }),
         RedisToolkitModule.forRootAsync({
           imports: [ConfigModule],
           inject: [ConfigService],
@@ -110,7 +113,11 @@ describe('connection failures', () => {
   it('fails fast at start when Redis is unreachable, naming the address and the cause', async () => {
     const port = await getFreePort();
     const started = Date.now();
-    const error = await createToolkitApp({ target: { host: '127.0.0.1', port }, connectTimeout: 500, commandTimeout: 300 }).then(
+    const error = await createToolkitApp({
+      target: { host: '127.0.0.1', port },
+      connectTimeout: 500,
+      commandTimeout: 300,
+    }).then(
       () => undefined,
       (err: unknown) => err,
     );
@@ -123,7 +130,11 @@ describe('connection failures', () => {
 
   it('starts without Redis when lazyConnect is set, and works once Redis is there', async () => {
     const port = await getFreePort();
-    const { get } = await createToolkitApp({ target: { host: '127.0.0.1', port }, lazyConnect: true, commandTimeout: 300 });
+    const { get } = await createToolkitApp({
+      target: { host: '127.0.0.1', port },
+      lazyConnect: true,
+      commandTimeout: 300,
+    });
     const health = get(RedisToolkitHealth);
     expect((await health.check()).status).toBe('down');
     server = await startRedisServer({ port });
@@ -180,7 +191,11 @@ describe('connection failures', () => {
 
   it('reconnects to a killed and restarted server without restarting the app', async () => {
     server = await startRedisServer();
-    const { get } = await createToolkitApp({ target: { url: server.url }, commandTimeout: 300, maxReconnectDelay: 200 });
+    const { get } = await createToolkitApp({
+      target: { url: server.url },
+      commandTimeout: 300,
+      maxReconnectDelay: 200,
+    });
     const client = get<RedisClient>(REDIS_CLIENT);
     await client.set('before', '1');
     await server.kill();

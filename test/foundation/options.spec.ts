@@ -16,7 +16,10 @@ function problemsOf(options: unknown): string {
 
 describe('option validation', () => {
   it.each([
-    [{ connection: { url: 'redis://a:1', cluster: [{ host: 'a', port: 1 }] } }, /connection must give only one of .*got url\/host\/port and cluster/],
+    [
+      { connection: { url: 'redis://a:1', cluster: [{ host: 'a', port: 1 }] } },
+      /connection must give only one of .*got url\/host\/port and cluster/,
+    ],
     [{ connection: { host: 'a', port: 70_000 } }, /connection\.port must be an integer from 1 to 65535, got 70000/],
     [{ connection: { url: 'http://x:1' } }, /connection\.url must start with redis:\/\/ or rediss:\/\/, got http:/],
     [{ connection: { url: 'not a url' } }, /connection\.url is not a valid URL/],
@@ -25,12 +28,27 @@ describe('option validation', () => {
     [{ connection: { sentinels: [{ host: 'a', port: 1 }] } }, /connection\.name is required with sentinels/],
     [{ connection: { client: {} } }, /connection\.client must be an ioredis Redis or Cluster instance/],
     [{}, /connection is required/],
-    [{ connection: { url: 'redis://a:1' }, commandTimeout: -1 }, /commandTimeout must be a positive number of milliseconds, got -1/],
-    [{ connection: { url: 'redis://a:1' }, cache: { defaultTtl: -5 } }, /cache\.defaultTtl must be a positive number of milliseconds, got -5/],
-    [{ connection: { url: 'redis://a:1' }, cache: { l1: { max: 0, ttl: 10 } } }, /cache\.l1\.max must be an integer from 1/],
-    [{ connection: { url: 'redis://a:1' }, rateLimit: { defaults: { limit: 5, ttl: 1000, algorithm: 'leaky' } } }, /rateLimit\.defaults\.algorithm must be one of/],
+    [
+      { connection: { url: 'redis://a:1' }, commandTimeout: -1 },
+      /commandTimeout must be a positive number of milliseconds, got -1/,
+    ],
+    [
+      { connection: { url: 'redis://a:1' }, cache: { defaultTtl: -5 } },
+      /cache\.defaultTtl must be a positive number of milliseconds, got -5/,
+    ],
+    [
+      { connection: { url: 'redis://a:1' }, cache: { l1: { max: 0, ttl: 10 } } },
+      /cache\.l1\.max must be an integer from 1/,
+    ],
+    [
+      { connection: { url: 'redis://a:1' }, rateLimit: { defaults: { limit: 5, ttl: 1000, algorithm: 'leaky' } } },
+      /rateLimit\.defaults\.algorithm must be one of/,
+    ],
     [{ connection: { url: 'redis://a:1' }, lock: { ttl: 0 } }, /lock\.ttl must be a positive number/],
-    [{ connection: { url: 'redis://a:1' }, serializer: { serialize: 1 } }, /serializer must have serialize\(value\) and deserialize\(raw\) functions/],
+    [
+      { connection: { url: 'redis://a:1' }, serializer: { serialize: 1 } },
+      /serializer must have serialize\(value\) and deserialize\(raw\) functions/,
+    ],
   ])('%j is refused with a message naming the option', (options, message) => {
     expect(problemsOf(options)).toMatch(message);
   });

@@ -2,7 +2,14 @@ import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
 import { Controller, Injectable, Param, Post } from '@nestjs/common';
 import request from 'supertest';
-import { InvalidKeyError, InvalidOptionsError, LockNotAcquiredError, LockService, RedisUnavailableError, WithLock } from '../../lib/index.js';
+import {
+  InvalidKeyError,
+  InvalidOptionsError,
+  LockNotAcquiredError,
+  LockService,
+  RedisUnavailableError,
+  WithLock,
+} from '../../lib/index.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { startRedisServer } from '../support/redis-server.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
@@ -81,7 +88,10 @@ describe('@WithLock', () => {
   });
 
   it("onBusy 'throw' (default): a busy lock throws LockNotAcquiredError after waitMs", async () => {
-    const [a, b] = await Promise.all([createToolkitApp({ providers: [ReportJob] }), createToolkitApp({ providers: [ReportJob] })]);
+    const [a, b] = await Promise.all([
+      createToolkitApp({ providers: [ReportJob] }),
+      createToolkitApp({ providers: [ReportJob] }),
+    ]);
     const first = a.get(ReportJob).strict();
     await sleep(30);
     await expect(b.get(ReportJob).strict()).rejects.toBeInstanceOf(LockNotAcquiredError);
@@ -110,7 +120,10 @@ describe('@WithLock', () => {
   it('works on controller handlers: concurrent double submits of one order are refused while it is paid', async () => {
     const app = await createToolkitApp({ controllers: [OrdersController], http: true });
     const server = app.app.getHttpServer();
-    const [first, second] = await Promise.all([request(server).post('/orders/7/pay'), request(server).post('/orders/7/pay')]);
+    const [first, second] = await Promise.all([
+      request(server).post('/orders/7/pay'),
+      request(server).post('/orders/7/pay'),
+    ]);
     const statuses = [first.status, second.status].sort();
     expect(statuses).toEqual([201, 500]); // LockNotAcquiredError is not an HttpException: map it in a filter
     expect(app.get(OrdersController).paid).toBe(1);

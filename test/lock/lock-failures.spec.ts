@@ -15,7 +15,11 @@ const unique = (name: string): string => `${name}:${randomUUID()}`;
 const COMMAND_TIMEOUT = 300;
 
 async function singleLocks(server: RedisServerHandle): Promise<LockService> {
-  const app = await createToolkitApp({ target: { url: server.url }, commandTimeout: COMMAND_TIMEOUT, maxReconnectDelay: 100 });
+  const app = await createToolkitApp({
+    target: { url: server.url },
+    commandTimeout: COMMAND_TIMEOUT,
+    maxReconnectDelay: 100,
+  });
   return app.get(LockService);
 }
 
@@ -48,9 +52,10 @@ describe('one server: fail closed', () => {
     for (const call of [
       (): Promise<unknown> => locks.acquire(resource),
       () => locks.tryAcquire(resource),
-      () => locks.using(resource, {}, () => {
-        ran = true;
-      }),
+      () =>
+        locks.using(resource, {}, () => {
+          ran = true;
+        }),
     ]) {
       const { ms, result } = await timed(call());
       expect(reason(result)).toBeInstanceOf(RedisUnavailableError);
@@ -95,7 +100,8 @@ describe('one server: fail closed', () => {
     }
     // the acquisitions may have run once Redis woke up; each caller sent a release for its token, so every resource is
     // free again well before the 10 s ttl
-    const free = async () => (await Promise.all(resources.map((r) => locks.tryAcquire(r, { ttl: 1_000 })))).every((l) => l !== null);
+    const free = async () =>
+      (await Promise.all(resources.map((r) => locks.tryAcquire(r, { ttl: 1_000 })))).every((l) => l !== null);
     let ok = false;
     for (let i = 0; i < 20 && !ok; i++) {
       ok = await free().catch(() => false);

@@ -16,7 +16,10 @@ beforeAll(async () => {
 }, 60_000);
 afterAll(() => build?.remove());
 
-async function fourProcesses(options: RedisToolkitOptions, perProcess: number): Promise<{ tokens: number[][]; stale: number }> {
+async function fourProcesses(
+  options: RedisToolkitOptions,
+  perProcess: number,
+): Promise<{ tokens: number[][]; stale: number }> {
   const resource = `fence:${randomUUID()}`;
   const results = await Promise.all(
     Array.from({ length: 4 }, () =>
@@ -53,7 +56,10 @@ describe('fencing tokens across 4 processes', () => {
     const { tokens, stale } = await fourProcesses(
       {
         connection: { url: sharedServers().single.url },
-        lock: { retry: { delay: 10, jitter: 20 }, quorum: { nodes: sharedServers().quorum.map((q) => ({ url: q.url })) } },
+        lock: {
+          retry: { delay: 10, jitter: 20 },
+          quorum: { nodes: sharedServers().quorum.map((q) => ({ url: q.url })) },
+        },
       },
       250,
     );

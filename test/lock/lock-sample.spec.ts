@@ -10,10 +10,14 @@ afterEach(closeToolkitApps);
 describe('sample: orders', () => {
   it('concurrent double submits of a payment across two instances charge once and return the same payment', async () => {
     const prefix = `rtk-sample-${randomUUID()}:`; // same Redis and prefix for both instances
-    const instances = await Promise.all([0, 1].map(() => createToolkitApp({ imports: [OrdersModule], http: true, keyPrefix: prefix })));
+    const instances = await Promise.all(
+      [0, 1].map(() => createToolkitApp({ imports: [OrdersModule], http: true, keyPrefix: prefix })),
+    );
     const order = randomUUID();
     const responses = await Promise.all(
-      [0, 1, 0, 1].map((i) => request(instances[i].app.getHttpServer()).post(`/orders/${order}/pay`).send({ amount: 1990 })),
+      [0, 1, 0, 1].map((i) =>
+        request(instances[i].app.getHttpServer()).post(`/orders/${order}/pay`).send({ amount: 1990 }),
+      ),
     );
     expect(responses.map((r) => r.status)).toEqual([201, 201, 201, 201]);
     expect(new Set(responses.map((r) => (r.body as { paymentId: string }).paymentId)).size).toBe(1);
@@ -26,7 +30,9 @@ describe('sample: orders', () => {
 
   it('the report job runs once when three instances trigger it at the same time', async () => {
     const prefix = `rtk-sample-${randomUUID()}:`;
-    const instances = await Promise.all([0, 1, 2].map(() => createToolkitApp({ imports: [OrdersModule], http: true, keyPrefix: prefix })));
+    const instances = await Promise.all(
+      [0, 1, 2].map(() => createToolkitApp({ imports: [OrdersModule], http: true, keyPrefix: prefix })),
+    );
     const results = await Promise.all(instances.map((i) => request(i.app.getHttpServer()).post('/orders/report')));
     expect(results.filter((r) => (r.body as { ran: boolean }).ran)).toHaveLength(1);
   });

@@ -25,14 +25,23 @@ afterEach(closeToolkitApps);
 
 type Mode = 'single' | 'cluster' | 'quorum';
 
-function appOptions(mode: Mode, lock: RedisToolkitOptions['lock'] = {}): { target: RedisTarget; lock: RedisToolkitOptions['lock'] } {
+function appOptions(
+  mode: Mode,
+  lock: RedisToolkitOptions['lock'] = {},
+): { target: RedisTarget; lock: RedisToolkitOptions['lock'] } {
   if (mode === 'quorum') {
-    return { target: 'single', lock: { ...lock, quorum: { nodes: sharedServers().quorum.map((q) => ({ url: q.url })) } } };
+    return {
+      target: 'single',
+      lock: { ...lock, quorum: { nodes: sharedServers().quorum.map((q) => ({ url: q.url })) } },
+    };
   }
   return { target: mode, lock };
 }
 
-async function lockService(mode: Mode, lock: RedisToolkitOptions['lock'] = {}): Promise<{ locks: LockService; connection: RedisConnection }> {
+async function lockService(
+  mode: Mode,
+  lock: RedisToolkitOptions['lock'] = {},
+): Promise<{ locks: LockService; connection: RedisConnection }> {
   const app = await createToolkitApp(appOptions(mode, lock));
   return { locks: app.get(LockService), connection: app.get(RedisConnection) };
 }
@@ -160,7 +169,9 @@ describe.each(['single', 'cluster', 'quorum'] as const)('locks on %s', (mode) =>
   });
 
   it('50 workers x 100 increments: exactly 5,000 with the lock, lost updates without it', async () => {
-    const apps = await Promise.all(Array.from({ length: 5 }, () => lockService(mode, { retry: { delay: 10, jitter: 10 } })));
+    const apps = await Promise.all(
+      Array.from({ length: 5 }, () => lockService(mode, { retry: { delay: 10, jitter: 10 } })),
+    );
     const counter = `rtk:test:lock:counter:{${randomUUID()}}`;
     const redis = apps[0].connection.client;
     const resource = unique('counter');
@@ -238,18 +249,24 @@ describe('locks taken and released in one tick share a script call (single serve
     const contested = unique('tick-contested');
     // 35 distinct resources plus 5 callers on one more: 40 acquisitions in one tick
     const acquired = await recordCommands(connection.client, () =>
-      Promise.all([...resources, ...Array.from({ length: 5 }, () => contested)].map((r) => locks.tryAcquire(r, { ttl: 5_000 }))),
+      Promise.all(
+        [...resources, ...Array.from({ length: 5 }, () => contested)].map((r) => locks.tryAcquire(r, { ttl: 5_000 })),
+      ),
     );
     expect(acquired.commands).toEqual(Array.from({ length: 5 }, () => 'evalsha'));
     const got = acquired.value;
     expect(got.slice(0, 35).map((l) => l?.fencingToken)).toEqual(Array.from({ length: 35 }, () => 1));
     expect(got.slice(35).filter((l) => l !== null)).toHaveLength(1);
     const held = got.filter((l): l is Lock => l !== null);
-    expect(await Promise.all(held.map((l) => connection.client.get(lockKey(l.resource))))).toEqual(held.map((l) => l.token));
+    expect(await Promise.all(held.map((l) => connection.client.get(lockKey(l.resource))))).toEqual(
+      held.map((l) => l.token),
+    );
 
     const released = await recordCommands(connection.client, () => Promise.all(held.map((l) => l.release())));
     expect(released.commands).toEqual(Array.from({ length: 5 }, () => 'evalsha'));
-    expect(await Promise.all(held.map((l) => connection.client.exists(lockKey(l.resource))))).toEqual(held.map(() => 0));
+    expect(await Promise.all(held.map((l) => connection.client.exists(lockKey(l.resource))))).toEqual(
+      held.map(() => 0),
+    );
     // a second release is a no-op, and a release by a stale owner in a batch touches nothing
     const again = await locks.tryAcquire(resources[0], { ttl: 5_000 });
     expect(again?.fencingToken).toBe(2);

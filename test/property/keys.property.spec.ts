@@ -13,14 +13,40 @@ import { scanAll } from '../support/scan.js';
 const FEATURES = ['cache', 'rl', 'sess', 'lock'];
 
 /** Characters that matter to Redis keys, hash tags and globs, mixed with ordinary and non-ASCII ones. */
-const NASTY = ['*', '?', '[', ']', '\\', '{', '}', '%', ':', '^', '-', ' ', 'a', 'b', 'Z', '0', 'é', '字', '😀', '%7B', '%25'];
+const NASTY = [
+  '*',
+  '?',
+  '[',
+  ']',
+  '\\',
+  '{',
+  '}',
+  '%',
+  ':',
+  '^',
+  '-',
+  ' ',
+  'a',
+  'b',
+  'Z',
+  '0',
+  'é',
+  '字',
+  '😀',
+  '%7B',
+  '%25',
+];
 const nastyString = fc.array(fc.constantFrom(...NASTY), { minLength: 1, maxLength: 12 }).map((a) => a.join(''));
 /** Any valid part: printable unicode (no control characters), 1..200 chars, or one built from the nasty alphabet. */
 const part = fc.oneof(
   nastyString,
   fc.string({ unit: 'grapheme', minLength: 1, maxLength: 200 }).filter((s) => isValid(s)),
 );
-const prefix = fc.oneof(fc.constant('rtk:'), fc.constant('app*[x]?:'), nastyString.map((s) => `${s}:`));
+const prefix = fc.oneof(
+  fc.constant('rtk:'),
+  fc.constant('app*[x]?:'),
+  nastyString.map((s) => `${s}:`),
+);
 
 function isValid(s: string): boolean {
   try {
@@ -43,25 +69,35 @@ function redisHashTag(key: string): string | undefined {
 describe('KeyBuilder properties', () => {
   it('key(): always under <prefix><feature>:, never containing a brace (so no hash tag a caller could pick)', () => {
     fc.assert(
-      fc.property(prefix.filter((p) => !/[{}]/.test(p)), fc.constantFrom(...FEATURES), fc.array(part, { minLength: 1, maxLength: 4 }), (pre, feature, parts) => {
-        const key = new KeyBuilder(pre).key(feature, ...parts);
-        expect(key.startsWith(`${pre}${feature}:`)).toBe(true);
-        expect(key).not.toMatch(/[{}]/);
-        expect(redisHashTag(key)).toBeUndefined();
-      }),
+      fc.property(
+        prefix.filter((p) => !/[{}]/.test(p)),
+        fc.constantFrom(...FEATURES),
+        fc.array(part, { minLength: 1, maxLength: 4 }),
+        (pre, feature, parts) => {
+          const key = new KeyBuilder(pre).key(feature, ...parts);
+          expect(key.startsWith(`${pre}${feature}:`)).toBe(true);
+          expect(key).not.toMatch(/[{}]/);
+          expect(redisHashTag(key)).toBeUndefined();
+        },
+      ),
       { numRuns: 500 },
     );
   });
 
   it('tagged(): the hash tag Redis sees is exactly the escaped caller tag, so equal tags share a slot and nothing else decides it', () => {
     fc.assert(
-      fc.property(fc.constantFrom(...FEATURES), part, fc.constantFrom('', ':fence', ':data', ':q'), (feature, tag, suffix) => {
-        const keys = new KeyBuilder('rtk:');
-        const key = keys.tagged(feature, tag, suffix);
-        expect(key.startsWith(`rtk:${feature}:{`)).toBe(true);
-        expect(redisHashTag(key)).toBe(KeyBuilder.escape(tag));
-        expect(hashSlot(key)).toBe(hashSlot(keys.tagged(feature, tag, ':other')));
-      }),
+      fc.property(
+        fc.constantFrom(...FEATURES),
+        part,
+        fc.constantFrom('', ':fence', ':data', ':q'),
+        (feature, tag, suffix) => {
+          const keys = new KeyBuilder('rtk:');
+          const key = keys.tagged(feature, tag, suffix);
+          expect(key.startsWith(`rtk:${feature}:{`)).toBe(true);
+          expect(redisHashTag(key)).toBe(KeyBuilder.escape(tag));
+          expect(hashSlot(key)).toBe(hashSlot(keys.tagged(feature, tag, ':other')));
+        },
+      ),
       { numRuns: 500 },
     );
   });
@@ -84,7 +120,9 @@ describe('KeyBuilder properties', () => {
 
   it('key() with several parts is injective over the list of parts', () => {
     // Any list with a ':' inside a part has a different list (split at that ':') that must give a different key.
-    const smallPart = fc.array(fc.constantFrom('a', 'b', ':', '%', '{'), { minLength: 1, maxLength: 4 }).map((x) => x.join(''));
+    const smallPart = fc
+      .array(fc.constantFrom('a', 'b', ':', '%', '{'), { minLength: 1, maxLength: 4 })
+      .map((x) => x.join(''));
     const splittable = fc
       .array(smallPart, { minLength: 1, maxLength: 3 })
       .filter((parts) => parts.some((p) => p.includes(':')) && parts.join(':').split(':').every(isValid));
@@ -101,7 +139,9 @@ describe('KeyBuilder properties', () => {
   it('rejects every invalid input with InvalidKeyError (empty, control characters, over 1 KiB), never a wrong key', () => {
     const invalid = fc.oneof(
       fc.constant(''),
-      fc.tuple(fc.string({ maxLength: 10 }), fc.integer({ min: 0, max: 31 }), fc.string({ maxLength: 10 })).map(([a, c, b]) => `${a}${String.fromCharCode(c)}${b}`),
+      fc
+        .tuple(fc.string({ maxLength: 10 }), fc.integer({ min: 0, max: 31 }), fc.string({ maxLength: 10 }))
+        .map(([a, c, b]) => `${a}${String.fromCharCode(c)}${b}`),
       fc.string({ minLength: 1, maxLength: 10 }).map((s) => s.repeat(Math.ceil(1025 / s.length) + 1)),
       fc.constant('\u007f'),
     );
@@ -131,14 +171,30 @@ describe('KeyBuilder.pattern against a real Redis (SCAN MATCH)', () => {
     for (const pre of prefixes) {
       const keys = new KeyBuilder(pre);
       for (const feature of FEATURES) {
-        const built = [...sample.map((p) => keys.key(feature, p)), ...sample.slice(0, 30).map((p) => keys.tagged(feature, p, ':x'))];
+        const built = [
+          ...sample.map((p) => keys.key(feature, p)),
+          ...sample.slice(0, 30).map((p) => keys.tagged(feature, p, ':x')),
+        ];
         ours.set(`${pre}|${feature}`, built);
         all.push(...built);
       }
     }
     const foreign = [
-      'cache:a', 'rtk:cachex:a', 'rtk:cache', 'xrtk:cache:a', 'rtk:', 'rtk::a', 'rtk:rl', 'other:rtk:cache:a', 'rtk:Cache:a',
-      'appX[x]?:cache:a', 'app*[x]Z:cache:a', 'app*x?:cache:a', 'app:cache:a', '{rtk:cache:}a', 'rtk:{cache}:a',
+      'cache:a',
+      'rtk:cachex:a',
+      'rtk:cache',
+      'xrtk:cache:a',
+      'rtk:',
+      'rtk::a',
+      'rtk:rl',
+      'other:rtk:cache:a',
+      'rtk:Cache:a',
+      'appX[x]?:cache:a',
+      'app*[x]Z:cache:a',
+      'app*x?:cache:a',
+      'app:cache:a',
+      '{rtk:cache:}a',
+      'rtk:{cache}:a',
       ...sample.slice(0, 20).map((p) => `foreign:${p}`),
     ];
     all.push(...foreign);
@@ -153,10 +209,15 @@ describe('KeyBuilder.pattern against a real Redis (SCAN MATCH)', () => {
       fc.constantFrom('*', '?*', '[a-z]*', '\\*', '*}*', '{*', '*:*', '[^x]*', '\\', '[', ']*', '*\\'),
     );
     await fc.assert(
-      fc.asyncProperty(fc.constantFrom(...prefixes), fc.constantFrom(...FEATURES), userPattern, async (pre, feature, user) => {
-        const pattern = new KeyBuilder(pre).pattern(feature, user);
-        for (const key of await scanAll(client, pattern)) expect(key.startsWith(`${pre}${feature}:`)).toBe(true);
-      }),
+      fc.asyncProperty(
+        fc.constantFrom(...prefixes),
+        fc.constantFrom(...FEATURES),
+        userPattern,
+        async (pre, feature, user) => {
+          const pattern = new KeyBuilder(pre).pattern(feature, user);
+          for (const key of await scanAll(client, pattern)) expect(key.startsWith(`${pre}${feature}:`)).toBe(true);
+        },
+      ),
       { numRuns: 120 },
     );
   });

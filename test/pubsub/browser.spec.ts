@@ -18,7 +18,9 @@ import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const hasChromium = existsSync(CHROMIUM);
 if (!hasChromium) {
-  process.stderr.write(`browser test skipped: no Chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)\n`);
+  process.stderr.write(
+    `browser test skipped: no Chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)\n`,
+  );
 }
 const ARTIFACTS = fileURLToPath(new URL('../artifacts/', import.meta.url));
 let context: BrowserContext | undefined;
@@ -31,53 +33,67 @@ afterEach(async () => {
   await closeToolkitApps();
 });
 
-(hasChromium ? it : it.skip)('sample page: log in, see a live notification, send one', async () => {
-  const app = await createToolkitApp({
-    keyPrefix: `browser${Date.now()}:`,
-    imports: [AuthModule, NotificationsModule],
-    session: { cookie: { secret: 'browser-test-secret' } },
-    controllers: [PageController],
-    http: true,
-    ...({ notificationsGateway: false } as object), // the sample module registers the gateway itself
-  });
-  const { port } = app.app.getHttpServer().address() as AddressInfo;
-  const url = `http://127.0.0.1:${port}/`;
+(hasChromium ? it : it.skip)(
+  'sample page: log in, see a live notification, send one',
+  async () => {
+    const app = await createToolkitApp({
+      keyPrefix: `browser${Date.now()}:`,
+      imports: [AuthModule, NotificationsModule],
+      session: { cookie: { secret: 'browser-test-secret' } },
+      controllers: [PageController],
+      http: true,
+      ...({ notificationsGateway: false } as object), // the sample module registers the gateway itself
+    });
+    const { port } = app.app.getHttpServer().address() as AddressInfo;
+    const url = `http://127.0.0.1:${port}/`;
 
-  profile = mkdtempSync(join(tmpdir(), 'rtk-chromium-'));
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
-  const page = context.pages()[0] ?? (await context.newPage());
-  const errors: string[] = [];
-  page.on('pageerror', (err) => errors.push(err.message));
-  await page.goto(url);
-  await page.fill('#name', 'alice');
-  await page.click('#login button');
-  await page.waitForSelector('#status.live', { timeout: 10_000 });
+    profile = mkdtempSync(join(tmpdir(), 'rtk-chromium-'));
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--no-first-run',
+      ],
+    });
+    const page = context.pages()[0] ?? (await context.newPage());
+    const errors: string[] = [];
+    page.on('pageerror', (err) => errors.push(err.message));
+    await page.goto(url);
+    await page.fill('#name', 'alice');
+    await page.click('#login button');
+    await page.waitForSelector('#status.live', { timeout: 10_000 });
 
-  // From the API (server side): a personal notification and an announcement.
-  const pubsub = app.get(PubSubService);
-  await expectEventually(async () => (await pubsub.notifyUser('alice', { from: 'api', text: 'Your order shipped' })) >= 1);
-  await page.waitForSelector('li.notification:has-text("Your order shipped")', { timeout: 10_000 });
-  await pubsub.publish('announcements', { from: 'ops', text: 'Maintenance at 22:00' });
-  await page.waitForSelector('li.notification:has-text("Maintenance at 22:00")', { timeout: 10_000 });
+    // From the API (server side): a personal notification and an announcement.
+    const pubsub = app.get(PubSubService);
+    await expectEventually(
+      async () => (await pubsub.notifyUser('alice', { from: 'api', text: 'Your order shipped' })) >= 1,
+    );
+    await page.waitForSelector('li.notification:has-text("Your order shipped")', { timeout: 10_000 });
+    await pubsub.publish('announcements', { from: 'ops', text: 'Maintenance at 22:00' });
+    await page.waitForSelector('li.notification:has-text("Maintenance at 22:00")', { timeout: 10_000 });
 
-  // From the page: send one to yourself through POST /notifications/send.
-  await page.fill('#to', 'alice');
-  await page.fill('#text', 'Note to self');
-  await page.click('#send button');
-  await page.waitForSelector('li.notification:has-text("Note to self")', { timeout: 10_000 });
+    // From the page: send one to yourself through POST /notifications/send.
+    await page.fill('#to', 'alice');
+    await page.fill('#text', 'Note to self');
+    await page.click('#send button');
+    await page.waitForSelector('li.notification:has-text("Note to self")', { timeout: 10_000 });
 
-  const items = await page.locator('li.notification').allTextContents();
-  expect(items).toHaveLength(3);
-  expect(items[0]).toContain('user:alice · from alice');
-  expect(items[1]).toContain('announcements · from ops');
-  expect(errors).toEqual([]);
-  mkdirSync(ARTIFACTS, { recursive: true });
-  await page.screenshot({ path: join(ARTIFACTS, 'notifications-page.png'), fullPage: true });
-}, 60_000);
+    const items = await page.locator('li.notification').allTextContents();
+    expect(items).toHaveLength(3);
+    expect(items[0]).toContain('user:alice · from alice');
+    expect(items[1]).toContain('announcements · from ops');
+    expect(errors).toEqual([]);
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: join(ARTIFACTS, 'notifications-page.png'), fullPage: true });
+  },
+  60_000,
+);
 
 async function expectEventually(check: () => Promise<boolean>): Promise<void> {
   const deadline = Date.now() + 5_000;

@@ -13,7 +13,12 @@ afterAll(() => sleep(2_500));
 /** Sharded pub/sub on a private cluster: a master restarted → SSUBSCRIBE on its shard is restored, no call needed. */
 it('sharded subscriptions come back after a master restarts', async () => {
   const cluster = trackForCleanup(await startRedisCluster({ masters: 3 }));
-  const opts = { target: { cluster: cluster.startupNodes }, keyPrefix: 'cr:', commandTimeout: 500, maxReconnectDelay: 200 } as const;
+  const opts = {
+    target: { cluster: cluster.startupNodes },
+    keyPrefix: 'cr:',
+    commandTimeout: 500,
+    maxReconnectDelay: 200,
+  } as const;
   const a = await createToolkitApp(opts);
   const b = await createToolkitApp(opts);
   const sub = a.get(PubSubService);

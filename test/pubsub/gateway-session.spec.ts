@@ -1,6 +1,12 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
-import { PubSubService, REDIS_TOOLKIT_OPTIONS, SessionService, signCookieValue, type ResolvedRedisToolkitOptions } from '../../lib/index.js';
+import {
+  PubSubService,
+  REDIS_TOOLKIT_OPTIONS,
+  SessionService,
+  signCookieValue,
+  type ResolvedRedisToolkitOptions,
+} from '../../lib/index.js';
 import { NotificationsGateway } from '../../lib/pubsub/gateway/index.js';
 import { resolveToolkitOptions } from '../../lib/redis-toolkit.options-resolver.js';
 import { trackForCleanup } from '../support/private-servers.js';
@@ -20,7 +26,12 @@ const sessionOptions = { cookie: { secret: ['new-secret', 'old-secret'] } };
 
 describe.each(['single', 'cluster'] as const)('default session authentication on %s', (target) => {
   async function boot() {
-    const app = await createGatewayApp({ target, keyPrefix: `gs${uid()}:`, session: sessionOptions, pubsub: { gateway: { authenticate: undefined } } });
+    const app = await createGatewayApp({
+      target,
+      keyPrefix: `gs${uid()}:`,
+      session: sessionOptions,
+      pubsub: { gateway: { authenticate: undefined } },
+    });
     const sessions = app.get(SessionService);
     const cookieName = app.get<ResolvedRedisToolkitOptions>(REDIS_TOOLKIT_OPTIONS).session.cookie.name;
     return { app, sessions, cookieName };
@@ -29,7 +40,9 @@ describe.each(['single', 'cluster'] as const)('default session authentication on
   it('accepts the signed session cookie and auth.token; the user is the session user', async () => {
     const { app, sessions, cookieName } = await boot();
     const session = await sessions.create('u-42');
-    const byCookie = await connectClient(app.url, {}, '/notifications', { cookie: `other=1; ${cookieName}=${encodeURIComponent(sessions.signedCookieValue(session.id))}` });
+    const byCookie = await connectClient(app.url, {}, '/notifications', {
+      cookie: `other=1; ${cookieName}=${encodeURIComponent(sessions.signedCookieValue(session.id))}`,
+    });
     const byToken = await connectClient(app.url, { token: session.id });
     expect(await byCookie.subscribe('user:u-42')).toEqual({ ok: true });
     expect(await byToken.subscribe('user:u-42')).toEqual({ ok: true });
@@ -44,18 +57,30 @@ describe.each(['single', 'cluster'] as const)('default session authentication on
     const signed = sessions.signedCookieValue(session.id);
     const refused = { data: { code: 'E_UNAUTHENTICATED' } };
     await expect(connectClient(app.url)).rejects.toMatchObject(refused);
-    await expect(connectClient(app.url, {}, '/notifications', { cookie: `${cookieName}=${session.id}` })).rejects.toMatchObject(refused);
-    await expect(connectClient(app.url, {}, '/notifications', { cookie: `${cookieName}=${encodeURIComponent(signed.slice(0, -2) + 'xx')}` })).rejects.toMatchObject(refused);
+    await expect(
+      connectClient(app.url, {}, '/notifications', { cookie: `${cookieName}=${session.id}` }),
+    ).rejects.toMatchObject(refused);
+    await expect(
+      connectClient(app.url, {}, '/notifications', {
+        cookie: `${cookieName}=${encodeURIComponent(signed.slice(0, -2) + 'xx')}`,
+      }),
+    ).rejects.toMatchObject(refused);
     const foreign = signCookieValue(session.id, 'someone-else');
-    await expect(connectClient(app.url, {}, '/notifications', { cookie: `${cookieName}=${encodeURIComponent(foreign)}` })).rejects.toMatchObject(refused);
+    await expect(
+      connectClient(app.url, {}, '/notifications', { cookie: `${cookieName}=${encodeURIComponent(foreign)}` }),
+    ).rejects.toMatchObject(refused);
     // The old secret still verifies (rotation).
-    const old = await connectClient(app.url, {}, '/notifications', { cookie: `${cookieName}=${encodeURIComponent(signCookieValue(session.id, 'old-secret'))}` });
+    const old = await connectClient(app.url, {}, '/notifications', {
+      cookie: `${cookieName}=${encodeURIComponent(signCookieValue(session.id, 'old-secret'))}`,
+    });
     old.socket.close();
     await expect(connectClient(app.url, { token: 'not a session id' })).rejects.toMatchObject(refused);
     await expect(connectClient(app.url, { token: 42 })).rejects.toMatchObject(refused);
     await sessions.destroy(session.id);
     await expect(connectClient(app.url, { token: session.id })).rejects.toMatchObject(refused);
-    await expect(connectClient(app.url, {}, '/notifications', { cookie: `${cookieName}=${encodeURIComponent(signed)}` })).rejects.toMatchObject(refused);
+    await expect(
+      connectClient(app.url, {}, '/notifications', { cookie: `${cookieName}=${encodeURIComponent(signed)}` }),
+    ).rejects.toMatchObject(refused);
     expect(app.get(NotificationsGateway).stats().refused).toBe(8);
   });
 });
@@ -63,16 +88,43 @@ describe.each(['single', 'cluster'] as const)('default session authentication on
 describe('default session authentication when Redis is down', () => {
   it('refuses with E_AUTH_UNAVAILABLE (not E_UNAUTHENTICATED), then accepts again once Redis is back', async () => {
     const server = trackForCleanup(await startRedisServer());
-    const app = await createGatewayApp({ target: { url: server.url }, keyPrefix: 'gsd:', commandTimeout: 300, maxReconnectDelay: 200, session: sessionOptions, pubsub: { gateway: { authenticate: undefined } } });
+    const app = await createGatewayApp({
+      target: { url: server.url },
+      keyPrefix: 'gsd:',
+      commandTimeout: 300,
+      maxReconnectDelay: 200,
+      session: sessionOptions,
+      pubsub: { gateway: { authenticate: undefined } },
+    });
     const session = await app.get(SessionService).create('u-7');
     await server.stop();
-    await expect(connectClient(app.url, { token: session.id })).rejects.toMatchObject({ data: { code: 'E_AUTH_UNAVAILABLE' } });
+    await expect(connectClient(app.url, { token: session.id })).rejects.toMatchObject({
+      data: { code: 'E_AUTH_UNAVAILABLE' },
+    });
     await server.restart(); // the data is gone (no persistence): the session no longer exists
     // Until the client has reconnected, commands fail at once (no offline queue): retry until it has.
     let again: Awaited<ReturnType<SessionService['create']>> | undefined;
-    expect(await waitFor(async () => (again = await app.get(SessionService).create('u-7').catch(() => undefined)) !== undefined, 5_000)).toBe(true);
+    expect(
+      await waitFor(
+        async () =>
+          (again = await app
+            .get(SessionService)
+            .create('u-7')
+            .catch(() => undefined)) !== undefined,
+        5_000,
+      ),
+    ).toBe(true);
     if (!again) throw new Error('unreachable');
-    expect(await waitFor(async () => connectClient(app.url, { token: again!.id }).then(() => true, () => false), 5_000)).toBe(true);
+    expect(
+      await waitFor(
+        async () =>
+          connectClient(app.url, { token: again!.id }).then(
+            () => true,
+            () => false,
+          ),
+        5_000,
+      ),
+    ).toBe(true);
   });
 });
 
@@ -83,7 +135,14 @@ describe('gateway options', () => {
       pubsub: {
         cluster: 'mesh',
         durable: { maxLen: 0 },
-        gateway: { namespace: '/x', authenticate: 'yes', maxSubscriptionsPerSocket: -1, subscribeRateLimit: { limit: 5 }, slowClient: { policy: 'ignore' }, publicChannels: [''] },
+        gateway: {
+          namespace: '/x',
+          authenticate: 'yes',
+          maxSubscriptionsPerSocket: -1,
+          subscribeRateLimit: { limit: 5 },
+          slowClient: { policy: 'ignore' },
+          publicChannels: [''],
+        },
       },
     };
     let message = '';
@@ -92,7 +151,16 @@ describe('gateway options', () => {
     } catch (err) {
       message = (err as Error).message;
     }
-    for (const path of ['pubsub.cluster', 'pubsub.durable.maxLen', 'pubsub.gateway.namespace', 'pubsub.gateway.authenticate', 'pubsub.gateway.maxSubscriptionsPerSocket', 'pubsub.gateway.subscribeRateLimit', 'pubsub.gateway.slowClient.policy', 'pubsub.gateway.publicChannels']) {
+    for (const path of [
+      'pubsub.cluster',
+      'pubsub.durable.maxLen',
+      'pubsub.gateway.namespace',
+      'pubsub.gateway.authenticate',
+      'pubsub.gateway.maxSubscriptionsPerSocket',
+      'pubsub.gateway.subscribeRateLimit',
+      'pubsub.gateway.slowClient.policy',
+      'pubsub.gateway.publicChannels',
+    ]) {
       expect(message).toContain(path);
     }
   });

@@ -7,7 +7,13 @@ import { sharedServers } from '../support/shared-servers.js';
 import { tokenAuthenticate } from '../support/pubsub-gateway.js';
 import { NotificationsGateway } from '../../lib/pubsub/gateway/index.js';
 import { trackForCleanup } from '../support/private-servers.js';
-import { closeClients, connectClient, connectStalledClient, createGatewayApp, type TestClient } from '../support/pubsub-gateway.js';
+import {
+  closeClients,
+  connectClient,
+  connectStalledClient,
+  createGatewayApp,
+  type TestClient,
+} from '../support/pubsub-gateway.js';
 import { startRedisServer } from '../support/redis-server.js';
 import { closeToolkitApps } from '../support/toolkit-app.js';
 import { sleep, waitFor } from '../support/wait.js';
@@ -26,13 +32,19 @@ describe.each(['single', 'cluster'] as const)('NotificationsGateway on %s', (tar
       message: expect.stringMatching(/unauthenticated/),
       data: { code: 'E_UNAUTHENTICATED' },
     });
-    await expect(connectClient(url, { token: 'forged' })).rejects.toMatchObject({ data: { code: 'E_UNAUTHENTICATED' } });
+    await expect(connectClient(url, { token: 'forged' })).rejects.toMatchObject({
+      data: { code: 'E_UNAUTHENTICATED' },
+    });
     const ok = await connectClient(url, { token: 'u:1' });
     expect(ok.socket.connected).toBe(true);
   });
 
   it("delivers the user's own channel and public channels; refuses other users' and internal channels", async () => {
-    const app = await createGatewayApp({ target, keyPrefix: `g${uid()}:`, pubsub: { gateway: { publicChannels: ['news'] } } });
+    const app = await createGatewayApp({
+      target,
+      keyPrefix: `g${uid()}:`,
+      pubsub: { gateway: { publicChannels: ['news'] } },
+    });
     const alice = await connectClient(app.url, { token: 'u:alice' });
     expect(await alice.subscribe('user:alice')).toEqual({ ok: true });
     expect(await alice.subscribe('news')).toEqual({ ok: true });
@@ -57,7 +69,11 @@ describe.each(['single', 'cluster'] as const)('NotificationsGateway on %s', (tar
   });
 
   it('unsubscribe stops delivery; the last socket leaving a channel drops the Redis subscription', async () => {
-    const app = await createGatewayApp({ target, keyPrefix: `g${uid()}:`, pubsub: { gateway: { publicChannels: ['news'] } } });
+    const app = await createGatewayApp({
+      target,
+      keyPrefix: `g${uid()}:`,
+      pubsub: { gateway: { publicChannels: ['news'] } },
+    });
     const a = await connectClient(app.url, { token: 'u:a' });
     const b = await connectClient(app.url, { token: 'u:b' });
     await a.subscribe('news');
@@ -127,7 +143,19 @@ describe.each(['single', 'cluster'] as const)('NotificationsGateway on %s', (tar
   it('answers bad subscribe payloads with error acks and keeps serving the socket', async () => {
     const app = await createGatewayApp({ target, keyPrefix: `g${uid()}:` });
     const c = await connectClient(app.url, { token: 'u:1' });
-    const bad: unknown[][] = [['a string'], [42], [null], [[1, 2]], [{}], [{ channel: 5 }], [{ channel: '' }], [{ channel: 'x'.repeat(10_240) }], [{ channel: 'a\u0000b' }], [{ channel: 'user:1', lastId: 'nope' }], ['a', 'b']];
+    const bad: unknown[][] = [
+      ['a string'],
+      [42],
+      [null],
+      [[1, 2]],
+      [{}],
+      [{ channel: 5 }],
+      [{ channel: '' }],
+      [{ channel: 'x'.repeat(10_240) }],
+      [{ channel: 'a\u0000b' }],
+      [{ channel: 'user:1', lastId: 'nope' }],
+      ['a', 'b'],
+    ];
     for (const args of bad) {
       const ack = await c.raw('subscribe', ...args);
       expect(ack).toMatchObject({ ok: false, code: 'E_BAD_REQUEST' });
@@ -146,7 +174,11 @@ describe('NotificationsGateway limits and options', () => {
   it('pattern subscriptions are delivered only where authorize allows them', async () => {
     const app = await createGatewayApp({
       keyPrefix: `g${uid()}:`,
-      pubsub: { gateway: { authorize: (user, channel, { pattern }) => (pattern ? channel === 'news:*' : channel === `user:${user.id}`) } },
+      pubsub: {
+        gateway: {
+          authorize: (user, channel, { pattern }) => (pattern ? channel === 'news:*' : channel === `user:${user.id}`),
+        },
+      },
     });
     const c = await connectClient(app.url, { token: 'u:1' });
     expect(await c.subscribe('news:*')).toEqual({ ok: true });
@@ -166,7 +198,14 @@ describe('NotificationsGateway limits and options', () => {
   it('enforces max subscriptions per socket, max channel length and the subscribe rate limit', async () => {
     const app = await createGatewayApp({
       keyPrefix: `g${uid()}:`,
-      pubsub: { gateway: { authorize: () => true, maxSubscriptionsPerSocket: 3, maxChannelLength: 20, subscribeRateLimit: { limit: 6, ttl: 60_000 } } },
+      pubsub: {
+        gateway: {
+          authorize: () => true,
+          maxSubscriptionsPerSocket: 3,
+          maxChannelLength: 20,
+          subscribeRateLimit: { limit: 6, ttl: 60_000 },
+        },
+      },
     });
     const c = await connectClient(app.url, { token: 'u:1' });
     for (const ch of ['a', 'b', 'c']) expect(await c.subscribe(ch)).toEqual({ ok: true });
@@ -184,7 +223,10 @@ describe('NotificationsGateway limits and options', () => {
 
   it('rate-limits subscribe messages per user across instances through RateLimitService (Redis)', async () => {
     const keyPrefix = `g${uid()}:`;
-    const opts = { keyPrefix, pubsub: { gateway: { publicChannels: ['a', 'b'], subscribeRateLimit: { limit: 4, ttl: 60_000 } } } };
+    const opts = {
+      keyPrefix,
+      pubsub: { gateway: { publicChannels: ['a', 'b'], subscribeRateLimit: { limit: 4, ttl: 60_000 } } },
+    };
     const a = await createGatewayApp(opts);
     const b = await createGatewayApp(opts);
     const onA = await connectClient(a.url, { token: 'u:shared' });
@@ -219,7 +261,9 @@ describe('NotificationsGateway limits and options', () => {
     const keys: string[] = [];
     const app = await createGatewayApp({
       keyPrefix: `g${uid()}:`,
-      pubsub: { gateway: { rateLimiter: async (key) => (keys.push(key), { allowed: keys.length <= 1, retryAfterMs: 1234 }) } },
+      pubsub: {
+        gateway: { rateLimiter: async (key) => (keys.push(key), { allowed: keys.length <= 1, retryAfterMs: 1234 }) },
+      },
     });
     const c = await connectClient(app.url, { token: 'u:9' });
     expect(await c.subscribe('user:9')).toEqual({ ok: true });
@@ -231,7 +275,11 @@ describe('NotificationsGateway limits and options', () => {
     const app = await createGatewayApp({ keyPrefix: `g${uid()}:`, pubsub: { gateway: { publicChannels: ['all'] } } });
     const clients: TestClient[] = [];
     for (let batch = 0; batch < 10; batch++) {
-      clients.push(...(await Promise.all(Array.from({ length: 100 }, (_, i) => connectClient(app.url, { token: `u:${batch * 100 + i}` })))));
+      clients.push(
+        ...(await Promise.all(
+          Array.from({ length: 100 }, (_, i) => connectClient(app.url, { token: `u:${batch * 100 + i}` })),
+        )),
+      );
     }
     const acks = await Promise.all(clients.map((c) => c.subscribe('all')));
     expect(acks.every((a) => a.ok)).toBe(true);
@@ -245,7 +293,12 @@ describe('NotificationsGateway limits and options', () => {
 
   it('Redis restarted: deliveries to connected clients resume without any client action', async () => {
     const server = trackForCleanup(await startRedisServer());
-    const opts = { target: { url: server.url }, keyPrefix: 'gr:', commandTimeout: 500, maxReconnectDelay: 200 } as const;
+    const opts = {
+      target: { url: server.url },
+      keyPrefix: 'gr:',
+      commandTimeout: 500,
+      maxReconnectDelay: 200,
+    } as const;
     const a = await createGatewayApp(opts);
     const b = await createGatewayApp(opts);
     const c = await connectClient(a.url, { token: 'u:5' });
@@ -266,7 +319,12 @@ describe('NotificationsGateway limits and options', () => {
 
   it('subscribe while Redis is down gets an E_UNAVAILABLE ack, not a crash', async () => {
     const server = trackForCleanup(await startRedisServer());
-    const app = await createGatewayApp({ target: { url: server.url }, keyPrefix: 'gd:', commandTimeout: 300, maxReconnectDelay: 200 });
+    const app = await createGatewayApp({
+      target: { url: server.url },
+      keyPrefix: 'gd:',
+      commandTimeout: 300,
+      maxReconnectDelay: 200,
+    });
     const c = await connectClient(app.url, { token: 'u:5' });
     await server.kill();
     expect(await c.subscribe('user:5')).toMatchObject({ ok: false, code: 'E_UNAVAILABLE' });
@@ -284,40 +342,48 @@ describe('NotificationsGateway limits and options', () => {
     expect(app.get(NotificationsGateway).stats().connections).toBe(1);
   });
 
-  it.each(['drop', 'disconnect'] as const)('slow client policy %s: memory stays bounded and fast clients get everything', async (policy) => {
-    const app = await createGatewayApp({
-      keyPrefix: `g${uid()}:`,
-      pubsub: { gateway: { publicChannels: ['firehose'], slowClient: { policy, maxBufferedMessages: 20 } } },
-    });
-    const fast = await connectClient(app.url, { token: 'u:fast' });
-    await fast.subscribe('firehose');
-    const stalled = await connectStalledClient(app.url, 'u:slow', 'firehose');
-    const pubsub = app.get(PubSubService);
-    const gateway = app.get(NotificationsGateway);
-    const blob = 'x'.repeat(64 * 1024);
-    const total = 400; // 25 MB: far more than the loopback socket buffers hold
-    for (let i = 0; i < total; i++) await pubsub.publish('firehose', { i, blob });
-    expect(await waitFor(() => fast.got.length === total, 20_000)).toBe(true);
-    expect(fast.got.map((m) => (m.data as { i: number }).i)).toEqual(Array.from({ length: total }, (_, i) => i));
-    const stats = gateway.stats();
-    if (policy === 'drop') {
-      expect(stats.droppedSlow).toBeGreaterThan(0);
-      expect(stats.disconnectedSlow).toBe(0);
-      expect(stats.delivered + stats.droppedSlow).toBe(2 * total);
-    } else {
-      expect(stats.disconnectedSlow).toBe(1);
-      expect(stats.droppedSlow).toBe(0);
-      expect(await waitFor(() => gateway.stats().connections === 1, 5_000)).toBe(true);
-    }
-    stalled.close();
-  }, 60_000);
+  it.each(['drop', 'disconnect'] as const)(
+    'slow client policy %s: memory stays bounded and fast clients get everything',
+    async (policy) => {
+      const app = await createGatewayApp({
+        keyPrefix: `g${uid()}:`,
+        pubsub: { gateway: { publicChannels: ['firehose'], slowClient: { policy, maxBufferedMessages: 20 } } },
+      });
+      const fast = await connectClient(app.url, { token: 'u:fast' });
+      await fast.subscribe('firehose');
+      const stalled = await connectStalledClient(app.url, 'u:slow', 'firehose');
+      const pubsub = app.get(PubSubService);
+      const gateway = app.get(NotificationsGateway);
+      const blob = 'x'.repeat(64 * 1024);
+      const total = 400; // 25 MB: far more than the loopback socket buffers hold
+      for (let i = 0; i < total; i++) await pubsub.publish('firehose', { i, blob });
+      expect(await waitFor(() => fast.got.length === total, 20_000)).toBe(true);
+      expect(fast.got.map((m) => (m.data as { i: number }).i)).toEqual(Array.from({ length: total }, (_, i) => i));
+      const stats = gateway.stats();
+      if (policy === 'drop') {
+        expect(stats.droppedSlow).toBeGreaterThan(0);
+        expect(stats.disconnectedSlow).toBe(0);
+        expect(stats.delivered + stats.droppedSlow).toBe(2 * total);
+      } else {
+        expect(stats.disconnectedSlow).toBe(1);
+        expect(stats.droppedSlow).toBe(0);
+        expect(await waitFor(() => gateway.stats().connections === 1, 5_000)).toBe(true);
+      }
+      stalled.close();
+    },
+    60_000,
+  );
 
   it('is enabled from forRootAsync too (the extra sits beside useFactory)', async () => {
     const moduleRef = await Test.createTestingModule({
       imports: [
         RedisToolkitModule.forRootAsync({
           notificationsGateway: true,
-          useFactory: async () => ({ connection: { url: sharedServers().single.url }, keyPrefix: `g${uid()}:`, pubsub: { gateway: { authenticate: tokenAuthenticate } } }),
+          useFactory: async () => ({
+            connection: { url: sharedServers().single.url },
+            keyPrefix: `g${uid()}:`,
+            pubsub: { gateway: { authenticate: tokenAuthenticate } },
+          }),
         }),
       ],
     }).compile();

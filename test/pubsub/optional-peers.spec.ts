@@ -10,7 +10,9 @@ const libDir = resolve(dirname(fileURLToPath(import.meta.url)), '../../lib');
 const OPTIONAL = ['@nestjs/websockets', '@nestjs/platform-socket.io', 'socket.io'];
 
 function runtimeImports(file: string): string[] {
-  const source = readFileSync(file, 'utf8').replace(/\/\*[\s\S]*?\*\//g, '').replace(/^\s*\/\/.*$/gm, '');
+  const source = readFileSync(file, 'utf8')
+    .replace(/\/\*[\s\S]*?\*\//g, '')
+    .replace(/^\s*\/\/.*$/gm, '');
   const out: string[] = [];
   const re = /^\s*(import|export)\s+(?!type\b)[^'";]*?from\s+'([^']+)'|^\s*import\s+'([^']+)'/gm;
   for (let m = re.exec(source); m; m = re.exec(source)) out.push(m[2] ?? m[3]);
@@ -25,7 +27,8 @@ function reachable(entry: string): Map<string, string[]> {
     if (seen.has(file)) continue;
     const imports = runtimeImports(file);
     seen.set(file, imports);
-    for (const spec of imports) if (spec.startsWith('.')) queue.push(resolve(dirname(file), spec.replace(/\.js$/, '.ts')));
+    for (const spec of imports)
+      if (spec.startsWith('.')) queue.push(resolve(dirname(file), spec.replace(/\.js$/, '.ts')));
   }
   return seen;
 }
@@ -34,7 +37,9 @@ describe('optional peers', () => {
   it('the root entry point never loads @nestjs/websockets or socket.io', () => {
     const graph = reachable(resolve(libDir, 'index.ts'));
     expect(graph.size).toBeGreaterThan(10);
-    const offenders = [...graph].flatMap(([file, imports]) => imports.filter((i) => OPTIONAL.includes(i)).map((i) => `${file} → ${i}`));
+    const offenders = [...graph].flatMap(([file, imports]) =>
+      imports.filter((i) => OPTIONAL.includes(i)).map((i) => `${file} → ${i}`),
+    );
     expect(offenders).toEqual([]);
     expect([...graph.keys()].some((f) => f.includes('/gateway/'))).toBe(false);
   });

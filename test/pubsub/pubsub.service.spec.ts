@@ -1,6 +1,13 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
-import { InvalidKeyError, InvalidOptionsError, JsonSerializer, PubSubService, RedisUnavailableError, type MessageMeta } from '../../lib/index.js';
+import {
+  InvalidKeyError,
+  InvalidOptionsError,
+  JsonSerializer,
+  PubSubService,
+  RedisUnavailableError,
+  type MessageMeta,
+} from '../../lib/index.js';
 import { RedisConnection } from '../../lib/index.js';
 import { recordCommands } from '../support/command-recorder.js';
 import { trackForCleanup } from '../support/private-servers.js';
@@ -23,7 +30,10 @@ function collector(): { got: Received[]; handler: (payload: unknown, channel: st
   return { got, handler: (payload, channel, meta) => void got.push({ payload, channel, meta }) };
 }
 
-async function twoInstances(target: RedisTarget, extra: Record<string, unknown> = {}): Promise<[PubSubService, PubSubService]> {
+async function twoInstances(
+  target: RedisTarget,
+  extra: Record<string, unknown> = {},
+): Promise<[PubSubService, PubSubService]> {
   const keyPrefix = `ps${uid()}:`;
   const a = await createToolkitApp({ target, keyPrefix, ...extra });
   const b = await createToolkitApp({ target, keyPrefix, ...extra });
@@ -222,9 +232,13 @@ describe('PubSubService when Redis fails', () => {
     server.pause();
     try {
       const started = Date.now();
-      const outcomes = await Promise.allSettled(Array.from({ length: 10 }, (_, i) => a.get(PubSubService).publish('x', i)));
+      const outcomes = await Promise.allSettled(
+        Array.from({ length: 10 }, (_, i) => a.get(PubSubService).publish('x', i)),
+      );
       expect(Date.now() - started).toBeLessThan(2_000);
-      expect(outcomes.map((o) => o.status === 'rejected' && o.reason instanceof RedisUnavailableError)).toEqual(Array.from({ length: 10 }, () => true));
+      expect(outcomes.map((o) => o.status === 'rejected' && o.reason instanceof RedisUnavailableError)).toEqual(
+        Array.from({ length: 10 }, () => true),
+      );
     } finally {
       server.resume();
     }
@@ -263,7 +277,9 @@ describe('publishes of one event-loop turn share one script call (single server)
     expect(counts).toEqual(Array.from({ length: 70 }, () => 1));
     expect(await waitFor(() => onOne.got.length === 35 && onTwo.got.length === 35, 3_000)).toBe(true);
     expect(onOne.got.map((m) => (m.payload as { i: number }).i)).toEqual(Array.from({ length: 35 }, (_, k) => 2 * k));
-    expect(onTwo.got.map((m) => (m.payload as { i: number }).i)).toEqual(Array.from({ length: 35 }, (_, k) => 2 * k + 1));
+    expect(onTwo.got.map((m) => (m.payload as { i: number }).i)).toEqual(
+      Array.from({ length: 35 }, (_, k) => 2 * k + 1),
+    );
     expect(new Set([...onOne.got, ...onTwo.got].map((m) => m.meta.id)).size).toBe(70);
   });
 });

@@ -3,7 +3,15 @@ import { jest } from '@jest/globals';
 import { Controller, Get, Logger, UseGuards } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
-import { RateLimitGuard, RateLimitService, RedisConnection, RedisUnavailableError, Throttle, type RateLimitOptions, type RateLimitPolicy } from '../../lib/index.js';
+import {
+  RateLimitGuard,
+  RateLimitService,
+  RedisConnection,
+  RedisUnavailableError,
+  Throttle,
+  type RateLimitOptions,
+  type RateLimitPolicy,
+} from '../../lib/index.js';
 import { hashSlot } from '../../lib/common/bulk-keys.js';
 import { startRedisCluster, type RedisClusterHandle } from '../support/redis-cluster.js';
 import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';

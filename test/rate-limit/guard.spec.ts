@@ -9,7 +9,8 @@ import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support
 
 afterEach(closeToolkitApps);
 
-const userOf = (ctx: ExecutionContext): string => String(ctx.switchToHttp().getRequest<{ headers: Record<string, string> }>().headers['x-user-id']);
+const userOf = (ctx: ExecutionContext): string =>
+  String(ctx.switchToHttp().getRequest<{ headers: Record<string, string> }>().headers['x-user-id']);
 
 @Controller('limited')
 @UseGuards(RateLimitGuard)
@@ -21,7 +22,10 @@ class LimitedController {
   }
 
   @Get('two')
-  @Throttle({ limit: 2, ttl: 1_000, name: 'second', algorithm: 'fixed-window' }, { limit: 5, ttl: 60_000, name: 'minute' })
+  @Throttle(
+    { limit: 2, ttl: 1_000, name: 'second', algorithm: 'fixed-window' },
+    { limit: 5, ttl: 60_000, name: 'minute' },
+  )
   two(): string {
     return 'two';
   }
@@ -39,7 +43,11 @@ class LimitedController {
   }
 
   @Get('dynamic')
-  @Throttle({ limit: (ctx) => (ctx.switchToHttp().getRequest<{ headers: Record<string, string> }>().headers['x-plan'] === 'pro' ? 4 : 1), ttl: 60_000 })
+  @Throttle({
+    limit: (ctx) =>
+      ctx.switchToHttp().getRequest<{ headers: Record<string, string> }>().headers['x-plan'] === 'pro' ? 4 : 1,
+    ttl: 60_000,
+  })
   dynamic(): string {
     return 'dynamic';
   }
@@ -134,7 +142,11 @@ describe('RateLimitGuard over HTTP', () => {
   });
 
   it('works as APP_GUARD with rateLimit.defaults, and legacy headers on request', async () => {
-    const { http } = await start('single', { defaults: { limit: 2, ttl: 10_000, algorithm: 'fixed-window' }, headers: 'both' }, true);
+    const { http } = await start(
+      'single',
+      { defaults: { limit: 2, ttl: 10_000, algorithm: 'fixed-window' }, headers: 'both' },
+      true,
+    );
     const ok = await request(http).get('/global').expect(200);
     expect(ok.headers['x-ratelimit-limit']).toBe('2');
     expect(ok.headers['x-ratelimit-remaining']).toBe('1');
@@ -163,7 +175,8 @@ describe('RateLimitGuard over HTTP', () => {
 
   it('ignores X-Forwarded-For without trustProxy (spoofing gives no fresh quota)', async () => {
     const { http } = await start('single');
-    for (let i = 0; i < 3; i++) await request(http).get('/limited').set('X-Forwarded-For', `198.51.100.${i}`).expect(200);
+    for (let i = 0; i < 3; i++)
+      await request(http).get('/limited').set('X-Forwarded-For', `198.51.100.${i}`).expect(200);
     await request(http).get('/limited').set('X-Forwarded-For', '198.51.100.99').expect(429);
     await request(http).get('/limited').expect(429);
   });
@@ -171,7 +184,8 @@ describe('RateLimitGuard over HTTP', () => {
   it('with trustProxy uses the right-most untrusted hop, so a spoofed left-most entry changes nothing', async () => {
     const { http } = await start('single', { trustProxy: true });
     // 127.0.0.1 (the test client) is a trusted proxy: the client is the right-most address before it
-    for (let i = 0; i < 3; i++) await request(http).get('/limited').set('X-Forwarded-For', `6.6.6.${i}, 203.0.113.7`).expect(200);
+    for (let i = 0; i < 3; i++)
+      await request(http).get('/limited').set('X-Forwarded-For', `6.6.6.${i}, 203.0.113.7`).expect(200);
     await request(http).get('/limited').set('X-Forwarded-For', '1.2.3.4, 203.0.113.7').expect(429);
     // another real client behind the same proxy has its own quota
     await request(http).get('/limited').set('X-Forwarded-For', '203.0.113.8').expect(200);

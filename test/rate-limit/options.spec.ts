@@ -52,7 +52,9 @@ describe('rate-limit options', () => {
 
   it('@Throttle rejects wrong static values and duplicate names when decorating', () => {
     expect(() => Throttle({ limit: -1, ttl: 1_000 })).toThrow(/@Throttle policy 1\.limit/);
-    expect(() => Throttle({ limit: 1, ttl: 1_000 }, { limit: 2, ttl: 1_000, name: 'default' })).toThrow(/two policies named "default"/);
+    expect(() => Throttle({ limit: 1, ttl: 1_000 }, { limit: 2, ttl: 1_000, name: 'default' })).toThrow(
+      /two policies named "default"/,
+    );
     expect(() => Throttle()).toThrow(InvalidOptionsError);
     expect(() => Throttle({ limit: () => 5, ttl: 1_000 }, { limit: 10, ttl: 60_000 })).not.toThrow();
   });

@@ -219,7 +219,9 @@ describe.each(['single', 'cluster'] as const)('RateLimitService on %s', (target)
     await expect(rl.consume('k', { limit: 0, ttl: 1_000 })).rejects.toThrow(/policy\.limit/);
     await expect(rl.consume('k', { limit: 5, ttl: -1 })).rejects.toThrow(/policy\.ttl/);
     await expect(rl.consume('k', { limit: 5, ttl: 1_000, cost: 6 })).rejects.toThrow(/policy\.cost/);
-    await expect(rl.consume('k', { limit: 5, ttl: 1_000, algorithm: 'leaky' as RateLimitAlgorithm })).rejects.toBeInstanceOf(InvalidOptionsError);
+    await expect(
+      rl.consume('k', { limit: 5, ttl: 1_000, algorithm: 'leaky' as RateLimitAlgorithm }),
+    ).rejects.toBeInstanceOf(InvalidOptionsError);
     await expect(rl.consumeAll([])).rejects.toBeInstanceOf(InvalidOptionsError);
   });
 
@@ -316,7 +318,9 @@ describe('decisions of one tick share one script call (single server)', () => {
     const keys = [uid(), uid(), uid(), uid()];
     await rl.consume(uid(), { limit: 1, ttl: 1_000 }); // the script is loaded
     const policy: RateLimitPolicy = { limit: 20, ttl: 60_000 };
-    const { value: results, commands } = await recording(() => Promise.all(Array.from({ length: 200 }, (_, i) => rl.consume(keys[i % 4], policy))));
+    const { value: results, commands } = await recording(() =>
+      Promise.all(Array.from({ length: 200 }, (_, i) => rl.consume(keys[i % 4], policy))),
+    );
     expect(MAX_DECISIONS_PER_CALL).toBe(16);
     expect(commands).toEqual(Array.from({ length: 13 }, () => 'evalsha'));
     for (let k = 0; k < 4; k++) {
@@ -354,10 +358,16 @@ describe('decisions of one tick share one script call (single server)', () => {
     expect([peekA.allowed, peekA.remaining]).toEqual([true, 1]);
     expect([first.allowed, first.remaining, second.allowed]).toEqual([true, 0, false]);
     expect(both.allowed).toBe(true);
-    expect(both.results.map((r) => [r.name, r.allowed, r.remaining])).toEqual([['loose', true, 9], ['sliding', true, 1]]);
+    expect(both.results.map((r) => [r.name, r.allowed, r.remaining])).toEqual([
+      ['loose', true, 9],
+      ['sliding', true, 1],
+    ]);
     // all or nothing inside a batch too: the tight policy refuses, so the loose one is not charged
     expect(refused.allowed).toBe(false);
-    expect(refused.results.map((r) => [r.name, r.allowed])).toEqual([['loose', true], ['tight', false]]);
+    expect(refused.results.map((r) => [r.name, r.allowed])).toEqual([
+      ['loose', true],
+      ['tight', false],
+    ]);
     expect((await rl.peek(c, loose)).remaining).toBe(10);
     // the peek after b's charge in the same call sees it
     expect(peekB.remaining).toBe(9);
@@ -365,11 +375,21 @@ describe('decisions of one tick share one script call (single server)', () => {
 
   it('decisions with 32 policies each batch as well: 40 of them in 3 calls, all or nothing each', async () => {
     const key = uid();
-    const policies = Array.from({ length: 32 }, (_, i) => ({ key, name: `p${i}`, scope: `p${i}`, policy: { limit: i === 31 ? 30 : 1_000, ttl: 60_000, algorithm: 'fixed-window' as const } }));
-    const { value, commands } = await recording(() => Promise.all(Array.from({ length: 40 }, () => rl.consumeAll(policies))));
+    const policies = Array.from({ length: 32 }, (_, i) => ({
+      key,
+      name: `p${i}`,
+      scope: `p${i}`,
+      policy: { limit: i === 31 ? 30 : 1_000, ttl: 60_000, algorithm: 'fixed-window' as const },
+    }));
+    const { value, commands } = await recording(() =>
+      Promise.all(Array.from({ length: 40 }, () => rl.consumeAll(policies))),
+    );
     expect(commands).toEqual(['evalsha', 'evalsha', 'evalsha']);
     expect(value.filter((d) => d.allowed)).toHaveLength(30);
     // the 10 refused decisions charged none of their 31 other counters
-    expect((await rl.peekAll(policies)).results.map((r) => r.remaining)).toEqual([...Array.from({ length: 31 }, () => 970), 0]);
+    expect((await rl.peekAll(policies)).results.map((r) => r.remaining)).toEqual([
+      ...Array.from({ length: 31 }, () => 970),
+      0,
+    ]);
   });
 });

@@ -40,7 +40,12 @@ async function connect(port: number): Promise<Socket> {
 
 describe.each(['single', 'cluster'] as const)('RateLimitGuard on a WebSocket gateway (%s)', (target) => {
   it('limits a @SubscribeMessage handler and answers a refusal with a WsException carrying retry info', async () => {
-    const app = await createToolkitApp({ target, http: true, keyPrefix: `rtk-${randomUUID().slice(0, 8)}:`, providers: [PingGateway] });
+    const app = await createToolkitApp({
+      target,
+      http: true,
+      keyPrefix: `rtk-${randomUUID().slice(0, 8)}:`,
+      providers: [PingGateway],
+    });
     const { port } = (app.app.getHttpServer() as Server).address() as { port: number };
     const socket = await connect(port);
     const exceptions: unknown[] = [];

@@ -43,14 +43,22 @@ class CapturingLogger implements LoggerService {
 }
 
 /** Boots the module with options from a ConfigService (as an app reading env vars would). */
-async function bootFromConfig(env: Record<string, string>, logger: CapturingLogger, build: (c: ConfigService) => RedisToolkitOptions['connection']) {
+async function bootFromConfig(
+  env: Record<string, string>,
+  logger: CapturingLogger,
+  build: (c: ConfigService) => RedisToolkitOptions['connection'],
+) {
   const moduleRef = await Test.createTestingModule({
     imports: [
       ConfigModule.forRoot({ ignoreEnvFile: true, load: [() => env] }),
       RedisToolkitModule.forRootAsync({
         imports: [ConfigModule],
         inject: [ConfigService],
-        useFactory: (config: ConfigService) => ({ connection: build(config), connectTimeout: 1_000, commandTimeout: 500 }),
+        useFactory: (config: ConfigService) => ({
+          connection: build(config),
+          connectTimeout: 1_000,
+          commandTimeout: 500,
+        }),
       }),
     ],
   }).compile();
@@ -71,12 +79,16 @@ function expectNoSecret(texts: string[], ...secrets: string[]): void {
 describe('Redis AUTH with an ACL user (password from config)', () => {
   it('connects as the ACL user with host/port/username/password', async () => {
     const logger = new CapturingLogger();
-    const app = await bootFromConfig({ REDIS_PORT: String(redis.server.port), REDIS_USER: USER, REDIS_PASSWORD: PASSWORD }, logger, (c) => ({
-      host: '127.0.0.1',
-      port: Number(c.getOrThrow('REDIS_PORT')),
-      username: c.getOrThrow<string>('REDIS_USER'),
-      password: c.getOrThrow<string>('REDIS_PASSWORD'),
-    }));
+    const app = await bootFromConfig(
+      { REDIS_PORT: String(redis.server.port), REDIS_USER: USER, REDIS_PASSWORD: PASSWORD },
+      logger,
+      (c) => ({
+        host: '127.0.0.1',
+        port: Number(c.getOrThrow('REDIS_PORT')),
+        username: c.getOrThrow<string>('REDIS_USER'),
+        password: c.getOrThrow<string>('REDIS_PASSWORD'),
+      }),
+    );
     try {
       const client = app.get<RedisClient>(REDIS_CLIENT);
       expect(await client.call('ACL', 'WHOAMI')).toBe(USER);
@@ -89,7 +101,9 @@ describe('Redis AUTH with an ACL user (password from config)', () => {
 
   it('connects with credentials in a redis:// url', async () => {
     const logger = new CapturingLogger();
-    const app = await bootFromConfig({ REDIS_URL: redis.server.url }, logger, (c) => ({ url: c.getOrThrow<string>('REDIS_URL') }));
+    const app = await bootFromConfig({ REDIS_URL: redis.server.url }, logger, (c) => ({
+      url: c.getOrThrow<string>('REDIS_URL'),
+    }));
     try {
       expect(await app.get<RedisClient>(REDIS_CLIENT).call('ACL', 'WHOAMI')).toBe(USER);
     } finally {
@@ -101,7 +115,10 @@ describe('Redis AUTH with an ACL user (password from config)', () => {
     ['a wrong password', (port: number) => ({ host: '127.0.0.1', port, username: USER, password: WRONG })],
     ['a wrong password in the url', (port: number) => ({ url: `redis://${USER}:${WRONG}@127.0.0.1:${port}` })],
     ['no credentials (default user is off)', (port: number) => ({ host: '127.0.0.1', port })],
-    ['the right password for an unknown user', (port: number) => ({ host: '127.0.0.1', port, username: 'nobody', password: PASSWORD })],
+    [
+      'the right password for an unknown user',
+      (port: number) => ({ host: '127.0.0.1', port, username: 'nobody', password: PASSWORD }),
+    ],
   ])('%s: bootstrap fails with RedisUnavailableError naming the address, never the password', async (_, connection) => {
     const logger = new CapturingLogger();
     const port = redis.server.port;
@@ -115,12 +132,21 @@ describe('Redis AUTH with an ACL user (password from config)', () => {
     expect(err.message).toContain(`redis://127.0.0.1:${port}`);
     expect(err.message).toMatch(/WRONGPASS|NOAUTH|NOPERM|auth/i);
     // Everything a user might print: message, stack, String(), inspect() with the cause chain, JSON.
-    expectNoSecret([err.message, String(err.stack), String(err), inspect(err, { depth: 10 }), JSON.stringify(err), ...logger.lines], WRONG, PASSWORD);
+    expectNoSecret(
+      [err.message, String(err.stack), String(err), inspect(err, { depth: 10 }), JSON.stringify(err), ...logger.lines],
+      WRONG,
+      PASSWORD,
+    );
   });
 
   it('after its connection is killed it re-authenticates on reconnect, and logs no password', async () => {
     const logger = new CapturingLogger();
-    const app = await bootFromConfig({}, logger, () => ({ host: '127.0.0.1', port: redis.server.port, username: USER, password: PASSWORD }));
+    const app = await bootFromConfig({}, logger, () => ({
+      host: '127.0.0.1',
+      port: redis.server.port,
+      username: USER,
+      password: PASSWORD,
+    }));
     try {
       const client = app.get<RedisClient>(REDIS_CLIENT);
       expect(await client.ping()).toBe('PONG');

@@ -8,7 +8,13 @@ import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import { CACHE_L1_CHANNEL, PubSubService, SessionService, type PubSubUser } from '../../lib/index.js';
 import { NotificationsGateway } from '../../lib/pubsub/gateway/index.js';
-import { closeClients, connectClient, createGatewayApp, type GatewayApp, type TestClient } from '../support/pubsub-gateway.js';
+import {
+  closeClients,
+  connectClient,
+  createGatewayApp,
+  type GatewayApp,
+  type TestClient,
+} from '../support/pubsub-gateway.js';
 import { closeToolkitApps } from '../support/toolkit-app.js';
 import { sleep, waitFor } from '../support/wait.js';
 
@@ -19,7 +25,12 @@ afterEach(async () => {
 
 const uid = (): string => randomBytes(5).toString('hex');
 
-async function boot(extra: { durable?: boolean; authorize?: (user: PubSubUser, channel: string, info: { pattern: boolean }) => boolean } = {}): Promise<GatewayApp> {
+async function boot(
+  extra: {
+    durable?: boolean;
+    authorize?: (user: PubSubUser, channel: string, info: { pattern: boolean }) => boolean;
+  } = {},
+): Promise<GatewayApp> {
   return createGatewayApp({
     keyPrefix: `rtk-secg-${uid()}:`,
     session: { cookie: { secret: 'gateway-secret' } },
@@ -40,7 +51,9 @@ async function connectAs(app: GatewayApp, userId: string, by: 'cookie' | 'token'
   const sessions = app.get(SessionService);
   const session = await sessions.create(userId);
   if (by === 'token') return connectClient(app.url, { token: session.id });
-  return connectClient(app.url, {}, '/notifications', { cookie: `rtk.sid=${encodeURIComponent(sessions.signedCookieValue(session.id))}` });
+  return connectClient(app.url, {}, '/notifications', {
+    cookie: `rtk.sid=${encodeURIComponent(sessions.signedCookieValue(session.id))}`,
+  });
 }
 
 describe("another user's channel", () => {
@@ -60,8 +73,21 @@ describe("another user's channel", () => {
     expect(await a.unsubscribe('user:B')).toEqual({ ok: true }); // no-op: it was never subscribed
     expect(await a.subscribe('user:B')).toMatchObject({ ok: false, code: 'E_FORBIDDEN' });
     // near misses that are other channels, all refused as well
-    for (const channel of ['user:B ', ' user:B', 'USER:B', 'user:b', 'user::B', 'user:A:B', 'user:A/../B', 'user:B\u200b', 'user%3AB']) {
-      expect({ channel, ack: await a.subscribe(channel) }).toMatchObject({ channel, ack: { ok: false, code: 'E_FORBIDDEN' } });
+    for (const channel of [
+      'user:B ',
+      ' user:B',
+      'USER:B',
+      'user:b',
+      'user::B',
+      'user:A:B',
+      'user:A/../B',
+      'user:B\u200b',
+      'user%3AB',
+    ]) {
+      expect({ channel, ack: await a.subscribe(channel) }).toMatchObject({
+        channel,
+        ack: { ok: false, code: 'E_FORBIDDEN' },
+      });
     }
     expect(gateway.stats().relays).toBe(2); // user:A and user:B, nothing else was subscribed in Redis
 
@@ -85,13 +111,32 @@ describe("another user's channel", () => {
     await expect(connectClient(app.url, { token: 'B' })).rejects.toMatchObject(refused);
     await expect(connectClient(app.url, { token: 'u:B' })).rejects.toMatchObject(refused);
     await expect(connectClient(app.url, { userId: 'B', id: 'B' })).rejects.toMatchObject(refused);
-    await expect(connectClient(app.url, {}, '/notifications', { cookie: `rtk.sid=${bSession.id}` })).rejects.toMatchObject(refused);
+    await expect(
+      connectClient(app.url, {}, '/notifications', { cookie: `rtk.sid=${bSession.id}` }),
+    ).rejects.toMatchObject(refused);
     expect(app.get(NotificationsGateway).stats()).toMatchObject({ connections: 0, refused: 4 });
   });
 });
 
 describe('pattern abuse through the gateway', () => {
-  const ABUSIVE = ['*', '**', '?*', 'user:*', 'user:?', 'user:[AB]', 'user:B*', 'user:[^A]', '*:B', '[u]ser:B', 'news*', 'news?', '__rtk:*', '__rtk:cache:l1', '__rtk:', CACHE_L1_CHANNEL];
+  const ABUSIVE = [
+    '*',
+    '**',
+    '?*',
+    'user:*',
+    'user:?',
+    'user:[AB]',
+    'user:B*',
+    'user:[^A]',
+    '*:B',
+    '[u]ser:B',
+    'news*',
+    'news?',
+    '__rtk:*',
+    '__rtk:cache:l1',
+    '__rtk:',
+    CACHE_L1_CHANNEL,
+  ];
 
   it(`refuses ${ABUSIVE.length} patterns and internal channels with error acks, and delivers nothing through them`, async () => {
     const app = await boot();
@@ -121,7 +166,10 @@ describe('pattern abuse through the gateway', () => {
     const app = await boot({ authorize: () => true });
     const a = await connectAs(app, 'A', 'token');
     for (const channel of ['__rtk:cache:l1', '__rtk:*', '__rtk:anything']) {
-      expect({ channel, ack: await a.subscribe(channel) }).toMatchObject({ channel, ack: { ok: false, code: 'E_FORBIDDEN' } });
+      expect({ channel, ack: await a.subscribe(channel) }).toMatchObject({
+        channel,
+        ack: { ok: false, code: 'E_FORBIDDEN' },
+      });
     }
   });
 

@@ -64,7 +64,13 @@ class XffController {
 async function xffApp(rateLimit: RateLimitOptions) {
   const { server, admin } = await privateServer();
   const keyPrefix = `rtk-secx-${uid()}:`;
-  const app = await createToolkitApp({ target: { url: server.url }, http: true, keyPrefix, rateLimit, controllers: [XffController] });
+  const app = await createToolkitApp({
+    target: { url: server.url },
+    http: true,
+    keyPrefix,
+    rateLimit,
+    controllers: [XffController],
+  });
   const counters = async () => (await scanAll(admin, `${keyPrefix}rl:*`)).length;
   return { http: request(app.app.getHttpServer()), counters };
 }
@@ -72,7 +78,15 @@ async function xffApp(rateLimit: RateLimitOptions) {
 describe('X-Forwarded-For spoofing', () => {
   it('without trustProxy, forged headers from one client share one counter: the 4th request (limit 3) is 429', async () => {
     const { http, counters } = await xffApp({});
-    const forged = ['203.0.113.1', '198.51.100.7, 203.0.113.2', '10.0.0.1', '::1', '2001:db8::1', 'not-an-ip', `${'1.2.3.4, '.repeat(500)}5.6.7.8`];
+    const forged = [
+      '203.0.113.1',
+      '198.51.100.7, 203.0.113.2',
+      '10.0.0.1',
+      '::1',
+      '2001:db8::1',
+      'not-an-ip',
+      `${'1.2.3.4, '.repeat(500)}5.6.7.8`,
+    ];
     for (const [i, xff] of forged.slice(0, 3).entries()) {
       const res = await http.get('/xff').set('X-Forwarded-For', xff).expect(200);
       expect(res.headers['ratelimit']).toBe(`"default";r=${2 - i};t=60`);
@@ -114,7 +128,11 @@ describe('CacheService.invalidatePattern', () => {
     const { server, admin } = await privateServer();
     // A prefix with glob characters: unescaped, `rtk[1]*:cache:*` would also match `rtk1-other:cache:x`.
     const keyPrefix = 'rtk[1]*?:';
-    const app = await createToolkitApp({ target: { url: server.url }, keyPrefix, session: { cookie: { secret: 's' } } });
+    const app = await createToolkitApp({
+      target: { url: server.url },
+      keyPrefix,
+      session: { cookie: { secret: 's' } },
+    });
     const cache = app.get(CacheService);
     const session = await app.get(SessionService).create('u');
     await app.get(RateLimitService).consume('client', { limit: 5, ttl: 60_000 });
@@ -164,11 +182,16 @@ describe('CacheService.invalidatePattern', () => {
 @Catch(InvalidKeyError)
 class InvalidKeyFilter implements ExceptionFilter {
   catch(err: InvalidKeyError, host: ArgumentsHost): void {
-    host.switchToHttp().getResponse<Response>().status(400).json({ statusCode: 400, code: err.code, message: err.message });
+    host
+      .switchToHttp()
+      .getResponse<Response>()
+      .status(400)
+      .json({ statusCode: 400, code: err.code, message: err.message });
   }
 }
 
-const bodyKey = (ctx: ExecutionContext): string => String(ctx.switchToHttp().getRequest<{ body: { key?: unknown } }>().body?.key);
+const bodyKey = (ctx: ExecutionContext): string =>
+  String(ctx.switchToHttp().getRequest<{ body: { key?: unknown } }>().body?.key);
 
 @Controller('hostile')
 class HostileController {
@@ -268,11 +291,19 @@ describe('hostile keys from requests', () => {
       const first = await http.post('/hostile/cache').send({ key });
       note('cache', first.status);
       if (valid) {
-        expect({ what, status: first.status, body: first.body }).toEqual({ what, status: 200, body: { status: 'miss', value: `value of ${key.length}` } });
+        expect({ what, status: first.status, body: first.body }).toEqual({
+          what,
+          status: 200,
+          body: { status: 'miss', value: `value of ${key.length}` },
+        });
         const second = await http.post('/hostile/cache').send({ key });
         expect({ what, status: second.status, cache: second.body.status }).toEqual({ what, status: 200, cache: 'hit' });
       } else {
-        expect({ what, status: first.status, code: first.body.code }).toEqual({ what, status: 400, code: 'E_INVALID_KEY' });
+        expect({ what, status: first.status, code: first.body.code }).toEqual({
+          what,
+          status: 400,
+          code: 'E_INVALID_KEY',
+        });
       }
 
       // rate-limit key through the service: hashed, so any string is one counter of its own (limit 2)
@@ -304,12 +335,17 @@ describe('hostile keys from requests', () => {
           body: { acquired: true, exclusive: true, fencingToken: expect.any(Number) },
         });
       } else {
-        expect({ what, status: locked.status, code: locked.body.code }).toEqual({ what, status: 400, code: 'E_INVALID_KEY' });
+        expect({ what, status: locked.status, code: locked.body.code }).toEqual({
+          what,
+          status: 400,
+          code: 'E_INVALID_KEY',
+        });
       }
     }
 
     // never a 5xx, on any route
-    for (const [route, statuses] of Object.entries(seen)) expect({ route, fivexx: statuses.filter((s) => s >= 500) }).toEqual({ route, fivexx: [] });
+    for (const [route, statuses] of Object.entries(seen))
+      expect({ route, fivexx: statuses.filter((s) => s >= 500) }).toEqual({ route, fivexx: [] });
 
     // every key on the server is under the prefix, and under a feature we used
     const all = await scanAll(admin);

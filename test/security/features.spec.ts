@@ -7,7 +7,17 @@
  * requests in features.http.spec.ts.
  */
 import 'reflect-metadata';
-import { Controller, Get, type MiddlewareConsumer, Module, type NestModule, Post, Req, Res, UseGuards } from '@nestjs/common';
+import {
+  Controller,
+  Get,
+  type MiddlewareConsumer,
+  Module,
+  type NestModule,
+  Post,
+  Req,
+  Res,
+  UseGuards,
+} from '@nestjs/common';
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import request from 'supertest';
@@ -46,7 +56,11 @@ class LoginController {
 
   /** Login that keeps the session but moves it to a new id (regenerate), then records the user. */
   @Post('login/regenerate')
-  async loginRegenerate(@CurrentSession() current: Session | null, @Req() req: SessionRequest, @Res({ passthrough: true }) res: CookieResponse) {
+  async loginRegenerate(
+    @CurrentSession() current: Session | null,
+    @Req() req: SessionRequest,
+    @Res({ passthrough: true }) res: CookieResponse,
+  ) {
     const base = current ?? (await this.sessions.create('anonymous'));
     const moved = await this.sessions.regenerate(base.id);
     const session = await this.sessions.update(moved.id, { user: 'alice', stage: 'logged-in' });
@@ -56,7 +70,11 @@ class LoginController {
 
   /** Login as docs/session.md shows it: destroy the current session, create a new one. */
   @Post('login/recreate')
-  async loginRecreate(@CurrentSession() current: Session | null, @Req() req: SessionRequest, @Res({ passthrough: true }) res: CookieResponse) {
+  async loginRecreate(
+    @CurrentSession() current: Session | null,
+    @Req() req: SessionRequest,
+    @Res({ passthrough: true }) res: CookieResponse,
+  ) {
     if (current) await this.sessions.destroy(current.id);
     const session = await this.sessions.create('alice', { user: 'alice', stage: 'logged-in' });
     this.sessions.writeCookie(res, session, req);
@@ -121,38 +139,42 @@ async function privateServer(): Promise<{ server: RedisServerHandle; admin: Redi
 }
 
 describe('session fixation', () => {
-  it.each(['regenerate', 'recreate'] as const)('login (%s) issues a new id; the planted pre-login id is dead (get → null, 401)', async (flow) => {
-    const { http, sessions } = await loginApp();
-    // The attacker gets a pre-login session and plants its cookie in the victim's browser.
-    const visit = await http.post('/visit').expect(201);
-    const planted = cookieOf(visit.headers['set-cookie']);
-    const plantedId = visit.body.id as string;
-    expect(sessions.idFromCookieHeader(planted)).toBe(plantedId);
-    expect((await http.get('/me').set('Cookie', planted).expect(200)).body.data).toEqual({ stage: 'visitor' });
+  it.each(['regenerate', 'recreate'] as const)(
+    'login (%s) issues a new id; the planted pre-login id is dead (get → null, 401)',
+    async (flow) => {
+      const { http, sessions } = await loginApp();
+      // The attacker gets a pre-login session and plants its cookie in the victim's browser.
+      const visit = await http.post('/visit').expect(201);
+      const planted = cookieOf(visit.headers['set-cookie']);
+      const plantedId = visit.body.id as string;
+      expect(sessions.idFromCookieHeader(planted)).toBe(plantedId);
+      expect((await http.get('/me').set('Cookie', planted).expect(200)).body.data).toEqual({ stage: 'visitor' });
 
-    // The victim logs in with the planted cookie.
-    const login = await http.post(`/login/${flow}`).set('Cookie', planted).expect(201);
-    const fresh = cookieOf(login.headers['set-cookie']);
-    const freshId = login.body.id as string;
-    expect(freshId).not.toBe(plantedId);
-    expect(sessions.idFromCookieHeader(fresh)).toBe(freshId);
-    expect(fresh).not.toBe(planted);
+      // The victim logs in with the planted cookie.
+      const login = await http.post(`/login/${flow}`).set('Cookie', planted).expect(201);
+      const fresh = cookieOf(login.headers['set-cookie']);
+      const freshId = login.body.id as string;
+      expect(freshId).not.toBe(plantedId);
+      expect(sessions.idFromCookieHeader(fresh)).toBe(freshId);
+      expect(fresh).not.toBe(planted);
 
-    // The victim's new cookie is logged in...
-    const me = await http.get('/me').set('Cookie', fresh).expect(200);
-    expect(me.body).toMatchObject({ id: freshId, data: { user: 'alice', stage: 'logged-in' } });
-    // ...and the attacker's copy of the old id is worth nothing: not in Redis, 401 through the middleware+guard and
-    // through the guard alone, and it cannot be written back to life.
-    expect(await sessions.get(plantedId)).toBeNull();
-    const refused = await http.get('/me').set('Cookie', planted).expect(401);
-    expect(refused.body.message).toBe('A valid session is required');
-    await http.get('/guard-only/me').set('Cookie', planted).expect(401);
-    await expect(sessions.update(plantedId, { user: 'mallory' })).rejects.toBeInstanceOf(SessionNotFoundError);
-    expect(await sessions.get(plantedId)).toBeNull();
-    if (flow === 'regenerate') await expect(sessions.regenerate(plantedId)).rejects.toBeInstanceOf(SessionNotFoundError);
-    // the victim is unaffected by those attempts
-    expect((await http.get('/me').set('Cookie', fresh).expect(200)).body.data.user).toBe('alice');
-  });
+      // The victim's new cookie is logged in...
+      const me = await http.get('/me').set('Cookie', fresh).expect(200);
+      expect(me.body).toMatchObject({ id: freshId, data: { user: 'alice', stage: 'logged-in' } });
+      // ...and the attacker's copy of the old id is worth nothing: not in Redis, 401 through the middleware+guard and
+      // through the guard alone, and it cannot be written back to life.
+      expect(await sessions.get(plantedId)).toBeNull();
+      const refused = await http.get('/me').set('Cookie', planted).expect(401);
+      expect(refused.body.message).toBe('A valid session is required');
+      await http.get('/guard-only/me').set('Cookie', planted).expect(401);
+      await expect(sessions.update(plantedId, { user: 'mallory' })).rejects.toBeInstanceOf(SessionNotFoundError);
+      expect(await sessions.get(plantedId)).toBeNull();
+      if (flow === 'regenerate')
+        await expect(sessions.regenerate(plantedId)).rejects.toBeInstanceOf(SessionNotFoundError);
+      // the victim is unaffected by those attempts
+      expect((await http.get('/me').set('Cookie', fresh).expect(200)).body.data.user).toBe('alice');
+    },
+  );
 
   it('two logins from the same planted cookie race: at most one regenerate wins, the old id is dead either way', async () => {
     const { http, sessions } = await loginApp();
@@ -192,11 +214,21 @@ describe('tampered session cookies', () => {
       ['unsigned id with the s: prefix', `s:${victim.id}`],
       ['signed with another secret', signCookieValue(victim.id, OTHER_SECRET)],
       ['signed with an empty secret', signCookieValue(victim.id, '')],
-      ['signature of the id under another secret', `s:${victim.id}.${signCookieValue(victim.id, OTHER_SECRET).split('.').pop()}`],
+      [
+        'signature of the id under another secret',
+        `s:${victim.id}.${signCookieValue(victim.id, OTHER_SECRET).split('.').pop()}`,
+      ],
     ];
     // the genuine cookie works (and costs Redis commands), so the counter below is able to move
     const genuineBefore = await commandCount(admin);
-    expect((await http.get('/me').set('Cookie', `rtk.sid=${encodeURIComponent(signed)}`).expect(200)).body.userId).toBe('victim');
+    expect(
+      (
+        await http
+          .get('/me')
+          .set('Cookie', `rtk.sid=${encodeURIComponent(signed)}`)
+          .expect(200)
+      ).body.userId,
+    ).toBe('victim');
     expect(await commandCount(admin)).toBeGreaterThan(genuineBefore);
 
     const before = await commandCount(admin);
@@ -219,7 +251,17 @@ describe('tampered session cookies', () => {
     const { server, admin } = await privateServer();
     const { http } = await loginApp({ url: server.url });
     const before = await commandCount(admin);
-    for (const id of ['*', '../', '../../etc/passwd', 'a'.repeat(42), 'a'.repeat(44), `{${'a'.repeat(41)}}`, 'é'.repeat(43), `${'a'.repeat(42)}=`, 'x'.repeat(4_000)]) {
+    for (const id of [
+      '*',
+      '../',
+      '../../etc/passwd',
+      'a'.repeat(42),
+      'a'.repeat(44),
+      `{${'a'.repeat(41)}}`,
+      'é'.repeat(43),
+      `${'a'.repeat(42)}=`,
+      'x'.repeat(4_000),
+    ]) {
       const res = await http.get('/me').set('Cookie', `rtk.sid=${encodeURIComponent(signCookieValue(id, SECRET))}`);
       expect({ id: id.slice(0, 50), status: res.status }).toEqual({ id: id.slice(0, 50), status: 401 });
     }

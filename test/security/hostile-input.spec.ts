@@ -28,7 +28,25 @@ const REJECTED: [string, string][] = [
   ['1 KiB + 1 byte of multi-byte characters', 'é'.repeat(513)],
 ];
 
-const CONTAINED = ['*', '?', '[a-z]', '\\', '{', '}', '{tag}', '}{', '{}', 'a{b}c', '%7B', '..', '../../etc/passwd', ' ', '😀', "'; DROP TABLE --", '$(rm -rf /)'];
+const CONTAINED = [
+  '*',
+  '?',
+  '[a-z]',
+  '\\',
+  '{',
+  '}',
+  '{tag}',
+  '}{',
+  '{}',
+  'a{b}c',
+  '%7B',
+  '..',
+  '../../etc/passwd',
+  ' ',
+  '😀',
+  "'; DROP TABLE --",
+  '$(rm -rf /)',
+];
 
 describe('hostile keys', () => {
   it.each(REJECTED)('%s is rejected with InvalidKeyError by key(), tagged() and pattern()', (_, bad) => {
@@ -39,7 +57,8 @@ describe('hostile keys', () => {
   });
 
   it('a non-string (number, object, null) is rejected too', () => {
-    for (const bad of [42, {}, null, undefined, ['a']]) expect(() => keys.key('cache', bad as unknown as string)).toThrow(InvalidKeyError);
+    for (const bad of [42, {}, null, undefined, ['a']])
+      expect(() => keys.key('cache', bad as unknown as string)).toThrow(InvalidKeyError);
   });
 
   it('contained inputs are stored under our prefix on a real server and are not reachable by a foreign pattern', async () => {
@@ -69,7 +88,9 @@ describe('hostile keys', () => {
       expect(key).not.toMatch(/[{}]/);
       // With our tag: the slot is decided by the escaped caller tag alone.
       const tagged = keys.tagged('lock', c, ':fence');
-      expect(Number(await node.call('CLUSTER', 'KEYSLOT', tagged))).toBe(Number(await node.call('CLUSTER', 'KEYSLOT', `{${KeyBuilder.escape(c)}}`)));
+      expect(Number(await node.call('CLUSTER', 'KEYSLOT', tagged))).toBe(
+        Number(await node.call('CLUSTER', 'KEYSLOT', `{${KeyBuilder.escape(c)}}`)),
+      );
     }
   });
 });
@@ -112,19 +133,29 @@ describe('Lua receives user input only as KEYS/ARGV', () => {
       const src = readFileSync(file, 'utf8');
       // new LuaScript(name, <source>, n): the source must not be a template literal with ${...} or a concatenation
       // (the name may be derived: it is only the command's name, never code).
-      for (const match of src.matchAll(/new LuaScript(?:<[^>]*>)?\(\s*(`[^`]*`|'[^']*'|"[^"]*"|[\w.]+)\s*,\s*([\s\S]*?),\s*[\w.]+\s*\)\s*;/g)) {
+      for (const match of src.matchAll(
+        /new LuaScript(?:<[^>]*>)?\(\s*(`[^`]*`|'[^']*'|"[^"]*"|[\w.]+)\s*,\s*([\s\S]*?),\s*[\w.]+\s*\)\s*;/g,
+      )) {
         const source = match[2];
-        if (/\$\{/.test(source) || /['"`]\s*\+|\+\s*['"`]/.test(source)) offenders.push(`${file}: ${match[0].slice(0, 120)}`);
+        if (/\$\{/.test(source) || /['"`]\s*\+|\+\s*['"`]/.test(source))
+          offenders.push(`${file}: ${match[0].slice(0, 120)}`);
       }
-      expect(src.match(/new LuaScript\b/g)?.length ?? 0).toBe([...src.matchAll(/new LuaScript(?:<[^>]*>)?\(\s*(`[^`]*`|'[^']*'|"[^"]*"|[\w.]+)\s*,/g)].length);
+      expect(src.match(/new LuaScript\b/g)?.length ?? 0).toBe(
+        [...src.matchAll(/new LuaScript(?:<[^>]*>)?\(\s*(`[^`]*`|'[^']*'|"[^"]*"|[\w.]+)\s*,/g)].length,
+      );
       // defineCommand / eval with a built string outside LuaScript would bypass the rule.
-      if (/\.(eval|evalsha|defineCommand)\s*\(/.test(src) && !file.endsWith('lua-script.ts')) offenders.push(`${file}: calls eval/defineCommand directly`);
+      if (/\.(eval|evalsha|defineCommand)\s*\(/.test(src) && !file.endsWith('lua-script.ts'))
+        offenders.push(`${file}: calls eval/defineCommand directly`);
     }
     expect(offenders).toEqual([]);
   });
 
   it('no .lua file builds code at run time (loadstring/load) or calls EVAL from inside a script', () => {
-    const offenders = files(LIB, '.lua').filter((file) => /\b(loadstring|load|dofile)\s*\(|redis\.p?call\(\s*['"](eval|evalsha|script)['"]/i.test(readFileSync(file, 'utf8')));
+    const offenders = files(LIB, '.lua').filter((file) =>
+      /\b(loadstring|load|dofile)\s*\(|redis\.p?call\(\s*['"](eval|evalsha|script)['"]/i.test(
+        readFileSync(file, 'utf8'),
+      ),
+    );
     expect(offenders).toEqual([]);
   });
 });

@@ -15,7 +15,10 @@ import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 
 function tlsSupport(): string | undefined {
   if (!findOnPath('openssl')) return 'openssl is not on PATH';
-  const probe = spawnSync('redis-server', ['--port', '0', '--tls-port', '1', '--tls-cert-file', '/nonexistent'], { encoding: 'utf8', timeout: 5_000 });
+  const probe = spawnSync('redis-server', ['--port', '0', '--tls-port', '1', '--tls-cert-file', '/nonexistent'], {
+    encoding: 'utf8',
+    timeout: 5_000,
+  });
   const out = `${probe.stdout}${probe.stderr}`;
   // A TLS build complains about the missing key file; a build without TLS rejects the tls-port directive itself.
   if (/tls-key-file|Failed to configure TLS/i.test(out)) return undefined;
@@ -40,20 +43,80 @@ function openssl(dir: string, args: string[]): void {
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'rtk-tls-'));
     writeFileSync(join(dir, 'san.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
-    openssl(dir, ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=rtk-test-ca']);
-    openssl(dir, ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'other.key', '-out', 'other.crt', '-days', '2', '-subj', '/CN=rtk-other-ca']);
-    openssl(dir, ['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1']);
-    openssl(dir, ['x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.crt', '-days', '2', '-extfile', 'san.ext']);
+    openssl(dir, [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      'ca.key',
+      '-out',
+      'ca.crt',
+      '-days',
+      '2',
+      '-subj',
+      '/CN=rtk-test-ca',
+    ]);
+    openssl(dir, [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      'other.key',
+      '-out',
+      'other.crt',
+      '-days',
+      '2',
+      '-subj',
+      '/CN=rtk-other-ca',
+    ]);
+    openssl(dir, [
+      'req',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      'server.key',
+      '-out',
+      'server.csr',
+      '-subj',
+      '/CN=127.0.0.1',
+    ]);
+    openssl(dir, [
+      'x509',
+      '-req',
+      '-in',
+      'server.csr',
+      '-CA',
+      'ca.crt',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-out',
+      'server.crt',
+      '-days',
+      '2',
+      '-extfile',
+      'san.ext',
+    ]);
     ca = readFileSync(join(dir, 'ca.crt'), 'utf8');
     otherCa = readFileSync(join(dir, 'other.crt'), 'utf8');
     tlsPort = await getFreePort();
     server = await startRedisServer({
       args: [
-        '--tls-port', String(tlsPort),
-        '--tls-cert-file', join(dir, 'server.crt'),
-        '--tls-key-file', join(dir, 'server.key'),
-        '--tls-ca-cert-file', join(dir, 'ca.crt'),
-        '--tls-auth-clients', 'no',
+        '--tls-port',
+        String(tlsPort),
+        '--tls-cert-file',
+        join(dir, 'server.crt'),
+        '--tls-key-file',
+        join(dir, 'server.key'),
+        '--tls-ca-cert-file',
+        join(dir, 'ca.crt'),
+        '--tls-auth-clients',
+        'no',
       ],
     });
   }, 60_000);
@@ -78,7 +141,11 @@ function openssl(dir: string, args: string[]): void {
   });
 
   it('refuses a server certificate it cannot verify (wrong CA): RedisUnavailableError, no silent fallback', async () => {
-    const error = await createToolkitApp({ target: { host: '127.0.0.1', port: tlsPort, tls: { ca: otherCa } }, connectTimeout: 1_000, commandTimeout: 300 }).then(
+    const error = await createToolkitApp({
+      target: { host: '127.0.0.1', port: tlsPort, tls: { ca: otherCa } },
+      connectTimeout: 1_000,
+      commandTimeout: 300,
+    }).then(
       () => undefined,
       (err: unknown) => err,
     );
@@ -88,7 +155,11 @@ function openssl(dir: string, args: string[]): void {
 
   it('a plaintext client on the TLS port fails at bootstrap within its budget instead of hanging', async () => {
     const started = Date.now();
-    const error = await createToolkitApp({ target: { host: '127.0.0.1', port: tlsPort }, connectTimeout: 500, commandTimeout: 300 }).then(
+    const error = await createToolkitApp({
+      target: { host: '127.0.0.1', port: tlsPort },
+      connectTimeout: 500,
+      commandTimeout: 300,
+    }).then(
       () => undefined,
       (err: unknown) => err,
     );

@@ -1,5 +1,16 @@
 import 'reflect-metadata';
-import { Body, Controller, Get, type MiddlewareConsumer, Module, type NestModule, Post, Req, Res, UseGuards } from '@nestjs/common';
+import {
+  Body,
+  Controller,
+  Get,
+  type MiddlewareConsumer,
+  Module,
+  type NestModule,
+  Post,
+  Req,
+  Res,
+  UseGuards,
+} from '@nestjs/common';
 import { sign as cookieSignatureSign, unsign as cookieSignatureUnsign } from 'cookie-signature';
 import request from 'supertest';
 import {
@@ -27,7 +38,11 @@ class TestAuthController {
   constructor(private readonly sessions: SessionService) {}
 
   @Post('login')
-  async login(@Body() body: { user: string }, @Req() req: SessionRequest, @Res({ passthrough: true }) res: CookieResponse) {
+  async login(
+    @Body() body: { user: string },
+    @Req() req: SessionRequest,
+    @Res({ passthrough: true }) res: CookieResponse,
+  ) {
     const session = await this.sessions.create(body.user, { hello: 'world' });
     this.sessions.writeCookie(res, session, req);
     return { userId: session.userId };
@@ -46,7 +61,11 @@ class TestAuthController {
 
   @Post('logout')
   @UseGuards(SessionGuard)
-  async logout(@CurrentSession('id') id: string, @Req() req: SessionRequest, @Res({ passthrough: true }) res: CookieResponse) {
+  async logout(
+    @CurrentSession('id') id: string,
+    @Req() req: SessionRequest,
+    @Res({ passthrough: true }) res: CookieResponse,
+  ) {
     await this.sessions.destroy(id);
     this.sessions.clearCookie(res, req);
     return { ok: true };
@@ -71,7 +90,10 @@ class GuardOnlyController {
 
 const SECRET = 'test-secret';
 
-async function httpApp(target: RedisTarget, extra: { session?: Record<string, unknown>; commandTimeout?: number } = {}) {
+async function httpApp(
+  target: RedisTarget,
+  extra: { session?: Record<string, unknown>; commandTimeout?: number } = {},
+) {
   const app = await createToolkitApp({
     target,
     http: true,
@@ -103,12 +125,27 @@ describe('cookie signing', () => {
     expect(unsignCookieValue(id, [SECRET])).toBeNull();
     expect(unsignCookieValue(signed.replace(id[0], id[0] === 'A' ? 'B' : 'A'), [SECRET])).toBeNull();
     expect(unsignCookieValue(`${signed}x`, [SECRET])).toBeNull();
-    expect(readSessionIdFromCookieHeader(`a=1; rtk.sid=${encodeURIComponent(signed)}; b=2`, { name: 'rtk.sid', secrets: [SECRET] })).toBe(id);
+    expect(
+      readSessionIdFromCookieHeader(`a=1; rtk.sid=${encodeURIComponent(signed)}; b=2`, {
+        name: 'rtk.sid',
+        secrets: [SECRET],
+      }),
+    ).toBe(id);
     expect(readSessionIdFromCookieHeader(undefined, { name: 'rtk.sid', secrets: [SECRET] })).toBeNull();
     // an array of headers (as some socket.io / raw Node handshakes give), and a wrong cookie name first
-    expect(readSessionIdFromCookieHeader(['x=1', `rtk.sid2=zz; rtk.sid=${encodeURIComponent(signed)}`], { name: 'rtk.sid', secrets: [SECRET] })).toBe(id);
+    expect(
+      readSessionIdFromCookieHeader(['x=1', `rtk.sid2=zz; rtk.sid=${encodeURIComponent(signed)}`], {
+        name: 'rtk.sid',
+        secrets: [SECRET],
+      }),
+    ).toBe(id);
     // a validly signed value that is not a session id is rejected too
-    expect(readSessionIdFromCookieHeader(`rtk.sid=${encodeURIComponent(signCookieValue('../x', SECRET))}`, { name: 'rtk.sid', secrets: [SECRET] })).toBeNull();
+    expect(
+      readSessionIdFromCookieHeader(`rtk.sid=${encodeURIComponent(signCookieValue('../x', SECRET))}`, {
+        name: 'rtk.sid',
+        secrets: [SECRET],
+      }),
+    ).toBeNull();
   });
 });
 
@@ -143,7 +180,10 @@ describe.each(['single', 'cluster'] as const)('SessionMiddleware, SessionGuard a
     const good = encodeURIComponent(signCookieValue(s.id, SECRET));
     await http.get('/me').set('Cookie', `rtk.sid=${good}`).expect(200);
     // rotation: a cookie signed with the second secret is still accepted
-    await http.get('/me').set('Cookie', `rtk.sid=${encodeURIComponent(signCookieValue(s.id, 'old-secret'))}`).expect(200);
+    await http
+      .get('/me')
+      .set('Cookie', `rtk.sid=${encodeURIComponent(signCookieValue(s.id, 'old-secret'))}`)
+      .expect(200);
     const bad = [
       `rtk.sid=${s.id}`,
       `rtk.sid=s%3A${s.id}`,
@@ -165,7 +205,10 @@ describe.each(['single', 'cluster'] as const)('SessionMiddleware, SessionGuard a
     const { http, sessions } = await httpApp(target);
     const s = await sessions.create('bob', {}, { ttl: 100 });
     await new Promise((r) => setTimeout(r, 250));
-    const res = await http.get('/me').set('Cookie', `rtk.sid=${encodeURIComponent(signCookieValue(s.id, SECRET))}`).expect(401);
+    const res = await http
+      .get('/me')
+      .set('Cookie', `rtk.sid=${encodeURIComponent(signCookieValue(s.id, SECRET))}`)
+      .expect(401);
     expect(sessionCookie(res.headers['set-cookie'])).toMatch(/^rtk\.sid=;/);
   });
 });
@@ -175,16 +218,31 @@ describe('cookie options', () => {
     const app = await createToolkitApp({
       http: true,
       keyPrefix: 'rtk-sess-opts:',
-      session: { cookie: { secret: SECRET, name: 'sid', path: '/', sameSite: 'strict', secure: true, maxAge: 3_600_000, domain: 'example.test' } },
+      session: {
+        cookie: {
+          secret: SECRET,
+          name: 'sid',
+          path: '/',
+          sameSite: 'strict',
+          secure: true,
+          maxAge: 3_600_000,
+          domain: 'example.test',
+        },
+      },
       controllers: [TestAuthController],
     });
     const res = await request(app.app.getHttpServer()).post('/login').send({ user: 'x' }).expect(201);
     const cookie = (res.headers['set-cookie'] as unknown as string[])[0];
-    expect(cookie).toMatch(/^sid=s%3A[A-Za-z0-9_-]{43}\.[^;]+; Path=\/; Domain=example\.test; Max-Age=3600; Expires=[^;]+; HttpOnly; Secure; SameSite=Strict$/);
+    expect(cookie).toMatch(
+      /^sid=s%3A[A-Za-z0-9_-]{43}\.[^;]+; Path=\/; Domain=example\.test; Max-Age=3600; Expires=[^;]+; HttpOnly; Secure; SameSite=Strict$/,
+    );
   });
 
   it("secure: 'auto' follows the request protocol", async () => {
-    const app = await createToolkitApp({ keyPrefix: 'rtk-sess-auto:', session: { cookie: { secret: SECRET, secure: 'auto' } } });
+    const app = await createToolkitApp({
+      keyPrefix: 'rtk-sess-auto:',
+      session: { cookie: { secret: SECRET, secure: 'auto' } },
+    });
     const sessions = app.get(SessionService);
     const headers = new Map<string, unknown>();
     const res = { getHeader: (n: string) => headers.get(n), setHeader: (n: string, v: unknown) => headers.set(n, v) };
@@ -201,9 +259,13 @@ describe('cookie options', () => {
     const sessions = app.get(SessionService);
     expect(() => new SessionMiddleware(sessions)).toThrow(/session\.cookie\.secret is required/);
     const res = { getHeader: () => undefined, setHeader: () => undefined };
-    expect(() => sessions.writeCookie(res, { id: generateSessionId(), expiresAt: Date.now() })).toThrow(/secret is required/);
+    expect(() => sessions.writeCookie(res, { id: generateSessionId(), expiresAt: Date.now() })).toThrow(
+      /secret is required/,
+    );
     // without a secret nothing verifies: no cookie is ever accepted
-    expect(sessions.idFromCookieHeader(`rtk.sid=${encodeURIComponent(signCookieValue(generateSessionId(), 'x'))}`)).toBeNull();
+    expect(
+      sessions.idFromCookieHeader(`rtk.sid=${encodeURIComponent(signCookieValue(generateSessionId(), 'x'))}`),
+    ).toBeNull();
   });
 });
 

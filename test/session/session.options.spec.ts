@@ -18,7 +18,14 @@ describe('session options', () => {
   it('fills in defaults', () => {
     const o = resolveSessionOptions(undefined, new OptionProblems());
     expect(o).toMatchObject({ ttl: 86_400_000, rolling: true, maxAgeMs: 30 * 86_400_000, tombstoneMs: 60_000 });
-    expect(o.cookie).toMatchObject({ name: 'rtk.sid', secrets: [], httpOnly: true, sameSite: 'lax', path: '/', maxAge: undefined });
+    expect(o.cookie).toMatchObject({
+      name: 'rtk.sid',
+      secrets: [],
+      httpOnly: true,
+      sameSite: 'lax',
+      path: '/',
+      maxAge: undefined,
+    });
     expect(resolveSessionOptions({ cookie: { secret: 'a' } }, new OptionProblems()).cookie.secrets).toEqual(['a']);
   });
 
@@ -43,8 +50,12 @@ describe('session options', () => {
     ]) {
       expect(message).toContain(`  - ${path} `);
     }
-    expect(problemsOf({ cookie: { sameSite: 'none', secure: false } })).toContain("session.cookie.sameSite 'none' needs secure");
-    expect(problemsOf({ ttl: 10_000, maxAgeMs: 5_000 })).toContain('session.maxAgeMs must not be shorter than session.ttl');
+    expect(problemsOf({ cookie: { sameSite: 'none', secure: false } })).toContain(
+      "session.cookie.sameSite 'none' needs secure",
+    );
+    expect(problemsOf({ ttl: 10_000, maxAgeMs: 5_000 })).toContain(
+      'session.maxAgeMs must not be shorter than session.ttl',
+    );
     expect(problemsOf({ cookie: 'x' })).toContain('session.cookie must be an object');
     expect(problemsOf({ cookie: { sameSite: 'none', secure: 'auto', secret: ['a', 'b'] } })).toBe('');
   });

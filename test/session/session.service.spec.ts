@@ -24,7 +24,11 @@ afterEach(closeToolkitApps);
 const uniquePrefix = (): string => `rtk-sess-${randomBytes(4).toString('hex')}:`;
 
 async function sessionApp(target: RedisTarget, session: Record<string, unknown> = {}, prefix = uniquePrefix()) {
-  const app = await createToolkitApp({ target, keyPrefix: prefix, session: { cookie: { secret: 's3cret' }, ...session } });
+  const app = await createToolkitApp({
+    target,
+    keyPrefix: prefix,
+    session: { cookie: { secret: 's3cret' }, ...session },
+  });
   const client = app.get(RedisConnection).client;
   return { app, sessions: app.get(SessionService), client, prefix };
 }
@@ -38,7 +42,18 @@ describe('session ids', () => {
       expect(Buffer.from(id, 'base64url')).toHaveLength(32);
       expect(isValidSessionId(id)).toBe(true);
     }
-    for (const bad of ['', 'x'.repeat(10_240), '*', '../', 'é'.repeat(43), 'a'.repeat(42), 'a'.repeat(44), `${'a'.repeat(42)}=`, 42, null]) {
+    for (const bad of [
+      '',
+      'x'.repeat(10_240),
+      '*',
+      '../',
+      'é'.repeat(43),
+      'a'.repeat(42),
+      'a'.repeat(44),
+      `${'a'.repeat(42)}=`,
+      42,
+      null,
+    ]) {
       expect(isValidSessionId(bad)).toBe(false);
     }
   });
@@ -222,10 +237,14 @@ describe.each(['single', 'cluster'] as const)('SessionService on %s', (target) =
   it('rejects bad input with typed errors', async () => {
     const { sessions } = await sessionApp(target);
     await expect(sessions.create('')).rejects.toBeInstanceOf(InvalidKeyError);
-    await expect(sessions.create('u', [] as unknown as Record<string, unknown>)).rejects.toBeInstanceOf(InvalidKeyError);
+    await expect(sessions.create('u', [] as unknown as Record<string, unknown>)).rejects.toBeInstanceOf(
+      InvalidKeyError,
+    );
     await expect(sessions.create('u', { n: 10n })).rejects.toMatchObject({ code: 'E_SERIALIZATION' });
     const s = await sessions.create('u');
-    await expect(sessions.update(s.id, null as unknown as Record<string, unknown>)).rejects.toBeInstanceOf(InvalidKeyError);
+    await expect(sessions.update(s.id, null as unknown as Record<string, unknown>)).rejects.toBeInstanceOf(
+      InvalidKeyError,
+    );
     await expect(sessions.listForUser('x'.repeat(2000))).rejects.toBeInstanceOf(InvalidKeyError);
   });
 });
@@ -243,8 +262,21 @@ describe('malformed ids never reach Redis', () => {
     };
     const valid = await sessions.create('u'); // warm up: scripts loaded
     await sessions.get(valid.id);
-    const malformed: unknown[] = ['', 'x'.repeat(10_240), '*', '../', '../../etc/passwd', '日本語'.repeat(15), '\u0000'.repeat(43),
-      `${'a'.repeat(42)}*`, `{${'a'.repeat(41)}}`, undefined, null, 42, { id: valid.id }];
+    const malformed: unknown[] = [
+      '',
+      'x'.repeat(10_240),
+      '*',
+      '../',
+      '../../etc/passwd',
+      '日本語'.repeat(15),
+      '\u0000'.repeat(43),
+      `${'a'.repeat(42)}*`,
+      `{${'a'.repeat(41)}}`,
+      undefined,
+      null,
+      42,
+      { id: valid.id },
+    ];
     const before = await commandCount();
     for (const id of malformed) {
       expect(await sessions.get(id)).toBeNull();
@@ -272,8 +304,16 @@ describe('when Redis is unreachable', () => {
     );
     await server.kill();
     const started = Date.now();
-    for (const call of [() => sessions.get(s.id), () => sessions.create('u'), () => sessions.update(s.id, { b: 1 }), () => sessions.destroy(s.id)]) {
-      const err: unknown = await call().then(() => 'resolved', (e: unknown) => e);
+    for (const call of [
+      () => sessions.get(s.id),
+      () => sessions.create('u'),
+      () => sessions.update(s.id, { b: 1 }),
+      () => sessions.destroy(s.id),
+    ]) {
+      const err: unknown = await call().then(
+        () => 'resolved',
+        (e: unknown) => e,
+      );
       expect(err).toBeInstanceOf(RedisUnavailableError);
       expect(String((err as Error).message)).not.toContain(s.id);
     }
@@ -313,13 +353,19 @@ export type { Redis, RedisClient };
 describe('touching reads of one tick share one script call (single server)', () => {
   it('40 concurrent gets: one EVALSHA per 16, each session read and touched, missing ones null', async () => {
     const { sessions, client, prefix } = await sessionApp('single', { ttl: 60_000 });
-    const created = await Promise.all(Array.from({ length: 30 }, (_, i) => sessions.create(`u${i % 3}`, { n: i, at: new Date(1_000 * i) })));
+    const created = await Promise.all(
+      Array.from({ length: 30 }, (_, i) => sessions.create(`u${i % 3}`, { n: i, at: new Date(1_000 * i) })),
+    );
     const missing = Array.from({ length: 10 }, generateSessionId);
     // shorten every ttl so the touch shows
     await Promise.all(created.map((s) => client.pexpire(`${prefix}sess:{${s.id}}`, 5_000)));
-    const { value: read, commands } = await recordCommands(client, () => Promise.all([...created.map((s) => s.id), ...missing].map((id) => sessions.get(id))));
+    const { value: read, commands } = await recordCommands(client, () =>
+      Promise.all([...created.map((s) => s.id), ...missing].map((id) => sessions.get(id))),
+    );
     expect(commands).toEqual(['evalsha', 'evalsha', 'evalsha']);
-    expect(read.slice(0, 30).map((s) => [s?.userId, s?.data])).toEqual(created.map((_, i) => [`u${i % 3}`, { n: i, at: new Date(1_000 * i) }]));
+    expect(read.slice(0, 30).map((s) => [s?.userId, s?.data])).toEqual(
+      created.map((_, i) => [`u${i % 3}`, { n: i, at: new Date(1_000 * i) }]),
+    );
     expect(read.slice(30)).toEqual(Array.from({ length: 10 }, () => null));
     const ttls = await Promise.all(created.map((s) => client.pttl(`${prefix}sess:{${s.id}}`)));
     expect(Math.min(...ttls)).toBeGreaterThan(50_000);
@@ -327,7 +373,12 @@ describe('touching reads of one tick share one script call (single server)', () 
 
   it('Redis paused: every read of a batched call fails with RedisUnavailableError at commandTimeout', async () => {
     const server = trackForCleanup(await startRedisServer());
-    const app = await createToolkitApp({ target: { url: server.url }, commandTimeout: 300, keyPrefix: uniquePrefix(), session: { cookie: { secret: 's3cret' } } });
+    const app = await createToolkitApp({
+      target: { url: server.url },
+      commandTimeout: 300,
+      keyPrefix: uniquePrefix(),
+      session: { cookie: { secret: 's3cret' } },
+    });
     const sessions = app.get(SessionService);
     const ids = (await Promise.all(Array.from({ length: 5 }, () => sessions.create('u')))).map((s) => s.id);
     const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
@@ -336,7 +387,13 @@ describe('touching reads of one tick share one script call (single server)', () 
       const started = Date.now();
       const outcomes = await Promise.allSettled(ids.map((id) => sessions.get(id)));
       expect(Date.now() - started).toBeLessThan(900);
-      expect(outcomes.map((o) => o.status === 'rejected' && o.reason instanceof RedisUnavailableError)).toEqual([true, true, true, true, true]);
+      expect(outcomes.map((o) => o.status === 'rejected' && o.reason instanceof RedisUnavailableError)).toEqual([
+        true,
+        true,
+        true,
+        true,
+        true,
+      ]);
     } finally {
       server.resume();
       warn.mockRestore();

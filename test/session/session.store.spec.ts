@@ -4,7 +4,13 @@ import express from 'express';
 import session from 'express-session';
 import { Cluster, Redis } from 'ioredis';
 import request from 'supertest';
-import { generateSessionId, RedisConnection, RedisSessionStore, RedisUnavailableError, SessionService } from '../../lib/index.js';
+import {
+  generateSessionId,
+  RedisConnection,
+  RedisSessionStore,
+  RedisUnavailableError,
+  SessionService,
+} from '../../lib/index.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { startRedisServer } from '../support/redis-server.js';
 import { trackForCleanup } from '../support/private-servers.js';
@@ -95,7 +101,9 @@ describe.each(['single', 'cluster'] as const)('RedisSessionStore with express-se
     expect(pttl).toBeGreaterThan(1_000);
     expect(pttl).toBeLessThanOrEqual(2_000);
     // callback style
-    const viaCallback = await new Promise<unknown>((resolve, reject) => store.get(ids[1], (err, s) => (err ? reject(err) : resolve(s))));
+    const viaCallback = await new Promise<unknown>((resolve, reject) =>
+      store.get(ids[1], (err, s) => (err ? reject(err) : resolve(s))),
+    );
     expect(viaCallback).toMatchObject({ n: 1, userId: 'u1' });
     await new Promise<void>((resolve, reject) => store.destroy(ids[1], (err) => (err ? reject(err) : resolve())));
     expect(await store.get(ids[1])).toBeNull();
@@ -147,7 +155,11 @@ describe.each(['single', 'cluster'] as const)('RedisSessionStore with express-se
     const fromService = await sessions.create('alice', { theme: 'dark' });
     expect(await store.get(fromService.id)).toMatchObject({ userId: 'alice', theme: 'dark', cookie: { path: '/' } });
     const sid = generateSessionId();
-    await store.set(sid, { cookie: { originalMaxAge: 60_000, expires: new Date(Date.now() + 60_000) }, userId: 'alice', cart: [1] } as never);
+    await store.set(sid, {
+      cookie: { originalMaxAge: 60_000, expires: new Date(Date.now() + 60_000) },
+      userId: 'alice',
+      cart: [1],
+    } as never);
     expect(await sessions.get(sid)).toMatchObject({ id: sid, userId: 'alice', data: { userId: 'alice', cart: [1] } });
     expect((await sessions.listForUser('alice')).map((s) => s.id).sort()).toEqual([fromService.id, sid].sort());
     expect(await sessions.destroyAllForUser('alice')).toBe(2);
@@ -174,6 +186,8 @@ describe('RedisSessionStore when Redis is down', () => {
 
   it('needs a client', () => {
     expect(() => new RedisSessionStore({} as never)).toThrow(/client must be an ioredis Redis or Cluster instance/);
-    expect(() => new RedisSessionStore({ client: new Redis({ lazyConnect: true }), ttl: -1 })).toThrow(/ttl must be a positive number/);
+    expect(() => new RedisSessionStore({ client: new Redis({ lazyConnect: true }), ttl: -1 })).toThrow(
+      /ttl must be a positive number/,
+    );
   });
 });

@@ -115,7 +115,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   // Skip the very first sample: it includes warm-up (JIT, connection buffers, script cache).
   const first = samples.slice(1, 1 + quarter);
   const last = samples.slice(-quarter);
-  const growth = (pick: (s: SoakSample) => number): number => Math.max(...last.map(pick)) - Math.max(...first.map(pick));
+  const growth = (pick: (s: SoakSample) => number): number =>
+    Math.max(...last.map(pick)) - Math.max(...first.map(pick));
   return {
     name,
     ops: done,

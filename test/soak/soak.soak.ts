@@ -10,7 +10,15 @@
  * SOAK_SCALE=0.05 runs 5 % of the counts (a quick check of the framework).
  */
 import 'reflect-metadata';
-import { CacheService, KeyBuilder, LockService, PubSubService, RateLimitService, RedisConnection, RedisToolkitHealth } from '../../lib/index.js';
+import {
+  CacheService,
+  KeyBuilder,
+  LockService,
+  PubSubService,
+  RateLimitService,
+  RedisConnection,
+  RedisToolkitHealth,
+} from '../../lib/index.js';
 import { LuaScript } from '../../lib/common/lua-script.js';
 import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
 import { closeToolkitApps, createToolkitApp, type ToolkitApp } from '../support/toolkit-app.js';
@@ -36,7 +44,8 @@ interface PubSubApi {
   subscribe(channel: string, handler: (payload: unknown) => void): Promise<() => Promise<void>>;
 }
 
-const has = (type: { prototype: object }, method: string): boolean => typeof (type.prototype as Record<string, unknown>)[method] === 'function';
+const has = (type: { prototype: object }, method: string): boolean =>
+  typeof (type.prototype as Record<string, unknown>)[method] === 'function';
 
 let redis: RedisServerHandle;
 let app: ToolkitApp;
@@ -99,54 +108,78 @@ describe('soak', () => {
     );
   });
 
-  (has(CacheService, 'getOrSet') ? it : it.skip)(`cache: ${n(1_000_000).toLocaleString('en-US')} CacheService ops`, async () => {
-    const cache = app.get(CacheService) as unknown as CacheApi;
-    expectNoLeak(
-      await runSoak({
-        name: 'cache',
-        ops: n(1_000_000),
-        op: (i) => {
-          const key = `soak:${i % 10_000}`;
-          if (i % 10 === 0) return cache.set(key, { i }, { ttl: 60_000 });
-          if (i % 10 === 1) return cache.get(key);
-          return cache.getOrSet(key, async () => ({ i, loaded: true }), { ttl: 60_000 });
-        },
+  (has(CacheService, 'getOrSet') ? it : it.skip)(
+    `cache: ${n(1_000_000).toLocaleString('en-US')} CacheService ops`,
+    async () => {
+      const cache = app.get(CacheService) as unknown as CacheApi;
+      expectNoLeak(
+        await runSoak({
+          name: 'cache',
+          ops: n(1_000_000),
+          op: (i) => {
+            const key = `soak:${i % 10_000}`;
+            if (i % 10 === 0) return cache.set(key, { i }, { ttl: 60_000 });
+            if (i % 10 === 1) return cache.get(key);
+            return cache.getOrSet(key, async () => ({ i, loaded: true }), { ttl: 60_000 });
+          },
+          emitters: clients,
+        }),
+      );
+    },
+  );
+
+  (has(RateLimitService, 'consume') ? it : it.skip)(
+    `rate limit: ${n(1_000_000).toLocaleString('en-US')} decisions`,
+    async () => {
+      const rl = app.get(RateLimitService) as unknown as RateLimitApi;
+      expectNoLeak(
+        await runSoak({
+          name: 'rate limit',
+          ops: n(1_000_000),
+          op: (i) => rl.consume(`soak:${i % 1_000}`, { limit: 100, ttl: 1_000 }),
+          emitters: clients,
+        }),
+      );
+    },
+  );
+
+  (has(LockService, 'acquire') ? it : it.skip)(
+    `lock: ${n(100_000).toLocaleString('en-US')} acquire/release cycles`,
+    async () => {
+      const lock = app.get(LockService) as unknown as LockApi;
+      expectNoLeak(
+        await runSoak({
+          name: 'lock',
+          ops: n(100_000),
+          concurrency: 20,
+          op: async (i) => {
+            const held = await lock.acquire(`soak:${i % 100}`, { ttl: 5_000, waitMs: 5_000 });
+            await held.release();
+          },
+          emitters: clients,
+        }),
+      );
+    },
+  );
+
+  (has(PubSubService, 'publish') && has(PubSubService, 'subscribe') ? it : it.skip)(
+    `pub/sub: ${n(100_000).toLocaleString('en-US')} notifications, all received`,
+    async () => {
+      const pubsub = app.get(PubSubService) as unknown as PubSubApi;
+      let received = 0;
+      const unsubscribe = await Promise.all(
+        Array.from({ length: 10 }, (_, c) => pubsub.subscribe(`soak:${c}`, () => void received++)),
+      );
+      const total = n(100_000);
+      const r = await runSoak({
+        name: 'pub/sub',
+        ops: total,
+        op: (i) => pubsub.publish(`soak:${i % 10}`, { i }),
         emitters: clients,
-      }),
-    );
-  });
-
-  (has(RateLimitService, 'consume') ? it : it.skip)(`rate limit: ${n(1_000_000).toLocaleString('en-US')} decisions`, async () => {
-    const rl = app.get(RateLimitService) as unknown as RateLimitApi;
-    expectNoLeak(
-      await runSoak({ name: 'rate limit', ops: n(1_000_000), op: (i) => rl.consume(`soak:${i % 1_000}`, { limit: 100, ttl: 1_000 }), emitters: clients }),
-    );
-  });
-
-  (has(LockService, 'acquire') ? it : it.skip)(`lock: ${n(100_000).toLocaleString('en-US')} acquire/release cycles`, async () => {
-    const lock = app.get(LockService) as unknown as LockApi;
-    expectNoLeak(
-      await runSoak({
-        name: 'lock',
-        ops: n(100_000),
-        concurrency: 20,
-        op: async (i) => {
-          const held = await lock.acquire(`soak:${i % 100}`, { ttl: 5_000, waitMs: 5_000 });
-          await held.release();
-        },
-        emitters: clients,
-      }),
-    );
-  });
-
-  (has(PubSubService, 'publish') && has(PubSubService, 'subscribe') ? it : it.skip)(`pub/sub: ${n(100_000).toLocaleString('en-US')} notifications, all received`, async () => {
-    const pubsub = app.get(PubSubService) as unknown as PubSubApi;
-    let received = 0;
-    const unsubscribe = await Promise.all(Array.from({ length: 10 }, (_, c) => pubsub.subscribe(`soak:${c}`, () => void received++)));
-    const total = n(100_000);
-    const r = await runSoak({ name: 'pub/sub', ops: total, op: (i) => pubsub.publish(`soak:${i % 10}`, { i }), emitters: clients });
-    expect(await waitFor(() => received >= total, 10_000)).toBe(true);
-    await Promise.all(unsubscribe.map((u) => u()));
-    expectNoLeak(r);
-  });
+      });
+      expect(await waitFor(() => received >= total, 10_000)).toBe(true);
+      await Promise.all(unsubscribe.map((u) => u()));
+      expectNoLeak(r);
+    },
+  );
 });

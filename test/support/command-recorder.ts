@@ -5,7 +5,10 @@ import type { RedisClient } from '../../lib/common/lua-script.js';
  * Runs `fn` and returns what it resolved with and the names of the commands `client` sent meanwhile (every master's
  * connection of a cluster), in order: how tests count round trips without MONITOR.
  */
-export async function recordCommands<T>(client: RedisClient, fn: () => Promise<T>): Promise<{ value: T; commands: string[] }> {
+export async function recordCommands<T>(
+  client: RedisClient,
+  fn: () => Promise<T>,
+): Promise<{ value: T; commands: string[] }> {
   const connections: Redis[] = 'nodes' in client ? client.nodes('master') : [client];
   const commands: string[] = [];
   const restores = connections.map((connection) => {

@@ -34,14 +34,29 @@ async function withTsFallback<T>(load: () => Promise<T>): Promise<T> {
 }
 
 export default async function globalSetup(): Promise<void> {
-  const [{ startRedisServer, sweepStaleServers }, { startRedisCluster }, { startQuorumServers }, { SHARED_SERVERS_ENV }] = await withTsFallback(() =>
-    Promise.all([import('./redis-server.js'), import('./redis-cluster.js'), import('./quorum.js'), import('./shared-servers.js')]),
+  const [
+    { startRedisServer, sweepStaleServers },
+    { startRedisCluster },
+    { startQuorumServers },
+    { SHARED_SERVERS_ENV },
+  ] = await withTsFallback(() =>
+    Promise.all([
+      import('./redis-server.js'),
+      import('./redis-cluster.js'),
+      import('./quorum.js'),
+      import('./shared-servers.js'),
+    ]),
   );
 
   const swept = sweepStaleServers();
-  if (swept > 0) console.warn(`[redis test harness] killed ${swept} redis-server(s) left over by a crashed earlier run`);
+  if (swept > 0)
+    console.warn(`[redis test harness] killed ${swept} redis-server(s) left over by a crashed earlier run`);
 
-  const [single, cluster, quorum] = await Promise.allSettled([startRedisServer(), startRedisCluster({ masters: 3, replicasPerMaster: 0 }), startQuorumServers(3)]);
+  const [single, cluster, quorum] = await Promise.allSettled([
+    startRedisServer(),
+    startRedisCluster({ masters: 3, replicasPerMaster: 0 }),
+    startQuorumServers(3),
+  ]);
   if (single.status === 'rejected' || cluster.status === 'rejected' || quorum.status === 'rejected') {
     // Don't leave the ones that did start running while jest reports the failure.
     await Promise.allSettled([
@@ -57,7 +72,10 @@ export default async function globalSetup(): Promise<void> {
   const servers: GlobalTestServers = { single: single.value, cluster: cluster.value, quorum: quorum.value };
   globalThis.__RTK_TEST_SERVERS__ = servers;
 
-  const address = (s: { host: string; port: number }): { host: string; port: number } => ({ host: s.host, port: s.port });
+  const address = (s: { host: string; port: number }): { host: string; port: number } => ({
+    host: s.host,
+    port: s.port,
+  });
   const published: SharedServersEnv = {
     single: address(servers.single),
     cluster: servers.cluster.startupNodes.map(address),

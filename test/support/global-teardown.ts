@@ -9,7 +9,11 @@ export default async function globalTeardown(): Promise<void> {
   if (!servers) return;
   globalThis.__RTK_TEST_SERVERS__ = undefined;
   delete process.env.RTK_TEST_SERVERS;
-  const results = await Promise.allSettled([servers.single.stop(), servers.cluster.stop(), ...servers.quorum.map((s) => s.stop())]);
+  const results = await Promise.allSettled([
+    servers.single.stop(),
+    servers.cluster.stop(),
+    ...servers.quorum.map((s) => s.stop()),
+  ]);
   const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   // Even if a stop failed, the process 'exit' hook in redis-server.ts SIGKILLs whatever is still running.
   if (failed) {

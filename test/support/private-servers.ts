@@ -7,7 +7,9 @@
 import { startRedisServer, type RedisServerHandle, type RedisServerOptions } from './redis-server.js';
 
 /** Anything trackForCleanup can dispose of: server/cluster handles, or ioredis clients (Redis, Cluster). */
-export type Disposable = { stop(): Promise<void> } | { readonly status: string; quit(): Promise<unknown>; disconnect(): void };
+export type Disposable =
+  | { stop(): Promise<void> }
+  | { readonly status: string; quit(): Promise<unknown>; disconnect(): void };
 
 const QUIT_BUDGET_MS = 1000;
 
@@ -86,7 +88,8 @@ export function usePrivateRedis(opts?: RedisServerOptions): { readonly server: R
   });
   return {
     get server(): RedisServerHandle {
-      if (!handle) throw new Error('usePrivateRedis(): the server is only available in tests and hooks, after beforeAll has run');
+      if (!handle)
+        throw new Error('usePrivateRedis(): the server is only available in tests and hooks, after beforeAll has run');
       return handle;
     },
   };

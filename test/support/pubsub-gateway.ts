@@ -46,7 +46,14 @@ export function connectClient(
   namespace = '/notifications',
   extraHeaders?: Record<string, string>,
 ): Promise<TestClient> {
-  const socket = io(`${url}${namespace}`, { auth, transports: ['websocket'], forceNew: true, reconnection: false, timeout: 5_000, ...(extraHeaders && { extraHeaders }) });
+  const socket = io(`${url}${namespace}`, {
+    auth,
+    transports: ['websocket'],
+    forceNew: true,
+    reconnection: false,
+    timeout: 5_000,
+    ...(extraHeaders && { extraHeaders }),
+  });
   clients.add(socket);
   const got: NotificationMessage[] = [];
   socket.on('notification', (m: NotificationMessage) => got.push(m));
@@ -83,7 +90,12 @@ export function closeClients(): void {
  * A raw engine.io/socket.io v4 client over `ws` that subscribes and then stops reading its TCP socket: the server's
  * send buffer for it fills up, as with a client on a very slow link.
  */
-export async function connectStalledClient(url: string, token: string, channel: string, namespace = '/notifications'): Promise<{ close(): void; closed: Promise<void> }> {
+export async function connectStalledClient(
+  url: string,
+  token: string,
+  channel: string,
+  namespace = '/notifications',
+): Promise<{ close(): void; closed: Promise<void> }> {
   const { WebSocket } = await import('ws');
   const ws = new WebSocket(`${url.replace('http', 'ws')}/socket.io/?EIO=4&transport=websocket`);
   let closedResolve!: () => void;
@@ -94,7 +106,8 @@ export async function connectStalledClient(url: string, token: string, channel: 
     ws.on('message', (raw) => {
       const text = raw.toString();
       if (text.startsWith('0')) ws.send(`40${namespace},${JSON.stringify({ token })}`);
-      else if (text.startsWith(`40${namespace}`)) ws.send(`42${namespace},1${JSON.stringify(['subscribe', { channel }])}`);
+      else if (text.startsWith(`40${namespace}`))
+        ws.send(`42${namespace},1${JSON.stringify(['subscribe', { channel }])}`);
       else if (text.startsWith(`43${namespace},1`)) {
         const [ack] = JSON.parse(text.slice(`43${namespace},1`.length)) as [{ ok: boolean }];
         if (ack.ok) resolve();

@@ -31,10 +31,12 @@ const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
 
 function runRedisCli(args: string[]): Promise<string> {
   const bin = findOnPath('redis-cli');
-  if (!bin) return Promise.reject(new Error('redis-cli not found: apt-get install -y redis-server (redis-cli comes with it)'));
+  if (!bin)
+    return Promise.reject(new Error('redis-cli not found: apt-get install -y redis-server (redis-cli comes with it)'));
   return new Promise((resolve, reject) => {
     execFile(bin, args, { timeout: FORM_TIMEOUT_MS }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`redis-cli ${args.join(' ')} failed: ${err.message}\nstdout:\n${stdout}\nstderr:\n${stderr}`));
+      if (err)
+        reject(new Error(`redis-cli ${args.join(' ')} failed: ${err.message}\nstdout:\n${stdout}\nstderr:\n${stderr}`));
       else resolve(stdout);
     });
   });
@@ -53,7 +55,8 @@ async function notReadyReason(node: RedisServerHandle, expectedNodes: number): P
   // Gossip may still be spreading the node list even though the slots are covered.
   if (known !== expectedNodes) return `cluster_known_nodes:${known} (want ${expectedNodes})`;
   const replication = String(await rawCommand(node.port, ['INFO', 'replication']));
-  if (infoField(replication, 'role') === 'slave' && infoField(replication, 'master_link_status') !== 'up') return 'replica not synced with its master';
+  if (infoField(replication, 'role') === 'slave' && infoField(replication, 'master_link_status') !== 'up')
+    return 'replica not synced with its master';
   return undefined;
 }
 
@@ -68,7 +71,8 @@ async function waitUntilFormed(nodes: RedisServerHandle[]): Promise<void> {
     );
     const pending = reasons.filter((r): r is string => r !== undefined);
     if (pending.length === 0) return;
-    if (Date.now() > deadline) throw new Error(`redis cluster not ready within ${FORM_TIMEOUT_MS} ms:\n${pending.join('\n')}`);
+    if (Date.now() > deadline)
+      throw new Error(`redis cluster not ready within ${FORM_TIMEOUT_MS} ms:\n${pending.join('\n')}`);
     await sleep(100);
   }
 }
@@ -81,8 +85,10 @@ async function isMaster(node: RedisServerHandle): Promise<boolean> {
 export async function startRedisCluster(opts: RedisClusterOptions = {}): Promise<RedisClusterHandle> {
   const masterCount = opts.masters ?? 3;
   const replicas = opts.replicasPerMaster ?? 0;
-  if (!Number.isInteger(masterCount) || masterCount < 3) throw new Error(`startRedisCluster: masters must be an integer >= 3 (got ${masterCount})`);
-  if (!Number.isInteger(replicas) || replicas < 0) throw new Error(`startRedisCluster: replicasPerMaster must be an integer >= 0 (got ${replicas})`);
+  if (!Number.isInteger(masterCount) || masterCount < 3)
+    throw new Error(`startRedisCluster: masters must be an integer >= 3 (got ${masterCount})`);
+  if (!Number.isInteger(replicas) || replicas < 0)
+    throw new Error(`startRedisCluster: replicasPerMaster must be an integer >= 0 (got ${replicas})`);
 
   const total = masterCount * (1 + replicas);
   const started = await Promise.allSettled(Array.from({ length: total }, () => startRedisServer({ cluster: true })));
@@ -94,7 +100,14 @@ export async function startRedisCluster(opts: RedisClusterOptions = {}): Promise
   try {
     const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
-    await runRedisCli(['--cluster', 'create', ...nodes.map((n) => `${n.host}:${n.port}`), '--cluster-replicas', String(replicas), '--cluster-yes']);
+    await runRedisCli([
+      '--cluster',
+      'create',
+      ...nodes.map((n) => `${n.host}:${n.port}`),
+      '--cluster-replicas',
+      String(replicas),
+      '--cluster-yes',
+    ]);
     await waitUntilFormed(nodes);
     const roles = await Promise.all(nodes.map(isMaster));
     const masters = nodes.filter((_, i) => roles[i]);

@@ -9,7 +9,20 @@
  *  3. children are `unref()`ed, so a test that forgets `stop()` cannot keep jest alive — layer 1 reaps it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, closeSync, constants as fsConstants, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  accessSync,
+  closeSync,
+  constants as fsConstants,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
@@ -171,7 +184,8 @@ function readPidFile(file: string): PidFileRecord | undefined {
     const parsed: unknown = JSON.parse(readFileSync(file, 'utf8'));
     if (typeof parsed !== 'object' || parsed === null) return undefined;
     const { pid, owner, port, dir } = parsed as Record<string, unknown>;
-    if (typeof pid !== 'number' || typeof owner !== 'number' || typeof port !== 'number' || typeof dir !== 'string') return undefined;
+    if (typeof pid !== 'number' || typeof owner !== 'number' || typeof port !== 'number' || typeof dir !== 'string')
+      return undefined;
     return { pid, owner, port, dir };
   } catch {
     return undefined;
@@ -338,10 +352,25 @@ class RedisServer implements RedisServerHandle {
   }
 
   private args(): string[] {
-    const args = ['--bind', HOST, '--port', String(this.port), '--save', '', '--appendonly', 'no', '--dir', this.dir, '--daemonize', 'no'];
-    if (this.opts.cluster) args.push('--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '2000');
+    const args = [
+      '--bind',
+      HOST,
+      '--port',
+      String(this.port),
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--dir',
+      this.dir,
+      '--daemonize',
+      'no',
+    ];
+    if (this.opts.cluster)
+      args.push('--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '2000');
     if (this.opts.password !== undefined) args.push('--requirepass', this.opts.password);
-    if (this.opts.aclUser) args.push('--user', this.opts.aclUser.name, 'on', `>${this.opts.aclUser.password}`, '~*', '&*', '+@all');
+    if (this.opts.aclUser)
+      args.push('--user', this.opts.aclUser.name, 'on', `>${this.opts.aclUser.password}`, '~*', '&*', '+@all');
     return [...args, ...(this.opts.args ?? [])];
   }
 
@@ -386,7 +415,9 @@ class RedisServer implements RedisServerHandle {
         if (child.pid === undefined) await sleep(10);
         else await this.exited;
         const log = tail(this.logFile);
-        const reason = spawnError ? `failed to spawn (${spawnError.message})` : `exited early (code ${child.exitCode}, signal ${child.signalCode})`;
+        const reason = spawnError
+          ? `failed to spawn (${spawnError.message})`
+          : `exited early (code ${child.exitCode}, signal ${child.signalCode})`;
         const message = `redis-server on ${HOST}:${this.port} ${reason}. Log ${this.logFile}:\n${log}`;
         throw /Address already in use/i.test(log) ? new PortInUseError(message) : new Error(message);
       }
@@ -407,7 +438,10 @@ class RedisServer implements RedisServerHandle {
    */
   private async probe(pid: number | undefined): Promise<string> {
     try {
-      const [pong, info] = await rawCommands(this.port, [['PING'], ['INFO', 'server']], { timeoutMs: 500, auth: this.auth });
+      const [pong, info] = await rawCommands(this.port, [['PING'], ['INFO', 'server']], {
+        timeoutMs: 500,
+        auth: this.auth,
+      });
       if (pong instanceof RespError) return `PING failed: ${pong.message}`;
       const answeredBy = /^process_id:(\d+)/m.exec(typeof info === 'string' ? info : '')?.[1];
       if (answeredBy !== String(pid)) return `port answered by another process (pid ${answeredBy ?? '?'})`;
@@ -427,7 +461,10 @@ class RedisServer implements RedisServerHandle {
       child.kill(signal);
       // Clear the grace timer once the process is gone: a pending timer would keep jest from exiting.
       let timer: NodeJS.Timeout | undefined;
-      const timedOut = await Promise.race([this.exited.then(() => false), new Promise<boolean>((resolve) => (timer = setTimeout(resolve, graceMs, true)))]);
+      const timedOut = await Promise.race([
+        this.exited.then(() => false),
+        new Promise<boolean>((resolve) => (timer = setTimeout(resolve, graceMs, true))),
+      ]);
       clearTimeout(timer);
       if (timedOut) {
         child.kill('SIGKILL');
@@ -466,7 +503,8 @@ class RedisServer implements RedisServerHandle {
   }
 
   private requireRunning(action: string): ChildProcess {
-    if (!this.child || !this.isRunning()) throw new Error(`cannot ${action}: redis-server on port ${this.port} is not running`);
+    if (!this.child || !this.isRunning())
+      throw new Error(`cannot ${action}: redis-server on port ${this.port} is not running`);
     return this.child;
   }
 
@@ -483,7 +521,8 @@ class RedisServer implements RedisServerHandle {
  * Without `opts.port`, a free port is picked, and a new one is tried when redis loses the race for it.
  */
 export async function startRedisServer(opts: RedisServerOptions = {}): Promise<RedisServerHandle> {
-  if (opts.port === FORBIDDEN_PORT) throw new Error(`refusing to start a test server on port ${FORBIDDEN_PORT}: it is reserved for a real Redis`);
+  if (opts.port === FORBIDDEN_PORT)
+    throw new Error(`refusing to start a test server on port ${FORBIDDEN_PORT}: it is reserved for a real Redis`);
   redisServerBinary(); // fail fast with the install hint
   const attempts = opts.port === undefined ? BIND_ATTEMPTS : 1;
   let lastError: Error | undefined;

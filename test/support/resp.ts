@@ -87,10 +87,15 @@ function parse(buf: Buffer, offset: number): { value: RespValue; next: number } 
  * Rejects with the socket error (e.g. `code: 'ECONNREFUSED'`), a {@link RawTimeoutError}, or an Error when the
  * server closes the connection early (the AUTH failure reply is then part of the message).
  */
-export function rawCommands(port: number, commands: readonly (readonly string[])[], opts: RawCommandOptions = {}): Promise<RespValue[]> {
+export function rawCommands(
+  port: number,
+  commands: readonly (readonly string[])[],
+  opts: RawCommandOptions = {},
+): Promise<RespValue[]> {
   const { host = '127.0.0.1', timeoutMs = 2000, auth } = opts;
   const wire: Buffer[] = [];
-  if (auth) wire.push(encode(auth.username === undefined ? ['AUTH', auth.password] : ['AUTH', auth.username, auth.password]));
+  if (auth)
+    wire.push(encode(auth.username === undefined ? ['AUTH', auth.password] : ['AUTH', auth.username, auth.password]));
   for (const cmd of commands) wire.push(encode(cmd));
   const expected = wire.length;
 
@@ -140,13 +145,21 @@ export function rawCommands(port: number, commands: readonly (readonly string[])
     });
     socket.on('error', (err) => finish(err));
     socket.on('close', () =>
-      finish(new Error(`${host}:${port} closed the connection after ${replies.length}/${expected} replies: ${JSON.stringify(replies.map(String))}`)),
+      finish(
+        new Error(
+          `${host}:${port} closed the connection after ${replies.length}/${expected} replies: ${JSON.stringify(replies.map(String))}`,
+        ),
+      ),
     );
   });
 }
 
 /** Single-command convenience wrapper around {@link rawCommands}; an error reply is thrown. */
-export async function rawCommand(port: number, args: readonly string[], opts: RawCommandOptions = {}): Promise<RespValue> {
+export async function rawCommand(
+  port: number,
+  args: readonly string[],
+  opts: RawCommandOptions = {},
+): Promise<RespValue> {
   const [reply] = await rawCommands(port, [args], opts);
   if (reply instanceof RespError) throw reply;
   return reply ?? null;

@@ -39,10 +39,20 @@ function isAddress(value: unknown): value is ServerAddress {
 function isSharedServersEnv(value: unknown): value is SharedServersEnv {
   if (typeof value !== 'object' || value === null) return false;
   const { single, cluster, quorum } = value as Record<string, unknown>;
-  return isAddress(single) && Array.isArray(cluster) && cluster.every(isAddress) && Array.isArray(quorum) && quorum.every(isAddress);
+  return (
+    isAddress(single) &&
+    Array.isArray(cluster) &&
+    cluster.every(isAddress) &&
+    Array.isArray(quorum) &&
+    quorum.every(isAddress)
+  );
 }
 
-const withUrl = (a: ServerAddress): ServerAddress & { url: string } => ({ host: a.host, port: a.port, url: `redis://${a.host}:${a.port}` });
+const withUrl = (a: ServerAddress): ServerAddress & { url: string } => ({
+  host: a.host,
+  port: a.port,
+  url: `redis://${a.host}:${a.port}`,
+});
 
 /** Addresses of the shared servers; throws when the jest globalSetup did not run. */
 export function sharedServers(): SharedServers {
@@ -60,7 +70,11 @@ export function sharedServers(): SharedServers {
     throw new Error(`${SHARED_SERVERS_ENV} is not valid JSON: ${String(err)}`);
   }
   if (!isSharedServersEnv(parsed)) throw new Error(`${SHARED_SERVERS_ENV} has an unexpected shape: ${raw}`);
-  return { single: withUrl(parsed.single), cluster: parsed.cluster.map((a) => ({ host: a.host, port: a.port })), quorum: parsed.quorum.map(withUrl) };
+  return {
+    single: withUrl(parsed.single),
+    cluster: parsed.cluster.map((a) => ({ host: a.host, port: a.port })),
+    quorum: parsed.quorum.map(withUrl),
+  };
 }
 
 async function flushOne({ host, port }: ServerAddress): Promise<void> {

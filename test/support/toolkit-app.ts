@@ -38,8 +38,15 @@ const open = new Set<ToolkitApp>();
  * `app.close()` yourself); every app still open is closed by `closeToolkitApps`.
  */
 export async function createToolkitApp(options: ToolkitAppOptions = {}): Promise<ToolkitApp> {
-  const { target = 'single', imports = [], controllers = [], providers = [], http = false, verbose = false, ...toolkit } =
-    options;
+  const {
+    target = 'single',
+    imports = [],
+    controllers = [],
+    providers = [],
+    http = false,
+    verbose = false,
+    ...toolkit
+  } = options;
   const toolkitModule: DynamicModule = RedisToolkitModule.forRoot({ ...toolkit, connection: connectionFor(target) });
   const moduleRef = await Test.createTestingModule({
     imports: [toolkitModule, ...imports],

@@ -19,6 +19,8 @@ export function localRateLimiter(): GatewayRateLimiter {
       windows.set(key, w);
     }
     w.count++;
-    return w.count <= limit ? { allowed: true, retryAfterMs: 0 } : { allowed: false, retryAfterMs: w.start + ttl - now };
+    return w.count <= limit
+      ? { allowed: true, retryAfterMs: 0 }
+      : { allowed: false, retryAfterMs: w.start + ttl - now };
   };
 }

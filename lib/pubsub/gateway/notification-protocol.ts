@@ -59,7 +59,8 @@ export function parseRequest(body: unknown, subscribing: boolean, maxChannelLeng
     throw new AckError('E_BAD_REQUEST', 'expected an object { channel }');
   }
   const { channel, lastId } = body as Record<string, unknown>;
-  if (typeof channel !== 'string' || channel.length === 0) throw new AckError('E_BAD_REQUEST', 'channel must be a non-empty string');
+  if (typeof channel !== 'string' || channel.length === 0)
+    throw new AckError('E_BAD_REQUEST', 'channel must be a non-empty string');
   if (channel.length > maxChannelLength) {
     throw new AckError('E_BAD_REQUEST', `channel is longer than ${maxChannelLength} characters`);
   }
@@ -81,7 +82,12 @@ export function refusal(code: string, message: string): Error {
 /** The ack of a request that failed with `err`. */
 export function failure(err: unknown): NotificationAck {
   if (err instanceof AckError) {
-    return { ok: false, code: err.code, error: err.message, ...(err.retryAfterMs !== undefined && { retryAfterMs: err.retryAfterMs }) };
+    return {
+      ok: false,
+      code: err.code,
+      error: err.message,
+      ...(err.retryAfterMs !== undefined && { retryAfterMs: err.retryAfterMs }),
+    };
   }
   if (err instanceof RedisToolkitError && err.code === 'E_REDIS_UNAVAILABLE') {
     return { ok: false, code: 'E_UNAVAILABLE', error: 'notifications are unavailable, try again later' };

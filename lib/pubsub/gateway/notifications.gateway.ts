@@ -18,12 +18,29 @@ import { REDIS_TOOLKIT_OPTIONS } from '../../redis-toolkit.constants.js';
 import type { ResolvedRedisToolkitOptions } from '../../redis-toolkit.options-resolver.js';
 import { RateLimitService } from '../../rate-limit/rate-limit.service.js';
 import { SessionService } from '../../session/session.service.js';
-import { resolveGatewayOptions, resolvePubSubOptions, type NotificationsGatewayOptions, type GatewayAuthenticate, type GatewayHandshake, type GatewayRateLimiter, type PubSubUser, type ResolvedNotificationsGatewayOptions } from '../pubsub.options.js';
+import {
+  resolveGatewayOptions,
+  resolvePubSubOptions,
+  type NotificationsGatewayOptions,
+  type GatewayAuthenticate,
+  type GatewayHandshake,
+  type GatewayRateLimiter,
+  type PubSubUser,
+  type ResolvedNotificationsGatewayOptions,
+} from '../pubsub.options.js';
 import { isPattern, PubSubService, type MessageMeta } from '../pubsub.service.js';
 import { ChannelRelays, roomOf, type Relay } from './channel-relays.js';
 import { DurableReplay } from './durable-replay.js';
 import { localRateLimiter } from './local-rate-limiter.js';
-import { AckError, failure, isInternalChannel, parseRequest, refusal, type NotificationAck, type NotificationMessage } from './notification-protocol.js';
+import {
+  AckError,
+  failure,
+  isInternalChannel,
+  parseRequest,
+  refusal,
+  type NotificationAck,
+  type NotificationMessage,
+} from './notification-protocol.js';
 import { sessionAuthenticate } from './session-authenticate.js';
 import { broadcastToRoom } from './slow-client-policy.js';
 
@@ -57,7 +74,14 @@ export const NOTIFICATIONS_GATEWAY_OVERRIDES = Symbol('NOTIFICATIONS_GATEWAY_OVE
  * instance holds one PubSubService subscription per room, so a publish on any instance reaches clients on all of them.
  */
 @WebSocketGateway({ namespace: '/notifications' })
-export class NotificationsGateway implements OnModuleInit, OnModuleDestroy, OnGatewayInit<Namespace>, OnGatewayConnection<Socket>, OnGatewayDisconnect<Socket> {
+export class NotificationsGateway
+  implements
+    OnModuleInit,
+    OnModuleDestroy,
+    OnGatewayInit<Namespace>,
+    OnGatewayConnection<Socket>,
+    OnGatewayDisconnect<Socket>
+{
   @WebSocketServer() server!: Namespace;
 
   private readonly logger = new Logger('RedisToolkit');
@@ -76,7 +100,9 @@ export class NotificationsGateway implements OnModuleInit, OnModuleDestroy, OnGa
     }),
   );
   private readonly sockets = new WeakMap<Socket, SocketState>();
-  private readonly durableReplay = new DurableReplay((socket, channel) => this.sockets.get(socket)?.subscriptions.has(channel) === true);
+  private readonly durableReplay = new DurableReplay(
+    (socket, channel) => this.sockets.get(socket)?.subscriptions.has(channel) === true,
+  );
   private readonly counters = { refused: 0, delivered: 0, droppedSlow: 0, disconnectedSlow: 0 };
 
   constructor(private readonly moduleRef: ModuleRef) {}
@@ -140,7 +166,9 @@ export class NotificationsGateway implements OnModuleInit, OnModuleDestroy, OnGa
           },
           (err: unknown) => {
             this.counters.refused++;
-            this.warning.warn(`notifications: authenticate failed: ${err instanceof Error ? err.message : String(err)}`);
+            this.warning.warn(
+              `notifications: authenticate failed: ${err instanceof Error ? err.message : String(err)}`,
+            );
             next(refusal('E_AUTH_UNAVAILABLE', 'authentication is unavailable, try again later'));
           },
         );
@@ -181,7 +209,8 @@ export class NotificationsGateway implements OnModuleInit, OnModuleDestroy, OnGa
       if (state.subscriptions.size >= this.options.maxSubscriptionsPerSocket) {
         throw new AckError('E_LIMIT', `at most ${this.options.maxSubscriptionsPerSocket} subscriptions per connection`);
       }
-      if (pattern && this.pubsub.isSharded) throw new AckError('E_BAD_REQUEST', 'pattern subscriptions are not available on this server');
+      if (pattern && this.pubsub.isSharded)
+        throw new AckError('E_BAD_REQUEST', 'pattern subscriptions are not available on this server');
       const joining = this.join(socket, state, channel, lastId).catch((err: unknown) => this.failed(err));
       state.joining.set(channel, joining);
       try {
@@ -211,7 +240,8 @@ export class NotificationsGateway implements OnModuleInit, OnModuleDestroy, OnGa
 
   private failed(err: unknown): NotificationAck {
     const ack = failure(err);
-    if (ack.code === 'E_INTERNAL') this.warning.warn(`notifications: a request failed: ${err instanceof Error ? err.message : String(err)}`);
+    if (ack.code === 'E_INTERNAL')
+      this.warning.warn(`notifications: a request failed: ${err instanceof Error ? err.message : String(err)}`);
     return ack;
   }
 
@@ -233,11 +263,17 @@ export class NotificationsGateway implements OnModuleInit, OnModuleDestroy, OnGa
       decision = await this.rateLimiter(`ws-subscribe:${state.user.id}`, policy);
     } catch (err) {
       // Fail open like the HTTP rate limiter: a Redis outage must not lock every client out.
-      this.warning.warn(`notifications: rate limiter failed, allowing: ${err instanceof Error ? err.message : String(err)}`);
+      this.warning.warn(
+        `notifications: rate limiter failed, allowing: ${err instanceof Error ? err.message : String(err)}`,
+      );
       return;
     }
     if (!decision.allowed) {
-      throw new AckError('E_RATE_LIMITED', `too many subscribe messages, retry in ${Math.ceil(decision.retryAfterMs)} ms`, decision.retryAfterMs);
+      throw new AckError(
+        'E_RATE_LIMITED',
+        `too many subscribe messages, retry in ${Math.ceil(decision.retryAfterMs)} ms`,
+        decision.retryAfterMs,
+      );
     }
   }
 
@@ -246,14 +282,21 @@ export class NotificationsGateway implements OnModuleInit, OnModuleDestroy, OnGa
       try {
         return (await this.options.authorize(user, channel, { pattern })) === true;
       } catch (err) {
-        this.warning.warn(`notifications: authorize threw, refusing: ${err instanceof Error ? err.message : String(err)}`);
+        this.warning.warn(
+          `notifications: authorize threw, refusing: ${err instanceof Error ? err.message : String(err)}`,
+        );
         return false;
       }
     }
     return !pattern && (channel === `user:${user.id}` || this.options.publicChannels.includes(channel));
   }
 
-  private async join(socket: Socket, state: SocketState, channel: string, lastId: string | undefined): Promise<NotificationAck> {
+  private async join(
+    socket: Socket,
+    state: SocketState,
+    channel: string,
+    lastId: string | undefined,
+  ): Promise<NotificationAck> {
     const userId = /^user:(.+)$/.exec(channel)?.[1];
     const replay = lastId !== undefined && userId !== undefined && this.pubsub.isDurable && this.options.maxReplay > 0;
     const catchUp = replay ? this.durableReplay.begin(socket, channel) : undefined;
@@ -263,13 +306,15 @@ export class NotificationsGateway implements OnModuleInit, OnModuleDestroy, OnGa
     try {
       await relay.ready;
       if (!replay || !catchUp || userId === undefined || lastId === undefined) {
-        if (state.subscriptions.get(channel) !== relay) return { ok: false, code: 'E_BAD_REQUEST', error: 'unsubscribed while subscribing' };
+        if (state.subscriptions.get(channel) !== relay)
+          return { ok: false, code: 'E_BAD_REQUEST', error: 'unsubscribed while subscribing' };
         socket.join(roomOf(channel));
         joined = true;
         return { ok: true };
       }
       const missed = await this.pubsub.replay(userId, lastId, this.options.maxReplay);
-      if (state.subscriptions.get(channel) !== relay) return { ok: false, code: 'E_BAD_REQUEST', error: 'unsubscribed during replay' };
+      if (state.subscriptions.get(channel) !== relay)
+        return { ok: false, code: 'E_BAD_REQUEST', error: 'unsubscribed during replay' };
       // Joins the room now, or once the live copies caught up with the replay (DurableReplay.live()).
       this.durableReplay.send(socket, channel, catchUp, missed, lastId);
       joined = true;
@@ -308,7 +353,9 @@ export class NotificationsGateway implements OnModuleInit, OnModuleDestroy, OnGa
       sessions = undefined;
     }
     if (!sessions) {
-      this.logger.warn('notifications: no pubsub.gateway.authenticate and no SessionService: every connection is refused');
+      this.logger.warn(
+        'notifications: no pubsub.gateway.authenticate and no SessionService: every connection is refused',
+      );
       return () => null;
     }
     return sessionAuthenticate(sessions);

@@ -15,7 +15,8 @@ export interface SessionLookup {
 export function sessionAuthenticate(sessions: SessionLookup): GatewayAuthenticate {
   return async (handshake: GatewayHandshake): Promise<PubSubUser | null> => {
     const token = handshake.auth?.token;
-    const id = typeof token === 'string' && token.length > 0 ? token : sessions.idFromCookieHeader(handshake.headers?.cookie);
+    const id =
+      typeof token === 'string' && token.length > 0 ? token : sessions.idFromCookieHeader(handshake.headers?.cookie);
     if (id === null) return null;
     const session = await sessions.get(id);
     return session ? { id: String(session.userId), sessionId: session.id } : null;

@@ -49,7 +49,12 @@ export interface LoadReport {
   samples: Sample[];
 }
 
-function get(agent: Agent, origin: string, target: LoadTarget, timeoutMs: number): Promise<{ status: number; body: string }> {
+function get(
+  agent: Agent,
+  origin: string,
+  target: LoadTarget,
+  timeoutMs: number,
+): Promise<{ status: number; body: string }> {
   return new Promise((resolve) => {
     const req = request(`${origin}${target.path}`, { agent, headers: target.headers, timeout: timeoutMs }, (res) => {
       const chunks: Buffer[] = [];
@@ -72,7 +77,8 @@ function bodyStatus(body: string): string | undefined {
   if (!body.startsWith('{')) return undefined;
   try {
     const parsed: unknown = JSON.parse(body);
-    const status = typeof parsed === 'object' && parsed !== null ? (parsed as Record<string, unknown>).status : undefined;
+    const status =
+      typeof parsed === 'object' && parsed !== null ? (parsed as Record<string, unknown>).status : undefined;
     return typeof status === 'string' ? status : undefined;
   } catch {
     return undefined;
@@ -89,7 +95,8 @@ export async function runLoad(
   options: LoadOptions,
   events: { atMs: number; run: () => unknown }[] = [],
 ): Promise<LoadReport[]> {
-  if (!/^http:\/\/(127\.0\.0\.1|localhost)(:\d+)?$/.test(origin)) throw new Error(`runLoad is loopback only, got ${origin}`);
+  if (!/^http:\/\/(127\.0\.0\.1|localhost)(:\d+)?$/.test(origin))
+    throw new Error(`runLoad is loopback only, got ${origin}`);
   const { concurrency = 4, durationMs, maxRequests = 20_000, timeoutMs = 10_000 } = options;
   const agent = new Agent({ keepAlive: true, maxSockets: concurrency * targets.length });
   const started = performance.now();
@@ -136,9 +143,16 @@ export async function runLoad(
 
 /** A markdown table of reports (requests sent, 2xx, 429, 503, other, max latency). */
 export function formatReports(title: string, reports: LoadReport[]): string {
-  const lines = [`#### ${title}`, '', '| endpoint | sent | 2xx | 429 | 503 | other | max ms | p99 ms |', '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |'];
+  const lines = [
+    `#### ${title}`,
+    '',
+    '| endpoint | sent | 2xx | 429 | 503 | other | max ms | p99 ms |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ];
   for (const r of reports) {
-    lines.push(`| ${r.name} | ${r.sent} | ${r.ok2xx} | ${r.s429} | ${r.s503} | ${r.other} | ${r.maxLatencyMs.toFixed(0)} | ${r.p99LatencyMs.toFixed(0)} |`);
+    lines.push(
+      `| ${r.name} | ${r.sent} | ${r.ok2xx} | ${r.s429} | ${r.s503} | ${r.other} | ${r.maxLatencyMs.toFixed(0)} | ${r.p99LatencyMs.toFixed(0)} |`,
+    );
   }
   return lines.join('\n');
 }

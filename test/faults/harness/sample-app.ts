@@ -37,7 +37,11 @@ export interface SampleApp {
 }
 
 /** One GET; resolves with status and body (or status 0 and the error message). */
-export function httpGet(url: string, timeoutMs = 5_000, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
+export function httpGet(
+  url: string,
+  timeoutMs = 5_000,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: string }> {
   return new Promise((resolve) => {
     const req = request(url, { method: 'GET', headers, timeout: timeoutMs }, (res) => {
       const chunks: Buffer[] = [];
@@ -52,7 +56,9 @@ export function httpGet(url: string, timeoutMs = 5_000, headers: Record<string, 
 }
 
 export function sampleMain(preferred?: string): string {
-  const candidates = [preferred, 'dist/sample/main.js', 'dist-bench/sample/main.js'].filter((c): c is string => c !== undefined);
+  const candidates = [preferred, 'dist/sample/main.js', 'dist-bench/sample/main.js'].filter(
+    (c): c is string => c !== undefined,
+  );
   for (const c of candidates) {
     const path = c.startsWith('/') ? c : `${ROOT}${c}`;
     if (existsSync(path)) return path;
@@ -60,7 +66,8 @@ export function sampleMain(preferred?: string): string {
   throw new Error(`the sample is not built (looked for ${candidates.join(', ')}): run \`npm run build\` first`);
 }
 
-const TROUBLE = /unhandled ?rejection|uncaught ?exception|UnhandledPromiseRejection|FATAL|Segmentation|heap out of memory/i;
+const TROUBLE =
+  /unhandled ?rejection|uncaught ?exception|UnhandledPromiseRejection|FATAL|Segmentation|heap out of memory/i;
 
 export async function startSampleApp(opts: SampleAppOptions): Promise<SampleApp> {
   const main = sampleMain(opts.main);
@@ -90,7 +97,10 @@ export async function startSampleApp(opts: SampleAppOptions): Promise<SampleApp>
     if (!alive()) return;
     child.kill('SIGTERM');
     let timer: NodeJS.Timeout | undefined;
-    const late = await Promise.race([exited.then(() => false), new Promise<boolean>((r) => (timer = setTimeout(r, 5_000, true)))]);
+    const late = await Promise.race([
+      exited.then(() => false),
+      new Promise<boolean>((r) => (timer = setTimeout(r, 5_000, true))),
+    ]);
     clearTimeout(timer);
     if (late) {
       child.kill('SIGKILL');
