@@ -18,7 +18,6 @@ import {
   printTable,
   saveResults,
   type BenchRow,
-  type Measurement,
   type MeasureOptions,
   interleaved,
 } from './support/measure.js';

@@ -16,7 +16,6 @@ import {
 } from '../lib/index.js';
 import { startRedisServer, type RedisServerHandle } from '../test/support/redis-server.js';
 import {
-  measure,
   printTable,
   saveResults,
   type BenchRow,
@@ -34,7 +33,7 @@ interface RedlockInstance {
   on(event: 'error', listener: (err: unknown) => void): unknown;
 }
 type RedlockConstructor = new (clients: Redis[], settings: Record<string, number>) => RedlockInstance;
-// @ts-ignore -- see above: the module resolves, its declaration file does not.
+// @ts-expect-error -- see above: the module resolves, its declaration file does not.
 const { default: Redlock } = (await import('redlock')) as { default: RedlockConstructor };
 
 const TTL = 10_000;

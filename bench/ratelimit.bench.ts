@@ -202,7 +202,7 @@ async function countCommands(url: string, work: () => Promise<void>): Promise<nu
   const client = new Redis(url);
   const monitor = await client.monitor();
   let n = 0;
-  monitor.on('monitor', (_time: string, args: string[], source: string) => {
+  monitor.on('monitor', (_time: string, _args: string[], source: string) => {
     if (source !== 'lua') n++;
   });
   await sleep(100);

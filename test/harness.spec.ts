@@ -349,7 +349,7 @@ describe('startRedisCluster', () => {
 describe('startQuorumServers', () => {
   test('starts n independent servers', async () => {
     const servers = await startQuorumServers(3);
-    servers.forEach((s) => trackForCleanup(s));
+    for (const s of servers) trackForCleanup(s);
     expect(new Set(servers.map((s) => s.port)).size).toBe(3);
     await rawCommand(servers[0]?.port ?? 0, ['SET', 'only-here', '1']);
     expect(await Promise.all(servers.map((s) => rawCommand(s.port, ['EXISTS', 'only-here'])))).toEqual([1, 0, 0]);

@@ -49,7 +49,7 @@ export function createInterceptedMethodDecorator<TMeta>(
   metadata: TMeta,
   merge?: (previous: TMeta, next: TMeta) => TMeta,
 ): MethodDecorator {
-  return (target, propertyKey, descriptor) => {
+  return (_target, propertyKey, descriptor) => {
     const original = descriptor.value as unknown;
     if (typeof original !== 'function') {
       throw new InvalidOptionsError(`${decoratorName} can only decorate methods (${String(propertyKey)} is not one)`);

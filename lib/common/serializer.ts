@@ -18,7 +18,7 @@ function soleKey(obj: object): string | undefined {
   let only: string | undefined;
   let count = 0;
   for (const key in obj) {
-    if (!Object.prototype.hasOwnProperty.call(obj, key)) continue;
+    if (!Object.hasOwn(obj, key)) continue;
     if (++count > 1) return undefined;
     only = key;
   }

@@ -50,8 +50,12 @@ export class TickBatcher<TItem, TResult> {
       return;
     }
     this.sender.many(batch.map((b) => b.item)).then(
-      (results) => batch.forEach((b, i) => b.resolve(results[i])),
-      (err: unknown) => batch.forEach((b) => b.reject(err)),
+      (results) => {
+        for (const [i, b] of batch.entries()) b.resolve(results[i]);
+      },
+      (err: unknown) => {
+        for (const b of batch) b.reject(err);
+      },
     );
   }
 }

@@ -218,7 +218,7 @@ function gather<T>(
 }
 
 const count = <T>(outcomes: Outcome<T>[], test: (o: Outcome<T>) => boolean): number => outcomes.filter(test).length;
-const answered = <T>(o: Outcome<T>, value: T): boolean => o !== undefined && o.ok && o.value === value;
+const answered = <T>(o: Outcome<T>, value: T): boolean => o?.ok === true && o.value === value;
 const firstError = <T>(outcomes: Outcome<T>[]): string => {
   const failed = outcomes.find((o) => o !== undefined && !o.ok);
   if (failed && !failed.ok) return failed.error instanceof Error ? failed.error.message : String(failed.error);
@@ -266,7 +266,7 @@ export class QuorumLockBackend implements LockBackend {
     const granted: Promise<number>[] = [];
     outcomes.forEach((o, i) => {
       const release = this.nodeCalls[i].release(keys, token);
-      if (o !== undefined && o.ok && o.value > 0) granted.push(release);
+      if (o?.ok && o.value > 0) granted.push(release);
       else release.catch(() => undefined);
     });
     if (granted.length > 0) await gather(granted, () => false, this.commandTimeout);
@@ -279,11 +279,11 @@ export class QuorumLockBackend implements LockBackend {
     const outcomes = await gather(
       this.nodeCalls.map((node) => node.acquire(keys, token, ttl)),
       (o) =>
-        count(o, (x) => x !== undefined && x.ok && x.value > 0) >= quorum ||
+        count(o, (x) => x?.ok === true && x.value > 0) >= quorum ||
         count(o, (x) => x !== undefined && !(x.ok && x.value > 0)) > nodes - quorum,
       Math.min(budget, this.commandTimeout),
     );
-    const fences = outcomes.map((o) => (o !== undefined && o.ok && o.value > 0 ? o.value : 0));
+    const fences = outcomes.map((o) => (o?.ok && o.value > 0 ? o.value : 0));
     const granted = fences.filter((f) => f > 0).length;
     if (granted >= quorum) {
       const token_ = Math.max(...fences);

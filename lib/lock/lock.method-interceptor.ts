@@ -3,6 +3,7 @@ import { InvalidKeyError, LockNotAcquiredError } from '../common/errors.js';
 import type { InterceptedMethod, MethodInterceptor, NextCall } from '../common/method-interception.js';
 import { LOCK_METADATA } from './lock.constants.js';
 import { checkWithLockOptions, type WithLockOptions } from './lock.decorators.js';
+import type { Lock } from './lock.js';
 import { LockService } from './lock.service.js';
 
 export { LOCK_METADATA };
@@ -30,7 +31,7 @@ export class LockMethodInterceptor implements MethodInterceptor<WithLockOptions>
     return async (args, next) => {
       const name = resourceOf(args);
       if (onBusy === 'skip') {
-        let lock;
+        let lock: Lock | null;
         try {
           lock = waitMs ? await this.locks.acquire(name, { ttl, waitMs }) : await this.locks.tryAcquire(name, { ttl });
         } catch (err) {

@@ -243,7 +243,7 @@ export class LockService implements OnModuleInit {
   private async attempt(keys: LockKeys, ttl: number): Promise<Lock | null> {
     // A fresh token per attempt: a background clean-up of a failed attempt can never delete a later success.
     const token = newToken();
-    let acquired;
+    let acquired: Awaited<ReturnType<LockBackend['tryAcquire']>>;
     this.inFlight.add(keys.lock);
     try {
       acquired = await this.backend.tryAcquire(keys, token, ttl);

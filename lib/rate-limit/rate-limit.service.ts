@@ -100,7 +100,7 @@ export class RateLimitService {
 
   constructor(
     private readonly connection: RedisConnection,
-    private readonly keys: KeyBuilder,
+    keys: KeyBuilder,
     @Inject(REDIS_TOOLKIT_OPTIONS) toolkitOptions: ResolvedRedisToolkitOptions,
   ) {
     this.options = toolkitOptions.rateLimit;

@@ -2,6 +2,7 @@ import { Injectable, type NestMiddleware } from '@nestjs/common';
 import { InvalidOptionsError } from '../common/errors.js';
 import { SessionService, type CookieResponse } from './session.service.js';
 import { toHttpError, type SessionRequest } from './session.http.js';
+import type { Session } from './session.types.js';
 
 /**
  * Reads the signed session cookie, loads the session (touching it: rolling expiry, one round trip) and puts it on
@@ -32,7 +33,7 @@ export class SessionMiddleware implements NestMiddleware {
       next();
       return;
     }
-    let session;
+    let session: Session | null;
     try {
       session = await this.sessions.get(id);
     } catch (err) {

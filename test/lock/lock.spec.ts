@@ -179,7 +179,7 @@ describe.each(['single', 'cluster', 'quorum'] as const)('locks on %s', (mode) =>
       const value = Number((await client.get(counter)) ?? '0');
       await client.set(counter, String(value + 1));
     };
-    const workers = (perWorker: number, body: (app: (typeof apps)[number]) => Promise<void>): Promise<void[]> =>
+    const workers = (perWorker: number, body: (app: (typeof apps)[number]) => Promise<void>): Promise<unknown[]> =>
       Promise.all(
         Array.from({ length: 50 }, async (_, w) => {
           const app = apps[w % apps.length];

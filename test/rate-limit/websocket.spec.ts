@@ -24,7 +24,7 @@ class PingGateway {
 
 const sockets: Socket[] = [];
 afterEach(async () => {
-  sockets.splice(0).forEach((s) => s.disconnect());
+  for (const s of sockets.splice(0)) s.disconnect();
   await closeToolkitApps();
 });
 

@@ -24,6 +24,6 @@ export async function recordCommands<T>(
   try {
     return { value: await fn(), commands };
   } finally {
-    restores.forEach((restore) => restore());
+    for (const restore of restores) restore();
   }
 }
