@@ -79,16 +79,35 @@ export class ClientAddressResolver {
   }
 }
 
-/** Trims, drops brackets, ports and zone ids, and turns IPv4-mapped IPv6 (`::ffff:1.2.3.4`) into IPv4. */
+/**
+ * Trims, drops brackets, ports and zone ids, and turns IPv6 that carries an IPv4 address into that IPv4 address
+ * (see embeddedIpv4), so an IPv4 client counts as itself whatever front it came through.
+ */
 export function normalizeAddress(raw: string): string {
   let a = raw.trim();
   if (a.startsWith('[')) a = a.slice(1, a.indexOf(']') === -1 ? undefined : a.indexOf(']'));
   else if (/^\d{1,3}(\.\d{1,3}){3}:\d+$/.test(a)) a = a.slice(0, a.lastIndexOf(':'));
   const zone = a.indexOf('%');
   if (zone !== -1 && a.includes(':')) a = a.slice(0, zone);
-  const mapped = /^::ffff:(\d{1,3}(\.\d{1,3}){3})$/i.exec(a);
-  if (mapped) a = mapped[1];
-  return a;
+  return embeddedIpv4(a) ?? a;
+}
+
+/**
+ * The IPv4 address inside an IPv6 one, in any spelling (dotted or hex): IPv4-mapped `::ffff:0:0/96`, the NAT64
+ * well-known prefix `64:ff9b::/96` (RFC 6052) and the deprecated IPv4-compatible `::/96` (not `::` or `::1`).
+ * Grouped by /64 like other IPv6, each of these would put every IPv4 client behind such a front into one bucket.
+ * Network-specific NAT64 prefixes (e.g. `64:ff9b:1::/48`) embed the address at a place only the operator knows:
+ * they stay IPv6.
+ */
+function embeddedIpv4(address: string): string | undefined {
+  if (isIP(address) !== 6) return undefined;
+  const w = expandIpv6(address);
+  const zeroUpTo = (end: number): boolean => w.slice(0, end).every((word) => word === 0);
+  const mapped = zeroUpTo(5) && w[5] === 0xffff;
+  const nat64 = w[0] === 0x64 && w[1] === 0xff9b && w.slice(2, 6).every((word) => word === 0);
+  const compatible = zeroUpTo(6) && w[6] !== 0;
+  if (!mapped && !nat64 && !compatible) return undefined;
+  return `${w[6] >> 8}.${w[6] & 0xff}.${w[7] >> 8}.${w[7] & 0xff}`;
 }
 
 /** IPv6 → its first `bits` bits as `prefix::/bits`; IPv4 and anything else unchanged. */

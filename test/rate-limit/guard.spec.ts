@@ -193,6 +193,20 @@ describe('RateLimitGuard over HTTP', () => {
     await request(http).get('/limited').set('X-Forwarded-For', '203.0.113.7, 10.0.0.3').expect(429);
   });
 
+  it('counts an IPv4 client the same in every IPv6 form, and two NAT64 clients apart (not one /64)', async () => {
+    const { http } = await start('single', { trustProxy: true });
+    // one client, 198.51.100.7, seen through three fronts: limit 3 in all
+    for (const form of ['198.51.100.7', '::ffff:c633:6407', '64:ff9b::c633:6407'])
+      await request(http).get('/limited').set('X-Forwarded-For', form).expect(200);
+    await request(http).get('/limited').set('X-Forwarded-For', '64:ff9b::198.51.100.7').expect(429);
+    // other IPv4 clients behind the same NAT64 or hex-mapped front keep their own quota
+    for (let i = 0; i < 3; i++) {
+      await request(http).get('/limited').set('X-Forwarded-For', '64:ff9b::c633:6408').expect(200);
+      await request(http).get('/limited').set('X-Forwarded-For', '::ffff:c633:6409').expect(200);
+    }
+    await request(http).get('/limited').set('X-Forwarded-For', '198.51.100.8').expect(429);
+  });
+
   it('limits per user with key: (ctx) => string, hostile ids included', async () => {
     const { http } = await start('single');
     const hostile = `*{}[?]${'{'.repeat(4_000)}`;

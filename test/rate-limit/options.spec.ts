@@ -73,6 +73,34 @@ describe('client address', () => {
     expect(normalizeAddress('203.0.113.9:4431')).toBe('203.0.113.9');
   });
 
+  it('maps IPv4 embedded in IPv6 (mapped in hex, NAT64 64:ff9b::/96, IPv4-compatible) to the IPv4 address', () => {
+    // Each of these is one IPv4 client: grouped by /64 they would all share one bucket with every other IPv4 client
+    // behind the same front (issue 17 item 13).
+    for (const form of [
+      '::ffff:c633:6407',
+      '::FFFF:C633:6407',
+      '0:0:0:0:0:ffff:c633:6407',
+      '64:ff9b::c633:6407',
+      '64:ff9b::198.51.100.7',
+      '[64:ff9b::c633:6407]',
+      '::198.51.100.7',
+      '::c633:6407',
+    ]) {
+      expect([form, normalizeAddress(form)]).toEqual([form, '198.51.100.7']);
+    }
+    // not embedded IPv4: unchanged
+    expect(normalizeAddress('::1')).toBe('::1');
+    expect(normalizeAddress('::')).toBe('::');
+    expect(normalizeAddress('64:ff9b:1::c633:6407')).toBe('64:ff9b:1::c633:6407');
+    expect(normalizeAddress('2001:db8::ffff:c633:6407')).toBe('2001:db8::ffff:c633:6407');
+    const resolver = new ClientAddressResolver(true);
+    expect(resolver.resolve('::ffff:c633:6407', undefined)).toBe('198.51.100.7');
+    expect(resolver.resolve('64:ff9b::c633:6408', undefined)).toBe('198.51.100.8');
+    expect(resolver.resolve('::1', '64:ff9b::c633:6409')).toBe('198.51.100.9');
+    // a trusted proxy written in an embedded form is still recognised as trusted
+    expect(resolver.resolve('::ffff:7f00:1', '203.0.113.5')).toBe('203.0.113.5');
+  });
+
   it('ignores X-Forwarded-For unless proxies are trusted', () => {
     const none = new ClientAddressResolver(false);
     expect(none.resolve('10.0.0.1', '1.2.3.4')).toBe('10.0.0.1');
