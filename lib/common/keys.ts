@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { InvalidKeyError } from './errors.js';
+import { hasLoneSurrogate } from './unicode.js';
 
 /** Longest caller-supplied key part we accept; Redis allows 512 MB keys, but a 1 KiB key is already a bug or an attack. */
 export const MAX_KEY_BYTES = 1024;
@@ -7,8 +8,6 @@ export const MAX_KEY_BYTES = 1024;
 // eslint-disable-next-line no-control-regex
 const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f]/;
 const GLOB_CHARACTERS = /[*?[\]\\]/g;
-/** A UTF-16 surrogate without its pair: Redis stores UTF-8, where every one of them becomes U+FFFD. */
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 const ESCAPED_CHARACTERS = /[%{}:]/;
 const ESCAPED_CHARACTERS_ALL = /[%{}:]/g;
 const ESCAPES: Record<string, string> = { '%': '%25', '{': '%7B', '}': '%7D', ':': '%3A' };
@@ -34,7 +33,7 @@ export class KeyBuilder {
     }
     if (CONTROL_CHARACTERS.test(value)) throw new InvalidKeyError(`${what} must not contain control characters`);
     // 'x\uD800y' and 'x\uFFFDy' are different strings but the same Redis key: one caller would read another's entry.
-    if (LONE_SURROGATE.test(value)) throw new InvalidKeyError(`${what} must be well-formed Unicode (a lone surrogate)`);
+    if (hasLoneSurrogate(value)) throw new InvalidKeyError(`${what} must be well-formed Unicode (a lone surrogate)`);
     return value;
   }
 

@@ -1,6 +1,9 @@
 import { scanKeys } from '../common/bulk-keys.js';
 import { KeyBuilder } from '../common/keys.js';
 import { Cluster } from 'ioredis';
+import { InvalidKeyError } from '../common/errors.js';
+import type { Serializer } from '../common/serializer.js';
+import { containsLoneSurrogate, hasLoneSurrogate } from '../common/unicode.js';
 import { LuaScript, type RedisClient, type ScriptArg } from '../common/lua-script.js';
 import { TickBatcher } from '../common/tick-batcher.js';
 
@@ -63,6 +66,29 @@ export interface RawSession {
   readonly envelope: SessionEnvelope;
   readonly expiresAt: number;
   readonly lastAccessedAt: number;
+}
+
+/**
+ * One data field as stored: its value serialized. Names and values must be well-formed Unicode (no lone UTF-16
+ * surrogate): Lua's cjson cannot decode a stored name with one, so every later write of the session would fail.
+ * Throws InvalidKeyError before anything is sent.
+ */
+export function encodeField(serializer: Serializer, name: string, value: unknown): string {
+  if (hasLoneSurrogate(name) || containsLoneSurrogate(value)) throw illFormed();
+  const serialized = serializer.serialize(value);
+  if (hasLoneSurrogate(serialized)) throw illFormed();
+  return serialized;
+}
+
+/** Throws InvalidKeyError when a field name to delete is not well-formed Unicode (see encodeField). */
+export function checkFieldName(name: string): string {
+  if (hasLoneSurrogate(name)) throw illFormed();
+  return name;
+}
+
+function illFormed(): InvalidKeyError {
+  // The text itself stays out of the message: it is the caller's data.
+  return new InvalidKeyError('session field names and values must be well-formed Unicode (a lone UTF-16 surrogate)');
 }
 
 function parseEnvelope(raw: string): SessionEnvelope | null {

@@ -20,7 +20,13 @@ import {
 } from './session-cookie.js';
 import { generateSessionId, isValidSessionId } from './session-id.js';
 import type { ResolvedSessionOptions } from './session.options.js';
-import { SessionRecords, type RawSession, type SessionEnvelope } from './session.records.js';
+import {
+  checkFieldName,
+  encodeField,
+  SessionRecords,
+  type RawSession,
+  type SessionEnvelope,
+} from './session.records.js';
 import type { CreateSessionOptions, Session, SessionData } from './session.types.js';
 
 /** The parts of a Node/Express response the cookie helpers need. */
@@ -115,8 +121,8 @@ export class SessionService {
     const sets: [string, string][] = [];
     const deletes: string[] = [];
     for (const [name, value] of Object.entries(patch)) {
-      if (value === undefined) deletes.push(name);
-      else sets.push([name, this.serializer.serialize(value)]);
+      if (value === undefined) deletes.push(checkFieldName(name));
+      else sets.push([name, encodeField(this.serializer, name, value)]);
     }
     const raw = await this.guard('update', () => this.records.update(id, this.options.rolling, sets, deletes));
     if (!raw) throw new SessionNotFoundError('session not found (expired or destroyed)');
@@ -266,7 +272,7 @@ export class SessionService {
     return Object.fromEntries(
       Object.entries(data)
         .filter(([, value]) => value !== undefined)
-        .map(([name, value]) => [name, this.serializer.serialize(value)]),
+        .map(([name, value]) => [name, encodeField(this.serializer, name, value)]),
     );
   }
 

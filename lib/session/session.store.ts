@@ -4,7 +4,7 @@ import type { SessionData as ExpressSessionData, Store as ExpressStore } from 'e
 import { InvalidKeyError, InvalidOptionsError, RedisToolkitError, RedisUnavailableError } from '../common/errors.js';
 import { OptionProblems } from '../common/option-checks.js';
 import { JsonSerializer, SafeSerializer, type Serializer } from '../common/serializer.js';
-import { SessionRecords, type RawSession } from './session.records.js';
+import { encodeField, SessionRecords, type RawSession } from './session.records.js';
 import { unlinkMany } from '../common/bulk-keys.js';
 
 type StoreClass = typeof ExpressStore;
@@ -122,7 +122,7 @@ export class RedisSessionStore extends loadStoreBase() {
       const d = Object.fromEntries(
         Object.entries(rest)
           .filter(([, value]) => value !== undefined && typeof value !== 'function')
-          .map(([name, value]) => [name, this.serializer.serialize(value)]),
+          .map(([name, value]) => [name, this.encode(name, value)]),
       );
       const userValue = rest[this.userIdField];
       const userId = typeof userValue === 'string' || typeof userValue === 'number' ? String(userValue) : '';
@@ -199,6 +199,16 @@ export class RedisSessionStore extends loadStoreBase() {
     if (!STORE_ID.test(String(sid))) return;
     const userId = await this.records.destroy(sid, this.tombstoneMs);
     if (userId) await this.records.indexRemove(userId, [sid]);
+  }
+
+  /** A field as stored; ill-formed Unicode is the request's fault: status 400 lets Express answer 400, not 500. */
+  private encode(name: string, value: unknown): string {
+    try {
+      return encodeField(this.serializer, name, value);
+    } catch (err) {
+      if (err instanceof InvalidKeyError) Object.assign(err, { status: 400, statusCode: 400 });
+      throw err;
+    }
   }
 
   private checkId(sid: string): void {
