@@ -10,7 +10,8 @@
  *  - the app never crashes and never reports an unhandled rejection.
  * and prints the counts (requests sent, 2xx, 429, 503, other, max latency) per scenario.
  *
- * Rows for features that are not merged yet are skipped, with the reason, when their endpoint answers 404.
+ * A row that cannot run — its endpoint answers 404, its `prepare()` throws, or it answers an unhealthy status with
+ * Redis up — FAILS (one test per row, with the reason); the scenarios still run the rows that can.
  */
 import { performance } from 'node:perf_hooks';
 import { FaultProxy } from '../support/fault-proxy.js';
@@ -35,14 +36,11 @@ interface EndpointRow {
   degraded: number[];
   /** Something that must be seen while Redis is away (proves the fault reached the endpoint). */
   whileDown?: { status?: number; bodyStatus?: string };
-  /** Headers for the load (e.g. a session cookie); throw to mark the row unavailable. */
+  /** Headers for the load (e.g. a session cookie); a throw fails the row. */
   prepare?: (baseUrl: string) => Promise<Record<string, string>>;
 }
 
-/**
- * The table. Rows of features still on other branches are written now and switch on once their endpoint answers:
- * adjust `path`/`prepare` at merge if the sample's routes differ.
- */
+/** The table: every row must be available on the built sample (see 'every endpoint row is available'). */
 const ROWS: EndpointRow[] = [
   {
     name: 'GET / (static page)',
@@ -86,7 +84,7 @@ const ROWS: EndpointRow[] = [
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ userId: 'proof-user', username: 'proof-user', password: 'proof' }),
       });
-      if (res.status === 404) throw new Error('POST /auth/login answers 404: the session feature is not merged yet');
+      if (res.status === 404) throw new Error('POST /auth/login answers 404: the sample has no login route');
       const cookie = res.headers
         .getSetCookie()
         .map((c) => c.split(';')[0])
@@ -114,7 +112,7 @@ interface Scenario {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Setup at collection time (top-level await), so rows whose endpoint 404s can be skipped by name.
+// Setup at collection time (top-level await), so each unavailable row gets a failing test named after it.
 // ---------------------------------------------------------------------------------------------------------------
 
 const redis: RedisServerHandle = await startRedisServer();
@@ -139,27 +137,27 @@ afterAll(async () => {
   await redis.stop();
 });
 
-/** Why a row cannot run (its endpoint 404s, or its setup failed), or undefined when it can; plus its headers. */
-async function probe(row: EndpointRow): Promise<{ skip?: string; headers?: Record<string, string> }> {
+/** Why a row cannot run (its endpoint 404s, its setup failed, or it is unhealthy), or undefined; plus its headers. */
+async function probe(row: EndpointRow): Promise<{ broken?: string; headers?: Record<string, string> }> {
   let headers: Record<string, string> | undefined;
   try {
     headers = row.prepare ? await row.prepare(direct.baseUrl) : undefined;
   } catch (err) {
-    return { skip: err instanceof Error ? err.message : String(err) };
+    return { broken: `prepare() threw: ${err instanceof Error ? err.message : String(err)}` };
   }
   const r = await httpGet(`${direct.baseUrl}${row.path}`, 5_000, headers);
   if (r.status === 404)
-    return { skip: `GET ${row.path} answers 404: the ${row.feature} feature's sample is not merged yet` };
+    return { broken: `GET ${row.path} answers 404: the ${row.feature} feature's route is missing from the sample` };
   if (!row.healthy.includes(r.status))
     return {
-      skip: `GET ${row.path} answers ${r.status} with Redis up (expected ${row.healthy.join('/')}): check the row`,
+      broken: `GET ${row.path} answers ${r.status} with Redis up (expected ${row.healthy.join('/')})`,
     };
   return { headers };
 }
 
 const probed = await Promise.all(ROWS.map(async (row) => ({ row, ...(await probe(row)) })));
-const active = probed.filter((p) => p.skip === undefined);
-const skipped = probed.filter((p) => p.skip !== undefined);
+const active = probed.filter((p) => p.broken === undefined);
+const broken = probed.filter((p) => p.broken !== undefined);
 
 /** The load targets: every active row, with headers prepared for this app now (a fresh session per scenario). */
 async function targetsFor(app: SampleApp): Promise<LoadTarget[]> {
@@ -174,7 +172,7 @@ async function targetsFor(app: SampleApp): Promise<LoadTarget[]> {
 
 const printed: string[] = [];
 afterAll(() => {
-  const notes = skipped.map((s) => `- skipped ${s.row.name}: ${s.skip}`).join('\n');
+  const notes = broken.map((b) => `- FAILED ${b.row.name}: ${b.broken}`).join('\n');
   process.stdout.write(
     `\n### Fault suite counts (commandTimeout ${COMMAND_TIMEOUT} ms)\n\n${printed.join('\n\n')}\n\n${notes}\n`,
   );
@@ -251,8 +249,6 @@ function describeScenario(scenario: Scenario): void {
       await new Promise((r) => setTimeout(r, 300));
     });
 
-    for (const s of skipped) it.skip(`${s.row.name} — ${s.skip}`, () => undefined);
-
     it('answers only the degraded statuses while Redis is away, and what was expected did happen', () => {
       for (const { row } of active) {
         const report = reports.find((r) => r.name === row.name);
@@ -304,6 +300,12 @@ function describeScenario(scenario: Scenario): void {
 // ---------------------------------------------------------------------------------------------------------------
 // Scenarios
 // ---------------------------------------------------------------------------------------------------------------
+
+describe('every endpoint row is available on the built sample (a broken row fails, it is never skipped)', () => {
+  it.each(probed.map((p) => [p.row.name, p.broken] as const))('%s', (_name, why) => {
+    expect(why).toBeUndefined();
+  });
+});
 
 describe('no fault (baseline for the latency bound)', () => {
   it('every active row answers a healthy status under load on both apps', async () => {
