@@ -152,7 +152,16 @@ describe('@WithLock', () => {
   });
 
   it('without the module the method runs unlocked as written (no app, no interception)', async () => {
-    expect(await new ReportJob().pay('plain')).toBe('paid plain');
-    expect(LockService).toBeDefined();
+    // Two concurrent calls for the same order overlap: nothing serializes them without the module.
+    const job = new ReportJob();
+    expect(await Promise.all([job.pay('plain'), job.pay('plain')])).toEqual(['paid plain', 'paid plain']);
+    expect(maxRunning).toBe(2);
+    expect(log).toEqual(['pay:plain', 'pay:plain']);
+    // The same class in an app with the module does serialize them (the contrast that makes the above meaningful).
+    maxRunning = 0;
+    const app = await createToolkitApp({ providers: [ReportJob] });
+    await Promise.all([app.get(ReportJob).pay('plain'), app.get(ReportJob).pay('plain')]);
+    expect(maxRunning).toBe(1);
+    expect(app.get(LockService)).toBeInstanceOf(LockService);
   });
 });

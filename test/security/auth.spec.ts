@@ -12,6 +12,7 @@ import { inspect } from 'node:util';
 import { REDIS_CLIENT, RedisToolkitModule, RedisUnavailableError, type RedisToolkitOptions } from '../../lib/index.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { usePrivateRedis } from '../support/private-servers.js';
+import { rawCommand } from '../support/resp.js';
 
 const USER = 'rtk-app';
 const PASSWORD = `S3cret-${Math.random().toString(36).slice(2)}-pw`;
@@ -150,10 +151,32 @@ describe('Redis AUTH with an ACL user (password from config)', () => {
     try {
       const client = app.get<RedisClient>(REDIS_CLIENT);
       expect(await client.ping()).toBe('PONG');
-      // Kill the connection: the reconnect has to AUTH again (and still succeeds: no password leaks on that path either).
-      await client.call('CLIENT', 'KILL', 'USER', USER).catch(() => undefined);
-      await new Promise((r) => setTimeout(r, 300));
-      expect(await client.ping().catch(() => 'down')).toBe('PONG');
+      const before = Number(await client.call('CLIENT', 'ID'));
+      let readies = 0;
+      const ready = new Promise<void>((resolve) =>
+        client.on('ready', () => {
+          readies++;
+          resolve();
+        }),
+      );
+      // Kill every connection of the ACL user from another connection (CLIENT KILL skips its caller by default, so
+      // the killer must not be the client under test): the client has to reconnect and AUTH again.
+      const killed = await rawCommand(redis.server.port, ['CLIENT', 'KILL', 'USER', USER], {
+        auth: { username: USER, password: PASSWORD },
+        timeoutMs: 10_000,
+      });
+      expect(Number(killed)).toBeGreaterThanOrEqual(1);
+      await ready;
+      expect(readies).toBeGreaterThanOrEqual(1);
+      // A new connection, authenticated as the ACL user again (the default user is off: without AUTH it gets NOAUTH).
+      expect(await client.ping()).toBe('PONG');
+      const after = Number(await client.call('CLIENT', 'ID'));
+      expect(after).not.toBe(before);
+      expect(await client.call('ACL', 'WHOAMI')).toBe(USER);
+      const list = String(await client.call('CLIENT', 'LIST', 'ID', String(after), String(before)));
+      expect(list).toContain(`id=${after} `);
+      expect(list).toContain(`user=${USER}`);
+      expect(list).not.toContain(`id=${before} `);
     } finally {
       await app.close();
     }

@@ -7,13 +7,15 @@
 import 'reflect-metadata';
 import { Cluster, Redis } from 'ioredis';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { InvalidKeyError, JsonSerializer, KeyBuilder } from '../../lib/index.js';
+import { CacheService, InvalidKeyError, KeyBuilder, type Serializer } from '../../lib/index.js';
 import { hashSlot } from '../../lib/common/bulk-keys.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { scanAll } from '../support/scan.js';
+import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 
 const keys = new KeyBuilder(`rtk-sec-${Date.now()}:`);
 const LIB = fileURLToPath(new URL('../../lib/', import.meta.url));
@@ -95,27 +97,97 @@ describe('hostile keys', () => {
   });
 });
 
-describe('hostile payloads', () => {
-  it('RESP look-alikes, huge and odd values are stored and read back verbatim, creating nothing else', async () => {
-    const client = trackForCleanup(new Redis(sharedServers().single.url));
-    const serializer = new JsonSerializer();
-    const marker = `rtk-sec-injected-${Date.now()}`;
-    const payloads: unknown[] = [
-      `x\r\n*3\r\n$3\r\nSET\r\n$${marker.length}\r\n${marker}\r\n$1\r\n1\r\n`,
-      { '\r\n': '\u0000', nested: ['\u2028', '😀', JSON.parse('{"__proto__": {"polluted": true}}') as unknown] },
-      'y'.repeat(2 * 1024 * 1024),
-      "redis.call('FLUSHALL')",
-    ];
-    for (const [i, payload] of payloads.entries()) {
-      const key = keys.key('cache', `payload-${i}`);
-      await client.set(key, serializer.serialize(payload));
-      expect(serializer.deserialize(String(await client.get(key)))).toEqual(JSON.parse(JSON.stringify(payload)));
-      await client.unlink(key);
-    }
-    expect(await client.exists(marker)).toBe(0);
-    // JSON.parse of "__proto__" makes an own property: nothing reaches Object.prototype.
-    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+/** Writes `bytes` on a raw TCP connection, as a client that builds commands by concatenation would, and waits for `replies` replies. */
+function naiveWrite(port: number, bytes: string, replies: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1');
+    let got = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`naive write: ${replies} replies expected, got ${JSON.stringify(got)}`));
+    }, 10_000);
+    socket.on('connect', () => socket.write(bytes));
+    socket.on('data', (chunk) => {
+      got += chunk.toString('utf8');
+      if (got.split('\r\n').filter((l) => l.length > 0).length >= replies) {
+        clearTimeout(timer);
+        socket.end();
+        resolve(got);
+      }
+    });
+    socket.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
   });
+}
+
+/** Passes strings through unchanged, so a payload's raw CR/LF bytes reach the wire (JSON would escape them). */
+class RawStringSerializer implements Serializer {
+  serialize(value: unknown): string {
+    return String(value);
+  }
+  deserialize<T = unknown>(raw: string): T {
+    return raw as T;
+  }
+}
+
+describe('hostile payloads through CacheService', () => {
+  afterEach(closeToolkitApps);
+
+  const injection = (marker: string): string =>
+    `x\r\n*3\r\n$3\r\nSET\r\n$${Buffer.byteLength(marker)}\r\n${marker}\r\n$8\r\ninjected\r\n`;
+
+  it('the marker check works: the same bytes written by a naive client DO create the marker key', async () => {
+    const port = sharedServers().single.port;
+    const client = trackForCleanup(new Redis(sharedServers().single.url));
+    const marker = `rtk-sec-injected-control-${Date.now()}`;
+    const probeKey = `rtk-sec-naive-${Date.now()}`;
+    // An inline command with the payload concatenated: Redis reads "SET probeKey x", then the smuggled SET.
+    await naiveWrite(port, `SET ${probeKey} ${injection(marker)}`, 2);
+    expect(await client.get(marker)).toBe('injected');
+    await client.unlink(marker, probeKey);
+  });
+
+  it.each([
+    ['JSON (default)', undefined],
+    ['a pass-through serializer (raw CR/LF on the wire)', new RawStringSerializer()],
+  ])(
+    'with %s: RESP look-alikes, huge and odd values round-trip verbatim and create nothing else',
+    async (_, serializer) => {
+      const prefix = `rtk-sec-cache-${Date.now()}-${Math.random().toString(36).slice(2, 6)}:`;
+      const app = await createToolkitApp({
+        target: 'single',
+        keyPrefix: prefix,
+        ...(serializer ? { serializer } : {}),
+      });
+      const cache = app.get(CacheService);
+      const client = trackForCleanup(new Redis(sharedServers().single.url));
+      const marker = `rtk-sec-injected-${Date.now()}-${Math.random().toString(36).slice(2, 6)}`;
+      const strings = [injection(marker), 'y'.repeat(2 * 1024 * 1024), "redis.call('FLUSHALL')", '\u0000\u2028😀'];
+      const objects: unknown[] = [
+        { [injection(marker)]: injection(marker) },
+        { '\r\n': '\u0000', nested: ['\u2028', '😀', JSON.parse('{"__proto__": {"polluted": true}}') as unknown] },
+      ];
+      const payloads = serializer ? strings : [...strings, ...objects];
+      for (const [i, payload] of payloads.entries()) {
+        await cache.set(`payload-${i}`, payload, { ttl: 60_000 });
+        const back = await cache.get(`payload-${i}`);
+        expect(back).toEqual(serializer ? payload : JSON.parse(JSON.stringify(payload)));
+        // cache-aside too: the loader's value is stored and served verbatim
+        expect(await cache.getOrSet(`loaded-${i}`, async () => payload, { ttl: 60_000 })).toEqual(back);
+        expect(await cache.get(`loaded-${i}`)).toEqual(back);
+      }
+      // The smuggled SET never ran, and nothing exists under our prefix but the entries we wrote.
+      expect(await client.exists(marker)).toBe(0);
+      const ours = await scanAll(client, `${KeyBuilder.globEscape(prefix)}*`);
+      expect(ours).toHaveLength(payloads.length * 2);
+      expect(ours.every((k) => k.startsWith(`${prefix}cache:`))).toBe(true);
+      await client.unlink(...ours);
+      // JSON.parse of "__proto__" makes an own property: nothing reaches Object.prototype.
+      expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+    },
+  );
 });
 
 describe('Lua receives user input only as KEYS/ARGV', () => {

@@ -12,6 +12,7 @@ import {
   SessionService,
 } from '../../lib/index.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
+import { recordCommands } from '../support/command-recorder.js';
 import { startRedisServer } from '../support/redis-server.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { sharedServers } from '../support/shared-servers.js';
@@ -107,8 +108,14 @@ describe.each(['single', 'cluster'] as const)('RedisSessionStore with express-se
     expect(viaCallback).toMatchObject({ n: 1, userId: 'u1' });
     await new Promise<void>((resolve, reject) => store.destroy(ids[1], (err) => (err ? reject(err) : resolve())));
     expect(await store.get(ids[1])).toBeNull();
-    // touch (no-op after a touching get) keeps it alive
-    await new Promise<void>((resolve) => store.touch(ids[2], { cookie } as never, () => resolve()));
+    // touch: a no-op after a touching get (touchOnGet defaults to true) — it must report no error, leave the session
+    // readable and not extend its ttl (the cookie's expiry still bounds it)
+    const touchErr = await new Promise<unknown>((resolve) =>
+      store.touch(ids[2], { cookie } as never, (err?: unknown) => resolve(err)),
+    );
+    expect(touchErr ?? null).toBeNull();
+    expect(await store.get(ids[2])).toMatchObject({ n: 2 });
+    expect(await client.pttl(`${p}sess:{${ids[2]}}`)).toBeLessThanOrEqual(2_000);
     await store.clear();
     expect(await store.length()).toBe(0);
     expect(await client.exists(`${p}sess:user:{u0}`)).toBe(0);
@@ -139,12 +146,22 @@ describe.each(['single', 'cluster'] as const)('RedisSessionStore with express-se
   });
 
   it('malformed ids are rejected before Redis: get → null, destroy → no-op, set → InvalidKeyError', async () => {
-    const store = new RedisSessionStore({ client: clientFor(target), prefix: prefix() });
+    const client = clientFor(target);
+    const store = new RedisSessionStore({ client, prefix: prefix() });
+    const good = randomBytes(24).toString('base64url');
+    await store.set(good, { cookie: { originalMaxAge: 60_000 }, userId: 'kept' } as never);
     for (const bad of ['', '*', '../x', 'x'.repeat(10_000), '{abcdefghijklmnop}']) {
-      expect(await store.get(bad)).toBeNull();
-      await store.destroy(bad);
+      const read = await recordCommands(client, () => store.get(bad));
+      expect(read).toEqual({ value: null, commands: [] });
+      const destroyed = await recordCommands(client, () => store.destroy(bad));
+      expect(destroyed).toEqual({ value: undefined, commands: [] });
+      const viaCallback = await new Promise<unknown>((resolve) => store.destroy(bad, (err?: unknown) => resolve(err)));
+      expect(viaCallback ?? null).toBeNull();
       await expect(store.set(bad, { cookie: {} } as never)).rejects.toMatchObject({ code: 'E_INVALID_KEY' });
     }
+    // nothing of the store's own was touched by the malformed ids
+    expect(await store.ids()).toEqual([good]);
+    expect(await store.get(good)).toMatchObject({ userId: 'kept' });
   });
 
   it('shares keys with SessionService: each sees the other’s sessions, and destroyAllForUser logs out express sessions', async () => {
