@@ -77,12 +77,6 @@ export class RateLimitGuard implements CanActivate {
       targets,
     ) ?? [{ ...this.options.defaults, name: 'default' }];
     const { req, res } = this.getRequestResponse(context);
-    if (res) {
-      // APP_GUARD plus @UseGuards(RateLimitGuard) on a controller would run the guard twice for one request:
-      // charge it once.
-      if (decided.has(req)) return true;
-      decided.add(req);
-    }
 
     let tracker: string | undefined;
     let failOpen: boolean | undefined;
@@ -111,6 +105,13 @@ export class RateLimitGuard implements CanActivate {
       });
       if (p.failOpen !== undefined) failOpen = failOpen === false ? false : p.failOpen;
     }
+    // APP_GUARD plus a guard on the controller run for one request: each counter is charged once, but every counter
+    // either guard names is charged (a second guard with its own counter is not skipped).
+    if (res) {
+      const pending = this.unchargedChecks(req, checks);
+      if (pending.length === 0) return true;
+      checks.splice(0, checks.length, ...pending);
+    }
 
     let decision: RateLimitDecision;
     try {
@@ -126,6 +127,21 @@ export class RateLimitGuard implements CanActivate {
       await this.throwThrottlingException(context, { retryAfterMs, decision });
     }
     return true;
+  }
+
+  /** The checks whose counter no guard has charged yet for this HTTP request; marks them charged. */
+  private unchargedChecks(req: ThrottledRequest, checks: RateLimitCheck[]): RateLimitCheck[] {
+    let charged = chargedCounters.get(req);
+    if (!charged) chargedCounters.set(req, (charged = new Set()));
+    const pending: RateLimitCheck[] = [];
+    for (const check of checks) {
+      const algorithm = check.policy.algorithm ?? this.options.defaults.algorithm;
+      const counter = this.rateLimit.redisKey(check.key, check.scope ?? '', algorithm);
+      if (charged.has(counter)) continue;
+      charged.add(counter);
+      pending.push(check);
+    }
+    return pending;
   }
 
   /** Who is limited: the client address (X-Forwarded-For only with `trustProxy`), IPv6 grouped by /64. */
@@ -208,8 +224,8 @@ export class RateLimitGuard implements CanActivate {
   }
 }
 
-/** HTTP requests some RateLimitGuard already decided. */
-const decided = new WeakSet<object>();
+/** Per HTTP request, the counters (Redis keys) some RateLimitGuard already charged. */
+const chargedCounters = new WeakMap<object, Set<string>>();
 
 /** A structured-field string (RFC 8941): printable ASCII, with `"` and `\` escaped. */
 function sfString(value: string): string {

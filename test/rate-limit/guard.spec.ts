@@ -84,6 +84,33 @@ class GlobalController {
   }
 }
 
+/** A guard of its own with one counter shared by every route of the controller (a custom generateKey). */
+class SharedCounterGuard extends RateLimitGuard {
+  protected override generateKey(_context: ExecutionContext, _tracker: string, name: string): string {
+    return `shared:${name}`;
+  }
+}
+
+@Controller('shared')
+@UseGuards(SharedCounterGuard)
+@Throttle({ limit: 3, ttl: 60_000 })
+class SharedCounterController {
+  @Get('a')
+  a(): string {
+    return 'a';
+  }
+
+  @Get('b')
+  b(): string {
+    return 'b';
+  }
+
+  @Get('c')
+  c(): string {
+    return 'c';
+  }
+}
+
 /** Every test gets its own key prefix, so counters of earlier tests or runs never leak in. */
 async function start(target: RedisTarget, rateLimit: RateLimitOptions = {}, appGuard = false) {
   const app = await createToolkitApp({
@@ -91,7 +118,7 @@ async function start(target: RedisTarget, rateLimit: RateLimitOptions = {}, appG
     http: true,
     keyPrefix: `rtk-${randomUUID().slice(0, 8)}:`,
     rateLimit,
-    controllers: [LimitedController, SkippedController, GlobalController],
+    controllers: [LimitedController, SkippedController, GlobalController, SharedCounterController],
     providers: appGuard ? [{ provide: APP_GUARD, useClass: RateLimitGuard }] : [],
   });
   return { http: app.app.getHttpServer() as Server, app };
@@ -164,6 +191,22 @@ describe('RateLimitGuard over HTTP', () => {
     await request(http).get('/limited').expect(200);
     await request(http).get('/limited').expect(200);
     await request(http).get('/limited').expect(429);
+  });
+
+  it('with APP_GUARD and a controller guard on another counter, charges both counters once each', async () => {
+    const { http, app } = await start('single', {}, true);
+    const statuses: number[] = [];
+    for (const route of ['a', 'b', 'c'])
+      for (let i = 0; i < 3; i++) statuses.push((await request(http).get(`/shared/${route}`)).status);
+    // the shared counter (limit 3) admits exactly 3 of the 9; before, the second guard was skipped: 9 of 9
+    expect(statuses).toEqual([200, 200, 200, 429, 429, 429, 429, 429, 429]);
+    const policy = { limit: 3, ttl: 60_000 };
+    const peek = (scope: string) =>
+      app.get(RateLimitService).peekAll([{ key: '127.0.0.1', scope, policy }], { failOpen: false });
+    // both guards' counters were charged for /shared/a, once per request each
+    expect((await peek('shared:default')).results[0].remaining).toBe(0);
+    expect((await peek('SharedCounterController.a:default')).results[0].remaining).toBe(0);
+    expect((await peek('SharedCounterController.c:default')).results[0].remaining).toBe(0);
   });
 
   it('sends no headers with headers: false', async () => {
