@@ -1,0 +1,143 @@
+/**
+ * The code blocks users copy first: README's Quick start and docs/security.md's ACL config are taken from the
+ * Markdown by their marker comment, type-checked with the project's tsc, then booted (Nest testing module) against
+ * a real redis-server, so the docs and this test cannot drift apart. The only change made to a block is the package
+ * name, pointed at this checkout's `lib/`.
+ */
+import 'reflect-metadata';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { INestApplicationContext, Type } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import { RedisToolkitHealth } from '../../lib/index.js';
+import { usePrivateRedis } from '../support/private-servers.js';
+import { sharedServers } from '../support/shared-servers.js';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const generated = join(root, 'test/docs/.generated');
+
+/** The fenced block right after `<!-- name: ... -->` in `file`. */
+export function docSnippet(file: string, name: string): string {
+  const text = readFileSync(join(root, file), 'utf8');
+  const marker = text.indexOf(`<!-- ${name}:`);
+  if (marker < 0) throw new Error(`${file} has no <!-- ${name}: ... --> marker`);
+  const block = /```ts\n([\s\S]*?)\n```/.exec(text.slice(marker));
+  if (!block?.[1]) throw new Error(`${file}: no \`\`\`ts block after the ${name} marker`);
+  return `${block[1]}\n`;
+}
+
+/** Writes the snippet as a module of this repo, with the package name pointed at lib/. */
+function writeSnippet(name: string, code: string): string {
+  mkdirSync(generated, { recursive: true });
+  const lib = relative(generated, join(root, 'lib/index.js'));
+  const file = join(generated, `${name}.ts`);
+  writeFileSync(file, code.replaceAll(`from 'nestjs-redis-toolkit'`, `from '${lib}'`));
+  return file;
+}
+
+/** tsc over the given files with the project's compiler options; returns its diagnostics ('' when clean). */
+function typeCheck(files: string[]): string {
+  const config = join(generated, 'tsconfig.json');
+  writeFileSync(
+    config,
+    JSON.stringify({ extends: '../../../tsconfig.json', compilerOptions: { noEmit: true }, files, include: [] }),
+  );
+  const tsc = spawnSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', config], {
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
+  return `${tsc.stdout}${tsc.stderr}`.trim() + (tsc.status === 0 ? '' : `\n(tsc exit ${tsc.status})`);
+}
+
+async function boot(file: string, env: Record<string, string>): Promise<INestApplicationContext> {
+  Object.assign(process.env, env);
+  const { AppModule } = (await import(file)) as { AppModule: Type<unknown> };
+  const moduleRef = await Test.createTestingModule({ imports: [AppModule] }).compile();
+  const app = moduleRef.createNestApplication({ logger: ['error'] });
+  await app.init();
+  return app;
+}
+
+describe('docs code blocks compile and boot', () => {
+  const acl = usePrivateRedis({ aclUser: { name: 'app', password: 'app-secret' } });
+  const snippets = {
+    quickStart: docSnippet('README.md', 'quick-start'),
+    aclConfig: docSnippet('docs/security.md', 'acl-config'),
+  };
+  const files = {
+    quickStart: writeSnippet('quick-start', snippets.quickStart),
+    aclConfig: writeSnippet('acl-config', snippets.aclConfig),
+  };
+  const apps: INestApplicationContext[] = [];
+  const saved = { ...process.env };
+
+  afterAll(async () => {
+    await Promise.all(apps.map((a) => a.close()));
+    process.env = saved;
+    rmSync(generated, { recursive: true, force: true });
+  });
+
+  it('type-checks both blocks with the project compiler', () => {
+    expect(snippets.quickStart).toContain('RedisToolkitModule.forRootAsync');
+    expect(typeCheck([files.quickStart, files.aclConfig])).toBe('');
+  });
+
+  it("README's Quick start boots with REDIS_URL and answers a health check", async () => {
+    const app = await boot(files.quickStart, { REDIS_URL: sharedServers().single.url });
+    apps.push(app);
+    const health = await app.get(RedisToolkitHealth).check();
+    expect(health.status).toBe('up');
+  });
+
+  it("docs/security.md's ACL config boots as the ACL user", async () => {
+    const app = await boot(files.aclConfig, {
+      REDIS_HOST: '127.0.0.1',
+      REDIS_PORT: String(acl.server.port),
+      REDIS_USER: 'app',
+      REDIS_PASSWORD: 'app-secret',
+    });
+    apps.push(app);
+    expect((await app.get(RedisToolkitHealth).check()).status).toBe('up');
+  });
+});
+
+/** Every ```ts block of README.md and docs/*.md, with its file and first line. */
+function allTsBlocks(): { where: string; code: string }[] {
+  const files = [
+    'README.md',
+    ...readdirSync(join(root, 'docs'))
+      .filter((f) => f.endsWith('.md'))
+      .map((f) => `docs/${f}`),
+  ];
+  return files.flatMap((file) => {
+    const text = readFileSync(join(root, file), 'utf8');
+    return [...text.matchAll(/```ts\n([\s\S]*?)\n```/g)].map((m) => ({
+      where: `${file}:${text.slice(0, m.index).split('\n').length}`,
+      code: m[1] ?? '',
+    }));
+  });
+}
+
+describe('docs examples never hand a session id to the page', () => {
+  // A Session (from create, get, update, regenerate, or @CurrentSession()) carries its id; returned from a handler
+  // it lands in JSON that page scripts can read, defeating the httpOnly cookie.
+  const wholeSession = [
+    /return\s+(await\s+)?this\.sessions\.(create|get|update|regenerate)\s*[(<]/,
+    /=>\s*(await\s+)?this\.sessions\.(create|get|update|regenerate)\s*[(<]/,
+    /return\s+(session|current|s)\s*;/,
+  ];
+
+  it('no handler in README.md or docs/ returns a whole Session', () => {
+    const blocks = allTsBlocks();
+    expect(blocks.length).toBeGreaterThan(20);
+    const leaks = blocks.flatMap(({ where, code }) =>
+      code
+        .split('\n')
+        .filter((line) => wholeSession.some((re) => re.test(line)))
+        .map((line) => `${where}: ${line.trim()}`),
+    );
+    expect(leaks).toEqual([]);
+  });
+});
