@@ -7,26 +7,15 @@
 import 'reflect-metadata';
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname, join, relative, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, relative } from 'node:path';
 import type { INestApplicationContext, Type } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { RedisToolkitHealth } from '../../lib/index.js';
 import { usePrivateRedis } from '../support/private-servers.js';
 import { sharedServers } from '../support/shared-servers.js';
+import { docSnippet, repoRoot as root } from '../support/doc-snippets.js';
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const generated = join(root, 'test/docs/.generated');
-
-/** The fenced block right after `<!-- name: ... -->` in `file`. */
-export function docSnippet(file: string, name: string): string {
-  const text = readFileSync(join(root, file), 'utf8');
-  const marker = text.indexOf(`<!-- ${name}:`);
-  if (marker < 0) throw new Error(`${file} has no <!-- ${name}: ... --> marker`);
-  const block = /```ts\n([\s\S]*?)\n```/.exec(text.slice(marker));
-  if (!block?.[1]) throw new Error(`${file}: no \`\`\`ts block after the ${name} marker`);
-  return `${block[1]}\n`;
-}
 
 /** Writes the snippet as a module of this repo, with the package name pointed at lib/. */
 function writeSnippet(name: string, code: string): string {
