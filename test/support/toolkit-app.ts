@@ -12,14 +12,20 @@ export function connectionFor(target: RedisTarget): RedisToolkitOptions['connect
   return target;
 }
 
+/** The HTTP platforms every HTTP feature is tested on: `describe.each(PLATFORMS)`. */
+export const PLATFORMS = ['express', 'fastify'] as const;
+export type Platform = (typeof PLATFORMS)[number];
+
 export interface ToolkitAppOptions extends Omit<Partial<RedisToolkitOptions>, 'connection'> {
   target?: RedisTarget;
   /** Extra module metadata for the app under test (controllers, providers, imports). */
   imports?: ModuleMetadata['imports'];
   controllers?: Type<unknown>[];
   providers?: Provider[];
-  /** Start an HTTP server (Express) so supertest can call it. Default: an application context without HTTP. */
+  /** Start an HTTP server so supertest can call it. Default: an application context without HTTP. */
   http?: boolean;
+  /** The HTTP adapter (default: express). */
+  platform?: Platform;
   /** Keep the Nest logger (default: errors only). */
   verbose?: boolean;
 }
@@ -44,6 +50,7 @@ export async function createToolkitApp(options: ToolkitAppOptions = {}): Promise
     controllers = [],
     providers = [],
     http = false,
+    platform = 'express',
     verbose = false,
     ...toolkit
   } = options;
@@ -53,7 +60,14 @@ export async function createToolkitApp(options: ToolkitAppOptions = {}): Promise
     controllers,
     providers,
   }).compile();
-  const app = moduleRef.createNestApplication({ logger: verbose ? undefined : ['error'] });
+  const logger = verbose ? undefined : (['error'] as const);
+  // Fastify is loaded only by the tests that ask for it.
+  const app =
+    platform === 'fastify'
+      ? moduleRef.createNestApplication(new (await import('@nestjs/platform-fastify')).FastifyAdapter(), {
+          logger: logger && [...logger],
+        })
+      : moduleRef.createNestApplication({ logger: logger && [...logger] });
   await app.init();
   if (http) await app.listen(0, '127.0.0.1');
   let closed = false;
