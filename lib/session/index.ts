@@ -1,4 +1,4 @@
-export { SessionService, type CookieResponse, type CookieRequest } from './session.service.js';
+export { SessionService, type CookieRequest } from './session.service.js';
 export { SessionMiddleware } from './session.middleware.js';
 export { SessionGuard } from './session.guard.js';
 export { CurrentSession } from './session.decorators.js';
@@ -9,6 +9,7 @@ export {
   signCookieValue,
   unsignCookieValue,
   type SessionCookieSource,
+  type CookieResponse,
 } from './session-cookie.js';
 export { SESSION_UNAVAILABLE_MESSAGE, type SessionRequest } from './session.http.js';
 export type { Session, SessionData, CreateSessionOptions } from './session.types.js';

@@ -99,15 +99,54 @@ export function serializeSetCookie(
   return parts.join('; ');
 }
 
-/** Appends a Set-Cookie header without dropping ones already set (by other middleware or an earlier write). */
-export function appendSetCookie(
-  res: { getHeader(name: string): unknown; setHeader(name: string, value: string | string[]): unknown },
-  cookie: string,
-  name: string,
-): void {
-  const existing = res.getHeader('Set-Cookie');
-  const list = existing === undefined ? [] : Array.isArray(existing) ? existing.map(String) : [String(existing)];
-  // A later write for the same cookie replaces an earlier one in this response (e.g. login after a rolling refresh).
-  const others = list.filter((c) => !c.startsWith(`${name}=`));
-  res.setHeader('Set-Cookie', [...others, cookie]);
+/** Express's `Response` and Node's `ServerResponse` (what a Nest middleware gets on Fastify too). */
+export interface NodeCookieResponse {
+  getHeader(name: string): unknown;
+  setHeader(name: string, value: string | string[]): unknown;
+}
+
+/** Fastify's `FastifyReply` (which has no `setHeader`; its `raw` is the Node response). */
+export interface FastifyCookieReply {
+  raw: NodeCookieResponse & { removeHeader(name: string): unknown };
+  getHeader(name: string): unknown;
+  header(name: string, value: string[]): unknown;
+  removeHeader(name: string): unknown;
+}
+
+/** Where the cookie helpers write: an Express/Node response or a Fastify reply; both types satisfy it as they are. */
+export type CookieResponse = NodeCookieResponse | FastifyCookieReply;
+
+/**
+ * Appends a Set-Cookie header without dropping ones already set (by other middleware or an earlier write). A later
+ * write for the same cookie replaces an earlier one in this response (e.g. login after a rolling refresh).
+ */
+export function appendSetCookie(res: CookieResponse, cookie: string, name: string): void {
+  if ('setHeader' in res && typeof res.setHeader === 'function') {
+    res.setHeader('Set-Cookie', [...withoutCookie(res.getHeader('Set-Cookie'), name), cookie]);
+    return;
+  }
+  // Fastify: headers set on the reply are written with `writeHead`, which wins over the same header set on the Node
+  // response (where Nest middleware, e.g. SessionMiddleware's rolling refresh, writes), so both lists are merged here
+  // and kept on the reply only. `reply.header('set-cookie', …)` appends, hence the remove first.
+  const reply = res as FastifyCookieReply;
+  const list = [
+    ...withoutCookie(reply.raw.getHeader('Set-Cookie'), name),
+    ...withoutCookie(replyOwnCookies(reply), name),
+    cookie,
+  ];
+  reply.raw.removeHeader('Set-Cookie');
+  reply.removeHeader('Set-Cookie');
+  reply.header('Set-Cookie', [...new Set(list)]);
+}
+
+/** The reply's own Set-Cookie (Fastify's `getHeader` falls back to the Node response's, which is read separately). */
+function replyOwnCookies(reply: FastifyCookieReply): unknown {
+  const own = reply.getHeader('Set-Cookie');
+  const raw = reply.raw.getHeader('Set-Cookie');
+  return own === raw ? undefined : own;
+}
+
+function withoutCookie(header: unknown, name: string): string[] {
+  const list = header === undefined ? [] : Array.isArray(header) ? header.map(String) : [String(header)];
+  return list.filter((c) => !c.startsWith(`${name}=`));
 }

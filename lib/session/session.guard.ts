@@ -1,10 +1,11 @@
 import { Injectable, UnauthorizedException, type CanActivate, type ExecutionContext } from '@nestjs/common';
 import { SessionService } from './session.service.js';
-import { toHttpError, type SessionRequest } from './session.http.js';
+import { requestSession, setRequestSession, toHttpError, type SessionRequest } from './session.http.js';
 
 /**
  * Lets a request through only with a valid session: 401 otherwise, 503 when Redis cannot be reached. Uses the session
  * SessionMiddleware put on the request; without the middleware it reads the cookie itself (and sets `req.session`).
+ * Express and Fastify alike.
  */
 @Injectable()
 export class SessionGuard implements CanActivate {
@@ -12,15 +13,17 @@ export class SessionGuard implements CanActivate {
 
   async canActivate(context: ExecutionContext): Promise<boolean> {
     const req = context.switchToHttp().getRequest<SessionRequest>();
-    if (req.session === undefined) {
+    let session = requestSession(req);
+    if (session === undefined) {
       const id = this.sessions.idFromCookieHeader(req.headers?.cookie);
       try {
-        req.session = id === null ? null : await this.sessions.get(id);
+        session = id === null ? null : await this.sessions.get(id);
       } catch (err) {
         throw toHttpError(err);
       }
+      setRequestSession(req, session);
     }
-    if (!req.session) throw new UnauthorizedException('A valid session is required');
+    if (!session) throw new UnauthorizedException('A valid session is required');
     return true;
   }
 }

@@ -1,7 +1,8 @@
 import { Injectable, type NestMiddleware } from '@nestjs/common';
 import { InvalidOptionsError } from '../common/errors.js';
-import { SessionService, type CookieResponse } from './session.service.js';
-import { toHttpError, type SessionRequest } from './session.http.js';
+import type { CookieResponse } from './session-cookie.js';
+import { SessionService } from './session.service.js';
+import { setRequestSession, toHttpError, type SessionRequest } from './session.http.js';
 import type { Session } from './session.types.js';
 
 /**
@@ -9,6 +10,8 @@ import type { Session } from './session.types.js';
  * `req.session` (null without a valid session). An unsigned, tampered or malformed cookie is ignored without a Redis
  * command. With `rolling` and no fixed `cookie.maxAge`, the cookie is re-sent so its expiry follows the session's; a
  * cookie for a session that no longer exists is cleared. Redis unreachable → 503, never an anonymous pass.
+ * Works on Express and on Fastify (where Nest middleware gets Node's request and response; `@CurrentSession()`,
+ * SessionGuard and Fastify's `request.session` read the session from there).
  *
  * ```ts
  * export class AppModule implements NestModule {
@@ -29,7 +32,7 @@ export class SessionMiddleware implements NestMiddleware {
   async use(req: SessionRequest, res: CookieResponse, next: (error?: unknown) => void): Promise<void> {
     const id = this.sessions.idFromCookieHeader(req.headers.cookie);
     if (id === null) {
-      req.session = null;
+      setRequestSession(req, null);
       next();
       return;
     }
@@ -39,7 +42,7 @@ export class SessionMiddleware implements NestMiddleware {
     } catch (err) {
       throw toHttpError(err);
     }
-    req.session = session;
+    setRequestSession(req, session);
     const { rolling, cookie } = this.sessions.options;
     if (session === null) this.sessions.clearCookie(res, req);
     else if (rolling && cookie.maxAge === undefined) this.sessions.writeCookie(res, session, req);

@@ -17,7 +17,9 @@ import {
   readSessionIdFromCookieHeader,
   serializeSetCookie,
   signCookieValue,
+  type CookieResponse,
 } from './session-cookie.js';
+import { isSecureRequest } from './session.http.js';
 import { generateSessionId, isValidSessionId } from './session-id.js';
 import type { ResolvedSessionOptions } from './session.options.js';
 import {
@@ -29,15 +31,13 @@ import {
 } from './session.records.js';
 import type { CreateSessionOptions, Session, SessionData } from './session.types.js';
 
-/** The parts of a Node/Express response the cookie helpers need. */
-export interface CookieResponse {
-  getHeader(name: string): unknown;
-  setHeader(name: string, value: string | string[]): unknown;
-}
-
-/** The parts of a request `secure: 'auto'` looks at (Express sets `secure` from the protocol and `trust proxy`). */
+/**
+ * The parts of a request `secure: 'auto'` looks at: Express sets `secure` (from the protocol and `trust proxy`),
+ * Fastify `protocol` (from the socket and `trustProxy`). Express's and Fastify's requests satisfy it.
+ */
 export interface CookieRequest {
   secure?: boolean;
+  protocol?: string;
 }
 
 const ID_ATTEMPTS = 3;
@@ -226,7 +226,10 @@ export class SessionService {
     return signCookieValue(id, this.requireSecret());
   }
 
-  /** Sets the signed session cookie on a response (after `create`/`regenerate`, or to refresh its expiry). */
+  /**
+   * Sets the signed session cookie on a response (after `create`/`regenerate`, or to refresh its expiry): an Express
+   * `Response`, a Fastify `FastifyReply` or a Node `ServerResponse`.
+   */
   writeCookie(res: CookieResponse, session: Pick<Session, 'id' | 'expiresAt'>, req?: CookieRequest): void {
     const c = this.options.cookie;
     const cookie = serializeSetCookie(c.name, this.signedCookieValue(session.id), c, {
@@ -250,7 +253,7 @@ export class SessionService {
 
   private isSecure(req?: CookieRequest): boolean {
     const secure = this.options.cookie.secure;
-    return secure === 'auto' ? req?.secure === true : secure;
+    return secure === 'auto' ? isSecureRequest(req) : secure;
   }
 
   private requireSecret(): string {

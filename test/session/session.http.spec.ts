@@ -12,6 +12,8 @@ import {
   UseGuards,
 } from '@nestjs/common';
 import { sign as cookieSignatureSign, unsign as cookieSignatureUnsign } from 'cookie-signature';
+import type { Request, Response } from 'express';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import request from 'supertest';
 import {
   CurrentSession,
@@ -29,7 +31,13 @@ import {
 } from '../../lib/index.js';
 import { startRedisServer } from '../support/redis-server.js';
 import { trackForCleanup } from '../support/private-servers.js';
-import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
+import {
+  PLATFORMS,
+  closeToolkitApps,
+  createToolkitApp,
+  type Platform,
+  type RedisTarget,
+} from '../support/toolkit-app.js';
 
 afterEach(closeToolkitApps);
 
@@ -49,8 +57,43 @@ class TestAuthController {
   }
 
   @Get('open')
-  open(@CurrentSession() session: Session | null) {
-    return { session: session ? session.userId : null };
+  open(@CurrentSession() session: Session | null, @Req() req: SessionRequest) {
+    // req.session too: Express's request, or Fastify's (a getter for the Node request's, where the middleware put it)
+    return { session: session ? session.userId : null, reqSession: req.session ? req.session.userId : null };
+  }
+
+  /** A cookie of the app's own, set the platform's way, beside the middleware's rolling refresh. */
+  @Get('other-cookie')
+  otherCookie(@Res({ passthrough: true }) res: Response | FastifyReply) {
+    if ('cookie' in res) res.cookie('other', '1');
+    else res.header('set-cookie', 'other=1');
+    return { ok: true };
+  }
+
+  /** docs/session.md's login: no guard; the session the browser came with is destroyed first. */
+  @Post('doc/login')
+  async docLogin(
+    @Body() body: { user: string },
+    @CurrentSession() current: Session | null,
+    @Req() req: SessionRequest,
+    @Res({ passthrough: true }) res: CookieResponse,
+  ) {
+    const destroyedPrevious = current ? await this.sessions.destroy(current.id) : false;
+    const session = await this.sessions.create(body.user);
+    this.sessions.writeCookie(res, session, req);
+    return { destroyedPrevious };
+  }
+
+  /** docs/session.md's logout: no guard, @CurrentSession() from SessionMiddleware. */
+  @Post('doc/logout')
+  async docLogout(
+    @CurrentSession() s: Session | null,
+    @Req() req: SessionRequest,
+    @Res({ passthrough: true }) res: CookieResponse,
+  ) {
+    const destroyed = s ? await this.sessions.destroy(s.id) : false;
+    this.sessions.clearCookie(res, req);
+    return { destroyed };
   }
 
   @Get('me')
@@ -88,20 +131,57 @@ class GuardOnlyController {
   }
 }
 
+/** The cookie helpers typed with Express's own types. */
+@Controller('typed')
+class ExpressTypedController {
+  constructor(private readonly sessions: SessionService) {}
+
+  @Post('login')
+  async login(@Req() req: Request, @Res({ passthrough: true }) res: Response) {
+    this.sessions.writeCookie(res, await this.sessions.create('typed'), req);
+    return { ok: true };
+  }
+
+  @Post('logout')
+  logout(@Req() req: Request, @Res({ passthrough: true }) res: Response) {
+    this.sessions.clearCookie(res, req);
+    return { ok: true };
+  }
+}
+
+/** The cookie helpers typed with Fastify's own types (issue 12: `writeCookie(reply, …)` did not type-check). */
+@Controller('typed')
+class FastifyTypedController {
+  constructor(private readonly sessions: SessionService) {}
+
+  @Post('login')
+  async login(@Req() req: FastifyRequest, @Res({ passthrough: true }) reply: FastifyReply) {
+    this.sessions.writeCookie(reply, await this.sessions.create('typed'), req);
+    return { ok: true };
+  }
+
+  @Post('logout')
+  logout(@Req() req: FastifyRequest, @Res({ passthrough: true }) reply: FastifyReply) {
+    this.sessions.clearCookie(reply, req);
+    return { ok: true };
+  }
+}
+
 const SECRET = 'test-secret';
 
 async function httpApp(
   target: RedisTarget,
-  extra: { session?: Record<string, unknown>; commandTimeout?: number } = {},
+  extra: { session?: Record<string, unknown>; commandTimeout?: number; platform?: Platform } = {},
 ) {
   const app = await createToolkitApp({
     target,
     http: true,
+    platform: extra.platform,
     keyPrefix: `rtk-sess-http-${Math.random().toString(36).slice(2, 8)}:`,
     commandTimeout: extra.commandTimeout,
     session: { cookie: { secret: [SECRET, 'old-secret'] }, ...extra.session },
     imports: [WithMiddlewareModule],
-    controllers: [GuardOnlyController],
+    controllers: [GuardOnlyController, extra.platform === 'fastify' ? FastifyTypedController : ExpressTypedController],
   });
   return { app, http: request(app.app.getHttpServer()), sessions: app.get(SessionService) };
 }
@@ -149,9 +229,13 @@ describe('cookie signing', () => {
   });
 });
 
-describe.each(['single', 'cluster'] as const)('SessionMiddleware, SessionGuard and @CurrentSession on %s', (target) => {
+const COMBINATIONS = PLATFORMS.flatMap((platform) =>
+  (['single', 'cluster'] as const).map((t) => [platform, t] as const),
+);
+
+describe.each(COMBINATIONS)('SessionMiddleware, SessionGuard and @CurrentSession on %s, %s', (platform, target) => {
   it('login sets a signed httpOnly cookie; the session is on the request; logout destroys it', async () => {
-    const { http, sessions } = await httpApp(target);
+    const { http, sessions } = await httpApp(target, { platform });
     const login = await http.post('/login').send({ user: 'alice' }).expect(201);
     const cookie = sessionCookie(login.headers['set-cookie']);
     expect(cookie).toMatch(/; Path=\/; Expires=[^;]+; HttpOnly; SameSite=Lax$/);
@@ -164,7 +248,10 @@ describe.each(['single', 'cluster'] as const)('SessionMiddleware, SessionGuard a
     expect(me.body).toEqual({ userId: 'alice', data: { hello: 'world' }, same: true });
     // rolling: the cookie is re-sent with the session's new expiry
     expect(sessionCookie(me.headers['set-cookie'])).toContain('Expires=');
-    expect((await http.get('/open').set('Cookie', pair).expect(200)).body).toEqual({ session: 'alice' });
+    expect((await http.get('/open').set('Cookie', pair).expect(200)).body).toEqual({
+      session: 'alice',
+      reqSession: 'alice',
+    });
     // the guard also works without the middleware
     expect((await http.get('/g/me').set('Cookie', pair).expect(200)).body).toEqual({ userId: 'alice' });
 
@@ -174,8 +261,57 @@ describe.each(['single', 'cluster'] as const)('SessionMiddleware, SessionGuard a
     expect(await sessions.get(id)).toBeNull();
   });
 
+  it('the documented logout (no SessionGuard) destroys the session: the old cookie then gets 401', async () => {
+    const { http, sessions } = await httpApp(target, { platform });
+    const pair = sessionCookie((await http.post('/login').send({ user: 'carol' }).expect(201)).headers['set-cookie']);
+    const cookie = pair.split(';')[0];
+    const id = sessions.idFromCookieHeader(cookie) as string;
+    await http.get('/me').set('Cookie', cookie).expect(200);
+    const logout = await http.post('/doc/logout').set('Cookie', cookie).expect(201);
+    expect(logout.body).toEqual({ destroyed: true });
+    expect(sessionCookie(logout.headers['set-cookie'])).toMatch(/^rtk\.sid=; .*Expires=Thu, 01 Jan 1970/);
+    await http.get('/me').set('Cookie', cookie).expect(401);
+    expect(await sessions.get(id)).toBeNull();
+  });
+
+  it('the documented login destroys the session the browser came with', async () => {
+    const { http, sessions } = await httpApp(target, { platform });
+    const first = sessionCookie(
+      (await http.post('/doc/login').send({ user: 'dan' }).expect(201)).headers['set-cookie'],
+    );
+    const firstPair = first.split(';')[0];
+    const again = await http.post('/doc/login').set('Cookie', firstPair).send({ user: 'dan' }).expect(201);
+    expect(again.body).toEqual({ destroyedPrevious: true });
+    // one session cookie in the response (the middleware's rolling refresh of the old one is replaced), the new id
+    const cookies = (again.headers['set-cookie'] as unknown as string[]).filter((c) => c.startsWith('rtk.sid='));
+    expect(cookies).toHaveLength(1);
+    const secondPair = cookies[0].split(';')[0];
+    expect(secondPair).not.toBe(firstPair);
+    await http.get('/me').set('Cookie', firstPair).expect(401);
+    await http.get('/me').set('Cookie', secondPair).expect(200);
+    expect(await sessions.get(sessions.idFromCookieHeader(firstPair) as string)).toBeNull();
+  });
+
+  it("the app's own cookies and the middleware's rolling refresh are both sent", async () => {
+    const { http } = await httpApp(target, { platform });
+    const pair = sessionCookie((await http.post('/login').send({ user: 'erin' }).expect(201)).headers['set-cookie']);
+    const res = await http.get('/other-cookie').set('Cookie', pair.split(';')[0]).expect(200);
+    const cookies = res.headers['set-cookie'] as unknown as string[];
+    expect(cookies.filter((c) => c.startsWith('other=1'))).toHaveLength(1);
+    expect(sessionCookie(cookies)).toContain('Expires=');
+  });
+
+  it(`the cookie helpers typed with ${platform}'s own request and response types`, async () => {
+    const { http } = await httpApp(target, { platform });
+    const login = await http.post('/typed/login').expect(201);
+    const pair = sessionCookie(login.headers['set-cookie']).split(';')[0];
+    expect((await http.get('/me').set('Cookie', pair).expect(200)).body.userId).toBe('typed');
+    const logout = await http.post('/typed/logout').set('Cookie', pair).expect(201);
+    expect(sessionCookie(logout.headers['set-cookie'])).toMatch(/^rtk\.sid=; /);
+  });
+
   it('ignores unsigned, tampered and foreign-secret cookies; SessionGuard answers 401', async () => {
-    const { http, sessions } = await httpApp(target);
+    const { http, sessions } = await httpApp(target, { platform });
     const s = await sessions.create('mallory-target');
     const good = encodeURIComponent(signCookieValue(s.id, SECRET));
     await http.get('/me').set('Cookie', `rtk.sid=${good}`).expect(200);
@@ -197,12 +333,15 @@ describe.each(['single', 'cluster'] as const)('SessionMiddleware, SessionGuard a
       const res = await http.get('/me').set('Cookie', cookie);
       expect(res.status).toBe(401);
       expect(res.body.message).toBe('A valid session is required');
-      expect((await http.get('/open').set('Cookie', cookie).expect(200)).body).toEqual({ session: null });
+      expect((await http.get('/open').set('Cookie', cookie).expect(200)).body).toEqual({
+        session: null,
+        reqSession: null,
+      });
     }
   });
 
   it('an expired session is treated as none and its cookie is cleared', async () => {
-    const { http, sessions } = await httpApp(target);
+    const { http, sessions } = await httpApp(target, { platform });
     const s = await sessions.create('bob', {}, { ttl: 100 });
     await new Promise((r) => setTimeout(r, 250));
     const res = await http
@@ -213,10 +352,11 @@ describe.each(['single', 'cluster'] as const)('SessionMiddleware, SessionGuard a
   });
 });
 
-describe('cookie options', () => {
+describe.each(PLATFORMS)('cookie options on %s', (platform) => {
   it('uses name, path, sameSite, secure and a fixed maxAge from the options', async () => {
     const app = await createToolkitApp({
       http: true,
+      platform,
       keyPrefix: 'rtk-sess-opts:',
       session: {
         cookie: {
@@ -237,7 +377,9 @@ describe('cookie options', () => {
       /^sid=s%3A[A-Za-z0-9_-]{43}\.[^;]+; Path=\/; Domain=example\.test; Max-Age=3600; Expires=[^;]+; HttpOnly; Secure; SameSite=Strict$/,
     );
   });
+});
 
+describe('cookie options', () => {
   it("secure: 'auto' follows the request protocol", async () => {
     const app = await createToolkitApp({
       keyPrefix: 'rtk-sess-auto:',
@@ -251,6 +393,11 @@ describe('cookie options', () => {
     expect(String(headers.get('Set-Cookie'))).not.toContain('Secure');
     sessions.writeCookie(res, s, { secure: true });
     expect(headers.get('Set-Cookie')).toHaveLength(1);
+    expect(String(headers.get('Set-Cookie'))).toContain('; Secure');
+    // Fastify's request (and the Node request @fastify/middie gives Nest middleware) says it with `protocol`
+    sessions.writeCookie(res, s, { protocol: 'http' });
+    expect(String(headers.get('Set-Cookie'))).not.toContain('Secure');
+    sessions.writeCookie(res, s, { protocol: 'https' });
     expect(String(headers.get('Set-Cookie'))).toContain('; Secure');
   });
 
@@ -269,10 +416,10 @@ describe('cookie options', () => {
   });
 });
 
-describe('Redis down → 503', () => {
+describe.each(PLATFORMS)('Redis down → 503 on %s', (platform) => {
   it('answers 503 with a clear body, never an anonymous pass, and recovers', async () => {
     const server = trackForCleanup(await startRedisServer());
-    const { http, sessions, app } = await httpApp({ url: server.url }, { commandTimeout: 300 });
+    const { http, sessions, app } = await httpApp({ url: server.url }, { commandTimeout: 300, platform });
     const s = await sessions.create('alice');
     const pair = `rtk.sid=${encodeURIComponent(signCookieValue(s.id, SECRET))}`;
     await http.get('/me').set('Cookie', pair).expect(200);
@@ -285,7 +432,7 @@ describe('Redis down → 503', () => {
       expect(JSON.stringify(res.body)).not.toContain(s.id);
     }
     // without a cookie there is no session to load: anonymous routes still work, guarded ones say 401
-    await http.get('/open').expect(200, { session: null });
+    await http.get('/open').expect(200, { session: null, reqSession: null });
     await http.get('/me').expect(401);
     await server.restart();
     const connection = app.get(RedisConnection);
