@@ -8,6 +8,8 @@ import { fileURLToPath } from 'node:url';
  */
 const libDir = resolve(dirname(fileURLToPath(import.meta.url)), '../../lib');
 const OPTIONAL = ['@nestjs/websockets', '@nestjs/platform-socket.io', 'socket.io'];
+/** The HTTP platforms: the library works on either without importing one (duck-typed where it must tell them apart). */
+const PLATFORM_PACKAGES = ['@nestjs/platform-express', 'express', '@nestjs/platform-fastify', 'fastify'];
 
 function runtimeImports(file: string): string[] {
   const source = readFileSync(file, 'utf8')
@@ -42,6 +44,16 @@ describe('optional peers', () => {
     );
     expect(offenders).toEqual([]);
     expect([...graph.keys()].some((f) => f.includes('/gateway/'))).toBe(false);
+  });
+
+  it('no entry point loads Express or Fastify', () => {
+    for (const entry of ['index.ts', 'pubsub/gateway/index.ts']) {
+      const graph = reachable(resolve(libDir, entry));
+      const offenders = [...graph].flatMap(([file, imports]) =>
+        imports.filter((i) => PLATFORM_PACKAGES.includes(i)).map((i) => `${file} → ${i}`),
+      );
+      expect(offenders).toEqual([]);
+    }
   });
 
   it('the gateway entry point does load them (so the check above can fail)', () => {
