@@ -1,5 +1,8 @@
-import { ConfigurableModuleBuilder } from '@nestjs/common';
-import { notificationsGatewayImports, type NotificationsGatewayExtra } from './pubsub/pubsub.providers.js';
+import { ConfigurableModuleBuilder, type DynamicModule } from '@nestjs/common';
+import {
+  notificationsGatewayImports,
+  type NotificationsGatewayExtra,
+} from './notifications/notifications.providers.js';
 import type { RedisToolkitOptions } from './redis-toolkit.options.js';
 
 export const {
@@ -11,10 +14,11 @@ export const {
   .setClassMethodName('forRoot')
   .setExtras<{ isGlobal?: boolean; notificationsGateway?: NotificationsGatewayExtra }>(
     { isGlobal: true, notificationsGateway: false },
-    (definition, extras) => ({
-      ...definition,
-      global: extras.isGlobal,
-      imports: [...(definition.imports ?? []), ...notificationsGatewayImports(extras.notificationsGateway)],
-    }),
+    (definition, extras) => {
+      const toolkit: DynamicModule = { ...definition, global: extras.isGlobal };
+      const gateway = notificationsGatewayImports(extras.notificationsGateway, extras.isGlobal ? undefined : toolkit);
+      toolkit.imports = [...(definition.imports ?? []), ...gateway];
+      return toolkit;
+    },
   )
   .build();

@@ -10,6 +10,7 @@ import { RedisConnection } from './connection/redis-connection.js';
 import { RedisToolkitHealth } from './connection/redis-toolkit.health.js';
 import { CACHE_EXPORTS, CACHE_METHOD_INTERCEPTORS, CACHE_PROVIDERS } from './cache/cache.providers.js';
 import { LOCK_EXPORTS, LOCK_METHOD_INTERCEPTORS, LOCK_PROVIDERS } from './lock/lock.providers.js';
+import { NOTIFICATIONS_GATEWAY_OPTIONS } from './notifications/notifications.options.js';
 import { PUBSUB_EXPORTS, PUBSUB_PROVIDERS } from './pubsub/pubsub.providers.js';
 import { RATE_LIMIT_EXPORTS, RATE_LIMIT_PROVIDERS } from './rate-limit/rate-limit.providers.js';
 import { SESSION_EXPORTS, SESSION_PROVIDERS } from './session/session.providers.js';
@@ -32,6 +33,11 @@ import { resolveToolkitOptions, type ResolvedRedisToolkitOptions } from './redis
       useFactory: (o: ResolvedRedisToolkitOptions) => new KeyBuilder(o.keyPrefix),
       inject: [REDIS_TOOLKIT_OPTIONS],
     },
+    {
+      provide: NOTIFICATIONS_GATEWAY_OPTIONS,
+      useFactory: (o: ResolvedRedisToolkitOptions) => o.notifications,
+      inject: [REDIS_TOOLKIT_OPTIONS],
+    },
     RedisToolkitHealth,
     MethodInterceptionExplorer,
     {
@@ -51,6 +57,7 @@ import { resolveToolkitOptions, type ResolvedRedisToolkitOptions } from './redis
     RedisConnection,
     KeyBuilder,
     RedisToolkitHealth,
+    NOTIFICATIONS_GATEWAY_OPTIONS,
     ...PUBSUB_EXPORTS,
     ...CACHE_EXPORTS,
     ...RATE_LIMIT_EXPORTS,

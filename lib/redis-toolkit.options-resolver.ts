@@ -6,6 +6,10 @@ import { resolveRateLimitOptions, type ResolvedRateLimitOptions } from './rate-l
 import { resolveSessionOptions, type ResolvedSessionOptions } from './session/session.options.js';
 import { resolveLockOptions, type ResolvedLockOptions } from './lock/lock.options.js';
 import { resolvePubSubOptions, type ResolvedPubSubOptions } from './pubsub/pubsub.options.js';
+import {
+  resolveNotificationsOptions,
+  type ResolvedNotificationsGatewayOptions,
+} from './notifications/notifications.options.js';
 import type { RedisToolkitOptions } from './redis-toolkit.options.js';
 
 /** The options after validation, with every default filled in: the one place defaults live. */
@@ -22,6 +26,8 @@ export interface ResolvedRedisToolkitOptions {
   session: ResolvedSessionOptions;
   lock: ResolvedLockOptions;
   pubsub: ResolvedPubSubOptions;
+  /** `pubsub.gateway`, resolved for the notifications gateway. */
+  notifications: ResolvedNotificationsGatewayOptions | false;
 }
 
 /** Validates everything and throws one InvalidOptionsError that lists every wrong option by path. */
@@ -58,6 +64,10 @@ export function resolveToolkitOptions(raw: RedisToolkitOptions): ResolvedRedisTo
     session: resolveSessionOptions(o.session, problems),
     lock: resolveLockOptions(o.lock, problems),
     pubsub: resolvePubSubOptions(o.pubsub, problems),
+    notifications: resolveNotificationsOptions(
+      o.pubsub !== null && typeof o.pubsub === 'object' ? o.pubsub.gateway : undefined,
+      problems,
+    ),
   };
   problems.throwIfAny();
   return resolved;

@@ -5,9 +5,9 @@ export {
   type ReplayedMessage,
   type Unsubscribe,
 } from './pubsub.service.js';
+export type { PubSubOptions, PubSubDurableOptions } from './pubsub.options.js';
+// The gateway's option types (for `pubsub.gateway`); the gateway itself is on `nestjs-redis-toolkit/notifications`.
 export type {
-  PubSubOptions,
-  PubSubDurableOptions,
   PubSubUser,
   NotificationsGatewayOptions,
   GatewayHandshake,
@@ -15,4 +15,4 @@ export type {
   GatewayAuthorize,
   GatewayRateLimiter,
   SlowClientPolicy,
-} from './pubsub.options.js';
+} from '../notifications/notifications.options.js';

@@ -10,14 +10,15 @@ import {
   type NestModule,
 } from '@nestjs/common';
 import { CurrentSession, PubSubService, SessionGuard, SessionMiddleware } from '../../lib/index.js';
-import { NotificationsGatewayModule } from '../../lib/pubsub/gateway/index.js';
+import { NotificationsGatewayModule } from '../../lib/notifications/index.js';
 
 /**
  * Sample of pub/sub. The page at / logs in with POST /auth/login (sample/auth: a signed, httpOnly session cookie),
  * connects to the `/notifications` Socket.IO namespace — the gateway's default `authenticate` reads that same cookie
  * through SessionService — and shows live notifications; POST /notifications/send publishes one.
  */
-const PUBLIC_CHANNELS = ['announcements'];
+/** Channels any logged-in user may subscribe to (`pubsub.gateway.publicChannels` in app.module.ts). */
+export const PUBLIC_CHANNELS = ['announcements'];
 
 @Controller('notifications')
 class NotificationsController {
@@ -45,7 +46,7 @@ class NotificationsController {
 }
 
 @Module({
-  imports: [NotificationsGatewayModule.register({ publicChannels: PUBLIC_CHANNELS })],
+  imports: [NotificationsGatewayModule.register()],
   controllers: [NotificationsController],
 })
 export class NotificationsModule implements NestModule {

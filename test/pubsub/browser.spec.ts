@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { chromium, type BrowserContext } from 'playwright-core';
 import { PubSubService } from '../../lib/index.js';
 import { AuthModule } from '../../sample/auth/auth.module.js';
-import { NotificationsModule } from '../../sample/notifications/notifications.module.js';
+import { NotificationsModule, PUBLIC_CHANNELS } from '../../sample/notifications/notifications.module.js';
 import { PageController } from '../../sample/page/page.controller.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 
@@ -46,6 +46,7 @@ if (!hasChromium && process.env.CI)
       keyPrefix: `browser${Date.now()}:`,
       imports: [AuthModule, NotificationsModule],
       session: { cookie: { secret: 'browser-test-secret' } },
+      pubsub: { gateway: { publicChannels: PUBLIC_CHANNELS } }, // as sample/app.module.ts configures it
       controllers: [PageController],
       http: true,
       ...({ notificationsGateway: false } as object), // the sample module registers the gateway itself

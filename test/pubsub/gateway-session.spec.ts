@@ -7,7 +7,7 @@ import {
   signCookieValue,
   type ResolvedRedisToolkitOptions,
 } from '../../lib/index.js';
-import { NotificationsGateway } from '../../lib/pubsub/gateway/index.js';
+import { NotificationsGateway } from '../../lib/notifications/index.js';
 import { resolveToolkitOptions } from '../../lib/redis-toolkit.options-resolver.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { closeClients, connectClient, createGatewayApp } from '../support/pubsub-gateway.js';

@@ -5,7 +5,7 @@ import { Test } from '@nestjs/testing';
 import { PubSubService, RedisToolkitModule } from '../../lib/index.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { tokenAuthenticate } from '../support/pubsub-gateway.js';
-import { NotificationsGateway } from '../../lib/pubsub/gateway/index.js';
+import { NotificationsGateway } from '../../lib/notifications/index.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import {
   closeClients,
@@ -404,5 +404,93 @@ describe('NotificationsGateway limits and options', () => {
   it('refuses every connection when loaded but switched off with pubsub.gateway: false', async () => {
     const app = await createGatewayApp({ keyPrefix: `g${uid()}:`, pubsub: { gateway: false } });
     await expect(connectClient(app.url, { token: 'u:1' })).rejects.toMatchObject({ data: { code: 'E_DISABLED' } });
+  });
+});
+
+describe('NotificationsGateway configuration route', () => {
+  async function boot(imports: unknown[], warnings: string[] = []) {
+    const moduleRef = await Test.createTestingModule({ imports: imports as never[] }).compile();
+    const app = moduleRef.createNestApplication({
+      logger: {
+        log: () => undefined,
+        error: () => undefined,
+        warn: (message: unknown) => warnings.push(String(message)),
+      },
+    });
+    await app.listen(0, '127.0.0.1');
+    const { port } = app.getHttpServer().address() as AddressInfo;
+    return { app, url: `http://127.0.0.1:${port}` };
+  }
+
+  it('the extra works with isGlobal: false (the gateway injects the toolkit it was loaded by)', async () => {
+    const { app, url } = await boot([
+      RedisToolkitModule.forRoot({
+        isGlobal: false,
+        notificationsGateway: true,
+        connection: { url: sharedServers().single.url },
+        keyPrefix: `g${uid()}:`,
+        pubsub: { gateway: { authenticate: tokenAuthenticate, publicChannels: ['news'] } },
+      }),
+    ]);
+    try {
+      const c = await connectClient(url, { token: 'u:local' });
+      expect(await c.subscribe('news')).toEqual({ ok: true });
+      await app.get(PubSubService).publish('news', 'n1');
+      expect(await waitFor(() => c.got.length === 1, 3_000)).toBe(true);
+    } finally {
+      closeClients();
+      await app.close();
+    }
+  });
+
+  it('NotificationsGatewayModule.register({ options }) still applies them, with a deprecation warning', async () => {
+    const { NotificationsGatewayModule } = await import('../../lib/notifications/index.js');
+    const warnings: string[] = [];
+    const { app, url } = await boot(
+      [
+        RedisToolkitModule.forRoot({
+          connection: { url: sharedServers().single.url },
+          keyPrefix: `g${uid()}:`,
+          pubsub: { gateway: { authenticate: tokenAuthenticate } },
+        }),
+        NotificationsGatewayModule.register({ publicChannels: ['legacy'] }),
+      ],
+      warnings,
+    );
+    try {
+      const c = await connectClient(url, { token: 'u:1' });
+      expect(await c.subscribe('legacy')).toEqual({ ok: true });
+      expect(
+        warnings.filter((w) => /register\(\{ publicChannels \}\) is deprecated.*pubsub\.gateway/.test(w)),
+      ).toHaveLength(1);
+    } finally {
+      closeClients();
+      await app.close();
+    }
+  });
+
+  it('register() without options takes everything from pubsub.gateway and warns about nothing', async () => {
+    const { NotificationsGatewayModule } = await import('../../lib/notifications/index.js');
+    const warnings: string[] = [];
+    const { app, url } = await boot(
+      [
+        RedisToolkitModule.forRoot({
+          connection: { url: sharedServers().single.url },
+          keyPrefix: `g${uid()}:`,
+          pubsub: { gateway: { authenticate: tokenAuthenticate, publicChannels: ['news'] } },
+        }),
+        NotificationsGatewayModule.register(),
+      ],
+      warnings,
+    );
+    try {
+      const c = await connectClient(url, { token: 'u:1' });
+      expect(await c.subscribe('news')).toEqual({ ok: true });
+      expect(await c.subscribe('legacy')).toMatchObject({ ok: false, code: 'E_FORBIDDEN' });
+      expect(warnings.filter((w) => /deprecated/.test(w))).toEqual([]);
+    } finally {
+      closeClients();
+      await app.close();
+    }
   });
 });

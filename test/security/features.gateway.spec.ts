@@ -7,7 +7,7 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import { CACHE_L1_CHANNEL, PubSubService, SessionService, type PubSubUser } from '../../lib/index.js';
-import { NotificationsGateway } from '../../lib/pubsub/gateway/index.js';
+import { NotificationsGateway } from '../../lib/notifications/index.js';
 import {
   closeClients,
   connectClient,

@@ -2,7 +2,7 @@
 import type { AddressInfo } from 'node:net';
 import { io, type Socket as ClientSocket } from 'socket.io-client';
 import type { PubSubUser } from '../../lib/index.js';
-import type { NotificationAck, NotificationMessage } from '../../lib/pubsub/gateway/index.js';
+import type { NotificationAck, NotificationMessage } from '../../lib/notifications/index.js';
 import { createToolkitApp, type ToolkitApp, type ToolkitAppOptions } from './toolkit-app.js';
 
 /** `authenticate` for tests: `auth.token` `"u:<id>"` is user `<id>`; anything else is refused. */

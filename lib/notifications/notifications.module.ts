@@ -1,9 +1,13 @@
-import { Module, type DynamicModule, type Provider, type Type } from '@nestjs/common';
+import { forwardRef, Module, type DynamicModule, type Provider, type Type } from '@nestjs/common';
 import { WebSocketGateway } from '@nestjs/websockets';
-import type { NotificationsGatewayOptions } from '../pubsub.options.js';
+import type { NotificationsGatewayOptions } from './notifications.options.js';
 import { NOTIFICATIONS_GATEWAY_OVERRIDES, NotificationsGateway } from './notifications.gateway.js';
 
-/** `namespace`, plus any gateway option; those given here win over `pubsub.gateway` of forRoot. */
+/**
+ * `namespace` (a module-level option: Socket.IO namespaces are class metadata fixed at start). The gateway itself is
+ * configured with `pubsub.gateway` of RedisToolkitModule.forRoot / forRootAsync; the other fields here are deprecated
+ * (they still win over `pubsub.gateway`, with a warning at start).
+ */
 export interface NotificationsGatewayModuleOptions extends NotificationsGatewayOptions {
   /** Socket.IO namespace. Default `/notifications`. */
   namespace?: string;
@@ -16,7 +20,11 @@ export interface NotificationsGatewayModuleOptions extends NotificationsGatewayO
  */
 @Module({})
 export class NotificationsGatewayModule {
-  static register(options: NotificationsGatewayModuleOptions = {}): DynamicModule {
+  /**
+   * `toolkit`: the RedisToolkitModule definition that loads this module through its `notificationsGateway` extra,
+   * imported back when it is not global so that the gateway can inject PubSubService and the gateway options.
+   */
+  static register(options: NotificationsGatewayModuleOptions = {}, toolkit?: DynamicModule): DynamicModule {
     const { namespace, ...overrides } = options;
     let gateway: Type<NotificationsGateway> = NotificationsGateway;
     if (namespace !== undefined && namespace !== '/notifications') {
@@ -27,6 +35,11 @@ export class NotificationsGatewayModule {
     }
     const providers: Provider[] = [gateway, { provide: NOTIFICATIONS_GATEWAY_OVERRIDES, useValue: overrides }];
     if (gateway !== NotificationsGateway) providers.push({ provide: NotificationsGateway, useExisting: gateway });
-    return { module: NotificationsGatewayModule, providers, exports: [NotificationsGateway] };
+    return {
+      module: NotificationsGatewayModule,
+      ...(toolkit && { imports: [forwardRef(() => toolkit)] }),
+      providers,
+      exports: [NotificationsGateway],
+    };
   }
 }

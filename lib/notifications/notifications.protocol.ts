@@ -1,4 +1,4 @@
-import { RedisToolkitError } from '../../common/errors.js';
+import { RedisToolkitError } from '../common/errors.js';
 
 /**
  * The wire protocol of the notifications namespace: what a client may send (`subscribe` / `unsubscribe`, validated

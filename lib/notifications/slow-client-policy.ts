@@ -1,7 +1,7 @@
 import type { Namespace, Socket } from 'socket.io';
-import type { ThrottledWarning } from '../../common/throttled-logger.js';
-import type { ResolvedNotificationsGatewayOptions } from '../pubsub.options.js';
-import type { NotificationMessage } from './notification-protocol.js';
+import type { ThrottledWarning } from '../common/throttled-logger.js';
+import type { ResolvedNotificationsGatewayOptions } from './notifications.options.js';
+import type { NotificationMessage } from './notifications.protocol.js';
 
 /** The gateway counters a broadcast updates. */
 export interface DeliveryCounters {

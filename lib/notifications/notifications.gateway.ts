@@ -1,5 +1,4 @@
-import { Logger, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
-import { ModuleRef } from '@nestjs/core';
+import { Inject, Logger, Optional, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import {
   ConnectedSocket,
   MessageBody,
@@ -11,27 +10,25 @@ import {
   type OnGatewayInit,
 } from '@nestjs/websockets';
 import type { Namespace, Socket } from 'socket.io';
-import { RedisToolkitError } from '../../common/errors.js';
-import { OptionProblems } from '../../common/option-checks.js';
-import { ThrottledWarning } from '../../common/throttled-logger.js';
-import { REDIS_TOOLKIT_OPTIONS } from '../../redis-toolkit.constants.js';
-import type { ResolvedRedisToolkitOptions } from '../../redis-toolkit.options-resolver.js';
-import { RateLimitService } from '../../rate-limit/rate-limit.service.js';
-import { SessionService } from '../../session/session.service.js';
-import {
-  resolveGatewayOptions,
-  resolvePubSubOptions,
-  type NotificationsGatewayOptions,
-  type GatewayAuthenticate,
-  type GatewayHandshake,
-  type GatewayRateLimiter,
-  type PubSubUser,
-  type ResolvedNotificationsGatewayOptions,
-} from '../pubsub.options.js';
-import { isPattern, PubSubService, type MessageMeta } from '../pubsub.service.js';
+import { RedisToolkitError } from '../common/errors.js';
+import { OptionProblems } from '../common/option-checks.js';
+import { ThrottledWarning } from '../common/throttled-logger.js';
+import { isPattern, PubSubService, type MessageMeta } from '../pubsub/pubsub.service.js';
+import { RateLimitService } from '../rate-limit/rate-limit.service.js';
+import { SessionService } from '../session/session.service.js';
 import { ChannelRelays, roomOf, type Relay } from './channel-relays.js';
 import { DurableReplay } from './durable-replay.js';
 import { localRateLimiter } from './local-rate-limiter.js';
+import {
+  NOTIFICATIONS_GATEWAY_OPTIONS,
+  resolveGatewayOptions,
+  type GatewayAuthenticate,
+  type GatewayHandshake,
+  type GatewayRateLimiter,
+  type NotificationsGatewayOptions,
+  type PubSubUser,
+  type ResolvedNotificationsGatewayOptions,
+} from './notifications.options.js';
 import {
   AckError,
   failure,
@@ -40,7 +37,7 @@ import {
   refusal,
   type NotificationAck,
   type NotificationMessage,
-} from './notification-protocol.js';
+} from './notifications.protocol.js';
 import { sessionAuthenticate } from './session-authenticate.js';
 import { broadcastToRoom } from './slow-client-policy.js';
 
@@ -63,7 +60,7 @@ interface SocketState {
   joining: Map<string, Promise<NotificationAck>>;
 }
 
-/** Gateway options given to NotificationsGatewayModule.register(); they win over `pubsub.gateway`. */
+/** Deprecated: gateway options given to NotificationsGatewayModule.register(); they win over `pubsub.gateway`. */
 export const NOTIFICATIONS_GATEWAY_OVERRIDES = Symbol('NOTIFICATIONS_GATEWAY_OVERRIDES');
 
 /**
@@ -84,9 +81,8 @@ export class NotificationsGateway
 {
   @WebSocketServer() server!: Namespace;
 
-  private readonly logger = new Logger('RedisToolkit');
+  private readonly logger = new Logger('RedisToolkit:Notifications');
   private readonly warning = new ThrottledWarning(this.logger);
-  private pubsub!: PubSubService;
   private options!: ResolvedNotificationsGatewayOptions;
   private authenticate!: GatewayAuthenticate;
   private rateLimiter!: GatewayRateLimiter;
@@ -105,36 +101,37 @@ export class NotificationsGateway
   );
   private readonly counters = { refused: 0, delivered: 0, droppedSlow: 0, disconnectedSlow: 0 };
 
-  constructor(private readonly moduleRef: ModuleRef) {}
+  constructor(
+    private readonly pubsub: PubSubService,
+    @Inject(NOTIFICATIONS_GATEWAY_OPTIONS) private readonly configured: ResolvedNotificationsGatewayOptions | false,
+    @Optional() private readonly sessions?: SessionService,
+    @Optional() private readonly rateLimitService?: RateLimitService,
+    @Optional() @Inject(NOTIFICATIONS_GATEWAY_OVERRIDES) private readonly overrides?: NotificationsGatewayOptions,
+  ) {}
 
-  /** Everything is looked up app-wide, so the gateway also works when RedisToolkitModule is not global. */
   onModuleInit(): void {
-    const toolkit = this.moduleRef.get<ResolvedRedisToolkitOptions>(REDIS_TOOLKIT_OPTIONS, { strict: false });
-    this.pubsub = this.moduleRef.get(PubSubService, { strict: false });
-    if (toolkit.pubsub.gateway === false) {
+    if (this.configured === false) {
       // Loaded (notificationsGateway: true) but switched off by configuration: refuse every connection.
       this.disabled = true;
-      this.options = resolvePubSubOptions({}, new OptionProblems()).gateway as ResolvedNotificationsGatewayOptions;
+      this.options = resolveGatewayOptions({}, new OptionProblems());
       this.authenticate = () => null;
       this.rateLimiter = localRateLimiter();
       return;
     }
-    this.options = this.withOverrides(toolkit.pubsub.gateway);
+    this.options = this.withOverrides(this.configured);
     this.authenticate = this.options.authenticate ?? this.defaultAuthenticate();
     this.rateLimiter = this.options.rateLimiter ?? this.defaultRateLimiter();
   }
 
   private withOverrides(base: ResolvedNotificationsGatewayOptions): ResolvedNotificationsGatewayOptions {
-    let overrides: NotificationsGatewayOptions | undefined;
-    try {
-      overrides = this.moduleRef.get<NotificationsGatewayOptions>(NOTIFICATIONS_GATEWAY_OVERRIDES);
-    } catch {
-      return base;
-    }
-    const given = Object.keys(overrides ?? {}) as (keyof NotificationsGatewayOptions)[];
+    const given = Object.keys(this.overrides ?? {}) as (keyof NotificationsGatewayOptions)[];
     if (given.length === 0) return base;
+    this.logger.warn(
+      `NotificationsGatewayModule.register({ ${given.join(', ')} }) is deprecated: give gateway options as ` +
+        '`pubsub.gateway` of RedisToolkitModule.forRoot / forRootAsync (register() takes only { namespace })',
+    );
     const problems = new OptionProblems();
-    const resolved = resolveGatewayOptions(overrides, problems, 'NotificationsGatewayModule.register()');
+    const resolved = resolveGatewayOptions(this.overrides, problems, 'NotificationsGatewayModule.register()');
     problems.throwIfAny();
     const merged: Record<string, unknown> = { ...base };
     for (const key of given) merged[key] = resolved[key];
@@ -346,31 +343,19 @@ export class NotificationsGateway
   }
 
   private defaultAuthenticate(): GatewayAuthenticate {
-    let sessions: SessionService | undefined;
-    try {
-      sessions = this.moduleRef.get(SessionService, { strict: false });
-    } catch {
-      sessions = undefined;
-    }
-    if (!sessions) {
+    if (!this.sessions) {
       this.logger.warn(
         'notifications: no pubsub.gateway.authenticate and no SessionService: every connection is refused',
       );
       return () => null;
     }
-    return sessionAuthenticate(sessions);
+    return sessionAuthenticate(this.sessions);
   }
 
   /** RateLimitService (one atomic Redis call, shared by every instance; fails open by its own policy). */
   private defaultRateLimiter(): GatewayRateLimiter {
-    let service: RateLimitService | undefined;
-    try {
-      service = this.moduleRef.get(RateLimitService, { strict: false });
-    } catch {
-      service = undefined;
-    }
-    if (!service || typeof service.consume !== 'function') return localRateLimiter();
-    const limiter = service;
+    const limiter = this.rateLimitService;
+    if (!limiter) return localRateLimiter();
     return async (key, policy) => {
       const r = await limiter.consume(key, policy);
       return { allowed: r.allowed, retryAfterMs: r.retryAfterMs };

@@ -1,4 +1,4 @@
-import type { GatewayAuthenticate, GatewayHandshake, PubSubUser } from '../pubsub.options.js';
+import type { GatewayAuthenticate, GatewayHandshake, PubSubUser } from './notifications.options.js';
 
 /** The SessionService methods the default `authenticate` needs. */
 export interface SessionLookup {

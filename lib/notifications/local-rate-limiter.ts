@@ -1,4 +1,4 @@
-import type { GatewayRateLimiter } from '../pubsub.options.js';
+import type { GatewayRateLimiter } from './notifications.options.js';
 
 /**
  * A fixed window per key in this process: the fallback when RateLimitService is not available. Subscribe messages
