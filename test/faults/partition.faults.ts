@@ -10,7 +10,7 @@
  * Needs root (CI runs as root): without it the suite FAILS under CI and is skipped, saying why, elsewhere.
  */
 import 'reflect-metadata';
-import { LockNotAcquiredError, LockService, RateLimitService, RedisUnavailableError } from '../../lib/index.js';
+import { LockService, RateLimitService, RedisUnavailableError } from '../../lib/index.js';
 import { netnsUnsupported, startNamespacedRedis, type NetnsHosts } from '../support/netns.js';
 import { probePing } from '../support/resp.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
