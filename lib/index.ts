@@ -23,6 +23,7 @@ export {
   LockLostError,
   RateLimitExceededError,
   SessionNotFoundError,
+  SessionTooLargeError,
 } from './common/errors.js';
 export { JsonSerializer, type Serializer } from './common/serializer.js';
 export { KeyBuilder } from './common/keys.js';

@@ -58,6 +58,11 @@ export class SessionNotFoundError extends RedisToolkitError {
   static override readonly code: string = 'E_SESSION_NOT_FOUND';
 }
 
+/** A session would be larger than `session.maxSize` (what one call writes, or the whole session after a merge). */
+export class SessionTooLargeError extends RedisToolkitError {
+  static override readonly code: string = 'E_SESSION_TOO_LARGE';
+}
+
 /** Wraps a driver error (refused, reset, timed out, cluster down) as RedisUnavailableError; leaves our own errors alone. */
 export function toRedisUnavailable(err: unknown, what: string): RedisToolkitError {
   if (err instanceof RedisToolkitError) return err;

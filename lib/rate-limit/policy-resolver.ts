@@ -1,5 +1,11 @@
 import { InvalidKeyError, InvalidOptionsError } from '../common/errors.js';
-import { RATE_LIMIT_ALGORITHMS, type RateLimitAlgorithm, type RateLimitPolicy } from './rate-limit.options.js';
+import {
+  DEFAULT_SLIDING_WINDOW_MAX_LIMIT,
+  RATE_LIMIT_ALGORITHMS,
+  slidingWindowTooLarge,
+  type RateLimitAlgorithm,
+  type RateLimitPolicy,
+} from './rate-limit.options.js';
 
 /**
  * What a caller of RateLimitService gives at call time, checked before any Redis call: the key, and the policy with
@@ -19,6 +25,7 @@ export function resolveCallPolicy(
   p: RateLimitPolicy,
   path: string,
   defaultAlgorithm: RateLimitAlgorithm,
+  maxSlidingWindowLimit = DEFAULT_SLIDING_WINDOW_MAX_LIMIT,
 ): ResolvedPolicy {
   if (p === null || typeof p !== 'object') throw new InvalidOptionsError(`rate limit: ${path} must be an object`);
   const algorithm = p.algorithm ?? defaultAlgorithm;
@@ -26,6 +33,9 @@ export function resolveCallPolicy(
   if (!isInt(p.ttl, 1)) throw wrong(path, 'ttl', 'a whole number of milliseconds >= 1', p.ttl);
   if (!RATE_LIMIT_ALGORITHMS.includes(algorithm))
     throw wrong(path, 'algorithm', `one of ${RATE_LIMIT_ALGORITHMS.join(', ')}`, algorithm);
+  if (algorithm === 'sliding-window' && p.limit > maxSlidingWindowLimit) {
+    throw new InvalidOptionsError(`rate limit: ${path}.limit ${slidingWindowTooLarge(maxSlidingWindowLimit, p.limit)}`);
+  }
   const burst = p.burst ?? p.limit;
   if (!isInt(burst, 1)) throw wrong(path, 'burst', 'an integer >= 1', p.burst);
   const cost = p.cost ?? 1;

@@ -79,6 +79,12 @@ export interface RateLimitOptions {
   insurance?: boolean | RateLimitInsuranceOptions;
   /** Interval between two "Redis unavailable" warnings, ms. Default 10 000. */
   warnIntervalMs?: number;
+  /**
+   * Largest `limit` (and so `cost`) a sliding-window policy may have: the window keeps one sorted-set member per
+   * unit, so Redis time per call and the key's memory grow with it (10 000 ≈ 1.2 MB per key). Default 10 000, at
+   * most 100 000; use 'fixed-window' or 'token-bucket' (O(1) whatever the limit) for larger limits.
+   */
+  maxSlidingWindowLimit?: number;
 }
 
 export interface ResolvedRateLimitOptions {
@@ -89,7 +95,12 @@ export interface ResolvedRateLimitOptions {
   ipv6Subnet: number;
   insurance: Required<RateLimitInsuranceOptions> | false;
   warnIntervalMs: number;
+  maxSlidingWindowLimit: number;
 }
+
+/** Default and hard maximum of `rateLimit.maxSlidingWindowLimit` (measurements in docs/rate-limit.md). */
+export const DEFAULT_SLIDING_WINDOW_MAX_LIMIT = 10_000;
+export const SLIDING_WINDOW_HARD_MAX_LIMIT = 100_000;
 
 export function resolveRateLimitOptions(
   raw: RateLimitOptions | undefined,
@@ -108,6 +119,18 @@ export function resolveRateLimitOptions(
     checkTrustProxy(o.trustProxy, problems);
     problems.integer('rateLimit.ipv6Subnet', o.ipv6Subnet, 1, 128);
     problems.duration('rateLimit.warnIntervalMs', o.warnIntervalMs, { allowZero: true });
+    problems.integer('rateLimit.maxSlidingWindowLimit', o.maxSlidingWindowLimit, 1, SLIDING_WINDOW_HARD_MAX_LIMIT);
+    const cap = o.maxSlidingWindowLimit ?? DEFAULT_SLIDING_WINDOW_MAX_LIMIT;
+    const d = o.defaults;
+    if (
+      d &&
+      typeof d.limit === 'number' &&
+      d.limit > cap &&
+      (d.algorithm ?? 'sliding-window') === 'sliding-window' &&
+      Number.isInteger(cap)
+    ) {
+      problems.add('rateLimit.defaults.limit', slidingWindowTooLarge(cap, d.limit));
+    }
     if (
       o.insurance !== undefined &&
       typeof o.insurance !== 'boolean' &&
@@ -129,7 +152,16 @@ export function resolveRateLimitOptions(
     ipv6Subnet: o.ipv6Subnet ?? 64,
     insurance,
     warnIntervalMs: o.warnIntervalMs ?? 10_000,
+    maxSlidingWindowLimit: o.maxSlidingWindowLimit ?? DEFAULT_SLIDING_WINDOW_MAX_LIMIT,
   };
+}
+
+/** The problem text for a sliding window over the cap (option check and call-time check say the same). */
+export function slidingWindowTooLarge(cap: number, limit: unknown): string {
+  return (
+    `must be at most ${cap} for a sliding window (one sorted-set member per unit), got ${String(limit)}: ` +
+    `raise rateLimit.maxSlidingWindowLimit (up to ${SLIDING_WINDOW_HARD_MAX_LIMIT}) or use 'fixed-window' or 'token-bucket'`
+  );
 }
 
 /** Checks the static values of a policy (functions are checked when they are resolved, per request). */
@@ -145,6 +177,14 @@ export function checkPolicy(
       problems.add(`${path}.ttl`, `must be a whole number of milliseconds, got ${p.ttl}`);
   }
   if (typeof p.algorithm !== 'function') problems.oneOf(`${path}.algorithm`, p.algorithm, RATE_LIMIT_ALGORITHMS);
+  // The configured cap is checked per call; here (at decoration, before options exist) only the hard maximum.
+  if (
+    typeof p.limit === 'number' &&
+    p.limit > SLIDING_WINDOW_HARD_MAX_LIMIT &&
+    (p.algorithm === undefined || p.algorithm === 'sliding-window')
+  ) {
+    problems.add(`${path}.limit`, slidingWindowTooLarge(SLIDING_WINDOW_HARD_MAX_LIMIT, p.limit));
+  }
   if (typeof p.burst !== 'function') problems.integer(`${path}.burst`, p.burst, 1);
   if (typeof p.cost !== 'function') problems.integer(`${path}.cost`, p.cost, 0);
 }

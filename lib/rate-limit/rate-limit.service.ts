@@ -392,7 +392,7 @@ export class RateLimitService {
 
   /** Fills defaults and validates a policy given at call time (InvalidOptionsError naming the field). */
   resolvePolicy(p: RateLimitPolicy, path: string): ResolvedPolicy {
-    return resolveCallPolicy(p, path, this.options.defaults.algorithm);
+    return resolveCallPolicy(p, path, this.options.defaults.algorithm, this.options.maxSlidingWindowLimit);
   }
 }
 

@@ -1,7 +1,8 @@
 -- Atomic merge into an existing session; never creates one (an expired or destroyed session stays gone).
--- KEYS[1] session. ARGV[1] now (epoch ms), ARGV[2] touch ('1'/'0'), ARGV[3] number of field/value pairs to set,
--- then those pairs (values are serialized strings), then names of fields to delete.
--- Returns false when absent or past its absolute deadline, else { session JSON, expiresAt }.
+-- KEYS[1] session. ARGV[1] now (epoch ms), ARGV[2] touch ('1'/'0'), ARGV[3] largest session in bytes, ARGV[4] number
+-- of field/value pairs to set, then those pairs (values are serialized strings), then names of fields to delete.
+-- Returns false when absent or past its absolute deadline, -1 when the merged session would be larger than ARGV[3]
+-- (nothing written), else { session JSON, expiresAt }.
 local raw = redis.call('GET', KEYS[1])
 if not raw then return false end
 local s = cjson.decode(raw)
@@ -11,9 +12,9 @@ if s.m <= now then
   return false
 end
 if type(s.d) ~= 'table' then s.d = {} end
-local sets = tonumber(ARGV[3])
-local last = 3 + sets * 2
-for i = 4, last, 2 do
+local sets = tonumber(ARGV[4])
+local last = 4 + sets * 2
+for i = 5, last, 2 do
   s.d[ARGV[i]] = ARGV[i + 1]
 end
 for i = last + 1, #ARGV do
@@ -21,6 +22,7 @@ for i = last + 1, #ARGV do
 end
 if next(s.d) == nil then s.d = cjson.decode('{}') end
 local out = cjson.encode(s)
+if #out > tonumber(ARGV[3]) then return -1 end
 local exp
 if ARGV[2] == '1' then
   exp = now + s.t

@@ -30,8 +30,18 @@ export interface SessionOptions {
   maxAgeMs?: number;
   /** How long a destroyed session id stays blocked against late writes, ms. Default 60 s. */
   tombstoneMs?: number;
+  /**
+   * Largest session in bytes (its stored JSON): a larger create/update throws SessionTooLargeError and writes
+   * nothing. Every write re-encodes the whole session in Redis, so a huge one blocks Redis. Default 1 MiB (1_048_576),
+   * at most 64 MiB.
+   */
+  maxSize?: number;
   cookie?: SessionCookieOptions;
 }
+
+/** Default and hard maximum of `session.maxSize`, bytes. */
+export const DEFAULT_SESSION_MAX_SIZE = 1_048_576;
+export const SESSION_MAX_SIZE_LIMIT = 64 * 1_048_576;
 
 export interface ResolvedSessionCookieOptions {
   name: string;
@@ -49,6 +59,7 @@ export interface ResolvedSessionOptions {
   rolling: boolean;
   maxAgeMs: number;
   tombstoneMs: number;
+  maxSize: number;
   cookie: ResolvedSessionCookieOptions;
 }
 
@@ -63,6 +74,7 @@ export function resolveSessionOptions(
     problems.duration('session.maxAgeMs', o.maxAgeMs);
     problems.duration('session.tombstoneMs', o.tombstoneMs);
     problems.boolean('session.rolling', o.rolling);
+    problems.integer('session.maxSize', o.maxSize, 1_024, SESSION_MAX_SIZE_LIMIT);
     if (problems.object('session.cookie', o.cookie)) {
       problems.string('session.cookie.name', c.name);
       if (c.name !== undefined && typeof c.name === 'string' && !/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(c.name)) {
@@ -103,6 +115,7 @@ export function resolveSessionOptions(
     rolling: o.rolling ?? true,
     maxAgeMs,
     tombstoneMs: o.tombstoneMs ?? 60_000,
+    maxSize: o.maxSize ?? DEFAULT_SESSION_MAX_SIZE,
     cookie: {
       name: c.name ?? 'rtk.sid',
       secrets: c.secret === undefined ? [] : Array.isArray(c.secret) ? [...c.secret] : [c.secret],

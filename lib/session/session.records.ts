@@ -1,11 +1,12 @@
 import { scanKeys } from '../common/bulk-keys.js';
 import { KeyBuilder } from '../common/keys.js';
 import { Cluster } from 'ioredis';
-import { InvalidKeyError } from '../common/errors.js';
+import { InvalidKeyError, SessionTooLargeError } from '../common/errors.js';
 import type { Serializer } from '../common/serializer.js';
 import { containsLoneSurrogate, hasLoneSurrogate } from '../common/unicode.js';
 import { LuaScript, type RedisClient, type ScriptArg } from '../common/lua-script.js';
 import { TickBatcher } from '../common/tick-batcher.js';
+import { DEFAULT_SESSION_MAX_SIZE } from './session.options.js';
 
 /** Feature name in keys: `<prefix>sess:{<id>}`, `<prefix>sess:{<id>}:gone`, `<prefix>sess:user:{<userId>}`. */
 export const SESSION_FEATURE = 'sess';
@@ -14,7 +15,7 @@ const USER_INDEX_FEATURE = 'sess:user';
 const PRUNE_SAMPLE = 32;
 
 const createScript = LuaScript.fromFile<number>('rtk_sess_create', new URL('./session-create.lua', import.meta.url), 2);
-const updateScript = LuaScript.fromFile<[string, number] | null>(
+const updateScript = LuaScript.fromFile<[string, number] | -1 | null>(
   'rtk_sess_update',
   new URL('./session-update.lua', import.meta.url),
   1,
@@ -130,6 +131,8 @@ export class SessionRecords {
   constructor(
     readonly client: RedisClient,
     keyPrefix: string,
+    /** Largest stored session, bytes: checked here before a write is sent, and by the update script after a merge. */
+    private readonly maxSize = DEFAULT_SESSION_MAX_SIZE,
   ) {
     this.keys = new KeyBuilder(keyPrefix);
     this.sessionHead = `${this.keys.featurePrefix(SESSION_FEATURE)}{`;
@@ -198,20 +201,25 @@ export class SessionRecords {
 
   /** Stores a new session; false when the id is taken or tombstoned. */
   async create(id: string, envelope: SessionEnvelope, expiresAt: number): Promise<boolean> {
+    const json = JSON.stringify(envelope);
+    this.checkSize([json]);
     const created = await createScript.run(
       this.client,
       [this.sessionKey(id), this.tombstoneKey(id)],
-      [JSON.stringify(envelope), expiresAt],
+      [json, expiresAt],
     );
     return created === 1;
   }
 
   async update(id: string, touch: boolean, sets: [string, string][], deletes: string[]): Promise<RawSession | null> {
     const now = Date.now();
-    const args: ScriptArg[] = [now, touch ? '1' : '0', sets.length];
+    // What this call adds can be refused before anything is sent; the merged total only the script knows.
+    this.checkSize(sets.flat());
+    const args: ScriptArg[] = [now, touch ? '1' : '0', this.maxSize, sets.length];
     for (const [f, v] of sets) args.push(f, v);
     args.push(...deletes);
     const reply = await updateScript.run(this.client, [this.sessionKey(id)], args);
+    if (reply === -1) throw this.tooLarge('after the merge');
     if (!reply) return null;
     const envelope = parseEnvelope(reply[0]);
     if (!envelope) return null;
@@ -220,6 +228,22 @@ export class SessionRecords {
       expiresAt: Number(reply[1]),
       lastAccessedAt: touch ? now : Math.max(envelope.c, Number(reply[1]) - envelope.t),
     };
+  }
+
+  /** Throws SessionTooLargeError when the texts' UTF-8 bytes add up to more than maxSize (counted only if they might). */
+  private checkSize(texts: string[]): void {
+    let units = 0;
+    for (const t of texts) units += t.length;
+    if (units * 3 <= this.maxSize) return; // 3 bytes per UTF-16 unit at most
+    let bytes = 0;
+    for (const t of texts) bytes += Buffer.byteLength(t);
+    if (bytes > this.maxSize) throw this.tooLarge(`(${bytes} bytes)`);
+  }
+
+  private tooLarge(detail: string): SessionTooLargeError {
+    return new SessionTooLargeError(
+      `the session would be larger than session.maxSize (${this.maxSize} bytes) ${detail}; nothing was written`,
+    );
   }
 
   /** Deletes the session and leaves a tombstone; returns its userId ('' for anonymous), or null when there was none. */
@@ -233,7 +257,9 @@ export class SessionRecords {
     fields: Omit<SessionEnvelope, 'c' | 'm'>,
     maxAgeMs: number,
   ): Promise<{ previousUserId: string; expiresAt: number } | 'tombstoned'> {
-    const args: ScriptArg[] = [Date.now(), Math.ceil(maxAgeMs), fields.t, JSON.stringify(fields)];
+    const json = JSON.stringify(fields);
+    this.checkSize([json]);
+    const args: ScriptArg[] = [Date.now(), Math.ceil(maxAgeMs), fields.t, json];
     const reply = await storeSetScript.run(this.client, [this.sessionKey(id), this.tombstoneKey(id)], args);
     if (reply === -1) return 'tombstoned';
     return { previousUserId: String(reply[0]), expiresAt: Number(reply[1]) };

@@ -58,7 +58,7 @@ export class SessionService {
   readonly options: ResolvedSessionOptions;
 
   constructor(connection: RedisConnection, @Inject(REDIS_TOOLKIT_OPTIONS) toolkit: ResolvedRedisToolkitOptions) {
-    this.records = new SessionRecords(connection.client, toolkit.keyPrefix);
+    this.records = new SessionRecords(connection.client, toolkit.keyPrefix, toolkit.session.maxSize);
     this.serializer = toolkit.serializer;
     this.options = toolkit.session;
   }

@@ -1,10 +1,17 @@
 import { createRequire } from 'node:module';
 import type { Cluster, Redis } from 'ioredis';
 import type { SessionData as ExpressSessionData, Store as ExpressStore } from 'express-session';
-import { InvalidKeyError, InvalidOptionsError, RedisToolkitError, RedisUnavailableError } from '../common/errors.js';
+import {
+  InvalidKeyError,
+  InvalidOptionsError,
+  RedisToolkitError,
+  RedisUnavailableError,
+  SessionTooLargeError,
+} from '../common/errors.js';
 import { OptionProblems } from '../common/option-checks.js';
 import { JsonSerializer, SafeSerializer, type Serializer } from '../common/serializer.js';
 import { encodeField, SessionRecords, type RawSession } from './session.records.js';
+import { SESSION_MAX_SIZE_LIMIT } from './session.options.js';
 import { unlinkMany } from '../common/bulk-keys.js';
 
 type StoreClass = typeof ExpressStore;
@@ -50,6 +57,8 @@ export interface RedisSessionStoreOptions {
    * `touch` extends the ttl.
    */
   touchOnGet?: boolean;
+  /** Largest session in bytes (its stored JSON); a larger `set` fails with SessionTooLargeError (HTTP 413). Default 1 MiB. */
+  maxSize?: number;
 }
 
 type Callback<T> = (err: unknown, value?: T) => void;
@@ -89,8 +98,9 @@ export class RedisSessionStore extends loadStoreBase() {
     problems.duration('RedisSessionStore tombstoneMs', options?.tombstoneMs);
     problems.string('RedisSessionStore userIdField', options?.userIdField);
     problems.boolean('RedisSessionStore touchOnGet', options?.touchOnGet);
+    problems.integer('RedisSessionStore maxSize', options?.maxSize, 1_024, SESSION_MAX_SIZE_LIMIT);
     problems.throwIfAny();
-    this.records = new SessionRecords(options.client, options.prefix ?? 'rtk:');
+    this.records = new SessionRecords(options.client, options.prefix ?? 'rtk:', options.maxSize);
     this.serializer = new SafeSerializer(options.serializer ?? new JsonSerializer());
     this.ttl = options.ttl ?? 86_400_000;
     this.maxAgeMs = options.maxAgeMs ?? 30 * 86_400_000;
@@ -126,11 +136,13 @@ export class RedisSessionStore extends loadStoreBase() {
       );
       const userValue = rest[this.userIdField];
       const userId = typeof userValue === 'string' || typeof userValue === 'number' ? String(userValue) : '';
-      const result = await this.records.storeSet(
-        sid,
-        { u: userId, t: Math.ceil(ttl), d, k: JSON.stringify(cookie ?? {}) },
-        this.maxAgeMs,
-      );
+      const result = await this.records
+        .storeSet(sid, { u: userId, t: Math.ceil(ttl), d, k: JSON.stringify(cookie ?? {}) }, this.maxAgeMs)
+        .catch((err: unknown) => {
+          // the request's fault: Express answers 413, not 500
+          if (err instanceof SessionTooLargeError) Object.assign(err, { status: 413, statusCode: 413 });
+          throw err;
+        });
       // A tombstoned id: the session was destroyed while this request was in flight; its late write is dropped.
       if (result === 'tombstoned') return;
       if (result.previousUserId !== userId) {

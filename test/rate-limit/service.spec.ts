@@ -6,6 +6,7 @@ import {
   RateLimitExceededError,
   REDIS_CLIENT,
   RateLimitService,
+  Throttle,
   type RateLimitAlgorithm,
   type RateLimitPolicy,
 } from '../../lib/index.js';
@@ -268,9 +269,51 @@ describe('two app instances', () => {
   });
 });
 
+describe('sliding window cap (issue 17 item 14)', () => {
+  it('refuses a sliding window limit or cost over the cap with InvalidOptionsError before any Redis call', async () => {
+    const app = await createToolkitApp({ target: 'single' });
+    const rl = app.get(RateLimitService);
+    const client = app.get<RedisClient>(REDIS_CLIENT);
+    const key = uid();
+    const calls = [
+      () => rl.consume(key, { limit: 1e6, ttl: 60_000, cost: 1e6, algorithm: 'sliding-window' }),
+      () => rl.consume(key, { limit: 10_001, ttl: 60_000 }), // the default algorithm is the sliding window
+      () => rl.peek(key, { limit: 1e6, ttl: 60_000 }),
+      () => rl.consumeAll([{ key, policy: { limit: 1e6, ttl: 60_000, cost: 1e6 } }]),
+    ];
+    for (const call of calls) {
+      const { value, commands } = await recordCommands(client, () => call().catch((err: unknown) => err));
+      expect(value).toBeInstanceOf(InvalidOptionsError);
+      expect((value as Error).message).toMatch(/at most 10000 for a sliding window.*maxSlidingWindowLimit/);
+      expect(commands).toEqual([]);
+    }
+    expect(await client.exists(key)).toBe(0);
+    // at the cap, and any size with the O(1) algorithms, is fine
+    expect((await rl.consume(key, { limit: 10_000, ttl: 60_000, cost: 10 })).remaining).toBe(9_990);
+    expect((await rl.consume(key, { limit: 1e6, ttl: 60_000, cost: 1e6, algorithm: 'fixed-window' })).allowed).toBe(
+      true,
+    );
+    expect((await rl.consume(key, { limit: 1e6, ttl: 60_000, algorithm: 'token-bucket' })).allowed).toBe(true);
+  });
+
+  it('takes a larger cap by option, up to a hard maximum of 100,000, and checks rateLimit.defaults at start', async () => {
+    const app = await createToolkitApp({ target: 'single', rateLimit: { maxSlidingWindowLimit: 20_000 } });
+    const rl = app.get(RateLimitService);
+    expect((await rl.consume(uid(), { limit: 20_000, ttl: 60_000, cost: 20_000 })).allowed).toBe(true);
+    await expect(rl.consume(uid(), { limit: 20_001, ttl: 60_000 })).rejects.toThrow(/at most 20000/);
+    await expect(createToolkitApp({ rateLimit: { maxSlidingWindowLimit: 100_001 } })).rejects.toThrow(
+      /rateLimit.maxSlidingWindowLimit must be an integer from 1 to 100000/,
+    );
+    await expect(createToolkitApp({ rateLimit: { defaults: { limit: 50_000, ttl: 1_000 } } })).rejects.toThrow(
+      /rateLimit.defaults.limit must be at most 10000 for a sliding window/,
+    );
+    expect(() => Throttle({ limit: 1e6, ttl: 1_000 })).toThrow(InvalidOptionsError);
+  });
+});
+
 describe('sliding window cost in Redis', () => {
   it('peeks and refusals on a window of 40,000 members cost about what they cost on a window of 4', async () => {
-    const app = await createToolkitApp({ target: 'single' });
+    const app = await createToolkitApp({ target: 'single', rateLimit: { maxSlidingWindowLimit: 40_000 } });
     const rl = app.get(RateLimitService);
     const client = app.get<RedisClient>(REDIS_CLIENT);
     const evalshaUsec = async (): Promise<number> => {

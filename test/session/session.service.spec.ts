@@ -8,6 +8,7 @@ import {
   RedisUnavailableError,
   SessionNotFoundError,
   SessionService,
+  SessionTooLargeError,
   generateSessionId,
   isValidSessionId,
 } from '../../lib/index.js';
@@ -230,6 +231,39 @@ describe.each(['single', 'cluster'] as const)('SessionService on %s', (target) =
     expect(await sessions.get(other.id)).not.toBeNull();
     expect(await sessions.listForUser(user)).toEqual([]);
     expect(await sessions.destroyAllForUser(user)).toBe(0);
+  });
+
+  it('refuses a session over session.maxSize with SessionTooLargeError before any Redis call (issue 17 item 14)', async () => {
+    const { sessions, client } = await sessionApp(target);
+    const big = 'x'.repeat(1_048_577); // 1 MiB + 1 byte: over the 1 MiB default
+    const live = await sessions.create('alice', { small: 1 });
+    const calls = [
+      () => sessions.create('alice', { big }),
+      () => sessions.update(live.id, { big }),
+      () => sessions.update(live.id, { ['é'.repeat(600_000)]: 1 }), // 1.2 MB of UTF-8 in a field name
+    ];
+    for (const call of calls) {
+      const { value, commands } = await recordCommands(client, () => call().catch((err: unknown) => err));
+      expect(value).toBeInstanceOf(SessionTooLargeError);
+      expect((value as Error).message).toMatch(/larger than session\.maxSize \(1048576 bytes\)/);
+      expect(commands).toEqual([]);
+    }
+    expect((await sessions.get(live.id))?.data).toEqual({ small: 1 });
+  });
+
+  it('refuses an update whose merged session would pass maxSize, and writes nothing', async () => {
+    const { sessions } = await sessionApp(target, { maxSize: 64 * 1024 });
+    const s = await sessions.create('bob', { a: 'a'.repeat(30_000) });
+    await sessions.update(s.id, { b: 'b'.repeat(30_000) });
+    await expect(sessions.update(s.id, { c: 'c'.repeat(30_000) })).rejects.toBeInstanceOf(SessionTooLargeError);
+    const after = await sessions.get(s.id);
+    expect(Object.keys(after?.data ?? {}).sort()).toEqual(['a', 'b']);
+    // replacing a field by a smaller one still works, and so does a delete
+    await sessions.update(s.id, { a: 'short', b: undefined, c: 'c'.repeat(30_000) });
+    expect(Object.keys((await sessions.get(s.id))?.data ?? {}).sort()).toEqual(['a', 'c']);
+    await expect(createToolkitApp({ session: { maxSize: 1e12 } })).rejects.toThrow(
+      /session\.maxSize must be an integer/,
+    );
   });
 
   it('rejects bad input with typed errors', async () => {

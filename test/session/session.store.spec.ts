@@ -10,6 +10,7 @@ import {
   RedisSessionStore,
   RedisUnavailableError,
   SessionService,
+  SessionTooLargeError,
 } from '../../lib/index.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { recordCommands } from '../support/command-recorder.js';
@@ -143,6 +144,22 @@ describe.each(['single', 'cluster'] as const)('RedisSessionStore with express-se
     await store.set(id, { cookie, userId: 'x', late: true } as never);
     expect(await store.get(id)).toBeNull();
     expect(await store.length()).toBe(0);
+  });
+
+  it('a set over maxSize fails with SessionTooLargeError (status 413) before any Redis call', async () => {
+    const client = clientFor(target);
+    const store = new RedisSessionStore({ client, prefix: prefix(), maxSize: 4_096 });
+    const id = randomBytes(24).toString('base64url');
+    const cookie = { originalMaxAge: 60_000, expires: new Date(Date.now() + 60_000) };
+    const { value, commands } = await recordCommands(client, () =>
+      store.set(id, { cookie, userId: 'x', blob: 'z'.repeat(5_000) } as never).catch((err: unknown) => err),
+    );
+    expect(value).toBeInstanceOf(SessionTooLargeError);
+    expect((value as { status?: number }).status).toBe(413);
+    expect(commands).toEqual([]);
+    await store.set(id, { cookie, userId: 'x', blob: 'z'.repeat(3_000) } as never);
+    expect(await store.get(id)).toMatchObject({ userId: 'x' });
+    expect(() => new RedisSessionStore({ client, maxSize: 0 })).toThrow(/RedisSessionStore maxSize/);
   });
 
   it('malformed ids are rejected before Redis: get → null, destroy → no-op, set → InvalidKeyError', async () => {
