@@ -21,7 +21,7 @@ import {
 import { probePing, rawCommand } from './support/resp.js';
 import { flushShared, SHARED_SERVERS_ENV, sharedServers } from './support/shared-servers.js';
 
-const SUPPORT_DIR = fileURLToPath(new URL('./support/', import.meta.url));
+const TESTING_DIR = fileURLToPath(new URL('../lib/testing/', import.meta.url));
 const PROJECT_DIR = fileURLToPath(new URL('../', import.meta.url));
 
 /** Outcome of a bare TCP connect: 'connected' or the error code (e.g. 'ECONNREFUSED'). */
@@ -183,22 +183,22 @@ describe('startRedisServer', () => {
 });
 
 describe('leak protection', () => {
-  // Runs redis-server.ts in a separate Node process (transpiled with @swc/core, which the jest transform uses
+  // Runs lib/testing's redis-server in a separate Node process (transpiled with @swc/core, which the jest transform uses
   // too), so the test can observe what happens when that process exits or dies.
   const CHILD_SCRIPT = `
     import { transformFileSync } from '@swc/core';
     import { writeFileSync } from 'node:fs';
     import { join } from 'node:path';
     import { pathToFileURL } from 'node:url';
-    const [supportDir, outDir, mode] = process.argv.slice(1);
+    const [testingDir, outDir, mode] = process.argv.slice(1);
     writeFileSync(join(outDir, 'package.json'), '{"type":"module"}');
-    for (const name of ['resp', 'redis-server']) {
-      const { code } = transformFileSync(join(supportDir, name + '.ts'), {
+    for (const name of ['testing.resp', 'testing.processes', 'testing.redis-server']) {
+      const { code } = transformFileSync(join(testingDir, name + '.ts'), {
         jsc: { parser: { syntax: 'typescript' }, target: 'es2022' }, module: { type: 'es6' },
       });
       writeFileSync(join(outDir, name + '.js'), code);
     }
-    const { startRedisServer } = await import(pathToFileURL(join(outDir, 'redis-server.js')).href);
+    const { startRedisServer } = await import(pathToFileURL(join(outDir, 'testing.redis-server.js')).href);
     const server = await startRedisServer();
     console.log(JSON.stringify({ pid: server.pid, port: server.port, dir: server.dir }));
     if (mode === 'crash') process.kill(process.pid, 'SIGKILL');
@@ -214,7 +214,7 @@ describe('leak protection', () => {
   async function runChild(mode: 'exit' | 'crash'): Promise<{ report: ChildReport; signal: NodeJS.Signals | null }> {
     const outDir = mkdtempSync(join(STATE_DIR, 'child-build-'));
     try {
-      const child = spawn(process.execPath, ['--input-type=module', '-e', CHILD_SCRIPT, SUPPORT_DIR, outDir, mode], {
+      const child = spawn(process.execPath, ['--input-type=module', '-e', CHILD_SCRIPT, TESTING_DIR, outDir, mode], {
         cwd: PROJECT_DIR,
         stdio: ['ignore', 'pipe', 'pipe'],
       });

@@ -49,6 +49,15 @@ describe('optional peers', () => {
     expect(loaded.filter((f) => /notifications\.(gateway|module)\.ts$/.test(f))).toEqual([]);
   });
 
+  it('the root entry point never loads nestjs-redis-toolkit/testing or @nestjs/testing', () => {
+    const graph = reachable(resolve(libDir, 'index.ts'));
+    expect([...graph.keys()].filter((f) => f.includes('/testing/'))).toEqual([]);
+    expect([...graph.values()].flat()).not.toContain('@nestjs/testing');
+    // ...while the testing entry point does (so the check above can fail)
+    const testing = reachable(resolve(libDir, 'testing/index.ts'));
+    expect([...testing.values()].flat()).toContain('@nestjs/testing');
+  });
+
   it('no entry point loads Express or Fastify', () => {
     for (const entry of ['index.ts', 'notifications/index.ts']) {
       const graph = reachable(resolve(libDir, entry));

@@ -1,0 +1,242 @@
+/**
+ * The process side of the test servers: a registry of every redis-server this Node process started (shared across
+ * Jest's per-file module registries), pid files so a later run can reap servers of a crashed one, free ports and the
+ * redis-server binary.
+ */
+import { spawn } from 'node:child_process';
+import {
+  accessSync,
+  constants as fsConstants,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { delimiter, join } from 'node:path';
+import { errorCode } from './testing.resp.js';
+
+export const HOST = '127.0.0.1';
+/** Never touch the conventional port: a developer's (or CI's) real Redis may live there. */
+export const FORBIDDEN_PORT = 6379;
+const CLUSTER_BUS_OFFSET = 10_000;
+
+/** Shared by every test process; pid files and per-server dirs live here so a later run can sweep them. */
+export const STATE_DIR = join(tmpdir(), 'rtk-test-redis');
+
+// ---------------------------------------------------------------------------------------------------------------
+// Process-wide registry
+// ---------------------------------------------------------------------------------------------------------------
+
+interface TrackedServer {
+  readonly pidFile: string;
+}
+
+export interface HostState {
+  /** Running servers by pid. */
+  readonly tracked: Map<number, TrackedServer>;
+  /** Temp dirs to delete at exit. */
+  readonly dirs: Set<string>;
+  /** Ports handed out to servers of this process, so parallel starts do not race for the same one. */
+  readonly ports: Set<number>;
+  exitHookInstalled: boolean;
+}
+
+/**
+ * Jest runs every test file in its own vm context with its own module registry and a *copy* of `process`:
+ * `process.on('exit')` inside a test file registers on that copy, which never fires. A function built by the
+ * Function constructor of the outer realm (any core-module function's `.constructor`; `spawn` is always the real
+ * one) evaluates against the real globals, giving us the real `process` and a `globalThis` shared by the jest
+ * parent (globalSetup), every test file and this module, so there is one registry and one exit hook per process.
+ * Outside jest this is simply `globalThis`.
+ */
+function hostGlobal(): typeof globalThis {
+  try {
+    const OuterFunction = spawn.constructor as FunctionConstructor;
+    return OuterFunction('return globalThis')() as typeof globalThis;
+  } catch {
+    return globalThis; // code generation from strings disabled: fall back to the local realm
+  }
+}
+
+const host = hostGlobal();
+export const hostProcess: NodeJS.Process = host.process;
+const STATE_KEY = Symbol.for('rtk-test-redis.state');
+
+function hostState(): HostState {
+  const slot = host as unknown as Record<symbol, HostState | undefined>;
+  const existing = slot[STATE_KEY];
+  if (existing) return existing;
+  const state: HostState = { tracked: new Map(), dirs: new Set(), ports: new Set(), exitHookInstalled: false };
+  slot[STATE_KEY] = state;
+  return state;
+}
+
+/** Module-level handle on the process-wide registry. */
+export const registry = hostState();
+
+export function installExitHook(): void {
+  if (registry.exitHookInstalled) return;
+  registry.exitHookInstalled = true;
+  // 'exit' handlers must be synchronous: SIGKILL (no waiting possible) and sync fs calls only.
+  hostProcess.on('exit', () => {
+    for (const [pid, tracked] of registry.tracked) {
+      trySignal(pid, 'SIGKILL');
+      rmSync(tracked.pidFile, { force: true });
+    }
+    registry.tracked.clear();
+    for (const dir of registry.dirs) rmSync(dir, { recursive: true, force: true });
+    registry.dirs.clear();
+  });
+}
+
+function trySignal(pid: number, signal: NodeJS.Signals | 0): boolean {
+  try {
+    hostProcess.kill(pid, signal);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    hostProcess.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: exists but belongs to someone else — still alive.
+    return errorCode(err) === 'EPERM';
+  }
+}
+
+interface PidFileRecord {
+  readonly pid: number;
+  /** Pid of the test process that started the server. */
+  readonly owner: number;
+  readonly port: number;
+  readonly dir: string;
+}
+
+export function writePidFile(record: PidFileRecord): string {
+  mkdirSync(STATE_DIR, { recursive: true });
+  const file = join(STATE_DIR, `${record.pid}.pid`);
+  // Write-then-rename so a concurrent sweep never reads a half-written file.
+  const tmp = `${file}.${hostProcess.pid}.tmp`;
+  writeFileSync(tmp, JSON.stringify(record));
+  renameSync(tmp, file);
+  return file;
+}
+
+function readPidFile(file: string): PidFileRecord | undefined {
+  try {
+    const parsed: unknown = JSON.parse(readFileSync(file, 'utf8'));
+    if (typeof parsed !== 'object' || parsed === null) return undefined;
+    const { pid, owner, port, dir } = parsed as Record<string, unknown>;
+    if (typeof pid !== 'number' || typeof owner !== 'number' || typeof port !== 'number' || typeof dir !== 'string')
+      return undefined;
+    return { pid, owner, port, dir };
+  } catch {
+    return undefined;
+  }
+}
+
+function isRedisServerProcess(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('redis-server');
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Kills redis-servers left behind by crashed earlier runs and deletes their pid files and temp dirs.
+ * Only entries whose owning test process is gone are touched, so concurrent test runs are safe, and only pids
+ * whose /proc/<pid>/cmdline mentions redis-server are signalled (pids get reused). Returns how many were killed.
+ */
+export function sweepStaleServers(): number {
+  let entries: string[];
+  try {
+    entries = readdirSync(STATE_DIR);
+  } catch {
+    return 0; // nothing was ever started on this machine
+  }
+  let killed = 0;
+  // Pid files first, so servers die before their dirs are removed.
+  for (const name of entries.filter((n) => n.endsWith('.pid'))) {
+    const file = join(STATE_DIR, name);
+    const record = readPidFile(file);
+    if (record && isAlive(record.owner)) continue;
+    if (record && isRedisServerProcess(record.pid) && trySignal(record.pid, 'SIGKILL')) killed++;
+    rmSync(file, { force: true });
+  }
+  for (const name of entries) {
+    const owner = /^srv-(\d+)-/.exec(name)?.[1];
+    if (owner !== undefined && !isAlive(Number(owner))) rmSync(join(STATE_DIR, name), { recursive: true, force: true });
+  }
+  return killed;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Ports and binaries
+// ---------------------------------------------------------------------------------------------------------------
+
+function canBind(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.unref();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, HOST, () => srv.close(() => resolve(true)));
+  });
+}
+
+/** A port the kernel considers free on 127.0.0.1 right now (bind to port 0, read it back, release it). */
+export async function getFreePort(): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const srv = createServer();
+      srv.unref();
+      srv.once('error', reject);
+      srv.listen(0, HOST, () => {
+        const address = srv.address();
+        const picked = typeof address === 'object' && address !== null ? address.port : 0;
+        srv.close(() => resolve(picked));
+      });
+    });
+    if (port !== 0 && port !== FORBIDDEN_PORT && !registry.ports.has(port)) return port;
+  }
+  throw new Error('getFreePort: could not find a free loopback port');
+}
+
+/** Cluster nodes also listen on port + 10000 (the cluster bus), which must be free and below 65536. */
+export async function getFreeClusterPort(): Promise<number> {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const port = await getFreePort();
+    if (port + CLUSTER_BUS_OFFSET <= 65_535 && (await canBind(port + CLUSTER_BUS_OFFSET))) return port;
+  }
+  throw new Error('getFreePort: could not find a free port pair (port, port + 10000) for a cluster node');
+}
+
+/** Absolute path of `name` on PATH, or undefined. */
+export function findOnPath(name: string): string | undefined {
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    if (!dir) continue;
+    const candidate = join(dir, name);
+    try {
+      accessSync(candidate, fsConstants.X_OK);
+      if (statSync(candidate).isFile()) return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+export function redisServerBinary(): string {
+  const bin = findOnPath('redis-server');
+  if (!bin) throw new Error('redis-server not found: apt-get install -y redis-server');
+  return bin;
+}

@@ -1,0 +1,128 @@
+/**
+ * A real Redis Cluster made of {@link startRedisServer} cluster nodes, assembled with `redis-cli --cluster create`.
+ */
+import { execFile } from 'node:child_process';
+import { findOnPath, startRedisServer, type RedisServerHandle } from './testing.redis-server.js';
+import { rawCommand } from './testing.resp.js';
+
+export interface RedisClusterOptions {
+  /** Number of masters; redis-cli needs at least 3. Default 3. */
+  masters?: number;
+  /** Replicas per master. Default 0. */
+  replicasPerMaster?: number;
+}
+
+export interface RedisClusterHandle {
+  /** Every node, masters and replicas. */
+  readonly nodes: RedisServerHandle[];
+  /** The nodes that were masters once the cluster was formed. */
+  readonly masters: RedisServerHandle[];
+  /** Every node's address, for `new Cluster(startupNodes)`. */
+  readonly startupNodes: { host: string; port: number }[];
+  /** Stops every node. */
+  stop(): Promise<void>;
+  /** FLUSHALL on every master (replicas follow). */
+  flush(): Promise<void>;
+}
+
+const FORM_TIMEOUT_MS = 20_000;
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+function runRedisCli(args: string[]): Promise<string> {
+  const bin = findOnPath('redis-cli');
+  if (!bin)
+    return Promise.reject(new Error('redis-cli not found: apt-get install -y redis-server (redis-cli comes with it)'));
+  return new Promise((resolve, reject) => {
+    execFile(bin, args, { timeout: FORM_TIMEOUT_MS }, (err, stdout, stderr) => {
+      if (err)
+        reject(new Error(`redis-cli ${args.join(' ')} failed: ${err.message}\nstdout:\n${stdout}\nstderr:\n${stderr}`));
+      else resolve(stdout);
+    });
+  });
+}
+
+function infoField(info: string, field: string): string | undefined {
+  return new RegExp(`^${field}:(.*)$`, 'm').exec(info)?.[1]?.trim();
+}
+
+/** Why `node` is not ready yet, or undefined when it is. */
+async function notReadyReason(node: RedisServerHandle, expectedNodes: number): Promise<string | undefined> {
+  const info = String(await rawCommand(node.port, ['CLUSTER', 'INFO']));
+  const state = infoField(info, 'cluster_state');
+  const known = Number(infoField(info, 'cluster_known_nodes'));
+  if (state !== 'ok') return `cluster_state:${state}`;
+  // Gossip may still be spreading the node list even though the slots are covered.
+  if (known !== expectedNodes) return `cluster_known_nodes:${known} (want ${expectedNodes})`;
+  const replication = String(await rawCommand(node.port, ['INFO', 'replication']));
+  if (infoField(replication, 'role') === 'slave' && infoField(replication, 'master_link_status') !== 'up')
+    return 'replica not synced with its master';
+  return undefined;
+}
+
+async function waitUntilFormed(nodes: RedisServerHandle[]): Promise<void> {
+  const deadline = Date.now() + FORM_TIMEOUT_MS;
+  for (;;) {
+    const reasons = await Promise.all(
+      nodes.map(async (node) => {
+        const reason = await notReadyReason(node, nodes.length).catch((err: unknown) => String(err));
+        return reason === undefined ? undefined : `${node.host}:${node.port} ${reason}`;
+      }),
+    );
+    const pending = reasons.filter((r): r is string => r !== undefined);
+    if (pending.length === 0) return;
+    if (Date.now() > deadline)
+      throw new Error(`redis cluster not ready within ${FORM_TIMEOUT_MS} ms:\n${pending.join('\n')}`);
+    await sleep(100);
+  }
+}
+
+async function isMaster(node: RedisServerHandle): Promise<boolean> {
+  const role = await rawCommand(node.port, ['ROLE']);
+  return Array.isArray(role) && role[0] === 'master';
+}
+
+export async function startRedisCluster(opts: RedisClusterOptions = {}): Promise<RedisClusterHandle> {
+  const masterCount = opts.masters ?? 3;
+  const replicas = opts.replicasPerMaster ?? 0;
+  if (!Number.isInteger(masterCount) || masterCount < 3)
+    throw new Error(`startRedisCluster: masters must be an integer >= 3 (got ${masterCount})`);
+  if (!Number.isInteger(replicas) || replicas < 0)
+    throw new Error(`startRedisCluster: replicasPerMaster must be an integer >= 0 (got ${replicas})`);
+
+  const total = masterCount * (1 + replicas);
+  const started = await Promise.allSettled(Array.from({ length: total }, () => startRedisServer({ cluster: true })));
+  const nodes = started.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+  const stopAll = async (): Promise<void> => {
+    await Promise.all(nodes.map((n) => n.stop()));
+  };
+
+  try {
+    const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    await runRedisCli([
+      '--cluster',
+      'create',
+      ...nodes.map((n) => `${n.host}:${n.port}`),
+      '--cluster-replicas',
+      String(replicas),
+      '--cluster-yes',
+    ]);
+    await waitUntilFormed(nodes);
+    const roles = await Promise.all(nodes.map(isMaster));
+    const masters = nodes.filter((_, i) => roles[i]);
+    if (masters.length !== masterCount) throw new Error(`expected ${masterCount} masters, found ${masters.length}`);
+    return {
+      nodes,
+      masters,
+      startupNodes: nodes.map((n) => ({ host: n.host, port: n.port })),
+      stop: stopAll,
+      flush: async () => {
+        await Promise.all(masters.map((m) => m.flush()));
+      },
+    };
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+}
