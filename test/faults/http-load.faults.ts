@@ -159,8 +159,23 @@ const probed = await Promise.all(ROWS.map(async (row) => ({ row, ...(await probe
 const active = probed.filter((p) => p.broken === undefined);
 const broken = probed.filter((p) => p.broken !== undefined);
 
+/**
+ * Waits until the app's /health says "up" (the previous scenario's fault healed and the app reconnected): a scenario
+ * starts from a healthy app, whatever the machine's load made the last recovery take. Bounded; throws if never.
+ */
+async function untilHealthy(app: SampleApp, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await httpGet(`${app.baseUrl}/health`, 5_000);
+    if (r.status === 200 && (JSON.parse(r.body) as { status?: string }).status === 'up') return;
+    if (Date.now() > deadline) throw new Error(`${app.baseUrl}/health not "up" within ${timeoutMs} ms: ${r.body}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
 /** The load targets: every active row, with headers prepared for this app now (a fresh session per scenario). */
 async function targetsFor(app: SampleApp): Promise<LoadTarget[]> {
+  await untilHealthy(app);
   return Promise.all(
     active.map(async ({ row }) => ({
       name: row.name,
@@ -211,7 +226,12 @@ function describeScenario(scenario: Scenario): void {
       reports = await runLoad(
         app().baseUrl,
         await targetsFor(app()),
-        { durationMs: scenario.durationMs, concurrency: 4 },
+        {
+          durationMs: scenario.durationMs,
+          concurrency: 4,
+          // Observe the whole recovery window after the heal even when the heal itself (a restart) was slow.
+          runUntilMs: () => (Number.isFinite(healedAt) ? healedAt : scenario.healAtMs) + RECOVERY_TARGET_MS + 500,
+        },
         [
           {
             atMs: scenario.faultAtMs,
@@ -246,7 +266,7 @@ function describeScenario(scenario: Scenario): void {
       await proxy.restore();
       if (!redis.isRunning()) await redis.restart();
       proxy.resetAll();
-      await new Promise((r) => setTimeout(r, 300));
+      await Promise.all([untilHealthy(direct), untilHealthy(proxied)]);
     });
 
     it('answers only the degraded statuses while Redis is away, and what was expected did happen', () => {

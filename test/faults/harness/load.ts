@@ -23,6 +23,11 @@ export interface LoadOptions {
   maxRequests?: number;
   /** Per-request timeout, ms; a request that hits it counts as 'timeout' (status 0). Default 10 000. */
   timeoutMs?: number;
+  /**
+   * Keeps the load going past `durationMs` until this many ms since the start (read on every loop), so what comes
+   * after a late event (a restart that took long on a busy machine) is still observed. Capped at durationMs + 30 s.
+   */
+  runUntilMs?: () => number;
 }
 
 export interface Sample {
@@ -97,10 +102,15 @@ export async function runLoad(
 ): Promise<LoadReport[]> {
   if (!/^http:\/\/(127\.0\.0\.1|localhost)(:\d+)?$/.test(origin))
     throw new Error(`runLoad is loopback only, got ${origin}`);
-  const { concurrency = 4, durationMs, maxRequests = 20_000, timeoutMs = 10_000 } = options;
+  const { concurrency = 4, durationMs, maxRequests = 20_000, timeoutMs = 10_000, runUntilMs } = options;
   const agent = new Agent({ keepAlive: true, maxSockets: concurrency * targets.length });
   const started = performance.now();
-  const deadline = started + durationMs;
+  const hardDeadline = started + durationMs + 30_000;
+  const running = (): boolean => {
+    const now = performance.now();
+    if (now >= hardDeadline) return false;
+    return now < started + Math.max(durationMs, runUntilMs?.() ?? 0);
+  };
   const timers = events.map((e) => setTimeout(() => void Promise.resolve(e.run()).catch(() => undefined), e.atMs));
   try {
     return await Promise.all(
@@ -109,7 +119,7 @@ export async function runLoad(
         let sent = 0;
         await Promise.all(
           Array.from({ length: concurrency }, async () => {
-            while (performance.now() < deadline && sent < maxRequests) {
+            while (running() && sent < maxRequests) {
               sent++;
               const t = performance.now();
               const { status, body } = await get(agent, origin, target, timeoutMs);
