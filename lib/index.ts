@@ -24,6 +24,7 @@ export {
   RateLimitExceededError,
   SessionNotFoundError,
   SessionTooLargeError,
+  CacheLoadTimeoutError,
 } from './common/errors.js';
 export { JsonSerializer, type Serializer } from './common/serializer.js';
 export { KeyBuilder } from './common/keys.js';

@@ -20,6 +20,12 @@ export interface CacheOptions {
   lockTtl?: number;
   /** Longest ms a process waits for another process's loader before loading itself. Default 5_000. */
   lockWait?: number;
+  /**
+   * Longest ms a loader may run. A loader that has not settled by then fails every caller sharing it with
+   * CacheLoadTimeoutError and frees its key (the next call loads again), so a loader that never settles cannot hang
+   * its key for the life of the process. Default: `lockTtl` (past it, another process may load anyway).
+   */
+  loadTimeout?: number;
   /** XFetch β: > 1 refreshes earlier, < 1 later, 0 turns probabilistic early refresh off. Default 1. */
   beta?: number;
 }
@@ -31,6 +37,7 @@ export interface ResolvedCacheOptions {
   failOpen: boolean;
   lockTtl: number;
   lockWait: number;
+  loadTimeout: number;
   beta: number;
 }
 
@@ -42,6 +49,7 @@ export function resolveCacheOptions(raw: CacheOptions | undefined, problems: Opt
     problems.boolean('cache.failOpen', o.failOpen);
     problems.duration('cache.lockTtl', o.lockTtl);
     problems.duration('cache.lockWait', o.lockWait, { allowZero: true });
+    problems.duration('cache.loadTimeout', o.loadTimeout);
     problems.number('cache.beta', o.beta, 0, 100);
     if (problems.object('cache.l1', o.l1) && o.l1) {
       problems.integer('cache.l1.max', o.l1.max, 1);
@@ -57,6 +65,7 @@ export function resolveCacheOptions(raw: CacheOptions | undefined, problems: Opt
     failOpen: o.failOpen ?? true,
     lockTtl: o.lockTtl ?? 10_000,
     lockWait: o.lockWait ?? 5_000,
+    loadTimeout: o.loadTimeout ?? o.lockTtl ?? 10_000,
     beta: o.beta ?? 1,
   };
 }

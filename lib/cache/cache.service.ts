@@ -1,6 +1,6 @@
 import { Inject, Injectable, Logger, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import { scanKeys, unlinkMany } from '../common/bulk-keys.js';
-import { InvalidOptionsError, RedisUnavailableError } from '../common/errors.js';
+import { CacheLoadTimeoutError, InvalidOptionsError, RedisUnavailableError } from '../common/errors.js';
 import { KeyBuilder } from '../common/keys.js';
 import type { Serializer } from '../common/serializer.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
@@ -299,7 +299,10 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
       entry = await this.store.read<T>(redisKey);
     } catch (err) {
       this.failures.failed(err);
-      return this.singleFlight(redisKey, async () => ({ value: (await this.load(loader)).value, status: 'miss' }));
+      return this.singleFlight(redisKey, async () => ({
+        value: (await this.load(redisKey, loader)).value,
+        status: 'miss',
+      }));
     }
     if (entry) {
       const now = Date.now();
@@ -315,7 +318,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
     }
     return this.singleFlight(redisKey, () =>
       this.lock.loadOnce<T>(redisKey, {
-        load: () => this.load(loader),
+        load: () => this.load(redisKey, loader),
         loadAndStore: () => this.loadAndStore(redisKey, loader, call),
       }),
     );
@@ -332,7 +335,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
   }
 
   private async loadAndStore<T>(redisKey: string, loader: Loader<T>, call: ResolvedCall<T>): Promise<T> {
-    const { value, delta, startedAt } = await this.load(loader);
+    const { value, delta, startedAt } = await this.load(redisKey, loader);
     if (value === undefined) return value; // undefined means "no value": returned, never cached
     const now = Date.now();
     const tags = resolveTags(call.tags, value);
@@ -386,12 +389,40 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
     })();
   }
 
-  private async load<T>(loader: Loader<T>): Promise<{ value: T; delta: number; startedAt: number }> {
+  private async load<T>(redisKey: string, loader: Loader<T>): Promise<{ value: T; delta: number; startedAt: number }> {
     this.counters.loads++;
     const startedAt = Date.now();
     const started = performance.now();
-    const value = await loader();
+    const value = await this.bounded(redisKey, loader);
     return { value, delta: performance.now() - started, startedAt };
+  }
+
+  /**
+   * The loader's value, or CacheLoadTimeoutError after `loadTimeout`: whoever shares this load (single-flight, the
+   * background refresh) is released and the key freed, while the loader itself (which cannot be cancelled) runs on
+   * and its late result is dropped.
+   */
+  private bounded<T>(redisKey: string, loader: Loader<T>): Promise<T> {
+    const ms = this.options.loadTimeout;
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        reject(
+          new CacheLoadTimeoutError(
+            `the loader of ${redisKey.slice(this.featurePrefix.length)} did not settle within ${ms} ms (cache.loadTimeout)`,
+          ),
+        );
+      }, ms);
+      new Promise<T>((r) => r(loader())).then(
+        (value) => {
+          clearTimeout(timer);
+          resolve(value);
+        },
+        (err: unknown) => {
+          clearTimeout(timer);
+          reject(err);
+        },
+      );
+    });
   }
 
   // ----------------------------------------------------------------------------------------------------------------

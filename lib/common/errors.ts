@@ -58,6 +58,11 @@ export class SessionNotFoundError extends RedisToolkitError {
   static override readonly code: string = 'E_SESSION_NOT_FOUND';
 }
 
+/** A cache loader did not settle within `cache.loadTimeout`: its callers get this, and the key is free again. */
+export class CacheLoadTimeoutError extends RedisToolkitError {
+  static override readonly code: string = 'E_CACHE_LOAD_TIMEOUT';
+}
+
 /** A session would be larger than `session.maxSize` (what one call writes, or the whole session after a merge). */
 export class SessionTooLargeError extends RedisToolkitError {
   static override readonly code: string = 'E_SESSION_TOO_LARGE';

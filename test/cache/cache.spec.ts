@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import {
+  CacheLoadTimeoutError,
   CacheService,
   InvalidKeyError,
   InvalidOptionsError,
@@ -58,6 +59,49 @@ describe.each(['single', 'cluster'] as const)('CacheService on %s', (target) => 
     expect(again.at.getTime()).toBe(at.getTime());
     expect(await cache.get('missing')).toBeUndefined();
     expect(cache.stats()).toEqual({ hits: 1, misses: 2, staleHits: 0, loads: 1, errors: 0, hitRatio: 1 / 3 });
+  });
+
+  it('a loader that never settles fails its callers with CacheLoadTimeoutError after the lock ttl and frees the key', async () => {
+    // loadTimeout defaults to lockTtl (issue 17 item 4: before, later callers with a healthy loader hung for good)
+    const { cache, app } = await cacheApp(target, { lockTtl: 400 });
+    expect(app.get(CacheService)).toBe(cache);
+    const never = () => new Promise<string>(() => undefined);
+    const first = cache.getOrSet('hung', never).catch((err: unknown) => err);
+    const joined = cache.getOrSet('hung', () => 'healthy').catch((err: unknown) => err); // shares the hung load
+    const bound = <T>(p: Promise<T>) => Promise.race([p, sleep(8_000).then(() => 'still pending')]);
+    const [a, b] = await Promise.all([bound(first), bound(joined)]);
+    expect(a).toBeInstanceOf(CacheLoadTimeoutError);
+    expect(b).toBeInstanceOf(CacheLoadTimeoutError);
+    expect((a as Error).message).toMatch(/hung did not settle within 400 ms \(cache\.loadTimeout\)/);
+    // the key is free: a later caller with a healthy loader gets its value (and it is stored)
+    expect(await bound(cache.getOrSet('hung', () => 'healthy'))).toBe('healthy');
+    expect(await cache.get('hung')).toBe('healthy');
+  });
+
+  it('a background refresh that never settles is given up after loadTimeout, and the next one runs', async () => {
+    const { cache } = await cacheApp(target, { loadTimeout: 300, beta: 0 });
+    await cache.set('swr', 'old', { ttl: 50, staleTtl: 60_000 });
+    await sleep(80);
+    let hungCalls = 0;
+    const hung = () => {
+      hungCalls++;
+      return new Promise<string>(() => undefined);
+    };
+    expect(await cache.getOrSetWithStatus('swr', hung, { ttl: 60_000, staleTtl: 60_000 })).toEqual({
+      value: 'old',
+      status: 'stale',
+    });
+    expect(await waitFor(() => hungCalls === 1, 5_000)).toBe(true); // the refresh takes the lock first
+    // while the hung refresh runs, no second refresh starts
+    await cache.getOrSet('swr', hung, { ttl: 60_000, staleTtl: 60_000 });
+    expect(hungCalls).toBe(1);
+    // after loadTimeout, a stale read starts a new refresh, which stores its value
+    const refreshed = await waitFor(async () => {
+      await cache.getOrSet('swr', () => 'new', { ttl: 60_000, staleTtl: 60_000 });
+      return (await cache.get('swr')) === 'new';
+    }, 8_000);
+    expect(refreshed).toBe(true);
+    expect(hungCalls).toBe(1);
   });
 
   it('500 concurrent getOrSet on a cold key call the loader exactly once', async () => {
