@@ -5,7 +5,13 @@ import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
 import request from 'supertest';
 import { RateLimitGuard, RateLimitService, SkipThrottle, Throttle, type RateLimitOptions } from '../../lib/index.js';
-import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
+import {
+  PLATFORMS,
+  closeToolkitApps,
+  createToolkitApp,
+  type Platform,
+  type RedisTarget,
+} from '../support/toolkit-app.js';
 
 afterEach(closeToolkitApps);
 
@@ -112,9 +118,10 @@ class SharedCounterController {
 }
 
 /** Every test gets its own key prefix, so counters of earlier tests or runs never leak in. */
-async function start(target: RedisTarget, rateLimit: RateLimitOptions = {}, appGuard = false) {
+async function start(platform: Platform, target: RedisTarget, rateLimit: RateLimitOptions = {}, appGuard = false) {
   const app = await createToolkitApp({
     target,
+    platform,
     http: true,
     keyPrefix: `rtk-${randomUUID().slice(0, 8)}:`,
     rateLimit,
@@ -124,9 +131,13 @@ async function start(target: RedisTarget, rateLimit: RateLimitOptions = {}, appG
   return { http: app.app.getHttpServer() as Server, app };
 }
 
-describe.each(['single', 'cluster'] as const)('RateLimitGuard over HTTP on %s', (target) => {
+const COMBINATIONS = PLATFORMS.flatMap((platform) =>
+  (['single', 'cluster'] as const).map((t) => [platform, t] as const),
+);
+
+describe.each(COMBINATIONS)('RateLimitGuard over HTTP on %s, %s', (platform, target) => {
   it('answers with RateLimit headers, then 429 with Retry-After and a JSON body', async () => {
-    const { http } = await start(target);
+    const { http } = await start(platform, target);
     for (let i = 0; i < 3; i++) {
       const res = await request(http).get('/limited').expect(200);
       expect(res.headers['ratelimit-policy']).toBe('"default";q=3;w=60');
@@ -143,7 +154,7 @@ describe.each(['single', 'cluster'] as const)('RateLimitGuard over HTTP on %s', 
   });
 
   it('checks several policies all or nothing: a refused request charges none of them', async () => {
-    const { http } = await start(target);
+    const { http } = await start(platform, target);
     await request(http).get('/limited/two').expect(200);
     const second = await request(http).get('/limited/two').expect(200);
     expect(second.headers['ratelimit-policy']).toBe('"second";q=2;w=1, "minute";q=5;w=60');
@@ -156,9 +167,9 @@ describe.each(['single', 'cluster'] as const)('RateLimitGuard over HTTP on %s', 
   });
 });
 
-describe('RateLimitGuard over HTTP', () => {
+describe.each(PLATFORMS)('RateLimitGuard over HTTP on %s', (platform) => {
   it('skips with @SkipThrottle on a handler or a class, and @SkipThrottle(false) turns it back on', async () => {
-    const { http } = await start('single');
+    const { http } = await start(platform, 'single');
     for (let i = 0; i < 6; i++) {
       const res = await request(http).get('/limited/free').expect(200);
       expect(res.headers['ratelimit']).toBeUndefined();
@@ -170,6 +181,7 @@ describe('RateLimitGuard over HTTP', () => {
 
   it('works as APP_GUARD with rateLimit.defaults, and legacy headers on request', async () => {
     const { http } = await start(
+      platform,
       'single',
       { defaults: { limit: 2, ttl: 10_000, algorithm: 'fixed-window' }, headers: 'both' },
       true,
@@ -185,7 +197,7 @@ describe('RateLimitGuard over HTTP', () => {
   });
 
   it('charges a request once when the guard is both APP_GUARD and on the controller', async () => {
-    const { http } = await start('single', {}, true);
+    const { http } = await start(platform, 'single', {}, true);
     const first = await request(http).get('/limited').expect(200);
     expect(first.headers['ratelimit']).toBe('"default";r=2;t=60');
     await request(http).get('/limited').expect(200);
@@ -194,7 +206,7 @@ describe('RateLimitGuard over HTTP', () => {
   });
 
   it('with APP_GUARD and a controller guard on another counter, charges both counters once each', async () => {
-    const { http, app } = await start('single', {}, true);
+    const { http, app } = await start(platform, 'single', {}, true);
     const statuses: number[] = [];
     for (const route of ['a', 'b', 'c'])
       for (let i = 0; i < 3; i++) statuses.push((await request(http).get(`/shared/${route}`)).status);
@@ -210,14 +222,14 @@ describe('RateLimitGuard over HTTP', () => {
   });
 
   it('sends no headers with headers: false', async () => {
-    const { http } = await start('single', { headers: false });
+    const { http } = await start(platform, 'single', { headers: false });
     const res = await request(http).get('/limited').expect(200);
     expect(res.headers['ratelimit']).toBeUndefined();
     expect(res.headers['x-ratelimit-limit']).toBeUndefined();
   });
 
   it('ignores X-Forwarded-For without trustProxy (spoofing gives no fresh quota)', async () => {
-    const { http } = await start('single');
+    const { http } = await start(platform, 'single');
     for (let i = 0; i < 3; i++)
       await request(http).get('/limited').set('X-Forwarded-For', `198.51.100.${i}`).expect(200);
     await request(http).get('/limited').set('X-Forwarded-For', '198.51.100.99').expect(429);
@@ -225,7 +237,7 @@ describe('RateLimitGuard over HTTP', () => {
   });
 
   it('with trustProxy uses the right-most untrusted hop, so a spoofed left-most entry changes nothing', async () => {
-    const { http } = await start('single', { trustProxy: true });
+    const { http } = await start(platform, 'single', { trustProxy: true });
     // 127.0.0.1 (the test client) is a trusted proxy: the client is the right-most address before it
     for (let i = 0; i < 3; i++)
       await request(http).get('/limited').set('X-Forwarded-For', `6.6.6.${i}, 203.0.113.7`).expect(200);
@@ -237,7 +249,7 @@ describe('RateLimitGuard over HTTP', () => {
   });
 
   it('counts an IPv4 client the same in every IPv6 form, and two NAT64 clients apart (not one /64)', async () => {
-    const { http } = await start('single', { trustProxy: true });
+    const { http } = await start(platform, 'single', { trustProxy: true });
     // one client, 198.51.100.7, seen through three fronts: limit 3 in all
     for (const form of ['198.51.100.7', '::ffff:c633:6407', '64:ff9b::c633:6407'])
       await request(http).get('/limited').set('X-Forwarded-For', form).expect(200);
@@ -251,7 +263,7 @@ describe('RateLimitGuard over HTTP', () => {
   });
 
   it('limits per user with key: (ctx) => string, hostile ids included', async () => {
-    const { http } = await start('single');
+    const { http } = await start(platform, 'single');
     const hostile = `*{}[?]${'{'.repeat(4_000)}`;
     for (const id of ['alice', 'bob', hostile]) {
       await request(http).get('/limited/user').set('x-user-id', id).expect(200);
@@ -261,7 +273,7 @@ describe('RateLimitGuard over HTTP', () => {
   });
 
   it('resolves option values per request', async () => {
-    const { http } = await start('single');
+    const { http } = await start(platform, 'single');
     await request(http).get('/limited/dynamic').expect(200);
     await request(http).get('/limited/dynamic').expect(429);
     const pro = await request(http).get('/limited/dynamic').set('x-plan', 'pro').expect(200);
@@ -269,7 +281,7 @@ describe('RateLimitGuard over HTTP', () => {
   });
 
   it('charges `cost` per request', async () => {
-    const { http } = await start('single');
+    const { http } = await start(platform, 'single');
     const first = await request(http).post('/limited/bulk').expect(201);
     expect(first.headers['ratelimit']).toMatch(/^"default";r=6;t=/);
     await request(http).post('/limited/bulk').expect(201);
@@ -277,7 +289,7 @@ describe('RateLimitGuard over HTTP', () => {
   });
 
   it('admits exactly the limit under 150 concurrent HTTP requests', async () => {
-    const { app } = await start('single', { defaults: { limit: 40, ttl: 60_000 } }, true);
+    const { app } = await start(platform, 'single', { defaults: { limit: 40, ttl: 60_000 } }, true);
     const address = (app.app.getHttpServer() as Server).address() as { port: number };
     const statuses = await Promise.all(
       Array.from({ length: 150 }, () => fetch(`http://127.0.0.1:${address.port}/global`).then((r) => r.status)),
