@@ -17,11 +17,10 @@ import {
   UseGuards,
   type ExecutionContext,
 } from '@nestjs/common';
-import { APP_FILTER } from '@nestjs/core';
+import { APP_FILTER, HttpAdapterHost } from '@nestjs/core';
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import request from 'supertest';
-import type { Response } from 'express';
 import {
   CacheService,
   InvalidKeyError,
@@ -34,7 +33,7 @@ import {
 } from '../../lib/index.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
-import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+import { PLATFORMS, closeToolkitApps, createToolkitApp, type Platform } from '../support/toolkit-app.js';
 import { scanAll } from '../support/scan.js';
 
 afterEach(closeToolkitApps);
@@ -61,12 +60,13 @@ class XffController {
   }
 }
 
-async function xffApp(rateLimit: RateLimitOptions) {
+async function xffApp(platform: Platform, rateLimit: RateLimitOptions) {
   const { server, admin } = await privateServer();
   const keyPrefix = `rtk-secx-${uid()}:`;
   const app = await createToolkitApp({
     target: { url: server.url },
     http: true,
+    platform,
     keyPrefix,
     rateLimit,
     controllers: [XffController],
@@ -75,9 +75,9 @@ async function xffApp(rateLimit: RateLimitOptions) {
   return { http: request(app.app.getHttpServer()), counters };
 }
 
-describe('X-Forwarded-For spoofing', () => {
+describe.each(PLATFORMS)('X-Forwarded-For spoofing on %s', (platform) => {
   it('without trustProxy, forged headers from one client share one counter: the 4th request (limit 3) is 429', async () => {
-    const { http, counters } = await xffApp({});
+    const { http, counters } = await xffApp(platform, {});
     const forged = [
       '203.0.113.1',
       '198.51.100.7, 203.0.113.2',
@@ -101,7 +101,7 @@ describe('X-Forwarded-For spoofing', () => {
   });
 
   it('with trustProxy: 1, the right-most hop is the client; entries left of it are ignored', async () => {
-    const { http, counters } = await xffApp({ trustProxy: 1 });
+    const { http, counters } = await xffApp(platform, { trustProxy: 1 });
     // client 203.0.113.7 behind our one proxy (the test client, 127.0.0.1); the left entries are forged
     for (let i = 0; i < 3; i++) await http.get('/xff').set('X-Forwarded-For', `6.6.6.${i}, 203.0.113.7`).expect(200);
     await http.get('/xff').set('X-Forwarded-For', '1.1.1.1, 2.2.2.2, 203.0.113.7').expect(429);
@@ -178,15 +178,14 @@ describe('CacheService.invalidatePattern', () => {
 // Hostile keys from requests
 // ---------------------------------------------------------------------------------------------------------------
 
-/** How an app maps the toolkit's InvalidKeyError: 400 with its code. */
+/** How an app maps the toolkit's InvalidKeyError: 400 with its code (through the HTTP adapter: any platform). */
 @Catch(InvalidKeyError)
 class InvalidKeyFilter implements ExceptionFilter {
+  constructor(private readonly adapterHost: HttpAdapterHost) {}
+
   catch(err: InvalidKeyError, host: ArgumentsHost): void {
-    host
-      .switchToHttp()
-      .getResponse<Response>()
-      .status(400)
-      .json({ statusCode: 400, code: err.code, message: err.message });
+    const body = { statusCode: 400, code: err.code, message: err.message };
+    this.adapterHost.httpAdapter.reply(host.switchToHttp().getResponse(), body, 400);
   }
 }
 
@@ -269,13 +268,14 @@ function acceptedByKeyBuilder(key: string): boolean {
   return key.length > 0 && Buffer.byteLength(key) <= 1024 && !loneSurrogate;
 }
 
-describe('hostile keys from requests', () => {
+describe.each(PLATFORMS)('hostile keys from requests on %s', (platform) => {
   it(`${HOSTILE.length} hostile keys as cache key, rate-limit key and lock resource: 2xx/4xx, never 500, nothing outside the prefix`, async () => {
     const { server, admin } = await privateServer();
     const keyPrefix = `rtk-sech-${uid()}:`;
     const app = await createToolkitApp({
       target: { url: server.url },
       http: true,
+      platform,
       keyPrefix,
       controllers: [HostileController],
       providers: [{ provide: APP_FILTER, useClass: InvalidKeyFilter }],
