@@ -11,21 +11,23 @@ import {
   UseFilters,
   type ExceptionFilter,
 } from '@nestjs/common';
-import type { Response } from 'express';
+import { HttpAdapterHost } from '@nestjs/core';
 import { LockLostError, LockNotAcquiredError, RedisUnavailableError } from '../../lib/index.js';
 import { OrdersReportJob } from './orders.report.js';
 import { OrdersService, type Payment } from './orders.service.js';
 
-/** Lock errors as HTTP: busy → 409, lost → 409, Redis down → 503 (fail closed: nothing was charged unlocked). */
+/**
+ * Lock errors as HTTP: busy → 409, lost → 409, Redis down → 503 (fail closed: nothing was charged unlocked).
+ * Answers through Nest's HTTP adapter, so the same filter serves Express and Fastify.
+ */
 @Catch(LockNotAcquiredError, LockLostError, RedisUnavailableError)
 export class LockErrorsFilter implements ExceptionFilter {
+  constructor(private readonly adapterHost: HttpAdapterHost) {}
+
   catch(err: Error, host: ArgumentsHost): void {
     const status = err instanceof RedisUnavailableError ? HttpStatus.SERVICE_UNAVAILABLE : HttpStatus.CONFLICT;
-    host
-      .switchToHttp()
-      .getResponse<Response>()
-      .status(status)
-      .json({ statusCode: status, error: err.name, message: err.message });
+    const body = { statusCode: status, error: err.name, message: err.message };
+    this.adapterHost.httpAdapter.reply(host.switchToHttp().getResponse(), body, status);
   }
 }
 

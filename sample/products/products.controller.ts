@@ -1,9 +1,13 @@
 import { Body, Controller, Get, NotFoundException, Param, Put, Res, UseGuards } from '@nestjs/common';
-import type { Response } from 'express';
 import { CacheService, RateLimitGuard, type CacheStatus } from '../../lib/index.js';
 import { ProductsService, type Product } from './products.service.js';
 
 const HEADER: Record<CacheStatus, string> = { hit: 'HIT', miss: 'MISS', stale: 'STALE' };
+
+/** Express's `Response` and Fastify's `FastifyReply` both set a header with `header(name, value)`. */
+interface HeaderResponse {
+  header(name: string, value: string): unknown;
+}
 
 /**
  * GET /products and GET /products/:id are cached (header `X-Cache: HIT | MISS | STALE`): fresh for 30 s, then served
@@ -20,20 +24,20 @@ export class ProductsController {
   ) {}
 
   @Get()
-  async list(@Res({ passthrough: true }) res: Response): Promise<Product[]> {
+  async list(@Res({ passthrough: true }) res: HeaderResponse): Promise<Product[]> {
     const { value, status } = await this.cache.getOrSetWithStatus('products:list', () => this.products.list(), {
       tags: ['products', 'products:list'],
     });
-    res.setHeader('X-Cache', HEADER[status]);
+    res.header('X-Cache', HEADER[status]);
     return value;
   }
 
   @Get(':id')
-  async get(@Param('id') id: string, @Res({ passthrough: true }) res: Response): Promise<Product> {
+  async get(@Param('id') id: string, @Res({ passthrough: true }) res: HeaderResponse): Promise<Product> {
     const { value, status } = await this.cache.getOrSetWithStatus(`products:${id}`, () => this.products.find(id), {
       tags: ['products', `product:${id}`],
     });
-    res.setHeader('X-Cache', HEADER[status]);
+    res.header('X-Cache', HEADER[status]);
     if (!value) throw new NotFoundException(`no product ${id}`);
     return value;
   }

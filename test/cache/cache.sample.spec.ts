@@ -2,18 +2,19 @@ import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import request from 'supertest';
 import { ProductsModule } from '../../sample/products/products.module.js';
-import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+import { PLATFORMS, closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 import { sleep } from '../support/wait.js';
 
 afterEach(closeToolkitApps);
 
-describe('sample: /products', () => {
+describe.each(PLATFORMS)('sample: /products on %s', (platform) => {
   it('answers X-Cache MISS, HIT, STALE and evicts by tag on PUT', async () => {
     const app = await createToolkitApp({
       keyPrefix: `rtk-s${randomBytes(4).toString('hex')}:`,
       cache: { defaultTtl: 300, staleTtl: 10_000, beta: 0 },
       imports: [ProductsModule],
       http: true,
+      platform,
     });
     const server = app.app.getHttpServer();
     expect((await request(server).get('/products').expect(200)).headers['x-cache']).toBe('MISS');
