@@ -19,6 +19,8 @@ export {
   InvalidKeyError,
   SerializationError,
   RedisUnavailableError,
+  RedisReplyError,
+  RedisPermissionError,
   LockNotAcquiredError,
   LockLostError,
   RateLimitExceededError,

@@ -1,4 +1,5 @@
 import { InvalidOptionsError } from '../common/errors.js';
+import { durationProblem, isDuration } from '../common/option-checks.js';
 import { KeyBuilder } from '../common/keys.js';
 import type { ResolvedCacheOptions } from './cache.options.js';
 import type { CacheGetOrSetOptions, CacheSetOptions, CacheTags } from './cache.types.js';
@@ -23,14 +24,10 @@ export function resolveCall<T>(
   if (options === null || typeof options !== 'object')
     throw new InvalidOptionsError(`cache.${what}: options must be an object`);
   const { ttl, staleTtl, tags } = options as CacheGetOrSetOptions<T>;
-  if (ttl !== undefined && (typeof ttl !== 'number' || !Number.isFinite(ttl) || ttl <= 0)) {
-    throw new InvalidOptionsError(`cache.${what}: ttl must be a positive number of milliseconds, got ${String(ttl)}`);
-  }
-  if (staleTtl !== undefined && (typeof staleTtl !== 'number' || !Number.isFinite(staleTtl) || staleTtl < 0)) {
-    throw new InvalidOptionsError(
-      `cache.${what}: staleTtl must be a non-negative number of milliseconds, got ${String(staleTtl)}`,
-    );
-  }
+  if (ttl !== undefined && !isDuration(ttl))
+    throw new InvalidOptionsError(`cache.${what}: ttl ${durationProblem(ttl)}`);
+  if (staleTtl !== undefined && !isDuration(staleTtl, true))
+    throw new InvalidOptionsError(`cache.${what}: staleTtl ${durationProblem(staleTtl, true)}`);
   if (tags !== undefined && typeof tags !== 'function') checkTags(tags, what);
   return {
     ttl: Math.ceil(ttl ?? defaults.defaultTtl),

@@ -1,9 +1,8 @@
-import { toRedisUnavailable } from '../common/errors.js';
+import { replyCodeOf, type FailurePolicy } from '../common/failure-policy.js';
 import type { Serializer } from '../common/serializer.js';
 import type { ThrottledWarning } from '../common/throttled-logger.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { decodeEntry, type CacheEntry } from './cache.entry.js';
-import type { CacheFailurePolicy } from './cache.failure-policy.js';
 import type { CacheL1 } from './cache.l1.js';
 import type { CacheReadBatcher } from './cache.read-batcher.js';
 import type { CacheTagIndex } from './cache.tag-index.js';
@@ -15,18 +14,22 @@ export class CacheEntryStore {
     private readonly reads: CacheReadBatcher,
     private readonly tags: CacheTagIndex,
     private readonly l1: CacheL1 | undefined,
-    private readonly failures: CacheFailurePolicy,
+    private readonly failures: FailurePolicy,
     private readonly serializer: Serializer,
     private readonly redisWarning: ThrottledWarning,
   ) {}
 
   async read<T>(redisKey: string): Promise<CacheEntry<T> | undefined> {
-    this.failures.assertConnected('get');
+    this.failures.assertReady('get');
     let raw: string | null;
     try {
       raw = await this.reads.get(redisKey);
     } catch (err) {
-      throw toRedisUnavailable(err, 'cache get');
+      // A foreign type under our key: a miss (as in a batched MGET, which answers nil for it), overwritten by the
+      // next store, like an entry written by another serializer.
+      if (replyCodeOf(err) !== 'WRONGTYPE') throw this.failures.classify(err, 'get');
+      this.redisWarning.warn(`cache entry ${redisKey} holds another Redis type, treated as a miss`);
+      return undefined;
     }
     if (raw === null) return undefined;
     try {
@@ -43,7 +46,7 @@ export class CacheEntryStore {
    * its tags was invalidated after `startedAt` (the value was loaded before the invalidation), nothing is stored.
    */
   async write(redisKey: string, entry: CacheEntry, raw: string, startedAt: number): Promise<boolean> {
-    const stored = await this.failures.guard('set', async () => {
+    const stored = await this.failures.run('set', async () => {
       const now = Date.now();
       if (entry.tags.length > 0) {
         const added = await Promise.all(

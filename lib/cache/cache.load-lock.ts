@@ -3,7 +3,7 @@ import { LuaScript } from '../common/lua-script.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import type { CacheEntry } from './cache.entry.js';
 import type { CacheEntryStore } from './cache.entry-store.js';
-import type { CacheFailurePolicy } from './cache.failure-policy.js';
+import type { FailurePolicy } from '../common/failure-policy.js';
 import type { CacheL1 } from './cache.l1.js';
 import type { CacheResult } from './cache.types.js';
 
@@ -35,7 +35,7 @@ export class CacheLoadLock {
     private readonly lockWait: number,
     private readonly store: CacheEntryStore,
     private readonly l1: CacheL1 | undefined,
-    private readonly failures: CacheFailurePolicy,
+    private readonly failures: FailurePolicy,
   ) {}
 
   /**
@@ -52,13 +52,15 @@ export class CacheLoadLock {
       try {
         acquired = await this.tryLock(lockKey, token);
       } catch (err) {
-        this.failures.failed(err);
+        this.failures.unavailable(err);
         return { value: (await loaders.load()).value, status: 'miss' };
       }
       if (acquired) {
         try {
           // Double-checked: another process may have stored the value between our GET and our lock.
-          const stored = await this.store.read<T>(redisKey).catch((err: unknown) => void this.failures.failed(err));
+          const stored = await this.store
+            .read<T>(redisKey)
+            .catch((err: unknown) => void this.failures.unavailable(err));
           if (stored && Date.now() < stored.freshUntil) {
             this.l1?.remember(redisKey, stored);
             return { value: stored.value, status: 'hit' };
@@ -75,7 +77,7 @@ export class CacheLoadLock {
       try {
         entry = await this.store.read<T>(redisKey);
       } catch (err) {
-        this.failures.failed(err);
+        this.failures.unavailable(err);
         break;
       }
       if (entry) {
@@ -101,7 +103,7 @@ export class CacheLoadLock {
   }
 
   async tryLock(lockKey: string, token: string): Promise<boolean> {
-    const reply = await this.failures.guard('lock', () =>
+    const reply = await this.failures.run('lock', () =>
       this.connection.client.set(lockKey, token, 'PX', this.lockTtl, 'NX'),
     );
     return reply === 'OK';
@@ -109,7 +111,7 @@ export class CacheLoadLock {
 
   async unlock(lockKey: string, token: string): Promise<void> {
     try {
-      await this.failures.guard('unlock', () => releaseLock.run(this.connection.client, [lockKey], [token]));
+      await this.failures.run('unlock', () => releaseLock.run(this.connection.client, [lockKey], [token]));
     } catch {
       // The lock expires by itself within lockTtl.
     }

@@ -1,6 +1,7 @@
 import { Inject, Injectable, Logger, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import { scanKeys, unlinkMany } from '../common/bulk-keys.js';
 import { CacheLoadTimeoutError, InvalidOptionsError, RedisUnavailableError } from '../common/errors.js';
+import { FailurePolicy } from '../common/failure-policy.js';
 import { KeyBuilder } from '../common/keys.js';
 import type { Serializer } from '../common/serializer.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
@@ -11,7 +12,6 @@ import type { ResolvedRedisToolkitOptions } from '../redis-toolkit.options-resol
 import { defaultCall, resolveCall, resolveTags, type ResolvedCall } from './cache.call-options.js';
 import { encodeEntry, type CacheEntry } from './cache.entry.js';
 import { CacheEntryStore } from './cache.entry-store.js';
-import { CacheFailurePolicy } from './cache.failure-policy.js';
 import { CacheL1 } from './cache.l1.js';
 import { CacheLoadLock } from './cache.load-lock.js';
 import type { ResolvedCacheOptions } from './cache.options.js';
@@ -61,7 +61,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
   private readonly inflight = new Map<string, Promise<CacheResult<unknown>>>();
   private readonly refreshing = new Set<string>();
   private readonly counters = new CacheCounters();
-  private readonly failures: CacheFailurePolicy;
+  private readonly failures: FailurePolicy;
   private readonly store: CacheEntryStore;
   private readonly tags: CacheTagIndex;
   private readonly lock: CacheLoadLock;
@@ -81,7 +81,12 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
     this.featurePrefix = keys.featurePrefix(FEATURE);
     this.defaultCall = defaultCall(this.options);
     if (this.options.l1) this.l1 = new CacheL1(this.options.l1, connection, pubsub, this.counters, this.redisWarning);
-    this.failures = new CacheFailurePolicy(connection, this.options.failOpen, this.counters, this.redisWarning);
+    this.failures = new FailurePolicy(connection, {
+      feature: 'cache',
+      logger: this.logger,
+      failOpen: this.options.failOpen,
+      failOpenMeans: 'serving without the cache',
+    });
     this.tags = new CacheTagIndex(connection, keys, FEATURE, this.options.lockTtl, this.l1);
     const reads = new CacheReadBatcher(connection);
     this.store = new CacheEntryStore(
@@ -132,7 +137,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
     try {
       entry = await this.store.read<T>(redisKey);
     } catch (err) {
-      this.failures.failed(err);
+      this.failures.unavailable(err);
       this.counters.misses++;
       return undefined;
     }
@@ -167,7 +172,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
       // An explicit set is stored whatever was invalidated before it (only loads are checked against invalidations).
       await this.store.write(redisKey, entry, raw, Number.MAX_SAFE_INTEGER);
     } catch (err) {
-      this.failures.failed(err);
+      this.failures.unavailable(err);
     }
     this.l1?.broadcast({ keys: [redisKey] });
   }
@@ -178,10 +183,10 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
     if (redisKeys.length === 0) return 0;
     for (const k of redisKeys) this.l1?.delete(k);
     try {
-      const n = await this.failures.guard('del', () => unlinkMany(this.connection.client, redisKeys));
+      const n = await this.failures.run('del', () => unlinkMany(this.connection.client, redisKeys));
       return n;
     } catch (err) {
-      this.failures.count(err);
+      this.failures.unavailable(err, false);
       throw err;
     } finally {
       this.l1?.broadcast({ keys: redisKeys });
@@ -242,7 +247,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
     if (tags.length === 0) return 0;
     this.l1?.dropTags(tags);
     try {
-      const counts = await this.failures.guard('invalidateTags', () =>
+      const counts = await this.failures.run('invalidateTags', () =>
         Promise.all(
           tags.map(async (tag, i) => {
             // Loads that started before now must not store what this invalidation removes.
@@ -253,7 +258,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
       );
       return counts.reduce((s, n) => s + n, 0);
     } catch (err) {
-      this.failures.count(err);
+      this.failures.unavailable(err, false);
       throw err;
     } finally {
       this.l1?.broadcast({ tags });
@@ -269,7 +274,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
     const internal = this.featurePrefix + '{';
     let total = 0;
     try {
-      await this.failures.guard('invalidatePattern', async () => {
+      await this.failures.run('invalidatePattern', async () => {
         for await (const page of scanKeys(this.connection.client, match)) {
           const doomed = page.filter((k) => !k.startsWith(internal));
           if (doomed.length === 0) continue;
@@ -279,14 +284,15 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
         }
       });
     } catch (err) {
-      this.failures.count(err);
+      this.failures.unavailable(err, false);
       throw err;
     }
     return total;
   }
 
   stats(): CacheStats {
-    return this.counters.snapshot();
+    const { unavailable, replyErrors } = this.failures.counts;
+    return this.counters.snapshot(unavailable + replyErrors);
   }
 
   // ----------------------------------------------------------------------------------------------------------------
@@ -298,7 +304,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
     try {
       entry = await this.store.read<T>(redisKey);
     } catch (err) {
-      this.failures.failed(err);
+      this.failures.unavailable(err);
       return this.singleFlight(redisKey, async () => ({
         value: (await this.load(redisKey, loader)).value,
         status: 'miss',
@@ -350,7 +356,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
     try {
       await this.store.write(redisKey, entry, raw, startedAt);
     } catch (err) {
-      this.failures.failed(err);
+      this.failures.unavailable(err);
     }
     return value;
   }
@@ -377,7 +383,8 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
           void this.lock.unlock(lockKey, token);
         }
       } catch (err) {
-        if (err instanceof RedisUnavailableError) this.failures.failed(err);
+        // never thrown from here (nobody awaits a background refresh): counted and logged, the stale value stays
+        if (err instanceof RedisUnavailableError) this.failures.unavailable(err, true, 'the stale value stays');
         else {
           this.refreshWarning.warn(
             `cache refresh of ${redisKey} failed, the stale value stays: ${err instanceof Error ? err.message : String(err)}`,

@@ -6,6 +6,7 @@ export class CacheCounters {
   misses = 0;
   staleHits = 0;
   loads = 0;
+  /** Failures outside the failure policy's count (L1 invalidations that could not be published). */
   errors = 0;
 
   /** Counts one getOrSet read by where its value came from. */
@@ -15,8 +16,10 @@ export class CacheCounters {
     else this.misses++;
   }
 
-  snapshot(): CacheStats {
-    const { hits, misses, staleHits, loads, errors } = this;
+  /** `redisErrors`: the failure policy's count of failed Redis calls. */
+  snapshot(redisErrors: number): CacheStats {
+    const { hits, misses, staleHits, loads } = this;
+    const errors = this.errors + redisErrors;
     const reads = hits + staleHits + misses;
     return { hits, misses, staleHits, loads, errors, hitRatio: reads === 0 ? 0 : (hits + staleHits) / reads };
   }

@@ -68,9 +68,24 @@ export class SessionTooLargeError extends RedisToolkitError {
   static override readonly code: string = 'E_SESSION_TOO_LARGE';
 }
 
-/** Wraps a driver error (refused, reset, timed out, cluster down) as RedisUnavailableError; leaves our own errors alone. */
-export function toRedisUnavailable(err: unknown, what: string): RedisToolkitError {
-  if (err instanceof RedisToolkitError) return err;
-  const reason = err instanceof Error ? err.message : String(err);
-  return new RedisUnavailableError(`${what} failed: ${reason}`, { cause: err });
+/**
+ * Redis answered this one call with an error (WRONGTYPE, OOM, an `ERR` from a script, `ERR value is not an
+ * integer`...): Redis is up, the call is wrong or cannot be served. Never treated as an outage (no fail-open).
+ * `replyCode` is the first word of the reply (`WRONGTYPE`, `OOM`, `ERR`...).
+ */
+export class RedisReplyError extends RedisToolkitError {
+  static override readonly code: string = 'E_REDIS_REPLY';
+
+  constructor(
+    message: string,
+    readonly replyCode: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** The ACL user may not run a command, or touch a key or channel, the toolkit needs (NOPERM). Grant it; see docs/security.md. */
+export class RedisPermissionError extends RedisReplyError {
+  static override readonly code: string = 'E_REDIS_PERMISSION';
 }

@@ -1,6 +1,30 @@
 import { InvalidOptionsError } from './errors.js';
 
 /**
+ * The longest duration (ms) any option or call accepts: 100 years. Redis refuses an expiry whose deadline overflows
+ * (`ERR invalid expire time`, `ERR value is not an integer`), and the scripts compute in microseconds, exact in a
+ * double only below 2^53 µs (285 years); a larger value is refused before any Redis call.
+ */
+export const MAX_DURATION_MS = 100 * 365 * 24 * 3_600_000;
+
+/** A finite number of milliseconds, > 0 (>= 0 with allowZero), at most MAX_DURATION_MS. */
+export function isDuration(value: unknown, allowZero = false): value is number {
+  return (
+    typeof value === 'number' &&
+    Number.isFinite(value) &&
+    (allowZero ? value >= 0 : value > 0) &&
+    value <= MAX_DURATION_MS
+  );
+}
+
+/** The error text for a value that is not a duration (`must be a positive number of milliseconds, got X`). */
+export function durationProblem(value: unknown, allowZero = false): string {
+  if (typeof value === 'number' && value > MAX_DURATION_MS)
+    return `must be at most ${MAX_DURATION_MS} ms (100 years), got ${show(value)}`;
+  return `must be a ${allowZero ? 'non-negative' : 'positive'} number of milliseconds, got ${show(value)}`;
+}
+
+/**
  * Collects every problem in a set of options so one start-up error lists them all, each naming its option path
  * (`cache.defaultTtl must be a positive number of milliseconds, got -5`).
  */
@@ -14,9 +38,7 @@ export class OptionProblems {
   /** Milliseconds: a finite number > 0 (or >= 0 with allowZero). Absent is fine; the caller applies the default. */
   duration(path: string, value: unknown, { allowZero = false } = {}): void {
     if (value === undefined) return;
-    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || (!allowZero && value === 0)) {
-      this.add(path, `must be a ${allowZero ? 'non-negative' : 'positive'} number of milliseconds, got ${show(value)}`);
-    }
+    if (!isDuration(value, allowZero)) this.add(path, durationProblem(value, allowZero));
   }
 
   integer(path: string, value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): void {

@@ -54,6 +54,11 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
     return this.client.status;
   }
 
+  /** Opens a lazy client that was never opened (status `wait`), retrying in the background; no-op otherwise. */
+  connectInBackground(): void {
+    if (this.client.status === 'wait') this.client.connect().catch(() => undefined);
+  }
+
   async onModuleInit(): Promise<void> {
     if (!this.options.lazyConnect) {
       await this.connect(this.client, this.description);

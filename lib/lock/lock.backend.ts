@@ -1,5 +1,6 @@
 import { Cluster, type Redis } from 'ioredis';
-import { LockLostError, RedisUnavailableError, toRedisUnavailable } from '../common/errors.js';
+import { LockLostError, RedisUnavailableError } from '../common/errors.js';
+import { itemReplyError, type FailurePolicy } from '../common/failure-policy.js';
 import type { RedisClient } from '../common/lua-script.js';
 import { TickBatcher } from '../common/tick-batcher.js';
 import { ACQUIRE, ACQUIRE_MANY, EXTEND, HAND_OVER, RAISE_FENCE, RELEASE, RELEASE_MANY } from './lock.scripts.js';
@@ -49,8 +50,9 @@ const LOCK_CALLS_PER_SCRIPT = 8;
  * once); on a cluster every lock is its own call (its own slot).
  */
 class LockCalls {
-  private readonly acquires: TickBatcher<[keys: LockKeys, token: string, ttl: number], number> | undefined;
-  private readonly releases: TickBatcher<[keys: LockKeys, token: string], number> | undefined;
+  /** A batched call answers per lock: its result, or the error text of that lock alone (redis.pcall). */
+  private readonly acquires: TickBatcher<[keys: LockKeys, token: string, ttl: number], number | string> | undefined;
+  private readonly releases: TickBatcher<[keys: LockKeys, token: string], number | string> | undefined;
 
   constructor(readonly client: RedisClient) {
     if (client instanceof Cluster) return;
@@ -81,16 +83,22 @@ class LockCalls {
   }
 
   /** The new fencing token, or 0 when another owner holds the lock. */
-  acquire(keys: LockKeys, token: string, ttl: number): Promise<number> {
-    return this.acquires
-      ? this.acquires.add([keys, token, ttl])
-      : ACQUIRE.run(this.client, [keys.lock, keys.fence], [token, ttl]);
+  async acquire(keys: LockKeys, token: string, ttl: number): Promise<number> {
+    if (!this.acquires) return ACQUIRE.run(this.client, [keys.lock, keys.fence], [token, ttl]);
+    return itemResult(await this.acquires.add([keys, token, ttl]), `acquiring the lock on "${keys.resource}"`);
   }
 
   /** 1 when released, 0 when not held by `token`. */
-  release(keys: LockKeys, token: string): Promise<number> {
-    return this.releases ? this.releases.add([keys, token]) : RELEASE.run(this.client, [keys.lock], [token]);
+  async release(keys: LockKeys, token: string): Promise<number> {
+    if (!this.releases) return RELEASE.run(this.client, [keys.lock], [token]);
+    return itemResult(await this.releases.add([keys, token]), `releasing the lock on "${keys.resource}"`);
   }
+}
+
+/** One lock's part of a batched reply: a number, or the error reply of that lock alone (a RedisReplyError). */
+function itemResult(result: number | string, what: string): number {
+  if (typeof result === 'string') throw itemReplyError(what, result);
+  return result;
 }
 
 /** One Redis server, a sentinel-managed master, or a Redis Cluster (both keys live in one slot). */
@@ -100,7 +108,11 @@ export class SingleLockBackend implements LockBackend {
   /** Locks a failed call may hold, released when the connection is back (see releaseUnknown). */
   private readonly unknown = new Map<string, { keys: LockKeys; expiresAt: number }>();
 
-  constructor(private readonly client: RedisClient) {
+  /** `failures`: the lock service's failure policy (fail closed: every failure is thrown, counted and logged). */
+  constructor(
+    private readonly client: RedisClient,
+    private readonly failures: FailurePolicy,
+  ) {
     this.calls = new LockCalls(client);
   }
 
@@ -108,11 +120,11 @@ export class SingleLockBackend implements LockBackend {
     const startedAt = Date.now();
     let fence: number;
     try {
-      fence = await this.calls.acquire(keys, token, ttl);
+      fence = await this.failures.guard(`acquire on "${keys.resource}"`, () => this.calls.acquire(keys, token, ttl));
     } catch (err) {
       // The SET may have run before the reply was lost: do not leave a lock nobody owns for a whole ttl.
-      this.releaseUnknown(keys, token, startedAt + ttl);
-      throw toRedisUnavailable(err, `acquiring the lock on "${keys.resource}"`);
+      if (err instanceof RedisUnavailableError) this.releaseUnknown(keys, token, startedAt + ttl);
+      throw err;
     }
     return fence > 0 ? { fencingToken: fence, expiresAt: startedAt + ttl } : null;
   }
@@ -122,10 +134,12 @@ export class SingleLockBackend implements LockBackend {
     const startedAt = Date.now();
     let fence: number;
     try {
-      fence = await HAND_OVER.run(this.client, [keys.lock, keys.fence], [token, nextToken, ttl]);
+      fence = await this.failures.guard(`release of "${keys.resource}"`, () =>
+        HAND_OVER.run(this.client, [keys.lock, keys.fence], [token, nextToken, ttl]),
+      );
     } catch (err) {
-      this.releaseUnknown(keys, nextToken, startedAt + ttl);
-      throw toRedisUnavailable(err, `releasing the lock on "${keys.resource}"`);
+      if (err instanceof RedisUnavailableError) this.releaseUnknown(keys, nextToken, startedAt + ttl);
+      throw err;
     }
     if (fence <= 0) throw lost(keys, 'release');
     return { fencingToken: fence, expiresAt: startedAt + ttl };
@@ -155,23 +169,15 @@ export class SingleLockBackend implements LockBackend {
 
   async extend(keys: LockKeys, token: string, ttl: number): Promise<number> {
     const startedAt = Date.now();
-    let extended: number;
-    try {
-      extended = await EXTEND.run(this.client, [keys.lock], [token, ttl]);
-    } catch (err) {
-      throw toRedisUnavailable(err, `extending the lock on "${keys.resource}"`);
-    }
+    const extended = await this.failures.guard(`extend of "${keys.resource}"`, () =>
+      EXTEND.run(this.client, [keys.lock], [token, ttl]),
+    );
     if (extended !== 1) throw lost(keys, 'extend');
     return startedAt + ttl;
   }
 
   async release(keys: LockKeys, token: string): Promise<void> {
-    let released: number;
-    try {
-      released = await this.calls.release(keys, token);
-    } catch (err) {
-      throw toRedisUnavailable(err, `releasing the lock on "${keys.resource}"`);
-    }
+    const released = await this.failures.guard(`release of "${keys.resource}"`, () => this.calls.release(keys, token));
     if (released !== 1) throw lost(keys, 'release');
   }
 }

@@ -1,4 +1,5 @@
 import { InvalidOptionsError } from '../common/errors.js';
+import { durationProblem, isDuration } from '../common/option-checks.js';
 import { createInterceptedMethodDecorator } from '../common/method-interception.js';
 import { LOCK_METADATA } from './lock.constants.js';
 
@@ -33,9 +34,7 @@ export function checkWithLockOptions(options: WithLockOptions): void {
   if (typeof resource !== 'function' && (typeof resource !== 'string' || resource.length === 0)) {
     throw new InvalidOptionsError('@WithLock: resource must be a non-empty string or a function of the arguments');
   }
-  if (ttl !== undefined && (typeof ttl !== 'number' || !Number.isFinite(ttl) || ttl <= 0)) {
-    throw new InvalidOptionsError(`@WithLock: ttl must be a positive number of milliseconds, got ${String(ttl)}`);
-  }
+  if (ttl !== undefined && !isDuration(ttl)) throw new InvalidOptionsError(`@WithLock: ttl ${durationProblem(ttl)}`);
   if (waitMs !== undefined && (typeof waitMs !== 'number' || !Number.isFinite(waitMs) || waitMs < 0)) {
     throw new InvalidOptionsError(
       `@WithLock: waitMs must be a non-negative number of milliseconds, got ${String(waitMs)}`,

@@ -19,13 +19,13 @@ export const HAND_OVER = LuaScript.fromFile<number>(
   2,
 );
 /** ACQUIRE for the locks of one tick (single server): one fence or 0 per lock. */
-export const ACQUIRE_MANY = LuaScript.fromFile<number[]>(
+export const ACQUIRE_MANY = LuaScript.fromFile<(number | string)[]>(
   'rtk_lock_acquire_many',
   new URL('./acquire-many.lua', import.meta.url),
   2,
 );
 /** RELEASE for the locks of one tick (single server): 1 or 0 per lock. */
-export const RELEASE_MANY = LuaScript.fromFile<number[]>(
+export const RELEASE_MANY = LuaScript.fromFile<(number | string)[]>(
   'rtk_lock_release_many',
   new URL('./release-many.lua', import.meta.url),
   1,

@@ -2,6 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { Inject, Injectable, Logger, type OnModuleInit } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import { InvalidOptionsError, LockLostError, LockNotAcquiredError, RedisUnavailableError } from '../common/errors.js';
+import { durationProblem, isDuration } from '../common/option-checks.js';
+import { FailurePolicy } from '../common/failure-policy.js';
 import { KeyBuilder } from '../common/keys.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { describeConnection } from '../connection/redis-client.factory.js';
@@ -39,6 +41,8 @@ const EXTEND_EVERY = 1 / 3;
 export class LockService implements OnModuleInit {
   private readonly logger = new Logger('LockService');
   private readonly backend: LockBackend;
+  /** Locks fail closed: every transport failure and error reply is thrown to the caller, counted and logged. */
+  private readonly failures: FailurePolicy;
   private readonly lockOptions: ResolvedLockOptions;
   private readonly quorumClients: { client: Redis; description: string }[] = [];
   /**
@@ -59,6 +63,7 @@ export class LockService implements OnModuleInit {
     private readonly keys: KeyBuilder,
   ) {
     this.lockOptions = options.lock;
+    this.failures = new FailurePolicy(connection, { feature: 'lock', logger: this.logger });
     const quorum = options.lock.quorum;
     if (quorum) {
       for (const node of quorum.nodes) {
@@ -73,7 +78,7 @@ export class LockService implements OnModuleInit {
         options.commandTimeout,
       );
     } else {
-      this.backend = new SingleLockBackend(connection.client);
+      this.backend = new SingleLockBackend(connection.client, this.failures);
     }
     this.owner = {
       backend: this.backend,
@@ -83,6 +88,11 @@ export class LockService implements OnModuleInit {
       },
       handOver: (k, token) => this.handOver(k, token),
     };
+  }
+
+  /** Failed Redis calls since start (this process, single server or cluster): transport failures and error replies. */
+  stats(): { unavailable: number; replyErrors: number } {
+    return { ...this.failures.counts };
   }
 
   /** Number of independent lock servers (1 without a quorum). */
@@ -268,9 +278,7 @@ export class LockService implements OnModuleInit {
 
   private ttlOf(ttl: number | undefined): number {
     if (ttl === undefined) return this.lockOptions.ttl;
-    if (typeof ttl !== 'number' || !Number.isFinite(ttl) || ttl <= 0) {
-      throw new InvalidOptionsError(`ttl must be a positive number of milliseconds, got ${String(ttl)}`);
-    }
+    if (!isDuration(ttl)) throw new InvalidOptionsError(`ttl ${durationProblem(ttl)}`);
     return Math.ceil(ttl);
   }
 

@@ -1,4 +1,5 @@
 import { InvalidOptionsError, LockLostError } from '../common/errors.js';
+import { durationProblem, isDuration } from '../common/option-checks.js';
 import type { LockBackend, LockKeys } from './lock.backend.js';
 
 /** What a Lock needs from the service that made it. */
@@ -58,9 +59,7 @@ export class Lock {
    * Throws LockLostError when the lock is no longer ours, RedisUnavailableError when Redis could not confirm.
    */
   async extend(ms: number = this.ttl): Promise<void> {
-    if (typeof ms !== 'number' || !Number.isFinite(ms) || ms <= 0) {
-      throw new InvalidOptionsError(`extend(ms): ms must be a positive number of milliseconds, got ${String(ms)}`);
-    }
+    if (!isDuration(ms)) throw new InvalidOptionsError(`extend(ms): ms ${durationProblem(ms)}`);
     if (this.state === 'released')
       throw new LockLostError(`cannot extend the lock on "${this.resource}": it was released`);
     if (this.state === 'lost') throw new LockLostError(`cannot extend the lock on "${this.resource}": it was lost`);

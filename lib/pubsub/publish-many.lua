@@ -1,7 +1,13 @@
 -- The publishes one process makes in one turn of its event loop, in order (single server only): PUBLISH ARGV[2i-1]
--- ARGV[2i] for each i. No keys. Returns, per message, how many subscribers received it.
+-- ARGV[2i] for each i. No keys. Returns, per message, how many subscribers received it, or the error text of that
+-- message alone (redis.pcall: a channel the ACL user may not publish to fails only its own message).
 local out = {}
 for i = 1, #ARGV / 2 do
-  out[i] = redis.call('PUBLISH', ARGV[2 * i - 1], ARGV[2 * i])
+  local n = redis.pcall('PUBLISH', ARGV[2 * i - 1], ARGV[2 * i])
+  if type(n) == 'table' and n.err then
+    out[i] = n.err
+  else
+    out[i] = n
+  end
 end
 return out

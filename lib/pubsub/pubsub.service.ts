@@ -1,6 +1,7 @@
 import { Inject, Injectable, Logger, type OnModuleDestroy } from '@nestjs/common';
 import type { Cluster } from 'ioredis';
-import { InvalidKeyError, InvalidOptionsError, toRedisUnavailable } from '../common/errors.js';
+import { InvalidKeyError, InvalidOptionsError, RedisUnavailableError } from '../common/errors.js';
+import { FailurePolicy, itemReplyError } from '../common/failure-policy.js';
 import { KeyBuilder } from '../common/keys.js';
 import { LuaScript, type RedisClient } from '../common/lua-script.js';
 import { TickBatcher } from '../common/tick-batcher.js';
@@ -10,7 +11,7 @@ import { REDIS_TOOLKIT_OPTIONS } from '../redis-toolkit.constants.js';
 import type { ResolvedRedisToolkitOptions } from '../redis-toolkit.options-resolver.js';
 
 /** PUBLISH of several messages in one script call (see publish-many.lua). */
-const PUBLISH_MANY = LuaScript.fromFile<number[]>(
+const PUBLISH_MANY = LuaScript.fromFile<(number | string)[]>(
   'rtk_ps_publish_many',
   new URL('./publish-many.lua', import.meta.url),
   0,
@@ -66,11 +67,12 @@ export class PubSubService implements OnModuleDestroy {
   private readonly subscriptions = new Map<string, Subscription>();
   private readonly logger = new Logger('RedisToolkit');
   private readonly handlerWarning = new ThrottledWarning(this.logger, 5_000);
+  private readonly failures: FailurePolicy;
   private readonly channelPrefix: string;
   private readonly patternPrefix: string;
   private readonly sharded: boolean;
   /** Publishes of one event-loop turn as one script call (single server); undefined on a cluster. */
-  private readonly publishes: TickBatcher<[channel: string, message: string], number> | undefined;
+  private readonly publishes: TickBatcher<[channel: string, message: string], number | string> | undefined;
   private readonly idPrefix = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}-`;
   private counter = 0;
   private closed = false;
@@ -79,6 +81,7 @@ export class PubSubService implements OnModuleDestroy {
     private readonly connection: RedisConnection,
     @Inject(REDIS_TOOLKIT_OPTIONS) private readonly options: ResolvedRedisToolkitOptions,
   ) {
+    this.failures = new FailurePolicy(connection, { feature: 'pub/sub', logger: this.logger });
     this.channelPrefix = `${options.keyPrefix}ps:`;
     this.patternPrefix = KeyBuilder.globEscape(this.channelPrefix);
     this.sharded = connection.isCluster && options.pubsub.cluster === 'sharded';
@@ -137,7 +140,7 @@ export class PubSubService implements OnModuleDestroy {
       if (err) throw err;
       id = String(added);
     } catch (err) {
-      throw toRedisUnavailable(err, `notifyUser ${userId}`);
+      throw this.failed(err, `notifyUser ${userId}`);
     }
     return this.send(channel, this.envelope(id, ts, serialized));
   }
@@ -157,7 +160,7 @@ export class PubSubService implements OnModuleDestroy {
     try {
       entries = await this.connection.client.xrange(this.streamKey(userId), `(${afterId}`, '+', 'COUNT', limit);
     } catch (err) {
-      throw toRedisUnavailable(err, `replay for ${userId}`);
+      throw this.failed(err, `replay for ${userId}`);
     }
     const channel = `user:${userId}`;
     const out: ReplayedMessage<T>[] = [];
@@ -205,7 +208,7 @@ export class PubSubService implements OnModuleDestroy {
     } catch (err) {
       sub.handlers.delete(h);
       if (this.subscriptions.get(name) === sub && sub.handlers.size === 0) this.subscriptions.delete(name);
-      throw toRedisUnavailable(err, `subscribe to ${name}`);
+      throw this.failed(err, `subscribe to ${name}`);
     }
     let active = true;
     return async () => {
@@ -331,11 +334,40 @@ export class PubSubService implements OnModuleDestroy {
         ? (this.connection.client as Cluster).spublish(redisChannel, message)
         : this.connection.client.publish(redisChannel, message);
     return Promise.resolve(sent).then(
-      (n) => Number(n),
+      (n) => {
+        // a batched publish answers per message: its receiver count, or the error reply of that message alone
+        if (typeof n === 'string') {
+          const err = itemReplyError(`pub/sub publish to ${channel}`, n);
+          this.failures.replyFailed(err);
+          throw err;
+        }
+        return Number(n);
+      },
       (err: unknown) => {
-        throw toRedisUnavailable(err, `publish to ${channel}`);
+        throw this.failed(err, `publish to ${channel}`);
       },
     );
+  }
+
+  /**
+   * The failure policy's typed error: RedisUnavailableError (a transport failure, thrown: the caller decides whether
+   * to drop) or RedisReplyError (e.g. NOPERM on a channel outside the ACL's `&` patterns); counted and logged.
+   */
+  private failed(err: unknown, what: string): Error {
+    const typed = this.failures.classify(err, what);
+    if (typed instanceof RedisUnavailableError) {
+      try {
+        this.failures.unavailable(typed, false);
+      } catch {
+        // counted and logged; thrown by the caller
+      }
+    }
+    return typed;
+  }
+
+  /** Failed Redis calls since start (this process): transport failures and error replies. */
+  stats(): { unavailable: number; replyErrors: number } {
+    return { ...this.failures.counts };
   }
 
   private nextId(): string {

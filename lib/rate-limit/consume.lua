@@ -9,7 +9,9 @@
 -- ARGV     per decision: mode ('c' = consume: check and charge, 'p' = peek: check only, writes nothing), the number
 --          of its policies n, then 5 values per policy: algorithm ('s' sliding window, 'f' fixed window,
 --          't' token bucket / GCRA), limit, window ms (token bucket: time to refill `limit` tokens), cost, burst
--- Returns  per decision: allAllowed, then per policy: allowed, remaining, resetMs, retryAfterMs
+-- Returns  per decision: allAllowed, then per policy: allowed, remaining, resetMs, retryAfterMs; for a decision
+--          that failed (an error reply under one of its keys, e.g. WRONGTYPE: a foreign value), -1, the error text,
+--          then zeros to the same length, so one bad key fails only its own decision, never the batch
 --   remaining/resetMs are after the charge when the request is admitted, else as they stand;
 --   resetMs: ms until the full limit is available again; retryAfterMs: ms until this request would be admitted.
 --
@@ -206,7 +208,20 @@ while a <= #ARGV do
   n = tonumber(ARGV[a + 1])
   if not n or n < 1 then error('malformed rate-limit call: a decision needs at least one policy') end
   a0 = a + 1
-  decide()
+  local mark = #out
+  -- pcall gets the error reply of a redis.call (as a string, or a table { err = ... }) or a Lua error (a foreign
+  -- string read as a number). Checks read every key before any charge, so a failing decision wrote nothing.
+  local ok, e = pcall(decide)
+  if not ok then
+    for j = #out, mark + 1, -1 do out[j] = nil end
+    out[mark + 1] = -1
+    if type(e) == 'table' then e = e.err end
+    e = tostring(e)
+    -- an error reply keeps its code (WRONGTYPE ...); a Lua error (user_script:12: attempt to...) gets ERR
+    if not string.match(e, '^%u[%u_-]* ') then e = 'ERR ' .. e end
+    out[mark + 2] = e
+    for j = 3, 1 + n * 4 do out[mark + j] = 0 end
+  end
   k0 = k0 + n
   a = a + 2 + n * 5
 end

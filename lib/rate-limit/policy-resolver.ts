@@ -1,4 +1,5 @@
 import { InvalidKeyError, InvalidOptionsError } from '../common/errors.js';
+import { MAX_DURATION_MS } from '../common/option-checks.js';
 import {
   DEFAULT_SLIDING_WINDOW_MAX_LIMIT,
   RATE_LIMIT_ALGORITHMS,
@@ -30,7 +31,8 @@ export function resolveCallPolicy(
   if (p === null || typeof p !== 'object') throw new InvalidOptionsError(`rate limit: ${path} must be an object`);
   const algorithm = p.algorithm ?? defaultAlgorithm;
   if (!isInt(p.limit, 1)) throw wrong(path, 'limit', 'an integer >= 1', p.limit);
-  if (!isInt(p.ttl, 1)) throw wrong(path, 'ttl', 'a whole number of milliseconds >= 1', p.ttl);
+  if (!isInt(p.ttl, 1) || p.ttl > MAX_DURATION_MS)
+    throw wrong(path, 'ttl', `a whole number of milliseconds from 1 to ${MAX_DURATION_MS}`, p.ttl);
   if (!RATE_LIMIT_ALGORITHMS.includes(algorithm))
     throw wrong(path, 'algorithm', `one of ${RATE_LIMIT_ALGORITHMS.join(', ')}`, algorithm);
   if (algorithm === 'sliding-window' && p.limit > maxSlidingWindowLimit) {

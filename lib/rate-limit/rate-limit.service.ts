@@ -1,9 +1,9 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { InvalidOptionsError, RateLimitExceededError, RedisUnavailableError } from '../common/errors.js';
+import { FailurePolicy, itemReplyError } from '../common/failure-policy.js';
 import { KeyBuilder } from '../common/keys.js';
 import { LuaScript, type ScriptArg } from '../common/lua-script.js';
 import { scanKeys, unlinkMany } from '../common/bulk-keys.js';
-import { ThrottledWarning } from '../common/throttled-logger.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { REDIS_TOOLKIT_OPTIONS } from '../redis-toolkit.constants.js';
 import type { ResolvedRedisToolkitOptions } from '../redis-toolkit.options-resolver.js';
@@ -67,6 +67,11 @@ export interface RateLimitStats {
   failedClosed: number;
   /** Calls decided by the in-process insurance limiter. */
   insurance: number;
+  /**
+   * Calls Redis answered with an error (WRONGTYPE under a counter key, NOPERM, OOM...): each failed with a
+   * RedisReplyError; never allowed, never decided by the failure policy.
+   */
+  replyErrors: number;
 }
 
 /** At most this many policies in one decision (one script call). */
@@ -78,6 +83,8 @@ const ALGORITHM_CODES: Record<RateLimitAlgorithm, string> = {
   'token-bucket': 't',
 };
 const LUA_FILE = new URL('./consume.lua', import.meta.url);
+/** consume.lua's allAllowed for a decision it could not make (an error reply under one of its keys). */
+const FAILED = -1;
 
 /**
  * Rate limiting on Redis: every decision is one run of one Lua script (EVALSHA) that checks all the policies of a call
@@ -89,10 +96,16 @@ const LUA_FILE = new URL('./consume.lua', import.meta.url);
 export class RateLimitService {
   private readonly logger = new Logger('RateLimit');
   private readonly options: ResolvedRateLimitOptions;
-  private readonly warning: ThrottledWarning;
+  private readonly failures: FailurePolicy;
   private readonly insurance: InsuranceLimiter | undefined;
   private readonly decisions: DecisionBatcher;
-  private readonly counters: RateLimitStats = { allowed: 0, denied: 0, failedOpen: 0, failedClosed: 0, insurance: 0 };
+  private readonly counters: Omit<RateLimitStats, 'replyErrors'> = {
+    allowed: 0,
+    denied: 0,
+    failedOpen: 0,
+    failedClosed: 0,
+    insurance: 0,
+  };
   /** `<prefix>rl:{` — every counter key starts with it. */
   private readonly tagPrefix: string;
   /** Recent identifier → hash: hot keys (an IP, a route) are hashed once, not on every request. */
@@ -104,7 +117,11 @@ export class RateLimitService {
     @Inject(REDIS_TOOLKIT_OPTIONS) toolkitOptions: ResolvedRedisToolkitOptions,
   ) {
     this.options = toolkitOptions.rateLimit;
-    this.warning = new ThrottledWarning(this.logger, this.options.warnIntervalMs);
+    this.failures = new FailurePolicy(connection, {
+      feature: 'rate limiting',
+      logger: this.logger,
+      warnIntervalMs: this.options.warnIntervalMs,
+    });
     const ins = this.options.insurance;
     this.insurance = ins ? new InsuranceLimiter(ins.divideLimitBy, ins.maxKeys) : undefined;
     this.decisions = new DecisionBatcher(connection, LuaScript.fromFile<number[]>('rtk_rl_consume', LUA_FILE, 1));
@@ -154,6 +171,7 @@ export class RateLimitService {
   ): Promise<number> {
     checkKey(key);
     try {
+      this.failures.assertReady('reset');
       if (policy) {
         const algorithm = policy.algorithm ?? this.options.defaults.algorithm;
         const scope = 'scope' in policy ? policy.scope : defaultScope(this.resolvePolicy(policy, 'policy'));
@@ -165,10 +183,9 @@ export class RateLimitService {
         removed += await unlinkMany(this.connection.client, page);
       return removed;
     } catch (err) {
-      if (err instanceof InvalidOptionsError) throw err;
-      throw new RedisUnavailableError(`rate-limit reset failed: ${err instanceof Error ? err.message : String(err)}`, {
-        cause: err,
-      });
+      const typed = this.failures.classify(err, 'reset');
+      this.failures.unavailable(typed, false);
+      throw typed;
     } finally {
       this.insurance?.clear();
     }
@@ -176,7 +193,7 @@ export class RateLimitService {
 
   /** Counts since start (this process). */
   stats(): RateLimitStats {
-    return { ...this.counters };
+    return { ...this.counters, replyErrors: this.failures.counts.replyErrors };
   }
 
   /** The Redis key of a counter: `<prefix>rl:{hash(key)}:hash(scope):<algorithm>` — fixed length whatever the input. */
@@ -213,7 +230,7 @@ export class RateLimitService {
     const redisKey = this.redisKey(key, defaultScope(p), p.algorithm);
     let raw: number[];
     try {
-      if (this.connection.status !== 'ready') throw this.notReady();
+      this.failures.assertReady('decision');
       raw = await this.decisions.run(
         [redisKey],
         [mode, 1, ALGORITHM_CODES[p.algorithm], p.limit, p.ttl, p.cost, p.burst],
@@ -223,6 +240,7 @@ export class RateLimitService {
       const outcome = this.fallback([{ key, policy: p, name: 'default', redisKey }], mode, options, err);
       return toResult(outcome.results[0], outcome.degraded);
     }
+    if (raw[0] === FAILED) throw this.itemFailed(raw);
     const allowed = raw[1] === 1;
     if (mode === 'c') {
       if (allowed) this.counters.allowed++;
@@ -313,7 +331,7 @@ export class RateLimitService {
       args.push(ALGORITHM_CODES[policy.algorithm], policy.limit, policy.ttl, policy.cost, policy.burst);
     let raw: number[];
     try {
-      if (this.connection.status !== 'ready') throw this.notReady();
+      this.failures.assertReady('decision');
       raw = await this.decisions.run(
         group.map((g) => g.redisKey),
         args,
@@ -321,6 +339,7 @@ export class RateLimitService {
     } catch (err) {
       return this.fallback(group, mode, options, err);
     }
+    if (raw[0] === FAILED) throw this.itemFailed(raw);
     const results = group.map(({ policy, name }, i) => ({
       name,
       policy,
@@ -339,10 +358,12 @@ export class RateLimitService {
     options: ConsumeOptions,
     err: unknown,
   ): { allowed: boolean; results: RateLimitDecision['results']; degraded: 'fail-open' | 'insurance' } {
-    const reason = err instanceof Error ? err.message : String(err);
+    // An error reply (NOPERM, WRONGTYPE, OOM) is thrown from here: only a transport failure falls back.
+    const typed = this.failures.classify(err, 'decision');
+    if (!(typed instanceof RedisUnavailableError)) throw typed;
     if (this.insurance) {
       if (mode === 'c') this.counters.insurance++;
-      this.warning.warn(`Redis unavailable for rate limiting (${reason}); the in-process insurance limiter decides`);
+      this.failures.unavailable(typed, true, 'the in-process insurance limiter decides');
       const checks = group.map((g) => ({
         redisKey: g.redisKey,
         limit: g.policy.limit,
@@ -357,15 +378,8 @@ export class RateLimitService {
       };
     }
     const failOpen = options.failOpen ?? this.options.failOpen;
-    if (!failOpen) {
-      if (mode === 'c') this.counters.failedClosed++;
-      this.warning.warn(`Redis unavailable for rate limiting (${reason}); refusing requests (failOpen: false)`);
-      throw err instanceof RedisUnavailableError
-        ? err
-        : new RedisUnavailableError(`rate limit decision failed: ${reason}`, { cause: err });
-    }
-    if (mode === 'c') this.counters.failedOpen++;
-    this.warning.warn(`Redis unavailable for rate limiting (${reason}); allowing requests (failOpen)`);
+    if (mode === 'c') this.counters[failOpen ? 'failedOpen' : 'failedClosed']++;
+    this.failures.unavailable(typed, failOpen, failOpen ? 'allowing requests (failOpen)' : 'refusing requests');
     return {
       allowed: true,
       degraded: 'fail-open',
@@ -381,13 +395,11 @@ export class RateLimitService {
     };
   }
 
-  /**
-   * No queueing while the connection is not ready: a queued command could run (and charge) long after its caller
-   * gave up on it. A lazy connection that was never opened is opened in the background.
-   */
-  private notReady(): RedisUnavailableError {
-    if (this.connection.status === 'wait') this.connection.client.connect().catch(() => undefined);
-    return new RedisUnavailableError(`the Redis connection is ${this.connection.status}`);
+  /** A decision consume.lua could not make (its part of the reply: FAILED, the error text): that call fails alone. */
+  private itemFailed(raw: readonly (number | string)[]): Error {
+    const err = itemReplyError('rate limiting decision', String(raw[1]));
+    this.failures.replyFailed(err);
+    return err;
   }
 
   /** Fills defaults and validates a policy given at call time (InvalidOptionsError naming the field). */

@@ -30,7 +30,7 @@ const storeSetScript = LuaScript.fromFile<[string, number] | -1>(
   new URL('./session-store-set.lua', import.meta.url),
   2,
 );
-const touchReadsScript = LuaScript.fromFile<(string | null)[]>(
+const touchReadsScript = LuaScript.fromFile<(string | null | Error)[]>(
   'rtk_sess_touch_reads',
   new URL('./session-touch-reads.lua', import.meta.url),
   1,
@@ -126,7 +126,7 @@ export class SessionRecords {
   private readonly keys: KeyBuilder;
   private readonly sessionHead: string;
   /** Touching reads of one tick as one script call; undefined on a cluster (each session has its own slot). */
-  private readonly touchReads: TickBatcher<[key: string, ttl: number], string | null> | undefined;
+  private readonly touchReads: TickBatcher<[key: string, ttl: number], string | null | Error> | undefined;
 
   constructor(
     readonly client: RedisClient,
@@ -188,6 +188,8 @@ export class SessionRecords {
     }
     const ttl = Math.ceil(touchTtl);
     const raw = await (this.touchReads ? this.touchReads.add([key, ttl]) : this.client.getex(key, 'PX', ttl));
+    // a batched read answers per key: the error reply of this key alone (WRONGTYPE) fails only this read
+    if (raw instanceof Error) throw raw;
     if (raw === null) return null;
     const envelope = parseEnvelope(raw);
     if (!envelope || envelope.m <= now) {

@@ -1,14 +1,9 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
-import {
-  InvalidKeyError,
-  InvalidOptionsError,
-  RedisToolkitError,
-  RedisUnavailableError,
-  SessionNotFoundError,
-} from '../common/errors.js';
+import { InvalidKeyError, InvalidOptionsError, SessionNotFoundError } from '../common/errors.js';
 import { KeyBuilder } from '../common/keys.js';
 import type { Serializer } from '../common/serializer.js';
-import { ThrottledWarning } from '../common/throttled-logger.js';
+import { FailurePolicy } from '../common/failure-policy.js';
+import { durationProblem, isDuration } from '../common/option-checks.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { REDIS_TOOLKIT_OPTIONS } from '../redis-toolkit.constants.js';
 import type { ResolvedRedisToolkitOptions } from '../redis-toolkit.options-resolver.js';
@@ -52,13 +47,15 @@ const ID_ATTEMPTS = 3;
 @Injectable()
 export class SessionService {
   private readonly logger = new Logger('RedisToolkit:Session');
-  private readonly failures = new ThrottledWarning(this.logger);
+  private readonly failures: FailurePolicy;
   private readonly records: SessionRecords;
   private readonly serializer: Serializer;
   readonly options: ResolvedSessionOptions;
 
   constructor(connection: RedisConnection, @Inject(REDIS_TOOLKIT_OPTIONS) toolkit: ResolvedRedisToolkitOptions) {
     this.records = new SessionRecords(connection.client, toolkit.keyPrefix, toolkit.session.maxSize);
+    // No `cause` on our errors: driver errors carry the command's arguments, and those hold session ids.
+    this.failures = new FailurePolicy(connection, { feature: 'session', logger: this.logger, withCause: false });
     this.serializer = toolkit.serializer;
     this.options = toolkit.session;
   }
@@ -71,9 +68,7 @@ export class SessionService {
   ): Promise<Session<T>> {
     KeyBuilder.validate(userId, 'userId');
     const ttl = options.ttl ?? this.options.ttl;
-    if (typeof ttl !== 'number' || !Number.isFinite(ttl) || ttl <= 0) {
-      throw new InvalidOptionsError(`session ttl must be a positive number of milliseconds, got ${String(ttl)}`);
-    }
+    if (!isDuration(ttl)) throw new InvalidOptionsError(`session ttl ${durationProblem(ttl)}`);
     const fields = this.encodeData(data ?? {}, 'data');
     return this.guard('create', async () => {
       for (let attempt = 0; attempt < ID_ATTEMPTS; attempt++) {
@@ -300,17 +295,16 @@ export class SessionService {
     };
   }
 
-  /** Runs a Redis operation; driver failures become RedisUnavailableError (logged once per interval, without ids). */
-  private async guard<R>(what: string, run: () => Promise<R>): Promise<R> {
-    try {
-      return await run();
-    } catch (err) {
-      if (err instanceof RedisToolkitError) throw err;
-      // No `cause`: driver errors carry the command's arguments, and those hold session ids.
-      const reason = err instanceof Error ? err.message : String(err);
-      const wrapped = new RedisUnavailableError(`session ${what} failed: ${reason}`);
-      this.failures.warn(wrapped.message);
-      throw wrapped;
-    }
+  /**
+   * Runs a Redis operation under the failure policy: sessions fail closed (RedisUnavailableError, a 503), an error
+   * reply is a RedisReplyError; both logged once per interval, without ids.
+   */
+  private guard<R>(what: string, run: () => Promise<R>): Promise<R> {
+    return this.failures.guard(what, run);
+  }
+
+  /** Failed Redis calls since start (this process): transport failures and error replies. */
+  stats(): { unavailable: number; replyErrors: number } {
+    return { ...this.failures.counts };
   }
 }

@@ -1,13 +1,8 @@
 import { createRequire } from 'node:module';
 import type { Cluster, Redis } from 'ioredis';
 import type { SessionData as ExpressSessionData, Store as ExpressStore } from 'express-session';
-import {
-  InvalidKeyError,
-  InvalidOptionsError,
-  RedisToolkitError,
-  RedisUnavailableError,
-  SessionTooLargeError,
-} from '../common/errors.js';
+import { InvalidKeyError, InvalidOptionsError, RedisUnavailableError, SessionTooLargeError } from '../common/errors.js';
+import { classifyRedisError } from '../common/failure-policy.js';
 import { OptionProblems } from '../common/option-checks.js';
 import { JsonSerializer, SafeSerializer, type Serializer } from '../common/serializer.js';
 import { encodeField, SessionRecords, type RawSession } from './session.records.js';
@@ -277,9 +272,13 @@ async function settle<T>(callback: Callback<T> | undefined, run: () => Promise<T
   return value;
 }
 
+/**
+ * The failure policy's typed error: RedisUnavailableError for a transport failure, with `status` 503 so Express answers
+ * 503 rather than 500; RedisReplyError for an error reply (a 500: Redis is up, the call cannot be served). No `cause`:
+ * driver errors carry the arguments, i.e. session ids. The client is the user's: no readiness check of ours.
+ */
 function wrap(err: unknown): Error {
-  if (err instanceof RedisToolkitError) return err;
-  const reason = err instanceof Error ? err.message : String(err);
-  // No `cause` (driver errors carry the arguments, i.e. session ids); `status` lets Express answer 503, not 500.
-  return Object.assign(new RedisUnavailableError(`session store failed: ${reason}`), { status: 503, statusCode: 503 });
+  const typed = classifyRedisError(err, 'session store', false);
+  if (typed === err || !(typed instanceof RedisUnavailableError)) return typed;
+  return Object.assign(typed, { status: 503, statusCode: 503 });
 }

@@ -1,0 +1,165 @@
+import type { Logger } from '@nestjs/common';
+import { ReplyError } from 'ioredis';
+import { RedisPermissionError, RedisReplyError, RedisToolkitError, RedisUnavailableError } from './errors.js';
+import { ThrottledWarning } from './throttled-logger.js';
+
+/**
+ * Reply codes that mean "Redis cannot serve anyone right now" (loading a dump, a busy script, a failover in progress,
+ * a cluster without a slot's master): transport-like, so they follow the feature's failure policy. Every other error
+ * reply (WRONGTYPE, OOM, NOPERM, ERR...) is about this one call and fails only it.
+ */
+const UNAVAILABLE_REPLIES = new Set(['LOADING', 'BUSY', 'MASTERDOWN', 'READONLY', 'CLUSTERDOWN', 'TRYAGAIN']);
+const PERMISSION_REPLIES = new Set(['NOPERM']);
+
+/** The first word of an error reply (`WRONGTYPE`, `OOM`, `ERR`...), or undefined for a transport error. */
+export function replyCodeOf(err: unknown): string | undefined {
+  if (!(err instanceof ReplyError)) return undefined;
+  return /^[A-Z][A-Z_-]*/.exec((err as Error).message)?.[0] ?? 'ERR';
+}
+
+/**
+ * The typed error for a failed Redis call: our own errors pass through; an error reply becomes RedisReplyError
+ * (RedisPermissionError for NOPERM) unless it says the server is unavailable; anything else (connection closed,
+ * refused or reset, command timeout, no node reachable) becomes RedisUnavailableError.
+ * `withCause: false` leaves the driver error out (its command arguments may hold secrets such as session ids).
+ */
+export function classifyRedisError(err: unknown, what: string, withCause = true): RedisToolkitError {
+  if (err instanceof RedisToolkitError) return err;
+  const reason = err instanceof Error ? err.message : String(err);
+  const options = withCause ? { cause: err } : undefined;
+  const code = replyCodeOf(err);
+  if (code === undefined || UNAVAILABLE_REPLIES.has(code))
+    return new RedisUnavailableError(`${what} failed: ${reason}`, options);
+  return replyError(`${what} failed: ${reason}`, code, options);
+}
+
+/** A reply error from its text, e.g. the per-item error a batched script returns (`WRONGTYPE Operation...`). */
+export function replyError(message: string, code: string, options?: { cause?: unknown }): RedisReplyError {
+  return PERMISSION_REPLIES.has(code)
+    ? new RedisPermissionError(message, code, options)
+    : new RedisReplyError(message, code, options);
+}
+
+/** The error a batched script reports for one item (`{ err = '...' }` caught by redis.pcall) as a typed error. */
+export function itemReplyError(what: string, text: string): RedisReplyError {
+  const code = /^[A-Z][A-Z_-]*/.exec(text)?.[0] ?? 'ERR';
+  return replyError(`${what} failed: ${text}`, code);
+}
+
+/** The part of the connection the policy looks at. */
+export interface FailureConnection {
+  readonly status: string;
+  /** Opens a lazy client that was never opened (status `wait`). */
+  connectInBackground(): void;
+}
+
+export interface FailureCounts {
+  /** Transport failures: Redis unreachable, not ready or too slow. */
+  unavailable: number;
+  /** Calls Redis answered with an error (WRONGTYPE, OOM, NOPERM...). */
+  replyErrors: number;
+}
+
+export interface FailurePolicyOptions {
+  /** In messages: `cache`, `rate limit`, `session`, `lock`, `pub/sub`. */
+  feature: string;
+  logger: Logger;
+  /** At most one warning per interval (ms) and kind; default 10 s. */
+  warnIntervalMs?: number;
+  /** Keep the driver error as `cause` (default true; sessions say false: its arguments hold session ids). */
+  withCause?: boolean;
+  /** The feature's option: carry on without Redis after a transport failure (true) or throw (false, default). */
+  failOpen?: boolean;
+  /** What failing open means, for the warning (`serving without the cache`). */
+  failOpenMeans?: string;
+}
+
+/**
+ * The one answer to "is Redis usable, and what do we do if not", shared by every feature:
+ * - no command is sent while the connection is not ready (a queued command could run long after its caller gave up);
+ *   a lazy connection never opened is opened in the background;
+ * - a transport failure becomes RedisUnavailableError, counted and logged (throttled), and the feature's option
+ *   decides: fail open (the caller carries on without Redis) or fail closed (the error is thrown);
+ * - an error reply is never an outage: RedisReplyError / RedisPermissionError for that one call, counted and logged.
+ */
+export class FailurePolicy {
+  readonly counts: FailureCounts = { unavailable: 0, replyErrors: 0 };
+  private readonly unavailableWarning: ThrottledWarning;
+  private readonly replyWarning: ThrottledWarning;
+  private readonly feature: string;
+  private readonly withCause: boolean;
+  /** Reply errors already counted (one may pass through `classify` more than once on its way up). */
+  private readonly seen = new WeakSet<RedisReplyError>();
+  private readonly failOpen: boolean;
+  private readonly failOpenMeans: string;
+
+  constructor(
+    private readonly connection: FailureConnection,
+    options: FailurePolicyOptions,
+  ) {
+    this.feature = options.feature;
+    this.withCause = options.withCause ?? true;
+    this.failOpen = options.failOpen ?? false;
+    this.failOpenMeans = options.failOpenMeans ?? 'carrying on without Redis';
+    this.unavailableWarning = new ThrottledWarning(options.logger, options.warnIntervalMs);
+    this.replyWarning = new ThrottledWarning(options.logger, options.warnIntervalMs);
+  }
+
+  /** Throws RedisUnavailableError (not counted: the caller's `unavailable` does) unless the connection is ready. */
+  assertReady(what: string): void {
+    const status = this.connection.status;
+    if (status === 'ready') return;
+    if (status === 'wait') this.connection.connectInBackground();
+    throw new RedisUnavailableError(`${this.feature} ${what} failed: the Redis connection is ${status}`);
+  }
+
+  /**
+   * Runs Redis operations once the connection is ready. Rejects with our typed errors: RedisUnavailableError for a
+   * transport failure (for the caller to pass to `unavailable`), RedisReplyError for an error reply (already counted
+   * and logged here: it always fails the call), and the caller's own errors unchanged.
+   */
+  async run<T>(what: string, op: () => Promise<T>): Promise<T> {
+    this.assertReady(what);
+    try {
+      return await op();
+    } catch (err) {
+      throw this.classify(err, what);
+    }
+  }
+
+  /** `run` for a call that fails closed whatever the option: a transport failure is counted, logged and thrown. */
+  async guard<T>(what: string, op: () => Promise<T>): Promise<T> {
+    try {
+      return await this.run(what, op);
+    } catch (err) {
+      this.unavailable(err, false);
+      throw err;
+    }
+  }
+
+  /** The typed error for `err`; an error reply is counted and logged on the way (once per error). */
+  classify(err: unknown, what: string): RedisToolkitError {
+    const typed = classifyRedisError(err, `${this.feature} ${what}`, this.withCause);
+    if (typed instanceof RedisReplyError) this.replyFailed(typed);
+    return typed;
+  }
+
+  /** Counts and logs an error reply that did not come through `run`/`classify` (a per-item error of a batch). */
+  replyFailed(err: RedisReplyError): void {
+    if (this.seen.has(err)) return;
+    this.seen.add(err);
+    this.counts.replyErrors++;
+    this.replyWarning.warn(`${err.message} (Redis answered with an error: this call fails, nothing falls back)`);
+  }
+
+  /**
+   * After a failed call: a transport failure is counted and logged, then swallowed when `failOpen` (default: the
+   * feature's option; the caller falls back: loader, allow, drop) or thrown; every other error is thrown unchanged.
+   */
+  unavailable(err: unknown, failOpen = this.failOpen, fallback = failOpen ? this.failOpenMeans : 'failing'): void {
+    if (!(err instanceof RedisUnavailableError)) throw err;
+    this.counts.unavailable++;
+    this.unavailableWarning.warn(`${err.message}; ${fallback}`);
+    if (!failOpen) throw err;
+  }
+}
