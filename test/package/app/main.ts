@@ -1,0 +1,91 @@
+// Boots the fixture app on a private redis-server (from the package's own `/testing` subpath) and calls one route
+// per feature; prints `ok - ...` / `not ok - ...` lines and exits non-zero on any failure.
+import 'reflect-metadata';
+import { startRedisServer } from 'nestjs-redis-toolkit/testing';
+import { AppModule } from './app.module.js';
+import { createApp, platform } from './platform.js';
+
+interface Reply {
+  status: number;
+  headers: Headers;
+  body: unknown;
+}
+
+let failures = 0;
+function check(name: string, ok: boolean, detail: unknown): void {
+  if (!ok) failures++;
+  process.stdout.write(
+    `${ok ? 'ok' : 'not ok'} - ${platform}: ${name}${ok ? '' : ` (got ${JSON.stringify(detail)})`}\n`,
+  );
+}
+
+async function main(): Promise<void> {
+  const redis = await startRedisServer();
+  process.env.REDIS_URL = redis.url;
+  const app = await createApp(AppModule);
+  await app.listen(0, '127.0.0.1');
+  const base = (await app.getUrl()).replace('[::1]', '127.0.0.1');
+  const call = async (method: string, path: string, cookie?: string): Promise<Reply> => {
+    const res = await fetch(`${base}${path}`, { method, headers: cookie ? { cookie } : {} });
+    const text = await res.text();
+    return { status: res.status, headers: res.headers, body: text ? JSON.parse(text) : undefined };
+  };
+  try {
+    const first = await call('GET', '/cache');
+    const second = await call('GET', '/cache');
+    check(
+      'cache: loader called once, value served from Redis',
+      JSON.stringify([first.body, second.body]) ===
+        JSON.stringify([
+          { value: 42, loads: 1 },
+          { value: 42, loads: 1 },
+        ]),
+      [first.body, second.body],
+    );
+
+    const limited = [await call('GET', '/limited'), await call('GET', '/limited'), await call('GET', '/limited')];
+    const statuses = limited.map((r) => r.status);
+    check(
+      'rate limit: 200, 200, then 429 with Retry-After',
+      statuses.join() === '200,200,429' && limited[2]?.headers.get('retry-after') !== null,
+      statuses,
+    );
+
+    const login = await call('POST', '/login');
+    const cookie = login.headers.get('set-cookie')?.split(';')[0] ?? '';
+    const me = await call('GET', '/me', cookie);
+    const anonymous = await call('GET', '/me');
+    check(
+      'session: login cookie reads the session back, no cookie is 401',
+      login.status === 200 &&
+        me.status === 200 &&
+        JSON.stringify(me.body) === JSON.stringify({ userId: 'alice', data: { plan: 'pro' } }) &&
+        anonymous.status === 401,
+      [login.status, me.body, anonymous.status],
+    );
+
+    const locks = [await call('POST', '/lock'), await call('POST', '/lock')];
+    const tokens = locks.map((r) => (r.body as { fencingToken?: number } | undefined)?.fencingToken ?? 0);
+    check('lock: each acquisition gets a larger fencing token', tokens[0]! > 0 && tokens[1]! > tokens[0]!, tokens);
+
+    const published = await call('POST', '/publish');
+    check(
+      'pub/sub: a published message reaches the subscriber',
+      JSON.stringify(published.body) === JSON.stringify({ received: [{ hello: 'world' }] }),
+      published.body,
+    );
+  } finally {
+    await app.close();
+    await redis.stop();
+  }
+}
+
+main().then(
+  () => process.exit(failures === 0 ? 0 : 1),
+  (err: unknown) => {
+    process.stdout.write(
+      `not ok - ${platform}: the app did not boot: ${err instanceof Error ? err.stack : String(err)}\n`,
+    );
+    process.exit(1);
+  },
+);

@@ -1,0 +1,192 @@
+// The package as users get it: `npm pack`, then apps OUTSIDE this repository (a temp dir) install the tarball, compile
+// against its published types and call one route per feature on a private redis-server. Also checks what the
+// tarball holds (LICENSE, docs/, every exports target, README's and docs' relative links) and runs docs/testing.md's
+// Vitest example against it. Prints `ok` / `not ok` lines and a closing count; exits 1 on any failure.
+//
+// `npm run test:package` (builds first); CI runs `node test/package/run.mjs` after its own build.
+// The tarball is unpacked into each app's node_modules the way npm would, and the packages it needs (its
+// dependencies and peers, the HTTP platform, vitest) are symlinked from this repo's node_modules: `npm install
+// --prefer-offline` of the tarball took 52 s per app here (registry metadata), `--offline` cannot resolve peers.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, posix, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const appSources = join(repo, 'test/package/app');
+const repoModules = join(repo, 'node_modules');
+const pkg = JSON.parse(readFileSync(join(repo, 'package.json'), 'utf8'));
+
+/**
+ * The fixture apps: module format × HTTP platform. `platform` names `test/package/app/platform-<platform>.ts` (how
+ * the app is created) and `packages` what that platform needs besides the tarball's own dependencies and peers.
+ */
+const FIXTURES = [
+  { name: 'esm-express', type: 'module', platform: 'express', packages: ['@nestjs/platform-express'] },
+  { name: 'cjs-express', type: 'commonjs', platform: 'express', packages: ['@nestjs/platform-express'] },
+];
+
+let passed = 0;
+let failed = 0;
+function report(ok, name, detail = '') {
+  if (ok) passed++;
+  else failed++;
+  process.stdout.write(`${ok ? 'ok' : 'not ok'} - ${name}${ok || !detail ? '' : `\n${indent(detail)}`}\n`);
+}
+const indent = (text) =>
+  String(text)
+    .trim()
+    .split('\n')
+    .map((l) => `    ${l}`)
+    .join('\n');
+
+function run(cmd, args, cwd, timeout = 180_000) {
+  const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', timeout, env: { ...process.env, FORCE_COLOR: '0' } });
+  return { ok: r.status === 0, output: `${r.stdout ?? ''}${r.stderr ?? ''}${r.error ? String(r.error) : ''}` };
+}
+
+function link(nodeModules, name) {
+  const target = join(repoModules, name);
+  if (!existsSync(target)) throw new Error(`${name} is not installed in ${repoModules}`);
+  const at = join(nodeModules, name);
+  mkdirSync(dirname(at), { recursive: true });
+  if (!existsSync(at)) symlinkSync(target, at, 'dir');
+}
+
+/** A directory with the tarball unpacked as node_modules/nestjs-redis-toolkit and `packages` linked beside it. */
+function makeApp(dir, type, packages) {
+  const nodeModules = join(dir, 'node_modules');
+  mkdirSync(nodeModules, { recursive: true });
+  writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'fixture', private: true, type }, null, 2));
+  cpSync(unpacked, join(nodeModules, 'nestjs-redis-toolkit'), { recursive: true });
+  const own = [...Object.keys(pkg.dependencies ?? {}), ...Object.keys(pkg.peerDependencies ?? {})];
+  for (const name of new Set([...own, ...packages, '@types/node'])) link(nodeModules, name);
+}
+
+function tsconfig(dir, include) {
+  writeFileSync(
+    join(dir, 'tsconfig.json'),
+    JSON.stringify({
+      compilerOptions: {
+        target: 'ES2022',
+        module: 'NodeNext',
+        moduleResolution: 'NodeNext',
+        strict: true,
+        experimentalDecorators: true,
+        emitDecoratorMetadata: true,
+        useDefineForClassFields: false,
+        skipLibCheck: true,
+        types: ['node'],
+        rootDir: 'src',
+        outDir: 'dist',
+      },
+      include,
+    }),
+  );
+}
+
+const tsc = join(repoModules, 'typescript/bin/tsc');
+const work = mkdtempSync(join(tmpdir(), 'rtk-package-'));
+let unpacked;
+const started = Date.now();
+try {
+  // --- the tarball -------------------------------------------------------------------------------------------------
+  if (!existsSync(join(repo, 'dist/lib/index.js'))) throw new Error('dist/lib is missing: run `npm run build` first');
+  const [packed] = JSON.parse(
+    execFileSync('npm', ['pack', '--json', '--pack-destination', work], { cwd: repo, encoding: 'utf8' }),
+  );
+  const tarball = join(work, packed.filename);
+  execFileSync('tar', ['xzf', tarball, '-C', work]);
+  unpacked = join(work, 'package');
+  const files = new Set(packed.files.map((f) => f.path));
+  const missing = ['LICENSE', 'README.md', 'package.json', 'docs/testing.md', 'docs/session.md'].filter(
+    (f) => !files.has(f),
+  );
+  report(missing.length === 0, 'the tarball holds LICENSE, README.md and docs/', `missing: ${missing.join(', ')}`);
+  const license = readFileSync(join(unpacked, 'LICENSE'), 'utf8');
+  report(pkg.license === 'MIT' && /^MIT License/.test(license), 'LICENSE is the MIT text package.json names');
+
+  const targets = Object.entries(pkg.exports).flatMap(([sub, entry]) =>
+    (typeof entry === 'string' ? [entry] : Object.values(entry)).map((t) => [sub, t.replace(/^\.\//, '')]),
+  );
+  const absent = targets.filter(([, t]) => !files.has(t)).map(([sub, t]) => `${sub} → ${t}`);
+  report(absent.length === 0, `every exports target is in the tarball (${targets.length})`, absent.join('\n'));
+
+  const docs = [...files].filter((f) => f === 'README.md' || /^docs\/[^/]+\.md$/.test(f));
+  const dead = docs.flatMap((doc) => {
+    const text = readFileSync(join(unpacked, doc), 'utf8');
+    return [...text.matchAll(/\]\(([^)\s]+)\)/g)]
+      .map((m) => m[1])
+      .filter((href) => !/^[a-z]+:|^#/.test(href))
+      .map((href) => [href, posix.normalize(posix.join(posix.dirname(doc), href.split('#')[0]))])
+      .filter(([, path]) => !files.has(path) && ![...files].some((f) => f.startsWith(`${path}/`)))
+      .map(([href]) => `${doc}: ${href}`);
+  });
+  report(
+    dead.length === 0,
+    `README.md and docs/*.md: every relative link resolves inside the tarball`,
+    dead.join('\n'),
+  );
+
+  // --- apps, one per fixture ----------------------------------------------------------------------------------------
+  for (const fixture of FIXTURES) {
+    const dir = join(work, fixture.name);
+    makeApp(dir, fixture.type, fixture.packages);
+    mkdirSync(join(dir, 'src'));
+    for (const file of ['app.module.ts', 'main.ts']) cpSync(join(appSources, file), join(dir, 'src', file));
+    cpSync(join(appSources, `platform-${fixture.platform}.ts`), join(dir, 'src/platform.ts'));
+    tsconfig(dir, ['src']);
+    const compiled = run(process.execPath, [tsc, '-p', dir, '--pretty', 'false'], dir);
+    report(compiled.ok, `${fixture.name}: compiles against the published types`, compiled.output);
+    if (!compiled.ok) continue;
+
+    // Every entry point loads the way this app loads modules (require for CommonJS, import for ESM).
+    const subpaths = Object.keys(pkg.exports)
+      .filter((s) => s !== './package.json')
+      .map((s) => posix.join('nestjs-redis-toolkit', s));
+    const loader =
+      fixture.type === 'commonjs'
+        ? `for (const s of ${JSON.stringify(subpaths)}) { const m = require(s); if (!Object.keys(m).length) throw new Error(s + ' is empty'); }`
+        : `for (const s of ${JSON.stringify(subpaths)}) { const m = await import(s); if (!Object.keys(m).length) throw new Error(s + ' is empty'); }`;
+    const loaded = run(process.execPath, [`--input-type=${fixture.type}`, '-e', loader], dir);
+    report(
+      loaded.ok,
+      `${fixture.name}: ${fixture.type === 'commonjs' ? 'require' : 'import'} ${subpaths.join(', ')}`,
+      loaded.output,
+    );
+
+    const booted = run(process.execPath, ['dist/main.js'], dir, 60_000);
+    const lines = booted.output.split('\n').filter((l) => /^(not )?ok - /.test(l));
+    for (const line of lines) report(line.startsWith('ok - '), `${fixture.name}: ${line.replace(/^(not )?ok - /, '')}`);
+    if (!booted.ok || lines.length < 5) report(false, `${fixture.name}: the app ran every check`, booted.output);
+  }
+
+  // --- docs/testing.md's Vitest example ----------------------------------------------------------------------------
+  {
+    const dir = join(work, 'vitest');
+    makeApp(dir, 'module', ['@nestjs/testing', 'vitest']);
+    const text = readFileSync(join(repo, 'docs/testing.md'), 'utf8');
+    const block = /```ts\n([\s\S]*?)\n```/.exec(text.slice(text.indexOf('<!-- vitest-example:')))?.[1];
+    mkdirSync(join(dir, 'src'));
+    writeFileSync(join(dir, 'src/export.test.ts'), block ?? '');
+    tsconfig(dir, ['src']);
+    const checked = run(process.execPath, [tsc, '-p', dir, '--noEmit', '--pretty', 'false'], dir);
+    report(Boolean(block) && checked.ok, "docs/testing.md's Vitest example type-checks", checked.output);
+    const vitest = run(process.execPath, [join(repoModules, 'vitest/vitest.mjs'), 'run', '--root', dir], dir, 120_000);
+    const summary = /Tests\s+(\d+) passed \((\d+)\)/.exec(vitest.output.replace(/\x1b\[[0-9;]*m/g, ''));
+    report(
+      vitest.ok && summary !== null && summary[1] === summary[2] && Number(summary[1]) >= 2,
+      `docs/testing.md's Vitest example passes under Vitest (${summary ? `${summary[1]} tests` : 'no summary'})`,
+      vitest.output,
+    );
+  }
+} catch (err) {
+  report(false, 'the package suite ran to the end', err instanceof Error ? err.stack : String(err));
+} finally {
+  rmSync(work, { recursive: true, force: true });
+}
+process.stdout.write(
+  `\nPackage: ${passed} passed, ${failed} failed (${Math.round((Date.now() - started) / 1000)} s)\n`,
+);
+process.exit(failed === 0 ? 0 : 1);
