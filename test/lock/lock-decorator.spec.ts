@@ -100,12 +100,10 @@ describe('@WithLock', () => {
 
   it('resource from the arguments: the same order is serialized, different orders run in parallel', async () => {
     const apps = await Promise.all(Array.from({ length: 3 }, () => createToolkitApp({ providers: [ReportJob] })));
-    const started = Date.now();
     await Promise.all(Array.from({ length: 9 }, (_, i) => apps[i % 3].get(ReportJob).pay(`A${i % 3}`)));
     expect(log.filter((l) => l === 'pay:A0')).toHaveLength(3);
     expect(maxRunning).toBeGreaterThan(1); // A0, A1, A2 overlap
     expect(maxRunning).toBeLessThanOrEqual(3); // but each order one at a time
-    expect(Date.now() - started).toBeLessThan(9 * 50);
     const samePayments = await Promise.all(apps.map((app) => app.get(ReportJob).pay('B')));
     expect(samePayments).toEqual(['paid B', 'paid B', 'paid B']);
   });
