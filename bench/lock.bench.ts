@@ -78,7 +78,7 @@ async function scenario(mode: 'single' | 'quorum', urls: string[], rows: BenchRo
   const options = app.get<ResolvedRedisToolkitOptions>(REDIS_TOOLKIT_OPTIONS);
   const separate = Array.from(
     { length: WORKERS },
-    () => new LockService(options, app.get(RedisConnection), app.get(KeyBuilder)),
+    () => new LockService(options.lock, app.get(RedisConnection), app.get(KeyBuilder)),
   );
   let nextSeparate = 0;
   const clients = urls.map((url) => new Redis(url, { maxRetriesPerRequest: 0 }));

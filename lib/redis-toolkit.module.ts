@@ -6,17 +6,45 @@ import {
   MethodInterceptionExplorer,
   type MethodInterceptor,
 } from './common/method-interception.js';
+import { SERIALIZER } from './common/serializer.js';
+import { CONNECTION_OPTIONS, type ResolvedConnectionOptions } from './connection/connection.options.js';
 import { RedisConnection } from './connection/redis-connection.js';
 import { RedisToolkitHealth } from './connection/redis-toolkit.health.js';
+import { CACHE_OPTIONS } from './cache/cache.options.js';
 import { CACHE_EXPORTS, CACHE_METHOD_INTERCEPTORS, CACHE_PROVIDERS } from './cache/cache.providers.js';
+import { LOCK_OPTIONS } from './lock/lock.options.js';
 import { LOCK_EXPORTS, LOCK_METHOD_INTERCEPTORS, LOCK_PROVIDERS } from './lock/lock.providers.js';
 import { NOTIFICATIONS_GATEWAY_OPTIONS } from './notifications/notifications.options.js';
+import { PUBSUB_OPTIONS } from './pubsub/pubsub.options.js';
 import { PUBSUB_EXPORTS, PUBSUB_PROVIDERS } from './pubsub/pubsub.providers.js';
+import { RATE_LIMIT_OPTIONS } from './rate-limit/rate-limit.options.js';
 import { RATE_LIMIT_EXPORTS, RATE_LIMIT_PROVIDERS } from './rate-limit/rate-limit.providers.js';
+import { SESSION_OPTIONS } from './session/session.options.js';
 import { SESSION_EXPORTS, SESSION_PROVIDERS } from './session/session.providers.js';
 import { REDIS_CLIENT, REDIS_TOOLKIT_OPTIONS } from './redis-toolkit.constants.js';
 import { RedisToolkitConfigurableModule, REDIS_TOOLKIT_MODULE_OPTIONS } from './redis-toolkit.module-definition.js';
 import { resolveToolkitOptions, type ResolvedRedisToolkitOptions } from './redis-toolkit.options-resolver.js';
+
+/** Each feature injects only its own slice of the resolved options (and the shared values it needs). */
+const slice = <T>(provide: symbol | typeof KeyBuilder, pick: (o: ResolvedRedisToolkitOptions) => T) => ({
+  provide,
+  useFactory: pick,
+  inject: [REDIS_TOOLKIT_OPTIONS],
+});
+const OPTION_SLICES = [
+  slice(CONNECTION_OPTIONS, (o): ResolvedConnectionOptions => {
+    const { connection, commandTimeout, connectTimeout, lazyConnect, maxReconnectDelay } = o;
+    return { connection, commandTimeout, connectTimeout, lazyConnect, maxReconnectDelay };
+  }),
+  slice(KeyBuilder, (o) => new KeyBuilder(o.keyPrefix)),
+  slice(SERIALIZER, (o) => o.serializer),
+  slice(CACHE_OPTIONS, (o) => o.cache),
+  slice(RATE_LIMIT_OPTIONS, (o) => o.rateLimit),
+  slice(SESSION_OPTIONS, (o) => o.session),
+  slice(LOCK_OPTIONS, (o) => o.lock),
+  slice(PUBSUB_OPTIONS, (o) => o.pubsub),
+  slice(NOTIFICATIONS_GATEWAY_OPTIONS, (o) => o.notifications),
+];
 
 /**
  * `RedisToolkitModule.forRoot(options)` / `forRootAsync({ imports, inject, useFactory })`; global by default
@@ -28,16 +56,7 @@ import { resolveToolkitOptions, type ResolvedRedisToolkitOptions } from './redis
     { provide: REDIS_TOOLKIT_OPTIONS, useFactory: resolveToolkitOptions, inject: [REDIS_TOOLKIT_MODULE_OPTIONS] },
     RedisConnection,
     { provide: REDIS_CLIENT, useFactory: (c: RedisConnection) => c.client, inject: [RedisConnection] },
-    {
-      provide: KeyBuilder,
-      useFactory: (o: ResolvedRedisToolkitOptions) => new KeyBuilder(o.keyPrefix),
-      inject: [REDIS_TOOLKIT_OPTIONS],
-    },
-    {
-      provide: NOTIFICATIONS_GATEWAY_OPTIONS,
-      useFactory: (o: ResolvedRedisToolkitOptions) => o.notifications,
-      inject: [REDIS_TOOLKIT_OPTIONS],
-    },
+    ...OPTION_SLICES,
     RedisToolkitHealth,
     MethodInterceptionExplorer,
     {
@@ -57,7 +76,7 @@ import { resolveToolkitOptions, type ResolvedRedisToolkitOptions } from './redis
     RedisConnection,
     KeyBuilder,
     RedisToolkitHealth,
-    NOTIFICATIONS_GATEWAY_OPTIONS,
+    ...OPTION_SLICES.map((p) => p.provide),
     ...PUBSUB_EXPORTS,
     ...CACHE_EXPORTS,
     ...RATE_LIMIT_EXPORTS,

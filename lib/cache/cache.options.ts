@@ -1,5 +1,8 @@
 import type { OptionProblems } from '../common/option-checks.js';
 
+/** Injection token of the cache's ResolvedCacheOptions (`cache` of forRoot, defaults filled in). */
+export const CACHE_OPTIONS = Symbol('CACHE_OPTIONS');
+
 export interface CacheL1Options {
   /** Most entries kept in the in-process LRU. */
   max: number;

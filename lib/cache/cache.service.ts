@@ -1,20 +1,18 @@
-import { Inject, Injectable, Logger, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
+import { Inject, Injectable, Logger, Optional, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import { scanKeys, unlinkMany } from '../common/bulk-keys.js';
 import { CacheLoadTimeoutError, InvalidOptionsError, RedisUnavailableError } from '../common/errors.js';
 import { FailurePolicy } from '../common/failure-policy.js';
 import { KeyBuilder } from '../common/keys.js';
-import type { Serializer } from '../common/serializer.js';
+import { SERIALIZER, type Serializer } from '../common/serializer.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { PubSubService } from '../pubsub/pubsub.service.js';
-import { REDIS_TOOLKIT_OPTIONS } from '../redis-toolkit.constants.js';
-import type { ResolvedRedisToolkitOptions } from '../redis-toolkit.options-resolver.js';
 import { defaultCall, resolveCall, resolveTags, type ResolvedCall } from './cache.call-options.js';
 import { encodeEntry, type CacheEntry } from './cache.entry.js';
 import { CacheEntryStore } from './cache.entry-store.js';
 import { CacheL1 } from './cache.l1.js';
 import { CacheLoadLock } from './cache.load-lock.js';
-import type { ResolvedCacheOptions } from './cache.options.js';
+import { CACHE_OPTIONS, type ResolvedCacheOptions } from './cache.options.js';
 import { CacheReadBatcher } from './cache.read-batcher.js';
 import { CacheCounters } from './cache.stats.js';
 import { CacheTagIndex } from './cache.tag-index.js';
@@ -73,14 +71,19 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
   constructor(
     private readonly connection: RedisConnection,
     private readonly keys: KeyBuilder,
-    @Inject(REDIS_TOOLKIT_OPTIONS) toolkit: ResolvedRedisToolkitOptions,
-    pubsub: PubSubService,
+    @Inject(CACHE_OPTIONS) options: ResolvedCacheOptions,
+    @Inject(SERIALIZER) serializer: Serializer,
+    @Optional() pubsub?: PubSubService,
   ) {
-    this.options = toolkit.cache;
-    this.serializer = toolkit.serializer;
+    this.options = options;
+    this.serializer = serializer;
     this.featurePrefix = keys.featurePrefix(FEATURE);
     this.defaultCall = defaultCall(this.options);
-    if (this.options.l1) this.l1 = new CacheL1(this.options.l1, connection, pubsub, this.counters, this.redisWarning);
+    if (this.options.l1) {
+      // L1 keeps instances coherent through pub/sub; without L1 the cache needs no PubSubService at all.
+      if (!pubsub) throw new InvalidOptionsError('cache.l1 needs PubSubService (provided by RedisToolkitModule)');
+      this.l1 = new CacheL1(this.options.l1, connection, pubsub, this.counters, this.redisWarning);
+    }
     this.failures = new FailurePolicy(connection, {
       feature: 'cache',
       logger: this.logger,

@@ -1,5 +1,8 @@
 import { SerializationError } from './errors.js';
 
+/** Injection token of the toolkit's Serializer (the configured one, wrapped in SafeSerializer). */
+export const SERIALIZER = Symbol('SERIALIZER');
+
 /** Turns values into the strings stored in Redis and back. Plug your own in with the `serializer` option. */
 export interface Serializer {
   serialize(value: unknown): string;

@@ -46,3 +46,15 @@ export type RedisConnectionOptions =
   | RedisSentinelConnection
   | RedisClusterConnection
   | RedisExistingClientConnection;
+
+/** Injection token of ResolvedConnectionOptions. */
+export const CONNECTION_OPTIONS = Symbol('CONNECTION_OPTIONS');
+
+/** What RedisConnection needs: the target and the timing options of forRoot, defaults filled in. */
+export interface ResolvedConnectionOptions {
+  connection: RedisConnectionOptions;
+  commandTimeout: number;
+  connectTimeout: number;
+  lazyConnect: boolean;
+  maxReconnectDelay: number;
+}

@@ -5,9 +5,11 @@ import { RedisUnavailableError } from '../common/errors.js';
 import type { RedisClient } from '../common/lua-script.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
 import { withTimeout } from '../common/timeout.js';
-import { REDIS_TOOLKIT_OPTIONS } from '../redis-toolkit.constants.js';
-import type { ResolvedRedisToolkitOptions } from '../redis-toolkit.options-resolver.js';
-import type { RedisStandaloneConnection } from './connection.options.js';
+import {
+  CONNECTION_OPTIONS,
+  type RedisStandaloneConnection,
+  type ResolvedConnectionOptions,
+} from './connection.options.js';
 import {
   createClientFromOptions,
   createStandaloneClient,
@@ -34,7 +36,7 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   /** The last connection-level error per client: "Connection is closed" alone does not say why. */
   private readonly lastErrors = new WeakMap<RedisClient, Error>();
 
-  constructor(@Inject(REDIS_TOOLKIT_OPTIONS) private readonly options: ResolvedRedisToolkitOptions) {
+  constructor(@Inject(CONNECTION_OPTIONS) private readonly options: ResolvedConnectionOptions) {
     this.tuning = {
       commandTimeout: options.commandTimeout,
       connectTimeout: options.connectTimeout,
@@ -43,6 +45,16 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
     this.description = describeConnection(options.connection);
     const created = createClientFromOptions(options.connection, this.tuning);
     this.client = created ? this.own(created, 'main') : (options.connection as { client: RedisClient }).client;
+  }
+
+  /** No command waits longer than this (ms): `commandTimeout` of forRoot. */
+  get commandTimeout(): number {
+    return this.options.commandTimeout;
+  }
+
+  /** `lazyConnect` of forRoot: connect on first use rather than at start. */
+  get lazyConnect(): boolean {
+    return this.options.lazyConnect;
   }
 
   get isCluster(): boolean {

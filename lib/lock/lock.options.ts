@@ -1,6 +1,9 @@
 import type { OptionProblems } from '../common/option-checks.js';
 import type { RedisStandaloneConnection } from '../connection/connection.options.js';
 
+/** Injection token of ResolvedLockOptions (`lock` of forRoot, defaults filled in). */
+export const LOCK_OPTIONS = Symbol('LOCK_OPTIONS');
+
 export interface LockRetryOptions {
   /** Attempts after the first. */
   count?: number;

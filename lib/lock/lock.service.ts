@@ -7,10 +7,8 @@ import { FailurePolicy } from '../common/failure-policy.js';
 import { KeyBuilder } from '../common/keys.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { describeConnection } from '../connection/redis-client.factory.js';
-import { REDIS_TOOLKIT_OPTIONS } from '../redis-toolkit.constants.js';
-import type { ResolvedRedisToolkitOptions } from '../redis-toolkit.options-resolver.js';
 import { QuorumLockBackend, SingleLockBackend, type LockBackend, type LockKeys } from './lock.backend.js';
-import type { LockRetryOptions, ResolvedLockOptions } from './lock.options.js';
+import { LOCK_OPTIONS, type LockRetryOptions, type ResolvedLockOptions } from './lock.options.js';
 import { Lock, type LockOwner } from './lock.js';
 
 export interface AcquireOptions {
@@ -58,13 +56,13 @@ export class LockService implements OnModuleInit {
   private readonly inFlight = new Set<string>();
 
   constructor(
-    @Inject(REDIS_TOOLKIT_OPTIONS) private readonly options: ResolvedRedisToolkitOptions,
+    @Inject(LOCK_OPTIONS) options: ResolvedLockOptions,
     private readonly connection: RedisConnection,
     private readonly keys: KeyBuilder,
   ) {
-    this.lockOptions = options.lock;
+    this.lockOptions = options;
     this.failures = new FailurePolicy(connection, { feature: 'lock', logger: this.logger });
-    const quorum = options.lock.quorum;
+    const quorum = options.quorum;
     if (quorum) {
       for (const node of quorum.nodes) {
         this.quorumClients.push({
@@ -75,7 +73,7 @@ export class LockService implements OnModuleInit {
       this.backend = new QuorumLockBackend(
         this.quorumClients.map((c) => c.client),
         quorum.driftFactor,
-        options.commandTimeout,
+        connection.commandTimeout,
       );
     } else {
       this.backend = new SingleLockBackend(connection.client, this.failures);
@@ -101,7 +99,7 @@ export class LockService implements OnModuleInit {
   }
 
   async onModuleInit(): Promise<void> {
-    if (this.quorumClients.length > 0 && !this.options.lazyConnect) await this.connectQuorum();
+    if (this.quorumClients.length > 0 && !this.connection.lazyConnect) await this.connectQuorum();
   }
 
   /**

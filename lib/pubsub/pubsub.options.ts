@@ -1,6 +1,9 @@
 import type { OptionProblems } from '../common/option-checks.js';
 import type { NotificationsGatewayOptions } from '../notifications/notifications.options.js';
 
+/** Injection token of ResolvedPubSubOptions (`pubsub` of forRoot less `gateway`, defaults filled in). */
+export const PUBSUB_OPTIONS = Symbol('PUBSUB_OPTIONS');
+
 export interface PubSubDurableOptions {
   /** Entries kept per user stream (XADD MAXLEN ~, so Redis may keep slightly more). Default 1000. */
   maxLen?: number;

@@ -5,10 +5,10 @@ import { FailurePolicy, itemReplyError } from '../common/failure-policy.js';
 import { KeyBuilder } from '../common/keys.js';
 import { LuaScript, type RedisClient } from '../common/lua-script.js';
 import { TickBatcher } from '../common/tick-batcher.js';
+import { SERIALIZER, type Serializer } from '../common/serializer.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
 import { RedisConnection } from '../connection/redis-connection.js';
-import { REDIS_TOOLKIT_OPTIONS } from '../redis-toolkit.constants.js';
-import type { ResolvedRedisToolkitOptions } from '../redis-toolkit.options-resolver.js';
+import { PUBSUB_OPTIONS, type ResolvedPubSubOptions } from './pubsub.options.js';
 
 /** PUBLISH of several messages in one script call (see publish-many.lua). */
 const PUBLISH_MANY = LuaScript.fromFile<(number | string)[]>(
@@ -79,12 +79,14 @@ export class PubSubService implements OnModuleDestroy {
 
   constructor(
     private readonly connection: RedisConnection,
-    @Inject(REDIS_TOOLKIT_OPTIONS) private readonly options: ResolvedRedisToolkitOptions,
+    @Inject(PUBSUB_OPTIONS) private readonly options: ResolvedPubSubOptions,
+    @Inject(SERIALIZER) private readonly serializer: Serializer,
+    private readonly keys: KeyBuilder,
   ) {
     this.failures = new FailurePolicy(connection, { feature: 'pub/sub', logger: this.logger });
-    this.channelPrefix = `${options.keyPrefix}ps:`;
+    this.channelPrefix = `${keys.prefix}ps:`;
     this.patternPrefix = KeyBuilder.globEscape(this.channelPrefix);
-    this.sharded = connection.isCluster && options.pubsub.cluster === 'sharded';
+    this.sharded = connection.isCluster && options.cluster === 'sharded';
     if (!connection.isCluster) {
       this.publishes = new TickBatcher(
         {
@@ -103,7 +105,7 @@ export class PubSubService implements OnModuleDestroy {
 
   /** Whether `notifyUser` also writes each message to the user's capped stream. */
   get isDurable(): boolean {
-    return this.options.pubsub.durable !== false;
+    return this.options.durable !== false;
   }
 
   /** Sends `payload` (serialized once) to every subscriber on every instance. Resolves to the receivers Redis counted. */
@@ -113,7 +115,7 @@ export class PubSubService implements OnModuleDestroy {
       throw new InvalidKeyError(
         `cannot publish to a pattern (${channel}): * ? and [ are not allowed in a channel name`,
       );
-    const message = this.envelope(this.nextId(), Date.now(), this.options.serializer.serialize(payload));
+    const message = this.envelope(this.nextId(), Date.now(), this.serializer.serialize(payload));
     return this.send(channel, message);
   }
 
@@ -124,9 +126,9 @@ export class PubSubService implements OnModuleDestroy {
   async notifyUser(userId: string, payload: unknown): Promise<number> {
     KeyBuilder.validate(userId, 'userId');
     const channel = `user:${userId}`;
-    const durable = this.options.pubsub.durable;
+    const durable = this.options.durable;
     if (durable === false) return this.publish(channel, payload);
-    const serialized = this.options.serializer.serialize(payload);
+    const serialized = this.serializer.serialize(payload);
     const ts = Date.now();
     const key = this.streamKey(userId);
     let id: string;
@@ -155,7 +157,7 @@ export class PubSubService implements OnModuleDestroy {
       throw new InvalidKeyError(
         `lastId must be a stream id like 1700000000000-0, got ${JSON.stringify(afterId).slice(0, 60)}`,
       );
-    if (this.options.pubsub.durable === false || limit <= 0) return [];
+    if (this.options.durable === false || limit <= 0) return [];
     let entries: [string, string[]][];
     try {
       entries = await this.connection.client.xrange(this.streamKey(userId), `(${afterId}`, '+', 'COUNT', limit);
@@ -168,7 +170,7 @@ export class PubSubService implements OnModuleDestroy {
       const f = fieldMap(fields);
       if (f.d === undefined) continue;
       try {
-        out.push({ channel, data: this.options.serializer.deserialize<T>(f.d), id, ts: Number(f.ts) || 0 });
+        out.push({ channel, data: this.serializer.deserialize<T>(f.d), id, ts: Number(f.ts) || 0 });
       } catch (err) {
         this.logger.warn(
           `skipped durable message ${id} of ${channel} that could not be read: ${(err as Error).message}`,
@@ -298,7 +300,7 @@ export class PubSubService implements OnModuleDestroy {
     let meta: MessageMeta;
     try {
       const parsed = this.open(message);
-      payload = this.options.serializer.deserialize(parsed.body);
+      payload = this.serializer.deserialize(parsed.body);
       meta = { id: parsed.id, ts: parsed.ts };
       if (pattern !== undefined) meta.pattern = pattern;
     } catch (err) {
@@ -396,7 +398,7 @@ export class PubSubService implements OnModuleDestroy {
   }
 
   private streamKey(userId: string): string {
-    return `${this.options.keyPrefix}ps:stream:{${KeyBuilder.escape(userId)}}`;
+    return `${this.keys.prefix}ps:stream:{${KeyBuilder.escape(userId)}}`;
   }
 }
 

@@ -9,11 +9,9 @@ import {
 } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
 import { InvalidKeyError, RedisUnavailableError } from '../common/errors.js';
-import { REDIS_TOOLKIT_OPTIONS } from '../redis-toolkit.constants.js';
-import type { ResolvedRedisToolkitOptions } from '../redis-toolkit.options-resolver.js';
 import { ClientAddressResolver } from './client-address.js';
 import { SKIP_THROTTLE_METADATA, THROTTLE_METADATA, type NamedThrottleOptions } from './rate-limit.decorators.js';
-import type { Resolvable, ResolvedRateLimitOptions } from './rate-limit.options.js';
+import { RATE_LIMIT_OPTIONS, type Resolvable, type ResolvedRateLimitOptions } from './rate-limit.options.js';
 import { RateLimitService, type RateLimitCheck, type RateLimitDecision } from './rate-limit.service.js';
 
 /** The parts of an HTTP request (Express or Fastify) or a WebSocket handshake the guard reads. */
@@ -61,9 +59,9 @@ export class RateLimitGuard implements CanActivate {
   constructor(
     protected readonly rateLimit: RateLimitService,
     protected readonly reflector: Reflector,
-    @Inject(REDIS_TOOLKIT_OPTIONS) toolkitOptions: ResolvedRedisToolkitOptions,
+    @Inject(RATE_LIMIT_OPTIONS) options: ResolvedRateLimitOptions,
   ) {
-    this.options = toolkitOptions.rateLimit;
+    this.options = options;
     this.addresses = new ClientAddressResolver(this.options.trustProxy, this.options.ipv6Subnet);
   }
 

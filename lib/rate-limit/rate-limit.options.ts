@@ -2,6 +2,9 @@ import { isIP } from 'node:net';
 import type { ExecutionContext } from '@nestjs/common';
 import type { OptionProblems } from '../common/option-checks.js';
 
+/** Injection token of ResolvedRateLimitOptions (`rateLimit` of forRoot, defaults filled in). */
+export const RATE_LIMIT_OPTIONS = Symbol('RATE_LIMIT_OPTIONS');
+
 export type RateLimitAlgorithm = 'sliding-window' | 'fixed-window' | 'token-bucket';
 export const RATE_LIMIT_ALGORITHMS: readonly RateLimitAlgorithm[] = ['sliding-window', 'fixed-window', 'token-bucket'];
 

@@ -5,12 +5,15 @@ import { KeyBuilder } from '../common/keys.js';
 import { LuaScript, type ScriptArg } from '../common/lua-script.js';
 import { scanKeys, unlinkMany } from '../common/bulk-keys.js';
 import { RedisConnection } from '../connection/redis-connection.js';
-import { REDIS_TOOLKIT_OPTIONS } from '../redis-toolkit.constants.js';
-import type { ResolvedRedisToolkitOptions } from '../redis-toolkit.options-resolver.js';
 import { checkKey, defaultScope, resolveCallPolicy, type ResolvedPolicy } from './policy-resolver.js';
 import { DecisionBatcher } from './decision-batcher.js';
 import { InsuranceLimiter } from './insurance-limiter.js';
-import type { RateLimitAlgorithm, RateLimitPolicy, ResolvedRateLimitOptions } from './rate-limit.options.js';
+import {
+  RATE_LIMIT_OPTIONS,
+  type RateLimitAlgorithm,
+  type RateLimitPolicy,
+  type ResolvedRateLimitOptions,
+} from './rate-limit.options.js';
 
 /** The outcome of one policy. */
 export interface RateLimitResult {
@@ -114,9 +117,9 @@ export class RateLimitService {
   constructor(
     private readonly connection: RedisConnection,
     keys: KeyBuilder,
-    @Inject(REDIS_TOOLKIT_OPTIONS) toolkitOptions: ResolvedRedisToolkitOptions,
+    @Inject(RATE_LIMIT_OPTIONS) options: ResolvedRateLimitOptions,
   ) {
-    this.options = toolkitOptions.rateLimit;
+    this.options = options;
     this.failures = new FailurePolicy(connection, {
       feature: 'rate limiting',
       logger: this.logger,

@@ -1,5 +1,8 @@
 import type { OptionProblems } from '../common/option-checks.js';
 
+/** Injection token of ResolvedSessionOptions (`session` of forRoot, defaults filled in). */
+export const SESSION_OPTIONS = Symbol('SESSION_OPTIONS');
+
 export interface SessionCookieOptions {
   /** Cookie name. Default `rtk.sid`. */
   name?: string;

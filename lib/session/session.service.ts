@@ -1,12 +1,10 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { InvalidKeyError, InvalidOptionsError, SessionNotFoundError } from '../common/errors.js';
 import { KeyBuilder } from '../common/keys.js';
-import type { Serializer } from '../common/serializer.js';
+import { SERIALIZER, type Serializer } from '../common/serializer.js';
 import { FailurePolicy } from '../common/failure-policy.js';
 import { durationProblem, isDuration } from '../common/option-checks.js';
 import { RedisConnection } from '../connection/redis-connection.js';
-import { REDIS_TOOLKIT_OPTIONS } from '../redis-toolkit.constants.js';
-import type { ResolvedRedisToolkitOptions } from '../redis-toolkit.options-resolver.js';
 import {
   appendSetCookie,
   readSessionIdFromCookieHeader,
@@ -16,7 +14,7 @@ import {
 } from './session-cookie.js';
 import { isSecureRequest } from './session.http.js';
 import { generateSessionId, isValidSessionId } from './session-id.js';
-import type { ResolvedSessionOptions } from './session.options.js';
+import { SESSION_OPTIONS, type ResolvedSessionOptions } from './session.options.js';
 import {
   checkFieldName,
   encodeField,
@@ -52,12 +50,17 @@ export class SessionService {
   private readonly serializer: Serializer;
   readonly options: ResolvedSessionOptions;
 
-  constructor(connection: RedisConnection, @Inject(REDIS_TOOLKIT_OPTIONS) toolkit: ResolvedRedisToolkitOptions) {
-    this.records = new SessionRecords(connection.client, toolkit.keyPrefix, toolkit.session.maxSize);
+  constructor(
+    connection: RedisConnection,
+    @Inject(SESSION_OPTIONS) options: ResolvedSessionOptions,
+    @Inject(SERIALIZER) serializer: Serializer,
+    keys: KeyBuilder,
+  ) {
+    this.records = new SessionRecords(connection.client, keys.prefix, options.maxSize);
     // No `cause` on our errors: driver errors carry the command's arguments, and those hold session ids.
     this.failures = new FailurePolicy(connection, { feature: 'session', logger: this.logger, withCause: false });
-    this.serializer = toolkit.serializer;
-    this.options = toolkit.session;
+    this.serializer = serializer;
+    this.options = options;
   }
 
   /** Creates a session for `userId` with a fresh 256-bit id. */
