@@ -4,7 +4,7 @@ import { RedisToolkitModule, type RateLimitAlgorithm } from '../lib/index.js';
 import { ApiModule } from './api/api.module.js';
 import { AuthModule } from './auth/auth.module.js';
 import { HealthController } from './health/health.controller.js';
-import { NotificationsModule, PUBLIC_CHANNELS } from './notifications/notifications.module.js';
+import { NotificationsModule, SAMPLE_PUBSUB } from './notifications/notifications.module.js';
 import { PageController } from './page/page.controller.js';
 import { OrdersModule } from './orders/orders.module.js';
 import { ProductsModule } from './products/products.module.js';
@@ -33,8 +33,9 @@ import { ProductsModule } from './products/products.module.js';
         session: {
           cookie: { secret: config.get<string>('SESSION_SECRET', 'change-me-in-production'), secure: 'auto' },
         },
-        // The gateway is loaded by NotificationsModule (NotificationsGatewayModule.register()); configured here.
-        pubsub: { gateway: { publicChannels: PUBLIC_CHANNELS } },
+        // The gateway is loaded by NotificationsModule (NotificationsGatewayModule.register()); configured here,
+        // in durable mode so the page replays what it missed across a reload.
+        pubsub: SAMPLE_PUBSUB,
       }),
     }),
     ProductsModule,

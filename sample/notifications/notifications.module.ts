@@ -9,7 +9,13 @@ import {
   type MiddlewareConsumer,
   type NestModule,
 } from '@nestjs/common';
-import { CurrentSession, PubSubService, SessionGuard, SessionMiddleware } from '../../lib/index.js';
+import {
+  CurrentSession,
+  PubSubService,
+  type RedisToolkitOptions,
+  SessionGuard,
+  SessionMiddleware,
+} from '../../lib/index.js';
 import { NotificationsGatewayModule } from '../../lib/notifications/index.js';
 
 /**
@@ -19,6 +25,15 @@ import { NotificationsGatewayModule } from '../../lib/notifications/index.js';
  */
 /** Channels any logged-in user may subscribe to (`pubsub.gateway.publicChannels` in app.module.ts). */
 export const PUBLIC_CHANNELS = ['announcements'];
+
+/**
+ * The sample's `pubsub` options (app.module.ts; the browser test uses the same): durable mode keeps each user's
+ * direct messages in a capped stream, so a page that reloads or reconnects replays what it missed after `lastId`.
+ */
+export const SAMPLE_PUBSUB: RedisToolkitOptions['pubsub'] = {
+  durable: { maxLen: 100, ttl: 3_600_000 },
+  gateway: { publicChannels: PUBLIC_CHANNELS },
+};
 
 @Controller('notifications')
 class NotificationsController {
