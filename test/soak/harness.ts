@@ -2,6 +2,14 @@
  * The soak framework: runs a workload for N operations in chunks; between chunks (nothing in flight) it forces a
  * GC and samples the heap, the listener counts of the given emitters and the process's active timers and handles.
  * A leak shows up as growth from the first quarter of the run to the last.
+ *
+ * Timers and handles are read when the process is quiet, deterministically:
+ *  - the workload's own in-flight work is drained first (`quiesce`, e.g. messages published but not yet received);
+ *  - the test runner's own transient timers are not ours: jest runs the soak in-band and its reporter creates a
+ *    100 ms debounce timer every second (@jest/reporters Status._tick → _debouncedEmit), which a single reading
+ *    catches about one time in ten — that was the "timers +1, handles +1" seen once on pub/sub with the heap flat.
+ *    So each sample reads three times over 120 ms and keeps the minimum: a window shorter than 120 ms cannot cover
+ *    all three readings, while anything left running (a leak) is in every one.
  */
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -61,7 +69,13 @@ export interface SoakOptions {
   op: (i: number) => Promise<unknown>;
   /** Emitters whose listener counts must stay flat (clients, subscribers, gateways). */
   emitters?: () => EventEmitter[];
+  /** Resolves once the work started by the operations so far has finished (called before each sample). */
+  quiesce?: (opsDone: number) => Promise<void>;
 }
+
+/** Readings per sample and the gap between them (see the header: 2 × 60 ms spans more than a 100 ms transient). */
+const READINGS = 3;
+const READING_GAP_MS = 60;
 
 function countListeners(emitters: EventEmitter[]): number {
   return emitters.reduce((sum, e) => sum + e.eventNames().reduce((s, name) => s + e.listenerCount(name), 0), 0);
@@ -69,23 +83,24 @@ function countListeners(emitters: EventEmitter[]): number {
 
 const median = (v: number[]): number => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)] ?? NaN;
 
-async function sample(ops: number, emitters: EventEmitter[]): Promise<SoakSample> {
-  // Let closed sockets and finished timers be released before counting.
-  await new Promise((r) => setImmediate(r));
+export async function sample(ops: number, emitters: EventEmitter[]): Promise<SoakSample> {
+  let timers = Infinity;
+  let handles = Infinity;
+  for (let i = 0; i < READINGS; i++) {
+    if (i > 0) await new Promise((r) => setTimeout(r, READING_GAP_MS));
+    // Let closed sockets and finished timers be released before counting.
+    await new Promise((r) => setImmediate(r));
+    const resources = hostProcess().getActiveResourcesInfo();
+    timers = Math.min(timers, resources.filter((r) => r === 'Timeout').length);
+    handles = Math.min(handles, resources.length);
+  }
   gc();
   gc();
-  const resources = hostProcess().getActiveResourcesInfo();
-  return {
-    ops,
-    heapUsed: process.memoryUsage().heapUsed,
-    listeners: countListeners(emitters),
-    timers: resources.filter((r) => r === 'Timeout').length,
-    handles: resources.length,
-  };
+  return { ops, heapUsed: process.memoryUsage().heapUsed, listeners: countListeners(emitters), timers, handles };
 }
 
 export async function runSoak(options: SoakOptions): Promise<SoakResult> {
-  const { name, ops, concurrency = 50, samples: sampleCount = 20, op, emitters = () => [] } = options;
+  const { name, ops, concurrency = 50, samples: sampleCount = 20, op, emitters = () => [], quiesce } = options;
   const count = Math.max(8, sampleCount);
   const chunk = Math.max(concurrency, Math.ceil(ops / count));
   const samples: SoakSample[] = [];
@@ -108,6 +123,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
       }),
     );
     done = end;
+    await quiesce?.(done);
     samples.push(await sample(done, emitters()));
   }
   const seconds = (performance.now() - started) / 1000;

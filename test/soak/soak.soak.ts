@@ -146,6 +146,10 @@ describe('soak', () => {
       ops: total,
       op: (i) => pubsub.publish(`soak:${i % 10}`, { i }),
       emitters: clients,
+      // Every notification published so far has been delivered before counting timers and handles.
+      quiesce: async (done) => {
+        if (!(await waitFor(() => received >= done, 10_000))) throw new Error(`only ${received}/${done} received`);
+      },
     });
     expect(await waitFor(() => received >= total, 10_000)).toBe(true);
     await Promise.all(unsubscribe.map((u) => u()));
