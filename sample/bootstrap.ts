@@ -21,7 +21,11 @@ export async function createSampleApp(
   options: NestApplicationOptions = {},
 ): Promise<INestApplication> {
   if (platform === 'fastify') {
-    const { FastifyAdapter } = await import('@nestjs/platform-fastify');
+    const { FastifyAdapter } = await import('@nestjs/platform-fastify').catch((err: unknown) => {
+      throw new Error('PLATFORM=fastify needs @nestjs/platform-fastify: npm i @nestjs/platform-fastify', {
+        cause: err,
+      });
+    });
     return NestFactory.create(AppModule, new FastifyAdapter(), options);
   }
   return NestFactory.create(AppModule, options);

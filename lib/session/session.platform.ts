@@ -46,7 +46,15 @@ export class SessionPlatformBinding implements OnModuleInit {
 
   onModuleInit(): void {
     const adapter = this.adapterHost.httpAdapter;
-    if (adapter?.getType() !== 'fastify') return;
+    const type = adapter?.getType();
+    if (type === undefined || type === 'express') return;
+    if (type !== 'fastify') {
+      this.logger.warn(
+        `HTTP platform "${type}" is neither Express nor Fastify, the two the toolkit's HTTP features are tested on: ` +
+          'check that @CurrentSession() sees the session SessionMiddleware loads (or use SessionGuard on each route)',
+      );
+      return;
+    }
     const fastify = adapter.getInstance<FastifyInstanceLike>();
     if (fastify.hasRequestDecorator('session')) {
       this.logger.warn(

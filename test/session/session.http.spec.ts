@@ -352,6 +352,39 @@ describe.each(COMBINATIONS)('SessionMiddleware, SessionGuard and @CurrentSession
   });
 });
 
+describe('Fastify: another plugin owns request.session', () => {
+  it('leaves it alone, warns at start, and @CurrentSession() and SessionGuard still see the toolkit session', async () => {
+    const warnings: string[] = [];
+    const logger = {
+      log: () => undefined,
+      error: () => undefined,
+      warn: (message: unknown) => warnings.push(String(message)),
+    };
+    const app = await createToolkitApp({
+      http: true,
+      platform: 'fastify',
+      logger,
+      keyPrefix: `rtk-sess-fst-${generateSessionId().slice(0, 6)}:`,
+      session: { cookie: { secret: SECRET } },
+      imports: [WithMiddlewareModule],
+      // what @fastify/session and @fastify/secure-session do
+      beforeInit: (a) => {
+        const fastify = a.getHttpAdapter().getInstance() as { decorateRequest(name: string, value: unknown): void };
+        fastify.decorateRequest('session', null);
+      },
+    });
+    const http = request(app.app.getHttpServer());
+    expect(warnings.filter((w) => w.includes('request.session is already decorated'))).toHaveLength(1);
+    const s = await app.get(SessionService).create('frank');
+    const pair = `rtk.sid=${encodeURIComponent(signCookieValue(s.id, SECRET))}`;
+    expect((await http.get('/open').set('Cookie', pair).expect(200)).body).toEqual({
+      session: 'frank',
+      reqSession: null, // the other plugin's
+    });
+    expect((await http.get('/me').set('Cookie', pair).expect(200)).body.userId).toBe('frank');
+  });
+});
+
 describe.each(PLATFORMS)('cookie options on %s', (platform) => {
   it('uses name, path, sameSite, secure and a fixed maxAge from the options', async () => {
     const app = await createToolkitApp({

@@ -1,4 +1,12 @@
-import type { DynamicModule, INestApplication, ModuleMetadata, Provider, Type } from '@nestjs/common';
+import type {
+  DynamicModule,
+  INestApplication,
+  LoggerService,
+  LogLevel,
+  ModuleMetadata,
+  Provider,
+  Type,
+} from '@nestjs/common';
 import { Test, type TestingModule } from '@nestjs/testing';
 import { RedisToolkitModule, type RedisToolkitOptions } from '../../lib/index.js';
 import { sharedServers } from './shared-servers.js';
@@ -28,6 +36,10 @@ export interface ToolkitAppOptions extends Omit<Partial<RedisToolkitOptions>, 'c
   platform?: Platform;
   /** Keep the Nest logger (default: errors only). */
   verbose?: boolean;
+  /** A logger of the test's own (to see warnings); wins over `verbose`. */
+  logger?: LoggerService;
+  /** Runs after the app is created and before `app.init()` (e.g. to register a Fastify plugin). */
+  beforeInit?: (app: INestApplication) => void | Promise<void>;
 }
 
 export interface ToolkitApp {
@@ -52,6 +64,8 @@ export async function createToolkitApp(options: ToolkitAppOptions = {}): Promise
     http = false,
     platform = 'express',
     verbose = false,
+    logger: ownLogger,
+    beforeInit,
     ...toolkit
   } = options;
   const toolkitModule: DynamicModule = RedisToolkitModule.forRoot({ ...toolkit, connection: connectionFor(target) });
@@ -60,14 +74,13 @@ export async function createToolkitApp(options: ToolkitAppOptions = {}): Promise
     controllers,
     providers,
   }).compile();
-  const logger = verbose ? undefined : (['error'] as const);
+  const logger: LoggerService | LogLevel[] | undefined = ownLogger ?? (verbose ? undefined : ['error']);
   // Fastify is loaded only by the tests that ask for it.
   const app =
     platform === 'fastify'
-      ? moduleRef.createNestApplication(new (await import('@nestjs/platform-fastify')).FastifyAdapter(), {
-          logger: logger && [...logger],
-        })
-      : moduleRef.createNestApplication({ logger: logger && [...logger] });
+      ? moduleRef.createNestApplication(new (await import('@nestjs/platform-fastify')).FastifyAdapter(), { logger })
+      : moduleRef.createNestApplication({ logger });
+  await beforeInit?.(app);
   await app.init();
   if (http) await app.listen(0, '127.0.0.1');
   let closed = false;
