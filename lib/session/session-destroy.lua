@@ -1,7 +1,12 @@
 -- Deletes a session and leaves a short tombstone so a late write cannot bring it back.
--- KEYS[1] session, KEYS[2] tombstone. ARGV[1] tombstone ms. Returns the userId, or false when absent.
+-- KEYS[1] session, KEYS[2] tombstone. ARGV[1] tombstone ms, ARGV[2] '1' to leave the tombstone even when the session
+-- is absent (destroyAllForUser: an indexed id whose session is still being written must never be written after).
+-- Returns the userId, or false when absent.
 local raw = redis.call('GET', KEYS[1])
-if not raw then return false end
+if not raw then
+  if ARGV[2] == '1' then redis.call('SET', KEYS[2], '1', 'PX', ARGV[1]) end
+  return false
+end
 local ok, s = pcall(cjson.decode, raw)
 redis.call('DEL', KEYS[1])
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])

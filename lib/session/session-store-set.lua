@@ -1,8 +1,12 @@
 -- express-session Store#set: replaces the session's data, creating it if needed, unless the id is tombstoned.
 -- Keeps createdAt and the absolute deadline of an existing session.
 -- KEYS[1] session, KEYS[2] tombstone.
--- ARGV[1] now, ARGV[2] maxAgeMs, ARGV[3] idle ttl, ARGV[4] the new session as a JSON object without c and m.
--- Returns -1 when tombstoned, else { previous userId or '', expiresAt }.
+-- ARGV[1] now, ARGV[2] maxAgeMs, ARGV[3] idle ttl, ARGV[4] the new session as a JSON object without c and m,
+-- ARGV[5] its userId when the caller has not put the id in that user's index yet, else ''.
+-- Returns -1 when tombstoned; { previous userId or '', deadline, 'unindexed' } without writing anything when the
+-- session would get a new owner (ARGV[5]) that has not indexed it yet (index it with that deadline, then call again
+-- with ARGV[5] = '': destroyAllForUser reads the index, so the index entry must come first); else
+-- { previous userId or '', expiresAt }.
 if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
 local now = tonumber(ARGV[1])
 local created, deadline
@@ -13,13 +17,14 @@ if raw then
   if old.m > now then
     created = old.c
     deadline = old.m
-    previous = old.u
+    if type(old.u) == 'string' then previous = old.u end
   end
 end
 if not created then
   created = now
   deadline = now + tonumber(ARGV[2])
 end
+if ARGV[5] ~= '' and previous ~= ARGV[5] then return { previous, deadline, 'unindexed' } end
 local exp = now + tonumber(ARGV[3])
 if exp > deadline then exp = deadline end
 -- c and m go in front of the caller's JSON object: no decode/encode of the new session.

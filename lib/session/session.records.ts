@@ -25,7 +25,7 @@ const destroyScript = LuaScript.fromFile<string | null>(
   new URL('./session-destroy.lua', import.meta.url),
   2,
 );
-const storeSetScript = LuaScript.fromFile<[string, number] | -1>(
+const storeSetScript = LuaScript.fromFile<[string, number] | [string, number, 'unindexed'] | -1>(
   'rtk_sess_store_set',
   new URL('./session-store-set.lua', import.meta.url),
   2,
@@ -40,8 +40,18 @@ const TOUCH_READS_PER_CALL = 16;
 const indexAddScript = LuaScript.fromFile<number>(
   'rtk_sess_index_add',
   new URL('./session-index-add.lua', import.meta.url),
-  1,
+  2,
 );
+const indexSampleScript = LuaScript.fromFile<string[]>(
+  'rtk_sess_index_sample',
+  new URL('./session-index-sample.lua', import.meta.url),
+  2,
+);
+/**
+ * How long an id added to a user's index is protected from pruning while its session is being written (the write
+ * follows at once; this only has to outlast a slow round trip, with a wide margin).
+ */
+const PENDING_MS = 60_000;
 
 /**
  * What one session key holds: a JSON string. `d` maps each top-level data field to its serialized value, so `update`
@@ -166,6 +176,11 @@ export class SessionRecords {
     return this.keys.tagged(USER_INDEX_FEATURE, userId);
   }
 
+  /** The ids of the user's index whose session may still be being written (same slot as the index). */
+  userPendingKey(userId: string): string {
+    return this.keys.tagged(USER_INDEX_FEATURE, userId, ':new');
+  }
+
   /**
    * Reads a session. With `touchTtl` the idle expiry is extended in the same command (GETEX PX); a session whose
    * own ttl differs, or whose absolute deadline comes first, gets a PEXPIREAT to correct it.
@@ -201,8 +216,8 @@ export class SessionRecords {
     return { envelope, expiresAt, lastAccessedAt: now };
   }
 
-  /** Stores a new session; false when the id is taken or tombstoned. */
-  async create(id: string, envelope: SessionEnvelope, expiresAt: number): Promise<boolean> {
+  /** Stores a new session: 'created', 'taken' (the id exists) or 'tombstoned' (destroyed recently). */
+  async create(id: string, envelope: SessionEnvelope, expiresAt: number): Promise<'created' | 'taken' | 'tombstoned'> {
     const json = JSON.stringify(envelope);
     this.checkSize([json]);
     const created = await createScript.run(
@@ -210,7 +225,7 @@ export class SessionRecords {
       [this.sessionKey(id), this.tombstoneKey(id)],
       [json, expiresAt],
     );
-    return created === 1;
+    return created === 1 ? 'created' : created === -1 ? 'tombstoned' : 'taken';
   }
 
   async update(id: string, touch: boolean, sets: [string, string][], deletes: string[]): Promise<RawSession | null> {
@@ -248,12 +263,23 @@ export class SessionRecords {
     );
   }
 
-  /** Deletes the session and leaves a tombstone; returns its userId ('' for anonymous), or null when there was none. */
-  async destroy(id: string, tombstoneMs: number): Promise<string | null> {
-    return destroyScript.run(this.client, [this.sessionKey(id), this.tombstoneKey(id)], [Math.ceil(tombstoneMs)]);
+  /**
+   * Deletes the session and leaves a tombstone; returns its userId ('' for anonymous), or null when there was none.
+   * With `always`, the tombstone is left even for an absent session, so a write still on its way cannot create it.
+   */
+  async destroy(id: string, tombstoneMs: number, always = false): Promise<string | null> {
+    return destroyScript.run(
+      this.client,
+      [this.sessionKey(id), this.tombstoneKey(id)],
+      [Math.ceil(tombstoneMs), always ? '1' : '0'],
+    );
   }
 
-  /** express-session's set: replace data, create when missing; 'tombstoned' when the id was destroyed recently. */
+  /**
+   * express-session's set: replace data, create when missing; 'tombstoned' when the id was destroyed recently. When
+   * the session gets a new owner (`fields.u`), the id enters that user's index before the session is written, as in
+   * `create`; the caller removes it from the previous owner's index.
+   */
   async storeSet(
     id: string,
     fields: Omit<SessionEnvelope, 'c' | 'm'>,
@@ -261,36 +287,87 @@ export class SessionRecords {
   ): Promise<{ previousUserId: string; expiresAt: number } | 'tombstoned'> {
     const json = JSON.stringify(fields);
     this.checkSize([json]);
-    const args: ScriptArg[] = [Date.now(), Math.ceil(maxAgeMs), fields.t, json];
-    const reply = await storeSetScript.run(this.client, [this.sessionKey(id), this.tombstoneKey(id)], args);
+    const keys = [this.sessionKey(id), this.tombstoneKey(id)];
+    const args: ScriptArg[] = [Date.now(), Math.ceil(maxAgeMs), fields.t, json, fields.u];
+    let reply = await storeSetScript.run(this.client, keys, args);
+    if (reply !== -1 && reply.length === 3) {
+      await this.indexAdd(fields.u, id, Number(reply[1]), true);
+      // The same `now`: the deadline of a new session is the one just indexed.
+      args[4] = '';
+      reply = await storeSetScript.run(this.client, keys, args);
+      if (reply !== -1) await this.indexSettled(fields.u, id);
+    }
     if (reply === -1) return 'tombstoned';
     return { previousUserId: String(reply[0]), expiresAt: Number(reply[1]) };
   }
 
   /**
-   * Adds `id` to the user's index and prunes it: ids past their absolute deadline go in the same script; with
-   * `prune`, a random sample of the other ids is checked first (EXISTS, one command per id, concurrently: they live in
-   * other slots) and the dead ones go too, so dead ids never pile up and a write costs a bounded amount of work.
+   * Adds `id` to the user's index — BEFORE its session is written, so that destroyAllForUser (which reads the index)
+   * never misses a session that exists — and prunes the index: ids past their absolute deadline go in the same
+   * script; with `prune`, a random sample of the other ids is checked first (EXISTS, one command per id,
+   * concurrently: they live in other slots) and the dead ones go too, unless added in the last PENDING_MS (their
+   * session may still be on its way), so dead ids never pile up and a write costs a bounded amount of work.
    */
   async indexAdd(userId: string, id: string, deadline: number, prune: boolean): Promise<void> {
-    const key = this.userIndexKey(userId);
-    let dead: string[] = [];
-    if (prune) {
-      const sample = ((await this.client.zrandmember(key, PRUNE_SAMPLE)) as string[] | null) ?? [];
-      const ids = sample.filter((other) => other !== id);
-      const alive = await this.existing(ids);
-      dead = ids.filter((_, i) => !alive[i]);
-    }
-    await indexAddScript.run(this.client, [key], [Date.now(), id, deadline, ...dead]);
+    const dead = prune ? await this.deadSample(userId, id) : [];
+    await this.runIndexScript(userId, id, deadline, dead);
   }
 
+  /** The session of `id` is written: pruning may drop the id again once it dies (see indexAdd). */
+  async indexSettled(userId: string, id: string): Promise<void> {
+    await this.client.zrem(this.userPendingKey(userId), id);
+  }
+
+  /**
+   * Removes ids found dead from the user's index. Only ids that were not pending when found dead may be passed (an id
+   * settles once its session is written, so one pending then may be alive now); pending ones stay anyway.
+   */
+  async indexPrune(userId: string, dead: string[]): Promise<void> {
+    if (dead.length > 0) await this.runIndexScript(userId, '', 0, dead);
+  }
+
+  /** Removes ids whose session was destroyed (with a tombstone, so they can never be written again). */
   async indexRemove(userId: string, ids: string[]): Promise<void> {
     if (ids.length > 0) await this.client.zrem(this.userIndexKey(userId), ...ids);
+  }
+
+  private async deadSample(userId: string, except: string): Promise<string[]> {
+    const keys = [this.userIndexKey(userId), this.userPendingKey(userId)];
+    const ids = (await indexSampleScript.run(this.client, keys, [PRUNE_SAMPLE])).filter((other) => other !== except);
+    const alive = await this.existing(ids);
+    return ids.filter((_, i) => !alive[i]);
+  }
+
+  private async runIndexScript(userId: string, id: string, deadline: number, dead: string[]): Promise<void> {
+    await indexAddScript.run(
+      this.client,
+      [this.userIndexKey(userId), this.userPendingKey(userId)],
+      [Date.now(), PENDING_MS, id, deadline, ...dead],
+    );
   }
 
   /** Ids in the user's index whose absolute deadline has not passed (some may have expired idle or been destroyed). */
   async indexIds(userId: string, now = Date.now()): Promise<string[]> {
     return this.client.zrangebyscore(this.userIndexKey(userId), now, '+inf');
+  }
+
+  /**
+   * indexIds, and which of them are still pending (their session may not be written yet: not dead when missing), read
+   * together (one MULTI on the user's slot).
+   */
+  async indexIdsWithPending(userId: string): Promise<{ ids: string[]; pending: Set<string> }> {
+    const replies = await this.client
+      .multi()
+      .zrangebyscore(this.userIndexKey(userId), Date.now(), '+inf')
+      .zrange(this.userPendingKey(userId), '0', '-1')
+      .exec();
+    const [[idsErr, ids], [pendingErr, pending]] = (replies ?? [[new Error('transaction aborted'), null], []]) as [
+      [Error | null, string[]],
+      [Error | null, string[]],
+    ];
+    if (idsErr) throw idsErr;
+    if (pendingErr) throw pendingErr;
+    return { ids, pending: new Set(pending) };
   }
 
   /** Whether each session exists (concurrent EXISTS: on a cluster each id lives in its own slot). */

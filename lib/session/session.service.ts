@@ -74,6 +74,7 @@ export class SessionService {
     if (!isDuration(ttl)) throw new InvalidOptionsError(`session ttl ${durationProblem(ttl)}`);
     const fields = this.encodeData(data ?? {}, 'data');
     return this.guard('create', async () => {
+      let tombstoned = 0;
       for (let attempt = 0; attempt < ID_ATTEMPTS; attempt++) {
         const id = generateSessionId();
         const now = Date.now();
@@ -85,9 +86,22 @@ export class SessionService {
           d: fields,
         };
         const expiresAt = Math.min(now + envelope.t, envelope.m);
-        if (!(await this.records.create(id, envelope, expiresAt))) continue; // a 2^-256 collision, or a tombstone of that id
+        // The index entry first: destroyAllForUser reads the index, so a session must never exist unindexed.
         await this.records.indexAdd(userId, id, envelope.m, true);
+        const created = await this.records.create(id, envelope, expiresAt);
+        if (created !== 'created') {
+          // A 2^-256 collision, or destroyAllForUser saw the id in the index and tombstoned it: try another id.
+          if (created === 'tombstoned') tombstoned++;
+          await this.records.indexRemove(userId, [id]);
+          continue;
+        }
+        this.settle(userId, id);
         return this.toSession<T>(id, { envelope, expiresAt, lastAccessedAt: now });
+      }
+      if (tombstoned > 0) {
+        throw new SessionNotFoundError(
+          'the new session was destroyed while being created (destroyAllForUser ran meanwhile)',
+        );
       }
       throw new InvalidOptionsError('could not allocate a session id (random source broken?)');
     });
@@ -143,17 +157,21 @@ export class SessionService {
         const now = Date.now();
         const envelope: SessionEnvelope = { u: userId, c, m, t, d };
         const expiresAt = Math.min(now + t, m);
-        if (!(await this.records.create(next, envelope, expiresAt))) continue;
+        // Indexed before it exists, as in create().
+        if (userId !== '') await this.records.indexAdd(userId, next, m, false);
+        if ((await this.records.create(next, envelope, expiresAt)) !== 'created') {
+          if (userId !== '') await this.records.indexRemove(userId, [next]);
+          continue;
+        }
+        if (userId !== '') this.settle(userId, next);
         // Only the caller that destroys the old id wins; anyone else (a concurrent destroy or regenerate) loses.
         const destroyed = await this.records.destroy(id, this.options.tombstoneMs);
         if (destroyed === null) {
           await this.records.destroy(next, this.options.tombstoneMs);
+          if (userId !== '') await this.records.indexRemove(userId, [next]);
           throw new SessionNotFoundError('session not found (destroyed while regenerating)');
         }
-        if (userId !== '') {
-          await this.records.indexAdd(userId, next, m, false);
-          await this.records.indexRemove(userId, [id]);
-        }
+        if (userId !== '') await this.records.indexRemove(userId, [id]);
         return this.toSession<T>(next, { envelope, expiresAt, lastAccessedAt: now });
       }
       throw new InvalidOptionsError('could not allocate a session id (random source broken?)');
@@ -178,10 +196,10 @@ export class SessionService {
   async listForUser<T extends SessionData = SessionData>(userId: string): Promise<Session<T>[]> {
     KeyBuilder.validate(userId, 'userId');
     return this.guard('listForUser', async () => {
-      const ids = await this.records.indexIds(userId);
+      const { ids, pending } = await this.records.indexIdsWithPending(userId);
       const raws = await Promise.all(ids.map((id) => this.records.read(id, undefined)));
-      const dead = ids.filter((_, i) => raws[i] === null);
-      if (dead.length > 0) await this.records.indexRemove(userId, dead);
+      const dead = ids.filter((id, i) => raws[i] === null && !pending.has(id));
+      await this.records.indexPrune(userId, dead);
       return raws
         .map((raw, i) => (raw ? this.toSession<T>(ids[i], raw) : null))
         .filter((s): s is Session<T> => s !== null && s.userId === userId)
@@ -192,12 +210,15 @@ export class SessionService {
   /**
    * Destroys every session of the user (each with a tombstone) and empties the index; returns how many existed.
    * On a cluster the sessions live in other slots than the index: one script per session, sent concurrently.
+   * A session id enters the index before its session is written, so every session that exists when this is called is
+   * destroyed; an id whose session is still on its way gets a tombstone, so that write fails (create retries with a
+   * new id: a login concurrent with "log out everywhere" ends up after it).
    */
   async destroyAllForUser(userId: string): Promise<number> {
     KeyBuilder.validate(userId, 'userId');
     return this.guard('destroyAllForUser', async () => {
       const ids = await this.records.indexIds(userId, 0);
-      const owners = await Promise.all(ids.map((id) => this.records.destroy(id, this.options.tombstoneMs)));
+      const owners = await Promise.all(ids.map((id) => this.records.destroy(id, this.options.tombstoneMs, true)));
       await this.records.indexRemove(userId, ids);
       return owners.filter((u) => u !== null).length;
     });
@@ -296,6 +317,14 @@ export class SessionService {
       lastAccessedAt: raw.lastAccessedAt,
       expiresAt: raw.expiresAt,
     };
+  }
+
+  /**
+   * Lets pruning drop a freshly written id again once its session dies. Not awaited: until it lands (or, should it
+   * fail, for 60 s) the id is only kept in the index a little longer. A failure is counted and logged by the policy.
+   */
+  private settle(userId: string, id: string): void {
+    this.guard('index update', () => this.records.indexSettled(userId, id)).catch(() => undefined);
   }
 
   /**

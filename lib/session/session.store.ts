@@ -140,12 +140,9 @@ export class RedisSessionStore extends loadStoreBase() {
         });
       // A tombstoned id: the session was destroyed while this request was in flight; its late write is dropped.
       if (result === 'tombstoned') return;
-      if (result.previousUserId !== userId) {
-        if (result.previousUserId !== '') await this.records.indexRemove(result.previousUserId, [sid]);
-        if (userId !== '') {
-          const raw = await this.records.read(sid, undefined);
-          await this.records.indexAdd(userId, sid, raw?.envelope.m ?? Date.now() + this.maxAgeMs, true);
-        }
+      // A new owner's index got the id before the write (storeSet); the previous owner's loses it.
+      if (result.previousUserId !== userId && result.previousUserId !== '') {
+        await this.records.indexRemove(result.previousUserId, [sid]);
       }
     });
   }

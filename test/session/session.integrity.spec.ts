@@ -94,3 +94,78 @@ describe.each(['single', 'cluster'] as const)('session text is well-formed Unico
     expect(await sessions.update(sid, { more: 1 })).toMatchObject({ data: { userId: 'u', note: '😀', more: 1 } });
   });
 });
+
+describe.each(['single', 'cluster'] as const)('destroyAllForUser with concurrent writers on %s', (target) => {
+  /**
+   * Writers create (and regenerate) sessions of one user without pause while destroyAllForUser runs again and again.
+   * Just before each call, the sessions present in Redis are listed (SCAN): every one of them must be gone when the
+   * call returns. Before the fix a session was written before its index entry, so one written just before the call
+   * but indexed just after it survived the logout.
+   */
+  it('destroys every session that existed when it was called, whatever is created meanwhile', async () => {
+    const { sessions, client, prefix } = await sessionApp(target);
+    const sessionKey = new RegExp(`^${prefix}sess:\\{([A-Za-z0-9_-]{43})\\}$`);
+    let writing = true;
+    let created = 0;
+    let regenerated = 0;
+    let lostCreates = 0;
+    const writer = async (regenerating: boolean) => {
+      while (writing) {
+        const s = await sessions.create('alice', { n: created }).catch((err: unknown) => {
+          // Three fresh ids in a row tombstoned by the calls below: this login lost the race to "log out everywhere".
+          if (!(err instanceof RedisToolkitError) || err.code !== 'E_SESSION_NOT_FOUND') throw err;
+          lostCreates++;
+          return undefined;
+        });
+        if (!s) continue;
+        created++;
+        if (regenerating) {
+          await sessions.regenerate(s.id).then(
+            () => regenerated++,
+            (err: unknown) => {
+              // A destroyAllForUser got there first: the session is gone, which is what it must be.
+              if (!(err instanceof RedisToolkitError) || err.code !== 'E_SESSION_NOT_FOUND') throw err;
+            },
+          );
+        }
+      }
+    };
+    // express-session through RedisSessionStore: a set that gives a session its owner.
+    const store = new RedisSessionStore({ client: client as Redis, prefix });
+    let stored = 0;
+    const storeWriter = async () => {
+      const cookie = { originalMaxAge: 60_000, expires: new Date(Date.now() + 60_000) };
+      while (writing) {
+        await store.set(generateSessionId(), { cookie, userId: 'alice' } as never);
+        stored++;
+      }
+    };
+    const writers = [...Array.from({ length: 12 }, (_, i) => writer(i % 3 === 0)), storeWriter(), storeWriter()];
+    const survivors: string[] = [];
+    let checked = 0;
+    try {
+      for (let round = 0; round < 40; round++) {
+        const before = (await keysUnder(client, prefix))
+          .map((k) => sessionKey.exec(k)?.[1])
+          .filter((id): id is string => id !== undefined);
+        await sessions.destroyAllForUser('alice');
+        checked += before.length;
+        const alive = await Promise.all(before.map((id) => sessions.get(id)));
+        survivors.push(...before.filter((_, i) => alive[i] !== null));
+      }
+    } finally {
+      writing = false;
+      await Promise.all(writers);
+    }
+    expect(checked).toBeGreaterThan(100);
+    expect(created).toBeGreaterThan(100);
+    expect(lostCreates).toBeLessThan(created);
+    expect(regenerated).toBeGreaterThan(0);
+    expect(stored).toBeGreaterThan(0);
+    expect(survivors).toEqual([]);
+    // And the index still lists every session that exists: one more call leaves none.
+    await sessions.destroyAllForUser('alice');
+    const left = (await keysUnder(client, prefix)).filter((k) => sessionKey.test(k));
+    expect(left).toEqual([]);
+  }, 60_000);
+});
