@@ -216,10 +216,18 @@ export class SessionRecords {
     return { envelope, expiresAt, lastAccessedAt: now };
   }
 
-  /** Stores a new session: 'created', 'taken' (the id exists) or 'tombstoned' (destroyed recently). */
-  async create(id: string, envelope: SessionEnvelope, expiresAt: number): Promise<'created' | 'taken' | 'tombstoned'> {
+  /** A session as stored (JSON); SessionTooLargeError over maxSize, before anything is sent. */
+  encode(envelope: SessionEnvelope): string {
     const json = JSON.stringify(envelope);
     this.checkSize([json]);
+    return json;
+  }
+
+  /**
+   * Stores a new session (`json` from encode()): 'created', 'taken' (the id exists) or 'tombstoned' (destroyed
+   * recently).
+   */
+  async create(id: string, json: string, expiresAt: number): Promise<'created' | 'taken' | 'tombstoned'> {
     const created = await createScript.run(
       this.client,
       [this.sessionKey(id), this.tombstoneKey(id)],

@@ -86,9 +86,10 @@ export class SessionService {
           d: fields,
         };
         const expiresAt = Math.min(now + envelope.t, envelope.m);
+        const json = this.records.encode(envelope);
         // The index entry first: destroyAllForUser reads the index, so a session must never exist unindexed.
         await this.records.indexAdd(userId, id, envelope.m, true);
-        const created = await this.records.create(id, envelope, expiresAt);
+        const created = await this.records.create(id, json, expiresAt);
         if (created !== 'created') {
           // A 2^-256 collision, or destroyAllForUser saw the id in the index and tombstoned it: try another id.
           if (created === 'tombstoned') tombstoned++;
@@ -157,9 +158,10 @@ export class SessionService {
         const now = Date.now();
         const envelope: SessionEnvelope = { u: userId, c, m, t, d };
         const expiresAt = Math.min(now + t, m);
+        const json = this.records.encode(envelope);
         // Indexed before it exists, as in create().
         if (userId !== '') await this.records.indexAdd(userId, next, m, false);
-        if ((await this.records.create(next, envelope, expiresAt)) !== 'created') {
+        if ((await this.records.create(next, json, expiresAt)) !== 'created') {
           if (userId !== '') await this.records.indexRemove(userId, [next]);
           continue;
         }
