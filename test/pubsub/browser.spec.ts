@@ -115,12 +115,12 @@ if (!hasChromium && process.env.CI)
     ]);
 
     // A stored id the server will not take (say, from before replay was switched off) is dropped, not resent forever.
-    await page.evaluate(() => localStorage.setItem('lastId:alice', 'not-a-notification-id'));
+    await page.evaluate("localStorage.setItem('lastId:alice', 'not-a-notification-id')");
     await page.reload();
     await page.waitForSelector('#status.live', { timeout: 10_000 });
     expect(await pubsub.notifyUser('alice', { from: 'api', text: 'Still arriving' })).toBeGreaterThanOrEqual(1);
     await page.waitForSelector('li.notification:has-text("Still arriving")', { timeout: 10_000 });
-    expect(await page.evaluate(() => localStorage.getItem('lastId:alice'))).toMatch(/^\d+-\d+$/);
+    expect(await page.evaluate<string | null>("localStorage.getItem('lastId:alice')")).toMatch(/^\d+-\d+$/);
     expect(errors).toEqual([]);
 
     // A phone-sized screen: nothing wider than the viewport, the Send button on screen.
@@ -131,7 +131,7 @@ if (!hasChromium && process.env.CI)
       const send = await page.locator('#send button').boundingBox();
       expect(send).not.toBeNull();
       expect((send?.x ?? 0) + (send?.width ?? Infinity)).toBeLessThanOrEqual(width);
-      expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(width);
+      expect(await page.evaluate<number>('document.documentElement.scrollWidth')).toBeLessThanOrEqual(width);
       await page.screenshot({ path: join(ARTIFACTS, `notifications-page-${width}px.png`), fullPage: true });
     }
     expect(await page.locator('a[href="/health"]').count()).toBe(1);
