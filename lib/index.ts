@@ -23,6 +23,7 @@ export {
   RedisPermissionError,
   LockNotAcquiredError,
   LockLostError,
+  LockHoldTimeoutError,
   RateLimitExceededError,
   SessionNotFoundError,
   SessionTooLargeError,

@@ -414,6 +414,8 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
    */
   private bounded<T>(redisKey: string, loader: Loader<T>): Promise<T> {
     const ms = this.options.loadTimeout;
+    // past what setTimeout can wait (2^31 - 1 ms, ~24.8 days) it would fire at once: no limit then
+    if (ms > 2_147_483_647) return Promise.resolve().then(loader);
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         reject(

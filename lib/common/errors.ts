@@ -42,6 +42,11 @@ export class LockLostError extends RedisToolkitError {
   static override readonly code: string = 'E_LOCK_LOST';
 }
 
+/** `using` held the lock for `maxHoldMs`: the signal was aborted, the lock released, the call rejected. */
+export class LockHoldTimeoutError extends RedisToolkitError {
+  static override readonly code: string = 'E_LOCK_HOLD_TIMEOUT';
+}
+
 export class RateLimitExceededError extends RedisToolkitError {
   static override readonly code: string = 'E_RATE_LIMIT_EXCEEDED';
 

@@ -17,6 +17,12 @@ export interface LockOptions {
   /** Default lock ttl in ms. Default 10_000. */
   ttl?: number;
   retry?: LockRetryOptions;
+  /**
+   * Longest ms `using` / @WithLock holds a lock: then the signal aborts, the lock is released and the call rejects
+   * with LockHoldTimeoutError, so a function that never settles cannot keep the lock forever. Default 600_000
+   * (10 min); `Infinity` for no limit.
+   */
+  maxHoldMs?: number;
   /** Redlock over N independent servers instead of the main connection. */
   quorum?: { nodes: RedisStandaloneConnection[]; driftFactor?: number };
 }
@@ -24,6 +30,7 @@ export interface LockOptions {
 export interface ResolvedLockOptions {
   ttl: number;
   retry: Required<LockRetryOptions>;
+  maxHoldMs: number;
   quorum: { nodes: RedisStandaloneConnection[]; driftFactor: number } | undefined;
 }
 
@@ -31,6 +38,7 @@ export function resolveLockOptions(raw: LockOptions | undefined, problems: Optio
   const o = raw ?? {};
   if (problems.object('lock', raw)) {
     problems.duration('lock.ttl', o.ttl);
+    if (o.maxHoldMs !== Number.POSITIVE_INFINITY) problems.duration('lock.maxHoldMs', o.maxHoldMs);
     if (problems.object('lock.retry', o.retry) && o.retry) {
       problems.integer('lock.retry.count', o.retry.count, 0);
       problems.duration('lock.retry.delay', o.retry.delay, { allowZero: true });
@@ -46,6 +54,7 @@ export function resolveLockOptions(raw: LockOptions | undefined, problems: Optio
   return {
     ttl: o.ttl ?? 10_000,
     retry: { count: 10, delay: 100, jitter: 50, ...o.retry },
+    maxHoldMs: o.maxHoldMs ?? 600_000,
     quorum: o.quorum ? { driftFactor: 0.01, ...o.quorum } : undefined,
   };
 }

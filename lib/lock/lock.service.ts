@@ -1,7 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { Inject, Injectable, Logger, type OnModuleInit } from '@nestjs/common';
 import type { Redis } from 'ioredis';
-import { InvalidOptionsError, LockLostError, LockNotAcquiredError, RedisUnavailableError } from '../common/errors.js';
+import {
+  InvalidOptionsError,
+  LockHoldTimeoutError,
+  LockLostError,
+  LockNotAcquiredError,
+  RedisUnavailableError,
+} from '../common/errors.js';
 import { durationProblem, isDuration } from '../common/option-checks.js';
 import { FailurePolicy } from '../common/failure-policy.js';
 import { KeyBuilder } from '../common/keys.js';
@@ -20,11 +26,19 @@ export interface AcquireOptions {
   waitMs?: number;
 }
 
+export interface UsingOptions extends AcquireOptions {
+  /** `using` only: longest ms the lock is held (default `lock.maxHoldMs`), then LockHoldTimeoutError. */
+  maxHoldMs?: number;
+}
+
 export interface TryAcquireOptions {
   ttl?: number;
 }
 
 export type LockedFunction<T> = (signal: AbortSignal, lock: Lock) => Promise<T> | T;
+
+/** The longest delay setTimeout honours (2^31 - 1 ms, ~24.8 days); a longer hold limit is no limit. */
+const MAX_TIMER_MS = 2_147_483_647;
 
 /** Part of the ttl after which `using` extends the lock: three chances to extend before it would expire. */
 const EXTEND_EVERY = 1 / 3;
@@ -151,14 +165,19 @@ export class LockService implements OnModuleInit {
    * Redis could not confirm it before it would expire) `signal` is aborted with the reason: stop writing then. If
    * `fn` still returns normally after that, `using` throws LockLostError: the section did not run exclusively.
    */
-  async using<T>(resource: string, options: AcquireOptions, fn: LockedFunction<T>): Promise<T> {
+  async using<T>(resource: string, options: UsingOptions, fn: LockedFunction<T>): Promise<T> {
     if (typeof fn !== 'function') throw new InvalidOptionsError('using(resource, options, fn): fn must be a function');
+    const maxHoldMs = this.maxHoldOf(options?.maxHoldMs);
     const lock = await this.acquire(resource, options ?? {});
-    return this.runHolding(lock, fn);
+    return this.runHolding(lock, fn, maxHoldMs);
   }
 
-  /** Runs `fn` under an already acquired lock with auto-extension and releases it afterwards (see `using`). */
-  async runHolding<T>(lock: Lock, fn: LockedFunction<T>): Promise<T> {
+  /**
+   * Runs `fn` under an already acquired lock with auto-extension and releases it afterwards (see `using`). After
+   * `maxHoldMs` (default `lock.maxHoldMs`) the signal aborts, the lock is released and the call rejects with
+   * LockHoldTimeoutError without waiting for `fn` (which may never settle).
+   */
+  async runHolding<T>(lock: Lock, fn: LockedFunction<T>, maxHoldMs = this.lockOptions.maxHoldMs): Promise<T> {
     const controller = new AbortController();
     const { signal } = controller;
     let stopped = false;
@@ -207,14 +226,32 @@ export class LockService implements OnModuleInit {
       clearTimeout(watchdog);
     };
 
+    let holdTimer: NodeJS.Timeout | undefined;
+    const heldTooLong =
+      maxHoldMs > MAX_TIMER_MS // Infinity, or past what setTimeout can wait (it would fire at once)
+        ? undefined
+        : new Promise<never>((_, reject) => {
+            holdTimer = setTimeout(() => {
+              const err = new LockHoldTimeoutError(
+                `the function holding the lock on "${lock.resource}" did not settle within maxHoldMs (${maxHoldMs} ms); the lock was released`,
+              );
+              lose(err);
+              reject(err);
+            }, maxHoldMs);
+          });
     let result: T;
     try {
-      result = await fn(signal, lock);
+      const running = new Promise<T>((resolve) => resolve(fn(signal, lock)));
+      // fn may still settle (or fail) after the hold timed out: nobody awaits it then, so its rejection is dropped here
+      running.catch(() => undefined);
+      result = await (heldTooLong ? Promise.race([running, heldTooLong]) : running);
     } catch (err) {
+      clearTimeout(holdTimer);
       stop();
       await this.releaseQuietly(lock);
       throw err;
     }
+    clearTimeout(holdTimer);
     const lostReason: unknown = signal.aborted ? signal.reason : undefined;
     stop();
     if (lostReason !== undefined) {
@@ -272,6 +309,14 @@ export class LockService implements OnModuleInit {
     KeyBuilder.validate(resource, 'lock resource');
     const lock = this.keys.tagged('lock', resource);
     return { resource, lock, fence: `${lock}:fence` };
+  }
+
+  private maxHoldOf(ms: number | undefined): number {
+    if (ms === undefined) return this.lockOptions.maxHoldMs;
+    if (ms !== Number.POSITIVE_INFINITY && !isDuration(ms)) {
+      throw new InvalidOptionsError(`maxHoldMs ${durationProblem(ms)} (or Infinity)`);
+    }
+    return ms;
   }
 
   private ttlOf(ttl: number | undefined): number {

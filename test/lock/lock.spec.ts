@@ -4,6 +4,7 @@ import {
   InvalidKeyError,
   InvalidOptionsError,
   Lock,
+  LockHoldTimeoutError,
   LockLostError,
   LockNotAcquiredError,
   LockService,
@@ -166,6 +167,30 @@ describe.each(['single', 'cluster', 'quorum'] as const)('locks on %s', (mode) =>
     });
     await expect(run).rejects.toBeInstanceOf(LockLostError);
     expect(abortedWith).toBeInstanceOf(LockLostError);
+  });
+
+  it('using with maxHoldMs: a function that never settles has its signal aborted, its lock released, LockHoldTimeoutError', async () => {
+    const { locks } = await lockService(mode, { maxHoldMs: 300 }); // issue 17 item 12: before, held forever
+    const resource = unique('hung');
+    let abortedWith: unknown;
+    const run = locks.using(resource, { ttl: 10_000 }, (signal) => {
+      signal.addEventListener('abort', () => (abortedWith = signal.reason), { once: true });
+      return new Promise<never>(() => undefined);
+    });
+    const outcome = await Promise.race([run.catch((err: unknown) => err), sleep(8_000).then(() => 'still holding')]);
+    expect(outcome).toBeInstanceOf(LockHoldTimeoutError);
+    expect((outcome as Error).message).toMatch(/did not settle within maxHoldMs \(300 ms\)/);
+    expect(abortedWith).toBe(outcome);
+    // released (its 10 s ttl has not run out): the next owner gets it at once
+    const next = await locks.tryAcquire(resource);
+    expect(next).not.toBeNull();
+    await next!.release();
+    // per call, overriding the module option; checked before any Redis call
+    const perCall = locks.using(unique('hung'), { maxHoldMs: 150 }, () => new Promise<never>(() => undefined));
+    await expect(perCall).rejects.toBeInstanceOf(LockHoldTimeoutError);
+    await expect(locks.using(resource, { maxHoldMs: -1 }, () => 1)).rejects.toBeInstanceOf(InvalidOptionsError);
+    // a function that settles in time is unaffected
+    expect(await locks.using(resource, { maxHoldMs: 5_000 }, async () => 'done')).toBe('done');
   });
 
   it('50 workers x 100 increments: exactly 5,000 with the lock, lost updates without it', async () => {
