@@ -16,7 +16,7 @@ import { hashSlot } from '../../lib/common/bulk-keys.js';
 import { startRedisCluster, type RedisClusterHandle } from '../support/redis-cluster.js';
 import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
 import { rawCommand } from '../support/resp.js';
-import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+import { PLATFORMS, closeToolkitApps, createToolkitApp, type Platform } from '../support/toolkit-app.js';
 import { waitFor } from '../support/wait.js';
 import { within } from '../support/timing.js';
 
@@ -59,10 +59,11 @@ afterEach(async () => {
   if (!server.isRunning()) await server.restart();
 });
 
-async function start(rateLimit: RateLimitOptions = {}, commandTimeout = COMMAND_TIMEOUT) {
+async function start(rateLimit: RateLimitOptions = {}, commandTimeout = COMMAND_TIMEOUT, platform?: Platform) {
   const app = await createToolkitApp({
     target: { url: server.url },
     http: true,
+    platform,
     commandTimeout,
     maxReconnectDelay: 100,
     keyPrefix: `rtk-${randomUUID().slice(0, 8)}:`,
@@ -78,10 +79,10 @@ async function start(rateLimit: RateLimitOptions = {}, commandTimeout = COMMAND_
   return { app, get, rl: app.get(RateLimitService), connection: app.get(RedisConnection) };
 }
 
-describe('rate limiting when Redis fails', () => {
+describe.each(PLATFORMS)('rate limiting over HTTP on %s when Redis fails', (platform) => {
   it('Redis killed: requests are allowed (fail open), counted, warned about once, and none waits past commandTimeout', async () => {
     const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
-    const { get, rl } = await start();
+    const { get, rl } = await start({}, COMMAND_TIMEOUT, platform);
     expect((await get('/f')).status).toBe(200);
     await server.kill();
     const results = await Promise.all(Array.from({ length: 10 }, () => get('/f')));
@@ -94,7 +95,7 @@ describe('rate limiting when Redis fails', () => {
   });
 
   it('Redis killed with failOpen: false: 503, quickly', async () => {
-    const { get, rl } = await start({ failOpen: false });
+    const { get, rl } = await start({ failOpen: false }, COMMAND_TIMEOUT, platform);
     await server.kill();
     const res = await get('/f');
     expect(res.status).toBe(503);
@@ -105,12 +106,29 @@ describe('rate limiting when Redis fails', () => {
   });
 
   it('failOpen: false on one policy makes only that route fail closed', async () => {
-    const { get } = await start();
+    const { get } = await start({}, COMMAND_TIMEOUT, platform);
     await server.kill();
     expect((await get('/f')).status).toBe(200);
     expect((await get('/f/strict')).status).toBe(503);
   });
 
+  it('Redis restarted: limiting resumes on reconnect', async () => {
+    const { get, connection } = await start({}, COMMAND_TIMEOUT, platform);
+    await get('/f');
+    await server.kill();
+    expect((await get('/f')).status).toBe(200);
+    await server.restart();
+    expect(await waitFor(() => connection.status === 'ready', 5_000)).toBe(true);
+    // the restarted server is empty: the limit counts again from zero
+    expect((await get('/f')).status).toBe(200);
+    expect((await get('/f')).status).toBe(200);
+    const denied = await get('/f');
+    expect(denied.status).toBe(429);
+    expect(denied.body).toMatchObject({ statusCode: 429 });
+  });
+});
+
+describe('rate limiting when Redis fails', () => {
   it('while the connection is not ready, decides at once instead of queueing', async () => {
     // A large commandTimeout, so "at once" (not queued until it) has a generous margin on a busy machine.
     const { rl, connection } = await start({}, 10_000);
@@ -163,21 +181,6 @@ describe('rate limiting when Redis fails', () => {
       server.resume();
     }
     expect(rl.stats().failedOpen - before).toBe(30);
-  });
-
-  it('Redis restarted: limiting resumes on reconnect', async () => {
-    const { get, connection } = await start();
-    await get('/f');
-    await server.kill();
-    expect((await get('/f')).status).toBe(200);
-    await server.restart();
-    expect(await waitFor(() => connection.status === 'ready', 5_000)).toBe(true);
-    // the restarted server is empty: the limit counts again from zero
-    expect((await get('/f')).status).toBe(200);
-    expect((await get('/f')).status).toBe(200);
-    const denied = await get('/f');
-    expect(denied.status).toBe(429);
-    expect(denied.body).toMatchObject({ statusCode: 429 });
   });
 
   it('with insurance, an in-process limiter enforces limit / divideLimitBy while Redis is down', async () => {
