@@ -1,3 +1,4 @@
+import { DEFAULT_KEY_PREFIX } from './common/keys.js';
 import { OptionProblems } from './common/option-checks.js';
 import { JsonSerializer, SafeSerializer, type Serializer } from './common/serializer.js';
 import type { RedisConnectionOptions, RedisNodeAddress } from './connection/connection.options.js';
@@ -53,7 +54,7 @@ export function resolveToolkitOptions(raw: RedisToolkitOptions): ResolvedRedisTo
   }
   const resolved: ResolvedRedisToolkitOptions = {
     connection: o.connection,
-    keyPrefix: o.keyPrefix ?? 'rtk:',
+    keyPrefix: o.keyPrefix ?? DEFAULT_KEY_PREFIX,
     commandTimeout: o.commandTimeout ?? 1_000,
     connectTimeout: o.connectTimeout ?? 5_000,
     lazyConnect: o.lazyConnect ?? false,

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
+import { FEATURES, KeyBuilder } from '../common/keys.js';
 import type { ThrottledWarning } from '../common/throttled-logger.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import type { PubSubService, Unsubscribe } from '../pubsub/pubsub.service.js';
@@ -8,7 +9,7 @@ import type { CacheL1Options } from './cache.options.js';
 import type { CacheCounters } from './cache.stats.js';
 
 /** Internal pub/sub channel on which instances tell each other which L1 entries to drop. */
-export const CACHE_L1_CHANNEL = '__rtk:cache:l1';
+export const CACHE_L1_CHANNEL = KeyBuilder.internalChannel(FEATURES.cache, 'l1');
 const L1_MESSAGE_KEYS = 1_000;
 
 interface L1Message {

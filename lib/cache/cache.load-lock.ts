@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { FEATURES, type KeyBuilder } from '../common/keys.js';
 import { LuaScript } from '../common/lua-script.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import type { CacheEntry } from './cache.entry.js';
@@ -30,7 +31,7 @@ export interface MissLoaders<T> {
 export class CacheLoadLock {
   constructor(
     private readonly connection: RedisConnection,
-    private readonly featurePrefix: string,
+    private readonly keys: KeyBuilder,
     private readonly lockTtl: number,
     private readonly lockWait: number,
     private readonly store: CacheEntryStore,
@@ -94,7 +95,7 @@ export class CacheLoadLock {
   }
 
   lockKey(redisKey: string): string {
-    return `${this.featurePrefix}{${redisKey.slice(this.featurePrefix.length)}}:lock`;
+    return this.keys.companion(FEATURES.cache, redisKey, ':lock');
   }
 
   /** A fresh holder token for one attempt. */

@@ -2,7 +2,7 @@ import { Inject, Injectable, Logger, Optional, type OnModuleDestroy, type OnModu
 import { scanKeys, unlinkMany } from '../common/bulk-keys.js';
 import { CacheLoadTimeoutError, InvalidOptionsError, RedisUnavailableError } from '../common/errors.js';
 import { FailurePolicy } from '../common/failure-policy.js';
-import { KeyBuilder } from '../common/keys.js';
+import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { SERIALIZER, type Serializer } from '../common/serializer.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
 import { RedisConnection } from '../connection/redis-connection.js';
@@ -35,7 +35,7 @@ export type {
   CacheStats,
 } from './cache.types.js';
 
-const FEATURE = 'cache';
+const FEATURE = FEATURES.cache;
 const ENTRY_KEY_MEMO = 10_000;
 
 type Loader<T> = () => T | Promise<T>;
@@ -102,15 +102,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
       this.redisWarning,
     );
     const { lockTtl, lockWait } = this.options;
-    this.lock = new CacheLoadLock(
-      connection,
-      this.featurePrefix,
-      lockTtl,
-      lockWait,
-      this.store,
-      this.l1,
-      this.failures,
-    );
+    this.lock = new CacheLoadLock(connection, keys, lockTtl, lockWait, this.store, this.l1, this.failures);
   }
 
   async onModuleInit(): Promise<void> {
@@ -274,7 +266,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
    */
   async invalidatePattern(pattern: string): Promise<number> {
     const match = this.keys.pattern(FEATURE, pattern);
-    const internal = this.featurePrefix + '{';
+    const internal = this.keys.tagHead(FEATURE);
     let total = 0;
     try {
       await this.failures.run('invalidatePattern', async () => {

@@ -12,6 +12,33 @@ const ESCAPED_CHARACTERS = /[%{}:]/;
 const ESCAPED_CHARACTERS_ALL = /[%{}:]/g;
 const ESCAPES: Record<string, string> = { '%': '%25', '{': '%7B', '}': '%7D', ':': '%3A' };
 
+/** The default `keyPrefix`: every key the toolkit writes starts with it. */
+export const DEFAULT_KEY_PREFIX = 'rtk:';
+
+/**
+ * The one table of feature names: each is the segment after `keyPrefix` in every key (and pub/sub channel) the feature
+ * writes, so `SCAN MATCH rtk:cache:*` finds only the cache's keys. Nothing else in lib/ spells these.
+ */
+export const FEATURES = {
+  cache: 'cache',
+  rateLimit: 'rl',
+  session: 'sess',
+  /** The per-user index of sessions (`rtk:sess:user:{<userId>}`). */
+  sessionUserIndex: 'sess:user',
+  lock: 'lock',
+  /** Pub/sub channels (`rtk:ps:<channel>`). */
+  pubsub: 'ps',
+  /** Durable pub/sub streams, one per user (`rtk:ps:stream:{<userId>}`). */
+  pubsubStream: 'ps:stream',
+} as const;
+export type Feature = (typeof FEATURES)[keyof typeof FEATURES];
+
+/**
+ * The toolkit's own pub/sub channel names (e.g. the cache's L1 invalidations) start with this, inside the pub/sub
+ * namespace; the notifications gateway refuses and never relays them.
+ */
+const INTERNAL_CHANNEL_PREFIX = '__rtk:';
+
 /**
  * Builds every Redis key the toolkit writes: `<prefix><feature>:<parts>`.
  *
@@ -56,6 +83,11 @@ export class KeyBuilder {
     return `${this.prefix}${feature}:`;
   }
 
+  /** `rtk:<feature>:{` — every key `tagged(feature, ...)` builds starts with this. */
+  tagHead(feature: string): string {
+    return `${this.featurePrefix(feature)}{`;
+  }
+
   /** `rtk:<feature>:<part>:<part>` with each caller part validated and escaped. */
   key(feature: string, ...parts: string[]): string {
     return this.featurePrefix(feature) + parts.map((p) => KeyBuilder.escape(KeyBuilder.validate(p))).join(':');
@@ -66,7 +98,38 @@ export class KeyBuilder {
    * together on a Redis Cluster. `suffix` is ours (e.g. `:fence`), not the caller's, and is not escaped.
    */
   tagged(feature: string, tag: string, suffix = ''): string {
-    return `${this.featurePrefix(feature)}{${KeyBuilder.escape(KeyBuilder.validate(tag))}}${suffix}`;
+    return `${this.tagHead(feature)}${KeyBuilder.escape(KeyBuilder.validate(tag))}}${suffix}`;
+  }
+
+  /**
+   * `rtk:<feature>:{<id>}<suffix>` for an id the caller has already checked (e.g. a base64url session id): built
+   * without validating or escaping it again, on the hot path.
+   */
+  taggedTrusted(feature: string, id: string, suffix = ''): string {
+    return `${this.tagHead(feature)}${id}}${suffix}`;
+  }
+
+  /**
+   * A companion of a key built by `key(feature, ...)`: `rtk:<feature>:{<its parts>}<suffix>` (e.g. the cache's load
+   * lock `rtk:cache:{products:1}:lock`). Its braces keep it apart from every key a caller can make.
+   */
+  companion(feature: string, builtKey: string, suffix: string): string {
+    return `${this.tagHead(feature)}${builtKey.slice(this.featurePrefix(feature).length)}}${suffix}`;
+  }
+
+  /** `<channel>` under the feature's namespace for pub/sub (`rtk:ps:<channel>`); channel names are not escaped. */
+  channel(channel: string): string {
+    return this.featurePrefix(FEATURES.pubsub) + channel;
+  }
+
+  /** `__rtk:<feature>:<name>`: one of the toolkit's own pub/sub channels (given to PubSubService like any channel). */
+  static internalChannel(feature: string, name: string): string {
+    return `${INTERNAL_CHANNEL_PREFIX}${feature}:${name}`;
+  }
+
+  /** True for the toolkit's own channels: never subscribed to or relayed to a client. */
+  static isInternalChannel(channel: string): boolean {
+    return channel.startsWith(INTERNAL_CHANNEL_PREFIX);
   }
 
   /**

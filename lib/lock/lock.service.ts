@@ -10,7 +10,7 @@ import {
 } from '../common/errors.js';
 import { durationProblem, isDuration } from '../common/option-checks.js';
 import { FailurePolicy } from '../common/failure-policy.js';
-import { KeyBuilder } from '../common/keys.js';
+import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { describeConnection } from '../connection/redis-client.factory.js';
 import { QuorumLockBackend, SingleLockBackend, type LockBackend, type LockKeys } from './lock.backend.js';
@@ -307,7 +307,7 @@ export class LockService implements OnModuleInit {
 
   private keysFor(resource: string): LockKeys {
     KeyBuilder.validate(resource, 'lock resource');
-    const lock = this.keys.tagged('lock', resource);
+    const lock = this.keys.tagged(FEATURES.lock, resource);
     return { resource, lock, fence: `${lock}:fence` };
   }
 

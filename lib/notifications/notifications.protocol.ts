@@ -1,4 +1,5 @@
 import { RedisToolkitError } from '../common/errors.js';
+import { KeyBuilder } from '../common/keys.js';
 
 /**
  * The wire protocol of the notifications namespace: what a client may send (`subscribe` / `unsubscribe`, validated
@@ -33,12 +34,8 @@ export interface NotificationRequest {
 /** A notification id (the durable stream entry id), as `lastId` carries it. */
 export const STREAM_ID = /^\d{1,20}-\d{1,20}$/;
 
-const INTERNAL_PREFIX = '__rtk:';
-
 /** The toolkit's own channels (cache L1 invalidation, ...): never subscribed to or relayed to a client. */
-export function isInternalChannel(channel: string): boolean {
-  return channel.startsWith(INTERNAL_PREFIX);
-}
+export const isInternalChannel = KeyBuilder.isInternalChannel;
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f]/;
 

@@ -2,7 +2,7 @@ import { Inject, Injectable, Logger, type OnModuleDestroy } from '@nestjs/common
 import type { Cluster } from 'ioredis';
 import { InvalidKeyError, InvalidOptionsError, RedisUnavailableError } from '../common/errors.js';
 import { FailurePolicy, itemReplyError } from '../common/failure-policy.js';
-import { KeyBuilder } from '../common/keys.js';
+import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { LuaScript, type RedisClient } from '../common/lua-script.js';
 import { TickBatcher } from '../common/tick-batcher.js';
 import { SERIALIZER, type Serializer } from '../common/serializer.js';
@@ -84,7 +84,7 @@ export class PubSubService implements OnModuleDestroy {
     private readonly keys: KeyBuilder,
   ) {
     this.failures = new FailurePolicy(connection, { feature: 'pub/sub', logger: this.logger });
-    this.channelPrefix = `${keys.prefix}ps:`;
+    this.channelPrefix = keys.channel('');
     this.patternPrefix = KeyBuilder.globEscape(this.channelPrefix);
     this.sharded = connection.isCluster && options.cluster === 'sharded';
     if (!connection.isCluster) {
@@ -398,7 +398,7 @@ export class PubSubService implements OnModuleDestroy {
   }
 
   private streamKey(userId: string): string {
-    return `${this.keys.prefix}ps:stream:{${KeyBuilder.escape(userId)}}`;
+    return this.keys.tagged(FEATURES.pubsubStream, userId);
   }
 }
 

@@ -1,7 +1,7 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { InvalidOptionsError, RateLimitExceededError, RedisUnavailableError } from '../common/errors.js';
 import { FailurePolicy, itemReplyError } from '../common/failure-policy.js';
-import { KeyBuilder } from '../common/keys.js';
+import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { LuaScript, type ScriptArg } from '../common/lua-script.js';
 import { scanKeys, unlinkMany } from '../common/bulk-keys.js';
 import { RedisConnection } from '../connection/redis-connection.js';
@@ -128,7 +128,7 @@ export class RateLimitService {
     const ins = this.options.insurance;
     this.insurance = ins ? new InsuranceLimiter(ins.divideLimitBy, ins.maxKeys) : undefined;
     this.decisions = new DecisionBatcher(connection, LuaScript.fromFile<number[]>('rtk_rl_consume', LUA_FILE, 1));
-    this.tagPrefix = `${keys.featurePrefix('rl')}{`;
+    this.tagPrefix = keys.tagHead(FEATURES.rateLimit);
   }
 
   /** Charges `policy.cost` (default 1) to `key` if the policy allows it. */

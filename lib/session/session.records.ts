@@ -1,5 +1,5 @@
 import { scanKeys } from '../common/bulk-keys.js';
-import { KeyBuilder } from '../common/keys.js';
+import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { Cluster } from 'ioredis';
 import { InvalidKeyError, SessionTooLargeError } from '../common/errors.js';
 import type { Serializer } from '../common/serializer.js';
@@ -9,8 +9,6 @@ import { TickBatcher } from '../common/tick-batcher.js';
 import { DEFAULT_SESSION_MAX_SIZE } from './session.options.js';
 
 /** Feature name in keys: `<prefix>sess:{<id>}`, `<prefix>sess:{<id>}:gone`, `<prefix>sess:user:{<userId>}`. */
-export const SESSION_FEATURE = 'sess';
-const USER_INDEX_FEATURE = 'sess:user';
 /** How many ids of a user's index are checked for liveness on each write (a random sample; all when fewer). */
 const PRUNE_SAMPLE = 32;
 
@@ -145,7 +143,7 @@ export class SessionRecords {
     private readonly maxSize = DEFAULT_SESSION_MAX_SIZE,
   ) {
     this.keys = new KeyBuilder(keyPrefix);
-    this.sessionHead = `${this.keys.featurePrefix(SESSION_FEATURE)}{`;
+    this.sessionHead = this.keys.tagHead(FEATURES.session);
     this.touchReads =
       client instanceof Cluster
         ? undefined
@@ -165,15 +163,15 @@ export class SessionRecords {
 
   /** `<prefix>sess:{<id>}` — ids are validated (base64url) by the callers, so nothing needs escaping. */
   sessionKey(id: string): string {
-    return `${this.sessionHead}${id}}`;
+    return this.keys.taggedTrusted(FEATURES.session, id);
   }
 
   tombstoneKey(id: string): string {
-    return `${this.sessionHead}${id}}:gone`;
+    return this.keys.taggedTrusted(FEATURES.session, id, ':gone');
   }
 
   userIndexKey(userId: string): string {
-    return this.keys.tagged(USER_INDEX_FEATURE, userId);
+    return this.keys.tagged(FEATURES.sessionUserIndex, userId);
   }
 
   /** The ids of the user's index whose session may still be being written (same slot as the index). */
@@ -397,6 +395,10 @@ export class SessionRecords {
 
   /** Pages of user index keys (for clear()). */
   scanUserIndexKeys(count = 500): AsyncGenerator<string[]> {
-    return scanKeys(this.client, `${KeyBuilder.globEscape(this.keys.featurePrefix(USER_INDEX_FEATURE))}*`, count);
+    return scanKeys(
+      this.client,
+      `${KeyBuilder.globEscape(this.keys.featurePrefix(FEATURES.sessionUserIndex))}*`,
+      count,
+    );
   }
 }

@@ -3,6 +3,7 @@ import type { Cluster, Redis } from 'ioredis';
 import type { SessionData as ExpressSessionData, Store as ExpressStore } from 'express-session';
 import { InvalidKeyError, InvalidOptionsError, RedisUnavailableError, SessionTooLargeError } from '../common/errors.js';
 import { classifyRedisError } from '../common/failure-policy.js';
+import { DEFAULT_KEY_PREFIX } from '../common/keys.js';
 import { OptionProblems } from '../common/option-checks.js';
 import { JsonSerializer, SafeSerializer, type Serializer } from '../common/serializer.js';
 import { encodeField, SessionRecords, type RawSession } from './session.records.js';
@@ -95,7 +96,7 @@ export class RedisSessionStore extends loadStoreBase() {
     problems.boolean('RedisSessionStore touchOnGet', options?.touchOnGet);
     problems.integer('RedisSessionStore maxSize', options?.maxSize, 1_024, SESSION_MAX_SIZE_LIMIT);
     problems.throwIfAny();
-    this.records = new SessionRecords(options.client, options.prefix ?? 'rtk:', options.maxSize);
+    this.records = new SessionRecords(options.client, options.prefix ?? DEFAULT_KEY_PREFIX, options.maxSize);
     this.serializer = new SafeSerializer(options.serializer ?? new JsonSerializer());
     this.ttl = options.ttl ?? 86_400_000;
     this.maxAgeMs = options.maxAgeMs ?? 30 * 86_400_000;
