@@ -195,6 +195,11 @@ export class NotificationsGateway
       if (!state.subscriptions.has(channel) && !(await this.allowed(state.user, channel, pattern))) {
         throw new AckError('E_FORBIDDEN', `not allowed to subscribe to ${channel}`);
       }
+      // The socket may have left (or been revoked) while the checks above awaited: a subscription registered now
+      // would never be released (handleDisconnect has run), leaking its relay and its Redis subscription.
+      if (this.sockets.get(socket) !== state || socket.disconnected) {
+        throw new AckError('E_UNAUTHENTICATED', 'disconnected while subscribing');
+      }
       // From here on synchronous until join() registers the subscription, so concurrent subscribes cannot pass the
       // limit together. One to the same channel still in progress is answered when delivery has started, not before.
       const inflight = state.joining.get(channel);
