@@ -176,7 +176,7 @@ export class SessionRecords {
 
   /** The ids of the user's index whose session may still be being written (same slot as the index). */
   userPendingKey(userId: string): string {
-    return this.keys.tagged(USER_INDEX_FEATURE, userId, ':new');
+    return this.keys.tagged(FEATURES.sessionUserIndex, userId, ':new');
   }
 
   /**
