@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import request from 'supertest';
 import { Cacheable, CacheEvict, CachePut, CacheService, KeyBuilder, RedisConnection } from '../../lib/index.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
-import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+import { closeToolkitApps, createToolkitApp, PLATFORMS } from '../support/toolkit-app.js';
 
 afterEach(closeToolkitApps);
 
@@ -134,9 +134,10 @@ describe.each(['single', 'cluster'] as const)('cache decorators on %s', (target)
     expect(await cache.get('put:9')).toBe(second);
   });
 
-  it('@Cacheable and @CacheEvict on a controller', async () => {
+  it.each(PLATFORMS)('@Cacheable and @CacheEvict on a controller, on %s', async (platform) => {
     const app = await createToolkitApp({
       target,
+      platform,
       keyPrefix: keyPrefix(),
       http: true,
       providers: [ProductsRepository],
