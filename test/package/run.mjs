@@ -25,6 +25,7 @@ const pkg = JSON.parse(readFileSync(join(repo, 'package.json'), 'utf8'));
 const FIXTURES = [
   { name: 'esm-express', type: 'module', platform: 'express', packages: ['@nestjs/platform-express'] },
   { name: 'cjs-express', type: 'commonjs', platform: 'express', packages: ['@nestjs/platform-express'] },
+  { name: 'esm-fastify', type: 'module', platform: 'fastify', packages: ['@nestjs/platform-fastify'] },
 ];
 
 let passed = 0;
