@@ -9,6 +9,7 @@ import {
 import { SERIALIZER } from './common/serializer.js';
 import { CONNECTION_OPTIONS, type ResolvedConnectionOptions } from './connection/connection.options.js';
 import { RedisConnection } from './connection/redis-connection.js';
+import { RedisPermissionsCheck } from './connection/redis-permissions.js';
 import { RedisToolkitHealth } from './connection/redis-toolkit.health.js';
 import { CACHE_OPTIONS } from './cache/cache.options.js';
 import { CACHE_EXPORTS, CACHE_METHOD_INTERCEPTORS, CACHE_PROVIDERS } from './cache/cache.providers.js';
@@ -58,6 +59,16 @@ const OPTION_SLICES = [
     { provide: REDIS_CLIENT, useFactory: (c: RedisConnection) => c.client, inject: [RedisConnection] },
     ...OPTION_SLICES,
     RedisToolkitHealth,
+    {
+      provide: RedisPermissionsCheck,
+      useFactory: (connection: RedisConnection, o: ResolvedRedisToolkitOptions) =>
+        new RedisPermissionsCheck(connection, {
+          keyPrefix: o.keyPrefix,
+          lazyConnect: o.lazyConnect,
+          sharded: connection.isCluster && o.pubsub.cluster === 'sharded',
+        }),
+      inject: [RedisConnection, REDIS_TOOLKIT_OPTIONS],
+    },
     MethodInterceptionExplorer,
     {
       provide: METHOD_INTERCEPTORS,

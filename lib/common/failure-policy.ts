@@ -10,6 +10,7 @@ import { ThrottledWarning } from './throttled-logger.js';
  */
 const UNAVAILABLE_REPLIES = new Set(['LOADING', 'BUSY', 'MASTERDOWN', 'READONLY', 'CLUSTERDOWN', 'TRYAGAIN']);
 const PERMISSION_REPLIES = new Set(['NOPERM']);
+const SCRIPT_ACL_DENIAL = /The user executing the script can't/;
 
 /** The first word of an error reply (`WRONGTYPE`, `OOM`, `ERR`...), or undefined for a transport error. */
 export function replyCodeOf(err: unknown): string | undefined {
@@ -35,9 +36,11 @@ export function classifyRedisError(err: unknown, what: string, withCause = true)
 
 /** A reply error from its text, e.g. the per-item error a batched script returns (`WRONGTYPE Operation...`). */
 export function replyError(message: string, code: string, options?: { cause?: unknown }): RedisReplyError {
-  return PERMISSION_REPLIES.has(code)
-    ? new RedisPermissionError(message, code, options)
-    : new RedisReplyError(message, code, options);
+  // Inside a script Redis 7.0 reports an ACL denial as `ERR The user executing the script can't run this command`
+  // (or `can't access ... keys/channels`), not NOPERM.
+  if (PERMISSION_REPLIES.has(code) || SCRIPT_ACL_DENIAL.test(message))
+    return new RedisPermissionError(message, 'NOPERM', options);
+  return new RedisReplyError(message, code, options);
 }
 
 /** The error a batched script reports for one item (`{ err = '...' }` caught by redis.pcall) as a typed error. */

@@ -1,0 +1,283 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { Logger, type OnModuleInit } from '@nestjs/common';
+import { RedisPermissionError } from '../common/errors.js';
+import { replyCodeOf } from '../common/failure-policy.js';
+import { LuaScript, type RedisClient } from '../common/lua-script.js';
+import { RedisConnection } from './redis-connection.js';
+
+/** One command a feature sends, with representative arguments (keys and channels under the prefix). */
+export interface RequiredCommand {
+  feature: string;
+  /** The command and its arguments, e.g. `['time']` or `['get', 'rtk:cache:{acl-check}']`. */
+  args: string[];
+  /** Where it is sent from, e.g. `consume.lua` (a command inside a script). */
+  from?: string;
+}
+
+const CHECK_SCRIPT = LuaScript.fromFile<(number | string)[]>(
+  'rtk_acl_check',
+  new URL('./acl-check.lua', import.meta.url),
+  0,
+);
+
+/** Feature → its folder (for its scripts), its key feature name, the commands it sends itself. */
+const FEATURES: { name: string; folder: string; key: string; commands: string[] }[] = [
+  { name: 'health', folder: '', key: '', commands: ['ping', 'info'] },
+  {
+    name: 'cache',
+    folder: 'cache',
+    key: 'cache',
+    commands: ['get', 'mget', 'set', 'unlink', 'scan', 'zrangebyscore', 'zrem', 'publish', 'subscribe'],
+  },
+  { name: 'rate limit', folder: 'rate-limit', key: 'rl', commands: ['unlink', 'scan'] },
+  {
+    name: 'session',
+    folder: 'session',
+    key: 'sess',
+    commands: [
+      'get',
+      'getex',
+      'del',
+      'exists',
+      'pexpireat',
+      'pexpiretime',
+      'multi',
+      'exec',
+      'zrandmember',
+      'zrangebyscore',
+      'zrem',
+      'unlink',
+      'scan',
+    ],
+  },
+  { name: 'lock', folder: 'lock', key: 'lock', commands: [] },
+  {
+    name: 'pub/sub',
+    folder: 'pubsub',
+    key: 'ps',
+    commands: ['publish', 'subscribe', 'unsubscribe', 'xadd', 'xrange', 'pexpire', 'multi', 'exec'],
+  },
+];
+
+/** Arguments that satisfy each command's arity: `K` is a key, `C` a channel. */
+const SAMPLE_ARGS: Record<string, string[]> = {
+  get: ['K'],
+  mget: ['K'],
+  set: ['K', 'v'],
+  getex: ['K'],
+  del: ['K'],
+  unlink: ['K'],
+  exists: ['K'],
+  pttl: ['K'],
+  pexpire: ['K', '1'],
+  pexpireat: ['K', '1'],
+  pexpiretime: ['K'],
+  incr: ['K'],
+  incrby: ['K', '1'],
+  zadd: ['K', '1', 'm'],
+  zcard: ['K'],
+  zcount: ['K', '0', '1'],
+  zrange: ['K', '0', '1'],
+  zremrangebyscore: ['K', '0', '1'],
+  zrangebyscore: ['K', '0', '1'],
+  zrem: ['K', 'm'],
+  zrandmember: ['K'],
+  sadd: ['K', 'm'],
+  srem: ['K', 'm'],
+  smembers: ['K'],
+  xadd: ['K', '*', 'f', 'v'],
+  xrange: ['K', '-', '+'],
+  publish: ['C', 'm'],
+  spublish: ['C', 'm'],
+  subscribe: ['C'],
+  ssubscribe: ['C'],
+  unsubscribe: ['C'],
+  scan: ['0'],
+  time: [],
+  ping: [],
+  info: [],
+  multi: [],
+  exec: [],
+};
+
+/** The commands inside a Lua file (`redis.call('GET', ...)` / `redis.pcall(...)`), lower case. */
+export function scriptCommands(lua: string): string[] {
+  return [...new Set([...lua.matchAll(/redis\.p?call\(\s*'([A-Za-z]+)'/g)].map((m) => m[1].toLowerCase()))];
+}
+
+function sample(command: string, key: string, channel: string): string[] {
+  const args = SAMPLE_ARGS[command] ?? ['K'];
+  return [command, ...args.map((a) => (a === 'K' ? key : a === 'C' ? channel : a))];
+}
+
+/**
+ * Every command the toolkit sends for its features, with a key and a channel under `keyPrefix`: the commands each
+ * feature sends itself, EVALSHA and EVAL (scripts), and every command inside each feature's scripts (TIME included).
+ */
+export function requiredCommands(
+  keyPrefix: string,
+  options: { cluster: boolean; sharded: boolean },
+): RequiredCommand[] {
+  const channel = `${keyPrefix}ps:acl-check`;
+  const out: RequiredCommand[] = [];
+  for (const f of FEATURES) {
+    const key = `${keyPrefix}${f.key ? `${f.key}:` : ''}{acl-check}`;
+    for (const c of f.commands) {
+      const command = options.sharded && (c === 'publish' || c === 'subscribe') ? `s${c}` : c;
+      out.push({ feature: f.name, args: sample(command, key, channel) });
+    }
+    if (!f.folder) continue;
+    const dir = new URL(`../${f.folder}/`, import.meta.url);
+    const scripts = readdirSync(dir).filter((name) => name.endsWith('.lua'));
+    if (scripts.length === 0) continue;
+    out.push({ feature: f.name, args: ['evalsha', '0'.repeat(40), '1', key] });
+    out.push({ feature: f.name, args: ['eval', 'return 0', '1', key] });
+    const seen = new Set<string>();
+    for (const file of scripts) {
+      for (const c of scriptCommands(readFileSync(new URL(file, dir), 'utf8'))) {
+        if (seen.has(c)) continue;
+        seen.add(c);
+        out.push({ feature: f.name, args: sample(c, key, channel), from: file });
+      }
+    }
+  }
+  if (options.cluster) out.push({ feature: 'cluster', args: ['cluster', 'slots'] });
+  return out;
+}
+
+/** What `checkPermissions` found: the denied commands, and how they were checked. */
+export interface PermissionReport {
+  denied: RequiredCommand[];
+  /** `dryrun` (ACL DRYRUN), `script` (redis.acl_check_cmd in a script), `scripting-denied` or `unsupported`. */
+  method: 'dryrun' | 'script' | 'scripting-denied' | 'unsupported';
+}
+
+/**
+ * Asks Redis whether the connected ACL user may run each command: `ACL DRYRUN <user> ...` when the user may run
+ * ACL WHOAMI and ACL DRYRUN (Redis >= 7), else `redis.acl_check_cmd` inside one script (which needs only EVAL /
+ * EVALSHA, themselves required). Nothing runs and nothing is written.
+ */
+export async function checkPermissions(client: RedisClient, commands: RequiredCommand[]): Promise<PermissionReport> {
+  try {
+    const user = String(await client.call('acl', 'whoami'));
+    const replies = await Promise.all(
+      commands.map((c) =>
+        client.call('acl', 'dryrun', user, ...c.args).then(
+          (r) => String(r),
+          (err: unknown) => err,
+        ),
+      ),
+    );
+    const failed = replies.find((r) => r instanceof Error);
+    if (failed) throw failed;
+    return { method: 'dryrun', denied: commands.filter((_, i) => replies[i] !== 'OK') };
+  } catch (err) {
+    // NOPERM (an application user may not run ACL commands) or Redis < 7: try the script.
+    if (replyCodeOf(err) === undefined) throw err;
+  }
+  let answers: (number | string)[];
+  try {
+    answers = await CHECK_SCRIPT.run(
+      client,
+      [],
+      commands.flatMap((c) => [String(c.args.length), ...c.args]),
+    );
+  } catch (err) {
+    const code = replyCodeOf(err);
+    if (code === 'NOPERM') {
+      return {
+        method: 'scripting-denied',
+        denied: commands.filter((c) => c.args[0] === 'eval' || c.args[0] === 'evalsha'),
+      };
+    }
+    if (code !== undefined) return { method: 'unsupported', denied: [] }; // redis.acl_check_cmd: Redis >= 7
+    throw err;
+  }
+  return { method: 'script', denied: commands.filter((_, i) => answers[i] !== 1) };
+}
+
+/** `rate limit: TIME (in consume.lua), INFO` — one line per feature. */
+export function describeDenied(denied: RequiredCommand[]): string {
+  const byFeature = new Map<string, string[]>();
+  for (const c of denied) {
+    const what = `${c.args[0] === 'cluster' ? 'CLUSTER SLOTS' : c.args[0].toUpperCase()}${c.from ? ` (in ${c.from})` : ''}`;
+    byFeature.set(c.feature, [...(byFeature.get(c.feature) ?? []), what]);
+  }
+  return [...byFeature].map(([feature, list]) => `${feature}: ${list.join(', ')}`).join('; ');
+}
+
+/** ACL rules that grant the denied commands (`+time +info +@scripting`). */
+function remedy(denied: RequiredCommand[], keyPrefix: string): string {
+  const rules = new Set<string>();
+  for (const c of denied) {
+    const cmd = c.args[0];
+    if (cmd === 'eval' || cmd === 'evalsha') rules.add('+@scripting');
+    else if (cmd === 'cluster') rules.add('+cluster|slots');
+    else rules.add(`+${cmd}`);
+  }
+  return `ACL SETUSER <user> ${[...rules].join(' ')} ~${keyPrefix}* &${keyPrefix}*`;
+}
+
+export interface PermissionsCheckOptions {
+  keyPrefix: string;
+  lazyConnect: boolean;
+  /** Pub/sub uses SPUBLISH/SSUBSCRIBE (a cluster with `pubsub.cluster: 'sharded'`). */
+  sharded: boolean;
+}
+
+/**
+ * At startup, after the connection is up: refuses to start (RedisPermissionError naming every denied command and the
+ * ACL rules that grant them) when the ACL user lacks a permission a feature needs. Without the check, a missing
+ * `+time` or `+@scripting` would only show at the first request (issue 17). With lazyConnect the check runs once
+ * the connection is ready and logs the same message as an error instead.
+ */
+export class RedisPermissionsCheck implements OnModuleInit {
+  private readonly logger = new Logger('RedisToolkit');
+
+  constructor(
+    private readonly connection: RedisConnection,
+    private readonly options: PermissionsCheckOptions,
+  ) {}
+
+  async onModuleInit(): Promise<void> {
+    if (this.options.lazyConnect) {
+      this.connection
+        .waitUntilReady(this.connection.client)
+        .then(() => this.check())
+        .catch((err: unknown) => this.logger.error(err instanceof Error ? err.message : String(err)));
+      return;
+    }
+    await this.connection.connect(this.connection.client);
+    try {
+      await this.check();
+    } catch (err) {
+      // The app is not going to start: close our connections, so nothing keeps retrying (or the process alive).
+      await this.connection.onApplicationShutdown();
+      throw err;
+    }
+  }
+
+  /** Throws RedisPermissionError when a needed command is denied; resolves otherwise (logs when it cannot check). */
+  async check(): Promise<void> {
+    const { keyPrefix } = this.options;
+    const commands = requiredCommands(keyPrefix, {
+      cluster: this.connection.isCluster,
+      sharded: this.options.sharded,
+    });
+    const report = await checkPermissions(this.connection.client, commands);
+    if (report.method === 'unsupported') {
+      this.logger.warn('Redis ACL permissions not checked at startup: redis.acl_check_cmd needs Redis >= 7');
+      return;
+    }
+    if (report.denied.length === 0) return;
+    const what =
+      report.method === 'scripting-denied'
+        ? `${describeDenied(report.denied)} (the other commands could not be checked without scripting)`
+        : describeDenied(report.denied);
+    throw new RedisPermissionError(
+      `The Redis ACL user may not run commands the toolkit needs: ${what}. Grant them, e.g. ` +
+        `\`${remedy(report.denied, keyPrefix)}\` (docs/security.md has the complete line).`,
+      'NOPERM',
+    );
+  }
+}

@@ -1,0 +1,150 @@
+/**
+ * Issue 17 item 1: the ACL line docs/security.md recommends, created word for word (read from the doc, so doc and
+ * test cannot drift) on a private server, runs every feature; a user missing a permission a feature needs is refused
+ * at startup with RedisPermissionError naming it; a permission lost at run time is a RedisPermissionError, never
+ * "Redis unavailable" (so never a fail-open).
+ */
+import 'reflect-metadata';
+import { readFileSync } from 'node:fs';
+import { Redis } from 'ioredis';
+import {
+  CacheService,
+  LockService,
+  PubSubService,
+  RateLimitService,
+  RedisPermissionError,
+  RedisToolkitHealth,
+  SessionService,
+  type RateLimitAlgorithm,
+} from '../../lib/index.js';
+import { usePrivateRedis, trackForCleanup } from '../support/private-servers.js';
+import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+
+const redis = usePrivateRedis();
+const PASSWORD = `acl-${Math.random().toString(36).slice(2)}`;
+
+/** The rules of the documented `ACL SETUSER app ...` line, with our password. */
+function documentedRules(): string[] {
+  const doc = readFileSync(new URL('../../docs/security.md', import.meta.url), 'utf8');
+  const lines = doc.split('\n').filter((l) => l.startsWith('ACL SETUSER app '));
+  expect(lines).toHaveLength(1);
+  const words = lines[0].trim().split(/\s+/).slice(3);
+  expect(words).toContain('>long-random-password');
+  return words.map((w) => (w === '>long-random-password' ? `>${PASSWORD}` : w));
+}
+
+let admin: Redis;
+beforeAll(() => {
+  admin = trackForCleanup(new Redis(redis.server.port, '127.0.0.1', { lazyConnect: true }));
+});
+afterEach(async () => {
+  await closeToolkitApps();
+});
+
+async function setUser(rules: string[]): Promise<void> {
+  await admin.call('acl', 'setuser', 'app', 'reset', ...rules);
+}
+
+function boot(lazyConnect = false) {
+  return createToolkitApp({
+    target: { url: `redis://app:${PASSWORD}@127.0.0.1:${redis.server.port}` },
+    commandTimeout: 2_000,
+    lazyConnect,
+    cache: { l1: { max: 100, ttl: 5_000 } },
+    pubsub: { durable: true },
+  });
+}
+
+it('the documented line: every feature works, rate limits hold (TIME), health is up', async () => {
+  await setUser(documentedRules());
+  const app = await boot();
+
+  const cache = app.get(CacheService);
+  await cache.set('a', 1, { tags: ['t'] });
+  expect(await Promise.all([cache.get('a'), cache.get('missing')])).toEqual([1, undefined]);
+  expect(await cache.getOrSet('b', () => 2, { tags: ['t'] })).toBe(2);
+  expect(await cache.invalidateTags('t')).toBe(2);
+  await cache.set('p:1', 1);
+  expect(await cache.invalidatePattern('p:*')).toBe(1);
+  expect(await cache.del('a')).toBe(0);
+  expect(cache.stats().errors).toBe(0);
+
+  const rl = app.get(RateLimitService);
+  for (const algorithm of ['sliding-window', 'fixed-window', 'token-bucket'] as RateLimitAlgorithm[]) {
+    const policy = { limit: 1, ttl: 60_000, algorithm };
+    const outcomes = [];
+    for (let i = 0; i < 4; i++) outcomes.push((await rl.consume(`client-${algorithm}`, policy)).allowed);
+    expect(outcomes).toEqual([true, false, false, false]);
+  }
+  expect(await rl.reset('client-fixed-window')).toBe(1);
+  expect(rl.stats()).toMatchObject({ allowed: 3, denied: 9, failedOpen: 0, failedClosed: 0, replyErrors: 0 });
+
+  const sessions = app.get(SessionService);
+  const s = await sessions.create('alice', { n: 1 });
+  expect((await sessions.get(s.id))?.data).toEqual({ n: 1 });
+  expect((await sessions.update(s.id, { m: 2 })).data).toEqual({ n: 1, m: 2 });
+  const r = await sessions.regenerate(s.id);
+  expect((await sessions.listForUser('alice')).map((x) => x.id)).toEqual([r.id]);
+  await sessions.create('alice');
+  expect(await sessions.destroy(r.id)).toBe(true);
+  expect(await sessions.destroyAllForUser('alice')).toBe(1);
+
+  const locks = app.get(LockService);
+  const held = await Promise.all(['x', 'y', 'z'].map((res) => locks.acquire(res, { ttl: 5_000 })));
+  await held[0].extend(5_000);
+  await Promise.all(held.map((l) => l.release()));
+  expect(await locks.using('x', { ttl: 5_000 }, async () => 'ran')).toBe('ran');
+  expect(locks.stats()).toEqual({ unavailable: 0, replyErrors: 0 });
+
+  const pubsub = app.get(PubSubService);
+  const got: unknown[] = [];
+  const off = await pubsub.subscribe('news', (m) => void got.push(m));
+  expect(await Promise.all([pubsub.publish('news', 1), pubsub.publish('news', 2)])).toEqual([1, 1]);
+  await pubsub.notifyUser('alice', { hi: 1 });
+  expect((await pubsub.replay('alice', '0-0')).map((m) => m.data)).toEqual([{ hi: 1 }]);
+  for (let i = 0; i < 50 && got.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+  expect(got).toEqual([1, 2]);
+  await off();
+  // A pattern is checked literally against the channel patterns: the documented line does not grant it.
+  await expect(pubsub.subscribe('news:*', () => undefined)).rejects.toBeInstanceOf(RedisPermissionError);
+
+  const health = await app.get(RedisToolkitHealth).check();
+  expect(health.status).toBe('up');
+  expect(health.redisVersion).toMatch(/^\d+\./);
+});
+
+it('the documented line plus the pattern (as docs/security.md says) allows that pattern subscription', async () => {
+  await setUser([...documentedRules(), '&rtk:ps:news:*']);
+  const app = await boot();
+  const off = await app.get(PubSubService).subscribe('news:*', () => undefined);
+  await off();
+});
+
+it.each([
+  ['+@scripting', /EVALSHA.*\+@scripting/s],
+  ['+time', /rate limit: TIME \(in consume\.lua\).*\+time/s],
+  ['+info', /health: INFO.*\+info/s],
+  ['+@transaction', /session: MULTI, EXEC.*\+multi \+exec/s],
+])('without %s the module refuses to start, naming what is missing and the remedy', async (rule, named) => {
+  await setUser(documentedRules().filter((w) => w !== rule));
+  const err = await boot().then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(RedisPermissionError);
+  expect((err as RedisPermissionError).code).toBe('E_REDIS_PERMISSION');
+  expect((err as Error).message).toMatch(named);
+  expect((err as Error).message).not.toContain(PASSWORD);
+});
+
+it('a permission lost at run time is a RedisPermissionError, never a fail-open', async () => {
+  await setUser(documentedRules());
+  const app = await boot();
+  const rl = app.get(RateLimitService);
+  const policy = { limit: 1, ttl: 60_000, algorithm: 'sliding-window' as const };
+  expect((await rl.consume('k', policy)).allowed).toBe(true);
+  await admin.call('acl', 'setuser', 'app', '-time');
+  for (let i = 0; i < 3; i++) await expect(rl.consume('k', policy)).rejects.toBeInstanceOf(RedisPermissionError);
+  await expect(rl.consume('k', policy, { failOpen: true })).rejects.toBeInstanceOf(RedisPermissionError);
+  expect(rl.stats()).toMatchObject({ allowed: 1, failedOpen: 0, failedClosed: 0, replyErrors: 4 });
+});
