@@ -182,14 +182,14 @@ export class SingleLockBackend implements LockBackend {
   }
 }
 
-type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown } | undefined;
+export type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown } | undefined;
 
 /**
  * Waits for per-node calls until `enough` says the outcome is decided, every call settled, or `timeoutMs` passed.
  * Returns a snapshot: `undefined` marks a node that had not answered (a paused or slow server). Calls still running
  * finish in the background; their results are ignored (a late lock on a node is cleaned up by release-on-all).
  */
-function gather<T>(
+export function gather<T>(
   calls: Promise<T>[],
   enough: (outcomes: Outcome<T>[]) => boolean,
   timeoutMs: number,
@@ -223,9 +223,10 @@ function gather<T>(
   });
 }
 
-const count = <T>(outcomes: Outcome<T>[], test: (o: Outcome<T>) => boolean): number => outcomes.filter(test).length;
-const answered = <T>(o: Outcome<T>, value: T): boolean => o?.ok === true && o.value === value;
-const firstError = <T>(outcomes: Outcome<T>[]): string => {
+export const count = <T>(outcomes: Outcome<T>[], test: (o: Outcome<T>) => boolean): number =>
+  outcomes.filter(test).length;
+export const answered = <T>(o: Outcome<T>, value: T): boolean => o?.ok === true && o.value === value;
+export const firstError = <T>(outcomes: Outcome<T>[]): string => {
   const failed = outcomes.find((o) => o !== undefined && !o.ok);
   if (failed && !failed.ok) return failed.error instanceof Error ? failed.error.message : String(failed.error);
   return 'no answer in time';

@@ -15,10 +15,14 @@ export interface WithLockOptions {
    * (cron deduplication: only one app instance runs the job).
    */
   onBusy?: 'throw' | 'skip';
+  /** Extend when this many ms or fewer are left (default `lock.extensionThreshold`, else 2/3 of the ttl). */
+  extensionThreshold?: number;
 }
 
 /**
- * Runs the method while holding a distributed lock (auto-extended, released afterwards). Works on any static provider
+ * Runs the method while holding a distributed lock (auto-extended, released afterwards). Inside it (and in what it
+ * calls), `LockService.current()` returns `{ lock, signal }`: the fencing token and the signal that aborts when the
+ * lock is lost. Works on any static provider
  * or controller method of an app that imports RedisToolkitModule; the method becomes async. Outside every other
  * toolkit decorator: the lock is taken before the cache is consulted.
  */
@@ -30,7 +34,7 @@ export function WithLock(options: WithLockOptions): MethodDecorator {
 export function checkWithLockOptions(options: WithLockOptions): void {
   if (options === null || typeof options !== 'object')
     throw new InvalidOptionsError('@WithLock({ resource, ... }) needs an options object');
-  const { resource, ttl, waitMs, onBusy } = options;
+  const { resource, ttl, waitMs, onBusy, extensionThreshold } = options;
   if (typeof resource !== 'function' && (typeof resource !== 'string' || resource.length === 0)) {
     throw new InvalidOptionsError('@WithLock: resource must be a non-empty string or a function of the arguments');
   }
@@ -38,6 +42,14 @@ export function checkWithLockOptions(options: WithLockOptions): void {
   if (waitMs !== undefined && (typeof waitMs !== 'number' || !Number.isFinite(waitMs) || waitMs < 0)) {
     throw new InvalidOptionsError(
       `@WithLock: waitMs must be a non-negative number of milliseconds, got ${String(waitMs)}`,
+    );
+  }
+  if (
+    extensionThreshold !== undefined &&
+    (typeof extensionThreshold !== 'number' || !(extensionThreshold > 0) || !Number.isFinite(extensionThreshold))
+  ) {
+    throw new InvalidOptionsError(
+      `@WithLock: extensionThreshold must be a positive number of milliseconds, got ${String(extensionThreshold)}`,
     );
   }
   if (onBusy !== undefined && onBusy !== 'throw' && onBusy !== 'skip') {

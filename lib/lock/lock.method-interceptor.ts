@@ -19,7 +19,7 @@ export class LockMethodInterceptor implements MethodInterceptor<WithLockOptions>
 
   prepare(target: InterceptedMethod, meta: WithLockOptions): (args: unknown[], next: NextCall) => Promise<unknown> {
     checkWithLockOptions(meta);
-    const { resource, ttl, waitMs, onBusy = 'throw' } = meta;
+    const { resource, ttl, waitMs, onBusy = 'throw', extensionThreshold } = meta;
     const where = `${target.className}.${target.methodName}`;
     const resourceOf = (args: unknown[]): string => {
       if (typeof resource === 'string') return resource;
@@ -38,9 +38,9 @@ export class LockMethodInterceptor implements MethodInterceptor<WithLockOptions>
           if (err instanceof LockNotAcquiredError) return undefined;
           throw err;
         }
-        return lock ? this.locks.runHolding(lock, () => next()) : undefined;
+        return lock ? this.locks.runHolding(lock, () => next(), { extensionThreshold }) : undefined;
       }
-      return this.locks.using(name, { ttl, waitMs }, () => next());
+      return this.locks.using(name, { ttl, waitMs, extensionThreshold }, () => next());
     };
   }
 }

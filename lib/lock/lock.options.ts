@@ -23,6 +23,12 @@ export interface LockOptions {
    * (10 min); `Infinity` for no limit.
    */
   maxHoldMs?: number;
+  /**
+   * Auto-extension (`using`, `@WithLock`, `lock.startAutoExtend()`) extends a lock when this many ms or fewer of it are
+   * left (redlock's `automaticExtensionThreshold`). Default: two thirds of each lock's ttl (an extension every third
+   * of the ttl). Ignored for a lock whose ttl is not above it.
+   */
+  extensionThreshold?: number;
   /** Redlock over N independent servers instead of the main connection. */
   quorum?: { nodes: RedisStandaloneConnection[]; driftFactor?: number };
 }
@@ -31,6 +37,7 @@ export interface ResolvedLockOptions {
   ttl: number;
   retry: Required<LockRetryOptions>;
   maxHoldMs: number;
+  extensionThreshold: number | undefined;
   quorum: { nodes: RedisStandaloneConnection[]; driftFactor: number } | undefined;
 }
 
@@ -39,6 +46,7 @@ export function resolveLockOptions(raw: LockOptions | undefined, problems: Optio
   if (problems.object('lock', raw)) {
     problems.duration('lock.ttl', o.ttl);
     if (o.maxHoldMs !== Number.POSITIVE_INFINITY) problems.duration('lock.maxHoldMs', o.maxHoldMs);
+    problems.duration('lock.extensionThreshold', o.extensionThreshold);
     if (problems.object('lock.retry', o.retry) && o.retry) {
       problems.integer('lock.retry.count', o.retry.count, 0);
       problems.duration('lock.retry.delay', o.retry.delay, { allowZero: true });
@@ -55,6 +63,7 @@ export function resolveLockOptions(raw: LockOptions | undefined, problems: Optio
     ttl: o.ttl ?? 10_000,
     retry: { count: 10, delay: 100, jitter: 50, ...o.retry },
     maxHoldMs: o.maxHoldMs ?? 600_000,
+    extensionThreshold: o.extensionThreshold,
     quorum: o.quorum ? { driftFactor: 0.01, ...o.quorum } : undefined,
   };
 }

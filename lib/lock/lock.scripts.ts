@@ -30,3 +30,39 @@ export const RELEASE_MANY = LuaScript.fromFile<(number | string)[]>(
   new URL('./release-many.lua', import.meta.url),
   1,
 );
+/** Semaphore: prune expired holders, take a permit when fewer than the limit hold one: 1, else 0. */
+export const SEMAPHORE_ACQUIRE = LuaScript.fromFile<number>(
+  'rtk_semaphore_acquire',
+  new URL('./semaphore-acquire.lua', import.meta.url),
+  1,
+);
+/** Semaphore: push a permit's expiry if still ours: 1, else 0. */
+export const SEMAPHORE_EXTEND = LuaScript.fromFile<number>(
+  'rtk_semaphore_extend',
+  new URL('./semaphore-extend.lua', import.meta.url),
+  1,
+);
+/** Semaphore: give a permit back: 1, or 0 when it was no longer ours. */
+export const SEMAPHORE_RELEASE = LuaScript.fromFile<number>(
+  'rtk_semaphore_release',
+  new URL('./semaphore-release.lua', import.meta.url),
+  1,
+);
+/** Multi-resource lock on one server: all locks (one fencing token each) or none ({}). Any number of keys. */
+export const MULTI_ACQUIRE = LuaScript.fromFile<number[]>(
+  'rtk_lock_multi_acquire',
+  new URL('./multi-acquire.lua', import.meta.url),
+  2,
+);
+/** Multi-resource lock: extend all if all still ours: 1, else 0. Any number of keys. */
+export const MULTI_EXTEND = LuaScript.fromFile<number>(
+  'rtk_lock_multi_extend',
+  new URL('./multi-extend.lua', import.meta.url),
+  1,
+);
+/** Multi-resource lock: release what is still ours: 1 when all were, else 0. Any number of keys. */
+export const MULTI_RELEASE = LuaScript.fromFile<number>(
+  'rtk_lock_multi_release',
+  new URL('./multi-release.lua', import.meta.url),
+  1,
+);

@@ -1,19 +1,21 @@
-import { randomBytes } from 'node:crypto';
 import { Inject, Injectable, Logger, type OnModuleInit } from '@nestjs/common';
 import type { Redis } from 'ioredis';
-import {
-  InvalidOptionsError,
-  LockHoldTimeoutError,
-  LockLostError,
-  LockNotAcquiredError,
-  RedisUnavailableError,
-} from '../common/errors.js';
+import { InvalidOptionsError, LockHoldTimeoutError, LockLostError, LockNotAcquiredError } from '../common/errors.js';
 import { durationProblem, isDuration } from '../common/option-checks.js';
 import { FailurePolicy } from '../common/failure-policy.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { describeConnection } from '../connection/redis-client.factory.js';
+import { describeAttempts, newToken, nextPause, planRetries } from './lock.attempts.js';
+import { type AutoExtendOptions, checkExtensionThreshold } from './lock.auto-extend.js';
 import { QuorumLockBackend, SingleLockBackend, type LockBackend, type LockKeys } from './lock.backend.js';
+import { type CurrentLock, lockContext } from './lock.context.js';
+import { LockEvents } from './lock.events.js';
+import type { LeaseAcquireOptions, LeaseContext } from './lock.lease.js';
+import { type MultiLock, MultiLocks } from './lock.multi.js';
+import { LocalWaiters } from './lock.waiters.js';
+import { connectQuorum, QuorumCalls } from './lock.quorum.js';
+import { Semaphore, type SemaphoreOptions } from './lock.semaphore.js';
 import { LOCK_OPTIONS, type LockRetryOptions, type ResolvedLockOptions } from './lock.options.js';
 import { Lock, type LockOwner } from './lock.js';
 
@@ -24,6 +26,13 @@ export interface AcquireOptions {
   retry?: LockRetryOptions;
   /** Keep retrying for at most this many ms, then throw LockNotAcquiredError. 0: one attempt. */
   waitMs?: number;
+  /**
+   * `using`: extend when this many ms or fewer are left (default `lock.extensionThreshold`, else 2/3 of the ttl).
+   * `acquire`: ignored unless `autoExtend` is set.
+   */
+  extensionThreshold?: number;
+  /** `acquire`/`tryAcquire`: keep the lock alive until released, as `lock.startAutoExtend(options)` would. */
+  autoExtend?: boolean | AutoExtendOptions;
 }
 
 export interface UsingOptions extends AcquireOptions {
@@ -33,15 +42,13 @@ export interface UsingOptions extends AcquireOptions {
 
 export interface TryAcquireOptions {
   ttl?: number;
+  autoExtend?: boolean | AutoExtendOptions;
 }
 
 export type LockedFunction<T> = (signal: AbortSignal, lock: Lock) => Promise<T> | T;
 
 /** The longest delay setTimeout honours (2^31 - 1 ms, ~24.8 days); a longer hold limit is no limit. */
 const MAX_TIMER_MS = 2_147_483_647;
-
-/** Part of the ttl after which `using` extends the lock: three chances to extend before it would expire. */
-const EXTEND_EVERY = 1 / 3;
 
 /**
  * Distributed locks on the toolkit's Redis, or on N independent servers (Redlock) when `lock.quorum.nodes` is set.
@@ -62,12 +69,24 @@ export class LockService implements OnModuleInit {
    * this process hands the lock straight to the oldest (one script call, FIFO, the lock never free in between) on a
    * single server, or wakes it to try at once on a quorum.
    */
-  private readonly waiters = new Map<string, Set<Waiter>>();
+  private readonly waiters = new LocalWaiters();
   private readonly owner: LockOwner;
   /** The lock a caller of this process holds per lock key (at most one can be valid at a time). */
   private readonly heldHere = new Map<string, Lock>();
   /** Lock keys an attempt of this process is asking Redis for right now. */
   private readonly inFlight = new Set<string>();
+  /** acquired, extended, released, lost, busy: `locks.events.on('lost', (e) => ...)`. Payloads carry no token. */
+  readonly events = new LockEvents((name, err) =>
+    this.logger.error(`a '${name}' lock event listener threw: ${(err as Error).message}`),
+  );
+
+  /**
+   * The lock the current `using` callback or `@WithLock` method runs under (also in functions it calls), with the
+   * signal that aborts when it is lost; undefined outside a locked section.
+   */
+  static current(): CurrentLock | undefined {
+    return lockContext.getStore();
+  }
 
   constructor(
     @Inject(LOCK_OPTIONS) options: ResolvedLockOptions,
@@ -96,9 +115,15 @@ export class LockService implements OnModuleInit {
       backend: this.backend,
       released: (k, lock) => {
         if (this.heldHere.get(k.lock) === lock) this.heldHere.delete(k.lock);
-        this.wakeOne(k.lock);
+        this.waiters.wakeOne(k.lock);
       },
       handOver: (k, token) => this.handOver(k, token),
+      event: (name, lock, reason) =>
+        name === 'lost'
+          ? this.events.report(name, () => ({ ...lock.info, reason: reason ?? new LockLostError('lost') }))
+          : this.events.report(name, () => lock.info),
+      extensionThreshold: this.lockOptions.extensionThreshold,
+      warn: (message) => this.logger.warn(message),
     };
   }
 
@@ -107,13 +132,78 @@ export class LockService implements OnModuleInit {
     return { ...this.failures.counts };
   }
 
+  private multiLocks: MultiLocks | undefined;
+  private leaseContext: LeaseContext | undefined;
+
+  /**
+   * A counting semaphore: at most `limit` holders of `name` at once (on the quorum with `lock.quorum`). Make it once
+   * and keep it: its local waiters are woken by its own releases.
+   */
+  semaphore(name: string, options: SemaphoreOptions): Semaphore {
+    return new Semaphore(this.lease(), name, options);
+  }
+
+  /**
+   * Locks every resource in `resources` or none (deadlock-free with overlapping sets), retrying like `acquire`.
+   * Excludes single locks on the same resources; `lock.fencingTokens[resource]` per resource.
+   */
+  acquireAll(resources: readonly string[], options: LeaseAcquireOptions = {}): Promise<MultiLock> {
+    return this.multi().acquire(resources, options);
+  }
+
+  /** One attempt at `acquireAll`: the lock, or null when any of the resources is held. */
+  tryAcquireAll(resources: readonly string[], options: Pick<LeaseAcquireOptions, 'ttl' | 'autoExtend'> = {}) {
+    return this.multi().tryAcquire(resources, options);
+  }
+
+  /** `using` for several resources at once (see `acquireAll`). */
+  async usingAll<T>(
+    resources: readonly string[],
+    options: LeaseAcquireOptions,
+    fn: (signal: AbortSignal, lock: MultiLock) => Promise<T> | T,
+  ): Promise<T> {
+    if (typeof fn !== 'function')
+      throw new InvalidOptionsError('usingAll(resources, options, fn): fn must be a function');
+    const lock = await this.acquireAll(resources, { ...options, autoExtend: undefined });
+    return this.runHolding(lock, fn, { extensionThreshold: options?.extensionThreshold });
+  }
+
+  private multi(): MultiLocks {
+    this.multiLocks ??= new MultiLocks(this.lease(), (resource) => this.keysFor(resource));
+    return this.multiLocks;
+  }
+
+  private lease(): LeaseContext {
+    const { quorum } = this.lockOptions;
+    this.leaseContext ??= {
+      client: this.connection.client,
+      quorum: quorum
+        ? new QuorumCalls(
+            this.quorumClients.map((c) => c.client),
+            quorum.driftFactor,
+            this.connection.commandTimeout,
+          )
+        : undefined,
+      keys: this.keys,
+      options: this.lockOptions,
+      commandTimeout: this.connection.commandTimeout,
+      failures: this.failures,
+      events: this.events,
+      warn: (message) => this.logger.warn(message),
+      runHolding: (lock, fn, options) => this.runHolding(lock, fn, options),
+    };
+    return this.leaseContext;
+  }
+
   /** Number of independent lock servers (1 without a quorum). */
   get nodes(): number {
     return this.backend.nodes;
   }
 
   async onModuleInit(): Promise<void> {
-    if (this.quorumClients.length > 0 && !this.connection.lazyConnect) await this.connectQuorum();
+    if (this.quorumClients.length > 0 && !this.connection.lazyConnect) {
+      await connectQuorum(this.connection, this.quorumClients, (message) => this.logger.warn(message));
+    }
   }
 
   /**
@@ -124,52 +214,55 @@ export class LockService implements OnModuleInit {
   async acquire(resource: string, options: AcquireOptions = {}): Promise<Lock> {
     const keys = this.keysFor(resource);
     const ttl = this.ttlOf(options.ttl);
-    const retry =
-      options.retry === undefined
-        ? this.lockOptions.retry
-        : { ...this.lockOptions.retry, ...checkRetry(options.retry) };
-    const waitMs = options.waitMs;
-    if (waitMs !== undefined && (typeof waitMs !== 'number' || !Number.isFinite(waitMs) || waitMs < 0)) {
-      throw new InvalidOptionsError(`waitMs must be a non-negative number of milliseconds, got ${String(waitMs)}`);
-    }
-    const startedAt = Date.now();
-    const deadline = waitMs === undefined ? undefined : startedAt + waitMs;
+    const plan = planRetries(options, this.lockOptions.retry);
     for (let attempt = 0; ; attempt++) {
       // While a caller of this process holds it (or is asking Redis for it), asking Redis is pointless: wait to be
       // woken by its release, or for the next retry.
       const busyHere = this.heldHere.get(keys.lock)?.isHeld === true || this.inFlight.has(keys.lock);
       const lock = busyHere ? null : await this.attempt(keys, ttl);
-      if (lock) return lock;
-      let pause = retry.delay + Math.random() * retry.jitter;
-      const left = deadline === undefined ? undefined : deadline - Date.now();
-      if (left === undefined ? attempt >= retry.count : left <= 0) {
+      if (lock) return this.started(lock, options.autoExtend);
+      const pause = nextPause(plan, attempt);
+      if (pause === undefined) {
+        this.events.report('busy', () => ({ kind: 'lock', resource, attempts: attempt + 1 }));
         throw new LockNotAcquiredError(
-          `the lock on "${resource}" is held by another owner (${attempt + 1} attempt${attempt === 0 ? '' : 's'} in ${Date.now() - startedAt} ms)`,
+          `the lock on "${resource}" is held by another owner (${describeAttempts(plan, attempt)})`,
         );
       }
-      if (left !== undefined) pause = Math.min(pause, left);
-      const handed = await this.pause(keys.lock, pause, ttl);
-      if (handed) return handed;
+      const handed = await this.waiters.pause(keys.lock, pause, ttl);
+      if (handed) return this.started(handed, options.autoExtend);
     }
   }
 
   /** One attempt: the lock, or null when someone else holds it. Throws RedisUnavailableError when Redis cannot decide. */
   async tryAcquire(resource: string, options: TryAcquireOptions = {}): Promise<Lock | null> {
-    return this.attempt(this.keysFor(resource), this.ttlOf(options.ttl));
+    const lock = await this.attempt(this.keysFor(resource), this.ttlOf(options.ttl));
+    if (lock) return this.started(lock, options.autoExtend);
+    this.events.report('busy', () => ({ kind: 'lock', resource, attempts: 1 }));
+    return null;
+  }
+
+  /** Starts the auto-extension `acquire` was asked for. */
+  private started(lock: Lock, autoExtend: AcquireOptions['autoExtend']): Lock {
+    if (autoExtend) lock.startAutoExtend(autoExtend === true ? {} : autoExtend);
+    return lock;
   }
 
   /**
    * Runs `fn` holding the lock on `resource` (acquired like `acquire`), then releases it, also when `fn` throws.
    *
-   * While `fn` runs the lock is extended every third of its ttl. When an extension fails (the lock was lost, or
-   * Redis could not confirm it before it would expire) `signal` is aborted with the reason: stop writing then. If
-   * `fn` still returns normally after that, `using` throws LockLostError: the section did not run exclusively.
+   * While `fn` runs the lock is extended whenever `extensionThreshold` ms or fewer are left (default: every third of
+   * its ttl). When an extension fails (the lock was lost, or Redis could not confirm it before it would expire)
+   * `signal` is aborted with the reason: stop writing then. If `fn` still returns normally after that, `using` throws
+   * LockLostError: the section did not run exclusively. Inside `fn`, `LockService.current()` returns the lock and
+   * the signal.
    */
   async using<T>(resource: string, options: UsingOptions, fn: LockedFunction<T>): Promise<T> {
     if (typeof fn !== 'function') throw new InvalidOptionsError('using(resource, options, fn): fn must be a function');
     const maxHoldMs = this.maxHoldOf(options?.maxHoldMs);
-    const lock = await this.acquire(resource, options ?? {});
-    return this.runHolding(lock, fn, maxHoldMs);
+    const ttl = this.ttlOf(options?.ttl);
+    checkExtensionThreshold(options?.extensionThreshold, ttl, 'using');
+    const lock = await this.acquire(resource, { ...options, autoExtend: undefined });
+    return this.runHolding(lock, fn, { maxHoldMs, extensionThreshold: options?.extensionThreshold });
   }
 
   /**
@@ -177,55 +270,23 @@ export class LockService implements OnModuleInit {
    * `maxHoldMs` (default `lock.maxHoldMs`) the signal aborts, the lock is released and the call rejects with
    * LockHoldTimeoutError without waiting for `fn` (which may never settle).
    */
-  async runHolding<T>(lock: Lock, fn: LockedFunction<T>, maxHoldMs = this.lockOptions.maxHoldMs): Promise<T> {
-    const controller = new AbortController();
-    const { signal } = controller;
-    let stopped = false;
-    let extendTimer: NodeJS.Timeout | undefined;
-    let watchdog: NodeJS.Timeout | undefined;
-    const lose = (reason: Error): void => {
-      if (stopped || signal.aborted) return;
-      clearTimeout(extendTimer);
-      clearTimeout(watchdog);
-      controller.abort(reason);
-    };
-    const armWatchdog = (): void => {
-      clearTimeout(watchdog);
-      watchdog = setTimeout(
-        () => lose(new LockLostError(`the lock on "${lock.resource}" expired before it could be extended`)),
-        Math.max(0, lock.expiresAt - Date.now()),
-      );
-    };
-    const every = Math.max(1, Math.floor(lock.ttl * EXTEND_EVERY));
-    const scheduleExtension = (delay: number): void => {
-      extendTimer = setTimeout(() => {
-        lock.extend(lock.ttl).then(
-          () => {
-            if (stopped) return;
-            armWatchdog();
-            scheduleExtension(every);
-          },
-          (err: unknown) => {
-            if (stopped) return;
-            if (err instanceof RedisUnavailableError && lock.expiresAt - Date.now() > 0) {
-              // Not lost yet: try again soon; the watchdog aborts if no extension lands before it would expire.
-              this.logger.warn(`extending the lock on "${lock.resource}" failed, retrying: ${err.message}`);
-              scheduleExtension(Math.max(1, Math.min(every, Math.floor((lock.expiresAt - Date.now()) / 3))));
-              return;
-            }
-            lose(err instanceof Error ? err : new LockLostError(String(err)));
-          },
-        );
-      }, delay);
-    };
-    armWatchdog();
-    scheduleExtension(every);
-    const stop = (): void => {
-      stopped = true;
-      clearTimeout(extendTimer);
-      clearTimeout(watchdog);
-    };
-
+  async runHolding<T, L extends Lock = Lock>(
+    lock: L,
+    fn: (signal: AbortSignal, lock: L) => Promise<T> | T,
+    {
+      maxHoldMs = this.lockOptions.maxHoldMs,
+      extensionThreshold,
+    }: { maxHoldMs?: number; extensionThreshold?: number } = {},
+  ): Promise<T> {
+    let lost: AbortSignal;
+    try {
+      lost = lock.startAutoExtend({ extensionThreshold });
+    } catch (err) {
+      await this.releaseQuietly(lock);
+      throw err;
+    }
+    const hold = new AbortController();
+    const signal = AbortSignal.any([lost, hold.signal]);
     let holdTimer: NodeJS.Timeout | undefined;
     const heldTooLong =
       maxHoldMs > MAX_TIMER_MS // Infinity, or past what setTimeout can wait (it would fire at once)
@@ -235,25 +296,26 @@ export class LockService implements OnModuleInit {
               const err = new LockHoldTimeoutError(
                 `the function holding the lock on "${lock.resource}" did not settle within maxHoldMs (${maxHoldMs} ms); the lock was released`,
               );
-              lose(err);
+              lock.stopAutoExtend();
+              hold.abort(err);
               reject(err);
             }, maxHoldMs);
           });
     let result: T;
     try {
-      const running = new Promise<T>((resolve) => resolve(fn(signal, lock)));
+      const running = lockContext.run({ lock, signal }, () => new Promise<T>((resolve) => resolve(fn(signal, lock))));
       // fn may still settle (or fail) after the hold timed out: nobody awaits it then, so its rejection is dropped here
       running.catch(() => undefined);
       result = await (heldTooLong ? Promise.race([running, heldTooLong]) : running);
     } catch (err) {
       clearTimeout(holdTimer);
-      stop();
+      lock.stopAutoExtend();
       await this.releaseQuietly(lock);
       throw err;
     }
     clearTimeout(holdTimer);
     const lostReason: unknown = signal.aborted ? signal.reason : undefined;
-    stop();
+    lock.stopAutoExtend();
     if (lostReason !== undefined) {
       await this.releaseQuietly(lock);
       const why = lostReason instanceof Error ? lostReason.message : String(lostReason);
@@ -297,6 +359,7 @@ export class LockService implements OnModuleInit {
     }
     if (!acquired) return null;
     const lock = new Lock(this.owner, keys, token, acquired.fencingToken, acquired.expiresAt, ttl);
+    this.events.report('acquired', () => lock.info);
     if (this.heldHere.size >= 10_000) {
       // Locks left to expire without release: forget them, so the map stays small.
       for (const [key, held] of this.heldHere) if (!held.isHeld) this.heldHere.delete(key);
@@ -325,56 +388,16 @@ export class LockService implements OnModuleInit {
     return Math.ceil(ttl);
   }
 
-  /**
-   * Sleeps up to `ms`, or less when a caller of this process releases the same resource; resolves with the lock when
-   * that caller handed it over.
-   */
-  private pause(lockKey: string, ms: number, ttl: number): Promise<Lock | null> {
-    return new Promise((resolve) => {
-      let set = this.waiters.get(lockKey);
-      if (!set) {
-        set = new Set();
-        this.waiters.set(lockKey, set);
-      }
-      const waiters = set;
-      const leave = (): void => {
-        waiters.delete(waiter);
-        if (waiters.size === 0 && this.waiters.get(lockKey) === waiters) this.waiters.delete(lockKey);
-      };
-      const waiter: Waiter = {
-        ttl,
-        wake: () => {
-          clearTimeout(timer);
-          leave();
-          resolve(null);
-        },
-        claim: () => {
-          // Picked for a hand-over: stop the timer so the caller waits for the outcome (bounded by commandTimeout).
-          clearTimeout(timer);
-          leave();
-          return (lock) => resolve(lock);
-        },
-      };
-      const timer = setTimeout(waiter.wake, ms);
-      waiters.add(waiter);
-    });
-  }
-
-  private wakeOne(lockKey: string): void {
-    const first = this.waiters.get(lockKey)?.values().next();
-    if (first && !first.done) first.value.wake();
-  }
-
   private async handOver(keys: LockKeys, token: string): Promise<boolean> {
     if (!(this.backend instanceof SingleLockBackend)) return false;
-    const first = this.waiters.get(keys.lock)?.values().next();
-    if (!first || first.done) return false;
-    const waiter = first.value;
+    const waiter = this.waiters.first(keys.lock);
+    if (!waiter) return false;
     const deliver = waiter.claim();
     const nextToken = newToken();
     try {
       const acquired = await this.backend.handOver(keys, token, nextToken, waiter.ttl);
       const lock = new Lock(this.owner, keys, nextToken, acquired.fencingToken, acquired.expiresAt, waiter.ttl);
+      this.events.report('acquired', () => lock.info);
       this.heldHere.set(keys.lock, lock);
       deliver(lock);
       return true;
@@ -385,74 +408,4 @@ export class LockService implements OnModuleInit {
       throw err;
     }
   }
-
-  /** Connects every quorum node; start-up fails unless a majority answers (a minority may be down). */
-  private async connectQuorum(): Promise<void> {
-    const ready = await Promise.all(
-      this.quorumClients.map(({ client }) =>
-        // A node down at start keeps reconnecting in the background: a minority may come back later.
-        this.connection.waitUntilReady(client).then(
-          () => undefined,
-          (err: unknown) => (err instanceof Error ? err.message : String(err)),
-        ),
-      ),
-    );
-    const down = ready.flatMap((err, i) =>
-      err === undefined ? [] : [`${this.quorumClients[i].description} (${err})`],
-    );
-    const quorum = Math.floor(this.quorumClients.length / 2) + 1;
-    if (this.quorumClients.length - down.length < quorum) {
-      // The app is not going to start: stop every node's reconnect loop.
-      for (const { client } of this.quorumClients) client.disconnect();
-      throw new RedisUnavailableError(
-        `Cannot reach a majority (${quorum} of ${this.quorumClients.length}) of the lock.quorum.nodes: ${down.join(', ')}. ` +
-          'Check that the servers are running, or set lazyConnect: true to start without them.',
-      );
-    }
-    if (down.length > 0)
-      this.logger.warn(`lock quorum nodes unreachable at start (a minority, locks work): ${down.join(', ')}`);
-  }
-}
-
-interface Waiter {
-  readonly ttl: number;
-  /** Resolve the wait now (the caller tries Redis itself). */
-  wake(): void;
-  /** Take it out of the queue for a hand-over; call the result with the lock, or null when the hand-over failed. */
-  claim(): (lock: Lock | null) => void;
-}
-
-/** Owner tokens: 128 random bits, base64url. Drawn from a pooled buffer (one getrandom call per 256 tokens). */
-let pool = Buffer.alloc(0);
-let poolOffset = 0;
-function newToken(): string {
-  if (poolOffset + 16 > pool.length) {
-    pool = randomBytes(16 * 256);
-    poolOffset = 0;
-  }
-  poolOffset += 16;
-  return pool.toString('base64url', poolOffset - 16, poolOffset);
-}
-
-function checkRetry(retry: LockRetryOptions | undefined): Partial<LockRetryOptions> {
-  if (retry === undefined) return {};
-  if (retry === null || typeof retry !== 'object')
-    throw new InvalidOptionsError('retry must be an object { count, delay, jitter }');
-  const out: Partial<LockRetryOptions> = {};
-  for (const name of ['count', 'delay', 'jitter'] as const) {
-    const value = retry[name];
-    if (value === undefined) continue;
-    if (
-      typeof value !== 'number' ||
-      !Number.isFinite(value) ||
-      value < 0 ||
-      (name === 'count' && !Number.isInteger(value))
-    ) {
-      throw new InvalidOptionsError(
-        `retry.${name} must be a non-negative ${name === 'count' ? 'integer' : 'number of milliseconds'}, got ${String(value)}`,
-      );
-    }
-    out[name] = value;
-  }
-  return out;
 }

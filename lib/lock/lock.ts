@@ -1,6 +1,13 @@
 import { InvalidOptionsError, LockLostError } from '../common/errors.js';
 import { durationProblem, isDuration } from '../common/option-checks.js';
+import {
+  type AutoExtendOptions,
+  type AutoExtension,
+  checkExtensionThreshold,
+  startAutoExtension,
+} from './lock.auto-extend.js';
 import type { LockBackend, LockKeys } from './lock.backend.js';
+import type { LockEventInfo } from './lock.events.js';
 
 /** What a Lock needs from the service that made it. */
 export interface LockOwner {
@@ -9,6 +16,11 @@ export interface LockOwner {
   released(keys: LockKeys, lock: Lock): void;
   /** Instead of releasing, passes the lock to a waiter of this process when one waits: true when it did. */
   handOver(keys: LockKeys, token: string): Promise<boolean>;
+  /** Reports an event of this lock (the service's one emitting point). */
+  event(name: 'acquired' | 'extended' | 'released' | 'lost', lock: Lock, reason?: Error): void;
+  /** `lock.extensionThreshold`, the default for auto-extension. */
+  readonly extensionThreshold: number | undefined;
+  warn(message: string): void;
 }
 
 /**
@@ -20,6 +32,9 @@ export interface LockOwner {
 export class Lock {
   private state: 'held' | 'released' | 'lost' = 'held';
   private expiry: number;
+  private lostReported = false;
+  private autoExtension: AutoExtension | undefined;
+  private onLost: ((error: LockLostError) => void) | undefined;
 
   /** @internal Created by LockService. */
   constructor(
@@ -35,8 +50,21 @@ export class Lock {
     expiresAt: number,
     /** The ttl it was acquired with (ms); the default for `extend()`. */
     readonly ttl: number,
+    /** 'lock', 'multi' (MultiLock) or 'semaphore' (a permit of a Semaphore). */
+    readonly kind: LockEventInfo['kind'] = 'lock',
   ) {
     this.expiry = expiresAt;
+  }
+
+  /** What lock events carry about this lock (never the token). */
+  get info(): LockEventInfo {
+    return {
+      kind: this.kind,
+      resource: this.resource,
+      fencingToken: this.fencingToken,
+      expiresAt: this.expiry,
+      ttl: this.ttl,
+    };
   }
 
   /** The resource name given to acquire. */
@@ -65,13 +93,66 @@ export class Lock {
     if (this.state === 'lost') throw new LockLostError(`cannot extend the lock on "${this.resource}": it was lost`);
     try {
       const expiresAt = await this.owner.backend.extend(this.keys, this.token, Math.ceil(ms));
-      if (this.state === 'held') this.expiry = expiresAt;
+      if (this.state === 'held') {
+        this.expiry = expiresAt;
+        this.owner.event('extended', this);
+      }
     } catch (err) {
       if (err instanceof LockLostError && this.state === 'held') {
         this.state = 'lost';
         this.owner.released(this.keys, this);
+        this.reportLost(err);
       }
       throw err;
+    }
+  }
+
+  /**
+   * Keeps the lock alive until `release()` or `stopAutoExtend()`: extended by its ttl whenever
+   * `extensionThreshold` ms or fewer are left. Returns a signal that aborts (with a LockLostError) when the lock is
+   * lost; `onLost` is called then too. Calling it again while it runs returns the same signal.
+   */
+  startAutoExtend(options: AutoExtendOptions = {}): AbortSignal {
+    if (this.state !== 'held')
+      throw new LockLostError(`cannot keep the lock on "${this.resource}" alive: ${this.state}`);
+    if (options.onLost !== undefined && typeof options.onLost !== 'function') {
+      throw new InvalidOptionsError('startAutoExtend: onLost must be a function');
+    }
+    if (options.onLost) this.onLost = options.onLost;
+    if (this.autoExtension) return this.autoExtension.signal;
+    const threshold =
+      checkExtensionThreshold(options.extensionThreshold, this.ttl, 'startAutoExtend') ??
+      (this.owner.extensionThreshold !== undefined && this.owner.extensionThreshold < this.ttl
+        ? this.owner.extensionThreshold
+        : undefined);
+    this.autoExtension = startAutoExtension(
+      this,
+      threshold,
+      (reason) => this.reportLost(reason),
+      (message) => this.owner.warn(message),
+    );
+    return this.autoExtension.signal;
+  }
+
+  /** Stops the auto-extension started by `startAutoExtend` (the lock then expires at `expiresAt` unless released). */
+  stopAutoExtend(): void {
+    this.autoExtension?.stop();
+    this.autoExtension = undefined;
+  }
+
+  /** Reports the loss once: the 'lost' event and the onLost callback. */
+  private reportLost(reason: LockLostError): void {
+    if (this.lostReported) return;
+    this.lostReported = true;
+    this.owner.event('lost', this, reason);
+    if (this.onLost) {
+      try {
+        this.onLost(reason);
+      } catch (err) {
+        this.owner.warn(`onLost for the lock on "${this.resource}" threw: ${(err as Error).message}`);
+      }
+    } else if (this.autoExtension) {
+      this.owner.warn(`the lock on "${this.resource}" was lost: ${reason.message}`);
     }
   }
 
@@ -82,6 +163,7 @@ export class Lock {
   async release(): Promise<void> {
     if (this.state === 'released') return;
     if (this.state === 'lost') throw new LockLostError(`cannot release the lock on "${this.resource}": it was lost`);
+    this.stopAutoExtend();
     let handedOver = false;
     try {
       handedOver = await this.owner.handOver(this.keys, this.token);
@@ -90,10 +172,12 @@ export class Lock {
       if (err instanceof LockLostError) {
         this.state = 'lost';
         this.owner.released(this.keys, this);
+        this.reportLost(err);
       }
       throw err;
     }
     this.state = 'released';
+    this.owner.event('released', this);
     if (!handedOver) this.owner.released(this.keys, this);
   }
 }

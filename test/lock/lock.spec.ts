@@ -7,53 +7,15 @@ import {
   LockHoldTimeoutError,
   LockLostError,
   LockNotAcquiredError,
-  LockService,
-  RedisConnection,
-  type RedisToolkitOptions,
 } from '../../lib/index.js';
 import { RELEASE, EXTEND } from '../../lib/lock/lock.scripts.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { recordCommands } from '../support/command-recorder.js';
-import { sharedServers } from '../support/shared-servers.js';
-import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
+import { lockClients, lockKey, lockService, unique } from '../support/lock-modes.js';
+import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 import { sleep } from '../support/wait.js';
-import { KeyBuilder } from '../../lib/common/keys.js';
-
-/** The lock key the service writes for `resource` (prefix `rtk:`, hash tag around the escaped resource). */
-const lockKey = (resource: string): string => new KeyBuilder('rtk:').tagged('lock', resource);
 
 afterEach(closeToolkitApps);
-
-type Mode = 'single' | 'cluster' | 'quorum';
-
-function appOptions(
-  mode: Mode,
-  lock: RedisToolkitOptions['lock'] = {},
-): { target: RedisTarget; lock: RedisToolkitOptions['lock'] } {
-  if (mode === 'quorum') {
-    return {
-      target: 'single',
-      lock: { ...lock, quorum: { nodes: sharedServers().quorum.map((q) => ({ url: q.url })) } },
-    };
-  }
-  return { target: mode, lock };
-}
-
-async function lockService(
-  mode: Mode,
-  lock: RedisToolkitOptions['lock'] = {},
-): Promise<{ locks: LockService; connection: RedisConnection }> {
-  const app = await createToolkitApp(appOptions(mode, lock));
-  return { locks: app.get(LockService), connection: app.get(RedisConnection) };
-}
-
-/** The clients that hold lock keys in this mode (the main client, or every quorum node). */
-function lockClients(mode: Mode, connection: RedisConnection, locks: LockService): RedisClient[] {
-  if (mode !== 'quorum') return [connection.client];
-  return (locks as unknown as { quorumClients: { client: RedisClient }[] }).quorumClients.map((c) => c.client);
-}
-
-const unique = (name: string): string => `${name}:${randomUUID()}`;
 
 describe.each(['single', 'cluster', 'quorum'] as const)('locks on %s', (mode) => {
   it('acquires, refuses a second owner, releases, and the next owner gets a larger fencing token', async () => {

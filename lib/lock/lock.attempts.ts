@@ -1,0 +1,70 @@
+import { randomBytes } from 'node:crypto';
+import { InvalidOptionsError } from '../common/errors.js';
+import type { LockRetryOptions } from './lock.options.js';
+
+/** Owner tokens: 128 random bits, base64url. Drawn from a pooled buffer (one getrandom call per 256 tokens). */
+let pool = Buffer.alloc(0);
+let poolOffset = 0;
+export function newToken(): string {
+  if (poolOffset + 16 > pool.length) {
+    pool = randomBytes(16 * 256);
+    poolOffset = 0;
+  }
+  poolOffset += 16;
+  return pool.toString('base64url', poolOffset - 16, poolOffset);
+}
+
+/** How long an acquisition keeps trying: `retry.count` more attempts, or until `deadline` when `waitMs` was given. */
+export interface RetryPlan {
+  readonly retry: Required<LockRetryOptions>;
+  readonly startedAt: number;
+  readonly deadline: number | undefined;
+}
+
+export function planRetries(
+  options: { retry?: LockRetryOptions; waitMs?: number },
+  defaults: Required<LockRetryOptions>,
+): RetryPlan {
+  const retry = options.retry === undefined ? defaults : { ...defaults, ...checkRetry(options.retry) };
+  const { waitMs } = options;
+  if (waitMs !== undefined && (typeof waitMs !== 'number' || !Number.isFinite(waitMs) || waitMs < 0)) {
+    throw new InvalidOptionsError(`waitMs must be a non-negative number of milliseconds, got ${String(waitMs)}`);
+  }
+  const startedAt = Date.now();
+  return { retry, startedAt, deadline: waitMs === undefined ? undefined : startedAt + waitMs };
+}
+
+/** The pause before the next attempt, or undefined when `attempt` (0-based) was the last one. */
+export function nextPause(plan: RetryPlan, attempt: number): number | undefined {
+  const { retry, deadline } = plan;
+  const pause = retry.delay + Math.random() * retry.jitter;
+  if (deadline === undefined) return attempt >= retry.count ? undefined : pause;
+  const left = deadline - Date.now();
+  return left <= 0 ? undefined : Math.min(pause, left);
+}
+
+export const describeAttempts = (plan: RetryPlan, attempt: number): string =>
+  `${attempt + 1} attempt${attempt === 0 ? '' : 's'} in ${Date.now() - plan.startedAt} ms`;
+
+export function checkRetry(retry: LockRetryOptions | undefined): Partial<LockRetryOptions> {
+  if (retry === undefined) return {};
+  if (retry === null || typeof retry !== 'object')
+    throw new InvalidOptionsError('retry must be an object { count, delay, jitter }');
+  const out: Partial<LockRetryOptions> = {};
+  for (const name of ['count', 'delay', 'jitter'] as const) {
+    const value = retry[name];
+    if (value === undefined) continue;
+    if (
+      typeof value !== 'number' ||
+      !Number.isFinite(value) ||
+      value < 0 ||
+      (name === 'count' && !Number.isInteger(value))
+    ) {
+      throw new InvalidOptionsError(
+        `retry.${name} must be a non-negative ${name === 'count' ? 'integer' : 'number of milliseconds'}, got ${String(value)}`,
+      );
+    }
+    out[name] = value;
+  }
+  return out;
+}

@@ -1,0 +1,112 @@
+import { InvalidOptionsError, LockNotAcquiredError } from '../common/errors.js';
+import type { FailurePolicy } from '../common/failure-policy.js';
+import type { KeyBuilder } from '../common/keys.js';
+import type { RedisClient } from '../common/lua-script.js';
+import type { AutoExtendOptions } from './lock.auto-extend.js';
+import { describeAttempts, nextPause, planRetries } from './lock.attempts.js';
+import type { LockBackend, LockKeys } from './lock.backend.js';
+import type { LockEvents } from './lock.events.js';
+import type { Lock, LockOwner } from './lock.js';
+import type { LockRetryOptions, ResolvedLockOptions } from './lock.options.js';
+import type { QuorumCalls } from './lock.quorum.js';
+
+/** What semaphores and multi-resource locks share with the LockService that made them. */
+export interface LeaseContext {
+  /** The main connection (one server, Sentinel or a cluster); unused with a quorum. */
+  readonly client: RedisClient;
+  readonly quorum: QuorumCalls | undefined;
+  readonly keys: KeyBuilder;
+  readonly options: ResolvedLockOptions;
+  readonly commandTimeout: number;
+  /** The lock service's failure policy (fail closed): single-server calls go through `failures.guard`. */
+  readonly failures: FailurePolicy;
+  readonly events: LockEvents;
+  warn(message: string): void;
+  runHolding<T, L extends Lock>(
+    lock: L,
+    fn: (signal: AbortSignal, lock: L) => Promise<T> | T,
+    options?: { extensionThreshold?: number },
+  ): Promise<T>;
+}
+
+/** Options of one acquisition of a semaphore permit or a multi-resource lock (like LockService.acquire's). */
+export interface LeaseAcquireOptions {
+  /** ms; default the semaphore's / `lock.ttl`. */
+  ttl?: number;
+  retry?: LockRetryOptions;
+  /** Keep retrying for at most this many ms (replaces retry.count). 0: one attempt. */
+  waitMs?: number;
+  /** Keep it alive until released (like `lock.startAutoExtend(options)`). */
+  autoExtend?: boolean | AutoExtendOptions;
+  /** For `using`: extend when this many ms or fewer are left. */
+  extensionThreshold?: number;
+}
+
+export function checkTtl(ttl: unknown, fallback: number, where: string): number {
+  if (ttl === undefined) return fallback;
+  if (typeof ttl !== 'number' || !Number.isFinite(ttl) || ttl <= 0) {
+    throw new InvalidOptionsError(`${where}: ttl must be a positive number of milliseconds, got ${String(ttl)}`);
+  }
+  return Math.ceil(ttl);
+}
+
+/**
+ * The LockOwner of a semaphore's permits or of multi-resource locks: no hand-over (a released permit or set of
+ * resources wakes the oldest local waiter, who then asks Redis at once).
+ */
+export function leaseOwner(ctx: LeaseContext, backend: LockBackend, waiters: Set<() => void>): LockOwner {
+  return {
+    backend,
+    released: () => {
+      const first = waiters.values().next();
+      if (!first.done) first.value();
+    },
+    handOver: async () => false,
+    event: (name, lock, reason) =>
+      name === 'lost'
+        ? ctx.events.report(name, () => ({ ...lock.info, reason: reason as Error }))
+        : ctx.events.report(name, () => lock.info),
+    extensionThreshold: ctx.options.extensionThreshold,
+    warn: (message) => ctx.warn(message),
+  };
+}
+
+/**
+ * Tries `attempt` until it returns a lease, pausing `retry.delay` + jitter between attempts (or less when a local
+ * holder releases), for `retry.count` more attempts or until `waitMs`. Throws LockNotAcquiredError then.
+ */
+export async function acquireWithRetries<L extends Lock>(
+  ctx: LeaseContext,
+  kind: 'multi' | 'semaphore',
+  resource: string,
+  options: LeaseAcquireOptions,
+  waiters: Set<() => void>,
+  attempt: () => Promise<L | null>,
+): Promise<L> {
+  const plan = planRetries(options, ctx.options.retry);
+  for (let n = 0; ; n++) {
+    const lease = await attempt();
+    if (lease) {
+      if (options.autoExtend) lease.startAutoExtend(options.autoExtend === true ? {} : options.autoExtend);
+      return lease;
+    }
+    const pause = nextPause(plan, n);
+    if (pause === undefined) {
+      ctx.events.report('busy', () => ({ kind, resource, attempts: n + 1 }));
+      throw new LockNotAcquiredError(
+        `${kind === 'semaphore' ? `every permit of the semaphore "${resource}"` : `a lock of "${resource}"`} is held by another owner (${describeAttempts(plan, n)})`,
+      );
+    }
+    await new Promise<void>((resolve) => {
+      const wake = (): void => {
+        clearTimeout(timer);
+        waiters.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, pause);
+      waiters.add(wake);
+    });
+  }
+}
+
+export type { LockKeys };

@@ -1,0 +1,255 @@
+import { Cluster } from 'ioredis';
+import { InvalidOptionsError, LockLostError } from '../common/errors.js';
+import { KeyBuilder } from '../common/keys.js';
+import { newToken } from './lock.attempts.js';
+import { answered, gather, type Acquired, type LockBackend, type LockKeys, type Outcome } from './lock.backend.js';
+import { Lock, type LockOwner } from './lock.js';
+import { acquireWithRetries, checkTtl, type LeaseAcquireOptions, type LeaseContext, leaseOwner } from './lock.lease.js';
+import { ACQUIRE, EXTEND, MULTI_ACQUIRE, MULTI_EXTEND, MULTI_RELEASE, RAISE_FENCE, RELEASE } from './lock.scripts.js';
+
+/** At most this many resources in one multi-resource lock (each is a key pair in one script call). */
+export const MAX_MULTI_RESOURCES = 100;
+
+/** The keys of every resource of a multi-resource lock, sorted by lock key; `lock`/`fence` are the first one's. */
+interface MultiKeys extends LockKeys {
+  readonly all: readonly LockKeys[];
+}
+
+interface MultiAcquired extends Acquired {
+  fencingTokens: number[];
+}
+
+/**
+ * A lock on several resources at once (all or none): from `LockService.acquireAll` / `tryAcquireAll` / `usingAll`.
+ * It excludes single locks on the same resources too (the same keys). `fencingTokens[resource]` is each resource's
+ * fencing token (the same counter `acquire(resource)` draws from); `fencingToken` is the largest of them.
+ */
+export class MultiLock extends Lock {
+  /** @internal */
+  constructor(
+    owner: LockOwner,
+    keys: MultiKeys,
+    token: string,
+    acquired: MultiAcquired,
+    ttl: number,
+    /** The resources, in the order the lock was taken (sorted by key). */
+    readonly resources: readonly string[],
+  ) {
+    super(owner, keys, token, Math.max(...acquired.fencingTokens), acquired.expiresAt, ttl, 'multi');
+    this.fencingTokens = Object.fromEntries(resources.map((r, i) => [r, acquired.fencingTokens[i]]));
+  }
+
+  /** Each resource's fencing token. */
+  readonly fencingTokens: Readonly<Record<string, number>>;
+}
+
+const lostAll = (keys: MultiKeys, what: string): LockLostError =>
+  new LockLostError(`cannot ${what} the lock on "${keys.resource}": one of them expired or is held by another owner`);
+
+/**
+ * One server: one script takes every key at once (all or none). A cluster: the resources live in different slots, so
+ * they are taken one by one in key order, and the first busy one rolls back every one taken so far — nobody holds
+ * one while waiting for another, so overlapping sets cannot deadlock. A quorum: the all-or-none script on every node,
+ * granted by a majority (Redlock), each resource's fencing token synced like a single lock's.
+ */
+class MultiBackend implements LockBackend {
+  readonly nodes: number;
+
+  constructor(private readonly ctx: LeaseContext) {
+    this.nodes = ctx.quorum?.nodes ?? 1;
+  }
+
+  private pairs(keys: MultiKeys): string[] {
+    return keys.all.flatMap((k) => [k.lock, k.fence]);
+  }
+
+  private locks(keys: MultiKeys): string[] {
+    return keys.all.map((k) => k.lock);
+  }
+
+  async tryAcquire(keys: LockKeys, token: string, ttl: number): Promise<MultiAcquired | null> {
+    const multi = keys as MultiKeys;
+    const { quorum, client } = this.ctx;
+    const what = `acquire of "${multi.resource}"`;
+    if (quorum) {
+      const won = await quorum.acquire(
+        what,
+        ttl,
+        (c) => MULTI_ACQUIRE.runWithAnyKeys(c, this.pairs(multi), [token, ttl]),
+        (fences) => Array.isArray(fences) && fences.length === multi.all.length,
+        (c) => MULTI_RELEASE.runWithAnyKeys(c, this.locks(multi), [token]),
+        (outcomes, deadline) => this.syncFences(multi, token, outcomes, deadline),
+      );
+      if (!won) return null;
+      const fencingTokens = multi.all.map((_, j) =>
+        Math.max(...won.outcomes.map((o) => (o?.ok && o.value.length > j ? o.value[j] : 0))),
+      );
+      return { fencingTokens, fencingToken: Math.max(...fencingTokens), expiresAt: won.expiresAt };
+    }
+    const startedAt = Date.now();
+    let fences: number[] | null;
+    try {
+      fences = await this.ctx.failures.guard(what, () =>
+        client instanceof Cluster
+          ? this.acquireInOrder(client, multi, token, ttl)
+          : MULTI_ACQUIRE.runWithAnyKeys(client, this.pairs(multi), [token, ttl]),
+      );
+    } catch (err) {
+      // Some SETs may have run before the reply was lost: release what may be ours rather than keep it for a ttl.
+      this.releaseAll(multi, token).catch(() => undefined);
+      throw err;
+    }
+    if (!fences || fences.length !== multi.all.length) return null;
+    return { fencingTokens: fences, fencingToken: Math.max(...fences), expiresAt: startedAt + ttl };
+  }
+
+  /** Cluster: one resource at a time in key order; the first busy one rolls back the ones taken. */
+  private async acquireInOrder(client: Cluster, keys: MultiKeys, token: string, ttl: number): Promise<number[] | null> {
+    const fences: number[] = [];
+    for (const k of keys.all) {
+      const fence = await ACQUIRE.run(client, [k.lock, k.fence], [token, ttl]);
+      if (fence <= 0) {
+        await Promise.all(keys.all.slice(0, fences.length).map((t) => RELEASE.run(client, [t.lock], [token])));
+        return null;
+      }
+      fences.push(fence);
+    }
+    return fences;
+  }
+
+  /** Per resource, raises the granting nodes below the largest counter (as QuorumLockBackend does for one lock). */
+  private async syncFences(
+    keys: MultiKeys,
+    token: string,
+    outcomes: Outcome<number[]>[],
+    deadline: number,
+  ): Promise<boolean> {
+    const quorum = this.ctx.quorum!;
+    const clients = quorum.clients;
+    const calls: { j: number; call: Promise<number> }[] = [];
+    const atToken: number[] = [];
+    keys.all.forEach((k, j) => {
+      const fences = outcomes.map((o) => (o?.ok && o.value.length === keys.all.length ? o.value[j] : 0));
+      const top = Math.max(...fences);
+      atToken[j] = fences.filter((f) => f === top).length;
+      fences.forEach((f, i) => {
+        if (f > 0 && f < top) calls.push({ j, call: RAISE_FENCE.run(clients[i], [k.lock, k.fence], [token, top]) });
+      });
+    });
+    if (calls.length === 0) return atToken.every((n) => n >= quorum.quorum);
+    const raised = await gather(
+      calls.map((c) => c.call),
+      () => false,
+      Math.min(deadline - Date.now(), this.ctx.commandTimeout),
+    );
+    raised.forEach((o, n) => {
+      if (answered(o, 1)) atToken[calls[n].j]++;
+    });
+    return atToken.every((n) => n >= quorum.quorum);
+  }
+
+  async extend(keys: LockKeys, token: string, ttl: number): Promise<number> {
+    const multi = keys as MultiKeys;
+    const { quorum, client } = this.ctx;
+    if (quorum) {
+      return quorum.extend(`extend the lock on "${multi.resource}"`, ttl, (c) =>
+        MULTI_EXTEND.runWithAnyKeys(c, this.locks(multi), [token, ttl]),
+      );
+    }
+    const startedAt = Date.now();
+    const extended = await this.ctx.failures.guard(`extend of "${multi.resource}"`, async () =>
+      client instanceof Cluster
+        ? (await Promise.all(multi.all.map((k) => EXTEND.run(client, [k.lock], [token, ttl])))).every((e) => e === 1)
+        : (await MULTI_EXTEND.runWithAnyKeys(client, this.locks(multi), [token, ttl])) === 1,
+    );
+    if (!extended) throw lostAll(multi, 'extend');
+    return startedAt + ttl;
+  }
+
+  async release(keys: LockKeys, token: string): Promise<void> {
+    const multi = keys as MultiKeys;
+    const { quorum } = this.ctx;
+    if (quorum) {
+      return quorum.release(`release the lock on "${multi.resource}"`, (c) =>
+        MULTI_RELEASE.runWithAnyKeys(c, this.locks(multi), [token]),
+      );
+    }
+    const released = await this.ctx.failures.guard(`release of "${multi.resource}"`, () =>
+      this.releaseAll(multi, token),
+    );
+    if (!released) throw lostAll(multi, 'release');
+  }
+
+  private async releaseAll(keys: MultiKeys, token: string): Promise<boolean> {
+    const { client } = this.ctx;
+    if (client instanceof Cluster) {
+      const released = await Promise.all(keys.all.map((k) => RELEASE.run(client, [k.lock], [token])));
+      return released.every((r) => r === 1);
+    }
+    return (await MULTI_RELEASE.runWithAnyKeys(client, this.locks(keys), [token])) === 1;
+  }
+}
+
+/** Multi-resource locks of one LockService. */
+export class MultiLocks {
+  private readonly owner: LockOwner;
+  private readonly waiters = new Set<() => void>();
+
+  constructor(
+    private readonly ctx: LeaseContext,
+    private readonly keysOf: (resource: string) => LockKeys,
+  ) {
+    this.owner = leaseOwner(ctx, new MultiBackend(ctx), this.waiters);
+  }
+
+  async acquire(resources: readonly string[], options: LeaseAcquireOptions = {}): Promise<MultiLock> {
+    const keys = this.multiKeys(resources);
+    const ttl = checkTtl(options.ttl, this.ctx.options.ttl, 'acquireAll');
+    return acquireWithRetries(this.ctx, 'multi', keys.resource, options, this.waiters, () => this.attempt(keys, ttl));
+  }
+
+  async tryAcquire(
+    resources: readonly string[],
+    options: Pick<LeaseAcquireOptions, 'ttl' | 'autoExtend'> = {},
+  ): Promise<MultiLock | null> {
+    const keys = this.multiKeys(resources);
+    const lock = await this.attempt(keys, checkTtl(options.ttl, this.ctx.options.ttl, 'tryAcquireAll'));
+    if (!lock) {
+      this.ctx.events.report('busy', () => ({ kind: 'multi', resource: keys.resource, attempts: 1 }));
+      return null;
+    }
+    if (options.autoExtend) lock.startAutoExtend(options.autoExtend === true ? {} : options.autoExtend);
+    return lock;
+  }
+
+  private async attempt(keys: MultiKeys, ttl: number): Promise<MultiLock | null> {
+    const token = newToken();
+    const acquired = (await this.owner.backend.tryAcquire(keys, token, ttl)) as MultiAcquired | null;
+    if (!acquired) return null;
+    const lock = new MultiLock(
+      this.owner,
+      keys,
+      token,
+      acquired,
+      ttl,
+      keys.all.map((k) => k.resource),
+    );
+    this.ctx.events.report('acquired', () => lock.info);
+    return lock;
+  }
+
+  private multiKeys(resources: readonly string[]): MultiKeys {
+    if (!Array.isArray(resources) || resources.length === 0 || resources.length > MAX_MULTI_RESOURCES) {
+      throw new InvalidOptionsError(
+        `acquireAll(resources): resources must be an array of 1 to ${MAX_MULTI_RESOURCES} resource names`,
+      );
+    }
+    for (const r of resources) KeyBuilder.validate(r, 'lock resource');
+    if (new Set(resources).size !== resources.length) {
+      throw new InvalidOptionsError('acquireAll(resources): a resource is listed twice');
+    }
+    // One order for every caller: overlapping sets meet their first common resource first (no hold-and-wait cycle).
+    const all = resources.map(this.keysOf).sort((a, b) => (a.lock < b.lock ? -1 : a.lock > b.lock ? 1 : 0));
+    return { resource: all.map((k) => k.resource).join(','), lock: all[0].lock, fence: all[0].fence, all };
+  }
+}

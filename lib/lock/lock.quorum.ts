@@ -1,0 +1,146 @@
+import type { Redis } from 'ioredis';
+import { LockLostError, RedisUnavailableError } from '../common/errors.js';
+import type { RedisConnection } from '../connection/redis-connection.js';
+import { answered, count, firstError, gather, type Outcome } from './lock.backend.js';
+
+/**
+ * The Redlock steps for any lease script (semaphores, multi-resource locks) over N independent servers: granted when
+ * `quorum` nodes (default a majority) granted within the validity (ttl minus elapsed minus drift), else undone
+ * everywhere; extend confirmed by as many; release sent to every node. Scripts answer per node: a grant (per `granted`), 1 / 0 for extend and
+ * release.
+ */
+export class QuorumCalls {
+  readonly nodes: number;
+  readonly quorum: number;
+
+  constructor(
+    readonly clients: Redis[],
+    private readonly driftFactor: number,
+    private readonly commandTimeout: number,
+  ) {
+    this.nodes = clients.length;
+    this.quorum = Math.floor(clients.length / 2) + 1;
+  }
+
+  /** ttl minus the clock drift allowance (a share of the ttl plus 2 ms for timer resolution, as in Redlock). */
+  validity(ttl: number): number {
+    return ttl - (Math.round(ttl * this.driftFactor) + 2);
+  }
+
+  /**
+   * Runs `call` on every node. Returns each node's answer and the expiry when a majority granted in time (and
+   * `confirm`, when given, agrees before the deadline); null when busy (after undoing it everywhere); throws
+   * RedisUnavailableError when too few nodes answered to decide.
+   */
+  async acquire<T>(
+    what: string,
+    ttl: number,
+    call: (client: Redis) => Promise<T>,
+    granted: (value: T) => boolean,
+    undo: (client: Redis) => Promise<unknown>,
+    confirm?: (outcomes: Outcome<T>[], deadline: number) => Promise<boolean>,
+    quorum = this.quorum,
+  ): Promise<{ outcomes: Outcome<T>[]; expiresAt: number } | null> {
+    const startedAt = Date.now();
+    const budget = this.validity(ttl);
+    const { nodes } = this;
+    const isGrant = (o: Outcome<T>): boolean => o?.ok === true && granted(o.value);
+    const outcomes = await gather(
+      this.clients.map(call),
+      (o) => count(o, isGrant) >= quorum || count(o, (x) => x !== undefined && !isGrant(x)) > nodes - quorum,
+      Math.min(budget, this.commandTimeout),
+    );
+    const expiresAt = startedAt + budget;
+    if (count(outcomes, isGrant) >= quorum && (!confirm || (await confirm(outcomes, expiresAt)))) {
+      if (expiresAt > Date.now()) return { outcomes, expiresAt };
+    }
+    // Release everywhere: wait for the nodes that granted (so our partial hold does not block the next attempt).
+    const undone: Promise<unknown>[] = [];
+    this.clients.forEach((client, i) => {
+      const u = undo(client);
+      if (isGrant(outcomes[i])) undone.push(u);
+      else u.catch(() => undefined);
+    });
+    if (undone.length > 0) await gather(undone, () => false, this.commandTimeout);
+    const refused = count(outcomes, (o) => o?.ok === true && !granted(o.value));
+    if (nodes - count(outcomes, (o) => o === undefined || !o.ok) < quorum && refused === 0) {
+      throw new RedisUnavailableError(
+        `${what} failed: fewer than ${quorum} of ${nodes} lock servers answered (${firstError(outcomes)})`,
+      );
+    }
+    return null;
+  }
+
+  /** The new expiry when a majority extended in time; LockLostError when too many refused. */
+  async extend(
+    what: string,
+    ttl: number,
+    call: (client: Redis) => Promise<number>,
+    quorum = this.quorum,
+  ): Promise<number> {
+    const startedAt = Date.now();
+    const budget = this.validity(ttl);
+    const { nodes } = this;
+    const outcomes = await gather(
+      this.clients.map(call),
+      (o) => count(o, (x) => answered(x, 1)) >= quorum || count(o, (x) => answered(x, 0)) > nodes - quorum,
+      Math.min(budget, this.commandTimeout),
+    );
+    const expiresAt = startedAt + budget;
+    if (count(outcomes, (o) => answered(o, 1)) >= quorum && expiresAt > Date.now()) return expiresAt;
+    if (count(outcomes, (o) => answered(o, 0)) > nodes - quorum) {
+      throw new LockLostError(`cannot ${what}: it expired or is held by another owner`);
+    }
+    throw new RedisUnavailableError(
+      `${what} failed: fewer than ${quorum} of ${nodes} lock servers confirmed (${firstError(outcomes)})`,
+    );
+  }
+
+  /** Done when a majority released or confirmed it is not ours; LockLostError when it was gone on too many. */
+  async release(what: string, call: (client: Redis) => Promise<number>, quorum = this.quorum): Promise<void> {
+    const { nodes } = this;
+    const outcomes = await gather(
+      this.clients.map(call),
+      (o) => {
+        const released = count(o, (x) => answered(x, 1));
+        return released >= quorum || (released > 0 && released + count(o, (x) => answered(x, 0)) >= quorum);
+      },
+      this.commandTimeout,
+    );
+    const released = count(outcomes, (o) => answered(o, 1));
+    const notHeld = count(outcomes, (o) => answered(o, 0));
+    if (released >= quorum || (released > 0 && released + notHeld >= quorum)) return;
+    if (notHeld > nodes - quorum) throw new LockLostError(`cannot ${what}: it expired or is held by another owner`);
+    throw new RedisUnavailableError(
+      `${what} failed: fewer than ${quorum} of ${nodes} lock servers confirmed (${firstError(outcomes)}); it expires by itself`,
+    );
+  }
+}
+
+/** Connects every quorum node; start-up fails unless a majority answers (a minority may be down). */
+export async function connectQuorum(
+  connection: RedisConnection,
+  nodes: readonly { client: Redis; description: string }[],
+  warn: (message: string) => void,
+): Promise<void> {
+  const ready = await Promise.all(
+    nodes.map(({ client }) =>
+      // A node down at start keeps reconnecting in the background: a minority may come back later.
+      connection.waitUntilReady(client).then(
+        () => undefined,
+        (err: unknown) => (err instanceof Error ? err.message : String(err)),
+      ),
+    ),
+  );
+  const down = ready.flatMap((err, i) => (err === undefined ? [] : [`${nodes[i].description} (${err})`]));
+  const quorum = Math.floor(nodes.length / 2) + 1;
+  if (nodes.length - down.length < quorum) {
+    // The app is not going to start: stop every node's reconnect loop.
+    for (const { client } of nodes) client.disconnect();
+    throw new RedisUnavailableError(
+      `Cannot reach a majority (${quorum} of ${nodes.length}) of the lock.quorum.nodes: ${down.join(', ')}. ` +
+        'Check that the servers are running, or set lazyConnect: true to start without them.',
+    );
+  }
+  if (down.length > 0) warn(`lock quorum nodes unreachable at start (a minority, locks work): ${down.join(', ')}`);
+}

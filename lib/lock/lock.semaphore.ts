@@ -1,0 +1,183 @@
+import { InvalidOptionsError, LockLostError, RedisUnavailableError } from '../common/errors.js';
+import { KeyBuilder } from '../common/keys.js';
+import { newToken } from './lock.attempts.js';
+import type { Acquired, LockBackend, LockKeys } from './lock.backend.js';
+import { Lock, type LockOwner } from './lock.js';
+import { acquireWithRetries, checkTtl, type LeaseAcquireOptions, type LeaseContext, leaseOwner } from './lock.lease.js';
+import { SEMAPHORE_ACQUIRE, SEMAPHORE_EXTEND, SEMAPHORE_RELEASE } from './lock.scripts.js';
+
+export interface SemaphoreOptions {
+  /** How many holders at once (an integer >= 1). */
+  limit: number;
+  /** Default ttl of a permit (ms; default `lock.ttl`). A holder that dies frees its permit after this. */
+  ttl?: number;
+}
+
+const lostPermit = (name: string, what: string): LockLostError =>
+  new LockLostError(`cannot ${what} the permit of the semaphore "${name}": it expired`);
+
+/**
+ * How many of `nodes` independent servers must grant a permit so that `limit + 1` holders can never coexist: each
+ * node admits at most `limit`, so `limit + 1` holders with `q` grants each need `(limit + 1) * q` slots of the
+ * `nodes * limit` there are; impossible when `q > nodes * limit / (limit + 1)`. For `limit` 1 that is a majority; for
+ * more it is larger (3 nodes, limit >= 2: all 3). A plain majority (redis-semaphore's RedlockSemaphore) can let
+ * `limit + 1` in: 3 nodes, limit 3, four holders on two nodes each fill 8 of the 9 slots.
+ */
+export const semaphoreQuorum = (nodes: number, limit: number): number => Math.floor((nodes * limit) / (limit + 1)) + 1;
+
+/** Where permits live: one Redis (or a cluster: one key, one slot) or N independent servers (see semaphoreQuorum). */
+class SemaphoreBackend implements LockBackend {
+  readonly nodes: number;
+  private readonly needed: number;
+
+  constructor(
+    private readonly ctx: LeaseContext,
+    private readonly name: string,
+    private readonly limit: number,
+  ) {
+    this.nodes = ctx.quorum?.nodes ?? 1;
+    this.needed = semaphoreQuorum(this.nodes, limit);
+  }
+
+  async tryAcquire(keys: LockKeys, token: string, ttl: number): Promise<Acquired | null> {
+    const { quorum, client } = this.ctx;
+    const args = [token, ttl, this.limit];
+    if (quorum) {
+      const won = await quorum.acquire(
+        `acquiring a permit of the semaphore "${this.name}"`,
+        ttl,
+        (c) => SEMAPHORE_ACQUIRE.run(c, [keys.lock], args),
+        (granted) => granted === 1,
+        (c) => SEMAPHORE_RELEASE.run(c, [keys.lock], [token]),
+        undefined,
+        this.needed,
+      );
+      return won ? { fencingToken: 0, expiresAt: won.expiresAt } : null;
+    }
+    const startedAt = Date.now();
+    try {
+      const granted = await this.ctx.failures.guard(`acquire of a permit of "${this.name}"`, () =>
+        SEMAPHORE_ACQUIRE.run(client, [keys.lock], args),
+      );
+      return granted === 1 ? { fencingToken: 0, expiresAt: startedAt + ttl } : null;
+    } catch (err) {
+      // The ZADD may have run before the reply was lost: give the permit back rather than keep it for a whole ttl.
+      if (err instanceof RedisUnavailableError) SEMAPHORE_RELEASE.run(client, [keys.lock], [token]).catch(() => 0);
+      throw err;
+    }
+  }
+
+  async extend(keys: LockKeys, token: string, ttl: number): Promise<number> {
+    const { quorum, client } = this.ctx;
+    if (quorum) {
+      return quorum.extend(
+        `extend the permit of the semaphore "${this.name}"`,
+        ttl,
+        (c) => SEMAPHORE_EXTEND.run(c, [keys.lock], [token, ttl]),
+        this.needed,
+      );
+    }
+    const startedAt = Date.now();
+    const extended = await this.ctx.failures.guard(`extend of a permit of "${this.name}"`, () =>
+      SEMAPHORE_EXTEND.run(client, [keys.lock], [token, ttl]),
+    );
+    if (extended !== 1) throw lostPermit(this.name, 'extend');
+    return startedAt + ttl;
+  }
+
+  async release(keys: LockKeys, token: string): Promise<void> {
+    const { quorum, client } = this.ctx;
+    if (quorum) {
+      return quorum.release(
+        `release the permit of the semaphore "${this.name}"`,
+        (c) => SEMAPHORE_RELEASE.run(c, [keys.lock], [token]),
+        this.needed,
+      );
+    }
+    const released = await this.ctx.failures.guard(`release of a permit of "${this.name}"`, () =>
+      SEMAPHORE_RELEASE.run(client, [keys.lock], [token]),
+    );
+    if (released !== 1) throw lostPermit(this.name, 'release');
+  }
+}
+
+/**
+ * A counting semaphore: at most `limit` holders at once (redis-semaphore's `Semaphore`, or `RedlockSemaphore` with
+ * `lock.quorum`). Made by `LockService.semaphore(name, { limit, ttl })`. Permits are `Lock`s (`kind: 'semaphore'`):
+ * `extend`, `release`, `startAutoExtend` and `using` work as for a lock. A permit carries no fencing token
+ * (`fencingToken` is 0): `limit` holders share the resource, so there is no single latest owner to fence with.
+ *
+ * Holders live in one sorted set per semaphore (`<prefix>lock:{<name>}:sem`), scored by expiry in the server's
+ * time; the acquire script prunes expired holders, so a holder that died frees its permit after its ttl.
+ */
+export class Semaphore {
+  /** How many holders at once. */
+  readonly limit: number;
+  /** Default ttl of a permit (ms). */
+  readonly ttl: number;
+  private readonly keys: LockKeys;
+  private readonly owner: LockOwner;
+  private readonly waiters = new Set<() => void>();
+
+  /** @internal Made by LockService.semaphore. */
+  constructor(
+    private readonly ctx: LeaseContext,
+    readonly name: string,
+    options: SemaphoreOptions,
+  ) {
+    if (options === null || typeof options !== 'object') {
+      throw new InvalidOptionsError('semaphore(name, { limit, ttl? }) needs an options object');
+    }
+    const { limit } = options;
+    if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1) {
+      throw new InvalidOptionsError(`semaphore "${name}": limit must be an integer >= 1, got ${String(limit)}`);
+    }
+    this.ttl = checkTtl(options.ttl, ctx.options.ttl, `semaphore "${name}"`);
+    KeyBuilder.validate(name, 'semaphore name');
+    this.keys = { resource: name, lock: ctx.keys.tagged('lock', name, ':sem'), fence: '' };
+    this.owner = leaseOwner(ctx, new SemaphoreBackend(ctx, name, limit), this.waiters);
+    this.limit = limit;
+  }
+
+  /** A permit, retrying while all are held (like `LockService.acquire`); LockNotAcquiredError when they stay held. */
+  async acquire(options: LeaseAcquireOptions = {}): Promise<Lock> {
+    const ttl = checkTtl(options.ttl, this.ttl, `semaphore "${this.name}"`);
+    return acquireWithRetries(this.ctx, 'semaphore', this.name, options, this.waiters, () => this.attempt(ttl));
+  }
+
+  /** One attempt: a permit, or null when all `limit` are held. */
+  async tryAcquire(options: Pick<LeaseAcquireOptions, 'ttl' | 'autoExtend'> = {}): Promise<Lock | null> {
+    const permit = await this.attempt(checkTtl(options.ttl, this.ttl, `semaphore "${this.name}"`));
+    if (!permit) {
+      this.ctx.events.report('busy', () => ({ kind: 'semaphore', resource: this.name, attempts: 1 }));
+      return null;
+    }
+    if (options.autoExtend) permit.startAutoExtend(options.autoExtend === true ? {} : options.autoExtend);
+    return permit;
+  }
+
+  /** Runs `fn` holding a permit (auto-extended), then gives it back, also when `fn` throws (see `LockService.using`). */
+  async using<T>(options: LeaseAcquireOptions, fn: (signal: AbortSignal, permit: Lock) => Promise<T> | T): Promise<T> {
+    if (typeof fn !== 'function') throw new InvalidOptionsError('semaphore.using(options, fn): fn must be a function');
+    const permit = await this.acquire({ ...options, autoExtend: undefined });
+    return this.ctx.runHolding(permit, fn, { extensionThreshold: options?.extensionThreshold });
+  }
+
+  /** How many unexpired permits are held now (on a quorum: as the first node that answers sees it). */
+  async holders(): Promise<number> {
+    const client = this.ctx.quorum ? this.ctx.quorum.clients[0] : this.ctx.client;
+    // ZCOUNT in client time is close enough for a gauge; the scripts decide by server time.
+    return this.ctx.failures.guard(`count of the holders of "${this.name}"`, () =>
+      client.zcount(this.keys.lock, `(${Date.now()}`, '+inf'),
+    );
+  }
+
+  private async attempt(ttl: number): Promise<Lock | null> {
+    const token = newToken();
+    const acquired = await this.owner.backend.tryAcquire(this.keys, token, ttl);
+    if (!acquired) return null;
+    const permit = new Lock(this.owner, this.keys, token, 0, acquired.expiresAt, ttl, 'semaphore');
+    this.ctx.events.report('acquired', () => permit.info);
+    return permit;
+  }
+}

@@ -1,0 +1,64 @@
+import type { Lock } from './lock.js';
+
+/**
+ * Callers of this process waiting for a resource, keyed by lock key, oldest first. A release by another caller of
+ * this process hands the lock straight to the oldest (one script call, FIFO, the lock never free in between) on a
+ * single server, or wakes it to try at once on a quorum.
+ */
+export class LocalWaiters {
+  private readonly byKey = new Map<string, Set<Waiter>>();
+
+  /**
+   * Sleeps up to `ms`, or less when a caller of this process releases the same resource; resolves with the lock when
+   * that caller handed it over.
+   */
+  pause(lockKey: string, ms: number, ttl: number): Promise<Lock | null> {
+    return new Promise((resolve) => {
+      let set = this.byKey.get(lockKey);
+      if (!set) {
+        set = new Set();
+        this.byKey.set(lockKey, set);
+      }
+      const waiters = set;
+      const leave = (): void => {
+        waiters.delete(waiter);
+        if (waiters.size === 0 && this.byKey.get(lockKey) === waiters) this.byKey.delete(lockKey);
+      };
+      const waiter: Waiter = {
+        ttl,
+        wake: () => {
+          clearTimeout(timer);
+          leave();
+          resolve(null);
+        },
+        claim: () => {
+          // Picked for a hand-over: stop the timer so the caller waits for the outcome (bounded by commandTimeout).
+          clearTimeout(timer);
+          leave();
+          return (lock) => resolve(lock);
+        },
+      };
+      const timer = setTimeout(waiter.wake, ms);
+      waiters.add(waiter);
+    });
+  }
+
+  wakeOne(lockKey: string): void {
+    const first = this.byKey.get(lockKey)?.values().next();
+    if (first && !first.done) first.value.wake();
+  }
+
+  /** The oldest waiter for `lockKey`. */
+  first(lockKey: string): Waiter | undefined {
+    const first = this.byKey.get(lockKey)?.values().next();
+    return first && !first.done ? first.value : undefined;
+  }
+}
+
+export interface Waiter {
+  readonly ttl: number;
+  /** Resolve the wait now (the caller tries Redis itself). */
+  wake(): void;
+  /** Take it out of the queue for a hand-over; call the result with the lock, or null when the hand-over failed. */
+  claim(): (lock: Lock | null) => void;
+}
