@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
 import { io, type Socket } from 'socket.io-client';
 import { RateLimitGuard, Throttle } from '../../lib/index.js';
-import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+import { closeToolkitApps, createToolkitApp, PLATFORMS } from '../support/toolkit-app.js';
 
 @WebSocketGateway({ namespace: '/rl-test' })
 @UseGuards(RateLimitGuard)
@@ -38,9 +38,14 @@ async function connect(port: number): Promise<Socket> {
   return socket;
 }
 
-describe.each(['single', 'cluster'] as const)('RateLimitGuard on a WebSocket gateway (%s)', (target) => {
+const COMBINATIONS = PLATFORMS.flatMap((platform) =>
+  (['single', 'cluster'] as const).map((t) => [platform, t] as const),
+);
+
+describe.each(COMBINATIONS)('RateLimitGuard on a WebSocket gateway (socket.io on %s, %s)', (platform, target) => {
   it('limits a @SubscribeMessage handler and answers a refusal with a WsException carrying retry info', async () => {
     const app = await createToolkitApp({
+      platform,
       target,
       http: true,
       keyPrefix: `rtk-${randomUUID().slice(0, 8)}:`,
