@@ -15,7 +15,7 @@ import {
   type TestClient,
 } from '../support/pubsub-gateway.js';
 import { startRedisServer } from '../support/redis-server.js';
-import { closeToolkitApps } from '../support/toolkit-app.js';
+import { closeToolkitApps, PLATFORMS } from '../support/toolkit-app.js';
 import { sleep, waitFor } from '../support/wait.js';
 
 afterEach(async () => {
@@ -25,9 +25,13 @@ afterEach(async () => {
 
 const uid = (): string => randomBytes(5).toString('hex');
 
-describe.each(['single', 'cluster'] as const)('NotificationsGateway on %s', (target) => {
+const COMBINATIONS = PLATFORMS.flatMap((platform) =>
+  (['single', 'cluster'] as const).map((t) => [platform, t] as const),
+);
+
+describe.each(COMBINATIONS)('NotificationsGateway on %s, %s', (platform, target) => {
   it('refuses a connection without a valid session with a clear connect_error', async () => {
-    const { url } = await createGatewayApp({ target, keyPrefix: `g${uid()}:` });
+    const { url } = await createGatewayApp({ platform, target, keyPrefix: `g${uid()}:` });
     await expect(connectClient(url)).rejects.toMatchObject({
       message: expect.stringMatching(/unauthenticated/),
       data: { code: 'E_UNAUTHENTICATED' },
@@ -41,6 +45,7 @@ describe.each(['single', 'cluster'] as const)('NotificationsGateway on %s', (tar
 
   it("delivers the user's own channel and public channels; refuses other users' and internal channels", async () => {
     const app = await createGatewayApp({
+      platform,
       target,
       keyPrefix: `g${uid()}:`,
       pubsub: { gateway: { publicChannels: ['news'] } },
@@ -70,6 +75,7 @@ describe.each(['single', 'cluster'] as const)('NotificationsGateway on %s', (tar
 
   it('unsubscribe stops delivery; the last socket leaving a channel drops the Redis subscription', async () => {
     const app = await createGatewayApp({
+      platform,
       target,
       keyPrefix: `g${uid()}:`,
       pubsub: { gateway: { publicChannels: ['news'] } },
@@ -92,10 +98,10 @@ describe.each(['single', 'cluster'] as const)('NotificationsGateway on %s', (tar
     expect(await waitFor(async () => (await pubsub.publish('news', 3)) === 0, 3_000)).toBe(true);
   });
 
-  it('two instances relay: a client on A receives a publish made on B', async () => {
+  it('two instances relay (one on Express, one on Fastify): a client on A receives a publish made on B', async () => {
     const keyPrefix = `g${uid()}:`;
-    const a = await createGatewayApp({ target, keyPrefix });
-    const b = await createGatewayApp({ target, keyPrefix });
+    const a = await createGatewayApp({ platform, target, keyPrefix });
+    const b = await createGatewayApp({ platform: platform === 'express' ? 'fastify' : 'express', target, keyPrefix });
     const onA = await connectClient(a.url, { token: 'u:42' });
     const onB = await connectClient(b.url, { token: 'u:42' });
     await onA.subscribe('user:42');
@@ -108,7 +114,7 @@ describe.each(['single', 'cluster'] as const)('NotificationsGateway on %s', (tar
 
   it('durable mode: a client reconnecting with its last id gets exactly the missed messages, in order, then live ones', async () => {
     const keyPrefix = `g${uid()}:`;
-    const app = await createGatewayApp({ target, keyPrefix, pubsub: { durable: { maxLen: 500 } } });
+    const app = await createGatewayApp({ platform, target, keyPrefix, pubsub: { durable: { maxLen: 500 } } });
     const pubsub = app.get(PubSubService);
     const first = await connectClient(app.url, { token: 'u:7' });
     await first.subscribe('user:7');
@@ -141,7 +147,7 @@ describe.each(['single', 'cluster'] as const)('NotificationsGateway on %s', (tar
   });
 
   it('answers bad subscribe payloads with error acks and keeps serving the socket', async () => {
-    const app = await createGatewayApp({ target, keyPrefix: `g${uid()}:` });
+    const app = await createGatewayApp({ platform, target, keyPrefix: `g${uid()}:` });
     const c = await connectClient(app.url, { token: 'u:1' });
     const bad: unknown[][] = [
       ['a string'],
