@@ -7,7 +7,7 @@
 // The tarball is unpacked into each app's node_modules the way npm would, and the packages it needs (its
 // dependencies and peers, the HTTP platform, vitest) are symlinked from this repo's node_modules: `npm install
 // --prefer-offline` of the tarball took 52 s per app here (registry metadata), `--offline` cannot resolve peers.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, posix, resolve } from 'node:path';
@@ -42,9 +42,23 @@ const indent = (text) =>
     .map((l) => `    ${l}`)
     .join('\n');
 
+/** Runs a command to completion (killed after `timeout` ms); the apps below run side by side. */
 function run(cmd, args, cwd, timeout = 180_000) {
-  const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', timeout, env: { ...process.env, FORCE_COLOR: '0' } });
-  return { ok: r.status === 0, output: `${r.stdout ?? ''}${r.stderr ?? ''}${r.error ? String(r.error) : ''}` };
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { cwd, env: { ...process.env, FORCE_COLOR: '0' } });
+    let output = '';
+    child.stdout.on('data', (chunk) => (output += chunk));
+    child.stderr.on('data', (chunk) => (output += chunk));
+    const timer = setTimeout(() => {
+      output += `\n(killed after ${timeout} ms)`;
+      child.kill('SIGKILL');
+    }, timeout);
+    child.once('error', (err) => (output += String(err)));
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ ok: code === 0, output });
+    });
+  });
 }
 
 function link(nodeModules, name) {
@@ -85,6 +99,59 @@ function tsconfig(dir, include) {
       include,
     }),
   );
+}
+
+/** Builds and runs one fixture app; returns its report lines ([ok, name, detail]). */
+async function fixtureApp(fixture) {
+  const out = [];
+  const dir = join(work, fixture.name);
+  makeApp(dir, fixture.type, fixture.packages);
+  mkdirSync(join(dir, 'src'));
+  for (const file of ['app.module.ts', 'main.ts']) cpSync(join(appSources, file), join(dir, 'src', file));
+  cpSync(join(appSources, `platform-${fixture.platform}.ts`), join(dir, 'src/platform.ts'));
+  tsconfig(dir, ['src']);
+  const compiled = await run(process.execPath, [tsc, '-p', dir, '--pretty', 'false'], dir);
+  out.push([compiled.ok, `${fixture.name}: compiles against the published types`, compiled.output]);
+  if (!compiled.ok) return out;
+
+  // Every entry point loads the way this app loads modules (require for CommonJS, import for ESM).
+  const subpaths = Object.keys(pkg.exports)
+    .filter((s) => s !== './package.json')
+    .map((s) => posix.join('nestjs-redis-toolkit', s));
+  const load = fixture.type === 'commonjs' ? 'require(s)' : 'await import(s)';
+  const loader = `for (const s of ${JSON.stringify(subpaths)}) { const m = ${load}; if (!Object.keys(m).length) throw new Error(s + ' is empty'); }`;
+  const loaded = await run(process.execPath, [`--input-type=${fixture.type}`, '-e', loader], dir);
+  const how = fixture.type === 'commonjs' ? 'require' : 'import';
+  out.push([loaded.ok, `${fixture.name}: ${how} ${subpaths.join(', ')}`, loaded.output]);
+
+  const booted = await run(process.execPath, ['dist/main.js'], dir, 90_000);
+  const lines = booted.output.split('\n').filter((l) => /^(not )?ok - /.test(l));
+  for (const line of lines)
+    out.push([line.startsWith('ok - '), `${fixture.name}: ${line.replace(/^(not )?ok - /, '')}`]);
+  if (!booted.ok || lines.length < 5) out.push([false, `${fixture.name}: the app ran every check`, booted.output]);
+  return out;
+}
+
+/** docs/testing.md's Vitest example, type-checked and run by Vitest against the installed tarball. */
+async function vitestExample() {
+  const dir = join(work, 'vitest');
+  makeApp(dir, 'module', ['@nestjs/testing', 'vitest']);
+  const text = readFileSync(join(repo, 'docs/testing.md'), 'utf8');
+  const block = /```ts\n([\s\S]*?)\n```/.exec(text.slice(text.indexOf('<!-- vitest-example:')))?.[1];
+  mkdirSync(join(dir, 'src'));
+  writeFileSync(join(dir, 'src/export.test.ts'), block ?? '');
+  tsconfig(dir, ['src']);
+  const checked = await run(process.execPath, [tsc, '-p', dir, '--noEmit', '--pretty', 'false'], dir);
+  const vitest = await run(process.execPath, [join(repoModules, 'vitest/vitest.mjs'), 'run', '--root', dir], dir);
+  const summary = /Tests\s+(\d+) passed \((\d+)\)/.exec(vitest.output.replace(/\x1b\[[0-9;]*m/g, ''));
+  return [
+    [Boolean(block) && checked.ok, "docs/testing.md's Vitest example type-checks", checked.output],
+    [
+      vitest.ok && summary !== null && summary[1] === summary[2] && Number(summary[1]) >= 2,
+      `docs/testing.md's Vitest example passes under Vitest (${summary ? `${summary[1]} tests` : 'no summary'})`,
+      vitest.output,
+    ],
+  ];
 }
 
 const tsc = join(repoModules, 'typescript/bin/tsc');
@@ -130,58 +197,9 @@ try {
     dead.join('\n'),
   );
 
-  // --- apps, one per fixture ----------------------------------------------------------------------------------------
-  for (const fixture of FIXTURES) {
-    const dir = join(work, fixture.name);
-    makeApp(dir, fixture.type, fixture.packages);
-    mkdirSync(join(dir, 'src'));
-    for (const file of ['app.module.ts', 'main.ts']) cpSync(join(appSources, file), join(dir, 'src', file));
-    cpSync(join(appSources, `platform-${fixture.platform}.ts`), join(dir, 'src/platform.ts'));
-    tsconfig(dir, ['src']);
-    const compiled = run(process.execPath, [tsc, '-p', dir, '--pretty', 'false'], dir);
-    report(compiled.ok, `${fixture.name}: compiles against the published types`, compiled.output);
-    if (!compiled.ok) continue;
-
-    // Every entry point loads the way this app loads modules (require for CommonJS, import for ESM).
-    const subpaths = Object.keys(pkg.exports)
-      .filter((s) => s !== './package.json')
-      .map((s) => posix.join('nestjs-redis-toolkit', s));
-    const loader =
-      fixture.type === 'commonjs'
-        ? `for (const s of ${JSON.stringify(subpaths)}) { const m = require(s); if (!Object.keys(m).length) throw new Error(s + ' is empty'); }`
-        : `for (const s of ${JSON.stringify(subpaths)}) { const m = await import(s); if (!Object.keys(m).length) throw new Error(s + ' is empty'); }`;
-    const loaded = run(process.execPath, [`--input-type=${fixture.type}`, '-e', loader], dir);
-    report(
-      loaded.ok,
-      `${fixture.name}: ${fixture.type === 'commonjs' ? 'require' : 'import'} ${subpaths.join(', ')}`,
-      loaded.output,
-    );
-
-    const booted = run(process.execPath, ['dist/main.js'], dir, 60_000);
-    const lines = booted.output.split('\n').filter((l) => /^(not )?ok - /.test(l));
-    for (const line of lines) report(line.startsWith('ok - '), `${fixture.name}: ${line.replace(/^(not )?ok - /, '')}`);
-    if (!booted.ok || lines.length < 5) report(false, `${fixture.name}: the app ran every check`, booted.output);
-  }
-
-  // --- docs/testing.md's Vitest example ----------------------------------------------------------------------------
-  {
-    const dir = join(work, 'vitest');
-    makeApp(dir, 'module', ['@nestjs/testing', 'vitest']);
-    const text = readFileSync(join(repo, 'docs/testing.md'), 'utf8');
-    const block = /```ts\n([\s\S]*?)\n```/.exec(text.slice(text.indexOf('<!-- vitest-example:')))?.[1];
-    mkdirSync(join(dir, 'src'));
-    writeFileSync(join(dir, 'src/export.test.ts'), block ?? '');
-    tsconfig(dir, ['src']);
-    const checked = run(process.execPath, [tsc, '-p', dir, '--noEmit', '--pretty', 'false'], dir);
-    report(Boolean(block) && checked.ok, "docs/testing.md's Vitest example type-checks", checked.output);
-    const vitest = run(process.execPath, [join(repoModules, 'vitest/vitest.mjs'), 'run', '--root', dir], dir, 120_000);
-    const summary = /Tests\s+(\d+) passed \((\d+)\)/.exec(vitest.output.replace(/\x1b\[[0-9;]*m/g, ''));
-    report(
-      vitest.ok && summary !== null && summary[1] === summary[2] && Number(summary[1]) >= 2,
-      `docs/testing.md's Vitest example passes under Vitest (${summary ? `${summary[1]} tests` : 'no summary'})`,
-      vitest.output,
-    );
-  }
+  // --- apps, one per fixture, and docs/testing.md's Vitest example, side by side; reported in this order ------------
+  const results = await Promise.all([...FIXTURES.map(fixtureApp), vitestExample()]);
+  for (const lines of results) for (const [ok, name, detail] of lines) report(ok, name, detail);
 } catch (err) {
   report(false, 'the package suite ran to the end', err instanceof Error ? err.stack : String(err));
 } finally {
