@@ -2,10 +2,8 @@
  * What each feature does when Redis loses data without being "down": eviction under a small `maxmemory` with
  * `allkeys-lru`, and a restart without persistence (SIGKILL, `--save ''`, no AOF: every key gone).
  *
- * Today's behaviour is asserted as it is. Where it is wrong (issue 17 item 7: fencing tokens go backwards when the
- * counter is lost) the invariant we want is written as `it.failing`: it passes while the bug is there and turns red
- * the day the fix lands, so whoever lands it flips `it.failing` to `it` — it cannot stay silently wrong either way.
- * TODO(secfeat): fencing tokens that never go backwards (issue 17 item 7) → flip the two `it.failing` below to `it`.
+ * Today's behaviour is asserted as it is. Fencing tokens never go backwards when the counter is lost (issue 17
+ * item 7: they are floored by the Redis clock in µs).
  */
 import 'reflect-metadata';
 import { CacheService, LockService, RateLimitService, SessionService } from '../../lib/index.js';
@@ -105,8 +103,8 @@ describe('eviction: maxmemory 8 MB, allkeys-lru', () => {
     await next.release();
   });
 
-  // TODO(secfeat): issue 17 item 7 — today the counter is evicted and the token restarts at 1.
-  it.failing('locks: fencing tokens never go backwards when the counter is evicted', async () => {
+  // issue 17 item 7: tokens are floored by the Redis clock in µs, so a lost counter cannot send them backwards.
+  it('locks: fencing tokens never go backwards when the counter is evicted', async () => {
     const locks = app.get(LockService);
     const tokens: number[] = [];
     for (let i = 0; i < 3; i++) {
@@ -175,8 +173,8 @@ describe('restart without persistence (SIGKILL, no RDB/AOF): every key is gone',
     expect((await Promise.all([0, 1, 2].map(() => rl.consume('k', policy)))).filter((r) => r.allowed)).toHaveLength(2);
   }, 60_000);
 
-  // TODO(secfeat): issue 17 item 7 — today tokens 1, 2, 3 are followed by 1 after the restart.
-  it.failing('locks: fencing tokens never go backwards across a restart without persistence', async () => {
+  // issue 17 item 7: before the fix, tokens 1, 2, 3 were followed by 1 after the restart.
+  it('locks: fencing tokens never go backwards across a restart without persistence', async () => {
     const server = trackForCleanup(await startRedisServer());
     const app = await createToolkitApp({ target: { url: server.url }, commandTimeout: 5_000 });
     const locks = app.get(LockService);

@@ -1,13 +1,22 @@
 import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
 import { Test } from '@nestjs/testing';
-import { LockLostError, LockService, RedisToolkitModule, RedisUnavailableError } from '../../lib/index.js';
+import {
+  CacheService,
+  LockLostError,
+  LockService,
+  RedisConnection,
+  RedisToolkitModule,
+  RedisUnavailableError,
+} from '../../lib/index.js';
+import { KeyBuilder } from '../../lib/common/keys.js';
+import { rawCommand } from '../support/resp.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { startQuorumServers } from '../support/quorum.js';
 import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
-import { sleep } from '../support/wait.js';
+import { sleep, waitFor } from '../support/wait.js';
 import { within } from '../support/timing.js';
 
 afterEach(closeToolkitApps);
@@ -242,4 +251,72 @@ describe('quorum of 3 independent servers', () => {
       await app.close();
     }
   });
+});
+
+/**
+ * Issue 17 item 7: the fence counter can be lost without the server going down (evicted under allkeys-*, a restart
+ * without persistence). Tokens are floored by the Redis clock in µs, so they still never go backwards.
+ */
+describe('fencing tokens when the fence counter is lost', () => {
+  const draw = async (locks: LockService, resource: string, n: number): Promise<number[]> => {
+    const tokens: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const l = await locks.acquire(resource, { ttl: 60_000, waitMs: 20_000 });
+      tokens.push(l.fencingToken);
+      await l.release();
+    }
+    return tokens;
+  };
+  const strictlyIncreasing = (tokens: number[]): boolean => tokens.every((t, i) => i === 0 || t > tokens[i - 1]);
+
+  it.each(['single', 'cluster'] as const)(
+    'counter deleted (as eviction does) on %s: the next token is larger',
+    async (target) => {
+      const app = await createToolkitApp({ target });
+      const locks = app.get(LockService);
+      const client = app.get(RedisConnection).client;
+      const resource = unique('lost-counter');
+      const before = await draw(locks, resource, 3);
+      const fenceKey = `${new KeyBuilder('rtk:').tagged('lock', resource)}:fence`;
+      expect(await client.del(fenceKey)).toBe(1); // the counter existed, and is gone now
+      const after = await draw(locks, resource, 3);
+      expect(strictlyIncreasing([...before, ...after])).toBe(true);
+    },
+  );
+
+  it('evicting server (maxmemory 8 MB, allkeys-lru): the counter is evicted, tokens still strictly increase', async () => {
+    const server = trackForCleanup(
+      await startRedisServer({ args: ['--maxmemory', '8mb', '--maxmemory-policy', 'allkeys-lru'] }),
+    );
+    const app = await createToolkitApp({ target: { url: server.url }, commandTimeout: 5_000 });
+    const locks = app.get(LockService);
+    const client = app.get(RedisConnection).client;
+    const resource = unique('evicted');
+    const before = await draw(locks, resource, 3);
+    const fenceKey = `${new KeyBuilder('rtk:').tagged('lock', resource)}:fence`;
+    // 40 MB of cache entries nobody reads: the untouched counter is evicted (checked, so the scenario is real)
+    const cache = app.get(CacheService);
+    const value = 'x'.repeat(64 * 1024);
+    for (let i = 0; i < 640 && (await client.exists(fenceKey)) === 1; i += 16) {
+      await Promise.all(Array.from({ length: 16 }, (_, j) => cache.set(`fill:${i + j}`, value, { ttl: 600_000 })));
+    }
+    expect(await client.exists(fenceKey)).toBe(0);
+    const after = await draw(locks, resource, 3);
+    expect(strictlyIncreasing([...before, ...after])).toBe(true);
+  }, 120_000);
+
+  it('restart without persistence (SIGKILL, every key gone): tokens still strictly increase', async () => {
+    const server = trackForCleanup(await startRedisServer());
+    const app = await createToolkitApp({ target: { url: server.url }, commandTimeout: 5_000 });
+    const locks = app.get(LockService);
+    const resource = unique('restarted');
+    const before = await draw(locks, resource, 3);
+    await server.kill();
+    await server.restart();
+    expect(await rawCommand(server.port, ['DBSIZE'], { timeoutMs: 10_000 })).toBe(0); // every key is gone
+    const connection = app.get(RedisConnection);
+    expect(await waitFor(() => connection.status === 'ready', 20_000)).toBe(true);
+    const after = await draw(locks, resource, 3);
+    expect(strictlyIncreasing([...before, ...after])).toBe(true);
+  }, 60_000);
 });

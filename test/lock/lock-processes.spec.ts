@@ -41,15 +41,20 @@ function expectStrictlyIncreasing(tokens: number[][]): void {
 
 describe('fencing tokens across 4 processes', () => {
   it('1,000 acquisitions on one server: every token is new and larger than the last one the storage saw', async () => {
+    const startedUs = Date.now() * 1000;
     const { tokens, stale } = await fourProcesses(
       { connection: { url: sharedServers().single.url }, lock: { retry: { delay: 5, jitter: 10 } } },
       250,
     );
+    const endedUs = Date.now() * 1000;
     expect(tokens.flat()).toHaveLength(1_000);
     expect(stale).toBe(0);
     expectStrictlyIncreasing(tokens);
-    // One counter, no gaps: the 1,000 tokens are exactly 1..1000.
-    expect([...tokens.flat()].sort((a, b) => a - b)).toEqual(Array.from({ length: 1_000 }, (_, i) => i + 1));
+    // One counter floored by the Redis clock (µs, same host as this test: 1 ms of slack): every token was drawn
+    // during the run, so a lost counter could not send the next one backwards.
+    for (const t of tokens.flat()) {
+      expect(Number.isSafeInteger(t) && t >= startedUs - 1_000 && t <= endedUs + 1_000).toBe(true);
+    }
   }, 120_000);
 
   it('1,000 acquisitions on a 3-node quorum: strictly increasing too', async () => {

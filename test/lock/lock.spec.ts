@@ -21,11 +21,16 @@ describe.each(['single', 'cluster', 'quorum'] as const)('locks on %s', (mode) =>
   it('acquires, refuses a second owner, releases, and the next owner gets a larger fencing token', async () => {
     const { locks } = await lockService(mode);
     const resource = unique('basic');
+    const beforeUs = Date.now() * 1000;
     const first = await locks.acquire(resource, { ttl: 5_000 });
+    const afterUs = Date.now() * 1000;
     expect(first).toBeInstanceOf(Lock);
     expect(first.resource).toBe(resource);
     expect(Buffer.from(first.token, 'base64url')).toHaveLength(16);
-    expect(first.fencingToken).toBe(1);
+    // the first token of a resource is the Redis server's clock in µs (same host as this test: 1 ms of slack)
+    expect(Number.isSafeInteger(first.fencingToken)).toBe(true);
+    expect(first.fencingToken).toBeGreaterThanOrEqual(beforeUs - 1_000);
+    expect(first.fencingToken).toBeLessThanOrEqual(afterUs + 1_000);
     expect(first.expiresAt).toBeGreaterThan(Date.now() + 4_000);
     expect(first.isHeld).toBe(true);
     expect(await locks.tryAcquire(resource)).toBeNull();
@@ -218,7 +223,7 @@ describe('lock input checks', () => {
     const escaped = resource.replace(/\{/g, '%7B').replace(/\}/g, '%7D').replace(/:/g, '%3A');
     expect(lockKey(resource)).toBe(`rtk:lock:{${escaped}}`);
     expect(await connection.client.get(`rtk:lock:{${escaped}}`)).toBe(lock.token);
-    expect(await connection.client.get(`rtk:lock:{${escaped}}:fence`)).toBe('1');
+    expect(await connection.client.get(`rtk:lock:{${escaped}}:fence`)).toBe(String(lock.fencingToken));
     await lock.release();
   });
 
@@ -235,6 +240,7 @@ describe('locks taken and released in one tick share a script call (single serve
     const resources = Array.from({ length: 35 }, () => unique('tick'));
     const contested = unique('tick-contested');
     // 35 distinct resources plus 5 callers on one more: 40 acquisitions in one tick
+    const beforeUs = Date.now() * 1000;
     const acquired = await recordCommands(connection.client, () =>
       Promise.all(
         [...resources, ...Array.from({ length: 5 }, () => contested)].map((r) => locks.tryAcquire(r, { ttl: 5_000 })),
@@ -242,7 +248,12 @@ describe('locks taken and released in one tick share a script call (single serve
     );
     expect(acquired.commands).toEqual(Array.from({ length: 5 }, () => 'evalsha'));
     const got = acquired.value;
-    expect(got.slice(0, 35).map((l) => l?.fencingToken)).toEqual(Array.from({ length: 35 }, () => 1));
+    // each a new counter: its first token is the Redis clock in µs (same host as this test: 1 ms of slack)
+    const afterUs = Date.now() * 1000;
+    for (const l of got.slice(0, 35)) {
+      expect(l?.fencingToken).toBeGreaterThanOrEqual(beforeUs - 1_000);
+      expect(l?.fencingToken).toBeLessThanOrEqual(afterUs + 1_000);
+    }
     expect(got.slice(35).filter((l) => l !== null)).toHaveLength(1);
     const held = got.filter((l): l is Lock => l !== null);
     expect(await Promise.all(held.map((l) => connection.client.get(lockKey(l.resource))))).toEqual(
@@ -256,7 +267,7 @@ describe('locks taken and released in one tick share a script call (single serve
     );
     // a second release is a no-op, and a release by a stale owner in a batch touches nothing
     const again = await locks.tryAcquire(resources[0], { ttl: 5_000 });
-    expect(again?.fencingToken).toBe(2);
+    expect(again?.fencingToken).toBeGreaterThan(held[0].fencingToken);
     await expect(Promise.all([held[0].release(), again!.release()])).resolves.toEqual([undefined, undefined]);
     expect(await connection.client.exists(lockKey(resources[0]))).toBe(0);
   });
