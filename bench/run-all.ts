@@ -17,6 +17,7 @@ const BENCHES: { name: string; budgetS: number }[] = [
   { name: 'ratelimit', budgetS: 110 },
   { name: 'session', budgetS: 110 },
   { name: 'lock', budgetS: 110 },
+  { name: 'semaphore', budgetS: 60 },
   { name: 'pubsub', budgetS: 110 },
   { name: 'http', budgetS: 100 },
 ];

@@ -44,10 +44,10 @@ async function runRound(op: () => Promise<unknown>, concurrency: number, duratio
         const t = performance.now();
         try {
           await op();
+          latencies.push(performance.now() - t); // failed operations are counted apart, not as throughput
         } catch {
           errors++;
         }
-        latencies.push(performance.now() - t);
       }
     }),
   );

@@ -50,7 +50,7 @@ const FEATURES: { name: string; folder: string; key: string; commands: string[] 
       'scan',
     ],
   },
-  { name: 'lock', folder: 'lock', key: 'lock', commands: [] },
+  { name: 'lock', folder: 'lock', key: 'lock', commands: ['zcount'] },
   {
     name: 'pub/sub',
     folder: 'pubsub',
@@ -77,6 +77,7 @@ const SAMPLE_ARGS: Record<string, string[]> = {
   zadd: ['K', '1', 'm'],
   zcard: ['K'],
   zcount: ['K', '0', '1'],
+  zscore: ['K', 'm'],
   zrange: ['K', '0', '1'],
   zremrangebyscore: ['K', '0', '1'],
   zrangebyscore: ['K', '0', '1'],
