@@ -29,6 +29,9 @@ export function classifyRedisError(err: unknown, what: string, withCause = true)
   const reason = err instanceof Error ? err.message : String(err);
   const options = withCause ? { cause: err } : undefined;
   const code = replyCodeOf(err);
+  // A MULTI whose queued command was refused (NOPERM, OOM...) fails with EXECABORT: the refusal is the reason.
+  const previous = (err as { previousErrors?: unknown[] }).previousErrors?.[0];
+  if (code === 'EXECABORT' && previous !== undefined) return classifyRedisError(previous, what, withCause);
   if (code === undefined || UNAVAILABLE_REPLIES.has(code))
     return new RedisUnavailableError(`${what} failed: ${reason}`, options);
   return replyError(`${what} failed: ${reason}`, code, options);
