@@ -8,7 +8,8 @@ import { LockNotAcquiredError, LockService, RedisUnavailableError } from '../../
 import { FaultProxy } from '../support/fault-proxy.js';
 import { startQuorumServers } from '../support/quorum.js';
 import type { RedisServerHandle } from '../support/redis-server.js';
-import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+import { closeToolkitApps } from '../support/toolkit-app.js';
+import { bootToolkitApp } from './harness/boot.js';
 import { sleep } from '../support/wait.js';
 import { countUnhandledRejections, settleRejections } from './harness/unhandled.js';
 
@@ -35,7 +36,7 @@ describe('quorum locks with one node cut off', () => {
       const rejections = countUnhandledRejections();
       const quorum = { nodes: [{ url: servers[0].url }, { url: servers[1].url }, { url: proxy.url }] };
       const apps = await Promise.all(
-        [0, 1].map(() => createToolkitApp({ target: 'single', commandTimeout: COMMAND_TIMEOUT, lock: { quorum } })),
+        [0, 1].map(() => bootToolkitApp({ target: 'single', commandTimeout: COMMAND_TIMEOUT, lock: { quorum } })),
       );
       const locks = apps.map((a) => a.get(LockService));
       if (fault === 'blackhole') proxy.blackhole();

@@ -47,50 +47,73 @@ describe.each(['single', 'cluster'] as const)('RateLimitService on %s', (target)
   });
 
   it('sliding window: admits again once the oldest requests leave the window, not before', async () => {
+    // Bounds from measured send/answer times (Redis runs on this host, its TIME is our clock), not from the sleeps:
+    // a busy machine stretches every sleep. A 3 s window leaves second-sized margins.
     const key = uid();
-    const policy: RateLimitPolicy = { limit: 5, ttl: 1_000, algorithm: 'sliding-window' };
+    const ttl = 3_000;
+    const policy: RateLimitPolicy = { limit: 5, ttl, algorithm: 'sliding-window' };
+    const firstSent = Date.now();
     for (let i = 0; i < 3; i++) expect((await rl.consume(key, policy)).allowed).toBe(true);
-    await sleep(500);
+    const firstDone = Date.now();
+    await sleep(1_500);
+    const laterSent = Date.now();
     for (let i = 0; i < 2; i++) expect((await rl.consume(key, policy)).allowed).toBe(true);
+    const deniedSent = Date.now();
     const denied = await rl.consume(key, policy);
+    const deniedDone = Date.now();
     expect(denied.allowed).toBe(false);
-    // the first three leave at t0 + 1000, about 500 ms from now
-    expect(denied.retryAfterMs).toBeGreaterThan(300);
-    expect(denied.retryAfterMs).toBeLessThanOrEqual(520);
-    await sleep(denied.retryAfterMs - 150);
-    expect((await rl.consume(key, policy)).allowed).toBe(false); // not before
-    await sleep(250);
+    // the first three leave at their admission + ttl
+    expect(denied.retryAfterMs).toBeGreaterThanOrEqual(firstSent + ttl - deniedDone - 2);
+    expect(denied.retryAfterMs).toBeLessThanOrEqual(firstDone + ttl - deniedSent + 2);
+    const notYet = await rl.consume(key, policy);
+    if (Date.now() < firstSent + ttl) expect(notYet.allowed).toBe(false); // not before (decided before they left)
+    // once the first three have certainly left, and while the later two certainly have not
+    await sleep(Math.max(0, firstDone + ttl + 50 - Date.now()));
     const again = await Promise.all(Array.from({ length: 5 }, () => rl.consume(key, policy)));
+    expect(Date.now()).toBeLessThan(laterSent + ttl); // else the window's later members left too: no conclusion
     expect(again.filter((r) => r.allowed)).toHaveLength(3); // the two later ones are still in the window
   });
 
   it('sliding window: a peek that sees members which left the window (still stored) answers the same retry as a refusal', async () => {
     const key = uid();
-    const policy: RateLimitPolicy = { limit: 2, ttl: 1_000, algorithm: 'sliding-window' };
+    // A 5 s window: t1's member stays in it with seconds to spare on a busy machine.
+    const policy: RateLimitPolicy = { limit: 2, ttl: 5_000, algorithm: 'sliding-window' };
     expect((await rl.consume(key, policy)).allowed).toBe(true); // t0
-    await sleep(400);
-    expect((await rl.consume(key, policy)).allowed).toBe(true); // t1 = t0 + 400
-    await sleep(700); // t0's member has left the window; only a consume removes it
+    await sleep(2_000);
+    const t1Sent = Date.now();
+    expect((await rl.consume(key, policy)).allowed).toBe(true); // t1 = t0 + 2 s
+    await sleep(3_500); // t0's member has left the window; only a consume removes it
+    const peekSent = Date.now();
     const peeked = await rl.peek(key, { ...policy, cost: 2 });
     const refused = await rl.consume(key, { ...policy, cost: 2 });
+    const refusedDone = Date.now();
+    expect(refusedDone).toBeLessThan(t1Sent + policy.ttl); // else t1 left too: no conclusion
     expect([peeked.allowed, refused.allowed]).toEqual([false, false]);
-    // both wait for t1's member (about 300 ms away), not for t0's, which has already gone
-    expect(peeked.retryAfterMs).toBeGreaterThan(50);
-    // the two calls run back to back, so their answers differ by the time between them (a slow CI machine: < 100 ms)
-    expect(Math.abs(peeked.retryAfterMs - refused.retryAfterMs)).toBeLessThanOrEqual(100);
+    // both wait for t1's member, not for t0's, which has already gone
+    expect(peeked.retryAfterMs).toBeGreaterThan(0);
+    // the two calls run back to back, so their answers differ by at most the time between them (measured)
+    expect(Math.abs(peeked.retryAfterMs - refused.retryAfterMs)).toBeLessThanOrEqual(refusedDone - peekSent + 2);
   });
 
   it('boundary burst: a fixed window admits about 2x limit across a boundary, the sliding window does not', async () => {
     const limit = 10;
     const burst = async (algorithm: RateLimitAlgorithm): Promise<number> => {
       const key = uid();
-      const policy: RateLimitPolicy = { limit, ttl: 1_000, algorithm };
+      // A 4 s window: "before the boundary" and "after it, while the first burst is still in the sliding window"
+      // both hold with a second or more to spare on a busy machine (checked from measured times).
+      const ttl = 4_000;
+      const policy: RateLimitPolicy = { limit, ttl, algorithm };
+      const t0Sent = Date.now();
       expect((await rl.consume(key, policy)).allowed).toBe(true); // opens the window at t0
-      await sleep(750);
+      const t0Done = Date.now();
+      await sleep(2_500);
+      const beforeSent = Date.now();
       const before = await Promise.all(Array.from({ length: limit - 1 }, () => rl.consume(key, policy)));
-      await sleep(350); // past t0 + 1000
+      expect(Date.now()).toBeLessThan(t0Sent + ttl); // still in t0's fixed window
+      await sleep(Math.max(0, t0Done + ttl + 100 - Date.now())); // past t0 + ttl
       const after = await Promise.all(Array.from({ length: limit }, () => rl.consume(key, policy)));
-      return [...before, ...after].filter((r) => r.allowed).length; // admitted within ~350 ms
+      expect(Date.now()).toBeLessThan(beforeSent + ttl); // the burst before the boundary is still in the window
+      return [...before, ...after].filter((r) => r.allowed).length;
     };
     const [fixed, sliding] = await Promise.all([burst('fixed-window'), burst('sliding-window')]);
     expect(fixed).toBe(2 * limit - 1);
@@ -100,14 +123,23 @@ describe.each(['single', 'cluster'] as const)('RateLimitService on %s', (target)
   it('token bucket: a burst of `burst`, then refills at limit per ttl', async () => {
     const key = uid();
     const policy: RateLimitPolicy = { limit: 10, ttl: 1_000, algorithm: 'token-bucket', burst: 4 };
+    const firstSent = Date.now();
     const first = await Promise.all(Array.from({ length: 6 }, () => rl.consume(key, policy)));
+    const firstDone = Date.now();
     expect(first.filter((r) => r.allowed)).toHaveLength(4);
     const denied = first.find((r) => !r.allowed);
-    expect(denied?.retryAfterMs).toBeGreaterThan(50);
+    expect(denied?.retryAfterMs).toBeGreaterThan(0);
     expect(denied?.retryAfterMs).toBeLessThanOrEqual(100); // one token per 100 ms
-    await sleep(330); // three tokens
+    await sleep(330); // at least three tokens
+    const refillSent = Date.now();
     const refilled = await Promise.all(Array.from({ length: 6 }, () => rl.consume(key, policy)));
-    expect(refilled.filter((r) => r.allowed).length).toBe(3);
+    const refillDone = Date.now();
+    // One token per 100 ms since the bucket was emptied, never above the burst: bounds from the measured times (a
+    // busy machine stretches the 330 ms sleep).
+    const admitted = refilled.filter((r) => r.allowed).length;
+    expect(admitted).toBeGreaterThanOrEqual(Math.min(4, Math.floor((refillSent - firstDone) / 100)));
+    expect(admitted).toBeLessThanOrEqual(Math.min(4, Math.ceil((refillDone - firstSent) / 100)));
+    expect(admitted).toBeGreaterThanOrEqual(3);
     await sleep(2_000); // full again, never above burst
     const full = await Promise.all(Array.from({ length: 8 }, () => rl.consume(key, policy)));
     expect(full.filter((r) => r.allowed)).toHaveLength(4);
@@ -324,6 +356,7 @@ describe('sliding window cost in Redis', () => {
     const small: RateLimitPolicy = { limit: 4, ttl: 60_000, algorithm: 'sliding-window' };
     const bigKey = uid();
     const smallKey = uid();
+    const filledAt = Date.now();
     for (let i = 0; i < 4; i++) expect((await rl.consume(bigKey, { ...big, cost: 10_000 })).allowed).toBe(true);
     for (let i = 0; i < 4; i++) expect((await rl.consume(smallKey, small)).allowed).toBe(true);
     // Redis time of 100 peeks and 100 refusals (each reads the newest member for the reset, a refusal also the
@@ -334,7 +367,8 @@ describe('sliding window cost in Redis', () => {
         const peeked = await rl.peek(key, policy);
         const refused = await rl.consume(key, policy);
         expect([peeked.allowed, refused.allowed, peeked.remaining]).toEqual([false, false, 0]);
-        expect(refused.resetMs).toBeGreaterThan(50_000);
+        // the window's members are still there: reset is the rest of the 60 s window (measured, not assumed)
+        expect(refused.resetMs).toBeGreaterThan(60_000 - (Date.now() - filledAt) - 5);
       }
       return (await evalshaUsec()) - before;
     };
