@@ -38,7 +38,9 @@ import {
   type NotificationAck,
   type NotificationMessage,
 } from './notifications.protocol.js';
+import { originAllowed, usesCookie } from './origin-check.js';
 import { sessionAuthenticate } from './session-authenticate.js';
+import { SessionRevocations } from './session-revocations.js';
 import { broadcastToRoom } from './slow-client-policy.js';
 
 export interface NotificationsGatewayStats {
@@ -51,6 +53,8 @@ export interface NotificationsGatewayStats {
   droppedSlow: number;
   /** Sockets disconnected because their buffer was full (`disconnect` policy). */
   disconnectedSlow: number;
+  /** Sockets disconnected because their session was destroyed (on any instance) or found gone on subscribe. */
+  revoked: number;
 }
 
 interface SocketState {
@@ -99,7 +103,10 @@ export class NotificationsGateway
   private readonly durableReplay = new DurableReplay(
     (socket, channel) => this.sockets.get(socket)?.subscriptions.has(channel) === true,
   );
-  private readonly counters = { refused: 0, delivered: 0, droppedSlow: 0, disconnectedSlow: 0 };
+  private readonly counters = { refused: 0, delivered: 0, droppedSlow: 0, disconnectedSlow: 0, revoked: 0 };
+  private revocations!: SessionRevocations;
+  /** The default session authentication: revocations are subscribed to before each session lookup. */
+  private sessionAuth = false;
 
   constructor(
     private readonly pubsub: PubSubService,
@@ -119,6 +126,11 @@ export class NotificationsGateway
       return;
     }
     this.options = this.withOverrides(this.configured);
+    this.revocations = new SessionRevocations(this.pubsub, (socket) => {
+      this.counters.revoked++;
+      socket.disconnect(true);
+    });
+    this.sessionAuth = this.options.authenticate === undefined && this.sessions !== undefined;
     this.authenticate = this.options.authenticate ?? this.defaultAuthenticate();
     this.rateLimiter = this.options.rateLimiter ?? this.defaultRateLimiter();
   }
@@ -144,8 +156,21 @@ export class NotificationsGateway
 
   afterInit(nsp: Namespace): void {
     nsp.use((socket, next) => {
+      const handshake = socket.handshake as GatewayHandshake;
+      if (!this.disabled && usesCookie(handshake) && !originAllowed(handshake, this.options.allowedOrigins)) {
+        // Before any lookup: a cross-site page must not even learn whether the browser's cookie is valid.
+        this.counters.refused++;
+        next(refusal('E_FORBIDDEN_ORIGIN', 'this origin may not connect with the session cookie (allowedOrigins)'));
+        return;
+      }
       Promise.resolve()
-        .then(() => this.authenticate(socket.handshake as GatewayHandshake))
+        // Subscribed to revocations before the session is looked up, so none can fall between lookup and register.
+        .then(() => (this.sessionAuth && !this.disabled ? this.revocations.ready() : undefined))
+        .then(() => this.authenticate(handshake))
+        .then(async (user) => {
+          if (user && typeof user.sessionId === 'string' && !this.sessionAuth) await this.revocations.ready();
+          return user;
+        })
         .then(
           (user) => {
             if (this.disabled) {
@@ -153,7 +178,12 @@ export class NotificationsGateway
               next(refusal('E_DISABLED', 'notifications are disabled on this server'));
               return;
             }
-            if (!user || typeof user.id !== 'string' || user.id.length === 0) {
+            if (
+              !user ||
+              typeof user.id !== 'string' ||
+              user.id.length === 0 ||
+              (typeof user.sessionId === 'string' && !this.revocations.register(socket, user.sessionId))
+            ) {
               this.counters.refused++;
               next(refusal('E_UNAUTHENTICATED', 'unauthenticated: a valid session (cookie or auth.token) is required'));
               return;
@@ -183,6 +213,7 @@ export class NotificationsGateway
     for (const name of [...state.subscriptions.keys()]) this.release(state, name);
     this.durableReplay.forget(socket);
     this.sockets.delete(socket);
+    if (typeof state.user.sessionId === 'string') this.revocations.unregister(socket, state.user.sessionId);
   }
 
   @SubscribeMessage('subscribe')
@@ -191,6 +222,7 @@ export class NotificationsGateway
       const state = this.stateOf(socket);
       const { channel, lastId } = parseRequest(body, true, this.options.maxChannelLength);
       await this.limit(state);
+      await this.sessionStillValid(socket, state);
       const pattern = isPattern(channel);
       if (!state.subscriptions.has(channel) && !(await this.allowed(state.user, channel, pattern))) {
         throw new AckError('E_FORBIDDEN', `not allowed to subscribe to ${channel}`);
@@ -277,6 +309,20 @@ export class NotificationsGateway
         decision.retryAfterMs,
       );
     }
+  }
+
+  /**
+   * A socket bound to a session (`user.sessionId`) subscribes only while that session exists: a revocation lost on the
+   * way (the subscriber reconnecting), an expiry or an eviction is caught here, and the socket is disconnected.
+   */
+  private async sessionStillValid(socket: Socket, state: SocketState): Promise<void> {
+    const sessionId = state.user.sessionId;
+    if (typeof sessionId !== 'string' || !this.sessions) return;
+    if ((await this.sessions.get(sessionId)) !== null) return;
+    this.counters.revoked++;
+    // After the ack: the client learns why before it sees the disconnect.
+    setImmediate(() => socket.disconnect(true));
+    throw new AckError('E_UNAUTHENTICATED', 'the session has ended: sign in again');
   }
 
   private async allowed(user: PubSubUser, channel: string, pattern: boolean): Promise<boolean> {

@@ -1,4 +1,5 @@
 import type { OptionProblems } from '../common/option-checks.js';
+import { normalizeOrigin } from './origin-check.js';
 
 // The notifications feature's options. This file must not import socket.io or @nestjs/websockets: the root entry
 // point reaches it (the options type and the module's provider), and those peers are optional.
@@ -62,6 +63,13 @@ export interface NotificationsGatewayOptions {
   slowClient?: { policy?: SlowClientPolicy; maxBufferedMessages?: number };
   /** Most missed durable messages one subscribe replays. Default 1000. */
   maxReplay?: number;
+  /**
+   * Origins (`https://app.example.com`) allowed to open a connection authenticated by the session cookie (a handshake
+   * without `auth.token`): a cross-site page would otherwise ride the browser's cookies (cross-site WebSocket
+   * hijacking). Default: the same origin only (the Origin's host equals the request's Host). `'*'` turns the check
+   * off. A handshake without an Origin header (not a browser page) passes.
+   */
+  allowedOrigins?: string[] | '*';
 }
 
 export interface ResolvedNotificationsGatewayOptions {
@@ -74,6 +82,8 @@ export interface ResolvedNotificationsGatewayOptions {
   rateLimiter: GatewayRateLimiter | undefined;
   slowClient: { policy: SlowClientPolicy; maxBufferedMessages: number };
   maxReplay: number;
+  /** Normalized origins, `'*'`, or undefined for same-origin only. */
+  allowedOrigins: string[] | '*' | undefined;
 }
 
 /** `pubsub.gateway` of forRoot: `false` stays false (the gateway, if loaded, refuses every connection). */
@@ -120,6 +130,17 @@ export function resolveGatewayOptions(
         problems.add(`${path}.subscribeRateLimit`, 'needs both limit and ttl (or false)');
       }
     }
+    if (
+      g.allowedOrigins !== undefined &&
+      g.allowedOrigins !== '*' &&
+      (!Array.isArray(g.allowedOrigins) ||
+        g.allowedOrigins.some((o) => typeof o !== 'string' || normalizeOrigin(o) === undefined))
+    ) {
+      problems.add(
+        `${path}.allowedOrigins`,
+        "must be '*' or an array of origins like https://app.example.com (scheme, host, optional port, no path)",
+      );
+    }
     if (problems.object(`${path}.slowClient`, g.slowClient) && g.slowClient) {
       problems.oneOf(`${path}.slowClient.policy`, g.slowClient.policy, ['drop', 'disconnect']);
       problems.integer(`${path}.slowClient.maxBufferedMessages`, g.slowClient.maxBufferedMessages, 1);
@@ -138,5 +159,11 @@ export function resolveGatewayOptions(
       maxBufferedMessages: g.slowClient?.maxBufferedMessages ?? 1_000,
     },
     maxReplay: g.maxReplay ?? 1_000,
+    allowedOrigins:
+      g.allowedOrigins === '*'
+        ? '*'
+        : Array.isArray(g.allowedOrigins)
+          ? g.allowedOrigins.map((o) => normalizeOrigin(String(o)) ?? String(o))
+          : undefined,
   };
 }

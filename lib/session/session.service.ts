@@ -1,4 +1,4 @@
-import { Inject, Injectable, Logger } from '@nestjs/common';
+import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
 import { InvalidKeyError, InvalidOptionsError, SessionNotFoundError } from '../common/errors.js';
 import { KeyBuilder } from '../common/keys.js';
 import { SERIALIZER, type Serializer } from '../common/serializer.js';
@@ -14,6 +14,8 @@ import {
 } from './session-cookie.js';
 import { isSecureRequest } from './session.http.js';
 import { generateSessionId, isValidSessionId } from './session-id.js';
+import { SESSION_REVOKED_CHANNEL, sessionIdHash, type SessionRevocation } from './session-revocation.js';
+import { PubSubService } from '../pubsub/pubsub.service.js';
 import { SESSION_OPTIONS, type ResolvedSessionOptions } from './session.options.js';
 import {
   checkFieldName,
@@ -55,6 +57,7 @@ export class SessionService {
     @Inject(SESSION_OPTIONS) options: ResolvedSessionOptions,
     @Inject(SERIALIZER) serializer: Serializer,
     keys: KeyBuilder,
+    @Optional() private readonly pubsub?: PubSubService,
   ) {
     this.records = new SessionRecords(connection.client, keys.prefix, options.maxSize);
     // No `cause` on our errors: driver errors carry the command's arguments, and those hold session ids.
@@ -174,6 +177,7 @@ export class SessionService {
           throw new SessionNotFoundError('session not found (destroyed while regenerating)');
         }
         if (userId !== '') await this.records.indexRemove(userId, [id]);
+        await this.revoke([id]);
         return this.toSession<T>(next, { envelope, expiresAt, lastAccessedAt: now });
       }
       throw new InvalidOptionsError('could not allocate a session id (random source broken?)');
@@ -188,6 +192,8 @@ export class SessionService {
     if (!isValidSessionId(id)) return false;
     return this.guard('destroy', async () => {
       const userId = await this.records.destroy(id, this.options.tombstoneMs);
+      // Announced even when already gone: a retry after a failed announcement must still reach the gateways.
+      await this.revoke([id]);
       if (userId === null) return false;
       if (userId !== '') await this.records.indexRemove(userId, [id]);
       return true;
@@ -221,6 +227,7 @@ export class SessionService {
     return this.guard('destroyAllForUser', async () => {
       const ids = await this.records.indexIds(userId, 0);
       const owners = await Promise.all(ids.map((id) => this.records.destroy(id, this.options.tombstoneMs, true)));
+      await this.revoke(ids);
       await this.records.indexRemove(userId, ids);
       return owners.filter((u) => u !== null).length;
     });
@@ -319,6 +326,17 @@ export class SessionService {
       lastAccessedAt: raw.lastAccessedAt,
       expiresAt: raw.expiresAt,
     };
+  }
+
+  /**
+   * Tells every instance's notifications gateway that these sessions are gone (SESSION_REVOKED_CHANNEL, hashes only):
+   * each disconnects the WebSockets they authenticated. Awaited, so a destroy that resolves has been announced; a
+   * failed announcement fails the call (retry it: destroying again announces again).
+   */
+  private async revoke(ids: string[]): Promise<void> {
+    if (!this.pubsub || ids.length === 0) return;
+    const message: SessionRevocation = { s: ids.map(sessionIdHash) };
+    await this.pubsub.publish(SESSION_REVOKED_CHANNEL, message);
   }
 
   /**

@@ -151,7 +151,8 @@ describe('pattern abuse through the gateway', () => {
       expect(typeof ack.error).toBe('string');
     }
     expect(gateway.stats().relays).toBe(1); // only B's own channel
-    expect(pubsub.subscriptionCount).toBe(1);
+    // B's own channel, and the session revocations the gateway listens to (B connected with a session cookie).
+    expect(pubsub.subscriptionCount).toBe(2);
 
     await pubsub.notifyUser('B', 'private');
     await pubsub.publish('news', 'public, but A did not subscribe');

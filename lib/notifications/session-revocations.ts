@@ -1,0 +1,91 @@
+import type { Socket } from 'socket.io';
+import type { PubSubService } from '../pubsub/pubsub.service.js';
+import { SESSION_REVOKED_CHANNEL, sessionIdHash, type SessionRevocation } from '../session/session-revocation.js';
+
+/** How long a revoked session is remembered, for a handshake that looked the session up just before its revocation. */
+const RECENT_MS = 60_000;
+/** Most revoked sessions remembered (the oldest go first): memory stays bounded whatever the revocation rate. */
+const RECENT_MAX = 10_000;
+
+/**
+ * The sockets of this instance authenticated by a session (`user.sessionId`), by session hash, and the subscription to
+ * SESSION_REVOKED_CHANNEL: when any instance destroys a session (destroy, destroyAllForUser, regenerate), its sockets
+ * here are disconnected.
+ */
+export class SessionRevocations {
+  private readonly sockets = new Map<string, Set<Socket>>();
+  /** Hashes revoked in the last RECENT_MS, oldest first (Map keeps insertion order). */
+  private readonly recent = new Map<string, number>();
+  private subscribed: Promise<void> | undefined;
+  private revokedCount = 0;
+
+  constructor(
+    private readonly pubsub: PubSubService,
+    private readonly onRevoked: (socket: Socket) => void,
+  ) {}
+
+  /** Sockets disconnected because their session was revoked. */
+  get revoked(): number {
+    return this.revokedCount;
+  }
+
+  /**
+   * Resolves once revocations are received (subscribed once per instance; a failure is retried by the next call).
+   * Awaited before a session is looked up at handshake, so no revocation can fall between lookup and registration.
+   */
+  ready(): Promise<void> {
+    this.subscribed ??= this.pubsub
+      .subscribe<SessionRevocation>(SESSION_REVOKED_CHANNEL, (message) => this.receive(message))
+      .then(
+        () => undefined,
+        (err: unknown) => {
+          this.subscribed = undefined;
+          throw err;
+        },
+      );
+    return this.subscribed;
+  }
+
+  /** Binds `socket` to its session; false when that session was revoked meanwhile (refuse the socket). */
+  register(socket: Socket, sessionId: string): boolean {
+    const hash = sessionIdHash(sessionId);
+    if (this.isRecent(hash)) return false;
+    let set = this.sockets.get(hash);
+    if (!set) this.sockets.set(hash, (set = new Set()));
+    set.add(socket);
+    return true;
+  }
+
+  unregister(socket: Socket, sessionId: string): void {
+    const hash = sessionIdHash(sessionId);
+    const set = this.sockets.get(hash);
+    set?.delete(socket);
+    if (set?.size === 0) this.sockets.delete(hash);
+  }
+
+  private receive(message: SessionRevocation): void {
+    if (!message || !Array.isArray(message.s)) return;
+    const now = Date.now();
+    for (const hash of message.s) {
+      if (typeof hash !== 'string') continue;
+      this.recent.delete(hash);
+      this.recent.set(hash, now + RECENT_MS);
+      const set = this.sockets.get(hash);
+      if (!set) continue;
+      this.sockets.delete(hash);
+      for (const socket of set) {
+        this.revokedCount++;
+        this.onRevoked(socket);
+      }
+    }
+    for (const [hash, until] of this.recent) {
+      if (until > now && this.recent.size <= RECENT_MAX) break;
+      this.recent.delete(hash);
+    }
+  }
+
+  private isRecent(hash: string): boolean {
+    const until = this.recent.get(hash);
+    return until !== undefined && until > Date.now();
+  }
+}
