@@ -5,7 +5,13 @@ import type { Session } from './session.types.js';
 /** The few Fastify instance methods used here (no import of fastify: it is an optional peer). */
 interface FastifyInstanceLike {
   hasRequestDecorator(name: string): boolean;
-  decorateRequest(name: string, property: { getter(this: FastifyRequestLike): Session | null | undefined }): unknown;
+  decorateRequest(
+    name: string,
+    property: {
+      getter(this: FastifyRequestLike): Session | null | undefined;
+      setter(this: FastifyRequestLike, value: Session | null): void;
+    },
+  ): unknown;
   addHook(
     name: 'onSend',
     hook: (
@@ -29,7 +35,7 @@ interface FastifyReplyLike {
 
 /**
  * Fastify plumbing for sessions, set up when the app runs on Fastify (nothing on Express or without HTTP):
- * - `request.session` on FastifyRequest: a getter for the Node request's `session`, where SessionMiddleware (a Nest
+ * - `request.session` on FastifyRequest: a getter (and setter) for the Node request's `session`, where SessionMiddleware (a Nest
  *   middleware, which on Fastify sees only Node's request) and SessionGuard keep it. When another plugin
  *   (@fastify/session, @fastify/secure-session) already owns `request.session`, it is left alone and a warning says
  *   to use `@CurrentSession()`, which always reads ours.
@@ -65,6 +71,9 @@ export class SessionPlatformBinding implements OnModuleInit {
       fastify.decorateRequest('session', {
         getter(this: FastifyRequestLike) {
           return this.raw.session;
+        },
+        setter(this: FastifyRequestLike, value: Session | null) {
+          this.raw.session = value;
         },
       });
     }

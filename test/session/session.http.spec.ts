@@ -62,6 +62,14 @@ class TestAuthController {
     return { session: session ? session.userId : null, reqSession: req.session ? req.session.userId : null };
   }
 
+  /** Code that clears `req.session` itself (on Fastify through the request.session setter). */
+  @Get('forget')
+  forget(@Req() req: SessionRequest) {
+    const before = req.session ? req.session.userId : null;
+    req.session = null;
+    return { before, after: req.session };
+  }
+
   /** A cookie of the app's own, set the platform's way, beside the middleware's rolling refresh. */
   @Get('other-cookie')
   otherCookie(@Res({ passthrough: true }) res: Response | FastifyReply) {
@@ -290,6 +298,15 @@ describe.each(COMBINATIONS)('SessionMiddleware, SessionGuard and @CurrentSession
     await http.get('/me').set('Cookie', firstPair).expect(401);
     await http.get('/me').set('Cookie', secondPair).expect(200);
     expect(await sessions.get(sessions.idFromCookieHeader(firstPair) as string)).toBeNull();
+  });
+
+  it('req.session can be assigned as well as read', async () => {
+    const { http } = await httpApp(target, { platform });
+    const pair = sessionCookie((await http.post('/login').send({ user: 'gus' }).expect(201)).headers['set-cookie']);
+    expect((await http.get('/forget').set('Cookie', pair.split(';')[0]).expect(200)).body).toEqual({
+      before: 'gus',
+      after: null,
+    });
   });
 
   it("the app's own cookies and the middleware's rolling refresh are both sent", async () => {
