@@ -7,6 +7,7 @@ import { describeAttempts, nextPause, planRetries } from './lock.attempts.js';
 import type { LockBackend, LockKeys } from './lock.backend.js';
 import type { LockEvents } from './lock.events.js';
 import type { Lock, LockOwner } from './lock.js';
+import type { LocalWaiters } from './lock.waiters.js';
 import type { LockRetryOptions, ResolvedLockOptions } from './lock.options.js';
 import type { QuorumCalls } from './lock.quorum.js';
 
@@ -51,17 +52,21 @@ export function checkTtl(ttl: unknown, fallback: number, where: string): number 
 }
 
 /**
- * The LockOwner of a semaphore's permits or of multi-resource locks: no hand-over (a released permit or set of
- * resources wakes the oldest local waiter, who then asks Redis at once).
+ * The LockOwner of a semaphore's permits or of multi-resource locks: a release hands over to a local waiter when
+ * `handOver` can (semaphores on one server), else wakes the oldest local waiter, who then asks Redis at once.
  */
-export function leaseOwner(ctx: LeaseContext, backend: LockBackend, waiters: Set<() => void>): LockOwner {
+export function leaseOwner(
+  ctx: LeaseContext,
+  backend: LockBackend,
+  waiters: LocalWaiters,
+  handOver: LockOwner['handOver'] = async () => false,
+  /** The waiter queue a release wakes (default: the lock key's). */
+  wakeKey?: string,
+): LockOwner {
   return {
     backend,
-    released: () => {
-      const first = waiters.values().next();
-      if (!first.done) first.value();
-    },
-    handOver: async () => false,
+    released: (keys) => waiters.wakeOne(wakeKey ?? keys.lock),
+    handOver,
     event: (name, lock, reason) =>
       name === 'lost'
         ? ctx.events.report(name, () => ({ ...lock.info, reason: reason as Error }))
@@ -73,23 +78,21 @@ export function leaseOwner(ctx: LeaseContext, backend: LockBackend, waiters: Set
 
 /**
  * Tries `attempt` until it returns a lease, pausing `retry.delay` + jitter between attempts (or less when a local
- * holder releases), for `retry.count` more attempts or until `waitMs`. Throws LockNotAcquiredError then.
+ * holder releases, or not at all when it hands its lease over), for `retry.count` more attempts or until `waitMs`.
+ * Throws LockNotAcquiredError then.
  */
 export async function acquireWithRetries<L extends Lock>(
   ctx: LeaseContext,
   kind: 'multi' | 'semaphore',
   resource: string,
   options: LeaseAcquireOptions,
-  waiters: Set<() => void>,
+  wait: { waiters: LocalWaiters; key: string; ttl: number },
   attempt: () => Promise<L | null>,
 ): Promise<L> {
   const plan = planRetries(options, ctx.options.retry);
   for (let n = 0; ; n++) {
     const lease = await attempt();
-    if (lease) {
-      if (options.autoExtend) lease.startAutoExtend(options.autoExtend === true ? {} : options.autoExtend);
-      return lease;
-    }
+    if (lease) return started(lease, options);
     const pause = nextPause(plan, n);
     if (pause === undefined) {
       ctx.events.report('busy', () => ({ kind, resource, attempts: n + 1 }));
@@ -97,16 +100,14 @@ export async function acquireWithRetries<L extends Lock>(
         `${kind === 'semaphore' ? `every permit of the semaphore "${resource}"` : `a lock of "${resource}"`} is held by another owner (${describeAttempts(plan, n)})`,
       );
     }
-    await new Promise<void>((resolve) => {
-      const wake = (): void => {
-        clearTimeout(timer);
-        waiters.delete(wake);
-        resolve();
-      };
-      const timer = setTimeout(wake, pause);
-      waiters.add(wake);
-    });
+    const handed = (await wait.waiters.pause(wait.key, pause, wait.ttl)) as L | null;
+    if (handed) return started(handed, options);
   }
+}
+
+function started<L extends Lock>(lease: L, options: LeaseAcquireOptions): L {
+  if (options.autoExtend) lease.startAutoExtend(options.autoExtend === true ? {} : options.autoExtend);
+  return lease;
 }
 
 export type { LockKeys };

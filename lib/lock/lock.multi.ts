@@ -5,6 +5,7 @@ import { newToken } from './lock.attempts.js';
 import { answered, gather, type Acquired, type LockBackend, type LockKeys, type Outcome } from './lock.backend.js';
 import { Lock, type LockOwner } from './lock.js';
 import { acquireWithRetries, checkTtl, type LeaseAcquireOptions, type LeaseContext, leaseOwner } from './lock.lease.js';
+import { LocalWaiters } from './lock.waiters.js';
 import { ACQUIRE, EXTEND, MULTI_ACQUIRE, MULTI_EXTEND, MULTI_RELEASE, RAISE_FENCE, RELEASE } from './lock.scripts.js';
 
 /** At most this many resources in one multi-resource lock (each is a key pair in one script call). */
@@ -190,22 +191,32 @@ class MultiBackend implements LockBackend {
   }
 }
 
+/** Multi-resource locks wait in one queue: any release may free what a waiter needs. */
+const MULTI_WAIT = 'multi';
+
 /** Multi-resource locks of one LockService. */
 export class MultiLocks {
   private readonly owner: LockOwner;
-  private readonly waiters = new Set<() => void>();
+  private readonly waiters = new LocalWaiters();
 
   constructor(
     private readonly ctx: LeaseContext,
     private readonly keysOf: (resource: string) => LockKeys,
   ) {
-    this.owner = leaseOwner(ctx, new MultiBackend(ctx), this.waiters);
+    this.owner = leaseOwner(ctx, new MultiBackend(ctx), this.waiters, undefined, MULTI_WAIT);
   }
 
   async acquire(resources: readonly string[], options: LeaseAcquireOptions = {}): Promise<MultiLock> {
     const keys = this.multiKeys(resources);
     const ttl = checkTtl(options.ttl, this.ctx.options.ttl, 'acquireAll');
-    return acquireWithRetries(this.ctx, 'multi', keys.resource, options, this.waiters, () => this.attempt(keys, ttl));
+    return acquireWithRetries(
+      this.ctx,
+      'multi',
+      keys.resource,
+      options,
+      { waiters: this.waiters, key: MULTI_WAIT, ttl },
+      () => this.attempt(keys, ttl),
+    );
   }
 
   async tryAcquire(

@@ -66,3 +66,9 @@ export const MULTI_RELEASE = LuaScript.fromFile<number>(
   new URL('./multi-release.lua', import.meta.url),
   1,
 );
+/** Semaphore: swap a held permit's owner for a local waiter's: 1, or 0 when it was no longer held. */
+export const SEMAPHORE_HAND_OVER = LuaScript.fromFile<number>(
+  'rtk_semaphore_hand_over',
+  new URL('./semaphore-hand-over.lua', import.meta.url),
+  1,
+);

@@ -4,7 +4,8 @@ import { newToken } from './lock.attempts.js';
 import type { Acquired, LockBackend, LockKeys } from './lock.backend.js';
 import { Lock, type LockOwner } from './lock.js';
 import { acquireWithRetries, checkTtl, type LeaseAcquireOptions, type LeaseContext, leaseOwner } from './lock.lease.js';
-import { SEMAPHORE_ACQUIRE, SEMAPHORE_EXTEND, SEMAPHORE_RELEASE } from './lock.scripts.js';
+import { SEMAPHORE_ACQUIRE, SEMAPHORE_EXTEND, SEMAPHORE_HAND_OVER, SEMAPHORE_RELEASE } from './lock.scripts.js';
+import { LocalWaiters } from './lock.waiters.js';
 
 export interface SemaphoreOptions {
   /** How many holders at once (an integer >= 1). */
@@ -117,7 +118,7 @@ export class Semaphore {
   readonly ttl: number;
   private readonly keys: LockKeys;
   private readonly owner: LockOwner;
-  private readonly waiters = new Set<() => void>();
+  private readonly waiters = new LocalWaiters();
 
   /** @internal Made by LockService.semaphore. */
   constructor(
@@ -135,14 +136,23 @@ export class Semaphore {
     this.ttl = checkTtl(options.ttl, ctx.options.ttl, `semaphore "${name}"`);
     KeyBuilder.validate(name, 'semaphore name');
     this.keys = { resource: name, lock: ctx.keys.tagged('lock', name, ':sem'), fence: '' };
-    this.owner = leaseOwner(ctx, new SemaphoreBackend(ctx, name, limit), this.waiters);
+    this.owner = leaseOwner(ctx, new SemaphoreBackend(ctx, name, limit), this.waiters, (keys, token) =>
+      this.handOver(keys, token),
+    );
     this.limit = limit;
   }
 
   /** A permit, retrying while all are held (like `LockService.acquire`); LockNotAcquiredError when they stay held. */
   async acquire(options: LeaseAcquireOptions = {}): Promise<Lock> {
     const ttl = checkTtl(options.ttl, this.ttl, `semaphore "${this.name}"`);
-    return acquireWithRetries(this.ctx, 'semaphore', this.name, options, this.waiters, () => this.attempt(ttl));
+    return acquireWithRetries(
+      this.ctx,
+      'semaphore',
+      this.name,
+      options,
+      { waiters: this.waiters, key: this.keys.lock, ttl },
+      () => this.attempt(ttl),
+    );
   }
 
   /** One attempt: a permit, or null when all `limit` are held. */
@@ -170,6 +180,39 @@ export class Semaphore {
     return this.ctx.failures.guard(`count of the holders of "${this.name}"`, () =>
       client.zcount(this.keys.lock, `(${Date.now()}`, '+inf'),
     );
+  }
+
+  /**
+   * On one server, a release passes the permit to the oldest waiter of this Semaphore in one script call (FIFO; the
+   * permit is never free in between). On a quorum the waiter is woken instead and asks the nodes itself.
+   */
+  private async handOver(keys: LockKeys, token: string): Promise<boolean> {
+    if (this.ctx.quorum) return false;
+    const waiter = this.waiters.first(keys.lock);
+    if (!waiter) return false;
+    const deliver = waiter.claim();
+    const next = newToken();
+    const startedAt = Date.now();
+    const { client } = this.ctx;
+    let handed: number;
+    try {
+      handed = await this.ctx.failures.guard(`release of a permit of "${this.name}"`, () =>
+        SEMAPHORE_HAND_OVER.run(client, [keys.lock], [token, next, waiter.ttl]),
+      );
+    } catch (err) {
+      deliver(null); // it tries again on its own
+      // The new holder may have been written before the reply was lost: give that permit back.
+      SEMAPHORE_RELEASE.run(client, [keys.lock], [next]).catch(() => 0);
+      throw err;
+    }
+    if (handed !== 1) {
+      deliver(null);
+      throw lostPermit(this.name, 'release');
+    }
+    const permit = new Lock(this.owner, keys, next, 0, startedAt + waiter.ttl, waiter.ttl, 'semaphore');
+    this.ctx.events.report('acquired', () => permit.info);
+    deliver(permit);
+    return true;
   }
 
   private async attempt(ttl: number): Promise<Lock | null> {

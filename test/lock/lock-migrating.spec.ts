@@ -103,7 +103,9 @@ describe('docs/migrating.md: redlock', () => {
       await sleep(4_200); // past ttl 5 s − threshold 1 s
     };
     await run('redlock-using', { locks, step: slowStep });
-    expect(step.calls).toEqual([[1]]);
+    expect(step.calls).toHaveLength(1);
+    expect(step.calls[0]).toEqual([expect.any(Number)]);
+    expect(step.calls[0][0]).toBeGreaterThan(0);
     expect(extended).toBeGreaterThanOrEqual(1);
     expect(await locks.tryAcquire('report')).not.toBeNull();
   }, 20_000);

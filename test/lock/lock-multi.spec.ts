@@ -82,6 +82,19 @@ describe.each(LOCK_MODES)('multi-resource lock on %s', (mode) => {
   });
 });
 
+describe.each(['single', 'cluster'] as const)('multi-resource fencing on %s', (mode) => {
+  it('a lost fence counter does not make the next token go back (floored by the server clock)', async () => {
+    const { locks, connection } = await lockService(mode);
+    const [a, b] = [unique('a'), unique('b')];
+    const first = await locks.acquire(a, { ttl: 5_000 });
+    await first.release();
+    await connection.client.del(`${lockKey(a)}:fence`);
+    const multi = await locks.acquireAll([a, b], { ttl: 5_000 });
+    expect(multi.fencingTokens[a]).toBeGreaterThan(first.fencingToken);
+    await multi.release();
+  });
+});
+
 describe('multi-resource lock options', () => {
   it('empty, duplicate or too many resources are an InvalidOptionsError', async () => {
     const { locks } = await lockService('single');
