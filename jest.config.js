@@ -7,7 +7,14 @@ export default {
   testMatch: ['<rootDir>/test/**/*.spec.ts'],
   extensionsToTreatAsEsm: ['.ts'],
   moduleNameMapper: { '^(\\.{1,2}/.*)\\.js$': '$1' },
+  // content-disposition 3 (under @fastify/static, which mercurius requires) is ESM only: Node 20 loads it with
+  // require(esm), Jest's module runtime cannot before Node 24.9, so Jest compiles that one file to CommonJS.
+  transformIgnorePatterns: ['/node_modules/(?!(@fastify/static/node_modules/)?content-disposition/)'],
   transform: {
+    '/node_modules/(@fastify/static/node_modules/)?content-disposition/.+\\.js$': [
+      '@swc/jest',
+      { jsc: { target: 'es2022' }, module: { type: 'commonjs' } },
+    ],
     '^.+\\.ts$': [
       '@swc/jest',
       {

@@ -25,6 +25,7 @@ export {
   LockLostError,
   LockHoldTimeoutError,
   RateLimitExceededError,
+  UnsupportedContextError,
   SessionNotFoundError,
   SessionTooLargeError,
   CacheLoadTimeoutError,

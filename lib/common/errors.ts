@@ -47,6 +47,14 @@ export class LockHoldTimeoutError extends RedisToolkitError {
   static override readonly code: string = 'E_LOCK_HOLD_TIMEOUT';
 }
 
+/**
+ * A guard was asked to decide for an execution context it cannot read (e.g. `rpc`, or a custom transport): it refuses
+ * rather than let the call through unlimited. Override `getRequestResponse` to support it, or `@SkipThrottle()`.
+ */
+export class UnsupportedContextError extends RedisToolkitError {
+  static override readonly code: string = 'E_UNSUPPORTED_CONTEXT';
+}
+
 export class RateLimitExceededError extends RedisToolkitError {
   static override readonly code: string = 'E_RATE_LIMIT_EXCEEDED';
 

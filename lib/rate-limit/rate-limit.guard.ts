@@ -8,7 +8,7 @@ import {
   type ExecutionContext,
 } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
-import { InvalidKeyError, RedisUnavailableError } from '../common/errors.js';
+import { InvalidKeyError, RedisUnavailableError, UnsupportedContextError } from '../common/errors.js';
 import { ClientAddressResolver } from './client-address.js';
 import { SKIP_THROTTLE_METADATA, THROTTLE_METADATA, type NamedThrottleOptions } from './rate-limit.decorators.js';
 import { RATE_LIMIT_OPTIONS, type Resolvable, type ResolvedRateLimitOptions } from './rate-limit.options.js';
@@ -66,8 +66,6 @@ export class RateLimitGuard implements CanActivate {
   }
 
   async canActivate(context: ExecutionContext): Promise<boolean> {
-    const type = context.getType<string>();
-    if (type !== 'http' && type !== 'ws') return true;
     const targets = [context.getHandler(), context.getClass()];
     if (this.reflector.getAllAndOverride<boolean | undefined>(SKIP_THROTTLE_METADATA, targets)) return true;
     const policies = this.reflector.getAllAndOverride<NamedThrottleOptions[] | undefined>(
@@ -155,12 +153,25 @@ export class RateLimitGuard implements CanActivate {
     return `${context.getClass().name}.${context.getHandler().name}:${name}`;
   }
 
-  /** HTTP: the request and response; WebSocket: the Socket.IO handshake (address, headers) and no response. */
+  /**
+   * HTTP: the request and response; WebSocket: the Socket.IO handshake (address, headers) and no response; GraphQL
+   * (`@nestjs/graphql`, read from the resolver's context argument without importing it): the `req` of the GraphQL
+   * context and its `res` (Apollo), `reply` (Mercurius) or the request's `res` (Express). Any other context type
+   * (rpc, a custom transport) is refused with UnsupportedContextError: override this method to support it.
+   */
   protected getRequestResponse(context: ExecutionContext): {
     req: ThrottledRequest;
     res: ThrottledResponse | undefined;
   } {
-    if (context.getType<string>() === 'ws') {
+    const type = context.getType<string>();
+    if (type === 'graphql') return graphqlRequestResponse(context);
+    if (type !== 'http' && type !== 'ws') {
+      throw new UnsupportedContextError(
+        `RateLimitGuard cannot read a "${type}" execution context (${context.getClass().name}.${context.getHandler().name}): ` +
+          'override getRequestResponse to support it, or mark the handler @SkipThrottle()',
+      );
+    }
+    if (type === 'ws') {
       const client = context
         .switchToWs()
         .getClient<{ handshake?: ThrottledRequest; _socket?: { remoteAddress?: string } }>();
@@ -220,6 +231,30 @@ export class RateLimitGuard implements CanActivate {
     if (context.getType<string>() === 'ws') return wsException(body);
     return new ServiceUnavailableException(body, { cause: err });
   }
+}
+
+/** The GraphQL context a @nestjs/graphql driver passes to a resolver (third argument): Apollo and Mercurius shapes. */
+interface GraphqlContext {
+  req?: ThrottledRequest & { res?: ThrottledResponse };
+  request?: ThrottledRequest;
+  res?: ThrottledResponse;
+  reply?: ThrottledResponse & { request?: ThrottledRequest };
+}
+
+function graphqlRequestResponse(context: ExecutionContext): {
+  req: ThrottledRequest;
+  res: ThrottledResponse | undefined;
+} {
+  const gql = context.getArgByIndex<GraphqlContext | undefined>(2);
+  const req: (ThrottledRequest & { res?: ThrottledResponse }) | undefined =
+    gql?.req ?? gql?.request ?? gql?.reply?.request;
+  if (!req || typeof req !== 'object') {
+    throw new UnsupportedContextError(
+      `RateLimitGuard found no request in the GraphQL context of ${context.getClass().name}.${context.getHandler().name}: ` +
+        'keep `req` in the context your GraphQL driver builds (the default), or override getRequestResponse',
+    );
+  }
+  return { req, res: gql?.res ?? gql?.reply ?? req.res };
 }
 
 /** Per HTTP request, the counters (Redis keys) some RateLimitGuard already charged. */
