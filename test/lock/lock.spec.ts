@@ -80,22 +80,25 @@ describe.each(['single', 'cluster', 'quorum'] as const)('locks on %s', (mode) =>
   it('extend keeps a lock past its original ttl', async () => {
     const { locks } = await lockService(mode);
     const resource = unique('extend');
-    const lock = await locks.acquire(resource, { ttl: 300 });
-    await sleep(150);
-    await lock.extend(600);
-    await sleep(300); // past the original ttl
+    // Seconds, not hundreds of ms: a busy event loop must not let the lock lapse before the extension.
+    const acquiredAt = Date.now();
+    const lock = await locks.acquire(resource, { ttl: 2_000 });
+    await sleep(500);
+    await lock.extend(6_000);
+    await sleep(Math.max(0, acquiredAt + 2_000 + 100 - Date.now())); // past the original ttl
     expect(await locks.tryAcquire(resource)).toBeNull();
     await lock.release();
   });
 
-  it('using keeps a 200 ms lock through a 2 s task and releases it afterwards', async () => {
+  it('using keeps a 1 s lock through a 3 s task and releases it afterwards', async () => {
     const { locks } = await lockService(mode);
     const resource = unique('using');
     let observedBusy = 0;
-    const result = await locks.using(resource, { ttl: 200 }, async (signal, lock) => {
+    // A 1 s ttl (extended automatically) leaves room for a busy event loop; the task lasts three ttls.
+    const result = await locks.using(resource, { ttl: 1_000 }, async (signal, lock) => {
       expect(lock.resource).toBe(resource);
       for (let i = 0; i < 10; i++) {
-        await sleep(200);
+        await sleep(300);
         if ((await locks.tryAcquire(resource, { ttl: 200 })) === null) observedBusy++;
         expect(signal.aborted).toBe(false);
       }
