@@ -6,14 +6,13 @@ import type { INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { Redis } from 'ioredis';
 import { Mutex, RedlockMutex } from 'redis-semaphore';
+import { LockService, RedisToolkitModule } from '../lib/index.js';
 import {
   KeyBuilder,
-  LockService,
   RedisConnection,
-  RedisToolkitModule,
   REDIS_TOOLKIT_OPTIONS,
   type ResolvedRedisToolkitOptions,
-} from '../lib/index.js';
+} from '../lib/advanced.js';
 import { startRedisServer, type RedisServerHandle } from '../test/support/redis-server.js';
 import {
   printTable,

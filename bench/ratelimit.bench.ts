@@ -7,7 +7,8 @@ import { NestFactory } from '@nestjs/core';
 import { Redis } from 'ioredis';
 import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import { ThrottlerStorageRedisService } from '@nest-lab/throttler-storage-redis';
-import { RateLimitService, RedisToolkitModule, type RateLimitAlgorithm, type RateLimitPolicy } from '../lib/index.js';
+import { RateLimitService, RedisToolkitModule, type RateLimitPolicy } from '../lib/index.js';
+import { type RateLimitAlgorithm } from '../lib/advanced.js';
 import { benchRedis } from './support/bench-redis.js';
 import { measure, printTable, saveResults, type BenchRow, type Measurement } from './support/measure.js';
 

@@ -17,15 +17,13 @@ import express from 'express';
 import session from 'express-session';
 import { Redis } from 'ioredis';
 import {
-  RedisConnection,
   RedisSessionStore,
   RedisToolkitModule,
   SessionMiddleware,
   SessionService,
-  generateSessionId,
-  signCookieValue,
   type SessionRequest,
 } from '../lib/index.js';
+import { RedisConnection, generateSessionId, signCookieValue } from '../lib/advanced.js';
 import { benchRedis } from './support/bench-redis.js';
 import { measure, printTable, saveResults, type BenchRow, type Measurement } from './support/measure.js';
 

@@ -1,6 +1,7 @@
 import { Module } from '@nestjs/common';
 import { ConfigModule, ConfigService } from '@nestjs/config';
-import { RedisToolkitModule, type RateLimitAlgorithm } from '../lib/index.js';
+import { RedisToolkitModule } from '../lib/index.js';
+import { type RateLimitAlgorithm } from '../lib/advanced.js';
 import { ApiModule } from './api/api.module.js';
 import { AuthModule } from './auth/auth.module.js';
 import { HealthController } from './health/health.controller.js';

@@ -5,8 +5,8 @@ import {
   SessionGuard,
   SessionService,
   Throttle,
-  type CookieResponse,
   type Session,
+  type CookieResponse,
   type SessionRequest,
 } from '../../lib/index.js';
 

@@ -1,5 +1,6 @@
 import { Controller, Get } from '@nestjs/common';
-import { RedisToolkitHealth, type RedisToolkitHealthResult } from '../../lib/index.js';
+import { RedisToolkitHealth } from '../../lib/index.js';
+import { type RedisToolkitHealthResult } from '../../lib/advanced.js';
 
 @Controller('health')
 export class HealthController {

@@ -1,6 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
-import { KeyBuilder, LockService, REDIS_CLIENT } from '../../lib/index.js';
+import { LockService, REDIS_CLIENT } from '../../lib/index.js';
+import { KeyBuilder } from '../../lib/advanced.js';
 import type { Redis, Cluster } from 'ioredis';
 
 export interface Payment {

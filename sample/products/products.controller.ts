@@ -1,5 +1,6 @@
 import { Body, Controller, Get, NotFoundException, Param, Put, Res, UseGuards } from '@nestjs/common';
-import { CacheService, RateLimitGuard, type CacheStatus } from '../../lib/index.js';
+import { CacheService, RateLimitGuard } from '../../lib/index.js';
+import { type CacheStatus } from '../../lib/advanced.js';
 import { ProductsService, type Product } from './products.service.js';
 
 const HEADER: Record<CacheStatus, string> = { hit: 'HIT', miss: 'MISS', stale: 'STALE' };

@@ -2,7 +2,8 @@ import 'reflect-metadata';
 import { Body, Controller, Get, Injectable, Param, Put } from '@nestjs/common';
 import { randomBytes } from 'node:crypto';
 import request from 'supertest';
-import { Cacheable, CacheEvict, CachePut, CacheService, KeyBuilder, RedisConnection } from '../../lib/index.js';
+import { Cacheable, CacheEvict, CachePut, CacheService } from '../../lib/index.js';
+import { KeyBuilder, RedisConnection } from '../../lib/advanced.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { closeToolkitApps, createToolkitApp, PLATFORMS } from '../support/toolkit-app.js';
 

@@ -5,10 +5,10 @@ import {
   CacheService,
   InvalidKeyError,
   InvalidOptionsError,
-  RedisConnection,
   SerializationError,
   type RedisToolkitOptions,
 } from '../../lib/index.js';
+import { RedisConnection } from '../../lib/advanced.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { recordCommands } from '../support/command-recorder.js';
 import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';

@@ -18,8 +18,6 @@ import { io, type Socket } from 'socket.io-client';
 import {
   Cacheable,
   CacheService,
-  generateSessionId,
-  KeyBuilder,
   LockService,
   PubSubService,
   RateLimitGuard,
@@ -30,6 +28,7 @@ import {
   SessionService,
   Throttle,
 } from '../../lib/index.js';
+import { generateSessionId, KeyBuilder } from '../../lib/advanced.js';
 import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { within } from '../support/timing.js';

@@ -3,7 +3,6 @@ import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import {
   InvalidOptionsError,
-  KeyBuilder,
   LockService,
   PubSubService,
   REDIS_CLIENT,
@@ -13,6 +12,7 @@ import {
   SessionService,
   type RateLimitPolicy,
 } from '../../lib/index.js';
+import { KeyBuilder } from '../../lib/advanced.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 
 // Issue 17 item 3: an error reply (a foreign value under one of our keys, an argument Redis refuses) is not an outage,

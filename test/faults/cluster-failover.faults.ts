@@ -6,7 +6,7 @@
  */
 import 'reflect-metadata';
 import { Cluster } from 'ioredis';
-import { RedisConnection } from '../../lib/index.js';
+import { RedisConnection } from '../../lib/advanced.js';
 import { hashSlot } from '../../lib/common/bulk-keys.js';
 import { startRedisCluster, type RedisClusterHandle } from '../support/redis-cluster.js';
 import type { RedisServerHandle } from '../support/redis-server.js';

@@ -3,7 +3,8 @@ import { Controller, Get, Injectable, Module } from '@nestjs/common';
 import { DiscoveryModule } from '@nestjs/core';
 import { Test } from '@nestjs/testing';
 import request from 'supertest';
-import { InvalidKeyError, JsonSerializer, KeyBuilder, SerializationError } from '../../lib/index.js';
+import { InvalidKeyError, SerializationError } from '../../lib/index.js';
+import { JsonSerializer, KeyBuilder } from '../../lib/advanced.js';
 import {
   createInterceptedMethodDecorator,
   METHOD_INTERCEPTORS,

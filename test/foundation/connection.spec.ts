@@ -3,13 +3,8 @@ import { Injectable, Module } from '@nestjs/common';
 import { ConfigModule, ConfigService } from '@nestjs/config';
 import { Test } from '@nestjs/testing';
 import { Redis } from 'ioredis';
-import {
-  REDIS_CLIENT,
-  RedisConnection,
-  RedisToolkitHealth,
-  RedisToolkitModule,
-  RedisUnavailableError,
-} from '../../lib/index.js';
+import { REDIS_CLIENT, RedisToolkitHealth, RedisToolkitModule, RedisUnavailableError } from '../../lib/index.js';
+import { RedisConnection } from '../../lib/advanced.js';
 import { LuaScript, type RedisClient } from '../../lib/common/lua-script.js';
 import { hashSlot, scanKeys, unlinkMany } from '../../lib/common/bulk-keys.js';
 import { startRedisServer, getFreePort, type RedisServerHandle } from '../support/redis-server.js';

@@ -5,10 +5,10 @@ import {
   CacheService,
   LockLostError,
   LockService,
-  RedisConnection,
   RedisToolkitModule,
   RedisUnavailableError,
 } from '../../lib/index.js';
+import { RedisConnection } from '../../lib/advanced.js';
 import { KeyBuilder } from '../../lib/common/keys.js';
 import { rawCommand } from '../support/resp.js';
 import { sharedServers } from '../support/shared-servers.js';

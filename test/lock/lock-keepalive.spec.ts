@@ -1,13 +1,7 @@
 import 'reflect-metadata';
 import { Injectable } from '@nestjs/common';
-import {
-  InvalidOptionsError,
-  LockLostError,
-  LockService,
-  WithLock,
-  type LockEventInfo,
-  type LockLostEventInfo,
-} from '../../lib/index.js';
+import { InvalidOptionsError, LockLostError, LockService, WithLock } from '../../lib/index.js';
+import { type LockEventInfo, type LockLostEventInfo } from '../../lib/advanced.js';
 import { LOCK_MODES, lockAppOptions, lockClients, lockKey, lockService, unique } from '../support/lock-modes.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 import { sleep, waitFor } from '../support/wait.js';

@@ -8,6 +8,7 @@ import {
   LockLostError,
   LockNotAcquiredError,
 } from '../../lib/index.js';
+import { RedisConnection } from '../../lib/advanced.js';
 import { RELEASE, EXTEND } from '../../lib/lock/lock.scripts.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { recordCommands } from '../support/command-recorder.js';

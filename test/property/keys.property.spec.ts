@@ -5,7 +5,8 @@
  */
 import fc from 'fast-check';
 import { Redis } from 'ioredis';
-import { KeyBuilder, InvalidKeyError } from '../../lib/index.js';
+import { InvalidKeyError } from '../../lib/index.js';
+import { KeyBuilder } from '../../lib/advanced.js';
 import { hashSlot } from '../../lib/common/bulk-keys.js';
 import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
 import { scanAll } from '../support/scan.js';

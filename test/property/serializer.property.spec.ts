@@ -3,7 +3,8 @@
  * with Dates, unicode (including astral characters and lone surrogates), numbers, null, arrays and objects.
  */
 import fc from 'fast-check';
-import { JsonSerializer, SerializationError } from '../../lib/index.js';
+import { SerializationError } from '../../lib/index.js';
+import { JsonSerializer } from '../../lib/advanced.js';
 
 const DATE_TAG = '$rtk:date';
 const serializer = new JsonSerializer();

@@ -1,12 +1,7 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
-import {
-  PubSubService,
-  REDIS_TOOLKIT_OPTIONS,
-  SessionService,
-  signCookieValue,
-  type ResolvedRedisToolkitOptions,
-} from '../../lib/index.js';
+import { PubSubService, SessionService } from '../../lib/index.js';
+import { REDIS_TOOLKIT_OPTIONS, signCookieValue, type ResolvedRedisToolkitOptions } from '../../lib/advanced.js';
 import { NotificationsGateway } from '../../lib/notifications/index.js';
 import { resolveToolkitOptions } from '../../lib/redis-toolkit.options-resolver.js';
 import { trackForCleanup } from '../support/private-servers.js';

@@ -1,14 +1,8 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
-import {
-  InvalidKeyError,
-  InvalidOptionsError,
-  JsonSerializer,
-  PubSubService,
-  RedisUnavailableError,
-  type MessageMeta,
-} from '../../lib/index.js';
-import { RedisConnection } from '../../lib/index.js';
+import { InvalidKeyError, InvalidOptionsError, PubSubService, RedisUnavailableError } from '../../lib/index.js';
+import { JsonSerializer, type MessageMeta } from '../../lib/advanced.js';
+import { RedisConnection } from '../../lib/advanced.js';
 import { recordCommands } from '../support/command-recorder.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { startRedisServer } from '../support/redis-server.js';

@@ -6,12 +6,12 @@ import type { Server } from 'node:http';
 import {
   RateLimitGuard,
   RateLimitService,
-  RedisConnection,
   RedisUnavailableError,
   Throttle,
   type RateLimitOptions,
   type RateLimitPolicy,
 } from '../../lib/index.js';
+import { RedisConnection } from '../../lib/advanced.js';
 import { hashSlot } from '../../lib/common/bulk-keys.js';
 import { startRedisCluster, type RedisClusterHandle } from '../support/redis-cluster.js';
 import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';

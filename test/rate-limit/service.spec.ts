@@ -7,9 +7,9 @@ import {
   REDIS_CLIENT,
   RateLimitService,
   Throttle,
-  type RateLimitAlgorithm,
   type RateLimitPolicy,
 } from '../../lib/index.js';
+import { type RateLimitAlgorithm } from '../../lib/advanced.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { MAX_DECISIONS_PER_CALL } from '../../lib/rate-limit/decision-batcher.js';
 import { recordCommands } from '../support/command-recorder.js';

@@ -15,8 +15,8 @@ import {
   RedisPermissionError,
   RedisToolkitHealth,
   SessionService,
-  type RateLimitAlgorithm,
 } from '../../lib/index.js';
+import { type RateLimitAlgorithm } from '../../lib/advanced.js';
 import { usePrivateRedis, trackForCleanup } from '../support/private-servers.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 

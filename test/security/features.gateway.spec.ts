@@ -6,7 +6,9 @@
  */
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
-import { CACHE_L1_CHANNEL, PubSubService, SessionService, type PubSubUser } from '../../lib/index.js';
+import { PubSubService, SessionService } from '../../lib/index.js';
+import { type PubSubUser } from '../../lib/advanced.js';
+import { CACHE_L1_CHANNEL } from '../../lib/advanced.js';
 import { NotificationsGateway } from '../../lib/notifications/index.js';
 import {
   closeClients,

@@ -27,12 +27,11 @@ import {
   SessionMiddleware,
   SessionNotFoundError,
   SessionService,
-  generateSessionId,
-  signCookieValue,
-  type CookieResponse,
   type Session,
+  type CookieResponse,
   type SessionRequest,
 } from '../../lib/index.js';
+import { generateSessionId, signCookieValue } from '../../lib/advanced.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';

@@ -17,18 +17,20 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import request from 'supertest';
 import {
   CurrentSession,
-  RedisConnection,
   SessionGuard,
   SessionMiddleware,
   SessionService,
+  type Session,
+  type CookieResponse,
+  type SessionRequest,
+} from '../../lib/index.js';
+import {
+  RedisConnection,
   generateSessionId,
   readSessionIdFromCookieHeader,
   signCookieValue,
   unsignCookieValue,
-  type CookieResponse,
-  type Session,
-  type SessionRequest,
-} from '../../lib/index.js';
+} from '../../lib/advanced.js';
 import { startRedisServer } from '../support/redis-server.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import {

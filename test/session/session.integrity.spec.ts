@@ -1,14 +1,8 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import { Cluster, Redis } from 'ioredis';
-import {
-  InvalidKeyError,
-  RedisConnection,
-  RedisSessionStore,
-  RedisToolkitError,
-  SessionService,
-  generateSessionId,
-} from '../../lib/index.js';
+import { InvalidKeyError, RedisSessionStore, RedisToolkitError, SessionService } from '../../lib/index.js';
+import { RedisConnection, generateSessionId } from '../../lib/advanced.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
 

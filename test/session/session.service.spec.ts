@@ -4,14 +4,12 @@ import { Logger } from '@nestjs/common';
 import { randomBytes } from 'node:crypto';
 import {
   InvalidKeyError,
-  RedisConnection,
   RedisUnavailableError,
   SessionNotFoundError,
   SessionService,
   SessionTooLargeError,
-  generateSessionId,
-  isValidSessionId,
 } from '../../lib/index.js';
+import { RedisConnection, generateSessionId, isValidSessionId } from '../../lib/advanced.js';
 import { recordCommands } from '../support/command-recorder.js';
 import { startRedisServer } from '../support/redis-server.js';
 import { trackForCleanup } from '../support/private-servers.js';

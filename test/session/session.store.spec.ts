@@ -4,14 +4,8 @@ import express from 'express';
 import session from 'express-session';
 import { Cluster, Redis } from 'ioredis';
 import request from 'supertest';
-import {
-  generateSessionId,
-  RedisConnection,
-  RedisSessionStore,
-  RedisUnavailableError,
-  SessionService,
-  SessionTooLargeError,
-} from '../../lib/index.js';
+import { RedisSessionStore, RedisUnavailableError, SessionService, SessionTooLargeError } from '../../lib/index.js';
+import { generateSessionId, RedisConnection } from '../../lib/advanced.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { recordCommands } from '../support/command-recorder.js';
 import { startRedisServer } from '../support/redis-server.js';

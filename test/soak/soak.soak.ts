@@ -10,15 +10,8 @@
  * SOAK_SCALE=0.05 runs 5 % of the counts (a quick check of the framework).
  */
 import 'reflect-metadata';
-import {
-  CacheService,
-  KeyBuilder,
-  LockService,
-  PubSubService,
-  RateLimitService,
-  RedisConnection,
-  RedisToolkitHealth,
-} from '../../lib/index.js';
+import { CacheService, LockService, PubSubService, RateLimitService, RedisToolkitHealth } from '../../lib/index.js';
+import { KeyBuilder, RedisConnection } from '../../lib/advanced.js';
 import { LuaScript } from '../../lib/common/lua-script.js';
 import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
 import { closeToolkitApps, createToolkitApp, type ToolkitApp } from '../support/toolkit-app.js';

@@ -1,6 +1,7 @@
 /** Lock services on each topology the lock tests cover: one server, the cluster, and a 3-node quorum. */
 import { randomUUID } from 'node:crypto';
-import { LockService, RedisConnection, type RedisToolkitOptions } from '../../lib/index.js';
+import { LockService, type RedisToolkitOptions } from '../../lib/index.js';
+import { RedisConnection } from '../../lib/advanced.js';
 import { KeyBuilder } from '../../lib/common/keys.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { sharedServers } from './shared-servers.js';

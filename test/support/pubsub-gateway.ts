@@ -1,7 +1,7 @@
 /** Helpers for the notifications gateway tests: boot an app with the gateway on HTTP and connect socket.io clients. */
 import type { AddressInfo } from 'node:net';
 import { io, type Socket as ClientSocket } from 'socket.io-client';
-import type { PubSubUser } from '../../lib/index.js';
+import type { PubSubUser } from '../../lib/advanced.js';
 import type { NotificationAck, NotificationMessage } from '../../lib/notifications/index.js';
 import { createToolkitApp, type ToolkitApp, type ToolkitAppOptions } from './toolkit-app.js';
 

@@ -1,0 +1,101 @@
+// `nestjs-redis-toolkit/advanced`: the toolkit's plumbing, for extending it (a RateLimitGuard subclass, a provider
+// injecting one option slice, keys of your own under the toolkit's prefix), for tests, and every secondary option,
+// call-option and result type. Applications import from the root; nothing here is needed for ordinary use.
+
+// Options: the validated tree and one injection token per slice (each feature injects only its own).
+export { REDIS_TOOLKIT_OPTIONS } from './redis-toolkit.constants.js';
+export type { ResolvedRedisToolkitOptions } from './redis-toolkit.options-resolver.js';
+export {
+  CONNECTION_OPTIONS,
+  type ResolvedConnectionOptions,
+  type RedisConnectionOptions,
+  type RedisStandaloneConnection,
+  type RedisSentinelConnection,
+  type RedisClusterConnection,
+  type RedisExistingClientConnection,
+  type RedisNodeAddress,
+} from './connection/connection.options.js';
+export { CACHE_OPTIONS, type ResolvedCacheOptions, type CacheL1Options } from './cache/cache.options.js';
+export {
+  RATE_LIMIT_OPTIONS,
+  type ResolvedRateLimitOptions,
+  type RateLimitAlgorithm,
+  type Resolvable,
+  type TrustProxy,
+  type RateLimitHeaders,
+  type RateLimitInsuranceOptions,
+} from './rate-limit/rate-limit.options.js';
+export {
+  SESSION_OPTIONS,
+  type ResolvedSessionOptions,
+  type SessionCookieOptions,
+} from './session/session.options.js';
+export { LOCK_OPTIONS, type ResolvedLockOptions, type LockRetryOptions } from './lock/lock.options.js';
+export { PUBSUB_OPTIONS, type ResolvedPubSubOptions, type PubSubDurableOptions } from './pubsub/pubsub.options.js';
+export type {
+  PubSubUser,
+  NotificationsGatewayOptions,
+  GatewayHandshake,
+  GatewayAuthenticate,
+  GatewayAuthorize,
+  GatewayRateLimiter,
+  SlowClientPolicy,
+} from './notifications/notifications.options.js';
+
+// Plumbing.
+export { RedisConnection } from './connection/redis-connection.js';
+export type { RedisToolkitHealthResult } from './connection/redis-toolkit.health.js';
+export { KeyBuilder, FEATURES, DEFAULT_KEY_PREFIX } from './common/keys.js';
+export { JsonSerializer, SERIALIZER } from './common/serializer.js';
+export { CACHE_L1_CHANNEL } from './cache/cache.l1.js';
+export { ClientAddressResolver } from './rate-limit/client-address.js';
+export { generateSessionId, isValidSessionId } from './session/session-id.js';
+export {
+  readSessionIdFromCookieHeader,
+  signCookieValue,
+  unsignCookieValue,
+  type SessionCookieSource,
+} from './session/session-cookie.js';
+
+// Secondary call-option and result types.
+export type {
+  CacheStats,
+  CacheSetOptions,
+  CacheGetOrSetOptions,
+  CacheTags,
+  CacheResult,
+  CacheStatus,
+  InvalidateTagsOptions,
+} from './cache/cache.service.js';
+export type { CacheableOptions, CachePutOptions, CacheEvictOptions } from './cache/cache.decorators.js';
+export type {
+  RateLimitCheck,
+  RateLimitDecision,
+  RateLimitStats,
+  ConsumeOptions,
+} from './rate-limit/rate-limit.service.js';
+export {
+  RateLimitHttpException,
+  type ThrottledRequest,
+  type ThrottledResponse,
+  type ThrottlingDetail,
+} from './rate-limit/rate-limit.guard.js';
+export type { NamedThrottleOptions } from './rate-limit/rate-limit.decorators.js';
+export type { CookieRequest } from './session/session.service.js';
+export type { RedisSessionStoreOptions } from './session/session.store.js';
+export type { CreateSessionOptions } from './session/session.types.js';
+export type { AcquireOptions, UsingOptions, TryAcquireOptions, LockedFunction } from './lock/lock.service.js';
+export type { WithLockOptions } from './lock/lock.decorators.js';
+export type { AutoExtendOptions } from './lock/lock.auto-extend.js';
+export type { CurrentLock } from './lock/lock.context.js';
+export type {
+  LockEvents,
+  LockEventMap,
+  LockEventName,
+  LockEventInfo,
+  LockLostEventInfo,
+  LockBusyEventInfo,
+} from './lock/lock.events.js';
+export type { SemaphoreOptions } from './lock/lock.semaphore.js';
+export type { LeaseAcquireOptions } from './lock/lock.lease.js';
+export type { MessageHandler, MessageMeta, ReplayedMessage, Unsubscribe } from './pubsub/pubsub.service.js';

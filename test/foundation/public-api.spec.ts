@@ -1,0 +1,101 @@
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { exportNames } from '../support/export-names.js';
+
+/**
+ * The root entry point's names, exactly: a change to the public surface shows up here as a diff. What an application
+ * imports lives at the root; plumbing is on `nestjs-redis-toolkit/advanced` (README "Entry points").
+ */
+const lib = (path: string): string => fileURLToPath(new URL(`../../lib/${path}`, import.meta.url));
+
+const ROOT_VALUES = [
+  'CacheEvict',
+  'CacheLoadTimeoutError',
+  'CachePut',
+  'CacheService',
+  'Cacheable',
+  'CurrentSession',
+  'InvalidKeyError',
+  'InvalidOptionsError',
+  'Lock',
+  'LockHoldTimeoutError',
+  'LockLostError',
+  'LockNotAcquiredError',
+  'LockService',
+  'MultiLock',
+  'PubSubService',
+  'REDIS_CLIENT',
+  'RateLimitExceededError',
+  'RateLimitGuard',
+  'RateLimitService',
+  'RedisPermissionError',
+  'RedisReplyError',
+  'RedisSessionStore',
+  'RedisToolkitError',
+  'RedisToolkitHealth',
+  'RedisToolkitModule',
+  'RedisUnavailableError',
+  'SerializationError',
+  'SessionGuard',
+  'SessionMiddleware',
+  'SessionNotFoundError',
+  'SessionService',
+  'Semaphore',
+  'SessionTooLargeError',
+  'SkipThrottle',
+  'Throttle',
+  'WithLock',
+];
+const ROOT_TYPES = [
+  'CacheOptions',
+  'CookieResponse',
+  'LockOptions',
+  'PubSubOptions',
+  'RateLimitOptions',
+  'RateLimitPolicy',
+  'RateLimitResult',
+  'RedisToolkitOptions',
+  'Serializer',
+  'Session',
+  'SessionData',
+  'SessionOptions',
+  'SessionRequest',
+  'ThrottleOptions',
+];
+
+describe('public API', () => {
+  it('the root exports exactly these names (at most 50)', async () => {
+    const root = exportNames(lib('index.ts'));
+    expect(root.values).toEqual(ROOT_VALUES);
+    expect(root.types).toEqual(ROOT_TYPES);
+    expect(root.values.length + root.types.length).toBeLessThanOrEqual(50);
+    // The parser above agrees with what the module really exports at run time.
+    expect(Object.keys(await import('../../lib/index.js')).sort()).toEqual(ROOT_VALUES);
+  });
+
+  it('the root exposes no internals', () => {
+    const root = exportNames(lib('index.ts'));
+    const all = [...root.values, ...root.types];
+    const internal = all.filter((n) =>
+      /^Resolved|_OPTIONS$|METADATA|CHANNEL|^RedisConnection$|^KeyBuilder$|ClientAddress|CookieValue|SessionId/.test(n),
+    );
+    expect(internal).toEqual([]);
+  });
+
+  it('every name the root had before is still importable from the root or a documented subpath', async () => {
+    const advanced = exportNames(lib('advanced.ts'));
+    const notifications = exportNames(lib('notifications/index.ts'));
+    const root = exportNames(lib('index.ts'));
+    const reachable = new Set([root, advanced, notifications].flatMap((e) => [...e.values, ...e.types]));
+    // The root's names before the split (2026-11-30), less metadata keys and constants nobody imported.
+    const removed = ['THROTTLE_METADATA', 'SKIP_THROTTLE_METADATA', 'SESSION_UNAVAILABLE_MESSAGE', 'ResolvedPolicy'];
+    const before = readFileSync(fileURLToPath(new URL('./public-api.before.txt', import.meta.url)), 'utf8')
+      .split('\n')
+      .filter((n) => n !== '' && !removed.includes(n));
+    expect(before).toHaveLength(120 - removed.length);
+    expect(before.filter((n) => !reachable.has(n))).toEqual([]);
+    expect(Object.keys(await import('../../lib/advanced.js')).sort()).toEqual(advanced.values);
+    const pkg = JSON.parse(readFileSync(fileURLToPath(new URL('../../package.json', import.meta.url)), 'utf8'));
+    expect(Object.keys(pkg.exports)).toEqual(expect.arrayContaining(['.', './advanced', './notifications']));
+  });
+});
