@@ -2,6 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { Logger, type OnModuleInit } from '@nestjs/common';
 import { RedisPermissionError } from '../common/errors.js';
 import { replyCodeOf } from '../common/failure-policy.js';
+import { FEATURES, KeyBuilder, type Feature } from '../common/keys.js';
 import { LuaScript, type RedisClient } from '../common/lua-script.js';
 import { RedisConnection } from './redis-connection.js';
 
@@ -21,19 +22,19 @@ const CHECK_SCRIPT = LuaScript.fromFile<(number | string)[]>(
 );
 
 /** Feature → its folder (for its scripts), its key feature name, the commands it sends itself. */
-const FEATURES: { name: string; folder: string; key: string; commands: string[] }[] = [
+const FEATURE_COMMANDS: { name: string; folder: string; key: Feature | ''; commands: string[] }[] = [
   { name: 'health', folder: '', key: '', commands: ['ping', 'info'] },
   {
     name: 'cache',
     folder: 'cache',
-    key: 'cache',
+    key: FEATURES.cache,
     commands: ['get', 'mget', 'set', 'unlink', 'scan', 'zrangebyscore', 'zrem', 'publish', 'subscribe'],
   },
-  { name: 'rate limit', folder: 'rate-limit', key: 'rl', commands: ['unlink', 'scan'] },
+  { name: 'rate limit', folder: 'rate-limit', key: FEATURES.rateLimit, commands: ['unlink', 'scan'] },
   {
     name: 'session',
     folder: 'session',
-    key: 'sess',
+    key: FEATURES.session,
     commands: [
       'get',
       'getex',
@@ -50,11 +51,11 @@ const FEATURES: { name: string; folder: string; key: string; commands: string[] 
       'scan',
     ],
   },
-  { name: 'lock', folder: 'lock', key: 'lock', commands: ['zcount'] },
+  { name: 'lock', folder: 'lock', key: FEATURES.lock, commands: ['zcount'] },
   {
     name: 'pub/sub',
     folder: 'pubsub',
-    key: 'ps',
+    key: FEATURES.pubsub,
     commands: ['publish', 'subscribe', 'unsubscribe', 'xadd', 'xrange', 'pexpire', 'multi', 'exec'],
   },
 ];
@@ -119,10 +120,12 @@ export function requiredCommands(
   keyPrefix: string,
   options: { cluster: boolean; sharded: boolean },
 ): RequiredCommand[] {
-  const channel = `${keyPrefix}ps:acl-check`;
+  const keys = new KeyBuilder(keyPrefix);
+  const channel = keys.channel('acl-check');
   const out: RequiredCommand[] = [];
-  for (const f of FEATURES) {
-    const key = `${keyPrefix}${f.key ? `${f.key}:` : ''}{acl-check}`;
+  for (const f of FEATURE_COMMANDS) {
+    // Health sends no key (PING, INFO): any key under the prefix does for its sample.
+    const key = keys.tagged(f.key || FEATURES.cache, 'acl-check');
     for (const c of f.commands) {
       const command = options.sharded && (c === 'publish' || c === 'subscribe') ? `s${c}` : c;
       out.push({ feature: f.name, args: sample(command, key, channel) });

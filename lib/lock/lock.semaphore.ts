@@ -1,5 +1,5 @@
 import { InvalidOptionsError, LockLostError, RedisUnavailableError } from '../common/errors.js';
-import { KeyBuilder } from '../common/keys.js';
+import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { newToken } from './lock.attempts.js';
 import type { Acquired, LockBackend, LockKeys } from './lock.backend.js';
 import { Lock, type LockOwner } from './lock.js';
@@ -135,7 +135,7 @@ export class Semaphore {
     }
     this.ttl = checkTtl(options.ttl, ctx.options.ttl, `semaphore "${name}"`);
     KeyBuilder.validate(name, 'semaphore name');
-    this.keys = { resource: name, lock: ctx.keys.tagged('lock', name, ':sem'), fence: '' };
+    this.keys = { resource: name, lock: ctx.keys.tagged(FEATURES.lock, name, ':sem'), fence: '' };
     this.owner = leaseOwner(ctx, new SemaphoreBackend(ctx, name, limit), this.waiters, (keys, token) =>
       this.handOver(keys, token),
     );
