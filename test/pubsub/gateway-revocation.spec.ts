@@ -1,7 +1,8 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { PubSubService, RedisConnection, SessionService } from '../../lib/index.js';
+import { PubSubService, SessionService } from '../../lib/index.js';
+import { RedisConnection } from '../../lib/advanced.js';
 import { NotificationsGateway } from '../../lib/notifications/index.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { closeClients, connectClient, createGatewayApp, type GatewayApp } from '../support/pubsub-gateway.js';
