@@ -83,7 +83,7 @@ export {
 export type { NamedThrottleOptions } from './rate-limit/rate-limit.decorators.js';
 export type { CookieRequest } from './session/session.service.js';
 export type { RedisSessionStoreOptions } from './session/session.store.js';
-export type { CreateSessionOptions } from './session/session.types.js';
+export type { CreateSessionOptions, SessionData } from './session/session.types.js';
 export type { AcquireOptions, UsingOptions, TryAcquireOptions, LockedFunction } from './lock/lock.service.js';
 export type { WithLockOptions } from './lock/lock.decorators.js';
 export type { AutoExtendOptions } from './lock/lock.auto-extend.js';

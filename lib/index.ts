@@ -35,7 +35,7 @@ export { SessionMiddleware } from './session/session.middleware.js';
 export { SessionGuard } from './session/session.guard.js';
 export { CurrentSession } from './session/session.decorators.js';
 export { RedisSessionStore } from './session/session.store.js';
-export type { Session, SessionData } from './session/session.types.js';
+export type { Session } from './session/session.types.js';
 export type { SessionRequest } from './session/session.http.js';
 export type { CookieResponse } from './session/session-cookie.js';
 export type { SessionOptions } from './session/session.options.js';

@@ -44,6 +44,7 @@ const ROOT_VALUES = [
   'SessionTooLargeError',
   'SkipThrottle',
   'Throttle',
+  'UnsupportedContextError',
   'WithLock',
 ];
 const ROOT_TYPES = [
@@ -57,7 +58,6 @@ const ROOT_TYPES = [
   'RedisToolkitOptions',
   'Serializer',
   'Session',
-  'SessionData',
   'SessionOptions',
   'SessionRequest',
   'ThrottleOptions',

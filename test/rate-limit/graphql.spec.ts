@@ -7,15 +7,8 @@ import { GraphQLModule, Query, Resolver } from '@nestjs/graphql';
 import { MercuriusDriver, type MercuriusDriverConfig } from '@nestjs/mercurius';
 import { randomUUID } from 'node:crypto';
 import request from 'supertest';
-import {
-  RateLimitGuard,
-  RateLimitService,
-  SkipThrottle,
-  Throttle,
-  UnsupportedContextError,
-  type ThrottledRequest,
-  type ThrottledResponse,
-} from '../../lib/index.js';
+import { RateLimitGuard, RateLimitService, SkipThrottle, Throttle, UnsupportedContextError } from '../../lib/index.js';
+import { type ThrottledRequest, type ThrottledResponse } from '../../lib/advanced.js';
 import { RATE_LIMIT_OPTIONS as RATE_LIMIT_OPTIONS_TOKEN } from '../../lib/rate-limit/rate-limit.options.js';
 import { closeToolkitApps, createToolkitApp, type Platform } from '../support/toolkit-app.js';
 
