@@ -33,6 +33,11 @@ const touchReadsScript = LuaScript.fromFile<(string | null | Error)[]>(
   new URL('./session-touch-reads.lua', import.meta.url),
   1,
 );
+const storeTouchScript = LuaScript.fromFile<number>(
+  'rtk_sess_store_touch',
+  new URL('./session-store-touch.lua', import.meta.url),
+  1,
+);
 /** Touching reads per script call; more in one tick go as several calls (see TickBatcher). */
 const TOUCH_READS_PER_CALL = 16;
 const indexAddScript = LuaScript.fromFile<number>(
@@ -111,7 +116,7 @@ function parseEnvelope(raw: string): SessionEnvelope | null {
       m: e.m,
       t: e.t,
       d: e.d && typeof e.d === 'object' ? e.d : {},
-      k: e.k,
+      k: typeof e.k === 'string' ? e.k : undefined,
     };
   } catch {
     return null;
@@ -212,6 +217,19 @@ export class SessionRecords {
     const expiresAt = Math.min(now + envelope.t, envelope.m);
     if (expiresAt !== now + touchTtl) await this.client.pexpireat(key, expiresAt);
     return { envelope, expiresAt, lastAccessedAt: now };
+  }
+
+  /**
+   * express-session's touch: the session's idle ttl becomes `ttl` (stored, so later touching reads keep it) and its
+   * cookie `cookieJson` ('' keeps the stored one); false when the session is gone.
+   */
+  async storeTouch(id: string, ttl: number, cookieJson: string): Promise<boolean> {
+    const exp = await storeTouchScript.run(
+      this.client,
+      [this.sessionKey(id)],
+      [Date.now(), Math.ceil(ttl), cookieJson],
+    );
+    return exp !== 0;
   }
 
   /** A session as stored (JSON); SessionTooLargeError over maxSize, before anything is sent. */

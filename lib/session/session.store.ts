@@ -62,6 +62,9 @@ type Callback<T> = (err: unknown, value?: T) => void;
 /** Session ids from express-session's default `genid` (uid-safe, base64url) or ours; anything else never reaches Redis. */
 const STORE_ID = /^[A-Za-z0-9_-]{16,128}$/;
 
+/** How many ids touched by get() are remembered for touch() (see RedisSessionStore.touchedOnGet). */
+const TOUCHED_ON_GET_LIMIT = 10_000;
+
 /**
  * An express-session Store on Redis (single server or Cluster), a drop-in for connect-redis:
  * `session({ store: new RedisSessionStore({ client }), secret, ... })`.
@@ -79,6 +82,11 @@ export class RedisSessionStore extends loadStoreBase() {
   private readonly tombstoneMs: number;
   private readonly userIdField: string;
   private readonly touchOnGet: boolean;
+  /**
+   * The idle ttl each recent touching get applied, by id: touch() with the same ttl has nothing to do; with another
+   * (the cookie's maxAge changed) it stores the new one. Bounded: the oldest entries go first.
+   */
+  private readonly touchedOnGet = new Map<string, number>();
   /** The idle ttl of the last session read: GETEX uses it, so sessions sharing one cookie maxAge cost one command. */
   private ttlGuess: number;
 
@@ -112,6 +120,7 @@ export class RedisSessionStore extends loadStoreBase() {
       const raw = await this.records.read(sid, this.touchOnGet ? this.ttlGuess : undefined);
       if (!raw) return null;
       this.ttlGuess = raw.envelope.t;
+      if (this.touchOnGet) this.rememberTouch(sid, raw.envelope.t);
       return this.toSessionData(raw);
     });
   }
@@ -120,7 +129,8 @@ export class RedisSessionStore extends loadStoreBase() {
     return settle(callback, async () => {
       this.checkId(sid);
       const ttl = this.ttlOf(session);
-      if (ttl <= 0) {
+      // NaN (an invalid cookie.expires) is expired too, as connect-redis treats it: never sent to Redis
+      if (!(ttl > 0)) {
         await this.destroyId(sid);
         return;
       }
@@ -133,7 +143,7 @@ export class RedisSessionStore extends loadStoreBase() {
       const userValue = rest[this.userIdField];
       const userId = typeof userValue === 'string' || typeof userValue === 'number' ? String(userValue) : '';
       const result = await this.records
-        .storeSet(sid, { u: userId, t: Math.ceil(ttl), d, k: JSON.stringify(cookie ?? {}) }, this.maxAgeMs)
+        .storeSet(sid, { u: userId, t: Math.ceil(ttl), d, k: JSON.stringify(cookie ?? null) }, this.maxAgeMs)
         .catch((err: unknown) => {
           // the request's fault: Express answers 413, not 500
           if (err instanceof SessionTooLargeError) Object.assign(err, { status: 413, statusCode: 413 });
@@ -154,11 +164,15 @@ export class RedisSessionStore extends loadStoreBase() {
 
   override touch(sid: string, session: ExpressSessionData, callback?: Callback<void>): Promise<void> {
     return settle(callback, async () => {
-      // get() already extended the ttl in its own round trip.
-      if (this.touchOnGet || !STORE_ID.test(String(sid))) return;
-      void session;
-      const ttl = this.ttlOf(session);
-      if (ttl > 0) await this.records.read(sid, ttl);
+      if (!STORE_ID.test(String(sid))) return;
+      const ttl = Math.ceil(this.ttlOf(session));
+      if (!(ttl > 0)) return;
+      const applied = this.touchedOnGet.get(sid);
+      this.touchedOnGet.delete(sid);
+      // get() already extended the ttl in its own round trip, with this very ttl: nothing left to do.
+      if (this.touchOnGet && applied === ttl) return;
+      const cookie = (session as Partial<ExpressSessionData> | undefined)?.cookie;
+      await this.records.storeTouch(sid, ttl, cookie === undefined ? '' : JSON.stringify(cookie));
     });
   }
 
@@ -200,6 +214,15 @@ export class RedisSessionStore extends loadStoreBase() {
     });
   }
 
+  private rememberTouch(sid: string, ttl: number): void {
+    this.touchedOnGet.delete(sid);
+    if (this.touchedOnGet.size >= TOUCHED_ON_GET_LIMIT) {
+      const oldest = this.touchedOnGet.keys().next().value;
+      if (oldest !== undefined) this.touchedOnGet.delete(oldest);
+    }
+    this.touchedOnGet.set(sid, ttl);
+  }
+
   private async destroyId(sid: string): Promise<void> {
     if (!STORE_ID.test(String(sid))) return;
     const userId = await this.records.destroy(sid, this.tombstoneMs);
@@ -224,18 +247,16 @@ export class RedisSessionStore extends loadStoreBase() {
 
   /**
    * The idle ttl: the cookie's maxAge (express-session resets `expires` to now + maxAge on every request), else the
-   * time left until the cookie's `expires` (as connect-redis computes it), else the store's ttl.
+   * time left until the cookie's `expires` (as connect-redis computes it), else the store's ttl. An `expires` in the
+   * past or not a valid date means the cookie is dead, whatever its maxAge: 0.
    */
   private ttlOf(session: ExpressSessionData): number {
-    const maxAge = session?.cookie?.originalMaxAge;
-    if (typeof maxAge === 'number' && maxAge > 0) {
-      const expires = session.cookie.expires;
-      // an expires already in the past means the cookie is dead, whatever its maxAge
-      if (expires && new Date(expires).getTime() <= Date.now()) return 0;
-      return maxAge;
-    }
-    const expires = session?.cookie?.expires;
-    if (expires) return new Date(expires).getTime() - Date.now();
+    const cookie = (session as Partial<ExpressSessionData> | undefined)?.cookie;
+    const expiresAt = cookie?.expires ? new Date(cookie.expires).getTime() : undefined;
+    if (expiresAt !== undefined && !(expiresAt > Date.now())) return 0;
+    const maxAge = cookie?.originalMaxAge;
+    if (typeof maxAge === 'number' && maxAge > 0) return maxAge;
+    if (expiresAt !== undefined) return expiresAt - Date.now();
     return this.ttl;
   }
 
@@ -245,10 +266,19 @@ export class RedisSessionStore extends loadStoreBase() {
       Object.entries(envelope.d).map(([name, value]) => [name, this.serializer.deserialize(value)]),
     );
     if (envelope.u !== '' && data[this.userIdField] === undefined) data[this.userIdField] = envelope.u;
-    // A session created by SessionService has no express cookie: describe one that expires with the session.
-    data.cookie = envelope.k
-      ? (JSON.parse(envelope.k) as unknown)
-      : { originalMaxAge: envelope.t, expires: new Date(raw.expiresAt).toISOString(), httpOnly: true, path: '/' };
+    if (envelope.k !== undefined) {
+      // What set() stored, as it was: a session set without a cookie comes back without one (`k` is 'null').
+      const cookie = JSON.parse(envelope.k) as unknown;
+      if (cookie !== null) data.cookie = cookie;
+    } else {
+      // A session created by SessionService has no express cookie: describe one that expires with the session.
+      data.cookie = {
+        originalMaxAge: envelope.t,
+        expires: new Date(raw.expiresAt).toISOString(),
+        httpOnly: true,
+        path: '/',
+      };
+    }
     return data as unknown as ExpressSessionData;
   }
 }

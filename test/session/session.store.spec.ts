@@ -129,6 +129,61 @@ describe.each(['single', 'cluster'] as const)('RedisSessionStore with express-se
     expect(await client.pttl(`${p}sess:{${id}}`)).toBeGreaterThan(900);
   });
 
+  it.each([true, false])(
+    'touch changes the ttl: set with maxAge 60 s, touch with 3,600 s (touchOnGet %s)',
+    async (touchOnGet) => {
+      const client = clientFor(target);
+      const p = prefix();
+      const store = new RedisSessionStore({ client, prefix: p, touchOnGet });
+      const id = randomBytes(24).toString('base64url');
+      const cookieFor = (maxAge: number) => ({
+        originalMaxAge: maxAge,
+        expires: new Date(Date.now() + maxAge),
+        httpOnly: true,
+        path: '/',
+      });
+      await store.set(id, { cookie: cookieFor(60_000), n: 1 } as never);
+      expect(await client.pttl(`${p}sess:{${id}}`)).toBeLessThanOrEqual(60_000);
+      // resave: false — express-session gets the session, the app changes cookie.maxAge, express-session touches
+      await store.get(id);
+      await store.touch(id, { cookie: cookieFor(3_600_000), n: 1 } as never);
+      const pttl = await client.pttl(`${p}sess:{${id}}`);
+      expect(pttl).toBeGreaterThan(3_500_000);
+      expect(pttl).toBeLessThanOrEqual(3_600_000);
+      // the next touching read keeps the new ttl instead of resetting it to the one of the last set
+      expect(await store.get(id)).toMatchObject({ n: 1, cookie: { originalMaxAge: 3_600_000 } });
+      expect(await client.pttl(`${p}sess:{${id}}`)).toBeGreaterThan(3_500_000);
+    },
+  );
+
+  it('what set stores comes back unchanged from get (no invented cookie)', async () => {
+    const store = new RedisSessionStore({ client: clientFor(target), prefix: prefix() });
+    const id = randomBytes(24).toString('base64url');
+    await store.set(id, { foo: 'bar' } as never);
+    expect(await store.get(id)).toStrictEqual({ foo: 'bar' });
+    const cookie = { originalMaxAge: 60_000, expires: new Date(Date.now() + 60_000).toISOString(), path: '/' };
+    await store.set(id, { foo: 'baz', cookie } as never);
+    expect(await store.get(id)).toStrictEqual({ foo: 'baz', cookie });
+  });
+
+  it('cookie.expires = new Date(NaN) is expired, as connect-redis treats it (no Redis error, no 503)', async () => {
+    const client = clientFor(target);
+    const p = prefix();
+    const store = new RedisSessionStore({ client, prefix: p });
+    const id = randomBytes(24).toString('base64url');
+    await store.set(id, { foo: 'bar' } as never);
+    await store.set(id, { foo: 'baz', cookie: { expires: new Date(Number.NaN) } } as never);
+    expect(await client.exists(`${p}sess:{${id}}`)).toBe(0);
+    expect(await store.get(id)).toBeNull();
+    const other = randomBytes(24).toString('base64url');
+    await store.set(other, { n: 1 } as never);
+    const withMaxAge = { originalMaxAge: 60_000, expires: new Date(Number.NaN) };
+    await store.touch(other, { cookie: withMaxAge } as never);
+    expect(await store.get(other)).toStrictEqual({ n: 1 });
+    await store.set(other, { n: 2, cookie: withMaxAge } as never);
+    expect(await client.exists(`${p}sess:{${other}}`)).toBe(0);
+  });
+
   it('a late set after destroy does not resurrect the session (tombstone)', async () => {
     const store = new RedisSessionStore({ client: clientFor(target), prefix: prefix() });
     const id = randomBytes(24).toString('base64url');

@@ -1,0 +1,19 @@
+-- express-session Store#touch: gives an existing session a new idle ttl (the cookie's maxAge may have changed on an
+-- otherwise unmodified session) and stores the cookie it was touched with; never creates one.
+-- KEYS[1] session. ARGV[1] now (epoch ms), ARGV[2] new idle ttl (ms), ARGV[3] the cookie as JSON, or '' to keep it.
+-- Returns 0 when absent or past its absolute deadline, else the new expiry (epoch ms).
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local s = cjson.decode(raw)
+local now = tonumber(ARGV[1])
+if s.m <= now then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+s.t = tonumber(ARGV[2])
+if ARGV[3] ~= '' then s.k = ARGV[3] end
+if type(s.d) ~= 'table' or next(s.d) == nil then s.d = cjson.decode('{}') end
+local exp = now + s.t
+if exp > s.m then exp = s.m end
+redis.call('SET', KEYS[1], cjson.encode(s), 'PXAT', exp)
+return exp
