@@ -14,7 +14,7 @@ import { LockService, RateLimitService, RedisUnavailableError } from '../../lib/
 import { netnsUnsupported, startNamespacedRedis, type NetnsHosts } from '../support/netns.js';
 import { probePing } from '../support/resp.js';
 import { closeToolkitApps } from '../support/toolkit-app.js';
-import { bootToolkitApp } from './harness/boot.js';
+import { bootToolkitApp } from '../support/toolkit-boot.js';
 import { sleep, waitFor } from '../support/wait.js';
 import { countUnhandledRejections, settleRejections } from './harness/unhandled.js';
 

@@ -9,7 +9,7 @@ import { FaultProxy } from '../support/fault-proxy.js';
 import { startQuorumServers } from '../support/quorum.js';
 import type { RedisServerHandle } from '../support/redis-server.js';
 import { closeToolkitApps } from '../support/toolkit-app.js';
-import { bootToolkitApp } from './harness/boot.js';
+import { bootToolkitApp } from '../support/toolkit-boot.js';
 import { sleep } from '../support/wait.js';
 import { countUnhandledRejections, settleRejections } from './harness/unhandled.js';
 

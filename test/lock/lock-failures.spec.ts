@@ -16,6 +16,7 @@ import { trackForCleanup } from '../support/private-servers.js';
 import { startQuorumServers } from '../support/quorum.js';
 import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+import { bootToolkitApp } from '../support/toolkit-boot.js';
 import { sleep, waitFor } from '../support/wait.js';
 import { within } from '../support/timing.js';
 
@@ -25,7 +26,7 @@ const unique = (name: string): string => `${name}:${randomUUID()}`;
 const COMMAND_TIMEOUT = 300;
 
 async function singleLocks(server: RedisServerHandle): Promise<LockService> {
-  const app = await createToolkitApp({
+  const app = await bootToolkitApp({
     target: { url: server.url },
     commandTimeout: COMMAND_TIMEOUT,
     maxReconnectDelay: 100,
@@ -34,7 +35,7 @@ async function singleLocks(server: RedisServerHandle): Promise<LockService> {
 }
 
 async function quorumLocks(servers: RedisServerHandle[], commandTimeout = COMMAND_TIMEOUT): Promise<LockService> {
-  const app = await createToolkitApp({
+  const app = await bootToolkitApp({
     target: 'single', // the main connection; locks use only the quorum nodes
     commandTimeout,
     maxReconnectDelay: 100,

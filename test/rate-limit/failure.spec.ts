@@ -17,6 +17,7 @@ import { startRedisCluster, type RedisClusterHandle } from '../support/redis-clu
 import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
 import { rawCommand } from '../support/resp.js';
 import { PLATFORMS, closeToolkitApps, createToolkitApp, type Platform } from '../support/toolkit-app.js';
+import { bootToolkitApp } from '../support/toolkit-boot.js';
 import { waitFor } from '../support/wait.js';
 import { within } from '../support/timing.js';
 
@@ -60,7 +61,7 @@ afterEach(async () => {
 });
 
 async function start(rateLimit: RateLimitOptions = {}, commandTimeout = COMMAND_TIMEOUT, platform?: Platform) {
-  const app = await createToolkitApp({
+  const app = await bootToolkitApp({
     target: { url: server.url },
     http: true,
     platform,

@@ -1,11 +1,11 @@
 /**
- * Boots a toolkit app for a fault test, retrying a boot whose startup check timed out. The toolkit fails fast at
+ * Boots a toolkit app for a test that is not about the boot itself, retrying a boot whose startup check timed out. The toolkit fails fast at
  * start when Redis does not answer within commandTimeout; on a busy 2-core machine a healthy server can miss a short
  * commandTimeout once. That is the test's own setup, not the fault under test, so such a boot is retried (at most 3
  * attempts); any other error, or a third timeout, is thrown.
  */
-import { RedisUnavailableError } from '../../../lib/index.js';
-import { createToolkitApp, type ToolkitApp, type ToolkitAppOptions } from '../../support/toolkit-app.js';
+import { RedisUnavailableError } from '../../lib/index.js';
+import { createToolkitApp, type ToolkitApp, type ToolkitAppOptions } from './toolkit-app.js';
 
 export async function bootToolkitApp(options: ToolkitAppOptions): Promise<ToolkitApp> {
   for (let attempt = 1; ; attempt++) {
