@@ -274,14 +274,19 @@ describe.each(['single', 'cluster'] as const)('CacheService on %s', (target) => 
   it('a load that started before a tag invalidation returns its value but does not store it', async () => {
     const { cache } = await cacheApp(target);
     let loads = 0;
+    // The first load is held open until the invalidation is done: ordered by a gate, not by sleeps.
+    let openGate: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (openGate = resolve));
     const slow = async () => {
       loads++;
-      await sleep(200);
-      return `v${loads}`;
+      const mine = loads;
+      if (mine === 1) await gate;
+      return `v${mine}`;
     };
     const inFlight = cache.getOrSet('race', slow, { tags: ['t'] });
-    await sleep(50);
+    expect(await waitFor(() => loads === 1, 10_000)).toBe(true);
     await cache.invalidateTags('t');
+    openGate();
     expect(await inFlight).toBe('v1'); // the caller still gets its value
     expect(await cache.get('race')).toBeUndefined(); // but the invalidation is not undone
     expect(await cache.getOrSet('race', slow, { tags: ['t'] })).toBe('v2'); // a load after it is stored
