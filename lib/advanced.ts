@@ -48,6 +48,13 @@ export type { RedisToolkitHealthResult } from './connection/redis-toolkit.health
 export { KeyBuilder, FEATURES, DEFAULT_KEY_PREFIX } from './common/keys.js';
 export { JsonSerializer, SERIALIZER } from './common/serializer.js';
 export { CACHE_L1_CHANNEL } from './cache/cache.l1.js';
+// HTTP response caching by URL (the root is at its 50 names): @UseInterceptors(HttpCacheInterceptor), @CacheKey, @CacheTTL.
+export {
+  HttpCacheInterceptor,
+  CacheKey,
+  CacheTTL,
+  type HttpCacheKeyFn,
+} from './cache/cache.http-interceptor.js';
 export { ClientAddressResolver } from './rate-limit/client-address.js';
 export { generateSessionId, isValidSessionId } from './session/session-id.js';
 export {

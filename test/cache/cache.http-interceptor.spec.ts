@@ -1,0 +1,162 @@
+import 'reflect-metadata';
+import { randomBytes } from 'node:crypto';
+import {
+  Controller,
+  Get,
+  HttpCode,
+  NotFoundException,
+  Param,
+  Post,
+  Query,
+  Req,
+  StreamableFile,
+  UseInterceptors,
+} from '@nestjs/common';
+import { APP_INTERCEPTOR } from '@nestjs/core';
+import request from 'supertest';
+import { CacheKey, CacheTTL, HttpCacheInterceptor } from '../../lib/advanced.js';
+import { PLATFORMS, closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+
+afterEach(closeToolkitApps);
+
+const calls = { stream: 0, items: 0, post: 0, missing: 0, me: 0, global: 0, created: 0 };
+
+@Controller('items')
+@UseInterceptors(HttpCacheInterceptor)
+class ItemsController {
+  @Get()
+  @CacheTTL(60_000)
+  list(@Query('page') page: string | undefined, @Req() req: { method: string }): { page: string; n: number } {
+    calls.items++;
+    return { page: page ?? '1', n: calls.items + (req.method === 'GET' ? 0 : 1000) };
+  }
+
+  @Post()
+  create(): { n: number } {
+    calls.post++;
+    return { n: calls.post };
+  }
+
+  @Get('missing/:id')
+  missing(@Param('id') id: string): never {
+    calls.missing++;
+    throw new NotFoundException(`no ${id}`);
+  }
+
+  @Get('created')
+  @HttpCode(202)
+  created(): { n: number } {
+    calls.created++;
+    return { n: calls.created };
+  }
+
+  @Get('stream')
+  stream(): StreamableFile {
+    calls.stream++;
+    return new StreamableFile(Buffer.from(`chunk ${calls.stream}`));
+  }
+
+  @Get('me')
+  @CacheKey((req: { headers: Record<string, string | undefined> }) => `me:${req.headers['x-user'] ?? 'anon'}`)
+  me(@Req() req: { headers: Record<string, string | undefined> }): { user: string; n: number } {
+    calls.me++;
+    return { user: req.headers['x-user'] ?? 'anon', n: calls.me };
+  }
+}
+
+@Controller('global')
+class GlobalController {
+  @Get()
+  get(): { n: number } {
+    calls.global++;
+    return { n: calls.global };
+  }
+}
+
+describe.each(PLATFORMS)('HttpCacheInterceptor on %s', (platform) => {
+  beforeEach(() => {
+    for (const k of Object.keys(calls) as (keyof typeof calls)[]) calls[k] = 0;
+  });
+
+  it('HIT for the same URL and query, MISS for another; non-GET, errors and non-2xx never cached; key by user', async () => {
+    const app = await createToolkitApp({
+      keyPrefix: `rtk-h${randomBytes(4).toString('hex')}:`,
+      cache: { defaultTtl: 60_000, beta: 0 },
+      controllers: [ItemsController],
+      http: true,
+      platform,
+    });
+    const server = app.app.getHttpServer();
+    const first = await request(server).get('/items?page=2').expect(200);
+    expect(first.headers['x-cache']).toBe('MISS');
+    expect(first.body).toEqual({ page: '2', n: 1 });
+    const again = await request(server).get('/items?page=2').expect(200);
+    expect(again.headers['x-cache']).toBe('HIT');
+    expect(again.body).toEqual({ page: '2', n: 1 });
+    const other = await request(server).get('/items?page=3').expect(200);
+    expect(other.headers['x-cache']).toBe('MISS');
+    expect(other.body).toEqual({ page: '3', n: 2 });
+    expect(calls.items).toBe(2);
+
+    // POST goes through every time, without the header
+    for (let i = 1; i <= 2; i++) {
+      const post = await request(server).post('/items').expect(201);
+      expect(post.body).toEqual({ n: i });
+      expect(post.headers['x-cache']).toBeUndefined();
+    }
+    expect(calls.post).toBe(2);
+
+    // errors are never cached
+    await request(server).get('/items/missing/1').expect(404);
+    await request(server).get('/items/missing/1').expect(404);
+    expect(calls.missing).toBe(2);
+
+    // a non-200 2xx set by @HttpCode is applied after the handler: it is cached and keeps its code
+    expect((await request(server).get('/items/created').expect(202)).headers['x-cache']).toBe('MISS');
+    expect((await request(server).get('/items/created').expect(202)).headers['x-cache']).toBe('HIT');
+    expect(calls.created).toBe(1);
+
+    // streamed responses are never cached
+    expect((await request(server).get('/items/stream').buffer(true).expect(200)).headers['x-cache']).toBe('MISS');
+    expect((await request(server).get('/items/stream').buffer(true).expect(200)).headers['x-cache']).toBe('MISS');
+    expect(calls.stream).toBe(2);
+
+    // per-user key: one entry per user, same URL
+    expect((await request(server).get('/items/me').set('x-user', 'ann').expect(200)).body).toEqual({
+      user: 'ann',
+      n: 1,
+    });
+    expect((await request(server).get('/items/me').set('x-user', 'bob').expect(200)).body).toEqual({
+      user: 'bob',
+      n: 2,
+    });
+    const annAgain = await request(server).get('/items/me').set('x-user', 'ann').expect(200);
+    expect(annAgain.headers['x-cache']).toBe('HIT');
+    expect(annAgain.body).toEqual({ user: 'ann', n: 1 });
+    expect(calls.me).toBe(2);
+  });
+
+  it('applies globally through APP_INTERCEPTOR', async () => {
+    const app = await createToolkitApp({
+      keyPrefix: `rtk-h${randomBytes(4).toString('hex')}:`,
+      cache: { defaultTtl: 60_000, beta: 0 },
+      controllers: [GlobalController],
+      providers: [{ provide: APP_INTERCEPTOR, useClass: HttpCacheInterceptor }],
+      http: true,
+      platform,
+    });
+    const server = app.app.getHttpServer();
+    expect((await request(server).get('/global').expect(200)).headers['x-cache']).toBe('MISS');
+    const hit = await request(server).get('/global').expect(200);
+    expect(hit.headers['x-cache']).toBe('HIT');
+    expect(hit.body).toEqual({ n: 1 });
+    expect(calls.global).toBe(1);
+  });
+});
+
+describe('HttpCacheInterceptor decorators', () => {
+  it('refuse a bad ttl or key at declaration', () => {
+    expect(() => CacheTTL(-1)).toThrow(/ttl/);
+    expect(() => CacheKey(42 as never)).toThrow(/key/);
+  });
+});
