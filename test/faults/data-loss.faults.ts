@@ -6,7 +6,7 @@
  * item 7: they are floored by the Redis clock in µs).
  */
 import 'reflect-metadata';
-import { CacheService, LockService, RateLimitService, SessionService } from '../../lib/index.js';
+import { CacheService, LockService, RateLimitService, RedisUnavailableError, SessionService } from '../../lib/index.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
 import { rawCommand } from '../support/resp.js';
@@ -186,7 +186,17 @@ describe('restart without persistence (SIGKILL, no RDB/AOF): every key is gone',
     }
     await server.kill();
     await server.restart();
-    const next = await locks.acquire('ledger', { ttl: 60_000, waitMs: 20_000 });
+    // Locks fail closed while the connection is reconnecting (RedisUnavailableError at once): retry until it is back.
+    const deadline = Date.now() + 20_000;
+    let next: Awaited<ReturnType<LockService['acquire']>> | undefined;
+    while (!next) {
+      try {
+        next = await locks.acquire('ledger', { ttl: 60_000, waitMs: 5_000 });
+      } catch (err) {
+        if (!(err instanceof RedisUnavailableError) || Date.now() > deadline) throw err;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
     await next.release();
     expect(next.fencingToken).toBeGreaterThan(Math.max(...tokens));
   }, 60_000);
