@@ -4,11 +4,13 @@
 -- The time comes from the Redis server (TIME), never from the app servers, so app servers with skewed clocks agree.
 -- Needs Redis >= 5 (scripts are replicated by their effects, so writing after TIME is allowed; always so on Redis 7).
 --
--- KEYS     the counters of every policy of every decision, in order (on a cluster one call holds one decision
---          whose keys share a {hash tag})
+-- KEYS     per policy of every decision, in order: its counter and its block key (set while the counter is blocked:
+--          blockDuration or RateLimitService.block); on a cluster one call holds one decision whose keys share a
+--          {hash tag}
 -- ARGV     per decision: mode ('c' = consume: check and charge, 'p' = peek: check only, writes nothing), the number
---          of its policies n, then 5 values per policy: algorithm ('s' sliding window, 'f' fixed window,
---          't' token bucket / GCRA), limit, window ms (token bucket: time to refill `limit` tokens), cost, burst
+--          of its policies n, then 6 values per policy: algorithm ('s' sliding window, 'f' fixed window,
+--          't' token bucket / GCRA), limit, window ms (token bucket: time to refill `limit` tokens), cost, burst,
+--          block ms (0: none; else a policy that refuses a consume blocks its counter that long)
 -- Returns  per decision: allAllowed, then per policy: allowed, remaining, resetMs, retryAfterMs; for a decision
 --          that failed (an error reply under one of its keys, e.g. WRONGTYPE: a foreign value), -1, the error text,
 --          then zeros to the same length, so one bad key fails only its own decision, never the batch
@@ -20,7 +22,7 @@
 local now_us -- microseconds; read once, and only if a sliding window or a token bucket needs it
 -- per policy i of the decision at hand, 8 slots from o = (i - 1) * 8 (one flat table, reused by every decision):
 -- o+1 allowed, o+2 remaining now, o+3 remaining after the charge, o+4 reset now, o+5 reset after the charge,
--- o+6 retry, o+7 state for the charge (count or new TAT)
+-- o+6 retry, o+7 state for the charge (count or new TAT), o+8 refused because the counter is blocked
 local S = {}
 local out = {}
 -- the decision at hand: its mode, its number of policies, where its keys and its policy values start
@@ -40,8 +42,8 @@ end
 local function newest_leaves(i)
   local o = (i - 1) * 8
   if S[o + 7] == 0 then return 0 end
-  local win_us = tonumber(ARGV[a0 + (i - 1) * 5 + 3]) * 1000
-  local newest = redis.call('ZRANGE', KEYS[k0 + i], -1, -1, 'WITHSCORES')
+  local win_us = tonumber(ARGV[a0 + (i - 1) * 6 + 3]) * 1000
+  local newest = redis.call('ZRANGE', KEYS[k0 + 2 * i - 1], -1, -1, 'WITHSCORES')
   return newest[2] and (tonumber(newest[2]) + win_us - now_us) or 0
 end
 
@@ -50,12 +52,12 @@ local function decide()
 
   for i = 1, n do
     local o = (i - 1) * 8
-    local b = a0 + (i - 1) * 5
+    local b = a0 + (i - 1) * 6
     local algo = ARGV[b + 1]
     local limit = tonumber(ARGV[b + 2])
     local win_us = tonumber(ARGV[b + 3]) * 1000
     local cost = tonumber(ARGV[b + 4])
-    local key = KEYS[k0 + i]
+    local key = KEYS[k0 + 2 * i - 1]
 
     if algo == 'f' then
       -- Fixed window: a counter created with the window's TTL by the request that opens the window (SET PX), then
@@ -140,6 +142,16 @@ local function decide()
     else
       error('unknown rate-limit algorithm ' .. tostring(algo))
     end
+    -- a blocked counter refuses until its block key expires, whatever the algorithm says
+    S[o + 8] = false
+    local blocked = redis.call('PTTL', KEYS[k0 + 2 * i])
+    if blocked > 0 then
+      local retry = S[o + 1] and 0 or S[o + 6]
+      S[o + 1] = false
+      S[o + 2] = 0
+      S[o + 6] = math.max(retry, blocked * 1000)
+      S[o + 8] = true
+    end
     if not S[o + 1] then all = false end
   end
 
@@ -147,10 +159,10 @@ local function decide()
   if charge then
     for i = 1, n do
       local o = (i - 1) * 8
-      local b = a0 + (i - 1) * 5
+      local b = a0 + (i - 1) * 6
       local algo = ARGV[b + 1]
       local cost = tonumber(ARGV[b + 4])
-      local key = KEYS[k0 + i]
+      local key = KEYS[k0 + 2 * i - 1]
       if cost > 0 then
         if algo == 'f' then
           if S[o + 7] == 0 then
@@ -181,6 +193,18 @@ local function decide()
     end
   end
 
+  if not all and not peek then
+    -- blockDuration: a policy that refused this consume by its own count blocks its counter from now
+    for i = 1, n do
+      local o = (i - 1) * 8
+      local block_ms = tonumber(ARGV[a0 + (i - 1) * 6 + 6])
+      if block_ms > 0 and not S[o + 1] and not S[o + 8] then
+        redis.call('SET', KEYS[k0 + 2 * i], '1', 'PX', block_ms)
+        S[o + 6] = math.max(S[o + 6], block_ms * 1000)
+        S[o + 2] = 0
+      end
+    end
+  end
   out[#out + 1] = all and 1 or 0
   for i = 1, n do
     local o = (i - 1) * 8
@@ -222,7 +246,7 @@ while a <= #ARGV do
     out[mark + 2] = e
     for j = 3, 1 + n * 4 do out[mark + j] = 0 end
   end
-  k0 = k0 + n
-  a = a + 2 + n * 5
+  k0 = k0 + 2 * n
+  a = a + 2 + n * 6
 end
 return out

@@ -36,9 +36,9 @@ export class DecisionBatcher {
             decisions.flatMap((d) => d.keys),
             decisions.flatMap((d) => d.args),
           );
-          // each decision's part of the reply: allAllowed, then 4 values per policy
+          // each decision's part of the reply: allAllowed, then 4 values per policy (ARGV[2] is the policy count)
           let at = 0;
-          return decisions.map((d) => raw.slice(at, (at += 1 + 4 * d.keys.length)));
+          return decisions.map((d) => raw.slice(at, (at += 1 + 4 * Number(d.args[1]))));
         },
       },
       MAX_DECISIONS_PER_CALL,
@@ -46,7 +46,7 @@ export class DecisionBatcher {
   }
 
   /**
-   * Runs one decision: its keys, and its ARGV (mode, number of policies, 5 values per policy). Resolves with that
+   * Runs one decision: its keys (2 per policy), and its ARGV (mode, number of policies, 6 values per policy). Resolves with that
    * decision's part of the reply: allAllowed, then 4 values per policy.
    */
   run(keys: readonly string[], args: readonly ScriptArg[]): Promise<number[]> {

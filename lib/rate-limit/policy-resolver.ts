@@ -19,6 +19,8 @@ export interface ResolvedPolicy {
   algorithm: RateLimitAlgorithm;
   burst: number;
   cost: number;
+  /** ms a counter stays blocked after this policy refused a consume; 0 = none. */
+  blockDuration: number;
 }
 
 /** Fills defaults and validates a policy given at call time (InvalidOptionsError naming the field). */
@@ -44,7 +46,10 @@ export function resolveCallPolicy(
   const capacity = algorithm === 'token-bucket' ? burst : p.limit;
   if (!isInt(cost, 0) || cost > capacity)
     throw wrong(path, 'cost', `an integer from 0 to ${capacity} (a larger cost could never be allowed)`, p.cost);
-  return { limit: p.limit, ttl: p.ttl, algorithm, burst, cost };
+  const blockDuration = p.blockDuration ?? 0;
+  if (!isInt(blockDuration, 0) || blockDuration > MAX_DURATION_MS)
+    throw wrong(path, 'blockDuration', `a whole number of milliseconds from 0 to ${MAX_DURATION_MS}`, p.blockDuration);
+  return { limit: p.limit, ttl: p.ttl, algorithm, burst, cost, blockDuration };
 }
 
 /** The counter of a policy when the caller names no scope: two different policies on one key never share one. */

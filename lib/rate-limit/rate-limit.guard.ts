@@ -86,18 +86,19 @@ export class RateLimitGuard implements CanActivate {
           `the key of rate-limit policy "${p.name}" must be a non-empty string, got ${JSON.stringify(key) ?? typeof key}`,
         );
       }
-      const [limit, ttl, algorithm, burst, cost] = await Promise.all([
+      const [limit, ttl, algorithm, burst, cost, blockDuration] = await Promise.all([
         resolve(p.limit, context),
         resolve(p.ttl, context),
         resolve(p.algorithm, context),
         resolve(p.burst, context),
         resolve(p.cost, context),
+        resolve(p.blockDuration, context),
       ]);
       checks.push({
         key,
         name: p.name,
         scope: this.generateKey(context, key, p.name),
-        policy: { limit, ttl, algorithm, burst, cost },
+        policy: { limit, ttl, algorithm, burst, cost, blockDuration },
       });
       if (p.failOpen !== undefined) failOpen = failOpen === false ? false : p.failOpen;
     }

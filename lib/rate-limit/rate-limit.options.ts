@@ -18,6 +18,11 @@ export interface RateLimitPolicy {
   burst?: number;
   /** Units this call uses. Default 1. */
   cost?: number;
+  /**
+   * After this policy refuses a consume, its counter stays refused for this many ms (from the refusal), whatever
+   * the window says — @nestjs/throttler's and rate-limiter-flexible's `blockDuration`. Default 0 (none).
+   */
+  blockDuration?: number;
 }
 
 /** A value given once, or worked out per request from the execution context (HTTP or WebSocket). */
@@ -31,6 +36,8 @@ export interface ThrottleOptions {
   burst?: Resolvable<number>;
   /** Units each request uses. Default 1. */
   cost?: Resolvable<number>;
+  /** After a refusal the counter stays refused this many ms (RateLimitPolicy.blockDuration). Default 0. */
+  blockDuration?: Resolvable<number>;
   /**
    * Who is limited. Default: the client IP (RateLimitGuard.getTracker). A string is one limit shared by every
    * client; a function gives per-user limits, e.g. `(ctx) => ctx.switchToHttp().getRequest().user.id`.
@@ -91,7 +98,8 @@ export interface RateLimitOptions {
 }
 
 export interface ResolvedRateLimitOptions {
-  defaults: Required<Omit<RateLimitPolicy, 'burst' | 'cost'>> & Pick<RateLimitPolicy, 'burst' | 'cost'>;
+  defaults: Required<Omit<RateLimitPolicy, 'burst' | 'cost' | 'blockDuration'>> &
+    Pick<RateLimitPolicy, 'burst' | 'cost' | 'blockDuration'>;
   failOpen: boolean;
   headers: RateLimitHeaders;
   trustProxy: TrustProxy;
@@ -190,6 +198,8 @@ export function checkPolicy(
   }
   if (typeof p.burst !== 'function') problems.integer(`${path}.burst`, p.burst, 1);
   if (typeof p.cost !== 'function') problems.integer(`${path}.cost`, p.cost, 0);
+  if (typeof p.blockDuration !== 'function')
+    problems.duration(`${path}.blockDuration`, p.blockDuration, { allowZero: true });
 }
 
 const PROXY_KEYWORDS = ['loopback', 'linklocal', 'uniquelocal'];

@@ -86,6 +86,8 @@ const ALGORITHM_CODES: Record<RateLimitAlgorithm, string> = {
   'token-bucket': 't',
 };
 const LUA_FILE = new URL('./consume.lua', import.meta.url);
+/** A counter's block key (blockDuration, block()): the counter key + this, so it shares the counter's hash slot. */
+const BLOCK_SUFFIX = ':b';
 /** consume.lua's allAllowed for a decision it could not make (an error reply under one of its keys). */
 const FAILED = -1;
 
@@ -178,7 +180,8 @@ export class RateLimitService {
       if (policy) {
         const algorithm = policy.algorithm ?? this.options.defaults.algorithm;
         const scope = 'scope' in policy ? policy.scope : defaultScope(this.resolvePolicy(policy, 'policy'));
-        return await this.connection.client.unlink(this.redisKey(key, scope, algorithm));
+        const counter = this.redisKey(key, scope, algorithm);
+        return await this.connection.client.unlink(counter, `${counter}${BLOCK_SUFFIX}`);
       }
       const pattern = `${KeyBuilder.globEscape(this.tagOf(key))}*`;
       let removed = 0;
@@ -191,6 +194,33 @@ export class RateLimitService {
       throw typed;
     } finally {
       this.insurance?.clear();
+    }
+  }
+
+  /**
+   * Blocks a counter of `key` for `ms` (rate-limiter-flexible `block`): every consume and peek of it is refused until
+   * then, with `retryAfterMs` the time left. The counter is the one of `policy` (or of a guard's `scope`), as for
+   * `reset`; `reset` lifts the block.
+   */
+  async block(
+    key: string,
+    ms: number,
+    policy: RateLimitPolicy | { scope: string; algorithm?: RateLimitAlgorithm },
+  ): Promise<void> {
+    checkKey(key);
+    if (!Number.isSafeInteger(ms) || ms < 1)
+      throw new InvalidOptionsError(`rate limit: block ms must be a whole number of milliseconds >= 1, got ${ms}`);
+    if (policy === null || typeof policy !== 'object')
+      throw new InvalidOptionsError('rate limit: block needs the policy (or { scope }) of the counter to block');
+    const algorithm = policy.algorithm ?? this.options.defaults.algorithm;
+    const scope = 'scope' in policy ? policy.scope : defaultScope(this.resolvePolicy(policy, 'policy'));
+    try {
+      this.failures.assertReady('block');
+      await this.connection.client.set(`${this.redisKey(key, scope, algorithm)}${BLOCK_SUFFIX}`, '1', 'PX', ms);
+    } catch (err) {
+      const typed = this.failures.classify(err, 'block');
+      this.failures.unavailable(typed, false);
+      throw typed;
     }
   }
 
@@ -235,8 +265,8 @@ export class RateLimitService {
     try {
       this.failures.assertReady('decision');
       raw = await this.decisions.run(
-        [redisKey],
-        [mode, 1, ALGORITHM_CODES[p.algorithm], p.limit, p.ttl, p.cost, p.burst],
+        [redisKey, `${redisKey}${BLOCK_SUFFIX}`],
+        [mode, 1, ALGORITHM_CODES[p.algorithm], p.limit, p.ttl, p.cost, p.burst, p.blockDuration],
       );
     } catch (err) {
       // never retried: the call may have run
@@ -330,15 +360,22 @@ export class RateLimitService {
     options: ConsumeOptions,
   ): Promise<{ allowed: boolean; results: RateLimitDecision['results']; degraded?: 'fail-open' | 'insurance' }> {
     const args: ScriptArg[] = [mode, group.length];
-    for (const { policy } of group)
-      args.push(ALGORITHM_CODES[policy.algorithm], policy.limit, policy.ttl, policy.cost, policy.burst);
+    const keys: string[] = [];
+    for (const { policy, redisKey } of group) {
+      args.push(
+        ALGORITHM_CODES[policy.algorithm],
+        policy.limit,
+        policy.ttl,
+        policy.cost,
+        policy.burst,
+        policy.blockDuration,
+      );
+      keys.push(redisKey, `${redisKey}${BLOCK_SUFFIX}`);
+    }
     let raw: number[];
     try {
       this.failures.assertReady('decision');
-      raw = await this.decisions.run(
-        group.map((g) => g.redisKey),
-        args,
-      );
+      raw = await this.decisions.run(keys, args);
     } catch (err) {
       return this.fallback(group, mode, options, err);
     }
