@@ -1,12 +1,7 @@
 import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
-import {
-  InvalidOptionsError,
-  RateLimitService,
-  Throttle,
-  type RateLimitAlgorithm,
-  type RateLimitPolicy,
-} from '../../lib/index.js';
+import { InvalidOptionsError, RateLimitService, Throttle, type RateLimitPolicy } from '../../lib/index.js';
+import type { RateLimitAlgorithm } from '../../lib/advanced.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 import { within } from '../support/timing.js';
 import { sleep } from '../support/wait.js';
