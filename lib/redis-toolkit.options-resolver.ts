@@ -11,6 +11,7 @@ import {
   resolveNotificationsOptions,
   type ResolvedNotificationsGatewayOptions,
 } from './notifications/notifications.options.js';
+import { TOOLKIT_OPTION_KEYS } from './redis-toolkit.option-keys.js';
 import type { RedisToolkitOptions } from './redis-toolkit.options.js';
 
 /** The options after validation, with every default filled in: the one place defaults live. */
@@ -40,6 +41,7 @@ export function resolveToolkitOptions(raw: RedisToolkitOptions): ResolvedRedisTo
     problems.throwIfAny();
   }
   const o = raw as RedisToolkitOptions;
+  problems.unknownKeys('', o, TOOLKIT_OPTION_KEYS);
   checkConnection(o.connection, problems);
   problems.string('keyPrefix', o.keyPrefix, { allowEmpty: true });
   problems.duration('commandTimeout', o.commandTimeout);
@@ -90,6 +92,14 @@ function checkConnection(connection: unknown, problems: OptionProblems): void {
     c.cluster !== undefined ? 'cluster' : undefined,
     c.client !== undefined ? 'client' : undefined,
   ].filter((k): k is string => k !== undefined);
+  if (kinds.length === 0) {
+    // `{ url: process.env.UNSET }` or `{}` would otherwise connect to 127.0.0.1:6379 without a word.
+    problems.add(
+      'connection',
+      'names no server: give url (it is undefined here), host/port, sentinels, cluster or client',
+    );
+    return;
+  }
   if (kinds.length > 1) {
     problems.add(
       'connection',

@@ -31,6 +31,9 @@ export function durationProblem(value: unknown, allowZero = false): string {
 export class OptionProblems {
   private readonly problems: string[] = [];
 
+  /** `owner` names what the options belong to in the error (`Invalid RedisSessionStore options`). */
+  constructor(private readonly owner = 'RedisToolkitModule') {}
+
   add(path: string, message: string): void {
     this.problems.push(`${path} ${message}`);
   }
@@ -85,11 +88,33 @@ export class OptionProblems {
     return true;
   }
 
+  /**
+   * Every key of `value` (at any depth `shape` describes) that is not a known option: a typo such as `commandTimout`
+   * would otherwise be ignored in a JS config or a forRootAsync factory. Names the nearest known name when close.
+   */
+  unknownKeys(path: string, value: unknown, shape: OptionShape): void {
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) return;
+    const proto = Object.getPrototypeOf(value);
+    if (proto !== Object.prototype && proto !== null) return; // a class instance (a client, a serializer) is a value
+    const known = Object.keys(shape);
+    for (const key of Object.keys(value)) {
+      const at = path === '' ? key : `${path}.${key}`;
+      const inner = shape[key];
+      if (inner === undefined) {
+        const near = nearest(key, known);
+        this.add(
+          at,
+          `is not a known option${near ? ` (did you mean ${path === '' ? near : `${path}.${near}`}?)` : ''}`,
+        );
+      } else if (inner !== true) {
+        this.unknownKeys(at, (value as Record<string, unknown>)[key], inner);
+      }
+    }
+  }
+
   throwIfAny(): void {
     if (this.problems.length === 0) return;
-    throw new InvalidOptionsError(
-      `Invalid RedisToolkitModule options:\n${this.problems.map((p) => `  - ${p}`).join('\n')}`,
-    );
+    throw new InvalidOptionsError(`Invalid ${this.owner} options:\n${this.problems.map((p) => `  - ${p}`).join('\n')}`);
   }
 }
 
@@ -102,4 +127,39 @@ function show(value: unknown): string {
   } catch {
     return String(value);
   }
+}
+
+/**
+ * The option names one options object accepts: `true` for a value not looked into (a number, a function, a client,
+ * node's tls options), or the shape of a nested options object, checked the same way.
+ */
+export interface OptionShape {
+  [key: string]: true | OptionShape;
+}
+
+/** The known name closest to `name` (edit distance at most a third of its length, at least 2), if any. */
+function nearest(name: string, known: string[]): string | undefined {
+  const limit = Math.max(2, Math.floor(name.length / 3));
+  let best: string | undefined;
+  let bestDistance = limit + 1;
+  for (const k of known) {
+    const d = editDistance(name.toLowerCase(), k.toLowerCase());
+    if (d < bestDistance) {
+      best = k;
+      bestDistance = d;
+    }
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    previous = current;
+  }
+  return previous[b.length];
 }

@@ -142,7 +142,7 @@ export class NotificationsGateway
       `NotificationsGatewayModule.register({ ${given.join(', ')} }) is deprecated: give gateway options as ` +
         '`pubsub.gateway` of RedisToolkitModule.forRoot / forRootAsync (register() takes only { namespace })',
     );
-    const problems = new OptionProblems();
+    const problems = new OptionProblems('NotificationsGatewayModule');
     const resolved = resolveGatewayOptions(this.overrides, problems, 'NotificationsGatewayModule.register()');
     problems.throwIfAny();
     const merged: Record<string, unknown> = { ...base };

@@ -23,7 +23,7 @@ export interface NamedThrottleOptions extends ThrottleOptions {
  */
 export function Throttle(...policies: ThrottleOptions[]): ClassDecorator & MethodDecorator {
   if (policies.length === 0) throw new InvalidOptionsError('@Throttle() needs at least one policy');
-  const problems = new OptionProblems();
+  const problems = new OptionProblems('@Throttle');
   const named = policies.map((p, i): NamedThrottleOptions => {
     const path = `@Throttle policy ${i + 1}`;
     if (!problems.object(path, p) || p === undefined) return { ...(p as ThrottleOptions), name: '' };

@@ -4,7 +4,7 @@ import type { SessionData as ExpressSessionData, Store as ExpressStore } from 'e
 import { InvalidKeyError, InvalidOptionsError, RedisUnavailableError, SessionTooLargeError } from '../common/errors.js';
 import { classifyRedisError } from '../common/failure-policy.js';
 import { DEFAULT_KEY_PREFIX } from '../common/keys.js';
-import { OptionProblems } from '../common/option-checks.js';
+import { OptionProblems, type OptionShape } from '../common/option-checks.js';
 import { JsonSerializer, SafeSerializer, type Serializer } from '../common/serializer.js';
 import { encodeField, SessionRecords, type RawSession } from './session.records.js';
 import { SESSION_MAX_SIZE_LIMIT } from './session.options.js';
@@ -31,6 +31,19 @@ function loadStoreBase(): StoreClass {
     return MissingExpressSession as unknown as StoreClass;
   }
 }
+
+/** The options RedisSessionStore accepts; anything else is an error naming it (e.g. a connect-redis option we lack). */
+export const SESSION_STORE_OPTION_KEYS: OptionShape = {
+  client: true,
+  prefix: true,
+  ttl: true,
+  maxAgeMs: true,
+  tombstoneMs: true,
+  serializer: true,
+  userIdField: true,
+  touchOnGet: true,
+  maxSize: true,
+};
 
 export interface RedisSessionStoreOptions {
   /** The ioredis client (Redis or Cluster), e.g. `app.get(REDIS_CLIENT)`. Stays yours: the store never quits it. */
@@ -92,7 +105,8 @@ export class RedisSessionStore extends loadStoreBase() {
 
   constructor(options: RedisSessionStoreOptions) {
     super();
-    const problems = new OptionProblems();
+    const problems = new OptionProblems('RedisSessionStore');
+    problems.unknownKeys('', options, SESSION_STORE_OPTION_KEYS);
     if (!options || typeof options.client?.defineCommand !== 'function') {
       problems.add('RedisSessionStore client', 'must be an ioredis Redis or Cluster instance');
     }

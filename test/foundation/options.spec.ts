@@ -78,3 +78,58 @@ describe('option validation', () => {
     ).rejects.toThrow(/connection give either url or host\/port, not both/);
   });
 });
+
+describe('unknown option keys and a missing connection target', () => {
+  const url = 'redis://127.0.0.1:1';
+
+  it('a misspelled option at the top is listed with the other problems, naming the nearest known name', () => {
+    const message = problemsOf({
+      connection: { url },
+      commandTimout: 5,
+      keyPrefix: 7,
+      cache: { defaultTtl: -1 },
+      lock: { ttl: 'x' },
+    });
+    expect(message).toMatch(/^Invalid RedisToolkitModule options:/);
+    expect(message).toMatch(/commandTimout is not a known option \(did you mean commandTimeout\?\)/);
+    expect(message).toMatch(/keyPrefix must be a string/);
+    expect(message).toMatch(/cache\.defaultTtl must be a positive number/);
+    expect(message).toMatch(/lock\.ttl must be a positive number/);
+    expect(message.split('\n').filter((l) => l.startsWith('  - '))).toHaveLength(4);
+  });
+
+  it.each([
+    [{ connection: { url, passwrd: 'x' } }, 'connection.passwrd', 'connection.password'],
+    [{ connection: { url }, cache: { l1: { max: 10, ttl: 1_000, maxx: 3 } } }, 'cache.l1.maxx', 'cache.l1.max'],
+    [
+      { connection: { url }, rateLimit: { defaults: { limit: 1, ttl: 1_000, algoritm: 'x' } } },
+      'rateLimit.defaults.algoritm',
+      'rateLimit.defaults.algorithm',
+    ],
+    [{ connection: { url }, session: { cookie: { secrte: 's' } } }, 'session.cookie.secrte', 'session.cookie.secret'],
+    [{ connection: { url }, lock: { retry: { cout: 1 } } }, 'lock.retry.cout', 'lock.retry.count'],
+    [
+      { connection: { url }, pubsub: { gateway: { publicChanels: [] } } },
+      'pubsub.gateway.publicChanels',
+      'pubsub.gateway.publicChannels',
+    ],
+  ])('at any depth: %j', (options, path, near) => {
+    const message = problemsOf(options);
+    expect(message).toContain(`${path} is not a known option (did you mean ${near}?)`);
+  });
+
+  it('an unknown key far from every name is reported without a guess; values we do not own are not looked into', () => {
+    expect(problemsOf({ connection: { url }, zzzzzzzz: 1 })).toMatch(/zzzzzzzz is not a known option$/m);
+    // tls options and a serializer instance belong to node and the user: their keys are not ours to check.
+    expect(() =>
+      resolveToolkitOptions({ connection: { url, tls: { servername: 'x', rejectUnauthorized: false } } }),
+    ).not.toThrow();
+  });
+
+  it.each([[{}], [{ url: undefined }], [{ url: process.env.RTK_SURELY_UNSET_VARIABLE }]])(
+    'connection %j names no server: an error, not a silent 127.0.0.1:6379',
+    (connection) => {
+      expect(problemsOf({ connection })).toMatch(/connection names no server/);
+    },
+  );
+});

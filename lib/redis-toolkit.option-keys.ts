@@ -1,0 +1,113 @@
+import type { OptionShape } from './common/option-checks.js';
+
+// The option names RedisToolkitModule accepts, one shape per options object: a key missing here is reported as
+// unknown (with the nearest known name), so a new option is added here beside its interface.
+
+const THROTTLE: OptionShape = {
+  limit: true,
+  ttl: true,
+  algorithm: true,
+  burst: true,
+  cost: true,
+  key: true,
+  name: true,
+  failOpen: true,
+};
+
+export const CONNECTION_OPTION_KEYS: OptionShape = {
+  url: true,
+  host: true,
+  port: true,
+  db: true,
+  username: true,
+  password: true,
+  tls: true,
+  sentinels: true,
+  name: true,
+  sentinelUsername: true,
+  sentinelPassword: true,
+  cluster: true,
+  clusterOptions: true,
+  client: true,
+};
+
+export const CACHE_OPTION_KEYS: OptionShape = {
+  defaultTtl: true,
+  staleTtl: true,
+  l1: { max: true, ttl: true },
+  failOpen: true,
+  lockTtl: true,
+  lockWait: true,
+  loadTimeout: true,
+  beta: true,
+};
+
+export const RATE_LIMIT_OPTION_KEYS: OptionShape = {
+  defaults: THROTTLE,
+  failOpen: true,
+  headers: true,
+  trustProxy: true,
+  insurance: { divideLimitBy: true, maxKeys: true },
+  warnIntervalMs: true,
+  maxSlidingWindowLimit: true,
+};
+
+export const SESSION_OPTION_KEYS: OptionShape = {
+  ttl: true,
+  rolling: true,
+  maxAgeMs: true,
+  tombstoneMs: true,
+  maxSize: true,
+  cookie: {
+    name: true,
+    secret: true,
+    httpOnly: true,
+    secure: true,
+    sameSite: true,
+    path: true,
+    domain: true,
+    maxAge: true,
+  },
+};
+
+export const LOCK_OPTION_KEYS: OptionShape = {
+  ttl: true,
+  retry: { count: true, delay: true, jitter: true },
+  maxHoldMs: true,
+  extensionThreshold: true,
+  quorum: { nodes: true, driftFactor: true },
+};
+
+export const NOTIFICATIONS_OPTION_KEYS: OptionShape = {
+  authenticate: true,
+  authorize: true,
+  publicChannels: true,
+  maxSubscriptionsPerSocket: true,
+  maxChannelLength: true,
+  subscribeRateLimit: { limit: true, ttl: true },
+  rateLimiter: true,
+  slowClient: { policy: true, maxBufferedMessages: true },
+  maxReplay: true,
+  allowedOrigins: true,
+};
+
+export const PUBSUB_OPTION_KEYS: OptionShape = {
+  cluster: true,
+  durable: { maxLen: true, ttl: true },
+  gateway: NOTIFICATIONS_OPTION_KEYS,
+};
+
+export const TOOLKIT_OPTION_KEYS: OptionShape = {
+  connection: CONNECTION_OPTION_KEYS,
+  keyPrefix: true,
+  commandTimeout: true,
+  connectTimeout: true,
+  lazyConnect: true,
+  maxReconnectDelay: true,
+  serializer: true,
+  cache: CACHE_OPTION_KEYS,
+  rateLimit: RATE_LIMIT_OPTION_KEYS,
+  session: SESSION_OPTION_KEYS,
+  lock: LOCK_OPTION_KEYS,
+  pubsub: PUBSUB_OPTION_KEYS,
+};
