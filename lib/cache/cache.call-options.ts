@@ -9,11 +9,19 @@ export interface ResolvedCall<T> {
   ttl: number;
   staleTtl: number;
   tags: CacheTags<T> | undefined;
+  softTimeout: number;
+  hardTimeout: number;
 }
 
 /** What a call without options resolves to (built once: the getOrSet hot path skips validation). */
 export function defaultCall(options: ResolvedCacheOptions): ResolvedCall<unknown> {
-  return { ttl: Math.ceil(options.defaultTtl), staleTtl: Math.ceil(options.staleTtl), tags: undefined };
+  return {
+    ttl: Math.ceil(options.defaultTtl),
+    staleTtl: Math.ceil(options.staleTtl),
+    tags: undefined,
+    softTimeout: options.softTimeout,
+    hardTimeout: options.loadTimeout,
+  };
 }
 
 export function resolveCall<T>(
@@ -23,16 +31,22 @@ export function resolveCall<T>(
 ): ResolvedCall<T> {
   if (options === null || typeof options !== 'object')
     throw new InvalidOptionsError(`cache.${what}: options must be an object`);
-  const { ttl, staleTtl, tags } = options as CacheGetOrSetOptions<T>;
+  const { ttl, staleTtl, tags, softTimeout, hardTimeout } = options as CacheGetOrSetOptions<T>;
   if (ttl !== undefined && !isDuration(ttl))
     throw new InvalidOptionsError(`cache.${what}: ttl ${durationProblem(ttl)}`);
   if (staleTtl !== undefined && !isDuration(staleTtl, true))
     throw new InvalidOptionsError(`cache.${what}: staleTtl ${durationProblem(staleTtl, true)}`);
   if (tags !== undefined && typeof tags !== 'function') checkTags(tags, what);
+  if (softTimeout !== undefined && !isDuration(softTimeout, true))
+    throw new InvalidOptionsError(`cache.${what}: softTimeout ${durationProblem(softTimeout, true)}`);
+  if (hardTimeout !== undefined && !isDuration(hardTimeout))
+    throw new InvalidOptionsError(`cache.${what}: hardTimeout ${durationProblem(hardTimeout)}`);
   return {
     ttl: Math.ceil(ttl ?? defaults.defaultTtl),
     staleTtl: Math.ceil(staleTtl ?? defaults.staleTtl),
     tags: tags as CacheTags<T> | undefined,
+    softTimeout: softTimeout ?? defaults.softTimeout,
+    hardTimeout: hardTimeout ?? defaults.loadTimeout,
   };
 }
 

@@ -29,6 +29,11 @@ export interface CacheOptions {
    * its key for the life of the process. Default: `lockTtl` (past it, another process may load anyway).
    */
   loadTimeout?: number;
+  /**
+   * ms a caller holding a stale value waits for its refresh before being served the stale value (the refresh goes
+   * on in the background). Default 0: the stale value is served at once. A call's `softTimeout` overrides it.
+   */
+  softTimeout?: number;
   /** XFetch β: > 1 refreshes earlier, < 1 later, 0 turns probabilistic early refresh off. Default 1. */
   beta?: number;
 }
@@ -41,6 +46,7 @@ export interface ResolvedCacheOptions {
   lockTtl: number;
   lockWait: number;
   loadTimeout: number;
+  softTimeout: number;
   beta: number;
 }
 
@@ -53,6 +59,7 @@ export function resolveCacheOptions(raw: CacheOptions | undefined, problems: Opt
     problems.duration('cache.lockTtl', o.lockTtl);
     problems.duration('cache.lockWait', o.lockWait, { allowZero: true });
     problems.duration('cache.loadTimeout', o.loadTimeout);
+    problems.duration('cache.softTimeout', o.softTimeout, { allowZero: true });
     problems.number('cache.beta', o.beta, 0, 100);
     if (problems.object('cache.l1', o.l1) && o.l1) {
       problems.integer('cache.l1.max', o.l1.max, 1);
@@ -69,6 +76,7 @@ export function resolveCacheOptions(raw: CacheOptions | undefined, problems: Opt
     lockTtl: o.lockTtl ?? 10_000,
     lockWait: o.lockWait ?? 5_000,
     loadTimeout: o.loadTimeout ?? o.lockTtl ?? 10_000,
+    softTimeout: o.softTimeout ?? 0,
     beta: o.beta ?? 1,
   };
 }

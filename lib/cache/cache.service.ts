@@ -1,6 +1,6 @@
 import { Inject, Injectable, Logger, Optional, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import { scanKeys, unlinkMany } from '../common/bulk-keys.js';
-import { CacheLoadTimeoutError, InvalidOptionsError, RedisUnavailableError } from '../common/errors.js';
+import { InvalidOptionsError, RedisUnavailableError } from '../common/errors.js';
 import { FailurePolicy } from '../common/failure-policy.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { SERIALIZER, type Serializer } from '../common/serializer.js';
@@ -11,6 +11,7 @@ import { defaultCall, resolveCall, resolveTags, type ResolvedCall } from './cach
 import { encodeEntry, type CacheEntry } from './cache.entry.js';
 import { CacheEntryStore } from './cache.entry-store.js';
 import { CacheL1 } from './cache.l1.js';
+import { boundedLoad, within } from './cache.loader.js';
 import { CacheLoadLock } from './cache.load-lock.js';
 import { CACHE_OPTIONS, type ResolvedCacheOptions } from './cache.options.js';
 import { CacheReadBatcher } from './cache.read-batcher.js';
@@ -57,7 +58,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
   private readonly serializer: Serializer;
   private readonly l1: CacheL1 | undefined;
   private readonly inflight = new Map<string, Promise<CacheResult<unknown>>>();
-  private readonly refreshing = new Set<string>();
+  private readonly refreshing = new Map<string, Promise<{ value: unknown } | undefined>>();
   private readonly counters = new CacheCounters();
   private readonly failures: FailurePolicy;
   private readonly store: CacheEntryStore;
@@ -301,7 +302,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
     } catch (err) {
       this.failures.unavailable(err);
       return this.singleFlight(redisKey, async () => ({
-        value: (await this.load(redisKey, loader)).value,
+        value: (await this.load(redisKey, loader, call.hardTimeout)).value,
         status: 'miss',
       }));
     }
@@ -313,13 +314,15 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
         return { value: entry.value, status: 'hit' };
       }
       if (now < entry.staleUntil) {
-        this.refreshInBackground(redisKey, loader, call);
-        return { value: entry.value, status: 'stale' };
+        const refresh = this.refreshInBackground(redisKey, loader, call);
+        // softTimeout: wait that long for the refresh, then serve the stale value while it goes on
+        const fresh = call.softTimeout > 0 && refresh ? await within(refresh, call.softTimeout) : undefined;
+        return fresh ? { value: fresh.value, status: 'miss' } : { value: entry.value, status: 'stale' };
       }
     }
     return this.singleFlight(redisKey, () =>
       this.lock.loadOnce<T>(redisKey, {
-        load: () => this.load(redisKey, loader),
+        load: () => this.load(redisKey, loader, call.hardTimeout),
         loadAndStore: () => this.loadAndStore(redisKey, loader, call),
       }),
     );
@@ -336,7 +339,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
   }
 
   private async loadAndStore<T>(redisKey: string, loader: Loader<T>, call: ResolvedCall<T>): Promise<T> {
-    const { value, delta, startedAt } = await this.load(redisKey, loader);
+    const { value, delta, startedAt } = await this.load(redisKey, loader, call.hardTimeout);
     if (value === undefined) return value; // undefined means "no value": returned, never cached
     const now = Date.now();
     const tags = resolveTags(call.tags, value);
@@ -363,17 +366,25 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
     return now - entry.delta * beta * Math.log(Math.random()) >= entry.freshUntil;
   }
 
-  /** At most one refresh per key per process, and (through the lock) across processes; failures keep the stale value. */
-  private refreshInBackground<T>(redisKey: string, loader: Loader<T>, call: ResolvedCall<T>): void {
-    if (this.closed || this.refreshing.has(redisKey)) return;
-    this.refreshing.add(redisKey);
+  /**
+   * At most one refresh per key per process, and (through the lock) across processes; failures keep the stale value.
+   * Resolves to the refreshed value (undefined when another process refreshes or it failed); never rejects.
+   */
+  private refreshInBackground<T>(
+    redisKey: string,
+    loader: Loader<T>,
+    call: ResolvedCall<T>,
+  ): Promise<{ value: T } | undefined> | undefined {
+    if (this.closed) return undefined;
+    const running = this.refreshing.get(redisKey);
+    if (running) return running as Promise<{ value: T } | undefined>;
     const lockKey = this.lock.lockKey(redisKey);
     const token = this.lock.token();
-    void (async () => {
+    const refresh = (async (): Promise<{ value: T } | undefined> => {
       try {
-        if (!(await this.lock.tryLock(lockKey, token))) return;
+        if (!(await this.lock.tryLock(lockKey, token))) return undefined;
         try {
-          await this.loadAndStore(redisKey, loader, call);
+          return { value: await this.loadAndStore(redisKey, loader, call) };
         } finally {
           void this.lock.unlock(lockKey, token);
         }
@@ -385,48 +396,26 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
             `cache refresh of ${redisKey} failed, the stale value stays: ${err instanceof Error ? err.message : String(err)}`,
           );
         }
+        return undefined;
       } finally {
         this.refreshing.delete(redisKey);
       }
     })();
+    this.refreshing.set(redisKey, refresh);
+    return refresh;
   }
 
-  private async load<T>(redisKey: string, loader: Loader<T>): Promise<{ value: T; delta: number; startedAt: number }> {
+  private async load<T>(
+    redisKey: string,
+    loader: Loader<T>,
+    hardTimeout: number,
+  ): Promise<{ value: T; delta: number; startedAt: number }> {
     this.counters.loads++;
     const startedAt = Date.now();
     const started = performance.now();
-    const value = await this.bounded(redisKey, loader);
+    const option = hardTimeout === this.options.loadTimeout ? 'cache.loadTimeout' : 'hardTimeout';
+    const value = await boundedLoad(loader, hardTimeout, redisKey.slice(this.featurePrefix.length), option);
     return { value, delta: performance.now() - started, startedAt };
-  }
-
-  /**
-   * The loader's value, or CacheLoadTimeoutError after `loadTimeout`: whoever shares this load (single-flight, the
-   * background refresh) is released and the key freed, while the loader itself (which cannot be cancelled) runs on
-   * and its late result is dropped.
-   */
-  private bounded<T>(redisKey: string, loader: Loader<T>): Promise<T> {
-    const ms = this.options.loadTimeout;
-    // past what setTimeout can wait (2^31 - 1 ms, ~24.8 days) it would fire at once: no limit then
-    if (ms > 2_147_483_647) return Promise.resolve().then(loader);
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        reject(
-          new CacheLoadTimeoutError(
-            `the loader of ${redisKey.slice(this.featurePrefix.length)} did not settle within ${ms} ms (cache.loadTimeout)`,
-          ),
-        );
-      }, ms);
-      new Promise<T>((r) => r(loader())).then(
-        (value) => {
-          clearTimeout(timer);
-          resolve(value);
-        },
-        (err: unknown) => {
-          clearTimeout(timer);
-          reject(err);
-        },
-      );
-    });
   }
 
   // ----------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,46 @@
+import { CacheLoadTimeoutError } from '../common/errors.js';
+
+/** Past what setTimeout can wait (2^31 - 1 ms, ~24.8 days) it would fire at once: no limit then. */
+const MAX_TIMER = 2_147_483_647;
+
+/**
+ * The loader's value, or CacheLoadTimeoutError after `ms` (the hard timeout, `cache.loadTimeout` by default): whoever
+ * shares this load (single-flight, the background refresh) is released and the key freed, while the loader itself
+ * (which cannot be cancelled) runs on and its late result is dropped.
+ */
+export function boundedLoad<T>(loader: () => T | Promise<T>, ms: number, key: string, option: string): Promise<T> {
+  if (ms > MAX_TIMER) return Promise.resolve().then(loader);
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      reject(new CacheLoadTimeoutError(`the loader of ${key} did not settle within ${ms} ms (${option})`));
+    }, ms);
+    new Promise<T>((r) => r(loader())).then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        reject(err);
+      },
+    );
+  });
+}
+
+/** `work`'s value if it settles within `ms`, else `undefined` (work goes on; its failure is the caller's to handle). */
+export function within<T>(work: Promise<T>, ms: number): Promise<T | undefined> {
+  if (ms > MAX_TIMER) return work;
+  return new Promise<T | undefined>((resolve) => {
+    const timer = setTimeout(() => resolve(undefined), ms);
+    work.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      () => {
+        clearTimeout(timer);
+        resolve(undefined);
+      },
+    );
+  });
+}
