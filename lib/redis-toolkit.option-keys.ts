@@ -39,6 +39,7 @@ export const CACHE_OPTION_KEYS: OptionShape = {
   lockTtl: true,
   lockWait: true,
   loadTimeout: true,
+  softTimeout: true,
   beta: true,
 };
 
