@@ -1,7 +1,7 @@
 -- express-session Store#set: replaces the session's data, creating it if needed, unless the id is tombstoned.
 -- Keeps createdAt and the absolute deadline of an existing session.
 -- KEYS[1] session, KEYS[2] tombstone.
--- ARGV[1] now, ARGV[2] maxAgeMs, ARGV[3] idle ttl, ARGV[4] the new session as a JSON object without c and m,
+-- ARGV[1] now, ARGV[2] maxAgeMs, ARGV[3] idle ttl (0: no Redis expiry, the store's disableTTL), ARGV[4] the new session as a JSON object without c and m,
 -- ARGV[5] its userId when the caller has not put the id in that user's index yet, else ''.
 -- Returns -1 when tombstoned; { previous userId or '', deadline, 'unindexed' } without writing anything when the
 -- session would get a new owner (ARGV[5]) that has not indexed it yet (index it with that deadline, then call again
@@ -25,10 +25,15 @@ if not created then
   deadline = now + tonumber(ARGV[2])
 end
 if ARGV[5] ~= '' and previous ~= ARGV[5] then return { previous, deadline, 'unindexed' } end
-local exp = now + tonumber(ARGV[3])
-if exp > deadline then exp = deadline end
 -- c and m go in front of the caller's JSON object: no decode/encode of the new session.
 local body = string.sub(ARGV[4], 2)
 if body ~= '}' then body = ',' .. body end
-redis.call('SET', KEYS[1], '{"c":' .. string.format('%d', created) .. ',"m":' .. string.format('%d', deadline) .. body, 'PXAT', exp)
+local json = '{"c":' .. string.format('%d', created) .. ',"m":' .. string.format('%d', deadline) .. body
+if tonumber(ARGV[3]) == 0 then
+  redis.call('SET', KEYS[1], json)
+  return { previous, deadline }
+end
+local exp = now + tonumber(ARGV[3])
+if exp > deadline then exp = deadline end
+redis.call('SET', KEYS[1], json, 'PXAT', exp)
 return { previous, exp }

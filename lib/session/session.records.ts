@@ -302,7 +302,7 @@ export class SessionRecords {
   /**
    * express-session's set: replace data, create when missing; 'tombstoned' when the id was destroyed recently. When
    * the session gets a new owner (`fields.u`), the id enters that user's index before the session is written, as in
-   * `create`; the caller removes it from the previous owner's index.
+   * `create`; the caller removes it from the previous owner's index. `fields.t` 0: the key gets no Redis expiry.
    */
   async storeSet(
     id: string,

@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module';
+import { Logger } from '@nestjs/common';
 import type { Cluster, Redis } from 'ioredis';
 import type { SessionData as ExpressSessionData, Store as ExpressStore } from 'express-session';
 import { InvalidKeyError, InvalidOptionsError, RedisUnavailableError, SessionTooLargeError } from '../common/errors.js';
@@ -43,6 +44,9 @@ export const SESSION_STORE_OPTION_KEYS: OptionShape = {
   userIdField: true,
   touchOnGet: true,
   maxSize: true,
+  disableTouch: true,
+  disableTTL: true,
+  scanCount: true,
 };
 
 export interface RedisSessionStoreOptions {
@@ -50,8 +54,18 @@ export interface RedisSessionStoreOptions {
   client: Redis | Cluster;
   /** The toolkit's `keyPrefix`; keys are `<prefix>sess:{<sid>}`, the same as SessionService's. Default `rtk:`. */
   prefix?: string;
-  /** Idle ttl in ms when the session cookie has no expiry. Default 24 h. (connect-redis takes seconds; we take ms.) */
-  ttl?: number;
+  /**
+   * Idle ttl in **milliseconds** (connect-redis takes seconds) when the session cookie has no expiry, or a function of
+   * the session returning it (used for every session, as in connect-redis; a result that is not > 0 means expired).
+   * Default 24 h. A number below 1,000 gives a startup warning: it looks like seconds.
+   */
+  ttl?: number | ((session: ExpressSessionData) => number);
+  /** connect-redis `disableTouch`: `touch` sends nothing and `get` is a plain read, so the ttl is set only by `set`. */
+  disableTouch?: boolean;
+  /** connect-redis `disableTTL`: keys get no Redis expiry (nor does `touch` set one); `maxAgeMs` still bounds reads. */
+  disableTTL?: boolean;
+  /** connect-redis `scanCount`: the COUNT of the SCANs of `all`, `ids`, `length` and `clear`. Default 500. */
+  scanCount?: number;
   /** Absolute maximum lifetime in ms, whatever the activity. Default 30 days. */
   maxAgeMs?: number;
   /** How long a destroyed id stays blocked against late `set`s, ms. Default 60 s. */
@@ -72,6 +86,9 @@ export interface RedisSessionStoreOptions {
 
 type Callback<T> = (err: unknown, value?: T) => void;
 
+/** A ttl below this many ms looks like connect-redis seconds: warned about at startup. */
+const SECONDS_LIKE_TTL = 1_000;
+
 /** Session ids from express-session's default `genid` (uid-safe, base64url) or ours; anything else never reaches Redis. */
 const STORE_ID = /^[A-Za-z0-9_-]{16,128}$/;
 
@@ -91,6 +108,10 @@ export class RedisSessionStore extends loadStoreBase() {
   private readonly records: SessionRecords;
   private readonly serializer: Serializer;
   private readonly ttl: number;
+  private readonly ttlFunction: ((session: ExpressSessionData) => number) | undefined;
+  private readonly disableTouch: boolean;
+  private readonly disableTTL: boolean;
+  private readonly scanCount: number;
   private readonly maxAgeMs: number;
   private readonly tombstoneMs: number;
   private readonly userIdField: string;
@@ -111,7 +132,23 @@ export class RedisSessionStore extends loadStoreBase() {
       problems.add('RedisSessionStore client', 'must be an ioredis Redis or Cluster instance');
     }
     problems.string('RedisSessionStore prefix', options?.prefix, { allowEmpty: true });
-    problems.duration('RedisSessionStore ttl', options?.ttl);
+    if (typeof options?.ttl === 'function') problems.func('RedisSessionStore ttl', options.ttl);
+    else problems.duration('RedisSessionStore ttl', options?.ttl);
+    const serializer = options?.serializer as Partial<Serializer> & { parse?: unknown; stringify?: unknown };
+    if (
+      serializer !== undefined &&
+      (typeof serializer?.serialize !== 'function' || typeof serializer.deserialize !== 'function')
+    ) {
+      problems.add(
+        'RedisSessionStore serializer',
+        typeof serializer?.parse === 'function'
+          ? "must be { serialize, deserialize } (connect-redis' { stringify, parse } serializes the whole session; ours each field)"
+          : 'must have serialize and deserialize functions',
+      );
+    }
+    problems.boolean('RedisSessionStore disableTouch', options?.disableTouch);
+    problems.boolean('RedisSessionStore disableTTL', options?.disableTTL);
+    problems.integer('RedisSessionStore scanCount', options?.scanCount, 1, 1_000_000);
     problems.duration('RedisSessionStore maxAgeMs', options?.maxAgeMs);
     problems.duration('RedisSessionStore tombstoneMs', options?.tombstoneMs);
     problems.string('RedisSessionStore userIdField', options?.userIdField);
@@ -120,11 +157,22 @@ export class RedisSessionStore extends loadStoreBase() {
     problems.throwIfAny();
     this.records = new SessionRecords(options.client, options.prefix ?? DEFAULT_KEY_PREFIX, options.maxSize);
     this.serializer = new SafeSerializer(options.serializer ?? new JsonSerializer());
-    this.ttl = options.ttl ?? 86_400_000;
+    this.ttlFunction = typeof options.ttl === 'function' ? options.ttl : undefined;
+    this.ttl = typeof options.ttl === 'number' ? options.ttl : 86_400_000;
+    if (typeof options.ttl === 'number' && options.ttl < SECONDS_LIKE_TTL) {
+      new Logger('RedisSessionStore').warn(
+        `RedisSessionStore ttl is ${options.ttl} ms: it is milliseconds here, seconds in connect-redis ` +
+          `(for ${options.ttl} seconds write ttl: ${options.ttl * 1_000})`,
+      );
+    }
+    this.disableTouch = options.disableTouch ?? false;
+    this.disableTTL = options.disableTTL ?? false;
+    this.scanCount = options.scanCount ?? 500;
     this.maxAgeMs = options.maxAgeMs ?? 30 * 86_400_000;
     this.tombstoneMs = options.tombstoneMs ?? 60_000;
     this.userIdField = options.userIdField ?? 'userId';
-    this.touchOnGet = options.touchOnGet ?? true;
+    // connect-redis' get is a plain GET: with touch or ttl disabled, ours is too
+    this.touchOnGet = (options.touchOnGet ?? true) && !this.disableTouch && !this.disableTTL;
     this.ttlGuess = this.ttl;
   }
 
@@ -157,7 +205,11 @@ export class RedisSessionStore extends loadStoreBase() {
       const userValue = rest[this.userIdField];
       const userId = typeof userValue === 'string' || typeof userValue === 'number' ? String(userValue) : '';
       const result = await this.records
-        .storeSet(sid, { u: userId, t: Math.ceil(ttl), d, k: JSON.stringify(cookie ?? null) }, this.maxAgeMs)
+        .storeSet(
+          sid,
+          { u: userId, t: this.disableTTL ? 0 : Math.ceil(ttl), d, k: JSON.stringify(cookie ?? null) },
+          this.maxAgeMs,
+        )
         .catch((err: unknown) => {
           // the request's fault: Express answers 413, not 500
           if (err instanceof SessionTooLargeError) Object.assign(err, { status: 413, statusCode: 413 });
@@ -178,7 +230,7 @@ export class RedisSessionStore extends loadStoreBase() {
 
   override touch(sid: string, session: ExpressSessionData, callback?: Callback<void>): Promise<void> {
     return settle(callback, async () => {
-      if (!STORE_ID.test(String(sid))) return;
+      if (this.disableTouch || this.disableTTL || !STORE_ID.test(String(sid))) return;
       const ttl = Math.ceil(this.ttlOf(session));
       if (!(ttl > 0)) return;
       const applied = this.touchedOnGet.get(sid);
@@ -193,7 +245,7 @@ export class RedisSessionStore extends loadStoreBase() {
   override all(callback?: Callback<ExpressSessionData[]>): Promise<ExpressSessionData[]> {
     return settle(callback, async () => {
       const out: ExpressSessionData[] = [];
-      for await (const page of this.records.scanIds()) {
+      for await (const page of this.records.scanIds(this.scanCount)) {
         const raws = await Promise.all(page.map((id) => this.records.read(id, undefined)));
         raws.forEach((raw, i) => {
           if (raw) out.push(Object.assign(this.toSessionData(raw), { id: page[i] }));
@@ -206,7 +258,7 @@ export class RedisSessionStore extends loadStoreBase() {
   ids(callback?: Callback<string[]>): Promise<string[]> {
     return settle(callback, async () => {
       const out = new Set<string>();
-      for await (const page of this.records.scanIds()) for (const id of page) out.add(id);
+      for await (const page of this.records.scanIds(this.scanCount)) for (const id of page) out.add(id);
       return [...out];
     });
   }
@@ -218,13 +270,14 @@ export class RedisSessionStore extends loadStoreBase() {
   /** Deletes every session under the prefix and the per-user indexes (SCAN + UNLINK, slot by slot on a cluster). */
   override clear(callback?: Callback<void>): Promise<void> {
     return settle(callback, async () => {
-      for await (const page of this.records.scanIds()) {
+      for await (const page of this.records.scanIds(this.scanCount)) {
         await unlinkMany(
           this.records.client,
           page.map((id) => this.records.sessionKey(id)),
         );
       }
-      for await (const page of this.records.scanUserIndexKeys()) await unlinkMany(this.records.client, page);
+      for await (const page of this.records.scanUserIndexKeys(this.scanCount))
+        await unlinkMany(this.records.client, page);
     });
   }
 
@@ -262,9 +315,10 @@ export class RedisSessionStore extends loadStoreBase() {
   /**
    * The idle ttl: the cookie's maxAge (express-session resets `expires` to now + maxAge on every request), else the
    * time left until the cookie's `expires` (as connect-redis computes it), else the store's ttl. An `expires` in the
-   * past or not a valid date means the cookie is dead, whatever its maxAge: 0.
+   * past or not a valid date means the cookie is dead, whatever its maxAge: 0. A ttl function decides alone.
    */
   private ttlOf(session: ExpressSessionData): number {
+    if (this.ttlFunction) return this.ttlFunction(session);
     const cookie = (session as Partial<ExpressSessionData> | undefined)?.cookie;
     const expiresAt = cookie?.expires ? new Date(cookie.expires).getTime() : undefined;
     if (expiresAt !== undefined && !(expiresAt > Date.now())) return 0;

@@ -9,12 +9,21 @@ export async function recordCommands<T>(
   client: RedisClient,
   fn: () => Promise<T>,
 ): Promise<{ value: T; commands: string[] }> {
+  const { value, calls } = await recordCommandCalls(client, fn);
+  return { value, commands: calls.map((c) => c.name) };
+}
+
+/** recordCommands with each command's arguments (as strings). */
+export async function recordCommandCalls<T>(
+  client: RedisClient,
+  fn: () => Promise<T>,
+): Promise<{ value: T; calls: { name: string; args: string[] }[] }> {
   const connections: Redis[] = 'nodes' in client ? client.nodes('master') : [client];
-  const commands: string[] = [];
+  const calls: { name: string; args: string[] }[] = [];
   const restores = connections.map((connection) => {
     const send = connection.sendCommand.bind(connection);
-    connection.sendCommand = ((cmd: { name: string }) => {
-      commands.push(cmd.name);
+    connection.sendCommand = ((cmd: { name: string; args: unknown[] }) => {
+      calls.push({ name: cmd.name, args: cmd.args.map(String) });
       return send(cmd as Parameters<typeof send>[0]);
     }) as typeof connection.sendCommand;
     return () => {
@@ -22,7 +31,7 @@ export async function recordCommands<T>(
     };
   });
   try {
-    return { value: await fn(), commands };
+    return { value: await fn(), calls };
   } finally {
     for (const restore of restores) restore();
   }
