@@ -276,18 +276,18 @@ describe('RedisSessionStore when Redis is down', () => {
 });
 
 describe('RedisSessionStore options', () => {
-  it('an option it does not know (a connect-redis one, a typo) is an error labelled RedisSessionStore', async () => {
+  it('an option it does not know (one of connect-redis 3, a typo) is an error labelled RedisSessionStore', async () => {
     const { RedisSessionStore } = await import('../../lib/index.js');
     const client = { defineCommand: () => undefined } as unknown as import('ioredis').Redis;
     let message = '';
     try {
-      new RedisSessionStore({ client, prefx: 'a:', scanCount: 10 } as never);
+      new RedisSessionStore({ client, prefx: 'a:', logErrors: true } as never);
     } catch (err) {
       message = (err as Error).message;
     }
     expect(message).toMatch(/^Invalid RedisSessionStore options:/);
     expect(message).toContain('prefx is not a known option (did you mean prefix?)');
-    expect(message).toContain('scanCount is not a known option');
+    expect(message).toContain('logErrors is not a known option');
     expect(message).not.toContain('RedisToolkitModule');
   });
 });
