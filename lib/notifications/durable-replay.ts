@@ -1,7 +1,8 @@
 import type { Socket } from 'socket.io';
 import type { ReplayedMessage } from '../pubsub/pubsub.service.js';
 import { roomOf } from './channel-relays.js';
-import { STREAM_ID, type NotificationMessage } from './notifications.protocol.js';
+import { STREAM_ID } from '../pubsub/pubsub.service.js';
+import type { NotificationMessage } from './notifications.protocol.js';
 
 /** A socket replaying a durable channel: `buffer` while the replay runs, then `highWater` until live copies catch up. */
 export interface CatchUp {

@@ -1,5 +1,6 @@
 import { RedisToolkitError } from '../common/errors.js';
 import { KeyBuilder } from '../common/keys.js';
+import { STREAM_ID } from '../pubsub/pubsub.service.js';
 
 /**
  * The wire protocol of the notifications namespace: what a client may send (`subscribe` / `unsubscribe`, validated
@@ -30,9 +31,6 @@ export interface NotificationRequest {
   channel: string;
   lastId?: string;
 }
-
-/** A notification id (the durable stream entry id), as `lastId` carries it. */
-export const STREAM_ID = /^\d{1,20}-\d{1,20}$/;
 
 /** The toolkit's own channels (cache L1 invalidation, ...): never subscribed to or relayed to a client. */
 export const isInternalChannel = KeyBuilder.isInternalChannel;

@@ -52,7 +52,8 @@ interface Subscription {
 
 /** `rtk1:<id>:<ts>:<serialized payload>`: the envelope carries id and time without a second serialization pass. */
 const ENVELOPE = 'rtk1:';
-const STREAM_ID = /^\d{1,20}-\d{1,20}$/;
+/** A durable message id (a stream entry id), as `replay(afterId)` and a client's `lastId` carry it. */
+export const STREAM_ID = /^\d{1,20}-\d{1,20}$/;
 
 /**
  * Publish and subscribe through one dedicated subscriber connection per app instance. Redis subscriptions are
