@@ -106,3 +106,10 @@ export type {
 export type { SemaphoreOptions } from './lock/lock.semaphore.js';
 export type { LeaseAcquireOptions } from './lock/lock.lease.js';
 export type { MessageHandler, MessageMeta, ReplayedMessage, Unsubscribe } from './pubsub/pubsub.service.js';
+
+// diagnostics_channel names (docs/observability.md): `diagnostics_channel.subscribe(REDIS_TOOLKIT_CHANNELS.cacheGet, fn)`.
+export {
+  REDIS_TOOLKIT_CHANNELS,
+  type RedisToolkitChannelName,
+  type DiagnosticsPayload,
+} from './common/diagnostics.js';

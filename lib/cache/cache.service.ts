@@ -16,6 +16,7 @@ import { CacheLoadLock } from './cache.load-lock.js';
 import { CACHE_OPTIONS, type ResolvedCacheOptions } from './cache.options.js';
 import { CacheReadBatcher } from './cache.read-batcher.js';
 import { CacheCounters } from './cache.stats.js';
+import { diagnose } from '../common/diagnostics.js';
 import { CacheTagIndex } from './cache.tag-index.js';
 import type {
   CacheGetOrSetOptions,
@@ -207,6 +208,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
 
   private counted<T>(result: CacheResult<T>): CacheResult<T> {
     this.counters.record(result.status);
+    diagnose('cacheGet', () => ({ feature: 'cache', operation: 'get', outcome: result.status }));
     return result;
   }
 
@@ -242,6 +244,8 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
     const tagKeys = tags.map((t) => this.tags.tagKey(t));
     if (tags.length === 0) return 0;
     this.l1?.dropTags(tags);
+    let outcome = 'failed';
+    let entries = 0;
     try {
       const counts = await this.failures.run('invalidateTags', () =>
         Promise.all(
@@ -252,12 +256,16 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
           }),
         ),
       );
-      return counts.reduce((s, n) => s + n, 0);
+      entries = counts.reduce((s, n) => s + n, 0);
+      outcome = options.soft ? 'softened' : 'deleted';
+      return entries;
     } catch (err) {
       this.failures.unavailable(err, false);
       throw err;
     } finally {
       this.l1?.broadcast({ tags });
+      const n = tags.length;
+      diagnose('cacheInvalidate', () => ({ feature: 'cache', operation: 'invalidate', outcome, tags: n, entries }));
     }
   }
 
@@ -414,8 +422,15 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
     const startedAt = Date.now();
     const started = performance.now();
     const option = hardTimeout === this.options.loadTimeout ? 'cache.loadTimeout' : 'hardTimeout';
-    const value = await boundedLoad(loader, hardTimeout, redisKey.slice(this.featurePrefix.length), option);
-    return { value, delta: performance.now() - started, startedAt };
+    let outcome = 'failed';
+    try {
+      const value = await boundedLoad(loader, hardTimeout, redisKey.slice(this.featurePrefix.length), option);
+      outcome = 'loaded';
+      return { value, delta: performance.now() - started, startedAt };
+    } finally {
+      const durationMs = performance.now() - started;
+      diagnose('cacheLoad', () => ({ feature: 'cache', operation: 'load', outcome, durationMs }));
+    }
   }
 
   // ----------------------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { type DiagnosticsPayload, diagnose, observed, type REDIS_TOOLKIT_CHANNELS } from '../common/diagnostics.js';
 
 /** What a lock event tells about the lock. Never the owner token: listeners may log it, and the token is the key. */
 export interface LockEventInfo {
@@ -58,11 +59,47 @@ export class LockEvents extends EventEmitter<LockEventMap> {
    * or a successful release look failed.
    */
   report<K extends LockEventName>(name: K, payload: () => LockEventMap[K][0]): void {
+    const channel = DIAGNOSTICS[name];
+    const diagnosed = observed(channel);
+    if (!diagnosed && this.listenerCount(name) === 0) return;
+    const info = payload();
+    if (diagnosed) diagnose(channel, () => toDiagnostics(name, info));
     if (this.listenerCount(name) === 0) return;
     try {
-      (this.emit as (n: K, p: LockEventMap[K][0]) => boolean)(name, payload());
+      (this.emit as (n: K, p: LockEventMap[K][0]) => boolean)(name, info);
     } catch (err) {
       this.onListenerError(name, err);
     }
   }
+}
+
+/** Lock event → its diagnostics_channel (busy is the acquire that failed). */
+const DIAGNOSTICS: Record<LockEventName, keyof typeof REDIS_TOOLKIT_CHANNELS> = {
+  acquired: 'lockAcquire',
+  busy: 'lockAcquire',
+  extended: 'lockExtend',
+  released: 'lockRelease',
+  lost: 'lockLost',
+};
+
+const OPERATIONS: Record<LockEventName, string> = {
+  acquired: 'acquire',
+  busy: 'acquire',
+  extended: 'extend',
+  released: 'release',
+  lost: 'lost',
+};
+
+/** The event as a diagnostics payload: the same fields (none of them is the token), plus feature/operation/outcome. */
+function toDiagnostics(name: LockEventName, info: LockEventMap[LockEventName][0]): DiagnosticsPayload {
+  const base = {
+    feature: 'lock' as const,
+    operation: OPERATIONS[name],
+    outcome: name,
+    kind: info.kind,
+    resource: info.resource,
+  };
+  if ('attempts' in info) return { ...base, attempts: info.attempts };
+  const held = { ...base, fencingToken: info.fencingToken, ttl: info.ttl, expiresAt: info.expiresAt };
+  return 'reason' in info ? { ...held, reason: info.reason.name } : held;
 }

@@ -9,6 +9,7 @@ import { SERIALIZER, type Serializer } from '../common/serializer.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { PUBSUB_OPTIONS, type ResolvedPubSubOptions } from './pubsub.options.js';
+import { diagnose } from '../common/diagnostics.js';
 
 /** PUBLISH of several messages in one script call (see publish-many.lua). */
 const PUBLISH_MANY = LuaScript.fromFile<(number | string)[]>(
@@ -344,9 +345,12 @@ export class PubSubService implements OnModuleDestroy {
           this.failures.replyFailed(err);
           throw err;
         }
-        return Number(n);
+        const receivers = Number(n);
+        diagnose('pubsubPublish', () => ({ feature: 'pubsub', operation: 'publish', outcome: 'sent', receivers }));
+        return receivers;
       },
       (err: unknown) => {
+        diagnose('pubsubPublish', () => ({ feature: 'pubsub', operation: 'publish', outcome: 'failed' }));
         throw this.failed(err, `publish to ${channel}`);
       },
     );

@@ -4,6 +4,7 @@ import { FailurePolicy, itemReplyError } from '../common/failure-policy.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { LuaScript, type ScriptArg } from '../common/lua-script.js';
 import { scanKeys, unlinkMany } from '../common/bulk-keys.js';
+import { diagnose, observed } from '../common/diagnostics.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { checkKey, defaultScope, resolveCallPolicy, type ResolvedPolicy } from './policy-resolver.js';
 import { DecisionBatcher } from './decision-batcher.js';
@@ -135,12 +136,14 @@ export class RateLimitService {
 
   /** Charges `policy.cost` (default 1) to `key` if the policy allows it. */
   consume(key: string, policy: RateLimitPolicy, options: ConsumeOptions = {}): Promise<RateLimitResult> {
-    return this.single(key, policy, 'c', options);
+    const decided = this.single(key, policy, 'c', options);
+    return observed('rateLimitDecision') ? this.diagnosed(decided, key) : decided;
   }
 
   /** `consume`, throwing RateLimitExceededError (with `retryAfterMs`) when refused — for limits inside services and jobs. */
   async consumeOrThrow(key: string, policy: RateLimitPolicy, options: ConsumeOptions = {}): Promise<RateLimitResult> {
-    const result = await this.single(key, policy, 'c', options);
+    const decided = this.single(key, policy, 'c', options);
+    const result = await (observed('rateLimitDecision') ? this.diagnosed(decided, key) : decided);
     if (!result.allowed) {
       throw new RateLimitExceededError(`rate limit exceeded, retry in ${result.retryAfterMs} ms`, result.retryAfterMs);
     }
@@ -163,7 +166,33 @@ export class RateLimitService {
    * keys are decided per key, one script call each, in order, and a later refusal does not undo an earlier charge.
    */
   consumeAll(checks: readonly RateLimitCheck[], options: ConsumeOptions = {}): Promise<RateLimitDecision> {
-    return this.decide(checks, 'c', options);
+    const decided = this.decide(checks, 'c', options);
+    return observed('rateLimitDecision') ? this.diagnosed(decided, checks[0]?.key ?? '', checks) : decided;
+  }
+
+  /**
+   * The one diagnostics point of a charging decision (only wrapped in when someone listens). The tracker is a short
+   * hash: an IP or a user id must not reach a log through a subscriber.
+   */
+  private diagnosed<R extends { allowed: boolean; degraded?: 'fail-open' | 'insurance' }>(
+    decided: Promise<R>,
+    key: string,
+    checks?: readonly RateLimitCheck[],
+  ): Promise<R> {
+    const started = performance.now();
+    return decided.then((r) => {
+      const durationMs = performance.now() - started;
+      diagnose('rateLimitDecision', () => ({
+        feature: 'ratelimit',
+        operation: 'decision',
+        outcome: r.allowed ? 'allowed' : 'refused',
+        ...(r.degraded && { degraded: r.degraded }),
+        policies: checks ? checks.map((c) => c.name ?? 'default') : ['default'],
+        tracker: this.hash(key).slice(0, 8),
+        durationMs,
+      }));
+      return r;
+    });
   }
 
   /**

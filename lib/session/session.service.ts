@@ -25,6 +25,7 @@ import {
   type SessionEnvelope,
 } from './session.records.js';
 import type { CreateSessionOptions, Session, SessionData } from './session.types.js';
+import { diagnose } from '../common/diagnostics.js';
 
 /**
  * The parts of a request `secure: 'auto'` looks at: Express sets `secure` (from the protocol and `trust proxy`),
@@ -100,6 +101,12 @@ export class SessionService {
           continue;
         }
         this.settle(userId, id);
+        diagnose('sessionCreate', () => ({
+          feature: 'session',
+          operation: 'create',
+          outcome: 'created',
+          ttl: envelope.t,
+        }));
         return this.toSession<T>(id, { envelope, expiresAt, lastAccessedAt: now });
       }
       if (tombstoned > 0) {
@@ -194,6 +201,8 @@ export class SessionService {
       const userId = await this.records.destroy(id, this.options.tombstoneMs);
       // Announced even when already gone: a retry after a failed announcement must still reach the gateways.
       await this.revoke([id]);
+      const outcome = userId === null ? 'missing' : 'destroyed';
+      diagnose('sessionDestroy', () => ({ feature: 'session', operation: 'destroy', outcome }));
       if (userId === null) return false;
       if (userId !== '') await this.records.indexRemove(userId, [id]);
       return true;
