@@ -30,7 +30,7 @@ const FEATURE_COMMANDS: { name: string; folder: string; key: Feature | ''; comma
     key: FEATURES.cache,
     commands: ['get', 'mget', 'set', 'unlink', 'scan', 'zrangebyscore', 'zrem', 'publish', 'subscribe'],
   },
-  { name: 'rate limit', folder: 'rate-limit', key: FEATURES.rateLimit, commands: ['unlink', 'scan'] },
+  { name: 'rate limit', folder: 'rate-limit', key: FEATURES.rateLimit, commands: ['unlink', 'scan', 'set'] },
   {
     name: 'session',
     folder: 'session',

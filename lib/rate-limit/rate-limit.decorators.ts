@@ -32,6 +32,8 @@ export function Throttle(...policies: ThrottleOptions[]): ClassDecorator & Metho
     if (p.ttl === undefined) problems.add(`${path}.ttl`, 'is required');
     problems.string(`${path}.name`, p.name);
     problems.boolean(`${path}.failOpen`, p.failOpen);
+    problems.boolean(`${path}.skipSuccessfulRequests`, p.skipSuccessfulRequests);
+    problems.boolean(`${path}.skipFailedRequests`, p.skipFailedRequests);
     if (p.key !== undefined && typeof p.key !== 'function') problems.string(`${path}.key`, p.key);
     return { ...p, name: p.name ?? (i === 0 ? 'default' : `default-${i + 1}`) };
   });

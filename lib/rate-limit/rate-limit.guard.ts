@@ -77,6 +77,7 @@ export class RateLimitGuard implements CanActivate {
     let tracker: string | undefined;
     let failOpen: boolean | undefined;
     const checks: RateLimitCheck[] = [];
+    const refunds = new Map<RateLimitCheck, NamedThrottleOptions>();
     for (const p of policies) {
       let key: unknown;
       if (p.key === undefined) key = tracker ??= await this.getTracker(req, context);
@@ -94,12 +95,14 @@ export class RateLimitGuard implements CanActivate {
         resolve(p.cost, context),
         resolve(p.blockDuration, context),
       ]);
-      checks.push({
+      const check: RateLimitCheck = {
         key,
         name: p.name,
         scope: this.generateKey(context, key, p.name),
         policy: { limit, ttl, algorithm, burst, cost, blockDuration },
-      });
+      };
+      checks.push(check);
+      if (p.skipSuccessfulRequests || p.skipFailedRequests) refunds.set(check, p);
       if (p.failOpen !== undefined) failOpen = failOpen === false ? false : p.failOpen;
     }
     // APP_GUARD plus a guard on the controller run for one request: each counter is charged once, but every counter
@@ -118,12 +121,41 @@ export class RateLimitGuard implements CanActivate {
       throw err;
     }
     if (res && decision.degraded !== 'fail-open') this.setHeaders(res, decision);
+    if (decision.allowed && !decision.degraded && res && refunds.size > 0) {
+      this.refundOnFinish(
+        res,
+        checks
+          .filter((c) => refunds.has(c))
+          .map((c) => ({ check: c, options: refunds.get(c) as NamedThrottleOptions })),
+      );
+    }
     if (!decision.allowed) {
       const retryAfterMs = Math.max(1, decision.retryAfterMs);
       if (res) this.setResponseHeader(res, 'Retry-After', Math.max(1, Math.ceil(retryAfterMs / 1000)));
       await this.throwThrottlingException(context, { retryAfterMs, decision });
     }
     return true;
+  }
+
+  /**
+   * skipSuccessfulRequests / skipFailedRequests: once the response is sent (or the connection closed before), gives
+   * the charge of those policies back. A refund that fails is logged by the service (its failure policy), never thrown.
+   */
+  private refundOnFinish(res: ThrottledResponse, refunds: { check: RateLimitCheck; options: NamedThrottleOptions }[]) {
+    const raw = (res as { raw?: NodeResponse }).raw ?? (res as NodeResponse);
+    if (typeof raw.once !== 'function') return;
+    let settled = false;
+    const settle = (success: boolean) => {
+      if (settled) return;
+      settled = true;
+      for (const { check, options } of refunds) {
+        const cost = check.policy.cost ?? 1;
+        if (cost === 0 || !(success ? options.skipSuccessfulRequests : options.skipFailedRequests)) continue;
+        this.rateLimit.reward(check.key, cost, check.policy, check.scope).catch(() => undefined);
+      }
+    };
+    raw.once('finish', () => settle((raw.statusCode ?? 200) < 400));
+    raw.once('close', () => settle(false));
   }
 
   /** The checks whose counter no guard has charged yet for this HTTP request; marks them charged. */
@@ -256,6 +288,12 @@ function graphqlRequestResponse(context: ExecutionContext): {
     );
   }
   return { req, res: gql?.res ?? gql?.reply ?? req.res };
+}
+
+/** The Node response under Express's response or Fastify's reply (`reply.raw`). */
+interface NodeResponse {
+  statusCode?: number;
+  once?(event: 'finish' | 'close', listener: () => void): unknown;
 }
 
 /** Per HTTP request, the counters (Redis keys) some RateLimitGuard already charged. */

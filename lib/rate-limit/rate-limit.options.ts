@@ -51,6 +51,13 @@ export interface ThrottleOptions {
   name?: string;
   /** Redis down: allow (true) or deny with 503 (false). Default: `rateLimit.failOpen`. */
   failOpen?: boolean;
+  /**
+   * HTTP: give the charge back when the response succeeds (status < 400), so only failures count — the login
+   * brute-force setup (express-rate-limit `skipSuccessfulRequests`). Default false.
+   */
+  skipSuccessfulRequests?: boolean;
+  /** HTTP: give the charge back when the response fails (status >= 400 or the connection closes first). Default false. */
+  skipFailedRequests?: boolean;
 }
 
 export type RateLimitHeaders = 'draft' | 'legacy' | 'both' | false;

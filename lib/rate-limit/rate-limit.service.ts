@@ -87,6 +87,7 @@ const ALGORITHM_CODES: Record<RateLimitAlgorithm, string> = {
   'token-bucket': 't',
 };
 const LUA_FILE = new URL('./consume.lua', import.meta.url);
+const ADJUST_LUA_FILE = new URL('./adjust.lua', import.meta.url);
 /** A counter's block key (blockDuration, block()): the counter key + this, so it shares the counter's hash slot. */
 const BLOCK_SUFFIX = ':b';
 /** consume.lua's allAllowed for a decision it could not make (an error reply under one of its keys). */
@@ -105,6 +106,7 @@ export class RateLimitService {
   private readonly failures: FailurePolicy;
   private readonly insurance: InsuranceLimiter | undefined;
   private readonly decisions: DecisionBatcher;
+  private readonly adjuster: LuaScript<number>;
   private readonly counters: Omit<RateLimitStats, 'replyErrors'> = {
     allowed: 0,
     denied: 0,
@@ -132,6 +134,7 @@ export class RateLimitService {
     this.insurance = ins ? new InsuranceLimiter(ins.divideLimitBy, ins.maxKeys) : undefined;
     this.decisions = new DecisionBatcher(connection, LuaScript.fromFile<number[]>('rtk_rl_consume', LUA_FILE, 1));
     this.tagPrefix = keys.tagHead(FEATURES.rateLimit);
+    this.adjuster = LuaScript.fromFile<number>('rtk_rl_adjust', ADJUST_LUA_FILE, 1);
   }
 
   /** Charges `policy.cost` (default 1) to `key` if the policy allows it. */
@@ -248,6 +251,46 @@ export class RateLimitService {
       await this.connection.client.set(`${this.redisKey(key, scope, algorithm)}${BLOCK_SUFFIX}`, '1', 'PX', ms);
     } catch (err) {
       const typed = this.failures.classify(err, 'block');
+      this.failures.unavailable(typed, false);
+      throw typed;
+    }
+  }
+
+  /**
+   * Gives back `points` units of the counter of `policy` for `key` (rate-limiter-flexible `reward`; what the guard does
+   * for `skipSuccessfulRequests` / `skipFailedRequests`). `scope` names a guard's counter (default: the policy's).
+   * Resolves with the units left afterwards.
+   */
+  reward(key: string, points: number, policy: RateLimitPolicy, scope?: string): Promise<number> {
+    return this.adjust(key, points, policy, scope, 'reward');
+  }
+
+  /** Charges `points` more units to the counter of `policy` for `key`, whatever it allows (rate-limiter-flexible `penalty`). */
+  penalty(key: string, points: number, policy: RateLimitPolicy, scope?: string): Promise<number> {
+    return this.adjust(key, -points, policy, scope, 'penalty');
+  }
+
+  private async adjust(
+    key: string,
+    points: number,
+    policy: RateLimitPolicy,
+    scope: string | undefined,
+    what: string,
+  ): Promise<number> {
+    checkKey(key);
+    if (!Number.isSafeInteger(points) || points === 0)
+      throw new InvalidOptionsError(`rate limit: ${what} points must be a whole number >= 1, got ${Math.abs(points)}`);
+    const p = this.resolvePolicy(policy, 'policy');
+    const counter = this.redisKey(key, scope ?? defaultScope(p), p.algorithm);
+    try {
+      this.failures.assertReady(what);
+      return await this.adjuster.run(
+        this.connection.client,
+        [counter],
+        [ALGORITHM_CODES[p.algorithm], p.limit, p.ttl, points],
+      );
+    } catch (err) {
+      const typed = this.failures.classify(err, what);
       this.failures.unavailable(typed, false);
       throw typed;
     }

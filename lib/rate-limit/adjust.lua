@@ -1,0 +1,57 @@
+-- Gives back (reward) or takes (penalty) units of one rate-limit counter, as rate-limiter-flexible's reward/penalty
+-- and the guard's skipSuccessfulRequests / skipFailedRequests refunds do. Time comes from the Redis server.
+--
+-- KEYS[1]  the counter
+-- ARGV     algorithm ('s', 'f', 't'), limit, window ms, points (> 0 reward: give back; < 0 penalty: charge)
+-- Returns  the units left after the change (never below 0)
+local key = KEYS[1]
+local algo = ARGV[1]
+local limit = tonumber(ARGV[2])
+local win_ms = tonumber(ARGV[3])
+local points = tonumber(ARGV[4])
+if algo == 'f' then
+  local count = tonumber(redis.call('GET', key) or '0')
+  if points > 0 then
+    if count == 0 then return limit end
+    local left = math.max(0, count - points)
+    redis.call('SET', key, left, 'KEEPTTL')
+    return limit - left
+  end
+  if count == 0 then
+    redis.call('SET', key, -points, 'PX', win_ms)
+    return math.max(0, limit + points)
+  end
+  return math.max(0, limit - redis.call('INCRBY', key, -points))
+end
+local t = redis.call('TIME')
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+if algo == 's' then
+  local from = string.format('%.0f', now_us - win_ms * 1000)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', from)
+  if points > 0 then
+    redis.call('ZPOPMAX', key, points) -- the newest units: the ones this request was charged
+  else
+    local stamp = string.format('%.0f', now_us)
+    local n = redis.call('ZCARD', key)
+    -- at most `limit` members are ever needed to refuse the whole window: the loop is bounded by the (checked) limit
+    local add = math.min(-points, limit)
+    for m = 1, add do
+      redis.call('ZADD', key, stamp, stamp .. ':p' .. (n + m))
+    end
+    redis.call('PEXPIRE', key, win_ms + 1)
+  end
+  return math.max(0, limit - redis.call('ZCARD', key))
+end
+if algo == 't' then
+  local interval = win_ms * 1000 / limit
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat < now_us then tat = now_us end
+  tat = tat - points * interval
+  if tat <= now_us then
+    redis.call('DEL', key)
+    return limit
+  end
+  redis.call('SET', key, string.format('%.17g', tat), 'PX', math.ceil((tat - now_us) / 1000) + 1)
+  return math.max(0, math.floor(limit - (tat - now_us) / interval + 1e-9))
+end
+error('unknown rate-limit algorithm ' .. tostring(algo))
