@@ -87,7 +87,7 @@ const ALGORITHM_CODES: Record<RateLimitAlgorithm, string> = {
   'token-bucket': 't',
 };
 const LUA_FILE = new URL('./consume.lua', import.meta.url);
-const ADJUST_LUA_FILE = new URL('./adjust.lua', import.meta.url);
+const ADJUST_LUA_FILE = new URL('./reward.lua', import.meta.url);
 /** A counter's block key (blockDuration, block()): the counter key + this, so it shares the counter's hash slot. */
 const BLOCK_SUFFIX = ':b';
 /** consume.lua's allAllowed for a decision it could not make (an error reply under one of its keys). */
@@ -134,7 +134,7 @@ export class RateLimitService {
     this.insurance = ins ? new InsuranceLimiter(ins.divideLimitBy, ins.maxKeys) : undefined;
     this.decisions = new DecisionBatcher(connection, LuaScript.fromFile<number[]>('rtk_rl_consume', LUA_FILE, 1));
     this.tagPrefix = keys.tagHead(FEATURES.rateLimit);
-    this.adjuster = LuaScript.fromFile<number>('rtk_rl_adjust', ADJUST_LUA_FILE, 1);
+    this.adjuster = LuaScript.fromFile<number>('rtk_rl_reward', ADJUST_LUA_FILE, 1);
   }
 
   /** Charges `policy.cost` (default 1) to `key` if the policy allows it. */
