@@ -48,7 +48,8 @@ export type { RedisToolkitHealthResult } from './connection/redis-toolkit.health
 export { KeyBuilder, FEATURES, DEFAULT_KEY_PREFIX } from './common/keys.js';
 export { JsonSerializer, SERIALIZER } from './common/serializer.js';
 export { CACHE_L1_CHANNEL } from './cache/cache.l1.js';
-// HTTP response caching by URL (the root is at its 50 names): @UseInterceptors(HttpCacheInterceptor), @CacheKey, @CacheTTL.
+// HTTP response caching by URL (the root is at its 50 names): @UseInterceptors(HttpCacheInterceptor), @CacheKey,
+// @CacheTTL.
 export {
   HttpCacheInterceptor,
   CacheKey,
@@ -107,7 +108,8 @@ export type { SemaphoreOptions } from './lock/lock.semaphore.js';
 export type { LeaseAcquireOptions } from './lock/lock.lease.js';
 export type { MessageHandler, MessageMeta, ReplayedMessage, Unsubscribe } from './pubsub/pubsub.service.js';
 
-// diagnostics_channel names (docs/observability.md): `diagnostics_channel.subscribe(REDIS_TOOLKIT_CHANNELS.cacheGet, fn)`.
+// diagnostics_channel names (docs/observability.md): `diagnostics_channel.subscribe(REDIS_TOOLKIT_CHANNELS.cacheGet,
+// fn)`.
 export {
   REDIS_TOOLKIT_CHANNELS,
   type RedisToolkitChannelName,

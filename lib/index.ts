@@ -1,6 +1,7 @@
 // The public API of nestjs-redis-toolkit: what an application imports (the module, services, guards, decorators,
-// errors, option and result types). Plumbing for extending or testing the toolkit is on `nestjs-redis-toolkit/advanced`,
-// the Socket.IO gateway on `nestjs-redis-toolkit/notifications`. test/foundation/public-api.spec.ts lists every name.
+// errors, option and result types). Plumbing for extending or testing the toolkit is on
+// `nestjs-redis-toolkit/advanced`, the Socket.IO gateway on `nestjs-redis-toolkit/notifications`.
+// test/foundation/public-api.spec.ts lists every name.
 export { RedisToolkitModule } from './redis-toolkit.module.js';
 export { REDIS_CLIENT } from './redis-toolkit.constants.js';
 export type { RedisToolkitOptions } from './redis-toolkit.options.js';

@@ -5,7 +5,9 @@ import { CACHE_METADATA } from './cache.constants.js';
 export type FromArgs<T> = (...args: never[]) => T;
 
 export interface CacheableOptions {
-  /** The cache key: a string, or a function of the arguments. Default: `ClassName.method:` + a hash of the arguments. */
+  /**
+   * The cache key: a string, or a function of the arguments. Default: `ClassName.method:` + a hash of the arguments.
+   */
   key?: string | FromArgs<string>;
   /** ms the result stays fresh. Default: `cache.defaultTtl`. */
   ttl?: number;

@@ -174,7 +174,9 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
     this.l1?.broadcast({ keys: [redisKey] });
   }
 
-  /** Deletes entries (UNLINK); resolves to how many existed. Throws RedisUnavailableError when Redis cannot be reached. */
+  /**
+   * Deletes entries (UNLINK); resolves to how many existed. Throws RedisUnavailableError when Redis cannot be reached.
+   */
   async del(...keys: string[]): Promise<number> {
     const redisKeys = keys.map((k) => this.entryKey(k));
     if (redisKeys.length === 0) return 0;
@@ -401,7 +403,8 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
         if (err instanceof RedisUnavailableError) this.failures.unavailable(err, true, 'the stale value stays');
         else {
           this.refreshWarning.warn(
-            `cache refresh of ${redisKey} failed, the stale value stays: ${err instanceof Error ? err.message : String(err)}`,
+            `cache refresh of ${redisKey} failed, the stale value stays: ` +
+              `${err instanceof Error ? err.message : String(err)}`,
           );
         }
         return undefined;

@@ -23,7 +23,9 @@ export class CacheTagIndex {
     private readonly l1: CacheL1 | undefined,
   ) {}
 
-  /** `rtk:cache:{<tag>}:tag` — the hash-tag form keeps our own keys apart from entries (escaped keys never hold `{`). */
+  /**
+   * `rtk:cache:{<tag>}:tag` — the hash-tag form keeps our own keys apart from entries (escaped keys never hold `{`).
+   */
   tagKey(tag: string): string {
     return this.keys.tagged(this.feature, tag, ':tag');
   }

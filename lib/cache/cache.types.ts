@@ -13,7 +13,9 @@ export interface CacheGetOrSetOptions<T = unknown> {
   ttl?: number;
   staleTtl?: number;
   tags?: CacheTags<T>;
-  /** ms a caller with a stale value waits for the refresh before getting the stale value. Default `cache.softTimeout`. */
+  /**
+   * ms a caller with a stale value waits for the refresh before getting the stale value. Default `cache.softTimeout`.
+   */
   softTimeout?: number;
   /** ms after which this call's loader fails its callers with CacheLoadTimeoutError. Default `cache.loadTimeout`. */
   hardTimeout?: number;

@@ -23,7 +23,9 @@ export class InvalidKeyError extends RedisToolkitError {
   static override readonly code: string = 'E_INVALID_KEY';
 }
 
-/** A value could not be serialized (BigInt, circular structure, undefined) or a stored payload could not be read back. */
+/**
+ * A value could not be serialized (BigInt, circular structure, undefined) or a stored payload could not be read back.
+ */
 export class SerializationError extends RedisToolkitError {
   static override readonly code: string = 'E_SERIALIZATION';
 }
@@ -98,7 +100,10 @@ export class RedisReplyError extends RedisToolkitError {
   }
 }
 
-/** The ACL user may not run a command, or touch a key or channel, the toolkit needs (NOPERM). Grant it; see docs/security.md. */
+/**
+ * The ACL user may not run a command, or touch a key or channel, the toolkit needs (NOPERM). Grant it; see
+ * docs/security.md.
+ */
 export class RedisPermissionError extends RedisReplyError {
   static override readonly code: string = 'E_REDIS_PERMISSION';
 }

@@ -2,7 +2,9 @@ import { createHash } from 'node:crypto';
 import { InvalidKeyError } from './errors.js';
 import { hasLoneSurrogate } from './unicode.js';
 
-/** Longest caller-supplied key part we accept; Redis allows 512 MB keys, but a 1 KiB key is already a bug or an attack. */
+/**
+ * Longest caller-supplied key part we accept; Redis allows 512 MB keys, but a 1 KiB key is already a bug or an attack.
+ */
 export const MAX_KEY_BYTES = 1024;
 
 // eslint-disable-next-line no-control-regex
@@ -72,7 +74,9 @@ export class KeyBuilder {
     return ESCAPED_CHARACTERS.test(part) ? part.replace(ESCAPED_CHARACTERS_ALL, (c) => ESCAPES[c]) : part;
   }
 
-  /** A short, fixed-length stand-in for an identifier of any length or alphabet (e.g. a client IP or a user-made key). */
+  /**
+   * A short, fixed-length stand-in for an identifier of any length or alphabet (e.g. a client IP or a user-made key).
+   */
   static hash(value: string): string {
     // UTF-16 code units, not UTF-8: every JS string (lone surrogates included) hashes differently from every other.
     return createHash('sha256').update(value, 'utf16le').digest('base64url').slice(0, 22);

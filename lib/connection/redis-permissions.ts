@@ -204,7 +204,8 @@ export async function checkPermissions(client: RedisClient, commands: RequiredCo
 export function describeDenied(denied: RequiredCommand[]): string {
   const byFeature = new Map<string, string[]>();
   for (const c of denied) {
-    const what = `${c.args[0] === 'cluster' ? 'CLUSTER SLOTS' : c.args[0].toUpperCase()}${c.from ? ` (in ${c.from})` : ''}`;
+    const command = c.args[0] === 'cluster' ? 'CLUSTER SLOTS' : c.args[0].toUpperCase();
+    const what = `${command}${c.from ? ` (in ${c.from})` : ''}`;
     byFeature.set(c.feature, [...(byFeature.get(c.feature) ?? []), what]);
   }
   return [...byFeature].map(([feature, list]) => `${feature}: ${list.join(', ')}`).join('; ');

@@ -2,7 +2,9 @@ import { Injectable } from '@nestjs/common';
 import { RedisConnection } from './redis-connection.js';
 
 export interface RedisToolkitHealthResult {
-  /** `degraded`: Redis answers but refuses writes (see `reason`); features that write fail with RedisReplyError (OOM). */
+  /**
+   * `degraded`: Redis answers but refuses writes (see `reason`); features that write fail with RedisReplyError (OOM).
+   */
   status: 'up' | 'degraded' | 'down';
   /** Round trip of one PING, ms. */
   latencyMs: number;
@@ -46,7 +48,8 @@ export class RedisToolkitHealth {
         ...(full && {
           reason:
             `maxmemory reached under ${full.maxmemory_policy}: writes are refused (OOM) ` +
-            `(used_memory ${full.used_memory} of maxmemory ${full.maxmemory}); raise maxmemory or use an eviction policy`,
+            `(used_memory ${full.used_memory} of maxmemory ${full.maxmemory}); raise maxmemory or use an eviction ` +
+            `policy`,
         }),
       };
     } catch (err) {

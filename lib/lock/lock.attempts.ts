@@ -61,7 +61,8 @@ export function checkRetry(retry: LockRetryOptions | undefined): Partial<LockRet
       (name === 'count' && !Number.isInteger(value))
     ) {
       throw new InvalidOptionsError(
-        `retry.${name} must be a non-negative ${name === 'count' ? 'integer' : 'number of milliseconds'}, got ${String(value)}`,
+        `retry.${name} must be a non-negative ${name === 'count' ? 'integer' : 'number of milliseconds'}, got ` +
+          `${String(value)}`,
       );
     }
     out[name] = value;

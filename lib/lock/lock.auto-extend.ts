@@ -32,7 +32,8 @@ export function checkExtensionThreshold(threshold: unknown, ttl: number, where: 
   if (threshold === undefined) return undefined;
   if (typeof threshold !== 'number' || !Number.isFinite(threshold) || threshold <= 0 || threshold >= ttl) {
     throw new InvalidOptionsError(
-      `${where}: extensionThreshold must be a number of ms above 0 and below the ttl (${ttl}), got ${String(threshold)}`,
+      `${where}: extensionThreshold must be a number of ms above 0 and below the ttl (${ttl}), got ` +
+        `${String(threshold)}`,
     );
   }
   return threshold;

@@ -305,7 +305,8 @@ export class QuorumLockBackend implements LockBackend {
     // Redis is the problem, not contention. (One refusal means another owner holds it: busy, whatever the rest.)
     if (nodes - count(outcomes, (o) => o === undefined || !o.ok) < quorum && refused === 0) {
       throw new RedisUnavailableError(
-        `acquiring the lock on "${keys.resource}" failed: fewer than ${quorum} of ${nodes} lock servers answered (${firstError(outcomes)})`,
+        `acquiring the lock on "${keys.resource}" failed: fewer than ${quorum} of ${nodes} lock servers answered ` +
+          `(${firstError(outcomes)})`,
       );
     }
     return null;
@@ -347,7 +348,8 @@ export class QuorumLockBackend implements LockBackend {
       throw lost(keys, 'extend');
     }
     throw new RedisUnavailableError(
-      `extending the lock on "${keys.resource}" failed: fewer than ${quorum} of ${nodes} lock servers confirmed (${firstError(outcomes)})`,
+      `extending the lock on "${keys.resource}" failed: fewer than ${quorum} of ${nodes} lock servers confirmed ` +
+        `(${firstError(outcomes)})`,
     );
   }
 
@@ -369,7 +371,8 @@ export class QuorumLockBackend implements LockBackend {
     // us as the owner, so the release is done even though a node is unreachable.
     if (released > 0 && released + notHeld >= quorum) return;
     throw new RedisUnavailableError(
-      `releasing the lock on "${keys.resource}" failed: fewer than ${quorum} of ${nodes} lock servers confirmed (${firstError(outcomes)}); it expires by itself`,
+      `releasing the lock on "${keys.resource}" failed: fewer than ${quorum} of ${nodes} lock servers confirmed ` +
+        `(${firstError(outcomes)}); it expires by itself`,
     );
   }
 }

@@ -97,7 +97,8 @@ export async function acquireWithRetries<L extends Lock>(
     if (pause === undefined) {
       ctx.events.report('busy', () => ({ kind, resource, attempts: n + 1 }));
       throw new LockNotAcquiredError(
-        `${kind === 'semaphore' ? `every permit of the semaphore "${resource}"` : `a lock of "${resource}"`} is held by another owner (${describeAttempts(plan, n)})`,
+        `${kind === 'semaphore' ? `every permit of the semaphore "${resource}"` : `a lock of "${resource}"`} is held ` +
+          `by another owner (${describeAttempts(plan, n)})`,
       );
     }
     const handed = (await wait.waiters.pause(wait.key, pause, wait.ttl)) as L | null;

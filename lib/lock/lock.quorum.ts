@@ -6,8 +6,8 @@ import { answered, count, firstError, gather, type Outcome } from './lock.backen
 /**
  * The Redlock steps for any lease script (semaphores, multi-resource locks) over N independent servers: granted when
  * `quorum` nodes (default a majority) granted within the validity (ttl minus elapsed minus drift), else undone
- * everywhere; extend confirmed by as many; release sent to every node. Scripts answer per node: a grant (per `granted`), 1 / 0 for extend and
- * release.
+ * everywhere; extend confirmed by as many; release sent to every node. Scripts answer per node: a grant (per
+ * `granted`), 1 / 0 for extend and release.
  */
 export class QuorumCalls {
   readonly nodes: number;
@@ -112,7 +112,8 @@ export class QuorumCalls {
     if (released >= quorum || (released > 0 && released + notHeld >= quorum)) return;
     if (notHeld > nodes - quorum) throw new LockLostError(`cannot ${what}: it expired or is held by another owner`);
     throw new RedisUnavailableError(
-      `${what} failed: fewer than ${quorum} of ${nodes} lock servers confirmed (${firstError(outcomes)}); it expires by itself`,
+      `${what} failed: fewer than ${quorum} of ${nodes} lock servers confirmed (${firstError(outcomes)}); it expires ` +
+        `by itself`,
     );
   }
 }

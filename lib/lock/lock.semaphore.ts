@@ -166,7 +166,9 @@ export class Semaphore {
     return permit;
   }
 
-  /** Runs `fn` holding a permit (auto-extended), then gives it back, also when `fn` throws (see `LockService.using`). */
+  /**
+   * Runs `fn` holding a permit (auto-extended), then gives it back, also when `fn` throws (see `LockService.using`).
+   */
   async using<T>(options: LeaseAcquireOptions, fn: (signal: AbortSignal, permit: Lock) => Promise<T> | T): Promise<T> {
     if (typeof fn !== 'function') throw new InvalidOptionsError('semaphore.using(options, fn): fn must be a function');
     const permit = await this.acquire({ ...options, autoExtend: undefined });

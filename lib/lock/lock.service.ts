@@ -233,7 +233,9 @@ export class LockService implements OnModuleInit {
     }
   }
 
-  /** One attempt: the lock, or null when someone else holds it. Throws RedisUnavailableError when Redis cannot decide. */
+  /**
+   * One attempt: the lock, or null when someone else holds it. Throws RedisUnavailableError when Redis cannot decide.
+   */
   async tryAcquire(resource: string, options: TryAcquireOptions = {}): Promise<Lock | null> {
     const lock = await this.attempt(this.keysFor(resource), this.ttlOf(options.ttl));
     if (lock) return this.started(lock, options.autoExtend);
@@ -294,7 +296,8 @@ export class LockService implements OnModuleInit {
         : new Promise<never>((_, reject) => {
             holdTimer = setTimeout(() => {
               const err = new LockHoldTimeoutError(
-                `the function holding the lock on "${lock.resource}" did not settle within maxHoldMs (${maxHoldMs} ms); the lock was released`,
+                `the function holding the lock on "${lock.resource}" did not settle within maxHoldMs (${maxHoldMs} ` +
+                  `ms); the lock was released`,
               );
               lock.stopAutoExtend();
               hold.abort(err);

@@ -4,7 +4,9 @@ import { roomOf } from './channel-relays.js';
 import { STREAM_ID } from '../pubsub/pubsub.service.js';
 import type { NotificationMessage } from './notifications.protocol.js';
 
-/** A socket replaying a durable channel: `buffer` while the replay runs, then `highWater` until live copies catch up. */
+/**
+ * A socket replaying a durable channel: `buffer` while the replay runs, then `highWater` until live copies catch up.
+ */
 export interface CatchUp {
   buffer: NotificationMessage[] | undefined;
   highWater: string | undefined;

@@ -104,7 +104,8 @@ export function resolveGatewayOptions(
     if ((g as Record<string, unknown>).namespace !== undefined && path === 'pubsub.gateway') {
       problems.add(
         `${path}.namespace`,
-        'is a module-level option (Socket.IO namespaces are fixed at start): use notificationsGateway: { namespace } in forRoot, or NotificationsGatewayModule.register({ namespace })',
+        'is a module-level option (Socket.IO namespaces are fixed at start): use notificationsGateway: { namespace } ' +
+          'in forRoot, or NotificationsGatewayModule.register({ namespace })',
       );
     }
     problems.func(`${path}.authenticate`, g.authenticate);

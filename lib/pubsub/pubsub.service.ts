@@ -22,7 +22,9 @@ const PUBLISHES_PER_CALL = 32;
 
 /** What every message carries besides its payload. */
 export interface MessageMeta {
-  /** Unique per message. For durable `notifyUser` messages: the stream entry id (`1700000000000-0`), usable to replay. */
+  /**
+   * Unique per message. For durable `notifyUser` messages: the stream entry id (`1700000000000-0`), usable to replay.
+   */
   id: string;
   /** Publish time, ms since the epoch (the publisher's clock). */
   ts: number;
@@ -110,7 +112,9 @@ export class PubSubService implements OnModuleDestroy {
     return this.options.durable !== false;
   }
 
-  /** Sends `payload` (serialized once) to every subscriber on every instance. Resolves to the receivers Redis counted. */
+  /**
+   * Sends `payload` (serialized once) to every subscriber on every instance. Resolves to the receivers Redis counted.
+   */
   async publish(channel: string, payload: unknown): Promise<number> {
     KeyBuilder.validate(channel, 'channel');
     if (isPattern(channel))

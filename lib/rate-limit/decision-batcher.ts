@@ -46,8 +46,8 @@ export class DecisionBatcher {
   }
 
   /**
-   * Runs one decision: its keys (2 per policy), and its ARGV (mode, number of policies, 6 values per policy). Resolves with that
-   * decision's part of the reply: allAllowed, then 4 values per policy.
+   * Runs one decision: its keys (2 per policy), and its ARGV (mode, number of policies, 6 values per policy). Resolves
+   * with that decision's part of the reply: allAllowed, then 4 values per policy.
    */
   run(keys: readonly string[], args: readonly ScriptArg[]): Promise<number[]> {
     if (this.connection.isCluster)

@@ -84,7 +84,8 @@ export class RateLimitGuard implements CanActivate {
       else key = typeof p.key === 'function' ? await p.key(context) : p.key;
       if (typeof key !== 'string' || key.length === 0) {
         throw new InvalidKeyError(
-          `the key of rate-limit policy "${p.name}" must be a non-empty string, got ${JSON.stringify(key) ?? typeof key}`,
+          `the key of rate-limit policy "${p.name}" must be a non-empty string, got ` +
+            `${JSON.stringify(key) ?? typeof key}`,
         );
       }
       const [limit, ttl, algorithm, burst, cost, blockDuration] = await Promise.all([
@@ -200,7 +201,8 @@ export class RateLimitGuard implements CanActivate {
     if (type === 'graphql') return graphqlRequestResponse(context);
     if (type !== 'http' && type !== 'ws') {
       throw new UnsupportedContextError(
-        `RateLimitGuard cannot read a "${type}" execution context (${context.getClass().name}.${context.getHandler().name}): ` +
+        `RateLimitGuard cannot read a "${type}" execution context ` +
+          `(${context.getClass().name}.${context.getHandler().name}): ` +
           'override getRequestResponse to support it, or mark the handler @SkipThrottle()',
       );
     }
@@ -283,7 +285,8 @@ function graphqlRequestResponse(context: ExecutionContext): {
     gql?.req ?? gql?.request ?? gql?.reply?.request;
   if (!req || typeof req !== 'object') {
     throw new UnsupportedContextError(
-      `RateLimitGuard found no request in the GraphQL context of ${context.getClass().name}.${context.getHandler().name}: ` +
+      `RateLimitGuard found no request in the GraphQL context of ` +
+        `${context.getClass().name}.${context.getHandler().name}: ` +
         'keep `req` in the context your GraphQL driver builds (the default), or override getRequestResponse',
     );
   }

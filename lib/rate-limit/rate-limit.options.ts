@@ -78,9 +78,13 @@ export interface RateLimitInsuranceOptions {
 }
 
 export interface RateLimitOptions {
-  /** Used by RateLimitGuard where neither the handler nor its class has @Throttle. Default 100 per 60 s, sliding window. */
+  /**
+   * Used by RateLimitGuard where neither the handler nor its class has @Throttle. Default 100 per 60 s, sliding window.
+   */
   defaults?: RateLimitPolicy;
-  /** Redis down or slow: allow and count the request (true, default) or refuse it (false: 503 / RedisUnavailableError). */
+  /**
+   * Redis down or slow: allow and count the request (true, default) or refuse it (false: 503 / RedisUnavailableError).
+   */
   failOpen?: boolean;
   /** Response headers: IETF draft `RateLimit` + `RateLimit-Policy` (default), legacy `X-RateLimit-*`, both, or none. */
   headers?: RateLimitHeaders;
@@ -178,7 +182,8 @@ export function resolveRateLimitOptions(
 export function slidingWindowTooLarge(cap: number, limit: unknown): string {
   return (
     `must be at most ${cap} for a sliding window (one sorted-set member per unit), got ${String(limit)}: ` +
-    `raise rateLimit.maxSlidingWindowLimit (up to ${SLIDING_WINDOW_HARD_MAX_LIMIT}) or use 'fixed-window' or 'token-bucket'`
+    `raise rateLimit.maxSlidingWindowLimit (up to ${SLIDING_WINDOW_HARD_MAX_LIMIT}) or use 'fixed-window' or ` +
+    `'token-bucket'`
   );
 }
 

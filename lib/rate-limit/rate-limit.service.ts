@@ -143,7 +143,10 @@ export class RateLimitService {
     return observed('rateLimitDecision') ? this.diagnosed(decided, key) : decided;
   }
 
-  /** `consume`, throwing RateLimitExceededError (with `retryAfterMs`) when refused — for limits inside services and jobs. */
+  /**
+   * `consume`, throwing RateLimitExceededError (with `retryAfterMs`) when refused — for limits inside services and
+   * jobs.
+   */
   async consumeOrThrow(key: string, policy: RateLimitPolicy, options: ConsumeOptions = {}): Promise<RateLimitResult> {
     const decided = this.single(key, policy, 'c', options);
     const result = await (observed('rateLimitDecision') ? this.diagnosed(decided, key) : decided);

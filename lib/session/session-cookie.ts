@@ -30,7 +30,9 @@ function hmac(value: string, secret: string): string {
   return createHmac('sha256', secret).update(value).digest('base64').replace(/=+$/, '');
 }
 
-/** The raw value of cookie `name` in a `Cookie` request header (first occurrence), URI-decoded; undefined when absent. */
+/**
+ * The raw value of cookie `name` in a `Cookie` request header (first occurrence), URI-decoded; undefined when absent.
+ */
 export function readCookie(header: string | string[] | undefined, name: string): string | undefined {
   if (header === undefined) return undefined;
   const text = Array.isArray(header) ? header.join('; ') : header;

@@ -35,10 +35,10 @@ interface FastifyReplyLike {
 
 /**
  * Fastify plumbing for sessions, set up when the app runs on Fastify (nothing on Express or without HTTP):
- * - `request.session` on FastifyRequest: a getter (and setter) for the Node request's `session`, where SessionMiddleware (a Nest
- *   middleware, which on Fastify sees only Node's request) and SessionGuard keep it. When another plugin
- *   (@fastify/session, @fastify/secure-session) already owns `request.session`, it is left alone and a warning says
- *   to use `@CurrentSession()`, which always reads ours.
+ * - `request.session` on FastifyRequest: a getter (and setter) for the Node request's `session`, where
+ *   SessionMiddleware (a Nest middleware, which on Fastify sees only Node's request) and SessionGuard keep it. When
+ *   another plugin (@fastify/session, @fastify/secure-session) already owns `request.session`, it is left alone and a
+ *   warning says to use `@CurrentSession()`, which always reads ours.
  * - Set-Cookie written by middleware on the Node response is moved onto the reply before it is sent: Fastify writes
  *   the reply's headers with `writeHead`, which would otherwise drop the Node response's Set-Cookie whenever the
  *   reply has one of its own (e.g. from @fastify/cookie), losing a rolling session refresh without a word. A cookie

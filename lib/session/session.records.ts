@@ -271,7 +271,9 @@ export class SessionRecords {
     };
   }
 
-  /** Throws SessionTooLargeError when the texts' UTF-8 bytes add up to more than maxSize (counted only if they might). */
+  /**
+   * Throws SessionTooLargeError when the texts' UTF-8 bytes add up to more than maxSize (counted only if they might).
+   */
   private checkSize(texts: string[]): void {
     let units = 0;
     for (const t of texts) units += t.length;

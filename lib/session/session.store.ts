@@ -72,7 +72,10 @@ export interface RedisSessionStoreOptions {
   tombstoneMs?: number;
   /** Serializer for session fields. Default: JSON with Dates. */
   serializer?: Serializer;
-  /** The session field holding the user id, indexed for SessionService.listForUser / destroyAllForUser. Default `userId`. */
+  /**
+   * The session field holding the user id, indexed for SessionService.listForUser / destroyAllForUser. Default
+   * `userId`.
+   */
   userIdField?: string;
   /**
    * `get` extends the ttl in the same round trip, so `touch` (called by express-session at the end of every unmodified
@@ -80,7 +83,10 @@ export interface RedisSessionStoreOptions {
    * `touch` extends the ttl.
    */
   touchOnGet?: boolean;
-  /** Largest session in bytes (its stored JSON); a larger `set` fails with SessionTooLargeError (HTTP 413). Default 1 MiB. */
+  /**
+   * Largest session in bytes (its stored JSON); a larger `set` fails with SessionTooLargeError (HTTP 413). Default 1
+   * MiB.
+   */
   maxSize?: number;
 }
 
@@ -89,7 +95,9 @@ type Callback<T> = (err: unknown, value?: T) => void;
 /** A ttl below this many ms looks like connect-redis seconds: warned about at startup. */
 const SECONDS_LIKE_TTL = 1_000;
 
-/** Session ids from express-session's default `genid` (uid-safe, base64url) or ours; anything else never reaches Redis. */
+/**
+ * Session ids from express-session's default `genid` (uid-safe, base64url) or ours; anything else never reaches Redis.
+ */
 const STORE_ID = /^[A-Za-z0-9_-]{16,128}$/;
 
 /** How many ids touched by get() are remembered for touch() (see RedisSessionStore.touchedOnGet). */
@@ -142,7 +150,8 @@ export class RedisSessionStore extends loadStoreBase() {
       problems.add(
         'RedisSessionStore serializer',
         typeof serializer?.parse === 'function'
-          ? "must be { serialize, deserialize } (connect-redis' { stringify, parse } serializes the whole session; ours each field)"
+          ? 'must be { serialize, deserialize } ' +
+              "(connect-redis' { stringify, parse } serializes the whole session; ours each field)"
           : 'must have serialize and deserialize functions',
       );
     }

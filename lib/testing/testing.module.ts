@@ -7,7 +7,10 @@ import type { RedisClusterHandle } from './testing.redis-cluster.js';
 import type { RedisServerHandle } from './testing.redis-server.js';
 
 export interface RedisTestingModuleOptions extends ModuleMetadata {
-  /** Where the toolkit connects: a server or cluster from `startRedisServer()` / `startRedisCluster()`, or any `connection`. */
+  /**
+   * Where the toolkit connects: a server or cluster from `startRedisServer()` / `startRedisCluster()`, or any
+   * `connection`.
+   */
   redis: RedisServerHandle | RedisClusterHandle | RedisConnectionOptions;
   /** Every other toolkit option (`keyPrefix`, `cache`, `session`, ...), as given to `RedisToolkitModule.forRoot`. */
   toolkit?: Omit<RedisToolkitOptions, 'connection'>;

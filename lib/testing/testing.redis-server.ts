@@ -49,7 +49,9 @@ export interface RedisServerHandle {
   readonly pid: number | undefined;
   /** Working dir (`--dir`); kept across stop/restart so cluster nodes keep nodes.conf, removed at process exit. */
   readonly dir: string;
-  /** Graceful shutdown (SIGTERM, no save), SIGKILL after 5 s; resolves once the process has exited. No-op if stopped. */
+  /**
+   * Graceful shutdown (SIGTERM, no save), SIGKILL after 5 s; resolves once the process has exited. No-op if stopped.
+   */
   stop(): Promise<void>;
   /** SIGKILL; resolves once the process has exited. No-op if stopped. */
   kill(): Promise<void>;
@@ -203,7 +205,8 @@ class RedisServer implements RedisServerHandle {
     }
     await this.kill();
     throw new Error(
-      `redis-server on ${HOST}:${this.port} did not answer PING within ${READY_TIMEOUT_MS} ms (last probe: ${lastProbe}). Log ${this.logFile}:\n${tail(this.logFile)}`,
+      `redis-server on ${HOST}:${this.port} did not answer PING within ${READY_TIMEOUT_MS} ms (last probe: ` +
+        `${lastProbe}). Log ${this.logFile}:\n${tail(this.logFile)}`,
     );
   }
 

@@ -147,7 +147,8 @@ export function rawCommands(
     socket.on('close', () =>
       finish(
         new Error(
-          `${host}:${port} closed the connection after ${replies.length}/${expected} replies: ${JSON.stringify(replies.map(String))}`,
+          `${host}:${port} closed the connection after ${replies.length}/${expected} replies: ` +
+            `${JSON.stringify(replies.map(String))}`,
         ),
       ),
     );
