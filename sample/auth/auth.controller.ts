@@ -21,13 +21,14 @@ export class AuthController {
   constructor(private readonly sessions: SessionService) {}
 
   /**
-   * 5 attempts per minute per client IP (LOGIN_LIMIT_PER_MINUTE); while Redis is down, refused rather than left
-   * unlimited, since this is the endpoint brute force goes for.
+   * 5 failed attempts per minute per client IP (LOGIN_LIMIT_PER_MINUTE): a successful login is refunded
+   * (skipSuccessfulRequests), so only failures count; while Redis is down, refused rather than left unlimited, since
+   * this is the endpoint brute force goes for.
    */
   @Post('auth/login')
   @HttpCode(200)
   @UseGuards(RateLimitGuard)
-  @Throttle({ limit: LOGIN_LIMIT_PER_MINUTE, ttl: 60_000, failOpen: false })
+  @Throttle({ limit: LOGIN_LIMIT_PER_MINUTE, ttl: 60_000, failOpen: false, skipSuccessfulRequests: true })
   async login(
     @Body() body: { username?: unknown } | undefined,
     @CurrentSession() current: Session | null,

@@ -64,6 +64,17 @@ describe.each(PLATFORMS)('the sample on %s', (platform) => {
     await http.get('/me').set('Cookie', second).expect(200);
   });
 
+  it('login rate limit counts only failed logins: successes are refunded, the 6th failure is refused', async () => {
+    const { http } = await boot();
+    const statuses: number[] = [];
+    for (let i = 0; i < 7; i++) {
+      statuses.push((await http.post('/auth/login').send({ username: `user${i}` })).status);
+      await new Promise((r) => setTimeout(r, 50)); // the refund is sent when the response finishes
+    }
+    for (let i = 0; i < 6; i++) statuses.push((await http.post('/auth/login').send({ username: '' })).status);
+    expect(statuses).toEqual([200, 200, 200, 200, 200, 200, 200, 400, 400, 400, 400, 400, 429]);
+  });
+
   it('serves /products with X-Cache and rate-limit headers, and the page', async () => {
     const { http } = await boot();
     const miss = await http.get('/products').expect(200);
