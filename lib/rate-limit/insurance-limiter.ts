@@ -22,7 +22,8 @@ interface Window {
 /**
  * The in-process stand-in used while Redis is unreachable: a fixed window per counter, with each process allowed
  * `ceil(limit / divideLimitBy)`, all policies of a request checked and charged together. It only has to keep an
- * outage from turning into "no limit at all"; it forgets everything when Redis is back.
+ * outage from turning into "no limit at all". Its windows are kept when Redis is back (each ends by itself, the LRU
+ * bounds them to maxKeys); only RateLimitService.reset clears them.
  */
 export class InsuranceLimiter {
   private readonly windows: LRUCache<string, Window>;

@@ -39,8 +39,8 @@ export interface CookieRequest {
 const ID_ATTEMPTS = 3;
 
 /**
- * Sessions in Redis: one hash per session (`<prefix>sess:{<id>}`), touched by Lua in the same round trip as the read,
- * merged field by field by `update`, indexed per user in a sorted set (`<prefix>sess:user:{<userId>}`).
+ * Sessions in Redis: one JSON string per session (`<prefix>sess:{<id>}`), touched by the read itself (GETEX PX),
+ * merged field by field by `update` (a Lua script), indexed per user in a sorted set (`<prefix>sess:user:{<userId>}`).
  *
  * Failure policy: sessions fail closed. Every Redis failure is a RedisUnavailableError (SessionMiddleware turns it into
  * a 503); nothing is ever treated as "no session". Ids are never logged nor put in error messages.
@@ -120,7 +120,7 @@ export class SessionService {
 
   /**
    * The session, or null when it does not exist, expired or `id` is malformed (rejected without any Redis command).
-   * With `rolling` (default) the idle ttl is extended in the same round trip (one EVALSHA).
+   * With `rolling` (default) the idle ttl is extended by the read itself (one GETEX PX).
    */
   async get<T extends SessionData = SessionData>(id: unknown): Promise<Session<T> | null> {
     if (!isValidSessionId(id)) return null;

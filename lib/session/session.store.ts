@@ -107,10 +107,10 @@ const TOUCHED_ON_GET_LIMIT = 10_000;
  * An express-session Store on Redis (single server or Cluster), a drop-in for connect-redis:
  * `session({ store: new RedisSessionStore({ client }), secret, ... })`.
  *
- * It uses SessionService's keys and layout (one hash per session, top-level fields stored one by one, a per-user
- * index), so with `genid: generateSessionId` both see the same sessions. `get` touches in one round trip; `destroy`
- * leaves a tombstone so a late `set` from an in-flight request cannot resurrect the session; `all`, `ids`, `length`
- * and `clear` use SCAN on every master, never KEYS.
+ * It uses SessionService's keys and layout (one JSON string per session read by GETEX, top-level fields serialized
+ * one by one, a per-user index), so with `genid: generateSessionId` both see the same sessions. `get` touches in one
+ * round trip; `destroy` leaves a tombstone so a late `set` from an in-flight request cannot resurrect the session;
+ * `all`, `ids`, `length` and `clear` use SCAN on every master, never KEYS.
  */
 export class RedisSessionStore extends loadStoreBase() {
   private readonly records: SessionRecords;
