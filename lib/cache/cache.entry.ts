@@ -51,8 +51,11 @@ export function decodeEntry<T>(raw: string, serializer: Serializer): CacheEntry<
 }
 
 /**
- * A stable text for a list of arguments: object keys sorted, Dates as ISO strings, undefined kept apart from null.
- * Throws for what has no stable text (functions, symbols, circular structures), so a key is never silently shared.
+ * A stable text for a list of arguments: object keys sorted, Dates as ISO strings, undefined kept apart from null;
+ * Map and Set by their entries (in a sorted order), URL, URLSearchParams and RegExp by their text, binary data by its
+ * bytes. Throws for what has no stable text (functions, symbols, circular structures, and objects of a class whose
+ * state is not in enumerable own properties — WeakMap, Promise, a class with only #private fields...): rendered as
+ * `{}` those would make different arguments share one key.
  */
 export function stableStringify(value: unknown, seen: Set<object> = new Set()): string {
   if (value === undefined) return 'u';
@@ -72,11 +75,40 @@ export function stableStringify(value: unknown, seen: Set<object> = new Set()): 
       break;
   }
   const obj = value as object;
-  if (obj instanceof Date) return `D${obj.toISOString()}`;
+  if (obj instanceof Date) return `D${Number.isNaN(obj.getTime()) ? 'invalid' : obj.toISOString()}`;
+  if (obj instanceof URL) return `URL${JSON.stringify(obj.href)}`;
+  if (obj instanceof URLSearchParams) return `USP${JSON.stringify(obj.toString())}`;
+  if (obj instanceof RegExp) return `RE${JSON.stringify(String(obj))}`;
+  if (ArrayBuffer.isView(obj)) {
+    const bytes = Buffer.from(obj.buffer, obj.byteOffset, obj.byteLength).toString('hex');
+    return `${obj.constructor.name}(${bytes})`;
+  }
+  if (obj instanceof ArrayBuffer) return `ArrayBuffer(${Buffer.from(obj).toString('hex')})`;
+  if (obj instanceof Number || obj instanceof String || obj instanceof Boolean) {
+    return `${obj.constructor.name}(${stableStringify(obj.valueOf(), seen)})`;
+  }
   if (seen.has(obj)) throw new SerializationError('a circular argument has no stable cache key');
   seen.add(obj);
   try {
     if (Array.isArray(obj)) return `[${obj.map((v) => stableStringify(v, seen)).join(',')}]`;
+    if (obj instanceof Map) {
+      const entries = [...obj].map(([k, v]) => `${stableStringify(k, seen)}=>${stableStringify(v, seen)}`);
+      return `Map{${entries.sort().join(',')}}`;
+    }
+    if (obj instanceof Set)
+      return `Set{${[...obj]
+        .map((v) => stableStringify(v, seen))
+        .sort()
+        .join(',')}}`;
+    const proto = Object.getPrototypeOf(obj) as object | null;
+    if (proto !== Object.prototype && proto !== null && Object.keys(obj).length === 0) {
+      // A class instance with no enumerable own state (WeakMap, Promise, Error, #private fields): `{}` would be
+      // shared by every such argument.
+      const name = (obj.constructor as { name?: string } | undefined)?.name || 'object';
+      throw new SerializationError(
+        `a ${name} argument has no stable cache key (its state is not in enumerable properties): give @Cacheable a key`,
+      );
+    }
     const record = obj as Record<string, unknown>;
     const parts = Object.keys(record)
       .sort()

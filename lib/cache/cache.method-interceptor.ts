@@ -19,6 +19,8 @@ export class CacheMethodInterceptor implements MethodInterceptor<CacheOperation[
   readonly decoratorName = '@Cacheable';
   readonly order = 10;
   private readonly logger = new Logger('RedisToolkit');
+  /** `Class.method` of every default key prefix handed out in this app, and the class it belongs to. */
+  private readonly defaultKeyOwners = new Map<string, object>();
 
   constructor(private readonly cache: CacheService) {}
 
@@ -45,6 +47,7 @@ export class CacheMethodInterceptor implements MethodInterceptor<CacheOperation[
         );
       }
     }
+    if (op.options.key === undefined) this.claimDefaultKey(target, where);
     const keyOf = (args: unknown[]) => this.keyOf(where, op.options.key, args);
     const tagsOf = (args: unknown[]) => {
       const fromArgs = resolve<readonly string[]>(op.options.tags, args) ?? [];
@@ -54,7 +57,7 @@ export class CacheMethodInterceptor implements MethodInterceptor<CacheOperation[
       return (value: unknown) => [...fromArgs, ...(fromResult ? fromResult(value, ...args) : [])];
     };
     if (op.kind === 'cacheable') {
-      return (args, next) => this.cache.getOrSet(keyOf(args), next, { ttl, staleTtl, tags: tagsOf(args) });
+      return async (args, next) => this.cache.getOrSet(keyOf(args), next, { ttl, staleTtl, tags: tagsOf(args) });
     }
     return async (args, next) => {
       const key = keyOf(args);
@@ -85,6 +88,25 @@ export class CacheMethodInterceptor implements MethodInterceptor<CacheOperation[
       }
       return result;
     };
+  }
+
+  /**
+   * Default keys start with `ClassName.method:`: two different classes of one name (a `UsersService` in two modules)
+   * would read each other's entries. Refused at bootstrap; the same class provided twice shares its entries rightly.
+   */
+  private claimDefaultKey(target: InterceptedMethod, where: string): void {
+    const owner = (Object.getPrototypeOf(target.instance) as { constructor: object }).constructor;
+    const previous = this.defaultKeyOwners.get(where);
+    if (previous === undefined) {
+      this.defaultKeyOwners.set(where, owner);
+      return;
+    }
+    if (previous === owner) return;
+    throw new InvalidOptionsError(
+      `@Cacheable on ${where}: two different classes named ${target.className} both use the default key ` +
+        `"${where}:<hash of the arguments>", so they would share cache entries. Give each one an explicit key ` +
+        `(e.g. @Cacheable({ key: (id) => \`tenant-a:users:\${id}\` })) or rename one of the classes.`,
+    );
   }
 
   /** `key` option (string or function of the arguments), else `ClassName.method:` + a stable hash of the arguments. */

@@ -78,6 +78,11 @@ export class CacheLoadTimeoutError extends RedisToolkitError {
   static override readonly code: string = 'E_CACHE_LOAD_TIMEOUT';
 }
 
+/** A lock server may evict any key (`maxmemory-policy allkeys-*`) and `lock.onUnsafeEviction` is `'refuse'`. */
+export class UnsafeEvictionPolicyError extends RedisToolkitError {
+  static override readonly code: string = 'E_UNSAFE_EVICTION_POLICY';
+}
+
 /** A session would be larger than `session.maxSize` (what one call writes, or the whole session after a merge). */
 export class SessionTooLargeError extends RedisToolkitError {
   static override readonly code: string = 'E_SESSION_TOO_LARGE';

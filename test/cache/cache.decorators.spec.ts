@@ -2,7 +2,7 @@ import 'reflect-metadata';
 import { Body, Controller, Get, Injectable, Param, Put } from '@nestjs/common';
 import { randomBytes } from 'node:crypto';
 import request from 'supertest';
-import { Cacheable, CacheEvict, CachePut, CacheService } from '../../lib/index.js';
+import { Cacheable, CacheEvict, CachePut, CacheService, SerializationError } from '../../lib/index.js';
 import { KeyBuilder, RedisConnection } from '../../lib/advanced.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { closeToolkitApps, createToolkitApp, PLATFORMS } from '../support/toolkit-app.js';
@@ -82,8 +82,90 @@ class ProductsController {
   }
 }
 
+@Injectable()
+class LookupService {
+  loads = 0;
+
+  @Cacheable({ ttl: 60_000 })
+  async find(arg: unknown): Promise<number> {
+    return ++this.loads;
+  }
+}
+
+/** Two classes of one name, as `UsersService` in two feature modules (issue 17 item 5). */
+function usersServiceFor(tenant: string) {
+  @Injectable()
+  class UsersService {
+    @Cacheable()
+    async find(id: string): Promise<string> {
+      return `${tenant}:${id}`;
+    }
+  }
+  return UsersService;
+}
+
 describe.each(['single', 'cluster'] as const)('cache decorators on %s', (target) => {
   const keyPrefix = () => `rtk-d${randomBytes(4).toString('hex')}:`;
+
+  it('default keys render Map, Set, URL and binary arguments exactly, and refuse stateless class instances', async () => {
+    const app = await createToolkitApp({ target, keyPrefix: keyPrefix(), providers: [LookupService] });
+    const svc = app.get(LookupService);
+    // each pair differs: before, each rendered as `{}` and the second call got the first one's entry
+    const distinct: [unknown, unknown][] = [
+      [new URL('https://a.example/x'), new URL('https://b.example/y')],
+      [new Map([['k', 1]]), new Map([['k', 2]])],
+      [new Set([1, 2]), new Set([1, 3])],
+      [new URLSearchParams('a=1'), new URLSearchParams('a=2')],
+      [/a/g, /b/g],
+      [Buffer.from('a'), Buffer.from('b')],
+      [new Uint8Array([1]), new Uint8Array([2])],
+      [new Map([['k', 1]]), { k: 1 }],
+    ];
+    for (const [a, b] of distinct) {
+      const first = await svc.find(a);
+      const loadsBefore = svc.loads;
+      // b is loaded, not served a's entry
+      expect([a, await svc.find(b)]).toEqual([a, loadsBefore + 1]);
+      expect(await svc.find(a)).toBe(first);
+    }
+    // the same contents (Map and Set in another insertion order) share one entry
+    const loads = svc.loads;
+    expect(await svc.find(new URL('https://a.example/x'))).toBe(1);
+    await svc.find(
+      new Map([
+        ['b', 2],
+        ['a', 1],
+      ]),
+    );
+    await svc.find(
+      new Map([
+        ['a', 1],
+        ['b', 2],
+      ]),
+    );
+    await svc.find(new Set(['y', 'x']));
+    await svc.find(new Set(['x', 'y']));
+    expect(svc.loads).toBe(loads + 2);
+    // no stable rendering: a typed error, never a shared `{}`
+    for (const bad of [new WeakMap(), Promise.resolve(1), new Error('x')]) {
+      await expect(svc.find(bad)).rejects.toBeInstanceOf(SerializationError);
+    }
+  });
+
+  it('refuses at bootstrap two different classes of one name that use default keys', async () => {
+    const [TenantA, TenantB] = [usersServiceFor('a'), usersServiceFor('b')];
+    expect(TenantA.name).toBe(TenantB.name);
+    await expect(createToolkitApp({ target, keyPrefix: keyPrefix(), providers: [TenantA, TenantB] })).rejects.toThrow(
+      /two different classes named UsersService both use the default key "UsersService\.find:<hash of the arguments>".*explicit key/s,
+    );
+    // one class provided twice (two instances) shares its entries rightly: no error
+    const app = await createToolkitApp({
+      target,
+      keyPrefix: keyPrefix(),
+      providers: [TenantA, { provide: 'second', useClass: TenantA }],
+    });
+    expect(await app.get(TenantA).find('1')).toBe('a:1');
+  });
 
   it('@Cacheable on a service: default key ClassName.method: + argument hash, tags from arguments and result', async () => {
     const prefix = keyPrefix();
