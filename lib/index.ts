@@ -22,6 +22,7 @@ export {
   SessionNotFoundError,
   SessionTooLargeError,
   CacheLoadTimeoutError,
+  UnsafeEvictionPolicyError,
 } from './common/errors.js';
 export type { Serializer } from './common/serializer.js';
 export { CacheService } from './cache/cache.service.js';

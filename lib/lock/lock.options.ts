@@ -24,6 +24,11 @@ export interface LockOptions {
    */
   maxHoldMs?: number;
   /**
+   * At start the toolkit reads each lock server's maxmemory-policy: with a memory limit, `allkeys-*` can evict a held
+   * lock. `'warn'` (default) logs it, `'refuse'` stops the bootstrap with UnsafeEvictionPolicyError.
+   */
+  onUnsafeEviction?: 'warn' | 'refuse';
+  /**
    * Auto-extension (`using`, `@WithLock`, `lock.startAutoExtend()`) extends a lock when this many ms or fewer of it are
    * left (redlock's `automaticExtensionThreshold`). Default: two thirds of each lock's ttl (an extension every third
    * of the ttl). Ignored for a lock whose ttl is not above it.
@@ -37,6 +42,7 @@ export interface ResolvedLockOptions {
   ttl: number;
   retry: Required<LockRetryOptions>;
   maxHoldMs: number;
+  onUnsafeEviction: 'warn' | 'refuse';
   extensionThreshold: number | undefined;
   quorum: { nodes: RedisStandaloneConnection[]; driftFactor: number } | undefined;
 }
@@ -46,6 +52,7 @@ export function resolveLockOptions(raw: LockOptions | undefined, problems: Optio
   if (problems.object('lock', raw)) {
     problems.duration('lock.ttl', o.ttl);
     if (o.maxHoldMs !== Number.POSITIVE_INFINITY) problems.duration('lock.maxHoldMs', o.maxHoldMs);
+    problems.oneOf('lock.onUnsafeEviction', o.onUnsafeEviction, ['warn', 'refuse'] as const);
     problems.duration('lock.extensionThreshold', o.extensionThreshold);
     if (problems.object('lock.retry', o.retry) && o.retry) {
       problems.integer('lock.retry.count', o.retry.count, 0);
@@ -63,6 +70,7 @@ export function resolveLockOptions(raw: LockOptions | undefined, problems: Optio
     ttl: o.ttl ?? 10_000,
     retry: { count: 10, delay: 100, jitter: 50, ...o.retry },
     maxHoldMs: o.maxHoldMs ?? 600_000,
+    onUnsafeEviction: o.onUnsafeEviction ?? 'warn',
     extensionThreshold: o.extensionThreshold,
     quorum: o.quorum ? { driftFactor: 0.01, ...o.quorum } : undefined,
   };

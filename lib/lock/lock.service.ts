@@ -18,6 +18,7 @@ import { connectQuorum, QuorumCalls } from './lock.quorum.js';
 import { Semaphore, type SemaphoreOptions } from './lock.semaphore.js';
 import { LOCK_OPTIONS, type LockRetryOptions, type ResolvedLockOptions } from './lock.options.js';
 import { Lock, type LockOwner } from './lock.js';
+import { checkEvictionPolicy } from './lock.eviction-check.js';
 
 export interface AcquireOptions {
   /** Time to live in ms (default `lock.ttl`, 10 s). The lock expires by itself after this unless extended. */
@@ -203,6 +204,14 @@ export class LockService implements OnModuleInit {
   async onModuleInit(): Promise<void> {
     if (this.quorumClients.length > 0 && !this.connection.lazyConnect) {
       await connectQuorum(this.connection, this.quorumClients, (message) => this.logger.warn(message));
+    }
+    const targets =
+      this.quorumClients.length > 0
+        ? this.quorumClients.filter((c) => c.client.status === 'ready')
+        : [{ client: this.connection.client, description: 'the Redis server' }];
+    // lazyConnect: nothing is connected at start, so there is nothing to ask (documented in docs/lock.md)
+    if (!this.connection.lazyConnect) {
+      await checkEvictionPolicy(targets, this.lockOptions.onUnsafeEviction, (m) => this.logger.warn(m));
     }
   }
 

@@ -7,8 +7,11 @@ import {
   LockService,
   RedisToolkitModule,
   RedisUnavailableError,
+  UnsafeEvictionPolicyError,
 } from '../../lib/index.js';
 import { RedisConnection } from '../../lib/advanced.js';
+import { jest } from '@jest/globals';
+import { Logger } from '@nestjs/common';
 import { KeyBuilder } from '../../lib/common/keys.js';
 import { rawCommand } from '../support/resp.js';
 import { sharedServers } from '../support/shared-servers.js';
@@ -320,4 +323,34 @@ describe('fencing tokens when the fence counter is lost', () => {
     const after = await draw(locks, resource, 3);
     expect(strictlyIncreasing([...before, ...after])).toBe(true);
   }, 60_000);
+});
+
+describe('lock servers that may evict keys (issue 17 item 7)', () => {
+  it("warns at start under allkeys-lru with a memory limit, refuses with onUnsafeEviction: 'refuse'", async () => {
+    const server = trackForCleanup(
+      await startRedisServer({ args: ['--maxmemory', '8mb', '--maxmemory-policy', 'allkeys-lru'] }),
+    );
+    const warnings: string[] = [];
+    const spy = jest.spyOn(Logger.prototype, 'warn').mockImplementation((message: unknown) => {
+      warnings.push(String(message));
+    });
+    try {
+      await createToolkitApp({ target: { url: server.url } });
+      expect(warnings.filter((w) => /maxmemory-policy allkeys-lru/.test(w) && /noeviction/.test(w))).toHaveLength(1);
+    } finally {
+      spy.mockRestore();
+    }
+    await expect(
+      createToolkitApp({ target: { url: server.url }, lock: { onUnsafeEviction: 'refuse' } }),
+    ).rejects.toBeInstanceOf(UnsafeEvictionPolicyError);
+    // noeviction (the shared server's default): no warning, and 'refuse' starts
+    const quiet: string[] = [];
+    const spy2 = jest.spyOn(Logger.prototype, 'warn').mockImplementation((m: unknown) => void quiet.push(String(m)));
+    try {
+      await createToolkitApp({ target: 'single', lock: { onUnsafeEviction: 'refuse' } });
+      expect(quiet.filter((w) => /maxmemory-policy/.test(w))).toEqual([]);
+    } finally {
+      spy2.mockRestore();
+    }
+  });
 });

@@ -1,0 +1,65 @@
+import type { Cluster, Redis } from 'ioredis';
+import { UnsafeEvictionPolicyError } from '../common/errors.js';
+
+/** What to do at start when a lock server may evict lock keys: log a warning (default) or refuse to start. */
+export type OnUnsafeEviction = 'warn' | 'refuse';
+
+/** A server the locks live on, and how to name it in a message. */
+export interface EvictionTarget {
+  client: Redis | Cluster;
+  description: string;
+}
+
+/**
+ * Reads `maxmemory` and `maxmemory-policy` of every server the locks use (every master of a cluster). With a memory
+ * limit, `allkeys-*` may evict a held lock (a second holder is then granted it) and the fence counter (tokens stay
+ * increasing only through the clock floor); `volatile-*` may evict held locks (they carry a TTL). The first is
+ * refused with `refuse`, otherwise both are warnings; a server that denies CONFIG GET (ACL) is named in a warning.
+ */
+export async function checkEvictionPolicy(
+  targets: EvictionTarget[],
+  onUnsafe: OnUnsafeEviction,
+  warn: (message: string) => void,
+): Promise<void> {
+  const servers = targets.flatMap(({ client, description }) =>
+    'nodes' in client
+      ? client
+          .nodes('master')
+          .map((node) => ({ node, name: `${description} ${node.options.host}:${node.options.port}` }))
+      : [{ node: client, name: description }],
+  );
+  const unsafe: string[] = [];
+  for (const { node, name } of servers) {
+    let policy: string;
+    let maxmemory: number;
+    try {
+      const reply = (await node.call('config', 'get', 'maxmemory*')) as string[];
+      const values = new Map<string, string>();
+      for (let i = 0; i + 1 < reply.length; i += 2) values.set(String(reply[i]), String(reply[i + 1]));
+      policy = values.get('maxmemory-policy') ?? 'unknown';
+      maxmemory = Number(values.get('maxmemory') ?? 0);
+    } catch (err) {
+      warn(
+        `locks: could not read the eviction policy of ${name} (CONFIG GET: ${err instanceof Error ? err.message : String(err)}). ` +
+          'If its maxmemory-policy is allkeys-* or volatile-*, held locks can be evicted and granted twice: ' +
+          'use noeviction for the lock data, or grant +config|get so this check can run.',
+      );
+      continue;
+    }
+    if (maxmemory === 0 || policy === 'noeviction') continue;
+    if (policy.startsWith('allkeys-')) unsafe.push(`${name} (maxmemory-policy ${policy})`);
+    else if (policy.startsWith('volatile-')) {
+      warn(
+        `locks: ${name} has maxmemory-policy ${policy}: under memory pressure a held lock (a key with a TTL) can be ` +
+          'evicted and granted to a second holder (fencing tokens still increase). Use noeviction for lock data.',
+      );
+    }
+  }
+  if (unsafe.length === 0) return;
+  const message =
+    `locks: ${unsafe.join(', ')} may evict any key: a held lock can vanish and be granted to a second holder, and ` +
+    'the fence counter can be lost (tokens still increase through the Redis clock floor). Use maxmemory-policy ' +
+    "noeviction (or a separate Redis for locks); lock.onUnsafeEviction: 'refuse' makes this a start-up error.";
+  if (onUnsafe === 'refuse') throw new UnsafeEvictionPolicyError(message);
+  warn(message);
+}
