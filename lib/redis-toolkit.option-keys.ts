@@ -75,6 +75,7 @@ export const LOCK_OPTION_KEYS: OptionShape = {
   ttl: true,
   retry: { count: true, delay: true, jitter: true },
   maxHoldMs: true,
+  onUnsafeEviction: true,
   extensionThreshold: true,
   quorum: { nodes: true, driftFactor: true },
 };
