@@ -3,6 +3,7 @@ import type { ReplayedMessage } from '../pubsub/pubsub.service.js';
 import { roomOf } from './channel-relays.js';
 import { STREAM_ID } from '../pubsub/pubsub.service.js';
 import type { NotificationMessage } from './notifications.protocol.js';
+import { bufferedPackets, drained } from './slow-client-policy.js';
 
 /**
  * A socket replaying a durable channel: `buffer` while the replay runs, then `highWater` until live copies catch up.
@@ -40,15 +41,37 @@ export class DurableReplay {
    * Sends the `missed` messages (read after `lastId`), then the live ones buffered meanwhile, and joins the room of
    * `channel` when caught up; otherwise the socket catches up message by message (live()) for at most CATCH_UP_MS.
    */
-  send(socket: Socket, channel: string, catchUp: CatchUp, missed: readonly ReplayedMessage[], lastId: string): void {
+  async send(
+    socket: Socket,
+    channel: string,
+    catchUp: CatchUp,
+    missed: readonly ReplayedMessage[],
+    lastId: string,
+    maxBuffered: number,
+  ): Promise<'sent' | 'slow'> {
     const highWater = missed.at(-1)?.id ?? lastId;
-    for (const m of missed) socket.emit('notification', { channel: m.channel, data: m.data, id: m.id, ts: m.ts });
+    // The slow-client cap holds for the replay too: never more than maxBuffered packets waiting for this socket, and
+    // a client that does not read them within CATCH_UP_MS is slow (the caller applies the policy).
+    const emit = async (m: NotificationMessage): Promise<boolean> => {
+      if (bufferedPackets(socket) >= maxBuffered && !(await drained(socket, CATCH_UP_MS))) return false;
+      if (socket.disconnected) return false;
+      socket.emit('notification', m);
+      return true;
+    };
+    for (const m of missed) {
+      if (!(await emit({ channel: m.channel, data: m.data, id: m.id, ts: m.ts }))) return 'slow';
+    }
     // Live copies of what was just replayed may still be on their way (XADD happens before PUBLISH): skip them.
+    // Live messages keep arriving while this awaits: the buffer is read until it is empty, and bounded by the cap.
     let caughtUp = missed.length === 0;
-    for (const m of catchUp.buffer ?? []) {
-      if (!STREAM_ID.test(m.id)) socket.emit('notification', m);
-      else if (compareStreamIds(m.id, highWater) > 0) {
-        socket.emit('notification', m);
+    const buffer = catchUp.buffer ?? [];
+    for (let i = 0; i < buffer.length; i++) {
+      if (buffer.length - i > maxBuffered) return 'slow';
+      const m = buffer[i];
+      if (!STREAM_ID.test(m.id)) {
+        if (!(await emit(m))) return 'slow';
+      } else if (compareStreamIds(m.id, highWater) > 0) {
+        if (!(await emit(m))) return 'slow';
         caughtUp = true;
       } else if (m.id === highWater) caughtUp = true;
     }
@@ -61,6 +84,7 @@ export class DurableReplay {
       const timer = setTimeout(() => this.finish(socket, channel, catchUp), CATCH_UP_MS);
       timer.unref();
     }
+    return 'sent';
   }
 
   /**

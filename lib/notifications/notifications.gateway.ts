@@ -41,7 +41,7 @@ import {
 import { originAllowed, usesCookie } from './origin-check.js';
 import { sessionAuthenticate } from './session-authenticate.js';
 import { SessionRevocations } from './session-revocations.js';
-import { broadcastToRoom } from './slow-client-policy.js';
+import { broadcastToRoom, bufferedPackets } from './slow-client-policy.js';
 
 export interface NotificationsGatewayStats {
   connections: number;
@@ -217,7 +217,11 @@ export class NotificationsGateway
   }
 
   @SubscribeMessage('subscribe')
-  async onSubscribe(@ConnectedSocket() socket: Socket, @MessageBody() body: unknown): Promise<NotificationAck> {
+  async onSubscribe(
+    @ConnectedSocket() socket: Socket,
+    @MessageBody() body: unknown,
+  ): Promise<NotificationAck | undefined> {
+    if (this.overCap(socket)) return undefined;
     try {
       const state = this.stateOf(socket);
       const { channel, lastId } = parseRequest(body, true, this.options.maxChannelLength);
@@ -258,7 +262,11 @@ export class NotificationsGateway
   }
 
   @SubscribeMessage('unsubscribe')
-  async onUnsubscribe(@ConnectedSocket() socket: Socket, @MessageBody() body: unknown): Promise<NotificationAck> {
+  async onUnsubscribe(
+    @ConnectedSocket() socket: Socket,
+    @MessageBody() body: unknown,
+  ): Promise<NotificationAck | undefined> {
+    if (this.overCap(socket)) return undefined;
     try {
       const state = this.stateOf(socket);
       const { channel } = parseRequest(body, false, this.options.maxChannelLength);
@@ -269,6 +277,31 @@ export class NotificationsGateway
       return { ok: true };
     } catch (err) {
       return this.failed(err);
+    }
+  }
+
+  /**
+   * A client that keeps sending requests while it does not read what it is sent (its buffer is at the slow-client
+   * cap) is slow like any other: `disconnect` disconnects it, `drop` drops the request unanswered (an ack would grow
+   * the buffer past the cap).
+   */
+  private overCap(socket: Socket): boolean {
+    if (bufferedPackets(socket) < this.options.slowClient.maxBufferedMessages) return false;
+    this.slow(socket, 'a request');
+    return true;
+  }
+
+  /** Applies the slow-client policy to one socket outside a broadcast (a replay, a request). */
+  private slow(socket: Socket, what: string): void {
+    if (this.options.slowClient.policy === 'disconnect') {
+      // Already disconnected (a request and its replay both found it slow): counted once.
+      if (socket.disconnected) return;
+      this.counters.disconnectedSlow++;
+      socket.disconnect(true);
+      this.warning.warn(`notifications: disconnected a slow client during ${what}`);
+    } else {
+      this.counters.droppedSlow++;
+      this.warning.warn(`notifications: dropped ${what} for a slow client`);
     }
   }
 
@@ -364,7 +397,17 @@ export class NotificationsGateway
       if (state.subscriptions.get(channel) !== relay)
         return { ok: false, code: 'E_BAD_REQUEST', error: 'unsubscribed during replay' };
       // Joins the room now, or once the live copies caught up with the replay (DurableReplay.live()).
-      this.durableReplay.send(socket, channel, catchUp, missed, lastId);
+      const max = this.options.slowClient.maxBufferedMessages;
+      if ((await this.durableReplay.send(socket, channel, catchUp, missed, lastId, max)) === 'slow') {
+        if (state.subscriptions.get(channel) === relay) this.release(state, channel);
+        this.slow(socket, `the replay of ${channel}`);
+        throw new AckError(
+          'E_SLOW',
+          'the replay stopped: the connection reads too slowly; subscribe again with lastId',
+        );
+      }
+      if (state.subscriptions.get(channel) !== relay)
+        return { ok: false, code: 'E_BAD_REQUEST', error: 'unsubscribed during replay' };
       joined = true;
       return { ok: true, replayed: missed.length };
     } catch (err) {

@@ -47,7 +47,30 @@ export function broadcastToRoom(
 }
 
 /** Packets engine.io holds for this socket because its transport is not writable yet (the client reads too slowly). */
-function bufferedPackets(socket: Socket): number {
+export function bufferedPackets(socket: Socket): number {
   const conn = socket.conn as unknown as { writeBuffer?: unknown[] };
   return conn.writeBuffer?.length ?? 0;
+}
+
+/**
+ * Resolves true once engine.io has handed this socket's buffer to its transport (its `drain`), false when `timeoutMs`
+ * passes first or the socket closes: a client that does not read within that time is slow.
+ */
+export function drained(socket: Socket, timeoutMs: number): Promise<boolean> {
+  if (socket.disconnected) return Promise.resolve(false);
+  if (bufferedPackets(socket) === 0) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const conn = socket.conn;
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      conn.off('drain', onDrain);
+      conn.off('close', onClose);
+      resolve(ok);
+    };
+    const onDrain = () => done(true);
+    const onClose = () => done(false);
+    const timer = setTimeout(() => done(false), timeoutMs);
+    conn.on('drain', onDrain);
+    conn.on('close', onClose);
+  });
 }

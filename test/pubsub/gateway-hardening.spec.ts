@@ -4,7 +4,7 @@ import { Redis } from 'ioredis';
 import { NotificationsGateway } from '../../lib/notifications/index.js';
 import { PubSubService } from '../../lib/index.js';
 import { trackForCleanup } from '../support/private-servers.js';
-import { closeClients, connectClient, createGatewayApp } from '../support/pubsub-gateway.js';
+import { closeClients, connectClient, connectStalledClient, createGatewayApp } from '../support/pubsub-gateway.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { closeToolkitApps } from '../support/toolkit-app.js';
 import { sleep, waitFor } from '../support/wait.js';
@@ -47,4 +47,64 @@ describe('a socket that disconnects mid-subscribe (issue 17 item 9)', () => {
     expect(app.get(PubSubService).subscriptionCount).toBe(0);
     expect(gateway.stats().connections).toBe(0);
   });
+});
+
+describe('durable replay under the slow-client cap (issue 17 item 8)', () => {
+  it.each(['drop', 'disconnect'] as const)(
+    'policy %s: a client that stops reading but keeps asking for replays never buffers more than the cap',
+    async (policy) => {
+      const cap = 20;
+      const app = await createGatewayApp({
+        keyPrefix: `gr8${uid()}:`,
+        pubsub: {
+          durable: { maxLen: 1_000 },
+          gateway: { slowClient: { policy, maxBufferedMessages: cap }, subscribeRateLimit: false },
+        },
+      });
+      const pubsub = app.get(PubSubService);
+      const gateway = app.get(NotificationsGateway);
+      // Small messages, so each replay reads back fast (500 x 2 KB = 1 MB); many replays fill the loopback buffers.
+      const blob = 'x'.repeat(2 * 1024);
+      for (let i = 0; i < 500; i += 50) {
+        await Promise.all(Array.from({ length: 50 }, (_, j) => pubsub.notifyUser('hog', { i: i + j, blob })));
+      }
+      const abuser = await connectStalledClient(app.url, 'u:hog', 'user:hog');
+      const [serverSocket] = [...gateway.server.sockets.values()];
+      const conn = serverSocket.conn as unknown as { writeBuffer: unknown[] };
+      let maxBuffered = 0;
+      const sampler = setInterval(() => {
+        maxBuffered = Math.max(maxBuffered, conn.writeBuffer?.length ?? 0);
+      }, 2);
+      try {
+        // 40 replays of 1 MB asked for while nothing is read: 40 MB, far more than the socket buffers hold.
+        for (let round = 0; round < 40 && serverSocket.connected; round++) {
+          abuser.send('unsubscribe', { channel: 'user:hog' });
+          abuser.send('subscribe', { channel: 'user:hog', lastId: '0-0' });
+          await sleep(100);
+        }
+        // A stalled replay gives up after 2 s without a drain (CATCH_UP_MS); before the fix nothing is ever counted.
+        await waitFor(() => gateway.stats().droppedSlow + gateway.stats().disconnectedSlow > 0, 8_000);
+        await sleep(300);
+      } finally {
+        clearInterval(sampler);
+      }
+      const stats = gateway.stats();
+      // Before the fix: every replay emitted its 500 messages whatever the buffer held (thousands of packets).
+      // Measured: 16,072 packets buffered for this socket before the fix (80 requests, either policy), 21 after.
+      expect(maxBuffered).toBeLessThanOrEqual(cap + 2);
+      if (policy === 'disconnect') {
+        // (The stalled client does not read the close frame: the server side is what is checked.)
+        expect(stats.disconnectedSlow).toBe(1);
+        expect(serverSocket.disconnected).toBe(true);
+        expect(await waitFor(() => gateway.stats().connections === 0, 5_000)).toBe(true);
+      } else {
+        expect(stats.droppedSlow).toBeGreaterThan(0);
+        expect(stats.disconnectedSlow).toBe(0);
+        expect(serverSocket.connected).toBe(true);
+      }
+      abuser.close();
+      expect(await waitFor(() => gateway.stats().relays === 0, 5_000)).toBe(true);
+    },
+    60_000,
+  );
 });

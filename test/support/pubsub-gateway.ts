@@ -96,7 +96,7 @@ export async function connectStalledClient(
   token: string,
   channel: string,
   namespace = '/notifications',
-): Promise<{ close(): void; closed: Promise<void> }> {
+): Promise<{ close(): void; closed: Promise<void>; send(event: string, body: unknown): void }> {
   const { WebSocket } = await import('ws');
   const ws = new WebSocket(`${url.replace('http', 'ws')}/socket.io/?EIO=4&transport=websocket`);
   let closedResolve!: () => void;
@@ -118,5 +118,8 @@ export async function connectStalledClient(
   });
   // Stop reading: the kernel buffers fill, then engine.io's write buffer for this socket grows.
   (ws as unknown as { _socket: { pause(): void } })._socket.pause();
-  return { close: () => ws.terminate(), closed };
+  // It can still send (requests the server reads), it only stops reading what it is sent.
+  let ackId = 1;
+  const send = (event: string, body: unknown) => ws.send(`42${namespace},${++ackId}${JSON.stringify([event, body])}`);
+  return { close: () => ws.terminate(), closed, send };
 }
