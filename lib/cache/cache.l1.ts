@@ -61,6 +61,12 @@ export class CacheL1 {
     return this.lru.get(redisKey);
   }
 
+  /** Empties this instance's L1 and (through the channel) every other instance's. */
+  clearAll(): void {
+    this.lru.clear();
+    this.broadcast({ all: true });
+  }
+
   delete(redisKey: string): void {
     this.lru.delete(redisKey);
   }

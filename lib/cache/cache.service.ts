@@ -1,5 +1,6 @@
 import { Inject, Injectable, Logger, Optional, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
-import { scanKeys, unlinkMany } from '../common/bulk-keys.js';
+import { unlinkMany } from '../common/bulk-keys.js';
+import { MAX_DURATION_MS } from '../common/option-checks.js';
 import { InvalidOptionsError, RedisUnavailableError } from '../common/errors.js';
 import { FailurePolicy } from '../common/failure-policy.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
@@ -10,6 +11,7 @@ import { PubSubService } from '../pubsub/pubsub.service.js';
 import { defaultCall, resolveCall, resolveTags, type ResolvedCall } from './cache.call-options.js';
 import { encodeEntry, type CacheEntry } from './cache.entry.js';
 import { CacheEntryStore } from './cache.entry-store.js';
+import { unlinkMatching } from './cache.bulk.js';
 import { CacheL1 } from './cache.l1.js';
 import { boundedLoad, within } from './cache.loader.js';
 import { CacheLoadLock } from './cache.load-lock.js';
@@ -19,6 +21,7 @@ import { CacheCounters } from './cache.stats.js';
 import { diagnose } from '../common/diagnostics.js';
 import { CacheTagIndex } from './cache.tag-index.js';
 import type {
+  CacheTags,
   CacheGetOrSetOptions,
   CacheResult,
   CacheSetOptions,
@@ -276,24 +279,60 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
    * UNLINK in bounded batches. The pattern is confined under our prefix: it can never reach other keys.
    */
   async invalidatePattern(pattern: string): Promise<number> {
-    const match = this.keys.pattern(FEATURE, pattern);
     const internal = this.keys.tagHead(FEATURE);
-    let total = 0;
+    const match = this.keys.pattern(FEATURE, pattern);
+    return this.bulk('invalidatePattern', () =>
+      unlinkMatching(this.connection, match, this.l1, (k) => k.startsWith(internal)),
+    );
+  }
+
+  /** Deletes everything under the cache's namespace (entries, tag indexes, locks), SCAN + UNLINK on every master. */
+  async clear(): Promise<number> {
+    const match = `${KeyBuilder.globEscape(this.featurePrefix)}*`;
+    this.l1?.clearAll();
+    return this.bulk('clear', () => unlinkMatching(this.connection, match, this.l1));
+  }
+
+  private async bulk(what: string, run: () => Promise<number>): Promise<number> {
     try {
-      await this.failures.run('invalidatePattern', async () => {
-        for await (const page of scanKeys(this.connection.client, match)) {
-          const doomed = page.filter((k) => !k.startsWith(internal));
-          if (doomed.length === 0) continue;
-          for (const k of doomed) this.l1?.delete(k);
-          total += await unlinkMany(this.connection.client, doomed);
-          this.l1?.broadcast({ keys: doomed });
-        }
-      });
+      return await this.failures.run(what, run);
     } catch (err) {
       this.failures.unavailable(err, false);
       throw err;
     }
-    return total;
+  }
+
+  /** Whether a fresh value is stored under `key`. */
+  async has(key: string): Promise<boolean> {
+    return (await this.ttl(key)) !== undefined;
+  }
+
+  /** ms the value under `key` stays fresh, or undefined (missing, stale, or Redis unreachable with failOpen). */
+  async ttl(key: string): Promise<number | undefined> {
+    let entry: CacheEntry | undefined;
+    try {
+      entry = await this.store.read(this.entryKey(key));
+    } catch (err) {
+      this.failures.unavailable(err);
+      return undefined;
+    }
+    const left = entry ? entry.freshUntil - Date.now() : 0;
+    return left > 0 ? left : undefined;
+  }
+
+  /** `get` of each key (one MGET per 32 keys on a single server), in order. */
+  mget<T>(keys: readonly string[]): Promise<(T | undefined)[]> {
+    return Promise.all(keys.map((k) => this.get<T>(k)));
+  }
+
+  /** `set` of each entry. */
+  async mset<T>(entries: readonly { key: string; value: T; options?: CacheSetOptions }[]): Promise<void> {
+    await Promise.all(entries.map((e) => this.set(e.key, e.value, e.options)));
+  }
+
+  /** getOrSet with no expiry in practice (100 years fresh): until deleted or invalidated. */
+  getOrSetForever<T>(key: string, loader: Loader<T>, options: { tags?: CacheTags<T> } = {}): Promise<T> {
+    return this.getOrSet(key, loader, { ...options, ttl: MAX_DURATION_MS, staleTtl: 0 });
   }
 
   stats(): CacheStats {
