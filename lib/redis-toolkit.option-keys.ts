@@ -8,6 +8,7 @@ const THROTTLE: OptionShape = {
   ttl: true,
   algorithm: true,
   burst: true,
+  blockDuration: true,
   cost: true,
   key: true,
   name: true,
@@ -51,6 +52,9 @@ export const RATE_LIMIT_OPTION_KEYS: OptionShape = {
   insurance: { divideLimitBy: true, maxKeys: true },
   warnIntervalMs: true,
   maxSlidingWindowLimit: true,
+  skipIf: true,
+  ignoreUserAgents: true,
+  errorMessage: true,
 };
 
 export const SESSION_OPTION_KEYS: OptionShape = {

@@ -54,7 +54,6 @@ export class RateLimitHttpException extends HttpException {
 export class RateLimitGuard implements CanActivate {
   protected readonly options: ResolvedRateLimitOptions;
   protected readonly addresses: ClientAddressResolver;
-  protected errorMessage = 'Too Many Requests';
 
   constructor(
     protected readonly rateLimit: RateLimitService,
@@ -73,6 +72,12 @@ export class RateLimitGuard implements CanActivate {
       targets,
     ) ?? [{ ...this.options.defaults, name: 'default' }];
     const { req, res } = this.getRequestResponse(context);
+    if (this.options.skipIf && (await this.options.skipIf(context))) return true;
+    if (this.options.ignoreUserAgents.length > 0) {
+      const ua = req.headers?.['user-agent'];
+      const agent = Array.isArray(ua) ? ua[0] : ua;
+      if (agent !== undefined && this.options.ignoreUserAgents.some((r) => r.test(agent))) return true;
+    }
 
     let tracker: string | undefined;
     let failOpen: boolean | undefined;
@@ -218,14 +223,16 @@ export class RateLimitGuard implements CanActivate {
 
   /** Refuses the request: HTTP 429 `{ statusCode, message, retryAfterMs }`, or a WsException with the same payload. */
   protected async throwThrottlingException(context: ExecutionContext, detail: ThrottlingDetail): Promise<void> {
+    const configured = this.options.errorMessage;
+    const message = typeof configured === 'function' ? configured(context, detail.retryAfterMs) : configured;
     if (context.getType<string>() === 'ws') {
       throw await wsException({
         statusCode: HttpStatus.TOO_MANY_REQUESTS,
-        message: this.errorMessage,
+        message: message,
         retryAfterMs: detail.retryAfterMs,
       });
     }
-    throw new RateLimitHttpException(detail.retryAfterMs, this.errorMessage);
+    throw new RateLimitHttpException(detail.retryAfterMs, message);
   }
 
   protected setResponseHeader(res: ThrottledResponse, name: string, value: string | number): void {

@@ -78,6 +78,12 @@ export interface RateLimitInsuranceOptions {
 }
 
 export interface RateLimitOptions {
+  /** RateLimitGuard lets a request through uncounted when this returns true (express-rate-limit `skip`). */
+  skipIf?: (context: ExecutionContext) => boolean | Promise<boolean>;
+  /** RateLimitGuard lets requests whose User-Agent matches one of these through uncounted (throttler `ignoreUserAgents`). */
+  ignoreUserAgents?: RegExp[];
+  /** The message of a refusal (429 body, WsException): a string or a function of the context. Default 'Too Many Requests'. */
+  errorMessage?: string | ((context: ExecutionContext, retryAfterMs: number) => string);
   /**
    * Used by RateLimitGuard where neither the handler nor its class has @Throttle. Default 100 per 60 s, sliding window.
    */
@@ -109,6 +115,9 @@ export interface RateLimitOptions {
 }
 
 export interface ResolvedRateLimitOptions {
+  skipIf?: (context: ExecutionContext) => boolean | Promise<boolean>;
+  ignoreUserAgents: RegExp[];
+  errorMessage: string | ((context: ExecutionContext, retryAfterMs: number) => string);
   defaults: Required<Omit<RateLimitPolicy, 'burst' | 'cost' | 'blockDuration'>> &
     Pick<RateLimitPolicy, 'burst' | 'cost' | 'blockDuration'>;
   failOpen: boolean;
@@ -166,7 +175,18 @@ export function resolveRateLimitOptions(
       insurance = { divideLimitBy: i.divideLimitBy ?? 1, maxKeys: i.maxKeys ?? 10_000 };
     }
   }
+  if (o.skipIf !== undefined && typeof o.skipIf !== 'function') problems.add('rateLimit.skipIf', 'must be a function');
+  if (
+    o.ignoreUserAgents !== undefined &&
+    !(Array.isArray(o.ignoreUserAgents) && o.ignoreUserAgents.every((r) => r instanceof RegExp))
+  )
+    problems.add('rateLimit.ignoreUserAgents', 'must be an array of RegExp');
+  if (o.errorMessage !== undefined && typeof o.errorMessage !== 'string' && typeof o.errorMessage !== 'function')
+    problems.add('rateLimit.errorMessage', 'must be a string or a function');
   return {
+    ...(o.skipIf && { skipIf: o.skipIf }),
+    ignoreUserAgents: o.ignoreUserAgents ?? [],
+    errorMessage: o.errorMessage ?? 'Too Many Requests',
     defaults: { limit: 100, ttl: 60_000, algorithm: 'sliding-window', ...o.defaults },
     failOpen: o.failOpen ?? true,
     headers: o.headers ?? 'draft',

@@ -1,0 +1,54 @@
+import 'reflect-metadata';
+import { Controller, Get, UseGuards } from '@nestjs/common';
+import { randomUUID } from 'node:crypto';
+import request from 'supertest';
+import { InvalidOptionsError, RateLimitGuard, Throttle } from '../../lib/index.js';
+import { closeToolkitApps, createToolkitApp, PLATFORMS } from '../support/toolkit-app.js';
+
+@Controller()
+@UseGuards(RateLimitGuard)
+class PingController {
+  @Get('ping')
+  @Throttle({ limit: 1, ttl: 60_000 })
+  ping(): string {
+    return 'pong';
+  }
+}
+
+afterEach(() => closeToolkitApps());
+
+describe.each(PLATFORMS)('skipIf, ignoreUserAgents, errorMessage (%s)', (platform) => {
+  it('skips what skipIf or ignoreUserAgents name, uncounted; refuses the rest with the configured message', async () => {
+    const app = await createToolkitApp({
+      platform,
+      http: true,
+      keyPrefix: `rtk-${randomUUID().slice(0, 8)}:`,
+      controllers: [PingController],
+      rateLimit: {
+        skipIf: (ctx) =>
+          ctx.switchToHttp().getRequest<{ headers: Record<string, string> }>().headers['x-internal'] === '1',
+        ignoreUserAgents: [/googlebot/i],
+        errorMessage: (_ctx, retryAfterMs) => `slow down (${retryAfterMs > 0 ? 'retry later' : 'now'})`,
+      },
+    });
+    const server = app.app.getHttpServer();
+    const statuses: number[] = [];
+    for (let i = 0; i < 3; i++) statuses.push((await request(server).get('/ping').set('x-internal', '1')).status);
+    for (let i = 0; i < 3; i++)
+      statuses.push((await request(server).get('/ping').set('user-agent', 'Googlebot/2.1')).status);
+    statuses.push((await request(server).get('/ping')).status); // the first counted request: nothing was charged before
+    const refused = await request(server).get('/ping');
+    statuses.push(refused.status);
+    expect(statuses).toEqual([200, 200, 200, 200, 200, 200, 200, 429]);
+    expect(refused.body.message).toBe('slow down (retry later)');
+  });
+});
+
+it('refuses a misspelled skipIf / ignoreUserAgents / errorMessage at startup', async () => {
+  await expect(
+    createToolkitApp({ rateLimit: { ignoreUserAgents: ['googlebot'] as unknown as RegExp[] } }),
+  ).rejects.toThrow(InvalidOptionsError);
+  await expect(createToolkitApp({ rateLimit: { errorMessage: 42 as unknown as string } })).rejects.toThrow(
+    /rateLimit.errorMessage/,
+  );
+});
