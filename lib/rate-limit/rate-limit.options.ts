@@ -56,7 +56,9 @@ export interface ThrottleOptions {
    * brute-force setup (express-rate-limit `skipSuccessfulRequests`). Default false.
    */
   skipSuccessfulRequests?: boolean;
-  /** HTTP: give the charge back when the response fails (status >= 400 or the connection closes first). Default false. */
+  /**
+   * HTTP: give the charge back when the response fails (status >= 400 or the connection closes first). Default false.
+   */
   skipFailedRequests?: boolean;
 }
 

@@ -268,7 +268,10 @@ export class RateLimitService {
     return this.adjust(key, points, policy, scope, 'reward');
   }
 
-  /** Charges `points` more units to the counter of `policy` for `key`, whatever it allows (rate-limiter-flexible `penalty`). */
+  /**
+   * Charges `points` more units to the counter of `policy` for `key`, whatever it allows (rate-limiter-flexible
+   * `penalty`).
+   */
   penalty(key: string, points: number, policy: RateLimitPolicy, scope?: string): Promise<number> {
     return this.adjust(key, -points, policy, scope, 'penalty');
   }
