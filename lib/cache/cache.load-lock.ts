@@ -1,18 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { FEATURES, type KeyBuilder } from '../common/keys.js';
-import { LuaScript } from '../common/lua-script.js';
+import { RELEASE_LOCK } from '../common/release-lock.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import type { CacheEntry } from './cache.entry.js';
 import type { CacheEntryStore } from './cache.entry-store.js';
 import type { FailurePolicy } from '../common/failure-policy.js';
 import type { CacheL1 } from './cache.l1.js';
 import type { CacheResult } from './cache.types.js';
-
-const releaseLock = LuaScript.fromFile<number>(
-  'rtk_cache_release_lock',
-  new URL('./release-lock.lua', import.meta.url),
-  1,
-);
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -112,7 +106,7 @@ export class CacheLoadLock {
 
   async unlock(lockKey: string, token: string): Promise<void> {
     try {
-      await this.failures.run('unlock', () => releaseLock.run(this.connection.client, [lockKey], [token]));
+      await this.failures.run('unlock', () => RELEASE_LOCK.run(this.connection.client, [lockKey], [token]));
     } catch {
       // The lock expires by itself within lockTtl.
     }

@@ -24,7 +24,7 @@ export class LuaScript<TResult> {
     readonly numberOfKeys: number,
   ) {}
 
-  /** `LuaScript.fromFile<number>('rtk_lock_release', new URL('./release.lua', import.meta.url), 1)` */
+  /** `LuaScript.fromFile<number>('rtk_release_lock', new URL('./release-lock.lua', import.meta.url), 1)` */
   static fromFile<T>(name: string, file: URL, numberOfKeys: number): LuaScript<T> {
     return new LuaScript<T>(name, readFileSync(file, 'utf8'), numberOfKeys);
   }

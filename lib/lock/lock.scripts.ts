@@ -5,7 +5,7 @@ export const ACQUIRE = LuaScript.fromFile<number>('rtk_lock_acquire', new URL('.
 /** PEXPIRE if still ours: 1, else 0. */
 export const EXTEND = LuaScript.fromFile<number>('rtk_lock_extend', new URL('./extend.lua', import.meta.url), 1);
 /** DEL if still ours: 1, else 0. */
-export const RELEASE = LuaScript.fromFile<number>('rtk_lock_release', new URL('./release.lua', import.meta.url), 1);
+export { RELEASE_LOCK as RELEASE } from '../common/release-lock.js';
 /** Quorum: raise a lagging node's fence counter while we hold the lock there: 1, else 0. */
 export const RAISE_FENCE = LuaScript.fromFile<number>(
   'rtk_lock_raise_fence',
