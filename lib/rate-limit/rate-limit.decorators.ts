@@ -50,6 +50,9 @@ export function Throttle(...policies: ThrottleOptions[]): ClassDecorator & Metho
   return SetMetadata(THROTTLE_METADATA, named);
 }
 
-/** Turns RateLimitGuard off for a controller or handler; `@SkipThrottle(false)` on a handler turns it back on. */
-export const SkipThrottle = (skip = true): ClassDecorator & MethodDecorator =>
+/**
+ * Turns RateLimitGuard off for a controller or handler; `@SkipThrottle(false)` on a handler turns it back on;
+ * `@SkipThrottle({ login: true })` skips only the policies so named (throttler's named skip).
+ */
+export const SkipThrottle = (skip: boolean | Record<string, boolean> = true): ClassDecorator & MethodDecorator =>
   SetMetadata(SKIP_THROTTLE_METADATA, skip);

@@ -66,11 +66,18 @@ export class RateLimitGuard implements CanActivate {
 
   async canActivate(context: ExecutionContext): Promise<boolean> {
     const targets = [context.getHandler(), context.getClass()];
-    if (this.reflector.getAllAndOverride<boolean | undefined>(SKIP_THROTTLE_METADATA, targets)) return true;
-    const policies = this.reflector.getAllAndOverride<NamedThrottleOptions[] | undefined>(
+    const skip = this.reflector.getAllAndOverride<boolean | Record<string, boolean> | undefined>(
+      SKIP_THROTTLE_METADATA,
+      targets,
+    );
+    if (skip === true) return true;
+    const declared = this.reflector.getAllAndOverride<NamedThrottleOptions[] | undefined>(
       THROTTLE_METADATA,
       targets,
     ) ?? [{ ...this.options.defaults, name: 'default' }];
+    const policies =
+      typeof skip === 'object' && skip !== null ? declared.filter((p) => skip[p.name] !== true) : declared;
+    if (policies.length === 0) return true;
     const { req, res } = this.getRequestResponse(context);
     if (this.options.skipIf && (await this.options.skipIf(context))) return true;
     if (this.options.ignoreUserAgents.length > 0) {

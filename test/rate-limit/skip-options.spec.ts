@@ -2,7 +2,7 @@ import 'reflect-metadata';
 import { Controller, Get, UseGuards } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import request from 'supertest';
-import { InvalidOptionsError, RateLimitGuard, Throttle } from '../../lib/index.js';
+import { InvalidOptionsError, RateLimitGuard, SkipThrottle, Throttle } from '../../lib/index.js';
 import { closeToolkitApps, createToolkitApp, PLATFORMS } from '../support/toolkit-app.js';
 
 @Controller()
@@ -51,4 +51,26 @@ it('refuses a misspelled skipIf / ignoreUserAgents / errorMessage at startup', a
   await expect(createToolkitApp({ rateLimit: { errorMessage: 42 as unknown as string } })).rejects.toThrow(
     /rateLimit.errorMessage/,
   );
+});
+
+@Controller()
+@UseGuards(RateLimitGuard)
+@Throttle({ name: 'short', limit: 1, ttl: 60_000 }, { name: 'long', limit: 2, ttl: 60_000 })
+class NamedController {
+  @Get('a')
+  @SkipThrottle({ short: true })
+  a(): string {
+    return 'a';
+  }
+}
+
+it('@SkipThrottle({ short: true }) skips only the policy named short', async () => {
+  const app = await createToolkitApp({
+    http: true,
+    keyPrefix: `rtk-${randomUUID().slice(0, 8)}:`,
+    controllers: [NamedController],
+  });
+  const statuses: number[] = [];
+  for (let i = 0; i < 3; i++) statuses.push((await request(app.app.getHttpServer()).get('/a')).status);
+  expect(statuses).toEqual([200, 200, 429]); // short (1) skipped, long (2) applies
 });
