@@ -1,6 +1,6 @@
 import { RedisToolkitError } from '../common/errors.js';
 import { KeyBuilder } from '../common/keys.js';
-import { STREAM_ID } from '../pubsub/pubsub.service.js';
+import { type ReplayedMessage, STREAM_ID } from '../pubsub/pubsub.service.js';
 
 /**
  * The wire protocol of the notifications namespace: what a client may send (`subscribe` / `unsubscribe`, validated
@@ -18,13 +18,8 @@ export interface NotificationAck {
   replayed?: number;
 }
 
-/** The `notification` event a client receives. */
-export interface NotificationMessage<T = unknown> {
-  channel: string;
-  data: T;
-  id: string;
-  ts: number;
-}
+/** The `notification` event a client receives: the same shape as a message replayed from a durable stream. */
+export type NotificationMessage<T = unknown> = ReplayedMessage<T>;
 
 /** A valid `subscribe` / `unsubscribe` body. */
 export interface NotificationRequest {
