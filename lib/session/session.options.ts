@@ -44,6 +44,13 @@ export interface SessionOptions {
 
 /** Default and hard maximum of `session.maxSize`, bytes. */
 export const DEFAULT_SESSION_MAX_SIZE = 1_048_576;
+
+/** Defaults shared by the module's session options and RedisSessionStore (one place, so the two cannot drift). */
+export const SESSION_DEFAULTS = {
+  ttl: 86_400_000,
+  maxAgeMs: 30 * 86_400_000,
+  tombstoneMs: 60_000,
+} as const;
 export const SESSION_MAX_SIZE_LIMIT = 64 * 1_048_576;
 
 export interface ResolvedSessionCookieOptions {
@@ -108,8 +115,8 @@ export function resolveSessionOptions(
       problems.duration('session.cookie.maxAge', c.maxAge);
     }
   }
-  const ttl = o.ttl ?? 86_400_000;
-  const maxAgeMs = o.maxAgeMs ?? 30 * 86_400_000;
+  const ttl = o.ttl ?? SESSION_DEFAULTS.ttl;
+  const maxAgeMs = o.maxAgeMs ?? SESSION_DEFAULTS.maxAgeMs;
   if (typeof ttl === 'number' && typeof maxAgeMs === 'number' && maxAgeMs < ttl && o.maxAgeMs !== undefined) {
     problems.add('session.maxAgeMs', `must not be shorter than session.ttl (${ttl} ms), got ${maxAgeMs}`);
   }
@@ -117,7 +124,7 @@ export function resolveSessionOptions(
     ttl,
     rolling: o.rolling ?? true,
     maxAgeMs,
-    tombstoneMs: o.tombstoneMs ?? 60_000,
+    tombstoneMs: o.tombstoneMs ?? SESSION_DEFAULTS.tombstoneMs,
     maxSize: o.maxSize ?? DEFAULT_SESSION_MAX_SIZE,
     cookie: {
       name: c.name ?? 'rtk.sid',

@@ -8,7 +8,7 @@ import { DEFAULT_KEY_PREFIX } from '../common/keys.js';
 import { OptionProblems, type OptionShape } from '../common/option-checks.js';
 import { JsonSerializer, SafeSerializer, type Serializer } from '../common/serializer.js';
 import { encodeField, SessionRecords, type RawSession } from './session.records.js';
-import { SESSION_MAX_SIZE_LIMIT } from './session.options.js';
+import { SESSION_DEFAULTS, SESSION_MAX_SIZE_LIMIT } from './session.options.js';
 import { unlinkMany } from '../common/bulk-keys.js';
 
 type StoreClass = typeof ExpressStore;
@@ -167,7 +167,7 @@ export class RedisSessionStore extends loadStoreBase() {
     this.records = new SessionRecords(options.client, options.prefix ?? DEFAULT_KEY_PREFIX, options.maxSize);
     this.serializer = new SafeSerializer(options.serializer ?? new JsonSerializer());
     this.ttlFunction = typeof options.ttl === 'function' ? options.ttl : undefined;
-    this.ttl = typeof options.ttl === 'number' ? options.ttl : 86_400_000;
+    this.ttl = typeof options.ttl === 'number' ? options.ttl : SESSION_DEFAULTS.ttl;
     if (typeof options.ttl === 'number' && options.ttl < SECONDS_LIKE_TTL) {
       new Logger('RedisSessionStore').warn(
         `RedisSessionStore ttl is ${options.ttl} ms: it is milliseconds here, seconds in connect-redis ` +
@@ -177,8 +177,8 @@ export class RedisSessionStore extends loadStoreBase() {
     this.disableTouch = options.disableTouch ?? false;
     this.disableTTL = options.disableTTL ?? false;
     this.scanCount = options.scanCount ?? 500;
-    this.maxAgeMs = options.maxAgeMs ?? 30 * 86_400_000;
-    this.tombstoneMs = options.tombstoneMs ?? 60_000;
+    this.maxAgeMs = options.maxAgeMs ?? SESSION_DEFAULTS.maxAgeMs;
+    this.tombstoneMs = options.tombstoneMs ?? SESSION_DEFAULTS.tombstoneMs;
     this.userIdField = options.userIdField ?? 'userId';
     // connect-redis' get is a plain GET: with touch or ttl disabled, ours is too
     this.touchOnGet = (options.touchOnGet ?? true) && !this.disableTouch && !this.disableTTL;
