@@ -7,7 +7,7 @@ import { scanKeys, unlinkMany } from '../common/bulk-keys.js';
 import { diagnose, observed } from '../common/diagnostics.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { checkKey, defaultScope, resolveCallPolicy, type ResolvedPolicy } from './policy-resolver.js';
-import { DecisionBatcher } from './decision-batcher.js';
+import { DecisionBatcher } from './rate-limit.decision-batcher.js';
 import { InsuranceLimiter } from './insurance-limiter.js';
 import {
   RATE_LIMIT_OPTIONS,
@@ -101,7 +101,7 @@ const FAILED = -1;
  */
 @Injectable()
 export class RateLimitService {
-  private readonly logger = new Logger('RateLimit');
+  private readonly logger = new Logger('RedisToolkit:RateLimit');
   private readonly options: ResolvedRateLimitOptions;
   private readonly failures: FailurePolicy;
   private readonly insurance: InsuranceLimiter | undefined;

@@ -11,7 +11,7 @@ import {
 } from '../../lib/index.js';
 import { type RateLimitAlgorithm } from '../../lib/advanced.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
-import { MAX_DECISIONS_PER_CALL } from '../../lib/rate-limit/decision-batcher.js';
+import { MAX_DECISIONS_PER_CALL } from '../../lib/rate-limit/rate-limit.decision-batcher.js';
 import { recordCommands } from '../support/command-recorder.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 import { sleep } from '../support/wait.js';
