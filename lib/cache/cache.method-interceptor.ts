@@ -18,7 +18,7 @@ export class CacheMethodInterceptor implements MethodInterceptor<CacheOperation[
   readonly metadataKey = CACHE_METADATA;
   readonly decoratorName = '@Cacheable';
   readonly order = 10;
-  private readonly logger = new Logger('RedisToolkit');
+  private readonly logger = new Logger('RedisToolkit:Cache');
   /** `Class.method` of every default key prefix handed out in this app, and the class it belongs to. */
   private readonly defaultKeyOwners = new Map<string, object>();
 

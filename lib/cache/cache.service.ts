@@ -55,7 +55,7 @@ type Loader<T> = () => T | Promise<T>;
  */
 @Injectable()
 export class CacheService implements OnModuleInit, OnModuleDestroy {
-  private readonly logger = new Logger('RedisToolkit');
+  private readonly logger = new Logger('RedisToolkit:Cache');
   private readonly redisWarning = new ThrottledWarning(this.logger);
   private readonly refreshWarning = new ThrottledWarning(this.logger);
   private readonly options: ResolvedCacheOptions;

@@ -59,7 +59,7 @@ const MAX_TIMER_MS = 2_147_483_647;
  */
 @Injectable()
 export class LockService implements OnModuleInit {
-  private readonly logger = new Logger('LockService');
+  private readonly logger = new Logger('RedisToolkit:Lock');
   private readonly backend: LockBackend;
   /** Locks fail closed: every transport failure and error reply is thrown to the caller, counted and logged. */
   private readonly failures: FailurePolicy;

@@ -69,7 +69,7 @@ export const STREAM_ID = /^\d{1,20}-\d{1,20}$/;
 export class PubSubService implements OnModuleDestroy {
   private subscriber: RedisClient | undefined;
   private readonly subscriptions = new Map<string, Subscription>();
-  private readonly logger = new Logger('RedisToolkit');
+  private readonly logger = new Logger('RedisToolkit:PubSub');
   private readonly handlerWarning = new ThrottledWarning(this.logger, 5_000);
   private readonly failures: FailurePolicy;
   private readonly channelPrefix: string;

@@ -169,7 +169,7 @@ export class RedisSessionStore extends loadStoreBase() {
     this.ttlFunction = typeof options.ttl === 'function' ? options.ttl : undefined;
     this.ttl = typeof options.ttl === 'number' ? options.ttl : SESSION_DEFAULTS.ttl;
     if (typeof options.ttl === 'number' && options.ttl < SECONDS_LIKE_TTL) {
-      new Logger('RedisSessionStore').warn(
+      new Logger('RedisToolkit:Session').warn(
         `RedisSessionStore ttl is ${options.ttl} ms: it is milliseconds here, seconds in connect-redis ` +
           `(for ${options.ttl} seconds write ttl: ${options.ttl * 1_000})`,
       );
