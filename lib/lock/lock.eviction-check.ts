@@ -40,7 +40,8 @@ export async function checkEvictionPolicy(
       maxmemory = Number(values.get('maxmemory') ?? 0);
     } catch (err) {
       warn(
-        `locks: could not read the eviction policy of ${name} (CONFIG GET: ${err instanceof Error ? err.message : String(err)}). ` +
+        `locks: could not read the eviction policy of ${name} (CONFIG GET: ` +
+          `${err instanceof Error ? err.message : String(err)}). ` +
           'If its maxmemory-policy is allkeys-* or volatile-*, held locks can be evicted and granted twice: ' +
           'use noeviction for the lock data, or grant +config|get so this check can run.',
       );

@@ -82,9 +82,15 @@ export interface RateLimitInsuranceOptions {
 export interface RateLimitOptions {
   /** RateLimitGuard lets a request through uncounted when this returns true (express-rate-limit `skip`). */
   skipIf?: (context: ExecutionContext) => boolean | Promise<boolean>;
-  /** RateLimitGuard lets requests whose User-Agent matches one of these through uncounted (throttler `ignoreUserAgents`). */
+  /**
+   * RateLimitGuard lets requests whose User-Agent matches one of these through uncounted (throttler
+   * `ignoreUserAgents`).
+   */
   ignoreUserAgents?: RegExp[];
-  /** The message of a refusal (429 body, WsException): a string or a function of the context. Default 'Too Many Requests'. */
+  /**
+   * The message of a refusal (429 body, WsException): a string or a function of the context. Default 'Too Many
+   * Requests'.
+   */
   errorMessage?: string | ((context: ExecutionContext, retryAfterMs: number) => string);
   /**
    * Used by RateLimitGuard where neither the handler nor its class has @Throttle. Default 100 per 60 s, sliding window.
