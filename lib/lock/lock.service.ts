@@ -211,7 +211,13 @@ export class LockService implements OnModuleInit {
         : [{ client: this.connection.client, description: 'the Redis server' }];
     // lazyConnect: nothing is connected at start, so there is nothing to ask (documented in docs/lock.md)
     if (!this.connection.lazyConnect) {
-      await checkEvictionPolicy(targets, this.lockOptions.onUnsafeEviction, (m) => this.logger.warn(m));
+      try {
+        await checkEvictionPolicy(targets, this.lockOptions.onUnsafeEviction, (m) => this.logger.warn(m));
+      } catch (err) {
+        // The app is not going to start: close our connections, so nothing keeps retrying (or the process alive).
+        await this.connection.onApplicationShutdown();
+        throw err;
+      }
     }
   }
 

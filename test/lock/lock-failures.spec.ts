@@ -340,9 +340,15 @@ describe('lock servers that may evict keys (issue 17 item 7)', () => {
     } finally {
       spy.mockRestore();
     }
+    // the refused app closes its connections (left open, they kept the test process alive after the run): the
+    // server's client count comes back to what it was before that boot
+    const clients = async (): Promise<number> =>
+      Number(/connected_clients:(\d+)/.exec(String(await rawCommand(server.port, ['INFO', 'clients'])))?.[1]);
+    const before = await clients();
     await expect(
       createToolkitApp({ target: { url: server.url }, lock: { onUnsafeEviction: 'refuse' } }),
     ).rejects.toBeInstanceOf(UnsafeEvictionPolicyError);
+    expect(await waitFor(async () => (await clients()) === before, within(2_000))).toBe(true);
     // noeviction (the shared server's default): no warning, and 'refuse' starts
     const quiet: string[] = [];
     const spy2 = jest.spyOn(Logger.prototype, 'warn').mockImplementation((m: unknown) => void quiet.push(String(m)));
