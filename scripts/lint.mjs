@@ -30,20 +30,21 @@ const rules = [
     re: /flushall|flushdb/i,
   },
   { name: 'no console.log in the library (use Nest Logger)', dirs: ['lib'], ext: '.ts', re: /console\.log\(/ },
+  // Biome wraps code at 120 but not comments or strings; keep those in the width too.
+  { name: 'no line over 120 characters in the library', dirs: ['lib'], ext: '.ts', re: /^.{121,}$/, raw: true },
 ];
 
 let failed = 0;
 for (const rule of rules) {
   for (const dir of rule.dirs) {
     for (const file of files(dir, rule.ext).filter((f) => !rule.skip || !f.startsWith(rule.skip))) {
-      stripComments(readFileSync(file, 'utf8'))
-        .split('\n')
-        .forEach((line, i) => {
-          if (rule.re.test(line)) {
-            failed++;
-            console.error(`${file}:${i + 1}: ${rule.name}: ${line.trim()}`);
-          }
-        });
+      const source = readFileSync(file, 'utf8');
+      (rule.raw ? source : stripComments(source)).split('\n').forEach((line, i) => {
+        if (rule.re.test(line)) {
+          failed++;
+          console.error(`${file}:${i + 1}: ${rule.name}: ${line.trim()}`);
+        }
+      });
     }
   }
 }
