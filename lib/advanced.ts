@@ -115,3 +115,7 @@ export {
   type RedisToolkitChannelName,
   type DiagnosticsPayload,
 } from './common/diagnostics.js';
+
+// A start-up refusal only (lock.onUnsafeEviction: 'refuse'): it stops the bootstrap, no request ever sees it; the
+// root is kept to what applications catch at run time (test/foundation/public-api.spec.ts holds it at 50 names).
+export { UnsafeEvictionPolicyError } from './common/errors.js';

@@ -22,7 +22,6 @@ export {
   SessionNotFoundError,
   SessionTooLargeError,
   CacheLoadTimeoutError,
-  UnsafeEvictionPolicyError,
 } from './common/errors.js';
 export type { Serializer } from './common/serializer.js';
 export { CacheService } from './cache/cache.service.js';

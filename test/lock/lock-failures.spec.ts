@@ -7,9 +7,8 @@ import {
   LockService,
   RedisToolkitModule,
   RedisUnavailableError,
-  UnsafeEvictionPolicyError,
 } from '../../lib/index.js';
-import { RedisConnection } from '../../lib/advanced.js';
+import { RedisConnection, UnsafeEvictionPolicyError } from '../../lib/advanced.js';
 import { jest } from '@jest/globals';
 import { Logger } from '@nestjs/common';
 import { KeyBuilder } from '../../lib/common/keys.js';
