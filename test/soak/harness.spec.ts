@@ -14,9 +14,9 @@ describe('soak sampler', () => {
       transient = setTimeout(() => undefined, 100);
     }, 300);
     try {
-      const baseline = await sample(0, []);
+      const baseline = await sample(0, [], false);
       for (let i = 0; i < 12; i++) {
-        const s = await sample(i, []);
+        const s = await sample(i, [], false);
         expect(s.timers).toBeLessThanOrEqual(baseline.timers);
         await new Promise((r) => setTimeout(r, 37)); // move the phase against the interval
       }
@@ -31,6 +31,7 @@ describe('soak sampler', () => {
     try {
       const r = await runSoak({
         name: 'leaky',
+        measureHeap: false,
         ops: 2_000,
         concurrency: 10,
         samples: 8,
@@ -51,6 +52,7 @@ describe('soak sampler', () => {
     const seen: number[] = [];
     await runSoak({
       name: 'quiesce',
+      measureHeap: false,
       ops: 800,
       concurrency: 4,
       samples: 8,

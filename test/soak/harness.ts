@@ -71,6 +71,8 @@ export interface SoakOptions {
   emitters?: () => EventEmitter[];
   /** Resolves once the work started by the operations so far has finished (called before each sample). */
   quiesce?: (opsDone: number) => Promise<void>;
+  /** false: no GC and no meaningful heap figure (see `sample`). */
+  measureHeap?: boolean;
 }
 
 /** Readings per sample and the gap between them (see the header: 2 × 60 ms spans more than a 100 ms transient). */
@@ -83,7 +85,11 @@ function countListeners(emitters: EventEmitter[]): number {
 
 const median = (v: number[]): number => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)] ?? NaN;
 
-export async function sample(ops: number, emitters: EventEmitter[]): Promise<SoakSample> {
+/**
+ * `measureHeap: false` skips the two full GCs before reading the heap: in the default suite the jest process holds
+ * every earlier test file's modules, and those GCs took seconds per sample (the sampler's own tests read no heap).
+ */
+export async function sample(ops: number, emitters: EventEmitter[], measureHeap = true): Promise<SoakSample> {
   let timers = Infinity;
   let handles = Infinity;
   for (let i = 0; i < READINGS; i++) {
@@ -94,13 +100,24 @@ export async function sample(ops: number, emitters: EventEmitter[]): Promise<Soa
     timers = Math.min(timers, resources.filter((r) => r === 'Timeout').length);
     handles = Math.min(handles, resources.length);
   }
-  gc();
-  gc();
+  if (measureHeap) {
+    gc();
+    gc();
+  }
   return { ops, heapUsed: process.memoryUsage().heapUsed, listeners: countListeners(emitters), timers, handles };
 }
 
 export async function runSoak(options: SoakOptions): Promise<SoakResult> {
-  const { name, ops, concurrency = 50, samples: sampleCount = 20, op, emitters = () => [], quiesce } = options;
+  const {
+    name,
+    ops,
+    concurrency = 50,
+    samples: sampleCount = 20,
+    op,
+    emitters = () => [],
+    quiesce,
+    measureHeap = true,
+  } = options;
   const count = Math.max(8, sampleCount);
   const chunk = Math.max(concurrency, Math.ceil(ops / count));
   const samples: SoakSample[] = [];
@@ -124,7 +141,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
     );
     done = end;
     await quiesce?.(done);
-    samples.push(await sample(done, emitters()));
+    samples.push(await sample(done, emitters(), measureHeap));
   }
   const seconds = (performance.now() - started) / 1000;
   const quarter = Math.max(2, Math.floor(samples.length / 4));
