@@ -1,13 +1,15 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
-import { InvalidOptionsError, RateLimitExceededError, RedisUnavailableError } from '../common/errors.js';
+import { InvalidOptionsError, RateLimitExceededError } from '../common/errors.js';
 import { FailurePolicy, itemReplyError } from '../common/failure-policy.js';
-import { FEATURES, KeyBuilder } from '../common/keys.js';
+import { KeyBuilder } from '../common/keys.js';
 import { LuaScript, type ScriptArg } from '../common/lua-script.js';
-import { scanKeys, unlinkMany } from '../common/bulk-keys.js';
 import { diagnose, observed } from '../common/diagnostics.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { checkKey, defaultScope, resolveCallPolicy, type ResolvedPolicy } from './policy-resolver.js';
+import { RateLimitAdmin, type CounterRef } from './rate-limit.admin.js';
 import { DecisionBatcher } from './rate-limit.decision-batcher.js';
+import { DecisionFallback } from './rate-limit.fallback.js';
+import { ALGORITHM_CODES, BLOCK_SUFFIX, RateLimitKeys } from './rate-limit.keys.js';
 import { InsuranceLimiter } from './insurance-limiter.js';
 import {
   RATE_LIMIT_OPTIONS,
@@ -15,81 +17,28 @@ import {
   type RateLimitPolicy,
   type ResolvedRateLimitOptions,
 } from './rate-limit.options.js';
+import {
+  MAX_POLICIES_PER_CALL,
+  type ConsumeOptions,
+  type DecisionCounters,
+  type GroupOutcome,
+  type PreparedCheck,
+  type RateLimitCheck,
+  type RateLimitDecision,
+  type RateLimitResult,
+  type RateLimitStats,
+} from './rate-limit.types.js';
 
-/** The outcome of one policy. */
-export interface RateLimitResult {
-  allowed: boolean;
-  limit: number;
-  /** Units left (after this call's charge when it was allowed). */
-  remaining: number;
-  /** ms until the full limit is available again. */
-  resetMs: number;
-  /** 0 when allowed; otherwise ms until the same call would be allowed. */
-  retryAfterMs: number;
-  /**
-   * Set when Redis could not decide: `fail-open` (allowed without counting in Redis) or `insurance` (decided by
-   * the in-process limiter).
-   */
-  degraded?: 'fail-open' | 'insurance';
-}
+export {
+  MAX_POLICIES_PER_CALL,
+  type ConsumeOptions,
+  type RateLimitCheck,
+  type RateLimitDecision,
+  type RateLimitResult,
+  type RateLimitStats,
+} from './rate-limit.types.js';
 
-/** One counter of a multi-policy decision. */
-export interface RateLimitCheck {
-  /** Who is limited (an IP, a user id...). Hashed: any string is safe. Checks of one call should share it. */
-  key: string;
-  policy: RateLimitPolicy;
-  /**
-   * Which counter of that key (e.g. route + policy name). Default: derived from the policy, so two different
-   * policies on one key never share a counter.
-   */
-  scope?: string;
-  /** Shown in headers. Default `default`. */
-  name?: string;
-}
-
-export interface RateLimitDecision {
-  /** True only when every policy allowed the call (and then every one was charged). */
-  allowed: boolean;
-  /** The longest wait among the policies that refused; 0 when allowed. */
-  retryAfterMs: number;
-  results: (RateLimitResult & { name: string; policy: ResolvedPolicy })[];
-  degraded?: 'fail-open' | 'insurance';
-}
-
-export interface ConsumeOptions {
-  /** Override `rateLimit.failOpen` for this call. */
-  failOpen?: boolean;
-}
-
-export interface RateLimitStats {
-  /** Decisions made by Redis. */
-  allowed: number;
-  denied: number;
-  /** Calls allowed because Redis was unreachable or slow (failOpen). */
-  failedOpen: number;
-  /** Calls refused because Redis was unreachable or slow (failOpen: false). */
-  failedClosed: number;
-  /** Calls decided by the in-process insurance limiter. */
-  insurance: number;
-  /**
-   * Calls Redis answered with an error (WRONGTYPE under a counter key, NOPERM, OOM...): each failed with a
-   * RedisReplyError; never allowed, never decided by the failure policy.
-   */
-  replyErrors: number;
-}
-
-/** At most this many policies in one decision (one script call). */
-export const MAX_POLICIES_PER_CALL = 32;
-
-const ALGORITHM_CODES: Record<RateLimitAlgorithm, string> = {
-  'sliding-window': 's',
-  'fixed-window': 'f',
-  'token-bucket': 't',
-};
 const LUA_FILE = new URL('./consume.lua', import.meta.url);
-const ADJUST_LUA_FILE = new URL('./reward.lua', import.meta.url);
-/** A counter's block key (blockDuration, block()): the counter key + this, so it shares the counter's hash slot. */
-const BLOCK_SUFFIX = ':b';
 /** consume.lua's allAllowed for a decision it could not make (an error reply under one of its keys). */
 const FAILED = -1;
 
@@ -104,20 +53,17 @@ export class RateLimitService {
   private readonly logger = new Logger('RedisToolkit:RateLimit');
   private readonly options: ResolvedRateLimitOptions;
   private readonly failures: FailurePolicy;
-  private readonly insurance: InsuranceLimiter | undefined;
   private readonly decisions: DecisionBatcher;
-  private readonly adjuster: LuaScript<number>;
-  private readonly counters: Omit<RateLimitStats, 'replyErrors'> = {
+  private readonly keys: RateLimitKeys;
+  private readonly admin: RateLimitAdmin;
+  private readonly fallback: DecisionFallback;
+  private readonly counters: DecisionCounters = {
     allowed: 0,
     denied: 0,
     failedOpen: 0,
     failedClosed: 0,
     insurance: 0,
   };
-  /** `<prefix>rl:{` — every counter key starts with it. */
-  private readonly tagPrefix: string;
-  /** Recent identifier → hash: hot keys (an IP, a route) are hashed once, not on every request. */
-  private readonly hashes = new Map<string, string>();
 
   constructor(
     private readonly connection: RedisConnection,
@@ -131,10 +77,18 @@ export class RateLimitService {
       warnIntervalMs: this.options.warnIntervalMs,
     });
     const ins = this.options.insurance;
-    this.insurance = ins ? new InsuranceLimiter(ins.divideLimitBy, ins.maxKeys) : undefined;
+    const insurance = ins ? new InsuranceLimiter(ins.divideLimitBy, ins.maxKeys) : undefined;
     this.decisions = new DecisionBatcher(connection, LuaScript.fromFile<number[]>('rtk_rl_consume', LUA_FILE, 1));
-    this.tagPrefix = keys.tagHead(FEATURES.rateLimit);
-    this.adjuster = LuaScript.fromFile<number>('rtk_rl_reward', ADJUST_LUA_FILE, 1);
+    this.keys = new RateLimitKeys(keys);
+    this.admin = new RateLimitAdmin(
+      connection,
+      this.failures,
+      this.keys,
+      insurance,
+      options.defaults.algorithm,
+      (p, path) => this.resolvePolicy(p, path),
+    );
+    this.fallback = new DecisionFallback(this.failures, insurance, this.counters, options.failOpen);
   }
 
   /** Charges `policy.cost` (default 1) to `key` if the policy allows it. */
@@ -194,7 +148,7 @@ export class RateLimitService {
         outcome: r.allowed ? 'allowed' : 'refused',
         ...(r.degraded && { degraded: r.degraded }),
         policies: checks ? checks.map((c) => c.name ?? 'default') : ['default'],
-        tracker: this.hash(key).slice(0, 8),
+        tracker: this.keys.hash(key).slice(0, 8),
         durationMs,
       }));
       return r;
@@ -205,31 +159,8 @@ export class RateLimitService {
    * Clears the counters of `key`: the one of `policy` when given, else every counter of that key (a SCAN, on every
    * master of a cluster). Returns how many counters existed.
    */
-  async reset(
-    key: string,
-    policy?: RateLimitPolicy | { scope: string; algorithm?: RateLimitAlgorithm },
-  ): Promise<number> {
-    checkKey(key);
-    try {
-      this.failures.assertReady('reset');
-      if (policy) {
-        const algorithm = policy.algorithm ?? this.options.defaults.algorithm;
-        const scope = 'scope' in policy ? policy.scope : defaultScope(this.resolvePolicy(policy, 'policy'));
-        const counter = this.redisKey(key, scope, algorithm);
-        return await this.connection.client.unlink(counter, `${counter}${BLOCK_SUFFIX}`);
-      }
-      const pattern = `${KeyBuilder.globEscape(this.tagOf(key))}*`;
-      let removed = 0;
-      for await (const page of scanKeys(this.connection.client, pattern))
-        removed += await unlinkMany(this.connection.client, page);
-      return removed;
-    } catch (err) {
-      const typed = this.failures.classify(err, 'reset');
-      this.failures.unavailable(typed, false);
-      throw typed;
-    } finally {
-      this.insurance?.clear();
-    }
+  reset(key: string, policy?: CounterRef): Promise<number> {
+    return this.admin.reset(key, policy);
   }
 
   /**
@@ -237,26 +168,8 @@ export class RateLimitService {
    * then, with `retryAfterMs` the time left. The counter is the one of `policy` (or of a guard's `scope`), as for
    * `reset`; `reset` lifts the block.
    */
-  async block(
-    key: string,
-    ms: number,
-    policy: RateLimitPolicy | { scope: string; algorithm?: RateLimitAlgorithm },
-  ): Promise<void> {
-    checkKey(key);
-    if (!Number.isSafeInteger(ms) || ms < 1)
-      throw new InvalidOptionsError(`rate limit: block ms must be a whole number of milliseconds >= 1, got ${ms}`);
-    if (policy === null || typeof policy !== 'object')
-      throw new InvalidOptionsError('rate limit: block needs the policy (or { scope }) of the counter to block');
-    const algorithm = policy.algorithm ?? this.options.defaults.algorithm;
-    const scope = 'scope' in policy ? policy.scope : defaultScope(this.resolvePolicy(policy, 'policy'));
-    try {
-      this.failures.assertReady('block');
-      await this.connection.client.set(`${this.redisKey(key, scope, algorithm)}${BLOCK_SUFFIX}`, '1', 'PX', ms);
-    } catch (err) {
-      const typed = this.failures.classify(err, 'block');
-      this.failures.unavailable(typed, false);
-      throw typed;
-    }
+  block(key: string, ms: number, policy: CounterRef): Promise<void> {
+    return this.admin.block(key, ms, policy);
   }
 
   /**
@@ -265,7 +178,7 @@ export class RateLimitService {
    * Resolves with the units left afterwards.
    */
   reward(key: string, points: number, policy: RateLimitPolicy, scope?: string): Promise<number> {
-    return this.adjust(key, points, policy, scope, 'reward');
+    return this.admin.adjust(key, points, policy, scope, 'reward');
   }
 
   /**
@@ -273,33 +186,7 @@ export class RateLimitService {
    * `penalty`).
    */
   penalty(key: string, points: number, policy: RateLimitPolicy, scope?: string): Promise<number> {
-    return this.adjust(key, -points, policy, scope, 'penalty');
-  }
-
-  private async adjust(
-    key: string,
-    points: number,
-    policy: RateLimitPolicy,
-    scope: string | undefined,
-    what: string,
-  ): Promise<number> {
-    checkKey(key);
-    if (!Number.isSafeInteger(points) || points === 0)
-      throw new InvalidOptionsError(`rate limit: ${what} points must be a whole number >= 1, got ${Math.abs(points)}`);
-    const p = this.resolvePolicy(policy, 'policy');
-    const counter = this.redisKey(key, scope ?? defaultScope(p), p.algorithm);
-    try {
-      this.failures.assertReady(what);
-      return await this.adjuster.run(
-        this.connection.client,
-        [counter],
-        [ALGORITHM_CODES[p.algorithm], p.limit, p.ttl, points],
-      );
-    } catch (err) {
-      const typed = this.failures.classify(err, what);
-      this.failures.unavailable(typed, false);
-      throw typed;
-    }
+    return this.admin.adjust(key, -points, policy, scope, 'penalty');
   }
 
   /** Counts since start (this process). */
@@ -309,24 +196,7 @@ export class RateLimitService {
 
   /** The Redis key of a counter: `<prefix>rl:{hash(key)}:hash(scope):<algorithm>` — fixed length whatever the input. */
   redisKey(key: string, scope: string, algorithm: RateLimitAlgorithm): string {
-    return `${this.tagOf(key)}:${this.hash(scope)}:${ALGORITHM_CODES[algorithm]}`;
-  }
-
-  /** `<prefix>rl:{hash(key)}` (a hash is base64url: nothing in it needs escaping). */
-  private tagOf(key: string): string {
-    return `${this.tagPrefix}${this.hash(key)}}`;
-  }
-
-  private hash(value: string): string {
-    let hashed = this.hashes.get(value);
-    if (hashed === undefined) {
-      hashed = KeyBuilder.hash(value);
-      if (value.length <= 512) {
-        if (this.hashes.size >= 10_000) this.hashes.clear();
-        this.hashes.set(value, hashed);
-      }
-    }
-    return hashed;
+    return this.keys.counter(key, scope, algorithm);
   }
 
   /** consume/peek of one policy: the same script call as consumeAll, with fewer allocations around it (hot path). */
@@ -348,7 +218,12 @@ export class RateLimitService {
       );
     } catch (err) {
       // never retried: the call may have run
-      const outcome = this.fallback([{ key, policy: p, name: 'default', redisKey }], mode, options, err);
+      const outcome = this.fallback.decide(
+        [{ key, policy: p, name: 'default', redisKey }],
+        mode,
+        options.failOpen,
+        err,
+      );
       return toResult(outcome.results[0], outcome.degraded);
     }
     if (raw[0] === FAILED) throw this.itemFailed(raw);
@@ -433,10 +308,10 @@ export class RateLimitService {
   }
 
   private async runGroup(
-    group: { key: string; policy: ResolvedPolicy; name: string; redisKey: string }[],
+    group: readonly PreparedCheck[],
     mode: 'c' | 'p',
     options: ConsumeOptions,
-  ): Promise<{ allowed: boolean; results: RateLimitDecision['results']; degraded?: 'fail-open' | 'insurance' }> {
+  ): Promise<GroupOutcome> {
     const args: ScriptArg[] = [mode, group.length];
     const keys: string[] = [];
     for (const { policy, redisKey } of group) {
@@ -455,7 +330,7 @@ export class RateLimitService {
       this.failures.assertReady('decision');
       raw = await this.decisions.run(keys, args);
     } catch (err) {
-      return this.fallback(group, mode, options, err);
+      return this.fallback.decide(group, mode, options.failOpen, err);
     }
     if (raw[0] === FAILED) throw this.itemFailed(raw);
     const results = group.map(({ policy, name }, i) => ({
@@ -468,49 +343,6 @@ export class RateLimitService {
       retryAfterMs: raw[4 + i * 4],
     }));
     return { allowed: raw[0] === 1, results };
-  }
-
-  private fallback(
-    group: { key: string; policy: ResolvedPolicy; name: string; redisKey: string }[],
-    mode: 'c' | 'p',
-    options: ConsumeOptions,
-    err: unknown,
-  ): { allowed: boolean; results: RateLimitDecision['results']; degraded: 'fail-open' | 'insurance' } {
-    // An error reply (NOPERM, WRONGTYPE, OOM) is thrown from here: only a transport failure falls back.
-    const typed = this.failures.classify(err, 'decision');
-    if (!(typed instanceof RedisUnavailableError)) throw typed;
-    if (this.insurance) {
-      if (mode === 'c') this.counters.insurance++;
-      this.failures.unavailable(typed, true, 'the in-process insurance limiter decides');
-      const checks = group.map((g) => ({
-        redisKey: g.redisKey,
-        limit: g.policy.limit,
-        ttl: g.policy.ttl,
-        cost: mode === 'c' ? g.policy.cost : 0,
-      }));
-      const decided = this.insurance.consume(checks);
-      return {
-        allowed: decided.allowed,
-        degraded: 'insurance',
-        results: group.map(({ policy, name }, i) => ({ name, policy, limit: policy.limit, ...decided.results[i] })),
-      };
-    }
-    const failOpen = options.failOpen ?? this.options.failOpen;
-    if (mode === 'c') this.counters[failOpen ? 'failedOpen' : 'failedClosed']++;
-    this.failures.unavailable(typed, failOpen, failOpen ? 'allowing requests (failOpen)' : 'refusing requests');
-    return {
-      allowed: true,
-      degraded: 'fail-open',
-      results: group.map(({ policy, name }) => ({
-        name,
-        policy,
-        allowed: true,
-        limit: policy.limit,
-        remaining: policy.limit,
-        resetMs: 0,
-        retryAfterMs: 0,
-      })),
-    };
   }
 
   /** A decision consume.lua could not make (its part of the reply: FAILED, the error text): that call fails alone. */

@@ -1,0 +1,104 @@
+import { InvalidOptionsError } from '../common/errors.js';
+import type { FailurePolicy } from '../common/failure-policy.js';
+import { KeyBuilder } from '../common/keys.js';
+import { LuaScript } from '../common/lua-script.js';
+import { scanKeys, unlinkMany } from '../common/bulk-keys.js';
+import type { RedisConnection } from '../connection/redis-connection.js';
+import type { InsuranceLimiter } from './insurance-limiter.js';
+import { checkKey, defaultScope, type ResolvedPolicy } from './policy-resolver.js';
+import { ALGORITHM_CODES, BLOCK_SUFFIX, type RateLimitKeys } from './rate-limit.keys.js';
+import type { RateLimitAlgorithm, RateLimitPolicy } from './rate-limit.options.js';
+
+const ADJUST_LUA_FILE = new URL('./reward.lua', import.meta.url);
+
+/** A counter named by its policy, or by a guard's scope. */
+export type CounterRef = RateLimitPolicy | { scope: string; algorithm?: RateLimitAlgorithm };
+
+/**
+ * The operations on counters outside a decision: reset, block, reward and penalty. Each is one Redis call (reset
+ * of every counter of a key: a SCAN) and none falls back: a transport failure is thrown (and logged), never guessed.
+ */
+export class RateLimitAdmin {
+  private readonly adjuster = LuaScript.fromFile<number>('rtk_rl_reward', ADJUST_LUA_FILE, 1);
+
+  constructor(
+    private readonly connection: RedisConnection,
+    private readonly failures: FailurePolicy,
+    private readonly keys: RateLimitKeys,
+    private readonly insurance: InsuranceLimiter | undefined,
+    private readonly defaultAlgorithm: RateLimitAlgorithm,
+    private readonly resolvePolicy: (p: RateLimitPolicy, path: string) => ResolvedPolicy,
+  ) {}
+
+  async reset(key: string, policy?: CounterRef): Promise<number> {
+    checkKey(key);
+    try {
+      this.failures.assertReady('reset');
+      if (policy) {
+        const counter = this.counterOf(key, policy);
+        return await this.connection.client.unlink(counter, `${counter}${BLOCK_SUFFIX}`);
+      }
+      const pattern = `${KeyBuilder.globEscape(this.keys.tagOf(key))}*`;
+      let removed = 0;
+      for await (const page of scanKeys(this.connection.client, pattern))
+        removed += await unlinkMany(this.connection.client, page);
+      return removed;
+    } catch (err) {
+      throw this.failed(err, 'reset');
+    } finally {
+      this.insurance?.clear();
+    }
+  }
+
+  async block(key: string, ms: number, policy: CounterRef): Promise<void> {
+    checkKey(key);
+    if (!Number.isSafeInteger(ms) || ms < 1)
+      throw new InvalidOptionsError(`rate limit: block ms must be a whole number of milliseconds >= 1, got ${ms}`);
+    if (policy === null || typeof policy !== 'object')
+      throw new InvalidOptionsError('rate limit: block needs the policy (or { scope }) of the counter to block');
+    const counter = this.counterOf(key, policy);
+    try {
+      this.failures.assertReady('block');
+      await this.connection.client.set(`${counter}${BLOCK_SUFFIX}`, '1', 'PX', ms);
+    } catch (err) {
+      throw this.failed(err, 'block');
+    }
+  }
+
+  /** Gives back (points > 0) or charges (points < 0) units of a counter; resolves with the units left. */
+  async adjust(
+    key: string,
+    points: number,
+    policy: RateLimitPolicy,
+    scope: string | undefined,
+    what: string,
+  ): Promise<number> {
+    checkKey(key);
+    if (!Number.isSafeInteger(points) || points === 0)
+      throw new InvalidOptionsError(`rate limit: ${what} points must be a whole number >= 1, got ${Math.abs(points)}`);
+    const p = this.resolvePolicy(policy, 'policy');
+    const counter = this.keys.counter(key, scope ?? defaultScope(p), p.algorithm);
+    try {
+      this.failures.assertReady(what);
+      return await this.adjuster.run(
+        this.connection.client,
+        [counter],
+        [ALGORITHM_CODES[p.algorithm], p.limit, p.ttl, points],
+      );
+    } catch (err) {
+      throw this.failed(err, what);
+    }
+  }
+
+  private counterOf(key: string, policy: CounterRef): string {
+    const algorithm = policy.algorithm ?? this.defaultAlgorithm;
+    const scope = 'scope' in policy ? policy.scope : defaultScope(this.resolvePolicy(policy, 'policy'));
+    return this.keys.counter(key, scope, algorithm);
+  }
+
+  private failed(err: unknown, what: string): Error {
+    const typed = this.failures.classify(err, what);
+    this.failures.unavailable(typed, false);
+    return typed;
+  }
+}

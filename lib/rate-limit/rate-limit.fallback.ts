@@ -1,0 +1,59 @@
+import { RedisUnavailableError } from '../common/errors.js';
+import type { FailurePolicy } from '../common/failure-policy.js';
+import type { InsuranceLimiter } from './insurance-limiter.js';
+import type { DecisionCounters, GroupOutcome, PreparedCheck } from './rate-limit.types.js';
+
+/**
+ * What a decision becomes when Redis could not make it. An error reply (NOPERM, WRONGTYPE, OOM) is thrown: only a
+ * transport failure falls back, to the in-process insurance limiter when configured, else to the failOpen policy.
+ */
+export class DecisionFallback {
+  constructor(
+    private readonly failures: FailurePolicy,
+    private readonly insurance: InsuranceLimiter | undefined,
+    private readonly counters: DecisionCounters,
+    private readonly failOpenByDefault: boolean,
+  ) {}
+
+  decide(
+    group: readonly PreparedCheck[],
+    mode: 'c' | 'p',
+    failOpenOverride: boolean | undefined,
+    err: unknown,
+  ): GroupOutcome & { degraded: 'fail-open' | 'insurance' } {
+    const typed = this.failures.classify(err, 'decision');
+    if (!(typed instanceof RedisUnavailableError)) throw typed;
+    if (this.insurance) {
+      if (mode === 'c') this.counters.insurance++;
+      this.failures.unavailable(typed, true, 'the in-process insurance limiter decides');
+      const checks = group.map((g) => ({
+        redisKey: g.redisKey,
+        limit: g.policy.limit,
+        ttl: g.policy.ttl,
+        cost: mode === 'c' ? g.policy.cost : 0,
+      }));
+      const decided = this.insurance.consume(checks);
+      return {
+        allowed: decided.allowed,
+        degraded: 'insurance',
+        results: group.map(({ policy, name }, i) => ({ name, policy, limit: policy.limit, ...decided.results[i] })),
+      };
+    }
+    const failOpen = failOpenOverride ?? this.failOpenByDefault;
+    if (mode === 'c') this.counters[failOpen ? 'failedOpen' : 'failedClosed']++;
+    this.failures.unavailable(typed, failOpen, failOpen ? 'allowing requests (failOpen)' : 'refusing requests');
+    return {
+      allowed: true,
+      degraded: 'fail-open',
+      results: group.map(({ policy, name }) => ({
+        name,
+        policy,
+        allowed: true,
+        limit: policy.limit,
+        remaining: policy.limit,
+        resetMs: 0,
+        retryAfterMs: 0,
+      })),
+    };
+  }
+}

@@ -1,0 +1,85 @@
+import type { ResolvedPolicy } from './policy-resolver.js';
+import type { RateLimitPolicy } from './rate-limit.options.js';
+
+/** The outcome of one policy. */
+export interface RateLimitResult {
+  allowed: boolean;
+  limit: number;
+  /** Units left (after this call's charge when it was allowed). */
+  remaining: number;
+  /** ms until the full limit is available again. */
+  resetMs: number;
+  /** 0 when allowed; otherwise ms until the same call would be allowed. */
+  retryAfterMs: number;
+  /**
+   * Set when Redis could not decide: `fail-open` (allowed without counting in Redis) or `insurance` (decided by
+   * the in-process limiter).
+   */
+  degraded?: 'fail-open' | 'insurance';
+}
+
+/** One counter of a multi-policy decision. */
+export interface RateLimitCheck {
+  /** Who is limited (an IP, a user id...). Hashed: any string is safe. Checks of one call should share it. */
+  key: string;
+  policy: RateLimitPolicy;
+  /**
+   * Which counter of that key (e.g. route + policy name). Default: derived from the policy, so two different
+   * policies on one key never share a counter.
+   */
+  scope?: string;
+  /** Shown in headers. Default `default`. */
+  name?: string;
+}
+
+export interface RateLimitDecision {
+  /** True only when every policy allowed the call (and then every one was charged). */
+  allowed: boolean;
+  /** The longest wait among the policies that refused; 0 when allowed. */
+  retryAfterMs: number;
+  results: (RateLimitResult & { name: string; policy: ResolvedPolicy })[];
+  degraded?: 'fail-open' | 'insurance';
+}
+
+export interface ConsumeOptions {
+  /** Override `rateLimit.failOpen` for this call. */
+  failOpen?: boolean;
+}
+
+export interface RateLimitStats {
+  /** Decisions made by Redis. */
+  allowed: number;
+  denied: number;
+  /** Calls allowed because Redis was unreachable or slow (failOpen). */
+  failedOpen: number;
+  /** Calls refused because Redis was unreachable or slow (failOpen: false). */
+  failedClosed: number;
+  /** Calls decided by the in-process insurance limiter. */
+  insurance: number;
+  /**
+   * Calls Redis answered with an error (WRONGTYPE under a counter key, NOPERM, OOM...): each failed with a
+   * RedisReplyError; never allowed, never decided by the failure policy.
+   */
+  replyErrors: number;
+}
+
+/** At most this many policies in one decision (one script call). */
+export const MAX_POLICIES_PER_CALL = 32;
+
+/** A check with its policy resolved and its counter key worked out. */
+export interface PreparedCheck {
+  key: string;
+  policy: ResolvedPolicy;
+  name: string;
+  redisKey: string;
+}
+
+/** What one script call (or its fallback) decided for a group of checks. */
+export interface GroupOutcome {
+  allowed: boolean;
+  results: RateLimitDecision['results'];
+  degraded?: 'fail-open' | 'insurance';
+}
+
+/** The service's own counts (replyErrors comes from the failure policy). */
+export type DecisionCounters = Omit<RateLimitStats, 'replyErrors'>;
