@@ -1,7 +1,7 @@
 import { Inject, Injectable, Logger, Optional, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import { unlinkMany } from '../common/bulk-keys.js';
 import { MAX_DURATION_MS } from '../common/option-checks.js';
-import { InvalidOptionsError, RedisUnavailableError } from '../common/errors.js';
+import { InvalidOptionsError } from '../common/errors.js';
 import { FailurePolicy } from '../common/failure-policy.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { SERIALIZER, type Serializer } from '../common/serializer.js';
@@ -11,15 +11,15 @@ import { PubSubService } from '../pubsub/pubsub.service.js';
 import { defaultCall, resolveCall, resolveTags, type ResolvedCall } from './cache.call-options.js';
 import { encodeEntry, type CacheEntry } from './cache.entry.js';
 import { CacheEntryStore } from './cache.entry-store.js';
-import { unlinkMatching } from './cache.bulk.js';
 import { CacheL1 } from './cache.l1.js';
-import { boundedLoad, within } from './cache.loader.js';
 import { CacheLoadLock } from './cache.load-lock.js';
 import { CACHE_OPTIONS, type ResolvedCacheOptions } from './cache.options.js';
 import { CacheReadBatcher } from './cache.read-batcher.js';
+import { CacheReadPath, type Loader } from './cache.read-path.js';
+import { CacheInvalidation } from './cache.invalidation.js';
 import { CacheCounters } from './cache.stats.js';
-import { diagnose } from '../common/diagnostics.js';
 import { CacheTagIndex } from './cache.tag-index.js';
+import { diagnose } from '../common/diagnostics.js';
 import type {
   CacheTags,
   CacheGetOrSetOptions,
@@ -43,35 +43,29 @@ export type {
 const FEATURE = FEATURES.cache;
 const ENTRY_KEY_MEMO = 10_000;
 
-type Loader<T> = () => T | Promise<T>;
-
 /**
  * Cache-aside on Redis with stampede protection, stale-while-revalidate, stale-if-error, XFetch early refresh, tags,
  * pattern invalidation and an optional L1 kept coherent across instances. See docs/cache.md.
  *
- * The public facade and the in-process read flow (single-flight, early and background refresh). It builds the units
- * it delegates to: entry reads/writes (cache.entry-store, GETs batched by cache.read-batcher), the cross-process load
- * lock (cache.load-lock), tag indexes (cache.tag-index), the L1 (cache.l1), failure handling and counters.
+ * The public facade. It builds the units it delegates to: the getOrSet read flow (cache.read-path: single-flight,
+ * load lock, stale-while-revalidate, refreshes), entry reads/writes (cache.entry-store, GETs batched by
+ * cache.read-batcher), tag, pattern and clear invalidation (cache.invalidation), tag indexes (cache.tag-index),
+ * the L1 (cache.l1), failure handling and counters.
  */
 @Injectable()
 export class CacheService implements OnModuleInit, OnModuleDestroy {
   private readonly logger = new Logger('RedisToolkit:Cache');
   private readonly redisWarning = new ThrottledWarning(this.logger);
-  private readonly refreshWarning = new ThrottledWarning(this.logger);
   private readonly options: ResolvedCacheOptions;
   private readonly serializer: Serializer;
   private readonly l1: CacheL1 | undefined;
-  private readonly inflight = new Map<string, Promise<CacheResult<unknown>>>();
-  private readonly refreshing = new Map<string, Promise<{ value: unknown } | undefined>>();
   private readonly counters = new CacheCounters();
   private readonly failures: FailurePolicy;
   private readonly store: CacheEntryStore;
-  private readonly tags: CacheTagIndex;
-  private readonly lock: CacheLoadLock;
-  private readonly featurePrefix: string;
+  private readonly reads: CacheReadPath;
+  private readonly invalidation: CacheInvalidation;
   private readonly entryKeys = new Map<string, string>();
   private readonly defaultCall: ResolvedCall<unknown>;
-  private closed = false;
 
   constructor(
     private readonly connection: RedisConnection,
@@ -82,7 +76,6 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
   ) {
     this.options = options;
     this.serializer = serializer;
-    this.featurePrefix = keys.featurePrefix(FEATURE);
     this.defaultCall = defaultCall(this.options);
     if (this.options.l1) {
       // L1 keeps instances coherent through pub/sub; without L1 the cache needs no PubSubService at all.
@@ -95,19 +88,30 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
       failOpen: this.options.failOpen,
       failOpenMeans: 'serving without the cache',
     });
-    this.tags = new CacheTagIndex(connection, keys, FEATURE, this.options.lockTtl, this.l1);
-    const reads = new CacheReadBatcher(connection);
+    const tags = new CacheTagIndex(connection, keys, FEATURE, this.options.lockTtl, this.l1);
     this.store = new CacheEntryStore(
       connection,
-      reads,
-      this.tags,
+      new CacheReadBatcher(connection),
+      tags,
       this.l1,
       this.failures,
       this.serializer,
       this.redisWarning,
     );
     const { lockTtl, lockWait } = this.options;
-    this.lock = new CacheLoadLock(connection, keys, lockTtl, lockWait, this.store, this.l1, this.failures);
+    const lock = new CacheLoadLock(connection, keys, lockTtl, lockWait, this.store, this.l1, this.failures);
+    this.reads = new CacheReadPath(
+      this.logger,
+      this.options,
+      keys.featurePrefix(FEATURE),
+      this.serializer,
+      this.store,
+      lock,
+      this.l1,
+      this.failures,
+      this.counters,
+    );
+    this.invalidation = new CacheInvalidation(connection, keys, tags, this.l1, this.failures);
   }
 
   async onModuleInit(): Promise<void> {
@@ -116,7 +120,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
   }
 
   async onModuleDestroy(): Promise<void> {
-    this.closed = true;
+    this.reads.close();
     await this.l1?.close();
   }
 
@@ -231,11 +235,11 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
       const local = this.l1.get(redisKey) as CacheEntry<T> | undefined;
       const now = Date.now();
       if (local && now < local.freshUntil) {
-        if (this.refreshEarly(local, now)) this.refreshInBackground(redisKey, loader, call);
+        if (this.reads.refreshEarly(local, now)) this.reads.refreshInBackground(redisKey, loader, call);
         return { value: local.value, status: 'hit' };
       }
     }
-    return this.fetch(redisKey, loader, call);
+    return this.reads.fetch(redisKey, loader, call);
   }
 
   /**
@@ -246,32 +250,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
     const last = args[args.length - 1];
     const options: InvalidateTagsOptions = typeof last === 'object' && last !== null ? last : {};
     const tags = (typeof last === 'object' ? args.slice(0, -1) : args) as string[];
-    const tagKeys = tags.map((t) => this.tags.tagKey(t));
-    if (tags.length === 0) return 0;
-    this.l1?.dropTags(tags);
-    let outcome = 'failed';
-    let entries = 0;
-    try {
-      const counts = await this.failures.run('invalidateTags', () =>
-        Promise.all(
-          tags.map(async (tag, i) => {
-            // Loads that started before now must not store what this invalidation removes.
-            await this.tags.mark(tag);
-            return options.soft ? this.tags.softenTag(tagKeys[i]) : this.tags.deleteTag(tagKeys[i]);
-          }),
-        ),
-      );
-      entries = counts.reduce((s, n) => s + n, 0);
-      outcome = options.soft ? 'softened' : 'deleted';
-      return entries;
-    } catch (err) {
-      this.failures.unavailable(err, false);
-      throw err;
-    } finally {
-      this.l1?.broadcast({ tags });
-      const n = tags.length;
-      diagnose('cacheInvalidate', () => ({ feature: 'cache', operation: 'invalidate', outcome, tags: n, entries }));
-    }
+    return this.invalidation.invalidateTags(tags, options);
   }
 
   /**
@@ -279,27 +258,12 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
    * UNLINK in bounded batches. The pattern is confined under our prefix: it can never reach other keys.
    */
   async invalidatePattern(pattern: string): Promise<number> {
-    const internal = this.keys.tagHead(FEATURE);
-    const match = this.keys.pattern(FEATURE, pattern);
-    return this.bulk('invalidatePattern', () =>
-      unlinkMatching(this.connection, match, this.l1, (k) => k.startsWith(internal)),
-    );
+    return this.invalidation.invalidatePattern(pattern);
   }
 
   /** Deletes everything under the cache's namespace (entries, tag indexes, locks), SCAN + UNLINK on every master. */
   async clear(): Promise<number> {
-    const match = `${KeyBuilder.globEscape(this.featurePrefix)}*`;
-    this.l1?.clearAll();
-    return this.bulk('clear', () => unlinkMatching(this.connection, match, this.l1));
-  }
-
-  private async bulk(what: string, run: () => Promise<number>): Promise<number> {
-    try {
-      return await this.failures.run(what, run);
-    } catch (err) {
-      this.failures.unavailable(err, false);
-      throw err;
-    }
+    return this.invalidation.clear();
   }
 
   /** Whether a fresh value is stored under `key`. */
@@ -338,141 +302,6 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
   stats(): CacheStats {
     const { unavailable, replyErrors } = this.failures.counts;
     return this.counters.snapshot(unavailable + replyErrors);
-  }
-
-  // ----------------------------------------------------------------------------------------------------------------
-  // Read path
-  // ----------------------------------------------------------------------------------------------------------------
-
-  private async fetch<T>(redisKey: string, loader: Loader<T>, call: ResolvedCall<T>): Promise<CacheResult<T>> {
-    let entry: CacheEntry<T> | undefined;
-    try {
-      entry = await this.store.read<T>(redisKey);
-    } catch (err) {
-      this.failures.unavailable(err);
-      return this.singleFlight(redisKey, async () => ({
-        value: (await this.load(redisKey, loader, call.hardTimeout)).value,
-        status: 'miss',
-      }));
-    }
-    if (entry) {
-      const now = Date.now();
-      if (now < entry.freshUntil) {
-        this.l1?.remember(redisKey, entry);
-        if (this.refreshEarly(entry, now)) this.refreshInBackground(redisKey, loader, call);
-        return { value: entry.value, status: 'hit' };
-      }
-      if (now < entry.staleUntil) {
-        const refresh = this.refreshInBackground(redisKey, loader, call);
-        // softTimeout: wait that long for the refresh, then serve the stale value while it goes on
-        const fresh = call.softTimeout > 0 && refresh ? await within(refresh, call.softTimeout) : undefined;
-        return fresh ? { value: fresh.value, status: 'miss' } : { value: entry.value, status: 'stale' };
-      }
-    }
-    return this.singleFlight(redisKey, () =>
-      this.lock.loadOnce<T>(redisKey, {
-        load: () => this.load(redisKey, loader, call.hardTimeout),
-        loadAndStore: () => this.loadAndStore(redisKey, loader, call),
-      }),
-    );
-  }
-
-  /** Concurrent misses of one key in this process share one load (and one result, or one error). */
-  private singleFlight<T>(redisKey: string, run: () => Promise<CacheResult<T>>): Promise<CacheResult<T>> {
-    let shared = this.inflight.get(redisKey) as Promise<CacheResult<T>> | undefined;
-    if (!shared) {
-      shared = run().finally(() => this.inflight.delete(redisKey));
-      this.inflight.set(redisKey, shared as Promise<CacheResult<unknown>>);
-    }
-    return shared;
-  }
-
-  private async loadAndStore<T>(redisKey: string, loader: Loader<T>, call: ResolvedCall<T>): Promise<T> {
-    const { value, delta, startedAt } = await this.load(redisKey, loader, call.hardTimeout);
-    if (value === undefined) return value; // undefined means "no value": returned, never cached
-    const now = Date.now();
-    const tags = resolveTags(call.tags, value);
-    const entry: CacheEntry<T> = {
-      value,
-      freshUntil: now + call.ttl,
-      staleUntil: now + call.ttl + call.staleTtl,
-      delta,
-      tags,
-    };
-    const raw = encodeEntry(entry, this.serializer);
-    try {
-      await this.store.write(redisKey, entry, raw, startedAt);
-    } catch (err) {
-      this.failures.unavailable(err);
-    }
-    return value;
-  }
-
-  /** XFetch (Vattani et al.): refresh early with a probability that grows as expiry nears, scaled by δ·β. */
-  private refreshEarly(entry: CacheEntry, now: number): boolean {
-    const beta = this.options.beta;
-    if (beta <= 0 || entry.delta <= 0) return false;
-    return now - entry.delta * beta * Math.log(Math.random()) >= entry.freshUntil;
-  }
-
-  /**
-   * At most one refresh per key per process, and (through the lock) across processes; failures keep the stale value.
-   * Resolves to the refreshed value (undefined when another process refreshes or it failed); never rejects.
-   */
-  private refreshInBackground<T>(
-    redisKey: string,
-    loader: Loader<T>,
-    call: ResolvedCall<T>,
-  ): Promise<{ value: T } | undefined> | undefined {
-    if (this.closed) return undefined;
-    const running = this.refreshing.get(redisKey);
-    if (running) return running as Promise<{ value: T } | undefined>;
-    const lockKey = this.lock.lockKey(redisKey);
-    const token = this.lock.token();
-    const refresh = (async (): Promise<{ value: T } | undefined> => {
-      try {
-        if (!(await this.lock.tryLock(lockKey, token))) return undefined;
-        try {
-          return { value: await this.loadAndStore(redisKey, loader, call) };
-        } finally {
-          void this.lock.unlock(lockKey, token);
-        }
-      } catch (err) {
-        // never thrown from here (nobody awaits a background refresh): counted and logged, the stale value stays
-        if (err instanceof RedisUnavailableError) this.failures.unavailable(err, true, 'the stale value stays');
-        else {
-          this.refreshWarning.warn(
-            `cache refresh of ${redisKey} failed, the stale value stays: ` +
-              `${err instanceof Error ? err.message : String(err)}`,
-          );
-        }
-        return undefined;
-      } finally {
-        this.refreshing.delete(redisKey);
-      }
-    })();
-    this.refreshing.set(redisKey, refresh);
-    return refresh;
-  }
-
-  private async load<T>(
-    redisKey: string,
-    loader: Loader<T>,
-    hardTimeout: number,
-  ): Promise<{ value: T; delta: number; startedAt: number }> {
-    this.counters.loads++;
-    const startedAt = Date.now();
-    const started = performance.now();
-    const option = hardTimeout === this.options.loadTimeout ? 'cache.loadTimeout' : 'hardTimeout';
-    let outcome = 'failed';
-    try {
-      const value = await boundedLoad(loader, hardTimeout, redisKey.slice(this.featurePrefix.length), option);
-      outcome = 'loaded';
-      return { value, delta: performance.now() - started, startedAt };
-    } finally {
-      const durationMs = performance.now() - started;
-      diagnose('cacheLoad', () => ({ feature: 'cache', operation: 'load', outcome, durationMs }));
-    }
   }
 
   // ----------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,179 @@
+import type { Logger } from '@nestjs/common';
+import { RedisUnavailableError } from '../common/errors.js';
+import type { FailurePolicy } from '../common/failure-policy.js';
+import type { Serializer } from '../common/serializer.js';
+import { ThrottledWarning } from '../common/throttled-logger.js';
+import { diagnose } from '../common/diagnostics.js';
+import { resolveTags, type ResolvedCall } from './cache.call-options.js';
+import { encodeEntry, type CacheEntry } from './cache.entry.js';
+import type { CacheEntryStore } from './cache.entry-store.js';
+import type { CacheL1 } from './cache.l1.js';
+import { boundedLoad, within } from './cache.loader.js';
+import type { CacheLoadLock } from './cache.load-lock.js';
+import type { ResolvedCacheOptions } from './cache.options.js';
+import type { CacheCounters } from './cache.stats.js';
+import type { CacheResult } from './cache.types.js';
+
+export type Loader<T> = () => T | Promise<T>;
+
+/**
+ * The read flow of getOrSet once the L1 has been asked: the Redis read, single-flight of concurrent misses in this
+ * process, the cross-process load lock, stale-while-revalidate (with the soft timeout), XFetch early refresh and
+ * the background refresh, and the loader call itself (bounded by the hard timeout).
+ */
+export class CacheReadPath {
+  private readonly refreshWarning: ThrottledWarning;
+  private readonly inflight = new Map<string, Promise<CacheResult<unknown>>>();
+  private readonly refreshing = new Map<string, Promise<{ value: unknown } | undefined>>();
+  private closed = false;
+
+  constructor(
+    logger: Logger,
+    private readonly options: ResolvedCacheOptions,
+    private readonly featurePrefix: string,
+    private readonly serializer: Serializer,
+    private readonly store: CacheEntryStore,
+    private readonly lock: CacheLoadLock,
+    private readonly l1: CacheL1 | undefined,
+    private readonly failures: FailurePolicy,
+    private readonly counters: CacheCounters,
+  ) {
+    this.refreshWarning = new ThrottledWarning(logger);
+  }
+
+  /** No background refresh starts after this (the module is shutting down). */
+  close(): void {
+    this.closed = true;
+  }
+
+  async fetch<T>(redisKey: string, loader: Loader<T>, call: ResolvedCall<T>): Promise<CacheResult<T>> {
+    let entry: CacheEntry<T> | undefined;
+    try {
+      entry = await this.store.read<T>(redisKey);
+    } catch (err) {
+      this.failures.unavailable(err);
+      return this.singleFlight(redisKey, async () => ({
+        value: (await this.load(redisKey, loader, call.hardTimeout)).value,
+        status: 'miss',
+      }));
+    }
+    if (entry) {
+      const now = Date.now();
+      if (now < entry.freshUntil) {
+        this.l1?.remember(redisKey, entry);
+        if (this.refreshEarly(entry, now)) this.refreshInBackground(redisKey, loader, call);
+        return { value: entry.value, status: 'hit' };
+      }
+      if (now < entry.staleUntil) {
+        const refresh = this.refreshInBackground(redisKey, loader, call);
+        // softTimeout: wait that long for the refresh, then serve the stale value while it goes on
+        const fresh = call.softTimeout > 0 && refresh ? await within(refresh, call.softTimeout) : undefined;
+        return fresh ? { value: fresh.value, status: 'miss' } : { value: entry.value, status: 'stale' };
+      }
+    }
+    return this.singleFlight(redisKey, () =>
+      this.lock.loadOnce<T>(redisKey, {
+        load: () => this.load(redisKey, loader, call.hardTimeout),
+        loadAndStore: () => this.loadAndStore(redisKey, loader, call),
+      }),
+    );
+  }
+
+  /** XFetch (Vattani et al.): refresh early with a probability that grows as expiry nears, scaled by δ·β. */
+  refreshEarly(entry: CacheEntry, now: number): boolean {
+    const beta = this.options.beta;
+    if (beta <= 0 || entry.delta <= 0) return false;
+    return now - entry.delta * beta * Math.log(Math.random()) >= entry.freshUntil;
+  }
+
+  /**
+   * At most one refresh per key per process, and (through the lock) across processes; failures keep the stale value.
+   * Resolves to the refreshed value (undefined when another process refreshes or it failed); never rejects.
+   */
+  refreshInBackground<T>(
+    redisKey: string,
+    loader: Loader<T>,
+    call: ResolvedCall<T>,
+  ): Promise<{ value: T } | undefined> | undefined {
+    if (this.closed) return undefined;
+    const running = this.refreshing.get(redisKey);
+    if (running) return running as Promise<{ value: T } | undefined>;
+    const lockKey = this.lock.lockKey(redisKey);
+    const token = this.lock.token();
+    const refresh = (async (): Promise<{ value: T } | undefined> => {
+      try {
+        if (!(await this.lock.tryLock(lockKey, token))) return undefined;
+        try {
+          return { value: await this.loadAndStore(redisKey, loader, call) };
+        } finally {
+          void this.lock.unlock(lockKey, token);
+        }
+      } catch (err) {
+        // never thrown from here (nobody awaits a background refresh): counted and logged, the stale value stays
+        if (err instanceof RedisUnavailableError) this.failures.unavailable(err, true, 'the stale value stays');
+        else {
+          this.refreshWarning.warn(
+            `cache refresh of ${redisKey} failed, the stale value stays: ` +
+              `${err instanceof Error ? err.message : String(err)}`,
+          );
+        }
+        return undefined;
+      } finally {
+        this.refreshing.delete(redisKey);
+      }
+    })();
+    this.refreshing.set(redisKey, refresh);
+    return refresh;
+  }
+
+  /** Concurrent misses of one key in this process share one load (and one result, or one error). */
+  private singleFlight<T>(redisKey: string, run: () => Promise<CacheResult<T>>): Promise<CacheResult<T>> {
+    let shared = this.inflight.get(redisKey) as Promise<CacheResult<T>> | undefined;
+    if (!shared) {
+      shared = run().finally(() => this.inflight.delete(redisKey));
+      this.inflight.set(redisKey, shared as Promise<CacheResult<unknown>>);
+    }
+    return shared;
+  }
+
+  private async loadAndStore<T>(redisKey: string, loader: Loader<T>, call: ResolvedCall<T>): Promise<T> {
+    const { value, delta, startedAt } = await this.load(redisKey, loader, call.hardTimeout);
+    if (value === undefined) return value; // undefined means "no value": returned, never cached
+    const now = Date.now();
+    const tags = resolveTags(call.tags, value);
+    const entry: CacheEntry<T> = {
+      value,
+      freshUntil: now + call.ttl,
+      staleUntil: now + call.ttl + call.staleTtl,
+      delta,
+      tags,
+    };
+    const raw = encodeEntry(entry, this.serializer);
+    try {
+      await this.store.write(redisKey, entry, raw, startedAt);
+    } catch (err) {
+      this.failures.unavailable(err);
+    }
+    return value;
+  }
+
+  private async load<T>(
+    redisKey: string,
+    loader: Loader<T>,
+    hardTimeout: number,
+  ): Promise<{ value: T; delta: number; startedAt: number }> {
+    this.counters.loads++;
+    const startedAt = Date.now();
+    const started = performance.now();
+    const option = hardTimeout === this.options.loadTimeout ? 'cache.loadTimeout' : 'hardTimeout';
+    let outcome = 'failed';
+    try {
+      const value = await boundedLoad(loader, hardTimeout, redisKey.slice(this.featurePrefix.length), option);
+      outcome = 'loaded';
+      return { value, delta: performance.now() - started, startedAt };
+    } finally {
+      const durationMs = performance.now() - started;
+      diagnose('cacheLoad', () => ({ feature: 'cache', operation: 'load', outcome, durationMs }));
+    }
+  }
+}
