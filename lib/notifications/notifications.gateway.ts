@@ -11,20 +11,15 @@ import {
 } from '@nestjs/websockets';
 import type { Namespace, Socket } from 'socket.io';
 import { RedisToolkitError } from '../common/errors.js';
-import { OptionProblems } from '../common/option-checks.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
 import { isPattern, PubSubService, type MessageMeta } from '../pubsub/pubsub.service.js';
 import { RateLimitService } from '../rate-limit/rate-limit.service.js';
 import { SessionService } from '../session/session.service.js';
 import { ChannelRelays, roomOf, type Relay } from './channel-relays.js';
 import { DurableReplay } from './durable-replay.js';
-import { localRateLimiter } from './local-rate-limiter.js';
+import { admitHandshake } from './notifications.handshake.js';
 import {
   NOTIFICATIONS_GATEWAY_OPTIONS,
-  resolveGatewayOptions,
-  type GatewayAuthenticate,
-  type GatewayHandshake,
-  type GatewayRateLimiter,
   type NotificationsGatewayOptions,
   type PubSubUser,
   type ResolvedNotificationsGatewayOptions,
@@ -34,14 +29,12 @@ import {
   failure,
   isInternalChannel,
   parseRequest,
-  refusal,
   type NotificationAck,
   type NotificationMessage,
 } from './notifications.protocol.js';
-import { originAllowed, usesCookie } from './origin-check.js';
-import { sessionAuthenticate } from './session-authenticate.js';
+import { setUpGateway, type GatewaySetup } from './notifications.setup.js';
 import { SessionRevocations } from './session-revocations.js';
-import { broadcastToRoom, bufferedPackets } from './slow-client-policy.js';
+import { SlowClients } from './slow-client-policy.js';
 
 export interface NotificationsGatewayStats {
   connections: number;
@@ -87,10 +80,8 @@ export class NotificationsGateway
 
   private readonly logger = new Logger('RedisToolkit:Notifications');
   private readonly warning = new ThrottledWarning(this.logger);
-  private options!: ResolvedNotificationsGatewayOptions;
-  private authenticate!: GatewayAuthenticate;
-  private rateLimiter!: GatewayRateLimiter;
-  private disabled = false;
+  private setup!: GatewaySetup;
+  private slowClients!: SlowClients;
   private readonly relays = new ChannelRelays((name) =>
     this.pubsub.subscribe(name, (payload, channel, meta) => {
       // A pattern that a permissive `authorize` accepted also matches the toolkit's own channels (cache keys in L1
@@ -104,9 +95,10 @@ export class NotificationsGateway
     (socket, channel) => this.sockets.get(socket)?.subscriptions.has(channel) === true,
   );
   private readonly counters = { refused: 0, delivered: 0, droppedSlow: 0, disconnectedSlow: 0, revoked: 0 };
-  private revocations!: SessionRevocations;
-  /** The default session authentication: revocations are subscribed to before each session lookup. */
-  private sessionAuth = false;
+  private readonly revocations = new SessionRevocations(this.pubsub, (socket) => {
+    this.counters.revoked++;
+    socket.disconnect(true);
+  });
 
   constructor(
     private readonly pubsub: PubSubService,
@@ -117,37 +109,18 @@ export class NotificationsGateway
   ) {}
 
   onModuleInit(): void {
-    if (this.configured === false) {
-      // Loaded (notificationsGateway: true) but switched off by configuration: refuse every connection.
-      this.disabled = true;
-      this.options = resolveGatewayOptions({}, new OptionProblems());
-      this.authenticate = () => null;
-      this.rateLimiter = localRateLimiter();
-      return;
-    }
-    this.options = this.withOverrides(this.configured);
-    this.revocations = new SessionRevocations(this.pubsub, (socket) => {
-      this.counters.revoked++;
-      socket.disconnect(true);
+    this.setup = setUpGateway({
+      configured: this.configured,
+      overrides: this.overrides,
+      sessions: this.sessions,
+      rateLimitService: this.rateLimitService,
+      logger: this.logger,
     });
-    this.sessionAuth = this.options.authenticate === undefined && this.sessions !== undefined;
-    this.authenticate = this.options.authenticate ?? this.defaultAuthenticate();
-    this.rateLimiter = this.options.rateLimiter ?? this.defaultRateLimiter();
+    this.slowClients = new SlowClients(this.setup.options.slowClient, this.counters, this.warning);
   }
 
-  private withOverrides(base: ResolvedNotificationsGatewayOptions): ResolvedNotificationsGatewayOptions {
-    const given = Object.keys(this.overrides ?? {}) as (keyof NotificationsGatewayOptions)[];
-    if (given.length === 0) return base;
-    this.logger.warn(
-      `NotificationsGatewayModule.register({ ${given.join(', ')} }) is deprecated: give gateway options as ` +
-        '`pubsub.gateway` of RedisToolkitModule.forRoot / forRootAsync (register() takes only { namespace })',
-    );
-    const problems = new OptionProblems('NotificationsGatewayModule');
-    const resolved = resolveGatewayOptions(this.overrides, problems, 'NotificationsGatewayModule.register()');
-    problems.throwIfAny();
-    const merged: Record<string, unknown> = { ...base };
-    for (const key of given) merged[key] = resolved[key];
-    return merged as unknown as ResolvedNotificationsGatewayOptions;
+  private get options(): ResolvedNotificationsGatewayOptions {
+    return this.setup.options;
   }
 
   onModuleDestroy(): void {
@@ -155,50 +128,18 @@ export class NotificationsGateway
   }
 
   afterInit(nsp: Namespace): void {
+    // Runs before onModuleInit: the setup is read when a handshake arrives.
     nsp.use((socket, next) => {
-      const handshake = socket.handshake as GatewayHandshake;
-      if (!this.disabled && usesCookie(handshake) && !originAllowed(handshake, this.options.allowedOrigins)) {
-        // Before any lookup: a cross-site page must not even learn whether the browser's cookie is valid.
-        this.counters.refused++;
-        next(refusal('E_FORBIDDEN_ORIGIN', 'this origin may not connect with the session cookie (allowedOrigins)'));
-        return;
-      }
-      Promise.resolve()
-        // Subscribed to revocations before the session is looked up, so none can fall between lookup and register.
-        .then(() => (this.sessionAuth && !this.disabled ? this.revocations.ready() : undefined))
-        .then(() => this.authenticate(handshake))
-        .then(async (user) => {
-          if (user && typeof user.sessionId === 'string' && !this.sessionAuth) await this.revocations.ready();
-          return user;
-        })
-        .then(
-          (user) => {
-            if (this.disabled) {
-              this.counters.refused++;
-              next(refusal('E_DISABLED', 'notifications are disabled on this server'));
-              return;
-            }
-            if (
-              !user ||
-              typeof user.id !== 'string' ||
-              user.id.length === 0 ||
-              (typeof user.sessionId === 'string' && !this.revocations.register(socket, user.sessionId))
-            ) {
-              this.counters.refused++;
-              next(refusal('E_UNAUTHENTICATED', 'unauthenticated: a valid session (cookie or auth.token) is required'));
-              return;
-            }
-            this.sockets.set(socket, { user, subscriptions: new Map(), joining: new Map() });
-            next();
-          },
-          (err: unknown) => {
-            this.counters.refused++;
-            this.warning.warn(
-              `notifications: authenticate failed: ${err instanceof Error ? err.message : String(err)}`,
-            );
-            next(refusal('E_AUTH_UNAVAILABLE', 'authentication is unavailable, try again later'));
-          },
-        );
+      admitHandshake(socket, this.setup, this.revocations, this.warning).then(
+        (user) => {
+          this.sockets.set(socket, { user, subscriptions: new Map(), joining: new Map() });
+          next();
+        },
+        (refused: Error) => {
+          this.counters.refused++;
+          next(refused);
+        },
+      );
     });
   }
 
@@ -286,23 +227,9 @@ export class NotificationsGateway
    * the buffer past the cap).
    */
   private overCap(socket: Socket): boolean {
-    if (bufferedPackets(socket) < this.options.slowClient.maxBufferedMessages) return false;
-    this.slow(socket, 'a request');
+    if (!this.slowClients.isSlow(socket)) return false;
+    this.slowClients.apply([socket], 'a request');
     return true;
-  }
-
-  /** Applies the slow-client policy to one socket outside a broadcast (a replay, a request). */
-  private slow(socket: Socket, what: string): void {
-    if (this.options.slowClient.policy === 'disconnect') {
-      // Already disconnected (a request and its replay both found it slow): counted once.
-      if (socket.disconnected) return;
-      this.counters.disconnectedSlow++;
-      socket.disconnect(true);
-      this.warning.warn(`notifications: disconnected a slow client during ${what}`);
-    } else {
-      this.counters.droppedSlow++;
-      this.warning.warn(`notifications: dropped ${what} for a slow client`);
-    }
   }
 
   private failed(err: unknown): NotificationAck {
@@ -327,7 +254,7 @@ export class NotificationsGateway
     if (policy === false) return;
     let decision: { allowed: boolean; retryAfterMs: number };
     try {
-      decision = await this.rateLimiter(`ws-subscribe:${state.user.id}`, policy);
+      decision = await this.setup.rateLimiter(`ws-subscribe:${state.user.id}`, policy);
     } catch (err) {
       // Fail open like the HTTP rate limiter: a Redis outage must not lock every client out.
       this.warning.warn(
@@ -400,7 +327,7 @@ export class NotificationsGateway
       const max = this.options.slowClient.maxBufferedMessages;
       if ((await this.durableReplay.send(socket, channel, catchUp, missed, lastId, max)) === 'slow') {
         if (state.subscriptions.get(channel) === relay) this.release(state, channel);
-        this.slow(socket, `the replay of ${channel}`);
+        this.slowClients.apply([socket], `the replay of ${channel}`);
         throw new AckError(
           'E_SLOW',
           'the replay stopped: the connection reads too slowly; subscribe again with lastId',
@@ -432,27 +359,7 @@ export class NotificationsGateway
     const message: NotificationMessage = { channel, data, id: meta.id, ts: meta.ts };
     const joinAfter = this.durableReplay.live(name, message);
     const room = roomOf(name);
-    broadcastToRoom(this.server, name, room, message, this.options.slowClient, this.counters, this.warning);
+    this.slowClients.broadcast(this.server, name, room, message);
     if (joinAfter) for (const socket of joinAfter) socket.join(room);
-  }
-
-  private defaultAuthenticate(): GatewayAuthenticate {
-    if (!this.sessions) {
-      this.logger.warn(
-        'notifications: no pubsub.gateway.authenticate and no SessionService: every connection is refused',
-      );
-      return () => null;
-    }
-    return sessionAuthenticate(this.sessions);
-  }
-
-  /** RateLimitService (one atomic Redis call, shared by every instance; fails open by its own policy). */
-  private defaultRateLimiter(): GatewayRateLimiter {
-    const limiter = this.rateLimitService;
-    if (!limiter) return localRateLimiter();
-    return async (key, policy) => {
-      const r = await limiter.consume(key, policy);
-      return { allowed: r.allowed, retryAfterMs: r.retryAfterMs };
-    };
   }
 }

@@ -11,39 +11,50 @@ export interface DeliveryCounters {
 }
 
 /**
- * Emits `message` to the room of channel `name`, except to slow clients: sockets whose buffer holds
- * `maxBufferedMessages` or more are skipped (`drop`) or disconnected (`disconnect`), so memory stays bounded.
+ * The slow-client policy: a socket whose buffer holds `maxBufferedMessages` or more packets is slow, and is skipped
+ * for what it was about to be sent (`drop`) or disconnected (`disconnect`), so memory stays bounded. One policy for
+ * a room broadcast, a durable replay and a request's answer.
  */
-export function broadcastToRoom(
-  server: Namespace,
-  name: string,
-  room: string,
-  message: NotificationMessage,
-  slowClient: ResolvedNotificationsGatewayOptions['slowClient'],
-  counters: DeliveryCounters,
-  warning: ThrottledWarning,
-): void {
-  const members = server.adapter.rooms.get(room);
-  if (!members || members.size === 0) return;
-  const max = slowClient.maxBufferedMessages;
-  let slow: string[] | undefined;
-  for (const id of members) {
-    const socket = server.sockets.get(id);
-    if (socket && bufferedPackets(socket) >= max) (slow ??= []).push(id);
+export class SlowClients {
+  constructor(
+    private readonly slowClient: ResolvedNotificationsGatewayOptions['slowClient'],
+    private readonly counters: DeliveryCounters,
+    private readonly warning: ThrottledWarning,
+  ) {}
+
+  isSlow(socket: Socket): boolean {
+    return bufferedPackets(socket) >= this.slowClient.maxBufferedMessages;
   }
-  if (slow) {
-    if (slowClient.policy === 'disconnect') {
-      for (const id of slow) server.sockets.get(id)?.disconnect(true);
-      counters.disconnectedSlow += slow.length;
-      warning.warn(`notifications: disconnected ${slow.length} slow client(s) on ${name}`);
+
+  /** Applies the policy to `sockets`, found slow while sending them `what` ('a message on news', 'a request'). */
+  apply(sockets: Socket[], what: string): void {
+    if (this.slowClient.policy === 'disconnect') {
+      // Already disconnected (a request and its replay both found it slow): counted once.
+      const open = sockets.filter((socket) => !socket.disconnected);
+      if (open.length === 0) return;
+      for (const socket of open) socket.disconnect(true);
+      this.counters.disconnectedSlow += open.length;
+      this.warning.warn(`notifications: disconnected ${open.length} slow client(s) during ${what}`);
     } else {
-      counters.droppedSlow += slow.length;
-      warning.warn(`notifications: dropped a message for ${slow.length} slow client(s) on ${name}`);
+      this.counters.droppedSlow += sockets.length;
+      this.warning.warn(`notifications: dropped ${what} for ${sockets.length} slow client(s)`);
     }
   }
-  counters.delivered += members.size - (slow?.length ?? 0);
-  // Encoded once by socket.io for the whole room.
-  (slow ? server.to(room).except(slow) : server.to(room)).emit('notification', message);
+
+  /** Emits `message` to the room of channel `name`, except to slow clients (the policy decides what they get). */
+  broadcast(server: Namespace, name: string, room: string, message: NotificationMessage): void {
+    const members = server.adapter.rooms.get(room);
+    if (!members || members.size === 0) return;
+    let slow: Socket[] | undefined;
+    for (const id of members) {
+      const socket = server.sockets.get(id);
+      if (socket && this.isSlow(socket)) (slow ??= []).push(socket);
+    }
+    if (slow) this.apply(slow, `a message on ${name}`);
+    this.counters.delivered += members.size - (slow?.length ?? 0);
+    // Encoded once by socket.io for the whole room.
+    (slow ? server.to(room).except(slow.map((socket) => socket.id)) : server.to(room)).emit('notification', message);
+  }
 }
 
 /** Packets engine.io holds for this socket because its transport is not writable yet (the client reads too slowly). */
