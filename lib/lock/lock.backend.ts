@@ -1,8 +1,9 @@
-import { Cluster, type Redis } from 'ioredis';
+import { Cluster } from 'ioredis';
 import { LockLostError, RedisUnavailableError } from '../common/errors.js';
 import { itemReplyError, type FailurePolicy } from '../common/failure-policy.js';
 import type { RedisClient } from '../common/lua-script.js';
 import { TickBatcher } from '../common/tick-batcher.js';
+import { answered, count, gather, type QuorumCalls } from './lock.quorum.js';
 import { ACQUIRE, ACQUIRE_MANY, EXTEND, HAND_OVER, RAISE_FENCE, RELEASE, RELEASE_MANY } from './lock.scripts.js';
 
 /** The two keys of one resource; they share a hash tag so one script may touch both on a cluster. */
@@ -182,60 +183,11 @@ export class SingleLockBackend implements LockBackend {
   }
 }
 
-export type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown } | undefined;
-
 /**
- * Waits for per-node calls until `enough` says the outcome is decided, every call settled, or `timeoutMs` passed.
- * Returns a snapshot: `undefined` marks a node that had not answered (a paused or slow server). Calls still running
- * finish in the background; their results are ignored (a late lock on a node is cleaned up by release-on-all).
- */
-export function gather<T>(
-  calls: Promise<T>[],
-  enough: (outcomes: Outcome<T>[]) => boolean,
-  timeoutMs: number,
-): Promise<Outcome<T>[]> {
-  return new Promise((resolve) => {
-    const outcomes: Outcome<T>[] = calls.map(() => undefined);
-    let pending = calls.length;
-    let finished = false;
-    const finish = (): void => {
-      if (finished) return;
-      finished = true;
-      clearTimeout(timer);
-      resolve(outcomes.slice());
-    };
-    const timer = setTimeout(finish, Math.max(0, timeoutMs));
-    calls.forEach((call, i) => {
-      call
-        .then(
-          (value) => {
-            outcomes[i] = { ok: true, value };
-          },
-          (error: unknown) => {
-            outcomes[i] = { ok: false, error };
-          },
-        )
-        .then(() => {
-          pending--;
-          if (!finished && (pending === 0 || enough(outcomes))) finish();
-        });
-    });
-  });
-}
-
-export const count = <T>(outcomes: Outcome<T>[], test: (o: Outcome<T>) => boolean): number =>
-  outcomes.filter(test).length;
-export const answered = <T>(o: Outcome<T>, value: T): boolean => o?.ok === true && o.value === value;
-export const firstError = <T>(outcomes: Outcome<T>[]): string => {
-  const failed = outcomes.find((o) => o !== undefined && !o.ok);
-  if (failed && !failed.ok) return failed.error instanceof Error ? failed.error.message : String(failed.error);
-  return 'no answer in time';
-};
-
-/**
- * Redlock over N independent servers (https://redis.io/docs/latest/develop/use/patterns/distributed-locks/):
- * the lock is ours when a majority granted it and time is left of its validity (ttl minus the time taken minus the
- * clock drift allowance). On failure the partial lock is released everywhere. Extend and release go to every node.
+ * Redlock over N independent servers (https://redis.io/docs/latest/develop/use/patterns/distributed-locks/) through
+ * QuorumCalls: the lock is ours when a majority granted it and time is left of its validity (ttl minus the time taken
+ * minus the clock drift allowance). On failure the partial lock is released everywhere. Extend and release go to every
+ * node.
  *
  * Fencing tokens: each node keeps its own counter. The token is the largest counter of the granting majority, and
  * before the acquisition counts, the granting nodes below it are raised to it (still owner-checked), so a majority
@@ -243,73 +195,28 @@ export const firstError = <T>(outcomes: Outcome<T>[]): string => {
  */
 export class QuorumLockBackend implements LockBackend {
   readonly nodes: number;
-  readonly quorum: number;
   private readonly nodeCalls: LockCalls[];
 
-  constructor(
-    private readonly clients: Redis[],
-    private readonly driftFactor: number,
-    private readonly commandTimeout: number,
-  ) {
-    this.nodes = clients.length;
-    this.quorum = Math.floor(clients.length / 2) + 1;
-    this.nodeCalls = clients.map((c) => new LockCalls(c));
-  }
-
-  private drift(ttl: number): number {
-    // As in the Redlock reference: a share of the ttl for clock rate differences, plus 2 ms for timer resolution.
-    return Math.round(ttl * this.driftFactor) + 2;
-  }
-
-  private releaseEverywhere(keys: LockKeys, token: string): void {
-    for (const node of this.nodeCalls) node.release(keys, token).catch(() => undefined);
-  }
-
-  /**
-   * After a failed attempt: releases the nodes that granted it and waits for them (so our own partial lock does not
-   * block the next attempt), and the nodes that did not answer in the background.
-   */
-  private async undo(keys: LockKeys, token: string, outcomes: Outcome<number>[]): Promise<void> {
-    const granted: Promise<number>[] = [];
-    outcomes.forEach((o, i) => {
-      const release = this.nodeCalls[i].release(keys, token);
-      if (o?.ok && o.value > 0) granted.push(release);
-      else release.catch(() => undefined);
-    });
-    if (granted.length > 0) await gather(granted, () => false, this.commandTimeout);
+  constructor(private readonly quorum: QuorumCalls) {
+    this.nodes = quorum.nodes;
+    this.nodeCalls = quorum.clients.map((c) => new LockCalls(c));
   }
 
   async tryAcquire(keys: LockKeys, token: string, ttl: number): Promise<Acquired | null> {
-    const startedAt = Date.now();
-    const budget = ttl - this.drift(ttl);
-    const { quorum, nodes } = this;
-    const outcomes = await gather(
-      this.nodeCalls.map((node) => node.acquire(keys, token, ttl)),
-      (o) =>
-        count(o, (x) => x?.ok === true && x.value > 0) >= quorum ||
-        count(o, (x) => x !== undefined && !(x.ok && x.value > 0)) > nodes - quorum,
-      Math.min(budget, this.commandTimeout),
+    let fencingToken = 0;
+    const won = await this.quorum.acquire(
+      `acquiring the lock on "${keys.resource}"`,
+      ttl,
+      (_, i) => this.nodeCalls[i].acquire(keys, token, ttl),
+      (fence) => fence > 0,
+      (_, i) => this.nodeCalls[i].release(keys, token),
+      async (outcomes, deadline) => {
+        const fences = outcomes.map((o) => (o?.ok && o.value > 0 ? o.value : 0));
+        fencingToken = Math.max(...fences);
+        return this.syncFences(keys, token, fences, fencingToken, deadline);
+      },
     );
-    const fences = outcomes.map((o) => (o?.ok && o.value > 0 ? o.value : 0));
-    const granted = fences.filter((f) => f > 0).length;
-    if (granted >= quorum) {
-      const token_ = Math.max(...fences);
-      if (await this.syncFences(keys, token, fences, token_, startedAt + budget)) {
-        const expiresAt = startedAt + budget;
-        if (expiresAt > Date.now()) return { fencingToken: token_, expiresAt };
-      }
-    }
-    await this.undo(keys, token, outcomes);
-    const refused = count(outcomes, (o) => answered(o, 0));
-    // Without the nodes that failed or did not answer, no majority is possible and no node said the lock is taken:
-    // Redis is the problem, not contention. (One refusal means another owner holds it: busy, whatever the rest.)
-    if (nodes - count(outcomes, (o) => o === undefined || !o.ok) < quorum && refused === 0) {
-      throw new RedisUnavailableError(
-        `acquiring the lock on "${keys.resource}" failed: fewer than ${quorum} of ${nodes} lock servers answered ` +
-          `(${firstError(outcomes)})`,
-      );
-    }
-    return null;
+    return won ? { fencingToken, expiresAt: won.expiresAt } : null;
   }
 
   /** Raises the lagging granting nodes to `fencingToken`; true once a majority holds a counter >= it. */
@@ -321,58 +228,34 @@ export class QuorumLockBackend implements LockBackend {
     deadline: number,
   ): Promise<boolean> {
     const atToken = fences.filter((f) => f === fencingToken).length;
-    if (atToken >= this.quorum) return true;
+    if (atToken >= this.quorum.quorum) return true;
     const lagging = fences.flatMap((f, i) => (f > 0 && f < fencingToken ? [i] : []));
-    const needed = this.quorum - atToken;
+    const needed = this.quorum.quorum - atToken;
+    const { clients } = this.quorum;
     const raised = await gather(
-      lagging.map((i) => RAISE_FENCE.run(this.clients[i], [keys.lock, keys.fence], [token, fencingToken])),
+      lagging.map((i) => RAISE_FENCE.run(clients[i], [keys.lock, keys.fence], [token, fencingToken])),
       (o) => count(o, (x) => answered(x, 1)) >= needed,
-      Math.min(deadline - Date.now(), this.commandTimeout),
+      Math.min(deadline - Date.now(), this.quorum.commandTimeout),
     );
     return count(raised, (x) => answered(x, 1)) >= needed;
   }
 
   async extend(keys: LockKeys, token: string, ttl: number): Promise<number> {
-    const startedAt = Date.now();
-    const budget = ttl - this.drift(ttl);
-    const { quorum, nodes } = this;
-    const outcomes = await gather(
-      this.clients.map((c) => EXTEND.run(c, [keys.lock], [token, ttl])),
-      (o) => count(o, (x) => answered(x, 1)) >= quorum || count(o, (x) => answered(x, 0)) > nodes - quorum,
-      Math.min(budget, this.commandTimeout),
-    );
-    const expiresAt = startedAt + budget;
-    if (count(outcomes, (o) => answered(o, 1)) >= quorum && expiresAt > Date.now()) return expiresAt;
-    if (count(outcomes, (o) => answered(o, 0)) > nodes - quorum) {
-      this.releaseEverywhere(keys, token);
-      throw lost(keys, 'extend');
+    try {
+      return await this.quorum.extend(`extend the lock on "${keys.resource}"`, ttl, (c) =>
+        EXTEND.run(c, [keys.lock], [token, ttl]),
+      );
+    } catch (err) {
+      if (err instanceof LockLostError) {
+        for (const node of this.nodeCalls) node.release(keys, token).catch(() => undefined);
+      }
+      throw err;
     }
-    throw new RedisUnavailableError(
-      `extending the lock on "${keys.resource}" failed: fewer than ${quorum} of ${nodes} lock servers confirmed ` +
-        `(${firstError(outcomes)})`,
-    );
   }
 
-  async release(keys: LockKeys, token: string): Promise<void> {
-    const { quorum, nodes } = this;
-    const outcomes = await gather(
-      this.nodeCalls.map((node) => node.release(keys, token)),
-      (o) => {
-        const released = count(o, (x) => answered(x, 1));
-        return released >= quorum || (released > 0 && released + count(o, (x) => answered(x, 0)) >= quorum);
-      },
-      this.commandTimeout,
-    );
-    const released = count(outcomes, (o) => answered(o, 1));
-    const notHeld = count(outcomes, (o) => answered(o, 0));
-    if (released >= quorum) return;
-    if (notHeld > nodes - quorum) throw lost(keys, 'release');
-    // A majority confirmed that our token is gone (a node that never granted us answers 0): nobody can still see
-    // us as the owner, so the release is done even though a node is unreachable.
-    if (released > 0 && released + notHeld >= quorum) return;
-    throw new RedisUnavailableError(
-      `releasing the lock on "${keys.resource}" failed: fewer than ${quorum} of ${nodes} lock servers confirmed ` +
-        `(${firstError(outcomes)}); it expires by itself`,
+  release(keys: LockKeys, token: string): Promise<void> {
+    return this.quorum.release(`release the lock on "${keys.resource}"`, (_, i) =>
+      this.nodeCalls[i].release(keys, token),
     );
   }
 }

@@ -1,7 +1,56 @@
 import type { Redis } from 'ioredis';
 import { LockLostError, RedisUnavailableError } from '../common/errors.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
-import { answered, count, firstError, gather, type Outcome } from './lock.backend.js';
+
+export type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown } | undefined;
+
+/**
+ * Waits for per-node calls until `enough` says the outcome is decided, every call settled, or `timeoutMs` passed.
+ * Returns a snapshot: `undefined` marks a node that had not answered (a paused or slow server). Calls still running
+ * finish in the background; their results are ignored (a late lock on a node is cleaned up by release-on-all).
+ */
+export function gather<T>(
+  calls: Promise<T>[],
+  enough: (outcomes: Outcome<T>[]) => boolean,
+  timeoutMs: number,
+): Promise<Outcome<T>[]> {
+  return new Promise((resolve) => {
+    const outcomes: Outcome<T>[] = calls.map(() => undefined);
+    let pending = calls.length;
+    let finished = false;
+    const finish = (): void => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(timer);
+      resolve(outcomes.slice());
+    };
+    const timer = setTimeout(finish, Math.max(0, timeoutMs));
+    calls.forEach((call, i) => {
+      call
+        .then(
+          (value) => {
+            outcomes[i] = { ok: true, value };
+          },
+          (error: unknown) => {
+            outcomes[i] = { ok: false, error };
+          },
+        )
+        .then(() => {
+          pending--;
+          if (!finished && (pending === 0 || enough(outcomes))) finish();
+        });
+    });
+  });
+}
+
+export const count = <T>(outcomes: Outcome<T>[], test: (o: Outcome<T>) => boolean): number =>
+  outcomes.filter(test).length;
+export const answered = <T>(o: Outcome<T>, value: T): boolean => o?.ok === true && o.value === value;
+export const firstError = <T>(outcomes: Outcome<T>[]): string => {
+  const failed = outcomes.find((o) => o !== undefined && !o.ok);
+  if (failed && !failed.ok) return failed.error instanceof Error ? failed.error.message : String(failed.error);
+  return 'no answer in time';
+};
 
 /**
  * The Redlock steps for any lease script (semaphores, multi-resource locks) over N independent servers: granted when
@@ -16,7 +65,7 @@ export class QuorumCalls {
   constructor(
     readonly clients: Redis[],
     private readonly driftFactor: number,
-    private readonly commandTimeout: number,
+    readonly commandTimeout: number,
   ) {
     this.nodes = clients.length;
     this.quorum = Math.floor(clients.length / 2) + 1;
@@ -35,9 +84,9 @@ export class QuorumCalls {
   async acquire<T>(
     what: string,
     ttl: number,
-    call: (client: Redis) => Promise<T>,
+    call: (client: Redis, node: number) => Promise<T>,
     granted: (value: T) => boolean,
-    undo: (client: Redis) => Promise<unknown>,
+    undo: (client: Redis, node: number) => Promise<unknown>,
     confirm?: (outcomes: Outcome<T>[], deadline: number) => Promise<boolean>,
     quorum = this.quorum,
   ): Promise<{ outcomes: Outcome<T>[]; expiresAt: number } | null> {
@@ -57,7 +106,7 @@ export class QuorumCalls {
     // Release everywhere: wait for the nodes that granted (so our partial hold does not block the next attempt).
     const undone: Promise<unknown>[] = [];
     this.clients.forEach((client, i) => {
-      const u = undo(client);
+      const u = undo(client, i);
       if (isGrant(outcomes[i])) undone.push(u);
       else u.catch(() => undefined);
     });
@@ -75,7 +124,7 @@ export class QuorumCalls {
   async extend(
     what: string,
     ttl: number,
-    call: (client: Redis) => Promise<number>,
+    call: (client: Redis, node: number) => Promise<number>,
     quorum = this.quorum,
   ): Promise<number> {
     const startedAt = Date.now();
@@ -97,7 +146,11 @@ export class QuorumCalls {
   }
 
   /** Done when a majority released or confirmed it is not ours; LockLostError when it was gone on too many. */
-  async release(what: string, call: (client: Redis) => Promise<number>, quorum = this.quorum): Promise<void> {
+  async release(
+    what: string,
+    call: (client: Redis, node: number) => Promise<number>,
+    quorum = this.quorum,
+  ): Promise<void> {
     const { nodes } = this;
     const outcomes = await gather(
       this.clients.map(call),

@@ -1,6 +1,6 @@
 import { Inject, Injectable, Logger, type OnModuleInit } from '@nestjs/common';
 import type { Redis } from 'ioredis';
-import { InvalidOptionsError, LockHoldTimeoutError, LockLostError, LockNotAcquiredError } from '../common/errors.js';
+import { InvalidOptionsError, LockLostError, LockNotAcquiredError } from '../common/errors.js';
 import { durationProblem, isDuration } from '../common/option-checks.js';
 import { FailurePolicy } from '../common/failure-policy.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
@@ -10,6 +10,7 @@ import { describeAttempts, newToken, nextPause, planRetries } from './lock.attem
 import { type AutoExtendOptions, checkExtensionThreshold } from './lock.auto-extend.js';
 import { QuorumLockBackend, SingleLockBackend, type LockBackend, type LockKeys } from './lock.backend.js';
 import { type CurrentLock, lockContext } from './lock.context.js';
+import { runHolding } from './lock.holding.js';
 import { LockEvents } from './lock.events.js';
 import type { LeaseAcquireOptions, LeaseContext } from './lock.lease.js';
 import { type MultiLock, MultiLocks } from './lock.multi.js';
@@ -48,9 +49,6 @@ export interface TryAcquireOptions {
 
 export type LockedFunction<T> = (signal: AbortSignal, lock: Lock) => Promise<T> | T;
 
-/** The longest delay setTimeout honours (2^31 - 1 ms, ~24.8 days); a longer hold limit is no limit. */
-const MAX_TIMER_MS = 2_147_483_647;
-
 /**
  * Distributed locks on the toolkit's Redis, or on N independent servers (Redlock) when `lock.quorum.nodes` is set.
  *
@@ -65,6 +63,8 @@ export class LockService implements OnModuleInit {
   private readonly failures: FailurePolicy;
   private readonly lockOptions: ResolvedLockOptions;
   private readonly quorumClients: { client: Redis; description: string }[] = [];
+  /** The Redlock steps over `quorumClients`, shared by locks, semaphores and multi-resource locks. */
+  private readonly quorumCalls: QuorumCalls | undefined;
   /**
    * Callers of this process waiting for a resource, keyed by lock key, oldest first. A release by another caller of
    * this process hands the lock straight to the oldest (one script call, FIFO, the lock never free in between) on a
@@ -104,11 +104,12 @@ export class LockService implements OnModuleInit {
           description: describeConnection(node),
         });
       }
-      this.backend = new QuorumLockBackend(
+      this.quorumCalls = new QuorumCalls(
         this.quorumClients.map((c) => c.client),
         quorum.driftFactor,
         connection.commandTimeout,
       );
+      this.backend = new QuorumLockBackend(this.quorumCalls);
     } else {
       this.backend = new SingleLockBackend(connection.client, this.failures);
     }
@@ -175,16 +176,9 @@ export class LockService implements OnModuleInit {
   }
 
   private lease(): LeaseContext {
-    const { quorum } = this.lockOptions;
     this.leaseContext ??= {
       client: this.connection.client,
-      quorum: quorum
-        ? new QuorumCalls(
-            this.quorumClients.map((c) => c.client),
-            quorum.driftFactor,
-            this.connection.commandTimeout,
-          )
-        : undefined,
+      quorum: this.quorumCalls,
       keys: this.keys,
       options: this.lockOptions,
       commandTimeout: this.connection.commandTimeout,
@@ -287,7 +281,7 @@ export class LockService implements OnModuleInit {
    * `maxHoldMs` (default `lock.maxHoldMs`) the signal aborts, the lock is released and the call rejects with
    * LockHoldTimeoutError without waiting for `fn` (which may never settle).
    */
-  async runHolding<T, L extends Lock = Lock>(
+  runHolding<T, L extends Lock = Lock>(
     lock: L,
     fn: (signal: AbortSignal, lock: L) => Promise<T> | T,
     {
@@ -295,74 +289,7 @@ export class LockService implements OnModuleInit {
       extensionThreshold,
     }: { maxHoldMs?: number; extensionThreshold?: number } = {},
   ): Promise<T> {
-    let lost: AbortSignal;
-    try {
-      lost = lock.startAutoExtend({ extensionThreshold });
-    } catch (err) {
-      await this.releaseQuietly(lock);
-      throw err;
-    }
-    const hold = new AbortController();
-    const signal = AbortSignal.any([lost, hold.signal]);
-    let holdTimer: NodeJS.Timeout | undefined;
-    const heldTooLong =
-      maxHoldMs > MAX_TIMER_MS // Infinity, or past what setTimeout can wait (it would fire at once)
-        ? undefined
-        : new Promise<never>((_, reject) => {
-            holdTimer = setTimeout(() => {
-              const err = new LockHoldTimeoutError(
-                `the function holding the lock on "${lock.resource}" did not settle within maxHoldMs (${maxHoldMs} ` +
-                  `ms); the lock was released`,
-              );
-              lock.stopAutoExtend();
-              hold.abort(err);
-              reject(err);
-            }, maxHoldMs);
-          });
-    let result: T;
-    try {
-      const running = lockContext.run({ lock, signal }, () => new Promise<T>((resolve) => resolve(fn(signal, lock))));
-      // fn may still settle (or fail) after the hold timed out: nobody awaits it then, so its rejection is dropped here
-      running.catch(() => undefined);
-      result = await (heldTooLong ? Promise.race([running, heldTooLong]) : running);
-    } catch (err) {
-      clearTimeout(holdTimer);
-      lock.stopAutoExtend();
-      await this.releaseQuietly(lock);
-      throw err;
-    }
-    clearTimeout(holdTimer);
-    const lostReason: unknown = signal.aborted ? signal.reason : undefined;
-    lock.stopAutoExtend();
-    if (lostReason !== undefined) {
-      await this.releaseQuietly(lock);
-      const why = lostReason instanceof Error ? lostReason.message : String(lostReason);
-      throw new LockLostError(`the lock on "${lock.resource}" was lost while the locked function ran (${why})`, {
-        cause: lostReason,
-      });
-    }
-    try {
-      await lock.release();
-    } catch (err) {
-      // Lost: it expired while fn ran (e.g. the event loop was blocked past the ttl), so exclusivity was not kept.
-      if (err instanceof LockLostError) throw err;
-      this.logger.warn(
-        `releasing the lock on "${lock.resource}" failed; it expires by itself: ${(err as Error).message}`,
-      );
-    }
-    return result;
-  }
-
-  private async releaseQuietly(lock: Lock): Promise<void> {
-    try {
-      await lock.release();
-    } catch (err) {
-      if (!(err instanceof LockLostError)) {
-        this.logger.warn(
-          `releasing the lock on "${lock.resource}" failed; it expires by itself: ${(err as Error).message}`,
-        );
-      }
-    }
+    return runHolding(lock, fn, { maxHoldMs, extensionThreshold }, (message) => this.logger.warn(message));
   }
 
   private async attempt(keys: LockKeys, ttl: number): Promise<Lock | null> {

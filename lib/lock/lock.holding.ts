@@ -1,0 +1,83 @@
+import { LockHoldTimeoutError, LockLostError } from '../common/errors.js';
+import { lockContext } from './lock.context.js';
+import type { Lock } from './lock.js';
+
+/** The longest delay setTimeout honours (2^31 - 1 ms, ~24.8 days); a longer hold limit is no limit. */
+const MAX_TIMER_MS = 2_147_483_647;
+
+/**
+ * Runs `fn` under an already acquired lock with auto-extension and releases it afterwards (LockService.runHolding,
+ * `using`, semaphores and multi-resource locks). After `maxHoldMs` the signal aborts, the lock is released and the
+ * call rejects with LockHoldTimeoutError without waiting for `fn` (which may never settle).
+ */
+export async function runHolding<T, L extends Lock = Lock>(
+  lock: L,
+  fn: (signal: AbortSignal, lock: L) => Promise<T> | T,
+  { maxHoldMs, extensionThreshold }: { maxHoldMs: number; extensionThreshold?: number },
+  warn: (message: string) => void,
+): Promise<T> {
+  let lost: AbortSignal;
+  try {
+    lost = lock.startAutoExtend({ extensionThreshold });
+  } catch (err) {
+    await releaseQuietly(lock, warn);
+    throw err;
+  }
+  const hold = new AbortController();
+  const signal = AbortSignal.any([lost, hold.signal]);
+  let holdTimer: NodeJS.Timeout | undefined;
+  const heldTooLong =
+    maxHoldMs > MAX_TIMER_MS // Infinity, or past what setTimeout can wait (it would fire at once)
+      ? undefined
+      : new Promise<never>((_, reject) => {
+          holdTimer = setTimeout(() => {
+            const err = new LockHoldTimeoutError(
+              `the function holding the lock on "${lock.resource}" did not settle within maxHoldMs (${maxHoldMs} ` +
+                `ms); the lock was released`,
+            );
+            lock.stopAutoExtend();
+            hold.abort(err);
+            reject(err);
+          }, maxHoldMs);
+        });
+  let result: T;
+  try {
+    const running = lockContext.run({ lock, signal }, () => new Promise<T>((resolve) => resolve(fn(signal, lock))));
+    // fn may still settle (or fail) after the hold timed out: nobody awaits it then, so its rejection is dropped here
+    running.catch(() => undefined);
+    result = await (heldTooLong ? Promise.race([running, heldTooLong]) : running);
+  } catch (err) {
+    clearTimeout(holdTimer);
+    lock.stopAutoExtend();
+    await releaseQuietly(lock, warn);
+    throw err;
+  }
+  clearTimeout(holdTimer);
+  const lostReason: unknown = signal.aborted ? signal.reason : undefined;
+  lock.stopAutoExtend();
+  if (lostReason !== undefined) {
+    await releaseQuietly(lock, warn);
+    const why = lostReason instanceof Error ? lostReason.message : String(lostReason);
+    throw new LockLostError(`the lock on "${lock.resource}" was lost while the locked function ran (${why})`, {
+      cause: lostReason,
+    });
+  }
+  try {
+    await lock.release();
+  } catch (err) {
+    // Lost: it expired while fn ran (e.g. the event loop was blocked past the ttl), so exclusivity was not kept.
+    if (err instanceof LockLostError) throw err;
+    warn(`releasing the lock on "${lock.resource}" failed; it expires by itself: ${(err as Error).message}`);
+  }
+  return result;
+}
+
+async function releaseQuietly(lock: Lock, warn: (message: string) => void): Promise<void> {
+  try {
+    await lock.release();
+  } catch (err) {
+    if (!(err instanceof LockLostError)) {
+      warn(`releasing the lock on "${lock.resource}" failed; it expires by itself: ${(err as Error).message}`);
+    }
+  }
+}
