@@ -1,74 +1,34 @@
 import { LuaScript } from '../common/lua-script.js';
 
+/** The script `lib/lock/<file>.lua`, registered as `rtk_<name>` with `keys` keys. */
+const script = <T>(name: string, file: string, keys: number): LuaScript<T> =>
+  LuaScript.fromFile<T>(`rtk_${name}`, new URL(`./${file}.lua`, import.meta.url), keys);
+
 /** SET NX PX + INCR of the fence counter: the fencing token, or 0 when held by another owner. */
-export const ACQUIRE = LuaScript.fromFile<number>('rtk_lock_acquire', new URL('./acquire.lua', import.meta.url), 2);
+export const ACQUIRE = script<number>('lock_acquire', 'acquire', 2);
 /** PEXPIRE if still ours: 1, else 0. */
-export const EXTEND = LuaScript.fromFile<number>('rtk_lock_extend', new URL('./extend.lua', import.meta.url), 1);
+export const EXTEND = script<number>('lock_extend', 'extend', 1);
 /** DEL if still ours: 1, else 0. */
 export { RELEASE_LOCK as RELEASE } from '../common/release-lock.js';
 /** Quorum: raise a lagging node's fence counter while we hold the lock there: 1, else 0. */
-export const RAISE_FENCE = LuaScript.fromFile<number>(
-  'rtk_lock_raise_fence',
-  new URL('./raise-fence.lua', import.meta.url),
-  2,
-);
+export const RAISE_FENCE = script<number>('lock_raise_fence', 'raise-fence', 2);
 /** Swap the owner token of a lock we hold for a local waiter's and draw its fencing token: the fence, or 0. */
-export const HAND_OVER = LuaScript.fromFile<number>(
-  'rtk_lock_hand_over',
-  new URL('./hand-over.lua', import.meta.url),
-  2,
-);
+export const HAND_OVER = script<number>('lock_hand_over', 'hand-over', 2);
 /** ACQUIRE for the locks of one tick (single server): one fence or 0 per lock. */
-export const ACQUIRE_MANY = LuaScript.fromFile<(number | string)[]>(
-  'rtk_lock_acquire_many',
-  new URL('./acquire-many.lua', import.meta.url),
-  2,
-);
+export const ACQUIRE_MANY = script<(number | string)[]>('lock_acquire_many', 'acquire-many', 2);
 /** RELEASE for the locks of one tick (single server): 1 or 0 per lock. */
-export const RELEASE_MANY = LuaScript.fromFile<(number | string)[]>(
-  'rtk_lock_release_many',
-  new URL('./release-many.lua', import.meta.url),
-  1,
-);
+export const RELEASE_MANY = script<(number | string)[]>('lock_release_many', 'release-many', 1);
 /** Semaphore: prune expired holders, take a permit when fewer than the limit hold one: 1, else 0. */
-export const SEMAPHORE_ACQUIRE = LuaScript.fromFile<number>(
-  'rtk_semaphore_acquire',
-  new URL('./semaphore-acquire.lua', import.meta.url),
-  1,
-);
+export const SEMAPHORE_ACQUIRE = script<number>('semaphore_acquire', 'semaphore-acquire', 1);
 /** Semaphore: push a permit's expiry if still ours: 1, else 0. */
-export const SEMAPHORE_EXTEND = LuaScript.fromFile<number>(
-  'rtk_semaphore_extend',
-  new URL('./semaphore-extend.lua', import.meta.url),
-  1,
-);
+export const SEMAPHORE_EXTEND = script<number>('semaphore_extend', 'semaphore-extend', 1);
 /** Semaphore: give a permit back: 1, or 0 when it was no longer ours. */
-export const SEMAPHORE_RELEASE = LuaScript.fromFile<number>(
-  'rtk_semaphore_release',
-  new URL('./semaphore-release.lua', import.meta.url),
-  1,
-);
+export const SEMAPHORE_RELEASE = script<number>('semaphore_release', 'semaphore-release', 1);
 /** Multi-resource lock on one server: all locks (one fencing token each) or none ({}). Any number of keys. */
-export const MULTI_ACQUIRE = LuaScript.fromFile<number[]>(
-  'rtk_lock_multi_acquire',
-  new URL('./multi-acquire.lua', import.meta.url),
-  2,
-);
+export const MULTI_ACQUIRE = script<number[]>('lock_multi_acquire', 'multi-acquire', 2);
 /** Multi-resource lock: extend all if all still ours: 1, else 0. Any number of keys. */
-export const MULTI_EXTEND = LuaScript.fromFile<number>(
-  'rtk_lock_multi_extend',
-  new URL('./multi-extend.lua', import.meta.url),
-  1,
-);
+export const MULTI_EXTEND = script<number>('lock_multi_extend', 'multi-extend', 1);
 /** Multi-resource lock: release what is still ours: 1 when all were, else 0. Any number of keys. */
-export const MULTI_RELEASE = LuaScript.fromFile<number>(
-  'rtk_lock_multi_release',
-  new URL('./multi-release.lua', import.meta.url),
-  1,
-);
+export const MULTI_RELEASE = script<number>('lock_multi_release', 'multi-release', 1);
 /** Semaphore: swap a held permit's owner for a local waiter's: 1, or 0 when it was no longer held. */
-export const SEMAPHORE_HAND_OVER = LuaScript.fromFile<number>(
-  'rtk_semaphore_hand_over',
-  new URL('./semaphore-hand-over.lua', import.meta.url),
-  1,
-);
+export const SEMAPHORE_HAND_OVER = script<number>('semaphore_hand_over', 'semaphore-hand-over', 1);
