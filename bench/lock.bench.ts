@@ -2,26 +2,17 @@
 // RedlockMutex), on one Redis and on a 3-node quorum: uncontended (every caller its own resource) and contended
 // (20 callers, one resource). Each library gets the same ttl and the same retry pause.
 import 'reflect-metadata';
-import type { INestApplicationContext } from '@nestjs/common';
-import { NestFactory } from '@nestjs/core';
 import { Redis } from 'ioredis';
 import { Mutex, RedlockMutex } from 'redis-semaphore';
-import { LockService, RedisToolkitModule } from '../lib/index.js';
+import { LockService } from '../lib/index.js';
 import {
   KeyBuilder,
   RedisConnection,
   REDIS_TOOLKIT_OPTIONS,
   type ResolvedRedisToolkitOptions,
 } from '../lib/advanced.js';
-import { startRedisServer, type RedisServerHandle } from '../test/support/redis-server.js';
-import {
-  printTable,
-  saveResults,
-  type BenchRow,
-  type Measurement,
-  type MeasureOptions,
-  interleaved,
-} from './support/measure.js';
+import { lockApp, type LockMode, runSingleAndQuorum } from './support/lock-servers.js';
+import { type BenchRow, type Measurement, type MeasureOptions, interleaved } from './support/measure.js';
 
 // redlock 5 ships types its package.json "exports" do not expose under NodeNext resolution: declare what we use.
 interface RedlockLock {
@@ -54,24 +45,8 @@ function resourcePool(prefix: string): <T>(fn: (resource: string) => Promise<T>)
   };
 }
 
-async function ours(urls: string[], quorum: boolean): Promise<INestApplicationContext> {
-  return NestFactory.createApplicationContext(
-    RedisToolkitModule.forRoot({
-      connection: { url: urls[0] },
-      keyPrefix: 'bench:rtk:',
-      commandTimeout: 5_000,
-      lock: {
-        ttl: TTL,
-        retry: { count: 100_000, delay: RETRY_MS, jitter: RETRY_MS },
-        ...(quorum ? { quorum: { nodes: urls.map((url) => ({ url })) } } : {}),
-      },
-    }),
-    { logger: ['error'] },
-  );
-}
-
-async function scenario(mode: 'single' | 'quorum', urls: string[], rows: BenchRow[]): Promise<void> {
-  const app = await ours(urls, mode === 'quorum');
+async function scenario(mode: LockMode, urls: string[], rows: BenchRow[]): Promise<void> {
+  const app = await lockApp(urls, mode, { ttl: TTL, retryMs: RETRY_MS, jitterMs: RETRY_MS });
   const locks = app.get(LockService);
   // The same service as N separate app instances would have it: no in-process hand-over between callers.
   const options = app.get<ResolvedRedisToolkitOptions>(REDIS_TOOLKIT_OPTIONS);
@@ -152,30 +127,9 @@ async function scenario(mode: 'single' | 'quorum', urls: string[], rows: BenchRo
   await app.close();
 }
 
-async function main(): Promise<void> {
-  const started = Date.now();
-  const servers: RedisServerHandle[] = [];
-  const singleUrl = process.env.BENCH_REDIS_URL ?? (servers[servers.length] = await startRedisServer()).url;
-  const quorum = await Promise.all([0, 1, 2].map(() => startRedisServer()));
-  servers.push(...quorum);
-  const rows: BenchRow[] = [];
-  try {
-    await scenario('single', [singleUrl], rows);
-    await scenario(
-      'quorum',
-      quorum.map((s) => s.url),
-      rows,
-    );
-  } finally {
-    await Promise.all(servers.map((s) => s.stop()));
-  }
-  const table = printTable('Locks: acquire + release per second (ours ÷ this: higher is better for us)', rows);
-  saveResults('lock', rows, {
-    table,
-    settings: { ttlMs: TTL, retryPauseMs: RETRY_MS, workers: WORKERS, roundMs: ROUND.durationMs, rounds: ROUNDS },
-    durationMs: Date.now() - started,
-  });
-  process.exit(0);
-}
-
-await main();
+await runSingleAndQuorum(
+  'lock',
+  'Locks: acquire + release per second (ours ÷ this: higher is better for us)',
+  scenario,
+  { ttlMs: TTL, retryPauseMs: RETRY_MS, workers: WORKERS, roundMs: ROUND.durationMs, rounds: ROUNDS },
+);

@@ -77,18 +77,33 @@ export async function measure(op: () => Promise<unknown>, options: MeasureOption
   };
 }
 
+/** A Measurement with what `probe` counted per successful operation (e.g. Redis CPU µs). */
+export interface ProbedMeasurement extends Measurement {
+  perOp?: number;
+}
+
 /**
  * The machine is shared, so load drifts during a run: the libraries take turns, one round each, `rounds` times, and
- * each figure is the median of its rounds (so a burst of load hits every library alike).
+ * each figure is the median of its rounds (so a burst of load hits every library alike). `probe`, when given, reads
+ * a growing counter (Redis CPU time, commands served) before and after every round: `perOp` is its growth per
+ * successful operation (the probe also sees a round's warm-up: give `warmupMs: 0` with a probe).
  */
 export async function interleaved(
   ops: Record<string, () => Promise<unknown>>,
   rounds: number,
   round: MeasureOptions,
-): Promise<Record<string, Measurement>> {
-  const runs: Record<string, Measurement[]> = Object.fromEntries(Object.keys(ops).map((k) => [k, []]));
+  probe?: () => Promise<number>,
+): Promise<Record<string, ProbedMeasurement>> {
+  const runs: Record<string, ProbedMeasurement[]> = Object.fromEntries(Object.keys(ops).map((k) => [k, []]));
+  const durationMs = round.durationMs ?? 2_000;
   for (let r = 0; r < rounds; r++) {
-    for (const [name, op] of Object.entries(ops)) runs[name].push(await measure(op, { ...round, rounds: 1 }));
+    for (const [name, op] of Object.entries(ops)) {
+      const before = probe ? await probe() : 0;
+      const m: ProbedMeasurement = await measure(op, { ...round, rounds: 1 });
+      // per successful operation; the probe also sees the warm-up, so measure with warmupMs 0 where it is read
+      if (probe) m.perOp = ((await probe()) - before) / Math.max(1, (m.opsPerSec * durationMs) / 1000);
+      runs[name].push(m);
+    }
   }
   return Object.fromEntries(
     Object.entries(runs).map(([name, ms]) => [
@@ -98,6 +113,7 @@ export async function interleaved(
         p50Ms: median(ms.map((m) => m.p50Ms)),
         p99Ms: median(ms.map((m) => m.p99Ms)),
         errors: ms.reduce((sum, m) => sum + m.errors, 0),
+        ...(probe ? { perOp: median(ms.map((m) => m.perOp ?? 0)) } : {}),
       },
     ]),
   );
