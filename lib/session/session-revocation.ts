@@ -18,3 +18,21 @@ export interface SessionRevocation {
 export function sessionIdHash(id: string): string {
   return KeyBuilder.hash(`session:${id}`);
 }
+
+/** Announces destroyed sessions (by id) on SESSION_REVOKED_CHANNEL. */
+export type SessionRevoker = (ids: string[]) => Promise<void>;
+
+/**
+ * The toolkit's revoker per Redis client: SessionService registers its own for the toolkit's client, so a
+ * RedisSessionStore given that client (`app.get(REDIS_CLIENT)`) announces through the same PubSubService as the
+ * gateways listen with (channel prefix, serializer, sharded pub/sub on a cluster).
+ */
+const revokers = new WeakMap<object, SessionRevoker>();
+
+export function registerSessionRevoker(client: object, revoker: SessionRevoker): void {
+  revokers.set(client, revoker);
+}
+
+export function sessionRevokerFor(client: object): SessionRevoker | undefined {
+  return revokers.get(client);
+}

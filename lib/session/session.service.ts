@@ -14,7 +14,12 @@ import {
 } from './session-cookie.js';
 import { isSecureRequest } from './session.http.js';
 import { generateSessionId, isValidSessionId } from './session-id.js';
-import { SESSION_REVOKED_CHANNEL, sessionIdHash, type SessionRevocation } from './session-revocation.js';
+import {
+  registerSessionRevoker,
+  SESSION_REVOKED_CHANNEL,
+  sessionIdHash,
+  type SessionRevocation,
+} from './session-revocation.js';
 import { PubSubService } from '../pubsub/pubsub.service.js';
 import { SESSION_OPTIONS, type ResolvedSessionOptions } from './session.options.js';
 import {
@@ -65,6 +70,8 @@ export class SessionService {
     this.failures = new FailurePolicy(connection, { feature: 'session', logger: this.logger, withCause: false });
     this.serializer = serializer;
     this.options = options;
+    // RedisSessionStore on this client revokes the sockets of the sessions it destroys through this instance.
+    if (pubsub) registerSessionRevoker(connection.client, (ids) => this.revoke(ids));
   }
 
   /** Creates a session for `userId` with a fresh 256-bit id. */

@@ -10,6 +10,7 @@ import { JsonSerializer, SafeSerializer, type Serializer } from '../common/seria
 import { encodeField, SessionRecords, type RawSession } from './session.records.js';
 import { SESSION_DEFAULTS, SESSION_MAX_SIZE_LIMIT } from './session.options.js';
 import { unlinkMany } from '../common/bulk-keys.js';
+import { sessionRevokerFor } from './session-revocation.js';
 
 type StoreClass = typeof ExpressStore;
 
@@ -109,7 +110,8 @@ const TOUCHED_ON_GET_LIMIT = 10_000;
  *
  * It uses SessionService's keys and layout (one JSON string per session read by GETEX, top-level fields serialized
  * one by one, a per-user index), so with `genid: generateSessionId` both see the same sessions. `get` touches in one
- * round trip; `destroy` leaves a tombstone so a late `set` from an in-flight request cannot resurrect the session;
+ * round trip; `destroy` leaves a tombstone so a late `set` from an in-flight request cannot resurrect the session,
+ * and (on the toolkit's client) revokes its WebSockets on every instance, as `clear` does;
  * `all`, `ids`, `length` and `clear` use SCAN on every master, never KEYS.
  */
 export class RedisSessionStore extends loadStoreBase() {
@@ -276,7 +278,10 @@ export class RedisSessionStore extends loadStoreBase() {
     return settle(callback, async () => (await this.ids()).length);
   }
 
-  /** Deletes every session under the prefix and the per-user indexes (SCAN + UNLINK, slot by slot on a cluster). */
+  /**
+   * Deletes every session under the prefix and the per-user indexes (SCAN + UNLINK, slot by slot on a cluster); the
+   * sessions' WebSockets are revoked page by page.
+   */
   override clear(callback?: Callback<void>): Promise<void> {
     return settle(callback, async () => {
       for await (const page of this.records.scanIds(this.scanCount)) {
@@ -284,6 +289,7 @@ export class RedisSessionStore extends loadStoreBase() {
           this.records.client,
           page.map((id) => this.records.sessionKey(id)),
         );
+        await this.revoke(page);
       }
       for await (const page of this.records.scanUserIndexKeys(this.scanCount))
         await unlinkMany(this.records.client, page);
@@ -302,7 +308,17 @@ export class RedisSessionStore extends loadStoreBase() {
   private async destroyId(sid: string): Promise<void> {
     if (!STORE_ID.test(String(sid))) return;
     const userId = await this.records.destroy(sid, this.tombstoneMs);
+    // Announced even when already gone, as SessionService.destroy does: a retry must still reach the gateways.
+    await this.revoke([sid]);
     if (userId) await this.records.indexRemove(userId, [sid]);
+  }
+
+  /**
+   * Disconnects the sessions' WebSockets on every instance (SessionService's announcement, when this store shares the
+   * toolkit's client). Awaited: a destroy that succeeds has been announced; a failed announcement fails it.
+   */
+  private async revoke(ids: string[]): Promise<void> {
+    if (ids.length > 0) await sessionRevokerFor(this.records.client)?.(ids);
   }
 
   /** A field as stored; ill-formed Unicode is the request's fault: status 400 lets Express answer 400, not 500. */

@@ -1,8 +1,12 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
+import express from 'express';
+import expressSession from 'express-session';
 import { Redis } from 'ioredis';
-import { PubSubService, SessionService } from '../../lib/index.js';
-import { RedisConnection } from '../../lib/advanced.js';
+import request from 'supertest';
+import { PubSubService, REDIS_CLIENT, RedisSessionStore, SessionService } from '../../lib/index.js';
+import { generateSessionId, RedisConnection } from '../../lib/advanced.js';
+import type { RedisClient } from '../../lib/common/lua-script.js';
 import { NotificationsGateway } from '../../lib/notifications/index.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { closeClients, connectClient, createGatewayApp, type GatewayApp } from '../support/pubsub-gateway.js';
@@ -137,6 +141,89 @@ describe.each(['single', 'cluster'] as const)('sessions revoke their WebSockets 
     expect(await c.subscribe('public')).toMatchObject({ ok: false, code: 'E_UNAUTHENTICATED' });
     await gone;
     expect(a.get(NotificationsGateway).stats().revoked).toBe(1);
+  });
+});
+
+/**
+ * An express-session app on instance A's toolkit client, as docs/session.md sets it up (`genid: generateSessionId`,
+ * so the gateway's default authentication reads the same sessions). Log in answers the session id.
+ */
+function expressSessionApp(store: RedisSessionStore): express.Express {
+  const app = express();
+  app.use(
+    expressSession({
+      store,
+      secret: 'store-secret',
+      resave: false,
+      saveUninitialized: false,
+      genid: generateSessionId,
+    }),
+  );
+  app.post('/login/:user', (req, res) => {
+    (req.session as unknown as { userId: string }).userId = req.params.user;
+    res.json({ id: req.sessionID });
+  });
+  app.post('/logout', (req, res, next) => req.session.destroy((err) => (err ? next(err) : res.json({ ok: true }))));
+  return app;
+}
+
+describe.each(['single', 'cluster'] as const)('RedisSessionStore revokes WebSockets on %s', (target) => {
+  /** Resolves with the disconnect reason, or 'still connected' after `ms` (a bound for a loaded box, not a timing). */
+  const disconnectWithin = (c: { socket: { once(e: string, f: (r: string) => void): unknown } }, ms: number) =>
+    new Promise<string>((resolve) => {
+      const timer = setTimeout(() => resolve('still connected'), ms);
+      c.socket.once('disconnect', (reason) => {
+        clearTimeout(timer);
+        resolve(reason);
+      });
+    });
+
+  it('a logout through express-session (store.destroy) on instance A disconnects the socket on instance B', async () => {
+    const {
+      apps: [a, b],
+      keyPrefix,
+    } = await instances(target, 2);
+    const store = new RedisSessionStore({ client: a.get<RedisClient>(REDIS_CLIENT), prefix: keyPrefix });
+    const app = expressSessionApp(store);
+    const agent = request.agent(app);
+    const { id } = (await agent.post('/login/gina').expect(200)).body as { id: string };
+    const other = (await request(app).post('/login/gina').expect(200)).body as { id: string };
+    const onB = await connectClient(b.url, { token: id });
+    const otherOnB = await connectClient(b.url, { token: other.id });
+    expect(await onB.subscribe('user:gina')).toEqual({ ok: true });
+
+    const gone = disconnectWithin(onB, 5_000);
+    await agent.post('/logout').expect(200);
+    // The contract is "within 1 s"; 5 s is the margin for a loaded machine, and the test fails past it.
+    expect(await gone).toBe('io server disconnect');
+    expect(await store.get(id)).toBeNull();
+    // Only that session: the other socket of the same user stays.
+    await sleep(200);
+    expect(otherOnB.socket.connected).toBe(true);
+    expect(b.get(NotificationsGateway).stats()).toMatchObject({ revoked: 1, connections: 1 });
+    await expect(connectClient(b.url, { token: id })).rejects.toMatchObject({ data: { code: 'E_UNAUTHENTICATED' } });
+  });
+
+  it('store.clear() disconnects every session socket on every instance', async () => {
+    const {
+      apps: [a, b],
+      keyPrefix,
+    } = await instances(target, 2);
+    const store = new RedisSessionStore({ client: a.get<RedisClient>(REDIS_CLIENT), prefix: keyPrefix });
+    const app = expressSessionApp(store);
+    const ids: string[] = [];
+    for (const user of ['hal', 'ida', 'hal'])
+      ids.push(((await request(app).post(`/login/${user}`).expect(200)).body as { id: string }).id);
+    const sockets = [
+      await connectClient(a.url, { token: ids[0] }),
+      await connectClient(b.url, { token: ids[1] }),
+      await connectClient(b.url, { token: ids[2] }),
+    ];
+    const gone = sockets.map((c) => disconnectWithin(c, 5_000));
+    await store.clear();
+    expect(await Promise.all(gone)).toEqual(['io server disconnect', 'io server disconnect', 'io server disconnect']);
+    expect(a.get(NotificationsGateway).stats().revoked).toBe(1);
+    expect(b.get(NotificationsGateway).stats().revoked).toBe(2);
   });
 });
 
