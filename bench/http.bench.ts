@@ -9,14 +9,14 @@
  * "not available yet".
  */
 import autocannon from 'autocannon';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { httpGet } from '../test/faults/harness/sample-app.js';
-import { getFreePort, startRedisServer, type RedisServerHandle } from '../test/support/redis-server.js';
-import { printTable, saveResults, type BenchRow } from './support/measure.js';
+import { startRedisServer, type RedisServerHandle } from '../test/support/redis-server.js';
+import { startApp, type Child } from './support/sample-app.js';
+import { printTable, redisCpuMicros, saveResults, watchRedisCpu, type BenchRow } from './support/measure.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const OURS = 'nestjs-redis-toolkit';
@@ -29,54 +29,30 @@ const WARMUP_S = 2;
 const ROUND_S = 5;
 const ROUNDS = 3;
 
-interface Child {
-  url: string;
-  stop(): Promise<void>;
-}
+type Run = autocannon.Result & { redisCpuUsPerOp?: number };
 
-/** Spawns `node file` with env and waits until `readyPath` answers anything but a connection error. */
-async function startApp(file: string, env: Record<string, string>, readyPath: string): Promise<Child> {
-  const port = await getFreePort();
-  let output = '';
-  const child: ChildProcess = spawn(process.execPath, [file], {
-    cwd: ROOT,
-    env: { ...process.env, NODE_ENV: 'production', PORT: String(port), HOST: '127.0.0.1', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  child.stdout?.on('data', (c: Buffer) => (output += c.toString('utf8')));
-  child.stderr?.on('data', (c: Buffer) => (output += c.toString('utf8')));
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const stop = async (): Promise<void> => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
-    await exited;
-    clearTimeout(timer);
-  };
-  const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 30_000;
-  while ((await httpGet(`${url}${readyPath}`)).status === 0) {
-    if (child.exitCode !== null || Date.now() > deadline) {
-      await stop();
-      throw new Error(`${file} did not start:\n${output}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return { url, stop };
-}
-
-async function cannon(url: string, seconds: number): Promise<autocannon.Result> {
-  return autocannon({ url, connections: CONNECTIONS, duration: seconds, pipelining: 1, timeout: 10 });
+/** One autocannon run, with the bench Redis's CPU per successful request. */
+async function cannon(url: string, seconds: number): Promise<Run> {
+  const before = await redisCpuMicros();
+  const result = await autocannon({ url, connections: CONNECTIONS, duration: seconds, pipelining: 1, timeout: 10 });
+  const after = await redisCpuMicros();
+  const ok = result.requests.total - result.non2xx;
+  return before === undefined || after === undefined || ok <= 0
+    ? result
+    : Object.assign(result, { redisCpuUsPerOp: (after - before) / ok });
 }
 
 const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 
-function row(library: string, results: autocannon.Result[], notes?: string): BenchRow {
+function row(library: string, results: Run[], notes?: string): BenchRow {
+  const cpu = results.map((r) => r.redisCpuUsPerOp).filter((v): v is number => v !== undefined);
   return {
     feature: 'http',
     library,
     operation: OPERATION,
-    opsPerSec: median(results.map((r) => r.requests.average)),
+    // successful requests only (a non-2xx answer is an error, not throughput)
+    opsPerSec: median(results.map((r) => (r.requests.total - r.non2xx) / (r.duration || 1))),
+    ...(cpu.length > 0 && { redisCpuUsPerOp: median(cpu) }),
     p50Ms: median(results.map((r) => r.latency.p50)),
     p99Ms: median(results.map((r) => r.latency.p99)),
     errors: results.reduce((s, r) => s + r.errors + r.non2xx, 0),
@@ -87,6 +63,7 @@ function row(library: string, results: autocannon.Result[], notes?: string): Ben
 async function main(): Promise<void> {
   let privateRedis: RedisServerHandle | undefined;
   const redisUrl = process.env.BENCH_REDIS_URL ?? (privateRedis = await startRedisServer()).url;
+  watchRedisCpu(redisUrl);
   // BENCH_SAMPLE_MAIN: bench another build of the app (path relative to the repo root).
   const candidates = [process.env.BENCH_SAMPLE_MAIN, 'dist-bench/sample/main.js', 'dist/sample/main.js'].filter(
     (p): p is string => !!p,
@@ -141,9 +118,9 @@ async function main(): Promise<void> {
     await cannon(`${sample.url}/products`, WARMUP_S);
     await cannon(`${sampleFixed.url}/products`, WARMUP_S);
     await cannon(`${baseline.url}/products`, WARMUP_S);
-    const ours: autocannon.Result[] = [];
-    const oursFixed: autocannon.Result[] = [];
-    const theirs: autocannon.Result[] = [];
+    const ours: Run[] = [];
+    const oursFixed: Run[] = [];
+    const theirs: Run[] = [];
     for (let i = 0; i < ROUNDS; i++) {
       ours.push(await cannon(`${sample.url}/products`, ROUND_S));
       oursFixed.push(await cannon(`${sampleFixed.url}/products`, ROUND_S));

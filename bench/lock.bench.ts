@@ -12,7 +12,16 @@ import {
   type ResolvedRedisToolkitOptions,
 } from '../lib/advanced.js';
 import { lockApp, type LockMode, runSingleAndQuorum } from './support/lock-servers.js';
-import { type BenchRow, type Measurement, type MeasureOptions, interleaved } from './support/measure.js';
+import {
+  bestOfPipelining,
+  peerClients,
+  unwatchRedisCpu,
+  watchRedisCpu,
+  type BenchRow,
+  type Measurement,
+  type MeasureOptions,
+  interleaved,
+} from './support/measure.js';
 
 // redlock 5 ships types its package.json "exports" do not expose under NodeNext resolution: declare what we use.
 interface RedlockLock {
@@ -55,27 +64,44 @@ async function scenario(mode: LockMode, urls: string[], rows: BenchRow[]): Promi
     () => new LockService(options.lock, app.get(RedisConnection), app.get(KeyBuilder)),
   );
   let nextSeparate = 0;
-  const clients = urls.map((url) => new Redis(url, { maxRetriesPerRequest: 0 }));
-  const redlock = new Redlock(clients, {
-    retryCount: 100_000,
-    retryDelay: RETRY_MS,
-    retryJitter: RETRY_MS,
-    driftFactor: 0.01,
-  });
-  redlock.on('error', () => undefined);
+  // Every peer runs on ioredis clients with auto-pipelining off (the default) and on; its better figure is kept.
+  const pairs = urls.map((url) => peerClients(url, { maxRetriesPerRequest: 0 }));
+  const clients = pairs.map((p) => p.off);
+  const pipedClients = pairs.map((p) => p.on);
+  const redlockOn = (on: Redis[]) => {
+    const r = new Redlock(on, { retryCount: 100_000, retryDelay: RETRY_MS, retryJitter: RETRY_MS, driftFactor: 0.01 });
+    r.on('error', () => undefined);
+    return r;
+  };
+  const redlock = redlockOn(clients);
+  const redlockPiped = redlockOn(pipedClients);
   const semaphoreOptions = { lockTimeout: TTL, acquireTimeout: 60_000, retryInterval: RETRY_MS, refreshInterval: 0 };
-  const mutex = (key: string) =>
-    mode === 'quorum' ? new RedlockMutex(clients, key, semaphoreOptions) : new Mutex(clients[0], key, semaphoreOptions);
+  const mutex = (key: string, on = clients) =>
+    mode === 'quorum' ? new RedlockMutex(on, key, semaphoreOptions) : new Mutex(on[0], key, semaphoreOptions);
+  watchRedisCpu(...urls);
 
   const label = mode === 'single' ? '1 server' : '3-node quorum';
-  const pools = { ours: resourcePool('u-ours'), redlock: resourcePool('u-redlock'), sem: resourcePool('u-sem') };
+  const pools = {
+    ours: resourcePool('u-ours'),
+    redlock: resourcePool('u-redlock'),
+    redlockPiped: resourcePool('u-redlock-piped'),
+    sem: resourcePool('u-sem'),
+    semPiped: resourcePool('u-sem-piped'),
+  };
   const uncontended = await interleaved(
     {
       ours: () => pools.ours(async (r) => (await locks.acquire(r)).release()),
       redlock: () => pools.redlock(async (r) => (await redlock.acquire([r], TTL)).release()),
+      redlockPiped: () => pools.redlockPiped(async (r) => (await redlockPiped.acquire([r], TTL)).release()),
       sem: () =>
         pools.sem(async (r) => {
           const m = mutex(r);
+          await m.acquire();
+          await m.release();
+        }),
+      semPiped: () =>
+        pools.semPiped(async (r) => {
+          const m = mutex(r, pipedClients);
           await m.acquire();
           await m.release();
         }),
@@ -91,8 +117,14 @@ async function scenario(mode: LockMode, urls: string[], rows: BenchRow[]): Promi
         return (await service.acquire('c-ours-separate')).release();
       },
       redlock: async () => (await redlock.acquire(['c-redlock'], TTL)).release(),
+      redlockPiped: async () => (await redlockPiped.acquire(['c-redlock-piped'], TTL)).release(),
       sem: async () => {
         const m = mutex('c-sem');
+        await m.acquire();
+        await m.release();
+      },
+      semPiped: async () => {
+        const m = mutex('c-sem-piped', pipedClients);
         await m.acquire();
         await m.release();
       },
@@ -103,27 +135,29 @@ async function scenario(mode: LockMode, urls: string[], rows: BenchRow[]): Promi
   const semName = mode === 'quorum' ? 'redis-semaphore RedlockMutex' : 'redis-semaphore Mutex';
   const add = (library: string, operation: string, m: Measurement, notes?: string) =>
     rows.push({ feature: 'lock', library, operation, ...m, notes });
+  const addPeer = (library: string, operation: string, off: Measurement, on: Measurement) => {
+    const best = bestOfPipelining(off, on);
+    add(library, operation, best, best.note);
+  };
   const unOp = `uncontended acquire+release, ${label}`;
   add('nestjs-redis-toolkit', unOp, uncontended.ours, 'with a fencing token (SET NX + INCR in one script)');
-  add('redlock', unOp, uncontended.redlock);
-  add(semName, unOp, uncontended.sem);
+  addPeer('redlock', unOp, uncontended.redlock, uncontended.redlockPiped);
+  addPeer(semName, unOp, uncontended.sem, uncontended.semPiped);
+  // The peers model separate processes contending, so our charted row is the 20 separate services (like 20 app
+  // instances, no in-process hand-over); the in-process FIFO row is shown as a variant.
   const cOp = `contended (20 callers, 1 resource), ${label}`;
+  add('nestjs-redis-toolkit', cOp, contended.oursSeparate, '20 separate LockService instances, like 20 app instances');
   add(
-    'nestjs-redis-toolkit',
+    'nestjs-redis-toolkit (in-process FIFO hand-over)',
     cOp,
     contended.ours,
     'callers in one process: a release hands the lock to the oldest local waiter (FIFO)',
   );
-  add(
-    'nestjs-redis-toolkit (20 separate services)',
-    cOp,
-    contended.oursSeparate,
-    'like 20 app instances: polling only',
-  );
-  add('redlock', cOp, contended.redlock);
-  add(semName, cOp, contended.sem);
+  addPeer('redlock', cOp, contended.redlock, contended.redlockPiped);
+  addPeer(semName, cOp, contended.sem, contended.semPiped);
 
-  await Promise.all(clients.map((c) => c.quit()));
+  unwatchRedisCpu(...urls);
+  for (const p of pairs) p.close();
   await app.close();
 }
 

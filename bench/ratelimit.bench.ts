@@ -10,7 +10,17 @@ import { ThrottlerStorageRedisService } from '@nest-lab/throttler-storage-redis'
 import { RateLimitService, RedisToolkitModule, type RateLimitPolicy } from '../lib/index.js';
 import { type RateLimitAlgorithm } from '../lib/advanced.js';
 import { benchRedis } from './support/bench-redis.js';
-import { measure, printTable, saveResults, type BenchRow, type Measurement } from './support/measure.js';
+import {
+  bestOfPipelining,
+  measure,
+  medianOf,
+  peerClients,
+  printTable,
+  saveResults,
+  withNote,
+  type BenchRow,
+  type Measurement,
+} from './support/measure.js';
 
 const FEATURE = 'ratelimit';
 const OURS = 'nestjs-redis-toolkit';
@@ -22,6 +32,8 @@ interface Contender {
   operation: string;
   /** One decision for `key` (window `ttl` ms); resolves true when admitted. */
   decide(key: string, limit: number, ttl?: number): Promise<boolean>;
+  /** A peer's run on its auto-pipelining client: merged with its plain run, the better figure kept. */
+  piped?: boolean;
 }
 
 async function main(): Promise<void> {
@@ -33,23 +45,26 @@ async function main(): Promise<void> {
   );
   const rl = app.get(RateLimitService);
   // The peers get a client tuned like ours (a per-command timeout costs a timer per command), so only the libraries differ.
-  const peerClient = new Redis(url, {
+  // Each peer runs on two clients, auto-pipelining off (ioredis's default) and on; its better figure is kept.
+  const peerClientPair = peerClients(url, {
     commandTimeout: 5_000,
     maxRetriesPerRequest: 0,
     autoResendUnfulfilledCommands: false,
   });
+  const peerClient = peerClientPair.off;
   const throttlerStorage = new ThrottlerStorageRedisService(peerClient);
+  const throttlerStoragePiped = new ThrottlerStorageRedisService(peerClientPair.on);
   const rlfCache = new Map<string, RateLimiterRedis>();
-  const rlf = (limit: number, ttl: number) => {
-    let limiter = rlfCache.get(`${limit}/${ttl}`);
+  const rlf = (limit: number, ttl: number, piped = false) => {
+    let limiter = rlfCache.get(`${limit}/${ttl}/${piped}`);
     if (!limiter) {
       limiter = new RateLimiterRedis({
-        storeClient: peerClient,
+        storeClient: piped ? peerClientPair.on : peerClient,
         points: limit,
         duration: ttl / 1000,
         keyPrefix: `bench-rlf-${limit}-${ttl}`,
       });
-      rlfCache.set(`${limit}/${ttl}`, limiter);
+      rlfCache.set(`${limit}/${ttl}/${piped}`, limiter);
     }
     return limiter;
   };
@@ -57,31 +72,53 @@ async function main(): Promise<void> {
   const ours = (algorithm: RateLimitAlgorithm): Contender => ({
     library: OURS,
     operation: algorithm,
-    decide: async (key, limit, ttl = 60_000) => (await rl.consume(key, { limit, ttl, algorithm })).allowed,
+    // the sliding log keeps one member per admitted request, so its limit is capped (maxSlidingWindowLimit)
+    decide: async (key, limit, ttl = 60_000) =>
+      (
+        await rl.consume(key, {
+          limit: algorithm === 'sliding-window' ? Math.min(limit, 10_000) : limit,
+          ttl,
+          algorithm,
+        })
+      ).allowed,
+  });
+  const rlfContender = (piped: boolean): Contender => ({
+    library: 'rate-limiter-flexible',
+    operation: 'fixed-window',
+    piped,
+    decide: async (key, limit, ttl = 60_000) => {
+      try {
+        await rlf(limit, ttl, piped).consume(key);
+        return true;
+      } catch (err) {
+        if (err instanceof RateLimiterRes) return false;
+        throw err;
+      }
+    },
+  });
+  const throttlerContender = (piped: boolean): Contender => ({
+    library: '@nestjs/throttler + @nest-lab/throttler-storage-redis',
+    operation: 'fixed-window',
+    piped,
+    decide: async (key, limit, ttl = 60_000) =>
+      !(
+        await (piped ? throttlerStoragePiped : throttlerStorage).increment(
+          `bench-thr:${key}`,
+          ttl,
+          limit,
+          ttl,
+          'default',
+        )
+      ).isBlocked,
   });
   const contenders: Contender[] = [
     ours('sliding-window'),
     ours('fixed-window'),
     ours('token-bucket'),
-    {
-      library: 'rate-limiter-flexible',
-      operation: 'fixed-window',
-      decide: async (key, limit, ttl = 60_000) => {
-        try {
-          await rlf(limit, ttl).consume(key);
-          return true;
-        } catch (err) {
-          if (err instanceof RateLimiterRes) return false;
-          throw err;
-        }
-      },
-    },
-    {
-      library: '@nestjs/throttler + @nest-lab/throttler-storage-redis',
-      operation: 'fixed-window',
-      decide: async (key, limit, ttl = 60_000) =>
-        !(await throttlerStorage.increment(`bench-thr:${key}`, ttl, limit, ttl, 'default')).isBlocked,
-    },
+    rlfContender(false),
+    rlfContender(true),
+    throttlerContender(false),
+    throttlerContender(true),
   ];
 
   const rows: BenchRow[] = [];
@@ -95,7 +132,10 @@ async function main(): Promise<void> {
     }),
   );
   for (const [i, c] of contenders.entries()) {
-    const m = samples[i];
+    if (c.piped) continue; // merged into its plain run's row below
+    const pipedAt = contenders.findIndex((p) => p.piped && p.library === c.library && p.operation === c.operation);
+    const best = pipedAt < 0 ? undefined : bestOfPipelining(samples[i], samples[pipedAt]);
+    const m = best?.pipelined ? samples[pipedAt] : samples[i];
     // round trips per decision
     const decisions = 200;
     const roundTrips =
@@ -122,14 +162,18 @@ async function main(): Promise<void> {
       p50Ms: m.p50Ms,
       p99Ms: m.p99Ms,
       errors: m.errors,
-      notes: `${roundTrips.toFixed(2)} round trips/decision; ${m.cpuUsPerOp.toFixed(1)} µs app CPU + ${redisUs.toFixed(1)} µs Redis/decision; admitted ${admitted} of 5,000 at limit 1,000${admitted > 1_000 ? ' (OVER-ADMISSION)' : ''}`,
+      redisCpuUsPerOp: m.redisCpuUsPerOp,
+      notes: withNote(
+        `${roundTrips.toFixed(2)} round trips/decision; ${m.cpuUsPerOp.toFixed(1)} µs app CPU + ${redisUs.toFixed(1)} µs Redis scripts/decision; admitted ${admitted} of 5,000 at limit 1,000${admitted > 1_000 ? ' (OVER-ADMISSION)' : ''}`,
+        best?.note ?? '',
+      ),
     });
   }
 
   // Two policies (10/s and 100/min) in one request: ours is one script call, throttler charges each one by one.
   const twoPolicies: RateLimitPolicy[] = [
     { limit: BIG_LIMIT, ttl: 1_000, algorithm: 'fixed-window' },
-    { limit: BIG_LIMIT, ttl: 60_000, algorithm: 'sliding-window' },
+    { limit: 10_000, ttl: 60_000, algorithm: 'sliding-window' }, // the sliding log's cap (maxSlidingWindowLimit)
   ];
   const multi: Contender[] = [
     {
@@ -138,15 +182,19 @@ async function main(): Promise<void> {
       decide: async (key) =>
         (await rl.consumeAll(twoPolicies.map((policy, i) => ({ key, policy, name: `p${i}` })))).allowed,
     },
-    {
-      library: '@nestjs/throttler + @nest-lab/throttler-storage-redis',
-      operation: 'two policies',
-      decide: async (key) => {
-        const a = await throttlerStorage.increment(`bench-thr2:${key}`, 1_000, BIG_LIMIT, 1_000, 'second');
-        const b = await throttlerStorage.increment(`bench-thr2:${key}`, 60_000, BIG_LIMIT, 60_000, 'minute');
-        return !a.isBlocked && !b.isBlocked;
-      },
-    },
+    ...[false, true].map(
+      (piped): Contender => ({
+        library: '@nestjs/throttler + @nest-lab/throttler-storage-redis',
+        operation: 'two policies',
+        piped,
+        decide: async (key) => {
+          const storage = piped ? throttlerStoragePiped : throttlerStorage;
+          const a = await storage.increment(`bench-thr2:${key}`, 1_000, BIG_LIMIT, 1_000, 'second');
+          const b = await storage.increment(`bench-thr2:${key}`, 60_000, BIG_LIMIT, 60_000, 'minute');
+          return !a.isBlocked && !b.isBlocked;
+        },
+      }),
+    ),
   ];
   const multiSamples = await interleaved(
     multi.map((c) => {
@@ -155,7 +203,10 @@ async function main(): Promise<void> {
     }),
   );
   for (const [i, c] of multi.entries()) {
-    const { cpuUsPerOp, ...m } = multiSamples[i];
+    if (c.piped) continue;
+    const pipedAt = multi.findIndex((p) => p.piped && p.library === c.library);
+    const best = pipedAt < 0 ? undefined : bestOfPipelining(multiSamples[i], multiSamples[pipedAt]);
+    const { cpuUsPerOp, ...m } = best?.pipelined ? multiSamples[pipedAt] : multiSamples[i];
     const commands = await countCommands(url, async () => {
       for (let i = 0; i < 200; i++) await c.decide(`${run}:multi-rt:${c.library}:${i % 10}`, BIG_LIMIT);
     });
@@ -167,7 +218,10 @@ async function main(): Promise<void> {
       library: c.library,
       operation: c.operation,
       ...m,
-      notes: `${(commands / 200).toFixed(2)} round trips/decision; ${cpuUsPerOp.toFixed(1)} µs app CPU + ${redisUs.toFixed(1)} µs Redis/decision`,
+      notes: withNote(
+        `${(commands / 200).toFixed(2)} round trips/decision; ${cpuUsPerOp.toFixed(1)} µs app CPU + ${redisUs.toFixed(1)} µs Redis scripts/decision`,
+        best?.note ?? '',
+      ),
     });
   }
 
@@ -190,7 +244,7 @@ async function main(): Promise<void> {
     targets: { vsRateLimiterFlexible: 1, vsThrottlerStorageRedis: 2, roundTrips: 1, overAdmission: 0 },
   });
 
-  peerClient.disconnect();
+  peerClientPair.close();
   await app.close();
   await redis.stop();
 }
@@ -250,13 +304,7 @@ async function interleaved(ops: (() => Promise<unknown>)[]): Promise<(Measuremen
     }
   }
   const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
-  return rounds.map((rs) => ({
-    opsPerSec: median(rs.map((x) => x.m.opsPerSec)),
-    p50Ms: median(rs.map((x) => x.m.p50Ms)),
-    p99Ms: median(rs.map((x) => x.m.p99Ms)),
-    errors: rs.reduce((sum, x) => sum + x.m.errors, 0),
-    cpuUsPerOp: median(rs.map((x) => x.cpu)),
-  }));
+  return rounds.map((rs) => ({ ...medianOf(rs.map((x) => x.m)), cpuUsPerOp: median(rs.map((x) => x.cpu)) }));
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

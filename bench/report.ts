@@ -1,6 +1,8 @@
 /**
- * Gathers every `bench/results/<feature>.json` into `bench/results/latest.json`, `BENCHMARKS.md` (repo root) and
- * `bench/results/ratios.svg` (a hand-written bar chart of ours ÷ peer throughput ratios, for README).
+ * Gathers every `bench/results/<feature>.json` (the quiet profile) and `bench/results/loaded/<feature>.json` (the
+ * loaded profile, `npm run bench -- --load`) into `bench/results/latest.json`, `BENCHMARKS.md` (repo root, both
+ * profiles side by side) and `bench/results/ratios.svg` (a hand-written bar chart of ours ÷ peer throughput ratios,
+ * for README).
  *
  * `npm run bench` calls it after running the benchmarks; on its own (`node dist-bench/bench/report.js`) it reports
  * on whatever results exist.
@@ -8,11 +10,12 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { machineInfo, type BenchRow } from './support/measure.js';
+import { machineInfo, resultsDir, type BenchProfile, type BenchRow } from './support/measure.js';
 
 /** Compiled to dist-bench/bench/report.js: the repo root is two levels up (as for measure.ts's results dir). */
 const ROOT = new URL('../../', import.meta.url);
-const RESULTS = new URL('bench/results/', ROOT);
+const RESULTS = resultsDir('quiet');
+export const PROFILES: BenchProfile[] = ['quiet', 'loaded'];
 export const OURS = 'nestjs-redis-toolkit';
 
 /** Peer packages whose versions go into the report (name → where to read package.json). */
@@ -44,6 +47,8 @@ export interface FeatureResults {
   rows: BenchRow[];
   /** Set by a benchmark that could not measure (e.g. http before the cache feature exists). */
   unavailable?: string;
+  /** The machine's 1/5/15-minute load averages when the bench started and ended. */
+  loadAverage?: { start: string; end: string };
   [extra: string]: unknown;
 }
 
@@ -53,18 +58,25 @@ export interface RunEntry {
   status: 'ok' | 'missing' | 'failed' | 'timed out' | 'skipped (total budget)';
   seconds?: number;
   detail?: string;
+  loadAverage?: { start: string; end: string };
 }
 
 export interface RunInfo {
+  profile?: BenchProfile;
   startedAt: string;
   seconds: number;
   redisVersion?: string;
+  /** The CPU the bench Redis was pinned to (taskset), when it could be. */
+  redisPinnedToCpu?: number;
+  /** Whether a CPU-bound neighbour ran beside Redis (the loaded profile). */
+  neighbour?: boolean;
   entries: RunEntry[];
 }
 
 export interface ReportRow extends BenchRow {
   /** ours ÷ this row's ops/s for the same feature and operation; undefined for our own rows or without ours. */
   ratio?: number;
+  profile?: BenchProfile;
 }
 
 function readJson<T>(url: URL): T | undefined {
@@ -75,16 +87,17 @@ function readJson<T>(url: URL): T | undefined {
   }
 }
 
-export function loadResults(): FeatureResults[] {
-  if (!existsSync(RESULTS)) return [];
-  return readdirSync(RESULTS)
+export function loadResults(profile: BenchProfile = 'quiet'): FeatureResults[] {
+  const dir = resultsDir(profile);
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
     .filter((f) => f.endsWith('.json') && f !== 'latest.json' && f !== 'run.json')
     .sort()
-    .map((f) => readJson<FeatureResults>(new URL(f, RESULTS)))
+    .map((f) => readJson<FeatureResults>(new URL(f, dir)))
     .filter((r): r is FeatureResults => r !== undefined && typeof r.feature === 'string' && Array.isArray(r.rows));
 }
 
-export function withRatios(results: FeatureResults[]): ReportRow[] {
+export function withRatios(results: FeatureResults[], profile: BenchProfile = 'quiet'): ReportRow[] {
   const rows: ReportRow[] = [];
   for (const result of results) {
     for (const row of result.rows) {
@@ -93,7 +106,7 @@ export function withRatios(results: FeatureResults[]): ReportRow[] {
       // our own variants (another algorithm, another client) are shown but not charted as peers
       const ratio =
         !row.library.startsWith(OURS) && ours && row.opsPerSec > 0 ? ours.opsPerSec / row.opsPerSec : undefined;
-      rows.push({ ...row, feature, ratio });
+      rows.push({ ...row, feature, ratio, profile });
     }
   }
   return rows;
@@ -122,54 +135,103 @@ const fmtMs = (n: number): string => (Number.isFinite(n) ? n.toFixed(3) : '–')
 const fmtRatio = (r: number | undefined): string => (r === undefined ? '–' : `${r.toFixed(2)}×`);
 const escapeMd = (s: string): string => s.replace(/\|/g, '\\|');
 
+const fmtCpu = (n: number | undefined): string => (n === undefined || !Number.isFinite(n) ? '–' : n.toFixed(1));
+const fmtLoad = (l: { start: string; end: string } | undefined): string =>
+  l ? `${l.start.split(' ')[0]} → ${l.end.split(' ')[0]}` : '–';
+
+/** One profile's figures of a row, for the side-by-side table. */
+function cells(r: ReportRow | undefined): string[] {
+  if (!r) return ['–', '–', '–', '–'];
+  const ratio = r.library.startsWith(OURS) ? '(ours)' : fmtRatio(r.ratio);
+  return [fmtOps(r.opsPerSec), fmtMs(r.p99Ms), fmtCpu(r.redisCpuUsPerOp), ratio];
+}
+
+export interface ProfileData {
+  results: FeatureResults[];
+  rows: ReportRow[];
+  run?: RunInfo;
+}
+
 export function markdown(
-  results: FeatureResults[],
-  rows: ReportRow[],
-  meta: { machine: Record<string, string>; redis: string; versions: Record<string, string>; run?: RunInfo },
+  profiles: Record<BenchProfile, ProfileData>,
+  meta: { machine: Record<string, string>; redis: string; versions: Record<string, string> },
 ): string {
+  const quiet = profiles.quiet;
+  const loaded = profiles.loaded;
   const lines: string[] = [
     '# Benchmarks',
     '',
     'Generated by `npm run bench` (every feature benchmark, one private `redis-server`, peers measured in the same run',
-    'on the same server). Each figure is the median of several timed rounds after a warm-up. **ours ÷ peer** is our',
-    "throughput divided by the peer's for the same operation: above 1× we are faster, below 1× slower.",
-    'Regenerate the table and chart from saved results with `node dist-bench/bench/report.js`.',
+    'on the same server) and `npm run bench -- --load` (the same suite with a CPU-bound neighbour process pinned to',
+    "Redis's CPU, as on a busy CI box or a shared host). Redis is pinned to one CPU in both profiles.",
+    '',
+    '- **Fair basis.** Every comparison is interleaved: ours and the peers take turns, one round each, and each figure',
+    '  is the median of its rounds after a warm-up. Every ioredis client handed to a peer runs twice, with',
+    "  auto-pipelining off (ioredis's default) and on, and the peer's better figure is kept (the notes say which).",
+    '  Failed operations are excluded from throughput and reported in the notes.',
+    "- **ours ÷ peer** is our throughput divided by the peer's for the same operation: above 1× we are faster.",
+    '- **Redis µs/op** is the Redis CPU per successful operation: the `used_cpu_sys + used_cpu_user` delta of the',
+    "  bench Redis (INFO cpu) over each round, divided by the round's operations (I/O included, so batching counts).",
+    "- **load** is the machine's 1-minute load average at the start → end of each benchmark (see Run).",
+    '',
+    'Regenerate the tables and chart from saved results with `node dist-bench/bench/report.js`.',
     '',
     '![ours ÷ peer throughput](bench/results/ratios.svg)',
     '',
     `Machine: ${meta.machine.cpu ?? '?'}, ${meta.machine.memory ?? '?'}, ${meta.machine.platform ?? '?'}; Node ${meta.machine.node ?? process.version}; Redis ${meta.redis}.`,
     '',
-    '| feature | library | operation | ops/s | p50 ms | p99 ms | ours ÷ peer | notes |',
-    '| --- | --- | --- | ---: | ---: | ---: | ---: | --- |',
+    '| feature | library | operation | quiet ops/s | p99 ms | Redis µs/op | ours ÷ peer | loaded ops/s | p99 ms | Redis µs/op | ours ÷ peer | notes (quiet run) |',
+    '| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
   ];
-  for (const r of rows) {
-    const ratio = r.library.startsWith(OURS) ? '(ours)' : fmtRatio(r.ratio);
+  const key = (r: BenchRow): string => `${r.feature}\u0000${r.library}\u0000${r.operation}`;
+  const loadedByKey = new Map(loaded.rows.map((r) => [key(r), r]));
+  const seen = new Set<string>();
+  const ordered: [ReportRow | undefined, ReportRow | undefined][] = [];
+  for (const r of quiet.rows) {
+    seen.add(key(r));
+    ordered.push([r, loadedByKey.get(key(r))]);
+  }
+  for (const r of loaded.rows) if (!seen.has(key(r))) ordered.push([undefined, r]);
+  for (const [q, l] of ordered) {
+    const r = (q ?? l)!;
+    const failed = [q, l]
+      .map((x, i) => (x?.errors ? `${x.errors} failed (${i === 0 ? 'quiet' : 'loaded'})` : ''))
+      .filter(Boolean)
+      .join(', ');
+    const notes = [q?.notes ?? l?.notes ?? '', failed].filter(Boolean).join('; ');
     lines.push(
-      `| ${escapeMd(r.feature)} | ${escapeMd(r.library)} | ${escapeMd(r.operation)} | ${fmtOps(r.opsPerSec)} | ${fmtMs(r.p50Ms)} | ${fmtMs(r.p99Ms)} | ${ratio} | ${escapeMd(r.notes ?? '')}${r.errors ? ` (${r.errors} errors)` : ''} |`,
+      `| ${[escapeMd(r.feature), escapeMd(r.library), escapeMd(r.operation), ...cells(q), ...cells(l), escapeMd(notes)].join(' | ')} |`,
     );
   }
-  if (rows.length === 0) lines.push('| – | – | no results yet | | | | | |');
+  if (ordered.length === 0) lines.push('| – | – | no results yet | | | | | | | | | |');
 
-  const notes = results.filter((r) => r.unavailable || typeof r.summary === 'string');
+  const notes = [...quiet.results, ...loaded.results].filter((r) => r.unavailable || typeof r.summary === 'string');
   if (notes.length > 0) {
     lines.push('', '## Notes', '');
     for (const r of notes) {
-      if (r.unavailable) lines.push(`- **${r.feature}**: not available yet — ${r.unavailable}`);
-      if (typeof r.summary === 'string') lines.push(`- **${r.feature}**: ${r.summary}`);
+      const profile = (r.profile as string | undefined) ?? 'quiet';
+      if (r.unavailable) lines.push(`- **${r.feature}** (${profile}): not available yet — ${r.unavailable}`);
+      if (typeof r.summary === 'string') lines.push(`- **${r.feature}** (${profile}): ${r.summary}`);
     }
   }
-  if (meta.run) {
+  for (const profile of PROFILES) {
+    const run = profiles[profile].run;
+    if (!run) continue;
     lines.push(
       '',
-      '## Run',
+      `## Run: ${profile} profile`,
       '',
-      `Started ${meta.run.startedAt}, took ${meta.run.seconds.toFixed(0)} s.`,
+      `Started ${run.startedAt}, took ${run.seconds.toFixed(0)} s` +
+        `${run.redisPinnedToCpu !== undefined ? `; Redis pinned to CPU ${run.redisPinnedToCpu}` : ''}` +
+        `${run.neighbour ? '; a CPU-bound neighbour pinned to the same CPU' : ''}.`,
       '',
-      '| benchmark | status | seconds | detail |',
-      '| --- | --- | ---: | --- |',
+      '| benchmark | status | seconds | load (1 min) start → end | detail |',
+      '| --- | --- | ---: | --- | --- |',
     );
-    for (const e of meta.run.entries)
-      lines.push(`| ${e.name} | ${e.status} | ${e.seconds?.toFixed(0) ?? ''} | ${escapeMd(e.detail ?? '')} |`);
+    for (const e of run.entries)
+      lines.push(
+        `| ${e.name} | ${e.status} | ${e.seconds?.toFixed(0) ?? ''} | ${fmtLoad(e.loadAverage)} | ${escapeMd(e.detail ?? '')} |`,
+      );
   }
   lines.push(
     '',
@@ -227,12 +289,12 @@ export function ratiosSvg(rows: ReportRow[]): string {
     const x1 = x(1);
     const x2 = x(b.ratio);
     const faster = b.ratio >= 1;
-    const label = `${b.feature} · ${b.operation} vs ${b.library}`;
+    const label = `${b.profile === 'loaded' ? '[loaded] ' : ''}${b.feature} · ${b.operation} vs ${b.library}`;
     out.push(
       `<text x="${labelWidth - 8}" y="${y + 15}" text-anchor="end" fill="#222">${escapeXml(label.length > 68 ? `${label.slice(0, 65)}...` : label)}</text>`,
     );
     out.push(
-      `<rect x="${Math.min(x1, x2).toFixed(1)}" y="${y + 4}" width="${Math.max(1, Math.abs(x2 - x1)).toFixed(1)}" height="${rowHeight - 8}" fill="${faster ? '#2f9e44' : '#e8590c'}" rx="2"/>`,
+      `<rect x="${Math.min(x1, x2).toFixed(1)}" y="${y + 4}" width="${Math.max(1, Math.abs(x2 - x1)).toFixed(1)}" height="${rowHeight - 8}" fill="${faster ? (b.profile === 'loaded' ? '#8ce99a' : '#2f9e44') : b.profile === 'loaded' ? '#ffc078' : '#e8590c'}" rx="2"/>`,
     );
     // The figure sits right of the bar's outer end, or right of the 1× line for slower ones (clear of the labels).
     out.push(
@@ -243,14 +305,34 @@ export function ratiosSvg(rows: ReportRow[]): string {
   return out.join('\n');
 }
 
-/** Writes latest.json, BENCHMARKS.md and ratios.svg from the saved results; returns the markdown. */
-export function generateReport(run?: RunInfo): string {
+/** Writes latest.json, BENCHMARKS.md and ratios.svg from the saved results of both profiles; returns the markdown. */
+export function generateReport(): string {
   mkdirSync(RESULTS, { recursive: true });
-  const results = loadResults();
-  const rows = withRatios(results);
-  const machine = results.find((r) => r.machine)?.machine ?? machineInfo();
-  const savedRun = run ?? readJson<RunInfo>(new URL('run.json', RESULTS));
-  const meta = { machine, redis: redisVersion(savedRun), versions: peerVersions(), run: savedRun };
+  const load = (profile: BenchProfile): ProfileData => {
+    const results = loadResults(profile);
+    return {
+      results,
+      rows: withRatios(results, profile),
+      run: readJson<RunInfo>(new URL('run.json', resultsDir(profile))),
+    };
+  };
+  const profiles = { quiet: load('quiet'), loaded: load('loaded') };
+  const all = [...profiles.quiet.results, ...profiles.loaded.results];
+  const machine = all.find((r) => r.machine)?.machine ?? machineInfo();
+  const meta = {
+    machine,
+    redis: redisVersion(profiles.quiet.run ?? profiles.loaded.run),
+    versions: peerVersions(),
+  };
+  // the chart: every peer row of the quiet profile, each followed by the same row of the loaded profile
+  const chartRows: ReportRow[] = [];
+  for (const r of profiles.quiet.rows) {
+    chartRows.push(r);
+    const l = profiles.loaded.rows.find(
+      (x) => x.feature === r.feature && x.library === r.library && x.operation === r.operation,
+    );
+    if (l) chartRows.push(l);
+  }
   writeFileSync(
     new URL('latest.json', RESULTS),
     JSON.stringify(
@@ -259,17 +341,18 @@ export function generateReport(run?: RunInfo): string {
         machine,
         redis: meta.redis,
         versions: meta.versions,
-        run: savedRun,
-        rows,
-        unavailable: results.filter((r) => r.unavailable).map((r) => ({ feature: r.feature, reason: r.unavailable })),
+        runs: { quiet: profiles.quiet.run, loaded: profiles.loaded.run },
+        rows: profiles.quiet.rows,
+        loadedRows: profiles.loaded.rows,
+        unavailable: all.filter((r) => r.unavailable).map((r) => ({ feature: r.feature, reason: r.unavailable })),
       },
       null,
       2,
     ) + '\n',
   );
-  const md = markdown(results, rows, meta);
+  const md = markdown(profiles, meta);
   writeFileSync(new URL('BENCHMARKS.md', ROOT), md);
-  writeFileSync(new URL('ratios.svg', RESULTS), ratiosSvg(rows));
+  writeFileSync(new URL('ratios.svg', RESULTS), ratiosSvg(chartRows));
   return md;
 }
 

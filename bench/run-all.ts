@@ -1,15 +1,58 @@
 /**
  * `npm run bench`: starts ONE private redis-server, points every benchmark at it (BENCH_REDIS_URL), runs each
  * compiled `dist-bench/bench/<name>.bench.js` that exists as a child process in turn (each with a time budget, the
- * whole run under 10 minutes on 2 cores), then gathers bench/results/*.json into latest.json, BENCHMARKS.md and
- * ratios.svg (bench/report.ts).
+ * whole run under 10 minutes on 2 cores), then gathers the results into latest.json, BENCHMARKS.md and ratios.svg
+ * (bench/report.ts).
+ *
+ * Two profiles, the same suite: 'quiet' (`npm run bench`) and 'loaded' (`npm run bench -- --load`, or
+ * BENCH_LOAD=1): a CPU-bound neighbour process runs pinned to Redis's CPU for the whole run, as on a busy CI box or
+ * a shared host. In both, Redis is pinned to one CPU (taskset) so the profiles differ only by the neighbour. Each
+ * profile keeps its own results (bench/results/ and bench/results/loaded/); BENCHMARKS.md shows both side by side.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { startRedisServer } from '../test/support/redis-server.js';
 import { rawCommand } from '../test/support/resp.js';
 import { generateReport, type RunEntry, type RunInfo } from './report.js';
+import { resultsDir, type BenchProfile } from './support/measure.js';
+
+const PROFILE: BenchProfile = process.argv.includes('--load') || process.env.BENCH_LOAD === '1' ? 'loaded' : 'quiet';
+
+/** Pins a process to one CPU with taskset; false (with a warning) when taskset is missing or refuses. */
+function pin(pid: number, cpu: number): boolean {
+  const r = spawnSync('taskset', ['-cp', String(cpu), String(pid)], { encoding: 'utf8' });
+  if (r.status === 0) return true;
+  process.stdout.write(`warning: taskset could not pin pid ${pid} to CPU ${cpu}: ${r.error?.message ?? r.stderr}\n`);
+  return false;
+}
+
+/**
+ * The loaded profile's neighbour: a process spinning on the CPU Redis is pinned to (a tight loop, yielding every
+ * 100 ms so it stays killable), so Redis gets about half of its core, as beside a busy process on a shared host.
+ */
+function startNeighbour(cpu: number): ChildProcess {
+  const child = spawn(
+    'taskset',
+    [
+      '-c',
+      String(cpu),
+      process.execPath,
+      '-e',
+      'const spin=()=>{const t=Date.now();while(Date.now()-t<100);setImmediate(spin)};spin()',
+    ],
+    { stdio: 'ignore' },
+  );
+  child.on('error', (err) => process.stdout.write(`warning: the neighbour did not start: ${err.message}\n`));
+  return child;
+}
+
+/** The 1/5/15-minute load averages, as text ("1.02 0.87 0.60"). */
+const loadNow = (): string =>
+  loadavg()
+    .map((v) => v.toFixed(2))
+    .join(' ');
 
 /** In the order they run, with their time budgets (s). Feature benches aim at ~90 s; http boots two apps. */
 const BENCHES: { name: string; budgetS: number }[] = [
@@ -53,11 +96,22 @@ function runChild(
 async function main(): Promise<void> {
   const started = Date.now();
   const redis = await startRedisServer();
-  const stopRedis = (): void => void redis.stop();
-  process.once('SIGINT', stopRedis);
+  // Redis on the last CPU, in both profiles; in the loaded one the neighbour spins on the same CPU.
+  const redisCpu = cpus().length - 1;
+  const pinned = redis.pid !== undefined && pin(redis.pid, redisCpu);
+  const neighbour = PROFILE === 'loaded' ? startNeighbour(redisCpu) : undefined;
+  const stopAll = (): void => {
+    neighbour?.kill('SIGKILL');
+    void redis.stop();
+  };
+  process.once('SIGINT', stopAll);
   const info = String(await rawCommand(redis.port, ['INFO', 'server']));
   const redisVersion = /redis_version:(\S+)/.exec(info)?.[1];
-  process.stdout.write(`npm run bench: redis-server ${redisVersion ?? '?'} at ${redis.url}\n\n`);
+  process.stdout.write(
+    `npm run bench (${PROFILE} profile): redis-server ${redisVersion ?? '?'} at ${redis.url}` +
+      `${pinned ? `, pinned to CPU ${redisCpu}` : ''}${neighbour ? `, a CPU-bound neighbour pinned beside it` : ''}` +
+      `; load average ${loadNow()}\n\n`,
+  );
   const entries: RunEntry[] = [];
   try {
     for (const { name, budgetS } of BENCHES) {
@@ -78,28 +132,33 @@ async function main(): Promise<void> {
       await rawCommand(redis.port, ['FLUSHALL'], { timeoutMs: 10_000 });
       process.stdout.write(`== ${name} (budget ${Math.min(budgetS, Math.floor(remaining))} s)\n`);
       const t0 = Date.now();
+      const loadStart = loadNow();
       const { status, detail } = await runChild(
         file,
-        { ...process.env, BENCH_REDIS_URL: redis.url },
+        { ...process.env, BENCH_REDIS_URL: redis.url, BENCH_PROFILE: PROFILE },
         Math.min(budgetS, Math.floor(remaining)),
       );
       const seconds = (Date.now() - t0) / 1000;
-      entries.push({ name, status, seconds, detail });
+      entries.push({ name, status, seconds, detail, loadAverage: { start: loadStart, end: loadNow() } });
       process.stdout.write(`-- ${name}: ${status} in ${seconds.toFixed(0)} s${detail ? ` (${detail})` : ''}\n\n`);
     }
   } finally {
+    neighbour?.kill('SIGKILL');
     await redis.stop();
   }
   const run: RunInfo = {
+    profile: PROFILE,
     startedAt: new Date(started).toISOString(),
     seconds: (Date.now() - started) / 1000,
     redisVersion,
+    redisPinnedToCpu: pinned ? redisCpu : undefined,
+    neighbour: neighbour !== undefined,
     entries,
   };
-  const resultsDir = new URL('../../bench/results/', import.meta.url);
-  mkdirSync(resultsDir, { recursive: true });
-  writeFileSync(new URL('run.json', resultsDir), JSON.stringify(run, null, 2) + '\n');
-  const md = generateReport(run);
+  const dir = resultsDir(PROFILE);
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(new URL('run.json', dir), JSON.stringify(run, null, 2) + '\n');
+  const md = generateReport();
   process.stdout.write(
     `${md}\nwrote BENCHMARKS.md, bench/results/latest.json and bench/results/ratios.svg in ${run.seconds.toFixed(0)} s\n`,
   );

@@ -78,6 +78,7 @@ async function scenario(mode: LockMode, urls: string[], rows: BenchRow[]): Promi
       library: 'nestjs-redis-toolkit',
       operation: op,
       ...figures.ours,
+      redisCpuUsPerOp: figures.ours.perOp,
       notes: cpu(figures.ours),
     });
     rows.push({
@@ -85,6 +86,7 @@ async function scenario(mode: LockMode, urls: string[], rows: BenchRow[]): Promi
       library: peerName,
       operation: op,
       ...figures[bestPeer],
+      redisCpuUsPerOp: figures[bestPeer].perOp,
       notes: `${cpu(figures[bestPeer])}; auto-pipelining ${bestPeer === 'peerPiped' ? 'on' : 'off'} (${other === 'peerPiped' ? 'on' : 'off'}: ${Math.round(figures[other].opsPerSec).toLocaleString('en-US')} ops/s)`,
     });
   }

@@ -1,6 +1,7 @@
-import { cpus, totalmem } from 'node:os';
+import { cpus, loadavg, totalmem } from 'node:os';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
+import { Redis, type RedisOptions } from 'ioredis';
 
 export interface MeasureOptions {
   /** Callers running the operation at once. Default 50. */
@@ -14,10 +15,16 @@ export interface MeasureOptions {
 }
 
 export interface Measurement {
+  /** Successful operations per second: failed ones are counted in `errors`, never as throughput. */
   opsPerSec: number;
   p50Ms: number;
   p99Ms: number;
   errors: number;
+  /**
+   * Redis CPU per successful operation, µs: the `used_cpu_sys + used_cpu_user` delta of the bench Redis (every server
+   * registered with {@link watchRedisCpu}) over the round, divided by the round's successful operations.
+   */
+  redisCpuUsPerOp?: number;
 }
 
 export interface BenchRow extends Measurement {
@@ -33,7 +40,100 @@ function percentile(sorted: Float64Array, p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
 
+// ---- Redis CPU per operation -----------------------------------------------------------------------------------
+
+const cpuProbes = new Map<string, Redis>();
+
+/**
+ * Registers the bench Redis servers whose CPU every round of {@link measure} reads (INFO cpu before and after).
+ * benchRedis() registers its server; a bench with servers of its own (a lock quorum) registers them too.
+ */
+export function watchRedisCpu(...urls: string[]): void {
+  for (const url of urls) {
+    if (cpuProbes.has(url)) continue;
+    const probe = new Redis(url, { maxRetriesPerRequest: 1, lazyConnect: false });
+    // the probe must never keep a finished bench process alive
+    probe.on('connect', () => (probe as unknown as { stream?: { unref?: () => void } }).stream?.unref?.());
+    probe.on('error', () => undefined);
+    cpuProbes.set(url, probe);
+  }
+}
+
+/** Stops reading the CPU of `urls` (all when none given) and closes their probes. */
+export function unwatchRedisCpu(...urls: string[]): void {
+  for (const url of urls.length > 0 ? urls : [...cpuProbes.keys()]) {
+    cpuProbes.get(url)?.disconnect();
+    cpuProbes.delete(url);
+  }
+}
+
+/** used_cpu_sys + used_cpu_user summed over the watched servers, µs; undefined when none is watched or one fails. */
+export async function redisCpuMicros(): Promise<number | undefined> {
+  if (cpuProbes.size === 0) return undefined;
+  try {
+    const infos = await Promise.all([...cpuProbes.values()].map((p) => p.info('cpu')));
+    let total = 0;
+    for (const info of infos) {
+      const read = (name: string): number => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(info)?.[1] ?? NaN);
+      total += (read('used_cpu_sys') + read('used_cpu_user')) * 1e6;
+    }
+    return Number.isFinite(total) ? total : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Redis CPU per successful operation while `work` runs (µs); `work` resolves to the number of operations. */
+export async function redisCpuPerOp(work: () => Promise<number>): Promise<number | undefined> {
+  const before = await redisCpuMicros();
+  const ops = await work();
+  const after = await redisCpuMicros();
+  return before === undefined || after === undefined || ops <= 0 ? undefined : (after - before) / ops;
+}
+
+// ---- the peers' clients -----------------------------------------------------------------------------------------
+
+/**
+ * The two ioredis clients every peer is measured with: auto-pipelining off (ioredis's default) and on (the peer's
+ * best documented setting for many concurrent callers). Measure the peer with each, interleaved with ours, and keep
+ * its better figure with {@link bestOfPipelining}.
+ */
+export function peerClients(url: string, options: RedisOptions = {}): { off: Redis; on: Redis; close(): void } {
+  const off = new Redis(url, { ...options, enableAutoPipelining: false });
+  const on = new Redis(url, { ...options, enableAutoPipelining: true });
+  return {
+    off,
+    on,
+    close: () => {
+      off.disconnect();
+      on.disconnect();
+    },
+  };
+}
+
+/** The peer's better figure of its two runs (auto-pipelining off and on), with a note naming which and the other. */
+export function bestOfPipelining(
+  off: Measurement,
+  on: Measurement,
+): Measurement & { note: string; pipelined: boolean } {
+  const onWins = on.opsPerSec > off.opsPerSec;
+  const best = onWins ? on : off;
+  const other = onWins ? off : on;
+  return {
+    ...best,
+    pipelined: onWins,
+    note: `ioredis auto-pipelining ${onWins ? 'on' : 'off'} (better of two; ${onWins ? 'off' : 'on'}: ${Math.round(other.opsPerSec).toLocaleString('en-US')} ops/s)`,
+  };
+}
+
+/** Appends a note to a row's notes. */
+export const withNote = (notes: string | undefined, note: string): string =>
+  !note ? (notes ?? '') : notes ? `${notes}; ${note}` : note;
+
+// ---- measuring --------------------------------------------------------------------------------------------------
+
 async function runRound(op: () => Promise<unknown>, concurrency: number, durationMs: number): Promise<Measurement> {
+  const cpuBefore = await redisCpuMicros();
   const latencies: number[] = [];
   let errors = 0;
   const started = performance.now();
@@ -52,16 +152,32 @@ async function runRound(op: () => Promise<unknown>, concurrency: number, duratio
     }),
   );
   const elapsed = (performance.now() - started) / 1000;
+  const cpuAfter = await redisCpuMicros();
   const sorted = Float64Array.from(latencies).sort();
   return {
     opsPerSec: latencies.length / elapsed,
     p50Ms: percentile(sorted, 50),
     p99Ms: percentile(sorted, 99),
     errors,
+    ...(cpuBefore !== undefined &&
+      cpuAfter !== undefined &&
+      latencies.length > 0 && { redisCpuUsPerOp: (cpuAfter - cpuBefore) / latencies.length }),
   };
 }
 
 const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+
+/** The median of each figure over rounds (errors summed; Redis CPU the median of the rounds that have it). */
+export function medianOf(list: Measurement[]): Measurement {
+  const cpu = list.map((m) => m.redisCpuUsPerOp).filter((v): v is number => v !== undefined);
+  return {
+    opsPerSec: median(list.map((m) => m.opsPerSec)),
+    p50Ms: median(list.map((m) => m.p50Ms)),
+    p99Ms: median(list.map((m) => m.p99Ms)),
+    errors: list.reduce((sum, m) => sum + m.errors, 0),
+    ...(cpu.length > 0 && { redisCpuUsPerOp: median(cpu) }),
+  };
+}
 
 /** Warms up, then runs `rounds` rounds of `concurrency` callers looping on `op`; reports the median of each figure. */
 export async function measure(op: () => Promise<unknown>, options: MeasureOptions = {}): Promise<Measurement> {
@@ -69,12 +185,7 @@ export async function measure(op: () => Promise<unknown>, options: MeasureOption
   if (warmupMs > 0) await runRound(op, concurrency, warmupMs);
   const results: Measurement[] = [];
   for (let i = 0; i < rounds; i++) results.push(await runRound(op, concurrency, durationMs));
-  return {
-    opsPerSec: median(results.map((r) => r.opsPerSec)),
-    p50Ms: median(results.map((r) => r.p50Ms)),
-    p99Ms: median(results.map((r) => r.p99Ms)),
-    errors: results.reduce((s, r) => s + r.errors, 0),
-  };
+  return medianOf(results);
 }
 
 /** A Measurement with what `probe` counted per successful operation (e.g. Redis CPU µs). */
@@ -108,13 +219,7 @@ export async function interleaved(
   return Object.fromEntries(
     Object.entries(runs).map(([name, ms]) => [
       name,
-      {
-        opsPerSec: median(ms.map((m) => m.opsPerSec)),
-        p50Ms: median(ms.map((m) => m.p50Ms)),
-        p99Ms: median(ms.map((m) => m.p99Ms)),
-        errors: ms.reduce((sum, m) => sum + m.errors, 0),
-        ...(probe ? { perOp: median(ms.map((m) => m.perOp ?? 0)) } : {}),
-      },
+      { ...medianOf(ms), ...(probe ? { perOp: median(ms.map((m) => m.perOp ?? 0)) } : {}) },
     ]),
   );
 }
@@ -124,14 +229,15 @@ export function printTable(title: string, rows: BenchRow[], ours = 'nestjs-redis
   const lines = [
     `### ${title}`,
     '',
-    '| library | operation | ops/s | p50 ms | p99 ms | ours ÷ this | notes |',
-    '| --- | --- | ---: | ---: | ---: | ---: | --- |',
+    '| library | operation | ops/s | p50 ms | p99 ms | Redis CPU µs/op | failed | ours ÷ this | notes |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
   ];
   for (const row of rows) {
     const mine = rows.find((r) => r.operation === row.operation && r.library === ours);
     const ratio = mine && row.opsPerSec > 0 ? (mine.opsPerSec / row.opsPerSec).toFixed(2) + '×' : '–';
+    const cpu = row.redisCpuUsPerOp === undefined ? '–' : row.redisCpuUsPerOp.toFixed(1);
     lines.push(
-      `| ${row.library} | ${row.operation} | ${Math.round(row.opsPerSec).toLocaleString('en-US')} | ${row.p50Ms.toFixed(3)} | ${row.p99Ms.toFixed(3)} | ${ratio} | ${row.notes ?? ''} |`,
+      `| ${row.library} | ${row.operation} | ${Math.round(row.opsPerSec).toLocaleString('en-US')} | ${row.p50Ms.toFixed(3)} | ${row.p99Ms.toFixed(3)} | ${cpu} | ${row.errors} | ${ratio} | ${row.notes ?? ''} |`,
     );
   }
   const table = lines.join('\n');
@@ -148,12 +254,37 @@ export function machineInfo(): Record<string, string> {
   };
 }
 
-/** Writes bench/results/<feature>.json; `npm run bench` gathers these into latest.json, BENCHMARKS.md and the chart. */
+/** The profiles `npm run bench` runs: 'quiet', and 'loaded' (`--load`: a CPU-bound neighbour pinned beside Redis). */
+export type BenchProfile = 'quiet' | 'loaded';
+
+/** This run's profile: BENCH_PROFILE, set by `npm run bench` (a bench run on its own is 'quiet'). */
+export function benchProfile(): BenchProfile {
+  return process.env.BENCH_PROFILE === 'loaded' ? 'loaded' : 'quiet';
+}
+
+/** Where a profile's results go: bench/results/ for 'quiet', bench/results/loaded/ for 'loaded'. */
+export function resultsDir(profile: BenchProfile): URL {
+  return new URL(profile === 'loaded' ? '../../../bench/results/loaded/' : '../../../bench/results/', import.meta.url);
+}
+
+const startLoad = loadavg();
+
+/**
+ * Writes the profile's `<feature>.json` (see resultsDir); `npm run bench` gathers these into latest.json,
+ * BENCHMARKS.md and the chart. The machine's load average at the bench's start and end goes with the figures.
+ */
 export function saveResults(feature: string, rows: BenchRow[], extra: Record<string, unknown> = {}): void {
-  const dir = new URL('../../../bench/results/', import.meta.url);
+  const profile = benchProfile();
+  const dir = resultsDir(profile);
   mkdirSync(dir, { recursive: true });
+  const fmt = (l: number[]): string => l.map((v) => v.toFixed(2)).join(' ');
+  const loadAverage = { start: fmt(startLoad), end: fmt(loadavg()) };
   writeFileSync(
     new URL(`${feature}.json`, dir),
-    JSON.stringify({ feature, date: new Date().toISOString(), machine: machineInfo(), rows, ...extra }, null, 2) + '\n',
+    JSON.stringify(
+      { feature, profile, date: new Date().toISOString(), machine: machineInfo(), loadAverage, rows, ...extra },
+      null,
+      2,
+    ) + '\n',
   );
 }
