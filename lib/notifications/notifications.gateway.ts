@@ -95,10 +95,18 @@ export class NotificationsGateway
     (socket, channel) => this.sockets.get(socket)?.subscriptions.has(channel) === true,
   );
   private readonly counters = { refused: 0, delivered: 0, droppedSlow: 0, disconnectedSlow: 0, revoked: 0 };
-  private readonly revocations = new SessionRevocations(this.pubsub, (socket) => {
-    this.counters.revoked++;
-    socket.disconnect(true);
-  });
+  private readonly revocations = new SessionRevocations(
+    this.pubsub,
+    (socket) => {
+      this.counters.revoked++;
+      socket.disconnect(true);
+    },
+    this.sessions && ((sessionId) => this.sessions?.exists(sessionId) ?? Promise.resolve(true)),
+    (err) =>
+      this.warning.warn(
+        `notifications: re-checking sessions after a reconnect failed: ${err instanceof Error ? err.message : err}`,
+      ),
+  );
 
   constructor(
     private readonly pubsub: PubSubService,

@@ -6,6 +6,8 @@ import { SESSION_REVOKED_CHANNEL, sessionIdHash, type SessionRevocation } from '
 const RECENT_MS = 60_000;
 /** Most revoked sessions remembered (the oldest go first): memory stays bounded whatever the revocation rate. */
 const RECENT_MAX = 10_000;
+/** Sessions looked up at once when the sockets are re-checked after a reconnect. */
+const RECHECK_BATCH = 64;
 
 /**
  * The sockets of this instance authenticated by a session (`user.sessionId`), by session hash, and the subscription to
@@ -14,14 +16,22 @@ const RECENT_MAX = 10_000;
  */
 export class SessionRevocations {
   private readonly sockets = new Map<string, Set<Socket>>();
+  /** The session id of each registered socket, for the re-check after a reconnect. */
+  private readonly sessionOf = new Map<Socket, string>();
   /** Hashes revoked in the last RECENT_MS, oldest first (Map keeps insertion order). */
   private readonly recent = new Map<string, number>();
   private subscribed: Promise<void> | undefined;
   private revokedCount = 0;
 
+  /**
+   * @param sessionExists whether a session still exists (SessionService.exists): after the subscriber reconnects,
+   *   every registered socket's session is looked up, since revocations published meanwhile were lost.
+   */
   constructor(
     private readonly pubsub: PubSubService,
     private readonly onRevoked: (socket: Socket) => void,
+    private readonly sessionExists: ((sessionId: string) => Promise<boolean>) | undefined,
+    private readonly onRecheckFailed: (err: unknown) => void,
   ) {}
 
   /** Sockets disconnected because their session was revoked. */
@@ -37,7 +47,11 @@ export class SessionRevocations {
     this.subscribed ??= this.pubsub
       .subscribe<SessionRevocation>(SESSION_REVOKED_CHANNEL, (message) => this.receive(message))
       .then(
-        () => undefined,
+        () => {
+          this.pubsub.onResubscribed(() => {
+            this.recheck().catch(this.onRecheckFailed);
+          });
+        },
         (err: unknown) => {
           this.subscribed = undefined;
           throw err;
@@ -53,20 +67,47 @@ export class SessionRevocations {
     let set = this.sockets.get(hash);
     if (!set) this.sockets.set(hash, (set = new Set()));
     set.add(socket);
+    this.sessionOf.set(socket, sessionId);
     return true;
   }
 
   unregister(socket: Socket, sessionId: string): void {
     const hash = sessionIdHash(sessionId);
+    this.sessionOf.delete(socket);
     const set = this.sockets.get(hash);
     set?.delete(socket);
     if (set?.size === 0) this.sockets.delete(hash);
   }
 
+  /**
+   * Revokes every registered socket whose session no longer exists; resolves to how many. Run after the subscriber
+   * reconnects: a revocation published while it was away never arrives.
+   */
+  async recheck(): Promise<number> {
+    const exists = this.sessionExists;
+    if (!exists) return 0;
+    const entries = [...this.sessionOf];
+    let revoked = 0;
+    for (let i = 0; i < entries.length; i += RECHECK_BATCH) {
+      const batch = entries.slice(i, i + RECHECK_BATCH);
+      const alive = await Promise.all(batch.map(([, sessionId]) => exists(sessionId)));
+      batch.forEach(([socket, sessionId], j) => {
+        if (alive[j] || this.sessionOf.get(socket) !== sessionId) return;
+        this.revokeHashes([sessionIdHash(sessionId)]);
+        revoked++;
+      });
+    }
+    return revoked;
+  }
+
   private receive(message: SessionRevocation): void {
     if (!message || !Array.isArray(message.s)) return;
+    this.revokeHashes(message.s);
+  }
+
+  private revokeHashes(hashes: unknown[]): void {
     const now = Date.now();
-    for (const hash of message.s) {
+    for (const hash of hashes) {
       if (typeof hash !== 'string') continue;
       this.recent.delete(hash);
       this.recent.set(hash, now + RECENT_MS);
@@ -74,6 +115,7 @@ export class SessionRevocations {
       if (!set) continue;
       this.sockets.delete(hash);
       for (const socket of set) {
+        this.sessionOf.delete(socket);
         this.revokedCount++;
         this.onRevoked(socket);
       }

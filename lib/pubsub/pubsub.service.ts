@@ -9,6 +9,7 @@ import { SERIALIZER, type Serializer } from '../common/serializer.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { PUBSUB_OPTIONS, type ResolvedPubSubOptions } from './pubsub.options.js';
+import { SubscriberReconnects } from './pubsub.reconnects.js';
 import { diagnose } from '../common/diagnostics.js';
 
 /** PUBLISH of several messages in one script call (see publish-many.lua). */
@@ -71,6 +72,7 @@ export class PubSubService implements OnModuleDestroy {
   private readonly subscriptions = new Map<string, Subscription>();
   private readonly logger = new Logger('RedisToolkit:PubSub');
   private readonly handlerWarning = new ThrottledWarning(this.logger, 5_000);
+  private readonly reconnects = new SubscriberReconnects(this.logger);
   private readonly failures: FailurePolicy;
   private readonly channelPrefix: string;
   private readonly patternPrefix: string;
@@ -105,6 +107,14 @@ export class PubSubService implements OnModuleDestroy {
   /** True when channels use SPUBLISH/SSUBSCRIBE (a cluster with `pubsub.cluster: 'sharded'`). */
   get isSharded(): boolean {
     return this.sharded;
+  }
+
+  /**
+   * Calls `listener` each time the subscriber connection is back after a loss, its subscriptions restored: messages
+   * published while it was away were lost. Single server and Sentinel (not a Cluster). Returns the remover.
+   */
+  onResubscribed(listener: () => void): () => void {
+    return this.reconnects.add(listener);
   }
 
   /** Whether `notifyUser` also writes each message to the user's capped stream. */
@@ -291,6 +301,7 @@ export class PubSubService implements OnModuleDestroy {
         pattern.slice(this.patternPrefix.length),
       ),
     );
+    this.reconnects.watch(subscriber);
     this.subscriber = subscriber;
     return subscriber;
   }

@@ -137,6 +137,12 @@ export class SessionService {
     return raw ? this.toSession<T>(id, raw) : null;
   }
 
+  /** Whether the session exists; unlike `get` it never extends the idle ttl. A malformed id is false, unsent. */
+  async exists(id: unknown): Promise<boolean> {
+    if (!isValidSessionId(id)) return false;
+    return (await this.guard('exists', () => this.records.read(id, undefined))) !== null;
+  }
+
   /**
    * Merges `patch` into the session data atomically (one Lua script): each top-level field is set, a field set to
    * `undefined` is deleted; fields not in the patch are untouched, so concurrent updates of different fields all

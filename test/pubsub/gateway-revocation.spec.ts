@@ -5,10 +5,11 @@ import expressSession from 'express-session';
 import { Redis } from 'ioredis';
 import request from 'supertest';
 import { PubSubService, REDIS_CLIENT, RedisSessionStore, SessionService } from '../../lib/index.js';
-import { generateSessionId, RedisConnection } from '../../lib/advanced.js';
+import { generateSessionId, KeyBuilder, RedisConnection } from '../../lib/advanced.js';
+import { SESSION_REVOKED_CHANNEL } from '../../lib/session/session-revocation.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { NotificationsGateway } from '../../lib/notifications/index.js';
-import { trackForCleanup } from '../support/private-servers.js';
+import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
 import { closeClients, connectClient, createGatewayApp, type GatewayApp } from '../support/pubsub-gateway.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { closeToolkitApps, type RedisTarget } from '../support/toolkit-app.js';
@@ -224,6 +225,47 @@ describe.each(['single', 'cluster'] as const)('RedisSessionStore revokes WebSock
     expect(await Promise.all(gone)).toEqual(['io server disconnect', 'io server disconnect', 'io server disconnect']);
     expect(a.get(NotificationsGateway).stats().revoked).toBe(1);
     expect(b.get(NotificationsGateway).stats().revoked).toBe(2);
+  });
+});
+
+describe('a revocation published while the subscriber connection is away', () => {
+  // A server of its own: CLIENT KILL TYPE pubsub must reach only this test's subscribers.
+  const redis = usePrivateRedis();
+
+  it('is not lost: once the subscriber is back, every socket whose session is gone is disconnected', async () => {
+    const {
+      apps: [a, b],
+    } = await instances({ url: redis.server.url }, 2);
+    const sessions = a.get(SessionService);
+    const doomed = await sessions.create('kim');
+    const kept = await sessions.create('kim');
+    const gone = await connectClient(b.url, { token: doomed.id });
+    const stays = await connectClient(b.url, { token: kept.id });
+    expect(await gone.subscribe('user:kim')).toEqual({ ok: true });
+    const disconnected = new Promise<string>((r) => gone.socket.once('disconnect', r));
+
+    const admin = trackForCleanup(new Redis(redis.server.url));
+    // B's subscriber (the revocation channel, the relay of user:kim) is cut (A has none: no socket, no subscription);
+    // the destroy follows at once.
+    expect(await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub')).toBe(1);
+    expect(await sessions.destroy(doomed.id)).toBe(true);
+    // The premise: nobody was subscribed to the revocation channel when it was announced (published just before).
+    const [, listeners] = (await admin.pubsub('NUMSUB', `${a.get(KeyBuilder).channel(SESSION_REVOKED_CHANNEL)}`)) as [
+      string,
+      number,
+    ];
+    expect(listeners).toBe(0);
+
+    // Bounded by a margin for a loaded machine (reconnect delay + one lookup per socket), not a timing.
+    const reason = await Promise.race([disconnected, sleep(10_000).then(() => 'still connected')]);
+    expect(reason).toBe('io server disconnect');
+    await sleep(200);
+    expect(stays.socket.connected).toBe(true);
+    expect(b.get(NotificationsGateway).stats()).toMatchObject({ revoked: 1, connections: 1 });
+    // Delivery works again on the reconnected subscriber.
+    expect(await stays.subscribe('user:kim')).toEqual({ ok: true });
+    await a.get(PubSubService).notifyUser('kim', 'back');
+    expect(await waitFor(() => stays.got.length === 1, 5_000)).toBe(true);
   });
 });
 
