@@ -49,12 +49,15 @@ export { KeyBuilder, FEATURES, DEFAULT_KEY_PREFIX } from './common/keys.js';
 export { JsonSerializer, SERIALIZER } from './common/serializer.js';
 export { CACHE_L1_CHANNEL } from './cache/cache.l1.js';
 // HTTP response caching by URL (the root is at its 50 names): @UseInterceptors(HttpCacheInterceptor), @CacheKey,
-// @CacheTTL.
+// @CacheTTL, @CacheIf.
 export {
   HttpCacheInterceptor,
   CacheKey,
   CacheTTL,
+  CacheIf,
   type HttpCacheKeyFn,
+  type HttpCacheTtlFn,
+  type HttpCacheIfFn,
 } from './cache/cache.http-interceptor.js';
 export { ClientAddressResolver } from './rate-limit/client-address.js';
 export { generateSessionId, isValidSessionId } from './session/session-id.js';
@@ -71,6 +74,7 @@ export type {
   CacheSetOptions,
   CacheGetOrSetOptions,
   CacheTags,
+  CacheTtl,
   CacheResult,
   CacheStatus,
   InvalidateTagsOptions,

@@ -41,6 +41,8 @@ export const CACHE_OPTION_KEYS: OptionShape = {
   lockWait: true,
   loadTimeout: true,
   softTimeout: true,
+  grace: true,
+  graceBackoff: true,
   beta: true,
 };
 

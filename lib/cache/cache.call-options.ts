@@ -2,15 +2,18 @@ import { InvalidOptionsError } from '../common/errors.js';
 import { durationProblem, isDuration } from '../common/option-checks.js';
 import { KeyBuilder } from '../common/keys.js';
 import type { ResolvedCacheOptions } from './cache.options.js';
-import type { CacheGetOrSetOptions, CacheSetOptions, CacheTags } from './cache.types.js';
+import type { CacheGetOrSetOptions, CacheSetOptions, CacheTags, CacheTtl } from './cache.types.js';
 
 /** The options of one set/getOrSet call, validated and with the module defaults filled in. */
 export interface ResolvedCall<T> {
-  ttl: number;
+  ttl: CacheTtl<T>;
   staleTtl: number;
   tags: CacheTags<T> | undefined;
+  shouldCache: ((value: T) => boolean) | undefined;
   softTimeout: number;
   hardTimeout: number;
+  grace: number;
+  graceBackoff: number;
 }
 
 /** What a call without options resolves to (built once: the getOrSet hot path skips validation). */
@@ -19,8 +22,11 @@ export function defaultCall(options: ResolvedCacheOptions): ResolvedCall<unknown
     ttl: Math.ceil(options.defaultTtl),
     staleTtl: Math.ceil(options.staleTtl),
     tags: undefined,
+    shouldCache: undefined,
     softTimeout: options.softTimeout,
     hardTimeout: options.loadTimeout,
+    grace: Math.ceil(options.grace),
+    graceBackoff: options.graceBackoff,
   };
 }
 
@@ -31,23 +37,41 @@ export function resolveCall<T>(
 ): ResolvedCall<T> {
   if (options === null || typeof options !== 'object')
     throw new InvalidOptionsError(`cache.${what}: options must be an object`);
-  const { ttl, staleTtl, tags, softTimeout, hardTimeout } = options as CacheGetOrSetOptions<T>;
-  if (ttl !== undefined && !isDuration(ttl))
+  const { ttl, staleTtl, tags, softTimeout, hardTimeout, shouldCache, grace, graceBackoff } =
+    options as CacheGetOrSetOptions<T>;
+  if (ttl !== undefined && typeof ttl !== 'function' && !isDuration(ttl))
     throw new InvalidOptionsError(`cache.${what}: ttl ${durationProblem(ttl)}`);
   if (staleTtl !== undefined && !isDuration(staleTtl, true))
     throw new InvalidOptionsError(`cache.${what}: staleTtl ${durationProblem(staleTtl, true)}`);
   if (tags !== undefined && typeof tags !== 'function') checkTags(tags, what);
+  if (shouldCache !== undefined && typeof shouldCache !== 'function')
+    throw new InvalidOptionsError(`cache.${what}: shouldCache must be a function of the value`);
   if (softTimeout !== undefined && !isDuration(softTimeout, true))
     throw new InvalidOptionsError(`cache.${what}: softTimeout ${durationProblem(softTimeout, true)}`);
   if (hardTimeout !== undefined && !isDuration(hardTimeout))
     throw new InvalidOptionsError(`cache.${what}: hardTimeout ${durationProblem(hardTimeout)}`);
+  if (grace !== undefined && !isDuration(grace, true))
+    throw new InvalidOptionsError(`cache.${what}: grace ${durationProblem(grace, true)}`);
+  if (graceBackoff !== undefined && !isDuration(graceBackoff))
+    throw new InvalidOptionsError(`cache.${what}: graceBackoff ${durationProblem(graceBackoff)}`);
   return {
-    ttl: Math.ceil(ttl ?? defaults.defaultTtl),
+    ttl: typeof ttl === 'function' ? ttl : Math.ceil(ttl ?? defaults.defaultTtl),
     staleTtl: Math.ceil(staleTtl ?? defaults.staleTtl),
     tags: tags as CacheTags<T> | undefined,
+    shouldCache,
     softTimeout: softTimeout ?? defaults.softTimeout,
     hardTimeout: hardTimeout ?? defaults.loadTimeout,
+    grace: Math.ceil(grace ?? defaults.grace),
+    graceBackoff: graceBackoff ?? defaults.graceBackoff,
   };
+}
+
+/** The fresh ms of `value`: the call's ttl, or what its ttl function returns for the value (checked). */
+export function ttlOf<T>(ttl: CacheTtl<T>, value: T): number {
+  if (typeof ttl !== 'function') return ttl;
+  const ms = ttl(value);
+  if (!isDuration(ms)) throw new InvalidOptionsError(`cache: the result of the ttl function ${durationProblem(ms)}`);
+  return Math.ceil(ms);
 }
 
 /** The entry's tags (computed from the value when given as a function), validated and without duplicates. */

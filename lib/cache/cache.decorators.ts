@@ -9,10 +9,22 @@ export interface CacheableOptions {
    * The cache key: a string, or a function of the arguments. Default: `ClassName.method:` + a hash of the arguments.
    */
   key?: string | FromArgs<string>;
-  /** ms the result stays fresh. Default: `cache.defaultTtl`. */
-  ttl?: number;
+  /**
+   * ms the result stays fresh, or a function of the result (first parameter) and the arguments returning it.
+   * Default: `cache.defaultTtl`.
+   */
+  ttl?: number | ((result: never, ...args: never[]) => number);
   /** ms the result is served stale after `ttl` while one refresh runs. Default: `cache.staleTtl`. */
   staleTtl?: number;
+  /**
+   * Whether a result is stored: a function of the result and the arguments; false returns the result uncached.
+   * Default: every result except undefined is stored.
+   */
+  shouldCache?: (result: never, ...args: never[]) => boolean;
+  /** ms past `ttl + staleTtl` the last result is served when the method throws (@Cacheable). Default `cache.grace`. */
+  grace?: number;
+  /** ms between two tries of the method while its result is served from grace. Default `cache.graceBackoff`. */
+  graceBackoff?: number;
   /** Tags: a list, or a function of the arguments. */
   tags?: readonly string[] | FromArgs<readonly string[]>;
   /** More tags computed from the result (first parameter) and the arguments. */

@@ -44,17 +44,22 @@ export class CacheEntryStore {
   /**
    * Tag indexes first, then the entry: an entry is never visible without being reachable from its tags. When one of
    * its tags was invalidated after `startedAt` (the value was loaded before the invalidation), nothing is stored.
+   * The key lives until `keepUntil` (the stale horizon plus the grace period).
    */
-  async write(redisKey: string, entry: CacheEntry, raw: string, startedAt: number): Promise<boolean> {
+  async write(
+    redisKey: string,
+    entry: CacheEntry,
+    raw: string,
+    startedAt: number,
+    keepUntil = entry.staleUntil,
+  ): Promise<boolean> {
     const stored = await this.failures.run('set', async () => {
       const now = Date.now();
       if (entry.tags.length > 0) {
-        const added = await Promise.all(
-          entry.tags.map((t) => this.tags.add(t, redisKey, entry.staleUntil, startedAt, now)),
-        );
+        const added = await Promise.all(entry.tags.map((t) => this.tags.add(t, redisKey, keepUntil, startedAt, now)));
         if (added.includes(0)) return false;
       }
-      await this.connection.client.set(redisKey, raw, 'PX', Math.max(1, entry.staleUntil - now));
+      await this.connection.client.set(redisKey, raw, 'PX', Math.max(1, keepUntil - now));
       return true;
     });
     if (stored) this.l1?.remember(redisKey, entry);

@@ -10,10 +10,11 @@ import { Reflector } from '@nestjs/core';
 import { from, lastValueFrom, type Observable } from 'rxjs';
 import { InvalidOptionsError } from '../common/errors.js';
 import { CacheService } from './cache.service.js';
-import type { CacheStatus } from './cache.types.js';
+import type { CacheGetOrSetOptions, CacheStatus } from './cache.types.js';
 
 export const HTTP_CACHE_KEY_METADATA = 'redis-toolkit:http-cache-key';
 export const HTTP_CACHE_TTL_METADATA = 'redis-toolkit:http-cache-ttl';
+export const HTTP_CACHE_IF_METADATA = 'redis-toolkit:http-cache-if';
 
 /** A key computed from the request (Express or Fastify request object) and the execution context. */
 export type HttpCacheKeyFn = (request: never, context: ExecutionContext) => string;
@@ -30,12 +31,33 @@ export function CacheKey(key: string | HttpCacheKeyFn): MethodDecorator & ClassD
   return SetMetadata(HTTP_CACHE_KEY_METADATA, key);
 }
 
-/** ms a response of this route (or of every route of the controller) stays fresh. Default: `cache.defaultTtl`. */
-export function CacheTTL(ttl: number): MethodDecorator & ClassDecorator {
-  if (typeof ttl !== 'number' || !Number.isFinite(ttl) || ttl <= 0) {
-    throw new InvalidOptionsError(`@CacheTTL: ttl must be a positive number of ms, got ${String(ttl)}`);
+/**
+ * The ttl of a response computed when it is loaded: from the execution context (as @nestjs/cache-manager's factory)
+ * and the response body. Synchronous: it must return a positive number of ms.
+ */
+export type HttpCacheTtlFn = (context: ExecutionContext, body: never) => number;
+
+/** Whether a response body is stored (false: sent, uncached, `X-Cache: MISS`). */
+export type HttpCacheIfFn = (body: never, context: ExecutionContext) => boolean;
+
+/**
+ * ms a response of this route (or of every route of the controller) stays fresh, or a function of the execution
+ * context and the response body returning it. Default: `cache.defaultTtl`.
+ */
+export function CacheTTL(ttl: number | HttpCacheTtlFn): MethodDecorator & ClassDecorator {
+  if (typeof ttl !== 'function' && (typeof ttl !== 'number' || !Number.isFinite(ttl) || ttl <= 0)) {
+    throw new InvalidOptionsError(`@CacheTTL: ttl must be a positive number of ms or a function, got ${String(ttl)}`);
   }
   return SetMetadata(HTTP_CACHE_TTL_METADATA, ttl);
+}
+
+/**
+ * Stores a 2xx response of this route (or controller) only when `predicate(body, context)` is true, e.g.
+ * `@CacheIf((body: Page) => body.items.length > 0)`. Without it every cacheable response is stored.
+ */
+export function CacheIf(predicate: HttpCacheIfFn): MethodDecorator & ClassDecorator {
+  if (typeof predicate !== 'function') throw new InvalidOptionsError('@CacheIf: predicate must be a function');
+  return SetMetadata(HTTP_CACHE_IF_METADATA, predicate);
 }
 
 interface HttpRequestLike {
@@ -51,12 +73,9 @@ interface HttpResponseLike {
   setHeader?: (name: string, value: string) => unknown;
 }
 
-const HEADER: Record<CacheStatus, string> = { hit: 'HIT', miss: 'MISS', stale: 'STALE' };
-
-/** Thrown out of the loader so that a response that must not be cached is returned but never stored. */
-class Uncacheable {
-  constructor(readonly value: unknown) {}
-}
+const HEADER: Record<CacheStatus, string> = { hit: 'HIT', miss: 'MISS', stale: 'STALE', grace: 'STALE' };
+type LooseTtl = (context: ExecutionContext, body: unknown) => number;
+type LooseIf = (body: unknown, context: ExecutionContext) => boolean;
 
 /**
  * Caches GET responses by URL (path + query) through CacheService.getOrSet: single-flight, stale-while-revalidate,
@@ -83,38 +102,39 @@ export class HttpCacheInterceptor implements NestInterceptor {
       HTTP_CACHE_KEY_METADATA,
       targets,
     );
-    const ttl = this.reflector.getAllAndOverride<number | undefined>(HTTP_CACHE_TTL_METADATA, targets);
+    const ttl = this.reflector.getAllAndOverride<number | LooseTtl | undefined>(HTTP_CACHE_TTL_METADATA, targets);
+    const cacheIf = this.reflector.getAllAndOverride<LooseIf | undefined>(HTTP_CACHE_IF_METADATA, targets);
     const key =
       typeof keyOption === 'function'
         ? keyOption(request as never, context)
         : (keyOption ?? `http:${request.originalUrl ?? request.url ?? ''}`);
-    return from(this.serve(key, ttl, response, next));
+    return from(this.serve(key, ttl, cacheIf, context, response, next));
   }
 
   private async serve(
     key: string,
-    ttl: number | undefined,
+    ttl: number | LooseTtl | undefined,
+    cacheIf: LooseIf | undefined,
+    context: ExecutionContext,
     response: HttpResponseLike,
     next: CallHandler,
   ): Promise<unknown> {
+    // Set by the loader when the response must not be stored (returned to its callers, never cached).
+    let uncacheable = false;
     const loader = async (): Promise<unknown> => {
       const value = await lastValueFrom(next.handle(), { defaultValue: undefined });
       const status = response.statusCode ?? 200;
       const written = response.headersSent === true || response.sent === true;
-      if (status < 200 || status >= 300 || written || value === undefined || isStream(value)) {
-        throw new Uncacheable(value);
-      }
+      if (status < 200 || status >= 300 || written || isStream(value)) uncacheable = true;
       return value;
     };
-    try {
-      const result = await this.cache.getOrSetWithStatus(key, loader, ttl === undefined ? undefined : { ttl });
-      setHeader(response, HEADER[result.status]);
-      return result.value;
-    } catch (err) {
-      if (!(err instanceof Uncacheable)) throw err;
-      setHeader(response, 'MISS');
-      return err.value;
-    }
+    const options: CacheGetOrSetOptions<unknown> = {
+      shouldCache: (body) => !uncacheable && (cacheIf === undefined || cacheIf(body, context)),
+    };
+    if (ttl !== undefined) options.ttl = typeof ttl === 'function' ? (body) => ttl(context, body) : ttl;
+    const result = await this.cache.getOrSetWithStatus(key, loader, options);
+    setHeader(response, HEADER[result.status]);
+    return result.value;
   }
 }
 

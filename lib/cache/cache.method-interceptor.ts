@@ -36,17 +36,24 @@ export class CacheMethodInterceptor implements MethodInterceptor<CacheOperation[
   private step(target: InterceptedMethod, op: CacheOperation): Step {
     const where = `${target.className}.${target.methodName}`;
     if (op.kind === 'evict') return this.evictStep(where, op.options);
-    const { ttl, staleTtl } = op.options;
-    for (const [name, v] of [
-      ['ttl', ttl],
-      ['staleTtl', staleTtl],
+    const { ttl, staleTtl, grace, graceBackoff } = op.options;
+    for (const [name, v, min] of [
+      ['ttl', typeof ttl === 'function' ? undefined : ttl, 1],
+      ['staleTtl', staleTtl, 0],
+      ['grace', grace, 0],
+      ['graceBackoff', graceBackoff, 1],
     ] as const) {
-      if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v) || v < (name === 'ttl' ? 1 : 0))) {
+      if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v) || v < min)) {
         throw new InvalidOptionsError(
           `@Cacheable on ${where}: ${name} must be a number of milliseconds, got ${String(v)}`,
         );
       }
     }
+    if (op.options.shouldCache !== undefined && typeof op.options.shouldCache !== 'function') {
+      throw new InvalidOptionsError(`@Cacheable on ${where}: shouldCache must be a function of the result`);
+    }
+    const ofResult = <R>(fn: ((result: never, ...args: never[]) => R) | undefined, args: unknown[]) =>
+      fn === undefined ? undefined : (value: unknown) => (fn as Loose<R>)(value, ...args);
     if (op.options.key === undefined) this.claimDefaultKey(target, where);
     const keyOf = (args: unknown[]) => this.keyOf(where, op.options.key, args);
     const tagsOf = (args: unknown[]) => {
@@ -56,13 +63,30 @@ export class CacheMethodInterceptor implements MethodInterceptor<CacheOperation[
         | undefined;
       return (value: unknown) => [...fromArgs, ...(fromResult ? fromResult(value, ...args) : [])];
     };
+    const ttlOf = (args: unknown[]) => (typeof ttl === 'function' ? ofResult(ttl, args) : ttl);
     if (op.kind === 'cacheable') {
-      return async (args, next) => this.cache.getOrSet(keyOf(args), next, { ttl, staleTtl, tags: tagsOf(args) });
+      return async (args, next) =>
+        this.cache.getOrSet(keyOf(args), next, {
+          ttl: ttlOf(args),
+          staleTtl,
+          tags: tagsOf(args),
+          shouldCache: ofResult(op.options.shouldCache, args),
+          grace,
+          graceBackoff,
+        });
     }
     return async (args, next) => {
       const key = keyOf(args);
       const value = await next();
-      if (value !== undefined) await this.cache.set(key, value, { ttl, staleTtl, tags: tagsOf(args)(value) });
+      const shouldCache = ofResult(op.options.shouldCache, args);
+      if (value === undefined || (shouldCache !== undefined && !shouldCache(value))) return value;
+      const ttlMs = ttlOf(args);
+      await this.cache.set(key, value, {
+        ttl: typeof ttlMs === 'function' ? ttlMs(value) : ttlMs,
+        staleTtl,
+        grace,
+        tags: tagsOf(args)(value),
+      });
       return value;
     };
   }

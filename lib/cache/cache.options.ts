@@ -34,6 +34,13 @@ export interface CacheOptions {
    * on in the background). Default 0: the stale value is served at once. A call's `softTimeout` overrides it.
    */
   softTimeout?: number;
+  /**
+   * ms past `ttl + staleTtl` during which, when the loader fails, the last value is served instead of the error
+   * (bentocache's grace). The entry's Redis key lives `ttl + staleTtl + grace`: that much longer in memory. Default 0.
+   */
+  grace?: number;
+  /** ms between two loader tries while a value is served from grace. Default 10_000. */
+  graceBackoff?: number;
   /** XFetch β: > 1 refreshes earlier, < 1 later, 0 turns probabilistic early refresh off. Default 1. */
   beta?: number;
 }
@@ -47,6 +54,8 @@ export interface ResolvedCacheOptions {
   lockWait: number;
   loadTimeout: number;
   softTimeout: number;
+  grace: number;
+  graceBackoff: number;
   beta: number;
 }
 
@@ -60,6 +69,8 @@ export function resolveCacheOptions(raw: CacheOptions | undefined, problems: Opt
     problems.duration('cache.lockWait', o.lockWait, { allowZero: true });
     problems.duration('cache.loadTimeout', o.loadTimeout);
     problems.duration('cache.softTimeout', o.softTimeout, { allowZero: true });
+    problems.duration('cache.grace', o.grace, { allowZero: true });
+    problems.duration('cache.graceBackoff', o.graceBackoff);
     problems.number('cache.beta', o.beta, 0, 100);
     if (problems.object('cache.l1', o.l1) && o.l1) {
       problems.integer('cache.l1.max', o.l1.max, 1);
@@ -77,6 +88,8 @@ export function resolveCacheOptions(raw: CacheOptions | undefined, problems: Opt
     lockWait: o.lockWait ?? 5_000,
     loadTimeout: o.loadTimeout ?? o.lockTtl ?? 10_000,
     softTimeout: o.softTimeout ?? 0,
+    grace: o.grace ?? 0,
+    graceBackoff: o.graceBackoff ?? 10_000,
     beta: o.beta ?? 1,
   };
 }

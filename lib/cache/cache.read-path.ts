@@ -4,7 +4,7 @@ import type { FailurePolicy } from '../common/failure-policy.js';
 import type { Serializer } from '../common/serializer.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
 import { diagnose } from '../common/diagnostics.js';
-import { resolveTags, type ResolvedCall } from './cache.call-options.js';
+import { resolveTags, ttlOf, type ResolvedCall } from './cache.call-options.js';
 import { encodeEntry, type CacheEntry } from './cache.entry.js';
 import type { CacheEntryStore } from './cache.entry-store.js';
 import type { CacheL1 } from './cache.l1.js';
@@ -16,6 +16,9 @@ import type { CacheResult } from './cache.types.js';
 
 export type Loader<T> = () => T | Promise<T>;
 
+/** Most keys whose next loader try (while served from grace) is remembered; the oldest is dropped past it. */
+const GRACE_RETRY_MEMO = 10_000;
+
 /**
  * The read flow of getOrSet once the L1 has been asked: the Redis read, single-flight of concurrent misses in this
  * process, the cross-process load lock, stale-while-revalidate (with the soft timeout), XFetch early refresh and
@@ -25,6 +28,11 @@ export class CacheReadPath {
   private readonly refreshWarning: ThrottledWarning;
   private readonly inflight = new Map<string, Promise<CacheResult<unknown>>>();
   private readonly refreshing = new Map<string, Promise<{ value: unknown } | undefined>>();
+  /** Keys served from grace: epoch ms before which their loader is not tried again (graceBackoff). */
+  private readonly graceRetryAt = new Map<string, number>();
+  /** Errors thrown by loaders (incl. their hard timeout): only those let a value be served from grace. */
+  private readonly loaderErrors = new WeakSet<object>();
+  private readonly graceWarning: ThrottledWarning;
   private closed = false;
 
   constructor(
@@ -39,6 +47,7 @@ export class CacheReadPath {
     private readonly counters: CacheCounters,
   ) {
     this.refreshWarning = new ThrottledWarning(logger);
+    this.graceWarning = new ThrottledWarning(logger);
   }
 
   /** No background refresh starts after this (the module is shutting down). */
@@ -57,8 +66,8 @@ export class CacheReadPath {
         status: 'miss',
       }));
     }
+    const now = Date.now();
     if (entry) {
-      const now = Date.now();
       if (now < entry.freshUntil) {
         this.l1?.remember(redisKey, entry);
         if (this.refreshEarly(entry, now)) this.refreshInBackground(redisKey, loader, call);
@@ -71,12 +80,35 @@ export class CacheReadPath {
         return fresh ? { value: fresh.value, status: 'miss' } : { value: entry.value, status: 'stale' };
       }
     }
-    return this.singleFlight(redisKey, () =>
+    // Past the stale horizon but within grace: the value is kept for when the loader fails.
+    const graced = entry && call.grace > 0 && now < entry.staleUntil + call.grace ? entry : undefined;
+    if (graced && now < (this.graceRetryAt.get(redisKey) ?? 0)) return { value: graced.value, status: 'grace' };
+    const loading = this.singleFlight(redisKey, () =>
       this.lock.loadOnce<T>(redisKey, {
         load: () => this.load(redisKey, loader, call.hardTimeout),
         loadAndStore: () => this.loadAndStore(redisKey, loader, call),
       }),
     );
+    return graced ? loading.catch((err: unknown) => this.serveGrace(redisKey, graced, call, err)) : loading;
+  }
+
+  /**
+   * The loader failed while a value within its grace period is stored: that value is served (status 'grace') and
+   * the loader is not tried again for this key before `graceBackoff` ms. Any other failure is the caller's.
+   */
+  private serveGrace<T>(redisKey: string, entry: CacheEntry<T>, call: ResolvedCall<T>, err: unknown): CacheResult<T> {
+    if (typeof err === 'object' && err !== null && !this.loaderErrors.has(err)) throw err;
+    const now = Date.now();
+    if (!this.graceRetryAt.has(redisKey) && this.graceRetryAt.size >= GRACE_RETRY_MEMO) {
+      const oldest = this.graceRetryAt.keys().next();
+      if (!oldest.done) this.graceRetryAt.delete(oldest.value);
+    }
+    this.graceRetryAt.set(redisKey, now + call.graceBackoff);
+    this.graceWarning.warn(
+      `cache loader of ${redisKey} failed, serving its value from grace (expired ${now - entry.staleUntil} ms ago), ` +
+        `next try in ${call.graceBackoff} ms: ${err instanceof Error ? err.message : String(err)}`,
+    );
+    return { value: entry.value, status: 'grace' };
   }
 
   /** XFetch (Vattani et al.): refresh early with a probability that grows as expiry nears, scaled by δ·β. */
@@ -138,19 +170,22 @@ export class CacheReadPath {
 
   private async loadAndStore<T>(redisKey: string, loader: Loader<T>, call: ResolvedCall<T>): Promise<T> {
     const { value, delta, startedAt } = await this.load(redisKey, loader, call.hardTimeout);
+    this.graceRetryAt.delete(redisKey);
     if (value === undefined) return value; // undefined means "no value": returned, never cached
+    if (call.shouldCache !== undefined && !call.shouldCache(value)) return value;
     const now = Date.now();
     const tags = resolveTags(call.tags, value);
+    const ttl = ttlOf(call.ttl, value);
     const entry: CacheEntry<T> = {
       value,
-      freshUntil: now + call.ttl,
-      staleUntil: now + call.ttl + call.staleTtl,
+      freshUntil: now + ttl,
+      staleUntil: now + ttl + call.staleTtl,
       delta,
       tags,
     };
     const raw = encodeEntry(entry, this.serializer);
     try {
-      await this.store.write(redisKey, entry, raw, startedAt);
+      await this.store.write(redisKey, entry, raw, startedAt, entry.staleUntil + call.grace);
     } catch (err) {
       this.failures.unavailable(err);
     }
@@ -171,6 +206,9 @@ export class CacheReadPath {
       const value = await boundedLoad(loader, hardTimeout, redisKey.slice(this.featurePrefix.length), option);
       outcome = 'loaded';
       return { value, delta: performance.now() - started, startedAt };
+    } catch (err) {
+      if (typeof err === 'object' && err !== null) this.loaderErrors.add(err);
+      throw err;
     } finally {
       const durationMs = performance.now() - started;
       diagnose('cacheLoad', () => ({ feature: 'cache', operation: 'load', outcome, durationMs }));

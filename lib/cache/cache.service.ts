@@ -8,7 +8,7 @@ import { SERIALIZER, type Serializer } from '../common/serializer.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { PubSubService } from '../pubsub/pubsub.service.js';
-import { defaultCall, resolveCall, resolveTags, type ResolvedCall } from './cache.call-options.js';
+import { defaultCall, resolveCall, resolveTags, ttlOf, type ResolvedCall } from './cache.call-options.js';
 import { encodeEntry, type CacheEntry } from './cache.entry.js';
 import { CacheEntryStore } from './cache.entry-store.js';
 import { CacheL1 } from './cache.l1.js';
@@ -32,6 +32,7 @@ import type {
 export { CACHE_L1_CHANNEL } from './cache.l1.js';
 export type {
   CacheTags,
+  CacheTtl,
   CacheSetOptions,
   CacheGetOrSetOptions,
   InvalidateTagsOptions,
@@ -163,10 +164,11 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
     const call = resolveCall<T>(options, 'set', this.options);
     const now = Date.now();
     const tags = resolveTags(call.tags, value);
+    const ttl = ttlOf(call.ttl, value);
     const entry: CacheEntry<T> = {
       value,
-      freshUntil: now + call.ttl,
-      staleUntil: now + call.ttl + call.staleTtl,
+      freshUntil: now + ttl,
+      staleUntil: now + ttl + call.staleTtl,
       delta: 0,
       tags,
     };
@@ -174,7 +176,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
     this.l1?.delete(redisKey);
     try {
       // An explicit set is stored whatever was invalidated before it (only loads are checked against invalidations).
-      await this.store.write(redisKey, entry, raw, Number.MAX_SAFE_INTEGER);
+      await this.store.write(redisKey, entry, raw, Number.MAX_SAFE_INTEGER, entry.staleUntil + call.grace);
     } catch (err) {
       this.failures.unavailable(err);
     }

@@ -5,6 +5,7 @@ export class CacheCounters {
   hits = 0;
   misses = 0;
   staleHits = 0;
+  graceHits = 0;
   loads = 0;
   /** Failures outside the failure policy's count (L1 invalidations that could not be published). */
   errors = 0;
@@ -13,14 +14,16 @@ export class CacheCounters {
   record(status: CacheStatus): void {
     if (status === 'hit') this.hits++;
     else if (status === 'stale') this.staleHits++;
+    else if (status === 'grace') this.graceHits++;
     else this.misses++;
   }
 
   /** `redisErrors`: the failure policy's count of failed Redis calls. */
   snapshot(redisErrors: number): CacheStats {
-    const { hits, misses, staleHits, loads } = this;
+    const { hits, misses, staleHits, graceHits, loads } = this;
     const errors = this.errors + redisErrors;
-    const reads = hits + staleHits + misses;
-    return { hits, misses, staleHits, loads, errors, hitRatio: reads === 0 ? 0 : (hits + staleHits) / reads };
+    const served = hits + staleHits + graceHits;
+    const reads = served + misses;
+    return { hits, misses, staleHits, graceHits, loads, errors, hitRatio: reads === 0 ? 0 : served / reads };
   }
 }

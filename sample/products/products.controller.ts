@@ -3,7 +3,7 @@ import { CacheService, RateLimitGuard } from '../../lib/index.js';
 import { type CacheStatus } from '../../lib/advanced.js';
 import { ProductsService, type Product } from './products.service.js';
 
-const HEADER: Record<CacheStatus, string> = { hit: 'HIT', miss: 'MISS', stale: 'STALE' };
+const HEADER: Record<CacheStatus, string> = { hit: 'HIT', miss: 'MISS', stale: 'STALE', grace: 'STALE' };
 
 /** Express's `Response` and Fastify's `FastifyReply` both set a header with `header(name, value)`. */
 interface HeaderResponse {

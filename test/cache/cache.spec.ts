@@ -61,7 +61,15 @@ describe.each(['single', 'cluster'] as const)('CacheService on %s', (target) => 
     expect(again.at).toBeInstanceOf(Date);
     expect(again.at.getTime()).toBe(at.getTime());
     expect(await cache.get('missing')).toBeUndefined();
-    expect(cache.stats()).toEqual({ hits: 1, misses: 2, staleHits: 0, loads: 1, errors: 0, hitRatio: 1 / 3 });
+    expect(cache.stats()).toEqual({
+      hits: 1,
+      misses: 2,
+      staleHits: 0,
+      graceHits: 0,
+      loads: 1,
+      errors: 0,
+      hitRatio: 1 / 3,
+    });
   });
 
   it('a loader that never settles fails its callers with CacheLoadTimeoutError after the lock ttl and frees the key', async () => {
