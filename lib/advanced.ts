@@ -44,7 +44,11 @@ export type {
 
 // Plumbing.
 export { RedisConnection } from './connection/redis-connection.js';
-export type { RedisToolkitHealthResult } from './connection/redis-toolkit.health.js';
+// Named connections (`connections` of forRoot): the raw client of one by name, or all of them.
+export { RedisConnections } from './connection/redis-connections.js';
+export { getRedisClientToken } from './redis-toolkit.constants.js';
+export type { FeatureConnectionOption, RedisNamedConnections } from './connection/connection.options.js';
+export type { RedisToolkitHealthResult, RedisConnectionHealth } from './connection/redis-toolkit.health.js';
 export { KeyBuilder, FEATURES, DEFAULT_KEY_PREFIX } from './common/keys.js';
 export { JsonSerializer, SERIALIZER } from './common/serializer.js';
 export { CACHE_L1_CHANNEL } from './cache/cache.l1.js';

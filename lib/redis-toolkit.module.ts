@@ -1,4 +1,4 @@
-import { Module } from '@nestjs/common';
+import { Module, type Provider } from '@nestjs/common';
 import { DiscoveryModule } from '@nestjs/core';
 import { KeyBuilder } from './common/keys.js';
 import {
@@ -7,8 +7,14 @@ import {
   type MethodInterceptor,
 } from './common/method-interception.js';
 import { SERIALIZER } from './common/serializer.js';
-import { CONNECTION_OPTIONS, type ResolvedConnectionOptions } from './connection/connection.options.js';
+import {
+  CONNECTION_OPTIONS,
+  DEFAULT_CONNECTION_NAME,
+  type ResolvedConnectionOptions,
+} from './connection/connection.options.js';
+import { CONNECTION_FEATURES } from './connection/connection.validation.js';
 import { RedisConnection } from './connection/redis-connection.js';
+import { FEATURE_CONNECTION, RedisConnections } from './connection/redis-connections.js';
 import { RedisPermissionsCheck } from './connection/redis-permissions.js';
 import { RedisToolkitHealth } from './connection/redis-toolkit.health.js';
 import { CACHE_OPTIONS } from './cache/cache.options.js';
@@ -35,7 +41,14 @@ const slice = <T>(provide: symbol | typeof KeyBuilder, pick: (o: ResolvedRedisTo
 const OPTION_SLICES = [
   slice(CONNECTION_OPTIONS, (o): ResolvedConnectionOptions => {
     const { connection, commandTimeout, connectTimeout, lazyConnect, maxReconnectDelay } = o;
-    return { connection, commandTimeout, connectTimeout, lazyConnect, maxReconnectDelay };
+    return {
+      connection,
+      name: DEFAULT_CONNECTION_NAME,
+      commandTimeout,
+      connectTimeout,
+      lazyConnect,
+      maxReconnectDelay,
+    };
   }),
   slice(KeyBuilder, (o) => new KeyBuilder(o.keyPrefix)),
   slice(SERIALIZER, (o) => o.serializer),
@@ -47,6 +60,27 @@ const OPTION_SLICES = [
   slice(NOTIFICATIONS_GATEWAY_OPTIONS, (o) => o.notifications),
 ];
 
+/** The named connections, and the one each feature runs on (FEATURE_CONNECTION.cache, ...). */
+const CONNECTION_PROVIDERS: Provider[] = [
+  {
+    provide: RedisConnections,
+    useFactory: (defaultConnection: RedisConnection, o: ResolvedRedisToolkitOptions) => {
+      const { commandTimeout, connectTimeout, lazyConnect, maxReconnectDelay } = o;
+      return new RedisConnections(defaultConnection, {
+        connections: o.connections,
+        featureConnections: o.featureConnections,
+        timing: { commandTimeout, connectTimeout, lazyConnect, maxReconnectDelay },
+      });
+    },
+    inject: [RedisConnection, REDIS_TOOLKIT_OPTIONS],
+  },
+  ...CONNECTION_FEATURES.map((feature) => ({
+    provide: FEATURE_CONNECTION[feature],
+    useFactory: (connections: RedisConnections) => connections.forFeature(feature),
+    inject: [RedisConnections],
+  })),
+];
+
 /**
  * `RedisToolkitModule.forRoot(options)` / `forRootAsync({ imports, inject, useFactory })`; global by default
  * (`isGlobal: false` to scope it). Options are validated once, here, before anything connects.
@@ -56,18 +90,19 @@ const OPTION_SLICES = [
   providers: [
     { provide: REDIS_TOOLKIT_OPTIONS, useFactory: resolveToolkitOptions, inject: [REDIS_TOOLKIT_MODULE_OPTIONS] },
     RedisConnection,
+    ...CONNECTION_PROVIDERS,
     { provide: REDIS_CLIENT, useFactory: (c: RedisConnection) => c.client, inject: [RedisConnection] },
     ...OPTION_SLICES,
     RedisToolkitHealth,
     {
       provide: RedisPermissionsCheck,
-      useFactory: (connection: RedisConnection, o: ResolvedRedisToolkitOptions) =>
-        new RedisPermissionsCheck(connection, {
+      useFactory: (connections: RedisConnections, o: ResolvedRedisToolkitOptions) =>
+        new RedisPermissionsCheck(connections, {
           keyPrefix: o.keyPrefix,
           lazyConnect: o.lazyConnect,
-          sharded: connection.isCluster && o.pubsub.cluster === 'sharded',
+          shardedPubSub: o.pubsub.cluster === 'sharded',
         }),
-      inject: [RedisConnection, REDIS_TOOLKIT_OPTIONS],
+      inject: [RedisConnections, REDIS_TOOLKIT_OPTIONS],
     },
     MethodInterceptionExplorer,
     {
@@ -85,6 +120,7 @@ const OPTION_SLICES = [
     REDIS_CLIENT,
     REDIS_TOOLKIT_OPTIONS,
     RedisConnection,
+    RedisConnections,
     KeyBuilder,
     RedisToolkitHealth,
     ...OPTION_SLICES.map((p) => p.provide),

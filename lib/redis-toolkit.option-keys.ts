@@ -33,6 +33,7 @@ export const CONNECTION_OPTION_KEYS: OptionShape = {
 };
 
 export const CACHE_OPTION_KEYS: OptionShape = {
+  connection: true,
   defaultTtl: true,
   staleTtl: true,
   l1: { max: true, ttl: true },
@@ -47,6 +48,7 @@ export const CACHE_OPTION_KEYS: OptionShape = {
 };
 
 export const RATE_LIMIT_OPTION_KEYS: OptionShape = {
+  connection: true,
   defaults: THROTTLE,
   failOpen: true,
   headers: true,
@@ -60,6 +62,7 @@ export const RATE_LIMIT_OPTION_KEYS: OptionShape = {
 };
 
 export const SESSION_OPTION_KEYS: OptionShape = {
+  connection: true,
   ttl: true,
   rolling: true,
   maxAgeMs: true,
@@ -78,6 +81,7 @@ export const SESSION_OPTION_KEYS: OptionShape = {
 };
 
 export const LOCK_OPTION_KEYS: OptionShape = {
+  connection: true,
   ttl: true,
   retry: { count: true, delay: true, jitter: true },
   maxHoldMs: true,
@@ -100,6 +104,7 @@ export const NOTIFICATIONS_OPTION_KEYS: OptionShape = {
 };
 
 export const PUBSUB_OPTION_KEYS: OptionShape = {
+  connection: true,
   cluster: true,
   durable: { maxLen: true, ttl: true },
   gateway: NOTIFICATIONS_OPTION_KEYS,
@@ -107,6 +112,8 @@ export const PUBSUB_OPTION_KEYS: OptionShape = {
 
 export const TOOLKIT_OPTION_KEYS: OptionShape = {
   connection: CONNECTION_OPTION_KEYS,
+  // Each entry is checked against CONNECTION_OPTION_KEYS by checkNamedConnections (its names are the user's).
+  connections: true,
   keyPrefix: true,
   commandTimeout: true,
   connectTimeout: true,

@@ -1,7 +1,13 @@
 import { DEFAULT_KEY_PREFIX } from './common/keys.js';
 import { OptionProblems } from './common/option-checks.js';
 import { JsonSerializer, SafeSerializer, type Serializer } from './common/serializer.js';
-import type { RedisConnectionOptions, RedisNodeAddress } from './connection/connection.options.js';
+import type { RedisConnectionOptions, RedisNamedConnections } from './connection/connection.options.js';
+import {
+  checkConnection,
+  checkNamedConnections,
+  resolveFeatureConnections,
+  type ConnectionFeature,
+} from './connection/connection.validation.js';
 import { resolveCacheOptions, type ResolvedCacheOptions } from './cache/cache.options.js';
 import { resolveRateLimitOptions, type ResolvedRateLimitOptions } from './rate-limit/rate-limit.options.js';
 import { resolveSessionOptions, type ResolvedSessionOptions } from './session/session.options.js';
@@ -11,12 +17,16 @@ import {
   resolveNotificationsOptions,
   type ResolvedNotificationsGatewayOptions,
 } from './notifications/notifications.options.js';
-import { TOOLKIT_OPTION_KEYS } from './redis-toolkit.option-keys.js';
+import { CONNECTION_OPTION_KEYS, TOOLKIT_OPTION_KEYS } from './redis-toolkit.option-keys.js';
 import type { RedisToolkitOptions } from './redis-toolkit.options.js';
 
 /** The options after validation, with every default filled in: the one place defaults live. */
 export interface ResolvedRedisToolkitOptions {
   connection: RedisConnectionOptions;
+  /** `connections` of forRoot (`{}` without it). */
+  connections: RedisNamedConnections;
+  /** The connection each feature runs on: `default` (= `connection`) or a name from `connections`. */
+  featureConnections: Record<ConnectionFeature, string>;
   keyPrefix: string;
   commandTimeout: number;
   connectTimeout: number;
@@ -42,7 +52,8 @@ export function resolveToolkitOptions(raw: RedisToolkitOptions): ResolvedRedisTo
   }
   const o = raw as RedisToolkitOptions;
   problems.unknownKeys('', o, TOOLKIT_OPTION_KEYS);
-  checkConnection(o.connection, problems);
+  checkConnection('connection', o.connection, problems);
+  const connections = checkNamedConnections(o.connections, CONNECTION_OPTION_KEYS, problems);
   problems.string('keyPrefix', o.keyPrefix, { allowEmpty: true });
   problems.duration('commandTimeout', o.commandTimeout);
   problems.duration('connectTimeout', o.connectTimeout);
@@ -56,6 +67,8 @@ export function resolveToolkitOptions(raw: RedisToolkitOptions): ResolvedRedisTo
   }
   const resolved: ResolvedRedisToolkitOptions = {
     connection: o.connection,
+    connections,
+    featureConnections: resolveFeatureConnections(o, connections, problems),
     keyPrefix: o.keyPrefix ?? DEFAULT_KEY_PREFIX,
     commandTimeout: o.commandTimeout ?? 1_000,
     connectTimeout: o.connectTimeout ?? 5_000,
@@ -74,96 +87,4 @@ export function resolveToolkitOptions(raw: RedisToolkitOptions): ResolvedRedisTo
   };
   problems.throwIfAny();
   return resolved;
-}
-
-function checkConnection(connection: unknown, problems: OptionProblems): void {
-  if (connection === undefined) {
-    problems.add(
-      'connection',
-      'is required: { url } or { host, port }, { sentinels, name }, { cluster } or { client }',
-    );
-    return;
-  }
-  if (!problems.object('connection', connection)) return;
-  const c = connection as Record<string, unknown>;
-  const kinds = [
-    c.url !== undefined || c.host !== undefined || c.port !== undefined ? 'url/host/port' : undefined,
-    c.sentinels !== undefined ? 'sentinels' : undefined,
-    c.cluster !== undefined ? 'cluster' : undefined,
-    c.client !== undefined ? 'client' : undefined,
-  ].filter((k): k is string => k !== undefined);
-  if (kinds.length === 0) {
-    // `{ url: process.env.UNSET }` or `{}` would otherwise connect to 127.0.0.1:6379 without a word.
-    problems.add(
-      'connection',
-      'names no server: give url (it is undefined here), host/port, sentinels, cluster or client',
-    );
-    return;
-  }
-  if (kinds.length > 1) {
-    problems.add(
-      'connection',
-      `must give only one of url/host/port, sentinels, cluster or client (got ${kinds.join(' and ')})`,
-    );
-    return;
-  }
-  if (c.url !== undefined) {
-    if (c.host !== undefined || c.port !== undefined)
-      problems.add('connection', 'give either url or host/port, not both');
-    checkUrl(c.url, problems);
-  }
-  problems.string('connection.host', c.host);
-  problems.integer('connection.port', c.port, 1, 65_535);
-  problems.integer('connection.db', c.db, 0, 15_999);
-  problems.string('connection.username', c.username);
-  problems.string('connection.password', c.password, { allowEmpty: true });
-  if (c.tls !== undefined && typeof c.tls !== 'boolean') problems.object('connection.tls', c.tls);
-  if (c.sentinels !== undefined) {
-    checkNodes('connection.sentinels', c.sentinels, problems);
-    problems.string('connection.name', c.name);
-    if (c.name === undefined) problems.add('connection.name', 'is required with sentinels (the master group name)');
-  }
-  if (c.cluster !== undefined) {
-    checkNodes('connection.cluster', c.cluster, problems);
-    if (c.db !== undefined) problems.add('connection.db', 'cannot be used with a cluster (it has only db 0)');
-  }
-  if (c.client !== undefined) {
-    const client = c.client as { status?: unknown; duplicate?: unknown } | null;
-    if (!client || typeof client.duplicate !== 'function' || typeof client.status !== 'string') {
-      problems.add('connection.client', 'must be an ioredis Redis or Cluster instance');
-    }
-  }
-}
-
-function checkUrl(url: unknown, problems: OptionProblems): void {
-  if (typeof url !== 'string') {
-    problems.string('connection.url', url);
-    return;
-  }
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    problems.add('connection.url', `is not a valid URL: ${JSON.stringify(url)}`);
-    return;
-  }
-  if (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:') {
-    problems.add('connection.url', `must start with redis:// or rediss://, got ${parsed.protocol}//`);
-  }
-  if (parsed.port !== '' && (Number(parsed.port) < 1 || Number(parsed.port) > 65_535)) {
-    problems.add('connection.url', `has a port out of range: ${parsed.port}`);
-  }
-}
-
-function checkNodes(path: string, nodes: unknown, problems: OptionProblems): void {
-  if (!Array.isArray(nodes) || nodes.length === 0) {
-    problems.add(path, 'must be a non-empty array of { host, port }');
-    return;
-  }
-  nodes.forEach((node: Partial<RedisNodeAddress>, i) => {
-    if (!problems.object(`${path}[${i}]`, node)) return;
-    problems.string(`${path}[${i}].host`, node.host);
-    if (node.port === undefined) problems.add(`${path}[${i}].port`, 'is required');
-    problems.integer(`${path}[${i}].port`, node.port, 1, 65_535);
-  });
 }

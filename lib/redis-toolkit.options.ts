@@ -1,5 +1,9 @@
 import type { Serializer } from './common/serializer.js';
-import type { RedisConnectionOptions } from './connection/connection.options.js';
+import type {
+  FeatureConnectionOption,
+  RedisConnectionOptions,
+  RedisNamedConnections,
+} from './connection/connection.options.js';
 import type { CacheOptions } from './cache/cache.options.js';
 import type { RateLimitOptions } from './rate-limit/rate-limit.options.js';
 import type { SessionOptions } from './session/session.options.js';
@@ -7,7 +11,13 @@ import type { LockOptions } from './lock/lock.options.js';
 import type { PubSubOptions } from './pubsub/pubsub.options.js';
 
 export interface RedisToolkitOptions {
+  /** The default connection: every feature without a `connection` name of its own runs on it. */
   connection: RedisConnectionOptions;
+  /**
+   * More connections by name, each given like `connection` (e.g. `{ sessions: { url }, volatile: { url } }`); a
+   * feature picks one with its `connection` option. Only the ones some feature names are opened.
+   */
+  connections?: RedisNamedConnections;
   /** Every key the toolkit writes starts with this. Default `rtk:`. */
   keyPrefix?: string;
   /** No Redis command waits longer than this (ms). Default 1000. */
@@ -20,9 +30,10 @@ export interface RedisToolkitOptions {
   maxReconnectDelay?: number;
   /** Default: JSON with Date support. */
   serializer?: Serializer;
-  cache?: CacheOptions;
-  rateLimit?: RateLimitOptions;
-  session?: SessionOptions;
-  lock?: LockOptions;
-  pubsub?: PubSubOptions;
+  cache?: CacheOptions & FeatureConnectionOption;
+  rateLimit?: RateLimitOptions & FeatureConnectionOption;
+  session?: SessionOptions & FeatureConnectionOption;
+  lock?: LockOptions & FeatureConnectionOption;
+  /** Pub/sub and everything on it (the notifications gateway, session revocations) use its connection. */
+  pubsub?: PubSubOptions & FeatureConnectionOption;
 }

@@ -7,6 +7,8 @@ import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { SERIALIZER, type Serializer } from '../common/serializer.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
 import { RedisConnection } from '../connection/redis-connection.js';
+import { CACHE_L1_PUBSUB } from '../pubsub/pubsub.providers.js';
+import { FEATURE_CONNECTION } from '../connection/redis-connections.js';
 import { PubSubService } from '../pubsub/pubsub.service.js';
 import { defaultCall, resolveCall, resolveTags, ttlOf, type ResolvedCall } from './cache.call-options.js';
 import { encodeEntry, type CacheEntry } from './cache.entry.js';
@@ -69,11 +71,11 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
   private readonly defaultCall: ResolvedCall<unknown>;
 
   constructor(
-    private readonly connection: RedisConnection,
+    @Inject(FEATURE_CONNECTION.cache) private readonly connection: RedisConnection,
     private readonly keys: KeyBuilder,
     @Inject(CACHE_OPTIONS) options: ResolvedCacheOptions,
     @Inject(SERIALIZER) serializer: Serializer,
-    @Optional() pubsub?: PubSubService,
+    @Optional() @Inject(CACHE_L1_PUBSUB) pubsub?: PubSubService,
   ) {
     this.options = options;
     this.serializer = serializer;

@@ -138,7 +138,7 @@ export interface OptionShape {
 }
 
 /** The known name closest to `name` (edit distance at most a third of its length, at least 2), if any. */
-function nearest(name: string, known: string[]): string | undefined {
+export function nearest(name: string, known: string[]): string | undefined {
   const limit = Math.max(2, Math.floor(name.length / 3));
   let best: string | undefined;
   let bestDistance = limit + 1;

@@ -47,12 +47,30 @@ export type RedisConnectionOptions =
   | RedisClusterConnection
   | RedisExistingClientConnection;
 
+/** The name of `connection` among the named connections of forRoot. */
+export const DEFAULT_CONNECTION_NAME = 'default';
+
+/**
+ * `connections` of forRoot: more servers by name (`{ sessions: { url }, volatile: { url } }`), each given like
+ * `connection`. A feature runs on one of them with its own `connection` option (`session: { connection: 'sessions' }`);
+ * the others stay on `connection`. Only the connections some feature names are opened.
+ */
+export type RedisNamedConnections = Record<string, RedisConnectionOptions>;
+
+/** The option every feature slice of forRoot takes: the name of the connection it runs on. */
+export interface FeatureConnectionOption {
+  /** A name from `connections` of forRoot; default: `connection`. */
+  connection?: string;
+}
+
 /** Injection token of ResolvedConnectionOptions. */
 export const CONNECTION_OPTIONS = Symbol('CONNECTION_OPTIONS');
 
 /** What RedisConnection needs: the target and the timing options of forRoot, defaults filled in. */
 export interface ResolvedConnectionOptions {
   connection: RedisConnectionOptions;
+  /** Its name in forRoot (`default` for `connection`): in errors and health. */
+  name?: string;
   commandTimeout: number;
   connectTimeout: number;
   lazyConnect: boolean;

@@ -7,6 +7,7 @@ import { ThrottledWarning } from '../common/throttled-logger.js';
 import { withTimeout } from '../common/timeout.js';
 import {
   CONNECTION_OPTIONS,
+  DEFAULT_CONNECTION_NAME,
   type RedisStandaloneConnection,
   type ResolvedConnectionOptions,
 } from './connection.options.js';
@@ -29,12 +30,17 @@ const QUIT_TIMEOUT_MS = 1_000;
 export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   readonly client: RedisClient;
   readonly description: string;
+  /** Its name in forRoot: `default` for `connection`, else the key in `connections`. */
+  readonly name: string;
   private readonly owned = new Set<RedisClient>();
   private readonly tuning: ClientTuning;
   private readonly logger = new Logger('RedisToolkit');
   private readonly connectionWarning = new ThrottledWarning(this.logger);
   /** The last connection-level error per client: "Connection is closed" alone does not say why. */
   private readonly lastErrors = new WeakMap<RedisClient, Error>();
+  /** Nest may call the hooks once per provider that hands out this connection: connect once, quit once. */
+  private starting: Promise<void> | undefined;
+  private closing: Promise<unknown> = Promise.resolve();
 
   constructor(@Inject(CONNECTION_OPTIONS) private readonly options: ResolvedConnectionOptions) {
     this.tuning = {
@@ -42,7 +48,9 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
       connectTimeout: options.connectTimeout,
       maxReconnectDelay: options.maxReconnectDelay,
     };
-    this.description = describeConnection(options.connection);
+    this.name = options.name ?? DEFAULT_CONNECTION_NAME;
+    const where = describeConnection(options.connection);
+    this.description = this.name === DEFAULT_CONNECTION_NAME ? where : `${where} (connection "${this.name}")`;
     const created = createClientFromOptions(options.connection, this.tuning);
     this.client = created ? this.own(created, 'main') : (options.connection as { client: RedisClient }).client;
   }
@@ -71,7 +79,20 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
     if (this.client.status === 'wait') this.client.connect().catch(() => undefined);
   }
 
-  async onModuleInit(): Promise<void> {
+  onModuleInit(): Promise<void> {
+    this.starting ??= this.start();
+    return this.starting;
+  }
+
+  /** Quits every connection this instance created (a client given as `{ client }` stays open: it is the user's). */
+  async onApplicationShutdown(): Promise<void> {
+    const clients = [...this.owned];
+    this.owned.clear();
+    this.closing = Promise.all([this.closing, ...clients.map((c) => closeClient(c))]);
+    await this.closing;
+  }
+
+  private async start(): Promise<void> {
     if (!this.options.lazyConnect) {
       await this.connect(this.client, this.description);
     } else if (this.client.status === 'wait') {
@@ -79,11 +100,6 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
       // until then commands fail at once and each feature's failure policy answers.
       this.client.connect().catch(() => undefined);
     }
-  }
-
-  async onApplicationShutdown(): Promise<void> {
-    await Promise.all([...this.owned].map((c) => closeClient(c)));
-    this.owned.clear();
   }
 
   /**
@@ -155,7 +171,8 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
     // Without a listener ioredis prints every connection error; one throttled line per interval is enough.
     client.on('error', (err: Error) => {
       this.lastErrors.set(client, err);
-      this.connectionWarning.warn(`Redis ${role} connection error: ${err.message}`);
+      const which = this.name === DEFAULT_CONNECTION_NAME ? '' : ` (connection "${this.name}")`;
+      this.connectionWarning.warn(`Redis ${role} connection error${which}: ${err.message}`);
     });
     return client;
   }

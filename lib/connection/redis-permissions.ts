@@ -4,7 +4,10 @@ import { RedisPermissionError } from '../common/errors.js';
 import { replyCodeOf } from '../common/failure-policy.js';
 import { FEATURES, KeyBuilder, type Feature } from '../common/keys.js';
 import { LuaScript, type RedisClient } from '../common/lua-script.js';
-import { RedisConnection } from './redis-connection.js';
+import { DEFAULT_CONNECTION_NAME } from './connection.options.js';
+import type { ConnectionFeature } from './connection.validation.js';
+import type { RedisConnection } from './redis-connection.js';
+import type { RedisConnections } from './redis-connections.js';
 
 /** One command a feature sends, with representative arguments (keys and channels under the prefix). */
 export interface RequiredCommand {
@@ -22,17 +25,32 @@ const CHECK_SCRIPT = LuaScript.fromFile<(number | string)[]>(
 );
 
 /** Feature → its folder (for its scripts), its key feature name, the commands it sends itself. */
-const FEATURE_COMMANDS: { name: string; folder: string; key: Feature | ''; commands: string[] }[] = [
+const FEATURE_COMMANDS: {
+  name: string;
+  /** Its options slice in forRoot (where its `connection` name is); none for health. */
+  option?: ConnectionFeature;
+  folder: string;
+  key: Feature | '';
+  commands: string[];
+}[] = [
   { name: 'health', folder: '', key: '', commands: ['ping', 'info'] },
   {
     name: 'cache',
+    option: 'cache',
     folder: 'cache',
     key: FEATURES.cache,
     commands: ['get', 'mget', 'set', 'unlink', 'scan', 'zrangebyscore', 'zrem', 'publish', 'subscribe'],
   },
-  { name: 'rate limit', folder: 'rate-limit', key: FEATURES.rateLimit, commands: ['unlink', 'scan', 'set'] },
+  {
+    name: 'rate limit',
+    option: 'rateLimit',
+    folder: 'rate-limit',
+    key: FEATURES.rateLimit,
+    commands: ['unlink', 'scan', 'set'],
+  },
   {
     name: 'session',
+    option: 'session',
     folder: 'session',
     key: FEATURES.session,
     commands: [
@@ -51,9 +69,10 @@ const FEATURE_COMMANDS: { name: string; folder: string; key: Feature | ''; comma
       'scan',
     ],
   },
-  { name: 'lock', folder: 'lock', key: FEATURES.lock, commands: ['zcount'] },
+  { name: 'lock', option: 'lock', folder: 'lock', key: FEATURES.lock, commands: ['zcount'] },
   {
     name: 'pub/sub',
+    option: 'pubsub',
     folder: 'pubsub',
     key: FEATURES.pubsub,
     commands: ['publish', 'subscribe', 'unsubscribe', 'xadd', 'xrange', 'pexpire', 'multi', 'exec'],
@@ -118,12 +137,14 @@ function sample(command: string, key: string, channel: string): string[] {
  */
 export function requiredCommands(
   keyPrefix: string,
-  options: { cluster: boolean; sharded: boolean },
+  options: { cluster: boolean; sharded: boolean; features?: ConnectionFeature[] },
 ): RequiredCommand[] {
   const keys = new KeyBuilder(keyPrefix);
   const channel = keys.channel('acl-check');
   const out: RequiredCommand[] = [];
   for (const f of FEATURE_COMMANDS) {
+    // Health runs on every connection; a feature only on the connection it is configured to use.
+    if (options.features && f.option && !options.features.includes(f.option)) continue;
     // Health sends no key (PING, INFO): any key under the prefix does for its sample.
     const key = keys.tagged(f.key || FEATURES.cache, 'acl-check');
     for (const c of f.commands) {
@@ -226,52 +247,65 @@ function remedy(denied: RequiredCommand[], keyPrefix: string): string {
 export interface PermissionsCheckOptions {
   keyPrefix: string;
   lazyConnect: boolean;
-  /** Pub/sub uses SPUBLISH/SSUBSCRIBE (a cluster with `pubsub.cluster: 'sharded'`). */
-  sharded: boolean;
+  /** Pub/sub uses SPUBLISH/SSUBSCRIBE on a cluster (`pubsub.cluster: 'sharded'`). */
+  shardedPubSub: boolean;
 }
 
 /**
- * At startup, after the connection is up: refuses to start (RedisPermissionError naming every denied command and the
- * ACL rules that grant them) when the ACL user lacks a permission a feature needs. Without the check, a missing
- * `+time` or `+@scripting` would only show at the first request (issue 17). With lazyConnect the check runs once
- * the connection is ready and logs the same message as an error instead.
+ * At startup, after the connections are up: refuses to start (RedisPermissionError naming every denied command and
+ * the ACL rules that grant them) when the ACL user of a connection lacks a permission that a feature running on it
+ * needs. Without the check, a missing `+time` or `+@scripting` would only show at the first request (issue 17). With
+ * lazyConnect the check runs once each connection is ready and logs the same message as an error instead.
  */
 export class RedisPermissionsCheck implements OnModuleInit {
   private readonly logger = new Logger('RedisToolkit');
 
   constructor(
-    private readonly connection: RedisConnection,
+    private readonly connections: RedisConnections,
     private readonly options: PermissionsCheckOptions,
   ) {}
 
   async onModuleInit(): Promise<void> {
+    const all = this.connections.entries();
     if (this.options.lazyConnect) {
-      this.connection
-        .waitUntilReady(this.connection.client)
-        .then(() => this.check())
-        .catch((err: unknown) => this.logger.error(err instanceof Error ? err.message : String(err)));
+      for (const [name, connection] of all) {
+        connection
+          .waitUntilReady(connection.client)
+          .then(() => this.check(name, connection))
+          .catch((err: unknown) => this.logger.error(err instanceof Error ? err.message : String(err)));
+      }
       return;
     }
-    await this.connection.connect(this.connection.client);
     try {
-      await this.check();
+      await Promise.all(
+        all.map(async ([name, connection]) => {
+          await connection.connect(connection.client, connection.description);
+          await this.check(name, connection);
+        }),
+      );
     } catch (err) {
       // The app is not going to start: close our connections, so nothing keeps retrying (or the process alive).
-      await this.connection.onApplicationShutdown();
+      await this.connections.onApplicationShutdown();
       throw err;
     }
   }
 
-  /** Throws RedisPermissionError when a needed command is denied; resolves otherwise (logs when it cannot check). */
-  async check(): Promise<void> {
+  /**
+   * Throws RedisPermissionError when a command that a feature on this connection needs is denied; resolves
+   * otherwise (logs when it cannot check).
+   */
+  async check(name: string, connection: RedisConnection): Promise<void> {
     const { keyPrefix } = this.options;
+    const features = this.connections.featuresOn(name);
     const commands = requiredCommands(keyPrefix, {
-      cluster: this.connection.isCluster,
-      sharded: this.options.sharded,
+      cluster: connection.isCluster,
+      sharded: connection.isCluster && this.options.shardedPubSub,
+      features,
     });
-    const report = await checkPermissions(this.connection.client, commands);
+    const report = await checkPermissions(connection.client, commands);
+    const which = name === DEFAULT_CONNECTION_NAME ? '' : ` of connection "${name}" (${connection.description})`;
     if (report.method === 'unsupported') {
-      this.logger.warn('Redis ACL permissions not checked at startup: redis.acl_check_cmd needs Redis >= 7');
+      this.logger.warn(`Redis ACL permissions${which} not checked at startup: redis.acl_check_cmd needs Redis >= 7`);
       return;
     }
     if (report.denied.length === 0) return;
@@ -280,7 +314,7 @@ export class RedisPermissionsCheck implements OnModuleInit {
         ? `${describeDenied(report.denied)} (the other commands could not be checked without scripting)`
         : describeDenied(report.denied);
     throw new RedisPermissionError(
-      `The Redis ACL user may not run commands the toolkit needs: ${what}. Grant them, e.g. ` +
+      `The Redis ACL user${which} may not run commands the toolkit needs: ${what}. Grant them, e.g. ` +
         `\`${remedy(report.denied, keyPrefix)}\` (docs/security.md has the complete line).`,
       'NOPERM',
     );

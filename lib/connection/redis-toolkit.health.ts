@@ -1,7 +1,9 @@
 import { Injectable } from '@nestjs/common';
-import { RedisConnection } from './redis-connection.js';
+import type { RedisConnection } from './redis-connection.js';
+import { RedisConnections } from './redis-connections.js';
 
-export interface RedisToolkitHealthResult {
+/** The health of one connection. */
+export interface RedisConnectionHealth {
   /**
    * `degraded`: Redis answers but refuses writes (see `reason`); features that write fail with RedisReplyError (OOM).
    */
@@ -20,45 +22,78 @@ export interface RedisToolkitHealthResult {
 }
 
 /**
+ * The default connection's health; with named connections in use, `status` is the worst of all of them and
+ * `connections` has each one by name (`default` included).
+ */
+export interface RedisToolkitHealthResult extends RedisConnectionHealth {
+  /** Each connection in use, by name: present when a feature runs on a connection from `connections`. */
+  connections?: Record<string, RedisConnectionHealth>;
+}
+
+const SEVERITY = { up: 0, degraded: 1, down: 2 } as const;
+
+/**
  * For readiness probes (`GET /health`): never throws, answers within commandTimeout even when Redis is away (PING and
  * INFO run at the same time, each bounded by commandTimeout).
  */
 @Injectable()
 export class RedisToolkitHealth {
-  constructor(private readonly connection: RedisConnection) {}
+  constructor(private readonly connections: RedisConnections) {}
 
   async check(): Promise<RedisToolkitHealthResult> {
-    const started = performance.now();
-    let latencyMs = 0;
-    try {
-      const ping = this.connection.client.ping().then(() => {
-        latencyMs = Math.round((performance.now() - started) * 100) / 100;
-      });
-      // INFO without a section returns server, memory and replication (among others) in one round trip.
-      const infos = Promise.all(this.connection.masters().map((node) => node.info()));
-      const [, raw] = await Promise.all([ping, infos]);
-      const fields = raw.map(parseInfo);
-      const full = fields.find(refusesWrites);
-      return {
-        status: full ? 'degraded' : 'up',
-        latencyMs,
-        role: this.connection.isCluster ? 'cluster' : fields[0]?.role,
-        redisVersion: fields[0]?.redis_version,
-        usedMemory: fields.reduce((sum, f) => sum + Number(f.used_memory ?? 0), 0),
-        ...(full && {
-          reason:
-            `maxmemory reached under ${full.maxmemory_policy}: writes are refused (OOM) ` +
-            `(used_memory ${full.used_memory} of maxmemory ${full.maxmemory}); raise maxmemory or use an eviction ` +
-            `policy`,
-        }),
-      };
-    } catch (err) {
-      return {
-        status: 'down',
-        latencyMs: Math.round((performance.now() - started) * 100) / 100,
-        error: err instanceof Error ? err.message : String(err),
-      };
+    const entries = this.connections.entries();
+    const results = await Promise.all(entries.map(([, connection]) => checkConnection(connection)));
+    const [main] = results;
+    if (entries.length === 1) return main;
+    const byName = Object.fromEntries(entries.map(([name], i) => [name, results[i]]));
+    let worst = 0;
+    for (let i = 1; i < results.length; i++) {
+      if (SEVERITY[results[i].status] > SEVERITY[results[worst].status]) worst = i;
     }
+    const overall: RedisToolkitHealthResult = { ...main, status: results[worst].status, connections: byName };
+    if (worst !== 0) {
+      const [name] = entries[worst];
+      const { reason, error } = results[worst];
+      // Say which connection pulls the status down: the top-level fields are the default connection's.
+      if (error !== undefined) overall.error = `connection "${name}": ${error}`;
+      if (reason !== undefined) overall.reason = `connection "${name}": ${reason}`;
+    }
+    return overall;
+  }
+}
+
+/** PING and INFO on one connection, each bounded by commandTimeout; never throws. */
+async function checkConnection(connection: RedisConnection): Promise<RedisConnectionHealth> {
+  const started = performance.now();
+  let latencyMs = 0;
+  try {
+    const ping = connection.client.ping().then(() => {
+      latencyMs = Math.round((performance.now() - started) * 100) / 100;
+    });
+    // INFO without a section returns server, memory and replication (among others) in one round trip.
+    const infos = Promise.all(connection.masters().map((node) => node.info()));
+    const [, raw] = await Promise.all([ping, infos]);
+    const fields = raw.map(parseInfo);
+    const full = fields.find(refusesWrites);
+    return {
+      status: full ? 'degraded' : 'up',
+      latencyMs,
+      role: connection.isCluster ? 'cluster' : fields[0]?.role,
+      redisVersion: fields[0]?.redis_version,
+      usedMemory: fields.reduce((sum, f) => sum + Number(f.used_memory ?? 0), 0),
+      ...(full && {
+        reason:
+          `maxmemory reached under ${full.maxmemory_policy}: writes are refused (OOM) ` +
+          `(used_memory ${full.used_memory} of maxmemory ${full.maxmemory}); raise maxmemory or use an eviction ` +
+          `policy`,
+      }),
+    };
+  } catch (err) {
+    return {
+      status: 'down',
+      latencyMs: Math.round((performance.now() - started) * 100) / 100,
+      error: err instanceof Error ? err.message : String(err),
+    };
   }
 }
 

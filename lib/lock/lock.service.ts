@@ -5,6 +5,7 @@ import { durationProblem, isDuration } from '../common/option-checks.js';
 import { FailurePolicy } from '../common/failure-policy.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { RedisConnection } from '../connection/redis-connection.js';
+import { FEATURE_CONNECTION } from '../connection/redis-connections.js';
 import { describeConnection } from '../connection/redis-client.factory.js';
 import { describeAttempts, newToken, nextPause, planRetries } from './lock.attempts.js';
 import { type AutoExtendOptions, checkExtensionThreshold } from './lock.auto-extend.js';
@@ -91,7 +92,7 @@ export class LockService implements OnModuleInit {
 
   constructor(
     @Inject(LOCK_OPTIONS) options: ResolvedLockOptions,
-    private readonly connection: RedisConnection,
+    @Inject(FEATURE_CONNECTION.lock) private readonly connection: RedisConnection,
     private readonly keys: KeyBuilder,
   ) {
     this.lockOptions = options;

@@ -8,6 +8,7 @@ import { TickBatcher } from '../common/tick-batcher.js';
 import { SERIALIZER, type Serializer } from '../common/serializer.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
 import { RedisConnection } from '../connection/redis-connection.js';
+import { FEATURE_CONNECTION } from '../connection/redis-connections.js';
 import { PUBSUB_OPTIONS, type ResolvedPubSubOptions } from './pubsub.options.js';
 import { SubscriberReconnects } from './pubsub.reconnects.js';
 import { diagnose } from '../common/diagnostics.js';
@@ -84,7 +85,7 @@ export class PubSubService implements OnModuleDestroy {
   private closed = false;
 
   constructor(
-    private readonly connection: RedisConnection,
+    @Inject(FEATURE_CONNECTION.pubsub) private readonly connection: RedisConnection,
     @Inject(PUBSUB_OPTIONS) private readonly options: ResolvedPubSubOptions,
     @Inject(SERIALIZER) private readonly serializer: Serializer,
     private readonly keys: KeyBuilder,

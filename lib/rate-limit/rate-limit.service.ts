@@ -5,6 +5,7 @@ import { KeyBuilder } from '../common/keys.js';
 import { LuaScript, type ScriptArg } from '../common/lua-script.js';
 import { diagnose, observed } from '../common/diagnostics.js';
 import { RedisConnection } from '../connection/redis-connection.js';
+import { FEATURE_CONNECTION } from '../connection/redis-connections.js';
 import { checkKey, defaultScope, resolveCallPolicy, type ResolvedPolicy } from './policy-resolver.js';
 import { RateLimitAdmin, type CounterRef } from './rate-limit.admin.js';
 import { DecisionBatcher } from './rate-limit.decision-batcher.js';
@@ -66,7 +67,7 @@ export class RateLimitService {
   };
 
   constructor(
-    private readonly connection: RedisConnection,
+    @Inject(FEATURE_CONNECTION.rateLimit) private readonly connection: RedisConnection,
     keys: KeyBuilder,
     @Inject(RATE_LIMIT_OPTIONS) options: ResolvedRateLimitOptions,
   ) {

@@ -5,6 +5,7 @@ import { SERIALIZER, type Serializer } from '../common/serializer.js';
 import { FailurePolicy } from '../common/failure-policy.js';
 import { durationProblem, isDuration } from '../common/option-checks.js';
 import { RedisConnection } from '../connection/redis-connection.js';
+import { FEATURE_CONNECTION } from '../connection/redis-connections.js';
 import {
   appendSetCookie,
   readSessionIdFromCookieHeader,
@@ -59,7 +60,7 @@ export class SessionService {
   readonly options: ResolvedSessionOptions;
 
   constructor(
-    connection: RedisConnection,
+    @Inject(FEATURE_CONNECTION.session) connection: RedisConnection,
     @Inject(SESSION_OPTIONS) options: ResolvedSessionOptions,
     @Inject(SERIALIZER) serializer: Serializer,
     keys: KeyBuilder,

@@ -1,0 +1,155 @@
+import { nearest, type OptionProblems, type OptionShape } from '../common/option-checks.js';
+import { DEFAULT_CONNECTION_NAME, type RedisNamedConnections, type RedisNodeAddress } from './connection.options.js';
+
+/** The features that run on a connection of their own choosing (`cache: { connection: 'volatile' }`). */
+export const CONNECTION_FEATURES = ['cache', 'rateLimit', 'session', 'lock', 'pubsub'] as const;
+export type ConnectionFeature = (typeof CONNECTION_FEATURES)[number];
+
+/**
+ * Checks `connection` (path `connection`) or one entry of `connections` (path `connections.<name>`): exactly one
+ * target, and a missing url is an error, never a silent 127.0.0.1:6379.
+ */
+export function checkConnection(path: string, connection: unknown, problems: OptionProblems): void {
+  if (connection === undefined) {
+    problems.add(path, 'is required: { url } or { host, port }, { sentinels, name }, { cluster } or { client }');
+    return;
+  }
+  if (!problems.object(path, connection)) return;
+  const c = connection as Record<string, unknown>;
+  const kinds = [
+    c.url !== undefined || c.host !== undefined || c.port !== undefined ? 'url/host/port' : undefined,
+    c.sentinels !== undefined ? 'sentinels' : undefined,
+    c.cluster !== undefined ? 'cluster' : undefined,
+    c.client !== undefined ? 'client' : undefined,
+  ].filter((k): k is string => k !== undefined);
+  if (kinds.length === 0) {
+    // `{ url: process.env.UNSET }` or `{}` would otherwise connect to 127.0.0.1:6379 without a word.
+    problems.add(path, 'names no server: give url (it is undefined here), host/port, sentinels, cluster or client');
+    return;
+  }
+  if (kinds.length > 1) {
+    problems.add(
+      path,
+      `must give only one of url/host/port, sentinels, cluster or client (got ${kinds.join(' and ')})`,
+    );
+    return;
+  }
+  if (c.url !== undefined) {
+    if (c.host !== undefined || c.port !== undefined) problems.add(path, 'give either url or host/port, not both');
+    checkUrl(`${path}.url`, c.url, problems);
+  }
+  problems.string(`${path}.host`, c.host);
+  problems.integer(`${path}.port`, c.port, 1, 65_535);
+  problems.integer(`${path}.db`, c.db, 0, 15_999);
+  problems.string(`${path}.username`, c.username);
+  problems.string(`${path}.password`, c.password, { allowEmpty: true });
+  if (c.tls !== undefined && typeof c.tls !== 'boolean') problems.object(`${path}.tls`, c.tls);
+  if (c.sentinels !== undefined) {
+    checkNodes(`${path}.sentinels`, c.sentinels, problems);
+    problems.string(`${path}.name`, c.name);
+    if (c.name === undefined) problems.add(`${path}.name`, 'is required with sentinels (the master group name)');
+  }
+  if (c.cluster !== undefined) {
+    checkNodes(`${path}.cluster`, c.cluster, problems);
+    if (c.db !== undefined) problems.add(`${path}.db`, 'cannot be used with a cluster (it has only db 0)');
+  }
+  if (c.client !== undefined) {
+    const client = c.client as { status?: unknown; duplicate?: unknown } | null;
+    if (!client || typeof client.duplicate !== 'function' || typeof client.status !== 'string') {
+      problems.add(`${path}.client`, 'must be an ioredis Redis or Cluster instance');
+    }
+  }
+}
+
+/** `connections`: each entry checked like `connection` (and for unknown keys); `default` is `connection` itself. */
+export function checkNamedConnections(
+  connections: unknown,
+  shape: OptionShape,
+  problems: OptionProblems,
+): RedisNamedConnections {
+  if (connections === undefined || !problems.object('connections', connections)) return {};
+  const named = connections as Record<string, unknown>;
+  for (const [name, connection] of Object.entries(named)) {
+    const path = `connections.${name}`;
+    if (name === DEFAULT_CONNECTION_NAME) {
+      problems.add(path, 'is not allowed: the default connection is `connection`');
+      continue;
+    }
+    if (!/^[A-Za-z0-9_.:-]+$/.test(name)) {
+      problems.add(path, 'has a name that is not letters, digits, `_`, `-`, `.` or `:`');
+      continue;
+    }
+    checkConnection(path, connection, problems);
+    problems.unknownKeys(path, connection, shape);
+  }
+  return named as RedisNamedConnections;
+}
+
+/**
+ * The connection name of each feature (`default` when it names none). A name that `connections` lacks is an error
+ * naming the known ones and the nearest: a typo must not put sessions on the volatile default server.
+ */
+export function resolveFeatureConnections(
+  slices: Partial<Record<ConnectionFeature, unknown>>,
+  connections: RedisNamedConnections,
+  problems: OptionProblems,
+): Record<ConnectionFeature, string> {
+  const known = [DEFAULT_CONNECTION_NAME, ...Object.keys(connections)];
+  const out = {} as Record<ConnectionFeature, string>;
+  for (const feature of CONNECTION_FEATURES) {
+    const slice = slices[feature];
+    const name =
+      slice !== null && typeof slice === 'object' ? (slice as { connection?: unknown }).connection : undefined;
+    out[feature] = DEFAULT_CONNECTION_NAME;
+    if (name === undefined) continue;
+    if (typeof name !== 'string' || name === '') {
+      problems.string(`${feature}.connection`, name);
+      continue;
+    }
+    if (!known.includes(name)) {
+      const near = nearest(name, known);
+      const list = known.map((k) => JSON.stringify(k)).join(', ');
+      problems.add(
+        `${feature}.connection`,
+        `names an unknown connection ${JSON.stringify(name)}: known are ${list}` +
+          `${near ? ` (did you mean ${JSON.stringify(near)}?)` : ''}; add it under \`connections\``,
+      );
+      continue;
+    }
+    out[feature] = name;
+  }
+  return out;
+}
+
+function checkUrl(path: string, url: unknown, problems: OptionProblems): void {
+  if (typeof url !== 'string') {
+    problems.string(path, url);
+    return;
+  }
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    problems.add(path, `is not a valid URL: ${JSON.stringify(url)}`);
+    return;
+  }
+  if (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:') {
+    problems.add(path, `must start with redis:// or rediss://, got ${parsed.protocol}//`);
+  }
+  if (parsed.port !== '' && (Number(parsed.port) < 1 || Number(parsed.port) > 65_535)) {
+    problems.add(path, `has a port out of range: ${parsed.port}`);
+  }
+}
+
+function checkNodes(path: string, nodes: unknown, problems: OptionProblems): void {
+  if (!Array.isArray(nodes) || nodes.length === 0) {
+    problems.add(path, 'must be a non-empty array of { host, port }');
+    return;
+  }
+  nodes.forEach((node: Partial<RedisNodeAddress>, i) => {
+    if (!problems.object(`${path}[${i}]`, node)) return;
+    problems.string(`${path}[${i}].host`, node.host);
+    if (node.port === undefined) problems.add(`${path}[${i}].port`, 'is required');
+    problems.integer(`${path}[${i}].port`, node.port, 1, 65_535);
+  });
+}
