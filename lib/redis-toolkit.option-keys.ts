@@ -59,6 +59,9 @@ export const RATE_LIMIT_OPTION_KEYS: OptionShape = {
   skipIf: true,
   ignoreUserAgents: true,
   errorMessage: true,
+  allowList: true,
+  denyList: true,
+  blockCache: { maxKeys: true },
 };
 
 export const SESSION_OPTION_KEYS: OptionShape = {

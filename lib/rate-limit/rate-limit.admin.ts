@@ -5,6 +5,7 @@ import { LuaScript } from '../common/lua-script.js';
 import { scanKeys, unlinkMany } from '../common/bulk-keys.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import type { InsuranceLimiter } from './insurance-limiter.js';
+import type { BlockCache } from './rate-limit.block-cache.js';
 import { checkKey, defaultScope, type ResolvedPolicy } from './policy-resolver.js';
 import { ALGORITHM_CODES, BLOCK_SUFFIX, type RateLimitKeys } from './rate-limit.keys.js';
 import type { RateLimitAlgorithm, RateLimitPolicy } from './rate-limit.options.js';
@@ -26,6 +27,7 @@ export class RateLimitAdmin {
     private readonly failures: FailurePolicy,
     private readonly keys: RateLimitKeys,
     private readonly insurance: InsuranceLimiter | undefined,
+    private readonly blockCache: BlockCache | undefined,
     private readonly defaultAlgorithm: RateLimitAlgorithm,
     private readonly resolvePolicy: (p: RateLimitPolicy, path: string) => ResolvedPolicy,
   ) {}
@@ -36,8 +38,10 @@ export class RateLimitAdmin {
       this.failures.assertReady('reset');
       if (policy) {
         const counter = this.counterOf(key, policy);
+        this.blockCache?.forget(counter);
         return await this.connection.client.unlink(counter, `${counter}${BLOCK_SUFFIX}`);
       }
+      this.blockCache?.forget(this.keys.tagOf(key), true);
       const pattern = `${KeyBuilder.globEscape(this.keys.tagOf(key))}*`;
       let removed = 0;
       for await (const page of scanKeys(this.connection.client, pattern))
@@ -78,6 +82,8 @@ export class RateLimitAdmin {
       throw new InvalidOptionsError(`rate limit: ${what} points must be a whole number >= 1, got ${Math.abs(points)}`);
     const p = this.resolvePolicy(policy, 'policy');
     const counter = this.keys.counter(key, scope ?? defaultScope(p), p.algorithm);
+    // a reward can readmit the counter: forget what this process knew of it (a penalty only refuses more)
+    if (points > 0) this.blockCache?.forget(counter);
     try {
       this.failures.assertReady(what);
       return await this.adjuster.run(

@@ -1,4 +1,5 @@
 import {
+  ForbiddenException,
   HttpException,
   HttpStatus,
   Inject,
@@ -10,6 +11,8 @@ import {
 import { Reflector } from '@nestjs/core';
 import { InvalidKeyError, RedisUnavailableError, UnsupportedContextError } from '../common/errors.js';
 import { ClientAddressResolver } from './client-address.js';
+import { AccessList } from './rate-limit.access-list.js';
+import { writeRateLimitHeaders } from './rate-limit.headers.js';
 import { SKIP_THROTTLE_METADATA, THROTTLE_METADATA, type NamedThrottleOptions } from './rate-limit.decorators.js';
 import { RATE_LIMIT_OPTIONS, type Resolvable, type ResolvedRateLimitOptions } from './rate-limit.options.js';
 import { RateLimitService, type RateLimitCheck, type RateLimitDecision } from './rate-limit.service.js';
@@ -54,6 +57,8 @@ export class RateLimitHttpException extends HttpException {
 export class RateLimitGuard implements CanActivate {
   protected readonly options: ResolvedRateLimitOptions;
   protected readonly addresses: ClientAddressResolver;
+  private readonly allowList: AccessList;
+  private readonly denyList: AccessList;
 
   constructor(
     protected readonly rateLimit: RateLimitService,
@@ -62,6 +67,8 @@ export class RateLimitGuard implements CanActivate {
   ) {
     this.options = options;
     this.addresses = new ClientAddressResolver(this.options.trustProxy, this.options.ipv6Subnet);
+    this.allowList = new AccessList(this.options.allowList);
+    this.denyList = new AccessList(this.options.denyList);
   }
 
   async canActivate(context: ExecutionContext): Promise<boolean> {
@@ -79,6 +86,13 @@ export class RateLimitGuard implements CanActivate {
       typeof skip === 'object' && skip !== null ? declared.filter((p) => skip[p.name] !== true) : declared;
     if (policies.length === 0) return true;
     const { req, res } = this.getRequestResponse(context);
+    let tracker: string | undefined;
+    // the deny list first: neither skipIf nor a User-Agent (which the client chooses) lets a denied tracker in
+    if (!this.denyList.empty || !this.allowList.empty) {
+      tracker = await this.getTracker(req, context);
+      if (this.denyList.has(tracker)) await this.throwDeniedException(context);
+      if (this.allowList.has(tracker)) return true;
+    }
     if (this.options.skipIf && (await this.options.skipIf(context))) return true;
     if (this.options.ignoreUserAgents.length > 0) {
       const ua = req.headers?.['user-agent'];
@@ -86,7 +100,6 @@ export class RateLimitGuard implements CanActivate {
       if (agent !== undefined && this.options.ignoreUserAgents.some((r) => r.test(agent))) return true;
     }
 
-    let tracker: string | undefined;
     let failOpen: boolean | undefined;
     const checks: RateLimitCheck[] = [];
     const refunds = new Map<RateLimitCheck, NamedThrottleOptions>();
@@ -242,33 +255,24 @@ export class RateLimitGuard implements CanActivate {
     throw new RateLimitHttpException(detail.retryAfterMs, message);
   }
 
+  /**
+   * Refuses a tracker on `rateLimit.denyList`: HTTP 403 Forbidden (no Retry-After: waiting does not help), or a
+   * WsException with the same payload.
+   */
+  protected async throwDeniedException(context: ExecutionContext): Promise<never> {
+    const body = { statusCode: HttpStatus.FORBIDDEN, message: 'Forbidden' };
+    if (context.getType<string>() === 'ws') throw await wsException(body);
+    throw new ForbiddenException(body);
+  }
+
   protected setResponseHeader(res: ThrottledResponse, name: string, value: string | number): void {
     if (typeof res.setHeader === 'function') res.setHeader(name, value);
     else if (typeof res.header === 'function') res.header(name, value);
   }
 
-  /** IETF draft `RateLimit-Policy` / `RateLimit` (every policy) and/or legacy `X-RateLimit-*` (the tightest one). */
+  /** The rate-limit headers in the `rateLimit.headers` style (see writeRateLimitHeaders). */
   protected setHeaders(res: ThrottledResponse, decision: RateLimitDecision): void {
-    const mode = this.options.headers;
-    if (mode === false) return;
-    if (mode === 'draft' || mode === 'both') {
-      const policy = decision.results.map(
-        (r) => `${sfString(r.name)};q=${r.limit};w=${Math.max(1, Math.ceil(r.policy.ttl / 1000))}`,
-      );
-      const state = decision.results.map(
-        (r) => `${sfString(r.name)};r=${r.remaining};t=${Math.ceil(r.resetMs / 1000)}`,
-      );
-      this.setResponseHeader(res, 'RateLimit-Policy', policy.join(', '));
-      this.setResponseHeader(res, 'RateLimit', state.join(', '));
-    }
-    if (mode === 'legacy' || mode === 'both') {
-      const tightest = decision.results.reduce((a, b) =>
-        b.remaining < a.remaining || (b.remaining === a.remaining && b.resetMs > a.resetMs) ? b : a,
-      );
-      this.setResponseHeader(res, 'X-RateLimit-Limit', tightest.limit);
-      this.setResponseHeader(res, 'X-RateLimit-Remaining', tightest.remaining);
-      this.setResponseHeader(res, 'X-RateLimit-Reset', Math.ceil(tightest.resetMs / 1000));
-    }
+    writeRateLimitHeaders(this.options.headers, decision, (name, value) => this.setResponseHeader(res, name, value));
   }
 
   /** Redis down with failOpen: false: HTTP 503, or a WsException with the same payload. */
@@ -315,11 +319,6 @@ interface NodeResponse {
 
 /** Per HTTP request, the counters (Redis keys) some RateLimitGuard already charged. */
 const chargedCounters = new WeakMap<object, Set<string>>();
-
-/** A structured-field string (RFC 8941): printable ASCII, with `"` and `\` escaped. */
-function sfString(value: string): string {
-  return `"${value.replace(/[^\x20-\x7e]/g, '_').replace(/["\\]/g, (c) => `\\${c}`)}"`;
-}
 
 async function resolve<T>(value: Resolvable<T> | undefined, context: ExecutionContext): Promise<T> {
   return (typeof value === 'function' ? await (value as (c: ExecutionContext) => T | Promise<T>)(context) : value) as T;

@@ -1,6 +1,6 @@
-import { isIP } from 'node:net';
 import type { ExecutionContext } from '@nestjs/common';
 import type { OptionProblems } from '../common/option-checks.js';
+import { checkAccessList, isAddressOrCidr } from './rate-limit.access-list.js';
 
 /** Injection token of ResolvedRateLimitOptions (`rateLimit` of forRoot, defaults filled in). */
 export const RATE_LIMIT_OPTIONS = Symbol('RATE_LIMIT_OPTIONS');
@@ -62,7 +62,14 @@ export interface ThrottleOptions {
   skipFailedRequests?: boolean;
 }
 
-export type RateLimitHeaders = 'draft' | 'legacy' | 'both' | false;
+/**
+ * Which rate-limit headers RateLimitGuard sends: `draft` (IETF draft-8 and later: `RateLimit` + `RateLimit-Policy`
+ * per named policy), `draft-7` (one combined `RateLimit: limit=5, remaining=4, reset=60` + `RateLimit-Policy: 5;w=60`,
+ * express-rate-limit `standardHeaders: 'draft-7'`), `draft-6` (`RateLimit-Limit`, `-Remaining`, `-Reset`:
+ * express-rate-limit `standardHeaders: true`), `legacy` (`X-RateLimit-*`), `both` (draft + legacy) or none.
+ */
+export type RateLimitHeaders = 'draft' | 'draft-7' | 'draft-6' | 'legacy' | 'both' | false;
+export const RATE_LIMIT_HEADERS: readonly RateLimitHeaders[] = ['draft', 'draft-7', 'draft-6', 'legacy', 'both', false];
 
 /** Which X-Forwarded-For hops to believe. */
 export type TrustProxy =
@@ -79,7 +86,29 @@ export interface RateLimitInsuranceOptions {
   maxKeys?: number;
 }
 
+export interface RateLimitBlockCacheOptions {
+  /** Counters remembered (least recently used are dropped). Default 10 000. */
+  maxKeys?: number;
+}
+
 export interface RateLimitOptions {
+  /**
+   * Trackers RateLimitGuard lets through without counting (no Redis call, no headers): IP addresses, CIDR ranges
+   * (`10.0.0.0/8`, `2001:db8::/32`) or exact trackers (`user:42` when getTracker returns user ids). Checked at
+   * startup: an address-like entry that is not a valid address or range is an InvalidOptionsError.
+   */
+  allowList?: string[];
+  /**
+   * Trackers RateLimitGuard always refuses, before counting: HTTP 403 Forbidden (a WsException with statusCode 403),
+   * no Retry-After (waiting does not help). Same entries as `allowList`; a tracker on both lists is denied.
+   */
+  denyList?: string[];
+  /**
+   * In-process block cache: a counter Redis refused until time T is refused by this process until T with no Redis
+   * call (rate-limiter-flexible `inMemoryBlockOnConsumed`). Never admits what Redis would refuse; a reset() or
+   * reward() made by another process is not seen until T. Default off.
+   */
+  blockCache?: boolean | RateLimitBlockCacheOptions;
   /** RateLimitGuard lets a request through uncounted when this returns true (express-rate-limit `skip`). */
   skipIf?: (context: ExecutionContext) => boolean | Promise<boolean>;
   /**
@@ -100,7 +129,7 @@ export interface RateLimitOptions {
    * Redis down or slow: allow and count the request (true, default) or refuse it (false: 503 / RedisUnavailableError).
    */
   failOpen?: boolean;
-  /** Response headers: IETF draft `RateLimit` + `RateLimit-Policy` (default), legacy `X-RateLimit-*`, both, or none. */
+  /** Response headers (see RateLimitHeaders). Default `draft`. */
   headers?: RateLimitHeaders;
   /**
    * Honour X-Forwarded-For. Default false: the socket's address is the client, whatever the headers say.
@@ -123,6 +152,9 @@ export interface RateLimitOptions {
 }
 
 export interface ResolvedRateLimitOptions {
+  allowList: string[];
+  denyList: string[];
+  blockCache: Required<RateLimitBlockCacheOptions> | false;
   skipIf?: (context: ExecutionContext) => boolean | Promise<boolean>;
   ignoreUserAgents: RegExp[];
   errorMessage: string | ((context: ExecutionContext, retryAfterMs: number) => string);
@@ -147,6 +179,7 @@ export function resolveRateLimitOptions(
 ): ResolvedRateLimitOptions {
   const o = raw ?? {};
   let insurance: Required<RateLimitInsuranceOptions> | false = false;
+  let blockCache: Required<RateLimitBlockCacheOptions> | false = false;
   if (problems.object('rateLimit', raw)) {
     if (problems.object('rateLimit.defaults', o.defaults) && o.defaults) {
       checkPolicy('rateLimit.defaults', o.defaults, problems);
@@ -154,7 +187,18 @@ export function resolveRateLimitOptions(
       if (o.defaults.ttl === undefined) problems.add('rateLimit.defaults.ttl', 'is required');
     }
     problems.boolean('rateLimit.failOpen', o.failOpen);
-    problems.oneOf('rateLimit.headers', o.headers, ['draft', 'legacy', 'both', false]);
+    problems.oneOf('rateLimit.headers', o.headers, RATE_LIMIT_HEADERS);
+    checkAccessList('rateLimit.allowList', o.allowList, problems);
+    checkAccessList('rateLimit.denyList', o.denyList, problems);
+    if (
+      o.blockCache !== undefined &&
+      typeof o.blockCache !== 'boolean' &&
+      problems.object('rateLimit.blockCache', o.blockCache)
+    ) {
+      problems.integer('rateLimit.blockCache.maxKeys', o.blockCache.maxKeys, 1);
+    }
+    if (o.blockCache === true || (typeof o.blockCache === 'object' && o.blockCache !== null))
+      blockCache = { maxKeys: (typeof o.blockCache === 'object' ? o.blockCache.maxKeys : undefined) ?? 10_000 };
     checkTrustProxy(o.trustProxy, problems);
     problems.integer('rateLimit.ipv6Subnet', o.ipv6Subnet, 1, 128);
     problems.duration('rateLimit.warnIntervalMs', o.warnIntervalMs, { allowZero: true });
@@ -192,6 +236,9 @@ export function resolveRateLimitOptions(
   if (o.errorMessage !== undefined && typeof o.errorMessage !== 'string' && typeof o.errorMessage !== 'function')
     problems.add('rateLimit.errorMessage', 'must be a string or a function');
   return {
+    allowList: Array.isArray(o.allowList) ? [...o.allowList] : [],
+    denyList: Array.isArray(o.denyList) ? [...o.denyList] : [],
+    blockCache,
     ...(o.skipIf && { skipIf: o.skipIf }),
     ignoreUserAgents: o.ignoreUserAgents ?? [],
     errorMessage: o.errorMessage ?? 'Too Many Requests',
@@ -265,14 +312,4 @@ function checkTrustProxy(value: unknown, problems: OptionProblems): void {
     'rateLimit.trustProxy',
     `must be true/false, a number of hops or a list of proxy addresses, got ${JSON.stringify(value)}`,
   );
-}
-
-function isAddressOrCidr(value: string): boolean {
-  const [address, bits, extra] = value.split('/');
-  if (extra !== undefined) return false;
-  const family = isIP(address);
-  if (family === 0) return false;
-  if (bits === undefined) return true;
-  const n = Number(bits);
-  return Number.isInteger(n) && n >= 0 && n <= (family === 4 ? 32 : 128) && bits.trim() === bits && bits !== '';
 }

@@ -3,13 +3,15 @@ import { InvalidOptionsError, RateLimitExceededError } from '../common/errors.js
 import { FailurePolicy, itemReplyError } from '../common/failure-policy.js';
 import { KeyBuilder } from '../common/keys.js';
 import { LuaScript, type ScriptArg } from '../common/lua-script.js';
-import { diagnose, observed } from '../common/diagnostics.js';
+import { observed } from '../common/diagnostics.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { FEATURE_CONNECTION } from '../connection/redis-connections.js';
 import { checkKey, defaultScope, resolveCallPolicy, type ResolvedPolicy } from './policy-resolver.js';
 import { RateLimitAdmin, type CounterRef } from './rate-limit.admin.js';
+import { BlockCache } from './rate-limit.block-cache.js';
 import { DecisionBatcher } from './rate-limit.decision-batcher.js';
 import { DecisionFallback } from './rate-limit.fallback.js';
+import { diagnosed, groupBy, toResult } from './rate-limit.results.js';
 import { ALGORITHM_CODES, BLOCK_SUFFIX, RateLimitKeys } from './rate-limit.keys.js';
 import { InsuranceLimiter } from './insurance-limiter.js';
 import {
@@ -64,7 +66,10 @@ export class RateLimitService {
     failedOpen: 0,
     failedClosed: 0,
     insurance: 0,
+    deniedLocally: 0,
   };
+  /** `rateLimit.blockCache`: counters Redis refused, refused here until then without a Redis call. */
+  private readonly blockCache: BlockCache | undefined;
 
   constructor(
     @Inject(FEATURE_CONNECTION.rateLimit) private readonly connection: RedisConnection,
@@ -81,11 +86,13 @@ export class RateLimitService {
     const insurance = ins ? new InsuranceLimiter(ins.divideLimitBy, ins.maxKeys) : undefined;
     this.decisions = new DecisionBatcher(connection, LuaScript.fromFile<number[]>('rtk_rl_consume', LUA_FILE, 1));
     this.keys = new RateLimitKeys(keys);
+    this.blockCache = options.blockCache ? new BlockCache(options.blockCache.maxKeys) : undefined;
     this.admin = new RateLimitAdmin(
       connection,
       this.failures,
       this.keys,
       insurance,
+      this.blockCache,
       options.defaults.algorithm,
       (p, path) => this.resolvePolicy(p, path),
     );
@@ -95,7 +102,7 @@ export class RateLimitService {
   /** Charges `policy.cost` (default 1) to `key` if the policy allows it. */
   consume(key: string, policy: RateLimitPolicy, options: ConsumeOptions = {}): Promise<RateLimitResult> {
     const decided = this.single(key, policy, 'c', options);
-    return observed('rateLimitDecision') ? this.diagnosed(decided, key) : decided;
+    return observed('rateLimitDecision') ? diagnosed(this.keys, decided, key) : decided;
   }
 
   /**
@@ -104,7 +111,7 @@ export class RateLimitService {
    */
   async consumeOrThrow(key: string, policy: RateLimitPolicy, options: ConsumeOptions = {}): Promise<RateLimitResult> {
     const decided = this.single(key, policy, 'c', options);
-    const result = await (observed('rateLimitDecision') ? this.diagnosed(decided, key) : decided);
+    const result = await (observed('rateLimitDecision') ? diagnosed(this.keys, decided, key) : decided);
     if (!result.allowed) {
       throw new RateLimitExceededError(`rate limit exceeded, retry in ${result.retryAfterMs} ms`, result.retryAfterMs);
     }
@@ -128,32 +135,7 @@ export class RateLimitService {
    */
   consumeAll(checks: readonly RateLimitCheck[], options: ConsumeOptions = {}): Promise<RateLimitDecision> {
     const decided = this.decide(checks, 'c', options);
-    return observed('rateLimitDecision') ? this.diagnosed(decided, checks[0]?.key ?? '', checks) : decided;
-  }
-
-  /**
-   * The one diagnostics point of a charging decision (only wrapped in when someone listens). The tracker is a short
-   * hash: an IP or a user id must not reach a log through a subscriber.
-   */
-  private diagnosed<R extends { allowed: boolean; degraded?: 'fail-open' | 'insurance' }>(
-    decided: Promise<R>,
-    key: string,
-    checks?: readonly RateLimitCheck[],
-  ): Promise<R> {
-    const started = performance.now();
-    return decided.then((r) => {
-      const durationMs = performance.now() - started;
-      diagnose('rateLimitDecision', () => ({
-        feature: 'ratelimit',
-        operation: 'decision',
-        outcome: r.allowed ? 'allowed' : 'refused',
-        ...(r.degraded && { degraded: r.degraded }),
-        policies: checks ? checks.map((c) => c.name ?? 'default') : ['default'],
-        tracker: this.keys.hash(key).slice(0, 8),
-        durationMs,
-      }));
-      return r;
-    });
+    return observed('rateLimitDecision') ? diagnosed(this.keys, decided, checks[0]?.key ?? '', checks) : decided;
   }
 
   /**
@@ -210,6 +192,12 @@ export class RateLimitService {
     checkKey(key);
     const p = this.resolvePolicy(policy, 'policy');
     const redisKey = this.redisKey(key, defaultScope(p), p.algorithm);
+    if (this.blockCache) {
+      // the block cache's path: the group code (a little more allocation; off by default)
+      const outcome = await this.runGroup([{ key, policy: p, name: 'default', redisKey }], mode, options);
+      if (mode === 'c') this.count(outcome);
+      return toResult(outcome.results[0], outcome.degraded);
+    }
     let raw: number[];
     try {
       this.failures.assertReady('decision');
@@ -269,10 +257,7 @@ export class RateLimitService {
     if (prepared.length === 1 || !this.connection.isCluster) {
       // the common case: one script call decides everything
       const outcome = await this.runGroup(prepared, mode, options);
-      if (mode === 'c' && !outcome.degraded) {
-        if (outcome.allowed) this.counters.allowed++;
-        else this.counters.denied++;
-      }
+      if (mode === 'c') this.count(outcome);
       let retryAfterMs = 0;
       if (!outcome.allowed) for (const r of outcome.results) retryAfterMs = Math.max(retryAfterMs, r.retryAfterMs);
       return {
@@ -288,6 +273,7 @@ export class RateLimitService {
     const results: RateLimitDecision['results'] = [];
     let allowed = true;
     let degraded: RateLimitDecision['degraded'];
+    let local = false;
     for (const group of groups) {
       if (!allowed && mode === 'c') {
         // an earlier group refused: report the rest as they stand, without charging them
@@ -299,11 +285,9 @@ export class RateLimitService {
       results.push(...outcome.results);
       allowed &&= outcome.allowed;
       degraded ??= outcome.degraded;
+      local ||= outcome.local === true;
     }
-    if (mode === 'c' && !degraded) {
-      if (allowed) this.counters.allowed++;
-      else this.counters.denied++;
-    }
+    if (mode === 'c') this.count({ allowed, degraded, ...(local && { local: true }) });
     const retryAfterMs = allowed ? 0 : Math.max(0, ...results.map((r) => r.retryAfterMs));
     return { allowed, retryAfterMs, results, ...(degraded && { degraded }) };
   }
@@ -313,6 +297,9 @@ export class RateLimitService {
     mode: 'c' | 'p',
     options: ConsumeOptions,
   ): Promise<GroupOutcome> {
+    const local = this.blockCache?.answer(group);
+    if (local) return local;
+    const sent = this.blockCache?.stamp();
     const args: ScriptArg[] = [mode, group.length];
     const keys: string[] = [];
     for (const { policy, redisKey } of group) {
@@ -343,7 +330,21 @@ export class RateLimitService {
       resetMs: raw[3 + i * 4],
       retryAfterMs: raw[4 + i * 4],
     }));
+    if (sent) {
+      const replies = results.map((r) => [r.allowed, r.remaining, r.resetMs, r.retryAfterMs] as const);
+      this.blockCache?.learn(group, raw[0] === 1, replies, sent);
+    }
     return { allowed: raw[0] === 1, results };
+  }
+
+  /** Counts a charging decision (a degraded one was counted by the fallback). */
+  private count(outcome: Pick<GroupOutcome, 'allowed' | 'degraded' | 'local'>): void {
+    if (outcome.degraded) return;
+    if (outcome.allowed) this.counters.allowed++;
+    else {
+      this.counters.denied++;
+      if (outcome.local) this.counters.deniedLocally++;
+    }
   }
 
   /** A decision consume.lua could not make (its part of the reply: FAILED, the error text): that call fails alone. */
@@ -357,27 +358,4 @@ export class RateLimitService {
   resolvePolicy(p: RateLimitPolicy, path: string): ResolvedPolicy {
     return resolveCallPolicy(p, path, this.options.defaults.algorithm, this.options.maxSlidingWindowLimit);
   }
-}
-
-function toResult(r: RateLimitDecision['results'][number], degraded: RateLimitDecision['degraded']): RateLimitResult {
-  const result: RateLimitResult = {
-    allowed: r.allowed,
-    limit: r.limit,
-    remaining: r.remaining,
-    resetMs: r.resetMs,
-    retryAfterMs: r.retryAfterMs,
-  };
-  if (degraded) result.degraded = degraded;
-  return result;
-}
-
-function groupBy<T>(items: readonly T[], by: (item: T) => string): T[][] {
-  const groups = new Map<string, T[]>();
-  for (const item of items) {
-    const k = by(item);
-    let g = groups.get(k);
-    if (!g) groups.set(k, (g = []));
-    g.push(item);
-  }
-  return [...groups.values()];
 }

@@ -47,13 +47,15 @@ export interface ConsumeOptions {
 }
 
 export interface RateLimitStats {
-  /** Decisions made by Redis. */
+  /** Decisions made by Redis (and, for `denied`, by the block cache). */
   allowed: number;
   denied: number;
   /** Calls allowed because Redis was unreachable or slow (failOpen). */
   failedOpen: number;
   /** Calls refused because Redis was unreachable or slow (failOpen: false). */
   failedClosed: number;
+  /** Of `denied`: refused by the in-process block cache (`rateLimit.blockCache`) without a Redis call. */
+  deniedLocally: number;
   /** Calls decided by the in-process insurance limiter. */
   insurance: number;
   /**
@@ -79,6 +81,8 @@ export interface GroupOutcome {
   allowed: boolean;
   results: RateLimitDecision['results'];
   degraded?: 'fail-open' | 'insurance';
+  /** Refused by the in-process block cache, without a Redis call. */
+  local?: true;
 }
 
 /** The service's own counts (replyErrors comes from the failure policy). */

@@ -1,0 +1,79 @@
+import { BlockList, isIP } from 'node:net';
+import type { OptionProblems } from '../common/option-checks.js';
+
+/**
+ * `rateLimit.allowList` / `rateLimit.denyList`: trackers matched before any counting. An entry that is an IP
+ * address or a CIDR range matches every tracker that is an address in it (an IPv6 tracker grouped by
+ * `ipv6Subnet`, e.g. `2001:db8:1:2::/64`, matches when its network address is in the range); any other entry matches
+ * a tracker equal to it (a user id from an overridden getTracker).
+ */
+export class AccessList {
+  private readonly ranges = new BlockList();
+  private readonly exact = new Set<string>();
+  private hasRanges = false;
+  readonly empty: boolean;
+
+  constructor(entries: readonly string[]) {
+    for (const entry of entries) {
+      const range = parseRange(entry);
+      if (range) {
+        this.hasRanges = true;
+        if (range.bits === undefined) this.ranges.addAddress(range.address, range.type);
+        else this.ranges.addSubnet(range.address, range.bits, range.type);
+      } else {
+        this.exact.add(entry);
+      }
+    }
+    this.empty = entries.length === 0;
+  }
+
+  has(tracker: string): boolean {
+    if (this.exact.has(tracker)) return true;
+    if (!this.hasRanges) return false;
+    const address = tracker.split('/')[0];
+    const family = isIP(address);
+    return family !== 0 && this.ranges.check(address, family === 4 ? 'ipv4' : 'ipv6');
+  }
+}
+
+/** An entry that looks like an address (digits, dots, colons, hex and a `/`) must be a valid address or range. */
+const ADDRESS_LIKE = /^[0-9a-fA-F.:]+(\/.*)?$/;
+
+function parseRange(entry: string): { address: string; bits?: number; type: 'ipv4' | 'ipv6' } | undefined {
+  const [address, bits] = entry.split('/');
+  const family = isIP(address);
+  if (family === 0) return undefined;
+  const type = family === 4 ? 'ipv4' : 'ipv6';
+  if (bits === undefined) return { address, type };
+  return { address, bits: Number(bits), type };
+}
+
+/** Startup check of a list: strings, and every address-like entry a valid address or CIDR range. */
+export function checkAccessList(path: string, value: unknown, problems: OptionProblems): void {
+  if (value === undefined) return;
+  if (!Array.isArray(value)) {
+    problems.add(path, 'must be an array of IP addresses, CIDR ranges or trackers');
+    return;
+  }
+  value.forEach((entry: unknown, i) => {
+    if (typeof entry !== 'string' || entry.length === 0) {
+      problems.add(`${path}[${i}]`, `must be a non-empty string, got ${JSON.stringify(entry) ?? typeof entry}`);
+      return;
+    }
+    const looksLikeAddress = ADDRESS_LIKE.test(entry) && (entry.includes('.') || entry.includes(':'));
+    if (looksLikeAddress && !isAddressOrCidr(entry)) {
+      problems.add(`${path}[${i}]`, `is not a valid IP address or CIDR range: ${JSON.stringify(entry)}`);
+    }
+  });
+}
+
+/** `a.b.c.d`, an IPv6 address, or either with `/bits` (0-32 / 0-128). */
+export function isAddressOrCidr(value: string): boolean {
+  const [address, bits, extra] = value.split('/');
+  if (extra !== undefined) return false;
+  const family = isIP(address);
+  if (family === 0) return false;
+  if (bits === undefined) return true;
+  const n = Number(bits);
+  return Number.isInteger(n) && n >= 0 && n <= (family === 4 ? 32 : 128) && bits.trim() === bits && bits !== '';
+}

@@ -1,0 +1,114 @@
+import { LRUCache } from 'lru-cache';
+import type { GroupOutcome, PreparedCheck } from './rate-limit.types.js';
+
+/** What the last refused decision said of one counter (times on this process's monotonic clock, ms). */
+interface Entry {
+  /** Calls of `cost` units or more on this counter are refused until then (0: a snapshot that refuses nothing). */
+  until: number;
+  cost: number;
+  remaining: number;
+  resetAt: number;
+}
+
+/** Per counter of a decision, what Redis answered: allowed, remaining, resetMs, retryAfterMs. */
+export type PolicyReply = readonly [allowed: boolean, remaining: number, resetMs: number, retryAfterMs: number];
+
+/**
+ * The in-process block cache (`rateLimit.blockCache`): a counter Redis refused until time T is refused here until T,
+ * with no Redis call (rate-limiter-flexible `inMemoryBlockOnConsumed`, Upstash `ephemeralCache`).
+ *
+ * Why it never admits what Redis would refuse: it only ever refuses, and only what Redis refused — a call of at least
+ * the refused cost on the same counter (a larger cost waits at least as long with every algorithm), until the
+ * instant Redis gave, measured from when the call was *sent* (Redis decided later, so its refusal lasts at least as
+ * long) minus 1 ms (Redis rounds its waits up to the ms). A decision answered here charges nothing, as a refused
+ * decision in Redis charges nothing; the one write a Redis refusal can make is a `blockDuration` block of another
+ * policy of the decision that is full by then, so a decision with such a policy is answered here only when that
+ * policy is itself refused here. reward() and reset() in this process forget the counter (and a refusal that was in
+ * flight during them is not learnt); a reset or reward made by ANOTHER process is not seen: until T this process
+ * still refuses what Redis would now admit — the reason the cache is off by default.
+ */
+export class BlockCache {
+  private readonly entries: LRUCache<string, Entry>;
+  /** Bumped by every forget: a reply to a call sent before it is not learnt. */
+  private generation = 0;
+
+  constructor(maxKeys: number) {
+    this.entries = new LRUCache({ max: maxKeys });
+  }
+
+  /** Taken when a decision is sent; give it back to `learn`. */
+  stamp(): { sentAt: number; generation: number } {
+    return { sentAt: performance.now(), generation: this.generation };
+  }
+
+  /**
+   * The local answer to a decision, or undefined when Redis must decide: some counter is refused here, and every
+   * policy with a blockDuration either is refused here or could not have been blocked by it.
+   */
+  answer(group: readonly PreparedCheck[]): GroupOutcome | undefined {
+    if (this.entries.size === 0) return undefined;
+    const now = performance.now();
+    let refused = false;
+    const entries: Entry[] = [];
+    for (const c of group) {
+      const e = this.entries.get(c.redisKey);
+      if (e === undefined) return undefined;
+      const refuses = e.until > now && c.policy.cost >= e.cost;
+      if (!refuses && c.policy.blockDuration > 0) return undefined;
+      refused ||= refuses;
+      entries.push(e);
+    }
+    if (!refused) return undefined;
+    const results = group.map(({ policy, name }, i) => {
+      const e = entries[i];
+      const refuses = e.until > now && policy.cost >= e.cost;
+      return {
+        name,
+        policy,
+        allowed: !refuses,
+        limit: policy.algorithm === 'token-bucket' ? policy.burst : policy.limit,
+        remaining: refuses ? 0 : e.remaining,
+        resetMs: Math.max(0, Math.ceil(e.resetAt - now)),
+        retryAfterMs: refuses ? Math.max(1, Math.ceil(e.until - now)) : 0,
+      };
+    });
+    return { allowed: false, results, local: true };
+  }
+
+  /** Learns from a decision Redis refused (an admitted one forgets its counters: nothing of it is refused now). */
+  learn(
+    group: readonly PreparedCheck[],
+    allowed: boolean,
+    replies: readonly PolicyReply[],
+    sent: { sentAt: number; generation: number },
+  ): void {
+    if (sent.generation !== this.generation) return;
+    if (allowed) {
+      if (this.entries.size > 0) for (const c of group) this.entries.delete(c.redisKey);
+      return;
+    }
+    group.forEach((c, i) => {
+      const [ok, remaining, resetMs, retryAfterMs] = replies[i];
+      let until = ok || retryAfterMs <= 1 ? 0 : sent.sentAt + retryAfterMs - 1;
+      let cost = c.policy.cost;
+      const known = ok ? this.entries.get(c.redisKey) : undefined;
+      // admitted for a smaller cost than an earlier refusal: that refusal still stands for the larger cost
+      if (known && known.until > sent.sentAt && cost < known.cost) ({ until, cost } = known);
+      this.entries.set(c.redisKey, { until, cost, remaining, resetAt: sent.sentAt + resetMs });
+    });
+  }
+
+  /** Forgets one counter (reward, reset of one policy) or, with a prefix, every counter of a key. */
+  forget(counter: string, isPrefix = false): void {
+    this.generation++;
+    if (!isPrefix) {
+      this.entries.delete(counter);
+      return;
+    }
+    for (const k of [...this.entries.keys()]) if (k.startsWith(counter)) this.entries.delete(k);
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+}
