@@ -21,8 +21,14 @@ const generated = join(root, 'test/docs/.generated');
 function writeSnippet(name: string, code: string): string {
   mkdirSync(generated, { recursive: true });
   const lib = relative(generated, join(root, 'lib/index.js'));
+  const advanced = relative(generated, join(root, 'lib/advanced.js'));
   const file = join(generated, `${name}.ts`);
-  writeFileSync(file, code.replaceAll(`from 'nestjs-redis-toolkit'`, `from '${lib}'`));
+  writeFileSync(
+    file,
+    code
+      .replaceAll(`from 'nestjs-redis-toolkit'`, `from '${lib}'`)
+      .replaceAll(`from 'nestjs-redis-toolkit/advanced'`, `from '${advanced}'`),
+  );
   return file;
 }
 
@@ -54,10 +60,12 @@ describe('docs code blocks compile and boot', () => {
   const snippets = {
     quickStart: docSnippet('README.md', 'quick-start'),
     aclConfig: docSnippet('docs/security.md', 'acl-config'),
+    namedConnections: docSnippet('docs/connections.md', 'named-connections'),
   };
   const files = {
     quickStart: writeSnippet('quick-start', snippets.quickStart),
     aclConfig: writeSnippet('acl-config', snippets.aclConfig),
+    namedConnections: writeSnippet('named-connections', snippets.namedConnections),
   };
   const apps: INestApplicationContext[] = [];
   const saved = { ...process.env };
@@ -68,9 +76,9 @@ describe('docs code blocks compile and boot', () => {
     rmSync(generated, { recursive: true, force: true });
   });
 
-  it('type-checks both blocks with the project compiler', () => {
+  it('type-checks the blocks with the project compiler', () => {
     expect(snippets.quickStart).toContain('RedisToolkitModule.forRootAsync');
-    expect(typeCheck([files.quickStart, files.aclConfig])).toBe('');
+    expect(typeCheck([files.quickStart, files.aclConfig, files.namedConnections])).toBe('');
   });
 
   it("README's Quick start boots with REDIS_URL and answers a health check", async () => {
@@ -89,6 +97,36 @@ describe('docs code blocks compile and boot', () => {
     });
     apps.push(app);
     expect((await app.get(RedisToolkitHealth).check()).status).toBe('up');
+  });
+});
+
+describe("docs/connections.md's named connections", () => {
+  const sessionsServer = usePrivateRedis();
+  const cacheServer = usePrivateRedis();
+  const saved = { ...process.env };
+  afterAll(() => {
+    process.env = saved;
+    rmSync(generated, { recursive: true, force: true });
+  });
+
+  it('boots on three servers, reports each in health, and injects the sessions client', async () => {
+    const file = writeSnippet('named-connections', docSnippet('docs/connections.md', 'named-connections'));
+    const app = await boot(file, {
+      REDIS_URL: sharedServers().single.url,
+      SESSIONS_REDIS_URL: sessionsServer.server.url,
+      CACHE_REDIS_URL: cacheServer.server.url,
+    });
+    try {
+      const health = await app.get(RedisToolkitHealth).check();
+      expect(health.status).toBe('up');
+      expect(Object.keys(health.connections ?? {})).toEqual(['default', 'sessions', 'volatile']);
+      const { SessionsAdmin } = (await import(file)) as {
+        SessionsAdmin: Type<{ sessionsServerMemory(): Promise<string> }>;
+      };
+      expect(await app.get(SessionsAdmin).sessionsServerMemory()).toContain('used_memory:');
+    } finally {
+      await app.close();
+    }
   });
 });
 
