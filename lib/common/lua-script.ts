@@ -1,38 +1,61 @@
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import type { Cluster, Redis } from 'ioredis';
+import { type Cluster, Command, type Redis } from 'ioredis';
 import { InvalidOptionsError } from './errors.js';
 
 export type RedisClient = Redis | Cluster;
 export type ScriptArg = string | number | Buffer;
 
-type DefinedCommand<T> = (...keysAndArgs: ScriptArg[]) => Promise<T>;
-
 /**
- * A Lua script kept in a `.lua` file beside the feature that uses it, registered once per client with ioredis
- * `defineCommand`. ioredis sends EVALSHA and falls back to EVAL (which loads the script) on NOSCRIPT, so the script
- * survives SCRIPT FLUSH and server restarts. Scripts declare a fixed number of keys; callers pass keys that share a
- * hash tag so the script runs on a Redis Cluster.
+ * A Lua script kept in a `.lua` file beside the feature that uses it. Each call is one command: EVAL the first time
+ * it goes out on a socket (which loads the script), EVALSHA after that; a NOSCRIPT reply (SCRIPT FLUSH, a restarted
+ * server behind the same socket) forgets the socket and sends the call once more, as EVAL. Nothing is registered on
+ * the client — ioredis `defineCommand` would add a method per script to a client the user may own and share
+ * (`connection: { client }`). Scripts declare a fixed number of keys; callers pass keys that share a hash tag so the
+ * script runs on a Redis Cluster (ioredis routes the command by its first key).
  */
 export class LuaScript<TResult> {
-  private readonly definedOn = new WeakSet<RedisClient>();
-  private readonly anyKeysDefinedOn = new WeakSet<RedisClient>();
+  readonly sha: string;
   private readonly variants = new Map<number, LuaScript<TResult>>();
+  private readonly ScriptCommand: new (
+    args: ScriptArg[],
+  ) => Command;
 
   constructor(
     readonly name: string,
     readonly lua: string,
     readonly numberOfKeys: number,
-  ) {}
+  ) {
+    this.sha = createHash('sha1').update(lua).digest('hex');
+    const sha = this.sha;
+    const loadedOn = new WeakSet<object>();
+    // The socket is known only when the command is written, so the EVAL/EVALSHA choice is made there.
+    this.ScriptCommand = class ScriptCommand extends Command {
+      constructor(args: ScriptArg[]) {
+        super('evalsha', [sha, ...args], { replyEncoding: 'utf8' });
+      }
+
+      override toWritable(socket: object): string | Buffer {
+        const reject = this.reject;
+        this.reject = (err: Error) => {
+          if (err.message.startsWith('NOSCRIPT')) loadedOn.delete(socket);
+          reject.call(this, err);
+        };
+        const loaded = loadedOn.has(socket);
+        loadedOn.add(socket);
+        this.name = loaded ? 'evalsha' : 'eval';
+        this.args[0] = loaded ? sha : lua;
+        return super.toWritable(socket);
+      }
+    };
+  }
 
   /** `LuaScript.fromFile<number>('rtk_release_lock', new URL('./release-lock.lua', import.meta.url), 1)` */
   static fromFile<T>(name: string, file: URL, numberOfKeys: number): LuaScript<T> {
     return new LuaScript<T>(name, readFileSync(file, 'utf8'), numberOfKeys);
   }
 
-  /**
-   * The same source for another fixed number of keys (a script whose callers pass 1..N keys), registered under its
-   * own name; one instance per count.
-   */
+  /** The same source for another fixed number of keys (a script whose callers pass 1..N keys); one per count. */
   withNumberOfKeys(numberOfKeys: number): LuaScript<TResult> {
     if (numberOfKeys === this.numberOfKeys) return this;
     let variant = this.variants.get(numberOfKeys);
@@ -43,35 +66,27 @@ export class LuaScript<TResult> {
     return variant;
   }
 
-  /**
-   * Runs the script with any number of keys (a batch of independent calls), under its own command name registered
-   * without a fixed key count, so batches of every size share one registration.
-   */
+  /** Runs the script with any number of keys (a batch of independent calls). */
   runWithAnyKeys(client: RedisClient, keys: readonly string[], args: readonly ScriptArg[] = []): Promise<TResult> {
-    return this.command(client, `${this.name}_any`, this.anyKeysDefinedOn).call(client, keys.length, ...keys, ...args);
+    return this.send(client, keys, args);
   }
 
   run(client: RedisClient, keys: readonly string[], args: readonly ScriptArg[] = []): Promise<TResult> {
     if (keys.length !== this.numberOfKeys) {
       throw new InvalidOptionsError(`script ${this.name} takes ${this.numberOfKeys} keys, got ${keys.length}`);
     }
-    return this.command(client, this.name, this.definedOn, this.numberOfKeys).call(client, ...keys, ...args);
+    return this.send(client, keys, args);
   }
 
-  /**
-   * The ioredis command `name` of `client`, registered with defineCommand the first time; registered without a key
-   * count, its callers pass the count first.
-   */
-  private command(
-    client: RedisClient,
-    name: string,
-    definedOn: WeakSet<RedisClient>,
-    numberOfKeys?: number,
-  ): DefinedCommand<TResult> {
-    if (!definedOn.has(client)) {
-      client.defineCommand(name, numberOfKeys === undefined ? { lua: this.lua } : { numberOfKeys, lua: this.lua });
-      definedOn.add(client);
-    }
-    return (client as unknown as Record<string, DefinedCommand<TResult>>)[name];
+  private send(client: RedisClient, keys: readonly string[], args: readonly ScriptArg[]): Promise<TResult> {
+    const call = [keys.length, ...keys, ...args];
+    return this.sendOnce(client, call).catch((err: unknown) => {
+      if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
+      return this.sendOnce(client, call); // the socket is forgotten now: this one goes as EVAL
+    });
+  }
+
+  private sendOnce(client: RedisClient, call: ScriptArg[]): Promise<TResult> {
+    return client.sendCommand(new this.ScriptCommand(call)) as Promise<TResult>;
   }
 }

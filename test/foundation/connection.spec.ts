@@ -3,7 +3,16 @@ import { Injectable, Module } from '@nestjs/common';
 import { ConfigModule, ConfigService } from '@nestjs/config';
 import { Test } from '@nestjs/testing';
 import { Redis } from 'ioredis';
-import { REDIS_CLIENT, RedisToolkitHealth, RedisToolkitModule, RedisUnavailableError } from '../../lib/index.js';
+import {
+  CacheService,
+  LockService,
+  RateLimitService,
+  REDIS_CLIENT,
+  RedisToolkitHealth,
+  RedisToolkitModule,
+  RedisUnavailableError,
+  SessionService,
+} from '../../lib/index.js';
 import { RedisConnection } from '../../lib/advanced.js';
 import { LuaScript, type RedisClient } from '../../lib/common/lua-script.js';
 import { hashSlot, scanKeys, unlinkMany } from '../../lib/common/bulk-keys.js';
@@ -213,6 +222,24 @@ describe('connection failures', () => {
     expect(await waitFor(() => subscriber.status === 'end', 1_000)).toBe(true);
     expect(own.status).toBe('ready');
     expect(await own.ping()).toBe('PONG');
+    await own.quit();
+  });
+
+  it('registers nothing on a client passed in: every feature runs its scripts by EVALSHA on it as it is', async () => {
+    const own = new Redis(sharedServers().single.url);
+    await own.ping();
+    const ownKeysBefore = Object.keys(own).sort();
+    const { get, close } = await createToolkitApp({ target: { client: own }, session: {} });
+    await get(CacheService).getOrSet('rtk-own-client', async () => 1, { ttl: 5_000, tags: ['own-client'] });
+    expect((await get(RateLimitService).consume('own-client', { limit: 2, ttl: 5_000 })).allowed).toBe(true);
+    await (await get(LockService).acquire('own-client', { ttl: 5_000 })).release();
+    const session = await get(SessionService).create('own-client-user', { a: 1 });
+    await get(SessionService).destroy(session.id);
+    await close();
+    // ioredis defineCommand would have added one method per script to the instance (and to its scriptsSet).
+    expect(Object.keys(own).sort()).toEqual(ownKeysBefore);
+    expect(Object.keys((own as unknown as { scriptsSet: object }).scriptsSet)).toEqual([]);
+    expect(Object.getOwnPropertyNames(own).filter((k) => k.startsWith('rtk_'))).toEqual([]);
     await own.quit();
   });
 
