@@ -238,19 +238,6 @@ describe('PubSubService when Redis fails', () => {
       server.resume();
     }
   });
-
-  it('a paused Redis makes publish fail within commandTimeout instead of hanging', async () => {
-    const server = trackForCleanup(await startRedisServer());
-    const a = await createToolkitApp({ target: { url: server.url }, commandTimeout: 300 });
-    server.pause();
-    try {
-      const started = Date.now();
-      await expect(a.get(PubSubService).publish('x', 1)).rejects.toBeInstanceOf(RedisUnavailableError);
-      expect(Date.now() - started).toBeLessThan(within(300));
-    } finally {
-      server.resume();
-    }
-  });
 });
 
 describe('publishes of one event-loop turn share one script call (single server)', () => {

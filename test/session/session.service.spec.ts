@@ -367,21 +367,6 @@ describe('when Redis is unreachable', () => {
     expect(back).not.toBeNull();
     expect((await sessions.get(back!.id))!.userId).toBe('u');
   });
-
-  it('a paused (SIGSTOP) Redis gives RedisUnavailableError after commandTimeout, not a hang', async () => {
-    const server = trackForCleanup(await startRedisServer());
-    const app = await createToolkitApp({ target: { url: server.url }, keyPrefix: 'rtk-pause:', commandTimeout: 300 });
-    const sessions = app.get(SessionService);
-    const s = await sessions.create('u');
-    server.pause();
-    try {
-      const started = Date.now();
-      await expect(sessions.get(s.id)).rejects.toBeInstanceOf(RedisUnavailableError);
-      expect(Date.now() - started).toBeLessThan(within(300));
-    } finally {
-      server.resume();
-    }
-  });
 });
 
 describe('touching reads of one tick share one script call (single server)', () => {
