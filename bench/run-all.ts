@@ -58,6 +58,7 @@ const loadNow = (): string =>
 const BENCHES: { name: string; budgetS: number }[] = [
   { name: 'cache', budgetS: 110 },
   { name: 'ratelimit', budgetS: 110 },
+  { name: 'ratelimit-attack', budgetS: 45 },
   { name: 'session', budgetS: 110 },
   { name: 'lock', budgetS: 110 },
   { name: 'semaphore', budgetS: 60 },
