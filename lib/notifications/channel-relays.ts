@@ -1,4 +1,4 @@
-import type { Unsubscribe } from '../pubsub/pubsub.service.js';
+import type { Unsubscribe } from '../pubsub/pubsub.types.js';
 
 /** One PubSubService subscription of this instance, shared by the `count` sockets in its room. */
 export interface Relay {

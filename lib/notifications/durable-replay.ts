@@ -1,7 +1,7 @@
 import type { Socket } from 'socket.io';
-import type { ReplayedMessage } from '../pubsub/pubsub.service.js';
+import type { ReplayedMessage } from '../pubsub/pubsub.types.js';
 import { roomOf } from './channel-relays.js';
-import { STREAM_ID } from '../pubsub/pubsub.service.js';
+import { STREAM_ID } from '../pubsub/pubsub.types.js';
 import type { NotificationMessage } from './notifications.protocol.js';
 import { bufferedPackets, drained } from './slow-client-policy.js';
 

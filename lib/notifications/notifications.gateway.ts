@@ -12,7 +12,8 @@ import {
 import type { Namespace, Socket } from 'socket.io';
 import { RedisToolkitError } from '../common/errors.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
-import { isPattern, PubSubService, type MessageMeta } from '../pubsub/pubsub.service.js';
+import { PubSubService } from '../pubsub/pubsub.service.js';
+import { isPattern, type MessageMeta } from '../pubsub/pubsub.types.js';
 import { RateLimitService } from '../rate-limit/rate-limit.service.js';
 import { SessionService } from '../session/session.service.js';
 import { ChannelRelays, roomOf, type Relay } from './channel-relays.js';

@@ -1,6 +1,6 @@
 import { RedisToolkitError } from '../common/errors.js';
 import { KeyBuilder } from '../common/keys.js';
-import { type ReplayedMessage, STREAM_ID } from '../pubsub/pubsub.service.js';
+import { type ReplayedMessage, STREAM_ID } from '../pubsub/pubsub.types.js';
 
 /**
  * The wire protocol of the notifications namespace: what a client may send (`subscribe` / `unsubscribe`, validated

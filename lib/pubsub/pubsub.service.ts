@@ -11,6 +11,15 @@ import { RedisConnection } from '../connection/redis-connection.js';
 import { FEATURE_CONNECTION } from '../connection/redis-connections.js';
 import { PUBSUB_OPTIONS, type ResolvedPubSubOptions } from './pubsub.options.js';
 import { SubscriberReconnects } from './pubsub.reconnects.js';
+import { MessageEnvelopes } from './pubsub.envelope.js';
+import {
+  isPattern,
+  type MessageHandler,
+  type MessageMeta,
+  type ReplayedMessage,
+  STREAM_ID,
+  type Unsubscribe,
+} from './pubsub.types.js';
 import { diagnose } from '../common/diagnostics.js';
 
 /** PUBLISH of several messages in one script call (see publish-many.lua). */
@@ -22,31 +31,6 @@ const PUBLISH_MANY = LuaScript.fromFile<(number | string)[]>(
 /** Messages per script call when one turn publishes more (see TickBatcher). */
 const PUBLISHES_PER_CALL = 32;
 
-/** What every message carries besides its payload. */
-export interface MessageMeta {
-  /**
-   * Unique per message. For durable `notifyUser` messages: the stream entry id (`1700000000000-0`), usable to replay.
-   */
-  id: string;
-  /** Publish time, ms since the epoch (the publisher's clock). */
-  ts: number;
-  /** The pattern that matched, for pattern subscriptions. */
-  pattern?: string;
-  /** True for a message read back from a user's durable stream. */
-  replayed?: boolean;
-}
-
-export type MessageHandler<T = unknown> = (payload: T, channel: string, meta: MessageMeta) => void | Promise<void>;
-export type Unsubscribe = () => Promise<void>;
-
-/** A message read back from a user's durable stream. */
-export interface ReplayedMessage<T = unknown> {
-  channel: string;
-  data: T;
-  id: string;
-  ts: number;
-}
-
 interface Subscription {
   readonly name: string;
   readonly pattern: boolean;
@@ -54,11 +38,6 @@ interface Subscription {
   /** Settles when Redis confirmed the (P|S)SUBSCRIBE; every concurrent first subscriber awaits the same one. */
   ready: Promise<void>;
 }
-
-/** `rtk1:<id>:<ts>:<serialized payload>`: the envelope carries id and time without a second serialization pass. */
-const ENVELOPE = 'rtk1:';
-/** A durable message id (a stream entry id), as `replay(afterId)` and a client's `lastId` carry it. */
-export const STREAM_ID = /^\d{1,20}-\d{1,20}$/;
 
 /**
  * Publish and subscribe through one dedicated subscriber connection per app instance. Redis subscriptions are
@@ -80,8 +59,7 @@ export class PubSubService implements OnModuleDestroy {
   private readonly sharded: boolean;
   /** Publishes of one event-loop turn as one script call (single server); undefined on a cluster. */
   private readonly publishes: TickBatcher<[channel: string, message: string], number | string> | undefined;
-  private readonly idPrefix = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}-`;
-  private counter = 0;
+  private readonly envelopes = new MessageEnvelopes();
   private closed = false;
 
   constructor(
@@ -132,7 +110,7 @@ export class PubSubService implements OnModuleDestroy {
       throw new InvalidKeyError(
         `cannot publish to a pattern (${channel}): * ? and [ are not allowed in a channel name`,
       );
-    const message = this.envelope(this.nextId(), Date.now(), this.serializer.serialize(payload));
+    const message = this.envelopes.wrap(this.envelopes.nextId(), Date.now(), this.serializer.serialize(payload));
     return this.send(channel, message);
   }
 
@@ -161,7 +139,7 @@ export class PubSubService implements OnModuleDestroy {
     } catch (err) {
       throw this.failed(err, `notifyUser ${userId}`);
     }
-    return this.send(channel, this.envelope(id, ts, serialized));
+    return this.send(channel, this.envelopes.wrap(id, ts, serialized));
   }
 
   /**
@@ -317,7 +295,7 @@ export class PubSubService implements OnModuleDestroy {
     let payload: unknown;
     let meta: MessageMeta;
     try {
-      const parsed = this.open(message);
+      const parsed = this.envelopes.open(message);
       payload = this.serializer.deserialize(parsed.body);
       meta = { id: parsed.id, ts: parsed.ts };
       if (pattern !== undefined) meta.pattern = pattern;
@@ -393,38 +371,9 @@ export class PubSubService implements OnModuleDestroy {
     return { ...this.failures.counts };
   }
 
-  private nextId(): string {
-    this.counter = (this.counter + 1) % Number.MAX_SAFE_INTEGER;
-    return this.idPrefix + this.counter.toString(36);
-  }
-
-  private envelope(id: string, ts: number, body: string): string {
-    return `${ENVELOPE}${id}:${ts}:${body}`;
-  }
-
-  /** Reads our envelope; a message from a foreign publisher (plain PUBLISH) is taken whole, with a local id. */
-  private open(message: string): { id: string; ts: number; body: string } {
-    if (message.startsWith(ENVELOPE)) {
-      const idEnd = message.indexOf(':', ENVELOPE.length);
-      const tsEnd = idEnd < 0 ? -1 : message.indexOf(':', idEnd + 1);
-      if (tsEnd > 0) {
-        return {
-          id: message.slice(ENVELOPE.length, idEnd),
-          ts: Number(message.slice(idEnd + 1, tsEnd)),
-          body: message.slice(tsEnd + 1),
-        };
-      }
-    }
-    return { id: this.nextId(), ts: Date.now(), body: message };
-  }
-
   private streamKey(userId: string): string {
     return this.keys.tagged(FEATURES.pubsubStream, userId);
   }
-}
-
-export function isPattern(name: string): boolean {
-  return /[*?[]/.test(name);
 }
 
 function fieldMap(fields: string[]): Record<string, string> {
