@@ -1,0 +1,82 @@
+/**
+ * The URL-cache benchmark's app (bench/url-cache.bench.ts), run as a child process: the same controller and routes,
+ * cached by URL either by our HttpCacheInterceptor (URL_CACHE=ours, Redis through the toolkit, L1 off) or by
+ * @nestjs/cache-manager's CacheInterceptor with its Redis store (URL_CACHE=cache-manager: cache-manager + @keyv/redis,
+ * as in bench/cache.bench.ts); URL_CACHE=ours-l1 is ours with the L1 on. Express; env PORT, HOST, REDIS_URL.
+ */
+import 'reflect-metadata';
+import { Controller, Get, Module, Param, Query, UseInterceptors, type DynamicModule, type Type } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { CacheInterceptor, CacheModule, CacheTTL as CmCacheTTL } from '@nestjs/cache-manager';
+import KeyvRedis from '@keyv/redis';
+import { RedisToolkitModule } from '../lib/index.js';
+import { CacheTTL, HttpCacheInterceptor } from '../lib/advanced.js';
+
+const TTL = 10 * 60_000;
+const which = process.env.URL_CACHE;
+const redisUrl = process.env.REDIS_URL;
+if (which !== 'ours' && which !== 'ours-l1' && which !== 'cache-manager')
+  throw new Error('URL_CACHE must be ours, ours-l1 or cache-manager');
+if (!redisUrl) throw new Error('REDIS_URL is required');
+
+/** A ~1 KB JSON page, different per URL. */
+const page = (id: string, n: string) => ({
+  id,
+  page: n,
+  items: Array.from({ length: 8 }, (_, i) => ({ sku: `${id}-${n}-${i}`, name: `Item ${i}`, price: 100 + i })),
+  description: 'x'.repeat(600),
+});
+
+function controller(interceptor: Type<unknown>, ttl: MethodDecorator & ClassDecorator): Type<unknown> {
+  @Controller('catalog')
+  @UseInterceptors(interceptor)
+  @ttl
+  class CatalogController {
+    @Get('health')
+    health(): { ok: true } {
+      return { ok: true };
+    }
+
+    @Get(':id')
+    one(@Param('id') id: string, @Query('page') n = '1'): ReturnType<typeof page> {
+      return page(id, n);
+    }
+  }
+  return CatalogController;
+}
+
+@Module({})
+class Root {}
+
+function appModule(): DynamicModule {
+  if (which === 'ours' || which === 'ours-l1') {
+    return {
+      module: Root,
+      imports: [
+        RedisToolkitModule.forRoot({
+          connection: { url: redisUrl! },
+          keyPrefix: 'bench:url:',
+          commandTimeout: 5_000,
+          cache: { defaultTtl: TTL, beta: 0, ...(which === 'ours-l1' && { l1: { max: 10_000, ttl: TTL } }) },
+        }),
+      ],
+      controllers: [controller(HttpCacheInterceptor, CacheTTL(TTL))],
+    };
+  }
+  return {
+    module: Root,
+    imports: [CacheModule.register({ stores: [new KeyvRedis(redisUrl!)], ttl: TTL })],
+    controllers: [controller(CacheInterceptor, CmCacheTTL(TTL))],
+  };
+}
+
+async function bootstrap(): Promise<void> {
+  const app = await NestFactory.create(appModule(), { logger: ['error', 'warn'] });
+  app.enableShutdownHooks();
+  await app.listen(Number(process.env.PORT ?? 3002), process.env.HOST ?? '127.0.0.1');
+}
+
+bootstrap().catch((err: unknown) => {
+  process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});
