@@ -1,136 +1,60 @@
 import { scanKeys } from '../common/bulk-keys.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { Cluster } from 'ioredis';
-import { InvalidKeyError, SessionTooLargeError } from '../common/errors.js';
-import type { Serializer } from '../common/serializer.js';
-import { containsLoneSurrogate, hasLoneSurrogate } from '../common/unicode.js';
+import { SessionTooLargeError } from '../common/errors.js';
 import { LuaScript, type RedisClient, type ScriptArg } from '../common/lua-script.js';
 import { TickBatcher } from '../common/tick-batcher.js';
+import { mergeFields, parseEnvelope, type RawSession, type SessionEnvelope } from './session.envelope.js';
 import { DEFAULT_SESSION_MAX_SIZE } from './session.options.js';
+import { RecentValues } from './session.recent-values.js';
+import { SessionUserIndex } from './session.user-index.js';
+
+export { checkFieldName, encodeField, type RawSession, type SessionEnvelope } from './session.envelope.js';
 
 /** Feature name in keys: `<prefix>sess:{<id>}`, `<prefix>sess:{<id>}:gone`, `<prefix>sess:user:{<userId>}`. */
-/** How many ids of a user's index are checked for liveness on each write (a random sample; all when fewer). */
-const PRUNE_SAMPLE = 32;
 
 const createScript = LuaScript.fromFile<number>('rtk_sess_create', new URL('./session-create.lua', import.meta.url), 2);
+/** The atomic merge in Lua (cjson): the fallback when compare-and-set keeps losing to concurrent writes. */
 const updateScript = LuaScript.fromFile<[string, number] | -1 | null>(
   'rtk_sess_update',
   new URL('./session-update.lua', import.meta.url),
   1,
+);
+const compareAndSetScript = LuaScript.fromFile<[1, number] | [0, string?] | -1>(
+  'rtk_sess_compare_and_set',
+  new URL('./session-compare-and-set.lua', import.meta.url),
+  2,
 );
 const destroyScript = LuaScript.fromFile<string | null>(
   'rtk_sess_destroy',
   new URL('./session-destroy.lua', import.meta.url),
   2,
 );
+/** express-session's set in one script (cjson): the fallback when compare-and-set keeps losing. */
 const storeSetScript = LuaScript.fromFile<[string, number] | [string, number, 'unindexed'] | -1>(
   'rtk_sess_store_set',
   new URL('./session-store-set.lua', import.meta.url),
   2,
-);
-const touchReadsScript = LuaScript.fromFile<(string | null | Error)[]>(
-  'rtk_sess_touch_reads',
-  new URL('./session-touch-reads.lua', import.meta.url),
-  1,
 );
 const storeTouchScript = LuaScript.fromFile<number>(
   'rtk_sess_store_touch',
   new URL('./session-store-touch.lua', import.meta.url),
   1,
 );
-/** Touching reads per script call; more in one tick go as several calls (see TickBatcher). */
-const TOUCH_READS_PER_CALL = 16;
-const indexAddScript = LuaScript.fromFile<number>(
-  'rtk_sess_index_add',
-  new URL('./session-index-add.lua', import.meta.url),
-  2,
-);
-const indexSampleScript = LuaScript.fromFile<string[]>(
-  'rtk_sess_index_sample',
-  new URL('./session-index-sample.lua', import.meta.url),
-  2,
-);
-/**
- * How long an id added to a user's index is protected from pruning while its session is being written (the write
- * follows at once; this only has to outlast a slow round trip, with a wide margin).
- */
-const PENDING_MS = 60_000;
-
-/**
- * What one session key holds: a JSON string. `d` maps each top-level data field to its serialized value, so `update`
- * merges field by field in Lua (cjson only moves those strings around, never re-encodes a value).
- */
-export interface SessionEnvelope {
-  /** userId ('' for an anonymous express-session session). */
-  u: string;
-  /** createdAt, epoch ms. */
-  c: number;
-  /** Absolute deadline: createdAt + maxAgeMs. */
-  m: number;
-  /** Idle ttl of this session, ms. */
-  t: number;
-  /** Data fields: name → serialized value. */
-  d: Record<string, string>;
-  /** express-session's cookie (JSON), when the session was written by RedisSessionStore. */
-  k?: string;
-}
-
-/** A session as read from Redis. */
-export interface RawSession {
-  readonly envelope: SessionEnvelope;
-  readonly expiresAt: number;
-  readonly lastAccessedAt: number;
-}
-
-/**
- * One data field as stored: its value serialized. Names and values must be well-formed Unicode (no lone UTF-16
- * surrogate): Lua's cjson cannot decode a stored name with one, so every later write of the session would fail.
- * Throws InvalidKeyError before anything is sent.
- */
-export function encodeField(serializer: Serializer, name: string, value: unknown): string {
-  if (hasLoneSurrogate(name) || containsLoneSurrogate(value)) throw illFormed();
-  const serialized = serializer.serialize(value);
-  if (hasLoneSurrogate(serialized)) throw illFormed();
-  return serialized;
-}
-
-/** Throws InvalidKeyError when a field name to delete is not well-formed Unicode (see encodeField). */
-export function checkFieldName(name: string): string {
-  if (hasLoneSurrogate(name)) throw illFormed();
-  return name;
-}
-
-function illFormed(): InvalidKeyError {
-  // The text itself stays out of the message: it is the caller's data.
-  return new InvalidKeyError('session field names and values must be well-formed Unicode (a lone UTF-16 surrogate)');
-}
-
-function parseEnvelope(raw: string): SessionEnvelope | null {
-  try {
-    const e = JSON.parse(raw) as Partial<SessionEnvelope> | null;
-    if (!e || typeof e !== 'object' || typeof e.m !== 'number' || typeof e.t !== 'number' || typeof e.c !== 'number')
-      return null;
-    return {
-      u: typeof e.u === 'string' ? e.u : '',
-      c: e.c,
-      m: e.m,
-      t: e.t,
-      d: e.d && typeof e.d === 'object' ? e.d : {},
-      k: typeof e.k === 'string' ? e.k : undefined,
-    };
-  } catch {
-    return null;
-  }
-}
-
+/** Touching reads per pipeline; more in one tick go as several (see TickBatcher). */
+const TOUCH_READS_PER_CALL = 32;
+/** Compare-and-set attempts before a write falls back to its atomic Lua script (it never loses, but decodes JSON). */
+const CAS_ATTEMPTS = 3;
 /**
  * The Redis side of sessions, shared by SessionService and RedisSessionStore so both use the same keys and layout.
  *
  * A session is one string key, so the hot path needs no Lua: a touching read is `GETEX key PX ttl`, one command and
  * one round trip (plus a PEXPIREAT only for a session whose own ttl differs from the default, or in its last ttl
- * before the absolute deadline); on a single server the touching reads of one tick go as one script call of
- * GETEXs. Writes are Lua scripts touching only the keys of one session (one `{id}` hash tag); the per-user index
- * lives in its own slot and is maintained with separate commands.
+ * before the absolute deadline); on a single server the touching reads of one tick go as one pipeline of GETEXs.
+ * A write merges in this process and stores the result with a compare-and-set script that compares strings and does
+ * no JSON work (session-compare-and-set.lua), so no concurrent update is lost; after CAS_ATTEMPTS lost races it
+ * falls back to a script that merges atomically in Lua. Every script touches only the keys of one session (one
+ * `{id}` hash tag); the per-user index lives in its own slot (SessionUserIndex).
  *
  * Times come from this process's clock (Date.now()): the deadline is checked here on every read, Redis expiry only
  * cleans up. Callers validate ids before they get here and wrap errors; this class never logs.
@@ -138,29 +62,33 @@ function parseEnvelope(raw: string): SessionEnvelope | null {
 export class SessionRecords {
   private readonly keys: KeyBuilder;
   private readonly sessionHead: string;
-  /** Touching reads of one tick as one script call; undefined on a cluster (each session has its own slot). */
+  /** Touching reads of one tick as one pipeline; undefined on a cluster (each session has its own slot). */
   private readonly touchReads: TickBatcher<[key: string, ttl: number], string | null | Error> | undefined;
+  private readonly recent = new RecentValues();
+  /** Each user's index of session ids. */
+  readonly index: SessionUserIndex;
 
   constructor(
     readonly client: RedisClient,
     keyPrefix: string,
-    /** Largest stored session, bytes: checked here before a write is sent, and by the update script after a merge. */
+    /** Largest stored session, bytes: checked here before a write is sent, and after a merge. */
     private readonly maxSize = DEFAULT_SESSION_MAX_SIZE,
   ) {
     this.keys = new KeyBuilder(keyPrefix);
     this.sessionHead = this.keys.tagHead(FEATURES.session);
+    this.index = new SessionUserIndex(client, this.keys, (ids) => this.existing(ids));
     this.touchReads =
       client instanceof Cluster
         ? undefined
         : new TickBatcher(
             {
               one: ([key, ttl]) => client.getex(key, 'PX', ttl),
-              many: (reads) =>
-                touchReadsScript.runWithAnyKeys(
-                  client,
-                  reads.map(([key]) => key),
-                  reads.map(([, ttl]) => ttl),
-                ),
+              // plain commands in one write: each costs Redis what a lone GETEX costs, with no script around them
+              many: async (reads) => {
+                const replies = await client.pipeline(reads.map(([key, ttl]) => ['getex', key, 'PX', ttl])).exec();
+                if (!replies) throw new Error('the pipeline of session reads was not executed');
+                return replies.map(([err, value]) => err ?? (value as string | null));
+              },
             },
             TOUCH_READS_PER_CALL,
           );
@@ -173,15 +101,6 @@ export class SessionRecords {
 
   tombstoneKey(id: string): string {
     return this.keys.taggedTrusted(FEATURES.session, id, ':gone');
-  }
-
-  userIndexKey(userId: string): string {
-    return this.keys.tagged(FEATURES.sessionUserIndex, userId);
-  }
-
-  /** The ids of the user's index whose session may still be being written (same slot as the index). */
-  userPendingKey(userId: string): string {
-    return this.keys.tagged(FEATURES.sessionUserIndex, userId, ':new');
   }
 
   /**
@@ -201,6 +120,7 @@ export class SessionRecords {
       if (timeErr) throw timeErr;
       const envelope = raw === null ? null : parseEnvelope(raw);
       if (!envelope || envelope.m <= now) return null;
+      this.recent.set(id, raw!);
       const expiresAt = expireTime > 0 ? Number(expireTime) : Math.min(envelope.m, now + envelope.t);
       return { envelope, expiresAt, lastAccessedAt: Math.max(envelope.c, Math.min(now, expiresAt - envelope.t)) };
     }
@@ -214,6 +134,7 @@ export class SessionRecords {
       await this.client.del(key);
       return null;
     }
+    this.recent.set(id, raw);
     const expiresAt = Math.min(now + envelope.t, envelope.m);
     if (expiresAt !== now + touchTtl) await this.client.pexpireat(key, expiresAt);
     return { envelope, expiresAt, lastAccessedAt: now };
@@ -224,6 +145,7 @@ export class SessionRecords {
    * cookie `cookieJson` ('' keeps the stored one); false when the session is gone.
    */
   async storeTouch(id: string, ttl: number, cookieJson: string): Promise<boolean> {
+    this.recent.delete(id);
     const exp = await storeTouchScript.run(
       this.client,
       [this.sessionKey(id)],
@@ -249,13 +171,70 @@ export class SessionRecords {
       [this.sessionKey(id), this.tombstoneKey(id)],
       [json, expiresAt],
     );
+    if (created === 1) this.recent.set(id, json);
     return created === 1 ? 'created' : created === -1 ? 'tombstoned' : 'taken';
   }
 
+  /**
+   * Merges `sets` and `deletes` into an existing session (never creates one): merged here, into the value this
+   * process last saw of it (or a GET), then written with a compare-and-set that fails if the session changed
+   * meanwhile — it then answers with the current value and the merge runs again on that one.
+   */
   async update(id: string, touch: boolean, sets: [string, string][], deletes: string[]): Promise<RawSession | null> {
-    const now = Date.now();
-    // What this call adds can be refused before anything is sent; the merged total only the script knows.
+    // What this call adds can be refused before anything is sent; the merged total is checked after the merge.
     this.checkSize(sets.flat());
+    const key = this.sessionKey(id);
+    let current = this.recent.get(id);
+    let fresh = current === undefined;
+    if (current === undefined) current = (await this.client.get(key)) ?? undefined;
+    for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
+      if (current === undefined) {
+        this.recent.delete(id);
+        return null;
+      }
+      const now = Date.now();
+      const envelope = parseEnvelope(current);
+      if (!envelope || envelope.m <= now) {
+        if (!fresh) {
+          // what this process saw may be older than what is there now (a session created again under the id)
+          current = (await this.client.get(key)) ?? undefined;
+          fresh = true;
+          continue;
+        }
+        // past its absolute deadline (or not a session): gone, as for a read
+        this.recent.delete(id);
+        await this.client.del(key);
+        return null;
+      }
+      const merged = mergeFields(envelope, sets, deletes);
+      const json = JSON.stringify(merged);
+      if (Buffer.byteLength(json) > this.maxSize) throw this.tooLarge('after the merge');
+      const expiry = touch ? Math.min(now + merged.t, merged.m) : 'keep';
+      const reply = await compareAndSetScript.run(this.client, [key, this.tombstoneKey(id)], [current, json, expiry]);
+      if (reply !== -1 && reply[0] === 1) {
+        this.recent.set(id, json);
+        const expiresAt = Number(reply[1]);
+        return {
+          envelope: merged,
+          expiresAt,
+          lastAccessedAt: touch ? now : Math.max(merged.c, expiresAt - merged.t),
+        };
+      }
+      current = reply === -1 ? undefined : (reply[1] ?? undefined);
+      fresh = true;
+    }
+    this.recent.delete(id);
+    return this.updateByScript(id, touch, sets, deletes);
+  }
+
+  /** update() in one Lua script (cjson decodes and encodes the session): never loses a race, costs more Redis CPU. */
+  private async updateByScript(
+    id: string,
+    touch: boolean,
+    sets: [string, string][],
+    deletes: string[],
+  ): Promise<RawSession | null> {
+    const now = Date.now();
     const args: ScriptArg[] = [now, touch ? '1' : '0', this.maxSize, sets.length];
     for (const [f, v] of sets) args.push(f, v);
     args.push(...deletes);
@@ -294,6 +273,7 @@ export class SessionRecords {
    * With `always`, the tombstone is left even for an absent session, so a write still on its way cannot create it.
    */
   async destroy(id: string, tombstoneMs: number, always = false): Promise<string | null> {
+    this.recent.delete(id);
     return destroyScript.run(
       this.client,
       [this.sessionKey(id), this.tombstoneKey(id)],
@@ -302,98 +282,73 @@ export class SessionRecords {
   }
 
   /**
-   * express-session's set: replace data, create when missing; 'tombstoned' when the id was destroyed recently. When
-   * the session gets a new owner (`fields.u`), the id enters that user's index before the session is written, as in
-   * `create`; the caller removes it from the previous owner's index. `fields.t` 0: the key gets no Redis expiry.
+   * express-session's set: replace data, create when missing; 'tombstoned' when the id was destroyed recently. Keeps
+   * createdAt and the absolute deadline of a live session. When the session gets a new owner (`fields.u`), the id
+   * enters that user's index before the session is written, as in `create`; the caller removes it from the previous
+   * owner's index. `fields.t` 0: the key gets no Redis expiry. Written with a compare-and-set against the value this
+   * process last saw (or a GET), like update().
    */
   async storeSet(
     id: string,
     fields: Omit<SessionEnvelope, 'c' | 'm'>,
     maxAgeMs: number,
   ): Promise<{ previousUserId: string; expiresAt: number } | 'tombstoned'> {
-    const json = JSON.stringify(fields);
-    this.checkSize([json]);
+    this.checkSize([JSON.stringify(fields)]);
+    const key = this.sessionKey(id);
+    // one `now` for every attempt: the deadline of a new session stays the one indexed
+    const now = Date.now();
+    let current = this.recent.get(id) ?? (await this.client.get(key)) ?? '';
+    let indexed = false;
+    for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
+      const old = current === '' ? null : parseEnvelope(current);
+      const live = old !== null && old.m > now;
+      const created = live ? old.c : now;
+      const deadline = live ? old.m : now + Math.ceil(maxAgeMs);
+      const previous = live ? old.u : '';
+      if (fields.u !== '' && previous !== fields.u && !indexed) {
+        await this.index.add(fields.u, id, deadline, true);
+        indexed = true;
+      }
+      const json = JSON.stringify({ c: created, m: deadline, ...fields });
+      this.checkSize([json]);
+      const expiry = fields.t === 0 ? 'none' : Math.min(now + fields.t, deadline);
+      const reply = await compareAndSetScript.run(this.client, [key, this.tombstoneKey(id)], [current, json, expiry]);
+      if (reply === -1) {
+        this.recent.delete(id);
+        return 'tombstoned';
+      }
+      if (reply[0] === 1) {
+        this.recent.set(id, json);
+        if (indexed) await this.index.settled(fields.u, id);
+        return { previousUserId: previous, expiresAt: expiry === 'none' ? deadline : expiry };
+      }
+      current = reply[1] ?? '';
+    }
+    this.recent.delete(id);
+    return this.storeSetByScript(id, fields, maxAgeMs, now, indexed);
+  }
+
+  /** storeSet() in one Lua script (cjson decodes the stored session): never loses a race, costs more Redis CPU. */
+  private async storeSetByScript(
+    id: string,
+    fields: Omit<SessionEnvelope, 'c' | 'm'>,
+    maxAgeMs: number,
+    now: number,
+    indexed: boolean,
+  ): Promise<{ previousUserId: string; expiresAt: number } | 'tombstoned'> {
     const keys = [this.sessionKey(id), this.tombstoneKey(id)];
-    const args: ScriptArg[] = [Date.now(), Math.ceil(maxAgeMs), fields.t, json, fields.u];
+    const args: ScriptArg[] = [now, Math.ceil(maxAgeMs), fields.t, JSON.stringify(fields), indexed ? '' : fields.u];
     let reply = await storeSetScript.run(this.client, keys, args);
     if (reply !== -1 && reply.length === 3) {
-      await this.indexAdd(fields.u, id, Number(reply[1]), true);
+      await this.index.add(fields.u, id, Number(reply[1]), true);
+      indexed = true;
       // The same `now`: the deadline of a new session is the one just indexed.
       args[4] = '';
       reply = await storeSetScript.run(this.client, keys, args);
-      if (reply !== -1) await this.indexSettled(fields.u, id);
     }
+    if (reply !== -1 && indexed) await this.index.settled(fields.u, id);
     if (reply === -1) return 'tombstoned';
     return { previousUserId: String(reply[0]), expiresAt: Number(reply[1]) };
-  }
-
-  /**
-   * Adds `id` to the user's index — BEFORE its session is written, so that destroyAllForUser (which reads the index)
-   * never misses a session that exists — and prunes the index: ids past their absolute deadline go in the same
-   * script; with `prune`, a random sample of the other ids is checked first (EXISTS, one command per id,
-   * concurrently: they live in other slots) and the dead ones go too, unless added in the last PENDING_MS (their
-   * session may still be on its way), so dead ids never pile up and a write costs a bounded amount of work.
-   */
-  async indexAdd(userId: string, id: string, deadline: number, prune: boolean): Promise<void> {
-    const dead = prune ? await this.deadSample(userId, id) : [];
-    await this.runIndexScript(userId, id, deadline, dead);
-  }
-
-  /** The session of `id` is written: pruning may drop the id again once it dies (see indexAdd). */
-  async indexSettled(userId: string, id: string): Promise<void> {
-    await this.client.zrem(this.userPendingKey(userId), id);
-  }
-
-  /**
-   * Removes ids found dead from the user's index. Only ids that were not pending when found dead may be passed (an id
-   * settles once its session is written, so one pending then may be alive now); pending ones stay anyway.
-   */
-  async indexPrune(userId: string, dead: string[]): Promise<void> {
-    if (dead.length > 0) await this.runIndexScript(userId, '', 0, dead);
-  }
-
-  /** Removes ids whose session was destroyed (with a tombstone, so they can never be written again). */
-  async indexRemove(userId: string, ids: string[]): Promise<void> {
-    if (ids.length > 0) await this.client.zrem(this.userIndexKey(userId), ...ids);
-  }
-
-  private async deadSample(userId: string, except: string): Promise<string[]> {
-    const keys = [this.userIndexKey(userId), this.userPendingKey(userId)];
-    const ids = (await indexSampleScript.run(this.client, keys, [PRUNE_SAMPLE])).filter((other) => other !== except);
-    const alive = await this.existing(ids);
-    return ids.filter((_, i) => !alive[i]);
-  }
-
-  private async runIndexScript(userId: string, id: string, deadline: number, dead: string[]): Promise<void> {
-    await indexAddScript.run(
-      this.client,
-      [this.userIndexKey(userId), this.userPendingKey(userId)],
-      [Date.now(), PENDING_MS, id, deadline, ...dead],
-    );
-  }
-
-  /** Ids in the user's index whose absolute deadline has not passed (some may have expired idle or been destroyed). */
-  async indexIds(userId: string, now = Date.now()): Promise<string[]> {
-    return this.client.zrangebyscore(this.userIndexKey(userId), now, '+inf');
-  }
-
-  /**
-   * indexIds, and which of them are still pending (their session may not be written yet: not dead when missing), read
-   * together (one MULTI on the user's slot).
-   */
-  async indexIdsWithPending(userId: string): Promise<{ ids: string[]; pending: Set<string> }> {
-    const replies = await this.client
-      .multi()
-      .zrangebyscore(this.userIndexKey(userId), Date.now(), '+inf')
-      .zrange(this.userPendingKey(userId), '0', '-1')
-      .exec();
-    const [[idsErr, ids], [pendingErr, pending]] = (replies ?? [[new Error('transaction aborted'), null], []]) as [
-      [Error | null, string[]],
-      [Error | null, string[]],
-    ];
-    if (idsErr) throw idsErr;
-    if (pendingErr) throw pendingErr;
-    return { ids, pending: new Set(pending) };
   }
 
   /** Whether each session exists (concurrent EXISTS: on a cluster each id lives in its own slot). */

@@ -100,12 +100,12 @@ export class SessionService {
         const expiresAt = Math.min(now + envelope.t, envelope.m);
         const json = this.records.encode(envelope);
         // The index entry first: destroyAllForUser reads the index, so a session must never exist unindexed.
-        await this.records.indexAdd(userId, id, envelope.m, true);
+        await this.records.index.add(userId, id, envelope.m, true);
         const created = await this.records.create(id, json, expiresAt);
         if (created !== 'created') {
           // A 2^-256 collision, or destroyAllForUser saw the id in the index and tombstoned it: try another id.
           if (created === 'tombstoned') tombstoned++;
-          await this.records.indexRemove(userId, [id]);
+          await this.records.index.remove(userId, [id]);
           continue;
         }
         this.settle(userId, id);
@@ -184,9 +184,9 @@ export class SessionService {
         const expiresAt = Math.min(now + t, m);
         const json = this.records.encode(envelope);
         // Indexed before it exists, as in create().
-        if (userId !== '') await this.records.indexAdd(userId, next, m, false);
+        if (userId !== '') await this.records.index.add(userId, next, m, false);
         if ((await this.records.create(next, json, expiresAt)) !== 'created') {
-          if (userId !== '') await this.records.indexRemove(userId, [next]);
+          if (userId !== '') await this.records.index.remove(userId, [next]);
           continue;
         }
         if (userId !== '') this.settle(userId, next);
@@ -194,10 +194,10 @@ export class SessionService {
         const destroyed = await this.records.destroy(id, this.options.tombstoneMs);
         if (destroyed === null) {
           await this.records.destroy(next, this.options.tombstoneMs);
-          if (userId !== '') await this.records.indexRemove(userId, [next]);
+          if (userId !== '') await this.records.index.remove(userId, [next]);
           throw new SessionNotFoundError('session not found (destroyed while regenerating)');
         }
-        if (userId !== '') await this.records.indexRemove(userId, [id]);
+        if (userId !== '') await this.records.index.remove(userId, [id]);
         await this.revoke([id]);
         return this.toSession<T>(next, { envelope, expiresAt, lastAccessedAt: now });
       }
@@ -218,7 +218,7 @@ export class SessionService {
       const outcome = userId === null ? 'missing' : 'destroyed';
       diagnose('sessionDestroy', () => ({ feature: 'session', operation: 'destroy', outcome }));
       if (userId === null) return false;
-      if (userId !== '') await this.records.indexRemove(userId, [id]);
+      if (userId !== '') await this.records.index.remove(userId, [id]);
       return true;
     });
   }
@@ -227,10 +227,10 @@ export class SessionService {
   async listForUser<T extends SessionData = SessionData>(userId: string): Promise<Session<T>[]> {
     KeyBuilder.validate(userId, 'userId');
     return this.guard('listForUser', async () => {
-      const { ids, pending } = await this.records.indexIdsWithPending(userId);
+      const { ids, pending } = await this.records.index.idsWithPending(userId);
       const raws = await Promise.all(ids.map((id) => this.records.read(id, undefined)));
       const dead = ids.filter((id, i) => raws[i] === null && !pending.has(id));
-      await this.records.indexPrune(userId, dead);
+      await this.records.index.prune(userId, dead);
       return raws
         .map((raw, i) => (raw ? this.toSession<T>(ids[i], raw) : null))
         .filter((s): s is Session<T> => s !== null && s.userId === userId)
@@ -248,10 +248,10 @@ export class SessionService {
   async destroyAllForUser(userId: string): Promise<number> {
     KeyBuilder.validate(userId, 'userId');
     return this.guard('destroyAllForUser', async () => {
-      const ids = await this.records.indexIds(userId, 0);
+      const ids = await this.records.index.ids(userId, 0);
       const owners = await Promise.all(ids.map((id) => this.records.destroy(id, this.options.tombstoneMs, true)));
       await this.revoke(ids);
-      await this.records.indexRemove(userId, ids);
+      await this.records.index.remove(userId, ids);
       return owners.filter((u) => u !== null).length;
     });
   }
@@ -367,7 +367,7 @@ export class SessionService {
    * fail, for 60 s) the id is only kept in the index a little longer. A failure is counted and logged by the policy.
    */
   private settle(userId: string, id: string): void {
-    this.guard('index update', () => this.records.indexSettled(userId, id)).catch(() => undefined);
+    this.guard('index update', () => this.records.index.settled(userId, id)).catch(() => undefined);
   }
 
   /**

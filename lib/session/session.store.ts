@@ -230,7 +230,7 @@ export class RedisSessionStore extends loadStoreBase() {
       if (result === 'tombstoned') return;
       // A new owner's index got the id before the write (storeSet); the previous owner's loses it.
       if (result.previousUserId !== userId && result.previousUserId !== '') {
-        await this.records.indexRemove(result.previousUserId, [sid]);
+        await this.records.index.remove(result.previousUserId, [sid]);
       }
     });
   }
@@ -310,7 +310,7 @@ export class RedisSessionStore extends loadStoreBase() {
     const userId = await this.records.destroy(sid, this.tombstoneMs);
     // Announced even when already gone, as SessionService.destroy does: a retry must still reach the gateways.
     await this.revoke([sid]);
-    if (userId) await this.records.indexRemove(userId, [sid]);
+    if (userId) await this.records.index.remove(userId, [sid]);
   }
 
   /**

@@ -1,0 +1,81 @@
+import { InvalidKeyError } from '../common/errors.js';
+import type { Serializer } from '../common/serializer.js';
+import { containsLoneSurrogate, hasLoneSurrogate } from '../common/unicode.js';
+
+/**
+ * What one session key holds: a JSON string. `d` maps each top-level data field to its serialized value, so an
+ * update merges field by field without re-serializing the other values.
+ */
+export interface SessionEnvelope {
+  /** userId ('' for an anonymous express-session session). */
+  u: string;
+  /** createdAt, epoch ms. */
+  c: number;
+  /** Absolute deadline: createdAt + maxAgeMs. */
+  m: number;
+  /** Idle ttl of this session, ms. */
+  t: number;
+  /** Data fields: name → serialized value. */
+  d: Record<string, string>;
+  /** express-session's cookie (JSON), when the session was written by RedisSessionStore. */
+  k?: string;
+}
+
+/** A session as read from Redis. */
+export interface RawSession {
+  readonly envelope: SessionEnvelope;
+  readonly expiresAt: number;
+  readonly lastAccessedAt: number;
+}
+
+/**
+ * One data field as stored: its value serialized. Names and values must be well-formed Unicode (no lone UTF-16
+ * surrogate): Lua's cjson (the scripts that still decode a session: destroy, express-session's touch) cannot decode
+ * a stored name with one, so every later write of the session would fail. Throws InvalidKeyError before anything
+ * is sent.
+ */
+export function encodeField(serializer: Serializer, name: string, value: unknown): string {
+  if (hasLoneSurrogate(name) || containsLoneSurrogate(value)) throw illFormed();
+  const serialized = serializer.serialize(value);
+  if (hasLoneSurrogate(serialized)) throw illFormed();
+  return serialized;
+}
+
+/** Throws InvalidKeyError when a field name to delete is not well-formed Unicode (see encodeField). */
+export function checkFieldName(name: string): string {
+  if (hasLoneSurrogate(name)) throw illFormed();
+  return name;
+}
+
+function illFormed(): InvalidKeyError {
+  // The text itself stays out of the message: it is the caller's data.
+  return new InvalidKeyError('session field names and values must be well-formed Unicode (a lone UTF-16 surrogate)');
+}
+
+/** The stored JSON as an envelope; null when it is not one (a foreign or damaged value). */
+export function parseEnvelope(raw: string): SessionEnvelope | null {
+  try {
+    const e = JSON.parse(raw) as Partial<SessionEnvelope> | null;
+    if (!e || typeof e !== 'object' || typeof e.m !== 'number' || typeof e.t !== 'number' || typeof e.c !== 'number')
+      return null;
+    return {
+      u: typeof e.u === 'string' ? e.u : '',
+      c: e.c,
+      m: e.m,
+      t: e.t,
+      d: e.d && typeof e.d === 'object' ? e.d : {},
+      k: typeof e.k === 'string' ? e.k : undefined,
+    };
+  } catch {
+    return null;
+  }
+}
+
+/** `envelope` with `sets` written and `deletes` removed (a new object; the input is not changed). */
+export function mergeFields(envelope: SessionEnvelope, sets: [string, string][], deletes: string[]): SessionEnvelope {
+  // no prototype: a field named `__proto__` is a field like any other
+  const d = Object.assign(Object.create(null) as Record<string, string>, envelope.d);
+  for (const [name, value] of sets) d[name] = value;
+  for (const name of deletes) delete d[name];
+  return { ...envelope, d };
+}
