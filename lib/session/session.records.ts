@@ -7,6 +7,7 @@ import { TickBatcher } from '../common/tick-batcher.js';
 import { mergeFields, parseEnvelope, type RawSession, type SessionEnvelope } from './session.envelope.js';
 import { DEFAULT_SESSION_MAX_SIZE } from './session.options.js';
 import { RecentValues } from './session.recent-values.js';
+import { storeSetInLua, updateInLua } from './session.lua-writes.js';
 import { SessionUserIndex } from './session.user-index.js';
 
 export { checkFieldName, encodeField, type RawSession, type SessionEnvelope } from './session.envelope.js';
@@ -14,13 +15,9 @@ export { checkFieldName, encodeField, type RawSession, type SessionEnvelope } fr
 /** Feature name in keys: `<prefix>sess:{<id>}`, `<prefix>sess:{<id>}:gone`, `<prefix>sess:user:{<userId>}`. */
 
 const createScript = LuaScript.fromFile<number>('rtk_sess_create', new URL('./session-create.lua', import.meta.url), 2);
-/** The atomic merge in Lua (cjson): the fallback when compare-and-set keeps losing to concurrent writes. */
-const updateScript = LuaScript.fromFile<[string, number] | -1 | null>(
-  'rtk_sess_update',
-  new URL('./session-update.lua', import.meta.url),
-  1,
-);
-const compareAndSetScript = LuaScript.fromFile<[1, number] | [0, string?] | -1>(
+/** Written: { 1, expiresAt }; changed meanwhile: { 0, current value } ({ 0 } when gone); tombstoned: -1. */
+type CasReply = [1, number] | [0, string?] | -1;
+const compareAndSetScript = LuaScript.fromFile<CasReply>(
   'rtk_sess_compare_and_set',
   new URL('./session-compare-and-set.lua', import.meta.url),
   2,
@@ -28,12 +25,6 @@ const compareAndSetScript = LuaScript.fromFile<[1, number] | [0, string?] | -1>(
 const destroyScript = LuaScript.fromFile<string | null>(
   'rtk_sess_destroy',
   new URL('./session-destroy.lua', import.meta.url),
-  2,
-);
-/** express-session's set in one script (cjson): the fallback when compare-and-set keeps losing. */
-const storeSetScript = LuaScript.fromFile<[string, number] | [string, number, 'unindexed'] | -1>(
-  'rtk_sess_store_set',
-  new URL('./session-store-set.lua', import.meta.url),
   2,
 );
 const storeTouchScript = LuaScript.fromFile<number>(
@@ -65,6 +56,8 @@ export class SessionRecords {
   /** Touching reads of one tick as one pipeline; undefined on a cluster (each session has its own slot). */
   private readonly touchReads: TickBatcher<[key: string, ttl: number], string | null | Error> | undefined;
   private readonly recent = new RecentValues();
+  /** Compare-and-set writes of one tick as one pipeline; undefined on a cluster (each session has its own slot). */
+  private readonly writes: TickBatcher<ScriptArg[], CasReply | Error> | undefined;
   /** Each user's index of session ids. */
   readonly index: SessionUserIndex;
 
@@ -92,6 +85,31 @@ export class SessionRecords {
             },
             TOUCH_READS_PER_CALL,
           );
+    this.writes =
+      client instanceof Cluster
+        ? undefined
+        : new TickBatcher(
+            {
+              one: ([key, tombstone, ...args]) =>
+                compareAndSetScript.run(client, [String(key), String(tombstone)], args),
+              many: (calls) =>
+                compareAndSetScript.runPipelined(
+                  client,
+                  calls.map(([key, tombstone, ...args]) => ({ keys: [String(key), String(tombstone)], args })),
+                ),
+            },
+            TOUCH_READS_PER_CALL,
+          );
+  }
+
+  /** The compare-and-set script for one session (batched with the other writes of this tick on a single server). */
+  private async compareAndSet(id: string, expected: string, json: string, expiry: number | string): Promise<CasReply> {
+    const args: ScriptArg[] = [this.sessionKey(id), this.tombstoneKey(id), expected, json, expiry];
+    const reply = await (this.writes
+      ? this.writes.add(args)
+      : compareAndSetScript.run(this.client, [String(args[0]), String(args[1])], args.slice(2)));
+    if (reply instanceof Error) throw reply;
+    return reply;
   }
 
   /** `<prefix>sess:{<id>}` — ids are validated (base64url) by the callers, so nothing needs escaping. */
@@ -210,7 +228,7 @@ export class SessionRecords {
       const json = JSON.stringify(merged);
       if (Buffer.byteLength(json) > this.maxSize) throw this.tooLarge('after the merge');
       const expiry = touch ? Math.min(now + merged.t, merged.m) : 'keep';
-      const reply = await compareAndSetScript.run(this.client, [key, this.tombstoneKey(id)], [current, json, expiry]);
+      const reply = await this.compareAndSet(id, current, json, expiry);
       if (reply !== -1 && reply[0] === 1) {
         this.recent.set(id, json);
         const expiresAt = Number(reply[1]);
@@ -224,30 +242,9 @@ export class SessionRecords {
       fresh = true;
     }
     this.recent.delete(id);
-    return this.updateByScript(id, touch, sets, deletes);
-  }
-
-  /** update() in one Lua script (cjson decodes and encodes the session): never loses a race, costs more Redis CPU. */
-  private async updateByScript(
-    id: string,
-    touch: boolean,
-    sets: [string, string][],
-    deletes: string[],
-  ): Promise<RawSession | null> {
-    const now = Date.now();
-    const args: ScriptArg[] = [now, touch ? '1' : '0', this.maxSize, sets.length];
-    for (const [f, v] of sets) args.push(f, v);
-    args.push(...deletes);
-    const reply = await updateScript.run(this.client, [this.sessionKey(id)], args);
-    if (reply === -1) throw this.tooLarge('after the merge');
-    if (!reply) return null;
-    const envelope = parseEnvelope(reply[0]);
-    if (!envelope) return null;
-    return {
-      envelope,
-      expiresAt: Number(reply[1]),
-      lastAccessedAt: touch ? now : Math.max(envelope.c, Number(reply[1]) - envelope.t),
-    };
+    const merged = await updateInLua(this.client, key, this.maxSize, touch, sets, deletes);
+    if (merged === 'too large') throw this.tooLarge('after the merge');
+    return merged;
   }
 
   /**
@@ -312,7 +309,7 @@ export class SessionRecords {
       const json = JSON.stringify({ c: created, m: deadline, ...fields });
       this.checkSize([json]);
       const expiry = fields.t === 0 ? 'none' : Math.min(now + fields.t, deadline);
-      const reply = await compareAndSetScript.run(this.client, [key, this.tombstoneKey(id)], [current, json, expiry]);
+      const reply = await this.compareAndSet(id, current, json, expiry);
       if (reply === -1) {
         this.recent.delete(id);
         return 'tombstoned';
@@ -325,30 +322,7 @@ export class SessionRecords {
       current = reply[1] ?? '';
     }
     this.recent.delete(id);
-    return this.storeSetByScript(id, fields, maxAgeMs, now, indexed);
-  }
-
-  /** storeSet() in one Lua script (cjson decodes the stored session): never loses a race, costs more Redis CPU. */
-  private async storeSetByScript(
-    id: string,
-    fields: Omit<SessionEnvelope, 'c' | 'm'>,
-    maxAgeMs: number,
-    now: number,
-    indexed: boolean,
-  ): Promise<{ previousUserId: string; expiresAt: number } | 'tombstoned'> {
-    const keys = [this.sessionKey(id), this.tombstoneKey(id)];
-    const args: ScriptArg[] = [now, Math.ceil(maxAgeMs), fields.t, JSON.stringify(fields), indexed ? '' : fields.u];
-    let reply = await storeSetScript.run(this.client, keys, args);
-    if (reply !== -1 && reply.length === 3) {
-      await this.index.add(fields.u, id, Number(reply[1]), true);
-      indexed = true;
-      // The same `now`: the deadline of a new session is the one just indexed.
-      args[4] = '';
-      reply = await storeSetScript.run(this.client, keys, args);
-    }
-    if (reply !== -1 && indexed) await this.index.settled(fields.u, id);
-    if (reply === -1) return 'tombstoned';
-    return { previousUserId: String(reply[0]), expiresAt: Number(reply[1]) };
+    return storeSetInLua(this.client, this.index, id, [key, this.tombstoneKey(id)], fields, maxAgeMs, now, indexed);
   }
 
   /** Whether each session exists (concurrent EXISTS: on a cluster each id lives in its own slot). */

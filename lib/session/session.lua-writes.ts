@@ -1,0 +1,75 @@
+import { LuaScript, type RedisClient, type ScriptArg } from '../common/lua-script.js';
+import { parseEnvelope, type RawSession, type SessionEnvelope } from './session.envelope.js';
+import type { SessionUserIndex } from './session.user-index.js';
+
+/**
+ * The writes of sessions as single Lua scripts that decode the stored JSON with cjson: atomic, so they never lose a
+ * race, but they cost Redis several times the CPU of the compare-and-set (session.records.ts), which falls back to
+ * them only after losing CAS_ATTEMPTS races in a row.
+ */
+
+/** The atomic merge in Lua. */
+const updateScript = LuaScript.fromFile<[string, number] | -1 | null>(
+  'rtk_sess_update',
+  new URL('./session-update.lua', import.meta.url),
+  1,
+);
+/** express-session's set in one script. */
+const storeSetScript = LuaScript.fromFile<[string, number] | [string, number, 'unindexed'] | -1>(
+  'rtk_sess_store_set',
+  new URL('./session-store-set.lua', import.meta.url),
+  2,
+);
+
+/** SessionRecords.update in one script: the merged session, null when gone, 'too large' when over `maxSize`. */
+export async function updateInLua(
+  client: RedisClient,
+  key: string,
+  maxSize: number,
+  touch: boolean,
+  sets: [string, string][],
+  deletes: string[],
+): Promise<RawSession | null | 'too large'> {
+  const now = Date.now();
+  const args: ScriptArg[] = [now, touch ? '1' : '0', maxSize, sets.length];
+  for (const [f, v] of sets) args.push(f, v);
+  args.push(...deletes);
+  const reply = await updateScript.run(client, [key], args);
+  if (reply === -1) return 'too large';
+  if (!reply) return null;
+  const envelope = parseEnvelope(reply[0]);
+  if (!envelope) return null;
+  return {
+    envelope,
+    expiresAt: Number(reply[1]),
+    lastAccessedAt: touch ? now : Math.max(envelope.c, Number(reply[1]) - envelope.t),
+  };
+}
+
+/**
+ * SessionRecords.storeSet in one script (`keys`: session, tombstone); `indexed` when the caller already put the id in
+ * the new owner's index.
+ */
+export async function storeSetInLua(
+  client: RedisClient,
+  index: SessionUserIndex,
+  id: string,
+  keys: [string, string],
+  fields: Omit<SessionEnvelope, 'c' | 'm'>,
+  maxAgeMs: number,
+  now: number,
+  indexed: boolean,
+): Promise<{ previousUserId: string; expiresAt: number } | 'tombstoned'> {
+  const args: ScriptArg[] = [now, Math.ceil(maxAgeMs), fields.t, JSON.stringify(fields), indexed ? '' : fields.u];
+  let reply = await storeSetScript.run(client, keys, args);
+  if (reply !== -1 && reply.length === 3) {
+    await index.add(fields.u, id, Number(reply[1]), true);
+    indexed = true;
+    // The same `now`: the deadline of a new session is the one just indexed.
+    args[4] = '';
+    reply = await storeSetScript.run(client, keys, args);
+  }
+  if (reply !== -1 && indexed) await index.settled(fields.u, id);
+  if (reply === -1) return 'tombstoned';
+  return { previousUserId: String(reply[0]), expiresAt: Number(reply[1]) };
+}
