@@ -153,6 +153,22 @@ describe.each(['single', 'cluster'] as const)('SessionService on %s', (target) =
     expect(data.keep).toBe(true);
   });
 
+  it('an update merges into what another instance wrote since this one last saw the session (compare-and-set)', async () => {
+    const prefix = uniquePrefix();
+    const one = await sessionApp(target, {}, prefix);
+    const two = await sessionApp(target, {}, prefix);
+    const s = await one.sessions.create('gina', { a: 1 });
+    expect((await one.sessions.get(s.id))!.data).toEqual({ a: 1 }); // instance one has seen { a: 1 }
+    await two.sessions.update(s.id, { b: 2 }); // written behind instance one's back
+    // one merges into { a: 1 }, the compare-and-set refuses it and answers with { a, b }: merged again, nothing lost
+    expect((await one.sessions.update(s.id, { c: 3 })).data).toEqual({ a: 1, b: 2, c: 3 });
+    expect((await two.sessions.get(s.id))!.data).toEqual({ a: 1, b: 2, c: 3 });
+    // a session destroyed behind its back is not brought back by an instance that still remembers it
+    await two.sessions.destroy(s.id);
+    await expect(one.sessions.update(s.id, { d: 4 })).rejects.toBeInstanceOf(SessionNotFoundError);
+    expect(await one.client.exists(`${prefix}sess:{${s.id}}`)).toBe(0);
+  });
+
   it('values survive the Lua merge exactly (unicode, big numbers, empty containers, odd field names)', async () => {
     const { sessions } = await sessionApp(target);
     const tricky = {
