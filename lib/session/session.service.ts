@@ -147,8 +147,8 @@ export class SessionService {
   /**
    * Merges `patch` into the session data without losing a concurrent update (a compare-and-set, see SessionRecords):
    * each top-level field is set, a field set to `undefined` is deleted; fields not in the patch are untouched, so
-   * concurrent updates of different fields all survive. Throws SessionNotFoundError when the session does not exist (an expired or destroyed session is never
-   * brought back).
+   * concurrent updates of different fields all survive. Throws SessionNotFoundError when the session does not exist
+   * (an expired or destroyed session is never brought back).
    */
   async update<T extends SessionData = SessionData>(id: unknown, patch: Partial<T> | SessionData): Promise<Session<T>> {
     if (!isValidSessionId(id)) throw new SessionNotFoundError('session not found (malformed id)');
