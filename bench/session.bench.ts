@@ -103,14 +103,21 @@ async function main(): Promise<void> {
   const servers: Server[] = [];
   try {
     // ---- data: the same sessions for every library --------------------------------------------------------------
-    const serviceIds = await Promise.all(
-      Array.from({ length: SESSIONS }, (_, i) => sessions.create(`user-${i % 100}`, payload(i))),
-    ).then((list) => list.map((s) => s.id));
+    // written 50 at a time: the set-up is not a load test (1,000 at once overran the command timeout on a busy box)
+    const inChunks = async <T>(n: number, write: (i: number) => Promise<T>): Promise<T[]> => {
+      const out: T[] = [];
+      for (let i = 0; i < n; i += 50)
+        out.push(...(await Promise.all(Array.from({ length: Math.min(50, n - i) }, (_, j) => write(i + j)))));
+      return out;
+    };
+    const serviceIds = (await inChunks(SESSIONS, (i) => sessions.create(`user-${i % 100}`, payload(i)))).map(
+      (s) => s.id,
+    );
     const storeIds = Array.from({ length: SESSIONS }, () => generateSessionId());
     const peerIds = Array.from({ length: SESSIONS }, () => generateSessionId());
     const stored = (i: number) => ({ cookie: cookieFor(86_400_000), ...payload(i) }) as unknown as session.SessionData;
-    await Promise.all(storeIds.map((id, i) => ourStore.set(id, stored(i))));
-    await Promise.all(peerIds.map((id, i) => peerStore.set(id, stored(i))));
+    await inChunks(SESSIONS, (i) => ourStore.set(storeIds[i], stored(i)));
+    await inChunks(SESSIONS, (i) => peerStore.set(peerIds[i], stored(i)));
     const pick = (ids: string[]) => ids[Math.floor(Math.random() * ids.length)];
     const pickIndex = () => Math.floor(Math.random() * SESSIONS);
     let counter = 0;
