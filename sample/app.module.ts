@@ -30,6 +30,8 @@ import { ProductsModule } from './products/products.module.js';
             algorithm: config.get<RateLimitAlgorithm>('RATE_LIMIT_ALGORITHM', 'sliding-window'),
           },
           trustProxy: config.get('TRUST_PROXY') === 'true',
+          // the largest sliding-window limit accepted (RATE_LIMIT_LIMIT above it stops the app at start)
+          maxSlidingWindowLimit: Number(config.get('RATE_LIMIT_MAX_SLIDING_WINDOW_LIMIT', 10_000)),
         },
         session: {
           cookie: { secret: config.get<string>('SESSION_SECRET', 'change-me-in-production'), secure: 'auto' },
