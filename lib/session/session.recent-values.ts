@@ -1,28 +1,39 @@
 /** Sessions whose last value this process keeps (see RecentValues). */
 const RECENT_VALUES = 1_000;
+/** At most this many UTF-16 units of values in all (~8 MB of strings); a larger value is not kept at all. */
+const RECENT_UNITS = 4 * 1_024 * 1_024;
+const LARGEST_KEPT = 64 * 1_024;
 
 /**
- * The value of each session this process last read or wrote (the most recent RECENT_VALUES sessions): a write merges
- * into it and sends it as the value expected by the compare-and-set, so a read-then-write (a request) costs no
- * second read. Only a guess: a stale value makes the compare-and-set fail and answer with the current one.
+ * The value of each session this process last read or wrote (the most recent RECENT_VALUES sessions, RECENT_UNITS
+ * in all): a write merges into it and sends it as the value expected by the compare-and-set, so a read-then-write
+ * (a request) costs no second read. Only a guess: a stale value makes the compare-and-set fail and answer with the
+ * current one; a session not kept costs one GET before its write.
  */
 export class RecentValues {
   private readonly values = new Map<string, string>();
+  private units = 0;
 
   get(id: string): string | undefined {
     return this.values.get(id);
   }
 
   set(id: string, value: string): void {
-    this.values.delete(id);
-    if (this.values.size >= RECENT_VALUES) {
+    this.delete(id);
+    if (value.length > LARGEST_KEPT) return;
+    while (this.values.size >= RECENT_VALUES || this.units + value.length > RECENT_UNITS) {
       const oldest = this.values.keys().next().value;
-      if (oldest !== undefined) this.values.delete(oldest);
+      if (oldest === undefined) break;
+      this.delete(oldest);
     }
     this.values.set(id, value);
+    this.units += value.length;
   }
 
   delete(id: string): void {
+    const old = this.values.get(id);
+    if (old === undefined) return;
+    this.units -= old.length;
     this.values.delete(id);
   }
 }
