@@ -61,7 +61,7 @@ const BENCHES: { name: string; budgetS: number }[] = [
   { name: 'ratelimit', budgetS: 110 },
   { name: 'ratelimit-attack', budgetS: 45 },
   { name: 'session', budgetS: 110 },
-  { name: 'lock', budgetS: 110 },
+  { name: 'lock', budgetS: 120 },
   { name: 'semaphore', budgetS: 60 },
   { name: 'pubsub', budgetS: 130 },
   { name: 'http', budgetS: 100 },
