@@ -8,6 +8,7 @@ import { DEFAULT_CONNECTION_NAME } from './connection.options.js';
 import type { ConnectionFeature } from './connection.validation.js';
 import type { RedisConnection } from './redis-connection.js';
 import type { RedisConnections } from './redis-connections.js';
+import { probePermissions } from './redis-permissions.probe.js';
 
 /** One command a feature sends, with representative arguments (keys and channels under the prefix). */
 export interface RequiredCommand {
@@ -140,13 +141,15 @@ export function requiredCommands(
   options: { cluster: boolean; sharded: boolean; features?: ConnectionFeature[] },
 ): RequiredCommand[] {
   const keys = new KeyBuilder(keyPrefix);
-  const channel = keys.channel('acl-check');
+  // An internal channel: the probe (Redis < 7) publishes on it, and no client ever subscribes to one.
+  const channel = keys.channel(KeyBuilder.internalChannel('acl', 'check'));
   const out: RequiredCommand[] = [];
   for (const f of FEATURE_COMMANDS) {
     // Health runs on every connection; a feature only on the connection it is configured to use.
     if (options.features && f.option && !options.features.includes(f.option)) continue;
-    // Health sends no key (PING, INFO): any key under the prefix does for its sample.
-    const key = keys.tagged(f.key || FEATURES.cache, 'acl-check');
+    // Health sends no key (PING, INFO): any key under the prefix does for its sample. `{acl:check}`: no caller's
+    // key can equal it (a caller's `:` is always escaped), so the probe of Redis < 7 never touches one.
+    const key = keys.taggedTrusted(f.key || FEATURES.cache, 'acl:check');
     for (const c of f.commands) {
       const command = options.sharded && (c === 'publish' || c === 'subscribe') ? `s${c}` : c;
       out.push({ feature: f.name, args: sample(command, key, channel) });
@@ -173,8 +176,13 @@ export function requiredCommands(
 /** What `checkPermissions` found: the denied commands, and how they were checked. */
 export interface PermissionReport {
   denied: RequiredCommand[];
-  /** `dryrun` (ACL DRYRUN), `script` (redis.acl_check_cmd in a script), `scripting-denied` or `unsupported`. */
-  method: 'dryrun' | 'script' | 'scripting-denied' | 'unsupported';
+  /**
+   * `dryrun` (ACL DRYRUN), `script` (redis.acl_check_cmd in a script), `probe` (each command run on a probe key:
+   * Redis < 7), `scripting-denied`.
+   */
+  method: 'dryrun' | 'script' | 'probe' | 'scripting-denied';
+  /** Commands the probe cannot check (no script may run them: SUBSCRIBE...). */
+  unchecked?: RequiredCommand[];
 }
 
 /**
@@ -182,7 +190,13 @@ export interface PermissionReport {
  * ACL WHOAMI and ACL DRYRUN (Redis >= 7), else `redis.acl_check_cmd` inside one script (which needs only EVAL /
  * EVALSHA, themselves required). Nothing runs and nothing is written.
  */
-export async function checkPermissions(client: RedisClient, commands: RequiredCommand[]): Promise<PermissionReport> {
+export async function checkPermissions(
+  client: RedisClient,
+  commands: RequiredCommand[],
+  /** `probe`: what a server without ACL DRYRUN and redis.acl_check_cmd gets (Redis < 7), forced (tests). */
+  method: 'auto' | 'probe' = 'auto',
+): Promise<PermissionReport> {
+  if (method === 'probe') return probe(client, commands);
   try {
     const user = String(await client.call('acl', 'whoami'));
     const replies = await Promise.all(
@@ -215,10 +229,26 @@ export async function checkPermissions(client: RedisClient, commands: RequiredCo
         denied: commands.filter((c) => c.args[0] === 'eval' || c.args[0] === 'evalsha'),
       };
     }
-    if (code !== undefined) return { method: 'unsupported', denied: [] }; // redis.acl_check_cmd: Redis >= 7
+    if (code !== undefined) return probe(client, commands); // no redis.acl_check_cmd: Redis < 7
     throw err;
   }
   return { method: 'script', denied: commands.filter((_, i) => answers[i] !== 1) };
+}
+
+async function probe(client: RedisClient, commands: RequiredCommand[]): Promise<PermissionReport> {
+  try {
+    return { method: 'probe', ...(await probePermissions(client, commands)) };
+  } catch (err) {
+    if (replyCodeOf(err) !== 'NOPERM') throw err;
+    // The probe script's own key (under the prefix) is denied: so is every command on a key there.
+    if (/\bkeys?\b/i.test((err as Error).message)) {
+      return { method: 'probe', denied: commands.filter((c) => c.args.some((a) => a.endsWith('{acl:check}'))) };
+    }
+    return {
+      method: 'scripting-denied',
+      denied: commands.filter((c) => c.args[0] === 'eval' || c.args[0] === 'evalsha'),
+    };
+  }
 }
 
 /** `rate limit: TIME (in consume.lua), INFO` — one line per feature. */
@@ -249,6 +279,48 @@ export interface PermissionsCheckOptions {
   lazyConnect: boolean;
   /** Pub/sub uses SPUBLISH/SSUBSCRIBE on a cluster (`pubsub.cluster: 'sharded'`). */
   shardedPubSub: boolean;
+  /** `probe`: check as on a server without ACL DRYRUN and redis.acl_check_cmd (Redis < 7); for tests. */
+  method?: 'auto' | 'probe';
+}
+
+/** What one server must allow, and how to name it in the error. */
+export interface PermissionsTarget {
+  client: RedisClient;
+  keyPrefix: string;
+  cluster: boolean;
+  sharded: boolean;
+  /** Only these features' commands, and health's (e.g. `['lock']` on a quorum node); default every feature. */
+  features?: ConnectionFeature[];
+  /** ` of connection "x" (...)`, ` on the lock quorum node redis://...`; default nothing (the main connection). */
+  where?: string;
+  method?: 'auto' | 'probe';
+}
+
+/**
+ * Throws RedisPermissionError naming the server, every denied command (with the feature and script that need it)
+ * and the ACL rules that grant them; resolves when the user may run all of them. Commands the probe of Redis < 7
+ * cannot check are named in a warning.
+ */
+export async function verifyPermissions(target: PermissionsTarget, warn: (message: string) => void): Promise<void> {
+  const { keyPrefix, where = '' } = target;
+  const commands = requiredCommands(keyPrefix, target);
+  const report = await checkPermissions(target.client, commands, target.method);
+  if (report.unchecked && report.unchecked.length > 0) {
+    warn(
+      `Redis ACL permissions${where} checked by running each command (Redis < 7 has no ACL DRYRUN); not checked, ` +
+        `as no script may run them: ${describeDenied(report.unchecked)}`,
+    );
+  }
+  if (report.denied.length === 0) return;
+  const what =
+    report.method === 'scripting-denied'
+      ? `${describeDenied(report.denied)} (the other commands could not be checked without scripting)`
+      : describeDenied(report.denied);
+  throw new RedisPermissionError(
+    `The Redis ACL user${where} may not run commands the toolkit needs: ${what}. Grant them, e.g. ` +
+      `\`${remedy(report.denied, keyPrefix)}\` (docs/security.md has the complete line).`,
+    'NOPERM',
+  );
 }
 
 /**
@@ -292,31 +364,20 @@ export class RedisPermissionsCheck implements OnModuleInit {
 
   /**
    * Throws RedisPermissionError when a command that a feature on this connection needs is denied; resolves
-   * otherwise (logs when it cannot check).
+   * otherwise. Lock quorum nodes are checked by the lock feature (LockService), with the lock's commands.
    */
-  async check(name: string, connection: RedisConnection): Promise<void> {
-    const { keyPrefix } = this.options;
-    const features = this.connections.featuresOn(name);
-    const commands = requiredCommands(keyPrefix, {
-      cluster: connection.isCluster,
-      sharded: connection.isCluster && this.options.shardedPubSub,
-      features,
-    });
-    const report = await checkPermissions(connection.client, commands);
-    const which = name === DEFAULT_CONNECTION_NAME ? '' : ` of connection "${name}" (${connection.description})`;
-    if (report.method === 'unsupported') {
-      this.logger.warn(`Redis ACL permissions${which} not checked at startup: redis.acl_check_cmd needs Redis >= 7`);
-      return;
-    }
-    if (report.denied.length === 0) return;
-    const what =
-      report.method === 'scripting-denied'
-        ? `${describeDenied(report.denied)} (the other commands could not be checked without scripting)`
-        : describeDenied(report.denied);
-    throw new RedisPermissionError(
-      `The Redis ACL user${which} may not run commands the toolkit needs: ${what}. Grant them, e.g. ` +
-        `\`${remedy(report.denied, keyPrefix)}\` (docs/security.md has the complete line).`,
-      'NOPERM',
+  check(name: string, connection: RedisConnection): Promise<void> {
+    return verifyPermissions(
+      {
+        client: connection.client,
+        keyPrefix: this.options.keyPrefix,
+        cluster: connection.isCluster,
+        sharded: connection.isCluster && this.options.shardedPubSub,
+        features: this.connections.featuresOn(name),
+        where: name === DEFAULT_CONNECTION_NAME ? '' : ` of connection "${name}" (${connection.description})`,
+        method: this.options.method,
+      },
+      (m) => this.logger.warn(m),
     );
   }
 }

@@ -21,6 +21,7 @@ import { Semaphore, type SemaphoreOptions } from './lock.semaphore.js';
 import { LOCK_OPTIONS, type LockRetryOptions, type ResolvedLockOptions } from './lock.options.js';
 import { Lock, type LockOwner } from './lock.js';
 import { checkEvictionPolicy } from './lock.eviction-check.js';
+import { verifyPermissions } from '../connection/redis-permissions.js';
 
 export interface AcquireOptions {
   /** Time to live in ms (default `lock.ttl`, 10 s). The lock expires by itself after this unless extended. */
@@ -208,11 +209,30 @@ export class LockService implements OnModuleInit {
     if (!this.connection.lazyConnect) {
       try {
         await checkEvictionPolicy(targets, this.lockOptions.onUnsafeEviction, (m) => this.logger.warn(m));
+        // The toolkit's own connection is checked by RedisPermissionsCheck; each quorum node here, with the lock's
+        // commands: a node whose ACL user lacks one would fail every lock call it takes part in.
+        await this.checkQuorumPermissions(this.quorumClients.filter((c) => c.client.status === 'ready'));
       } catch (err) {
         // The app is not going to start: close our connections, so nothing keeps retrying (or the process alive).
         await this.connection.onApplicationShutdown();
         throw err;
       }
+    }
+  }
+
+  private async checkQuorumPermissions(nodes: { client: Redis; description: string }[]): Promise<void> {
+    for (const { client, description } of nodes) {
+      await verifyPermissions(
+        {
+          client,
+          keyPrefix: this.keys.prefix,
+          cluster: false,
+          sharded: false,
+          features: ['lock'],
+          where: ` on the lock quorum node ${description}`,
+        },
+        (m) => this.logger.warn(m),
+      );
     }
   }
 

@@ -1,5 +1,5 @@
 /**
- * Issue 17 item 1: the ACL line docs/security.md recommends, created word for word (read from the doc, so doc and
+ * Issue 17 item 1 (and the rest of issue 17: quorum nodes, Redis < 7): the ACL line docs/security.md recommends, created word for word (read from the doc, so doc and
  * test cannot drift) on a private server, runs every feature; a user missing a permission a feature needs is refused
  * at startup with RedisPermissionError naming it; a permission lost at run time is a RedisPermissionError, never
  * "Redis unavailable" (so never a fail-open).
@@ -16,7 +16,10 @@ import {
   RedisToolkitHealth,
   SessionService,
 } from '../../lib/index.js';
-import { type RateLimitAlgorithm } from '../../lib/advanced.js';
+import { RedisConnection, RedisConnections, type RateLimitAlgorithm } from '../../lib/advanced.js';
+import { DEFAULT_CONNECTION_NAME } from '../../lib/connection/connection.options.js';
+import { RedisPermissionsCheck } from '../../lib/connection/redis-permissions.js';
+import { startQuorumServers } from '../support/quorum.js';
 import { usePrivateRedis, trackForCleanup } from '../support/private-servers.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 
@@ -147,4 +150,95 @@ it('a permission lost at run time is a RedisPermissionError, never a fail-open',
   for (let i = 0; i < 3; i++) await expect(rl.consume('k', policy)).rejects.toBeInstanceOf(RedisPermissionError);
   await expect(rl.consume('k', policy, { failOpen: true })).rejects.toBeInstanceOf(RedisPermissionError);
   expect(rl.stats()).toMatchObject({ allowed: 1, failedOpen: 0, failedClosed: 0, replyErrors: 4 });
+});
+
+describe('lock quorum nodes are checked at startup too', () => {
+  let nodes: Awaited<ReturnType<typeof startQuorumServers>>;
+  beforeAll(async () => {
+    nodes = (await startQuorumServers(3)).map((s) => trackForCleanup(s));
+  });
+
+  async function bootWithNode0User(rules: string[]) {
+    const node0 = trackForCleanup(new Redis(nodes[0].port, '127.0.0.1', { lazyConnect: true }));
+    await node0.call('acl', 'setuser', 'app', 'reset', ...rules);
+    await setUser(documentedRules());
+    return createToolkitApp({
+      target: { url: `redis://app:${PASSWORD}@127.0.0.1:${redis.server.port}` },
+      commandTimeout: 2_000,
+      lock: {
+        quorum: {
+          nodes: [
+            { url: `redis://app:${PASSWORD}@127.0.0.1:${nodes[0].port}` },
+            { url: nodes[1].url },
+            { url: nodes[2].url },
+          ],
+        },
+      },
+    });
+  }
+
+  it('a quorum node whose user lacks +time refuses the start, naming the node and the command', async () => {
+    const err = await bootWithNode0User(documentedRules().filter((w) => w !== '+time')).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(RedisPermissionError);
+    const message = (err as Error).message;
+    expect(message).toContain(`on the lock quorum node redis://127.0.0.1:${nodes[0].port}`);
+    expect(message).toMatch(/lock: .*TIME \(in [a-z-]+\.lua\).*\+time/s);
+    // Only the lock's commands are asked of a quorum node, and only that node is named.
+    expect(message).not.toMatch(/rate limit|session|pub\/sub|health/);
+    expect(message).not.toContain(String(nodes[1].port));
+    expect(message).not.toContain(PASSWORD);
+  });
+
+  it('with the documented line on the node the app starts and locks work on the quorum', async () => {
+    const app = await bootWithNode0User(documentedRules());
+    const locks = app.get(LockService);
+    expect(await locks.using('q', { ttl: 5_000 }, async () => 'ran')).toBe('ran');
+    expect(locks.stats()).toEqual({ unavailable: 0, replyErrors: 0 });
+  });
+});
+
+describe('Redis < 7 (no ACL DRYRUN, no redis.acl_check_cmd): each command is probed instead', () => {
+  /** The check as it runs on a server without ACL DRYRUN and redis.acl_check_cmd, forced on this Redis 7. */
+  async function probe(app: Awaited<ReturnType<typeof boot>>, warnings: string[] = []): Promise<unknown> {
+    const check = new RedisPermissionsCheck(app.get(RedisConnections), {
+      keyPrefix: 'rtk:',
+      lazyConnect: false,
+      shardedPubSub: false,
+      method: 'probe',
+    });
+    (check as unknown as { logger: { warn(m: string): void } }).logger = { warn: (m) => void warnings.push(m) };
+    return check.check(DEFAULT_CONNECTION_NAME, app.get(RedisConnection)).then(
+      () => 'passed',
+      (e: unknown) => e,
+    );
+  }
+
+  it('the documented line passes, leaves no probe key behind, and names what it could not check', async () => {
+    await setUser(documentedRules());
+    const app = await boot();
+    const warnings: string[] = [];
+    expect(await probe(app, warnings)).toBe('passed');
+    expect(await admin.scan('0', 'MATCH', '*acl:check*', 'COUNT', 1000)).toEqual(['0', []]);
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatch(/not checked.*SUBSCRIBE/);
+  });
+
+  it.each([
+    ['-time', /rate limit: TIME \(in consume\.lua\).*lock: .*TIME.*\+time/s],
+    ['-info', /health: INFO.*\+info/s],
+    ['-@transaction', /session: MULTI, EXEC.*\+multi \+exec/s],
+    ['-@scripting', /EVALSHA.*could not be checked without scripting.*\+@scripting/s],
+    ['resetchannels', /PUBLISH/],
+    ['resetkeys', /session: GET, GETEX/],
+  ])('a user that lost %s is refused, naming what is missing', async (rule, named) => {
+    await setUser(documentedRules());
+    const app = await boot();
+    await admin.call('acl', 'setuser', 'app', rule);
+    const err = await probe(app);
+    expect(err).toBeInstanceOf(RedisPermissionError);
+    expect((err as Error).message).toMatch(named);
+  });
 });
