@@ -1,2 +1,6 @@
 /** Metadata key written by @Cacheable / @CachePut / @CacheEvict (a list of operations). */
-export const CACHE_METADATA = Symbol('rtk:cache');
+export const CACHE_METADATA = 'rtk:cache:operations';
+/** Metadata keys of HttpCacheInterceptor's decorators: @CacheKey, @CacheTTL, @CacheIf. */
+export const HTTP_CACHE_KEY_METADATA = 'rtk:cache:http-key';
+export const HTTP_CACHE_TTL_METADATA = 'rtk:cache:http-ttl';
+export const HTTP_CACHE_IF_METADATA = 'rtk:cache:http-if';

@@ -9,12 +9,9 @@ import {
 import { Reflector } from '@nestjs/core';
 import { from, lastValueFrom, type Observable } from 'rxjs';
 import { InvalidOptionsError } from '../common/errors.js';
+import { HTTP_CACHE_IF_METADATA, HTTP_CACHE_KEY_METADATA, HTTP_CACHE_TTL_METADATA } from './cache.constants.js';
 import { CacheService } from './cache.service.js';
 import type { CacheGetOrSetOptions, CacheStatus } from './cache.types.js';
-
-export const HTTP_CACHE_KEY_METADATA = 'redis-toolkit:http-cache-key';
-export const HTTP_CACHE_TTL_METADATA = 'redis-toolkit:http-cache-ttl';
-export const HTTP_CACHE_IF_METADATA = 'redis-toolkit:http-cache-if';
 
 /** A key computed from the request (Express or Fastify request object) and the execution context. */
 export type HttpCacheKeyFn = (request: never, context: ExecutionContext) => string;

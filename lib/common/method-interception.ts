@@ -27,7 +27,7 @@ export type NextCall = () => Promise<unknown>;
  * on every call.
  */
 export interface MethodInterceptor<TMeta = unknown> {
-  readonly metadataKey: symbol;
+  readonly metadataKey: string;
   readonly decoratorName: string;
   /** Lower runs outside higher: a lock (0) is taken before the cache (10) is consulted. */
   readonly order: number;
@@ -44,7 +44,7 @@ export interface MethodInterceptor<TMeta = unknown> {
  * module is not imported, or the provider is request-scoped).
  */
 export function createInterceptedMethodDecorator<TMeta>(
-  metadataKey: symbol,
+  metadataKey: string,
   decoratorName: string,
   metadata: TMeta,
   merge?: (previous: TMeta, next: TMeta) => TMeta,

@@ -1,12 +1,8 @@
 import { SetMetadata } from '@nestjs/common';
 import { InvalidOptionsError } from '../common/errors.js';
 import { OptionProblems } from '../common/option-checks.js';
+import { SKIP_THROTTLE_METADATA, THROTTLE_METADATA } from './rate-limit.constants.js';
 import { checkPolicy, type ThrottleOptions } from './rate-limit.options.js';
-
-/** Metadata key of @Throttle: the list of policies of a handler or controller. */
-export const THROTTLE_METADATA = 'rtk:rate-limit:throttle';
-/** Metadata key of @SkipThrottle. */
-export const SKIP_THROTTLE_METADATA = 'rtk:rate-limit:skip';
 
 /** A @Throttle policy with its name filled in. */
 export interface NamedThrottleOptions extends ThrottleOptions {

@@ -13,7 +13,8 @@ import { InvalidKeyError, RedisUnavailableError, UnsupportedContextError } from 
 import { ClientAddressResolver } from './client-address.js';
 import { AccessList } from './rate-limit.access-list.js';
 import { writeRateLimitHeaders } from './rate-limit.headers.js';
-import { SKIP_THROTTLE_METADATA, THROTTLE_METADATA, type NamedThrottleOptions } from './rate-limit.decorators.js';
+import { SKIP_THROTTLE_METADATA, THROTTLE_METADATA } from './rate-limit.constants.js';
+import type { NamedThrottleOptions } from './rate-limit.decorators.js';
 import { RATE_LIMIT_OPTIONS, type Resolvable, type ResolvedRateLimitOptions } from './rate-limit.options.js';
 import { RateLimitService, type RateLimitCheck, type RateLimitDecision } from './rate-limit.service.js';
 

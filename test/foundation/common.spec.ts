@@ -75,7 +75,7 @@ describe('JsonSerializer', () => {
 });
 
 describe('method interception (decorators + explorer)', () => {
-  const TRACE = Symbol('test:trace');
+  const TRACE = 'test:trace';
   const Trace = (label: string) => createInterceptedMethodDecorator(TRACE, '@Trace', label);
 
   /** Records the calls it sees, tagged with the app it belongs to. */
