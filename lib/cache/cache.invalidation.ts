@@ -44,7 +44,15 @@ export class CacheInvalidation {
     } finally {
       this.l1?.broadcast({ tags });
       const n = tags.length;
-      diagnose('cacheInvalidate', () => ({ feature: 'cache', operation: 'invalidate', outcome, tags: n, entries }));
+      // tagNames: a copy, so a subscriber cannot change the caller's array (the dashboard counts hot tags from it).
+      diagnose('cacheInvalidate', () => ({
+        feature: 'cache',
+        operation: 'invalidate',
+        outcome,
+        tags: n,
+        tagNames: [...tags],
+        entries,
+      }));
     }
   }
 

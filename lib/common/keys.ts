@@ -32,6 +32,8 @@ export const FEATURES = {
   pubsub: 'ps',
   /** Durable pub/sub streams, one per user (`rtk:ps:stream:{<userId>}`). */
   pubsubStream: 'ps:stream',
+  /** The live dashboard (`nestjs-redis-toolkit/dashboard`): its frames channel `__rtk:dash:frames`. */
+  dashboard: 'dash',
 } as const;
 export type Feature = (typeof FEATURES)[keyof typeof FEATURES];
 

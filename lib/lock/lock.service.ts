@@ -136,6 +136,16 @@ export class LockService implements OnModuleInit {
     return { ...this.failures.counts };
   }
 
+  /**
+   * Now, in this process: single-resource locks a caller holds, and callers waiting in `acquire` for one (what the
+   * dashboard shows). Computed when asked, so the lock path does no extra work for it.
+   */
+  activity(): { held: number; waiting: number } {
+    let held = 0;
+    for (const lock of this.heldHere.values()) if (lock.isHeld) held++;
+    return { held, waiting: this.waiters.size };
+  }
+
   private multiLocks: MultiLocks | undefined;
   private leaseContext: LeaseContext | undefined;
 

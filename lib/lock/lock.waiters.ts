@@ -43,6 +43,13 @@ export class LocalWaiters {
     });
   }
 
+  /** Callers waiting now, over every resource (read on demand: nothing is counted on the lock path). */
+  get size(): number {
+    let n = 0;
+    for (const set of this.byKey.values()) n += set.size;
+    return n;
+  }
+
   wakeOne(lockKey: string): void {
     const first = this.byKey.get(lockKey)?.values().next();
     if (first && !first.done) first.value.wake();

@@ -75,8 +75,8 @@ describe('diagnostics_channel events', () => {
       expect(p.durationMs as number).toBeGreaterThanOrEqual(0);
     }
     expect(on(r, 'rtk:cache:invalidate')).toEqual([
-      { feature: 'cache', operation: 'invalidate', outcome: 'softened', tags: 1, entries: 1 },
-      { feature: 'cache', operation: 'invalidate', outcome: 'deleted', tags: 1, entries: 1 },
+      { feature: 'cache', operation: 'invalidate', outcome: 'softened', tags: 1, tagNames: ['t'], entries: 1 },
+      { feature: 'cache', operation: 'invalidate', outcome: 'deleted', tags: 1, tagNames: ['t'], entries: 1 },
     ]);
   });
 
