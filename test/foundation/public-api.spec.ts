@@ -98,4 +98,22 @@ describe('public API', () => {
     const pkg = JSON.parse(readFileSync(fileURLToPath(new URL('../../package.json', import.meta.url)), 'utf8'));
     expect(Object.keys(pkg.exports)).toEqual(expect.arrayContaining(['.', './advanced', './notifications']));
   });
+
+  it('nestjs-redis-toolkit/dashboard exports exactly these names', async () => {
+    const dashboard = exportNames(lib('dashboard/index.ts'));
+    expect(dashboard.values).toEqual(['DashboardService', 'DashboardUnguardedError', 'RedisToolkitDashboardModule']);
+    expect(dashboard.types).toEqual([
+      'DashboardEvent',
+      'DashboardFrame',
+      'DashboardSnapshot',
+      'RedisSample',
+      'RedisToolkitDashboardOptions',
+    ]);
+    expect(Object.keys(await import('../../lib/dashboard/index.js')).sort()).toEqual(dashboard.values);
+    const pkg = JSON.parse(readFileSync(fileURLToPath(new URL('../../package.json', import.meta.url)), 'utf8'));
+    expect(pkg.exports['./dashboard']).toEqual({
+      types: './dist/lib/dashboard/index.d.ts',
+      default: './dist/lib/dashboard/index.js',
+    });
+  });
 });

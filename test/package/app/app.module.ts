@@ -27,6 +27,7 @@ import {
   SessionService,
   Throttle,
 } from 'nestjs-redis-toolkit';
+import { RedisToolkitDashboardModule } from 'nestjs-redis-toolkit/dashboard';
 
 @Controller()
 class FeaturesController implements OnModuleInit {
@@ -97,6 +98,8 @@ class FeaturesController implements OnModuleInit {
         session: { cookie: { secret: 'fixture-secret', secure: false } },
       }),
     }),
+    // The dashboard's page and script are served from the installed package (copied into dist/ by the build).
+    RedisToolkitDashboardModule.register({ path: '/_toolkit', unsafeNoAuth: true, intervalMs: 250 }),
   ],
   controllers: [FeaturesController],
 })

@@ -74,6 +74,21 @@ async function main(): Promise<void> {
       JSON.stringify(published.body) === JSON.stringify({ received: [{ hello: 'world' }] }),
       published.body,
     );
+
+    const page = await fetch(`${base}/_toolkit`);
+    const html = await page.text();
+    const script = await fetch(`${base}/_toolkit/dashboard.js`);
+    const js = await script.text();
+    const snapshot = await fetch(`${base}/_toolkit/snapshot`).then((r) => r.json() as Promise<{ intervalMs: number }>);
+    check(
+      'dashboard: the page and its script come from the package, the snapshot answers',
+      page.status === 200 &&
+        html.includes('<script src="/_toolkit/dashboard.js">') &&
+        script.status === 200 &&
+        js.includes('EventSource') &&
+        snapshot.intervalMs === 250,
+      [page.status, script.status, snapshot],
+    );
   } finally {
     await app.close();
     await redis.stop();
