@@ -1,7 +1,8 @@
 import { Module } from '@nestjs/common';
 import { ConfigModule, ConfigService } from '@nestjs/config';
-import { RedisToolkitModule } from '../lib/index.js';
+import { RedisToolkitModule, SessionGuard } from '../lib/index.js';
 import { type RateLimitAlgorithm } from '../lib/advanced.js';
+import { RedisToolkitDashboardModule } from '../lib/dashboard/index.js';
 import { ApiModule } from './api/api.module.js';
 import { AuthModule } from './auth/auth.module.js';
 import { HealthController } from './health/health.controller.js';
@@ -46,6 +47,9 @@ import { ProductsModule } from './products/products.module.js';
     ApiModule,
     OrdersModule,
     NotificationsModule,
+    // The live dashboard at /_toolkit, for logged-in users only (SessionGuard reads the login's session cookie):
+    // per instance and summed across every instance on this Redis.
+    RedisToolkitDashboardModule.register({ path: '/_toolkit', guard: SessionGuard }),
   ],
   controllers: [HealthController, PageController],
 })
