@@ -22,8 +22,13 @@ export class DashboardRedisSampler {
   private readonly sessionPattern: string;
   private readonly sessionHead: string;
 
+  /**
+   * `connection`: the one PING and INFO go to (the default connection); `sessions`: the one sessions are stored on
+   * (they differ with named connections).
+   */
   constructor(
     private readonly connection: RedisConnection,
+    private readonly sessions: RedisConnection,
     keys: KeyBuilder,
   ) {
     this.sessionHead = keys.tagHead(FEATURES.session);
@@ -66,7 +71,7 @@ export class DashboardRedisSampler {
   private async countSessions(): Promise<void> {
     if (!this.scan) {
       if (++this.framesSinceCount < SESSION_COUNT_EVERY) return;
-      this.scan = scanKeys(this.connection.client, this.sessionPattern);
+      this.scan = scanKeys(this.sessions.client, this.sessionPattern);
       this.counted = 0;
     }
     for (let page = 0; page < SESSION_PAGES_PER_FRAME; page++) {

@@ -2,7 +2,8 @@ import { Inject, Injectable, Logger, type OnModuleDestroy, type OnModuleInit } f
 import { CacheService } from '../cache/cache.service.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
-import { RedisConnection } from '../connection/redis-connection.js';
+import { DEFAULT_CONNECTION_NAME } from '../connection/connection.options.js';
+import { RedisConnections } from '../connection/redis-connections.js';
 import { LockService } from '../lock/lock.service.js';
 import { PubSubService, type Unsubscribe } from '../pubsub/pubsub.service.js';
 import { DashboardAggregator, type DashboardSnapshot } from './dashboard.aggregator.js';
@@ -45,11 +46,15 @@ export class DashboardService implements OnModuleInit, OnModuleDestroy {
     cache: CacheService,
     locks: LockService,
     private readonly pubsub: PubSubService,
-    connection: RedisConnection,
+    connections: RedisConnections,
     keys: KeyBuilder,
   ) {
     this.collector = new DashboardCollector(cache, locks);
-    this.sampler = new DashboardRedisSampler(connection, keys);
+    this.sampler = new DashboardRedisSampler(
+      connections.get(DEFAULT_CONNECTION_NAME),
+      connections.forFeature('session'),
+      keys,
+    );
     this.aggregator = new DashboardAggregator(options, options.instanceId);
   }
 
