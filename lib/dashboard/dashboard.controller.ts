@@ -66,7 +66,10 @@ export function dashboardController(path: string, guard: Type<CanActivate> | Can
     @Sse('events', { maxPendingDataLength: MAX_PENDING_CHARS })
     events(): Observable<MessageEvent> {
       return new Observable<MessageEvent>((subscriber) => {
-        const stop = this.dashboard.watch((event) => subscriber.next(event));
+        const stop = this.dashboard.watch(
+          (event) => subscriber.next(event),
+          () => subscriber.complete(),
+        );
         if (!stop) {
           subscriber.error(new ServiceUnavailableException('too many dashboard pages are open on this instance'));
           return undefined;

@@ -34,7 +34,8 @@ export class DashboardService implements OnModuleInit, OnModuleDestroy {
   private readonly collector: DashboardCollector;
   private readonly sampler: DashboardRedisSampler;
   private readonly aggregator: DashboardAggregator;
-  private readonly viewers = new Set<(event: DashboardEvent) => void>();
+  /** Each connected page: its event callback, and what ends its stream when the app shuts down. */
+  private readonly viewers = new Map<(event: DashboardEvent) => void, () => void>();
   private unsubscribe: Unsubscribe | undefined;
   private subscribing: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -69,6 +70,7 @@ export class DashboardService implements OnModuleInit, OnModuleDestroy {
     clearTimeout(this.timer);
     this.collector.stop();
     this.sampler.reset();
+    for (const end of this.viewers.values()) end();
     this.viewers.clear();
     const unsubscribe = this.unsubscribe;
     this.unsubscribe = undefined;
@@ -84,11 +86,16 @@ export class DashboardService implements OnModuleInit, OnModuleDestroy {
     return this.aggregator.snapshot();
   }
 
-  /** Calls `viewer` with every event until the returned function is called; undefined when MAX_VIEWERS are on. */
-  watch(viewer: (event: DashboardEvent) => void): (() => void) | undefined {
+  /**
+   * Calls `viewer` with every event until the returned function is called, and `end` when the app shuts down (so an
+   * open stream does not hold the server open); undefined when MAX_VIEWERS are on.
+   */
+  watch(viewer: (event: DashboardEvent) => void, end: () => void = () => undefined): (() => void) | undefined {
     if (this.viewers.size >= MAX_VIEWERS || this.closed) return undefined;
-    this.viewers.add(viewer);
-    return () => this.viewers.delete(viewer);
+    this.viewers.set(viewer, end);
+    return () => {
+      this.viewers.delete(viewer);
+    };
   }
 
   /**
@@ -138,7 +145,7 @@ export class DashboardService implements OnModuleInit, OnModuleDestroy {
   }
 
   private emit(event: DashboardEvent): void {
-    for (const viewer of this.viewers) {
+    for (const viewer of this.viewers.keys()) {
       try {
         viewer(event);
       } catch (err) {

@@ -154,6 +154,20 @@ describe.each(PLATFORMS)('HTTP on %s', (platform) => {
   });
 });
 
+describe.each(PLATFORMS)('shutdown on %s', (platform) => {
+  it('an open stream ends when the app closes (it does not hold the server open)', async () => {
+    const app = await dashboardApp({ unsafeNoAuth: true }, { platform, http: true });
+    const { port } = app.app.getHttpServer().address() as AddressInfo;
+    const res = await fetch(`http://127.0.0.1:${port}/_toolkit/events`);
+    const reader = res.body!.getReader();
+    expect(new TextDecoder().decode((await reader.read()).value)).toContain('event: snapshot');
+    await app.close();
+    let done = false;
+    while (!done) done = (await reader.read()).done;
+    expect(done).toBe(true);
+  });
+});
+
 describe('frames', () => {
   it("one interval's frame: cache, hot tags, rate-limit policies, locks, sessions, pub/sub, Redis", async () => {
     const app = await dashboardApp({ unsafeNoAuth: true, instanceName: 'solo' });
