@@ -64,13 +64,13 @@ export {
   type HttpCacheIfFn,
 } from './cache/cache.http-interceptor.js';
 export { ClientAddressResolver } from './rate-limit/client-address.js';
-export { generateSessionId, isValidSessionId } from './session/session-id.js';
+export { generateSessionId, isValidSessionId } from './session/session.id.js';
 export {
   readSessionIdFromCookieHeader,
   signCookieValue,
   unsignCookieValue,
   type SessionCookieSource,
-} from './session/session-cookie.js';
+} from './session/session.cookie.js';
 
 // Secondary call-option and result types.
 export type {

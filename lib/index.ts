@@ -38,7 +38,7 @@ export { CurrentSession } from './session/session.decorators.js';
 export { RedisSessionStore } from './session/session.store.js';
 export type { Session } from './session/session.types.js';
 export type { SessionRequest } from './session/session.http.js';
-export type { CookieResponse } from './session/session-cookie.js';
+export type { CookieResponse } from './session/session.cookie.js';
 export type { SessionOptions } from './session/session.options.js';
 export { LockService } from './lock/lock.service.js';
 export { Lock } from './lock/lock.js';

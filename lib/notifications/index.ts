@@ -12,4 +12,4 @@ export type {
   PubSubUser,
   SlowClientPolicy,
 } from './notifications.options.js';
-export { sessionAuthenticate, type SessionLookup } from './session-authenticate.js';
+export { sessionAuthenticate, type SessionLookup } from './notifications.session-authenticate.js';

@@ -16,8 +16,8 @@ import { PubSubService } from '../pubsub/pubsub.service.js';
 import { isPattern, type MessageMeta } from '../pubsub/pubsub.types.js';
 import { RateLimitService } from '../rate-limit/rate-limit.service.js';
 import { SessionService } from '../session/session.service.js';
-import { ChannelRelays, roomOf, type Relay } from './channel-relays.js';
-import { DurableReplay } from './durable-replay.js';
+import { ChannelRelays, roomOf, type Relay } from './notifications.channel-relays.js';
+import { DurableReplay } from './notifications.durable-replay.js';
 import { admitHandshake } from './notifications.handshake.js';
 import {
   NOTIFICATIONS_GATEWAY_OPTIONS,
@@ -34,8 +34,8 @@ import {
   type NotificationMessage,
 } from './notifications.protocol.js';
 import { setUpGateway, type GatewaySetup } from './notifications.setup.js';
-import { SessionRevocations } from './session-revocations.js';
-import { SlowClients } from './slow-client-policy.js';
+import { SessionRevocations } from './notifications.session-revocations.js';
+import { SlowClients } from './notifications.slow-client-policy.js';
 
 export interface NotificationsGatewayStats {
   connections: number;

@@ -3,8 +3,8 @@ import type { ThrottledWarning } from '../common/throttled-logger.js';
 import type { GatewayHandshake, PubSubUser } from './notifications.options.js';
 import { refusal } from './notifications.protocol.js';
 import type { GatewaySetup } from './notifications.setup.js';
-import { originAllowed, usesCookie } from './origin-check.js';
-import type { SessionRevocations } from './session-revocations.js';
+import { originAllowed, usesCookie } from './notifications.origin-check.js';
+import type { SessionRevocations } from './notifications.session-revocations.js';
 
 /**
  * Decides a handshake: the Origin (for cookie authentication), then the user (`authenticate`), bound to its session's

@@ -1,5 +1,5 @@
 import type { OptionProblems } from '../common/option-checks.js';
-import { normalizeOrigin } from './origin-check.js';
+import { normalizeOrigin } from './notifications.origin-check.js';
 
 // The notifications feature's options. This file must not import socket.io or @nestjs/websockets: the root entry
 // point reaches it (the options type and the module's provider), and those peers are optional.

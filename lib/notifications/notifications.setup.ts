@@ -2,7 +2,7 @@ import type { Logger } from '@nestjs/common';
 import { OptionProblems } from '../common/option-checks.js';
 import type { RateLimitService } from '../rate-limit/rate-limit.service.js';
 import type { SessionService } from '../session/session.service.js';
-import { localRateLimiter } from './local-rate-limiter.js';
+import { localRateLimiter } from './notifications.local-rate-limiter.js';
 import {
   resolveGatewayOptions,
   type GatewayAuthenticate,
@@ -10,7 +10,7 @@ import {
   type NotificationsGatewayOptions,
   type ResolvedNotificationsGatewayOptions,
 } from './notifications.options.js';
-import { sessionAuthenticate } from './session-authenticate.js';
+import { sessionAuthenticate } from './notifications.session-authenticate.js';
 
 /** What the gateway runs with, decided once at module init from its options and the services present. */
 export interface GatewaySetup {

@@ -1,6 +1,6 @@
 import { Injectable, type NestMiddleware } from '@nestjs/common';
 import { InvalidOptionsError } from '../common/errors.js';
-import type { CookieResponse } from './session-cookie.js';
+import type { CookieResponse } from './session.cookie.js';
 import { SessionService } from './session.service.js';
 import { setRequestSession, toHttpError, type SessionRequest } from './session.http.js';
 import type { Session } from './session.types.js';

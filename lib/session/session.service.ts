@@ -12,15 +12,15 @@ import {
   serializeSetCookie,
   signCookieValue,
   type CookieResponse,
-} from './session-cookie.js';
+} from './session.cookie.js';
 import { isSecureRequest } from './session.http.js';
-import { generateSessionId, isValidSessionId } from './session-id.js';
+import { generateSessionId, isValidSessionId } from './session.id.js';
 import {
   registerSessionRevoker,
   SESSION_REVOKED_CHANNEL,
   sessionIdHash,
   type SessionRevocation,
-} from './session-revocation.js';
+} from './session.revocation.js';
 import { PubSubService } from '../pubsub/pubsub.service.js';
 import { SESSION_OPTIONS, type ResolvedSessionOptions } from './session.options.js';
 import {

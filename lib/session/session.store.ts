@@ -10,7 +10,7 @@ import { JsonSerializer, SafeSerializer, type Serializer } from '../common/seria
 import { encodeField, SessionRecords, type RawSession } from './session.records.js';
 import { SESSION_DEFAULTS, SESSION_MAX_SIZE_LIMIT } from './session.options.js';
 import { unlinkMany } from '../common/bulk-keys.js';
-import { sessionRevokerFor } from './session-revocation.js';
+import { sessionRevokerFor } from './session.revocation.js';
 
 type StoreClass = typeof ExpressStore;
 

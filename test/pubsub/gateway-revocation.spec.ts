@@ -6,7 +6,7 @@ import { Redis } from 'ioredis';
 import request from 'supertest';
 import { PubSubService, REDIS_CLIENT, RedisSessionStore, SessionService } from '../../lib/index.js';
 import { generateSessionId, KeyBuilder, RedisConnection } from '../../lib/advanced.js';
-import { SESSION_REVOKED_CHANNEL } from '../../lib/session/session-revocation.js';
+import { SESSION_REVOKED_CHANNEL } from '../../lib/session/session.revocation.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { NotificationsGateway } from '../../lib/notifications/index.js';
 import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';

@@ -1,9 +1,9 @@
 import type { Socket } from 'socket.io';
 import type { ReplayedMessage } from '../pubsub/pubsub.types.js';
-import { roomOf } from './channel-relays.js';
+import { roomOf } from './notifications.channel-relays.js';
 import { STREAM_ID } from '../pubsub/pubsub.types.js';
 import type { NotificationMessage } from './notifications.protocol.js';
-import { bufferedPackets, drained } from './slow-client-policy.js';
+import { bufferedPackets, drained } from './notifications.slow-client-policy.js';
 
 /**
  * A socket replaying a durable channel: `buffer` while the replay runs, then `highWater` until live copies catch up.

@@ -1,5 +1,5 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { isValidSessionId } from './session-id.js';
+import { isValidSessionId } from './session.id.js';
 import type { ResolvedSessionCookieOptions } from './session.options.js';
 
 /**

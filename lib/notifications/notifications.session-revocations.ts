@@ -1,6 +1,6 @@
 import type { Socket } from 'socket.io';
 import type { PubSubService } from '../pubsub/pubsub.service.js';
-import { SESSION_REVOKED_CHANNEL, sessionIdHash, type SessionRevocation } from '../session/session-revocation.js';
+import { SESSION_REVOKED_CHANNEL, sessionIdHash, type SessionRevocation } from '../session/session.revocation.js';
 
 /** How long a revoked session is remembered, for a handshake that looked the session up just before its revocation. */
 const RECENT_MS = 60_000;
