@@ -98,7 +98,7 @@ export {
 } from './rate-limit/rate-limit.guard.js';
 export type { NamedThrottleOptions } from './rate-limit/rate-limit.decorators.js';
 export type { CookieRequest } from './session/session.service.js';
-export type { RedisSessionStoreOptions } from './session/session.store.js';
+export type { RedisSessionStoreOptions } from './session/session.store-options.js';
 export type { CreateSessionOptions, SessionData } from './session/session.types.js';
 export type { AcquireOptions, UsingOptions, TryAcquireOptions, LockedFunction } from './lock/lock.service.js';
 export type { WithLockOptions } from './lock/lock.decorators.js';
