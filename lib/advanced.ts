@@ -118,10 +118,14 @@ export type { MessageHandler, MessageMeta, ReplayedMessage, Unsubscribe } from '
 
 // diagnostics_channel names (docs/observability.md): `diagnostics_channel.subscribe(REDIS_TOOLKIT_CHANNELS.cacheGet,
 // fn)`.
+// and the TracingChannels of the operations that take time (`tracing:rtk:cache:get:start`, …).
 export {
   REDIS_TOOLKIT_CHANNELS,
+  REDIS_TOOLKIT_TRACING_CHANNELS,
   type RedisToolkitChannelName,
   type DiagnosticsPayload,
+  type TracedOperation,
+  type TracingContext,
 } from './common/diagnostics.js';
 
 // A start-up refusal only (lock.onUnsafeEviction: 'refuse'): it stops the bootstrap, no request ever sees it; the

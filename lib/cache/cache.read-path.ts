@@ -3,7 +3,7 @@ import { RedisUnavailableError } from '../common/errors.js';
 import type { FailurePolicy } from '../common/failure-policy.js';
 import type { Serializer } from '../common/serializer.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
-import { diagnose } from '../common/diagnostics.js';
+import { diagnose, traceObserved, traced } from '../common/diagnostics.js';
 import { resolveTags, ttlOf, type ResolvedCall } from './cache.call-options.js';
 import { encodeEntry, type CacheEntry } from './cache.entry.js';
 import type { CacheEntryStore } from './cache.entry-store.js';
@@ -134,14 +134,20 @@ export class CacheReadPath {
     const token = this.lock.token();
     const refresh = (async (): Promise<{ value: T } | undefined> => {
       try {
-        if (!(await this.lock.tryLock(lockKey, token))) return undefined;
+        if (!(await this.lock.tryLock(lockKey, token))) {
+          diagnose('cacheRefresh', () => ({ feature: 'cache', operation: 'refresh', outcome: 'skipped' }));
+          return undefined;
+        }
         try {
-          return { value: await this.loadAndStore(redisKey, loader, call) };
+          const value = await this.loadAndStore(redisKey, loader, call);
+          diagnose('cacheRefresh', () => ({ feature: 'cache', operation: 'refresh', outcome: 'refreshed' }));
+          return { value };
         } finally {
           void this.lock.unlock(lockKey, token);
         }
       } catch (err) {
         // never thrown from here (nobody awaits a background refresh): counted and logged, the stale value stays
+        diagnose('cacheRefresh', () => ({ feature: 'cache', operation: 'refresh', outcome: 'failed' }));
         if (err instanceof RedisUnavailableError) this.failures.unavailable(err, true, 'the stale value stays');
         else {
           this.refreshWarning.warn(
@@ -203,7 +209,9 @@ export class CacheReadPath {
     const option = hardTimeout === this.options.loadTimeout ? 'cache.loadTimeout' : 'hardTimeout';
     let outcome = 'failed';
     try {
-      const value = await boundedLoad(loader, hardTimeout, redisKey.slice(this.featurePrefix.length), option);
+      const run = () => boundedLoad(loader, hardTimeout, redisKey.slice(this.featurePrefix.length), option);
+      const loading = () => ({ feature: 'cache' as const, operation: 'load' });
+      const value = await (traceObserved('cacheLoad') ? traced('cacheLoad', loading, run, loaded) : run());
       outcome = 'loaded';
       return { value, delta: performance.now() - started, startedAt };
     } catch (err) {
@@ -215,3 +223,5 @@ export class CacheReadPath {
     }
   }
 }
+
+const loaded = () => ({ outcome: 'loaded' });

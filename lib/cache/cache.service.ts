@@ -21,7 +21,7 @@ import { CacheReadPath, type Loader } from './cache.read-path.js';
 import { CacheInvalidation } from './cache.invalidation.js';
 import { CacheCounters } from './cache.stats.js';
 import { CacheTagIndex } from './cache.tag-index.js';
-import { diagnose } from '../common/diagnostics.js';
+import { diagnose, traceObserved, traced } from '../common/diagnostics.js';
 import type {
   CacheTags,
   CacheGetOrSetOptions,
@@ -205,6 +205,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
 
   /** Cache-aside: the cached value, or the loader's (stored, shared by every concurrent caller). */
   async getOrSet<T>(key: string, loader: Loader<T>, options?: CacheGetOrSetOptions<T>): Promise<T> {
+    if (traceObserved('cacheGet')) return (await this.getOrSetWithStatus(key, loader, options)).value;
     const started = this.start(key, loader, options);
     return this.counted(started instanceof Promise ? await started : started).value;
   }
@@ -215,6 +216,18 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
     loader: Loader<T>,
     options?: CacheGetOrSetOptions<T>,
   ): Promise<CacheResult<T>> {
+    if (traceObserved('cacheGet')) {
+      const get = async () => {
+        const started = this.start(key, loader, options);
+        return this.counted(started instanceof Promise ? await started : started);
+      };
+      return traced(
+        'cacheGet',
+        () => ({ feature: 'cache', operation: 'get' }),
+        get,
+        (r) => ({ outcome: r.status }),
+      );
+    }
     const started = this.start(key, loader, options);
     return this.counted(started instanceof Promise ? await started : started);
   }

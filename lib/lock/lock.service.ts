@@ -22,6 +22,7 @@ import { LOCK_OPTIONS, type LockRetryOptions, type ResolvedLockOptions } from '.
 import { Lock, type LockOwner } from './lock.js';
 import { checkEvictionPolicy } from './lock.eviction-check.js';
 import { verifyPermissions } from '../connection/redis-permissions.js';
+import { traced } from '../common/diagnostics.js';
 
 export interface AcquireOptions {
   /** Time to live in ms (default `lock.ttl`, 10 s). The lock expires by itself after this unless extended. */
@@ -251,7 +252,17 @@ export class LockService implements OnModuleInit {
    * `retry.delay` + up to `retry.jitter` ms apart, or for up to `waitMs` ms when given. Throws LockNotAcquiredError
    * when it stays busy, RedisUnavailableError when Redis cannot decide (never returns a lock it is unsure about).
    */
-  async acquire(resource: string, options: AcquireOptions = {}): Promise<Lock> {
+  acquire(resource: string, options: AcquireOptions = {}): Promise<Lock> {
+    return traced(
+      'lockAcquire',
+      () => acquiring(resource),
+      () => this.acquireWaiting(resource, options),
+      acquired,
+      busyOrFailed,
+    );
+  }
+
+  private async acquireWaiting(resource: string, options: AcquireOptions): Promise<Lock> {
     const keys = this.keysFor(resource);
     const ttl = this.ttlOf(options.ttl);
     const plan = planRetries(options, this.lockOptions.retry);
@@ -276,7 +287,16 @@ export class LockService implements OnModuleInit {
   /**
    * One attempt: the lock, or null when someone else holds it. Throws RedisUnavailableError when Redis cannot decide.
    */
-  async tryAcquire(resource: string, options: TryAcquireOptions = {}): Promise<Lock | null> {
+  tryAcquire(resource: string, options: TryAcquireOptions = {}): Promise<Lock | null> {
+    return traced(
+      'lockAcquire',
+      () => acquiring(resource),
+      () => this.tryAcquireOnce(resource, options),
+      acquired,
+    );
+  }
+
+  private async tryAcquireOnce(resource: string, options: TryAcquireOptions): Promise<Lock | null> {
     const lock = await this.attempt(this.keysFor(resource), this.ttlOf(options.ttl));
     if (lock) return this.started(lock, options.autoExtend);
     this.events.report('busy', () => ({ kind: 'lock', resource, attempts: 1 }));
@@ -385,3 +405,9 @@ export class LockService implements OnModuleInit {
     }
   }
 }
+
+// The traced acquisition's fields (docs/observability.md): the resource and, once acquired, the fencing token.
+const acquiring = (resource: string) => ({ feature: 'lock' as const, operation: 'acquire', kind: 'lock', resource });
+const acquired = (lock: Lock | null) =>
+  lock ? { outcome: 'acquired', fencingToken: lock.fencingToken } : { outcome: 'busy' };
+const busyOrFailed = (err: unknown) => (err instanceof LockNotAcquiredError ? 'busy' : 'failed');

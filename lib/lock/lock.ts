@@ -8,6 +8,7 @@ import {
 } from './lock.auto-extend.js';
 import type { LockBackend, LockKeys } from './lock.backend.js';
 import type { LockEventInfo } from './lock.events.js';
+import { type TracingContext, traced } from '../common/diagnostics.js';
 
 /** What a Lock needs from the service that made it. */
 export interface LockOwner {
@@ -86,7 +87,16 @@ export class Lock {
    * Sets the remaining time to live to `ms` from now (default: the ttl it was acquired with).
    * Throws LockLostError when the lock is no longer ours, RedisUnavailableError when Redis could not confirm.
    */
-  async extend(ms: number = this.ttl): Promise<void> {
+  extend(ms: number = this.ttl): Promise<void> {
+    return traced(
+      'lockExtend',
+      () => this.traceFields('extend'),
+      () => this.extendNow(ms),
+      extended,
+    );
+  }
+
+  private async extendNow(ms: number): Promise<void> {
     if (!isDuration(ms)) throw new InvalidOptionsError(`extend(ms): ms ${durationProblem(ms)}`);
     if (this.state === 'released')
       throw new LockLostError(`cannot extend the lock on "${this.resource}": it was released`);
@@ -160,7 +170,21 @@ export class Lock {
    * Releases the lock if it is still ours. Throws LockLostError when it expired (and maybe was taken) before, and
    * RedisUnavailableError when Redis could not confirm (the lock then expires by itself at `expiresAt`).
    */
-  async release(): Promise<void> {
+  release(): Promise<void> {
+    return traced(
+      'lockRelease',
+      () => this.traceFields('release'),
+      () => this.releaseNow(),
+      released,
+    );
+  }
+
+  /** The traced call's fields: the token never (docs/observability.md). */
+  private traceFields(operation: string): TracingContext {
+    return { feature: 'lock', operation, kind: 'lock', resource: this.resource, fencingToken: this.fencingToken };
+  }
+
+  private async releaseNow(): Promise<void> {
     if (this.state === 'released') return;
     if (this.state === 'lost') throw new LockLostError(`cannot release the lock on "${this.resource}": it was lost`);
     this.stopAutoExtend();
@@ -181,3 +205,6 @@ export class Lock {
     if (!handedOver) this.owner.released(this.keys, this);
   }
 }
+
+const extended = () => ({ outcome: 'extended' });
+const released = () => ({ outcome: 'released' });

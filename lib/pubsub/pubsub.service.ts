@@ -20,7 +20,7 @@ import {
   STREAM_ID,
   type Unsubscribe,
 } from './pubsub.types.js';
-import { diagnose } from '../common/diagnostics.js';
+import { diagnose, traced } from '../common/diagnostics.js';
 
 /** PUBLISH of several messages in one script call (see publish-many.lua). */
 const PUBLISH_MANY = LuaScript.fromFile<(number | string)[]>(
@@ -303,9 +303,17 @@ export class PubSubService implements OnModuleDestroy {
       this.handlerWarning.warn(
         `dropped a message on ${redisChannel} that could not be read: ${(err as Error).message}`,
       );
+      diagnose('pubsubDrop', () => ({
+        feature: 'pubsub',
+        operation: 'drop',
+        outcome: 'dropped',
+        reason: 'unreadable',
+      }));
       return;
     }
     const channel = this.nameOf(redisChannel);
+    const handlers = sub.handlers.size;
+    diagnose('pubsubRelay', () => ({ feature: 'pubsub', operation: 'relay', outcome: 'relayed', handlers }));
     // Deserialized once, shared by every handler. One failing handler must not stop the others, nor surface as an
     // unhandled rejection.
     for (const handler of sub.handlers) {
@@ -321,10 +329,20 @@ export class PubSubService implements OnModuleDestroy {
   }
 
   private handlerFailed(name: string, err: unknown): void {
+    diagnose('pubsubDrop', () => ({
+      feature: 'pubsub',
+      operation: 'drop',
+      outcome: 'dropped',
+      reason: 'handler-failed',
+    }));
     this.logger.error(`a handler of ${name} threw: ${err instanceof Error ? err.message : String(err)}`);
   }
 
   private send(channel: string, message: string): Promise<number> {
+    return traced('pubsubPublish', publishing, () => this.sendNow(channel, message), sent);
+  }
+
+  private sendNow(channel: string, message: string): Promise<number> {
     const redisChannel = this.channelPrefix + channel;
     const sent = this.publishes
       ? this.publishes.add([redisChannel, message])
@@ -381,3 +399,7 @@ function fieldMap(fields: string[]): Record<string, string> {
   for (let i = 0; i + 1 < fields.length; i += 2) out[fields[i]] = fields[i + 1];
   return out;
 }
+
+// The traced publish's fields (docs/observability.md): no channel name (it may hold a user id), no payload.
+const publishing = () => ({ feature: 'pubsub' as const, operation: 'publish' });
+const sent = (receivers: number) => ({ outcome: 'sent', receivers });

@@ -1,27 +1,43 @@
-import { diagnose } from '../common/diagnostics.js';
+import { diagnose, observed, traceObserved, traced } from '../common/diagnostics.js';
 import type { RateLimitKeys } from './rate-limit.keys.js';
 import type { RateLimitCheck, RateLimitDecision, RateLimitResult } from './rate-limit.types.js';
 
+/** Whether a charging decision is observed (an event subscriber or a tracer): only then is it wrapped. */
+export const decisionObserved = (): boolean => observed('rateLimitDecision') || traceObserved('rateLimitDecision');
+
 /**
- * The one diagnostics point of a charging decision (only wrapped in when someone listens). The tracker is a short
- * hash: an IP or a user id must not reach a log through a subscriber.
+ * The one diagnostics point of a charging decision (only wrapped in when someone listens): the traced call and the
+ * event. The tracker is a short hash: an IP or a user id must not reach a log through a subscriber.
  */
 export function diagnosed<R extends { allowed: boolean; degraded?: 'fail-open' | 'insurance' }>(
   keys: RateLimitKeys,
-  decided: Promise<R>,
+  decide: () => Promise<R>,
   key: string,
   checks?: readonly RateLimitCheck[],
 ): Promise<R> {
   const started = performance.now();
+  const policies = checks ? checks.map((c) => c.name ?? 'default') : ['default'];
+  const tracker = keys.hash(key).slice(0, 8);
+  const outcome = (r: R) => ({
+    outcome: r.allowed ? 'allowed' : 'refused',
+    ...(r.degraded && { degraded: r.degraded }),
+  });
+  const decided = traceObserved('rateLimitDecision')
+    ? traced(
+        'rateLimitDecision',
+        () => ({ feature: 'ratelimit', operation: 'decision', policies, tracker }),
+        decide,
+        outcome,
+      )
+    : decide();
   return decided.then((r) => {
     const durationMs = performance.now() - started;
     diagnose('rateLimitDecision', () => ({
       feature: 'ratelimit',
       operation: 'decision',
-      outcome: r.allowed ? 'allowed' : 'refused',
-      ...(r.degraded && { degraded: r.degraded }),
-      policies: checks ? checks.map((c) => c.name ?? 'default') : ['default'],
-      tracker: keys.hash(key).slice(0, 8),
+      ...outcome(r),
+      policies,
+      tracker,
       durationMs,
     }));
     return r;

@@ -3,7 +3,6 @@ import { InvalidOptionsError, RateLimitExceededError } from '../common/errors.js
 import { FailurePolicy, itemReplyError } from '../common/failure-policy.js';
 import { KeyBuilder } from '../common/keys.js';
 import { LuaScript, type ScriptArg } from '../common/lua-script.js';
-import { observed } from '../common/diagnostics.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { FEATURE_CONNECTION } from '../connection/redis-connections.js';
 import { checkKey, defaultScope, resolveCallPolicy, type ResolvedPolicy } from './policy-resolver.js';
@@ -11,7 +10,7 @@ import { RateLimitAdmin, type CounterRef } from './rate-limit.admin.js';
 import { BlockCache } from './rate-limit.block-cache.js';
 import { DecisionBatcher } from './rate-limit.decision-batcher.js';
 import { DecisionFallback } from './rate-limit.fallback.js';
-import { diagnosed, groupBy, toResult } from './rate-limit.results.js';
+import { decisionObserved, diagnosed, groupBy, toResult } from './rate-limit.results.js';
 import { ALGORITHM_CODES, BLOCK_SUFFIX, RateLimitKeys } from './rate-limit.keys.js';
 import { InsuranceLimiter } from './insurance-limiter.js';
 import {
@@ -101,8 +100,8 @@ export class RateLimitService {
 
   /** Charges `policy.cost` (default 1) to `key` if the policy allows it. */
   consume(key: string, policy: RateLimitPolicy, options: ConsumeOptions = {}): Promise<RateLimitResult> {
-    const decided = this.single(key, policy, 'c', options);
-    return observed('rateLimitDecision') ? diagnosed(this.keys, decided, key) : decided;
+    if (!decisionObserved()) return this.single(key, policy, 'c', options);
+    return diagnosed(this.keys, () => this.single(key, policy, 'c', options), key);
   }
 
   /**
@@ -110,8 +109,9 @@ export class RateLimitService {
    * jobs.
    */
   async consumeOrThrow(key: string, policy: RateLimitPolicy, options: ConsumeOptions = {}): Promise<RateLimitResult> {
-    const decided = this.single(key, policy, 'c', options);
-    const result = await (observed('rateLimitDecision') ? diagnosed(this.keys, decided, key) : decided);
+    const result = await (decisionObserved()
+      ? diagnosed(this.keys, () => this.single(key, policy, 'c', options), key)
+      : this.single(key, policy, 'c', options));
     if (!result.allowed) {
       throw new RateLimitExceededError(`rate limit exceeded, retry in ${result.retryAfterMs} ms`, result.retryAfterMs);
     }
@@ -134,8 +134,8 @@ export class RateLimitService {
    * keys are decided per key, one script call each, in order, and a later refusal does not undo an earlier charge.
    */
   consumeAll(checks: readonly RateLimitCheck[], options: ConsumeOptions = {}): Promise<RateLimitDecision> {
-    const decided = this.decide(checks, 'c', options);
-    return observed('rateLimitDecision') ? diagnosed(this.keys, decided, checks[0]?.key ?? '', checks) : decided;
+    if (!decisionObserved()) return this.decide(checks, 'c', options);
+    return diagnosed(this.keys, () => this.decide(checks, 'c', options), checks[0]?.key ?? '', checks);
   }
 
   /**

@@ -31,7 +31,7 @@ import {
   type SessionEnvelope,
 } from './session.records.js';
 import type { CreateSessionOptions, Session, SessionData } from './session.types.js';
-import { diagnose } from '../common/diagnostics.js';
+import { diagnose, traced } from '../common/diagnostics.js';
 
 /**
  * The parts of a request `secure: 'auto'` looks at: Express sets `secure` (from the protocol and `trust proxy`),
@@ -76,10 +76,18 @@ export class SessionService {
   }
 
   /** Creates a session for `userId` with a fresh 256-bit id. */
-  async create<T extends SessionData = SessionData>(
+  create<T extends SessionData = SessionData>(
     userId: string,
     data?: T,
     options: CreateSessionOptions = {},
+  ): Promise<Session<T>> {
+    return traced('sessionCreate', creating, () => this.createSession(userId, data, options), created);
+  }
+
+  private async createSession<T extends SessionData>(
+    userId: string,
+    data: T | undefined,
+    options: CreateSessionOptions,
   ): Promise<Session<T>> {
     KeyBuilder.validate(userId, 'userId');
     const ttl = options.ttl ?? this.options.ttl;
@@ -211,6 +219,10 @@ export class SessionService {
    */
   async destroy(id: unknown): Promise<boolean> {
     if (!isValidSessionId(id)) return false;
+    return traced('sessionDestroy', destroying, () => this.destroyValid(id), destroyed);
+  }
+
+  private destroyValid(id: string): Promise<boolean> {
     return this.guard('destroy', async () => {
       const userId = await this.records.destroy(id, this.options.tombstoneMs);
       // Announced even when already gone: a retry after a failed announcement must still reach the gateways.
@@ -383,3 +395,9 @@ export class SessionService {
     return { ...this.failures.counts };
   }
 }
+
+// The traced calls' fields (docs/observability.md): never the session id.
+const creating = () => ({ feature: 'session' as const, operation: 'create' });
+const created = () => ({ outcome: 'created' });
+const destroying = () => ({ feature: 'session' as const, operation: 'destroy' });
+const destroyed = (existed: boolean) => ({ outcome: existed ? 'destroyed' : 'missing' });
