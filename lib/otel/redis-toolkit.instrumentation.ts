@@ -1,0 +1,215 @@
+import type { AsyncLocalStorage } from 'node:async_hooks';
+import diagnosticsChannel from 'node:diagnostics_channel';
+import {
+  type Attributes,
+  type Context,
+  context,
+  type MeterProvider,
+  metrics,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  type Tracer,
+  type TracerProvider,
+  trace,
+} from '@opentelemetry/api';
+import {
+  type DiagnosticsPayload,
+  REDIS_TOOLKIT_CHANNELS,
+  REDIS_TOOLKIT_TRACING_CHANNELS,
+  type TracingContext,
+} from '../common/diagnostics.js';
+import { RedisToolkitMetrics } from './otel.metrics.js';
+
+/** The instrumentation scope of every span and metric (the package's name and version). */
+export const INSTRUMENTATION_NAME = 'nestjs-redis-toolkit';
+export const INSTRUMENTATION_VERSION = '0.1.0';
+
+export interface RedisToolkitInstrumentationConfig {
+  /** Subscribe at construction (as OpenTelemetry instrumentations do). Default true. */
+  enabled?: boolean;
+  /** Spans for the traced operations. Default true. */
+  traces?: boolean;
+  /** The metrics of docs/observability.md. Default true. */
+  metrics?: boolean;
+  /**
+   * `rtk.redis.command.duration` from ioredis's own `ioredis:command` tracing channel (every ioredis client of the
+   * process, not only the toolkit's). Default true.
+   */
+  commandDuration?: boolean;
+}
+
+/** What ioredis 6 puts in the context of `tracing:ioredis:command:*` (lib/tracing in ioredis). */
+interface IoredisCommandContext {
+  command?: string;
+  error?: unknown;
+}
+
+type Handlers = Parameters<diagnosticsChannel.TracingChannel<object, object>['subscribe']>[0];
+
+/**
+ * Turns the toolkit's diagnostics_channel events and traced calls into OpenTelemetry spans and metrics.
+ *
+ * ```ts
+ * const instrumentation = new RedisToolkitInstrumentation();   // before the app starts; uses the global providers
+ * ```
+ * or hand it to `registerInstrumentations({ instrumentations: [...] })` of `@opentelemetry/instrumentation`: it has
+ * the shape of an OpenTelemetry `Instrumentation` (enable, disable, setTracerProvider, setMeterProvider, …).
+ *
+ * Spans: one per traced call (`rtk.cache.get`, `rtk.lock.acquire`, …), made the active context while the call runs,
+ * so the spans of its Redis commands (@opentelemetry/instrumentation-ioredis) nest under it. With no instrumentation
+ * the toolkit publishes nothing and builds no payload.
+ */
+export class RedisToolkitInstrumentation {
+  readonly instrumentationName = INSTRUMENTATION_NAME;
+  readonly instrumentationVersion = INSTRUMENTATION_VERSION;
+  private config: Required<RedisToolkitInstrumentationConfig>;
+  private tracer: Tracer;
+  private metrics: RedisToolkitMetrics;
+  private enabled = false;
+  private readonly unsubscribes: (() => void)[] = [];
+  private readonly spans = new WeakMap<object, Span>();
+  private readonly startedAt = new WeakMap<object, number>();
+
+  constructor(config: RedisToolkitInstrumentationConfig = {}) {
+    this.config = withDefaults(config);
+    this.tracer = trace.getTracer(INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION);
+    this.metrics = new RedisToolkitMetrics(metrics.getMeter(INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION));
+    if (this.config.enabled) this.enable();
+  }
+
+  setTracerProvider(provider: TracerProvider): void {
+    this.tracer = provider.getTracer(INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION);
+  }
+
+  setMeterProvider(provider: MeterProvider): void {
+    this.metrics = new RedisToolkitMetrics(provider.getMeter(INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION));
+  }
+
+  getConfig(): RedisToolkitInstrumentationConfig {
+    return { ...this.config };
+  }
+
+  /** Takes effect at the next enable() (subscriptions are made there). */
+  setConfig(config: RedisToolkitInstrumentationConfig): void {
+    this.config = withDefaults(config);
+  }
+
+  /** Subscribes to the toolkit's channels (idempotent). */
+  enable(): void {
+    if (this.enabled) return;
+    this.enabled = true;
+    if (this.config.metrics) {
+      for (const name of Object.values(REDIS_TOOLKIT_CHANNELS)) {
+        const onMessage = (message: unknown) => this.metrics.event(name, message as DiagnosticsPayload);
+        diagnosticsChannel.subscribe(name, onMessage);
+        this.unsubscribes.push(() => diagnosticsChannel.unsubscribe(name, onMessage));
+      }
+      if (this.config.commandDuration) this.subscribeCommands();
+    }
+    if (this.config.traces || this.config.metrics) {
+      for (const name of Object.values(REDIS_TOOLKIT_TRACING_CHANNELS)) this.subscribeTraced(name);
+    }
+  }
+
+  /** Unsubscribes from every channel: the toolkit is back to publishing nothing. */
+  disable(): void {
+    if (!this.enabled) return;
+    this.enabled = false;
+    for (const unsubscribe of this.unsubscribes.splice(0)) unsubscribe();
+  }
+
+  private subscribeTraced(name: string): void {
+    const channel = diagnosticsChannel.tracingChannel<Context, TracingContext>(name);
+    if (this.config.traces) {
+      // The span is started in the store's transform (before `start` is published) and made the active context for
+      // the call through OpenTelemetry's context manager: `runStores` calls `run(context, fn)` on what is bound.
+      const store = { run: <R>(ctx: Context, fn: () => R): R => context.with(ctx, fn) };
+      const bound = store as unknown as AsyncLocalStorage<Context>;
+      channel.start.bindStore(bound, (message) => this.startSpan(message));
+      this.unsubscribes.push(() => channel.start.unbindStore(bound));
+    }
+    const handlers: Handlers = {
+      start: (message) => this.startedAt.set(message, performance.now()),
+      end: (message) => {
+        // an error before `end` is a synchronous throw: no asyncEnd follows
+        if ((message as TracingContext).error !== undefined) this.finish(message as TracingContext);
+      },
+      asyncStart: () => undefined,
+      asyncEnd: (message) => this.finish(message as TracingContext),
+      error: () => undefined,
+    };
+    channel.subscribe(handlers);
+    this.unsubscribes.push(() => channel.unsubscribe(handlers));
+  }
+
+  private startSpan(message: TracingContext): Context {
+    const parent = context.active();
+    const span = this.tracer.startSpan(
+      `rtk.${message.feature}.${message.operation}`,
+      { kind: SpanKind.INTERNAL, attributes: attributesOf(message) },
+      parent,
+    );
+    this.spans.set(message, span);
+    return trace.setSpan(parent, span);
+  }
+
+  private finish(message: TracingContext): void {
+    const started = this.startedAt.get(message);
+    this.startedAt.delete(message);
+    if (this.config.metrics && started !== undefined && message.feature === 'lock' && message.operation === 'acquire') {
+      this.metrics.lockWait(performance.now() - started, message.outcome ?? 'failed');
+    }
+    const span = this.spans.get(message);
+    if (!span) return;
+    this.spans.delete(message);
+    span.setAttributes(attributesOf(message));
+    if (message.error !== undefined) {
+      const err = message.error instanceof Error ? message.error : new Error(String(message.error));
+      span.recordException(err);
+      span.setStatus({ code: SpanStatusCode.ERROR, message: err.message });
+    }
+    span.end();
+  }
+
+  private subscribeCommands(): void {
+    const channel = diagnosticsChannel.tracingChannel<IoredisCommandContext>('ioredis:command');
+    const started = new WeakMap<object, number>();
+    const done = (message: IoredisCommandContext) => {
+      const at = started.get(message);
+      if (at === undefined) return;
+      started.delete(message);
+      this.metrics.command(performance.now() - at, message.command ?? 'unknown', message.error !== undefined);
+    };
+    const handlers: Handlers = {
+      start: (message) => started.set(message, performance.now()),
+      end: () => undefined,
+      asyncStart: () => undefined,
+      asyncEnd: (message) => done(message as IoredisCommandContext),
+      error: () => undefined,
+    };
+    channel.subscribe(handlers);
+    this.unsubscribes.push(() => channel.unsubscribe(handlers));
+  }
+}
+
+function withDefaults(config: RedisToolkitInstrumentationConfig): Required<RedisToolkitInstrumentationConfig> {
+  return {
+    enabled: config.enabled ?? true,
+    traces: config.traces ?? true,
+    metrics: config.metrics ?? true,
+    commandDuration: config.commandDuration ?? true,
+  };
+}
+
+/** Context fields → span attributes `rtk.<field>` (`rtk.feature`, `rtk.outcome`, `rtk.fencing_token`, …). */
+function attributesOf(message: TracingContext): Attributes {
+  const attributes: Attributes = {};
+  for (const [field, value] of Object.entries(message)) {
+    if (field === 'error') continue;
+    const key = `rtk.${field.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)}`;
+    if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') attributes[key] = value;
+    else if (Array.isArray(value) && value.every((v) => typeof v === 'string')) attributes[key] = value;
+  }
+  return attributes;
+}
