@@ -33,6 +33,8 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   /** Its name in forRoot: `default` for `connection`, else the key in `connections`. */
   readonly name: string;
   private readonly owned = new Set<RedisClient>();
+  /** The connections created besides the main one, by role (for health: connectionStates). */
+  private readonly roles = new Map<RedisClient, string>();
   private readonly tuning: ClientTuning;
   private readonly logger = new Logger('RedisToolkit');
   private readonly connectionWarning = new ThrottledWarning(this.logger);
@@ -88,6 +90,7 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   async onApplicationShutdown(): Promise<void> {
     const clients = [...this.owned];
     this.owned.clear();
+    this.roles.clear();
     this.closing = Promise.all([this.closing, ...clients.map((c) => closeClient(c))]);
     await this.closing;
   }
@@ -121,6 +124,16 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   /** A client for another, independent server (quorum lock nodes), tuned like the main one and quit on shutdown. */
   createStandaloneClient(connection: RedisStandaloneConnection): Redis {
     return this.own(createStandaloneClient(connection, this.tuning), describeConnection(connection));
+  }
+
+  /**
+   * Each connection the toolkit uses, with ioredis's status (`ready`, `connecting`, `reconnecting`, `wait` for a lazy
+   * one not yet needed, `end`): the main one (also when it is the user's client), then those created since, under
+   * their role (`subscriber`, a quorum node's address).
+   */
+  connectionStates(): { name: string; status: string }[] {
+    const created = [...this.roles].map(([client, name]) => ({ name, status: client.status }));
+    return [{ name: 'main', status: this.client.status }, ...created];
   }
 
   /** Every master (one for a single server): SCAN must visit each master of a cluster. */
@@ -168,6 +181,7 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
 
   private own<T extends RedisClient>(client: T, role: string): T {
     this.owned.add(client);
+    if (client !== this.client) this.roles.set(client, role);
     // Without a listener ioredis prints every connection error; one throttled line per interval is enough.
     client.on('error', (err: Error) => {
       this.lastErrors.set(client, err);

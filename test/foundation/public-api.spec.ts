@@ -96,7 +96,9 @@ describe('public API', () => {
     expect(before.filter((n) => !reachable.has(n))).toEqual([]);
     expect(Object.keys(await import('../../lib/advanced.js')).sort()).toEqual(advanced.values);
     const pkg = JSON.parse(readFileSync(fileURLToPath(new URL('../../package.json', import.meta.url)), 'utf8'));
-    expect(Object.keys(pkg.exports)).toEqual(expect.arrayContaining(['.', './advanced', './notifications']));
+    expect(Object.keys(pkg.exports)).toEqual(
+      expect.arrayContaining(['.', './advanced', './notifications', './otel', './terminus']),
+    );
   });
 
   it('nestjs-redis-toolkit/dashboard exports exactly these names', async () => {

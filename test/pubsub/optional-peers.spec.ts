@@ -49,6 +49,18 @@ describe('optional peers', () => {
     expect(loaded.filter((f) => /notifications\.(gateway|module)\.ts$/.test(f))).toEqual([]);
   });
 
+  it('the root entry point never loads @opentelemetry/api or @nestjs/terminus; their subpaths do', () => {
+    const root = [...reachable(resolve(libDir, 'index.ts')).values()].flat();
+    const advanced = [...reachable(resolve(libDir, 'advanced.ts')).values()].flat();
+    for (const peer of ['@opentelemetry/api', '@nestjs/terminus']) {
+      expect(root).not.toContain(peer);
+      expect(advanced).not.toContain(peer);
+    }
+    // ...while nestjs-redis-toolkit/otel and /terminus do (so the check above can fail)
+    expect([...reachable(resolve(libDir, 'otel/index.ts')).values()].flat()).toContain('@opentelemetry/api');
+    expect([...reachable(resolve(libDir, 'terminus/index.ts')).values()].flat()).toContain('@nestjs/terminus');
+  });
+
   it('the root entry point never loads nestjs-redis-toolkit/testing or @nestjs/testing', () => {
     const graph = reachable(resolve(libDir, 'index.ts'));
     expect([...graph.keys()].filter((f) => f.includes('/testing/'))).toEqual([]);
