@@ -81,6 +81,36 @@ describe('RedisToolkitHealthIndicator through terminus HealthCheckService', () =
     }
   });
 
+  it('named connections: each reported with its own health and clients; one killed brings the check down', async () => {
+    const other = trackForCleanup(await startRedisServer());
+    try {
+      const { app, check } = await boot({
+        connections: { events: { url: other.url } },
+        pubsub: { connection: 'events' },
+      });
+      await app.get(PubSubService).subscribe('named-news', () => undefined);
+      const ok = await report(check);
+      expect(ok.status).toBe('ok');
+      const connections = (ok.details.redis as Record<string, unknown>).connections as Record<
+        string,
+        { status: string; clients: Record<string, string> }
+      >;
+      expect(Object.keys(connections)).toEqual(['default', 'events']);
+      expect(connections.default).toMatchObject({ status: 'up', clients: { main: 'ready' } });
+      expect(connections.events).toMatchObject({ status: 'up', clients: { main: 'ready', subscriber: 'ready' } });
+      await other.kill();
+      const down = await report(check);
+      expect(down.status).toBe('error');
+      const redis = down.details.redis as Record<string, unknown>;
+      expect(redis.status).toBe('down');
+      expect((redis.connections as Record<string, { status: string }>).events.status).toBe('down');
+      expect((redis.connections as Record<string, { status: string }>).default.status).toBe('up');
+    } finally {
+      await closeToolkitApps();
+      await other.stop();
+    }
+  });
+
   it('down with Redis killed: terminus answers 503 with the indicator down and the error', async () => {
     const { check } = await boot({ commandTimeout: 500 });
     expect((await report(check)).status).toBe('ok');
