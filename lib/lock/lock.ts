@@ -181,7 +181,7 @@ export class Lock {
 
   /** The traced call's fields: the token never (docs/observability.md). */
   private traceFields(operation: string): TracingContext {
-    return { feature: 'lock', operation, kind: 'lock', resource: this.resource, fencingToken: this.fencingToken };
+    return { feature: 'lock', operation, kind: this.kind, resource: this.resource, fencingToken: this.fencingToken };
   }
 
   private async releaseNow(): Promise<void> {
