@@ -8,6 +8,15 @@ const HELD_LOCKS_MAX = 10_000;
 const seconds = (ms: number) => ms / 1_000;
 
 /**
+ * Bucket boundaries for second-valued durations (the semantic conventions' HTTP duration buckets): the SDK's default
+ * boundaries (0 … 10000) are made for milliseconds and would put every Redis call in the first bucket.
+ */
+const DURATION_BUCKETS = [
+  0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5,
+];
+const duration = { unit: 's', advice: { explicitBucketBoundaries: DURATION_BUCKETS } };
+
+/**
  * The toolkit's metrics (docs/observability.md), fed by the diagnostics_channel events and the traced calls.
  * Attribute values are the events' own low-cardinality fields (outcome, policy name, lock kind, command name).
  */
@@ -31,7 +40,7 @@ export class RedisToolkitMetrics {
     });
     this.cacheLoadDuration = meter.createHistogram('rtk.cache.load.duration', {
       description: 'Time the cache loader took, by outcome (loaded or failed)',
-      unit: 's',
+      ...duration,
     });
     this.rateLimitDecisions = meter.createCounter('rtk.ratelimit.decisions', {
       description: 'Charging rate-limit decisions, by policy name and outcome (allowed or refused)',
@@ -39,11 +48,11 @@ export class RedisToolkitMetrics {
     });
     this.lockWaitDuration = meter.createHistogram('rtk.lock.wait.duration', {
       description: 'Time acquire and tryAcquire took (retries included), by outcome (acquired, busy or failed)',
-      unit: 's',
+      ...duration,
     });
     this.lockHeldDuration = meter.createHistogram('rtk.lock.held.duration', {
       description: 'Time a lock was held, from acquisition to release or loss, by kind and outcome',
-      unit: 's',
+      ...duration,
     });
     this.lockLost = meter.createCounter('rtk.lock.lost', {
       description: 'Locks lost while held (an extension or release refused, or expiry before an extension)',
@@ -59,7 +68,7 @@ export class RedisToolkitMetrics {
     });
     this.commandDuration = meter.createHistogram('rtk.redis.command.duration', {
       description: 'Redis command round trips seen by ioredis, by command name and outcome',
-      unit: 's',
+      ...duration,
     });
   }
 
