@@ -107,8 +107,11 @@ export class RedisToolkitInstrumentation {
       }
       if (this.config.commandDuration) this.subscribeCommands();
     }
-    if (this.config.traces || this.config.metrics) {
-      for (const name of Object.values(REDIS_TOOLKIT_TRACING_CHANNELS)) this.subscribeTraced(name);
+    // Without spans only lock acquisition needs its traced call (rtk.lock.wait.duration): the other operations then
+    // stay on their untraced path.
+    for (const name of Object.values(REDIS_TOOLKIT_TRACING_CHANNELS)) {
+      const waitMetric = this.config.metrics && name === REDIS_TOOLKIT_TRACING_CHANNELS.lockAcquire;
+      if (this.config.traces || waitMetric) this.subscribeTraced(name);
     }
   }
 
