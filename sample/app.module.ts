@@ -7,6 +7,7 @@ import { ApiModule } from './api/api.module.js';
 import { AuthModule } from './auth/auth.module.js';
 import { HealthController } from './health/health.controller.js';
 import { NotificationsModule, SAMPLE_PUBSUB } from './notifications/notifications.module.js';
+import { ObservabilityModule } from './observability/observability.module.js';
 import { PageController } from './page/page.controller.js';
 import { OrdersModule } from './orders/orders.module.js';
 import { ProductsModule } from './products/products.module.js';
@@ -50,6 +51,7 @@ import { ProductsModule } from './products/products.module.js';
     // The live dashboard at /_toolkit, for logged-in users only (SessionGuard reads the login's session cookie):
     // per instance and summed across every instance on this Redis.
     RedisToolkitDashboardModule.register({ path: '/_toolkit', guard: SessionGuard }),
+    ObservabilityModule,
   ],
   controllers: [HealthController, PageController],
 })
