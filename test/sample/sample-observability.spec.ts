@@ -53,15 +53,16 @@ describe.each(PLATFORMS)('the sample on %s: /metrics and /health/ready', (platfo
     const hits = m.get('rtk_cache_requests_total') ?? [];
     expect(hits.find(([l]) => l.includes('outcome="miss"'))?.[1]).toBeGreaterThanOrEqual(1);
     expect(hits.find(([l]) => l.includes('outcome="hit"'))?.[1]).toBeGreaterThanOrEqual(1);
-    expect(m.get('rtk_cache_load_duration_seconds_count')?.[0][1]).toBeGreaterThanOrEqual(1);
+    expect(m.get('rtk_cache_load_duration_count')?.[0][1]).toBeGreaterThanOrEqual(1);
     const decisions = m.get('rtk_ratelimit_decisions_total') ?? [];
     expect(decisions.some(([l, v]) => /policy="[^"]+"/.test(l) && l.includes('outcome="allowed"') && v >= 1)).toBe(
       true,
     );
     expect(m.get('rtk_sessions_active')?.[0][1]).toBe(0); // one login, one logout
     expect(m.get('rtk_pubsub_messages_total')?.some(([l]) => l.includes('direction="out"'))).toBe(true);
-    expect(m.get('rtk_redis_command_duration_seconds_count')?.length).toBeGreaterThanOrEqual(1);
-    expect(scrape.text).toContain('# TYPE rtk_lock_wait_duration_seconds histogram');
+    expect(m.get('rtk_redis_command_duration_count')?.length).toBeGreaterThanOrEqual(1);
+    // durations are in seconds, with second-scale buckets (not the SDK's default 0 … 10000)
+    expect(m.get('rtk_redis_command_duration_bucket')?.some(([l]) => l.includes('le="0.005"'))).toBe(true);
 
     const ready = await http.get('/health/ready').expect(200);
     expect(ready.body).toMatchObject({
