@@ -146,7 +146,13 @@ async function scenario(mode: LockMode, urls: string[], rows: BenchRow[]): Promi
   // The peers model separate processes contending, so our charted row is the 20 separate services (like 20 app
   // instances, no in-process hand-over); the in-process FIFO row is shown as a variant.
   const cOp = `contended (20 callers, 1 resource), ${label}`;
-  add('nestjs-redis-toolkit', cOp, contended.oursSeparate, '20 separate LockService instances, like 20 app instances');
+  add(
+    'nestjs-redis-toolkit',
+    cOp,
+    contended.oursSeparate,
+    '20 separate LockService instances, like 20 app instances: each wait is woken by the release (wake-on-release), ' +
+      'the poll is the fallback',
+  );
   add(
     'nestjs-redis-toolkit (in-process FIFO hand-over)',
     cOp,

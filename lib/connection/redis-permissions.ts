@@ -70,7 +70,7 @@ const FEATURE_COMMANDS: {
       'scan',
     ],
   },
-  { name: 'lock', option: 'lock', folder: 'lock', key: FEATURES.lock, commands: ['zcount'] },
+  { name: 'lock', option: 'lock', folder: 'lock', key: FEATURES.lock, commands: ['zcount', 'zrem', 'subscribe'] },
   {
     name: 'pub/sub',
     option: 'pubsub',
@@ -103,6 +103,8 @@ const SAMPLE_ARGS: Record<string, string[]> = {
   zremrangebyscore: ['K', '0', '1'],
   zrangebyscore: ['K', '0', '1'],
   zrem: ['K', 'm'],
+  zpopmin: ['K'],
+  zmscore: ['K', 'm'],
   zrandmember: ['K'],
   sadd: ['K', 'm'],
   srem: ['K', 'm'],

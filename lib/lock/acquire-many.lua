@@ -1,29 +1,40 @@
--- acquire.lua for several locks at once (the acquisitions one process starts in the same tick, single server only):
--- for each i, KEYS[2i-1] lock key, KEYS[2i] its fence counter, ARGV[2i-1] owner token, ARGV[2i] ttl ms.
+-- acquire.lua for the locks one process starts in the same tick (a lone acquisition is a batch of one).
+-- For each i, KEYS[3i-2] lock key, KEYS[3i-1] its fence counter, KEYS[3i] the services waiting for it (a sorted set,
+-- oldest first); ARGV[3i-2] owner token, ARGV[3i-1] ttl ms, ARGV[3i] the waiting service's id or '' (do not wait).
 -- Returns, per lock in order, its new fencing token (>= 1), 0 when another owner holds it, or the error text of that
 -- lock alone (redis.pcall: a foreign value under its fence key fails only its own acquisition, never the batch).
--- Tokens are floored by the server clock in microseconds, as in acquire.lua (TIME is read once: one instant).
+-- Busy with a service id: the service joins the waiters (kept in place when already in), so the release wakes it
+-- (release-many.lua). Taken with one: the service leaves them. Tokens are floored by the server clock in µs, as in
+-- acquire.lua (TIME is read once: one instant).
 local out = {}
 local now = redis.call('TIME')
 local floor = tonumber(now[1]) * 1000000 + tonumber(now[2])
 local floor_text = now[1] .. string.format('%06d', tonumber(now[2]))
-for i = 1, #KEYS / 2 do
-  local set = redis.pcall('SET', KEYS[2 * i - 1], ARGV[2 * i - 1], 'NX', 'PX', ARGV[2 * i])
+for i = 1, #KEYS / 3 do
+  local lock, fence_key, waiting = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local service = ARGV[3 * i]
+  local set = redis.pcall('SET', lock, ARGV[3 * i - 2], 'NX', 'PX', ARGV[3 * i - 1])
   if type(set) == 'table' and set.err then
     out[i] = set.err
   elseif set then
-    local fence = redis.pcall('INCR', KEYS[2 * i])
+    local fence = redis.pcall('INCR', fence_key)
     if type(fence) == 'table' then
-      redis.call('DEL', KEYS[2 * i - 1]) -- no fencing token, no lock
+      redis.call('DEL', lock) -- no fencing token, no lock
       out[i] = fence.err
     else
       if fence < floor then
-        redis.call('SET', KEYS[2 * i], floor_text)
+        redis.call('SET', fence_key, floor_text)
         fence = floor
+      end
+      if service ~= '' then
+        redis.pcall('ZREM', waiting, service)
       end
       out[i] = fence
     end
   else
+    if service ~= '' and not (type(redis.pcall('ZADD', waiting, 'NX', floor, service)) == 'table') then
+      redis.call('PEXPIRE', waiting, ARGV[3 * i - 1])
+    end
     out[i] = 0
   end
 end

@@ -4,13 +4,15 @@ import { itemReplyError, type FailurePolicy } from '../common/failure-policy.js'
 import type { RedisClient } from '../common/lua-script.js';
 import { TickBatcher } from '../common/tick-batcher.js';
 import { answered, count, gather, type QuorumCalls } from './lock.quorum.js';
-import { ACQUIRE, ACQUIRE_MANY, EXTEND, HAND_OVER, RAISE_FENCE, RELEASE, RELEASE_MANY } from './lock.scripts.js';
+import { ACQUIRE_MANY, EXTEND, HAND_OVER, RAISE_FENCE, RELEASE_MANY } from './lock.scripts.js';
 
-/** The two keys of one resource; they share a hash tag so one script may touch both on a cluster. */
+/** The keys of one resource; they share a hash tag so one script may touch them together on a cluster. */
 export interface LockKeys {
   readonly resource: string;
   readonly lock: string;
   readonly fence: string;
+  /** The services waiting for the lock, oldest first (see LockWakeups). */
+  readonly waiters: string;
 }
 
 export interface Acquired {
@@ -27,10 +29,11 @@ export interface Acquired {
 export interface LockBackend {
   readonly nodes: number;
   /** null: held by someone else. Throws RedisUnavailableError when Redis could not decide. */
-  tryAcquire(keys: LockKeys, token: string, ttl: number): Promise<Acquired | null>;
+  tryAcquire(keys: LockKeys, token: string, ttl: number, waiter?: string): Promise<Acquired | null>;
   /** New expiresAt. */
   extend(keys: LockKeys, token: string, ttl: number): Promise<number>;
-  release(keys: LockKeys, token: string): Promise<void>;
+  /** `expiresAt`: the holder's own expiry (a backend that cannot tell an expired entry from a held one uses it). */
+  release(keys: LockKeys, token: string, expiresAt?: number): Promise<void>;
 }
 
 const lost = (keys: LockKeys, what: string): LockLostError =>
@@ -45,56 +48,78 @@ const MAX_UNKNOWN_LOCKS = 1_000;
  */
 const LOCK_CALLS_PER_SCRIPT = 8;
 
+/** How many waiting services a release may try in turn until one is listening (see release-many.lua). */
+const WAKE_TRIES = 3;
+
 /**
- * ACQUIRE and RELEASE on one client. On a single server (a quorum node is one) the acquisitions, and the releases,
- * this process makes in one event-loop turn go as one script call each (many callers locking their own resources at
- * once); on a cluster every lock is its own call (its own slot).
+ * ACQUIRE and RELEASE on one client, with wake-on-release (see LockWakeups): a busy acquisition with a service id
+ * joins the lock's waiting services, a release wakes the oldest. On a single server (a quorum node is one) the
+ * acquisitions, and the releases, this process makes in one event-loop turn go as one script call each (many callers
+ * locking their own resources at once); on a cluster every lock is its own call (its own slot).
  */
 class LockCalls {
   /** A batched call answers per lock: its result, or the error text of that lock alone (redis.pcall). */
-  private readonly acquires: TickBatcher<[keys: LockKeys, token: string, ttl: number], number | string> | undefined;
-  private readonly releases: TickBatcher<[keys: LockKeys, token: string], number | string> | undefined;
+  private readonly acquires: TickBatcher<AcquireCall, number | string> | undefined;
+  private readonly releases: TickBatcher<ReleaseCall, number | string> | undefined;
+  private readonly acquireMany: (calls: AcquireCall[]) => Promise<(number | string)[]>;
+  private readonly releaseMany: (calls: ReleaseCall[]) => Promise<(number | string)[]>;
 
-  constructor(readonly client: RedisClient) {
+  constructor(
+    readonly client: RedisClient,
+    /** The wake channel prefix of every service (LockWakeups.channelPrefix). */
+    wakeChannelPrefix: string,
+  ) {
+    // On a cluster PUBLISH counts only this node's receivers: 0 does not mean nobody listens, so wake one and stop.
+    const tries = client instanceof Cluster ? 1 : WAKE_TRIES;
+    this.acquireMany = (calls) =>
+      ACQUIRE_MANY.runWithAnyKeys(
+        client,
+        calls.flatMap(([keys]) => [keys.lock, keys.fence, keys.waiters]),
+        calls.flatMap(([, token, ttl, waiter]) => [token, ttl, waiter]),
+      );
+    this.releaseMany = (calls) =>
+      RELEASE_MANY.runWithAnyKeys(
+        client,
+        calls.flatMap(([keys]) => [keys.lock, keys.waiters]),
+        [wakeChannelPrefix, tries, ...calls.map(([, token]) => token)],
+      );
+    // A cluster batches nothing: the locks of one turn live in different slots.
     if (client instanceof Cluster) return;
     this.acquires = new TickBatcher(
-      {
-        one: ([keys, token, ttl]) => ACQUIRE.run(client, [keys.lock, keys.fence], [token, ttl]),
-        many: (calls) =>
-          ACQUIRE_MANY.runWithAnyKeys(
-            client,
-            calls.flatMap(([keys]) => [keys.lock, keys.fence]),
-            calls.flatMap(([, token, ttl]) => [token, ttl]),
-          ),
-      },
+      { one: (call) => this.acquireOne(call), many: this.acquireMany },
       LOCK_CALLS_PER_SCRIPT,
     );
     this.releases = new TickBatcher(
-      {
-        one: ([keys, token]) => RELEASE.run(client, [keys.lock], [token]),
-        many: (calls) =>
-          RELEASE_MANY.runWithAnyKeys(
-            client,
-            calls.map(([keys]) => keys.lock),
-            calls.map(([, token]) => token),
-          ),
-      },
+      { one: (call) => this.releaseOne(call), many: this.releaseMany },
       LOCK_CALLS_PER_SCRIPT,
     );
   }
 
-  /** The new fencing token, or 0 when another owner holds the lock. */
-  async acquire(keys: LockKeys, token: string, ttl: number): Promise<number> {
-    if (!this.acquires) return ACQUIRE.run(this.client, [keys.lock, keys.fence], [token, ttl]);
-    return itemResult(await this.acquires.add([keys, token, ttl]), `acquiring the lock on "${keys.resource}"`);
+  private async acquireOne(call: AcquireCall): Promise<number | string> {
+    return (await this.acquireMany([call]))[0];
+  }
+
+  private async releaseOne(call: ReleaseCall): Promise<number | string> {
+    return (await this.releaseMany([call]))[0];
+  }
+
+  /** The new fencing token, or 0 when another owner holds the lock. `waiter`: the service id to wake, or ''. */
+  async acquire(keys: LockKeys, token: string, ttl: number, waiter = ''): Promise<number> {
+    const call: AcquireCall = [keys, token, ttl, waiter];
+    const result = await (this.acquires ? this.acquires.add(call) : this.acquireOne(call));
+    return itemResult(result, `acquiring the lock on "${keys.resource}"`);
   }
 
   /** 1 when released, 0 when not held by `token`. */
   async release(keys: LockKeys, token: string): Promise<number> {
-    if (!this.releases) return RELEASE.run(this.client, [keys.lock], [token]);
-    return itemResult(await this.releases.add([keys, token]), `releasing the lock on "${keys.resource}"`);
+    const call: ReleaseCall = [keys, token];
+    const result = await (this.releases ? this.releases.add(call) : this.releaseOne(call));
+    return itemResult(result, `releasing the lock on "${keys.resource}"`);
   }
 }
+
+type AcquireCall = [keys: LockKeys, token: string, ttl: number, waiter: string];
+type ReleaseCall = [keys: LockKeys, token: string];
 
 /** One lock's part of a batched reply: a number, or the error reply of that lock alone (a RedisReplyError). */
 function itemResult(result: number | string, what: string): number {
@@ -113,15 +138,18 @@ export class SingleLockBackend implements LockBackend {
   constructor(
     private readonly client: RedisClient,
     private readonly failures: FailurePolicy,
+    wakeChannelPrefix: string,
   ) {
-    this.calls = new LockCalls(client);
+    this.calls = new LockCalls(client, wakeChannelPrefix);
   }
 
-  async tryAcquire(keys: LockKeys, token: string, ttl: number): Promise<Acquired | null> {
+  async tryAcquire(keys: LockKeys, token: string, ttl: number, waiter = ''): Promise<Acquired | null> {
     const startedAt = Date.now();
     let fence: number;
     try {
-      fence = await this.failures.guard(`acquire on "${keys.resource}"`, () => this.calls.acquire(keys, token, ttl));
+      fence = await this.failures.guard(`acquire on "${keys.resource}"`, () =>
+        this.calls.acquire(keys, token, ttl, waiter),
+      );
     } catch (err) {
       // The SET may have run before the reply was lost: do not leave a lock nobody owns for a whole ttl.
       if (err instanceof RedisUnavailableError) this.releaseUnknown(keys, token, startedAt + ttl);
@@ -197,17 +225,20 @@ export class QuorumLockBackend implements LockBackend {
   readonly nodes: number;
   private readonly nodeCalls: LockCalls[];
 
-  constructor(private readonly quorum: QuorumCalls) {
+  constructor(
+    private readonly quorum: QuorumCalls,
+    wakeChannelPrefix: string,
+  ) {
     this.nodes = quorum.nodes;
-    this.nodeCalls = quorum.clients.map((c) => new LockCalls(c));
+    this.nodeCalls = quorum.clients.map((c) => new LockCalls(c, wakeChannelPrefix));
   }
 
-  async tryAcquire(keys: LockKeys, token: string, ttl: number): Promise<Acquired | null> {
+  async tryAcquire(keys: LockKeys, token: string, ttl: number, waiter = ''): Promise<Acquired | null> {
     let fencingToken = 0;
     const won = await this.quorum.acquire(
       `acquiring the lock on "${keys.resource}"`,
       ttl,
-      (_, i) => this.nodeCalls[i].acquire(keys, token, ttl),
+      (_, i) => this.nodeCalls[i].acquire(keys, token, ttl, waiter),
       (fence) => fence > 0,
       (_, i) => this.nodeCalls[i].release(keys, token),
       async (outcomes, deadline) => {

@@ -262,6 +262,12 @@ export class MultiLocks {
     }
     // One order for every caller: overlapping sets meet their first common resource first (no hold-and-wait cycle).
     const all = resources.map(this.keysOf).sort((a, b) => (a.lock < b.lock ? -1 : a.lock > b.lock ? 1 : 0));
-    return { resource: all.map((k) => k.resource).join(','), lock: all[0].lock, fence: all[0].fence, all };
+    return {
+      resource: all.map((k) => k.resource).join(','),
+      lock: all[0].lock,
+      fence: all[0].fence,
+      waiters: all[0].waiters,
+      all,
+    };
   }
 }

@@ -135,7 +135,8 @@ export class Semaphore {
     }
     this.ttl = checkTtl(options.ttl, ctx.options.ttl, `semaphore "${name}"`);
     KeyBuilder.validate(name, 'semaphore name');
-    this.keys = { resource: name, lock: ctx.keys.tagged(FEATURES.lock, name, ':sem'), fence: '' };
+    const lock = ctx.keys.tagged(FEATURES.lock, name, ':sem');
+    this.keys = { resource: name, lock, fence: '', waiters: `${lock}:waiters` };
     this.owner = leaseOwner(ctx, new SemaphoreBackend(ctx, name, limit), this.waiters, (keys, token) =>
       this.handOver(keys, token),
     );

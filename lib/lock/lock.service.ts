@@ -16,6 +16,7 @@ import { LockEvents } from './lock.events.js';
 import type { LeaseAcquireOptions, LeaseContext } from './lock.lease.js';
 import { type MultiLock, MultiLocks } from './lock.multi.js';
 import { LocalWaiters } from './lock.waiters.js';
+import { LockWakeups } from './lock.wake.js';
 import { connectQuorum, QuorumCalls } from './lock.quorum.js';
 import { Semaphore, type SemaphoreOptions } from './lock.semaphore.js';
 import { LOCK_OPTIONS, type LockRetryOptions, type ResolvedLockOptions } from './lock.options.js';
@@ -79,6 +80,13 @@ export class LockService implements OnModuleInit {
   private readonly heldHere = new Map<string, Lock>();
   /** Lock keys an attempt of this process is asking Redis for right now. */
   private readonly inFlight = new Set<string>();
+  /** Releases by other services wake a waiter of this one (see LockWakeups). */
+  private readonly wakeups: LockWakeups;
+  /**
+   * Lock keys whose wake arrived while the attempt that queued for it was still in flight (its reply and the wake come
+   * on different connections): that caller tries again at once instead of sleeping a poll pause.
+   */
+  private readonly earlyWakes = new Set<string>();
   /** acquired, extended, released, lost, busy: `locks.events.on('lost', (e) => ...)`. Payloads carry no token. */
   readonly events = new LockEvents((name, err) =>
     this.logger.error(`a '${name}' lock event listener threw: ${(err as Error).message}`),
@@ -100,6 +108,13 @@ export class LockService implements OnModuleInit {
     this.lockOptions = options;
     this.failures = new FailurePolicy(connection, { feature: 'lock', logger: this.logger });
     const quorum = options.quorum;
+    this.wakeups = new LockWakeups(
+      keys,
+      () =>
+        quorum ? quorum.nodes.map((node) => connection.createStandaloneClient(node)) : [connection.createSubscriber()],
+      (lockKey) => this.woken(lockKey),
+      (message) => this.logger.warn(message),
+    );
     if (quorum) {
       for (const node of quorum.nodes) {
         this.quorumClients.push({
@@ -112,9 +127,9 @@ export class LockService implements OnModuleInit {
         quorum.driftFactor,
         connection.commandTimeout,
       );
-      this.backend = new QuorumLockBackend(this.quorumCalls);
+      this.backend = new QuorumLockBackend(this.quorumCalls, this.wakeups.channelPrefix);
     } else {
-      this.backend = new SingleLockBackend(connection.client, this.failures);
+      this.backend = new SingleLockBackend(connection.client, this.failures, this.wakeups.channelPrefix);
     }
     this.owner = {
       backend: this.backend,
@@ -132,9 +147,19 @@ export class LockService implements OnModuleInit {
     };
   }
 
-  /** Failed Redis calls since start (this process, single server or cluster): transport failures and error replies. */
-  stats(): { unavailable: number; replyErrors: number } {
-    return { ...this.failures.counts };
+  /**
+   * Failed Redis calls since start (this process, single server or cluster): transport failures and error replies;
+   * `wakeups`: releases by other services that woke a waiter of this one (wake-on-release, see docs/lock.md).
+   */
+  stats(): { unavailable: number; replyErrors: number; wakeups: number } {
+    return { ...this.failures.counts, wakeups: this.wakeups.received };
+  }
+
+  /** A release by another service woke this one for `lockKey`. */
+  private woken(lockKey: string): void {
+    if (this.waiters.wakeOne(lockKey) || !this.inFlight.has(lockKey)) return;
+    if (this.earlyWakes.size >= 10_000) this.earlyWakes.clear();
+    this.earlyWakes.add(lockKey);
   }
 
   /**
@@ -270,7 +295,8 @@ export class LockService implements OnModuleInit {
       // While a caller of this process holds it (or is asking Redis for it), asking Redis is pointless: wait to be
       // woken by its release, or for the next retry.
       const busyHere = this.heldHere.get(keys.lock)?.isHeld === true || this.inFlight.has(keys.lock);
-      const lock = busyHere ? null : await this.attempt(keys, ttl);
+      // With this service's id: when busy, it joins the lock's waiting services, and the release wakes it.
+      const lock = busyHere ? null : await this.attempt(keys, ttl, this.wakeups.id);
       if (lock) return this.started(lock, options.autoExtend);
       const pause = nextPause(plan, attempt);
       if (pause === undefined) {
@@ -279,6 +305,8 @@ export class LockService implements OnModuleInit {
           `the lock on "${resource}" is held by another owner (${describeAttempts(plan, attempt)})`,
         );
       }
+      this.wakeups.listen();
+      if (this.earlyWakes.delete(keys.lock)) continue;
       const handed = await this.waiters.pause(keys.lock, pause, ttl);
       if (handed) return this.started(handed, options.autoExtend);
     }
@@ -343,17 +371,19 @@ export class LockService implements OnModuleInit {
     return runHolding(lock, fn, { maxHoldMs, extensionThreshold }, (message) => this.logger.warn(message));
   }
 
-  private async attempt(keys: LockKeys, ttl: number): Promise<Lock | null> {
+  /** `waiter`: this service's id when the caller waits if the lock is busy (see LockWakeups), else ''. */
+  private async attempt(keys: LockKeys, ttl: number, waiter = ''): Promise<Lock | null> {
     // A fresh token per attempt: a background clean-up of a failed attempt can never delete a later success.
     const token = newToken();
     let acquired: Awaited<ReturnType<LockBackend['tryAcquire']>>;
     this.inFlight.add(keys.lock);
     try {
-      acquired = await this.backend.tryAcquire(keys, token, ttl);
+      acquired = await this.backend.tryAcquire(keys, token, ttl, waiter);
     } finally {
       this.inFlight.delete(keys.lock);
     }
     if (!acquired) return null;
+    this.earlyWakes.delete(keys.lock);
     const lock = new Lock(this.owner, keys, token, acquired.fencingToken, acquired.expiresAt, ttl);
     this.events.report('acquired', () => lock.info);
     if (this.heldHere.size >= 10_000) {
@@ -367,7 +397,7 @@ export class LockService implements OnModuleInit {
   private keysFor(resource: string): LockKeys {
     KeyBuilder.validate(resource, 'lock resource');
     const lock = this.keys.tagged(FEATURES.lock, resource);
-    return { resource, lock, fence: `${lock}:fence` };
+    return { resource, lock, fence: `${lock}:fence`, waiters: `${lock}:waiters` };
   }
 
   private maxHoldOf(ms: number | undefined): number {

@@ -50,9 +50,12 @@ export class LocalWaiters {
     return n;
   }
 
-  wakeOne(lockKey: string): void {
+  /** Wakes the oldest waiter for `lockKey`: false when none waits. */
+  wakeOne(lockKey: string): boolean {
     const first = this.byKey.get(lockKey)?.values().next();
-    if (first && !first.done) first.value.wake();
+    if (!first || first.done) return false;
+    first.value.wake();
+    return true;
   }
 
   /** The oldest waiter for `lockKey`. */
