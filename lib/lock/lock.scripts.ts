@@ -18,12 +18,10 @@ export const HAND_OVER = script<number>('lock_hand_over', 'hand-over', 2);
 export const ACQUIRE_MANY = script<(number | string)[]>('lock_acquire_many', 'acquire-many', 2);
 /** RELEASE for the locks of one tick (single server): 1 or 0 per lock. */
 export const RELEASE_MANY = script<(number | string)[]>('lock_release_many', 'release-many', 1);
-/** Semaphore: prune expired holders, take a permit when fewer than the limit hold one: 1, else 0. */
-export const SEMAPHORE_ACQUIRE = script<number>('semaphore_acquire', 'semaphore-acquire', 1);
+/** Semaphore: prune expired holders, take a permit per caller of one tick while fewer than the limit hold one: 1/0. */
+export const SEMAPHORE_ACQUIRE = script<number[]>('semaphore_acquire', 'semaphore-acquire', 1);
 /** Semaphore: push a permit's expiry if still ours: 1, else 0. */
 export const SEMAPHORE_EXTEND = script<number>('semaphore_extend', 'semaphore-extend', 1);
-/** Semaphore: give a permit back: 1, or 0 when it was no longer ours. */
-export const SEMAPHORE_RELEASE = script<number>('semaphore_release', 'semaphore-release', 1);
 /** Multi-resource lock on one server: all locks (one fencing token each) or none ({}). Any number of keys. */
 export const MULTI_ACQUIRE = script<number[]>('lock_multi_acquire', 'multi-acquire', 2);
 /** Multi-resource lock: extend all if all still ours: 1, else 0. Any number of keys. */

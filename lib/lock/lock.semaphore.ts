@@ -1,10 +1,12 @@
 import { InvalidOptionsError, LockLostError, RedisUnavailableError } from '../common/errors.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
+import type { RedisClient } from '../common/lua-script.js';
+import { TickBatcher } from '../common/tick-batcher.js';
 import { newToken } from './lock.attempts.js';
 import type { Acquired, LockBackend, LockKeys } from './lock.backend.js';
 import { Lock, type LockOwner } from './lock.js';
 import { acquireWithRetries, checkTtl, type LeaseAcquireOptions, type LeaseContext, leaseOwner } from './lock.lease.js';
-import { SEMAPHORE_ACQUIRE, SEMAPHORE_EXTEND, SEMAPHORE_HAND_OVER, SEMAPHORE_RELEASE } from './lock.scripts.js';
+import { SEMAPHORE_ACQUIRE, SEMAPHORE_EXTEND, SEMAPHORE_HAND_OVER } from './lock.scripts.js';
 import { LocalWaiters } from './lock.waiters.js';
 
 export interface SemaphoreOptions {
@@ -26,30 +28,76 @@ const lostPermit = (name: string, what: string): LockLostError =>
  */
 export const semaphoreQuorum = (nodes: number, limit: number): number => Math.floor((nodes * limit) / (limit + 1)) + 1;
 
-/** Where permits live: one Redis (or a cluster: one key, one slot) or N independent servers (see semaphoreQuorum). */
+/** Acquisitions per script call when a turn holds more (as for locks: see LOCK_CALLS_PER_SCRIPT). */
+const PERMIT_CALLS_PER_SCRIPT = 8;
+
+/**
+ * One semaphore's calls on one server: the acquisitions of one event-loop turn go as one script call (one prune,
+ * count and ZADD for all of them), the releases as plain ZREMs in one pipeline (no script: the caller's own expiry
+ * decides whether a permit it removed had expired, see SemaphoreBackend.release).
+ */
+class PermitCalls {
+  private readonly acquires: TickBatcher<[token: string, ttl: number], number>;
+  private readonly releases: TickBatcher<string, number>;
+
+  constructor(client: RedisClient, key: string, limit: number) {
+    const acquireMany = (calls: [string, number][]) => SEMAPHORE_ACQUIRE.run(client, [key], [...calls.flat(), limit]);
+    this.acquires = new TickBatcher(
+      { one: async (call) => (await acquireMany([call]))[0], many: acquireMany },
+      PERMIT_CALLS_PER_SCRIPT,
+    );
+    this.releases = new TickBatcher({
+      one: (token) => client.zrem(key, token),
+      many: async (tokens) => {
+        const replies = (await client.pipeline(tokens.map((token) => ['zrem', key, token])).exec()) ?? [];
+        return replies.map(([err, removed]) => {
+          if (err) throw err;
+          return removed as number;
+        });
+      },
+    });
+  }
+
+  /** 1 when a permit was taken, 0 when all are held. */
+  acquire(token: string, ttl: number): Promise<number> {
+    return this.acquires.add([token, ttl]);
+  }
+
+  /** 1 when the permit was still in the set (maybe expired but not yet pruned), else 0. */
+  release(token: string): Promise<number> {
+    return this.releases.add(token);
+  }
+}
+
+/**
+ * Where permits live: one Redis (or a cluster: one key, one slot) or N independent servers (see semaphoreQuorum).
+ */
 class SemaphoreBackend implements LockBackend {
   readonly nodes: number;
   private readonly needed: number;
+  /** One PermitCalls per server: the main connection, or every quorum node. */
+  private readonly calls: PermitCalls[];
 
   constructor(
     private readonly ctx: LeaseContext,
     private readonly name: string,
-    private readonly limit: number,
+    key: string,
+    limit: number,
   ) {
     this.nodes = ctx.quorum?.nodes ?? 1;
     this.needed = semaphoreQuorum(this.nodes, limit);
+    this.calls = (ctx.quorum ? ctx.quorum.clients : [ctx.client]).map((c) => new PermitCalls(c, key, limit));
   }
 
-  async tryAcquire(keys: LockKeys, token: string, ttl: number): Promise<Acquired | null> {
-    const { quorum, client } = this.ctx;
-    const args = [token, ttl, this.limit];
+  async tryAcquire(_keys: LockKeys, token: string, ttl: number): Promise<Acquired | null> {
+    const { quorum } = this.ctx;
     if (quorum) {
       const won = await quorum.acquire(
         `acquiring a permit of the semaphore "${this.name}"`,
         ttl,
-        (c) => SEMAPHORE_ACQUIRE.run(c, [keys.lock], args),
+        (_, i) => this.calls[i].acquire(token, ttl),
         (granted) => granted === 1,
-        (c) => SEMAPHORE_RELEASE.run(c, [keys.lock], [token]),
+        (_, i) => this.calls[i].release(token),
         undefined,
         this.needed,
       );
@@ -58,12 +106,12 @@ class SemaphoreBackend implements LockBackend {
     const startedAt = Date.now();
     try {
       const granted = await this.ctx.failures.guard(`acquire of a permit of "${this.name}"`, () =>
-        SEMAPHORE_ACQUIRE.run(client, [keys.lock], args),
+        this.calls[0].acquire(token, ttl),
       );
       return granted === 1 ? { fencingToken: 0, expiresAt: startedAt + ttl } : null;
     } catch (err) {
       // The ZADD may have run before the reply was lost: give the permit back rather than keep it for a whole ttl.
-      if (err instanceof RedisUnavailableError) SEMAPHORE_RELEASE.run(client, [keys.lock], [token]).catch(() => 0);
+      if (err instanceof RedisUnavailableError) this.calls[0].release(token).catch(() => 0);
       throw err;
     }
   }
@@ -86,19 +134,30 @@ class SemaphoreBackend implements LockBackend {
     return startedAt + ttl;
   }
 
-  async release(keys: LockKeys, token: string): Promise<void> {
-    const { quorum, client } = this.ctx;
+  /**
+   * Removes the permit (a plain ZREM per server). It was lost when it was gone, or when its expiry (this process's
+   * conservative `expiresAt`) had passed: an expired permit may already count as someone else's free slot.
+   */
+  async release(_keys: LockKeys, token: string, expiresAt = Number.POSITIVE_INFINITY): Promise<void> {
+    const { quorum } = this.ctx;
     if (quorum) {
-      return quorum.release(
+      await quorum.release(
         `release the permit of the semaphore "${this.name}"`,
-        (c) => SEMAPHORE_RELEASE.run(c, [keys.lock], [token]),
+        (_, i) => this.calls[i].release(token),
         this.needed,
       );
+    } else {
+      const released = await this.ctx.failures.guard(`release of a permit of "${this.name}"`, () =>
+        this.calls[0].release(token),
+      );
+      if (released !== 1) throw lostPermit(this.name, 'release');
     }
-    const released = await this.ctx.failures.guard(`release of a permit of "${this.name}"`, () =>
-      SEMAPHORE_RELEASE.run(client, [keys.lock], [token]),
-    );
-    if (released !== 1) throw lostPermit(this.name, 'release');
+    if (Date.now() >= expiresAt) throw lostPermit(this.name, 'release');
+  }
+
+  /** Gives back a permit whose hand-over reply was lost (the new holder may have been written). */
+  forget(token: string): void {
+    this.calls[0].release(token).catch(() => 0);
   }
 }
 
@@ -119,6 +178,9 @@ export class Semaphore {
   private readonly keys: LockKeys;
   private readonly owner: LockOwner;
   private readonly waiters = new LocalWaiters();
+  private readonly backend: SemaphoreBackend;
+  /** Permits of this Semaphore held in this process (pruned of released and expired ones when it fills up). */
+  private readonly heldHere = new Set<Lock>();
 
   /** @internal Made by LockService.semaphore. */
   constructor(
@@ -137,9 +199,8 @@ export class Semaphore {
     KeyBuilder.validate(name, 'semaphore name');
     const lock = ctx.keys.tagged(FEATURES.lock, name, ':sem');
     this.keys = { resource: name, lock, fence: '', waiters: `${lock}:waiters` };
-    this.owner = leaseOwner(ctx, new SemaphoreBackend(ctx, name, limit), this.waiters, (keys, token) =>
-      this.handOver(keys, token),
-    );
+    this.backend = new SemaphoreBackend(ctx, name, lock, limit);
+    this.owner = leaseOwner(ctx, this.backend, this.waiters, (keys, token) => this.handOver(keys, token));
     this.limit = limit;
   }
 
@@ -205,7 +266,7 @@ export class Semaphore {
     } catch (err) {
       deliver(null); // it tries again on its own
       // The new holder may have been written before the reply was lost: give that permit back.
-      SEMAPHORE_RELEASE.run(client, [keys.lock], [next]).catch(() => 0);
+      this.backend.forget(next);
       throw err;
     }
     if (handed !== 1) {
@@ -214,16 +275,26 @@ export class Semaphore {
     }
     const permit = new Lock(this.owner, keys, next, 0, startedAt + waiter.ttl, waiter.ttl, 'semaphore');
     this.ctx.events.report('acquired', () => permit.info);
+    this.heldHere.add(permit);
     deliver(permit);
     return true;
   }
 
   private async attempt(ttl: number): Promise<Lock | null> {
+    // While callers of this process hold every permit, asking Redis is pointless: wait for one of their releases.
+    if (this.allHeldHere()) return null;
     const token = newToken();
     const acquired = await this.owner.backend.tryAcquire(this.keys, token, ttl);
     if (!acquired) return null;
     const permit = new Lock(this.owner, this.keys, token, 0, acquired.expiresAt, ttl, 'semaphore');
     this.ctx.events.report('acquired', () => permit.info);
+    this.heldHere.add(permit);
     return permit;
+  }
+
+  private allHeldHere(): boolean {
+    if (this.heldHere.size < this.limit) return false;
+    for (const permit of this.heldHere) if (!permit.isHeld) this.heldHere.delete(permit);
+    return this.heldHere.size >= this.limit;
   }
 }

@@ -191,7 +191,7 @@ export class Lock {
     let handedOver = false;
     try {
       handedOver = await this.owner.handOver(this.keys, this.token);
-      if (!handedOver) await this.owner.backend.release(this.keys, this.token);
+      if (!handedOver) await this.owner.backend.release(this.keys, this.token, this.expiry);
     } catch (err) {
       if (err instanceof LockLostError) {
         this.state = 'lost';
