@@ -1,11 +1,13 @@
--- acquire.lua for the locks one process starts in the same tick (a lone acquisition is a batch of one).
+-- Acquire locks and draw their fencing tokens, for the locks one process starts in the same tick (a lone acquisition
+-- is a batch of one).
 -- For each i, KEYS[3i-2] lock key, KEYS[3i-1] its fence counter, KEYS[3i] the services waiting for it (a sorted set,
 -- oldest first); ARGV[3i-2] owner token, ARGV[3i-1] ttl ms, ARGV[3i] the waiting service's id or '' (do not wait).
 -- Returns, per lock in order, its new fencing token (>= 1), 0 when another owner holds it, or the error text of that
 -- lock alone (redis.pcall: a foreign value under its fence key fails only its own acquisition, never the batch).
 -- Busy with a service id: the service joins the waiters (kept in place when already in), so the release wakes it
--- (release-many.lua). Taken with one: the service leaves them. Tokens are floored by the server clock in µs, as in
--- acquire.lua (TIME is read once: one instant).
+-- (release-many.lua). Taken with one: the service leaves them. A token is one more than the counter and never less
+-- than the server clock in µs (TIME, read once: one instant), so it keeps growing when the counter is lost (evicted
+-- under allkeys-*, a restart without persistence). Needs +time in the ACL.
 local out = {}
 local now = redis.call('TIME')
 local floor = tonumber(now[1]) * 1000000 + tonumber(now[2])

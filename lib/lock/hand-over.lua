@@ -2,7 +2,7 @@
 -- never free in between, and the new owner gets a new token and a new fencing token.
 -- KEYS[1] lock key, KEYS[2] fence counter; ARGV[1] current owner token, ARGV[2] new owner token, ARGV[3] new ttl ms.
 -- Returns the new fencing token, or 0 when the current owner no longer holds the lock.
--- The token is floored by the server clock in microseconds, as in acquire.lua.
+-- The token is floored by the server clock in microseconds, as in acquire-many.lua.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end

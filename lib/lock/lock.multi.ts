@@ -1,13 +1,22 @@
 import { Cluster } from 'ioredis';
 import { InvalidOptionsError, LockLostError } from '../common/errors.js';
 import { KeyBuilder } from '../common/keys.js';
+import { itemReplyError } from '../common/failure-policy.js';
 import { newToken } from './lock.attempts.js';
 import type { Acquired, LockBackend, LockKeys } from './lock.backend.js';
 import { answered, gather, type Outcome } from './lock.quorum.js';
 import { Lock, type LockOwner } from './lock.js';
 import { acquireWithRetries, checkTtl, type LeaseAcquireOptions, type LeaseContext, leaseOwner } from './lock.lease.js';
 import { LocalWaiters } from './lock.waiters.js';
-import { ACQUIRE, EXTEND, MULTI_ACQUIRE, MULTI_EXTEND, MULTI_RELEASE, RAISE_FENCE, RELEASE } from './lock.scripts.js';
+import {
+  ACQUIRE_MANY,
+  EXTEND,
+  MULTI_ACQUIRE,
+  MULTI_EXTEND,
+  MULTI_RELEASE,
+  RAISE_FENCE,
+  RELEASE,
+} from './lock.scripts.js';
 
 /** At most this many resources in one multi-resource lock (each is a key pair in one script call). */
 export const MAX_MULTI_RESOURCES = 100;
@@ -109,7 +118,9 @@ class MultiBackend implements LockBackend {
   private async acquireInOrder(client: Cluster, keys: MultiKeys, token: string, ttl: number): Promise<number[] | null> {
     const fences: number[] = [];
     for (const k of keys.all) {
-      const fence = await ACQUIRE.run(client, [k.lock, k.fence], [token, ttl]);
+      // A batch of one of the lock's own acquire script (no waiting service: a multi-lock attempt joins no queue).
+      const [fence] = await ACQUIRE_MANY.runWithAnyKeys(client, [k.lock, k.fence, k.waiters], [token, ttl, '']);
+      if (typeof fence === 'string') throw itemReplyError(`acquiring the lock on "${k.resource}"`, fence);
       if (fence <= 0) {
         await Promise.all(keys.all.slice(0, fences.length).map((t) => RELEASE.run(client, [t.lock], [token])));
         return null;

@@ -4,8 +4,6 @@ import { LuaScript } from '../common/lua-script.js';
 const script = <T>(name: string, file: string, keys: number): LuaScript<T> =>
   LuaScript.fromFile<T>(`rtk_${name}`, new URL(`./${file}.lua`, import.meta.url), keys);
 
-/** SET NX PX + INCR of the fence counter: the fencing token, or 0 when held by another owner. */
-export const ACQUIRE = script<number>('lock_acquire', 'acquire', 2);
 /** PEXPIRE if still ours: 1, else 0. */
 export const EXTEND = script<number>('lock_extend', 'extend', 1);
 /** DEL if still ours: 1, else 0. */
@@ -14,13 +12,13 @@ export { RELEASE_LOCK as RELEASE } from '../common/release-lock.js';
 export const RAISE_FENCE = script<number>('lock_raise_fence', 'raise-fence', 2);
 /** Swap the owner token of a lock we hold for a local waiter's and draw its fencing token: the fence, or 0. */
 export const HAND_OVER = script<number>('lock_hand_over', 'hand-over', 2);
-/** ACQUIRE for the locks of one tick (single server): one fence or 0 per lock. */
+/** SET NX PX + INCR of the fence counter for the locks of one tick (a lone one: a batch of one): fence or 0 each. */
 export const ACQUIRE_MANY = script<(number | string)[]>('lock_acquire_many', 'acquire-many', 2);
 /** RELEASE for the locks of one tick (single server): 1 or 0 per lock. */
 export const RELEASE_MANY = script<(number | string)[]>('lock_release_many', 'release-many', 1);
 /** Semaphore: prune expired holders, take a permit per caller of one tick while fewer than the limit hold one: 1/0. */
 export const SEMAPHORE_ACQUIRE = script<number[]>('semaphore_acquire', 'semaphore-acquire', 1);
-/** Semaphore: push a permit's expiry if still ours: 1, else 0. */
+/** Semaphore: push a permit's expiry if still ours, or pass it to a new owner (a local waiter): 1, else 0. */
 export const SEMAPHORE_EXTEND = script<number>('semaphore_extend', 'semaphore-extend', 1);
 /** Multi-resource lock on one server: all locks (one fencing token each) or none ({}). Any number of keys. */
 export const MULTI_ACQUIRE = script<number[]>('lock_multi_acquire', 'multi-acquire', 2);
@@ -28,5 +26,3 @@ export const MULTI_ACQUIRE = script<number[]>('lock_multi_acquire', 'multi-acqui
 export const MULTI_EXTEND = script<number>('lock_multi_extend', 'multi-extend', 1);
 /** Multi-resource lock: release what is still ours: 1 when all were, else 0. Any number of keys. */
 export const MULTI_RELEASE = script<number>('lock_multi_release', 'multi-release', 1);
-/** Semaphore: swap a held permit's owner for a local waiter's: 1, or 0 when it was no longer held. */
-export const SEMAPHORE_HAND_OVER = script<number>('semaphore_hand_over', 'semaphore-hand-over', 1);

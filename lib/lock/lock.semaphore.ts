@@ -6,7 +6,7 @@ import { newToken } from './lock.attempts.js';
 import type { Acquired, LockBackend, LockKeys } from './lock.backend.js';
 import { Lock, type LockOwner } from './lock.js';
 import { acquireWithRetries, checkTtl, type LeaseAcquireOptions, type LeaseContext, leaseOwner } from './lock.lease.js';
-import { SEMAPHORE_ACQUIRE, SEMAPHORE_EXTEND, SEMAPHORE_HAND_OVER } from './lock.scripts.js';
+import { SEMAPHORE_ACQUIRE, SEMAPHORE_EXTEND } from './lock.scripts.js';
 import { LocalWaiters } from './lock.waiters.js';
 
 export interface SemaphoreOptions {
@@ -261,7 +261,7 @@ export class Semaphore {
     let handed: number;
     try {
       handed = await this.ctx.failures.guard(`release of a permit of "${this.name}"`, () =>
-        SEMAPHORE_HAND_OVER.run(client, [keys.lock], [token, next, waiter.ttl]),
+        SEMAPHORE_EXTEND.run(client, [keys.lock], [token, waiter.ttl, next]),
       );
     } catch (err) {
       deliver(null); // it tries again on its own

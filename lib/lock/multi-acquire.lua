@@ -1,7 +1,7 @@
 -- All of several locks or none (a multi-resource lock on one server or one quorum node): no partial hold, so two
 -- callers with overlapping sets can never deadlock. For each i, KEYS[2i-1] lock key, KEYS[2i] its fence counter;
 -- ARGV[1] owner token, ARGV[2] ttl ms. Returns the new fencing token of each lock in order, or {} when any is held.
--- Each token is floored by the server clock in µs like acquire.lua's, so it never goes back when a counter is lost.
+-- Each token is floored by the server clock in µs like acquire-many.lua's: it never goes back when a counter is lost.
 for i = 1, #KEYS, 2 do
   if redis.call('EXISTS', KEYS[i]) == 1 then
     return {}
