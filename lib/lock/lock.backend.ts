@@ -81,7 +81,7 @@ class LockCalls {
       RELEASE_MANY.runWithAnyKeys(
         client,
         calls.flatMap(([keys]) => [keys.lock, keys.waiters]),
-        [wakeChannelPrefix, tries, ...calls.map(([, token]) => token)],
+        [wakeChannelPrefix, ...calls.flatMap(([, token, wake]) => [token, wake ? tries : 0])],
       );
     // A cluster batches nothing: the locks of one turn live in different slots.
     if (client instanceof Cluster) return;
@@ -110,16 +110,16 @@ class LockCalls {
     return itemResult(result, `acquiring the lock on "${keys.resource}"`);
   }
 
-  /** 1 when released, 0 when not held by `token`. */
-  async release(keys: LockKeys, token: string): Promise<number> {
-    const call: ReleaseCall = [keys, token];
+  /** 1 when released, 0 when not held by `token`. `wake`: wake a waiting service (not for undoing a partial grant). */
+  async release(keys: LockKeys, token: string, wake = true): Promise<number> {
+    const call: ReleaseCall = [keys, token, wake];
     const result = await (this.releases ? this.releases.add(call) : this.releaseOne(call));
     return itemResult(result, `releasing the lock on "${keys.resource}"`);
   }
 }
 
 type AcquireCall = [keys: LockKeys, token: string, ttl: number, waiter: string];
-type ReleaseCall = [keys: LockKeys, token: string];
+type ReleaseCall = [keys: LockKeys, token: string, wake: boolean];
 
 /** One lock's part of a batched reply: a number, or the error reply of that lock alone (a RedisReplyError). */
 function itemResult(result: number | string, what: string): number {
@@ -240,7 +240,8 @@ export class QuorumLockBackend implements LockBackend {
       ttl,
       (_, i) => this.nodeCalls[i].acquire(keys, token, ttl, waiter),
       (fence) => fence > 0,
-      (_, i) => this.nodeCalls[i].release(keys, token),
+      // undoing a partial grant frees no lock anybody could take: wake nobody
+      (_, i) => this.nodeCalls[i].release(keys, token, false),
       async (outcomes, deadline) => {
         const fences = outcomes.map((o) => (o?.ok && o.value > 0 ? o.value : 0));
         fencingToken = Math.max(...fences);
@@ -278,7 +279,7 @@ export class QuorumLockBackend implements LockBackend {
       );
     } catch (err) {
       if (err instanceof LockLostError) {
-        for (const node of this.nodeCalls) node.release(keys, token).catch(() => undefined);
+        for (const node of this.nodeCalls) node.release(keys, token, false).catch(() => undefined);
       }
       throw err;
     }
