@@ -81,7 +81,7 @@ class SemaphoreBackend implements LockBackend {
   constructor(
     private readonly ctx: LeaseContext,
     private readonly name: string,
-    key: string,
+    private readonly key: string,
     limit: number,
   ) {
     this.nodes = ctx.quorum?.nodes ?? 1;
@@ -155,9 +155,39 @@ class SemaphoreBackend implements LockBackend {
     if (Date.now() >= expiresAt) throw lostPermit(this.name, 'release');
   }
 
-  /** Gives back a permit whose hand-over reply was lost (the new holder may have been written). */
-  forget(token: string): void {
-    this.calls[0].release(token).catch(() => 0);
+  /**
+   * Passes a held permit to a new owner (a local waiter) in one script call per server: the permit is never free in
+   * between. On a quorum the swap must be granted by as many nodes as an acquisition (else it is undone). Returns the
+   * new permit's expiry; LockLostError when the permit was no longer held.
+   */
+  async handOver(token: string, next: string, ttl: number): Promise<number> {
+    const { quorum, client } = this.ctx;
+    const what = `release of a permit of "${this.name}"`;
+    const swap = (c: RedisClient) => SEMAPHORE_EXTEND.run(c, [this.key], [token, ttl, next]);
+    if (quorum) {
+      const won = await quorum.acquire(
+        what,
+        ttl,
+        swap,
+        (handed) => handed === 1,
+        (_, i) => this.calls[i].release(next),
+        undefined,
+        this.needed,
+      );
+      if (!won) throw lostPermit(this.name, 'release');
+      return won.expiresAt;
+    }
+    const startedAt = Date.now();
+    let handed: number;
+    try {
+      handed = await this.ctx.failures.guard(what, () => swap(client));
+    } catch (err) {
+      // The new holder may have been written before the reply was lost: give that permit back.
+      this.calls[0].release(next).catch(() => 0);
+      throw err;
+    }
+    if (handed !== 1) throw lostPermit(this.name, 'release');
+    return startedAt + ttl;
   }
 }
 
@@ -247,33 +277,22 @@ export class Semaphore {
   }
 
   /**
-   * On one server, a release passes the permit to the oldest waiter of this Semaphore in one script call (FIFO; the
-   * permit is never free in between). On a quorum the waiter is woken instead and asks the nodes itself.
+   * A release passes the permit to the oldest waiter of this Semaphore in one script call per server (FIFO; the
+   * permit is never free in between, so a caller of another process cannot slip in).
    */
   private async handOver(keys: LockKeys, token: string): Promise<boolean> {
-    if (this.ctx.quorum) return false;
     const waiter = this.waiters.first(keys.lock);
     if (!waiter) return false;
     const deliver = waiter.claim();
     const next = newToken();
-    const startedAt = Date.now();
-    const { client } = this.ctx;
-    let handed: number;
+    let expiresAt: number;
     try {
-      handed = await this.ctx.failures.guard(`release of a permit of "${this.name}"`, () =>
-        SEMAPHORE_EXTEND.run(client, [keys.lock], [token, waiter.ttl, next]),
-      );
+      expiresAt = await this.backend.handOver(token, next, waiter.ttl);
     } catch (err) {
       deliver(null); // it tries again on its own
-      // The new holder may have been written before the reply was lost: give that permit back.
-      this.backend.forget(next);
       throw err;
     }
-    if (handed !== 1) {
-      deliver(null);
-      throw lostPermit(this.name, 'release');
-    }
-    const permit = new Lock(this.owner, keys, next, 0, startedAt + waiter.ttl, waiter.ttl, 'semaphore');
+    const permit = new Lock(this.owner, keys, next, 0, expiresAt, waiter.ttl, 'semaphore');
     this.ctx.events.report('acquired', () => permit.info);
     this.heldHere.add(permit);
     deliver(permit);
