@@ -64,6 +64,12 @@ async function scenario(mode: LockMode, urls: string[], rows: BenchRow[]): Promi
     () => new LockService(options.lock, app.get(RedisConnection), app.get(KeyBuilder)),
   );
   let nextSeparate = 0;
+  // The same with wake-on-release (lock.wakeOnRelease): a release wakes the oldest waiting service.
+  const waking = Array.from(
+    { length: WORKERS },
+    () => new LockService({ ...options.lock, wakeOnRelease: true }, app.get(RedisConnection), app.get(KeyBuilder)),
+  );
+  let nextWaking = 0;
   // Every peer runs on ioredis clients with auto-pipelining off (the default) and on; its better figure is kept.
   const pairs = urls.map((url) => peerClients(url, { maxRetriesPerRequest: 0 }));
   const clients = pairs.map((p) => p.off);
@@ -116,6 +122,10 @@ async function scenario(mode: LockMode, urls: string[], rows: BenchRow[]): Promi
         const service = separate[nextSeparate++ % separate.length];
         return (await service.acquire('c-ours-separate')).release();
       },
+      oursWaking: async () => {
+        const service = waking[nextWaking++ % waking.length];
+        return (await service.acquire('c-ours-waking')).release();
+      },
       redlock: async () => (await redlock.acquire(['c-redlock'], TTL)).release(),
       redlockPiped: async () => (await redlockPiped.acquire(['c-redlock-piped'], TTL)).release(),
       sem: async () => {
@@ -150,8 +160,13 @@ async function scenario(mode: LockMode, urls: string[], rows: BenchRow[]): Promi
     'nestjs-redis-toolkit',
     cOp,
     contended.oursSeparate,
-    '20 separate LockService instances, like 20 app instances: each wait is woken by the release (wake-on-release), ' +
-      'the poll is the fallback',
+    '20 separate LockService instances, like 20 app instances (polling: the default)',
+  );
+  add(
+    'nestjs-redis-toolkit (20 separate services, wakeOnRelease)',
+    cOp,
+    contended.oursWaking,
+    'a release wakes the oldest waiting service (pub/sub); the poll is the fallback',
   );
   add(
     'nestjs-redis-toolkit (in-process FIFO hand-over)',

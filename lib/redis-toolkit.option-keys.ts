@@ -90,6 +90,7 @@ export const LOCK_OPTION_KEYS: OptionShape = {
   maxHoldMs: true,
   onUnsafeEviction: true,
   extensionThreshold: true,
+  wakeOnRelease: true,
   quorum: { nodes: true, driftFactor: true },
 };
 

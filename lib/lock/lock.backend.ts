@@ -286,8 +286,9 @@ export class QuorumLockBackend implements LockBackend {
   }
 
   release(keys: LockKeys, token: string): Promise<void> {
+    // One node wakes (the first): wakes from every node would send up to three services at once to split the vote.
     return this.quorum.release(`release the lock on "${keys.resource}"`, (_, i) =>
-      this.nodeCalls[i].release(keys, token),
+      this.nodeCalls[i].release(keys, token, i === 0),
     );
   }
 }

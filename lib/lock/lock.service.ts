@@ -82,6 +82,8 @@ export class LockService implements OnModuleInit {
   private readonly inFlight = new Set<string>();
   /** Releases by other services wake a waiter of this one (see LockWakeups). */
   private readonly wakeups: LockWakeups;
+  /** This service's id among a lock's waiting services with `lock.wakeOnRelease`, else '' (it never joins). */
+  private readonly waiterId: string;
   /**
    * Lock keys whose wake arrived while the attempt that queued for it was still in flight (its reply and the wake come
    * on different connections): that caller tries again at once instead of sleeping a poll pause.
@@ -115,6 +117,7 @@ export class LockService implements OnModuleInit {
       (lockKey) => this.woken(lockKey),
       (message) => this.logger.warn(message),
     );
+    this.waiterId = options.wakeOnRelease ? this.wakeups.id : '';
     if (quorum) {
       for (const node of quorum.nodes) {
         this.quorumClients.push({
@@ -296,7 +299,7 @@ export class LockService implements OnModuleInit {
       // woken by its release, or for the next retry.
       const busyHere = this.heldHere.get(keys.lock)?.isHeld === true || this.inFlight.has(keys.lock);
       // With this service's id: when busy, it joins the lock's waiting services, and the release wakes it.
-      const lock = busyHere ? null : await this.attempt(keys, ttl, this.wakeups.id);
+      const lock = busyHere ? null : await this.attempt(keys, ttl, this.waiterId);
       if (lock) return this.started(lock, options.autoExtend);
       const pause = nextPause(plan, attempt);
       if (pause === undefined) {
@@ -305,8 +308,10 @@ export class LockService implements OnModuleInit {
           `the lock on "${resource}" is held by another owner (${describeAttempts(plan, attempt)})`,
         );
       }
-      this.wakeups.listen();
-      if (this.earlyWakes.delete(keys.lock)) continue;
+      if (this.waiterId) {
+        this.wakeups.listen();
+        if (this.earlyWakes.delete(keys.lock)) continue;
+      }
       const handed = await this.waiters.pause(keys.lock, pause, ttl);
       if (handed) return this.started(handed, options.autoExtend);
     }

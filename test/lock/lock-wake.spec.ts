@@ -11,6 +11,7 @@ afterEach(closeToolkitApps);
 
 /** Far longer than each test may take: a waiter that acquires at all was woken by the release, not by its poll. */
 const NO_POLL = { retry: { count: 1, delay: 600_000, jitter: 0 } };
+const WAKE = { wakeOnRelease: true };
 
 const wakeupsOf = (locks: LockService): LockWakeups => (locks as unknown as { wakeups: LockWakeups }).wakeups;
 
@@ -34,8 +35,8 @@ async function waiting(servers: RedisClient[], resource: string, locks: LockServ
 
 describe.each(LOCK_MODES)('wake-on-release across services on %s', (mode) => {
   it('a waiter of another service (its own connections) acquires when the holder releases, not at its next poll', async () => {
-    const holder = await lockService(mode);
-    const other = await lockService(mode);
+    const holder = await lockService(mode, WAKE);
+    const other = await lockService(mode, WAKE);
     const servers = lockClients(mode, holder.connection, holder.locks);
     const resource = unique('wake');
     const first = await holder.locks.acquire(resource, { ttl: 20_000 });
@@ -52,8 +53,8 @@ describe.each(LOCK_MODES)('wake-on-release across services on %s', (mode) => {
   }, 30_000);
 
   it('wakes waiting services one per release, in the order they started waiting', async () => {
-    const holder = await lockService(mode);
-    const services = [await lockService(mode), await lockService(mode), await lockService(mode)];
+    const holder = await lockService(mode, WAKE);
+    const services = [await lockService(mode, WAKE), await lockService(mode, WAKE), await lockService(mode, WAKE)];
     const servers = lockClients(mode, holder.connection, holder.locks);
     const resource = unique('order');
     const order: number[] = [];
@@ -77,11 +78,25 @@ describe.each(LOCK_MODES)('wake-on-release across services on %s', (mode) => {
     expect(services.map((s) => s.locks.stats().wakeups >= 1)).toEqual([true, true, true]);
   }, 60_000);
 
+  it('without lock.wakeOnRelease (the default) a busy acquire joins no waiting services and nobody is woken', async () => {
+    const holder = await lockService(mode);
+    const other = await lockService(mode);
+    const servers = lockClients(mode, holder.connection, holder.locks);
+    const resource = unique('no-wake');
+    const first = await holder.locks.acquire(resource, { ttl: 20_000 });
+    await expect(other.locks.acquire(resource, { retry: { count: 2, delay: 20, jitter: 0 } })).rejects.toThrow(
+      /3 attempts/,
+    );
+    for (const server of servers) expect(await server.exists(`${lockKey(resource)}:waiters`)).toBe(0);
+    await first.release();
+    expect(other.locks.stats().wakeups).toBe(0);
+  });
+
   if (mode === 'cluster') return; // CLIENT KILL below addresses one server; the cluster's subscriber moves between nodes
 
   it('with the wake lost (its subscriber connection killed) the waiter still acquires by polling', async () => {
-    const holder = await lockService(mode);
-    const other = await lockService(mode);
+    const holder = await lockService(mode, WAKE);
+    const other = await lockService(mode, WAKE);
     const servers = lockClients(mode, holder.connection, holder.locks);
     const resource = unique('lost-wake');
     const first = await holder.locks.acquire(resource, { ttl: 20_000 });
