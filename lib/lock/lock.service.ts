@@ -150,12 +150,9 @@ export class LockService implements OnModuleInit {
     };
   }
 
-  /**
-   * Failed Redis calls since start (this process, single server or cluster): transport failures and error replies;
-   * `wakeups`: releases by other services that woke a waiter of this one (wake-on-release, see docs/lock.md).
-   */
-  stats(): { unavailable: number; replyErrors: number; wakeups: number } {
-    return { ...this.failures.counts, wakeups: this.wakeups.received };
+  /** Failed Redis calls since start (this process, single server or cluster): transport failures and error replies. */
+  stats(): { unavailable: number; replyErrors: number } {
+    return { ...this.failures.counts };
   }
 
   /** A release by another service woke this one for `lockKey`. */
