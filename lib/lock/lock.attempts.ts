@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { InvalidOptionsError } from '../common/errors.js';
+import { durationProblem, isDuration } from '../common/option-checks.js';
 import type { LockRetryOptions } from './lock.options.js';
 
 /** Owner tokens: 128 random bits, base64url. Drawn from a pooled buffer (one getrandom call per 256 tokens). */
@@ -68,4 +69,20 @@ export function checkRetry(retry: LockRetryOptions | undefined): Partial<LockRet
     out[name] = value;
   }
   return out;
+}
+
+/** A call's `maxHoldMs` (checked: a duration or Infinity), else `fallback`. */
+export function maxHoldOf(fallback: number, ms: number | undefined): number {
+  if (ms === undefined) return fallback;
+  if (ms !== Number.POSITIVE_INFINITY && !isDuration(ms)) {
+    throw new InvalidOptionsError(`maxHoldMs ${durationProblem(ms)} (or Infinity)`);
+  }
+  return ms;
+}
+
+/** A call's `ttl` (checked, whole ms), else `fallback`. */
+export function ttlOf(fallback: number, ttl: number | undefined): number {
+  if (ttl === undefined) return fallback;
+  if (!isDuration(ttl)) throw new InvalidOptionsError(`ttl ${durationProblem(ttl)}`);
+  return Math.ceil(ttl);
 }

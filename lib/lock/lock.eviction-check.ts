@@ -1,5 +1,8 @@
 import type { Cluster, Redis } from 'ioredis';
 import { UnsafeEvictionPolicyError } from '../common/errors.js';
+import type { RedisConnection } from '../connection/redis-connection.js';
+import { verifyPermissions } from '../connection/redis-permissions.js';
+import { connectQuorum } from './lock.quorum.js';
 
 /** What to do at start when a lock server may evict lock keys: log a warning (default) or refuse to start. */
 export type OnUnsafeEviction = 'warn' | 'refuse';
@@ -63,4 +66,35 @@ export async function checkEvictionPolicy(
     "noeviction (or a separate Redis for locks); lock.onUnsafeEviction: 'refuse' makes this a start-up error.";
   if (onUnsafe === 'refuse') throw new UnsafeEvictionPolicyError(message);
   warn(message);
+}
+
+/**
+ * Start-up of the lock servers (LockService.onModuleInit): connects the quorum nodes (a majority must answer), then
+ * checks each server's eviction policy and each quorum node's ACL permissions for the lock's commands (the toolkit's
+ * own connection is checked by RedisPermissionsCheck). With lazyConnect nothing is connected at start, so nothing is
+ * asked (documented in docs/lock.md). A failed check closes the connections: the app is not going to start.
+ */
+export async function startLockServers(
+  connection: RedisConnection,
+  quorumClients: { client: Redis; description: string }[],
+  keyPrefix: string,
+  onUnsafeEviction: 'warn' | 'refuse',
+  warn: (message: string) => void,
+): Promise<void> {
+  if (connection.lazyConnect) return;
+  if (quorumClients.length > 0) await connectQuorum(connection, quorumClients, warn);
+  const ready = quorumClients.filter((c) => c.client.status === 'ready');
+  const targets = quorumClients.length > 0 ? ready : [{ client: connection.client, description: 'the Redis server' }];
+  try {
+    await checkEvictionPolicy(targets, onUnsafeEviction, warn);
+    // A quorum node whose ACL user lacks one of the lock's commands would fail every lock call it takes part in.
+    for (const { client, description } of ready) {
+      const where = ` on the lock quorum node ${description}`;
+      await verifyPermissions({ client, keyPrefix, cluster: false, sharded: false, features: ['lock'], where }, warn);
+    }
+  } catch (err) {
+    // Nothing may keep retrying (or the process alive).
+    await connection.onApplicationShutdown();
+    throw err;
+  }
 }

@@ -1,13 +1,12 @@
 import { Inject, Injectable, Logger, type OnModuleInit } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import { InvalidOptionsError, LockLostError, LockNotAcquiredError } from '../common/errors.js';
-import { durationProblem, isDuration } from '../common/option-checks.js';
 import { FailurePolicy } from '../common/failure-policy.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { FEATURE_CONNECTION } from '../connection/redis-connections.js';
 import { describeConnection } from '../connection/redis-client.factory.js';
-import { describeAttempts, newToken, nextPause, planRetries } from './lock.attempts.js';
+import { describeAttempts, maxHoldOf, newToken, nextPause, planRetries, ttlOf } from './lock.attempts.js';
 import { type AutoExtendOptions, checkExtensionThreshold } from './lock.auto-extend.js';
 import { QuorumLockBackend, SingleLockBackend, type LockBackend, type LockKeys } from './lock.backend.js';
 import { type CurrentLock, lockContext } from './lock.context.js';
@@ -17,12 +16,11 @@ import type { LeaseAcquireOptions, LeaseContext } from './lock.lease.js';
 import { type MultiLock, MultiLocks } from './lock.multi.js';
 import { LocalWaiters } from './lock.waiters.js';
 import { LockWakeups } from './lock.wake.js';
-import { connectQuorum, QuorumCalls } from './lock.quorum.js';
+import { QuorumCalls } from './lock.quorum.js';
 import { Semaphore, type SemaphoreOptions } from './lock.semaphore.js';
 import { LOCK_OPTIONS, type LockRetryOptions, type ResolvedLockOptions } from './lock.options.js';
 import { Lock, type LockOwner } from './lock.js';
-import { checkEvictionPolicy } from './lock.eviction-check.js';
-import { verifyPermissions } from '../connection/redis-permissions.js';
+import { startLockServers } from './lock.eviction-check.js';
 import { traced } from '../common/diagnostics.js';
 
 export interface AcquireOptions {
@@ -84,11 +82,6 @@ export class LockService implements OnModuleInit {
   private readonly wakeups: LockWakeups;
   /** This service's id among a lock's waiting services with `lock.wakeOnRelease`, else '' (it never joins). */
   private readonly waiterId: string;
-  /**
-   * Lock keys whose wake arrived while the attempt that queued for it was still in flight (its reply and the wake come
-   * on different connections): that caller tries again at once instead of sleeping a poll pause.
-   */
-  private readonly earlyWakes = new Set<string>();
   /** acquired, extended, released, lost, busy: `locks.events.on('lost', (e) => ...)`. Payloads carry no token. */
   readonly events = new LockEvents((name, err) =>
     this.logger.error(`a '${name}' lock event listener threw: ${(err as Error).message}`),
@@ -114,7 +107,8 @@ export class LockService implements OnModuleInit {
       keys,
       () =>
         quorum ? quorum.nodes.map((node) => connection.createStandaloneClient(node)) : [connection.createSubscriber()],
-      (lockKey) => this.woken(lockKey),
+      (lockKey) => this.waiters.wakeOne(lockKey),
+      (lockKey) => this.inFlight.has(lockKey),
       (message) => this.logger.warn(message),
     );
     this.waiterId = options.wakeOnRelease ? this.wakeups.id : '';
@@ -153,13 +147,6 @@ export class LockService implements OnModuleInit {
   /** Failed Redis calls since start (this process, single server or cluster): transport failures and error replies. */
   stats(): { unavailable: number; replyErrors: number } {
     return { ...this.failures.counts };
-  }
-
-  /** A release by another service woke this one for `lockKey`. */
-  private woken(lockKey: string): void {
-    if (this.waiters.wakeOne(lockKey) || !this.inFlight.has(lockKey)) return;
-    if (this.earlyWakes.size >= 10_000) this.earlyWakes.clear();
-    this.earlyWakes.add(lockKey);
   }
 
   /**
@@ -234,42 +221,13 @@ export class LockService implements OnModuleInit {
   }
 
   async onModuleInit(): Promise<void> {
-    if (this.quorumClients.length > 0 && !this.connection.lazyConnect) {
-      await connectQuorum(this.connection, this.quorumClients, (message) => this.logger.warn(message));
-    }
-    const targets =
-      this.quorumClients.length > 0
-        ? this.quorumClients.filter((c) => c.client.status === 'ready')
-        : [{ client: this.connection.client, description: 'the Redis server' }];
-    // lazyConnect: nothing is connected at start, so there is nothing to ask (documented in docs/lock.md)
-    if (!this.connection.lazyConnect) {
-      try {
-        await checkEvictionPolicy(targets, this.lockOptions.onUnsafeEviction, (m) => this.logger.warn(m));
-        // The toolkit's own connection is checked by RedisPermissionsCheck; each quorum node here, with the lock's
-        // commands: a node whose ACL user lacks one would fail every lock call it takes part in.
-        await this.checkQuorumPermissions(this.quorumClients.filter((c) => c.client.status === 'ready'));
-      } catch (err) {
-        // The app is not going to start: close our connections, so nothing keeps retrying (or the process alive).
-        await this.connection.onApplicationShutdown();
-        throw err;
-      }
-    }
-  }
-
-  private async checkQuorumPermissions(nodes: { client: Redis; description: string }[]): Promise<void> {
-    for (const { client, description } of nodes) {
-      await verifyPermissions(
-        {
-          client,
-          keyPrefix: this.keys.prefix,
-          cluster: false,
-          sharded: false,
-          features: ['lock'],
-          where: ` on the lock quorum node ${description}`,
-        },
-        (m) => this.logger.warn(m),
-      );
-    }
+    await startLockServers(
+      this.connection,
+      this.quorumClients,
+      this.keys.prefix,
+      this.lockOptions.onUnsafeEviction,
+      (m) => this.logger.warn(m),
+    );
   }
 
   /**
@@ -289,7 +247,7 @@ export class LockService implements OnModuleInit {
 
   private async acquireWaiting(resource: string, options: AcquireOptions): Promise<Lock> {
     const keys = this.keysFor(resource);
-    const ttl = this.ttlOf(options.ttl);
+    const ttl = ttlOf(this.lockOptions.ttl, options.ttl);
     const plan = planRetries(options, this.lockOptions.retry);
     for (let attempt = 0; ; attempt++) {
       // While a caller of this process holds it (or is asking Redis for it), asking Redis is pointless: wait to be
@@ -307,7 +265,7 @@ export class LockService implements OnModuleInit {
       }
       if (this.waiterId) {
         this.wakeups.listen();
-        if (this.earlyWakes.delete(keys.lock)) continue;
+        if (this.wakeups.takeEarly(keys.lock)) continue;
       }
       const handed = await this.waiters.pause(keys.lock, pause, ttl);
       if (handed) return this.started(handed, options.autoExtend);
@@ -327,7 +285,7 @@ export class LockService implements OnModuleInit {
   }
 
   private async tryAcquireOnce(resource: string, options: TryAcquireOptions): Promise<Lock | null> {
-    const lock = await this.attempt(this.keysFor(resource), this.ttlOf(options.ttl));
+    const lock = await this.attempt(this.keysFor(resource), ttlOf(this.lockOptions.ttl, options.ttl));
     if (lock) return this.started(lock, options.autoExtend);
     this.events.report('busy', () => ({ kind: 'lock', resource, attempts: 1 }));
     return null;
@@ -350,8 +308,8 @@ export class LockService implements OnModuleInit {
    */
   async using<T>(resource: string, options: UsingOptions, fn: LockedFunction<T>): Promise<T> {
     if (typeof fn !== 'function') throw new InvalidOptionsError('using(resource, options, fn): fn must be a function');
-    const maxHoldMs = this.maxHoldOf(options?.maxHoldMs);
-    const ttl = this.ttlOf(options?.ttl);
+    const maxHoldMs = maxHoldOf(this.lockOptions.maxHoldMs, options?.maxHoldMs);
+    const ttl = ttlOf(this.lockOptions.ttl, options?.ttl);
     checkExtensionThreshold(options?.extensionThreshold, ttl, 'using');
     const lock = await this.acquire(resource, { ...options, autoExtend: undefined });
     return this.runHolding(lock, fn, { maxHoldMs, extensionThreshold: options?.extensionThreshold });
@@ -385,7 +343,7 @@ export class LockService implements OnModuleInit {
       this.inFlight.delete(keys.lock);
     }
     if (!acquired) return null;
-    this.earlyWakes.delete(keys.lock);
+    this.wakeups.takeEarly(keys.lock);
     const lock = new Lock(this.owner, keys, token, acquired.fencingToken, acquired.expiresAt, ttl);
     this.events.report('acquired', () => lock.info);
     if (this.heldHere.size >= 10_000) {
@@ -400,20 +358,6 @@ export class LockService implements OnModuleInit {
     KeyBuilder.validate(resource, 'lock resource');
     const lock = this.keys.tagged(FEATURES.lock, resource);
     return { resource, lock, fence: `${lock}:fence`, waiters: `${lock}:waiters` };
-  }
-
-  private maxHoldOf(ms: number | undefined): number {
-    if (ms === undefined) return this.lockOptions.maxHoldMs;
-    if (ms !== Number.POSITIVE_INFINITY && !isDuration(ms)) {
-      throw new InvalidOptionsError(`maxHoldMs ${durationProblem(ms)} (or Infinity)`);
-    }
-    return ms;
-  }
-
-  private ttlOf(ttl: number | undefined): number {
-    if (ttl === undefined) return this.lockOptions.ttl;
-    if (!isDuration(ttl)) throw new InvalidOptionsError(`ttl ${durationProblem(ttl)}`);
-    return Math.ceil(ttl);
   }
 
   private async handOver(keys: LockKeys, token: string): Promise<boolean> {

@@ -18,16 +18,28 @@ export class LockWakeups {
   /** Wakes received since start. */
   received = 0;
   private subscribers: RedisClient[] | undefined;
+  /**
+   * Lock keys whose wake arrived while the attempt that queued for it was still in flight (its reply and the wake come
+   * on different connections): that caller tries again at once instead of sleeping a poll pause.
+   */
+  private readonly early = new Set<string>();
 
   constructor(
     keys: KeyBuilder,
     /** Opens one subscriber connection per lock server (quit by the connection on shutdown). */
     private readonly open: () => RedisClient[],
-    /** Wakes a local waiter for the lock key. */
-    private readonly wake: (lockKey: string) => void,
+    /** Wakes a local waiter for the lock key: false when none waits. */
+    private readonly wake: (lockKey: string) => boolean,
+    /** Whether an attempt of this service is asking for the lock key right now. */
+    private readonly inFlight: (lockKey: string) => boolean,
     private readonly warn: (message: string) => void,
   ) {
     this.channelPrefix = keys.channel(KeyBuilder.internalChannel(FEATURES.lock, 'wake:'));
+  }
+
+  /** True (once) when a wake for `lockKey` arrived while its attempt was in flight: try again at once. */
+  takeEarly(lockKey: string): boolean {
+    return this.early.delete(lockKey);
   }
 
   get channel(): string {
@@ -46,7 +58,9 @@ export class LockWakeups {
       subscriber.on('message', (from: string, lockKey: string) => {
         if (from !== channel) return;
         this.received++;
-        this.wake(lockKey);
+        if (this.wake(lockKey) || !this.inFlight(lockKey)) return;
+        if (this.early.size >= 10_000) this.early.clear();
+        this.early.add(lockKey);
       });
       // ioredis subscribes again by itself after a reconnect; 'ready' covers a connection that was not up yet.
       const subscribe = (): void => {
