@@ -12,6 +12,7 @@ import { FEATURE_CONNECTION } from '../connection/redis-connections.js';
 import { PUBSUB_OPTIONS, type ResolvedPubSubOptions } from './pubsub.options.js';
 import { SubscriberReconnects } from './pubsub.reconnects.js';
 import { MessageEnvelopes } from './pubsub.envelope.js';
+import { DurableStreams } from './pubsub.durable-streams.js';
 import {
   isPattern,
   type MessageHandler,
@@ -60,6 +61,7 @@ export class PubSubService implements OnModuleDestroy {
   /** Publishes of one event-loop turn as one script call (single server); undefined on a cluster. */
   private readonly publishes: TickBatcher<[channel: string, message: string], number | string> | undefined;
   private readonly envelopes = new MessageEnvelopes();
+  private readonly streams: DurableStreams;
   private closed = false;
 
   constructor(
@@ -69,6 +71,7 @@ export class PubSubService implements OnModuleDestroy {
     private readonly keys: KeyBuilder,
   ) {
     this.failures = new FailurePolicy(connection, { feature: 'pub/sub', logger: this.logger });
+    this.streams = new DurableStreams(connection, serializer, this.logger);
     this.channelPrefix = keys.channel('');
     this.patternPrefix = KeyBuilder.globEscape(this.channelPrefix);
     this.sharded = connection.isCluster && options.cluster === 'sharded';
@@ -125,17 +128,9 @@ export class PubSubService implements OnModuleDestroy {
     if (durable === false) return this.publish(channel, payload);
     const serialized = this.serializer.serialize(payload);
     const ts = Date.now();
-    const key = this.streamKey(userId);
     let id: string;
     try {
-      const results = await this.connection.client
-        .multi()
-        .xadd(key, 'MAXLEN', '~', durable.maxLen, '*', 'd', serialized, 'ts', String(ts))
-        .pexpire(key, durable.ttl)
-        .exec();
-      const [err, added] = results?.[0] ?? [new Error('transaction aborted'), null];
-      if (err) throw err;
-      id = String(added);
+      id = await this.streams.append(this.streamKey(userId), durable, serialized, ts);
     } catch (err) {
       throw this.failed(err, `notifyUser ${userId}`);
     }
@@ -155,24 +150,11 @@ export class PubSubService implements OnModuleDestroy {
     if (this.options.durable === false || limit <= 0) return [];
     let entries: [string, string[]][];
     try {
-      entries = await this.connection.client.xrange(this.streamKey(userId), `(${afterId}`, '+', 'COUNT', limit);
+      entries = await this.streams.read(this.streamKey(userId), afterId, limit);
     } catch (err) {
       throw this.failed(err, `replay for ${userId}`);
     }
-    const channel = `user:${userId}`;
-    const out: ReplayedMessage<T>[] = [];
-    for (const [id, fields] of entries) {
-      const f = fieldMap(fields);
-      if (f.d === undefined) continue;
-      try {
-        out.push({ channel, data: this.serializer.deserialize<T>(f.d), id, ts: Number(f.ts) || 0 });
-      } catch (err) {
-        this.logger.warn(
-          `skipped durable message ${id} of ${channel} that could not be read: ${(err as Error).message}`,
-        );
-      }
-    }
-    return out;
+    return this.streams.decode<T>(`user:${userId}`, entries);
   }
 
   /**
@@ -392,12 +374,6 @@ export class PubSubService implements OnModuleDestroy {
   private streamKey(userId: string): string {
     return this.keys.tagged(FEATURES.pubsubStream, userId);
   }
-}
-
-function fieldMap(fields: string[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (let i = 0; i + 1 < fields.length; i += 2) out[fields[i]] = fields[i + 1];
-  return out;
 }
 
 // The traced publish's fields (docs/observability.md): no channel name (it may hold a user id), no payload.

@@ -1,5 +1,6 @@
 import { InvalidKeyError } from '../common/errors.js';
 import type { Serializer } from '../common/serializer.js';
+import type { Session, SessionData } from './session.types.js';
 import { containsLoneSurrogate, hasLoneSurrogate } from '../common/unicode.js';
 
 /**
@@ -78,4 +79,38 @@ export function mergeFields(envelope: SessionEnvelope, sets: [string, string][],
   for (const [name, value] of sets) d[name] = value;
   for (const name of deletes) delete d[name];
   return { ...envelope, d };
+}
+
+/** A session's data as stored fields: each top-level field serialized on its own; `undefined` fields are dropped. */
+export function encodeSessionData(serializer: Serializer, data: SessionData, what: string): Record<string, string> {
+  if (data === null || typeof data !== 'object' || Array.isArray(data))
+    throw new InvalidKeyError(`session ${what} must be a plain object`);
+  // Object.fromEntries defines own properties: a field named __proto__ stays a field.
+  return Object.fromEntries(
+    Object.entries(data)
+      .filter(([, value]) => value !== undefined)
+      .map(([name, value]) => [name, encodeField(serializer, name, value)]),
+  );
+}
+
+/** A stored session as the Session callers get. */
+export function toSession<T extends SessionData>(serializer: Serializer, id: string, raw: RawSession): Session<T> {
+  // A loop, not Object.fromEntries(Object.entries(...).map(...)): this runs on every read (15 % of a read's CPU).
+  const data: SessionData = {};
+  const fields = raw.envelope.d;
+  for (const name in fields) {
+    const value = serializer.deserialize(fields[name]);
+    // own data property even for "__proto__" (as fromEntries would), never the prototype
+    if (name === '__proto__')
+      Object.defineProperty(data, name, { value, enumerable: true, writable: true, configurable: true });
+    else data[name] = value;
+  }
+  return {
+    id,
+    userId: raw.envelope.u,
+    data: data as T,
+    createdAt: raw.envelope.c,
+    lastAccessedAt: raw.lastAccessedAt,
+    expiresAt: raw.expiresAt,
+  };
 }

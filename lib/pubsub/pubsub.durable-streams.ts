@@ -1,0 +1,64 @@
+import type { Logger } from '@nestjs/common';
+import type { Serializer } from '../common/serializer.js';
+import type { RedisConnection } from '../connection/redis-connection.js';
+import type { ResolvedPubSubOptions } from './pubsub.options.js';
+import type { ReplayedMessage } from './pubsub.types.js';
+
+type StreamEntry = [id: string, fields: string[]];
+
+/**
+ * The durable side of notifyUser: each user's messages in a capped stream (XADD MAXLEN ~) that expires when the user
+ * gets none for `durable.ttl`, read back by replay. Errors are the caller's to classify (its failure policy).
+ */
+export class DurableStreams {
+  constructor(
+    private readonly connection: RedisConnection,
+    private readonly serializer: Serializer,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Appends one message and refreshes the stream's expiry in one transaction; resolves with its stream id. */
+  async append(
+    key: string,
+    durable: Exclude<ResolvedPubSubOptions['durable'], false>,
+    serialized: string,
+    ts: number,
+  ): Promise<string> {
+    const results = await this.connection.client
+      .multi()
+      .xadd(key, 'MAXLEN', '~', durable.maxLen, '*', 'd', serialized, 'ts', String(ts))
+      .pexpire(key, durable.ttl)
+      .exec();
+    const [err, added] = results?.[0] ?? [new Error('transaction aborted'), null];
+    if (err) throw err;
+    return String(added);
+  }
+
+  /** The entries after `afterId` (exclusive), oldest first, at most `limit`. */
+  read(key: string, afterId: string, limit: number): Promise<StreamEntry[]> {
+    return this.connection.client.xrange(key, `(${afterId}`, '+', 'COUNT', limit) as Promise<StreamEntry[]>;
+  }
+
+  /** The entries as messages of `channel`; one that cannot be deserialized is skipped with a warning. */
+  decode<T>(channel: string, entries: StreamEntry[]): ReplayedMessage<T>[] {
+    const out: ReplayedMessage<T>[] = [];
+    for (const [id, fields] of entries) {
+      const f = fieldMap(fields);
+      if (f.d === undefined) continue;
+      try {
+        out.push({ channel, data: this.serializer.deserialize<T>(f.d), id, ts: Number(f.ts) || 0 });
+      } catch (err) {
+        this.logger.warn(
+          `skipped durable message ${id} of ${channel} that could not be read: ${(err as Error).message}`,
+        );
+      }
+    }
+    return out;
+  }
+}
+
+function fieldMap(fields: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (let i = 0; i + 1 < fields.length; i += 2) out[fields[i]] = fields[i + 1];
+  return out;
+}
