@@ -53,6 +53,7 @@ export const RATE_LIMIT_OPTION_KEYS: OptionShape = {
   failOpen: true,
   headers: true,
   trustProxy: true,
+  ipv6Subnet: true,
   insurance: { divideLimitBy: true, maxKeys: true },
   warnIntervalMs: true,
   maxSlidingWindowLimit: true,
