@@ -1,6 +1,7 @@
 import { InvalidOptionsError } from '../common/errors.js';
 import { durationProblem, isDuration } from '../common/option-checks.js';
 import { KeyBuilder } from '../common/keys.js';
+import type { CacheEntry } from './cache.entry.js';
 import type { ResolvedCacheOptions } from './cache.options.js';
 import type { CacheGetOrSetOptions, CacheSetOptions, CacheTags, CacheTtl } from './cache.types.js';
 
@@ -72,6 +73,19 @@ export function ttlOf<T>(ttl: CacheTtl<T>, value: T): number {
   const ms = ttl(value);
   if (!isDuration(ms)) throw new InvalidOptionsError(`cache: the result of the ttl function ${durationProblem(ms)}`);
   return Math.ceil(ms);
+}
+
+/** The entry storing `value` now under this call's ttl, staleTtl and tags; `delta` is how long its load took. */
+export function entryOf<T>(call: ResolvedCall<T>, value: T, delta: number): CacheEntry<T> {
+  const now = Date.now();
+  const ttl = ttlOf(call.ttl, value);
+  return {
+    value,
+    freshUntil: now + ttl,
+    staleUntil: now + ttl + call.staleTtl,
+    delta,
+    tags: resolveTags(call.tags, value),
+  };
 }
 
 /** The entry's tags (computed from the value when given as a function), validated and without duplicates. */

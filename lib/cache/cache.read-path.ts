@@ -4,7 +4,7 @@ import type { FailurePolicy } from '../common/failure-policy.js';
 import type { Serializer } from '../common/serializer.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
 import { diagnose, traceObserved, traced } from '../common/diagnostics.js';
-import { resolveTags, ttlOf, type ResolvedCall } from './cache.call-options.js';
+import { entryOf, type ResolvedCall } from './cache.call-options.js';
 import { encodeEntry, type CacheEntry } from './cache.entry.js';
 import type { CacheEntryStore } from './cache.entry-store.js';
 import type { CacheL1 } from './cache.l1.js';
@@ -179,16 +179,7 @@ export class CacheReadPath {
     this.graceRetryAt.delete(redisKey);
     if (value === undefined) return value; // undefined means "no value": returned, never cached
     if (call.shouldCache !== undefined && !call.shouldCache(value)) return value;
-    const now = Date.now();
-    const tags = resolveTags(call.tags, value);
-    const ttl = ttlOf(call.ttl, value);
-    const entry: CacheEntry<T> = {
-      value,
-      freshUntil: now + ttl,
-      staleUntil: now + ttl + call.staleTtl,
-      delta,
-      tags,
-    };
+    const entry = entryOf(call, value, delta);
     const raw = encodeEntry(entry, this.serializer);
     try {
       await this.store.write(redisKey, entry, raw, startedAt, entry.staleUntil + call.grace);

@@ -10,7 +10,7 @@ import { RedisConnection } from '../connection/redis-connection.js';
 import { CACHE_L1_PUBSUB } from '../pubsub/pubsub.providers.js';
 import { FEATURE_CONNECTION } from '../connection/redis-connections.js';
 import { PubSubService } from '../pubsub/pubsub.service.js';
-import { defaultCall, resolveCall, resolveTags, ttlOf, type ResolvedCall } from './cache.call-options.js';
+import { defaultCall, entryOf, resolveCall, type ResolvedCall } from './cache.call-options.js';
 import { encodeEntry, type CacheEntry } from './cache.entry.js';
 import { CacheEntryStore } from './cache.entry-store.js';
 import { CacheL1 } from './cache.l1.js';
@@ -164,16 +164,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
   async set<T>(key: string, value: T, options: CacheSetOptions = {}): Promise<void> {
     const redisKey = this.entryKey(key);
     const call = resolveCall<T>(options, 'set', this.options);
-    const now = Date.now();
-    const tags = resolveTags(call.tags, value);
-    const ttl = ttlOf(call.ttl, value);
-    const entry: CacheEntry<T> = {
-      value,
-      freshUntil: now + ttl,
-      staleUntil: now + ttl + call.staleTtl,
-      delta: 0,
-      tags,
-    };
+    const entry = entryOf(call, value, 0);
     const raw = encodeEntry(entry, this.serializer);
     this.l1?.delete(redisKey);
     try {
