@@ -1,5 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import type { RedisConnection } from './redis-connection.js';
+import { parseInfo } from './redis-info.js';
 import { RedisConnections } from './redis-connections.js';
 
 /** The health of one connection. */
@@ -105,13 +106,4 @@ function refusesWrites(f: Record<string, string>): boolean {
   const max = Number(f.maxmemory ?? 0);
   const counted = Number(f.used_memory ?? 0) - Number(f.mem_not_counted_for_evict ?? 0);
   return max > 0 && f.maxmemory_policy === 'noeviction' && counted > max;
-}
-
-function parseInfo(info: string): Record<string, string> {
-  const fields: Record<string, string> = {};
-  for (const line of info.split('\r\n')) {
-    const colon = line.indexOf(':');
-    if (colon > 0 && !line.startsWith('#')) fields[line.slice(0, colon)] = line.slice(colon + 1);
-  }
-  return fields;
 }

@@ -1,6 +1,7 @@
 import { scanKeys } from '../common/bulk-keys.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
+import { parseInfo } from '../connection/redis-info.js';
 import type { RedisSample } from './dashboard.frame.js';
 
 /** SCAN pages (of 500 keys) the session count may read per frame: the count spreads over frames, never blocks one. */
@@ -85,13 +86,4 @@ export class DashboardRedisSampler {
       for (const key of next.value) if (key.endsWith('}')) this.counted++;
     }
   }
-}
-
-function parseInfo(info: string): Record<string, string> {
-  const fields: Record<string, string> = {};
-  for (const line of info.split('\r\n')) {
-    const colon = line.indexOf(':');
-    if (colon > 0 && !line.startsWith('#')) fields[line.slice(0, colon)] = line.slice(colon + 1);
-  }
-  return fields;
 }
