@@ -119,7 +119,10 @@ local function decide()
       -- over the window (the steady rate), `burst` tokens fit in the bucket.
       read_now()
       local burst = tonumber(ARGV[b + 5])
-      local interval = win_us / limit -- microseconds per token
+      -- Microseconds per token, a whole number: the state is an absolute time (~1.8e15 µs, where a double steps by
+      -- 0.25), so a fractional interval (60 s / 9) rounded at every step and a full burst of `limit` could find its
+      -- last token a µs short. Whole µs add exactly; the rate moves by under 0.5 µs per token.
+      local interval = math.max(1, math.floor(win_us / limit + 0.5))
       local capacity = burst * interval
       local tat = tonumber(redis.call('GET', key) or '0')
       if tat < now_us then tat = now_us end

@@ -21,6 +21,27 @@ afterAll(closeToolkitApps);
 const ALGORITHMS: RateLimitAlgorithm[] = ['sliding-window', 'fixed-window', 'token-bucket'];
 const uid = () => randomUUID();
 
+describe('token bucket arithmetic', () => {
+  // GCRA keeps its state as an absolute time in µs (~1.8e15, where a double's step is 0.25 µs) and adds a fractional
+  // interval per token (60 s / 9), so each step rounds. Nine rounded steps could put the ninth token of a full bucket
+  // a little over a µs past `now`, and a burst of exactly `limit` was refused its last call at some instants.
+  it('a concurrent burst of exactly limit is always admitted whole, whatever the instant (400 bursts)', async () => {
+    const { get } = await createToolkitApp({ target: 'single' });
+    const rl = get(RateLimitService);
+    const short: string[] = [];
+    for (let i = 0; i < 400; i++) {
+      const limit = [3, 7, 9, 11, 13, 17, 19, 23][i % 8];
+      const key = uid();
+      const results = await Promise.all(
+        Array.from({ length: limit }, () => rl.consume(key, { limit, ttl: 60_000, algorithm: 'token-bucket' })),
+      );
+      const allowed = results.filter((r) => r.allowed).length;
+      if (allowed !== limit) short.push(`limit ${limit}: ${allowed}`);
+    }
+    expect(short).toEqual([]);
+  });
+});
+
 describe.each(['single', 'cluster'] as const)('RateLimitService on %s', (target) => {
   let rl: RateLimitService;
   let client: RedisClient;
