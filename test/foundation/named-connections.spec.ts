@@ -112,7 +112,8 @@ describe('the cache L1 invalidation bus', () => {
     const second = await boot(other);
     const a = first.get(CacheService);
     const b = second.get(CacheService);
-    await a.set('k', 'v1', { ttl: 60_000 });
+    // b writes k itself, so no invalidation from a is still on its way to drop b's L1 entry after the read below.
+    await b.set('k', 'v1', { ttl: 60_000 });
     expect(await b.get('k')).toBe('v1');
     // b now serves k from its L1: gone from Redis, still answered.
     const volatileRaw = raw(volatile.server);
