@@ -63,7 +63,7 @@ export {
   type HttpCacheTtlFn,
   type HttpCacheIfFn,
 } from './cache/cache.http-interceptor.js';
-export { ClientAddressResolver } from './rate-limit/client-address.js';
+export { ClientAddressResolver } from './rate-limit/rate-limit.client-address.js';
 export { generateSessionId, isValidSessionId } from './session/session.id.js';
 export {
   readSessionIdFromCookieHeader,

@@ -4,9 +4,9 @@ import { KeyBuilder } from '../common/keys.js';
 import { LuaScript } from '../common/lua-script.js';
 import { scanKeys, unlinkMany } from '../common/bulk-keys.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
-import type { InsuranceLimiter } from './insurance-limiter.js';
+import type { InsuranceLimiter } from './rate-limit.insurance-limiter.js';
 import type { BlockCache } from './rate-limit.block-cache.js';
-import { checkKey, defaultScope, type ResolvedPolicy } from './policy-resolver.js';
+import { checkKey, defaultScope, type ResolvedPolicy } from './rate-limit.policy-resolver.js';
 import { ALGORITHM_CODES, BLOCK_SUFFIX, type RateLimitKeys } from './rate-limit.keys.js';
 import type { RateLimitAlgorithm, RateLimitPolicy } from './rate-limit.options.js';
 

@@ -1,6 +1,6 @@
 import { RedisUnavailableError } from '../common/errors.js';
 import type { FailurePolicy } from '../common/failure-policy.js';
-import type { InsuranceLimiter } from './insurance-limiter.js';
+import type { InsuranceLimiter } from './rate-limit.insurance-limiter.js';
 import type { DecisionCounters, GroupOutcome, PreparedCheck } from './rate-limit.types.js';
 
 /**

@@ -10,7 +10,7 @@ import {
 } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
 import { InvalidKeyError, RedisUnavailableError, UnsupportedContextError } from '../common/errors.js';
-import { ClientAddressResolver } from './client-address.js';
+import { ClientAddressResolver } from './rate-limit.client-address.js';
 import { AccessList } from './rate-limit.access-list.js';
 import { writeRateLimitHeaders } from './rate-limit.headers.js';
 import { SKIP_THROTTLE_METADATA, THROTTLE_METADATA } from './rate-limit.constants.js';

@@ -5,14 +5,14 @@ import { KeyBuilder } from '../common/keys.js';
 import { LuaScript, type ScriptArg } from '../common/lua-script.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { FEATURE_CONNECTION } from '../connection/redis-connections.js';
-import { checkKey, defaultScope, resolveCallPolicy, type ResolvedPolicy } from './policy-resolver.js';
+import { checkKey, defaultScope, resolveCallPolicy, type ResolvedPolicy } from './rate-limit.policy-resolver.js';
 import { RateLimitAdmin, type CounterRef } from './rate-limit.admin.js';
 import { BlockCache } from './rate-limit.block-cache.js';
 import { DecisionBatcher } from './rate-limit.decision-batcher.js';
 import { DecisionFallback } from './rate-limit.fallback.js';
 import { decisionObserved, diagnosed, groupBy, toResult } from './rate-limit.results.js';
 import { ALGORITHM_CODES, BLOCK_SUFFIX, RateLimitKeys } from './rate-limit.keys.js';
-import { InsuranceLimiter } from './insurance-limiter.js';
+import { InsuranceLimiter } from './rate-limit.insurance-limiter.js';
 import {
   RATE_LIMIT_OPTIONS,
   type RateLimitAlgorithm,

@@ -1,4 +1,4 @@
-import type { ResolvedPolicy } from './policy-resolver.js';
+import type { ResolvedPolicy } from './rate-limit.policy-resolver.js';
 import type { RateLimitPolicy } from './rate-limit.options.js';
 
 /** The outcome of one policy. */

@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 import { InvalidOptionsError, Throttle } from '../../lib/index.js';
 import { ClientAddressResolver } from '../../lib/advanced.js';
-import { groupAddress, normalizeAddress } from '../../lib/rate-limit/client-address.js';
+import { groupAddress, normalizeAddress } from '../../lib/rate-limit/rate-limit.client-address.js';
 import { OptionProblems } from '../../lib/common/option-checks.js';
 import { resolveRateLimitOptions } from '../../lib/rate-limit/rate-limit.options.js';
 
