@@ -31,7 +31,7 @@ import {
 const KEYS = 1_000;
 const CONCURRENCY = 50;
 const COLD_CALLERS = 1_000;
-const ROUND: MeasureOptions = { concurrency: CONCURRENCY, durationMs: 1_000, warmupMs: 200, rounds: 1 };
+const ROUND: MeasureOptions = { concurrency: CONCURRENCY, durationMs: 600, warmupMs: 100, rounds: 1 };
 const ROUNDS = 5;
 const TTL = 10 * 60_000;
 /** Cold-miss rounds: the libraries take turns, one burst each per round; the median burst is reported. */

@@ -25,8 +25,8 @@ const BASELINE = 'plain NestJS (no toolkit)';
 const OPERATION = 'GET /products (cache hit)';
 const TARGET_OVERHEAD_PCT = 20;
 const CONNECTIONS = 32;
-const WARMUP_S = 2;
-const ROUND_S = 5;
+const WARMUP_S = 1;
+const ROUND_S = 2.5;
 const ROUNDS = 3;
 
 type Run = autocannon.Result & { redisCpuUsPerOp?: number };

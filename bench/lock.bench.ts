@@ -38,8 +38,8 @@ const { default: Redlock } = (await import('redlock')) as { default: RedlockCons
 const TTL = 10_000;
 const RETRY_MS = 10; // pause between attempts for every library (ours and redlock add up to the same again as jitter)
 const WORKERS = 20;
-const ROUND: MeasureOptions = { concurrency: WORKERS, durationMs: 600, warmupMs: 100, rounds: 1 };
-const ROUNDS = 5;
+const ROUND: MeasureOptions = { concurrency: WORKERS, durationMs: 350, warmupMs: 50, rounds: 1 };
+const ROUNDS = 4;
 
 /** Hands each concurrent caller its own resource name (uncontended, and no key growth). */
 function resourcePool(prefix: string): <T>(fn: (resource: string) => Promise<T>) => Promise<T> {

@@ -20,7 +20,7 @@ import { RedisToolkitInstrumentation } from '../lib/otel/index.js';
 import { benchRedis } from './support/bench-redis.js';
 import { type BenchRow, interleaved, type MeasureOptions, printTable, saveResults } from './support/measure.js';
 
-const ROUND: MeasureOptions = { concurrency: 50, durationMs: 1_000, warmupMs: 200, rounds: 1 };
+const ROUND: MeasureOptions = { concurrency: 50, durationMs: 500, warmupMs: 100, rounds: 1 };
 const ROUNDS = 5;
 const MODES = ['off', 'no listeners', 'OTel metrics', 'OTel on'] as const;
 type Mode = (typeof MODES)[number];

@@ -99,7 +99,7 @@ async function main(): Promise<void> {
       },
     ]),
   );
-  const m = await interleaved(ops, 3, { durationMs: 2_000, warmupMs: 0, concurrency: 50 }, commandsServed);
+  const m = await interleaved(ops, 3, { durationMs: 1_000, warmupMs: 0, concurrency: 50 }, commandsServed);
 
   const rows: BenchRow[] = [];
   const row = (library: string, operation: string, x: ProbedMeasurement, note = ''): BenchRow => ({

@@ -288,7 +288,7 @@ const ROUNDS = 3;
 
 /** Measures every op in interleaved rounds (one warm-up round each first); median per op, with app CPU per op. */
 async function interleaved(ops: (() => Promise<unknown>)[]): Promise<(Measurement & { cpuUsPerOp: number })[]> {
-  for (const op of ops) await measure(op, { rounds: 1, durationMs: 1_000, warmupMs: 0 });
+  for (const op of ops) await measure(op, { rounds: 1, durationMs: 400, warmupMs: 0 });
   const rounds: { m: Measurement; cpu: number }[][] = ops.map(() => []);
   for (let r = 0; r < ROUNDS; r++) {
     for (const [i, op] of ops.entries()) {
@@ -298,7 +298,7 @@ async function interleaved(ops: (() => Promise<unknown>)[]): Promise<(Measuremen
         return op();
       };
       const before = process.cpuUsage();
-      const m = await measure(counted, { rounds: 1, durationMs: 2_000, warmupMs: 0 });
+      const m = await measure(counted, { rounds: 1, durationMs: 1_000, warmupMs: 0 });
       const cpu = process.cpuUsage(before);
       rounds[i].push({ m, cpu: (cpu.user + cpu.system) / calls });
     }

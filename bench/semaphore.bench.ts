@@ -14,7 +14,7 @@ import { type BenchRow, interleaved, measure, type ProbedMeasurement } from './s
 const TTL = 10_000;
 const RETRY_MS = 10;
 const WORKERS = 20;
-const ROUND_MS = 600;
+const ROUND_MS = 400;
 const ROUNDS = 5;
 
 /** used_cpu_sys + used_cpu_user of every server, in µs. */
@@ -33,7 +33,7 @@ async function run(
   probes: Redis[],
 ): Promise<Record<string, ProbedMeasurement>> {
   for (const op of Object.values(ops))
-    await measure(op, { concurrency: WORKERS, durationMs: 200, warmupMs: 0, rounds: 1 });
+    await measure(op, { concurrency: WORKERS, durationMs: 100, warmupMs: 0, rounds: 1 });
   return interleaved(ops, ROUNDS, { concurrency: WORKERS, durationMs: ROUND_MS, warmupMs: 0 }, () => cpuUs(probes));
 }
 

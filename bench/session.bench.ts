@@ -44,8 +44,8 @@ const OURS_MIDDLEWARE = 'nestjs-redis-toolkit SessionMiddleware (no express-sess
 const CONTROL = 'control: GET + EXPIRE on ioredis 6';
 const SECRET = 'bench-secret';
 const SESSIONS = 1_000;
-const MEASURE = { concurrency: 50, durationMs: 1_200, warmupMs: 300, rounds: 3 };
-const HTTP_SECONDS = 2;
+const MEASURE = { concurrency: 50, durationMs: 600, warmupMs: 200, rounds: 3 };
+const HTTP_SECONDS = 1;
 const HTTP_ROUNDS = 3;
 
 /** A typical session: a user id and a handful of small fields (~400 bytes as JSON). */
@@ -381,7 +381,7 @@ async function countRoundTrips(url: string, ops: Record<string, () => Promise<vo
 
 /** Redis CPU time per operation (µs), from INFO commandstats deltas: what each get+touch costs the server. */
 async function redisCpuPerOp(url: string, ops: Record<string, () => Promise<void>>): Promise<Record<string, number>> {
-  const N = 3_000;
+  const N = 2_000;
   const admin = new Redis(url);
   const usec = async (): Promise<number> => {
     const text = String(await admin.info('commandstats'));
@@ -419,7 +419,7 @@ async function login(base: string): Promise<string> {
 
 async function load(url: string, method: 'GET' | 'POST', cookie: string, warmUp: boolean): Promise<Measurement> {
   const opts = { url, method, connections: 50, headers: { cookie } } as const;
-  if (warmUp) await autocannon({ ...opts, duration: 1 });
+  if (warmUp) await autocannon({ ...opts, duration: 0.5 });
   const before = await redisCpuMicros();
   const r = await autocannon({ ...opts, duration: HTTP_SECONDS });
   const after = await redisCpuMicros();

@@ -21,8 +21,8 @@ const OPERATION = 'GET by URL, cache hit (HTTP)';
 const TARGET = 1.2;
 const URLS = 200;
 const CONNECTIONS = 32;
-const WARMUP_S = 2;
-const ROUND_S = Number(process.env.URL_CACHE_ROUND_S ?? 4);
+const WARMUP_S = 1;
+const ROUND_S = Number(process.env.URL_CACHE_ROUND_S ?? 2);
 const ROUNDS = Number(process.env.URL_CACHE_ROUNDS ?? 3);
 
 const path = (i: number) => `/catalog/p${i % 20}?page=${i % URLS}`;
