@@ -27,6 +27,8 @@ import {
   type Measurement,
   interleaved,
 } from './support/measure.js';
+import { PRODUCT } from './support/payloads.js';
+import { runBench } from './support/run-bench.js';
 
 const KEYS = 1_000;
 const CONCURRENCY = 50;
@@ -38,15 +40,7 @@ const TTL = 10 * 60_000;
 const COLD_ROUNDS = 3;
 
 /** A ~1 KB JSON object (the same shape for every library). */
-const VALUE = {
-  id: 42,
-  name: 'Product 42',
-  tags: ['tea', 'green', 'organic'],
-  description: 'x'.repeat(820),
-  price: { amount: 1290, currency: 'EUR' },
-  stock: [1, 2, 3, 4, 5, 6, 7, 8],
-  updatedAt: '2026-11-23T12:00:00.000Z',
-};
+const VALUE = PRODUCT;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -250,10 +244,4 @@ async function main(): Promise<void> {
   await redis.stop();
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exit(1);
-  },
-);
+runBench(main);

@@ -17,6 +17,7 @@ import { httpGet } from '../test/faults/harness/sample-app.js';
 import { startRedisServer, type RedisServerHandle } from '../test/support/redis-server.js';
 import { startApp, type Child } from './support/sample-app.js';
 import { printTable, redisCpuMicros, saveResults, watchRedisCpu, type BenchRow } from './support/measure.js';
+import { runBench } from './support/run-bench.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const OURS = 'nestjs-redis-toolkit';
@@ -158,10 +159,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exit(1);
-  },
-);
+runBench(main);

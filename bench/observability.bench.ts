@@ -19,6 +19,7 @@ import { CacheService, RateLimitService, RedisToolkitModule } from '../lib/index
 import { RedisToolkitInstrumentation } from '../lib/otel/index.js';
 import { benchRedis } from './support/bench-redis.js';
 import { type BenchRow, interleaved, type MeasureOptions, printTable, saveResults } from './support/measure.js';
+import { runBench } from './support/run-bench.js';
 
 const ROUND: MeasureOptions = { concurrency: 50, durationMs: 500, warmupMs: 100, rounds: 1 };
 const ROUNDS = 5;
@@ -110,7 +111,4 @@ async function main(): Promise<void> {
   await redis.stop();
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-  process.exit(1);
-});
+runBench(main);

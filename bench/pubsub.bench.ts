@@ -19,6 +19,7 @@ import { Worker } from 'node:worker_threads';
 import { PubSubService, RedisToolkitModule } from '../lib/index.js';
 import { benchRedis } from './support/bench-redis.js';
 import { printTable, redisCpuPerOp, saveResults, withNote, type BenchRow } from './support/measure.js';
+import { runBench } from './support/run-bench.js';
 
 interface Relay {
   library: string;
@@ -351,7 +352,4 @@ async function main(): Promise<void> {
   process.exit(0);
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-  process.exit(1);
-});
+runBench(main);

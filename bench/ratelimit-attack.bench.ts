@@ -19,6 +19,7 @@ import {
   type BenchRow,
   type ProbedMeasurement,
 } from './support/measure.js';
+import { runBench } from './support/run-bench.js';
 
 const FEATURE = 'ratelimit-attack';
 const OURS = 'nestjs-redis-toolkit';
@@ -144,10 +145,4 @@ async function main(): Promise<void> {
   await redis.stop();
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exit(1);
-  },
-);
+runBench(main);

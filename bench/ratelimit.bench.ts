@@ -21,6 +21,7 @@ import {
   type BenchRow,
   type Measurement,
 } from './support/measure.js';
+import { runBench } from './support/run-bench.js';
 
 const FEATURE = 'ratelimit';
 const OURS = 'nestjs-redis-toolkit';
@@ -309,10 +310,4 @@ async function interleaved(ops: (() => Promise<unknown>)[]): Promise<(Measuremen
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exit(1);
-  },
-);
+runBench(main);

@@ -34,6 +34,7 @@ import {
   type BenchRow,
   type Measurement,
 } from './support/measure.js';
+import { runBench } from './support/run-bench.js';
 
 const OURS = 'nestjs-redis-toolkit';
 const OURS_STORE = 'nestjs-redis-toolkit RedisSessionStore';
@@ -435,10 +436,4 @@ async function load(url: string, method: 'GET' | 'POST', cookie: string, warmUp:
   };
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exit(1);
-  },
-);
+runBench(main);

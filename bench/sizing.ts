@@ -24,6 +24,8 @@ import { startApp } from './support/sample-app.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { PRODUCT } from './support/payloads.js';
+import { runBench } from './support/run-bench.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 /** Items per shared structure (tag set, user index) when its per-item share is measured. */
@@ -33,16 +35,7 @@ const REQUESTS = 400;
 /** Requests in flight at once in the CPU pass (so Redis's own background work is shared by many requests). */
 const CONCURRENCY = 8;
 
-/** The 1 KB product JSON of the cache benchmark. */
-const VALUE = {
-  id: 42,
-  name: 'Product 42',
-  tags: ['tea', 'green', 'organic'],
-  description: 'x'.repeat(820),
-  price: { amount: 1290, currency: 'EUR' },
-  stock: [1, 2, 3, 4, 5, 6, 7, 8],
-  updatedAt: '2026-11-23T12:00:00.000Z',
-};
+const VALUE = PRODUCT;
 /** The session payload of the session benchmark (~400 bytes of JSON). */
 const SESSION_DATA = {
   roles: ['reader', 'writer'],
@@ -348,10 +341,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exit(1);
-  },
-);
+runBench(main);

@@ -13,6 +13,7 @@ import { httpGet } from '../test/faults/harness/sample-app.js';
 import { benchRedis } from './support/bench-redis.js';
 import { startApp, type Child } from './support/sample-app.js';
 import { printTable, redisCpuMicros, saveResults, type BenchRow } from './support/measure.js';
+import { runBench } from './support/run-bench.js';
 
 const OURS = 'nestjs-redis-toolkit';
 const OURS_L1 = 'nestjs-redis-toolkit, L1 on';
@@ -117,10 +118,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exit(1);
-  },
-);
+runBench(main);
