@@ -156,6 +156,24 @@ describe.each(['single', 'cluster'] as const)('RedisSessionStore with express-se
     },
   );
 
+  it('concurrent requests of one session: each touch after its touching get sends nothing', async () => {
+    const client = clientFor(target);
+    const store = new RedisSessionStore({ client, prefix: prefix() });
+    const id = randomBytes(24).toString('base64url');
+    const cookie = { originalMaxAge: 60_000, expires: new Date(Date.now() + 60_000), httpOnly: true, path: '/' };
+    await store.set(id, { cookie, n: 1 } as never);
+    // express-session with 5 requests of one cookie in flight: 5 gets, then their 5 touches
+    await Promise.all(Array.from({ length: 5 }, () => store.get(id)));
+    const touched = await recordCommands(client, () =>
+      Promise.all(Array.from({ length: 5 }, () => store.touch(id, { cookie } as never))),
+    );
+    // before: only the first touch found its get, the other 4 ran the touch script
+    expect(touched.commands).toEqual([]);
+    // a sixth touch has no get of its own: it extends the ttl itself
+    const sixth = await recordCommands(client, () => store.touch(id, { cookie } as never));
+    expect(sixth.commands.length).toBeGreaterThan(0);
+  });
+
   it('what set stores comes back unchanged from get (no invented cookie)', async () => {
     const store = new RedisSessionStore({ client: clientFor(target), prefix: prefix() });
     const id = randomBytes(24).toString('base64url');
