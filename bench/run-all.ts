@@ -9,44 +9,17 @@
  * a shared host. In both, Redis is pinned to one CPU (taskset) so the profiles differ only by the neighbour. Each
  * profile keeps its own results (bench/results/ and bench/results/loaded/); BENCHMARKS.md shows both side by side.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { startRedisServer } from '../test/support/redis-server.js';
 import { rawCommand } from '../test/support/resp.js';
 import { generateReport, type RunEntry, type RunInfo } from './report.js';
+import { cliProfile, pin, startNeighbour } from './support/load-profile.js';
 import { resultsDir, type BenchProfile } from './support/measure.js';
 
-const PROFILE: BenchProfile = process.argv.includes('--load') || process.env.BENCH_LOAD === '1' ? 'loaded' : 'quiet';
-
-/** Pins a process to one CPU with taskset; false (with a warning) when taskset is missing or refuses. */
-function pin(pid: number, cpu: number): boolean {
-  const r = spawnSync('taskset', ['-cp', String(cpu), String(pid)], { encoding: 'utf8' });
-  if (r.status === 0) return true;
-  process.stdout.write(`warning: taskset could not pin pid ${pid} to CPU ${cpu}: ${r.error?.message ?? r.stderr}\n`);
-  return false;
-}
-
-/**
- * The loaded profile's neighbour: a process spinning on the CPU Redis is pinned to (a tight loop, yielding every
- * 100 ms so it stays killable), so Redis gets about half of its core, as beside a busy process on a shared host.
- */
-function startNeighbour(cpu: number): ChildProcess {
-  const child = spawn(
-    'taskset',
-    [
-      '-c',
-      String(cpu),
-      process.execPath,
-      '-e',
-      'const spin=()=>{const t=Date.now();while(Date.now()-t<100);setImmediate(spin)};spin()',
-    ],
-    { stdio: 'ignore' },
-  );
-  child.on('error', (err) => process.stdout.write(`warning: the neighbour did not start: ${err.message}\n`));
-  return child;
-}
+const PROFILE: BenchProfile = cliProfile();
 
 /** The 1/5/15-minute load averages, as text ("1.02 0.87 0.60"). */
 const loadNow = (): string =>

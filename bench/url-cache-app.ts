@@ -2,21 +2,25 @@
  * The URL-cache benchmark's app (bench/url-cache.bench.ts), run as a child process: the same controller and routes,
  * cached by URL either by our HttpCacheInterceptor (URL_CACHE=ours, Redis through the toolkit, L1 off) or by
  * @nestjs/cache-manager's CacheInterceptor with its Redis store (URL_CACHE=cache-manager: cache-manager + @keyv/redis,
- * as in bench/cache.bench.ts); URL_CACHE=ours-l1 is ours with the L1 on. Express; env PORT, HOST, REDIS_URL.
+ * as in bench/cache.bench.ts). With an in-process tier in front of Redis: URL_CACHE=ours-l1 (our L1) and
+ * URL_CACHE=cache-manager-l1 (cache-manager's two-store setup: an in-memory Keyv, without serialization, before
+ * @keyv/redis). URL_CACHE=none: the same routes with no cache at all (the HTTP stack's ceiling). Express; env PORT,
+ * HOST, REDIS_URL.
  */
 import 'reflect-metadata';
 import { Controller, Get, Module, Param, Query, UseInterceptors, type DynamicModule, type Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { CacheInterceptor, CacheModule, CacheTTL as CmCacheTTL } from '@nestjs/cache-manager';
 import KeyvRedis from '@keyv/redis';
+import { Keyv } from 'keyv';
 import { RedisToolkitModule } from '../lib/index.js';
 import { CacheTTL, HttpCacheInterceptor } from '../lib/advanced.js';
 
 const TTL = 10 * 60_000;
 const which = process.env.URL_CACHE;
 const redisUrl = process.env.REDIS_URL;
-if (which !== 'ours' && which !== 'ours-l1' && which !== 'cache-manager')
-  throw new Error('URL_CACHE must be ours, ours-l1 or cache-manager');
+const MODES = ['ours', 'ours-l1', 'cache-manager', 'cache-manager-l1', 'none'];
+if (which === undefined || !MODES.includes(which)) throw new Error(`URL_CACHE must be one of ${MODES.join(', ')}`);
 if (!redisUrl) throw new Error('REDIS_URL is required');
 
 /** A ~1 KB JSON page, different per URL. */
@@ -27,9 +31,11 @@ const page = (id: string, n: string) => ({
   description: 'x'.repeat(600),
 });
 
-function controller(interceptor: Type<unknown>, ttl: MethodDecorator & ClassDecorator): Type<unknown> {
+const noop: ClassDecorator = () => undefined;
+
+function controller(interceptor: Type<unknown> | undefined, ttl: ClassDecorator): Type<unknown> {
   @Controller('catalog')
-  @UseInterceptors(interceptor)
+  @(interceptor ? UseInterceptors(interceptor) : noop)
   @ttl
   class CatalogController {
     @Get('health')
@@ -63,9 +69,16 @@ function appModule(): DynamicModule {
       controllers: [controller(HttpCacheInterceptor, CacheTTL(TTL))],
     };
   }
+  if (which === 'none') return { module: Root, controllers: [controller(undefined, noop)] };
+  const redisStore = new KeyvRedis(redisUrl!);
+  // cache-manager's documented multi-tier setup; the memory tier keeps objects as they are (no serialize).
+  const stores =
+    which === 'cache-manager-l1'
+      ? [new Keyv({ store: new Map(), serialize: undefined, deserialize: undefined }), redisStore]
+      : [redisStore];
   return {
     module: Root,
-    imports: [CacheModule.register({ stores: [new KeyvRedis(redisUrl!)], ttl: TTL })],
+    imports: [CacheModule.register({ stores, ttl: TTL })],
     controllers: [controller(CacheInterceptor, CmCacheTTL(TTL))],
   };
 }

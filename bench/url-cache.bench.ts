@@ -3,14 +3,16 @@
  * @nestjs/cache-manager's CacheInterceptor with its Redis store (cache-manager + @keyv/redis, the store
  * bench/cache.bench.ts uses), on the same controller and routes (bench/url-cache-app.ts, one child process each,
  * Express). 200 URLs (path and query), warmed so every measured request is a hit; the apps take turns, round by
- * round (interleaved), and each figure is the median round. Target: ours ≥ 1.2× cache-manager, like for like (L1
- * off: one Redis GET per hit on both sides); ours with the L1 on (no Redis call on a hit) is a row of its own.
+ * round (interleaved), and each figure is the median round. Target: ours ≥ 1.2× cache-manager, like for like: one
+ * Redis GET per hit on both sides (our L1 off, their Redis store alone), and again with an in-process tier on both
+ * sides (our L1; their in-memory Keyv before the Redis one). A row without any cache shows the HTTP stack's ceiling.
+ * `--load` (or BENCH_LOAD=1): run on its own, Redis pinned to one CPU with a busy neighbour (see load-profile.ts).
  */
 import autocannon from 'autocannon';
 import { fileURLToPath } from 'node:url';
 import { loadavg } from 'node:os';
 import { httpGet } from '../test/faults/harness/sample-app.js';
-import { benchRedis } from './support/bench-redis.js';
+import { standaloneRedis } from './support/load-profile.js';
 import { startApp, type Child } from './support/sample-app.js';
 import { printTable, redisCpuMicros, saveResults, type BenchRow } from './support/measure.js';
 import { runBench } from './support/run-bench.js';
@@ -18,6 +20,8 @@ import { runBench } from './support/run-bench.js';
 const OURS = 'nestjs-redis-toolkit';
 const OURS_L1 = 'nestjs-redis-toolkit, L1 on';
 const PEER = '@nestjs/cache-manager + @keyv/redis';
+const PEER_L1 = '@nestjs/cache-manager, memory + @keyv/redis';
+const NONE = 'no cache (plain handler)';
 const OPERATION = 'GET by URL, cache hit (HTTP)';
 const TARGET = 1.2;
 const URLS = 200;
@@ -69,49 +73,74 @@ function row(library: string, runs: Run[], notes: string): BenchRow {
   };
 }
 
+/** The apps, in the order of the table. */
+const APPS = [
+  { id: 'ours', library: OURS, notes: 'HttpCacheInterceptor, L1 off (one Redis GET per hit), X-Cache header' },
+  {
+    id: 'cache-manager',
+    library: PEER,
+    notes: 'CacheInterceptor, CacheModule.register({ stores: [new KeyvRedis(url)] }) (one Redis GET per hit)',
+  },
+  { id: 'ours-l1', library: OURS_L1, notes: 'HttpCacheInterceptor, l1: { max: 10_000 } (no Redis call on a hit)' },
+  {
+    id: 'cache-manager-l1',
+    library: PEER_L1,
+    notes: 'CacheInterceptor, stores: [new Keyv({ store: new Map(), serialize: undefined }), new KeyvRedis(url)]',
+  },
+  { id: 'none', library: NONE, notes: 'the same routes without any cache: the HTTP stack alone (the ceiling)' },
+] as const;
+type AppId = (typeof APPS)[number]['id'];
+
 async function main(): Promise<void> {
-  const redis = await benchRedis();
+  const redis = await standaloneRedis();
   const appFile = fileURLToPath(new URL('./url-cache-app.js', import.meta.url));
   const children: Child[] = [];
   try {
-    const ours = await startApp(appFile, { URL_CACHE: 'ours', REDIS_URL: redis.url }, '/catalog/health');
-    children.push(ours);
-    const peer = await startApp(appFile, { URL_CACHE: 'cache-manager', REDIS_URL: redis.url }, '/catalog/health');
-    children.push(peer);
-    const oursL1 = await startApp(appFile, { URL_CACHE: 'ours-l1', REDIS_URL: redis.url }, '/catalog/health');
-    children.push(oursL1);
-    const apps = { ours, peer, oursL1 };
-    // Same answer from both, and every URL stored (the first request of each is a miss, the second a hit).
+    const apps = {} as Record<AppId, Child>;
+    for (const { id } of APPS) {
+      apps[id] = await startApp(appFile, { URL_CACHE: id, REDIS_URL: redis.url }, '/catalog/health');
+      children.push(apps[id]);
+    }
+    // The same answer from all, and every URL stored (the first request of each is a miss, the second a hit).
     for (let i = 0; i < URLS; i++) {
-      const [a, b, c] = await Promise.all(Object.values(apps).map((app) => httpGet(`${app.url}${path(i)}`)));
-      if (a.status !== 200 || a.body !== b.body || a.body !== c.body)
+      const answers = await Promise.all(APPS.map(({ id }) => httpGet(`${apps[id].url}${path(i)}`)));
+      if (answers.some((a) => a.status !== 200 || a.body !== answers[0].body))
         throw new Error(`the apps answer ${path(i)} differently`);
     }
-    const hit = await httpGet(`${ours.url}${path(0)}`);
-    if (hit.status !== 200) throw new Error(`ours answered ${hit.status}`);
-    for (const app of Object.values(apps)) await cannon(app.url, WARMUP_S);
-    const runs: Record<keyof typeof apps, Run[]> = { ours: [], peer: [], oursL1: [] };
+    // A hit answers like the peer's: the same status, X-Cache and content type.
+    for (const { id } of APPS.slice(0, 4)) {
+      const hit = await fetch(`${apps[id].url}${path(0)}`);
+      const type = hit.headers.get('content-type');
+      if (hit.status !== 200 || hit.headers.get('x-cache') !== 'HIT' || type !== 'application/json; charset=utf-8')
+        throw new Error(`${id} answered a hit with ${hit.status}, X-Cache ${hit.headers.get('x-cache')}, ${type}`);
+    }
+    for (const { id } of APPS) await cannon(apps[id].url, WARMUP_S);
+    const runs = Object.fromEntries(APPS.map(({ id }) => [id, [] as Run[]])) as Record<AppId, Run[]>;
     const load: string[] = [];
     for (let r = 0; r < ROUNDS; r++) {
       // rotate who goes first, so a drift in load hits every app alike
-      const names = Object.keys(apps) as (keyof typeof apps)[];
-      const order = [...names.slice(r % names.length), ...names.slice(0, r % names.length)];
-      for (const who of order) runs[who].push(await cannon(apps[who].url, ROUND_S));
+      const order = [...APPS.slice(r % APPS.length), ...APPS.slice(0, r % APPS.length)];
+      for (const { id } of order) runs[id].push(await cannon(apps[id].url, ROUND_S));
       load.push(loadavg()[0].toFixed(2));
     }
-    const oursRow = row(OURS, runs.ours, 'HttpCacheInterceptor, L1 off (one Redis GET per hit), X-Cache header');
-    const peerRow = row(PEER, runs.peer, 'CacheInterceptor, CacheModule.register({ stores: [new KeyvRedis(url)] })');
-    const l1Row = row(OURS_L1, runs.oursL1, 'HttpCacheInterceptor, l1: { max: 10_000 } (no Redis call on a hit)');
-    const l1Ratio = l1Row.opsPerSec / peerRow.opsPerSec;
-    const ratio = oursRow.opsPerSec / peerRow.opsPerSec;
-    const met = ratio >= TARGET;
+    const rows = APPS.map(({ id, library, notes }) => row(library, runs[id], notes));
+    const ops = Object.fromEntries(APPS.map(({ id }, i) => [id, rows[i].opsPerSec])) as Record<AppId, number>;
+    const ratio = ops.ours / ops['cache-manager'];
+    const l1Ratio = ops['ours-l1'] / ops['cache-manager-l1'];
+    const met = ratio >= TARGET && l1Ratio >= TARGET;
+    const ofNone = (id: AppId): string => `${((100 * ops[id]) / ops.none).toFixed(0)} %`;
     const summary =
-      `URL cache hit through HTTP: ${ratio.toFixed(2)}× @nestjs/cache-manager's CacheInterceptor (target ≥ ${TARGET}×: ` +
-      `${met ? 'met' : 'missed'}); ${CONNECTIONS} connections, ${URLS} URLs, median of ${ROUNDS} × ${ROUND_S} s ` +
-      `interleaved; with the L1 on ${l1Ratio.toFixed(2)}×; 1-min load average after each round: ${load.join(', ')}`;
-    printTable('Cache: HTTP responses by URL (Express)', [oursRow, peerRow, l1Row]);
+      `URL cache hit through HTTP (${redis.profile} profile): Redis on both sides ${ratio.toFixed(2)}× ` +
+      `@nestjs/cache-manager's CacheInterceptor, in-process tier on both sides ${l1Ratio.toFixed(2)}× (target ≥ ` +
+      `${TARGET}×: ${met ? 'met' : 'missed'}); of the no-cache ceiling: ours ${ofNone('ours')}, theirs ` +
+      `${ofNone('cache-manager')}, ours L1 ${ofNone('ours-l1')}, theirs L1 ${ofNone('cache-manager-l1')}; ` +
+      `${CONNECTIONS} connections, ${URLS} URLs, median of ${ROUNDS} × ${ROUND_S} s interleaved; ` +
+      `1-min load average after each round: ${load.join(', ')}`;
+    printTable(`Cache: HTTP responses by URL (Express, ${redis.profile})`, rows);
     process.stdout.write(`${summary}\n\n`);
-    saveResults('url-cache', [oursRow, peerRow, l1Row], { summary, ratio, l1Ratio, target: TARGET, met });
+    const perRound = Object.fromEntries(APPS.map(({ id }) => [id, runs[id].map((r) => Math.round(r.rps))]));
+    process.stdout.write(`ops/s per round: ${JSON.stringify(perRound)}\n\n`);
+    saveResults('url-cache', rows, { summary, ratio, l1Ratio, target: TARGET, met, perRound });
   } finally {
     await Promise.all(children.map((c) => c.stop()));
     await redis.stop();
