@@ -36,6 +36,32 @@ export class AccessList {
   }
 }
 
+/** The allow and deny lists of one @Throttle policy (`allowList` / `denyList` of ThrottleOptions). */
+export interface PolicyAccessLists {
+  allow: AccessList | undefined;
+  deny: AccessList | undefined;
+}
+
+const NO_LISTS: PolicyAccessLists = { allow: undefined, deny: undefined };
+const policyLists = new WeakMap<object, PolicyAccessLists>();
+
+/** A policy's lists, built on its first request and kept with the policy (its decorator metadata object). */
+export function accessListsOf(policy: {
+  allowList?: readonly string[];
+  denyList?: readonly string[];
+}): PolicyAccessLists {
+  if (policy.allowList === undefined && policy.denyList === undefined) return NO_LISTS;
+  let lists = policyLists.get(policy);
+  if (lists === undefined) {
+    lists = {
+      allow: policy.allowList?.length ? new AccessList(policy.allowList) : undefined,
+      deny: policy.denyList?.length ? new AccessList(policy.denyList) : undefined,
+    };
+    policyLists.set(policy, lists);
+  }
+  return lists;
+}
+
 /** An entry that looks like an address (digits, dots, colons, hex and a `/`) must be a valid address or range. */
 const ADDRESS_LIKE = /^[0-9a-fA-F.:]+(\/.*)?$/;
 

@@ -2,6 +2,7 @@ import { SetMetadata } from '@nestjs/common';
 import { InvalidOptionsError } from '../common/errors.js';
 import { OptionProblems } from '../common/option-checks.js';
 import { SKIP_THROTTLE_METADATA, THROTTLE_METADATA } from './rate-limit.constants.js';
+import { checkAccessList } from './rate-limit.access-list.js';
 import { checkPolicy, type ThrottleOptions } from './rate-limit.options.js';
 
 /** A @Throttle policy with its name filled in. */
@@ -21,8 +22,11 @@ export function Throttle(...policies: ThrottleOptions[]): ClassDecorator & Metho
   if (policies.length === 0) throw new InvalidOptionsError('@Throttle() needs at least one policy');
   const problems = new OptionProblems('@Throttle');
   const named = policies.map((p, i): NamedThrottleOptions => {
-    const path = `@Throttle policy ${i + 1}`;
+    const named = typeof p?.name === 'string' ? ` (${JSON.stringify(p.name)})` : '';
+    const path = `@Throttle policy ${i + 1}${named}`;
     if (!problems.object(path, p) || p === undefined) return { ...(p as ThrottleOptions), name: '' };
+    checkAccessList(`${path}.allowList`, p.allowList, problems);
+    checkAccessList(`${path}.denyList`, p.denyList, problems);
     checkPolicy(path, p, problems);
     if (p.limit === undefined) problems.add(`${path}.limit`, 'is required');
     if (p.ttl === undefined) problems.add(`${path}.ttl`, 'is required');
@@ -31,7 +35,12 @@ export function Throttle(...policies: ThrottleOptions[]): ClassDecorator & Metho
     problems.boolean(`${path}.skipSuccessfulRequests`, p.skipSuccessfulRequests);
     problems.boolean(`${path}.skipFailedRequests`, p.skipFailedRequests);
     if (p.key !== undefined && typeof p.key !== 'function') problems.string(`${path}.key`, p.key);
-    return { ...p, name: p.name ?? (i === 0 ? 'default' : `default-${i + 1}`) };
+    return {
+      ...p,
+      ...(Array.isArray(p.allowList) && { allowList: [...p.allowList] }),
+      ...(Array.isArray(p.denyList) && { denyList: [...p.denyList] }),
+      name: p.name ?? (i === 0 ? 'default' : `default-${i + 1}`),
+    };
   });
   const names = named.map((p) => p.name);
   const duplicate = names.find((n, i) => names.indexOf(n) !== i);

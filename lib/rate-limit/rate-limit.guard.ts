@@ -11,7 +11,7 @@ import {
 import { Reflector } from '@nestjs/core';
 import { InvalidKeyError, RedisUnavailableError, UnsupportedContextError } from '../common/errors.js';
 import { ClientAddressResolver } from './rate-limit.client-address.js';
-import { AccessList } from './rate-limit.access-list.js';
+import { AccessList, accessListsOf } from './rate-limit.access-list.js';
 import { writeRateLimitHeaders } from './rate-limit.headers.js';
 import { SKIP_THROTTLE_METADATA, THROTTLE_METADATA } from './rate-limit.constants.js';
 import type { NamedThrottleOptions } from './rate-limit.decorators.js';
@@ -83,16 +83,19 @@ export class RateLimitGuard implements CanActivate {
       THROTTLE_METADATA,
       targets,
     ) ?? [{ ...this.options.defaults, name: 'default' }];
-    const policies =
-      typeof skip === 'object' && skip !== null ? declared.filter((p) => skip[p.name] !== true) : declared;
+    let policies = typeof skip === 'object' && skip !== null ? declared.filter((p) => skip[p.name] !== true) : declared;
     if (policies.length === 0) return true;
     const { req, res } = this.getRequestResponse(context);
     let tracker: string | undefined;
-    // the deny list first: neither skipIf nor a User-Agent (which the client chooses) lets a denied tracker in
-    if (!this.denyList.empty || !this.allowList.empty) {
-      tracker = await this.getTracker(req, context);
-      if (this.denyList.has(tracker)) await this.throwDeniedException(context);
-      if (this.allowList.has(tracker)) return true;
+    const lists = policies.map(accessListsOf);
+    // the deny lists first: neither skipIf nor a User-Agent (which the client chooses) lets a denied tracker in
+    if (!this.denyList.empty || !this.allowList.empty || lists.some((l) => l.allow || l.deny)) {
+      const who = (tracker = await this.getTracker(req, context));
+      if (this.denyList.has(who) || lists.some((l) => l.deny?.has(who))) await this.throwDeniedException(context);
+      if (this.allowList.has(who)) return true;
+      // a policy that allows the tracker is not counted; the others still are
+      policies = policies.filter((_, i) => lists[i].allow?.has(who) !== true);
+      if (policies.length === 0) return true;
     }
     if (this.options.skipIf && (await this.options.skipIf(context))) return true;
     if (this.options.ignoreUserAgents.length > 0) {
@@ -257,8 +260,8 @@ export class RateLimitGuard implements CanActivate {
   }
 
   /**
-   * Refuses a tracker on `rateLimit.denyList`: HTTP 403 Forbidden (no Retry-After: waiting does not help), or a
-   * WsException with the same payload.
+   * Refuses a tracker on `rateLimit.denyList` or on the `denyList` of a policy of the route: HTTP 403 Forbidden (no
+   * Retry-After: waiting does not help), or a WsException with the same payload.
    */
   protected async throwDeniedException(context: ExecutionContext): Promise<never> {
     const body = { statusCode: HttpStatus.FORBIDDEN, message: 'Forbidden' };

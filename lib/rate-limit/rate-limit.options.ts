@@ -60,6 +60,16 @@ export interface ThrottleOptions {
    * HTTP: give the charge back when the response fails (status >= 400 or the connection closes first). Default false.
    */
   skipFailedRequests?: boolean;
+  /**
+   * Trackers this policy does not count (the other policies of the request still do): the entries of
+   * `rateLimit.allowList`, matched against the same tracker. Static; checked when the decorator runs.
+   */
+  allowList?: string[];
+  /**
+   * Trackers refused (403, as `rateLimit.denyList`) on every route this policy applies to. A tracker denied by any
+   * policy of the request, or module-wide, is refused even when an allow list has it.
+   */
+  denyList?: string[];
 }
 
 /**
