@@ -10,6 +10,7 @@
  */
 import autocannon from 'autocannon';
 import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { httpGet } from '../test/faults/harness/sample-app.js';
 import { standaloneRedis } from './support/load-profile.js';
@@ -32,10 +33,25 @@ const ROUNDS = Number(process.env.URL_CACHE_ROUNDS ?? 3);
 
 const path = (i: number) => `/catalog/p${i % 20}?page=${i % URLS}`;
 
-type Run = { rps: number; p50: number; p99: number; errors: number; cpuUs?: number };
+type Run = { rps: number; p50: number; p99: number; errors: number; cpuUs?: number; appCpuUs?: number };
 
-async function cannon(base: string, seconds: number): Promise<Run> {
+/** The CPU time (user + system) a process has used, µs, from /proc (Linux); undefined elsewhere. */
+function processCpuMicros(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // fields 14 and 15 of stat (utime, stime), counted from the state field (3rd): indexes 11 and 12
+    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / CLOCK_TICKS;
+  } catch {
+    return undefined;
+  }
+}
+const CLOCK_TICKS = 100;
+
+async function cannon(base: string, seconds: number, pid?: number): Promise<Run> {
   let i = 0;
+  const appBefore = processCpuMicros(pid);
   const before = await redisCpuMicros();
   const result = await autocannon({
     url: base,
@@ -46,6 +62,7 @@ async function cannon(base: string, seconds: number): Promise<Run> {
     requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: path(i++) }) }],
   });
   const after = await redisCpuMicros();
+  const appAfter = processCpuMicros(pid);
   const ok = result.requests.total - result.non2xx;
   return {
     rps: ok / (result.duration || 1),
@@ -53,13 +70,22 @@ async function cannon(base: string, seconds: number): Promise<Run> {
     p99: result.latency.p99,
     errors: result.errors + result.non2xx,
     cpuUs: before === undefined || after === undefined || ok <= 0 ? undefined : (after - before) / ok,
+    appCpuUs: appBefore === undefined || appAfter === undefined || ok <= 0 ? undefined : (appAfter - appBefore) / ok,
   };
 }
 
 const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 
+/** The app's own CPU per request, µs (median round): steadier than req/s on a shared box. */
+const appCpu = (runs: Run[]): number | undefined => {
+  const values = runs.map((r) => r.appCpuUs).filter((v): v is number => v !== undefined);
+  return values.length > 0 ? median(values) : undefined;
+};
+
 function row(library: string, runs: Run[], notes: string): BenchRow {
   const cpu = runs.map((r) => r.cpuUs).filter((v): v is number => v !== undefined);
+  const app = appCpu(runs);
+  if (app !== undefined) notes = `${notes}; app CPU ${app.toFixed(0)} µs/request`;
   return {
     feature: 'cache',
     library,
@@ -120,13 +146,20 @@ async function main(): Promise<void> {
     for (let r = 0; r < ROUNDS; r++) {
       // rotate who goes first, so a drift in load hits every app alike
       const order = [...APPS.slice(r % APPS.length), ...APPS.slice(0, r % APPS.length)];
-      for (const { id } of order) runs[id].push(await cannon(apps[id].url, ROUND_S));
+      for (const { id } of order) runs[id].push(await cannon(apps[id].url, ROUND_S, apps[id].pid));
       load.push(loadavg()[0].toFixed(2));
     }
     const rows = APPS.map(({ id, library, notes }) => row(library, runs[id], notes));
     const ops = Object.fromEntries(APPS.map(({ id }, i) => [id, rows[i].opsPerSec])) as Record<AppId, number>;
     const ratio = ops.ours / ops['cache-manager'];
     const l1Ratio = ops['ours-l1'] / ops['cache-manager-l1'];
+    // The same comparisons by the apps' own CPU per request (theirs ÷ ours: the capacity ratio on a CPU-bound app)
+    const cpuOf = Object.fromEntries(APPS.map(({ id }) => [id, appCpu(runs[id])])) as Record<AppId, number | undefined>;
+    const cpuRatio = (a: AppId, b: AppId): string => {
+      const x = cpuOf[a];
+      const y = cpuOf[b];
+      return x === undefined || y === undefined ? '?' : `${(y / x).toFixed(2)}×`;
+    };
     const met = ratio >= TARGET && l1Ratio >= TARGET;
     const ofNone = (id: AppId): string => `${((100 * ops[id]) / ops.none).toFixed(0)} %`;
     const summary =
@@ -134,13 +167,25 @@ async function main(): Promise<void> {
       `@nestjs/cache-manager's CacheInterceptor, in-process tier on both sides ${l1Ratio.toFixed(2)}× (target ≥ ` +
       `${TARGET}×: ${met ? 'met' : 'missed'}); of the no-cache ceiling: ours ${ofNone('ours')}, theirs ` +
       `${ofNone('cache-manager')}, ours L1 ${ofNone('ours-l1')}, theirs L1 ${ofNone('cache-manager-l1')}; ` +
+      `by app CPU per request: Redis ${cpuRatio('ours', 'cache-manager')}, in-process ` +
+      `${cpuRatio('ours-l1', 'cache-manager-l1')}, no cache vs ours ${cpuRatio('none', 'ours')}; ` +
       `${CONNECTIONS} connections, ${URLS} URLs, median of ${ROUNDS} × ${ROUND_S} s interleaved; ` +
       `1-min load average after each round: ${load.join(', ')}`;
     printTable(`Cache: HTTP responses by URL (Express, ${redis.profile})`, rows);
     process.stdout.write(`${summary}\n\n`);
-    const perRound = Object.fromEntries(APPS.map(({ id }) => [id, runs[id].map((r) => Math.round(r.rps))]));
-    process.stdout.write(`ops/s per round: ${JSON.stringify(perRound)}\n\n`);
-    saveResults('url-cache', rows, { summary, ratio, l1Ratio, target: TARGET, met, perRound });
+    const perRound = Object.fromEntries(
+      APPS.map(({ id }) => [id, runs[id].map((r) => [Math.round(r.rps), Math.round(r.appCpuUs ?? NaN)])]),
+    );
+    process.stdout.write(`[ops/s, app CPU µs/request] per round: ${JSON.stringify(perRound)}\n\n`);
+    saveResults('url-cache', rows, {
+      summary,
+      ratio,
+      l1Ratio,
+      target: TARGET,
+      met,
+      appCpuUsPerRequest: cpuOf,
+      perRound,
+    });
   } finally {
     await Promise.all(children.map((c) => c.stop()));
     await redis.stop();

@@ -9,6 +9,8 @@ const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 
 export interface Child {
   url: string;
+  /** The child's process id (to read its CPU time). */
+  pid: number | undefined;
   stop(): Promise<void>;
 }
 
@@ -40,5 +42,5 @@ export async function startApp(file: string, env: Record<string, string>, readyP
     }
     await new Promise((r) => setTimeout(r, 100));
   }
-  return { url, stop };
+  return { url, pid: child.pid, stop };
 }
