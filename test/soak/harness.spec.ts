@@ -26,6 +26,29 @@ describe('soak sampler', () => {
     }
   });
 
+  it('ignores transient timers either side of an event-loop stall between two readings', async () => {
+    const baseline = await sample(0, [], false);
+    // A transient alive at the first reading; the loop then stalls for 400 ms right after it (an immediate queued
+    // behind the sampler's), and a second transient is made as the stall ends: the readings before and after the
+    // stall each see one. Before the sampler restarted its run after a late reading, all three readings did.
+    const before = setTimeout(() => undefined, 100);
+    let after: NodeJS.Timeout | undefined;
+    const reading = sample(1, [], false);
+    setImmediate(() => {
+      const until = performance.now() + 400;
+      while (performance.now() < until);
+      after = setTimeout(() => undefined, 100);
+    });
+    try {
+      const s = await reading;
+      expect(after).toBeDefined(); // the stall did happen while the sample ran
+      expect(s.timers).toBeLessThanOrEqual(baseline.timers);
+    } finally {
+      clearTimeout(before);
+      clearTimeout(after);
+    }
+  });
+
   it('reports a timer the workload leaves running as growth', async () => {
     const leaked: NodeJS.Timeout[] = [];
     try {

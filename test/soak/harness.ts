@@ -10,6 +10,11 @@
  *    catches about one time in ten — that was the "timers +1, handles +1" seen once on pub/sub with the heap flat.
  *    So each sample reads three times over 120 ms and keeps the minimum: a window shorter than 120 ms cannot cover
  *    all three readings, while anything left running (a leak) is in every one.
+ *  - That holds only while the readings are 60-100 ms apart. After an event-loop stall (a busy box) the gap timer
+ *    fires late, and the readings either side of the stall can see two different transients (one made before it,
+ *    one made by a timer that came due during it), so every reading saw one. A reading that comes more than 100 ms
+ *    after the one before starts the run of three again; the minimum is kept over every reading taken (a leak is in
+ *    all of them), and a sample takes at most MAX_READINGS readings.
  */
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -78,6 +83,10 @@ export interface SoakOptions {
 /** Readings per sample and the gap between them (see the header: 2 × 60 ms spans more than a 100 ms transient). */
 const READINGS = 3;
 const READING_GAP_MS = 60;
+/** A reading this much later than the gap after the one before is after a stall: the run of READINGS restarts. */
+const READING_LATE_MS = 40;
+/** At most this many readings per sample (when stalls keep breaking the run, the minimum of them all is kept). */
+const MAX_READINGS = 12;
 
 function countListeners(emitters: EventEmitter[]): number {
   return emitters.reduce((sum, e) => sum + e.eventNames().reduce((s, name) => s + e.listenerCount(name), 0), 0);
@@ -92,11 +101,16 @@ const median = (v: number[]): number => [...v].sort((a, b) => a - b)[Math.floor(
 export async function sample(ops: number, emitters: EventEmitter[], measureHeap = true): Promise<SoakSample> {
   let timers = Infinity;
   let handles = Infinity;
-  for (let i = 0; i < READINGS; i++) {
-    if (i > 0) await new Promise((r) => setTimeout(r, READING_GAP_MS));
+  let onTime = 0; // readings in the current run, each at most READING_GAP_MS + READING_LATE_MS after the one before
+  let lastAt = 0;
+  for (let taken = 0; onTime < READINGS && taken < MAX_READINGS; taken++) {
+    if (taken > 0) await new Promise((r) => setTimeout(r, READING_GAP_MS));
     // Let closed sockets and finished timers be released before counting.
     await new Promise((r) => setImmediate(r));
     const resources = hostProcess().getActiveResourcesInfo();
+    const at = performance.now();
+    onTime = taken > 0 && at - lastAt <= READING_GAP_MS + READING_LATE_MS ? onTime + 1 : 1;
+    lastAt = at;
     timers = Math.min(timers, resources.filter((r) => r === 'Timeout').length);
     handles = Math.min(handles, resources.length);
   }
