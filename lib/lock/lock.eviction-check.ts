@@ -72,7 +72,8 @@ export async function checkEvictionPolicy(
  * Start-up of the lock servers (LockService.onModuleInit): connects the quorum nodes (a majority must answer), then
  * checks each server's eviction policy and each quorum node's ACL permissions for the lock's commands (the toolkit's
  * own connection is checked by RedisPermissionsCheck). With lazyConnect nothing is connected at start, so nothing is
- * asked (documented in docs/lock.md). A failed check closes the connections: the app is not going to start.
+ * asked (documented in docs/lock.md). A failed check calls `closeAll` (every connection of the toolkit, not only the
+ * lock's: the app is not going to start, and Nest calls no shutdown hook after a failed init).
  */
 export async function startLockServers(
   connection: RedisConnection,
@@ -80,12 +81,13 @@ export async function startLockServers(
   keyPrefix: string,
   onUnsafeEviction: 'warn' | 'refuse',
   warn: (message: string) => void,
+  closeAll: () => Promise<void>,
 ): Promise<void> {
   if (connection.lazyConnect) return;
-  if (quorumClients.length > 0) await connectQuorum(connection, quorumClients, warn);
-  const ready = quorumClients.filter((c) => c.client.status === 'ready');
-  const targets = quorumClients.length > 0 ? ready : [{ client: connection.client, description: 'the Redis server' }];
   try {
+    if (quorumClients.length > 0) await connectQuorum(connection, quorumClients, warn);
+    const ready = quorumClients.filter((c) => c.client.status === 'ready');
+    const targets = quorumClients.length > 0 ? ready : [{ client: connection.client, description: 'the Redis server' }];
     await checkEvictionPolicy(targets, onUnsafeEviction, warn);
     // A quorum node whose ACL user lacks one of the lock's commands would fail every lock call it takes part in.
     for (const { client, description } of ready) {
@@ -94,7 +96,7 @@ export async function startLockServers(
     }
   } catch (err) {
     // Nothing may keep retrying (or the process alive).
-    await connection.onApplicationShutdown();
+    await closeAll();
     throw err;
   }
 }

@@ -1,10 +1,10 @@
-import { Inject, Injectable, Logger, type OnModuleInit } from '@nestjs/common';
+import { Inject, Injectable, Logger, type OnModuleInit, Optional } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import { InvalidOptionsError, LockLostError, LockNotAcquiredError } from '../common/errors.js';
 import { FailurePolicy } from '../common/failure-policy.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { RedisConnection } from '../connection/redis-connection.js';
-import { FEATURE_CONNECTION } from '../connection/redis-connections.js';
+import { FEATURE_CONNECTION, RedisConnections } from '../connection/redis-connections.js';
 import { describeConnection } from '../connection/redis-client.factory.js';
 import { describeAttempts, maxHoldOf, newToken, nextPause, planRetries, ttlOf } from './lock.attempts.js';
 import { type AutoExtendOptions, checkExtensionThreshold } from './lock.auto-extend.js';
@@ -99,6 +99,8 @@ export class LockService implements OnModuleInit {
     @Inject(LOCK_OPTIONS) options: ResolvedLockOptions,
     @Inject(FEATURE_CONNECTION.lock) private readonly connection: RedisConnection,
     private readonly keys: KeyBuilder,
+    /** Every connection of the toolkit, closed when the lock servers stop the start (absent when built by hand). */
+    @Optional() private readonly connections?: RedisConnections,
   ) {
     this.lockOptions = options;
     this.failures = new FailurePolicy(connection, { feature: 'lock', logger: this.logger });
@@ -227,6 +229,7 @@ export class LockService implements OnModuleInit {
       this.keys.prefix,
       this.lockOptions.onUnsafeEviction,
       (m) => this.logger.warn(m),
+      () => (this.connections ?? this.connection).onApplicationShutdown(),
     );
   }
 

@@ -358,4 +358,28 @@ describe('lock servers that may evict keys (issue 17 item 7)', () => {
       spy2.mockRestore();
     }
   });
+
+  it("a refused start closes every connection of the toolkit, not only the lock's (counted by CLIENT LIST)", async () => {
+    const evicting = trackForCleanup(
+      await startRedisServer({ args: ['--maxmemory', '8mb', '--maxmemory-policy', 'allkeys-lru'] }),
+    );
+    const other = trackForCleanup(await startRedisServer());
+    // connections on a server, the one asking included
+    const clients = async (server: RedisServerHandle): Promise<number> =>
+      String(await rawCommand(server.port, ['CLIENT', 'LIST']))
+        .trim()
+        .split('\n').length;
+    const before = { other: await clients(other), evicting: await clients(evicting) };
+    await expect(
+      createToolkitApp({
+        target: { url: other.url },
+        connections: { locks: { url: evicting.url } },
+        lock: { connection: 'locks', onUnsafeEviction: 'refuse' },
+      }),
+    ).rejects.toBeInstanceOf(UnsafeEvictionPolicyError);
+    const settled = async (): Promise<boolean> =>
+      (await clients(other)) === before.other && (await clients(evicting)) === before.evicting;
+    expect(await waitFor(settled, within(2_000))).toBe(true);
+    expect({ other: await clients(other), evicting: await clients(evicting) }).toEqual(before);
+  });
 });
