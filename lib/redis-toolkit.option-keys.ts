@@ -27,6 +27,7 @@ export const CONNECTION_OPTION_KEYS: OptionShape = {
   name: true,
   sentinelUsername: true,
   sentinelPassword: true,
+  sentinelTls: true,
   cluster: true,
   clusterOptions: true,
   client: true,

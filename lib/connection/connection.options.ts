@@ -28,6 +28,8 @@ export interface RedisSentinelConnection extends RedisAuthOptions {
   name: string;
   sentinelUsername?: string;
   sentinelPassword?: string;
+  /** TLS to the sentinels themselves (`true` for the system CAs); `tls` is for the master they name. */
+  sentinelTls?: boolean | TlsConnectionOptions;
   db?: number;
 }
 

@@ -44,6 +44,12 @@ export function checkConnection(path: string, connection: unknown, problems: Opt
   problems.string(`${path}.username`, c.username);
   problems.string(`${path}.password`, c.password, { allowEmpty: true });
   if (c.tls !== undefined && typeof c.tls !== 'boolean') problems.object(`${path}.tls`, c.tls);
+  if (c.tls === false && typeof c.url === 'string' && /^rediss:/i.test(c.url))
+    problems.add(`${path}.tls`, 'is false but the url is rediss:// (TLS): remove one of them');
+  if (c.sentinelTls !== undefined) {
+    if (typeof c.sentinelTls !== 'boolean') problems.object(`${path}.sentinelTls`, c.sentinelTls);
+    if (c.sentinels === undefined) problems.add(`${path}.sentinelTls`, 'is for sentinels: give it with sentinels');
+  }
   if (c.sentinels !== undefined) {
     checkNodes(`${path}.sentinels`, c.sentinels, problems);
     problems.string(`${path}.name`, c.name);

@@ -1,3 +1,4 @@
+import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls';
 import { Cluster, Redis, type ClusterOptions, type Command, type RedisOptions } from 'ioredis';
 import type { RedisClient } from '../common/lua-script.js';
 import type {
@@ -77,16 +78,29 @@ export function resetOnCommandTimeout<T extends RedisClient>(client: T): T {
   return client;
 }
 
+const tlsOptions = (tls: RedisStandaloneConnection['tls']): TlsConnectionOptions | undefined =>
+  tls === undefined || tls === false ? undefined : tls === true ? {} : tls;
+
 function authOptions(c: {
   username?: string;
   password?: string;
   tls?: RedisStandaloneConnection['tls'];
 }): RedisOptions {
+  const tls = tlsOptions(c.tls);
   return {
     ...(c.username !== undefined && { username: c.username }),
     ...(c.password !== undefined && { password: c.password }),
-    ...(c.tls !== undefined && c.tls !== false && { tls: c.tls === true ? {} : c.tls }),
+    ...(tls && { tls }),
   };
+}
+
+/**
+ * ioredis turns TLS on only for a url spelled exactly `rediss://`: `REDISS://` or `Rediss://` parse as a url all the
+ * same and connect in plaintext, password included. The scheme is case-insensitive (RFC 3986), so any spelling of
+ * rediss means TLS here.
+ */
+function isRedissUrl(url: string | undefined): boolean {
+  return url !== undefined && /^rediss:\/\//i.test(url);
 }
 
 export function createStandaloneClient(c: RedisStandaloneConnection, tuning: ClientTuning): Redis {
@@ -94,6 +108,7 @@ export function createStandaloneClient(c: RedisStandaloneConnection, tuning: Cli
     ...baseOptions(tuning),
     ...FAIL_FAST,
     ...authOptions(c),
+    ...(isRedissUrl(c.url) && { tls: tlsOptions(c.tls) ?? {} }),
     ...(c.host !== undefined && { host: c.host }),
     ...(c.port !== undefined && { port: c.port }),
     ...(c.db !== undefined && { db: c.db }),
@@ -110,6 +125,9 @@ function createSentinelClient(c: RedisSentinelConnection, tuning: ClientTuning):
     name: c.name,
     ...(c.sentinelUsername !== undefined && { sentinelUsername: c.sentinelUsername }),
     ...(c.sentinelPassword !== undefined && { sentinelPassword: c.sentinelPassword }),
+    // Without this flag ioredis connects to the master a sentinel names in plaintext even when `tls` is given.
+    ...(tlsOptions(c.tls) && { enableTLSForSentinelMode: true }),
+    ...(tlsOptions(c.sentinelTls) && { sentinelTLS: tlsOptions(c.sentinelTls) }),
     ...(c.db !== undefined && { db: c.db }),
   });
   return resetOnCommandTimeout(client);
@@ -151,6 +169,21 @@ export function createClientFromOptions(c: RedisConnectionOptions, tuning: Clien
   if ('cluster' in c) return createClusterClient(c, tuning);
   if ('sentinels' in c) return createSentinelClient(c, tuning);
   return createStandaloneClient(c, tuning);
+}
+
+/**
+ * The TLS options of `c` that switch certificate verification off (`rejectUnauthorized: false`): then anyone on the
+ * network path can pose as Redis and read the password and every value. Said at start, never silently.
+ */
+export function unverifiedTls(c: RedisConnectionOptions): string[] {
+  if ('client' in c) return [];
+  const off = (tls: unknown): boolean =>
+    typeof tls === 'object' && tls !== null && (tls as TlsConnectionOptions).rejectUnauthorized === false;
+  const found: string[] = [];
+  if (off(c.tls)) found.push('tls');
+  if ('sentinels' in c && off(c.sentinelTls)) found.push('sentinelTls');
+  if ('cluster' in c && off(c.clusterOptions?.redisOptions?.tls)) found.push('clusterOptions.redisOptions.tls');
+  return found;
 }
 
 /** `redis://host:port`, `cluster(host:port, ...)` or `sentinel(name)` without credentials: safe to log. */

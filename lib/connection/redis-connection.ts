@@ -8,6 +8,7 @@ import { withTimeout } from '../common/timeout.js';
 import {
   CONNECTION_OPTIONS,
   DEFAULT_CONNECTION_NAME,
+  type RedisConnectionOptions,
   type RedisStandaloneConnection,
   type ResolvedConnectionOptions,
 } from './connection.options.js';
@@ -16,10 +17,13 @@ import {
   createStandaloneClient,
   describeConnection,
   resetOnCommandTimeout,
+  unverifiedTls,
   type ClientTuning,
 } from './redis-client.factory.js';
 
 const QUIT_TIMEOUT_MS = 1_000;
+/** ioredis' message for a command on a closed connection: says nothing about why it closed. */
+const CONNECTION_CLOSED = 'Connection is closed.';
 
 /**
  * Owns the toolkit's Redis connections: the main client, the dedicated subscriber connection pub/sub needs, and any
@@ -43,6 +47,8 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   /** Nest may call the hooks once per provider that hands out this connection: connect once, quit once. */
   private starting: Promise<void> | undefined;
   private closing: Promise<unknown> = Promise.resolve();
+  /** Warnings found while building clients, logged at start. */
+  private readonly pendingWarnings: string[] = [];
 
   constructor(@Inject(CONNECTION_OPTIONS) private readonly options: ResolvedConnectionOptions) {
     this.tuning = {
@@ -53,6 +59,7 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
     this.name = options.name ?? DEFAULT_CONNECTION_NAME;
     const where = describeConnection(options.connection);
     this.description = this.name === DEFAULT_CONNECTION_NAME ? where : `${where} (connection "${this.name}")`;
+    this.warnUnverifiedTls(options.connection, this.description);
     const created = createClientFromOptions(options.connection, this.tuning);
     this.client = created ? this.own(created, 'main') : (options.connection as { client: RedisClient }).client;
   }
@@ -82,6 +89,7 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   }
 
   onModuleInit(): Promise<void> {
+    this.flushWarnings();
     this.starting ??= this.start();
     return this.starting;
   }
@@ -123,7 +131,24 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
 
   /** A client for another, independent server (quorum lock nodes), tuned like the main one and quit on shutdown. */
   createStandaloneClient(connection: RedisStandaloneConnection): Redis {
+    this.warnUnverifiedTls(connection, describeConnection(connection));
     return this.own(createStandaloneClient(connection, this.tuning), describeConnection(connection));
+  }
+
+  private warnUnverifiedTls(connection: RedisConnectionOptions, where: string): void {
+    const off = unverifiedTls(connection);
+    if (off.length === 0) return;
+    // Said at start (onModuleInit), when the application's logger is in place; at once for a client created later.
+    this.pendingWarnings.push(
+      `TLS certificate verification is off for ${where} (${off.map((o) => `${o}.rejectUnauthorized`).join(', ')}: ` +
+        'false): anyone on the network path can pose as Redis and read the password and data. Give the CA instead ' +
+        '(tls: { ca }).',
+    );
+    if (this.starting) this.flushWarnings();
+  }
+
+  private flushWarnings(): void {
+    for (const warning of this.pendingWarnings.splice(0)) this.logger.warn(warning);
   }
 
   /**
@@ -184,10 +209,20 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
     if (client !== this.client) this.roles.set(client, role);
     // Without a listener ioredis prints every connection error; one throttled line per interval is enough.
     client.on('error', (err: Error) => {
-      this.lastErrors.set(client, err);
+      // A cluster reports "Failed to refresh slots cache" (why: the node error kept below), or its last node's error.
+      const nodeError = (err as { lastNodeError?: { message?: unknown } }).lastNodeError;
+      const why = typeof nodeError?.message === 'string' ? nodeError.message : undefined;
+      if (why === undefined) this.lastErrors.set(client, err);
+      else if (why !== CONNECTION_CLOSED || !this.lastErrors.has(client))
+        this.lastErrors.set(client, new Error(`${err.message} (${why})`));
       const which = this.name === DEFAULT_CONNECTION_NAME ? '' : ` (connection "${this.name}")`;
       this.connectionWarning.warn(`Redis ${role} connection error${which}: ${err.message}`);
     });
+    // A cluster node's own error (a refused certificate, WRONGPASS) says why no startup node is available.
+    if (client instanceof Cluster)
+      client.on('node error', (err: Error, node: string) => {
+        if (err.message !== CONNECTION_CLOSED) this.lastErrors.set(client, new Error(`node ${node}: ${err.message}`));
+      });
     return client;
   }
 }

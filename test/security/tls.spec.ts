@@ -5,35 +5,15 @@
  * skipped with the reason in its title only on a developer's machine.
  */
 import 'reflect-metadata';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import type { LoggerService } from '@nestjs/common';
 import { REDIS_CLIENT, RedisUnavailableError } from '../../lib/index.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
-import { findOnPath, getFreePort, startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
+import { getFreePort, startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
+import { makeTlsFiles, tlsServerArgs, tlsSupport, type TlsFiles } from '../support/tls-certs.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 import { within } from '../support/timing.js';
 
-function tlsSupport(): string | undefined {
-  if (!findOnPath('openssl')) return 'openssl is not on PATH';
-  const probe = spawnSync('redis-server', ['--port', '0', '--tls-port', '1', '--tls-cert-file', '/nonexistent'], {
-    encoding: 'utf8',
-    timeout: 5_000,
-  });
-  const out = `${probe.stdout}${probe.stderr}`;
-  // A TLS build complains about the missing key file; a build without TLS rejects the tls-port directive itself.
-  if (/tls-key-file|Failed to configure TLS/i.test(out)) return undefined;
-  if (/Bad directive|wrong number of arguments/i.test(out)) return 'redis-server was built without TLS';
-  return `cannot tell whether redis-server supports TLS: ${out.slice(0, 200)}`;
-}
-
 const unsupported = tlsSupport();
-
-function openssl(dir: string, args: string[]): void {
-  const r = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8', timeout: 20_000 });
-  if (r.status !== 0) throw new Error(`openssl ${args.join(' ')} failed: ${r.stderr}`);
-}
 
 if (unsupported && process.env.CI)
   it('redis-server supports TLS and openssl is installed (CI must run the TLS tests)', () => {
@@ -41,96 +21,23 @@ if (unsupported && process.env.CI)
   });
 
 (unsupported ? describe.skip : describe)(`TLS connections${unsupported ? ` (skipped: ${unsupported})` : ''}`, () => {
-  let dir: string;
+  let files: TlsFiles;
   let server: RedisServerHandle;
   let tlsPort: number;
   let ca: string;
   let otherCa: string;
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'rtk-tls-'));
-    writeFileSync(join(dir, 'san.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
-    openssl(dir, [
-      'req',
-      '-x509',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-keyout',
-      'ca.key',
-      '-out',
-      'ca.crt',
-      '-days',
-      '2',
-      '-subj',
-      '/CN=rtk-test-ca',
-    ]);
-    openssl(dir, [
-      'req',
-      '-x509',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-keyout',
-      'other.key',
-      '-out',
-      'other.crt',
-      '-days',
-      '2',
-      '-subj',
-      '/CN=rtk-other-ca',
-    ]);
-    openssl(dir, [
-      'req',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-keyout',
-      'server.key',
-      '-out',
-      'server.csr',
-      '-subj',
-      '/CN=127.0.0.1',
-    ]);
-    openssl(dir, [
-      'x509',
-      '-req',
-      '-in',
-      'server.csr',
-      '-CA',
-      'ca.crt',
-      '-CAkey',
-      'ca.key',
-      '-CAcreateserial',
-      '-out',
-      'server.crt',
-      '-days',
-      '2',
-      '-extfile',
-      'san.ext',
-    ]);
-    ca = readFileSync(join(dir, 'ca.crt'), 'utf8');
-    otherCa = readFileSync(join(dir, 'other.crt'), 'utf8');
+    files = makeTlsFiles();
+    ca = files.ca;
+    otherCa = files.otherCa;
     tlsPort = await getFreePort();
-    server = await startRedisServer({
-      args: [
-        '--tls-port',
-        String(tlsPort),
-        '--tls-cert-file',
-        join(dir, 'server.crt'),
-        '--tls-key-file',
-        join(dir, 'server.key'),
-        '--tls-ca-cert-file',
-        join(dir, 'ca.crt'),
-        '--tls-auth-clients',
-        'no',
-      ],
-    });
+    server = await startRedisServer({ args: tlsServerArgs(files, tlsPort) });
   }, 60_000);
 
   afterAll(async () => {
     await server?.stop();
-    rmSync(dir, { recursive: true, force: true });
+    files?.remove();
   });
 
   afterEach(closeToolkitApps);
@@ -172,5 +79,50 @@ if (unsupported && process.env.CI)
     );
     expect(error).toBeInstanceOf(RedisUnavailableError);
     expect(Date.now() - started).toBeLessThan(within(500 + 300));
+  });
+
+  // ioredis turned TLS on only for the exact spelling `rediss://`: `REDISS://` connected in plaintext, password
+  // included (before the fix this client reached the plaintext port and the app booted).
+  it.each(['REDISS', 'Rediss'])(
+    '%s:// means TLS too: on a plaintext port the start fails, never plaintext',
+    async (scheme) => {
+      const error = await createToolkitApp({
+        target: { url: `${scheme}://127.0.0.1:${server.port}` },
+        connectTimeout: 500,
+        commandTimeout: 300,
+      }).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      expect(error).toBeInstanceOf(RedisUnavailableError);
+    },
+  );
+
+  it('REDISS:// with the CA reaches the TLS port', async () => {
+    const { get } = await createToolkitApp({ target: { url: `REDISS://127.0.0.1:${tlsPort}`, tls: { ca } } });
+    expect(await get<RedisClient>(REDIS_CLIENT).ping()).toBe('PONG');
+  });
+
+  it('tls.rejectUnauthorized: false is said at start (a warning naming the option), never silently', async () => {
+    const warnings: string[] = [];
+    const logger: LoggerService = {
+      log: () => undefined,
+      error: () => undefined,
+      warn: (message: unknown) => void warnings.push(String(message)),
+    };
+    await createToolkitApp({
+      target: { host: '127.0.0.1', port: tlsPort, tls: { rejectUnauthorized: false } },
+      logger,
+    });
+    expect(warnings.filter((w) => /certificate verification is off.*tls\.rejectUnauthorized/.test(w))).toHaveLength(1);
+    warnings.length = 0;
+    await createToolkitApp({ target: { host: '127.0.0.1', port: tlsPort, tls: { ca } }, logger });
+    expect(warnings.filter((w) => /rejectUnauthorized/.test(w))).toEqual([]);
+  });
+
+  it('tls: false with a rediss:// url is refused as contradictory options', async () => {
+    await expect(createToolkitApp({ target: { url: `rediss://127.0.0.1:${tlsPort}`, tls: false } })).rejects.toThrow(
+      /connection\.tls.*rediss/,
+    );
   });
 });
