@@ -2,7 +2,7 @@ import type { Cluster, Redis } from 'ioredis';
 import { UnsafeEvictionPolicyError } from '../common/errors.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { verifyPermissions } from '../connection/redis-permissions.js';
-import { connectQuorum } from './lock.quorum.js';
+import { checkDistinctNodes, connectQuorum } from './lock.quorum.js';
 
 /** What to do at start when a lock server may evict lock keys: log a warning (default) or refuse to start. */
 export type OnUnsafeEviction = 'warn' | 'refuse';
@@ -88,6 +88,7 @@ export async function startLockServers(
     if (quorumClients.length > 0) await connectQuorum(connection, quorumClients, warn);
     const ready = quorumClients.filter((c) => c.client.status === 'ready');
     const targets = quorumClients.length > 0 ? ready : [{ client: connection.client, description: 'the Redis server' }];
+    await checkDistinctNodes(ready, warn);
     await checkEvictionPolicy(targets, onUnsafeEviction, warn);
     // A quorum node whose ACL user lacks one of the lock's commands would fail every lock call it takes part in.
     for (const { client, description } of ready) {

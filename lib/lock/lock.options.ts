@@ -1,5 +1,6 @@
 import type { OptionProblems } from '../common/option-checks.js';
 import type { RedisStandaloneConnection } from '../connection/connection.options.js';
+import { checkConnection } from '../connection/connection.validation.js';
 
 /** Injection token of ResolvedLockOptions (`lock` of forRoot, defaults filled in). */
 export const LOCK_OPTIONS = Symbol('LOCK_OPTIONS');
@@ -70,6 +71,15 @@ export function resolveLockOptions(raw: LockOptions | undefined, problems: Optio
     if (problems.object('lock.quorum', o.quorum) && o.quorum) {
       if (!Array.isArray(o.quorum.nodes) || o.quorum.nodes.length === 0) {
         problems.add('lock.quorum.nodes', 'must be a non-empty array of connections');
+      } else {
+        // Each node like `connection` (a missing url must not become 127.0.0.1:6379), and a single server each.
+        o.quorum.nodes.forEach((node: unknown, i) => {
+          const path = `lock.quorum.nodes[${i}]`;
+          checkConnection(path, node, problems);
+          const n = node as Record<string, unknown> | null;
+          if (n && (n.sentinels !== undefined || n.cluster !== undefined || n.client !== undefined))
+            problems.add(path, 'must be one server ({ url } or { host, port }): not sentinels, cluster or client');
+        });
       }
       problems.number('lock.quorum.driftFactor', o.quorum.driftFactor, 0, 0.5);
     }

@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
-import { LockLostError, RedisUnavailableError } from '../common/errors.js';
+import { InvalidOptionsError, LockLostError, RedisUnavailableError } from '../common/errors.js';
+import { parseInfo } from '../connection/redis-info.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 
 export type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown } | undefined;
@@ -197,4 +198,37 @@ export async function connectQuorum(
     );
   }
   if (down.length > 0) warn(`lock quorum nodes unreachable at start (a minority, locks work): ${down.join(', ')}`);
+}
+
+/**
+ * Refuses two quorum nodes that are one Redis server (the same `run_id`: one address spelled twice, `localhost` and
+ * `127.0.0.1`, a proxy in front of it): that server would hold two votes, so it alone could grant a lock of three
+ * "nodes", and its restart would lose a majority. A node that denies INFO is named in a warning.
+ */
+export async function checkDistinctNodes(
+  nodes: readonly { client: Redis; description: string }[],
+  warn: (message: string) => void,
+): Promise<void> {
+  const seen = new Map<string, string>();
+  const duplicates: string[] = [];
+  for (const { client, description } of nodes) {
+    if (client.status !== 'ready') continue;
+    let runId: string | undefined;
+    try {
+      runId = parseInfo(String(await client.info('server'))).run_id;
+    } catch (err) {
+      warn(`lock quorum node ${description}: cannot read INFO to check it is a distinct server (${String(err)})`);
+      continue;
+    }
+    if (!runId) continue;
+    const first = seen.get(runId);
+    if (first === undefined) seen.set(runId, description);
+    else duplicates.push(`${first} and ${description}`);
+  }
+  if (duplicates.length > 0) {
+    throw new InvalidOptionsError(
+      `lock.quorum.nodes must be distinct Redis servers: ${duplicates.join('; ')} are one server (same run_id), ` +
+        'which would then cast two votes of the quorum.',
+    );
+  }
 }
