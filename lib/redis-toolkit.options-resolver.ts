@@ -55,6 +55,10 @@ export function resolveToolkitOptions(raw: RedisToolkitOptions): ResolvedRedisTo
   checkConnection('connection', o.connection, problems);
   const connections = checkNamedConnections(o.connections, CONNECTION_OPTION_KEYS, problems);
   problems.string('keyPrefix', o.keyPrefix, { allowEmpty: true });
+  // A brace in the prefix becomes the hash tag of every key: `{app}:` puts all of them in one cluster slot (one
+  // master), and `app{}:` (an empty tag: Redis hashes the whole key) splits a lock from its fence counter (CROSSSLOT).
+  if (typeof o.keyPrefix === 'string' && /[{}]/.test(o.keyPrefix))
+    problems.add('keyPrefix', 'must not contain `{` or `}`: the toolkit places its own hash tags after the prefix');
   problems.duration('commandTimeout', o.commandTimeout);
   problems.duration('connectTimeout', o.connectTimeout);
   problems.duration('maxReconnectDelay', o.maxReconnectDelay);
