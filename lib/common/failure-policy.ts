@@ -46,9 +46,14 @@ export function replyError(message: string, code: string, options?: { cause?: un
   return new RedisReplyError(message, code, options);
 }
 
-/** The error a batched script reports for one item (`{ err = '...' }` caught by redis.pcall) as a typed error. */
-export function itemReplyError(what: string, text: string): RedisReplyError {
+/**
+ * The error a batched script reports for one item (`{ err = '...' }` caught by redis.pcall) as a typed error. READONLY
+ * (a demoted master during a failover), LOADING... say Redis cannot serve anyone: RedisUnavailableError, as the same
+ * reply outside a script, so the feature's failure policy applies.
+ */
+export function itemReplyError(what: string, text: string): RedisReplyError | RedisUnavailableError {
   const code = /^[A-Z][A-Z_-]*/.exec(text)?.[0] ?? 'ERR';
+  if (UNAVAILABLE_REPLIES.has(code)) return new RedisUnavailableError(`${what} failed: ${text}`);
   return replyError(`${what} failed: ${text}`, code);
 }
 
@@ -151,8 +156,9 @@ export class FailurePolicy {
   }
 
   /** Counts and logs an error reply that did not come through `run`/`classify` (a per-item error of a batch). */
-  replyFailed(err: RedisReplyError): void {
-    if (this.seen.has(err)) return;
+  replyFailed(err: RedisToolkitError): void {
+    // An item error that means "unavailable" is counted by the caller's `unavailable`, not here.
+    if (!(err instanceof RedisReplyError) || this.seen.has(err)) return;
     this.seen.add(err);
     this.counts.replyErrors++;
     this.replyWarning.warn(`${err.message} (Redis answered with an error: this call fails, nothing falls back)`);

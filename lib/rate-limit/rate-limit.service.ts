@@ -1,5 +1,5 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
-import { InvalidOptionsError, RateLimitExceededError } from '../common/errors.js';
+import { InvalidOptionsError, RateLimitExceededError, type RedisToolkitError } from '../common/errors.js';
 import { FailurePolicy, itemReplyError } from '../common/failure-policy.js';
 import { KeyBuilder } from '../common/keys.js';
 import { LuaScript, type ScriptArg } from '../common/lua-script.js';
@@ -205,6 +205,8 @@ export class RateLimitService {
         [redisKey, `${redisKey}${BLOCK_SUFFIX}`],
         [mode, 1, ALGORITHM_CODES[p.algorithm], p.limit, p.ttl, p.cost, p.burst, p.blockDuration],
       );
+      // Inside the try: a per-item READONLY/LOADING is an outage and takes the failure policy like a transport error.
+      if (raw[0] === FAILED) throw this.itemFailed(raw);
     } catch (err) {
       // never retried: the call may have run
       const outcome = this.fallback.decide(
@@ -215,7 +217,6 @@ export class RateLimitService {
       );
       return toResult(outcome.results[0], outcome.degraded);
     }
-    if (raw[0] === FAILED) throw this.itemFailed(raw);
     const allowed = raw[1] === 1;
     if (mode === 'c') {
       if (allowed) this.counters.allowed++;
@@ -317,10 +318,10 @@ export class RateLimitService {
     try {
       this.failures.assertReady('decision');
       raw = await this.decisions.run(keys, args);
+      if (raw[0] === FAILED) throw this.itemFailed(raw);
     } catch (err) {
       return this.fallback.decide(group, mode, options.failOpen, err);
     }
-    if (raw[0] === FAILED) throw this.itemFailed(raw);
     const results = group.map(({ policy, name }, i) => ({
       name,
       policy,
@@ -348,7 +349,7 @@ export class RateLimitService {
   }
 
   /** A decision consume.lua could not make (its part of the reply: FAILED, the error text): that call fails alone. */
-  private itemFailed(raw: readonly (number | string)[]): Error {
+  private itemFailed(raw: readonly (number | string)[]): RedisToolkitError {
     const err = itemReplyError('rate limiting decision', String(raw[1]));
     this.failures.replyFailed(err);
     return err;
