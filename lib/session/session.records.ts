@@ -9,6 +9,13 @@ import { DEFAULT_SESSION_MAX_SIZE } from './session.options.js';
 import { RecentValues } from './session.recent-values.js';
 import { storeSetInLua, updateInLua } from './session.lua-writes.js';
 import { SessionUserIndex } from './session.user-index.js';
+import {
+  combineUpdates,
+  SessionWriteQueue,
+  type StoreSetPatch,
+  type StoreSetWritten,
+  type UpdatePatch,
+} from './session.write-queue.js';
 
 export { checkFieldName, encodeField, type RawSession, type SessionEnvelope } from './session.envelope.js';
 
@@ -60,6 +67,18 @@ export class SessionRecords {
   private readonly writes: TickBatcher<ScriptArg[], CasReply | Error> | undefined;
   /** Each user's index of session ids. */
   readonly index: SessionUserIndex;
+  /** Updates of one session made while one is in flight: then written as one. */
+  private readonly updates = new SessionWriteQueue<UpdatePatch, RawSession | null>(
+    combineUpdates,
+    (id, patch) => this.updateNow(id, patch),
+    (err) => err instanceof SessionTooLargeError,
+  );
+  /** Store sets of one session made while one is in flight: then only the last is written. */
+  private readonly storeSets = new SessionWriteQueue<StoreSetPatch, StoreSetWritten>(
+    (patches) => patches[patches.length - 1],
+    async (id, patch) => ({ patch, result: await this.storeSetNow(id, patch.fields, patch.maxAgeMs) }),
+    (err) => err instanceof SessionTooLargeError,
+  );
 
   constructor(
     readonly client: RedisClient,
@@ -112,9 +131,14 @@ export class SessionRecords {
     return reply;
   }
 
+  /** `raw` parsed, or its parsed form kept from when this process last saw exactly that text. */
+  private parse(id: string, raw: string): SessionEnvelope | null {
+    return this.recent.envelopeOf(id, raw) ?? parseEnvelope(raw);
+  }
+
   /** `<prefix>sess:{<id>}` — ids are validated (base64url) by the callers, so nothing needs escaping. */
   sessionKey(id: string): string {
-    return this.keys.taggedTrusted(FEATURES.session, id);
+    return `${this.sessionHead}${id}}`;
   }
 
   tombstoneKey(id: string): string {
@@ -136,9 +160,9 @@ export class SessionRecords {
       ];
       if (getErr) throw getErr;
       if (timeErr) throw timeErr;
-      const envelope = raw === null ? null : parseEnvelope(raw);
+      const envelope = raw === null ? null : this.parse(id, raw);
       if (!envelope || envelope.m <= now) return null;
-      this.recent.set(id, raw!);
+      this.recent.set(id, raw!, envelope);
       const expiresAt = expireTime > 0 ? Number(expireTime) : Math.min(envelope.m, now + envelope.t);
       return { envelope, expiresAt, lastAccessedAt: Math.max(envelope.c, Math.min(now, expiresAt - envelope.t)) };
     }
@@ -147,12 +171,12 @@ export class SessionRecords {
     // a batched read answers per key: the error reply of this key alone (WRONGTYPE) fails only this read
     if (raw instanceof Error) throw raw;
     if (raw === null) return null;
-    const envelope = parseEnvelope(raw);
+    const envelope = this.parse(id, raw);
     if (!envelope || envelope.m <= now) {
       await this.client.del(key);
       return null;
     }
-    this.recent.set(id, raw);
+    this.recent.set(id, raw, envelope);
     const expiresAt = Math.min(now + envelope.t, envelope.m);
     if (expiresAt !== now + touchTtl) await this.client.pexpireat(key, expiresAt);
     return { envelope, expiresAt, lastAccessedAt: now };
@@ -201,6 +225,11 @@ export class SessionRecords {
   async update(id: string, touch: boolean, sets: [string, string][], deletes: string[]): Promise<RawSession | null> {
     // What this call adds can be refused before anything is sent; the merged total is checked after the merge.
     this.checkSize(sets.flat());
+    // behind a write of this session still in flight, with the others made meanwhile, as one (SessionWriteQueue)
+    return this.updates.add(id, { touch, sets, deletes });
+  }
+
+  private async updateNow(id: string, { touch, sets, deletes }: UpdatePatch): Promise<RawSession | null> {
     const key = this.sessionKey(id);
     let current = this.recent.get(id);
     let fresh = current === undefined;
@@ -211,7 +240,7 @@ export class SessionRecords {
         return null;
       }
       const now = Date.now();
-      const envelope = parseEnvelope(current);
+      const envelope = this.parse(id, current);
       if (!envelope || envelope.m <= now) {
         if (!fresh) {
           // what this process saw may be older than what is there now (a session created again under the id)
@@ -226,11 +255,13 @@ export class SessionRecords {
       }
       const merged = mergeFields(envelope, sets, deletes);
       const json = JSON.stringify(merged);
-      if (Buffer.byteLength(json) > this.maxSize) throw this.tooLarge('after the merge');
+      // (UTF-8 is at most 3 bytes per UTF-16 unit: most sessions need no count)
+      if (json.length * 3 > this.maxSize && Buffer.byteLength(json) > this.maxSize)
+        throw this.tooLarge('after the merge');
       const expiry = touch ? Math.min(now + merged.t, merged.m) : 'keep';
       const reply = await this.compareAndSet(id, current, json, expiry);
       if (reply !== -1 && reply[0] === 1) {
-        this.recent.set(id, json);
+        this.recent.set(id, json, merged);
         const expiresAt = Number(reply[1]);
         return {
           envelope: merged,
@@ -289,8 +320,19 @@ export class SessionRecords {
     id: string,
     fields: Omit<SessionEnvelope, 'c' | 'm'>,
     maxAgeMs: number,
-  ): Promise<{ previousUserId: string; expiresAt: number } | 'tombstoned'> {
+  ): Promise<{ previousUserId: string; expiresAt: number } | 'tombstoned' | 'superseded'> {
     this.checkSize([JSON.stringify(fields)]);
+    // Behind a set of this session still in flight; of the sets made meanwhile only the last is written (each
+    // replaces the whole session): the others are 'superseded', as if written and overwritten at once.
+    const patch: StoreSetPatch = { fields, maxAgeMs };
+    return this.storeSets.add(id, patch).then((r) => (r.patch === patch ? r.result : 'superseded'));
+  }
+
+  private async storeSetNow(
+    id: string,
+    fields: Omit<SessionEnvelope, 'c' | 'm'>,
+    maxAgeMs: number,
+  ): Promise<{ previousUserId: string; expiresAt: number } | 'tombstoned'> {
     const key = this.sessionKey(id);
     // one `now` for every attempt: the deadline of a new session stays the one indexed
     const now = Date.now();

@@ -350,7 +350,31 @@ export class SessionService {
    * reply is a RedisReplyError; both logged once per interval, without ids.
    */
   private guard<R>(what: string, run: () => Promise<R>): Promise<R> {
-    return this.failures.guard(what, run);
+    // FailurePolicy.guard's checks, counts and errors, without its two async layers (this wraps every read)
+    let pending: Promise<R>;
+    try {
+      this.failures.assertReady(what);
+    } catch (err) {
+      return Promise.reject(this.failed(err));
+    }
+    try {
+      pending = run();
+    } catch (err) {
+      return Promise.reject(this.failed(this.failures.classify(err, what)));
+    }
+    return pending.catch((err: unknown) => {
+      throw this.failed(this.failures.classify(err, what));
+    });
+  }
+
+  /** The error a failed call rejects with: a transport failure is counted and logged first (sessions fail closed). */
+  private failed(err: unknown): unknown {
+    try {
+      this.failures.unavailable(err, false);
+    } catch (thrown) {
+      return thrown;
+    }
+    return err;
   }
 
   /** Failed Redis calls since start (this process): transport failures and error replies. */

@@ -172,7 +172,8 @@ export class RedisSessionStore extends loadStoreBase() {
           throw err;
         });
       // A tombstoned id: the session was destroyed while this request was in flight; its late write is dropped.
-      if (result === 'tombstoned') return;
+      // Superseded: a later set of this session, made while an earlier one was in flight, was written instead.
+      if (result === 'tombstoned' || result === 'superseded') return;
       // A new owner's index got the id before the write (storeSet); the previous owner's loses it.
       if (result.previousUserId !== userId && result.previousUserId !== '') {
         await this.records.index.remove(result.previousUserId, [sid]);
@@ -314,9 +315,16 @@ export class RedisSessionStore extends loadStoreBase() {
 
   private toSessionData(raw: RawSession): ExpressSessionData {
     const { envelope } = raw;
-    const data: Record<string, unknown> = Object.fromEntries(
-      Object.entries(envelope.d).map(([name, value]) => [name, this.serializer.deserialize(value)]),
-    );
+    // A loop, not Object.fromEntries(Object.entries(...).map(...)): this runs on every get.
+    const data: Record<string, unknown> = {};
+    const fields = envelope.d;
+    for (const name in fields) {
+      const value = this.serializer.deserialize(fields[name]);
+      // own data property even for "__proto__" (as fromEntries would), never the prototype
+      if (name === '__proto__')
+        Object.defineProperty(data, name, { value, enumerable: true, writable: true, configurable: true });
+      else data[name] = value;
+    }
     if (envelope.u !== '' && data[this.userIdField] === undefined) data[this.userIdField] = envelope.u;
     if (envelope.k !== undefined) {
       // What set() stored, as it was: a session set without a cookie comes back without one (`k` is 'null').

@@ -153,6 +153,32 @@ describe.each(['single', 'cluster'] as const)('SessionService on %s', (target) =
     expect(data.keep).toBe(true);
   });
 
+  it('50 concurrent updates of one session from one process go as 2 writes, not 50 racing compare-and-sets', async () => {
+    const { sessions, client } = await sessionApp(target);
+    const s = await sessions.create('kim', { keep: true });
+    const { value: updated, commands } = await recordCommands(client, () =>
+      Promise.all(Array.from({ length: 50 }, (_, i) => sessions.update(s.id, { [`f${i}`]: i }))),
+    );
+    // the first goes at once; the 49 made while it is in flight wait for it and go as one write
+    // (before: 50 compare-and-sets in one pipeline, 49 lost, retried, then the cjson fallback — over 100 scripts)
+    expect(commands.filter((c) => c === 'evalsha' || c === 'eval')).toHaveLength(2);
+    for (const [i, u] of updated.entries()) expect(u.data[`f${i}`]).toBe(i);
+    const data = (await sessions.get(s.id))!.data;
+    expect(Object.keys(data)).toHaveLength(51);
+    for (let i = 0; i < 50; i++) expect(data[`f${i}`]).toBe(i);
+  });
+
+  it('updates written as one that together pass maxSize are retried one by one: only the one over it fails', async () => {
+    const { sessions } = await sessionApp(target, { maxSize: 64 * 1024 });
+    const s = await sessions.create('lea', { a: 'a'.repeat(20_000) });
+    const outcomes = await Promise.allSettled(
+      ['b', 'c', 'd'].map((f) => sessions.update(s.id, { [f]: f.repeat(20_000) })),
+    );
+    expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'fulfilled', 'rejected']);
+    expect((outcomes[2] as PromiseRejectedResult).reason).toBeInstanceOf(SessionTooLargeError);
+    expect(Object.keys((await sessions.get(s.id))!.data).sort()).toEqual(['a', 'b', 'c']);
+  });
+
   it('an update merges into what another instance wrote since this one last saw the session (compare-and-set)', async () => {
     const prefix = uniquePrefix();
     const one = await sessionApp(target, {}, prefix);

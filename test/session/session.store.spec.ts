@@ -174,6 +174,22 @@ describe.each(['single', 'cluster'] as const)('RedisSessionStore with express-se
     expect(sixth.commands.length).toBeGreaterThan(0);
   });
 
+  it('20 concurrent sets of one session: the last wins, written in 2 scripts, the others resolve', async () => {
+    const client = clientFor(target);
+    const p = prefix();
+    const store = new RedisSessionStore({ client, prefix: p });
+    const id = randomBytes(24).toString('base64url');
+    const cookie = { originalMaxAge: 60_000, expires: new Date(Date.now() + 60_000), httpOnly: true, path: '/' };
+    await store.set(id, { cookie, userId: 'mia', n: -1 } as never);
+    const { commands } = await recordCommands(client, () =>
+      Promise.all(Array.from({ length: 20 }, (_, n) => store.set(id, { cookie, userId: 'mia', n } as never))),
+    );
+    // the first at once, then only the last of the 19 made meanwhile (each replaces the whole session)
+    expect(commands.filter((c) => c === 'evalsha' || c === 'eval')).toHaveLength(2);
+    expect(await store.get(id)).toMatchObject({ userId: 'mia', n: 19 });
+    expect(await client.zscore(`${p}sess:user:{mia}`, id)).not.toBeNull();
+  });
+
   it('what set stores comes back unchanged from get (no invented cookie)', async () => {
     const store = new RedisSessionStore({ client: clientFor(target), prefix: prefix() });
     const id = randomBytes(24).toString('base64url');
