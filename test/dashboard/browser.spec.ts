@@ -1,14 +1,14 @@
 import 'reflect-metadata';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { type AddressInfo, createServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { INestApplication } from '@nestjs/common';
-import { type BrowserContext, chromium, type Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
 import { createSampleApp } from '../../sample/bootstrap.js';
+import { chromiumAvailable, launchChromium } from '../support/chromium.js';
 import { sharedServers } from '../support/shared-servers.js';
 
 /**
@@ -19,13 +19,7 @@ import { sharedServers } from '../support/shared-servers.js';
  * summed over the two. Screenshots in test/artifacts/ (one is copied to docs/ for the README). Without Chromium it
  * fails under CI and skips, saying why, only on a developer's machine (as test/pubsub/browser.spec.ts).
  */
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const hasChromium = existsSync(CHROMIUM);
-if (!hasChromium) {
-  process.stderr.write(
-    `browser test skipped: no Chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)\n`,
-  );
-}
+const hasChromium = chromiumAvailable();
 const ARTIFACTS = fileURLToPath(new URL('../artifacts/', import.meta.url));
 /** The default rate-limit policy of the sample's /products routes for this test: 40 per minute per client IP. */
 const LIMIT = 40;
@@ -57,12 +51,10 @@ beforeAll(() => {
   }
 }, 180_000);
 let context: BrowserContext | undefined;
-let profile: string | undefined;
 
 afterEach(async () => {
   await context?.close();
   context = undefined;
-  if (profile) rmSync(profile, { recursive: true, force: true });
   for (const child of children.splice(0)) child.kill('SIGKILL');
   await Promise.all(apps.splice(0).map((a) => a.close()));
   for (const [name, value] of Object.entries(saved)) {
@@ -70,11 +62,6 @@ afterEach(async () => {
     else process.env[name] = value;
   }
 });
-
-if (!hasChromium && process.env.CI)
-  it('Chromium is installed (CI must run the browser test)', () => {
-    throw new Error(`no Chromium at ${CHROMIUM} under CI: .ci/run installs it (apt-get install -y chromium)`);
-  });
 
 async function bootSample(): Promise<string> {
   const app = await createSampleApp('express', { logger: ['error'] });
@@ -142,21 +129,7 @@ async function until(page: Page, what: string, check: () => Promise<boolean>): P
     process.env.RATE_LIMIT_LIMIT = String(LIMIT);
     const [a, b] = [await bootSample(), await spawnSample()];
 
-    profile = mkdtempSync(join(tmpdir(), 'rtk-chromium-'));
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      viewport: { width: 1280, height: 900 },
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        '--no-first-run',
-      ],
-    });
+    context = await launchChromium({ viewport: { width: 1280, height: 900 } });
     const page = context.pages()[0] ?? (await context.newPage());
     const errors: string[] = [];
     page.on('pageerror', (err) => errors.push(err.message));

@@ -1,14 +1,14 @@
 import 'reflect-metadata';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium, type BrowserContext } from 'playwright-core';
+import type { BrowserContext } from 'playwright-core';
 import { PubSubService } from '../../lib/index.js';
 import { AuthModule } from '../../sample/auth/auth.module.js';
 import { NotificationsModule, SAMPLE_PUBSUB } from '../../sample/notifications/notifications.module.js';
 import { PageController } from '../../sample/page/page.controller.js';
+import { chromiumAvailable, launchChromium } from '../support/chromium.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 
 /**
@@ -17,28 +17,15 @@ import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
  * a 390 px wide screen (screenshots in test/artifacts/). Without Chromium it fails under CI (CI installs it: a missing
  * browser there is a broken CI, not a reason to skip) and skips, saying why, only on a developer's machine.
  */
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const hasChromium = existsSync(CHROMIUM);
-if (!hasChromium) {
-  process.stderr.write(
-    `browser test skipped: no Chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)\n`,
-  );
-}
+const hasChromium = chromiumAvailable();
 const ARTIFACTS = fileURLToPath(new URL('../artifacts/', import.meta.url));
 let context: BrowserContext | undefined;
-let profile: string | undefined;
 
 afterEach(async () => {
   await context?.close();
   context = undefined;
-  if (profile) rmSync(profile, { recursive: true, force: true });
   await closeToolkitApps();
 });
-
-if (!hasChromium && process.env.CI)
-  it('Chromium is installed (CI must run the browser test)', () => {
-    throw new Error(`no Chromium at ${CHROMIUM} under CI: .ci/run installs it (apt-get install -y chromium)`);
-  });
 
 (hasChromium ? it : it.skip)(
   'sample page: log in, see a live notification, send one',
@@ -55,20 +42,7 @@ if (!hasChromium && process.env.CI)
     const { port } = app.app.getHttpServer().address() as AddressInfo;
     const url = `http://127.0.0.1:${port}/`;
 
-    profile = mkdtempSync(join(tmpdir(), 'rtk-chromium-'));
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        '--no-first-run',
-      ],
-    });
+    context = await launchChromium();
     const page = context.pages()[0] ?? (await context.newPage());
     const errors: string[] = [];
     page.on('pageerror', (err) => errors.push(err.message));
