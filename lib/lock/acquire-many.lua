@@ -6,12 +6,20 @@
 -- lock alone (redis.pcall: a foreign value under its fence key fails only its own acquisition, never the batch).
 -- Busy with a service id: the service joins the waiters (kept in place when already in), so the release wakes it
 -- (release-many.lua). Taken with one: the service leaves them. A token is one more than the counter and never less
--- than the server clock in µs (TIME, read once: one instant), so it keeps growing when the counter is lost (evicted
--- under allkeys-*, a restart without persistence). Needs +time in the ACL.
+-- than a clock in µs, so it keeps growing when the counter is lost (evicted under allkeys-*, a restart without
+-- persistence): the server's (TIME, read once: one instant; needs +time in the ACL), or, on a quorum node, the one
+-- floor the acquiring client sends as an extra last ARGV (its own clock, the same on every node, so the granting nodes
+-- of one acquisition usually draw the same token and need no second call to raise the lagging ones).
 local out = {}
-local now = redis.call('TIME')
-local floor = tonumber(now[1]) * 1000000 + tonumber(now[2])
-local floor_text = now[1] .. string.format('%06d', tonumber(now[2]))
+local floor, floor_text
+if #ARGV > #KEYS then
+  floor_text = ARGV[#ARGV]
+  floor = tonumber(floor_text)
+else
+  local now = redis.call('TIME')
+  floor = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  floor_text = now[1] .. string.format('%06d', tonumber(now[2]))
+end
 for i = 1, #KEYS / 3 do
   local lock, fence_key, waiting = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
   local service = ARGV[3 * i]

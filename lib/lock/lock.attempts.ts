@@ -15,6 +15,16 @@ export function newToken(): string {
   return pool.toString('base64url', poolOffset - 16, poolOffset);
 }
 
+/**
+ * Fencing-token floors for quorum acquisitions: the client clock in µs, strictly increasing in this process. Every
+ * node of one acquisition is sent the same floor, so while it is above their counters they all draw it as the token.
+ */
+let lastFloor = 0;
+export function nextFenceFloor(): number {
+  lastFloor = Math.max(lastFloor + 1, Date.now() * 1000);
+  return lastFloor;
+}
+
 /** How long an acquisition keeps trying: `retry.count` more attempts, or until `deadline` when `waitMs` was given. */
 export interface RetryPlan {
   readonly retry: Required<LockRetryOptions>;

@@ -3,6 +3,7 @@ import { LockLostError, RedisUnavailableError } from '../common/errors.js';
 import { itemReplyError, type FailurePolicy } from '../common/failure-policy.js';
 import type { RedisClient } from '../common/lua-script.js';
 import { TickBatcher } from '../common/tick-batcher.js';
+import { nextFenceFloor } from './lock.attempts.js';
 import { answered, count, gather, type QuorumCalls } from './lock.quorum.js';
 import { ACQUIRE_MANY, EXTEND, HAND_OVER, RAISE_FENCE, RELEASE_MANY } from './lock.scripts.js';
 
@@ -75,7 +76,10 @@ class LockCalls {
       ACQUIRE_MANY.runWithAnyKeys(
         client,
         calls.flatMap(([keys]) => [keys.lock, keys.fence, keys.waiters]),
-        calls.flatMap(([, token, ttl, waiter]) => [token, ttl, waiter]),
+        withFloor(
+          calls.flatMap(([, token, ttl, waiter]) => [token, ttl, waiter]),
+          calls,
+        ),
       );
     this.releaseMany = (calls) =>
       RELEASE_MANY.runWithAnyKeys(
@@ -103,9 +107,12 @@ class LockCalls {
     return (await this.releaseMany([call]))[0];
   }
 
-  /** The new fencing token, or 0 when another owner holds the lock. `waiter`: the service id to wake, or ''. */
-  async acquire(keys: LockKeys, token: string, ttl: number, waiter = ''): Promise<number> {
-    const call: AcquireCall = [keys, token, ttl, waiter];
+  /**
+   * The new fencing token, or 0 when another owner holds the lock. `waiter`: the service id to wake, or ''. `floor`
+   * (a quorum node): the least token in µs of the acquiring client's clock, instead of the server's (acquire-many.lua).
+   */
+  async acquire(keys: LockKeys, token: string, ttl: number, waiter = '', floor?: number): Promise<number> {
+    const call: AcquireCall = [keys, token, ttl, waiter, floor];
     const result = await (this.acquires ? this.acquires.add(call) : this.acquireOne(call));
     return itemResult(result, `acquiring the lock on "${keys.resource}"`);
   }
@@ -118,7 +125,18 @@ class LockCalls {
   }
 }
 
-type AcquireCall = [keys: LockKeys, token: string, ttl: number, waiter: string];
+type AcquireCall = [keys: LockKeys, token: string, ttl: number, waiter: string, floor?: number];
+
+/**
+ * The acquisitions' args, plus the largest of their client floors as the extra last arg when they carry any (a quorum
+ * node's batch: every node of one turn gets the same calls in the same order, so the same floor).
+ */
+function withFloor(args: (string | number)[], calls: AcquireCall[]): (string | number)[] {
+  let floor = 0;
+  for (const call of calls) if (call[4] !== undefined && call[4] > floor) floor = call[4];
+  return floor > 0 ? [...args, String(floor)] : args;
+}
+
 type ReleaseCall = [keys: LockKeys, token: string, wake: boolean];
 
 /** One lock's part of a batched reply: a number, or the error reply of that lock alone (a RedisReplyError). */
@@ -219,7 +237,9 @@ export class SingleLockBackend implements LockBackend {
  *
  * Fencing tokens: each node keeps its own counter. The token is the largest counter of the granting majority, and
  * before the acquisition counts, the granting nodes below it are raised to it (still owner-checked), so a majority
- * ends up holding a counter >= the token. Any later majority overlaps that one, so it draws a larger token.
+ * ends up holding a counter >= the token. Any later majority overlaps that one, so it draws a larger token. Every
+ * node of one acquisition is sent the same floor (the client clock in µs), so while that is above their counters the
+ * granting nodes draw the same token and nothing needs raising (no second round trip).
  */
 export class QuorumLockBackend implements LockBackend {
   readonly nodes: number;
@@ -235,10 +255,11 @@ export class QuorumLockBackend implements LockBackend {
 
   async tryAcquire(keys: LockKeys, token: string, ttl: number, waiter = ''): Promise<Acquired | null> {
     let fencingToken = 0;
+    const floor = nextFenceFloor();
     const won = await this.quorum.acquire(
       `acquiring the lock on "${keys.resource}"`,
       ttl,
-      (_, i) => this.nodeCalls[i].acquire(keys, token, ttl, waiter),
+      (_, i) => this.nodeCalls[i].acquire(keys, token, ttl, waiter, floor),
       (fence) => fence > 0,
       // undoing a partial grant frees no lock anybody could take: wake nobody
       (_, i) => this.nodeCalls[i].release(keys, token, false),

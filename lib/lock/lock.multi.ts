@@ -2,7 +2,7 @@ import { Cluster } from 'ioredis';
 import { InvalidOptionsError, LockLostError } from '../common/errors.js';
 import { KeyBuilder } from '../common/keys.js';
 import { itemReplyError } from '../common/failure-policy.js';
-import { newToken } from './lock.attempts.js';
+import { newToken, nextFenceFloor } from './lock.attempts.js';
 import type { Acquired, LockBackend, LockKeys } from './lock.backend.js';
 import { answered, gather, type Outcome } from './lock.quorum.js';
 import { Lock, type LockOwner } from './lock.js';
@@ -83,10 +83,11 @@ class MultiBackend implements LockBackend {
     const { quorum, client } = this.ctx;
     const what = `acquire of "${multi.resource}"`;
     if (quorum) {
+      const floor = String(nextFenceFloor());
       const won = await quorum.acquire(
         what,
         ttl,
-        (c) => MULTI_ACQUIRE.runWithAnyKeys(c, this.pairs(multi), [token, ttl]),
+        (c) => MULTI_ACQUIRE.runWithAnyKeys(c, this.pairs(multi), [token, ttl, floor]),
         (fences) => Array.isArray(fences) && fences.length === multi.all.length,
         (c) => MULTI_RELEASE.runWithAnyKeys(c, this.locks(multi), [token]),
         (outcomes, deadline) => this.syncFences(multi, token, outcomes, deadline),

@@ -95,8 +95,9 @@ export class QuorumCalls {
     const budget = this.validity(ttl);
     const { nodes } = this;
     const isGrant = (o: Outcome<T>): boolean => o?.ok === true && granted(o.value);
+    const calls = this.clients.map(call);
     const outcomes = await gather(
-      this.clients.map(call),
+      calls,
       (o) => count(o, isGrant) >= quorum || count(o, (x) => x !== undefined && !isGrant(x)) > nodes - quorum,
       Math.min(budget, this.commandTimeout),
     );
@@ -104,11 +105,24 @@ export class QuorumCalls {
     if (count(outcomes, isGrant) >= quorum && (!confirm || (await confirm(outcomes, expiresAt)))) {
       if (expiresAt > Date.now()) return { outcomes, expiresAt };
     }
-    // Release everywhere: wait for the nodes that granted (so our partial hold does not block the next attempt).
+    // Undo where we may hold it: wait for the nodes that granted (so our partial hold does not block the next
+    // attempt); a node that failed may have run the call before its reply was lost; one that has not answered yet is
+    // undone once it grants (or fails). A node that refused holds nothing of ours: no call to it.
     const undone: Promise<unknown>[] = [];
     this.clients.forEach((client, i) => {
+      const o = outcomes[i];
+      if (o?.ok && !granted(o.value)) return;
+      if (o === undefined) {
+        calls[i]
+          .then(
+            (value) => (granted(value) ? undo(client, i) : undefined),
+            () => undo(client, i),
+          )
+          .catch(() => undefined);
+        return;
+      }
       const u = undo(client, i);
-      if (isGrant(outcomes[i])) undone.push(u);
+      if (o.ok) undone.push(u);
       else u.catch(() => undefined);
     });
     if (undone.length > 0) await gather(undone, () => false, this.commandTimeout);

@@ -21,13 +21,26 @@ const RUN = randomUUID();
 const log: string[] = [];
 let running = 0;
 let maxRunning = 0;
+/**
+ * The report job holds its lock until every concurrent caller has either run it or skipped it (`reportCalls` counts
+ * both; `reportDone` opens at `reportCallers`): the others try while it holds, whatever the load, and nothing waits
+ * on a fixed time.
+ */
+let reportCallers = 1;
+let reportCalls = 0;
+let reportDone: () => void = () => undefined;
+let reportGate: Promise<void> = Promise.resolve();
+const reportCalled = (): void => {
+  if (++reportCalls >= reportCallers) reportDone();
+};
 
 @Injectable()
 class ReportJob {
-  @WithLock({ resource: `report:${RUN}`, ttl: 200, onBusy: 'skip' })
+  @WithLock({ resource: `report:${RUN}`, onBusy: 'skip' })
   async generate(instance: number): Promise<string> {
     log.push(`report:${instance}`);
-    await sleep(600); // longer than the ttl: auto-extension keeps the others out
+    reportCalled();
+    await reportGate;
     return `report by ${instance}`;
   }
 
@@ -79,11 +92,21 @@ beforeEach(() => {
 describe('@WithLock', () => {
   it("onBusy 'skip': 5 app instances call at the same time, the job runs once, the others return undefined", async () => {
     const apps = await Promise.all(Array.from({ length: 5 }, () => createToolkitApp({ providers: [ReportJob] })));
-    const results = await Promise.all(apps.map((app, i) => app.get(ReportJob).generate(i)));
+    reportCallers = 5;
+    reportCalls = 0;
+    reportGate = new Promise((open) => (reportDone = open));
+    const results = await Promise.all(
+      apps.map(async (app, i) => {
+        const result = await app.get(ReportJob).generate(i);
+        if (result === undefined) reportCalled(); // skipped while the job held the lock
+        return result;
+      }),
+    );
     expect(log).toHaveLength(1);
     expect(results.filter((r) => r !== undefined)).toEqual([`report by ${log[0].split(':')[1]}`]);
     expect(results.filter((r) => r === undefined)).toHaveLength(4);
     // Released afterwards: the next run goes ahead.
+    reportGate = Promise.resolve();
     expect(await apps[3].get(ReportJob).generate(3)).toBe('report by 3');
   });
 

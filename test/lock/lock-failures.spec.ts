@@ -231,6 +231,30 @@ describe('quorum of 3 independent servers', () => {
     for (let i = 1; i < tokens.length; i++) expect(tokens[i]).toBeGreaterThan(tokens[i - 1]);
   });
 
+  it('a node counter ahead of the client clock: the granting majority is raised to its token before it counts', async () => {
+    // Every node is sent the client's clock as the floor, so the granting nodes usually draw one token. Here node 0's
+    // counter is an hour ahead (as after a client with a fast clock): its token wins, and node 1 must be raised to
+    // it, or the next majority {1, 2} would draw a smaller token.
+    const locks = await quorumLocks(servers);
+    const nodeReady = (i: number): boolean =>
+      (locks as unknown as { quorumClients: { client: { status: string } }[] }).quorumClients[i].client.status ===
+      'ready';
+    const resource = unique('ahead');
+    const fenceKey = `${new KeyBuilder('rtk:').tagged('lock', resource)}:fence`;
+    const ahead = Date.now() * 1000 + 3_600_000_000;
+    expect(await rawCommand(servers[0].port, ['SET', fenceKey, String(ahead)])).toBe('OK');
+    await servers[2].kill(); // the majority is {0, 1}
+    const first = await locks.acquire(resource);
+    expect(first.fencingToken).toBe(ahead + 1);
+    await first.release();
+    await servers[2].restart(); // back empty
+    await servers[0].kill(); // the next majority is {1, 2}
+    expect(await waitFor(() => nodeReady(2), 10_000)).toBe(true);
+    const second = await locks.acquire(resource);
+    expect(second.fencingToken).toBeGreaterThan(first.fencingToken);
+    await second.release();
+  });
+
   it('bootstrap: starts with one node down, fails fast with RedisUnavailableError when a majority is down', async () => {
     await servers[0].kill();
     const locks = await quorumLocks(servers);
