@@ -4,7 +4,7 @@ import { itemReplyError, type FailurePolicy } from '../common/failure-policy.js'
 import type { RedisClient } from '../common/lua-script.js';
 import { TickBatcher } from '../common/tick-batcher.js';
 import { nextFenceFloor } from './lock.attempts.js';
-import { answered, count, gather, type QuorumCalls } from './lock.quorum.js';
+import type { QuorumCalls } from './lock.quorum.js';
 import { ACQUIRE_MANY, EXTEND, HAND_OVER, RAISE_FENCE, RELEASE_MANY } from './lock.scripts.js';
 
 /** The keys of one resource; they share a hash tag so one script may touch them together on a cluster. */
@@ -263,34 +263,16 @@ export class QuorumLockBackend implements LockBackend {
       (fence) => fence > 0,
       // undoing a partial grant frees no lock anybody could take: wake nobody
       (_, i) => this.nodeCalls[i].release(keys, token, false),
-      async (outcomes, deadline) => {
-        const fences = outcomes.map((o) => (o?.ok && o.value > 0 ? o.value : 0));
-        fencingToken = Math.max(...fences);
-        return this.syncFences(keys, token, fences, fencingToken, deadline);
+      (outcomes, deadline) => {
+        const fences = outcomes.map((o) => [o?.ok && o.value > 0 ? o.value : 0]);
+        fencingToken = Math.max(...fences.map(([f]) => f));
+        const { clients } = this.quorum;
+        const raise = (i: number, _: number, to: number) =>
+          RAISE_FENCE.run(clients[i], [keys.lock, keys.fence], [token, to]);
+        return this.quorum.syncFences(fences, raise, deadline);
       },
     );
     return won ? { fencingToken, expiresAt: won.expiresAt } : null;
-  }
-
-  /** Raises the lagging granting nodes to `fencingToken`; true once a majority holds a counter >= it. */
-  private async syncFences(
-    keys: LockKeys,
-    token: string,
-    fences: number[],
-    fencingToken: number,
-    deadline: number,
-  ): Promise<boolean> {
-    const atToken = fences.filter((f) => f === fencingToken).length;
-    if (atToken >= this.quorum.quorum) return true;
-    const lagging = fences.flatMap((f, i) => (f > 0 && f < fencingToken ? [i] : []));
-    const needed = this.quorum.quorum - atToken;
-    const { clients } = this.quorum;
-    const raised = await gather(
-      lagging.map((i) => RAISE_FENCE.run(clients[i], [keys.lock, keys.fence], [token, fencingToken])),
-      (o) => count(o, (x) => answered(x, 1)) >= needed,
-      Math.min(deadline - Date.now(), this.quorum.commandTimeout),
-    );
-    return count(raised, (x) => answered(x, 1)) >= needed;
   }
 
   async extend(keys: LockKeys, token: string, ttl: number): Promise<number> {

@@ -4,7 +4,6 @@ import { KeyBuilder } from '../common/keys.js';
 import { itemReplyError } from '../common/failure-policy.js';
 import { newToken, nextFenceFloor } from './lock.attempts.js';
 import type { Acquired, LockBackend, LockKeys } from './lock.backend.js';
-import { answered, gather, type Outcome } from './lock.quorum.js';
 import { Lock, type LockOwner } from './lock.js';
 import { acquireWithRetries, checkTtl, type LeaseAcquireOptions, type LeaseContext, leaseOwner } from './lock.lease.js';
 import { LocalWaiters } from './lock.waiters.js';
@@ -90,7 +89,12 @@ class MultiBackend implements LockBackend {
         (c) => MULTI_ACQUIRE.runWithAnyKeys(c, this.pairs(multi), [token, ttl, floor]),
         (fences) => Array.isArray(fences) && fences.length === multi.all.length,
         (c) => MULTI_RELEASE.runWithAnyKeys(c, this.locks(multi), [token]),
-        (outcomes, deadline) => this.syncFences(multi, token, outcomes, deadline),
+        (outcomes, deadline) =>
+          quorum.syncFences(
+            outcomes.map((o) => (o?.ok && o.value.length === multi.all.length ? o.value : [])),
+            (i, j, to) => RAISE_FENCE.run(quorum.clients[i], [multi.all[j].lock, multi.all[j].fence], [token, to]),
+            deadline,
+          ),
       );
       if (!won) return null;
       const fencingTokens = multi.all.map((_, j) =>
@@ -129,37 +133,6 @@ class MultiBackend implements LockBackend {
       fences.push(fence);
     }
     return fences;
-  }
-
-  /** Per resource, raises the granting nodes below the largest counter (as QuorumLockBackend does for one lock). */
-  private async syncFences(
-    keys: MultiKeys,
-    token: string,
-    outcomes: Outcome<number[]>[],
-    deadline: number,
-  ): Promise<boolean> {
-    const quorum = this.ctx.quorum!;
-    const clients = quorum.clients;
-    const calls: { j: number; call: Promise<number> }[] = [];
-    const atToken: number[] = [];
-    keys.all.forEach((k, j) => {
-      const fences = outcomes.map((o) => (o?.ok && o.value.length === keys.all.length ? o.value[j] : 0));
-      const top = Math.max(...fences);
-      atToken[j] = fences.filter((f) => f === top).length;
-      fences.forEach((f, i) => {
-        if (f > 0 && f < top) calls.push({ j, call: RAISE_FENCE.run(clients[i], [k.lock, k.fence], [token, top]) });
-      });
-    });
-    if (calls.length === 0) return atToken.every((n) => n >= quorum.quorum);
-    const raised = await gather(
-      calls.map((c) => c.call),
-      () => false,
-      Math.min(deadline - Date.now(), this.ctx.commandTimeout),
-    );
-    raised.forEach((o, n) => {
-      if (answered(o, 1)) atToken[calls[n].j]++;
-    });
-    return atToken.every((n) => n >= quorum.quorum);
   }
 
   async extend(keys: LockKeys, token: string, ttl: number): Promise<number> {

@@ -54,10 +54,10 @@ export const firstError = <T>(outcomes: Outcome<T>[]): string => {
 };
 
 /**
- * The Redlock steps for any lease script (semaphores, multi-resource locks) over N independent servers: granted when
+ * The Redlock steps for every lease script (locks, semaphores, multi-resource locks) over N independent servers: granted when
  * `quorum` nodes (default a majority) granted within the validity (ttl minus elapsed minus drift), else undone
- * everywhere; extend confirmed by as many; release sent to every node. Scripts answer per node: a grant (per
- * `granted`), 1 / 0 for extend and release.
+ * where it may be ours; extend confirmed by as many; release sent to every node; the fencing-token step (syncFences)
+ * of single and multi-resource locks. Scripts answer per node: a grant (per `granted`), 1 / 0 for extend and release.
  */
 export class QuorumCalls {
   readonly nodes: number;
@@ -133,6 +133,43 @@ export class QuorumCalls {
       );
     }
     return null;
+  }
+
+  /**
+   * The fencing-token step of an acquisition a majority granted, for one lock or the resources of a multi-resource
+   * lock: `fences[node][resource]` is what each granting node drew (0 where a node did not grant). Each resource's
+   * token is the largest its granting nodes drew; the granting nodes below it are raised to it (`raise`, an
+   * owner-checked script answering 1) so that `quorum` nodes hold a counter >= every token — any later majority
+   * overlaps them and draws larger ones. True when that holds before `deadline` (at once when the nodes agree).
+   */
+  async syncFences(
+    fences: number[][],
+    raise: (node: number, resource: number, token: number) => Promise<number>,
+    deadline: number,
+    quorum = this.quorum,
+  ): Promise<boolean> {
+    const resources = fences.reduce((n, f) => Math.max(n, f.length), 0);
+    const atToken: number[] = [];
+    const calls: { resource: number; call: Promise<number> }[] = [];
+    for (let j = 0; j < resources; j++) {
+      const drawn = fences.map((f) => f[j] ?? 0);
+      const token = Math.max(...drawn);
+      atToken[j] = drawn.filter((f) => f === token).length;
+      drawn.forEach((f, i) => {
+        if (f > 0 && f < token) calls.push({ resource: j, call: raise(i, j, token) });
+      });
+    }
+    const enough = (): boolean => atToken.every((n) => n >= quorum);
+    if (calls.length === 0) return enough();
+    const raised = await gather(
+      calls.map((c) => c.call),
+      () => false,
+      Math.min(deadline - Date.now(), this.commandTimeout),
+    );
+    raised.forEach((o, n) => {
+      if (answered(o, 1)) atToken[calls[n].resource]++;
+    });
+    return enough();
   }
 
   /** The new expiry when a majority extended in time; LockLostError when too many refused. */
