@@ -70,6 +70,8 @@ async function scenario(mode: LockMode, urls: string[], rows: BenchRow[]): Promi
     () => new LockService({ ...options.lock, wakeOnRelease: true }, app.get(RedisConnection), app.get(KeyBuilder)),
   );
   let nextWaking = 0;
+  // Connected (and checked) before the first round, as each app instance's module init does.
+  await Promise.all([...separate, ...waking].map((service) => service.onModuleInit()));
   // Every peer runs on ioredis clients with auto-pipelining off (the default) and on; its better figure is kept.
   const pairs = urls.map((url) => peerClients(url, { maxRetriesPerRequest: 0 }));
   const clients = pairs.map((p) => p.off);

@@ -65,10 +65,21 @@ class LockCalls {
   private readonly acquireMany: (calls: AcquireCall[]) => Promise<(number | string)[]>;
   private readonly releaseMany: (calls: ReleaseCall[]) => Promise<(number | string)[]>;
 
+  /** Calls sent and not answered yet (see `atOnceWhenIdle`). */
+  private outstanding = 0;
+
   constructor(
     readonly client: RedisClient,
     /** The wake channel prefix of every service (LockWakeups.channelPrefix). */
     wakeChannelPrefix: string,
+    /**
+     * A quorum node: a call made while none of this client's is outstanding goes at once instead of waiting for the end
+     * of the turn; the calls made meanwhile are batched. Contended locks are a chain of dependent calls (acquire, then
+     * release, then the next acquire), where waiting for the turn to end only adds latency: 20 separate services on
+     * one resource, 3-node quorum, 2 cores: 2,086 → 2,528 acquire+release/s sent at once, while many callers locking
+     * their own resources still share script calls (uncontended, batching off entirely: 14,127 → 6,586/s).
+     */
+    private readonly atOnceWhenIdle = false,
   ) {
     // On a cluster PUBLISH counts only this node's receivers: 0 does not mean nobody listens, so wake one and stop.
     const tries = client instanceof Cluster ? 1 : WAKE_TRIES;
@@ -113,15 +124,29 @@ class LockCalls {
    */
   async acquire(keys: LockKeys, token: string, ttl: number, waiter = '', floor?: number): Promise<number> {
     const call: AcquireCall = [keys, token, ttl, waiter, floor];
-    const result = await (this.acquires ? this.acquires.add(call) : this.acquireOne(call));
+    const result = await this.send(call, this.acquires, (c) => this.acquireOne(c));
     return itemResult(result, `acquiring the lock on "${keys.resource}"`);
   }
 
   /** 1 when released, 0 when not held by `token`. `wake`: wake a waiting service (not for undoing a partial grant). */
   async release(keys: LockKeys, token: string, wake = true): Promise<number> {
     const call: ReleaseCall = [keys, token, wake];
-    const result = await (this.releases ? this.releases.add(call) : this.releaseOne(call));
+    const result = await this.send(call, this.releases, (c) => this.releaseOne(c));
     return itemResult(result, `releasing the lock on "${keys.resource}"`);
+  }
+
+  private async send<C>(
+    call: C,
+    batcher: TickBatcher<C, number | string> | undefined,
+    one: (call: C) => Promise<number | string>,
+  ): Promise<number | string> {
+    const alone = batcher === undefined || (this.atOnceWhenIdle && this.outstanding === 0);
+    this.outstanding++;
+    try {
+      return await (alone ? one(call) : batcher.add(call));
+    } finally {
+      this.outstanding--;
+    }
   }
 }
 
@@ -250,7 +275,7 @@ export class QuorumLockBackend implements LockBackend {
     wakeChannelPrefix: string,
   ) {
     this.nodes = quorum.nodes;
-    this.nodeCalls = quorum.clients.map((c) => new LockCalls(c, wakeChannelPrefix));
+    this.nodeCalls = quorum.clients.map((c) => new LockCalls(c, wakeChannelPrefix, true));
   }
 
   async tryAcquire(keys: LockKeys, token: string, ttl: number, waiter = ''): Promise<Acquired | null> {
