@@ -87,9 +87,9 @@ class LockCalls {
       ACQUIRE_MANY.runWithAnyKeys(
         client,
         calls.flatMap(([keys]) => [keys.lock, keys.fence, keys.waiters]),
-        withFloor(
-          calls.flatMap(([, token, ttl, waiter]) => [token, ttl, waiter]),
-          calls,
+        // a quorum node's calls carry the client's floor as a 4th arg each (acquire-many.lua)
+        calls.flatMap(([, token, ttl, waiter, floor]) =>
+          floor === undefined ? [token, ttl, waiter] : [token, ttl, waiter, String(floor)],
         ),
       );
     this.releaseMany = (calls) =>
@@ -151,16 +151,6 @@ class LockCalls {
 }
 
 type AcquireCall = [keys: LockKeys, token: string, ttl: number, waiter: string, floor?: number];
-
-/**
- * The acquisitions' args, plus the largest of their client floors as the extra last arg when they carry any (a quorum
- * node's batch: every node of one turn gets the same calls in the same order, so the same floor).
- */
-function withFloor(args: (string | number)[], calls: AcquireCall[]): (string | number)[] {
-  let floor = 0;
-  for (const call of calls) if (call[4] !== undefined && call[4] > floor) floor = call[4];
-  return floor > 0 ? [...args, String(floor)] : args;
-}
 
 type ReleaseCall = [keys: LockKeys, token: string, wake: boolean];
 
