@@ -135,12 +135,21 @@ class LockCalls {
     return itemResult(result, `releasing the lock on "${keys.resource}"`);
   }
 
-  private async send<C>(
+  private send<C>(
     call: C,
     batcher: TickBatcher<C, number | string> | undefined,
     one: (call: C) => Promise<number | string>,
   ): Promise<number | string> {
-    const alone = batcher === undefined || (this.atOnceWhenIdle && this.outstanding === 0);
+    if (!this.atOnceWhenIdle) return batcher ? batcher.add(call) : one(call);
+    return this.sendCounted(call, batcher, one);
+  }
+
+  private async sendCounted<C>(
+    call: C,
+    batcher: TickBatcher<C, number | string> | undefined,
+    one: (call: C) => Promise<number | string>,
+  ): Promise<number | string> {
+    const alone = batcher === undefined || this.outstanding === 0;
     this.outstanding++;
     try {
       return await (alone ? one(call) : batcher.add(call));
