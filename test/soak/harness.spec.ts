@@ -27,13 +27,13 @@ describe('soak sampler', () => {
   });
 
   it('ignores transient timers either side of an event-loop stall between two readings', async () => {
-    const baseline = await sample(0, [], false);
-    // A transient alive at the first reading; the loop then stalls for 400 ms right after it (an immediate queued
-    // behind the sampler's), and a second transient is made as the stall ends: the readings before and after the
-    // stall each see one. Before the sampler restarted its run after a late reading, all three readings did.
+    const baseline = await sample(0, [], false, 3);
+    // Three readings (eight by default): a transient alive at the first; the loop then stalls for 400 ms right after
+    // it (an immediate queued behind the sampler's), and a second transient is made as the stall ends: the readings
+    // before and after the stall each see one. Before the sampler restarted its run after a late reading, all did.
     const before = setTimeout(() => undefined, 100);
     let after: NodeJS.Timeout | undefined;
-    const reading = sample(1, [], false);
+    const reading = sample(1, [], false, 3);
     setImmediate(() => {
       const until = performance.now() + 400;
       while (performance.now() < until);

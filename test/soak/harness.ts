@@ -8,13 +8,16 @@
  *  - the test runner's own transient timers are not ours: jest runs the soak in-band and its reporter creates a
  *    100 ms debounce timer every second (@jest/reporters Status._tick → _debouncedEmit), which a single reading
  *    catches about one time in ten — that was the "timers +1, handles +1" seen once on pub/sub with the heap flat.
- *    So each sample reads three times over 120 ms and keeps the minimum: a window shorter than 120 ms cannot cover
- *    all three readings, while anything left running (a leak) is in every one.
- *  - That holds only while the readings are 60-100 ms apart. After an event-loop stall (a busy box) the gap timer
- *    fires late, and the readings either side of the stall can see two different transients (one made before it,
- *    one made by a timer that came due during it), so every reading saw one. A reading that comes more than 100 ms
- *    after the one before starts the run of three again; the minimum is kept over every reading taken (a leak is in
- *    all of them), and a sample takes at most MAX_READINGS readings.
+ *    So each sample reads several times, 60-90 ms apart, and keeps the minimum: a 100 ms transient covers at most
+ *    two readings, while anything left running (a leak) is in every one.
+ *  - Transients of more than one source can take turns: jest's every second and the sampler test's own every 300 ms
+ *    covered three readings between them (seen: 4 > 3). Eight readings span 420-630 ms: covering them takes four
+ *    transients, at most one of them jest's in so short a window, and three of the 300 ms source leave two gaps of
+ *    200 ms between them that one transient cannot both fill.
+ *  - After an event-loop stall (a busy box) the gap timer fires late, and the readings either side of the stall can
+ *    see two different transients (one made before it, one made by a timer that came due during it). A reading more
+ *    than 90 ms after the one before starts the run of eight again; the minimum is kept over every reading taken (a
+ *    leak is in all of them), and a sample takes at most three times as many readings.
  */
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -81,12 +84,12 @@ export interface SoakOptions {
 }
 
 /** Readings per sample and the gap between them (see the header: 2 × 60 ms spans more than a 100 ms transient). */
-const READINGS = 3;
+const READINGS = 8;
 const READING_GAP_MS = 60;
 /** A reading this much later than the gap after the one before is after a stall: the run of READINGS restarts. */
-const READING_LATE_MS = 40;
-/** At most this many readings per sample (when stalls keep breaking the run, the minimum of them all is kept). */
-const MAX_READINGS = 12;
+const READING_LATE_MS = 30;
+/** At most three times the readings per sample (when stalls keep breaking the run, the minimum of all is kept). */
+const MAX_READINGS_FACTOR = 3;
 
 function countListeners(emitters: EventEmitter[]): number {
   return emitters.reduce((sum, e) => sum + e.eventNames().reduce((s, name) => s + e.listenerCount(name), 0), 0);
@@ -97,13 +100,19 @@ const median = (v: number[]): number => [...v].sort((a, b) => a - b)[Math.floor(
 /**
  * `measureHeap: false` skips the two full GCs before reading the heap: in the default suite the jest process holds
  * every earlier test file's modules, and those GCs took seconds per sample (the sampler's own tests read no heap).
+ * `readings`: how many on-time readings make a sample (READINGS; the sampler's own tests use fewer).
  */
-export async function sample(ops: number, emitters: EventEmitter[], measureHeap = true): Promise<SoakSample> {
+export async function sample(
+  ops: number,
+  emitters: EventEmitter[],
+  measureHeap = true,
+  readings = READINGS,
+): Promise<SoakSample> {
   let timers = Infinity;
   let handles = Infinity;
   let onTime = 0; // readings in the current run, each at most READING_GAP_MS + READING_LATE_MS after the one before
   let lastAt = 0;
-  for (let taken = 0; onTime < READINGS && taken < MAX_READINGS; taken++) {
+  for (let taken = 0; onTime < readings && taken < readings * MAX_READINGS_FACTOR; taken++) {
     if (taken > 0) await new Promise((r) => setTimeout(r, READING_GAP_MS));
     // Let closed sockets and finished timers be released before counting.
     await new Promise((r) => setImmediate(r));
