@@ -3,15 +3,16 @@ import {
   type ExecutionContext,
   Injectable,
   type NestInterceptor,
+  Optional,
   SetMetadata,
   StreamableFile,
 } from '@nestjs/common';
-import { Reflector } from '@nestjs/core';
+import { ApplicationConfig, Reflector } from '@nestjs/core';
 import { from, lastValueFrom, type Observable } from 'rxjs';
 import { InvalidOptionsError } from '../common/errors.js';
 import { HTTP_CACHE_IF_METADATA, HTTP_CACHE_KEY_METADATA, HTTP_CACHE_TTL_METADATA } from './cache.constants.js';
-import { CacheService } from './cache.service.js';
-import type { CacheGetOrSetOptions, CacheStatus } from './cache.types.js';
+import { CacheService, type PreparedCall } from './cache.service.js';
+import type { CacheStatus } from './cache.types.js';
 
 /** A key computed from the request (Express or Fastify request object) and the execution context. */
 export type HttpCacheKeyFn = (request: never, context: ExecutionContext) => string;
@@ -68,11 +69,39 @@ interface HttpResponseLike {
   sent?: boolean;
   header?: (name: string, value: string) => unknown;
   setHeader?: (name: string, value: string) => unknown;
+  app?: { get?: (setting: string) => unknown };
 }
 
 const HEADER: Record<CacheStatus, string> = { hit: 'HIT', miss: 'MISS', stale: 'STALE', grace: 'STALE' };
+const JSON_TYPE = 'application/json; charset=utf-8';
+/** Where @UseInterceptors keeps its list (INTERCEPTORS_METADATA of @nestjs/common, not exported at its root). */
+const INTERCEPTORS_METADATA = '__interceptors__';
 type LooseTtl = (context: ExecutionContext, body: unknown) => number;
 type LooseIf = (body: unknown, context: ExecutionContext) => boolean;
+
+/**
+ * What is stored for a response: its body as sent, behind one tag character — `j` an object or array as JSON text
+ * (sent as is, with the JSON content type), `v` another value as JSON (a number, boolean or null: parsed back and
+ * handed to Nest), `s` a string body (handed to Nest as it is).
+ */
+type StoredBody = string;
+/** A response that is not stored (non-2xx, stream, written through @Res(), refused by @CacheIf, undefined). */
+class Uncached {
+  constructor(readonly body: unknown) {}
+}
+type Loaded = StoredBody | Uncached;
+const stored = (value: Loaded): boolean => typeof value === 'string';
+
+/** A route's caching, read from its decorators on its first request. */
+interface Route {
+  key: string | HttpCacheKeyFn | undefined;
+  ttl: LooseTtl | undefined;
+  cacheIf: LooseIf | undefined;
+  /** The getOrSet options, checked once (a ttl function of the context and body: completed per request). */
+  call: PreparedCall<Loaded>;
+  /** Whether the stored JSON text is sent as the body (no parse and re-serialisation): see raw(). */
+  raw: boolean;
+}
 
 /**
  * Caches GET responses by URL (path + query) through CacheService.getOrSet: single-flight, stale-while-revalidate,
@@ -80,59 +109,141 @@ type LooseIf = (body: unknown, context: ExecutionContext) => boolean;
  * `@UseInterceptors(HttpCacheInterceptor)`, or everywhere with `{ provide: APP_INTERCEPTOR, useClass:
  * HttpCacheInterceptor }`. Only 2xx answers that are plain values are stored: errors, other statuses, streams
  * (`StreamableFile`, Node streams) and responses written directly through `@Res()` are passed through uncached.
+ *
+ * A response is stored as the JSON text it is sent as. Where this interceptor is the route's first (outermost) one,
+ * an object or array body is sent as that text with the JSON content type, hit or miss; behind another interceptor
+ * (which may change the value), it is parsed back into a value for that interceptor.
  */
 @Injectable()
 export class HttpCacheInterceptor implements NestInterceptor {
+  /** Per controller class, per handler (a handler may be inherited by several controllers). */
+  private readonly routes = new WeakMap<object, WeakMap<object, Route>>();
+
   constructor(
     private readonly cache: CacheService,
     private readonly reflector: Reflector,
+    @Optional() private readonly config?: ApplicationConfig,
   ) {}
 
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
     if (context.getType() !== 'http') return next.handle();
     const http = context.switchToHttp();
     const request = http.getRequest<HttpRequestLike>();
-    const response = http.getResponse<HttpResponseLike>();
     if (request.method !== 'GET') return next.handle();
-    const targets = [context.getHandler(), context.getClass()];
-    const keyOption = this.reflector.getAllAndOverride<string | HttpCacheKeyFn | undefined>(
-      HTTP_CACHE_KEY_METADATA,
-      targets,
-    );
-    const ttl = this.reflector.getAllAndOverride<number | LooseTtl | undefined>(HTTP_CACHE_TTL_METADATA, targets);
-    const cacheIf = this.reflector.getAllAndOverride<LooseIf | undefined>(HTTP_CACHE_IF_METADATA, targets);
+    const response = http.getResponse<HttpResponseLike>();
+    const route = this.routeOf(context, response);
     const key =
-      typeof keyOption === 'function'
-        ? keyOption(request as never, context)
-        : (keyOption ?? `http:${request.originalUrl ?? request.url ?? ''}`);
-    return from(this.serve(key, ttl, cacheIf, context, response, next));
+      typeof route.key === 'function'
+        ? route.key(request as never, context)
+        : (route.key ?? `http:${request.originalUrl ?? request.url ?? ''}`);
+    return from(this.serve(route, key, context, response, next));
   }
 
   private async serve(
+    route: Route,
     key: string,
-    ttl: number | LooseTtl | undefined,
-    cacheIf: LooseIf | undefined,
     context: ExecutionContext,
     response: HttpResponseLike,
     next: CallHandler,
   ): Promise<unknown> {
-    // Set by the loader when the response must not be stored (returned to its callers, never cached).
-    let uncacheable = false;
-    const loader = async (): Promise<unknown> => {
-      const value = await lastValueFrom(next.handle(), { defaultValue: undefined });
-      const status = response.statusCode ?? 200;
-      const written = response.headersSent === true || response.sent === true;
-      if (status < 200 || status >= 300 || written || isStream(value)) uncacheable = true;
-      return value;
+    let call = route.call;
+    const ttl = route.ttl;
+    let body: unknown;
+    if (ttl !== undefined) {
+      // A function of the context and of the body as the handler returned it (before it is stored).
+      call = this.cache.prepare<Loaded>({ ttl: () => ttl(context, body), shouldCache: stored });
+    }
+    const loader = async (): Promise<Loaded> => {
+      body = await lastValueFrom(next.handle(), { defaultValue: undefined });
+      return this.toStored(route, context, response, body);
     };
-    const options: CacheGetOrSetOptions<unknown> = {
-      shouldCache: (body) => !uncacheable && (cacheIf === undefined || cacheIf(body, context)),
-    };
-    if (ttl !== undefined) options.ttl = typeof ttl === 'function' ? (body) => ttl(context, body) : ttl;
-    const result = await this.cache.getOrSetWithStatus(key, loader, options);
-    setHeader(response, HEADER[result.status]);
-    return result.value;
+    const result = await this.cache.getOrSetPrepared(key, loader, call);
+    setHeader(response, 'X-Cache', HEADER[result.status]);
+    const value = result.value;
+    if (value instanceof Uncached) return value.body;
+    if (route.raw && value.charCodeAt(0) === 106 /* j */) {
+      setHeader(response, 'Content-Type', JSON_TYPE);
+      return value.slice(1);
+    }
+    return parse(value);
   }
+
+  /** The handler's body as stored, or Uncached when it must not be stored. */
+  private toStored(route: Route, context: ExecutionContext, response: HttpResponseLike, body: unknown): Loaded {
+    const status = response.statusCode ?? 200;
+    const written = response.headersSent === true || response.sent === true;
+    if (status < 200 || status >= 300 || written || body === undefined || isStream(body)) return new Uncached(body);
+    if (route.cacheIf !== undefined && !route.cacheIf(body, context)) return new Uncached(body);
+    if (typeof body === 'string') return `s${body}`;
+    const json = JSON.stringify(body);
+    // undefined for a function or symbol: sent as Nest sends it, never stored
+    if (json === undefined) return new Uncached(body);
+    return `${typeof body === 'object' && body !== null ? 'j' : 'v'}${json}`;
+  }
+
+  private routeOf(context: ExecutionContext, response: HttpResponseLike): Route {
+    const cls = context.getClass();
+    const handler = context.getHandler();
+    let ofClass = this.routes.get(cls);
+    if (ofClass === undefined) {
+      ofClass = new WeakMap();
+      this.routes.set(cls, ofClass);
+    }
+    let route = ofClass.get(handler);
+    if (route === undefined) {
+      const targets = [handler, cls];
+      const ttl = this.reflector.getAllAndOverride<number | LooseTtl | undefined>(HTTP_CACHE_TTL_METADATA, targets);
+      route = {
+        key: this.reflector.getAllAndOverride<string | HttpCacheKeyFn | undefined>(HTTP_CACHE_KEY_METADATA, targets),
+        ttl: typeof ttl === 'function' ? ttl : undefined,
+        cacheIf: this.reflector.getAllAndOverride<LooseIf | undefined>(HTTP_CACHE_IF_METADATA, targets),
+        call: this.cache.prepare<Loaded>({ ...(typeof ttl === 'number' && { ttl }), shouldCache: stored }),
+        raw: this.raw(cls, handler, response),
+      };
+      ofClass.set(handler, route);
+    }
+    return route;
+  }
+
+  /**
+   * Whether the stored JSON text can be sent as it is: only where nothing runs between this interceptor and the
+   * reply that could expect the value (this is the route's first interceptor: global ones, then the controller's,
+   * then the route's) and the platform would serialise the value with plain JSON.stringify too (no Express `json
+   * spaces` / `json replacer` / `json escape`, no Fastify reply serializer).
+   */
+  private raw(cls: object, handler: object, response: HttpResponseLike): boolean {
+    const global = this.config?.getGlobalInterceptors() ?? [];
+    const scoped = this.config?.getGlobalRequestInterceptors() ?? [];
+    const first: unknown = [
+      ...global,
+      ...scoped.map((w) => w.metatype),
+      ...((Reflect.getMetadata(INTERCEPTORS_METADATA, cls) as unknown[] | undefined) ?? []),
+      ...((Reflect.getMetadata(INTERCEPTORS_METADATA, handler) as unknown[] | undefined) ?? []),
+    ][0];
+    // an instance (global) or the class (@UseInterceptors, resolved to this module's instance: this one)
+    if (first !== this && first !== this.constructor) return false;
+    const app = response.app;
+    if (typeof app?.get === 'function') {
+      for (const setting of ['json spaces', 'json replacer', 'json escape']) if (app.get(setting)) return false;
+    }
+    return !hasFastifySerializer(response);
+  }
+}
+
+/** A stored `v`/`j` body parsed back into its value; an `s` body is the string itself. */
+function parse(value: StoredBody): unknown {
+  return value.charCodeAt(0) === 115 /* s */ ? value.slice(1) : JSON.parse(value.slice(1));
+}
+
+/** Whether the Fastify route of this reply has its own reply serializer (setReplySerializer): then no raw JSON. */
+function hasFastifySerializer(response: object): boolean {
+  const context = symbolProperty(response, 'fastify.context');
+  return typeof context === 'object' && context !== null && !!symbolProperty(context, 'fastify.replySerializerDefault');
+}
+
+function symbolProperty(target: object, description: string): unknown {
+  const symbol = Object.getOwnPropertySymbols(target).find((s) => s.description === description);
+  return symbol === undefined ? undefined : (target as Record<symbol, unknown>)[symbol];
 }
 
 function isStream(value: unknown): boolean {
@@ -140,8 +251,9 @@ function isStream(value: unknown): boolean {
   return typeof value === 'object' && value !== null && typeof (value as { pipe?: unknown }).pipe === 'function';
 }
 
-function setHeader(response: HttpResponseLike, value: string): void {
+function setHeader(response: HttpResponseLike, name: string, value: string): void {
   if (response.headersSent === true || response.sent === true) return;
-  if (typeof response.header === 'function') response.header('X-Cache', value);
-  else response.setHeader?.('X-Cache', value);
+  // Express: Node's own setHeader (res.header() would re-check the name); Fastify: reply.header()
+  if (typeof response.setHeader === 'function') response.setHeader(name, value);
+  else response.header?.(name, value);
 }

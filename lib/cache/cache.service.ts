@@ -32,6 +32,8 @@ import type {
 } from './cache.types.js';
 
 export { CACHE_L1_CHANNEL } from './cache.l1.js';
+/** getOrSet options checked once by CacheService.prepare, for getOrSetPrepared. */
+export type PreparedCall<T> = ResolvedCall<T>;
 export type {
   CacheTags,
   CacheTtl,
@@ -207,9 +209,31 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
     loader: Loader<T>,
     options?: CacheGetOrSetOptions<T>,
   ): Promise<CacheResult<T>> {
+    return this.withStatus(key, loader, options, undefined);
+  }
+
+  /**
+   * @internal The options of getOrSet checked and completed with the module defaults once, for a caller that passes
+   * the same ones on every call (HttpCacheInterceptor, per route): see getOrSetPrepared.
+   */
+  prepare<T>(options: CacheGetOrSetOptions<T>): PreparedCall<T> {
+    return resolveCall(options, 'getOrSet', this.options);
+  }
+
+  /** @internal getOrSetWithStatus with options prepared beforehand by prepare (no per-call option checks). */
+  getOrSetPrepared<T>(key: string, loader: Loader<T>, call: PreparedCall<T>): Promise<CacheResult<T>> {
+    return this.withStatus(key, loader, undefined, call);
+  }
+
+  private async withStatus<T>(
+    key: string,
+    loader: Loader<T>,
+    options: CacheGetOrSetOptions<T> | undefined,
+    prepared: ResolvedCall<T> | undefined,
+  ): Promise<CacheResult<T>> {
     if (traceObserved('cacheGet')) {
       const get = async () => {
-        const started = this.start(key, loader, options);
+        const started = this.start(key, loader, options, prepared);
         return this.counted(started instanceof Promise ? await started : started);
       };
       return traced(
@@ -219,7 +243,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
         (r) => ({ outcome: r.status }),
       );
     }
-    const started = this.start(key, loader, options);
+    const started = this.start(key, loader, options, prepared);
     return this.counted(started instanceof Promise ? await started : started);
   }
 
@@ -229,16 +253,21 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
     return result;
   }
 
-  /** An L1 hit synchronously, else a read from Redis (and on a miss, this process's one shared load). */
+  /**
+   * An L1 hit synchronously, else a read from Redis (and on a miss, this process's one shared load). The options are
+   * checked here (after the key and loader), unless given already prepared.
+   */
   private start<T>(
     key: string,
     loader: Loader<T>,
     options: CacheGetOrSetOptions<T> | undefined,
+    prepared?: ResolvedCall<T>,
   ): CacheResult<T> | Promise<CacheResult<T>> {
     const redisKey = this.entryKey(key);
     if (typeof loader !== 'function') throw new InvalidOptionsError('cache.getOrSet: loader must be a function');
     const call =
-      options === undefined ? (this.defaultCall as ResolvedCall<T>) : resolveCall(options, 'getOrSet', this.options);
+      prepared ??
+      (options === undefined ? (this.defaultCall as ResolvedCall<T>) : resolveCall(options, 'getOrSet', this.options));
     if (this.l1) {
       const local = this.l1.get(redisKey) as CacheEntry<T> | undefined;
       const now = Date.now();

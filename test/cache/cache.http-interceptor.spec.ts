@@ -11,8 +11,12 @@ import {
   Req,
   StreamableFile,
   UseInterceptors,
+  type CallHandler,
+  type ExecutionContext,
+  type NestInterceptor,
 } from '@nestjs/common';
 import { APP_INTERCEPTOR } from '@nestjs/core';
+import { map, type Observable } from 'rxjs';
 import request from 'supertest';
 import { CacheKey, CacheTTL, HttpCacheInterceptor } from '../../lib/advanced.js';
 import { PLATFORMS, closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
@@ -70,6 +74,47 @@ class GlobalController {
   get(): { n: number } {
     calls.global++;
     return { n: calls.global };
+  }
+}
+
+/** An interceptor that changes the value: it must get the value, not the stored JSON text, on a hit. */
+class WrapInterceptor implements NestInterceptor {
+  intercept(_context: ExecutionContext, next: CallHandler): Observable<unknown> {
+    return next.handle().pipe(map((data: unknown) => ({ data })));
+  }
+}
+
+const bodies = { json: 0, text: 0, count: 0, wrapped: 0 };
+
+@Controller('bodies')
+@UseInterceptors(HttpCacheInterceptor)
+class BodiesController {
+  @Get('json')
+  json(): { n: number; when: Date; list: (string | null)[] } {
+    bodies.json++;
+    return { n: bodies.json, when: new Date(0), list: ['a', null] };
+  }
+
+  @Get('text')
+  text(): string {
+    bodies.text++;
+    return `text ${bodies.text}`;
+  }
+
+  @Get('count')
+  count(): number {
+    bodies.count++;
+    return 40 + bodies.count;
+  }
+}
+
+@Controller('wrapped')
+@UseInterceptors(WrapInterceptor, HttpCacheInterceptor)
+class WrappedController {
+  @Get()
+  get(): { n: number } {
+    bodies.wrapped++;
+    return { n: bodies.wrapped };
   }
 }
 
@@ -152,6 +197,65 @@ describe.each(PLATFORMS)('HttpCacheInterceptor on %s', (platform) => {
     expect(hit.body).toEqual({ n: 1 });
     expect(calls.global).toBe(1);
   });
+});
+
+describe.each(PLATFORMS)('HttpCacheInterceptor answers on %s', (platform) => {
+  beforeEach(() => {
+    for (const k of Object.keys(bodies) as (keyof typeof bodies)[]) bodies[k] = 0;
+  });
+
+  it('a hit is sent exactly as the miss was: body, status and content type, for objects, strings and numbers', async () => {
+    const app = await createToolkitApp({
+      keyPrefix: `rtk-h${randomBytes(4).toString('hex')}:`,
+      cache: { defaultTtl: 60_000, beta: 0 },
+      controllers: [BodiesController, WrappedController],
+      http: true,
+      platform,
+    });
+    const server = app.app.getHttpServer();
+    for (const path of ['/bodies/json', '/bodies/text', '/bodies/count']) {
+      const miss = await request(server).get(path).expect(200);
+      const hit = await request(server).get(path).expect(200);
+      expect([miss.headers['x-cache'], hit.headers['x-cache']]).toEqual(['MISS', 'HIT']);
+      expect(hit.text).toBe(miss.text);
+      expect(hit.headers['content-type']).toBe(miss.headers['content-type']);
+    }
+    expect((await request(server).get('/bodies/json')).text).toBe(
+      '{"n":1,"when":"1970-01-01T00:00:00.000Z","list":["a",null]}',
+    );
+    expect((await request(server).get('/bodies/text')).text).toBe('text 1');
+    expect((await request(server).get('/bodies/count')).text).toBe('41');
+    expect(bodies).toEqual({ json: 1, text: 1, count: 1, wrapped: 0 });
+
+    // behind an interceptor that changes the value, that interceptor gets the value on a hit as on a miss
+    const miss = await request(server).get('/wrapped').expect(200);
+    const hit = await request(server).get('/wrapped').expect(200);
+    expect([miss.headers['x-cache'], miss.body, hit.headers['x-cache'], hit.body]).toEqual([
+      'MISS',
+      { data: { n: 1 } },
+      'HIT',
+      { data: { n: 1 } },
+    ]);
+    expect(bodies.wrapped).toBe(1);
+  });
+
+  if (platform === 'express') {
+    it("keeps Express's json spaces on a hit", async () => {
+      const app = await createToolkitApp({
+        keyPrefix: `rtk-h${randomBytes(4).toString('hex')}:`,
+        cache: { defaultTtl: 60_000, beta: 0 },
+        controllers: [BodiesController],
+        http: true,
+        platform,
+      });
+      (app.app.getHttpAdapter().getInstance() as { set(name: string, value: unknown): void }).set('json spaces', 2);
+      const server = app.app.getHttpServer();
+      const miss = await request(server).get('/bodies/json').expect(200);
+      const hit = await request(server).get('/bodies/json').expect(200);
+      expect(miss.text).toContain('\n  "n": 1');
+      expect([hit.headers['x-cache'], hit.text]).toEqual(['HIT', miss.text]);
+    });
+  }
 });
 
 describe('HttpCacheInterceptor decorators', () => {
