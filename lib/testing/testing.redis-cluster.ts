@@ -82,6 +82,22 @@ async function isMaster(node: RedisServerHandle): Promise<boolean> {
   return Array.isArray(role) && role[0] === 'master';
 }
 
+/**
+ * Which nodes are masters, asked again until FORM_TIMEOUT_MS: on a busy box one answer can take longer than a raw
+ * command's 2 s, which must not fail a cluster that formed.
+ */
+async function mastersOf(nodes: RedisServerHandle[]): Promise<boolean[]> {
+  const deadline = Date.now() + FORM_TIMEOUT_MS;
+  for (;;) {
+    try {
+      return await Promise.all(nodes.map(isMaster));
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await sleep(100);
+    }
+  }
+}
+
 export async function startRedisCluster(opts: RedisClusterOptions = {}): Promise<RedisClusterHandle> {
   const masterCount = opts.masters ?? 3;
   const replicas = opts.replicasPerMaster ?? 0;
@@ -109,7 +125,7 @@ export async function startRedisCluster(opts: RedisClusterOptions = {}): Promise
       '--cluster-yes',
     ]);
     await waitUntilFormed(nodes);
-    const roles = await Promise.all(nodes.map(isMaster));
+    const roles = await mastersOf(nodes);
     const masters = nodes.filter((_, i) => roles[i]);
     if (masters.length !== masterCount) throw new Error(`expected ${masterCount} masters, found ${masters.length}`);
     return {

@@ -88,7 +88,8 @@ export async function flushShared(): Promise<void> {
     await Promise.all(
       cluster.map(async (node) => {
         // Replicas reject FLUSHALL (READONLY); they get it through replication.
-        const role = await rawCommand(node.port, ['ROLE'], { host: node.host });
+        // the same bound as FLUSHALL's: rawCommand's default 2 s can run out on a busy box
+        const role = await rawCommand(node.port, ['ROLE'], { host: node.host, timeoutMs: 5000 });
         if (Array.isArray(role) && role[0] === 'master') await flushOne(node);
       }),
     );
