@@ -12,7 +12,7 @@ import { RedisConnection } from '../../lib/advanced.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { recordCommands } from '../support/command-recorder.js';
 import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
-import { sleep, waitFor } from '../support/wait.js';
+import { settleWithin, sleep, waitFor } from '../support/wait.js';
 
 afterEach(closeToolkitApps);
 
@@ -79,7 +79,7 @@ describe.each(['single', 'cluster'] as const)('CacheService on %s', (target) => 
     const never = () => new Promise<string>(() => undefined);
     const first = cache.getOrSet('hung', never).catch((err: unknown) => err);
     const joined = cache.getOrSet('hung', () => 'healthy').catch((err: unknown) => err); // shares the hung load
-    const bound = <T>(p: Promise<T>) => Promise.race([p, sleep(8_000).then(() => 'still pending')]);
+    const bound = <T>(p: Promise<T>) => settleWithin(p, 8_000, 'still pending');
     const [a, b] = await Promise.all([bound(first), bound(joined)]);
     expect(a).toBeInstanceOf(CacheLoadTimeoutError);
     expect(b).toBeInstanceOf(CacheLoadTimeoutError);

@@ -2,7 +2,7 @@ import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import { CacheLoadTimeoutError, CacheService, InvalidOptionsError, type RedisToolkitOptions } from '../../lib/index.js';
 import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
-import { sleep } from '../support/wait.js';
+import { hang as hangFor, sleep } from '../support/wait.js';
 
 afterEach(closeToolkitApps);
 
@@ -19,7 +19,7 @@ describe.each(['single', 'cluster'] as const)('cache soft and hard timeouts on %
     let hangs = 0;
     const hang = () => {
       hangs++;
-      return sleep(10_000).then(() => 'late');
+      return hangFor(10_000, 'late');
     };
     const order: string[] = [];
     const t0 = performance.now();

@@ -15,7 +15,7 @@ import type { RedisClient } from '../../lib/common/lua-script.js';
 import { recordCommands } from '../support/command-recorder.js';
 import { lockClients, lockKey, lockService, unique } from '../support/lock-modes.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
-import { sleep } from '../support/wait.js';
+import { settleWithin, sleep } from '../support/wait.js';
 
 afterEach(closeToolkitApps);
 
@@ -149,7 +149,11 @@ describe.each(['single', 'cluster', 'quorum'] as const)('locks on %s', (mode) =>
       signal.addEventListener('abort', () => (abortedWith = signal.reason), { once: true });
       return new Promise<never>(() => undefined);
     });
-    const outcome = await Promise.race([run.catch((err: unknown) => err), sleep(8_000).then(() => 'still holding')]);
+    const outcome = await settleWithin(
+      run.catch((err: unknown) => err),
+      8_000,
+      'still holding',
+    );
     expect(outcome).toBeInstanceOf(LockHoldTimeoutError);
     expect((outcome as Error).message).toMatch(/did not settle within maxHoldMs \(300 ms\)/);
     expect(abortedWith).toBe(outcome);

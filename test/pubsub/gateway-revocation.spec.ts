@@ -13,7 +13,7 @@ import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js'
 import { closeClients, connectClient, createGatewayApp, type GatewayApp } from '../support/pubsub-gateway.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { closeToolkitApps, type RedisTarget } from '../support/toolkit-app.js';
-import { sleep, waitFor } from '../support/wait.js';
+import { settleWithin, sleep, waitFor } from '../support/wait.js';
 
 /**
  * Issue 17 item 2: a WebSocket never outlives its session. Destroying a session on any instance disconnects the
@@ -257,7 +257,7 @@ describe('a revocation published while the subscriber connection is away', () =>
     expect(listeners).toBe(0);
 
     // Bounded by a margin for a loaded machine (reconnect delay + one lookup per socket), not a timing.
-    const reason = await Promise.race([disconnected, sleep(10_000).then(() => 'still connected')]);
+    const reason = await settleWithin(disconnected, 10_000, 'still connected');
     expect(reason).toBe('io server disconnect');
     await sleep(200);
     expect(stays.socket.connected).toBe(true);
