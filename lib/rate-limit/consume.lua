@@ -7,62 +7,104 @@
 -- KEYS     per policy of every decision, in order: its counter and its block key (set while the counter is blocked:
 --          blockDuration or RateLimitService.block); on a cluster one call holds one decision whose keys share a
 --          {hash tag}
--- ARGV     per decision: mode ('c' = consume: check and charge, 'p' = peek: check only, writes nothing), the number
---          of its policies n, then 6 values per policy: algorithm ('s' sliding window, 'f' fixed window,
---          't' token bucket / GCRA), limit, window ms (token bucket: time to refill `limit` tokens), cost, burst,
---          block ms (0: none; else a policy that refuses a consume blocks its counter that long)
+-- ARGV     per decision: its head, mode and number of policies n in one value ('c1': consume, check and charge, one
+--          policy; 'p2': peek, check only, writes nothing, two policies), then one value per policy, its six figures
+--          joined by ':' — algorithm ('s' sliding window, 'f' fixed window, 't' token bucket / GCRA), limit, window ms
+--          (token bucket: time to refill `limit` tokens), cost, burst, block ms (0: none; else a policy that refuses a
+--          consume blocks its counter that long), e.g. 'f:100:60000:1:100:0'. Two values per decision instead of
+--          2 + 6n: Redis parses and Lua interns fewer strings, and a policy repeated across the batch is parsed once.
 -- Returns  per decision: allAllowed, then per policy: allowed, remaining, resetMs, retryAfterMs; for a decision
 --          that failed (an error reply under one of its keys, e.g. WRONGTYPE: a foreign value), -1, the error text,
 --          then zeros to the same length, so one bad key fails only its own decision, never the batch
 --   remaining/resetMs are after the charge when the request is admitted, else as they stand;
 --   resetMs: ms until the full limit is available again; retryAfterMs: ms until this request would be admitted.
 --
--- Written as flat loops over parallel arrays (no closures or tables per policy): this runs on every request.
+-- Written as flat loops over a reused table (no closures or tables per policy): this runs on every request. The
+-- counter and its block key are read with one MGET where the counter is a string (fixed window, token bucket); MGET
+-- reads a foreign type as nil, so a missing counter is confirmed with EXISTS before it counts as empty (WRONGTYPE).
 
 local now_us -- microseconds; read once, and only if a sliding window or a token bucket needs it
--- per policy i of the decision at hand, 8 slots from o = (i - 1) * 8 (one flat table, reused by every decision):
+local stamp -- now_us as a whole-number string (sliding-window member scores), made once
+-- per policy i of the decision at hand, 9 slots from o = (i - 1) * 9 (one flat table, reused by every decision):
 -- o+1 allowed, o+2 remaining now, o+3 remaining after the charge, o+4 reset now, o+5 reset after the charge,
--- o+6 retry, o+7 state for the charge (count or new TAT), o+8 refused because the counter is blocked
+-- o+6 retry, o+7 state for the charge (count or new TAT), o+8 refused because the counter is blocked, o+9 its spec
 local S = {}
 local out = {}
+-- parsed policies by their ARGV value: { algorithm, limit, window µs, cost, burst, block ms, window ms }
+local SPECS = {}
+-- decision heads: number of policies by head ('c1' -> 1)
+local HEADS = {}
 -- the decision at hand: its mode, its number of policies, where its keys and its policy values start
 local peek, n, k0, a0
+local decisions = 0
+
+local WRONGTYPE = { err = 'WRONGTYPE Operation against a key holding the wrong kind of value' }
 
 -- reads the server's clock into now_us the first time a policy needs it
 local function read_now()
   if not now_us then
     local t = redis.call('TIME')
     now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    stamp = string.format('%.0f', now_us)
   end
+end
+
+local function spec_of(v)
+  local p = SPECS[v]
+  if p then return p end
+  local algo, limit, win, cost, burst, block = string.match(v, '^(%a):(%d+):(%d+):(%d+):(%d+):(%d+)$')
+  if not algo then error('malformed rate-limit policy ' .. tostring(v)) end
+  if algo ~= 'f' and algo ~= 's' and algo ~= 't' then error('unknown rate-limit algorithm ' .. algo) end
+  win = tonumber(win)
+  p = { algo, tonumber(limit), win * 1000, tonumber(cost), tonumber(burst), tonumber(block), win }
+  SPECS[v] = p
+  return p
+end
+
+-- the counter's value (a string counter: fixed window, token bucket) and the block key's TTL in ms (0: not blocked),
+-- in one MGET; a counter MGET reads as nil is confirmed missing (EXISTS 0), else it holds a foreign type
+local function read_string_counter(key, bkey)
+  local v = redis.call('MGET', key, bkey)
+  local value = v[1]
+  if not value then
+    if redis.call('EXISTS', key) == 1 then error(WRONGTYPE) end
+    value = 0
+  else
+    value = tonumber(value)
+    if not value then error('ERR the rate-limit counter holds a value that is not a number') end
+  end
+  local blocked = 0
+  if v[2] then blocked = redis.call('PTTL', bkey) end
+  return value, blocked
 end
 
 -- ms until the newest member of a sliding window leaves it (0 for an empty window). The newest member has the
 -- highest score, so it is read by rank from the end: O(log N). (Reaching it with ZRANGEBYSCORE ... LIMIT count-1
 -- would walk every member of the window: 1 ms per call at 200k members.)
 local function newest_leaves(i)
-  local o = (i - 1) * 8
+  local o = (i - 1) * 9
   if S[o + 7] == 0 then return 0 end
-  local win_us = tonumber(ARGV[a0 + (i - 1) * 6 + 3]) * 1000
   local newest = redis.call('ZRANGE', KEYS[k0 + 2 * i - 1], -1, -1, 'WITHSCORES')
-  return newest[2] and (tonumber(newest[2]) + win_us - now_us) or 0
+  return newest[2] and (tonumber(newest[2]) + S[o + 9][3] - now_us) or 0
 end
 
 local function decide()
   local all = true
 
   for i = 1, n do
-    local o = (i - 1) * 8
-    local b = a0 + (i - 1) * 6
-    local algo = ARGV[b + 1]
-    local limit = tonumber(ARGV[b + 2])
-    local win_us = tonumber(ARGV[b + 3]) * 1000
-    local cost = tonumber(ARGV[b + 4])
+    local o = (i - 1) * 9
+    local p = spec_of(ARGV[a0 + i])
+    S[o + 9] = p
+    local algo, limit, win_us, cost = p[1], p[2], p[3], p[4]
     local key = KEYS[k0 + 2 * i - 1]
+    local bkey = KEYS[k0 + 2 * i]
+    local blocked
 
     if algo == 'f' then
       -- Fixed window: a counter created with the window's TTL by the request that opens the window (SET PX), then
       -- INCRBY, in this same atomic call, so no counter can live without an expiry.
-      local count = tonumber(redis.call('GET', key) or '0')
+      local count
+      count, blocked = read_string_counter(key, bkey)
       local left_us = 0
       if count > 0 then
         local pttl = redis.call('PTTL', key)
@@ -83,15 +125,15 @@ local function decide()
 
     elseif algo == 's' then
       -- Sliding window, exact: a sorted set with one member per admitted unit, scored by its time in microseconds.
+      -- Members at or before `from` have left the window; ZCOUNT counts the window exactly whatever is left of them,
+      -- and a consume trims them on one decision in four (by time and place in the batch) — the key's TTL still
+      -- ends with its newest member's window, so nothing outlives it.
       read_now()
-      local from = string.format('%.0f', now_us - win_us) -- members scored <= from have left the window
-      local count
-      if peek then
-        count = redis.call('ZCOUNT', key, '(' .. from, '+inf')
-      else
-        redis.call('ZREMRANGEBYSCORE', key, '-inf', from)
-        count = redis.call('ZCARD', key)
-      end
+      local from = string.format('%.0f', now_us - win_us)
+      blocked = redis.call('PTTL', bkey)
+      local count = redis.call('ZCOUNT', key, '(' .. from, '+inf')
+      local trim = not peek and (now_us + decisions) % 4 == 0
+      if trim then redis.call('ZREMRANGEBYSCORE', key, '-inf', from) end
       S[o + 1] = count + cost <= limit
       S[o + 2] = limit - count
       S[o + 3] = limit - count - cost
@@ -104,9 +146,9 @@ local function decide()
           S[o + 6] = win_us -- can never fit; the caller validates cost, this is only a guard
         else
           -- the request fits once (count + cost - limit) of the oldest members have left. Read by rank (O(log N)):
-          -- the window's members follow the ones a peek left in place (those that already left the window).
+          -- the window's members follow the ones that already left it and are not trimmed yet.
           local first = 0
-          if peek then first = redis.call('ZCARD', key) - count end
+          if not trim then first = redis.call('ZCARD', key) - count end
           local rank = first + count + cost - limit - 1
           local nth = redis.call('ZRANGE', key, rank, rank, 'WITHSCORES')
           S[o + 6] = tonumber(nth[2]) + win_us - now_us
@@ -114,17 +156,18 @@ local function decide()
       end
       S[o + 7] = count
 
-    elseif algo == 't' then
+    else -- 't'
       -- Token bucket as GCRA: one value, the theoretical arrival time (TAT, microseconds). `limit` tokens refill
       -- over the window (the steady rate), `burst` tokens fit in the bucket.
       read_now()
-      local burst = tonumber(ARGV[b + 5])
+      local burst = p[5]
       -- Microseconds per token, a whole number: the state is an absolute time (~1.8e15 µs, where a double steps by
       -- 0.25), so a fractional interval (60 s / 9) rounded at every step and a full burst of `limit` could find its
       -- last token a µs short. Whole µs add exactly; the rate moves by under 0.5 µs per token.
       local interval = math.max(1, math.floor(win_us / limit + 0.5))
       local capacity = burst * interval
-      local tat = tonumber(redis.call('GET', key) or '0')
+      local tat
+      tat, blocked = read_string_counter(key, bkey)
       if tat < now_us then tat = now_us end
       local new_tat = tat + cost * interval
       local allow_at = new_tat - capacity
@@ -141,13 +184,9 @@ local function decide()
         S[o + 6] = allow_at - now_us
       end
       S[o + 7] = new_tat
-
-    else
-      error('unknown rate-limit algorithm ' .. tostring(algo))
     end
     -- a blocked counter refuses until its block key expires, whatever the algorithm says
     S[o + 8] = false
-    local blocked = redis.call('PTTL', KEYS[k0 + 2 * i])
     if blocked > 0 then
       local retry = S[o + 1] and 0 or S[o + 6]
       S[o + 1] = false
@@ -161,36 +200,41 @@ local function decide()
   local charge = all and not peek
   if charge then
     for i = 1, n do
-      local o = (i - 1) * 8
-      local b = a0 + (i - 1) * 6
-      local algo = ARGV[b + 1]
-      local cost = tonumber(ARGV[b + 4])
+      local o = (i - 1) * 9
+      local p = S[o + 9]
+      local algo, cost = p[1], p[4]
       local key = KEYS[k0 + 2 * i - 1]
       if cost > 0 then
         if algo == 'f' then
           if S[o + 7] == 0 then
-            redis.call('SET', key, cost, 'PX', tonumber(ARGV[b + 3]))
+            redis.call('SET', key, cost, 'PX', p[7])
           else
             redis.call('INCRBY', key, cost)
           end
         elseif algo == 's' then
-          local stamp = string.format('%.0f', now_us)
           local count = S[o + 7]
-          local j = 1
-          while j <= cost do
-            local args = {}
-            local last = math.min(cost, j + 499)
-            for m = j, last do
-              args[#args + 1] = stamp
-              -- unique member: the count only grows between calls that see the same microsecond
-              args[#args + 1] = stamp .. ':' .. (count + m)
+          if cost == 1 then
+            -- unique member: the count only grows between calls that see the same microsecond
+            redis.call('ZADD', key, stamp, stamp .. ':' .. (count + 1))
+          else
+            local j = 1
+            while j <= cost do
+              local args = {}
+              local last = math.min(cost, j + 499)
+              for m = j, last do
+                args[#args + 1] = stamp
+                args[#args + 1] = stamp .. ':' .. (count + m)
+              end
+              redis.call('ZADD', key, unpack(args))
+              j = last + 1
             end
-            redis.call('ZADD', key, unpack(args))
-            j = last + 1
           end
-          redis.call('PEXPIRE', key, tonumber(ARGV[b + 3]) + 1)
+          redis.call('PEXPIRE', key, p[7] + 1)
         else
-          redis.call('SET', key, string.format('%.17g', S[o + 7]), 'PX', math.ceil((S[o + 7] - now_us) / 1000) + 1)
+          -- kept one window past the instant the bucket is full again, so a client that comes back within a window
+          -- finds its key (MGET) instead of paying an EXISTS for a missing one; a TAT in the past reads as now
+          local ttl = math.ceil((S[o + 7] - now_us) / 1000) + 1 + p[7]
+          redis.call('SET', key, string.format('%.17g', S[o + 7]), 'PX', ttl)
         end
       end
     end
@@ -199,8 +243,8 @@ local function decide()
   if not all and not peek then
     -- blockDuration: a policy that refused this consume by its own count blocks its counter from now
     for i = 1, n do
-      local o = (i - 1) * 8
-      local block_ms = tonumber(ARGV[a0 + (i - 1) * 6 + 6])
+      local o = (i - 1) * 9
+      local block_ms = S[o + 9][6]
       if block_ms > 0 and not S[o + 1] and not S[o + 8] then
         redis.call('SET', KEYS[k0 + 2 * i], '1', 'PX', block_ms)
         S[o + 6] = math.max(S[o + 6], block_ms * 1000)
@@ -210,7 +254,7 @@ local function decide()
   end
   out[#out + 1] = all and 1 or 0
   for i = 1, n do
-    local o = (i - 1) * 8
+    local o = (i - 1) * 9
     local rem, reset
     if charge then
       rem, reset = S[o + 3], S[o + 5]
@@ -231,10 +275,16 @@ end
 local a = 1
 k0 = 0
 while a <= #ARGV do
-  peek = ARGV[a] == 'p'
-  n = tonumber(ARGV[a + 1])
-  if not n or n < 1 then error('malformed rate-limit call: a decision needs at least one policy') end
-  a0 = a + 1
+  local head = ARGV[a]
+  n = HEADS[head]
+  if not n then
+    n = tonumber(string.sub(head, 2))
+    if not n or n < 1 then error('malformed rate-limit call: a decision needs at least one policy') end
+    HEADS[head] = n
+  end
+  peek = string.byte(head) == 112 -- 'p'
+  a0 = a
+  decisions = decisions + 1
   local mark = #out
   -- pcall gets the error reply of a redis.call (as a string, or a table { err = ... }) or a Lua error (a foreign
   -- string read as a number). Checks read every key before any charge, so a failing decision wrote nothing.
@@ -250,6 +300,6 @@ while a <= #ARGV do
     for j = 3, 1 + n * 4 do out[mark + j] = 0 end
   end
   k0 = k0 + 2 * n
-  a = a + 2 + n * 6
+  a = a + 1 + n
 end
 return out

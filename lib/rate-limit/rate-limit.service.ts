@@ -11,7 +11,7 @@ import { BlockCache } from './rate-limit.block-cache.js';
 import { DecisionBatcher } from './rate-limit.decision-batcher.js';
 import { DecisionFallback } from './rate-limit.fallback.js';
 import { decisionObserved, diagnosed, groupBy, toResult } from './rate-limit.results.js';
-import { ALGORITHM_CODES, BLOCK_SUFFIX, RateLimitKeys } from './rate-limit.keys.js';
+import { BLOCK_SUFFIX, policySpec, RateLimitKeys } from './rate-limit.keys.js';
 import { InsuranceLimiter } from './rate-limit.insurance-limiter.js';
 import {
   RATE_LIMIT_OPTIONS,
@@ -203,7 +203,7 @@ export class RateLimitService {
       this.failures.assertReady('decision');
       raw = await this.decisions.run(
         [redisKey, `${redisKey}${BLOCK_SUFFIX}`],
-        [mode, 1, ALGORITHM_CODES[p.algorithm], p.limit, p.ttl, p.cost, p.burst, p.blockDuration],
+        [mode === 'c' ? 'c1' : 'p1', policySpec(p)],
       );
       // Inside the try: a per-item READONLY/LOADING is an outage and takes the failure policy like a transport error.
       if (raw[0] === FAILED) throw this.itemFailed(raw);
@@ -301,17 +301,10 @@ export class RateLimitService {
     const local = this.blockCache?.answer(group);
     if (local) return local;
     const sent = this.blockCache?.stamp();
-    const args: ScriptArg[] = [mode, group.length];
+    const args: ScriptArg[] = [`${mode}${group.length}`];
     const keys: string[] = [];
     for (const { policy, redisKey } of group) {
-      args.push(
-        ALGORITHM_CODES[policy.algorithm],
-        policy.limit,
-        policy.ttl,
-        policy.cost,
-        policy.burst,
-        policy.blockDuration,
-      );
+      args.push(policySpec(policy));
       keys.push(redisKey, `${redisKey}${BLOCK_SUFFIX}`);
     }
     let raw: number[];
