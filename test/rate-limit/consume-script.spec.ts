@@ -1,0 +1,102 @@
+import 'reflect-metadata';
+import { randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { REDIS_CLIENT, RateLimitService, RedisReplyError, type RateLimitPolicy } from '../../lib/index.js';
+import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+import { sleep } from '../support/wait.js';
+
+// consume.lua reads a string counter (fixed window, token bucket) and its block key with one MGET, which reads a
+// foreign type as nil; the sliding window counts with ZCOUNT and trims members that left the window on some consumes
+// only. These check that neither changes what a caller sees.
+
+afterAll(closeToolkitApps);
+
+const uid = () => randomUUID();
+
+async function setup() {
+  const toolkit = await createToolkitApp({ target: 'single', rateLimit: { warnIntervalMs: 60_000 } });
+  return { rl: toolkit.get(RateLimitService), redis: toolkit.get<Redis>(REDIS_CLIENT) };
+}
+
+describe.each(['fixed-window', 'token-bucket'] as const)('%s counter read with MGET', (algorithm) => {
+  const policy: RateLimitPolicy = { limit: 3, ttl: 60_000, algorithm };
+  const counter = (rl: RateLimitService, key: string) => rl.redisKey(key, '3/60000', algorithm);
+
+  it('a foreign type under one counter fails only its consume and its peek with WRONGTYPE; the rest of the tick is decided', async () => {
+    const { rl, redis } = await setup();
+    const keys = Array.from({ length: 8 }, () => uid());
+    await redis.hset(counter(rl, keys[0]), 'x', '1');
+    for (const mode of ['consume', 'peek'] as const) {
+      const outcomes = await Promise.allSettled(keys.map((k) => rl[mode](k, policy)));
+      const [bad, ...others] = outcomes;
+      expect(bad.status).toBe('rejected');
+      const err = (bad as PromiseRejectedResult).reason as RedisReplyError;
+      expect(err).toBeInstanceOf(RedisReplyError);
+      expect(err.replyCode).toBe('WRONGTYPE');
+      expect(others.map((o) => (o.status === 'fulfilled' ? [o.value.allowed, o.value.remaining] : o.reason))).toEqual(
+        Array.from({ length: 7 }, () => [true, 2]),
+      );
+    }
+    // the hash is left as it was, never overwritten by a new window or bucket
+    expect(await redis.type(counter(rl, keys[0]))).toBe('hash');
+    expect(rl.stats().replyErrors).toBe(2);
+  });
+
+  it('a string that is not a number under a counter fails that call with a reply error and is not overwritten', async () => {
+    const { rl, redis } = await setup();
+    const key = uid();
+    await redis.set(counter(rl, key), 'not a number');
+    await expect(rl.consume(key, policy)).rejects.toBeInstanceOf(RedisReplyError);
+    expect(await redis.get(counter(rl, key))).toBe('not a number');
+  });
+
+  it('a block set with block() is seen through the MGET: refused with the time left, then admitted again', async () => {
+    const { rl } = await setup();
+    const key = uid();
+    expect((await rl.consume(key, policy)).allowed).toBe(true);
+    await rl.block(key, 300, policy);
+    const refused = await rl.consume(key, policy);
+    expect(refused.allowed).toBe(false);
+    expect(refused.retryAfterMs).toBeGreaterThan(0);
+    expect(refused.retryAfterMs).toBeLessThanOrEqual(300);
+    await sleep(refused.retryAfterMs + 50);
+    const again = await rl.consume(key, policy);
+    expect([again.allowed, again.remaining]).toEqual([true, 1]);
+  });
+});
+
+describe('sliding window counted with ZCOUNT, trimmed on some consumes', () => {
+  it('members that left the window never count, and later consumes remove them', async () => {
+    const { rl, redis } = await setup();
+    const key = uid();
+    const policy: RateLimitPolicy = { limit: 5, ttl: 3_000, algorithm: 'sliding-window' };
+    const zkey = rl.redisKey(key, '5/3000', 'sliding-window');
+    const admitted = async (n: number) => {
+      let count = 0;
+      for (let i = 0; i < n; i++) if ((await rl.consume(key, policy)).allowed) count++;
+      return count;
+    };
+    expect(await admitted(8)).toBe(5);
+    await sleep(3_200); // the 5 leave the window
+    // exactly 5 again, whether or not the old members were trimmed yet
+    expect(await admitted(8)).toBe(5);
+    // each consume trims with probability 1/4 (by time): after 40 more, the old 5 are gone ((3/4)^40 < 1e-5)
+    await admitted(40);
+    expect(await redis.zcard(zkey)).toBe(5);
+    const peeked = await rl.peek(key, policy);
+    expect([peeked.allowed, peeked.remaining]).toEqual([false, 0]);
+  });
+});
+
+describe('token bucket key lifetime', () => {
+  it('lives until the bucket is full again plus one window, no longer', async () => {
+    const { rl, redis } = await setup();
+    const key = uid();
+    const policy: RateLimitPolicy = { limit: 10, ttl: 1_000, algorithm: 'token-bucket' };
+    expect((await rl.consume(key, { ...policy, cost: 4 })).allowed).toBe(true);
+    const pttl = await redis.pttl(rl.redisKey(key, '10/1000', 'token-bucket'));
+    // 4 tokens refill in 400 ms, then one more window of 1,000 ms (+1 ms rounding)
+    expect(pttl).toBeGreaterThan(1_000);
+    expect(pttl).toBeLessThanOrEqual(1_402);
+  });
+});
