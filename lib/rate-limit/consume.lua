@@ -36,7 +36,6 @@ local SPECS = {}
 local HEADS = {}
 -- the decision at hand: its mode, its number of policies, where its keys and its policy values start
 local peek, n, k0, a0
-local decisions = 0
 
 local WRONGTYPE = { err = 'WRONGTYPE Operation against a key holding the wrong kind of value' }
 
@@ -125,15 +124,20 @@ local function decide()
 
     elseif algo == 's' then
       -- Sliding window, exact: a sorted set with one member per admitted unit, scored by its time in microseconds.
-      -- Members at or before `from` have left the window; ZCOUNT counts the window exactly whatever is left of them,
-      -- and a consume trims them on one decision in four (by time and place in the batch) — the key's TTL still
-      -- ends with its newest member's window, so nothing outlives it.
+      -- Members at or before `from` have left the window. A consume removes them before it counts, so it has written
+      -- before its ZADD: under maxmemory with noeviction Redis lets a script that has written go on, and the
+      -- decision is made and stored as usual (test/conformance/failure.conformance.spec.ts). A peek counts with
+      -- ZCOUNT and writes nothing.
       read_now()
       local from = string.format('%.0f', now_us - win_us)
       blocked = redis.call('PTTL', bkey)
-      local count = redis.call('ZCOUNT', key, '(' .. from, '+inf')
-      local trim = not peek and (now_us + decisions) % 4 == 0
-      if trim then redis.call('ZREMRANGEBYSCORE', key, '-inf', from) end
+      local count
+      if peek then
+        count = redis.call('ZCOUNT', key, '(' .. from, '+inf')
+      else
+        redis.call('ZREMRANGEBYSCORE', key, '-inf', from)
+        count = redis.call('ZCARD', key)
+      end
       S[o + 1] = count + cost <= limit
       S[o + 2] = limit - count
       S[o + 3] = limit - count - cost
@@ -146,9 +150,9 @@ local function decide()
           S[o + 6] = win_us -- can never fit; the caller validates cost, this is only a guard
         else
           -- the request fits once (count + cost - limit) of the oldest members have left. Read by rank (O(log N)):
-          -- the window's members follow the ones that already left it and are not trimmed yet.
+          -- the window's members follow the ones a peek left in place (those that already left the window).
           local first = 0
-          if not trim then first = redis.call('ZCARD', key) - count end
+          if peek then first = redis.call('ZCARD', key) - count end
           local rank = first + count + cost - limit - 1
           local nth = redis.call('ZRANGE', key, rank, rank, 'WITHSCORES')
           S[o + 6] = tonumber(nth[2]) + win_us - now_us
@@ -284,7 +288,6 @@ while a <= #ARGV do
   end
   peek = string.byte(head) == 112 -- 'p'
   a0 = a
-  decisions = decisions + 1
   local mark = #out
   -- pcall gets the error reply of a redis.call (as a string, or a table { err = ... }) or a Lua error (a foreign
   -- string read as a number). Checks read every key before any charge, so a failing decision wrote nothing.
