@@ -25,9 +25,10 @@
 
 local now_us -- microseconds; read once, and only if a sliding window or a token bucket needs it
 local stamp -- now_us as a whole-number string (sliding-window member scores), made once
--- per policy i of the decision at hand, 9 slots from o = (i - 1) * 9 (one flat table, reused by every decision):
+-- per policy i of the decision at hand, 10 slots from o = (i - 1) * 10 (one flat table, reused by every decision):
 -- o+1 allowed, o+2 remaining now, o+3 remaining after the charge, o+4 reset now, o+5 reset after the charge,
--- o+6 retry, o+7 state for the charge (count or new TAT), o+8 refused because the counter is blocked, o+9 its spec
+-- o+6 retry, o+7 state for the charge (count or new TAT), o+8 refused because the counter is blocked, o+9 its spec,
+-- o+10 token bucket: the expiry cell of the stored TAT (false: unknown)
 local S = {}
 local out = {}
 -- parsed policies by their ARGV value: { algorithm, limit, window µs, cost, burst, block ms, window ms }
@@ -81,7 +82,7 @@ end
 -- highest score, so it is read by rank from the end: O(log N). (Reaching it with ZRANGEBYSCORE ... LIMIT count-1
 -- would walk every member of the window: 1 ms per call at 200k members.)
 local function newest_leaves(i)
-  local o = (i - 1) * 9
+  local o = (i - 1) * 10
   if S[o + 7] == 0 then return 0 end
   local newest = redis.call('ZRANGE', KEYS[k0 + 2 * i - 1], -1, -1, 'WITHSCORES')
   return newest[2] and (tonumber(newest[2]) + S[o + 9][3] - now_us) or 0
@@ -91,7 +92,7 @@ local function decide()
   local all = true
 
   for i = 1, n do
-    local o = (i - 1) * 9
+    local o = (i - 1) * 10
     local p = spec_of(ARGV[a0 + i])
     S[o + 9] = p
     local algo, limit, win_us, cost = p[1], p[2], p[3], p[4]
@@ -172,6 +173,10 @@ local function decide()
       local capacity = burst * interval
       local tat
       tat, blocked = read_string_counter(key, bkey)
+      -- stored negative by this script: then the key expires at or after the end of the window-long cell after the
+      -- one holding |TAT| (see the charge); a positive TAT (reward.lua, an older version) has an unknown expiry
+      S[o + 10] = tat < 0 and math.floor(-tat / win_us) or false
+      if tat < 0 then tat = -tat end
       if tat < now_us then tat = now_us end
       local new_tat = tat + cost * interval
       local allow_at = new_tat - capacity
@@ -204,7 +209,7 @@ local function decide()
   local charge = all and not peek
   if charge then
     for i = 1, n do
-      local o = (i - 1) * 9
+      local o = (i - 1) * 10
       local p = S[o + 9]
       local algo, cost = p[1], p[4]
       local key = KEYS[k0 + 2 * i - 1]
@@ -237,8 +242,18 @@ local function decide()
         else
           -- kept one window past the instant the bucket is full again, so a client that comes back within a window
           -- finds its key (MGET) instead of paying an EXISTS for a missing one; a TAT in the past reads as now
-          local ttl = math.ceil((S[o + 7] - now_us) / 1000) + 1 + p[7]
-          redis.call('SET', key, string.format('%.17g', S[o + 7]), 'PX', ttl)
+          -- The key expires at the end of the cell after the one holding the new TAT (cells are window-long and
+          -- aligned to the epoch), so at least one window after the bucket is full again and at most two. The
+          -- expiry is set only when the TAT moves to another cell: in between, KEEPTTL keeps it (a SET with PX costs
+          -- Redis about 1 µs more, Redis 7 rewriting it to PXAT for propagation). Stored negative to mark it so.
+          local new_tat = S[o + 7]
+          local cell = math.floor(new_tat / p[3])
+          if S[o + 10] == cell then
+            redis.call('SET', key, string.format('%.17g', -new_tat), 'KEEPTTL')
+          else
+            local ttl = math.ceil(((cell + 2) * p[3] - now_us) / 1000)
+            redis.call('SET', key, string.format('%.17g', -new_tat), 'PX', ttl)
+          end
         end
       end
     end
@@ -247,7 +262,7 @@ local function decide()
   if not all and not peek then
     -- blockDuration: a policy that refused this consume by its own count blocks its counter from now
     for i = 1, n do
-      local o = (i - 1) * 9
+      local o = (i - 1) * 10
       local block_ms = S[o + 9][6]
       if block_ms > 0 and not S[o + 1] and not S[o + 8] then
         redis.call('SET', KEYS[k0 + 2 * i], '1', 'PX', block_ms)
@@ -258,7 +273,7 @@ local function decide()
   end
   out[#out + 1] = all and 1 or 0
   for i = 1, n do
-    local o = (i - 1) * 9
+    local o = (i - 1) * 10
     local rem, reset
     if charge then
       rem, reset = S[o + 3], S[o + 5]

@@ -44,7 +44,8 @@ if algo == 's' then
 end
 if algo == 't' then
   local interval = win_ms * 1000 / limit
-  local tat = tonumber(redis.call('GET', key) or '0')
+  -- consume.lua stores the TAT negative (its expiry known); written back positive here, so it sets the expiry again
+  local tat = math.abs(tonumber(redis.call('GET', key) or '0'))
   if tat < now_us then tat = now_us end
   tat = tat - points * interval
   if tat <= now_us then

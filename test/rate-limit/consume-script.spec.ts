@@ -86,14 +86,31 @@ describe('sliding window trimmed by every consume', () => {
 });
 
 describe('token bucket key lifetime', () => {
-  it('lives until the bucket is full again plus one window, no longer', async () => {
+  it('lives one to two windows past the instant its bucket is full again', async () => {
     const { rl, redis } = await setup();
     const key = uid();
     const policy: RateLimitPolicy = { limit: 10, ttl: 1_000, algorithm: 'token-bucket' };
-    expect((await rl.consume(key, { ...policy, cost: 4 })).allowed).toBe(true);
+    const first = await rl.consume(key, { ...policy, cost: 4 });
+    expect([first.allowed, first.resetMs]).toEqual([true, 400]);
     const pttl = await redis.pttl(rl.redisKey(key, '10/1000', 'token-bucket'));
-    // 4 tokens refill in 400 ms, then one more window of 1,000 ms (+1 ms rounding)
+    // 4 tokens refill in 400 ms, then the rest of that window-long cell and one more window
     expect(pttl).toBeGreaterThan(1_000);
-    expect(pttl).toBeLessThanOrEqual(1_402);
+    expect(pttl).toBeLessThanOrEqual(2_400);
+  });
+
+  it('never expires before its bucket is full, while KEEPTTL keeps the expiry between cells', async () => {
+    const { rl, redis } = await setup();
+    const key = uid();
+    const policy: RateLimitPolicy = { limit: 5, ttl: 500, algorithm: 'token-bucket' };
+    const redisKey = rl.redisKey(key, '5/500', 'token-bucket');
+    const short: string[] = [];
+    for (let i = 0; i < 40; i++) {
+      const r = await rl.consume(key, policy);
+      const pttl = await redis.pttl(redisKey);
+      // resetMs is rounded up to the ms, PTTL down
+      if (pttl < r.resetMs - 1) short.push(`#${i}: pttl ${pttl} < resetMs ${r.resetMs}`);
+      if (i % 4 === 3) await sleep(60);
+    }
+    expect(short).toEqual([]);
   });
 });
