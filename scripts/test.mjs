@@ -14,9 +14,9 @@ const jest = spawnSync(
     '--no-warnings',
     'node_modules/jest/bin/jest.js',
     '--runInBand',
-    // Two timers left by some test (not yet found: jest's openHandles report names none, and RTK_OPEN_HANDLES=1, see
-    // test/support/open-handles.ts, names no test file's) kept the process alive after a green run; CI would then hit
-    // its time limit. Jest still prints its warning when this happens.
+    // Two timers left by some test kept the process alive after a green run (jest's openHandles report names none);
+    // CI would then hit its time limit. RTK_OPEN_HANDLES=1 (test/support/open-handles.ts) names engine.io server
+    // sockets' 25 s ping timers outliving the Socket.IO gateway test files. Jest still prints its warning.
     '--forceExit',
     '--json',
     `--outputFile=${outputFile}`,

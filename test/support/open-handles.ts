@@ -37,9 +37,15 @@ type Timer = NodeJS.Timeout & { _destroyed?: boolean };
 export function trackTimers(file: string): () => void {
   const made = new Map<Timer, string>();
   const g = globalThis as unknown as Record<'setTimeout' | 'setInterval', (...args: unknown[]) => Timer>;
-  for (const name of ['setTimeout', 'setInterval'] as const) {
-    const original = g[name];
-    g[name] = Object.assign((...args: unknown[]) => {
+  // node:timers too (engine.io's sockets take their ping timers from it): the host's module object, patched once
+  const timers = host().process.getBuiltinModule?.('node:timers') as typeof g | undefined;
+  for (const [target, name] of [
+    [g, 'setTimeout'],
+    [g, 'setInterval'],
+    ...(timers ? ([[timers, 'setTimeout']] as const) : []),
+  ] as const) {
+    const original = target[name];
+    target[name] = Object.assign((...args: unknown[]) => {
       const timer = original(...args);
       if (made.size < 100_000)
         made.set(
