@@ -101,6 +101,7 @@ const CONNECTION_PROVIDERS: Provider[] = [
           keyPrefix: o.keyPrefix,
           lazyConnect: o.lazyConnect,
           shardedPubSub: o.pubsub.cluster === 'sharded',
+          cacheTracking: o.cache.l1?.invalidation === 'tracking',
         }),
       inject: [RedisConnections, REDIS_TOOLKIT_OPTIONS],
     },

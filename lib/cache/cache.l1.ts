@@ -1,17 +1,22 @@
 import { randomUUID } from 'node:crypto';
+import { Logger } from '@nestjs/common';
 import { LRUCache } from 'lru-cache';
+import { InvalidOptionsError } from '../common/errors.js';
+import { replyCodeOf } from '../common/failure-policy.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
 import type { ThrottledWarning } from '../common/throttled-logger.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import type { PubSubService } from '../pubsub/pubsub.service.js';
 import type { Unsubscribe } from '../pubsub/pubsub.types.js';
 import type { CacheEntry } from './cache.entry.js';
-import type { CacheL1Options } from './cache.options.js';
+import type { ResolvedCacheL1Options } from './cache.options.js';
 import type { CacheCounters } from './cache.stats.js';
+import { CacheTracking } from './cache.tracking.js';
 
 /** Internal pub/sub channel on which instances tell each other which L1 entries to drop. */
 export const CACHE_L1_CHANNEL = KeyBuilder.internalChannel(FEATURES.cache, 'l1');
 const L1_MESSAGE_KEYS = 1_000;
+const RETRY_MS = 2_000;
 
 interface L1Message {
   from: string;
@@ -21,40 +26,64 @@ interface L1Message {
 }
 
 /**
- * The in-process LRU in front of Redis (only created when `cache.l1` is configured), kept coherent across instances:
- * every local invalidation is published on CACHE_L1_CHANNEL and every other instance drops the same entries.
+ * The in-process LRU in front of Redis (only created when `cache.l1` is configured), kept coherent across instances
+ * in one of two ways (`cache.l1.invalidation`, docs/cache.md):
+ * - `tracking`: Redis itself reports every write of a key under the cache prefix, by any client (CLIENT TRACKING
+ *   BCAST, cache.tracking.ts), and this instance drops the entry; it publishes nothing.
+ * - `bus`: every local invalidation is published on CACHE_L1_CHANNEL and every other instance drops the same entries
+ *   (a write by a client other than the toolkit is not seen).
+ * `auto` (default) takes tracking when the server allows it (Redis >= 6, ACL), else the bus with a warning.
  */
 export class CacheL1 {
   private readonly lru: LRUCache<string, CacheEntry>;
   private readonly instanceId = randomUUID();
+  private readonly logger = new Logger('RedisToolkit:Cache');
   private unsubscribe: Unsubscribe | undefined;
-  private subscribeTimer: NodeJS.Timeout | undefined;
+  private tracking: CacheTracking | undefined;
+  /** Undefined until decided (tracking tried at start, retried while Redis cannot be reached). */
+  private chosen: 'tracking' | 'bus' | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly onReconnect = (): void => this.lru.clear();
 
   constructor(
-    private readonly options: CacheL1Options,
+    private readonly options: ResolvedCacheL1Options,
     private readonly connection: RedisConnection,
     private readonly pubsub: PubSubService,
     private readonly counters: CacheCounters,
     private readonly redisWarning: ThrottledWarning,
+    /** Every entry key starts with it (`rtk:cache:`): the BCAST prefix of tracking. */
+    private readonly prefix: string,
   ) {
     this.lru = new LRUCache<string, CacheEntry>({ max: options.max, ttl: options.ttl });
   }
 
+  /** How invalidations reach this L1: `tracking`, `bus`, or undefined while still undecided (Redis unreachable). */
+  get invalidation(): 'tracking' | 'bus' | undefined {
+    return this.chosen;
+  }
+
+  /**
+   * Starts the invalidations. Rejects with InvalidOptionsError when `invalidation: 'tracking'` and the server refuses
+   * CLIENT TRACKING (Redis < 6, or the ACL); with `auto` that falls back to the bus with a warning.
+   */
   async start(): Promise<void> {
     // Messages sent while our subscriber was away are lost: after a reconnect L1 starts empty.
     this.connection.client.on('ready', this.onReconnect);
-    await this.subscribe();
+    if (this.options.invalidation === 'bus') return this.startBus();
+    await this.startTracking(true);
   }
 
   async close(): Promise<void> {
     this.closed = true;
-    clearTimeout(this.subscribeTimer);
+    clearTimeout(this.retryTimer);
     this.connection.client.off('ready', this.onReconnect);
     const unsubscribe = this.unsubscribe;
     this.unsubscribe = undefined;
     if (unsubscribe) await unsubscribe().catch(() => undefined);
+    const tracking = this.tracking;
+    this.tracking = undefined;
+    await tracking?.close();
     this.lru.clear();
   }
 
@@ -73,6 +102,8 @@ export class CacheL1 {
   }
 
   remember(redisKey: string, entry: CacheEntry): void {
+    // While tracking is off on a master (reconnecting, undecided), a write by another client would go unseen.
+    if (this.chosen !== 'bus' && !this.tracking?.live) return;
     const left = entry.freshUntil - Date.now();
     if (left <= 0) return;
     this.lru.set(redisKey, entry, { ttl: Math.min(this.options.ttl, left) });
@@ -85,9 +116,12 @@ export class CacheL1 {
     }
   }
 
-  /** Tells the other instances to drop these entries (large key lists in several messages). */
+  /**
+   * Tells the other instances to drop these entries (large key lists in several messages). Only on the bus: with
+   * tracking, Redis reports the writes themselves (also tag and pattern invalidation, which delete or rewrite keys).
+   */
   broadcast(message: Omit<L1Message, 'from'>): void {
-    if (this.closed) return;
+    if (this.closed || this.chosen !== 'bus') return;
     const send = (m: Omit<L1Message, 'from'>) =>
       this.pubsub.publish(CACHE_L1_CHANNEL, { from: this.instanceId, ...m }).catch((err: unknown) => {
         this.counters.errors++;
@@ -108,6 +142,11 @@ export class CacheL1 {
     if (message.tags?.length) this.dropTags(message.tags);
   }
 
+  private startBus(): Promise<void> {
+    this.chosen = 'bus';
+    return this.subscribe();
+  }
+
   private async subscribe(): Promise<void> {
     if (this.closed) return;
     try {
@@ -115,8 +154,58 @@ export class CacheL1 {
       this.lru.clear();
     } catch (err) {
       this.redisWarning.warn(`cache L1 cannot subscribe to invalidations yet (retrying): ${(err as Error).message}`);
-      this.subscribeTimer = setTimeout(() => void this.subscribe(), 2_000);
-      this.subscribeTimer.unref();
+      this.retryTimer = setTimeout(() => void this.subscribe(), RETRY_MS);
+      this.retryTimer.unref();
     }
+  }
+
+  /** `atStart`: a refusal with `invalidation: 'tracking'` rejects start (later, with lazyConnect, it is logged). */
+  private async startTracking(atStart: boolean): Promise<void> {
+    if (this.closed) return;
+    const tracking = new CacheTracking(this.connection, this.prefix, {
+      invalidate: (keys) => {
+        if (keys === null) this.lru.clear();
+        else for (const k of keys) this.lru.delete(k);
+      },
+      resynced: () => this.lru.clear(),
+      failed: (err) => {
+        this.counters.errors++;
+        this.redisWarning.warn(`cache L1 tracking could not be re-enabled (retrying): ${err.message}`);
+      },
+    });
+    try {
+      await tracking.start();
+    } catch (err) {
+      this.trackingRefused(err as Error, atStart);
+      return;
+    }
+    if (this.closed) return void (await tracking.close());
+    this.tracking = tracking;
+    this.chosen = 'tracking';
+  }
+
+  private trackingRefused(err: Error, atStart: boolean): void {
+    if (replyCodeOf(err) === undefined) {
+      // Unreachable: neither tracking nor the bus can be decided yet; L1 stays empty (remember refuses) meanwhile.
+      this.redisWarning.warn(`cache L1 cannot enable CLIENT TRACKING yet (retrying): ${err.message}`);
+      this.retryTimer = setTimeout(() => void this.startTracking(false), RETRY_MS);
+      this.retryTimer.unref();
+      return;
+    }
+    if (this.options.invalidation === 'tracking') {
+      const refused = new InvalidOptionsError(
+        `cache.l1.invalidation is 'tracking' but Redis refused CLIENT TRACKING (${err.message}): it needs ` +
+          "Redis >= 6 and the ACL rules +client|tracking +client|id &__redis__:invalidate; or use 'auto' or 'bus'.",
+      );
+      if (atStart) throw refused;
+      this.logger.error(refused.message);
+      return;
+    }
+    this.logger.warn(
+      `cache L1: Redis refused CLIENT TRACKING (${err.message}); invalidating through the toolkit's pub/sub bus ` +
+        'instead (writes by clients other than the toolkit are not seen). Grant +client|tracking +client|id ' +
+        "&__redis__:invalidate (Redis >= 6) for tracking, or set cache.l1.invalidation: 'bus' to silence this.",
+    );
+    void this.startBus();
   }
 }

@@ -8,14 +8,26 @@ export interface CacheL1Options {
   max: number;
   /** Longest ms an entry stays in L1 (it is never served past its own fresh-until either). */
   ttl: number;
+  /**
+   * How an entry is dropped when its key changes elsewhere. `tracking`: Redis reports every write of a cache key by
+   * any client (CLIENT TRACKING BCAST; Redis >= 6, ACL `+client|tracking +client|id &__redis__:invalidate`, checked
+   * at startup). `bus`: the toolkit's instances publish their own invalidations (writes by other clients unseen).
+   * `auto` (default): tracking when the server allows it, else the bus with a warning. See docs/cache.md.
+   */
+  invalidation?: CacheL1Invalidation;
 }
+
+export type CacheL1Invalidation = 'auto' | 'tracking' | 'bus';
+const L1_INVALIDATIONS: readonly CacheL1Invalidation[] = ['auto', 'tracking', 'bus'];
+
+export type ResolvedCacheL1Options = Required<CacheL1Options>;
 
 export interface CacheOptions {
   /** ms a value stays fresh when a call gives no ttl. Default 60_000. */
   defaultTtl?: number;
   /** ms after expiry during which the stale value is still served while one refresh runs. Default 0 (off). */
   staleTtl?: number;
-  /** In-process LRU in front of Redis, kept coherent across instances through pub/sub. Off unless given. */
+  /** In-process LRU in front of Redis, kept coherent across instances (CLIENT TRACKING or pub/sub). Off unless given. */
   l1?: CacheL1Options;
   /** Redis down: call the loader and serve uncached (true, default) or throw RedisUnavailableError (false). */
   failOpen?: boolean;
@@ -48,7 +60,7 @@ export interface CacheOptions {
 export interface ResolvedCacheOptions {
   defaultTtl: number;
   staleTtl: number;
-  l1: CacheL1Options | undefined;
+  l1: ResolvedCacheL1Options | undefined;
   failOpen: boolean;
   lockTtl: number;
   lockWait: number;
@@ -77,12 +89,15 @@ export function resolveCacheOptions(raw: CacheOptions | undefined, problems: Opt
       if (o.l1.max === undefined) problems.add('cache.l1.max', 'is required');
       problems.duration('cache.l1.ttl', o.l1.ttl);
       if (o.l1.ttl === undefined) problems.add('cache.l1.ttl', 'is required');
+      if (o.l1.invalidation !== undefined && !L1_INVALIDATIONS.includes(o.l1.invalidation)) {
+        problems.add('cache.l1.invalidation', `must be one of ${L1_INVALIDATIONS.map((v) => `'${v}'`).join(', ')}`);
+      }
     }
   }
   return {
     defaultTtl: o.defaultTtl ?? 60_000,
     staleTtl: o.staleTtl ?? 0,
-    l1: o.l1 ? { max: o.l1.max, ttl: o.l1.ttl } : undefined,
+    l1: o.l1 ? { max: o.l1.max, ttl: o.l1.ttl, invalidation: o.l1.invalidation ?? 'auto' } : undefined,
     failOpen: o.failOpen ?? true,
     lockTtl: o.lockTtl ?? 10_000,
     lockWait: o.lockWait ?? 5_000,

@@ -83,9 +83,10 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
     this.serializer = serializer;
     this.defaultCall = defaultCall(this.options);
     if (this.options.l1) {
-      // L1 keeps instances coherent through pub/sub; without L1 the cache needs no PubSubService at all.
+      // The L1 bus (the fallback of CLIENT TRACKING) runs on pub/sub; without L1 the cache needs no PubSubService.
       if (!pubsub) throw new InvalidOptionsError('cache.l1 needs PubSubService (provided by RedisToolkitModule)');
-      this.l1 = new CacheL1(this.options.l1, connection, pubsub, this.counters, this.redisWarning);
+      const prefix = keys.featurePrefix(FEATURE);
+      this.l1 = new CacheL1(this.options.l1, connection, pubsub, this.counters, this.redisWarning, prefix);
     }
     this.failures = new FailurePolicy(connection, {
       feature: 'cache',

@@ -1,5 +1,5 @@
 import { Inject, Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
-import { Cluster, type Redis } from 'ioredis';
+import { Cluster, type Redis, type RedisOptions } from 'ioredis';
 import { mastersOf } from '../common/bulk-keys.js';
 import { RedisUnavailableError } from '../common/errors.js';
 import type { RedisClient } from '../common/lua-script.js';
@@ -16,6 +16,7 @@ import {
   createClientFromOptions,
   createStandaloneClient,
   describeConnection,
+  reconnectDelay,
   resetOnCommandTimeout,
   unverifiedTls,
   type ClientTuning,
@@ -127,6 +128,24 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
         ? client.duplicate(undefined, { enableOfflineQueue: true, shardedSubscribers: options.sharded === true })
         : client.duplicate({ enableOfflineQueue: true });
     return this.own(resetOnCommandTimeout(duplicate), options.sharded ? 'sharded subscriber' : 'subscriber');
+  }
+
+  /**
+   * A new connection to the server of `node` (the main client, or one master of a cluster) with `overrides` (e.g.
+   * RESP2 for the `__redis__:invalidate` channel of the cache's L1 tracking). Quit on shutdown, or by `release`.
+   */
+  createNodeConnection(node: Redis, role: string, overrides: Partial<RedisOptions> = {}): Redis {
+    // A cluster's node connections never reconnect (the cluster replaces them): this one must, like the main client.
+    const retryStrategy = (attempt: number) => reconnectDelay(attempt, this.tuning.maxReconnectDelay);
+    const duplicate = node.duplicate({ enableOfflineQueue: true, retryStrategy, ...overrides });
+    return this.own(resetOnCommandTimeout(duplicate), role);
+  }
+
+  /** Quits a connection made by `createNodeConnection` before shutdown (its master left the cluster). */
+  async release(client: Redis): Promise<void> {
+    this.owned.delete(client);
+    this.roles.delete(client);
+    await closeClient(client);
   }
 
   /** A client for another, independent server (quorum lock nodes), tuned like the main one and quit on shutdown. */

@@ -5,7 +5,16 @@ import type { RequiredCommand } from './redis-permissions.js';
 const PROBE_SCRIPT = LuaScript.fromFile<number[]>('rtk_acl_probe', new URL('./acl-probe.lua', import.meta.url), 1);
 
 /** Commands Redis refuses inside a script: checked on their own (MULTI/EXEC) or not at all (subscriptions). */
-const NOT_IN_SCRIPTS = new Set(['multi', 'exec', 'subscribe', 'ssubscribe', 'unsubscribe', 'eval', 'evalsha']);
+const NOT_IN_SCRIPTS = new Set([
+  'multi',
+  'exec',
+  'subscribe',
+  'ssubscribe',
+  'unsubscribe',
+  'eval',
+  'evalsha',
+  'client',
+]);
 
 /** The probe key a command's arguments carry (`<prefix><feature>:{acl:check}`), if any. */
 const probeKeyOf = (c: RequiredCommand): string | undefined => c.args.find((a) => a.endsWith('{acl:check}'));

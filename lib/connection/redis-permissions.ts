@@ -9,6 +9,7 @@ import type { ConnectionFeature } from './connection.validation.js';
 import type { RedisConnection } from './redis-connection.js';
 import type { RedisConnections } from './redis-connections.js';
 import { probePermissions } from './redis-permissions.probe.js';
+import { trackingCommandName, trackingCommands, trackingRule } from './redis-permissions.tracking.js';
 
 /** One command a feature sends, with representative arguments (keys and channels under the prefix). */
 export interface RequiredCommand {
@@ -140,7 +141,7 @@ function sample(command: string, key: string, channel: string): string[] {
  */
 export function requiredCommands(
   keyPrefix: string,
-  options: { cluster: boolean; sharded: boolean; features?: ConnectionFeature[] },
+  options: { cluster: boolean; sharded: boolean; features?: ConnectionFeature[]; cacheTracking?: boolean },
 ): RequiredCommand[] {
   const keys = new KeyBuilder(keyPrefix);
   // An internal channel: the probe (Redis < 7) publishes on it, and no client ever subscribes to one.
@@ -156,6 +157,7 @@ export function requiredCommands(
       const command = options.sharded && (c === 'publish' || c === 'subscribe') ? `s${c}` : c;
       out.push({ feature: f.name, args: sample(command, key, channel) });
     }
+    if (f.option === 'cache' && options.cacheTracking) out.push(...trackingCommands(f.name, keys.featurePrefix(f.key)));
     if (!f.folder) continue;
     const dir = new URL(`../${f.folder}/`, import.meta.url);
     const scripts = readdirSync(dir).filter((name) => name.endsWith('.lua'));
@@ -257,7 +259,8 @@ async function probe(client: RedisClient, commands: RequiredCommand[]): Promise<
 export function describeDenied(denied: RequiredCommand[]): string {
   const byFeature = new Map<string, string[]>();
   for (const c of denied) {
-    const command = c.args[0] === 'cluster' ? 'CLUSTER SLOTS' : c.args[0].toUpperCase();
+    const command =
+      trackingCommandName(c.args) ?? (c.args[0] === 'cluster' ? 'CLUSTER SLOTS' : c.args[0].toUpperCase());
     const what = `${command}${c.from ? ` (in ${c.from})` : ''}`;
     byFeature.set(c.feature, [...(byFeature.get(c.feature) ?? []), what]);
   }
@@ -269,7 +272,9 @@ function remedy(denied: RequiredCommand[], keyPrefix: string): string {
   const rules = new Set<string>();
   for (const c of denied) {
     const cmd = c.args[0];
-    if (cmd === 'eval' || cmd === 'evalsha') rules.add('+@scripting');
+    const tracking = trackingRule(c.args);
+    if (tracking) rules.add(tracking);
+    else if (cmd === 'eval' || cmd === 'evalsha') rules.add('+@scripting');
     else if (cmd === 'cluster') rules.add('+cluster|slots');
     else rules.add(`+${cmd}`);
   }
@@ -281,6 +286,8 @@ export interface PermissionsCheckOptions {
   lazyConnect: boolean;
   /** Pub/sub uses SPUBLISH/SSUBSCRIBE on a cluster (`pubsub.cluster: 'sharded'`). */
   shardedPubSub: boolean;
+  /** `cache.l1.invalidation: 'tracking'`: CLIENT TRACKING, CLIENT ID and SUBSCRIBE __redis__:invalidate. */
+  cacheTracking?: boolean;
   /** `probe`: check as on a server without ACL DRYRUN and redis.acl_check_cmd (Redis < 7); for tests. */
   method?: 'auto' | 'probe';
 }
@@ -291,6 +298,8 @@ export interface PermissionsTarget {
   keyPrefix: string;
   cluster: boolean;
   sharded: boolean;
+  /** `cache.l1.invalidation: 'tracking'` (only where the cache runs). */
+  cacheTracking?: boolean;
   /** Only these features' commands, and health's (e.g. `['lock']` on a quorum node); default every feature. */
   features?: ConnectionFeature[];
   /** ` of connection "x" (...)`, ` on the lock quorum node redis://...`; default nothing (the main connection). */
@@ -376,6 +385,7 @@ export class RedisPermissionsCheck implements OnModuleInit {
         cluster: connection.isCluster,
         sharded: connection.isCluster && this.options.shardedPubSub,
         features: this.connections.featuresOn(name),
+        cacheTracking: this.options.cacheTracking,
         where: name === DEFAULT_CONNECTION_NAME ? '' : ` of connection "${name}" (${connection.description})`,
         method: this.options.method,
       },

@@ -96,7 +96,7 @@ describe.each([
   });
 });
 
-describe('the cache L1 invalidation bus', () => {
+describe.each(['bus', 'tracking'] as const)('the cache L1 invalidation (%s)', (invalidation) => {
   it('runs on the cache connection: two instances whose pub/sub servers differ still drop each other’s L1 entries', async () => {
     const other = trackForCleanup(await startRedisServer());
     const prefix = 'ncl1:';
@@ -106,7 +106,7 @@ describe('the cache L1 invalidation bus', () => {
         target: { url: defaultServer.url },
         connections: { volatile: { url: volatile.server.url } },
         keyPrefix: prefix,
-        cache: { connection: 'volatile', l1: { max: 100, ttl: 60_000 } },
+        cache: { connection: 'volatile', l1: { max: 100, ttl: 60_000, invalidation } },
       });
     const first = await boot(persistent.server);
     const second = await boot(other);
@@ -115,14 +115,18 @@ describe('the cache L1 invalidation bus', () => {
     // b writes k itself, so no invalidation from a is still on its way to drop b's L1 entry after the read below.
     await b.set('k', 'v1', { ttl: 60_000 });
     expect(await b.get('k')).toBe('v1');
-    // b now serves k from its L1: gone from Redis, still answered.
+    // With the bus, b now serves k from its L1: gone from Redis, still answered.
     const volatileRaw = raw(volatile.server);
     await volatileRaw.unlink(...(await scanAll(volatileRaw, `${prefix}cache:*`)));
-    expect(await b.get('k')).toBe('v1');
+    if (invalidation === 'bus') expect(await b.get('k')).toBe('v1');
+    // Tracking: Redis reports the raw UNLINK itself (a client that is not the toolkit).
+    else expect(await waitFor(async () => (await b.get('k')) === undefined, 3_000)).toBe(true);
     await a.set('k', 'v2', { ttl: 60_000 });
     expect(await waitFor(async () => (await b.get('k')) === 'v2', 3_000)).toBe(true);
+    // The bus: one channel under the prefix; tracking: the RESP2 invalidation channel, and nothing under the prefix.
+    const pattern = invalidation === 'bus' ? `${prefix}*` : '__redis__:invalidate';
     const channels = async (server: RedisServerHandle) =>
-      ((await raw(server).call('pubsub', 'channels', `${prefix}*`)) as string[]).length;
+      ((await raw(server).call('pubsub', 'channels', pattern)) as string[]).length;
     expect(await channels(volatile.server)).toBe(1);
     expect(await channels(persistent.server)).toBe(0);
     expect(await channels(other)).toBe(0);
@@ -202,9 +206,10 @@ describe('start and shutdown', () => {
       pubsub: { connection: 'volatile' },
     });
     await get(PubSubService).subscribe('news', () => undefined);
-    // default: main; volatile: main + the subscriber (L1 and pub/sub share it: one per app instance and server).
+    // default: main; volatile: main + pub/sub's subscriber + the L1's RESP2 tracking connection (the L1 uses the bus,
+    // and so shares the subscriber, only where CLIENT TRACKING is refused).
     expect(await clientCount(checkPersistent)).toBe(before[0] + 2); // + the user's own client
-    expect(await clientCount(checkVolatile)).toBe(before[1] + 2);
+    expect(await clientCount(checkVolatile)).toBe(before[1] + 3);
     expect(get(RedisConnections).names).toEqual(['default', 'volatile', 'mine']);
     await app.close();
     expect(await waitFor(async () => (await clientCount(checkPersistent)) === before[0] + 1, 2_000)).toBe(true);

@@ -1,0 +1,244 @@
+import { Cluster, type Redis } from 'ioredis';
+import type { RedisConnection } from '../connection/redis-connection.js';
+
+/** The channel on which Redis sends, over RESP2, the invalidations of a tracking connection's REDIRECT target. */
+export const TRACKING_CHANNEL = '__redis__:invalidate';
+/** CLIENT SETNAME of the L1's RESP2 invalidation connections (one per master): easy to find in CLIENT LIST. */
+export const TRACKING_CONNECTION_NAME = 'rtk-l1-tracking';
+const RETRY_MS = 2_000;
+
+/** What the L1 does with what the server tells it. */
+export interface TrackingListener {
+  /** Keys under the cache prefix written by another client; null: a FLUSHDB/FLUSHALL (every key). */
+  invalidate(keys: string[] | null): void;
+  /** Tracking (re)started on a master after a gap (reconnect, new redirect id): invalidations may have been lost. */
+  resynced(): void;
+  /** A tracking step failed outside start (a reconnect): logged, retried. */
+  failed(err: Error): void;
+}
+
+/**
+ * Server-assisted client-side caching on one master: the cache's own connection to it (`main`) runs
+ * `CLIENT TRACKING on REDIRECT <id> BCAST PREFIX <prefix> NOLOOP`, `<id>` being a RESP2 connection of ours to the same
+ * master subscribed to `__redis__:invalidate`. BCAST: the server keeps no per-key table, it reports every write of a
+ * key under the prefix; NOLOOP: writes through `main` itself (this instance's own, already applied to its L1) are not
+ * reported. Tracking state dies with either connection: each reconnect re-enables it (a new redirect id when the
+ * subscriber reconnects) and tells the listener to drop what it holds.
+ */
+class MasterTracking {
+  private readonly sub: Redis;
+  private redirectId: number | undefined;
+  private tracking = false;
+  private steps: Promise<void> = Promise.resolve();
+  private retry: NodeJS.Timeout | undefined;
+  private closed = false;
+  /** Until the first subscription, the connections' first `ready` is start's business, not a reconnect. */
+  private started = false;
+  private readonly onSubReady = () => {
+    if (this.started) this.queue(() => this.resubscribe());
+  };
+  private readonly onMainReady = () => {
+    if (this.started) this.queue(() => this.track());
+  };
+  private readonly onSubDown = () => {
+    this.redirectId = undefined;
+    this.tracking = false;
+  };
+  private readonly onMainDown = () => {
+    this.tracking = false;
+  };
+
+  constructor(
+    private readonly connection: RedisConnection,
+    readonly main: Redis,
+    private readonly prefix: string,
+    private readonly listener: TrackingListener,
+  ) {
+    this.sub = connection.createNodeConnection(main, `L1 tracking ${main.options.host}:${main.options.port}`, {
+      protocol: 2,
+      autoResubscribe: false,
+      connectionName: TRACKING_CONNECTION_NAME,
+    });
+    this.sub.on('messageBuffer', (channel: Buffer, keys: Buffer[] | null) => {
+      if (String(channel) !== TRACKING_CHANNEL) return;
+      this.listener.invalidate(keys === null ? null : keys.map((k) => k.toString()));
+    });
+    this.sub.on('ready', this.onSubReady);
+    this.sub.on('close', this.onSubDown);
+    this.main.on('ready', this.onMainReady);
+    this.main.on('close', this.onMainDown);
+  }
+
+  /** Tracking is on: every write by another client of a key under the prefix reaches the listener. */
+  get live(): boolean {
+    return this.tracking && this.redirectId !== undefined;
+  }
+
+  /** The id of the RESP2 connection invalidations are redirected to (for tests and CLIENT LIST). */
+  get redirect(): number | undefined {
+    return this.redirectId;
+  }
+
+  /** Subscribes and enables tracking; rejects with the server's error (e.g. NOPERM, or Redis < 6). */
+  async start(): Promise<void> {
+    await this.resubscribe();
+    this.started = true;
+  }
+
+  /** Like start, for a master that joins later: a failure is reported and retried. */
+  startInBackground(): void {
+    this.queue(() => this.recover());
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.retry);
+    this.sub.off('ready', this.onSubReady);
+    this.sub.off('close', this.onSubDown);
+    this.main.off('ready', this.onMainReady);
+    this.main.off('close', this.onMainDown);
+    // Stop the server reporting to a connection that is going away (the main connection may well stay: the user's).
+    if (this.tracking && this.main.status === 'ready') {
+      await this.main.call('CLIENT', 'TRACKING', 'OFF').catch(() => undefined);
+    }
+    this.tracking = false;
+    await this.connection.release(this.sub);
+  }
+
+  private queue(step: () => Promise<void>): void {
+    this.steps = this.steps.then(step).catch((err: unknown) => {
+      if (this.closed) return;
+      this.listener.failed(err as Error);
+      clearTimeout(this.retry);
+      this.retry = setTimeout(() => this.queue(() => this.recover()), RETRY_MS);
+      this.retry.unref();
+    });
+  }
+
+  /** After a failed step: whatever is missing, again. */
+  private async recover(): Promise<void> {
+    if (this.redirectId === undefined) await this.resubscribe();
+    else if (!this.tracking) await this.track();
+    this.started = true;
+  }
+
+  /** CLIENT ID first (a RESP2 connection in subscribed mode may run nothing else), then SUBSCRIBE. */
+  private async resubscribe(): Promise<void> {
+    if (this.closed) return;
+    this.tracking = false;
+    this.redirectId = undefined;
+    const id = Number(await this.sub.client('ID'));
+    await this.sub.subscribe(TRACKING_CHANNEL);
+    this.redirectId = id;
+    await this.track();
+  }
+
+  private async track(): Promise<void> {
+    const id = this.redirectId;
+    // Without a subscribed connection there is nowhere to redirect to: its own `ready` enables tracking.
+    if (this.closed || id === undefined) return;
+    this.tracking = false;
+    // Still on with the old redirect (only the subscriber reconnected): Redis refuses ON again with the same prefix.
+    await this.main.call('CLIENT', 'TRACKING', 'OFF');
+    await this.main.call('CLIENT', 'TRACKING', 'ON', 'REDIRECT', String(id), 'BCAST', 'PREFIX', this.prefix, 'NOLOOP');
+    if (id !== this.redirectId) return; // the subscriber reconnected meanwhile: its own step tracks again
+    this.tracking = true;
+    this.listener.resynced();
+  }
+}
+
+/**
+ * The L1's invalidations from Redis itself (CLIENT TRACKING, Redis >= 6): one MasterTracking per master of the
+ * cache's connection (the one client of a single server or Sentinel setup; every master of a cluster, followed as
+ * masters join and leave). See docs/cache.md, "L1 invalidation".
+ */
+export class CacheTracking {
+  private readonly masters = new Map<Redis, MasterTracking>();
+  private syncing: Promise<void> = Promise.resolve();
+  private closed = false;
+  /** Masters in the cluster's slot map (a cluster drops a node connection that closed until a command needs it). */
+  private expected = 1;
+  private readonly onTopology = () => {
+    this.syncing = this.syncing.then(() => this.sync()).catch((err: unknown) => this.listener.failed(err as Error));
+  };
+  private readonly onNodeGone = () => {
+    this.onTopology();
+    // Re-create the node connections of every master in the slot map ('+node' follows), so each tracks again.
+    this.syncing = this.syncing.then(() => {
+      const client = this.connection.client;
+      if (!this.closed && client instanceof Cluster) client.refreshSlotsCache();
+    });
+  };
+
+  constructor(
+    private readonly connection: RedisConnection,
+    private readonly prefix: string,
+    private readonly listener: TrackingListener,
+  ) {}
+
+  /** Every master reports writes under the prefix (a master whose tracking is being re-enabled does not yet). */
+  get live(): boolean {
+    if (this.closed || this.masters.size === 0 || this.masters.size < this.expected) return false;
+    for (const m of this.masters.values()) if (!m.live) return false;
+    return true;
+  }
+
+  /** Redirect ids by master (`host:port`), for tests and diagnostics. */
+  redirects(): Record<string, number | undefined> {
+    const out: Record<string, number | undefined> = {};
+    for (const [node, m] of this.masters) out[`${node.options.host}:${node.options.port}`] = m.redirect;
+    return out;
+  }
+
+  /** Enables tracking on every master; rejects (everything closed again) when one refuses or is unreachable. */
+  async start(): Promise<void> {
+    try {
+      await this.sync(true);
+    } catch (err) {
+      await this.close();
+      throw err;
+    }
+    const client = this.connection.client;
+    if (client instanceof Cluster) {
+      client.on('+node', this.onTopology);
+      client.on('-node', this.onNodeGone);
+      client.on('refresh', this.onTopology);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const client = this.connection.client;
+    client.off('+node', this.onTopology);
+    client.off('-node', this.onNodeGone);
+    client.off('refresh', this.onTopology);
+    const all = [...this.masters.values()];
+    this.masters.clear();
+    await Promise.all(all.map((m) => m.close()));
+  }
+
+  /** A tracking per current master: new masters tracked (awaited only at start), departed ones closed. */
+  private async sync(initial = false): Promise<void> {
+    if (this.closed) return;
+    const client = this.connection.client;
+    const now = client instanceof Cluster ? client.nodes('master') : [client];
+    if (client instanceof Cluster) this.expected = new Set(client.slots.map((owners) => owners?.[0])).size;
+    const gone = [...this.masters.keys()].filter((n) => !now.includes(n));
+    for (const n of gone) {
+      const m = this.masters.get(n);
+      this.masters.delete(n);
+      await m?.close();
+    }
+    // Writes on a departed master's keys went unseen since its connection closed.
+    if (gone.length > 0) this.listener.resynced();
+    const added = now.filter((n) => !this.masters.has(n));
+    const started = added.map((n) => {
+      const m = new MasterTracking(this.connection, n, this.prefix, this.listener);
+      this.masters.set(n, m);
+      if (initial) return m.start();
+      m.startInBackground();
+      return undefined;
+    });
+    await Promise.all(started);
+  }
+}
