@@ -1,3 +1,5 @@
+import { Cluster, Command } from 'ioredis';
+import { CLUSTER_SLICE, perNodeSender } from '../common/cluster-batch.js';
 import { TickBatcher } from '../common/tick-batcher.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 
@@ -8,8 +10,9 @@ import type { RedisConnection } from '../connection/redis-connection.js';
 const GETS_PER_MGET = 32;
 
 /**
- * GETs issued in the same tick go out as one MGET (single server only; a cluster spreads keys over slots): one
- * command and one socket write instead of many.
+ * GETs issued in the same tick go out as one MGET on a single server: one command and one socket write instead of
+ * many. On a cluster, where an MGET must stay in one slot, they go as one pipeline of GETs per master node (see
+ * cluster-batch.ts): a node that fails fails only the reads of its own keys.
  */
 export class CacheReadBatcher {
   private readonly gets: TickBatcher<string, string | null>;
@@ -22,23 +25,30 @@ export class CacheReadBatcher {
   private clearScheduled = false;
 
   constructor(private readonly connection: RedisConnection) {
+    const client = this.connection.client;
     this.gets = new TickBatcher<string, string | null>(
-      {
-        one: (key) => this.connection.client.get(key),
-        many: async (keys) => {
-          const unique = [...new Set(keys)];
-          const values = await this.connection.client.mget(...unique);
-          const byKey = new Map(unique.map((k, i) => [k, values[i]]));
-          return keys.map((k) => byKey.get(k) ?? null);
-        },
-      },
-      GETS_PER_MGET,
+      client instanceof Cluster
+        ? perNodeSender(client, {
+            keyOf: (key) => key,
+            command: (key) => new Command('get', [key], { replyEncoding: 'utf8' }),
+            reply: (raw) => raw as string | null,
+            one: (key) => client.get(key),
+          })
+        : {
+            one: (key) => this.connection.client.get(key),
+            many: async (keys) => {
+              const unique = [...new Set(keys)];
+              const values = await this.connection.client.mget(...unique);
+              const byKey = new Map(unique.map((k, i) => [k, values[i]]));
+              return keys.map((k) => byKey.get(k) ?? null);
+            },
+          },
+      client instanceof Cluster ? GETS_PER_MGET * CLUSTER_SLICE : GETS_PER_MGET,
     );
   }
 
-  /** The raw string under `redisKey`: a plain GET on a cluster, else batched with this tick's other GETs. */
+  /** The raw string under `redisKey`, batched with this tick's other GETs. */
   get(redisKey: string): Promise<string | null> {
-    if (this.connection.isCluster) return this.connection.client.get(redisKey);
     let read = this.thisTurn.get(redisKey);
     if (read !== undefined) return read;
     read = this.gets.add(redisKey);

@@ -4,7 +4,18 @@ import type { RedisClient } from './lua-script.js';
 /** Keys per UNLINK and per SCAN page: large enough to be fast, small enough not to block Redis. */
 export const BULK_BATCH = 500;
 
-/** Redis Cluster's hash slot of a key: CRC16 (XMODEM) of the hash tag if there is one, else of the whole key. */
+/** CRC16 (XMODEM) of each byte value, for hashSlot. */
+const CRC16_TABLE = Uint16Array.from({ length: 256 }, (_, byte) => {
+  let crc = byte << 8;
+  for (let i = 0; i < 8; i++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+  return crc;
+});
+
+/**
+ * Redis Cluster's hash slot of a key: CRC16 (XMODEM) of the hash tag if there is one, else of the whole key. Called
+ * for every batched call on a cluster, so it reads an ASCII key's chars directly (a table step per byte) and encodes
+ * only a key with other characters as UTF-8.
+ */
 export function hashSlot(key: string): number {
   let hashed = key;
   const open = key.indexOf('{');
@@ -13,11 +24,18 @@ export function hashSlot(key: string): number {
     if (close > open + 1) hashed = key.slice(open + 1, close);
   }
   let crc = 0;
-  for (const byte of Buffer.from(hashed)) {
-    crc ^= byte << 8;
-    for (let i = 0; i < 8; i++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+  for (let i = 0; i < hashed.length; i++) {
+    const code = hashed.charCodeAt(i);
+    if (code > 0x7f) return crc16Bytes(Buffer.from(hashed)) % 16_384;
+    crc = ((crc << 8) & 0xffff) ^ CRC16_TABLE[((crc >> 8) ^ code) & 0xff];
   }
   return crc % 16_384;
+}
+
+function crc16Bytes(bytes: Uint8Array): number {
+  let crc = 0;
+  for (const byte of bytes) crc = ((crc << 8) & 0xffff) ^ CRC16_TABLE[((crc >> 8) ^ byte) & 0xff];
+  return crc;
 }
 
 /** Every master (one for a single server): SCAN must visit each master of a cluster. */

@@ -79,6 +79,14 @@ export class LuaScript<TResult> {
   }
 
   /**
+   * One call of the script as a command, for a caller that builds its own pipeline (cluster-batch.ts); EVAL or EVALSHA
+   * is chosen when it is written, as for run(). A NOSCRIPT reply is the caller's to retry.
+   */
+  command(keys: readonly string[], args: readonly ScriptArg[] = []): Command {
+    return new this.ScriptCommand([keys.length, ...keys, ...args]);
+  }
+
+  /**
    * Runs the script once per call of `calls` in one pipeline of `client` (one socket write for all): resolves with
    * each call's reply, or its error reply as an Error (one call's error fails only that call; a NOSCRIPT one is sent
    * again on its own). Single server: the calls' keys may lie in different slots.

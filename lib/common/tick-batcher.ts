@@ -1,16 +1,26 @@
+/** In a batch's results: this item failed alone (its call rejects with `error`, the others resolve). */
+export class Rejected {
+  constructor(readonly error: unknown) {}
+}
+
 /** How a TickBatcher sends what it collected. */
 export interface TickBatchSender<TItem, TResult> {
   /** A lone item, sent as it would be without batching. */
   one(item: TItem): Promise<TResult>;
-  /** Several items in one command; resolves with one result per item, in order. */
-  many(items: TItem[]): Promise<TResult[]>;
+  /**
+   * Several items in one command (or one per node, see cluster-batch.ts); one result per item, in order. A sender may
+   * hand over some results before the others through `settle` (a cluster node that answered first): those callers go
+   * on at once instead of waiting for the slowest node.
+   */
+  many(items: TItem[], settle?: (index: number, result: TResult | Rejected) => void): Promise<(TResult | Rejected)[]>;
 }
 
 /**
  * Collects the calls made in one turn of the event loop and sends them as one command. Many concurrent callers then
  * cost one command, one socket write and one reply to parse instead of one each, like node-redis's and ioredis's
  * auto-pipelining, without their per-command cost. With `maxPerCall`, a turn with more calls sends several commands,
- * so Redis can work on one while this process prepares the next. A failed command rejects every call in it.
+ * so Redis can work on one while this process prepares the next. A failed command rejects every call in it; a sender
+ * may fail single items instead (a Rejected result), as the per-node sender of a cluster does for one node's calls.
  *
  * Flushed with setImmediate, after the I/O callbacks of the current turn: the requests of an HTTP server arrive as
  * separate callbacks, so a flush on process.nextTick would send each alone (measured on the sample app, 32
@@ -49,13 +59,23 @@ export class TickBatcher<TItem, TResult> {
       this.sender.one(only.item).then(only.resolve, only.reject);
       return;
     }
-    this.sender.many(batch.map((b) => b.item)).then(
-      (results) => {
-        for (const [i, b] of batch.entries()) b.resolve(results[i]);
-      },
-      (err: unknown) => {
-        for (const b of batch) b.reject(err);
-      },
-    );
+    // settling twice is harmless: a promise keeps its first outcome
+    const settle = (i: number, result: TResult | Rejected): void => {
+      if (result instanceof Rejected) batch[i].reject(result.error);
+      else batch[i].resolve(result);
+    };
+    this.sender
+      .many(
+        batch.map((b) => b.item),
+        settle,
+      )
+      .then(
+        (results) => {
+          for (let i = 0; i < batch.length; i++) settle(i, results[i]);
+        },
+        (err: unknown) => {
+          for (const b of batch) b.reject(err);
+        },
+      );
   }
 }

@@ -1,3 +1,5 @@
+import { Cluster } from 'ioredis';
+import { CLUSTER_SLICE, perNodeSender } from '../common/cluster-batch.js';
 import type { LuaScript, ScriptArg } from '../common/lua-script.js';
 import { TickBatcher } from '../common/tick-batcher.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
@@ -16,9 +18,10 @@ interface Decision {
 }
 
 /**
- * Decisions made in the same tick go to Redis as one call of consume.lua (single server and Sentinel; on a cluster
- * the counters of different clients live in different slots, so each decision is its own call). Each decision is
- * still all-or-nothing and atomic; the call runs them one after the other at one instant.
+ * Decisions made in the same tick go to Redis as one call of consume.lua (single server and Sentinel). On a cluster,
+ * where the counters of different clients live in different slots, each decision is its own call of consume.lua (its
+ * keys share one hash tag) and the decisions of a tick go as one pipeline per master node (cluster-batch.ts). Either
+ * way each decision is all-or-nothing and atomic, and decisions on one counter run in the order they were made.
  */
 export class DecisionBatcher {
   private readonly batcher: TickBatcher<Decision, number[]>;
@@ -27,9 +30,23 @@ export class DecisionBatcher {
     private readonly connection: RedisConnection,
     private readonly script: LuaScript<number[]>,
   ) {
+    const client = this.connection.client;
+    const one = (d: Decision) => this.script.withNumberOfKeys(d.keys.length).run(client, d.keys, d.args);
+    if (client instanceof Cluster) {
+      this.batcher = new TickBatcher<Decision, number[]>(
+        perNodeSender(client, {
+          keyOf: (d) => d.keys[0],
+          command: (d) => this.script.command(d.keys, d.args),
+          reply: (raw) => raw as number[],
+          one,
+        }),
+        MAX_DECISIONS_PER_CALL * CLUSTER_SLICE,
+      );
+      return;
+    }
     this.batcher = new TickBatcher<Decision, number[]>(
       {
-        one: (d) => this.script.withNumberOfKeys(d.keys.length).run(this.connection.client, d.keys, d.args),
+        one,
         many: async (decisions) => {
           // plain loops: flatMap and map cost more than the rest of this function (cpu profile, 50 callers)
           const keys: string[] = [];
@@ -55,8 +72,6 @@ export class DecisionBatcher {
    * with that decision's part of the reply: allAllowed, then 4 values per policy.
    */
   run(keys: readonly string[], args: readonly ScriptArg[]): Promise<number[]> {
-    if (this.connection.isCluster)
-      return this.script.withNumberOfKeys(keys.length).run(this.connection.client, keys, args);
     return this.batcher.add({ keys, args });
   }
 }

@@ -22,9 +22,10 @@ export async function recordCommandCalls<T>(
   const calls: { name: string; args: string[] }[] = [];
   const restores = connections.map((connection) => {
     const send = connection.sendCommand.bind(connection);
-    connection.sendCommand = ((cmd: { name: string; args: unknown[] }) => {
+    // every argument passed on: a pipeline gives its own stream, which must reach ioredis to stay one write
+    connection.sendCommand = ((cmd: { name: string; args: unknown[] }, ...rest: unknown[]) => {
       calls.push({ name: cmd.name, args: cmd.args.map(String) });
-      return send(cmd as Parameters<typeof send>[0]);
+      return send(cmd as Parameters<typeof send>[0], ...(rest as []));
     }) as typeof connection.sendCommand;
     return () => {
       connection.sendCommand = send;
@@ -32,6 +33,35 @@ export async function recordCommandCalls<T>(
   });
   try {
     return { value: await fn(), calls };
+  } finally {
+    for (const restore of restores) restore();
+  }
+}
+
+/**
+ * Runs `fn` and counts the socket writes to each master of `client` meanwhile (by port): a pipeline or a batched
+ * command is one write, a command sent alone one write each. How tests see that calls were batched per node.
+ */
+export async function countSocketWrites<T>(
+  client: RedisClient,
+  fn: () => Promise<T>,
+): Promise<{ value: T; writes: Map<number, number> }> {
+  const connections: Redis[] = 'nodes' in client ? client.nodes('master') : [client];
+  const writes = new Map<number, number>();
+  const restores = connections.map((connection) => {
+    const socket = (connection as unknown as { stream: { write: (...args: unknown[]) => boolean } }).stream;
+    const write = socket.write;
+    const port = connection.options.port ?? 0;
+    socket.write = (...args: unknown[]) => {
+      writes.set(port, (writes.get(port) ?? 0) + 1);
+      return write.apply(socket, args);
+    };
+    return () => {
+      socket.write = write;
+    };
+  });
+  try {
+    return { value: await fn(), writes };
   } finally {
     for (const restore of restores) restore();
   }
