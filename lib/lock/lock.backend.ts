@@ -1,7 +1,8 @@
 import { Cluster } from 'ioredis';
 import { LockLostError, RedisUnavailableError } from '../common/errors.js';
 import { itemReplyError, type FailurePolicy } from '../common/failure-policy.js';
-import type { RedisClient } from '../common/lua-script.js';
+import { CLUSTER_SLICE, perNodeSender } from '../common/cluster-batch.js';
+import type { RedisClient, ScriptArg } from '../common/lua-script.js';
 import { TickBatcher } from '../common/tick-batcher.js';
 import { nextFenceFloor } from './lock.attempts.js';
 import type { QuorumCalls } from './lock.quorum.js';
@@ -56,7 +57,8 @@ const WAKE_TRIES = 3;
  * ACQUIRE and RELEASE on one client, with wake-on-release (see LockWakeups): a busy acquisition with a service id
  * joins the lock's waiting services, a release wakes the oldest. On a single server (a quorum node is one) the
  * acquisitions, and the releases, this process makes in one event-loop turn go as one script call each (many callers
- * locking their own resources at once); on a cluster every lock is its own call (its own slot).
+ * locking their own resources at once); on a cluster every lock is its own script call (its own slot) and the calls
+ * of a turn go as one pipeline per master (cluster-batch.ts).
  */
 class LockCalls {
   /** A batched call answers per lock: its result, or the error text of that lock alone (redis.pcall). */
@@ -83,14 +85,14 @@ class LockCalls {
   ) {
     // On a cluster PUBLISH counts only this node's receivers: 0 does not mean nobody listens, so wake one and stop.
     const tries = client instanceof Cluster ? 1 : WAKE_TRIES;
+    // a quorum node's calls carry the client's floor as a 4th arg each (acquire-many.lua)
+    const acquireArgs = ([, token, ttl, waiter, floor]: AcquireCall): ScriptArg[] =>
+      floor === undefined ? [token, ttl, waiter] : [token, ttl, waiter, String(floor)];
     this.acquireMany = (calls) =>
       ACQUIRE_MANY.runWithAnyKeys(
         client,
         calls.flatMap(([keys]) => [keys.lock, keys.fence, keys.waiters]),
-        // a quorum node's calls carry the client's floor as a 4th arg each (acquire-many.lua)
-        calls.flatMap(([, token, ttl, waiter, floor]) =>
-          floor === undefined ? [token, ttl, waiter] : [token, ttl, waiter, String(floor)],
-        ),
+        calls.flatMap(acquireArgs),
       );
     this.releaseMany = (calls) =>
       RELEASE_MANY.runWithAnyKeys(
@@ -98,8 +100,30 @@ class LockCalls {
         calls.flatMap(([keys]) => [keys.lock, keys.waiters]),
         [wakeChannelPrefix, ...calls.flatMap(([, token, wake]) => [token, wake ? tries : 0])],
       );
-    // A cluster batches nothing: the locks of one turn live in different slots.
-    if (client instanceof Cluster) return;
+    const acquireKeys = ([keys]: AcquireCall) => [keys.lock, keys.fence, keys.waiters];
+    const releaseKeys = ([keys]: ReleaseCall) => [keys.lock, keys.waiters];
+    if (client instanceof Cluster) {
+      // the locks of one turn live in different slots: each is its own script call, one pipeline per master
+      this.acquires = new TickBatcher(
+        perNodeSender<AcquireCall, number | string>(client, {
+          keyOf: ([keys]) => keys.lock,
+          command: (call) => ACQUIRE_MANY.command(acquireKeys(call), acquireArgs(call)),
+          reply: (raw) => (raw as (number | string)[])[0],
+          one: (call) => this.acquireOne(call),
+        }),
+        LOCK_CALLS_PER_SCRIPT * CLUSTER_SLICE,
+      );
+      this.releases = new TickBatcher(
+        perNodeSender<ReleaseCall, number | string>(client, {
+          keyOf: ([keys]) => keys.lock,
+          command: (call) => RELEASE_MANY.command(releaseKeys(call), [wakeChannelPrefix, call[1], call[2] ? tries : 0]),
+          reply: (raw) => (raw as (number | string)[])[0],
+          one: (call) => this.releaseOne(call),
+        }),
+        LOCK_CALLS_PER_SCRIPT * CLUSTER_SLICE,
+      );
+      return;
+    }
     this.acquires = new TickBatcher(
       { one: (call) => this.acquireOne(call), many: this.acquireMany },
       LOCK_CALLS_PER_SCRIPT,

@@ -1,5 +1,6 @@
 import { Inject, Injectable, Logger, type OnModuleDestroy } from '@nestjs/common';
-import type { Cluster } from 'ioredis';
+import { Cluster, Command } from 'ioredis';
+import { CLUSTER_SLICE, perNodeSender } from '../common/cluster-batch.js';
 import { InvalidKeyError, InvalidOptionsError, RedisUnavailableError } from '../common/errors.js';
 import { FailurePolicy, itemReplyError } from '../common/failure-policy.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
@@ -58,8 +59,12 @@ export class PubSubService implements OnModuleDestroy {
   private readonly channelPrefix: string;
   private readonly patternPrefix: string;
   private readonly sharded: boolean;
-  /** Publishes of one event-loop turn as one script call (single server); undefined on a cluster. */
-  private readonly publishes: TickBatcher<[channel: string, message: string], number | string> | undefined;
+  /**
+   * Publishes of one event-loop turn as one script call (single server, and a cluster's classic pub/sub: the script
+   * has no keys, so it runs on any node, which relays each message to the whole cluster); with sharded channels one
+   * pipeline of SPUBLISHes per master (each channel's own slot).
+   */
+  private readonly publishes: TickBatcher<[channel: string, message: string], number | string>;
   private readonly envelopes = new MessageEnvelopes();
   private readonly streams: DurableStreams;
   private closed = false;
@@ -75,7 +80,19 @@ export class PubSubService implements OnModuleDestroy {
     this.channelPrefix = keys.channel('');
     this.patternPrefix = KeyBuilder.globEscape(this.channelPrefix);
     this.sharded = connection.isCluster && options.cluster === 'sharded';
-    if (!connection.isCluster) {
+    const client = connection.client;
+    if (this.sharded && client instanceof Cluster) {
+      // SPUBLISH goes to its channel's slot: the publishes of a turn as one pipeline per master
+      this.publishes = new TickBatcher(
+        perNodeSender<[channel: string, message: string], number | string>(client, {
+          keyOf: ([channel]) => channel,
+          command: ([channel, message]) => new Command('spublish', [channel, message]),
+          reply: (raw) => Number(raw),
+          one: async ([channel, message]) => Number(await client.spublish(channel, message)),
+        }),
+        PUBLISHES_PER_CALL * CLUSTER_SLICE,
+      );
+    } else {
       this.publishes = new TickBatcher(
         {
           one: ([channel, message]) => this.connection.client.publish(channel, message),
@@ -326,11 +343,7 @@ export class PubSubService implements OnModuleDestroy {
 
   private sendNow(channel: string, message: string): Promise<number> {
     const redisChannel = this.channelPrefix + channel;
-    const sent = this.publishes
-      ? this.publishes.add([redisChannel, message])
-      : this.sharded
-        ? (this.connection.client as Cluster).spublish(redisChannel, message)
-        : this.connection.client.publish(redisChannel, message);
+    const sent = this.publishes.add([redisChannel, message]);
     return Promise.resolve(sent).then(
       (n) => {
         // a batched publish answers per message: its receiver count, or the error reply of that message alone

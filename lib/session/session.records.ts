@@ -1,6 +1,7 @@
 import { scanKeys } from '../common/bulk-keys.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
-import { Cluster } from 'ioredis';
+import { Cluster, Command } from 'ioredis';
+import { CLUSTER_SLICE, perNodeSender } from '../common/cluster-batch.js';
 import { SessionTooLargeError } from '../common/errors.js';
 import { LuaScript, type RedisClient, type ScriptArg } from '../common/lua-script.js';
 import { TickBatcher } from '../common/tick-batcher.js';
@@ -48,7 +49,8 @@ const CAS_ATTEMPTS = 3;
  *
  * A session is one string key, so the hot path needs no Lua: a touching read is `GETEX key PX ttl`, one command and
  * one round trip (plus a PEXPIREAT only for a session whose own ttl differs from the default, or in its last ttl
- * before the absolute deadline); on a single server the touching reads of one tick go as one pipeline of GETEXs.
+ * before the absolute deadline); the touching reads of one tick go as one pipeline of GETEXs (on a cluster one per
+ * master, see cluster-batch.ts).
  * A write merges in this process and stores the result with a compare-and-set script that compares strings and does
  * no JSON work (session-compare-and-set.lua), so no concurrent update is lost; after CAS_ATTEMPTS lost races it
  * falls back to a script that merges atomically in Lua. Every script touches only the keys of one session (one
@@ -60,11 +62,11 @@ const CAS_ATTEMPTS = 3;
 export class SessionRecords {
   private readonly keys: KeyBuilder;
   private readonly sessionHead: string;
-  /** Touching reads of one tick as one pipeline; undefined on a cluster (each session has its own slot). */
-  private readonly touchReads: TickBatcher<[key: string, ttl: number], string | null | Error> | undefined;
+  /** Touching reads of one tick as one pipeline (on a cluster one per master: each session has its own slot). */
+  private readonly touchReads: TickBatcher<[key: string, ttl: number], string | null | Error>;
   private readonly recent = new RecentValues();
-  /** Compare-and-set writes of one tick as one pipeline; undefined on a cluster (each session has its own slot). */
-  private readonly writes: TickBatcher<ScriptArg[], CasReply | Error> | undefined;
+  /** Compare-and-set writes of one tick as one pipeline (on a cluster one per master). */
+  private readonly writes: TickBatcher<ScriptArg[], CasReply | Error>;
   /** Each user's index of session ids. */
   readonly index: SessionUserIndex;
   /** Updates of one session made while one is in flight: then written as one. */
@@ -91,7 +93,15 @@ export class SessionRecords {
     this.index = new SessionUserIndex(client, this.keys, (ids) => this.existing(ids));
     this.touchReads =
       client instanceof Cluster
-        ? undefined
+        ? new TickBatcher(
+            perNodeSender<[key: string, ttl: number], string | null | Error>(client, {
+              keyOf: ([key]) => key,
+              command: ([key, ttl]) => new Command('getex', [key, 'PX', ttl], { replyEncoding: 'utf8' }),
+              reply: (raw) => raw as string | null,
+              one: ([key, ttl]) => client.getex(key, 'PX', ttl),
+            }),
+            TOUCH_READS_PER_CALL * CLUSTER_SLICE,
+          )
         : new TickBatcher(
             {
               one: ([key, ttl]) => client.getex(key, 'PX', ttl),
@@ -104,29 +114,32 @@ export class SessionRecords {
             },
             TOUCH_READS_PER_CALL,
           );
-    this.writes =
+    const casOne = ([key, tombstone, ...args]: ScriptArg[]) =>
+      compareAndSetScript.run(client, [String(key), String(tombstone)], args);
+    this.writes = new TickBatcher<ScriptArg[], CasReply | Error>(
       client instanceof Cluster
-        ? undefined
-        : new TickBatcher(
-            {
-              one: ([key, tombstone, ...args]) =>
-                compareAndSetScript.run(client, [String(key), String(tombstone)], args),
-              many: (calls) =>
-                compareAndSetScript.runPipelined(
-                  client,
-                  calls.map(([key, tombstone, ...args]) => ({ keys: [String(key), String(tombstone)], args })),
-                ),
-            },
-            TOUCH_READS_PER_CALL,
-          );
+        ? perNodeSender<ScriptArg[], CasReply | Error>(client, {
+            keyOf: ([key]) => String(key),
+            command: ([key, tombstone, ...args]) => compareAndSetScript.command([String(key), String(tombstone)], args),
+            reply: (raw) => raw as CasReply,
+            one: casOne,
+          })
+        : {
+            one: casOne,
+            many: (calls) =>
+              compareAndSetScript.runPipelined(
+                client,
+                calls.map(([key, tombstone, ...args]) => ({ keys: [String(key), String(tombstone)], args })),
+              ),
+          },
+      client instanceof Cluster ? TOUCH_READS_PER_CALL * CLUSTER_SLICE : TOUCH_READS_PER_CALL,
+    );
   }
 
-  /** The compare-and-set script for one session (batched with the other writes of this tick on a single server). */
+  /** The compare-and-set script for one session (batched with the other writes of this tick). */
   private async compareAndSet(id: string, expected: string, json: string, expiry: number | string): Promise<CasReply> {
     const args: ScriptArg[] = [this.sessionKey(id), this.tombstoneKey(id), expected, json, expiry];
-    const reply = await (this.writes
-      ? this.writes.add(args)
-      : compareAndSetScript.run(this.client, [String(args[0]), String(args[1])], args.slice(2)));
+    const reply = await this.writes.add(args);
     if (reply instanceof Error) throw reply;
     return reply;
   }
@@ -167,7 +180,7 @@ export class SessionRecords {
       return { envelope, expiresAt, lastAccessedAt: Math.max(envelope.c, Math.min(now, expiresAt - envelope.t)) };
     }
     const ttl = Math.ceil(touchTtl);
-    const raw = await (this.touchReads ? this.touchReads.add([key, ttl]) : this.client.getex(key, 'PX', ttl));
+    const raw = await this.touchReads.add([key, ttl]);
     // a batched read answers per key: the error reply of this key alone (WRONGTYPE) fails only this read
     if (raw instanceof Error) throw raw;
     if (raw === null) return null;

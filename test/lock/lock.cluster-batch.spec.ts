@@ -1,0 +1,97 @@
+import 'reflect-metadata';
+import { randomUUID } from 'node:crypto';
+import { Cluster } from 'ioredis';
+import { LockService, RedisUnavailableError } from '../../lib/index.js';
+import { RedisConnection } from '../../lib/advanced.js';
+import { hashSlot } from '../../lib/common/bulk-keys.js';
+import { countSocketWrites, recordCommands } from '../support/command-recorder.js';
+import { startRedisCluster, type RedisClusterHandle } from '../support/redis-cluster.js';
+import { rawCommand } from '../support/resp.js';
+import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
+
+afterEach(closeToolkitApps);
+
+async function lockApp(
+  target: RedisTarget,
+  commandTimeout?: number,
+  keyPrefix = `rtk-lcb-${randomUUID().slice(0, 8)}:`,
+) {
+  const app = await createToolkitApp({
+    target,
+    keyPrefix,
+    ...(commandTimeout && { commandTimeout, maxReconnectDelay: 100 }),
+  });
+  const cluster = app.get(RedisConnection).client;
+  if (!(cluster instanceof Cluster)) throw new Error('expected a cluster client');
+  return { locks: app.get(LockService), cluster, keyPrefix };
+}
+
+const scriptCalls = (commands: string[]) => commands.filter((c) => c === 'evalsha' || c === 'eval').length;
+const sum = (writes: Map<number, number>) => [...writes.values()].reduce((a, b) => a + b, 0);
+
+describe('locks on a cluster, batched per master', () => {
+  it('sends the acquisitions and the releases of one turn as pipelines per master, one script call per lock', async () => {
+    const { locks, cluster, keyPrefix } = await lockApp('cluster');
+    const resources = Array.from({ length: 24 }, (_, i) => `res-${i}`);
+    const acquired = await countSocketWrites(cluster, () =>
+      recordCommands(cluster, () => Promise.all(resources.map((r) => locks.tryAcquire(r)))),
+    );
+    const held = acquired.value.value;
+    expect(held.every((l) => l !== null)).toBe(true);
+    const tokens = held.map((l) => l?.fencingToken ?? 0);
+    expect(scriptCalls(acquired.value.commands)).toBe(24);
+    // alone, every acquisition was its own write (24); batched, one pipeline per master per 8 calls
+    expect(sum(acquired.writes)).toBeLessThanOrEqual(3 * Math.ceil(24 / 8));
+    expect(acquired.writes.size).toBe(3);
+
+    // another service (same keys, its own connections) finds every lock taken
+    const other = await lockApp('cluster', undefined, keyPrefix);
+    const others = await Promise.all(resources.map((r) => other.locks.tryAcquire(r)));
+    expect(others.every((l) => l === null)).toBe(true);
+
+    const released = await countSocketWrites(cluster, () => Promise.all(held.map((l) => l?.release())));
+    expect(sum(released.writes)).toBeLessThanOrEqual(3 * Math.ceil(24 / 8));
+    const again = await Promise.all(resources.map((r) => other.locks.tryAcquire(r)));
+    // each resource's fencing token grew past the one its previous holder got
+    expect(again.every((l, i) => l !== null && l.fencingToken > tokens[i])).toBe(true);
+    await Promise.all(again.map((l) => l?.release()));
+  });
+});
+
+describe('locks when a cluster master dies', () => {
+  let handle: RedisClusterHandle;
+  beforeAll(async () => {
+    handle = await startRedisCluster();
+  }, 30_000);
+  afterAll(async () => {
+    await closeToolkitApps();
+    await handle.stop();
+  });
+
+  it('a turn of acquisitions fails closed only for the dead master; the others are held', async () => {
+    const { locks } = await lockApp({ cluster: handle.startupNodes }, 300);
+    const victim = handle.masters[0];
+    const slots = (await rawCommand(victim.port, ['CLUSTER', 'SLOTS'])) as [number, number, [string, number]][];
+    const resources = Array.from({ length: 24 }, (_, i) => `dead-or-alive-${i}`);
+    const onVictim = resources.map((r) => {
+      const slot = hashSlot(r);
+      return slots.some(([from, to, [, port]]) => port === victim.port && slot >= from && slot <= to);
+    });
+    expect(onVictim.filter(Boolean).length).toBeGreaterThan(0);
+    expect(onVictim.filter(Boolean).length).toBeLessThan(resources.length);
+    const first = await Promise.all(resources.map((r) => locks.tryAcquire(r)));
+    await Promise.all(first.map((l) => l?.release()));
+    await victim.kill();
+    const outcomes = await Promise.allSettled(resources.map((r) => locks.tryAcquire(r)));
+    for (const [i, outcome] of outcomes.entries()) {
+      if (onVictim[i]) {
+        expect(outcome.status).toBe('rejected');
+        if (outcome.status === 'rejected') expect(outcome.reason).toBeInstanceOf(RedisUnavailableError);
+      } else {
+        expect(outcome.status).toBe('fulfilled');
+        if (outcome.status === 'fulfilled')
+          expect(outcome.value?.fencingToken).toBeGreaterThan(first[i]?.fencingToken ?? Infinity);
+      }
+    }
+  });
+});
