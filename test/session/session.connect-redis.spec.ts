@@ -109,7 +109,7 @@ describe('RedisSessionStore options', () => {
     const make = (options: object) => () => new RedisSessionStore({ client: client(), ...options } as never);
     expect(make({ disableTouh: true })).toThrow(InvalidOptionsError);
     expect(make({ disableTouh: true })).toThrow(
-      /Invalid RedisSessionStore options:\n  - disableTouh is not a known option \(did you mean disableTouch\?\)/,
+      /Invalid RedisSessionStore options:\n {2}- disableTouh is not a known option \(did you mean disableTouch\?\)/,
     );
     expect(make({ scancount: 10 })).toThrow(/scancount is not a known option \(did you mean scanCount\?\)/);
     expect(make({ ttl: 60_000, disableTouch: true, disableTTL: false, scanCount: 10 })).not.toThrow();
