@@ -27,7 +27,9 @@ export interface CacheOptions {
   defaultTtl?: number;
   /** ms after expiry during which the stale value is still served while one refresh runs. Default 0 (off). */
   staleTtl?: number;
-  /** In-process LRU in front of Redis, kept coherent across instances (CLIENT TRACKING or pub/sub). Off unless given. */
+  /**
+   * In-process LRU in front of Redis, kept coherent across instances (CLIENT TRACKING or pub/sub). Off unless given.
+   */
   l1?: CacheL1Options;
   /** Redis down: call the loader and serve uncached (true, default) or throw RedisUnavailableError (false). */
   failOpen?: boolean;

@@ -54,10 +54,11 @@ export const firstError = <T>(outcomes: Outcome<T>[]): string => {
 };
 
 /**
- * The Redlock steps for every lease script (locks, semaphores, multi-resource locks) over N independent servers: granted when
- * `quorum` nodes (default a majority) granted within the validity (ttl minus elapsed minus drift), else undone
- * where it may be ours; extend confirmed by as many; release sent to every node; the fencing-token step (syncFences)
- * of single and multi-resource locks. Scripts answer per node: a grant (per `granted`), 1 / 0 for extend and release.
+ * The Redlock steps for every lease script (locks, semaphores, multi-resource locks) over N independent servers:
+ * granted when `quorum` nodes (default a majority) granted within the validity (ttl minus elapsed minus drift),
+ * else undone where it may be ours; extend confirmed by as many; release sent to every node; the fencing-token step
+ * (syncFences) of single and multi-resource locks. Scripts answer per node: a grant (per `granted`), 1 / 0 for extend
+ * and release.
  */
 export class QuorumCalls {
   readonly nodes: number;
