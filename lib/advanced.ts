@@ -15,7 +15,12 @@ export {
   type RedisExistingClientConnection,
   type RedisNodeAddress,
 } from './connection/connection.options.js';
-export { CACHE_OPTIONS, type ResolvedCacheOptions, type CacheL1Options } from './cache/cache.options.js';
+export {
+  CACHE_OPTIONS,
+  type ResolvedCacheOptions,
+  type CacheL1Options,
+  type CacheL1Invalidation,
+} from './cache/cache.options.js';
 export {
   RATE_LIMIT_OPTIONS,
   type ResolvedRateLimitOptions,

@@ -26,7 +26,7 @@ export {
 export type { Serializer } from './common/serializer.js';
 export { CacheService } from './cache/cache.service.js';
 export { Cacheable, CachePut, CacheEvict } from './cache/cache.decorators.js';
-export type { CacheOptions, CacheL1Invalidation } from './cache/cache.options.js';
+export type { CacheOptions } from './cache/cache.options.js';
 export { RateLimitService, type RateLimitResult } from './rate-limit/rate-limit.service.js';
 export { RateLimitGuard } from './rate-limit/rate-limit.guard.js';
 export { Throttle, SkipThrottle } from './rate-limit/rate-limit.decorators.js';
