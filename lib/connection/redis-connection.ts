@@ -1,10 +1,11 @@
 import { Inject, Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { Cluster, type Redis, type RedisOptions } from 'ioredis';
 import { mastersOf } from '../common/bulk-keys.js';
-import { RedisUnavailableError } from '../common/errors.js';
+import { RedisPermissionError, RedisUnavailableError } from '../common/errors.js';
 import type { RedisClient } from '../common/lua-script.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
 import { withTimeout } from '../common/timeout.js';
+import { clusterReadyDenied } from './redis-permissions.cluster.js';
 import {
   CONNECTION_OPTIONS,
   DEFAULT_CONNECTION_NAME,
@@ -190,8 +191,12 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
     try {
       await this.waitUntilReady(client);
     } catch (err) {
+      const denied = client instanceof Cluster ? await clusterReadyDenied(client) : undefined;
       // Stop retrying in the background: the app is not going to start.
       if (this.owned.has(client)) client.disconnect();
+      if (denied !== undefined) {
+        throw new RedisPermissionError(`Cannot connect to Redis at ${description}: ${denied}.`, 'NOPERM');
+      }
       throw new RedisUnavailableError(
         `Cannot connect to Redis at ${description}: ${(err as Error).message}. ` +
           'Check that the server is running and reachable, or set lazyConnect: true to start without it.',

@@ -1,13 +1,15 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { Logger, type OnModuleInit } from '@nestjs/common';
+import { Cluster } from 'ioredis';
 import { RedisPermissionError } from '../common/errors.js';
 import { replyCodeOf } from '../common/failure-policy.js';
-import { FEATURES, KeyBuilder, type Feature } from '../common/keys.js';
+import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { LuaScript, type RedisClient } from '../common/lua-script.js';
 import { DEFAULT_CONNECTION_NAME } from './connection.options.js';
 import type { ConnectionFeature } from './connection.validation.js';
 import type { RedisConnection } from './redis-connection.js';
 import type { RedisConnections } from './redis-connections.js';
+import { FEATURE_COMMANDS, sample, scriptCommands } from './redis-permissions.commands.js';
 import { probePermissions } from './redis-permissions.probe.js';
 import { trackingCommandName, trackingCommands, trackingRule } from './redis-permissions.tracking.js';
 
@@ -25,115 +27,6 @@ const CHECK_SCRIPT = LuaScript.fromFile<(number | string)[]>(
   new URL('./acl-check.lua', import.meta.url),
   0,
 );
-
-/** Feature → its folder (for its scripts), its key feature name, the commands it sends itself. */
-const FEATURE_COMMANDS: {
-  name: string;
-  /** Its options slice in forRoot (where its `connection` name is); none for health. */
-  option?: ConnectionFeature;
-  folder: string;
-  key: Feature | '';
-  commands: string[];
-}[] = [
-  { name: 'health', folder: '', key: '', commands: ['ping', 'info'] },
-  {
-    name: 'cache',
-    option: 'cache',
-    folder: 'cache',
-    key: FEATURES.cache,
-    commands: ['get', 'mget', 'set', 'unlink', 'scan', 'zrangebyscore', 'zrem', 'publish', 'subscribe'],
-  },
-  {
-    name: 'rate limit',
-    option: 'rateLimit',
-    folder: 'rate-limit',
-    key: FEATURES.rateLimit,
-    commands: ['unlink', 'scan', 'set'],
-  },
-  {
-    name: 'session',
-    option: 'session',
-    folder: 'session',
-    key: FEATURES.session,
-    commands: [
-      'get',
-      'getex',
-      'del',
-      'exists',
-      'pexpireat',
-      'pexpiretime',
-      'multi',
-      'exec',
-      'zrandmember',
-      'zrangebyscore',
-      'zrem',
-      'unlink',
-      'scan',
-    ],
-  },
-  { name: 'lock', option: 'lock', folder: 'lock', key: FEATURES.lock, commands: ['zcount', 'zrem', 'subscribe'] },
-  {
-    name: 'pub/sub',
-    option: 'pubsub',
-    folder: 'pubsub',
-    key: FEATURES.pubsub,
-    commands: ['publish', 'subscribe', 'unsubscribe', 'xadd', 'xrange', 'pexpire', 'multi', 'exec'],
-  },
-];
-
-/** Arguments that satisfy each command's arity: `K` is a key, `C` a channel. */
-const SAMPLE_ARGS: Record<string, string[]> = {
-  get: ['K'],
-  mget: ['K'],
-  set: ['K', 'v'],
-  getex: ['K'],
-  del: ['K'],
-  unlink: ['K'],
-  exists: ['K'],
-  pttl: ['K'],
-  pexpire: ['K', '1'],
-  pexpireat: ['K', '1'],
-  pexpiretime: ['K'],
-  incr: ['K'],
-  incrby: ['K', '1'],
-  zadd: ['K', '1', 'm'],
-  zcard: ['K'],
-  zcount: ['K', '0', '1'],
-  zscore: ['K', 'm'],
-  zrange: ['K', '0', '1'],
-  zremrangebyscore: ['K', '0', '1'],
-  zrangebyscore: ['K', '0', '1'],
-  zrem: ['K', 'm'],
-  zpopmin: ['K'],
-  zmscore: ['K', 'm'],
-  zrandmember: ['K'],
-  sadd: ['K', 'm'],
-  srem: ['K', 'm'],
-  smembers: ['K'],
-  xadd: ['K', '*', 'f', 'v'],
-  xrange: ['K', '-', '+'],
-  publish: ['C', 'm'],
-  spublish: ['C', 'm'],
-  subscribe: ['C'],
-  ssubscribe: ['C'],
-  unsubscribe: ['C'],
-  scan: ['0'],
-  time: [],
-  ping: [],
-  info: [],
-  multi: [],
-  exec: [],
-};
-
-/** The commands inside a Lua file (`redis.call('GET', ...)` / `redis.pcall(...)`), lower case. */
-export function scriptCommands(lua: string): string[] {
-  return [...new Set([...lua.matchAll(/redis\.p?call\(\s*'([A-Za-z]+)'/g)].map((m) => m[1].toLowerCase()))];
-}
-
-function sample(command: string, key: string, channel: string): string[] {
-  const args = SAMPLE_ARGS[command] ?? ['K'];
-  return [command, ...args.map((a) => (a === 'K' ? key : a === 'C' ? channel : a))];
-}
 
 /**
  * Every command the toolkit sends for its features, with a key and a channel under `keyPrefix`: the commands each
@@ -199,8 +92,10 @@ export async function checkPermissions(
   commands: RequiredCommand[],
   /** `probe`: what a server without ACL DRYRUN and redis.acl_check_cmd gets (Redis < 7), forced (tests). */
   method: 'auto' | 'probe' = 'auto',
-): Promise<PermissionReport> {
-  if (method === 'probe') return probe(client, commands);
+  /** false on one node of a cluster: the probe writes a key that node may not own, so give up (undefined) instead. */
+  allowProbe = true,
+): Promise<PermissionReport | undefined> {
+  if (method === 'probe') return allowProbe ? probe(client, commands) : undefined;
   try {
     const user = String(await client.call('acl', 'whoami'));
     const replies = await Promise.all(
@@ -233,7 +128,7 @@ export async function checkPermissions(
         denied: commands.filter((c) => c.args[0] === 'eval' || c.args[0] === 'evalsha'),
       };
     }
-    if (code !== undefined) return probe(client, commands); // no redis.acl_check_cmd: Redis < 7
+    if (code !== undefined) return allowProbe ? probe(client, commands) : undefined; // no acl_check_cmd: Redis < 7
     throw err;
   }
   return { method: 'script', denied: commands.filter((_, i) => answers[i] !== 1) };
@@ -315,7 +210,30 @@ export interface PermissionsTarget {
 export async function verifyPermissions(target: PermissionsTarget, warn: (message: string) => void): Promise<void> {
   const { keyPrefix, where = '' } = target;
   const commands = requiredCommands(keyPrefix, target);
+  // ACL users are per node: a cluster does not propagate ACL SETUSER, so one master can deny what the others allow.
+  // Each master is checked on its own connection (a keyless check); where that needs the probe (Redis < 7), the
+  // cluster client checks once instead.
+  if (target.client instanceof Cluster && target.method !== 'probe') {
+    const masters = target.client.nodes('master');
+    const reports = await Promise.all(masters.map((node) => checkPermissions(node, commands, 'auto', false)));
+    if (masters.length > 0 && reports.every((r) => r !== undefined)) {
+      for (const [i, report] of reports.entries()) {
+        const { host, port } = masters[i].options;
+        throwIfDenied(report as PermissionReport, keyPrefix, `${where} on the cluster master ${host}:${port}`, warn);
+      }
+      return;
+    }
+  }
   const report = await checkPermissions(target.client, commands, target.method);
+  throwIfDenied(report as PermissionReport, keyPrefix, where, warn);
+}
+
+function throwIfDenied(
+  report: PermissionReport,
+  keyPrefix: string,
+  where: string,
+  warn: (message: string) => void,
+): void {
   if (report.unchecked && report.unchecked.length > 0) {
     warn(
       `Redis ACL permissions${where} checked by running each command (Redis < 7 has no ACL DRYRUN); not checked, ` +

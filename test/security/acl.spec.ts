@@ -20,6 +20,7 @@ import { RedisConnection, RedisConnections, type RateLimitAlgorithm } from '../.
 import { DEFAULT_CONNECTION_NAME } from '../../lib/connection/connection.options.js';
 import { RedisPermissionsCheck } from '../../lib/connection/redis-permissions.js';
 import { startQuorumServers } from '../support/quorum.js';
+import { startRedisCluster, type RedisClusterHandle } from '../support/redis-cluster.js';
 import { usePrivateRedis, trackForCleanup } from '../support/private-servers.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 
@@ -240,5 +241,49 @@ describe('Redis < 7 (no ACL DRYRUN, no redis.acl_check_cmd): each command is pro
     const err = await probe(app);
     expect(err).toBeInstanceOf(RedisPermissionError);
     expect((err as Error).message).toMatch(named);
+  });
+});
+
+describe('a Redis Cluster: every master is checked (ACL SETUSER is not propagated between nodes)', () => {
+  let handle: RedisClusterHandle;
+  beforeAll(async () => {
+    handle = await startRedisCluster();
+  }, 30_000);
+  afterAll(async () => {
+    await closeToolkitApps();
+    await handle.stop();
+  });
+
+  async function bootWithMasterRules(rulesOf: (i: number) => string[]) {
+    for (const [i, master] of handle.masters.entries()) {
+      const node = trackForCleanup(new Redis(master.port, '127.0.0.1', { lazyConnect: true }));
+      await node.call('acl', 'setuser', 'app', 'reset', ...rulesOf(i));
+    }
+    return createToolkitApp({
+      target: { cluster: handle.startupNodes, username: 'app', password: PASSWORD },
+      commandTimeout: 2_000,
+    }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+  }
+
+  it.each([0, 1, 2])('master %i alone lacking +time refuses the start, naming that master', async (victim) => {
+    const err = await bootWithMasterRules((i) => documentedRules().filter((w) => i !== victim || w !== '+time'));
+    expect(err).toBeInstanceOf(RedisPermissionError);
+    const message = (err as Error).message;
+    expect(message).toContain(`on the cluster master 127.0.0.1:${handle.masters[victim].port}`);
+    expect(message).toMatch(/rate limit: TIME \(in consume\.lua\).*\+time/s);
+    for (const [i, m] of handle.masters.entries()) if (i !== victim) expect(message).not.toContain(String(m.port));
+  });
+
+  it('a user without +cluster|info (ioredis ready check) is a RedisPermissionError naming it, not "no answer"', async () => {
+    const err = await bootWithMasterRules(() => documentedRules().filter((w) => w !== '+cluster|info'));
+    expect(err).toBeInstanceOf(RedisPermissionError);
+    expect((err as Error).message).toMatch(/may not run CLUSTER INFO, which ioredis needs.*\+cluster\|info/);
+  });
+
+  it('the documented line on every master starts', async () => {
+    expect(await bootWithMasterRules(() => documentedRules())).toBeUndefined();
   });
 });

@@ -1,0 +1,113 @@
+/** What each feature sends, as the ACL check asks it of Redis: the commands, their sample arguments, a script's. */
+
+import { FEATURES, type Feature } from '../common/keys.js';
+import type { ConnectionFeature } from './connection.validation.js';
+
+/** Feature → its folder (for its scripts), its key feature name, the commands it sends itself. */
+export const FEATURE_COMMANDS: {
+  name: string;
+  /** Its options slice in forRoot (where its `connection` name is); none for health. */
+  option?: ConnectionFeature;
+  folder: string;
+  key: Feature | '';
+  commands: string[];
+}[] = [
+  { name: 'health', folder: '', key: '', commands: ['ping', 'info'] },
+  {
+    name: 'cache',
+    option: 'cache',
+    folder: 'cache',
+    key: FEATURES.cache,
+    commands: ['get', 'mget', 'set', 'unlink', 'scan', 'zrangebyscore', 'zrem', 'publish', 'subscribe'],
+  },
+  {
+    name: 'rate limit',
+    option: 'rateLimit',
+    folder: 'rate-limit',
+    key: FEATURES.rateLimit,
+    commands: ['unlink', 'scan', 'set'],
+  },
+  {
+    name: 'session',
+    option: 'session',
+    folder: 'session',
+    key: FEATURES.session,
+    commands: [
+      'get',
+      'getex',
+      'del',
+      'exists',
+      'pexpireat',
+      'pexpiretime',
+      'multi',
+      'exec',
+      'zrandmember',
+      'zrangebyscore',
+      'zrem',
+      'unlink',
+      'scan',
+    ],
+  },
+  { name: 'lock', option: 'lock', folder: 'lock', key: FEATURES.lock, commands: ['zcount', 'zrem', 'subscribe'] },
+  {
+    name: 'pub/sub',
+    option: 'pubsub',
+    folder: 'pubsub',
+    key: FEATURES.pubsub,
+    commands: ['publish', 'subscribe', 'unsubscribe', 'xadd', 'xrange', 'pexpire', 'multi', 'exec'],
+  },
+];
+
+/** Arguments that satisfy each command's arity: `K` is a key, `C` a channel. */
+const SAMPLE_ARGS: Record<string, string[]> = {
+  get: ['K'],
+  mget: ['K'],
+  set: ['K', 'v'],
+  getex: ['K'],
+  del: ['K'],
+  unlink: ['K'],
+  exists: ['K'],
+  pttl: ['K'],
+  pexpire: ['K', '1'],
+  pexpireat: ['K', '1'],
+  pexpiretime: ['K'],
+  incr: ['K'],
+  incrby: ['K', '1'],
+  zadd: ['K', '1', 'm'],
+  zcard: ['K'],
+  zcount: ['K', '0', '1'],
+  zscore: ['K', 'm'],
+  zrange: ['K', '0', '1'],
+  zremrangebyscore: ['K', '0', '1'],
+  zrangebyscore: ['K', '0', '1'],
+  zrem: ['K', 'm'],
+  zpopmin: ['K'],
+  zmscore: ['K', 'm'],
+  zrandmember: ['K'],
+  sadd: ['K', 'm'],
+  srem: ['K', 'm'],
+  smembers: ['K'],
+  xadd: ['K', '*', 'f', 'v'],
+  xrange: ['K', '-', '+'],
+  publish: ['C', 'm'],
+  spublish: ['C', 'm'],
+  subscribe: ['C'],
+  ssubscribe: ['C'],
+  unsubscribe: ['C'],
+  scan: ['0'],
+  time: [],
+  ping: [],
+  info: [],
+  multi: [],
+  exec: [],
+};
+
+/** The commands inside a Lua file (`redis.call('GET', ...)` / `redis.pcall(...)`), lower case. */
+export function scriptCommands(lua: string): string[] {
+  return [...new Set([...lua.matchAll(/redis\.p?call\(\s*'([A-Za-z]+)'/g)].map((m) => m[1].toLowerCase()))];
+}
+
+export function sample(command: string, key: string, channel: string): string[] {
+  const args = SAMPLE_ARGS[command] ?? ['K'];
+  return [command, ...args.map((a) => (a === 'K' ? key : a === 'C' ? channel : a))];
+}
