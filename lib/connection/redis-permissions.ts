@@ -2,7 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { Logger, type OnModuleInit } from '@nestjs/common';
 import { Cluster } from 'ioredis';
 import { RedisPermissionError } from '../common/errors.js';
-import { replyCodeOf } from '../common/failure-policy.js';
+import { classifyRedisError, replyCodeOf } from '../common/failure-policy.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { LuaScript, type RedisClient } from '../common/lua-script.js';
 import { DEFAULT_CONNECTION_NAME } from './connection.options.js';
@@ -208,6 +208,14 @@ export interface PermissionsTarget {
  * cannot check are named in a warning.
  */
 export async function verifyPermissions(target: PermissionsTarget, warn: (message: string) => void): Promise<void> {
+  // A transport failure during the check (a command timed out on a busy server) is RedisUnavailableError like any
+  // other start-up call, never ioredis's untyped error.
+  return checkAndReport(target, warn).catch((err: unknown) => {
+    throw classifyRedisError(err, `Redis ACL permission check${target.where ?? ''}`);
+  });
+}
+
+async function checkAndReport(target: PermissionsTarget, warn: (message: string) => void): Promise<void> {
   const { keyPrefix, where = '' } = target;
   const commands = requiredCommands(keyPrefix, target);
   // ACL users are per node: a cluster does not propagate ACL SETUSER, so one master can deny what the others allow.

@@ -4,7 +4,8 @@ import { Logger } from '@nestjs/common';
 import { CacheService, RedisUnavailableError } from '../../lib/index.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { startRedisServer } from '../support/redis-server.js';
-import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+import { bootToolkitApp } from '../support/toolkit-boot.js';
+import { closeToolkitApps } from '../support/toolkit-app.js';
 import { waitFor } from '../support/wait.js';
 
 afterEach(closeToolkitApps);
@@ -12,7 +13,7 @@ afterEach(closeToolkitApps);
 describe('CacheService when Redis fails', () => {
   it('Redis killed mid-test: loader values are served, get is undefined, errors counted, one warning; restarted: hits again', async () => {
     const server = trackForCleanup(await startRedisServer());
-    const app = await createToolkitApp({ target: { url: server.url }, commandTimeout: 300, maxReconnectDelay: 100 });
+    const app = await bootToolkitApp({ target: { url: server.url }, commandTimeout: 300, maxReconnectDelay: 100 });
     const cache = app.get(CacheService);
     let loads = 0;
     const loader = () => `v${++loads}`;
@@ -56,7 +57,7 @@ describe('CacheService when Redis fails', () => {
 
   it('failOpen: false turns a Redis failure into RedisUnavailableError', async () => {
     const server = trackForCleanup(await startRedisServer());
-    const app = await createToolkitApp({
+    const app = await bootToolkitApp({
       target: { url: server.url },
       commandTimeout: 300,
       cache: { failOpen: false },
@@ -72,7 +73,7 @@ describe('CacheService when Redis fails', () => {
 
   it('L1 keeps serving and is cleared when the connection comes back (invalidations may have been missed)', async () => {
     const server = trackForCleanup(await startRedisServer());
-    const app = await createToolkitApp({
+    const app = await bootToolkitApp({
       target: { url: server.url },
       commandTimeout: 300,
       maxReconnectDelay: 100,

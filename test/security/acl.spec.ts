@@ -14,14 +14,16 @@ import {
   RateLimitService,
   RedisPermissionError,
   RedisToolkitHealth,
+  RedisUnavailableError,
   SessionService,
 } from '../../lib/index.js';
 import { RedisConnection, RedisConnections, type RateLimitAlgorithm } from '../../lib/advanced.js';
 import { DEFAULT_CONNECTION_NAME } from '../../lib/connection/connection.options.js';
-import { RedisPermissionsCheck } from '../../lib/connection/redis-permissions.js';
+import { RedisPermissionsCheck, verifyPermissions } from '../../lib/connection/redis-permissions.js';
 import { startQuorumServers } from '../support/quorum.js';
 import { startRedisCluster, type RedisClusterHandle } from '../support/redis-cluster.js';
 import { usePrivateRedis, trackForCleanup } from '../support/private-servers.js';
+import { startRedisServer } from '../support/redis-server.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 
 const redis = usePrivateRedis();
@@ -286,4 +288,24 @@ describe('a Redis Cluster: every master is checked (ACL SETUSER is not propagate
   it('the documented line on every master starts', async () => {
     expect(await bootWithMasterRules(() => documentedRules())).toBeUndefined();
   });
+});
+
+it('a server that stops answering during the start-up ACL check is a RedisUnavailableError, not an untyped error', async () => {
+  const server = trackForCleanup(await startRedisServer());
+  const client = trackForCleanup(new Redis(server.port, '127.0.0.1', { commandTimeout: 200, maxRetriesPerRequest: 0 }));
+  await client.ping();
+  server.pause();
+  try {
+    const err = await verifyPermissions(
+      { client, keyPrefix: 'rtk:', cluster: false, sharded: false },
+      () => undefined,
+    ).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(RedisUnavailableError);
+    expect((err as Error).message).toMatch(/Redis ACL permission check failed: Command timed out/);
+  } finally {
+    server.resume();
+  }
 });
