@@ -5,7 +5,7 @@ import { CacheService } from '../../lib/index.js';
 import { RedisConnection } from '../../lib/advanced.js';
 import { hashSlot } from '../../lib/common/bulk-keys.js';
 import { countSocketWrites, recordCommands } from '../support/command-recorder.js';
-import { startRedisCluster, type RedisClusterHandle } from '../support/redis-cluster.js';
+import { ownedBy, useDisposableCluster } from '../support/disposable-cluster.js';
 import { rawCommand } from '../support/resp.js';
 import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
 
@@ -72,22 +72,16 @@ describe('cache reads on a cluster, batched per master', () => {
 });
 
 describe('cache reads when a cluster master dies', () => {
-  let handle: RedisClusterHandle;
-  beforeAll(async () => {
-    handle = await startRedisCluster();
-  }, 30_000);
-  afterAll(async () => {
-    await closeToolkitApps();
-    await handle.stop();
-  });
+  const cluster = useDisposableCluster();
 
   it('a turn of reads fails only the reads of the dead master; the others get their values', async () => {
-    const { cache, keyPrefix } = await cacheApp({ cluster: handle.startupNodes }, 300);
+    const { cache, keyPrefix } = await cacheApp({ cluster: cluster().startupNodes }, 300);
     const keys = Array.from({ length: 30 }, (_, i) => `d-${i}`);
     for (const [i, key] of keys.entries()) await cache.set(key, i);
-    const victim = handle.masters[0];
-    const onVictim = await Promise.all(
-      keys.map(async (k) => (await ownerPort(handle.masters[1].port, `${keyPrefix}cache:${k}`)) === victim.port),
+    const victim = cluster().masters[0];
+    const onVictim = await ownedBy(
+      victim,
+      keys.map((k) => `${keyPrefix}cache:${k}`),
     );
     const dead = onVictim.filter(Boolean).length;
     expect(dead).toBeGreaterThan(0);

@@ -3,10 +3,8 @@ import { randomUUID } from 'node:crypto';
 import { Cluster } from 'ioredis';
 import { LockService, RedisUnavailableError } from '../../lib/index.js';
 import { RedisConnection } from '../../lib/advanced.js';
-import { hashSlot } from '../../lib/common/bulk-keys.js';
 import { countSocketWrites, recordCommands } from '../support/command-recorder.js';
-import { startRedisCluster, type RedisClusterHandle } from '../support/redis-cluster.js';
-import { rawCommand } from '../support/resp.js';
+import { ownedBy, useDisposableCluster } from '../support/disposable-cluster.js';
 import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
 
 afterEach(closeToolkitApps);
@@ -59,24 +57,13 @@ describe('locks on a cluster, batched per master', () => {
 });
 
 describe('locks when a cluster master dies', () => {
-  let handle: RedisClusterHandle;
-  beforeAll(async () => {
-    handle = await startRedisCluster();
-  }, 30_000);
-  afterAll(async () => {
-    await closeToolkitApps();
-    await handle.stop();
-  });
+  const cluster = useDisposableCluster();
 
   it('a turn of acquisitions fails closed only for the dead master; the others are held', async () => {
-    const { locks } = await lockApp({ cluster: handle.startupNodes }, 300);
-    const victim = handle.masters[0];
-    const slots = (await rawCommand(victim.port, ['CLUSTER', 'SLOTS'])) as [number, number, [string, number]][];
+    const { locks } = await lockApp({ cluster: cluster().startupNodes }, 300);
+    const victim = cluster().masters[0];
     const resources = Array.from({ length: 24 }, (_, i) => `dead-or-alive-${i}`);
-    const onVictim = resources.map((r) => {
-      const slot = hashSlot(r);
-      return slots.some(([from, to, [, port]]) => port === victim.port && slot >= from && slot <= to);
-    });
+    const onVictim = await ownedBy(victim, resources);
     expect(onVictim.filter(Boolean).length).toBeGreaterThan(0);
     expect(onVictim.filter(Boolean).length).toBeLessThan(resources.length);
     const first = await Promise.all(resources.map((r) => locks.tryAcquire(r)));
