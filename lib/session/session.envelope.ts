@@ -1,4 +1,4 @@
-import { InvalidKeyError } from '../common/errors.js';
+import { InvalidKeyError, SessionTooLargeError } from '../common/errors.js';
 import type { Serializer } from '../common/serializer.js';
 import type { Session, SessionData } from './session.types.js';
 import { containsLoneSurrogate, hasLoneSurrogate } from '../common/unicode.js';
@@ -113,4 +113,23 @@ export function toSession<T extends SessionData>(serializer: Serializer, id: str
     lastAccessedAt: raw.lastAccessedAt,
     expiresAt: raw.expiresAt,
   };
+}
+
+/**
+ * Throws SessionTooLargeError when the texts' UTF-8 bytes add up to more than maxSize (counted only if they might).
+ */
+export function checkSessionSize(maxSize: number, texts: string[]): void {
+  let units = 0;
+  for (const t of texts) units += t.length;
+  if (units * 3 <= maxSize) return; // 3 bytes per UTF-16 unit at most
+  let bytes = 0;
+  for (const t of texts) bytes += Buffer.byteLength(t);
+  if (bytes > maxSize) throw sessionTooLarge(maxSize, `(${bytes} bytes)`);
+}
+
+/** The error for a write that would make the session larger than `maxSize`; nothing was written. */
+export function sessionTooLarge(maxSize: number, detail: string): SessionTooLargeError {
+  return new SessionTooLargeError(
+    `the session would be larger than session.maxSize (${maxSize} bytes) ${detail}; nothing was written`,
+  );
 }

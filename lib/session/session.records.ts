@@ -5,7 +5,14 @@ import { CLUSTER_SLICE, perNodeSender } from '../common/cluster-batch.js';
 import { SessionTooLargeError } from '../common/errors.js';
 import { LuaScript, type RedisClient, type ScriptArg } from '../common/lua-script.js';
 import { TickBatcher } from '../common/tick-batcher.js';
-import { mergeFields, parseEnvelope, type RawSession, type SessionEnvelope } from './session.envelope.js';
+import {
+  checkSessionSize,
+  mergeFields,
+  parseEnvelope,
+  sessionTooLarge,
+  type RawSession,
+  type SessionEnvelope,
+} from './session.envelope.js';
 import { DEFAULT_SESSION_MAX_SIZE } from './session.options.js';
 import { RecentValues } from './session.recent-values.js';
 import { storeSetInLua, updateInLua } from './session.lua-writes.js';
@@ -212,7 +219,7 @@ export class SessionRecords {
   /** A session as stored (JSON); SessionTooLargeError over maxSize, before anything is sent. */
   encode(envelope: SessionEnvelope): string {
     const json = JSON.stringify(envelope);
-    this.checkSize([json]);
+    checkSessionSize(this.maxSize, [json]);
     return json;
   }
 
@@ -237,7 +244,7 @@ export class SessionRecords {
    */
   async update(id: string, touch: boolean, sets: [string, string][], deletes: string[]): Promise<RawSession | null> {
     // What this call adds can be refused before anything is sent; the merged total is checked after the merge.
-    this.checkSize(sets.flat());
+    checkSessionSize(this.maxSize, sets.flat());
     // behind a write of this session still in flight, with the others made meanwhile, as one (SessionWriteQueue)
     return this.updates.add(id, { touch, sets, deletes });
   }
@@ -270,7 +277,7 @@ export class SessionRecords {
       const json = JSON.stringify(merged);
       // (UTF-8 is at most 3 bytes per UTF-16 unit: most sessions need no count)
       if (json.length * 3 > this.maxSize && Buffer.byteLength(json) > this.maxSize)
-        throw this.tooLarge('after the merge');
+        throw sessionTooLarge(this.maxSize, 'after the merge');
       const expiry = touch ? Math.min(now + merged.t, merged.m) : 'keep';
       const reply = await this.compareAndSet(id, current, json, expiry);
       if (reply !== -1 && reply[0] === 1) {
@@ -287,26 +294,8 @@ export class SessionRecords {
     }
     this.recent.delete(id);
     const merged = await updateInLua(this.client, key, this.maxSize, touch, sets, deletes);
-    if (merged === 'too large') throw this.tooLarge('after the merge');
+    if (merged === 'too large') throw sessionTooLarge(this.maxSize, 'after the merge');
     return merged;
-  }
-
-  /**
-   * Throws SessionTooLargeError when the texts' UTF-8 bytes add up to more than maxSize (counted only if they might).
-   */
-  private checkSize(texts: string[]): void {
-    let units = 0;
-    for (const t of texts) units += t.length;
-    if (units * 3 <= this.maxSize) return; // 3 bytes per UTF-16 unit at most
-    let bytes = 0;
-    for (const t of texts) bytes += Buffer.byteLength(t);
-    if (bytes > this.maxSize) throw this.tooLarge(`(${bytes} bytes)`);
-  }
-
-  private tooLarge(detail: string): SessionTooLargeError {
-    return new SessionTooLargeError(
-      `the session would be larger than session.maxSize (${this.maxSize} bytes) ${detail}; nothing was written`,
-    );
   }
 
   /**
@@ -334,7 +323,7 @@ export class SessionRecords {
     fields: Omit<SessionEnvelope, 'c' | 'm'>,
     maxAgeMs: number,
   ): Promise<{ previousUserId: string; expiresAt: number } | 'tombstoned' | 'superseded'> {
-    this.checkSize([JSON.stringify(fields)]);
+    checkSessionSize(this.maxSize, [JSON.stringify(fields)]);
     // Behind a set of this session still in flight; of the sets made meanwhile only the last is written (each
     // replaces the whole session): the others are 'superseded', as if written and overwritten at once.
     const patch: StoreSetPatch = { fields, maxAgeMs };
@@ -362,7 +351,7 @@ export class SessionRecords {
         indexed = true;
       }
       const json = JSON.stringify({ c: created, m: deadline, ...fields });
-      this.checkSize([json]);
+      checkSessionSize(this.maxSize, [json]);
       const expiry = fields.t === 0 ? 'none' : Math.min(now + fields.t, deadline);
       const reply = await this.compareAndSet(id, current, json, expiry);
       if (reply === -1) {
