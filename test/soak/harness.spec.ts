@@ -42,7 +42,11 @@ describe('soak sampler', () => {
     try {
       const s = await reading;
       expect(after).toBeDefined(); // the stall did happen while the sample ran
-      expect(s.timers).toBeLessThanOrEqual(baseline.timers);
+      // In the default suite this runs in one process after other files: a timer of theirs (a client still retrying)
+      // can start between the baseline and the sample. It is still there for a sample taken after, the transients
+      // are not: the stalled sample must see no more than the more of the two quiet ones (seen once in CI: 3 > 2).
+      const settled = await sample(2, [], false, 3);
+      expect(s.timers).toBeLessThanOrEqual(Math.max(baseline.timers, settled.timers));
     } finally {
       clearTimeout(before);
       clearTimeout(after);
