@@ -21,6 +21,8 @@ for i = last + 1, #ARGV do
   s.d[ARGV[i]] = nil
 end
 if next(s.d) == nil then s.d = cjson.decode('{}') end
+-- the stamp stood for the value read; the value written here has none (see session.stamp.ts)
+s.v = nil
 local out = cjson.encode(s)
 if #out > tonumber(ARGV[3]) then return -1 end
 local exp

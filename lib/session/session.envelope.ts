@@ -74,9 +74,14 @@ export function parseEnvelope(raw: string): SessionEnvelope | null {
 
 /** `envelope` with `sets` written and `deletes` removed (a new object; the input is not changed). */
 export function mergeFields(envelope: SessionEnvelope, sets: [string, string][], deletes: string[]): SessionEnvelope {
-  // no prototype: a field named `__proto__` is a field like any other
-  const d = Object.assign(Object.create(null) as Record<string, string>, envelope.d);
-  for (const [name, value] of sets) d[name] = value;
+  // A plain object (a prototype-less one is a slow dictionary, to fill and to stringify): a spread copies a field
+  // named `__proto__` as an own field, and one set here is defined as one, never as the prototype.
+  const d: Record<string, string> = { ...envelope.d };
+  for (const [name, value] of sets) {
+    if (name === '__proto__')
+      Object.defineProperty(d, name, { value, enumerable: true, writable: true, configurable: true });
+    else d[name] = value;
+  }
   for (const name of deletes) delete d[name];
   return { ...envelope, d };
 }

@@ -16,6 +16,7 @@ import {
 import { DEFAULT_SESSION_MAX_SIZE } from './session.options.js';
 import { RecentValues } from './session.recent-values.js';
 import { storeSetInLua, updateInLua } from './session.lua-writes.js';
+import { expectedOf, stampedJson } from './session.stamp.js';
 import { SessionUserIndex } from './session.user-index.js';
 import {
   combineUpdates,
@@ -145,7 +146,7 @@ export class SessionRecords {
 
   /** The compare-and-set script for one session (batched with the other writes of this tick). */
   private async compareAndSet(id: string, expected: string, json: string, expiry: number | string): Promise<CasReply> {
-    const args: ScriptArg[] = [this.sessionKey(id), this.tombstoneKey(id), expected, json, expiry];
+    const args: ScriptArg[] = [this.sessionKey(id), this.tombstoneKey(id), expectedOf(expected), json, expiry];
     const reply = await this.writes.add(args);
     if (reply instanceof Error) throw reply;
     return reply;
@@ -218,7 +219,7 @@ export class SessionRecords {
 
   /** A session as stored (JSON); SessionTooLargeError over maxSize, before anything is sent. */
   encode(envelope: SessionEnvelope): string {
-    const json = JSON.stringify(envelope);
+    const json = stampedJson(envelope);
     checkSessionSize(this.maxSize, [json]);
     return json;
   }
@@ -274,7 +275,7 @@ export class SessionRecords {
         return null;
       }
       const merged = mergeFields(envelope, sets, deletes);
-      const json = JSON.stringify(merged);
+      const json = stampedJson(merged);
       // (UTF-8 is at most 3 bytes per UTF-16 unit: most sessions need no count)
       if (json.length * 3 > this.maxSize && Buffer.byteLength(json) > this.maxSize)
         throw sessionTooLarge(this.maxSize, 'after the merge');
@@ -350,7 +351,7 @@ export class SessionRecords {
         await this.index.add(fields.u, id, deadline, true);
         indexed = true;
       }
-      const json = JSON.stringify({ c: created, m: deadline, ...fields });
+      const json = stampedJson({ c: created, m: deadline, ...fields });
       checkSessionSize(this.maxSize, [json]);
       const expiry = fields.t === 0 ? 'none' : Math.min(now + fields.t, deadline);
       const reply = await this.compareAndSet(id, current, json, expiry);

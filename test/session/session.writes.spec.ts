@@ -1,0 +1,135 @@
+import 'reflect-metadata';
+import { randomBytes } from 'node:crypto';
+import { Command, type Redis } from 'ioredis';
+import { RedisSessionStore, SessionService } from '../../lib/index.js';
+import { RedisConnection } from '../../lib/advanced.js';
+import { recordCommandCalls } from '../support/command-recorder.js';
+import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
+
+afterEach(closeToolkitApps);
+
+/** How every session this version writes from Node starts (lib/session/session.stamp.ts). */
+const STAMP = /^\{"v":"\/[A-Za-z0-9_-]+"/;
+const TTL = 3_600_000;
+
+const uniquePrefix = (): string => `rtk-sessw-${randomBytes(4).toString('hex')}:`;
+
+async function sessionApp(target: RedisTarget, prefix = uniquePrefix()) {
+  const app = await createToolkitApp({
+    target,
+    keyPrefix: prefix,
+    session: { cookie: { secret: 's3cret' }, ttl: TTL },
+  });
+  const client = app.get(RedisConnection).client;
+  return { sessions: app.get(SessionService), client, prefix };
+}
+
+/** The compare-and-set calls among recorded commands (2 keys: session and tombstone) and what each expected. */
+const casExpectations = (calls: { name: string; args: string[] }[]): string[] =>
+  calls.filter((c) => (c.name === 'evalsha' || c.name === 'eval') && c.args[1] === '2').map((c) => c.args[4]);
+
+describe.each(['single', 'cluster'] as const)('session writes on %s', (target) => {
+  it('a write sends the stamp of the value it read, not the whole value, and stamps what it writes anew', async () => {
+    const { sessions, client, prefix } = await sessionApp(target);
+    const key = (id: string) => `${prefix}sess:{${id}}`;
+    const s = await sessions.create('ann', { a: 1, text: 'x'.repeat(300) });
+    const created = (await client.get(key(s.id)))!;
+    const stamp = STAMP.exec(created)?.[0];
+    expect(stamp).toBeDefined();
+    const { value, calls } = await recordCommandCalls(client, () => sessions.update(s.id, { b: 2 }));
+    expect(value.data).toEqual({ a: 1, text: 'x'.repeat(300), b: 2 });
+    expect(casExpectations(calls)).toEqual([stamp]);
+    const written = (await client.get(key(s.id)))!;
+    expect(STAMP.exec(written)?.[0]).not.toBe(stamp);
+    expect(STAMP.test(written)).toBe(true);
+    // the stamp is not part of the session: it reads as before, in this version and in one that ignores it
+    expect(Object.keys(JSON.parse(written) as object).sort()).toEqual(['c', 'd', 'm', 't', 'u', 'v']);
+  });
+
+  it('a session written before stamps is compared whole, and concurrent updates of two instances all survive', async () => {
+    const prefix = uniquePrefix();
+    const one = await sessionApp(target, prefix);
+    const two = await sessionApp(target, prefix);
+    const id = randomBytes(32).toString('base64url');
+    const now = Date.now();
+    // the previous version's layout, as it is stored today
+    const old = JSON.stringify({ u: 'bob', c: now, m: now + 86_400_000, t: TTL, d: { keep: '"yes"' } });
+    await one.client.set(`${prefix}sess:{${id}}`, old, 'PX', 600_000);
+    expect((await one.sessions.get(id))!.data).toEqual({ keep: 'yes' });
+    expect((await two.sessions.get(id))!.data).toEqual({ keep: 'yes' });
+    const { calls } = await recordCommandCalls(one.client, () =>
+      Promise.all(
+        Array.from({ length: 20 }, (_, i) => (i % 2 === 0 ? one : two).sessions.update(id, { [`f${i}`]: i })),
+      ),
+    );
+    // instance one expected the old value, whole (unstamped), in its first compare-and-set
+    expect(casExpectations(calls)[0]).toBe(old);
+    const data = (await one.sessions.get(id))!.data;
+    expect(data).toEqual({ keep: 'yes', ...Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`f${i}`, i])) });
+    // updates touch (rolling): the session's own ttl, not the 600 s it was stored with
+    const pttl = await one.client.pttl(`${prefix}sess:{${id}}`);
+    expect(pttl).toBeGreaterThan(600_000);
+    expect(pttl).toBeLessThanOrEqual(TTL);
+  });
+
+  it('a value re-encoded with cjson never passes for the stamped value it was read from', async () => {
+    const prefix = uniquePrefix();
+    const one = await sessionApp(target, prefix);
+    const s = await one.sessions.create('cid', { a: 1 });
+    const key = `${prefix}sess:{${s.id}}`;
+    const stamped = (await one.client.get(key))!;
+    // What a cjson script of the previous version leaves when it changes the session: the stamp kept, even first,
+    // but its '/' escaped (cjson writes '\/'). Instance one still remembers the stamped value.
+    const reencoded = stamped.replace('{"v":"/', '{"v":"\\/').replace('"d":{', '"d":{"rival":"2",');
+    expect(JSON.parse(reencoded)).toMatchObject({ d: { a: '1', rival: '2' } });
+    await one.client.set(key, reencoded, 'KEEPTTL');
+    expect((await one.sessions.update(s.id, { b: 3 })).data).toEqual({ a: 1, rival: 2, b: 3 });
+    // and RedisSessionStore's touch (a cjson script) changes what a later write merges into
+    const store = new RedisSessionStore({ client: one.client, prefix });
+    const cookie = { originalMaxAge: 120_000, maxAge: 120_000, expires: new Date(Date.now() + 120_000) };
+    await store.touch(s.id, { cookie } as never);
+    const touched = await one.sessions.update(s.id, { c: 4 });
+    expect(touched.data).toEqual({ a: 1, rival: 2, b: 3, c: 4 });
+    expect((JSON.parse((await one.client.get(key))!) as { t: number }).t).toBe(120_000);
+  });
+});
+
+describe('session write retries (single server)', () => {
+  it('a write that keeps losing its compare-and-set stops after 3 and merges atomically: nothing lost', async () => {
+    const { sessions, client, prefix } = await sessionApp('single');
+    const s = await sessions.create('dan', { a: 1 });
+    const key = `${prefix}sess:{${s.id}}`;
+    const base = JSON.parse((await client.get(key))!) as { u: string; c: number; m: number; t: number };
+    // Before each compare-and-set of this session reaches Redis, a rival write changes it (on the same connection,
+    // so it runs first): every compare-and-set loses.
+    const connection = client as Redis;
+    const send = connection.sendCommand.bind(connection);
+    const rivals: Record<string, string> = { a: '1' };
+    let lost = 0;
+    connection.sendCommand = ((cmd: Command, ...rest: unknown[]) => {
+      const args = cmd.args.map(String);
+      if ((cmd.name === 'evalsha' || cmd.name === 'eval') && args[1] === '2' && args[2] === key) {
+        lost++;
+        rivals[`rival${lost}`] = String(lost);
+        // stamped, as another instance writes it
+        const value = JSON.stringify({ v: `/rival${lost}`, u: base.u, c: base.c, m: base.m, t: base.t, d: rivals });
+        void send(new Command('set', [key, value, 'KEEPTTL']));
+      }
+      return send(cmd, ...(rest as []));
+    }) as typeof connection.sendCommand;
+    try {
+      const updated = await sessions.update(s.id, { ours: true });
+      expect(lost).toBe(3);
+      expect(updated.data).toEqual({ a: 1, rival1: 1, rival2: 2, rival3: 3, ours: true });
+    } finally {
+      connection.sendCommand = send;
+    }
+    const stored = (await client.get(key))!;
+    // the atomic merge (cjson) drops the stamp it read: the next write compares the whole value
+    expect(JSON.parse(stored)).not.toHaveProperty('v');
+    expect((await sessions.get(s.id))!.data).toEqual({ a: 1, rival1: 1, rival2: 2, rival3: 3, ours: true });
+    const pttl = await client.pttl(key);
+    expect(pttl).toBeGreaterThan(0);
+    expect(pttl).toBeLessThanOrEqual(TTL);
+  });
+});
