@@ -61,6 +61,7 @@ export const FEATURE_COMMANDS: {
 /** Arguments that satisfy each command's arity: `K` is a key, `C` a channel. */
 const SAMPLE_ARGS: Record<string, string[]> = {
   get: ['K'],
+  getrange: ['K', '0', '1'],
   mget: ['K'],
   set: ['K', 'v'],
   getex: ['K'],
