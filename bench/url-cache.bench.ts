@@ -6,12 +6,15 @@
  * round (interleaved), and each figure is the median round. Target: ours ≥ 1.2× cache-manager, like for like: one
  * Redis GET per hit on both sides (our L1 off, their Redis store alone), and again with an in-process tier on both
  * sides (our L1; their in-memory Keyv before the Redis one). A row without any cache shows the HTTP stack's ceiling.
+ * Every app runs pinned to CPU 0 and autocannon (this process) to the other CPUs, so a round measures the app, not the
+ * app and its load generator sharing a core; the app's own CPU per request is reported beside req/s.
  * `--load` (or BENCH_LOAD=1): run on its own, Redis pinned to one CPU with a busy neighbour (see load-profile.ts).
  */
 import autocannon from 'autocannon';
 import { fileURLToPath } from 'node:url';
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { loadavg } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { httpGet } from '../test/faults/harness/sample-app.js';
 import { standaloneRedis } from './support/load-profile.js';
 import { startApp, type Child } from './support/sample-app.js';
@@ -27,14 +30,28 @@ const OPERATION = 'GET by URL, cache hit (HTTP)';
 const TARGET = 1.2;
 const URLS = 200;
 const CONNECTIONS = 32;
-// Short windows to fit its budget in npm run bench (five apps); run on its own, URL_CACHE_ROUND_S / _ROUNDS lengthen them
-const WARMUP_S = 0.5;
-const ROUND_S = Number(process.env.URL_CACHE_ROUND_S ?? 1);
-const ROUNDS = Number(process.env.URL_CACHE_ROUNDS ?? 3);
+// Many short rounds, each app's round order rotating, to fit its budget in npm run bench (five apps): a burst of
+// load from elsewhere on the box lands in one or two rounds of every app, and the median drops it. Run on its own,
+// URL_CACHE_ROUND_S / _ROUNDS lengthen them.
+// a longer warm-up per app: its first measured rounds otherwise ran still partly unoptimised (twice the CPU/request)
+const WARMUP_S = 1;
+const ROUND_S = Number(process.env.URL_CACHE_ROUND_S ?? 0.5);
+const ROUNDS = Number(process.env.URL_CACHE_ROUNDS ?? 7);
+/** The CPU every app is pinned to; the load generator (this process) runs on the others. */
+const APP_CPU = 0;
 
 const path = (i: number) => `/catalog/p${i % 20}?page=${i % URLS}`;
 
-type Run = { rps: number; p50: number; p99: number; errors: number; cpuUs?: number; appCpuUs?: number };
+type Run = {
+  rps: number;
+  p50: number;
+  p99: number;
+  errors: number;
+  cpuUs?: number;
+  appCpuUs?: number;
+  /** Share of one CPU this process (autocannon) used over the round: near 1 it, not the app, set the pace. */
+  generatorCpu: number;
+};
 
 /** The CPU time (user + system) a process has used, µs, from /proc (Linux); undefined elsewhere. */
 function processCpuMicros(pid: number | undefined): number | undefined {
@@ -54,14 +71,20 @@ async function cannon(base: string, seconds: number, pid?: number): Promise<Run>
   let i = 0;
   const appBefore = processCpuMicros(pid);
   const before = await redisCpuMicros();
+  const selfBefore = process.cpuUsage();
+  const started = performance.now();
   const result = await autocannon({
     url: base,
     connections: CONNECTIONS,
     duration: seconds,
+    // autocannon stops at its first sample tick after `duration` (1 s by default): a 0.5 s round would last 1 s
+    sampleInt: seconds * 1000,
     pipelining: 1,
     timeout: 10,
     requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: path(i++) }) }],
   });
+  const self = process.cpuUsage(selfBefore);
+  const elapsedUs = (performance.now() - started) * 1000;
   const after = await redisCpuMicros();
   const appAfter = processCpuMicros(pid);
   const ok = result.requests.total - result.non2xx;
@@ -72,7 +95,36 @@ async function cannon(base: string, seconds: number, pid?: number): Promise<Run>
     errors: result.errors + result.non2xx,
     cpuUs: before === undefined || after === undefined || ok <= 0 ? undefined : (after - before) / ok,
     appCpuUs: appBefore === undefined || appAfter === undefined || ok <= 0 ? undefined : (appAfter - appBefore) / ok,
+    generatorCpu: (self.user + self.system) / elapsedUs,
   };
+}
+
+/**
+ * Pins every thread of a process (its GC and libuv threads too) to `cpuList` (taskset syntax); false with a warning
+ * when taskset is missing or refuses.
+ */
+function pinAll(pid: number | undefined, cpuList: string): boolean {
+  if (pid === undefined) return false;
+  const r = spawnSync('taskset', ['-a', '-cp', cpuList, String(pid)], { encoding: 'utf8' });
+  if (r.status === 0) return true;
+  process.stdout.write(
+    `warning: taskset could not pin pid ${pid} to CPU ${cpuList}: ${r.error?.message ?? r.stderr}\n`,
+  );
+  return false;
+}
+
+/**
+ * Gives each app a CPU of its own and the load generator (autocannon, in this process) the others, Redis's among
+ * them on a 2-core box: otherwise the scheduler puts autocannon beside the app for part of a round and the figure
+ * measures their sum, which swings from round to round and pulls every ratio towards 1. The same CPU for every app.
+ */
+function pinApps(apps: Child[]): string {
+  const n = cpus().length;
+  if (n < 2) return 'not pinned (one CPU)';
+  // on 3 or more CPUs the last is Redis's own (load-profile.ts): the generator stays off it
+  const others = n > 2 ? `1-${n - 2}` : '1';
+  const ok = apps.every((app) => pinAll(app.pid, String(APP_CPU))) && pinAll(process.pid, others);
+  return ok ? `apps pinned to CPU ${APP_CPU}, autocannon to CPU ${others}` : 'pinning failed (taskset)';
 }
 
 const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
@@ -119,6 +171,7 @@ const APPS = [
 type AppId = (typeof APPS)[number]['id'];
 
 async function main(): Promise<void> {
+  const startedAt = performance.now();
   const redis = await standaloneRedis();
   const appFile = fileURLToPath(new URL('./url-cache-app.js', import.meta.url));
   const children: Child[] = [];
@@ -143,6 +196,8 @@ async function main(): Promise<void> {
       if (hit.status !== 200 || hit.headers.get('x-cache') !== 'HIT' || type !== 'application/json; charset=utf-8')
         throw new Error(`${id} answered a hit with ${hit.status}, X-Cache ${hit.headers.get('x-cache')}, ${type}`);
     }
+    const pinning = pinApps(children);
+    const bootS = (performance.now() - startedAt) / 1000;
     for (const { id } of APPS) await cannon(apps[id].url, WARMUP_S);
     const runs = Object.fromEntries(APPS.map(({ id }) => [id, [] as Run[]])) as Record<AppId, Run[]>;
     const load: string[] = [];
@@ -163,6 +218,8 @@ async function main(): Promise<void> {
       const y = cpuOf[b];
       return x === undefined || y === undefined ? '?' : `${(y / x).toFixed(2)}×`;
     };
+    const generatorBusiest = Math.max(...APPS.map(({ id }) => median(runs[id].map((r) => r.generatorCpu))));
+    const tookS = (performance.now() - startedAt) / 1000;
     const met = ratio >= TARGET && l1Ratio >= TARGET;
     const ofNone = (id: AppId): string => `${((100 * ops[id]) / ops.none).toFixed(0)} %`;
     const summary =
@@ -172,14 +229,21 @@ async function main(): Promise<void> {
       `${ofNone('cache-manager')}, ours L1 ${ofNone('ours-l1')}, theirs L1 ${ofNone('cache-manager-l1')}; ` +
       `by app CPU per request: Redis ${cpuRatio('ours', 'cache-manager')}, in-process ` +
       `${cpuRatio('ours-l1', 'cache-manager-l1')}, no cache vs ours ${cpuRatio('none', 'ours')}; ` +
-      `${CONNECTIONS} connections, ${URLS} URLs, median of ${ROUNDS} × ${ROUND_S} s interleaved; ` +
-      `1-min load average after each round: ${load.join(', ')}`;
+      `${CONNECTIONS} connections, ${URLS} URLs, median of ${ROUNDS} × ${ROUND_S} s interleaved; ${pinning}, ` +
+      `autocannon at ${(100 * generatorBusiest).toFixed(0)} % of its CPU (median round of the busiest app); ` +
+      `1-min load average after each round: ${load.join(', ')}; ${tookS.toFixed(0)} s ` +
+      `(${bootS.toFixed(0)} s to start and warm the apps)`;
     printTable(`Cache: HTTP responses by URL (Express, ${redis.profile})`, rows);
     process.stdout.write(`${summary}\n\n`);
     const perRound = Object.fromEntries(
-      APPS.map(({ id }) => [id, runs[id].map((r) => [Math.round(r.rps), Math.round(r.appCpuUs ?? NaN)])]),
+      APPS.map(({ id }) => [
+        id,
+        runs[id].map((r) => [Math.round(r.rps), Math.round(r.appCpuUs ?? NaN), Math.round(100 * r.generatorCpu)]),
+      ]),
     );
-    process.stdout.write(`[ops/s, app CPU µs/request] per round: ${JSON.stringify(perRound)}\n\n`);
+    process.stdout.write(
+      `[ops/s, app CPU µs/request, autocannon % of a CPU] per round: ${JSON.stringify(perRound)}\n\n`,
+    );
     saveResults('url-cache', rows, {
       summary,
       ratio,
@@ -188,6 +252,7 @@ async function main(): Promise<void> {
       met,
       appCpuUsPerRequest: cpuOf,
       perRound,
+      pinning,
     });
   } finally {
     await Promise.all(children.map((c) => c.stop()));

@@ -8,11 +8,11 @@ import {
   StreamableFile,
 } from '@nestjs/common';
 import { ApplicationConfig, Reflector } from '@nestjs/core';
-import { from, lastValueFrom, type Observable } from 'rxjs';
+import { from, lastValueFrom, of, type Observable } from 'rxjs';
 import { InvalidOptionsError } from '../common/errors.js';
 import { HTTP_CACHE_IF_METADATA, HTTP_CACHE_KEY_METADATA, HTTP_CACHE_TTL_METADATA } from './cache.constants.js';
 import { CacheService, type PreparedCall } from './cache.service.js';
-import type { CacheStatus } from './cache.types.js';
+import type { CacheResult, CacheStatus } from './cache.types.js';
 
 /** A key computed from the request (Express or Fastify request object) and the execution context. */
 export type HttpCacheKeyFn = (request: never, context: ExecutionContext) => string;
@@ -71,6 +71,8 @@ interface HttpResponseLike {
   setHeader?: (name: string, value: string) => unknown;
   app?: { get?: (setting: string) => unknown };
 }
+/** Express's compiled `etag fn` setting: the ETag of a body it sends. */
+type EtagFn = (body: string, encoding: 'utf8') => string | undefined;
 
 const HEADER: Record<CacheStatus, string> = { hit: 'HIT', miss: 'MISS', stale: 'STALE', grace: 'STALE' };
 const JSON_TYPE = 'application/json; charset=utf-8';
@@ -81,8 +83,9 @@ type LooseIf = (body: unknown, context: ExecutionContext) => boolean;
 
 /**
  * What is stored for a response: its body as sent, behind one tag character — `j` an object or array as JSON text
- * (sent as is, with the JSON content type), `v` another value as JSON (a number, boolean or null: parsed back and
- * handed to Nest), `s` a string body (handed to Nest as it is).
+ * (sent as is, with the JSON content type), `e` the same with the ETag Express gives that text before it
+ * (`e<etag>\n<JSON>`: a hit sets it, so Express does not hash the body again), `v` another value as JSON (a number,
+ * boolean or null: parsed back and handed to Nest), `s` a string body (handed to Nest as it is).
  */
 type StoredBody = string;
 /** A response that is not stored (non-2xx, stream, written through @Res(), refused by @CacheIf, undefined). */
@@ -101,6 +104,8 @@ interface Route {
   call: PreparedCall<Loaded>;
   /** Whether the stored JSON text is sent as the body (no parse and re-serialisation): see raw(). */
   raw: boolean;
+  /** Express's built-in ETag of the JSON text sent (raw routes only), stored with it: see etagOf(). */
+  etag: { fn: EtagFn; weak: boolean } | undefined;
 }
 
 /**
@@ -136,34 +141,47 @@ export class HttpCacheInterceptor implements NestInterceptor {
       typeof route.key === 'function'
         ? route.key(request as never, context)
         : (route.key ?? `http:${request.originalUrl ?? request.url ?? ''}`);
-    return from(this.serve(route, key, context, response, next));
+    let call = route.call;
+    let loader: () => Promise<Loaded>;
+    const ttl = route.ttl;
+    if (ttl === undefined) {
+      loader = async () =>
+        this.toStored(route, context, response, await lastValueFrom(next.handle(), { defaultValue: undefined }));
+    } else {
+      // A function of the context and of the body as the handler returned it (before it is stored).
+      let body: unknown;
+      call = this.cache.prepare<Loaded>({ ttl: () => ttl(context, body), shouldCache: stored });
+      loader = async () => {
+        body = await lastValueFrom(next.handle(), { defaultValue: undefined });
+        return this.toStored(route, context, response, body);
+      };
+    }
+    const result = this.cache.getOrSetPrepared(key, loader, call);
+    // an L1 hit is answered synchronously: no promise to settle and await
+    if (!(result instanceof Promise)) return of(this.answer(route, response, result));
+    return from(result.then((r) => this.answer(route, response, r)));
   }
 
-  private async serve(
-    route: Route,
-    key: string,
-    context: ExecutionContext,
-    response: HttpResponseLike,
-    next: CallHandler,
-  ): Promise<unknown> {
-    let call = route.call;
-    const ttl = route.ttl;
-    let body: unknown;
-    if (ttl !== undefined) {
-      // A function of the context and of the body as the handler returned it (before it is stored).
-      call = this.cache.prepare<Loaded>({ ttl: () => ttl(context, body), shouldCache: stored });
-    }
-    const loader = async (): Promise<Loaded> => {
-      body = await lastValueFrom(next.handle(), { defaultValue: undefined });
-      return this.toStored(route, context, response, body);
-    };
-    const result = await this.cache.getOrSetPrepared(key, loader, call);
+  /** The body handed to Nest for a getOrSet result, with the X-Cache header (and those of the stored text). */
+  private answer(route: Route, response: HttpResponseLike, result: CacheResult<Loaded>): unknown {
     setHeader(response, 'X-Cache', HEADER[result.status]);
     const value = result.value;
     if (value instanceof Uncached) return value.body;
-    if (route.raw && value.charCodeAt(0) === 106 /* j */) {
-      setHeader(response, 'Content-Type', JSON_TYPE);
-      return value.slice(1);
+    if (route.raw) {
+      const tag = value.charCodeAt(0);
+      if (tag === 106 /* j */) {
+        setHeader(response, 'Content-Type', JSON_TYPE);
+        return value.slice(1);
+      }
+      if (tag === 101 /* e */) {
+        const end = value.indexOf('\n');
+        setHeader(response, 'Content-Type', JSON_TYPE);
+        // only an ETag of the kind this app sends (another instance may be set up otherwise): else Express hashes
+        if (route.etag !== undefined && route.etag.weak === value.startsWith('W/', 1)) {
+          setHeader(response, 'ETag', value.slice(1, end));
+        }
+        return value.slice(end + 1);
+      }
     }
     return parse(value);
   }
@@ -178,7 +196,9 @@ export class HttpCacheInterceptor implements NestInterceptor {
     const json = JSON.stringify(body);
     // undefined for a function or symbol: sent as Nest sends it, never stored
     if (json === undefined) return new Uncached(body);
-    return `${typeof body === 'object' && body !== null ? 'j' : 'v'}${json}`;
+    if (typeof body !== 'object' || body === null) return `v${json}`;
+    const etag = route.etag?.fn(json, 'utf8');
+    return etag === undefined || etag.includes('\n') ? `j${json}` : `e${etag}\n${json}`;
   }
 
   private routeOf(context: ExecutionContext, response: HttpResponseLike): Route {
@@ -199,7 +219,9 @@ export class HttpCacheInterceptor implements NestInterceptor {
         cacheIf: this.reflector.getAllAndOverride<LooseIf | undefined>(HTTP_CACHE_IF_METADATA, targets),
         call: this.cache.prepare<Loaded>({ ...(typeof ttl === 'number' && { ttl }), shouldCache: stored }),
         raw: this.raw(cls, handler, response),
+        etag: undefined,
       };
+      if (route.raw) route.etag = etagOf(response);
       ofClass.set(handler, route);
     }
     return route;
@@ -230,9 +252,25 @@ export class HttpCacheInterceptor implements NestInterceptor {
   }
 }
 
-/** A stored `v`/`j` body parsed back into its value; an `s` body is the string itself. */
+/** A stored `v`/`j`/`e` body parsed back into its value; an `s` body is the string itself. */
 function parse(value: StoredBody): unknown {
-  return value.charCodeAt(0) === 115 /* s */ ? value.slice(1) : JSON.parse(value.slice(1));
+  const tag = value.charCodeAt(0);
+  if (tag === 115 /* s */) return value.slice(1);
+  return JSON.parse(tag === 101 /* e */ ? value.slice(value.indexOf('\n') + 1) : value.slice(1));
+}
+
+/**
+ * Express's ETag function when the app uses one of its built-in ones (`etag` setting true, 'weak' or 'strong': a
+ * hash of the body alone, so it can be stored with it); undefined for Fastify, ETags off, or a function of the app's
+ * own (computed by Express per response, as without the cache).
+ */
+function etagOf(response: HttpResponseLike): Route['etag'] {
+  const app = response.app;
+  if (typeof app?.get !== 'function') return undefined;
+  const setting = app.get('etag');
+  const fn = app.get('etag fn');
+  if (typeof fn !== 'function' || (setting !== true && setting !== 'weak' && setting !== 'strong')) return undefined;
+  return { fn: fn as EtagFn, weak: setting !== 'strong' };
 }
 
 /** Whether the Fastify route of this reply has its own reply serializer (setReplySerializer): then no raw JSON. */

@@ -221,9 +221,14 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
     return resolveCall(options, 'getOrSet', this.options);
   }
 
-  /** @internal getOrSetWithStatus with options prepared beforehand by prepare (no per-call option checks). */
-  getOrSetPrepared<T>(key: string, loader: Loader<T>, call: PreparedCall<T>): Promise<CacheResult<T>> {
-    return this.withStatus(key, loader, undefined, call);
+  /**
+   * @internal getOrSetWithStatus with options prepared beforehand by prepare (no per-call option checks); an L1 hit
+   * is answered synchronously (no promise to settle and await: HttpCacheInterceptor answers it at once).
+   */
+  getOrSetPrepared<T>(key: string, loader: Loader<T>, call: PreparedCall<T>): CacheResult<T> | Promise<CacheResult<T>> {
+    if (traceObserved('cacheGet')) return this.withStatus(key, loader, undefined, call);
+    const started = this.start(key, loader, undefined, call);
+    return started instanceof Promise ? started.then((r) => this.counted(r)) : this.counted(started);
   }
 
   private async withStatus<T>(

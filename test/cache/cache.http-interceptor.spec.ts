@@ -18,7 +18,9 @@ import {
 import { APP_INTERCEPTOR } from '@nestjs/core';
 import { map, type Observable } from 'rxjs';
 import request from 'supertest';
-import { CacheKey, CacheTTL, HttpCacheInterceptor } from '../../lib/advanced.js';
+import { CacheService } from '../../lib/index.js';
+import { CacheKey, CacheTTL, HttpCacheInterceptor, KeyBuilder, RedisConnection } from '../../lib/advanced.js';
+import type { RedisClient } from '../../lib/common/lua-script.js';
 import { PLATFORMS, closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 
 afterEach(closeToolkitApps);
@@ -239,7 +241,105 @@ describe.each(PLATFORMS)('HttpCacheInterceptor answers on %s', (platform) => {
     expect(bodies.wrapped).toBe(1);
   });
 
+  it('answers an L1 hit as a Redis hit: same body and header, the handler run once, every read counted', async () => {
+    const app = await createToolkitApp({
+      keyPrefix: `rtk-h${randomBytes(4).toString('hex')}:`,
+      cache: { defaultTtl: 60_000, beta: 0, l1: { max: 100, ttl: 60_000 } },
+      controllers: [BodiesController, WrappedController],
+      http: true,
+      platform,
+    });
+    const server = app.app.getHttpServer();
+    for (const path of ['/bodies/json', '/bodies/text', '/bodies/count', '/wrapped']) {
+      const miss = await request(server).get(path).expect(200);
+      const hits = [await request(server).get(path).expect(200), await request(server).get(path).expect(200)];
+      expect([miss.headers['x-cache'], ...hits.map((h) => h.headers['x-cache'])]).toEqual(['MISS', 'HIT', 'HIT']);
+      for (const hit of hits) {
+        expect(hit.text).toBe(miss.text);
+        expect(hit.headers['content-type']).toBe(miss.headers['content-type']);
+      }
+    }
+    expect(bodies).toEqual({ json: 1, text: 1, count: 1, wrapped: 1 });
+    expect(app.get(CacheService).stats()).toMatchObject({ hits: 8, misses: 4, loads: 4 });
+  });
+
   if (platform === 'express') {
+    it("stores Express's ETag with the JSON text: a hit sends it unhashed, 304 on a match", async () => {
+      const keyPrefix = `rtk-h${randomBytes(4).toString('hex')}:`;
+      const app = await createToolkitApp({
+        keyPrefix,
+        cache: { defaultTtl: 60_000, beta: 0 },
+        controllers: [BodiesController],
+        http: true,
+        platform,
+      });
+      const express = app.app.getHttpAdapter().getInstance() as {
+        get(name: string): unknown;
+        set(name: string, value: unknown): void;
+      };
+      // the same built-in weak ETag function, counted
+      const weak = express.get('etag fn') as (body: string, encoding?: string) => string;
+      let hashed = 0;
+      express.set('etag fn', (body: string, encoding?: string) => {
+        hashed++;
+        return weak(body, encoding);
+      });
+      const server = app.app.getHttpServer();
+      const miss = await request(server).get('/bodies/json').expect(200);
+      const hit = await request(server).get('/bodies/json').expect(200);
+      const expected = weak(miss.text, 'utf8');
+      expect(expected).toMatch(/^W\/"/);
+      expect([miss.headers.etag, hit.headers['x-cache'], hit.headers.etag, hit.text]).toEqual([
+        expected,
+        'HIT',
+        expected,
+        miss.text,
+      ]);
+      const stored = await (app.get(RedisConnection).client as RedisClient).get(
+        new KeyBuilder(keyPrefix).key('cache', 'http:/bodies/json'),
+      );
+      expect(stored).toContain(JSON.stringify(`e${expected}\n${miss.text}`));
+      const notModified = await request(server).get('/bodies/json').set('If-None-Match', expected).expect(304);
+      expect([notModified.headers['x-cache'], notModified.text]).toEqual(['HIT', '']);
+      // hashed once, when the miss was stored; a string body (no stored ETag) is hashed by Express as before
+      expect(hashed).toBe(1);
+      await request(server).get('/bodies/text').expect(200);
+      await request(server).get('/bodies/text').expect(200);
+      expect([hashed, bodies.json, bodies.text]).toEqual([3, 1, 1]);
+    });
+
+    it('sends a stored ETag only to an app of the same ETag kind; none with ETags off', async () => {
+      const keyPrefix = `rtk-h${randomBytes(4).toString('hex')}:`;
+      const boot = async (etag: boolean | 'strong') => {
+        const app = await createToolkitApp({
+          keyPrefix,
+          cache: { defaultTtl: 60_000, beta: 0 },
+          controllers: [BodiesController],
+          http: true,
+          platform,
+        });
+        const express = app.app.getHttpAdapter().getInstance() as {
+          get(name: string): unknown;
+          set(name: string, value: unknown): void;
+        };
+        express.set('etag', etag);
+        return { server: app.app.getHttpServer(), etagFn: express.get('etag fn') as (b: string) => string };
+      };
+      const weak = await boot(true);
+      const strong = await boot('strong');
+      const off = await boot(false);
+      const miss = await request(weak.server).get('/bodies/json').expect(200);
+      expect(miss.headers.etag).toMatch(/^W\//);
+      // the entry holds a weak ETag: the strong app's hit gets Express's own strong one
+      const strongHit = await request(strong.server).get('/bodies/json').expect(200);
+      expect([strongHit.headers['x-cache'], strongHit.text]).toEqual(['HIT', miss.text]);
+      expect(strongHit.headers.etag).toBe(strong.etagFn(miss.text));
+      expect(strongHit.headers.etag).toMatch(/^"/);
+      const offHit = await request(off.server).get('/bodies/json').expect(200);
+      expect([offHit.headers['x-cache'], offHit.text, offHit.headers.etag]).toEqual(['HIT', miss.text, undefined]);
+      expect(bodies.json).toBe(1);
+    });
+
     it("keeps Express's json spaces on a hit", async () => {
       const app = await createToolkitApp({
         keyPrefix: `rtk-h${randomBytes(4).toString('hex')}:`,
