@@ -37,17 +37,20 @@ export class JsonSerializer implements Serializer {
     if (value === undefined) throw new SerializationError('undefined cannot be stored (it means "no value"); use null');
     let encoded: string | undefined;
     try {
-      encoded = JSON.stringify(value, function (this: Record<string, unknown>, key: string, v: unknown) {
-        // JSON.stringify has already called Date#toJSON on `v`; the raw Date is still on the holder.
-        const raw = this[key];
-        if (raw instanceof Date) return { [DATE_TAG]: Number.isNaN(raw.getTime()) ? null : raw.toISOString() };
-        if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
-          const only = soleKey(v);
-          // A caller's { "$rtk:date": ... } must come back as itself, not as a Date.
-          if (only?.startsWith(TAG_PREFIX)) return { [LITERAL + only]: (v as Record<string, unknown>)[only] };
-        }
-        return v;
-      });
+      // a string, number, boolean or null holds no Date and no tag: no replacer (which slows JSON.stringify down)
+      if (value === null || typeof value !== 'object') encoded = JSON.stringify(value);
+      else
+        encoded = JSON.stringify(value, function (this: Record<string, unknown>, key: string, v: unknown) {
+          // JSON.stringify has already called Date#toJSON on `v`; the raw Date is still on the holder.
+          const raw = this[key];
+          if (raw instanceof Date) return { [DATE_TAG]: Number.isNaN(raw.getTime()) ? null : raw.toISOString() };
+          if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
+            const only = soleKey(v);
+            // A caller's { "$rtk:date": ... } must come back as itself, not as a Date.
+            if (only?.startsWith(TAG_PREFIX)) return { [LITERAL + only]: (v as Record<string, unknown>)[only] };
+          }
+          return v;
+        });
     } catch (err) {
       throw new SerializationError(`value cannot be serialized to JSON: ${(err as Error).message}`, { cause: err });
     }

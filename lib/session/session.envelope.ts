@@ -132,6 +132,21 @@ export function checkSessionSize(maxSize: number, texts: string[]): void {
   if (bytes > maxSize) throw sessionTooLarge(maxSize, `(${bytes} bytes)`);
 }
 
+/**
+ * At least the UTF-8 bytes of `fields` as JSON, without encoding them: 6 bytes per UTF-16 unit (`\u001f`, the
+ * longest escape) and 6 per field for quotes, colon and comma. A write under maxSize by this bound needs no exact
+ * count.
+ */
+export function jsonBytesBound(fields: { u: string; d: Record<string, string>; k?: string }): number {
+  let units = fields.u.length + (fields.k?.length ?? 0);
+  let count = 0;
+  for (const name in fields.d) {
+    units += name.length + fields.d[name].length;
+    count++;
+  }
+  return 6 * units + 6 * count + 64;
+}
+
 /** The error for a write that would make the session larger than `maxSize`; nothing was written. */
 export function sessionTooLarge(maxSize: number, detail: string): SessionTooLargeError {
   return new SessionTooLargeError(

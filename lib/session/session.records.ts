@@ -7,6 +7,7 @@ import { LuaScript, type RedisClient, type ScriptArg } from '../common/lua-scrip
 import { TickBatcher } from '../common/tick-batcher.js';
 import {
   checkSessionSize,
+  jsonBytesBound,
   mergeFields,
   parseEnvelope,
   sessionTooLarge,
@@ -324,7 +325,7 @@ export class SessionRecords {
     fields: Omit<SessionEnvelope, 'c' | 'm'>,
     maxAgeMs: number,
   ): Promise<{ previousUserId: string; expiresAt: number } | 'tombstoned' | 'superseded'> {
-    checkSessionSize(this.maxSize, [JSON.stringify(fields)]);
+    if (jsonBytesBound(fields) > this.maxSize) checkSessionSize(this.maxSize, [JSON.stringify(fields)]);
     // Behind a set of this session still in flight; of the sets made meanwhile only the last is written (each
     // replaces the whole session): the others are 'superseded', as if written and overwritten at once.
     const patch: StoreSetPatch = { fields, maxAgeMs };
@@ -342,7 +343,7 @@ export class SessionRecords {
     let current = this.recent.get(id) ?? (await this.client.get(key)) ?? '';
     let indexed = false;
     for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
-      const old = current === '' ? null : parseEnvelope(current);
+      const old = current === '' ? null : this.parse(id, current);
       const live = old !== null && old.m > now;
       const created = live ? old.c : now;
       const deadline = live ? old.m : now + Math.ceil(maxAgeMs);
@@ -351,7 +352,8 @@ export class SessionRecords {
         await this.index.add(fields.u, id, deadline, true);
         indexed = true;
       }
-      const json = stampedJson({ c: created, m: deadline, ...fields });
+      const envelope: SessionEnvelope = { c: created, m: deadline, ...fields };
+      const json = stampedJson(envelope);
       checkSessionSize(this.maxSize, [json]);
       const expiry = fields.t === 0 ? 'none' : Math.min(now + fields.t, deadline);
       const reply = await this.compareAndSet(id, current, json, expiry);
@@ -360,7 +362,7 @@ export class SessionRecords {
         return 'tombstoned';
       }
       if (reply[0] === 1) {
-        this.recent.set(id, json);
+        this.recent.set(id, json, envelope);
         if (indexed) await this.index.settled(fields.u, id);
         return { previousUserId: previous, expiresAt: expiry === 'none' ? deadline : expiry };
       }

@@ -153,11 +153,14 @@ export class RedisSessionStore extends loadStoreBase() {
         return;
       }
       const { cookie, ...rest } = session as ExpressSessionData & Record<string, unknown>;
-      const d = Object.fromEntries(
-        Object.entries(rest)
-          .filter(([, value]) => value !== undefined && typeof value !== 'function')
-          .map(([name, value]) => [name, this.encode(name, value)]),
-      );
+      // a loop (this runs on every write); defineProperty keeps a field named __proto__ an own field
+      const d: Record<string, string> = {};
+      for (const [name, value] of Object.entries(rest)) {
+        if (value === undefined || typeof value === 'function') continue;
+        const field = { value: this.encode(name, value), enumerable: true, writable: true, configurable: true };
+        if (name === '__proto__') Object.defineProperty(d, name, field);
+        else d[name] = field.value;
+      }
       const userValue = rest[this.userIdField];
       const userId = typeof userValue === 'string' || typeof userValue === 'number' ? String(userValue) : '';
       const result = await this.records

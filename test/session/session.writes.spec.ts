@@ -133,3 +133,24 @@ describe('session write retries (single server)', () => {
     expect(pttl).toBeLessThanOrEqual(TTL);
   });
 });
+
+describe('store set size check (single server)', () => {
+  it('a session over maxSize only once JSON-escaped is refused before any Redis command', async () => {
+    const { client, prefix } = await sessionApp('single');
+    const store = new RedisSessionStore({ client, prefix, maxSize: 64 * 1024 });
+    const id = randomBytes(32).toString('base64url');
+    // 20,000 quotes: serialized 40,002 UTF-16 units (each is \"), 80,004 bytes once the session is JSON (\\\")
+    const session = { cookie: { maxAge: 60_000 }, text: '"'.repeat(20_000) };
+    const { value, calls } = await recordCommandCalls(client, () =>
+      store.set(id, session as never).then(
+        () => 'written',
+        (err: unknown) => (err as Error).constructor.name,
+      ),
+    );
+    expect(value).toBe('SessionTooLargeError');
+    expect(calls).toEqual([]);
+    // 16,000 quotes (64,004 bytes and the rest of the session) are under it
+    await store.set(id, { ...session, text: '"'.repeat(16_000) } as never);
+    expect(((await store.get(id)) as unknown as { text: string }).text).toHaveLength(16_000);
+  });
+});
