@@ -9,7 +9,7 @@ import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import { ThrottlerStorageRedisService } from '@nest-lab/throttler-storage-redis';
 import { RateLimitService, RedisToolkitModule, type RateLimitPolicy } from '../lib/index.js';
 import { type RateLimitAlgorithm } from '../lib/advanced.js';
-import { benchRedis } from './support/bench-redis.js';
+import { standaloneRedis } from './support/load-profile.js';
 import {
   bestOfPipelining,
   measure,
@@ -38,7 +38,8 @@ interface Contender {
 }
 
 async function main(): Promise<void> {
-  const redis = await benchRedis();
+  // run alone: Redis pinned as `npm run bench` does, with the neighbour under BENCH_LOAD=1 (--load)
+  const redis = await standaloneRedis();
   const url = redis.url;
   const app = await NestFactory.createApplicationContext(
     RedisToolkitModule.forRoot({ connection: { url }, keyPrefix: 'bench-rl:', commandTimeout: 5_000 }),

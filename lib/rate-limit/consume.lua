@@ -19,24 +19,30 @@
 --   remaining/resetMs are after the charge when the request is admitted, else as they stand;
 --   resetMs: ms until the full limit is available again; retryAfterMs: ms until this request would be admitted.
 --
--- Written as flat loops over a reused table (no closures or tables per policy): this runs on every request. The
--- counter and its block key are read with one MGET where the counter is a string (fixed window, token bucket); MGET
--- reads a foreign type as nil, so a missing counter is confirmed with EXISTS before it counts as empty (WRONGTYPE).
+-- Written as flat code over a reused table (no closures or tables per policy): this runs on every request. A single
+-- policy's consume ('c1', the guard's usual decision) goes straight through (consume_one) without the per-policy
+-- table; every other decision uses decide(); both use the same check() and charge(). The counter and its block key
+-- are read with one MGET where the counter is a string (fixed window, token bucket); MGET reads a foreign type as
+-- nil, so a missing counter is confirmed with EXISTS before it counts as empty (WRONGTYPE).
 
 local now_us -- microseconds; read once, and only if a sliding window or a token bucket needs it
 local stamp -- now_us as a whole-number string (sliding-window member scores), made once
 -- per policy i of the decision at hand, 10 slots from o = (i - 1) * 10 (one flat table, reused by every decision):
 -- o+1 allowed, o+2 remaining now, o+3 remaining after the charge, o+4 reset now, o+5 reset after the charge,
 -- o+6 retry, o+7 state for the charge (count or new TAT), o+8 refused because the counter is blocked, o+9 its spec,
--- o+10 token bucket: the expiry cell of the stored TAT (false: unknown)
+-- o+10 token bucket: the TAT as stored by this script, its expiry known (false: unknown)
 local S = {}
 local out = {}
--- parsed policies by their ARGV value: { algorithm, limit, window µs, cost, burst, block ms, window ms }
+-- parsed policies by their ARGV value: { algorithm, limit, window µs, cost, burst, block ms, window ms, token
+-- interval µs (token bucket), the window's lower bound for this call (sliding window, made when first needed) }
 local SPECS = {}
 -- decision heads: number of policies by head ('c1' -> 1)
 local HEADS = {}
 -- the decision at hand: its mode, its number of policies, where its keys and its policy values start
 local peek, n, k0, a0
+
+-- library functions as locals: a global is a table lookup and a field another, on every use
+local floor, ceil, max, format = math.floor, math.ceil, math.max, string.format
 
 local WRONGTYPE = { err = 'WRONGTYPE Operation against a key holding the wrong kind of value' }
 
@@ -45,7 +51,7 @@ local function read_now()
   if not now_us then
     local t = redis.call('TIME')
     now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
-    stamp = string.format('%.0f', now_us)
+    stamp = format('%.0f', now_us)
   end
 end
 
@@ -56,7 +62,12 @@ local function spec_of(v)
   if not algo then error('malformed rate-limit policy ' .. tostring(v)) end
   if algo ~= 'f' and algo ~= 's' and algo ~= 't' then error('unknown rate-limit algorithm ' .. algo) end
   win = tonumber(win)
-  p = { algo, tonumber(limit), win * 1000, tonumber(cost), tonumber(burst), tonumber(block), win }
+  limit = tonumber(limit)
+  -- token bucket: µs per token, a whole number: the state is an absolute time (~1.8e15 µs, where a double steps by
+  -- 0.25), so a fractional interval (60 s / 9) rounded at every step and a full burst of `limit` could find its last
+  -- token a µs short. Whole µs add exactly; the rate moves by under 0.5 µs per token.
+  local interval = max(1, floor(win * 1000 / limit + 0.5))
+  p = { algo, limit, win * 1000, tonumber(cost), tonumber(burst), tonumber(block), win, interval, false }
   SPECS[v] = p
   return p
 end
@@ -78,184 +89,203 @@ local function read_string_counter(key, bkey)
   return value, blocked
 end
 
--- ms until the newest member of a sliding window leaves it (0 for an empty window). The newest member has the
--- highest score, so it is read by rank from the end: O(log N). (Reaching it with ZRANGEBYSCORE ... LIMIT count-1
--- would walk every member of the window: 1 ms per call at 200k members.)
-local function newest_leaves(i)
-  local o = (i - 1) * 10
-  if S[o + 7] == 0 then return 0 end
-  local newest = redis.call('ZRANGE', KEYS[k0 + 2 * i - 1], -1, -1, 'WITHSCORES')
-  return newest[2] and (tonumber(newest[2]) + S[o + 9][3] - now_us) or 0
+-- µs until the newest member of a sliding window of `count` members leaves it (0 for an empty window). The newest
+-- member has the highest score, so it is read by rank from the end: O(log N). (Reaching it with ZRANGEBYSCORE ...
+-- LIMIT count-1 would walk every member of the window: 1 ms per call at 200k members.)
+local function newest_leaves(key, count, win_us)
+  if count == 0 then return 0 end
+  local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  return newest[2] and (tonumber(newest[2]) + win_us - now_us) or 0
+end
+
+-- One policy's verdict, nothing written. Returns allowed by its algorithm, remaining now, remaining after the charge,
+-- reset now, reset after the charge (µs; false: the newest member's, worked out only if the answer needs it),
+-- retry (µs), the state for the charge (count or new TAT), the TAT as this script stored it (false: its expiry is
+-- unknown), and the block key's TTL (ms, > 0: blocked).
+local function check(p, key, bkey)
+  local algo, limit, win_us, cost = p[1], p[2], p[3], p[4]
+  if algo == 'f' then
+    -- Fixed window: a counter created with the window's TTL by the request that opens the window (SET PX), then
+    -- INCRBY, in this same atomic call, so no counter can live without an expiry.
+    local count, blocked = read_string_counter(key, bkey)
+    local left_us = 0
+    if count > 0 then
+      local pttl = redis.call('PTTL', key)
+      if pttl < 0 then count = 0 else left_us = pttl * 1000 end -- no expiry (never by us): open a new window
+    end
+    local after = count == 0 and win_us or left_us
+    return count + cost <= limit, limit - count, limit - count - cost, left_us, after, after, count, false, blocked
+  elseif algo == 's' then
+    -- Sliding window, exact: a sorted set with one member per admitted unit, scored by its time in microseconds.
+    -- Members at or before `from` have left the window. A consume removes them before it counts, so it has written
+    -- before its ZADD: under maxmemory with noeviction Redis lets a script that has written go on, and the
+    -- decision is made and stored as usual (test/conformance/failure.conformance.spec.ts). A peek counts with
+    -- ZCOUNT and writes nothing.
+    read_now()
+    local from = p[9]
+    if not from then
+      from = format('%.0f', now_us - win_us)
+      p[9] = from
+    end
+    local blocked = redis.call('PTTL', bkey)
+    local count
+    if peek then
+      count = redis.call('ZCOUNT', key, '(' .. from, '+inf')
+    else
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', from)
+      count = redis.call('ZCARD', key)
+    end
+    local allowed = count + cost <= limit
+    local retry = 0
+    if not allowed then
+      if cost > limit then
+        retry = win_us -- can never fit; the caller validates cost, this is only a guard
+      else
+        -- the request fits once (count + cost - limit) of the oldest members have left. Read by rank (O(log N)):
+        -- the window's members follow the ones a peek left in place (those that already left the window).
+        local first = 0
+        if peek then first = redis.call('ZCARD', key) - count end
+        local rank = first + count + cost - limit - 1
+        local nth = redis.call('ZRANGE', key, rank, rank, 'WITHSCORES')
+        retry = tonumber(nth[2]) + win_us - now_us
+      end
+    end
+    return allowed, limit - count, limit - count - cost, false, cost > 0 and win_us or false, retry, count, false,
+      blocked
+  end
+  -- Token bucket as GCRA: one value, the theoretical arrival time (TAT, microseconds). `limit` tokens refill over
+  -- the window (the steady rate), `burst` tokens fit in the bucket.
+  read_now()
+  local burst, interval = p[5], p[8]
+  local capacity = burst * interval
+  local tat, blocked = read_string_counter(key, bkey)
+  -- stored negative by this script: then the key expires at or after the end of the window-long cell after the one
+  -- holding |TAT| (see charge); a positive TAT (reward.lua, an older version) has an unknown expiry
+  local stored = tat < 0 and -tat or false
+  if tat < 0 then tat = -tat end
+  if tat < now_us then tat = now_us end
+  local new_tat = tat + cost * interval
+  local allow_at = new_tat - capacity
+  local allowed = now_us + 0.5 >= allow_at
+  local retry = 0
+  if not allowed then retry = cost > burst and win_us or allow_at - now_us end
+  return allowed, floor((capacity - (tat - now_us)) / interval + 1e-9),
+    floor((capacity - (new_tat - now_us)) / interval + 1e-9), tat - now_us, new_tat - now_us, retry, new_tat,
+    stored, blocked
+end
+
+-- A sliding-window log must outlive its newest member by a window. A PEXPIRE on every add is a write that Redis 7
+-- rewrites to PEXPIREAT for propagation (about 1.5 µs of Redis CPU per decision); instead the TTL is set to two
+-- windows whenever a window or less is left, so most adds pay a PTTL (a read) and the key still outlives each of its
+-- members by more than a window (it expires one to two windows after the newest).
+local function keep_log(key, win_ms)
+  if redis.call('PTTL', key) <= win_ms then redis.call('PEXPIRE', key, 2 * win_ms + 1) end
+end
+
+-- Charges one admitted policy (cost > 0): `state` and `stored` as check() returned them.
+local function charge(p, key, state, stored)
+  local algo, cost = p[1], p[4]
+  if algo == 'f' then
+    if state == 0 then
+      redis.call('SET', key, cost, 'PX', p[7])
+    else
+      redis.call('INCRBY', key, cost)
+    end
+  elseif algo == 's' then
+    if cost == 1 then
+      -- unique member: the count only grows between calls that see the same microsecond
+      redis.call('ZADD', key, stamp, stamp .. ':' .. (state + 1))
+    else
+      local j = 1
+      while j <= cost do
+        local args = {}
+        local last = math.min(cost, j + 499)
+        for m = j, last do
+          args[#args + 1] = stamp
+          args[#args + 1] = stamp .. ':' .. (state + m)
+        end
+        redis.call('ZADD', key, unpack(args))
+        j = last + 1
+      end
+    end
+    keep_log(key, p[7])
+  else
+    -- kept one window past the instant the bucket is full again, so a client that comes back within a window finds
+    -- its key (MGET) instead of paying an EXISTS for a missing one; a TAT in the past reads as now.
+    -- The key expires at the end of the cell after the one holding the new TAT (cells are window-long and aligned
+    -- to the epoch), so at least one window after the bucket is full again and at most two. The expiry is set only
+    -- when the TAT moves to another cell: in between the TAT moves by a whole number of µs with INCRBY, which keeps
+    -- the expiry and changes the stored integer in place (a SET with PX costs Redis about 1 µs more, Redis 7 rewriting
+    -- it to PXAT for propagation; a SET with KEEPTTL about 0.3 µs more). Stored negative to mark it so.
+    local new_cell = floor(state / p[3])
+    if stored and floor(stored / p[3]) == new_cell then
+      redis.call('INCRBY', key, stored - state)
+    else
+      local ttl = ceil(((new_cell + 2) * p[3] - now_us) / 1000)
+      redis.call('SET', key, format('%.17g', -state), 'PX', ttl)
+    end
+  end
+end
+
+-- a reply's ms figure from µs
+local function ms(us)
+  return us > 0 and ceil(us / 1000) or 0
+end
+
+-- One policy, consume: what decide() answers for it, without the per-policy table and its three passes over it
+-- (about 1.5 µs of Redis CPU per request).
+local function consume_one()
+  local p = spec_of(ARGV[a0 + 1])
+  local key, bkey = KEYS[k0 + 1], KEYS[k0 + 2]
+  local allowed, rem, rem_after, reset, reset_after, retry, state, stored, blocked = check(p, key, bkey)
+  if blocked > 0 then
+    -- a blocked counter refuses until its block key expires, whatever the algorithm says
+    if allowed then retry = 0 end
+    allowed, rem, retry = false, 0, max(retry, blocked * 1000)
+  elseif allowed then
+    if p[4] > 0 then charge(p, key, state, stored) end
+    rem, reset, retry = rem_after, reset_after, 0
+  elseif p[6] > 0 then
+    -- blockDuration: a policy that refused this consume by its own count blocks its counter from now
+    redis.call('SET', bkey, '1', 'PX', p[6])
+    rem, retry = 0, max(retry, p[6] * 1000)
+  end
+  if reset == false then reset = newest_leaves(key, state, p[3]) end
+  local m = #out
+  out[m + 1] = allowed and 1 or 0
+  out[m + 2] = allowed and 1 or 0
+  out[m + 3] = rem > 0 and rem or 0
+  out[m + 4] = ms(reset)
+  out[m + 5] = ms(retry)
 end
 
 local function decide()
   local all = true
-
   for i = 1, n do
     local o = (i - 1) * 10
     local p = spec_of(ARGV[a0 + i])
     S[o + 9] = p
-    local algo, limit, win_us, cost = p[1], p[2], p[3], p[4]
-    local key = KEYS[k0 + 2 * i - 1]
-    local bkey = KEYS[k0 + 2 * i]
     local blocked
-
-    if algo == 'f' then
-      -- Fixed window: a counter created with the window's TTL by the request that opens the window (SET PX), then
-      -- INCRBY, in this same atomic call, so no counter can live without an expiry.
-      local count
-      count, blocked = read_string_counter(key, bkey)
-      local left_us = 0
-      if count > 0 then
-        local pttl = redis.call('PTTL', key)
-        if pttl < 0 then count = 0 else left_us = pttl * 1000 end -- no expiry (never by us): open a new window
-      end
-      S[o + 1] = count + cost <= limit
-      S[o + 2] = limit - count
-      S[o + 3] = limit - count - cost
-      S[o + 4] = left_us
-      if count == 0 then
-        S[o + 5] = win_us
-        S[o + 6] = win_us
-      else
-        S[o + 5] = left_us
-        S[o + 6] = left_us
-      end
-      S[o + 7] = count
-
-    elseif algo == 's' then
-      -- Sliding window, exact: a sorted set with one member per admitted unit, scored by its time in microseconds.
-      -- Members at or before `from` have left the window. A consume removes them before it counts, so it has written
-      -- before its ZADD: under maxmemory with noeviction Redis lets a script that has written go on, and the
-      -- decision is made and stored as usual (test/conformance/failure.conformance.spec.ts). A peek counts with
-      -- ZCOUNT and writes nothing.
-      read_now()
-      local from = string.format('%.0f', now_us - win_us)
-      blocked = redis.call('PTTL', bkey)
-      local count
-      if peek then
-        count = redis.call('ZCOUNT', key, '(' .. from, '+inf')
-      else
-        redis.call('ZREMRANGEBYSCORE', key, '-inf', from)
-        count = redis.call('ZCARD', key)
-      end
-      S[o + 1] = count + cost <= limit
-      S[o + 2] = limit - count
-      S[o + 3] = limit - count - cost
-      -- false: worked out at the end, only if the answer needs it (the newest member leaves the window last)
-      S[o + 4] = false
-      S[o + 5] = cost > 0 and win_us or false
-      S[o + 6] = 0
-      if not S[o + 1] then
-        if cost > limit then
-          S[o + 6] = win_us -- can never fit; the caller validates cost, this is only a guard
-        else
-          -- the request fits once (count + cost - limit) of the oldest members have left. Read by rank (O(log N)):
-          -- the window's members follow the ones a peek left in place (those that already left the window).
-          local first = 0
-          if peek then first = redis.call('ZCARD', key) - count end
-          local rank = first + count + cost - limit - 1
-          local nth = redis.call('ZRANGE', key, rank, rank, 'WITHSCORES')
-          S[o + 6] = tonumber(nth[2]) + win_us - now_us
-        end
-      end
-      S[o + 7] = count
-
-    else -- 't'
-      -- Token bucket as GCRA: one value, the theoretical arrival time (TAT, microseconds). `limit` tokens refill
-      -- over the window (the steady rate), `burst` tokens fit in the bucket.
-      read_now()
-      local burst = p[5]
-      -- Microseconds per token, a whole number: the state is an absolute time (~1.8e15 µs, where a double steps by
-      -- 0.25), so a fractional interval (60 s / 9) rounded at every step and a full burst of `limit` could find its
-      -- last token a µs short. Whole µs add exactly; the rate moves by under 0.5 µs per token.
-      local interval = math.max(1, math.floor(win_us / limit + 0.5))
-      local capacity = burst * interval
-      local tat
-      tat, blocked = read_string_counter(key, bkey)
-      -- stored negative by this script: then the key expires at or after the end of the window-long cell after the
-      -- one holding |TAT| (see the charge); a positive TAT (reward.lua, an older version) has an unknown expiry
-      S[o + 10] = tat < 0 and math.floor(-tat / win_us) or false
-      if tat < 0 then tat = -tat end
-      if tat < now_us then tat = now_us end
-      local new_tat = tat + cost * interval
-      local allow_at = new_tat - capacity
-      S[o + 1] = now_us + 0.5 >= allow_at
-      S[o + 2] = math.floor((capacity - (tat - now_us)) / interval + 1e-9)
-      S[o + 3] = math.floor((capacity - (new_tat - now_us)) / interval + 1e-9)
-      S[o + 4] = tat - now_us
-      S[o + 5] = new_tat - now_us
-      if S[o + 1] then
-        S[o + 6] = 0
-      elseif cost > burst then
-        S[o + 6] = win_us
-      else
-        S[o + 6] = allow_at - now_us
-      end
-      S[o + 7] = new_tat
-    end
+    S[o + 1], S[o + 2], S[o + 3], S[o + 4], S[o + 5], S[o + 6], S[o + 7], S[o + 10], blocked =
+      check(p, KEYS[k0 + 2 * i - 1], KEYS[k0 + 2 * i])
     -- a blocked counter refuses until its block key expires, whatever the algorithm says
     S[o + 8] = false
     if blocked > 0 then
       local retry = S[o + 1] and 0 or S[o + 6]
       S[o + 1] = false
       S[o + 2] = 0
-      S[o + 6] = math.max(retry, blocked * 1000)
+      S[o + 6] = max(retry, blocked * 1000)
       S[o + 8] = true
     end
     if not S[o + 1] then all = false end
   end
 
-  local charge = all and not peek
-  if charge then
+  local charged = all and not peek
+  if charged then
     for i = 1, n do
       local o = (i - 1) * 10
       local p = S[o + 9]
-      local algo, cost = p[1], p[4]
-      local key = KEYS[k0 + 2 * i - 1]
-      if cost > 0 then
-        if algo == 'f' then
-          if S[o + 7] == 0 then
-            redis.call('SET', key, cost, 'PX', p[7])
-          else
-            redis.call('INCRBY', key, cost)
-          end
-        elseif algo == 's' then
-          local count = S[o + 7]
-          if cost == 1 then
-            -- unique member: the count only grows between calls that see the same microsecond
-            redis.call('ZADD', key, stamp, stamp .. ':' .. (count + 1))
-          else
-            local j = 1
-            while j <= cost do
-              local args = {}
-              local last = math.min(cost, j + 499)
-              for m = j, last do
-                args[#args + 1] = stamp
-                args[#args + 1] = stamp .. ':' .. (count + m)
-              end
-              redis.call('ZADD', key, unpack(args))
-              j = last + 1
-            end
-          end
-          redis.call('PEXPIRE', key, p[7] + 1)
-        else
-          -- kept one window past the instant the bucket is full again, so a client that comes back within a window
-          -- finds its key (MGET) instead of paying an EXISTS for a missing one; a TAT in the past reads as now
-          -- The key expires at the end of the cell after the one holding the new TAT (cells are window-long and
-          -- aligned to the epoch), so at least one window after the bucket is full again and at most two. The
-          -- expiry is set only when the TAT moves to another cell: in between, KEEPTTL keeps it (a SET with PX costs
-          -- Redis about 1 µs more, Redis 7 rewriting it to PXAT for propagation). Stored negative to mark it so.
-          local new_tat = S[o + 7]
-          local cell = math.floor(new_tat / p[3])
-          if S[o + 10] == cell then
-            redis.call('SET', key, string.format('%.17g', -new_tat), 'KEEPTTL')
-          else
-            local ttl = math.ceil(((cell + 2) * p[3] - now_us) / 1000)
-            redis.call('SET', key, string.format('%.17g', -new_tat), 'PX', ttl)
-          end
-        end
-      end
+      if p[4] > 0 then charge(p, KEYS[k0 + 2 * i - 1], S[o + 7], S[o + 10]) end
     end
   end
 
@@ -266,7 +296,7 @@ local function decide()
       local block_ms = S[o + 9][6]
       if block_ms > 0 and not S[o + 1] and not S[o + 8] then
         redis.call('SET', KEYS[k0 + 2 * i], '1', 'PX', block_ms)
-        S[o + 6] = math.max(S[o + 6], block_ms * 1000)
+        S[o + 6] = max(S[o + 6], block_ms * 1000)
         S[o + 2] = 0
       end
     end
@@ -275,48 +305,61 @@ local function decide()
   for i = 1, n do
     local o = (i - 1) * 10
     local rem, reset
-    if charge then
+    if charged then
       rem, reset = S[o + 3], S[o + 5]
     else
       rem, reset = S[o + 2], S[o + 4]
     end
-    if reset == false then reset = newest_leaves(i) end
+    if reset == false then reset = newest_leaves(KEYS[k0 + 2 * i - 1], S[o + 7], S[o + 9][3]) end
     local r = S[o + 6]
     if S[o + 1] then r = 0 end
     out[#out + 1] = S[o + 1] and 1 or 0
     out[#out + 1] = rem > 0 and rem or 0
-    out[#out + 1] = reset > 0 and math.ceil(reset / 1000) or 0
-    out[#out + 1] = r > 0 and math.ceil(r / 1000) or 0
+    out[#out + 1] = ms(reset)
+    out[#out + 1] = ms(r)
   end
 end
 
--- Decisions one after another; each step moves past at least two ARGV values, so this ends.
-local a = 1
+-- Decisions one after another from ARGV[a]; each step moves past at least two ARGV values, so this ends. One pcall
+-- runs them all (a pcall per decision costs Redis about 0.3 µs each); a decision that fails ends it, and it is
+-- called again for the decisions after that one.
+local a, mark = 1, 0
 k0 = 0
-while a <= #ARGV do
-  local head = ARGV[a]
-  n = HEADS[head]
-  if not n then
-    n = tonumber(string.sub(head, 2))
-    if not n or n < 1 then error('malformed rate-limit call: a decision needs at least one policy') end
-    HEADS[head] = n
+local function run()
+  while a <= #ARGV do
+    local head = ARGV[a]
+    n = HEADS[head]
+    if not n then
+      n = tonumber(string.sub(head, 2))
+      if not n or n < 1 then
+        n = nil -- not a decision's failure: the call is malformed
+        error('malformed rate-limit call: a decision needs at least one policy')
+      end
+      HEADS[head] = n
+    end
+    peek = string.byte(head) == 112 -- 'p'
+    a0 = a
+    mark = #out
+    if n == 1 and not peek then consume_one() else decide() end
+    k0 = k0 + 2 * n
+    a = a + 1 + n
   end
-  peek = string.byte(head) == 112 -- 'p'
-  a0 = a
-  local mark = #out
-  -- pcall gets the error reply of a redis.call (as a string, or a table { err = ... }) or a Lua error (a foreign
-  -- string read as a number). Checks read every key before any charge, so a failing decision wrote nothing.
-  local ok, e = pcall(decide)
-  if not ok then
-    for j = #out, mark + 1, -1 do out[j] = nil end
-    out[mark + 1] = -1
-    if type(e) == 'table' then e = e.err end
-    e = tostring(e)
-    -- an error reply keeps its code (WRONGTYPE ...); a Lua error (user_script:12: attempt to...) gets ERR
-    if not string.match(e, '^%u[%u_-]* ') then e = 'ERR ' .. e end
-    out[mark + 2] = e
-    for j = 3, 1 + n * 4 do out[mark + j] = 0 end
-  end
+end
+
+-- pcall gets the error reply of a redis.call (as a string, or a table { err = ... }) or a Lua error (a foreign
+-- string read as a number). Checks read every key before any charge, so a failing decision wrote nothing.
+while true do
+  local ok, e = pcall(run)
+  if ok then break end
+  if not n then error(e, 0) end
+  for j = #out, mark + 1, -1 do out[j] = nil end
+  out[mark + 1] = -1
+  if type(e) == 'table' then e = e.err end
+  e = tostring(e)
+  -- an error reply keeps its code (WRONGTYPE ...); a Lua error (user_script:12: attempt to...) gets ERR
+  if not string.match(e, '^%u[%u_-]* ') then e = 'ERR ' .. e end
+  out[mark + 2] = e
+  for j = 3, 1 + n * 4 do out[mark + j] = 0 end
   k0 = k0 + 2 * n
   a = a + 1 + n
 end

@@ -1,5 +1,6 @@
 import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
 import { REDIS_CLIENT, RateLimitService, RedisReplyError, type RateLimitPolicy } from '../../lib/index.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
@@ -112,5 +113,82 @@ describe('token bucket key lifetime', () => {
       if (i % 4 === 3) await sleep(60);
     }
     expect(short).toEqual([]);
+  });
+});
+
+describe('sliding window log expiry set once per window', () => {
+  const W = 60_000;
+  const policy: RateLimitPolicy = { limit: 100, ttl: W, algorithm: 'sliding-window' };
+
+  it('outlives the newest member by more than a window: set to two windows when a window or less is left', async () => {
+    const { rl, redis } = await setup();
+    const key = uid();
+    const zkey = rl.redisKey(key, `100/${W}`, 'sliding-window');
+    await rl.consume(key, policy);
+    const first = await redis.pttl(zkey);
+    expect(first).toBeGreaterThan(W);
+    expect(first).toBeLessThanOrEqual(2 * W + 1);
+    // more than a window left: a consume leaves the expiry as it is (a read, no write), so the key still expires
+    await redis.pexpire(zkey, W + 10_000);
+    expect((await rl.consume(key, policy)).remaining).toBe(98);
+    const kept = await redis.pttl(zkey);
+    expect(kept).toBeGreaterThan(W);
+    expect(kept).toBeLessThanOrEqual(W + 10_000);
+    // a window or less left: the consume sets two windows again, so its member never outlives the key
+    await redis.pexpire(zkey, W);
+    await rl.consume(key, policy);
+    expect(await redis.pttl(zkey)).toBeGreaterThan(W + 10_000);
+    // no expiry at all (never set by us): set
+    await redis.persist(zkey);
+    expect((await rl.consume(key, policy)).remaining).toBe(96);
+    expect(await redis.pttl(zkey)).toBeGreaterThan(W + 10_000);
+    expect(await redis.zcard(zkey)).toBe(4);
+  });
+
+  it('a refused consume and a peek leave the expiry alone', async () => {
+    const { rl, redis } = await setup();
+    const key = uid();
+    const small: RateLimitPolicy = { limit: 1, ttl: W, algorithm: 'sliding-window' };
+    const zkey = rl.redisKey(key, `1/${W}`, 'sliding-window');
+    expect((await rl.consume(key, small)).allowed).toBe(true);
+    await redis.pexpire(zkey, 5_000);
+    expect((await rl.consume(key, small)).allowed).toBe(false);
+    expect((await rl.peek(key, small)).allowed).toBe(false);
+    expect(await redis.pttl(zkey)).toBeLessThanOrEqual(5_000);
+  });
+});
+
+describe("one policy's consume (its own path in consume.lua) answers as the general path does", () => {
+  // One call of the script at one server instant: decision 1 is a one-policy consume (consume_one), decision 2 the
+  // same policy on a twin key beside a policy that never refuses (decide); their answers for the policy must match.
+  const lua = readFileSync(new URL('../../lib/rate-limit/consume.lua', import.meta.url), 'utf8');
+  const never = 'f:1000000000:86400000:1:1000000000:0';
+  const cases: [string, string[]][] = [
+    ['fixed window', ['f:3:60000:1:3:0', 'f:3:60000:2:3:0']],
+    ['fixed window, blockDuration', ['f:3:60000:1:3:30000']],
+    ['sliding window', ['s:3:60000:1:3:0', 's:3:60000:2:3:0', 's:3:60000:0:3:0']],
+    ['sliding window, blockDuration', ['s:3:60000:1:3:30000']],
+    ['token bucket', ['t:3:60000:1:3:0', 't:3:60000:2:3:0', 't:3:60000:0:3:0']],
+    ['token bucket, burst, blockDuration', ['t:3:60000:1:5:30000']],
+  ];
+
+  it.each(cases)('%s', async (_name, specs) => {
+    const { redis } = await setup();
+    const [one, twin, other] = [uid(), uid(), uid()];
+    const keys = [one, `${one}:b`, twin, `${twin}:b`, other, `${other}:b`];
+    const answers: number[][] = [];
+    for (let step = 0; step < 8; step++) {
+      const spec = specs[step % specs.length];
+      const reply = (await redis.eval(lua, keys.length, ...keys, 'c1', spec, 'c2', spec, never)) as number[];
+      const [mine, general] = [reply.slice(1, 5), reply.slice(6, 10)];
+      expect([reply[0], ...mine.slice(0, 2)]).toEqual([reply[5], ...general.slice(0, 2)]);
+      // reset and retry in ms: exact where they come from TIME (sliding window, token bucket); a fixed window's from
+      // the two counters' PTTLs, whose expiries were set by SETs that Redis's ms clock may see a tick apart
+      for (const at of [2, 3]) expect(Math.abs(mine[at] - general[at])).toBeLessThanOrEqual(spec[0] === 'f' ? 1 : 0);
+      answers.push(reply.slice(0, 5));
+    }
+    // the steps reach both answers, admitted and refused
+    expect(answers.some((a) => a[0] === 1)).toBe(true);
+    expect(answers.some((a) => a[0] === 0)).toBe(true);
   });
 });
