@@ -2,6 +2,7 @@ import type { INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { RedisToolkitModule } from '../../lib/index.js';
 import { startRedisServer, type RedisServerHandle } from '../../test/support/redis-server.js';
+import { standaloneRedis } from './load-profile.js';
 import { printTable, saveResults, type BenchRow } from './measure.js';
 
 export type LockMode = 'single' | 'quorum';
@@ -28,7 +29,8 @@ export function lockApp(
 }
 
 /**
- * Runs `scenario` on one server (BENCH_REDIS_URL or a private one), then on a 3-node quorum of private servers,
+ * Runs `scenario` on one server (BENCH_REDIS_URL, or a private one set up like `npm run bench`'s for the profile:
+ * pinned, with the neighbour under `--load`), then on a 3-node quorum of private servers,
  * prints the table and saves bench/results/<feature>.json; exits the process when done.
  */
 export async function runSingleAndQuorum(
@@ -38,10 +40,10 @@ export async function runSingleAndQuorum(
   settings: Record<string, unknown>,
 ): Promise<void> {
   const started = Date.now();
-  const servers: RedisServerHandle[] = [];
-  const singleUrl = process.env.BENCH_REDIS_URL ?? (servers[servers.length] = await startRedisServer()).url;
-  const quorum = await Promise.all([0, 1, 2].map(() => startRedisServer()));
-  servers.push(...quorum);
+  const single = await standaloneRedis();
+  const singleUrl = single.url;
+  const quorum: RedisServerHandle[] = await Promise.all([0, 1, 2].map(() => startRedisServer()));
+  const servers = quorum;
   const rows: BenchRow[] = [];
   try {
     await scenario('single', [singleUrl], rows);
@@ -51,7 +53,7 @@ export async function runSingleAndQuorum(
       rows,
     );
   } finally {
-    await Promise.all(servers.map((s) => s.stop()));
+    await Promise.all([single.stop(), ...servers.map((s) => s.stop())]);
   }
   const table = printTable(title, rows);
   saveResults(feature, rows, { table, settings, durationMs: Date.now() - started });

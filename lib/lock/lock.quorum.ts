@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis';
 import { InvalidOptionsError, LockLostError, RedisUnavailableError } from '../common/errors.js';
 import { parseInfo } from '../connection/redis-info.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
+import type { RedisStandaloneConnection } from '../connection/connection.options.js';
 
 export type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown } | undefined;
 
@@ -283,4 +284,19 @@ export async function checkDistinctNodes(
         'which would then cast two votes of the quorum.',
     );
   }
+}
+
+/**
+ * The lock services of one connection share a client per configured quorum node, as they share the main client
+ * without a quorum: several services in one process (one per module, or built by hand) then pipeline their calls on
+ * one connection per node instead of each keeping its own (20 services: 60 sockets to read and write, on both sides).
+ */
+const quorumNodeClients = new WeakMap<RedisConnection, Map<RedisStandaloneConnection, Redis>>();
+
+export function quorumClient(connection: RedisConnection, node: RedisStandaloneConnection): Redis {
+  let clients = quorumNodeClients.get(connection);
+  if (!clients) quorumNodeClients.set(connection, (clients = new Map()));
+  let client = clients.get(node);
+  if (!client) clients.set(node, (client = connection.createStandaloneClient(node)));
+  return client;
 }

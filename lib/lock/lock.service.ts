@@ -16,7 +16,7 @@ import type { LeaseAcquireOptions, LeaseContext } from './lock.lease.js';
 import { type MultiLock, MultiLocks } from './lock.multi.js';
 import { LocalWaiters } from './lock.waiters.js';
 import { LockWakeups } from './lock.wake.js';
-import { QuorumCalls } from './lock.quorum.js';
+import { QuorumCalls, quorumClient } from './lock.quorum.js';
 import { Semaphore, type SemaphoreOptions } from './lock.semaphore.js';
 import { LOCK_OPTIONS, type LockRetryOptions, type ResolvedLockOptions } from './lock.options.js';
 import { Lock, type LockOwner } from './lock.js';
@@ -116,10 +116,7 @@ export class LockService implements OnModuleInit {
     this.waiterId = options.wakeOnRelease ? this.wakeups.id : '';
     if (quorum) {
       for (const node of quorum.nodes) {
-        this.quorumClients.push({
-          client: connection.createStandaloneClient(node),
-          description: describeConnection(node),
-        });
+        this.quorumClients.push({ client: quorumClient(connection, node), description: describeConnection(node) });
       }
       this.quorumCalls = new QuorumCalls(
         this.quorumClients.map((c) => c.client),

@@ -7,7 +7,7 @@ import {
   LockHoldTimeoutError,
   LockLostError,
   LockNotAcquiredError,
-  type LockService,
+  LockService,
 } from '../../lib/index.js';
 import { RedisConnection } from '../../lib/advanced.js';
 import { RELEASE, EXTEND } from '../../lib/lock/lock.scripts.js';
@@ -326,5 +326,26 @@ describe('quorum round trips', () => {
     expect(value).toBeNull();
     expect(nodes).toEqual([['evalsha'], ['evalsha'], ['evalsha']]); // the acquire script only: no release
     await held.release();
+  });
+
+  it('lock services of one connection share one client per quorum node, and still exclude each other', async () => {
+    const { locks, connection } = await lockService('quorum');
+    const options = (locks as unknown as { lockOptions: ConstructorParameters<typeof LockService>[0] }).lockOptions;
+    const keys = (locks as unknown as { keys: ConstructorParameters<typeof LockService>[2] }).keys;
+    const second = new LockService(options, connection, keys);
+    const third = new LockService(options, connection, keys);
+    const clients = lockClients('quorum', connection, locks);
+    expect(clients).toHaveLength(3);
+    const same = (other: LockService) => lockClients('quorum', connection, other).map((c, i) => c === clients[i]);
+    expect(same(second)).toEqual([true, true, true]);
+    expect(same(third)).toEqual([true, true, true]);
+    const resource = unique('shared-nodes');
+    const held = await second.acquire(resource, { ttl: 5_000 });
+    expect(await locks.tryAcquire(resource)).toBeNull();
+    expect(await third.tryAcquire(resource)).toBeNull();
+    await held.release();
+    const next = await third.acquire(resource, { ttl: 5_000 });
+    expect(next.fencingToken).toBeGreaterThan(held.fencingToken);
+    await next.release();
   });
 });
