@@ -183,6 +183,20 @@ class LockCalls {
   }
 }
 
+/**
+ * The lock backends on one client share its LockCalls (several lock services in one process, each with its own
+ * backend): the calls they make in one turn then share script calls and socket writes, as one service's do.
+ */
+const sharedLockCalls = new WeakMap<RedisClient, Map<string, LockCalls>>();
+
+function lockCallsOf(client: RedisClient, wakeChannelPrefix: string, atOnceWhenIdle: boolean): LockCalls {
+  let byPrefix = sharedLockCalls.get(client);
+  if (!byPrefix) sharedLockCalls.set(client, (byPrefix = new Map()));
+  let calls = byPrefix.get(wakeChannelPrefix);
+  if (!calls) byPrefix.set(wakeChannelPrefix, (calls = new LockCalls(client, wakeChannelPrefix, atOnceWhenIdle)));
+  return calls;
+}
+
 type AcquireCall = [keys: LockKeys, token: string, ttl: number, waiter: string, floor?: number];
 
 type ReleaseCall = [keys: LockKeys, token: string, wake: boolean];
@@ -206,7 +220,7 @@ export class SingleLockBackend implements LockBackend {
     private readonly failures: FailurePolicy,
     wakeChannelPrefix: string,
   ) {
-    this.calls = new LockCalls(client, wakeChannelPrefix);
+    this.calls = lockCallsOf(client, wakeChannelPrefix, false);
   }
 
   async tryAcquire(keys: LockKeys, token: string, ttl: number, waiter = ''): Promise<Acquired | null> {
@@ -298,7 +312,7 @@ export class QuorumLockBackend implements LockBackend {
     wakeChannelPrefix: string,
   ) {
     this.nodes = quorum.nodes;
-    this.nodeCalls = quorum.clients.map((c) => new LockCalls(c, wakeChannelPrefix, true));
+    this.nodeCalls = quorum.clients.map((c) => lockCallsOf(c, wakeChannelPrefix, true));
   }
 
   async tryAcquire(keys: LockKeys, token: string, ttl: number, waiter = ''): Promise<Acquired | null> {

@@ -284,6 +284,25 @@ describe('locks taken and released in one tick share a script call (single serve
     await expect(Promise.all([held[0].release(), again!.release()])).resolves.toEqual([undefined, undefined]);
     expect(await connection.client.exists(lockKey(resources[0]))).toBe(0);
   });
+
+  it('lock services of one connection share the script calls of a turn: 4 services, 4 resources, 1 EVALSHA each way', async () => {
+    const { locks, connection } = await lockService('single');
+    const options = (locks as unknown as { lockOptions: ConstructorParameters<typeof LockService>[0] }).lockOptions;
+    const keys = (locks as unknown as { keys: ConstructorParameters<typeof LockService>[2] }).keys;
+    const services = [locks, ...Array.from({ length: 3 }, () => new LockService(options, connection, keys))];
+    const resources = services.map(() => unique('shared-calls'));
+    const acquired = await recordCommands(connection.client, () =>
+      Promise.all(services.map((service, i) => service.tryAcquire(resources[i], { ttl: 5_000 }))),
+    );
+    expect(acquired.commands).toEqual(['evalsha']);
+    const held = acquired.value.filter((l): l is Lock => l !== null);
+    expect(held).toHaveLength(4);
+    // and they still exclude each other: another service finds each resource held
+    expect(await Promise.all(resources.map((r) => services[1].tryAcquire(r)))).toEqual([null, null, null, null]);
+    const released = await recordCommands(connection.client, () => Promise.all(held.map((l) => l.release())));
+    expect(released.commands).toEqual(['evalsha']);
+    expect(await Promise.all(resources.map((r) => connection.client.exists(lockKey(r))))).toEqual([0, 0, 0, 0]);
+  });
 });
 
 describe('quorum round trips', () => {
