@@ -18,6 +18,7 @@ import { DEFAULT_SESSION_MAX_SIZE } from './session.options.js';
 import { RecentValues } from './session.recent-values.js';
 import { storeSetInLua, updateInLua } from './session.lua-writes.js';
 import { expectedOf, stampedJson } from './session.stamp.js';
+import { readMany } from './session.read-many.js';
 import { SessionUserIndex } from './session.user-index.js';
 import {
   combineUpdates,
@@ -49,17 +50,17 @@ const storeTouchScript = LuaScript.fromFile<number>(
   new URL('./session-store-touch.lua', import.meta.url),
   1,
 );
-/** Touching reads per pipeline; more in one tick go as several (see TickBatcher). */
+/** Touching reads per command (per pipeline on a cluster); more in one tick go as several (see TickBatcher). */
 const TOUCH_READS_PER_CALL = 32;
 /** Compare-and-set attempts before a write falls back to its atomic Lua script (it never loses, but decodes JSON). */
 const CAS_ATTEMPTS = 3;
 /**
  * The Redis side of sessions, shared by SessionService and RedisSessionStore so both use the same keys and layout.
  *
- * A session is one string key, so the hot path needs no Lua: a touching read is `GETEX key PX ttl`, one command and
- * one round trip (plus a PEXPIREAT only for a session whose own ttl differs from the default, or in its last ttl
- * before the absolute deadline); the touching reads of one tick go as one pipeline of GETEXs (on a cluster one per
- * master, see cluster-batch.ts).
+ * A session is one string key: a touching read is `GETEX key PX ttl`, one command and one round trip (plus a
+ * PEXPIREAT only for a session whose own ttl differs from the default, or in its last ttl before the absolute
+ * deadline); the touching reads of one tick go as one script call of GETEXs on a single server (session.read-many.ts)
+ * and as one pipeline of GETEXs per master on a cluster (cluster-batch.ts).
  * A write merges in this process and stores the result with a compare-and-set script that compares strings and does
  * no JSON work (session-compare-and-set.lua), so no concurrent update is lost; after CAS_ATTEMPTS lost races it
  * falls back to a script that merges atomically in Lua. Every script touches only the keys of one session (one
@@ -71,7 +72,7 @@ const CAS_ATTEMPTS = 3;
 export class SessionRecords {
   private readonly keys: KeyBuilder;
   private readonly sessionHead: string;
-  /** Touching reads of one tick as one pipeline (on a cluster one per master: each session has its own slot). */
+  /** Touching reads of one tick as one command (on a cluster one pipeline per master: each session has its slot). */
   private readonly touchReads: TickBatcher<[key: string, ttl: number], string | null | Error>;
   private readonly recent = new RecentValues();
   /** Compare-and-set writes of one tick as one pipeline (on a cluster one per master). */
@@ -114,12 +115,9 @@ export class SessionRecords {
         : new TickBatcher(
             {
               one: ([key, ttl]) => client.getex(key, 'PX', ttl),
-              // plain commands in one write: each costs Redis what a lone GETEX costs, with no script around them
-              many: async (reads) => {
-                const replies = await client.pipeline(reads.map(([key, ttl]) => ['getex', key, 'PX', ttl])).exec();
-                if (!replies) throw new Error('the pipeline of session reads was not executed');
-                return replies.map(([err, value]) => err ?? (value as string | null));
-              },
+              // one script for the tick's reads: ioredis costs this process far more per command than the script
+              // costs Redis (see readMany)
+              many: (reads) => readMany(client, reads),
             },
             TOUCH_READS_PER_CALL,
           );

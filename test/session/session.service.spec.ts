@@ -10,7 +10,8 @@ import {
   SessionTooLargeError,
 } from '../../lib/index.js';
 import { RedisConnection, generateSessionId, isValidSessionId } from '../../lib/advanced.js';
-import { recordCommands } from '../support/command-recorder.js';
+import { recordCommandCalls, recordCommands } from '../support/command-recorder.js';
+import { readMany } from '../../lib/session/session.read-many.js';
 import { startRedisServer } from '../support/redis-server.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
@@ -411,8 +412,8 @@ describe('when Redis is unreachable', () => {
   });
 });
 
-describe('touching reads of one tick share one pipeline of plain GETEXs (single server)', () => {
-  it('40 concurrent gets: GETEXs in one pipeline per 32, no script, each session read and touched, missing ones null', async () => {
+describe('touching reads of one tick share one script call of GETEXs (single server)', () => {
+  it('40 concurrent gets: one script call per 32 reads, each session read and touched, missing ones null', async () => {
     const { sessions, client, prefix } = await sessionApp('single', { ttl: 60_000 });
     const created = await Promise.all(
       Array.from({ length: 30 }, (_, i) => sessions.create(`u${i % 3}`, { n: i, at: new Date(1_000 * i) })),
@@ -420,21 +421,42 @@ describe('touching reads of one tick share one pipeline of plain GETEXs (single 
     const missing = Array.from({ length: 10 }, generateSessionId);
     // shorten every ttl so the touch shows
     await Promise.all(created.map((s) => client.pexpire(`${prefix}sess:{${s.id}}`, 5_000)));
-    const pipelines = jest.spyOn(client, 'pipeline');
-    const { value: read, commands } = await recordCommands(client, () =>
+    const { value: read, calls } = await recordCommandCalls(client, () =>
       Promise.all([...created.map((s) => s.id), ...missing].map((id) => sessions.get(id))),
     );
-    // plain commands (no EVALSHA wrapping them: a script costs Redis more CPU than the GETEXs inside it)
-    expect(commands).toEqual(Array.from({ length: 40 }, () => 'getex'));
-    // ...sent as two pipelines (32 + 8), not one write each
-    expect(pipelines.mock.calls.map(([cmds]) => (cmds as unknown[]).length)).toEqual([32, 8]);
-    pipelines.mockRestore();
+    // two commands (32 + 8 keys, one shared ttl), not one per read: ioredis's cost per command was a read's CPU
+    expect(calls.map((c) => [c.name, c.args[1], c.args.slice(2 + Number(c.args[1]))])).toEqual([
+      ['evalsha', '32', ['60000']],
+      ['evalsha', '8', ['60000']],
+    ]);
     expect(read.slice(0, 30).map((s) => [s?.userId, s?.data])).toEqual(
       created.map((_, i) => [`u${i % 3}`, { n: i, at: new Date(1_000 * i) }]),
     );
     expect(read.slice(30)).toEqual(Array.from({ length: 10 }, () => null));
     const ttls = await Promise.all(created.map((s) => client.pttl(`${prefix}sess:{${s.id}}`)));
     expect(Math.min(...ttls)).toBeGreaterThan(50_000);
+    // a missing session is not created by its touch
+    expect(await Promise.all(missing.map((id) => client.exists(`${prefix}sess:{${id}}`)))).toEqual(
+      missing.map(() => 0),
+    );
+  });
+
+  it('reads of one call with different ttls: each key gets its own (GETEX PX per key), a missing key stays absent', async () => {
+    const { client, prefix } = await sessionApp('single');
+    const keys = ['a', 'b', 'c'].map((k) => `${prefix}read-many:${k}`);
+    await client.set(keys[0], 'A', 'PX', 1_000);
+    await client.set(keys[1], 'B');
+    const values = await readMany(client, [
+      [keys[0], 40_000],
+      [keys[1], 90_000],
+      [keys[2], 50_000],
+    ]);
+    expect(values).toEqual(['A', 'B', null]);
+    const [ttlA, ttlB] = await Promise.all(keys.slice(0, 2).map((k) => client.pttl(k)));
+    expect(ttlA).toBeGreaterThan(35_000);
+    expect(ttlA).toBeLessThanOrEqual(40_000);
+    expect(ttlB).toBeGreaterThan(85_000);
+    expect(await client.exists(keys[2])).toBe(0);
   });
 
   it('Redis paused: every read of a batched call fails with RedisUnavailableError at commandTimeout', async () => {
