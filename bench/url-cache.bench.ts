@@ -3,7 +3,8 @@
  * @nestjs/cache-manager's CacheInterceptor with its Redis store (cache-manager + @keyv/redis, the store
  * bench/cache.bench.ts uses), on the same controller and routes (bench/url-cache-app.ts, one child process each,
  * Express). 200 URLs (path and query), warmed so every measured request is a hit; the apps take turns, round by
- * round (interleaved), and each figure is the median round. Target: ours ≥ 1.2× cache-manager, like for like: one
+ * round (interleaved), ours right before or after its peer; each app's figure is its median round, each ratio the median
+ * of the rounds' ours ÷ theirs. Target: ours ≥ 1.2× cache-manager, like for like: one
  * Redis GET per hit on both sides (our L1 off, their Redis store alone), and again with an in-process tier on both
  * sides (our L1; their in-memory Keyv before the Redis one). A row without any cache shows the HTTP stack's ceiling.
  * Every app runs pinned to CPU 0 and autocannon (this process) to the other CPUs, so a round measures the app, not the
@@ -30,13 +31,13 @@ const OPERATION = 'GET by URL, cache hit (HTTP)';
 const TARGET = 1.2;
 const URLS = 200;
 const CONNECTIONS = 32;
-// Many short rounds, each app's round order rotating, to fit its budget in npm run bench (five apps): a burst of
+// Many short rounds, the apps' order rotating, to fit its budget in npm run bench (five apps): a burst of
 // load from elsewhere on the box lands in one or two rounds of every app, and the median drops it. Run on its own,
 // URL_CACHE_ROUND_S / _ROUNDS lengthen them.
 // a longer warm-up per app: its first measured rounds otherwise ran still partly unoptimised (twice the CPU/request)
 const WARMUP_S = 1;
-const ROUND_S = Number(process.env.URL_CACHE_ROUND_S ?? 0.5);
-const ROUNDS = Number(process.env.URL_CACHE_ROUNDS ?? 7);
+const ROUND_S = Number(process.env.URL_CACHE_ROUND_S ?? 0.25);
+const ROUNDS = Number(process.env.URL_CACHE_ROUNDS ?? 14);
 /** The CPU every app is pinned to; the load generator (this process) runs on the others. */
 const APP_CPU = 0;
 
@@ -169,6 +170,14 @@ const APPS = [
   { id: 'none', library: NONE, notes: 'the same routes without any cache: the HTTP stack alone (the ceiling)' },
 ] as const;
 type AppId = (typeof APPS)[number]['id'];
+/** Measured back to back in every round: ours and the peer of the same tier. */
+const GROUPS: AppId[][] = [['ours', 'cache-manager'], ['ours-l1', 'cache-manager-l1'], ['none']];
+
+/** The median over the rounds of value(a) ÷ value(b) in the same round (a and b measured back to back). */
+function pairedRatio(a: Run[], b: Run[], value: (r: Run) => number): number {
+  const ratios = a.map((run, i) => value(run) / value(b[i])).filter((x) => Number.isFinite(x));
+  return ratios.length > 0 ? median(ratios) : NaN;
+}
 
 async function main(): Promise<void> {
   const startedAt = performance.now();
@@ -202,15 +211,22 @@ async function main(): Promise<void> {
     const runs = Object.fromEntries(APPS.map(({ id }) => [id, [] as Run[]])) as Record<AppId, Run[]>;
     const load: string[] = [];
     for (let r = 0; r < ROUNDS; r++) {
-      // rotate who goes first, so a drift in load hits every app alike
-      const order = [...APPS.slice(r % APPS.length), ...APPS.slice(0, r % APPS.length)];
-      for (const { id } of order) runs[id].push(await cannon(apps[id].url, ROUND_S, apps[id].pid));
+      // ours and its peer back to back (the one first alternating), the pairs' order rotating: a drift in load hits
+      // every app alike, and a burst from elsewhere on the box mostly hits both of a pair (see pairedRatio)
+      const groups = GROUPS.map((g) => (r % 2 === 0 ? g : [...g].reverse()));
+      const order = [...groups.slice(r % groups.length), ...groups.slice(0, r % groups.length)].flat();
+      for (const id of order) runs[id].push(await cannon(apps[id].url, ROUND_S, apps[id].pid));
       load.push(loadavg()[0].toFixed(2));
     }
     const rows = APPS.map(({ id, library, notes }) => row(library, runs[id], notes));
     const ops = Object.fromEntries(APPS.map(({ id }, i) => [id, rows[i].opsPerSec])) as Record<AppId, number>;
-    const ratio = ops.ours / ops['cache-manager'];
-    const l1Ratio = ops['ours-l1'] / ops['cache-manager-l1'];
+    // ours ÷ theirs round by round (measured back to back), the median of those: the headline figures
+    const ratio = pairedRatio(runs.ours, runs['cache-manager'], (r) => r.rps);
+    const l1Ratio = pairedRatio(runs['ours-l1'], runs['cache-manager-l1'], (r) => r.rps);
+    const cpuPaired = (a: Run[], b: Run[]): string => {
+      const x = pairedRatio(b, a, (r) => r.appCpuUs ?? NaN);
+      return Number.isFinite(x) ? `${x.toFixed(2)}×` : '?';
+    };
     // The same comparisons by the apps' own CPU per request (theirs ÷ ours: the capacity ratio on a CPU-bound app)
     const cpuOf = Object.fromEntries(APPS.map(({ id }) => [id, appCpu(runs[id])])) as Record<AppId, number | undefined>;
     const cpuRatio = (a: AppId, b: AppId): string => {
@@ -223,12 +239,15 @@ async function main(): Promise<void> {
     const met = ratio >= TARGET && l1Ratio >= TARGET;
     const ofNone = (id: AppId): string => `${((100 * ops[id]) / ops.none).toFixed(0)} %`;
     const summary =
-      `URL cache hit through HTTP (${redis.profile} profile): Redis on both sides ${ratio.toFixed(2)}× ` +
-      `@nestjs/cache-manager's CacheInterceptor, in-process tier on both sides ${l1Ratio.toFixed(2)}× (target ≥ ` +
-      `${TARGET}×: ${met ? 'met' : 'missed'}); of the no-cache ceiling: ours ${ofNone('ours')}, theirs ` +
-      `${ofNone('cache-manager')}, ours L1 ${ofNone('ours-l1')}, theirs L1 ${ofNone('cache-manager-l1')}; ` +
-      `by app CPU per request: Redis ${cpuRatio('ours', 'cache-manager')}, in-process ` +
-      `${cpuRatio('ours-l1', 'cache-manager-l1')}, no cache vs ours ${cpuRatio('none', 'ours')}; ` +
+      `URL cache hit through HTTP (${redis.profile} profile), req/s ours ÷ theirs (median of the rounds' ratios): ` +
+      `Redis on both sides ${ratio.toFixed(2)}× @nestjs/cache-manager's CacheInterceptor, in-process tier on both ` +
+      `sides ${l1Ratio.toFixed(2)}× (target ≥ ${TARGET}×: ${met ? 'met' : 'missed'}); ratio of the median req/s: ` +
+      `${(ops.ours / ops['cache-manager']).toFixed(2)}× and ${(ops['ours-l1'] / ops['cache-manager-l1']).toFixed(2)}×; ` +
+      `by app CPU per request (theirs ÷ ours, median of the rounds' ratios): Redis ` +
+      `${cpuPaired(runs.ours, runs['cache-manager'])}, in-process ${cpuPaired(runs['ours-l1'], runs['cache-manager-l1'])}` +
+      ` (of the medians: ${cpuRatio('ours', 'cache-manager')}, ${cpuRatio('ours-l1', 'cache-manager-l1')}); ` +
+      `of the no-cache ceiling: ours ${ofNone('ours')}, theirs ${ofNone('cache-manager')}, ours L1 ` +
+      `${ofNone('ours-l1')}, theirs L1 ${ofNone('cache-manager-l1')}; no cache vs ours by CPU ${cpuRatio('none', 'ours')}; ` +
       `${CONNECTIONS} connections, ${URLS} URLs, median of ${ROUNDS} × ${ROUND_S} s interleaved; ${pinning}, ` +
       `autocannon at ${(100 * generatorBusiest).toFixed(0)} % of its CPU (median round of the busiest app); ` +
       `1-min load average after each round: ${load.join(', ')}; ${tookS.toFixed(0)} s ` +
