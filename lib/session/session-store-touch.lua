@@ -13,6 +13,8 @@ end
 s.t = tonumber(ARGV[2])
 if ARGV[3] ~= '' then s.k = ARGV[3] end
 if type(s.d) ~= 'table' or next(s.d) == nil then s.d = cjson.decode('{}') end
+-- the stamp stood for the value read; the value written here has none (see session.stamp.ts)
+s.v = nil
 local exp = now + s.t
 if exp > s.m then exp = s.m end
 redis.call('SET', KEYS[1], cjson.encode(s), 'PXAT', exp)
