@@ -9,8 +9,9 @@ import { randomBytes } from 'node:crypto';
  * A stamp stands for one write only: a merge in this process parses the value (the stamp is not part of the parsed
  * session) and stamps the result anew; the Lua scripts that re-encode a session with cjson drop it
  * (session-update.lua, session-store-touch.lua), and any cjson-encoded copy writes its `/` as `\/`, so a re-encoded
- * value never starts with the stamp it was read with. A value without one (written before stamps, or by a script) is compared whole.
- * Readers ignore `v`, so stamped and unstamped sessions read alike, in this version and the previous one.
+ * value never starts with the stamp it was read with. A value without one (written before stamps, or by a script)
+ * is compared whole. Readers ignore `v`, so stamped and unstamped sessions read alike, in this version and the
+ * previous one.
  */
 export const STAMP_HEAD = '{"v":"/';
 
