@@ -4,6 +4,8 @@
 // it includes that GET's round trip). Polled every event-loop turn (setImmediate), which lets the invalidation
 // socket be read. Rows: tracking on one server and on the harness's 3-master cluster; for scale, the bus (a toolkit
 // instance's own `set`: writes by foreign clients are never seen by it). Median, p99, max, and the load average.
+// First, on one server: Redis CPU per `cache.set` (INFO cpu before and after a run of writes) with tracking, with the
+// bus and with no L1, two instances each (one writes, one holds the keys in L1), the three modes taking turns.
 import 'reflect-metadata';
 import { loadavg } from 'node:os';
 import type { INestApplicationContext } from '@nestjs/common';
@@ -12,6 +14,7 @@ import { Cluster, Redis } from 'ioredis';
 import { CacheService, RedisToolkitModule, type RedisToolkitOptions } from '../lib/index.js';
 import { startRedisCluster } from '../test/support/redis-cluster.js';
 import { startRedisServer } from '../test/support/redis-server.js';
+import { redisCpuPerOp, unwatchRedisCpu, watchRedisCpu } from './support/measure.js';
 import { runBench } from './support/run-bench.js';
 
 const WRITES = Number(process.env.TRACKING_BENCH_WRITES ?? 300);
@@ -21,13 +24,18 @@ const KEYS = 50;
 
 type Connection = RedisToolkitOptions['connection'];
 
-async function app(connection: Connection, invalidation: 'tracking' | 'bus'): Promise<INestApplicationContext> {
+async function app(
+  connection: Connection,
+  invalidation: 'tracking' | 'bus' | 'off',
+  keyPrefix = 'bench:trk:',
+): Promise<INestApplicationContext> {
+  const l1 = invalidation === 'off' ? {} : { l1: { max: 10_000, ttl: 600_000, invalidation } };
   return NestFactory.createApplicationContext(
     RedisToolkitModule.forRoot({
       connection,
-      keyPrefix: 'bench:trk:',
+      keyPrefix,
       commandTimeout: 5_000,
-      cache: { defaultTtl: 600_000, l1: { max: 10_000, ttl: 600_000, invalidation } },
+      cache: { defaultTtl: 600_000, ...l1 },
     }),
     { logger: ['error'] },
   );
@@ -131,6 +139,62 @@ async function scenario(label: string, connection: Connection, foreign: Redis | 
   await Promise.all([busReader.close(), busWriter.close()]);
 }
 
+const CPU_WRITES = Number(process.env.TRACKING_BENCH_CPU_WRITES ?? 5_000);
+const CPU_ROUNDS = 5;
+const CPU_CONCURRENCY = 20;
+
+/**
+ * Redis CPU (µs) per `cache.set` of a small value from one instance while another holds the keys in L1: with
+ * tracking (Redis sends the reader one invalidation message per write), the bus (one PUBLISH per write, delivered to
+ * both instances) and no L1 (the SET alone). Each mode has its own key prefix, so no mode hears another's writes.
+ */
+async function redisCpuPerWrite(url: string): Promise<void> {
+  const modes = ['off', 'bus', 'tracking'] as const;
+  const setups = await Promise.all(
+    modes.map(async (mode) => {
+      const prefix = `bench:cpu-${mode}:`;
+      const [reader, writer] = [await app({ url }, mode, prefix), await app({ url }, mode, prefix)];
+      const writerCache = writer.get(CacheService);
+      for (let k = 0; k < KEYS; k++) await writerCache.set(`k${k}`, 0);
+      for (let k = 0; k < KEYS; k++) await reader.get(CacheService).get(`k${k}`);
+      return { mode, reader, writer, writerCache, perWrite: [] as number[] };
+    }),
+  );
+  watchRedisCpu(url);
+  try {
+    for (let r = 0; r < CPU_ROUNDS; r++) {
+      for (const setup of setups) {
+        let next = 0;
+        const worker = async () => {
+          while (next < CPU_WRITES) {
+            const i = next++;
+            await setup.writerCache.set(`k${i % KEYS}`, i);
+          }
+        };
+        const perWrite = await redisCpuPerOp(async () => {
+          await Promise.all(Array.from({ length: CPU_CONCURRENCY }, worker));
+          await turn(); // the reader's invalidations of the last writes are Redis's work too
+          return CPU_WRITES;
+        });
+        if (perWrite !== undefined) setup.perWrite.push(perWrite);
+      }
+    }
+  } finally {
+    unwatchRedisCpu(url);
+  }
+  const median = (list: number[]) => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)] ?? NaN;
+  const off = median(setups[0].perWrite);
+  console.log(
+    `single server, Redis CPU per cache.set (${CPU_WRITES} writes x ${CPU_ROUNDS} rounds, ${CPU_CONCURRENCY} at once, median):`,
+  );
+  for (const setup of setups) {
+    const us = median(setup.perWrite);
+    const extra = setup.mode === 'off' ? '' : ` (+${(us - off).toFixed(2)} over no L1)`;
+    console.log(`  ${setup.mode.padEnd(8)} ${us.toFixed(2)} µs/write${extra}`);
+  }
+  await Promise.all(setups.flatMap((s) => [s.reader.close(), s.writer.close()]));
+}
+
 async function main(): Promise<void> {
   console.log(
     `load average before: ${loadavg()
@@ -140,6 +204,7 @@ async function main(): Promise<void> {
   const server = await startRedisServer();
   const single = new Redis(server.url);
   try {
+    await redisCpuPerWrite(server.url);
     await scenario('single server', { url: server.url }, single);
   } finally {
     single.disconnect();

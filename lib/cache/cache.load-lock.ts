@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { Cluster } from 'ioredis';
 import { FEATURES, type KeyBuilder } from '../common/keys.js';
 import { RELEASE_LOCK } from '../common/release-lock.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
@@ -9,6 +10,17 @@ import type { CacheL1 } from './cache.l1.js';
 import type { CacheResult } from './cache.types.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** The lock tried, and the entry re-read once it is ours. */
+interface Locked<T> {
+  acquired: boolean;
+  stored: CacheEntry<T> | undefined;
+  /** The re-read failed (the lock is ours all the same). */
+  readError?: unknown;
+}
+
+const NO_REPLY: [Error | null, unknown] = [null, null];
+const NOT_ACQUIRED: Locked<never> = { acquired: false, stored: undefined };
 
 /** How a miss produces its value: CacheService's loader call, with or without storing the result. */
 export interface MissLoaders<T> {
@@ -43,19 +55,18 @@ export class CacheLoadLock {
     let pause = 5;
     for (;;) {
       const token = this.token();
-      let acquired: boolean;
+      let locked: Locked<T>;
       try {
-        acquired = await this.tryLock(lockKey, token);
+        locked = await this.lockAndReread<T>(lockKey, token, redisKey);
       } catch (err) {
         this.failures.unavailable(err);
         return { value: (await loaders.load()).value, status: 'miss' };
       }
-      if (acquired) {
+      if (locked.acquired) {
         try {
-          // Double-checked: another process may have stored the value between our GET and our lock.
-          const stored = await this.store
-            .read<T>(redisKey)
-            .catch((err: unknown) => void this.failures.unavailable(err));
+          // a failed re-read is a miss (counted and logged), or the caller's error when the cache fails closed
+          if (locked.readError !== undefined) this.failures.unavailable(locked.readError);
+          const { stored } = locked;
           if (stored && Date.now() < stored.freshUntil) {
             this.l1?.remember(redisKey, stored);
             return { value: stored.value, status: 'hit' };
@@ -86,6 +97,38 @@ export class CacheLoadLock {
     }
     // Waited long enough for another process: load (and store) ourselves rather than fail.
     return { value: await loaders.loadAndStore(), status: 'miss' };
+  }
+
+  /**
+   * Takes the lock and, when it is ours, reads the entry once more: another process may have stored it between our
+   * GET and our lock (its holder writes the value before it releases). On one server both go in one pipeline, one
+   * round trip: Redis runs the GET after the SET NX on the one connection, so it sees whatever the previous holder
+   * stored. On a cluster the lock and the entry live in different slots (maybe nodes, with no order between them):
+   * the re-read waits for the lock's reply. Rejects (typed) only when the lock cannot be tried; a failed re-read is a
+   * miss (see readError).
+   */
+  private async lockAndReread<T>(lockKey: string, token: string, redisKey: string): Promise<Locked<T>> {
+    const client = this.connection.client;
+    if (client instanceof Cluster) {
+      if (!(await this.tryLock(lockKey, token))) return NOT_ACQUIRED;
+      return this.store.read<T>(redisKey).then(
+        (stored) => ({ acquired: true, stored }),
+        (readError: unknown) => ({ acquired: true, stored: undefined, readError }),
+      );
+    }
+    const replies = await this.failures.run('lock', async () =>
+      client.pipeline().set(lockKey, token, 'PX', this.lockTtl, 'NX').get(redisKey).exec(),
+    );
+    // (a pipeline, unlike MULTI, is never discarded: no reply reads as "not acquired")
+    const [[lockErr, lockReply] = NO_REPLY, [readErr, raw] = NO_REPLY] = replies ?? [];
+    if (lockErr) throw this.failures.classify(lockErr, 'lock');
+    if (lockReply !== 'OK') return NOT_ACQUIRED;
+    if (!readErr) return { acquired: true, stored: this.store.decode<T>(redisKey, raw as string | null) };
+    try {
+      return { acquired: true, stored: this.store.readFailed(redisKey, readErr) };
+    } catch (readError) {
+      return { acquired: true, stored: undefined, readError };
+    }
   }
 
   lockKey(redisKey: string): string {

@@ -89,7 +89,8 @@ export class CacheReadPath {
         loadAndStore: () => this.loadAndStore(redisKey, loader, call),
       }),
     );
-    return graced ? loading.catch((err: unknown) => this.serveGrace(redisKey, graced, call, err)) : loading;
+    // awaited, not returned: an async function that returns a promise adopts it in two more microtask turns per caller
+    return await (graced ? loading.catch((err: unknown) => this.serveGrace(redisKey, graced, call, err)) : loading);
   }
 
   /**
@@ -168,7 +169,14 @@ export class CacheReadPath {
   private singleFlight<T>(redisKey: string, run: () => Promise<CacheResult<T>>): Promise<CacheResult<T>> {
     let shared = this.inflight.get(redisKey) as Promise<CacheResult<T>> | undefined;
     if (!shared) {
-      shared = run().finally(() => this.inflight.delete(redisKey));
+      // then, not finally: the callers get the result two microtask turns sooner
+      shared = run().then(
+        (result) => (this.inflight.delete(redisKey), result),
+        (err: unknown) => {
+          this.inflight.delete(redisKey);
+          throw err;
+        },
+      );
       this.inflight.set(redisKey, shared as Promise<CacheResult<unknown>>);
     }
     return shared;

@@ -145,6 +145,71 @@ describe.each(['single', 'cluster'] as const)('CacheService on %s', (target) => 
     expect(new Set(values)).toEqual(new Set(['v']));
   });
 
+  it('1,000 concurrent callers over two app instances call the loader exactly once (issue 15)', async () => {
+    const keyPrefix = `rtk-t${rand()}:`;
+    const a = await cacheApp(target, {}, keyPrefix);
+    const b = await cacheApp(target, {}, keyPrefix);
+    let loads = 0;
+    const loader = async () => {
+      loads++;
+      await sleep(50);
+      return { id: 9 };
+    };
+    const values = await Promise.all(
+      Array.from({ length: 1_000 }, (_, i) => (i % 2 ? a.cache : b.cache).getOrSet('cold-1k', loader)),
+    );
+    expect(loads).toBe(1);
+    expect(values).toHaveLength(1_000);
+    expect(values.every((v) => v.id === 9)).toBe(true);
+  });
+
+  it('a load that outlives the lock ttl still gives every caller sharing it the value, and stores it', async () => {
+    // loadTimeout above lockTtl: the lock expires while the loader runs; its callers must not be dropped
+    const { cache, client, keyPrefix } = await cacheApp(target, { lockTtl: 150, loadTimeout: 30_000 });
+    let release: (v: string) => void = () => undefined;
+    let loads = 0;
+    const loader = () => {
+      loads++;
+      return new Promise<string>((r) => (release = r));
+    };
+    const callers = Promise.all(Array.from({ length: 200 }, () => cache.getOrSet('outlives', loader)));
+    const lockKey = `${keyPrefix}cache:{outlives}:lock`;
+    expect(await waitFor(async () => loads === 1 && (await client.exists(lockKey)) === 1, 5_000)).toBe(true);
+    expect(await waitFor(async () => (await client.exists(lockKey)) === 0, 5_000)).toBe(true); // the lock expired
+    release('late');
+    const values = await settleWithin(callers, 8_000, 'still pending');
+    expect(values).toEqual(Array.from({ length: 200 }, () => 'late'));
+    expect(loads).toBe(1);
+    expect(await cache.get('outlives')).toBe('late');
+  });
+
+  it('after taking the lock it reads the key again: a value another instance stored just before is served, not loaded', async () => {
+    const keyPrefix = `rtk-t${rand()}:`;
+    const a = await cacheApp(target, {}, keyPrefix);
+    const b = await cacheApp(target, {}, keyPrefix);
+    // Another instance stores the value between A's first read (a miss) and A's lock: on one server the lock and the
+    // re-read go in one pipeline, on a cluster the lock is a SET NX of its own; the store is slipped in before either.
+    const hooked = a.client as unknown as Record<'pipeline' | 'set', (...args: unknown[]) => unknown>;
+    const method = target === 'single' ? 'pipeline' : 'set';
+    const original = hooked[method].bind(a.client);
+    let slipped = false;
+    hooked[method] = (...args: unknown[]) => {
+      if (slipped || (method === 'set' && !args.includes('NX'))) return original(...args);
+      slipped = true;
+      const sent = b.cache.set('reread', 'from-b');
+      if (method === 'set') return sent.then(() => original(...args));
+      const pipeline = original(...args) as { exec: () => Promise<unknown> };
+      const exec = pipeline.exec.bind(pipeline);
+      pipeline.exec = () => sent.then(exec);
+      return pipeline;
+    };
+    let loads = 0;
+    const got = await a.cache.getOrSetWithStatus('reread', () => (loads++, 'from-a'));
+    expect(slipped).toBe(true);
+    expect(got).toEqual({ value: 'from-b', status: 'hit' });
+    expect(loads).toBe(0);
+  });
+
   it('a waiter loads by itself when the lock holder takes longer than lockWait', async () => {
     const keyPrefix = `rtk-t${rand()}:`;
     const a = await cacheApp(target, { lockWait: 100 }, keyPrefix);
