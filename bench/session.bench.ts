@@ -380,16 +380,18 @@ async function countRoundTrips(url: string, ops: Record<string, () => Promise<vo
   return out;
 }
 
-/** Redis CPU time per operation (µs), from INFO commandstats deltas: what each get+touch costs the server. */
+/**
+ * Redis CPU time per operation (µs): the `used_cpu_sys + used_cpu_user` delta of INFO cpu over N operations, I/O
+ * included. Not INFO commandstats: a command a script runs is counted there on its own AND inside the script's
+ * EVALSHA time, so summing commandstats counts a script's work twice.
+ */
 async function redisCpuPerOp(url: string, ops: Record<string, () => Promise<void>>): Promise<Record<string, number>> {
-  const N = 2_000;
+  const N = 10_000;
   const admin = new Redis(url);
   const usec = async (): Promise<number> => {
-    const text = String(await admin.info('commandstats'));
-    let total = 0;
-    for (const m of text.matchAll(/^cmdstat_([\w|]+):calls=\d+,usec=(\d+)/gm))
-      if (m[1] !== 'info') total += Number(m[2]);
-    return total;
+    const text = String(await admin.info('cpu'));
+    const read = (field: string): number => Number(new RegExp(`^${field}:([\\d.]+)`, 'm').exec(text)?.[1] ?? NaN);
+    return (read('used_cpu_sys') + read('used_cpu_user')) * 1e6;
   };
   const out: Record<string, number> = {};
   try {
