@@ -67,21 +67,10 @@ class LockCalls {
   private readonly acquireMany: (calls: AcquireCall[]) => Promise<(number | string)[]>;
   private readonly releaseMany: (calls: ReleaseCall[]) => Promise<(number | string)[]>;
 
-  /** Calls sent and not answered yet (see `atOnceWhenIdle`). */
-  private outstanding = 0;
-
   constructor(
     readonly client: RedisClient,
     /** The wake channel prefix of every service (LockWakeups.channelPrefix). */
     wakeChannelPrefix: string,
-    /**
-     * A quorum node: a call made while none of this client's is outstanding goes at once instead of waiting for the end
-     * of the turn; the calls made meanwhile are batched. Contended locks are a chain of dependent calls (acquire, then
-     * release, then the next acquire), where waiting for the turn to end only adds latency (20 separate services on
-     * one resource, 3-node quorum, 2 cores, quorum calls unbatched: 2,086 → 2,528 acquire+release/s), while many
-     * callers locking their own resources still share script calls (uncontended, unbatched: 14,127 → 6,586/s).
-     */
-    private readonly atOnceWhenIdle = false,
   ) {
     // On a cluster PUBLISH counts only this node's receivers: 0 does not mean nobody listens, so wake one and stop.
     const tries = client instanceof Cluster ? 1 : WAKE_TRIES;
@@ -164,36 +153,25 @@ class LockCalls {
     batcher: TickBatcher<C, number | string> | undefined,
     one: (call: C) => Promise<number | string>,
   ): Promise<number | string> {
-    if (!this.atOnceWhenIdle) return batcher ? batcher.add(call) : one(call);
-    return this.sendCounted(call, batcher, one);
-  }
-
-  private async sendCounted<C>(
-    call: C,
-    batcher: TickBatcher<C, number | string> | undefined,
-    one: (call: C) => Promise<number | string>,
-  ): Promise<number | string> {
-    const alone = batcher === undefined || this.outstanding === 0;
-    this.outstanding++;
-    try {
-      return await (alone ? one(call) : batcher.add(call));
-    } finally {
-      this.outstanding--;
-    }
+    return batcher ? batcher.add(call) : one(call);
   }
 }
 
 /**
  * The lock backends on one client share its LockCalls (several lock services in one process, each with its own
- * backend): the calls they make in one turn then share script calls and socket writes, as one service's do.
+ * backend): the calls they make in one turn then share script calls and socket writes, as one service's do. On a
+ * quorum node too, every call waits for the end of its turn (it used to go at once when none was outstanding, which
+ * helped while each service had its own connections; with them shared, 20 separate services on one resource, 3-node
+ * quorum, 2 cores: at once 2,089 / 1,719 acquire+release/s and 424 / 552 µs of Node CPU per op, batched 2,316 /
+ * 2,528 and 393 / 345 µs: fewer socket writes, which are most of this process's CPU here).
  */
 const sharedLockCalls = new WeakMap<RedisClient, Map<string, LockCalls>>();
 
-function lockCallsOf(client: RedisClient, wakeChannelPrefix: string, atOnceWhenIdle: boolean): LockCalls {
+function lockCallsOf(client: RedisClient, wakeChannelPrefix: string): LockCalls {
   let byPrefix = sharedLockCalls.get(client);
   if (!byPrefix) sharedLockCalls.set(client, (byPrefix = new Map()));
   let calls = byPrefix.get(wakeChannelPrefix);
-  if (!calls) byPrefix.set(wakeChannelPrefix, (calls = new LockCalls(client, wakeChannelPrefix, atOnceWhenIdle)));
+  if (!calls) byPrefix.set(wakeChannelPrefix, (calls = new LockCalls(client, wakeChannelPrefix)));
   return calls;
 }
 
@@ -220,7 +198,7 @@ export class SingleLockBackend implements LockBackend {
     private readonly failures: FailurePolicy,
     wakeChannelPrefix: string,
   ) {
-    this.calls = lockCallsOf(client, wakeChannelPrefix, false);
+    this.calls = lockCallsOf(client, wakeChannelPrefix);
   }
 
   async tryAcquire(keys: LockKeys, token: string, ttl: number, waiter = ''): Promise<Acquired | null> {
@@ -312,7 +290,7 @@ export class QuorumLockBackend implements LockBackend {
     wakeChannelPrefix: string,
   ) {
     this.nodes = quorum.nodes;
-    this.nodeCalls = quorum.clients.map((c) => lockCallsOf(c, wakeChannelPrefix, true));
+    this.nodeCalls = quorum.clients.map((c) => lockCallsOf(c, wakeChannelPrefix));
   }
 
   async tryAcquire(keys: LockKeys, token: string, ttl: number, waiter = ''): Promise<Acquired | null> {
