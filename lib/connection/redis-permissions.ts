@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { Logger, type OnModuleInit } from '@nestjs/common';
 import { Cluster } from 'ioredis';
-import { RedisPermissionError } from '../common/errors.js';
+import { RedisPermissionError, RedisUnavailableError } from '../common/errors.js';
 import { classifyRedisError, replyCodeOf } from '../common/failure-policy.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { LuaScript, type RedisClient } from '../common/lua-script.js';
@@ -187,6 +187,9 @@ export interface PermissionsCheckOptions {
   method?: 'auto' | 'probe';
 }
 
+/** Attempts of the start-up check when the server does not answer (each bounded by commandTimeout). */
+export const CHECK_ATTEMPTS = 3;
+
 /** What one server must allow, and how to name it in the error. */
 export interface PermissionsTarget {
   client: RedisClient;
@@ -208,11 +211,19 @@ export interface PermissionsTarget {
  * cannot check are named in a warning.
  */
 export async function verifyPermissions(target: PermissionsTarget, warn: (message: string) => void): Promise<void> {
-  // A transport failure during the check (a command timed out on a busy server) is RedisUnavailableError like any
-  // other start-up call, never ioredis's untyped error.
-  return checkAndReport(target, warn).catch((err: unknown) => {
-    throw classifyRedisError(err, `Redis ACL permission check${target.where ?? ''}`);
-  });
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await checkAndReport(target, warn);
+    } catch (err) {
+      // A transport failure during the check (a command timed out on a busy server) is RedisUnavailableError like
+      // any other start-up call, never ioredis's untyped error. It is no verdict on the permissions: the check asks
+      // a few dozen commands at once, so one slow moment of a busy server (a deploy under load) would otherwise fail
+      // the start. It is asked again, each time said in a warning; a denial is never retried.
+      const typed = classifyRedisError(err, `Redis ACL permission check${target.where ?? ''}`);
+      if (!(typed instanceof RedisUnavailableError) || attempt >= CHECK_ATTEMPTS) throw typed;
+      warn(`${typed.message}; checking again (attempt ${attempt + 1} of ${CHECK_ATTEMPTS})`);
+    }
+  }
 }
 
 async function checkAndReport(target: PermissionsTarget, warn: (message: string) => void): Promise<void> {

@@ -19,7 +19,7 @@ import {
 } from '../../lib/index.js';
 import { RedisConnection, RedisConnections, type RateLimitAlgorithm } from '../../lib/advanced.js';
 import { DEFAULT_CONNECTION_NAME } from '../../lib/connection/connection.options.js';
-import { RedisPermissionsCheck, verifyPermissions } from '../../lib/connection/redis-permissions.js';
+import { CHECK_ATTEMPTS, RedisPermissionsCheck, verifyPermissions } from '../../lib/connection/redis-permissions.js';
 import { startQuorumServers } from '../support/quorum.js';
 import { startRedisCluster, type RedisClusterHandle } from '../support/redis-cluster.js';
 import { usePrivateRedis, trackForCleanup } from '../support/private-servers.js';
@@ -290,22 +290,41 @@ describe('a Redis Cluster: every master is checked (ACL SETUSER is not propagate
   });
 });
 
-it('a server that stops answering during the start-up ACL check is a RedisUnavailableError, not an untyped error', async () => {
+it('a server that stops answering during the start-up ACL check is a RedisUnavailableError after 3 attempts', async () => {
   const server = trackForCleanup(await startRedisServer());
   const client = trackForCleanup(new Redis(server.port, '127.0.0.1', { commandTimeout: 200, maxRetriesPerRequest: 0 }));
   await client.ping();
+  const warnings: string[] = [];
   server.pause();
   try {
-    const err = await verifyPermissions(
-      { client, keyPrefix: 'rtk:', cluster: false, sharded: false },
-      () => undefined,
+    const err = await verifyPermissions({ client, keyPrefix: 'rtk:', cluster: false, sharded: false }, (m) =>
+      warnings.push(m),
     ).then(
       () => undefined,
       (e: unknown) => e,
     );
     expect(err).toBeInstanceOf(RedisUnavailableError);
-    expect((err as Error).message).toMatch(/Redis ACL permission check failed: Command timed out/);
+    expect((err as Error).message).toMatch(/^Redis ACL permission check failed: Command timed out$/);
+    expect(CHECK_ATTEMPTS).toBe(3);
+    expect(warnings).toEqual([
+      'Redis ACL permission check failed: Command timed out; checking again (attempt 2 of 3)',
+      'Redis ACL permission check failed: Command timed out; checking again (attempt 3 of 3)',
+    ]);
   } finally {
     server.resume();
   }
+});
+
+it('one slow moment of a busy server during the start-up ACL check is asked again, not a failed start', async () => {
+  const server = trackForCleanup(await startRedisServer());
+  const client = trackForCleanup(
+    new Redis(server.port, '127.0.0.1', { commandTimeout: 1_000, maxRetriesPerRequest: 0 }),
+  );
+  const pauser = trackForCleanup(new Redis(server.port, '127.0.0.1'));
+  await client.ping();
+  const warnings: string[] = [];
+  // Every client's commands wait 1.5 s: the check's first attempt times out (1 s), the second is answered at 1.5 s.
+  await pauser.call('client', 'pause', '1500', 'all');
+  await verifyPermissions({ client, keyPrefix: 'rtk:', cluster: false, sharded: false }, (m) => warnings.push(m));
+  expect(warnings).toEqual(['Redis ACL permission check failed: Command timed out; checking again (attempt 2 of 3)']);
 });
