@@ -1,11 +1,10 @@
 import { createRequire } from 'node:module';
 import { Logger } from '@nestjs/common';
-import type { Cluster, Redis } from 'ioredis';
 import type { SessionData as ExpressSessionData, Store as ExpressStore } from 'express-session';
 import { InvalidKeyError, InvalidOptionsError, RedisUnavailableError, SessionTooLargeError } from '../common/errors.js';
 import { classifyRedisError } from '../common/failure-policy.js';
 import { DEFAULT_KEY_PREFIX } from '../common/keys.js';
-import { OptionProblems, type OptionShape } from '../common/option-checks.js';
+import { OptionProblems } from '../common/option-checks.js';
 import { JsonSerializer, SafeSerializer, type Serializer } from '../common/serializer.js';
 import { encodeField, SessionRecords, type RawSession } from './session.records.js';
 import { SESSION_DEFAULTS, SESSION_MAX_SIZE_LIMIT } from './session.options.js';

@@ -87,7 +87,7 @@ class LookupService {
   loads = 0;
 
   @Cacheable({ ttl: 60_000 })
-  async find(arg: unknown): Promise<number> {
+  async find(_arg: unknown): Promise<number> {
     return ++this.loads;
   }
 }
