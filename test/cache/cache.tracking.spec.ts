@@ -154,7 +154,13 @@ describe.each(['single', 'cluster'] as const)('L1 invalidation by CLIENT TRACKIN
         .exec();
       expect(replies?.map(([err]) => err)).toEqual([null, null]);
       expect(await waitFor(async () => (await b.cache.get('k')) === 'v2', L1_WAIT)).toBe(true);
-      // A cluster replaces a node connection that closed: ask the app's current one.
+      // L1 is not filled from the kill until tracking is back, so the read above can come before tracking is on again
+      // (on a busy machine it did): wait for it. A cluster replaces a node connection that closed: ask the current one.
+      const tracksAgain = async () =>
+        (await trackingInfo(appNodeConnection(b.client, node)).catch(() => ({ flags: [] as string[] }))).flags.includes(
+          'on',
+        );
+      expect(await waitFor(tracksAgain, L1_WAIT)).toBe(true);
       const after = await trackingInfo(appNodeConnection(b.client, node));
       expect(after.flags).toEqual(expect.arrayContaining(['on', 'bcast']));
       if (which === 'redirect') expect(after.redirect).not.toBe(before.redirect);
