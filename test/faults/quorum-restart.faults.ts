@@ -9,8 +9,11 @@
  * docs/lock.md and docs/security.md say what each needs; this file asserts both behaviours as they are.
  */
 import 'reflect-metadata';
+import { Redis } from 'ioredis';
 import { LockNotAcquiredError, LockService, RedisUnavailableError } from '../../lib/index.js';
 import { FaultProxy } from '../support/fault-proxy.js';
+import { lockKey } from '../support/lock-modes.js';
+import { trackForCleanup } from '../support/private-servers.js';
 import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
 import { closeToolkitApps, type ToolkitApp } from '../support/toolkit-app.js';
 import { bootToolkitApp } from '../support/toolkit-boot.js';
@@ -30,6 +33,13 @@ async function nodesReady(app: ToolkitApp): Promise<void> {
   const { quorumClients } = app.get(LockService) as unknown as { quorumClients: { client: { status: string } }[] };
   const ready = await waitFor(() => quorumClients.every((c) => c.client.status === 'ready'), 20_000);
   if (!ready) throw new Error(`quorum node connections not ready: ${quorumClients.map((c) => c.client.status)}`);
+}
+
+/** Waits until the app's connection to node B (the second quorum node) is no longer ready: the kill was seen. */
+async function bDropped(app: ToolkitApp): Promise<void> {
+  const { quorumClients } = app.get(LockService) as unknown as { quorumClients: { client: { status: string } }[] };
+  if (!(await waitFor(() => quorumClients[1].client.status !== 'ready', 20_000)))
+    throw new Error('the connection to the killed node B still reads ready');
 }
 
 /** Acquires once (no waiting), retrying only while the restarted node's connection is still coming back. */
@@ -78,14 +88,29 @@ describe.each([
       lock: { quorum: { nodes: [{ url: a.url }, { url: b.url }, { url: c.url }] } },
     });
     const resource = `restart-${persistence.length > 0 ? 'aof' : 'bare'}-${Date.now()}`;
+    const droppedBefore = proxy.stats.droppedChunks;
     proxy.blackhole();
     const held = await first.get(LockService).acquire(resource, { ttl: TTL, waitMs: 0 });
+    // The proxy runs in this process and reads the request to C in a turn of its own, which under CPU load can come
+    // after A's and B's grants have resolved the acquisition: restoring then forwards the request, C grants it too
+    // and the second client finds the lock on A and C after B's restart (refused, the premise broken). Lift the
+    // blackhole only once the request to C was dropped.
+    if (!(await waitFor(() => proxy.stats.droppedChunks > droppedBefore, 10_000)))
+      throw new Error('the proxy did not drop the request to C');
     await proxy.restore();
     await nodesReady(first);
+    // The premise: C holds nothing of the first holder.
+    const nodeC = trackForCleanup(new Redis(c.port, '127.0.0.1'));
+    expect(await nodeC.get(lockKey(resource))).toBeNull();
     // Before the restart the second client is refused (A and B hold the lock).
     expect(await tryOnce(second.get(LockService), resource)).toBeInstanceOf(LockNotAcquiredError);
 
     await b.kill();
+    // Each app must have seen B's connection drop before the restart: otherwise a connection still marked ready
+    // from before the kill passes nodesReady, and the attempt's call to B fails on its closing socket (a refusal
+    // for want of a majority, not the outcome under test).
+    await bDropped(first);
+    await bDropped(second);
     await b.restart();
     await nodesReady(first);
     await nodesReady(second);
