@@ -36,8 +36,9 @@ const COLD_CALLERS = 1_000;
 const ROUND: MeasureOptions = { concurrency: CONCURRENCY, durationMs: 600, warmupMs: 100, rounds: 1 };
 const ROUNDS = 5;
 const TTL = 10 * 60_000;
-/** Cold-miss rounds: the libraries take turns, one burst each per round; the median burst is reported. */
-const COLD_ROUNDS = 3;
+/** Cold-miss rounds: the libraries take turns, one burst each per round; the median burst is reported (3 rounds
+ * gave ratios from 0.89x to 1.11x for the same code: a burst is about 55 ms, most of it the 50 ms loader). */
+const COLD_ROUNDS = 11;
 
 /** A ~1 KB JSON object (the same shape for every library). */
 const VALUE = PRODUCT;
