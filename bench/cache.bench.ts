@@ -36,8 +36,10 @@ const COLD_CALLERS = 1_000;
 const ROUND: MeasureOptions = { concurrency: CONCURRENCY, durationMs: 600, warmupMs: 100, rounds: 1 };
 const ROUNDS = 5;
 const TTL = 10 * 60_000;
-/** Cold-miss rounds: the libraries take turns, one burst each per round; the median burst is reported (3 rounds
- * gave ratios from 0.89x to 1.11x for the same code: a burst is about 55 ms, most of it the 50 ms loader). */
+/**
+ * Cold-miss rounds: the libraries take turns (the order rotating), one burst each per round; the median burst is
+ * reported (3 rounds gave 0.89x to 1.11x for the same code: a burst is about 55 ms, most of it the 50 ms loader).
+ */
 const COLD_ROUNDS = 11;
 
 /** A ~1 KB JSON object (the same shape for every library). */
@@ -192,8 +194,13 @@ async function main(): Promise<void> {
     ['bentocache, auto-pipelining', (k, l) => bentoPiped.getOrSet({ key: k, factory: l, ttl: TTL })],
   ];
   const coldRuns = new Map<string, { m: Measurement; calls: number }[]>(coldLibraries.map(([name]) => [name, []]));
+  // The order rotates each round: a burst pays for the garbage the one before it left (1,000 naive loads, bentocache's
+  // 300 ms burst), so a fixed order would charge that to whoever always comes next.
   for (let r = 0; r < COLD_ROUNDS; r++)
-    for (const [name, call] of coldLibraries) coldRuns.get(name)!.push(await coldBurst(call));
+    for (let i = 0; i < coldLibraries.length; i++) {
+      const [name, call] = coldLibraries[(r + i) % coldLibraries.length];
+      coldRuns.get(name)!.push(await coldBurst(call));
+    }
   const coldCalls: Record<string, number> = {};
   const coldRow = (library: string, runs: { m: Measurement; calls: number }[], note?: string) => {
     const calls = Math.max(...runs.map((x) => x.calls));

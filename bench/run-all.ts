@@ -35,7 +35,7 @@ const loadNow = (): string =>
  */
 const BENCHES: { name: string; budgetS: number }[] = [
   { name: 'cache', budgetS: 48 },
-  { name: 'url-cache', budgetS: 40 },
+  { name: 'url-cache', budgetS: 52 },
   { name: 'ratelimit', budgetS: 52 },
   { name: 'ratelimit-attack', budgetS: 24 },
   { name: 'session', budgetS: 66 },
