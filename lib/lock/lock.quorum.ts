@@ -69,9 +69,24 @@ export class QuorumCalls {
     readonly clients: Redis[],
     private readonly driftFactor: number,
     readonly commandTimeout: number,
+    /**
+     * Told of every node call that failed (a timeout, a lost connection, an error reply), also one the others
+     * outvoted or that failed after they decided: a minority node that is down or refusing changes no outcome, so
+     * without this it would go unseen until a second node fails too.
+     */
+    private readonly nodeFailed: (node: number, error: unknown) => void = () => undefined,
   ) {
     this.nodes = clients.length;
     this.quorum = Math.floor(clients.length / 2) + 1;
+  }
+
+  /** `call` on every node, each failure reported to nodeFailed (the returned promises are the calls themselves). */
+  private onEveryNode<T>(call: (client: Redis, node: number) => Promise<T>): Promise<T>[] {
+    return this.clients.map((client, i) => {
+      const running = call(client, i);
+      running.catch((err: unknown) => this.nodeFailed(i, err));
+      return running;
+    });
   }
 
   /** ttl minus the clock drift allowance (a share of the ttl plus 2 ms for timer resolution, as in Redlock). */
@@ -97,7 +112,7 @@ export class QuorumCalls {
     const budget = this.validity(ttl);
     const { nodes } = this;
     const isGrant = (o: Outcome<T>): boolean => o?.ok === true && granted(o.value);
-    const calls = this.clients.map(call);
+    const calls = this.onEveryNode(call);
     const outcomes = await gather(
       calls,
       (o) => count(o, isGrant) >= quorum || count(o, (x) => x !== undefined && !isGrant(x)) > nodes - quorum,
@@ -185,7 +200,7 @@ export class QuorumCalls {
     const budget = this.validity(ttl);
     const { nodes } = this;
     const outcomes = await gather(
-      this.clients.map(call),
+      this.onEveryNode(call),
       (o) => count(o, (x) => answered(x, 1)) >= quorum || count(o, (x) => answered(x, 0)) > nodes - quorum,
       Math.min(budget, this.commandTimeout),
     );
@@ -207,7 +222,7 @@ export class QuorumCalls {
   ): Promise<void> {
     const { nodes } = this;
     const outcomes = await gather(
-      this.clients.map(call),
+      this.onEveryNode(call),
       (o) => {
         const released = count(o, (x) => answered(x, 1));
         return released >= quorum || (released > 0 && released + count(o, (x) => answered(x, 0)) >= quorum);

@@ -2,6 +2,7 @@ import { Inject, Injectable, Logger, type OnModuleInit, Optional } from '@nestjs
 import type { Redis } from 'ioredis';
 import { InvalidOptionsError, LockLostError, LockNotAcquiredError } from '../common/errors.js';
 import { FailurePolicy } from '../common/failure-policy.js';
+import { ThrottledWarning } from '../common/throttled-logger.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { FEATURE_CONNECTION, RedisConnections } from '../connection/redis-connections.js';
@@ -118,10 +119,16 @@ export class LockService implements OnModuleInit {
       for (const node of quorum.nodes) {
         this.quorumClients.push({ client: quorumClient(connection, node), description: describeConnection(node) });
       }
+      const nodeWarning = new ThrottledWarning(this.logger);
       this.quorumCalls = new QuorumCalls(
         this.quorumClients.map((c) => c.client),
         quorum.driftFactor,
         connection.commandTimeout,
+        (node, err) =>
+          nodeWarning.warn(
+            `lock quorum node ${this.quorumClients[node].description} failed a call ` +
+              `(${err instanceof Error ? err.message : String(err)}); the other nodes decide while a majority answers`,
+          ),
       );
       this.backend = new QuorumLockBackend(this.quorumCalls, this.wakeups.channelPrefix);
     } else {

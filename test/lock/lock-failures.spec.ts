@@ -167,6 +167,30 @@ describe('quorum of 3 independent servers', () => {
     expect(result).toBeGreaterThan(lock.fencingToken);
   });
 
+  it('a minority node that stops answering is named in a warning, though the other two decide', async () => {
+    const warnings: string[] = [];
+    const spy = jest.spyOn(Logger.prototype, 'warn').mockImplementation((m: unknown) => void warnings.push(String(m)));
+    try {
+      const locks = await quorumLocks(servers);
+      servers[2].pause();
+      try {
+        const lock = await locks.acquire(unique('minority-paused'));
+        await lock.release();
+        // The paused node's calls time out (commandTimeout) after the other two decided: nothing else would say so.
+        const named = () => warnings.filter((w) => w.startsWith('lock quorum node '));
+        expect(await waitFor(() => named().length > 0, 5_000)).toBe(true);
+        expect(named()).toEqual([
+          `lock quorum node redis://127.0.0.1:${servers[2].port} failed a call (Command timed out); the other nodes ` +
+            'decide while a majority answers',
+        ]);
+      } finally {
+        servers[2].resume();
+      }
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
   it('two servers killed: acquisition fails cleanly with RedisUnavailableError and the section does not run', async () => {
     const locks = await quorumLocks(servers);
     await servers[1].kill();
