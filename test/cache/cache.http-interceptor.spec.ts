@@ -264,8 +264,8 @@ describe.each(PLATFORMS)('HttpCacheInterceptor answers on %s', (platform) => {
   });
 
   if (platform === 'express') {
-    it("stores Express's ETag with the JSON text: a hit sends it unhashed, 304 on a match", async () => {
-      const keyPrefix = `rtk-h${randomBytes(4).toString('hex')}:`;
+    /** An app serving BodiesController, with its Express instance (to read and change its ETag settings). */
+    const expressApp = async (keyPrefix: string) => {
       const app = await createToolkitApp({
         keyPrefix,
         cache: { defaultTtl: 60_000, beta: 0 },
@@ -277,6 +277,12 @@ describe.each(PLATFORMS)('HttpCacheInterceptor answers on %s', (platform) => {
         get(name: string): unknown;
         set(name: string, value: unknown): void;
       };
+      return { app, express };
+    };
+
+    it("stores Express's ETag with the JSON text: a hit sends it unhashed, 304 on a match", async () => {
+      const keyPrefix = `rtk-h${randomBytes(4).toString('hex')}:`;
+      const { app, express } = await expressApp(keyPrefix);
       // the same built-in weak ETag function, counted
       const weak = express.get('etag fn') as (body: string, encoding?: string) => string;
       let hashed = 0;
@@ -311,17 +317,7 @@ describe.each(PLATFORMS)('HttpCacheInterceptor answers on %s', (platform) => {
     it('sends a stored ETag only to an app of the same ETag kind; none with ETags off', async () => {
       const keyPrefix = `rtk-h${randomBytes(4).toString('hex')}:`;
       const boot = async (etag: boolean | 'strong') => {
-        const app = await createToolkitApp({
-          keyPrefix,
-          cache: { defaultTtl: 60_000, beta: 0 },
-          controllers: [BodiesController],
-          http: true,
-          platform,
-        });
-        const express = app.app.getHttpAdapter().getInstance() as {
-          get(name: string): unknown;
-          set(name: string, value: unknown): void;
-        };
+        const { app, express } = await expressApp(keyPrefix);
         express.set('etag', etag);
         return { server: app.app.getHttpServer(), etagFn: express.get('etag fn') as (b: string) => string };
       };
