@@ -12,7 +12,7 @@ import 'reflect-metadata';
 import { Redis } from 'ioredis';
 import { LockNotAcquiredError, LockService, RedisUnavailableError } from '../../lib/index.js';
 import { FaultProxy } from '../support/fault-proxy.js';
-import { lockKey } from '../support/lock-modes.js';
+import { lockKey, quorumNodeClients } from '../support/lock-modes.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
 import { closeToolkitApps, type ToolkitApp } from '../support/toolkit-app.js';
@@ -30,15 +30,15 @@ type Held = Awaited<ReturnType<LockService['acquire']>>;
  * under test.
  */
 async function nodesReady(app: ToolkitApp): Promise<void> {
-  const { quorumClients } = app.get(LockService) as unknown as { quorumClients: { client: { status: string } }[] };
-  const ready = await waitFor(() => quorumClients.every((c) => c.client.status === 'ready'), 20_000);
-  if (!ready) throw new Error(`quorum node connections not ready: ${quorumClients.map((c) => c.client.status)}`);
+  const clients = quorumNodeClients(app.get(LockService));
+  const ready = await waitFor(() => clients.every((c) => c.status === 'ready'), 20_000);
+  if (!ready) throw new Error(`quorum node connections not ready: ${clients.map((c) => c.status)}`);
 }
 
 /** Waits until the app's connection to node B (the second quorum node) is no longer ready: the kill was seen. */
 async function bDropped(app: ToolkitApp): Promise<void> {
-  const { quorumClients } = app.get(LockService) as unknown as { quorumClients: { client: { status: string } }[] };
-  if (!(await waitFor(() => quorumClients[1].client.status !== 'ready', 20_000)))
+  const nodeB = quorumNodeClients(app.get(LockService))[1];
+  if (!(await waitFor(() => nodeB.status !== 'ready', 20_000)))
     throw new Error('the connection to the killed node B still reads ready');
 }
 

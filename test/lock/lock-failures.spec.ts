@@ -20,6 +20,7 @@ import { startRedisServer, type RedisServerHandle } from '../support/redis-serve
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 import { bootToolkitApp } from '../support/toolkit-boot.js';
 import { sleep, waitFor } from '../support/wait.js';
+import { quorumNodeClients } from '../support/lock-modes.js';
 import { within } from '../support/timing.js';
 
 afterEach(closeToolkitApps);
@@ -260,9 +261,7 @@ describe('quorum of 3 independent servers', () => {
     // counter is an hour ahead (as after a client with a fast clock): its token wins, and node 1 must be raised to
     // it, or the next majority {1, 2} would draw a smaller token.
     const locks = await quorumLocks(servers);
-    const nodeReady = (i: number): boolean =>
-      (locks as unknown as { quorumClients: { client: { status: string } }[] }).quorumClients[i].client.status ===
-      'ready';
+    const nodeReady = (i: number): boolean => quorumNodeClients(locks)[i].status === 'ready';
     const resource = unique('ahead');
     const fenceKey = `${new KeyBuilder('rtk:').tagged('lock', resource)}:fence`;
     const ahead = Date.now() * 1000 + 3_600_000_000;

@@ -38,6 +38,10 @@ export async function lockService(
 
 /** The clients that hold lock keys in this mode (the main client, or every quorum node). */
 export function lockClients(mode: LockMode, connection: RedisConnection, locks: LockService): RedisClient[] {
-  if (mode !== 'quorum') return [connection.client];
+  return mode === 'quorum' ? quorumNodeClients(locks) : [connection.client];
+}
+
+/** A quorum LockService's node clients, in the order of `lock.quorum.nodes`. */
+export function quorumNodeClients(locks: LockService): RedisClient[] {
   return (locks as unknown as { quorumClients: { client: RedisClient }[] }).quorumClients.map((c) => c.client);
 }
