@@ -14,7 +14,7 @@ import { Cluster, Redis } from 'ioredis';
 import { CacheService, RedisToolkitModule, type RedisToolkitOptions } from '../lib/index.js';
 import { startRedisCluster } from '../test/support/redis-cluster.js';
 import { startRedisServer } from '../test/support/redis-server.js';
-import { redisCpuPerOp, unwatchRedisCpu, watchRedisCpu } from './support/measure.js';
+import { median, redisCpuPerOp, unwatchRedisCpu, watchRedisCpu } from './support/measure.js';
 import { runBench } from './support/run-bench.js';
 
 const WRITES = Number(process.env.TRACKING_BENCH_WRITES ?? 300);
@@ -182,7 +182,6 @@ async function redisCpuPerWrite(url: string): Promise<void> {
   } finally {
     unwatchRedisCpu(url);
   }
-  const median = (list: number[]) => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)] ?? NaN;
   const off = median(setups[0].perWrite);
   console.log(
     `single server, Redis CPU per cache.set (${CPU_WRITES} writes x ${CPU_ROUNDS} rounds, ${CPU_CONCURRENCY} at once, median):`,

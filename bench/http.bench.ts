@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { httpGet } from '../test/faults/harness/sample-app.js';
 import { startRedisServer, type RedisServerHandle } from '../test/support/redis-server.js';
 import { startApp, type Child } from './support/sample-app.js';
-import { printTable, redisCpuMicros, saveResults, watchRedisCpu, type BenchRow } from './support/measure.js';
+import { median, printTable, redisCpuMicros, saveResults, watchRedisCpu, type BenchRow } from './support/measure.js';
 import { runBench } from './support/run-bench.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -42,8 +42,6 @@ async function cannon(url: string, seconds: number): Promise<Run> {
     ? result
     : Object.assign(result, { redisCpuUsPerOp: (after - before) / ok });
 }
-
-const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 
 function row(library: string, results: Run[], notes?: string): BenchRow {
   const cpu = results.map((r) => r.redisCpuUsPerOp).filter((v): v is number => v !== undefined);

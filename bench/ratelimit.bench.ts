@@ -13,6 +13,7 @@ import { standaloneRedis } from './support/load-profile.js';
 import {
   bestOfPipelining,
   measure,
+  median,
   medianOf,
   peerClients,
   printTable,
@@ -305,7 +306,6 @@ async function interleaved(ops: (() => Promise<unknown>)[]): Promise<(Measuremen
       rounds[i].push({ m, cpu: (cpu.user + cpu.system) / calls });
     }
   }
-  const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
   return rounds.map((rs) => ({ ...medianOf(rs.map((x) => x.m)), cpuUsPerOp: median(rs.map((x) => x.cpu)) }));
 }
 

@@ -31,6 +31,7 @@ import {
   printTable,
   redisCpuMicros,
   saveResults,
+  redisCpuPerOp,
   type BenchRow,
   type Measurement,
 } from './support/measure.js';
@@ -138,9 +139,9 @@ async function main(): Promise<void> {
       },
     };
     const roundTrips = await countRoundTrips(url, getAndTouch);
-    const redisCpu = await redisCpuPerOp(url, getAndTouch);
+    const redisCpu = await redisCpuPerOps(getAndTouch);
 
-    const redisCpuUpdate = await redisCpuPerOp(url, {
+    const redisCpuUpdate = await redisCpuPerOps({
       [OURS]: async () => void (await sessions.update(pick(serviceIds), { views: ++counter })),
       [OURS_STORE]: async () => {
         const i = pickIndex();
@@ -381,28 +382,20 @@ async function countRoundTrips(url: string, ops: Record<string, () => Promise<vo
 }
 
 /**
- * Redis CPU time per operation (µs): the `used_cpu_sys + used_cpu_user` delta of INFO cpu over N operations, I/O
- * included. Not INFO commandstats: a command a script runs is counted there on its own AND inside the script's
- * EVALSHA time, so summing commandstats counts a script's work twice.
+ * Redis CPU time per operation (µs) of each op, run N times, 30 at once: measure.ts's INFO cpu delta of the bench
+ * Redis (I/O included). Not INFO commandstats: a command a script runs is counted there on its own AND inside the
+ * script's EVALSHA time, so summing commandstats counts a script's work twice.
  */
-async function redisCpuPerOp(url: string, ops: Record<string, () => Promise<void>>): Promise<Record<string, number>> {
+async function redisCpuPerOps(ops: Record<string, () => Promise<void>>): Promise<Record<string, number>> {
   const N = 10_000;
-  const admin = new Redis(url);
-  const usec = async (): Promise<number> => {
-    const text = String(await admin.info('cpu'));
-    const read = (field: string): number => Number(new RegExp(`^${field}:([\\d.]+)`, 'm').exec(text)?.[1] ?? NaN);
-    return (read('used_cpu_sys') + read('used_cpu_user')) * 1e6;
-  };
   const out: Record<string, number> = {};
-  try {
-    for (const [name, op] of Object.entries(ops)) {
-      await op();
-      const before = await usec();
+  for (const [name, op] of Object.entries(ops)) {
+    await op();
+    const perOp = await redisCpuPerOp(async () => {
       for (let i = 0; i < N; i += 30) await Promise.all(Array.from({ length: 30 }, op));
-      out[name] = Number((((await usec()) - before) / N).toFixed(2));
-    }
-  } finally {
-    admin.disconnect();
+      return N;
+    });
+    if (perOp !== undefined) out[name] = Number(perOp.toFixed(2));
   }
   return out;
 }

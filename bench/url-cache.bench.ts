@@ -19,7 +19,7 @@ import { cpus, loadavg } from 'node:os';
 import { httpGet } from '../test/faults/harness/sample-app.js';
 import { standaloneRedis } from './support/load-profile.js';
 import { startApp, type Child } from './support/sample-app.js';
-import { printTable, redisCpuMicros, saveResults, type BenchRow } from './support/measure.js';
+import { median, printTable, redisCpuMicros, saveResults, type BenchRow } from './support/measure.js';
 import { runBench } from './support/run-bench.js';
 
 const OURS = 'nestjs-redis-toolkit';
@@ -127,8 +127,6 @@ function pinApps(apps: Child[]): string {
   const ok = apps.every((app) => pinAll(app.pid, String(APP_CPU))) && pinAll(process.pid, others);
   return ok ? `apps pinned to CPU ${APP_CPU}, autocannon to CPU ${others}` : 'pinning failed (taskset)';
 }
-
-const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 
 /** The app's own CPU per request, µs (median round): steadier than req/s on a shared box. */
 const appCpu = (runs: Run[]): number | undefined => {

@@ -165,7 +165,9 @@ async function runRound(op: () => Promise<unknown>, concurrency: number, duratio
   };
 }
 
-const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+/** The middle value (the upper one of an even count); NaN for none. */
+export const median = (values: number[]): number =>
+  values.length === 0 ? Number.NaN : [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 
 /** The median of each figure over rounds (errors summed; Redis CPU the median of the rounds that have it). */
 export function medianOf(list: Measurement[]): Measurement {
