@@ -67,6 +67,21 @@ export function resolveCall<T>(
   };
 }
 
+/** Whether two calls ask for the same thing (functions and tag lists compared by identity). */
+export function sameCall<T>(a: ResolvedCall<T>, b: ResolvedCall<T>): boolean {
+  return (
+    a === b ||
+    (a.ttl === b.ttl &&
+      a.staleTtl === b.staleTtl &&
+      a.tags === b.tags &&
+      a.shouldCache === b.shouldCache &&
+      a.softTimeout === b.softTimeout &&
+      a.hardTimeout === b.hardTimeout &&
+      a.grace === b.grace &&
+      a.graceBackoff === b.graceBackoff)
+  );
+}
+
 /** The fresh ms of `value`: the call's ttl, or what its ttl function returns for the value (checked). */
 export function ttlOf<T>(ttl: CacheTtl<T>, value: T): number {
   if (typeof ttl !== 'function') return ttl;

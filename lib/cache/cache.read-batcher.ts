@@ -1,6 +1,7 @@
 import { Cluster, Command } from 'ioredis';
 import { CLUSTER_SLICE, perNodeSender } from '../common/cluster-batch.js';
 import { TickBatcher } from '../common/tick-batcher.js';
+import { TurnMemo } from '../common/turn-memo.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 
 /**
@@ -21,8 +22,7 @@ export class CacheReadBatcher {
    * key: one GET, not 1,000 keys in 32 MGETs). Only within the turn, and dropped once the read settles: a read that
    * starts later never gets an older answer than it would on its own.
    */
-  private readonly thisTurn = new Map<string, Promise<string | null>>();
-  private clearScheduled = false;
+  private readonly thisTurn = new TurnMemo<string, Promise<string | null>>();
 
   constructor(private readonly connection: RedisConnection) {
     const client = this.connection.client;
@@ -54,17 +54,8 @@ export class CacheReadBatcher {
     read = this.gets.add(redisKey);
     this.thisTurn.set(redisKey, read);
     const settled = read;
-    const forget = () => {
-      if (this.thisTurn.get(redisKey) === settled) this.thisTurn.delete(redisKey);
-    };
+    const forget = () => this.thisTurn.deleteIf(redisKey, settled);
     read.then(forget, forget);
-    if (!this.clearScheduled) {
-      this.clearScheduled = true;
-      setImmediate(() => {
-        this.clearScheduled = false;
-        this.thisTurn.clear();
-      });
-    }
     return read;
   }
 }
