@@ -10,20 +10,24 @@
 -- than a clock in µs, so it keeps growing when the counter is lost (evicted under allkeys-*, a restart without
 -- persistence): the server's (TIME, read once: one instant; needs +time in the ACL), or on a quorum node the floor
 -- the client sent (its own clock, the same number to every node, so the granting nodes of one acquisition usually
--- draw the same token and need no second call to raise the lagging ones).
+-- draw the same token and need no second call to raise the lagging ones). TIME is read only when a lock of the call
+-- needs it (a grant, or a busy lock with a service id): a busy attempt without one, the usual poll, is the SET alone.
 local out = {}
 local per = #ARGV / (#KEYS / 3)
 local server_floor, server_floor_text
-if per == 3 then
-  local now = redis.call('TIME')
-  server_floor = tonumber(now[1]) * 1000000 + tonumber(now[2])
-  server_floor_text = now[1] .. string.format('%06d', tonumber(now[2]))
+local function server_clock()
+  if not server_floor then
+    local now = redis.call('TIME')
+    server_floor = tonumber(now[1]) * 1000000 + tonumber(now[2])
+    server_floor_text = now[1] .. string.format('%06d', tonumber(now[2]))
+  end
+  return server_floor, server_floor_text
 end
 for i = 1, #KEYS / 3 do
   local lock, fence_key, waiting = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
   local a = per * (i - 1)
   local service, ttl = ARGV[a + 3], ARGV[a + 2]
-  local floor, floor_text = server_floor, server_floor_text
+  local floor, floor_text
   if per == 4 then
     floor_text = ARGV[a + 4]
     floor = tonumber(floor_text)
@@ -32,6 +36,9 @@ for i = 1, #KEYS / 3 do
   if type(set) == 'table' and set.err then
     out[i] = set.err
   elseif set then
+    if per == 3 then
+      floor, floor_text = server_clock()
+    end
     local fence = redis.pcall('INCR', fence_key)
     if type(fence) == 'table' then
       redis.call('DEL', lock) -- no fencing token, no lock
@@ -47,8 +54,13 @@ for i = 1, #KEYS / 3 do
       out[i] = fence
     end
   else
-    if service ~= '' and not (type(redis.pcall('ZADD', waiting, 'NX', floor, service)) == 'table') then
-      redis.call('PEXPIRE', waiting, ttl)
+    if service ~= '' then
+      if per == 3 then
+        floor = server_clock()
+      end
+      if not (type(redis.pcall('ZADD', waiting, 'NX', floor, service)) == 'table') then
+        redis.call('PEXPIRE', waiting, ttl)
+      end
     end
     out[i] = 0
   end
