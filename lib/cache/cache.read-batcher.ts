@@ -52,10 +52,7 @@ export class CacheReadBatcher {
     let read = this.thisTurn.get(redisKey);
     if (read !== undefined) return read;
     read = this.gets.add(redisKey);
-    this.thisTurn.set(redisKey, read);
-    const settled = read;
-    const forget = () => this.thisTurn.deleteIf(redisKey, settled);
-    read.then(forget, forget);
+    this.thisTurn.setWhilePending(redisKey, read, read);
     return read;
   }
 }

@@ -70,11 +70,7 @@ export class CacheReadPath {
     const shared = this.thisTurn.get(redisKey);
     if (shared !== undefined && sameCall(shared.call, call)) return shared.result as Promise<CacheResult<T>>;
     const result = this.fetchAlone(redisKey, loader, call);
-    const started = { call: call as ResolvedCall<unknown>, result };
-    this.thisTurn.set(redisKey, started);
-    // settled: a call made after it (even in this turn, awaiting in a loop) fetches anew
-    const forget = () => this.thisTurn.deleteIf(redisKey, started);
-    result.then(forget, forget);
+    this.thisTurn.setWhilePending(redisKey, { call: call as ResolvedCall<unknown>, result }, result);
     return result;
   }
 

@@ -11,7 +11,7 @@ export class TurnMemo<K, V> {
     return this.entries.get(key);
   }
 
-  set(key: K, value: V): void {
+  private set(key: K, value: V): void {
     this.entries.set(key, value);
     if (this.clearScheduled) return;
     this.clearScheduled = true;
@@ -21,8 +21,15 @@ export class TurnMemo<K, V> {
     });
   }
 
-  /** Forgets `key` if it still holds `value` (a settled read, before its turn ends). */
-  deleteIf(key: K, value: V): void {
-    if (this.entries.get(key) === value) this.entries.delete(key);
+  /**
+   * `set`, held only until `pending` settles (or the turn ends, if sooner): a call made after it settled, even in
+   * this turn (an awaiting loop), asks anew.
+   */
+  setWhilePending(key: K, value: V, pending: Promise<unknown>): void {
+    this.set(key, value);
+    const forget = () => {
+      if (this.entries.get(key) === value) this.entries.delete(key);
+    };
+    pending.then(forget, forget);
   }
 }
