@@ -4,6 +4,7 @@ import { Cluster } from 'ioredis';
 import { RedisPermissionError, RedisUnavailableError } from '../common/errors.js';
 import { classifyRedisError, replyCodeOf } from '../common/failure-policy.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
+import { withTimeout } from '../common/timeout.js';
 import { LuaScript, type RedisClient } from '../common/lua-script.js';
 import { DEFAULT_CONNECTION_NAME } from './connection.options.js';
 import type { ConnectionFeature } from './connection.validation.js';
@@ -222,7 +223,30 @@ export async function verifyPermissions(target: PermissionsTarget, warn: (messag
       const typed = classifyRedisError(err, `Redis ACL permission check${target.where ?? ''}`);
       if (!(typed instanceof RedisUnavailableError) || attempt >= CHECK_ATTEMPTS) throw typed;
       warn(`${typed.message}; checking again (attempt ${attempt + 1} of ${CHECK_ATTEMPTS})`);
+      await readyAgain(target.client);
     }
+  }
+}
+
+/**
+ * Before the next attempt: the toolkit drops a connection whose command timed out (resetOnCommandTimeout), and an
+ * attempt made at once would fail on it ("Stream isn't writeable": its status still says ready until the socket's
+ * close is handled). Waits for it to be ready again, at most its connectTimeout + commandTimeout; past that the
+ * attempt is made all the same (and fails, typed).
+ */
+async function readyAgain(client: RedisClient): Promise<void> {
+  const usable =
+    client instanceof Cluster ? client.status === 'ready' : client.status === 'ready' && client.stream.writable;
+  if (usable) return;
+  const options = client instanceof Cluster ? client.options.redisOptions : client.options;
+  const ms = (options?.connectTimeout ?? 10_000) + (options?.commandTimeout ?? 0);
+  let onReady: (() => void) | undefined;
+  try {
+    await withTimeout(new Promise<void>((resolve) => client.once('ready', (onReady = resolve))), ms, 'not ready');
+  } catch {
+    // not ready in time: the attempt says so
+  } finally {
+    if (onReady) client.off('ready', onReady);
   }
 }
 

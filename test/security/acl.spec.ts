@@ -18,6 +18,7 @@ import {
   SessionService,
 } from '../../lib/index.js';
 import { RedisConnection, RedisConnections, type RateLimitAlgorithm } from '../../lib/advanced.js';
+import type { RedisClient } from '../../lib/common/lua-script.js';
 import { DEFAULT_CONNECTION_NAME } from '../../lib/connection/connection.options.js';
 import { CHECK_ATTEMPTS, RedisPermissionsCheck, verifyPermissions } from '../../lib/connection/redis-permissions.js';
 import { startQuorumServers } from '../support/quorum.js';
@@ -327,4 +328,29 @@ it('one slow moment of a busy server during the start-up ACL check is asked agai
   await pauser.call('client', 'pause', '1500', 'all');
   await verifyPermissions({ client, keyPrefix: 'rtk:', cluster: false, sharded: false }, (m) => warnings.push(m));
   expect(warnings).toEqual(['Redis ACL permission check failed: Command timed out; checking again (attempt 2 of 3)']);
+});
+
+it("a timeout during the start-up ACL check drops the toolkit's connection: the next attempt waits for it to be back", async () => {
+  const server = trackForCleanup(await startRedisServer());
+  // The toolkit's own client (RedisConnection): a command that times out drops the connection (resetOnCommandTimeout).
+  const connection = new RedisConnection({
+    connection: { url: server.url },
+    commandTimeout: 1_000,
+    connectTimeout: 5_000,
+    lazyConnect: false,
+    maxReconnectDelay: 100,
+  });
+  const client = connection.client as RedisClient;
+  try {
+    await connection.waitUntilReady(client);
+    const pauser = trackForCleanup(new Redis(server.port, '127.0.0.1'));
+    const warnings: string[] = [];
+    // The first attempt times out (1 s) and the connection is dropped; it is back (ready) once the pause ends.
+    await pauser.call('client', 'pause', '1500', 'all');
+    // before: attempts 2 and 3 failed at once on the reconnecting client ("Stream isn't writeable ...")
+    await verifyPermissions({ client, keyPrefix: 'rtk:', cluster: false, sharded: false }, (m) => warnings.push(m));
+    expect(warnings).toEqual(['Redis ACL permission check failed: Command timed out; checking again (attempt 2 of 3)']);
+  } finally {
+    await connection.onApplicationShutdown();
+  }
 });
