@@ -381,6 +381,7 @@ describe('when Redis is unreachable', () => {
     const spies = (['warn', 'error', 'log', 'debug', 'verbose'] as const).map((level) =>
       jest.spyOn(Logger.prototype, level).mockImplementation(capture),
     );
+    const unavailableBefore = sessions.stats().unavailable;
     await server.kill();
     const started = Date.now();
     for (const call of [
@@ -398,7 +399,11 @@ describe('when Redis is unreachable', () => {
     }
     expect(Date.now() - started).toBeLessThan(8_000);
     for (const spy of spies) spy.mockRestore();
-    expect(logged.some((line) => line.includes('session get failed'))).toBe(true);
+    // Every failure is counted; the warning is throttled (one per interval), so the one line logged may be the
+    // background index update of the create above when it was still in flight at the kill (seen on a loaded CI box).
+    expect(sessions.stats().unavailable - unavailableBefore).toBeGreaterThanOrEqual(4);
+    const failureLines = logged.filter((line) => /session (get|create|update|destroy|index update) failed/.test(line));
+    expect(failureLines).toHaveLength(1);
     expect(logged.filter((line) => line.includes(s.id))).toEqual([]);
     await server.restart();
     const deadline = Date.now() + 10_000;
