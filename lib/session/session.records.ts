@@ -35,7 +35,8 @@ export { checkFieldName, encodeField, type RawSession, type SessionEnvelope } fr
 const createScript = LuaScript.fromFile<number>('rtk_sess_create', new URL('./session-create.lua', import.meta.url), 2);
 /** Written: { 1, expiresAt }; changed meanwhile: { 0, current value } ({ 0 } when gone); tombstoned: -1. */
 type CasReply = [1, number] | [0, string?] | -1;
-const compareAndSetScript = LuaScript.fromFile<CasReply>(
+/** One reply per write: its CasReply, or its own error reply (the other writes of the call are unaffected). */
+const compareAndSetScript = LuaScript.fromFile<(CasReply | Error)[]>(
   'rtk_sess_compare_and_set',
   new URL('./session-compare-and-set.lua', import.meta.url),
   2,
@@ -63,8 +64,10 @@ const CAS_ATTEMPTS = 3;
  * and as one pipeline of GETEXs per master on a cluster (cluster-batch.ts).
  * A write merges in this process and stores the result with a compare-and-set script that compares strings and does
  * no JSON work (session-compare-and-set.lua), so no concurrent update is lost; after CAS_ATTEMPTS lost races it
- * falls back to a script that merges atomically in Lua. Every script touches only the keys of one session (one
- * `{id}` hash tag); the per-user index lives in its own slot (SessionUserIndex).
+ * falls back to a script that merges atomically in Lua. The compare-and-sets of one tick go as one script call on a
+ * single server and as one pipeline of calls per master on a cluster, like the reads. Every script sent to a cluster
+ * touches only the keys of one session (one `{id}` hash tag); the per-user index lives in its own slot
+ * (SessionUserIndex).
  *
  * Times come from this process's clock (Date.now()): the deadline is checked here on every read, Redis expiry only
  * cleans up. Callers validate ids before they get here and wrap errors; this class never logs.
@@ -75,7 +78,7 @@ export class SessionRecords {
   /** Touching reads of one tick as one command (on a cluster one pipeline per master: each session has its slot). */
   private readonly touchReads: TickBatcher<[key: string, ttl: number], string | null | Error>;
   private readonly recent = new RecentValues();
-  /** Compare-and-set writes of one tick as one pipeline (on a cluster one per master). */
+  /** Compare-and-set writes of one tick as one script call (on a cluster one pipeline per master). */
   private readonly writes: TickBatcher<ScriptArg[], CasReply | Error>;
   /** Each user's index of session ids. */
   readonly index: SessionUserIndex;
@@ -121,23 +124,30 @@ export class SessionRecords {
             },
             TOUCH_READS_PER_CALL,
           );
-    const casOne = ([key, tombstone, ...args]: ScriptArg[]) =>
-      compareAndSetScript.run(client, [String(key), String(tombstone)], args);
+    const casOne = async ([key, tombstone, ...args]: ScriptArg[]) =>
+      (await compareAndSetScript.run(client, [String(key), String(tombstone)], args))[0];
     this.writes = new TickBatcher<ScriptArg[], CasReply | Error>(
       client instanceof Cluster
         ? perNodeSender<ScriptArg[], CasReply | Error>(client, {
             keyOf: ([key]) => String(key),
             command: ([key, tombstone, ...args]) => compareAndSetScript.command([String(key), String(tombstone)], args),
-            reply: (raw) => raw as CasReply,
+            reply: (raw) => (raw as (CasReply | Error)[])[0],
             one: casOne,
           })
         : {
             one: casOne,
-            many: (calls) =>
-              compareAndSetScript.runPipelined(
-                client,
-                calls.map(([key, tombstone, ...args]) => ({ keys: [String(key), String(tombstone)], args })),
-              ),
+            // one script call for the tick's writes, as for the touching reads: one command, promise and timer in
+            // ioredis instead of one per write, and one script call's overhead in Redis (the keys lie in different
+            // slots: single server only)
+            many: (calls) => {
+              const keys: string[] = [];
+              const args: ScriptArg[] = [];
+              for (const [key, tombstone, ...rest] of calls) {
+                keys.push(String(key), String(tombstone));
+                args.push(...rest);
+              }
+              return compareAndSetScript.runWithAnyKeys(client, keys, args);
+            },
           },
       client instanceof Cluster ? TOUCH_READS_PER_CALL * CLUSTER_SLICE : TOUCH_READS_PER_CALL,
     );

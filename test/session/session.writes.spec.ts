@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import { Command, type Redis } from 'ioredis';
-import { RedisSessionStore, SessionService } from '../../lib/index.js';
+import { RedisReplyError, RedisSessionStore, SessionService } from '../../lib/index.js';
 import { RedisConnection } from '../../lib/advanced.js';
 import { recordCommandCalls } from '../support/command-recorder.js';
 import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
@@ -96,6 +96,36 @@ describe.each(['single', 'cluster'] as const)('session writes on %s', (target) =
     const retouched = JSON.parse((await one.client.get(key))!) as { t: number };
     expect(retouched.t).toBe(90_000);
     expect(retouched).not.toHaveProperty('v');
+  });
+
+  it('the writes of one tick go as one script call (single server; one call each on a cluster), each with its own outcome', async () => {
+    const { sessions, client, prefix } = await sessionApp(target);
+    const created = await Promise.all(Array.from({ length: 12 }, (_, i) => sessions.create(`u${i}`, { n: i })));
+    // one session's key now holds a hash: its write fails alone with a typed error reply, the others are written
+    const broken = created[5];
+    await client.del(`${prefix}sess:{${broken.id}}`);
+    await client.hset(`${prefix}sess:{${broken.id}}`, 'x', '1');
+    const { value: outcomes, calls } = await recordCommandCalls(client, () =>
+      Promise.allSettled(created.map((s, i) => sessions.update(s.id, { m: i * 10 }))),
+    );
+    const scripts = calls.filter((c) => c.name === 'evalsha' || c.name === 'eval');
+    // (before: 12 script calls in one pipeline on a single server)
+    expect(scripts.map((c) => c.args[1])).toEqual(target === 'single' ? ['24'] : Array(12).fill('2'));
+    for (const [i, outcome] of outcomes.entries()) {
+      if (i === 5) {
+        expect(outcome.status).toBe('rejected');
+        expect((outcome as PromiseRejectedResult).reason).toBeInstanceOf(RedisReplyError);
+        expect(String((outcome as PromiseRejectedResult).reason.message)).toContain('WRONGTYPE');
+        continue;
+      }
+      expect(outcome.status).toBe('fulfilled');
+      expect((outcome as PromiseFulfilledResult<{ data: object }>).value.data).toEqual({ n: i, m: i * 10 });
+      expect((await sessions.get(created[i].id))!.data).toEqual({ n: i, m: i * 10 });
+      const pttl = await client.pttl(`${prefix}sess:{${created[i].id}}`);
+      expect(pttl).toBeGreaterThan(TTL - 60_000);
+      expect(pttl).toBeLessThanOrEqual(TTL);
+    }
+    expect(await client.type(`${prefix}sess:{${broken.id}}`)).toBe('hash');
   });
 });
 
