@@ -86,31 +86,6 @@ export class LuaScript<TResult> {
     return new this.ScriptCommand([keys.length, ...keys, ...args]);
   }
 
-  /**
-   * Runs the script once per call of `calls` in one pipeline of `client` (one socket write for all): resolves with
-   * each call's reply, or its error reply as an Error (one call's error fails only that call; a NOSCRIPT one is sent
-   * again on its own). Single server: the calls' keys may lie in different slots.
-   */
-  async runPipelined(
-    client: RedisClient,
-    calls: readonly { keys: readonly string[]; args: readonly ScriptArg[] }[],
-  ): Promise<(TResult | Error)[]> {
-    const pipeline = client.pipeline() as unknown as {
-      sendCommand(command: Command): unknown;
-      exec(): Promise<[Error | null, unknown][] | null>;
-    };
-    for (const { keys, args } of calls) pipeline.sendCommand(new this.ScriptCommand([keys.length, ...keys, ...args]));
-    const replies = await pipeline.exec();
-    if (!replies) throw new Error(`the pipeline of ${this.name} calls was not executed`);
-    return Promise.all(
-      replies.map(([err, value], i) =>
-        err?.message.startsWith('NOSCRIPT')
-          ? this.send(client, calls[i].keys, calls[i].args).catch((e: unknown) => (e instanceof Error ? e : err))
-          : (err ?? (value as TResult)),
-      ),
-    );
-  }
-
   private send(client: RedisClient, keys: readonly string[], args: readonly ScriptArg[]): Promise<TResult> {
     const call = [keys.length, ...keys, ...args];
     return this.sendOnce(client, call).catch((err: unknown) => {
