@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { Cluster } from 'ioredis';
 import { LockService, RedisUnavailableError } from '../../lib/index.js';
 import { RedisConnection } from '../../lib/advanced.js';
-import { countSocketWrites, recordCommands } from '../support/command-recorder.js';
+import { countSocketWrites, masterConnectionsReady, recordCommands } from '../support/command-recorder.js';
 import { ownedBy, useDisposableCluster } from '../support/disposable-cluster.js';
 import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
 
@@ -30,6 +30,7 @@ const sum = (writes: Map<number, number>) => [...writes.values()].reduce((a, b) 
 describe('locks on a cluster, batched per master', () => {
   it('sends the acquisitions and the releases of one turn as pipelines per master, one script call per lock', async () => {
     const { locks, cluster, keyPrefix } = await lockApp('cluster');
+    await masterConnectionsReady(cluster);
     const resources = Array.from({ length: 24 }, (_, i) => `res-${i}`);
     const acquired = await countSocketWrites(cluster, () =>
       recordCommands(cluster, () => Promise.all(resources.map((r) => locks.tryAcquire(r)))),

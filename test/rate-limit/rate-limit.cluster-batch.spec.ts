@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { Cluster } from 'ioredis';
 import { RateLimitService, type RateLimitPolicy } from '../../lib/index.js';
 import { RedisConnection } from '../../lib/advanced.js';
-import { countSocketWrites, recordCommands } from '../support/command-recorder.js';
+import { countSocketWrites, masterConnectionsReady, recordCommands } from '../support/command-recorder.js';
 import { ownedBy, useDisposableCluster } from '../support/disposable-cluster.js';
 import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
 
@@ -25,6 +25,7 @@ const fixed = (limit: number): RateLimitPolicy => ({ limit, ttl: 60_000, algorit
 describe('rate-limit decisions on a cluster, batched per master', () => {
   it('sends a turn of decisions as one pipeline per master; decisions on one counter keep their order', async () => {
     const { rl, cluster } = await rateLimitApp('cluster');
+    await masterConnectionsReady(cluster);
     const others = Array.from({ length: 25 }, (_, i) => `client-${i}`);
     const { value, writes } = await countSocketWrites(cluster, () =>
       recordCommands(cluster, () =>

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 
 /**
@@ -64,5 +64,19 @@ export async function countSocketWrites<T>(
     return { value: await fn(), writes };
   } finally {
     for (const restore of restores) restore();
+  }
+}
+
+/**
+ * Waits until every master's own connection of a cluster client is ready (ioredis opens one at the node's first
+ * command and runs its ready check): until then a turn's calls for that master go alone through the cluster client,
+ * so a test counting socket writes right after start-up counted them one by one on a loaded machine.
+ */
+export async function masterConnectionsReady(cluster: Cluster, timeoutMs = 10_000): Promise<void> {
+  for (const node of cluster.nodes('master')) if (node.status === 'wait') node.connect().catch(() => undefined);
+  const deadline = Date.now() + timeoutMs;
+  while (!cluster.nodes('master').every((node) => node.status === 'ready')) {
+    if (Date.now() > deadline) throw new Error('a cluster master connection did not become ready');
+    await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
