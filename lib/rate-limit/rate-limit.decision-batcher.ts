@@ -1,6 +1,6 @@
 import { Cluster } from 'ioredis';
 import { CLUSTER_SLICE, perNodeSender } from '../common/cluster-batch.js';
-import type { LuaScript, ScriptArg } from '../common/lua-script.js';
+import { LuaScript, type ScriptArg } from '../common/lua-script.js';
 import { TickBatcher } from '../common/tick-batcher.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 
@@ -17,11 +17,23 @@ interface Decision {
   args: readonly ScriptArg[];
 }
 
+/** consume.lua's answer to one consume of one fixed-window policy, without its general machinery (see the file). */
+const fixedWindowScript = LuaScript.fromFile<number[]>(
+  'rtk_rl_consume_fixed_window',
+  new URL('./consume-fixed-window.lua', import.meta.url),
+  2,
+);
+
+/** A decision consume-fixed-window.lua answers: one consume ('c1') of one fixed-window policy ('f:...'). */
+const oneFixedWindowConsume = (d: Decision): boolean =>
+  d.args[0] === 'c1' && d.keys.length === 2 && typeof d.args[1] === 'string' && d.args[1].startsWith('f:');
+
 /**
  * Decisions made in the same tick go to Redis as one call of consume.lua (single server and Sentinel). On a cluster,
  * where the counters of different clients live in different slots, each decision is its own call of consume.lua (its
- * keys share one hash tag) and the decisions of a tick go as one pipeline per master node (cluster-batch.ts). Either
- * way each decision is all-or-nothing and atomic, and decisions on one counter run in the order they were made.
+ * keys share one hash tag) and the decisions of a tick go as one pipeline per master node (cluster-batch.ts). A call
+ * of one decision that is one fixed-window consume goes to consume-fixed-window.lua instead. Either way each decision
+ * is all-or-nothing and atomic, and decisions on one counter run in the order they were made.
  */
 export class DecisionBatcher {
   private readonly batcher: TickBatcher<Decision, number[]>;
@@ -31,12 +43,18 @@ export class DecisionBatcher {
     private readonly script: LuaScript<number[]>,
   ) {
     const client = this.connection.client;
-    const one = (d: Decision) => this.script.withNumberOfKeys(d.keys.length).run(client, d.keys, d.args);
+    // A call of one decision (a lone decision of a tick; every decision on a cluster): a lone fixed-window consume
+    // goes to the script made for it, which costs Redis about half as much per call.
+    const one = (d: Decision) =>
+      oneFixedWindowConsume(d)
+        ? fixedWindowScript.run(client, d.keys, d.args)
+        : this.script.withNumberOfKeys(d.keys.length).run(client, d.keys, d.args);
     if (client instanceof Cluster) {
       this.batcher = new TickBatcher<Decision, number[]>(
         perNodeSender(client, {
           keyOf: (d) => d.keys[0],
-          command: (d) => this.script.command(d.keys, d.args),
+          command: (d) =>
+            oneFixedWindowConsume(d) ? fixedWindowScript.command(d.keys, d.args) : this.script.command(d.keys, d.args),
           reply: (raw) => raw as number[],
           one,
         }),

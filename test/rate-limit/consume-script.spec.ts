@@ -1,8 +1,11 @@
 import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
 import { REDIS_CLIENT, RateLimitService, RedisReplyError, type RateLimitPolicy } from '../../lib/index.js';
+import { RedisConnection } from '../../lib/advanced.js';
+import { recordCommandCalls } from '../support/command-recorder.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 import { sleep } from '../support/wait.js';
 
@@ -193,4 +196,89 @@ describe("one policy's consume (its own path in consume.lua) answers as the gene
     expect(answers.some((a) => a[0] === 1)).toBe(true);
     expect(answers.some((a) => a[0] === 0)).toBe(true);
   });
+});
+
+describe('a call of one fixed-window consume goes to consume-fixed-window.lua, which answers as consume.lua does', () => {
+  const general = readFileSync(new URL('../../lib/rate-limit/consume.lua', import.meta.url), 'utf8');
+  const lean = readFileSync(new URL('../../lib/rate-limit/consume-fixed-window.lua', import.meta.url), 'utf8');
+  const sha = (lua: string) => createHash('sha1').update(lua).digest('hex');
+  const cases: [string, string[]][] = [
+    ['costs 1, 2 and 0', ['f:3:60000:1:3:0', 'f:3:60000:2:3:0', 'f:3:60000:0:3:0']],
+    ['blockDuration', ['f:3:60000:1:3:30000']],
+    ['a cost over the limit', ['f:3:60000:4:3:0', 'f:3:60000:1:3:0']],
+  ];
+
+  it.each(cases)('%s, with a block key set and a counter without expiry on the way', async (_name, specs) => {
+    const { redis } = await setup();
+    const [mine, theirs] = [uid(), uid()];
+    // loaded first: a script's first call compiles it, and the two windows would open that much apart
+    const [leanSha, generalSha] = await Promise.all([redis.script('LOAD', lean), redis.script('LOAD', general)]);
+    const answers: number[][] = [];
+    let widestGap = 0;
+    for (let step = 0; step < 12; step++) {
+      const spec = specs[step % specs.length];
+      if (step === 6) for (const k of [mine, theirs]) await redis.set(`${k}:b`, '1', 'PX', 5_000);
+      if (step === 8) for (const k of [mine, theirs]) await redis.del(`${k}:b`);
+      if (step === 9) for (const k of [mine, theirs]) await redis.persist(k);
+      const started = Date.now();
+      const a = (await redis.evalsha(leanSha as string, 2, mine, `${mine}:b`, 'c1', spec)) as number[];
+      const b = (await redis.evalsha(generalSha as string, 2, theirs, `${theirs}:b`, 'c1', spec)) as number[];
+      widestGap = Math.max(widestGap, Date.now() - started);
+      // allowed and remaining alike; reset and retry from the PTTLs of windows opened, and read, a call apart
+      expect(a.slice(0, 3)).toEqual(b.slice(0, 3));
+      for (const at of [3, 4]) expect(Math.abs(a[at] - b[at])).toBeLessThanOrEqual(2 * widestGap + 2);
+      answers.push(a);
+    }
+    expect(answers.some((a) => a[0] === 1)).toBe(true);
+    expect(answers.some((a) => a[0] === 0)).toBe(true);
+    expect(await redis.get(mine)).toBe(await redis.get(theirs));
+    expect(await redis.exists(`${mine}:b`)).toBe(await redis.exists(`${theirs}:b`));
+  });
+
+  it('fails the decision alike for a foreign type or a counter that is not a number', async () => {
+    const { redis } = await setup();
+    const [hash, text] = [uid(), uid()];
+    await redis.hset(hash, 'x', '1');
+    await redis.set(text, 'not a number');
+    for (const key of [hash, text]) {
+      const a = (await redis.eval(lean, 2, key, `${key}:b`, 'c1', 'f:3:60000:1:3:0')) as (number | string)[];
+      const b = (await redis.eval(general, 2, key, `${key}:b`, 'c1', 'f:3:60000:1:3:0')) as (number | string)[];
+      expect(a[0]).toBe(-1);
+      expect(b[0]).toBe(-1);
+      expect(String(a[1]).split(' ')[0]).toBe(String(b[1]).split(' ')[0]);
+      expect(String(b[1])).toContain(String(a[1]).replace(/^ERR /, ''));
+    }
+    expect(await redis.type(hash)).toBe('hash');
+    expect(await redis.get(text)).toBe('not a number');
+  });
+
+  it.each(['single', 'cluster'] as const)(
+    'on %s: lone and cluster fixed-window consumes use it, others consume.lua',
+    async (target) => {
+      const app = await createToolkitApp({ target, rateLimit: { warnIntervalMs: 60_000 } });
+      const rl = app.get(RateLimitService);
+      const client = app.get(RedisConnection).client;
+      const fixed: RateLimitPolicy = { limit: 3, ttl: 60_000, algorithm: 'fixed-window' };
+      const scriptShas = async (fn: () => Promise<unknown>) =>
+        (await recordCommandCalls(client, fn)).calls
+          .filter((c) => c.name === 'evalsha' || c.name === 'eval')
+          .map((c) => (c.name === 'eval' ? sha(c.args[0]) : c.args[0]));
+      const key = uid();
+      // a lone consume (before: consume.lua)
+      expect(await scriptShas(() => rl.consume(key, fixed))).toEqual([sha(lean)]);
+      // a lone token-bucket consume, a peek and a two-policy decision stay with consume.lua
+      expect(await scriptShas(() => rl.consume(key, { ...fixed, algorithm: 'token-bucket' }))).toEqual([sha(general)]);
+      expect(await scriptShas(() => rl.peek(key, fixed))).toEqual([sha(general)]);
+      // a tick of fixed-window consumes: one consume.lua call on one server, one lean call each on a cluster
+      const turn = await scriptShas(() => Promise.all(Array.from({ length: 6 }, () => rl.consume(uid(), fixed))));
+      expect(turn).toEqual(target === 'single' ? [sha(general)] : Array(6).fill(sha(lean)));
+      // and the answers are the usual ones
+      const third = [await rl.consume(key, fixed), await rl.consume(key, fixed), await rl.consume(key, fixed)];
+      expect(third.map((r) => [r.allowed, r.remaining])).toEqual([
+        [true, 1],
+        [true, 0],
+        [false, 0],
+      ]);
+    },
+  );
 });
