@@ -1,10 +1,15 @@
 import { scanKeys } from '../common/bulk-keys.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
-import { Cluster, Command } from 'ioredis';
-import { CLUSTER_SLICE, perNodeSender } from '../common/cluster-batch.js';
 import { SessionTooLargeError } from '../common/errors.js';
-import { LuaScript, type RedisClient, type ScriptArg } from '../common/lua-script.js';
-import { TickBatcher } from '../common/tick-batcher.js';
+import { LuaScript, type RedisClient } from '../common/lua-script.js';
+import type { TickBatcher } from '../common/tick-batcher.js';
+import {
+  type CasReply,
+  type CasWrite,
+  compareAndSetBatcher,
+  type TouchRead,
+  touchReadBatcher,
+} from './session.batchers.js';
 import {
   checkSessionSize,
   jsonBytesBound,
@@ -18,7 +23,6 @@ import { DEFAULT_SESSION_MAX_SIZE } from './session.options.js';
 import { RecentValues } from './session.recent-values.js';
 import { storeSetInLua, updateInLua } from './session.lua-writes.js';
 import { expectedOf, stampedJson } from './session.stamp.js';
-import { readMany } from './session.read-many.js';
 import { SessionUserIndex } from './session.user-index.js';
 import {
   combineUpdates,
@@ -33,14 +37,6 @@ export { checkFieldName, encodeField, type RawSession, type SessionEnvelope } fr
 /** Feature name in keys: `<prefix>sess:{<id>}`, `<prefix>sess:{<id>}:gone`, `<prefix>sess:user:{<userId>}`. */
 
 const createScript = LuaScript.fromFile<number>('rtk_sess_create', new URL('./session-create.lua', import.meta.url), 2);
-/** Written: { 1, expiresAt }; changed meanwhile: { 0, current value } ({ 0 } when gone); tombstoned: -1. */
-type CasReply = [1, number] | [0, string?] | -1;
-/** One reply per write: its CasReply, or its own error reply (the other writes of the call are unaffected). */
-const compareAndSetScript = LuaScript.fromFile<(CasReply | Error)[]>(
-  'rtk_sess_compare_and_set',
-  new URL('./session-compare-and-set.lua', import.meta.url),
-  2,
-);
 const destroyScript = LuaScript.fromFile<string | null>(
   'rtk_sess_destroy',
   new URL('./session-destroy.lua', import.meta.url),
@@ -51,8 +47,6 @@ const storeTouchScript = LuaScript.fromFile<number>(
   new URL('./session-store-touch.lua', import.meta.url),
   1,
 );
-/** Touching reads per command (per pipeline on a cluster); more in one tick go as several (see TickBatcher). */
-const TOUCH_READS_PER_CALL = 32;
 /** Compare-and-set attempts before a write falls back to its atomic Lua script (it never loses, but decodes JSON). */
 const CAS_ATTEMPTS = 3;
 /**
@@ -65,9 +59,9 @@ const CAS_ATTEMPTS = 3;
  * A write merges in this process and stores the result with a compare-and-set script that compares strings and does
  * no JSON work (session-compare-and-set.lua), so no concurrent update is lost; after CAS_ATTEMPTS lost races it
  * falls back to a script that merges atomically in Lua. The compare-and-sets of one tick go as one script call on a
- * single server and as one pipeline of calls per master on a cluster, like the reads. Every script sent to a cluster
- * touches only the keys of one session (one `{id}` hash tag); the per-user index lives in its own slot
- * (SessionUserIndex).
+ * single server and as one pipeline of calls per master on a cluster, like the reads (session.batchers.ts). Every
+ * script sent to a cluster touches only the keys of one session (one `{id}` hash tag); the per-user index lives in
+ * its own slot (SessionUserIndex).
  *
  * Times come from this process's clock (Date.now()): the deadline is checked here on every read, Redis expiry only
  * cleans up. Callers validate ids before they get here and wrap errors; this class never logs.
@@ -76,10 +70,10 @@ export class SessionRecords {
   private readonly keys: KeyBuilder;
   private readonly sessionHead: string;
   /** Touching reads of one tick as one command (on a cluster one pipeline per master: each session has its slot). */
-  private readonly touchReads: TickBatcher<[key: string, ttl: number], string | null | Error>;
+  private readonly touchReads: TickBatcher<TouchRead, string | null | Error>;
   private readonly recent = new RecentValues();
   /** Compare-and-set writes of one tick as one script call (on a cluster one pipeline per master). */
-  private readonly writes: TickBatcher<ScriptArg[], CasReply | Error>;
+  private readonly writes: TickBatcher<CasWrite, CasReply | Error>;
   /** Each user's index of session ids. */
   readonly index: SessionUserIndex;
   /** Updates of one session made while one is in flight: then written as one. */
@@ -104,58 +98,13 @@ export class SessionRecords {
     this.keys = new KeyBuilder(keyPrefix);
     this.sessionHead = this.keys.tagHead(FEATURES.session);
     this.index = new SessionUserIndex(client, this.keys, (ids) => this.existing(ids));
-    this.touchReads =
-      client instanceof Cluster
-        ? new TickBatcher(
-            perNodeSender<[key: string, ttl: number], string | null | Error>(client, {
-              keyOf: ([key]) => key,
-              command: ([key, ttl]) => new Command('getex', [key, 'PX', ttl], { replyEncoding: 'utf8' }),
-              reply: (raw) => raw as string | null,
-              one: ([key, ttl]) => client.getex(key, 'PX', ttl),
-            }),
-            TOUCH_READS_PER_CALL * CLUSTER_SLICE,
-          )
-        : new TickBatcher(
-            {
-              one: ([key, ttl]) => client.getex(key, 'PX', ttl),
-              // one script for the tick's reads: ioredis costs this process far more per command than the script
-              // costs Redis (see readMany)
-              many: (reads) => readMany(client, reads),
-            },
-            TOUCH_READS_PER_CALL,
-          );
-    const casOne = async ([key, tombstone, ...args]: ScriptArg[]) =>
-      (await compareAndSetScript.run(client, [String(key), String(tombstone)], args))[0];
-    this.writes = new TickBatcher<ScriptArg[], CasReply | Error>(
-      client instanceof Cluster
-        ? perNodeSender<ScriptArg[], CasReply | Error>(client, {
-            keyOf: ([key]) => String(key),
-            command: ([key, tombstone, ...args]) => compareAndSetScript.command([String(key), String(tombstone)], args),
-            reply: (raw) => (raw as (CasReply | Error)[])[0],
-            one: casOne,
-          })
-        : {
-            one: casOne,
-            // one script call for the tick's writes, as for the touching reads: one command, promise and timer in
-            // ioredis instead of one per write, and one script call's overhead in Redis (the keys lie in different
-            // slots: single server only)
-            many: (calls) => {
-              const keys: string[] = [];
-              const args: ScriptArg[] = [];
-              for (const [key, tombstone, ...rest] of calls) {
-                keys.push(String(key), String(tombstone));
-                args.push(...rest);
-              }
-              return compareAndSetScript.runWithAnyKeys(client, keys, args);
-            },
-          },
-      client instanceof Cluster ? TOUCH_READS_PER_CALL * CLUSTER_SLICE : TOUCH_READS_PER_CALL,
-    );
+    this.touchReads = touchReadBatcher(client);
+    this.writes = compareAndSetBatcher(client);
   }
 
   /** The compare-and-set script for one session (batched with the other writes of this tick). */
   private async compareAndSet(id: string, expected: string, json: string, expiry: number | string): Promise<CasReply> {
-    const args: ScriptArg[] = [this.sessionKey(id), this.tombstoneKey(id), expectedOf(expected), json, expiry];
+    const args: CasWrite = [this.sessionKey(id), this.tombstoneKey(id), expectedOf(expected), json, expiry];
     const reply = await this.writes.add(args);
     if (reply instanceof Error) throw reply;
     return reply;

@@ -1,0 +1,76 @@
+import { Cluster, Command } from 'ioredis';
+import { CLUSTER_SLICE, perNodeSender } from '../common/cluster-batch.js';
+import { LuaScript, type RedisClient, type ScriptArg } from '../common/lua-script.js';
+import { TickBatcher } from '../common/tick-batcher.js';
+import { readMany } from './session.read-many.js';
+
+/** Touching reads (and compare-and-set writes) per command, per pipeline on a cluster; more in one tick go as several. */
+const PER_CALL = 32;
+
+/** A touching read: the session key and the ttl its GETEX sets. */
+export type TouchRead = [key: string, ttl: number];
+/** Written: { 1, expiresAt }; changed meanwhile: { 0, current value } ({ 0 } when gone); tombstoned: -1. */
+export type CasReply = [1, number] | [0, string?] | -1;
+/** A compare-and-set write: session key, tombstone key, expected value (or its stamp), new value, expiry. */
+export type CasWrite = [key: string, tombstone: string, expected: string, value: string, expiry: number | string];
+
+/** One reply per write: its CasReply, or its own error reply (the other writes of the call are unaffected). */
+const compareAndSetScript = LuaScript.fromFile<(CasReply | Error)[]>(
+  'rtk_sess_compare_and_set',
+  new URL('./session-compare-and-set.lua', import.meta.url),
+  2,
+);
+
+/**
+ * The touching reads of one tick: one script call of GETEXs on a single server (ioredis costs this process far more
+ * per command than the script costs Redis, see readMany), one pipeline of GETEXs per master on a cluster.
+ */
+export function touchReadBatcher(client: RedisClient): TickBatcher<TouchRead, string | null | Error> {
+  const one = ([key, ttl]: TouchRead) => client.getex(key, 'PX', ttl);
+  if (client instanceof Cluster)
+    return new TickBatcher(
+      perNodeSender<TouchRead, string | null | Error>(client, {
+        keyOf: ([key]) => key,
+        command: ([key, ttl]) => new Command('getex', [key, 'PX', ttl], { replyEncoding: 'utf8' }),
+        reply: (raw) => raw as string | null,
+        one,
+      }),
+      PER_CALL * CLUSTER_SLICE,
+    );
+  return new TickBatcher({ one, many: (reads) => readMany(client, reads) }, PER_CALL);
+}
+
+/**
+ * The compare-and-set writes of one tick, as the reads: one script call for all of them on a single server (one
+ * command, promise and timer in ioredis instead of one per write, and one script call's overhead in Redis; the keys
+ * lie in different slots), one pipeline of calls per master on a cluster.
+ */
+export function compareAndSetBatcher(client: RedisClient): TickBatcher<CasWrite, CasReply | Error> {
+  const one = async ([key, tombstone, ...args]: CasWrite) =>
+    (await compareAndSetScript.run(client, [key, tombstone], args))[0];
+  if (client instanceof Cluster)
+    return new TickBatcher(
+      perNodeSender<CasWrite, CasReply | Error>(client, {
+        keyOf: ([key]) => key,
+        command: ([key, tombstone, ...args]) => compareAndSetScript.command([key, tombstone], args),
+        reply: (raw) => (raw as (CasReply | Error)[])[0],
+        one,
+      }),
+      PER_CALL * CLUSTER_SLICE,
+    );
+  return new TickBatcher(
+    {
+      one,
+      many: (writes) => {
+        const keys: string[] = [];
+        const args: ScriptArg[] = [];
+        for (const [key, tombstone, ...rest] of writes) {
+          keys.push(key, tombstone);
+          args.push(...rest);
+        }
+        return compareAndSetScript.runWithAnyKeys(client, keys, args);
+      },
+    },
+    PER_CALL,
+  );
+}
