@@ -4,7 +4,7 @@ import { LuaScript, type RedisClient, type ScriptArg } from '../common/lua-scrip
 import { TickBatcher } from '../common/tick-batcher.js';
 import { readMany } from './session.read-many.js';
 
-/** Touching reads (and compare-and-set writes) per command, per pipeline on a cluster; more in one tick go as several. */
+/** Reads (and compare-and-set writes) per command, per pipeline on a cluster; a tick with more sends several. */
 const PER_CALL = 32;
 
 /** A touching read: the session key and the ttl its GETEX sets. */
