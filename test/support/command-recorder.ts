@@ -1,5 +1,6 @@
 import type { Cluster, Redis } from 'ioredis';
 import type { RedisClient } from '../../lib/common/lua-script.js';
+import { waitFor } from './wait.js';
 
 /**
  * Runs `fn` and returns what it resolved with and the names of the commands `client` sent meanwhile (every master's
@@ -74,9 +75,6 @@ export async function countSocketWrites<T>(
  */
 export async function masterConnectionsReady(cluster: Cluster, timeoutMs = 10_000): Promise<void> {
   for (const node of cluster.nodes('master')) if (node.status === 'wait') node.connect().catch(() => undefined);
-  const deadline = Date.now() + timeoutMs;
-  while (!cluster.nodes('master').every((node) => node.status === 'ready')) {
-    if (Date.now() > deadline) throw new Error('a cluster master connection did not become ready');
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
+  const ready = await waitFor(() => cluster.nodes('master').every((node) => node.status === 'ready'), timeoutMs);
+  if (!ready) throw new Error('a cluster master connection did not become ready');
 }
