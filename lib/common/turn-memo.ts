@@ -4,7 +4,14 @@
  * an answer older than its own would be.
  */
 export class TurnMemo<K, V> {
-  private readonly entries = new Map<K, V>();
+  /**
+   * A new Map each turn, not one Map cleared. A long-lived Map's table ends up in V8's old generation (a rehash
+   * allocates the new table where the old one was), and young values stored in an old table outlive the young
+   * collections and get promoted. Measured on 50 callers of getOrSet (Redis hits, L1 off; both cache memos): one Map
+   * cleared each turn, 68-71k hits/s at 19-20 µs of CPU per hit, GC 24 % of a profile; a new Map per turn,
+   * 140-149k/s at 6.5-6.8 µs, GC 5 %.
+   */
+  private entries = new Map<K, V>();
   private clearScheduled = false;
 
   get(key: K): V | undefined {
@@ -17,7 +24,7 @@ export class TurnMemo<K, V> {
     this.clearScheduled = true;
     setImmediate(() => {
       this.clearScheduled = false;
-      this.entries.clear();
+      this.entries = new Map();
     });
   }
 
