@@ -1,6 +1,5 @@
 import 'reflect-metadata';
-import { randomUUID } from 'node:crypto';
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
 import { REDIS_CLIENT, RateLimitService, RedisReplyError, type RateLimitPolicy } from '../../lib/index.js';
@@ -266,7 +265,7 @@ describe('a call of one fixed-window consume goes to consume-fixed-window.lua, w
       const key = uid();
       // a lone consume (before: consume.lua)
       expect(await scriptShas(() => rl.consume(key, fixed))).toEqual([sha(lean)]);
-      // a lone token-bucket consume, a peek and a two-policy decision stay with consume.lua
+      // a lone token-bucket consume and a peek stay with consume.lua
       expect(await scriptShas(() => rl.consume(key, { ...fixed, algorithm: 'token-bucket' }))).toEqual([sha(general)]);
       expect(await scriptShas(() => rl.peek(key, fixed))).toEqual([sha(general)]);
       // a tick of fixed-window consumes: one consume.lua call on one server, one lean call each on a cluster
