@@ -70,6 +70,7 @@ export const SESSION_OPTION_KEYS: OptionShape = {
   connection: true,
   ttl: true,
   rolling: true,
+  touchAfter: true,
   maxAgeMs: true,
   tombstoneMs: true,
   maxSize: true,

@@ -29,6 +29,13 @@ export interface SessionOptions {
   ttl?: number;
   /** Touching a session (get, update) extends its ttl. Default true. */
   rolling?: boolean;
+  /**
+   * With `rolling`: a get within this many ms of this process's last extension of the same session reads it without
+   * extending it again (a plain GET, batched as an MGET), as connect-mongo's `touchAfter`. The idle expiry then lags
+   * by up to this much: a session read at time t lives at least until t + ttl - touchAfter. At most half of `ttl`.
+   * Default 0: every get extends.
+   */
+  touchAfter?: number;
   /** Absolute maximum lifetime in ms, whatever the activity. Default 30 days. */
   maxAgeMs?: number;
   /** How long a destroyed session id stays blocked against late writes, ms. Default 60 s. */
@@ -67,6 +74,7 @@ export interface ResolvedSessionCookieOptions {
 export interface ResolvedSessionOptions {
   ttl: number;
   rolling: boolean;
+  touchAfter: number;
   maxAgeMs: number;
   tombstoneMs: number;
   maxSize: number;
@@ -84,6 +92,7 @@ export function resolveSessionOptions(
     problems.duration('session.maxAgeMs', o.maxAgeMs);
     problems.duration('session.tombstoneMs', o.tombstoneMs);
     problems.boolean('session.rolling', o.rolling);
+    problems.duration('session.touchAfter', o.touchAfter, { allowZero: true });
     problems.integer('session.maxSize', o.maxSize, 1_024, SESSION_MAX_SIZE_LIMIT);
     if (problems.object('session.cookie', o.cookie)) {
       problems.string('session.cookie.name', c.name);
@@ -120,9 +129,15 @@ export function resolveSessionOptions(
   if (typeof ttl === 'number' && typeof maxAgeMs === 'number' && maxAgeMs < ttl && o.maxAgeMs !== undefined) {
     problems.add('session.maxAgeMs', `must not be shorter than session.ttl (${ttl} ms), got ${maxAgeMs}`);
   }
+  const touchAfter = o.touchAfter ?? 0;
+  // only between two valid durations (a bad one is already named above)
+  if (typeof ttl === 'number' && ttl > 0 && typeof touchAfter === 'number' && touchAfter > 0 && touchAfter * 2 > ttl) {
+    problems.add('session.touchAfter', `must be at most half of session.ttl (${ttl} ms), got ${touchAfter}`);
+  }
   return {
     ttl,
     rolling: o.rolling ?? true,
+    touchAfter,
     maxAgeMs,
     tombstoneMs: o.tombstoneMs ?? SESSION_DEFAULTS.tombstoneMs,
     maxSize: o.maxSize ?? DEFAULT_SESSION_MAX_SIZE,

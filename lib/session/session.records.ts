@@ -7,6 +7,7 @@ import {
   type CasReply,
   type CasWrite,
   compareAndSetBatcher,
+  plainReadBatcher,
   type TouchRead,
   touchReadBatcher,
 } from './session.batchers.js';
@@ -20,6 +21,7 @@ import {
   type SessionEnvelope,
 } from './session.envelope.js';
 import { DEFAULT_SESSION_MAX_SIZE } from './session.options.js';
+import { RecentTouches } from './session.recent-touches.js';
 import { RecentValues } from './session.recent-values.js';
 import { storeSetInLua, updateInLua } from './session.lua-writes.js';
 import { expectedOf, stampedJson } from './session.stamp.js';
@@ -71,6 +73,9 @@ export class SessionRecords {
   private readonly sessionHead: string;
   /** Touching reads of one tick as one command (on a cluster one pipeline per master: each session has its slot). */
   private readonly touchReads: TickBatcher<TouchRead, string | null | Error>;
+  /** With `touchAfter`: reads of sessions this process touched lately (MGET, or GETs per master on a cluster). */
+  private readonly plainReads: TickBatcher<string, string | null> | undefined;
+  private readonly touches: RecentTouches | undefined;
   private readonly recent = new RecentValues();
   /** Compare-and-set writes of one tick as one script call (on a cluster one pipeline per master). */
   private readonly writes: TickBatcher<CasWrite, CasReply | Error>;
@@ -94,11 +99,17 @@ export class SessionRecords {
     keyPrefix: string,
     /** Largest stored session, bytes: checked here before a write is sent, and after a merge. */
     private readonly maxSize = DEFAULT_SESSION_MAX_SIZE,
+    /** A touching read within this many ms of this process's last touch of the session reads without one (0: off). */
+    touchAfter = 0,
   ) {
     this.keys = new KeyBuilder(keyPrefix);
     this.sessionHead = this.keys.tagHead(FEATURES.session);
     this.index = new SessionUserIndex(client, this.keys, (ids) => this.existing(ids));
     this.touchReads = touchReadBatcher(client);
+    if (touchAfter > 0) {
+      this.plainReads = plainReadBatcher(client);
+      this.touches = new RecentTouches(touchAfter);
+    }
     this.writes = compareAndSetBatcher(client);
   }
 
@@ -126,7 +137,8 @@ export class SessionRecords {
 
   /**
    * Reads a session. With `touchTtl` the idle expiry is extended in the same command (GETEX PX); a session whose
-   * own ttl differs, or whose absolute deadline comes first, gets a PEXPIREAT to correct it.
+   * own ttl differs, or whose absolute deadline comes first, gets a PEXPIREAT to correct it. With `touchAfter`, a
+   * session this process touched lately is read without the extension (see RecentTouches).
    */
   async read(id: string, touchTtl: number | undefined): Promise<RawSession | null> {
     const key = this.sessionKey(id);
@@ -146,6 +158,11 @@ export class SessionRecords {
       return { envelope, expiresAt, lastAccessedAt: Math.max(envelope.c, Math.min(now, expiresAt - envelope.t)) };
     }
     const ttl = Math.ceil(touchTtl);
+    const touchedUntil = this.touches?.expiryOf(id, ttl, now);
+    if (touchedUntil !== undefined) {
+      const read = await this.readUntouched(id, key, now, touchedUntil);
+      if (read) return read;
+    }
     const raw = await this.touchReads.add([key, ttl]);
     // a batched read answers per key: the error reply of this key alone (WRONGTYPE) fails only this read
     if (raw instanceof Error) throw raw;
@@ -158,7 +175,25 @@ export class SessionRecords {
     this.recent.set(id, raw, envelope);
     const expiresAt = Math.min(now + envelope.t, envelope.m);
     if (expiresAt !== now + touchTtl) await this.client.pexpireat(key, expiresAt);
+    this.touches?.set(id, ttl, now, expiresAt);
     return { envelope, expiresAt, lastAccessedAt: now };
+  }
+
+  /**
+   * A plain read of a session touched lately: undefined when it is not there as a live session (gone, past its
+   * deadline, unreadable, or nil from MGET for a key of another type), and the touching read decides then.
+   */
+  private async readUntouched(
+    id: string,
+    key: string,
+    now: number,
+    expiresAt: number,
+  ): Promise<RawSession | undefined> {
+    const raw = await this.plainReads!.add(key);
+    const envelope = raw === null ? null : this.parse(id, raw);
+    if (!envelope || envelope.m <= now) return undefined;
+    this.recent.set(id, raw!, envelope);
+    return { envelope, expiresAt: Math.min(expiresAt, envelope.m), lastAccessedAt: now };
   }
 
   /**
@@ -167,6 +202,7 @@ export class SessionRecords {
    */
   async storeTouch(id: string, ttl: number, cookieJson: string): Promise<boolean> {
     this.recent.delete(id);
+    this.touches?.delete(id);
     const exp = await storeTouchScript.run(
       this.client,
       [this.sessionKey(id)],
@@ -263,6 +299,7 @@ export class SessionRecords {
    */
   async destroy(id: string, tombstoneMs: number, always = false): Promise<string | null> {
     this.recent.delete(id);
+    this.touches?.delete(id);
     return destroyScript.run(
       this.client,
       [this.sessionKey(id), this.tombstoneKey(id)],

@@ -13,6 +13,7 @@ export const SESSION_STORE_OPTION_KEYS: OptionShape = {
   serializer: true,
   userIdField: true,
   touchOnGet: true,
+  touchAfter: true,
   maxSize: true,
   disableTouch: true,
   disableTTL: true,
@@ -53,6 +54,13 @@ export interface RedisSessionStoreOptions {
    * `touch` extends the ttl.
    */
   touchOnGet?: boolean;
+  /**
+   * With `touchOnGet`: a `get` within this many ms of this process's last extension of the same session (with the
+   * same ttl) reads it without extending it again (a plain GET, batched as an MGET), as connect-mongo's `touchAfter`
+   * (seconds there, ms here). The idle expiry lags by up to this much, and never by more than half the session's
+   * ttl. Default 0: every `get` extends.
+   */
+  touchAfter?: number;
   /**
    * Largest session in bytes (its stored JSON); a larger `set` fails with SessionTooLargeError (HTTP 413). Default 1
    * MiB.

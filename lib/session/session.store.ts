@@ -108,9 +108,15 @@ export class RedisSessionStore extends loadStoreBase() {
     problems.duration('RedisSessionStore tombstoneMs', options?.tombstoneMs);
     problems.string('RedisSessionStore userIdField', options?.userIdField);
     problems.boolean('RedisSessionStore touchOnGet', options?.touchOnGet);
+    problems.duration('RedisSessionStore touchAfter', options?.touchAfter, { allowZero: true });
     problems.integer('RedisSessionStore maxSize', options?.maxSize, 1_024, SESSION_MAX_SIZE_LIMIT);
     problems.throwIfAny();
-    this.records = new SessionRecords(options.client, options.prefix ?? DEFAULT_KEY_PREFIX, options.maxSize);
+    this.records = new SessionRecords(
+      options.client,
+      options.prefix ?? DEFAULT_KEY_PREFIX,
+      options.maxSize,
+      options.touchAfter,
+    );
     this.serializer = new SafeSerializer(options.serializer ?? new JsonSerializer());
     this.ttlFunction = typeof options.ttl === 'function' ? options.ttl : undefined;
     this.ttl = typeof options.ttl === 'number' ? options.ttl : SESSION_DEFAULTS.ttl;
