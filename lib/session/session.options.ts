@@ -134,6 +134,9 @@ export function resolveSessionOptions(
   if (typeof ttl === 'number' && ttl > 0 && typeof touchAfter === 'number' && touchAfter > 0 && touchAfter * 2 > ttl) {
     problems.add('session.touchAfter', `must be at most half of session.ttl (${ttl} ms), got ${touchAfter}`);
   }
+  if (o.rolling === false && typeof touchAfter === 'number' && touchAfter > 0) {
+    problems.add('session.touchAfter', 'has no effect with rolling: false (a get never extends the ttl)');
+  }
   return {
     ttl,
     rolling: o.rolling ?? true,

@@ -10,8 +10,8 @@ import type { SessionEnvelope } from './session.envelope.js';
  * The value of each session this process last read or wrote (RECENT_VALUES sessions, RECENT_UNITS in all; the one
  * whose value was kept longest ago goes first: a read of an unchanged value does not renew it): a write merges into
  * it and sends it as the value expected by the compare-and-set, so a read-then-write (a request) costs no second
- * read. Only a guess: a stale value makes the compare-and-set fail and answer with the
- * current one; a session not kept costs one GET before its write.
+ * read. Only a guess: a stale value makes the compare-and-set fail and answer with the current one; a session not
+ * kept costs one GET before its write.
  */
 export class RecentValues {
   private readonly values = new Map<string, string>();

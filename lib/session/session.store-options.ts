@@ -1,7 +1,8 @@
 import type { SessionData as ExpressSessionData } from 'express-session';
 import type { Cluster, Redis } from 'ioredis';
-import type { OptionShape } from '../common/option-checks.js';
+import { OptionProblems, type OptionShape } from '../common/option-checks.js';
 import type { Serializer } from '../common/serializer.js';
+import { SESSION_MAX_SIZE_LIMIT } from './session.options.js';
 
 /** The options RedisSessionStore accepts; anything else is an error naming it (e.g. a connect-redis option we lack). */
 export const SESSION_STORE_OPTION_KEYS: OptionShape = {
@@ -66,4 +67,50 @@ export interface RedisSessionStoreOptions {
    * MiB.
    */
   maxSize?: number;
+}
+
+/** Throws InvalidOptionsError naming every wrong RedisSessionStore option at once. */
+export function checkStoreOptions(options: RedisSessionStoreOptions): void {
+  const problems = new OptionProblems('RedisSessionStore');
+  problems.unknownKeys('', options, SESSION_STORE_OPTION_KEYS);
+  if (!options || typeof options.client?.defineCommand !== 'function') {
+    problems.add('RedisSessionStore client', 'must be an ioredis Redis or Cluster instance');
+  }
+  problems.string('RedisSessionStore prefix', options?.prefix, { allowEmpty: true });
+  if (typeof options?.ttl === 'function') problems.func('RedisSessionStore ttl', options.ttl);
+  else problems.duration('RedisSessionStore ttl', options?.ttl);
+  const serializer = options?.serializer as Partial<Serializer> & { parse?: unknown; stringify?: unknown };
+  if (
+    serializer !== undefined &&
+    (typeof serializer?.serialize !== 'function' || typeof serializer.deserialize !== 'function')
+  ) {
+    problems.add(
+      'RedisSessionStore serializer',
+      typeof serializer?.parse === 'function'
+        ? 'must be { serialize, deserialize } ' +
+            "(connect-redis' { stringify, parse } serializes the whole session; ours each field)"
+        : 'must have serialize and deserialize functions',
+    );
+  }
+  problems.boolean('RedisSessionStore disableTouch', options?.disableTouch);
+  problems.boolean('RedisSessionStore disableTTL', options?.disableTTL);
+  problems.integer('RedisSessionStore scanCount', options?.scanCount, 1, 1_000_000);
+  problems.duration('RedisSessionStore maxAgeMs', options?.maxAgeMs);
+  problems.duration('RedisSessionStore tombstoneMs', options?.tombstoneMs);
+  problems.string('RedisSessionStore userIdField', options?.userIdField);
+  problems.boolean('RedisSessionStore touchOnGet', options?.touchOnGet);
+  problems.duration('RedisSessionStore touchAfter', options?.touchAfter, { allowZero: true });
+  // get is a plain read with any of these: then touchAfter would do nothing, which is not what was asked for
+  const getDoesNotTouch = options?.disableTouch
+    ? 'disableTouch'
+    : options?.disableTTL
+      ? 'disableTTL'
+      : options?.touchOnGet === false
+        ? 'touchOnGet: false'
+        : undefined;
+  if (getDoesNotTouch && typeof options.touchAfter === 'number' && options.touchAfter > 0) {
+    problems.add('RedisSessionStore touchAfter', `has no effect with ${getDoesNotTouch} (get does not extend the ttl)`);
+  }
+  problems.integer('RedisSessionStore maxSize', options?.maxSize, 1_024, SESSION_MAX_SIZE_LIMIT);
+  problems.throwIfAny();
 }

@@ -4,13 +4,12 @@ import type { SessionData as ExpressSessionData, Store as ExpressStore } from 'e
 import { InvalidKeyError, InvalidOptionsError, RedisUnavailableError, SessionTooLargeError } from '../common/errors.js';
 import { classifyRedisError } from '../common/failure-policy.js';
 import { DEFAULT_KEY_PREFIX } from '../common/keys.js';
-import { OptionProblems } from '../common/option-checks.js';
 import { JsonSerializer, SafeSerializer, type Serializer } from '../common/serializer.js';
 import { encodeField, SessionRecords, type RawSession } from './session.records.js';
-import { SESSION_DEFAULTS, SESSION_MAX_SIZE_LIMIT } from './session.options.js';
+import { SESSION_DEFAULTS } from './session.options.js';
 import { unlinkMany } from '../common/bulk-keys.js';
 import { sessionRevokerFor } from './session.revocation.js';
-import { SESSION_STORE_OPTION_KEYS, type RedisSessionStoreOptions } from './session.store-options.js';
+import { checkStoreOptions, type RedisSessionStoreOptions } from './session.store-options.js';
 
 type StoreClass = typeof ExpressStore;
 
@@ -80,37 +79,7 @@ export class RedisSessionStore extends loadStoreBase() {
 
   constructor(options: RedisSessionStoreOptions) {
     super();
-    const problems = new OptionProblems('RedisSessionStore');
-    problems.unknownKeys('', options, SESSION_STORE_OPTION_KEYS);
-    if (!options || typeof options.client?.defineCommand !== 'function') {
-      problems.add('RedisSessionStore client', 'must be an ioredis Redis or Cluster instance');
-    }
-    problems.string('RedisSessionStore prefix', options?.prefix, { allowEmpty: true });
-    if (typeof options?.ttl === 'function') problems.func('RedisSessionStore ttl', options.ttl);
-    else problems.duration('RedisSessionStore ttl', options?.ttl);
-    const serializer = options?.serializer as Partial<Serializer> & { parse?: unknown; stringify?: unknown };
-    if (
-      serializer !== undefined &&
-      (typeof serializer?.serialize !== 'function' || typeof serializer.deserialize !== 'function')
-    ) {
-      problems.add(
-        'RedisSessionStore serializer',
-        typeof serializer?.parse === 'function'
-          ? 'must be { serialize, deserialize } ' +
-              "(connect-redis' { stringify, parse } serializes the whole session; ours each field)"
-          : 'must have serialize and deserialize functions',
-      );
-    }
-    problems.boolean('RedisSessionStore disableTouch', options?.disableTouch);
-    problems.boolean('RedisSessionStore disableTTL', options?.disableTTL);
-    problems.integer('RedisSessionStore scanCount', options?.scanCount, 1, 1_000_000);
-    problems.duration('RedisSessionStore maxAgeMs', options?.maxAgeMs);
-    problems.duration('RedisSessionStore tombstoneMs', options?.tombstoneMs);
-    problems.string('RedisSessionStore userIdField', options?.userIdField);
-    problems.boolean('RedisSessionStore touchOnGet', options?.touchOnGet);
-    problems.duration('RedisSessionStore touchAfter', options?.touchAfter, { allowZero: true });
-    problems.integer('RedisSessionStore maxSize', options?.maxSize, 1_024, SESSION_MAX_SIZE_LIMIT);
-    problems.throwIfAny();
+    checkStoreOptions(options);
     this.records = new SessionRecords(
       options.client,
       options.prefix ?? DEFAULT_KEY_PREFIX,

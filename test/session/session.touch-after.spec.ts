@@ -134,7 +134,7 @@ describe.each(['single', 'cluster'] as const)('touchAfter on %s', (target) => {
 });
 
 describe('touchAfter options', () => {
-  it('must be a duration of at most half the ttl', async () => {
+  it('must be a duration of at most half the ttl, and only where a get extends the ttl', async () => {
     for (const [touchAfter, message] of [
       [-1, 'session.touchAfter'],
       ['1s', 'session.touchAfter'],
@@ -148,8 +148,24 @@ describe('touchAfter options', () => {
       expect(err).toBeInstanceOf(InvalidOptionsError);
       expect(String((err as Error).message)).toContain(message);
     }
-    expect(() => new RedisSessionStore({ client: clientFor('single'), touchAfter: -5 })).toThrow(
-      /RedisSessionStore touchAfter/,
-    );
+    const rolling = await createToolkitApp({
+      target: 'single',
+      keyPrefix: uniquePrefix(),
+      session: { rolling: false, touchAfter: 1_000 },
+    }).catch((e: unknown) => e);
+    expect(rolling).toBeInstanceOf(InvalidOptionsError);
+    expect(String((rolling as Error).message)).toContain('session.touchAfter has no effect with rolling: false');
+    const client = clientFor('single');
+    expect(() => new RedisSessionStore({ client, touchAfter: -5 })).toThrow(/RedisSessionStore touchAfter/);
+    for (const [off, name] of [
+      [{ touchOnGet: false }, 'touchOnGet: false'],
+      [{ disableTouch: true }, 'disableTouch'],
+      [{ disableTTL: true }, 'disableTTL'],
+    ] as const) {
+      expect(() => new RedisSessionStore({ client, touchAfter: 1_000, ...off })).toThrow(
+        `RedisSessionStore touchAfter has no effect with ${name}`,
+      );
+    }
+    expect(() => new RedisSessionStore({ client, touchAfter: 0, touchOnGet: false })).not.toThrow();
   });
 });
