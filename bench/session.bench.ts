@@ -130,22 +130,20 @@ async function main(): Promise<void> {
     await inChunks(SESSIONS, (i) => ourStore.set(storeIds[i], stored(i)));
     await inChunks(SESSIONS, (i) => peerStore.set(peerIds[i], stored(i)));
     const pick = (ids: string[]) => ids[Math.floor(Math.random() * ids.length)];
+    /** express-session's calls for an unmodified request: get, then touch. */
+    const storeGetTouch = (store: RedisSessionStore) => async () => {
+      const id = pick(storeIds);
+      const s = await store.get(id);
+      await store.touch(id, s!);
+    };
     const pickIndex = () => Math.floor(Math.random() * SESSIONS);
     let counter = 0;
 
     // ---- round trips per get+touch ------------------------------------------------------------------------------
     const getAndTouch = {
       [OURS]: async () => void (await sessions.get(pick(serviceIds))),
-      [OURS_STORE]: async () => {
-        const id = pick(storeIds);
-        const s = await ourStore.get(id);
-        await ourStore.touch(id, s!);
-      },
-      [OURS_STORE_LAZY]: async () => {
-        const id = pick(storeIds);
-        const s = await lazyStore.get(id);
-        await lazyStore.touch(id, s!);
-      },
+      [OURS_STORE]: storeGetTouch(ourStore),
+      [OURS_STORE_LAZY]: storeGetTouch(lazyStore),
       [PEER]: async () => {
         const id = pick(peerIds);
         const s = (await peerStore.get(id)) as session.SessionData;
@@ -181,24 +179,8 @@ async function main(): Promise<void> {
           await ioredis.expire(key, 86_400);
         },
       ],
-      [
-        OURS_STORE,
-        'get+touch (store API)',
-        async () => {
-          const id = pick(storeIds);
-          const s = await ourStore.get(id);
-          await ourStore.touch(id, s!);
-        },
-      ],
-      [
-        OURS_STORE_LAZY,
-        'get+touch (store API)',
-        async () => {
-          const id = pick(storeIds);
-          const s = await lazyStore.get(id);
-          await lazyStore.touch(id, s!);
-        },
-      ],
+      [OURS_STORE, 'get+touch (store API)', storeGetTouch(ourStore)],
+      [OURS_STORE_LAZY, 'get+touch (store API)', storeGetTouch(lazyStore)],
       [
         PEER,
         'get+touch (store API)',

@@ -35,6 +35,17 @@ function clientFor(target: RedisTarget): RedisClient {
   return trackForCleanup(client);
 }
 
+/** A RedisSessionStore with `touchAfter` and one session in it whose cookie's maxAge is `maxAge` ms. */
+async function storeWithSession(target: RedisTarget, touchAfter: number, maxAge: number, fields = {}) {
+  const client = clientFor(target);
+  const prefix = uniquePrefix();
+  const store = new RedisSessionStore({ client, prefix, touchAfter });
+  const sid = generateSessionId();
+  const cookie = { originalMaxAge: maxAge, expires: new Date(Date.now() + maxAge), httpOnly: true, path: '/' };
+  await store.set(sid, { cookie, ...fields } as unknown as SessionData);
+  return { client, store, sid, key: `${prefix}sess:{${sid}}` };
+}
+
 describe.each(['single', 'cluster'] as const)('touchAfter on %s', (target) => {
   it('SessionService: a get soon after this process touched the session reads it without extending it', async () => {
     const { sessions, client, prefix } = await sessionApp(target, { ttl: 60_000, touchAfter: 1_000 });
@@ -92,16 +103,9 @@ describe.each(['single', 'cluster'] as const)('touchAfter on %s', (target) => {
   });
 
   it('RedisSessionStore: get within touchAfter neither extends nor makes touch send anything', async () => {
-    const client = clientFor(target);
-    const prefix = uniquePrefix();
-    const store = new RedisSessionStore({ client, prefix, touchAfter: 1_000 });
-    const sid = generateSessionId();
-    const cookie = { originalMaxAge: 60_000, expires: new Date(Date.now() + 60_000), httpOnly: true, path: '/' };
-    const data = { cookie, views: 3 } as unknown as SessionData;
-    await store.set(sid, data);
+    const { client, store, sid, key } = await storeWithSession(target, 1_000, 60_000, { views: 3 });
     // the first get guesses the ttl (the store's, 24 h) and learns the session's (60 s): the second touches with it
     for (let i = 0; i < 2; i++) await store.touch(sid, (await store.get(sid))!);
-    const key = `${prefix}sess:{${sid}}`;
     await client.pexpire(key, 30_000);
     const again = await recordCommands(client, async () => {
       const got = await store.get(sid);
@@ -117,19 +121,14 @@ describe.each(['single', 'cluster'] as const)('touchAfter on %s', (target) => {
   });
 
   it('RedisSessionStore: a touch is never reused past half the session ttl, whatever touchAfter says', async () => {
-    const client = clientFor(target);
-    const prefix = uniquePrefix();
-    const store = new RedisSessionStore({ client, prefix, touchAfter: 60_000 });
-    const sid = generateSessionId();
     // a 1.2 s session: a touch is reused for 0.6 s at most
-    const cookie = { originalMaxAge: 1_200, expires: new Date(Date.now() + 1_200), httpOnly: true, path: '/' };
-    await store.set(sid, { cookie } as unknown as SessionData);
+    const { client, store, sid, key } = await storeWithSession(target, 60_000, 1_200);
     for (let i = 0; i < 6; i++) {
       await sleep(400);
       expect(await store.get(sid)).not.toBeNull();
     }
     // read every 400 ms for 2.4 s, twice its ttl: still there
-    expect(await client.pttl(`${prefix}sess:{${sid}}`)).toBeGreaterThan(0);
+    expect(await client.pttl(key)).toBeGreaterThan(0);
   });
 });
 
