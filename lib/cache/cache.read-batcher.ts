@@ -1,6 +1,5 @@
-import { Cluster, Command } from 'ioredis';
-import { CLUSTER_SLICE, perNodeSender } from '../common/cluster-batch.js';
-import { TickBatcher } from '../common/tick-batcher.js';
+import { getBatcher } from '../common/get-batcher.js';
+import type { TickBatcher } from '../common/tick-batcher.js';
 import { TurnMemo } from '../common/turn-memo.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 
@@ -12,8 +11,7 @@ const GETS_PER_MGET = 32;
 
 /**
  * GETs issued in the same tick go out as one MGET on a single server: one command and one socket write instead of
- * many. On a cluster, where an MGET must stay in one slot, they go as one pipeline of GETs per master node (see
- * cluster-batch.ts): a node that fails fails only the reads of its own keys.
+ * many; on a cluster as one pipeline of GETs per master node (getBatcher). A key read twice in a turn is read once.
  */
 export class CacheReadBatcher {
   private readonly gets: TickBatcher<string, string | null>;
@@ -24,27 +22,8 @@ export class CacheReadBatcher {
    */
   private readonly thisTurn = new TurnMemo<string, Promise<string | null>>();
 
-  constructor(private readonly connection: RedisConnection) {
-    const client = this.connection.client;
-    this.gets = new TickBatcher<string, string | null>(
-      client instanceof Cluster
-        ? perNodeSender(client, {
-            keyOf: (key) => key,
-            command: (key) => new Command('get', [key], { replyEncoding: 'utf8' }),
-            reply: (raw) => raw as string | null,
-            one: (key) => client.get(key),
-          })
-        : {
-            one: (key) => this.connection.client.get(key),
-            many: async (keys) => {
-              const unique = [...new Set(keys)];
-              const values = await this.connection.client.mget(...unique);
-              const byKey = new Map(unique.map((k, i) => [k, values[i]]));
-              return keys.map((k) => byKey.get(k) ?? null);
-            },
-          },
-      client instanceof Cluster ? GETS_PER_MGET * CLUSTER_SLICE : GETS_PER_MGET,
-    );
+  constructor(connection: RedisConnection) {
+    this.gets = getBatcher(connection.client, GETS_PER_MGET);
   }
 
   /** The raw string under `redisKey`, batched with this tick's other GETs. */

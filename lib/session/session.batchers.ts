@@ -1,5 +1,6 @@
 import { Cluster, Command } from 'ioredis';
 import { CLUSTER_SLICE, perNodeSender } from '../common/cluster-batch.js';
+import { getBatcher } from '../common/get-batcher.js';
 import { LuaScript, type RedisClient, type ScriptArg } from '../common/lua-script.js';
 import { TickBatcher } from '../common/tick-batcher.js';
 import { readMany } from './session.read-many.js';
@@ -45,20 +46,8 @@ export function touchReadBatcher(client: RedisClient): TickBatcher<TouchRead, st
  * script overhead in Redis), one pipeline of GETs per master on a cluster. MGET answers nil for a key holding another
  * type, where GET answers WRONGTYPE: the caller reads a nil again with a touching read, which tells them apart.
  */
-export function plainReadBatcher(client: RedisClient): TickBatcher<string, string | null> {
-  const one = (key: string) => client.get(key);
-  if (client instanceof Cluster)
-    return new TickBatcher(
-      perNodeSender<string, string | null>(client, {
-        keyOf: (key) => key,
-        command: (key) => new Command('get', [key], { replyEncoding: 'utf8' }),
-        reply: (raw) => raw as string | null,
-        one,
-      }),
-      PER_CALL * CLUSTER_SLICE,
-    );
-  return new TickBatcher({ one, many: (keys) => client.mget(keys) }, PER_CALL);
-}
+export const plainReadBatcher = (client: RedisClient): TickBatcher<string, string | null> =>
+  getBatcher(client, PER_CALL);
 
 /**
  * The compare-and-set writes of one tick, as the reads: one script call for all of them on a single server (one
