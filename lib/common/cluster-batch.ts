@@ -29,9 +29,23 @@ export const CLUSTER_SLICE = 3;
  */
 const DID_NOT_RUN = /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN|NOSCRIPT)\b/;
 
-interface PipelineOnNode {
-  sendCommand(command: Command): unknown;
-  exec(): Promise<[Error | null, unknown][] | null>;
+/**
+ * Sends `commands` to one node in one socket write and returns their replies. ioredis writes a command to the socket
+ * as it is sent: the socket is corked for the loop and uncorked after it, so the writes go out as one writev. An
+ * ioredis pipeline does the same write but costs more per command: a 3-master cluster, 50 callers of cache.get,
+ * 83–107k gets/s at 11–14 µs of this process's CPU per get with node.pipeline(), 109–134k at 7.4–9.2 µs corked.
+ */
+function sendCorked(node: Redis, commands: Command[]): Promise<unknown>[] {
+  const { stream } = node;
+  stream.cork();
+  try {
+    return commands.map((command) => {
+      node.sendCommand(command);
+      return command.promise as Promise<unknown>;
+    });
+  } finally {
+    stream.uncork();
+  }
 }
 
 /** Each master's own connection by its node key (`host:port`, as in `cluster.slots`). */
@@ -43,10 +57,10 @@ function mastersByKey(cluster: Cluster): Map<string, Redis> {
 
 /**
  * Sends a batch on a Redis Cluster as on a single server: the items are grouped by the master that owns their hash
- * slot, and each group goes to its node as one pipeline on that node's own connection (one socket write, one round
- * trip, without the cluster client's per-command routing), all nodes at once. Each
- * item stays one command on its own slot, so a script call stays atomic and all-or-nothing for its item, and items of
- * different slots never share a command (which a cluster refuses). Results come back in the items' order; an item
+ * slot, and each group goes to its node on that node's own connection in one socket write (sendCorked: one round
+ * trip, without the cluster client's per-command routing), all nodes at once. Each item stays one command on its own
+ * slot, so a script call stays atomic and all-or-nothing for its item, and items of different slots never share a
+ * command (which a cluster refuses). Results come back in the items' order, each as soon as its reply is read; an item
  * whose node failed or answered with an error fails alone (a Rejected result), so a failed node fails only its own
  * items. An item answered with a redirection (MOVED/ASK: the slot moved since ioredis last read the slot map) is sent
  * again alone through the cluster client, as is every item whose master has no ready connection of its own.
@@ -98,32 +112,26 @@ async function sendPerNode<TItem, TResult>(
       await Promise.all(group.map(sendAlone));
       return;
     }
-    const pipeline = node.pipeline() as unknown as PipelineOnNode;
-    for (const i of group) pipeline.sendCommand(items.command(batch[i]));
-    let replies: [Error | null, unknown][] | null;
-    try {
-      replies = await pipeline.exec();
-    } catch (err) {
-      for (const i of group) put(i, new Rejected(err));
-      return;
-    }
-    if (!replies) {
-      for (const i of group) put(i, new Rejected(new Error('the pipeline of a cluster node was not executed')));
-      return;
-    }
-    const retries: Promise<void>[] = [];
-    for (const [at, [err, raw]] of replies.entries()) {
-      const i = group[at];
-      if (err === null) {
-        try {
-          put(i, items.reply(raw, batch[i]));
-        } catch (e) {
-          put(i, new Rejected(e));
-        }
-      } else if (DID_NOT_RUN.test(err.message)) retries.push(sendAlone(i));
-      else put(i, new Rejected(err));
-    }
-    await Promise.all(retries);
+    const replies = sendCorked(
+      node,
+      group.map((i) => items.command(batch[i])),
+    );
+    await Promise.all(
+      replies.map((reply, at) => {
+        const i = group[at];
+        return reply.then(
+          (raw) => {
+            try {
+              put(i, items.reply(raw, batch[i]));
+            } catch (e) {
+              put(i, new Rejected(e));
+            }
+          },
+          (err: unknown) =>
+            err instanceof Error && DID_NOT_RUN.test(err.message) ? sendAlone(i) : put(i, new Rejected(err)),
+        );
+      }),
+    );
   };
   await Promise.all([...[...byNode].map(([nodeKey, group]) => sendGroup(nodeKey, group)), ...alone.map(sendAlone)]);
   return results;

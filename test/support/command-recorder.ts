@@ -41,7 +41,9 @@ export async function recordCommandCalls<T>(
 
 /**
  * Runs `fn` and counts the socket writes to each master of `client` meanwhile (by port): a pipeline or a batched
- * command is one write, a command sent alone one write each. How tests see that calls were batched per node.
+ * command is one write, a command sent alone one write each. How tests see that calls were batched per node. Counted
+ * where the socket hands data to the OS (`_write` for one chunk, `_writev` for several): the commands written while
+ * the socket is corked go out as one writev, however many `write` calls made them.
  */
 export async function countSocketWrites<T>(
   client: RedisClient,
@@ -49,17 +51,22 @@ export async function countSocketWrites<T>(
 ): Promise<{ value: T; writes: Map<number, number> }> {
   const connections: Redis[] = 'nodes' in client ? client.nodes('master') : [client];
   const writes = new Map<number, number>();
-  const restores = connections.map((connection) => {
-    const socket = (connection as unknown as { stream: { write: (...args: unknown[]) => boolean } }).stream;
-    const write = socket.write;
+  const restores = connections.flatMap((connection) => {
+    const socket = (connection as unknown as { stream: Record<'_write' | '_writev', (...args: unknown[]) => void> })
+      .stream;
     const port = connection.options.port ?? 0;
-    socket.write = (...args: unknown[]) => {
-      writes.set(port, (writes.get(port) ?? 0) + 1);
-      return write.apply(socket, args);
-    };
-    return () => {
-      socket.write = write;
-    };
+    return (['_write', '_writev'] as const).map((method) => {
+      const own = Object.hasOwn(socket, method);
+      const original = socket[method];
+      socket[method] = (...args: unknown[]) => {
+        writes.set(port, (writes.get(port) ?? 0) + 1);
+        return original.apply(socket, args);
+      };
+      return () => {
+        if (own) socket[method] = original;
+        else delete (socket as Partial<typeof socket>)[method];
+      };
+    });
   });
   try {
     return { value: await fn(), writes };
