@@ -1,6 +1,6 @@
 // `npm run bench:lock`: acquire+release throughput of our LockService vs redlock (v5) and redis-semaphore (Mutex /
 // RedlockMutex), on one Redis and on a 3-node quorum: uncontended (every caller its own resource) and contended
-// (20 callers, one resource). Each library gets the same ttl and the same retry pause.
+// (20 callers, one resource). Each library gets the same ttl and the same mean retry pause (RETRY_MS).
 import 'reflect-metadata';
 import { Redis } from 'ioredis';
 import { Mutex, RedlockMutex } from 'redis-semaphore';
@@ -36,7 +36,12 @@ type RedlockConstructor = new (clients: Redis[], settings: Record<string, number
 const { default: Redlock } = (await import('redlock')) as { default: RedlockConstructor };
 
 const TTL = 10_000;
-const RETRY_MS = 10; // pause between attempts for every library (ours and redlock add up to the same again as jitter)
+/**
+ * Mean pause between attempts, ms, for every library. redlock pauses retryDelay ± retryJitter (10 ± 10: 0–20 ms),
+ * ours delay + up to jitter: 0 + up to 20 gives the same 0–20 ms. redis-semaphore waits its retryInterval, 10 ms,
+ * without jitter.
+ */
+const RETRY_MS = 10;
 const WORKERS = 20;
 const ROUND: MeasureOptions = { concurrency: WORKERS, durationMs: 350, warmupMs: 50, rounds: 1 };
 const ROUNDS = 4;
@@ -55,7 +60,7 @@ function resourcePool(prefix: string): <T>(fn: (resource: string) => Promise<T>)
 }
 
 async function scenario(mode: LockMode, urls: string[], rows: BenchRow[]): Promise<void> {
-  const app = await lockApp(urls, mode, { ttl: TTL, retryMs: RETRY_MS, jitterMs: RETRY_MS });
+  const app = await lockApp(urls, mode, { ttl: TTL, retryMs: 0, jitterMs: 2 * RETRY_MS });
   const locks = app.get(LockService);
   // The same service as N separate app instances would have it: no in-process hand-over between callers. They are
   // in this one process and share the app's connection (and its lock-call batching), as the peers' callers share
