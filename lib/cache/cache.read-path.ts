@@ -14,6 +14,7 @@ import type { CacheLoadLock } from './cache.load-lock.js';
 import type { ResolvedCacheOptions } from './cache.options.js';
 import type { CacheCounters } from './cache.stats.js';
 import type { CacheResult } from './cache.types.js';
+import { makeRoom } from '../common/bounded-map.js';
 
 export type Loader<T> = () => T | Promise<T>;
 
@@ -119,10 +120,7 @@ export class CacheReadPath {
   private serveGrace<T>(redisKey: string, entry: CacheEntry<T>, call: ResolvedCall<T>, err: unknown): CacheResult<T> {
     if (typeof err === 'object' && err !== null && !this.loaderErrors.has(err)) throw err;
     const now = Date.now();
-    if (!this.graceRetryAt.has(redisKey) && this.graceRetryAt.size >= GRACE_RETRY_MEMO) {
-      const oldest = this.graceRetryAt.keys().next();
-      if (!oldest.done) this.graceRetryAt.delete(oldest.value);
-    }
+    if (!this.graceRetryAt.has(redisKey)) makeRoom(this.graceRetryAt, GRACE_RETRY_MEMO);
     this.graceRetryAt.set(redisKey, now + call.graceBackoff);
     this.graceWarning.warn(
       `cache loader of ${redisKey} failed, serving its value from grace (expired ${now - entry.staleUntil} ms ago), ` +

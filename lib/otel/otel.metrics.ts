@@ -1,5 +1,6 @@
 import type { Counter, Histogram, Meter, UpDownCounter } from '@opentelemetry/api';
 import type { DiagnosticsPayload } from '../common/diagnostics.js';
+import { makeRoom } from '../common/bounded-map.js';
 
 /** Bound on the locks whose hold time is being measured (one entry per held lock; the oldest is dropped past it). */
 const HELD_LOCKS_MAX = 10_000;
@@ -121,10 +122,7 @@ export class RedisToolkitMetrics {
   }
 
   private held(p: DiagnosticsPayload): void {
-    if (this.heldSince.size >= HELD_LOCKS_MAX) {
-      const oldest = this.heldSince.keys().next().value;
-      if (oldest !== undefined) this.heldSince.delete(oldest);
-    }
+    makeRoom(this.heldSince, HELD_LOCKS_MAX);
     this.heldSince.set(heldKey(p), performance.now());
   }
 

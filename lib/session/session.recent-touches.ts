@@ -1,3 +1,5 @@
+import { makeRoom } from '../common/bounded-map.js';
+
 /** Sessions whose touch this process remembers for `touchAfter`; past it the oldest are forgotten (then touched). */
 const RECENT_TOUCHES = 10_000;
 
@@ -34,10 +36,7 @@ export class RecentTouches {
   /** A touching read of `id` set its expiry: kept (a Map entry per touch, not per read: reads between cost nothing). */
   set(id: string, ttl: number, at: number, expiresAt: number): void {
     this.touches.delete(id);
-    if (this.touches.size >= RECENT_TOUCHES) {
-      const oldest = this.touches.keys().next().value;
-      if (oldest !== undefined) this.touches.delete(oldest);
-    }
+    makeRoom(this.touches, RECENT_TOUCHES);
     this.touches.set(id, { at, ttl, expiresAt });
   }
 

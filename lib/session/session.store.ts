@@ -10,6 +10,7 @@ import { SESSION_DEFAULTS } from './session.options.js';
 import { unlinkMany } from '../common/bulk-keys.js';
 import { sessionRevokerFor } from './session.revocation.js';
 import { checkStoreOptions, type RedisSessionStoreOptions } from './session.store-options.js';
+import { makeRoom } from '../common/bounded-map.js';
 
 type StoreClass = typeof ExpressStore;
 
@@ -231,10 +232,7 @@ export class RedisSessionStore extends loadStoreBase() {
       entry.ttl = ttl;
       return;
     }
-    if (this.touchedOnGet.size >= TOUCHED_ON_GET_LIMIT) {
-      const oldest = this.touchedOnGet.keys().next().value;
-      if (oldest !== undefined) this.touchedOnGet.delete(oldest);
-    }
+    makeRoom(this.touchedOnGet, TOUCHED_ON_GET_LIMIT);
     this.touchedOnGet.set(sid, { ttl, gets: 1 });
   }
 

@@ -13,6 +13,7 @@ import {
   type MethodInterceptor,
   type NextCall,
 } from '../../lib/common/method-interception.js';
+import { makeRoom } from '../../lib/common/bounded-map.js';
 
 describe('KeyBuilder', () => {
   const keys = new KeyBuilder('rtk:');
@@ -47,6 +48,25 @@ describe('KeyBuilder', () => {
     const odd = new KeyBuilder('app*[1]:');
     expect(odd.pattern('cache', 'products:*')).toBe('app\\*\\[1\\]:cache:products%3A*');
     expect(keys.pattern('cache', '{x}*')).toBe('rtk:cache:%7Bx%7D*');
+  });
+});
+
+describe('makeRoom (bounded maps)', () => {
+  it('drops the entries inserted longest ago until one more fits, and nothing while there is room', () => {
+    const map = new Map([
+      ['a', 1],
+      ['b', 2],
+      ['c', 3],
+    ]);
+    makeRoom(map, 4);
+    expect([...map.keys()]).toEqual(['a', 'b', 'c']);
+    map.set('a', 10); // an update keeps its place
+    makeRoom(map, 3);
+    expect([...map.keys()]).toEqual(['b', 'c']);
+    makeRoom(map, 1);
+    expect(map.size).toBe(0);
+    makeRoom(map, 0); // nothing left to drop: returns
+    expect(map.size).toBe(0);
   });
 });
 
