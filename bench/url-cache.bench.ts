@@ -23,11 +23,12 @@ import { median, printTable, redisCpuMicros, saveResults, type BenchRow } from '
 import { runBench } from './support/run-bench.js';
 
 const OURS = 'nestjs-redis-toolkit';
-const OURS_L1 = 'nestjs-redis-toolkit, L1 on';
 const PEER = '@nestjs/cache-manager + @keyv/redis';
 const PEER_L1 = '@nestjs/cache-manager, memory + @keyv/redis';
 const NONE = 'no cache (plain handler)';
 const OPERATION = 'GET by URL, cache hit (HTTP)';
+/** The in-process tier's own operation: BENCHMARKS.md divides a peer's row by ours of the same operation. */
+const OPERATION_L1 = 'GET by URL, in-process hit (HTTP)';
 const TARGET = 1.2;
 const URLS = 200;
 const CONNECTIONS = 32;
@@ -134,14 +135,14 @@ const appCpu = (runs: Run[]): number | undefined => {
   return values.length > 0 ? median(values) : undefined;
 };
 
-function row(library: string, runs: Run[], notes: string): BenchRow {
+function row(library: string, operation: string, runs: Run[], notes: string): BenchRow {
   const cpu = runs.map((r) => r.cpuUs).filter((v): v is number => v !== undefined);
   const app = appCpu(runs);
   if (app !== undefined) notes = `${notes}; app CPU ${app.toFixed(0)} µs/request`;
   return {
     feature: 'cache',
     library,
-    operation: OPERATION,
+    operation,
     opsPerSec: median(runs.map((r) => r.rps)),
     p50Ms: median(runs.map((r) => r.p50)),
     p99Ms: median(runs.map((r) => r.p99)),
@@ -153,19 +154,36 @@ function row(library: string, runs: Run[], notes: string): BenchRow {
 
 /** The apps, in the order of the table. */
 const APPS = [
-  { id: 'ours', library: OURS, notes: 'HttpCacheInterceptor, L1 off (one Redis GET per hit), X-Cache header' },
+  {
+    id: 'ours',
+    library: OURS,
+    operation: OPERATION,
+    notes: 'HttpCacheInterceptor, L1 off (one Redis GET per hit), X-Cache header',
+  },
   {
     id: 'cache-manager',
     library: PEER,
+    operation: OPERATION,
     notes: 'CacheInterceptor, CacheModule.register({ stores: [new KeyvRedis(url)] }) (one Redis GET per hit)',
   },
-  { id: 'ours-l1', library: OURS_L1, notes: 'HttpCacheInterceptor, l1: { max: 10_000 } (no Redis call on a hit)' },
+  {
+    id: 'ours-l1',
+    library: OURS,
+    operation: OPERATION_L1,
+    notes: 'HttpCacheInterceptor, l1: { max: 10_000 } (no Redis call on a hit)',
+  },
   {
     id: 'cache-manager-l1',
     library: PEER_L1,
+    operation: OPERATION_L1,
     notes: 'CacheInterceptor, stores: [new Keyv({ store: new Map(), serialize: undefined }), new KeyvRedis(url)]',
   },
-  { id: 'none', library: NONE, notes: 'the same routes without any cache: the HTTP stack alone (the ceiling)' },
+  {
+    id: 'none',
+    library: NONE,
+    operation: OPERATION,
+    notes: 'the same routes without any cache: the HTTP stack alone (the ceiling)',
+  },
 ] as const;
 type AppId = (typeof APPS)[number]['id'];
 /** Measured back to back in every round: ours and the peer of the same tier. */
@@ -216,7 +234,7 @@ async function main(): Promise<void> {
       for (const id of order) runs[id].push(await cannon(apps[id].url, ROUND_S, apps[id].pid));
       load.push(loadavg()[0].toFixed(2));
     }
-    const rows = APPS.map(({ id, library, notes }) => row(library, runs[id], notes));
+    const rows = APPS.map(({ id, library, operation, notes }) => row(library, operation, runs[id], notes));
     const ops = Object.fromEntries(APPS.map(({ id }, i) => [id, rows[i].opsPerSec])) as Record<AppId, number>;
     // ours ÷ theirs round by round (measured back to back), the median of those: the headline figures
     const ratio = pairedRatio(runs.ours, runs['cache-manager'], (r) => r.rps);
