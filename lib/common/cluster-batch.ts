@@ -40,7 +40,12 @@ function sendCorked(node: Redis, commands: Command[]): Promise<unknown>[] {
   stream.cork();
   try {
     return commands.map((command) => {
-      node.sendCommand(command);
+      try {
+        node.sendCommand(command);
+      } catch (err) {
+        // this command fails alone, and the ones already sent keep the handlers the caller attaches to every reply
+        command.reject(err instanceof Error ? err : new Error(String(err)));
+      }
       return command.promise as Promise<unknown>;
     });
   } finally {

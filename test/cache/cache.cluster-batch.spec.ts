@@ -4,7 +4,8 @@ import { Cluster } from 'ioredis';
 import { CacheService } from '../../lib/index.js';
 import { RedisConnection } from '../../lib/advanced.js';
 import { hashSlot } from '../../lib/common/bulk-keys.js';
-import { countSocketWrites, recordCommands } from '../support/command-recorder.js';
+import { getBatcher } from '../../lib/common/get-batcher.js';
+import { countSocketWrites, masterConnectionsReady, recordCommands } from '../support/command-recorder.js';
 import { ownedBy, useDisposableCluster } from '../support/disposable-cluster.js';
 import { rawCommand } from '../support/resp.js';
 import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
@@ -68,6 +69,38 @@ describe('cache reads on a cluster, batched per master', () => {
     );
     expect(value).toEqual([...Array.from({ length: 20 }, (_, i) => i), 3]);
     expect(commands.filter((c) => c === 'get')).toHaveLength(20);
+  });
+});
+
+describe('a turn of commands for one master (sendCorked)', () => {
+  it('a command whose send throws fails alone: the others of the same master still get their values', async () => {
+    const { cluster, keyPrefix } = await cacheApp('cluster');
+    const master = cluster.nodes('master')[0];
+    const port = master.options.port ?? 0;
+    // three keys that this master owns
+    const keys: string[] = [];
+    for (let i = 0; keys.length < 3; i++) {
+      const key = `${keyPrefix}sc-${i}`;
+      if ((await ownerPort(port, key)) === port) keys.push(key);
+    }
+    for (const [i, key] of keys.entries()) await cluster.set(key, `v${i}`);
+    await masterConnectionsReady(cluster);
+    const batcher = getBatcher(cluster, 32);
+    const send = master.sendCommand;
+    master.sendCommand = function (this: typeof master, ...args: Parameters<typeof send>) {
+      if (args[0].args[0] === keys[1]) throw new Error('refused to send');
+      return send.apply(this, args);
+    } as typeof send;
+    try {
+      const outcomes = await Promise.allSettled(keys.map((k) => batcher.add(k)));
+      expect(outcomes.map((o) => (o.status === 'fulfilled' ? o.value : (o.reason as Error).message))).toEqual([
+        'v0',
+        'refused to send',
+        'v2',
+      ]);
+    } finally {
+      master.sendCommand = send;
+    }
   });
 });
 
