@@ -17,9 +17,8 @@ export type ScriptArg = string | number | Buffer;
 export class LuaScript<TResult> {
   readonly sha: string;
   private readonly variants = new Map<number, LuaScript<TResult>>();
-  private readonly ScriptCommand: new (
-    args: ScriptArg[],
-  ) => Command;
+  /** The sockets this script was sent on as EVAL (so it is loaded there), read and written by ScriptCommand. */
+  readonly loadedOn = new WeakSet<object>();
 
   constructor(
     readonly name: string,
@@ -27,27 +26,6 @@ export class LuaScript<TResult> {
     readonly numberOfKeys: number,
   ) {
     this.sha = createHash('sha1').update(lua).digest('hex');
-    const sha = this.sha;
-    const loadedOn = new WeakSet<object>();
-    // The socket is known only when the command is written, so the EVAL/EVALSHA choice is made there.
-    this.ScriptCommand = class ScriptCommand extends Command {
-      constructor(args: ScriptArg[]) {
-        super('evalsha', [sha, ...args], { replyEncoding: 'utf8' });
-      }
-
-      override toWritable(socket: object): string | Buffer {
-        const reject = this.reject;
-        this.reject = (err: Error) => {
-          if (err.message.startsWith('NOSCRIPT')) loadedOn.delete(socket);
-          reject.call(this, err);
-        };
-        const loaded = loadedOn.has(socket);
-        loadedOn.add(socket);
-        this.name = loaded ? 'evalsha' : 'eval';
-        this.args[0] = loaded ? sha : lua;
-        return super.toWritable(socket);
-      }
-    };
   }
 
   /** `LuaScript.fromFile<number>('rtk_release_lock', new URL('./release-lock.lua', import.meta.url), 1)` */
@@ -83,18 +61,59 @@ export class LuaScript<TResult> {
    * is chosen when it is written, as for run(). A NOSCRIPT reply is the caller's to retry.
    */
   command(keys: readonly string[], args: readonly ScriptArg[] = []): Command {
-    return new this.ScriptCommand([keys.length, ...keys, ...args]);
+    return new ScriptCommand(this, this.callArgs(keys, args));
   }
 
   private send(client: RedisClient, keys: readonly string[], args: readonly ScriptArg[]): Promise<TResult> {
-    const call = [keys.length, ...keys, ...args];
+    const call = this.callArgs(keys, args);
     return this.sendOnce(client, call).catch((err: unknown) => {
       if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
       return this.sendOnce(client, call); // the socket is forgotten now: this one goes as EVAL
     });
   }
 
+  /**
+   * The sha, the number of keys, the keys, the arguments. Pushed one by one: an array literal mixing values and spreads
+   * goes through V8's slow element path, a measurable cost on every script call.
+   */
+  private callArgs(keys: readonly string[], args: readonly ScriptArg[]): ScriptArg[] {
+    const call: ScriptArg[] = [this.sha, keys.length];
+    for (let i = 0; i < keys.length; i++) call.push(keys[i]);
+    for (let i = 0; i < args.length; i++) call.push(args[i]);
+    return call;
+  }
+
   private sendOnce(client: RedisClient, call: ScriptArg[]): Promise<TResult> {
-    return client.sendCommand(new this.ScriptCommand(call)) as Promise<TResult>;
+    return client.sendCommand(new ScriptCommand(this, call)) as Promise<TResult>;
+  }
+}
+
+/**
+ * One call of a script: EVALSHA, or EVAL when the script was not sent on this socket yet (the socket is known only
+ * when the command is written, so the choice is made there). One class for every script, not one per script: ioredis's
+ * Command code then sees one object shape, and its property accesses stay monomorphic (a class per script made them
+ * megamorphic, a measurable share of this process's CPU per call).
+ */
+class ScriptCommand extends Command {
+  /** `args`: the sha, the number of keys, the keys, the arguments. */
+  constructor(
+    private readonly script: LuaScript<unknown>,
+    args: ScriptArg[],
+  ) {
+    super('evalsha', args, { replyEncoding: 'utf8' });
+  }
+
+  override toWritable(socket: object): string | Buffer {
+    const { script } = this;
+    const reject = this.reject;
+    this.reject = (err: Error) => {
+      if (err.message.startsWith('NOSCRIPT')) script.loadedOn.delete(socket);
+      reject.call(this, err);
+    };
+    const loaded = script.loadedOn.has(socket);
+    script.loadedOn.add(socket);
+    this.name = loaded ? 'evalsha' : 'eval';
+    this.args[0] = loaded ? script.sha : script.lua;
+    return super.toWritable(socket);
   }
 }

@@ -26,6 +26,18 @@ afterEach(closeToolkitApps);
 
 const echo = new LuaScript<string>('rtk_test_echo', "return 'echo:' .. KEYS[1] .. ':' .. ARGV[1]", 1);
 
+/** EVAL and EVALSHA calls so far, summed over `masters` (INFO commandstats). */
+async function scriptCalls(masters: Redis[]): Promise<{ eval: number; evalsha: number }> {
+  const total = { eval: 0, evalsha: 0 };
+  for (const master of masters) {
+    const stats = await master.info('commandstats');
+    for (const name of ['eval', 'evalsha'] as const) {
+      total[name] += Number(new RegExp(`cmdstat_${name}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
+    }
+  }
+  return total;
+}
+
 describe.each(['single', 'cluster'] as const)('module on %s', (target) => {
   it('boots, exposes the client under REDIS_CLIENT and reports health', async () => {
     const { get } = await createToolkitApp({ target });
@@ -46,6 +58,31 @@ describe.each(['single', 'cluster'] as const)('module on %s', (target) => {
     expect(await echo.run(connection.client, ['{t}k'], ['1'])).toBe('echo:{t}k:1');
     await Promise.all(connection.masters().map((m) => m.script('FLUSH')));
     expect(await echo.run(connection.client, ['{t}k'], ['2'])).toBe('echo:{t}k:2');
+  });
+
+  it('sends every script through one command class, each loaded on its own and run by EVALSHA after', async () => {
+    const { get } = await createToolkitApp({ target });
+    const connection = get(RedisConnection);
+    const shout = new LuaScript<string>('rtk_test_shout', 'return string.upper(ARGV[1]) .. KEYS[1]', 1);
+    // One class for all scripts keeps ioredis's Command code monomorphic (lua-script.ts); a class per script did not.
+    expect(Object.getPrototypeOf(shout.command(['{t}a'], ['x']))).toBe(
+      Object.getPrototypeOf(echo.command(['{t}a'], ['x'])),
+    );
+    const before = await scriptCalls(connection.masters());
+    const replies = [];
+    for (let i = 0; i < 3; i++) {
+      replies.push(
+        await shout.run(connection.client, ['{t}k'], [`s${i}`]),
+        await echo.run(connection.client, ['{t}k'], [`e${i}`]),
+      );
+    }
+    expect(replies).toEqual(['S0{t}k', 'echo:{t}k:e0', 'S1{t}k', 'echo:{t}k:e1', 'S2{t}k', 'echo:{t}k:e2']);
+    const after = await scriptCalls(connection.masters());
+    // this app's socket is new: each script goes once as EVAL (loading it), then as EVALSHA
+    expect({ eval: after.eval - before.eval, evalsha: after.evalsha - before.evalsha }).toEqual({
+      eval: 2,
+      evalsha: 4,
+    });
   });
 
   it('scans every master and unlinks across slots in batches; hashSlot agrees with CLUSTER KEYSLOT', async () => {
