@@ -62,10 +62,8 @@ const WAKE_TRIES = 3;
  */
 class LockCalls {
   /** A batched call answers per lock: its result, or the error text of that lock alone (redis.pcall). */
-  private readonly acquires: TickBatcher<AcquireCall, number | string> | undefined;
-  private readonly releases: TickBatcher<ReleaseCall, number | string> | undefined;
-  private readonly acquireMany: (calls: AcquireCall[]) => Promise<(number | string)[]>;
-  private readonly releaseMany: (calls: ReleaseCall[]) => Promise<(number | string)[]>;
+  private readonly acquires: TickBatcher<AcquireCall, number | string>;
+  private readonly releases: TickBatcher<ReleaseCall, number | string>;
 
   constructor(
     readonly client: RedisClient,
@@ -74,61 +72,58 @@ class LockCalls {
   ) {
     // On a cluster PUBLISH counts only this node's receivers: 0 does not mean nobody listens, so wake one and stop.
     const tries = client instanceof Cluster ? 1 : WAKE_TRIES;
-    // a quorum node's calls carry the client's floor as a 4th arg each (acquire-many.lua)
+    // One call's keys and arguments (acquire-many.lua, release-many.lua); a batch is theirs one after the other,
+    // after the release's shared wake channel prefix. A quorum node's acquisition carries the client's floor too.
+    const acquireKeys = ([keys]: AcquireCall): string[] => [keys.lock, keys.fence, keys.waiters];
     const acquireArgs = ([, token, ttl, waiter, floor]: AcquireCall): ScriptArg[] =>
       floor === undefined ? [token, ttl, waiter] : [token, ttl, waiter, String(floor)];
-    this.acquireMany = (calls) =>
-      ACQUIRE_MANY.runWithAnyKeys(
-        client,
-        calls.flatMap(([keys]) => [keys.lock, keys.fence, keys.waiters]),
-        calls.flatMap(acquireArgs),
-      );
-    this.releaseMany = (calls) =>
-      RELEASE_MANY.runWithAnyKeys(
-        client,
-        calls.flatMap(([keys]) => [keys.lock, keys.waiters]),
-        [wakeChannelPrefix, ...calls.flatMap(([, token, wake]) => [token, wake ? tries : 0])],
-      );
-    const acquireKeys = ([keys]: AcquireCall) => [keys.lock, keys.fence, keys.waiters];
-    const releaseKeys = ([keys]: ReleaseCall) => [keys.lock, keys.waiters];
+    const releaseKeys = ([keys]: ReleaseCall): string[] => [keys.lock, keys.waiters];
+    const releaseArgs = ([, token, wake]: ReleaseCall): ScriptArg[] => [token, wake ? tries : 0];
+    // A lone call (the usual one on a quorum node) goes without building a batch.
+    const acquireOne = (call: AcquireCall) =>
+      ACQUIRE_MANY.runWithAnyKeys(client, acquireKeys(call), acquireArgs(call)).then(first);
+    const releaseOne = (call: ReleaseCall) =>
+      RELEASE_MANY.runWithAnyKeys(client, releaseKeys(call), [wakeChannelPrefix, ...releaseArgs(call)]).then(first);
     if (client instanceof Cluster) {
       // the locks of one turn live in different slots: each is its own script call, one pipeline per master
       this.acquires = new TickBatcher(
         perNodeSender<AcquireCall, number | string>(client, {
           keyOf: ([keys]) => keys.lock,
           command: (call) => ACQUIRE_MANY.command(acquireKeys(call), acquireArgs(call)),
-          reply: (raw) => (raw as (number | string)[])[0],
-          one: (call) => this.acquireOne(call),
+          reply: first,
+          one: acquireOne,
         }),
         LOCK_CALLS_PER_SCRIPT * CLUSTER_SLICE,
       );
       this.releases = new TickBatcher(
         perNodeSender<ReleaseCall, number | string>(client, {
           keyOf: ([keys]) => keys.lock,
-          command: (call) => RELEASE_MANY.command(releaseKeys(call), [wakeChannelPrefix, call[1], call[2] ? tries : 0]),
-          reply: (raw) => (raw as (number | string)[])[0],
-          one: (call) => this.releaseOne(call),
+          command: (call) => RELEASE_MANY.command(releaseKeys(call), [wakeChannelPrefix, ...releaseArgs(call)]),
+          reply: first,
+          one: releaseOne,
         }),
         LOCK_CALLS_PER_SCRIPT * CLUSTER_SLICE,
       );
       return;
     }
     this.acquires = new TickBatcher(
-      { one: (call) => this.acquireOne(call), many: this.acquireMany },
+      {
+        one: acquireOne,
+        many: (calls) => ACQUIRE_MANY.runWithAnyKeys(client, calls.flatMap(acquireKeys), calls.flatMap(acquireArgs)),
+      },
       LOCK_CALLS_PER_SCRIPT,
     );
     this.releases = new TickBatcher(
-      { one: (call) => this.releaseOne(call), many: this.releaseMany },
+      {
+        one: releaseOne,
+        many: (calls) =>
+          RELEASE_MANY.runWithAnyKeys(client, calls.flatMap(releaseKeys), [
+            wakeChannelPrefix,
+            ...calls.flatMap(releaseArgs),
+          ]),
+      },
       LOCK_CALLS_PER_SCRIPT,
     );
-  }
-
-  private async acquireOne(call: AcquireCall): Promise<number | string> {
-    return (await this.acquireMany([call]))[0];
-  }
-
-  private async releaseOne(call: ReleaseCall): Promise<number | string> {
-    return (await this.releaseMany([call]))[0];
   }
 
   /**
@@ -137,23 +132,15 @@ class LockCalls {
    */
   async acquire(keys: LockKeys, token: string, ttl: number, waiter = '', floor?: number): Promise<number> {
     const call: AcquireCall = [keys, token, ttl, waiter, floor];
-    const result = await this.send(call, this.acquires, (c) => this.acquireOne(c));
+    const result = await this.acquires.add(call);
     return itemResult(result, `acquiring the lock on "${keys.resource}"`);
   }
 
   /** 1 when released, 0 when not held by `token`. `wake`: wake a waiting service (not for undoing a partial grant). */
   async release(keys: LockKeys, token: string, wake = true): Promise<number> {
     const call: ReleaseCall = [keys, token, wake];
-    const result = await this.send(call, this.releases, (c) => this.releaseOne(c));
+    const result = await this.releases.add(call);
     return itemResult(result, `releasing the lock on "${keys.resource}"`);
-  }
-
-  private send<C>(
-    call: C,
-    batcher: TickBatcher<C, number | string> | undefined,
-    one: (call: C) => Promise<number | string>,
-  ): Promise<number | string> {
-    return batcher ? batcher.add(call) : one(call);
   }
 }
 
@@ -178,6 +165,9 @@ function lockCallsOf(client: RedisClient, wakeChannelPrefix: string): LockCalls 
 type AcquireCall = [keys: LockKeys, token: string, ttl: number, waiter: string, floor?: number];
 
 type ReleaseCall = [keys: LockKeys, token: string, wake: boolean];
+
+/** The reply of a script call for one lock: its one item. */
+const first = (raw: unknown): number | string => (raw as (number | string)[])[0];
 
 /** One lock's part of a batched reply: a number, or the error reply of that lock alone (a RedisReplyError). */
 function itemResult(result: number | string, what: string): number {
