@@ -74,7 +74,7 @@ export class LuaScript<TResult> {
 
   /**
    * The sha, the number of keys, the keys, the arguments. Pushed one by one: an array literal mixing values and spreads
-   * goes through V8's slow element path, a measurable cost on every script call.
+   * went through V8's generic element path (`AddDataElement` under every script call in an on-CPU profile).
    */
   private callArgs(keys: readonly string[], args: readonly ScriptArg[]): ScriptArg[] {
     const call: ScriptArg[] = [this.sha, keys.length];
@@ -92,7 +92,7 @@ export class LuaScript<TResult> {
  * One call of a script: EVALSHA, or EVAL when the script was not sent on this socket yet (the socket is known only
  * when the command is written, so the choice is made there). One class for every script, not one per script: ioredis's
  * Command code then sees one object shape, and its property accesses stay monomorphic (a class per script made them
- * megamorphic, a measurable share of this process's CPU per call).
+ * megamorphic: 12 scripts in rotation, 50 callers, 5.05 µs of user CPU per call then, 4.16 now; docs/lock.md, round 6).
  */
 class ScriptCommand extends Command {
   /** `args`: the sha, the number of keys, the keys, the arguments. */
