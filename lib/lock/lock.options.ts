@@ -10,7 +10,7 @@ export interface LockRetryOptions {
   count?: number;
   /** ms between attempts. */
   delay?: number;
-  /** Up to this many ms added at random to each delay. */
+  /** Up to this many ms added at random to each delay (the pause is rounded to whole ms). */
   jitter?: number;
 }
 

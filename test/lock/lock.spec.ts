@@ -11,6 +11,7 @@ import {
 } from '../../lib/index.js';
 import { RedisConnection } from '../../lib/advanced.js';
 import { RELEASE, EXTEND } from '../../lib/lock/lock.scripts.js';
+import { nextPause, planRetries } from '../../lib/lock/lock.attempts.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { recordCommands } from '../support/command-recorder.js';
 import { lockClients, lockKey, lockService, unique } from '../support/lock-modes.js';
@@ -244,6 +245,27 @@ describe('lock input checks', () => {
     await expect(createToolkitApp({ lock: { ttl: -1, retry: { count: -1 }, quorum: { nodes: [] } } })).rejects.toThrow(
       /lock\.ttl[\s\S]*lock\.retry\.count[\s\S]*lock\.quorum\.nodes/,
     );
+  });
+});
+
+describe('retry pauses', () => {
+  it('are whole ms, spread over delay to delay + jitter with the mean in the middle, also for fractional options', () => {
+    // A fractional delay gets a Node timer list of its own per wait, which kept V8 from optimizing setTimeout and
+    // ioredis's sendCommand under contention (lock.attempts.ts).
+    const defaults = { count: 1_000_000, delay: 0, jitter: 20 };
+    for (const retry of [defaults, { count: 10, delay: 2.5, jitter: 7.3 }]) {
+      const plan = planRetries({ retry }, defaults);
+      const pauses = Array.from({ length: 4_000 }, () => nextPause(plan, 0)!);
+      expect(pauses.filter((p) => !Number.isInteger(p))).toEqual([]);
+      expect(Math.min(...pauses)).toBeGreaterThanOrEqual(Math.floor(retry.delay));
+      expect(Math.max(...pauses)).toBeLessThanOrEqual(Math.ceil(retry.delay + retry.jitter));
+      const mean = pauses.reduce((a, b) => a + b, 0) / pauses.length;
+      expect(Math.abs(mean - (retry.delay + retry.jitter / 2))).toBeLessThan(0.6);
+    }
+    // with waitMs, never past the deadline
+    const bounded = planRetries({ waitMs: 3 }, defaults);
+    expect(Number.isInteger(nextPause(bounded, 0))).toBe(true);
+    expect(nextPause(bounded, 0)).toBeLessThanOrEqual(3);
   });
 });
 
