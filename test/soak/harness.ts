@@ -101,12 +101,15 @@ const median = (v: number[]): number => [...v].sort((a, b) => a - b)[Math.floor(
  * `measureHeap: false` skips the two full GCs before reading the heap: in the default suite the jest process holds
  * every earlier test file's modules, and those GCs took seconds per sample (the sampler's own tests read no heap).
  * `readings`: how many on-time readings make a sample (READINGS; the sampler's own tests use fewer).
+ * `readResources`: what one reading sees (the process's active resources). The sampler's stall test passes the timers
+ * it made itself: in the in-band default suite another file's timer could start and end around one of its samples.
  */
 export async function sample(
   ops: number,
   emitters: EventEmitter[],
   measureHeap = true,
   readings = READINGS,
+  readResources: () => readonly string[] = () => hostProcess().getActiveResourcesInfo(),
 ): Promise<SoakSample> {
   let timers = Infinity;
   let handles = Infinity;
@@ -116,7 +119,7 @@ export async function sample(
     if (taken > 0) await new Promise((r) => setTimeout(r, READING_GAP_MS));
     // Let closed sockets and finished timers be released before counting.
     await new Promise((r) => setImmediate(r));
-    const resources = hostProcess().getActiveResourcesInfo();
+    const resources = readResources();
     const at = performance.now();
     onTime = taken > 0 && at - lastAt <= READING_GAP_MS + READING_LATE_MS ? onTime + 1 : 1;
     lastAt = at;
