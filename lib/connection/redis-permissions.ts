@@ -151,7 +151,7 @@ async function probe(client: RedisClient, commands: RequiredCommand[]): Promise<
   }
 }
 
-/** `rate limit: TIME (in consume.lua), INFO` — one line per feature. */
+/** `rate limit: TIME (in consume-token-bucket.lua), INFO` — one line per feature. */
 export function describeDenied(denied: RequiredCommand[]): string {
   const byFeature = new Map<string, string[]>();
   for (const c of denied) {

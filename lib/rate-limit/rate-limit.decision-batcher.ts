@@ -23,17 +23,27 @@ const fixedWindowScript = LuaScript.fromFile<number[]>(
   new URL('./consume-fixed-window.lua', import.meta.url),
   2,
 );
+/** The same for one token-bucket policy. */
+const tokenBucketScript = LuaScript.fromFile<number[]>(
+  'rtk_rl_consume_token_bucket',
+  new URL('./consume-token-bucket.lua', import.meta.url),
+  2,
+);
 
-/** A decision consume-fixed-window.lua answers: one consume ('c1') of one fixed-window policy ('f:...'). */
-const oneFixedWindowConsume = (d: Decision): boolean =>
-  d.args[0] === 'c1' && d.keys.length === 2 && typeof d.args[1] === 'string' && d.args[1].startsWith('f:');
+/** The lean script of a decision that is one consume ('c1') of one fixed-window or token-bucket policy, if any. */
+function leanScriptOf(d: Decision): LuaScript<number[]> | undefined {
+  const spec = d.args[1];
+  if (d.args[0] !== 'c1' || d.keys.length !== 2 || typeof spec !== 'string') return undefined;
+  return spec.startsWith('f:') ? fixedWindowScript : spec.startsWith('t:') ? tokenBucketScript : undefined;
+}
 
 /**
  * Decisions made in the same tick go to Redis as one call of consume.lua (single server and Sentinel). On a cluster,
  * where the counters of different clients live in different slots, each decision is its own call of consume.lua (its
  * keys share one hash tag) and the decisions of a tick go as one pipeline per master node (cluster-batch.ts). A call
- * of one decision that is one fixed-window consume goes to consume-fixed-window.lua instead. Either way each decision
- * is all-or-nothing and atomic, and decisions on one counter run in the order they were made.
+ * of one decision that is one fixed-window or token-bucket consume goes to that algorithm's lean script instead
+ * (consume-fixed-window.lua, consume-token-bucket.lua). Either way each decision is all-or-nothing and atomic, and
+ * decisions on one counter run in the order they were made.
  */
 export class DecisionBatcher {
   private readonly batcher: TickBatcher<Decision, number[]>;
@@ -43,18 +53,15 @@ export class DecisionBatcher {
     private readonly script: LuaScript<number[]>,
   ) {
     const client = this.connection.client;
-    // A call of one decision (a lone decision of a tick; every decision on a cluster): a lone fixed-window consume
-    // goes to the script made for it, which costs Redis about half as much per call.
+    // A call of one decision (a lone decision of a tick; every decision on a cluster): a lone fixed-window or
+    // token-bucket consume goes to the script made for it, which costs Redis about half as much per call.
     const one = (d: Decision) =>
-      oneFixedWindowConsume(d)
-        ? fixedWindowScript.run(client, d.keys, d.args)
-        : this.script.withNumberOfKeys(d.keys.length).run(client, d.keys, d.args);
+      (leanScriptOf(d) ?? this.script.withNumberOfKeys(d.keys.length)).run(client, d.keys, d.args);
     if (client instanceof Cluster) {
       this.batcher = new TickBatcher<Decision, number[]>(
         perNodeSender(client, {
           keyOf: (d) => d.keys[0],
-          command: (d) =>
-            oneFixedWindowConsume(d) ? fixedWindowScript.command(d.keys, d.args) : this.script.command(d.keys, d.args),
+          command: (d) => (leanScriptOf(d) ?? this.script).command(d.keys, d.args),
           reply: (raw) => raw as number[],
           one,
         }),

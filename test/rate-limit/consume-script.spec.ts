@@ -197,16 +197,34 @@ describe("one policy's consume (its own path in consume.lua) answers as the gene
   });
 });
 
-describe('a call of one fixed-window consume goes to consume-fixed-window.lua, which answers as consume.lua does', () => {
-  const general = readFileSync(new URL('../../lib/rate-limit/consume.lua', import.meta.url), 'utf8');
-  const lean = readFileSync(new URL('../../lib/rate-limit/consume-fixed-window.lua', import.meta.url), 'utf8');
-  const sha = (lua: string) => createHash('sha1').update(lua).digest('hex');
-  const cases: [string, string[]][] = [
-    ['costs 1, 2 and 0', ['f:3:60000:1:3:0', 'f:3:60000:2:3:0', 'f:3:60000:0:3:0']],
-    ['blockDuration', ['f:3:60000:1:3:30000']],
-    ['a cost over the limit', ['f:3:60000:4:3:0', 'f:3:60000:1:3:0']],
-  ];
+const readLua = (file: string) => readFileSync(new URL(`../../lib/rate-limit/${file}`, import.meta.url), 'utf8');
+const sha = (lua: string) => createHash('sha1').update(lua).digest('hex');
+const general = readLua('consume.lua');
+const leanFixedWindow = readLua('consume-fixed-window.lua');
+const leanTokenBucket = readLua('consume-token-bucket.lua');
 
+describe.each([
+  {
+    file: 'consume-fixed-window.lua',
+    lean: leanFixedWindow,
+    cases: [
+      ['costs 1, 2 and 0', ['f:3:60000:1:3:0', 'f:3:60000:2:3:0', 'f:3:60000:0:3:0']],
+      ['blockDuration', ['f:3:60000:1:3:30000']],
+      ['a cost over the limit', ['f:3:60000:4:3:0', 'f:3:60000:1:3:0']],
+    ] as [string, string[]][],
+  },
+  {
+    file: 'consume-token-bucket.lua',
+    lean: leanTokenBucket,
+    cases: [
+      ['costs 1, 2 and 0', ['t:3:60000:1:3:0', 't:3:60000:2:3:0', 't:3:60000:0:3:0']],
+      ['a burst above the rate, blockDuration', ['t:3:60000:1:5:30000']],
+      ['a cost over the burst', ['t:3:60000:4:3:0', 't:3:60000:1:3:0']],
+      // 3 tokens a second: the bucket refills between steps, and the TAT crosses window-long cells (SET, not INCRBY)
+      ['a fast refill', ['t:3:1000:1:3:0', 't:3:1000:2:3:0']],
+    ] as [string, string[]][],
+  },
+])('a call of one consume goes to $file, which answers as consume.lua does', ({ lean, cases }) => {
   it.each(cases)('%s, with a block key set and a counter without expiry on the way', async (_name, specs) => {
     const { redis } = await setup();
     const [mine, theirs] = [uid(), uid()];
@@ -226,11 +244,18 @@ describe('a call of one fixed-window consume goes to consume-fixed-window.lua, w
       // allowed and remaining alike; reset and retry from the PTTLs of windows opened, and read, a call apart
       expect(a.slice(0, 3)).toEqual(b.slice(0, 3));
       for (const at of [3, 4]) expect(Math.abs(a[at] - b[at])).toBeLessThanOrEqual(2 * widestGap + 2);
+      // the counter's expiry set alike (a window; a token bucket's one to two past its TAT), or kept alike (-1): both
+      // read at one instant (MULTI), so they differ by no more than the calls that set them
+      const ttls = (await redis.multi().pttl(mine).pttl(theirs).exec())?.map(([, ttl]) => Number(ttl)) ?? [];
+      expect(ttls).toHaveLength(2);
+      expect(Math.abs(ttls[0] - ttls[1])).toBeLessThanOrEqual(2 * widestGap + 2);
       answers.push(a);
     }
     expect(answers.some((a) => a[0] === 1)).toBe(true);
     expect(answers.some((a) => a[0] === 0)).toBe(true);
-    expect(await redis.get(mine)).toBe(await redis.get(theirs));
+    // a fixed window's count alike; a token bucket's TAT (negative µs) as far apart as the two calls' instants
+    const [counted, theirCount] = [Number(await redis.get(mine)), Number(await redis.get(theirs))];
+    expect(Math.abs(counted - theirCount)).toBeLessThanOrEqual(specs[0][0] === 't' ? 1000 * (2 * widestGap + 2) : 0);
     expect(await redis.exists(`${mine}:b`)).toBe(await redis.exists(`${theirs}:b`));
   });
 
@@ -239,9 +264,10 @@ describe('a call of one fixed-window consume goes to consume-fixed-window.lua, w
     const [hash, text] = [uid(), uid()];
     await redis.hset(hash, 'x', '1');
     await redis.set(text, 'not a number');
+    const spec = cases[0][1][0];
     for (const key of [hash, text]) {
-      const a = (await redis.eval(lean, 2, key, `${key}:b`, 'c1', 'f:3:60000:1:3:0')) as (number | string)[];
-      const b = (await redis.eval(general, 2, key, `${key}:b`, 'c1', 'f:3:60000:1:3:0')) as (number | string)[];
+      const a = (await redis.eval(lean, 2, key, `${key}:b`, 'c1', spec)) as (number | string)[];
+      const b = (await redis.eval(general, 2, key, `${key}:b`, 'c1', spec)) as (number | string)[];
       expect(a[0]).toBe(-1);
       expect(b[0]).toBe(-1);
       expect(String(a[1]).split(' ')[0]).toBe(String(b[1]).split(' ')[0]);
@@ -250,9 +276,11 @@ describe('a call of one fixed-window consume goes to consume-fixed-window.lua, w
     expect(await redis.type(hash)).toBe('hash');
     expect(await redis.get(text)).toBe('not a number');
   });
+});
 
+describe('which script a call of one decision runs', () => {
   it.each(['single', 'cluster'] as const)(
-    'on %s: lone and cluster fixed-window consumes use it, others consume.lua',
+    'on %s: lone and cluster fixed-window and token-bucket consumes use their lean scripts, others consume.lua',
     async (target) => {
       const app = await createToolkitApp({ target, rateLimit: { warnIntervalMs: 60_000 } });
       const rl = app.get(RateLimitService);
@@ -263,21 +291,44 @@ describe('a call of one fixed-window consume goes to consume-fixed-window.lua, w
           .filter((c) => c.name === 'evalsha' || c.name === 'eval')
           .map((c) => (c.name === 'eval' ? sha(c.args[0]) : c.args[0]));
       const key = uid();
-      // a lone consume (before: consume.lua)
-      expect(await scriptShas(() => rl.consume(key, fixed))).toEqual([sha(lean)]);
-      // a lone token-bucket consume and a peek stay with consume.lua
-      expect(await scriptShas(() => rl.consume(key, { ...fixed, algorithm: 'token-bucket' }))).toEqual([sha(general)]);
-      expect(await scriptShas(() => rl.peek(key, fixed))).toEqual([sha(general)]);
-      // a tick of fixed-window consumes: one consume.lua call on one server, one lean call each on a cluster
-      const turn = await scriptShas(() => Promise.all(Array.from({ length: 6 }, () => rl.consume(uid(), fixed))));
-      expect(turn).toEqual(target === 'single' ? [sha(general)] : Array(6).fill(sha(lean)));
-      // and the answers are the usual ones
-      const third = [await rl.consume(key, fixed), await rl.consume(key, fixed), await rl.consume(key, fixed)];
-      expect(third.map((r) => [r.allowed, r.remaining])).toEqual([
-        [true, 1],
-        [true, 0],
-        [false, 0],
+      const bucket: RateLimitPolicy = { ...fixed, algorithm: 'token-bucket' };
+      // a lone consume of either
+      expect(await scriptShas(() => rl.consume(key, fixed))).toEqual([sha(leanFixedWindow)]);
+      expect(await scriptShas(() => rl.consume(key, bucket))).toEqual([sha(leanTokenBucket)]);
+      // a sliding window, a peek and a decision of two policies stay with consume.lua
+      expect(await scriptShas(() => rl.consume(key, { ...fixed, algorithm: 'sliding-window' }))).toEqual([
+        sha(general),
       ]);
+      expect(await scriptShas(() => rl.peek(key, bucket))).toEqual([sha(general)]);
+      const two = [
+        { key, policy: fixed, name: 'a' },
+        { key, policy: { ...fixed, limit: 4 }, name: 'b' },
+      ];
+      expect(await scriptShas(() => rl.consumeAll(two))).toEqual([sha(general)]);
+      // a tick of consumes: one consume.lua call on one server, one lean call each on a cluster
+      for (const [policy, lean] of [
+        [fixed, leanFixedWindow],
+        [bucket, leanTokenBucket],
+      ] as const) {
+        const turn = await scriptShas(() => Promise.all(Array.from({ length: 6 }, () => rl.consume(uid(), policy))));
+        expect(turn).toEqual(target === 'single' ? [sha(general)] : Array(6).fill(sha(lean)));
+      }
+      // and the answers are the usual ones
+      for (const policy of [fixed, bucket]) {
+        const fresh = uid();
+        const third = [
+          await rl.consume(fresh, policy),
+          await rl.consume(fresh, policy),
+          await rl.consume(fresh, policy),
+        ];
+        const fourth = await rl.consume(fresh, policy);
+        expect([...third, fourth].map((r) => [r.allowed, r.remaining])).toEqual([
+          [true, 2],
+          [true, 1],
+          [true, 0],
+          [false, 0],
+        ]);
+      }
     },
   );
 });
