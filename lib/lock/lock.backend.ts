@@ -79,11 +79,13 @@ class LockCalls {
       floor === undefined ? [token, ttl, waiter] : [token, ttl, waiter, String(floor)];
     const releaseKeys = ([keys]: ReleaseCall): string[] => [keys.lock, keys.waiters];
     const releaseArgs = ([, token, wake]: ReleaseCall): ScriptArg[] => [token, wake ? tries : 0];
+    // a call of one release: the prefix, then its arguments
+    const loneReleaseArgs = (call: ReleaseCall): ScriptArg[] => [wakeChannelPrefix, ...releaseArgs(call)];
     // A lone call (the usual one on a quorum node) goes without building a batch.
     const acquireOne = (call: AcquireCall) =>
       ACQUIRE_MANY.runWithAnyKeys(client, acquireKeys(call), acquireArgs(call)).then(first);
     const releaseOne = (call: ReleaseCall) =>
-      RELEASE_MANY.runWithAnyKeys(client, releaseKeys(call), [wakeChannelPrefix, ...releaseArgs(call)]).then(first);
+      RELEASE_MANY.runWithAnyKeys(client, releaseKeys(call), loneReleaseArgs(call)).then(first);
     if (client instanceof Cluster) {
       // the locks of one turn live in different slots: each is its own script call, one pipeline per master
       this.acquires = new TickBatcher(
@@ -98,7 +100,7 @@ class LockCalls {
       this.releases = new TickBatcher(
         perNodeSender<ReleaseCall, number | string>(client, {
           keyOf: ([keys]) => keys.lock,
-          command: (call) => RELEASE_MANY.command(releaseKeys(call), [wakeChannelPrefix, ...releaseArgs(call)]),
+          command: (call) => RELEASE_MANY.command(releaseKeys(call), loneReleaseArgs(call)),
           reply: first,
           one: releaseOne,
         }),
