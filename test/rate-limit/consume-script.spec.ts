@@ -316,13 +316,12 @@ describe('which script a call of one decision runs', () => {
       // and the answers are the usual ones
       for (const policy of [fixed, bucket]) {
         const fresh = uid();
-        const third = [
-          await rl.consume(fresh, policy),
-          await rl.consume(fresh, policy),
-          await rl.consume(fresh, policy),
-        ];
-        const fourth = await rl.consume(fresh, policy);
-        expect([...third, fourth].map((r) => [r.allowed, r.remaining])).toEqual([
+        const answers: [boolean, number][] = [];
+        for (let i = 0; i < 4; i++) {
+          const r = await rl.consume(fresh, policy);
+          answers.push([r.allowed, r.remaining]);
+        }
+        expect(answers).toEqual([
           [true, 2],
           [true, 1],
           [true, 0],
