@@ -29,6 +29,68 @@ function soleKey(obj: object): string | undefined {
 }
 
 /**
+ * How deep, and over how many values, {@link isPlainData} looks before it leaves a value to the replacer: past either
+ * bound (a very deep value, or a cycle, which only the replacer reports as such) the replacer path serializes it.
+ */
+const PLAIN_DEPTH = 32;
+const PLAIN_VALUES = 10_000;
+
+/**
+ * Whether JSON.stringify without a replacer writes `value` exactly as {@link tagAwareJson} does: it holds only
+ * primitives, arrays and plain objects (prototype Object.prototype or null) without toJSON, and no object whose sole
+ * own key starts with `$rtk:` (which the replacer escapes). The replacer is a function call per value inside
+ * JSON.stringify: for a typical session or cache value (~400 bytes) this walk plus a plain JSON.stringify took 1.5 µs
+ * where the replacer took 2.5–3 µs. The walk reads each property once more than JSON.stringify does (a getter runs
+ * twice).
+ */
+function isPlainData(value: object): boolean {
+  let budget = PLAIN_VALUES;
+  const walk = (v: object, depth: number): boolean => {
+    if (--budget < 0 || depth > PLAIN_DEPTH) return false;
+    const proto = Object.getPrototypeOf(v);
+    if (proto === Array.prototype) {
+      const list = v as unknown[] & { toJSON?: unknown };
+      if (typeof list.toJSON === 'function') return false;
+      for (let i = 0; i < list.length; i++) {
+        const item = list[i];
+        if (item !== null && typeof item === 'object' && !walk(item, depth + 1)) return false;
+      }
+      return true;
+    }
+    if ((proto !== Object.prototype && proto !== null) || typeof (v as { toJSON?: unknown }).toJSON === 'function')
+      return false;
+    let keys = 0;
+    let first = '';
+    for (const key in v) {
+      if (!Object.hasOwn(v, key)) continue;
+      if (keys++ === 0) first = key;
+      const item = (v as Record<string, unknown>)[key];
+      if (item !== null && typeof item === 'object' && !walk(item, depth + 1)) return false;
+    }
+    return keys !== 1 || !first.startsWith(TAG_PREFIX);
+  };
+  return walk(value, 0);
+}
+
+/**
+ * `value` as JSON with our tags: a Date as `{ "$rtk:date": ISO string or null }`, a caller's object whose sole key
+ * starts with `$rtk:` escaped as `{ "$rtk:lit:<key>": value }`. Throws what JSON.stringify throws (BigInt, cycles).
+ */
+export function tagAwareJson(value: object): string | undefined {
+  return JSON.stringify(value, function (this: Record<string, unknown>, key: string, v: unknown) {
+    // JSON.stringify has already called Date#toJSON on `v`; the raw Date is still on the holder.
+    const raw = this[key];
+    if (raw instanceof Date) return { [DATE_TAG]: Number.isNaN(raw.getTime()) ? null : raw.toISOString() };
+    if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
+      const only = soleKey(v);
+      // A caller's { "$rtk:date": ... } must come back as itself, not as a Date.
+      if (only?.startsWith(TAG_PREFIX)) return { [LITERAL + only]: (v as Record<string, unknown>)[only] };
+    }
+    return v;
+  });
+}
+
+/**
  * JSON that keeps Dates as Dates. BigInt, circular structures, functions and symbols at the top, and `undefined`
  * (which means "miss" everywhere in the toolkit) are refused with a SerializationError instead of being silently lost.
  */
@@ -37,20 +99,9 @@ export class JsonSerializer implements Serializer {
     if (value === undefined) throw new SerializationError('undefined cannot be stored (it means "no value"); use null');
     let encoded: string | undefined;
     try {
-      // a string, number, boolean or null holds no Date and no tag: no replacer (which slows JSON.stringify down)
-      if (value === null || typeof value !== 'object') encoded = JSON.stringify(value);
-      else
-        encoded = JSON.stringify(value, function (this: Record<string, unknown>, key: string, v: unknown) {
-          // JSON.stringify has already called Date#toJSON on `v`; the raw Date is still on the holder.
-          const raw = this[key];
-          if (raw instanceof Date) return { [DATE_TAG]: Number.isNaN(raw.getTime()) ? null : raw.toISOString() };
-          if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
-            const only = soleKey(v);
-            // A caller's { "$rtk:date": ... } must come back as itself, not as a Date.
-            if (only?.startsWith(TAG_PREFIX)) return { [LITERAL + only]: (v as Record<string, unknown>)[only] };
-          }
-          return v;
-        });
+      // a primitive, or plain data holding no Date and no tag-like object: no replacer (which slows JSON.stringify)
+      if (value === null || typeof value !== 'object' || isPlainData(value)) encoded = JSON.stringify(value);
+      else encoded = tagAwareJson(value);
     } catch (err) {
       throw new SerializationError(`value cannot be serialized to JSON: ${(err as Error).message}`, { cause: err });
     }

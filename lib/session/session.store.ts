@@ -132,9 +132,10 @@ export class RedisSessionStore extends loadStoreBase() {
       const d: Record<string, string> = {};
       for (const [name, value] of Object.entries(rest)) {
         if (value === undefined || typeof value === 'function') continue;
-        const field = { value: this.encode(name, value), enumerable: true, writable: true, configurable: true };
-        if (name === '__proto__') Object.defineProperty(d, name, field);
-        else d[name] = field.value;
+        const encoded = this.encode(name, value);
+        if (name === '__proto__')
+          Object.defineProperty(d, name, { value: encoded, enumerable: true, writable: true, configurable: true });
+        else d[name] = encoded;
       }
       const userValue = rest[this.userIdField];
       const userId = typeof userValue === 'string' || typeof userValue === 'number' ? String(userValue) : '';

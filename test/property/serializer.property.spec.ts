@@ -1,10 +1,12 @@
 /**
  * Property-based round trip of the default serializer: deserialize(serialize(v)) equals v for random nested values
- * with Dates, unicode (including astral characters and lone surrogates), numbers, null, arrays and objects.
+ * with Dates, unicode (including astral characters and lone surrogates), numbers, null, arrays and objects; and the
+ * plain-data fast path (no replacer) writes exactly what the replacer path writes.
  */
 import fc from 'fast-check';
 import { SerializationError } from '../../lib/index.js';
 import { JsonSerializer } from '../../lib/advanced.js';
+import { tagAwareJson } from '../../lib/common/serializer.js';
 
 const DATE_TAG = '$rtk:date';
 const serializer = new JsonSerializer();
@@ -100,5 +102,74 @@ describe('JsonSerializer round trip (property)', () => {
     ]) {
       expect(roundTrip(lookalike)).toEqual(lookalike);
     }
+  });
+
+  describe('the fast path for plain data (JSON.stringify without the replacer)', () => {
+    class Point {
+      constructor(
+        readonly x: number,
+        readonly y: number,
+      ) {}
+    }
+    /** Values the fast path must hand to the replacer: class instances, toJSON, prototype-less objects, Dates. */
+    const { mixed } = fc.letrec<{ mixed: unknown }>((tie) => ({
+      mixed: fc.oneof(
+        { depthSize: 'small', withCrossShrink: true },
+        value,
+        fc.tuple(fc.integer(), fc.integer()).map(([x, y]) => new Point(x, y)),
+        tie('mixed').map((inner) => ({ toJSON: () => inner })),
+        fc.dictionary(objectKey, tie('mixed'), { maxKeys: 3 }).map((d) => Object.assign(Object.create(null), d)),
+        fc.array(tie('mixed'), { maxLength: 4 }),
+        fc.dictionary(objectKey, tie('mixed'), { maxKeys: 4 }),
+      ),
+    }));
+
+    it('writes exactly the text of the replacer path, for any value', () => {
+      fc.assert(
+        fc.property(mixed, (v) => {
+          if (v === null || typeof v !== 'object') return;
+          expect(serializer.serialize(v)).toBe(tagAwareJson(v));
+        }),
+        { numRuns: 2000 },
+      );
+    });
+
+    it('tags a Date and escapes a tag-shaped object past its depth and size bounds, and with a polluted prototype', () => {
+      let deep: unknown = { at: new Date(0), tagLike: { [DATE_TAG]: 'x' } };
+      for (let i = 0; i < 40; i++) deep = i % 2 === 0 ? { deeper: deep } : [deep];
+      expect(serializer.serialize(deep)).toBe(tagAwareJson(deep as object));
+      expect(roundTrip(deep)).toEqual(deep);
+
+      const wide = [...Array.from({ length: 10_050 }, (_, n) => ({ n })), { at: new Date(0) }];
+      expect(roundTrip(wide)[10_050]?.at).toEqual(new Date(0));
+
+      // an enumerable key inherited from Object.prototype is not an own key: { "$rtk:date": … } is still sole
+      Object.defineProperty(Object.prototype, 'polluted', { value: 1, enumerable: true, configurable: true });
+      try {
+        const lookalike = { nested: { [DATE_TAG]: '2020-01-01T00:00:00.000Z' } };
+        expect(serializer.serialize(lookalike)).toBe(tagAwareJson(lookalike));
+        expect(serializer.serialize(lookalike)).toContain('$rtk:lit:');
+      } finally {
+        delete (Object.prototype as Record<string, unknown>).polluted;
+      }
+    });
+
+    it('leaves a toJSON array, a Date without toJSON, a getter or a cycle to the replacer, which handles or refuses it', () => {
+      const list = Object.assign([1, 2], { toJSON: () => ({ [DATE_TAG]: 'x' }) });
+      expect(serializer.serialize({ list })).toBe(tagAwareJson({ list }));
+      expect(serializer.serialize({ list })).toContain('$rtk:lit:');
+      // a Date is a Date by its prototype, not by its toJSON
+      const bare = { at: Object.assign(new Date(7), { toJSON: undefined }) };
+      expect(serializer.serialize(bare)).toBe(`{"at":{"${DATE_TAG}":"1970-01-01T00:00:00.007Z"}}`);
+      const withGetter = {
+        get when() {
+          return new Date(5);
+        },
+      };
+      expect(roundTrip(withGetter)).toEqual({ when: new Date(5) });
+      const cycle: unknown[] = [];
+      cycle.push({ back: cycle });
+      expect(() => serializer.serialize(cycle)).toThrow(/circular/i);
+    });
   });
 });
