@@ -140,7 +140,10 @@ describe('JsonSerializer round trip (property)', () => {
       expect(serializer.serialize(deep)).toBe(tagAwareJson(deep as object));
       expect(roundTrip(deep)).toEqual(deep);
 
-      const wide = [...Array.from({ length: 10_050 }, (_, n) => ({ n })), { at: new Date(0) }];
+      const wide: { n?: number; at?: Date }[] = [
+        ...Array.from({ length: 10_050 }, (_, n) => ({ n })),
+        { at: new Date(0) },
+      ];
       expect(roundTrip(wide)[10_050]?.at).toEqual(new Date(0));
 
       // an enumerable key inherited from Object.prototype is not an own key: { "$rtk:date": … } is still sole

@@ -200,6 +200,23 @@ describe.each(['single', 'cluster'] as const)('RedisSessionStore with express-se
     expect(await store.get(id)).toStrictEqual({ foo: 'baz', cookie });
   });
 
+  it('set stores own fields only: __proto__ as a field, functions and undefined dropped, the userIdField as owner', async () => {
+    const client = clientFor(target);
+    const p = prefix();
+    const store = new RedisSessionStore({ client, prefix: p, userIdField: 'account' });
+    const id = generateSessionId();
+    const data: Record<string, unknown> = JSON.parse('{"__proto__": {"admin": true}, "account": 42, "theme": "dark"}');
+    Object.assign(data, { helper: () => 1, gone: undefined });
+    Object.defineProperty(data, 'hidden', { value: 'not enumerable', enumerable: false });
+    await store.set(id, data as never);
+    const back = (await store.get(id)) as unknown as Record<string, unknown>;
+    expect(Object.keys(back).sort()).toEqual(['__proto__', 'account', 'theme']);
+    expect(Object.getOwnPropertyDescriptor(back, '__proto__')?.value).toEqual({ admin: true });
+    expect(Object.getPrototypeOf(back)).toBe(Object.prototype);
+    // the numeric account is the owner: the id is in user 42's index
+    expect(await client.zscore(`${p}sess:user:{42}`, id)).not.toBeNull();
+  });
+
   it('cookie.expires = new Date(NaN) is expired, as connect-redis treats it (no Redis error, no 503)', async () => {
     const client = clientFor(target);
     const p = prefix();
