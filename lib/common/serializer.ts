@@ -40,8 +40,9 @@ const PLAIN_VALUES = 10_000;
  * primitives, arrays and plain objects (prototype Object.prototype or null) without toJSON, and no object whose sole
  * own key starts with `$rtk:` (which the replacer escapes). The replacer is a function call per value inside
  * JSON.stringify: for a typical session or cache value (~400 bytes) this walk plus a plain JSON.stringify took 1.5 µs
- * where the replacer took 2.5–3 µs. The walk reads each property once more than JSON.stringify does (a getter runs
- * twice).
+ * where the replacer took 2.5–3 µs. A value that needs the replacer pays the walk up to its first Date or tag-shaped
+ * object on top of it (a Date as the last of ten fields: 4.2–5.1 µs against 4.2–4.6 for the replacer alone). The walk
+ * reads each property once more than JSON.stringify does (a getter runs twice).
  */
 function isPlainData(value: object): boolean {
   let budget = PLAIN_VALUES;
