@@ -10,8 +10,10 @@ const PER_CALL = 32;
 
 /** A touching read: the session key and the ttl its GETEX sets. */
 export type TouchRead = [key: string, ttl: number];
-/** Written: { 1, expiresAt }; changed meanwhile: { 0, current value } ({ 0 } when gone); tombstoned: -1. */
-export type CasReply = [1, number] | [0, string?] | -1;
+/**
+ * Written: the key's expiry (epoch ms; 0: none); changed meanwhile: the current value (null when gone); tombstoned: -1.
+ */
+export type CasReply = number | string | null;
 /** A compare-and-set write: session key, tombstone key, expected value (or its stamp), new value, expiry. */
 export type CasWrite = [key: string, tombstone: string, expected: string, value: string, expiry: number | string];
 

@@ -275,16 +275,16 @@ export class SessionRecords {
         throw sessionTooLarge(this.maxSize, 'after the merge');
       const expiry = touch ? Math.min(now + merged.t, merged.m) : 'keep';
       const reply = await this.compareAndSet(id, current, json, expiry);
-      if (reply !== -1 && reply[0] === 1) {
+      if (typeof reply === 'number' && reply >= 0) {
         this.recent.set(id, json, merged);
-        const expiresAt = Number(reply[1]);
+        const expiresAt = reply === 0 ? -1 : reply;
         return {
           envelope: merged,
           expiresAt,
           lastAccessedAt: touch ? now : Math.max(merged.c, expiresAt - merged.t),
         };
       }
-      current = reply === -1 ? undefined : (reply[1] ?? undefined);
+      current = typeof reply === 'string' ? reply : undefined;
       fresh = true;
     }
     this.recent.delete(id);
@@ -355,12 +355,12 @@ export class SessionRecords {
         this.recent.delete(id);
         return 'tombstoned';
       }
-      if (reply[0] === 1) {
+      if (typeof reply === 'number') {
         this.recent.set(id, json, envelope);
         if (indexed) await this.index.settled(fields.u, id);
         return { previousUserId: previous, expiresAt: expiry === 'none' ? deadline : expiry };
       }
-      current = reply[1] ?? '';
+      current = reply ?? '';
     }
     this.recent.delete(id);
     return storeSetInLua(this.client, this.index, id, [key, this.tombstoneKey(id)], fields, maxAgeMs, now, indexed);

@@ -41,7 +41,8 @@ const ID_ATTEMPTS = 3;
 
 /**
  * Sessions in Redis: one JSON string per session (`<prefix>sess:{<id>}`), touched by the read itself (GETEX PX),
- * merged field by field by `update` (a Lua script), indexed per user in a sorted set (`<prefix>sess:user:{<userId>}`).
+ * merged field by field by `update` (in this process, written with a compare-and-set script: see SessionRecords),
+ * indexed per user in a sorted set (`<prefix>sess:user:{<userId>}`).
  *
  * Failure policy: sessions fail closed. Every Redis failure is a RedisUnavailableError (SessionMiddleware turns it into
  * a 503); nothing is ever treated as "no session". Ids are never logged nor put in error messages.

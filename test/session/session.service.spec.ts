@@ -120,6 +120,20 @@ describe.each(['single', 'cluster'] as const)('SessionService on %s', (target) =
     expect(Date.now()).toBeGreaterThanOrEqual(s.expiresAt);
   });
 
+  it('rolling: false: an update keeps the expiry it finds, and a session without one stays without', async () => {
+    const { sessions, client, prefix } = await sessionApp(target, { rolling: false });
+    const s = await sessions.create('bob', { a: 0 }, { ttl: 60_000 });
+    const key = `${prefix}sess:{${s.id}}`;
+    const updated = await sessions.update(s.id, { a: 1 });
+    expect(updated.expiresAt).toBe(s.expiresAt);
+    expect(await client.pexpiretime(key)).toBe(s.expiresAt);
+    // a key without an expiry (PERSIST): the update is written and leaves it without one
+    expect(await client.persist(key)).toBe(1);
+    expect((await sessions.update(s.id, { a: 2 })).data).toEqual({ a: 2 });
+    expect(await client.pttl(key)).toBe(-1);
+    expect((await sessions.get(s.id))!.data).toEqual({ a: 2 });
+  });
+
   it('maxAgeMs is absolute: a session touched all the time still ends at createdAt + maxAgeMs', async () => {
     // Idle ttl 2.4 s touched every ~200 ms: a busy event loop cannot let it lapse by itself before maxAge (6 s).
     const maxAgeMs = 6_000;
