@@ -21,8 +21,8 @@ local function compareAndSet(key, tombstone, expected, value, expiry)
     -- a stamp: only as many bytes are read (a whole value ends with '}', never with a quote)
     local head = redis.pcall('GETRANGE', key, 0, #expected - 1)
     if failed(head) then return head end
-    -- (false: nil in the reply; a nil would end the reply table here)
-    if head ~= expected then return redis.call('GET', key) or false end
+    -- (a missing key reads as false, which is nil in the reply: a Lua nil would end the reply table here)
+    if head ~= expected then return redis.call('GET', key) end
   else
     cur = redis.pcall('GET', key)
     if failed(cur) then return cur end

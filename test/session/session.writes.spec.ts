@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import { Command, type Redis } from 'ioredis';
-import { RedisReplyError, RedisSessionStore, SessionService } from '../../lib/index.js';
+import { RedisReplyError, RedisSessionStore, SessionNotFoundError, SessionService } from '../../lib/index.js';
 import { RedisConnection } from '../../lib/advanced.js';
 import { recordCommandCalls } from '../support/command-recorder.js';
 import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
@@ -99,18 +99,31 @@ describe.each(['single', 'cluster'] as const)('session writes on %s', (target) =
   });
 
   it('the writes of one tick go as one script call (single server; one call each on a cluster), each with its own outcome', async () => {
-    const { sessions, client, prefix } = await sessionApp(target);
+    const prefix = uniquePrefix();
+    const { sessions, client } = await sessionApp(target, prefix);
+    const other = await sessionApp(target, prefix);
     const created = await Promise.all(Array.from({ length: 12 }, (_, i) => sessions.create(`u${i}`, { n: i })));
     // one session's key now holds a hash: its write fails alone with a typed error reply, the others are written
     const broken = created[5];
     await client.del(`${prefix}sess:{${broken.id}}`);
     await client.hset(`${prefix}sess:{${broken.id}}`, 'x', '1');
+    // two are gone (their compare-and-sets answer nil: one read as stamped, one as a value without a stamp, compared
+    // whole), one was changed by another instance (it answers the current value, and this write merges into it): the
+    // writes after them in the call keep their own outcomes
+    const unstamped = created[1];
+    const now = Date.now();
+    const old = JSON.stringify({ u: 'u1', c: now, m: now + 86_400_000, t: TTL, d: { n: '1' } });
+    await client.set(`${prefix}sess:{${unstamped.id}}`, old, 'PX', 600_000);
+    expect((await sessions.get(unstamped.id))!.data).toEqual({ n: 1 });
+    await client.del(`${prefix}sess:{${unstamped.id}}`);
+    await client.del(`${prefix}sess:{${created[3].id}}`);
+    await other.sessions.update(created[8].id, { o: 'other' });
     const { value: outcomes, calls } = await recordCommandCalls(client, () =>
       Promise.allSettled(created.map((s, i) => sessions.update(s.id, { m: i * 10 }))),
     );
     const scripts = calls.filter((c) => c.name === 'evalsha' || c.name === 'eval');
-    // (before: 12 script calls in one pipeline on a single server)
-    expect(scripts.map((c) => c.args[1])).toEqual(target === 'single' ? ['24'] : Array(12).fill('2'));
+    // (before: 12 script calls in one pipeline on a single server); then the changed one's second try
+    expect(scripts.map((c) => c.args[1])).toEqual(target === 'single' ? ['24', '2'] : Array(13).fill('2'));
     for (const [i, outcome] of outcomes.entries()) {
       if (i === 5) {
         expect(outcome.status).toBe('rejected');
@@ -118,9 +131,16 @@ describe.each(['single', 'cluster'] as const)('session writes on %s', (target) =
         expect(String((outcome as PromiseRejectedResult).reason.message)).toContain('WRONGTYPE');
         continue;
       }
+      if (i === 1 || i === 3) {
+        expect(outcome.status).toBe('rejected');
+        expect((outcome as PromiseRejectedResult).reason).toBeInstanceOf(SessionNotFoundError);
+        expect(await client.exists(`${prefix}sess:{${created[i].id}}`)).toBe(0);
+        continue;
+      }
+      const data = i === 8 ? { n: i, o: 'other', m: i * 10 } : { n: i, m: i * 10 };
       expect(outcome.status).toBe('fulfilled');
-      expect((outcome as PromiseFulfilledResult<{ data: object }>).value.data).toEqual({ n: i, m: i * 10 });
-      expect((await sessions.get(created[i].id))!.data).toEqual({ n: i, m: i * 10 });
+      expect((outcome as PromiseFulfilledResult<{ data: object }>).value.data).toEqual(data);
+      expect((await sessions.get(created[i].id))!.data).toEqual(data);
       const pttl = await client.pttl(`${prefix}sess:{${created[i].id}}`);
       expect(pttl).toBeGreaterThan(TTL - 60_000);
       expect(pttl).toBeLessThanOrEqual(TTL);
