@@ -4,12 +4,13 @@
  * @nestjs/cache-manager's CacheInterceptor with its Redis store (URL_CACHE=cache-manager: cache-manager + @keyv/redis,
  * as in bench/cache.bench.ts). With an in-process tier in front of Redis: URL_CACHE=ours-l1 (our L1) and
  * URL_CACHE=cache-manager-l1 (cache-manager's two-store setup: an in-memory Keyv, without serialization, before
- * @keyv/redis). URL_CACHE=none: the same routes with no cache at all (the HTTP stack's ceiling). Express; env PORT,
- * HOST, REDIS_URL.
+ * @keyv/redis). URL_CACHE=none: the same routes with no cache at all (the HTTP stack's ceiling). Express, or Fastify
+ * with PLATFORM=fastify; env PORT, HOST, REDIS_URL.
  */
 import 'reflect-metadata';
 import { Controller, Get, Module, Param, Query, UseInterceptors, type DynamicModule, type Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { CacheInterceptor, CacheModule, CacheTTL as CmCacheTTL } from '@nestjs/cache-manager';
 import KeyvRedis from '@keyv/redis';
 import { Keyv } from 'keyv';
@@ -84,7 +85,11 @@ function appModule(): DynamicModule {
 }
 
 async function bootstrap(): Promise<void> {
-  const app = await NestFactory.create(appModule(), { logger: ['error', 'warn'] });
+  const options = { logger: ['error', 'warn'] as ('error' | 'warn')[] };
+  const app =
+    process.env.PLATFORM === 'fastify'
+      ? await NestFactory.create(appModule(), new FastifyAdapter(), options)
+      : await NestFactory.create(appModule(), options);
   app.enableShutdownHooks();
   await app.listen(Number(process.env.PORT ?? 3002), process.env.HOST ?? '127.0.0.1');
 }

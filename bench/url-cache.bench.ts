@@ -1,12 +1,14 @@
 /**
  * `npm run bench:url-cache`: HTTP response caching by URL, through HTTP (autocannon), our HttpCacheInterceptor vs
  * @nestjs/cache-manager's CacheInterceptor with its Redis store (cache-manager + @keyv/redis, the store
- * bench/cache.bench.ts uses), on the same controller and routes (bench/url-cache-app.ts, one child process each,
- * Express). 200 URLs (path and query), warmed so every measured request is a hit; the apps take turns, round by
- * round (interleaved), ours right before or after its peer; each app's figure is its median round, each ratio the median
- * of the rounds' ours ÷ theirs. Target: ours ≥ 1.2× cache-manager, like for like: one
- * Redis GET per hit on both sides (our L1 off, their Redis store alone), and again with an in-process tier on both
- * sides (our L1; their in-memory Keyv before the Redis one). A row without any cache shows the HTTP stack's ceiling.
+ * bench/cache.bench.ts uses), on the same controller and routes (bench/url-cache-app.ts, one child process each), on
+ * Express and again on Fastify. 200 URLs (path and query), warmed so every measured request is a hit; the apps of one
+ * platform take turns, round by round (interleaved), ours right before or after its peer; each app's figure is its
+ * median round, each ratio the median of the rounds' ours ÷ theirs. Target: ours ≥ 1.2× cache-manager, like for
+ * like: one Redis GET per hit on both sides (our L1 off, their Redis store alone), and again with an in-process tier
+ * on both sides (our L1; their in-memory Keyv before the Redis one). A row without any cache shows the HTTP stack's
+ * ceiling, and the ceiling ÷ theirs is the most any cache could show on that platform: Express's stack costs so much
+ * per request that it caps the ratio near 1.1×; Fastify's costs a fraction of that, so the caches' own cost shows.
  * Every app runs pinned to CPU 0 and autocannon (this process) to the other CPUs, so a round measures the app, not the
  * app and its load generator sharing a core; the app's own CPU per request is reported beside req/s.
  * `--load` (or BENCH_LOAD=1): run on its own, Redis pinned to one CPU with a busy neighbour (see load-profile.ts).
@@ -32,13 +34,17 @@ const OPERATION_L1 = 'GET by URL, in-process hit (HTTP)';
 const TARGET = 1.2;
 const URLS = 200;
 const CONNECTIONS = 32;
-// Many short rounds, the apps' order rotating, to fit its budget in npm run bench (five apps): a burst of
+// Many short rounds, the apps' order rotating, to fit its budget in npm run bench (ten apps): a burst of
 // load from elsewhere on the box lands in one or two rounds of every app, and the median drops it. Run on its own,
 // URL_CACHE_ROUND_S / _ROUNDS lengthen them.
-// a longer warm-up per app: its first measured rounds otherwise ran still partly unoptimised (twice the CPU/request)
-const WARMUP_S = 1;
+// The warm-up, before any app is measured: WARMUP_PASSES turns of WARMUP_S per app, the apps of both platforms taking
+// turns (V8 compiles in the background between them). One second per app, each right before its platform's rounds,
+// left the first 3-5 measured rounds of every app at up to twice the CPU per request of the later ones (the per-round
+// figures in bench/results/url-cache.json).
+const WARMUP_S = Number(process.env.URL_CACHE_WARMUP_S ?? 0.5);
+const WARMUP_PASSES = Number(process.env.URL_CACHE_WARMUP_PASSES ?? 3);
 const ROUND_S = Number(process.env.URL_CACHE_ROUND_S ?? 0.25);
-const ROUNDS = Number(process.env.URL_CACHE_ROUNDS ?? 14);
+const ROUNDS = Number(process.env.URL_CACHE_ROUNDS ?? 10);
 /** The CPU every app is pinned to; the load generator (this process) runs on the others. */
 const APP_CPU = 0;
 
@@ -195,100 +201,147 @@ function pairedRatio(a: Run[], b: Run[], value: (r: Run) => number): number {
   return ratios.length > 0 ? median(ratios) : NaN;
 }
 
+/** The HTTP platforms, each with its own five apps: the same controller, routes and caches on each. */
+const PLATFORMS = [
+  { id: 'express', name: 'Express', suffix: '' },
+  { id: 'fastify', name: 'Fastify', suffix: ', Fastify' },
+] as const;
+type Platform = (typeof PLATFORMS)[number];
+
+/** One platform's figures: its table rows and its sentence of the summary. */
+type PlatformResult = {
+  rows: BenchRow[];
+  summary: string;
+  ratio: number;
+  l1Ratio: number;
+  met: boolean;
+  /** The most any cache could show here: the no-cache ceiling's req/s ÷ theirs (median of the rounds' ratios). */
+  bound: number;
+  l1Bound: number;
+  appCpuUsPerRequest: Record<AppId, number | undefined>;
+  perRound: Record<AppId, number[][]>;
+};
+
+/** Measures one platform's five apps, round by round (see GROUPS). */
+async function measurePlatform(
+  platform: Platform,
+  apps: Record<AppId, Child>,
+  profile: string,
+): Promise<PlatformResult> {
+  const runs = Object.fromEntries(APPS.map(({ id }) => [id, [] as Run[]])) as Record<AppId, Run[]>;
+  const load: string[] = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    // ours and its peer back to back (the one first alternating), the pairs' order rotating: a drift in load hits
+    // every app alike, and a burst from elsewhere on the box mostly hits both of a pair (see pairedRatio)
+    const groups = GROUPS.map((g) => (r % 2 === 0 ? g : [...g].reverse()));
+    const order = [...groups.slice(r % groups.length), ...groups.slice(0, r % groups.length)].flat();
+    for (const id of order) runs[id].push(await cannon(apps[id].url, ROUND_S, apps[id].pid));
+    load.push(loadavg()[0].toFixed(2));
+  }
+  const rows = APPS.map(({ id, library, operation, notes }) =>
+    row(library, `${operation.slice(0, -1)}${platform.suffix})`, runs[id], notes),
+  );
+  const ops = Object.fromEntries(APPS.map(({ id }, i) => [id, rows[i].opsPerSec])) as Record<AppId, number>;
+  // ours ÷ theirs round by round (measured back to back), the median of those: the headline figures
+  const ratio = pairedRatio(runs.ours, runs['cache-manager'], (r) => r.rps);
+  const l1Ratio = pairedRatio(runs['ours-l1'], runs['cache-manager-l1'], (r) => r.rps);
+  const bound = pairedRatio(runs.none, runs['cache-manager'], (r) => r.rps);
+  const l1Bound = pairedRatio(runs.none, runs['cache-manager-l1'], (r) => r.rps);
+  const cpuPaired = (a: Run[], b: Run[]): string => {
+    const x = pairedRatio(b, a, (r) => r.appCpuUs ?? NaN);
+    return Number.isFinite(x) ? `${x.toFixed(2)}×` : '?';
+  };
+  // The same comparisons by the apps' own CPU per request (theirs ÷ ours: the capacity ratio on a CPU-bound app)
+  const cpuOf = Object.fromEntries(APPS.map(({ id }) => [id, appCpu(runs[id])])) as Record<AppId, number | undefined>;
+  const cpuRatio = (a: AppId, b: AppId): string => {
+    const x = cpuOf[a];
+    const y = cpuOf[b];
+    return x === undefined || y === undefined ? '?' : `${(y / x).toFixed(2)}×`;
+  };
+  const generatorBusiest = Math.max(...APPS.map(({ id }) => median(runs[id].map((r) => r.generatorCpu))));
+  const met = ratio >= TARGET && l1Ratio >= TARGET;
+  const ofNone = (id: AppId): string => `${((100 * ops[id]) / ops.none).toFixed(0)} %`;
+  const summary =
+    `${platform.name}: req/s ours ÷ theirs (median of the rounds' ratios): ` +
+    `Redis on both sides ${ratio.toFixed(2)}× @nestjs/cache-manager's CacheInterceptor, in-process tier on both ` +
+    `sides ${l1Ratio.toFixed(2)}× (target ≥ ${TARGET}×: ${met ? 'met' : 'missed'}); the most any cache could show ` +
+    `here, no cache at all ÷ theirs: ${bound.toFixed(2)}× and ${l1Bound.toFixed(2)}×; ratio of the median req/s: ` +
+    `${(ops.ours / ops['cache-manager']).toFixed(2)}× and ${(ops['ours-l1'] / ops['cache-manager-l1']).toFixed(2)}×; ` +
+    `by app CPU per request (theirs ÷ ours, median of the rounds' ratios): Redis ` +
+    `${cpuPaired(runs.ours, runs['cache-manager'])}, in-process ${cpuPaired(runs['ours-l1'], runs['cache-manager-l1'])}` +
+    ` (of the medians: ${cpuRatio('ours', 'cache-manager')}, ${cpuRatio('ours-l1', 'cache-manager-l1')}); ` +
+    `of the no-cache ceiling: ours ${ofNone('ours')}, theirs ${ofNone('cache-manager')}, ours L1 ` +
+    `${ofNone('ours-l1')}, theirs L1 ${ofNone('cache-manager-l1')}; no cache vs ours by CPU ${cpuRatio('none', 'ours')}; ` +
+    `autocannon at ${(100 * generatorBusiest).toFixed(0)} % of its CPU (median round of the busiest app); ` +
+    `1-min load average after each round: ${load.join(', ')}`;
+  printTable(`Cache: HTTP responses by URL (${platform.name}, ${profile})`, rows);
+  process.stdout.write(`${summary}\n\n`);
+  const perRound = Object.fromEntries(
+    APPS.map(({ id }) => [
+      id,
+      runs[id].map((r) => [Math.round(r.rps), Math.round(r.appCpuUs ?? NaN), Math.round(100 * r.generatorCpu)]),
+    ]),
+  ) as Record<AppId, number[][]>;
+  process.stdout.write(`[ops/s, app CPU µs/request, autocannon % of a CPU] per round: ${JSON.stringify(perRound)}\n\n`);
+  return { rows, summary, ratio, l1Ratio, met, bound, l1Bound, appCpuUsPerRequest: cpuOf, perRound };
+}
+
 async function main(): Promise<void> {
   const startedAt = performance.now();
   const redis = await standaloneRedis();
   const appFile = fileURLToPath(new URL('./url-cache-app.js', import.meta.url));
   const children: Child[] = [];
   try {
-    const apps = {} as Record<AppId, Child>;
+    const apps = Object.fromEntries(PLATFORMS.map(({ id }) => [id, {}])) as Record<
+      Platform['id'],
+      Record<AppId, Child>
+    >;
     await Promise.all(
-      APPS.map(async ({ id }) => {
-        apps[id] = await startApp(appFile, { URL_CACHE: id, REDIS_URL: redis.url }, '/catalog/health');
-        children.push(apps[id]);
-      }),
+      PLATFORMS.flatMap((platform) =>
+        APPS.map(async ({ id }) => {
+          const env = { URL_CACHE: id, PLATFORM: platform.id, REDIS_URL: redis.url };
+          apps[platform.id][id] = await startApp(appFile, env, '/catalog/health');
+          children.push(apps[platform.id][id]);
+        }),
+      ),
     );
+    const all = PLATFORMS.flatMap((platform) => APPS.map(({ id }) => ({ id, app: apps[platform.id][id], platform })));
     // The same answer from all, and every URL stored (the first request of each is a miss, the second a hit).
     for (let i = 0; i < URLS; i++) {
-      const answers = await Promise.all(APPS.map(({ id }) => httpGet(`${apps[id].url}${path(i)}`)));
+      const answers = await Promise.all(all.map(({ app }) => httpGet(`${app.url}${path(i)}`)));
       if (answers.some((a) => a.status !== 200 || a.body !== answers[0].body))
         throw new Error(`the apps answer ${path(i)} differently`);
     }
     // A hit answers like the peer's: the same status, X-Cache and content type.
-    for (const { id } of APPS.slice(0, 4)) {
-      const hit = await fetch(`${apps[id].url}${path(0)}`);
+    for (const { id, app, platform } of all.filter((a) => a.id !== 'none')) {
+      const hit = await fetch(`${app.url}${path(0)}`);
       const type = hit.headers.get('content-type');
       if (hit.status !== 200 || hit.headers.get('x-cache') !== 'HIT' || type !== 'application/json; charset=utf-8')
-        throw new Error(`${id} answered a hit with ${hit.status}, X-Cache ${hit.headers.get('x-cache')}, ${type}`);
+        throw new Error(
+          `${id} on ${platform.name} answered a hit with ${hit.status}, X-Cache ${hit.headers.get('x-cache')}, ${type}`,
+        );
     }
     const pinning = pinApps(children);
+    for (let pass = 0; pass < WARMUP_PASSES; pass++) for (const { app } of all) await cannon(app.url, WARMUP_S);
     const bootS = (performance.now() - startedAt) / 1000;
-    for (const { id } of APPS) await cannon(apps[id].url, WARMUP_S);
-    const runs = Object.fromEntries(APPS.map(({ id }) => [id, [] as Run[]])) as Record<AppId, Run[]>;
-    const load: string[] = [];
-    for (let r = 0; r < ROUNDS; r++) {
-      // ours and its peer back to back (the one first alternating), the pairs' order rotating: a drift in load hits
-      // every app alike, and a burst from elsewhere on the box mostly hits both of a pair (see pairedRatio)
-      const groups = GROUPS.map((g) => (r % 2 === 0 ? g : [...g].reverse()));
-      const order = [...groups.slice(r % groups.length), ...groups.slice(0, r % groups.length)].flat();
-      for (const id of order) runs[id].push(await cannon(apps[id].url, ROUND_S, apps[id].pid));
-      load.push(loadavg()[0].toFixed(2));
-    }
-    const rows = APPS.map(({ id, library, operation, notes }) => row(library, operation, runs[id], notes));
-    const ops = Object.fromEntries(APPS.map(({ id }, i) => [id, rows[i].opsPerSec])) as Record<AppId, number>;
-    // ours ÷ theirs round by round (measured back to back), the median of those: the headline figures
-    const ratio = pairedRatio(runs.ours, runs['cache-manager'], (r) => r.rps);
-    const l1Ratio = pairedRatio(runs['ours-l1'], runs['cache-manager-l1'], (r) => r.rps);
-    const cpuPaired = (a: Run[], b: Run[]): string => {
-      const x = pairedRatio(b, a, (r) => r.appCpuUs ?? NaN);
-      return Number.isFinite(x) ? `${x.toFixed(2)}×` : '?';
-    };
-    // The same comparisons by the apps' own CPU per request (theirs ÷ ours: the capacity ratio on a CPU-bound app)
-    const cpuOf = Object.fromEntries(APPS.map(({ id }) => [id, appCpu(runs[id])])) as Record<AppId, number | undefined>;
-    const cpuRatio = (a: AppId, b: AppId): string => {
-      const x = cpuOf[a];
-      const y = cpuOf[b];
-      return x === undefined || y === undefined ? '?' : `${(y / x).toFixed(2)}×`;
-    };
-    const generatorBusiest = Math.max(...APPS.map(({ id }) => median(runs[id].map((r) => r.generatorCpu))));
+    const results: PlatformResult[] = [];
+    for (const platform of PLATFORMS) results.push(await measurePlatform(platform, apps[platform.id], redis.profile));
     const tookS = (performance.now() - startedAt) / 1000;
-    const met = ratio >= TARGET && l1Ratio >= TARGET;
-    const ofNone = (id: AppId): string => `${((100 * ops[id]) / ops.none).toFixed(0)} %`;
     const summary =
-      `URL cache hit through HTTP (${redis.profile} profile), req/s ours ÷ theirs (median of the rounds' ratios): ` +
-      `Redis on both sides ${ratio.toFixed(2)}× @nestjs/cache-manager's CacheInterceptor, in-process tier on both ` +
-      `sides ${l1Ratio.toFixed(2)}× (target ≥ ${TARGET}×: ${met ? 'met' : 'missed'}); ratio of the median req/s: ` +
-      `${(ops.ours / ops['cache-manager']).toFixed(2)}× and ${(ops['ours-l1'] / ops['cache-manager-l1']).toFixed(2)}×; ` +
-      `by app CPU per request (theirs ÷ ours, median of the rounds' ratios): Redis ` +
-      `${cpuPaired(runs.ours, runs['cache-manager'])}, in-process ${cpuPaired(runs['ours-l1'], runs['cache-manager-l1'])}` +
-      ` (of the medians: ${cpuRatio('ours', 'cache-manager')}, ${cpuRatio('ours-l1', 'cache-manager-l1')}); ` +
-      `of the no-cache ceiling: ours ${ofNone('ours')}, theirs ${ofNone('cache-manager')}, ours L1 ` +
-      `${ofNone('ours-l1')}, theirs L1 ${ofNone('cache-manager-l1')}; no cache vs ours by CPU ${cpuRatio('none', 'ours')}; ` +
-      `${CONNECTIONS} connections, ${URLS} URLs, median of ${ROUNDS} × ${ROUND_S} s interleaved; ${pinning}, ` +
-      `autocannon at ${(100 * generatorBusiest).toFixed(0)} % of its CPU (median round of the busiest app); ` +
-      `1-min load average after each round: ${load.join(', ')}; ${tookS.toFixed(0)} s ` +
-      `(${bootS.toFixed(0)} s to start and warm the apps)`;
-    printTable(`Cache: HTTP responses by URL (Express, ${redis.profile})`, rows);
+      `URL cache hit through HTTP (${redis.profile} profile). ${results.map((r) => r.summary).join('. ')}. ` +
+      `${CONNECTIONS} connections, ${URLS} URLs, median of ${ROUNDS} × ${ROUND_S} s interleaved per platform; ` +
+      `${pinning}; ${tookS.toFixed(0)} s (${bootS.toFixed(0)} s to start and warm the apps)`;
     process.stdout.write(`${summary}\n\n`);
-    const perRound = Object.fromEntries(
-      APPS.map(({ id }) => [
-        id,
-        runs[id].map((r) => [Math.round(r.rps), Math.round(r.appCpuUs ?? NaN), Math.round(100 * r.generatorCpu)]),
-      ]),
+    saveResults(
+      'url-cache',
+      results.flatMap((r) => r.rows),
+      {
+        summary,
+        target: TARGET,
+        pinning,
+        platforms: Object.fromEntries(PLATFORMS.map(({ id }, i) => [id, { ...results[i], rows: undefined }])),
+      },
     );
-    process.stdout.write(
-      `[ops/s, app CPU µs/request, autocannon % of a CPU] per round: ${JSON.stringify(perRound)}\n\n`,
-    );
-    saveResults('url-cache', rows, {
-      summary,
-      ratio,
-      l1Ratio,
-      target: TARGET,
-      met,
-      appCpuUsPerRequest: cpuOf,
-      perRound,
-      pinning,
-    });
   } finally {
     await Promise.all(children.map((c) => c.stop()));
     await redis.stop();
