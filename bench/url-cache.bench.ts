@@ -9,8 +9,9 @@
  * on both sides (our L1; their in-memory Keyv before the Redis one). A row without any cache shows the HTTP stack's
  * ceiling, and the ceiling ÷ theirs is the most any cache could show on that platform: Express's stack costs so much
  * per request that it caps the ratio near 1.1×; Fastify's costs a fraction of that, so the caches' own cost shows.
- * Every app runs pinned to CPU 0 and autocannon (this process) to the other CPUs, so a round measures the app, not the
- * app and its load generator sharing a core; the app's own CPU per request is reported beside req/s.
+ * Every app runs pinned to CPU 0 and autocannon (this process) to the other CPUs, above normal priority (see
+ * favourLoadGenerator), so a round measures the app, not the app and its load generator sharing a core; the app's own
+ * CPU per request is reported beside req/s.
  * `--load` (or BENCH_LOAD=1): run on its own, Redis pinned to one CPU with a busy neighbour (see load-profile.ts).
  */
 import autocannon from 'autocannon';
@@ -19,7 +20,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { httpGet } from '../test/faults/harness/sample-app.js';
-import { standaloneRedis } from './support/load-profile.js';
+import { favourLoadGenerator, standaloneRedis } from './support/load-profile.js';
 import { startApp, type Child } from './support/sample-app.js';
 import { median, printTable, redisCpuMicros, saveResults, type BenchRow } from './support/measure.js';
 import { runBench } from './support/run-bench.js';
@@ -321,7 +322,7 @@ async function main(): Promise<void> {
           `${id} on ${platform.name} answered a hit with ${hit.status}, X-Cache ${hit.headers.get('x-cache')}, ${type}`,
         );
     }
-    const pinning = pinApps(children);
+    const pinning = `${pinApps(children)}, ${favourLoadGenerator()}`;
     for (let pass = 0; pass < WARMUP_PASSES; pass++) for (const { app } of all) await cannon(app.url, WARMUP_S);
     const bootS = (performance.now() - startedAt) / 1000;
     const results: PlatformResult[] = [];
