@@ -12,7 +12,7 @@ import { redisDriver } from 'bentocache/drivers/redis';
 import type { Cache } from 'cache-manager';
 import { Redis } from 'ioredis';
 import { CacheService, RedisToolkitModule } from '../lib/index.js';
-import { benchRedis } from './support/bench-redis.js';
+import { standaloneRedis } from './support/load-profile.js';
 import {
   bestOfPipelining,
   measure,
@@ -61,7 +61,7 @@ async function toolkit(url: string, l1: boolean): Promise<{ app: INestApplicatio
 }
 
 async function main(): Promise<void> {
-  const redis = await benchRedis();
+  const redis = await standaloneRedis();
   const url = redis.url;
   const rows: BenchRow[] = [];
   const row = (library: string, operation: string, m: Awaited<ReturnType<typeof measure>>, notes?: string) =>

@@ -17,7 +17,7 @@ import {
 import { BasicTracerProvider } from '@opentelemetry/sdk-trace-base';
 import { CacheService, RateLimitService, RedisToolkitModule } from '../lib/index.js';
 import { RedisToolkitInstrumentation } from '../lib/otel/index.js';
-import { benchRedis } from './support/bench-redis.js';
+import { standaloneRedis } from './support/load-profile.js';
 import { type BenchRow, interleaved, type MeasureOptions, printTable, saveResults } from './support/measure.js';
 import { runBench } from './support/run-bench.js';
 
@@ -33,7 +33,7 @@ const LIBRARY: Record<Mode, string> = {
 };
 
 async function main(): Promise<void> {
-  const redis = await benchRedis();
+  const redis = await standaloneRedis();
   const app = await NestFactory.createApplicationContext(
     RedisToolkitModule.forRoot({
       connection: { url: redis.url },

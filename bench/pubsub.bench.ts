@@ -17,7 +17,7 @@ import { Redis } from 'ioredis';
 import { Server } from 'socket.io';
 import { Worker } from 'node:worker_threads';
 import { PubSubService, RedisToolkitModule } from '../lib/index.js';
-import { benchRedis } from './support/bench-redis.js';
+import { standaloneRedis } from './support/load-profile.js';
 import { printTable, redisCpuPerOp, saveResults, withNote, type BenchRow } from './support/measure.js';
 import { runBench } from './support/run-bench.js';
 
@@ -254,7 +254,7 @@ async function maxRate(
 }
 
 async function main(): Promise<void> {
-  const redis = await benchRedis();
+  const redis = await standaloneRedis();
   const url = redis.url;
   const only = process.env.BENCH_PUBSUB_ONLY;
   const relays: Relay[] = [];

@@ -8,7 +8,7 @@ import { NestFactory } from '@nestjs/core';
 import { Redis } from 'ioredis';
 import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import { RateLimitService, RedisToolkitModule, type RateLimitPolicy } from '../lib/index.js';
-import { benchRedis } from './support/bench-redis.js';
+import { standaloneRedis } from './support/load-profile.js';
 import {
   bestOfPipelining,
   interleaved,
@@ -28,7 +28,7 @@ const LIMIT = 10;
 const WINDOW_MS = 600_000;
 
 async function main(): Promise<void> {
-  const redis = await benchRedis();
+  const redis = await standaloneRedis();
   const url = redis.url;
   const boot = async (blockCache: boolean) => {
     const app = await NestFactory.createApplicationContext(

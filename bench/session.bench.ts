@@ -24,7 +24,7 @@ import {
   type SessionRequest,
 } from '../lib/index.js';
 import { RedisConnection, generateSessionId, signCookieValue } from '../lib/advanced.js';
-import { benchRedis } from './support/bench-redis.js';
+import { standaloneRedis } from './support/load-profile.js';
 import {
   measure,
   medianOf,
@@ -78,7 +78,7 @@ const cookieFor = (maxAge: number) => ({
 });
 
 async function main(): Promise<void> {
-  const redis = await benchRedis();
+  const redis = await standaloneRedis();
   const url = redis.url;
   const prefix = `bench-sess-${randomBytes(3).toString('hex')}:`;
   const nest = await NestFactory.createApplicationContext(

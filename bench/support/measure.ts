@@ -46,7 +46,7 @@ const cpuProbes = new Map<string, Redis>();
 
 /**
  * Registers the bench Redis servers whose CPU every round of {@link measure} reads (INFO cpu before and after).
- * benchRedis() registers its server; a bench with servers of its own (a lock quorum) registers them too.
+ * standaloneRedis() registers its server; a bench with servers of its own (a lock quorum) registers them too.
  */
 export function watchRedisCpu(...urls: string[]): void {
   for (const url of urls) {
