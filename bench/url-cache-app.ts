@@ -8,7 +8,17 @@
  * with PLATFORM=fastify; env PORT, HOST, REDIS_URL.
  */
 import 'reflect-metadata';
-import { Controller, Get, Module, Param, Query, UseInterceptors, type DynamicModule, type Type } from '@nestjs/common';
+import {
+  Controller,
+  Get,
+  Module,
+  Param,
+  Query,
+  UseInterceptors,
+  type DynamicModule,
+  type LogLevel,
+  type Type,
+} from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { CacheInterceptor, CacheModule, CacheTTL as CmCacheTTL } from '@nestjs/cache-manager';
@@ -85,7 +95,7 @@ function appModule(): DynamicModule {
 }
 
 async function bootstrap(): Promise<void> {
-  const options = { logger: ['error', 'warn'] as ('error' | 'warn')[] };
+  const options = { logger: ['error', 'warn'] satisfies LogLevel[] };
   const app =
     process.env.PLATFORM === 'fastify'
       ? await NestFactory.create(appModule(), new FastifyAdapter(), options)

@@ -329,11 +329,12 @@ async function main(): Promise<void> {
     const results: PlatformResult[] = [];
     for (const platform of PLATFORMS) results.push(await measurePlatform(platform, apps[platform.id], redis.profile));
     const tookS = (performance.now() - startedAt) / 1000;
-    const summary =
-      `URL cache hit through HTTP (${redis.profile} profile). ${results.map((r) => r.summary).join('. ')}. ` +
+    const setup =
       `${CONNECTIONS} connections, ${URLS} URLs, median of ${ROUNDS} × ${ROUND_S} s interleaved per platform; ` +
       `${pinning}; ${tookS.toFixed(0)} s (${bootS.toFixed(0)} s to start and warm the apps)`;
-    process.stdout.write(`${summary}\n\n`);
+    // each platform's sentence was printed under its table: only the run's set-up is new here
+    process.stdout.write(`${setup}\n\n`);
+    const summary = `URL cache hit through HTTP (${redis.profile} profile). ${results.map((r) => r.summary).join('. ')}. ${setup}`;
     saveResults(
       'url-cache',
       results.flatMap((r) => r.rows),
