@@ -11,6 +11,7 @@ import type { ConnectionFeature } from './connection.validation.js';
 import type { RedisConnection } from './redis-connection.js';
 import type { RedisConnections } from './redis-connections.js';
 import { FEATURE_COMMANDS, sample, scriptCommands } from './redis-permissions.commands.js';
+import { onNodeConnection, slotMasters } from './redis-permissions.cluster.js';
 import { probePermissions } from './redis-permissions.probe.js';
 import { trackingCommandName, trackingCommands, trackingRule } from './redis-permissions.tracking.js';
 
@@ -254,14 +255,17 @@ async function checkAndReport(target: PermissionsTarget, warn: (message: string)
   const { keyPrefix, where = '' } = target;
   const commands = requiredCommands(keyPrefix, target);
   // ACL users are per node: a cluster does not propagate ACL SETUSER, so one master can deny what the others allow.
-  // Each master is checked on its own connection (a keyless check); where that needs the probe (Redis < 7), the
-  // cluster client checks once instead.
+  // Each master of the slot table is checked on a connection of the check's own (a keyless check); where that needs
+  // the probe (Redis < 7), the cluster client checks once instead.
   if (target.client instanceof Cluster && target.method !== 'probe') {
-    const masters = target.client.nodes('master');
-    const reports = await Promise.all(masters.map((node) => checkPermissions(node, commands, 'auto', false)));
+    const cluster = target.client;
+    const masters = slotMasters(cluster);
+    const reports = await Promise.all(
+      masters.map((node) => onNodeConnection(cluster, node, (c) => checkPermissions(c, commands, 'auto', false))),
+    );
     if (masters.length > 0 && reports.every((r) => r !== undefined)) {
       for (const [i, report] of reports.entries()) {
-        const { host, port } = masters[i].options;
+        const { host, port } = masters[i];
         throwIfDenied(report as PermissionReport, keyPrefix, `${where} on the cluster master ${host}:${port}`, warn);
       }
       return;
