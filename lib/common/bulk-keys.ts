@@ -1,4 +1,5 @@
 import { Cluster, type Redis } from 'ioredis';
+import { mastersOf } from './cluster-masters.js';
 import type { RedisClient } from './lua-script.js';
 
 /** Keys per UNLINK and per SCAN page: large enough to be fast, small enough not to block Redis. */
@@ -38,17 +39,12 @@ function crc16Bytes(bytes: Uint8Array): number {
   return crc;
 }
 
-/** Every master (one for a single server): SCAN must visit each master of a cluster. */
-export function mastersOf(client: RedisClient): Redis[] {
-  return client instanceof Cluster ? client.nodes('master') : [client];
-}
-
 /**
  * Every key matching `pattern` on every master (SCAN with COUNT, never KEYS), page by page. A key may be yielded
  * twice when the keyspace is rehashed during the scan; callers that delete are idempotent, so that is harmless.
  */
 export async function* scanKeys(client: RedisClient, pattern: string, count = BULK_BATCH): AsyncGenerator<string[]> {
-  for (const master of mastersOf(client)) yield* scanNode(master, pattern, count);
+  for (const master of await mastersOf(client)) yield* scanNode(master, pattern, count);
 }
 
 async function* scanNode(node: Redis, pattern: string, count: number): AsyncGenerator<string[]> {

@@ -1,6 +1,7 @@
 import type { Cluster, Command, Redis } from 'ioredis';
 import { hashSlot } from './bulk-keys.js';
 import { Rejected, type TickBatchSender } from './tick-batcher.js';
+import { nodeKey } from './cluster-masters.js';
 
 /** How a per-node sender sends one item of a batch on a Redis Cluster. */
 export interface NodeBatchItems<TItem, TResult> {
@@ -56,7 +57,7 @@ function sendCorked(node: Redis, commands: Command[]): Promise<unknown>[] {
 /** Each master's own connection by its node key (`host:port`, as in `cluster.slots`). */
 function mastersByKey(cluster: Cluster): Map<string, Redis> {
   const byKey = new Map<string, Redis>();
-  for (const node of cluster.nodes('master')) byKey.set(`${node.options.host}:${node.options.port}`, node);
+  for (const node of cluster.nodes('master')) byKey.set(nodeKey(node), node);
   return byKey;
 }
 
@@ -110,8 +111,8 @@ async function sendPerNode<TItem, TResult>(
       (r) => put(i, r),
       (err: unknown) => put(i, new Rejected(err)),
     );
-  const sendGroup = async (nodeKey: string, group: number[]): Promise<void> => {
-    const node = masters.get(nodeKey);
+  const sendGroup = async (key: string, group: number[]): Promise<void> => {
+    const node = masters.get(key);
     // a lone item, or a node without a ready connection (connecting, or gone from the slot map): each alone
     if (group.length === 1 || node?.status !== 'ready') {
       await Promise.all(group.map(sendAlone));

@@ -1,6 +1,6 @@
 import { Inject, Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { Cluster, type Redis, type RedisOptions } from 'ioredis';
-import { mastersOf } from '../common/bulk-keys.js';
+import { mastersOf } from '../common/cluster-masters.js';
 import { RedisPermissionError, RedisUnavailableError } from '../common/errors.js';
 import type { RedisClient } from '../common/lua-script.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
@@ -181,8 +181,8 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
     return [{ name: 'main', status: this.client.status }, ...created];
   }
 
-  /** Every master (one for a single server): SCAN must visit each master of a cluster. */
-  masters(): Redis[] {
+  /** The connection to every master (one for a single server): cluster-masters.ts. */
+  masters(): Promise<Redis[]> {
     return mastersOf(this.client);
   }
 

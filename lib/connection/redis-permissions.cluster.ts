@@ -1,5 +1,6 @@
-import { type Cluster, Redis } from 'ioredis';
+import type { Cluster } from 'ioredis';
 import { replyCodeOf } from '../common/failure-policy.js';
+import { onNodeConnection } from './cluster-nodes.js';
 
 /**
  * Why a cluster never became ready, when the reason is the ACL: ioredis's ready check runs CLUSTER INFO and it names
@@ -31,47 +32,4 @@ export async function clusterReadyDenied(client: Cluster): Promise<string | unde
     `the ACL user may not run ${denied.join(', ')}, which ioredis needs to connect to a cluster ` +
     `(grant ${denied.map((c) => `+${c.toLowerCase().replace(' ', '|')}`).join(' ')}; docs/security.md has the line)`
   );
-}
-
-export interface NodeAddress {
-  host: string;
-  port: number;
-}
-
-/** Every master that owns slots, from the cluster's slot table (ioredis's node keys: `host:port`). */
-export function slotMasters(client: Cluster): NodeAddress[] {
-  const keys = new Set(client.slots.map((nodes) => nodes?.[0]).filter((key) => key !== undefined));
-  return [...keys].map((key) => {
-    const colon = key.lastIndexOf(':'); // an IPv6 host has colons of its own
-    return { host: key.slice(0, colon), port: Number(key.slice(colon + 1)) };
-  });
-}
-
-/**
- * Runs `use` on a short-lived connection of its own to one node, with the cluster's credentials, TLS and timeouts,
- * and closes it. Not on ioredis's pool connection to that node: the toolkit drops a pool connection whose command
- * timed out and ioredis opens no new one until it fetches the slots again, so a start-up check retried on the pool
- * was sent on the closing connection ("Connection is closed"), then skipped that master (CI, 2026-12-01).
- */
-export async function onNodeConnection<T>(
-  client: Cluster,
-  node: NodeAddress,
-  use: (connection: Redis) => Promise<T>,
-): Promise<T> {
-  const connection = new Redis({
-    ...client.options.redisOptions,
-    host: node.host,
-    port: node.port,
-    lazyConnect: true,
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 0,
-    retryStrategy: () => null,
-  });
-  connection.on('error', () => undefined); // reported through `use`'s commands, or the connect below
-  try {
-    await connection.connect();
-    return await use(connection);
-  } finally {
-    connection.disconnect();
-  }
 }

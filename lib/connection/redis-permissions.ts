@@ -2,6 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { Logger, type OnModuleInit } from '@nestjs/common';
 import { Cluster } from 'ioredis';
 import { RedisPermissionError, RedisUnavailableError } from '../common/errors.js';
+import { slotMasters } from '../common/cluster-masters.js';
 import { classifyRedisError, replyCodeOf } from '../common/failure-policy.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { withTimeout } from '../common/timeout.js';
@@ -11,7 +12,7 @@ import type { ConnectionFeature } from './connection.validation.js';
 import type { RedisConnection } from './redis-connection.js';
 import type { RedisConnections } from './redis-connections.js';
 import { FEATURE_COMMANDS, sample, scriptCommands } from './redis-permissions.commands.js';
-import { onNodeConnection, slotMasters } from './redis-permissions.cluster.js';
+import { onNodeConnection } from './cluster-nodes.js';
 import { probePermissions } from './redis-permissions.probe.js';
 import { trackingCommandName, trackingCommands, trackingRule } from './redis-permissions.tracking.js';
 

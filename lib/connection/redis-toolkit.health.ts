@@ -72,7 +72,7 @@ async function checkConnection(connection: RedisConnection): Promise<RedisConnec
       latencyMs = Math.round((performance.now() - started) * 100) / 100;
     });
     // INFO without a section returns server, memory and replication (among others) in one round trip.
-    const infos = Promise.all(connection.masters().map((node) => node.info()));
+    const infos = connection.masters().then((masters) => Promise.all(masters.map((node) => node.info())));
     const [, raw] = await Promise.all([ping, infos]);
     const fields = raw.map(parseInfo);
     const full = fields.find(refusesWrites);

@@ -50,7 +50,7 @@ export class DashboardRedisSampler {
   }
 
   private async redis(): Promise<RedisSample> {
-    const masters = this.connection.masters();
+    const masters = await this.connection.masters();
     const replies = await Promise.all(
       masters.map(async (node) => {
         const started = performance.now();

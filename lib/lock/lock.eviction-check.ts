@@ -1,5 +1,7 @@
-import type { Cluster, Redis } from 'ioredis';
+import { Cluster, type Redis } from 'ioredis';
 import { UnsafeEvictionPolicyError } from '../common/errors.js';
+import { slotMasters } from '../common/cluster-masters.js';
+import { onNodeConnection } from '../connection/cluster-nodes.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { verifyPermissions } from '../connection/redis-permissions.js';
 import { checkDistinctNodes, connectQuorum } from './lock.quorum.js';
@@ -24,19 +26,23 @@ export async function checkEvictionPolicy(
   onUnsafe: OnUnsafeEviction,
   warn: (message: string) => void,
 ): Promise<void> {
+  const readConfig = (node: Redis) => node.call('config', 'get', 'maxmemory*') as Promise<string[]>;
+  // On a cluster every master of the slot table, each on a connection of its own (cluster-nodes.ts: one that ioredis
+  // dropped from its pool would otherwise be skipped).
   const servers = targets.flatMap(({ client, description }) =>
-    'nodes' in client
-      ? client
-          .nodes('master')
-          .map((node) => ({ node, name: `${description} ${node.options.host}:${node.options.port}` }))
-      : [{ node: client, name: description }],
+    client instanceof Cluster
+      ? slotMasters(client).map((node) => ({
+          read: () => onNodeConnection(client, node, readConfig),
+          name: `${description} ${node.host}:${node.port}`,
+        }))
+      : [{ read: () => readConfig(client), name: description }],
   );
   const unsafe: string[] = [];
-  for (const { node, name } of servers) {
+  for (const { read, name } of servers) {
     let policy: string;
     let maxmemory: number;
     try {
-      const reply = (await node.call('config', 'get', 'maxmemory*')) as string[];
+      const reply = await read();
       const values = new Map<string, string>();
       for (let i = 0; i + 1 < reply.length; i += 2) values.set(String(reply[i]), String(reply[i + 1]));
       policy = values.get('maxmemory-policy') ?? 'unknown';

@@ -1,5 +1,6 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
+import type { Cluster } from 'ioredis';
 import { CacheService } from '../../lib/index.js';
 import { RedisConnection } from '../../lib/advanced.js';
 import { scanKeys } from '../../lib/common/bulk-keys.js';
@@ -63,3 +64,25 @@ describe.each(['single', 'cluster'] as const)(
     });
   },
 );
+
+describe('clear on a cluster where ioredis dropped a master from its pool', () => {
+  it('clears that master too: the slots are fetched again', async () => {
+    const keyPrefix = `rtk-b${randomBytes(5).toString('hex')}:`;
+    const app = await createToolkitApp({ target: 'cluster', keyPrefix });
+    const cache = app.get(CacheService);
+    const client = app.get(RedisConnection).client as Cluster;
+    for (let i = 0; i < 60; i++) await cache.set(`k${i}`, i);
+    const before = await keysMatching(client, `${keyPrefix}cache:*`);
+    expect(before.length).toBe(60);
+    // a pool connection that ends (a command timeout drops it, a reset) leaves ioredis's pool until the slots are
+    // fetched again; nothing else here sends a command that would fetch them
+    const victim = client.nodes('master')[1];
+    const ended = new Promise((resolve) => victim.once('end', resolve));
+    victim.disconnect();
+    await ended;
+    expect(client.nodes('master')).toHaveLength(2);
+    expect(await cache.clear()).toBe(60);
+    expect(await keysMatching(client, `${keyPrefix}cache:*`)).toEqual([]);
+    expect(client.nodes('master')).toHaveLength(3);
+  });
+});

@@ -56,7 +56,7 @@ describe.each(['single', 'cluster'] as const)('module on %s', (target) => {
     const { get } = await createToolkitApp({ target });
     const connection = get(RedisConnection);
     expect(await echo.run(connection.client, ['{t}k'], ['1'])).toBe('echo:{t}k:1');
-    await Promise.all(connection.masters().map((m) => m.script('FLUSH')));
+    await Promise.all((await connection.masters()).map((m) => m.script('FLUSH')));
     expect(await echo.run(connection.client, ['{t}k'], ['2'])).toBe('echo:{t}k:2');
   });
 
@@ -68,7 +68,7 @@ describe.each(['single', 'cluster'] as const)('module on %s', (target) => {
     expect(Object.getPrototypeOf(shout.command(['{t}a'], ['x']))).toBe(
       Object.getPrototypeOf(echo.command(['{t}a'], ['x'])),
     );
-    const before = await scriptCalls(connection.masters());
+    const before = await scriptCalls(await connection.masters());
     const replies = [];
     for (let i = 0; i < 3; i++) {
       replies.push(
@@ -77,7 +77,7 @@ describe.each(['single', 'cluster'] as const)('module on %s', (target) => {
       );
     }
     expect(replies).toEqual(['S0{t}k', 'echo:{t}k:e0', 'S1{t}k', 'echo:{t}k:e1', 'S2{t}k', 'echo:{t}k:e2']);
-    const after = await scriptCalls(connection.masters());
+    const after = await scriptCalls(await connection.masters());
     // this app's socket is new: each script goes once as EVAL (loading it), then as EVALSHA
     expect({ eval: after.eval - before.eval, evalsha: after.evalsha - before.evalsha }).toEqual({
       eval: 2,
@@ -97,7 +97,7 @@ describe.each(['single', 'cluster'] as const)('module on %s', (target) => {
     expect(await unlinkMany(connection.client, [...keys, 'rtk:bulk:missing'])).toBe(1200);
     expect(await connection.client.exists('foreign:bulk:1')).toBe(1);
     if (target === 'cluster') {
-      const node = connection.masters()[0];
+      const node = (await connection.masters())[0];
       for (const key of ['foo', '{user1000}.following', 'a{}b', 'é{x}', ...keys.slice(0, 20)]) {
         expect(hashSlot(key)).toBe(Number(await node.call('CLUSTER', 'KEYSLOT', key)));
       }

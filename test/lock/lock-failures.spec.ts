@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
 import { Test } from '@nestjs/testing';
+import { Cluster, Redis } from 'ioredis';
 import {
   CacheService,
   LockLostError,
@@ -12,6 +13,8 @@ import { RedisConnection, UnsafeEvictionPolicyError } from '../../lib/advanced.j
 import { jest } from '@jest/globals';
 import { Logger } from '@nestjs/common';
 import { KeyBuilder } from '../../lib/common/keys.js';
+import { checkEvictionPolicy } from '../../lib/lock/lock.eviction-check.js';
+import { useDisposableCluster } from '../support/disposable-cluster.js';
 import { rawCommand } from '../support/resp.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { trackForCleanup } from '../support/private-servers.js';
@@ -404,6 +407,40 @@ describe('lock servers that may evict keys (issue 17 item 7)', () => {
     } finally {
       spy2.mockRestore();
     }
+  });
+
+  describe('on a cluster', () => {
+    const cluster = useDisposableCluster();
+
+    it('checks every master of the slot table, also one whose connection ioredis dropped from its pool', async () => {
+      const victim = cluster().masters[1];
+      const admin = trackForCleanup(new Redis(victim.port, '127.0.0.1'));
+      await admin.config('SET', 'maxmemory', '64mb');
+      await admin.config('SET', 'maxmemory-policy', 'allkeys-lru');
+      const client = new Cluster(cluster().startupNodes, { lazyConnect: true });
+      try {
+        await client.connect();
+        // a connection that ends (a timeout dropped it, a reset) leaves ioredis's pool until the slots are fetched
+        // again; the slot table still names its master
+        const node = client.nodes('master').find((n) => Number(n.options.port) === victim.port);
+        const ended = new Promise((resolve) => node?.once('end', resolve));
+        node?.disconnect();
+        await ended;
+        expect(client.nodes('master').map((n) => Number(n.options.port))).not.toContain(victim.port);
+        const warnings: string[] = [];
+        const targets = [{ client, description: 'the Redis cluster master' }];
+        const err = await checkEvictionPolicy(targets, 'refuse', (m) => warnings.push(m)).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(err).toBeInstanceOf(UnsafeEvictionPolicyError);
+        expect((err as Error).message).toContain(`127.0.0.1:${victim.port} (maxmemory-policy allkeys-lru)`);
+        expect(warnings).toEqual([]);
+      } finally {
+        client.disconnect();
+        await admin.config('SET', 'maxmemory', '0');
+      }
+    });
   });
 
   it("a refused start closes every connection of the toolkit, not only the lock's (counted by CLIENT LIST)", async () => {
