@@ -10,10 +10,14 @@ export interface NodeAddress {
 /** ioredis's key of a node connection, as in `cluster.slots`: `host:port`. */
 export const nodeKey = (node: Redis): string => `${node.options.host}:${node.options.port}`;
 
+/** The node key (`host:port`) of every master that owns slots, from the cluster's slot table. */
+function slotMasterKeys(cluster: Cluster): Set<string> {
+  return new Set(cluster.slots.map((nodes) => nodes?.[0]).filter((key) => key !== undefined));
+}
+
 /** Every master that owns slots, from the cluster's slot table. */
 export function slotMasters(cluster: Cluster): NodeAddress[] {
-  const keys = new Set(cluster.slots.map((nodes) => nodes?.[0]).filter((key) => key !== undefined));
-  return [...keys].map((key) => {
+  return [...slotMasterKeys(cluster)].map((key) => {
     const colon = key.lastIndexOf(':'); // an IPv6 host has colons of its own
     return { host: key.slice(0, colon), port: Number(key.slice(colon + 1)) };
   });
@@ -30,9 +34,7 @@ export async function mastersOf(client: RedisClient): Promise<Redis[]> {
   if (!(client instanceof Cluster)) return [client];
   const missing = (nodes: Redis[]) => {
     const have = new Set(nodes.map(nodeKey));
-    return slotMasters(client)
-      .map(({ host, port }) => `${host}:${port}`)
-      .filter((key) => !have.has(key));
+    return [...slotMasterKeys(client)].filter((key) => !have.has(key));
   };
   let nodes = client.nodes('master');
   if (missing(nodes).length > 0) {

@@ -3,10 +3,11 @@ import type { NodeAddress } from '../common/cluster-masters.js';
 
 /**
  * Runs `use` on a short-lived connection of its own to one node, with the cluster's credentials, TLS and timeouts,
- * and closes it: for the start-up checks that must reach every master. Not on ioredis's pool connection to that node:
- * the toolkit drops a pool connection whose command timed out, and ioredis leaves that node out of `nodes('master')`
- * and opens no new connection until it fetches the slots again. The ACL check retried on the pool was sent on the
- * closing connection ("Connection is closed"), then skipped that master (CI, 2026-12-01).
+ * and closes it: for the start-up ACL check, which asks again after a timeout. Not on ioredis's pool connection to that
+ * node: the toolkit drops a pool connection whose command timed out, but its status says ready until the socket's
+ * close is handled, so the ACL check asked again on the pool failed on the closing connection ("Connection is
+ * closed", CI 2026-12-01); each attempt here gets a new connection. (mastersOf, in cluster-masters.ts, is enough where
+ * nothing is asked again: it only has to find a master that ioredis dropped from its pool.)
  */
 export async function onNodeConnection<T>(
   client: Cluster,

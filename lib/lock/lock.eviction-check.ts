@@ -1,7 +1,6 @@
 import { Cluster, type Redis } from 'ioredis';
 import { UnsafeEvictionPolicyError } from '../common/errors.js';
-import { slotMasters } from '../common/cluster-masters.js';
-import { onNodeConnection } from '../connection/cluster-nodes.js';
+import { mastersOf, nodeKey } from '../common/cluster-masters.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { verifyPermissions } from '../connection/redis-permissions.js';
 import { checkDistinctNodes, connectQuorum } from './lock.quorum.js';
@@ -26,23 +25,19 @@ export async function checkEvictionPolicy(
   onUnsafe: OnUnsafeEviction,
   warn: (message: string) => void,
 ): Promise<void> {
-  const readConfig = (node: Redis) => node.call('config', 'get', 'maxmemory*') as Promise<string[]>;
-  // On a cluster every master of the slot table, each on a connection of its own (cluster-nodes.ts: one that ioredis
-  // dropped from its pool would otherwise be skipped).
-  const servers = targets.flatMap(({ client, description }) =>
-    client instanceof Cluster
-      ? slotMasters(client).map((node) => ({
-          read: () => onNodeConnection(client, node, readConfig),
-          name: `${description} ${node.host}:${node.port}`,
-        }))
-      : [{ read: () => readConfig(client), name: description }],
-  );
+  // On a cluster every master of the slot table (mastersOf: one that ioredis dropped from its pool is connected again,
+  // not skipped).
+  const servers: { node: Redis; name: string }[] = [];
+  for (const { client, description } of targets) {
+    for (const node of await mastersOf(client))
+      servers.push({ node, name: client instanceof Cluster ? `${description} ${nodeKey(node)}` : description });
+  }
   const unsafe: string[] = [];
-  for (const { read, name } of servers) {
+  for (const { node, name } of servers) {
     let policy: string;
     let maxmemory: number;
     try {
-      const reply = await read();
+      const reply = (await node.call('config', 'get', 'maxmemory*')) as string[];
       const values = new Map<string, string>();
       for (let i = 0; i + 1 < reply.length; i += 2) values.set(String(reply[i]), String(reply[i + 1]));
       policy = values.get('maxmemory-policy') ?? 'unknown';
