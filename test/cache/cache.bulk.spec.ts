@@ -4,6 +4,7 @@ import type { Cluster } from 'ioredis';
 import { CacheService } from '../../lib/index.js';
 import { RedisConnection } from '../../lib/advanced.js';
 import { scanKeys } from '../../lib/common/bulk-keys.js';
+import { dropPoolConnection } from '../support/disposable-cluster.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 
 afterEach(closeToolkitApps);
@@ -74,12 +75,8 @@ describe('clear on a cluster where ioredis dropped a master from its pool', () =
     for (let i = 0; i < 60; i++) await cache.set(`k${i}`, i);
     const before = await keysMatching(client, `${keyPrefix}cache:*`);
     expect(before.length).toBe(60);
-    // a pool connection that ends (a command timeout drops it, a reset) leaves ioredis's pool until the slots are
-    // fetched again; nothing else here sends a command that would fetch them
-    const victim = client.nodes('master')[1];
-    const ended = new Promise((resolve) => victim.once('end', resolve));
-    victim.disconnect();
-    await ended;
+    // nothing else here sends a command that would fetch the slots again
+    await dropPoolConnection(client, Number(client.nodes('master')[1].options.port));
     expect(client.nodes('master')).toHaveLength(2);
     expect(await cache.clear()).toBe(60);
     expect(await keysMatching(client, `${keyPrefix}cache:*`)).toEqual([]);

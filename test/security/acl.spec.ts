@@ -25,7 +25,7 @@ import { startQuorumServers } from '../support/quorum.js';
 import { startRedisCluster, type RedisClusterHandle } from '../support/redis-cluster.js';
 import { usePrivateRedis, trackForCleanup } from '../support/private-servers.js';
 import { startRedisServer } from '../support/redis-server.js';
-import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+import { closeToolkitApps, createToolkitApp, type ToolkitAppOptions } from '../support/toolkit-app.js';
 
 const redis = usePrivateRedis();
 const PASSWORD = `acl-${Math.random().toString(36).slice(2)}`;
@@ -257,14 +257,17 @@ describe('a Redis Cluster: every master is checked (ACL SETUSER is not propagate
     await handle.stop();
   });
 
-  async function bootWithMasterRules(rulesOf: (i: number) => string[]) {
+  async function bootWithMasterRules(
+    rulesOf: (i: number) => string[],
+    options: Pick<ToolkitAppOptions, 'commandTimeout' | 'logger'> = { commandTimeout: 2_000 },
+  ) {
     for (const [i, master] of handle.masters.entries()) {
       const node = trackForCleanup(new Redis(master.port, '127.0.0.1', { lazyConnect: true }));
       await node.call('acl', 'setuser', 'app', 'reset', ...rulesOf(i));
     }
     return createToolkitApp({
       target: { cluster: handle.startupNodes, username: 'app', password: PASSWORD },
-      commandTimeout: 2_000,
+      ...options,
     }).then(
       () => undefined,
       (e: unknown) => e,
@@ -316,18 +319,7 @@ describe('a Redis Cluster: every master is checked (ACL SETUSER is not propagate
     try {
       const warnings: string[] = [];
       const logger = { log: () => undefined, error: () => undefined, warn: (m: unknown) => void warnings.push(`${m}`) };
-      for (const [i, master] of handle.masters.entries()) {
-        const node = trackForCleanup(new Redis(master.port, '127.0.0.1', { lazyConnect: true }));
-        await node.call('acl', 'setuser', 'app', 'reset', ...rulesOf(i));
-      }
-      const err = await createToolkitApp({
-        target: { cluster: handle.startupNodes, username: 'app', password: PASSWORD },
-        commandTimeout: 1_000,
-        logger,
-      }).then(
-        () => undefined,
-        (e: unknown) => e,
-      );
+      const err = await bootWithMasterRules(rulesOf, { commandTimeout: 1_000, logger });
       return { err, warnings, whoamiPorts };
     } finally {
       Redis.prototype.sendCommand = original;

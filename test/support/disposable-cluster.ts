@@ -2,6 +2,7 @@
  * A private 3-master cluster for one describe block, for tests that kill a master (the shared harness cluster must
  * stay whole): started before the block's tests, stopped after them with the block's apps.
  */
+import type { Cluster } from 'ioredis';
 import { hashSlot } from '../../lib/common/bulk-keys.js';
 import { startRedisCluster, type RedisClusterHandle } from './redis-cluster.js';
 import { rawCommand } from './resp.js';
@@ -30,4 +31,17 @@ export async function ownedBy(master: { port: number }, keys: string[]): Promise
     const slot = hashSlot(key);
     return slots.some(([from, to, [, port]]) => port === master.port && slot >= from && slot <= to);
   });
+}
+
+/**
+ * Ends the cluster client's own connection to the master on `port`, as a command timeout or a reset does: ioredis
+ * leaves that master out of its pool (and of `nodes('master')`) until it fetches the slots again, while the slot table
+ * still names it. Resolves once the connection has ended.
+ */
+export async function dropPoolConnection(cluster: Cluster, port: number): Promise<void> {
+  const node = cluster.nodes('master').find((n) => Number(n.options.port) === port);
+  if (!node) throw new Error(`no pool connection to the master on port ${port}`);
+  const ended = new Promise((resolve) => node.once('end', resolve));
+  node.disconnect();
+  await ended;
 }
