@@ -25,7 +25,19 @@ export interface Measurement {
    * registered with {@link watchRedisCpu}) over the round, divided by the round's successful operations.
    */
   redisCpuUsPerOp?: number;
+  /** Mean latency of the successful operations, ms. */
+  meanMs?: number;
+  /**
+   * Share (0–1) of the successful operations slower than {@link SLOW_OP_MS}: stalls, which decide a closed loop's
+   * throughput when they are common (in the loaded profile, mostly Redis waiting behind the neighbour for its CPU).
+   */
+  slowShare?: number;
+  /** Share (0–1) of the summed latency of the successful operations spent in the slow ones. */
+  slowTimeShare?: number;
 }
+
+/** An operation slower than this (ms) counts as stalled in {@link Measurement.slowShare}. */
+export const SLOW_OP_MS = 2;
 
 export interface BenchRow extends Measurement {
   feature: string;
@@ -154,11 +166,26 @@ async function runRound(op: () => Promise<unknown>, concurrency: number, duratio
   const elapsed = (performance.now() - started) / 1000;
   const cpuAfter = await redisCpuMicros();
   const sorted = Float64Array.from(latencies).sort();
+  let total = 0;
+  let slow = 0;
+  let slowTime = 0;
+  for (const l of latencies) {
+    total += l;
+    if (l > SLOW_OP_MS) {
+      slow++;
+      slowTime += l;
+    }
+  }
   return {
     opsPerSec: latencies.length / elapsed,
     p50Ms: percentile(sorted, 50),
     p99Ms: percentile(sorted, 99),
     errors,
+    ...(latencies.length > 0 && {
+      meanMs: total / latencies.length,
+      slowShare: slow / latencies.length,
+      slowTimeShare: slowTime / total,
+    }),
     ...(cpuBefore !== undefined &&
       cpuAfter !== undefined &&
       latencies.length > 0 && { redisCpuUsPerOp: (cpuAfter - cpuBefore) / latencies.length }),
@@ -169,15 +196,24 @@ async function runRound(op: () => Promise<unknown>, concurrency: number, duratio
 export const median = (values: number[]): number =>
   values.length === 0 ? Number.NaN : [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 
-/** The median of each figure over rounds (errors summed; Redis CPU the median of the rounds that have it). */
+/** The median of each figure over rounds (errors summed; an optional figure the median of the rounds that have it). */
 export function medianOf(list: Measurement[]): Measurement {
-  const cpu = list.map((m) => m.redisCpuUsPerOp).filter((v): v is number => v !== undefined);
+  const optional = (pick: (m: Measurement) => number | undefined): number | undefined => {
+    const values = list.map(pick).filter((v): v is number => v !== undefined);
+    return values.length > 0 ? median(values) : undefined;
+  };
+  const figures = {
+    redisCpuUsPerOp: optional((m) => m.redisCpuUsPerOp),
+    meanMs: optional((m) => m.meanMs),
+    slowShare: optional((m) => m.slowShare),
+    slowTimeShare: optional((m) => m.slowTimeShare),
+  };
   return {
     opsPerSec: median(list.map((m) => m.opsPerSec)),
     p50Ms: median(list.map((m) => m.p50Ms)),
     p99Ms: median(list.map((m) => m.p99Ms)),
     errors: list.reduce((sum, m) => sum + m.errors, 0),
-    ...(cpu.length > 0 && { redisCpuUsPerOp: median(cpu) }),
+    ...Object.fromEntries(Object.entries(figures).filter(([, v]) => v !== undefined)),
   };
 }
 
