@@ -6,6 +6,7 @@ import { classifyRedisError } from '../common/failure-policy.js';
 import { DEFAULT_KEY_PREFIX } from '../common/keys.js';
 import { JsonSerializer, SafeSerializer, type Serializer } from '../common/serializer.js';
 import { encodeField, SessionRecords, type RawSession } from './session.records.js';
+import { decodeFields } from './session.envelope.js';
 import { SESSION_DEFAULTS } from './session.options.js';
 import { unlinkMany } from '../common/bulk-keys.js';
 import { sessionRevokerFor } from './session.revocation.js';
@@ -306,16 +307,7 @@ export class RedisSessionStore extends loadStoreBase() {
 
   private toSessionData(raw: RawSession): ExpressSessionData {
     const { envelope } = raw;
-    // A loop, not Object.fromEntries(Object.entries(...).map(...)): this runs on every get.
-    const data: Record<string, unknown> = {};
-    const fields = envelope.d;
-    for (const name in fields) {
-      const value = this.serializer.deserialize(fields[name]);
-      // own data property even for "__proto__" (as fromEntries would), never the prototype
-      if (name === '__proto__')
-        Object.defineProperty(data, name, { value, enumerable: true, writable: true, configurable: true });
-      else data[name] = value;
-    }
+    const data = decodeFields(this.serializer, envelope.d);
     if (envelope.u !== '' && data[this.userIdField] === undefined) data[this.userIdField] = envelope.u;
     if (envelope.k !== undefined) {
       // What set() stored, as it was: a session set without a cookie comes back without one (`k` is 'null').
