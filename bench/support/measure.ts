@@ -29,7 +29,8 @@ export interface Measurement {
   meanMs?: number;
   /**
    * Share (0–1) of the successful operations slower than {@link SLOW_OP_MS}: stalls, which decide a closed loop's
-   * throughput when they are common (in the loaded profile, mostly Redis waiting behind the neighbour for its CPU).
+   * throughput when they are common (a GC pause of this process, or Redis waiting for its CPU behind the loaded
+   * profile's neighbour; docs/session.md measured both).
    */
   slowShare?: number;
   /** Share (0–1) of the summed latency of the successful operations spent in the slow ones. */
