@@ -1,4 +1,5 @@
 import type { OptionProblems } from '../common/option-checks.js';
+import { touchReuseOf, type TouchReuse } from './session.recent-touches.js';
 
 /** Injection token of ResolvedSessionOptions (`session` of forRoot, defaults filled in). */
 export const SESSION_OPTIONS = Symbol('SESSION_OPTIONS');
@@ -33,7 +34,8 @@ export interface SessionOptions {
    * With `rolling`: a get within this many ms of this process's last extension of the same session reads it without
    * extending it again (a plain GET, batched as an MGET), as connect-mongo's `touchAfter`. The idle expiry then lags
    * by up to this much: a session read at time t lives at least until t + ttl - touchAfter. At most half of `ttl`.
-   * Default 0: every get extends.
+   * Default: 1 s, and less than a tenth of the session's ttl (the precision of connect-redis's expiry in whole
+   * seconds; the requests of one page load cost one extension); 0: every get extends, to the ms.
    */
   touchAfter?: number;
   /** Absolute maximum lifetime in ms, whatever the activity. Default 30 days. */
@@ -74,7 +76,8 @@ export interface ResolvedSessionCookieOptions {
 export interface ResolvedSessionOptions {
   ttl: number;
   rolling: boolean;
-  touchAfter: number;
+  /** From `touchAfter`: how long a get reuses this process's last extension (undefined: every get extends). */
+  touchReuse: TouchReuse | undefined;
   maxAgeMs: number;
   tombstoneMs: number;
   maxSize: number;
@@ -129,7 +132,7 @@ export function resolveSessionOptions(
   if (typeof ttl === 'number' && typeof maxAgeMs === 'number' && maxAgeMs < ttl && o.maxAgeMs !== undefined) {
     problems.add('session.maxAgeMs', `must not be shorter than session.ttl (${ttl} ms), got ${maxAgeMs}`);
   }
-  const touchAfter = o.touchAfter ?? 0;
+  const touchAfter = o.touchAfter;
   // only between two valid durations (a bad one is already named above)
   if (typeof ttl === 'number' && ttl > 0 && typeof touchAfter === 'number' && touchAfter > 0 && touchAfter * 2 > ttl) {
     problems.add('session.touchAfter', `must be at most half of session.ttl (${ttl} ms), got ${touchAfter}`);
@@ -140,7 +143,7 @@ export function resolveSessionOptions(
   return {
     ttl,
     rolling: o.rolling ?? true,
-    touchAfter,
+    touchReuse: touchReuseOf(touchAfter, o.rolling !== false),
     maxAgeMs,
     tombstoneMs: o.tombstoneMs ?? SESSION_DEFAULTS.tombstoneMs,
     maxSize: o.maxSize ?? DEFAULT_SESSION_MAX_SIZE,

@@ -3,10 +3,35 @@ import { makeRoom } from '../common/bounded-map.js';
 /** Sessions whose touch this process remembers for `touchAfter`; past it the oldest are forgotten (then touched). */
 const RECENT_TOUCHES = 10_000;
 
+/** How long a touch of this process is reused by its later reads of the session. */
+export interface TouchReuse {
+  /** At most this many ms after the touch. */
+  ms: number;
+  /** And for less than this share of the session's ttl. */
+  shareOfTtl: number;
+}
+
+/**
+ * Where a get extends the ttl and `touchAfter` is not given: a touch is reused for 1 s, and for less than a tenth of the
+ * session's ttl. One second is the precision connect-redis gives the idle expiry (EXPIRE in whole seconds), so the
+ * requests of one page load cost Redis one extension instead of one each; the tenth keeps a short-lived session's
+ * expiry close to its ttl (a 1 s session: 100 ms).
+ */
+export const DEFAULT_TOUCH_REUSE: TouchReuse = { ms: 1_000, shareOfTtl: 0.1 };
+
+/**
+ * The reuse of a store's or module's `touchAfter` option: a value given (0: every get extends) reuses a touch for that
+ * long and for less than half the ttl, as connect-mongo's lazy touch; none gives the default where gets extend.
+ */
+export function touchReuseOf(touchAfter: number | undefined, getsExtend: boolean): TouchReuse | undefined {
+  if (!getsExtend || touchAfter === 0) return undefined;
+  return touchAfter === undefined ? DEFAULT_TOUCH_REUSE : { ms: touchAfter, shareOfTtl: 0.5 };
+}
+
 interface Touch {
   /** When this process extended the session (epoch ms). */
   at: number;
-  /** The idle ttl that touch applied. */
+  /** The idle ttl the touching read asked for (a read asking for another one touches again). */
   ttl: number;
   /** The expiry it set (epoch ms). */
   expiresAt: number;
@@ -17,20 +42,23 @@ interface Touch {
  * requests of one page load) is a plain read, without the extension. An MGET costs Redis a third of the batched
  * GETEX script per key (measured 0.9 vs 2.7 µs of Redis CPU per read in batches of 25). Only this process's own
  * touches count: another instance's touch makes the real expiry later, never earlier. A touch is reused only while
- * less than `touchAfter` and less than half its ttl old, so a session read at time t stays at least until
- * t + ttl - min(touchAfter, ttl / 2).
+ * less than `reuse.ms` and less than `reuse.shareOfTtl` of the life it gave the session old, so a session read at
+ * time t stays at least until t + ttl - min(reuse.ms, reuse.shareOfTtl × ttl).
  */
 export class RecentTouches {
   private readonly touches = new Map<string, Touch>();
 
-  constructor(private readonly touchAfter: number) {}
+  constructor(private readonly reuse: TouchReuse) {}
 
   /** The expiry a recent touch of `id` with `ttl` set, when it is recent enough to skip another; else undefined. */
   expiryOf(id: string, ttl: number, now: number): number | undefined {
     const touch = this.touches.get(id);
     if (touch === undefined || touch.ttl !== ttl) return undefined;
     const age = now - touch.at;
-    return age < this.touchAfter && age * 2 < ttl ? touch.expiresAt : undefined;
+    // the share is of the life that touch gave the session (its own ttl, or less near its absolute deadline), not of
+    // the ttl asked for: a session created with a short ttl of its own is extended by that one
+    const life = touch.expiresAt - touch.at;
+    return age < this.reuse.ms && age < life * this.reuse.shareOfTtl ? touch.expiresAt : undefined;
   }
 
   /** A touching read of `id` set its expiry: kept (a Map entry per touch, not per read: reads between cost nothing). */

@@ -21,7 +21,7 @@ import {
   type SessionEnvelope,
 } from './session.envelope.js';
 import { DEFAULT_SESSION_MAX_SIZE } from './session.options.js';
-import { RecentTouches } from './session.recent-touches.js';
+import { RecentTouches, type TouchReuse } from './session.recent-touches.js';
 import { RecentValues } from './session.recent-values.js';
 import { storeSetInLua, updateInLua } from './session.lua-writes.js';
 import { expectedOf, stampedJson } from './session.stamp.js';
@@ -99,16 +99,16 @@ export class SessionRecords {
     keyPrefix: string,
     /** Largest stored session, bytes: checked here before a write is sent, and after a merge. */
     private readonly maxSize = DEFAULT_SESSION_MAX_SIZE,
-    /** A touching read within this many ms of this process's last touch of the session reads without one (0: off). */
-    touchAfter = 0,
+    /** How long a touch is reused by this process's later reads of the session (none: every read touches). */
+    touchReuse?: TouchReuse,
   ) {
     this.keys = new KeyBuilder(keyPrefix);
     this.sessionHead = this.keys.tagHead(FEATURES.session);
     this.index = new SessionUserIndex(client, this.keys, (ids) => this.existing(ids));
     this.touchReads = touchReadBatcher(client);
-    if (touchAfter > 0) {
+    if (touchReuse !== undefined) {
       this.plainReads = plainReadBatcher(client);
-      this.touches = new RecentTouches(touchAfter);
+      this.touches = new RecentTouches(touchReuse);
     }
     this.writes = compareAndSetBatcher(client);
   }

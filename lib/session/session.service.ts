@@ -62,7 +62,7 @@ export class SessionService {
     keys: KeyBuilder,
     @Optional() private readonly pubsub?: PubSubService,
   ) {
-    this.records = new SessionRecords(connection.client, keys.prefix, options.maxSize, options.touchAfter);
+    this.records = new SessionRecords(connection.client, keys.prefix, options.maxSize, options.touchReuse);
     // No `cause` on our errors: driver errors carry the command's arguments, and those hold session ids.
     this.failures = new FailurePolicy(connection, { feature: 'session', logger: this.logger, withCause: false });
     this.serializer = serializer;

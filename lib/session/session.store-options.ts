@@ -59,7 +59,8 @@ export interface RedisSessionStoreOptions {
    * With `touchOnGet`: a `get` within this many ms of this process's last extension of the same session (with the
    * same ttl) reads it without extending it again (a plain GET, batched as an MGET), as connect-mongo's `touchAfter`
    * (seconds there, ms here). The idle expiry lags by up to this much, and never by more than half the session's
-   * ttl. Default 0: every `get` extends.
+   * ttl. Default: 1 s, and less than a tenth of the session's ttl (the precision of connect-redis's expiry in whole
+   * seconds); 0: every `get` extends, to the ms.
    */
   touchAfter?: number;
   /**

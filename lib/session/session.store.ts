@@ -8,6 +8,7 @@ import { JsonSerializer, SafeSerializer, type Serializer } from '../common/seria
 import { encodeField, SessionRecords, type RawSession } from './session.records.js';
 import { decodeFields } from './session.envelope.js';
 import { SESSION_DEFAULTS } from './session.options.js';
+import { touchReuseOf } from './session.recent-touches.js';
 import { unlinkMany } from '../common/bulk-keys.js';
 import { sessionRevokerFor } from './session.revocation.js';
 import { checkStoreOptions, type RedisSessionStoreOptions } from './session.store-options.js';
@@ -82,11 +83,15 @@ export class RedisSessionStore extends loadStoreBase() {
   constructor(options: RedisSessionStoreOptions) {
     super();
     checkStoreOptions(options);
+    this.disableTouch = options.disableTouch ?? false;
+    this.disableTTL = options.disableTTL ?? false;
+    // connect-redis' get is a plain GET: with touch or ttl disabled, ours is too
+    this.touchOnGet = (options.touchOnGet ?? true) && !this.disableTouch && !this.disableTTL;
     this.records = new SessionRecords(
       options.client,
       options.prefix ?? DEFAULT_KEY_PREFIX,
       options.maxSize,
-      options.touchAfter,
+      touchReuseOf(options.touchAfter, this.touchOnGet),
     );
     this.serializer = new SafeSerializer(options.serializer ?? new JsonSerializer());
     this.ttlFunction = typeof options.ttl === 'function' ? options.ttl : undefined;
@@ -97,14 +102,10 @@ export class RedisSessionStore extends loadStoreBase() {
           `(for ${options.ttl} seconds write ttl: ${options.ttl * 1_000})`,
       );
     }
-    this.disableTouch = options.disableTouch ?? false;
-    this.disableTTL = options.disableTTL ?? false;
     this.scanCount = options.scanCount ?? 500;
     this.maxAgeMs = options.maxAgeMs ?? SESSION_DEFAULTS.maxAgeMs;
     this.tombstoneMs = options.tombstoneMs ?? SESSION_DEFAULTS.tombstoneMs;
     this.userIdField = options.userIdField ?? 'userId';
-    // connect-redis' get is a plain GET: with touch or ttl disabled, ours is too
-    this.touchOnGet = (options.touchOnGet ?? true) && !this.disableTouch && !this.disableTTL;
     this.ttlGuess = this.ttl;
   }
 

@@ -35,8 +35,8 @@ function clientFor(target: RedisTarget): RedisClient {
   return trackForCleanup(client);
 }
 
-/** A RedisSessionStore with `touchAfter` and one session in it whose cookie's maxAge is `maxAge` ms. */
-async function storeWithSession(target: RedisTarget, touchAfter: number, maxAge: number, fields = {}) {
+/** A RedisSessionStore with `touchAfter` (undefined: the default) and one session whose cookie's maxAge is `maxAge` ms. */
+async function storeWithSession(target: RedisTarget, touchAfter: number | undefined, maxAge: number, fields = {}) {
   const client = clientFor(target);
   const prefix = uniquePrefix();
   const store = new RedisSessionStore({ client, prefix, touchAfter });
@@ -71,14 +71,44 @@ describe.each(['single', 'cluster'] as const)('touchAfter on %s', (target) => {
     expect(later.value!.expiresAt).toBeGreaterThan(first!.expiresAt);
   });
 
-  it('without touchAfter every get extends (the default)', async () => {
-    const { sessions, client, prefix } = await sessionApp(target, { ttl: 60_000 });
+  it('touchAfter: 0: every get extends, to the ms', async () => {
+    const { sessions, client, prefix } = await sessionApp(target, { ttl: 60_000, touchAfter: 0 });
     const s = await sessions.create('ann');
     const key = `${prefix}sess:{${s.id}}`;
     await sessions.get(s.id);
     await client.pexpire(key, 30_000);
     await sessions.get(s.id);
     expect(await client.pttl(key)).toBeGreaterThan(58_000);
+  });
+
+  it("by default a get within 1 s of this process's last extension reads without one; a second later, it extends", async () => {
+    const { sessions, client, prefix } = await sessionApp(target, { ttl: 60_000 });
+    const s = await sessions.create('ann', { n: 1 });
+    const key = `${prefix}sess:{${s.id}}`;
+    const first = await sessions.get(s.id);
+    await client.pexpire(key, 30_000);
+    const soon = await recordCommands(client, () => sessions.get(s.id));
+    expect(soon.value!.data).toEqual({ n: 1 });
+    expect(soon.value!.expiresAt).toBe(first!.expiresAt);
+    expect(soon.commands.filter((c) => TOUCHING.includes(c))).toEqual([]);
+    expect(await client.pttl(key)).toBeLessThanOrEqual(30_000);
+    await sleep(1_100);
+    const later = await recordCommands(client, () => sessions.get(s.id));
+    expect(later.commands.some((c) => TOUCHING.includes(c))).toBe(true);
+    expect(await client.pttl(key)).toBeGreaterThan(58_000);
+  });
+
+  it('by default a session with a short ttl of its own reuses a touch for less than a tenth of that ttl', async () => {
+    // the module's ttl is 24 h; this session's own is 2 s: a touch is reused for under 200 ms, not 1 s
+    const { sessions, client, prefix } = await sessionApp(target, {});
+    const s = await sessions.create('ann', {}, { ttl: 2_000 });
+    const key = `${prefix}sess:{${s.id}}`;
+    await sessions.get(s.id);
+    await sleep(300);
+    await client.pexpire(key, 1_000);
+    const again = await recordCommands(client, () => sessions.get(s.id));
+    expect(again.commands.some((c) => TOUCHING.includes(c))).toBe(true);
+    expect(await client.pttl(key)).toBeGreaterThan(1_500);
   });
 
   it('a session destroyed or replaced within touchAfter is read as it is now, never from memory', async () => {
@@ -118,6 +148,21 @@ describe.each(['single', 'cluster'] as const)('touchAfter on %s', (target) => {
     await sleep(1_100);
     await store.get(sid);
     expect(await client.pttl(key)).toBeGreaterThan(58_000);
+  });
+
+  it('RedisSessionStore by default: a get within 1 s of the last extension neither extends nor makes touch send anything', async () => {
+    const { client, store, sid, key } = await storeWithSession(target, undefined, 60_000, { views: 3 });
+    // the first get extends by the store's ttl (24 h) and learns the session's (60 s); the second extends by that
+    for (let i = 0; i < 2; i++) await store.touch(sid, (await store.get(sid))!);
+    await client.pexpire(key, 30_000);
+    const again = await recordCommands(client, async () => {
+      const got = await store.get(sid);
+      await store.touch(sid, got!);
+      return got;
+    });
+    expect((again.value as unknown as { views: number }).views).toBe(3);
+    expect(again.commands.filter((c) => TOUCHING.includes(c))).toEqual([]);
+    expect(await client.pttl(key)).toBeLessThanOrEqual(30_000);
   });
 
   it('RedisSessionStore: a touch is never reused past half the session ttl, whatever touchAfter says', async () => {
@@ -166,5 +211,17 @@ describe('touchAfter options', () => {
       );
     }
     expect(() => new RedisSessionStore({ client, touchAfter: 0, touchOnGet: false })).not.toThrow();
+    // the default is not an option given: accepted where a get does not extend, and with a ttl under 2 s
+    for (const session of [{ rolling: false }, { ttl: 1_500 }]) {
+      const app = await createToolkitApp({
+        target: 'single',
+        keyPrefix: uniquePrefix(),
+        session: { cookie: { secret: 's3cret' }, ...session },
+      });
+      expect(app.get(SessionService)).toBeInstanceOf(SessionService);
+    }
+    for (const off of [{ touchOnGet: false }, { disableTouch: true }, { disableTTL: true }]) {
+      expect(() => new RedisSessionStore({ client, ...off })).not.toThrow();
+    }
   });
 });
