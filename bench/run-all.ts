@@ -34,10 +34,11 @@ const loadNow = (): string =>
  * its measured windows do not). A new bench gets a budget here and shorter windows elsewhere, not a bigger total.
  */
 const BENCHES: { name: string; budgetS: number }[] = [
-  { name: 'cache', budgetS: 48 },
+  // cache took 45-47 s loaded in six runs and was stopped at 48 once: 6 s from the rate-limit benches (39-41 and 17 s)
+  { name: 'cache', budgetS: 54 },
   { name: 'url-cache', budgetS: 90 },
-  { name: 'ratelimit', budgetS: 48 },
-  { name: 'ratelimit-attack', budgetS: 24 },
+  { name: 'ratelimit', budgetS: 45 },
+  { name: 'ratelimit-attack', budgetS: 21 },
   { name: 'session', budgetS: 66 },
   { name: 'lock', budgetS: 56 },
   { name: 'semaphore', budgetS: 33 },
