@@ -12,9 +12,9 @@ export interface TouchReuse {
 }
 
 /**
- * Where a get extends the ttl and `touchAfter` is not given: a touch is reused for 1 s, and for less than a tenth of the
- * session's ttl. One second is the precision connect-redis gives the idle expiry (EXPIRE in whole seconds), so the
- * requests of one page load cost Redis one extension instead of one each; the tenth keeps a short-lived session's
+ * Where a get extends the ttl and `touchAfter` is not given: a touch is reused for 1 s, and for less than a tenth of
+ * the session's ttl. One second is the precision connect-redis gives the idle expiry (EXPIRE in whole seconds), so
+ * the requests of one page load cost Redis one extension instead of one each; the tenth keeps a short-lived session's
  * expiry close to its ttl (a 1 s session: 100 ms).
  */
 export const DEFAULT_TOUCH_REUSE: TouchReuse = { ms: 1_000, shareOfTtl: 0.1 };
