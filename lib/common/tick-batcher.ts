@@ -50,7 +50,8 @@ export class TickBatcher<TItem, TResult> {
     });
   }
 
-  private flush(): void {
+  /** Sends what this turn collected so far now, instead of at the end of the turn (see sendingAfter). */
+  flush(): void {
     const batch = this.pending;
     if (batch.length === 0) return;
     this.pending = [];
@@ -78,4 +79,24 @@ export class TickBatcher<TItem, TResult> {
         },
       );
   }
+}
+
+/**
+ * `sender`, sending what `first` collected in this turn before each of its own commands: on one connection Redis runs
+ * commands in the order they are sent, so `first`'s calls of a turn run before this sender's.
+ */
+export function sendingAfter<TItem, TResult>(
+  first: { flush(): void },
+  sender: TickBatchSender<TItem, TResult>,
+): TickBatchSender<TItem, TResult> {
+  return {
+    one: (item) => {
+      first.flush();
+      return sender.one(item);
+    },
+    many: (items, settle) => {
+      first.flush();
+      return sender.many(items, settle);
+    },
+  };
 }

@@ -3,7 +3,7 @@ import { LockLostError, RedisUnavailableError } from '../common/errors.js';
 import { itemReplyError, type FailurePolicy } from '../common/failure-policy.js';
 import { CLUSTER_SLICE, perNodeSender } from '../common/cluster-batch.js';
 import type { RedisClient, ScriptArg } from '../common/lua-script.js';
-import { TickBatcher } from '../common/tick-batcher.js';
+import { sendingAfter, TickBatcher, type TickBatchSender } from '../common/tick-batcher.js';
 import { nextFenceFloor } from './lock.attempts.js';
 import type { QuorumCalls } from './lock.quorum.js';
 import { ACQUIRE_MANY, EXTEND, HAND_OVER, RAISE_FENCE, RELEASE_MANY } from './lock.scripts.js';
@@ -58,7 +58,7 @@ const WAKE_TRIES = 3;
  * joins the lock's waiting services, a release wakes the oldest. On a single server (a quorum node is one) the
  * acquisitions, and the releases, this process makes in one event-loop turn go as one script call each (many callers
  * locking their own resources at once); on a cluster every lock is its own script call (its own slot) and the calls
- * of a turn go as one pipeline per master (cluster-batch.ts).
+ * of a turn go as one pipeline per master (cluster-batch.ts). Either way a turn's releases are sent first.
  */
 class LockCalls {
   /** A batched call answers per lock: its result, or the error text of that lock alone (redis.pcall). */
@@ -86,46 +86,45 @@ class LockCalls {
       ACQUIRE_MANY.runWithAnyKeys(client, acquireKeys(call), acquireArgs(call)).then(first);
     const releaseOne = (call: ReleaseCall) =>
       RELEASE_MANY.runWithAnyKeys(client, releaseKeys(call), loneReleaseArgs(call)).then(first);
+    let acquireSender: TickBatchSender<AcquireCall, number | string>;
+    let releaseSender: TickBatchSender<ReleaseCall, number | string>;
+    let perCall = LOCK_CALLS_PER_SCRIPT;
     if (client instanceof Cluster) {
       // the locks of one turn live in different slots: each is its own script call, one pipeline per master
-      this.acquires = new TickBatcher(
-        perNodeSender<AcquireCall, number | string>(client, {
-          keyOf: ([keys]) => keys.lock,
-          command: (call) => ACQUIRE_MANY.command(acquireKeys(call), acquireArgs(call)),
-          reply: first,
-          one: acquireOne,
-        }),
-        LOCK_CALLS_PER_SCRIPT * CLUSTER_SLICE,
-      );
-      this.releases = new TickBatcher(
-        perNodeSender<ReleaseCall, number | string>(client, {
-          keyOf: ([keys]) => keys.lock,
-          command: (call) => RELEASE_MANY.command(releaseKeys(call), loneReleaseArgs(call)),
-          reply: first,
-          one: releaseOne,
-        }),
-        LOCK_CALLS_PER_SCRIPT * CLUSTER_SLICE,
-      );
-      return;
-    }
-    this.acquires = new TickBatcher(
-      {
+      acquireSender = perNodeSender(client, {
+        keyOf: ([keys]) => keys.lock,
+        command: (call) => ACQUIRE_MANY.command(acquireKeys(call), acquireArgs(call)),
+        reply: first,
+        one: acquireOne,
+      });
+      releaseSender = perNodeSender(client, {
+        keyOf: ([keys]) => keys.lock,
+        command: (call) => RELEASE_MANY.command(releaseKeys(call), loneReleaseArgs(call)),
+        reply: first,
+        one: releaseOne,
+      });
+      perCall *= CLUSTER_SLICE;
+    } else {
+      acquireSender = {
         one: acquireOne,
         many: (calls) => ACQUIRE_MANY.runWithAnyKeys(client, calls.flatMap(acquireKeys), calls.flatMap(acquireArgs)),
-      },
-      LOCK_CALLS_PER_SCRIPT,
-    );
-    this.releases = new TickBatcher(
-      {
+      };
+      releaseSender = {
         one: releaseOne,
         many: (calls) =>
           RELEASE_MANY.runWithAnyKeys(client, calls.flatMap(releaseKeys), [
             wakeChannelPrefix,
             ...calls.flatMap(releaseArgs),
           ]),
-      },
-      LOCK_CALLS_PER_SCRIPT,
-    );
+      };
+    }
+    this.releases = new TickBatcher(releaseSender, perCall);
+    // A turn's releases are sent before its acquisitions (one connection runs commands in the order they are sent),
+    // so an acquisition never finds busy a lock released in the same turn. Where contending callers of other
+    // services take turns, one's release and the next one's acquisition then meet in one round trip instead of the
+    // acquisition failing and waiting a retry pause. 20 separate services on one resource, each caller its own
+    // service: one server 5.8–6.0k → 8.4–9.0k acquire+release/s, 3-node quorum 5.1–5.8k → 6.7–7.0k (docs/lock.md).
+    this.acquires = new TickBatcher(sendingAfter(this.releases, acquireSender), perCall);
   }
 
   /**

@@ -269,6 +269,26 @@ describe('retry pauses', () => {
   });
 });
 
+describe.each(['single', 'cluster', 'quorum'] as const)('a turn of lock calls on %s', (mode) => {
+  it("sends the turn's releases before its acquisitions: another service's acquisition of a lock released in the same turn gets it", async () => {
+    const { locks, connection } = await lockService(mode);
+    const options = (locks as unknown as { lockOptions: ConstructorParameters<typeof LockService>[0] }).lockOptions;
+    const keys = (locks as unknown as { keys: ConstructorParameters<typeof LockService>[2] }).keys;
+    // another service of this connection, as another app instance would be: no in-process hand-over between them
+    const other = new LockService(options, connection, keys);
+    for (let round = 0; round < 3; round++) {
+      const resource = unique('release-first');
+      const held = await locks.acquire(resource, { ttl: 5_000 });
+      // the acquisition is asked first in the turn, the release second: the release still reaches Redis first
+      const [next] = await Promise.all([other.tryAcquire(resource, { ttl: 5_000 }), held.release()]);
+      expect(next).not.toBeNull();
+      expect(next!.fencingToken).toBeGreaterThan(held.fencingToken);
+      expect(await locks.tryAcquire(resource)).toBeNull();
+      await next!.release();
+    }
+  });
+});
+
 describe('locks taken and released in one tick share a script call (single server)', () => {
   it('40 resources: 5 EVALSHA (8 locks each) to acquire and 5 to release; one owner per resource even within one call', async () => {
     const { locks, connection } = await lockService('single');
