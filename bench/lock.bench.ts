@@ -62,21 +62,21 @@ function resourcePool(prefix: string): <T>(fn: (resource: string) => Promise<T>)
 async function scenario(mode: LockMode, urls: string[], rows: BenchRow[]): Promise<void> {
   const app = await lockApp(urls, mode, { ttl: TTL, retryMs: 0, jitterMs: 2 * RETRY_MS });
   const locks = app.get(LockService);
-  // The same service as N separate app instances would have it: no in-process hand-over between callers. They are
-  // in this one process and share the app's connection (and its lock-call batching), as the peers' callers share
-  // one set of clients: 20 real app instances would each send their own calls.
+  // The same service as N separate app instances would have it, each caller its own: no in-process hand-over or
+  // waiting between callers. They are in this one process and share the app's connection (and its lock-call
+  // batching), as the peers' callers share one set of clients: 20 real app instances would each send their own calls.
+  // (Until 2026-12-02 each operation took the next service in turn, so callers sometimes shared a service and then
+  // waited for each other in-process: on one server that flattered us, on the quorum it cost us; docs/lock.md.)
   const options = app.get<ResolvedRedisToolkitOptions>(REDIS_TOOLKIT_OPTIONS);
   const separate = Array.from(
     { length: WORKERS },
     () => new LockService(options.lock, app.get(RedisConnection), app.get(KeyBuilder)),
   );
-  let nextSeparate = 0;
   // The same with wake-on-release (lock.wakeOnRelease): a release wakes the oldest waiting service.
   const waking = Array.from(
     { length: WORKERS },
     () => new LockService({ ...options.lock, wakeOnRelease: true }, app.get(RedisConnection), app.get(KeyBuilder)),
   );
-  let nextWaking = 0;
   // Connected (and checked) before the first round, as each app instance's module init does.
   await Promise.all([...separate, ...waking].map((service) => service.onModuleInit()));
   // Every peer runs on ioredis clients with auto-pipelining off (the default) and on; its better figure is kept.
@@ -127,14 +127,8 @@ async function scenario(mode: LockMode, urls: string[], rows: BenchRow[]): Promi
   const contended = await interleaved(
     {
       ours: async () => (await locks.acquire('c-ours')).release(),
-      oursSeparate: async () => {
-        const service = separate[nextSeparate++ % separate.length];
-        return (await service.acquire('c-ours-separate')).release();
-      },
-      oursWaking: async () => {
-        const service = waking[nextWaking++ % waking.length];
-        return (await service.acquire('c-ours-waking')).release();
-      },
+      oursSeparate: async (caller) => (await separate[caller].acquire('c-ours-separate')).release(),
+      oursWaking: async (caller) => (await waking[caller].acquire('c-ours-waking')).release(),
       redlock: async () => (await redlock.acquire(['c-redlock'], TTL)).release(),
       redlockPiped: async () => (await redlockPiped.acquire(['c-redlock-piped'], TTL)).release(),
       sem: async () => {
@@ -171,8 +165,8 @@ async function scenario(mode: LockMode, urls: string[], rows: BenchRow[]): Promi
     contended.oursSeparate,
     // Honest about what "separate" means here: no in-process hand-over, but the 20 services are in one process and
     // share one connection (its batching), as the peers' 20 callers share their clients.
-    '20 separate LockService instances (no in-process hand-over; one process, one shared connection, as the ' +
-      "peers' callers share theirs; polling: the default)",
+    '20 separate LockService instances, one caller each (no in-process hand-over; one process, one shared ' +
+      "connection, as the peers' callers share theirs; polling: the default)",
   );
   add(
     'nestjs-redis-toolkit (20 separate services, wakeOnRelease)',

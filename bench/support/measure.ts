@@ -145,18 +145,21 @@ export const withNote = (notes: string | undefined, note: string): string =>
 
 // ---- measuring --------------------------------------------------------------------------------------------------
 
-async function runRound(op: () => Promise<unknown>, concurrency: number, durationMs: number): Promise<Measurement> {
+/** One operation of a benchmark; `caller` is the looping caller's number (0 to concurrency - 1), for ops that need it. */
+export type BenchOp = (caller: number) => Promise<unknown>;
+
+async function runRound(op: BenchOp, concurrency: number, durationMs: number): Promise<Measurement> {
   const cpuBefore = await redisCpuMicros();
   const latencies: number[] = [];
   let errors = 0;
   const started = performance.now();
   const deadline = started + durationMs;
   await Promise.all(
-    Array.from({ length: concurrency }, async () => {
+    Array.from({ length: concurrency }, async (_, caller) => {
       while (performance.now() < deadline) {
         const t = performance.now();
         try {
-          await op();
+          await op(caller);
           latencies.push(performance.now() - t); // failed operations are counted apart, not as throughput
         } catch {
           errors++;
@@ -219,7 +222,7 @@ export function medianOf(list: Measurement[]): Measurement {
 }
 
 /** Warms up, then runs `rounds` rounds of `concurrency` callers looping on `op`; reports the median of each figure. */
-export async function measure(op: () => Promise<unknown>, options: MeasureOptions = {}): Promise<Measurement> {
+export async function measure(op: BenchOp, options: MeasureOptions = {}): Promise<Measurement> {
   const { concurrency = 50, durationMs = 2_000, warmupMs = 500, rounds = 3 } = options;
   if (warmupMs > 0) await runRound(op, concurrency, warmupMs);
   const results: Measurement[] = [];
@@ -239,7 +242,7 @@ export interface ProbedMeasurement extends Measurement {
  * successful operation (the probe also sees a round's warm-up: give `warmupMs: 0` with a probe).
  */
 export async function interleaved(
-  ops: Record<string, () => Promise<unknown>>,
+  ops: Record<string, BenchOp>,
   rounds: number,
   round: MeasureOptions,
   probe?: () => Promise<number>,
