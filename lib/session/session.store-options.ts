@@ -101,17 +101,24 @@ export function checkStoreOptions(options: RedisSessionStoreOptions): void {
   problems.string('RedisSessionStore userIdField', options?.userIdField);
   problems.boolean('RedisSessionStore touchOnGet', options?.touchOnGet);
   problems.duration('RedisSessionStore touchAfter', options?.touchAfter, { allowZero: true });
-  // get is a plain read with any of these: then touchAfter would do nothing, which is not what was asked for
-  const getDoesNotTouch = options?.disableTouch
-    ? 'disableTouch'
-    : options?.disableTTL
-      ? 'disableTTL'
-      : options?.touchOnGet === false
-        ? 'touchOnGet: false'
-        : undefined;
+  // get is a plain read then: touchAfter would do nothing, which is not what was asked for
+  const getDoesNotTouch = plainGetOption(options);
   if (getDoesNotTouch && typeof options.touchAfter === 'number' && options.touchAfter > 0) {
     problems.add('RedisSessionStore touchAfter', `has no effect with ${getDoesNotTouch} (get does not extend the ttl)`);
   }
   problems.integer('RedisSessionStore maxSize', options?.maxSize, 1_024, SESSION_MAX_SIZE_LIMIT);
   problems.throwIfAny();
+}
+
+/**
+ * The option that makes the store's `get` a plain read, without extending the ttl (connect-redis' get is a plain GET:
+ * with touch or ttl disabled, ours is too), or undefined when `get` extends it.
+ */
+export function plainGetOption(
+  options: Pick<RedisSessionStoreOptions, 'disableTouch' | 'disableTTL' | 'touchOnGet'> | undefined,
+): 'disableTouch' | 'disableTTL' | 'touchOnGet: false' | undefined {
+  if (options?.disableTouch) return 'disableTouch';
+  if (options?.disableTTL) return 'disableTTL';
+  if (options?.touchOnGet === false) return 'touchOnGet: false';
+  return undefined;
 }

@@ -11,7 +11,7 @@ import { SESSION_DEFAULTS } from './session.options.js';
 import { touchReuseOf } from './session.recent-touches.js';
 import { unlinkMany } from '../common/bulk-keys.js';
 import { sessionRevokerFor } from './session.revocation.js';
-import { checkStoreOptions, type RedisSessionStoreOptions } from './session.store-options.js';
+import { checkStoreOptions, plainGetOption, type RedisSessionStoreOptions } from './session.store-options.js';
 import { makeRoom } from '../common/bounded-map.js';
 
 type StoreClass = typeof ExpressStore;
@@ -85,8 +85,7 @@ export class RedisSessionStore extends loadStoreBase() {
     checkStoreOptions(options);
     this.disableTouch = options.disableTouch ?? false;
     this.disableTTL = options.disableTTL ?? false;
-    // connect-redis' get is a plain GET: with touch or ttl disabled, ours is too
-    this.touchOnGet = (options.touchOnGet ?? true) && !this.disableTouch && !this.disableTTL;
+    this.touchOnGet = plainGetOption(options) === undefined;
     this.records = new SessionRecords(
       options.client,
       options.prefix ?? DEFAULT_KEY_PREFIX,
