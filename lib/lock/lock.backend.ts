@@ -123,7 +123,7 @@ class LockCalls {
     // so an acquisition never finds busy a lock released in the same turn. Where contending callers of other
     // services take turns, one's release and the next one's acquisition then meet in one round trip instead of the
     // acquisition failing and waiting a retry pause. 20 separate services on one resource, each caller its own
-    // service: one server 5.8–6.0k → 8.4–9.0k acquire+release/s, 3-node quorum 5.1–5.8k → 6.7–7.0k (docs/lock.md).
+    // service: one server 5.0–6.2k → 8.3–9.1k acquire+release/s, 3-node quorum 5.1–5.8k → 6.7–7.2k (docs/lock.md).
     this.acquires = new TickBatcher(sendingAfter(this.releases, acquireSender), perCall);
   }
 
