@@ -15,7 +15,18 @@ export interface LockKeys {
   readonly fence: string;
   /** The services waiting for the lock, oldest first (see LockWakeups). */
   readonly waiters: string;
+  /** The tokens those services wait with, for a release to grant them the lock (see LockGrants). */
+  readonly grants: string;
 }
+
+/** The keys of the lock `lock` (a key built for `resource`). */
+export const lockKeysOf = (resource: string, lock: string): LockKeys => ({
+  resource,
+  lock,
+  fence: `${lock}:fence`,
+  waiters: `${lock}:waiters`,
+  grants: `${lock}:grants`,
+});
 
 export interface Acquired {
   fencingToken: number;
@@ -30,8 +41,12 @@ export interface Acquired {
  */
 export interface LockBackend {
   readonly nodes: number;
-  /** null: held by someone else. Throws RedisUnavailableError when Redis could not decide. */
-  tryAcquire(keys: LockKeys, token: string, ttl: number, waiter?: string): Promise<Acquired | null>;
+  /**
+   * null: held by someone else. Throws RedisUnavailableError when Redis could not decide. `waiter`: the service id
+   * that joins the lock's waiting services when it is busy; `grant`: with it, how a release may grant it the lock
+   * (acquire-many.lua: '' wake only, '+' grant, or the previous attempt's token: grant, and take over that grant).
+   */
+  tryAcquire(keys: LockKeys, token: string, ttl: number, waiter?: string, grant?: string): Promise<Acquired | null>;
   /** New expiresAt. */
   extend(keys: LockKeys, token: string, ttl: number): Promise<number>;
   /** `expiresAt`: the holder's own expiry (a backend that cannot tell an expired entry from a held one uses it). */
@@ -53,12 +68,19 @@ const LOCK_CALLS_PER_SCRIPT = 8;
 /** How many waiting services a release may try in turn until one is listening (see release-many.lua). */
 const WAKE_TRIES = 3;
 
+/** The channel prefixes of every service (LockWakeups): where a release wakes a service, and where it grants one. */
+export interface WaitingChannels {
+  readonly wake: string;
+  readonly grant: string;
+}
+
 /**
  * ACQUIRE and RELEASE on one client, with wake-on-release (see LockWakeups): a busy acquisition with a service id
- * joins the lock's waiting services, a release wakes the oldest. On a single server (a quorum node is one) the
- * acquisitions, and the releases, this process makes in one event-loop turn go as one script call each (many callers
- * locking their own resources at once); on a cluster every lock is its own script call (its own slot) and the calls
- * of a turn go as one pipeline per master (cluster-batch.ts). Either way a turn's releases are sent first.
+ * joins the lock's waiting services, a release grants the lock to the oldest (LockGrants) or wakes it. On a single
+ * server (a quorum node is one) the acquisitions, and the releases, this process makes in one event-loop turn go as
+ * one script call each (many callers locking their own resources at once); on a cluster every lock is its own script
+ * call (its own slot) and the calls of a turn go as one pipeline per master (cluster-batch.ts). Either way a turn's
+ * releases are sent first.
  */
 class LockCalls {
   /** A batched call answers per lock: its result, or the error text of that lock alone (redis.pcall). */
@@ -67,25 +89,34 @@ class LockCalls {
 
   constructor(
     readonly client: RedisClient,
-    /** The wake channel prefix of every service (LockWakeups.channelPrefix). */
-    wakeChannelPrefix: string,
+    channels: WaitingChannels,
   ) {
     // On a cluster PUBLISH counts only this node's receivers: 0 does not mean nobody listens, so wake one and stop.
     const tries = client instanceof Cluster ? 1 : WAKE_TRIES;
     // One call's keys and arguments (acquire-many.lua, release-many.lua); a batch is theirs one after the other,
-    // after the release's shared wake channel prefix. A quorum node's acquisition carries the client's floor too.
-    const acquireKeys = ([keys]: AcquireCall): string[] => [keys.lock, keys.fence, keys.waiters];
-    const acquireArgs = ([, token, ttl, waiter, floor]: AcquireCall): ScriptArg[] =>
-      floor === undefined ? [token, ttl, waiter] : [token, ttl, waiter, String(floor)];
-    const releaseKeys = ([keys]: ReleaseCall): string[] => [keys.lock, keys.waiters];
+    // after the release's shared channel prefixes. A quorum node's acquisition carries the client's floor.
+    const lockKeys = ([keys]: AcquireCall | ReleaseCall): string[] => [
+      keys.lock,
+      keys.fence,
+      keys.waiters,
+      keys.grants,
+    ];
+    const acquireArgs = ([, token, ttl, waiter, grant, floor]: AcquireCall): ScriptArg[] => [
+      token,
+      ttl,
+      waiter,
+      grant,
+      floor === undefined ? '' : String(floor),
+    ];
     const releaseArgs = ([, token, wake]: ReleaseCall): ScriptArg[] => [token, wake ? tries : 0];
-    // a call of one release: the prefix, then its arguments
-    const loneReleaseArgs = (call: ReleaseCall): ScriptArg[] => [wakeChannelPrefix, ...releaseArgs(call)];
+    const prefixes = [channels.wake, channels.grant];
+    // a call of one release: the prefixes, then its arguments
+    const loneReleaseArgs = (call: ReleaseCall): ScriptArg[] => [...prefixes, ...releaseArgs(call)];
     // A lone call (the usual one on a quorum node) goes without building a batch.
     const acquireOne = (call: AcquireCall) =>
-      ACQUIRE_MANY.runWithAnyKeys(client, acquireKeys(call), acquireArgs(call)).then(first);
+      ACQUIRE_MANY.runWithAnyKeys(client, lockKeys(call), acquireArgs(call)).then(first);
     const releaseOne = (call: ReleaseCall) =>
-      RELEASE_MANY.runWithAnyKeys(client, releaseKeys(call), loneReleaseArgs(call)).then(first);
+      RELEASE_MANY.runWithAnyKeys(client, lockKeys(call), loneReleaseArgs(call)).then(first);
     let acquireSender: TickBatchSender<AcquireCall, number | string>;
     let releaseSender: TickBatchSender<ReleaseCall, number | string>;
     let perCall = LOCK_CALLS_PER_SCRIPT;
@@ -93,13 +124,13 @@ class LockCalls {
       // the locks of one turn live in different slots: each is its own script call, one pipeline per master
       acquireSender = perNodeSender(client, {
         keyOf: ([keys]) => keys.lock,
-        command: (call) => ACQUIRE_MANY.command(acquireKeys(call), acquireArgs(call)),
+        command: (call) => ACQUIRE_MANY.command(lockKeys(call), acquireArgs(call)),
         reply: first,
         one: acquireOne,
       });
       releaseSender = perNodeSender(client, {
         keyOf: ([keys]) => keys.lock,
-        command: (call) => RELEASE_MANY.command(releaseKeys(call), loneReleaseArgs(call)),
+        command: (call) => RELEASE_MANY.command(lockKeys(call), loneReleaseArgs(call)),
         reply: first,
         one: releaseOne,
       });
@@ -107,15 +138,12 @@ class LockCalls {
     } else {
       acquireSender = {
         one: acquireOne,
-        many: (calls) => ACQUIRE_MANY.runWithAnyKeys(client, calls.flatMap(acquireKeys), calls.flatMap(acquireArgs)),
+        many: (calls) => ACQUIRE_MANY.runWithAnyKeys(client, calls.flatMap(lockKeys), calls.flatMap(acquireArgs)),
       };
       releaseSender = {
         one: releaseOne,
         many: (calls) =>
-          RELEASE_MANY.runWithAnyKeys(client, calls.flatMap(releaseKeys), [
-            wakeChannelPrefix,
-            ...calls.flatMap(releaseArgs),
-          ]),
+          RELEASE_MANY.runWithAnyKeys(client, calls.flatMap(lockKeys), [...prefixes, ...calls.flatMap(releaseArgs)]),
       };
     }
     this.releases = new TickBatcher(releaseSender, perCall);
@@ -128,16 +156,20 @@ class LockCalls {
   }
 
   /**
-   * The new fencing token, or 0 when another owner holds the lock. `waiter`: the service id to wake, or ''. `floor`
-   * (a quorum node): the least token in µs of the acquiring client's clock, instead of the server's (acquire-many.lua).
+   * The new fencing token, or 0 when another owner holds the lock. `waiter`: the service id to wake, or ''; `grant`:
+   * see LockBackend.tryAcquire. `floor` (a quorum node): the least token in µs of the acquiring client's clock,
+   * instead of the server's (acquire-many.lua).
    */
-  async acquire(keys: LockKeys, token: string, ttl: number, waiter = '', floor?: number): Promise<number> {
-    const call: AcquireCall = [keys, token, ttl, waiter, floor];
+  async acquire(keys: LockKeys, token: string, ttl: number, waiter = '', grant = '', floor?: number): Promise<number> {
+    const call: AcquireCall = [keys, token, ttl, waiter, grant, floor];
     const result = await this.acquires.add(call);
     return itemResult(result, `acquiring the lock on "${keys.resource}"`);
   }
 
-  /** 1 when released, 0 when not held by `token`. `wake`: wake a waiting service (not for undoing a partial grant). */
+  /**
+   * 1 when released, 0 when not held by `token`. `wake`: pass the lock to a waiting service, or wake one (not for
+   * undoing a partial grant).
+   */
   async release(keys: LockKeys, token: string, wake = true): Promise<number> {
     const call: ReleaseCall = [keys, token, wake];
     const result = await this.releases.add(call);
@@ -155,15 +187,16 @@ class LockCalls {
  */
 const sharedLockCalls = new WeakMap<RedisClient, Map<string, LockCalls>>();
 
-function lockCallsOf(client: RedisClient, wakeChannelPrefix: string): LockCalls {
+function lockCallsOf(client: RedisClient, channels: WaitingChannels): LockCalls {
   let byPrefix = sharedLockCalls.get(client);
   if (!byPrefix) sharedLockCalls.set(client, (byPrefix = new Map()));
-  let calls = byPrefix.get(wakeChannelPrefix);
-  if (!calls) byPrefix.set(wakeChannelPrefix, (calls = new LockCalls(client, wakeChannelPrefix)));
+  // the grant prefix is the wake prefix's sibling (same key prefix): the wake prefix alone tells them apart
+  let calls = byPrefix.get(channels.wake);
+  if (!calls) byPrefix.set(channels.wake, (calls = new LockCalls(client, channels)));
   return calls;
 }
 
-type AcquireCall = [keys: LockKeys, token: string, ttl: number, waiter: string, floor?: number];
+type AcquireCall = [keys: LockKeys, token: string, ttl: number, waiter: string, grant: string, floor?: number];
 
 type ReleaseCall = [keys: LockKeys, token: string, wake: boolean];
 
@@ -187,21 +220,25 @@ export class SingleLockBackend implements LockBackend {
   constructor(
     private readonly client: RedisClient,
     private readonly failures: FailurePolicy,
-    wakeChannelPrefix: string,
+    channels: WaitingChannels,
   ) {
-    this.calls = lockCallsOf(client, wakeChannelPrefix);
+    this.calls = lockCallsOf(client, channels);
   }
 
-  async tryAcquire(keys: LockKeys, token: string, ttl: number, waiter = ''): Promise<Acquired | null> {
+  async tryAcquire(keys: LockKeys, token: string, ttl: number, waiter = '', grant = ''): Promise<Acquired | null> {
     const startedAt = Date.now();
     let fence: number;
     try {
       fence = await this.failures.guard(`acquire on "${keys.resource}"`, () =>
-        this.calls.acquire(keys, token, ttl, waiter),
+        this.calls.acquire(keys, token, ttl, waiter, grant),
       );
     } catch (err) {
-      // The SET may have run before the reply was lost: do not leave a lock nobody owns for a whole ttl.
-      if (err instanceof RedisUnavailableError) this.releaseUnknown(keys, token, startedAt + ttl);
+      // The SET may have run before the reply was lost: do not leave a lock nobody owns for a whole ttl. Nor a grant
+      // to the previous attempt, which this one would have taken over (LockGrants).
+      if (err instanceof RedisUnavailableError) {
+        this.releaseUnknown(keys, token, startedAt + ttl);
+        if (grant.length > 1) this.releaseUnknown(keys, grant, startedAt + ttl);
+      }
       throw err;
     }
     return fence > 0 ? { fencingToken: fence, expiresAt: startedAt + ttl } : null;
@@ -278,19 +315,20 @@ export class QuorumLockBackend implements LockBackend {
 
   constructor(
     private readonly quorum: QuorumCalls,
-    wakeChannelPrefix: string,
+    channels: WaitingChannels,
   ) {
     this.nodes = quorum.nodes;
-    this.nodeCalls = quorum.clients.map((c) => lockCallsOf(c, wakeChannelPrefix));
+    this.nodeCalls = quorum.clients.map((c) => lockCallsOf(c, channels));
   }
 
+  /** A quorum's nodes would each grant their own oldest waiter: it wakes waiters, never grants (`grant` ignored). */
   async tryAcquire(keys: LockKeys, token: string, ttl: number, waiter = ''): Promise<Acquired | null> {
     let fencingToken = 0;
     const floor = nextFenceFloor();
     const won = await this.quorum.acquire(
       `acquiring the lock on "${keys.resource}"`,
       ttl,
-      (_, i) => this.nodeCalls[i].acquire(keys, token, ttl, waiter, floor),
+      (_, i) => this.nodeCalls[i].acquire(keys, token, ttl, waiter, '', floor),
       (fence) => fence > 0,
       // undoing a partial grant frees no lock anybody could take: wake nobody
       (_, i) => this.nodeCalls[i].release(keys, token, false),

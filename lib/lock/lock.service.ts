@@ -1,5 +1,5 @@
 import { Inject, Injectable, Logger, type OnModuleInit, Optional } from '@nestjs/common';
-import type { Redis } from 'ioredis';
+import { Cluster, type Redis } from 'ioredis';
 import { InvalidOptionsError, LockLostError, LockNotAcquiredError } from '../common/errors.js';
 import { FailurePolicy } from '../common/failure-policy.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
@@ -9,7 +9,15 @@ import { FEATURE_CONNECTION, RedisConnections } from '../connection/redis-connec
 import { describeConnection } from '../connection/redis-client.factory.js';
 import { describeAttempts, maxHoldOf, newToken, nextPause, planRetries, ttlOf } from './lock.attempts.js';
 import { type AutoExtendOptions, checkExtensionThreshold } from './lock.auto-extend.js';
-import { QuorumLockBackend, SingleLockBackend, type LockBackend, type LockKeys } from './lock.backend.js';
+import {
+  type Acquired,
+  type LockBackend,
+  type LockKeys,
+  lockKeysOf,
+  QuorumLockBackend,
+  SingleLockBackend,
+} from './lock.backend.js';
+import { LockGrants, type WaitingAttempt } from './lock.grants.js';
 import { type CurrentLock, lockContext } from './lock.context.js';
 import { runHolding } from './lock.holding.js';
 import { LockEvents } from './lock.events.js';
@@ -83,6 +91,8 @@ export class LockService implements OnModuleInit {
   private readonly wakeups: LockWakeups;
   /** This service's id among a lock's waiting services with `lock.wakeOnRelease`, else '' (it never joins). */
   private readonly waiterId: string;
+  /** With `lock.wakeOnRelease` on one server (not a cluster or a quorum): a release grants the lock to a waiter. */
+  private readonly grants: LockGrants | undefined;
   /** acquired, extended, released, lost, busy: `locks.events.on('lost', (e) => ...)`. Payloads carry no token. */
   readonly events = new LockEvents((name, err) =>
     this.logger.error(`a '${name}' lock event listener threw: ${(err as Error).message}`),
@@ -112,9 +122,13 @@ export class LockService implements OnModuleInit {
         quorum ? quorum.nodes.map((node) => connection.createStandaloneClient(node)) : [connection.createSubscriber()],
       (lockKey) => this.waiters.wakeOne(lockKey),
       (lockKey) => this.inFlight.has(lockKey),
+      (lockKey, token, fence) => this.granted(lockKey, token, fence),
       (message) => this.logger.warn(message),
     );
     this.waiterId = options.wakeOnRelease ? this.wakeups.id : '';
+    // On a cluster PUBLISH reaches the subscribers of one node only, so a release cannot tell a grant went unheard;
+    // a quorum's nodes would each grant their own oldest waiter. There a release wakes the waiter instead.
+    if (this.waiterId && !quorum && !(connection.client instanceof Cluster)) this.grants = new LockGrants(keys);
     if (quorum) {
       for (const node of quorum.nodes) {
         this.quorumClients.push({ client: quorumClient(connection, node), description: describeConnection(node) });
@@ -130,9 +144,9 @@ export class LockService implements OnModuleInit {
               `(${err instanceof Error ? err.message : String(err)}); the other nodes decide while a majority answers`,
           ),
       );
-      this.backend = new QuorumLockBackend(this.quorumCalls, this.wakeups.channelPrefix);
+      this.backend = new QuorumLockBackend(this.quorumCalls, this.wakeups.channels);
     } else {
-      this.backend = new SingleLockBackend(connection.client, this.failures, this.wakeups.channelPrefix);
+      this.backend = new SingleLockBackend(connection.client, this.failures, this.wakeups.channels);
     }
     this.owner = {
       backend: this.backend,
@@ -265,6 +279,8 @@ export class LockService implements OnModuleInit {
       if (lock) return this.started(lock, options.autoExtend);
       const pause = nextPause(plan, attempt);
       if (pause === undefined) {
+        // nobody here waits for it now: a grant that still comes is released, which passes the lock on
+        if (!this.waiters.first(keys.lock) && !this.inFlight.has(keys.lock)) this.grants?.forget(keys.lock);
         this.events.report('busy', () => ({ kind: 'lock', resource, attempts: attempt + 1 }));
         throw new LockNotAcquiredError(
           `the lock on "${resource}" is held by another owner (${describeAttempts(plan, attempt)})`,
@@ -342,16 +358,27 @@ export class LockService implements OnModuleInit {
   private async attempt(keys: LockKeys, ttl: number, waiter = ''): Promise<Lock | null> {
     // A fresh token per attempt: a background clean-up of a failed attempt can never delete a later success.
     const token = newToken();
-    let acquired: Awaited<ReturnType<LockBackend['tryAcquire']>>;
+    // with grants, the token a release grants the lock to, and the token of the previous attempt (acquire-many.lua)
+    const grant = waiter && this.grants ? this.grants.register(keys, token, ttl) : '';
+    let acquired: Acquired | null;
     this.inFlight.add(keys.lock);
     try {
-      acquired = await this.backend.tryAcquire(keys, token, ttl, waiter);
+      acquired = await this.backend.tryAcquire(keys, token, ttl, waiter, grant);
     } finally {
       this.inFlight.delete(keys.lock);
     }
-    if (!acquired) return null;
+    if (!acquired) {
+      // granted while the busy reply was on its way (the grant comes on the subscriber connection)
+      const early = grant ? this.grants?.takeEarly(keys.lock, token) : undefined;
+      return early ? this.grantedLock(early.attempt, early.fence, ttl) : null;
+    }
+    if (grant) this.grants?.forget(keys.lock);
     this.wakeups.takeEarly(keys.lock);
-    const lock = new Lock(this.owner, keys, token, acquired.fencingToken, acquired.expiresAt, ttl);
+    return this.holding(keys, new Lock(this.owner, keys, token, acquired.fencingToken, acquired.expiresAt, ttl));
+  }
+
+  /** A lock this process now holds: reported, and known as held here (local callers wait for its release). */
+  private holding(keys: LockKeys, lock: Lock): Lock {
     this.events.report('acquired', () => lock.info);
     if (this.heldHere.size >= 10_000) {
       // Locks left to expire without release: forget them, so the map stays small.
@@ -361,10 +388,54 @@ export class LockService implements OnModuleInit {
     return lock;
   }
 
+  /**
+   * A release granted this service `lockKey` for `token` (see LockGrants): the attempt in flight takes it, or else
+   * the oldest local waiter. Nobody here wants it (the caller gave up, an earlier attempt's token): it is released at
+   * once, which passes it to the next waiting service.
+   */
+  private granted(lockKey: string, token: string, fence: number): void {
+    const attempt = this.grants?.match(lockKey, token);
+    if (this.inFlight.has(lockKey)) {
+      // The attempt in flight takes it: with its busy reply when the grant is for its token, else by taking over the
+      // grant to its previous attempt (acquire-many.lua). Released here, it could run first and pass the lock on.
+      if (attempt) this.grants?.keepEarly(attempt, fence);
+      return;
+    }
+    const waiter = attempt && this.waiters.first(lockKey);
+    if (!attempt || !waiter) {
+      const keys = attempt?.keys ?? this.grants?.keysOf(lockKey);
+      this.grants?.forget(lockKey);
+      // not held by `token` any more (taken over by a later attempt, expired): nothing to release
+      if (keys) this.backend.release(keys, token).catch(() => undefined);
+      return;
+    }
+    this.grants?.forget(lockKey);
+    const deliver = waiter.claim();
+    this.grantedLock(attempt, fence, waiter.ttl).then(deliver, () => deliver(null)); // null: it tries again itself
+  }
+
+  /**
+   * The lock a release granted to `attempt`, for a caller that asked for `ttl`. The grant set the attempt's ttl when
+   * it happened, some time after the attempt was sent: the lock is safely ours until `sentAt + ttl`. When that is
+   * short of what the caller asked for (another ttl, or a long wait since the attempt), it is extended first.
+   */
+  private async grantedLock(attempt: WaitingAttempt, fence: number, ttl: number): Promise<Lock> {
+    const { keys, token } = attempt;
+    let expiresAt = attempt.sentAt + attempt.ttl;
+    if (ttl !== attempt.ttl || Date.now() - attempt.sentAt > ttl / 10) {
+      try {
+        expiresAt = await this.backend.extend(keys, token, ttl);
+      } catch (err) {
+        this.backend.release(keys, token).catch(() => undefined);
+        throw err;
+      }
+    }
+    return this.holding(keys, new Lock(this.owner, keys, token, fence, expiresAt, ttl));
+  }
+
   private keysFor(resource: string): LockKeys {
     KeyBuilder.validate(resource, 'lock resource');
-    const lock = this.keys.tagged(FEATURES.lock, resource);
-    return { resource, lock, fence: `${lock}:fence`, waiters: `${lock}:waiters` };
+    return lockKeysOf(resource, this.keys.tagged(FEATURES.lock, resource));
   }
 
   private async handOver(keys: LockKeys, token: string): Promise<boolean> {
@@ -375,10 +446,12 @@ export class LockService implements OnModuleInit {
     const nextToken = newToken();
     try {
       const acquired = await this.backend.handOver(keys, token, nextToken, waiter.ttl);
-      const lock = new Lock(this.owner, keys, nextToken, acquired.fencingToken, acquired.expiresAt, waiter.ttl);
-      this.events.report('acquired', () => lock.info);
-      this.heldHere.set(keys.lock, lock);
-      deliver(lock);
+      deliver(
+        this.holding(
+          keys,
+          new Lock(this.owner, keys, nextToken, acquired.fencingToken, acquired.expiresAt, waiter.ttl),
+        ),
+      );
       return true;
     } catch (err) {
       deliver(null); // it tries again on its own

@@ -1,21 +1,23 @@
 import type { RedisClient } from '../common/lua-script.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { newToken } from './lock.attempts.js';
+import type { WaitingChannels } from './lock.backend.js';
 
 /**
  * Wake-on-release across processes. Every LockService has an id and, from its first wait on, listens on its own
- * channel (`<prefix>ps:__rtk:lock:wake:<id>`) on every lock server. A caller that finds a lock held joins the lock's
- * waiting services (a sorted set beside the lock, oldest first, one entry per service); a release pops the oldest and
- * publishes the lock key on its channel, so exactly one waiting service tries again at once instead of at its next
- * poll (and services are served in the order they started waiting). The poll stays: a wake lost on the way (the
- * subscriber connection down, a service that stopped waiting) costs one poll pause, no more.
+ * channels (`<prefix>ps:__rtk:lock:wake:<id>` and `...:grant:<id>`) on every lock server. A caller that finds a lock
+ * held joins the lock's waiting services (a sorted set beside the lock, oldest first, one entry per service); a
+ * release pops the oldest and either grants it the lock (one server: see LockGrants) or publishes the lock key on its
+ * wake channel, so exactly one waiting service gets the lock or tries again at once instead of at its next poll (and
+ * services are served in the order they started waiting). The poll stays: a message lost on the way (the subscriber
+ * connection down, a service that stopped waiting) costs one poll pause, no more.
  */
 export class LockWakeups {
   /** This service's id among the waiting services (random, 128 bits). */
   readonly id = newToken();
-  /** Every service's wake channel starts with this; the scripts append the id. */
-  readonly channelPrefix: string;
-  /** Wakes received since start. */
+  /** Every service's channels start with these; the scripts append the id. */
+  readonly channels: WaitingChannels;
+  /** Wakes and grants received since start. */
   received = 0;
   private subscribers: RedisClient[] | undefined;
   /**
@@ -32,9 +34,14 @@ export class LockWakeups {
     private readonly wake: (lockKey: string) => boolean,
     /** Whether an attempt of this service is asking for the lock key right now. */
     private readonly inFlight: (lockKey: string) => boolean,
+    /** A release granted this service the lock key for `token`, with fencing token `fence` (see LockGrants). */
+    private readonly granted: (lockKey: string, token: string, fence: number) => void,
     private readonly warn: (message: string) => void,
   ) {
-    this.channelPrefix = keys.channel(KeyBuilder.internalChannel(FEATURES.lock, 'wake:'));
+    this.channels = {
+      wake: keys.channel(KeyBuilder.internalChannel(FEATURES.lock, 'wake:')),
+      grant: keys.channel(KeyBuilder.internalChannel(FEATURES.lock, 'grant:')),
+    };
   }
 
   /** True (once) when a wake for `lockKey` arrived while its attempt was in flight: try again at once. */
@@ -43,7 +50,11 @@ export class LockWakeups {
   }
 
   get channel(): string {
-    return this.channelPrefix + this.id;
+    return this.channels.wake + this.id;
+  }
+
+  get grantChannel(): string {
+    return this.channels.grant + this.id;
   }
 
   /**
@@ -53,9 +64,10 @@ export class LockWakeups {
   listen(): void {
     if (this.subscribers) return;
     this.subscribers = this.open();
-    const channel = this.channel;
+    const { channel, grantChannel } = this;
     for (const subscriber of this.subscribers) {
       subscriber.on('message', (from: string, lockKey: string) => {
+        if (from === grantChannel) return this.grant(lockKey);
         if (from !== channel) return;
         this.received++;
         if (this.wake(lockKey) || !this.inFlight(lockKey)) return;
@@ -64,7 +76,7 @@ export class LockWakeups {
       });
       // ioredis subscribes again by itself after a reconnect; 'ready' covers a connection that was not up yet.
       const subscribe = (): void => {
-        subscriber.subscribe(channel).catch((err: unknown) => {
+        subscriber.subscribe(channel, grantChannel).catch((err: unknown) => {
           this.warn(`lock wake-ups: subscribing failed, waiters poll until it succeeds: ${(err as Error).message}`);
         });
       };
@@ -72,5 +84,18 @@ export class LockWakeups {
       if (subscriber.status === 'wait') subscriber.connect().catch(() => undefined);
       else if (subscriber.status === 'ready') subscribe();
     }
+  }
+
+  /** 'fence token lock key' (release-many.lua); anything else on the channel is not ours and is reported. */
+  private grant(message: string): void {
+    const afterFence = message.indexOf(' ');
+    const afterToken = message.indexOf(' ', afterFence + 1);
+    const fence = Number(message.slice(0, afterFence));
+    if (afterFence < 1 || afterToken < 0 || !Number.isSafeInteger(fence) || fence < 1) {
+      this.warn(`lock wake-ups: a message on the grant channel is not a grant; ignored: ${message.slice(0, 200)}`);
+      return;
+    }
+    this.received++;
+    this.granted(message.slice(afterToken + 1), message.slice(afterFence + 1, afterToken), fence);
   }
 }

@@ -1,28 +1,65 @@
--- release.lua for the releases one process makes in the same tick (a lone release is a batch of one), waking a waiting
--- service per lock released. For each i, KEYS[2i-1] lock key, KEYS[2i] the services waiting for it (acquire-many.lua);
--- ARGV[1] the wake channel prefix (a service's channel is the prefix and its id); ARGV[2i] owner token, ARGV[2i+1] how
--- many waiting services may be tried (0: wake nobody, e.g. undoing a partial quorum grant; 1 on a cluster, where
--- PUBLISH counts only the receivers on this node). Returns, per lock in order, 1 when released, 0 when not held, or
--- the error text of that lock alone (redis.pcall: one bad key fails only its own release, never the batch).
--- The oldest waiting service is told the lock key; one that no longer listens (PUBLISH reached nobody) is dropped and
--- the next is tried. A wake lost on the way (or sent to a service that stopped waiting) costs the waiters one poll.
+-- release.lua for the releases one process makes in the same tick (a lone release is a batch of one), passing each
+-- lock released to a waiting service. For each i, KEYS[4i-3] lock key, KEYS[4i-2] its fence counter, KEYS[4i-1] the
+-- services waiting for it and KEYS[4i] their tokens (acquire-many.lua); ARGV[1] the wake channel prefix, ARGV[2] the
+-- grant channel prefix (a service's channel is the prefix and its id); ARGV[2i+1] owner token, ARGV[2i+2] how many
+-- waiting services may be tried (0: nobody, e.g. undoing a partial quorum grant; 1 on a cluster, where PUBLISH counts
+-- only the receivers on this node). Returns, per lock in order, 1 when released, 0 when not held, or the error text
+-- of that lock alone (redis.pcall: one bad key fails only its own release, never the batch).
+-- The oldest waiting service is served: one that waits with a token is granted the lock (SET to its token with its
+-- ttl, a new fencing token drawn as in acquire-many.lua) and told 'fence token lock key' on its grant channel; one
+-- without is told the lock key on its wake channel, and the lock is deleted. One that no longer listens (PUBLISH
+-- reached nobody) is dropped and the next is tried; when none listens the lock is deleted. A grant whose service no
+-- longer wants it is released by that service; a message lost on the way costs the waiters one poll.
 local out = {}
-for i = 1, #KEYS / 2 do
-  local lock = KEYS[2 * i - 1]
+local server_floor, server_floor_text
+local function server_clock()
+  if not server_floor then
+    local now = redis.call('TIME')
+    server_floor = tonumber(now[1]) * 1000000 + tonumber(now[2])
+    server_floor_text = now[1] .. string.format('%06d', tonumber(now[2]))
+  end
+  return server_floor, server_floor_text
+end
+for i = 1, #KEYS / 4 do
+  local lock, fence_key, waiting, grants = KEYS[4 * i - 3], KEYS[4 * i - 2], KEYS[4 * i - 1], KEYS[4 * i]
   local held = redis.pcall('GET', lock)
   if type(held) == 'table' and held.err then
     out[i] = held.err
-  elseif held == ARGV[2 * i] then
-    out[i] = redis.call('DEL', lock)
-    for _ = 1, tonumber(ARGV[2 * i + 1]) do
-      local next = redis.pcall('ZPOPMIN', KEYS[2 * i])
+  elseif held == ARGV[2 * i + 1] then
+    local granted = false
+    for _ = 1, tonumber(ARGV[2 * i + 2]) do
+      local next = redis.pcall('ZPOPMIN', waiting)
       if type(next) ~= 'table' or next.err or #next == 0 then
         break
       end
-      if redis.call('PUBLISH', ARGV[1] .. next[1], lock) > 0 then
+      local service = next[1]
+      local grant = redis.pcall('HGET', grants, service)
+      local space = type(grant) == 'string' and string.find(grant, ' ', 1, true)
+      if space then
+        redis.call('HDEL', grants, service)
+        local token, ttl = string.sub(grant, 1, space - 1), string.sub(grant, space + 1)
+        local fence = redis.pcall('INCR', fence_key)
+        if type(fence) == 'table' then
+          break -- no fencing token, no grant: the lock is deleted, the waiters poll (and their attempt reports it)
+        end
+        local floor, floor_text = server_clock()
+        if fence < floor then
+          redis.call('SET', fence_key, floor_text)
+          fence = floor
+        end
+        redis.call('SET', lock, token, 'PX', ttl)
+        if redis.call('PUBLISH', ARGV[2] .. service, fence .. ' ' .. token .. ' ' .. lock) > 0 then
+          granted = true
+          break
+        end
+      elseif redis.call('PUBLISH', ARGV[1] .. service, lock) > 0 then
         break
       end
     end
+    if not granted then
+      redis.call('DEL', lock)
+    end
+    out[i] = 1
   else
     out[i] = 0
   end

@@ -117,3 +117,188 @@ describe.each(LOCK_MODES)('wake-on-release across services on %s', (mode) => {
     await second.release();
   }, 30_000);
 });
+
+/** The commands `client` sends from now on, by name (what reaches Redis, not a mock of it). */
+function commandsSent(client: RedisClient): string[] {
+  const sent: string[] = [];
+  const send = client.sendCommand.bind(client);
+  client.sendCommand = ((command: { name: string }, ...rest: unknown[]) => {
+    sent.push(command.name);
+    return (send as (...a: unknown[]) => unknown)(command, ...rest);
+  }) as typeof client.sendCommand;
+  return sent;
+}
+
+/** A waiting service's grant channel stops listening: a release finds nobody there (PUBLISH reaches no one). */
+async function deaf(locks: LockService): Promise<void> {
+  const wakeups = wakeupsOf(locks);
+  const [subscriber] = (wakeups as unknown as { subscribers: Redis[] }).subscribers;
+  await subscriber.unsubscribe(wakeups.grantChannel);
+}
+
+describe('lock grants (wakeOnRelease on one server): a release hands the lock to the oldest waiting service', () => {
+  it('the waiter gets the lock from the release itself: it sends no command, and the lock is never free', async () => {
+    const holder = await lockService('single', WAKE);
+    const other = await lockService('single', WAKE);
+    const [server] = lockClients('single', holder.connection, holder.locks);
+    const resource = unique('grant');
+    const first = await holder.locks.acquire(resource, { ttl: 20_000 });
+    const next = other.locks.acquire(resource, { ...NO_POLL, ttl: 20_000 });
+    await waiting([server], resource, other.locks);
+    const sent = commandsSent(other.connection.client);
+    await first.release();
+    // the release set the lock to the waiter's token in the same script: nobody could take it in between
+    const holderNow = await server.get(lockKey(resource));
+    const second = await next;
+    expect(holderNow).toBe(second.token);
+    expect(sent).toEqual([]);
+    expect(second.fencingToken).toBeGreaterThan(first.fencingToken);
+    expect(second.expiresAt - Date.now()).toBeGreaterThan(15_000);
+    expect(await server.zcard(`${lockKey(resource)}:waiters`)).toBe(0);
+    expect(await server.hlen(`${lockKey(resource)}:grants`)).toBe(0);
+    await second.release();
+    expect(await server.exists(lockKey(resource))).toBe(0);
+  }, 30_000);
+
+  it('grants go to waiting services in the order they started waiting, each with a larger fencing token', async () => {
+    const holder = await lockService('single', WAKE);
+    const services = [await lockService('single', WAKE), await lockService('single', WAKE)];
+    const [server] = lockClients('single', holder.connection, holder.locks);
+    const resource = unique('grant-order');
+    let lock = await holder.locks.acquire(resource, { ttl: 20_000 });
+    const acquisitions: Promise<Lock>[] = [];
+    for (const service of services) {
+      acquisitions.push(service.locks.acquire(resource, { ...NO_POLL, ttl: 20_000 }));
+      await waiting([server], resource, service.locks);
+    }
+    const fences = [lock.fencingToken];
+    for (const [i, acquisition] of acquisitions.entries()) {
+      await lock.release();
+      lock = await acquisition;
+      expect(await server.get(lockKey(resource))).toBe(lock.token);
+      expect(wakeupsOf(services[i].locks).received).toBe(1);
+      fences.push(lock.fencingToken);
+    }
+    await lock.release();
+    expect(fences[1]).toBeGreaterThan(fences[0]);
+    expect(fences[2]).toBeGreaterThan(fences[1]);
+  }, 60_000);
+
+  it('a waiting service that no longer listens is skipped: the next one gets the grant', async () => {
+    const holder = await lockService('single', WAKE);
+    const gone = await lockService('single', WAKE);
+    const other = await lockService('single', WAKE);
+    const [server] = lockClients('single', holder.connection, holder.locks);
+    const resource = unique('grant-deaf');
+    const first = await holder.locks.acquire(resource, { ttl: 20_000 });
+    const lost = gone.locks.acquire(resource, { retry: { count: 1, delay: 1_500, jitter: 0 } });
+    await waiting([server], resource, gone.locks);
+    const next = other.locks.acquire(resource, { ...NO_POLL, ttl: 20_000 });
+    await waiting([server], resource, other.locks);
+    await deaf(gone.locks);
+    await first.release();
+    const second = await next;
+    expect(await server.get(lockKey(resource))).toBe(second.token);
+    expect(second.fencingToken).toBeGreaterThan(first.fencingToken);
+    await expect(lost).rejects.toThrow(/held by another owner/);
+    expect(wakeupsOf(gone.locks).received).toBe(0);
+    await second.release();
+  }, 30_000);
+
+  it('a grant to a service whose caller gave up is released by it, and passes to the next waiting service', async () => {
+    const holder = await lockService('single', WAKE);
+    const quitter = await lockService('single', WAKE);
+    const other = await lockService('single', WAKE);
+    const [server] = lockClients('single', holder.connection, holder.locks);
+    const resource = unique('grant-gave-up');
+    const first = await holder.locks.acquire(resource, { ttl: 20_000 });
+    // it waits (so it listens), then gives up: its service stays first among the waiting services
+    await expect(quitter.locks.acquire(resource, { retry: { count: 1, delay: 50, jitter: 0 } })).rejects.toThrow(
+      /held by another owner/,
+    );
+    await waiting([server], resource, quitter.locks);
+    const next = other.locks.acquire(resource, { ...NO_POLL, ttl: 20_000 });
+    await waiting([server], resource, other.locks);
+    await first.release();
+    const second = await next;
+    expect(wakeupsOf(quitter.locks).received).toBe(1);
+    expect(await server.get(lockKey(resource))).toBe(second.token);
+    expect(second.fencingToken).toBeGreaterThan(first.fencingToken);
+    expect(quitter.locks.activity()).toEqual({ held: 0, waiting: 0 });
+    await second.release();
+  }, 30_000);
+
+  it("a grant whose message never arrives is taken over by the waiter's next attempt", async () => {
+    const holder = await lockService('single', WAKE);
+    const other = await lockService('single', WAKE);
+    const [server] = lockClients('single', holder.connection, holder.locks) as Redis[];
+    const resource = unique('grant-lost');
+    const key = lockKey(resource);
+    const first = await holder.locks.acquire(resource, { ttl: 20_000 });
+    const next = other.locks.acquire(resource, { retry: { count: 100, delay: 100, jitter: 0 }, ttl: 20_000 });
+    await waiting([server], resource, other.locks);
+    // What a release does, without the message: the lock set to the waiting service's token, the service popped.
+    const grantSilently = `
+      local grant = redis.call('HGET', KEYS[2], ARGV[1])
+      local token = string.sub(grant, 1, string.find(grant, ' ', 1, true) - 1)
+      redis.call('SET', KEYS[1], token, 'PX', 20000)
+      redis.call('ZREM', KEYS[3], ARGV[1])
+      redis.call('HDEL', KEYS[2], ARGV[1])
+      return token`;
+    const granted = (await server.eval(
+      grantSilently,
+      3,
+      key,
+      `${key}:grants`,
+      `${key}:waiters`,
+      wakeupsOf(other.locks).id,
+    )) as string;
+    expect(granted).toMatch(/^[\w-]{20,}$/);
+    const second = await next;
+    expect(await server.get(key)).toBe(second.token);
+    expect(second.fencingToken).toBeGreaterThan(first.fencingToken);
+    expect(wakeupsOf(other.locks).received).toBe(0);
+    await second.release();
+    await expect(first.release()).rejects.toThrow(/expired or is held by another owner/);
+  }, 30_000);
+
+  it('a grant to an attempt with a shorter ttl than the oldest local caller asked for is extended to its ttl', async () => {
+    const holder = await lockService('single', WAKE);
+    const other = await lockService('single', WAKE);
+    const [server] = lockClients('single', holder.connection, holder.locks);
+    const resource = unique('grant-ttl');
+    const first = await holder.locks.acquire(resource, { ttl: 20_000 });
+    const long = other.locks.acquire(resource, { ...NO_POLL, ttl: 30_000 });
+    await waiting([server], resource, other.locks);
+    // a second caller of the same service: its attempt is the latest, so the release grants its token and ttl
+    const short = other.locks.acquire(resource, { ...NO_POLL, ttl: 3_000 });
+    const tokenOf = async () => (await server.hget(`${lockKey(resource)}:grants`, wakeupsOf(other.locks).id)) ?? '';
+    expect(await waitFor(async () => (await tokenOf()).endsWith(' 3000'), 10_000)).toBe(true);
+    await first.release();
+    const oldest = await long;
+    expect(await server.get(lockKey(resource))).toBe(oldest.token);
+    expect(await server.pttl(lockKey(resource))).toBeGreaterThan(25_000);
+    expect(oldest.expiresAt - Date.now()).toBeGreaterThan(25_000);
+    await oldest.release();
+    const next = await short; // handed over in-process
+    expect(next.fencingToken).toBeGreaterThan(oldest.fencingToken);
+    await next.release();
+  }, 30_000);
+
+  it('on a cluster and a quorum a release wakes the waiter: no token is kept for a grant', async () => {
+    for (const mode of ['cluster', 'quorum'] as const) {
+      const holder = await lockService(mode, WAKE);
+      const other = await lockService(mode, WAKE);
+      const servers = lockClients(mode, holder.connection, holder.locks);
+      const resource = unique('no-grant');
+      const first = await holder.locks.acquire(resource, { ttl: 20_000 });
+      const next = other.locks.acquire(resource, { ...NO_POLL, ttl: 20_000 });
+      await waiting(servers, resource, other.locks);
+      for (const server of servers) expect(await server.exists(`${lockKey(resource)}:grants`)).toBe(0);
+      await first.release();
+      const second = await next;
+      expect(second.fencingToken).toBeGreaterThan(first.fencingToken);
+      await second.release();
+    }
+  }, 60_000);
+});
