@@ -125,10 +125,12 @@ export class LockService implements OnModuleInit {
       (lockKey, token, fence) => this.granted(lockKey, token, fence),
       (message) => this.logger.warn(message),
     );
-    this.waiterId = options.wakeOnRelease ? this.wakeups.id : '';
     // On a cluster PUBLISH reaches the subscribers of one node only, so a release cannot tell a grant went unheard;
-    // a quorum's nodes would each grant their own oldest waiter. There a release wakes the waiter instead.
-    if (this.waiterId && !quorum && !(connection.client instanceof Cluster)) this.grants = new LockGrants(keys);
+    // a quorum's nodes would each grant their own oldest waiter. There a release wakes the waiter instead, which
+    // measured no faster than polling: off unless asked for.
+    const grantable = !quorum && !(connection.client instanceof Cluster);
+    this.waiterId = (options.wakeOnRelease ?? grantable) ? this.wakeups.id : '';
+    if (this.waiterId && grantable) this.grants = new LockGrants(keys);
     if (quorum) {
       for (const node of quorum.nodes) {
         this.quorumClients.push({ client: quorumClient(connection, node), description: describeConnection(node) });

@@ -78,9 +78,9 @@ describe.each(LOCK_MODES)('wake-on-release across services on %s', (mode) => {
     expect(services.map((s) => wakeupsOf(s.locks).received >= 1)).toEqual([true, true, true]);
   }, 60_000);
 
-  it('without lock.wakeOnRelease (the default) a busy acquire joins no waiting services and nobody is woken', async () => {
-    const holder = await lockService(mode);
-    const other = await lockService(mode);
+  it('with lock.wakeOnRelease false a busy acquire joins no waiting services and nobody is woken', async () => {
+    const holder = await lockService(mode, { wakeOnRelease: false });
+    const other = await lockService(mode, { wakeOnRelease: false });
     const servers = lockClients(mode, holder.connection, holder.locks);
     const resource = unique('no-wake');
     const first = await holder.locks.acquire(resource, { ttl: 20_000 });
@@ -205,6 +205,40 @@ describe('lock grants (wakeOnRelease on one server): a release hands the lock to
     await second.release();
   }, 30_000);
 
+  it("a grant that arrives before its attempt's busy reply goes to that attempt", async () => {
+    const holder = await lockService('single', WAKE);
+    const other = await lockService('single', WAKE);
+    const [server] = lockClients('single', holder.connection, holder.locks);
+    const resource = unique('grant-early');
+    const first = await holder.locks.acquire(resource, { ttl: 20_000 });
+    // one wait first, so the service already listens when its next attempt is made
+    await expect(other.locks.acquire(resource, { retry: { count: 1, delay: 10, jitter: 0 } })).rejects.toThrow(
+      /held by another owner/,
+    );
+    await waiting([server], resource, other.locks);
+    // The next script reply to reach the service is held back 1 s (the attempt ran in Redis: only its reply waits).
+    const client = other.connection.client;
+    const send = client.sendCommand.bind(client);
+    let holdBack = true;
+    client.sendCommand = ((command: { name: string }, ...rest: unknown[]) => {
+      const reply = (send as (...a: unknown[]) => Promise<unknown>)(command, ...rest);
+      if (!holdBack || !command.name.startsWith('eval')) return reply;
+      holdBack = false;
+      return reply.then((r) => new Promise((resolve) => setTimeout(() => resolve(r), 1_000)));
+    }) as typeof client.sendCommand;
+    const next = other.locks.acquire(resource, { ...NO_POLL, ttl: 20_000 });
+    const registered = async () => (await server.hget(`${lockKey(resource)}:grants`, wakeupsOf(other.locks).id)) ?? '';
+    const before = await registered();
+    expect(await waitFor(async () => (await registered()) !== before, 5_000)).toBe(true);
+    expect(holdBack).toBe(false);
+    await first.release();
+    const second = await next;
+    expect(await server.get(lockKey(resource))).toBe(second.token);
+    expect(wakeupsOf(other.locks).received).toBe(1);
+    expect(second.fencingToken).toBeGreaterThan(first.fencingToken);
+    await second.release();
+  }, 30_000);
+
   it('a grant to a service whose caller gave up is released by it, and passes to the next waiting service', async () => {
     const holder = await lockService('single', WAKE);
     const quitter = await lockService('single', WAKE);
@@ -284,6 +318,26 @@ describe('lock grants (wakeOnRelease on one server): a release hands the lock to
     expect(next.fencingToken).toBeGreaterThan(oldest.fencingToken);
     await next.release();
   }, 30_000);
+
+  it('by default a waiter on one server is granted the lock, and on a cluster or a quorum it polls', async () => {
+    for (const mode of LOCK_MODES) {
+      const holder = await lockService(mode);
+      const other = await lockService(mode);
+      const servers = lockClients(mode, holder.connection, holder.locks);
+      const resource = unique('default');
+      const first = await holder.locks.acquire(resource, { ttl: 20_000 });
+      const next = other.locks.acquire(resource, { retry: { count: 200, delay: 50, jitter: 0 }, ttl: 20_000 });
+      if (mode === 'single') await waiting(servers, resource, other.locks);
+      else await new Promise((resolve) => setTimeout(resolve, 200));
+      const joined = await Promise.all(servers.map((s) => s.exists(`${lockKey(resource)}:waiters`)));
+      expect([mode, joined.every((n) => n === 1)]).toEqual([mode, mode === 'single']);
+      await first.release();
+      const second = await next;
+      expect(second.fencingToken).toBeGreaterThan(first.fencingToken);
+      expect([mode, wakeupsOf(other.locks).received]).toEqual([mode, mode === 'single' ? 1 : 0]);
+      await second.release();
+    }
+  }, 60_000);
 
   it('on a cluster and a quorum a release wakes the waiter: no token is kept for a grant', async () => {
     for (const mode of ['cluster', 'quorum'] as const) {
