@@ -72,13 +72,15 @@ async function scenario(mode: LockMode, urls: string[], rows: BenchRow[]): Promi
     { length: WORKERS },
     () => new LockService(options.lock, app.get(RedisConnection), app.get(KeyBuilder)),
   );
-  // The same with wake-on-release (lock.wakeOnRelease): a release wakes the oldest waiting service.
-  const waking = Array.from(
+  // The same with lock.wakeOnRelease the other way round: by default a release grants the lock to the oldest waiting
+  // service on one server, and polling is the default on a quorum.
+  const otherWay = mode === 'single' ? { wakeOnRelease: false } : { wakeOnRelease: true };
+  const otherSetting = Array.from(
     { length: WORKERS },
-    () => new LockService({ ...options.lock, wakeOnRelease: true }, app.get(RedisConnection), app.get(KeyBuilder)),
+    () => new LockService({ ...options.lock, ...otherWay }, app.get(RedisConnection), app.get(KeyBuilder)),
   );
   // Connected (and checked) before the first round, as each app instance's module init does.
-  await Promise.all([...separate, ...waking].map((service) => service.onModuleInit()));
+  await Promise.all([...separate, ...otherSetting].map((service) => service.onModuleInit()));
   // Every peer runs on ioredis clients with auto-pipelining off (the default) and on; its better figure is kept.
   const pairs = urls.map((url) => peerClients(url, { maxRetriesPerRequest: 0 }));
   const clients = pairs.map((p) => p.off);
@@ -128,7 +130,7 @@ async function scenario(mode: LockMode, urls: string[], rows: BenchRow[]): Promi
     {
       ours: async () => (await locks.acquire('c-ours')).release(),
       oursSeparate: async (caller) => (await separate[caller].acquire('c-ours-separate')).release(),
-      oursWaking: async (caller) => (await waking[caller].acquire('c-ours-waking')).release(),
+      oursOtherSetting: async (caller) => (await otherSetting[caller].acquire('c-ours-other')).release(),
       redlock: async () => (await redlock.acquire(['c-redlock'], TTL)).release(),
       redlockPiped: async () => (await redlockPiped.acquire(['c-redlock-piped'], TTL)).release(),
       sem: async () => {
@@ -166,13 +168,20 @@ async function scenario(mode: LockMode, urls: string[], rows: BenchRow[]): Promi
     // Honest about what "separate" means here: no in-process hand-over, but the 20 services are in one process and
     // share one connection (its batching), as the peers' 20 callers share their clients.
     '20 separate LockService instances, one caller each (no in-process hand-over; one process, one shared ' +
-      "connection, as the peers' callers share theirs; polling: the default)",
+      "connection, as the peers' callers share theirs; the default: " +
+      (mode === 'single'
+        ? 'a release grants the lock to the oldest waiting service, the poll is the fallback)'
+        : 'polling)'),
   );
   add(
-    'nestjs-redis-toolkit (20 separate services, wakeOnRelease)',
+    mode === 'single'
+      ? 'nestjs-redis-toolkit (20 separate services, polling: wakeOnRelease false)'
+      : 'nestjs-redis-toolkit (20 separate services, wakeOnRelease true)',
     cOp,
-    contended.oursWaking,
-    'a release wakes the oldest waiting service (pub/sub); the poll is the fallback',
+    contended.oursOtherSetting,
+    mode === 'single'
+      ? 'waiters poll with the same pauses as the peers'
+      : 'a release wakes the oldest waiting service (pub/sub); the poll is the fallback',
   );
   add(
     'nestjs-redis-toolkit (in-process FIFO hand-over)',
