@@ -20,15 +20,16 @@ export interface EarlyGrant {
 const MAX_WAITING_KEYS = 10_000;
 
 /**
- * With `lock.wakeOnRelease` on one server: the lock a release passes to this service (a grant). A busy attempt joins
- * the lock's waiting services with its token; the release that frees the lock sets it to the oldest waiting service's
- * token and tells that service 'fence token lock key' on its grant channel (release-many.lua), so the waiter neither
- * polls nor races the releasing caller, and the lock is never free in between. This keeps, per lock key, the token of
- * this service's latest attempt: a grant for it goes to the oldest local waiter, or to that attempt when its busy
- * reply has not arrived yet. Any other grant (a caller that gave up, a token of an earlier attempt) is released at
- * once, which passes the lock on. The next attempt carries the latest token: when a grant to it was lost on the way
- * (its message, the subscriber connection), that attempt takes the lock over (acquire-many.lua), so a lost grant costs
- * one poll, as a lost wake does.
+ * On one server with `lock.wakeOnRelease` (the default there): the lock a release passes to this service (a grant).
+ * A busy attempt joins the lock's waiting services with its token; the release that frees the lock sets it to the
+ * oldest waiting service's token and tells that service 'fence token lock key' on its grant channel
+ * (release-many.lua), so the waiter neither polls nor races the releasing caller, and the lock is never free in
+ * between. This keeps, per lock key, the token of this service's latest attempt. A grant that comes while an attempt
+ * is in flight goes to that attempt: when it is for its token, with its busy reply; when it is for the previous
+ * attempt's token, that attempt takes it over in Redis (acquire-many.lua). Otherwise a grant for the latest token
+ * goes to the oldest local waiter, and any other (a caller that gave up, an earlier attempt's token) is released at
+ * once, which passes the lock on. The same take-over makes a grant whose message was lost (the subscriber connection
+ * down) cost one poll, as a lost wake does.
  */
 export class LockGrants {
   private readonly waiting = new Map<string, WaitingAttempt>();

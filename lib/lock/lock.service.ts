@@ -409,6 +409,7 @@ export class LockService implements OnModuleInit {
       this.grants?.forget(lockKey);
       // not held by `token` any more (taken over by a later attempt, expired): nothing to release
       if (keys) this.backend.release(keys, token).catch(() => undefined);
+      else this.logger.warn(`lock grants: a grant for "${lockKey.slice(0, 200)}", not a lock of this service; ignored`);
       return;
     }
     this.grants?.forget(lockKey);

@@ -1,4 +1,6 @@
 import 'reflect-metadata';
+import { jest } from '@jest/globals';
+import { Logger } from '@nestjs/common';
 import { Cluster, type Redis } from 'ioredis';
 import type { Lock, LockService } from '../../lib/index.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
@@ -317,6 +319,33 @@ describe('lock grants (wakeOnRelease on one server): a release hands the lock to
     const next = await short; // handed over in-process
     expect(next.fencingToken).toBeGreaterThan(oldest.fencingToken);
     await next.release();
+  }, 30_000);
+
+  it('a message on the grant channel that is not a grant of ours is reported and changes nothing', async () => {
+    const holder = await lockService('single', WAKE);
+    const other = await lockService('single', WAKE);
+    const [server] = lockClients('single', holder.connection, holder.locks);
+    const resource = unique('grant-hostile');
+    const first = await holder.locks.acquire(resource, { ttl: 20_000 });
+    const next = other.locks.acquire(resource, { ...NO_POLL, ttl: 20_000 });
+    await waiting([server], resource, other.locks);
+    const warnings: string[] = [];
+    const spy = jest.spyOn(Logger.prototype, 'warn').mockImplementation((m: unknown) => void warnings.push(String(m)));
+    try {
+      const { grantChannel } = wakeupsOf(other.locks);
+      const junk = ['', 'garbage', '0 t k', '-3 t k', `1 ${first.token}`, `7 ${first.token} elsewhere:{x}`];
+      for (const message of junk) expect(await server.publish(grantChannel, message)).toBe(1);
+      expect(await waitFor(() => warnings.length >= junk.length, 5_000)).toBe(true);
+      expect(warnings.filter((w) => /not a grant|not a lock of this service/.test(w))).toHaveLength(junk.length);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(wakeupsOf(other.locks).received).toBe(1); // the one grant-shaped message for a foreign key
+    expect(await server.get(lockKey(resource))).toBe(first.token);
+    await first.release();
+    const second = await next;
+    expect(second.fencingToken).toBeGreaterThan(first.fencingToken);
+    await second.release();
   }, 30_000);
 
   it('by default a waiter on one server is granted the lock, and on a cluster or a quorum it polls', async () => {
