@@ -370,9 +370,10 @@ export class LockService implements OnModuleInit {
       this.inFlight.delete(keys.lock);
     }
     if (!acquired) {
-      // granted while the busy reply was on its way (the grant comes on the subscriber connection)
+      // granted while the busy reply was on its way (the grant comes on the subscriber connection); when it cannot
+      // be extended to a full ttl (grantedLock) the caller tries again, as a busy attempt does
       const early = grant ? this.grants?.takeEarly(keys.lock, token) : undefined;
-      return early ? this.grantedLock(early.attempt, early.fence, ttl) : null;
+      return early ? this.grantedLock(early.attempt, early.fence, ttl).catch(() => null) : null;
     }
     if (grant) this.grants?.forget(keys.lock);
     this.wakeups.takeEarly(keys.lock);

@@ -207,39 +207,47 @@ describe('lock grants (wakeOnRelease on one server): a release hands the lock to
     await second.release();
   }, 30_000);
 
-  it("a grant that arrives before its attempt's busy reply goes to that attempt", async () => {
-    const holder = await lockService('single', WAKE);
-    const other = await lockService('single', WAKE);
-    const [server] = lockClients('single', holder.connection, holder.locks);
-    const resource = unique('grant-early');
-    const first = await holder.locks.acquire(resource, { ttl: 20_000 });
-    // one wait first, so the service already listens when its next attempt is made
-    await expect(other.locks.acquire(resource, { retry: { count: 1, delay: 10, jitter: 0 } })).rejects.toThrow(
-      /held by another owner/,
-    );
-    await waiting([server], resource, other.locks);
-    // The next script reply to reach the service is held back 1 s (the attempt ran in Redis: only its reply waits).
-    const client = other.connection.client;
-    const send = client.sendCommand.bind(client);
-    let holdBack = true;
-    client.sendCommand = ((command: { name: string }, ...rest: unknown[]) => {
-      const reply = (send as (...a: unknown[]) => Promise<unknown>)(command, ...rest);
-      if (!holdBack || !command.name.startsWith('eval')) return reply;
-      holdBack = false;
-      return reply.then((r) => new Promise((resolve) => setTimeout(() => resolve(r), 1_000)));
-    }) as typeof client.sendCommand;
-    const next = other.locks.acquire(resource, { ...NO_POLL, ttl: 20_000 });
-    const registered = async () => (await server.hget(`${lockKey(resource)}:grants`, wakeupsOf(other.locks).id)) ?? '';
-    const before = await registered();
-    expect(await waitFor(async () => (await registered()) !== before, 5_000)).toBe(true);
-    expect(holdBack).toBe(false);
-    await first.release();
-    const second = await next;
-    expect(await server.get(lockKey(resource))).toBe(second.token);
-    expect(wakeupsOf(other.locks).received).toBe(1);
-    expect(second.fencingToken).toBeGreaterThan(first.fencingToken);
-    await second.release();
-  }, 30_000);
+  // ttl 3 s: the reply held back 1 s leaves under 2 s of the grant's ttl, so the lock is extended before it is handed
+  it.each([20_000, 3_000])(
+    "a grant that arrives before its attempt's busy reply goes to that attempt (ttl %d)",
+    async (ttl) => {
+      const holder = await lockService('single', WAKE);
+      const other = await lockService('single', WAKE);
+      const [server] = lockClients('single', holder.connection, holder.locks);
+      const resource = unique('grant-early');
+      const first = await holder.locks.acquire(resource, { ttl: 20_000 });
+      // one wait first, so the service already listens when its next attempt is made
+      await expect(other.locks.acquire(resource, { retry: { count: 1, delay: 10, jitter: 0 } })).rejects.toThrow(
+        /held by another owner/,
+      );
+      await waiting([server], resource, other.locks);
+      // The next script reply to reach the service is held back 1 s (the attempt ran in Redis: only its reply waits).
+      const client = other.connection.client;
+      const send = client.sendCommand.bind(client);
+      let holdBack = true;
+      client.sendCommand = ((command: { name: string }, ...rest: unknown[]) => {
+        const reply = (send as (...a: unknown[]) => Promise<unknown>)(command, ...rest);
+        if (!holdBack || !command.name.startsWith('eval')) return reply;
+        holdBack = false;
+        return reply.then((r) => new Promise((resolve) => setTimeout(() => resolve(r), 1_000)));
+      }) as typeof client.sendCommand;
+      const next = other.locks.acquire(resource, { ...NO_POLL, ttl });
+      const registered = async () =>
+        (await server.hget(`${lockKey(resource)}:grants`, wakeupsOf(other.locks).id)) ?? '';
+      const before = await registered();
+      expect(await waitFor(async () => (await registered()) !== before, 5_000)).toBe(true);
+      expect(holdBack).toBe(false);
+      await first.release();
+      const second = await next;
+      expect(await server.get(lockKey(resource))).toBe(second.token);
+      expect(second.expiresAt - Date.now()).toBeGreaterThan(ttl * 0.8);
+      expect(await server.pttl(lockKey(resource))).toBeGreaterThan(ttl * 0.8);
+      expect(wakeupsOf(other.locks).received).toBe(1);
+      expect(second.fencingToken).toBeGreaterThan(first.fencingToken);
+      await second.release();
+    },
+    30_000,
+  );
 
   it('a grant to a service whose caller gave up is released by it, and passes to the next waiting service', async () => {
     const holder = await lockService('single', WAKE);
