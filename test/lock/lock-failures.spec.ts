@@ -127,6 +127,40 @@ describe('one server: fail closed', () => {
     expect(ok).toBe(true);
   });
 
+  // The paused server runs the timed-out attempt on resume: it takes the grant over and the attempt's own clean-up
+  // releases it. (An attempt that never reaches Redis releases the grant by its previous token instead: not tested.)
+  it("a waiter's attempt that times out after its previous attempt was granted leaves no lock held for its ttl", async () => {
+    const server = trackForCleanup(await startRedisServer());
+    const holder = await singleLocks(server);
+    const waiter = await singleLocks(server);
+    const client = new Redis(server.port, { lazyConnect: true });
+    await client.connect();
+    try {
+      const resource = unique('grant-transport');
+      const key = new KeyBuilder('rtk:').tagged('lock', resource);
+      await holder.acquire(resource, { ttl: 20_000 });
+      // one attempt, then one more after 1 s: that second attempt carries the first one's token
+      const waiting = waiter.acquire(resource, { retry: { count: 1, delay: 1_000, jitter: 0 }, ttl: 20_000 });
+      const id = (waiter as unknown as { wakeups: { id: string } }).wakeups.id;
+      expect(await waitFor(async () => (await client.hget(`${key}:grants`, id)) !== null, 5_000)).toBe(true);
+      // a release's grant to the first attempt whose message never arrives (see the lost-grant test)
+      const [first] = ((await client.hget(`${key}:grants`, id)) ?? '').split(' ');
+      await client.set(key, first, 'PX', 20_000);
+      await client.zrem(`${key}:waiters`, id);
+      await client.hdel(`${key}:grants`, id);
+      server.pause(); // the second attempt times out: it might have taken the grant over, or not
+      try {
+        expect(reason((await timed(waiting)).result)).toBeInstanceOf(RedisUnavailableError);
+      } finally {
+        server.resume();
+      }
+      // released once the connection is back, not held for the rest of its 20 s
+      expect(await waitFor(async () => (await client.exists(key)) === 0, 5_000)).toBe(true);
+    } finally {
+      client.disconnect();
+    }
+  });
+
   it('Redis dies while using runs: the signal aborts and using throws LockLostError', async () => {
     const server = trackForCleanup(await startRedisServer());
     const locks = await singleLocks(server);
