@@ -105,7 +105,7 @@ export type { NamedThrottleOptions } from './rate-limit/rate-limit.decorators.js
 export type { CookieRequest } from './session/session.service.js';
 export type { RedisSessionStoreOptions } from './session/session.store-options.js';
 export type { CreateSessionOptions, SessionData } from './session/session.types.js';
-export type { AcquireOptions, UsingOptions, TryAcquireOptions, LockedFunction } from './lock/lock.service.js';
+export type { AcquireOptions, UsingOptions, TryAcquireOptions, LockedFunction } from './lock/lock.types.js';
 export type { WithLockOptions } from './lock/lock.decorators.js';
 export type { AutoExtendOptions } from './lock/lock.auto-extend.js';
 export type { CurrentLock } from './lock/lock.context.js';

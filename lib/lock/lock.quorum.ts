@@ -1,4 +1,7 @@
+import type { Logger } from '@nestjs/common';
 import type { Redis } from 'ioredis';
+import { ThrottledWarning } from '../common/throttled-logger.js';
+import { describeConnection } from '../connection/redis-client.factory.js';
 import { InvalidOptionsError, LockLostError, RedisUnavailableError } from '../common/errors.js';
 import { parseInfo } from '../connection/redis-info.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
@@ -299,6 +302,30 @@ export async function checkDistinctNodes(
         'which would then cast two votes of the quorum.',
     );
   }
+}
+
+/** The servers of `lock.quorum` on `connection`: a client per node (shared, see below), the Redlock steps over them. */
+export function quorumOf(
+  connection: RedisConnection,
+  quorum: { nodes: RedisStandaloneConnection[]; driftFactor: number },
+  logger: Logger,
+): { clients: { client: Redis; description: string }[]; calls: QuorumCalls } {
+  const clients = quorum.nodes.map((node) => ({
+    client: quorumClient(connection, node),
+    description: describeConnection(node),
+  }));
+  const nodeWarning = new ThrottledWarning(logger);
+  const calls = new QuorumCalls(
+    clients.map((c) => c.client),
+    quorum.driftFactor,
+    connection.commandTimeout,
+    (node, err) =>
+      nodeWarning.warn(
+        `lock quorum node ${clients[node].description} failed a call ` +
+          `(${err instanceof Error ? err.message : String(err)}); the other nodes decide while a majority answers`,
+      ),
+  );
+  return { clients, calls };
 }
 
 /**

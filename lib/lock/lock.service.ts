@@ -2,13 +2,11 @@ import { Inject, Injectable, Logger, type OnModuleInit, Optional } from '@nestjs
 import { Cluster, type Redis } from 'ioredis';
 import { InvalidOptionsError, LockLostError, LockNotAcquiredError } from '../common/errors.js';
 import { FailurePolicy } from '../common/failure-policy.js';
-import { ThrottledWarning } from '../common/throttled-logger.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { FEATURE_CONNECTION, RedisConnections } from '../connection/redis-connections.js';
-import { describeConnection } from '../connection/redis-client.factory.js';
 import { describeAttempts, maxHoldOf, newToken, nextPause, planRetries, ttlOf } from './lock.attempts.js';
-import { type AutoExtendOptions, checkExtensionThreshold } from './lock.auto-extend.js';
+import { checkExtensionThreshold } from './lock.auto-extend.js';
 import {
   type Acquired,
   type LockBackend,
@@ -17,7 +15,7 @@ import {
   QuorumLockBackend,
   SingleLockBackend,
 } from './lock.backend.js';
-import { LockGrants, type WaitingAttempt } from './lock.grants.js';
+import { LockGrants } from './lock.grants.js';
 import { type CurrentLock, lockContext } from './lock.context.js';
 import { runHolding } from './lock.holding.js';
 import { LockEvents } from './lock.events.js';
@@ -25,40 +23,13 @@ import type { LeaseAcquireOptions, LeaseContext } from './lock.lease.js';
 import { type MultiLock, MultiLocks } from './lock.multi.js';
 import { LocalWaiters } from './lock.waiters.js';
 import { LockWakeups } from './lock.wake.js';
-import { QuorumCalls, quorumClient } from './lock.quorum.js';
+import { type QuorumCalls, quorumOf } from './lock.quorum.js';
 import { Semaphore, type SemaphoreOptions } from './lock.semaphore.js';
-import { LOCK_OPTIONS, type LockRetryOptions, type ResolvedLockOptions } from './lock.options.js';
+import { LOCK_OPTIONS, type ResolvedLockOptions } from './lock.options.js';
 import { Lock, type LockOwner } from './lock.js';
+import type { AcquireOptions, LockedFunction, TryAcquireOptions, UsingOptions } from './lock.types.js';
 import { startLockServers } from './lock.eviction-check.js';
 import { traced } from '../common/diagnostics.js';
-
-export interface AcquireOptions {
-  /** Time to live in ms (default `lock.ttl`, 10 s). The lock expires by itself after this unless extended. */
-  ttl?: number;
-  /** Attempts after the first, pause and jitter between them (default `lock.retry`). Ignored when `waitMs` is given. */
-  retry?: LockRetryOptions;
-  /** Keep retrying for at most this many ms, then throw LockNotAcquiredError. 0: one attempt. */
-  waitMs?: number;
-  /**
-   * `using`: extend when this many ms or fewer are left (default `lock.extensionThreshold`, else 2/3 of the ttl).
-   * `acquire`: ignored unless `autoExtend` is set.
-   */
-  extensionThreshold?: number;
-  /** `acquire`/`tryAcquire`: keep the lock alive until released, as `lock.startAutoExtend(options)` would. */
-  autoExtend?: boolean | AutoExtendOptions;
-}
-
-export interface UsingOptions extends AcquireOptions {
-  /** `using` only: longest ms the lock is held (default `lock.maxHoldMs`), then LockHoldTimeoutError. */
-  maxHoldMs?: number;
-}
-
-export interface TryAcquireOptions {
-  ttl?: number;
-  autoExtend?: boolean | AutoExtendOptions;
-}
-
-export type LockedFunction<T> = (signal: AbortSignal, lock: Lock) => Promise<T> | T;
 
 /**
  * Distributed locks on the toolkit's Redis, or on N independent servers (Redlock) when `lock.quorum.nodes` is set.
@@ -122,7 +93,10 @@ export class LockService implements OnModuleInit {
         quorum ? quorum.nodes.map((node) => connection.createStandaloneClient(node)) : [connection.createSubscriber()],
       (lockKey) => this.waiters.wakeOne(lockKey),
       (lockKey) => this.inFlight.has(lockKey),
-      (lockKey, token, fence) => this.granted(lockKey, token, fence),
+      (lockKey, token, fence) =>
+        this.grants
+          ? this.grants.received(lockKey, token, fence)
+          : this.logger.warn(`lock grants: a grant for "${lockKey.slice(0, 200)}", but this service waits by wake-ups`),
       (message) => this.logger.warn(message),
     );
     // On a cluster PUBLISH reaches the subscribers of one node only, so a release cannot tell a grant went unheard;
@@ -130,23 +104,11 @@ export class LockService implements OnModuleInit {
     // measured no faster than polling: off unless asked for.
     const grantable = !quorum && !(connection.client instanceof Cluster);
     this.waiterId = (options.wakeOnRelease ?? grantable) ? this.wakeups.id : '';
-    if (this.waiterId && grantable) this.grants = new LockGrants(keys);
     if (quorum) {
-      for (const node of quorum.nodes) {
-        this.quorumClients.push({ client: quorumClient(connection, node), description: describeConnection(node) });
-      }
-      const nodeWarning = new ThrottledWarning(this.logger);
-      this.quorumCalls = new QuorumCalls(
-        this.quorumClients.map((c) => c.client),
-        quorum.driftFactor,
-        connection.commandTimeout,
-        (node, err) =>
-          nodeWarning.warn(
-            `lock quorum node ${this.quorumClients[node].description} failed a call ` +
-              `(${err instanceof Error ? err.message : String(err)}); the other nodes decide while a majority answers`,
-          ),
-      );
-      this.backend = new QuorumLockBackend(this.quorumCalls, this.wakeups.channels);
+      const servers = quorumOf(connection, quorum, this.logger);
+      this.quorumClients.push(...servers.clients);
+      this.quorumCalls = servers.calls;
+      this.backend = new QuorumLockBackend(servers.calls, this.wakeups.channels);
     } else {
       this.backend = new SingleLockBackend(connection.client, this.failures, this.wakeups.channels);
     }
@@ -164,6 +126,16 @@ export class LockService implements OnModuleInit {
       extensionThreshold: this.lockOptions.extensionThreshold,
       warn: (message) => this.logger.warn(message),
     };
+    if (this.waiterId && grantable) {
+      this.grants = new LockGrants(keys, {
+        backend: this.backend,
+        waiters: this.waiters,
+        inFlight: this.inFlight,
+        hold: (k, token, fence, expiresAt, ttl) =>
+          this.holding(k, new Lock(this.owner, k, token, fence, expiresAt, ttl)),
+        warn: (message) => this.logger.warn(message),
+      });
+    }
   }
 
   /** Failed Redis calls since start (this process, single server or cluster): transport failures and error replies. */
@@ -282,7 +254,7 @@ export class LockService implements OnModuleInit {
       const pause = nextPause(plan, attempt);
       if (pause === undefined) {
         // nobody here waits for it now: a grant that still comes is released, which passes the lock on
-        if (!this.waiters.first(keys.lock) && !this.inFlight.has(keys.lock)) this.grants?.forget(keys.lock);
+        this.grants?.stopWaiting(keys.lock);
         this.events.report('busy', () => ({ kind: 'lock', resource, attempts: attempt + 1 }));
         throw new LockNotAcquiredError(
           `the lock on "${resource}" is held by another owner (${describeAttempts(plan, attempt)})`,
@@ -370,10 +342,8 @@ export class LockService implements OnModuleInit {
       this.inFlight.delete(keys.lock);
     }
     if (!acquired) {
-      // granted while the busy reply was on its way (the grant comes on the subscriber connection); when it cannot
-      // be extended to a full ttl (grantedLock) the caller tries again, as a busy attempt does
-      const early = grant ? this.grants?.takeEarly(keys.lock, token) : undefined;
-      return early ? this.grantedLock(early.attempt, early.fence, ttl).catch(() => null) : null;
+      // granted while the busy reply was on its way (the grant comes on the subscriber connection)
+      return grant ? (this.grants?.takeEarly(keys.lock, token, ttl) ?? null) : null;
     }
     if (grant) this.grants?.forget(keys.lock);
     this.wakeups.takeEarly(keys.lock);
@@ -389,52 +359,6 @@ export class LockService implements OnModuleInit {
     }
     this.heldHere.set(keys.lock, lock);
     return lock;
-  }
-
-  /**
-   * A release granted this service `lockKey` for `token` (see LockGrants): the attempt in flight takes it, or else
-   * the oldest local waiter. Nobody here wants it (the caller gave up, an earlier attempt's token): it is released at
-   * once, which passes it to the next waiting service.
-   */
-  private granted(lockKey: string, token: string, fence: number): void {
-    const attempt = this.grants?.match(lockKey, token);
-    if (this.inFlight.has(lockKey)) {
-      // The attempt in flight takes it: with its busy reply when the grant is for its token, else by taking over the
-      // grant to its previous attempt (acquire-many.lua). Released here, it could run first and pass the lock on.
-      if (attempt) this.grants?.keepEarly(attempt, fence);
-      return;
-    }
-    const waiter = attempt && this.waiters.first(lockKey);
-    if (!attempt || !waiter) {
-      const keys = attempt?.keys ?? this.grants?.keysOf(lockKey);
-      this.grants?.forget(lockKey);
-      // not held by `token` any more (taken over by a later attempt, expired): nothing to release
-      if (keys) this.backend.release(keys, token).catch(() => undefined);
-      else this.logger.warn(`lock grants: a grant for "${lockKey.slice(0, 200)}", not a lock of this service; ignored`);
-      return;
-    }
-    this.grants?.forget(lockKey);
-    const deliver = waiter.claim();
-    this.grantedLock(attempt, fence, waiter.ttl).then(deliver, () => deliver(null)); // null: it tries again itself
-  }
-
-  /**
-   * The lock a release granted to `attempt`, for a caller that asked for `ttl`. The grant set the attempt's ttl when
-   * it happened, some time after the attempt was sent: the lock is safely ours until `sentAt + ttl`. When that is
-   * short of what the caller asked for (another ttl, or a long wait since the attempt), it is extended first.
-   */
-  private async grantedLock(attempt: WaitingAttempt, fence: number, ttl: number): Promise<Lock> {
-    const { keys, token } = attempt;
-    let expiresAt = attempt.sentAt + attempt.ttl;
-    if (ttl !== attempt.ttl || Date.now() - attempt.sentAt > ttl / 10) {
-      try {
-        expiresAt = await this.backend.extend(keys, token, ttl);
-      } catch (err) {
-        this.backend.release(keys, token).catch(() => undefined);
-        throw err;
-      }
-    }
-    return this.holding(keys, new Lock(this.owner, keys, token, fence, expiresAt, ttl));
   }
 
   private keysFor(resource: string): LockKeys {
