@@ -30,7 +30,10 @@ export interface GrantContext {
   warn(message: string): void;
 }
 
-/** At most this many lock keys are remembered; past it they are forgotten and their grants released when they come. */
+/**
+ * At most this many lock keys are remembered (with their early grants, at most one each); past it they are forgotten
+ * and their grants released when they come.
+ */
 const MAX_WAITING_KEYS = 10_000;
 
 /**
@@ -64,7 +67,10 @@ export class LockGrants {
    */
   register(keys: LockKeys, token: string, ttl: number): string {
     const previous = this.waiting.get(keys.lock);
-    if (!previous && this.waiting.size >= MAX_WAITING_KEYS) this.waiting.clear();
+    if (!previous && this.waiting.size >= MAX_WAITING_KEYS) {
+      this.waiting.clear();
+      this.early.clear();
+    }
     this.waiting.set(keys.lock, { keys, token, ttl, sentAt: Date.now() });
     return previous ? previous.token : '+';
   }
