@@ -138,13 +138,19 @@ async function deaf(locks: LockService): Promise<void> {
   await subscriber.unsubscribe(wakeups.grantChannel);
 }
 
+/** On one server with grants: a service holds `resource` (ttl 20 s) as `first`; `other` is a second service. */
+async function heldOnOneServer(name: string) {
+  const holder = await lockService('single', WAKE);
+  const other = await lockService('single', WAKE);
+  const [server] = lockClients('single', holder.connection, holder.locks) as Redis[];
+  const resource = unique(name);
+  const first = await holder.locks.acquire(resource, { ttl: 20_000 });
+  return { other, server, resource, first };
+}
+
 describe('lock grants (wakeOnRelease on one server): a release hands the lock to the oldest waiting service', () => {
   it('the waiter gets the lock from the release itself: it sends no command, and the lock is never free', async () => {
-    const holder = await lockService('single', WAKE);
-    const other = await lockService('single', WAKE);
-    const [server] = lockClients('single', holder.connection, holder.locks);
-    const resource = unique('grant');
-    const first = await holder.locks.acquire(resource, { ttl: 20_000 });
+    const { other, server, resource, first } = await heldOnOneServer('grant');
     const next = other.locks.acquire(resource, { ...NO_POLL, ttl: 20_000 });
     await waiting([server], resource, other.locks);
     const sent = commandsSent(other.connection.client);
@@ -187,12 +193,8 @@ describe('lock grants (wakeOnRelease on one server): a release hands the lock to
   }, 60_000);
 
   it('a waiting service that no longer listens is skipped: the next one gets the grant', async () => {
-    const holder = await lockService('single', WAKE);
+    const { other, server, resource, first } = await heldOnOneServer('grant-deaf');
     const gone = await lockService('single', WAKE);
-    const other = await lockService('single', WAKE);
-    const [server] = lockClients('single', holder.connection, holder.locks);
-    const resource = unique('grant-deaf');
-    const first = await holder.locks.acquire(resource, { ttl: 20_000 });
     const lost = gone.locks.acquire(resource, { retry: { count: 1, delay: 1_500, jitter: 0 } });
     await waiting([server], resource, gone.locks);
     const next = other.locks.acquire(resource, { ...NO_POLL, ttl: 20_000 });
@@ -211,11 +213,7 @@ describe('lock grants (wakeOnRelease on one server): a release hands the lock to
   it.each([20_000, 3_000])(
     "a grant that arrives before its attempt's busy reply goes to that attempt (ttl %d)",
     async (ttl) => {
-      const holder = await lockService('single', WAKE);
-      const other = await lockService('single', WAKE);
-      const [server] = lockClients('single', holder.connection, holder.locks);
-      const resource = unique('grant-early');
-      const first = await holder.locks.acquire(resource, { ttl: 20_000 });
+      const { other, server, resource, first } = await heldOnOneServer('grant-early');
       // one wait first, so the service already listens when its next attempt is made
       await expect(other.locks.acquire(resource, { retry: { count: 1, delay: 10, jitter: 0 } })).rejects.toThrow(
         /held by another owner/,
@@ -250,12 +248,8 @@ describe('lock grants (wakeOnRelease on one server): a release hands the lock to
   );
 
   it('a grant to a service whose caller gave up is released by it, and passes to the next waiting service', async () => {
-    const holder = await lockService('single', WAKE);
+    const { other, server, resource, first } = await heldOnOneServer('grant-gave-up');
     const quitter = await lockService('single', WAKE);
-    const other = await lockService('single', WAKE);
-    const [server] = lockClients('single', holder.connection, holder.locks);
-    const resource = unique('grant-gave-up');
-    const first = await holder.locks.acquire(resource, { ttl: 20_000 });
     // it waits (so it listens), then gives up: its service stays first among the waiting services
     await expect(quitter.locks.acquire(resource, { retry: { count: 1, delay: 50, jitter: 0 } })).rejects.toThrow(
       /held by another owner/,
@@ -273,12 +267,8 @@ describe('lock grants (wakeOnRelease on one server): a release hands the lock to
   }, 30_000);
 
   it("a grant whose message never arrives is taken over by the waiter's next attempt", async () => {
-    const holder = await lockService('single', WAKE);
-    const other = await lockService('single', WAKE);
-    const [server] = lockClients('single', holder.connection, holder.locks) as Redis[];
-    const resource = unique('grant-lost');
+    const { other, server, resource, first } = await heldOnOneServer('grant-lost');
     const key = lockKey(resource);
-    const first = await holder.locks.acquire(resource, { ttl: 20_000 });
     const next = other.locks.acquire(resource, { retry: { count: 100, delay: 100, jitter: 0 }, ttl: 20_000 });
     await waiting([server], resource, other.locks);
     // What a release does, without the message: the lock set to the waiting service's token, the service popped.
@@ -307,11 +297,7 @@ describe('lock grants (wakeOnRelease on one server): a release hands the lock to
   }, 30_000);
 
   it('a grant to an attempt with a shorter ttl than the oldest local caller asked for is extended to its ttl', async () => {
-    const holder = await lockService('single', WAKE);
-    const other = await lockService('single', WAKE);
-    const [server] = lockClients('single', holder.connection, holder.locks);
-    const resource = unique('grant-ttl');
-    const first = await holder.locks.acquire(resource, { ttl: 20_000 });
+    const { other, server, resource, first } = await heldOnOneServer('grant-ttl');
     const long = other.locks.acquire(resource, { ...NO_POLL, ttl: 30_000 });
     await waiting([server], resource, other.locks);
     // a second caller of the same service: its attempt is the latest, so the release grants its token and ttl
@@ -330,11 +316,7 @@ describe('lock grants (wakeOnRelease on one server): a release hands the lock to
   }, 30_000);
 
   it('a message on the grant channel that is not a grant of ours is reported and changes nothing', async () => {
-    const holder = await lockService('single', WAKE);
-    const other = await lockService('single', WAKE);
-    const [server] = lockClients('single', holder.connection, holder.locks);
-    const resource = unique('grant-hostile');
-    const first = await holder.locks.acquire(resource, { ttl: 20_000 });
+    const { other, server, resource, first } = await heldOnOneServer('grant-hostile');
     const next = other.locks.acquire(resource, { ...NO_POLL, ttl: 20_000 });
     await waiting([server], resource, other.locks);
     const warnings: string[] = [];
