@@ -1,21 +1,22 @@
 -- Acquire locks and draw their fencing tokens, for the locks one process starts in the same tick (a lone acquisition
 -- is a batch of one).
--- For each i, KEYS[4i-3] lock key, KEYS[4i-2] its fence counter, KEYS[4i-1] the services waiting for it (a sorted set,
--- oldest first), KEYS[4i] the tokens those services wait with (a hash: service id -> 'token ttl'); per lock 5 ARGV:
--- owner token, ttl ms, the waiting service's id or '' (do not wait), the grant field, and on a quorum node the least
--- token the acquiring client asks for ('' elsewhere). The grant field: '' (a release wakes the service, nothing more),
--- or the service takes the lock straight from a release (release-many.lua): '+', or the token of its previous attempt
--- (a release may have granted the lock to it already: then this attempt takes it over).
+-- For each i, KEYS[3i-2] lock key, KEYS[3i-1] its fence counter, KEYS[3i] the services waiting for it (a sorted set,
+-- oldest first); per lock 5 ARGV: owner token, ttl ms, the waiting service's id or '' (do not wait), the grant field,
+-- and on a quorum node the least token the acquiring client asks for ('' elsewhere). The grant field: '' (a release
+-- wakes the service, nothing more), or the service takes the lock straight from a release (release-many.lua):
+-- 'token ttl', the token its wait is granted the lock with and that token's ttl, with a '+' in front on the wait's
+-- first attempt; a later attempt finds the lock held by that token when a release granted it already (its message
+-- lost, or on its way) and takes it over.
 -- Returns, per lock in order, its new fencing token (>= 1), 0 when another owner holds it, or the error text of that
 -- lock alone (redis.pcall: a foreign value under its fence key fails only its own acquisition, never the batch).
--- Busy with a service id: the service joins the waiters (kept in place when already in), with its token when granted
--- to, so the release hands it the lock or wakes it. Taken with one: the service leaves them. A token is one more than
--- the counter and never less than a clock in µs, so it keeps growing when the counter is lost (evicted under
--- allkeys-*, a restart without persistence): the server's (TIME, read once: one instant; needs +time in the ACL), or
--- on a quorum node the floor the client sent (its own clock, the same number to every node, so the granting nodes of
--- one acquisition usually draw the same token and need no second call to raise the lagging ones). TIME is read only
--- when a lock of the call needs it (a grant, or a busy lock with a service id): a busy attempt without one, the usual
--- poll, is the SET alone.
+-- Busy with a service id: the service joins the waiters as its id, or with a grant field as 'id token ttl' (kept in
+-- place when already in: one entry per wait, its expiry set when it joins), so the release hands it the lock or wakes
+-- it. Taken by a later attempt of the wait: the entry leaves them. A token is one more than the counter and never less
+-- than a clock in µs, so it keeps growing when the counter is lost (evicted under allkeys-*, a restart without
+-- persistence): the server's (TIME, read once: one instant; needs +time in the ACL), or on a quorum node the floor the
+-- client sent (its own clock, the same number to every node, so the granting nodes of one acquisition usually draw the
+-- same token and need no second call to raise the lagging ones). TIME is read only when a lock of the call needs it (a
+-- grant, or a busy lock with a service id): a busy attempt without one, the usual poll, is the SET alone.
 local out = {}
 local server_floor, server_floor_text
 local function server_clock()
@@ -26,15 +27,24 @@ local function server_clock()
   end
   return server_floor, server_floor_text
 end
-for i = 1, #KEYS / 4 do
-  local lock, fence_key, waiting, grants = KEYS[4 * i - 3], KEYS[4 * i - 2], KEYS[4 * i - 1], KEYS[4 * i]
+for i = 1, #KEYS / 3 do
+  local lock, fence_key, waiting = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
   local a = 5 * (i - 1)
   local token, ttl, service, grant, floor_text = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
   local floor = tonumber(floor_text)
   local set = redis.pcall('SET', lock, token, 'NX', 'PX', ttl)
-  if not set and #grant > 1 and redis.pcall('GET', lock) == grant then
-    -- a release granted it to this service's previous attempt: this attempt takes it over
-    set = redis.call('SET', lock, token, 'PX', ttl)
+  local member, joined = service, false -- joined: the wait's entry went in before this attempt
+  if grant ~= '' then
+    if string.byte(grant) == 43 then -- '+': the wait's first attempt
+      grant = string.sub(grant, 2)
+    else
+      joined = true
+      if not set and redis.pcall('GET', lock) == string.match(grant, '^%S+') then
+        -- a release granted it to this wait already: this attempt takes it over
+        set = redis.call('SET', lock, token, 'PX', ttl)
+      end
+    end
+    member = service .. ' ' .. grant
   end
   if type(set) == 'table' and set.err then
     out[i] = set.err
@@ -51,8 +61,8 @@ for i = 1, #KEYS / 4 do
         redis.call('SET', fence_key, floor_text)
         fence = floor
       end
-      if service ~= '' then
-        redis.pcall('ZREM', waiting, service)
+      if service ~= '' and (joined or grant == '') then
+        redis.pcall('ZREM', waiting, member)
       end
       out[i] = fence
     end
@@ -61,11 +71,8 @@ for i = 1, #KEYS / 4 do
       if not floor then
         floor = server_clock()
       end
-      if not (type(redis.pcall('ZADD', waiting, 'NX', floor, service)) == 'table') then
+      if redis.pcall('ZADD', waiting, 'NX', floor, member) == 1 then
         redis.call('PEXPIRE', waiting, ttl)
-        if grant ~= '' and not (type(redis.pcall('HSET', grants, service, token .. ' ' .. ttl)) == 'table') then
-          redis.call('PEXPIRE', grants, ttl)
-        end
       end
     end
     out[i] = 0

@@ -13,10 +13,8 @@ export interface LockKeys {
   readonly resource: string;
   readonly lock: string;
   readonly fence: string;
-  /** The services waiting for the lock, oldest first (see LockWakeups). */
+  /** The services waiting for the lock, oldest first, with the token a release grants it to (see LockWakeups). */
   readonly waiters: string;
-  /** The tokens those services wait with, for a release to grant them the lock (see LockGrants). */
-  readonly grants: string;
 }
 
 /** The keys of the lock `lock` (a key built for `resource`). */
@@ -25,8 +23,17 @@ export const lockKeysOf = (resource: string, lock: string): LockKeys => ({
   lock,
   fence: `${lock}:fence`,
   waiters: `${lock}:waiters`,
-  grants: `${lock}:grants`,
 });
+
+/**
+ * The grant field of an acquisition (acquire-many.lua) for a wait granted the lock with `token` and `ttl`: on the
+ * wait's first attempt marked with a '+' (it joins the waiting services), on a later one without (it also takes over
+ * a grant already made to the wait).
+ */
+export const grantField = (token: string, ttl: number, first: boolean): string => `${first ? '+' : ''}${token} ${ttl}`;
+
+/** The token of a grant field (see grantField). */
+const grantTokenOf = (field: string): string => field.slice(field.startsWith('+') ? 1 : 0, field.indexOf(' '));
 
 export interface Acquired {
   fencingToken: number;
@@ -43,8 +50,8 @@ export interface LockBackend {
   readonly nodes: number;
   /**
    * null: held by someone else. Throws RedisUnavailableError when Redis could not decide. `waiter`: the service id
-   * that joins the lock's waiting services when it is busy; `grant`: with it, how a release may grant it the lock
-   * (acquire-many.lua: '' wake only, '+' grant, or the previous attempt's token: grant, and take over that grant).
+   * that joins the lock's waiting services when it is busy; `grant`: with it, '' (a release wakes it) or the grant
+   * field of its wait (grantField: a release grants it the lock).
    */
   tryAcquire(keys: LockKeys, token: string, ttl: number, waiter?: string, grant?: string): Promise<Acquired | null>;
   /** New expiresAt. */
@@ -95,12 +102,7 @@ class LockCalls {
     const tries = client instanceof Cluster ? 1 : WAKE_TRIES;
     // One call's keys and arguments (acquire-many.lua, release-many.lua); a batch is theirs one after the other,
     // after the release's shared channel prefixes. A quorum node's acquisition carries the client's floor.
-    const lockKeys = ([keys]: AcquireCall | ReleaseCall): string[] => [
-      keys.lock,
-      keys.fence,
-      keys.waiters,
-      keys.grants,
-    ];
+    const lockKeys = ([keys]: AcquireCall | ReleaseCall): string[] => [keys.lock, keys.fence, keys.waiters];
     const acquireArgs = ([, token, ttl, waiter, grant, floor]: AcquireCall): ScriptArg[] => [
       token,
       ttl,
@@ -234,10 +236,10 @@ export class SingleLockBackend implements LockBackend {
       );
     } catch (err) {
       // The SET may have run before the reply was lost: do not leave a lock nobody owns for a whole ttl. Nor a grant
-      // to the previous attempt, which this one would have taken over (LockGrants).
+      // to the wait, which this attempt may have taken over or may still get (its service ends the wait: LockGrants).
       if (err instanceof RedisUnavailableError) {
         this.releaseUnknown(keys, token, startedAt + ttl);
-        if (grant.length > 1) this.releaseUnknown(keys, grant, startedAt + ttl);
+        if (grant) this.releaseUnknown(keys, grantTokenOf(grant), startedAt + ttl);
       }
       throw err;
     }

@@ -1,20 +1,21 @@
 import { FEATURES, type KeyBuilder } from '../common/keys.js';
-import { type LockBackend, type LockKeys, lockKeysOf } from './lock.backend.js';
+import { newToken } from './lock.attempts.js';
+import { grantField, type LockBackend, type LockKeys, lockKeysOf } from './lock.backend.js';
 import type { Lock } from './lock.js';
 import type { LocalWaiters } from './lock.waiters.js';
 
-/** The attempt a service waits with for one lock: a release grants the lock to its token (release-many.lua). */
-export interface WaitingAttempt {
+/** A service's wait for one lock: a release grants the lock to its token, with its ttl (release-many.lua). */
+export interface Wait {
   readonly keys: LockKeys;
   readonly token: string;
   readonly ttl: number;
-  /** Epoch ms before the attempt was sent: a grant comes later, so the lock is ours until at least this + ttl. */
-  readonly sentAt: number;
+  /** Epoch ms before its first attempt was sent: a grant comes later, so the lock is ours until at least this + ttl. */
+  readonly since: number;
 }
 
-/** A grant for the attempt in flight, received before its (busy) reply. */
+/** A grant for the wait whose attempt is in flight, received before that attempt's (busy) reply. */
 interface EarlyGrant {
-  readonly attempt: WaitingAttempt;
+  readonly wait: Wait;
   readonly fence: number;
 }
 
@@ -38,18 +39,18 @@ const MAX_WAITING_KEYS = 10_000;
 
 /**
  * On one server with `lock.wakeOnRelease` (the default there): the lock a release passes to this service (a grant).
- * A busy attempt joins the lock's waiting services with its token; the release that frees the lock sets it to the
- * oldest waiting service's token and tells that service 'fence token lock key' on its grant channel
- * (release-many.lua), so the waiter neither polls nor races the releasing caller, and the lock is never free in
- * between. This keeps, per lock key, the token of this service's latest attempt. A grant that comes while an attempt
- * is in flight goes to that attempt: when it is for its token, with its busy reply; when it is for the previous
- * attempt's token, that attempt takes it over in Redis (acquire-many.lua). Otherwise a grant for the latest token
- * goes to the oldest local waiter, and any other (a caller that gave up, an earlier attempt's token) is released at
- * once, which passes the lock on. The same take-over makes a grant whose message was lost (the subscriber connection
- * down) cost one poll, as a lost wake does.
+ * A wait of the service joins the lock's waiting services with a token of its own, drawn for the wait (its first busy
+ * attempt registers it, later ones keep its place); the release that frees the lock sets it to the oldest waiting
+ * service's token and tells that service 'fence token lock key' on its grant channel (release-many.lua), so the waiter
+ * neither polls nor races the releasing caller, and the lock is never free in between. This keeps the wait per lock
+ * key, shared by the service's callers of that lock. A grant for it goes to the attempt in flight (with its busy
+ * reply), else to the oldest local waiter; an attempt that finds the lock already granted to the wait (its message
+ * lost, or still on its way) takes it over in Redis (acquire-many.lua), so a lost grant costs one poll, as a lost wake
+ * does. A grant nobody here wants (the callers gave up, a wait abandoned after a failed attempt) is released at once,
+ * which passes the lock on.
  */
 export class LockGrants {
-  private readonly waiting = new Map<string, WaitingAttempt>();
+  private readonly waiting = new Map<string, Wait>();
   private readonly early = new Map<string, EarlyGrant>();
   /** Every lock key starts with this (`<prefix>lock:{`): a grant for any other key is not ours. */
   private readonly lockKeyHead: string;
@@ -62,20 +63,25 @@ export class LockGrants {
   }
 
   /**
-   * The grant field of an attempt about to be sent (acquire-many.lua): '+', or the token of this service's previous
-   * attempt for the lock. The attempt's token becomes the one a release grants to.
+   * The grant field of an attempt about to be sent with `ttl` (grantField): the service's wait for the lock, begun
+   * with this attempt (its ttl then the one a grant carries) when there is none.
    */
-  register(keys: LockKeys, token: string, ttl: number): string {
-    const previous = this.waiting.get(keys.lock);
-    if (!previous && this.waiting.size >= MAX_WAITING_KEYS) {
+  register(keys: LockKeys, ttl: number): string {
+    const wait = this.waiting.get(keys.lock);
+    if (wait) return grantField(wait.token, wait.ttl, false);
+    if (this.waiting.size >= MAX_WAITING_KEYS) {
       this.waiting.clear();
       this.early.clear();
     }
-    this.waiting.set(keys.lock, { keys, token, ttl, sentAt: Date.now() });
-    return previous ? previous.token : '+';
+    const begun: Wait = { keys, token: newToken(), ttl, since: Date.now() };
+    this.waiting.set(keys.lock, begun);
+    return grantField(begun.token, ttl, true);
   }
 
-  /** The lock was acquired, or nobody here waits for it any more: a grant that still comes is released. */
+  /**
+   * The lock was acquired, nobody here waits for it any more, or an attempt failed (it may have taken over a grant):
+   * the wait is over, and a grant that still comes for it is released.
+   */
   forget(lockKey: string): void {
     this.waiting.delete(lockKey);
     this.early.delete(lockKey);
@@ -87,24 +93,23 @@ export class LockGrants {
   }
 
   /**
-   * A release granted this service `lockKey` for `token`: the attempt in flight takes it, or else the oldest local
-   * waiter. Nobody here wants it (the caller gave up, an earlier attempt's token): it is released at once, which
-   * passes it to the next waiting service.
+   * A release granted this service `lockKey` for `token`: when it is the wait's, the attempt in flight takes it, or
+   * else the oldest local waiter. Nobody here wants it (the callers gave up, a wait given up): it is released at once,
+   * which passes it to the next waiting service.
    */
   received(lockKey: string, token: string, fence: number): void {
     const latest = this.waiting.get(lockKey);
-    const attempt = latest?.token === token ? latest : undefined;
-    if (this.service.inFlight.has(lockKey)) {
-      // The attempt in flight takes it: with its busy reply when the grant is for its token, else by taking over the
-      // grant to its previous attempt (acquire-many.lua). Released here, it could run first and pass the lock on.
-      if (attempt) this.early.set(lockKey, { attempt, fence });
+    const wait = latest?.token === token ? latest : undefined;
+    // The attempt in flight takes it with its busy reply (or took it over in Redis, and then a release is a no-op).
+    if (wait && this.service.inFlight.has(lockKey)) {
+      this.early.set(lockKey, { wait, fence });
       return;
     }
-    const waiter = attempt && this.service.waiters.first(lockKey);
-    if (!attempt || !waiter) {
-      const keys = attempt?.keys ?? (lockKey.startsWith(this.lockKeyHead) ? lockKeysOf(lockKey, lockKey) : undefined);
-      this.forget(lockKey);
-      // not held by `token` any more (taken over by a later attempt, expired): nothing to release
+    const waiter = wait && this.service.waiters.first(lockKey);
+    if (!wait || !waiter) {
+      const keys = wait?.keys ?? (lockKey.startsWith(this.lockKeyHead) ? lockKeysOf(lockKey, lockKey) : undefined);
+      if (wait) this.forget(lockKey);
+      // not held by `token` any more (taken over by an attempt, expired): nothing to release
       if (keys) this.service.backend.release(keys, token).catch(() => undefined);
       else
         this.service.warn(`lock grants: a grant for "${lockKey.slice(0, 200)}", not a lock of this service; ignored`);
@@ -112,30 +117,31 @@ export class LockGrants {
     }
     this.forget(lockKey);
     const deliver = waiter.claim();
-    this.lockFor(attempt, fence, waiter.ttl).then(deliver, () => deliver(null)); // null: it tries again itself
+    this.lockFor(wait, fence, waiter.ttl).then(deliver, () => deliver(null)); // null: it tries again itself
   }
 
   /**
-   * The grant that arrived for `token` while its attempt was in flight (once), as a lock for a caller that asked for
+   * The grant that arrived for the wait while its attempt was in flight (once), as a lock for a caller that asked for
    * `ttl`; null when it cannot be extended to a full ttl (the caller tries again, as after a busy attempt).
    */
-  takeEarly(lockKey: string, token: string, ttl: number): Promise<Lock | null> | undefined {
+  takeEarly(lockKey: string, ttl: number): Promise<Lock | null> | undefined {
     const grant = this.early.get(lockKey);
-    if (grant?.attempt.token !== token) return undefined;
+    if (!grant) return undefined;
     this.forget(lockKey);
-    return this.lockFor(grant.attempt, grant.fence, ttl).catch(() => null);
+    return this.lockFor(grant.wait, grant.fence, ttl).catch(() => null);
   }
 
   /**
-   * The lock a release granted to `attempt`, for a caller that asked for `ttl`. The grant set the attempt's ttl when
-   * it happened, some time after the attempt was sent: the lock is safely ours until `sentAt + ttl`. When that is
-   * short of what the caller asked for (another ttl, or a long wait since the attempt), it is extended first.
+   * The lock a release granted to `wait`, for a caller that asked for `ttl`. The grant set the wait's ttl when it
+   * happened, some time after the wait's first attempt was sent: the lock is safely ours until `since + ttl`. When
+   * that is short of what the caller asked for (another ttl, or a wait longer than a tenth of the ttl), it is extended
+   * first (owner-checked: a grant whose message came too late to be still held is never used).
    */
-  private async lockFor(attempt: WaitingAttempt, fence: number, ttl: number): Promise<Lock> {
-    const { keys, token } = attempt;
+  private async lockFor(wait: Wait, fence: number, ttl: number): Promise<Lock> {
+    const { keys, token } = wait;
     const { backend } = this.service;
-    let expiresAt = attempt.sentAt + attempt.ttl;
-    if (ttl !== attempt.ttl || Date.now() - attempt.sentAt > ttl / 10) {
+    let expiresAt = wait.since + wait.ttl;
+    if (ttl !== wait.ttl || Date.now() - wait.since > ttl / 10) {
       try {
         expiresAt = await backend.extend(keys, token, ttl);
       } catch (err) {

@@ -124,11 +124,7 @@ class MultiBackend implements LockBackend {
     const fences: number[] = [];
     for (const k of keys.all) {
       // A batch of one of the lock's own acquire script (no waiting service: a multi-lock attempt joins no queue).
-      const [fence] = await ACQUIRE_MANY.runWithAnyKeys(
-        client,
-        [k.lock, k.fence, k.waiters, k.grants],
-        [token, ttl, '', '', ''],
-      );
+      const [fence] = await ACQUIRE_MANY.runWithAnyKeys(client, [k.lock, k.fence, k.waiters], [token, ttl, '', '', '']);
       if (typeof fence === 'string') throw itemReplyError(`acquiring the lock on "${k.resource}"`, fence);
       if (fence <= 0) {
         await Promise.all(keys.all.slice(0, fences.length).map((t) => RELEASE.run(client, [t.lock], [token])));
@@ -256,7 +252,6 @@ export class MultiLocks {
       lock: all[0].lock,
       fence: all[0].fence,
       waiters: all[0].waiters,
-      grants: all[0].grants,
       all,
     };
   }

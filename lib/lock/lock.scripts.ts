@@ -13,9 +13,9 @@ export const RAISE_FENCE = script<number>('lock_raise_fence', 'raise-fence', 2);
 /** Swap the owner token of a lock we hold for a local waiter's and draw its fencing token: the fence, or 0. */
 export const HAND_OVER = script<number>('lock_hand_over', 'hand-over', 2);
 /** SET NX PX + INCR of the fence counter for the locks of one tick (a lone one: a batch of one): fence or 0 each. */
-export const ACQUIRE_MANY = script<(number | string)[]>('lock_acquire_many', 'acquire-many', 4);
+export const ACQUIRE_MANY = script<(number | string)[]>('lock_acquire_many', 'acquire-many', 3);
 /** RELEASE for the locks of one tick, each passed to a waiting service (granted, or woken): 1 or 0 per lock. */
-export const RELEASE_MANY = script<(number | string)[]>('lock_release_many', 'release-many', 4);
+export const RELEASE_MANY = script<(number | string)[]>('lock_release_many', 'release-many', 3);
 /** Semaphore: prune expired holders, take a permit per caller of one tick while fewer than the limit hold one: 1/0. */
 export const SEMAPHORE_ACQUIRE = script<number[]>('semaphore_acquire', 'semaphore-acquire', 1);
 /** Semaphore: push a permit's expiry if still ours, or pass it to a new owner (a local waiter): 1, else 0. */

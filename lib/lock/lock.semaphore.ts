@@ -228,7 +228,7 @@ export class Semaphore {
     this.ttl = checkTtl(options.ttl, ctx.options.ttl, `semaphore "${name}"`);
     KeyBuilder.validate(name, 'semaphore name');
     const lock = ctx.keys.tagged(FEATURES.lock, name, ':sem');
-    this.keys = { resource: name, lock, fence: '', waiters: `${lock}:waiters`, grants: '' };
+    this.keys = { resource: name, lock, fence: '', waiters: `${lock}:waiters` };
     this.backend = new SemaphoreBackend(ctx, name, lock, limit);
     this.owner = leaseOwner(ctx, this.backend, this.waiters, (keys, token) => this.handOver(keys, token));
     this.limit = limit;

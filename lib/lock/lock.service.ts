@@ -332,18 +332,21 @@ export class LockService implements OnModuleInit {
   private async attempt(keys: LockKeys, ttl: number, waiter = ''): Promise<Lock | null> {
     // A fresh token per attempt: a background clean-up of a failed attempt can never delete a later success.
     const token = newToken();
-    // with grants, the token a release grants the lock to, and the token of the previous attempt (acquire-many.lua)
-    const grant = waiter && this.grants ? this.grants.register(keys, token, ttl) : '';
+    // with grants, the wait's token a release grants the lock to (acquire-many.lua)
+    const grant = waiter && this.grants ? this.grants.register(keys, ttl) : '';
     let acquired: Acquired | null;
     this.inFlight.add(keys.lock);
     try {
       acquired = await this.backend.tryAcquire(keys, token, ttl, waiter, grant);
+    } catch (err) {
+      if (grant) this.grants?.forget(keys.lock); // the backend releases the wait's token; a later grant is released
+      throw err;
     } finally {
       this.inFlight.delete(keys.lock);
     }
     if (!acquired) {
       // granted while the busy reply was on its way (the grant comes on the subscriber connection)
-      return grant ? (this.grants?.takeEarly(keys.lock, token, ttl) ?? null) : null;
+      return grant ? (this.grants?.takeEarly(keys.lock, ttl) ?? null) : null;
     }
     if (grant) this.grants?.forget(keys.lock);
     this.wakeups.takeEarly(keys.lock);

@@ -1,15 +1,16 @@
 -- release.lua for the releases one process makes in the same tick (a lone release is a batch of one), passing each
--- lock released to a waiting service. For each i, KEYS[4i-3] lock key, KEYS[4i-2] its fence counter, KEYS[4i-1] the
--- services waiting for it and KEYS[4i] their tokens (acquire-many.lua); ARGV[1] the wake channel prefix, ARGV[2] the
--- grant channel prefix (a service's channel is the prefix and its id); ARGV[2i+1] owner token, ARGV[2i+2] how many
--- waiting services may be tried (0: nobody, e.g. undoing a partial quorum grant; 1 on a cluster, where PUBLISH counts
--- only the receivers on this node). Returns, per lock in order, 1 when released, 0 when not held, or the error text
--- of that lock alone (redis.pcall: one bad key fails only its own release, never the batch).
--- The oldest waiting service is served: one that waits with a token is granted the lock (SET to its token with its
--- ttl, a new fencing token drawn as in acquire-many.lua) and told 'fence token lock key' on its grant channel; one
--- without is told the lock key on its wake channel, and the lock is deleted. One that no longer listens (PUBLISH
--- reached nobody) is dropped and the next is tried; when none listens the lock is deleted. A grant whose service no
--- longer wants it is released by that service; a message lost on the way costs the waiters one poll.
+-- lock released to a waiting service. For each i, KEYS[3i-2] lock key, KEYS[3i-1] its fence counter, KEYS[3i] the
+-- services waiting for it (acquire-many.lua); ARGV[1] the wake channel prefix, ARGV[2] the grant channel prefix (a
+-- service's channel is the prefix and its id); ARGV[2i+1] owner token, ARGV[2i+2] how many waiting services may be
+-- tried (0: nobody, e.g. undoing a partial quorum grant; 1 on a cluster, where PUBLISH counts only the receivers on
+-- this node). Returns, per lock in order, 1 when released, 0 when not held, or the error text of that lock alone
+-- (redis.pcall: one bad key fails only its own release, never the batch).
+-- The oldest waiting service is served: one that waits with a token ('id token ttl') is granted the lock (SET to its
+-- token with its ttl, a new fencing token drawn as in acquire-many.lua) and told 'fence token lock key' on its grant
+-- channel; one without (its id alone) is told the lock key on its wake channel, and the lock is deleted. One that no
+-- longer listens (PUBLISH reached nobody) is dropped and the next is tried; when none listens the lock is deleted. A
+-- grant whose service no longer wants it is released by that service; a message lost on the way costs the waiters one
+-- poll.
 local out = {}
 local server_floor, server_floor_text
 local function server_clock()
@@ -20,8 +21,8 @@ local function server_clock()
   end
   return server_floor, server_floor_text
 end
-for i = 1, #KEYS / 4 do
-  local lock, fence_key, waiting, grants = KEYS[4 * i - 3], KEYS[4 * i - 2], KEYS[4 * i - 1], KEYS[4 * i]
+for i = 1, #KEYS / 3 do
+  local lock, fence_key, waiting = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
   local held = redis.pcall('GET', lock)
   if type(held) == 'table' and held.err then
     out[i] = held.err
@@ -32,12 +33,8 @@ for i = 1, #KEYS / 4 do
       if type(next) ~= 'table' or next.err or #next == 0 then
         break
       end
-      local service = next[1]
-      local grant = redis.pcall('HGET', grants, service)
-      local space = type(grant) == 'string' and string.find(grant, ' ', 1, true)
-      if space then
-        redis.call('HDEL', grants, service)
-        local token, ttl = string.sub(grant, 1, space - 1), string.sub(grant, space + 1)
+      local service, token, ttl = string.match(next[1], '^(%S+) (%S+) (%d+)$')
+      if service then
         local fence = redis.pcall('INCR', fence_key)
         if type(fence) == 'table' then
           break -- no fencing token, no grant: the lock is deleted, the waiters poll (and their attempt reports it)
@@ -52,7 +49,7 @@ for i = 1, #KEYS / 4 do
           granted = true
           break
         end
-      elseif redis.call('PUBLISH', ARGV[1] .. service, lock) > 0 then
+      elseif redis.call('PUBLISH', ARGV[1] .. next[1], lock) > 0 then
         break
       end
     end

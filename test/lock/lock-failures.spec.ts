@@ -15,6 +15,7 @@ import { Logger } from '@nestjs/common';
 import { KeyBuilder } from '../../lib/common/keys.js';
 import { checkEvictionPolicy } from '../../lib/lock/lock.eviction-check.js';
 import { dropPoolConnection, useDisposableCluster } from '../support/disposable-cluster.js';
+import { FaultProxy } from '../support/fault-proxy.js';
 import { rawCommand } from '../support/resp.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { trackForCleanup } from '../support/private-servers.js';
@@ -128,8 +129,8 @@ describe('one server: fail closed', () => {
   });
 
   // The paused server runs the timed-out attempt on resume: it takes the grant over and the attempt's own clean-up
-  // releases it. (An attempt that never reaches Redis releases the grant by its previous token instead: not tested.)
-  it("a waiter's attempt that times out after its previous attempt was granted leaves no lock held for its ttl", async () => {
+  // releases it. (An attempt that never reaches Redis releases the grant by the wait's token instead: the next test.)
+  it("a waiter's attempt that times out after its wait was granted leaves no lock held for its ttl", async () => {
     const server = trackForCleanup(await startRedisServer());
     const holder = await singleLocks(server);
     const waiter = await singleLocks(server);
@@ -139,15 +140,15 @@ describe('one server: fail closed', () => {
       const resource = unique('grant-transport');
       const key = new KeyBuilder('rtk:').tagged('lock', resource);
       await holder.acquire(resource, { ttl: 20_000 });
-      // one attempt, then one more after 1 s: that second attempt carries the first one's token
+      // one attempt, then one more after 1 s: that second attempt carries the wait's token
       const waiting = waiter.acquire(resource, { retry: { count: 1, delay: 1_000, jitter: 0 }, ttl: 20_000 });
       const id = (waiter as unknown as { wakeups: { id: string } }).wakeups.id;
-      expect(await waitFor(async () => (await client.hget(`${key}:grants`, id)) !== null, 5_000)).toBe(true);
-      // a release's grant to the first attempt whose message never arrives (see the lost-grant test)
-      const [first] = ((await client.hget(`${key}:grants`, id)) ?? '').split(' ');
-      await client.set(key, first, 'PX', 20_000);
-      await client.zrem(`${key}:waiters`, id);
-      await client.hdel(`${key}:grants`, id);
+      const entry = async () => (await client.zrange(`${key}:waiters`, '0', '-1')).find((m) => m.startsWith(`${id} `));
+      expect(await waitFor(async () => (await entry()) !== undefined, 5_000)).toBe(true);
+      // a release's grant to the wait whose message never arrives (see the lost-grant test)
+      const registered = (await entry()) ?? '';
+      await client.set(key, registered.split(' ')[1], 'PX', 20_000);
+      await client.zrem(`${key}:waiters`, registered);
       server.pause(); // the second attempt times out: it might have taken the grant over, or not
       try {
         expect(reason((await timed(waiting)).result)).toBeInstanceOf(RedisUnavailableError);
@@ -158,6 +159,43 @@ describe('one server: fail closed', () => {
       expect(await waitFor(async () => (await client.exists(key)) === 0, 5_000)).toBe(true);
     } finally {
       client.disconnect();
+    }
+  });
+
+  it("a waiter's attempt that never reaches Redis after its wait was granted leaves no lock held for its ttl", async () => {
+    const server = trackForCleanup(await startRedisServer());
+    const proxy = await FaultProxy.start({ port: server.port });
+    const holder = await singleLocks(server);
+    const app = await bootToolkitApp({
+      target: { url: proxy.url },
+      commandTimeout: COMMAND_TIMEOUT,
+      maxReconnectDelay: 100,
+    });
+    const waiter = app.get(LockService);
+    const client = new Redis(server.port, { lazyConnect: true });
+    await client.connect();
+    try {
+      const resource = unique('grant-unsent');
+      const key = new KeyBuilder('rtk:').tagged('lock', resource);
+      await holder.acquire(resource, { ttl: 20_000 });
+      const waiting = waiter.acquire(resource, { retry: { count: 1, delay: 1_000, jitter: 0 }, ttl: 20_000 });
+      const id = (waiter as unknown as { wakeups: { id: string } }).wakeups.id;
+      const entry = async () => (await client.zrange(`${key}:waiters`, '0', '-1')).find((m) => m.startsWith(`${id} `));
+      expect(await waitFor(async () => (await entry()) !== undefined, 5_000)).toBe(true);
+      // a release's grant to the wait whose message never arrives (as above), then the link goes silent: the second
+      // attempt, which would take the grant over, never reaches Redis
+      const registered = (await entry()) ?? '';
+      await client.set(key, registered.split(' ')[1], 'PX', 20_000);
+      await client.zrem(`${key}:waiters`, registered);
+      proxy.blackhole();
+      expect(reason((await timed(waiting)).result)).toBeInstanceOf(RedisUnavailableError);
+      expect(await client.exists(key)).toBe(1);
+      proxy.restore();
+      // released by the wait's token once the connection is back, not held for the rest of its 20 s
+      expect(await waitFor(async () => (await client.exists(key)) === 0, 5_000)).toBe(true);
+    } finally {
+      client.disconnect();
+      await proxy.close();
     }
   });
 

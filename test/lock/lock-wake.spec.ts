@@ -17,12 +17,19 @@ const WAKE = { wakeOnRelease: true };
 
 const wakeupsOf = (locks: LockService): LockWakeups => (locks as unknown as { wakeups: LockWakeups }).wakeups;
 
+/** The entries of `service` among the waiters of `resource`: its id, or with grants 'id token ttl', oldest first. */
+async function entriesOf(server: RedisClient, resource: string, locks: LockService): Promise<string[]> {
+  const { id } = wakeupsOf(locks);
+  const members = await server.zrange(`${lockKey(resource)}:waiters`, '0', '-1');
+  return members.filter((m) => m === id || m.startsWith(`${id} `));
+}
+
 /** Every lock server has `service` among the waiters of `resource`, and its wake channel has a subscriber. */
 async function waiting(servers: RedisClient[], resource: string, locks: LockService): Promise<void> {
-  const { id, channel } = wakeupsOf(locks);
+  const { channel } = wakeupsOf(locks);
   const registered = await waitFor(async () => {
     for (const server of servers) {
-      if ((await server.zscore(`${lockKey(resource)}:waiters`, id)) === null) return false;
+      if ((await entriesOf(server, resource, locks)).length === 0) return false;
       // on a cluster, NUMSUB counts one node's subscribers: add up every master's (PUBLISH reaches them all)
       let subscribers = 0;
       for (const node of server instanceof Cluster ? server.nodes('master') : [server as Redis]) {
@@ -163,7 +170,6 @@ describe('lock grants (wakeOnRelease on one server): a release hands the lock to
     expect(second.fencingToken).toBeGreaterThan(first.fencingToken);
     expect(second.expiresAt - Date.now()).toBeGreaterThan(15_000);
     expect(await server.zcard(`${lockKey(resource)}:waiters`)).toBe(0);
-    expect(await server.hlen(`${lockKey(resource)}:grants`)).toBe(0);
     await second.release();
     expect(await server.exists(lockKey(resource))).toBe(0);
   }, 30_000);
@@ -230,17 +236,20 @@ describe('lock grants (wakeOnRelease on one server): a release hands the lock to
         return reply.then((r) => new Promise((resolve) => setTimeout(() => resolve(r), 1_000)));
       }) as typeof client.sendCommand;
       const next = other.locks.acquire(resource, { ...NO_POLL, ttl });
-      const registered = async () =>
-        (await server.hget(`${lockKey(resource)}:grants`, wakeupsOf(other.locks).id)) ?? '';
-      const before = await registered();
-      expect(await waitFor(async () => (await registered()) !== before, 5_000)).toBe(true);
+      // the given-up wait's entry stays; the new wait joins behind it
+      expect(await waitFor(async () => (await entriesOf(server, resource, other.locks)).length === 2, 5_000)).toBe(
+        true,
+      );
       expect(holdBack).toBe(false);
       await first.release();
       const second = await next;
       expect(await server.get(lockKey(resource))).toBe(second.token);
       expect(second.expiresAt - Date.now()).toBeGreaterThan(ttl * 0.8);
       expect(await server.pttl(lockKey(resource))).toBeGreaterThan(ttl * 0.8);
-      expect(wakeupsOf(other.locks).received).toBe(1);
+      // the given-up wait's grant first, released by the service (its attempt in flight is the new wait's), then the
+      // new wait's
+      expect(wakeupsOf(other.locks).received).toBe(2);
+      expect(await server.zcard(`${lockKey(resource)}:waiters`)).toBe(0);
       expect(second.fencingToken).toBeGreaterThan(first.fencingToken);
       await second.release();
     },
@@ -273,20 +282,11 @@ describe('lock grants (wakeOnRelease on one server): a release hands the lock to
     await waiting([server], resource, other.locks);
     // What a release does, without the message: the lock set to the waiting service's token, the service popped.
     const grantSilently = `
-      local grant = redis.call('HGET', KEYS[2], ARGV[1])
-      local token = string.sub(grant, 1, string.find(grant, ' ', 1, true) - 1)
+      local waiting = redis.call('ZPOPMIN', KEYS[2])[1]
+      local token = string.match(waiting, '^%S+ (%S+) %d+$')
       redis.call('SET', KEYS[1], token, 'PX', 20000)
-      redis.call('ZREM', KEYS[3], ARGV[1])
-      redis.call('HDEL', KEYS[2], ARGV[1])
       return token`;
-    const granted = (await server.eval(
-      grantSilently,
-      3,
-      key,
-      `${key}:grants`,
-      `${key}:waiters`,
-      wakeupsOf(other.locks).id,
-    )) as string;
+    const granted = (await server.eval(grantSilently, 2, key, `${key}:waiters`)) as string;
     expect(granted).toMatch(/^[\w-]{20,}$/);
     const second = await next;
     expect(await server.get(key)).toBe(second.token);
@@ -296,23 +296,21 @@ describe('lock grants (wakeOnRelease on one server): a release hands the lock to
     await expect(first.release()).rejects.toThrow(/expired or is held by another owner/);
   }, 30_000);
 
-  it('a grant to an attempt with a shorter ttl than the oldest local caller asked for is extended to its ttl', async () => {
+  it("a grant of a wait begun with a shorter ttl than its waiting caller's is extended to that caller's", async () => {
     const { other, server, resource, first } = await heldOnOneServer('grant-ttl');
-    const long = other.locks.acquire(resource, { ...NO_POLL, ttl: 30_000 });
+    // the service's wait begins with this caller's attempt: a release grants the lock with its ttl
+    const short = other.locks.acquire(resource, { retry: { count: 1, delay: 500, jitter: 0 }, ttl: 3_000 });
     await waiting([server], resource, other.locks);
-    // a second caller of the same service: its attempt is the latest, so the release grants its token and ttl
-    const short = other.locks.acquire(resource, { ...NO_POLL, ttl: 3_000 });
-    const tokenOf = async () => (await server.hget(`${lockKey(resource)}:grants`, wakeupsOf(other.locks).id)) ?? '';
-    expect(await waitFor(async () => (await tokenOf()).endsWith(' 3000'), 10_000)).toBe(true);
+    const long = other.locks.acquire(resource, { ...NO_POLL, ttl: 30_000 });
+    await expect(short).rejects.toThrow(/held by another owner/); // it gives up; the other caller keeps the wait
+    expect(await entriesOf(server, resource, other.locks)).toEqual([expect.stringMatching(/ 3000$/)]);
     await first.release();
-    const oldest = await long;
-    expect(await server.get(lockKey(resource))).toBe(oldest.token);
+    const granted = await long;
+    expect(await server.get(lockKey(resource))).toBe(granted.token);
     expect(await server.pttl(lockKey(resource))).toBeGreaterThan(25_000);
-    expect(oldest.expiresAt - Date.now()).toBeGreaterThan(25_000);
-    await oldest.release();
-    const next = await short; // handed over in-process
-    expect(next.fencingToken).toBeGreaterThan(oldest.fencingToken);
-    await next.release();
+    expect(granted.expiresAt - Date.now()).toBeGreaterThan(25_000);
+    expect(granted.fencingToken).toBeGreaterThan(first.fencingToken);
+    await granted.release();
   }, 30_000);
 
   it('a message on the grant channel that is not a grant of ours is reported and changes nothing', async () => {
@@ -358,7 +356,7 @@ describe('lock grants (wakeOnRelease on one server): a release hands the lock to
     }
   }, 60_000);
 
-  it('on a cluster and a quorum a release wakes the waiter: no token is kept for a grant', async () => {
+  it('on a cluster and a quorum a release wakes the waiter: it waits by its id alone, with no token to grant', async () => {
     for (const mode of ['cluster', 'quorum'] as const) {
       const holder = await lockService(mode, WAKE);
       const other = await lockService(mode, WAKE);
@@ -367,7 +365,8 @@ describe('lock grants (wakeOnRelease on one server): a release hands the lock to
       const first = await holder.locks.acquire(resource, { ttl: 20_000 });
       const next = other.locks.acquire(resource, { ...NO_POLL, ttl: 20_000 });
       await waiting(servers, resource, other.locks);
-      for (const server of servers) expect(await server.exists(`${lockKey(resource)}:grants`)).toBe(0);
+      const { id } = wakeupsOf(other.locks);
+      for (const server of servers) expect(await entriesOf(server, resource, other.locks)).toEqual([id]);
       await first.release();
       const second = await next;
       expect(second.fencingToken).toBeGreaterThan(first.fencingToken);
