@@ -34,13 +34,17 @@ export class TickBatcher<TItem, TResult> {
   constructor(
     private readonly sender: TickBatchSender<TItem, TResult>,
     private readonly maxPerCall = Infinity,
-  ) {}
+    private readonly turn?: SharedTurn,
+  ) {
+    turn?.join(this);
+  }
 
   add(item: TItem): Promise<TResult> {
     return new Promise((resolve, reject) => {
       if (this.pending.length >= this.maxPerCall) this.flush();
       this.pending.push({ item, resolve, reject });
-      if (!this.scheduled) {
+      if (this.turn) this.turn.schedule();
+      else if (!this.scheduled) {
         this.scheduled = true;
         setImmediate(() => {
           this.scheduled = false;
@@ -99,4 +103,35 @@ export function sendingAfter<TItem, TResult>(
       return sender.many(items, settle);
     },
   };
+}
+
+/**
+ * Batchers of one connection flushed together at the end of a turn, in the order they joined, with the socket corked
+ * meanwhile: their commands leave in one write (one system call here, one read for Redis) instead of one each. A
+ * batcher that fills up (`maxPerCall`) still sends at once.
+ */
+export class SharedTurn {
+  private readonly batchers: { flush(): void }[] = [];
+  private scheduled = false;
+
+  constructor(private readonly stream: () => { cork(): void; uncork(): void } | undefined) {}
+
+  join(batcher: { flush(): void }): void {
+    this.batchers.push(batcher);
+  }
+
+  schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      const stream = this.stream();
+      stream?.cork();
+      try {
+        for (const batcher of this.batchers) batcher.flush();
+      } finally {
+        stream?.uncork();
+      }
+    });
+  }
 }

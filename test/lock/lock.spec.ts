@@ -10,6 +10,7 @@ import {
   LockService,
 } from '../../lib/index.js';
 import { RedisConnection } from '../../lib/advanced.js';
+import type { Redis } from 'ioredis';
 import { RELEASE, EXTEND } from '../../lib/lock/lock.scripts.js';
 import { nextPause, planRetries } from '../../lib/lock/lock.attempts.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
@@ -325,6 +326,37 @@ describe('locks taken and released in one tick share a script call (single serve
     expect(again?.fencingToken).toBeGreaterThan(held[0].fencingToken);
     await expect(Promise.all([held[0].release(), again!.release()])).resolves.toEqual([undefined, undefined]);
     expect(await connection.client.exists(lockKey(resources[0]))).toBe(0);
+  });
+
+  it("a turn's releases and acquisitions go out in one socket write", async () => {
+    const { locks, connection } = await lockService('single');
+    const held = await locks.acquire(unique('one-write'), { ttl: 5_000 });
+    // what reaches the socket: each _write or _writev is one write to the kernel
+    const socket = (connection.client as Redis).stream as unknown as Record<
+      '_write' | '_writev',
+      (...a: unknown[]) => void
+    >;
+    let writes = 0;
+    const restore = (['_write', '_writev'] as const).map((name) => {
+      const original = socket[name];
+      socket[name] = function (this: unknown, ...args: unknown[]) {
+        writes++;
+        return original.apply(this, args);
+      };
+      return () => {
+        socket[name] = original;
+      };
+    });
+    try {
+      const turn = await recordCommands(connection.client, () =>
+        Promise.all([held.release(), locks.tryAcquire(unique('one-write'), { ttl: 5_000 })]),
+      );
+      expect(turn.commands).toEqual(['evalsha', 'evalsha']);
+      expect(writes).toBe(1);
+      await turn.value[1]?.release();
+    } finally {
+      for (const undo of restore) undo();
+    }
   });
 
   it('lock services of one connection share the script calls of a turn: 4 services, 4 resources, 1 EVALSHA each way', async () => {
