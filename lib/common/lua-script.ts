@@ -28,9 +28,13 @@ export class LuaScript<TResult> {
     this.sha = createHash('sha1').update(lua).digest('hex');
   }
 
-  /** `LuaScript.fromFile<number>('rtk_release_lock', new URL('./release-lock.lua', import.meta.url), 1)` */
-  static fromFile<T>(name: string, file: URL, numberOfKeys: number): LuaScript<T> {
-    return new LuaScript<T>(name, readFileSync(file, 'utf8'), numberOfKeys);
+  /**
+   * `LuaScript.fromFile<number>('rtk_release_lock', new URL('./release-lock.lua', import.meta.url), 1)`; `preludes`:
+   * files whose functions it uses, put in front of it (one script, one EVALSHA).
+   */
+  static fromFile<T>(name: string, file: URL, numberOfKeys: number, preludes: readonly URL[] = []): LuaScript<T> {
+    const lua = [...preludes, file].map((f) => readFileSync(f, 'utf8')).join('\n');
+    return new LuaScript<T>(name, lua, numberOfKeys);
   }
 
   /** The same source for another fixed number of keys (a script whose callers pass 1..N keys); one per count. */

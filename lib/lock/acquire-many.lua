@@ -11,22 +11,10 @@
 -- lock alone (redis.pcall: a foreign value under its fence key fails only its own acquisition, never the batch).
 -- Busy with a service id: the service joins the waiters as its id, or with a grant field as 'id token ttl' (kept in
 -- place when already in: one entry per wait, its expiry set when it joins), so the release hands it the lock or wakes
--- it. Taken by a later attempt of the wait: the entry leaves them. A token is one more than the counter and never less
--- than a clock in µs, so it keeps growing when the counter is lost (evicted under allkeys-*, a restart without
--- persistence): the server's (TIME, read once: one instant; needs +time in the ACL), or on a quorum node the floor the
--- client sent (its own clock, the same number to every node, so the granting nodes of one acquisition usually draw the
--- same token and need no second call to raise the lagging ones). TIME is read only when a lock of the call needs it (a
--- grant, or a busy lock with a service id): a busy attempt without one, the usual poll, is the SET alone.
+-- it. Taken by a later attempt of the wait: the entry leaves them. The fencing token is drawn by draw_fence
+-- (fence.lua, in front of this file). TIME is read only when a lock of the call needs it (a grant, or a busy lock with
+-- a service id): a busy attempt without one, the usual poll, is the SET alone.
 local out = {}
-local server_floor, server_floor_text
-local function server_clock()
-  if not server_floor then
-    local now = redis.call('TIME')
-    server_floor = tonumber(now[1]) * 1000000 + tonumber(now[2])
-    server_floor_text = now[1] .. string.format('%06d', tonumber(now[2]))
-  end
-  return server_floor, server_floor_text
-end
 for i = 1, #KEYS / 3 do
   local lock, fence_key, waiting = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
   local a = 5 * (i - 1)
@@ -49,18 +37,11 @@ for i = 1, #KEYS / 3 do
   if type(set) == 'table' and set.err then
     out[i] = set.err
   elseif set then
-    if not floor then
-      floor, floor_text = server_clock()
-    end
-    local fence = redis.pcall('INCR', fence_key)
-    if type(fence) == 'table' then
+    local fence, err = draw_fence(fence_key, floor, floor_text)
+    if not fence then
       redis.call('DEL', lock) -- no fencing token, no lock
-      out[i] = fence.err
+      out[i] = err
     else
-      if fence < floor then
-        redis.call('SET', fence_key, floor_text)
-        fence = floor
-      end
       if service ~= '' and (joined or grant == '') then
         redis.pcall('ZREM', waiting, member)
       end

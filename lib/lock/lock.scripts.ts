@@ -1,8 +1,14 @@
 import { LuaScript } from '../common/lua-script.js';
 
+const lua = (file: string): URL => new URL(`./${file}.lua`, import.meta.url);
+
 /** The script `lib/lock/<file>.lua`, registered as `rtk_<name>` with `keys` keys. */
 const script = <T>(name: string, file: string, keys: number): LuaScript<T> =>
-  LuaScript.fromFile<T>(`rtk_${name}`, new URL(`./${file}.lua`, import.meta.url), keys);
+  LuaScript.fromFile<T>(`rtk_${name}`, lua(file), keys);
+
+/** The same for a script that draws fencing tokens: `fence.lua` (draw_fence) goes in front of it. */
+const fencing = <T>(name: string, file: string, keys: number): LuaScript<T> =>
+  LuaScript.fromFile<T>(`rtk_${name}`, lua(file), keys, [lua('fence')]);
 
 /** PEXPIRE if still ours: 1, else 0. */
 export const EXTEND = script<number>('lock_extend', 'extend', 1);
@@ -11,17 +17,17 @@ export { RELEASE_LOCK as RELEASE } from '../common/release-lock.js';
 /** Quorum: raise a lagging node's fence counter while we hold the lock there: 1, else 0. */
 export const RAISE_FENCE = script<number>('lock_raise_fence', 'raise-fence', 2);
 /** Swap the owner token of a lock we hold for a local waiter's and draw its fencing token: the fence, or 0. */
-export const HAND_OVER = script<number>('lock_hand_over', 'hand-over', 2);
+export const HAND_OVER = fencing<number>('lock_hand_over', 'hand-over', 2);
 /** SET NX PX + INCR of the fence counter for the locks of one tick (a lone one: a batch of one): fence or 0 each. */
-export const ACQUIRE_MANY = script<(number | string)[]>('lock_acquire_many', 'acquire-many', 3);
+export const ACQUIRE_MANY = fencing<(number | string)[]>('lock_acquire_many', 'acquire-many', 3);
 /** RELEASE for the locks of one tick, each passed to a waiting service (granted, or woken): 1 or 0 per lock. */
-export const RELEASE_MANY = script<(number | string)[]>('lock_release_many', 'release-many', 3);
+export const RELEASE_MANY = fencing<(number | string)[]>('lock_release_many', 'release-many', 3);
 /** Semaphore: prune expired holders, take a permit per caller of one tick while fewer than the limit hold one: 1/0. */
 export const SEMAPHORE_ACQUIRE = script<number[]>('semaphore_acquire', 'semaphore-acquire', 1);
 /** Semaphore: push a permit's expiry if still ours, or pass it to a new owner (a local waiter): 1, else 0. */
 export const SEMAPHORE_EXTEND = script<number>('semaphore_extend', 'semaphore-extend', 1);
 /** Multi-resource lock on one server: all locks (one fencing token each) or none ({}). Any number of keys. */
-export const MULTI_ACQUIRE = script<number[]>('lock_multi_acquire', 'multi-acquire', 2);
+export const MULTI_ACQUIRE = fencing<number[]>('lock_multi_acquire', 'multi-acquire', 2);
 /** Multi-resource lock: extend all if all still ours: 1, else 0. Any number of keys. */
 export const MULTI_EXTEND = script<number>('lock_multi_extend', 'multi-extend', 1);
 /** Multi-resource lock: release what is still ours: 1 when all were, else 0. Any number of keys. */

@@ -6,21 +6,12 @@
 -- this node). Returns, per lock in order, 1 when released, 0 when not held, or the error text of that lock alone
 -- (redis.pcall: one bad key fails only its own release, never the batch).
 -- The oldest waiting service is served: one that waits with a token ('id token ttl') is granted the lock (SET to its
--- token with its ttl, a new fencing token drawn as in acquire-many.lua) and told 'fence token lock key' on its grant
+-- token with its ttl, a new fencing token drawn by draw_fence in fence.lua) and told 'fence token lock key' on its grant
 -- channel; one without (its id alone) is told the lock key on its wake channel, and the lock is deleted. One that no
 -- longer listens (PUBLISH reached nobody) is dropped and the next is tried; when none listens the lock is deleted. A
 -- grant whose service no longer wants it is released by that service; a message lost on the way costs the waiters one
 -- poll.
 local out = {}
-local server_floor, server_floor_text
-local function server_clock()
-  if not server_floor then
-    local now = redis.call('TIME')
-    server_floor = tonumber(now[1]) * 1000000 + tonumber(now[2])
-    server_floor_text = now[1] .. string.format('%06d', tonumber(now[2]))
-  end
-  return server_floor, server_floor_text
-end
 for i = 1, #KEYS / 3 do
   local lock, fence_key, waiting = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
   local held = redis.pcall('GET', lock)
@@ -35,14 +26,9 @@ for i = 1, #KEYS / 3 do
       end
       local service, token, ttl = string.match(next[1], '^(%S+) (%S+) (%d+)$')
       if service then
-        local fence = redis.pcall('INCR', fence_key)
-        if type(fence) == 'table' then
+        local fence = draw_fence(fence_key)
+        if not fence then
           break -- no fencing token, no grant: the lock is deleted, the waiters poll (and their attempt reports it)
-        end
-        local floor, floor_text = server_clock()
-        if fence < floor then
-          redis.call('SET', fence_key, floor_text)
-          fence = floor
         end
         redis.call('SET', lock, token, 'PX', ttl)
         if redis.call('PUBLISH', ARGV[2] .. service, fence .. ' ' .. token .. ' ' .. lock) > 0 then

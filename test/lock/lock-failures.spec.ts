@@ -6,6 +6,7 @@ import {
   CacheService,
   LockLostError,
   LockService,
+  RedisReplyError,
   RedisToolkitModule,
   RedisUnavailableError,
 } from '../../lib/index.js';
@@ -196,6 +197,31 @@ describe('one server: fail closed', () => {
     } finally {
       client.disconnect();
       await proxy.close();
+    }
+  });
+
+  it("a hand-over to a local waiter with a foreign value under the fence counter: RedisReplyError, the lock stays the holder's", async () => {
+    const server = trackForCleanup(await startRedisServer());
+    const locks = await singleLocks(server);
+    const client = new Redis(server.port, { lazyConnect: true });
+    await client.connect();
+    try {
+      const resource = unique('hand-over-foreign');
+      const key = new KeyBuilder('rtk:').tagged('lock', resource);
+      const held = await locks.acquire(resource, { ttl: 5_000 });
+      const next = locks.acquire(resource, { ttl: 5_000, retry: { count: 100, delay: 100, jitter: 0 } });
+      expect(await waitFor(() => locks.activity().waiting === 1, 2_000)).toBe(true);
+      await client.set(`${key}:fence`, 'not a number');
+      await expect(held.release()).rejects.toBeInstanceOf(RedisReplyError);
+      // not handed to a token nobody holds: still the holder's, who can release it once the counter is mended
+      expect(await client.get(key)).toBe(held.token);
+      await client.del(`${key}:fence`);
+      await held.release();
+      const second = await next;
+      expect(second.fencingToken).toBeGreaterThan(held.fencingToken);
+      await second.release();
+    } finally {
+      client.disconnect();
     }
   });
 

@@ -1,8 +1,8 @@
 import 'reflect-metadata';
-import { InvalidOptionsError, LockLostError, MultiLock } from '../../lib/index.js';
+import { InvalidOptionsError, LockLostError, MultiLock, RedisReplyError } from '../../lib/index.js';
 import { LOCK_MODES, lockClients, lockKey, lockService, unique } from '../support/lock-modes.js';
 import { closeToolkitApps } from '../support/toolkit-app.js';
-import { sleep } from '../support/wait.js';
+import { sleep, waitFor } from '../support/wait.js';
 
 afterEach(closeToolkitApps);
 
@@ -91,6 +91,22 @@ describe.each(['single', 'cluster'] as const)('multi-resource fencing on %s', (m
     await connection.client.del(`${lockKey(a)}:fence`);
     const multi = await locks.acquireAll([a, b], { ttl: 5_000 });
     expect(multi.fencingTokens[a]).toBeGreaterThan(first.fencingToken);
+    await multi.release();
+  });
+
+  it('a fence counter holding a foreign value fails the multi lock (RedisReplyError) and leaves none of it held', async () => {
+    const { locks, connection } = await lockService(mode);
+    const [a, b] = [unique('a'), unique('b')];
+    // the second resource in key order: the first one's lock is already set when its counter fails
+    const second = lockKey(a) < lockKey(b) ? b : a;
+    await connection.client.set(`${lockKey(second)}:fence`, 'not a number');
+    await expect(locks.acquireAll([a, b], { ttl: 5_000, waitMs: 0 })).rejects.toBeInstanceOf(RedisReplyError);
+    const held = async () =>
+      (await connection.client.exists(lockKey(a))) + (await connection.client.exists(lockKey(b)));
+    expect(await waitFor(async () => (await held()) === 0, 2_000)).toBe(true);
+    await connection.client.del(`${lockKey(second)}:fence`);
+    const multi = await locks.acquireAll([a, b], { ttl: 5_000 });
+    expect(Object.keys(multi.fencingTokens).sort()).toEqual([a, b]);
     await multi.release();
   });
 });
