@@ -2,7 +2,6 @@
 // RedlockMutex), on one Redis and on a 3-node quorum: uncontended (every caller its own resource) and contended
 // (20 callers, one resource). Each library gets the same ttl and the same mean retry pause (RETRY_MS).
 import 'reflect-metadata';
-import type { INestApplicationContext } from '@nestjs/common';
 import { Redis } from 'ioredis';
 import { Mutex, RedlockMutex } from 'redis-semaphore';
 import { LockService } from '../lib/index.js';
@@ -82,20 +81,6 @@ async function scenario(mode: LockMode, urls: string[], rows: BenchRow[]): Promi
   );
   // Connected (and checked) before the first round, as each app instance's module init does.
   await Promise.all([...separate, ...otherSetting].map((service) => service.onModuleInit()));
-  // 20 app instances as they run in production: each its own connections (commands, and a subscriber once it waits),
-  // one caller each, nothing shared between callers but this process; each peer caller likewise its own clients.
-  // Above, one shared connection carries every service's calls, and its batching sends many services' polls and
-  // releases in one socket write, which separate instances cannot do (docs/lock.md, round 11).
-  const instanceApps: INestApplicationContext[] = [];
-  for (const wakeOnRelease of [undefined, otherWay.wakeOnRelease]) {
-    for (let i = 0; i < WORKERS; i++) {
-      instanceApps.push(await lockApp(urls, mode, { ttl: TTL, retryMs: 0, jitterMs: 2 * RETRY_MS, wakeOnRelease }));
-    }
-  }
-  const instances = instanceApps.map((a) => a.get(LockService));
-  const instancePairs = Array.from({ length: WORKERS }, () =>
-    urls.map((url) => peerClients(url, { maxRetriesPerRequest: 0 })),
-  );
   // Every peer runs on ioredis clients with auto-pipelining off (the default) and on; its better figure is kept.
   const pairs = urls.map((url) => peerClients(url, { maxRetriesPerRequest: 0 }));
   const clients = pairs.map((p) => p.off);
@@ -107,8 +92,6 @@ async function scenario(mode: LockMode, urls: string[], rows: BenchRow[]): Promi
   };
   const redlock = redlockOn(clients);
   const redlockPiped = redlockOn(pipedClients);
-  const redlockInstances = instancePairs.map((p) => redlockOn(p.map((c) => c.off)));
-  const redlockInstancesPiped = instancePairs.map((p) => redlockOn(p.map((c) => c.on)));
   const semaphoreOptions = { lockTimeout: TTL, acquireTimeout: 60_000, retryInterval: RETRY_MS, refreshInterval: 0 };
   const mutex = (key: string, on = clients) =>
     mode === 'quorum' ? new RedlockMutex(on, key, semaphoreOptions) : new Mutex(on[0], key, semaphoreOptions);
@@ -160,27 +143,6 @@ async function scenario(mode: LockMode, urls: string[], rows: BenchRow[]): Promi
         await m.acquire();
         await m.release();
       },
-      oursInstances: async (caller) => (await instances[caller].acquire('c-ours-inst')).release(),
-      oursInstancesOther: async (caller) => (await instances[WORKERS + caller].acquire('c-ours-inst-other')).release(),
-      redlockInstances: async (caller) => (await redlockInstances[caller].acquire(['c-redlock-inst'], TTL)).release(),
-      redlockInstancesPiped: async (caller) =>
-        (await redlockInstancesPiped[caller].acquire(['c-redlock-inst-piped'], TTL)).release(),
-      semInstances: async (caller) => {
-        const m = mutex(
-          'c-sem-inst',
-          instancePairs[caller].map((c) => c.off),
-        );
-        await m.acquire();
-        await m.release();
-      },
-      semInstancesPiped: async (caller) => {
-        const m = mutex(
-          'c-sem-inst-piped',
-          instancePairs[caller].map((c) => c.on),
-        );
-        await m.acquire();
-        await m.release();
-      },
     },
     ROUNDS,
     ROUND,
@@ -229,33 +191,9 @@ async function scenario(mode: LockMode, urls: string[], rows: BenchRow[]): Promi
   );
   addPeer('redlock', cOp, contended.redlock, contended.redlockPiped);
   addPeer(semName, cOp, contended.sem, contended.semPiped);
-  const iOp = `contended (20 callers, 1 resource, each its own connections), ${label}`;
-  add(
-    'nestjs-redis-toolkit',
-    iOp,
-    contended.oursInstances,
-    '20 app instances, one caller each, each its own connections (the multi-instance case); the default: ' +
-      (mode === 'single'
-        ? 'a release grants the lock to the oldest waiting service, the poll is the fallback'
-        : 'polling'),
-  );
-  add(
-    mode === 'single'
-      ? 'nestjs-redis-toolkit (20 instances, polling: wakeOnRelease false)'
-      : 'nestjs-redis-toolkit (20 instances, wakeOnRelease true)',
-    iOp,
-    contended.oursInstancesOther,
-    mode === 'single'
-      ? 'waiters poll with the same pauses as the peers'
-      : 'a release wakes the oldest waiting service (pub/sub); the poll is the fallback',
-  );
-  addPeer('redlock', iOp, contended.redlockInstances, contended.redlockInstancesPiped);
-  addPeer(semName, iOp, contended.semInstances, contended.semInstancesPiped);
 
   unwatchRedisCpu(...urls);
   for (const p of pairs) p.close();
-  for (const p of instancePairs.flat()) p.close();
-  await Promise.all(instanceApps.map((a) => a.close()));
   await app.close();
 }
 

@@ -11,7 +11,7 @@ export type LockMode = 'single' | 'quorum';
 export function lockApp(
   urls: string[],
   mode: LockMode,
-  lock: { ttl: number; retryMs: number; jitterMs: number; wakeOnRelease?: boolean },
+  lock: { ttl: number; retryMs: number; jitterMs: number },
 ): Promise<INestApplicationContext> {
   return NestFactory.createApplicationContext(
     RedisToolkitModule.forRoot({
@@ -21,7 +21,6 @@ export function lockApp(
       lock: {
         ttl: lock.ttl,
         retry: { count: 100_000, delay: lock.retryMs, jitter: lock.jitterMs },
-        ...(lock.wakeOnRelease === undefined ? {} : { wakeOnRelease: lock.wakeOnRelease }),
         ...(mode === 'quorum' ? { quorum: { nodes: urls.map((url) => ({ url })) } } : {}),
       },
     }),
