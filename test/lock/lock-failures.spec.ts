@@ -129,6 +129,29 @@ describe('one server: fail closed', () => {
     expect(ok).toBe(true);
   });
 
+  /**
+   * `waiter` waits for `resource`, which `holder` holds for 20 s: one attempt, then one more after 1 s, which carries
+   * the wait's token. Once the wait is registered, a release's grant to it whose message never arrives (see the
+   * lost-grant test in lock-wake.spec): the lock set to the wait's token, its entry popped.
+   */
+  async function grantedSilently(
+    holder: LockService,
+    waiter: LockService,
+    client: Redis,
+    resource: string,
+  ): Promise<{ waiting: Promise<unknown>; key: string }> {
+    const key = new KeyBuilder('rtk:').tagged('lock', resource);
+    await holder.acquire(resource, { ttl: 20_000 });
+    const waiting = waiter.acquire(resource, { retry: { count: 1, delay: 1_000, jitter: 0 }, ttl: 20_000 });
+    const id = (waiter as unknown as { wakeups: { id: string } }).wakeups.id;
+    const entry = async () => (await client.zrange(`${key}:waiters`, '0', '-1')).find((m) => m.startsWith(`${id} `));
+    expect(await waitFor(async () => (await entry()) !== undefined, 5_000)).toBe(true);
+    const registered = (await entry()) ?? '';
+    await client.set(key, registered.split(' ')[1], 'PX', 20_000);
+    await client.zrem(`${key}:waiters`, registered);
+    return { waiting, key };
+  }
+
   // The paused server runs the timed-out attempt on resume: it takes the grant over and the attempt's own clean-up
   // releases it. (An attempt that never reaches Redis releases the grant by the wait's token instead: the next test.)
   it("a waiter's attempt that times out after its wait was granted leaves no lock held for its ttl", async () => {
@@ -138,18 +161,7 @@ describe('one server: fail closed', () => {
     const client = new Redis(server.port, { lazyConnect: true });
     await client.connect();
     try {
-      const resource = unique('grant-transport');
-      const key = new KeyBuilder('rtk:').tagged('lock', resource);
-      await holder.acquire(resource, { ttl: 20_000 });
-      // one attempt, then one more after 1 s: that second attempt carries the wait's token
-      const waiting = waiter.acquire(resource, { retry: { count: 1, delay: 1_000, jitter: 0 }, ttl: 20_000 });
-      const id = (waiter as unknown as { wakeups: { id: string } }).wakeups.id;
-      const entry = async () => (await client.zrange(`${key}:waiters`, '0', '-1')).find((m) => m.startsWith(`${id} `));
-      expect(await waitFor(async () => (await entry()) !== undefined, 5_000)).toBe(true);
-      // a release's grant to the wait whose message never arrives (see the lost-grant test)
-      const registered = (await entry()) ?? '';
-      await client.set(key, registered.split(' ')[1], 'PX', 20_000);
-      await client.zrem(`${key}:waiters`, registered);
+      const { waiting, key } = await grantedSilently(holder, waiter, client, unique('grant-transport'));
       server.pause(); // the second attempt times out: it might have taken the grant over, or not
       try {
         expect(reason((await timed(waiting)).result)).toBeInstanceOf(RedisUnavailableError);
@@ -176,18 +188,8 @@ describe('one server: fail closed', () => {
     const client = new Redis(server.port, { lazyConnect: true });
     await client.connect();
     try {
-      const resource = unique('grant-unsent');
-      const key = new KeyBuilder('rtk:').tagged('lock', resource);
-      await holder.acquire(resource, { ttl: 20_000 });
-      const waiting = waiter.acquire(resource, { retry: { count: 1, delay: 1_000, jitter: 0 }, ttl: 20_000 });
-      const id = (waiter as unknown as { wakeups: { id: string } }).wakeups.id;
-      const entry = async () => (await client.zrange(`${key}:waiters`, '0', '-1')).find((m) => m.startsWith(`${id} `));
-      expect(await waitFor(async () => (await entry()) !== undefined, 5_000)).toBe(true);
-      // a release's grant to the wait whose message never arrives (as above), then the link goes silent: the second
-      // attempt, which would take the grant over, never reaches Redis
-      const registered = (await entry()) ?? '';
-      await client.set(key, registered.split(' ')[1], 'PX', 20_000);
-      await client.zrem(`${key}:waiters`, registered);
+      const { waiting, key } = await grantedSilently(holder, waiter, client, unique('grant-unsent'));
+      // the link goes silent: the second attempt, which would take the grant over, never reaches Redis
       proxy.blackhole();
       expect(reason((await timed(waiting)).result)).toBeInstanceOf(RedisUnavailableError);
       expect(await client.exists(key)).toBe(1);
