@@ -39,8 +39,9 @@ export interface LockOptions {
    * Waiting across processes: a caller that finds a lock held joins the lock's waiting services, and the release
    * passes the lock to the oldest (the `retry` poll stays the fallback). On one server the release grants it the
    * lock inside Redis; on a cluster or a quorum it wakes it to try at once (pub/sub). Default: on for one server
-   * (measured faster than polling with a tenth of its p99, and faster than redlock while Redis has CPU to spare),
-   * off on a cluster or a quorum, where the wake measured no faster than polling (see docs/lock.md, round 10).
+   * (the lock passes at once and in order, with a tenth of the p99 of polling and of redlock; its throughput against
+   * theirs depends on the setup: docs/lock.md, rounds 10 and 11), off on a cluster or a quorum, where the wake
+   * measured no faster than polling.
    */
   wakeOnRelease?: boolean;
   /** Redlock over N independent servers instead of the main connection. */
