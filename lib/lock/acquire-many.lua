@@ -4,8 +4,8 @@
 -- oldest first); per lock 5 ARGV: owner token, ttl ms, the waiting service's id or '' (do not wait), the grant field,
 -- and on a quorum node the least token the acquiring client asks for ('' elsewhere). The grant field: '' (a release
 -- wakes the service, nothing more), or the service takes the lock straight from a release (release-many.lua):
--- 'token ttl', the token its wait is granted the lock with and that token's ttl, with a '+' in front on the wait's
--- first attempt; a later attempt finds the lock held by that token when a release granted it already (its message
+-- '+' on the wait's first attempt (the wait is granted the lock with this attempt's token and ttl), or 'token ttl' of
+-- the wait on a later attempt, which finds the lock held by that token when a release granted it already (its message
 -- lost, or on its way) and takes it over.
 -- Returns, per lock in order, its new fencing token (>= 1), 0 when another owner holds it, or the error text of that
 -- lock alone (redis.pcall: a foreign value under its fence key fails only its own acquisition, never the batch).
@@ -23,8 +23,8 @@ for i = 1, #KEYS / 3 do
   local set = redis.pcall('SET', lock, token, 'NX', 'PX', ttl)
   local member, joined = service, false -- joined: the wait's entry went in before this attempt
   if grant ~= '' then
-    if string.byte(grant) == 43 then -- '+': the wait's first attempt
-      grant = string.sub(grant, 2)
+    if grant == '+' then -- the wait's first attempt
+      grant = token .. ' ' .. ttl
     else
       joined = true
       if not set and redis.pcall('GET', lock) == string.match(grant, '^%S+') then

@@ -26,14 +26,14 @@ export const lockKeysOf = (resource: string, lock: string): LockKeys => ({
 });
 
 /**
- * The grant field of an acquisition (acquire-many.lua) for a wait granted the lock with `token` and `ttl`: on the
- * wait's first attempt marked with a '+' (it joins the waiting services), on a later one without (it also takes over
- * a grant already made to the wait).
+ * The grant field of an acquisition (acquire-many.lua) of a wait a release grants the lock to with `token` and `ttl`:
+ * '+' on the wait's first attempt (its token and ttl are that attempt's; it joins the waiting services), else
+ * 'token ttl' (a later attempt also takes over a grant already made to the wait).
  */
-export const grantField = (token: string, ttl: number, first: boolean): string => `${first ? '+' : ''}${token} ${ttl}`;
+export const grantField = (token: string, ttl: number, first: boolean): string => (first ? '+' : `${token} ${ttl}`);
 
-/** The token of a grant field (see grantField). */
-const grantTokenOf = (field: string): string => field.slice(field.startsWith('+') ? 1 : 0, field.indexOf(' '));
+/** The wait's token of a later attempt's grant field (see grantField); a first attempt's is the attempt's own. */
+const grantTokenOf = (field: string): string => field.slice(0, field.indexOf(' '));
 
 export interface Acquired {
   fencingToken: number;
@@ -242,7 +242,7 @@ export class SingleLockBackend implements LockBackend {
       // to the wait, which this attempt may have taken over or may still get (its service ends the wait: LockGrants).
       if (err instanceof RedisUnavailableError) {
         this.releaseUnknown(keys, token, startedAt + ttl);
-        if (grant) this.releaseUnknown(keys, grantTokenOf(grant), startedAt + ttl);
+        if (grant && grant !== '+') this.releaseUnknown(keys, grantTokenOf(grant), startedAt + ttl);
       }
       throw err;
     }

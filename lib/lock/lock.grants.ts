@@ -1,5 +1,4 @@
 import { FEATURES, type KeyBuilder } from '../common/keys.js';
-import { newToken } from './lock.attempts.js';
 import { grantField, type LockBackend, type LockKeys, lockKeysOf } from './lock.backend.js';
 import type { Lock } from './lock.js';
 import type { LocalWaiters } from './lock.waiters.js';
@@ -39,7 +38,7 @@ const MAX_WAITING_KEYS = 10_000;
 
 /**
  * On one server with `lock.wakeOnRelease` (the default there): the lock a release passes to this service (a grant).
- * A wait of the service joins the lock's waiting services with a token of its own, drawn for the wait (its first busy
+ * A wait of the service joins the lock's waiting services with the token of the attempt that began it (its first busy
  * attempt registers it, later ones keep its place); the release that frees the lock sets it to the oldest waiting
  * service's token and tells that service 'fence token lock key' on its grant channel (release-many.lua), so the waiter
  * neither polls nor races the releasing caller, and the lock is never free in between. This keeps the wait per lock
@@ -63,19 +62,18 @@ export class LockGrants {
   }
 
   /**
-   * The grant field of an attempt about to be sent with `ttl` (grantField): the service's wait for the lock, begun
-   * with this attempt (its ttl then the one a grant carries) when there is none.
+   * The grant field of an attempt about to be sent with `token` and `ttl` (grantField): the service's wait for the
+   * lock, begun with this attempt (its token and ttl then the ones a grant carries) when there is none.
    */
-  register(keys: LockKeys, ttl: number): string {
+  register(keys: LockKeys, token: string, ttl: number): string {
     const wait = this.waiting.get(keys.lock);
     if (wait) return grantField(wait.token, wait.ttl, false);
     if (this.waiting.size >= MAX_WAITING_KEYS) {
       this.waiting.clear();
       this.early.clear();
     }
-    const begun: Wait = { keys, token: newToken(), ttl, since: Date.now() };
-    this.waiting.set(keys.lock, begun);
-    return grantField(begun.token, ttl, true);
+    this.waiting.set(keys.lock, { keys, token, ttl, since: Date.now() });
+    return grantField(token, ttl, true);
   }
 
   /**

@@ -332,8 +332,8 @@ export class LockService implements OnModuleInit {
   private async attempt(keys: LockKeys, ttl: number, waiter = ''): Promise<Lock | null> {
     // A fresh token per attempt: a background clean-up of a failed attempt can never delete a later success.
     const token = newToken();
-    // with grants, the wait's token a release grants the lock to (acquire-many.lua)
-    const grant = waiter && this.grants ? this.grants.register(keys, ttl) : '';
+    // with grants, the wait's token a release grants the lock to: this one's when it begins the wait (acquire-many.lua)
+    const grant = waiter && this.grants ? this.grants.register(keys, token, ttl) : '';
     let acquired: Acquired | null;
     this.inFlight.add(keys.lock);
     try {
