@@ -19,6 +19,9 @@ describe('session read allocation', () => {
     const app = await createToolkitApp({
       target: 'single',
       keyPrefix: `rtk-alloc-${randomBytes(4).toString('hex')}:`,
+      // 50 creates at a time on a busy 2-core box missed the default 1 s timeout in CI (RedisUnavailableError);
+      // the timeout is not what this test is about
+      commandTimeout: 5_000,
       session: { cookie: { secret: 's3cret' } },
     });
     const sessions = app.get(SessionService);
