@@ -17,13 +17,13 @@ interface Decision {
   args: readonly ScriptArg[];
 }
 
-/** consume.lua's answer to one consume of one fixed-window policy, without its general machinery (see the file). */
+/** consume.lua's answers to consumes of one fixed-window policy each, without its general machinery (see the file). */
 const fixedWindowScript = LuaScript.fromFile<number[]>(
   'rtk_rl_consume_fixed_window',
   new URL('./consume-fixed-window.lua', import.meta.url),
   2,
 );
-/** The same for one token-bucket policy. */
+/** The same for consumes of one token-bucket policy each. */
 const tokenBucketScript = LuaScript.fromFile<number[]>(
   'rtk_rl_consume_token_bucket',
   new URL('./consume-token-bucket.lua', import.meta.url),
@@ -38,12 +38,13 @@ function leanScriptOf(d: Decision): LuaScript<number[]> | undefined {
 }
 
 /**
- * Decisions made in the same tick go to Redis as one call of consume.lua (single server and Sentinel). On a cluster,
- * where the counters of different clients live in different slots, each decision is its own call of consume.lua (its
- * keys share one hash tag) and the decisions of a tick go as one pipeline per master node (cluster-batch.ts). A call
- * of one decision that is one fixed-window or token-bucket consume goes to that algorithm's lean script instead
- * (consume-fixed-window.lua, consume-token-bucket.lua). Either way each decision is all-or-nothing and atomic, and
- * decisions on one counter run in the order they were made.
+ * Decisions made in the same tick go to Redis as one script call (single server and Sentinel): when every one of them
+ * is one consume of one fixed-window policy, or of one token-bucket policy, that algorithm's lean script
+ * (consume-fixed-window.lua, consume-token-bucket.lua); else consume.lua. On a cluster, where the counters of
+ * different clients live in different slots, each decision is its own call (its keys share one hash tag; the lean
+ * script where it fits, else consume.lua) and the decisions of a tick go as one pipeline per master node
+ * (cluster-batch.ts). Either way each decision is all-or-nothing and atomic, and decisions on one counter run in the
+ * order they were made.
  */
 export class DecisionBatcher {
   private readonly batcher: TickBatcher<Decision, number[]>;
@@ -80,7 +81,12 @@ export class DecisionBatcher {
             for (const k of d.keys) keys.push(k);
             for (const a of d.args) args.push(a);
           }
-          const raw = await this.script.runWithAnyKeys(this.connection.client, keys, args);
+          // a tick of lone consumes of one algorithm (the guard's usual traffic) goes to its lean script whole
+          let script = leanScriptOf(decisions[0]) ?? this.script;
+          for (let i = 1; script !== this.script && i < decisions.length; i++) {
+            if (leanScriptOf(decisions[i]) !== script) script = this.script;
+          }
+          const raw = await script.runWithAnyKeys(this.connection.client, keys, args);
           // each decision's part of the reply: allAllowed, then 4 values per policy (2 keys per policy)
           const parts: number[][] = [];
           let at = 0;

@@ -259,6 +259,54 @@ describe.each([
     expect(await redis.exists(`${mine}:b`)).toBe(await redis.exists(`${theirs}:b`));
   });
 
+  it('a call of several decisions answers as consume.lua does: in order, a failed one alone', async () => {
+    const { redis } = await setup();
+    // per side: two counters (the first consumed twice in the call), a hash and a string that is not a number
+    const sides = [uid(), uid()].map((side) => ({
+      counters: [`${side}:a`, `${side}:b`],
+      hash: `${side}:h`,
+      text: `${side}:t`,
+    }));
+    for (const side of sides) {
+      await redis.hset(side.hash, 'x', '1');
+      await redis.set(side.text, 'not a number');
+    }
+    const [leanSha, generalSha] = await Promise.all([redis.script('LOAD', lean), redis.script('LOAD', general)]);
+    const specs = cases.flatMap(([, s]) => s);
+    let widestGap = 0;
+    let refused = 0;
+    for (let step = 0; step < 4; step++) {
+      const call = (side: (typeof sides)[number]) => {
+        const [a, b] = side.counters;
+        const keys = [a, b, side.hash, a, side.text].flatMap((k) => [k, `${k}:b`]);
+        const args = [specs[step % specs.length], specs[(step + 1) % specs.length], specs[0], specs[0], specs[0]];
+        return [keys.length, ...keys, ...args.flatMap((spec) => ['c1', spec])] as const;
+      };
+      const started = Date.now();
+      const a = (await redis.evalsha(leanSha as string, ...call(sides[0]))) as (number | string)[];
+      const b = (await redis.evalsha(generalSha as string, ...call(sides[1]))) as (number | string)[];
+      widestGap = Math.max(widestGap, Date.now() - started);
+      expect(a).toHaveLength(25);
+      for (let d = 0; d < 5; d++) {
+        const [x, y] = [a.slice(5 * d, 5 * d + 5), b.slice(5 * d, 5 * d + 5)];
+        if (d === 2 || d === 4) {
+          expect([x[0], y[0]]).toEqual([-1, -1]);
+          expect(String(x[1]).split(' ')[0]).toBe(String(y[1]).split(' ')[0]);
+          continue;
+        }
+        expect(x.slice(0, 3)).toEqual(y.slice(0, 3));
+        for (const at of [3, 4]) expect(Math.abs(Number(x[at]) - Number(y[at]))).toBeLessThanOrEqual(2 * widestGap + 2);
+        if (x[0] === 0) refused++;
+      }
+    }
+    expect(refused).toBeGreaterThan(0);
+    const counted = await Promise.all(sides.flatMap((side) => side.counters.map((k) => redis.get(k))));
+    const gap = specs[0][0] === 't' ? 1000 * (2 * widestGap + 2) : 0;
+    for (let i = 0; i < 2; i++) expect(Math.abs(Number(counted[i]) - Number(counted[i + 2]))).toBeLessThanOrEqual(gap);
+    expect(await redis.type(sides[0].hash)).toBe('hash');
+    expect(await redis.get(sides[0].text)).toBe('not a number');
+  });
+
   it('fails the decision alike for a foreign type or a counter that is not a number', async () => {
     const { redis } = await setup();
     const [hash, text] = [uid(), uid()];
@@ -305,14 +353,20 @@ describe('which script a call of one decision runs', () => {
         { key, policy: { ...fixed, limit: 4 }, name: 'b' },
       ];
       expect(await scriptShas(() => rl.consumeAll(two))).toEqual([sha(general)]);
-      // a tick of consumes: one consume.lua call on one server, one lean call each on a cluster
+      // a tick of consumes of one algorithm: one lean call on one server, one lean call each on a cluster
       for (const [policy, lean] of [
         [fixed, leanFixedWindow],
         [bucket, leanTokenBucket],
       ] as const) {
         const turn = await scriptShas(() => Promise.all(Array.from({ length: 6 }, () => rl.consume(uid(), policy))));
-        expect(turn).toEqual(target === 'single' ? [sha(general)] : Array(6).fill(sha(lean)));
+        expect(turn).toEqual(target === 'single' ? [sha(lean)] : Array(6).fill(sha(lean)));
       }
+      // a tick that mixes them (or holds any other decision) goes to consume.lua whole on one server
+      const mixed = await scriptShas(() =>
+        Promise.all([rl.consume(uid(), fixed), rl.consume(uid(), bucket), rl.consume(uid(), fixed)]),
+      );
+      if (target === 'single') expect(mixed).toEqual([sha(general)]);
+      else expect(mixed.sort()).toEqual([sha(leanFixedWindow), sha(leanFixedWindow), sha(leanTokenBucket)].sort());
       // and the answers are the usual ones
       for (const policy of [fixed, bucket]) {
         const fresh = uid();
