@@ -1,6 +1,7 @@
 -- Consumes of one token-bucket policy each: what consume.lua answers for decisions { 'c1', 't:...' }, without its
 -- general machinery, as consume-fixed-window.lua is for a fixed window (see there for why and what it saves).
 -- test/rate-limit/consume-script.spec.ts checks that both answer alike, step by step, one decision and several.
+-- The bucket is read by read_string_counter (read-counter.lua, put in front of this file).
 -- KEYS per decision: its bucket (its TAT) and its block key (same hash tag). ARGV per decision as for consume.lua:
 -- 'c1', then the policy 't:<limit>:<window ms>:<cost>:<burst>:<block ms>'. A call holds one decision (every call on a
 -- cluster) or the decisions of one tick on one server, decided in order at one instant (one TIME).
@@ -31,17 +32,8 @@ local function decide(bucket, blocker, spec)
   end
   local cost, burst, block, win_us, interval, capacity = p[1], p[2], p[3], p[4], p[5], p[6]
 
-  local v = redis.call('MGET', bucket, blocker)
-  local tat = v[1]
-  if not tat then
-    if redis.call('EXISTS', bucket) == 1 then
-      return -1, 'WRONGTYPE Operation against a key holding the wrong kind of value', 0, 0, 0
-    end
-    tat = 0
-  else
-    tat = tonumber(tat)
-    if not tat then return -1, 'ERR the rate-limit counter holds a value that is not a number', 0, 0, 0 end
-  end
+  local tat, blocked = read_string_counter(bucket, blocker)
+  if not tat then return -1, blocked, 0, 0, 0 end
   if not now then
     local t = redis.call('TIME')
     now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -58,13 +50,10 @@ local function decide(bucket, blocker, spec)
   local remaining = floor((capacity - (tat - now)) / interval + 1e-9)
   local reset = tat - now
 
-  if v[2] then
+  if blocked > 0 then
     -- a blocked bucket refuses until its block key expires, whatever the bucket says
-    local blocked = redis.call('PTTL', blocker)
-    if blocked > 0 then
-      if allowed then retry = 0 end
-      return 0, 0, 0, ms(reset), ms(max(retry, blocked * 1000))
-    end
+    if allowed then retry = 0 end
+    return 0, 0, 0, ms(reset), ms(max(retry, blocked * 1000))
   end
   if allowed then
     if cost > 0 then

@@ -21,9 +21,9 @@
 --
 -- Written as flat code over a reused table (no closures or tables per policy): this runs on every request. A single
 -- policy's consume ('c1', the guard's usual decision) goes straight through (consume_one) without the per-policy
--- table; every other decision uses decide(); both use the same check() and charge(). The counter and its block key
--- are read with one MGET where the counter is a string (fixed window, token bucket); MGET reads a foreign type as
--- nil, so a missing counter is confirmed with EXISTS before it counts as empty (WRONGTYPE).
+-- table; every other decision uses decide(); both use the same check() and charge(). A string counter (fixed window,
+-- token bucket) and its block key are read by read_string_counter (read-counter.lua, put in front of this file: one
+-- MGET, an EXISTS for a counter read as nil), as the lean scripts read them.
 
 local now_us -- microseconds; read once, and only if a sliding window or a token bucket needs it
 local stamp -- now_us as a whole-number string (sliding-window member scores), made once
@@ -43,8 +43,6 @@ local peek, n, k0, a0
 
 -- library functions as locals: a global is a table lookup and a field another, on every use
 local floor, ceil, max, format = math.floor, math.ceil, math.max, string.format
-
-local WRONGTYPE = { err = 'WRONGTYPE Operation against a key holding the wrong kind of value' }
 
 -- reads the server's clock into now_us the first time a policy needs it
 local function read_now()
@@ -72,20 +70,11 @@ local function spec_of(v)
   return p
 end
 
--- the counter's value (a string counter: fixed window, token bucket) and the block key's TTL in ms (0: not blocked),
--- in one MGET; a counter MGET reads as nil is confirmed missing (EXISTS 0), else it holds a foreign type
-local function read_string_counter(key, bkey)
-  local v = redis.call('MGET', key, bkey)
-  local value = v[1]
-  if not value then
-    if redis.call('EXISTS', key) == 1 then error(WRONGTYPE) end
-    value = 0
-  else
-    value = tonumber(value)
-    if not value then error('ERR the rate-limit counter holds a value that is not a number') end
-  end
-  local blocked = 0
-  if v[2] then blocked = redis.call('PTTL', bkey) end
+-- read_string_counter (read-counter.lua, put in front of this file) for check(): a counter it cannot read fails the
+-- decision (the pcall below)
+local function read_counter_or_fail(key, bkey)
+  local value, blocked = read_string_counter(key, bkey)
+  if not value then error({ err = blocked }) end
   return value, blocked
 end
 
@@ -107,7 +96,7 @@ local function check(p, key, bkey)
   if algo == 'f' then
     -- Fixed window: a counter created with the window's TTL by the request that opens the window (SET PX), then
     -- INCRBY, in this same atomic call, so no counter can live without an expiry.
-    local count, blocked = read_string_counter(key, bkey)
+    local count, blocked = read_counter_or_fail(key, bkey)
     local left_us = 0
     if count > 0 then
       local pttl = redis.call('PTTL', key)
@@ -158,7 +147,7 @@ local function check(p, key, bkey)
   read_now()
   local burst, interval = p[5], p[8]
   local capacity = burst * interval
-  local tat, blocked = read_string_counter(key, bkey)
+  local tat, blocked = read_counter_or_fail(key, bkey)
   -- stored negative by this script: then the key expires at or after the end of the window-long cell after the one
   -- holding |TAT| (see charge); a positive TAT (reward.lua, an older version) has an unknown expiry
   local stored = tat < 0 and -tat or false

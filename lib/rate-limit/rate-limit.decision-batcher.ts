@@ -17,17 +17,25 @@ interface Decision {
   args: readonly ScriptArg[];
 }
 
+/** Put in front of each decision script: read_string_counter, one read of a string counter and its block key. */
+const READ_COUNTER_LUA = new URL('./read-counter.lua', import.meta.url);
+/** Every decision: any algorithm, mode and number of policies. */
+const consumeScript = LuaScript.fromFile<number[]>('rtk_rl_consume', new URL('./consume.lua', import.meta.url), 1, [
+  READ_COUNTER_LUA,
+]);
 /** consume.lua's answers to consumes of one fixed-window policy each, without its general machinery (see the file). */
 const fixedWindowScript = LuaScript.fromFile<number[]>(
   'rtk_rl_consume_fixed_window',
   new URL('./consume-fixed-window.lua', import.meta.url),
   2,
+  [READ_COUNTER_LUA],
 );
 /** The same for consumes of one token-bucket policy each. */
 const tokenBucketScript = LuaScript.fromFile<number[]>(
   'rtk_rl_consume_token_bucket',
   new URL('./consume-token-bucket.lua', import.meta.url),
   2,
+  [READ_COUNTER_LUA],
 );
 
 /** The lean script of a decision that is one consume ('c1') of one fixed-window or token-bucket policy, if any. */
@@ -49,10 +57,9 @@ function leanScriptOf(d: Decision): LuaScript<number[]> | undefined {
 export class DecisionBatcher {
   private readonly batcher: TickBatcher<Decision, number[]>;
 
-  constructor(
-    private readonly connection: RedisConnection,
-    private readonly script: LuaScript<number[]>,
-  ) {
+  private readonly script = consumeScript;
+
+  constructor(private readonly connection: RedisConnection) {
     const client = this.connection.client;
     // A call of one decision (a lone decision of a tick; every decision on a cluster): a lone fixed-window or
     // token-bucket consume goes to the script made for it, which costs Redis about half as much per call.

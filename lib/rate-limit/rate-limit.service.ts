@@ -2,7 +2,7 @@ import { Inject, Injectable, Logger } from '@nestjs/common';
 import { InvalidOptionsError, RateLimitExceededError, type RedisToolkitError } from '../common/errors.js';
 import { FailurePolicy, itemReplyError } from '../common/failure-policy.js';
 import { KeyBuilder } from '../common/keys.js';
-import { LuaScript, type ScriptArg } from '../common/lua-script.js';
+import type { ScriptArg } from '../common/lua-script.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { FEATURE_CONNECTION } from '../connection/redis-connections.js';
 import { checkKey, defaultScope, resolveCallPolicy, type ResolvedPolicy } from './rate-limit.policy-resolver.js';
@@ -40,7 +40,6 @@ export {
   type RateLimitStats,
 } from './rate-limit.types.js';
 
-const LUA_FILE = new URL('./consume.lua', import.meta.url);
 /** consume.lua's allAllowed for a decision it could not make (an error reply under one of its keys). */
 const FAILED = -1;
 
@@ -83,7 +82,7 @@ export class RateLimitService {
     });
     const ins = this.options.insurance;
     const insurance = ins ? new InsuranceLimiter(ins.divideLimitBy, ins.maxKeys) : undefined;
-    this.decisions = new DecisionBatcher(connection, LuaScript.fromFile<number[]>('rtk_rl_consume', LUA_FILE, 1));
+    this.decisions = new DecisionBatcher(connection);
     this.keys = new RateLimitKeys(keys);
     this.blockCache = options.blockCache ? new BlockCache(options.blockCache.maxKeys) : undefined;
     this.admin = new RateLimitAdmin(

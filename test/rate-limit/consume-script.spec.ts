@@ -16,6 +16,14 @@ afterAll(closeToolkitApps);
 
 const uid = () => randomUUID();
 
+const readLua = (file: string) => readFileSync(new URL(`../../lib/rate-limit/${file}`, import.meta.url), 'utf8');
+const sha = (lua: string) => createHash('sha1').update(lua).digest('hex');
+// each script as the library sends it: read-counter.lua put in front (LuaScript.fromFile's preludes)
+const withReader = (file: string) => `${readLua('read-counter.lua')}\n${readLua(file)}`;
+const general = withReader('consume.lua');
+const leanFixedWindow = withReader('consume-fixed-window.lua');
+const leanTokenBucket = withReader('consume-token-bucket.lua');
+
 async function setup() {
   const toolkit = await createToolkitApp({ target: 'single', rateLimit: { warnIntervalMs: 60_000 } });
   return { rl: toolkit.get(RateLimitService), redis: toolkit.get<Redis>(REDIS_CLIENT) };
@@ -163,7 +171,7 @@ describe('sliding window log expiry set once per window', () => {
 describe("one policy's consume (its own path in consume.lua) answers as the general path does", () => {
   // One call of the script at one server instant: decision 1 is a one-policy consume (consume_one), decision 2 the
   // same policy on a twin key beside a policy that never refuses (decide); their answers for the policy must match.
-  const lua = readFileSync(new URL('../../lib/rate-limit/consume.lua', import.meta.url), 'utf8');
+  const lua = general;
   const never = 'f:1000000000:86400000:1:1000000000:0';
   const cases: [string, string[]][] = [
     ['fixed window', ['f:3:60000:1:3:0', 'f:3:60000:2:3:0']],
@@ -196,12 +204,6 @@ describe("one policy's consume (its own path in consume.lua) answers as the gene
     expect(answers.some((a) => a[0] === 0)).toBe(true);
   });
 });
-
-const readLua = (file: string) => readFileSync(new URL(`../../lib/rate-limit/${file}`, import.meta.url), 'utf8');
-const sha = (lua: string) => createHash('sha1').update(lua).digest('hex');
-const general = readLua('consume.lua');
-const leanFixedWindow = readLua('consume-fixed-window.lua');
-const leanTokenBucket = readLua('consume-token-bucket.lua');
 
 describe.each([
   {
