@@ -57,19 +57,17 @@ function leanScriptOf(d: Decision): LuaScript<number[]> | undefined {
 export class DecisionBatcher {
   private readonly batcher: TickBatcher<Decision, number[]>;
 
-  private readonly script = consumeScript;
-
   constructor(private readonly connection: RedisConnection) {
     const client = this.connection.client;
     // A call of one decision (a lone decision of a tick; every decision on a cluster): a lone fixed-window or
     // token-bucket consume goes to the script made for it, which costs Redis about half as much per call.
     const one = (d: Decision) =>
-      (leanScriptOf(d) ?? this.script.withNumberOfKeys(d.keys.length)).run(client, d.keys, d.args);
+      (leanScriptOf(d) ?? consumeScript.withNumberOfKeys(d.keys.length)).run(client, d.keys, d.args);
     if (client instanceof Cluster) {
       this.batcher = new TickBatcher<Decision, number[]>(
         perNodeSender(client, {
           keyOf: (d) => d.keys[0],
-          command: (d) => (leanScriptOf(d) ?? this.script).command(d.keys, d.args),
+          command: (d) => (leanScriptOf(d) ?? consumeScript).command(d.keys, d.args),
           reply: (raw) => raw as number[],
           one,
         }),
@@ -89,9 +87,9 @@ export class DecisionBatcher {
             for (const a of d.args) args.push(a);
           }
           // a tick of lone consumes of one algorithm (the guard's usual traffic) goes to its lean script whole
-          let script = leanScriptOf(decisions[0]) ?? this.script;
-          for (let i = 1; script !== this.script && i < decisions.length; i++) {
-            if (leanScriptOf(decisions[i]) !== script) script = this.script;
+          let script = leanScriptOf(decisions[0]) ?? consumeScript;
+          for (let i = 1; script !== consumeScript && i < decisions.length; i++) {
+            if (leanScriptOf(decisions[i]) !== script) script = consumeScript;
           }
           const raw = await script.runWithAnyKeys(this.connection.client, keys, args);
           // each decision's part of the reply: allAllowed, then 4 values per policy (2 keys per policy)
