@@ -26,13 +26,15 @@ export const lockKeysOf = (resource: string, lock: string): LockKeys => ({
 });
 
 /**
- * The grant field of an acquisition (acquire-many.lua) of a wait a release grants the lock to with `token` and `ttl`:
- * '+' on the wait's first attempt (its token and ttl are that attempt's; it joins the waiting services), else
- * 'token ttl' (a later attempt also takes over a grant already made to the wait).
+ * The grant field (acquire-many.lua) of the attempt that begins a wait a release grants the lock to: the wait's token
+ * and ttl are that attempt's, and it joins the waiting services.
  */
-export const grantField = (token: string, ttl: number, first: boolean): string => (first ? '+' : `${token} ${ttl}`);
+export const FIRST_ATTEMPT_GRANT = '+';
 
-/** The wait's token of a later attempt's grant field (see grantField); a first attempt's is the attempt's own. */
+/** The grant field of a later attempt of a wait: its token and ttl (it also takes over a grant already made to it). */
+export const grantField = (token: string, ttl: number): string => `${token} ${ttl}`;
+
+/** The wait's token of a later attempt's grant field (see grantField). */
 const grantTokenOf = (field: string): string => field.slice(0, field.indexOf(' '));
 
 export interface Acquired {
@@ -51,7 +53,7 @@ export interface LockBackend {
   /**
    * null: held by someone else. Throws RedisUnavailableError when Redis could not decide. `waiter`: the service id
    * that joins the lock's waiting services when it is busy; `grant`: with it, '' (a release wakes it) or the grant
-   * field of its wait (grantField: a release grants it the lock).
+   * field of its wait (FIRST_ATTEMPT_GRANT or grantField: a release grants it the lock).
    */
   tryAcquire(keys: LockKeys, token: string, ttl: number, waiter?: string, grant?: string): Promise<Acquired | null>;
   /** New expiresAt. */
@@ -242,7 +244,7 @@ export class SingleLockBackend implements LockBackend {
       // to the wait, which this attempt may have taken over or may still get (its service ends the wait: LockGrants).
       if (err instanceof RedisUnavailableError) {
         this.releaseUnknown(keys, token, startedAt + ttl);
-        if (grant && grant !== '+') this.releaseUnknown(keys, grantTokenOf(grant), startedAt + ttl);
+        if (grant && grant !== FIRST_ATTEMPT_GRANT) this.releaseUnknown(keys, grantTokenOf(grant), startedAt + ttl);
       }
       throw err;
     }

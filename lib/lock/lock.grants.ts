@@ -1,5 +1,5 @@
 import { FEATURES, type KeyBuilder } from '../common/keys.js';
-import { grantField, type LockBackend, type LockKeys, lockKeysOf } from './lock.backend.js';
+import { FIRST_ATTEMPT_GRANT, grantField, type LockBackend, type LockKeys, lockKeysOf } from './lock.backend.js';
 import type { Lock } from './lock.js';
 import type { LocalWaiters } from './lock.waiters.js';
 
@@ -62,18 +62,19 @@ export class LockGrants {
   }
 
   /**
-   * The grant field of an attempt about to be sent with `token` and `ttl` (grantField): the service's wait for the
-   * lock, begun with this attempt (its token and ttl then the ones a grant carries) when there is none.
+   * The grant field of an attempt about to be sent with `token` and `ttl`: the service's wait for the lock
+   * (grantField), or FIRST_ATTEMPT_GRANT when there is none and this attempt begins it (its token and ttl then the ones
+   * a grant carries).
    */
   register(keys: LockKeys, token: string, ttl: number): string {
     const wait = this.waiting.get(keys.lock);
-    if (wait) return grantField(wait.token, wait.ttl, false);
+    if (wait) return grantField(wait.token, wait.ttl);
     if (this.waiting.size >= MAX_WAITING_KEYS) {
       this.waiting.clear();
       this.early.clear();
     }
     this.waiting.set(keys.lock, { keys, token, ttl, since: Date.now() });
-    return grantField(token, ttl, true);
+    return FIRST_ATTEMPT_GRANT;
   }
 
   /**
