@@ -4,12 +4,10 @@
 -- 4.8-5.8 µs per call of one decision here against 8.0-10.5 µs for consume.lua. Calls of 16 decisions (50 callers, one
 -- server): 11-19 % less Redis CPU per decision than consume.lua's (docs/rate-limit.md, Guarantees).
 -- test/rate-limit/consume-script.spec.ts checks that both answer alike, step by step, one decision and several.
--- The counter is read by read_string_counter (read-counter.lua, put in front of this file).
--- KEYS per decision: its counter and its block key (same hash tag). ARGV per decision as for consume.lua: 'c1', then
--- the policy 'f:<limit>:<window ms>:<cost>:<burst>:<block ms>'. A call holds one decision (every call on a cluster) or
--- the decisions of one tick on one server, decided in order.
--- Returns per decision: allAllowed, allowed, remaining, resetMs, retryAfterMs; a failed decision (an error reply
--- under its keys, a counter that is not a number): -1, the error text, 0, 0, 0, so it fails alone.
+-- The counter is read by read_string_counter (read-counter.lua) and the decisions looped over by decide_each
+-- (each-consume.lua: the keys, values and answers per decision), both put in front of this file. The policy is
+-- 'f:<limit>:<window ms>:<cost>:<burst>:<block ms>'. A call holds one decision (every call on a cluster) or the
+-- decisions of one tick on one server, decided in order.
 local max, tonumber = math.max, tonumber
 -- parsed policies by their ARGV value: a tick's decisions mostly share one
 local SPECS = {}
@@ -59,11 +57,4 @@ local function decide(counter, blocker, spec)
   return 0, 0, remaining > 0 and remaining or 0, left, retry
 end
 
-if #ARGV ~= #KEYS then error('malformed fixed-window consume: ' .. #KEYS .. ' keys, ' .. #ARGV .. ' values') end
-local out = {}
-for d = 1, #KEYS / 2 do
-  if ARGV[2 * d - 1] ~= 'c1' then error('malformed fixed-window consume: ' .. tostring(ARGV[2 * d - 1])) end
-  local o = 5 * (d - 1)
-  out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = decide(KEYS[2 * d - 1], KEYS[2 * d], ARGV[2 * d])
-end
-return out
+return decide_each('fixed-window', decide)

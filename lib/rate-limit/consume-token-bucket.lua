@@ -1,22 +1,15 @@
 -- Consumes of one token-bucket policy each: what consume.lua answers for decisions { 'c1', 't:...' }, without its
 -- general machinery, as consume-fixed-window.lua is for a fixed window (see there for why and what it saves).
 -- test/rate-limit/consume-script.spec.ts checks that both answer alike, step by step, one decision and several.
--- The bucket is read by read_string_counter (read-counter.lua, put in front of this file).
--- KEYS per decision: its bucket (its TAT) and its block key (same hash tag). ARGV per decision as for consume.lua:
--- 'c1', then the policy 't:<limit>:<window ms>:<cost>:<burst>:<block ms>'. A call holds one decision (every call on a
--- cluster) or the decisions of one tick on one server, decided in order at one instant (one TIME).
--- Returns per decision: allAllowed, allowed, remaining, resetMs, retryAfterMs; a failed decision (an error reply
--- under its keys, a counter that is not a number): -1, the error text, 0, 0, 0, so it fails alone.
+-- The bucket (its TAT) is read by read_string_counter (read-counter.lua) and the decisions looped over by decide_each
+-- (each-consume.lua: the keys, values and answers per decision), both put in front of this file. The policy is
+-- 't:<limit>:<window ms>:<cost>:<burst>:<block ms>'. A call holds one decision (every call on a cluster) or the
+-- decisions of one tick on one server, decided in order at one instant (one TIME).
 -- The algorithm is consume.lua's token bucket (GCRA) step for step; its comments there say why each step is so.
 local floor, ceil, max, tonumber = math.floor, math.ceil, math.max, tonumber
 -- parsed policies by their ARGV value: a tick's decisions mostly share one
 local SPECS = {}
 local now -- µs, the server's clock, read once by the first decision that gets past its reads
-
--- a reply's ms figure from µs
-local function ms(us)
-  return us > 0 and ceil(us / 1000) or 0
-end
 
 local function decide(bucket, blocker, spec)
   local p = SPECS[spec]
@@ -75,11 +68,4 @@ local function decide(bucket, blocker, spec)
   return 0, 0, remaining > 0 and remaining or 0, ms(reset), ms(retry)
 end
 
-if #ARGV ~= #KEYS then error('malformed token-bucket consume: ' .. #KEYS .. ' keys, ' .. #ARGV .. ' values') end
-local out = {}
-for d = 1, #KEYS / 2 do
-  if ARGV[2 * d - 1] ~= 'c1' then error('malformed token-bucket consume: ' .. tostring(ARGV[2 * d - 1])) end
-  local o = 5 * (d - 1)
-  out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = decide(KEYS[2 * d - 1], KEYS[2 * d], ARGV[2 * d])
-end
-return out
+return decide_each('token-bucket', decide)

@@ -22,8 +22,9 @@
 -- Written as flat code over a reused table (no closures or tables per policy): this runs on every request. A single
 -- policy's consume ('c1', the guard's usual decision) goes straight through (consume_one) without the per-policy
 -- table; every other decision uses decide(); both use the same check() and charge(). A string counter (fixed window,
--- token bucket) and its block key are read by read_string_counter (read-counter.lua, put in front of this file: one
--- MGET, an EXISTS for a counter read as nil), as the lean scripts read them.
+-- token bucket) and its block key are read by read_string_counter (read-counter.lua: one MGET, an EXISTS for a
+-- counter read as nil), a sliding-window log written and read by sliding-log.lua's functions: both files are put in
+-- front of this one, and the lean scripts use them too.
 
 local now_us -- microseconds; read once, and only if a sliding window or a token bucket needs it
 local stamp -- now_us as a whole-number string (sliding-window member scores), made once
@@ -78,13 +79,10 @@ local function read_counter_or_fail(key, bkey)
   return value, blocked
 end
 
--- µs until the newest member of a sliding window of `count` members leaves it (0 for an empty window). The newest
--- member has the highest score, so it is read by rank from the end: O(log N). (Reaching it with ZRANGEBYSCORE ...
--- LIMIT count-1 would walk every member of the window: 1 ms per call at 200k members.)
+-- µs until the newest member of a sliding window of `count` members leaves it (0 for an empty window)
 local function newest_leaves(key, count, win_us)
   if count == 0 then return 0 end
-  local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-  return newest[2] and (tonumber(newest[2]) + win_us - now_us) or 0
+  return leaves_at(key, -1, win_us, now_us)
 end
 
 -- One policy's verdict, nothing written. Returns allowed by its algorithm, remaining now, remaining after the charge,
@@ -134,9 +132,7 @@ local function check(p, key, bkey)
         -- the window's members follow the ones a peek left in place (those that already left the window).
         local first = 0
         if peek then first = redis.call('ZCARD', key) - count end
-        local rank = first + count + cost - limit - 1
-        local nth = redis.call('ZRANGE', key, rank, rank, 'WITHSCORES')
-        retry = tonumber(nth[2]) + win_us - now_us
+        retry = leaves_at(key, first + count + cost - limit - 1, win_us, now_us)
       end
     end
     return allowed, limit - count, limit - count - cost, false, cost > 0 and win_us or false, retry, count, false,
@@ -163,14 +159,6 @@ local function check(p, key, bkey)
     stored, blocked
 end
 
--- A sliding-window log must outlive its newest member by a window. A PEXPIRE on every add is a write that Redis 7
--- rewrites to PEXPIREAT for propagation (about 1.5 µs of Redis CPU per decision); instead the TTL is set to two
--- windows whenever a window or less is left, so most adds pay a PTTL (a read) and the key still outlives each of its
--- members by more than a window (it expires one to two windows after the newest).
-local function keep_log(key, win_ms)
-  if redis.call('PTTL', key) <= win_ms then redis.call('PEXPIRE', key, 2 * win_ms + 1) end
-end
-
 -- Charges one admitted policy (cost > 0): `state` and `stored` as check() returned them.
 local function charge(p, key, state, stored)
   local algo, cost = p[1], p[4]
@@ -181,22 +169,7 @@ local function charge(p, key, state, stored)
       redis.call('INCRBY', key, cost)
     end
   elseif algo == 's' then
-    if cost == 1 then
-      -- unique member: the count only grows between calls that see the same microsecond
-      redis.call('ZADD', key, stamp, stamp .. ':' .. (state + 1))
-    else
-      local j = 1
-      while j <= cost do
-        local args = {}
-        local last = math.min(cost, j + 499)
-        for m = j, last do
-          args[#args + 1] = stamp
-          args[#args + 1] = stamp .. ':' .. (state + m)
-        end
-        redis.call('ZADD', key, unpack(args))
-        j = last + 1
-      end
-    end
+    add_to_log(key, stamp, state, cost)
     keep_log(key, p[7])
   else
     -- kept one window past the instant the bucket is full again, so a client that comes back within a window finds

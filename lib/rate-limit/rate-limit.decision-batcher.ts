@@ -17,38 +17,50 @@ interface Decision {
   args: readonly ScriptArg[];
 }
 
-/** Put in front of each decision script: read_string_counter, one read of a string counter and its block key. */
+/** Put in front of the scripts that read a string counter: read_string_counter, one read of it and its block key. */
 const READ_COUNTER_LUA = new URL('./read-counter.lua', import.meta.url);
+/** Put in front of the scripts that keep a sliding-window log: its writes and reads. */
+const SLIDING_LOG_LUA = new URL('./sliding-log.lua', import.meta.url);
+/** Put in front of the lean scripts: decide_each, their loop over a call's decisions. */
+const EACH_CONSUME_LUA = new URL('./each-consume.lua', import.meta.url);
 /** Every decision: any algorithm, mode and number of policies. */
 const consumeScript = LuaScript.fromFile<number[]>('rtk_rl_consume', new URL('./consume.lua', import.meta.url), 1, [
   READ_COUNTER_LUA,
+  SLIDING_LOG_LUA,
 ]);
-/** consume.lua's answers to consumes of one fixed-window policy each, without its general machinery (see the file). */
-const fixedWindowScript = LuaScript.fromFile<number[]>(
-  'rtk_rl_consume_fixed_window',
-  new URL('./consume-fixed-window.lua', import.meta.url),
-  2,
-  [READ_COUNTER_LUA],
-);
-/** The same for consumes of one token-bucket policy each. */
-const tokenBucketScript = LuaScript.fromFile<number[]>(
-  'rtk_rl_consume_token_bucket',
-  new URL('./consume-token-bucket.lua', import.meta.url),
-  2,
-  [READ_COUNTER_LUA],
-);
+/** By algorithm: consume.lua's answers to consumes of one policy each, without its general machinery. */
+const leanScripts = {
+  f: LuaScript.fromFile<number[]>(
+    'rtk_rl_consume_fixed_window',
+    new URL('./consume-fixed-window.lua', import.meta.url),
+    2,
+    [READ_COUNTER_LUA, EACH_CONSUME_LUA],
+  ),
+  t: LuaScript.fromFile<number[]>(
+    'rtk_rl_consume_token_bucket',
+    new URL('./consume-token-bucket.lua', import.meta.url),
+    2,
+    [READ_COUNTER_LUA, EACH_CONSUME_LUA],
+  ),
+  s: LuaScript.fromFile<number[]>(
+    'rtk_rl_consume_sliding_window',
+    new URL('./consume-sliding-window.lua', import.meta.url),
+    2,
+    [SLIDING_LOG_LUA, EACH_CONSUME_LUA],
+  ),
+};
 
-/** The lean script of a decision that is one consume ('c1') of one fixed-window or token-bucket policy, if any. */
+/** The lean script of a decision that is one consume ('c1') of one policy (its first letter names the algorithm). */
 function leanScriptOf(d: Decision): LuaScript<number[]> | undefined {
   const spec = d.args[1];
   if (d.args[0] !== 'c1' || d.keys.length !== 2 || typeof spec !== 'string') return undefined;
-  return spec.startsWith('f:') ? fixedWindowScript : spec.startsWith('t:') ? tokenBucketScript : undefined;
+  return spec[1] === ':' ? leanScripts[spec[0] as keyof typeof leanScripts] : undefined;
 }
 
 /**
  * Decisions made in the same tick go to Redis as one script call (single server and Sentinel): when every one of them
- * is one consume of one fixed-window policy, or of one token-bucket policy, that algorithm's lean script
- * (consume-fixed-window.lua, consume-token-bucket.lua); else consume.lua. On a cluster, where the counters of
+ * is one consume of one policy, and all of one algorithm, that algorithm's lean script (consume-fixed-window.lua,
+ * consume-token-bucket.lua, consume-sliding-window.lua); else consume.lua. On a cluster, where the counters of
  * different clients live in different slots, each decision is its own call (its keys share one hash tag; the lean
  * script where it fits, else consume.lua) and the decisions of a tick go as one pipeline per master node
  * (cluster-batch.ts). Either way each decision is all-or-nothing and atomic, and decisions on one counter run in the
@@ -59,8 +71,8 @@ export class DecisionBatcher {
 
   constructor(private readonly connection: RedisConnection) {
     const client = this.connection.client;
-    // A call of one decision (a lone decision of a tick; every decision on a cluster): a lone fixed-window or
-    // token-bucket consume goes to the script made for it, which costs Redis about half as much per call.
+    // A call of one decision (a lone decision of a tick; every decision on a cluster): a lone consume of one policy
+    // goes to its algorithm's lean script, which costs Redis about half as much per call.
     const one = (d: Decision) =>
       (leanScriptOf(d) ?? consumeScript.withNumberOfKeys(d.keys.length)).run(client, d.keys, d.args);
     if (client instanceof Cluster) {

@@ -18,11 +18,17 @@ const uid = () => randomUUID();
 
 const readLua = (file: string) => readFileSync(new URL(`../../lib/rate-limit/${file}`, import.meta.url), 'utf8');
 const sha = (lua: string) => createHash('sha1').update(lua).digest('hex');
-// each script as the library sends it: read-counter.lua put in front (LuaScript.fromFile's preludes)
-const withReader = (file: string) => `${readLua('read-counter.lua')}\n${readLua(file)}`;
-const general = withReader('consume.lua');
-const leanFixedWindow = withReader('consume-fixed-window.lua');
-const leanTokenBucket = withReader('consume-token-bucket.lua');
+// each script as the library sends it: its preludes put in front (LuaScript.fromFile), as decision-batcher.ts lists them
+const script = (file: string, preludes: string[]) => [...preludes, file].map(readLua).join('\n');
+const general = script('consume.lua', ['read-counter.lua', 'sliding-log.lua']);
+const leanFixedWindow = script('consume-fixed-window.lua', ['read-counter.lua', 'each-consume.lua']);
+const leanTokenBucket = script('consume-token-bucket.lua', ['read-counter.lua', 'each-consume.lua']);
+const leanSlidingWindow = script('consume-sliding-window.lua', ['sliding-log.lua', 'each-consume.lua']);
+
+/** A counter's figure: a fixed window's count, a token bucket's TAT, a sliding-window log's number of members. */
+async function countOf(redis: Redis, key: string): Promise<number> {
+  return (await redis.type(key)) === 'zset' ? redis.zcard(key) : Number(await redis.get(key));
+}
 
 async function setup() {
   const toolkit = await createToolkitApp({ target: 'single', rateLimit: { warnIntervalMs: 60_000 } });
@@ -226,6 +232,17 @@ describe.each([
       ['a fast refill', ['t:3:1000:1:3:0', 't:3:1000:2:3:0']],
     ] as [string, string[]][],
   },
+  {
+    file: 'consume-sliding-window.lua',
+    lean: leanSlidingWindow,
+    cases: [
+      ['costs 1, 2 and 0', ['s:3:60000:1:3:0', 's:3:60000:2:3:0', 's:3:60000:0:3:0']],
+      ['blockDuration', ['s:3:60000:1:3:30000']],
+      ['a cost over the limit', ['s:3:60000:4:3:0', 's:3:60000:1:3:0']],
+      // a cost over 500: the members added by several ZADDs
+      ['a cost of 600', ['s:1000:60000:600:1000:0']],
+    ] as [string, string[]][],
+  },
 ])('a call of one consume goes to $file, which answers as consume.lua does', ({ lean, cases }) => {
   it.each(cases)('%s, with a block key set and a counter without expiry on the way', async (_name, specs) => {
     const { redis } = await setup();
@@ -256,7 +273,7 @@ describe.each([
     expect(answers.some((a) => a[0] === 1)).toBe(true);
     expect(answers.some((a) => a[0] === 0)).toBe(true);
     // a fixed window's count alike; a token bucket's TAT (negative µs) as far apart as the two calls' instants
-    const [counted, theirCount] = [Number(await redis.get(mine)), Number(await redis.get(theirs))];
+    const [counted, theirCount] = [await countOf(redis, mine), await countOf(redis, theirs)];
     expect(Math.abs(counted - theirCount)).toBeLessThanOrEqual(specs[0][0] === 't' ? 1000 * (2 * widestGap + 2) : 0);
     expect(await redis.exists(`${mine}:b`)).toBe(await redis.exists(`${theirs}:b`));
   });
@@ -302,9 +319,9 @@ describe.each([
       }
     }
     expect(refused).toBeGreaterThan(0);
-    const counted = await Promise.all(sides.flatMap((side) => side.counters.map((k) => redis.get(k))));
+    const counted = await Promise.all(sides.flatMap((side) => side.counters.map((k) => countOf(redis, k))));
     const gap = specs[0][0] === 't' ? 1000 * (2 * widestGap + 2) : 0;
-    for (let i = 0; i < 2; i++) expect(Math.abs(Number(counted[i]) - Number(counted[i + 2]))).toBeLessThanOrEqual(gap);
+    for (let i = 0; i < 2; i++) expect(Math.abs(counted[i] - counted[i + 2])).toBeLessThanOrEqual(gap);
     expect(await redis.type(sides[0].hash)).toBe('hash');
     expect(await redis.get(sides[0].text)).toBe('not a number');
   });
@@ -330,7 +347,7 @@ describe.each([
 
 describe('which script a call of one decision runs', () => {
   it.each(['single', 'cluster'] as const)(
-    'on %s: lone and cluster fixed-window and token-bucket consumes use their lean scripts, others consume.lua',
+    "on %s: a lone or cluster consume of one policy uses its algorithm's lean script, others consume.lua",
     async (target) => {
       const app = await createToolkitApp({ target, rateLimit: { warnIntervalMs: 60_000 } });
       const rl = app.get(RateLimitService);
@@ -342,14 +359,14 @@ describe('which script a call of one decision runs', () => {
           .map((c) => (c.name === 'eval' ? sha(c.args[0]) : c.args[0]));
       const key = uid();
       const bucket: RateLimitPolicy = { ...fixed, algorithm: 'token-bucket' };
-      // a lone consume of either
+      const sliding: RateLimitPolicy = { ...fixed, algorithm: 'sliding-window' };
+      // a lone consume of any of them
       expect(await scriptShas(() => rl.consume(key, fixed))).toEqual([sha(leanFixedWindow)]);
       expect(await scriptShas(() => rl.consume(key, bucket))).toEqual([sha(leanTokenBucket)]);
-      // a sliding window, a peek and a decision of two policies stay with consume.lua
-      expect(await scriptShas(() => rl.consume(key, { ...fixed, algorithm: 'sliding-window' }))).toEqual([
-        sha(general),
-      ]);
+      expect(await scriptShas(() => rl.consume(key, sliding))).toEqual([sha(leanSlidingWindow)]);
+      // a peek and a decision of two policies stay with consume.lua
       expect(await scriptShas(() => rl.peek(key, bucket))).toEqual([sha(general)]);
+      expect(await scriptShas(() => rl.peek(key, sliding))).toEqual([sha(general)]);
       const two = [
         { key, policy: fixed, name: 'a' },
         { key, policy: { ...fixed, limit: 4 }, name: 'b' },
@@ -359,18 +376,19 @@ describe('which script a call of one decision runs', () => {
       for (const [policy, lean] of [
         [fixed, leanFixedWindow],
         [bucket, leanTokenBucket],
+        [sliding, leanSlidingWindow],
       ] as const) {
         const turn = await scriptShas(() => Promise.all(Array.from({ length: 6 }, () => rl.consume(uid(), policy))));
         expect(turn).toEqual(target === 'single' ? [sha(lean)] : Array(6).fill(sha(lean)));
       }
       // a tick that mixes them (or holds any other decision) goes to consume.lua whole on one server
       const mixed = await scriptShas(() =>
-        Promise.all([rl.consume(uid(), fixed), rl.consume(uid(), bucket), rl.consume(uid(), fixed)]),
+        Promise.all([rl.consume(uid(), fixed), rl.consume(uid(), bucket), rl.consume(uid(), sliding)]),
       );
       if (target === 'single') expect(mixed).toEqual([sha(general)]);
-      else expect(mixed.sort()).toEqual([sha(leanFixedWindow), sha(leanFixedWindow), sha(leanTokenBucket)].sort());
+      else expect(mixed.sort()).toEqual([sha(leanFixedWindow), sha(leanTokenBucket), sha(leanSlidingWindow)].sort());
       // and the answers are the usual ones
-      for (const policy of [fixed, bucket]) {
+      for (const policy of [fixed, bucket, sliding]) {
         const fresh = uid();
         const answers: [boolean, number][] = [];
         for (let i = 0; i < 4; i++) {
