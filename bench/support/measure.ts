@@ -237,7 +237,9 @@ export interface ProbedMeasurement extends Measurement {
 
 /**
  * The machine is shared, so load drifts during a run: the libraries take turns, one round each, `rounds` times, and
- * each figure is the median of its rounds (so a burst of load hits every library alike). `probe`, when given, reads
+ * each figure is the median of its rounds (so a burst of load hits every library alike). Every other round runs in
+ * the reverse order, so no library always follows the same one (and pays for what it left: garbage, timers, a warm
+ * or cold CPU cache) or always goes first. `probe`, when given, reads
  * a growing counter (Redis CPU time, commands served) before and after every round: `perOp` is its growth per
  * successful operation (the probe also sees a round's warm-up: give `warmupMs: 0` with a probe).
  */
@@ -249,8 +251,9 @@ export async function interleaved(
 ): Promise<Record<string, ProbedMeasurement>> {
   const runs: Record<string, ProbedMeasurement[]> = Object.fromEntries(Object.keys(ops).map((k) => [k, []]));
   const durationMs = round.durationMs ?? 2_000;
+  const order = Object.entries(ops);
   for (let r = 0; r < rounds; r++) {
-    for (const [name, op] of Object.entries(ops)) {
+    for (const [name, op] of r % 2 === 0 ? order : [...order].reverse()) {
       const before = probe ? await probe() : 0;
       const m: ProbedMeasurement = await measure(op, { ...round, rounds: 1 });
       // per successful operation; the probe also sees the warm-up, so measure with warmupMs 0 where it is read
