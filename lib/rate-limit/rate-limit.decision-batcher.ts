@@ -21,7 +21,7 @@ interface Decision {
 const READ_COUNTER_LUA = new URL('./read-counter.lua', import.meta.url);
 /** Put in front of the scripts that keep a sliding-window log: its writes and reads. */
 const SLIDING_LOG_LUA = new URL('./sliding-log.lua', import.meta.url);
-/** Put in front of the lean scripts: decide_each, their loop over a call's decisions. */
+/** Put in front of the lean scripts: decide_each, their loop over a call's decisions, and ms(). */
 const EACH_CONSUME_LUA = new URL('./each-consume.lua', import.meta.url);
 /** Every decision: any algorithm, mode and number of policies. */
 const consumeScript = LuaScript.fromFile<number[]>('rtk_rl_consume', new URL('./consume.lua', import.meta.url), 1, [
@@ -72,7 +72,8 @@ export class DecisionBatcher {
   constructor(private readonly connection: RedisConnection) {
     const client = this.connection.client;
     // A call of one decision (a lone decision of a tick; every decision on a cluster): a lone consume of one policy
-    // goes to its algorithm's lean script, which costs Redis about half as much per call.
+    // goes to its algorithm's lean script, which costs Redis a little over half as much per call (fixed window, token
+    // bucket) or about three quarters (sliding window, whose sorted-set commands weigh more).
     const one = (d: Decision) =>
       (leanScriptOf(d) ?? consumeScript.withNumberOfKeys(d.keys.length)).run(client, d.keys, d.args);
     if (client instanceof Cluster) {
