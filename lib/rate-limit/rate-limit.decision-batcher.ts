@@ -29,7 +29,7 @@ const consumeScript = LuaScript.fromFile<number[]>('rtk_rl_consume', new URL('./
   SLIDING_LOG_LUA,
 ]);
 /** By algorithm: consume.lua's answers to consumes of one policy each, without its general machinery. */
-const leanScripts = {
+const leanScripts: Readonly<Record<string, LuaScript<number[]> | undefined>> = {
   f: LuaScript.fromFile<number[]>(
     'rtk_rl_consume_fixed_window',
     new URL('./consume-fixed-window.lua', import.meta.url),
@@ -54,7 +54,7 @@ const leanScripts = {
 function leanScriptOf(d: Decision): LuaScript<number[]> | undefined {
   const spec = d.args[1];
   if (d.args[0] !== 'c1' || d.keys.length !== 2 || typeof spec !== 'string') return undefined;
-  return spec[1] === ':' ? leanScripts[spec[0] as keyof typeof leanScripts] : undefined;
+  return spec[1] === ':' ? leanScripts[spec[0]] : undefined;
 }
 
 /**

@@ -272,7 +272,8 @@ describe.each([
     }
     expect(answers.some((a) => a[0] === 1)).toBe(true);
     expect(answers.some((a) => a[0] === 0)).toBe(true);
-    // a fixed window's count alike; a token bucket's TAT (negative µs) as far apart as the two calls' instants
+    // a fixed window's count and a sliding-window log's members alike; a token bucket's TAT (negative µs) as far apart
+    // as the two calls' instants
     const [counted, theirCount] = [await countOf(redis, mine), await countOf(redis, theirs)];
     expect(Math.abs(counted - theirCount)).toBeLessThanOrEqual(specs[0][0] === 't' ? 1000 * (2 * widestGap + 2) : 0);
     expect(await redis.exists(`${mine}:b`)).toBe(await redis.exists(`${theirs}:b`));
