@@ -7,7 +7,7 @@
  */
 import 'reflect-metadata';
 import { CacheService, LockService, RateLimitService, RedisUnavailableError, SessionService } from '../../lib/index.js';
-import { KeyBuilder } from '../../lib/common/keys.js';
+import { FEATURES, KeyBuilder } from '../../lib/common/keys.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
 import { rawCommand } from '../support/resp.js';
@@ -46,6 +46,25 @@ async function fillCache(cache: CacheService, tag: string, mb: number): Promise<
   }
 }
 
+/**
+ * Fills 40 MB, then again (at most 5 more times) while `pattern` still matches `atLeast` keys or more. Redis's LRU
+ * clock ticks once a second: keys written in the same second as a fast fill are no older than the fill's own keys,
+ * and one fill may evict only those (seen in CI for the cache entry, then for the rate-limit counter). SCAN does not
+ * touch a key's LRU clock, so watching does not protect what is watched.
+ */
+async function fillUntilEvicted(
+  server: RedisServerHandle,
+  cache: CacheService,
+  tag: string,
+  pattern: string,
+  atLeast = 1,
+): Promise<void> {
+  await fillCache(cache, tag, 40);
+  for (let round = 1; round <= 5 && (await storedKeys(server, pattern)) >= atLeast; round++) {
+    await fillCache(cache, `${tag}${round}`, 40);
+  }
+}
+
 describe('eviction: maxmemory 8 MB, allkeys-lru', () => {
   let server: RedisServerHandle;
   let app: ToolkitApp;
@@ -69,13 +88,8 @@ describe('eviction: maxmemory 8 MB, allkeys-lru', () => {
     expect(loads).toBe(1);
     const entryPattern = `*cache:${KeyBuilder.escape('product:1')}`;
     expect(await storedKeys(server, entryPattern)).toBe(1);
-    await fillCache(cache, 'a', 40);
+    await fillUntilEvicted(server, cache, 'a', entryPattern);
     expect(await infoNumber(server, 'stats', 'evicted_keys')).toBeGreaterThan(0);
-    // Redis's LRU clock ticks once a second: read in the same second as a fast fill, the entry is no older than the
-    // fill's keys and one fill may evict only those (seen once in CI). Fill again, at most 5 times, until it is gone.
-    for (let round = 1; round <= 5 && (await storedKeys(server, entryPattern)) > 0; round++) {
-      await fillCache(cache, `a${round}`, 40);
-    }
     expect(await cache.get('product:1')).toBeUndefined();
     expect(await cache.getOrSet('product:1', loader, { ttl: 600_000 })).toEqual({ v: 42 });
     expect(loads).toBe(2);
@@ -87,7 +101,9 @@ describe('eviction: maxmemory 8 MB, allkeys-lru', () => {
     const created = await Promise.all(
       Array.from({ length: 20 }, (_, i) => sessions.create(`user-${i}`, { cart: [i, i + 1] })),
     );
-    await fillCache(app.get(CacheService), 'b', 40);
+    const sessionPattern = `*${FEATURES.session}:{*`;
+    expect(await storedKeys(server, sessionPattern)).toBe(created.length);
+    await fillUntilEvicted(server, app.get(CacheService), 'b', sessionPattern, created.length);
     const after = await Promise.all(created.map((s) => sessions.get(s.id)));
     const kept = after.filter((s) => s !== null);
     // Each session is either entirely there or entirely gone.
@@ -104,7 +120,10 @@ describe('eviction: maxmemory 8 MB, allkeys-lru', () => {
     const policy = { limit: 3, ttl: 600_000 };
     const before = await Promise.all(Array.from({ length: 5 }, () => rl.consume('client-a', policy)));
     expect(before.filter((r) => r.allowed)).toHaveLength(3);
-    await fillCache(app.get(CacheService), 'c', 40);
+    const counterPattern = `*${FEATURES.rateLimit}:*`;
+    expect(await storedKeys(server, counterPattern)).toBe(1);
+    await fillUntilEvicted(server, app.get(CacheService), 'c', counterPattern);
+    expect(await storedKeys(server, counterPattern)).toBe(0);
     const after = await Promise.all(Array.from({ length: 5 }, () => rl.consume('client-a', policy)));
     // The counter was evicted with the rest: the budget is back. Never more than one fresh window's worth, though.
     expect(after.filter((r) => r.allowed)).toHaveLength(3);
@@ -114,7 +133,10 @@ describe('eviction: maxmemory 8 MB, allkeys-lru', () => {
     const locks = app.get(LockService);
     const first = await locks.acquire('invoice-7', { ttl: 60_000 });
     await first.release();
-    await fillCache(app.get(CacheService), 'd', 40);
+    const fencePattern = `*${FEATURES.lock}:*invoice-7*:fence`;
+    expect(await storedKeys(server, fencePattern)).toBe(1);
+    await fillUntilEvicted(server, app.get(CacheService), 'd', fencePattern);
+    expect(await storedKeys(server, fencePattern)).toBe(0);
     const next = await locks.acquire('invoice-7', { ttl: 60_000 });
     expect(next.fencingToken).toBeGreaterThanOrEqual(1);
     await next.release();
@@ -129,7 +151,10 @@ describe('eviction: maxmemory 8 MB, allkeys-lru', () => {
       tokens.push(l.fencingToken);
       await l.release();
     }
-    await fillCache(app.get(CacheService), 'e', 40);
+    const fencePattern = `*${FEATURES.lock}:*invoice-8*:fence`;
+    expect(await storedKeys(server, fencePattern)).toBe(1);
+    await fillUntilEvicted(server, app.get(CacheService), 'e', fencePattern);
+    expect(await storedKeys(server, fencePattern)).toBe(0);
     const next = await locks.acquire('invoice-8', { ttl: 60_000 });
     await next.release();
     expect(next.fencingToken).toBeGreaterThan(Math.max(...tokens));
