@@ -37,6 +37,9 @@ local function decide(bucket, blocker, spec)
   -- stored negative by consume.lua or this script: its expiry is known (see the charge below)
   local stored = tat < 0 and -tat or false
   if tat < 0 then tat = -tat end
+  -- a TAT with a fraction (reward.lua wrote them before 2026-12-03) cannot take the charge's INCRBY: rounded up (a µs
+  -- later, so it never admits more) and the charge SETs it whole
+  if tat % 1 ~= 0 then tat, stored = ceil(tat), false end
   if tat < now then tat = now end
   local new_tat = tat + cost * interval
   local allow_at = new_tat - capacity

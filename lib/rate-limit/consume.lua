@@ -148,6 +148,9 @@ local function check(p, key, bkey)
   -- holding |TAT| (see charge); a positive TAT (reward.lua, an older version) has an unknown expiry
   local stored = tat < 0 and -tat or false
   if tat < 0 then tat = -tat end
+  -- a TAT with a fraction (reward.lua wrote them before 2026-12-03) cannot take the charge's INCRBY: rounded up (a µs
+  -- later, so it never admits more) and the charge SETs it whole
+  if tat % 1 ~= 0 then tat, stored = ceil(tat), false end
   if tat < now_us then tat = now_us end
   local new_tat = tat + cost * interval
   local allow_at = new_tat - capacity

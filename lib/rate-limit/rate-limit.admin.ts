@@ -89,7 +89,7 @@ export class RateLimitAdmin {
       return await this.adjuster.run(
         this.connection.client,
         [counter],
-        [ALGORITHM_CODES[p.algorithm], p.limit, p.ttl, points],
+        [ALGORITHM_CODES[p.algorithm], p.limit, p.ttl, points, p.burst],
       );
     } catch (err) {
       throw this.failed(err, what);

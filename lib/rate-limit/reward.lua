@@ -2,7 +2,8 @@
 -- and the guard's skipSuccessfulRequests / skipFailedRequests refunds do. Time comes from the Redis server.
 --
 -- KEYS[1]  the counter
--- ARGV     algorithm ('s', 'f', 't'), limit, window ms, points (> 0 reward: give back; < 0 penalty: charge)
+-- ARGV     algorithm ('s', 'f', 't'), limit, window ms, points (> 0 reward: give back; < 0 penalty: charge), burst
+--          (token bucket: the tokens the bucket holds)
 -- Returns  the units left after the change (never below 0)
 local key = KEYS[1]
 local algo = ARGV[1]
@@ -43,16 +44,21 @@ if algo == 's' then
   return math.max(0, limit - redis.call('ZCARD', key))
 end
 if algo == 't' then
-  local interval = win_ms * 1000 / limit
+  -- µs per token and the TAT as consume.lua has them: whole numbers. A TAT with a fraction cannot take the consume
+  -- scripts' INCRBY: until 2026-12-03 this used win / limit, and every later consume of such a bucket in the same
+  -- window-long cell failed (7 per minute: 8,571,428.57 µs per token).
+  local interval = math.max(1, math.floor(win_ms * 1000 / limit + 0.5))
+  local burst = tonumber(ARGV[5])
+  local capacity = burst * interval
   -- consume.lua stores the TAT negative (its expiry known); written back positive here, so it sets the expiry again
   local tat = math.abs(tonumber(redis.call('GET', key) or '0'))
   if tat < now_us then tat = now_us end
-  tat = tat - points * interval
+  tat = math.ceil(tat - points * interval)
   if tat <= now_us then
-    redis.call('DEL', key)
-    return limit
+    redis.call('DEL', key) -- a full bucket
+    return burst
   end
   redis.call('SET', key, string.format('%.17g', tat), 'PX', math.ceil((tat - now_us) / 1000) + 1)
-  return math.max(0, math.floor(limit - (tat - now_us) / interval + 1e-9))
+  return math.max(0, math.floor((capacity - (tat - now_us)) / interval + 1e-9))
 end
 error('unknown rate-limit algorithm ' .. tostring(algo))

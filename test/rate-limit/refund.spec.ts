@@ -2,7 +2,8 @@ import 'reflect-metadata';
 import { Body, Controller, HttpCode, Post, UnauthorizedException, UseGuards } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import request from 'supertest';
-import { RateLimitGuard, RateLimitService, Throttle } from '../../lib/index.js';
+import type { Redis } from 'ioredis';
+import { REDIS_CLIENT, RateLimitGuard, RateLimitService, Throttle } from '../../lib/index.js';
 import { closeToolkitApps, createToolkitApp, PLATFORMS } from '../support/toolkit-app.js';
 import { sleep } from '../support/wait.js';
 
@@ -82,4 +83,81 @@ describe.each(['single', 'cluster'] as const)('reward / penalty on %s', (target)
       expect((await rl.consume(fresh, policy)).allowed).toBe(false);
     },
   );
+});
+
+// 7 per minute: 8,571,428.57 µs per token. reward.lua used that fraction and stored a TAT with one, which the
+// consume scripts' INCRBY then refused: every later consume of the bucket in the same window-long cell failed
+// (ERR value is not an integer), and a reward answered with the limit's figures, not the burst's.
+describe.each(['single', 'cluster'] as const)(
+  'token-bucket reward on %s, a token not a whole number of µs',
+  (target) => {
+    const policy = { limit: 7, ttl: 60_000, algorithm: 'token-bucket' as const };
+    const other = { limit: 100, ttl: 60_000, algorithm: 'fixed-window' as const };
+
+    it('consumes after a reward go on as the bucket says: lone (lean script) and with another policy (consume.lua)', async () => {
+      const rl = (await createToolkitApp({ target, keyPrefix: `rtk-${randomUUID().slice(0, 8)}:` })).get(
+        RateLimitService,
+      );
+      const key = randomUUID();
+      for (let i = 0; i < 3; i++) expect((await rl.consume(key, policy)).allowed).toBe(true);
+      expect(await rl.reward(key, 1, policy)).toBe(5);
+      const lone = [await rl.consume(key, policy), await rl.consume(key, policy)];
+      expect(lone.map((r) => [r.allowed, r.remaining])).toEqual([
+        [true, 4],
+        [true, 3],
+      ]);
+      expect(await rl.reward(key, 2, policy)).toBe(5);
+      const both = await rl.consumeAll([
+        { key, policy },
+        { key, policy: other },
+      ]);
+      expect([both.allowed, both.results[0].remaining]).toEqual([true, 4]);
+      const again = await rl.consumeAll([
+        { key, policy },
+        { key, policy: other },
+      ]);
+      expect([again.allowed, again.results[0].remaining]).toEqual([true, 3]);
+      expect(rl.stats()).toMatchObject({ replyErrors: 0, failedOpen: 0 });
+    });
+
+    it('a reward answers with the burst: what the next consume then finds', async () => {
+      const rl = (await createToolkitApp({ target, keyPrefix: `rtk-${randomUUID().slice(0, 8)}:` })).get(
+        RateLimitService,
+      );
+      const key = randomUUID();
+      const bursty = { ...policy, burst: 10 };
+      for (let i = 0; i < 4; i++) expect((await rl.consume(key, bursty)).remaining).toBe(9 - i);
+      expect(await rl.reward(key, 1, bursty)).toBe(7);
+      expect((await rl.consume(key, bursty)).remaining).toBe(6);
+      expect(await rl.reward(key, 20, bursty)).toBe(10); // back to a full bucket, never over it
+      expect((await rl.consume(key, bursty)).remaining).toBe(9);
+      expect(await rl.penalty(key, 3, bursty)).toBe(6);
+    });
+  },
+);
+
+describe('a TAT with a fraction, as reward.lua stored it before 2026-12-03', () => {
+  it('is rounded up by the next consume and stored whole; the consumes after it go on', async () => {
+    const keyPrefix = `rtk-${randomUUID().slice(0, 8)}:`;
+    const app = await createToolkitApp({ keyPrefix });
+    const rl = app.get(RateLimitService);
+    const redis = app.get<Redis>(REDIS_CLIENT);
+    const key = randomUUID();
+    const policy = { limit: 7, ttl: 60_000, algorithm: 'token-bucket' as const };
+    expect((await rl.consume(key, policy)).remaining).toBe(6);
+    const [counter] = (await redis.scan('0', 'MATCH', `${keyPrefix}rl:*`, 'COUNT', 1000))[1];
+    const tat = -Number(await redis.get(counter));
+    await redis.set(counter, `${tat + 0.5}`, 'PX', 60_000);
+    const after = [await rl.consume(key, policy), await rl.consume(key, policy)];
+    expect(after.map((r) => [r.allowed, r.remaining])).toEqual([
+      [true, 5],
+      [true, 4],
+    ]);
+    const both = await rl.consumeAll([
+      { key, policy },
+      { key, policy: { limit: 100, ttl: 60_000 } },
+    ]);
+    expect([both.allowed, both.results[0].remaining]).toEqual([true, 3]);
+    expect(Number.isInteger(Number(await redis.get(counter)))).toBe(true);
+  });
 });
