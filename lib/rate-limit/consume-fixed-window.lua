@@ -21,7 +21,7 @@ local function decide(counter, blocker, spec)
     SPECS[spec] = p
   end
   local limit, win, cost, block = p[1], p[2], p[3], p[4]
-  local count, blocked = read_string_counter(counter, blocker)
+  local count, blocked = read_string_counter(counter, blocker, true)
   if not count then return -1, blocked, 0, 0, 0 end
   -- ms left in the window (0: no window open; a counter without an expiry, never ours, opens a new one)
   local left = 0

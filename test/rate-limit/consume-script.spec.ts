@@ -327,6 +327,27 @@ describe.each([
     expect(await redis.get(sides[0].text)).toBe('not a number');
   });
 
+  // A fraction is no count: a fixed window fails that decision alone (its INCRBY would fail the lean script's whole
+  // call, every decision of the tick); a token bucket rounds the TAT up (reward.lua stored fractions until 2026-12-03).
+  it("a counter holding a number with a fraction: that decision alike, the call's other decision answered", async () => {
+    const { redis } = await setup();
+    const sides = [uid(), uid()];
+    for (const side of sides) await redis.set(`${side}:f`, '1.5', 'PX', 60_000);
+    const spec = cases[0][1][0];
+    const call = (side: string) => {
+      const keys = [`${side}:f`, `${side}:n`].flatMap((k) => [k, `${k}:b`]);
+      return [keys.length, ...keys, 'c1', spec, 'c1', spec] as const;
+    };
+    const a = (await redis.eval(lean, ...call(sides[0]))) as (number | string)[];
+    const b = (await redis.eval(general, ...call(sides[1]))) as (number | string)[];
+    expect(a[0]).toBe(spec[0] === 't' ? 1 : -1);
+    expect(b[0]).toBe(a[0]);
+    if (a[0] === -1) expect(String(a[1]).split(' ')[0]).toBe(String(b[1]).split(' ')[0]);
+    else expect(a.slice(0, 3)).toEqual(b.slice(0, 3));
+    expect(a.slice(5, 8)).toEqual([1, 1, 2]);
+    expect(b.slice(5, 8)).toEqual([1, 1, 2]);
+  });
+
   it('fails the decision alike for a foreign type or a counter that is not a number', async () => {
     const { redis } = await setup();
     const [hash, text] = [uid(), uid()];
