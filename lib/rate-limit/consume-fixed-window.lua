@@ -21,7 +21,7 @@ local function decide(counter, blocker, spec)
     SPECS[spec] = p
   end
   local limit, win, cost, block = p[1], p[2], p[3], p[4]
-  local count, blocked = read_string_counter(counter, blocker, true)
+  local count, blocked = read_string_counter(counter, blocker)
   if not count then return -1, blocked, 0, 0, 0 end
   -- ms left in the window (0: no window open; a counter without an expiry, never ours, opens a new one)
   local left = 0
@@ -42,7 +42,10 @@ local function decide(counter, blocker, spec)
       if count == 0 then
         redis.call('SET', counter, cost, 'PX', win)
       else
-        redis.call('INCRBY', counter, cost)
+        -- a count Lua reads as a number but Redis cannot add to ('1.5', '1e2': never written by us) fails this
+        -- decision alone, as consume.lua's pcall does, not the call's other decisions; nothing is written for it
+        local added = redis.pcall('INCRBY', counter, cost)
+        if type(added) == 'table' then return -1, added.err, 0, 0, 0 end
       end
     end
     local remaining = limit - count - cost

@@ -58,7 +58,10 @@ local function decide(bucket, blocker, spec)
     if cost > 0 then
       local new_cell = floor(new_tat / win_us)
       if stored and floor(stored / win_us) == new_cell then
-        redis.call('INCRBY', bucket, stored - new_tat)
+        -- a TAT Redis cannot add to (one in e-notation, '-1.79643e+15': never written by us) fails this decision
+        -- alone, as consume.lua's pcall does; nothing is written for it
+        local added = redis.pcall('INCRBY', bucket, stored - new_tat)
+        if type(added) == 'table' then return -1, added.err, 0, 0, 0 end
       else
         redis.call('SET', bucket, string.format('%.17g', -new_tat), 'PX', ceil(((new_cell + 2) * win_us - now) / 1000))
       end

@@ -73,8 +73,8 @@ end
 
 -- read_string_counter (read-counter.lua, put in front of this file) for check(): a counter it cannot read fails the
 -- decision (the pcall below)
-local function read_counter_or_fail(key, bkey, whole)
-  local value, blocked = read_string_counter(key, bkey, whole)
+local function read_counter_or_fail(key, bkey)
+  local value, blocked = read_string_counter(key, bkey)
   if not value then error({ err = blocked }) end
   return value, blocked
 end
@@ -94,7 +94,7 @@ local function check(p, key, bkey)
   if algo == 'f' then
     -- Fixed window: a counter created with the window's TTL by the request that opens the window (SET PX), then
     -- INCRBY, in this same atomic call, so no counter can live without an expiry.
-    local count, blocked = read_counter_or_fail(key, bkey, true)
+    local count, blocked = read_counter_or_fail(key, bkey)
     local left_us = 0
     if count > 0 then
       local pttl = redis.call('PTTL', key)

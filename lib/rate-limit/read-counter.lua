@@ -2,9 +2,8 @@
 -- A string counter (fixed window: its count; token bucket: its TAT) and its block key, read with one MGET. MGET reads
 -- a foreign type as nil, so a counter read as nil is confirmed missing (EXISTS 0) before it counts as empty. Returns
 -- the counter as a number (0 when missing) and the block key's TTL in ms (0: not blocked); for a counter of another
--- type or one that is not a number (with `whole`, a whole number: a count, which the charge's INCRBY would refuse and
--- so fail the whole call of a lean script), nil and the error text: the caller fails that decision alone.
-local function read_string_counter(key, bkey, whole)
+-- type or one that is not a number, nil and the error text: the caller fails that decision alone.
+local function read_string_counter(key, bkey)
   local v = redis.call('MGET', key, bkey)
   local value = v[1]
   if not value then
@@ -15,7 +14,6 @@ local function read_string_counter(key, bkey, whole)
   else
     value = tonumber(value)
     if not value then return nil, 'ERR the rate-limit counter holds a value that is not a number' end
-    if whole and value % 1 ~= 0 then return nil, 'ERR the rate-limit counter holds a number that is not whole' end
   end
   return value, v[2] and redis.call('PTTL', bkey) or 0
 end
