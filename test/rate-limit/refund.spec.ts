@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import request from 'supertest';
 import type { Redis } from 'ioredis';
 import { REDIS_CLIENT, RateLimitGuard, RateLimitService, Throttle } from '../../lib/index.js';
+import { FEATURES } from '../../lib/common/keys.js';
 import { closeToolkitApps, createToolkitApp, PLATFORMS } from '../support/toolkit-app.js';
 import { sleep } from '../support/wait.js';
 
@@ -145,7 +146,7 @@ describe('a TAT with a fraction, as reward.lua stored it before 2026-12-03', () 
     const key = randomUUID();
     const policy = { limit: 7, ttl: 60_000, algorithm: 'token-bucket' as const };
     expect((await rl.consume(key, policy)).remaining).toBe(6);
-    const [counter] = (await redis.scan('0', 'MATCH', `${keyPrefix}rl:*`, 'COUNT', 1000))[1];
+    const [counter] = (await redis.scan('0', 'MATCH', `${keyPrefix}${FEATURES.rateLimit}:*`, 'COUNT', 1000))[1];
     const tat = -Number(await redis.get(counter));
     await redis.set(counter, `${tat + 0.5}`, 'PX', 60_000);
     const after = [await rl.consume(key, policy), await rl.consume(key, policy)];
