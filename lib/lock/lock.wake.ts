@@ -3,6 +3,9 @@ import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { newToken } from './lock.attempts.js';
 import type { WaitingChannels } from './lock.backend.js';
 
+/** A fencing token as a grant carries it. */
+const DIGITS = /^\d+$/;
+
 /**
  * Wake-on-release across processes. Every LockService has an id and, from its first wait on, listens on its own
  * channels (`<prefix>ps:__rtk:lock:wake:<id>` and `...:grant:<id>`) on every lock server. A caller that finds a lock
@@ -90,8 +93,10 @@ export class LockWakeups {
   private grant(message: string): void {
     const afterFence = message.indexOf(' ');
     const afterToken = message.indexOf(' ', afterFence + 1);
-    const fence = Number(message.slice(0, afterFence));
-    if (afterFence < 1 || afterToken < 0 || !Number.isSafeInteger(fence) || fence < 1) {
+    const digits = message.slice(0, afterFence);
+    const fence = Number(digits);
+    // digits only: a token in e-notation ('1.796282276709e+15') was rounded by whoever wrote it
+    if (afterFence < 1 || afterToken < 0 || !DIGITS.test(digits) || !Number.isSafeInteger(fence) || fence < 1) {
       this.warn(`lock wake-ups: a message on the grant channel is not a grant; ignored: ${message.slice(0, 200)}`);
       return;
     }

@@ -31,7 +31,9 @@ for i = 1, #KEYS / 3 do
           break -- no fencing token, no grant: the lock is deleted, the waiters poll (and their attempt reports it)
         end
         redis.call('SET', lock, token, 'PX', ttl)
-        if redis.call('PUBLISH', ARGV[2] .. service, fence .. ' ' .. token .. ' ' .. lock) > 0 then
+        -- the token as digits: `..` writes a Lua number with 14 significant digits, and a token (µs) has 16
+        local grant = string.format('%.0f', fence) .. ' ' .. token .. ' ' .. lock
+        if redis.call('PUBLISH', ARGV[2] .. service, grant) > 0 then
           granted = true
           break
         end

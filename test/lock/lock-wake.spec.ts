@@ -174,6 +174,21 @@ describe('lock grants (wakeOnRelease on one server): a release hands the lock to
     expect(await server.exists(lockKey(resource))).toBe(0);
   }, 30_000);
 
+  // The grant message carried the token as Lua wrote a number (%.14g): a 16-digit token arrived rounded to 100 µs,
+  // up or down, so a granted holder could get a smaller token than its predecessor's.
+  it("the granted fencing token is the counter's, every digit of it (16 digits, the counter ahead of the clock)", async () => {
+    const { other, server, resource, first } = await heldOnOneServer('grant-digits');
+    const next = other.locks.acquire(resource, { ...NO_POLL, ttl: 20_000 });
+    await waiting([server], resource, other.locks);
+    // ahead of the server's clock in µs (as after a failover to a replica whose clock is behind): INCR draws the token
+    await server.set(`${lockKey(resource)}:fence`, '9007199254740000');
+    await first.release();
+    const second = await next;
+    expect(second.fencingToken).toBe(9_007_199_254_740_001);
+    expect(await server.get(`${lockKey(resource)}:fence`)).toBe('9007199254740001');
+    await second.release();
+  }, 30_000);
+
   it('grants go to waiting services in the order they started waiting, each with a larger fencing token', async () => {
     const holder = await lockService('single', WAKE);
     const services = [await lockService('single', WAKE), await lockService('single', WAKE)];
@@ -321,7 +336,18 @@ describe('lock grants (wakeOnRelease on one server): a release hands the lock to
     const spy = jest.spyOn(Logger.prototype, 'warn').mockImplementation((m: unknown) => void warnings.push(String(m)));
     try {
       const { grantChannel } = wakeupsOf(other.locks);
-      const junk = ['', 'garbage', '0 t k', '-3 t k', `1 ${first.token}`, `7 ${first.token} elsewhere:{x}`];
+      // the waiter's own token and lock key, with a fencing token in e-notation (as a release wrote 16 digits before
+      // 2026-12-03): rounded, so not a grant; the holder still holds the lock
+      const [, waitToken] = (await entriesOf(server, resource, other.locks))[0].split(' ');
+      const junk = [
+        '',
+        'garbage',
+        '0 t k',
+        '-3 t k',
+        `1 ${first.token}`,
+        `7 ${first.token} elsewhere:{x}`,
+        `1.796282276709e+15 ${waitToken} ${lockKey(resource)}`,
+      ];
       for (const message of junk) expect(await server.publish(grantChannel, message)).toBe(1);
       expect(await waitFor(() => warnings.length >= junk.length, 5_000)).toBe(true);
       expect(warnings.filter((w) => /not a grant|not a lock of this service/.test(w))).toHaveLength(junk.length);
