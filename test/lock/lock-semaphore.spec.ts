@@ -87,6 +87,22 @@ describe('semaphore options', () => {
     expect(locks.semaphore('x', { limit: 2 })).toBeInstanceOf(Semaphore);
     expect(LockService.current()).toBeUndefined();
   });
+
+  // A ttl past 100 years reached the batched acquire script, whose PEXPIRE refused it (1e+17): every acquire of that
+  // tick failed, and every permit of it stayed, with no expiry on the holders' set.
+  it('a ttl over 100 years is an InvalidOptionsError before any Redis call; the calls of its tick are unharmed', async () => {
+    const { locks } = await lockService('single');
+    expect(() => locks.semaphore('y', { limit: 2, ttl: 1e17 })).toThrow(InvalidOptionsError);
+    const semaphore = locks.semaphore(unique('sem-ttl'), { limit: 2 });
+    const calls = [semaphore.acquire({ ttl: 10_000 }), semaphore.acquire({ ttl: 1e17 })];
+    const [fine, huge] = await Promise.allSettled(calls);
+    expect(huge.status === 'rejected' && huge.reason).toBeInstanceOf(InvalidOptionsError);
+    expect(fine.status).toBe('fulfilled');
+    if (fine.status === 'fulfilled') await fine.value.release();
+    await expect(locks.acquireAll([unique('a'), unique('b')], { ttl: 1e17 })).rejects.toBeInstanceOf(
+      InvalidOptionsError,
+    );
+  });
 });
 
 describe('semaphore on a quorum: never limit + 1 holders', () => {
