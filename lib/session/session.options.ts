@@ -84,6 +84,15 @@ export interface ResolvedSessionOptions {
   cookie: ResolvedSessionCookieOptions;
 }
 
+/**
+ * A duration rounded up to whole ms: the session scripts write deadlines and expiries (PEXPIREAT, PXAT) that Redis
+ * refuses with a fraction (a maxAgeMs of 120000.25 failed every create). A value that is not a number is left for the
+ * option check to name.
+ */
+function wholeMs<T>(value: T): T {
+  return (typeof value === 'number' ? Math.ceil(value) : value) as T;
+}
+
 export function resolveSessionOptions(
   raw: SessionOptions | undefined,
   problems: OptionProblems,
@@ -141,11 +150,11 @@ export function resolveSessionOptions(
     problems.add('session.touchAfter', 'has no effect with rolling: false (a get never extends the ttl)');
   }
   return {
-    ttl,
+    ttl: wholeMs(ttl),
     rolling: o.rolling ?? true,
     touchReuse: touchReuseOf(touchAfter, o.rolling !== false),
-    maxAgeMs,
-    tombstoneMs: o.tombstoneMs ?? SESSION_DEFAULTS.tombstoneMs,
+    maxAgeMs: wholeMs(maxAgeMs),
+    tombstoneMs: wholeMs(o.tombstoneMs ?? SESSION_DEFAULTS.tombstoneMs),
     maxSize: o.maxSize ?? DEFAULT_SESSION_MAX_SIZE,
     cookie: {
       name: c.name ?? 'rtk.sid',

@@ -1,6 +1,10 @@
-import { InvalidOptionsError } from '../../lib/index.js';
+import 'reflect-metadata';
+import { randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { InvalidOptionsError, REDIS_CLIENT, SessionService } from '../../lib/index.js';
 import { OptionProblems } from '../../lib/common/option-checks.js';
 import { resolveSessionOptions } from '../../lib/session/session.options.js';
+import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 
 function problemsOf(raw: unknown): string {
   const problems = new OptionProblems();
@@ -58,5 +62,28 @@ describe('session options', () => {
     );
     expect(problemsOf({ cookie: 'x' })).toContain('session.cookie must be an object');
     expect(problemsOf({ cookie: { sameSite: 'none', secure: 'auto', secret: ['a', 'b'] } })).toBe('');
+  });
+});
+
+// Durations are any positive number of ms, but the session scripts write whole ms (PEXPIREAT, PXAT): a maxAgeMs with
+// a fraction failed every create (ERR value is not an integer) and left the user's index without an expiry.
+describe('session durations with a fraction of a ms', () => {
+  afterEach(closeToolkitApps);
+
+  it('create, get, update, regenerate and destroy work, and every key written has an expiry', async () => {
+    const keyPrefix = `rtk-${randomUUID().slice(0, 8)}:`;
+    const app = await createToolkitApp({ keyPrefix, session: { ttl: 60_000.5, maxAgeMs: 120_000.25, touchAfter: 0 } });
+    const sessions = app.get(SessionService);
+    const redis = app.get<Redis>(REDIS_CLIENT);
+    const created = await sessions.create('alice', { n: 1 });
+    expect((await sessions.get(created.id))?.data).toEqual({ n: 1 });
+    expect((await sessions.update(created.id, { n: 2 })).data).toEqual({ n: 2 });
+    const renewed = await sessions.regenerate(created.id);
+    expect((await sessions.get(renewed.id))?.data).toEqual({ n: 2 });
+    const [, keys] = await redis.scan('0', 'MATCH', `${keyPrefix}*`, 'COUNT', 1000);
+    expect(keys.length).toBeGreaterThan(0);
+    for (const key of keys) expect(await redis.pttl(key)).toBeGreaterThan(0);
+    expect(await sessions.destroy(renewed.id)).toBe(true);
+    expect(await sessions.get(renewed.id)).toBeNull();
   });
 });
