@@ -30,12 +30,15 @@ for i = 1, #KEYS / 3 do
         if not fence then
           break -- no fencing token, no grant: the lock is deleted, the waiters poll (and their attempt reports it)
         end
-        redis.call('SET', lock, token, 'PX', ttl)
-        -- the token as digits: `..` writes a Lua number with 14 significant digits, and a token (µs) has 16
-        local grant = string.format('%.0f', fence) .. ' ' .. token .. ' ' .. lock
-        if redis.call('PUBLISH', ARGV[2] .. service, grant) > 0 then
-          granted = true
-          break
+        -- an entry whose ttl SET refuses (0, or past what Redis takes: never written by us) is dropped alone; the
+        -- next one is tried and the tick's other releases go on
+        if not redis.pcall('SET', lock, token, 'PX', ttl).err then
+          -- the token as digits: `..` writes a Lua number with 14 significant digits, and a token (µs) has 16
+          local grant = string.format('%.0f', fence) .. ' ' .. token .. ' ' .. lock
+          if redis.call('PUBLISH', ARGV[2] .. service, grant) > 0 then
+            granted = true
+            break
+          end
         end
       elseif redis.call('PUBLISH', ARGV[1] .. next[1], lock) > 0 then
         break

@@ -189,6 +189,19 @@ describe('lock grants (wakeOnRelease on one server): a release hands the lock to
     await second.release();
   }, 30_000);
 
+  // A waiting entry whose ttl SET refuses (never written by us) raised in release-many.lua: every release of that
+  // tick failed, other locks' included, and those stayed held until their ttl.
+  it("a waiting entry we did not write is dropped: the tick's releases, of this lock and others, all go through", async () => {
+    const holder = await lockService('single', WAKE);
+    const [server] = lockClients('single', holder.connection, holder.locks) as Redis[];
+    const [a, b] = [unique('bad-entry-a'), unique('bad-entry-b')];
+    const locks = [await holder.locks.acquire(a, { ttl: 20_000 }), await holder.locks.acquire(b, { ttl: 20_000 })];
+    await server.zadd(`${lockKey(a)}:waiters`, 0, 'svc-x tok-x 0', 1, 'svc-y tok-y 99999999999999999999');
+    await Promise.all(locks.map((lock) => lock.release()));
+    expect(await server.exists(lockKey(a), lockKey(b))).toBe(0);
+    expect(await server.zcard(`${lockKey(a)}:waiters`)).toBe(0);
+  }, 30_000);
+
   it('grants go to waiting services in the order they started waiting, each with a larger fencing token', async () => {
     const holder = await lockService('single', WAKE);
     const services = [await lockService('single', WAKE), await lockService('single', WAKE)];
