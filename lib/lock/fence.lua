@@ -24,6 +24,11 @@ local function draw_fence(fence_key, floor, floor_text)
   if type(fence) == 'table' then
     return nil, fence.err
   end
+  -- 2^53 on: no longer exact in a double (two acquisitions could get one token; near 2^63 the script's reply turns
+  -- negative). Never ours (tokens are µs, ~1.8e15): this acquisition fails rather than hand out a wrong token.
+  if fence >= 9007199254740992 then
+    return nil, 'ERR the fencing counter is past 2^53: not a token of this library'
+  end
   if fence < floor then
     redis.call('SET', fence_key, floor_text)
     fence = floor
