@@ -95,9 +95,13 @@ export function maxHoldOf(fallback: number, ms: number | undefined): number {
   return ms;
 }
 
-/** A call's `ttl` (checked, whole ms), else `fallback`. */
-export function ttlOf(fallback: number, ttl: number | undefined): number {
+/**
+ * A call's `ttl` (checked like every duration, at most 100 years: a longer one fails in Redis; whole ms), else
+ * `fallback`. `where` names the caller in the error (`semaphore "jobs": ttl must be ...`).
+ */
+export function ttlOf(fallback: number, ttl: unknown, where?: string): number {
   if (ttl === undefined) return fallback;
-  if (!isDuration(ttl)) throw new InvalidOptionsError(`ttl ${durationProblem(ttl)}`);
+  if (!isDuration(ttl))
+    throw new InvalidOptionsError(`${where === undefined ? '' : `${where}: `}ttl ${durationProblem(ttl)}`);
   return Math.ceil(ttl);
 }

@@ -1,6 +1,5 @@
-import { InvalidOptionsError, LockNotAcquiredError } from '../common/errors.js';
+import { LockNotAcquiredError } from '../common/errors.js';
 import type { FailurePolicy } from '../common/failure-policy.js';
-import { durationProblem, isDuration } from '../common/option-checks.js';
 import type { KeyBuilder } from '../common/keys.js';
 import type { RedisClient } from '../common/lua-script.js';
 import type { AutoExtendOptions } from './lock.auto-extend.js';
@@ -42,13 +41,6 @@ export interface LeaseAcquireOptions {
   autoExtend?: boolean | AutoExtendOptions;
   /** For `using`: extend when this many ms or fewer are left. */
   extensionThreshold?: number;
-}
-
-/** `ttlOf` with the caller named in its error: at most 100 years, like every duration (a longer one fails in Redis). */
-export function checkTtl(ttl: unknown, fallback: number, where: string): number {
-  if (ttl === undefined) return fallback;
-  if (!isDuration(ttl)) throw new InvalidOptionsError(`${where}: ttl ${durationProblem(ttl)}`);
-  return Math.ceil(ttl);
 }
 
 /**

@@ -2,10 +2,10 @@ import { Cluster } from 'ioredis';
 import { InvalidOptionsError, LockLostError } from '../common/errors.js';
 import { KeyBuilder } from '../common/keys.js';
 import { itemReplyError } from '../common/failure-policy.js';
-import { newToken, nextFenceFloor } from './lock.attempts.js';
+import { newToken, nextFenceFloor, ttlOf } from './lock.attempts.js';
 import type { Acquired, LockBackend, LockKeys } from './lock.backend.js';
 import { Lock, type LockOwner } from './lock.js';
-import { acquireWithRetries, checkTtl, type LeaseAcquireOptions, type LeaseContext, leaseOwner } from './lock.lease.js';
+import { acquireWithRetries, type LeaseAcquireOptions, type LeaseContext, leaseOwner } from './lock.lease.js';
 import { LocalWaiters } from './lock.waiters.js';
 import {
   ACQUIRE_MANY,
@@ -194,7 +194,7 @@ export class MultiLocks {
 
   async acquire(resources: readonly string[], options: LeaseAcquireOptions = {}): Promise<MultiLock> {
     const keys = this.multiKeys(resources);
-    const ttl = checkTtl(options.ttl, this.ctx.options.ttl, 'acquireAll');
+    const ttl = ttlOf(this.ctx.options.ttl, options.ttl, 'acquireAll');
     return acquireWithRetries(
       this.ctx,
       'multi',
@@ -210,7 +210,7 @@ export class MultiLocks {
     options: Pick<LeaseAcquireOptions, 'ttl' | 'autoExtend'> = {},
   ): Promise<MultiLock | null> {
     const keys = this.multiKeys(resources);
-    const lock = await this.attempt(keys, checkTtl(options.ttl, this.ctx.options.ttl, 'tryAcquireAll'));
+    const lock = await this.attempt(keys, ttlOf(this.ctx.options.ttl, options.ttl, 'tryAcquireAll'));
     if (!lock) {
       this.ctx.events.report('busy', () => ({ kind: 'multi', resource: keys.resource, attempts: 1 }));
       return null;

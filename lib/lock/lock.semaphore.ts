@@ -2,10 +2,10 @@ import { InvalidOptionsError, LockLostError, RedisUnavailableError } from '../co
 import { FEATURES, KeyBuilder } from '../common/keys.js';
 import type { RedisClient } from '../common/lua-script.js';
 import { TickBatcher } from '../common/tick-batcher.js';
-import { newToken } from './lock.attempts.js';
+import { newToken, ttlOf } from './lock.attempts.js';
 import type { Acquired, LockBackend, LockKeys } from './lock.backend.js';
 import { Lock, type LockOwner } from './lock.js';
-import { acquireWithRetries, checkTtl, type LeaseAcquireOptions, type LeaseContext, leaseOwner } from './lock.lease.js';
+import { acquireWithRetries, type LeaseAcquireOptions, type LeaseContext, leaseOwner } from './lock.lease.js';
 import { SEMAPHORE_ACQUIRE, SEMAPHORE_EXTEND } from './lock.scripts.js';
 import { LocalWaiters } from './lock.waiters.js';
 
@@ -225,7 +225,7 @@ export class Semaphore {
     if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1) {
       throw new InvalidOptionsError(`semaphore "${name}": limit must be an integer >= 1, got ${String(limit)}`);
     }
-    this.ttl = checkTtl(options.ttl, ctx.options.ttl, `semaphore "${name}"`);
+    this.ttl = ttlOf(ctx.options.ttl, options.ttl, `semaphore "${name}"`);
     KeyBuilder.validate(name, 'semaphore name');
     const lock = ctx.keys.tagged(FEATURES.lock, name, ':sem');
     this.keys = { resource: name, lock, fence: '', waiters: `${lock}:waiters` };
@@ -236,7 +236,7 @@ export class Semaphore {
 
   /** A permit, retrying while all are held (like `LockService.acquire`); LockNotAcquiredError when they stay held. */
   async acquire(options: LeaseAcquireOptions = {}): Promise<Lock> {
-    const ttl = checkTtl(options.ttl, this.ttl, `semaphore "${this.name}"`);
+    const ttl = ttlOf(this.ttl, options.ttl, `semaphore "${this.name}"`);
     return acquireWithRetries(
       this.ctx,
       'semaphore',
@@ -249,7 +249,7 @@ export class Semaphore {
 
   /** One attempt: a permit, or null when all `limit` are held. */
   async tryAcquire(options: Pick<LeaseAcquireOptions, 'ttl' | 'autoExtend'> = {}): Promise<Lock | null> {
-    const permit = await this.attempt(checkTtl(options.ttl, this.ttl, `semaphore "${this.name}"`));
+    const permit = await this.attempt(ttlOf(this.ttl, options.ttl, `semaphore "${this.name}"`));
     if (!permit) {
       this.ctx.events.report('busy', () => ({ kind: 'semaphore', resource: this.name, attempts: 1 }));
       return null;
