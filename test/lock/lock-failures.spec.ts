@@ -31,6 +31,8 @@ import { within } from '../support/timing.js';
 afterEach(closeToolkitApps);
 
 const unique = (name: string): string => `${name}:${randomUUID()}`;
+/** The lock's key under the default prefix; its fence counter is this plus `:fence`. */
+const lockKeyOf = (resource: string): string => new KeyBuilder('rtk:').tagged('lock', resource);
 const COMMAND_TIMEOUT = 300;
 
 async function singleLocks(server: RedisServerHandle): Promise<LockService> {
@@ -140,7 +142,7 @@ describe('one server: fail closed', () => {
     client: Redis,
     resource: string,
   ): Promise<{ waiting: Promise<unknown>; key: string }> {
-    const key = new KeyBuilder('rtk:').tagged('lock', resource);
+    const key = lockKeyOf(resource);
     await holder.acquire(resource, { ttl: 20_000 });
     const waiting = waiter.acquire(resource, { retry: { count: 1, delay: 1_000, jitter: 0 }, ttl: 20_000 });
     const id = (waiter as unknown as { wakeups: { id: string } }).wakeups.id;
@@ -209,7 +211,7 @@ describe('one server: fail closed', () => {
     await client.connect();
     try {
       const resource = unique('hand-over-foreign');
-      const key = new KeyBuilder('rtk:').tagged('lock', resource);
+      const key = lockKeyOf(resource);
       const held = await locks.acquire(resource, { ttl: 5_000 });
       const next = locks.acquire(resource, { ttl: 5_000, retry: { count: 100, delay: 100, jitter: 0 } });
       expect(await waitFor(() => locks.activity().waiting === 1, 2_000)).toBe(true);
@@ -366,7 +368,7 @@ describe('quorum of 3 independent servers', () => {
     const locks = await quorumLocks(servers);
     const nodeReady = (i: number): boolean => quorumNodeClients(locks)[i].status === 'ready';
     const resource = unique('ahead');
-    const fenceKey = `${new KeyBuilder('rtk:').tagged('lock', resource)}:fence`;
+    const fenceKey = `${lockKeyOf(resource)}:fence`;
     const ahead = Date.now() * 1000 + 3_600_000_000;
     expect(await rawCommand(servers[0].port, ['SET', fenceKey, String(ahead)])).toBe('OK');
     await servers[2].kill(); // the majority is {0, 1}
@@ -430,7 +432,7 @@ describe('fencing tokens when the fence counter is lost', () => {
       const client = app.get(RedisConnection).client;
       const resource = unique('lost-counter');
       const before = await draw(locks, resource, 3);
-      const fenceKey = `${new KeyBuilder('rtk:').tagged('lock', resource)}:fence`;
+      const fenceKey = `${lockKeyOf(resource)}:fence`;
       expect(await client.del(fenceKey)).toBe(1); // the counter existed, and is gone now
       const after = await draw(locks, resource, 3);
       expect(strictlyIncreasing([...before, ...after])).toBe(true);
@@ -447,7 +449,7 @@ describe('fencing tokens when the fence counter is lost', () => {
       const locks = app.get(LockService);
       const client = app.get(RedisConnection).client;
       const resource = unique('counter-2-53');
-      const key = new KeyBuilder('rtk:').tagged('lock', resource);
+      const key = lockKeyOf(resource);
       for (const value of ['9007199254740991', '9223372036854775806']) {
         await client.set(`${key}:fence`, value);
         await expect(locks.tryAcquire(resource, { ttl: 60_000 })).rejects.toBeInstanceOf(RedisReplyError);
@@ -469,7 +471,7 @@ describe('fencing tokens when the fence counter is lost', () => {
     const client = app.get(RedisConnection).client;
     const resource = unique('evicted');
     const before = await draw(locks, resource, 3);
-    const fenceKey = `${new KeyBuilder('rtk:').tagged('lock', resource)}:fence`;
+    const fenceKey = `${lockKeyOf(resource)}:fence`;
     // 40 MB of cache entries nobody reads: the untouched counter is evicted (checked, so the scenario is real)
     const cache = app.get(CacheService);
     const value = 'x'.repeat(64 * 1024);
