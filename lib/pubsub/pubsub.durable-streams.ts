@@ -17,7 +17,11 @@ export class DurableStreams {
     private readonly logger: Logger,
   ) {}
 
-  /** Appends one message and refreshes the stream's expiry in one transaction; resolves with its stream id. */
+  /**
+   * Appends one message and refreshes the stream's expiry in one transaction; resolves with its stream id. Rejects
+   * with the first error reply of the transaction: a refused PEXPIRE (the XADD before it is applied, MULTI does not
+   * roll back) would otherwise leave a stream that never expires behind a call that succeeded.
+   */
   async append(
     key: string,
     durable: Exclude<ResolvedPubSubOptions['durable'], false>,
@@ -29,9 +33,9 @@ export class DurableStreams {
       .xadd(key, 'MAXLEN', '~', durable.maxLen, '*', 'd', serialized, 'ts', String(ts))
       .pexpire(key, durable.ttl)
       .exec();
-    const [err, added] = results?.[0] ?? [new Error('transaction aborted'), null];
-    if (err) throw err;
-    return String(added);
+    if (!results) throw new Error('transaction aborted');
+    for (const [err] of results) if (err) throw err;
+    return String(results[0][1]);
   }
 
   /** The entries after `afterId` (exclusive), oldest first, at most `limit`. */

@@ -7,7 +7,7 @@ export const PUBSUB_OPTIONS = Symbol('PUBSUB_OPTIONS');
 export interface PubSubDurableOptions {
   /** Entries kept per user stream (XADD MAXLEN ~, so Redis may keep slightly more). Default 1000. */
   maxLen?: number;
-  /** A user stream untouched this long is deleted (ms). Default 24 h. */
+  /** A user stream untouched this long is deleted (ms; a fraction is rounded up to whole ms). Default 24 h. */
   ttl?: number;
 }
 
@@ -33,6 +33,14 @@ export interface ResolvedPubSubOptions {
   durable: { maxLen: number; ttl: number } | false;
 }
 
+/**
+ * A duration rounded up to whole ms: notifyUser's PEXPIRE refuses a fraction (a ttl of 1500.5 left every user stream
+ * without an expiry). A value that is not a number is left for the option check to name.
+ */
+function wholeMs<T>(value: T): T {
+  return (typeof value === 'number' ? Math.ceil(value) : value) as T;
+}
+
 export function resolvePubSubOptions(raw: PubSubOptions | undefined, problems: OptionProblems): ResolvedPubSubOptions {
   const o = raw ?? {};
   if (!problems.object('pubsub', raw)) return { cluster: 'sharded', durable: false };
@@ -44,7 +52,7 @@ export function resolvePubSubOptions(raw: PubSubOptions | undefined, problems: O
       problems.integer('pubsub.durable.maxLen', d.maxLen, 1);
       problems.duration('pubsub.durable.ttl', d.ttl);
     }
-    durable = { maxLen: d.maxLen ?? 1_000, ttl: d.ttl ?? 86_400_000 };
+    durable = { maxLen: d.maxLen ?? 1_000, ttl: wholeMs(d.ttl ?? 86_400_000) };
   }
   return {
     cluster: o.cluster ?? 'sharded',
