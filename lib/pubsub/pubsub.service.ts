@@ -10,6 +10,7 @@ import { SERIALIZER, type Serializer } from '../common/serializer.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { FEATURE_CONNECTION } from '../connection/redis-connections.js';
+import { checkReplayLimit } from './pubsub.checks.js';
 import { PUBSUB_OPTIONS, type ResolvedPubSubOptions } from './pubsub.options.js';
 import { SubscriberReconnects } from './pubsub.reconnects.js';
 import { MessageEnvelopes } from './pubsub.envelope.js';
@@ -155,8 +156,8 @@ export class PubSubService implements OnModuleDestroy {
   }
 
   /**
-   * The durable messages of `userId` after `afterId` (exclusive), oldest first, at most `limit`.
-   * `afterId` undefined → nothing (a client that never received anything has nothing to catch up on).
+   * The durable messages of `userId` after `afterId` (exclusive), oldest first, at most `limit` (an integer from 1 to
+   * Number.MAX_SAFE_INTEGER, else InvalidOptionsError). Not durable → nothing.
    */
   async replay<T = unknown>(userId: string, afterId: string, limit = 1_000): Promise<ReplayedMessage<T>[]> {
     KeyBuilder.validate(userId, 'userId');
@@ -164,7 +165,8 @@ export class PubSubService implements OnModuleDestroy {
       throw new InvalidKeyError(
         `lastId must be a stream id like 1700000000000-0, got ${JSON.stringify(afterId).slice(0, 60)}`,
       );
-    if (this.options.durable === false || limit <= 0) return [];
+    checkReplayLimit(limit);
+    if (this.options.durable === false) return [];
     let entries: [string, string[]][];
     try {
       entries = await this.streams.read(this.streamKey(userId), afterId, limit);

@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import { Logger } from '@nestjs/common';
-import { PubSubService, RedisReplyError } from '../../lib/index.js';
+import { InvalidOptionsError, PubSubService, RedisReplyError } from '../../lib/index.js';
 import {
   FEATURES,
   JsonSerializer,
@@ -11,6 +11,7 @@ import {
   type ResolvedPubSubOptions,
 } from '../../lib/advanced.js';
 import { DurableStreams } from '../../lib/pubsub/pubsub.durable-streams.js';
+import { recordCommands } from '../support/command-recorder.js';
 import { closeToolkitApps, createToolkitApp, type ToolkitApp } from '../support/toolkit-app.js';
 
 afterEach(closeToolkitApps);
@@ -47,6 +48,31 @@ describe.each(['single', 'cluster'] as const)('pub/sub limits on %s', (target) =
     // 1.5 ms cannot come from the options any more (rounded up); it is what PEXPIRE refuses
     await expect(streams.append(key, { maxLen: 10, ttl: 1.5 }, '"x"', Date.now())).rejects.toThrow(/not an integer/);
     await connection.client.del(key);
+  });
+});
+
+describe.each(['single', 'cluster'] as const)('replay limits on %s', (target) => {
+  it('replay refuses a limit that is not an integer from 1 to Number.MAX_SAFE_INTEGER, before any Redis call', async () => {
+    const app = await createToolkitApp({ target, keyPrefix: `pl${uid()}:`, pubsub: { durable: true } });
+    const pubsub = app.get(PubSubService);
+    const user = `u${uid()}`;
+    await pubsub.notifyUser(user, 1);
+    await pubsub.notifyUser(user, 2);
+    const client = app.get(RedisConnection).client;
+    for (const limit of [1.5, Number.POSITIVE_INFINITY, Number.NaN, 1e20, 2 ** 53, 0, -1, '5' as unknown as number]) {
+      const { value, commands } = await recordCommands(client, () =>
+        pubsub.replay(user, '0-0', limit).then(
+          () => 'resolved',
+          (err: unknown) => err,
+        ),
+      );
+      expect(value).toBeInstanceOf(InvalidOptionsError);
+      expect((value as Error).message).toMatch(/replay limit must be an integer from 1 to 9007199254740991/);
+      expect(commands).toEqual([]);
+    }
+    expect(pubsub.stats()).toEqual({ unavailable: 0, replyErrors: 0 });
+    expect((await pubsub.replay(user, '0-0', 1)).map((m) => m.data)).toEqual([1]);
+    expect((await pubsub.replay(user, '0-0', Number.MAX_SAFE_INTEGER)).map((m) => m.data)).toEqual([1, 2]);
   });
 });
 
