@@ -18,6 +18,12 @@ import { makeRoom } from '../common/bounded-map.js';
 
 export type Loader<T> = () => T | Promise<T>;
 
+/** The error of the store step of a load (its starter's options, or the encoding), kept for that caller alone. */
+interface StoreFailure {
+  failed: boolean;
+  error: unknown;
+}
+
 /** Most keys whose next loader try (while served from grace) is remembered; the oldest is dropped past it. */
 const GRACE_RETRY_MEMO = 10_000;
 
@@ -103,14 +109,19 @@ export class CacheReadPath {
     // Past the stale horizon but within grace: the value is kept for when the loader fails.
     const graced = entry && call.grace > 0 && now < entry.staleUntil + call.grace ? entry : undefined;
     if (graced && now < (this.graceRetryAt.get(redisKey) ?? 0)) return { value: graced.value, status: 'grace' };
+    // Set only when this call runs the load (the callers that join it share its value, not its store step).
+    const own: StoreFailure = { failed: false, error: undefined };
     const loading = this.singleFlight(redisKey, () =>
       this.lock.loadOnce<T>(redisKey, {
         load: () => this.load(redisKey, loader, call.hardTimeout),
-        loadAndStore: () => this.loadAndStore(redisKey, loader, call),
+        loadAndStore: () => this.loadAndStore(redisKey, loader, call, own),
       }),
     );
-    // awaited, not returned: an async function that returns a promise adopts it in two more microtask turns per caller
-    return await (graced ? loading.catch((err: unknown) => this.serveGrace(redisKey, graced, call, err)) : loading);
+    const result = await (graced
+      ? loading.catch((err: unknown) => this.serveGrace(redisKey, graced, call, err))
+      : loading);
+    if (own.failed) throw own.error;
+    return result;
   }
 
   /**
@@ -182,7 +193,10 @@ export class CacheReadPath {
     return refresh;
   }
 
-  /** Concurrent misses of one key in this process share one load (and one result, or one error). */
+  /**
+   * Concurrent misses of one key in this process share one load: its value, or the loader's error (an error of the
+   * store step stays with the caller who started the load: see loadAndStore).
+   */
   private singleFlight<T>(redisKey: string, run: () => Promise<CacheResult<T>>): Promise<CacheResult<T>> {
     let shared = this.inflight.get(redisKey) as Promise<CacheResult<T>> | undefined;
     if (!shared) {
@@ -199,13 +213,33 @@ export class CacheReadPath {
     return shared;
   }
 
-  private async loadAndStore<T>(redisKey: string, loader: Loader<T>, call: ResolvedCall<T>): Promise<T> {
+  /**
+   * Loads and stores the value under `call`'s options. Those (ttl and tags functions, shouldCache) and the encoding
+   * are the caller's who started the load: with `own` given, their error goes there (that caller's getOrSet rejects
+   * with it, nothing is stored) and the value is still returned to every caller sharing the load. Without it (a
+   * background refresh) it is thrown.
+   */
+  private async loadAndStore<T>(
+    redisKey: string,
+    loader: Loader<T>,
+    call: ResolvedCall<T>,
+    own?: StoreFailure,
+  ): Promise<T> {
     const { value, delta, startedAt } = await this.load(redisKey, loader, call.hardTimeout);
     this.graceRetryAt.delete(redisKey);
     if (value === undefined) return value; // undefined means "no value": returned, never cached
-    if (call.shouldCache !== undefined && !call.shouldCache(value)) return value;
-    const entry = entryOf(call, value, delta);
-    const raw = encodeEntry(entry, this.serializer);
+    let entry: CacheEntry<T>;
+    let raw: string;
+    try {
+      if (call.shouldCache !== undefined && !call.shouldCache(value)) return value;
+      entry = entryOf(call, value, delta);
+      raw = encodeEntry(entry, this.serializer);
+    } catch (err) {
+      if (own === undefined) throw err;
+      own.failed = true;
+      own.error = err;
+      return value;
+    }
     try {
       await this.store.write(redisKey, entry, raw, startedAt, entry.staleUntil + call.grace);
     } catch (err) {
