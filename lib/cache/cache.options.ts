@@ -23,7 +23,10 @@ const L1_INVALIDATIONS: readonly CacheL1Invalidation[] = ['auto', 'tracking', 'b
 export type ResolvedCacheL1Options = Required<CacheL1Options>;
 
 export interface CacheOptions {
-  /** ms a value stays fresh when a call gives no ttl. Default 60_000. */
+  /**
+   * ms a value stays fresh when a call gives no ttl. Default 60_000. This, staleTtl, grace and lockTtl become Redis
+   * expiries: a fraction is rounded up to a whole ms.
+   */
   defaultTtl?: number;
   /** ms after expiry during which the stale value is still served while one refresh runs. Default 0 (off). */
   staleTtl?: number;
@@ -73,6 +76,16 @@ export interface ResolvedCacheOptions {
   beta: number;
 }
 
+/**
+ * A duration rounded up to whole ms, as the session options do: Redis refuses a fraction in PX (a lockTtl of 1500.5
+ * failed every getOrSet miss, and invalidateTags, with `ERR value is not an integer`). Applied to the durations that
+ * reach Redis (entry and lock expiries); the others only arm timers. A value that is not a number is left for the
+ * option check to name.
+ */
+function wholeMs<T>(value: T): T {
+  return (typeof value === 'number' ? Math.ceil(value) : value) as T;
+}
+
 export function resolveCacheOptions(raw: CacheOptions | undefined, problems: OptionProblems): ResolvedCacheOptions {
   const o = raw ?? {};
   if (problems.object('cache', raw)) {
@@ -96,16 +109,17 @@ export function resolveCacheOptions(raw: CacheOptions | undefined, problems: Opt
       }
     }
   }
+  const lockTtl = wholeMs(o.lockTtl ?? 10_000);
   return {
-    defaultTtl: o.defaultTtl ?? 60_000,
-    staleTtl: o.staleTtl ?? 0,
+    defaultTtl: wholeMs(o.defaultTtl ?? 60_000),
+    staleTtl: wholeMs(o.staleTtl ?? 0),
     l1: o.l1 ? { max: o.l1.max, ttl: o.l1.ttl, invalidation: o.l1.invalidation ?? 'auto' } : undefined,
     failOpen: o.failOpen ?? true,
-    lockTtl: o.lockTtl ?? 10_000,
+    lockTtl,
     lockWait: o.lockWait ?? 5_000,
-    loadTimeout: o.loadTimeout ?? o.lockTtl ?? 10_000,
+    loadTimeout: o.loadTimeout ?? lockTtl,
     softTimeout: o.softTimeout ?? 0,
-    grace: o.grace ?? 0,
+    grace: wholeMs(o.grace ?? 0),
     graceBackoff: o.graceBackoff ?? 10_000,
     beta: o.beta ?? 1,
   };

@@ -1,0 +1,79 @@
+/**
+ * Edges of the cache's module options and call arguments, on real Redis: durations with a fraction of a ms (accepted
+ * as durations) reach Redis rounded up to whole ms.
+ */
+import 'reflect-metadata';
+import { randomBytes } from 'node:crypto';
+import { CacheService, type RedisToolkitOptions } from '../../lib/index.js';
+import { CACHE_OPTIONS, RedisConnection, type ResolvedCacheOptions } from '../../lib/advanced.js';
+import type { RedisClient } from '../../lib/common/lua-script.js';
+import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
+import { waitFor } from '../support/wait.js';
+
+afterEach(closeToolkitApps);
+
+const rand = () => randomBytes(5).toString('hex');
+
+async function cacheApp(target: RedisTarget, cache: RedisToolkitOptions['cache'] = {}) {
+  const keyPrefix = `rtk-t${rand()}:`;
+  const app = await createToolkitApp({ target, keyPrefix, cache });
+  return {
+    app,
+    cache: app.get(CacheService),
+    options: app.get<ResolvedCacheOptions>(CACHE_OPTIONS),
+    client: app.get(RedisConnection).client as RedisClient,
+    keyPrefix,
+  };
+}
+
+describe.each(['single', 'cluster'] as const)('cache options with a fraction of a ms on %s', (target) => {
+  it('lockTtl 1500.5: a getOrSet miss takes a lock of 1501 ms, loads once and stores the value', async () => {
+    const { cache, client, keyPrefix, options } = await cacheApp(target, { lockTtl: 1500.5 });
+    let loads = 0;
+    let release: () => void = () => undefined;
+    const loading = new Promise<void>((r) => (release = r));
+    const first = cache.getOrSet('k1', async () => {
+      loads++;
+      await loading;
+      return 'v';
+    });
+    // While the loader runs, its lock is in Redis with a whole-ms expiry of at most 1501 ms.
+    const lockKey = `${keyPrefix}cache:{k1}:lock`;
+    expect(await waitFor(async () => (await client.exists(lockKey)) === 1, 2_000)).toBe(true);
+    const pttl = await client.pttl(lockKey);
+    expect(pttl).toBeGreaterThan(0);
+    expect(pttl).toBeLessThanOrEqual(1501);
+    release();
+    expect(await first).toBe('v');
+    expect(await cache.getOrSet('k1', () => (loads++, 'other'))).toBe('v');
+    expect(loads).toBe(1);
+    expect(await client.exists(`${keyPrefix}cache:k1`)).toBe(1);
+    expect(options.lockTtl).toBe(1501);
+  });
+
+  it('lockTtl 60000.5: invalidateTags removes the entries and marks the tag for 60001 ms', async () => {
+    const { cache, client, keyPrefix, options } = await cacheApp(target, { lockTtl: 60_000.5 });
+    await cache.set('x', 1, { tags: ['t'] });
+    await cache.set('y', 2, { tags: ['t'] });
+    expect(await cache.invalidateTags('t')).toBe(2);
+    expect(await cache.get('x')).toBeUndefined();
+    expect(await cache.get('y')).toBeUndefined();
+    const pttl = await client.pttl(`${keyPrefix}cache:{t}:inv`);
+    expect(pttl).toBeGreaterThan(59_000);
+    expect(pttl).toBeLessThanOrEqual(60_001);
+    expect(options.lockTtl).toBe(60_001);
+  });
+
+  it('defaultTtl, staleTtl and grace with a fraction are whole ms in the options and in the entry key', async () => {
+    const { cache, client, keyPrefix, options } = await cacheApp(target, {
+      defaultTtl: 1500.5,
+      staleTtl: 100.25,
+      grace: 0.5,
+    });
+    expect(await cache.getOrSet('d', () => 'v')).toBe('v');
+    const pttl = await client.pttl(`${keyPrefix}cache:d`);
+    expect(pttl).toBeGreaterThan(1_000);
+    expect(pttl).toBeLessThanOrEqual(1501 + 101 + 1);
+    expect([options.defaultTtl, options.staleTtl, options.grace]).toEqual([1501, 101, 1]);
+  });
+});
