@@ -28,8 +28,9 @@ export interface RedisSessionStoreOptions {
   prefix?: string;
   /**
    * Idle ttl in **milliseconds** (connect-redis takes seconds) when the session cookie has no expiry, or a function of
-   * the session returning it (used for every session, as in connect-redis; a result that is not > 0 means expired).
-   * Default 24 h. A number below 1,000 gives a startup warning: it looks like seconds.
+   * the session returning it (used for every session, as in connect-redis; a result that is not > 0 means expired,
+   * one past 100 years, Infinity included, is 100 years: the session lives until maxAgeMs). Default 24 h. A number
+   * below 1,000 gives a startup warning: it looks like seconds.
    */
   ttl?: number | ((session: ExpressSessionData) => number);
   /** connect-redis `disableTouch`: `touch` sends nothing and `get` is a plain read, so the ttl is set only by `set`. */

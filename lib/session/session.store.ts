@@ -4,6 +4,7 @@ import type { SessionData as ExpressSessionData, Store as ExpressStore } from 'e
 import { InvalidKeyError, InvalidOptionsError, RedisUnavailableError, SessionTooLargeError } from '../common/errors.js';
 import { classifyRedisError } from '../common/failure-policy.js';
 import { DEFAULT_KEY_PREFIX } from '../common/keys.js';
+import { isDuration, MAX_DURATION_MS } from '../common/option-checks.js';
 import { JsonSerializer, SafeSerializer, type Serializer } from '../common/serializer.js';
 import { encodeField, SessionRecords, type RawSession } from './session.records.js';
 import { decodeFields } from './session.envelope.js';
@@ -77,7 +78,11 @@ export class RedisSessionStore extends loadStoreBase() {
    * the oldest entries go first.
    */
   private readonly touchedOnGet = new Map<string, { ttl: number; gets: number }>();
-  /** The idle ttl of the last session read: GETEX uses it, so sessions sharing one cookie maxAge cost one command. */
+  /**
+   * The idle ttl of the last session read: GETEX uses it, so sessions sharing one cookie maxAge cost one command.
+   * Always a duration Redis accepts: a session's stored ttl that is not (0, written with disableTTL; past 100 years,
+   * written before such ttls were capped) is never taken, or that one session would fail every later read.
+   */
   private ttlGuess: number;
 
   constructor(options: RedisSessionStoreOptions) {
@@ -113,7 +118,7 @@ export class RedisSessionStore extends loadStoreBase() {
       if (!STORE_ID.test(String(sid))) return null;
       const raw = await this.records.read(sid, this.touchOnGet ? this.ttlGuess : undefined);
       if (!raw) return null;
-      this.ttlGuess = raw.envelope.t;
+      if (isDuration(raw.envelope.t)) this.ttlGuess = raw.envelope.t;
       if (this.touchOnGet) this.rememberTouch(sid, raw.envelope.t);
       return this.toSessionData(raw);
     });
@@ -122,8 +127,7 @@ export class RedisSessionStore extends loadStoreBase() {
   override set(sid: string, session: ExpressSessionData, callback?: Callback<void>): Promise<void> {
     return settle(callback, async () => {
       this.checkId(sid);
-      const ttl = this.ttlOf(session);
-      // NaN (an invalid cookie.expires) is expired too, as connect-redis treats it: never sent to Redis
+      const ttl = this.idleTtlOf(session);
       if (!(ttl > 0)) {
         await this.destroyId(sid);
         return;
@@ -147,7 +151,7 @@ export class RedisSessionStore extends loadStoreBase() {
       const result = await this.records
         .storeSet(
           sid,
-          { u: userId, t: this.disableTTL ? 0 : Math.ceil(ttl), d, k: JSON.stringify(source.cookie ?? null) },
+          { u: userId, t: this.disableTTL ? 0 : ttl, d, k: JSON.stringify(source.cookie ?? null) },
           this.maxAgeMs,
         )
         .catch((err: unknown) => {
@@ -172,7 +176,7 @@ export class RedisSessionStore extends loadStoreBase() {
   override touch(sid: string, session: ExpressSessionData, callback?: Callback<void>): Promise<void> {
     return settle(callback, async () => {
       if (this.disableTouch || this.disableTTL || !STORE_ID.test(String(sid))) return;
-      const ttl = Math.ceil(this.ttlOf(session));
+      const ttl = this.idleTtlOf(session);
       if (!(ttl > 0)) return;
       // get() already extended the ttl in its own round trip, with this very ttl: nothing left to do. Counted per
       // get: concurrent requests of one session each get() then touch(), and every one of those touches must find
@@ -287,6 +291,18 @@ export class RedisSessionStore extends loadStoreBase() {
     if (!STORE_ID.test(String(sid))) {
       throw new InvalidKeyError('session id must be 16 to 128 characters of [A-Za-z0-9_-] (express-session genid)');
     }
+  }
+
+  /**
+   * The session's idle ttl as stored, whole ms: not > 0 (NaN from an invalid cookie.expires too, as connect-redis
+   * treats it) means expired and is never sent to Redis. Past 100 years (MAX_DURATION_MS: a ttl function returning
+   * Infinity for "remember me", a huge cookie maxAge) it is 100 years: the session then lives until its absolute
+   * deadline (maxAgeMs, itself at most 100 years), which comes first anyway. Redis refuses a larger expiry, and JSON
+   * would store Infinity as null.
+   */
+  private idleTtlOf(session: ExpressSessionData): number {
+    const ttl = this.ttlOf(session);
+    return ttl > MAX_DURATION_MS ? MAX_DURATION_MS : Math.ceil(ttl);
   }
 
   /**
