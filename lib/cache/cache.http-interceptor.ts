@@ -10,6 +10,7 @@ import {
 import { ApplicationConfig, Reflector } from '@nestjs/core';
 import { from, lastValueFrom, of, type Observable } from 'rxjs';
 import { InvalidOptionsError } from '../common/errors.js';
+import { KeyBuilder, MAX_KEY_BYTES } from '../common/keys.js';
 import { HTTP_CACHE_IF_METADATA, HTTP_CACHE_KEY_METADATA, HTTP_CACHE_TTL_METADATA } from './cache.constants.js';
 import { CacheService, type PreparedCall } from './cache.service.js';
 import type { CacheResult, CacheStatus } from './cache.types.js';
@@ -20,7 +21,7 @@ export type HttpCacheKeyFn = (request: never, context: ExecutionContext) => stri
 /**
  * The cache key of a route answered through HttpCacheInterceptor: a fixed string, or a function of the request (for
  * per-user caching, e.g. `@CacheKey((req: Request) => \`me:${req.user.id}\`)`). Without it the key is the URL only
- * (path and query), the same for every user.
+ * (path and query; a hash of it for a URL past 1 KiB or with a `#`: see urlKey), the same for every user.
  */
 export function CacheKey(key: string | HttpCacheKeyFn): MethodDecorator & ClassDecorator {
   if (typeof key !== 'string' && typeof key !== 'function') {
@@ -140,7 +141,7 @@ export class HttpCacheInterceptor implements NestInterceptor {
     const key =
       typeof route.key === 'function'
         ? route.key(request as never, context)
-        : (route.key ?? `http:${request.originalUrl ?? request.url ?? ''}`);
+        : (route.key ?? urlKey(request.originalUrl ?? request.url ?? ''));
     let call = route.call;
     let loader: () => Promise<Loaded>;
     const ttl = route.ttl;
@@ -250,6 +251,30 @@ export class HttpCacheInterceptor implements NestInterceptor {
     }
     return !hasFastifySerializer(response);
   }
+}
+
+/** How many characters of a hashed URL its key keeps in front of the hash (at most 3 bytes each: well within). */
+const URL_HEAD = 256;
+
+/**
+ * The default key of a request: `http:` + its URL (path and query). A URL that would make the key longer than a key
+ * may be (MAX_KEY_BYTES), or that holds a `#`, gives `http:` + its first 256 characters (up to any `#`) + `#` + a
+ * hash of the whole URL: every URL still has a key of its own, the entry of a long URL is still found by a pattern of
+ * its path, and no URL keyed as it is (none has a `#`) can name the entry of a hashed one.
+ */
+function urlKey(url: string): string {
+  const key = `http:${url}`;
+  // bytes >= UTF-16 units >= bytes / 3: Buffer.byteLength only for the keys that may be too long
+  const tooLong =
+    key.length > MAX_KEY_BYTES / 3 && (key.length > MAX_KEY_BYTES || Buffer.byteLength(key) > MAX_KEY_BYTES);
+  if (!tooLong && !url.includes('#')) return key;
+  let head = url.slice(0, URL_HEAD);
+  const fragment = head.indexOf('#');
+  if (fragment >= 0) head = head.slice(0, fragment);
+  // not half of a surrogate pair (a lone surrogate is refused in a key)
+  const last = head.charCodeAt(head.length - 1);
+  if (last >= 0xd800 && last <= 0xdbff) head = head.slice(0, -1);
+  return `http:${head}#${KeyBuilder.hash(url)}`;
 }
 
 /** A stored `v`/`j`/`e` body parsed back into its value; an `s` body is the string itself. */

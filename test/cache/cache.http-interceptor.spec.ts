@@ -1,5 +1,6 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
+import { get } from 'node:http';
 import {
   Controller,
   Get,
@@ -199,7 +200,60 @@ describe.each(PLATFORMS)('HttpCacheInterceptor on %s', (platform) => {
     expect(hit.body).toEqual({ n: 1 });
     expect(calls.global).toBe(1);
   });
+
+  it.each(['single', 'cluster'] as const)(
+    'a URL too long for a key is keyed by its hash: 200, HIT for the same URL, MISS for another (%s)',
+    async (target) => {
+      const keyPrefix = `rtk-h${randomBytes(4).toString('hex')}:`;
+      const app = await createToolkitApp({
+        target,
+        keyPrefix,
+        cache: { defaultTtl: 60_000, beta: 0 },
+        controllers: [ItemsController],
+        http: true,
+        platform,
+      });
+      const server = app.app.getHttpServer();
+      const long = (c: string) => `/items?page=${c.repeat(1100)}`;
+      const miss = await request(server).get(long('a')).expect(200);
+      expect([miss.headers['x-cache'], miss.body]).toEqual(['MISS', { page: 'a'.repeat(1100), n: 1 }]);
+      const hit = await request(server).get(long('a')).expect(200);
+      expect([hit.headers['x-cache'], hit.body]).toEqual(['HIT', { page: 'a'.repeat(1100), n: 1 }]);
+      const other = await request(server).get(long('b')).expect(200);
+      expect([other.headers['x-cache'], other.body]).toEqual(['MISS', { page: 'b'.repeat(1100), n: 2 }]);
+      // escaped characters (3 bytes each once escaped in the key) do not matter: the limit is on the URL
+      const braces = `/items?page=${'%7B'.repeat(400)}`;
+      expect((await request(server).get(braces).expect(200)).headers['x-cache']).toBe('MISS');
+      expect((await request(server).get(braces).expect(200)).headers['x-cache']).toBe('HIT');
+      expect(calls.items).toBe(3);
+
+      // the key keeps the URL's first 256 characters, so a pattern of the path still reaches it
+      const client = app.get(RedisConnection).client as RedisClient;
+      const stored = new KeyBuilder(keyPrefix).key(
+        'cache',
+        `http:${long('a').slice(0, 256)}#${KeyBuilder.hash(long('a'))}`,
+      );
+      expect(await client.exists(stored)).toBe(1);
+      // a URL with a '#' is hashed too: it cannot name the entry of a long URL
+      const address = server.address() as { port: number };
+      const forged = await rawGet(address.port, `${long('a').slice(0, 256)}#${KeyBuilder.hash(long('a'))}`);
+      expect([forged.status, forged.cache]).toEqual([200, 'MISS']);
+      expect(calls.items).toBe(4);
+      expect(await app.get(CacheService).invalidatePattern('http:/items*')).toBe(4);
+      expect((await request(server).get(long('a')).expect(200)).headers['x-cache']).toBe('MISS');
+    },
+  );
 });
+
+/** A GET sent as written (supertest drops a `#...` part of the path). */
+function rawGet(port: number, path: string): Promise<{ status: number | undefined; cache: unknown }> {
+  return new Promise((resolve, reject) => {
+    get({ host: '127.0.0.1', port, path }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode, cache: res.headers['x-cache'] }));
+    }).on('error', reject);
+  });
+}
 
 describe.each(PLATFORMS)('HttpCacheInterceptor answers on %s', (platform) => {
   beforeEach(() => {
