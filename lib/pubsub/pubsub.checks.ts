@@ -1,4 +1,5 @@
-import { InvalidOptionsError } from '../common/errors.js';
+import { InvalidKeyError, InvalidOptionsError } from '../common/errors.js';
+import { isStreamId, MAX_STREAM_ID_PART } from './pubsub.types.js';
 
 /**
  * The largest `limit` replay accepts. Any integer up to it is a valid XRANGE COUNT, and the gateway's `maxReplay`
@@ -15,4 +16,21 @@ export function checkReplayLimit(limit: unknown): void {
   if (typeof limit === 'number' && Number.isInteger(limit) && limit >= 1 && limit <= MAX_REPLAY_LIMIT) return;
   const shown = typeof limit === 'string' ? JSON.stringify(limit.slice(0, 60)) : String(limit);
   throw new InvalidOptionsError(`replay limit must be an integer from 1 to ${MAX_REPLAY_LIMIT}, got ${shown}`);
+}
+
+/**
+ * InvalidKeyError unless `afterId` is a stream id that something can come after: Redis refuses an id past 2^64-1 in
+ * either part (ERR Invalid stream ID) and the largest id as the exclusive start of XRANGE (ERR invalid start ID for
+ * the interval). A gateway client's `lastId` arrives here: it gets our message, and no Redis failure is counted.
+ */
+export function checkReplayStart(afterId: unknown): void {
+  if (!isStreamId(afterId)) {
+    const shown = typeof afterId === 'string' ? JSON.stringify(afterId.slice(0, 60)) : typeof afterId;
+    throw new InvalidKeyError(
+      `lastId must be a stream id like 1700000000000-0, each part at most ${MAX_STREAM_ID_PART}, got ${shown}`,
+    );
+  }
+  const [ms, seq] = afterId.split('-').map(BigInt);
+  if (ms === MAX_STREAM_ID_PART && seq === MAX_STREAM_ID_PART)
+    throw new InvalidKeyError(`lastId ${afterId} is the largest stream id: no message can come after it`);
 }

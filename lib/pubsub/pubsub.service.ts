@@ -10,7 +10,7 @@ import { SERIALIZER, type Serializer } from '../common/serializer.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { FEATURE_CONNECTION } from '../connection/redis-connections.js';
-import { checkReplayLimit } from './pubsub.checks.js';
+import { checkReplayLimit, checkReplayStart } from './pubsub.checks.js';
 import { PUBSUB_OPTIONS, type ResolvedPubSubOptions } from './pubsub.options.js';
 import { SubscriberReconnects } from './pubsub.reconnects.js';
 import { MessageEnvelopes } from './pubsub.envelope.js';
@@ -20,7 +20,6 @@ import {
   type MessageHandler,
   type MessageMeta,
   type ReplayedMessage,
-  STREAM_ID,
   type Unsubscribe,
 } from './pubsub.types.js';
 import { diagnose, traced } from '../common/diagnostics.js';
@@ -161,10 +160,7 @@ export class PubSubService implements OnModuleDestroy {
    */
   async replay<T = unknown>(userId: string, afterId: string, limit = 1_000): Promise<ReplayedMessage<T>[]> {
     KeyBuilder.validate(userId, 'userId');
-    if (!STREAM_ID.test(afterId))
-      throw new InvalidKeyError(
-        `lastId must be a stream id like 1700000000000-0, got ${JSON.stringify(afterId).slice(0, 60)}`,
-      );
+    checkReplayStart(afterId);
     checkReplayLimit(limit);
     if (this.options.durable === false) return [];
     let entries: [string, string[]][];

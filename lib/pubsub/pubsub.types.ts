@@ -23,8 +23,26 @@ export interface ReplayedMessage<T = unknown> {
   ts: number;
 }
 
-/** A durable message id (a stream entry id), as `replay(afterId)` and a client's `lastId` carry it. */
-export const STREAM_ID = /^\d{1,20}-\d{1,20}$/;
+/** The largest part of a stream id (ms and sequence are unsigned 64-bit in Redis): 2^64-1. */
+export const MAX_STREAM_ID_PART = 2n ** 64n - 1n;
+
+const STREAM_ID_PARTS = /^(\d{1,20})-(\d{1,20})$/;
+
+/**
+ * Whether `id` is a stream id Redis accepts: `<ms>-<seq>`, each part at most 2^64-1. Compared as BigInt (a Number
+ * rounds past 2^53): `99999999999999999999-0` has the right shape but Redis refuses it (ERR Invalid stream ID).
+ */
+export function isStreamId(id: unknown): id is string {
+  if (typeof id !== 'string') return false;
+  const parts = STREAM_ID_PARTS.exec(id);
+  return parts !== null && BigInt(parts[1]) <= MAX_STREAM_ID_PART && BigInt(parts[2]) <= MAX_STREAM_ID_PART;
+}
+
+/**
+ * A durable message id (a stream entry id), as `replay(afterId)` and a client's `lastId` carry it: `STREAM_ID.test(id)`
+ * is isStreamId (the shape and each part's range; a pattern alone cannot bound a part to 2^64-1).
+ */
+export const STREAM_ID: { readonly test: (id: unknown) => boolean } = { test: isStreamId };
 
 /** A name containing `*`, `?` or `[` is a pattern subscription. */
 export function isPattern(name: string): boolean {

@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import { Logger } from '@nestjs/common';
-import { InvalidOptionsError, PubSubService, RedisReplyError } from '../../lib/index.js';
+import { InvalidKeyError, InvalidOptionsError, PubSubService, RedisReplyError } from '../../lib/index.js';
 import {
   FEATURES,
   JsonSerializer,
@@ -12,9 +12,13 @@ import {
 } from '../../lib/advanced.js';
 import { DurableStreams } from '../../lib/pubsub/pubsub.durable-streams.js';
 import { recordCommands } from '../support/command-recorder.js';
+import { closeClients, connectClient, createGatewayApp } from '../support/pubsub-gateway.js';
 import { closeToolkitApps, createToolkitApp, type ToolkitApp } from '../support/toolkit-app.js';
 
-afterEach(closeToolkitApps);
+afterEach(async () => {
+  closeClients();
+  await closeToolkitApps();
+});
 
 const uid = (): string => randomBytes(5).toString('hex');
 
@@ -73,6 +77,57 @@ describe.each(['single', 'cluster'] as const)('replay limits on %s', (target) =>
     expect(pubsub.stats()).toEqual({ unavailable: 0, replyErrors: 0 });
     expect((await pubsub.replay(user, '0-0', 1)).map((m) => m.data)).toEqual([1]);
     expect((await pubsub.replay(user, '0-0', Number.MAX_SAFE_INTEGER)).map((m) => m.data)).toEqual([1, 2]);
+  });
+});
+
+/** Past 2^64-1 in either part (Redis: ERR Invalid stream ID), or the largest id as an exclusive start (ERR invalid
+ * start ID for the interval). */
+const REFUSED_IDS = [
+  '99999999999999999999-0',
+  '18446744073709551616-0',
+  '0-18446744073709551616',
+  '18446744073709551615-18446744073709551615',
+];
+
+describe.each(['single', 'cluster'] as const)('replay start ids on %s', (target) => {
+  it('replay refuses an id Redis would refuse with InvalidKeyError, before any Redis call; the largest others pass', async () => {
+    const app = await createToolkitApp({ target, keyPrefix: `pl${uid()}:`, pubsub: { durable: true } });
+    const pubsub = app.get(PubSubService);
+    const user = `u${uid()}`;
+    await pubsub.notifyUser(user, 1);
+    const client = app.get(RedisConnection).client;
+    for (const id of REFUSED_IDS) {
+      const { value, commands } = await recordCommands(client, () =>
+        pubsub.replay(user, id).then(
+          () => 'resolved',
+          (err: unknown) => err,
+        ),
+      );
+      expect(value).toBeInstanceOf(InvalidKeyError);
+      expect((value as Error).message).not.toMatch(/ERR|stream ID specified|interval/);
+      expect(commands).toEqual([]);
+    }
+    expect(pubsub.stats()).toEqual({ unavailable: 0, replyErrors: 0 });
+    expect(await pubsub.replay(user, '18446744073709551615-18446744073709551614')).toEqual([]);
+    expect(await pubsub.replay(user, '18446744073709551614-18446744073709551615')).toEqual([]);
+    expect((await pubsub.replay(user, '00000000000000000000-0')).map((m) => m.data)).toEqual([1]);
+    expect(pubsub.stats()).toEqual({ unavailable: 0, replyErrors: 0 });
+  });
+
+  it("a gateway client's lastId that Redis would refuse gets E_BAD_REQUEST without Redis text, nothing counted", async () => {
+    const app = await createGatewayApp({ target, keyPrefix: `pl${uid()}:`, pubsub: { durable: true } });
+    const pubsub = app.get(PubSubService);
+    await pubsub.notifyUser('7', 'missed');
+    const client = await connectClient(app.url, { token: 'u:7' });
+    for (const lastId of REFUSED_IDS) {
+      const ack = await client.subscribe('user:7', lastId);
+      expect(ack).toMatchObject({ ok: false, code: 'E_BAD_REQUEST' });
+      expect(ack.error).toMatch(/lastId/);
+      expect(ack.error).not.toMatch(/ERR|stream ID specified|interval/);
+    }
+    expect(pubsub.stats()).toEqual({ unavailable: 0, replyErrors: 0 });
+    expect(client.got).toEqual([]);
+    expect(await client.subscribe('user:7', '0-0')).toEqual({ ok: true, replayed: 1 });
   });
 });
 
