@@ -3,10 +3,20 @@ import type { OptionProblems } from '../common/option-checks.js';
 /** Injection token of the cache's ResolvedCacheOptions (`cache` of forRoot, defaults filled in). */
 export const CACHE_OPTIONS = Symbol('CACHE_OPTIONS');
 
+/**
+ * The largest `cache.l1.max`. lru-cache allocates its slot arrays for `max` entries up front (about 32 bytes a slot
+ * with a ttl: 320 MB and 2 s at this bound, measured with lru-cache 11 on Node 20); far past it the allocation throws
+ * a RangeError or exhausts the heap at startup.
+ */
+export const CACHE_L1_MAX_LIMIT = 10_000_000;
+
 export interface CacheL1Options {
-  /** Most entries kept in the in-process LRU. */
+  /** Most entries kept in the in-process LRU: a whole number from 1 to 10_000_000 (its slots are made at start). */
   max: number;
-  /** Longest ms an entry stays in L1 (it is never served past its own fresh-until either). */
+  /**
+   * Longest ms an entry stays in L1 (it is never served past its own fresh-until either); a fraction is rounded up to a
+   * whole ms.
+   */
   ttl: number;
   /**
    * How an entry is dropped when its key changes elsewhere. `tracking`: Redis reports every write of a cache key by
@@ -78,9 +88,9 @@ export interface ResolvedCacheOptions {
 
 /**
  * A duration rounded up to whole ms, as the session options do: Redis refuses a fraction in PX (a lockTtl of 1500.5
- * failed every getOrSet miss, and invalidateTags, with `ERR value is not an integer`). Applied to the durations that
- * reach Redis (entry and lock expiries); the others only arm timers. A value that is not a number is left for the
- * option check to name.
+ * failed every getOrSet miss, and invalidateTags, with `ERR value is not an integer`), lru-cache a fractional l1.ttl.
+ * Applied to the durations that reach Redis (entry and lock expiries) or the LRU; the others only arm timers. A value
+ * that is not a number is left for the option check to name.
  */
 function wholeMs<T>(value: T): T {
   return (typeof value === 'number' ? Math.ceil(value) : value) as T;
@@ -100,7 +110,7 @@ export function resolveCacheOptions(raw: CacheOptions | undefined, problems: Opt
     problems.duration('cache.graceBackoff', o.graceBackoff);
     problems.number('cache.beta', o.beta, 0, 100);
     if (problems.object('cache.l1', o.l1) && o.l1) {
-      problems.integer('cache.l1.max', o.l1.max, 1);
+      problems.integer('cache.l1.max', o.l1.max, 1, CACHE_L1_MAX_LIMIT);
       if (o.l1.max === undefined) problems.add('cache.l1.max', 'is required');
       problems.duration('cache.l1.ttl', o.l1.ttl);
       if (o.l1.ttl === undefined) problems.add('cache.l1.ttl', 'is required');
@@ -113,7 +123,8 @@ export function resolveCacheOptions(raw: CacheOptions | undefined, problems: Opt
   return {
     defaultTtl: wholeMs(o.defaultTtl ?? 60_000),
     staleTtl: wholeMs(o.staleTtl ?? 0),
-    l1: o.l1 ? { max: o.l1.max, ttl: o.l1.ttl, invalidation: o.l1.invalidation ?? 'auto' } : undefined,
+    // lru-cache takes a whole-ms ttl only (a fraction threw its TypeError at startup)
+    l1: o.l1 ? { max: o.l1.max, ttl: wholeMs(o.l1.ttl), invalidation: o.l1.invalidation ?? 'auto' } : undefined,
     failOpen: o.failOpen ?? true,
     lockTtl,
     lockWait: o.lockWait ?? 5_000,

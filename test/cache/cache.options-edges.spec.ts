@@ -4,9 +4,11 @@
  */
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
-import { CacheService, type RedisToolkitOptions } from '../../lib/index.js';
+import { CacheService, InvalidOptionsError, type RedisToolkitOptions } from '../../lib/index.js';
 import { CACHE_OPTIONS, RedisConnection, type ResolvedCacheOptions } from '../../lib/advanced.js';
+import { resolveCacheOptions } from '../../lib/cache/cache.options.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
+import { OptionProblems } from '../../lib/common/option-checks.js';
 import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
 import { waitFor } from '../support/wait.js';
 
@@ -75,5 +77,42 @@ describe.each(['single', 'cluster'] as const)('cache options with a fraction of 
     expect(pttl).toBeGreaterThan(1_000);
     expect(pttl).toBeLessThanOrEqual(1501 + 101 + 1);
     expect([options.defaultTtl, options.staleTtl, options.grace]).toEqual([1501, 101, 1]);
+  });
+});
+
+describe.each(['single', 'cluster'] as const)('cache.l1 limits on %s', (target) => {
+  it('l1.ttl 1500.5 is rounded up to 1501: the app starts and its L1 serves', async () => {
+    const { cache, options } = await cacheApp(target, { l1: { max: 100, ttl: 1500.5, invalidation: 'bus' } });
+    await cache.set('k', 1);
+    expect(await cache.get('k')).toBe(1);
+    expect(await cache.get('k')).toBe(1);
+    expect(cache.stats().hits).toBe(2);
+    expect(options.l1?.ttl).toBe(1501);
+  });
+});
+
+describe('cache.l1.max bounds', () => {
+  it('l1.max 1e12 stops the start with InvalidOptionsError naming cache.l1.max (not a RangeError of the LRU)', async () => {
+    const started = cacheApp('single', { l1: { max: 1e12, ttl: 1_000 } });
+    await expect(started).rejects.toBeInstanceOf(InvalidOptionsError);
+    await expect(started).rejects.toThrow(/cache\.l1\.max must be an integer from 1 to 10000000, got 1000000000000/);
+  });
+
+  it('accepts 1 to 10,000,000 (whole numbers) and names every other max', () => {
+    const problemsOf = (max: number) => {
+      const problems = new OptionProblems();
+      resolveCacheOptions({ l1: { max, ttl: 1_000 } }, problems);
+      try {
+        problems.throwIfAny();
+        return '';
+      } catch (err) {
+        return (err as Error).message;
+      }
+    };
+    expect(problemsOf(1)).toBe('');
+    expect(problemsOf(10_000_000)).toBe('');
+    for (const bad of [0, 1.5, 10_000_001, 2 ** 32, 1e12, Number.NaN]) {
+      expect(problemsOf(bad)).toMatch(/cache\.l1\.max must be an integer from 1 to 10000000/);
+    }
   });
 });
