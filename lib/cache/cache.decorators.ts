@@ -1,4 +1,6 @@
+import { InvalidOptionsError } from '../common/errors.js';
 import { createInterceptedMethodDecorator } from '../common/method-interception.js';
+import { durationProblem, isDuration } from '../common/option-checks.js';
 import { CACHE_METADATA } from './cache.constants.js';
 
 /** A function of the decorated method's arguments (typed loosely so any parameter list fits). */
@@ -51,27 +53,52 @@ export type CacheOperation =
 
 const merge = (previous: CacheOperation[], next: CacheOperation[]): CacheOperation[] => [...next, ...previous];
 
+/** The durations of @Cacheable / @CachePut, and whether 0 is one: as getOrSet and set check them (resolveCall). */
+const DURATIONS = [
+  ['ttl', false],
+  ['staleTtl', true],
+  ['grace', true],
+  ['graceBackoff', false],
+] as const;
+
+/**
+ * The decorator that records `operation`, refusing at declaration (when the class is defined) options that getOrSet
+ * or set would refuse on every call: a duration past 100 years, 0 or less (or below 0 where 0 is allowed), not a
+ * finite number; a shouldCache that is not a function.
+ */
+function checked(decorator: string, operation: CacheOperation & { kind: 'cacheable' | 'put' }): MethodDecorator {
+  const decorate = createInterceptedMethodDecorator<CacheOperation[]>(CACHE_METADATA, decorator, [operation], merge);
+  return (target, propertyKey, descriptor) => {
+    const where = `${typeof target === 'function' ? target.name : target.constructor.name}.${String(propertyKey)}`;
+    const options: CacheableOptions = operation.options;
+    if (options === null || typeof options !== 'object') {
+      throw new InvalidOptionsError(`${decorator} on ${where}: options must be an object`);
+    }
+    for (const [name, allowZero] of DURATIONS) {
+      const value: unknown = options[name];
+      if (value === undefined || (name === 'ttl' && typeof value === 'function')) continue;
+      if (!isDuration(value, allowZero)) {
+        throw new InvalidOptionsError(`${decorator} on ${where}: ${name} ${durationProblem(value, allowZero)}`);
+      }
+    }
+    if (options.shouldCache !== undefined && typeof options.shouldCache !== 'function') {
+      throw new InvalidOptionsError(`${decorator} on ${where}: shouldCache must be a function of the result`);
+    }
+    return decorate(target, propertyKey, descriptor);
+  };
+}
+
 /**
  * Caches the method's result (through CacheService.getOrSet: single-flight, stampede lock, SWR, tags). Works on any
- * provider or controller method; the decorated method becomes async.
+ * provider or controller method; the decorated method becomes async. Its durations are checked at declaration.
  */
 export function Cacheable(options: CacheableOptions = {}): MethodDecorator {
-  return createInterceptedMethodDecorator<CacheOperation[]>(
-    CACHE_METADATA,
-    '@Cacheable',
-    [{ kind: 'cacheable', options }],
-    merge,
-  );
+  return checked('@Cacheable', { kind: 'cacheable', options });
 }
 
 /** Always runs the method and stores its result under the key (refreshing the cache on writes). */
 export function CachePut(options: CachePutOptions = {}): MethodDecorator {
-  return createInterceptedMethodDecorator<CacheOperation[]>(
-    CACHE_METADATA,
-    '@CachePut',
-    [{ kind: 'put', options }],
-    merge,
-  );
+  return checked('@CachePut', { kind: 'put', options });
 }
 
 /** After the method succeeds, deletes keys, invalidates tags and/or a pattern. Nothing is evicted when it throws. */

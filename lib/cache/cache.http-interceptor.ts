@@ -11,6 +11,7 @@ import { ApplicationConfig, Reflector } from '@nestjs/core';
 import { from, lastValueFrom, of, type Observable } from 'rxjs';
 import { InvalidOptionsError } from '../common/errors.js';
 import { KeyBuilder, MAX_KEY_BYTES } from '../common/keys.js';
+import { durationProblem, isDuration } from '../common/option-checks.js';
 import { HTTP_CACHE_IF_METADATA, HTTP_CACHE_KEY_METADATA, HTTP_CACHE_TTL_METADATA } from './cache.constants.js';
 import { CacheService, type PreparedCall } from './cache.service.js';
 import type { CacheResult, CacheStatus } from './cache.types.js';
@@ -41,11 +42,12 @@ export type HttpCacheIfFn = (body: never, context: ExecutionContext) => boolean;
 
 /**
  * ms a response of this route (or of every route of the controller) stays fresh, or a function of the execution
- * context and the response body returning it. Default: `cache.defaultTtl`.
+ * context and the response body returning it. Default: `cache.defaultTtl`. A number is checked here as getOrSet
+ * checks its ttl (more than 0, at most 100 years; a fraction of a ms is rounded up).
  */
 export function CacheTTL(ttl: number | HttpCacheTtlFn): MethodDecorator & ClassDecorator {
-  if (typeof ttl !== 'function' && (typeof ttl !== 'number' || !Number.isFinite(ttl) || ttl <= 0)) {
-    throw new InvalidOptionsError(`@CacheTTL: ttl must be a positive number of ms or a function, got ${String(ttl)}`);
+  if (typeof ttl !== 'function' && !isDuration(ttl)) {
+    throw new InvalidOptionsError(`@CacheTTL: ttl ${durationProblem(ttl)} (or a function of the context and body)`);
   }
   return SetMetadata(HTTP_CACHE_TTL_METADATA, ttl);
 }

@@ -36,22 +36,8 @@ export class CacheMethodInterceptor implements MethodInterceptor<CacheOperation[
   private step(target: InterceptedMethod, op: CacheOperation): Step {
     const where = `${target.className}.${target.methodName}`;
     if (op.kind === 'evict') return this.evictStep(where, op.options);
+    // durations and shouldCache were checked by the decorator, at declaration
     const { ttl, staleTtl, grace, graceBackoff } = op.options;
-    for (const [name, v, min] of [
-      ['ttl', typeof ttl === 'function' ? undefined : ttl, 1],
-      ['staleTtl', staleTtl, 0],
-      ['grace', grace, 0],
-      ['graceBackoff', graceBackoff, 1],
-    ] as const) {
-      if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v) || v < min)) {
-        throw new InvalidOptionsError(
-          `@Cacheable on ${where}: ${name} must be a number of milliseconds, got ${String(v)}`,
-        );
-      }
-    }
-    if (op.options.shouldCache !== undefined && typeof op.options.shouldCache !== 'function') {
-      throw new InvalidOptionsError(`@Cacheable on ${where}: shouldCache must be a function of the result`);
-    }
     const ofResult = <R>(fn: ((result: never, ...args: never[]) => R) | undefined, args: unknown[]) =>
       fn === undefined ? undefined : (value: unknown) => (fn as Loose<R>)(value, ...args);
     if (op.options.key === undefined) this.claimDefaultKey(target, where);

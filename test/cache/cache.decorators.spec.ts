@@ -2,7 +2,14 @@ import 'reflect-metadata';
 import { Body, Controller, Get, Injectable, Param, Put } from '@nestjs/common';
 import { randomBytes } from 'node:crypto';
 import request from 'supertest';
-import { Cacheable, CacheEvict, CachePut, CacheService, SerializationError } from '../../lib/index.js';
+import {
+  Cacheable,
+  CacheEvict,
+  CachePut,
+  CacheService,
+  InvalidOptionsError,
+  SerializationError,
+} from '../../lib/index.js';
 import { KeyBuilder, RedisConnection } from '../../lib/advanced.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { closeToolkitApps, createToolkitApp, PLATFORMS } from '../support/toolkit-app.js';
@@ -89,6 +96,27 @@ class LookupService {
   @Cacheable({ ttl: 60_000 })
   async find(_arg: unknown): Promise<number> {
     return ++this.loads;
+  }
+}
+
+/** Durations getOrSet and set accept (a fraction of a ms is rounded up), as decorator options. */
+@Injectable()
+class FineDurations {
+  runs = 0;
+
+  @Cacheable({ key: 'half', ttl: 0.5, staleTtl: 60_000 })
+  async half(): Promise<number> {
+    return ++this.runs;
+  }
+
+  @Cacheable({ key: 'fraction', ttl: 90_000.5, staleTtl: 0.5, grace: 0.5, graceBackoff: 0.5 })
+  async fraction(): Promise<number> {
+    return ++this.runs;
+  }
+
+  @CachePut({ key: 'put-half', ttl: 0.5, staleTtl: 60_000 })
+  async putHalf(): Promise<number> {
+    return ++this.runs;
   }
 }
 
@@ -235,4 +263,69 @@ describe.each(['single', 'cluster'] as const)('cache decorators on %s', (target)
     const third = await request(server).get('/products/1').expect(200);
     expect(third.body).toMatchObject({ name: 'Black tea', served: 2 });
   });
+});
+
+describe('cache decorator durations', () => {
+  /** Declares a class with `decorator` on a method: throws when the decorator refuses its options. */
+  const declare = (decorator: MethodDecorator) => () => {
+    class Declared {
+      async method(): Promise<number> {
+        return 1;
+      }
+    }
+    const descriptor = Object.getOwnPropertyDescriptor(Declared.prototype, 'method')!;
+    Object.defineProperty(
+      Declared.prototype,
+      'method',
+      decorator(Declared.prototype, 'method', descriptor) ?? descriptor,
+    );
+  };
+
+  it('a duration getOrSet would refuse is refused at declaration, with the message getOrSet gives', () => {
+    const refused: [MethodDecorator, RegExp][] = [
+      [Cacheable({ ttl: 1e17 }), /@Cacheable on Declared\.method: ttl must be at most 3153600000000 ms/],
+      [Cacheable({ staleTtl: 5e15 }), /@Cacheable on Declared\.method: staleTtl must be at most 3153600000000 ms/],
+      [Cacheable({ grace: 1e16 }), /grace must be at most/],
+      [Cacheable({ graceBackoff: 0 }), /graceBackoff must be a positive number of milliseconds, got 0/],
+      [Cacheable({ ttl: 0 }), /ttl must be a positive number of milliseconds, got 0/],
+      [Cacheable({ ttl: Number.NaN }), /ttl must be a positive number/],
+      [Cacheable({ staleTtl: -1 }), /staleTtl must be a non-negative number/],
+      [Cacheable({ shouldCache: true as never }), /shouldCache must be a function/],
+      [CachePut({ ttl: 1e17 }), /@CachePut on Declared\.method: ttl must be at most 3153600000000 ms/],
+      [CachePut({ staleTtl: 5e15 }), /@CachePut on Declared\.method: staleTtl must be at most/],
+    ];
+    for (const [decorator, message] of refused) {
+      expect(declare(decorator)).toThrow(InvalidOptionsError);
+      expect(declare(decorator)).toThrow(message);
+    }
+    // what getOrSet accepts is accepted: a fraction of a ms, 100 years, 0 where getOrSet takes 0, a ttl function
+    for (const decorator of [
+      Cacheable({ ttl: 0.5 }),
+      Cacheable({ ttl: 3_153_600_000_000, staleTtl: 0, grace: 0 }),
+      Cacheable({ ttl: () => 1e17 }),
+      CachePut({ ttl: 0.5, graceBackoff: 0.5 }),
+    ]) {
+      expect(declare(decorator)).not.toThrow();
+    }
+  });
+
+  it.each(['single', 'cluster'] as const)(
+    'a fractional duration boots and stores, as getOrSet and set do (%s)',
+    async (target) => {
+      const keyPrefix = `rtk-d${randomBytes(4).toString('hex')}:`;
+      const app = await createToolkitApp({ target, keyPrefix, providers: [FineDurations] });
+      const svc = app.get(FineDurations);
+      const cache = app.get(CacheService);
+      const client = app.get(RedisConnection).client as RedisClient;
+      const keys = new KeyBuilder(keyPrefix);
+      expect(await svc.half()).toBe(1);
+      // fresh for 1 ms (0.5 rounded up), kept stale for a minute
+      expect(await client.pttl(keys.key('cache', 'half'))).toBeGreaterThan(55_000);
+      expect(await svc.fraction()).toBe(2);
+      expect(await svc.fraction()).toBe(2);
+      expect(await cache.ttl('fraction')).toBeGreaterThan(85_000);
+      expect(await svc.putHalf()).toBe(3);
+      expect(await client.pttl(keys.key('cache', 'put-half'))).toBeGreaterThan(55_000);
+    },
+  );
 });

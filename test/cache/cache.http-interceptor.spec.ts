@@ -19,7 +19,7 @@ import {
 import { APP_INTERCEPTOR } from '@nestjs/core';
 import { map, type Observable } from 'rxjs';
 import request from 'supertest';
-import { CacheService } from '../../lib/index.js';
+import { CacheService, InvalidOptionsError } from '../../lib/index.js';
 import { CacheKey, CacheTTL, HttpCacheInterceptor, KeyBuilder, RedisConnection } from '../../lib/advanced.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { PLATFORMS, closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
@@ -412,5 +412,49 @@ describe('HttpCacheInterceptor decorators', () => {
   it('refuse a bad ttl or key at declaration', () => {
     expect(() => CacheTTL(-1)).toThrow(/ttl/);
     expect(() => CacheKey(42 as never)).toThrow(/key/);
+  });
+
+  it('@CacheTTL refuses at declaration what getOrSet refuses, and accepts what it accepts', () => {
+    // before, 1e17 passed here and at bootstrap, then every GET of the route answered 500
+    expect(() => CacheTTL(1e17)).toThrow(InvalidOptionsError);
+    expect(() => CacheTTL(1e17)).toThrow(
+      /@CacheTTL: ttl must be at most 3153600000000 ms \(100 years\), got 100000000000000000/,
+    );
+    for (const bad of [0, -1, Number.NaN, '5' as never]) {
+      expect(() => CacheTTL(bad)).toThrow(/@CacheTTL: ttl must be a positive number of milliseconds/);
+    }
+    expect(() => CacheTTL(Number.POSITIVE_INFINITY)).toThrow(/@CacheTTL: ttl must be at most/);
+    for (const good of [0.5, 1_500.5, 3_153_600_000_000, () => 1e17]) expect(() => CacheTTL(good)).not.toThrow();
+  });
+});
+
+const fractionCalls = { n: 0 };
+
+@Controller('fraction')
+@UseInterceptors(HttpCacheInterceptor)
+class FractionController {
+  @Get()
+  @CacheTTL(60_000.5)
+  get(): { n: number } {
+    return { n: ++fractionCalls.n };
+  }
+}
+
+describe.each(PLATFORMS)('@CacheTTL with a fraction of a ms on %s', (platform) => {
+  it('is rounded up as getOrSet rounds it: MISS, then HIT, fresh for a minute', async () => {
+    fractionCalls.n = 0;
+    const keyPrefix = `rtk-h${randomBytes(4).toString('hex')}:`;
+    const app = await createToolkitApp({
+      keyPrefix,
+      cache: { beta: 0 },
+      controllers: [FractionController],
+      http: true,
+      platform,
+    });
+    const server = app.app.getHttpServer();
+    expect((await request(server).get('/fraction').expect(200)).headers['x-cache']).toBe('MISS');
+    const hit = await request(server).get('/fraction').expect(200);
+    expect([hit.headers['x-cache'], hit.body, fractionCalls.n]).toEqual(['HIT', { n: 1 }, 1]);
+    expect(await app.get(CacheService).ttl('http:/fraction')).toBeGreaterThan(55_000);
   });
 });
