@@ -1,5 +1,17 @@
 import { InvalidKeyError, InvalidOptionsError } from '../common/errors.js';
-import { isStreamId, MAX_STREAM_ID_PART } from './pubsub.types.js';
+import { KeyBuilder } from '../common/keys.js';
+import { isPattern, isStreamId, MAX_STREAM_ID_PART } from './pubsub.types.js';
+
+/**
+ * InvalidKeyError unless `channel` can be published to: a valid name (KeyBuilder.validate: not empty, at most 1024
+ * bytes, no control characters) without the pattern characters `*`, `?` and `[`. publish and notifyUser (durable or
+ * not, before its stream is written) check alike.
+ */
+export function checkPublishChannel(channel: string): void {
+  KeyBuilder.validate(channel, 'channel');
+  if (isPattern(channel))
+    throw new InvalidKeyError(`cannot publish to a pattern (${channel}): * ? and [ are not allowed in a channel name`);
+}
 
 /**
  * The largest `limit` replay accepts. Any integer up to it is a valid XRANGE COUNT, and the gateway's `maxReplay`

@@ -1,7 +1,7 @@
 import { Inject, Injectable, Logger, type OnModuleDestroy } from '@nestjs/common';
 import { Cluster, Command } from 'ioredis';
 import { CLUSTER_SLICE, perNodeSender } from '../common/cluster-batch.js';
-import { InvalidKeyError, InvalidOptionsError, RedisUnavailableError } from '../common/errors.js';
+import { InvalidOptionsError, RedisUnavailableError } from '../common/errors.js';
 import { FailurePolicy, itemReplyError } from '../common/failure-policy.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { LuaScript, type RedisClient } from '../common/lua-script.js';
@@ -10,7 +10,7 @@ import { SERIALIZER, type Serializer } from '../common/serializer.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { FEATURE_CONNECTION } from '../connection/redis-connections.js';
-import { checkReplayLimit, checkReplayStart } from './pubsub.checks.js';
+import { checkPublishChannel, checkReplayLimit, checkReplayStart } from './pubsub.checks.js';
 import { PUBSUB_OPTIONS, type ResolvedPubSubOptions } from './pubsub.options.js';
 import { SubscriberReconnects } from './pubsub.reconnects.js';
 import { MessageEnvelopes } from './pubsub.envelope.js';
@@ -125,11 +125,7 @@ export class PubSubService implements OnModuleDestroy {
    * Sends `payload` (serialized once) to every subscriber on every instance. Resolves to the receivers Redis counted.
    */
   async publish(channel: string, payload: unknown): Promise<number> {
-    KeyBuilder.validate(channel, 'channel');
-    if (isPattern(channel))
-      throw new InvalidKeyError(
-        `cannot publish to a pattern (${channel}): * ? and [ are not allowed in a channel name`,
-      );
+    checkPublishChannel(channel);
     const message = this.envelopes.wrap(this.envelopes.nextId(), Date.now(), this.serializer.serialize(payload));
     return this.send(channel, message);
   }
@@ -141,6 +137,7 @@ export class PubSubService implements OnModuleDestroy {
   async notifyUser(userId: string, payload: unknown): Promise<number> {
     KeyBuilder.validate(userId, 'userId');
     const channel = `user:${userId}`;
+    checkPublishChannel(channel); // as publish checks it, before the durable path writes the stream
     const durable = this.options.durable;
     if (durable === false) return this.publish(channel, payload);
     const serialized = this.serializer.serialize(payload);

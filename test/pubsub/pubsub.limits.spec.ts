@@ -131,6 +131,30 @@ describe.each(['single', 'cluster'] as const)('replay start ids on %s', (target)
   });
 });
 
+describe.each(['single', 'cluster'] as const)('notifyUser ids on %s', (target) => {
+  it.each([false, true])(
+    'durable %s: a user id with pattern characters or too long for its channel is refused, nothing written',
+    async (durable) => {
+      const app = await createToolkitApp({ target, keyPrefix: `pl${uid()}:`, pubsub: { durable } });
+      const pubsub = app.get(PubSubService);
+      const client = app.get(RedisConnection).client;
+      // 'user:' + 1020 bytes is past the 1024 bytes a channel may have
+      for (const user of ['a*b', 'a?b', 'a[b', 'u'.repeat(1020)]) {
+        const { value, commands } = await recordCommands(client, () =>
+          pubsub.notifyUser(user, 1).then(
+            () => 'resolved',
+            (err: unknown) => err,
+          ),
+        );
+        expect(value).toBeInstanceOf(InvalidKeyError);
+        expect(commands).toEqual([]);
+        expect(await client.exists(streamKey(app, user))).toBe(0);
+      }
+      expect(await pubsub.notifyUser('u'.repeat(1019), 1)).toBe(0);
+    },
+  );
+});
+
 describe('notifyUser on a fractional ttl, seen from the service', () => {
   it('a failed PEXPIRE is a Redis reply error of notifyUser (counted), not a resolved call', async () => {
     const app = await createToolkitApp({ keyPrefix: `pl${uid()}:`, pubsub: { durable: true } });
