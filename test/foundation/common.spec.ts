@@ -14,6 +14,7 @@ import {
   type NextCall,
 } from '../../lib/common/method-interception.js';
 import { makeRoom } from '../../lib/common/bounded-map.js';
+import { durationProblem } from '../../lib/common/option-checks.js';
 
 describe('KeyBuilder', () => {
   const keys = new KeyBuilder('rtk:');
@@ -48,6 +49,16 @@ describe('KeyBuilder', () => {
     const odd = new KeyBuilder('app*[1]:');
     expect(odd.pattern('cache', 'products:*')).toBe('app\\*\\[1\\]:cache:products%3A*');
     expect(keys.pattern('cache', '{x}*')).toBe('rtk:cache:%7Bx%7D*');
+  });
+});
+
+describe('durationProblem', () => {
+  it('shows the number the caller gave, Infinity and NaN included (JSON writes both as null)', () => {
+    expect(durationProblem(Number.POSITIVE_INFINITY)).toBe('must be at most 3153600000000 ms (100 years), got Infinity');
+    expect(durationProblem(Number.NaN)).toBe('must be a positive number of milliseconds, got NaN');
+    expect(durationProblem(-1, true)).toBe('must be a non-negative number of milliseconds, got -1');
+    expect(durationProblem(10n)).toBe('must be a positive number of milliseconds, got 10n');
+    expect(durationProblem('5')).toBe('must be a positive number of milliseconds, got "5"');
   });
 });
 
