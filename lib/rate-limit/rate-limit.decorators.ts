@@ -1,9 +1,15 @@
-import { SetMetadata } from '@nestjs/common';
+import { Inject, Injectable, SetMetadata } from '@nestjs/common';
+import { DiscoveryService, MetadataScanner } from '@nestjs/core';
 import { InvalidOptionsError } from '../common/errors.js';
 import { OptionProblems } from '../common/option-checks.js';
 import { SKIP_THROTTLE_METADATA, THROTTLE_METADATA } from './rate-limit.constants.js';
 import { checkAccessList } from './rate-limit.access-list.js';
-import { checkPolicy, type ThrottleOptions } from './rate-limit.options.js';
+import {
+  checkPolicy,
+  RATE_LIMIT_OPTIONS,
+  type ResolvedRateLimitOptions,
+  type ThrottleOptions,
+} from './rate-limit.options.js';
 
 /** A @Throttle policy with its name filled in. */
 export interface NamedThrottleOptions extends ThrottleOptions {
@@ -27,9 +33,8 @@ export function Throttle(...policies: ThrottleOptions[]): ClassDecorator & Metho
     if (!problems.object(path, p) || p === undefined) return { ...(p as ThrottleOptions), name: '' };
     checkAccessList(`${path}.allowList`, p.allowList, problems);
     checkAccessList(`${path}.denyList`, p.denyList, problems);
+    // as every call will (the module's default algorithm is not known yet: see policyProblems)
     checkPolicy(path, p, problems);
-    if (p.limit === undefined) problems.add(`${path}.limit`, 'is required');
-    if (p.ttl === undefined) problems.add(`${path}.ttl`, 'is required');
     problems.string(`${path}.name`, p.name);
     problems.boolean(`${path}.failOpen`, p.failOpen);
     problems.boolean(`${path}.skipSuccessfulRequests`, p.skipSuccessfulRequests);
@@ -61,3 +66,45 @@ export function Throttle(...policies: ThrottleOptions[]): ClassDecorator & Metho
  */
 export const SkipThrottle = (skip: boolean | Record<string, boolean> = true): ClassDecorator & MethodDecorator =>
   SetMetadata(SKIP_THROTTLE_METADATA, skip);
+
+/**
+ * When the module is built (as the options are: before anything connects), checks the static values of every
+ * @Throttle policy (on controllers, gateways, resolvers) again, now that the module's default algorithm and
+ * `maxSlidingWindowLimit` are known: @Throttle checked them when it decorated, but a policy that names no algorithm
+ * takes the module's, and its cost may fit one algorithm's capacity and not another's. What would fail every call
+ * fails the start instead (InvalidOptionsError naming the class or handler, the policy and the field).
+ */
+@Injectable()
+export class ThrottlePolicyCheck {
+  constructor(
+    discovery: DiscoveryService,
+    private readonly scanner: MetadataScanner,
+    @Inject(RATE_LIMIT_OPTIONS) private readonly options: ResolvedRateLimitOptions,
+  ) {
+    // every module is scanned (its classes known) before any provider is made
+    const problems = new OptionProblems('@Throttle');
+    const seen = new Set<unknown>();
+    for (const wrapper of [...discovery.getControllers(), ...discovery.getProviders()]) {
+      const type: unknown = wrapper.metatype;
+      if (typeof type !== 'function' || seen.has(type)) continue;
+      seen.add(type);
+      this.check(type.name, type, problems);
+      const prototype = (type as { prototype?: unknown }).prototype;
+      if (prototype === null || typeof prototype !== 'object') continue;
+      for (const name of this.scanner.getAllMethodNames(prototype)) {
+        const method: unknown = (prototype as Record<string, unknown>)[name];
+        if (typeof method === 'function') this.check(`${type.name}.${name}`, method, problems);
+      }
+    }
+    problems.throwIfAny(); // InvalidOptionsError: Invalid @Throttle options, every problem on its line
+  }
+
+  private check(where: string, target: object, problems: OptionProblems): void {
+    const policies: NamedThrottleOptions[] | undefined = Reflect.getMetadata(THROTTLE_METADATA, target);
+    if (!Array.isArray(policies)) return;
+    policies.forEach((p, i) => {
+      const path = `${where}: @Throttle policy ${i + 1} (${JSON.stringify(p.name)})`;
+      checkPolicy(path, p, problems, this.options.defaults.algorithm, this.options.maxSlidingWindowLimit);
+    });
+  }
+}

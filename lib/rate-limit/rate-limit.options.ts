@@ -1,5 +1,5 @@
 import type { ExecutionContext } from '@nestjs/common';
-import type { OptionProblems } from '../common/option-checks.js';
+import { isDuration, MAX_DURATION_MS, type OptionProblems } from '../common/option-checks.js';
 import { checkAccessList, isAddressOrCidr } from './rate-limit.access-list.js';
 
 /** Injection token of ResolvedRateLimitOptions (`rateLimit` of forRoot, defaults filled in). */
@@ -191,11 +191,6 @@ export function resolveRateLimitOptions(
   let insurance: Required<RateLimitInsuranceOptions> | false = false;
   let blockCache: Required<RateLimitBlockCacheOptions> | false = false;
   if (problems.object('rateLimit', raw)) {
-    if (problems.object('rateLimit.defaults', o.defaults) && o.defaults) {
-      checkPolicy('rateLimit.defaults', o.defaults, problems);
-      if (o.defaults.limit === undefined) problems.add('rateLimit.defaults.limit', 'is required');
-      if (o.defaults.ttl === undefined) problems.add('rateLimit.defaults.ttl', 'is required');
-    }
     problems.boolean('rateLimit.failOpen', o.failOpen);
     problems.oneOf('rateLimit.headers', o.headers, RATE_LIMIT_HEADERS);
     checkAccessList('rateLimit.allowList', o.allowList, problems);
@@ -214,15 +209,11 @@ export function resolveRateLimitOptions(
     problems.duration('rateLimit.warnIntervalMs', o.warnIntervalMs, { allowZero: true });
     problems.integer('rateLimit.maxSlidingWindowLimit', o.maxSlidingWindowLimit, 1, SLIDING_WINDOW_HARD_MAX_LIMIT);
     const cap = o.maxSlidingWindowLimit ?? DEFAULT_SLIDING_WINDOW_MAX_LIMIT;
-    const d = o.defaults;
-    if (
-      d &&
-      typeof d.limit === 'number' &&
-      d.limit > cap &&
-      (d.algorithm ?? 'sliding-window') === 'sliding-window' &&
-      Number.isInteger(cap)
-    ) {
-      problems.add('rateLimit.defaults.limit', slidingWindowTooLarge(cap, d.limit));
+    // as each call will check them (the default algorithm is the sliding window; a wrong cap: its hard maximum)
+    if (problems.object('rateLimit.defaults', o.defaults) && o.defaults) {
+      const valid = Number.isInteger(cap) && cap >= 1 && cap <= SLIDING_WINDOW_HARD_MAX_LIMIT;
+      const slidingCap = valid ? cap : SLIDING_WINDOW_HARD_MAX_LIMIT;
+      checkPolicy('rateLimit.defaults', o.defaults, problems, 'sliding-window', slidingCap);
     }
     if (
       o.insurance !== undefined &&
@@ -252,7 +243,8 @@ export function resolveRateLimitOptions(
     ...(o.skipIf && { skipIf: o.skipIf }),
     ignoreUserAgents: o.ignoreUserAgents ?? [],
     errorMessage: o.errorMessage ?? 'Too Many Requests',
-    defaults: { limit: 100, ttl: 60_000, algorithm: 'sliding-window', ...o.defaults },
+    // `algorithm: undefined` given is the default too (as it is when checked above)
+    defaults: { limit: 100, ttl: 60_000, ...o.defaults, algorithm: o.defaults?.algorithm ?? 'sliding-window' },
     failOpen: o.failOpen ?? true,
     headers: o.headers ?? 'draft',
     trustProxy: o.trustProxy ?? false,
@@ -272,31 +264,84 @@ export function slidingWindowTooLarge(cap: number, limit: unknown): string {
   );
 }
 
-/** Checks the static values of a policy (functions are checked when they are resolved, per request). */
+/**
+ * Checks the static values of a policy at start (`rateLimit.defaults`; `@Throttle` when it decorates) with
+ * policyProblems, the check every call makes: what starts is what the calls accept. A function (a @Throttle value
+ * resolved per request) is checked when it is resolved, per call.
+ */
 export function checkPolicy(
   path: string,
   p: Partial<Record<keyof RateLimitPolicy, unknown>>,
   problems: OptionProblems,
+  defaultAlgorithm?: RateLimitAlgorithm,
+  slidingCap = SLIDING_WINDOW_HARD_MAX_LIMIT,
 ): void {
-  if (typeof p.limit !== 'function') problems.integer(`${path}.limit`, p.limit, 1);
-  if (typeof p.ttl !== 'function') {
-    problems.duration(`${path}.ttl`, p.ttl);
-    if (typeof p.ttl === 'number' && !Number.isInteger(p.ttl))
-      problems.add(`${path}.ttl`, `must be a whole number of milliseconds, got ${p.ttl}`);
-  }
-  if (typeof p.algorithm !== 'function') problems.oneOf(`${path}.algorithm`, p.algorithm, RATE_LIMIT_ALGORITHMS);
-  // The configured cap is checked per call; here (at decoration, before options exist) only the hard maximum.
-  if (
-    typeof p.limit === 'number' &&
-    p.limit > SLIDING_WINDOW_HARD_MAX_LIMIT &&
-    (p.algorithm === undefined || p.algorithm === 'sliding-window')
-  ) {
-    problems.add(`${path}.limit`, slidingWindowTooLarge(SLIDING_WINDOW_HARD_MAX_LIMIT, p.limit));
-  }
-  if (typeof p.burst !== 'function') problems.integer(`${path}.burst`, p.burst, 1);
-  if (typeof p.cost !== 'function') problems.integer(`${path}.cost`, p.cost, 0);
-  if (typeof p.blockDuration !== 'function')
-    problems.duration(`${path}.blockDuration`, p.blockDuration, { allowZero: true });
+  for (const [field, problem] of policyProblems(p, defaultAlgorithm, slidingCap, true) ?? [])
+    problems.add(`${path}.${field}`, problem);
+}
+
+/** One wrong value of a policy: its field and what is wrong (`must be ..., got ...`). */
+export type PolicyProblem = readonly [field: keyof RateLimitPolicy, problem: string];
+
+/**
+ * What is wrong with a policy's values, or undefined: the one check behind the call-time resolution
+ * (resolveCallPolicy, which throws the first) and the start-up checks (checkPolicy, which lists them all).
+ * `defaultAlgorithm` applies when the policy names none: the module's default; undefined at decoration, where it is
+ * not known yet: a cost is then refused only over both the limit and the burst (over the capacity of any algorithm),
+ * and the limit is held to `slidingCap` as a sliding window's. With `deferFunctions`, a value that is a function
+ * (resolved per request) is left, with every check that needs it, to the call.
+ */
+export function policyProblems(
+  p: Partial<Record<keyof RateLimitPolicy, unknown>>,
+  defaultAlgorithm: RateLimitAlgorithm | undefined,
+  slidingCap: number,
+  deferFunctions = false,
+): PolicyProblem[] | undefined {
+  const known = deferFunctions ? isStatic : isAny;
+  let out: PolicyProblem[] | undefined;
+  const { limit, ttl, cost = 1, blockDuration = 0 } = p;
+  const burst = p.burst ?? limit;
+  if (known(limit) && !isCount(limit, 1)) out = add(out, 'limit', 'an integer >= 1', limit);
+  if (known(ttl) && !(isDuration(ttl) && Number.isInteger(ttl)))
+    out = add(out, 'ttl', `a whole number of milliseconds from 1 to ${MAX_DURATION_MS}`, ttl);
+  const algorithm = p.algorithm ?? defaultAlgorithm;
+  const valid = RATE_LIMIT_ALGORITHMS.includes(algorithm as RateLimitAlgorithm);
+  if (algorithm !== undefined && known(algorithm) && !valid)
+    out = add(out, 'algorithm', `one of ${RATE_LIMIT_ALGORITHMS.join(', ')}`, algorithm);
+  const algo = valid ? (algorithm as RateLimitAlgorithm) : undefined;
+  if (isCount(limit, 1) && limit > slidingCap && (algo === 'sliding-window' || algorithm === undefined))
+    (out ??= []).push(['limit', slidingWindowTooLarge(slidingCap, limit)]);
+  if (p.burst !== undefined && known(burst) && !isCount(burst, 1)) out = add(out, 'burst', 'an integer >= 1', burst);
+  // what a call of this cost needs at once: a bucket's burst, a window's limit (unknown algorithm: the larger)
+  let capacity: unknown = algo === 'token-bucket' ? burst : limit;
+  if (algo === undefined) capacity = isCount(limit, 1) && isCount(burst, 1) ? Math.max(limit, burst) : undefined;
+  if (!known(cost)) {
+    // resolved per request
+  } else if (isCount(capacity, 1)) {
+    if (!isCount(cost, 0) || cost > capacity)
+      out = add(out, 'cost', `an integer from 0 to ${capacity} (a larger cost could never be allowed)`, cost);
+  } else if (!isCount(cost, 0)) out = add(out, 'cost', 'an integer >= 0', cost);
+  if (known(blockDuration) && !(isDuration(blockDuration, true) && Number.isInteger(blockDuration)))
+    out = add(out, 'blockDuration', `a whole number of milliseconds from 0 to ${MAX_DURATION_MS}`, blockDuration);
+  return out;
+}
+
+function add(
+  out: PolicyProblem[] | undefined,
+  field: keyof RateLimitPolicy,
+  what: string,
+  value: unknown,
+): PolicyProblem[] {
+  const shown = typeof value === 'number' ? String(value) : (JSON.stringify(value) ?? String(value));
+  (out ??= []).push([field, `must be ${what}, got ${shown}`]);
+  return out;
+}
+
+const isStatic = (v: unknown): boolean => typeof v !== 'function';
+const isAny = (): boolean => true;
+
+function isCount(value: unknown, min: number): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= min;
 }
 
 const PROXY_KEYWORDS = ['loopback', 'linklocal', 'uniquelocal'];

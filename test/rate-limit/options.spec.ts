@@ -1,9 +1,14 @@
 import 'reflect-metadata';
+import { Controller, Get, Injectable } from '@nestjs/common';
 import { InvalidOptionsError, Throttle } from '../../lib/index.js';
 import { ClientAddressResolver } from '../../lib/advanced.js';
 import { groupAddress, normalizeAddress } from '../../lib/rate-limit/rate-limit.client-address.js';
 import { OptionProblems } from '../../lib/common/option-checks.js';
-import { resolveRateLimitOptions } from '../../lib/rate-limit/rate-limit.options.js';
+import { resolveRateLimitOptions, type RateLimitPolicy } from '../../lib/rate-limit/rate-limit.options.js';
+import { resolveCallPolicy } from '../../lib/rate-limit/rate-limit.policy-resolver.js';
+import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+
+afterAll(closeToolkitApps);
 
 describe('rate-limit options', () => {
   it('lists every wrong option by path', () => {
@@ -58,6 +63,124 @@ describe('rate-limit options', () => {
     );
     expect(() => Throttle()).toThrow(InvalidOptionsError);
     expect(() => Throttle({ limit: () => 5, ttl: 1_000 }, { limit: 10, ttl: 60_000 })).not.toThrow();
+  });
+});
+
+describe('startup checks a static policy as every call does', () => {
+  /** The problems resolveRateLimitOptions finds in `rateLimit.defaults` (empty: accepted at start). */
+  const atStart = (defaults: RateLimitPolicy): string => {
+    const problems = new OptionProblems();
+    resolveRateLimitOptions({ defaults }, problems);
+    try {
+      problems.throwIfAny();
+      return '';
+    } catch (err) {
+      return (err as Error).message;
+    }
+  };
+  /** What a call with that policy says (empty: accepted). */
+  const perCall = (policy: RateLimitPolicy): string => {
+    try {
+      resolveCallPolicy(policy, 'policy', 'sliding-window');
+      return '';
+    } catch (err) {
+      return (err as Error).message;
+    }
+  };
+  const base = { limit: 5, ttl: 60_000 };
+  const refused: [RateLimitPolicy, string][] = [
+    [{ limit: 10, ttl: 60_000, blockDuration: 1500.5 }, 'blockDuration'],
+    [{ ...base, cost: 10 }, 'cost'],
+    [{ ...base, algorithm: 'fixed-window', cost: 6 }, 'cost'],
+    [{ ...base, algorithm: 'token-bucket', burst: 2, cost: 3 }, 'cost'],
+    [{ ...base, cost: 1.5 }, 'cost'],
+    [{ ...base, ttl: 1.5 }, 'ttl'],
+    [{ ...base, burst: 0 }, 'burst'],
+    [{ limit: 200_000, ttl: 1_000 }, 'limit'], // over the sliding window's cap (at decoration: its hard maximum)
+  ];
+  const accepted: RateLimitPolicy[] = [
+    base,
+    { ...base, cost: 5, blockDuration: 1_500 },
+    { ...base, algorithm: 'token-bucket', burst: 8, cost: 8 }, // a bucket's capacity is its burst
+    { ...base, algorithm: 'fixed-window', burst: 2, cost: 5 }, // burst is the bucket's only
+    { ...base, cost: 0, blockDuration: 0 },
+  ];
+
+  it.each(refused)('refuses %j at start (naming %s) and per call alike', (policy, field) => {
+    const start = atStart(policy);
+    expect(start).toContain(`rateLimit.defaults.${field} must be`);
+    const call = perCall(policy);
+    expect(call).toContain(`policy.${field} must be`);
+    // the same words: one check
+    expect(start.split(`rateLimit.defaults.${field} `)[1]).toBe(call.split(`policy.${field} `)[1]);
+    const path = `@Throttle policy 2 ("named").${field} must be`;
+    expect(() => Throttle({ limit: 1, ttl: 1_000 }, { ...policy, name: 'named' })).toThrow(path);
+  });
+
+  it.each(accepted)('accepts %j at start, at decoration and per call', (policy) => {
+    expect(atStart(policy)).toBe('');
+    expect(perCall(policy)).toBe('');
+    expect(() => Throttle(policy)).not.toThrow();
+  });
+
+  it.each([
+    [{ limit: 10, ttl: 60_000, blockDuration: 1500.5 }, 'blockDuration'],
+    [{ limit: 5, ttl: 60_000, cost: 10 }, 'cost'],
+    [{ limit: 5, ttl: 60_000, algorithm: 'token-bucket', burst: 2, cost: 3 }, 'cost'],
+  ] as [RateLimitPolicy, string][])('module init rejects rateLimit.defaults %j naming %s', async (defaults, field) => {
+    const err = await createToolkitApp({ rateLimit: { defaults } }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InvalidOptionsError);
+    expect((err as Error).message).toContain(`rateLimit.defaults.${field} must be`);
+  });
+
+  it('a @Throttle value given as a function is checked per request; the others, and what they decide, here', () => {
+    expect(() => Throttle({ limit: () => 5, ttl: 60_000, cost: 10 })).not.toThrow();
+    expect(() => Throttle({ limit: 5, ttl: 60_000, cost: () => 10 })).not.toThrow();
+    expect(() =>
+      Throttle({ limit: 5, ttl: 60_000, algorithm: () => 'token-bucket', burst: 10, cost: 8 }),
+    ).not.toThrow();
+    expect(() => Throttle({ limit: 5, ttl: () => 1_000, blockDuration: 1500.5 })).toThrow(/policy 1\.blockDuration/);
+    // no algorithm: the module's default decides it; a cost over both the limit and the burst is refused by any
+    expect(() => Throttle({ limit: 5, ttl: 60_000, burst: 8, cost: 6 })).not.toThrow();
+    expect(() => Throttle({ limit: 5, ttl: 60_000, burst: 8, cost: 9 })).toThrow(/policy 1\.cost must be/);
+    expect(() => Throttle({ limit: 5, ttl: 60_000, cost: 6 })).toThrow(/policy 1\.cost must be/);
+  });
+});
+
+describe('a @Throttle with no algorithm (or under the configured sliding-window cap) is checked at module init', () => {
+  // at decoration the module's default algorithm and sliding-window cap are not known: checked when the module starts
+  @Controller()
+  class BucketOnlyController {
+    @Get('a')
+    @Throttle({ limit: 5, ttl: 60_000 }, { name: 'burst', limit: 5, ttl: 60_000, burst: 8, cost: 6 })
+    a() {
+      return 'a';
+    }
+  }
+  @Injectable()
+  @Throttle({ limit: 20_000, ttl: 60_000 })
+  class WideGateway {}
+
+  it('a cost over the limit with the sliding window default: init fails naming the handler, policy and field', async () => {
+    const err = await createToolkitApp({ controllers: [BucketOnlyController] }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InvalidOptionsError);
+    expect((err as Error).message).toContain(
+      'BucketOnlyController.a: @Throttle policy 2 ("burst").cost must be an integer from 0 to 5',
+    );
+    // under a token-bucket default the burst is the capacity: it starts
+    const app = await createToolkitApp({
+      controllers: [BucketOnlyController],
+      rateLimit: { defaults: { limit: 10, ttl: 1_000, algorithm: 'token-bucket' } },
+    });
+    await app.close();
+  });
+
+  it('a limit over rateLimit.maxSlidingWindowLimit on a class: init fails; with the cap raised it starts', async () => {
+    const err = await createToolkitApp({ providers: [WideGateway] }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InvalidOptionsError);
+    expect((err as Error).message).toContain('WideGateway: @Throttle policy 1 ("default").limit must be at most 10000');
+    const app = await createToolkitApp({ providers: [WideGateway], rateLimit: { maxSlidingWindowLimit: 20_000 } });
+    await app.close();
   });
 });
 
