@@ -45,6 +45,8 @@ export class CacheL1 {
   private retryTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly onReconnect = (): void => this.lru.clear();
+  /** Removes the bus's listener of the subscriber's returns (PubSubService.onResubscribed). */
+  private stopResubscribed: (() => void) | undefined;
 
   constructor(
     private readonly options: ResolvedCacheL1Options,
@@ -68,7 +70,8 @@ export class CacheL1 {
    * CLIENT TRACKING (Redis < 6, or the ACL); with `auto` that falls back to the bus with a warning.
    */
   async start(): Promise<void> {
-    // Messages sent while our subscriber was away are lost: after a reconnect L1 starts empty.
+    // Invalidations sent while the cache's connection was away are lost: after its reconnect L1 starts empty (the bus's
+    // subscriber, which can be lost alone, is watched in startBus).
     this.connection.client.on('ready', this.onReconnect);
     if (this.options.invalidation === 'bus') return this.startBus();
     await this.startTracking(true);
@@ -78,6 +81,7 @@ export class CacheL1 {
     this.closed = true;
     clearTimeout(this.retryTimer);
     this.connection.client.off('ready', this.onReconnect);
+    this.stopResubscribed?.();
     const unsubscribe = this.unsubscribe;
     this.unsubscribe = undefined;
     if (unsubscribe) await unsubscribe().catch(() => undefined);
@@ -144,6 +148,10 @@ export class CacheL1 {
 
   private startBus(): Promise<void> {
     this.chosen = 'bus';
+    // Messages published while our subscriber was away are lost (pub/sub has no replay), even when the cache's own
+    // connection stayed up (CLIENT KILL TYPE pubsub, client-output-buffer-limit pubsub, a proxy): once the subscriber
+    // is back with its subscriptions, L1 starts empty.
+    this.stopResubscribed ??= this.pubsub.onResubscribed(() => this.lru.clear());
     return this.subscribe();
   }
 

@@ -2,17 +2,19 @@
  * Issue 15: the L1 kept coherent by Redis itself (CLIENT TRACKING BCAST, RESP2 redirect, one per master): a write by
  * a client that is not the toolkit drops the entry; a lost tracking connection (redirect or tracking side) clears L1
  * once tracking is back; FLUSHDB clears it; a server that refuses tracking falls back to the pub/sub bus ('auto') or
- * refuses the start ('tracking'). Waits are bounded far below the L1 ttl (60 s), never timed: the delay itself is
+ * refuses the start ('tracking'). On the bus, a lost subscriber connection clears L1 once it is back. Waits are bounded far below the L1 ttl (60 s), never timed: the delay itself is
  * measured by bench/cache-tracking.bench.ts.
  */
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import { Cluster, Redis } from 'ioredis';
-import { CacheService, InvalidOptionsError, type RedisToolkitOptions } from '../../lib/index.js';
+import { CacheService, InvalidOptionsError, type PubSubService, type RedisToolkitOptions } from '../../lib/index.js';
 import { RedisConnection } from '../../lib/advanced.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
+import { CACHE_L1_CHANNEL } from '../../lib/cache/cache.l1.js';
 import { TRACKING_CONNECTION_NAME } from '../../lib/cache/cache.tracking.js';
-import { trackForCleanup } from '../support/private-servers.js';
+import { CACHE_L1_PUBSUB } from '../../lib/pubsub/pubsub.providers.js';
+import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
 import { startRedisServer } from '../support/redis-server.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
@@ -170,6 +172,40 @@ describe.each(['single', 'cluster'] as const)('L1 invalidation by CLIENT TRACKIN
       expect(await waitFor(async () => (await b.cache.get('k')) === undefined, L1_WAIT)).toBe(true);
     },
   );
+});
+
+describe('L1 on the bus when only the subscriber connection is cut', () => {
+  // A server of its own: CLIENT KILL TYPE pubsub must reach only this test's subscribers.
+  const redis = usePrivateRedis();
+
+  it('a set published while B was unsubscribed is not served stale by B once its subscriber is back', async () => {
+    const keyPrefix = `rtk-t${rand()}:`;
+    const a = await cacheApp({ url: redis.server.url }, 'bus', keyPrefix);
+    const b = await cacheApp({ url: redis.server.url }, 'bus', keyPrefix);
+    // What B's bus hears (a second handler on the channel its L1 listens to).
+    let heard = 0;
+    await b.app.get<PubSubService>(CACHE_L1_PUBSUB).subscribe(CACHE_L1_CHANNEL, () => {
+      heard++;
+    });
+    await a.cache.set('price', 10);
+    expect(await b.cache.get('price')).toBe(10);
+    const hits = b.cache.stats().hits;
+    expect(await b.cache.get('price')).toBe(10);
+    expect(b.cache.stats().hits).toBe(hits + 1);
+    // Only the pub/sub connections go (as client-output-buffer-limit pubsub or a proxy would cut them): the main
+    // clients stay up. A's set follows at once, before either subscriber is back, and its message is lost.
+    const admin = trackForCleanup(new Redis(redis.server.url));
+    expect(await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub')).toBe(2);
+    heard = 0;
+    await a.cache.set('price', 12);
+    expect(await waitFor(async () => (await b.cache.get('price')) === 12, L1_WAIT)).toBe(true);
+    expect(heard).toBe(0);
+    // The bus works again on the new subscriber.
+    expect(await b.cache.get('price')).toBe(12);
+    await a.cache.set('price', 13);
+    expect(await waitFor(async () => (await b.cache.get('price')) === 13, L1_WAIT)).toBe(true);
+    expect(heard).toBe(1);
+  });
 });
 
 describe('L1 tracking on a private server', () => {
