@@ -2,7 +2,7 @@
 -- KEYS[1] session. ARGV[1] now (epoch ms), ARGV[2] touch ('1'/'0'), ARGV[3] largest session in bytes, ARGV[4] number
 -- of field/value pairs to set, then those pairs (values are serialized strings), then names of fields to delete.
 -- Returns false when absent or past its absolute deadline, -1 when the merged session would be larger than ARGV[3]
--- (nothing written), else { session JSON, expiresAt }.
+-- (nothing written), else { session JSON, expiresAt } (-1: the key has no expiry).
 local raw = redis.call('GET', KEYS[1])
 if not raw then return false end
 local s = cjson.decode(raw)
@@ -26,7 +26,8 @@ s.v = nil
 local out = cjson.encode(s)
 if #out > tonumber(ARGV[3]) then return -1 end
 local exp
-if ARGV[2] == '1' then
+-- t 0: no idle ttl (RedisSessionStore's disableTTL), the key keeps no expiry even when touched
+if ARGV[2] == '1' and s.t ~= 0 then
   exp = now + s.t
   if exp > s.m then exp = s.m end
   redis.call('SET', KEYS[1], out, 'PXAT', exp)

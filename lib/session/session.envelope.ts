@@ -14,12 +14,28 @@ export interface SessionEnvelope {
   c: number;
   /** Absolute deadline: createdAt + maxAgeMs. */
   m: number;
-  /** Idle ttl of this session, ms. */
+  /** Idle ttl of this session, ms; 0: none (RedisSessionStore's disableTTL), the session lives until `m`. */
   t: number;
   /** Data fields: name → serialized value. */
   d: Record<string, string>;
   /** express-session's cookie (JSON), when the session was written by RedisSessionStore. */
   k?: string;
+}
+
+/**
+ * When a session used at `now` expires: after its idle ttl, or at its absolute deadline when that comes first or when
+ * it has no idle ttl (t 0: such a session's key has no Redis expiry, and `now + 0` would delete it).
+ */
+export function expiryOf(envelope: SessionEnvelope, now: number): number {
+  return envelope.t === 0 ? envelope.m : Math.min(now + envelope.t, envelope.m);
+}
+
+/**
+ * When a session read or written without a touch was last used, as far as its expiry tells (expiry − idle ttl): never
+ * before its creation, never after `now` (a session without an idle ttl tells nothing: `now`).
+ */
+export function lastAccessOf(envelope: SessionEnvelope, expiresAt: number, now: number): number {
+  return Math.max(envelope.c, Math.min(now, expiresAt - envelope.t));
 }
 
 /** A session as read from Redis. */

@@ -1,5 +1,5 @@
 import { LuaScript, type RedisClient, type ScriptArg } from '../common/lua-script.js';
-import { parseEnvelope, type RawSession, type SessionEnvelope } from './session.envelope.js';
+import { lastAccessOf, parseEnvelope, type RawSession, type SessionEnvelope } from './session.envelope.js';
 import type { SessionUserIndex } from './session.user-index.js';
 
 /**
@@ -39,11 +39,9 @@ export async function updateInLua(
   if (!reply) return null;
   const envelope = parseEnvelope(reply[0]);
   if (!envelope) return null;
-  return {
-    envelope,
-    expiresAt: Number(reply[1]),
-    lastAccessedAt: touch ? now : Math.max(envelope.c, Number(reply[1]) - envelope.t),
-  };
+  // -1: the key has no expiry (a session without an idle ttl, t 0); it still ends at its absolute deadline
+  const expiresAt = Number(reply[1]) > 0 ? Number(reply[1]) : envelope.m;
+  return { envelope, expiresAt, lastAccessedAt: touch ? now : lastAccessOf(envelope, expiresAt, now) };
 }
 
 /**

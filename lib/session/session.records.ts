@@ -13,7 +13,9 @@ import {
 } from './session.batchers.js';
 import {
   checkSessionSize,
+  expiryOf,
   jsonBytesBound,
+  lastAccessOf,
   mergeFields,
   parseEnvelope,
   sessionTooLarge,
@@ -137,8 +139,9 @@ export class SessionRecords {
 
   /**
    * Reads a session. With `touchTtl` the idle expiry is extended in the same command (GETEX PX); a session whose
-   * own ttl differs, or whose absolute deadline comes first, gets a PEXPIREAT to correct it. With `touchAfter`, a
-   * session this process touched lately is read without the extension (see RecentTouches).
+   * own ttl differs, or whose absolute deadline comes first, gets a PEXPIREAT to correct it (one without an idle
+   * ttl, a GETEX PERSIST). With `touchAfter`, a session this process touched lately is read without the extension (see
+   * RecentTouches).
    */
   async read(id: string, touchTtl: number | undefined): Promise<RawSession | null> {
     const key = this.sessionKey(id);
@@ -154,8 +157,8 @@ export class SessionRecords {
       const envelope = raw === null ? null : this.parse(id, raw);
       if (!envelope || envelope.m <= now) return null;
       this.recent.set(id, raw!, envelope);
-      const expiresAt = expireTime > 0 ? Number(expireTime) : Math.min(envelope.m, now + envelope.t);
-      return { envelope, expiresAt, lastAccessedAt: Math.max(envelope.c, Math.min(now, expiresAt - envelope.t)) };
+      const expiresAt = expireTime > 0 ? Number(expireTime) : expiryOf(envelope, now);
+      return { envelope, expiresAt, lastAccessedAt: lastAccessOf(envelope, expiresAt, now) };
     }
     const ttl = Math.ceil(touchTtl);
     const touchedUntil = this.touches?.expiryOf(id, ttl, now);
@@ -173,8 +176,11 @@ export class SessionRecords {
       return null;
     }
     this.recent.set(id, raw, envelope);
-    const expiresAt = Math.min(now + envelope.t, envelope.m);
-    if (expiresAt !== now + touchTtl) await this.client.pexpireat(key, expiresAt);
+    const expiresAt = expiryOf(envelope, now);
+    // no idle ttl (t 0): the key keeps no expiry, the one GETEX gave it before the value was known goes (GETEX
+    // PERSIST: a command the startup ACL check already asks for, where PERSIST would need a rule of its own)
+    if (envelope.t === 0) await this.client.getex(key, 'PERSIST');
+    else if (expiresAt !== now + touchTtl) await this.client.pexpireat(key, expiresAt);
     this.touches?.set(id, ttl, now, expiresAt);
     return { envelope, expiresAt, lastAccessedAt: now };
   }
@@ -219,10 +225,10 @@ export class SessionRecords {
   }
 
   /**
-   * Stores a new session (`json` from encode()): 'created', 'taken' (the id exists) or 'tombstoned' (destroyed
-   * recently).
+   * Stores a new session (`json` from encode(); `expiresAt` 'none': no Redis expiry, for t 0): 'created', 'taken'
+   * (the id exists) or 'tombstoned' (destroyed recently).
    */
-  async create(id: string, json: string, expiresAt: number): Promise<'created' | 'taken' | 'tombstoned'> {
+  async create(id: string, json: string, expiresAt: number | 'none'): Promise<'created' | 'taken' | 'tombstoned'> {
     const created = await createScript.run(
       this.client,
       [this.sessionKey(id), this.tombstoneKey(id)],
@@ -273,16 +279,14 @@ export class SessionRecords {
       // (UTF-8 is at most 3 bytes per UTF-16 unit: most sessions need no count)
       if (json.length * 3 > this.maxSize && Buffer.byteLength(json) > this.maxSize)
         throw sessionTooLarge(this.maxSize, 'after the merge');
-      const expiry = touch ? Math.min(now + merged.t, merged.m) : 'keep';
+      // a session without an idle ttl (t 0) keeps its key's expiry (none) even when touched
+      const expiry = touch && merged.t !== 0 ? Math.min(now + merged.t, merged.m) : 'keep';
       const reply = await this.compareAndSet(id, current, json, expiry);
       if (typeof reply === 'number' && reply >= 0) {
         this.recent.set(id, json, merged);
-        const expiresAt = reply === 0 ? -1 : reply;
-        return {
-          envelope: merged,
-          expiresAt,
-          lastAccessedAt: touch ? now : Math.max(merged.c, expiresAt - merged.t),
-        };
+        // 0: the key has no expiry; the session still ends at its absolute deadline
+        const expiresAt = reply === 0 ? merged.m : reply;
+        return { envelope: merged, expiresAt, lastAccessedAt: touch ? now : lastAccessOf(merged, expiresAt, now) };
       }
       current = typeof reply === 'string' ? reply : undefined;
       fresh = true;

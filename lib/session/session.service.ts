@@ -23,7 +23,8 @@ import {
 } from './session.revocation.js';
 import { PubSubService } from '../pubsub/pubsub.service.js';
 import { SESSION_OPTIONS, type ResolvedSessionOptions } from './session.options.js';
-import { checkFieldName, encodeField, encodeSessionData, type SessionEnvelope, toSession } from './session.envelope.js';
+import { checkFieldName, encodeField, encodeSessionData, expiryOf, toSession } from './session.envelope.js';
+import type { SessionEnvelope } from './session.envelope.js';
 import { SessionRecords } from './session.records.js';
 import type { CreateSessionOptions, Session, SessionData } from './session.types.js';
 import { diagnose, traced } from '../common/diagnostics.js';
@@ -185,11 +186,12 @@ export class SessionService {
         const next = generateSessionId();
         const now = Date.now();
         const envelope: SessionEnvelope = { u: userId, c, m, t, d };
-        const expiresAt = Math.min(now + t, m);
+        const expiresAt = expiryOf(envelope, now);
         const json = this.records.encode(envelope);
         // Indexed before it exists, as in create().
         if (userId !== '') await this.records.index.add(userId, next, m, false);
-        if ((await this.records.create(next, json, expiresAt)) !== 'created') {
+        // a session without an idle ttl (t 0, RedisSessionStore's disableTTL) keeps a key without expiry
+        if ((await this.records.create(next, json, t === 0 ? 'none' : expiresAt)) !== 'created') {
           if (userId !== '') await this.records.index.remove(userId, [next]);
           continue;
         }

@@ -2,15 +2,15 @@ import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import express from 'express';
 import session from 'express-session';
-import { Cluster, Redis } from 'ioredis';
+import { Cluster, Command, Redis } from 'ioredis';
 import request from 'supertest';
-import { RedisSessionStore } from '../../lib/index.js';
-import { generateSessionId } from '../../lib/advanced.js';
+import { RedisSessionStore, SessionService } from '../../lib/index.js';
+import { generateSessionId, RedisConnection } from '../../lib/advanced.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { MAX_DURATION_MS } from '../../lib/common/option-checks.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { sharedServers } from '../support/shared-servers.js';
-import { closeToolkitApps } from '../support/toolkit-app.js';
+import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
 
 /**
  * The edges of a session's idle ttl (`t`) in RedisSessionStore and SessionService: a per-session ttl past Redis's
@@ -145,6 +145,8 @@ describe.each(['single', 'cluster'] as const)('a per-session idle ttl past the 1
     const other = generateSessionId();
     await normal.set(other, { n: 1, cookie: { originalMaxAge: 3_600_000 } } as never);
     expect(await normal.get(zero)).toStrictEqual({ n: 0 });
+    // no idle expiry: the read leaves the key without one
+    expect(await client.pttl(`${p}sess:{${zero}}`)).toBe(-1);
     for (let i = 0; i < 3; i++) expect(await normal.get(other)).toMatchObject({ n: 1 });
     // a session an earlier version stored with a ttl past Redis's range: read, and the others still read after it
     const legacy = generateSessionId();
@@ -155,5 +157,83 @@ describe.each(['single', 'cluster'] as const)('a per-session idle ttl past the 1
     for (let i = 0; i < 3; i++) expect(await normal.get(other)).toMatchObject({ n: 1 });
     const pttl = await client.pttl(`${p}sess:{${other}}`);
     expect(pttl).toBeGreaterThan(3_500_000);
+  });
+});
+
+async function serviceAndStore(target: RedisTarget) {
+  const p = prefix();
+  const app = await createToolkitApp({ target, keyPrefix: p, session: { cookie: { secret: 's3cret' } } });
+  const client = app.get(RedisConnection).client;
+  const forever = new RedisSessionStore({ client, prefix: p, disableTTL: true });
+  return { sessions: app.get(SessionService), client, p, forever };
+}
+
+describe.each(['single', 'cluster'] as const)(
+  'SessionService and a disableTTL store session (t = 0) on %s',
+  (target) => {
+    const cookie = () => ({ originalMaxAge: 3_600_000, expires: new Date(Date.now() + 3_600_000) });
+
+    it('get, update, exists and listForUser keep it, without an expiry; its expiresAt is the absolute deadline', async () => {
+      const { sessions, client, p, forever } = await serviceAndStore(target);
+      const id = generateSessionId();
+      const key = `${p}sess:{${id}}`;
+      await forever.set(id, { cookie: cookie(), userId: 'u1', cart: [1] } as never);
+      const { m } = await stored(client, p, id);
+      expect(await client.pttl(key)).toBe(-1);
+      const got = await sessions.get(id);
+      expect(got).toMatchObject({ id, userId: 'u1', data: { cart: [1] }, expiresAt: m });
+      expect(await client.pttl(key)).toBe(-1);
+      expect(await sessions.get(id)).toMatchObject({ data: { cart: [1] }, expiresAt: m });
+      const updated = await sessions.update(id, { cart: [1, 2] });
+      expect(updated).toMatchObject({ data: { cart: [1, 2] }, expiresAt: m });
+      expect(await client.pttl(key)).toBe(-1);
+      expect(await sessions.exists(id)).toBe(true);
+      expect((await sessions.listForUser('u1')).map((s) => [s.id, s.expiresAt])).toEqual([[id, m]]);
+      expect((await forever.get(id)) as unknown).toMatchObject({ userId: 'u1', cart: [1, 2] });
+      expect(await client.pttl(key)).toBe(-1);
+    });
+
+    it('regenerate moves it to a new id that keeps no expiry either', async () => {
+      const { sessions, client, p, forever } = await serviceAndStore(target);
+      const id = generateSessionId();
+      await forever.set(id, { cookie: cookie(), userId: 'u2', n: 1 } as never);
+      const { m } = await stored(client, p, id);
+      const moved = await sessions.regenerate(id);
+      expect(moved).toMatchObject({ userId: 'u2', expiresAt: m });
+      expect(await client.pttl(`${p}sess:{${moved.id}}`)).toBe(-1);
+      expect(await sessions.get(moved.id)).toMatchObject({ userId: 'u2', data: { n: 1 } });
+    });
+  },
+);
+
+describe('a disableTTL store session updated through the atomic fallback (single server)', () => {
+  it('after 3 lost compare-and-sets the Lua merge keeps it, without an expiry', async () => {
+    const { sessions, client, p, forever } = await serviceAndStore('single');
+    const id = generateSessionId();
+    const key = `${p}sess:{${id}}`;
+    await forever.set(id, { userId: 'u3', a: 1 } as never);
+    const base = await stored(client, p, id);
+    // Before each compare-and-set of this session reaches Redis, a rival write changes it (same connection, so it
+    // runs first): every compare-and-set loses and the update falls back to session-update.lua.
+    const connection = client as Redis;
+    const send = connection.sendCommand.bind(connection);
+    let lost = 0;
+    connection.sendCommand = ((cmd: Command, ...rest: unknown[]) => {
+      const args = cmd.args.map(String);
+      if ((cmd.name === 'evalsha' || cmd.name === 'eval') && args[1] === '2' && args[2] === key) {
+        lost++;
+        // (v after the spread: the stored stamp must not stand for the rival's value)
+        const value = JSON.stringify({ ...base, v: `/rival${lost}`, d: { a: '1', [`r${lost}`]: String(lost) } });
+        void send(new Command('set', [key, value]));
+      }
+      return send(cmd, ...(rest as []));
+    }) as typeof connection.sendCommand;
+    const updated = await sessions.update(id, { ours: true }).finally(() => {
+      connection.sendCommand = send;
+    });
+    expect(lost).toBe(3);
+    expect(updated).toMatchObject({ data: { a: 1, r3: 3, ours: true }, expiresAt: base.m });
+    expect(await client.pttl(key)).toBe(-1);
+    expect((await sessions.get(id))?.data).toEqual({ a: 1, r3: 3, ours: true });
   });
 });
