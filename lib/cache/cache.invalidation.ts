@@ -1,4 +1,5 @@
 import { diagnose } from '../common/diagnostics.js';
+import { InvalidOptionsError } from '../common/errors.js';
 import type { FailurePolicy } from '../common/failure-policy.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
@@ -8,6 +9,54 @@ import type { CacheTagIndex } from './cache.tag-index.js';
 import type { InvalidateTagsOptions } from './cache.types.js';
 
 const FEATURE = FEATURES.cache;
+
+/**
+ * The tags and options of `invalidateTags(...args)`: strings, then optionally one plain object (`{ soft }`). Anything
+ * else is InvalidOptionsError, so a JS caller's mistake cannot pass as options: an array of tags given as one argument
+ * was taken for the options object, and nothing was invalidated.
+ */
+export function tagsAndOptions(args: readonly unknown[]): { tags: string[]; options: InvalidateTagsOptions } {
+  const last = args.length - 1;
+  const hasOptions = last >= 0 && typeof args[last] !== 'string';
+  const tags: string[] = [];
+  for (const [i, arg] of args.entries()) {
+    if (Array.isArray(arg)) {
+      throw new InvalidOptionsError(
+        "cache.invalidateTags: tags are separate string arguments (invalidateTags('a', 'b') or " +
+          'invalidateTags(...tags)), got an array',
+      );
+    }
+    if (typeof arg === 'string') tags.push(arg);
+    else if (i < last) throw new InvalidOptionsError(`cache.invalidateTags: a tag must be a string, got ${shown(arg)}`);
+  }
+  if (!hasOptions) return { tags, options: {} };
+  const options = args[last];
+  if (!isPlainObject(options)) {
+    throw new InvalidOptionsError(
+      'cache.invalidateTags: the last argument must be a tag or an options object ({ soft?: boolean }), got ' +
+        shown(options),
+    );
+  }
+  const { soft } = options as InvalidateTagsOptions;
+  if (soft !== undefined && typeof soft !== 'boolean') {
+    throw new InvalidOptionsError(`cache.invalidateTags: soft must be true or false, got ${shown(soft)}`);
+  }
+  return { tags, options: { soft } };
+}
+
+function isPlainObject(value: unknown): boolean {
+  if (value === null || typeof value !== 'object') return false;
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+function shown(value: unknown): string {
+  if (value === null || value === undefined) return String(value);
+  if (typeof value === 'string') return JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}…` : value);
+  if (typeof value === 'function') return 'a function';
+  if (typeof value === 'object') return `a ${value.constructor?.name ?? 'object'}`;
+  return String(value);
+}
 
 /** Invalidation of many entries at once: by tag (hard or soft), by key pattern, and everything (clear). */
 export class CacheInvalidation {

@@ -18,7 +18,7 @@ import { CacheLoadLock } from './cache.load-lock.js';
 import { CACHE_OPTIONS, type ResolvedCacheOptions } from './cache.options.js';
 import { CacheReadBatcher } from './cache.read-batcher.js';
 import { CacheReadPath, type Loader } from './cache.read-path.js';
-import { CacheInvalidation } from './cache.invalidation.js';
+import { CacheInvalidation, tagsAndOptions } from './cache.invalidation.js';
 import { CacheCounters } from './cache.stats.js';
 import { CacheTagIndex } from './cache.tag-index.js';
 import { diagnose, traceObserved, traced } from '../common/diagnostics.js';
@@ -287,12 +287,12 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
 
   /**
    * Removes every entry of the tags (or, with a trailing `{ soft: true }`, marks them stale: still served while one
-   * refresh runs). Resolves to the number of entries removed or marked. Reaches every instance's L1.
+   * refresh runs). Resolves to the number of entries removed or marked. Reaches every instance's L1. Tags are separate
+   * arguments (`invalidateTags(...list)` for an array); an array, or a last argument that is neither a tag nor a
+   * plain object, rejects with InvalidOptionsError.
    */
   async invalidateTags(...args: string[] | [...tags: string[], options: InvalidateTagsOptions]): Promise<number> {
-    const last = args[args.length - 1];
-    const options: InvalidateTagsOptions = typeof last === 'object' && last !== null ? last : {};
-    const tags = (typeof last === 'object' ? args.slice(0, -1) : args) as string[];
+    const { tags, options } = tagsAndOptions(args);
     return this.invalidation.invalidateTags(tags, options);
   }
 

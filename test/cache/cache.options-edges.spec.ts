@@ -116,3 +116,49 @@ describe('cache.l1.max bounds', () => {
     }
   });
 });
+
+describe.each(['single', 'cluster'] as const)('invalidateTags arguments on %s', (target) => {
+  /** Calls invalidateTags as a JS caller may, with arguments its types refuse. */
+  const call = (cache: CacheService, ...args: unknown[]) =>
+    (cache.invalidateTags as (...a: unknown[]) => unknown)(...args);
+
+  it('an array of tags as one argument is InvalidOptionsError (it was taken as the options: nothing was removed)', async () => {
+    const { cache } = await cacheApp(target);
+    await cache.set('p1', 1, { tags: ['products'] });
+    await cache.set('p2', 2, { tags: ['other'] });
+    await expect(call(cache, ['products'])).rejects.toThrow(InvalidOptionsError);
+    await expect(call(cache, ['products'])).rejects.toThrow(
+      /cache\.invalidateTags: tags are separate string arguments \(invalidateTags\('a', 'b'\) or invalidateTags\(\.\.\.tags\)\), got an array/,
+    );
+    await expect(call(cache, ['products'], { soft: true })).rejects.toThrow(InvalidOptionsError);
+    await expect(call(cache, 'products', ['other'])).rejects.toThrow(InvalidOptionsError);
+    expect(await cache.get('p1')).toBe(1);
+    expect(await cache.get('p2')).toBe(2);
+    // Spread, the array's tags are invalidated.
+    const tags = ['products', 'other'];
+    expect(await cache.invalidateTags(...tags)).toBe(2);
+    expect(await cache.get('p1')).toBeUndefined();
+    expect(await cache.get('p2')).toBeUndefined();
+  });
+
+  it('a last argument that is neither a tag nor a plain options object is InvalidOptionsError; nothing is removed', async () => {
+    const { cache } = await cacheApp(target);
+    await cache.set('p1', 1, { tags: ['products'] });
+    for (const bad of [null, undefined, 5, true, new Date(), new Map(), () => 1]) {
+      await expect(call(cache, 'products', bad)).rejects.toThrow(InvalidOptionsError);
+    }
+    await expect(call(cache, 5)).rejects.toThrow(InvalidOptionsError);
+    await expect(call(cache, 'products', 5, {})).rejects.toThrow(
+      /cache\.invalidateTags: a tag must be a string, got 5/,
+    );
+    await expect(call(cache, 'products', { soft: 'yes' })).rejects.toThrow(
+      /cache\.invalidateTags: soft must be true or false, got "yes"/,
+    );
+    expect(await cache.get('p1')).toBe(1);
+    // Plain objects are options (also one without a prototype), and the soft one marks the entry stale.
+    expect(await cache.invalidateTags('products', Object.assign(Object.create(null), { soft: true }))).toBe(1);
+    expect(await cache.get('p1')).toBeUndefined();
+    expect(await cache.invalidateTags({ soft: true })).toBe(0);
+    expect(await cache.invalidateTags()).toBe(0);
+  });
+});
