@@ -3,7 +3,7 @@ import { Logger } from '@nestjs/common';
 import type { SessionData as ExpressSessionData, Store as ExpressStore } from 'express-session';
 import { InvalidKeyError, InvalidOptionsError, RedisUnavailableError, SessionTooLargeError } from '../common/errors.js';
 import { classifyRedisError } from '../common/failure-policy.js';
-import { DEFAULT_KEY_PREFIX } from '../common/keys.js';
+import { DEFAULT_KEY_PREFIX, KeyBuilder } from '../common/keys.js';
 import { isDuration, MAX_DURATION_MS } from '../common/option-checks.js';
 import { JsonSerializer, SafeSerializer, type Serializer } from '../common/serializer.js';
 import { encodeField, SessionRecords, type RawSession } from './session.records.js';
@@ -148,6 +148,7 @@ export class RedisSessionStore extends loadStoreBase() {
         else d[name] = encoded;
       }
       const userId = typeof userValue === 'string' || typeof userValue === 'number' ? String(userValue) : '';
+      if (userId !== '') this.checkUserId(userId);
       const result = await this.records
         .storeSet(
           sid,
@@ -282,8 +283,19 @@ export class RedisSessionStore extends loadStoreBase() {
     try {
       return encodeField(this.serializer, name, value);
     } catch (err) {
-      if (err instanceof InvalidKeyError) Object.assign(err, { status: 400, statusCode: 400 });
-      throw err;
+      throw badRequest(err);
+    }
+  }
+
+  /**
+   * The owner the session is indexed under must make a key (at most 1,024 bytes, no control characters): checked
+   * before any Redis command, and like a bad field the request's fault (status 400, not 500).
+   */
+  private checkUserId(userId: string): void {
+    try {
+      KeyBuilder.validate(userId, `session ${this.userIdField}`);
+    } catch (err) {
+      throw badRequest(err);
     }
   }
 
@@ -340,6 +352,12 @@ export class RedisSessionStore extends loadStoreBase() {
     }
     return data as unknown as ExpressSessionData;
   }
+}
+
+/** An InvalidKeyError caused by the request's data, with status 400 so Express answers 400 rather than 500. */
+function badRequest(err: unknown): unknown {
+  if (err instanceof InvalidKeyError) Object.assign(err, { status: 400, statusCode: 400 });
+  return err;
 }
 
 /** Promise API (connect-redis 8+) and callback API (express-session) at once; driver errors become 503-ish errors. */

@@ -4,10 +4,11 @@ import express from 'express';
 import session from 'express-session';
 import { Cluster, Command, Redis } from 'ioredis';
 import request from 'supertest';
-import { RedisSessionStore, SessionService } from '../../lib/index.js';
+import { InvalidKeyError, RedisSessionStore, SessionService } from '../../lib/index.js';
 import { generateSessionId, RedisConnection } from '../../lib/advanced.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { MAX_DURATION_MS } from '../../lib/common/option-checks.js';
+import { recordCommands } from '../support/command-recorder.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
@@ -237,3 +238,39 @@ describe('a disableTTL store session updated through the atomic fallback (single
     expect((await sessions.get(id))?.data).toEqual({ a: 1, r3: 3, ours: true });
   });
 });
+
+describe.each(['single', 'cluster'] as const)(
+  'RedisSessionStore set with a userId that cannot be a key on %s',
+  (target) => {
+    it.each([
+      ['longer than 1024 bytes', 'a'.repeat(2_000), /session userId is longer than 1024 bytes/],
+      ['with a control character', 'x\u0001y', /session userId must not contain control characters/],
+    ])(
+      '%s: InvalidKeyError with status 400 naming userId, before any Redis command; Express answers 400',
+      async (_, userId, message) => {
+        const client = clientFor(target);
+        const store = new RedisSessionStore({ client, prefix: prefix() });
+        const { value, commands } = await recordCommands(client, () =>
+          store
+            .set(generateSessionId(), { cookie: { originalMaxAge: 60_000 }, userId } as never)
+            .catch((e: unknown) => e),
+        );
+        expect(value).toBeInstanceOf(InvalidKeyError);
+        expect(value).toMatchObject({ status: 400, statusCode: 400, message: expect.stringMatching(message) });
+        expect(commands).toEqual([]);
+        const app = express();
+        app.use(session({ store, secret: 'x', resave: false, saveUninitialized: false }));
+        // saved before the answer (a login then redirects), so the store's error can still set the status
+        app.get('/login', (req, res, next) => {
+          (req.session as unknown as Record<string, unknown>).userId = userId;
+          req.session.save((err) => (err ? next(err) : res.send('ok')));
+        });
+        app.use((err: { status?: number }, _req: express.Request, res: express.Response, _next: unknown) => {
+          res.status(err.status ?? 500).send('ERR');
+        });
+        await request(app).get('/login').expect(400);
+        expect(await store.length()).toBe(0);
+      },
+    );
+  },
+);
