@@ -312,6 +312,16 @@ export function policyProblems(
   if (isCount(limit, 1) && limit > slidingCap && (algo === 'sliding-window' || algorithm === undefined))
     (out ??= []).push(['limit', slidingWindowTooLarge(slidingCap, limit)]);
   if (p.burst !== undefined && known(burst) && !isCount(burst, 1)) out = add(out, 'burst', 'an integer >= 1', burst);
+  if (algo === 'token-bucket' && isCount(limit, 1) && isCount(burst, 1) && isCount(ttl, 1) && isDuration(ttl)) {
+    // The bucket's state is a time (µs) up to burst × ttl / limit ahead of now: bounded as every duration is, it stays
+    // a whole number a double holds and Redis takes (past it: TATs in e-notation, full buckets that refuse a burst).
+    // The µs per token rounded up and at least 1: never less than what a script uses, exact or rounded.
+    const maxBurst = Math.floor((MAX_DURATION_MS * 1000) / Math.max(1, Math.ceil((ttl * 1000) / limit)));
+    if (burst > maxBurst) {
+      const why = `a token bucket's burst × ttl / limit (its time to refill) is at most ${MAX_DURATION_MS} ms`;
+      out = add(out, 'burst', `at most ${maxBurst} for this limit and ttl (${why}: 100 years)`, burst);
+    }
+  }
   // what a call of this cost needs at once: a bucket's burst, a window's limit (unknown algorithm: the larger)
   let capacity: unknown = algo === 'token-bucket' ? burst : limit;
   if (algo === undefined) capacity = isCount(limit, 1) && isCount(burst, 1) ? Math.max(limit, burst) : undefined;

@@ -491,3 +491,66 @@ describe('decisions of one tick share one script call (single server)', () => {
     ]);
   });
 });
+
+describe('a token bucket whose span (burst × ttl / limit) passes 100 years is refused', () => {
+  const Y100 = 100 * 365 * 24 * 3_600_000; // MAX_DURATION_MS
+  // each refills over Y100 × burst / limit: 100 years × 100, × 40 001, × 2
+  const wide: RateLimitPolicy = { limit: 2, ttl: Y100, algorithm: 'token-bucket', burst: 200 };
+  const huge: RateLimitPolicy = { limit: 1, ttl: Y100, algorithm: 'token-bucket', burst: 40_001, cost: 40_000 };
+  const past2p53: RateLimitPolicy = { limit: 1, ttl: Y100, algorithm: 'token-bucket', burst: 3 };
+
+  it('at start: rateLimit.defaults and @Throttle (named too) name the burst', async () => {
+    await expect(createToolkitApp({ rateLimit: { defaults: wide } })).rejects.toThrow(
+      /rateLimit\.defaults\.burst must be at most 2 .*100 years.*got 200/,
+    );
+    await expect(createToolkitApp({ rateLimit: { defaults: wide } })).rejects.toBeInstanceOf(InvalidOptionsError);
+    expect(() => Throttle(wide)).toThrow(/@Throttle policy 1\.burst must be at most 2 /);
+    expect(() => Throttle({ limit: 5, ttl: 1_000 }, { ...huge, name: 'yearly' })).toThrow(
+      /@Throttle policy 2 \("yearly"\)\.burst must be at most 1 /,
+    );
+    // at the bound: a bucket that refills in exactly 100 years, and a per-request value checked per call
+    expect(() => Throttle({ limit: 2, ttl: Y100, algorithm: 'token-bucket', burst: 2 })).not.toThrow();
+    expect(() => Throttle({ ...wide, burst: () => 200 })).not.toThrow();
+  });
+
+  it.each(['single', 'cluster'] as const)(
+    'per call on %s: before any Redis call, and the other decisions of the tick are answered',
+    async (target) => {
+      const app = await createToolkitApp({ target });
+      const rl = app.get(RateLimitService);
+      const client = app.get<RedisClient>(REDIS_CLIENT);
+      const key = uid();
+      const calls = [
+        () => rl.consume(key, { ...wide, cost: 63 }),
+        () => rl.peek(key, wide),
+        () => rl.consume(key, past2p53),
+        () => rl.consumeAll([{ key, policy: wide, scope: 'Ctrl.handler:default' }]),
+        () => rl.reward(key, 1, wide),
+        () => rl.penalty(key, 1, wide),
+      ];
+      for (const call of calls) {
+        const { value, commands } = await recordCommands(client, () => call().catch((err: unknown) => err));
+        expect(value).toBeInstanceOf(InvalidOptionsError);
+        expect((value as Error).message).toMatch(/policy\.burst must be at most [12] .*100 years/);
+        expect(commands).toEqual([]);
+      }
+      // in the same tick as ordinary consumes (one script call on a single server): only the huge one fails
+      const other: RateLimitPolicy = { limit: 10, ttl: 60_000, algorithm: 'token-bucket' };
+      const [o1, o2] = [uid(), uid()];
+      const settled = await Promise.allSettled([rl.consume(uid(), huge), rl.consume(o1, other), rl.consume(o2, other)]);
+      expect(settled.map((s) => s.status)).toEqual(['rejected', 'fulfilled', 'fulfilled']);
+      expect((settled[0] as PromiseRejectedResult).reason).toBeInstanceOf(InvalidOptionsError);
+      for (const s of settled.slice(1))
+        expect((s as PromiseFulfilledResult<{ allowed: boolean; remaining: number }>).value).toMatchObject({
+          allowed: true,
+          remaining: 9,
+        });
+      // at the bound: a full bucket admits cost == burst and stores a whole TAT, later consumes are answered
+      const edge: RateLimitPolicy = { limit: 2, ttl: Y100, algorithm: 'token-bucket', burst: 2 };
+      const k = uid();
+      expect(await rl.consume(k, { ...edge, cost: 2 })).toMatchObject({ allowed: true, remaining: 0 });
+      expect(await client.get(rl.redisKey(k, `2/${Y100}`, 'token-bucket'))).toMatch(/^-?\d+$/);
+      expect(await rl.consume(k, edge)).toMatchObject({ allowed: false, remaining: 0 });
+    },
+  );
+});
