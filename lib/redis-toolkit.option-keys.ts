@@ -114,6 +114,7 @@ export const PUBSUB_OPTION_KEYS: OptionShape = {
   connection: true,
   cluster: true,
   durable: { maxLen: true, ttl: true },
+  maxMessageBytes: true,
   gateway: NOTIFICATIONS_OPTION_KEYS,
 };
 

@@ -24,7 +24,8 @@ export class InvalidKeyError extends RedisToolkitError {
 }
 
 /**
- * A value could not be serialized (BigInt, circular structure, undefined) or a stored payload could not be read back.
+ * A value could not be serialized (BigInt, circular structure, undefined), is larger than a size bound
+ * (pubsub.maxMessageBytes), or a stored payload could not be read back.
  */
 export class SerializationError extends RedisToolkitError {
   static override readonly code: string = 'E_SERIALIZATION';

@@ -1,4 +1,4 @@
-import { InvalidKeyError, InvalidOptionsError } from '../common/errors.js';
+import { InvalidKeyError, InvalidOptionsError, SerializationError } from '../common/errors.js';
 import { KeyBuilder } from '../common/keys.js';
 import { isPattern, isStreamId, MAX_STREAM_ID_PART } from './pubsub.types.js';
 
@@ -11,6 +11,22 @@ export function checkPublishChannel(channel: string): void {
   KeyBuilder.validate(channel, 'channel');
   if (isPattern(channel))
     throw new InvalidKeyError(`cannot publish to a pattern (${channel}): * ? and [ are not allowed in a channel name`);
+}
+
+/**
+ * SerializationError when the serialized payload `body` has more than `max` (pubsub.maxMessageBytes) UTF-8 bytes;
+ * counted only when it might (a UTF-16 unit is at most 3 bytes). Checked before the message joins a batch, so only
+ * its own call fails.
+ */
+export function checkMessageSize(channel: string, body: string, max: number): void {
+  if (body.length * 3 <= max) return;
+  const bytes = Buffer.byteLength(body);
+  if (bytes > max) {
+    throw new SerializationError(
+      `the message to ${channel} is ${bytes} bytes serialized, more than pubsub.maxMessageBytes (${max}); ` +
+        'nothing was sent',
+    );
+  }
 }
 
 /**

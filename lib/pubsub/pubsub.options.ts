@@ -22,6 +22,14 @@ export interface PubSubOptions {
   /** `notifyUser` also appends to a capped stream per user, so reconnecting clients can replay what they missed. */
   durable?: PubSubDurableOptions | boolean;
   /**
+   * Largest payload `publish` and `notifyUser` send, in bytes of its serialized (UTF-8) form: a larger one fails that
+   * call alone with SerializationError, before anything is sent or written. Redis closes every subscriber connection
+   * whose pending output passes `client-output-buffer-limit pubsub` (32 MB at once, or 8 MB for 60 s): a huge message
+   * would cut off every subscriber of its channel, and the messages queued with it would be lost. Default 1 MiB
+   * (1_048_576); at most 512 MiB (Redis's `proto-max-bulk-len`).
+   */
+  maxMessageBytes?: number;
+  /**
    * Options of the Socket.IO NotificationsGateway (loaded with the `notificationsGateway` extra of forRoot, or by
    * importing NotificationsGatewayModule); `false` refuses every connection. Resolved by the notifications feature.
    */
@@ -31,7 +39,13 @@ export interface PubSubOptions {
 export interface ResolvedPubSubOptions {
   cluster: 'sharded' | 'classic';
   durable: { maxLen: number; ttl: number } | false;
+  maxMessageBytes: number;
 }
+
+/** pubsub.maxMessageBytes when not given: 1 MiB, well under the 8 MB soft limit of Redis's pubsub output buffers. */
+export const DEFAULT_MAX_MESSAGE_BYTES = 1_048_576;
+/** The largest pubsub.maxMessageBytes: Redis's default proto-max-bulk-len (512 MiB), the longest argument it reads. */
+const MAX_MESSAGE_BYTES_LIMIT = 536_870_912;
 
 /**
  * A duration rounded up to whole ms: notifyUser's PEXPIRE refuses a fraction (a ttl of 1500.5 left every user stream
@@ -43,8 +57,10 @@ function wholeMs<T>(value: T): T {
 
 export function resolvePubSubOptions(raw: PubSubOptions | undefined, problems: OptionProblems): ResolvedPubSubOptions {
   const o = raw ?? {};
-  if (!problems.object('pubsub', raw)) return { cluster: 'sharded', durable: false };
+  if (!problems.object('pubsub', raw))
+    return { cluster: 'sharded', durable: false, maxMessageBytes: DEFAULT_MAX_MESSAGE_BYTES };
   problems.oneOf('pubsub.cluster', o.cluster, ['sharded', 'classic']);
+  problems.integer('pubsub.maxMessageBytes', o.maxMessageBytes, 1, MAX_MESSAGE_BYTES_LIMIT);
   let durable: ResolvedPubSubOptions['durable'] = false;
   if (o.durable !== undefined && o.durable !== false) {
     const d = o.durable === true ? {} : o.durable;
@@ -57,5 +73,6 @@ export function resolvePubSubOptions(raw: PubSubOptions | undefined, problems: O
   return {
     cluster: o.cluster ?? 'sharded',
     durable,
+    maxMessageBytes: o.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
   };
 }

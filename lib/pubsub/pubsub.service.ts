@@ -10,7 +10,7 @@ import { SERIALIZER, type Serializer } from '../common/serializer.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { FEATURE_CONNECTION } from '../connection/redis-connections.js';
-import { checkPublishChannel, checkReplayLimit, checkReplayStart } from './pubsub.checks.js';
+import { checkMessageSize, checkPublishChannel, checkReplayLimit, checkReplayStart } from './pubsub.checks.js';
 import { PUBSUB_OPTIONS, type ResolvedPubSubOptions } from './pubsub.options.js';
 import { SubscriberReconnects } from './pubsub.reconnects.js';
 import { MessageEnvelopes } from './pubsub.envelope.js';
@@ -123,10 +123,13 @@ export class PubSubService implements OnModuleDestroy {
 
   /**
    * Sends `payload` (serialized once) to every subscriber on every instance. Resolves to the receivers Redis counted.
+   * A payload past pubsub.maxMessageBytes serialized fails with SerializationError, before anything is sent.
    */
   async publish(channel: string, payload: unknown): Promise<number> {
     checkPublishChannel(channel);
-    const message = this.envelopes.wrap(this.envelopes.nextId(), Date.now(), this.serializer.serialize(payload));
+    const body = this.serializer.serialize(payload);
+    checkMessageSize(channel, body, this.options.maxMessageBytes);
+    const message = this.envelopes.wrap(this.envelopes.nextId(), Date.now(), body);
     return this.send(channel, message);
   }
 
@@ -141,6 +144,7 @@ export class PubSubService implements OnModuleDestroy {
     const durable = this.options.durable;
     if (durable === false) return this.publish(channel, payload);
     const serialized = this.serializer.serialize(payload);
+    checkMessageSize(channel, serialized, this.options.maxMessageBytes);
     const ts = Date.now();
     let id: string;
     try {

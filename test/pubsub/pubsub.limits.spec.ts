@@ -1,7 +1,13 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import { Logger } from '@nestjs/common';
-import { InvalidKeyError, InvalidOptionsError, PubSubService, RedisReplyError } from '../../lib/index.js';
+import {
+  InvalidKeyError,
+  InvalidOptionsError,
+  PubSubService,
+  RedisReplyError,
+  SerializationError,
+} from '../../lib/index.js';
 import {
   FEATURES,
   JsonSerializer,
@@ -11,9 +17,10 @@ import {
   type ResolvedPubSubOptions,
 } from '../../lib/advanced.js';
 import { DurableStreams } from '../../lib/pubsub/pubsub.durable-streams.js';
-import { recordCommands } from '../support/command-recorder.js';
+import { recordCommandCalls, recordCommands } from '../support/command-recorder.js';
 import { closeClients, connectClient, createGatewayApp } from '../support/pubsub-gateway.js';
 import { closeToolkitApps, createToolkitApp, type ToolkitApp } from '../support/toolkit-app.js';
+import { waitFor } from '../support/wait.js';
 
 afterEach(async () => {
   closeClients();
@@ -153,6 +160,79 @@ describe.each(['single', 'cluster'] as const)('notifyUser ids on %s', (target) =
       expect(await pubsub.notifyUser('u'.repeat(1019), 1)).toBe(0);
     },
   );
+});
+
+describe.each(['single', 'cluster'] as const)('message size on %s', (target) => {
+  it('a publish past 1 MiB serialized (the default) fails alone with SerializationError; its batch is delivered', async () => {
+    const keyPrefix = `pl${uid()}:`;
+    const publisherApp = await createToolkitApp({ target, keyPrefix });
+    const subscriberApp = await createToolkitApp({ target, keyPrefix });
+    const publisher = publisherApp.get(PubSubService);
+    const got: string[] = [];
+    for (const channel of ['news', 'other'])
+      await subscriberApp.get(PubSubService).subscribe(channel, (payload, ch) => void got.push(`${ch}:${payload}`));
+    const atLimit = 'x'.repeat(1_048_576 - 2); // JSON adds the two quotes: exactly 1 MiB
+    const { value: outcomes, calls } = await recordCommandCalls(publisherApp.get(RedisConnection).client, () =>
+      Promise.allSettled([
+        publisher.publish('news', 1),
+        publisher.publish('news', `${atLimit}y`),
+        publisher.publish('other', 2),
+        publisher.publish('news', atLimit),
+        publisher.publish('news', 3),
+      ]),
+    );
+    expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled', 'fulfilled']);
+    const refused = (outcomes[1] as PromiseRejectedResult).reason as Error;
+    expect(refused).toBeInstanceOf(SerializationError);
+    expect(refused.message).toMatch(/1048577 bytes serialized, more than pubsub.maxMessageBytes \(1048576\)/);
+    // the refused message never reached Redis (it alone holds 'xy'); the one at the limit did
+    expect(calls.some((c) => c.args.some((a) => a.includes(atLimit)))).toBe(true);
+    expect(calls.some((c) => c.args.some((a) => a.includes('xy')))).toBe(false);
+    expect(await waitFor(() => got.length === 4, 5_000)).toBe(true);
+    expect(got.map((m) => (m.length > 20 ? `${m.slice(0, 5)}(${m.length})` : m))).toEqual([
+      'news:1',
+      'other:2',
+      `news:(${'news:'.length + atLimit.length})`,
+      'news:3',
+    ]);
+    expect(publisher.stats()).toEqual({ unavailable: 0, replyErrors: 0 });
+  });
+
+  it.each([false, true])(
+    'durable %s: pubsub.maxMessageBytes counts UTF-8 bytes; notifyUser past it writes and publishes nothing',
+    async (durable) => {
+      const app = await createToolkitApp({
+        target,
+        keyPrefix: `pl${uid()}:`,
+        pubsub: { durable, maxMessageBytes: 100 },
+      });
+      const pubsub = app.get(PubSubService);
+      const user = `u${uid()}`;
+      const got: unknown[] = [];
+      await pubsub.subscribe(`user:${user}`, (payload) => void got.push(payload));
+      // 'é' is 2 bytes: 49 of them and the quotes are 100 bytes, 50 are 102
+      expect(await pubsub.notifyUser(user, 'é'.repeat(49))).toBe(1);
+      await expect(pubsub.notifyUser(user, 'é'.repeat(50))).rejects.toBeInstanceOf(SerializationError);
+      await expect(pubsub.publish('plain', 'é'.repeat(50))).rejects.toThrow(/102 bytes serialized/);
+      expect(await waitFor(() => got.length === 1, 3_000)).toBe(true);
+      expect(got).toEqual(['é'.repeat(49)]);
+      if (durable) expect((await pubsub.replay(user, '0-0')).map((m) => m.data)).toEqual(['é'.repeat(49)]);
+      else expect(await app.get(RedisConnection).client.exists(streamKey(app, user))).toBe(0);
+    },
+  );
+});
+
+describe('pubsub.maxMessageBytes option', () => {
+  it.each([0, 1.5, -1, 536_870_913, '100'])('refuses %p at start, naming the option', async (maxMessageBytes) => {
+    await expect(
+      createToolkitApp({ keyPrefix: `pl${uid()}:`, pubsub: { maxMessageBytes: maxMessageBytes as number } }),
+    ).rejects.toThrow(/pubsub.maxMessageBytes must be an integer from 1 to 536870912/);
+  });
+
+  it('defaults to 1 MiB', async () => {
+    const app = await createToolkitApp({ keyPrefix: `pl${uid()}:` });
+    expect((app.get(PUBSUB_OPTIONS) as ResolvedPubSubOptions).maxMessageBytes).toBe(1_048_576);
+  });
 });
 
 describe('notifyUser on a fractional ttl, seen from the service', () => {
