@@ -69,27 +69,34 @@ export class RateLimitAdmin {
     }
   }
 
-  /** Gives back (points > 0) or charges (points < 0) units of a counter; resolves with the units left. */
+  /**
+   * Gives back (reward) or charges (penalty) `points` units of a counter; resolves with the units left. `points` is
+   * an integer >= 1 either way (checked as the caller gave it, before the sign of a penalty is applied): a negative
+   * one would do the opposite of what was asked.
+   */
   async adjust(
     key: string,
     points: number,
     policy: RateLimitPolicy,
     scope: string | undefined,
-    what: string,
+    what: 'reward' | 'penalty',
   ): Promise<number> {
     checkKey(key);
-    if (!Number.isSafeInteger(points) || points === 0)
-      throw new InvalidOptionsError(`rate limit: ${what} points must be a whole number >= 1, got ${Math.abs(points)}`);
+    if (!Number.isSafeInteger(points) || points < 1) {
+      const shown = typeof points === 'number' ? String(points) : (JSON.stringify(points) ?? String(points));
+      throw new InvalidOptionsError(`rate limit: ${what} points must be a whole number >= 1, got ${shown}`);
+    }
     const p = this.resolvePolicy(policy, 'policy');
     const counter = this.keys.counter(key, scope ?? defaultScope(p), p.algorithm);
     // a reward can readmit the counter: forget what this process knew of it (a penalty only refuses more)
-    if (points > 0) this.blockCache?.forget(counter);
+    if (what === 'reward') this.blockCache?.forget(counter);
     try {
       this.failures.assertReady(what);
       return await this.adjuster.run(
         this.connection.client,
         [counter],
-        [ALGORITHM_CODES[p.algorithm], p.limit, p.ttl, points, p.burst],
+        // reward.lua gives back a positive count and charges a negative one
+        [ALGORITHM_CODES[p.algorithm], p.limit, p.ttl, what === 'reward' ? points : -points, p.burst],
       );
     } catch (err) {
       throw this.failed(err, what);

@@ -157,7 +157,7 @@ export class RateLimitService {
   /**
    * Gives back `points` units of the counter of `policy` for `key` (rate-limiter-flexible `reward`; what the guard does
    * for `skipSuccessfulRequests` / `skipFailedRequests`). `scope` names a guard's counter (default: the policy's).
-   * Resolves with the units left afterwards.
+   * Resolves with the units left afterwards. `points` is an integer >= 1 (InvalidOptionsError otherwise).
    */
   reward(key: string, points: number, policy: RateLimitPolicy, scope?: string): Promise<number> {
     return this.admin.adjust(key, points, policy, scope, 'reward');
@@ -165,10 +165,10 @@ export class RateLimitService {
 
   /**
    * Charges `points` more units to the counter of `policy` for `key`, whatever it allows (rate-limiter-flexible
-   * `penalty`).
+   * `penalty`). `points` is an integer >= 1 (InvalidOptionsError otherwise).
    */
   penalty(key: string, points: number, policy: RateLimitPolicy, scope?: string): Promise<number> {
-    return this.admin.adjust(key, -points, policy, scope, 'penalty');
+    return this.admin.adjust(key, points, policy, scope, 'penalty');
   }
 
   /** Counts since start (this process). */
