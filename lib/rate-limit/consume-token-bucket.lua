@@ -13,6 +13,8 @@ local floor, ceil, max, tonumber = math.floor, math.ceil, math.max, tonumber
 -- parsed policies by their ARGV value: a tick's decisions mostly share one
 local SPECS = {}
 local now -- µs, the server's clock, read once by the first decision that gets past its reads
+-- buckets this call charged: the TAT stored and what rounding it up to a whole µs added (consume.lua's check says why)
+local TAT_OF, LOST_OF = {}, {}
 
 local function decide(bucket, blocker, spec)
   local p = SPECS[spec]
@@ -21,12 +23,12 @@ local function decide(bucket, blocker, spec)
     if not limit then error('malformed token-bucket consume: ' .. tostring(spec)) end
     limit, win, cost, burst, block = tonumber(limit), tonumber(win), tonumber(cost), tonumber(burst), tonumber(block)
     local win_us = win * 1000
-    -- µs per token, whole (consume.lua's spec_of says why)
-    local interval = max(1, floor(win_us / limit + 0.5))
-    p = { cost, burst, block, win_us, interval, burst * interval }
+    -- in units of 1/limit µs: a token is the window, the bucket burst windows (consume.lua's check says why)
+    local cap = burst * win_us
+    p = { limit, cost, burst, block, win_us, cap, cap < 2 ^ 53 and cap or cap * (1 + 2 ^ -48) }
     SPECS[spec] = p
   end
-  local cost, burst, block, win_us, interval, capacity = p[1], p[2], p[3], p[4], p[5], p[6]
+  local limit, cost, burst, block, win_us, cap = p[1], p[2], p[3], p[4], p[5], p[6]
 
   local tat, blocked = read_string_counter(bucket, blocker)
   if not tat then return -1, blocked, 0, 0, 0 end
@@ -41,12 +43,16 @@ local function decide(bucket, blocker, spec)
   -- later, so it never admits more) and the charge SETs it whole
   if tat % 1 ~= 0 then tat, stored = ceil(tat), false end
   if tat < now then tat = now end
-  local new_tat = tat + cost * interval
-  local allow_at = new_tat - capacity
-  local allowed = now + 0.5 >= allow_at
+  -- owed as stored (each charge rounds its TAT up to a whole µs), exactly for a bucket this call charged
+  local base = (tat - now) * limit
+  local owed = base
+  if TAT_OF[bucket] == tat then owed = base - LOST_OF[bucket] end
+  local step = cost * win_us
+  local due = owed + step
+  local allowed = due <= p[7]
   local retry = 0
-  if not allowed then retry = cost > burst and win_us or allow_at - now end
-  local remaining = floor((capacity - (tat - now)) / interval + 1e-9)
+  if not allowed then retry = cost > burst and win_us or (base + step - cap) / limit end
+  local remaining = floor((cap - owed) / win_us)
   local reset = tat - now
 
   if blocked > 0 then
@@ -55,6 +61,8 @@ local function decide(bucket, blocker, spec)
     return 0, 0, 0, ms(reset), ms(max(retry, blocked * 1000))
   end
   if allowed then
+    local ahead = ceil(due / limit) -- µs from now to the TAT after the charge
+    local new_tat = now + ahead
     if cost > 0 then
       local new_cell = floor(new_tat / win_us)
       if stored and floor(stored / win_us) == new_cell then
@@ -65,9 +73,10 @@ local function decide(bucket, blocker, spec)
       else
         redis.call('SET', bucket, string.format('%.17g', -new_tat), 'PX', ceil(((new_cell + 2) * win_us - now) / 1000))
       end
+      TAT_OF[bucket], LOST_OF[bucket] = new_tat, ahead * limit - due
     end
-    remaining = floor((capacity - (new_tat - now)) / interval + 1e-9)
-    return 1, 1, remaining > 0 and remaining or 0, ms(new_tat - now), 0
+    remaining = floor((cap - due) / win_us)
+    return 1, 1, remaining > 0 and remaining or 0, ms(ahead), 0
   end
   if block > 0 then
     -- blockDuration: refused by its own count, the bucket is blocked from now

@@ -28,15 +28,19 @@
 
 local now_us -- microseconds; read once, and only if a sliding window or a token bucket needs it
 local stamp -- now_us as a whole-number string (sliding-window member scores), made once
--- per policy i of the decision at hand, 10 slots from o = (i - 1) * 10 (one flat table, reused by every decision):
+-- per policy i of the decision at hand, 11 slots from o = (i - 1) * 11 (one flat table, reused by every decision):
 -- o+1 allowed, o+2 remaining now, o+3 remaining after the charge, o+4 reset now, o+5 reset after the charge,
 -- o+6 retry, o+7 state for the charge (count or new TAT), o+8 refused because the counter is blocked, o+9 its spec,
--- o+10 token bucket: the TAT as stored by this script, its expiry known (false: unknown)
+-- o+10 token bucket: the TAT as stored by this script, its expiry known (false: unknown), o+11 token bucket: what
+-- rounding the new TAT up to a whole µs adds (see check)
 local S = {}
 local out = {}
--- parsed policies by their ARGV value: { algorithm, limit, window µs, cost, burst, block ms, window ms, token
--- interval µs (token bucket), the window's lower bound for this call (sliding window, made when first needed) }
+-- parsed policies by their ARGV value: { algorithm, limit, window µs, cost, burst, block ms, window ms, token bucket:
+-- its capacity (burst × window µs, see check), the window's lower bound for this call (sliding window, made when first
+-- needed), token bucket: the most a bucket may owe and admit (its capacity, a hair over it past 2^53) }
 local SPECS = {}
+-- token buckets this call charged, by key: the TAT stored and what rounding it up to a whole µs added (see check)
+local TAT_OF, LOST_OF = {}, {}
 -- decision heads: number of policies by head ('c1' -> 1)
 local HEADS = {}
 -- the decision at hand: its mode, its number of policies, where its keys and its policy values start
@@ -61,12 +65,10 @@ local function spec_of(v)
   if not algo then error('malformed rate-limit policy ' .. tostring(v)) end
   if algo ~= 'f' and algo ~= 's' and algo ~= 't' then error('unknown rate-limit algorithm ' .. algo) end
   win = tonumber(win)
-  limit = tonumber(limit)
-  -- token bucket: µs per token, a whole number: the state is an absolute time (~1.8e15 µs, where a double steps by
-  -- 0.25), so a fractional interval (60 s / 9) rounded at every step and a full burst of `limit` could find its last
-  -- token a µs short. Whole µs add exactly; the rate moves by under 0.5 µs per token.
-  local interval = max(1, floor(win * 1000 / limit + 0.5))
-  p = { algo, limit, win * 1000, tonumber(cost), tonumber(burst), tonumber(block), win, interval, false }
+  local cap = tonumber(burst) * win * 1000
+  -- past 2^53 the figures are no longer whole: a relative hair of slack so that a full burst still fits
+  p = { algo, tonumber(limit), win * 1000, tonumber(cost), tonumber(burst), tonumber(block), win, cap, false,
+    cap < 2 ^ 53 and cap or cap * (1 + 2 ^ -48) }
   SPECS[v] = p
   return p
 end
@@ -88,7 +90,8 @@ end
 -- One policy's verdict, nothing written. Returns allowed by its algorithm, remaining now, remaining after the charge,
 -- reset now, reset after the charge (µs; false: the newest member's, worked out only if the answer needs it),
 -- retry (µs), the state for the charge (count or new TAT), the TAT as this script stored it (false: its expiry is
--- unknown), and the block key's TTL (ms, > 0: blocked).
+-- unknown), the block key's TTL (ms, > 0: blocked), and for a token bucket what rounding the new TAT up to a whole µs
+-- adds (in 1/limit µs).
 local function check(p, key, bkey)
   local algo, limit, win_us, cost = p[1], p[2], p[3], p[4]
   if algo == 'f' then
@@ -138,11 +141,13 @@ local function check(p, key, bkey)
     return allowed, limit - count, limit - count - cost, false, cost > 0 and win_us or false, retry, count, false,
       blocked
   end
-  -- Token bucket as GCRA: one value, the theoretical arrival time (TAT, microseconds). `limit` tokens refill over
-  -- the window (the steady rate), `burst` tokens fit in the bucket.
+  -- Token bucket as GCRA: one value, the theoretical arrival time (TAT, whole microseconds). `limit` tokens refill
+  -- over the window (the steady rate), `burst` tokens fit in the bucket. Worked in units of 1/limit µs, where a token
+  -- is the window (win_us units) and the bucket burst × win_us: whole numbers (exact below 2^53), so the rate is
+  -- exactly `limit` per window. Until 2026-12-04 a token was a whole number of µs (at least 1), rounded: 450,000 a
+  -- second refilled at 500,000, 5,000,000 a second at 1,000,000. consume-token-bucket.lua and reward.lua do the same.
   read_now()
-  local burst, interval = p[5], p[8]
-  local capacity = burst * interval
+  local cap = p[8]
   local tat, blocked = read_counter_or_fail(key, bkey)
   -- stored negative by this script: then the key expires at or after the end of the window-long cell after the one
   -- holding |TAT| (see charge); a positive TAT (reward.lua, an older version) has an unknown expiry
@@ -152,18 +157,25 @@ local function check(p, key, bkey)
   -- later, so it never admits more) and the charge SETs it whole
   if tat % 1 ~= 0 then tat, stored = ceil(tat), false end
   if tat < now_us then tat = now_us end
-  local new_tat = tat + cost * interval
-  local allow_at = new_tat - capacity
-  local allowed = now_us + 0.5 >= allow_at
+  -- what the bucket owes: (TAT - now) × limit as stored. A charge stores its TAT rounded up to a whole µs, a little
+  -- more than it owes (under 1 µs per charge: the rate's only error, never in the client's favour); a bucket this
+  -- call charged owes exactly that less (a burst at one instant fits whole)
+  local base = (tat - now_us) * limit
+  local owed = base
+  if TAT_OF[key] == tat then owed = base - LOST_OF[key] end
+  local step = cost * win_us
+  local due = owed + step
+  local allowed = due <= p[10]
   local retry = 0
-  if not allowed then retry = cost > burst and win_us or allow_at - now_us end
-  return allowed, floor((capacity - (tat - now_us)) / interval + 1e-9),
-    floor((capacity - (new_tat - now_us)) / interval + 1e-9), tat - now_us, new_tat - now_us, retry, new_tat,
-    stored, blocked
+  -- from the TAT as stored: what a later call reads
+  if not allowed then retry = cost > p[5] and win_us or (base + step - cap) / limit end
+  local ahead = ceil(due / limit) -- µs from now to the TAT after the charge
+  return allowed, floor((cap - owed) / win_us), floor((cap - due) / win_us), tat - now_us, ahead, retry,
+    now_us + ahead, stored, blocked, ahead * limit - due
 end
 
--- Charges one admitted policy (cost > 0): `state` and `stored` as check() returned them.
-local function charge(p, key, state, stored)
+-- Charges one admitted policy (cost > 0): `state`, `stored` and `lost` as check() returned them.
+local function charge(p, key, state, stored, lost)
   local algo, cost = p[1], p[4]
   if algo == 'f' then
     if state == 0 then
@@ -189,6 +201,7 @@ local function charge(p, key, state, stored)
       local ttl = ceil(((new_cell + 2) * p[3] - now_us) / 1000)
       redis.call('SET', key, format('%.17g', -state), 'PX', ttl)
     end
+    TAT_OF[key], LOST_OF[key] = state, lost
   end
 end
 
@@ -202,13 +215,13 @@ end
 local function consume_one()
   local p = spec_of(ARGV[a0 + 1])
   local key, bkey = KEYS[k0 + 1], KEYS[k0 + 2]
-  local allowed, rem, rem_after, reset, reset_after, retry, state, stored, blocked = check(p, key, bkey)
+  local allowed, rem, rem_after, reset, reset_after, retry, state, stored, blocked, lost = check(p, key, bkey)
   if blocked > 0 then
     -- a blocked counter refuses until its block key expires, whatever the algorithm says
     if allowed then retry = 0 end
     allowed, rem, retry = false, 0, max(retry, blocked * 1000)
   elseif allowed then
-    if p[4] > 0 then charge(p, key, state, stored) end
+    if p[4] > 0 then charge(p, key, state, stored, lost) end
     rem, reset, retry = rem_after, reset_after, 0
   elseif p[6] > 0 then
     -- blockDuration: a policy that refused this consume by its own count blocks its counter from now
@@ -227,11 +240,11 @@ end
 local function decide()
   local all = true
   for i = 1, n do
-    local o = (i - 1) * 10
+    local o = (i - 1) * 11
     local p = spec_of(ARGV[a0 + i])
     S[o + 9] = p
     local blocked
-    S[o + 1], S[o + 2], S[o + 3], S[o + 4], S[o + 5], S[o + 6], S[o + 7], S[o + 10], blocked =
+    S[o + 1], S[o + 2], S[o + 3], S[o + 4], S[o + 5], S[o + 6], S[o + 7], S[o + 10], blocked, S[o + 11] =
       check(p, KEYS[k0 + 2 * i - 1], KEYS[k0 + 2 * i])
     -- a blocked counter refuses until its block key expires, whatever the algorithm says
     S[o + 8] = false
@@ -248,16 +261,16 @@ local function decide()
   local charged = all and not peek
   if charged then
     for i = 1, n do
-      local o = (i - 1) * 10
+      local o = (i - 1) * 11
       local p = S[o + 9]
-      if p[4] > 0 then charge(p, KEYS[k0 + 2 * i - 1], S[o + 7], S[o + 10]) end
+      if p[4] > 0 then charge(p, KEYS[k0 + 2 * i - 1], S[o + 7], S[o + 10], S[o + 11]) end
     end
   end
 
   if not all and not peek then
     -- blockDuration: a policy that refused this consume by its own count blocks its counter from now
     for i = 1, n do
-      local o = (i - 1) * 10
+      local o = (i - 1) * 11
       local block_ms = S[o + 9][6]
       if block_ms > 0 and not S[o + 1] and not S[o + 8] then
         redis.call('SET', KEYS[k0 + 2 * i], '1', 'PX', block_ms)
@@ -268,7 +281,7 @@ local function decide()
   end
   out[#out + 1] = all and 1 or 0
   for i = 1, n do
-    local o = (i - 1) * 10
+    local o = (i - 1) * 11
     local rem, reset
     if charged then
       rem, reset = S[o + 3], S[o + 5]

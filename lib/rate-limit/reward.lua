@@ -44,21 +44,22 @@ if algo == 's' then
   return math.max(0, limit - redis.call('ZCARD', key))
 end
 if algo == 't' then
-  -- µs per token and the TAT as consume.lua has them: whole numbers. A TAT with a fraction cannot take the consume
-  -- scripts' INCRBY: until 2026-12-03 this used win / limit, and every later consume of such a bucket in the same
-  -- window-long cell failed (7 per minute: 8,571,428.57 µs per token).
-  local interval = math.max(1, math.floor(win_ms * 1000 / limit + 0.5))
+  -- consume.lua's token bucket (its check says why): in units of 1/limit µs a token is the window, so the rate is
+  -- exactly `limit` per window, and the TAT is stored whole, rounded up (a reward gives back under 1 µs less than it
+  -- says, a penalty takes under 1 µs more). A TAT with a fraction cannot take the consume scripts' INCRBY: until
+  -- 2026-12-03 this wrote them (7 per minute: 8,571,428.57 µs per token).
+  local win_us = win_ms * 1000
   local burst = tonumber(ARGV[5])
-  local capacity = burst * interval
   -- consume.lua stores the TAT negative (its expiry known); written back positive here, so it sets the expiry again
-  local tat = math.abs(tonumber(redis.call('GET', key) or '0'))
+  local tat = math.ceil(math.abs(tonumber(redis.call('GET', key) or '0')))
   if tat < now_us then tat = now_us end
-  tat = math.ceil(tat - points * interval)
-  if tat <= now_us then
+  local owed = (tat - now_us) * limit - points * win_us
+  if owed <= 0 then
     redis.call('DEL', key) -- a full bucket
     return burst
   end
-  redis.call('SET', key, string.format('%.17g', tat), 'PX', math.ceil((tat - now_us) / 1000) + 1)
-  return math.max(0, math.floor((capacity - (tat - now_us)) / interval + 1e-9))
+  local ahead = math.ceil(owed / limit) -- µs from now to the new TAT
+  redis.call('SET', key, string.format('%.17g', now_us + ahead), 'PX', math.ceil(ahead / 1000) + 1)
+  return math.max(0, math.floor((burst * win_us - ahead * limit) / win_us))
 end
 error('unknown rate-limit algorithm ' .. tostring(algo))

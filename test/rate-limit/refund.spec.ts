@@ -162,3 +162,28 @@ describe('a TAT with a fraction, as reward.lua stored it before 2026-12-03', () 
     expect(Number.isInteger(Number(await redis.get(counter)))).toBe(true);
   });
 });
+
+describe.each(['single', 'cluster'] as const)('reward / penalty answers and bounds on %s', (target) => {
+  // an app per test: the apps are closed after each (afterEach above)
+  let rl: RateLimitService;
+  beforeEach(async () => {
+    rl = (await createToolkitApp({ target, keyPrefix: `rtk-${randomUUID().slice(0, 8)}:` })).get(RateLimitService);
+  });
+
+  it('token bucket at 450,000 a second: a penalty of a full bucket takes 1 s to refill (was 900 ms)', async () => {
+    const key = randomUUID();
+    const policy = { limit: 450_000, ttl: 1_000, algorithm: 'token-bucket' as const };
+    const from = Date.now();
+    expect(await rl.penalty(key, 450_000, policy)).toBe(0);
+    const peeked = await rl.peek(key, policy);
+    const elapsed = Date.now() + 1 - from;
+    expect(peeked.resetMs).toBeGreaterThanOrEqual(1_000 - elapsed);
+    expect(peeked.resetMs).toBeLessThanOrEqual(1_000);
+    // half of it back: half a second of refill owed
+    const half = await rl.reward(key, 225_000, policy);
+    expect(half).toBeGreaterThanOrEqual(225_000);
+    expect(half).toBeLessThanOrEqual(225_000 + 450 * (Date.now() + 1 - from));
+    expect((await rl.peek(key, policy)).resetMs).toBeLessThanOrEqual(500);
+    expect((await rl.peek(key, policy)).resetMs).toBeGreaterThanOrEqual(500 - (Date.now() + 1 - from));
+  });
+});
