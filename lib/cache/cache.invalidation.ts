@@ -105,11 +105,17 @@ export class CacheInvalidation {
     }
   }
 
+  /**
+   * SCAN MATCH finds a superset (stored keys are escaped: `?` cannot stand for `:` written `%3A` there); each key
+   * found is then matched exactly against the caller's key (KeyBuilder.patternMatcher), and our internal keys (tag
+   * indexes, locks: `rtk:cache:{...`) are spared.
+   */
   invalidatePattern(pattern: string): Promise<number> {
     const internal = this.keys.tagHead(FEATURE);
     const match = this.keys.pattern(FEATURE, pattern);
+    const matches = this.keys.patternMatcher(FEATURE, pattern);
     return this.bulk('invalidatePattern', () =>
-      unlinkMatching(this.connection, match, this.l1, (k) => k.startsWith(internal)),
+      unlinkMatching(this.connection, match, this.l1, (k) => k.startsWith(internal) || !matches(k)),
     );
   }
 

@@ -13,6 +13,16 @@ const GLOB_CHARACTERS = /[*?[\]\\]/g;
 const ESCAPED_CHARACTERS = /[%{}:]/;
 const ESCAPED_CHARACTERS_ALL = /[%{}:]/g;
 const ESCAPES: Record<string, string> = { '%': '%25', '{': '%7B', '}': '%7D', ':': '%3A' };
+const ESCAPE_SEQUENCES = /%(?:25|7B|7D|3A)/g;
+const UNESCAPES: Record<string, string> = { '%25': '%', '%7B': '{', '%7D': '}', '%3A': ':' };
+// Bytes of Redis's glob syntax (util.c stringmatchlen).
+const STAR = 0x2a;
+const QUESTION = 0x3f;
+const OPEN = 0x5b;
+const CLOSE = 0x5d;
+const CARET = 0x5e;
+const DASH = 0x2d;
+const BACKSLASH = 0x5c;
 
 /** The default `keyPrefix`: every key the toolkit writes starts with it. */
 export const DEFAULT_KEY_PREFIX = 'rtk:';
@@ -139,16 +149,119 @@ export class KeyBuilder {
   }
 
   /**
-   * A SCAN MATCH pattern for keys of one feature. The caller's glob is kept (`*`, `?`, `[...]`), its `%{}:` are escaped
-   * like stored keys (so `products:*` matches what `key(f, 'products:1')` wrote), and our own prefix is glob-escaped,
-   * so the pattern can only ever match keys under our prefix.
+   * A SCAN MATCH pattern for keys of one feature, over their stored (escaped) form: a superset of the keys the
+   * caller's glob matches, which `patternMatcher` then picks exactly. A stored key writes each of `%{}:` as three
+   * characters, so a `?` or a `[...]` of the glob (one character) becomes `*` here; literal characters are escaped like
+   * stored keys (`products:*` gives `products%3A*`, which is already exact but for `*` ending inside an escape). Our
+   * own prefix is glob-escaped, so the pattern can only ever match keys under our prefix.
    */
   pattern(feature: string, userPattern: string): string {
     KeyBuilder.validate(userPattern, 'pattern');
-    return KeyBuilder.globEscape(this.featurePrefix(feature)) + KeyBuilder.escape(userPattern);
+    const literal = (c: string) => ESCAPES[c] ?? KeyBuilder.globEscape(c);
+    let match = '';
+    for (let i = 0; i < userPattern.length; i++) {
+      const c = userPattern[i];
+      if (c === '*' || c === '?') match += '*';
+      else if (c === '[') {
+        match += '*';
+        i = classEnd(userPattern, i);
+      } else if (c === '\\' && i + 1 < userPattern.length) match += literal(userPattern[++i]);
+      else match += literal(c);
+    }
+    return KeyBuilder.globEscape(this.featurePrefix(feature)) + match;
+  }
+
+  /**
+   * The exact test of a caller's glob against a key built by `key(feature, part)`: whether the glob matches `part`,
+   * the key as the caller gave it, as Redis's MATCH would match it unescaped (byte for byte of its UTF-8: `?` is one
+   * byte, as in Redis). With `pattern` (the SCAN superset) it gives a glob the meaning it has on the caller's keys:
+   * `a?b` matches `a:b`, `[:]*` does not match `A1`, `*3A` does not match `b:`.
+   */
+  patternMatcher(feature: string, userPattern: string): (builtKey: string) => boolean {
+    KeyBuilder.validate(userPattern, 'pattern');
+    const glob = Buffer.from(userPattern);
+    const head = this.featurePrefix(feature);
+    return (builtKey) => {
+      if (!builtKey.startsWith(head)) return false;
+      const part = builtKey.slice(head.length).replace(ESCAPE_SEQUENCES, (e) => UNESCAPES[e]);
+      return globMatch(glob, 0, Buffer.from(part), 0, { giveUp: false });
+    };
   }
 
   static globEscape(literal: string): string {
     return literal.replace(GLOB_CHARACTERS, (c) => `\\${c}`);
   }
+}
+
+/**
+ * Where the class opened by the `[` at `open` ends (the index of its `]`, or the last index when it is never closed),
+ * read as Redis reads it: `\\x` is a literal x, `x-y` a range (whatever y is, `]` too), and a `]` right after `[` or
+ * `[^` closes an empty class. (Redis reads bytes; a character's UTF-8 bytes past its first are never ASCII, so the
+ * class ends at the same place.)
+ */
+function classEnd(glob: string, open: number): number {
+  let i = open + 1;
+  if (glob[i] === '^') i++;
+  for (; i < glob.length; i++) {
+    if (glob[i] === '\\' && glob.length - i >= 2) i++;
+    else if (glob[i] === ']') return i;
+    else if (glob.length - i >= 3 && glob[i + 1] === '-') i += 2;
+  }
+  return glob.length - 1;
+}
+
+/**
+ * Redis's glob match (util.c stringmatchlen of Redis 7, case-sensitive), ported byte for byte: `p` the pattern from
+ * `pi`, `s` the string from `si`. `state.giveUp` is its skipLongerMatches: once a `*` has tried every rest of the
+ * string, no outer `*` needs to try a longer one (the match stays polynomial).
+ */
+function globMatch(p: Uint8Array, pi: number, s: Uint8Array, si: number, state: { giveUp: boolean }): boolean {
+  while (pi < p.length && si < s.length) {
+    const c = p[pi];
+    if (c === STAR) {
+      while (pi + 1 < p.length && p[pi + 1] === STAR) pi++;
+      if (pi + 1 === p.length) return true;
+      for (; si < s.length; si++) {
+        if (globMatch(p, pi + 1, s, si, state)) return true;
+        if (state.giveUp) return false;
+      }
+      state.giveUp = true;
+      return false;
+    }
+    if (c === OPEN) {
+      pi++;
+      const not = p[pi] === CARET;
+      if (not) pi++;
+      let match = false;
+      for (;;) {
+        if (p[pi] === BACKSLASH && p.length - pi >= 2) {
+          pi++;
+          if (p[pi] === s[si]) match = true;
+        } else if (p[pi] === CLOSE) {
+          break;
+        } else if (pi >= p.length) {
+          pi--; // never closed: the class ran to the end of the pattern
+          break;
+        } else if (p.length - pi >= 3 && p[pi + 1] === DASH) {
+          const [from, to] = p[pi] <= p[pi + 2] ? [p[pi], p[pi + 2]] : [p[pi + 2], p[pi]];
+          if (s[si] >= from && s[si] <= to) match = true;
+          pi += 2;
+        } else if (p[pi] === s[si]) {
+          match = true;
+        }
+        pi++;
+      }
+      if (match === not) return false;
+    } else if (c !== QUESTION) {
+      if (c === BACKSLASH && p.length - pi >= 2) pi++;
+      if (p[pi] !== s[si]) return false;
+    }
+    si++;
+    pi++;
+    if (si === s.length) {
+      while (p[pi] === STAR) pi++;
+      break;
+    }
+  }
+  return pi === p.length && si === s.length;
 }

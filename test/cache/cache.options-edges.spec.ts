@@ -1,6 +1,7 @@
 /**
  * Edges of the cache's module options and call arguments, on real Redis: durations with a fraction of a ms (accepted
- * as durations) reach Redis rounded up to whole ms.
+ * as durations) reach Redis and the LRU rounded up to whole ms; l1.max is bounded; invalidateTags refuses what is
+ * neither a tag nor an options object; invalidatePattern's glob means what it means on the keys as given.
  */
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
@@ -160,5 +161,44 @@ describe.each(['single', 'cluster'] as const)('invalidateTags arguments on %s', 
     expect(await cache.get('p1')).toBeUndefined();
     expect(await cache.invalidateTags({ soft: true })).toBe(0);
     expect(await cache.invalidateTags()).toBe(0);
+  });
+});
+
+describe.each(['single', 'cluster'] as const)('invalidatePattern on %s', (target) => {
+  /** Sets each key, runs the pattern, and returns how many it removed and which of the keys are left. */
+  async function run(cache: CacheService, keys: string[], pattern: string) {
+    for (const k of keys) await cache.set(k, k);
+    const removed = await cache.invalidatePattern(pattern);
+    const left: string[] = [];
+    for (const k of keys) if ((await cache.get(k)) !== undefined) left.push(k);
+    await cache.invalidatePattern('*');
+    return { removed, left };
+  }
+
+  it('matches the glob against the keys as given, not their escaped form (? and [...] stand for one character)', async () => {
+    const { cache } = await cacheApp(target);
+    // ? is one character, also one the stored key escapes (: % { })
+    expect(await run(cache, ['a:b', 'axb', 'ab', 'a::b'], 'a?b')).toEqual({ removed: 2, left: ['ab', 'a::b'] });
+    expect(await run(cache, ['x%', 'x{', 'x}', 'xy', 'x%%'], 'x?')).toEqual({ removed: 4, left: ['x%%'] });
+    // a class holds the characters written in it, never the letters of an escape
+    expect(await run(cache, ['A1', ':1', '%1', '31'], '[:]*')).toEqual({ removed: 1, left: ['A1', '%1', '31'] });
+    expect(await run(cache, ['A1', ':1', 'a1'], '[^a]1')).toEqual({ removed: 2, left: ['a1'] });
+    expect(await run(cache, ['{t}', '{tt}', 't'], '{?}')).toEqual({ removed: 1, left: ['{tt}', 't'] });
+    // * never ends inside an escape: '*3A' matches a key ending in the text 3A, not one ending in ':'
+    expect(await run(cache, ['b:', 'x3A', '%'], '*3A')).toEqual({ removed: 1, left: ['b:', '%'] });
+    expect(await run(cache, ['%', '%25', 'a%'], '*25')).toEqual({ removed: 1, left: ['%', 'a%'] });
+    // escaped glob characters are literal
+    expect(await run(cache, ['a*', 'ab', ':x'], 'a\\*')).toEqual({ removed: 1, left: ['ab', ':x'] });
+    expect(await run(cache, ['a*', ':x', 'x:'], '\\:*')).toEqual({ removed: 1, left: ['a*', 'x:'] });
+    // as Redis's MATCH, ? is one byte of the key's UTF-8: é is two
+    expect(await run(cache, ['é', 'e'], '?')).toEqual({ removed: 1, left: ['é'] });
+    expect(await run(cache, ['é', 'e'], '??')).toEqual({ removed: 1, left: ['e'] });
+  });
+
+  it('leaves internal keys (tag indexes, locks) alone whatever the pattern', async () => {
+    const { cache, client, keyPrefix } = await cacheApp(target);
+    await cache.set('a', 1, { tags: ['t'] });
+    expect(await cache.invalidatePattern('?*')).toBe(1);
+    expect(await client.exists(`${keyPrefix}cache:{t}:tag`)).toBe(1);
   });
 });

@@ -1,7 +1,8 @@
 /**
  * Property-based tests of KeyBuilder: for random (valid) caller input, keys and SCAN patterns stay under our prefix,
  * hash tags are only ever ours, and different inputs give different keys. The pattern property is checked against a
- * real Redis (SCAN MATCH) on a sample of keys, ours and foreign.
+ * real Redis (SCAN MATCH) on a sample of keys, ours and foreign; and a glob (SCAN with pattern(), then patternMatcher)
+ * finds exactly the keys Redis's own MATCH finds among the same keys stored unescaped.
  */
 import fc from 'fast-check';
 import { Redis } from 'ioredis';
@@ -238,5 +239,77 @@ describe('KeyBuilder.pattern against a real Redis (SCAN MATCH)', () => {
       }),
       { numRuns: 60 },
     );
+  });
+});
+
+describe('KeyBuilder.pattern and patternMatcher: the glob means what it means on the keys as given', () => {
+  const redis = usePrivateRedis();
+  let client: Redis;
+  const keys = new KeyBuilder('rtk:');
+  /** Small alphabets, so that random globs match often: the escaped characters, their escapes' letters, glob syntax. */
+  const keyChars = [
+    'a',
+    'b',
+    ':',
+    '%',
+    '{',
+    '}',
+    '3',
+    'A',
+    '7',
+    'B',
+    '2',
+    '5',
+    'é',
+    '*',
+    '?',
+    '[',
+    ']',
+    '\\',
+    '^',
+    '-',
+  ];
+  const userKey = fc.array(fc.constantFrom(...keyChars), { minLength: 1, maxLength: 5 }).map((a) => a.join(''));
+  const glob = fc
+    .array(
+      fc.constantFrom(
+        ...['a', ':', '%', '{', '}', '3', 'A', 'B', '?', '*', '[', ']', '^', '-', '\\', 'é', '[:]', '[^a]', '[%-;]'],
+        ...['\\:', '\\*', '3A', '%3A', '%25', '[]', '[^]'],
+      ),
+      { minLength: 1, maxLength: 6 },
+    )
+    .map((a) => a.join(''));
+  /** Each user key by the key KeyBuilder builds for it. */
+  const byBuilt = new Map<string, string>();
+
+  beforeAll(async () => {
+    client = trackForCleanup(new Redis(redis.server.url));
+    const sample = [...new Set(fc.sample(userKey, { numRuns: 400, seed: 7 }))];
+    const pipeline = client.pipeline();
+    for (const k of sample) {
+      byBuilt.set(keys.key('cache', k), k);
+      pipeline.set(keys.key('cache', k), '1');
+      pipeline.set(`raw:${k}`, '1'); // the key as given, unescaped: what the glob is meant for
+    }
+    await pipeline.exec();
+  });
+
+  it("SCAN MATCH pattern() then patternMatcher() finds exactly the keys Redis's own MATCH finds unescaped", async () => {
+    await fc.assert(
+      fc.asyncProperty(glob, async (user) => {
+        const expected = (await scanAll(client, `raw:${user}`)).map((k) => k.slice('raw:'.length)).sort();
+        const matches = keys.patternMatcher('cache', user);
+        const found = (await scanAll(client, keys.pattern('cache', user))).filter(matches);
+        expect({ user, keys: found.map((k) => byBuilt.get(k)).sort() }).toEqual({ user, keys: expected });
+      }),
+      { numRuns: 400, seed: 11 },
+    );
+  });
+
+  it('never matches a key of another feature or prefix', () => {
+    const matches = keys.patternMatcher('cache', '*');
+    expect(matches(keys.key('cache', 'a:b'))).toBe(true);
+    expect(matches(keys.key('rl', 'a'))).toBe(false);
+    expect(matches(new KeyBuilder('other:').key('cache', 'a'))).toBe(false);
   });
 });
