@@ -9,12 +9,15 @@
 -- written out in both, not shared as functions of a prelude: tried (2026-12-03), the calls cost a lone decision 3-5 %
 -- more Redis time here and 6-8 % more in consume.lua (12-round pairs of old and new on one server, 3 runs; an A/A of
 -- the same script put the same pairs at 1.00).
-local floor, ceil, max, tonumber = math.floor, math.ceil, math.max, tonumber
+local floor, ceil, max, format, tonumber = math.floor, math.ceil, math.max, string.format, tonumber
 -- parsed policies by their ARGV value: a tick's decisions mostly share one
 local SPECS = {}
 local now -- µs, the server's clock, read once by the first decision that gets past its reads
 -- buckets this call charged: the TAT stored and what rounding it up to a whole µs added (consume.lua's check says why)
 local TAT_OF, LOST_OF = {}, {}
+-- a TAT at or past 2^63 µs is no integer Redis holds (consume.lua's charge says more)
+local TAT_MAX = 2 ^ 63
+local TAT_TOO_FAR = 'ERR rate-limit token bucket: its TAT would pass 2^63 µs (burst × ttl / limit is too long)'
 
 local function decide(bucket, blocker, spec)
   local p = SPECS[spec]
@@ -64,15 +67,20 @@ local function decide(bucket, blocker, spec)
     local ahead = ceil(due / limit) -- µs from now to the TAT after the charge
     local new_tat = now + ahead
     if cost > 0 then
+      if new_tat >= TAT_MAX then return -1, TAT_TOO_FAR, 0, 0, 0 end
       local new_cell = floor(new_tat / win_us)
+      -- a write Redis refuses fails this decision alone, as consume.lua's pcall does; nothing is written for it
+      local wrote
       if stored and floor(stored / win_us) == new_cell then
-        -- a TAT Redis cannot add to (one in e-notation, '-1.79643e+15': never written by us) fails this decision
-        -- alone, as consume.lua's pcall does; nothing is written for it
-        local added = redis.pcall('INCRBY', bucket, stored - new_tat)
-        if type(added) == 'table' then return -1, added.err, 0, 0, 0 end
+        -- refused for a TAT Redis cannot add to (one in e-notation, '-1.79643e+15': never written by us); the
+        -- difference is under a window (< 1e17: Redis writes it in digits)
+        wrote = redis.pcall('INCRBY', bucket, stored - new_tat)
       else
-        redis.call('SET', bucket, string.format('%.17g', -new_tat), 'PX', ceil(((new_cell + 2) * win_us - now) / 1000))
+        -- written with '%.0f': '%.17g' (and Redis, for a number) writes 1e17 and up in e-notation, which INCRBY refuses
+        wrote = redis.pcall('SET', bucket, format('%.0f', -new_tat), 'PX',
+          format('%.0f', ceil(((new_cell + 2) * win_us - now) / 1000)))
       end
+      if type(wrote) == 'table' and wrote.err then return -1, wrote.err, 0, 0, 0 end -- SET's OK is a table too
       TAT_OF[bucket], LOST_OF[bucket] = new_tat, ahead * limit - due
     end
     remaining = floor((cap - due) / win_us)

@@ -41,6 +41,9 @@ local out = {}
 local SPECS = {}
 -- token buckets this call charged, by key: the TAT stored and what rounding it up to a whole µs added (see check)
 local TAT_OF, LOST_OF = {}, {}
+-- a TAT at or past 2^63 µs is no integer Redis holds (see charge)
+local TAT_MAX = 2 ^ 63
+local TAT_TOO_FAR = 'ERR rate-limit token bucket: its TAT would pass 2^63 µs (burst × ttl / limit is too long)'
 -- decision heads: number of policies by head ('c1' -> 1)
 local HEADS = {}
 -- the decision at hand: its mode, its number of policies, where its keys and its policy values start
@@ -194,12 +197,17 @@ local function charge(p, key, state, stored, lost)
     -- when the TAT moves to another cell: in between the TAT moves by a whole number of µs with INCRBY, which keeps
     -- the expiry and changes the stored integer in place (a SET with PX costs Redis about 1 µs more, Redis 7 rewriting
     -- it to PXAT for propagation; a SET with KEEPTTL about 0.3 µs more). Stored negative to mark it so.
+    -- A TAT at or past 2^63 µs (292,000 years after 1970: a charge that long; the options refuse a bucket whose
+    -- span passes 100 years) fails the decision before it writes. Under it, written with '%.0f': '%.17g' (and Redis,
+    -- for a number) writes 1e17 and up in e-notation, which the next charge's INCRBY refuses. The INCRBY's figure is
+    -- under a window.
+    if state >= TAT_MAX then error({ err = TAT_TOO_FAR }) end
     local new_cell = floor(state / p[3])
     if stored and floor(stored / p[3]) == new_cell then
       redis.call('INCRBY', key, stored - state)
     else
       local ttl = ceil(((new_cell + 2) * p[3] - now_us) / 1000)
-      redis.call('SET', key, format('%.17g', -state), 'PX', ttl)
+      redis.call('SET', key, format('%.0f', -state), 'PX', format('%.0f', ttl))
     end
     TAT_OF[key], LOST_OF[key] = state, lost
   end

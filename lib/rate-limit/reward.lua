@@ -10,12 +10,16 @@ local algo = ARGV[1]
 local limit = tonumber(ARGV[2])
 local win_ms = tonumber(ARGV[3])
 local points = tonumber(ARGV[4])
+local fmt = string.format
+-- a TAT at or past 2^63 µs is no integer Redis holds (consume.lua's charge says more)
+local TAT_TOO_FAR = 'ERR rate-limit token bucket: its TAT would pass 2^63 µs (burst × ttl / limit is too long)'
 if algo == 'f' then
   local count = tonumber(redis.call('GET', key) or '0')
   if points > 0 then
     if count == 0 then return limit end
     local left = math.max(0, count - points)
-    redis.call('SET', key, left, 'KEEPTTL')
+    -- in digits: a count of 1e17 or more (never ours) would go in e-notation, which INCRBY refuses
+    redis.call('SET', key, fmt('%.0f', left), 'KEEPTTL')
     return limit - left
   end
   if count == 0 then
@@ -59,7 +63,10 @@ if algo == 't' then
     return burst
   end
   local ahead = math.ceil(owed / limit) -- µs from now to the new TAT
-  redis.call('SET', key, string.format('%.17g', now_us + ahead), 'PX', math.ceil(ahead / 1000) + 1)
+  -- written in digits ('%.0f'; '%.17g' writes 1e17 and up in e-notation, which a consume's INCRBY refuses); at or
+  -- past 2^63 µs it is no integer Redis holds (consume.lua's charge says more)
+  if now_us + ahead >= 2 ^ 63 then return redis.error_reply(TAT_TOO_FAR) end
+  redis.call('SET', key, fmt('%.0f', now_us + ahead), 'PX', fmt('%.0f', math.ceil(ahead / 1000) + 1))
   return math.max(0, math.floor((burst * win_us - ahead * limit) / win_us))
 end
 error('unknown rate-limit algorithm ' .. tostring(algo))

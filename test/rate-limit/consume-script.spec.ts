@@ -442,3 +442,58 @@ describe('which script a call of one decision runs', () => {
     },
   );
 });
+
+// A TAT far ahead: the options refuse such policies before any Redis call (service.spec.ts), the scripts defend
+// themselves too. A charge of 40,000 tokens of 100 years each would put its TAT past 2^63 µs, which no Redis
+// integer holds: the lean script's SET of it (PX in e-notation) failed the whole call, every decision of the tick.
+// One of 63 tokens of 50 years puts it near 1.01e17 µs, which '%.17g' wrote in e-notation: every later charge's INCRBY
+// of that bucket failed.
+describe('a token bucket whose TAT would pass 1e17 or 2^63 µs, called as the scripts are', () => {
+  const Y100 = 3_153_600_000_000;
+  it.each([
+    ['consume-token-bucket.lua', leanTokenBucket],
+    ['consume.lua', general],
+  ])('%s: past 2^63 fails that decision alone, writing nothing; near 1e17 is stored whole', async (_file, lua) => {
+    const { redis } = await setup();
+    const [huge, wide, other] = [uid(), uid(), uid()];
+    const keys = [huge, wide, other].flatMap((k) => [k, `${k}:b`]);
+    const call = async (wideCost: number) =>
+      (await redis.eval(
+        lua,
+        keys.length,
+        ...keys,
+        'c1',
+        `t:1:${Y100}:40000:40001:0`,
+        'c1',
+        `t:2:${Y100}:${wideCost}:200:0`,
+        'c1',
+        't:10:60000:1:10:0',
+      )) as (number | string)[];
+    const first = await call(63);
+    expect(first[0]).toBe(-1);
+    expect(String(first[1])).toMatch(/^ERR /);
+    expect(await redis.exists(huge)).toBe(0);
+    expect(first.slice(5, 8)).toEqual([1, 1, 137]);
+    expect(first.slice(10, 13)).toEqual([1, 1, 9]);
+    expect(await redis.get(wide)).toMatch(/^-\d+$/);
+    // the next charge of the wide bucket (half a cell on: the same cell, an INCRBY) and of the other one
+    const second = await call(1);
+    expect(second[0]).toBe(-1);
+    expect(second.slice(5, 7)).toEqual([1, 1]);
+    expect(second.slice(10, 13)).toEqual([1, 1, 8]);
+    expect(await redis.get(wide)).toMatch(/^-\d+$/);
+  });
+
+  it('reward.lua: a penalty past 2^63 fails and writes nothing; one near 1e17 is stored in digits', async () => {
+    const { redis } = await setup();
+    const reward = readLua('reward.lua');
+    const [huge, wide] = [uid(), uid()];
+    await expect(redis.eval(reward, 1, huge, 't', 1, Y100, -40_000, 40_001)).rejects.toThrow(/^ERR .*2\^63/);
+    expect(await redis.exists(huge)).toBe(0);
+    expect(await redis.eval(reward, 1, wide, 't', 2, Y100, -63, 200)).toBe(137);
+    expect(await redis.get(wide)).toMatch(/^\d+$/);
+    // a consume of it goes on (the stored TAT read as a number, set again by the charge)
+    const lean = (await redis.eval(leanTokenBucket, 2, wide, `${wide}:b`, 'c1', `t:2:${Y100}:1:200:0`)) as number[];
+    expect(lean.slice(0, 3)).toEqual([1, 1, 136]);
+  });
+});
