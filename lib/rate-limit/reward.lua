@@ -20,7 +20,7 @@ if algo == 'f' then
     local left = math.max(0, count - points)
     -- in digits: a count of 1e17 or more (never ours) would go in e-notation, which INCRBY refuses
     redis.call('SET', key, fmt('%.0f', left), 'KEEPTTL')
-    return limit - left
+    return math.max(0, limit - left) -- a counter charged past its limit (penalty) is still over it
   end
   if count == 0 then
     redis.call('SET', key, -points, 'PX', win_ms)

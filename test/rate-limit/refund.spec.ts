@@ -170,6 +170,16 @@ describe.each(['single', 'cluster'] as const)('reward / penalty answers and boun
     rl = (await createToolkitApp({ target, keyPrefix: `rtk-${randomUUID().slice(0, 8)}:` })).get(RateLimitService);
   });
 
+  it('fixed window: a reward of a counter charged past its limit answers 0 left, never less', async () => {
+    const key = randomUUID();
+    const policy = { limit: 5, ttl: 60_000, algorithm: 'fixed-window' as const };
+    expect((await rl.consume(key, policy)).remaining).toBe(4);
+    expect(await rl.penalty(key, 10, policy)).toBe(0); // 11 charged
+    expect(await rl.reward(key, 1, policy)).toBe(0); // 10: was -5
+    expect(await rl.reward(key, 6, policy)).toBe(1); // 4
+    expect((await rl.consume(key, policy)).remaining).toBe(0);
+  });
+
   it('token bucket at 450,000 a second: a penalty of a full bucket takes 1 s to refill (was 900 ms)', async () => {
     const key = randomUUID();
     const policy = { limit: 450_000, ttl: 1_000, algorithm: 'token-bucket' as const };
