@@ -28,11 +28,11 @@
 
 local now_us -- microseconds; read once, and only if a sliding window or a token bucket needs it
 local stamp -- now_us as a whole-number string (sliding-window member scores), made once
--- per policy i of the decision at hand, 11 slots from o = (i - 1) * 11 (one flat table, reused by every decision):
+-- per policy i of the decision at hand, 12 slots from o = (i - 1) * 12 (one flat table, reused by every decision):
 -- o+1 allowed, o+2 remaining now, o+3 remaining after the charge, o+4 reset now, o+5 reset after the charge,
 -- o+6 retry, o+7 state for the charge (count or new TAT), o+8 refused because the counter is blocked, o+9 its spec,
 -- o+10 token bucket: the TAT as stored by this script, its expiry known (false: unknown), o+11 token bucket: what
--- rounding the new TAT up to a whole µs adds (see check)
+-- rounding the new TAT up to a whole µs adds (see check), o+12 the counter as stored (fixed window, token bucket)
 local S = {}
 local out = {}
 -- parsed policies by their ARGV value: { algorithm, limit, window µs, cost, burst, block ms, window ms, token bucket:
@@ -44,6 +44,8 @@ local TAT_OF, LOST_OF = {}, {}
 -- a TAT at or past 2^63 µs is no integer Redis holds (see charge)
 local TAT_MAX = 2 ^ 63
 local TAT_TOO_FAR = 'ERR rate-limit token bucket: its TAT would pass 2^63 µs (burst × ttl / limit is too long)'
+-- what Redis answers an INCRBY of a value that is not an integer (see chargeable)
+local NOT_INTEGER = 'ERR value is not an integer or out of range'
 -- decision heads: number of policies by head ('c1' -> 1)
 local HEADS = {}
 -- the decision at hand: its mode, its number of policies, where its keys and its policy values start
@@ -79,9 +81,9 @@ end
 -- read_string_counter (read-counter.lua, put in front of this file) for check(): a counter it cannot read fails the
 -- decision (the pcall below)
 local function read_counter_or_fail(key, bkey)
-  local value, blocked = read_string_counter(key, bkey)
+  local value, blocked, raw = read_string_counter(key, bkey)
   if not value then error({ err = blocked }) end
-  return value, blocked
+  return value, blocked, raw
 end
 
 -- µs until the newest member of a sliding window of `count` members leaves it (0 for an empty window)
@@ -93,21 +95,22 @@ end
 -- One policy's verdict, nothing written. Returns allowed by its algorithm, remaining now, remaining after the charge,
 -- reset now, reset after the charge (µs; false: the newest member's, worked out only if the answer needs it),
 -- retry (µs), the state for the charge (count or new TAT), the TAT as this script stored it (false: its expiry is
--- unknown), the block key's TTL (ms, > 0: blocked), and for a token bucket what rounding the new TAT up to a whole µs
--- adds (in 1/limit µs).
+-- unknown), the block key's TTL (ms, > 0: blocked), for a token bucket what rounding the new TAT up to a whole µs
+-- adds (in 1/limit µs), and the counter as stored (fixed window, token bucket; nil when missing).
 local function check(p, key, bkey)
   local algo, limit, win_us, cost = p[1], p[2], p[3], p[4]
   if algo == 'f' then
     -- Fixed window: a counter created with the window's TTL by the request that opens the window (SET PX), then
     -- INCRBY, in this same atomic call, so no counter can live without an expiry.
-    local count, blocked = read_counter_or_fail(key, bkey)
+    local count, blocked, raw = read_counter_or_fail(key, bkey)
     local left_us = 0
     if count > 0 then
       local pttl = redis.call('PTTL', key)
       if pttl < 0 then count = 0 else left_us = pttl * 1000 end -- no expiry (never by us): open a new window
     end
     local after = count == 0 and win_us or left_us
-    return count + cost <= limit, limit - count, limit - count - cost, left_us, after, after, count, false, blocked
+    return count + cost <= limit, limit - count, limit - count - cost, left_us, after, after, count, false, blocked, 0,
+      raw
   elseif algo == 's' then
     -- Sliding window, exact: a sorted set with one member per admitted unit, scored by its time in microseconds.
     -- Members at or before `from` have left the window. A consume removes them before it counts, so it has written
@@ -151,7 +154,7 @@ local function check(p, key, bkey)
   -- second refilled at 500,000, 5,000,000 a second at 1,000,000. consume-token-bucket.lua and reward.lua do the same.
   read_now()
   local cap = p[8]
-  local tat, blocked = read_counter_or_fail(key, bkey)
+  local tat, blocked, raw = read_counter_or_fail(key, bkey)
   -- stored negative by this script: then the key expires at or after the end of the window-long cell after the one
   -- holding |TAT| (see charge); a positive TAT (reward.lua, an older version) has an unknown expiry
   local stored = tat < 0 and -tat or false
@@ -174,7 +177,7 @@ local function check(p, key, bkey)
   if not allowed then retry = cost > p[5] and win_us or (base + step - cap) / limit end
   local ahead = ceil(due / limit) -- µs from now to the TAT after the charge
   return allowed, floor((cap - owed) / win_us), floor((cap - due) / win_us), tat - now_us, ahead, retry,
-    now_us + ahead, stored, blocked, ahead * limit - due
+    now_us + ahead, stored, blocked, ahead * limit - due, raw
 end
 
 -- Charges one admitted policy (cost > 0): `state`, `stored` and `lost` as check() returned them.
@@ -213,6 +216,24 @@ local function charge(p, key, state, stored, lost)
   end
 end
 
+-- Fails the decision (an error: the pcall below) unless charge() can make this charge. Run on each policy of a decision
+-- of several before the first charge, which then all succeed: until 2026-12-04 a charge Redis refused after an earlier
+-- one had been made left that one charged, though the decision failed. An INCRBY needs the value stored in Redis's own
+-- integer digits: a count or TAT Lua reads as a number but Redis cannot add to ('1.5', '1e2', '-1.79643e+15': never
+-- written by us) fails here, as the INCRBY itself fails a decision of one policy. (A first write refused under OOM
+-- refuses the first charge, before any other; a script that has written goes on.)
+local function chargeable(p, state, stored, raw)
+  local algo = p[1]
+  if algo == 'f' then
+    if state > 0 and raw ~= format('%.0f', state) then error({ err = NOT_INTEGER }) end
+  elseif algo == 't' then
+    if state >= TAT_MAX then error({ err = TAT_TOO_FAR }) end
+    if stored and floor(stored / p[3]) == floor(state / p[3]) and raw ~= format('%.0f', -stored) then
+      error({ err = NOT_INTEGER })
+    end
+  end
+end
+
 -- a reply's ms figure from µs
 local function ms(us)
   return us > 0 and ceil(us / 1000) or 0
@@ -248,11 +269,11 @@ end
 local function decide()
   local all = true
   for i = 1, n do
-    local o = (i - 1) * 11
+    local o = (i - 1) * 12
     local p = spec_of(ARGV[a0 + i])
     S[o + 9] = p
     local blocked
-    S[o + 1], S[o + 2], S[o + 3], S[o + 4], S[o + 5], S[o + 6], S[o + 7], S[o + 10], blocked, S[o + 11] =
+    S[o + 1], S[o + 2], S[o + 3], S[o + 4], S[o + 5], S[o + 6], S[o + 7], S[o + 10], blocked, S[o + 11], S[o + 12] =
       check(p, KEYS[k0 + 2 * i - 1], KEYS[k0 + 2 * i])
     -- a blocked counter refuses until its block key expires, whatever the algorithm says
     S[o + 8] = false
@@ -268,8 +289,13 @@ local function decide()
 
   local charged = all and not peek
   if charged then
+    -- every charge one Redis takes, or none made: checked before the first (a failing decision writes nothing)
     for i = 1, n do
-      local o = (i - 1) * 11
+      local o = (i - 1) * 12
+      if S[o + 9][4] > 0 then chargeable(S[o + 9], S[o + 7], S[o + 10], S[o + 12]) end
+    end
+    for i = 1, n do
+      local o = (i - 1) * 12
       local p = S[o + 9]
       if p[4] > 0 then charge(p, KEYS[k0 + 2 * i - 1], S[o + 7], S[o + 10], S[o + 11]) end
     end
@@ -278,7 +304,7 @@ local function decide()
   if not all and not peek then
     -- blockDuration: a policy that refused this consume by its own count blocks its counter from now
     for i = 1, n do
-      local o = (i - 1) * 11
+      local o = (i - 1) * 12
       local block_ms = S[o + 9][6]
       if block_ms > 0 and not S[o + 1] and not S[o + 8] then
         redis.call('SET', KEYS[k0 + 2 * i], '1', 'PX', block_ms)
@@ -289,7 +315,7 @@ local function decide()
   end
   out[#out + 1] = all and 1 or 0
   for i = 1, n do
-    local o = (i - 1) * 11
+    local o = (i - 1) * 12
     local rem, reset
     if charged then
       rem, reset = S[o + 3], S[o + 5]

@@ -1,8 +1,9 @@
 -- Put in front of consume.lua, consume-fixed-window.lua and consume-token-bucket.lua (LuaScript.fromFile preludes).
 -- A string counter (fixed window: its count; token bucket: its TAT) and its block key, read with one MGET. MGET reads
 -- a foreign type as nil, so a counter read as nil is confirmed missing (EXISTS 0) before it counts as empty. Returns
--- the counter as a number (0 when missing) and the block key's TTL in ms (0: not blocked); for a counter of another
--- type or one that is not a number, nil and the error text: the caller fails that decision alone.
+-- the counter as a number (0 when missing), the block key's TTL in ms (0: not blocked) and the counter as stored (nil
+-- when missing); for a counter of another type or one that is not a number, nil and the error text: the caller fails
+-- that decision alone.
 local function read_string_counter(key, bkey)
   local v = redis.call('MGET', key, bkey)
   local value = v[1]
@@ -15,5 +16,5 @@ local function read_string_counter(key, bkey)
     value = tonumber(value)
     if not value then return nil, 'ERR the rate-limit counter holds a value that is not a number' end
   end
-  return value, v[2] and redis.call('PTTL', bkey) or 0
+  return value, v[2] and redis.call('PTTL', bkey) or 0, v[1]
 end
