@@ -166,8 +166,11 @@ describe('a TAT with a fraction, as reward.lua stored it before 2026-12-03', () 
 describe.each(['single', 'cluster'] as const)('reward / penalty answers and bounds on %s', (target) => {
   // an app per test: the apps are closed after each (afterEach above)
   let rl: RateLimitService;
+  let redis: Redis;
   beforeEach(async () => {
-    rl = (await createToolkitApp({ target, keyPrefix: `rtk-${randomUUID().slice(0, 8)}:` })).get(RateLimitService);
+    const app = await createToolkitApp({ target, keyPrefix: `rtk-${randomUUID().slice(0, 8)}:` });
+    rl = app.get(RateLimitService);
+    redis = app.get<Redis>(REDIS_CLIENT);
   });
 
   it('fixed window: a reward of a counter charged past its limit answers 0 left, never less', async () => {
@@ -178,6 +181,32 @@ describe.each(['single', 'cluster'] as const)('reward / penalty answers and boun
     expect(await rl.reward(key, 1, policy)).toBe(0); // 10: was -5
     expect(await rl.reward(key, 6, policy)).toBe(1); // 4
     expect((await rl.consume(key, policy)).remaining).toBe(0);
+  });
+
+  it('sliding window: penalties fill the log up to its limit, no further (20 penalties of 100 at limit 100)', async () => {
+    const key = randomUUID();
+    const policy = { limit: 100, ttl: 60_000, algorithm: 'sliding-window' as const };
+    const log = rl.redisKey(key, '100/60000', 'sliding-window');
+    for (let i = 0; i < 3; i++) await rl.consume(key, policy);
+    expect(await rl.penalty(key, 50, policy)).toBe(47);
+    expect(await redis.zcard(log)).toBe(53);
+    const answers: number[] = [];
+    for (let i = 0; i < 20; i++) answers.push(await rl.penalty(key, 100, policy));
+    expect(answers).toEqual(Array(20).fill(0));
+    expect(await redis.zcard(log)).toBe(100);
+    expect((await rl.consume(key, policy)).allowed).toBe(false);
+    expect(await rl.reward(key, 2, policy)).toBe(2);
+    expect(await redis.zcard(log)).toBe(98);
+  });
+
+  it('sliding window: a penalty of the whole limit (10,000) is added in chunks', async () => {
+    const key = randomUUID();
+    const policy = { limit: 10_000, ttl: 60_000, algorithm: 'sliding-window' as const };
+    const log = rl.redisKey(key, '10000/60000', 'sliding-window');
+    expect(await rl.penalty(key, 10_000, policy)).toBe(0);
+    expect(await rl.penalty(key, 10_000, policy)).toBe(0);
+    expect(await redis.zcard(log)).toBe(10_000);
+    expect(await redis.pttl(log)).toBeGreaterThan(59_000);
   });
 
   it('token bucket at 450,000 a second: a penalty of a full bucket takes 1 s to refill (was 900 ms)', async () => {
