@@ -1,11 +1,17 @@
 import { LRUCache } from 'lru-cache';
+import type { ResolvedPolicy } from './rate-limit.policy-resolver.js';
 import type { GroupOutcome, PreparedCheck } from './rate-limit.types.js';
 
 /** What the last refused decision said of one counter (times on this process's monotonic clock, ms). */
 interface Entry {
-  /** Calls of `cost` units or more on this counter are refused until then (0: a snapshot that refuses nothing). */
+  /**
+   * Calls of `cost` units or more on this counter, with the same policy, are refused until then (0: a snapshot that
+   * refuses nothing).
+   */
   until: number;
   cost: number;
+  /** The policy Redis decided by: the entry answers only calls with the same one (see samePolicy). */
+  policy: ResolvedPolicy;
   remaining: number;
   resetAt: number;
 }
@@ -17,15 +23,17 @@ export type PolicyReply = readonly [allowed: boolean, remaining: number, resetMs
  * The in-process block cache (`rateLimit.blockCache`): a counter Redis refused until time T is refused here until T,
  * with no Redis call (rate-limiter-flexible `inMemoryBlockOnConsumed`, Upstash `ephemeralCache`).
  *
- * Why it never admits what Redis would refuse: it only ever refuses, and only what Redis refused — a call of at least
- * the refused cost on the same counter (a larger cost waits at least as long with every algorithm), until the
- * instant Redis gave, measured from when the call was *sent* (Redis decided later, so its refusal lasts at least as
- * long) minus 1 ms (Redis rounds its waits up to the ms). A decision answered here charges nothing, as a refused
- * decision in Redis charges nothing; the one write a Redis refusal can make is a `blockDuration` block of another
- * policy of the decision that is full by then, so a decision with such a policy is answered here only when that
- * policy is itself refused here. reward() and reset() in this process forget the counter (and a refusal that was in
- * flight during them is not learnt); a reset or reward made by ANOTHER process is not seen: until T this process
- * still refuses what Redis would now admit — the reason the cache is off by default.
+ * Why it never admits what Redis would refuse, and refuses only what Redis refused: it only ever refuses, and only a
+ * call of at least the refused cost on the same counter with the same policy (algorithm, limit, ttl, burst,
+ * blockDuration: a guard's counter is its scope, so a per-request limit can put another policy on it, which Redis may
+ * admit; a larger cost waits at least as long with every algorithm), until the instant Redis gave, measured from when
+ * the call was *sent* (Redis decided later, so its refusal lasts at least as long) minus 1 ms (Redis rounds its waits
+ * up to the ms). A decision answered here charges nothing, as a refused decision in Redis charges nothing; the one
+ * write a Redis refusal can make is a `blockDuration` block of another policy of the decision that is full by then, so
+ * a decision with such a policy is answered here only when that policy is itself refused here. reward() and reset() in
+ * this process forget the counter (and a refusal that was in flight during them is not learnt); a reset or reward made
+ * by ANOTHER process is not seen: until T this process still refuses what Redis would now admit — the reason the cache
+ * is off by default.
  */
 export class BlockCache {
   private readonly entries: LRUCache<string, Entry>;
@@ -52,7 +60,7 @@ export class BlockCache {
     const entries: Entry[] = [];
     for (const c of group) {
       const e = this.entries.get(c.redisKey);
-      if (e === undefined) return undefined;
+      if (e === undefined || !samePolicy(e.policy, c.policy)) return undefined;
       const refuses = e.until > now && c.policy.cost >= e.cost;
       if (!refuses && c.policy.blockDuration > 0) return undefined;
       refused ||= refuses;
@@ -92,9 +100,10 @@ export class BlockCache {
       let until = ok || retryAfterMs <= 1 ? 0 : sent.sentAt + retryAfterMs - 1;
       let cost = c.policy.cost;
       const known = ok ? this.entries.get(c.redisKey) : undefined;
-      // admitted for a smaller cost than an earlier refusal: that refusal still stands for the larger cost
-      if (known && known.until > sent.sentAt && cost < known.cost) ({ until, cost } = known);
-      this.entries.set(c.redisKey, { until, cost, remaining, resetAt: sent.sentAt + resetMs });
+      // admitted for a smaller cost than an earlier refusal by the same policy: that refusal stands for the larger cost
+      if (known && known.until > sent.sentAt && cost < known.cost && samePolicy(known.policy, c.policy))
+        ({ until, cost } = known);
+      this.entries.set(c.redisKey, { until, cost, policy: c.policy, remaining, resetAt: sent.sentAt + resetMs });
     });
   }
 
@@ -111,4 +120,20 @@ export class BlockCache {
   get size(): number {
     return this.entries.size;
   }
+}
+
+/**
+ * Whether Redis decides a counter's calls by the same rule under both policies: everything but the cost (the entry
+ * compares that itself). A different limit, ttl or burst can admit what the entry's policy refused, and a different
+ * blockDuration makes Redis write (or not) a block on refusal that an answer here would skip.
+ */
+function samePolicy(a: ResolvedPolicy, b: ResolvedPolicy): boolean {
+  return (
+    a === b ||
+    (a.algorithm === b.algorithm &&
+      a.limit === b.limit &&
+      a.ttl === b.ttl &&
+      a.burst === b.burst &&
+      a.blockDuration === b.blockDuration)
+  );
 }

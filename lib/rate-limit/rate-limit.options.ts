@@ -115,8 +115,9 @@ export interface RateLimitOptions {
   denyList?: string[];
   /**
    * In-process block cache: a counter Redis refused until time T is refused by this process until T with no Redis
-   * call (rate-limiter-flexible `inMemoryBlockOnConsumed`). Never admits what Redis would refuse; a reset() or
-   * reward() made by another process is not seen until T. Default off.
+   * call (rate-limiter-flexible `inMemoryBlockOnConsumed`), for calls with the policy Redis refused (another limit on
+   * the same counter goes to Redis). Never admits what Redis would refuse; a reset() or reward() made by another
+   * process is not seen until T. Default off.
    */
   blockCache?: boolean | RateLimitBlockCacheOptions;
   /** RateLimitGuard lets a request through uncounted when this returns true (express-rate-limit `skip`). */

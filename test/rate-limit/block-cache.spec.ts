@@ -215,6 +215,60 @@ describe.each(['single', 'cluster'] as const)('rateLimit.blockCache on %s', (tar
     expect(cached.stats().deniedLocally - startLocal).toBeGreaterThan(50);
   });
 
+  it('answers only for the policy Redis refused: one scope with a per-request limit is asked of Redis', async () => {
+    // a guard's counter is its scope (`Class.handler:name`): a per-request limit changes the policy, not the counter
+    const scope = 'Ctrl.handler:default';
+    const free: RateLimitPolicy = { limit: 2, ttl: 60_000, algorithm: 'fixed-window' };
+    const premium: RateLimitPolicy = { limit: 1_000, ttl: 60_000, algorithm: 'fixed-window' };
+    const key = randomUUID();
+    const call = (policy: RateLimitPolicy) => cached.consumeAll([{ key, scope, policy }]);
+    const start = cached.stats().deniedLocally;
+    expect((await call(free)).allowed).toBe(true);
+    expect((await call(free)).allowed).toBe(true);
+    expect((await call(free)).allowed).toBe(false); // Redis refused: learnt
+    expect((await call(free)).allowed).toBe(false); // answered here
+    expect(cached.stats().deniedLocally - start).toBe(1);
+    const admitted = await call(premium);
+    expect(admitted).toMatchObject({ allowed: true, retryAfterMs: 0 });
+    expect(admitted.results[0]).toMatchObject({ allowed: true, limit: 1_000, remaining: 997 });
+    expect(cached.stats().deniedLocally - start).toBe(1);
+  });
+
+  it('policies of one counter that differ in limit, ttl, burst or blockDuration: the same answers as Redis', async () => {
+    const scope = 'Ctrl.handler:default';
+    const run = async (rl: RateLimitService, key: string, policies: RateLimitPolicy[]) => {
+      const out: string[] = [];
+      for (const policy of policies) {
+        const d = await rl.consumeAll([{ key, scope, policy }]);
+        out.push(`${d.allowed} ${d.results[0].remaining} ${d.results[0].limit}`);
+      }
+      return out;
+    };
+    const fixed = (limit: number, ttl = 60_000, blockDuration = 0): RateLimitPolicy => ({
+      limit,
+      ttl,
+      algorithm: 'fixed-window',
+      blockDuration,
+    });
+    const bucket = (burst: number): RateLimitPolicy => ({ limit: 2, ttl: 600_000, algorithm: 'token-bucket', burst });
+    const sliding = (limit: number, ttl = 60_000): RateLimitPolicy => ({ limit, ttl, algorithm: 'sliding-window' });
+    const sequences: RateLimitPolicy[][] = [
+      [fixed(1), fixed(1), fixed(1), fixed(3), fixed(1), fixed(3), fixed(3), fixed(3), fixed(1), fixed(5)],
+      // the ttl does not change a fixed window's counter either (nor its expiry, set when it was made)
+      [fixed(1), fixed(1), fixed(1, 120_000), fixed(2, 120_000), fixed(2)],
+      // the block Redis writes for a refusal of a blockDuration policy; none for the same counter's other policy
+      [fixed(1), fixed(1), fixed(1, 60_000, 30_000), fixed(5), fixed(5, 60_000, 30_000), fixed(5)],
+      [bucket(1), bucket(1), bucket(3), bucket(3), bucket(1), bucket(4)],
+      [sliding(1), sliding(1), sliding(2), sliding(2, 120_000), sliding(3)],
+    ];
+    const start = cached.stats().deniedLocally;
+    for (const policies of sequences) {
+      const [a, b] = await Promise.all([run(cached, randomUUID(), policies), run(plain, randomUUID(), policies)]);
+      expect(a).toEqual(b);
+    }
+    expect(cached.stats().deniedLocally - start).toBeGreaterThan(0); // the same policy again is still answered here
+  });
+
   it('admits as soon as Redis does when a refusal runs out (polled in lockstep with a service without the cache)', async () => {
     const run = async (rl: RateLimitService, key: string, policy: RateLimitPolicy) => {
       expect((await rl.consume(key, policy)).allowed).toBe(true);
