@@ -4,6 +4,10 @@
 -- the counter as a number (0 when missing), the block key's TTL in ms (0: not blocked) and the counter as stored (nil
 -- when missing); for a counter of another type or one that is not a number, nil and the error text: the caller fails
 -- that decision alone.
+-- Not a number includes what Lua's tonumber (strtod) reads as one but no count or TAT of ours is, nor an integer Redis
+-- holds: 'nan', 'inf', '-inf', anything at or past ±2^63 ('1e300'). Until 2026-12-04 a fixed window of 'nan' refused
+-- with retryAfterMs 0 until it expired, and a TAT of '-inf' answered resetMs -9223372036854775808.
+local COUNTER_BOUND = 2 ^ 63
 local function read_string_counter(key, bkey)
   local v = redis.call('MGET', key, bkey)
   local value = v[1]
@@ -14,7 +18,10 @@ local function read_string_counter(key, bkey)
     value = 0
   else
     value = tonumber(value)
-    if not value then return nil, 'ERR the rate-limit counter holds a value that is not a number' end
+    -- NaN fails both comparisons
+    if not (value and value > -COUNTER_BOUND and value < COUNTER_BOUND) then
+      return nil, 'ERR the rate-limit counter holds a value that is not a number (or NaN, infinite, past 2^63)'
+    end
   end
   return value, v[2] and redis.call('PTTL', bkey) or 0, v[1]
 end

@@ -13,8 +13,20 @@ local points = tonumber(ARGV[4])
 local fmt = string.format
 -- a TAT at or past 2^63 µs is no integer Redis holds (consume.lua's charge says more)
 local TAT_TOO_FAR = 'ERR rate-limit token bucket: its TAT would pass 2^63 µs (burst × ttl / limit is too long)'
+-- A count or TAT as read-counter.lua reads it for a consume (0 when missing): one that is not a number, or that
+-- tonumber reads as NaN, ±inf or past ±2^63 ('nan', '1e300': never ours), fails the call before it writes (the reply
+-- error of a consume of it). A foreign type fails at the GET (WRONGTYPE).
+local function stored_number()
+  local v = redis.call('GET', key)
+  if not v then return 0 end
+  v = tonumber(v)
+  if not (v and v > -2 ^ 63 and v < 2 ^ 63) then return nil end -- NaN fails both comparisons
+  return v
+end
+local NOT_A_NUMBER = 'ERR the rate-limit counter holds a value that is not a number (or NaN, infinite, past 2^63)'
 if algo == 'f' then
-  local count = tonumber(redis.call('GET', key) or '0')
+  local count = stored_number()
+  if not count then return redis.error_reply(NOT_A_NUMBER) end
   if points > 0 then
     if count == 0 then return limit end
     local left = math.max(0, count - points)
@@ -67,7 +79,9 @@ if algo == 't' then
   local win_us = win_ms * 1000
   local burst = tonumber(ARGV[5])
   -- consume.lua stores the TAT negative (its expiry known); written back positive here, so it sets the expiry again
-  local tat = math.ceil(math.abs(tonumber(redis.call('GET', key) or '0')))
+  local tat = stored_number()
+  if not tat then return redis.error_reply(NOT_A_NUMBER) end
+  tat = math.ceil(math.abs(tat))
   if tat < now_us then tat = now_us end
   local owed = (tat - now_us) * limit - points * win_us
   if owed <= 0 then

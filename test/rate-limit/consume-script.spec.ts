@@ -540,3 +540,32 @@ describe.each(['single', 'cluster'] as const)('a decision of several policies on
     },
   );
 });
+
+describe.each(['single', 'cluster'] as const)('a counter holding nan, inf or past 2^63 on %s', (target) => {
+  // Lua's tonumber reads 'nan', 'inf', '-inf' and '1e300' as numbers: a fixed window of 'nan' refused with
+  // retryAfterMs 0 until it expired, a TAT of '-inf' answered resetMs -9223372036854775808. None is a count or a TAT
+  // of ours, nor an integer Redis could add to: the decision fails with a reply error, as for any value not a number.
+  it.each(['fixed-window', 'token-bucket'] as const)(
+    '%s: consume and peek fail that decision alone',
+    async (algorithm) => {
+      const app = await createToolkitApp({ target, keyPrefix: `rtk-${randomUUID().slice(0, 8)}:` });
+      const rl = app.get(RateLimitService);
+      const redis = app.get<Redis>(REDIS_CLIENT);
+      const policy: RateLimitPolicy = { limit: 3, ttl: 60_000, algorithm };
+      for (const bad of ['nan', 'inf', '-inf', '1e300', '-1e19']) {
+        const key = uid();
+        const counter = rl.redisKey(key, '3/60000', algorithm);
+        await redis.set(counter, bad, 'PX', 60_000);
+        for (const mode of ['consume', 'peek'] as const) {
+          const [mine, other] = await Promise.allSettled([rl[mode](key, policy), rl[mode](uid(), policy)]);
+          expect([bad, mode, mine.status]).toEqual([bad, mode, 'rejected']);
+          expect((mine as PromiseRejectedResult).reason).toBeInstanceOf(RedisReplyError);
+          // a fresh counter beside it in the tick: a consume charges it, a peek does not
+          const left = mode === 'consume' ? 2 : 3;
+          expect(other.status === 'fulfilled' && [other.value.allowed, other.value.remaining]).toEqual([true, left]);
+        }
+        expect(await redis.get(counter)).toBe(bad);
+      }
+    },
+  );
+});

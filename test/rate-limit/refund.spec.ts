@@ -3,7 +3,7 @@ import { Body, Controller, HttpCode, Post, UnauthorizedException, UseGuards } fr
 import { randomUUID } from 'node:crypto';
 import request from 'supertest';
 import type { Redis } from 'ioredis';
-import { REDIS_CLIENT, RateLimitGuard, RateLimitService, Throttle } from '../../lib/index.js';
+import { REDIS_CLIENT, RateLimitGuard, RateLimitService, RedisReplyError, Throttle } from '../../lib/index.js';
 import { FEATURES } from '../../lib/common/keys.js';
 import { closeToolkitApps, createToolkitApp, PLATFORMS } from '../support/toolkit-app.js';
 import { sleep } from '../support/wait.js';
@@ -225,4 +225,24 @@ describe.each(['single', 'cluster'] as const)('reward / penalty answers and boun
     expect((await rl.peek(key, policy)).resetMs).toBeLessThanOrEqual(500);
     expect((await rl.peek(key, policy)).resetMs).toBeGreaterThanOrEqual(500 - (Date.now() + 1 - from));
   });
+
+  it.each(['fixed-window', 'token-bucket'] as const)(
+    '%s: a counter holding nan, inf or past 2^63 fails the call with a reply error and is left as it is',
+    async (algorithm) => {
+      const policy = { limit: 5, ttl: 60_000, algorithm };
+      for (const bad of ['nan', 'inf', '-inf', '1e300']) {
+        const key = randomUUID();
+        const counter = rl.redisKey(key, '5/60000', algorithm);
+        await redis.set(counter, bad, 'PX', 60_000);
+        for (const call of [() => rl.reward(key, 1, policy), () => rl.penalty(key, 1, policy)]) {
+          const err = await call().then(
+            (v) => v,
+            (e: unknown) => e,
+          );
+          expect([bad, err]).toEqual([bad, expect.any(RedisReplyError)]);
+        }
+        expect(await redis.get(counter)).toBe(bad);
+      }
+    },
+  );
 });
