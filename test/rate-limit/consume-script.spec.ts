@@ -505,40 +505,37 @@ describe.each(['single', 'cluster'] as const)('a decision of several policies on
   const b: RateLimitPolicy = { limit: 6, ttl: 60_000, algorithm: 'fixed-window' };
   const day: RateLimitPolicy = { limit: 1000, ttl: 86_400_000, algorithm: 'token-bucket' };
   /** A TAT in e-notation, a second ahead, in the day-long cell its next charge lands in (never written by us). */
-  const tatInENotation = () => {
+  const tatInENotation = (): string => {
     const [dayUs, nowUs] = [86_400_000_000, Date.now() * 1000];
     const tat = nowUs % dayUs < dayUs - 100_000_000 ? nowUs + 1_000_000 : nowUs - (nowUs % dayUs) + dayUs + 1_000_000;
     return (-tat).toExponential();
   };
 
-  it.each([
+  it.each<[string, RateLimitPolicy, () => string]>([
     ['a count with a fraction', b, () => '1.5'],
     ['a count in e-notation', b, () => '1e0'],
     ['a TAT in e-notation, in the cell of its charge', day, tatInENotation],
-  ] as const)(
-    'fails whole when a later counter holds %s: the earlier one is not charged',
-    async (_name, later, bad) => {
-      const app = await createToolkitApp({ target, keyPrefix: `rtk-${randomUUID().slice(0, 8)}:` });
-      const rl = app.get(RateLimitService);
-      const redis = app.get<Redis>(REDIS_CLIENT);
-      const [fresh, counted] = [uid(), uid()];
-      // the earlier counter new (its charge a SET) and counted once (an INCRBY)
-      expect((await rl.consume(counted, a)).remaining).toBe(4);
-      for (const key of [fresh, counted]) {
-        const laterKey = rl.redisKey(key, `${later.limit}/${later.ttl}`, later.algorithm ?? 'sliding-window');
-        await redis.set(laterKey, bad(), 'PX', 60_000);
-        const decision = rl.consumeAll([
-          { key, policy: a, name: 'a' },
-          { key, policy: later, name: 'later' },
-        ]);
-        await expect(decision).rejects.toBeInstanceOf(RedisReplyError);
-        await expect(decision).rejects.toMatchObject({ replyCode: 'ERR' });
-      }
-      expect(await redis.exists(rl.redisKey(fresh, '5/60000', 'fixed-window'))).toBe(0);
-      expect(await redis.get(rl.redisKey(counted, '5/60000', 'fixed-window'))).toBe('1');
-      expect((await rl.peek(counted, a)).remaining).toBe(4);
-    },
-  );
+  ])('fails whole when a later counter holds %s: the earlier one is not charged', async (_name, later, bad) => {
+    const app = await createToolkitApp({ target, keyPrefix: `rtk-${randomUUID().slice(0, 8)}:` });
+    const rl = app.get(RateLimitService);
+    const redis = app.get<Redis>(REDIS_CLIENT);
+    const [fresh, counted] = [uid(), uid()];
+    // the earlier counter new (its charge a SET) and counted once (an INCRBY)
+    expect((await rl.consume(counted, a)).remaining).toBe(4);
+    for (const key of [fresh, counted]) {
+      const laterKey = rl.redisKey(key, `${later.limit}/${later.ttl}`, later.algorithm ?? 'sliding-window');
+      await redis.set(laterKey, bad(), 'PX', 60_000);
+      const decision = rl.consumeAll([
+        { key, policy: a, name: 'a' },
+        { key, policy: later, name: 'later' },
+      ]);
+      await expect(decision).rejects.toBeInstanceOf(RedisReplyError);
+      await expect(decision).rejects.toMatchObject({ replyCode: 'ERR' });
+    }
+    expect(await redis.exists(rl.redisKey(fresh, '5/60000', 'fixed-window'))).toBe(0);
+    expect(await redis.get(rl.redisKey(counted, '5/60000', 'fixed-window'))).toBe('1');
+    expect((await rl.peek(counted, a)).remaining).toBe(4);
+  });
 });
 
 describe.each(['single', 'cluster'] as const)('a counter holding nan, inf or past 2^63 on %s', (target) => {
