@@ -98,8 +98,11 @@ export class DurableReplay {
       for (const [socket, catchUp] of pending) {
         if (catchUp.buffer) catchUp.buffer.push(message);
         else if (catchUp.highWater !== undefined) {
-          if (!STREAM_ID.test(message.id)) socket.emit('notification', message);
-          else {
+          // A plain publish (no stream id) goes to this socket alone, and only while it is subscribed: the room it
+          // is not in yet does not check that for it.
+          if (!STREAM_ID.test(message.id)) {
+            if (this.subscribed(socket, name)) socket.emit('notification', message);
+          } else {
             const order = compareStreamIds(message.id, catchUp.highWater);
             if (order < 0) continue;
             // Caught up: from now on the room delivers. A newer message goes out with the room just below; the live
@@ -115,9 +118,10 @@ export class DurableReplay {
     return joinAfter;
   }
 
-  /** Stops catching up `socket` on `channel`. */
-  drop(socket: Socket, channel: string): void {
+  /** Stops catching up `socket` on `channel` (only if that is still `only`, when given). */
+  drop(socket: Socket, channel: string, only?: CatchUp): void {
     const pending = this.replaying.get(channel);
+    if (only && pending?.get(socket) !== only) return;
     pending?.delete(socket);
     if (pending?.size === 0) this.replaying.delete(channel);
   }

@@ -160,7 +160,7 @@ export class NotificationsGateway
   handleDisconnect(socket: Socket): void {
     const state = this.sockets.get(socket);
     if (!state) return;
-    for (const name of [...state.subscriptions.keys()]) this.release(state, name);
+    for (const name of [...state.subscriptions.keys()]) this.release(socket, state, name);
     this.durableReplay.forget(socket);
     this.sockets.delete(socket);
     if (typeof state.user.sessionId === 'string') this.revocations.unregister(socket, state.user.sessionId);
@@ -223,7 +223,7 @@ export class NotificationsGateway
       await this.limit(state);
       if (!state.subscriptions.has(channel)) return { ok: true };
       socket.leave(roomOf(channel));
-      this.release(state, channel);
+      this.release(socket, state, channel);
       return { ok: true };
     } catch (err) {
       return this.failed(err);
@@ -316,6 +316,9 @@ export class NotificationsGateway
   ): Promise<NotificationAck> {
     const userId = /^user:(.+)$/.exec(channel)?.[1];
     const replay = lastId !== undefined && userId !== undefined && this.pubsub.isDurable && this.options.maxReplay > 0;
+    // A new subscription starts afresh (begin() replaces any earlier catch-up): nothing of an earlier replay of this
+    // channel may still reach the socket.
+    if (!replay) this.durableReplay.drop(socket, channel);
     const catchUp = replay ? this.durableReplay.begin(socket, channel) : undefined;
     const relay = this.relays.acquire(channel);
     state.subscriptions.set(channel, relay);
@@ -335,7 +338,7 @@ export class NotificationsGateway
       // Joins the room now, or once the live copies caught up with the replay (DurableReplay.live()).
       const max = this.options.slowClient.maxBufferedMessages;
       if ((await this.durableReplay.send(socket, channel, catchUp, missed, lastId, max)) === 'slow') {
-        if (state.subscriptions.get(channel) === relay) this.release(state, channel);
+        if (state.subscriptions.get(channel) === relay) this.release(socket, state, channel);
         this.slowClients.apply([socket], `the replay of ${channel}`);
         throw new AckError(
           'E_SLOW',
@@ -347,20 +350,24 @@ export class NotificationsGateway
       joined = true;
       return { ok: true, replayed: missed.length };
     } catch (err) {
-      if (state.subscriptions.get(channel) === relay) this.release(state, channel);
+      if (state.subscriptions.get(channel) === relay) this.release(socket, state, channel);
       if (err instanceof RedisToolkitError && err.code === 'E_REDIS_UNAVAILABLE') {
         throw new AckError('E_UNAVAILABLE', 'notifications are unavailable, try again later');
       }
       throw err;
     } finally {
-      if (catchUp && (joined === false || catchUp.highWater === undefined)) this.durableReplay.drop(socket, channel);
+      if (catchUp && (joined === false || catchUp.highWater === undefined)) {
+        this.durableReplay.drop(socket, channel, catchUp);
+      }
     }
   }
 
-  private release(state: SocketState, name: string): void {
+  /** Ends the socket's subscription to `name`, with any catch-up of a replay of it still going on. */
+  private release(socket: Socket, state: SocketState, name: string): void {
     const relay = state.subscriptions.get(name);
     if (!relay) return;
     state.subscriptions.delete(name);
+    this.durableReplay.drop(socket, name);
     this.relays.release(name, relay);
   }
 
