@@ -70,10 +70,11 @@ export class DurableReplay {
       const m = buffer[i];
       if (!STREAM_ID.test(m.id)) {
         if (!(await emit(m))) return 'slow';
-      } else if (compareStreamIds(m.id, highWater) > 0) {
-        if (!(await emit(m))) return 'slow';
-        caughtUp = true;
-      } else if (m.id === highWater) caughtUp = true;
+      } else {
+        const order = compareStreamIds(m.id, highWater);
+        if (order > 0 && !(await emit(m))) return 'slow';
+        if (order >= 0) caughtUp = true;
+      }
     }
     if (caughtUp) {
       socket.join(roomOf(channel));
@@ -138,10 +139,15 @@ export class DurableReplay {
   }
 }
 
-function compareStreamIds(a: string, b: string): number {
-  const [am, as] = a.split('-');
-  const [bm, bs] = b.split('-');
-  if (am.length !== bm.length) return am.length - bm.length;
+/**
+ * Orders two stream ids (`<ms>-<seq>`, both checked by isStreamId) as Redis does. Each part is compared as a BigInt:
+ * Redis accepts leading zeros in a client's `lastId` ('0001-0' is 1-0), and a part goes up to 2^64-1, past what a
+ * Number tells apart.
+ */
+export function compareStreamIds(a: string, b: string): number {
+  const [am, as] = a.split('-').map(BigInt);
+  const [bm, bs] = b.split('-').map(BigInt);
   if (am !== bm) return am < bm ? -1 : 1;
-  return Number(as) - Number(bs);
+  if (as !== bs) return as < bs ? -1 : 1;
+  return 0;
 }
