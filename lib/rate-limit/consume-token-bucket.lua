@@ -13,8 +13,10 @@ local floor, ceil, max, format, tonumber = math.floor, math.ceil, math.max, stri
 -- parsed policies by their ARGV value: a tick's decisions mostly share one
 local SPECS = {}
 local now -- µs, the server's clock, read once by the first decision that gets past its reads
--- buckets this call charged: the TAT stored and what rounding it up to a whole µs added (consume.lua's check says why)
-local TAT_OF, LOST_OF = {}, {}
+-- buckets this call charged: the TAT stored and what rounding it up to a whole µs added (consume.lua's check says
+-- why); kept only for a call of several decisions (a lone one has no later decision to read them)
+local TAT_OF, LOST_OF = false, false
+if #KEYS > 2 then TAT_OF, LOST_OF = {}, {} end
 -- a TAT at or past 2^63 µs is no integer Redis holds (consume.lua's charge says more)
 local TAT_MAX = 2 ^ 63
 local TAT_TOO_FAR = 'ERR rate-limit token bucket: its TAT would pass 2^63 µs (burst × ttl / limit is too long)'
@@ -49,7 +51,7 @@ local function decide(bucket, blocker, spec)
   -- owed as stored (each charge rounds its TAT up to a whole µs), exactly for a bucket this call charged
   local base = (tat - now) * limit
   local owed = base
-  if TAT_OF[bucket] == tat then owed = base - LOST_OF[bucket] end
+  if TAT_OF and TAT_OF[bucket] == tat then owed = base - LOST_OF[bucket] end
   local step = cost * win_us
   local due = owed + step
   local allowed = due <= p[7]
@@ -81,7 +83,7 @@ local function decide(bucket, blocker, spec)
           format('%.0f', ceil(((new_cell + 2) * win_us - now) / 1000)))
       end
       if type(wrote) == 'table' and wrote.err then return -1, wrote.err, 0, 0, 0 end -- SET's OK is a table too
-      TAT_OF[bucket], LOST_OF[bucket] = new_tat, ahead * limit - due
+      if TAT_OF then TAT_OF[bucket], LOST_OF[bucket] = new_tat, ahead * limit - due end
     end
     remaining = floor((cap - due) / win_us)
     return 1, 1, remaining > 0 and remaining or 0, ms(ahead), 0

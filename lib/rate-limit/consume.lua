@@ -39,8 +39,10 @@ local out = {}
 -- its capacity (burst × window µs, see check), the window's lower bound for this call (sliding window, made when first
 -- needed), token bucket: the most a bucket may owe and admit (its capacity, a hair over it past 2^53) }
 local SPECS = {}
--- token buckets this call charged, by key: the TAT stored and what rounding it up to a whole µs added (see check)
-local TAT_OF, LOST_OF = {}, {}
+-- token buckets this call charged, by key: the TAT stored and what rounding it up to a whole µs added (see check);
+-- kept only for a call of several decisions (a lone one has no later decision to read them)
+local TAT_OF, LOST_OF = false, false
+if #KEYS > 2 then TAT_OF, LOST_OF = {}, {} end
 -- a TAT at or past 2^63 µs is no integer Redis holds (see charge)
 local TAT_MAX = 2 ^ 63
 local TAT_TOO_FAR = 'ERR rate-limit token bucket: its TAT would pass 2^63 µs (burst × ttl / limit is too long)'
@@ -168,7 +170,7 @@ local function check(p, key, bkey)
   -- call charged owes exactly that less (a burst at one instant fits whole)
   local base = (tat - now_us) * limit
   local owed = base
-  if TAT_OF[key] == tat then owed = base - LOST_OF[key] end
+  if TAT_OF and TAT_OF[key] == tat then owed = base - LOST_OF[key] end
   local step = cost * win_us
   local due = owed + step
   local allowed = due <= p[10]
@@ -212,7 +214,7 @@ local function charge(p, key, state, stored, lost)
       local ttl = ceil(((new_cell + 2) * p[3] - now_us) / 1000)
       redis.call('SET', key, format('%.0f', -state), 'PX', format('%.0f', ttl))
     end
-    TAT_OF[key], LOST_OF[key] = state, lost
+    if TAT_OF then TAT_OF[key], LOST_OF[key] = state, lost end
   end
 end
 
