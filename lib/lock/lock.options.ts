@@ -15,7 +15,7 @@ export interface LockRetryOptions {
 }
 
 export interface LockOptions {
-  /** Default lock ttl in ms. Default 10_000. */
+  /** Default lock ttl in ms (rounded up to whole ms). Default 10_000. */
   ttl?: number;
   retry?: LockRetryOptions;
   /**
@@ -89,7 +89,8 @@ export function resolveLockOptions(raw: LockOptions | undefined, problems: Optio
     }
   }
   return {
-    ttl: o.ttl ?? 10_000,
+    // Whole ms, as a call's ttl (ttlOf): Redis's PX and PEXPIRE refuse a fraction ("ERR value is not an integer").
+    ttl: typeof o.ttl === 'number' ? Math.ceil(o.ttl) : 10_000,
     retry: { count: 10, delay: 100, jitter: 50, ...o.retry },
     maxHoldMs: o.maxHoldMs ?? 600_000,
     onUnsafeEviction: o.onUnsafeEviction ?? 'warn',

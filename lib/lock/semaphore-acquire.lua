@@ -25,8 +25,16 @@ end
 if #added > 0 then
   redis.call('ZADD', KEYS[1], unpack(added))
   -- The set lives as long as its longest holder (PTTL is -1 on a new key).
+  -- A refused expiry (a ttl that is not a whole number: never sent by the library) fails the batch and takes back
+  -- its permits, so none stays held without a caller.
   if redis.call('PTTL', KEYS[1]) < longest then
-    redis.call('PEXPIRE', KEYS[1], longest)
+    local set = redis.pcall('PEXPIRE', KEYS[1], longest)
+    if type(set) == 'table' and set.err then
+      for i = 2, #added, 2 do
+        redis.call('ZREM', KEYS[1], added[i])
+      end
+      return set
+    end
   end
 end
 return out
