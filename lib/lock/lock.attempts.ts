@@ -25,6 +25,22 @@ export function nextFenceFloor(): number {
   return lastFloor;
 }
 
+/**
+ * The longest delay a Node timer keeps (2^31 - 1 ms, ~24.8 days): a longer one fires after 1 ms. A retry pause
+ * (`retry.delay` + `retry.jitter`) must fit (a longer one is refused); auto-extension waits longer in steps.
+ */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/** The problem with a retry pause past MAX_TIMER_MS, or undefined. */
+export function retryPauseProblem(retry: { delay?: unknown; jitter?: unknown }): string | undefined {
+  const { delay, jitter } = retry;
+  if (typeof delay !== 'number' || typeof jitter !== 'number' || delay + jitter <= MAX_TIMER_MS) return undefined;
+  return (
+    `delay + jitter must be at most ${MAX_TIMER_MS} ms (~24.8 days, the longest pause a Node timer keeps), got ` +
+    `${delay} + ${jitter}`
+  );
+}
+
 /** How long an acquisition keeps trying: `retry.count` more attempts, or until `deadline` when `waitMs` was given. */
 export interface RetryPlan {
   readonly retry: Required<LockRetryOptions>;
@@ -37,6 +53,8 @@ export function planRetries(
   defaults: Required<LockRetryOptions>,
 ): RetryPlan {
   const retry = options.retry === undefined ? defaults : { ...defaults, ...checkRetry(options.retry) };
+  const problem = retryPauseProblem(retry);
+  if (problem !== undefined) throw new InvalidOptionsError(`retry: ${problem}`);
   const { waitMs } = options;
   if (waitMs !== undefined && (typeof waitMs !== 'number' || !Number.isFinite(waitMs) || waitMs < 0)) {
     throw new InvalidOptionsError(`waitMs must be a non-negative number of milliseconds, got ${String(waitMs)}`);
@@ -53,7 +71,8 @@ export function planRetries(
  */
 export function nextPause(plan: RetryPlan, attempt: number): number | undefined {
   const { retry, deadline } = plan;
-  const pause = Math.round(retry.delay + Math.random() * retry.jitter);
+  // at most what a timer keeps (planRetries refuses more; options built by hand skip that check)
+  const pause = Math.min(Math.round(retry.delay + Math.random() * retry.jitter), MAX_TIMER_MS);
   if (deadline === undefined) return attempt >= retry.count ? undefined : pause;
   const left = deadline - Date.now();
   return left <= 0 ? undefined : Math.min(pause, left);

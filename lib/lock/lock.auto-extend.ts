@@ -1,4 +1,5 @@
 import { InvalidOptionsError, LockLostError, RedisUnavailableError } from '../common/errors.js';
+import { MAX_TIMER_MS } from './lock.attempts.js';
 
 export interface AutoExtendOptions {
   /**
@@ -39,6 +40,27 @@ export function checkExtensionThreshold(threshold: unknown, ttl: number, where: 
   return threshold;
 }
 
+/** A timer for any delay (see setLongTimeout). */
+interface LongTimer {
+  handle: NodeJS.Timeout | undefined;
+}
+
+/**
+ * setTimeout for a delay of any length: Node fires a timer of more than MAX_TIMER_MS (~24.8 days) after 1 ms, so a
+ * longer one waits in steps of at most that (the watchdog of a 30-day lock, the next extension of a 90-day one).
+ */
+function setLongTimeout(fn: () => void, ms: number): LongTimer {
+  const timer: LongTimer = { handle: undefined };
+  const arm = (left: number): void => {
+    timer.handle =
+      left > MAX_TIMER_MS ? setTimeout(() => arm(left - MAX_TIMER_MS), MAX_TIMER_MS) : setTimeout(fn, left);
+  };
+  arm(ms);
+  return timer;
+}
+
+const clearLongTimeout = (timer: LongTimer | undefined): void => clearTimeout(timer?.handle);
+
 /**
  * Keeps `lease` alive: extends it by its ttl whenever `threshold` ms or fewer are left. A refused extension loses it
  * at once; when Redis does not answer, it retries sooner until the lease would expire, and a watchdog at `expiresAt`
@@ -53,12 +75,12 @@ export function startAutoExtension(
   const controller = new AbortController();
   const leadTime = threshold ?? (lease.ttl * 2) / 3;
   let stopped = false;
-  let extendTimer: NodeJS.Timeout | undefined;
-  let watchdog: NodeJS.Timeout | undefined;
+  let extendTimer: LongTimer | undefined;
+  let watchdog: LongTimer | undefined;
   const stop = (): void => {
     stopped = true;
-    clearTimeout(extendTimer);
-    clearTimeout(watchdog);
+    clearLongTimeout(extendTimer);
+    clearLongTimeout(watchdog);
   };
   const lose = (reason: unknown): void => {
     if (stopped) return;
@@ -71,14 +93,14 @@ export function startAutoExtension(
     controller.abort(error);
   };
   const armWatchdog = (): void => {
-    clearTimeout(watchdog);
-    watchdog = setTimeout(
+    clearLongTimeout(watchdog);
+    watchdog = setLongTimeout(
       () => lose(new LockLostError(`the lock on "${lease.resource}" expired before it could be extended`)),
       Math.max(0, lease.expiresAt - Date.now()),
     );
   };
   const schedule = (delay: number): void => {
-    extendTimer = setTimeout(
+    extendTimer = setLongTimeout(
       () => {
         lease.extend(lease.ttl).then(
           () => {

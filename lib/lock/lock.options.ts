@@ -1,6 +1,7 @@
 import type { OptionProblems } from '../common/option-checks.js';
 import type { RedisStandaloneConnection } from '../connection/connection.options.js';
 import { checkConnection } from '../connection/connection.validation.js';
+import { retryPauseProblem } from './lock.attempts.js';
 
 /** Injection token of ResolvedLockOptions (`lock` of forRoot, defaults filled in). */
 export const LOCK_OPTIONS = Symbol('LOCK_OPTIONS');
@@ -8,7 +9,7 @@ export const LOCK_OPTIONS = Symbol('LOCK_OPTIONS');
 export interface LockRetryOptions {
   /** Attempts after the first. */
   count?: number;
-  /** ms between attempts. */
+  /** ms between attempts. delay + jitter: at most 2^31 - 1 (~24.8 days, the longest pause a Node timer keeps). */
   delay?: number;
   /** Up to this many ms added at random to each delay (the pause is rounded to whole ms). */
   jitter?: number;
@@ -71,6 +72,8 @@ export function resolveLockOptions(raw: LockOptions | undefined, problems: Optio
       problems.integer('lock.retry.count', o.retry.count, 0);
       problems.duration('lock.retry.delay', o.retry.delay, { allowZero: true });
       problems.duration('lock.retry.jitter', o.retry.jitter, { allowZero: true });
+      const pause = retryPauseProblem({ delay: 100, jitter: 50, ...o.retry });
+      if (pause !== undefined) problems.add('lock.retry', pause);
     }
     if (problems.object('lock.quorum', o.quorum) && o.quorum) {
       if (!Array.isArray(o.quorum.nodes) || o.quorum.nodes.length === 0) {

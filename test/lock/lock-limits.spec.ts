@@ -1,8 +1,10 @@
 import 'reflect-metadata';
+import { InvalidOptionsError } from '../../lib/index.js';
 import { KeyBuilder } from '../../lib/common/keys.js';
 import { SEMAPHORE_ACQUIRE } from '../../lib/lock/lock.scripts.js';
 import { lockClients, lockKey, lockService, unique } from '../support/lock-modes.js';
 import { closeToolkitApps } from '../support/toolkit-app.js';
+import { settleWithin, sleep } from '../support/wait.js';
 
 afterEach(closeToolkitApps);
 
@@ -47,5 +49,63 @@ describe.each(['single', 'cluster'] as const)('a fractional lock.ttl on %s', (mo
     expect(await client.zcard(key)).toBe(0);
     expect(await SEMAPHORE_ACQUIRE.run(client, [key], ['holder', 1_500, 2])).toEqual([1]);
     expect(await client.zcard(key)).toBe(1);
+  });
+});
+
+const DAY = 86_400_000;
+
+describe('durations past what a Node timer can wait (2^31 - 1 ms, ~24.8 days)', () => {
+  // setTimeout fires after 1 ms for a longer delay: the watchdog of a 30-day lock lost it at once, and a 90-day
+  // lock's next extension (30 days away) ran every millisecond.
+  it('a 30-day lock kept alive by using or startAutoExtend stays held and is not extended early', async () => {
+    const { locks } = await lockService('single');
+    let extended = 0;
+    const lost: unknown[] = [];
+    locks.events.on('extended', () => extended++);
+    locks.events.on('lost', (e) => lost.push(e.reason));
+    const result = await locks.using(unique('30-days'), { ttl: 30 * DAY }, async (signal) => {
+      await sleep(100);
+      return signal.aborted ? 'aborted' : 'ok';
+    });
+    expect(result).toBe('ok');
+
+    const lock = await locks.acquire(unique('90-days'), { ttl: 90 * DAY });
+    const signal = lock.startAutoExtend({ onLost: (err) => lost.push(err) });
+    await sleep(100);
+    expect(signal.aborted).toBe(false);
+    expect(lock.isHeld).toBe(true);
+    await lock.release();
+    expect(lost).toEqual([]);
+    expect(extended).toBe(0);
+  });
+
+  it('a retry pause (delay + jitter) past it is an InvalidOptionsError, for the module and per call', async () => {
+    await expect(lockService('single', { retry: { count: 5, delay: 3e9 } })).rejects.toThrow(/lock\.retry.*2147483647/);
+    await expect(lockService('single', { retry: { delay: 2e9, jitter: 2e9 } })).rejects.toBeInstanceOf(
+      InvalidOptionsError,
+    );
+    const { locks } = await lockService('single');
+    const resource = unique('retry-pause');
+    const holder = await locks.acquire(resource, { ttl: 60_000 });
+    const calls = [
+      locks.acquire(resource, { retry: { count: 100, delay: 1e12 } }),
+      locks.acquire(resource, { waitMs: 5e9, retry: { delay: 3e9, jitter: 0 } }),
+      locks.acquire(resource, { retry: { delay: 2e9, jitter: 2e9 } }),
+      locks.semaphore(unique('sem'), { limit: 1 }).acquire({ retry: { delay: 3e9 } }),
+      locks.acquireAll([unique('a'), unique('b')], { retry: { delay: 3e9 } }),
+    ];
+    for (const call of calls) {
+      expect(
+        await settleWithin(
+          call.then(String, (err: unknown) => err),
+          1_000,
+          'pending',
+        ),
+      ).toBeInstanceOf(InvalidOptionsError);
+    }
+    // The longest pause a timer keeps is fine.
+    const waiting = locks.acquire(resource, { retry: { count: 1, delay: 2_147_483_597, jitter: 50 } });
+    await holder.release();
+    await (await waiting).release();
   });
 });
