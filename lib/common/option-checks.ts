@@ -62,10 +62,11 @@ export class OptionProblems {
     if (value !== undefined && typeof value !== 'boolean') this.add(path, `must be true or false, got ${show(value)}`);
   }
 
-  string(path: string, value: unknown, { allowEmpty = false } = {}): void {
+  /** `secret`: the value is a password (or a url that may hold one): the error names its type, never the value. */
+  string(path: string, value: unknown, { allowEmpty = false, secret = false } = {}): void {
     if (value === undefined) return;
     if (typeof value !== 'string' || (!allowEmpty && value.length === 0)) {
-      this.add(path, `must be a ${allowEmpty ? '' : 'non-empty '}string, got ${show(value)}`);
+      this.add(path, `must be a ${allowEmpty ? '' : 'non-empty '}string, got ${secret ? kindOf(value) : show(value)}`);
     }
   }
 
@@ -130,6 +131,18 @@ function show(value: unknown): string {
   } catch {
     return String(value);
   }
+}
+
+/** What a value is, without the value (`a number`, `a Buffer`, `an object`): for options that hold a secret. */
+export function kindOf(value: unknown): string {
+  if (value === null) return 'null';
+  if (typeof value === 'string') return value === '' ? 'an empty string' : 'a string';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'object') {
+    const name: unknown = Object.getPrototypeOf(value)?.constructor?.name;
+    return typeof name === 'string' && name !== '' && name !== 'Object' ? `a ${name}` : 'an object';
+  }
+  return typeof value === 'undefined' ? 'undefined' : `a ${typeof value}`;
 }
 
 /**

@@ -14,6 +14,11 @@ export function checkConnection(path: string, connection: unknown, problems: Opt
     problems.add(path, 'is required: { url } or { host, port }, { sentinels, name }, { cluster } or { client }');
     return;
   }
+  if (typeof connection === 'string') {
+    // `connection: process.env.REDIS_URL`: the string may hold a password, so it is not shown.
+    problems.add(path, 'must be an object such as { url }, got a string');
+    return;
+  }
   if (!problems.object(path, connection)) return;
   const c = connection as Record<string, unknown>;
   const kinds = [
@@ -42,7 +47,8 @@ export function checkConnection(path: string, connection: unknown, problems: Opt
   problems.integer(`${path}.port`, c.port, 1, 65_535);
   problems.integer(`${path}.db`, c.db, 0, 15_999);
   problems.string(`${path}.username`, c.username);
-  problems.string(`${path}.password`, c.password, { allowEmpty: true });
+  problems.string(`${path}.password`, c.password, { allowEmpty: true, secret: true });
+  problems.string(`${path}.sentinelPassword`, c.sentinelPassword, { allowEmpty: true, secret: true });
   if (c.tls !== undefined && typeof c.tls !== 'boolean') problems.object(`${path}.tls`, c.tls);
   if (c.tls === false && typeof c.url === 'string' && /^rediss:/i.test(c.url))
     problems.add(`${path}.tls`, 'is false but the url is rediss:// (TLS): remove one of them');
@@ -127,16 +133,45 @@ export function resolveFeatureConnections(
   return out;
 }
 
+/**
+ * `url` for an error message with its password replaced by `***` (`redis://app:***@host:6379`). A url that does not
+ * parse, or has an '@' after the host (a raw '/', '?' or '#' in the password ended the user-info early), is masked
+ * from '//' to the last '@': there no part of the user-info can be told apart from the host.
+ */
+export function maskUrl(url: string, parsed?: URL): string {
+  const at = url.lastIndexOf('@');
+  if (at === -1) return url;
+  if (parsed !== undefined && !hasAtAfterHost(parsed)) {
+    const { protocol, username, password, host, pathname, search, hash } = parsed;
+    return `${protocol}//${username}${password === '' ? '' : ':***'}@${host}${pathname}${search}${hash}`;
+  }
+  const slashes = url.indexOf('//');
+  const start = slashes !== -1 && slashes < at ? slashes + 2 : url.indexOf(':') + 1;
+  return `${url.slice(0, start)}***${url.slice(at)}`;
+}
+
+const hasAtAfterHost = (u: URL): boolean => `${u.pathname}${u.search}${u.hash}`.includes('@');
+
+/** Every message about a url shows it through maskUrl: the url may hold a password. */
 function checkUrl(path: string, url: unknown, problems: OptionProblems): void {
   if (typeof url !== 'string') {
-    problems.string(path, url);
+    problems.string(path, url, { secret: true });
     return;
   }
   let parsed: URL;
   try {
     parsed = new URL(url);
   } catch {
-    problems.add(path, `is not a valid URL: ${JSON.stringify(url)}`);
+    problems.add(path, `is not a valid URL: ${JSON.stringify(maskUrl(url))}`);
+    return;
+  }
+  if (hasAtAfterHost(parsed)) {
+    // `redis://app:1234/pw@host`: parses as host `app`, port 1234, path `/pw@host`; it would connect to `app`.
+    problems.add(
+      path,
+      'has an @ after the host: a /, ?, # or @ in the user name or password must be percent-encoded ' +
+        `(%2F, %3F, %23, %40): ${JSON.stringify(maskUrl(url))}`,
+    );
     return;
   }
   if (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:') {

@@ -1,0 +1,125 @@
+import 'reflect-metadata';
+import { inspect } from 'node:util';
+import { type LoggerService, Module } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { InvalidOptionsError, RedisToolkitModule, type RedisToolkitOptions } from '../../lib/index.js';
+import { resolveToolkitOptions } from '../../lib/redis-toolkit.options-resolver.js';
+
+/** The InvalidOptionsError the options raise (validation only: nothing connects). */
+function optionsError(options: unknown): InvalidOptionsError {
+  try {
+    resolveToolkitOptions(options as RedisToolkitOptions);
+  } catch (err) {
+    expect(err).toBeInstanceOf(InvalidOptionsError);
+    return err as InvalidOptionsError;
+  }
+  throw new Error('expected InvalidOptionsError');
+}
+
+/** Every rendering of the error a log or a crash report could show. */
+function renderings(err: Error): string[] {
+  return [err.message, String(err.stack), String(err), inspect(err, { depth: null }), JSON.stringify(err)];
+}
+
+const SECRET = 'S3cretPw';
+/** The bytes of the secret as a Buffer's JSON shows them (`"data":[83,51,...]`). */
+const SECRET_BYTES = [...Buffer.from(SECRET)].join(',');
+
+function expectNoSecret(err: Error, secret = SECRET): void {
+  for (const text of renderings(err)) {
+    expect(text).not.toContain(secret);
+    expect(text.replace(/\s/g, '')).not.toContain(SECRET_BYTES);
+  }
+}
+
+describe('a password is never printed in an option error', () => {
+  // Unparseable urls (nothing connects, old code and new): the error shows them masked from '//' to the last '@'.
+  it.each([
+    ['a port out of range', `redis://app:${SECRET}@127.0.0.1:99999`, 'redis://***@127.0.0.1:99999'],
+    ['a port that is not a number', `redis://app:${SECRET}@127.0.0.1:70a0`, 'redis://***@127.0.0.1:70a0'],
+    ['a host with a space', `redis://app:${SECRET}@my host:7000`, 'redis://***@my host:7000'],
+    ['a raw # in the password', 'redis://app:S3c#retPw@127.0.0.1:7000', 'redis://***@127.0.0.1:7000'],
+    ['a raw / in the password', 'redis://app:S3c/retPw@127.0.0.1:7000', 'redis://***@127.0.0.1:7000'],
+    ['a raw ? in the password', 'redis://app:S3c?retPw@127.0.0.1:7000', 'redis://***@127.0.0.1:7000'],
+  ])('connection.url with %s', (_, url, masked) => {
+    const secret = url.slice(url.indexOf('app:') + 4, url.lastIndexOf('@'));
+    const err = optionsError({ connection: { url } });
+    expect(err.message).toContain(`connection.url is not a valid URL: ${JSON.stringify(masked)}`);
+    expectNoSecret(err, secret);
+  });
+
+  // These parse (the password's digits before a raw '/', '?' or '#' become the port) and would connect to host `app`.
+  it.each([
+    ['/', `redis://app:1234/${SECRET}@127.0.0.1:7000`],
+    ['?', `redis://app:1234?${SECRET}@127.0.0.1:7000`],
+    ['#', `redis://app:1234#${SECRET}@127.0.0.1:7000`],
+  ])('a url whose password has digits then a raw %s is refused, masked', (_, url) => {
+    const err = optionsError({ connection: { url } });
+    expect(err.message).toContain('connection.url has an @ after the host');
+    expect(err.message).toContain('"redis://***@127.0.0.1:7000"');
+    expectNoSecret(err, '1234');
+    expectNoSecret(err);
+  });
+
+  it.each([
+    ['a number', 918_273_645, 'a number'],
+    ['a Buffer', Buffer.from(SECRET), 'a Buffer'],
+    ['an object', { secret: SECRET }, 'an object'],
+    ['an array of its characters', [...SECRET], 'an array'],
+  ])('a password given as %s: only its type is shown', (_, password, kind) => {
+    const err = optionsError({ connection: { host: '127.0.0.1', port: 7000, password } });
+    expect(err.message).toContain(`connection.password must be a string, got ${kind}`);
+    expectNoSecret(err, typeof password === 'number' ? String(password) : SECRET);
+  });
+
+  it('a sentinelPassword that is not a string: only its type is shown', () => {
+    const err = optionsError({
+      connection: { sentinels: [{ host: '127.0.0.1', port: 26_000 }], name: 'm', sentinelPassword: 918_273_645 },
+    });
+    expect(err.message).toContain('connection.sentinelPassword must be a string, got a number');
+    expectNoSecret(err, '918273645');
+  });
+
+  it('a url given as a URL object, or a connection given as a url string: only the type is shown', () => {
+    const asObject = optionsError({ connection: { url: new URL(`redis://app:${SECRET}@127.0.0.1:7000`) } });
+    expect(asObject.message).toContain('connection.url must be a non-empty string, got a URL');
+    expectNoSecret(asObject);
+    const asString = optionsError({ connection: `redis://app:${SECRET}@127.0.0.1:7000` });
+    expect(asString.message).toContain('connection must be an object such as { url }, got a string');
+    expectNoSecret(asString);
+  });
+
+  it('named connections and lock quorum nodes are masked the same way', () => {
+    const url = `redis://app:${SECRET}@127.0.0.1:99999`;
+    const err = optionsError({
+      connection: { host: '127.0.0.1', port: 7000 },
+      connections: { sessions: { url }, other: url },
+      lock: { quorum: { nodes: [{ url }, { host: '127.0.0.1', port: 7001, password: 918_273_645 }, url] } },
+    });
+    expect(err.message).toContain('connections.sessions.url is not a valid URL: "redis://***@127.0.0.1:99999"');
+    expect(err.message).toContain('connections.other must be an object such as { url }, got a string');
+    expect(err.message).toContain('lock.quorum.nodes[0].url is not a valid URL: "redis://***@127.0.0.1:99999"');
+    expect(err.message).toContain('lock.quorum.nodes[1].password must be a string, got a number');
+    expect(err.message).toContain('lock.quorum.nodes[2] must be an object such as { url }, got a string');
+    expectNoSecret(err);
+    expectNoSecret(err, '918273645');
+  });
+
+  it('what Nest logs when the app refuses to start holds no password', async () => {
+    const logged: string[] = [];
+    const capture = (...args: unknown[]) => {
+      logged.push(args.map((a) => (a instanceof Error ? renderings(a).join('\n') : inspect(a))).join(' '));
+    };
+    const logger: LoggerService = { log: capture, error: capture, warn: capture, debug: capture, verbose: capture };
+    @Module({ imports: [RedisToolkitModule.forRoot({ connection: { url: `redis://app:${SECRET}@127.0.0.1:99999` } })] })
+    class AppModule {}
+    const error = await NestFactory.createApplicationContext(AppModule, { logger, abortOnError: false }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(error).toBeInstanceOf(InvalidOptionsError);
+    expectNoSecret(error as Error);
+    expect(logged.join('\n')).toContain('connection.url is not a valid URL: "redis://***@127.0.0.1:99999"');
+    expect(logged.join('\n')).not.toContain(SECRET);
+  });
+});
