@@ -4,8 +4,9 @@ import { MAX_TIMER_MS } from './lock.attempts.js';
 export interface AutoExtendOptions {
   /**
    * Extend when this many ms (or fewer) of the lease are left (redlock's `automaticExtensionThreshold`). Must be less
-   * than the ttl. Default `lock.extensionThreshold`, else two thirds of the ttl (an extension every third of it:
-   * three chances before it would expire).
+   * than the ttl. Default `lock.extensionThreshold`, else two thirds of what an extension gives (the ttl; on a quorum
+   * its validity): an extension every third of it, three chances before it would expire. At most 9/10 of that is
+   * used, so a tenth of it passes between two extensions.
    */
   extensionThreshold?: number;
   /**
@@ -61,10 +62,19 @@ function setLongTimeout(fn: () => void, ms: number): LongTimer {
 
 const clearLongTimeout = (timer: LongTimer | undefined): void => clearTimeout(timer?.handle);
 
+/** At least this share of what an extension gives passes before the next one (see startAutoExtension). */
+const MIN_EXTENSION_GAP = 0.1;
+
 /**
- * Keeps `lease` alive: extends it by its ttl whenever `threshold` ms or fewer are left. A refused extension loses it
- * at once; when Redis does not answer, it retries sooner until the lease would expire, and a watchdog at `expiresAt`
- * loses it then. `lost` is called once, before the signal aborts.
+ * Keeps `lease` alive: extends it by its ttl whenever `threshold` ms (default two thirds of what an extension gives)
+ * or fewer are left. A refused extension loses it at once; when Redis does not answer, it retries sooner until the
+ * lease would expire, and a watchdog at `expiresAt` loses it then. `lost` is called once, before the signal aborts.
+ *
+ * What an extension gives (`span`) is the ttl on one server but less on a quorum: its validity, the ttl minus the
+ * drift allowance. The lead is taken from the span, not the ttl: with driftFactor 0.4 the validity of a 3 s lock is
+ * 1.8 s, below a lead of 2 s, so every extension was due at once (hundreds a second). Until the first extension
+ * measures it, the span is what is left now (about it, right after the acquisition). The lead is at most 9/10 of the
+ * span, so a tenth of it passes between extensions even with a threshold just under the ttl.
  */
 export function startAutoExtension(
   lease: ExtendableLease,
@@ -73,7 +83,8 @@ export function startAutoExtension(
   warn: (message: string) => void,
 ): AutoExtension {
   const controller = new AbortController();
-  const leadTime = threshold ?? (lease.ttl * 2) / 3;
+  let span = Math.min(lease.ttl, lease.expiresAt - Date.now());
+  const leadTime = (): number => Math.min(threshold ?? (span * 2) / 3, span * (1 - MIN_EXTENSION_GAP));
   let stopped = false;
   let extendTimer: LongTimer | undefined;
   let watchdog: LongTimer | undefined;
@@ -102,11 +113,13 @@ export function startAutoExtension(
   const schedule = (delay: number): void => {
     extendTimer = setLongTimeout(
       () => {
+        const sentAt = Date.now();
         lease.extend(lease.ttl).then(
           () => {
             if (stopped) return;
+            span = lease.expiresAt - sentAt;
             armWatchdog();
-            schedule(lease.expiresAt - Date.now() - leadTime);
+            schedule(lease.expiresAt - Date.now() - leadTime());
           },
           (err: unknown) => {
             if (stopped) return;
@@ -114,7 +127,7 @@ export function startAutoExtension(
             if (err instanceof RedisUnavailableError && left > 0) {
               // Not lost yet: try again soon; the watchdog loses it if no extension lands before it would expire.
               warn(`extending the lock on "${lease.resource}" failed, retrying: ${err.message}`);
-              schedule(Math.min(leadTime / 2, left / 3));
+              schedule(Math.min(leadTime() / 2, left / 3));
               return;
             }
             lose(err);
@@ -125,6 +138,6 @@ export function startAutoExtension(
     );
   };
   armWatchdog();
-  schedule(lease.expiresAt - Date.now() - leadTime);
+  schedule(lease.expiresAt - Date.now() - leadTime());
   return { signal: controller.signal, stop };
 }

@@ -33,7 +33,7 @@ export interface LockOptions {
   /**
    * Auto-extension (`using`, `@WithLock`, `lock.startAutoExtend()`) extends a lock when this many ms or fewer of it are
    * left (redlock's `automaticExtensionThreshold`). Default: two thirds of each lock's ttl (an extension every third
-   * of the ttl). Ignored for a lock whose ttl is not above it.
+   * of the ttl; on a quorum of its validity). Ignored for a lock whose ttl is not above it.
    */
   extensionThreshold?: number;
   /**

@@ -4,6 +4,7 @@ import { InvalidOptionsError, LockLostError, LockService, WithLock } from '../..
 import { type LockEventInfo, type LockLostEventInfo } from '../../lib/advanced.js';
 import { LOCK_MODES, lockAppOptions, lockClients, lockKey, lockService, unique } from '../support/lock-modes.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+import { sharedServers } from '../support/shared-servers.js';
 import { sleep, waitFor } from '../support/wait.js';
 
 afterEach(closeToolkitApps);
@@ -116,6 +117,40 @@ describe('extension threshold', () => {
     expect(await countExtensions(undefined, {})).toBeGreaterThanOrEqual(1);
     expect(await countExtensions(undefined, { extensionThreshold: 300 })).toBe(0);
     expect(await countExtensions({ extensionThreshold: 300 }, {})).toBe(0);
+  });
+
+  // The lead was two thirds of the ttl, but a quorum's extension gives only its validity (ttl minus the drift
+  // allowance): with driftFactor 0.4 that is below the lead, so every extension was already due (564 in 1 s), and a
+  // threshold just under the ttl did the same on one server.
+  it.each([
+    [0.4, 1, 2],
+    [0.3, 1, 2],
+  ])(
+    'on a quorum with driftFactor %s a 3 s lock held for 1 s is extended %s to %s times',
+    async (driftFactor, least, most) => {
+      const nodes = sharedServers().quorum.map((q) => ({ url: q.url }));
+      const app = await createToolkitApp({ target: 'single', lock: { quorum: { nodes, driftFactor } } });
+      const locks = app.get(LockService);
+      let extended = 0;
+      locks.events.on('extended', () => extended++);
+      let aborted = true;
+      await locks.using(unique('drift'), { ttl: 3_000 }, async (signal) => {
+        await sleep(1_000);
+        aborted = signal.aborted;
+      });
+      expect(aborted).toBe(false);
+      expect(extended).toBeGreaterThanOrEqual(least);
+      expect(extended).toBeLessThanOrEqual(most);
+    },
+  );
+
+  it('a threshold just under the ttl extends every tenth of it at most, not every millisecond', async () => {
+    const { locks } = await lockService('single');
+    let extended = 0;
+    locks.events.on('extended', () => extended++);
+    await locks.using(unique('eager'), { ttl: 1_000, extensionThreshold: 999 }, () => sleep(1_000));
+    expect(extended).toBeGreaterThanOrEqual(5);
+    expect(extended).toBeLessThanOrEqual(11);
   });
 
   it('a threshold not below the ttl is an InvalidOptionsError', async () => {
