@@ -1,6 +1,9 @@
 import { nearest, type OptionProblems, type OptionShape } from '../common/option-checks.js';
 import { DEFAULT_CONNECTION_NAME, type RedisNamedConnections, type RedisNodeAddress } from './connection.options.js';
 
+/** The highest db index `db` or a url path may name (a server has `databases` of them, 16 by default). */
+const MAX_DB = 15_999;
+
 /** The features that run on a connection of their own choosing (`cache: { connection: 'volatile' }`). */
 export const CONNECTION_FEATURES = ['cache', 'rateLimit', 'session', 'lock', 'pubsub'] as const;
 export type ConnectionFeature = (typeof CONNECTION_FEATURES)[number];
@@ -45,7 +48,7 @@ export function checkConnection(path: string, connection: unknown, problems: Opt
   }
   problems.string(`${path}.host`, c.host);
   problems.integer(`${path}.port`, c.port, 1, 65_535);
-  problems.integer(`${path}.db`, c.db, 0, 15_999);
+  problems.integer(`${path}.db`, c.db, 0, MAX_DB);
   problems.string(`${path}.username`, c.username);
   problems.string(`${path}.password`, c.password, { allowEmpty: true, secret: true });
   problems.string(`${path}.sentinelPassword`, c.sentinelPassword, { allowEmpty: true, secret: true });
@@ -179,6 +182,12 @@ function checkUrl(path: string, url: unknown, problems: OptionProblems): void {
   }
   if (parsed.port !== '' && (Number(parsed.port) < 1 || Number(parsed.port) > 65_535)) {
     problems.add(path, `has a port out of range: ${parsed.port}`);
+  }
+  // ioredis takes the path for the db and parseInt()s it: `/abc` became NaN and ran on db 0 without a word.
+  const db = /^\/(0|[1-9]\d*)$/.exec(parsed.pathname)?.[1];
+  if (parsed.pathname.length > 1 && (db === undefined || Number(db) > MAX_DB)) {
+    const shown = JSON.stringify(maskUrl(url, parsed));
+    problems.add(path, `has a path that is not a db index from 0 to ${MAX_DB} (redis://host:port/db): ${shown}`);
   }
 }
 

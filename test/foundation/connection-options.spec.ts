@@ -2,8 +2,11 @@ import 'reflect-metadata';
 import { inspect } from 'node:util';
 import { type LoggerService, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { InvalidOptionsError, RedisToolkitModule, type RedisToolkitOptions } from '../../lib/index.js';
+import type { Redis } from 'ioredis';
+import { InvalidOptionsError, REDIS_CLIENT, RedisToolkitModule, type RedisToolkitOptions } from '../../lib/index.js';
 import { resolveToolkitOptions } from '../../lib/redis-toolkit.options-resolver.js';
+import { sharedServers } from '../support/shared-servers.js';
+import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 
 /** The InvalidOptionsError the options raise (validation only: nothing connects). */
 function optionsError(options: unknown): InvalidOptionsError {
@@ -121,5 +124,40 @@ describe('a password is never printed in an option error', () => {
     expectNoSecret(error as Error);
     expect(logged.join('\n')).toContain('connection.url is not a valid URL: "redis://***@127.0.0.1:99999"');
     expect(logged.join('\n')).not.toContain(SECRET);
+  });
+});
+
+describe('the db of a url', () => {
+  afterEach(closeToolkitApps);
+
+  it.each(['/abc', '/-1', '/16000', '/01', '/1.5', '/2/', '//0', '/0x1', '/%32'])('a url path %s is refused', (p) => {
+    const err = optionsError({ connection: { url: `redis://127.0.0.1:7000${p}` } });
+    expect(err.message).toContain(
+      `connection.url has a path that is not a db index from 0 to 15999 (redis://host:port/db): "redis://127.0.0.1:7000${p}"`,
+    );
+  });
+
+  it.each(['', '/', '/0', '/15', '/15999'])('a url path %j is accepted', (p) => {
+    expect(() => resolveToolkitOptions({ connection: { url: `redis://127.0.0.1:7000${p}` } })).not.toThrow();
+  });
+
+  it('the same for connections and lock quorum nodes, the password masked', () => {
+    const err = optionsError({
+      connection: { host: '127.0.0.1', port: 7000 },
+      connections: { sessions: { url: `redis://app:${SECRET}@127.0.0.1:7000/abc` } },
+      lock: { quorum: { nodes: [{ url: 'redis://127.0.0.1:7001/-1' }] } },
+    });
+    expect(err.message).toContain('connections.sessions.url has a path that is not a db index');
+    expect(err.message).toContain('"redis://app:***@127.0.0.1:7000/abc"');
+    expect(err.message).toContain('lock.quorum.nodes[0].url has a path that is not a db index');
+    expectNoSecret(err);
+  });
+
+  it('an app whose url path is no db refuses to start instead of running on db 0; a db path is selected', async () => {
+    const { url } = sharedServers().single;
+    await expect(createToolkitApp({ target: { url: `${url}/abc` } })).rejects.toThrow(InvalidOptionsError);
+    const app = await createToolkitApp({ target: { url: `${url}/3` } });
+    const info = await app.get<Redis>(REDIS_CLIENT).call('CLIENT', 'INFO');
+    expect(String(info)).toMatch(/ db=3 /);
   });
 });
