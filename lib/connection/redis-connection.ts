@@ -1,11 +1,13 @@
 import { Inject, Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { Cluster, type Redis, type RedisOptions } from 'ioredis';
 import { mastersOf } from '../common/cluster-masters.js';
-import { RedisPermissionError, RedisUnavailableError } from '../common/errors.js';
+import { InvalidOptionsError, RedisPermissionError, RedisUnavailableError } from '../common/errors.js';
+import { classifyRedisError, replyCodeOf } from '../common/failure-policy.js';
 import type { RedisClient } from '../common/lua-script.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
 import { withTimeout } from '../common/timeout.js';
 import { clusterReadyDenied } from './redis-permissions.cluster.js';
+import { parseInfo, replicaOf } from './redis-info.js';
 import {
   CONNECTION_OPTIONS,
   DEFAULT_CONNECTION_NAME,
@@ -51,6 +53,8 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   private closing: Promise<unknown> = Promise.resolve();
   /** Warnings found while building clients, logged at start. */
   private readonly pendingWarnings: string[] = [];
+  /** `verifyServer`'s check of the server behind the main client: once, shared by every caller. */
+  private serverVerified: Promise<void> | undefined;
 
   constructor(@Inject(CONNECTION_OPTIONS) private readonly options: ResolvedConnectionOptions) {
     this.tuning = {
@@ -186,7 +190,10 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
     return mastersOf(this.client);
   }
 
-  /** Connects a lazy client now, failing within connectTimeout + commandTimeout with the address and cause. */
+  /**
+   * Connects a lazy client now, failing within connectTimeout + commandTimeout with the address and cause. For the
+   * main client it then checks the server it reached (`verifyServer`).
+   */
   async connect(client: RedisClient, description = this.description): Promise<void> {
     try {
       await this.waitUntilReady(client);
@@ -201,6 +208,48 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
         `Cannot connect to Redis at ${description}: ${(err as Error).message}. ` +
           'Check that the server is running and reachable, or set lazyConnect: true to start without it.',
         { cause: err },
+      );
+    }
+    if (client === this.client) await this.verifyServer();
+  }
+
+  /**
+   * Once the main client is connected: refuses a server every feature would fail on, which ioredis connects to
+   * without a word. A replica (INFO replication `role:slave`) answers each write with READONLY: the cache would skip
+   * every write and rate limits would fail open on every call, while PING and health said up. InvalidOptionsError:
+   * the connection names the wrong server. Not for a cluster, whose client routes to the masters itself. Runs once
+   * (a transport failure is no verdict: asked again on the next call).
+   */
+  verifyServer(): Promise<void> {
+    const client = this.client;
+    if (client instanceof Cluster) return Promise.resolve();
+    this.serverVerified ??= this.checkServer(client).catch((err: unknown) => {
+      if (err instanceof RedisUnavailableError) this.serverVerified = undefined;
+      throw err;
+    });
+    return this.serverVerified;
+  }
+
+  private async checkServer(client: Redis): Promise<void> {
+    const ms = this.options.commandTimeout;
+    const where =
+      'client' in this.options.connection
+        ? `${this.description} (${client.options.host ?? '127.0.0.1'}:${client.options.port ?? 6379})`
+        : this.description;
+    let replication: Record<string, string>;
+    try {
+      replication = parseInfo(String(await withTimeout(client.info('replication'), ms, `no answer within ${ms} ms`)));
+    } catch (err) {
+      // INFO denied (NOPERM) or unknown: the permission check names it (health needs it); nothing to learn here.
+      if (replyCodeOf(err) !== undefined) return;
+      throw classifyRedisError(err, `Checking the Redis server at ${where}`);
+    }
+    const replica = replicaOf(replication);
+    if (replica !== undefined) {
+      throw new InvalidOptionsError(
+        `Redis at ${where} is ${replica} (INFO replication says role:slave): it refuses the writes every ` +
+          'feature makes (cache writes would be skipped, rate limits would fail open). Point the connection at the ' +
+          'master, or at Sentinel ({ sentinels, name }), which follows the master through a failover.',
       );
     }
   }

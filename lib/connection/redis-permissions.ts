@@ -320,6 +320,7 @@ export class RedisPermissionsCheck implements OnModuleInit {
       for (const [name, connection] of all) {
         connection
           .waitUntilReady(connection.client)
+          .then(() => connection.verifyServer())
           .then(() => this.check(name, connection))
           .catch((err: unknown) => this.logger.error(err instanceof Error ? err.message : String(err)));
       }

@@ -1,12 +1,13 @@
 import { Injectable } from '@nestjs/common';
 import type { RedisConnection } from './redis-connection.js';
-import { parseInfo } from './redis-info.js';
+import { parseInfo, replicaOf, replicaWrites } from './redis-info.js';
 import { RedisConnections } from './redis-connections.js';
 
 /** The health of one connection. */
 export interface RedisConnectionHealth {
   /**
-   * `degraded`: Redis answers but refuses writes (see `reason`); features that write fail with RedisReplyError (OOM).
+   * `degraded`: Redis answers but refuses writes (see `reason`): maxmemory reached under `noeviction` (features that
+   * write fail with RedisReplyError, OOM), or the server is a replica (READONLY: each feature's failure policy answers).
    */
   status: 'up' | 'degraded' | 'down';
   /** Round trip of one PING, ms. */
@@ -16,7 +17,10 @@ export interface RedisConnectionHealth {
   redisVersion?: string;
   /** Bytes, from INFO memory (summed over masters on a cluster). */
   usedMemory?: number;
-  /** Why it is degraded (e.g. `maxmemory reached under noeviction: writes are refused (OOM)`). */
+  /**
+   * Why it is degraded (e.g. `maxmemory reached under noeviction: writes are refused (OOM)`, `a replica of
+   * 10.0.0.5:6379: writes are refused (READONLY)`).
+   */
   reason?: string;
   /** Why it is down. */
   error?: string;
@@ -76,18 +80,22 @@ async function checkConnection(connection: RedisConnection): Promise<RedisConnec
     const [, raw] = await Promise.all([ping, infos]);
     const fields = raw.map(parseInfo);
     const full = fields.find(refusesWrites);
+    // A single server (or Sentinel's master during a failover) that is a replica: every write is refused. A
+    // cluster's client sends writes to the masters of its slot table itself.
+    const replica = connection.isCluster ? undefined : replicaOf(fields[0] ?? {});
+    const reason = replica
+      ? `${replica}: ${replicaWrites(fields[0])}; point the connection at the master, or at Sentinel`
+      : full &&
+        `maxmemory reached under ${full.maxmemory_policy}: writes are refused (OOM) ` +
+          `(used_memory ${full.used_memory} of maxmemory ${full.maxmemory}); raise maxmemory or use an eviction ` +
+          `policy`;
     return {
-      status: full ? 'degraded' : 'up',
+      status: reason ? 'degraded' : 'up',
       latencyMs,
       role: connection.isCluster ? 'cluster' : fields[0]?.role,
       redisVersion: fields[0]?.redis_version,
       usedMemory: fields.reduce((sum, f) => sum + Number(f.used_memory ?? 0), 0),
-      ...(full && {
-        reason:
-          `maxmemory reached under ${full.maxmemory_policy}: writes are refused (OOM) ` +
-          `(used_memory ${full.used_memory} of maxmemory ${full.maxmemory}); raise maxmemory or use an eviction ` +
-          `policy`,
-      }),
+      ...(reason && { reason }),
     };
   } catch (err) {
     return {

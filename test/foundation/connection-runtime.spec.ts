@@ -1,0 +1,77 @@
+/**
+ * The connection at run time, against private servers: what the toolkit checks of the server it reached once
+ * connected (and what it does when that is wrong), and what health and the lazy start do then.
+ */
+import 'reflect-metadata';
+import type { LoggerService } from '@nestjs/common';
+import { Redis } from 'ioredis';
+import { InvalidOptionsError, RedisToolkitHealth } from '../../lib/index.js';
+import { trackForCleanup } from '../support/private-servers.js';
+import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
+import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+import { waitFor } from '../support/wait.js';
+
+afterEach(closeToolkitApps);
+
+/** A Nest logger that keeps the toolkit's errors and warnings. */
+function recordingLogger(): { errors: string[]; warnings: string[]; logger: LoggerService } {
+  const errors: string[] = [];
+  const warnings: string[] = [];
+  const logger: LoggerService = {
+    log: () => undefined,
+    error: (m: unknown) => void errors.push(String(m)),
+    warn: (m: unknown) => void warnings.push(String(m)),
+  };
+  return { errors, warnings, logger };
+}
+
+const failure = (p: Promise<unknown>): Promise<unknown> =>
+  p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+
+describe('a connection pointed at a replica', () => {
+  let master: RedisServerHandle;
+  let replica: RedisServerHandle;
+  beforeAll(async () => {
+    master = trackForCleanup(await startRedisServer());
+    replica = trackForCleanup(await startRedisServer({ args: ['--replicaof', '127.0.0.1', String(master.port)] }));
+  });
+
+  it.each(['url', 'client'] as const)('refuses to start (%s), naming the replica and its master', async (form) => {
+    const target =
+      form === 'url' ? { url: replica.url } : { client: trackForCleanup(new Redis(replica.port, '127.0.0.1')) };
+    const err = await failure(createToolkitApp({ target }));
+    // before: the app started, health said up, cache.set warned and skipped, and rate limits failed open
+    expect(err).toBeInstanceOf(InvalidOptionsError);
+    const message = (err as Error).message;
+    expect(message).toContain(`127.0.0.1:${replica.port}`);
+    expect(message).toContain(`replica of 127.0.0.1:${master.port}`);
+    expect(message).toMatch(/point the connection at the master.*Sentinel/i);
+  });
+
+  it('with lazyConnect: starts, and logs the refusal as an error once connected', async () => {
+    const { errors, logger } = recordingLogger();
+    await createToolkitApp({ target: { url: replica.url }, lazyConnect: true, logger });
+    expect(await waitFor(() => errors.some((m) => m.includes('replica of')), 5_000)).toBe(true);
+    expect(errors.filter((m) => m.includes('replica of'))).toHaveLength(1);
+  });
+
+  it('a server that becomes a replica at run time: health says degraded (writes refused), up again once master', async () => {
+    const server = trackForCleanup(await startRedisServer());
+    const admin = trackForCleanup(new Redis(server.port, '127.0.0.1'));
+    const { get } = await createToolkitApp({ target: { url: server.url } });
+    const health = get(RedisToolkitHealth);
+    expect((await health.check()).status).toBe('up');
+    await admin.call('replicaof', '127.0.0.1', String(master.port));
+    // before: status 'up' with role 'slave'
+    expect(await waitFor(async () => (await health.check()).status === 'degraded', 5_000)).toBe(true);
+    const result = await health.check();
+    expect(result.role).toBe('slave');
+    expect(result.reason).toMatch(new RegExp(`replica of 127\\.0\\.0\\.1:${master.port}: writes are refused`));
+    await admin.call('replicaof', 'no', 'one');
+    expect(await waitFor(async () => (await health.check()).status === 'up', 5_000)).toBe(true);
+    expect((await health.check()).reason).toBeUndefined();
+  });
+});
