@@ -217,7 +217,11 @@ export class QuorumCalls {
     );
   }
 
-  /** Done when a majority released or confirmed it is not ours; LockLostError when it was gone on too many. */
+  /**
+   * Done when `quorum` nodes (a majority) released it as ours; LockLostError when too many found it not ours. A node
+   * that answers "not held" may hold another owner's lock: a release that counted those with ours resolved while
+   * another owner held it on a majority (ours had expired there and lingered on one node).
+   */
   async release(
     what: string,
     call: (client: Redis, node: number) => Promise<number>,
@@ -226,15 +230,12 @@ export class QuorumCalls {
     const { nodes } = this;
     const outcomes = await gather(
       this.onEveryNode(call),
-      (o) => {
-        const released = count(o, (x) => answered(x, 1));
-        return released >= quorum || (released > 0 && released + count(o, (x) => answered(x, 0)) >= quorum);
-      },
+      (o) => count(o, (x) => answered(x, 1)) >= quorum || count(o, (x) => answered(x, 0)) > nodes - quorum,
       this.commandTimeout,
     );
     const released = count(outcomes, (o) => answered(o, 1));
     const notHeld = count(outcomes, (o) => answered(o, 0));
-    if (released >= quorum || (released > 0 && released + notHeld >= quorum)) return;
+    if (released >= quorum) return;
     if (notHeld > nodes - quorum) throw new LockLostError(`cannot ${what}: it expired or is held by another owner`);
     throw new RedisUnavailableError(
       `${what} failed: fewer than ${quorum} of ${nodes} lock servers confirmed (${firstError(outcomes)}); it expires ` +

@@ -1,8 +1,8 @@
 import 'reflect-metadata';
-import { InvalidOptionsError } from '../../lib/index.js';
+import { InvalidOptionsError, LockLostError } from '../../lib/index.js';
 import { KeyBuilder } from '../../lib/common/keys.js';
 import { SEMAPHORE_ACQUIRE } from '../../lib/lock/lock.scripts.js';
-import { lockClients, lockKey, lockService, unique } from '../support/lock-modes.js';
+import { lockClients, lockKey, lockService, quorumNodeClients, unique } from '../support/lock-modes.js';
 import { closeToolkitApps } from '../support/toolkit-app.js';
 import { settleWithin, sleep } from '../support/wait.js';
 
@@ -107,5 +107,51 @@ describe('durations past what a Node timer can wait (2^31 - 1 ms, ~24.8 days)', 
     const waiting = locks.acquire(resource, { retry: { count: 1, delay: 2_147_483_597, jitter: 50 } });
     await holder.release();
     await (await waiting).release();
+  });
+});
+
+describe('release on a quorum', () => {
+  // A's lock expired on two nodes while a write pause on the first kept it there (t6 of the audit: CLIENT PAUSE), and
+  // B took it on those two. A's release freed the first node and took the two refusals for "not held": it resolved,
+  // where one server says LockLostError.
+  it('is LockLostError when another owner holds the lock (a lock, a permit, a multi-lock) on a majority', async () => {
+    const a = await lockService('quorum');
+    const b = await lockService('quorum');
+    const [n1, n2, n3] = quorumNodeClients(a.locks);
+    const resource = unique('taken');
+    const lock = await a.locks.acquire(resource, { ttl: 10_000 });
+    for (const node of [n2, n3]) await node.del(lockKey(resource));
+    const taken = await b.locks.tryAcquire(resource, { ttl: 10_000 });
+    expect(taken).not.toBeNull();
+    await expect(lock.release()).rejects.toBeInstanceOf(LockLostError);
+    expect(await n1.exists(lockKey(resource))).toBe(0);
+    for (const node of [n2, n3]) expect(await node.get(lockKey(resource))).toBe(taken!.token);
+    await taken!.release();
+
+    const name = unique('taken-sem');
+    const permit = await a.locks.semaphore(name, { limit: 1 }).acquire({ ttl: 10_000 });
+    for (const node of [n2, n3]) await node.zrem(semaphoreKey(name), permit.token);
+    const other = await b.locks.semaphore(name, { limit: 1 }).tryAcquire({ ttl: 10_000 });
+    expect(other).not.toBeNull();
+    await expect(permit.release()).rejects.toBeInstanceOf(LockLostError);
+    await other!.release();
+
+    const [x, y] = [unique('x'), unique('y')];
+    const multi = await a.locks.acquireAll([x, y], { ttl: 10_000 });
+    for (const node of [n2, n3]) await node.del(lockKey(x), lockKey(y));
+    const both = await b.locks.tryAcquireAll([x, y], { ttl: 10_000 });
+    expect(both).not.toBeNull();
+    await expect(multi.release()).rejects.toBeInstanceOf(LockLostError);
+    await both!.release();
+  });
+
+  it('resolves when a majority released it, though a minority no longer held it', async () => {
+    const { locks } = await lockService('quorum');
+    const [, , n3] = quorumNodeClients(locks);
+    const resource = unique('minority-gone');
+    const lock = await locks.acquire(resource, { ttl: 10_000 });
+    await n3.del(lockKey(resource));
+    await lock.release();
+    expect(lock.isHeld).toBe(false);
   });
 });
