@@ -1,4 +1,5 @@
 import { Injectable } from '@nestjs/common';
+import { withTimeout } from '../common/timeout.js';
 import type { RedisConnection } from './redis-connection.js';
 import { parseInfo, replicaOf, replicaWrites } from './redis-info.js';
 import { RedisConnections } from './redis-connections.js';
@@ -67,16 +68,24 @@ export class RedisToolkitHealth {
   }
 }
 
-/** PING and INFO on one connection, each bounded by commandTimeout; never throws. */
+/**
+ * PING and INFO on one connection, each bounded by commandTimeout here: a `{ client }` of the user's own has its own
+ * timeouts (often none), and on a paused server its PING would wait forever. Never throws.
+ */
 async function checkConnection(connection: RedisConnection): Promise<RedisConnectionHealth> {
   const started = performance.now();
+  const ms = connection.commandTimeout;
   let latencyMs = 0;
   try {
-    const ping = connection.client.ping().then(() => {
+    const ping = withTimeout(connection.client.ping(), ms, `PING: no answer within ${ms} ms`).then(() => {
       latencyMs = Math.round((performance.now() - started) * 100) / 100;
     });
     // INFO without a section returns server, memory and replication (among others) in one round trip.
-    const infos = connection.masters().then((masters) => Promise.all(masters.map((node) => node.info())));
+    const infos = withTimeout(
+      connection.masters().then((masters) => Promise.all(masters.map((node) => node.info()))),
+      ms,
+      `INFO: no answer within ${ms} ms`,
+    );
     const [, raw] = await Promise.all([ping, infos]);
     const fields = raw.map(parseInfo);
     const full = fields.find(refusesWrites);

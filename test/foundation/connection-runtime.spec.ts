@@ -4,12 +4,15 @@
  */
 import 'reflect-metadata';
 import type { LoggerService } from '@nestjs/common';
-import { Redis } from 'ioredis';
-import { InvalidOptionsError, RedisToolkitHealth } from '../../lib/index.js';
+import { Cluster, Redis } from 'ioredis';
+import { InvalidOptionsError, RedisToolkitHealth, REDIS_CLIENT } from '../../lib/index.js';
+import type { RedisClient } from '../../lib/common/lua-script.js';
 import { trackForCleanup } from '../support/private-servers.js';
+import { startRedisCluster, type RedisClusterHandle } from '../support/redis-cluster.js';
 import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
-import { waitFor } from '../support/wait.js';
+import { within } from '../support/timing.js';
+import { settleWithin, waitFor } from '../support/wait.js';
 
 afterEach(closeToolkitApps);
 
@@ -73,5 +76,51 @@ describe('a connection pointed at a replica', () => {
     await admin.call('replicaof', 'no', 'one');
     expect(await waitFor(async () => (await health.check()).status === 'up', 5_000)).toBe(true);
     expect((await health.check()).reason).toBeUndefined();
+  });
+});
+
+it('health answers within commandTimeout on a client of your own whose server is paused', async () => {
+  const server = trackForCleanup(await startRedisServer());
+  const own = trackForCleanup(new Redis(server.port, '127.0.0.1')); // no commandTimeout of its own
+  await own.ping();
+  const { get } = await createToolkitApp({ target: { client: own }, commandTimeout: 500 });
+  server.pause();
+  try {
+    const started = Date.now();
+    // before: still pending after 8 s
+    const result = await settleWithin(get(RedisToolkitHealth).check(), 8_000, 'pending');
+    expect(result).toMatchObject({ status: 'down', error: expect.stringMatching(/no answer within 500 ms/) });
+    expect(Date.now() - started).toBeLessThan(within(500));
+  } finally {
+    server.resume();
+  }
+});
+
+describe('a cluster', () => {
+  let cluster: RedisClusterHandle;
+  beforeAll(async () => {
+    cluster = await startRedisCluster();
+  }, 30_000);
+  afterAll(async () => {
+    await closeToolkitApps();
+    await cluster.stop();
+  });
+
+  it('health answers within commandTimeout on a Cluster client of your own with a master paused', async () => {
+    const own = trackForCleanup(new Cluster(cluster.startupNodes)); // no commandTimeout of its own
+    await own.ping();
+    const { get } = await createToolkitApp({ target: { client: own }, commandTimeout: 500 });
+    expect((await get(RedisToolkitHealth).check()).status).toBe('up');
+    cluster.masters[1].pause();
+    try {
+      const started = Date.now();
+      const result = await settleWithin(get(RedisToolkitHealth).check(), 8_000, 'pending');
+      expect(result).toMatchObject({ status: 'down', error: expect.stringMatching(/no answer within 500 ms/) });
+      expect(Date.now() - started).toBeLessThan(within(500));
+    } finally {
+      cluster.masters[1].resume();
+    }
+    expect(await waitFor(async () => (await get(RedisToolkitHealth).check()).status === 'up', 5_000)).toBe(true);
+    expect(await get<RedisClient>(REDIS_CLIENT).ping()).toBe('PONG');
   });
 });
