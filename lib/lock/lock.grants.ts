@@ -10,6 +10,14 @@ export interface Wait {
   readonly ttl: number;
   /** Epoch ms before its first attempt was sent: a grant comes later, so the lock is ours until at least this + ttl. */
   readonly since: number;
+  /** Its attempts asking Redis now: a grant that arrives meanwhile is kept for their busy replies. */
+  attempts: number;
+}
+
+/** An attempt of a wait, sent with `field` (acquire-many.lua's grant field). */
+export interface WaitAttempt {
+  readonly wait: Wait;
+  readonly field: string;
 }
 
 /** A grant for the wait whose attempt is in flight, received before that attempt's (busy) reply. */
@@ -23,8 +31,6 @@ export interface GrantContext {
   readonly backend: LockBackend;
   /** The service's callers waiting for a lock, oldest first. */
   readonly waiters: LocalWaiters;
-  /** Lock keys an attempt of the service is asking Redis for right now. */
-  readonly inFlight: ReadonlySet<string>;
   /** A lock the service now holds: reported, and known as held there. */
   hold(keys: LockKeys, token: string, fence: number, expiresAt: number, ttl: number): Lock;
   warn(message: string): void;
@@ -42,11 +48,11 @@ const MAX_WAITING_KEYS = 10_000;
  * attempt registers it, later ones keep its place); the release that frees the lock sets it to the oldest waiting
  * service's token and tells that service 'fence token lock key' on its grant channel (release-many.lua), so the waiter
  * neither polls nor races the releasing caller, and the lock is never free in between. This keeps the wait per lock
- * key, shared by the service's callers of that lock. A grant for it goes to the attempt in flight (with its busy
- * reply), else to the oldest local waiter; an attempt that finds the lock already granted to the wait (its message
- * lost, or still on its way) takes it over in Redis (acquire-many.lua), so a lost grant costs one poll, as a lost wake
- * does. A grant nobody here wants (the callers gave up, a wait abandoned after a failed attempt) is released at once,
- * which passes the lock on.
+ * key, shared by the service's `acquire` callers of that lock (a `tryAcquire` waits for nothing: it has no part in
+ * it). A grant for it goes to the wait's attempt in flight (with its busy reply), else to the oldest local waiter; an
+ * attempt that finds the lock already granted to the wait (its message lost, or still on its way) takes it over in
+ * Redis (acquire-many.lua), so a lost grant costs one poll, as a lost wake does. A grant nobody here wants (the
+ * callers gave up, a wait abandoned after a failed attempt) is released at once, which passes the lock on.
  */
 export class LockGrants {
   private readonly waiting = new Map<string, Wait>();
@@ -62,45 +68,74 @@ export class LockGrants {
   }
 
   /**
-   * The grant field of an attempt about to be sent with `token` and `ttl`: the service's wait for the lock
-   * (grantField), or FIRST_ATTEMPT_GRANT when there is none and this attempt begins it (its token and ttl then the ones
-   * a grant carries).
+   * An attempt of the service's wait for the lock, about to be sent with `token` and `ttl`: its grant field is the
+   * wait's (grantField), or FIRST_ATTEMPT_GRANT when there is none and this attempt begins it (its token and ttl then
+   * the ones a grant carries). Tell `acquired`, `busy` or `failed` how it ended.
    */
-  register(keys: LockKeys, token: string, ttl: number): string {
-    const wait = this.waiting.get(keys.lock);
-    if (wait) return grantField(wait.token, wait.ttl);
-    if (this.waiting.size >= MAX_WAITING_KEYS) {
-      this.waiting.clear();
-      this.early.clear();
+  begin(keys: LockKeys, token: string, ttl: number): WaitAttempt {
+    let wait = this.waiting.get(keys.lock);
+    const field = wait ? grantField(wait.token, wait.ttl) : FIRST_ATTEMPT_GRANT;
+    if (!wait) {
+      if (this.waiting.size >= MAX_WAITING_KEYS) {
+        this.waiting.clear();
+        this.early.clear();
+      }
+      wait = { keys, token, ttl, since: Date.now(), attempts: 0 };
+      this.waiting.set(keys.lock, wait);
     }
-    this.waiting.set(keys.lock, { keys, token, ttl, since: Date.now() });
-    return FIRST_ATTEMPT_GRANT;
+    wait.attempts++;
+    return { wait, field };
+  }
+
+  /** The attempt got the lock: the wait is over, and a grant that still comes for it is released. */
+  acquired({ wait }: WaitAttempt): void {
+    wait.attempts--;
+    this.end(wait);
   }
 
   /**
-   * The lock was acquired, nobody here waits for it any more, or an attempt failed (it may have taken over a grant):
-   * the wait is over, and a grant that still comes for it is released.
+   * The attempt failed (the backend releases the wait's token when Redis did not answer; it may have taken over a
+   * grant): the wait is over. A grant that arrived for it meanwhile is released, and so is one that still comes.
    */
-  forget(lockKey: string): void {
-    this.waiting.delete(lockKey);
-    this.early.delete(lockKey);
-  }
-
-  /** A caller gave up: when nobody else here waits for the lock, a grant that still comes is released. */
-  stopWaiting(lockKey: string): void {
-    if (!this.service.waiters.first(lockKey) && !this.service.inFlight.has(lockKey)) this.forget(lockKey);
+  failed({ wait }: WaitAttempt): void {
+    wait.attempts--;
+    if (this.early.get(wait.keys.lock)?.wait === wait) this.service.backend.release(wait.keys, wait.token).catch(noop);
+    this.end(wait);
   }
 
   /**
-   * A release granted this service `lockKey` for `token`: when it is the wait's, the attempt in flight takes it, or
-   * else the oldest local waiter. Nobody here wants it (the callers gave up, a wait given up): it is released at once,
-   * which passes it to the next waiting service.
+   * The attempt found the lock busy: the grant that arrived for its wait while it was in flight (once; when no other
+   * attempt of the wait is still in flight, which may yet take it over), as a lock for a caller that asked for `ttl`;
+   * null when it cannot be extended to a full ttl (the caller tries again, as after a busy attempt). Undefined when
+   * there is none.
+   */
+  busy({ wait }: WaitAttempt, ttl: number): Promise<Lock | null> | undefined {
+    wait.attempts--;
+    const grant = this.early.get(wait.keys.lock);
+    if (grant?.wait !== wait || wait.attempts > 0) return undefined;
+    this.forget(wait.keys.lock);
+    return this.lockFor(wait, grant.fence, ttl).catch(() => null);
+  }
+
+  /**
+   * A caller gave up: when nobody else here waits for the lock (no local waiter, no attempt of the wait in flight),
+   * the wait is over, and a grant that still comes is released.
+   */
+  stopWaiting(lockKey: string): void {
+    const wait = this.waiting.get(lockKey);
+    if (wait && wait.attempts === 0 && !this.service.waiters.first(lockKey)) this.forget(lockKey);
+  }
+
+  /**
+   * A release granted this service `lockKey` for `token`: when it is the wait's, the wait's attempt in flight takes it,
+   * or else the oldest local waiter. Nobody here wants it (the callers gave up, a wait given up): it is released at
+   * once, which passes it to the next waiting service.
    */
   received(lockKey: string, token: string, fence: number): void {
     const latest = this.waiting.get(lockKey);
     const wait = latest?.token === token ? latest : undefined;
-    // The attempt in flight takes it with its busy reply (or took it over in Redis, and then a release is a no-op).
-    if (wait && this.service.inFlight.has(lockKey)) {
+    // The wait's attempt in flight takes it with its busy reply (or took it over in Redis: then a release is a no-op).
+    if (wait && wait.attempts > 0) {
       this.early.set(lockKey, { wait, fence });
       return;
     }
@@ -109,7 +144,7 @@ export class LockGrants {
       const keys = wait?.keys ?? (lockKey.startsWith(this.lockKeyHead) ? lockKeysOf(lockKey, lockKey) : undefined);
       if (wait) this.forget(lockKey);
       // not held by `token` any more (taken over by an attempt, expired): nothing to release
-      if (keys) this.service.backend.release(keys, token).catch(() => undefined);
+      if (keys) this.service.backend.release(keys, token).catch(noop);
       else
         this.service.warn(`lock grants: a grant for "${lockKey.slice(0, 200)}", not a lock of this service; ignored`);
       return;
@@ -119,15 +154,14 @@ export class LockGrants {
     this.lockFor(wait, fence, waiter.ttl).then(deliver, () => deliver(null)); // null: it tries again itself
   }
 
-  /**
-   * The grant that arrived for the wait while its attempt was in flight (once), as a lock for a caller that asked for
-   * `ttl`; null when it cannot be extended to a full ttl (the caller tries again, as after a busy attempt).
-   */
-  takeEarly(lockKey: string, ttl: number): Promise<Lock | null> | undefined {
-    const grant = this.early.get(lockKey);
-    if (!grant) return undefined;
-    this.forget(lockKey);
-    return this.lockFor(grant.wait, grant.fence, ttl).catch(() => null);
+  /** The wait is over, unless a new one replaced it already. */
+  private end(wait: Wait): void {
+    if (this.waiting.get(wait.keys.lock) === wait) this.forget(wait.keys.lock);
+  }
+
+  private forget(lockKey: string): void {
+    this.waiting.delete(lockKey);
+    this.early.delete(lockKey);
   }
 
   /**
@@ -144,10 +178,12 @@ export class LockGrants {
       try {
         expiresAt = await backend.extend(keys, token, ttl);
       } catch (err) {
-        backend.release(keys, token).catch(() => undefined);
+        backend.release(keys, token).catch(noop);
         throw err;
       }
     }
     return this.service.hold(keys, token, fence, expiresAt, ttl);
   }
 }
+
+const noop = (): void => undefined;

@@ -56,8 +56,6 @@ export class LockService implements OnModuleInit {
   private readonly owner: LockOwner;
   /** The lock a caller of this process holds per lock key (at most one can be valid at a time). */
   private readonly heldHere = new Map<string, Lock>();
-  /** Lock keys an attempt of this process is asking Redis for right now. */
-  private readonly inFlight = new Set<string>();
   /** Releases by other services wake a waiter of this one (see LockWakeups). */
   private readonly wakeups: LockWakeups;
   /** This service's id among a lock's waiting services with `lock.wakeOnRelease`, else '' (it never joins). */
@@ -92,7 +90,7 @@ export class LockService implements OnModuleInit {
       () =>
         quorum ? quorum.nodes.map((node) => connection.createStandaloneClient(node)) : [connection.createSubscriber()],
       (lockKey) => this.waiters.wakeOne(lockKey),
-      (lockKey) => this.inFlight.has(lockKey),
+      (lockKey) => this.waiters.isAsking(lockKey),
       (lockKey, token, fence) =>
         this.grants
           ? this.grants.received(lockKey, token, fence)
@@ -130,7 +128,6 @@ export class LockService implements OnModuleInit {
       this.grants = new LockGrants(keys, {
         backend: this.backend,
         waiters: this.waiters,
-        inFlight: this.inFlight,
         hold: (k, token, fence, expiresAt, ttl) =>
           this.holding(k, new Lock(this.owner, k, token, fence, expiresAt, ttl)),
         warn: (message) => this.logger.warn(message),
@@ -245,11 +242,12 @@ export class LockService implements OnModuleInit {
     const ttl = ttlOf(this.lockOptions.ttl, options.ttl);
     const plan = planRetries(options, this.lockOptions.retry);
     for (let attempt = 0; ; attempt++) {
-      // While a caller of this process holds it (or is asking Redis for it), asking Redis is pointless: wait to be
-      // woken by its release, or for the next retry.
-      const busyHere = this.heldHere.get(keys.lock)?.isHeld === true || this.inFlight.has(keys.lock);
+      // While a caller of this process holds it (or an acquire of it is asking Redis for it), asking Redis is
+      // pointless: wait to be woken by its release (or handed the lock), or for the next retry. A tryAcquire in flight
+      // does not stop it: that waits for nothing, and a wait's grant is not its to take.
+      const busyHere = this.heldHere.get(keys.lock)?.isHeld === true || this.waiters.isAsking(keys.lock);
       // With this service's id: when busy, it joins the lock's waiting services, and the release wakes it.
-      const lock = busyHere ? null : await this.attempt(keys, ttl, this.waiterId);
+      const lock = busyHere ? null : await this.waiters.ask(keys.lock, () => this.attempt(keys, ttl, this.waiterId));
       if (lock) return this.started(lock, options.autoExtend);
       const pause = nextPause(plan, attempt);
       if (pause === undefined) {
@@ -332,23 +330,19 @@ export class LockService implements OnModuleInit {
   private async attempt(keys: LockKeys, ttl: number, waiter = ''): Promise<Lock | null> {
     // A fresh token per attempt: a background clean-up of a failed attempt can never delete a later success.
     const token = newToken();
-    // with grants, the wait's token a release grants the lock to: this one's when it begins the wait (acquire-many.lua)
-    const grant = waiter && this.grants ? this.grants.register(keys, token, ttl) : '';
+    // with grants, an attempt of the service's wait, which a release grants the lock to (acquire-many.lua)
+    const grants = waiter ? this.grants : undefined;
+    const ofWait = grants?.begin(keys, token, ttl);
     let acquired: Acquired | null;
-    this.inFlight.add(keys.lock);
     try {
-      acquired = await this.backend.tryAcquire(keys, token, ttl, waiter, grant);
+      acquired = await this.backend.tryAcquire(keys, token, ttl, waiter, ofWait?.field);
     } catch (err) {
-      if (grant) this.grants?.forget(keys.lock); // the backend releases the wait's token; a later grant is released
+      if (ofWait) grants?.failed(ofWait); // the backend releases the wait's token; a later grant is released
       throw err;
-    } finally {
-      this.inFlight.delete(keys.lock);
     }
-    if (!acquired) {
-      // granted while the busy reply was on its way (the grant comes on the subscriber connection)
-      return grant ? (this.grants?.takeEarly(keys.lock, ttl) ?? null) : null;
-    }
-    if (grant) this.grants?.forget(keys.lock);
+    // granted while the busy reply was on its way (the grant comes on the subscriber connection)
+    if (!acquired) return ofWait ? (grants?.busy(ofWait, ttl) ?? null) : null;
+    if (ofWait) grants?.acquired(ofWait);
     this.wakeups.takeEarly(keys.lock);
     return this.holding(keys, new Lock(this.owner, keys, token, acquired.fencingToken, acquired.expiresAt, ttl));
   }

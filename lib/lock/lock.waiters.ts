@@ -3,10 +3,30 @@ import type { Lock } from './lock.js';
 /**
  * Callers of this process waiting for a resource, keyed by lock key, oldest first. A release by another caller of
  * this process hands the lock straight to the oldest (one script call, FIFO, the lock never free in between) on a
- * single server, or wakes it to try at once on a quorum.
+ * single server, or wakes it to try at once on a quorum. Also which resources an `acquire` of this process is asking
+ * Redis for right now: its other callers of that resource wait for the outcome instead of asking too.
  */
 export class LocalWaiters {
   private readonly byKey = new Map<string, Set<Waiter>>();
+  /** Per lock key, the attempts of `acquire` callers asking Redis for it now (a tryAcquire's are not counted). */
+  private readonly asking = new Map<string, number>();
+
+  /** Runs `attempt`, an attempt of an `acquire` caller for `lockKey`: meanwhile `isAsking(lockKey)` is true. */
+  async ask<T>(lockKey: string, attempt: () => Promise<T>): Promise<T> {
+    this.asking.set(lockKey, (this.asking.get(lockKey) ?? 0) + 1);
+    try {
+      return await attempt();
+    } finally {
+      const left = (this.asking.get(lockKey) ?? 1) - 1;
+      if (left > 0) this.asking.set(lockKey, left);
+      else this.asking.delete(lockKey);
+    }
+  }
+
+  /** Whether an `acquire` caller of this process is asking Redis for `lockKey` now (see `ask`). */
+  isAsking(lockKey: string): boolean {
+    return this.asking.has(lockKey);
+  }
 
   /**
    * Sleeps up to `ms`, or less when a caller of this process releases the same resource; resolves with the lock when

@@ -35,7 +35,7 @@ export class LockWakeups {
     private readonly open: () => RedisClient[],
     /** Wakes a local waiter for the lock key: false when none waits. */
     private readonly wake: (lockKey: string) => boolean,
-    /** Whether an attempt of this service is asking for the lock key right now. */
+    /** Whether an `acquire` of this service is asking for the lock key right now (it takes a wake that comes). */
     private readonly inFlight: (lockKey: string) => boolean,
     /** A release granted this service the lock key for `token`, with fencing token `fence` (see LockGrants). */
     private readonly granted: (lockKey: string, token: string, fence: number) => void,
