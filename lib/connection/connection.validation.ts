@@ -180,6 +180,14 @@ function checkUrl(path: string, url: unknown, problems: OptionProblems): void {
   if (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:') {
     problems.add(path, `must start with redis:// or rediss://, got ${parsed.protocol}//`);
   }
+  if (parsed.hostname === '') {
+    // ioredis fills a missing host with localhost:6379, and takes `redis:///tmp/redis.sock` for db "tmp/redis.sock"
+    // there: a unix socket path is not a url here.
+    const shown = JSON.stringify(maskUrl(url, parsed));
+    const socket = 'a unix socket needs a client of your own: pass it as { client } (new Redis({ path }))';
+    problems.add(path, `names no host (redis://host:port/db): ${shown}; ${socket}`);
+    return;
+  }
   if (parsed.port !== '' && (Number(parsed.port) < 1 || Number(parsed.port) > 65_535)) {
     problems.add(path, `has a port out of range: ${parsed.port}`);
   }

@@ -2,9 +2,20 @@ import 'reflect-metadata';
 import { inspect } from 'node:util';
 import { type LoggerService, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import type { Redis } from 'ioredis';
-import { InvalidOptionsError, REDIS_CLIENT, RedisToolkitModule, type RedisToolkitOptions } from '../../lib/index.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import {
+  CacheService,
+  InvalidOptionsError,
+  REDIS_CLIENT,
+  RedisToolkitModule,
+  type RedisToolkitOptions,
+} from '../../lib/index.js';
 import { resolveToolkitOptions } from '../../lib/redis-toolkit.options-resolver.js';
+import { trackForCleanup } from '../support/private-servers.js';
+import { startRedisServer } from '../support/redis-server.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 
@@ -159,5 +170,46 @@ describe('the db of a url', () => {
     const app = await createToolkitApp({ target: { url: `${url}/3` } });
     const info = await app.get<Redis>(REDIS_CLIENT).call('CLIENT', 'INFO');
     expect(String(info)).toMatch(/ db=3 /);
+  });
+});
+
+describe('a url without a host', () => {
+  // Validation only: before the fix these validated and connected to 127.0.0.1:6379, which no test may reach.
+  it.each(['redis://', 'redis:///0', 'rediss:///0', 'redis:///tmp/redis.sock', 'redis:foo'])(
+    '%s is refused, never a silent 127.0.0.1:6379',
+    (url) => {
+      const err = optionsError({ connection: { url } });
+      expect(err.message).toContain(`connection.url names no host (redis://host:port/db): ${JSON.stringify(url)}`);
+      expect(err.message).toContain('a unix socket needs a client of your own: pass it as { client }');
+      // The host problem alone: a socket path is not also reported as a bad db.
+      expect(err.message.split('\n')).toHaveLength(2);
+    },
+  );
+
+  it('a unix socket works as the docs say: a client of your own passed as { client }', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rtk-sock-'));
+    try {
+      const path = join(dir, 'redis.sock');
+      trackForCleanup(await startRedisServer({ args: ['--unixsocket', path, '--unixsocketperm', '700'] }));
+      const client = trackForCleanup(new Redis({ path }));
+      const app = await createToolkitApp({ target: { client } });
+      expect(await client.dbsize()).toBe(0);
+      await app.get(CacheService).set('unix-socket-check', 42);
+      expect(await app.get(CacheService).get('unix-socket-check')).toBe(42);
+      expect(await client.dbsize()).toBeGreaterThan(0);
+      expect(String(await client.call('CLIENT', 'INFO'))).toContain(' flags=U '); // U: a unix socket client
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('for named connections and lock quorum nodes too', () => {
+    const err = optionsError({
+      connection: { host: '127.0.0.1', port: 7000 },
+      connections: { sessions: { url: 'redis:///1' } },
+      lock: { quorum: { nodes: [{ url: 'redis://' }] } },
+    });
+    expect(err.message).toContain('connections.sessions.url names no host');
+    expect(err.message).toContain('lock.quorum.nodes[0].url names no host');
   });
 });
