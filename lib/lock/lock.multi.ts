@@ -6,6 +6,7 @@ import { newToken, nextFenceFloor, ttlOf } from './lock.attempts.js';
 import type { Acquired, LockBackend, LockKeys } from './lock.backend.js';
 import { Lock, type LockOwner } from './lock.js';
 import { acquireWithRetries, type LeaseAcquireOptions, type LeaseContext, leaseOwner } from './lock.lease.js';
+import { gather } from './lock.quorum.js';
 import { LocalWaiters } from './lock.waiters.js';
 import {
   ACQUIRE_MANY,
@@ -135,8 +136,31 @@ class MultiBackend implements LockBackend {
     return fences;
   }
 
+  /**
+   * Extends every key, or frees them all: once an extension finds one key lost the lock is lost (its release() no
+   * longer asks Redis), so the keys still ours are released here instead of staying held for their ttl (on a cluster
+   * or a quorum some may even have been extended).
+   */
   async extend(keys: LockKeys, token: string, ttl: number): Promise<number> {
     const multi = keys as MultiKeys;
+    try {
+      return await this.extendAll(multi, token, ttl);
+    } catch (err) {
+      if (err instanceof LockLostError) await this.releaseLost(multi, token);
+      throw err;
+    }
+  }
+
+  /** Releases what is still ours of a lost lock, on every node; bounded by commandTimeout, failures ignored. */
+  private async releaseLost(keys: MultiKeys, token: string): Promise<void> {
+    const { quorum } = this.ctx;
+    const calls: Promise<unknown>[] = quorum
+      ? quorum.clients.map((c) => MULTI_RELEASE.runWithAnyKeys(c, this.locks(keys), [token]))
+      : [this.releaseAll(keys, token)];
+    await gather(calls, () => false, this.ctx.commandTimeout);
+  }
+
+  private async extendAll(multi: MultiKeys, token: string, ttl: number): Promise<number> {
     const { quorum, client } = this.ctx;
     if (quorum) {
       return quorum.extend(`extend the lock on "${multi.resource}"`, ttl, (c) =>

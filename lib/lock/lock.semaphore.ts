@@ -119,12 +119,18 @@ class SemaphoreBackend implements LockBackend {
   async extend(keys: LockKeys, token: string, ttl: number): Promise<number> {
     const { quorum, client } = this.ctx;
     if (quorum) {
-      return quorum.extend(
-        `extend the permit of the semaphore "${this.name}"`,
-        ttl,
-        (c) => SEMAPHORE_EXTEND.run(c, [keys.lock], [token, ttl]),
-        this.needed,
-      );
+      try {
+        return await quorum.extend(
+          `extend the permit of the semaphore "${this.name}"`,
+          ttl,
+          (c) => SEMAPHORE_EXTEND.run(c, [keys.lock], [token, ttl]),
+          this.needed,
+        );
+      } catch (err) {
+        // Lost: the nodes that still held it have just extended it, a place nobody uses for a ttl: give it back.
+        if (err instanceof LockLostError) for (const node of this.calls) node.release(token).catch(() => 0);
+        throw err;
+      }
     }
     const startedAt = Date.now();
     const extended = await this.ctx.failures.guard(`extend of a permit of "${this.name}"`, () =>

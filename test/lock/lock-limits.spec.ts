@@ -2,9 +2,9 @@ import 'reflect-metadata';
 import { InvalidOptionsError, LockLostError } from '../../lib/index.js';
 import { KeyBuilder } from '../../lib/common/keys.js';
 import { SEMAPHORE_ACQUIRE } from '../../lib/lock/lock.scripts.js';
-import { lockClients, lockKey, lockService, quorumNodeClients, unique } from '../support/lock-modes.js';
+import { LOCK_MODES, lockClients, lockKey, lockService, quorumNodeClients, unique } from '../support/lock-modes.js';
 import { closeToolkitApps } from '../support/toolkit-app.js';
-import { settleWithin, sleep } from '../support/wait.js';
+import { settleWithin, sleep, waitFor } from '../support/wait.js';
 
 afterEach(closeToolkitApps);
 
@@ -153,5 +153,39 @@ describe('release on a quorum', () => {
     await n3.del(lockKey(resource));
     await lock.release();
     expect(lock.isHeld).toBe(false);
+  });
+});
+
+describe.each(LOCK_MODES)('a multi-lock found lost by extend on %s', (mode) => {
+  // extend refused (one key gone) marked the lock lost, after which release() threw at once without asking Redis:
+  // the keys still ours stayed held for their whole ttl, though release "releases what is still ours".
+  it('frees the resources still held, at once', async () => {
+    const { locks, connection } = await lockService(mode);
+    const clients = lockClients(mode, connection, locks);
+    const [a, b, c] = [unique('a'), unique('b'), unique('c')];
+    const multi = await locks.acquireAll([a, b, c], { ttl: 10_000 });
+    for (const client of clients) await client.del(lockKey(a));
+    await expect(multi.extend()).rejects.toBeInstanceOf(LockLostError);
+    for (const client of clients) {
+      expect(await client.exists(lockKey(b))).toBe(0);
+      expect(await client.exists(lockKey(c))).toBe(0);
+    }
+    await expect(multi.release()).rejects.toBeInstanceOf(LockLostError);
+    const next = await locks.tryAcquireAll([b, c]);
+    expect(next).not.toBeNull();
+    await next!.release();
+  });
+});
+
+describe('a permit found lost by extend on a quorum', () => {
+  // The nodes that still held it extended it for another ttl: a place of the semaphore taken there by nobody.
+  it('is removed from the nodes that still held it', async () => {
+    const { locks } = await lockService('quorum');
+    const [n1, n2, n3] = quorumNodeClients(locks);
+    const name = unique('lost-permit');
+    const permit = await locks.semaphore(name, { limit: 2 }).acquire({ ttl: 10_000 });
+    for (const node of [n2, n3]) await node.zrem(semaphoreKey(name), permit.token);
+    await expect(permit.extend()).rejects.toBeInstanceOf(LockLostError);
+    expect(await waitFor(async () => (await n1.zscore(semaphoreKey(name), permit.token)) === null, 1_000)).toBe(true);
   });
 });
