@@ -177,6 +177,17 @@ function checkUrl(path: string, url: unknown, problems: OptionProblems): void {
     );
     return;
   }
+  try {
+    // ioredis decodes both with decodeURIComponent when it builds the client: a raw `%` threw an untyped URIError.
+    decodeURIComponent(parsed.username);
+    decodeURIComponent(parsed.password);
+  } catch {
+    problems.add(
+      path,
+      'has a user name or password that is not valid percent-encoding: write a % in it as %25 ' +
+        `(a /, ?, # or @ as %2F, %3F, %23, %40): ${JSON.stringify(maskUrl(url, parsed))}`,
+    );
+  }
   if (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:') {
     problems.add(path, `must start with redis:// or rediss://, got ${parsed.protocol}//`);
   }

@@ -213,3 +213,45 @@ describe('a url without a host', () => {
     expect(err.message).toContain('lock.quorum.nodes[0].url names no host');
   });
 });
+
+describe('a url user name or password that is not percent-encoded', () => {
+  afterEach(closeToolkitApps);
+  const ENCODE = 'is not valid percent-encoding: write a % in it as %25';
+
+  it('a raw % in the password stops the start with InvalidOptionsError, not a URIError from ioredis', async () => {
+    const { port } = sharedServers().single;
+    const error = await createToolkitApp({ target: { url: `redis://app:p@ss%w0rd@127.0.0.1:${port}` } }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(error).toBeInstanceOf(InvalidOptionsError);
+    expect((error as Error).message).toContain(
+      `connection.url has a user name or password that ${ENCODE} (a /, ?, # or @ as %2F, %3F, %23, %40): ` +
+        `"redis://app:***@127.0.0.1:${port}"`,
+    );
+    expectNoSecret(error as Error, 'ss%w0rd');
+    expectNoSecret(error as Error, 'p%40ss');
+  });
+
+  it.each([
+    ['connection', { connection: { url: `redis://us%er:${SECRET}@127.0.0.1:7000` } }, 'connection.url'],
+    [
+      'a quorum node',
+      {
+        connection: { host: '127.0.0.1', port: 7000 },
+        lock: { quorum: { nodes: [{ url: `redis://:${SECRET}%@127.0.0.1:7001` }] } },
+      },
+      'lock.quorum.nodes[0].url',
+    ],
+  ])('in the user name or at the end of the password of %s', (_, options, path) => {
+    const err = optionsError(options);
+    expect(err.message).toContain(`${path} has a user name or password that ${ENCODE}`);
+    expectNoSecret(err);
+  });
+
+  it('a percent-encoded password is accepted', () => {
+    expect(() =>
+      resolveToolkitOptions({ connection: { url: 'redis://app:p%40ss%25w0rd%2F%3F%23@127.0.0.1:7000' } }),
+    ).not.toThrow();
+  });
+});
