@@ -286,9 +286,14 @@ export class LockService implements OnModuleInit {
     return null;
   }
 
-  /** Starts the auto-extension `acquire` was asked for. */
-  private started(lock: Lock, autoExtend: AcquireOptions['autoExtend']): Lock {
-    if (autoExtend) lock.startAutoExtend(autoExtend === true ? {} : autoExtend);
+  /** Starts the auto-extension `acquire` was asked for. When it refuses its options, the lock is released first. */
+  private async started(lock: Lock, autoExtend: AcquireOptions['autoExtend']): Promise<Lock> {
+    try {
+      if (autoExtend) lock.startAutoExtend(autoExtend === true ? {} : autoExtend);
+    } catch (err) {
+      await lock.release().catch(() => undefined); // passed on to the next waiter, or freed
+      throw err;
+    }
     return lock;
   }
 

@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import { type Lock, LockNotAcquiredError, type LockService } from '../../lib/index.js';
+import { InvalidOptionsError, type Lock, LockNotAcquiredError, type LockService } from '../../lib/index.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { lockClients, lockKey, lockService, unique } from '../support/lock-modes.js';
 import { closeToolkitApps } from '../support/toolkit-app.js';
@@ -76,5 +76,28 @@ describe.each(MODES)("a service's tryAcquire calls and its waiting acquire on %s
     // nobody of either service holds it now: it is free at once, not held for a 10 s ttl
     expect(other.locks.activity()).toEqual({ held: 0, waiting: 0 });
     expect(await freeWithin(server, resource, 1_000)).toBe(true);
+  }, 30_000);
+});
+
+describe.each(MODES)('an option that fails after the lock was taken, on %s', (mode) => {
+  it('acquire and tryAcquire with a bad autoExtend throw InvalidOptionsError and leave the lock free', async () => {
+    const { locks, connection } = await lockService(mode);
+    const [server] = lockClients(mode, connection, locks);
+    const resource = unique('bad-auto-extend');
+    await expect(
+      locks.acquire(resource, { ttl: 10_000, autoExtend: { extensionThreshold: 20_000 } }),
+    ).rejects.toBeInstanceOf(InvalidOptionsError);
+    expect(await server.exists(lockKey(resource))).toBe(0);
+    expect(locks.activity()).toEqual({ held: 0, waiting: 0 });
+    // a valid call of the same service gets it at once
+    const lock = await locks.acquire(resource, { waitMs: 2_000 });
+    expect(lock.expiresAt - Date.now()).toBeGreaterThan(5_000);
+    await lock.release();
+    const other = unique('bad-on-lost');
+    await expect(
+      locks.tryAcquire(other, { autoExtend: { onLost: 'log' as unknown as () => void } }),
+    ).rejects.toBeInstanceOf(InvalidOptionsError);
+    expect(await server.exists(lockKey(other))).toBe(0);
+    expect(await locks.tryAcquire(other)).not.toBeNull();
   }, 30_000);
 });
