@@ -1,13 +1,13 @@
 import { Inject, Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { Cluster, type Redis, type RedisOptions } from 'ioredis';
 import { mastersOf } from '../common/cluster-masters.js';
-import { InvalidOptionsError, RedisPermissionError, RedisUnavailableError } from '../common/errors.js';
-import { classifyRedisError, replyCodeOf } from '../common/failure-policy.js';
+import { RedisPermissionError, RedisUnavailableError } from '../common/errors.js';
+import { replyCodeOf } from '../common/failure-policy.js';
 import type { RedisClient } from '../common/lua-script.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
 import { withTimeout } from '../common/timeout.js';
 import { clusterReadyDenied } from './redis-permissions.cluster.js';
-import { parseInfo, replicaOf } from './redis-info.js';
+import { checkServer } from './redis-info.js';
 import {
   CONNECTION_OPTIONS,
   DEFAULT_CONNECTION_NAME,
@@ -216,42 +216,23 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   /**
    * Once the main client is connected: refuses a server every feature would fail on, which ioredis connects to
    * without a word. A replica (INFO replication `role:slave`) answers each write with READONLY: the cache would skip
-   * every write and rate limits would fail open on every call, while PING and health said up. InvalidOptionsError:
-   * the connection names the wrong server. Not for a cluster, whose client routes to the masters itself. Runs once
-   * (a transport failure is no verdict: asked again on the next call).
+   * every write and rate limits would fail open on every call, while PING and health said up. A `db` the server does
+   * not have (`databases` in redis.conf): ioredis's SELECT fails with only an error event, and the app ran on db 0.
+   * InvalidOptionsError: the connection names the wrong server or db. Not for a cluster, whose client routes to the
+   * masters itself (and has only db 0). Runs once (a transport failure is no verdict: asked again on the next call).
    */
   verifyServer(): Promise<void> {
     const client = this.client;
     if (client instanceof Cluster) return Promise.resolve();
-    this.serverVerified ??= this.checkServer(client).catch((err: unknown) => {
-      if (err instanceof RedisUnavailableError) this.serverVerified = undefined;
-      throw err;
-    });
-    return this.serverVerified;
-  }
-
-  private async checkServer(client: Redis): Promise<void> {
-    const ms = this.options.commandTimeout;
     const where =
       'client' in this.options.connection
         ? `${this.description} (${client.options.host ?? '127.0.0.1'}:${client.options.port ?? 6379})`
         : this.description;
-    let replication: Record<string, string>;
-    try {
-      replication = parseInfo(String(await withTimeout(client.info('replication'), ms, `no answer within ${ms} ms`)));
-    } catch (err) {
-      // INFO denied (NOPERM) or unknown: the permission check names it (health needs it); nothing to learn here.
-      if (replyCodeOf(err) !== undefined) return;
-      throw classifyRedisError(err, `Checking the Redis server at ${where}`);
-    }
-    const replica = replicaOf(replication);
-    if (replica !== undefined) {
-      throw new InvalidOptionsError(
-        `Redis at ${where} is ${replica} (INFO replication says role:slave): it refuses the writes every ` +
-          'feature makes (cache writes would be skipped, rate limits would fail open). Point the connection at the ' +
-          'master, or at Sentinel ({ sentinels, name }), which follows the master through a failover.',
-      );
-    }
+    this.serverVerified ??= checkServer(client, where, this.options.commandTimeout).catch((err: unknown) => {
+      if (err instanceof RedisUnavailableError) this.serverVerified = undefined;
+      throw err;
+    });
+    return this.serverVerified;
   }
 
   /**
@@ -300,18 +281,31 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   }
 }
 
+/**
+ * Until `client` is ready. A transport error rejects at once (the server is down). An error reply does not: ioredis
+ * emits one for a SELECT that failed while connecting and then becomes ready all the same (verifyServer says why);
+ * when the connection closes instead (its ready check's INFO failed), that reply is the reason.
+ */
 function waitForReady(client: RedisClient): Promise<void> {
   return new Promise((resolve, reject) => {
-    const onReady = () => {
-      client.off('error', onError);
-      resolve();
-    };
-    const onError = (err: Error) => {
+    let reply: Error | undefined;
+    const settle = (done: () => void) => {
       client.off('ready', onReady);
-      reject(err);
+      client.off('error', onError);
+      client.off('close', onClose);
+      done();
     };
-    client.once('ready', onReady);
-    client.once('error', onError);
+    const onReady = () => settle(resolve);
+    const onError = (err: Error) => {
+      if (replyCodeOf(err) === undefined) settle(() => reject(err));
+      else reply = err;
+    };
+    const onClose = () => {
+      if (reply !== undefined) settle(() => reject(reply));
+    };
+    client.on('ready', onReady);
+    client.on('error', onError);
+    client.on('close', onClose);
   });
 }
 

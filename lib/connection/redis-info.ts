@@ -1,3 +1,8 @@
+import type { Redis } from 'ioredis';
+import { InvalidOptionsError, RedisPermissionError } from '../common/errors.js';
+import { classifyRedisError, replyCodeOf } from '../common/failure-policy.js';
+import { withTimeout } from '../common/timeout.js';
+
 /** The `field:value` lines of an INFO reply (section headers skipped). */
 export function parseInfo(info: string): Record<string, string> {
   const fields: Record<string, string> = {};
@@ -24,4 +29,63 @@ export function replicaWrites(fields: Record<string, string>): string {
   return fields.slave_read_only === '0'
     ? 'writes are kept only until its next sync with the master (replica-read-only no)'
     : 'writes are refused (READONLY)';
+}
+
+/**
+ * What RedisConnection.verifyServer asks of the server behind a connected single-server client (`where` names it):
+ * InvalidOptionsError for a replica or a db the server does not have, RedisPermissionError for a db other than 0
+ * whose SELECT the ACL user may not run; each command bounded by `ms`.
+ */
+export async function checkServer(client: Redis, where: string, ms: number): Promise<void> {
+  let replication: Record<string, string>;
+  try {
+    replication = parseInfo(String(await withTimeout(client.info('replication'), ms, `no answer within ${ms} ms`)));
+  } catch (err) {
+    // INFO denied (NOPERM) or unknown: the permission check names it (health needs it); nothing to learn here.
+    if (replyCodeOf(err) !== undefined) return;
+    throw classifyRedisError(err, `Checking the Redis server at ${where}`);
+  }
+  const replica = replicaOf(replication);
+  if (replica !== undefined) {
+    throw new InvalidOptionsError(
+      `Redis at ${where} is ${replica} (INFO replication says role:slave): it refuses the writes every ` +
+        'feature makes (cache writes would be skipped, rate limits would fail open). Point the connection at the ' +
+        'master, or at Sentinel ({ sentinels, name }), which follows the master through a failover.',
+    );
+  }
+  const db = Number(client.options.db ?? 0);
+  if (db > 0) await selectDb(client, db, where, ms);
+}
+
+/**
+ * SELECTs `db` again, as ioredis did on connecting (same db: nothing changes when that worked), to learn whether it
+ * worked: Redis answers a db past its `databases` with an error that ioredis only emits as an event.
+ */
+async function selectDb(client: Redis, db: number, where: string, ms: number): Promise<void> {
+  try {
+    await withTimeout(client.select(db), ms, `no answer within ${ms} ms`);
+  } catch (err) {
+    const code = replyCodeOf(err);
+    if (code === 'NOPERM') {
+      throw new RedisPermissionError(
+        `The Redis ACL user at ${where} may not run SELECT, which db ${db} needs: grant +select (without it the ` +
+          'app would run on db 0).',
+        'NOPERM',
+        { cause: err },
+      );
+    }
+    if (code === undefined) throw classifyRedisError(err, `SELECT ${db} at ${where}`);
+    const count = await withTimeout(client.config('GET', 'databases'), ms, 'no answer').then(
+      (reply) => Number((reply as string[])[1]),
+      () => Number.NaN, // CONFIG may be denied or renamed: the message says less
+    );
+    const has = Number.isInteger(count)
+      ? `it has ${count} databases (0 to ${count - 1}; \`databases\` in redis.conf)`
+      : 'it has fewer databases (`databases` in redis.conf; 16 by default)';
+    throw new InvalidOptionsError(
+      `connection db ${db} does not exist on Redis at ${where}: ${has}. Without this check the app would run on ` +
+        `db 0 (${(err as Error).message}).`,
+      { cause: err },
+    );
+  }
 }

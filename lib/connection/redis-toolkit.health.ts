@@ -8,7 +8,8 @@ import { RedisConnections } from './redis-connections.js';
 export interface RedisConnectionHealth {
   /**
    * `degraded`: Redis answers but refuses writes (see `reason`): maxmemory reached under `noeviction` (features that
-   * write fail with RedisReplyError, OOM), or the server is a replica (READONLY: each feature's failure policy answers).
+   * write fail with RedisReplyError, OOM), or the server is a replica (READONLY: each feature's failure policy
+   * answers).
    */
   status: 'up' | 'degraded' | 'down';
   /** Round trip of one PING, ms. */

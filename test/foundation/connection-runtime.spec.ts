@@ -5,7 +5,7 @@
 import 'reflect-metadata';
 import type { LoggerService } from '@nestjs/common';
 import { Cluster, Redis } from 'ioredis';
-import { InvalidOptionsError, RedisToolkitHealth, REDIS_CLIENT } from '../../lib/index.js';
+import { CacheService, InvalidOptionsError, RedisToolkitHealth, REDIS_CLIENT } from '../../lib/index.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { startRedisCluster, type RedisClusterHandle } from '../support/redis-cluster.js';
@@ -76,6 +76,43 @@ describe('a connection pointed at a replica', () => {
     await admin.call('replicaof', 'no', 'one');
     expect(await waitFor(async () => (await health.check()).status === 'up', 5_000)).toBe(true);
     expect((await health.check()).reason).toBeUndefined();
+  });
+});
+
+describe('a db the server does not have', () => {
+  let server: RedisServerHandle;
+  beforeAll(async () => {
+    server = trackForCleanup(await startRedisServer({ args: ['--databases', '4'] }));
+  });
+
+  it.each([
+    ['db: 20', () => ({ host: '127.0.0.1', port: server.port, db: 20 }), 20],
+    ['url /99', () => ({ url: `${server.url}/99` }), 99],
+    ['a client with db: 7', () => ({ client: trackForCleanup(new Redis({ host: '127.0.0.1', port: server.port, db: 7 })) }), 7],
+  ])('%s: the start is refused naming the db and the server limit', async (_, target, db) => {
+    const err = await failure(createToolkitApp({ target: target() }));
+    // before: the app started on db 0 without a word
+    expect(err).toBeInstanceOf(InvalidOptionsError);
+    const message = (err as Error).message;
+    expect(message).toContain(`db ${db}`);
+    expect(message).toContain(`127.0.0.1:${server.port}`);
+    expect(message).toMatch(/has 4 databases \(0 to 3/);
+  });
+
+  it('with lazyConnect: starts, and logs the refusal as an error once connected', async () => {
+    const { errors, logger } = recordingLogger();
+    await createToolkitApp({ target: { url: `${server.url}/9` }, lazyConnect: true, logger });
+    expect(await waitFor(() => errors.some((m) => m.includes('db 9')), 5_000)).toBe(true);
+    expect(errors.filter((m) => m.includes('db 9'))).toHaveLength(1);
+  });
+
+  it('a db the server has (3 of 4) is used: the keys land there', async () => {
+    const { get } = await createToolkitApp({ target: { url: `${server.url}/3` } });
+    await get(CacheService).set('in-db-3', 1);
+    const db3 = trackForCleanup(new Redis({ port: server.port, db: 3 }));
+    const db0 = trackForCleanup(new Redis({ port: server.port, db: 0 }));
+    expect(await db3.dbsize()).toBe(1);
+    expect(await db0.dbsize()).toBe(0);
   });
 });
 

@@ -144,6 +144,20 @@ it.each([
   expect((err as Error).message).not.toContain(PASSWORD);
 });
 
+it('a db other than 0 with a user that may not SELECT is refused at start, not run on db 0', async () => {
+  await setUser(documentedRules()); // SELECT is @connection: not in the documented line
+  const err = await createToolkitApp({
+    target: { url: `redis://app:${PASSWORD}@127.0.0.1:${redis.server.port}/2` },
+  }).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  // before: ioredis's SELECT failed with only an error event and the app ran on db 0
+  expect(err).toBeInstanceOf(RedisPermissionError);
+  expect((err as Error).message).toMatch(/may not run SELECT, which db 2 needs: grant \+select/);
+  expect((err as Error).message).not.toContain(PASSWORD);
+});
+
 it('a permission lost at run time is a RedisPermissionError, never a fail-open', async () => {
   await setUser(documentedRules());
   const app = await boot();
