@@ -94,7 +94,8 @@ export const LOCK_OPTION_KEYS: OptionShape = {
   onUnsafeEviction: true,
   extensionThreshold: true,
   wakeOnRelease: true,
-  quorum: { nodes: true, driftFactor: true },
+  // Each node is a connection of its own: `{ host, prot }` must not become host:6379, nor `tsl` plaintext.
+  quorum: { nodes: [CONNECTION_OPTION_KEYS], driftFactor: true },
 };
 
 export const NOTIFICATIONS_OPTION_KEYS: OptionShape = {

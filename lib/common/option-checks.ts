@@ -107,6 +107,10 @@ export class OptionProblems {
           at,
           `is not a known option${near ? ` (did you mean ${path === '' ? near : `${path}.${near}`}?)` : ''}`,
         );
+      } else if (Array.isArray(inner)) {
+        const items = (value as Record<string, unknown>)[key];
+        if (Array.isArray(items))
+          for (const [i, item] of items.entries()) this.unknownKeys(`${at}[${i}]`, item, inner[0]);
       } else if (inner !== true) {
         this.unknownKeys(at, (value as Record<string, unknown>)[key], inner);
       }
@@ -147,10 +151,11 @@ export function kindOf(value: unknown): string {
 
 /**
  * The option names one options object accepts: `true` for a value not looked into (a number, a function, a client,
- * node's tls options), or the shape of a nested options object, checked the same way.
+ * node's tls options), the shape of a nested options object, checked the same way, or `[shape]` for an array of
+ * such objects (`lock.quorum.nodes`), each entry checked against the shape.
  */
 export interface OptionShape {
-  [key: string]: true | OptionShape;
+  [key: string]: true | OptionShape | [OptionShape];
 }
 
 /** The known name closest to `name` (edit distance at most a third of its length, at least 2), if any. */
@@ -168,13 +173,18 @@ export function nearest(name: string, known: string[]): string | undefined {
   return best;
 }
 
+/** Edit distance where swapping two neighbours counts as one edit (`tsl` is 1 from `tls`, 2 from `url`). */
 function editDistance(a: string, b: string): number {
+  let beforePrevious: number[] = [];
   let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
   for (let i = 1; i <= a.length; i++) {
     const current = [i];
     for (let j = 1; j <= b.length; j++) {
       current[j] = Math.min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
+        current[j] = Math.min(current[j], beforePrevious[j - 2] + 1);
     }
+    beforePrevious = previous;
     previous = current;
   }
   return previous[b.length];

@@ -255,3 +255,33 @@ describe('a url user name or password that is not percent-encoded', () => {
     ).not.toThrow();
   });
 });
+
+describe('lock.quorum.nodes entries are checked for unknown keys like connection', () => {
+  afterEach(closeToolkitApps);
+
+  it.each([
+    [{ host: '10.0.0.1', prot: 7001 }, 'prot', 'port'],
+    [{ host: '10.0.0.1', port: 7001, tsl: { ca: 'x' } }, 'tsl', 'tls'],
+    [{ url: 'redis://10.0.0.1:7001', passwrod: 'x' }, 'passwrod', 'password'],
+  ])('%j', (node, key, near) => {
+    const err = optionsError({
+      connection: { host: '127.0.0.1', port: 7000 },
+      lock: { quorum: { nodes: [{ url: 'redis://10.0.0.2:7002' }, node] } },
+    });
+    expect(err.message).toContain(
+      `lock.quorum.nodes[1].${key} is not a known option (did you mean lock.quorum.nodes[1].${near}?)`,
+    );
+    expect(err.message.split('\n')).toHaveLength(2);
+  });
+
+  it('an app whose quorum node has a misspelled option refuses to start (it ran without the option)', async () => {
+    const [a, b, c] = sharedServers().quorum;
+    const nodes = [{ url: a.url }, { url: b.url }, { host: c.host, port: c.port, tsl: true }];
+    const error = await createToolkitApp({ lock: { quorum: { nodes } } }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(error).toBeInstanceOf(InvalidOptionsError);
+    expect((error as Error).message).toContain('lock.quorum.nodes[2].tsl is not a known option');
+  });
+});
