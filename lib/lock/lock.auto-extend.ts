@@ -41,6 +41,25 @@ export function checkExtensionThreshold(threshold: unknown, ttl: number, where: 
   return threshold;
 }
 
+/**
+ * Checks an acquisition's `autoExtend` option (true, false or `{ extensionThreshold?, onLost? }`) against the ttl it
+ * will be acquired with, as `startAutoExtend` would: call it before the first attempt, so a bad option fails the call
+ * before anything is taken, instead of after, with the lock or permit left held.
+ */
+export function checkAutoExtend(autoExtend: unknown, ttl: number, where: string): void {
+  if (autoExtend === undefined || autoExtend === null || typeof autoExtend === 'boolean') return;
+  if (typeof autoExtend !== 'object') {
+    throw new InvalidOptionsError(
+      `${where}: autoExtend must be true, false or { extensionThreshold?, onLost? }, got ${String(autoExtend)}`,
+    );
+  }
+  const { onLost, extensionThreshold } = autoExtend as AutoExtendOptions;
+  if (onLost !== undefined && typeof onLost !== 'function') {
+    throw new InvalidOptionsError(`${where}: autoExtend.onLost must be a function`);
+  }
+  checkExtensionThreshold(extensionThreshold, ttl, where);
+}
+
 /** A timer for any delay (see setLongTimeout). */
 interface LongTimer {
   handle: NodeJS.Timeout | undefined;

@@ -1,6 +1,7 @@
 import { InvalidOptionsError } from '../common/errors.js';
 import { durationProblem, isDuration } from '../common/option-checks.js';
 import { createInterceptedMethodDecorator } from '../common/method-interception.js';
+import { checkExtensionThreshold } from './lock.auto-extend.js';
 import { LOCK_METADATA } from './lock.constants.js';
 
 export interface WithLockOptions {
@@ -44,7 +45,11 @@ export function checkWithLockOptions(options: WithLockOptions): void {
       `@WithLock: waitMs must be a non-negative number of milliseconds, got ${String(waitMs)}`,
     );
   }
-  if (
+  if (ttl !== undefined) {
+    // against the ttl the lock is taken with (whole ms, see ttlOf), as each call's startAutoExtend would: refused here
+    // rather than by every call
+    checkExtensionThreshold(extensionThreshold, Math.ceil(ttl), '@WithLock');
+  } else if (
     extensionThreshold !== undefined &&
     (typeof extensionThreshold !== 'number' || !(extensionThreshold > 0) || !Number.isFinite(extensionThreshold))
   ) {

@@ -3,6 +3,7 @@ import { InvalidOptionsError, LockLostError } from '../common/errors.js';
 import { KeyBuilder } from '../common/keys.js';
 import { itemReplyError } from '../common/failure-policy.js';
 import { newToken, nextFenceFloor, ttlOf } from './lock.attempts.js';
+import { checkAutoExtend } from './lock.auto-extend.js';
 import type { Acquired, LockBackend, LockKeys } from './lock.backend.js';
 import { Lock, type LockOwner } from './lock.js';
 import { acquireWithRetries, type LeaseAcquireOptions, type LeaseContext, leaseOwner } from './lock.lease.js';
@@ -219,6 +220,7 @@ export class MultiLocks {
   async acquire(resources: readonly string[], options: LeaseAcquireOptions = {}): Promise<MultiLock> {
     const keys = this.multiKeys(resources);
     const ttl = ttlOf(this.ctx.options.ttl, options.ttl, 'acquireAll');
+    checkAutoExtend(options.autoExtend, ttl, 'acquireAll');
     return acquireWithRetries(
       this.ctx,
       'multi',
@@ -234,7 +236,9 @@ export class MultiLocks {
     options: Pick<LeaseAcquireOptions, 'ttl' | 'autoExtend'> = {},
   ): Promise<MultiLock | null> {
     const keys = this.multiKeys(resources);
-    const lock = await this.attempt(keys, ttlOf(this.ctx.options.ttl, options.ttl, 'tryAcquireAll'));
+    const ttl = ttlOf(this.ctx.options.ttl, options.ttl, 'tryAcquireAll');
+    checkAutoExtend(options.autoExtend, ttl, 'tryAcquireAll');
+    const lock = await this.attempt(keys, ttl);
     if (!lock) {
       this.ctx.events.report('busy', () => ({ kind: 'multi', resource: keys.resource, attempts: 1 }));
       return null;

@@ -3,6 +3,7 @@ import { FEATURES, KeyBuilder } from '../common/keys.js';
 import type { RedisClient } from '../common/lua-script.js';
 import { TickBatcher } from '../common/tick-batcher.js';
 import { newToken, ttlOf } from './lock.attempts.js';
+import { checkAutoExtend, checkExtensionThreshold } from './lock.auto-extend.js';
 import type { Acquired, LockBackend, LockKeys } from './lock.backend.js';
 import { Lock, type LockOwner } from './lock.js';
 import { acquireWithRetries, type LeaseAcquireOptions, type LeaseContext, leaseOwner } from './lock.lease.js';
@@ -243,6 +244,7 @@ export class Semaphore {
   /** A permit, retrying while all are held (like `LockService.acquire`); LockNotAcquiredError when they stay held. */
   async acquire(options: LeaseAcquireOptions = {}): Promise<Lock> {
     const ttl = ttlOf(this.ttl, options.ttl, `semaphore "${this.name}"`);
+    checkAutoExtend(options.autoExtend, ttl, `semaphore "${this.name}"`);
     return acquireWithRetries(
       this.ctx,
       'semaphore',
@@ -255,7 +257,9 @@ export class Semaphore {
 
   /** One attempt: a permit, or null when all `limit` are held. */
   async tryAcquire(options: Pick<LeaseAcquireOptions, 'ttl' | 'autoExtend'> = {}): Promise<Lock | null> {
-    const permit = await this.attempt(ttlOf(this.ttl, options.ttl, `semaphore "${this.name}"`));
+    const ttl = ttlOf(this.ttl, options.ttl, `semaphore "${this.name}"`);
+    checkAutoExtend(options.autoExtend, ttl, `semaphore "${this.name}"`);
+    const permit = await this.attempt(ttl);
     if (!permit) {
       this.ctx.events.report('busy', () => ({ kind: 'semaphore', resource: this.name, attempts: 1 }));
       return null;
@@ -269,6 +273,9 @@ export class Semaphore {
    */
   async using<T>(options: LeaseAcquireOptions, fn: (signal: AbortSignal, permit: Lock) => Promise<T> | T): Promise<T> {
     if (typeof fn !== 'function') throw new InvalidOptionsError('semaphore.using(options, fn): fn must be a function');
+    // checked before the permit is taken (as LockService.using does)
+    const ttl = ttlOf(this.ttl, options?.ttl, `semaphore "${this.name}"`);
+    checkExtensionThreshold(options?.extensionThreshold, ttl, `semaphore "${this.name}".using`);
     const permit = await this.acquire({ ...options, autoExtend: undefined });
     return this.ctx.runHolding(permit, fn, { extensionThreshold: options?.extensionThreshold });
   }

@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import { InvalidOptionsError, LockLostError } from '../../lib/index.js';
+import { InvalidOptionsError, LockLostError, WithLock } from '../../lib/index.js';
 import { KeyBuilder } from '../../lib/common/keys.js';
 import { SEMAPHORE_ACQUIRE } from '../../lib/lock/lock.scripts.js';
 import { LOCK_MODES, lockClients, lockKey, lockService, quorumNodeClients, unique } from '../support/lock-modes.js';
@@ -187,5 +187,54 @@ describe('a permit found lost by extend on a quorum', () => {
     for (const node of [n2, n3]) await node.zrem(semaphoreKey(name), permit.token);
     await expect(permit.extend()).rejects.toBeInstanceOf(LockLostError);
     expect(await waitFor(async () => (await n1.zscore(semaphoreKey(name), permit.token)) === null, 1_000)).toBe(true);
+  });
+});
+
+describe.each(['single', 'cluster'] as const)('a bad autoExtend on a semaphore or acquireAll (%s)', (mode) => {
+  // It was checked by startAutoExtend, after the permits or locks were taken: the call threw and left them held.
+  it('is an InvalidOptionsError before anything is taken', async () => {
+    const { locks, connection } = await lockService(mode);
+    const [client] = lockClients(mode, connection, locks);
+    const name = unique('sem-bad-auto-extend');
+    const semaphore = locks.semaphore(name, { limit: 1, ttl: 10_000 });
+    const onLost = 'log' as unknown as () => void;
+    for (const call of [
+      () => semaphore.acquire({ autoExtend: { extensionThreshold: 99_999 } }),
+      () => semaphore.acquire({ ttl: 500, autoExtend: { extensionThreshold: 500 } }),
+      () => semaphore.tryAcquire({ autoExtend: { extensionThreshold: 10_000 } }),
+      () => semaphore.tryAcquire({ autoExtend: { onLost } }),
+      () => semaphore.using({ extensionThreshold: 10_000 }, () => 1),
+    ]) {
+      await expect(call()).rejects.toBeInstanceOf(InvalidOptionsError);
+    }
+    expect(await client.zcard(semaphoreKey(name))).toBe(0);
+    const permit = await semaphore.tryAcquire({ autoExtend: { extensionThreshold: 9_000 } });
+    expect(permit).not.toBeNull();
+    await permit!.release();
+
+    const [a, b] = [unique('a'), unique('b')];
+    for (const call of [
+      () => locks.acquireAll([a, b], { ttl: 10_000, autoExtend: { extensionThreshold: 99_999 } }),
+      () => locks.tryAcquireAll([a, b], { autoExtend: { onLost } }),
+      () => locks.tryAcquireAll([a, b], { ttl: 1_000, autoExtend: { extensionThreshold: 1_000 } }),
+    ]) {
+      await expect(call()).rejects.toBeInstanceOf(InvalidOptionsError);
+    }
+    expect(await client.exists(lockKey(a))).toBe(0);
+    expect(await client.exists(lockKey(b))).toBe(0);
+    const both = await locks.tryAcquireAll([a, b], { ttl: 1_000, autoExtend: { extensionThreshold: 500 } });
+    expect(both).not.toBeNull();
+    await both!.release();
+  });
+});
+
+describe('@WithLock', () => {
+  // Accepted at decoration, then every call failed in startAutoExtend.
+  it('an extensionThreshold not below its ttl is an InvalidOptionsError at decoration', () => {
+    expect(() => WithLock({ resource: 'r', ttl: 1_000, extensionThreshold: 5_000 })).toThrow(InvalidOptionsError);
+    expect(() => WithLock({ resource: 'r', ttl: 1_000, extensionThreshold: 1_000 })).toThrow(/below the ttl/);
+    expect(() => WithLock({ resource: 'r', ttl: 999.5, extensionThreshold: 999 })).not.toThrow();
+    // without a ttl of its own the module's decides, at the call
+    expect(() => WithLock({ resource: 'r', extensionThreshold: 5_000 })).not.toThrow();
   });
 });
