@@ -92,11 +92,12 @@ export class OptionProblems {
   /**
    * Every key of `value` (at any depth `shape` describes) that is not a known option: a typo such as `commandTimout`
    * would otherwise be ignored in a JS config or a forRootAsync factory. Names the nearest known name when close.
+   * An options object given as a class instance (a factory's `new ToolkitConfig()`) is checked like a plain one; the
+   * values that are instances of their own (a client, a serializer, tls options) sit under keys marked `true`, which
+   * are never looked into.
    */
   unknownKeys(path: string, value: unknown, shape: OptionShape): void {
     if (value === null || typeof value !== 'object' || Array.isArray(value)) return;
-    const proto = Object.getPrototypeOf(value);
-    if (proto !== Object.prototype && proto !== null) return; // a class instance (a client, a serializer) is a value
     const known = Object.keys(shape);
     for (const key of Object.keys(value)) {
       const at = path === '' ? key : `${path}.${key}`;

@@ -2,6 +2,7 @@ import 'reflect-metadata';
 import { inspect } from 'node:util';
 import { type LoggerService, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+import { Test } from '@nestjs/testing';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,11 +14,12 @@ import {
   RedisToolkitModule,
   type RedisToolkitOptions,
 } from '../../lib/index.js';
+import { JsonSerializer } from '../../lib/advanced.js';
 import { resolveToolkitOptions } from '../../lib/redis-toolkit.options-resolver.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { startRedisServer } from '../support/redis-server.js';
 import { sharedServers } from '../support/shared-servers.js';
-import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+import { closeToolkitApps, connectionFor, createToolkitApp } from '../support/toolkit-app.js';
 
 /** The InvalidOptionsError the options raise (validation only: nothing connects). */
 function optionsError(options: unknown): InvalidOptionsError {
@@ -283,5 +285,64 @@ describe('lock.quorum.nodes entries are checked for unknown keys like connection
     );
     expect(error).toBeInstanceOf(InvalidOptionsError);
     expect((error as Error).message).toContain('lock.quorum.nodes[2].tsl is not a known option');
+  });
+});
+
+describe('options given as class instances are checked for unknown keys too', () => {
+  afterEach(closeToolkitApps);
+
+  class ConnectionConfig {
+    constructor(readonly url: string) {}
+  }
+
+  it.each(['single', 'cluster'] as const)(
+    'a forRootAsync factory returning an instance with a misspelled option stops the start (%s)',
+    async (target) => {
+      class ToolkitConfig {
+        readonly connection = connectionFor(target);
+        readonly comandTimeout = 1;
+      }
+      const moduleRef = Test.createTestingModule({
+        imports: [RedisToolkitModule.forRootAsync({ useFactory: () => new ToolkitConfig() as RedisToolkitOptions })],
+      });
+      const error = await moduleRef.compile().then(
+        async (compiled) => {
+          await compiled.close();
+          return undefined;
+        },
+        (err: unknown) => err,
+      );
+      expect(error).toBeInstanceOf(InvalidOptionsError);
+      expect((error as Error).message).toContain('comandTimeout is not a known option (did you mean commandTimeout?)');
+    },
+  );
+
+  it('nested instances, and quorum nodes given as instances, are checked; clients and serializers are not walked', () => {
+    class CacheConfig {
+      defaulTtl = 5_000;
+    }
+    class Node {
+      constructor(
+        readonly host: string,
+        readonly prot: number,
+      ) {}
+    }
+    const err = optionsError({
+      connection: new ConnectionConfig('redis://127.0.0.1:7000'),
+      cache: new CacheConfig(),
+      lock: { quorum: { nodes: [new Node('10.0.0.1', 7001)] } },
+    });
+    expect(err.message).toContain('cache.defaulTtl is not a known option (did you mean cache.defaultTtl?)');
+    expect(err.message).toContain('lock.quorum.nodes[0].prot is not a known option');
+    expect(err.message.split('\n')).toHaveLength(3);
+    const client = new Redis({ lazyConnect: true, port: 7000 });
+    expect(() =>
+      resolveToolkitOptions({
+        connection: { client },
+        connections: { other: new ConnectionConfig('redis://127.0.0.1:7001') },
+        serializer: new JsonSerializer(),
+      }),
+    ).not.toThrow();
+    client.disconnect();
   });
 });
