@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Logger } from '@nestjs/common';
 import { LRUCache } from 'lru-cache';
-import { InvalidOptionsError } from '../common/errors.js';
+import { InvalidOptionsError, SerializationError } from '../common/errors.js';
 import { replyCodeOf } from '../common/failure-policy.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
 import type { ThrottledWarning } from '../common/throttled-logger.js';
@@ -15,7 +15,14 @@ import { CacheTracking } from './cache.tracking.js';
 
 /** Internal pub/sub channel on which instances tell each other which L1 entries to drop. */
 export const CACHE_L1_CHANNEL = KeyBuilder.internalChannel(FEATURES.cache, 'l1');
+/** Most keys (or tags) in one bus message. */
 const L1_MESSAGE_KEYS = 1_000;
+/**
+ * The share of pubsub.maxMessageBytes the keys (or tags) of one bus message may take as JSON: well under the bound,
+ * which PubSubService.publish enforces on the serialized payload (a larger message would be refused), with room for
+ * the rest of the message and for a serializer that writes more than JSON.
+ */
+const L1_MESSAGE_SHARE = 0.5;
 const RETRY_MS = 2_000;
 
 interface L1Message {
@@ -121,22 +128,52 @@ export class CacheL1 {
   }
 
   /**
-   * Tells the other instances to drop these entries (large key lists in several messages). Only on the bus: with
-   * tracking, Redis reports the writes themselves (also tag and pattern invalidation, which delete or rewrite keys).
+   * Tells the other instances to drop these entries. A long list goes in several messages, each of at most
+   * L1_MESSAGE_KEYS keys (or tags) and L1_MESSAGE_SHARE of pubsub.maxMessageBytes. Only on the bus: with tracking,
+   * Redis reports the writes themselves (also tag and pattern invalidation, which delete or rewrite keys).
    */
   broadcast(message: Omit<L1Message, 'from'>): void {
     if (this.closed || this.chosen !== 'bus') return;
-    const send = (m: Omit<L1Message, 'from'>) =>
-      this.pubsub.publish(CACHE_L1_CHANNEL, { from: this.instanceId, ...m }).catch((err: unknown) => {
-        this.counters.errors++;
-        this.redisWarning.warn(`cache L1 invalidation could not be published: ${(err as Error).message}`);
-      });
-    const keys = message.keys ?? [];
-    if (keys.length <= L1_MESSAGE_KEYS) {
-      void send(message);
-      return;
+    if (message.all) void this.send({ all: true });
+    if (message.keys?.length) for (const keys of this.parts(message.keys)) void this.send({ keys });
+    if (message.tags?.length) for (const tags of this.parts(message.tags)) void this.send({ tags });
+  }
+
+  private send(message: Omit<L1Message, 'from'>): Promise<unknown> {
+    return this.pubsub.publish(CACHE_L1_CHANNEL, { from: this.instanceId, ...message }).catch((err: unknown) => {
+      // Still past maxMessageBytes (a serializer that writes much more than JSON): each half goes on its own.
+      const list = message.keys ?? message.tags;
+      if (err instanceof SerializationError && list && list.length > 1) {
+        const field = message.keys ? 'keys' : 'tags';
+        const half = Math.ceil(list.length / 2);
+        return Promise.all([this.send({ [field]: list.slice(0, half) }), this.send({ [field]: list.slice(half) })]);
+      }
+      this.counters.errors++;
+      this.redisWarning.warn(`cache L1 invalidation could not be published: ${(err as Error).message}`);
+    });
+  }
+
+  /** `list` cut into runs of at most L1_MESSAGE_KEYS items whose JSON takes at most the message budget. */
+  private parts(list: string[]): string[][] {
+    if (list.length === 1) return [list];
+    // The bound publish checks: pubsub.maxMessageBytes as resolved, read from the service (no public getter for it).
+    const budget = this.pubsub['options'].maxMessageBytes * L1_MESSAGE_SHARE;
+    const parts: string[][] = [];
+    let part: string[] = [];
+    let bytes = 0;
+    for (const item of list) {
+      // Its JSON (quotes, escapes, UTF-8) and a comma.
+      const size = Buffer.byteLength(JSON.stringify(item)) + 1;
+      if (part.length > 0 && (part.length === L1_MESSAGE_KEYS || bytes + size > budget)) {
+        parts.push(part);
+        part = [];
+        bytes = 0;
+      }
+      part.push(item);
+      bytes += size;
     }
-    for (let i = 0; i < keys.length; i += L1_MESSAGE_KEYS) void send({ keys: keys.slice(i, i + L1_MESSAGE_KEYS) });
+    parts.push(part);
+    return parts;
   }
 
   private onMessage(message: L1Message): void {

@@ -1,7 +1,8 @@
 /**
- * The L1 invalidation bus (`cache.l1.invalidation: 'bus'`) on a Redis Cluster whose subscriber connections are cut
- * alone (CLIENT KILL TYPE pubsub on every node), in both pub/sub modes: the messages published meanwhile are lost, so
- * B's L1 must be emptied once its subscriber is back.
+ * The L1 invalidation bus (`cache.l1.invalidation: 'bus'`) on what it used to miss:
+ * - a Redis Cluster whose subscriber connections are cut alone (CLIENT KILL TYPE pubsub on every node), in both
+ *   pub/sub modes: the messages published meanwhile are lost, so B's L1 must be emptied once its subscriber is back;
+ * - invalidations of many long keys: every bus message stays under pubsub.maxMessageBytes, so none is refused.
  * Waits are bounded far below the L1 ttl (60 s): an entry gone within them was dropped by the bus, not by expiry.
  */
 import 'reflect-metadata';
@@ -9,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import type { LoggerService } from '@nestjs/common';
 import { CacheService, PubSubService, type RedisToolkitOptions } from '../../lib/index.js';
 import { CACHE_L1_CHANNEL } from '../../lib/cache/cache.l1.js';
+import type { Serializer } from '../../lib/common/serializer.js';
 import { CACHE_L1_PUBSUB } from '../../lib/pubsub/pubsub.providers.js';
 import { useDisposableCluster } from '../support/disposable-cluster.js';
 import { rawCommand } from '../support/resp.js';
@@ -29,6 +31,15 @@ function recordingLogger(warnings: string[]): LoggerService {
     warn: (message: unknown) => void warnings.push(String(message)),
   };
 }
+
+/** JSON followed by twice its length in spaces (JSON.parse skips them). */
+const padded: Serializer = {
+  serialize: (value) => {
+    const json = JSON.stringify(value);
+    return json + ' '.repeat(2 * json.length);
+  },
+  deserialize: <T>(raw: string) => JSON.parse(raw) as T,
+};
 
 async function busApp(
   target: RedisTarget,
@@ -110,4 +121,62 @@ describe.each(['sharded', 'classic'] as const)('L1 on the bus of a cluster (%s p
     expect(resubscribed).toBe(resubscribedBefore);
     expect(a.cache.stats().errors).toBe(0);
   }, 60_000);
+});
+
+describe.each(['single', 'cluster'] as const)('L1 bus messages of many long keys on %s', (target) => {
+  it.each([
+    { maxMessageBytes: undefined, bound: 1_048_576, count: 1_500, serializer: 'JSON' },
+    { maxMessageBytes: 100_000, bound: 100_000, count: 300, serializer: 'JSON' },
+    // Three times the JSON: the first cut is still too large for publish, so each refused message goes in halves.
+    { maxMessageBytes: 100_000, bound: 100_000, count: 300, serializer: 'padded JSON' },
+  ])(
+    'del of $count keys of 1,000 characters, maxMessageBytes $bound, $serializer: all leave the other L1, none refused',
+    async ({ maxMessageBytes, bound, count, serializer }) => {
+      const keyPrefix = `rtk-b${rand()}:`;
+      const l1 = { max: 2_000, ttl: 60_000 };
+      const pubsub = { maxMessageBytes };
+      const extra = serializer === 'JSON' ? { pubsub } : { pubsub, serializer: padded };
+      const a = await busApp(target, keyPrefix, l1, extra, []);
+      const b = await busApp(target, keyPrefix, l1, extra, []);
+      const quiet = (await createToolkitApp({ target, keyPrefix, ...extra, logger: recordingLogger([]) })).get(
+        CacheService,
+      );
+      // Every bus message B hears: its keys and its size as JSON.
+      const heard: { keys: number; bytes: number }[] = [];
+      await b.pubsub.subscribe<{ keys?: string[] }>(CACHE_L1_CHANNEL, (m) => {
+        heard.push({ keys: m.keys?.length ?? 0, bytes: Buffer.byteLength(JSON.stringify(m)) });
+      });
+      // 1,000 characters each, 100 of them ':' (stored escaped as %3A): about 1,230 bytes per Redis key, so 1,000
+      // keys in one message would pass 1 MiB (and 300 would pass 100,000 bytes).
+      const keys = Array.from({ length: count }, (_, i) =>
+        `${String(i).padStart(4, '0')}${'x:'.repeat(100)}`.padEnd(1_000, 'y'),
+      );
+      expect(keys.every((k) => k.length === 1_000)).toBe(true);
+      for (let i = 0; i < keys.length; i += 100) {
+        await Promise.all(keys.slice(i, i + 100).map((k) => a.cache.set(k, 'v1')));
+      }
+      for (let i = 0; i < keys.length; i += 100) {
+        const got = await Promise.all(keys.slice(i, i + 100).map((k) => b.cache.get(k)));
+        expect(got.every((v) => v === 'v1')).toBe(true);
+      }
+      // B's get answers v1 only from an L1 entry the bus did not drop: gone from Redis by an instance without L1 (no
+      // message), every key is still served by B's L1.
+      expect(await waitFor(() => heard.reduce((n, m) => n + m.keys, 0) === count, L1_WAIT)).toBe(true);
+      heard.length = 0;
+      expect(await quiet.del(...keys)).toBe(count);
+      const served = async () => (await Promise.all(keys.map((k) => b.cache.get(k)))).filter((v) => v !== undefined);
+      expect((await served()).length).toBe(count);
+
+      expect(await a.cache.del(...keys)).toBe(0);
+      expect(await waitFor(async () => (await served()).length === 0, L1_WAIT)).toBe(true);
+      // Every key in exactly one message, each well under the bound (padded: under it); none refused or failed on A.
+      expect(heard.reduce((n, m) => n + m.keys, 0)).toBe(count);
+      expect(heard.length).toBeGreaterThanOrEqual(serializer === 'JSON' ? 2 : 4);
+      expect(Math.max(...heard.map((m) => m.bytes))).toBeLessThan(serializer === 'JSON' ? bound * 0.6 : bound / 3);
+      expect(a.cache.stats().errors).toBe(0);
+      expect(a.pubsub.stats()).toEqual({ unavailable: 0, replyErrors: 0 });
+      expect(a.warnings).toEqual([]);
+    },
+    60_000,
+  );
 });
