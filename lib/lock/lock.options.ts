@@ -49,6 +49,34 @@ export interface LockOptions {
   quorum?: { nodes: RedisStandaloneConnection[]; driftFactor?: number };
 }
 
+/**
+ * A quorum lock is ours for its validity: the ttl minus the clock drift allowance (a share of the ttl plus 2 ms for
+ * timer resolution, as in Redlock).
+ */
+export const quorumValidity = (ttl: number, driftFactor: number): number => ttl - (Math.round(ttl * driftFactor) + 2);
+
+/**
+ * The least validity a quorum ttl (or extension) must leave: below it the nodes' answers come after the lock would
+ * expire, and the attempt failed as if they were down or busy (a ttl of 1-2 ms has none at all).
+ */
+export const MIN_QUORUM_VALIDITY_MS = 10;
+
+/** The least whole ttl whose validity is MIN_QUORUM_VALIDITY_MS with `driftFactor` (12 ms at 0.01, 24 at 0.5). */
+export function minQuorumTtl(driftFactor: number): number {
+  let ttl = MIN_QUORUM_VALIDITY_MS;
+  while (quorumValidity(ttl, driftFactor) < MIN_QUORUM_VALIDITY_MS) ttl++;
+  return ttl;
+}
+
+/** The problem with a ttl too short for a quorum with `driftFactor`, or undefined. */
+export function quorumTtlProblem(ttl: number, driftFactor: number): string | undefined {
+  if (quorumValidity(ttl, driftFactor) >= MIN_QUORUM_VALIDITY_MS) return undefined;
+  return (
+    `must be at least ${minQuorumTtl(driftFactor)} ms on a quorum with driftFactor ${driftFactor} (it must leave ` +
+    `${MIN_QUORUM_VALIDITY_MS} ms of validity: ttl - ttl * driftFactor - 2 ms), got ${ttl}`
+  );
+}
+
 export interface ResolvedLockOptions {
   ttl: number;
   retry: Required<LockRetryOptions>;
@@ -59,6 +87,8 @@ export interface ResolvedLockOptions {
   wakeOnRelease: boolean | undefined;
   quorum: { nodes: RedisStandaloneConnection[]; driftFactor: number } | undefined;
 }
+
+const DEFAULT_DRIFT_FACTOR = 0.01;
 
 export function resolveLockOptions(raw: LockOptions | undefined, problems: OptionProblems): ResolvedLockOptions {
   const o = raw ?? {};
@@ -89,6 +119,11 @@ export function resolveLockOptions(raw: LockOptions | undefined, problems: Optio
         });
       }
       problems.number('lock.quorum.driftFactor', o.quorum.driftFactor, 0, 0.5);
+      const drift = o.quorum.driftFactor ?? DEFAULT_DRIFT_FACTOR;
+      if (typeof o.ttl === 'number' && typeof drift === 'number') {
+        const short = quorumTtlProblem(Math.ceil(o.ttl), drift);
+        if (short !== undefined) problems.add('lock.ttl', short);
+      }
     }
   }
   return {
@@ -99,6 +134,6 @@ export function resolveLockOptions(raw: LockOptions | undefined, problems: Optio
     onUnsafeEviction: o.onUnsafeEviction ?? 'warn',
     extensionThreshold: o.extensionThreshold,
     wakeOnRelease: o.wakeOnRelease,
-    quorum: o.quorum ? { driftFactor: 0.01, ...o.quorum } : undefined,
+    quorum: o.quorum ? { driftFactor: DEFAULT_DRIFT_FACTOR, ...o.quorum } : undefined,
   };
 }

@@ -6,6 +6,7 @@ import { InvalidOptionsError, LockLostError, RedisUnavailableError } from '../co
 import { parseInfo } from '../connection/redis-info.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import type { RedisStandaloneConnection } from '../connection/connection.options.js';
+import { quorumTtlProblem, quorumValidity } from './lock.options.js';
 
 export type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown } | undefined;
 
@@ -94,7 +95,16 @@ export class QuorumCalls {
 
   /** ttl minus the clock drift allowance (a share of the ttl plus 2 ms for timer resolution, as in Redlock). */
   validity(ttl: number): number {
-    return ttl - (Math.round(ttl * this.driftFactor) + 2);
+    return quorumValidity(ttl, this.driftFactor);
+  }
+
+  /**
+   * InvalidOptionsError for a ttl (or extension) that leaves under MIN_QUORUM_VALIDITY_MS of validity: its attempts
+   * could only fail, as if the nodes were down or busy. `what` names the caller.
+   */
+  checkTtl(ttl: number, what: string): void {
+    const problem = quorumTtlProblem(ttl, this.driftFactor);
+    if (problem !== undefined) throw new InvalidOptionsError(`${what}: ttl ${problem}`);
   }
 
   /**
@@ -111,6 +121,7 @@ export class QuorumCalls {
     confirm?: (outcomes: Outcome<T>[], deadline: number) => Promise<boolean>,
     quorum = this.quorum,
   ): Promise<{ outcomes: Outcome<T>[]; expiresAt: number } | null> {
+    this.checkTtl(ttl, what);
     const startedAt = Date.now();
     const budget = this.validity(ttl);
     const { nodes } = this;
@@ -199,6 +210,7 @@ export class QuorumCalls {
     call: (client: Redis, node: number) => Promise<number>,
     quorum = this.quorum,
   ): Promise<number> {
+    this.checkTtl(ttl, what);
     const startedAt = Date.now();
     const budget = this.validity(ttl);
     const { nodes } = this;

@@ -233,6 +233,7 @@ export class Semaphore {
       throw new InvalidOptionsError(`semaphore "${name}": limit must be an integer >= 1, got ${String(limit)}`);
     }
     this.ttl = ttlOf(ctx.options.ttl, options.ttl, `semaphore "${name}"`);
+    ctx.quorum?.checkTtl(this.ttl, `semaphore "${name}"`);
     KeyBuilder.validate(name, 'semaphore name');
     const lock = ctx.keys.tagged(FEATURES.lock, name, ':sem');
     this.keys = { resource: name, lock, fence: '', waiters: `${lock}:waiters` };

@@ -1,9 +1,10 @@
 import 'reflect-metadata';
-import { InvalidOptionsError, LockLostError, WithLock } from '../../lib/index.js';
+import { InvalidOptionsError, LockLostError, LockService, WithLock } from '../../lib/index.js';
 import { KeyBuilder } from '../../lib/common/keys.js';
 import { SEMAPHORE_ACQUIRE } from '../../lib/lock/lock.scripts.js';
 import { LOCK_MODES, lockClients, lockKey, lockService, quorumNodeClients, unique } from '../support/lock-modes.js';
-import { closeToolkitApps } from '../support/toolkit-app.js';
+import { sharedServers } from '../support/shared-servers.js';
+import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 import { settleWithin, sleep, waitFor } from '../support/wait.js';
 
 afterEach(closeToolkitApps);
@@ -236,5 +237,44 @@ describe('@WithLock', () => {
     expect(() => WithLock({ resource: 'r', ttl: 999.5, extensionThreshold: 999 })).not.toThrow();
     // without a ttl of its own the module's decides, at the call
     expect(() => WithLock({ resource: 'r', extensionThreshold: 5_000 })).not.toThrow();
+  });
+});
+
+describe('a ttl too short for a quorum', () => {
+  // validity(ttl) = ttl - round(ttl * driftFactor) - 2 was <= 0 for a ttl of 1-2 ms and 1-3 ms up to 5: healthy nodes
+  // gave RedisUnavailableError "fewer than 2 of 3 lock servers answered (no answer in time)", or null (busy).
+  it('is an InvalidOptionsError when it leaves under 10 ms of validity (ttl 12 at the default driftFactor)', async () => {
+    const { locks } = await lockService('quorum');
+    for (const ttl of [1, 2, 3, 5, 11]) {
+      await expect(locks.tryAcquire(unique('short'), { ttl })).rejects.toThrow(/at least 12 ms/);
+    }
+    await expect(locks.acquire(unique('short'), { ttl: 2 })).rejects.toBeInstanceOf(InvalidOptionsError);
+    await expect(locks.acquireAll([unique('a'), unique('b')], { ttl: 3 })).rejects.toBeInstanceOf(InvalidOptionsError);
+    expect(() => locks.semaphore(unique('short-sem'), { limit: 2, ttl: 2 })).toThrow(InvalidOptionsError);
+    const semaphore = locks.semaphore(unique('short-sem'), { limit: 2 });
+    await expect(semaphore.tryAcquire({ ttl: 3 })).rejects.toBeInstanceOf(InvalidOptionsError);
+    const lock = await locks.acquire(unique('short-extend'), { ttl: 5_000 });
+    await expect(lock.extend(3)).rejects.toBeInstanceOf(InvalidOptionsError);
+    expect(lock.isHeld).toBe(true);
+    await lock.release();
+    // 12 ms is accepted (granted, or null when the nodes took longer than its 10 ms of validity)
+    const shortest = await locks.tryAcquire(unique('shortest'), { ttl: 12 });
+    await shortest?.release().catch(() => undefined);
+    // one server has no drift allowance: no minimum there
+    const single = await lockService('single');
+    const one = await single.locks.tryAcquire(unique('single-short'), { ttl: 2 });
+    expect(one).not.toBeNull();
+  });
+
+  it('lock.ttl on a quorum is checked at start-up, with the driftFactor given', async () => {
+    const nodes = sharedServers().quorum.map((q) => ({ url: q.url }));
+    await expect(createToolkitApp({ target: 'single', lock: { ttl: 5, quorum: { nodes } } })).rejects.toThrow(
+      /lock\.ttl .*at least 12 ms/,
+    );
+    await expect(
+      createToolkitApp({ target: 'single', lock: { ttl: 20, quorum: { nodes, driftFactor: 0.5 } } }),
+    ).rejects.toThrow(/at least 24 ms/);
+    const app = await createToolkitApp({ target: 'single', lock: { ttl: 24, quorum: { nodes, driftFactor: 0.5 } } });
+    expect(app.get(LockService).nodes).toBe(3);
   });
 });
