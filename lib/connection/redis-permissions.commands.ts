@@ -1,7 +1,13 @@
-/** What each feature sends, as the ACL check asks it of Redis: the commands, their sample arguments, a script's. */
+/**
+ * What each feature sends, as the ACL check asks it of Redis (the commands, their sample arguments, a script's), and how
+ * a refusal names them.
+ */
 
+import { RedisPermissionError } from '../common/errors.js';
 import { FEATURES, type Feature } from '../common/keys.js';
 import type { ConnectionFeature } from './connection.validation.js';
+import type { PermissionReport, RequiredCommand } from './redis-permissions.js';
+import { trackingCommandName, trackingRule } from './redis-permissions.tracking.js';
 
 /** Feature → its folder (for its scripts), its key feature name, the commands it sends itself. */
 export const FEATURE_COMMANDS: {
@@ -114,4 +120,55 @@ export function scriptCommands(lua: string): string[] {
 export function sample(command: string, key: string, channel: string): string[] {
   const args = SAMPLE_ARGS[command] ?? ['K'];
   return [command, ...args.map((a) => (a === 'K' ? key : a === 'C' ? channel : a))];
+}
+
+/** `rate limit: TIME (in consume-token-bucket.lua), INFO` — one line per feature. */
+export function describeDenied(denied: RequiredCommand[]): string {
+  const byFeature = new Map<string, string[]>();
+  for (const c of denied) {
+    const command =
+      trackingCommandName(c.args) ?? (c.args[0] === 'cluster' ? 'CLUSTER SLOTS' : c.args[0].toUpperCase());
+    const what = `${command}${c.from ? ` (in ${c.from})` : ''}`;
+    byFeature.set(c.feature, [...(byFeature.get(c.feature) ?? []), what]);
+  }
+  return [...byFeature].map(([feature, list]) => `${feature}: ${list.join(', ')}`).join('; ');
+}
+
+/** ACL rules that grant the denied commands (`+time +info +@scripting`). */
+function remedy(denied: RequiredCommand[], keyPrefix: string): string {
+  const rules = new Set<string>();
+  for (const c of denied) {
+    const cmd = c.args[0];
+    const tracking = trackingRule(c.args);
+    if (tracking) rules.add(tracking);
+    else if (cmd === 'eval' || cmd === 'evalsha') rules.add('+@scripting');
+    else if (cmd === 'cluster') rules.add('+cluster|slots');
+    else rules.add(`+${cmd}`);
+  }
+  return `ACL SETUSER <user> ${[...rules].join(' ')} ~${keyPrefix}* &${keyPrefix}*`;
+}
+
+/** Throws what `report` found (RedisPermissionError naming each denied command and the rules); warns of the rest. */
+export function throwIfDenied(
+  report: PermissionReport,
+  keyPrefix: string,
+  where: string,
+  warn: (message: string) => void,
+): void {
+  if (report.unchecked && report.unchecked.length > 0) {
+    warn(
+      `Redis ACL permissions${where} checked by running each command (Redis < 7 has no ACL DRYRUN); not checked, ` +
+        `as no script may run them: ${describeDenied(report.unchecked)}`,
+    );
+  }
+  if (report.denied.length === 0) return;
+  const what =
+    report.method === 'scripting-denied'
+      ? `${describeDenied(report.denied)} (the other commands could not be checked without scripting)`
+      : describeDenied(report.denied);
+  throw new RedisPermissionError(
+    `The Redis ACL user${where} may not run commands the toolkit needs: ${what}. Grant them, e.g. ` +
+      `\`${remedy(report.denied, keyPrefix)}\` (docs/security.md has the complete line).`,
+    'NOPERM',
+  );
 }

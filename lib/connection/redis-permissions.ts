@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
-import { Logger, type OnModuleInit } from '@nestjs/common';
+import { Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { Cluster } from 'ioredis';
-import { RedisPermissionError, RedisUnavailableError } from '../common/errors.js';
+import { RedisUnavailableError } from '../common/errors.js';
 import { slotMasters } from '../common/cluster-masters.js';
 import { classifyRedisError, replyCodeOf } from '../common/failure-policy.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
@@ -11,10 +11,10 @@ import { DEFAULT_CONNECTION_NAME } from './connection.options.js';
 import type { ConnectionFeature } from './connection.validation.js';
 import type { RedisConnection } from './redis-connection.js';
 import type { RedisConnections } from './redis-connections.js';
-import { FEATURE_COMMANDS, sample, scriptCommands } from './redis-permissions.commands.js';
+import { FEATURE_COMMANDS, sample, scriptCommands, throwIfDenied } from './redis-permissions.commands.js';
 import { onNodeConnection } from './cluster-nodes.js';
 import { probePermissions } from './redis-permissions.probe.js';
-import { trackingCommandName, trackingCommands, trackingRule } from './redis-permissions.tracking.js';
+import { trackingCommands } from './redis-permissions.tracking.js';
 
 /** One command a feature sends, with representative arguments (keys and channels under the prefix). */
 export interface RequiredCommand {
@@ -153,32 +153,6 @@ async function probe(client: RedisClient, commands: RequiredCommand[]): Promise<
   }
 }
 
-/** `rate limit: TIME (in consume-token-bucket.lua), INFO` — one line per feature. */
-export function describeDenied(denied: RequiredCommand[]): string {
-  const byFeature = new Map<string, string[]>();
-  for (const c of denied) {
-    const command =
-      trackingCommandName(c.args) ?? (c.args[0] === 'cluster' ? 'CLUSTER SLOTS' : c.args[0].toUpperCase());
-    const what = `${command}${c.from ? ` (in ${c.from})` : ''}`;
-    byFeature.set(c.feature, [...(byFeature.get(c.feature) ?? []), what]);
-  }
-  return [...byFeature].map(([feature, list]) => `${feature}: ${list.join(', ')}`).join('; ');
-}
-
-/** ACL rules that grant the denied commands (`+time +info +@scripting`). */
-function remedy(denied: RequiredCommand[], keyPrefix: string): string {
-  const rules = new Set<string>();
-  for (const c of denied) {
-    const cmd = c.args[0];
-    const tracking = trackingRule(c.args);
-    if (tracking) rules.add(tracking);
-    else if (cmd === 'eval' || cmd === 'evalsha') rules.add('+@scripting');
-    else if (cmd === 'cluster') rules.add('+cluster|slots');
-    else rules.add(`+${cmd}`);
-  }
-  return `ACL SETUSER <user> ${[...rules].join(' ')} ~${keyPrefix}* &${keyPrefix}*`;
-}
-
 export interface PermissionsCheckOptions {
   keyPrefix: string;
   lazyConnect: boolean;
@@ -239,16 +213,28 @@ export async function verifyPermissions(target: PermissionsTarget, warn: (messag
 async function readyAgain(client: RedisClient): Promise<void> {
   const usable =
     client instanceof Cluster ? client.status === 'ready' : client.status === 'ready' && client.stream.writable;
-  if (usable) return;
+  // Closed (shutdown): nothing to wait for, the attempt fails at once.
+  if (usable || client.status === 'end') return;
   const options = client instanceof Cluster ? client.options.redisOptions : client.options;
   const ms = (options?.connectTimeout ?? 10_000) + (options?.commandTimeout ?? 0);
   let onReady: (() => void) | undefined;
   try {
-    await withTimeout(new Promise<void>((resolve) => client.once('ready', (onReady = resolve))), ms, 'not ready');
+    await withTimeout(
+      new Promise<void>((resolve) => {
+        onReady = resolve;
+        client.once('ready', resolve);
+        client.once('end', resolve);
+      }),
+      ms,
+      'not ready',
+    );
   } catch {
     // not ready in time: the attempt says so
   } finally {
-    if (onReady) client.off('ready', onReady);
+    if (onReady) {
+      client.off('ready', onReady);
+      client.off('end', onReady);
+    }
   }
 }
 
@@ -276,38 +262,18 @@ async function checkAndReport(target: PermissionsTarget, warn: (message: string)
   throwIfDenied(report as PermissionReport, keyPrefix, where, warn);
 }
 
-function throwIfDenied(
-  report: PermissionReport,
-  keyPrefix: string,
-  where: string,
-  warn: (message: string) => void,
-): void {
-  if (report.unchecked && report.unchecked.length > 0) {
-    warn(
-      `Redis ACL permissions${where} checked by running each command (Redis < 7 has no ACL DRYRUN); not checked, ` +
-        `as no script may run them: ${describeDenied(report.unchecked)}`,
-    );
-  }
-  if (report.denied.length === 0) return;
-  const what =
-    report.method === 'scripting-denied'
-      ? `${describeDenied(report.denied)} (the other commands could not be checked without scripting)`
-      : describeDenied(report.denied);
-  throw new RedisPermissionError(
-    `The Redis ACL user${where} may not run commands the toolkit needs: ${what}. Grant them, e.g. ` +
-      `\`${remedy(report.denied, keyPrefix)}\` (docs/security.md has the complete line).`,
-    'NOPERM',
-  );
-}
-
 /**
  * At startup, after the connections are up: refuses to start (RedisPermissionError naming every denied command and
  * the ACL rules that grant them) when the ACL user of a connection lacks a permission that a feature running on it
  * needs. Without the check, a missing `+time` or `+@scripting` would only show at the first request (issue 17). With
- * lazyConnect the check runs once each connection is ready and logs the same message as an error instead.
+ * lazyConnect the checks of the server (RedisConnection.verifyServer) and of the ACL run each time a connection
+ * becomes ready until they have given a verdict, and a refusal is logged as an error instead; shutdown stops them.
  */
-export class RedisPermissionsCheck implements OnModuleInit {
+export class RedisPermissionsCheck implements OnModuleInit, OnApplicationShutdown {
   private readonly logger = new Logger('RedisToolkit');
+  /** lazyConnect: removes each connection's `ready` listener (on its verdict, or at shutdown). */
+  private readonly pending = new Set<() => void>();
+  private closed = false;
 
   constructor(
     private readonly connections: RedisConnections,
@@ -317,13 +283,7 @@ export class RedisPermissionsCheck implements OnModuleInit {
   async onModuleInit(): Promise<void> {
     const all = this.connections.entries();
     if (this.options.lazyConnect) {
-      for (const [name, connection] of all) {
-        connection
-          .waitUntilReady(connection.client)
-          .then(() => connection.verifyServer())
-          .then(() => this.check(name, connection))
-          .catch((err: unknown) => this.logger.error(err instanceof Error ? err.message : String(err)));
-      }
+      for (const [name, connection] of all) this.checkWhenReady(name, connection);
       return;
     }
     try {
@@ -338,6 +298,47 @@ export class RedisPermissionsCheck implements OnModuleInit {
       await this.connections.onApplicationShutdown();
       throw err;
     }
+  }
+
+  onApplicationShutdown(): void {
+    this.closed = true;
+    for (const stop of this.pending) stop();
+    this.pending.clear();
+  }
+
+  /**
+   * lazyConnect: Redis may come up long after the start, so no deadline: the checks run on the connection's `ready`
+   * (at once when it is ready already). A transport failure is no verdict (logged; asked again on the next `ready`);
+   * a verdict (passed, or a refusal logged as an error) ends it.
+   */
+  private checkWhenReady(name: string, connection: RedisConnection): void {
+    const client = connection.client;
+    let running = false;
+    const stop = () => {
+      client.off('ready', run);
+      this.pending.delete(stop);
+    };
+    const run = () => {
+      if (running || this.closed) return;
+      running = true;
+      connection
+        .verifyServer()
+        .then(() => this.check(name, connection))
+        .then(stop, (err: unknown) => {
+          running = false;
+          if (this.closed) return;
+          const message = err instanceof Error ? err.message : String(err);
+          if (err instanceof RedisUnavailableError) {
+            this.logger.error(`${message}; checked again when the connection is next ready`);
+            return;
+          }
+          stop();
+          this.logger.error(message);
+        });
+    };
+    this.pending.add(stop);
+    client.on('ready', run);
+    if (client.status === 'ready') run();
   }
 
   /**
@@ -356,7 +357,9 @@ export class RedisPermissionsCheck implements OnModuleInit {
         where: name === DEFAULT_CONNECTION_NAME ? '' : ` of connection "${name}" (${connection.description})`,
         method: this.options.method,
       },
-      (m) => this.logger.warn(m),
+      (m) => {
+        if (!this.closed) this.logger.warn(m);
+      },
     );
   }
 }

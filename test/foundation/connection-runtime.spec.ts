@@ -9,10 +9,10 @@ import { CacheService, InvalidOptionsError, RedisToolkitHealth, REDIS_CLIENT } f
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { startRedisCluster, type RedisClusterHandle } from '../support/redis-cluster.js';
-import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
+import { getFreePort, startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 import { within } from '../support/timing.js';
-import { settleWithin, waitFor } from '../support/wait.js';
+import { settleWithin, sleep, waitFor } from '../support/wait.js';
 
 afterEach(closeToolkitApps);
 
@@ -88,7 +88,11 @@ describe('a db the server does not have', () => {
   it.each([
     ['db: 20', () => ({ host: '127.0.0.1', port: server.port, db: 20 }), 20],
     ['url /99', () => ({ url: `${server.url}/99` }), 99],
-    ['a client with db: 7', () => ({ client: trackForCleanup(new Redis({ host: '127.0.0.1', port: server.port, db: 7 })) }), 7],
+    [
+      'a client with db: 7',
+      () => ({ client: trackForCleanup(new Redis({ host: '127.0.0.1', port: server.port, db: 7 })) }),
+      7,
+    ],
   ])('%s: the start is refused naming the db and the server limit', async (_, target, db) => {
     const err = await failure(createToolkitApp({ target: target() }));
     // before: the app started on db 0 without a word
@@ -131,6 +135,49 @@ it('health answers within commandTimeout on a client of your own whose server is
   } finally {
     server.resume();
   }
+});
+
+describe('lazyConnect with Redis down at start', () => {
+  it('checks the ACL user once Redis is there: a user without +time is logged as an error naming TIME', async () => {
+    const server = trackForCleanup(
+      await startRedisServer({ args: ['--user', 'app', 'on', '>pw', '~*', '&*', '+@all', '-time'] }),
+    );
+    await server.stop();
+    const { errors, logger } = recordingLogger();
+    await createToolkitApp({
+      target: { url: `redis://app:pw@127.0.0.1:${server.port}` },
+      lazyConnect: true,
+      connectTimeout: 500,
+      commandTimeout: 300,
+      maxReconnectDelay: 200,
+      logger,
+    });
+    await sleep(1_500); // past connectTimeout + commandTimeout: the check used to give up here, once
+    await server.restart();
+    // before: "no answer within 800 ms" and never the denial
+    expect(await waitFor(() => errors.some((m) => m.includes('may not run')), 10_000)).toBe(true);
+    expect(errors).toEqual([expect.stringMatching(/rate limit: TIME \(in consume[a-z-]*\.lua\).*\+time/s)]);
+  });
+
+  it('app.close() right after the start leaves no timer behind and logs nothing afterwards', async () => {
+    const port = await getFreePort();
+    const { errors, logger } = recordingLogger();
+    const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+    const before = timers();
+    const app = await createToolkitApp({
+      target: { host: '127.0.0.1', port },
+      lazyConnect: true,
+      connectTimeout: 500,
+      commandTimeout: 300,
+      logger,
+    });
+    await app.close();
+    await sleep(100); // what closing the sockets left settles
+    // before: a timer of connectTimeout + commandTimeout kept the process alive, then "no answer within 800 ms"
+    expect(timers()).toBeLessThanOrEqual(before);
+    await sleep(1_200);
+    expect(errors).toEqual([]);
+  });
 });
 
 describe('a cluster', () => {
