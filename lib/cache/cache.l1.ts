@@ -156,8 +156,7 @@ export class CacheL1 {
   /** `list` cut into runs of at most L1_MESSAGE_KEYS items whose JSON takes at most the message budget. */
   private parts(list: string[]): string[][] {
     if (list.length === 1) return [list];
-    // The bound publish checks: pubsub.maxMessageBytes as resolved, read from the service (no public getter for it).
-    const budget = this.pubsub['options'].maxMessageBytes * L1_MESSAGE_SHARE;
+    const budget = this.pubsub.maxMessageBytes * L1_MESSAGE_SHARE;
     const parts: string[][] = [];
     let part: string[] = [];
     let bytes = 0;

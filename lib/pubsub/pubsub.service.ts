@@ -108,9 +108,16 @@ export class PubSubService implements OnModuleDestroy {
     return this.sharded;
   }
 
+  /** pubsub.maxMessageBytes as resolved: the largest serialized payload publish sends. */
+  get maxMessageBytes(): number {
+    return this.options.maxMessageBytes;
+  }
+
   /**
    * Calls `listener` each time the subscriber connection is back after a loss, its subscriptions restored: messages
-   * published while it was away were lost. Single server and Sentinel (not a Cluster). Returns the remover.
+   * published while it was away were lost. Single server, Sentinel and Cluster (classic: the subscriber connection
+   * ioredis opens on another node; sharded: the subscriber connections it rebuilds; see SubscriberReconnects).
+   * Returns the remover.
    */
   onResubscribed(listener: () => void): () => void {
     return this.reconnects.add(listener);
