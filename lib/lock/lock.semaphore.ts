@@ -11,7 +11,7 @@ import { SEMAPHORE_ACQUIRE, SEMAPHORE_EXTEND } from './lock.scripts.js';
 import { LocalWaiters } from './lock.waiters.js';
 
 export interface SemaphoreOptions {
-  /** How many holders at once (an integer >= 1). */
+  /** How many holders at once (an integer from 1 to 2^53 - 1). */
   limit: number;
   /** Default ttl of a permit (ms; default `lock.ttl`). A holder that dies frees its permit after this. */
   ttl?: number;
@@ -229,8 +229,11 @@ export class Semaphore {
       throw new InvalidOptionsError('semaphore(name, { limit, ttl? }) needs an options object');
     }
     const { limit } = options;
-    if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1) {
-      throw new InvalidOptionsError(`semaphore "${name}": limit must be an integer >= 1, got ${String(limit)}`);
+    // Exact in a double: past 2^53 - 1, limit + 1 rounds to limit and semaphoreQuorum asks more nodes than there are.
+    if (typeof limit !== 'number' || !Number.isSafeInteger(limit) || limit < 1) {
+      throw new InvalidOptionsError(
+        `semaphore "${name}": limit must be an integer from 1 to ${Number.MAX_SAFE_INTEGER}, got ${String(limit)}`,
+      );
     }
     this.ttl = ttlOf(ctx.options.ttl, options.ttl, `semaphore "${name}"`);
     ctx.quorum?.checkTtl(this.ttl, `semaphore "${name}"`);

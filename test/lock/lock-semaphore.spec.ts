@@ -88,6 +88,19 @@ describe('semaphore options', () => {
     expect(LockService.current()).toBeUndefined();
   });
 
+  // semaphoreQuorum(3, 1e16) is 4 (1e16 + 1 is 1e16 in a double): such a permit could never be granted on a quorum.
+  it('a limit past 2^53 - 1 is an InvalidOptionsError; the largest one grants permits on a quorum', async () => {
+    const { locks } = await lockService('quorum');
+    for (const limit of [2 ** 53, 1e16, 2 ** 60]) {
+      expect(() => locks.semaphore(unique('huge'), { limit })).toThrow(/limit must be an integer from 1 to/);
+    }
+    const semaphore = locks.semaphore(unique('largest'), { limit: Number.MAX_SAFE_INTEGER });
+    const permit = await semaphore.tryAcquire();
+    expect(permit).not.toBeNull();
+    expect(await semaphore.holders()).toBe(1);
+    await permit!.release();
+  });
+
   // A ttl past 100 years reached the batched acquire script, whose PEXPIRE refused it (1e+17): every acquire of that
   // tick failed, and every permit of it stayed, with no expiry on the holders' set.
   it('a ttl over 100 years is an InvalidOptionsError before any Redis call; the calls of its tick are unharmed', async () => {
