@@ -1,4 +1,5 @@
 import { nearest, type OptionProblems, type OptionShape } from '../common/option-checks.js';
+import { CONNECTION_OPTION_KEYS } from '../redis-toolkit.option-keys.js';
 import { DEFAULT_CONNECTION_NAME, type RedisNamedConnections, type RedisNodeAddress } from './connection.options.js';
 
 /** The highest db index `db` or a url path may name (a server has `databases` of them, 16 by default). */
@@ -42,23 +43,24 @@ export function checkConnection(path: string, connection: unknown, problems: Opt
     );
     return;
   }
+  checkOptionsOfKind(path, c, kinds[0], problems);
   if (c.url !== undefined) {
     if (c.host !== undefined || c.port !== undefined) problems.add(path, 'give either url or host/port, not both');
-    checkUrl(`${path}.url`, c.url, problems);
+    const fromUrl = checkUrl(`${path}.url`, c.url, problems);
+    if (fromUrl) checkUrlAgainstOptions(path, fromUrl, c, problems);
   }
   problems.string(`${path}.host`, c.host);
   problems.integer(`${path}.port`, c.port, 1, 65_535);
   problems.integer(`${path}.db`, c.db, 0, MAX_DB);
   problems.string(`${path}.username`, c.username);
+  problems.string(`${path}.sentinelUsername`, c.sentinelUsername);
   problems.string(`${path}.password`, c.password, { allowEmpty: true, secret: true });
   problems.string(`${path}.sentinelPassword`, c.sentinelPassword, { allowEmpty: true, secret: true });
   if (c.tls !== undefined && typeof c.tls !== 'boolean') problems.object(`${path}.tls`, c.tls);
   if (c.tls === false && typeof c.url === 'string' && /^rediss:/i.test(c.url))
     problems.add(`${path}.tls`, 'is false but the url is rediss:// (TLS): remove one of them');
-  if (c.sentinelTls !== undefined) {
-    if (typeof c.sentinelTls !== 'boolean') problems.object(`${path}.sentinelTls`, c.sentinelTls);
-    if (c.sentinels === undefined) problems.add(`${path}.sentinelTls`, 'is for sentinels: give it with sentinels');
-  }
+  if (c.sentinelTls !== undefined && typeof c.sentinelTls !== 'boolean')
+    problems.object(`${path}.sentinelTls`, c.sentinelTls);
   if (c.sentinels !== undefined) {
     checkNodes(`${path}.sentinels`, c.sentinels, problems);
     problems.string(`${path}.name`, c.name);
@@ -66,13 +68,70 @@ export function checkConnection(path: string, connection: unknown, problems: Opt
   }
   if (c.cluster !== undefined) {
     checkNodes(`${path}.cluster`, c.cluster, problems);
-    if (c.db !== undefined) problems.add(`${path}.db`, 'cannot be used with a cluster (it has only db 0)');
   }
   if (c.client !== undefined) {
     const client = c.client as { status?: unknown; duplicate?: unknown } | null;
     if (!client || typeof client.duplicate !== 'function' || typeof client.status !== 'string') {
       problems.add(`${path}.client`, 'must be an ioredis Redis or Cluster instance');
     }
+  }
+}
+
+const SENTINEL_ONLY = ['name', 'sentinelUsername', 'sentinelPassword', 'sentinelTls'] as const;
+
+/**
+ * An option the connection's kind does not use was dropped without a word (`{ client, db: 4 }` stayed on the
+ * client's db, `sentinelPassword` beside host/port did nothing): each is an error naming the kind it belongs to.
+ */
+function checkOptionsOfKind(path: string, c: Record<string, unknown>, kind: string, problems: OptionProblems): void {
+  if (kind === 'client') {
+    for (const key of Object.keys(CONNECTION_OPTION_KEYS)) {
+      if (key !== 'client' && c[key] !== undefined)
+        problems.add(
+          `${path}.${key}`,
+          'cannot be used with client: the client you pass is used as it is (set it there)',
+        );
+    }
+    return;
+  }
+  if (kind !== 'sentinels') {
+    for (const key of SENTINEL_ONLY)
+      if (c[key] !== undefined) problems.add(`${path}.${key}`, 'is for sentinels: give it with sentinels');
+  }
+  if (kind !== 'cluster' && c.clusterOptions !== undefined)
+    problems.add(`${path}.clusterOptions`, 'is for a cluster: give it with cluster');
+  if (kind === 'cluster' && c.db !== undefined)
+    problems.add(`${path}.db`, 'cannot be used with a cluster (it has only db 0)');
+}
+
+/** What a url sets besides its host and port. */
+interface UrlSettings {
+  db?: number;
+  /** Decoded, when the url has a user name or a password (ioredis then sets both, `''` for the one missing). */
+  credentials?: { username: string; password: string };
+}
+
+/**
+ * ioredis lets what the url sets win over the option given beside it: `{ url: 'redis://h/2', db: 5 }` ran on db 2,
+ * `{ url: 'redis://app@h', password }` connected without a password. Both given and different is an error naming
+ * both, never showing a password.
+ */
+function checkUrlAgainstOptions(
+  path: string,
+  fromUrl: UrlSettings,
+  c: Record<string, unknown>,
+  problems: OptionProblems,
+): void {
+  if (fromUrl.db !== undefined && typeof c.db === 'number' && c.db !== fromUrl.db)
+    problems.add(`${path}.db`, `is ${c.db} but ${path}.url selects db ${fromUrl.db}: give the db once`);
+  const credentials = fromUrl.credentials;
+  if (credentials === undefined) return;
+  for (const [key, name] of [
+    ['username', 'user name'],
+    ['password', 'password'],
+  ] as const) {
+    if (c[key] !== undefined && c[key] !== credentials[key])
+      problems.add(`${path}.${key}`, `and the ${name} in ${path}.url differ (the url's would be used): give it once`);
   }
 }
 
@@ -155,18 +214,21 @@ export function maskUrl(url: string, parsed?: URL): string {
 
 const hasAtAfterHost = (u: URL): boolean => `${u.pathname}${u.search}${u.hash}`.includes('@');
 
-/** Every message about a url shows it through maskUrl: the url may hold a password. */
-function checkUrl(path: string, url: unknown, problems: OptionProblems): void {
+/**
+ * Every message about a url shows it through maskUrl: the url may hold a password. Returns what the url sets when
+ * it is a valid one.
+ */
+function checkUrl(path: string, url: unknown, problems: OptionProblems): UrlSettings | undefined {
   if (typeof url !== 'string') {
     problems.string(path, url, { secret: true });
-    return;
+    return undefined;
   }
   let parsed: URL;
   try {
     parsed = new URL(url);
   } catch {
     problems.add(path, `is not a valid URL: ${JSON.stringify(maskUrl(url))}`);
-    return;
+    return undefined;
   }
   if (hasAtAfterHost(parsed)) {
     // `redis://app:1234/pw@host`: parses as host `app`, port 1234, path `/pw@host`; it would connect to `app`.
@@ -175,12 +237,13 @@ function checkUrl(path: string, url: unknown, problems: OptionProblems): void {
       'has an @ after the host: a /, ?, # or @ in the user name or password must be percent-encoded ' +
         `(%2F, %3F, %23, %40): ${JSON.stringify(maskUrl(url))}`,
     );
-    return;
+    return undefined;
   }
+  let credentials: UrlSettings['credentials'];
   try {
     // ioredis decodes both with decodeURIComponent when it builds the client: a raw `%` threw an untyped URIError.
-    decodeURIComponent(parsed.username);
-    decodeURIComponent(parsed.password);
+    const [username, password] = [decodeURIComponent(parsed.username), decodeURIComponent(parsed.password)];
+    if (username !== '' || password !== '') credentials = { username, password };
   } catch {
     problems.add(
       path,
@@ -197,7 +260,7 @@ function checkUrl(path: string, url: unknown, problems: OptionProblems): void {
     const shown = JSON.stringify(maskUrl(url, parsed));
     const socket = 'a unix socket needs a client of your own: pass it as { client } (new Redis({ path }))';
     problems.add(path, `names no host (redis://host:port/db): ${shown}; ${socket}`);
-    return;
+    return undefined;
   }
   if (parsed.port !== '' && (Number(parsed.port) < 1 || Number(parsed.port) > 65_535)) {
     problems.add(path, `has a port out of range: ${parsed.port}`);
@@ -208,6 +271,28 @@ function checkUrl(path: string, url: unknown, problems: OptionProblems): void {
     const shown = JSON.stringify(maskUrl(url, parsed));
     problems.add(path, `has a path that is not a db index from 0 to ${MAX_DB} (redis://host:port/db): ${shown}`);
   }
+  checkUrlQuery(path, parsed, problems);
+  return { db: db === undefined ? undefined : Number(db), credentials };
+}
+
+/**
+ * ioredis copies every query parameter into the client's options, as a string, over what the toolkit sets
+ * (`?enableOfflineQueue=true`, `?commandTimeout=999999`) and over the options beside the url (`?db=`, `?password=`);
+ * some change every reply or key (`?stringNumbers=true`, `?keyPrefix=`). Only `family` (the address family of the
+ * DNS lookup, which ioredis reads as a number) is taken from the query; the names of the others are listed, never
+ * their values.
+ */
+function checkUrlQuery(path: string, parsed: URL, problems: OptionProblems): void {
+  const others = [...new Set(parsed.searchParams.keys())].filter((name) => name !== 'family');
+  if (others.length > 0) {
+    problems.add(
+      path,
+      `has query parameters that ioredis would apply over the options: ${others.join(', ')}; give the db as the ` +
+        'url path, credentials before the host and timeouts as forRoot options (only family is read from the query)',
+    );
+  }
+  if (parsed.searchParams.getAll('family').some((family) => !['0', '4', '6'].includes(family)))
+    problems.add(path, 'query parameter family must be 0, 4 or 6');
 }
 
 function checkNodes(path: string, nodes: unknown, problems: OptionProblems): void {

@@ -346,3 +346,131 @@ describe('options given as class instances are checked for unknown keys too', ()
     client.disconnect();
   });
 });
+
+describe('options that contradict each other, or the url, are refused naming both', () => {
+  afterEach(closeToolkitApps);
+  const OTHER = 'OtherPw9';
+
+  it('a db in the url path and a different db option: refused at start (the url used to win); the same db is fine', async () => {
+    const { url } = sharedServers().single;
+    const error = await createToolkitApp({ target: { url: `${url}/2`, db: 5 } }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(error).toBeInstanceOf(InvalidOptionsError);
+    expect((error as Error).message).toContain('connection.db is 5 but connection.url selects db 2: give the db once');
+    const app = await createToolkitApp({ target: { url: `${url}/2`, db: 2 } });
+    expect(String(await app.get<Redis>(REDIS_CLIENT).call('CLIENT', 'INFO'))).toMatch(/ db=2 /);
+  });
+
+  it.each([
+    [
+      'a password in the url and another as an option',
+      { url: `redis://:${SECRET}@10.0.0.1:7000`, password: OTHER },
+      'password',
+    ],
+    [
+      'a user in the url and another as an option',
+      { url: `redis://app:${SECRET}@10.0.0.1:7000`, username: 'other' },
+      'username',
+    ],
+    [
+      'a user but no password in the url, and a password option',
+      { url: 'redis://app@10.0.0.1:7000', password: OTHER },
+      'password',
+    ],
+    [
+      'a password in the url and a user option',
+      { url: `redis://:${SECRET}@10.0.0.1:7000`, username: 'app' },
+      'username',
+    ],
+  ])('%s', (_, connection, key) => {
+    const err = optionsError({ connection });
+    expect(err.message).toContain(
+      `connection.${key} and the ${key === 'password' ? 'password' : 'user name'} in connection.url differ`,
+    );
+    expectNoSecret(err);
+    expectNoSecret(err, OTHER);
+  });
+
+  it('credentials given once, in the url or as options, or the same in both, are accepted', () => {
+    for (const connection of [
+      { url: `redis://app:${SECRET}@10.0.0.1:7000` },
+      { url: 'redis://10.0.0.1:7000', username: 'app', password: SECRET },
+      { url: `redis://app:${SECRET}@10.0.0.1:7000`, username: 'app', password: SECRET },
+      { url: 'redis://app:p%40ss@10.0.0.1:7000', password: 'p@ss' },
+    ]) {
+      expect(() => resolveToolkitOptions({ connection })).not.toThrow();
+    }
+  });
+
+  it('url query parameters ioredis would apply over the toolkit settings stop the start; family is taken', async () => {
+    const { url } = sharedServers().single;
+    const error = await createToolkitApp({
+      target: { url: `${url}?enableOfflineQueue=true&commandTimeout=999999&password=${SECRET}` },
+    }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(error).toBeInstanceOf(InvalidOptionsError);
+    expect((error as Error).message).toContain(
+      'connection.url has query parameters that ioredis would apply over the options: ' +
+        'enableOfflineQueue, commandTimeout, password',
+    );
+    expectNoSecret(error as Error);
+    const app = await createToolkitApp({ target: { url: `${url}?family=4` } });
+    expect(await app.get<Redis>(REDIS_CLIENT).ping()).toBe('PONG');
+  });
+
+  it.each([
+    ['?family=5', 'connection.url query parameter family must be 0, 4 or 6'],
+    ['?family=', 'connection.url query parameter family must be 0, 4 or 6'],
+    ['?family=4&db=3', 'connection.url has query parameters that ioredis would apply over the options: db;'],
+    ['?keyPrefix=x&stringNumbers=true', 'would apply over the options: keyPrefix, stringNumbers;'],
+  ])('url query %s is refused', (query, message) => {
+    const err = optionsError({ connection: { url: `redis://10.0.0.1:7000${query}` } });
+    expect(err.message).toContain(message);
+    expect(err.message.split('\n')).toHaveLength(2);
+  });
+
+  it('options passed with { client } stop the start (the client is used as it is)', async () => {
+    const client = trackForCleanup(new Redis(sharedServers().single.url));
+    const error = await createToolkitApp({ target: { client, db: 4, password: SECRET } as never }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(error).toBeInstanceOf(InvalidOptionsError);
+    const message = (error as Error).message;
+    expect(message).toContain('connection.db cannot be used with client: the client you pass is used as it is');
+    expect(message).toContain('connection.password cannot be used with client');
+    expectNoSecret(error as Error);
+  });
+
+  it('sentinel options without sentinels, cluster options without a cluster, db with a cluster', async () => {
+    const { host, port } = sharedServers().single;
+    const error = await createToolkitApp({ target: { host, port, sentinelPassword: SECRET } as never }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(error).toBeInstanceOf(InvalidOptionsError);
+    expect((error as Error).message).toContain('connection.sentinelPassword is for sentinels: give it with sentinels');
+    expectNoSecret(error as Error);
+
+    const err = optionsError({
+      connection: { url: 'redis://10.0.0.1:7000', name: 'mymaster', sentinelUsername: 's', clusterOptions: {} },
+      connections: {
+        c: { cluster: [{ host: '10.0.0.1', port: 7000 }], db: 1, sentinelTls: true },
+        s: { sentinels: [{ host: '10.0.0.1', port: 26_379 }], name: 'm', clusterOptions: {} },
+      },
+    });
+    const lines = err.message.split('\n').slice(1);
+    expect(lines).toEqual([
+      '  - connection.name is for sentinels: give it with sentinels',
+      '  - connection.sentinelUsername is for sentinels: give it with sentinels',
+      '  - connection.clusterOptions is for a cluster: give it with cluster',
+      '  - connections.c.sentinelTls is for sentinels: give it with sentinels',
+      '  - connections.c.db cannot be used with a cluster (it has only db 0)',
+      '  - connections.s.clusterOptions is for a cluster: give it with cluster',
+    ]);
+  });
+});
