@@ -20,43 +20,49 @@ for i = 1, #KEYS / 3 do
   local a = 5 * (i - 1)
   local token, ttl, service, grant, floor_text = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
   local floor = tonumber(floor_text)
-  local set = redis.pcall('SET', lock, token, 'NX', 'PX', ttl)
-  local member, joined = service, false -- joined: the wait's entry went in before this attempt
-  if grant ~= '' then
-    if grant == '+' then -- the wait's first attempt
-      grant = token .. ' ' .. ttl
-    else
-      joined = true
-      if not set and redis.pcall('GET', lock) == string.match(grant, '^%S+') then
-        -- a release granted it to this wait already: this attempt takes it over
-        set = redis.call('SET', lock, token, 'PX', ttl)
-      end
-    end
-    member = service .. ' ' .. grant
-  end
-  if type(set) == 'table' and set.err then
-    out[i] = set.err
-  elseif set then
-    local fence, err = draw_fence(fence_key, floor, floor_text)
-    if not fence then
-      redis.call('DEL', lock) -- no fencing token, no lock
-      out[i] = err
-    else
-      if service ~= '' and (joined or grant == '') then
-        redis.pcall('ZREM', waiting, member)
-      end
-      out[i] = fence
-    end
+  local wait = string.match(grant, '^(%S+ %d+) %-$') -- a wait given up: 'token ttl'
+  if wait then
+    redis.pcall('ZREM', waiting, service .. ' ' .. wait)
+    out[i] = redis.pcall('GET', lock) == token and 1 or 0
   else
-    if service ~= '' then
-      if not floor then
-        floor = server_clock()
+    local set = redis.pcall('SET', lock, token, 'NX', 'PX', ttl)
+    local member, joined = service, false -- joined: the wait's entry went in before this attempt
+    if grant ~= '' then
+      if grant == '+' then -- the wait's first attempt
+        grant = token .. ' ' .. ttl
+      else
+        joined = true
+        if not set and redis.pcall('GET', lock) == string.match(grant, '^%S+') then
+          -- a release granted it to this wait already: this attempt takes it over
+          set = redis.call('SET', lock, token, 'PX', ttl)
+        end
       end
-      if redis.pcall('ZADD', waiting, 'NX', floor, member) == 1 then
-        redis.call('PEXPIRE', waiting, ttl)
-      end
+      member = service .. ' ' .. grant
     end
-    out[i] = 0
+    if type(set) == 'table' and set.err then
+      out[i] = set.err
+    elseif set then
+      local fence, err = draw_fence(fence_key, floor, floor_text)
+      if not fence then
+        redis.call('DEL', lock) -- no fencing token, no lock
+        out[i] = err
+      else
+        if service ~= '' and (joined or grant == '') then
+          redis.pcall('ZREM', waiting, member)
+        end
+        out[i] = fence
+      end
+    else
+      if service ~= '' then
+        if not floor then
+          floor = server_clock()
+        end
+        if redis.pcall('ZADD', waiting, 'NX', floor, member) == 1 then
+          redis.call('PEXPIRE', waiting, ttl)
+        end
+      end
+      out[i] = 0
+    end
   end
 end
 return out

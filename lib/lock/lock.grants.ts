@@ -29,6 +29,8 @@ interface EarlyGrant {
 /** What LockGrants needs from its LockService. */
 export interface GrantContext {
   readonly backend: LockBackend;
+  /** The service's id among the waiting services (LockWakeups). */
+  readonly id: string;
   /** The service's callers waiting for a lock, oldest first. */
   readonly waiters: LocalWaiters;
   /** A lock the service now holds: reported, and known as held there. */
@@ -43,16 +45,18 @@ export interface GrantContext {
 const MAX_WAITING_KEYS = 10_000;
 
 /**
- * On one server with `lock.wakeOnRelease` (the default there): the lock a release passes to this service (a grant).
- * A wait of the service joins the lock's waiting services with the token of the attempt that began it (its first busy
- * attempt registers it, later ones keep its place); the release that frees the lock sets it to the oldest waiting
- * service's token and tells that service 'fence token lock key' on its grant channel (release-many.lua), so the waiter
- * neither polls nor races the releasing caller, and the lock is never free in between. This keeps the wait per lock
- * key, shared by the service's `acquire` callers of that lock (a `tryAcquire` waits for nothing: it has no part in
- * it). A grant for it goes to the wait's attempt in flight (with its busy reply), else to the oldest local waiter; an
- * attempt that finds the lock already granted to the wait (its message lost, or still on its way) takes it over in
- * Redis (acquire-many.lua), so a lost grant costs one poll, as a lost wake does. A grant nobody here wants (the
- * callers gave up, a wait abandoned after a failed attempt) is released at once, which passes the lock on.
+ * On one server with `lock.wakeOnRelease` (the default there): the lock a release passes to this service (a grant). A
+ * wait of the service joins the lock's waiting services with the token of the attempt that began it (its first busy
+ * attempt registers it, later ones keep its place; a caller's last attempt begins none); the release that frees the
+ * lock sets it to the oldest waiting service's token and tells that service 'fence token lock key' on its grant channel
+ * (release-many.lua), so the waiter neither polls nor races the releasing caller, and the lock is never free in
+ * between. This keeps the wait per lock key, shared by the service's `acquire` callers of that lock (a `tryAcquire`
+ * waits for nothing: it has no part in it). A grant for it goes to the wait's attempt in flight (with its busy reply),
+ * else to the oldest local waiter; an attempt that finds the lock already granted to the wait (its message lost, or
+ * still on its way) takes it over in Redis (acquire-many.lua), so a lost grant costs one poll, as a lost wake does.
+ * When the wait's last caller here stops waiting, its entry leaves the waiting services (`abandon`). A grant nobody
+ * here wants (one on its way while the callers gave up, a wait ended by a failed attempt) is released at once, which
+ * passes the lock on.
  */
 export class LockGrants {
   private readonly waiting = new Map<string, Wait>();
@@ -117,13 +121,18 @@ export class LockGrants {
     return this.lockFor(wait, grant.fence, ttl).catch(() => null);
   }
 
+  /** Whether the service waits for the lock (a wait begun and not over). */
+  waits(lockKey: string): boolean {
+    return this.waiting.has(lockKey);
+  }
+
   /**
-   * A caller gave up: when nobody else here waits for the lock (no local waiter, no attempt of the wait in flight),
-   * the wait is over, and a grant that still comes is released.
+   * A caller stopped waiting (it gave up, or a caller of this process handed it the lock): when nobody else here waits
+   * for the lock (no local waiter, no attempt of the wait in flight), the wait is given up (see `abandon`).
    */
   stopWaiting(lockKey: string): void {
     const wait = this.waiting.get(lockKey);
-    if (wait && wait.attempts === 0 && !this.service.waiters.first(lockKey)) this.forget(lockKey);
+    if (wait && wait.attempts === 0 && !this.service.waiters.first(lockKey)) this.abandon(wait);
   }
 
   /**
@@ -152,6 +161,22 @@ export class LockGrants {
     this.forget(lockKey);
     const deliver = waiter.claim();
     this.lockFor(wait, fence, waiter.ttl).then(deliver, () => deliver(null)); // null: it tries again itself
+  }
+
+  /**
+   * The wait is given up: its entry leaves the lock's waiting services, in a script call of the turn's acquisitions
+   * (acquire-many.lua), so no release grants it the lock any more. When one did already (its message on the way, or
+   * lost), that call says so and the lock is released, which passes it on; a grant message that still comes is
+   * released too (owner-checked: the second release finds nothing).
+   */
+  private abandon(wait: Wait): void {
+    this.forget(wait.keys.lock);
+    const { backend, id } = this.service;
+    const { keys, token, ttl } = wait;
+    backend
+      .tryAcquire(keys, token, ttl, id, leaveField(token, ttl))
+      .then((granted) => granted && backend.release(keys, token))
+      .catch(noop);
   }
 
   /** The wait is over, unless a new one replaced it already. */
@@ -187,3 +212,6 @@ export class LockGrants {
 }
 
 const noop = (): void => undefined;
+
+/** The grant field that gives a wait up (acquire-many.lua): its entry leaves, and no lock is taken. */
+const leaveField = (token: string, ttl: number): string => `${grantField(token, ttl)} -`;

@@ -127,6 +127,7 @@ export class LockService implements OnModuleInit {
     if (this.waiterId && grantable) {
       this.grants = new LockGrants(keys, {
         backend: this.backend,
+        id: this.waiterId,
         waiters: this.waiters,
         hold: (k, token, fence, expiresAt, ttl) =>
           this.holding(k, new Lock(this.owner, k, token, fence, expiresAt, ttl)),
@@ -241,17 +242,23 @@ export class LockService implements OnModuleInit {
     const keys = this.keysFor(resource);
     const ttl = ttlOf(this.lockOptions.ttl, options.ttl);
     const plan = planRetries(options, this.lockOptions.retry);
+    let joined = false; // an attempt of this call joined the lock's waiting services
     for (let attempt = 0; ; attempt++) {
       // While a caller of this process holds it (or an acquire of it is asking Redis for it), asking Redis is
       // pointless: wait to be woken by its release (or handed the lock), or for the next retry. A tryAcquire in flight
       // does not stop it: that waits for nothing, and a wait's grant is not its to take.
       const busyHere = this.heldHere.get(keys.lock)?.isHeld === true || this.waiters.isAsking(keys.lock);
-      // With this service's id: when busy, it joins the lock's waiting services, and the release wakes it.
-      const lock = busyHere ? null : await this.waiters.ask(keys.lock, () => this.attempt(keys, ttl, this.waiterId));
+      // With this service's id: when busy, it joins the lock's waiting services, and the release wakes it (or grants it
+      // the lock). The last attempt joins only when it is in already (it may take over a grant made to the wait):
+      // nobody would be left to take what a release passes it.
+      const last = plan.deadline === undefined ? attempt >= plan.retry.count : plan.deadline <= Date.now();
+      const waiter: string = joined || !last || this.grants?.waits(keys.lock) ? this.waiterId : '';
+      joined ||= !busyHere && waiter !== '';
+      const lock = busyHere ? null : await this.waiters.ask(keys.lock, () => this.attempt(keys, ttl, waiter));
       if (lock) return this.started(lock, options.autoExtend);
       const pause = nextPause(plan, attempt);
       if (pause === undefined) {
-        // nobody here waits for it now: a grant that still comes is released, which passes the lock on
+        // nobody here waits for it now: the wait leaves the waiting services (a grant that comes is passed on)
         this.grants?.stopWaiting(keys.lock);
         this.events.report('busy', () => ({ kind: 'lock', resource, attempts: attempt + 1 }));
         throw new LockNotAcquiredError(
@@ -263,7 +270,9 @@ export class LockService implements OnModuleInit {
         if (this.wakeups.takeEarly(keys.lock)) continue;
       }
       const handed = await this.waiters.pause(keys.lock, pause, ttl);
-      if (handed) return this.started(handed, options.autoExtend);
+      if (!handed) continue;
+      this.grants?.stopWaiting(keys.lock); // handed over by a caller here, or granted (then the wait is over already)
+      return this.started(handed, options.autoExtend);
     }
   }
 
@@ -369,26 +378,17 @@ export class LockService implements OnModuleInit {
   }
 
   private async handOver(keys: LockKeys, token: string): Promise<boolean> {
-    if (!(this.backend instanceof SingleLockBackend)) return false;
-    const waiter = this.waiters.first(keys.lock);
-    if (!waiter) return false;
-    const deliver = waiter.claim();
-    const nextToken = newToken();
-    try {
-      const acquired = await this.backend.handOver(keys, token, nextToken, waiter.ttl);
-      deliver(
-        this.holding(
-          keys,
-          new Lock(this.owner, keys, nextToken, acquired.fencingToken, acquired.expiresAt, waiter.ttl),
-        ),
-      );
-      return true;
-    } catch (err) {
-      deliver(null); // it tries again on its own
-      if (err instanceof LockLostError && this.heldHere.get(keys.lock)?.token === token)
-        this.heldHere.delete(keys.lock);
-      throw err;
-    }
+    const { backend } = this;
+    if (!(backend instanceof SingleLockBackend)) return false;
+    return this.waiters.handOver(keys.lock, async (ttl) => {
+      const next = newToken();
+      const { fencingToken, expiresAt } = await backend.handOver(keys, token, next, ttl).catch((err: unknown) => {
+        if (err instanceof LockLostError && this.heldHere.get(keys.lock)?.token === token)
+          this.heldHere.delete(keys.lock);
+        throw err;
+      });
+      return this.holding(keys, new Lock(this.owner, keys, next, fencingToken, expiresAt, ttl));
+    });
   }
 }
 

@@ -78,6 +78,24 @@ export class LocalWaiters {
     return true;
   }
 
+  /**
+   * Hands the lock to the oldest waiter for `lockKey`: `swap` passes it (one script call, the lock never free in
+   * between) and gives its Lock for the waiter's ttl. False when none waits; when `swap` fails, the waiter tries again
+   * on its own and the error is thrown.
+   */
+  async handOver(lockKey: string, swap: (ttl: number) => Promise<Lock>): Promise<boolean> {
+    const waiter = this.first(lockKey);
+    if (!waiter) return false;
+    const deliver = waiter.claim();
+    try {
+      deliver(await swap(waiter.ttl));
+      return true;
+    } catch (err) {
+      deliver(null);
+      throw err;
+    }
+  }
+
   /** The oldest waiter for `lockKey`. */
   first(lockKey: string): Waiter | undefined {
     const first = this.byKey.get(lockKey)?.values().next();

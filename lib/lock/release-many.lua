@@ -6,11 +6,12 @@
 -- this node). Returns, per lock in order, 1 when released, 0 when not held, or the error text of that lock alone
 -- (redis.pcall: one bad key fails only its own release, never the batch).
 -- The oldest waiting service is served: one that waits with a token ('id token ttl') is granted the lock (SET to its
--- token with its ttl, a new fencing token drawn by draw_fence in fence.lua) and told 'fence token lock key' on its grant
--- channel; one without (its id alone) is told the lock key on its wake channel, and the lock is deleted. One that no
--- longer listens (PUBLISH reached nobody) is dropped and the next is tried; when none listens the lock is deleted. A
--- grant whose service no longer wants it is released by that service; a message lost on the way costs the waiters one
--- poll.
+-- token with its ttl, a new fencing token drawn by draw_fence in fence.lua) and told 'fence token lock key' on its
+-- grant channel; one without (its id alone) is told the lock key on its wake channel, and the lock is deleted. One
+-- that no longer listens (PUBLISH reached nobody) is dropped and the next is tried; when none listens the lock is
+-- deleted. A wait its service gave up leaves the set (acquire-many.lua); a grant whose service no longer wants it
+-- (given up while the grant was on its way) is released by that service; a message lost on the way costs the waiters
+-- one poll.
 local out = {}
 for i = 1, #KEYS / 3 do
   local lock, fence_key, waiting = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]

@@ -1,6 +1,10 @@
 import 'reflect-metadata';
+import type { Redis } from 'ioredis';
 import { InvalidOptionsError, type Lock, LockNotAcquiredError, type LockService } from '../../lib/index.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
+import { lockKeysOf } from '../../lib/lock/lock.backend.js';
+import type { LockGrants } from '../../lib/lock/lock.grants.js';
+import type { LockWakeups } from '../../lib/lock/lock.wake.js';
 import { lockClients, lockKey, lockService, unique } from '../support/lock-modes.js';
 import { closeToolkitApps } from '../support/toolkit-app.js';
 import { sleep, waitFor } from '../support/wait.js';
@@ -12,6 +16,8 @@ afterEach(closeToolkitApps);
 const MODES = ['single', 'cluster'] as const;
 /** Waiting services on a cluster too (there a release wakes the waiter; on one server it grants it the lock). */
 const WAKE = { wakeOnRelease: true };
+
+const wakeupsOf = (locks: LockService): LockWakeups => (locks as unknown as { wakeups: LockWakeups }).wakeups;
 
 /** `n` callers of `locks` that tryAcquire `resource` over and over (releasing what they get) until stopped. */
 function pollers(locks: LockService, resource: string, n: number): { stop: () => Promise<void> } {
@@ -99,5 +105,82 @@ describe.each(MODES)('an option that fails after the lock was taken, on %s', (mo
     ).rejects.toBeInstanceOf(InvalidOptionsError);
     expect(await server.exists(lockKey(other))).toBe(0);
     expect(await locks.tryAcquire(other)).not.toBeNull();
+  }, 30_000);
+});
+
+describe.each(MODES)('what a wait leaves among the waiting services on %s', (mode) => {
+  it('an acquire with no attempt after its first (waitMs 0, retry.count 0) joins no waiting services', async () => {
+    const holder = await lockService(mode, WAKE);
+    const other = await lockService(mode, WAKE);
+    const [server] = lockClients(mode, holder.connection, holder.locks);
+    const resource = unique('one-shot');
+    const first = await holder.locks.acquire(resource, { ttl: 20_000 });
+    for (let i = 0; i < 20; i++) {
+      await expect(other.locks.acquire(resource, { waitMs: 0 })).rejects.toBeInstanceOf(LockNotAcquiredError);
+      await expect(other.locks.acquire(resource, { retry: { count: 0 } })).rejects.toBeInstanceOf(LockNotAcquiredError);
+    }
+    expect(await server.zcard(`${lockKey(resource)}:waiters`)).toBe(0);
+    await first.release();
+  }, 30_000);
+});
+
+describe('waits given up on one server (a release grants the lock to a waiting service)', () => {
+  // Each given-up wait stayed among the waiting services: a release granted it the lock, its service released it,
+  // and so on down the list before a real waiter got it (2,000 stale waits: 2.7 s).
+  it('leave the waiting services: the next real waiter is granted the lock by the release itself', async () => {
+    const holder = await lockService('single', WAKE);
+    const quitter = await lockService('single', WAKE);
+    const next = await lockService('single', WAKE);
+    const [server] = lockClients('single', holder.connection, holder.locks) as Redis[];
+    const resource = unique('given-up');
+    const key = lockKey(resource);
+    const first = await holder.locks.acquire(resource, { ttl: 20_000 });
+    // each joins the waiting services with a first attempt, then gives up after its last one or at its deadline
+    for (let i = 0; i < 10; i++) {
+      await expect(
+        quitter.locks.acquire(resource, { retry: { count: 1, delay: 5, jitter: 0 } }),
+      ).rejects.toBeInstanceOf(LockNotAcquiredError);
+      await expect(
+        quitter.locks.acquire(resource, { waitMs: 30, retry: { delay: 10, jitter: 0 } }),
+      ).rejects.toBeInstanceOf(LockNotAcquiredError);
+    }
+    expect(await waitFor(async () => (await server.zcard(`${key}:waiters`)) === 0, 2_000)).toBe(true);
+    const waiting = next.locks.acquire(resource, { retry: { count: 1, delay: 600_000, jitter: 0 }, ttl: 20_000 });
+    expect(await waitFor(async () => (await server.zcard(`${key}:waiters`)) === 1, 5_000)).toBe(true);
+    await first.release();
+    const second = await waiting;
+    expect(await server.get(key)).toBe(second.token);
+    // the release granted it to the real waiter: not one grant to the service that gave up
+    expect(wakeupsOf(quitter.locks).received).toBe(0);
+    expect(wakeupsOf(next.locks).received).toBe(1);
+    await second.release();
+    expect(await server.exists(key)).toBe(0);
+  }, 30_000);
+
+  // A release may grant the lock to a wait just before its service gives the wait up, and the message may be lost
+  // (or still on its way): the call that takes the wait out of the waiting services finds the lock granted to it, and
+  // the service releases it, which passes it on.
+  it('a wait given up after a release granted it the lock (message not received) passes the lock on', async () => {
+    const holder = await lockService('single', WAKE);
+    const quitter = await lockService('single', WAKE);
+    const next = await lockService('single', WAKE);
+    const [server] = lockClients('single', holder.connection, holder.locks) as Redis[];
+    const resource = unique('given-up-granted');
+    const key = lockKey(resource);
+    const first = await holder.locks.acquire(resource, { ttl: 20_000 });
+    // the quitter's wait, begun by an attempt that found the lock busy ...
+    const grants = (quitter.locks as unknown as { grants: LockGrants }).grants;
+    const attempt = grants.begin(lockKeysOf(resource, key), 'quitter-wait-token', 20_000);
+    expect(grants.busy(attempt, 20_000)).toBeUndefined();
+    // ... then granted the lock by the holder's release, its message lost
+    await server.set(key, 'quitter-wait-token', 'PX', 20_000);
+    const waiting = next.locks.acquire(resource, { retry: { count: 1, delay: 600_000, jitter: 0 }, ttl: 20_000 });
+    expect(await waitFor(async () => (await server.zcard(`${key}:waiters`)) === 1, 5_000)).toBe(true);
+    grants.stopWaiting(key); // its last caller gives up
+    const second = await waiting;
+    expect(await server.get(key)).toBe(second.token);
+    expect(second.fencingToken).toBeGreaterThan(first.fencingToken);
+    expect(wakeupsOf(next.locks).received).toBe(1);
+    await second.release();
   }, 30_000);
 });

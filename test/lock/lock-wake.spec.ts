@@ -42,6 +42,13 @@ async function waiting(servers: RedisClient[], resource: string, locks: LockServ
   expect(registered).toBe(true);
 }
 
+/** `locks` listens on its grant channel (one server). */
+async function listening(server: Redis, locks: LockService): Promise<void> {
+  const { grantChannel } = wakeupsOf(locks);
+  const subscribed = async () => ((await server.pubsub('NUMSUB', grantChannel)) as [string, number])[1] >= 1;
+  expect(await waitFor(subscribed, 10_000)).toBe(true);
+}
+
 describe.each(LOCK_MODES)('wake-on-release across services on %s', (mode) => {
   it('a waiter of another service (its own connections) acquires when the holder releases, not at its next poll', async () => {
     const holder = await lockService(mode, WAKE);
@@ -248,11 +255,14 @@ describe('lock grants (wakeOnRelease on one server): a release hands the lock to
     "a grant that arrives before its attempt's busy reply goes to that attempt (ttl %d)",
     async (ttl) => {
       const { other, server, resource, first } = await heldOnOneServer('grant-early');
-      // one wait first, so the service already listens when its next attempt is made
+      // one wait first, so the service already listens when its next attempt is made; given up, it leaves the waiters
       await expect(other.locks.acquire(resource, { retry: { count: 1, delay: 10, jitter: 0 } })).rejects.toThrow(
         /held by another owner/,
       );
-      await waiting([server], resource, other.locks);
+      await listening(server, other.locks);
+      expect(await waitFor(async () => (await entriesOf(server, resource, other.locks)).length === 0, 5_000)).toBe(
+        true,
+      );
       // The next script reply to reach the service is held back 1 s (the attempt ran in Redis: only its reply waits).
       const client = other.connection.client;
       const send = client.sendCommand.bind(client);
@@ -264,8 +274,8 @@ describe('lock grants (wakeOnRelease on one server): a release hands the lock to
         return reply.then((r) => new Promise((resolve) => setTimeout(() => resolve(r), 1_000)));
       }) as typeof client.sendCommand;
       const next = other.locks.acquire(resource, { ...NO_POLL, ttl });
-      // the given-up wait's entry stays; the new wait joins behind it
-      expect(await waitFor(async () => (await entriesOf(server, resource, other.locks)).length === 2, 5_000)).toBe(
+      // the new wait joins (its attempt ran; only its reply is held back)
+      expect(await waitFor(async () => (await entriesOf(server, resource, other.locks)).length === 1, 5_000)).toBe(
         true,
       );
       expect(holdBack).toBe(false);
@@ -274,9 +284,8 @@ describe('lock grants (wakeOnRelease on one server): a release hands the lock to
       expect(await server.get(lockKey(resource))).toBe(second.token);
       expect(second.expiresAt - Date.now()).toBeGreaterThan(ttl * 0.8);
       expect(await server.pttl(lockKey(resource))).toBeGreaterThan(ttl * 0.8);
-      // the given-up wait's grant first, released by the service (its attempt in flight is the new wait's), then the
-      // new wait's
-      expect(wakeupsOf(other.locks).received).toBe(2);
+      // one grant: the new wait's (the given-up wait's entry left, so no release grants it)
+      expect(wakeupsOf(other.locks).received).toBe(1);
       expect(await server.zcard(`${lockKey(resource)}:waiters`)).toBe(0);
       expect(second.fencingToken).toBeGreaterThan(first.fencingToken);
       await second.release();
@@ -287,11 +296,16 @@ describe('lock grants (wakeOnRelease on one server): a release hands the lock to
   it('a grant to a service whose caller gave up is released by it, and passes to the next waiting service', async () => {
     const { other, server, resource, first } = await heldOnOneServer('grant-gave-up');
     const quitter = await lockService('single', WAKE);
-    // it waits (so it listens), then gives up: its service stays first among the waiting services
-    await expect(quitter.locks.acquire(resource, { retry: { count: 1, delay: 50, jitter: 0 } })).rejects.toThrow(
-      /held by another owner/,
-    );
+    // it waits (so it listens), then gives up, and its entry leaves the waiting services
+    const quitting = quitter.locks.acquire(resource, { retry: { count: 1, delay: 500, jitter: 0 } });
     await waiting([server], resource, quitter.locks);
+    const [entry] = await entriesOf(server, resource, quitter.locks);
+    await expect(quitting).rejects.toThrow(/held by another owner/);
+    expect(await waitFor(async () => (await entriesOf(server, resource, quitter.locks)).length === 0, 5_000)).toBe(
+      true,
+    );
+    // ... unless a release took it first: put back, first in line, it is granted the lock a caller no longer wants
+    await server.zadd(`${lockKey(resource)}:waiters`, 0, entry);
     const next = other.locks.acquire(resource, { ...NO_POLL, ttl: 20_000 });
     await waiting([server], resource, other.locks);
     await first.release();
