@@ -16,6 +16,11 @@ interface RedisAuthOptions {
 
 /** One server: a `redis://` / `rediss://` url, or host and port (defaults 127.0.0.1:6379). */
 export interface RedisStandaloneConnection extends RedisAuthOptions {
+  /**
+   * `redis[s]://[user[:password]@]host[:port][/db]`: a host is required (a unix socket needs `{ client }`), the path
+   * is empty or a db index, user name and password are percent-encoded, and only `family` is read from the query. A
+   * `db`, `username` or `password` given beside it must not differ from what the url sets.
+   */
   url?: string;
   host?: string;
   port?: number;
@@ -38,7 +43,10 @@ export interface RedisClusterConnection extends RedisAuthOptions {
   clusterOptions?: ClusterOptions;
 }
 
-/** A client you created. The toolkit uses it but never quits it; connections it derives (subscriber) are its own. */
+/**
+ * A client you created (e.g. `new Redis({ path })` for a unix socket), used as it is: no other option goes beside it.
+ * The toolkit never quits it; connections it derives (subscriber) are its own.
+ */
 export interface RedisExistingClientConnection {
   client: Redis | Cluster;
 }
