@@ -28,7 +28,8 @@ export interface LockOwner {
  * A held lock. Returned by `LockService.acquire` / `tryAcquire` and passed to `using` callbacks.
  *
  * `extend` and `release` are checked against the owner token in Lua: once the lock expired (and maybe was taken by
- * someone else) they fail with `LockLostError` and touch nothing. `release` after a successful release is a no-op.
+ * someone else) they fail with `LockLostError` and touch nothing. `release` after a successful release is a no-op, and
+ * one called while a release is under way shares its outcome.
  */
 export class Lock {
   private state: 'held' | 'released' | 'lost' = 'held';
@@ -36,6 +37,8 @@ export class Lock {
   private lostReported = false;
   private autoExtension: AutoExtension | undefined;
   private onLost: ((error: LockLostError) => void) | undefined;
+  /** The release under way: a second call meanwhile returns it (its own would find the lock gone: LockLostError). */
+  private releasing: Promise<void> | undefined;
 
   /** @internal Created by LockService. */
   constructor(
@@ -168,15 +171,19 @@ export class Lock {
 
   /**
    * Releases the lock if it is still ours. Throws LockLostError when it expired (and maybe was taken) before, and
-   * RedisUnavailableError when Redis could not confirm (the lock then expires by itself at `expiresAt`).
+   * RedisUnavailableError when Redis could not confirm (the lock then expires by itself at `expiresAt`). A call while
+   * a release is under way returns that release's outcome; after a successful one, it does nothing.
    */
   release(): Promise<void> {
-    return traced(
+    this.releasing ??= traced(
       'lockRelease',
       () => this.traceFields('release'),
       () => this.releaseNow(),
       released,
-    );
+    ).finally(() => {
+      this.releasing = undefined;
+    });
+    return this.releasing;
   }
 
   /** The traced call's fields: the token never (docs/observability.md). */

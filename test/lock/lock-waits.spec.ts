@@ -184,3 +184,41 @@ describe('waits given up on one server (a release grants the lock to a waiting s
     await second.release();
   }, 30_000);
 });
+
+describe.each(MODES)('release() called twice at once on %s', (mode) => {
+  it('both calls resolve: one release, one released event, nothing lost', async () => {
+    const { locks, connection } = await lockService(mode);
+    const [server] = lockClients(mode, connection, locks);
+    const events: string[] = [];
+    for (const name of ['released', 'lost'] as const) locks.events.on(name, () => events.push(name));
+    const resource = unique('double-release');
+    const lock = await locks.acquire(resource);
+    const results = await Promise.allSettled([lock.release(), lock.release()]);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled']);
+    expect(events).toEqual(['released']);
+    expect(lock.isHeld).toBe(false);
+    expect(await server.exists(lockKey(resource))).toBe(0);
+    await expect(lock.release()).resolves.toBeUndefined();
+  }, 30_000);
+
+  it('with two callers of the process waiting, one of them gets the lock, then the other', async () => {
+    const { locks } = await lockService(mode);
+    const events: string[] = [];
+    for (const name of ['released', 'lost'] as const) locks.events.on(name, () => events.push(name));
+    const resource = unique('double-release-waiters');
+    const lock = await locks.acquire(resource);
+    const waiting = [locks.acquire(resource, { waitMs: 5_000 }), locks.acquire(resource, { waitMs: 5_000 })];
+    await sleep(20);
+    const results = await Promise.allSettled([lock.release(), lock.release()]);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled']);
+    expect(events).toEqual(['released']);
+    const firstWaiter = await Promise.race(waiting);
+    expect(firstWaiter.fencingToken).toBeGreaterThan(lock.fencingToken);
+    await firstWaiter.release();
+    const [a, b] = await Promise.all(waiting);
+    const secondWaiter = a === firstWaiter ? b : a;
+    expect(secondWaiter.fencingToken).toBeGreaterThan(firstWaiter.fencingToken);
+    await secondWaiter.release();
+    expect(events).toEqual(['released', 'released', 'released']);
+  }, 30_000);
+});
