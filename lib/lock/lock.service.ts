@@ -47,11 +47,7 @@ export class LockService implements OnModuleInit {
   private readonly quorumClients: { client: Redis; description: string }[] = [];
   /** The Redlock steps over `quorumClients`, shared by locks, semaphores and multi-resource locks. */
   private readonly quorumCalls: QuorumCalls | undefined;
-  /**
-   * Callers of this process waiting for a resource, keyed by lock key, oldest first. A release by another caller of
-   * this process hands the lock straight to the oldest (one script call, FIFO, the lock never free in between) on a
-   * single server, or wakes it to try at once on a quorum.
-   */
+  /** Callers of this process waiting for a resource, or asking Redis for it (see LocalWaiters). */
   private readonly waiters = new LocalWaiters();
   private readonly owner: LockOwner;
   /** The lock a caller of this process holds per lock key (at most one can be valid at a time). */
@@ -243,6 +239,7 @@ export class LockService implements OnModuleInit {
     const ttl = ttlOf(this.lockOptions.ttl, options.ttl);
     const plan = planRetries(options, this.lockOptions.retry);
     let joined = false; // an attempt of this call joined the lock's waiting services
+    let tries = 0; // attempts that asked Redis
     for (let attempt = 0; ; attempt++) {
       // While a caller of this process holds it (or an acquire of it is asking Redis for it), asking Redis is
       // pointless: wait to be woken by its release (or handed the lock), or for the next retry. A tryAcquire in flight
@@ -254,15 +251,19 @@ export class LockService implements OnModuleInit {
       const last = plan.deadline === undefined ? attempt >= plan.retry.count : plan.deadline <= Date.now();
       const waiter: string = joined || !last || this.grants?.waits(keys.lock) ? this.waiterId : '';
       joined ||= !busyHere && waiter !== '';
+      if (!busyHere) tries++;
       const lock = busyHere ? null : await this.waiters.ask(keys.lock, () => this.attempt(keys, ttl, waiter));
       if (lock) return this.started(lock, options.autoExtend);
       const pause = nextPause(plan, attempt);
       if (pause === undefined) {
         // nobody here waits for it now: the wait leaves the waiting services (a grant that comes is passed on)
         this.grants?.stopWaiting(keys.lock);
-        this.events.report('busy', () => ({ kind: 'lock', resource, attempts: attempt + 1 }));
+        // the rounds that did not ask; describeAttempts takes the last attempt's index (-1: '0 attempts in 40 ms')
+        const notSent = attempt + 1 - tries;
+        this.events.report('busy', () => ({ kind: 'lock', resource, attempts: tries }));
         throw new LockNotAcquiredError(
-          `the lock on "${resource}" is held by another owner (${describeAttempts(plan, attempt)})`,
+          `the lock on "${resource}" is held by another owner (${describeAttempts(plan, tries - 1)}` +
+            `${notSent ? `; ${notSent} more not sent: a caller of this process held it or was asking for it` : ''})`,
         );
       }
       if (this.waiterId) {

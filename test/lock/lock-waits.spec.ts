@@ -5,6 +5,7 @@ import type { RedisClient } from '../../lib/common/lua-script.js';
 import { lockKeysOf } from '../../lib/lock/lock.backend.js';
 import type { LockGrants } from '../../lib/lock/lock.grants.js';
 import type { LockWakeups } from '../../lib/lock/lock.wake.js';
+import { recordCommandCalls } from '../support/command-recorder.js';
 import { lockClients, lockKey, lockService, unique } from '../support/lock-modes.js';
 import { closeToolkitApps } from '../support/toolkit-app.js';
 import { sleep, waitFor } from '../support/wait.js';
@@ -83,7 +84,62 @@ describe.each(MODES)("a service's tryAcquire calls and its waiting acquire on %s
     expect(other.locks.activity()).toEqual({ held: 0, waiting: 0 });
     expect(await freeWithin(server, resource, 1_000)).toBe(true);
   }, 30_000);
+
+  // The acquire waited without asking Redis while any attempt of its service was in flight, and its error counted
+  // every round as an attempt.
+  it("the acquire's error counts the attempts that reached Redis, also while tryAcquire calls of its service run", async () => {
+    const holder = await lockService(mode, WAKE);
+    const other = await lockService(mode, WAKE);
+    const resource = unique('honest-count');
+    const first = await holder.locks.acquire(resource, { ttl: 10_000 });
+    const tries = pollers(other.locks, resource, 4);
+    const busy: number[] = [];
+    other.locks.events.on('busy', (e) => e.attempts > 1 && busy.push(e.attempts));
+    // the acquire's attempts are the ones with ttl 7777 (the pollers' have 10000)
+    const { value: err, calls } = await recordCommandCalls(other.connection.client, () =>
+      other.locks.acquire(resource, { ttl: 7_777, waitMs: 150, retry: { delay: 10, jitter: 0 } }).catch((e) => e),
+    );
+    await tries.stop();
+    expect(err).toBeInstanceOf(LockNotAcquiredError);
+    const sent = acquireAttempts(calls, '7777');
+    expect(sent).toBeGreaterThanOrEqual(2);
+    expect((err as Error).message).toMatch(new RegExp(`\\(${sent} attempts in \\d+ ms\\)$`));
+    expect(busy).toEqual([sent]);
+    await first.release();
+  }, 30_000);
+
+  it('while a caller of this process holds the lock, the error says no attempt reached Redis', async () => {
+    const { locks, connection } = await lockService(mode, WAKE);
+    const resource = unique('held-here');
+    const held = await locks.acquire(resource, { ttl: 10_000 });
+    const busy: number[] = [];
+    locks.events.on('busy', (e) => busy.push(e.attempts));
+    const { value: err, calls } = await recordCommandCalls(connection.client, () =>
+      locks.acquire(resource, { retry: { count: 3, delay: 10, jitter: 0 } }).catch((e) => e),
+    );
+    expect(calls.filter((c) => c.name.startsWith('eval'))).toEqual([]);
+    expect(err).toBeInstanceOf(LockNotAcquiredError);
+    expect((err as Error).message).toMatch(/\(0 attempts in \d+ ms; 4 more not sent: a caller of this process /);
+    expect(busy).toEqual([0]);
+    await held.release();
+  }, 30_000);
 });
+
+/**
+ * How many single-lock acquisitions with `ttl` the script calls in `calls` made (acquire-many.lua: 3 keys and 5
+ * arguments per lock; a wait given up, whose grant field ends in ' -', is not an attempt).
+ */
+function acquireAttempts(calls: { name: string; args: string[] }[], ttl: string): number {
+  let n = 0;
+  for (const { name, args } of calls) {
+    if (!name.startsWith('eval')) continue;
+    const keys = Number(args[1]);
+    const argv = args.slice(2 + keys);
+    if (keys % 3 !== 0 || argv.length !== (keys / 3) * 5) continue;
+    for (let i = 0; i < argv.length; i += 5) if (argv[i + 1] === ttl && !argv[i + 3].endsWith(' -')) n++;
+  }
+  return n;
+}
 
 describe.each(MODES)('an option that fails after the lock was taken, on %s', (mode) => {
   it('acquire and tryAcquire with a bad autoExtend throw InvalidOptionsError and leave the lock free', async () => {
