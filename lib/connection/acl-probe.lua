@@ -3,7 +3,8 @@
 -- own (`<prefix><feature>:{acl:check}`, which no caller's key can equal), deleted at the end. Channels are the
 -- toolkit's internal probe channel, which nothing subscribes to.
 -- ARGV: per command, its number of words n, then the command and its arguments (n words).
--- Returns, per command in order: 0 denied by the ACL, 1 anything else (it ran, or failed for another reason).
+-- Returns, per command in order: 0 denied by the ACL, 2 unknown to the server (renamed or disabled with
+-- rename-command), 1 anything else (it ran, or failed for another reason).
 local out = {}
 local a = 1
 local function denied(err)
@@ -19,6 +20,8 @@ while a <= #ARGV do
   local reply = redis.pcall(unpack(ARGV, a + 1, a + n))
   if type(reply) == 'table' and reply.err ~= nil and denied(reply) then
     out[#out + 1] = 0
+  elseif type(reply) == 'table' and reply.err ~= nil and string.find(reply.err, 'Unknown Redis command', 1, true) then
+    out[#out + 1] = 2
   else
     out[#out + 1] = 1
   end

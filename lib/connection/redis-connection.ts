@@ -1,7 +1,12 @@
 import { Inject, Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { Cluster, type Redis, type RedisOptions } from 'ioredis';
 import { mastersOf } from '../common/cluster-masters.js';
-import { RedisPermissionError, RedisUnavailableError } from '../common/errors.js';
+import {
+  RedisPermissionError,
+  RedisReplyError,
+  type RedisToolkitError,
+  RedisUnavailableError,
+} from '../common/errors.js';
 import { replyCodeOf } from '../common/failure-policy.js';
 import type { RedisClient } from '../common/lua-script.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
@@ -204,11 +209,7 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
       if (denied !== undefined) {
         throw new RedisPermissionError(`Cannot connect to Redis at ${description}: ${denied}.`, 'NOPERM');
       }
-      throw new RedisUnavailableError(
-        `Cannot connect to Redis at ${description}: ${(err as Error).message}. ` +
-          'Check that the server is running and reachable, or set lazyConnect: true to start without it.',
-        { cause: err },
-      );
+      throw connectError(err, description);
     }
     if (client === this.client) await this.verifyServer();
   }
@@ -237,8 +238,8 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
 
   /**
    * Connects a lazy client (or waits for a connecting one) and PINGs it, within connectTimeout + commandTimeout.
-   * Rejects with the last connection error when there is one ("Connection is closed" alone does not say why) and,
-   * unlike `connect`, leaves the client retrying in the background.
+   * Rejects with PING's error reply, else the last connection error when there is one ("Connection is closed" alone
+   * does not say why) and, unlike `connect`, leaves the client retrying in the background.
    */
   async waitUntilReady(client: RedisClient): Promise<void> {
     if (client.status === 'ready') return;
@@ -253,6 +254,8 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
         `no answer within ${limit} ms`,
       );
     } catch (err) {
+      // The server's own answer to PING (NOPERM, an unknown command) is the reason, whatever happened before.
+      if (replyCodeOf(err) !== undefined) throw err;
       const last = this.lastErrors.get(client);
       throw last ? new Error(last.message, { cause: err }) : err;
     }
@@ -279,6 +282,33 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
       });
     return client;
   }
+}
+
+/** What ioredis and the start send before anything else, and why (for a server that does not know one). */
+const CONNECT_COMMANDS: Record<string, string> = {
+  info: "ioredis's ready check sends it on every connect, and health reads it",
+  ping: 'the start and health send it',
+};
+
+/** The typed error of a failed connect: the server's own answer says more than "check that it is running". */
+function connectError(err: unknown, description: string): RedisToolkitError {
+  const message = (err as Error).message;
+  const unknown = /unknown command '([^']+)'/i.exec(message)?.[1]?.toLowerCase();
+  if (unknown !== undefined) {
+    const command = unknown.toUpperCase();
+    return new RedisReplyError(
+      `Cannot connect to Redis at ${description}: the server does not know ${command} (${message}): it is renamed ` +
+        `or disabled with rename-command in its configuration. The toolkit needs ${command} by that name ` +
+        `(${CONNECT_COMMANDS[unknown] ?? 'ioredis sends it while connecting'}): remove that rename-command line.`,
+      'ERR',
+      { cause: err },
+    );
+  }
+  return new RedisUnavailableError(
+    `Cannot connect to Redis at ${description}: ${message}. ` +
+      'Check that the server is running and reachable, or set lazyConnect: true to start without it.',
+    { cause: err },
+  );
 }
 
 /**

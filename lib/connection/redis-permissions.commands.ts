@@ -1,9 +1,9 @@
 /**
- * What each feature sends, as the ACL check asks it of Redis (the commands, their sample arguments, a script's), and how
- * a refusal names them.
+ * What each feature sends, as the ACL check asks it of Redis (the commands, their sample arguments, a script's), and
+ * how a refusal names them.
  */
 
-import { RedisPermissionError } from '../common/errors.js';
+import { RedisPermissionError, RedisReplyError } from '../common/errors.js';
 import { FEATURES, type Feature } from '../common/keys.js';
 import type { ConnectionFeature } from './connection.validation.js';
 import type { PermissionReport, RequiredCommand } from './redis-permissions.js';
@@ -148,7 +148,11 @@ function remedy(denied: RequiredCommand[], keyPrefix: string): string {
   return `ACL SETUSER <user> ${[...rules].join(' ')} ~${keyPrefix}* &${keyPrefix}*`;
 }
 
-/** Throws what `report` found (RedisPermissionError naming each denied command and the rules); warns of the rest. */
+/**
+ * Throws what `report` found: RedisPermissionError naming each denied command and the ACL rules that grant them, or,
+ * when the server only lacks commands (renamed or disabled with rename-command, which no ACL rule fixes),
+ * RedisReplyError naming those. Warns of the commands the probe could not check.
+ */
 export function throwIfDenied(
   report: PermissionReport,
   keyPrefix: string,
@@ -161,14 +165,24 @@ export function throwIfDenied(
         `as no script may run them: ${describeDenied(report.unchecked)}`,
     );
   }
-  if (report.denied.length === 0) return;
-  const what =
-    report.method === 'scripting-denied'
-      ? `${describeDenied(report.denied)} (the other commands could not be checked without scripting)`
-      : describeDenied(report.denied);
+  const unknown = report.unknown ?? [];
+  if (report.denied.length === 0 && unknown.length === 0) return;
+  const unchecked =
+    report.method === 'scripting-denied' ? ' (the other commands could not be checked without scripting)' : '';
+  const renamed =
+    unknown.length === 0
+      ? ''
+      : `${describeDenied(unknown)}${report.denied.length === 0 ? unchecked : ''}. The server does not know them: ` +
+        'they are renamed or disabled with rename-command in its configuration, and the toolkit sends them by these ' +
+        'names (no ACL rule helps); remove those rename-command lines';
+  if (report.denied.length === 0) {
+    throw new RedisReplyError(`The Redis server${where} lacks commands the toolkit needs: ${renamed}.`, 'ERR');
+  }
+  const denied = describeDenied(report.denied);
   throw new RedisPermissionError(
-    `The Redis ACL user${where} may not run commands the toolkit needs: ${what}. Grant them, e.g. ` +
-      `\`${remedy(report.denied, keyPrefix)}\` (docs/security.md has the complete line).`,
+    `The Redis ACL user${where} may not run commands the toolkit needs: ${denied}${unchecked}. ` +
+      `Grant them, e.g. \`${remedy(report.denied, keyPrefix)}\` (docs/security.md has the complete line).` +
+      (renamed ? ` Also missing: ${renamed}.` : ''),
     'NOPERM',
   );
 }

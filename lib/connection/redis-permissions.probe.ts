@@ -23,16 +23,21 @@ const probeKeyOf = (c: RequiredCommand): string | undefined => c.args.find((a) =
  * The permission check of servers without ACL DRYRUN and redis.acl_check_cmd (Redis < 7): every command runs for
  * real under redis.pcall, on a probe key of the toolkit's own (deleted at the end) — one script per probe key, so
  * each stays in one slot of a cluster. Denied: the commands Redis refused for the ACL. MULTI/EXEC are checked with
- * an empty transaction; `unchecked`: the commands no script may run (SUBSCRIBE...). Called once the probe script
- * itself may run (EVAL/EVALSHA allowed).
+ * an empty transaction; `unchecked`: the commands no script may run (SUBSCRIBE...); `unknown`: the commands the server
+ * does not know (renamed or disabled with rename-command). Called once the probe script itself may run (EVAL/EVALSHA
+ * allowed).
  */
 export async function probePermissions(
   client: RedisClient,
   commands: RequiredCommand[],
-): Promise<{ denied: RequiredCommand[]; unchecked: RequiredCommand[] }> {
+): Promise<{ denied: RequiredCommand[]; unchecked: RequiredCommand[]; unknown: RequiredCommand[] }> {
   const denied: RequiredCommand[] = [];
   const unchecked: RequiredCommand[] = [];
+  const unknown: RequiredCommand[] = [];
   const byKey = new Map<string, RequiredCommand[]>();
+  // A probe script goes out by EVALSHA once loaded on the connection (EVAL the first time): a renamed EVALSHA stops
+  // the probe, with the reply the caller reports.
+  if (commands.some((c) => c.args[0] === 'evalsha')) await throwIfEvalshaUnknown(client);
   const transactions = commands.some((c) => c.args[0] === 'multi' || c.args[0] === 'exec');
   const transactionsDenied = transactions && (await transactionDenied(client));
   for (const c of commands) {
@@ -60,9 +65,19 @@ export async function probePermissions(
     );
     group.forEach((c, i) => {
       if (answers[i] === 0) denied.push(c);
+      if (answers[i] === 2) unknown.push(c);
     });
   }
-  return { denied, unchecked };
+  return { denied, unchecked, unknown };
+}
+
+/** EVALSHA of a script no server has: NOSCRIPT when it exists; its `unknown command` is thrown when it is renamed. */
+async function throwIfEvalshaUnknown(client: RedisClient): Promise<void> {
+  try {
+    await client.call('evalsha', '0'.repeat(40), '0');
+  } catch (err) {
+    if (/unknown command/i.test(String(err))) throw err;
+  }
 }
 
 /** An empty MULTI/EXEC: whether the ACL denies transactions. */

@@ -83,7 +83,17 @@ export interface PermissionReport {
   method: 'dryrun' | 'script' | 'probe' | 'scripting-denied';
   /** Commands the probe cannot check (no script may run them: SUBSCRIBE...). */
   unchecked?: RequiredCommand[];
+  /** Commands the server does not know: renamed or disabled with `rename-command` (no ACL rule grants them). */
+  unknown?: RequiredCommand[];
 }
+
+/**
+ * What Redis answers for a command it does not know (renamed or disabled with rename-command): ACL DRYRUN's
+ * `Command 'x' not found`, acl_check_cmd's `Invalid command passed to ...`, and the command's own `unknown command`.
+ */
+export const UNKNOWN_COMMAND = /unknown command|Command '[^']*' not found|Invalid command passed/i;
+const isUnknown = (reply: unknown): boolean =>
+  UNKNOWN_COMMAND.test(reply instanceof Error ? reply.message : typeof reply === 'string' ? reply : '');
 
 /**
  * Asks Redis whether the connected ACL user may run each command: `ACL DRYRUN <user> ...` when the user may run
@@ -109,9 +119,14 @@ export async function checkPermissions(
         ),
       ),
     );
-    const failed = replies.find((r) => r instanceof Error);
+    const failed = replies.find((r) => r instanceof Error && !isUnknown(r));
     if (failed) throw failed;
-    return { method: 'dryrun', denied: commands.filter((_, i) => replies[i] !== 'OK') };
+    const unknown = commands.filter((_, i) => isUnknown(replies[i]));
+    return {
+      method: 'dryrun',
+      denied: commands.filter((_, i) => replies[i] !== 'OK' && !isUnknown(replies[i])),
+      unknown,
+    };
   } catch (err) {
     // NOPERM (an application user may not run ACL commands) or Redis < 7: try the script.
     if (replyCodeOf(err) === undefined) throw err;
@@ -131,16 +146,31 @@ export async function checkPermissions(
         denied: commands.filter((c) => c.args[0] === 'eval' || c.args[0] === 'evalsha'),
       };
     }
+    const unknown = scriptsUnknown(err, commands);
+    if (unknown) return unknown;
     if (code !== undefined) return allowProbe ? probe(client, commands) : undefined; // no acl_check_cmd: Redis < 7
     throw err;
   }
-  return { method: 'script', denied: commands.filter((_, i) => answers[i] !== 1) };
+  return {
+    method: 'script',
+    denied: commands.filter((_, i) => answers[i] !== 1 && !isUnknown(answers[i])),
+    unknown: commands.filter((_, i) => isUnknown(answers[i])),
+  };
+}
+
+/** EVAL or EVALSHA itself unknown to the server (rename-command): no script runs, so nothing else can be checked. */
+function scriptsUnknown(err: unknown, commands: RequiredCommand[]): PermissionReport | undefined {
+  const renamed = /unknown command '([^']+)'/i.exec(String((err as Error)?.message))?.[1]?.toLowerCase();
+  if (renamed !== 'eval' && renamed !== 'evalsha') return undefined;
+  return { method: 'scripting-denied', denied: [], unknown: commands.filter((c) => c.args[0] === renamed) };
 }
 
 async function probe(client: RedisClient, commands: RequiredCommand[]): Promise<PermissionReport> {
   try {
     return { method: 'probe', ...(await probePermissions(client, commands)) };
   } catch (err) {
+    const unknown = scriptsUnknown(err, commands);
+    if (unknown) return unknown;
     if (replyCodeOf(err) !== 'NOPERM') throw err;
     // The probe script's own key (under the prefix) is denied: so is every command on a key there.
     if (/\bkeys?\b/i.test((err as Error).message)) {

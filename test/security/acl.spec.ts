@@ -5,7 +5,9 @@
  * "Redis unavailable" (so never a fail-open).
  */
 import 'reflect-metadata';
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { Redis } from 'ioredis';
 import {
   CacheService,
@@ -13,6 +15,7 @@ import {
   PubSubService,
   RateLimitService,
   RedisPermissionError,
+  RedisReplyError,
   RedisToolkitHealth,
   RedisUnavailableError,
   SessionService,
@@ -24,7 +27,8 @@ import { CHECK_ATTEMPTS, RedisPermissionsCheck, verifyPermissions } from '../../
 import { startQuorumServers } from '../support/quorum.js';
 import { startRedisCluster, type RedisClusterHandle } from '../support/redis-cluster.js';
 import { usePrivateRedis, trackForCleanup } from '../support/private-servers.js';
-import { startRedisServer } from '../support/redis-server.js';
+import { getFreePort, startRedisServer } from '../support/redis-server.js';
+import { rawCommand } from '../support/resp.js';
 import { closeToolkitApps, createToolkitApp, type ToolkitAppOptions } from '../support/toolkit-app.js';
 
 const redis = usePrivateRedis();
@@ -427,4 +431,123 @@ it("a timeout during the start-up ACL check drops the toolkit's connection: the 
   } finally {
     await connection.onApplicationShutdown();
   }
+});
+
+describe('commands renamed or disabled with rename-command are named as such, not as ACL denials', () => {
+  const renamed = usePrivateRedis({
+    args: [
+      ['--rename-command', 'TIME', ''],
+      ['--rename-command', 'EVALSHA', 'evalsha_x'],
+      // may not run ACL commands: checked with redis.acl_check_cmd in a script instead of ACL DRYRUN
+      ['--user', 'app', 'on', `>${PASSWORD}`, '~*', '&*', '+@all', '-acl'],
+      ['--user', 'notx', 'on', `>${PASSWORD}`, '~*', '&*', '+@all', '-acl', '-@transaction'],
+    ].flat(),
+  });
+  const url = (user: string) =>
+    user === 'default' ? renamed.server.url : `redis://${user}:${PASSWORD}@127.0.0.1:${renamed.server.port}`;
+
+  it.each([
+    ['default', 'ACL DRYRUN'],
+    ['app', 'redis.acl_check_cmd'],
+  ])('user %s (%s): RedisReplyError naming TIME and EVALSHA as renamed, no ACL advice', async (user) => {
+    const err = await createToolkitApp({ target: { url: url(user) } }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    // before: RedisPermissionError "may not run EVALSHA, TIME ... Grant +@scripting +time"
+    expect(err).toBeInstanceOf(RedisReplyError);
+    expect(err).not.toBeInstanceOf(RedisPermissionError);
+    const message = (err as Error).message;
+    expect(message).toMatch(/^The Redis server lacks commands the toolkit needs: /);
+    expect(message).toMatch(/rate limit: EVALSHA, TIME \(in consume[a-z-]*\.lua\)/);
+    expect(message).toMatch(/renamed or disabled with rename-command/);
+    expect(message).not.toMatch(/Grant|ACL SETUSER|\+time/);
+  });
+
+  it('Redis < 7 (the probe): EVALSHA named as renamed; no script runs, so nothing else could be checked', async () => {
+    const client = trackForCleanup(new Redis(url('app')));
+    const err = await verifyPermissions(
+      { client, keyPrefix: 'rtk:', cluster: false, sharded: false, method: 'probe' },
+      () => undefined,
+    ).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(RedisReplyError);
+    expect(err).not.toBeInstanceOf(RedisPermissionError);
+    expect((err as Error).message).toMatch(/EVALSHA \(the other commands could not be checked without scripting\)/);
+    expect((err as Error).message).toMatch(/renamed or disabled with rename-command/);
+  });
+
+  describe('Redis < 7 (the probe) on a server without TIME', () => {
+    const noTime = usePrivateRedis({ args: ['--rename-command', 'TIME', ''] });
+    it('TIME is named as renamed, not as denied', async () => {
+      const client = trackForCleanup(new Redis(noTime.server.url));
+      const err = await verifyPermissions(
+        { client, keyPrefix: 'rtk:', cluster: false, sharded: false, method: 'probe' },
+        () => undefined,
+      ).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      // before: the probe took an unknown command for one that ran, and passed
+      expect(err).toBeInstanceOf(RedisReplyError);
+      expect(err).not.toBeInstanceOf(RedisPermissionError);
+      expect((err as Error).message).toMatch(/rate limit: TIME \(in consume[a-z-]*\.lua\).*rename-command/s);
+    });
+  });
+
+  it('a user also denied a command: RedisPermissionError for that one, the renamed ones named apart', async () => {
+    const err = await createToolkitApp({ target: { url: url('notx') } }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(RedisPermissionError);
+    const message = (err as Error).message;
+    expect(message).toMatch(/may not run commands the toolkit needs: session: MULTI, EXEC.*\+multi \+exec/s);
+    expect(message).toMatch(/Also missing: .*TIME.*renamed or disabled with rename-command/s);
+    expect(message).not.toMatch(/\+time/);
+  });
+
+  /** A server the harness cannot start (it PINGs and asks INFO to know the server is its own). */
+  async function startWithout(command: string): Promise<{ port: number; stop(): Promise<void> }> {
+    const port = await getFreePort();
+    const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'];
+    const child = spawn('redis-server', [...args, '--rename-command', command, ''], { cwd: tmpdir(), stdio: 'ignore' });
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    const server = trackForCleanup({
+      port,
+      stop: async () => {
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+        await exited;
+      },
+    });
+    for (let i = 0; i < 200; i++) {
+      if ((await rawCommand(port, ['ECHO', 'up']).catch(() => undefined)) === 'up') return server;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    throw new Error(`redis-server without ${command} did not start`);
+  }
+
+  it.each([
+    ['INFO', /ready check/],
+    ['PING', /the start and health send it/],
+  ])('a server without %s: the start says so and that the toolkit needs it', async (command, why) => {
+    const server = await startWithout(command);
+    const err = await createToolkitApp({
+      target: { host: '127.0.0.1', port: server.port },
+      connectTimeout: 1_000,
+      commandTimeout: 500,
+    }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    // before: RedisUnavailableError "... ERR unknown command ... Check that the server is running ..."
+    expect(err).toBeInstanceOf(RedisReplyError);
+    const message = (err as Error).message;
+    expect(message).toContain(`the server does not know ${command}`);
+    expect(message).toMatch(/renamed or disabled with rename-command/);
+    expect(message).toMatch(why);
+    expect(message).not.toMatch(/Check that the server is running|lazyConnect/);
+  });
 });
