@@ -148,6 +148,41 @@ it.each([
   expect((err as Error).message).not.toContain(PASSWORD);
 });
 
+it('a user without PING is a RedisPermissionError at connect naming +ping, not "check that the server is running"', async () => {
+  await setUser(documentedRules().filter((w) => w !== '+ping'));
+  const err = await boot().then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  // before: RedisUnavailableError "... Check that the server is running ... or set lazyConnect: true"
+  expect(err).toBeInstanceOf(RedisPermissionError);
+  const message = (err as Error).message;
+  expect(message).toMatch(/may not run PING .*NOPERM.*Grant \+ping/);
+  expect(message).not.toMatch(/server is running|lazyConnect/);
+  expect(message).not.toContain(PASSWORD);
+});
+
+describe('credentials the server refuses: advice about them, not about the server being down', () => {
+  const withPassword = usePrivateRedis({ password: PASSWORD });
+  it.each([
+    ['WRONGPASS', () => `redis://app:not-${PASSWORD}@127.0.0.1:${redis.server.port}`],
+    ['NOAUTH', () => `redis://127.0.0.1:${withPassword.server.port}`],
+  ])('%s', async (code, url) => {
+    await setUser(documentedRules());
+    const err = await createToolkitApp({ target: { url: url() }, connectTimeout: 1_000 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(RedisUnavailableError); // as docs/security.md says
+    const message = (err as Error).message;
+    expect(message).toContain(code);
+    // before: "Check that the server is running and reachable, or set lazyConnect: true to start without it."
+    expect(message).toMatch(/Check the username and password/);
+    expect(message).not.toMatch(/server is running|lazyConnect/);
+    expect(message).not.toContain(PASSWORD);
+  });
+});
+
 it('a db other than 0 with a user that may not SELECT is refused at start, not run on db 0', async () => {
   await setUser(documentedRules()); // SELECT is @connection: not in the documented line
   const err = await createToolkitApp({
@@ -305,6 +340,12 @@ describe('a Redis Cluster: every master is checked (ACL SETUSER is not propagate
     const err = await bootWithMasterRules(() => documentedRules().filter((w) => w !== '+cluster|info'));
     expect(err).toBeInstanceOf(RedisPermissionError);
     expect((err as Error).message).toMatch(/may not run CLUSTER INFO, which ioredis needs.*\+cluster\|info/);
+  });
+
+  it('a user without PING is a RedisPermissionError naming +ping', async () => {
+    const err = await bootWithMasterRules(() => documentedRules().filter((w) => w !== '+ping'));
+    expect(err).toBeInstanceOf(RedisPermissionError);
+    expect((err as Error).message).toMatch(/may not run PING .*Grant \+ping/);
   });
 
   it('the documented line on every master starts', async () => {
