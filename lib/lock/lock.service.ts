@@ -239,7 +239,7 @@ export class LockService implements OnModuleInit {
     const ttl = ttlOf(this.lockOptions.ttl, options.ttl);
     const plan = planRetries(options, this.lockOptions.retry);
     let joined = false; // an attempt of this call joined the lock's waiting services
-    let tries = 0; // attempts that asked Redis
+    let tries = 0; // attempts that reached Redis
     for (let attempt = 0; ; attempt++) {
       // While a caller of this process holds it (or an acquire of it is asking Redis for it), asking Redis is
       // pointless: wait to be woken by its release (or handed the lock), or for the next retry. A tryAcquire in flight
@@ -258,12 +258,12 @@ export class LockService implements OnModuleInit {
       if (pause === undefined) {
         // nobody here waits for it now: the wait leaves the waiting services (a grant that comes is passed on)
         this.grants?.stopWaiting(keys.lock);
-        // the rounds that did not ask; describeAttempts takes the last attempt's index (-1: '0 attempts in 40 ms')
-        const notSent = attempt + 1 - tries;
-        this.events.report('busy', () => ({ kind: 'lock', resource, attempts: tries }));
+        // how many reached Redis, when some did not (a caller here held the lock, or another was asking for it)
+        const sent =
+          tries > attempt ? '' : `, of which ${tries} reached Redis: this process held it or was asking for it`;
+        this.events.report('busy', () => ({ kind: 'lock', resource, attempts: attempt + 1 }));
         throw new LockNotAcquiredError(
-          `the lock on "${resource}" is held by another owner (${describeAttempts(plan, tries - 1)}` +
-            `${notSent ? `; ${notSent} more not sent: a caller of this process held it or was asking for it` : ''})`,
+          `the lock on "${resource}" is held by another owner (${describeAttempts(plan, attempt)}${sent})`,
         );
       }
       if (this.waiterId) {
