@@ -1,5 +1,8 @@
-import { type Cluster, Redis } from 'ioredis';
+import { type Cluster, Redis, ReplyError } from 'ioredis';
 import type { NodeAddress } from '../common/cluster-masters.js';
+
+/** ioredis's message for a command on a closed connection, or a connect that closed: says nothing about why. */
+const CONNECTION_CLOSED = 'Connection is closed.';
 
 /**
  * Runs `use` on a short-lived connection of its own to one node, with the cluster's credentials, TLS and timeouts,
@@ -7,7 +10,8 @@ import type { NodeAddress } from '../common/cluster-masters.js';
  * node: the toolkit drops a pool connection whose command timed out, but its status says ready until the socket's
  * close is handled, so the ACL check asked again on the pool failed on the closing connection ("Connection is
  * closed", CI 2026-12-01); each attempt here gets a new connection. (mastersOf, in cluster-masters.ts, is enough where
- * nothing is asked again: it only has to find a master that ioredis dropped from its pool.)
+ * nothing is asked again: it only has to find a master that ioredis dropped from its pool.) A failure of the connection
+ * (not an error reply) is rethrown naming the node, with the connection's own error rather than "Connection is closed".
  */
 export async function onNodeConnection<T>(
   client: Cluster,
@@ -23,10 +27,20 @@ export async function onNodeConnection<T>(
     maxRetriesPerRequest: 0,
     retryStrategy: () => null,
   });
-  connection.on('error', () => undefined); // reported through `use`'s commands, or the connect below
+  // Kept: without retries, connect() and the commands of a lost connection only say "Connection is closed."
+  let lastError: Error | undefined;
+  connection.on('error', (err: Error) => {
+    lastError = err;
+  });
   try {
     await connection.connect();
     return await use(connection);
+  } catch (err) {
+    // An error reply is the node's answer (checkPermissions reads it); anything else is the connection's failure:
+    // name the node and what happened to its connection.
+    if (err instanceof ReplyError) throw err;
+    const why = (err as Error).message === CONNECTION_CLOSED && lastError ? lastError.message : (err as Error).message;
+    throw new Error(`node ${node.host}:${node.port}: ${why}`, { cause: err });
   } finally {
     connection.disconnect();
   }

@@ -5,7 +5,13 @@
 import 'reflect-metadata';
 import type { LoggerService } from '@nestjs/common';
 import { Cluster, Redis } from 'ioredis';
-import { CacheService, InvalidOptionsError, RedisToolkitHealth, REDIS_CLIENT } from '../../lib/index.js';
+import {
+  CacheService,
+  InvalidOptionsError,
+  RedisToolkitHealth,
+  RedisUnavailableError,
+  REDIS_CLIENT,
+} from '../../lib/index.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { startRedisCluster, type RedisClusterHandle } from '../support/redis-cluster.js';
@@ -206,5 +212,23 @@ describe('a cluster', () => {
     }
     expect(await waitFor(async () => (await get(RedisToolkitHealth).check()).status === 'up', 5_000)).toBe(true);
     expect(await get<RedisClient>(REDIS_CLIENT).ping()).toBe('PONG');
+  });
+
+  // Last: it kills a master.
+  it('a master unreachable at start: the error names it and why, not just "Connection is closed."', async () => {
+    // Keep the cluster state ok without that master, so the cluster client becomes ready and the ACL check runs.
+    for (const m of cluster.masters) {
+      const admin = trackForCleanup(new Redis(m.port, '127.0.0.1'));
+      await admin.config('SET', 'cluster-require-full-coverage', 'no');
+    }
+    const dead = cluster.masters[2];
+    await dead.kill();
+    const err = await failure(
+      createToolkitApp({ target: { cluster: cluster.startupNodes }, connectTimeout: 1_000, commandTimeout: 500 }),
+    );
+    expect(err).toBeInstanceOf(RedisUnavailableError);
+    // before: "Redis ACL permission check failed: Connection is closed."
+    expect((err as Error).message).toContain(`127.0.0.1:${dead.port}`);
+    expect((err as Error).message).toMatch(/ECONNREFUSED/);
   });
 });
