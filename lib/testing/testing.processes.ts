@@ -44,6 +44,8 @@ export interface HostState {
   /** Ports handed out to servers of this process, so parallel starts do not race for the same one. */
   readonly ports: Set<number>;
   exitHookInstalled: boolean;
+  /** Whether this process swept the servers of crashed earlier runs (on its first startRedisServer). */
+  swept: boolean;
 }
 
 /**
@@ -71,7 +73,13 @@ function hostState(): HostState {
   const slot = host as unknown as Record<symbol, HostState | undefined>;
   const existing = slot[STATE_KEY];
   if (existing) return existing;
-  const state: HostState = { tracked: new Map(), dirs: new Set(), ports: new Set(), exitHookInstalled: false };
+  const state: HostState = {
+    tracked: new Map(),
+    dirs: new Set(),
+    ports: new Set(),
+    exitHookInstalled: false,
+    swept: false,
+  };
   slot[STATE_KEY] = state;
   return state;
 }
@@ -79,19 +87,40 @@ function hostState(): HostState {
 /** Module-level handle on the process-wide registry. */
 export const registry = hostState();
 
+/** Signals whose default action ends the process without an 'exit' event: its servers would outlive it. */
+const FATAL_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+
+/** Kills every server this process still tracks and removes their files: synchronous (SIGKILL, sync fs calls). */
+function reapAll(): void {
+  for (const [pid, tracked] of registry.tracked) {
+    trySignal(pid, 'SIGKILL');
+    rmSync(tracked.pidFile, { force: true });
+  }
+  registry.tracked.clear();
+  for (const dir of registry.dirs) rmSync(dir, { recursive: true, force: true });
+  registry.dirs.clear();
+}
+
+/**
+ * Reaps this process's servers when it exits, and when it is killed by SIGINT, SIGTERM or SIGHUP (Ctrl-C, a CI
+ * runner's timeout), which end it without an 'exit' event. On such a signal, when no other listener of the process
+ * handles it, the servers are reaped and the signal raised again with its default action, so the process still dies
+ * of it (exit status included). When another listener handles it (a graceful shutdown), that listener decides what
+ * happens; the servers go with the 'exit' event if the process exits.
+ */
 export function installExitHook(): void {
   if (registry.exitHookInstalled) return;
   registry.exitHookInstalled = true;
-  // 'exit' handlers must be synchronous: SIGKILL (no waiting possible) and sync fs calls only.
-  hostProcess.on('exit', () => {
-    for (const [pid, tracked] of registry.tracked) {
-      trySignal(pid, 'SIGKILL');
-      rmSync(tracked.pidFile, { force: true });
-    }
-    registry.tracked.clear();
-    for (const dir of registry.dirs) rmSync(dir, { recursive: true, force: true });
-    registry.dirs.clear();
-  });
+  hostProcess.on('exit', reapAll);
+  for (const signal of FATAL_SIGNALS) {
+    const onSignal = (): void => {
+      if (hostProcess.listenerCount(signal) > 1) return;
+      reapAll();
+      hostProcess.off(signal, onSignal); // the default action again: the signal below ends the process
+      hostProcess.kill(hostProcess.pid, signal);
+    };
+    hostProcess.on(signal, onSignal);
+  }
 }
 
 function trySignal(pid: number, signal: NodeJS.Signals | 0): boolean {

@@ -3,9 +3,11 @@
  *
  * Leak protection has three layers:
  *  1. every process is tracked in a registry, and an `exit` hook on the (real) Node process SIGKILLs whatever is
- *     still tracked and removes the temp dirs;
+ *     still tracked and removes the temp dirs; so do SIGINT, SIGTERM and SIGHUP (which end a process without
+ *     `exit`), unless the process handles that signal itself;
  *  2. each server also gets a pid file in `os.tmpdir()/rtk-test-redis/`, and {@link sweepStaleServers} kills
- *     servers whose owning test process has died (crash, SIGKILL, Ctrl-C) on the next run;
+ *     servers whose owning test process has died (crash, SIGKILL) on the next run: the first startRedisServer of
+ *     each process calls it;
  *  3. children are `unref()`ed, so a test that forgets `stop()` cannot keep jest alive — layer 1 reaps it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -21,6 +23,7 @@ import {
   redisServerBinary,
   registry,
   STATE_DIR,
+  sweepStaleServers,
   writePidFile,
 } from './testing.processes.js';
 import { errorCode, rawCommand, rawCommands, RespError, type RawAuth } from './testing.resp.js';
@@ -302,6 +305,11 @@ export async function startRedisServer(opts: RedisServerOptions = {}): Promise<R
   if (opts.port === FORBIDDEN_PORT)
     throw new Error(`refusing to start a test server on port ${FORBIDDEN_PORT}: it is reserved for a real Redis`);
   redisServerBinary(); // fail fast with the install hint
+  // Servers left by a crashed earlier run (its owner gone): removed by the first start of each process.
+  if (!registry.swept) {
+    registry.swept = true;
+    sweepStaleServers();
+  }
   const attempts = opts.port === undefined ? BIND_ATTEMPTS : 1;
   let lastError: Error | undefined;
   for (let attempt = 0; attempt < attempts; attempt++) {

@@ -4,9 +4,11 @@
  * The Vitest example runs in test/package/run.mjs, against the packed package.
  */
 import 'reflect-metadata';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Injectable } from '@nestjs/common';
 import { CacheService, RedisToolkitHealth, REDIS_CLIENT } from '../../lib/index.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
@@ -16,6 +18,7 @@ import {
   startRedisServer,
   testConnection,
 } from '../../lib/testing/index.js';
+import { STATE_DIR } from '../../lib/testing/testing.processes.js';
 import { docSnippet, repoRoot } from '../support/doc-snippets.js';
 
 const generated = join(repoRoot, 'test/testing/.generated');
@@ -108,6 +111,133 @@ describe('nestjs-redis-toolkit/testing', () => {
       }
     } finally {
       await cluster.stop();
+    }
+  });
+});
+
+describe('a test process that dies leaves no redis-server behind', () => {
+  const TESTING_DIR = fileURLToPath(new URL('../../lib/testing/', import.meta.url));
+  // Runs startRedisServer in a Node process of its own (lib/testing transpiled with @swc/core, as the jest transform
+  // does), so the test can send it a signal or let it crash.
+  const CHILD_SCRIPT = `
+    import { transformFileSync } from '@swc/core';
+    import { writeFileSync } from 'node:fs';
+    import { join } from 'node:path';
+    import { pathToFileURL } from 'node:url';
+    const [testingDir, outDir, mode] = process.argv.slice(1);
+    writeFileSync(join(outDir, 'package.json'), '{"type":"module"}');
+    for (const name of ['testing.resp', 'testing.processes', 'testing.redis-server']) {
+      const { code } = transformFileSync(join(testingDir, name + '.ts'), {
+        jsc: { parser: { syntax: 'typescript' }, target: 'es2022' }, module: { type: 'es6' },
+      });
+      writeFileSync(join(outDir, name + '.js'), code);
+    }
+    const { startRedisServer } = await import(pathToFileURL(join(outDir, 'testing.redis-server.js')).href);
+    if (mode === 'own-handler') process.on('SIGTERM', () => { console.log('own handler'); process.exit(7); });
+    const server = await startRedisServer();
+    console.log(JSON.stringify({ pid: server.pid, port: server.port, dir: server.dir }));
+    if (mode === 'crash') process.kill(process.pid, 'SIGKILL');
+    if (mode !== 'exit') setInterval(() => undefined, 1_000); // alive until signalled
+  `;
+
+  interface Child {
+    server: { pid: number; port: number; dir: string };
+    /** Sends `signal`; resolves with how the process ended. */
+    end(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string }>;
+  }
+
+  async function startChild(mode: 'signal' | 'own-handler' | 'crash' | 'exit'): Promise<Child> {
+    const outDir = mkdtempSync(join(STATE_DIR, 'child-build-'));
+    const child = spawn(process.execPath, ['--input-type=module', '-e', CHILD_SCRIPT, TESTING_DIR, outDir, mode], {
+      cwd: repoRoot,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const closed = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+      child.once('close', (code, signal) => resolve({ code, signal })),
+    );
+    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    const report = () => stdout.split('\n').find((l) => l.startsWith('{'));
+    while (report() === undefined && child.exitCode === null && child.signalCode === null)
+      await new Promise((r) => setTimeout(r, 25));
+    const line = report();
+    if (line === undefined) {
+      await closed;
+      clearTimeout(timer);
+      rmSync(outDir, { recursive: true, force: true });
+      throw new Error(`child (${mode}) reported no server.\nstdout: ${stdout}\nstderr: ${stderr}`);
+    }
+    return {
+      server: JSON.parse(line) as Child['server'],
+      end: async (signal) => {
+        if (signal) child.kill(signal);
+        const ended = await closed;
+        clearTimeout(timer);
+        rmSync(outDir, { recursive: true, force: true });
+        return { ...ended, stdout };
+      },
+    };
+  }
+
+  const isLiveRedisServer = (pid: number): boolean => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('redis-server');
+    } catch {
+      return false;
+    }
+  };
+  const gone = async (pid: number): Promise<boolean> => {
+    for (let i = 0; i < 80 && isLiveRedisServer(pid); i++) await new Promise((r) => setTimeout(r, 25));
+    return !isLiveRedisServer(pid);
+  };
+
+  it.each(['SIGTERM', 'SIGINT', 'SIGHUP'] as const)(
+    'killed by %s: its servers are killed and their files removed, and it still dies of that signal',
+    async (signal) => {
+      const child = await startChild('signal');
+      try {
+        const ended = await child.end(signal);
+        expect(ended.signal).toBe(signal);
+        // before: the server outlived the process (no 'exit' event on a fatal signal)
+        expect(await gone(child.server.pid)).toBe(true);
+        expect(await portAnswers(child.server.port)).toBe(false);
+        expect(existsSync(join(STATE_DIR, `${child.server.pid}.pid`))).toBe(false);
+        expect(existsSync(child.server.dir)).toBe(false);
+      } finally {
+        if (isLiveRedisServer(child.server.pid)) process.kill(child.server.pid, 'SIGKILL');
+      }
+    },
+  );
+
+  it("a SIGTERM handler of the process's own keeps its behaviour; the servers go when it exits", async () => {
+    const child = await startChild('own-handler');
+    try {
+      const ended = await child.end('SIGTERM');
+      expect(ended.stdout).toContain('own handler');
+      expect(ended).toMatchObject({ code: 7, signal: null });
+      expect(await gone(child.server.pid)).toBe(true);
+    } finally {
+      if (isLiveRedisServer(child.server.pid)) process.kill(child.server.pid, 'SIGKILL');
+    }
+  });
+
+  it('the first startRedisServer of a later process removes the servers a crashed one left', async () => {
+    const crashed = await startChild('crash');
+    try {
+      expect((await crashed.end()).signal).toBe('SIGKILL');
+      // No hook ran: the server is orphaned.
+      expect(isLiveRedisServer(crashed.server.pid)).toBe(true);
+      const later = await startChild('exit');
+      await later.end();
+      // before: only sweepStaleServers() (called by nobody but this repo's jest setup) removed it
+      expect(await gone(crashed.server.pid)).toBe(true);
+      expect(existsSync(join(STATE_DIR, `${crashed.server.pid}.pid`))).toBe(false);
+      expect(existsSync(crashed.server.dir)).toBe(false);
+    } finally {
+      if (isLiveRedisServer(crashed.server.pid)) process.kill(crashed.server.pid, 'SIGKILL');
     }
   });
 });
