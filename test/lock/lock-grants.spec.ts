@@ -10,6 +10,7 @@ describe('LockGrants bookkeeping', () => {
   const grants = () =>
     new LockGrants(keys, {
       backend: {} as LockBackend, // never called: no grant here is released or extended
+      id: 'service-id',
       waiters: new LocalWaiters(),
       hold: () => {
         throw new Error('not called');
