@@ -53,7 +53,9 @@ export interface LockBackend {
   /**
    * null: held by someone else. Throws RedisUnavailableError when Redis could not decide. `waiter`: the service id
    * that joins the lock's waiting services when it is busy; `grant`: with it, '' (a release wakes it) or the grant
-   * field of its wait (FIRST_ATTEMPT_GRANT or grantField: a release grants it the lock).
+   * field of its wait (FIRST_ATTEMPT_GRANT or grantField: a release grants it the lock), or, to give a wait up,
+   * `grantField(token, ttl) + ' -'` with the wait's token (LockGrants.abandon): its entry leaves the waiting services,
+   * no lock is taken, and the result is non-null when a release had already granted the lock to the wait.
    */
   tryAcquire(keys: LockKeys, token: string, ttl: number, waiter?: string, grant?: string): Promise<Acquired | null>;
   /** New expiresAt. */
