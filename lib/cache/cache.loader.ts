@@ -1,7 +1,5 @@
 import { CacheLoadTimeoutError } from '../common/errors.js';
-
-/** Past what setTimeout can wait (2^31 - 1 ms, ~24.8 days) it would fire at once: no limit then. */
-const MAX_TIMER = 2_147_483_647;
+import { MAX_TIMER_MS } from '../common/timeout.js';
 
 /**
  * The loader's value, or CacheLoadTimeoutError after `ms` (the hard timeout, `cache.loadTimeout` by default): whoever
@@ -9,7 +7,7 @@ const MAX_TIMER = 2_147_483_647;
  * (which cannot be cancelled) runs on and its late result is dropped.
  */
 export function boundedLoad<T>(loader: () => T | Promise<T>, ms: number, key: string, option: string): Promise<T> {
-  if (ms > MAX_TIMER) return Promise.resolve().then(loader);
+  if (ms > MAX_TIMER_MS) return Promise.resolve().then(loader); // past what a timer can wait: no limit
   return new Promise<T>((resolve, reject) => {
     const timer = setTimeout(() => {
       reject(new CacheLoadTimeoutError(`the loader of ${key} did not settle within ${ms} ms (${option})`));
@@ -29,7 +27,7 @@ export function boundedLoad<T>(loader: () => T | Promise<T>, ms: number, key: st
 
 /** `work`'s value if it settles within `ms`, else `undefined` (work goes on; its failure is the caller's to handle). */
 export function within<T>(work: Promise<T>, ms: number): Promise<T | undefined> {
-  if (ms > MAX_TIMER) return work;
+  if (ms > MAX_TIMER_MS) return work;
   return new Promise<T | undefined>((resolve) => {
     const timer = setTimeout(() => resolve(undefined), ms);
     work.then(

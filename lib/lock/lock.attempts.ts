@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { InvalidOptionsError } from '../common/errors.js';
 import { durationProblem, isDuration } from '../common/option-checks.js';
+import { MAX_TIMER_MS } from '../common/timeout.js';
 import type { LockRetryOptions } from './lock.options.js';
 
 /** Owner tokens: 128 random bits, base64url. Drawn from a pooled buffer (one getrandom call per 256 tokens). */
@@ -26,12 +27,9 @@ export function nextFenceFloor(): number {
 }
 
 /**
- * The longest delay a Node timer keeps (2^31 - 1 ms, ~24.8 days): a longer one fires after 1 ms. A retry pause
- * (`retry.delay` + `retry.jitter`) must fit (a longer one is refused); auto-extension waits longer in steps.
+ * The problem with a retry pause (`retry.delay` + `retry.jitter`) past MAX_TIMER_MS, or undefined: a longer one is
+ * refused (a Node timer would fire it after 1 ms).
  */
-export const MAX_TIMER_MS = 2_147_483_647;
-
-/** The problem with a retry pause past MAX_TIMER_MS, or undefined. */
 export function retryPauseProblem(retry: { delay?: unknown; jitter?: unknown }): string | undefined {
   const { delay, jitter } = retry;
   if (typeof delay !== 'number' || typeof jitter !== 'number' || delay + jitter <= MAX_TIMER_MS) return undefined;

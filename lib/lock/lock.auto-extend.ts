@@ -1,5 +1,5 @@
 import { InvalidOptionsError, LockLostError, RedisUnavailableError } from '../common/errors.js';
-import { MAX_TIMER_MS } from './lock.attempts.js';
+import { clearLongTimeout, type LongTimer, setLongTimeout } from '../common/timeout.js';
 
 export interface AutoExtendOptions {
   /**
@@ -59,27 +59,6 @@ export function checkAutoExtend(autoExtend: unknown, ttl: number, where: string)
   }
   checkExtensionThreshold(extensionThreshold, ttl, where);
 }
-
-/** A timer for any delay (see setLongTimeout). */
-interface LongTimer {
-  handle: NodeJS.Timeout | undefined;
-}
-
-/**
- * setTimeout for a delay of any length: Node fires a timer of more than MAX_TIMER_MS (~24.8 days) after 1 ms, so a
- * longer one waits in steps of at most that (the watchdog of a 30-day lock, the next extension of a 90-day one).
- */
-function setLongTimeout(fn: () => void, ms: number): LongTimer {
-  const timer: LongTimer = { handle: undefined };
-  const arm = (left: number): void => {
-    timer.handle =
-      left > MAX_TIMER_MS ? setTimeout(() => arm(left - MAX_TIMER_MS), MAX_TIMER_MS) : setTimeout(fn, left);
-  };
-  arm(ms);
-  return timer;
-}
-
-const clearLongTimeout = (timer: LongTimer | undefined): void => clearTimeout(timer?.handle);
 
 /** At least this share of what an extension gives passes before the next one (see startAutoExtension). */
 const MIN_EXTENSION_GAP = 0.1;

@@ -1,9 +1,7 @@
 import { LockHoldTimeoutError, LockLostError } from '../common/errors.js';
+import { MAX_TIMER_MS } from '../common/timeout.js';
 import { lockContext } from './lock.context.js';
 import type { Lock } from './lock.js';
-
-/** The longest delay setTimeout honours (2^31 - 1 ms, ~24.8 days); a longer hold limit is no limit. */
-const MAX_TIMER_MS = 2_147_483_647;
 
 /**
  * Runs `fn` under an already acquired lock with auto-extension and releases it afterwards (LockService.runHolding,
@@ -27,7 +25,7 @@ export async function runHolding<T, L extends Lock = Lock>(
   const signal = AbortSignal.any([lost, hold.signal]);
   let holdTimer: NodeJS.Timeout | undefined;
   const heldTooLong =
-    maxHoldMs > MAX_TIMER_MS // Infinity, or past what setTimeout can wait (it would fire at once)
+    maxHoldMs > MAX_TIMER_MS // Infinity, or past what setTimeout can wait: no limit
       ? undefined
       : new Promise<never>((_, reject) => {
           holdTimer = setTimeout(() => {

@@ -15,6 +15,8 @@ import {
 } from '../../lib/common/method-interception.js';
 import { makeRoom } from '../../lib/common/bounded-map.js';
 import { durationProblem } from '../../lib/common/option-checks.js';
+import { clearLongTimeout, MAX_TIMER_MS, setLongTimeout } from '../../lib/common/timeout.js';
+import { jest } from '@jest/globals';
 
 describe('KeyBuilder', () => {
   const keys = new KeyBuilder('rtk:');
@@ -54,11 +56,39 @@ describe('KeyBuilder', () => {
 
 describe('durationProblem', () => {
   it('shows the number the caller gave, Infinity and NaN included (JSON writes both as null)', () => {
-    expect(durationProblem(Number.POSITIVE_INFINITY)).toBe('must be at most 3153600000000 ms (100 years), got Infinity');
+    expect(durationProblem(Number.POSITIVE_INFINITY)).toBe(
+      'must be at most 3153600000000 ms (100 years), got Infinity',
+    );
     expect(durationProblem(Number.NaN)).toBe('must be a positive number of milliseconds, got NaN');
     expect(durationProblem(-1, true)).toBe('must be a non-negative number of milliseconds, got -1');
     expect(durationProblem(10n)).toBe('must be a positive number of milliseconds, got 10n');
     expect(durationProblem('5')).toBe('must be a positive number of milliseconds, got "5"');
+  });
+});
+
+describe('setLongTimeout', () => {
+  afterEach(() => jest.useRealTimers());
+
+  it('fires a delay past what setTimeout keeps (2^31 - 1 ms) once, at its time, and clearLongTimeout stops it', () => {
+    jest.useFakeTimers();
+    const day = 86_400_000;
+    let fired = 0;
+    setLongTimeout(() => fired++, 30 * day); // setTimeout alone would fire it after 1 ms
+    jest.advanceTimersByTime(1);
+    expect(fired).toBe(0);
+    jest.advanceTimersByTime(MAX_TIMER_MS);
+    expect(fired).toBe(0);
+    jest.advanceTimersByTime(30 * day - MAX_TIMER_MS - 2);
+    expect(fired).toBe(0);
+    jest.advanceTimersByTime(1);
+    expect(fired).toBe(1);
+    jest.advanceTimersByTime(60 * day);
+    expect(fired).toBe(1);
+    const stopped = setLongTimeout(() => fired++, 60 * day);
+    jest.advanceTimersByTime(MAX_TIMER_MS + 5); // past the first step: the second one is cleared
+    clearLongTimeout(stopped);
+    jest.advanceTimersByTime(60 * day);
+    expect(fired).toBe(1);
   });
 });
 
