@@ -177,8 +177,8 @@ export class LockService implements OnModuleInit {
     options: LeaseAcquireOptions,
     fn: (signal: AbortSignal, lock: MultiLock) => Promise<T> | T,
   ): Promise<T> {
-    if (typeof fn !== 'function')
-      throw new InvalidOptionsError('usingAll(resources, options, fn): fn must be a function');
+    if (typeof fn !== 'function') throw new InvalidOptionsError('usingAll: fn must be a function');
+    checkExtensionThreshold(options?.extensionThreshold, ttlOf(this.lockOptions.ttl, options?.ttl), 'usingAll');
     const lock = await this.acquireAll(resources, { ...options, autoExtend: undefined });
     return this.runHolding(lock, fn, { extensionThreshold: options?.extensionThreshold });
   }

@@ -227,6 +227,21 @@ describe.each(['single', 'cluster'] as const)('a bad autoExtend on a semaphore o
     expect(both).not.toBeNull();
     await both!.release();
   });
+
+  // usingAll checked its extensionThreshold only once it held every lock: with one of them busy it waited for it (here
+  // LockNotAcquiredError) before telling the caller the option was wrong, and a free set was taken and released.
+  it('usingAll: an extensionThreshold not below the ttl is an InvalidOptionsError before any lock is asked for', async () => {
+    const { locks } = await lockService(mode);
+    const [a, b] = [unique('a'), unique('b')];
+    const busy = await locks.acquire(b, { ttl: 10_000 });
+    let ran = 0;
+    await expect(
+      locks.usingAll([a, b], { ttl: 1_000, extensionThreshold: 5_000, waitMs: 0 }, () => ran++),
+    ).rejects.toBeInstanceOf(InvalidOptionsError);
+    expect(ran).toBe(0);
+    await busy.release();
+    expect(await locks.usingAll([a, b], { ttl: 1_000, extensionThreshold: 500 }, () => ++ran)).toBe(1);
+  });
 });
 
 describe('@WithLock', () => {
