@@ -3,6 +3,7 @@
  * connected (and what it does when that is wrong), and what health and the lazy start do then.
  */
 import 'reflect-metadata';
+import { createHook } from 'node:async_hooks';
 import type { LoggerService } from '@nestjs/common';
 import { Cluster, Redis } from 'ioredis';
 import {
@@ -15,7 +16,7 @@ import {
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { startRedisCluster, type RedisClusterHandle } from '../support/redis-cluster.js';
-import { getFreePort, startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
+import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 import { within } from '../support/timing.js';
 import { settleWithin, sleep, waitFor } from '../support/wait.js';
@@ -166,22 +167,32 @@ describe('lazyConnect with Redis down at start', () => {
   });
 
   it('app.close() right after the start leaves no timer behind and logs nothing afterwards', async () => {
-    const port = await getFreePort();
+    // Paused: it accepts the connection and answers nothing, so no error ends the wait before the close.
+    const server = trackForCleanup(await startRedisServer());
+    server.pause();
     const { errors, logger } = recordingLogger();
-    const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
-    const before = timers();
-    const app = await createToolkitApp({
-      target: { host: '127.0.0.1', port },
-      lazyConnect: true,
-      connectTimeout: 500,
-      commandTimeout: 300,
-      logger,
-    });
-    await app.close();
-    await sleep(100); // what closing the sockets left settles
-    // before: a timer of connectTimeout + commandTimeout kept the process alive, then "no answer within 800 ms"
-    expect(timers()).toBeLessThanOrEqual(before);
-    await sleep(1_200);
+    // The timers created from the start to the close (other test files' timers do not count).
+    const created: NodeJS.Timeout[] = [];
+    const hook = createHook({
+      init: (_id, type, _trigger, resource) => void (type === 'Timeout' && created.push(resource as NodeJS.Timeout)),
+    }).enable();
+    try {
+      const app = await createToolkitApp({
+        target: { url: server.url },
+        lazyConnect: true,
+        connectTimeout: 500,
+        commandTimeout: 300,
+        logger,
+      });
+      await app.close();
+    } finally {
+      hook.disable();
+    }
+    await sleep(400); // past the 200 ms ioredis gives a closing socket (disconnectTimeout) before it destroys it
+    const live = created.filter((t) => t.hasRef() && !(t as unknown as { _destroyed: boolean })._destroyed);
+    // before: a timer of connectTimeout + commandTimeout (800 ms) kept the process alive, then "no answer within"
+    expect(live.map((t) => (t as unknown as { _idleTimeout: number })._idleTimeout)).toEqual([]);
+    await sleep(900);
     expect(errors).toEqual([]);
   });
 });
