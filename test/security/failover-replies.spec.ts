@@ -6,7 +6,8 @@
  * reply does outside a script — rate limit: fail open when configured (counted) or RedisUnavailableError (503);
  * locks and sessions: RedisUnavailableError. Never a silent allow, never a 500.
  *
- * The toolkit connects here straight to a replica: the old master as a client sees it during the failover.
+ * Each test boots on a server while it is a master, then makes it a replica (REPLICAOF): the old master as a running
+ * app sees it during the failover. (The toolkit refuses to start on a replica.)
  */
 import 'reflect-metadata';
 import {
@@ -18,7 +19,7 @@ import {
 } from '../../lib/index.js';
 import { usePrivateRedis } from '../support/private-servers.js';
 import { rawCommand } from '../support/resp.js';
-import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+import { closeToolkitApps, createToolkitApp, type ToolkitAppOptions } from '../support/toolkit-app.js';
 import { waitFor } from '../support/wait.js';
 
 const failure = (p: Promise<unknown>): Promise<unknown> =>
@@ -28,29 +29,34 @@ const failure = (p: Promise<unknown>): Promise<unknown> =>
   );
 
 describe('READONLY from a demoted master (a failover in progress)', () => {
-  const master = usePrivateRedis();
+  // No 5 s wait before each sync (the default delay of a diskless sync): each test demotes the server again.
+  const master = usePrivateRedis({ args: ['--repl-diskless-sync-delay', '0'] });
   let replicaPort: number;
   const replica = usePrivateRedis();
 
-  beforeAll(async () => {
+  beforeAll(() => {
     replicaPort = replica.server.port;
+  });
+
+  /** Boots the app on the server while it is a master, then demotes it, as a failover does under a running app. */
+  async function bootThenDemote(options: ToolkitAppOptions = {}) {
+    await rawCommand(replicaPort, ['REPLICAOF', 'NO', 'ONE']);
+    const app = await createToolkitApp({ target: { url: replica.server.url }, ...options });
     await rawCommand(replicaPort, ['REPLICAOF', '127.0.0.1', String(master.server.port)]);
     const synced = await waitFor(
       async () => String(await rawCommand(replicaPort, ['INFO', 'replication'])).includes('master_link_status:up'),
       10_000,
     );
     expect(synced).toBe(true);
-  });
+    return app;
+  }
 
   afterEach(closeToolkitApps);
 
   const policy = { limit: 1, ttl: 60_000 };
 
   it('rate limit with failOpen: false → RedisUnavailableError, not RedisReplyError', async () => {
-    const { get } = await createToolkitApp({
-      target: { url: replica.server.url },
-      rateLimit: { failOpen: false },
-    });
+    const { get } = await bootThenDemote({ rateLimit: { failOpen: false } });
     const error = await failure(get(RateLimitService).consume('readonly-closed', policy));
     expect(error).toBeInstanceOf(RedisUnavailableError);
     expect(error).not.toBeInstanceOf(RedisReplyError);
@@ -58,7 +64,7 @@ describe('READONLY from a demoted master (a failover in progress)', () => {
   });
 
   it('rate limit with failOpen: true → allowed as a counted degraded decision (the documented fail-open)', async () => {
-    const { get } = await createToolkitApp({ target: { url: replica.server.url }, rateLimit: { failOpen: true } });
+    const { get } = await bootThenDemote({ rateLimit: { failOpen: true } });
     const rl = get(RateLimitService);
     const results = await Promise.all([0, 1, 2].map(() => rl.consume('readonly-open', policy)));
     expect(results.map((r) => [r.allowed, Boolean(r.degraded)])).toEqual([
@@ -71,13 +77,13 @@ describe('READONLY from a demoted master (a failover in progress)', () => {
   });
 
   it('locks: RedisUnavailableError (fail closed as an outage), not a reply error', async () => {
-    const { get } = await createToolkitApp({ target: { url: replica.server.url } });
+    const { get } = await bootThenDemote();
     const error = await failure(get(LockService).acquire(`readonly-${Date.now()}`, { ttl: 2_000, waitMs: 0 }));
     expect(error).toBeInstanceOf(RedisUnavailableError);
   });
 
   it('sessions: RedisUnavailableError (503), not a reply error', async () => {
-    const { get } = await createToolkitApp({ target: { url: replica.server.url } });
+    const { get } = await bootThenDemote();
     const error = await failure(get(SessionService).create('u1', { n: 1 }));
     expect(error).toBeInstanceOf(RedisUnavailableError);
   });
