@@ -144,9 +144,9 @@ export class CacheL1 {
       // Still past maxMessageBytes (a serializer that writes much more than JSON): each half goes on its own.
       const list = message.keys ?? message.tags;
       if (err instanceof SerializationError && list && list.length > 1) {
-        const field = message.keys ? 'keys' : 'tags';
         const half = Math.ceil(list.length / 2);
-        return Promise.all([this.send({ [field]: list.slice(0, half) }), this.send({ [field]: list.slice(half) })]);
+        const part = (items: string[]) => (message.keys ? { keys: items } : { tags: items });
+        return Promise.all([this.send(part(list.slice(0, half))), this.send(part(list.slice(half)))]);
       }
       this.counters.errors++;
       this.redisWarning.warn(`cache L1 invalidation could not be published: ${(err as Error).message}`);
