@@ -152,7 +152,7 @@ local function check(p, key, bkey)
   -- Token bucket as GCRA: one value, the theoretical arrival time (TAT, whole microseconds). `limit` tokens refill
   -- over the window (the steady rate), `burst` tokens fit in the bucket. Worked in units of 1/limit µs, where a token
   -- is the window (win_us units) and the bucket burst × win_us: whole numbers (exact below 2^53), so the rate is
-  -- exactly `limit` per window. Until 2026-12-04 a token was a whole number of µs (at least 1), rounded: 450,000 a
+  -- exactly `limit` per window. Until 2026-12-03 a token was a whole number of µs (at least 1), rounded: 450,000 a
   -- second refilled at 500,000, 5,000,000 a second at 1,000,000. consume-token-bucket.lua and reward.lua do the same.
   read_now()
   local cap = p[8]
@@ -219,7 +219,7 @@ local function charge(p, key, state, stored, lost)
 end
 
 -- Fails the decision (an error: the pcall below) unless charge() can make this charge. Run on each policy of a decision
--- of several before the first charge, which then all succeed: until 2026-12-04 a charge Redis refused after an earlier
+-- of several before the first charge, which then all succeed: until 2026-12-03 a charge Redis refused after an earlier
 -- one had been made left that one charged, though the decision failed. An INCRBY needs the value stored in Redis's own
 -- integer digits: a count or TAT Lua reads as a number but Redis cannot add to ('1.5', '1e2', '-1.79643e+15': never
 -- written by us) fails here, as the INCRBY itself fails a decision of one policy. (A first write refused under OOM

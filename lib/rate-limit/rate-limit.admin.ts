@@ -6,6 +6,7 @@ import { scanKeys, unlinkMany } from '../common/bulk-keys.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import type { InsuranceLimiter } from './rate-limit.insurance-limiter.js';
 import type { BlockCache } from './rate-limit.block-cache.js';
+import { SLIDING_LOG_LUA } from './rate-limit.decision-batcher.js';
 import { checkKey, defaultScope, type ResolvedPolicy } from './rate-limit.policy-resolver.js';
 import { ALGORITHM_CODES, BLOCK_SUFFIX, type RateLimitKeys } from './rate-limit.keys.js';
 import type { RateLimitAlgorithm, RateLimitPolicy } from './rate-limit.options.js';
@@ -20,7 +21,7 @@ export type CounterRef = RateLimitPolicy | { scope: string; algorithm?: RateLimi
  * of every counter of a key: a SCAN) and none falls back: a transport failure is thrown (and logged), never guessed.
  */
 export class RateLimitAdmin {
-  private readonly adjuster = LuaScript.fromFile<number>('rtk_rl_reward', ADJUST_LUA_FILE, 1);
+  private readonly adjuster = LuaScript.fromFile<number>('rtk_rl_reward', ADJUST_LUA_FILE, 1, [SLIDING_LOG_LUA]);
 
   constructor(
     private readonly connection: RedisConnection,

@@ -19,8 +19,8 @@ interface Decision {
 
 /** Put in front of the scripts that read a string counter: read_string_counter, one read of it and its block key. */
 const READ_COUNTER_LUA = new URL('./read-counter.lua', import.meta.url);
-/** Put in front of the scripts that keep a sliding-window log: its writes and reads. */
-const SLIDING_LOG_LUA = new URL('./sliding-log.lua', import.meta.url);
+/** Put in front of the scripts that keep a sliding-window log (and reward.lua): its writes and reads. */
+export const SLIDING_LOG_LUA = new URL('./sliding-log.lua', import.meta.url);
 /** Put in front of the lean scripts: decide_each, their loop over a call's decisions, and ms(). */
 const EACH_CONSUME_LUA = new URL('./each-consume.lua', import.meta.url);
 /** Every decision: any algorithm, mode and number of policies. */

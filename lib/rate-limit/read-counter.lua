@@ -5,7 +5,7 @@
 -- when missing); for a counter of another type or one that is not a number, nil and the error text: the caller fails
 -- that decision alone.
 -- Not a number includes what Lua's tonumber (strtod) reads as one but no count or TAT of ours is, nor an integer Redis
--- holds: 'nan', 'inf', '-inf', anything at or past ±2^63 ('1e300'). Until 2026-12-04 a fixed window of 'nan' refused
+-- holds: 'nan', 'inf', '-inf', anything at or past ±2^63 ('1e300'). Until 2026-12-03 a fixed window of 'nan' refused
 -- with retryAfterMs 0 until it expired, and a TAT of '-inf' answered resetMs -9223372036854775808.
 local COUNTER_BOUND = 2 ^ 63
 local function read_string_counter(key, bkey)

@@ -50,24 +50,13 @@ if algo == 's' then
     return math.max(0, limit - redis.call('ZCARD', key))
   end
   -- A full log refuses everything a consume can ask (a cost is at most the limit): a penalty adds what fills it to its
-  -- limit, no more. Until 2026-12-04 each penalty added min(points, limit) whatever the log held (20 penalties of 100
-  -- at limit 100: 2,000 members). At most 500 members per ZADD, as sliding-log.lua's add_to_log (not put in front of
-  -- this script) does: one ZADD of them all could overflow Lua's stack.
+  -- limit, no more. Until 2026-12-03 each penalty added min(points, limit) whatever the log held (20 penalties of 100
+  -- at limit 100: 2,000 members). Added as a consume adds them (sliding-log.lua's add_to_log, put in front of this
+  -- script: at most 500 per ZADD, each member unique).
   local n = redis.call('ZCARD', key)
   local add = math.min(-points, limit - n)
   if add <= 0 then return 0 end
-  local stamp = fmt('%.0f', now_us)
-  local j = 1
-  while j <= add do
-    local args = {}
-    local last = math.min(add, j + 499)
-    for m = j, last do
-      args[#args + 1] = stamp
-      args[#args + 1] = stamp .. ':p' .. (n + m)
-    end
-    redis.call('ZADD', key, unpack(args))
-    j = last + 1
-  end
+  add_to_log(key, fmt('%.0f', now_us), n, add)
   redis.call('PEXPIRE', key, win_ms + 1)
   return math.max(0, limit - redis.call('ZCARD', key))
 end

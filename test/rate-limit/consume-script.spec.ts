@@ -486,7 +486,7 @@ describe('a token bucket whose TAT would pass 1e17 or 2^63 µs, called as the sc
 
   it('reward.lua: a penalty past 2^63 fails and writes nothing; one near 1e17 is stored in digits', async () => {
     const { redis } = await setup();
-    const reward = readLua('reward.lua');
+    const reward = script('reward.lua', ['sliding-log.lua']); // as rate-limit.admin.ts sends it
     const [huge, wide] = [uid(), uid()];
     await expect(redis.eval(reward, 1, huge, 't', 1, Y100, -40_000, 40_001)).rejects.toThrow(/^ERR .*2\^63/);
     expect(await redis.exists(huge)).toBe(0);

@@ -4,7 +4,7 @@ import { RateLimitService, type RateLimitPolicy, type RateLimitResult } from '..
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 import { sleep } from '../support/wait.js';
 
-// A token bucket's rate is `limit` per `ttl`, whatever the number of µs per token. Until 2026-12-04 the scripts
+// A token bucket's rate is `limit` per `ttl`, whatever the number of µs per token. Until 2026-12-03 the scripts
 // rounded that to a whole number of µs (at least 1): at 450,000 a second a token took 2 µs, not 2.22 (the bucket
 // refilled at 500,000 a second, 11 % over, and a drained bucket was full again after 900 ms); at 5,000,000 a second
 // it took 1 µs, not 0.2 (1,000,000 a second, and a drained bucket reported resetMs 5000). Bytes-per-second limits
