@@ -20,6 +20,7 @@ import {
 } from './support/redis-server.js';
 import { probePing, rawCommand } from './support/resp.js';
 import { flushShared, SHARED_SERVERS_ENV, sharedServers } from './support/shared-servers.js';
+import { TESTING_CHILD_PRELUDE } from './support/testing-child.js';
 
 const TESTING_DIR = fileURLToPath(new URL('../lib/testing/', import.meta.url));
 const PROJECT_DIR = fileURLToPath(new URL('../', import.meta.url));
@@ -185,20 +186,7 @@ describe('startRedisServer', () => {
 describe('leak protection', () => {
   // Runs lib/testing's redis-server in a separate Node process (transpiled with @swc/core, which the jest transform uses
   // too), so the test can observe what happens when that process exits or dies.
-  const CHILD_SCRIPT = `
-    import { transformFileSync } from '@swc/core';
-    import { writeFileSync } from 'node:fs';
-    import { join } from 'node:path';
-    import { pathToFileURL } from 'node:url';
-    const [testingDir, outDir, mode] = process.argv.slice(1);
-    writeFileSync(join(outDir, 'package.json'), '{"type":"module"}');
-    for (const name of ['testing.resp', 'testing.processes', 'testing.redis-server']) {
-      const { code } = transformFileSync(join(testingDir, name + '.ts'), {
-        jsc: { parser: { syntax: 'typescript' }, target: 'es2022' }, module: { type: 'es6' },
-      });
-      writeFileSync(join(outDir, name + '.js'), code);
-    }
-    const { startRedisServer } = await import(pathToFileURL(join(outDir, 'testing.redis-server.js')).href);
+  const CHILD_SCRIPT = `${TESTING_CHILD_PRELUDE}
     const server = await startRedisServer();
     console.log(JSON.stringify({ pid: server.pid, port: server.port, dir: server.dir }));
     if (mode === 'crash') process.kill(process.pid, 'SIGKILL');

@@ -20,6 +20,7 @@ import {
 } from '../../lib/testing/index.js';
 import { STATE_DIR } from '../../lib/testing/testing.processes.js';
 import { docSnippet, repoRoot } from '../support/doc-snippets.js';
+import { TESTING_CHILD_PRELUDE } from '../support/testing-child.js';
 
 const generated = join(repoRoot, 'test/testing/.generated');
 
@@ -119,20 +120,7 @@ describe('a test process that dies leaves no redis-server behind', () => {
   const TESTING_DIR = fileURLToPath(new URL('../../lib/testing/', import.meta.url));
   // Runs startRedisServer in a Node process of its own (lib/testing transpiled with @swc/core, as the jest transform
   // does), so the test can send it a signal or let it crash.
-  const CHILD_SCRIPT = `
-    import { transformFileSync } from '@swc/core';
-    import { writeFileSync } from 'node:fs';
-    import { join } from 'node:path';
-    import { pathToFileURL } from 'node:url';
-    const [testingDir, outDir, mode] = process.argv.slice(1);
-    writeFileSync(join(outDir, 'package.json'), '{"type":"module"}');
-    for (const name of ['testing.resp', 'testing.processes', 'testing.redis-server']) {
-      const { code } = transformFileSync(join(testingDir, name + '.ts'), {
-        jsc: { parser: { syntax: 'typescript' }, target: 'es2022' }, module: { type: 'es6' },
-      });
-      writeFileSync(join(outDir, name + '.js'), code);
-    }
-    const { startRedisServer } = await import(pathToFileURL(join(outDir, 'testing.redis-server.js')).href);
+  const CHILD_SCRIPT = `${TESTING_CHILD_PRELUDE}
     if (mode === 'own-handler') process.on('SIGTERM', () => { console.log('own handler'); process.exit(7); });
     const server = await startRedisServer();
     console.log(JSON.stringify({ pid: server.pid, port: server.port, dir: server.dir }));
