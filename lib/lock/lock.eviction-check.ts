@@ -3,7 +3,7 @@ import { UnsafeEvictionPolicyError } from '../common/errors.js';
 import { mastersOf, nodeKey } from '../common/cluster-masters.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { verifyPermissions } from '../connection/redis-permissions.js';
-import { checkDistinctNodes, connectQuorum } from './lock.quorum.js';
+import { checkDistinctNodes, checkQuorumNodeServers, connectQuorum } from './lock.quorum.js';
 
 /** What to do at start when a lock server may evict lock keys: log a warning (default) or refuse to start. */
 export type OnUnsafeEviction = 'warn' | 'refuse';
@@ -70,9 +70,10 @@ export async function checkEvictionPolicy(
 }
 
 /**
- * Start-up of the lock servers (LockService.onModuleInit): connects the quorum nodes (a majority must answer), then
- * checks each server's eviction policy and each quorum node's ACL permissions for the lock's commands (the toolkit's
- * own connection is checked by RedisPermissionsCheck). With lazyConnect nothing is connected at start, so nothing is
+ * Start-up of the lock servers (LockService.onModuleInit): connects the quorum nodes (a majority must answer), refuses
+ * one that is a replica or lacks its db (as the main connection's server is refused), then checks each server's
+ * eviction policy and each quorum node's ACL permissions for the lock's commands (the toolkit's own connection is
+ * checked by RedisPermissionsCheck). With lazyConnect nothing is connected at start, so nothing is
  * asked (documented in docs/lock.md). A failed check calls `closeAll` (every connection of the toolkit, not only the
  * lock's: the app is not going to start, and Nest calls no shutdown hook after a failed init).
  */
@@ -90,6 +91,7 @@ export async function startLockServers(
     const ready = quorumClients.filter((c) => c.client.status === 'ready');
     const targets = quorumClients.length > 0 ? ready : [{ client: connection.client, description: 'the Redis server' }];
     await checkDistinctNodes(ready, warn);
+    await checkQuorumNodeServers(ready, connection.commandTimeout, warn);
     await checkEvictionPolicy(targets, onUnsafeEviction, warn);
     // A quorum node whose ACL user lacks one of the lock's commands would fail every lock call it takes part in.
     for (const { client, description } of ready) {

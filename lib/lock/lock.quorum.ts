@@ -3,7 +3,8 @@ import type { Redis } from 'ioredis';
 import { ThrottledWarning } from '../common/throttled-logger.js';
 import { describeConnection } from '../connection/redis-client.factory.js';
 import { InvalidOptionsError, LockLostError, RedisUnavailableError } from '../common/errors.js';
-import { parseInfo } from '../connection/redis-info.js';
+import { checkServer, parseInfo, replicaOf } from '../connection/redis-info.js';
+import { withTimeout } from '../common/timeout.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import type { RedisStandaloneConnection } from '../connection/connection.options.js';
 import { quorumTtlProblem, quorumValidity } from './lock.options.js';
@@ -314,6 +315,41 @@ export async function checkDistinctNodes(
       `lock.quorum.nodes must be distinct Redis servers: ${duplicates.join('; ')} are one server (same run_id), ` +
         'which would then cast two votes of the quorum.',
     );
+  }
+}
+
+/**
+ * Refuses a quorum node the locks would fail on at first use, as RedisConnection.verifyServer refuses the main server
+ * (checkServer): a replica (it answers each acquisition READONLY, so its vote is lost) and a db the server does not
+ * have (ioredis's SELECT failed with only an error event, and its locks went to db 0) are InvalidOptionsErrors naming
+ * the node; a db other than 0 whose SELECT the ACL user may not run is a RedisPermissionError. A node that does not
+ * answer is named in a warning: a minority may be down.
+ */
+export async function checkQuorumNodeServers(
+  nodes: readonly { client: Redis; description: string }[],
+  ms: number,
+  warn: (message: string) => void,
+): Promise<void> {
+  for (const { client, description } of nodes) {
+    if (client.status !== 'ready') continue;
+    const where = `lock quorum node ${description}`;
+    const replica = await withTimeout(client.info('replication'), ms, `no answer within ${ms} ms`).then(
+      (info) => replicaOf(parseInfo(String(info))),
+      () => undefined, // checkServer below tells a denial (skipped) from no answer
+    );
+    if (replica !== undefined) {
+      throw new InvalidOptionsError(
+        `Redis at ${where} is ${replica} (INFO replication says role:slave): it refuses the lock's writes ` +
+          '(READONLY), so it would never grant a lock and the quorum would lose its vote. List independent masters ' +
+          'in lock.quorum.nodes, not replicas.',
+      );
+    }
+    try {
+      await checkServer(client, where, ms);
+    } catch (err) {
+      if (!(err instanceof RedisUnavailableError)) throw err;
+      warn(`${where}: could not check the server (${err.message})`);
+    }
   }
 }
 
