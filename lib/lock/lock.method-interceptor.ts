@@ -1,9 +1,12 @@
-import { Injectable } from '@nestjs/common';
+import { Inject, Injectable, Optional } from '@nestjs/common';
 import { InvalidKeyError, LockNotAcquiredError } from '../common/errors.js';
 import type { InterceptedMethod, MethodInterceptor, NextCall } from '../common/method-interception.js';
+import { RedisConnections } from '../connection/redis-connections.js';
+import { checkExtensionThreshold } from './lock.auto-extend.js';
 import { LOCK_METADATA } from './lock.constants.js';
 import { checkWithLockOptions, type WithLockOptions } from './lock.decorators.js';
 import type { Lock } from './lock.js';
+import { LOCK_OPTIONS, type ResolvedLockOptions } from './lock.options.js';
 import { LockService } from './lock.service.js';
 
 export { LOCK_METADATA };
@@ -15,12 +18,18 @@ export class LockMethodInterceptor implements MethodInterceptor<WithLockOptions>
   readonly decoratorName = '@WithLock';
   readonly order = 0;
 
-  constructor(private readonly locks: LockService) {}
+  constructor(
+    private readonly locks: LockService,
+    @Inject(LOCK_OPTIONS) private readonly options: ResolvedLockOptions,
+    /** Every connection of the toolkit, closed when a method's options stop the start (absent when built by hand). */
+    @Optional() private readonly connections?: RedisConnections,
+  ) {}
 
   prepare(target: InterceptedMethod, meta: WithLockOptions): (args: unknown[], next: NextCall) => Promise<unknown> {
     checkWithLockOptions(meta);
     const { resource, ttl, waitMs, onBusy = 'throw', extensionThreshold } = meta;
     const where = `${target.className}.${target.methodName}`;
+    if (ttl === undefined) this.checkModuleTtl(extensionThreshold, where);
     const resourceOf = (args: unknown[]): string => {
       if (typeof resource === 'string') return resource;
       const name: unknown = (resource as (...a: unknown[]) => unknown).apply(target.instance, args);
@@ -42,5 +51,23 @@ export class LockMethodInterceptor implements MethodInterceptor<WithLockOptions>
       }
       return this.locks.using(name, { ttl, waitMs, extensionThreshold }, () => next());
     };
+  }
+
+  /**
+   * Without a ttl of its own the method's lock takes `lock.ttl`, which the decorator cannot know when the class is
+   * defined (it checks a ttl of its own then): a threshold not below it would fail every call, so the start fails
+   * here, at bootstrap. Nest calls no shutdown hook after a failed init: every connection of the toolkit is closed.
+   */
+  private checkModuleTtl(extensionThreshold: number | undefined, where: string): void {
+    try {
+      checkExtensionThreshold(
+        extensionThreshold,
+        this.options.ttl,
+        `@WithLock on ${where} (no ttl of its own: lock.ttl)`,
+      );
+    } catch (err) {
+      this.connections?.onApplicationShutdown().catch(() => undefined);
+      throw err;
+    }
   }
 }

@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
 import { Controller, Injectable, Param, Post } from '@nestjs/common';
+import { Redis } from 'ioredis';
 import request from 'supertest';
 import {
   InvalidKeyError,
@@ -13,7 +14,7 @@ import {
 import { trackForCleanup } from '../support/private-servers.js';
 import { startRedisServer } from '../support/redis-server.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
-import { sleep } from '../support/wait.js';
+import { sleep, waitFor } from '../support/wait.js';
 
 afterEach(closeToolkitApps);
 
@@ -184,5 +185,59 @@ describe('@WithLock', () => {
     await Promise.all([app.get(ReportJob).pay('plain'), app.get(ReportJob).pay('plain')]);
     expect(maxRunning).toBe(1);
     expect(app.get(LockService)).toBeInstanceOf(LockService);
+  });
+});
+
+@Injectable()
+class LongThreshold {
+  @WithLock({ resource: `threshold-long:${RUN}`, extensionThreshold: 5_000 })
+  async run(): Promise<string> {
+    return 'ran';
+  }
+}
+
+@Injectable()
+class ShortThreshold {
+  @WithLock({ resource: `threshold-short:${RUN}`, extensionThreshold: 500 })
+  async run(): Promise<string> {
+    return LockService.current() ? 'ran locked' : 'ran unlocked';
+  }
+}
+
+const failure = (p: Promise<unknown>): Promise<unknown> =>
+  p.then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+
+/** Clients connected to `port` now, besides the one asking. */
+async function othersConnected(port: number): Promise<number> {
+  const admin = new Redis(port, '127.0.0.1', { lazyConnect: true });
+  try {
+    await admin.connect();
+    return ((await admin.client('LIST')) as string).trim().split('\n').length - 1;
+  } finally {
+    admin.disconnect();
+  }
+}
+
+// Without a ttl of its own, @WithLock's extensionThreshold was checked against lock.ttl only by each call (the call
+// failed with 'using: extensionThreshold must be ...'), so an app whose every locked method would fail started.
+describe('@WithLock without a ttl of its own: its extensionThreshold against lock.ttl at start', () => {
+  it('a threshold not below lock.ttl (5000 of 1000) stops the start, naming the method; its connections close', async () => {
+    const server = trackForCleanup(await startRedisServer());
+    const err = await failure(
+      createToolkitApp({ target: { url: server.url }, lock: { ttl: 1_000 }, providers: [LongThreshold] }),
+    );
+    expect(err).toBeInstanceOf(InvalidOptionsError);
+    const message = (err as Error).message;
+    expect(message).toContain('LongThreshold.run');
+    expect(message).toContain('extensionThreshold must be a number of ms above 0 and below the ttl (1000), got 5000');
+    expect(await waitFor(async () => (await othersConnected(server.port)) === 0, 5_000)).toBe(true);
+  });
+
+  it('a threshold below lock.ttl (500 of 1000) boots, and the method runs locked', async () => {
+    const app = await createToolkitApp({ lock: { ttl: 1_000 }, providers: [ShortThreshold] });
+    expect(await app.get(ShortThreshold).run()).toBe('ran locked');
   });
 });
