@@ -37,8 +37,14 @@ local function decide(log, blocker, spec)
       keep_log(log, win_ms)
     end
     local remaining = limit - count - cost
-    return 1, 1, remaining > 0 and remaining or 0, cost > 0 and win_ms or ms(leaves_at(log, -1, win_us, now)), 0
+    if cost > 0 then return 1, 1, remaining > 0 and remaining or 0, win_ms, 0 end
+    local reset = leaves_at(log, -1, win_us, now)
+    if not reset then return -1, LOG_SCORE_ERROR, 0, 0, 0 end
+    return 1, 1, remaining > 0 and remaining or 0, ms(reset), 0
   end
+  -- the newest member's score bounds the others': read (and checked, see leaves_at) before anything is written
+  local reset = leaves_at(log, -1, win_us, now)
+  if not reset then return -1, LOG_SCORE_ERROR, 0, 0, 0 end
   local retry = 0
   if not allowed then
     -- the request fits once (count + cost - limit) of the oldest members have left
@@ -53,7 +59,7 @@ local function decide(log, blocker, spec)
     redis.call('SET', blocker, '1', 'PX', block)
     remaining, retry = 0, max(retry, block * 1000)
   end
-  return 0, 0, remaining > 0 and remaining or 0, ms(leaves_at(log, -1, win_us, now)), ms(retry)
+  return 0, 0, remaining > 0 and remaining or 0, ms(reset), ms(retry)
 end
 
 return decide_each('sliding-window', decide)

@@ -88,10 +88,13 @@ local function read_counter_or_fail(key, bkey)
   return value, blocked, raw
 end
 
--- µs until the newest member of a sliding window of `count` members leaves it (0 for an empty window)
+-- µs until the newest member of a sliding window of `count` members leaves it (0 for an empty window); a member
+-- scored +inf or past 2^63 µs fails the decision (see leaves_at)
 local function newest_leaves(key, count, win_us)
   if count == 0 then return 0 end
-  return leaves_at(key, -1, win_us, now_us)
+  local us = leaves_at(key, -1, win_us, now_us)
+  if not us then error({ err = LOG_SCORE_ERROR }) end
+  return us
 end
 
 -- One policy's verdict, nothing written. Returns allowed by its algorithm, remaining now, remaining after the charge,
@@ -144,6 +147,7 @@ local function check(p, key, bkey)
         local first = 0
         if peek then first = redis.call('ZCARD', key) - count end
         retry = leaves_at(key, first + count + cost - limit - 1, win_us, now_us)
+        if not retry then error({ err = LOG_SCORE_ERROR }) end
       end
     end
     return allowed, limit - count, limit - count - cost, false, cost > 0 and win_us or false, retry, count, false,
@@ -255,6 +259,8 @@ local function consume_one()
     if p[4] > 0 then charge(p, key, state, stored, lost) end
     rem, reset, retry = rem_after, reset_after, 0
   elseif p[6] > 0 then
+    -- read before the block's write: a log member scored +inf fails the decision, which writes nothing
+    if reset == false then reset = newest_leaves(key, state, p[3]) end
     -- blockDuration: a policy that refused this consume by its own count blocks its counter from now
     redis.call('SET', bkey, '1', 'PX', p[6])
     rem, retry = 0, max(retry, p[6] * 1000)
@@ -290,6 +296,13 @@ local function decide()
   end
 
   local charged = all and not peek
+  -- a log's resetMs (its newest member: a refusal, a peek, a cost of 0) is read before anything is written, as a log
+  -- member scored +inf fails the decision (see leaves_at); the slot the answer takes it from
+  for i = 1, n do
+    local o = (i - 1) * 12
+    local r = charged and o + 5 or o + 4
+    if S[r] == false then S[r] = newest_leaves(KEYS[k0 + 2 * i - 1], S[o + 7], S[o + 9][3]) end
+  end
   if charged then
     -- every charge one Redis takes, or none made: checked before the first (a failing decision writes nothing)
     for i = 1, n do
@@ -324,7 +337,6 @@ local function decide()
     else
       rem, reset = S[o + 2], S[o + 4]
     end
-    if reset == false then reset = newest_leaves(KEYS[k0 + 2 * i - 1], S[o + 7], S[o + 9][3]) end
     local r = S[o + 6]
     if S[o + 1] then r = 0 end
     out[#out + 1] = S[o + 1] and 1 or 0

@@ -43,6 +43,9 @@ end
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 if algo == 's' then
+  -- a member scored +inf or past 2^63 µs (a foreign ZADD: never ours) fails the call before it writes, as a consume
+  -- that reads it fails (sliding-log.lua's leaves_at); until 2026-12-03 a reward popped it, a penalty added beside it
+  if not leaves_at(key, -1, 0, 0) then return redis.error_reply(LOG_SCORE_ERROR) end
   local from = string.format('%.0f', now_us - win_ms * 1000)
   redis.call('ZREMRANGEBYSCORE', key, '-inf', from)
   if points > 0 then
