@@ -31,7 +31,13 @@ export const CONNECTION_OPTION_KEYS: OptionShape = {
   cluster: true,
   clusterOptions: true,
   client: true,
+  readOnlyGraceMs: true,
 };
+
+/** A quorum lock node: a connection of its own, whose READONLY the lock's quorum handles (no readOnlyGraceMs). */
+const QUORUM_NODE_OPTION_KEYS: OptionShape = Object.fromEntries(
+  Object.entries(CONNECTION_OPTION_KEYS).filter(([key]) => key !== 'readOnlyGraceMs'),
+);
 
 export const CACHE_OPTION_KEYS: OptionShape = {
   connection: true,
@@ -95,7 +101,7 @@ export const LOCK_OPTION_KEYS: OptionShape = {
   extensionThreshold: true,
   wakeOnRelease: true,
   // Each node is a connection of its own: `{ host, prot }` must not become host:6379, nor `tsl` plaintext.
-  quorum: { nodes: [CONNECTION_OPTION_KEYS], driftFactor: true },
+  quorum: { nodes: [QUORUM_NODE_OPTION_KEYS], driftFactor: true },
 };
 
 export const NOTIFICATIONS_OPTION_KEYS: OptionShape = {

@@ -6,9 +6,18 @@ import { ThrottledWarning } from './throttled-logger.js';
 /**
  * Reply codes that mean "Redis cannot serve anyone right now" (loading a dump, a busy script, a failover in progress,
  * a cluster without a slot's master): transport-like, so they follow the feature's failure policy. Every other error
- * reply (WRONGTYPE, OOM, NOPERM, ERR...) is about this one call and fails only it.
+ * reply (WRONGTYPE, OOM, NOPERM, ERR...) is about this one call and fails only it. READONLY only for a while: see
+ * FailurePolicy.lastingReadOnly.
  */
 const UNAVAILABLE_REPLIES = new Set(['LOADING', 'BUSY', 'MASTERDOWN', 'READONLY', 'CLUSTERDOWN', 'TRYAGAIN']);
+/** The RedisUnavailableErrors made from a READONLY reply (a demoted master): FailurePolicy asks how long it lasts. */
+const READONLY_ERRORS = new WeakSet<RedisUnavailableError>();
+
+function unavailableReply(message: string, code: string, options?: { cause?: unknown }): RedisUnavailableError {
+  const err = new RedisUnavailableError(message, options);
+  if (code === 'READONLY') READONLY_ERRORS.add(err);
+  return err;
+}
 const PERMISSION_REPLIES = new Set(['NOPERM']);
 const SCRIPT_ACL_DENIAL = /The user executing the script can't/;
 
@@ -32,8 +41,8 @@ export function classifyRedisError(err: unknown, what: string, withCause = true)
   // A MULTI whose queued command was refused (NOPERM, OOM...) fails with EXECABORT: the refusal is the reason.
   const previous = (err as { previousErrors?: unknown[] }).previousErrors?.[0];
   if (code === 'EXECABORT' && previous !== undefined) return classifyRedisError(previous, what, withCause);
-  if (code === undefined || UNAVAILABLE_REPLIES.has(code))
-    return new RedisUnavailableError(`${what} failed: ${reason}`, options);
+  if (code === undefined) return new RedisUnavailableError(`${what} failed: ${reason}`, options);
+  if (UNAVAILABLE_REPLIES.has(code)) return unavailableReply(`${what} failed: ${reason}`, code, options);
   return replyError(`${what} failed: ${reason}`, code, options);
 }
 
@@ -53,7 +62,7 @@ export function replyError(message: string, code: string, options?: { cause?: un
  */
 export function itemReplyError(what: string, text: string): RedisReplyError | RedisUnavailableError {
   const code = /^[A-Z][A-Z_-]*/.exec(text)?.[0] ?? 'ERR';
-  if (UNAVAILABLE_REPLIES.has(code)) return new RedisUnavailableError(`${what} failed: ${text}`);
+  if (UNAVAILABLE_REPLIES.has(code)) return unavailableReply(`${what} failed: ${text}`, code);
   return replyError(`${what} failed: ${text}`, code);
 }
 
@@ -62,6 +71,12 @@ export interface FailureConnection {
   readonly status: string;
   /** Opens a lazy client that was never opened (status `wait`). */
   connectInBackground(): void;
+  /**
+   * The server answered READONLY: undefined while that may be a failover in progress (within the connection's
+   * `readOnlyGraceMs` of the first READONLY of a streak; always on a cluster), else why it is taken for a replica.
+   * Absent: always undefined.
+   */
+  noteReadOnly?(): string | undefined;
 }
 
 export interface FailureCounts {
@@ -101,6 +116,8 @@ export class FailurePolicy {
   private readonly withCause: boolean;
   /** Reply errors already counted (one may pass through `classify` more than once on its way up). */
   private readonly seen = new WeakSet<RedisReplyError>();
+  /** READONLY errors past the grace, and the reply error each became (it may pass here more than once). */
+  private readonly lastingReadOnlyErrors = new WeakMap<RedisUnavailableError, RedisReplyError>();
   private readonly failOpen: boolean;
   private readonly failOpenMeans: string;
 
@@ -150,9 +167,26 @@ export class FailurePolicy {
 
   /** The typed error for `err`; an error reply is counted and logged on the way (once per error). */
   classify(err: unknown, what: string): RedisToolkitError {
-    const typed = classifyRedisError(err, `${this.feature} ${what}`, this.withCause);
+    const typed = this.lastingReadOnly(classifyRedisError(err, `${this.feature} ${what}`, this.withCause));
     if (typed instanceof RedisReplyError) this.replyFailed(typed);
     return typed;
+  }
+
+  /**
+   * READONLY is an outage only while it may be a failover (the connection's `readOnlyGraceMs` after the first of a
+   * streak). Past that the server is a replica the connection should not point at, and failing open would last as
+   * long as that mistake: the call fails with RedisReplyError (READONLY), whatever the feature's policy.
+   */
+  private lastingReadOnly(err: RedisToolkitError): RedisToolkitError {
+    if (!(err instanceof RedisUnavailableError) || !READONLY_ERRORS.has(err)) return err;
+    const known = this.lastingReadOnlyErrors.get(err);
+    if (known !== undefined) return known;
+    const why = this.connection.noteReadOnly?.();
+    if (why === undefined) return err;
+    const message = `${err.message} (${why}: it is a replica; point the connection at the master)`;
+    const reply = new RedisReplyError(message, 'READONLY', err.cause === undefined ? undefined : { cause: err.cause });
+    this.lastingReadOnlyErrors.set(err, reply);
+    return reply;
   }
 
   /** Counts and logs an error reply that did not come through `run`/`classify` (a per-item error of a batch). */
@@ -170,6 +204,12 @@ export class FailurePolicy {
    */
   unavailable(err: unknown, failOpen = this.failOpen, fallback = failOpen ? this.failOpenMeans : 'failing'): void {
     if (!(err instanceof RedisUnavailableError)) throw err;
+    // A READONLY that did not come through `classify` (a per-item error of a batch) and outlasted the grace.
+    const typed = this.lastingReadOnly(err);
+    if (typed !== err) {
+      this.replyFailed(typed);
+      throw typed;
+    }
     this.counts.unavailable++;
     this.unavailableWarning.warn(`${err.message}; ${fallback}`);
     if (!failOpen) throw err;

@@ -14,8 +14,19 @@ interface RedisAuthOptions {
   tls?: boolean | TlsConnectionOptions;
 }
 
+/** How long READONLY replies may last before they count as a misconfigured connection (not for a cluster). */
+export interface ReadOnlyGraceOption {
+  /**
+   * For this long (ms) after the first READONLY of a streak (the server was demoted to a replica) each feature
+   * follows its failure policy, as during a failover; after it a READONLY fails the call with RedisReplyError
+   * (READONLY), an ERROR is logged every 10 s and health says degraded, until the server is a master again.
+   * Default 30000; 0: never fail open on READONLY. docs/connections.md.
+   */
+  readOnlyGraceMs?: number;
+}
+
 /** One server: a `redis://` / `rediss://` url, or host and port (defaults 127.0.0.1:6379). */
-export interface RedisStandaloneConnection extends RedisAuthOptions {
+export interface RedisStandaloneConnection extends RedisAuthOptions, ReadOnlyGraceOption {
   /**
    * `redis[s]://[user[:password]@]host[:port][/db]`: a host is required (a unix socket needs `{ client }`), the path
    * is empty or a db index, user name and password are percent-encoded, and only `family` is read from the query. A
@@ -27,7 +38,7 @@ export interface RedisStandaloneConnection extends RedisAuthOptions {
   db?: number;
 }
 
-export interface RedisSentinelConnection extends RedisAuthOptions {
+export interface RedisSentinelConnection extends RedisAuthOptions, ReadOnlyGraceOption {
   sentinels: RedisNodeAddress[];
   /** The master group name the sentinels monitor. */
   name: string;
@@ -47,7 +58,7 @@ export interface RedisClusterConnection extends RedisAuthOptions {
  * A client you created (e.g. `new Redis({ path })` for a unix socket), used as it is: no other option goes beside it.
  * The toolkit never quits it; connections it derives (subscriber) are its own.
  */
-export interface RedisExistingClientConnection {
+export interface RedisExistingClientConnection extends ReadOnlyGraceOption {
   client: Redis | Cluster;
 }
 

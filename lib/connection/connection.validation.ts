@@ -1,3 +1,4 @@
+import { Cluster } from 'ioredis';
 import { nearest, type OptionProblems, type OptionShape } from '../common/option-checks.js';
 import { CONNECTION_OPTION_KEYS } from '../redis-toolkit.option-keys.js';
 import { DEFAULT_CONNECTION_NAME, type RedisNamedConnections, type RedisNodeAddress } from './connection.options.js';
@@ -52,6 +53,7 @@ export function checkConnection(path: string, connection: unknown, problems: Opt
   problems.string(`${path}.host`, c.host);
   problems.integer(`${path}.port`, c.port, 1, 65_535);
   problems.integer(`${path}.db`, c.db, 0, MAX_DB);
+  problems.duration(`${path}.readOnlyGraceMs`, c.readOnlyGraceMs, { allowZero: true });
   problems.string(`${path}.username`, c.username);
   problems.string(`${path}.sentinelUsername`, c.sentinelUsername);
   problems.string(`${path}.password`, c.password, { allowEmpty: true, secret: true });
@@ -73,9 +75,15 @@ export function checkConnection(path: string, connection: unknown, problems: Opt
     const client = c.client as { status?: unknown; duplicate?: unknown } | null;
     if (!client || typeof client.duplicate !== 'function' || typeof client.status !== 'string') {
       problems.add(`${path}.client`, 'must be an ioredis Redis or Cluster instance');
+    } else if (client instanceof Cluster && c.readOnlyGraceMs !== undefined) {
+      problems.add(`${path}.readOnlyGraceMs`, NOT_FOR_A_CLUSTER);
     }
   }
 }
+
+const NOT_FOR_A_CLUSTER =
+  'cannot be used with a cluster: its client sends writes to the masters of its slot table (a replica answers ' +
+  'MOVED), and READONLY there always follows the failure policy (docs/connections.md)';
 
 const SENTINEL_ONLY = ['name', 'sentinelUsername', 'sentinelPassword', 'sentinelTls'] as const;
 
@@ -86,7 +94,8 @@ const SENTINEL_ONLY = ['name', 'sentinelUsername', 'sentinelPassword', 'sentinel
 function checkOptionsOfKind(path: string, c: Record<string, unknown>, kind: string, problems: OptionProblems): void {
   if (kind === 'client') {
     for (const key of Object.keys(CONNECTION_OPTION_KEYS)) {
-      if (key !== 'client' && c[key] !== undefined)
+      // readOnlyGraceMs is the toolkit's, not the client's: it applies to a client of yours too.
+      if (key !== 'client' && key !== 'readOnlyGraceMs' && c[key] !== undefined)
         problems.add(
           `${path}.${key}`,
           'cannot be used with client: the client you pass is used as it is (set it there)',
@@ -102,6 +111,7 @@ function checkOptionsOfKind(path: string, c: Record<string, unknown>, kind: stri
     problems.add(`${path}.clusterOptions`, 'is for a cluster: give it with cluster');
   if (kind === 'cluster' && c.db !== undefined)
     problems.add(`${path}.db`, 'cannot be used with a cluster (it has only db 0)');
+  if (kind === 'cluster' && c.readOnlyGraceMs !== undefined) problems.add(`${path}.readOnlyGraceMs`, NOT_FOR_A_CLUSTER);
 }
 
 /** What a url sets besides its host and port. */

@@ -11,11 +11,13 @@ import { replyCodeOf } from '../common/failure-policy.js';
 import type { RedisClient } from '../common/lua-script.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
 import { withTimeout } from '../common/timeout.js';
+import { DEFAULT_READONLY_GRACE_MS, type ReadOnlyStreak, readOnlyStreakOf } from './readonly-streak.js';
 import { clusterReadyDenied } from './redis-permissions.cluster.js';
 import { checkServer } from './redis-info.js';
 import {
   CONNECTION_OPTIONS,
   DEFAULT_CONNECTION_NAME,
+  type ReadOnlyGraceOption,
   type RedisConnectionOptions,
   type RedisStandaloneConnection,
   type ResolvedConnectionOptions,
@@ -60,6 +62,8 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   private readonly pendingWarnings: string[] = [];
   /** `verifyServer`'s check of the server behind the main client: once, shared by every caller. */
   private serverVerified: Promise<void> | undefined;
+  /** The main client's READONLY replies (readOnlyGraceMs); none on a cluster. */
+  private readonly readOnly: ReadOnlyStreak | undefined;
 
   constructor(@Inject(CONNECTION_OPTIONS) private readonly options: ResolvedConnectionOptions) {
     this.tuning = {
@@ -73,6 +77,23 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
     this.warnUnverifiedTls(options.connection, this.description);
     const created = createClientFromOptions(options.connection, this.tuning);
     this.client = created ? this.own(created, 'main') : (options.connection as { client: RedisClient }).client;
+    this.readOnly = readOnlyStreakOf(this.client, {
+      graceMs: (options.connection as ReadOnlyGraceOption).readOnlyGraceMs ?? DEFAULT_READONLY_GRACE_MS,
+      where: this.description,
+      logger: this.logger,
+      commandTimeout: options.commandTimeout,
+      owned: created !== null,
+    });
+  }
+
+  /** FailureConnection: a READONLY reply; why it fails the call once it outlasted readOnlyGraceMs (readonly-streak). */
+  noteReadOnly(): string | undefined {
+    return this.readOnly?.seen();
+  }
+
+  /** For health: why writes have been refused past readOnlyGraceMs, while they are. */
+  readOnlyLasting(): string | undefined {
+    return this.readOnly?.lasting();
   }
 
   /** No command waits longer than this (ms): `commandTimeout` of forRoot. */
@@ -107,6 +128,7 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
 
   /** Quits every connection this instance created (a client given as `{ client }` stays open: it is the user's). */
   async onApplicationShutdown(): Promise<void> {
+    this.readOnly?.close();
     const clients = [...this.owned];
     this.owned.clear();
     this.roles.clear();

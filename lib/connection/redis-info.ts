@@ -32,6 +32,21 @@ export function replicaWrites(fields: Record<string, string>): string {
 }
 
 /**
+ * Whether the server behind `client` is a master now (INFO replication, bounded by `ms`): undefined when it refuses
+ * to say (an error reply: INFO denied or renamed); rejects when it cannot be reached.
+ */
+export async function isMasterNow(client: Redis, ms: number): Promise<boolean | undefined> {
+  if (client.status !== 'ready') throw new Error(`the connection is ${client.status}`);
+  try {
+    const info = await withTimeout(client.info('replication'), ms, `no answer within ${ms} ms`);
+    return parseInfo(String(info)).role === 'master';
+  } catch (err) {
+    if (replyCodeOf(err) !== undefined) return undefined;
+    throw err;
+  }
+}
+
+/**
  * What RedisConnection.verifyServer asks of the server behind a connected single-server client (`where` names it):
  * InvalidOptionsError for a replica or a db the server does not have, RedisPermissionError for a db other than 0
  * whose SELECT the ACL user may not run; each command bounded by `ms`.

@@ -9,7 +9,8 @@ export interface RedisConnectionHealth {
   /**
    * `degraded`: Redis answers but refuses writes (see `reason`): maxmemory reached under `noeviction` (features that
    * write fail with RedisReplyError, OOM), or the server is a replica (READONLY: each feature's failure policy
-   * answers).
+   * answers for `readOnlyGraceMs`, then calls that write fail with RedisReplyError, READONLY), or it has answered
+   * READONLY for longer than that.
    */
   status: 'up' | 'degraded' | 'down';
   /** Round trip of one PING, ms. */
@@ -93,12 +94,18 @@ async function checkConnection(connection: RedisConnection): Promise<RedisConnec
     // A single server (or Sentinel's master during a failover) that is a replica: every write is refused. A
     // cluster's client sends writes to the masters of its slot table itself.
     const replica = connection.isCluster ? undefined : replicaOf(fields[0] ?? {});
-    const reason = replica
-      ? `${replica}: ${replicaWrites(fields[0])}; point the connection at the master, or at Sentinel`
-      : full &&
+    // READONLY past readOnlyGraceMs: writes fail with RedisReplyError (no failure policy) until a master answers.
+    const lasting = connection.readOnlyLasting();
+    const refused = lasting === undefined ? '' : `; ${lasting}: calls that write fail with RedisReplyError (READONLY)`;
+    const remedy = 'point the connection at the master, or at Sentinel';
+    let reason: string | undefined;
+    if (replica) reason = `${replica}: ${replicaWrites(fields[0])}${refused}; ${remedy}`;
+    else if (lasting) reason = `${lasting}; ${remedy}`;
+    else if (full)
+      reason =
         `maxmemory reached under ${full.maxmemory_policy}: writes are refused (OOM) ` +
-          `(used_memory ${full.used_memory} of maxmemory ${full.maxmemory}); raise maxmemory or use an eviction ` +
-          `policy`;
+        `(used_memory ${full.used_memory} of maxmemory ${full.maxmemory}); raise maxmemory or use an eviction ` +
+        'policy';
     return {
       status: reason ? 'degraded' : 'up',
       latencyMs,

@@ -7,7 +7,8 @@
  * locks and sessions: RedisUnavailableError. Never a silent allow, never a 500.
  *
  * Each test boots on a server while it is a master, then makes it a replica (REPLICAOF): the old master as a running
- * app sees it during the failover. (The toolkit refuses to start on a replica.)
+ * app sees it during the failover. (The toolkit refuses to start on a replica.) All of this holds within the
+ * connection's readOnlyGraceMs (default 30 s) of the first READONLY; past it: readonly-lasting.spec.ts.
  */
 import 'reflect-metadata';
 import {
