@@ -62,6 +62,12 @@ export interface LockBackend {
   extend(keys: LockKeys, token: string, ttl: number): Promise<number>;
   /** `expiresAt`: the holder's own expiry (a backend that cannot tell an expired entry from a held one uses it). */
   release(keys: LockKeys, token: string, expiresAt?: number): Promise<void>;
+  /**
+   * Takes `waiter` (a service id alone: a release wakes it) out of the lock's waiting services on every server, once
+   * its service gave the wait up (LockWakeups.stopWaiting). Best effort: an entry left costs the waiters one poll.
+   * Single-resource backends only (nothing else waits by wake-up).
+   */
+  leave?(keys: LockKeys, waiter: string): Promise<void>;
 }
 
 const lost = (keys: LockKeys, what: string): LockLostError =>
@@ -304,6 +310,10 @@ export class SingleLockBackend implements LockBackend {
     const released = await this.failures.guard(`release of "${keys.resource}"`, () => this.calls.release(keys, token));
     if (released !== 1) throw lost(keys, 'release');
   }
+
+  async leave(keys: LockKeys, waiter: string): Promise<void> {
+    await this.client.zrem(keys.waiters, waiter);
+  }
 }
 
 /**
@@ -371,5 +381,10 @@ export class QuorumLockBackend implements LockBackend {
     return this.quorum.release(`release the lock on "${keys.resource}"`, (_, i) =>
       this.nodeCalls[i].release(keys, token, i === 0),
     );
+  }
+
+  async leave(keys: LockKeys, waiter: string): Promise<void> {
+    // every node: a busy attempt joined on each node that refused it, and only the first node's release wakes
+    await Promise.allSettled(this.quorum.clients.map((client) => client.zrem(keys.waiters, waiter)));
   }
 }

@@ -6,6 +6,7 @@ import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { FEATURE_CONNECTION, RedisConnections } from '../connection/redis-connections.js';
 import { describeAttempts, maxHoldOf, newToken, nextPause, planRetries, ttlOf } from './lock.attempts.js';
+import { acquired, acquiring, busyOrFailed } from './lock.trace.js';
 import { checkExtensionThreshold } from './lock.auto-extend.js';
 import {
   type Acquired,
@@ -85,8 +86,7 @@ export class LockService implements OnModuleInit {
       keys,
       () =>
         quorum ? quorum.nodes.map((node) => connection.createStandaloneClient(node)) : [connection.createSubscriber()],
-      (lockKey) => this.waiters.wakeOne(lockKey),
-      (lockKey) => this.waiters.isAsking(lockKey),
+      this.waiters,
       (lockKey, token, fence) =>
         this.grants
           ? this.grants.received(lockKey, token, fence)
@@ -256,8 +256,7 @@ export class LockService implements OnModuleInit {
       if (lock) return this.started(lock, options.autoExtend);
       const pause = nextPause(plan, attempt);
       if (pause === undefined) {
-        // nobody here waits for it now: the wait leaves the waiting services (a grant that comes is passed on)
-        this.grants?.stopWaiting(keys.lock);
+        this.stopWaiting(keys); // nobody here waits for it now: the wait leaves the waiting services
         // how many reached Redis, when some did not (a caller here held the lock, or another was asking for it)
         const sent =
           tries > attempt ? '' : `, of which ${tries} reached Redis: this process held it or was asking for it`;
@@ -272,7 +271,7 @@ export class LockService implements OnModuleInit {
       }
       const handed = await this.waiters.pause(keys.lock, pause, ttl);
       if (!handed) continue;
-      this.grants?.stopWaiting(keys.lock); // handed over by a caller here, or granted (then the wait is over already)
+      this.stopWaiting(keys); // handed over by a caller here, or granted (then the wait is over already)
       return this.started(handed, options.autoExtend);
     }
   }
@@ -355,11 +354,18 @@ export class LockService implements OnModuleInit {
       if (ofWait) grants?.failed(ofWait); // the backend releases the wait's token; a later grant is released
       throw err;
     }
+    if (waiter && !this.grants) this.wakeups.attempted(keys.lock, !acquired);
     // granted while the busy reply was on its way (the grant comes on the subscriber connection)
     if (!acquired) return ofWait ? (grants?.busy(ofWait, ttl) ?? null) : null;
     if (ofWait) grants?.acquired(ofWait);
     this.wakeups.takeEarly(keys.lock);
     return this.holding(keys, new Lock(this.owner, keys, token, acquired.fencingToken, acquired.expiresAt, ttl));
+  }
+
+  /** A caller stopped waiting for the lock (gave up, or handed it here): the service's wait may end with it. */
+  private stopWaiting(keys: LockKeys): void {
+    if (this.grants) this.grants.stopWaiting(keys.lock);
+    else this.wakeups.stopWaiting(keys.lock, () => this.backend.leave?.(keys, this.waiterId));
   }
 
   /** A lock this process now holds: reported, and known as held here (local callers wait for its release). */
@@ -392,9 +398,3 @@ export class LockService implements OnModuleInit {
     });
   }
 }
-
-// The traced acquisition's fields (docs/observability.md): the resource and, once acquired, the fencing token.
-const acquiring = (resource: string) => ({ feature: 'lock' as const, operation: 'acquire', kind: 'lock', resource });
-const acquired = (lock: Lock | null) =>
-  lock ? { outcome: 'acquired', fencingToken: lock.fencingToken } : { outcome: 'busy' };
-const busyOrFailed = (err: unknown) => (err instanceof LockNotAcquiredError ? 'busy' : 'failed');

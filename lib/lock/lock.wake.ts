@@ -2,6 +2,7 @@ import type { RedisClient } from '../common/lua-script.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { newToken } from './lock.attempts.js';
 import type { WaitingChannels } from './lock.backend.js';
+import type { LocalWaiters } from './lock.waiters.js';
 
 /** A fencing token as a grant carries it. */
 const DIGITS = /^\d+$/;
@@ -28,15 +29,21 @@ export class LockWakeups {
    * on different connections): that caller tries again at once instead of sleeping a poll pause.
    */
   private readonly early = new Set<string>();
+  /**
+   * Wake only (a cluster or a quorum): lock keys whose waiting services may hold this service's id, put there by a
+   * busy attempt of an `acquire` (see `attempted`, `stopWaiting`).
+   */
+  private readonly joined = new Set<string>();
 
   constructor(
     keys: KeyBuilder,
     /** Opens one subscriber connection per lock server (quit by the connection on shutdown). */
     private readonly open: () => RedisClient[],
-    /** Wakes a local waiter for the lock key: false when none waits. */
-    private readonly wake: (lockKey: string) => boolean,
-    /** Whether an `acquire` of this service is asking for the lock key right now (it takes a wake that comes). */
-    private readonly inFlight: (lockKey: string) => boolean,
+    /**
+     * The service's callers waiting for a lock (a wake goes to the oldest), or asking Redis for it (an `acquire`'s
+     * attempt in flight takes a wake that comes).
+     */
+    private readonly waiters: LocalWaiters,
     /** A release granted this service the lock key for `token`, with fencing token `fence` (see LockGrants). */
     private readonly granted: (lockKey: string, token: string, fence: number) => void,
     private readonly warn: (message: string) => void,
@@ -50,6 +57,30 @@ export class LockWakeups {
   /** True (once) when a wake for `lockKey` arrived while its attempt was in flight: try again at once. */
   takeEarly(lockKey: string): boolean {
     return this.early.delete(lockKey);
+  }
+
+  /**
+   * Wake only: an attempt with this service's id found the lock busy (`busy`: the id joined the lock's waiting
+   * services, or was there already) or took it (the acquire script took the id out).
+   */
+  attempted(lockKey: string, busy: boolean): void {
+    if (!busy) {
+      this.joined.delete(lockKey);
+      return;
+    }
+    if (this.joined.size >= 10_000) this.joined.clear(); // forgotten: an entry they leave costs the waiters a poll
+    this.joined.add(lockKey);
+  }
+
+  /**
+   * Wake only: a caller stopped waiting for the lock (it gave up, or a caller of this process handed it the lock).
+   * When no caller of this service waits for it or asks Redis for it any more, its id leaves the lock's waiting
+   * services (`leave`): a release then wakes a real waiter instead of this service, which wanted nothing (a wake it
+   * would not use, and the waiters slept until their next poll).
+   */
+  stopWaiting(lockKey: string, leave: () => Promise<void> | undefined): void {
+    if (this.waiters.first(lockKey) || this.waiters.isAsking(lockKey) || !this.joined.delete(lockKey)) return;
+    leave()?.catch(() => undefined); // best effort: a wake for nothing costs the waiters one poll
   }
 
   get channel(): string {
@@ -73,7 +104,7 @@ export class LockWakeups {
         if (from === grantChannel) return this.grant(lockKey);
         if (from !== channel) return;
         this.received++;
-        if (this.wake(lockKey) || !this.inFlight(lockKey)) return;
+        if (this.waiters.wakeOne(lockKey) || !this.waiters.isAsking(lockKey)) return;
         if (this.early.size >= 10_000) this.early.clear();
         this.early.add(lockKey);
       });

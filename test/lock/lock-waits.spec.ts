@@ -243,6 +243,81 @@ describe('waits given up on one server (a release grants the lock to a waiting s
   }, 30_000);
 });
 
+/** Every lock server's waiting services for `resource` number `n` within `ms`. */
+const waitingWithin = (servers: RedisClient[], resource: string, n: number, ms: number): Promise<boolean> =>
+  waitFor(async () => {
+    for (const server of servers) if ((await server.zcard(`${lockKey(resource)}:waiters`)) !== n) return false;
+    return true;
+  }, ms);
+
+/** `promise`'s value, or 'not within <ms>' when it takes longer (a waiter woken by a release, not by a poll). */
+const within = <T>(promise: Promise<T>, ms: number): Promise<T | string> => {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<string>((resolve) => (timer = setTimeout(resolve, ms, `not within ${ms} ms`)));
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+};
+
+/** Waits by polling only every 10 minutes: a caller that gets the lock within a test was woken by the release. */
+const NO_POLL = { retry: { count: 1, delay: 600_000, jitter: 0 }, ttl: 20_000 };
+
+describe.each(['cluster', 'quorum'] as const)('waits given up on %s (a release wakes a waiting service)', (mode) => {
+  // A given-up wait kept its service's id among the lock's waiting services: the next release woke that service (still
+  // listening, so the wake counted as delivered) and deleted the lock, and the real waiter slept until its next poll.
+  it('leave the waiting services on every server: the next real waiter is woken by the release itself', async () => {
+    const holder = await lockService(mode, WAKE);
+    const quitter = await lockService(mode, WAKE);
+    const next = await lockService(mode, WAKE);
+    const servers = lockClients(mode, holder.connection, holder.locks);
+    const resource = unique('given-up-wake');
+    const first = await holder.locks.acquire(resource, { ttl: 20_000 });
+    for (let i = 0; i < 5; i++) {
+      await expect(
+        quitter.locks.acquire(resource, { retry: { count: 1, delay: 5, jitter: 0 } }),
+      ).rejects.toBeInstanceOf(LockNotAcquiredError);
+      await expect(
+        quitter.locks.acquire(resource, { waitMs: 30, retry: { delay: 10, jitter: 0 } }),
+      ).rejects.toBeInstanceOf(LockNotAcquiredError);
+      expect(await quitter.locks.tryAcquire(resource)).toBeNull();
+    }
+    expect(await waitingWithin(servers, resource, 0, 2_000)).toBe(true);
+    const waiting = next.locks.acquire(resource, NO_POLL);
+    expect(await waitingWithin(servers, resource, 1, 5_000)).toBe(true);
+    const releasedAt = Date.now();
+    await first.release();
+    const second = await within(waiting, 5_000);
+    expect(typeof second === 'string' ? second : 'acquired').toBe('acquired');
+    expect(Date.now() - releasedAt).toBeLessThan(5_000);
+    // one wake, to the real waiter: none to the service that gave up
+    expect(wakeupsOf(quitter.locks).received).toBe(0);
+    expect(wakeupsOf(next.locks).received).toBe(1);
+    expect(await waitingWithin(servers, resource, 0, 2_000)).toBe(true);
+    await (second as Lock).release();
+  }, 30_000);
+
+  if (mode === 'quorum') return; // a quorum wakes a local waiter to try: no hand-over inside the process
+
+  // A wait ended by a hand-over inside its process (a caller there released the lock to it) kept its entry too.
+  it('a wait ended by a hand-over from a caller of its process leaves the waiting services', async () => {
+    const holder = await lockService(mode, WAKE);
+    const service = await lockService(mode, WAKE);
+    const [server] = lockClients(mode, holder.connection, holder.locks);
+    const resource = unique('handed-wake');
+    const key = lockKey(resource);
+    await holder.locks.acquire(resource, { ttl: 20_000 });
+    const waiting = service.locks.acquire(resource, NO_POLL);
+    expect(await waitingWithin([server], resource, 1, 5_000)).toBe(true);
+    await server.del(key); // the holder's lock expired (no release: nobody is woken)
+    const mine = await service.locks.tryAcquire(resource, { ttl: 20_000 });
+    expect(mine).not.toBeNull();
+    await (mine as Lock).release(); // handed to the waiting caller
+    const handed = await within(waiting, 5_000);
+    expect(typeof handed === 'string' ? handed : 'acquired').toBe('acquired');
+    expect(await server.get(key)).toBe((handed as Lock).token);
+    expect(await waitingWithin([server], resource, 0, 2_000)).toBe(true);
+    await (handed as Lock).release();
+  }, 30_000);
+});
+
 describe.each(MODES)('release() called twice at once on %s', (mode) => {
   it('both calls resolve: one release, one released event, nothing lost', async () => {
     const { locks, connection } = await lockService(mode);
