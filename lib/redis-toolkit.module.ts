@@ -2,6 +2,7 @@ import { Module, type Provider } from '@nestjs/common';
 import { DiscoveryModule } from '@nestjs/core';
 import { KeyBuilder } from './common/keys.js';
 import {
+  CLOSE_CONNECTIONS,
   METHOD_INTERCEPTORS,
   MethodInterceptionExplorer,
   type MethodInterceptor,
@@ -106,6 +107,11 @@ const CONNECTION_PROVIDERS: Provider[] = [
       inject: [RedisConnections, REDIS_TOOLKIT_OPTIONS],
     },
     MethodInterceptionExplorer,
+    {
+      provide: CLOSE_CONNECTIONS,
+      useFactory: (connections: RedisConnections) => () => connections.onApplicationShutdown(),
+      inject: [RedisConnections],
+    },
     {
       provide: METHOD_INTERCEPTORS,
       useFactory: (...interceptors: MethodInterceptor[]) => interceptors,

@@ -1,10 +1,12 @@
-import { Inject, Injectable, Logger, type OnModuleInit } from '@nestjs/common';
+import { Inject, Injectable, Logger, type OnModuleInit, Optional } from '@nestjs/common';
 import { DiscoveryService, MetadataScanner } from '@nestjs/core';
 import type { InstanceWrapper } from '@nestjs/core/injector/instance-wrapper.js';
 import { InvalidOptionsError } from './errors.js';
 
 /** Injection token: the list of MethodInterceptors (cache, lock, ...) the explorer applies. */
 export const METHOD_INTERCEPTORS = Symbol('rtk:method-interceptors');
+/** Injection token: closes every connection of the toolkit, when a decorator's options stop the start. */
+export const CLOSE_CONNECTIONS = Symbol('rtk:close-connections');
 
 const TRAMPOLINE = Symbol('rtk:trampoline');
 const INVOKERS = Symbol('rtk:invokers');
@@ -94,12 +96,24 @@ export class MethodInterceptionExplorer implements OnModuleInit {
     private readonly discovery: DiscoveryService,
     private readonly scanner: MetadataScanner,
     @Inject(METHOD_INTERCEPTORS) private readonly interceptors: MethodInterceptor[],
+    /** Closes every connection of the toolkit (the module passes RedisConnections'); absent: nothing to close. */
+    @Optional() @Inject(CLOSE_CONNECTIONS) private readonly closeConnections?: () => Promise<void>,
   ) {}
 
-  onModuleInit(): void {
+  /**
+   * A decorator's options that stop the start (an interceptor's `prepare` throws) fail the app's init, after which
+   * Nest calls no shutdown hook: the toolkit's connections are closed here, or they keep retrying and the process
+   * alive.
+   */
+  async onModuleInit(): Promise<void> {
     const ordered = [...this.interceptors].sort((a, b) => a.order - b.order);
-    for (const wrapper of [...this.discovery.getProviders(), ...this.discovery.getControllers()]) {
-      this.explore(wrapper, ordered);
+    try {
+      for (const wrapper of [...this.discovery.getProviders(), ...this.discovery.getControllers()]) {
+        this.explore(wrapper, ordered);
+      }
+    } catch (err) {
+      await this.closeConnections?.().catch(() => undefined);
+      throw err;
     }
   }
 

@@ -1,7 +1,6 @@
-import { Inject, Injectable, Optional } from '@nestjs/common';
+import { Inject, Injectable } from '@nestjs/common';
 import { InvalidKeyError, LockNotAcquiredError } from '../common/errors.js';
 import type { InterceptedMethod, MethodInterceptor, NextCall } from '../common/method-interception.js';
-import { RedisConnections } from '../connection/redis-connections.js';
 import { checkExtensionThreshold } from './lock.auto-extend.js';
 import { LOCK_METADATA } from './lock.constants.js';
 import { checkWithLockOptions, type WithLockOptions } from './lock.decorators.js';
@@ -21,8 +20,6 @@ export class LockMethodInterceptor implements MethodInterceptor<WithLockOptions>
   constructor(
     private readonly locks: LockService,
     @Inject(LOCK_OPTIONS) private readonly options: ResolvedLockOptions,
-    /** Every connection of the toolkit, closed when a method's options stop the start (absent when built by hand). */
-    @Optional() private readonly connections?: RedisConnections,
   ) {}
 
   prepare(target: InterceptedMethod, meta: WithLockOptions): (args: unknown[], next: NextCall) => Promise<unknown> {
@@ -56,18 +53,13 @@ export class LockMethodInterceptor implements MethodInterceptor<WithLockOptions>
   /**
    * Without a ttl of its own the method's lock takes `lock.ttl`, which the decorator cannot know when the class is
    * defined (it checks a ttl of its own then): a threshold not below it would fail every call, so the start fails
-   * here, at bootstrap. Nest calls no shutdown hook after a failed init: every connection of the toolkit is closed.
+   * here, at bootstrap.
    */
   private checkModuleTtl(extensionThreshold: number | undefined, where: string): void {
-    try {
-      checkExtensionThreshold(
-        extensionThreshold,
-        this.options.ttl,
-        `@WithLock on ${where} (no ttl of its own: lock.ttl)`,
-      );
-    } catch (err) {
-      this.connections?.onApplicationShutdown().catch(() => undefined);
-      throw err;
-    }
+    checkExtensionThreshold(
+      extensionThreshold,
+      this.options.ttl,
+      `@WithLock on ${where} (no ttl of its own: lock.ttl)`,
+    );
   }
 }

@@ -12,7 +12,11 @@ import {
 } from '../../lib/index.js';
 import { KeyBuilder, RedisConnection } from '../../lib/advanced.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
+import { othersConnected } from '../support/clients.js';
+import { trackForCleanup } from '../support/private-servers.js';
+import { startRedisServer } from '../support/redis-server.js';
 import { closeToolkitApps, createToolkitApp, PLATFORMS } from '../support/toolkit-app.js';
+import { waitFor } from '../support/wait.js';
 
 afterEach(closeToolkitApps);
 
@@ -186,6 +190,13 @@ describe.each(['single', 'cluster'] as const)('cache decorators on %s', (target)
     await expect(createToolkitApp({ target, keyPrefix: keyPrefix(), providers: [TenantA, TenantB] })).rejects.toThrow(
       /two different classes named UsersService both use the default key "UsersService\.find:<hash of the arguments>".*explicit key/s,
     );
+    // the refused start closed the toolkit's connections (Nest calls no shutdown hook after a failed init: left open,
+    // they kept retrying and the process alive)
+    const server = trackForCleanup(await startRedisServer());
+    await expect(createToolkitApp({ target: { url: server.url }, providers: [TenantA, TenantB] })).rejects.toThrow(
+      InvalidOptionsError,
+    );
+    expect(await waitFor(async () => (await othersConnected(server.port)) === 0, 5_000)).toBe(true);
     // one class provided twice (two instances) shares its entries rightly: no error
     const app = await createToolkitApp({
       target,

@@ -1,7 +1,6 @@
 import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
 import { Controller, Injectable, Param, Post } from '@nestjs/common';
-import { Redis } from 'ioredis';
 import request from 'supertest';
 import {
   InvalidKeyError,
@@ -11,6 +10,7 @@ import {
   RedisUnavailableError,
   WithLock,
 } from '../../lib/index.js';
+import { othersConnected } from '../support/clients.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { startRedisServer } from '../support/redis-server.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
@@ -209,17 +209,6 @@ const failure = (p: Promise<unknown>): Promise<unknown> =>
     () => undefined,
     (err: unknown) => err,
   );
-
-/** Clients connected to `port` now, besides the one asking. */
-async function othersConnected(port: number): Promise<number> {
-  const admin = new Redis(port, '127.0.0.1', { lazyConnect: true });
-  try {
-    await admin.connect();
-    return ((await admin.client('LIST')) as string).trim().split('\n').length - 1;
-  } finally {
-    admin.disconnect();
-  }
-}
 
 // Without a ttl of its own, @WithLock's extensionThreshold was checked against lock.ttl only by each call (the call
 // failed with 'using: extensionThreshold must be ...'), so an app whose every locked method would fail started.

@@ -19,6 +19,7 @@ import { dropPoolConnection, useDisposableCluster } from '../support/disposable-
 import { FaultProxy } from '../support/fault-proxy.js';
 import { rawCommand } from '../support/resp.js';
 import { sharedServers } from '../support/shared-servers.js';
+import { othersConnected } from '../support/clients.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { startQuorumServers } from '../support/quorum.js';
 import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
@@ -516,8 +517,7 @@ describe('lock servers that may evict keys (issue 17 item 7)', () => {
     }
     // the refused app closes its connections (left open, they kept the test process alive after the run): the
     // server's client count comes back to what it was before that boot
-    const clients = async (): Promise<number> =>
-      Number(/connected_clients:(\d+)/.exec(String(await rawCommand(server.port, ['INFO', 'clients'])))?.[1]);
+    const clients = (): Promise<number> => othersConnected(server.port);
     const before = await clients();
     await expect(
       createToolkitApp({ target: { url: server.url }, lock: { onUnsafeEviction: 'refuse' } }),
@@ -568,11 +568,7 @@ describe('lock servers that may evict keys (issue 17 item 7)', () => {
       await startRedisServer({ args: ['--maxmemory', '8mb', '--maxmemory-policy', 'allkeys-lru'] }),
     );
     const other = trackForCleanup(await startRedisServer());
-    // connections on a server, the one asking included
-    const clients = async (server: RedisServerHandle): Promise<number> =>
-      String(await rawCommand(server.port, ['CLIENT', 'LIST']))
-        .trim()
-        .split('\n').length;
+    const clients = (server: RedisServerHandle): Promise<number> => othersConnected(server.port);
     const before = { other: await clients(other), evicting: await clients(evicting) };
     await expect(
       createToolkitApp({

@@ -7,6 +7,7 @@
 import 'reflect-metadata';
 import { Redis } from 'ioredis';
 import { InvalidOptionsError, LockService } from '../../lib/index.js';
+import { othersConnected } from '../support/clients.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { type RedisServerHandle, startRedisServer } from '../support/redis-server.js';
 import { lockKey } from '../support/lock-modes.js';
@@ -30,17 +31,6 @@ const nodesWith = (third: { url: string }) => [
   third,
 ];
 
-/** Clients connected to `server` now, besides the one asking. */
-async function othersConnected(server: RedisServerHandle): Promise<number> {
-  const admin = new Redis(server.port, '127.0.0.1', { lazyConnect: true });
-  try {
-    await admin.connect();
-    return ((await admin.client('LIST')) as string).trim().split('\n').length - 1;
-  } finally {
-    admin.disconnect();
-  }
-}
-
 describe('lock.quorum.nodes checked at start like the connection', () => {
   let master: RedisServerHandle;
   let replica: RedisServerHandle;
@@ -61,7 +51,7 @@ describe('lock.quorum.nodes checked at start like the connection', () => {
     expect(message).toContain(`lock quorum node redis://127.0.0.1:${replica.port}`);
     expect(message).toContain(`replica of 127.0.0.1:${master.port}`);
     // the failed start closed its connections: nothing keeps reconnecting to the node
-    expect(await waitFor(async () => (await othersConnected(replica)) === 0, 5_000)).toBe(true);
+    expect(await waitFor(async () => (await othersConnected(replica.port)) === 0, 5_000)).toBe(true);
   });
 
   it('a node url whose db the server does not have stops the start, naming the node, the db and the limit', async () => {
