@@ -1,9 +1,10 @@
-// The package as users get it: `npm pack`, then apps OUTSIDE this repository (a temp dir) install the tarball, compile
-// against its published types and call one route per feature on a private redis-server. Also checks what the
-// tarball holds (LICENSE, docs/, every exports target, README's and docs' relative links) and runs docs/testing.md's
-// Vitest example against it. Prints `ok` / `not ok` lines and a closing count; exits 1 on any failure.
+// The package as users get it: `npm pack` from a clean copy of this checkout (no dist/, so the package's own prepack
+// script must build it), then apps OUTSIDE this repository (a temp dir) install the tarball, compile against its
+// published types and call one route per feature on a private redis-server. Also checks what the tarball holds
+// (LICENSE, docs/, every exports target and nothing a stale build left, README's and docs' relative links) and runs
+// docs/testing.md's Vitest example against it. Prints `ok` / `not ok` lines and a closing count; exits 1 on any failure.
 //
-// `npm run test:package` (builds first); CI runs `node test/package/run.mjs` after its own build.
+// `npm run test:package` and CI run `node test/package/run.mjs`; it needs no build of this checkout.
 // The tarball is unpacked into each app's node_modules the way npm would, and the packages it needs (its
 // dependencies and peers, the HTTP platform, vitest) are symlinked from this repo's node_modules: `npm install
 // --prefer-offline` of the tarball took 52 s per app here (registry metadata), `--offline` cannot resolve peers.
@@ -154,16 +155,45 @@ async function vitestExample() {
   ];
 }
 
+/** A file an earlier build left behind (its source since deleted): prepack must not ship it. */
+const STALE = 'dist/lib/removed-before-this-build.js';
+
+/**
+ * A clean checkout in `dir`: the files git tracks or would track (what a fresh clone has, plus work not yet
+ * committed), no dist/, node_modules linked from this repo, and one stale file in dist/lib as an old build leaves.
+ */
+function cleanCheckout(dir) {
+  const listed = execFileSync('git', ['ls-files', '-z', '--cached', '--others', '--exclude-standard'], {
+    cwd: repo,
+    encoding: 'utf8',
+  });
+  for (const file of listed.split('\0').filter(Boolean)) {
+    if (!existsSync(join(repo, file))) continue; // deleted, not yet committed
+    mkdirSync(dirname(join(dir, file)), { recursive: true });
+    cpSync(join(repo, file), join(dir, file));
+  }
+  symlinkSync(repoModules, join(dir, 'node_modules'), 'dir');
+  mkdirSync(join(dir, dirname(STALE)), { recursive: true });
+  writeFileSync(join(dir, STALE), 'export const removed = true;\n');
+}
+
 const tsc = join(repoModules, 'typescript/bin/tsc');
 const work = mkdtempSync(join(tmpdir(), 'rtk-package-'));
 let unpacked;
 const started = Date.now();
 try {
   // --- the tarball -------------------------------------------------------------------------------------------------
-  if (!existsSync(join(repo, 'dist/lib/index.js'))) throw new Error('dist/lib is missing: run `npm run build` first');
-  const [packed] = JSON.parse(
-    execFileSync('npm', ['pack', '--json', '--pack-destination', work], { cwd: repo, encoding: 'utf8' }),
-  );
+  const checkout = join(work, 'checkout');
+  cleanCheckout(checkout);
+  const packStarted = Date.now();
+  const packOutput = execFileSync('npm', ['pack', '--json', '--pack-destination', work], {
+    cwd: checkout,
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  // Lifecycle scripts (prepack) may print before npm's JSON: take the JSON array that closes the output.
+  const [packed] = JSON.parse(packOutput.slice(packOutput.search(/^\[\s*\{/m)));
+  const packSeconds = Math.round((Date.now() - packStarted) / 1000);
   const tarball = join(work, packed.filename);
   execFileSync('tar', ['xzf', tarball, '-C', work]);
   unpacked = join(work, 'package');
@@ -179,7 +209,12 @@ try {
     (typeof entry === 'string' ? [entry] : Object.values(entry)).map((t) => [sub, t.replace(/^\.\//, '')]),
   );
   const absent = targets.filter(([, t]) => !files.has(t)).map(([sub, t]) => `${sub} → ${t}`);
-  report(absent.length === 0, `every exports target is in the tarball (${targets.length})`, absent.join('\n'));
+  report(
+    absent.length === 0,
+    `npm pack from a checkout without dist/ ships every exports target (${targets.length}; packed in ${packSeconds} s)`,
+    absent.join('\n'),
+  );
+  report(!files.has(STALE), `the tarball holds nothing an earlier build left in dist/lib (${STALE})`);
 
   const docs = [...files].filter((f) => f === 'README.md' || /^docs\/[^/]+\.md$/.test(f));
   const dead = docs.flatMap((doc) => {
