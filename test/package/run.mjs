@@ -1,8 +1,9 @@
 // The package as users get it: `npm pack` from a clean copy of this checkout (no dist/, so the package's own prepack
 // script must build it), then apps OUTSIDE this repository (a temp dir) install the tarball, compile against its
 // published types and call one route per feature on a private redis-server. Also checks what the tarball holds
-// (LICENSE, docs/, every exports target and nothing a stale build left, README's and docs' relative links) and runs
-// docs/testing.md's Vitest example against it. Prints `ok` / `not ok` lines and a closing count; exits 1 on any failure.
+// (LICENSE, docs/, every exports target and nothing a stale build left, source maps that reach their sources,
+// README's and docs' relative links) and runs docs/testing.md's Vitest example against it. Prints `ok` / `not ok`
+// lines and a closing count; exits 1 on any failure.
 //
 // `npm run test:package` and CI run `node test/package/run.mjs`; it needs no build of this checkout.
 // The tarball is unpacked into each app's node_modules the way npm would, and the packages it needs (its
@@ -215,6 +216,21 @@ try {
     absent.join('\n'),
   );
   report(!files.has(STALE), `the tarball holds nothing an earlier build left in dist/lib (${STALE})`);
+
+  // A shipped source map must let a debugger or a stack trace reach the code: its sources inlined, or shipped too.
+  const maps = [...files].filter((f) => f.endsWith('.map'));
+  const blind = maps.flatMap((file) => {
+    const map = JSON.parse(readFileSync(join(unpacked, file), 'utf8'));
+    return map.sources
+      .map((source, i) => [source, map.sourcesContent?.[i]])
+      .filter(([source, content]) => typeof content !== 'string' && !files.has(posix.join(posix.dirname(file), source)))
+      .map(([source]) => `${file}: ${source}`);
+  });
+  report(
+    blind.length === 0,
+    `every shipped source map (${maps.length}) inlines its sources or they are in the tarball`,
+    `${blind.length} sources neither inlined nor shipped, e.g.\n${blind.slice(0, 5).join('\n')}`,
+  );
 
   const docs = [...files].filter((f) => f === 'README.md' || /^docs\/[^/]+\.md$/.test(f));
   const dead = docs.flatMap((doc) => {
