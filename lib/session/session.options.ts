@@ -93,6 +93,37 @@ function wholeMs<T>(value: T): T {
   return (typeof value === 'number' ? Math.ceil(value) : value) as T;
 }
 
+/**
+ * Names each bad entry of `session.cookie.secret` (an unset environment variable in a rotation list is the usual one)
+ * and what to do; never the secret itself.
+ */
+function checkSecrets(secret: unknown, problems: OptionProblems): void {
+  if (secret === undefined) return;
+  if (!Array.isArray(secret)) {
+    if (typeof secret !== 'string') {
+      problems.add('session.cookie.secret', `must be a string or an array of strings, got ${typeName(secret)}`);
+    } else if (secret === '') problems.add('session.cookie.secret', 'is an empty string');
+    return;
+  }
+  if (secret.length === 0) {
+    problems.add('session.cookie.secret', 'is an empty array: give at least the current secret (the first signs)');
+  }
+  secret.forEach((entry: unknown, i) => {
+    const path = `session.cookie.secret[${i}]`;
+    const remedy =
+      i === 0
+        ? 'the first entry signs every cookie and is required (is its environment variable set?)'
+        : 'leave unset old secrets out of the list (they only verify cookies; docs/session.md, Configure)';
+    if (entry === undefined || entry === null) problems.add(path, `is ${entry}: ${remedy}`);
+    else if (typeof entry !== 'string') problems.add(path, `must be a string, got ${typeName(entry)}`);
+    else if (entry === '') problems.add(path, `is an empty string: ${remedy}`);
+  });
+}
+
+function typeName(value: unknown): string {
+  return value === null ? 'null' : Array.isArray(value) ? 'array' : typeof value;
+}
+
 export function resolveSessionOptions(
   raw: SessionOptions | undefined,
   problems: OptionProblems,
@@ -114,12 +145,7 @@ export function resolveSessionOptions(
           `must be a valid cookie name (RFC 6265 token), got ${JSON.stringify(c.name)}`,
         );
       }
-      if (c.secret !== undefined) {
-        const list: unknown[] = Array.isArray(c.secret) ? c.secret : [c.secret];
-        if (list.length === 0 || list.some((s) => typeof s !== 'string' || s.length === 0)) {
-          problems.add('session.cookie.secret', 'must be a non-empty string or a non-empty array of non-empty strings');
-        }
-      }
+      checkSecrets(c.secret, problems);
       problems.boolean('session.cookie.httpOnly', c.httpOnly);
       if (c.secure !== undefined && typeof c.secure !== 'boolean' && c.secure !== 'auto') {
         problems.add('session.cookie.secure', `must be true, false or 'auto', got ${JSON.stringify(c.secure)}`);

@@ -1,6 +1,6 @@
 /**
- * The code blocks users copy first: README's Quick start and docs/security.md's ACL config are taken from the
- * Markdown by their marker comment, type-checked with the project's tsc, then booted (Nest testing module) against
+ * The code blocks users copy first: README's Quick start, docs/security.md's ACL config and docs/session.md's
+ * session config and express-session store are taken from the Markdown by their marker comment, type-checked with the project's tsc, then booted (Nest testing module) against
  * a real redis-server, so the docs and this test cannot drift apart. The only change made to a block is the package
  * name, pointed at this checkout's `lib/`.
  */
@@ -8,12 +8,16 @@ import 'reflect-metadata';
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import type { INestApplicationContext, Type } from '@nestjs/common';
+import { Controller, Get, Req, type INestApplication, type INestApplicationContext, type Type } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
-import { RedisToolkitHealth } from '../../lib/index.js';
+import type { Redis } from 'ioredis';
+import request from 'supertest';
+import { REDIS_CLIENT, RedisToolkitHealth, SessionService } from '../../lib/index.js';
+import { unsignCookieValue } from '../../lib/advanced.js';
 import { usePrivateRedis } from '../support/private-servers.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { docSnippet, repoRoot as root } from '../support/doc-snippets.js';
+import { createToolkitApp } from '../support/toolkit-app.js';
 
 const generated = join(root, 'test/docs/.generated');
 
@@ -61,11 +65,15 @@ describe('docs code blocks compile and boot', () => {
     quickStart: docSnippet('README.md', 'quick-start'),
     aclConfig: docSnippet('docs/security.md', 'acl-config'),
     namedConnections: docSnippet('docs/connections.md', 'named-connections'),
+    sessionConfig: docSnippet('docs/session.md', 'session-config'),
+    expressSessionStore: docSnippet('docs/session.md', 'express-session-store'),
   };
   const files = {
     quickStart: writeSnippet('quick-start', snippets.quickStart),
     aclConfig: writeSnippet('acl-config', snippets.aclConfig),
     namedConnections: writeSnippet('named-connections', snippets.namedConnections),
+    sessionConfig: writeSnippet('session-config', snippets.sessionConfig),
+    expressSessionStore: writeSnippet('express-session-store', snippets.expressSessionStore),
   };
   const apps: INestApplicationContext[] = [];
   const saved = { ...process.env };
@@ -78,7 +86,15 @@ describe('docs code blocks compile and boot', () => {
 
   it('type-checks the blocks with the project compiler', () => {
     expect(snippets.quickStart).toContain('RedisToolkitModule.forRootAsync');
-    expect(typeCheck([files.quickStart, files.aclConfig, files.namedConnections])).toBe('');
+    expect(
+      typeCheck([
+        files.quickStart,
+        files.aclConfig,
+        files.namedConnections,
+        files.sessionConfig,
+        files.expressSessionStore,
+      ]),
+    ).toBe('');
   });
 
   it("README's Quick start boots with REDIS_URL and answers a health check", async () => {
@@ -97,6 +113,62 @@ describe('docs code blocks compile and boot', () => {
     });
     apps.push(app);
     expect((await app.get(RedisToolkitHealth).check()).status).toBe('up');
+  });
+
+  // Between two rotations OLD_SESSION_SECRET is unset: the block must still start, with the current secret alone;
+  // a missing current secret must stop it, never leave cookies signed by nothing (or by the old secret).
+  it("docs/session.md's session config boots with OLD_SESSION_SECRET unset, with both, and not without the current", async () => {
+    const current = 'current-secret-of-32-characters!';
+    const old = 'old-secret-of-at-least-32-characters';
+    const env = { REDIS_URL: sharedServers().single.url, SESSION_SECRET: current };
+    delete process.env.OLD_SESSION_SECRET;
+    const alone = await boot(files.sessionConfig, env);
+    apps.push(alone);
+    expect(alone.get(SessionService).options.cookie.secrets).toEqual([current]);
+
+    const both = await boot(writeSnippet('session-config-both', snippets.sessionConfig), {
+      ...env,
+      OLD_SESSION_SECRET: old,
+    });
+    apps.push(both);
+    expect(both.get(SessionService).options.cookie.secrets).toEqual([current, old]);
+
+    delete process.env.SESSION_SECRET;
+    delete process.env.OLD_SESSION_SECRET;
+    await expect(boot(writeSnippet('session-config-none', snippets.sessionConfig), {})).rejects.toThrow(
+      'SESSION_SECRET is not set',
+    );
+  });
+
+  it("docs/session.md's express-session block serves sessions from Redis on Express", async () => {
+    const secret = 'express-session-secret-32-chars!';
+    process.env.SESSION_SECRET = secret;
+    const { useRedisSessions } = (await import(files.expressSessionStore)) as {
+      useRedisSessions: (app: INestApplication) => void;
+    };
+    @Controller()
+    class ViewsController {
+      @Get('views')
+      views(@Req() req: { session: { views?: number } }): { views: number } {
+        req.session.views = (req.session.views ?? 0) + 1;
+        return { views: req.session.views };
+      }
+    }
+    const { app } = await createToolkitApp({
+      http: true,
+      controllers: [ViewsController],
+      beforeInit: useRedisSessions,
+    });
+    apps.push(app);
+    const agent = request.agent(app.getHttpServer());
+    const first = await agent.get('/views').expect(200);
+    expect(first.body).toEqual({ views: 1 });
+    expect((await agent.get('/views').expect(200)).body).toEqual({ views: 2 });
+    const cookie = /connect\.sid=([^;]+)/.exec(String(first.headers['set-cookie']))?.[1] ?? '';
+    const id = unsignCookieValue(decodeURIComponent(cookie), [secret]);
+    expect(id).toHaveLength(43); // generateSessionId, as the block's genid
+    const stored = await app.get<Redis>(REDIS_CLIENT).get(`rtk:sess:{${id}}`);
+    expect(stored).toContain('"views"');
   });
 });
 

@@ -47,7 +47,8 @@ describe('session options', () => {
       'session.rolling',
       'session.tombstoneMs',
       'session.cookie.name',
-      'session.cookie.secret',
+      'session.cookie.secret[0]',
+      'session.cookie.secret[1]',
       'session.cookie.secure',
       'session.cookie.httpOnly',
       'session.cookie.maxAge',
@@ -62,6 +63,27 @@ describe('session options', () => {
     );
     expect(problemsOf({ cookie: 'x' })).toContain('session.cookie must be an object');
     expect(problemsOf({ cookie: { sameSite: 'none', secure: 'auto', secret: ['a', 'b'] } })).toBe('');
+  });
+
+  // An unset environment variable in a rotation list (`[process.env.SESSION_SECRET, process.env.OLD_SESSION_SECRET]`)
+  // stopped the start with "must be a non-empty string or a non-empty array of non-empty strings", naming no entry.
+  it('names the bad secret entry and what to do', () => {
+    const current = 'c'.repeat(32);
+    const unsetOld = problemsOf({ cookie: { secret: [current, undefined] } });
+    expect(unsetOld).toContain('session.cookie.secret[1] is undefined');
+    expect(unsetOld).toContain('leave unset old secrets out');
+    expect(unsetOld).not.toContain(current);
+    const unsetCurrent = problemsOf({ cookie: { secret: [undefined, current] } });
+    expect(unsetCurrent).toContain('session.cookie.secret[0] is undefined');
+    expect(unsetCurrent).toContain('the first entry signs every cookie and is required');
+    const several = problemsOf({ cookie: { secret: [current, '', 7] } });
+    expect(several).toContain('session.cookie.secret[1] is an empty string');
+    expect(several).toContain('session.cookie.secret[2] must be a string, got number');
+    expect(problemsOf({ cookie: { secret: [] } })).toContain(
+      'session.cookie.secret is an empty array: give at least the current secret',
+    );
+    expect(problemsOf({ cookie: { secret: '' } })).toContain('session.cookie.secret is an empty string');
+    expect(problemsOf({ cookie: { secret: 42 } })).toContain('session.cookie.secret must be a string or an array');
   });
 });
 
