@@ -2,12 +2,12 @@
 // script must build it), then apps OUTSIDE this repository (a temp dir) install the tarball, compile against its
 // published types and call one route per feature on a private redis-server. Also checks what the tarball holds
 // (LICENSE, docs/, every exports target and nothing a stale build left, source maps that reach their sources,
-// README's and docs' relative links) and runs docs/testing.md's Vitest example against it. Prints `ok` / `not ok`
-// lines and a closing count; exits 1 on any failure.
+// README's and docs' relative links) and runs docs/testing.md's Vitest and Jest examples against it. Prints `ok` /
+// `not ok` lines and a closing count; exits 1 on any failure.
 //
 // `npm run test:package` and CI run `node test/package/run.mjs`; it needs no build of this checkout.
 // The tarball is unpacked into each app's node_modules the way npm would, and the packages it needs (its
-// dependencies and peers, the HTTP platform, vitest) are symlinked from this repo's node_modules: `npm install
+// dependencies and peers, the HTTP platform, vitest, jest) are symlinked from this repo's node_modules: `npm install
 // --prefer-offline` of the tarball took 52 s per app here (registry metadata), `--offline` cannot resolve peers.
 import { execFileSync, spawn } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -81,7 +81,7 @@ function makeApp(dir, type, packages) {
   for (const name of new Set([...own, ...packages, '@types/node'])) link(nodeModules, name);
 }
 
-function tsconfig(dir, include) {
+function tsconfig(dir, include, types = ['node']) {
   writeFileSync(
     join(dir, 'tsconfig.json'),
     JSON.stringify({
@@ -94,7 +94,7 @@ function tsconfig(dir, include) {
         emitDecoratorMetadata: true,
         useDefineForClassFields: false,
         skipLibCheck: true,
-        types: ['node'],
+        types,
         rootDir: 'src',
         outDir: 'dist',
       },
@@ -134,12 +134,18 @@ async function fixtureApp(fixture) {
   return out;
 }
 
+/** The fenced block right after `<!-- name: ... -->` in docs/testing.md (undefined when there is none). */
+function testingDocBlock(name) {
+  const text = readFileSync(join(repo, 'docs/testing.md'), 'utf8');
+  const marker = text.indexOf(`<!-- ${name}:`);
+  return marker < 0 ? undefined : /```\w*\n([\s\S]*?)\n```/.exec(text.slice(marker))?.[1];
+}
+
 /** docs/testing.md's Vitest example, type-checked and run by Vitest against the installed tarball. */
 async function vitestExample() {
   const dir = join(work, 'vitest');
   makeApp(dir, 'module', ['@nestjs/testing', 'vitest']);
-  const text = readFileSync(join(repo, 'docs/testing.md'), 'utf8');
-  const block = /```ts\n([\s\S]*?)\n```/.exec(text.slice(text.indexOf('<!-- vitest-example:')))?.[1];
+  const block = testingDocBlock('vitest-example');
   mkdirSync(join(dir, 'src'));
   writeFileSync(join(dir, 'src/export.test.ts'), block ?? '');
   tsconfig(dir, ['src']);
@@ -176,6 +182,40 @@ function cleanCheckout(dir) {
   symlinkSync(repoModules, join(dir, 'node_modules'), 'dir');
   mkdirSync(join(dir, dirname(STALE)), { recursive: true });
   writeFileSync(join(dir, STALE), 'export const removed = true;\n');
+}
+
+/**
+ * docs/testing.md's Jest setup as a CommonJS Nest app has it (package.json without "type"): the doc's jest.config.mjs
+ * and test script, and its Jest example as src/price.service.spec.ts, type-checked, then run by `npm test`.
+ */
+async function jestExample() {
+  const dir = join(work, 'jest');
+  makeApp(dir, 'commonjs', ['@nestjs/testing', 'jest', '@swc/core', '@swc/jest', '@types/jest']);
+  mkdirSync(join(dir, 'node_modules/.bin'));
+  symlinkSync('../jest/bin/jest.js', join(dir, 'node_modules/.bin/jest')); // as npm installs it, for `jest` in scripts
+  const config = testingDocBlock('jest-config');
+  const script = testingDocBlock('jest-script');
+  const example = testingDocBlock('jest-example');
+  const setup = Boolean(config && script);
+  if (config) writeFileSync(join(dir, 'jest.config.mjs'), config);
+  const app = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8'));
+  if (script) writeFileSync(join(dir, 'package.json'), JSON.stringify({ ...app, ...JSON.parse(script) }, null, 2));
+  mkdirSync(join(dir, 'src'));
+  writeFileSync(join(dir, 'src/price.service.spec.ts'), example ?? '');
+  tsconfig(dir, ['src'], ['node', 'jest']);
+  const checked = await run(process.execPath, [tsc, '-p', dir, '--noEmit', '--pretty', 'false'], dir);
+  const jest = await run('npm', ['test', '--silent'], dir);
+  const summary = /Tests:\s+(\d+) passed, (\d+) total/.exec(jest.output);
+  const count = summary ? `${summary[1]} tests` : 'no summary';
+  return [
+    [setup, 'docs/testing.md gives the Jest setup (<!-- jest-config --> and <!-- jest-script --> blocks)'],
+    [Boolean(example) && checked.ok, "docs/testing.md's Jest example type-checks", checked.output],
+    [
+      setup && jest.ok && summary !== null && summary[1] === summary[2] && Number(summary[1]) >= 2,
+      `docs/testing.md's Jest example passes under the doc's Jest setup in a CommonJS app (${count})`,
+      jest.output,
+    ],
+  ];
 }
 
 const tsc = join(repoModules, 'typescript/bin/tsc');
@@ -248,8 +288,8 @@ try {
     dead.join('\n'),
   );
 
-  // --- apps, one per fixture, and docs/testing.md's Vitest example, side by side; reported in this order ------------
-  const results = await Promise.all([...FIXTURES.map(fixtureApp), vitestExample()]);
+  // --- apps, one per fixture, and docs/testing.md's Vitest and Jest examples, side by side; reported in this order -
+  const results = await Promise.all([...FIXTURES.map(fixtureApp), vitestExample(), jestExample()]);
   for (const lines of results) for (const [ok, name, detail] of lines) report(ok, name, detail);
 } catch (err) {
   report(false, 'the package suite ran to the end', err instanceof Error ? err.stack : String(err));
