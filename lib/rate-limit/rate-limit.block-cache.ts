@@ -1,5 +1,6 @@
 import { LRUCache } from 'lru-cache';
 import type { ResolvedPolicy } from './rate-limit.policy-resolver.js';
+import { resetNotBeforeRetry } from './rate-limit.results.js';
 import type { GroupOutcome, PreparedCheck } from './rate-limit.types.js';
 
 /** What the last refused decision said of one counter (times on this process's monotonic clock, ms). */
@@ -70,14 +71,16 @@ export class BlockCache {
     const results = group.map(({ policy, name }, i) => {
       const e = entries[i];
       const refuses = e.until > now && policy.cost >= e.cost;
+      const retryAfterMs = refuses ? Math.max(1, Math.ceil(e.until - now)) : 0;
       return {
         name,
         policy,
         allowed: !refuses,
         limit: policy.algorithm === 'token-bucket' ? policy.burst : policy.limit,
         remaining: refuses ? 0 : e.remaining,
-        resetMs: Math.max(0, Math.ceil(e.resetAt - now)),
-        retryAfterMs: refuses ? Math.max(1, Math.ceil(e.until - now)) : 0,
+        // as in Redis's answers: a blocked counter's reset is its block's end, never before its retry
+        resetMs: resetNotBeforeRetry(Math.max(0, Math.ceil(e.resetAt - now)), retryAfterMs),
+        retryAfterMs,
       };
     });
     return { allowed: false, results, local: true };

@@ -44,6 +44,16 @@ export function diagnosed<R extends { allowed: boolean; degraded?: 'fail-open' |
   });
 }
 
+/**
+ * A result's resetMs: never before its retryAfterMs. The scripts answer the counter's own reset (its window, its
+ * bucket); while the counter is blocked (blockDuration, block()) no unit is available before the block ends, so the
+ * quota resets then: a client reading a reset header (X-RateLimit-Reset, RateLimit-Reset, draft-7 `reset`, draft-8
+ * `t`) must not come back before Retry-After. Without a block, a refusal's retry is never past its reset.
+ */
+export function resetNotBeforeRetry(resetMs: number, retryAfterMs: number): number {
+  return Math.max(resetMs, retryAfterMs);
+}
+
 export function toResult(
   r: RateLimitDecision['results'][number],
   degraded: RateLimitDecision['degraded'],

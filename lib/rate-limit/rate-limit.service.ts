@@ -10,7 +10,7 @@ import { RateLimitAdmin, type CounterRef } from './rate-limit.admin.js';
 import { BlockCache } from './rate-limit.block-cache.js';
 import { DecisionBatcher } from './rate-limit.decision-batcher.js';
 import { DecisionFallback } from './rate-limit.fallback.js';
-import { decisionObserved, diagnosed, groupBy, toResult } from './rate-limit.results.js';
+import { decisionObserved, diagnosed, groupBy, resetNotBeforeRetry, toResult } from './rate-limit.results.js';
 import { BLOCK_SUFFIX, policySpec, RateLimitKeys } from './rate-limit.keys.js';
 import { InsuranceLimiter } from './rate-limit.insurance-limiter.js';
 import {
@@ -225,7 +225,7 @@ export class RateLimitService {
       allowed,
       limit: p.algorithm === 'token-bucket' ? p.burst : p.limit,
       remaining: Math.max(0, raw[2]),
-      resetMs: raw[3],
+      resetMs: resetNotBeforeRetry(raw[3], raw[4]),
       retryAfterMs: raw[4],
     };
   }
@@ -320,7 +320,7 @@ export class RateLimitService {
       allowed: raw[1 + i * 4] === 1,
       limit: policy.algorithm === 'token-bucket' ? policy.burst : policy.limit,
       remaining: Math.max(0, raw[2 + i * 4]),
-      resetMs: raw[3 + i * 4],
+      resetMs: resetNotBeforeRetry(raw[3 + i * 4], raw[4 + i * 4]),
       retryAfterMs: raw[4 + i * 4],
     }));
     if (sent) {

@@ -85,6 +85,11 @@ describe('docs/migrating.md: rate limiting', () => {
       expect(refused.status).toBe(429);
       expect(refused.body.message).toBe('Slow down');
       expect(Number(refused.headers['retry-after'])).toBeGreaterThan(290);
+      // the reset is the block's end too (it said 60, the window's, before 2026-12-03): no retry at 60 s to be refused
+      expect([refused.headers['x-ratelimit-remaining'], refused.headers['x-ratelimit-reset']]).toEqual([
+        '0',
+        refused.headers['retry-after'],
+      ]);
       // 'short' (3 per 10 s) applies to /profile, 'long' is skipped: legacy headers of the tightest policy
       const first = await request(http).get('/auth/profile');
       expect([first.status, first.headers['x-ratelimit-limit'], first.headers['x-ratelimit-remaining']]).toEqual([
