@@ -17,6 +17,7 @@ import { MessageEnvelopes } from './pubsub.envelope.js';
 import { DurableStreams } from './pubsub.durable-streams.js';
 import {
   isPattern,
+  isThenable,
   type MessageHandler,
   type MessageMeta,
   type ReplayedMessage,
@@ -324,9 +325,7 @@ export class PubSubService implements OnModuleDestroy {
     for (const handler of sub.handlers) {
       try {
         const result = handler(payload, channel, meta);
-        if (result && typeof (result as Promise<void>).catch === 'function') {
-          (result as Promise<void>).catch((err: unknown) => this.handlerFailed(name, err));
-        }
+        if (isThenable(result)) result.then(undefined, (err: unknown) => this.handlerFailed(name, err));
       } catch (err) {
         this.handlerFailed(name, err);
       }

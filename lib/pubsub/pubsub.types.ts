@@ -12,7 +12,20 @@ export interface MessageMeta {
   replayed?: boolean;
 }
 
-export type MessageHandler<T = unknown> = (payload: T, channel: string, meta: MessageMeta) => void | Promise<void>;
+/**
+ * Called for each message. What it returns is ignored, except a promise (any thenable): its rejection is logged as a
+ * throw is, never an unhandled rejection. So one-liners such as `() => count++` or `(m) => list.push(m)` are fine.
+ */
+export type MessageHandler<T = unknown> = (payload: T, channel: string, meta: MessageMeta) => unknown;
+
+/** Whether a handler returned a promise or another thenable, whose rejection must be caught. */
+export function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    (typeof value === 'object' || typeof value === 'function') &&
+    value !== null &&
+    typeof (value as PromiseLike<unknown>).then === 'function'
+  );
+}
 export type Unsubscribe = () => Promise<void>;
 
 /** A message read back from a user's durable stream. */
