@@ -1,0 +1,154 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+/**
+ * An app without an optional peer: a child process whose module hooks hide the peer (its import fails with Node's own
+ * ERR_MODULE_NOT_FOUND, as in an app that never installed it) and load lib/ from its TypeScript sources (transpiled
+ * with @swc/core as the jest transform does).
+ */
+const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const lib = pathToFileURL(join(repo, 'lib')).href;
+
+const HOOKS = `
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+const require = createRequire(${JSON.stringify(join(repo, 'package.json'))});
+const { transformSync } = require('@swc/core');
+const hidden = (process.env.RTK_HIDE ?? '').split(',').filter(Boolean);
+export async function resolve(specifier, context, next) {
+  const pkg = hidden.find((h) => specifier === h || specifier.startsWith(h + '/'));
+  if (pkg) {
+    const err = new Error("Cannot find package '" + pkg + "' imported from " + fileURLToPath(context.parentURL));
+    err.code = 'ERR_MODULE_NOT_FOUND';
+    throw err;
+  }
+  if (specifier.startsWith('.') && specifier.endsWith('.js') && context.parentURL?.endsWith('.ts')) {
+    const ts = new URL(specifier.replace(/\\.js$/, '.ts'), context.parentURL);
+    if (existsSync(fileURLToPath(ts))) return { url: ts.href, shortCircuit: true };
+  }
+  return next(specifier, context);
+}
+export async function load(url, context, next) {
+  if (!url.endsWith('.ts')) return next(url, context);
+  const { source } = await next(url, { ...context, format: 'module' });
+  const { code } = transformSync(String(source), {
+    filename: fileURLToPath(url),
+    jsc: {
+      parser: { syntax: 'typescript', decorators: true },
+      transform: { legacyDecorator: true, decoratorMetadata: true, useDefineForClassFields: false },
+      target: 'es2022',
+    },
+    module: { type: 'es6' },
+  });
+  return { format: 'module', source: code, shortCircuit: true };
+}
+`;
+
+let dir: string;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'rtk-peers-'));
+  writeFileSync(join(dir, 'hooks.mjs'), HOOKS);
+  writeFileSync(
+    join(dir, 'register.mjs'),
+    `import { register } from 'node:module';\nregister(${JSON.stringify(pathToFileURL(join(dir, 'hooks.mjs')).href)});\n`,
+  );
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Runs `script` (an ES module, cwd the repo) with `hide` hidden; resolves to the JSON it prints last. */
+function runHidden(hide: string[], script: string): Promise<{ name?: string; code?: string; message?: string }> {
+  return new Promise((done, fail) => {
+    const child = spawn(
+      process.execPath,
+      ['--no-warnings', '--import', pathToFileURL(join(dir, 'register.mjs')).href, '--input-type=module', '-e', script],
+      { cwd: repo, env: { ...process.env, RTK_HIDE: hide.join(',') } },
+    );
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (c) => (out += c));
+    child.stderr.on('data', (c) => (err += c));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 25_000);
+    child.on('close', () => {
+      clearTimeout(timer);
+      const last = out.trim().split('\n').pop() ?? '';
+      try {
+        done(JSON.parse(last));
+      } catch {
+        fail(new Error(`no result from the child\nstdout: ${out}\nstderr: ${err}`));
+      }
+    });
+  });
+}
+
+const report = `(e) => console.log(JSON.stringify({ name: e?.constructor?.name, code: e?.code, message: e?.message }))`;
+
+/** forRoot({ notificationsGateway: true }) with lazyConnect (no Redis needed), created with abortOnError off. */
+const GATEWAY_APP = `
+import 'reflect-metadata';
+const { RedisToolkitModule } = await import('${lib}/index.ts');
+const { NestFactory } = await import('@nestjs/core');
+const { Module } = await import('@nestjs/common');
+class AppModule {}
+Module({ imports: [RedisToolkitModule.forRoot({ connection: { url: 'redis://127.0.0.1:1' }, lazyConnect: true,
+  notificationsGateway: true })] })(AppModule);
+try {
+  const app = await NestFactory.createApplicationContext(AppModule, { abortOnError: false, logger: false });
+  await app.close();
+  console.log(JSON.stringify({ name: 'started' }));
+} catch (e) { (${report})(e); }
+process.exit(0);
+`;
+
+describe('notificationsGateway: true without its optional peers', () => {
+  it.each([['@nestjs/websockets'], ['socket.io']])(
+    'without %s: a typed InvalidOptionsError at startup naming the packages to install',
+    async (missing) => {
+      const result = await runHidden([missing], GATEWAY_APP);
+      // before: ERR_MODULE_NOT_FOUND "Cannot find package '@nestjs/websockets' imported from .../notifications.module"
+      expect(result.name).toBe('InvalidOptionsError');
+      expect(result.code).toBe('E_INVALID_OPTIONS');
+      expect(result.message).toContain('notificationsGateway');
+      expect(result.message).toContain(`missing: ${missing}`);
+      expect(result.message).toContain('npm install @nestjs/websockets @nestjs/platform-socket.io socket.io');
+    },
+    30_000,
+  );
+
+  it('with the peers installed the app starts (so the check above can fail)', async () => {
+    expect(await runHidden([], GATEWAY_APP)).toEqual({ name: 'started' });
+  }, 30_000);
+
+  it('the root entry point loads without any optional peer', async () => {
+    const peers = ['@nestjs/websockets', '@nestjs/platform-socket.io', 'socket.io', '@opentelemetry/api'];
+    const result = await runHidden(
+      [...peers, '@nestjs/terminus', 'express-session'],
+      `try { const m = await import('${lib}/index.ts'); console.log(JSON.stringify({ name: typeof m.RedisToolkitModule }));
+       } catch (e) { (${report})(e); }`,
+    );
+    expect(result).toEqual({ name: 'function' });
+  }, 30_000);
+});
+
+describe('a subpath without its optional peer: Node names the package (README gives the install line)', () => {
+  it.each([
+    ['notifications/index.ts', '@nestjs/websockets'],
+    ['otel/index.ts', '@opentelemetry/api'],
+    ['terminus/index.ts', '@nestjs/terminus'],
+  ])(
+    '%s without %s',
+    async (entry, peer) => {
+      const result = await runHidden(
+        [peer],
+        `import 'reflect-metadata'; try { await import('${lib}/${entry}'); console.log(JSON.stringify({ name: 'loaded' }));
+       } catch (e) { (${report})(e); }`,
+      );
+      expect(result.code).toBe('ERR_MODULE_NOT_FOUND');
+      expect(result.message).toContain(`'${peer}'`);
+    },
+    30_000,
+  );
+});
