@@ -1,0 +1,93 @@
+import 'reflect-metadata';
+import type { LoggerService } from '@nestjs/common';
+import { CacheService, RedisToolkitHealth } from '../../lib/index.js';
+import { useDisposableCluster } from '../support/disposable-cluster.js';
+import { trackForCleanup } from '../support/private-servers.js';
+import { startRedisServer } from '../support/redis-server.js';
+import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+import { sleep, waitFor } from '../support/wait.js';
+
+afterEach(closeToolkitApps);
+
+const timing = { connectTimeout: 500, commandTimeout: 300, maxReconnectDelay: 200 } as const;
+/** ioredis's wording for a command on a connection that is not up: says nothing the operator can act on. */
+const IOREDIS_TEXT = /enableOfflineQueue|Stream isn't writeable|Connection is closed/;
+
+function recordingLogger(): { warnings: string[]; logger: LoggerService } {
+  const warnings: string[] = [];
+  const logger: LoggerService = {
+    log: () => undefined,
+    error: () => undefined,
+    warn: (m: unknown) => void warnings.push(String(m)),
+  };
+  return { warnings, logger };
+}
+
+describe('RedisToolkitHealth with the server killed under a running app', () => {
+  it('single server: error names the address and the cause, never the offline-queue text', async () => {
+    const server = trackForCleanup(await startRedisServer());
+    const { get } = await createToolkitApp({ target: { url: server.url }, ...timing });
+    const health = get(RedisToolkitHealth);
+    expect((await health.check()).status).toBe('up');
+    await server.kill();
+    await sleep(300);
+    const result = await health.check();
+    expect(result.status).toBe('down');
+    // before: "Stream isn't writeable and enableOfflineQueue options is false"
+    expect(result.error).not.toMatch(IOREDIS_TEXT);
+    expect(result.error).toContain(`not connected to Redis at redis://127.0.0.1:${server.port}`);
+    expect(result.error).toMatch(/ECONNREFUSED/);
+    await server.restart();
+    expect(await waitFor(async () => (await health.check()).status === 'up', 10_000)).toBe(true);
+    expect((await health.check()).error).toBeUndefined();
+  });
+
+  it('a password in the url never shows in the error', async () => {
+    const server = trackForCleanup(await startRedisServer({ password: 's3cr3t-pw' }));
+    const { get } = await createToolkitApp({ target: { url: server.url }, ...timing });
+    await server.kill();
+    await sleep(300);
+    const result = await get(RedisToolkitHealth).check();
+    expect(result.error).toContain(`127.0.0.1:${server.port}`);
+    expect(result.error).not.toContain('s3cr3t-pw');
+  });
+
+  it('the L1 tracking warning says the server is unreachable, not the offline-queue text', async () => {
+    const server = trackForCleanup(await startRedisServer());
+    const { warnings, logger } = recordingLogger();
+    const { get } = await createToolkitApp({
+      target: { url: server.url },
+      ...timing,
+      cache: { l1: { max: 100, ttl: 60_000, invalidation: 'tracking' } },
+      logger,
+    });
+    await get(CacheService).set('k', 1);
+    await server.kill();
+    await sleep(1_500);
+    const tracking = warnings.filter((w) => w.includes('tracking'));
+    expect(tracking.length).toBeGreaterThan(0);
+    expect(tracking.filter((w) => IOREDIS_TEXT.test(w))).toEqual([]);
+    await server.restart();
+  });
+
+  describe('cluster', () => {
+    const cluster = useDisposableCluster();
+
+    it('every node killed: error names the cluster and a cause, never the offline-queue text', async () => {
+      const { get } = await createToolkitApp({ target: { cluster: cluster().startupNodes }, ...timing });
+      const health = get(RedisToolkitHealth);
+      expect((await health.check()).status).toBe('up');
+      const nodes = cluster().nodes;
+      try {
+        await Promise.all(nodes.map((n) => n.kill()));
+        await sleep(500);
+        const result = await health.check();
+        expect(result.status).toBe('down');
+        expect(result.error).not.toMatch(IOREDIS_TEXT);
+        expect(result.error).toContain(`cluster(127.0.0.1:${nodes[0].port}`);
+      } finally {
+        await Promise.all(nodes.map((n) => n.restart()));
+      }
+    }, 30_000);
+  });
+});
