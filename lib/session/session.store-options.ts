@@ -1,8 +1,14 @@
-import type { SessionData as ExpressSessionData } from 'express-session';
 import type { Cluster, Redis } from 'ioredis';
 import { OptionProblems, type OptionShape } from '../common/option-checks.js';
 import type { Serializer } from '../common/serializer.js';
 import { SESSION_MAX_SIZE_LIMIT } from './session.options.js';
+import type { StoreSessionData } from './session.store-base.js';
+
+/**
+ * The store's `ttl` as a function of the session, in ms. Declared as a method so an app may type its parameter with
+ * its own (augmented) express-session `SessionData`, as with connect-redis.
+ */
+export type StoreTtlFunction = { ttl(session: StoreSessionData): number }['ttl'];
 
 /** The options RedisSessionStore accepts; anything else is an error naming it (e.g. a connect-redis option we lack). */
 export const SESSION_STORE_OPTION_KEYS: OptionShape = {
@@ -32,7 +38,7 @@ export interface RedisSessionStoreOptions {
    * one past 100 years, Infinity included, is 100 years: the session lives until maxAgeMs). Default 24 h. A number
    * below 1,000 gives a startup warning: it looks like seconds.
    */
-  ttl?: number | ((session: ExpressSessionData) => number);
+  ttl?: number | StoreTtlFunction;
   /** connect-redis `disableTouch`: `touch` sends nothing and `get` is a plain read, so the ttl is set only by `set`. */
   disableTouch?: boolean;
   /** connect-redis `disableTTL`: keys get no Redis expiry (nor does `touch` set one); `maxAgeMs` still bounds reads. */

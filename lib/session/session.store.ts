@@ -1,7 +1,5 @@
-import { createRequire } from 'node:module';
 import { Logger } from '@nestjs/common';
-import type { SessionData as ExpressSessionData, Store as ExpressStore } from 'express-session';
-import { InvalidKeyError, InvalidOptionsError, RedisUnavailableError, SessionTooLargeError } from '../common/errors.js';
+import { InvalidKeyError, RedisUnavailableError, SessionTooLargeError } from '../common/errors.js';
 import { classifyRedisError } from '../common/failure-policy.js';
 import { DEFAULT_KEY_PREFIX, KeyBuilder } from '../common/keys.js';
 import { isDuration, MAX_DURATION_MS } from '../common/option-checks.js';
@@ -12,32 +10,19 @@ import { SESSION_DEFAULTS } from './session.options.js';
 import { touchReuseOf } from './session.recent-touches.js';
 import { unlinkMany } from '../common/bulk-keys.js';
 import { sessionRevokerFor } from './session.revocation.js';
-import { checkStoreOptions, plainGetOption, type RedisSessionStoreOptions } from './session.store-options.js';
+import {
+  checkStoreOptions,
+  plainGetOption,
+  type RedisSessionStoreOptions,
+  type StoreTtlFunction,
+} from './session.store-options.js';
 import { makeRoom } from '../common/bounded-map.js';
-
-type StoreClass = typeof ExpressStore;
-
-/**
- * express-session is an optional peer: it is loaded only here, when this module is evaluated, and a clear error is
- * thrown when RedisSessionStore is constructed without it.
- */
-function loadStoreBase(): StoreClass {
-  try {
-    const required = createRequire(import.meta.url)('express-session') as { Store: StoreClass };
-    return required.Store;
-  } catch {
-    class MissingExpressSession {
-      constructor() {
-        throw new InvalidOptionsError(
-          'RedisSessionStore needs the express-session package: npm install express-session',
-        );
-      }
-    }
-    return MissingExpressSession as unknown as StoreClass;
-  }
-}
-
-type Callback<T> = (err: unknown, value?: T) => void;
+import {
+  loadStoreBase,
+  type StoreCallback as Callback,
+  type StoredSession,
+  type StoreSessionData,
+} from './session.store-base.js';
 
 /** A ttl below this many ms looks like connect-redis seconds: warned about at startup. */
 const SECONDS_LIKE_TTL = 1_000;
@@ -64,7 +49,7 @@ export class RedisSessionStore extends loadStoreBase() {
   private readonly records: SessionRecords;
   private readonly serializer: Serializer;
   private readonly ttl: number;
-  private readonly ttlFunction: ((session: ExpressSessionData) => number) | undefined;
+  private readonly ttlFunction: StoreTtlFunction | undefined;
   private readonly disableTouch: boolean;
   private readonly disableTTL: boolean;
   private readonly scanCount: number;
@@ -113,18 +98,22 @@ export class RedisSessionStore extends loadStoreBase() {
     this.ttlGuess = this.ttl;
   }
 
-  override get(sid: string, callback?: Callback<ExpressSessionData | null>): Promise<ExpressSessionData | null> {
-    return settle(callback, async () => {
+  /**
+   * The session as stored (touching it unless `touchOnGet: false`), or null. `T` names your session type, e.g.
+   * express-session's `SessionData`; by default the cookie and every stored field as `unknown`.
+   */
+  get<T extends StoreSessionData = StoredSession>(sid: string, callback?: Callback<T | null>): Promise<T | null> {
+    return settle(callback, async (): Promise<T | null> => {
       if (!STORE_ID.test(String(sid))) return null;
       const raw = await this.records.read(sid, this.touchOnGet ? this.ttlGuess : undefined);
       if (!raw) return null;
       if (isDuration(raw.envelope.t)) this.ttlGuess = raw.envelope.t;
       if (this.touchOnGet) this.rememberTouch(sid, raw.envelope.t);
-      return this.toSessionData(raw);
+      return this.toSessionData(raw) as T;
     });
   }
 
-  override set(sid: string, session: ExpressSessionData, callback?: Callback<void>): Promise<void> {
+  set(sid: string, session: StoreSessionData, callback?: Callback<void>): Promise<void> {
     return settle(callback, async () => {
       this.checkId(sid);
       const ttl = this.idleTtlOf(session);
@@ -132,7 +121,7 @@ export class RedisSessionStore extends loadStoreBase() {
         await this.destroyId(sid);
         return;
       }
-      const source = session as ExpressSessionData & Record<string, unknown>;
+      const source = session as StoreSessionData & Record<string, unknown>;
       // A loop over the own keys (this runs on every write; a rest copy and Object.entries cost 3× as much), cookie
       // apart; defineProperty keeps a field named __proto__ an own field.
       const d: Record<string, string> = {};
@@ -170,11 +159,11 @@ export class RedisSessionStore extends loadStoreBase() {
     });
   }
 
-  override destroy(sid: string, callback?: Callback<void>): Promise<void> {
+  destroy(sid: string, callback?: Callback<void>): Promise<void> {
     return settle(callback, () => this.destroyId(sid));
   }
 
-  override touch(sid: string, session: ExpressSessionData, callback?: Callback<void>): Promise<void> {
+  touch(sid: string, session: StoreSessionData, callback?: Callback<void>): Promise<void> {
     return settle(callback, async () => {
       if (this.disableTouch || this.disableTTL || !STORE_ID.test(String(sid))) return;
       const ttl = this.idleTtlOf(session);
@@ -183,18 +172,18 @@ export class RedisSessionStore extends loadStoreBase() {
       // get: concurrent requests of one session each get() then touch(), and every one of those touches must find
       // its get (one entry per id sent all but one of them to the script: 41.6 µs of Redis CPU per request).
       if (this.touchOnGet && this.takeTouch(sid, ttl)) return;
-      const cookie = (session as Partial<ExpressSessionData> | undefined)?.cookie;
+      const cookie = (session as Partial<StoreSessionData> | undefined)?.cookie;
       await this.records.storeTouch(sid, ttl, cookie === undefined ? '' : JSON.stringify(cookie));
     });
   }
 
-  override all(callback?: Callback<ExpressSessionData[]>): Promise<ExpressSessionData[]> {
+  all<T extends StoreSessionData = StoredSession>(callback?: Callback<T[]>): Promise<T[]> {
     return settle(callback, async () => {
-      const out: ExpressSessionData[] = [];
+      const out: T[] = [];
       for await (const page of this.records.scanIds(this.scanCount)) {
         const raws = await Promise.all(page.map((id) => this.records.read(id, undefined)));
         raws.forEach((raw, i) => {
-          if (raw) out.push(Object.assign(this.toSessionData(raw), { id: page[i] }));
+          if (raw) out.push(Object.assign(this.toSessionData(raw), { id: page[i] }) as T);
         });
       }
       return out;
@@ -209,7 +198,7 @@ export class RedisSessionStore extends loadStoreBase() {
     });
   }
 
-  override length(callback?: Callback<number>): Promise<number> {
+  length(callback?: Callback<number>): Promise<number> {
     return settle(callback, async () => (await this.ids()).length);
   }
 
@@ -217,7 +206,7 @@ export class RedisSessionStore extends loadStoreBase() {
    * Deletes every session under the prefix and the per-user indexes (SCAN + UNLINK, slot by slot on a cluster); the
    * sessions' WebSockets are revoked page by page.
    */
-  override clear(callback?: Callback<void>): Promise<void> {
+  clear(callback?: Callback<void>): Promise<void> {
     return settle(callback, async () => {
       for await (const page of this.records.scanIds(this.scanCount)) {
         await unlinkMany(
@@ -312,7 +301,7 @@ export class RedisSessionStore extends loadStoreBase() {
    * deadline (maxAgeMs, itself at most 100 years), which comes first anyway. Redis refuses a larger expiry, and JSON
    * would store Infinity as null.
    */
-  private idleTtlOf(session: ExpressSessionData): number {
+  private idleTtlOf(session: StoreSessionData): number {
     const ttl = this.ttlOf(session);
     return ttl > MAX_DURATION_MS ? MAX_DURATION_MS : Math.ceil(ttl);
   }
@@ -322,9 +311,9 @@ export class RedisSessionStore extends loadStoreBase() {
    * time left until the cookie's `expires` (as connect-redis computes it), else the store's ttl. An `expires` in the
    * past or not a valid date means the cookie is dead, whatever its maxAge: 0. A ttl function decides alone.
    */
-  private ttlOf(session: ExpressSessionData): number {
+  private ttlOf(session: StoreSessionData): number {
     if (this.ttlFunction) return this.ttlFunction(session);
-    const cookie = (session as Partial<ExpressSessionData> | undefined)?.cookie;
+    const cookie = (session as Partial<StoreSessionData> | undefined)?.cookie;
     const expiresAt = cookie?.expires ? new Date(cookie.expires).getTime() : undefined;
     if (expiresAt !== undefined && !(expiresAt > Date.now())) return 0;
     const maxAge = cookie?.originalMaxAge;
@@ -333,7 +322,7 @@ export class RedisSessionStore extends loadStoreBase() {
     return this.ttl;
   }
 
-  private toSessionData(raw: RawSession): ExpressSessionData {
+  private toSessionData(raw: RawSession): StoredSession {
     const { envelope } = raw;
     const data = decodeFields(this.serializer, envelope.d);
     if (envelope.u !== '' && data[this.userIdField] === undefined) data[this.userIdField] = envelope.u;
@@ -350,7 +339,7 @@ export class RedisSessionStore extends loadStoreBase() {
         path: '/',
       };
     }
-    return data as unknown as ExpressSessionData;
+    return data as StoredSession;
   }
 }
 
