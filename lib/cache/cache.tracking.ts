@@ -108,7 +108,7 @@ class MasterTracking {
   private queue(step: () => Promise<void>): void {
     this.steps = this.steps.then(step).catch((err: unknown) => {
       if (this.closed) return;
-      // Said in our words while a connection is down, not ioredis's ("Stream isn't writeable and enableOfflineQueue...")
+      // In our words while a connection is down, not ioredis's ("Stream isn't writeable and enableOfflineQueue...")
       const down = [this.main, this.sub].find((c) => c.status !== 'ready');
       const where = `redis://${this.main.options.host}:${this.main.options.port}`;
       this.listener.failed(down ? new Error(`not connected to Redis at ${where} (${down.status})`) : (err as Error));
