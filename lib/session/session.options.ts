@@ -120,6 +120,28 @@ function checkSecrets(secret: unknown, problems: OptionProblems): void {
   });
 }
 
+/** HMAC-SHA256's key size in bytes: a cookie secret shorter than this many characters is warned about at start. */
+export const MIN_COOKIE_SECRET_LENGTH = 32;
+
+/**
+ * The startup warning for cookie secrets shorter than MIN_COOKIE_SECRET_LENGTH (one line naming each by its length,
+ * and its index when there are several; never its value), or undefined. A warning, not an error: development setups
+ * use short secrets.
+ */
+export function shortSecretWarning(secrets: readonly string[]): string | undefined {
+  const short = secrets.flatMap((secret, i) =>
+    secret.length < MIN_COOKIE_SECRET_LENGTH
+      ? [`session.cookie.secret${secrets.length > 1 ? `[${i}]` : ''} is ${secret.length} characters`]
+      : [],
+  );
+  if (short.length === 0) return undefined;
+  return (
+    `${short.join(', ')}: cookies are signed with HMAC-SHA256, whose key is ${MIN_COOKIE_SECRET_LENGTH} bytes; a ` +
+    `shorter secret can be brute-forced offline from one signed cookie. Use at least ${MIN_COOKIE_SECRET_LENGTH} ` +
+    'random characters (e.g. openssl rand -base64 48)'
+  );
+}
+
 function typeName(value: unknown): string {
   return value === null ? 'null' : Array.isArray(value) ? 'array' : typeof value;
 }

@@ -22,7 +22,7 @@ import {
   type SessionRevocation,
 } from './session.revocation.js';
 import { PubSubService } from '../pubsub/pubsub.service.js';
-import { SESSION_OPTIONS, type ResolvedSessionOptions } from './session.options.js';
+import { SESSION_OPTIONS, shortSecretWarning, type ResolvedSessionOptions } from './session.options.js';
 import { checkFieldName, encodeField, encodeSessionData, expiryOf, toSession } from './session.envelope.js';
 import type { SessionEnvelope } from './session.envelope.js';
 import { SessionRecords } from './session.records.js';
@@ -68,6 +68,8 @@ export class SessionService {
     this.failures = new FailurePolicy(connection, { feature: 'session', logger: this.logger, withCause: false });
     this.serializer = serializer;
     this.options = options;
+    const shortSecret = shortSecretWarning(options.cookie.secrets);
+    if (shortSecret) this.logger.warn(shortSecret);
     // RedisSessionStore on this client revokes the sockets of the sessions it destroys through this instance.
     if (pubsub) registerSessionRevoker(connection.client, (ids) => this.revoke(ids));
   }

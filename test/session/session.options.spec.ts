@@ -1,10 +1,33 @@
 import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
+import { jest } from '@jest/globals';
+import {
+  Controller,
+  Get,
+  Logger,
+  type MiddlewareConsumer,
+  Module,
+  type NestModule,
+  Post,
+  Req,
+  Res,
+  UseGuards,
+} from '@nestjs/common';
 import type { Redis } from 'ioredis';
-import { InvalidOptionsError, REDIS_CLIENT, SessionService } from '../../lib/index.js';
+import request from 'supertest';
+import {
+  type CookieResponse,
+  CurrentSession,
+  InvalidOptionsError,
+  REDIS_CLIENT,
+  SessionGuard,
+  SessionMiddleware,
+  type SessionRequest,
+  SessionService,
+} from '../../lib/index.js';
 import { OptionProblems } from '../../lib/common/option-checks.js';
 import { resolveSessionOptions } from '../../lib/session/session.options.js';
-import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+import { closeToolkitApps, createToolkitApp, PLATFORMS, type ToolkitApp } from '../support/toolkit-app.js';
 
 function problemsOf(raw: unknown): string {
   const problems = new OptionProblems();
@@ -84,6 +107,85 @@ describe('session options', () => {
     );
     expect(problemsOf({ cookie: { secret: '' } })).toContain('session.cookie.secret is an empty string');
     expect(problemsOf({ cookie: { secret: 42 } })).toContain('session.cookie.secret must be a string or an array');
+  });
+});
+
+// A 3-character secret ('abc') started without a word. Cookies are signed with HMAC-SHA256: a secret shorter than its
+// 32-byte key can be guessed offline from one signed cookie. A warning, not an error (dev setups).
+describe.each(PLATFORMS)('a short cookie secret on %s', (platform) => {
+  @Controller('short-secret')
+  class ShortSecretController {
+    constructor(private readonly sessions: SessionService) {}
+
+    @Post('login')
+    async login(@Req() req: SessionRequest, @Res({ passthrough: true }) res: CookieResponse) {
+      this.sessions.writeCookie(res, await this.sessions.create('alice'), req);
+      return { ok: true };
+    }
+
+    @Get('me')
+    @UseGuards(SessionGuard)
+    me(@CurrentSession('userId') userId: string) {
+      return { userId };
+    }
+  }
+
+  @Module({ controllers: [ShortSecretController] })
+  class ShortSecretModule implements NestModule {
+    configure(consumer: MiddlewareConsumer): void {
+      consumer.apply(SessionMiddleware).forRoutes('*');
+    }
+  }
+
+  afterEach(async () => {
+    jest.restoreAllMocks();
+    await closeToolkitApps();
+  });
+
+  /** Boots an HTTP app with SessionMiddleware and `secret`; returns the app and the warnings naming the secret. */
+  async function boot(secret: string | string[]): Promise<{ app: ToolkitApp; warnings: string[]; logged: string }> {
+    const lines: string[] = [];
+    for (const level of ['log', 'warn', 'error', 'debug', 'verbose'] as const) {
+      jest.spyOn(Logger.prototype, level).mockImplementation((...args: unknown[]) => {
+        lines.push(`${level} ${args.map(String).join(' ')}`);
+      });
+    }
+    const app = await createToolkitApp({
+      http: true,
+      platform,
+      keyPrefix: `rtk-${randomUUID().slice(0, 8)}:`,
+      imports: [ShortSecretModule],
+      session: { cookie: { secret } },
+    });
+    const warnings = lines.filter((l) => l.startsWith('warn') && l.includes('session.cookie.secret'));
+    return { app, warnings, logged: lines.join('\n') };
+  }
+
+  it("'abc' starts, warns once with its length and not its value, and signs cookies", async () => {
+    const { app, warnings, logged } = await boot('abc');
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain('session.cookie.secret is 3 characters');
+    expect(warnings[0]).toContain('at least 32');
+    expect(logged).not.toContain('abc');
+    const agent = request.agent(app.app.getHttpServer());
+    await agent.post('/short-secret/login').expect(201);
+    expect((await agent.get('/short-secret/me').expect(200)).body).toEqual({ userId: 'alice' });
+  });
+
+  it('a short old secret in a rotation list is named by its index, in the same single warning', async () => {
+    const current = 'x'.repeat(32);
+    const { warnings, logged } = await boot([current, 'old-pass', 'y'.repeat(40), 'zz']);
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain('session.cookie.secret[1] is 8 characters');
+    expect(warnings[0]).toContain('session.cookie.secret[3] is 2 characters');
+    expect(warnings[0]).not.toContain('secret[0]');
+    expect(warnings[0]).not.toContain('secret[2]');
+    for (const value of [current, 'old-pass', 'zz']) expect(logged).not.toContain(value);
+  });
+
+  it('a secret of 32 characters or more gives no warning', async () => {
+    const { warnings } = await boot(['k'.repeat(32), 'o'.repeat(64)]);
+    expect(warnings).toEqual([]);
   });
 });
 
