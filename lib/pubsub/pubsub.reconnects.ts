@@ -119,7 +119,8 @@ export class SubscriberReconnects {
     );
   }
 
-  private notify(): void {
+  /** Tells every listener now (also when a subscription pending under lazyConnect has been made). */
+  notify(): void {
     for (const listener of this.listeners) {
       try {
         listener();

@@ -2,12 +2,11 @@ import { Inject, Injectable, Logger, type OnModuleDestroy } from '@nestjs/common
 import { Cluster, Command } from 'ioredis';
 import { CLUSTER_SLICE, perNodeSender } from '../common/cluster-batch.js';
 import { InvalidOptionsError, RedisUnavailableError } from '../common/errors.js';
-import { FailurePolicy, itemReplyError } from '../common/failure-policy.js';
+import { FailurePolicy, itemReplyError, replyCodeOf } from '../common/failure-policy.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { LuaScript, type RedisClient } from '../common/lua-script.js';
 import { TickBatcher } from '../common/tick-batcher.js';
 import { SERIALIZER, type Serializer } from '../common/serializer.js';
-import { ThrottledWarning } from '../common/throttled-logger.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { FEATURE_CONNECTION } from '../connection/redis-connections.js';
 import { checkMessageSize, checkPublishChannel, checkReplayLimit, checkReplayStart } from './pubsub.checks.js';
@@ -15,14 +14,10 @@ import { PUBSUB_OPTIONS, type ResolvedPubSubOptions } from './pubsub.options.js'
 import { SubscriberReconnects } from './pubsub.reconnects.js';
 import { MessageEnvelopes } from './pubsub.envelope.js';
 import { DurableStreams } from './pubsub.durable-streams.js';
-import {
-  isPattern,
-  isThenable,
-  type MessageHandler,
-  type MessageMeta,
-  type ReplayedMessage,
-  type Unsubscribe,
-} from './pubsub.types.js';
+import { MessageDispatcher } from './pubsub.dispatch.js';
+import { PendingSubscriptions } from './pubsub.pending.js';
+import { connectShardedSubscriber, subscriberReady } from './pubsub.subscriber-connection.js';
+import { isPattern, type MessageHandler, type ReplayedMessage, type Unsubscribe } from './pubsub.types.js';
 import { diagnose, traced } from '../common/diagnostics.js';
 
 /** PUBLISH of several messages in one script call (see publish-many.lua). */
@@ -54,7 +49,6 @@ export class PubSubService implements OnModuleDestroy {
   private subscriber: RedisClient | undefined;
   private readonly subscriptions = new Map<string, Subscription>();
   private readonly logger = new Logger('RedisToolkit:PubSub');
-  private readonly handlerWarning = new ThrottledWarning(this.logger, 5_000);
   private readonly reconnects = new SubscriberReconnects(this.logger);
   private readonly failures: FailurePolicy;
   private readonly channelPrefix: string;
@@ -68,6 +62,9 @@ export class PubSubService implements OnModuleDestroy {
   private readonly publishes: TickBatcher<[channel: string, message: string], number | string>;
   private readonly envelopes = new MessageEnvelopes();
   private readonly streams: DurableStreams;
+  private readonly dispatcher: MessageDispatcher;
+  /** lazyConnect: subscriptions made once Redis is reachable (see PendingSubscriptions). */
+  private readonly pending: PendingSubscriptions;
   private closed = false;
 
   constructor(
@@ -78,6 +75,13 @@ export class PubSubService implements OnModuleDestroy {
   ) {
     this.failures = new FailurePolicy(connection, { feature: 'pub/sub', logger: this.logger });
     this.streams = new DurableStreams(connection, serializer, this.logger);
+    this.dispatcher = new MessageDispatcher(this.envelopes, serializer, this.logger);
+    this.pending = new PendingSubscriptions(
+      connection.client,
+      this.logger,
+      (name) => this.subscribeAgain(name),
+      () => this.reconnects.notify(),
+    );
     this.channelPrefix = keys.channel('');
     this.patternPrefix = KeyBuilder.globEscape(this.channelPrefix);
     this.sharded = connection.isCluster && options.cluster === 'sharded';
@@ -183,7 +187,9 @@ export class PubSubService implements OnModuleDestroy {
 
   /**
    * Calls `handler(payload, channel, meta)` for every message on `channelOrPattern` until the returned function is
-   * called. Rejects with RedisUnavailableError when Redis did not confirm the subscription (nothing is left behind).
+   * called. Resolves once Redis confirmed the subscription. Redis not reachable (within connectTimeout +
+   * commandTimeout): rejects with RedisUnavailableError naming the address and the cause (nothing is left behind);
+   * with lazyConnect it resolves instead, the subscription pending (a warning says so) until Redis is reachable.
    */
   async subscribe<T = unknown>(channelOrPattern: string, handler: MessageHandler<T>): Promise<Unsubscribe> {
     KeyBuilder.validate(channelOrPattern, 'channel');
@@ -200,7 +206,11 @@ export class PubSubService implements OnModuleDestroy {
     let sub = this.subscriptions.get(name);
     if (!sub) {
       const created: Subscription = { name, pattern, handlers: new Set([h]), ready: Promise.resolve() };
-      created.ready = this.redisSubscribe(created);
+      created.ready = this.redisSubscribe(created).catch((err: unknown) => {
+        // lazyConnect: the app starts and runs without Redis; the subscription is made once it is there.
+        if (!this.connection.lazyConnect || replyCodeOf(err) !== undefined || this.closed) throw err;
+        this.pending.add(name, err);
+      });
       this.subscriptions.set(name, created);
       sub = created;
     } else {
@@ -231,17 +241,40 @@ export class PubSubService implements OnModuleDestroy {
 
   onModuleDestroy(): void {
     this.closed = true;
+    this.pending.close();
     this.subscriptions.clear();
   }
 
   private async redisSubscribe(sub: Subscription): Promise<void> {
     const subscriber = await this.ensureSubscriber();
+    await this.connected(subscriber);
     if (sub.pattern) await subscriber.psubscribe(this.patternPrefix + sub.name);
     else if (this.sharded) await (subscriber as Cluster).ssubscribe(this.channelPrefix + sub.name);
     else await subscriber.subscribe(this.channelPrefix + sub.name);
   }
 
+  /** A pending subscription (lazyConnect), once Redis is reachable; undone when unsubscribed meanwhile. */
+  private async subscribeAgain(name: string): Promise<void> {
+    const sub = this.subscriptions.get(name);
+    if (!sub || this.closed) return;
+    await this.redisSubscribe(sub);
+    if (this.subscriptions.get(name) !== sub) await this.redisUnsubscribe(sub);
+  }
+
+  /** The subscriber connected (subscriber-connection.ts), then followed for reconnects. */
+  private async connected(subscriber: RedisClient): Promise<void> {
+    await subscriberReady(this.connection, subscriber);
+    // Followed from its first connection on (so that a late first connect is not taken for a reconnect).
+    if (!this.watched) {
+      this.watched = true;
+      this.reconnects.watch(subscriber);
+    }
+  }
+
+  private watched = false;
+
   private async redisUnsubscribe(sub: Subscription): Promise<void> {
+    if (this.pending.delete(sub.name)) return; // never made
     const subscriber = this.subscriber;
     if (!subscriber || subscriber.status === 'end') return;
     try {
@@ -259,6 +292,7 @@ export class PubSubService implements OnModuleDestroy {
 
   private subscriberPromise: Promise<RedisClient> | undefined;
 
+  /** The one subscriber connection, created on first use; it reconnects by itself, `connected` waits for it. */
   private ensureSubscriber(): Promise<RedisClient> {
     this.subscriberPromise ??= this.createSubscriber().catch((err: unknown) => {
       this.subscriberPromise = undefined;
@@ -274,9 +308,7 @@ export class PubSubService implements OnModuleDestroy {
     subscriber.on('message', onMessage);
     if (this.sharded) {
       subscriber.on('smessage', onMessage);
-      // Connected up front: SSUBSCRIBE needs the slot map. On failure `connect` stops its reconnect loop, and the
-      // next subscribe creates a new subscriber.
-      await this.connection.connect(subscriber, 'the sharded subscriber');
+      await connectShardedSubscriber(this.connection, subscriber);
     }
     subscriber.on('pmessage', (pattern: string, channel: string, message: string) =>
       this.dispatch(
@@ -286,7 +318,6 @@ export class PubSubService implements OnModuleDestroy {
         pattern.slice(this.patternPrefix.length),
       ),
     );
-    this.reconnects.watch(subscriber);
     this.subscriber = subscriber;
     return subscriber;
   }
@@ -298,48 +329,7 @@ export class PubSubService implements OnModuleDestroy {
   private dispatch(name: string, redisChannel: string, message: string, pattern?: string): void {
     const sub = this.subscriptions.get(name);
     if (!sub || this.closed) return;
-    let payload: unknown;
-    let meta: MessageMeta;
-    try {
-      const parsed = this.envelopes.open(message);
-      payload = this.serializer.deserialize(parsed.body);
-      meta = { id: parsed.id, ts: parsed.ts };
-      if (pattern !== undefined) meta.pattern = pattern;
-    } catch (err) {
-      this.handlerWarning.warn(
-        `dropped a message on ${redisChannel} that could not be read: ${(err as Error).message}`,
-      );
-      diagnose('pubsubDrop', () => ({
-        feature: 'pubsub',
-        operation: 'drop',
-        outcome: 'dropped',
-        reason: 'unreadable',
-      }));
-      return;
-    }
-    const channel = this.nameOf(redisChannel);
-    const handlers = sub.handlers.size;
-    diagnose('pubsubRelay', () => ({ feature: 'pubsub', operation: 'relay', outcome: 'relayed', handlers }));
-    // Deserialized once, shared by every handler. One failing handler must not stop the others, nor surface as an
-    // unhandled rejection.
-    for (const handler of sub.handlers) {
-      try {
-        const result = handler(payload, channel, meta);
-        if (isThenable(result)) result.then(undefined, (err: unknown) => this.handlerFailed(name, err));
-      } catch (err) {
-        this.handlerFailed(name, err);
-      }
-    }
-  }
-
-  private handlerFailed(name: string, err: unknown): void {
-    diagnose('pubsubDrop', () => ({
-      feature: 'pubsub',
-      operation: 'drop',
-      outcome: 'dropped',
-      reason: 'handler-failed',
-    }));
-    this.logger.error(`a handler of ${name} threw: ${err instanceof Error ? err.message : String(err)}`);
+    this.dispatcher.deliver(sub.handlers, name, this.nameOf(redisChannel), redisChannel, message, pattern);
   }
 
   private send(channel: string, message: string): Promise<number> {

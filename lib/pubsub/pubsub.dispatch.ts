@@ -1,0 +1,73 @@
+import type { Logger } from '@nestjs/common';
+import { diagnose } from '../common/diagnostics.js';
+import type { Serializer } from '../common/serializer.js';
+import { ThrottledWarning } from '../common/throttled-logger.js';
+import type { MessageEnvelopes } from './pubsub.envelope.js';
+import { isThenable, type MessageHandler, type MessageMeta } from './pubsub.types.js';
+
+/** Hands a received message to the handlers of its subscription: deserialized once, shared by every handler. */
+export class MessageDispatcher {
+  private readonly handlerWarning: ThrottledWarning;
+
+  constructor(
+    private readonly envelopes: MessageEnvelopes,
+    private readonly serializer: Serializer,
+    private readonly logger: Logger,
+  ) {
+    this.handlerWarning = new ThrottledWarning(logger, 5_000);
+  }
+
+  /**
+   * `name`: the subscription (channel or pattern) the handlers belong to; `channel`: the channel the message came on,
+   * without the prefix; `redisChannel`: with it.
+   */
+  deliver(
+    handlers: Set<MessageHandler>,
+    name: string,
+    channel: string,
+    redisChannel: string,
+    message: string,
+    pattern?: string,
+  ): void {
+    let payload: unknown;
+    let meta: MessageMeta;
+    try {
+      const parsed = this.envelopes.open(message);
+      payload = this.serializer.deserialize(parsed.body);
+      meta = { id: parsed.id, ts: parsed.ts };
+      if (pattern !== undefined) meta.pattern = pattern;
+    } catch (err) {
+      this.handlerWarning.warn(
+        `dropped a message on ${redisChannel} that could not be read: ${(err as Error).message}`,
+      );
+      diagnose('pubsubDrop', () => ({
+        feature: 'pubsub',
+        operation: 'drop',
+        outcome: 'dropped',
+        reason: 'unreadable',
+      }));
+      return;
+    }
+    const count = handlers.size;
+    diagnose('pubsubRelay', () => ({ feature: 'pubsub', operation: 'relay', outcome: 'relayed', handlers: count }));
+    // One failing handler must not stop the others, nor surface as an unhandled rejection.
+    for (const handler of handlers) {
+      try {
+        const result = handler(payload, channel, meta);
+        if (isThenable(result)) result.then(undefined, (err: unknown) => this.handlerFailed(name, err));
+      } catch (err) {
+        this.handlerFailed(name, err);
+      }
+    }
+  }
+
+  private handlerFailed(name: string, err: unknown): void {
+    diagnose('pubsubDrop', () => ({
+      feature: 'pubsub',
+      operation: 'drop',
+      outcome: 'dropped',
+      reason: 'handler-failed',
+    }));
+    this.logger.error(`a handler of ${name} threw: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}
