@@ -91,6 +91,11 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
     return this.readOnly?.seen();
   }
 
+  /** The last connection error of a client it created (default: the main one), for health; none for a `{ client }`. */
+  lastError(client: RedisClient = this.client): string | undefined {
+    return this.lastErrors.get(client)?.message;
+  }
+
   /** For health: why writes have been refused past readOnlyGraceMs, while they are. */
   readOnlyLasting(): string | undefined {
     return this.readOnly?.lasting();

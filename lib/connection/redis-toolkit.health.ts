@@ -46,18 +46,11 @@ const SEVERITY = { up: 0, degraded: 1, down: 2 } as const;
  */
 @Injectable()
 export class RedisToolkitHealth {
-  /** The last connection-level error of each connection's main client, to say why it is down. */
-  private readonly lastErrors = new WeakMap<RedisConnection, string>();
-
-  constructor(private readonly connections: RedisConnections) {
-    for (const [, connection] of connections.entries()) this.recordErrors(connection);
-  }
+  constructor(private readonly connections: RedisConnections) {}
 
   async check(): Promise<RedisToolkitHealthResult> {
     const entries = this.connections.entries();
-    const results = await Promise.all(
-      entries.map(([, connection]) => checkConnection(connection, () => this.lastErrors.get(connection))),
-    );
+    const results = await Promise.all(entries.map(([, connection]) => checkConnection(connection)));
     const [main] = results;
     if (entries.length === 1) return main;
     const byName = Object.fromEntries(entries.map(([name], i) => [name, results[i]]));
@@ -75,37 +68,13 @@ export class RedisToolkitHealth {
     }
     return overall;
   }
-
-  /**
-   * Keeps the last error event of the connection's client (a cluster: its node's error). Only where the client has an
-   * error listener already (every client the toolkit creates has one): on a `{ client }` of the user's own without
-   * one, ioredis's printing of unhandled errors stays as the user had it.
-   */
-  private recordErrors(connection: RedisConnection): void {
-    const client = connection.client;
-    if (client.listenerCount('error') === 0) return;
-    client.on('error', (err: Error) => {
-      const node = (err as { lastNodeError?: { message?: unknown } }).lastNodeError?.message;
-      const message = typeof node === 'string' && node !== CONNECTION_CLOSED ? `${err.message} (${node})` : err.message;
-      if (message !== CONNECTION_CLOSED) this.lastErrors.set(connection, message);
-    });
-    client.on('node error', (err: Error, node: string) => {
-      if (err.message !== CONNECTION_CLOSED) this.lastErrors.set(connection, `node ${node}: ${err.message}`);
-    });
-  }
 }
-
-/** ioredis's message for a command on a closed connection: says nothing about why it closed. */
-const CONNECTION_CLOSED = 'Connection is closed.';
 
 /**
  * PING and INFO on one connection, each bounded by commandTimeout here: a `{ client }` of the user's own has its own
  * timeouts (often none), and on a paused server its PING would wait forever. Never throws.
  */
-async function checkConnection(
-  connection: RedisConnection,
-  lastError: () => string | undefined,
-): Promise<RedisConnectionHealth> {
+async function checkConnection(connection: RedisConnection): Promise<RedisConnectionHealth> {
   const started = performance.now();
   const ms = connection.commandTimeout;
   let latencyMs = 0;
@@ -149,7 +118,7 @@ async function checkConnection(
     return {
       status: 'down',
       latencyMs: Math.round((performance.now() - started) * 100) / 100,
-      error: downReason(connection, err, lastError()),
+      error: downReason(connection, err, connection.lastError()),
     };
   }
 }
