@@ -4,7 +4,6 @@
  */
 import 'reflect-metadata';
 import { createHook } from 'node:async_hooks';
-import type { LoggerService } from '@nestjs/common';
 import { Cluster, Redis } from 'ioredis';
 import {
   CacheService,
@@ -20,20 +19,9 @@ import { startRedisServer, type RedisServerHandle } from '../support/redis-serve
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 import { within } from '../support/timing.js';
 import { settleWithin, sleep, waitFor } from '../support/wait.js';
+import { recordingLogger } from '../support/recording-logger.js';
 
 afterEach(closeToolkitApps);
-
-/** A Nest logger that keeps the toolkit's errors and warnings. */
-function recordingLogger(): { errors: string[]; warnings: string[]; logger: LoggerService } {
-  const errors: string[] = [];
-  const warnings: string[] = [];
-  const logger: LoggerService = {
-    log: () => undefined,
-    error: (m: unknown) => void errors.push(String(m)),
-    warn: (m: unknown) => void warnings.push(String(m)),
-  };
-  return { errors, warnings, logger };
-}
 
 const failure = (p: Promise<unknown>): Promise<unknown> =>
   p.then(

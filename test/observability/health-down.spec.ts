@@ -1,5 +1,4 @@
 import 'reflect-metadata';
-import type { LoggerService } from '@nestjs/common';
 import { Redis } from 'ioredis';
 import { RedisConnection } from '../../lib/advanced.js';
 import { CacheService, RedisToolkitHealth } from '../../lib/index.js';
@@ -8,22 +7,13 @@ import { trackForCleanup } from '../support/private-servers.js';
 import { startRedisServer } from '../support/redis-server.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 import { sleep, waitFor } from '../support/wait.js';
+import { recordingLogger } from '../support/recording-logger.js';
 
 afterEach(closeToolkitApps);
 
 const timing = { connectTimeout: 500, commandTimeout: 300, maxReconnectDelay: 200 } as const;
 /** ioredis's wording for a command on a connection that is not up: says nothing the operator can act on. */
 const IOREDIS_TEXT = /enableOfflineQueue|Stream isn't writeable|Connection is closed/;
-
-function recordingLogger(): { warnings: string[]; logger: LoggerService } {
-  const warnings: string[] = [];
-  const logger: LoggerService = {
-    log: () => undefined,
-    error: () => undefined,
-    warn: (m: unknown) => void warnings.push(String(m)),
-  };
-  return { warnings, logger };
-}
 
 describe('RedisToolkitHealth with the server killed under a running app', () => {
   it('single server: error names the address and the cause, never the offline-queue text', async () => {
@@ -69,7 +59,7 @@ describe('RedisToolkitHealth with the server killed under a running app', () => 
     // server instead logged only the connections' own errors, or not even those within the throttle interval.
     get(RedisConnection).client.disconnect();
     const admin = trackForCleanup(new Redis(server.port, '127.0.0.1'));
-    expect(await admin.client('KILL', 'USER', 'default', 'SKIPME', 'yes')).toBeGreaterThan(0);
+    expect(Number(await admin.call('CLIENT', 'KILL', 'USER', 'default', 'SKIPME', 'yes'))).toBeGreaterThan(0);
     const failed = () => warnings.filter((w) => w.includes('tracking could not be re-enabled'));
     expect(await waitFor(() => failed().length > 0, 5_000)).toBe(true);
     expect(failed()[0]).toContain(`not connected to Redis at redis://127.0.0.1:${server.port}`);

@@ -1,22 +1,12 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
-import type { LoggerService } from '@nestjs/common';
 import { PubSubService } from '../../lib/index.js';
 import type { MessageHandler } from '../../lib/advanced.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 import { sleep, waitFor } from '../support/wait.js';
+import { recordingLogger } from '../support/recording-logger.js';
 
 afterEach(closeToolkitApps);
-
-function recordingLogger(): { errors: string[]; logger: LoggerService } {
-  const errors: string[] = [];
-  const logger: LoggerService = {
-    log: () => undefined,
-    warn: () => undefined,
-    error: (m: unknown) => void errors.push(String(m)),
-  };
-  return { errors, logger };
-}
 
 // Type level (npm run lint compiles the tests with tsc): handlers that return something besides void or a Promise
 // compile. Before: TS2322 'number' is not assignable to 'void | Promise<void>'.

@@ -1,28 +1,17 @@
 import 'reflect-metadata';
-import { Injectable, type LoggerService, type OnModuleInit } from '@nestjs/common';
+import { Injectable, type OnModuleInit } from '@nestjs/common';
 import { PubSubService, RedisUnavailableError } from '../../lib/index.js';
 import { useDisposableCluster } from '../support/disposable-cluster.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { startRedisServer } from '../support/redis-server.js';
 import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
 import { sleep, waitFor } from '../support/wait.js';
+import { recordingLogger } from '../support/recording-logger.js';
 
 afterEach(closeToolkitApps);
 // After a cluster restart ioredis' sharded subscriber group schedules a slots refresh (at most 2 s) that quit() does
 // not clear; let it run out so jest exits cleanly.
 afterAll(() => sleep(2_500));
-
-/** A Nest logger that keeps the toolkit's warnings and errors. */
-function recordingLogger(): { warnings: string[]; errors: string[]; logger: LoggerService } {
-  const warnings: string[] = [];
-  const errors: string[] = [];
-  const logger: LoggerService = {
-    log: () => undefined,
-    error: (m: unknown) => void errors.push(String(m)),
-    warn: (m: unknown) => void warnings.push(String(m)),
-  };
-  return { warnings, errors, logger };
-}
 
 const received: unknown[] = [];
 

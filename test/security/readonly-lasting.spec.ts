@@ -9,7 +9,7 @@
  * is followed.
  */
 import 'reflect-metadata';
-import { Controller, Get, type LoggerService, UseGuards } from '@nestjs/common';
+import { Controller, Get, UseGuards } from '@nestjs/common';
 import { connect, createServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
 import type { Server } from 'node:http';
 import type { Redis } from 'ioredis';
@@ -29,6 +29,7 @@ import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js'
 import { rawCommand } from '../support/resp.js';
 import { closeToolkitApps, createToolkitApp, type ToolkitApp } from '../support/toolkit-app.js';
 import { sleep, waitFor } from '../support/wait.js';
+import { recordingLogger } from '../support/recording-logger.js';
 
 const GRACE_MS = 1_500;
 const POLICY = { limit: 1, ttl: 60_000 };
@@ -41,16 +42,6 @@ class LimitedController {
   get(): string {
     return 'ok';
   }
-}
-
-function recordingLogger(): { errors: string[]; logger: LoggerService } {
-  const errors: string[] = [];
-  const logger: LoggerService = {
-    log: () => undefined,
-    warn: () => undefined,
-    error: (m: unknown) => void errors.push(String(m)),
-  };
-  return { errors, logger };
 }
 
 const failure = (p: Promise<unknown>): Promise<unknown> =>
