@@ -6,9 +6,9 @@ type SetHeader = (name: string, value: string | number) => void;
 /**
  * Writes the rate-limit headers of a decision in the configured style:
  * - `draft` (IETF draft-8+): every policy, `RateLimit-Policy: "name";q=5;w=60` and `RateLimit: "name";r=4;t=60`;
- * - `draft-7`: the tightest policy, `RateLimit: limit=5, remaining=4, reset=60` and `RateLimit-Policy: 5;w=60`;
- * - `draft-6`: the tightest policy, `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (+ the policy);
- * - `legacy`: the tightest policy, `X-RateLimit-Limit`, `-Remaining`, `-Reset`; `both`: draft + legacy.
+ * - `draft-7`: one policy (shownPolicy), `RateLimit: limit=5, remaining=4, reset=60` and `RateLimit-Policy: 5;w=60`;
+ * - `draft-6`: one policy, `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (+ the policy);
+ * - `legacy`: one policy, `X-RateLimit-Limit`, `-Remaining`, `-Reset`; `both`: draft + legacy.
  * Reset values are whole seconds (rounded up), windows `w` whole seconds (at least 1).
  */
 export function writeRateLimitHeaders(mode: RateLimitHeaders, decision: RateLimitDecision, set: SetHeader): void {
@@ -20,27 +20,48 @@ export function writeRateLimitHeaders(mode: RateLimitHeaders, decision: RateLimi
     set('RateLimit', state.join(', '));
   }
   if (mode === 'draft') return;
-  // one policy only in these styles: the one closest to refusing (fewest left; on a tie, the longest reset)
-  const tightest = decision.results.reduce((a, b) =>
-    b.remaining < a.remaining || (b.remaining === a.remaining && b.resetMs > a.resetMs) ? b : a,
-  );
-  const reset = Math.ceil(tightest.resetMs / 1000);
+  const shown = shownPolicy(decision);
+  const reset = Math.ceil(shown.resetMs / 1000);
   if (mode === 'draft-7') {
-    set('RateLimit', `limit=${tightest.limit}, remaining=${tightest.remaining}, reset=${reset}`);
-    set('RateLimit-Policy', `${tightest.limit};w=${windowSeconds(tightest)}`);
+    set('RateLimit', `limit=${shown.limit}, remaining=${shown.remaining}, reset=${reset}`);
+    set('RateLimit-Policy', `${shown.limit};w=${windowSeconds(shown)}`);
   } else if (mode === 'draft-6') {
-    set('RateLimit-Policy', `${tightest.limit};w=${windowSeconds(tightest)}`);
-    set('RateLimit-Limit', tightest.limit);
-    set('RateLimit-Remaining', tightest.remaining);
+    set('RateLimit-Policy', `${shown.limit};w=${windowSeconds(shown)}`);
+    set('RateLimit-Limit', shown.limit);
+    set('RateLimit-Remaining', shown.remaining);
     set('RateLimit-Reset', reset);
   } else {
-    set('X-RateLimit-Limit', tightest.limit);
-    set('X-RateLimit-Remaining', tightest.remaining);
+    set('X-RateLimit-Limit', shown.limit);
+    set('X-RateLimit-Remaining', shown.remaining);
     set('X-RateLimit-Reset', reset);
   }
 }
 
-function windowSeconds(r: RateLimitDecision['results'][number]): number {
+type PolicyState = RateLimitDecision['results'][number];
+
+/**
+ * The one policy of the single-policy styles. Admitted: the one closest to refusing (fewest units left; on a tie, the
+ * longest reset). Refused: the one Retry-After comes from (the longest retry among the policies that refused; on a
+ * tie, as admitted), whose reset is never before its retry (resetNotBeforeRetry). With a cost over 1 a refusing policy
+ * can have units left (2, for a call of 3) while another has fewer and is back sooner: showing that one would give a
+ * reset before Retry-After, and a client trusting it would come back too early.
+ */
+function shownPolicy(decision: RateLimitDecision): PolicyState {
+  const refused = decision.allowed ? [] : decision.results.filter((r) => !r.allowed);
+  if (refused.length > 0) {
+    return refused.reduce((a, b) =>
+      b.retryAfterMs > a.retryAfterMs || (b.retryAfterMs === a.retryAfterMs && closerToRefusing(b, a)) ? b : a,
+    );
+  }
+  return decision.results.reduce((a, b) => (closerToRefusing(b, a) ? b : a));
+}
+
+/** Fewer units left; on a tie, the longer reset. */
+function closerToRefusing(b: PolicyState, a: PolicyState): boolean {
+  return b.remaining < a.remaining || (b.remaining === a.remaining && b.resetMs > a.resetMs);
+}
+
+function windowSeconds(r: PolicyState): number {
   return Math.max(1, Math.ceil(r.policy.ttl / 1000));
 }
 
