@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { withTimeout } from '../common/timeout.js';
 import type { RedisConnection } from './redis-connection.js';
+import { downReason } from './redis-down-reason.js';
 import { parseInfo, replicaOf, replicaWrites } from './redis-info.js';
 import { RedisConnections } from './redis-connections.js';
 
@@ -118,28 +119,10 @@ async function checkConnection(connection: RedisConnection): Promise<RedisConnec
     return {
       status: 'down',
       latencyMs: Math.round((performance.now() - started) * 100) / 100,
-      error: downReason(connection, err, connection.lastError()),
+      error: downReason(connection, err),
     };
   }
 }
-
-/**
- * Why a connection is down, in the toolkit's words: its address (no credentials) and, when the client is not
- * connected, its state and the last connection error, rather than ioredis's text for a command it refused ("Stream
- * isn't writeable and enableOfflineQueue options is false", "Connection is closed.").
- */
-function downReason(connection: RedisConnection, err: unknown, lastError: string | undefined): string {
-  const message = err instanceof Error ? err.message : String(err);
-  const where = `Redis at ${connection.description}`;
-  const status = connection.status;
-  if (status === 'ready') return `${where}: ${message}`;
-  const state = status === 'wait' ? 'not connected yet (lazyConnect)' : status === 'end' ? 'closed' : status;
-  const cause = lastError ?? (IOREDIS_REFUSALS.test(message) ? undefined : message);
-  return `not connected to ${where} (${state})${cause === undefined ? '' : `; last error: ${cause}`}`;
-}
-
-/** ioredis's answers to a command on a connection that is not up. */
-const IOREDIS_REFUSALS = /enableOfflineQueue|Stream isn't writeable|Connection is closed|max retries per request/;
 
 /**
  * A server over its maxmemory under `noeviction` refuses every write with OOM (under an eviction policy it evicts

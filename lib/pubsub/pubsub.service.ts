@@ -9,6 +9,7 @@ import { TickBatcher } from '../common/tick-batcher.js';
 import { SERIALIZER, type Serializer } from '../common/serializer.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { FEATURE_CONNECTION } from '../connection/redis-connections.js';
+import { explainedFailure } from '../connection/redis-down-reason.js';
 import { checkMessageSize, checkPublishChannel, checkReplayLimit, checkReplayStart } from './pubsub.checks.js';
 import { PUBSUB_OPTIONS, type ResolvedPubSubOptions } from './pubsub.options.js';
 import { SubscriberReconnects } from './pubsub.reconnects.js';
@@ -360,10 +361,11 @@ export class PubSubService implements OnModuleDestroy {
 
   /**
    * The failure policy's typed error: RedisUnavailableError (a transport failure, thrown: the caller decides whether
-   * to drop) or RedisReplyError (e.g. NOPERM on a channel outside the ACL's `&` patterns); counted and logged.
+   * to drop) or RedisReplyError (e.g. NOPERM on a channel outside the ACL's `&` patterns); counted and logged. A
+   * transport failure says what health says (the address, the state, the last connection error: downReason).
    */
   private failed(err: unknown, what: string): Error {
-    const typed = this.failures.classify(err, what);
+    const typed = this.failures.classify(explainedFailure(this.connection, err), what);
     if (typed instanceof RedisUnavailableError) {
       try {
         this.failures.unavailable(typed, false);
