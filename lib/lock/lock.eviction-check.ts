@@ -3,7 +3,7 @@ import { UnsafeEvictionPolicyError } from '../common/errors.js';
 import { mastersOf, nodeKey } from '../common/cluster-masters.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { verifyPermissions } from '../connection/redis-permissions.js';
-import { checkDistinctNodes, checkQuorumNodeServers, connectQuorum } from './lock.quorum.js';
+import { checkDistinctNodes, checkQuorumNodeServers, connectQuorum } from './lock.quorum-nodes.js';
 
 /** What to do at start when a lock server may evict lock keys: log a warning (default) or refuse to start. */
 export type OnUnsafeEviction = 'warn' | 'refuse';
@@ -73,9 +73,11 @@ export async function checkEvictionPolicy(
  * Start-up of the lock servers (LockService.onModuleInit): connects the quorum nodes (a majority must answer), refuses
  * one that is a replica or lacks its db (as the main connection's server is refused), then checks each server's
  * eviction policy and each quorum node's ACL permissions for the lock's commands (the toolkit's own connection is
- * checked by RedisPermissionsCheck). With lazyConnect nothing is connected at start, so nothing is
- * asked (documented in docs/lock.md). A failed check calls `closeAll` (every connection of the toolkit, not only the
- * lock's: the app is not going to start, and Nest calls no shutdown hook after a failed init).
+ * checked by RedisPermissionsCheck). With lazyConnect nothing is asked at start (documented in docs/lock.md): the
+ * quorum nodes start connecting in the background, as the main connection does, and each node's server is checked on
+ * its first `ready` (LazyNodeCheck in lock.quorum-nodes.ts, made by quorumOf). A failed check calls `closeAll` (every
+ * connection of the toolkit, not only the lock's: the app is not going to start, and Nest calls no shutdown hook after
+ * a failed init).
  */
 export async function startLockServers(
   connection: RedisConnection,
@@ -85,7 +87,10 @@ export async function startLockServers(
   warn: (message: string) => void,
   closeAll: () => Promise<void>,
 ): Promise<void> {
-  if (connection.lazyConnect) return;
+  if (connection.lazyConnect) {
+    for (const { client } of quorumClients) if (client.status === 'wait') client.connect().catch(() => undefined);
+    return;
+  }
   try {
     if (quorumClients.length > 0) await connectQuorum(connection, quorumClients, warn);
     const ready = quorumClients.filter((c) => c.client.status === 'ready');

@@ -3,11 +3,10 @@ import type { Redis } from 'ioredis';
 import { ThrottledWarning } from '../common/throttled-logger.js';
 import { describeConnection } from '../connection/redis-client.factory.js';
 import { InvalidOptionsError, LockLostError, RedisUnavailableError } from '../common/errors.js';
-import { checkServer, parseInfo, replicaOf } from '../connection/redis-info.js';
-import { withTimeout } from '../common/timeout.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import type { RedisStandaloneConnection } from '../connection/connection.options.js';
 import { quorumTtlProblem, quorumValidity } from './lock.options.js';
+import { lazyNodeCheck, type NodeGate } from './lock.quorum-nodes.js';
 
 export type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown } | undefined;
 
@@ -80,18 +79,34 @@ export class QuorumCalls {
      * without this it would go unseen until a second node fails too.
      */
     private readonly nodeFailed: (node: number, error: unknown) => void = () => undefined,
+    /** lazyConnect: per node, what a call waits for and whether the node is left out (LazyNodeCheck). */
+    private readonly gates: readonly (NodeGate | undefined)[] = [],
   ) {
     this.nodes = clients.length;
     this.quorum = Math.floor(clients.length / 2) + 1;
   }
 
-  /** `call` on every node, each failure reported to nodeFailed (the returned promises are the calls themselves). */
+  /**
+   * `call` on every node, each failure reported to nodeFailed (the returned promises are the calls themselves); a
+   * node left out fails unsent and unreported (its error was logged once).
+   */
   private onEveryNode<T>(call: (client: Redis, node: number) => Promise<T>): Promise<T>[] {
     return this.clients.map((client, i) => {
-      const running = call(client, i);
-      running.catch((err: unknown) => this.nodeFailed(i, err));
+      const running = this.gated(i, () => call(client, i));
+      running.catch((err: unknown) => {
+        if (err !== this.gates[i]?.leftOut()) this.nodeFailed(i, err);
+      });
       return running;
     });
+  }
+
+  /** `send` once node `i` may be called: after a lazily connected node's first connection and check (NodeGate). */
+  private gated<T>(i: number, send: () => Promise<T>): Promise<T> {
+    const gate = this.gates[i];
+    const refused = gate?.leftOut();
+    if (refused !== undefined) return Promise.reject(refused);
+    const wait = gate?.wait();
+    return wait === undefined ? send() : wait.then(() => this.gated(i, send));
   }
 
   /** ttl minus the clock drift allowance (a share of the ttl plus 2 ms for timer resolution, as in Redlock). */
@@ -143,7 +158,7 @@ export class QuorumCalls {
     const undone: Promise<unknown>[] = [];
     this.clients.forEach((client, i) => {
       const o = outcomes[i];
-      if (o?.ok && !granted(o.value)) return;
+      if ((o?.ok && !granted(o.value)) || this.gates[i]?.leftOut() !== undefined) return;
       if (o === undefined) {
         calls[i]
           .then(
@@ -257,102 +272,6 @@ export class QuorumCalls {
   }
 }
 
-/** Connects every quorum node; start-up fails unless a majority answers (a minority may be down). */
-export async function connectQuorum(
-  connection: RedisConnection,
-  nodes: readonly { client: Redis; description: string }[],
-  warn: (message: string) => void,
-): Promise<void> {
-  const ready = await Promise.all(
-    nodes.map(({ client }) =>
-      // A node down at start keeps reconnecting in the background: a minority may come back later.
-      connection.waitUntilReady(client).then(
-        () => undefined,
-        (err: unknown) => (err instanceof Error ? err.message : String(err)),
-      ),
-    ),
-  );
-  const down = ready.flatMap((err, i) => (err === undefined ? [] : [`${nodes[i].description} (${err})`]));
-  const quorum = Math.floor(nodes.length / 2) + 1;
-  if (nodes.length - down.length < quorum) {
-    // The app is not going to start: stop every node's reconnect loop.
-    for (const { client } of nodes) client.disconnect();
-    throw new RedisUnavailableError(
-      `Cannot reach a majority (${quorum} of ${nodes.length}) of the lock.quorum.nodes: ${down.join(', ')}. ` +
-        'Check that the servers are running, or set lazyConnect: true to start without them.',
-    );
-  }
-  if (down.length > 0) warn(`lock quorum nodes unreachable at start (a minority, locks work): ${down.join(', ')}`);
-}
-
-/**
- * Refuses two quorum nodes that are one Redis server (the same `run_id`: one address spelled twice, `localhost` and
- * `127.0.0.1`, a proxy in front of it): that server would hold two votes, so it alone could grant a lock of three
- * "nodes", and its restart would lose a majority. A node that denies INFO is named in a warning.
- */
-export async function checkDistinctNodes(
-  nodes: readonly { client: Redis; description: string }[],
-  warn: (message: string) => void,
-): Promise<void> {
-  const seen = new Map<string, string>();
-  const duplicates: string[] = [];
-  for (const { client, description } of nodes) {
-    if (client.status !== 'ready') continue;
-    let runId: string | undefined;
-    try {
-      runId = parseInfo(String(await client.info('server'))).run_id;
-    } catch (err) {
-      warn(`lock quorum node ${description}: cannot read INFO to check it is a distinct server (${String(err)})`);
-      continue;
-    }
-    if (!runId) continue;
-    const first = seen.get(runId);
-    if (first === undefined) seen.set(runId, description);
-    else duplicates.push(`${first} and ${description}`);
-  }
-  if (duplicates.length > 0) {
-    throw new InvalidOptionsError(
-      `lock.quorum.nodes must be distinct Redis servers: ${duplicates.join('; ')} are one server (same run_id), ` +
-        'which would then cast two votes of the quorum.',
-    );
-  }
-}
-
-/**
- * Refuses a quorum node the locks would fail on at first use, as RedisConnection.verifyServer refuses the main server
- * (checkServer): a replica (it answers each acquisition READONLY, so its vote is lost) and a db the server does not
- * have (ioredis's SELECT failed with only an error event, and its locks went to db 0) are InvalidOptionsErrors naming
- * the node; a db other than 0 whose SELECT the ACL user may not run is a RedisPermissionError. A node that does not
- * answer is named in a warning: a minority may be down.
- */
-export async function checkQuorumNodeServers(
-  nodes: readonly { client: Redis; description: string }[],
-  ms: number,
-  warn: (message: string) => void,
-): Promise<void> {
-  for (const { client, description } of nodes) {
-    if (client.status !== 'ready') continue;
-    const where = `lock quorum node ${description}`;
-    const replica = await withTimeout(client.info('replication'), ms, `no answer within ${ms} ms`).then(
-      (info) => replicaOf(parseInfo(String(info))),
-      () => undefined, // checkServer below tells a denial (skipped) from no answer
-    );
-    if (replica !== undefined) {
-      throw new InvalidOptionsError(
-        `Redis at ${where} is ${replica} (INFO replication says role:slave): it refuses the lock's writes ` +
-          '(READONLY), so it would never grant a lock and the quorum would lose its vote. List independent masters ' +
-          'in lock.quorum.nodes, not replicas.',
-      );
-    }
-    try {
-      await checkServer(client, where, ms);
-    } catch (err) {
-      if (!(err instanceof RedisUnavailableError)) throw err;
-      warn(`${where}: could not check the server (${err.message})`);
-    }
-  }
-}
-
 /** The servers of `lock.quorum` on `connection`: a client per node (shared, see below), the Redlock steps over them. */
 export function quorumOf(
   connection: RedisConnection,
@@ -364,6 +283,9 @@ export function quorumOf(
     description: describeConnection(node),
   }));
   const nodeWarning = new ThrottledWarning(logger);
+  // lazyConnect: the start checks nothing; each node is checked on its first ready (LazyNodeCheck)
+  const ms = connection.commandTimeout;
+  const gates = connection.lazyConnect ? clients.map((node) => lazyNodeCheck(node, ms, logger)) : [];
   const calls = new QuorumCalls(
     clients.map((c) => c.client),
     quorum.driftFactor,
@@ -373,6 +295,7 @@ export function quorumOf(
         `lock quorum node ${clients[node].description} failed a call ` +
           `(${err instanceof Error ? err.message : String(err)}); the other nodes decide while a majority answers`,
       ),
+    gates,
   );
   return { clients, calls };
 }
