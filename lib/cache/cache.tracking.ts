@@ -1,5 +1,6 @@
 import { Cluster, type Redis } from 'ioredis';
 import type { RedisConnection } from '../connection/redis-connection.js';
+import { downReason } from '../connection/redis-down-reason.js';
 
 /** The channel on which Redis sends, over RESP2, the invalidations of a tracking connection's REDIRECT target. */
 export const TRACKING_CHANNEL = '__redis__:invalidate';
@@ -110,8 +111,11 @@ class MasterTracking {
       if (this.closed) return;
       // In our words while a connection is down, not ioredis's ("Stream isn't writeable and enableOfflineQueue...")
       const down = [this.main, this.sub].find((c) => c.status !== 'ready');
-      const where = `redis://${this.main.options.host}:${this.main.options.port}`;
-      this.listener.failed(down ? new Error(`not connected to Redis at ${where} (${down.status})`) : (err as Error));
+      const description = `redis://${this.main.options.host}:${this.main.options.port}`;
+      const lastError = () => (down ? this.connection.lastError(down) : undefined);
+      this.listener.failed(
+        down ? new Error(downReason({ description, status: down.status, lastError }, err)) : (err as Error),
+      );
       clearTimeout(this.retry);
       this.retry = setTimeout(() => this.queue(() => this.recover()), RETRY_MS);
       this.retry.unref();
