@@ -12,6 +12,7 @@ import { trackForCleanup } from '../support/private-servers.js';
 import { recordingLogger } from '../support/recording-logger.js';
 import { type RedisServerHandle, startRedisServer } from '../support/redis-server.js';
 import { rawCommand } from '../support/resp.js';
+import { startMisfitServers } from '../support/misfit-servers.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 import { waitFor } from '../support/wait.js';
@@ -55,12 +56,7 @@ describe('lock.quorum.nodes under lazyConnect: checked on first ready', () => {
   let replica: RedisServerHandle;
   let fewDbs: RedisServerHandle;
   beforeAll(async () => {
-    master = trackForCleanup(await startRedisServer());
-    replica = trackForCleanup(await startRedisServer());
-    const admin = new Redis(replica.port, '127.0.0.1');
-    await admin.call('replicaof', '127.0.0.1', String(master.port));
-    await admin.quit();
-    fewDbs = trackForCleanup(await startRedisServer({ args: ['--databases', '4'] }));
+    ({ master, replica, fewDbs } = await startMisfitServers());
   });
 
   it('a replica node: one error naming it and its master, left out of the calls, locks work on the majority', async () => {

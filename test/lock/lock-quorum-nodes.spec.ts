@@ -9,8 +9,9 @@ import { Redis } from 'ioredis';
 import { InvalidOptionsError, LockService } from '../../lib/index.js';
 import { othersConnected } from '../support/clients.js';
 import { trackForCleanup } from '../support/private-servers.js';
-import { type RedisServerHandle, startRedisServer } from '../support/redis-server.js';
+import type { RedisServerHandle } from '../support/redis-server.js';
 import { lockKey } from '../support/lock-modes.js';
+import { startMisfitServers } from '../support/misfit-servers.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 import { waitFor } from '../support/wait.js';
@@ -36,12 +37,7 @@ describe('lock.quorum.nodes checked at start like the connection', () => {
   let replica: RedisServerHandle;
   let fewDbs: RedisServerHandle;
   beforeAll(async () => {
-    master = trackForCleanup(await startRedisServer());
-    replica = trackForCleanup(await startRedisServer());
-    const admin = new Redis(replica.port, '127.0.0.1');
-    await admin.call('replicaof', '127.0.0.1', String(master.port));
-    await admin.quit();
-    fewDbs = trackForCleanup(await startRedisServer({ args: ['--databases', '4'] }));
+    ({ master, replica, fewDbs } = await startMisfitServers());
   });
 
   it('a node that is a replica stops the start, naming it and its master', async () => {

@@ -7,7 +7,7 @@ import { resolveToolkitOptions } from '../../lib/redis-toolkit.options-resolver.
 import { trackForCleanup } from '../support/private-servers.js';
 import { closeClients, connectClient, createGatewayApp } from '../support/pubsub-gateway.js';
 import { startRedisServer } from '../support/redis-server.js';
-import { PLATFORMS, closeToolkitApps } from '../support/toolkit-app.js';
+import { closeToolkitApps, PLATFORMS_AND_TARGETS } from '../support/toolkit-app.js';
 import { waitFor } from '../support/wait.js';
 
 /** The default `authenticate`: the session cookie or `auth.token`, through the real SessionService. */
@@ -19,11 +19,7 @@ afterEach(async () => {
 const uid = (): string => randomBytes(5).toString('hex');
 const sessionOptions = { cookie: { secret: ['new-secret', 'old-secret'] } };
 
-const COMBINATIONS = PLATFORMS.flatMap((platform) =>
-  (['single', 'cluster'] as const).map((t) => [platform, t] as const),
-);
-
-describe.each(COMBINATIONS)('default session authentication on %s, %s', (platform, target) => {
+describe.each(PLATFORMS_AND_TARGETS)('default session authentication on %s, %s', (platform, target) => {
   async function boot() {
     const app = await createGatewayApp({
       platform,

@@ -15,7 +15,7 @@ import {
   type TestClient,
 } from '../support/pubsub-gateway.js';
 import { startRedisServer } from '../support/redis-server.js';
-import { closeToolkitApps, PLATFORMS } from '../support/toolkit-app.js';
+import { closeToolkitApps, PLATFORMS_AND_TARGETS } from '../support/toolkit-app.js';
 import { sleep, waitFor } from '../support/wait.js';
 
 afterEach(async () => {
@@ -25,11 +25,7 @@ afterEach(async () => {
 
 const uid = (): string => randomBytes(5).toString('hex');
 
-const COMBINATIONS = PLATFORMS.flatMap((platform) =>
-  (['single', 'cluster'] as const).map((t) => [platform, t] as const),
-);
-
-describe.each(COMBINATIONS)('NotificationsGateway on %s, %s', (platform, target) => {
+describe.each(PLATFORMS_AND_TARGETS)('NotificationsGateway on %s, %s', (platform, target) => {
   it('refuses a connection without a valid session with a clear connect_error', async () => {
     const { url } = await createGatewayApp({ platform, target, keyPrefix: `g${uid()}:` });
     await expect(connectClient(url)).rejects.toMatchObject({

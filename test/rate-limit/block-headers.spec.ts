@@ -13,7 +13,7 @@ import {
   type RateLimitResult,
 } from '../../lib/index.js';
 import type { RateLimitAlgorithm } from '../../lib/advanced.js';
-import { PLATFORMS, closeToolkitApps, createToolkitApp, type ToolkitApp } from '../support/toolkit-app.js';
+import { closeToolkitApps, createToolkitApp, type ToolkitApp, PLATFORMS_AND_TARGETS } from '../support/toolkit-app.js';
 import { sleep } from '../support/wait.js';
 
 // While a counter is blocked (blockDuration, block(key, ms)), what a client reads as "when can I try again" agrees:
@@ -137,11 +137,7 @@ async function handBlockScenario(b: Booted): Promise<string[]> {
   return wrong;
 }
 
-const COMBINATIONS = PLATFORMS.flatMap((platform) =>
-  (['single', 'cluster'] as const).map((t) => [platform, t] as const),
-);
-
-describe.each(COMBINATIONS)('a blocked counter over HTTP on %s, %s', (platform, target) => {
+describe.each(PLATFORMS_AND_TARGETS)('a blocked counter over HTTP on %s, %s', (platform, target) => {
   it('every header style: reset >= Retry-After (the block), remaining 0; admitted after it with a normal reset', async () => {
     const booted = await Promise.all(
       MODES.flatMap(({ headers, styles }) =>

@@ -11,6 +11,7 @@ import {
   createToolkitApp,
   type Platform,
   type RedisTarget,
+  PLATFORMS_AND_TARGETS,
 } from '../support/toolkit-app.js';
 
 afterEach(closeToolkitApps);
@@ -131,11 +132,7 @@ async function start(platform: Platform, target: RedisTarget, rateLimit: RateLim
   return { http: app.app.getHttpServer() as Server, app };
 }
 
-const COMBINATIONS = PLATFORMS.flatMap((platform) =>
-  (['single', 'cluster'] as const).map((t) => [platform, t] as const),
-);
-
-describe.each(COMBINATIONS)('RateLimitGuard over HTTP on %s, %s', (platform, target) => {
+describe.each(PLATFORMS_AND_TARGETS)('RateLimitGuard over HTTP on %s, %s', (platform, target) => {
   it('answers with RateLimit headers, then 429 with Retry-After and a JSON body', async () => {
     const { http } = await start(platform, target);
     for (let i = 0; i < 3; i++) {

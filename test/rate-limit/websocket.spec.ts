@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
 import { io, type Socket } from 'socket.io-client';
 import { RateLimitGuard, Throttle } from '../../lib/index.js';
-import { closeToolkitApps, createToolkitApp, PLATFORMS } from '../support/toolkit-app.js';
+import { closeToolkitApps, createToolkitApp, PLATFORMS_AND_TARGETS } from '../support/toolkit-app.js';
 
 @WebSocketGateway({ namespace: '/rl-test' })
 @UseGuards(RateLimitGuard)
@@ -38,34 +38,33 @@ async function connect(port: number): Promise<Socket> {
   return socket;
 }
 
-const COMBINATIONS = PLATFORMS.flatMap((platform) =>
-  (['single', 'cluster'] as const).map((t) => [platform, t] as const),
-);
-
-describe.each(COMBINATIONS)('RateLimitGuard on a WebSocket gateway (socket.io on %s, %s)', (platform, target) => {
-  it('limits a @SubscribeMessage handler and answers a refusal with a WsException carrying retry info', async () => {
-    const app = await createToolkitApp({
-      platform,
-      target,
-      http: true,
-      keyPrefix: `rtk-${randomUUID().slice(0, 8)}:`,
-      providers: [PingGateway],
+describe.each(PLATFORMS_AND_TARGETS)(
+  'RateLimitGuard on a WebSocket gateway (socket.io on %s, %s)',
+  (platform, target) => {
+    it('limits a @SubscribeMessage handler and answers a refusal with a WsException carrying retry info', async () => {
+      const app = await createToolkitApp({
+        platform,
+        target,
+        http: true,
+        keyPrefix: `rtk-${randomUUID().slice(0, 8)}:`,
+        providers: [PingGateway],
+      });
+      const { port } = (app.app.getHttpServer() as Server).address() as { port: number };
+      const socket = await connect(port);
+      const exceptions: unknown[] = [];
+      socket.on('exception', (e: unknown) => exceptions.push(e));
+      expect(await socket.timeout(2_000).emitWithAck('ping')).toBe('pong');
+      expect(await socket.timeout(2_000).emitWithAck('ping')).toBe('pong');
+      await expect(socket.timeout(500).emitWithAck('ping')).rejects.toThrow(); // no answer: refused
+      expect(exceptions).toEqual([{ statusCode: 429, message: 'Too Many Requests', retryAfterMs: expect.any(Number) }]);
+      const { retryAfterMs } = exceptions[0] as { retryAfterMs: number };
+      expect(retryAfterMs).toBeGreaterThan(55_000);
+      expect(retryAfterMs).toBeLessThanOrEqual(60_000);
+      // same client address, new connection: still limited (the tracker is the address, not the socket)
+      const other = await connect(port);
+      await expect(other.timeout(500).emitWithAck('ping')).rejects.toThrow();
+      // a handler without @Throttle falls back to rateLimit.defaults (100 per minute)
+      expect(await other.timeout(2_000).emitWithAck('free')).toBe('free');
     });
-    const { port } = (app.app.getHttpServer() as Server).address() as { port: number };
-    const socket = await connect(port);
-    const exceptions: unknown[] = [];
-    socket.on('exception', (e: unknown) => exceptions.push(e));
-    expect(await socket.timeout(2_000).emitWithAck('ping')).toBe('pong');
-    expect(await socket.timeout(2_000).emitWithAck('ping')).toBe('pong');
-    await expect(socket.timeout(500).emitWithAck('ping')).rejects.toThrow(); // no answer: refused
-    expect(exceptions).toEqual([{ statusCode: 429, message: 'Too Many Requests', retryAfterMs: expect.any(Number) }]);
-    const { retryAfterMs } = exceptions[0] as { retryAfterMs: number };
-    expect(retryAfterMs).toBeGreaterThan(55_000);
-    expect(retryAfterMs).toBeLessThanOrEqual(60_000);
-    // same client address, new connection: still limited (the tracker is the address, not the socket)
-    const other = await connect(port);
-    await expect(other.timeout(500).emitWithAck('ping')).rejects.toThrow();
-    // a handler without @Throttle falls back to rateLimit.defaults (100 per minute)
-    expect(await other.timeout(2_000).emitWithAck('free')).toBe('free');
-  });
-});
+  },
+);

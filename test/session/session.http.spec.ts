@@ -39,6 +39,7 @@ import {
   createToolkitApp,
   type Platform,
   type RedisTarget,
+  PLATFORMS_AND_TARGETS,
 } from '../support/toolkit-app.js';
 
 afterEach(closeToolkitApps);
@@ -239,137 +240,136 @@ describe('cookie signing', () => {
   });
 });
 
-const COMBINATIONS = PLATFORMS.flatMap((platform) =>
-  (['single', 'cluster'] as const).map((t) => [platform, t] as const),
-);
+describe.each(PLATFORMS_AND_TARGETS)(
+  'SessionMiddleware, SessionGuard and @CurrentSession on %s, %s',
+  (platform, target) => {
+    it('login sets a signed httpOnly cookie; the session is on the request; logout destroys it', async () => {
+      const { http, sessions } = await httpApp(target, { platform });
+      const login = await http.post('/login').send({ user: 'alice' }).expect(201);
+      const cookie = sessionCookie(login.headers['set-cookie']);
+      expect(cookie).toMatch(/; Path=\/; Expires=[^;]+; HttpOnly; SameSite=Lax$/);
+      expect(cookie).not.toContain('Secure');
+      const pair = cookie.split(';')[0];
+      const id = sessions.idFromCookieHeader(pair);
+      expect(id).not.toBeNull();
 
-describe.each(COMBINATIONS)('SessionMiddleware, SessionGuard and @CurrentSession on %s, %s', (platform, target) => {
-  it('login sets a signed httpOnly cookie; the session is on the request; logout destroys it', async () => {
-    const { http, sessions } = await httpApp(target, { platform });
-    const login = await http.post('/login').send({ user: 'alice' }).expect(201);
-    const cookie = sessionCookie(login.headers['set-cookie']);
-    expect(cookie).toMatch(/; Path=\/; Expires=[^;]+; HttpOnly; SameSite=Lax$/);
-    expect(cookie).not.toContain('Secure');
-    const pair = cookie.split(';')[0];
-    const id = sessions.idFromCookieHeader(pair);
-    expect(id).not.toBeNull();
-
-    const me = await http.get('/me').set('Cookie', pair).expect(200);
-    expect(me.body).toEqual({ userId: 'alice', data: { hello: 'world' }, same: true });
-    // rolling: the cookie is re-sent with the session's new expiry
-    expect(sessionCookie(me.headers['set-cookie'])).toContain('Expires=');
-    expect((await http.get('/open').set('Cookie', pair).expect(200)).body).toEqual({
-      session: 'alice',
-      reqSession: 'alice',
-    });
-    // the guard also works without the middleware
-    expect((await http.get('/g/me').set('Cookie', pair).expect(200)).body).toEqual({ userId: 'alice' });
-
-    const logout = await http.post('/logout').set('Cookie', pair).expect(201);
-    expect(sessionCookie(logout.headers['set-cookie'])).toMatch(/^rtk\.sid=; .*Expires=Thu, 01 Jan 1970/);
-    await http.get('/me').set('Cookie', pair).expect(401);
-    expect(await sessions.get(id)).toBeNull();
-  });
-
-  it('the documented logout (no SessionGuard) destroys the session: the old cookie then gets 401', async () => {
-    const { http, sessions } = await httpApp(target, { platform });
-    const pair = sessionCookie((await http.post('/login').send({ user: 'carol' }).expect(201)).headers['set-cookie']);
-    const cookie = pair.split(';')[0];
-    const id = sessions.idFromCookieHeader(cookie) as string;
-    await http.get('/me').set('Cookie', cookie).expect(200);
-    const logout = await http.post('/doc/logout').set('Cookie', cookie).expect(201);
-    expect(logout.body).toEqual({ destroyed: true });
-    expect(sessionCookie(logout.headers['set-cookie'])).toMatch(/^rtk\.sid=; .*Expires=Thu, 01 Jan 1970/);
-    await http.get('/me').set('Cookie', cookie).expect(401);
-    expect(await sessions.get(id)).toBeNull();
-  });
-
-  it('the documented login destroys the session the browser came with', async () => {
-    const { http, sessions } = await httpApp(target, { platform });
-    const first = sessionCookie(
-      (await http.post('/doc/login').send({ user: 'dan' }).expect(201)).headers['set-cookie'],
-    );
-    const firstPair = first.split(';')[0];
-    const again = await http.post('/doc/login').set('Cookie', firstPair).send({ user: 'dan' }).expect(201);
-    expect(again.body).toEqual({ destroyedPrevious: true });
-    // one session cookie in the response (the middleware's rolling refresh of the old one is replaced), the new id
-    const cookies = (again.headers['set-cookie'] as unknown as string[]).filter((c) => c.startsWith('rtk.sid='));
-    expect(cookies).toHaveLength(1);
-    const secondPair = cookies[0].split(';')[0];
-    expect(secondPair).not.toBe(firstPair);
-    await http.get('/me').set('Cookie', firstPair).expect(401);
-    await http.get('/me').set('Cookie', secondPair).expect(200);
-    expect(await sessions.get(sessions.idFromCookieHeader(firstPair) as string)).toBeNull();
-  });
-
-  it('req.session can be assigned as well as read', async () => {
-    const { http } = await httpApp(target, { platform });
-    const pair = sessionCookie((await http.post('/login').send({ user: 'gus' }).expect(201)).headers['set-cookie']);
-    expect((await http.get('/forget').set('Cookie', pair.split(';')[0]).expect(200)).body).toEqual({
-      before: 'gus',
-      after: null,
-    });
-  });
-
-  it("the app's own cookies and the middleware's rolling refresh are both sent", async () => {
-    const { http } = await httpApp(target, { platform });
-    const pair = sessionCookie((await http.post('/login').send({ user: 'erin' }).expect(201)).headers['set-cookie']);
-    const res = await http.get('/other-cookie').set('Cookie', pair.split(';')[0]).expect(200);
-    const cookies = res.headers['set-cookie'] as unknown as string[];
-    expect(cookies.filter((c) => c.startsWith('other=1'))).toHaveLength(1);
-    expect(sessionCookie(cookies)).toContain('Expires=');
-  });
-
-  it(`the cookie helpers typed with ${platform}'s own request and response types`, async () => {
-    const { http } = await httpApp(target, { platform });
-    const login = await http.post('/typed/login').expect(201);
-    const pair = sessionCookie(login.headers['set-cookie']).split(';')[0];
-    expect((await http.get('/me').set('Cookie', pair).expect(200)).body.userId).toBe('typed');
-    const logout = await http.post('/typed/logout').set('Cookie', pair).expect(201);
-    expect(sessionCookie(logout.headers['set-cookie'])).toMatch(/^rtk\.sid=; /);
-  });
-
-  it('ignores unsigned, tampered and foreign-secret cookies; SessionGuard answers 401', async () => {
-    const { http, sessions } = await httpApp(target, { platform });
-    const s = await sessions.create('mallory-target');
-    const good = encodeURIComponent(signCookieValue(s.id, SECRET));
-    await http.get('/me').set('Cookie', `rtk.sid=${good}`).expect(200);
-    // rotation: a cookie signed with the second secret is still accepted
-    await http
-      .get('/me')
-      .set('Cookie', `rtk.sid=${encodeURIComponent(signCookieValue(s.id, 'old-secret'))}`)
-      .expect(200);
-    const bad = [
-      `rtk.sid=${s.id}`,
-      `rtk.sid=s%3A${s.id}`,
-      `rtk.sid=${encodeURIComponent(signCookieValue(s.id, 'attacker'))}`,
-      `rtk.sid=${encodeURIComponent(signCookieValue(s.id, SECRET).slice(0, -2))}`,
-      `rtk.sid=${encodeURIComponent(signCookieValue(generateSessionId(), SECRET))}`,
-      'rtk.sid=',
-      '',
-    ];
-    for (const cookie of bad) {
-      const res = await http.get('/me').set('Cookie', cookie);
-      expect(res.status).toBe(401);
-      expect(res.body.message).toBe('A valid session is required');
-      expect((await http.get('/open').set('Cookie', cookie).expect(200)).body).toEqual({
-        session: null,
-        reqSession: null,
+      const me = await http.get('/me').set('Cookie', pair).expect(200);
+      expect(me.body).toEqual({ userId: 'alice', data: { hello: 'world' }, same: true });
+      // rolling: the cookie is re-sent with the session's new expiry
+      expect(sessionCookie(me.headers['set-cookie'])).toContain('Expires=');
+      expect((await http.get('/open').set('Cookie', pair).expect(200)).body).toEqual({
+        session: 'alice',
+        reqSession: 'alice',
       });
-    }
-  });
+      // the guard also works without the middleware
+      expect((await http.get('/g/me').set('Cookie', pair).expect(200)).body).toEqual({ userId: 'alice' });
 
-  it('an expired session is treated as none and its cookie is cleared', async () => {
-    const { http, sessions } = await httpApp(target, { platform });
-    const s = await sessions.create('bob', {}, { ttl: 100 });
-    await new Promise((r) => setTimeout(r, 250));
-    const res = await http
-      .get('/me')
-      .set('Cookie', `rtk.sid=${encodeURIComponent(signCookieValue(s.id, SECRET))}`)
-      .expect(401);
-    expect(sessionCookie(res.headers['set-cookie'])).toMatch(/^rtk\.sid=;/);
-  });
-});
+      const logout = await http.post('/logout').set('Cookie', pair).expect(201);
+      expect(sessionCookie(logout.headers['set-cookie'])).toMatch(/^rtk\.sid=; .*Expires=Thu, 01 Jan 1970/);
+      await http.get('/me').set('Cookie', pair).expect(401);
+      expect(await sessions.get(id)).toBeNull();
+    });
+
+    it('the documented logout (no SessionGuard) destroys the session: the old cookie then gets 401', async () => {
+      const { http, sessions } = await httpApp(target, { platform });
+      const pair = sessionCookie((await http.post('/login').send({ user: 'carol' }).expect(201)).headers['set-cookie']);
+      const cookie = pair.split(';')[0];
+      const id = sessions.idFromCookieHeader(cookie) as string;
+      await http.get('/me').set('Cookie', cookie).expect(200);
+      const logout = await http.post('/doc/logout').set('Cookie', cookie).expect(201);
+      expect(logout.body).toEqual({ destroyed: true });
+      expect(sessionCookie(logout.headers['set-cookie'])).toMatch(/^rtk\.sid=; .*Expires=Thu, 01 Jan 1970/);
+      await http.get('/me').set('Cookie', cookie).expect(401);
+      expect(await sessions.get(id)).toBeNull();
+    });
+
+    it('the documented login destroys the session the browser came with', async () => {
+      const { http, sessions } = await httpApp(target, { platform });
+      const first = sessionCookie(
+        (await http.post('/doc/login').send({ user: 'dan' }).expect(201)).headers['set-cookie'],
+      );
+      const firstPair = first.split(';')[0];
+      const again = await http.post('/doc/login').set('Cookie', firstPair).send({ user: 'dan' }).expect(201);
+      expect(again.body).toEqual({ destroyedPrevious: true });
+      // one session cookie in the response (the middleware's rolling refresh of the old one is replaced), the new id
+      const cookies = (again.headers['set-cookie'] as unknown as string[]).filter((c) => c.startsWith('rtk.sid='));
+      expect(cookies).toHaveLength(1);
+      const secondPair = cookies[0].split(';')[0];
+      expect(secondPair).not.toBe(firstPair);
+      await http.get('/me').set('Cookie', firstPair).expect(401);
+      await http.get('/me').set('Cookie', secondPair).expect(200);
+      expect(await sessions.get(sessions.idFromCookieHeader(firstPair) as string)).toBeNull();
+    });
+
+    it('req.session can be assigned as well as read', async () => {
+      const { http } = await httpApp(target, { platform });
+      const pair = sessionCookie((await http.post('/login').send({ user: 'gus' }).expect(201)).headers['set-cookie']);
+      expect((await http.get('/forget').set('Cookie', pair.split(';')[0]).expect(200)).body).toEqual({
+        before: 'gus',
+        after: null,
+      });
+    });
+
+    it("the app's own cookies and the middleware's rolling refresh are both sent", async () => {
+      const { http } = await httpApp(target, { platform });
+      const pair = sessionCookie((await http.post('/login').send({ user: 'erin' }).expect(201)).headers['set-cookie']);
+      const res = await http.get('/other-cookie').set('Cookie', pair.split(';')[0]).expect(200);
+      const cookies = res.headers['set-cookie'] as unknown as string[];
+      expect(cookies.filter((c) => c.startsWith('other=1'))).toHaveLength(1);
+      expect(sessionCookie(cookies)).toContain('Expires=');
+    });
+
+    it(`the cookie helpers typed with ${platform}'s own request and response types`, async () => {
+      const { http } = await httpApp(target, { platform });
+      const login = await http.post('/typed/login').expect(201);
+      const pair = sessionCookie(login.headers['set-cookie']).split(';')[0];
+      expect((await http.get('/me').set('Cookie', pair).expect(200)).body.userId).toBe('typed');
+      const logout = await http.post('/typed/logout').set('Cookie', pair).expect(201);
+      expect(sessionCookie(logout.headers['set-cookie'])).toMatch(/^rtk\.sid=; /);
+    });
+
+    it('ignores unsigned, tampered and foreign-secret cookies; SessionGuard answers 401', async () => {
+      const { http, sessions } = await httpApp(target, { platform });
+      const s = await sessions.create('mallory-target');
+      const good = encodeURIComponent(signCookieValue(s.id, SECRET));
+      await http.get('/me').set('Cookie', `rtk.sid=${good}`).expect(200);
+      // rotation: a cookie signed with the second secret is still accepted
+      await http
+        .get('/me')
+        .set('Cookie', `rtk.sid=${encodeURIComponent(signCookieValue(s.id, 'old-secret'))}`)
+        .expect(200);
+      const bad = [
+        `rtk.sid=${s.id}`,
+        `rtk.sid=s%3A${s.id}`,
+        `rtk.sid=${encodeURIComponent(signCookieValue(s.id, 'attacker'))}`,
+        `rtk.sid=${encodeURIComponent(signCookieValue(s.id, SECRET).slice(0, -2))}`,
+        `rtk.sid=${encodeURIComponent(signCookieValue(generateSessionId(), SECRET))}`,
+        'rtk.sid=',
+        '',
+      ];
+      for (const cookie of bad) {
+        const res = await http.get('/me').set('Cookie', cookie);
+        expect(res.status).toBe(401);
+        expect(res.body.message).toBe('A valid session is required');
+        expect((await http.get('/open').set('Cookie', cookie).expect(200)).body).toEqual({
+          session: null,
+          reqSession: null,
+        });
+      }
+    });
+
+    it('an expired session is treated as none and its cookie is cleared', async () => {
+      const { http, sessions } = await httpApp(target, { platform });
+      const s = await sessions.create('bob', {}, { ttl: 100 });
+      await new Promise((r) => setTimeout(r, 250));
+      const res = await http
+        .get('/me')
+        .set('Cookie', `rtk.sid=${encodeURIComponent(signCookieValue(s.id, SECRET))}`)
+        .expect(401);
+      expect(sessionCookie(res.headers['set-cookie'])).toMatch(/^rtk\.sid=;/);
+    });
+  },
+);
 
 describe('Fastify: another plugin owns request.session', () => {
   it('leaves it alone, warns at start, and @CurrentSession() and SessionGuard still see the toolkit session', async () => {

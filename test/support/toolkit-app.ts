@@ -23,6 +23,10 @@ export function connectionFor(target: RedisTarget): RedisToolkitOptions['connect
 /** The HTTP platforms every HTTP feature is tested on: `describe.each(PLATFORMS)`. */
 export const PLATFORMS = ['express', 'fastify'] as const;
 export type Platform = (typeof PLATFORMS)[number];
+/** Every HTTP platform on a single server and on a cluster, for `describe.each`: `[platform, target]`. */
+export const PLATFORMS_AND_TARGETS = PLATFORMS.flatMap((platform) =>
+  (['single', 'cluster'] as const).map((target) => [platform, target] as const),
+);
 
 export interface ToolkitAppOptions extends Omit<Partial<RedisToolkitOptions>, 'connection'> {
   target?: RedisTarget;
