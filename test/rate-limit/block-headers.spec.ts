@@ -1,7 +1,6 @@
 import 'reflect-metadata';
-import { Controller, Post, UseGuards, type ExecutionContext } from '@nestjs/common';
+import { Controller, Post, UseGuards } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
-import type { Server } from 'node:http';
 import request, { type Response } from 'supertest';
 import {
   RateLimitExceededError,
@@ -13,7 +12,8 @@ import {
   type RateLimitResult,
 } from '../../lib/index.js';
 import type { RateLimitAlgorithm } from '../../lib/advanced.js';
-import { closeToolkitApps, createToolkitApp, type ToolkitApp, PLATFORMS_AND_TARGETS } from '../support/toolkit-app.js';
+import { bootHeaderApps, type HeaderApp, userFromHeader } from '../support/rate-limit-http.js';
+import { closeToolkitApps, createToolkitApp, PLATFORMS_AND_TARGETS } from '../support/toolkit-app.js';
 import { sleep } from '../support/wait.js';
 
 // While a counter is blocked (blockDuration, block(key, ms)), what a client reads as "when can I try again" agrees:
@@ -24,9 +24,6 @@ import { sleep } from '../support/wait.js';
 
 afterAll(closeToolkitApps);
 
-const userOf = (ctx: ExecutionContext): string =>
-  String(ctx.switchToHttp().getRequest<{ headers: Record<string, string> }>().headers['x-user-id']);
-
 const TTL = 1_000;
 const BLOCK = 3_500;
 const HAND_BLOCK = 3_000;
@@ -35,7 +32,7 @@ const HAND_BLOCK = 3_000;
 @UseGuards(RateLimitGuard)
 class BlockHeadersController {
   @Post()
-  @Throttle({ name: 'login', limit: 2, ttl: TTL, blockDuration: BLOCK, key: userOf })
+  @Throttle({ name: 'login', limit: 2, ttl: TTL, blockDuration: BLOCK, key: userFromHeader })
   login(): string {
     return 'ok';
   }
@@ -64,13 +61,7 @@ function said(res: Response, style: Style): { remaining: number; reset: number }
   return { remaining: Number(m?.[1]), reset: Number(m?.[2]) };
 }
 
-interface Booted {
-  app: ToolkitApp;
-  http: Server;
-  styles: Style[];
-  cache: boolean;
-  label: string;
-}
+type Booted = HeaderApp<(typeof MODES)[number]>;
 
 const post = (b: Booted, user: string) => request(b.http).post('/login').set('X-User-Id', user);
 
@@ -139,22 +130,7 @@ async function handBlockScenario(b: Booted): Promise<string[]> {
 
 describe.each(PLATFORMS_AND_TARGETS)('a blocked counter over HTTP on %s, %s', (platform, target) => {
   it('every header style: reset >= Retry-After (the block), remaining 0; admitted after it with a normal reset', async () => {
-    const booted = await Promise.all(
-      MODES.flatMap(({ headers, styles }) =>
-        [false, true].map(async (cache): Promise<Booted> => {
-          const app = await createToolkitApp({
-            target,
-            platform,
-            http: true,
-            keyPrefix: `rtk-${randomUUID().slice(0, 8)}:`,
-            rateLimit: { headers, blockCache: cache },
-            controllers: [BlockHeadersController],
-          });
-          const label = `${headers}${cache ? ' +blockCache' : ''}`;
-          return { app, http: app.app.getHttpServer() as Server, styles, cache, label };
-        }),
-      ),
-    );
+    const booted = await bootHeaderApps(platform, target, BlockHeadersController, MODES);
     const wrong = await Promise.all(booted.flatMap((b) => [blockDurationScenario(b), handBlockScenario(b)]));
     expect(wrong.flat()).toEqual([]);
   }, 30_000);

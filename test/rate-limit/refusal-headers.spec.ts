@@ -1,11 +1,11 @@
 import 'reflect-metadata';
-import { Controller, Post, UseGuards, type ExecutionContext } from '@nestjs/common';
+import { Controller, Post, UseGuards } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
-import type { Server } from 'node:http';
 import request, { type Response } from 'supertest';
 import { RateLimitGuard, RateLimitService, Throttle, type RateLimitOptions } from '../../lib/index.js';
 import type { RateLimitAlgorithm } from '../../lib/advanced.js';
-import { closeToolkitApps, createToolkitApp, type ToolkitApp, PLATFORMS_AND_TARGETS } from '../support/toolkit-app.js';
+import { bootHeaderApps, type HeaderApp, userFromHeader } from '../support/rate-limit-http.js';
+import { closeToolkitApps, PLATFORMS_AND_TARGETS } from '../support/toolkit-app.js';
 
 // The single-policy header styles (X-RateLimit-*, draft-6 RateLimit-*, draft-7 combined RateLimit) of a decision of
 // several policies with cost > 1. An admitted response shows the policy with the fewest units left; a 429 shows the
@@ -16,12 +16,9 @@ import { closeToolkitApps, createToolkitApp, type ToolkitApp, PLATFORMS_AND_TARG
 
 afterAll(closeToolkitApps);
 
-const userOf = (ctx: ExecutionContext): string =>
-  String(ctx.switchToHttp().getRequest<{ headers: Record<string, string> }>().headers['x-user-id']);
-
 /** Both policies cost 3 per request. slow: 5 per 15 s; fast: 4 per 2 s. */
-const SLOW = { name: 'slow', limit: 5, ttl: 15_000, cost: 3, key: userOf } as const;
-const FAST = { name: 'fast', limit: 4, ttl: 2_000, cost: 3, key: userOf } as const;
+const SLOW = { name: 'slow', limit: 5, ttl: 15_000, cost: 3, key: userFromHeader } as const;
+const FAST = { name: 'fast', limit: 4, ttl: 2_000, cost: 3, key: userFromHeader } as const;
 
 @Controller('refusal')
 @UseGuards(RateLimitGuard)
@@ -90,14 +87,7 @@ function draft8Reset(res: Response, name: string): number {
   return Number(m?.[1]);
 }
 
-interface Booted {
-  app: ToolkitApp;
-  http: Server;
-  styles: Style[];
-  draft8: boolean;
-  cache: boolean;
-  label: string;
-}
+type Booted = HeaderApp<(typeof MODES)[number]>;
 
 const post = (b: Booted, algorithm: RateLimitAlgorithm, user: string) =>
   request(b.http).post(`/refusal/${algorithm}`).set('X-User-Id', user);
@@ -156,22 +146,7 @@ describe.each(PLATFORMS_AND_TARGETS)(
   'a refusal of two policies with cost 3 over HTTP on %s, %s',
   (platform, target) => {
     it('a 429 shows the refusing policy (reset >= Retry-After); an admitted response the fewest units left', async () => {
-      const booted = await Promise.all(
-        MODES.flatMap(({ headers, styles, draft8 }) =>
-          [false, true].map(async (cache): Promise<Booted> => {
-            const app = await createToolkitApp({
-              target,
-              platform,
-              http: true,
-              keyPrefix: `rtk-${randomUUID().slice(0, 8)}:`,
-              rateLimit: { headers, blockCache: cache },
-              controllers: [RefusalHeadersController],
-            });
-            const label = `${headers}${cache ? ' +blockCache' : ''}`;
-            return { app, http: app.app.getHttpServer() as Server, styles, draft8, cache, label };
-          }),
-        ),
-      );
+      const booted = await bootHeaderApps(platform, target, RefusalHeadersController, MODES);
       const denied = booted.map((b) => b.app.get(RateLimitService).stats().deniedLocally);
       const wrong = await Promise.all(booted.flatMap((b) => ALGORITHMS.map((a) => scenario(b, a))));
       expect(wrong.flat()).toEqual([]);

@@ -1,0 +1,40 @@
+import type { ExecutionContext, Type } from '@nestjs/common';
+import { randomUUID } from 'node:crypto';
+import type { Server } from 'node:http';
+import type { RateLimitOptions } from '../../lib/index.js';
+import { createToolkitApp, type Platform, type ToolkitApp } from './toolkit-app.js';
+
+/** A rate-limit key from the request's `X-User-Id` header (each test's own user). */
+export const userFromHeader = (ctx: ExecutionContext): string =>
+  String(ctx.switchToHttp().getRequest<{ headers: Record<string, string> }>().headers['x-user-id']);
+
+/** A header mode of a test (`headers` and what the test reads of it) booted as an app, with or without block cache. */
+export type HeaderApp<M> = M & { app: ToolkitApp; http: Server; cache: boolean; label: string };
+
+/**
+ * One HTTP app per header mode, each with `rateLimit.blockCache` off and on, on `platform` and `target`, serving
+ * `controller`; each its own key prefix.
+ */
+export function bootHeaderApps<M extends { headers: NonNullable<RateLimitOptions['headers']> }>(
+  platform: Platform,
+  target: 'single' | 'cluster',
+  controller: Type<unknown>,
+  modes: readonly M[],
+): Promise<HeaderApp<M>[]> {
+  return Promise.all(
+    modes.flatMap((mode) =>
+      [false, true].map(async (cache): Promise<HeaderApp<M>> => {
+        const app = await createToolkitApp({
+          target,
+          platform,
+          http: true,
+          keyPrefix: `rtk-${randomUUID().slice(0, 8)}:`,
+          rateLimit: { headers: mode.headers, blockCache: cache },
+          controllers: [controller],
+        });
+        const label = `${mode.headers}${cache ? ' +blockCache' : ''}`;
+        return { ...mode, app, http: app.app.getHttpServer() as Server, cache, label };
+      }),
+    ),
+  );
+}
