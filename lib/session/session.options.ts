@@ -1,4 +1,4 @@
-import type { OptionProblems } from '../common/option-checks.js';
+import { kindOf, type OptionProblems } from '../common/option-checks.js';
 import { touchReuseOf, type TouchReuse } from './session.recent-touches.js';
 
 /** Injection token of ResolvedSessionOptions (`session` of forRoot, defaults filled in). */
@@ -101,7 +101,7 @@ function checkSecrets(secret: unknown, problems: OptionProblems): void {
   if (secret === undefined) return;
   if (!Array.isArray(secret)) {
     if (typeof secret !== 'string') {
-      problems.add('session.cookie.secret', `must be a string or an array of strings, got ${typeName(secret)}`);
+      problems.add('session.cookie.secret', `must be a string or an array of strings, got ${kindOf(secret)}`);
     } else if (secret === '') problems.add('session.cookie.secret', 'is an empty string');
     return;
   }
@@ -115,7 +115,7 @@ function checkSecrets(secret: unknown, problems: OptionProblems): void {
         ? 'the first entry signs every cookie and is required (is its environment variable set?)'
         : 'leave unset old secrets out of the list (they only verify cookies; docs/session.md, Configure)';
     if (entry === undefined || entry === null) problems.add(path, `is ${entry}: ${remedy}`);
-    else if (typeof entry !== 'string') problems.add(path, `must be a string, got ${typeName(entry)}`);
+    else if (typeof entry !== 'string') problems.add(path, `must be a string, got ${kindOf(entry)}`);
     else if (entry === '') problems.add(path, `is an empty string: ${remedy}`);
   });
 }
@@ -140,10 +140,6 @@ export function shortSecretWarning(secrets: readonly string[]): string | undefin
     `shorter secret can be brute-forced offline from one signed cookie. Use at least ${MIN_COOKIE_SECRET_LENGTH} ` +
     'random characters (e.g. openssl rand -base64 48)'
   );
-}
-
-function typeName(value: unknown): string {
-  return value === null ? 'null' : Array.isArray(value) ? 'array' : typeof value;
 }
 
 export function resolveSessionOptions(

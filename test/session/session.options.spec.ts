@@ -101,7 +101,7 @@ describe('session options', () => {
     expect(unsetCurrent).toContain('the first entry signs every cookie and is required');
     const several = problemsOf({ cookie: { secret: [current, '', 7] } });
     expect(several).toContain('session.cookie.secret[1] is an empty string');
-    expect(several).toContain('session.cookie.secret[2] must be a string, got number');
+    expect(several).toContain('session.cookie.secret[2] must be a string, got a number');
     expect(problemsOf({ cookie: { secret: [] } })).toContain(
       'session.cookie.secret is an empty array: give at least the current secret',
     );
