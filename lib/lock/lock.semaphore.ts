@@ -8,6 +8,7 @@ import type { Acquired, LockBackend, LockKeys } from './lock.backend.js';
 import { Lock, type LockOwner } from './lock.js';
 import { acquireWithRetries, type LeaseAcquireOptions, type LeaseContext, leaseOwner } from './lock.lease.js';
 import { SEMAPHORE_ACQUIRE, SEMAPHORE_EXTEND } from './lock.scripts.js';
+import { firstError, type Outcome, type QuorumCalls } from './lock.quorum.js';
 import { LocalWaiters } from './lock.waiters.js';
 
 export interface SemaphoreOptions {
@@ -199,6 +200,49 @@ class SemaphoreBackend implements LockBackend {
 }
 
 /**
+ * The permits held on a quorum (Semaphore.holders): the largest count of the nodes that take part and answer within
+ * commandTimeout (a node left out, see NodeGate, is not asked), when a majority of all the nodes answers; else
+ * RedisUnavailableError. The largest, not the count a majority agrees on: a holder has a permit on `needed` nodes
+ * (semaphoreQuorum), not on every one, so with a node down the others may disagree (limit 1 on 3 nodes, a permit on
+ * nodes 0 and 1, node 0 down: 1 and 0). A node holds one permit per holder (plus, for a moment, the partial grants
+ * of an acquisition being decided or undone), so none shows more holders than there are; with every node answering
+ * the fullest shows them all (they hold `needed` * holders > nodes * holders * limit / (limit + 1) permits, so one
+ * node holds more than holders - 1), and on 3 nodes a majority's fullest does (limit 1: each holder on 2 of the 3;
+ * more: on all 3).
+ */
+async function holdersOnQuorum(
+  quorum: QuorumCalls,
+  what: string,
+  count: (client: RedisClient) => Promise<number>,
+): Promise<number> {
+  const counts: Outcome<number>[] = quorum.clients.map(() => undefined);
+  // QuorumCalls has no read step. Its release is the step that sends to every node taking part (a node left out fails
+  // unsent, a failure is reported once) and, asked for all the nodes, waits for each until commandTimeout: each
+  // answers it 1 and its count is kept here.
+  const read = async (client: RedisClient, node: number): Promise<number> => {
+    try {
+      counts[node] = { ok: true, value: await count(client) };
+    } catch (error) {
+      counts[node] = { ok: false, error };
+      throw error;
+    }
+    return 1;
+  };
+  try {
+    await quorum.release(what, read, quorum.nodes);
+  } catch (err) {
+    if (!(err instanceof RedisUnavailableError)) throw err; // some did not answer: decided below
+  }
+  const answers = counts.flatMap((o) => (o?.ok ? [o.value] : []));
+  if (answers.length < quorum.quorum) {
+    throw new RedisUnavailableError(
+      `${what} failed: fewer than ${quorum.quorum} of ${quorum.nodes} lock servers answered (${firstError(counts)})`,
+    );
+  }
+  return Math.max(...answers);
+}
+
+/**
  * A counting semaphore: at most `limit` holders at once (redis-semaphore's `Semaphore`, or `RedlockSemaphore` with
  * `lock.quorum`). Made by `LockService.semaphore(name, { limit, ttl })`. Permits are `Lock`s (`kind: 'semaphore'`):
  * `extend`, `release`, `startAutoExtend` and `using` work as for a lock. A permit carries no fencing token
@@ -284,13 +328,17 @@ export class Semaphore {
     return this.ctx.runHolding(permit, fn, { extensionThreshold: options?.extensionThreshold });
   }
 
-  /** How many unexpired permits are held now (on a quorum: as the first node that answers sees it). */
+  /**
+   * How many unexpired permits are held now (a gauge). On a quorum: the most that one node shows, of the nodes that
+   * take part (see holdersOnQuorum); RedisUnavailableError when fewer than a majority of them answer.
+   */
   async holders(): Promise<number> {
-    const client = this.ctx.quorum ? this.ctx.quorum.clients[0] : this.ctx.client;
+    const what = `count of the holders of "${this.name}"`;
     // ZCOUNT in client time is close enough for a gauge; the scripts decide by server time.
-    return this.ctx.failures.guard(`count of the holders of "${this.name}"`, () =>
-      client.zcount(this.keys.lock, `(${Date.now()}`, '+inf'),
-    );
+    const count = (client: RedisClient) => client.zcount(this.keys.lock, `(${Date.now()}`, '+inf');
+    const { quorum, client } = this.ctx;
+    if (quorum) return holdersOnQuorum(quorum, what, count);
+    return this.ctx.failures.guard(what, () => count(client));
   }
 
   /**
