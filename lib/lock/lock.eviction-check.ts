@@ -3,6 +3,7 @@ import { UnsafeEvictionPolicyError } from '../common/errors.js';
 import { mastersOf, nodeKey } from '../common/cluster-masters.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { verifyPermissions } from '../connection/redis-permissions.js';
+import { nodeCheckOf } from './lock.node-check.js';
 import { checkDistinctNodes, checkQuorumNodeServers, connectQuorum } from './lock.quorum-nodes.js';
 
 /** What to do at start when a lock server may evict lock keys: log a warning (default) or refuse to start. */
@@ -73,11 +74,12 @@ export async function checkEvictionPolicy(
  * Start-up of the lock servers (LockService.onModuleInit): connects the quorum nodes (a majority must answer), refuses
  * one that is a replica or lacks its db (as the main connection's server is refused), then checks each server's
  * eviction policy and each quorum node's ACL permissions for the lock's commands (the toolkit's own connection is
- * checked by RedisPermissionsCheck). With lazyConnect nothing is asked at start (documented in docs/lock.md): the
- * quorum nodes start connecting in the background, as the main connection does, and each node's server is checked on
- * its first `ready` (LazyNodeCheck in lock.quorum-nodes.ts, made by quorumOf). A failed check calls `closeAll` (every
- * connection of the toolkit, not only the lock's: the app is not going to start, and Nest calls no shutdown hook after
- * a failed init).
+ * checked by RedisPermissionsCheck). A quorum node the start could not check (down, or no answer to the check) is
+ * checked for being a replica or lacking its db on its first `ready` by its NodeCheck (lock.node-check.ts, made by
+ * quorumOf), as every node is under lazyConnect, where nothing is asked at start (documented in docs/lock.md): the
+ * quorum nodes then start connecting in the background, as the main connection does. A failed check calls `closeAll`
+ * (every connection of the toolkit, not only the lock's: the app is not going to start, and Nest calls no shutdown
+ * hook after a failed init).
  */
 export async function startLockServers(
   connection: RedisConnection,
@@ -87,6 +89,7 @@ export async function startLockServers(
   warn: (message: string) => void,
   closeAll: () => Promise<void>,
 ): Promise<void> {
+  const checks = quorumClients.map(({ client }) => nodeCheckOf(client));
   if (connection.lazyConnect) {
     for (const { client } of quorumClients) if (client.status === 'wait') client.connect().catch(() => undefined);
     return;
@@ -96,13 +99,18 @@ export async function startLockServers(
     const ready = quorumClients.filter((c) => c.client.status === 'ready');
     const targets = quorumClients.length > 0 ? ready : [{ client: connection.client, description: 'the Redis server' }];
     await checkDistinctNodes(ready, warn);
-    await checkQuorumNodeServers(ready, connection.commandTimeout, warn);
+    const unanswered = await checkQuorumNodeServers(ready, connection.commandTimeout, warn);
     await checkEvictionPolicy(targets, onUnsafeEviction, warn);
     // A quorum node whose ACL user lacks one of the lock's commands would fail every lock call it takes part in.
     for (const { client, description } of ready) {
       const where = ` on the lock quorum node ${description}`;
       await verifyPermissions({ client, keyPrefix, cluster: false, sharded: false, features: ['lock'], where }, warn);
     }
+    // Checked: it takes part. Not (down, or no answer): checked on its next ready, before a lock call reaches it.
+    quorumClients.forEach(({ client }, i) => {
+      if (ready.some((node) => node.client === client) && !unanswered.has(client)) checks[i]?.passed();
+      else checks[i]?.arm();
+    });
   } catch (err) {
     // Nothing may keep retrying (or the process alive).
     await closeAll();

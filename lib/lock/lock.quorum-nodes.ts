@@ -73,26 +73,35 @@ export async function checkDistinctNodes(nodes: readonly QuorumNode[], warn: (me
  * (checkServer): a replica (it answers each acquisition READONLY, so its vote is lost) and a db the server does not
  * have (ioredis's SELECT failed with only an error event, and its locks went to db 0) are InvalidOptionsErrors naming
  * the node; a db other than 0 whose SELECT the ACL user may not run is a RedisPermissionError. A node that does not
- * answer is named in a warning: a minority may be down.
+ * answer is named in a warning (a minority may be down) and returned: it is checked again when it next connects.
  */
 export async function checkQuorumNodeServers(
   nodes: readonly QuorumNode[],
   ms: number,
   warn: (message: string) => void,
-): Promise<void> {
+): Promise<Set<Redis>> {
+  const unanswered = new Set<Redis>();
   for (const { client, description } of nodes) {
     if (client.status !== 'ready') continue;
     try {
       await checkQuorumNode(client, description, ms);
     } catch (err) {
       if (!(err instanceof RedisUnavailableError)) throw err;
-      warn(`lock quorum node ${description}: could not check the server (${err.message})`);
+      unanswered.add(client);
+      warn(
+        `lock quorum node ${description}: could not check the server (${err.message}); checked again when it next ` +
+          'connects',
+      );
     }
   }
+  return unanswered;
 }
 
-/** One node's check (checkQuorumNodeServers); RedisUnavailableError when it did not answer: no verdict. */
-async function checkQuorumNode(client: Redis, description: string, ms: number): Promise<void> {
+/**
+ * One node's check (checkQuorumNodeServers, and NodeCheck on its first `ready`); RedisUnavailableError when it did not
+ * answer: no verdict.
+ */
+export async function checkQuorumNode(client: Redis, description: string, ms: number): Promise<void> {
   const where = `lock quorum node ${description}`;
   const replica = await withTimeout(client.info('replication'), ms, `no answer within ${ms} ms`).then(
     (info) => replicaOf(parseInfo(String(info))),
@@ -106,116 +115,4 @@ async function checkQuorumNode(client: Redis, description: string, ms: number): 
     );
   }
   await checkServer(client, where, ms);
-}
-
-/** What QuorumCalls asks before each call to a node (lazyConnect: LazyNodeCheck). */
-export interface NodeGate {
-  /** Why the node is left out of every call (its calls fail with this, unsent); undefined while it takes part. */
-  leftOut(): Error | undefined;
-  /** What a call must wait for before it is sent; undefined: nothing. */
-  wait(): Promise<void> | undefined;
-}
-
-/** Until a node's first connection attempt is over: `ready`, or the attempt failed. */
-const FIRST_ATTEMPT_OVER = ['ready', 'close', 'end'] as const;
-
-/**
- * lazyConnect: nothing is connected at start, so the start-up check of a node's server (checkQuorumNodeServers) runs
- * on its first `ready` instead, before any lock call reaches it: until its first connection attempt and that check
- * are over, its calls wait for them (a lock call itself waits for no node longer than commandTimeout: the node is
- * then one that has not answered). A replica, or a server without the node's db, is logged once as an error and left
- * out of every call from then on: its calls fail with that InvalidOptionsError unsent, as a node that is down would
- * (a majority of all the nodes must still agree). A check the node did not answer gives no verdict: it runs again on
- * the node's next `ready`. After a verdict nothing is asked again. One per client: the lock services sharing a node's
- * client (quorumClient) share its check, and its error is logged once.
- */
-class LazyNodeCheck implements NodeGate {
-  /** Its first connection attempt is over (or it was ready when the check was made). */
-  private attempted = false;
-  private firstAttempt: Promise<void> | undefined;
-  /** The check, while it runs. */
-  private check: Promise<void> | undefined;
-  private refused: Error | undefined;
-  private readonly onReady = (): void => this.ready();
-
-  constructor(
-    private readonly node: QuorumNode,
-    private readonly ms: number,
-    private readonly log: { error(message: string): void; warn(message: string): void },
-  ) {
-    node.client.on('ready', this.onReady);
-    if (node.client.status === 'ready') this.ready();
-  }
-
-  leftOut(): Error | undefined {
-    return this.refused;
-  }
-
-  wait(): Promise<void> | undefined {
-    if (this.check !== undefined) return this.check;
-    if (this.attempted) return undefined;
-    const { client } = this.node;
-    if (client.status === 'end') return undefined;
-    if (client.status === 'wait') client.connect().catch(() => undefined);
-    this.firstAttempt ??= this.firstAttemptOver();
-    return this.firstAttempt;
-  }
-
-  private async firstAttemptOver(): Promise<void> {
-    const { client } = this.node;
-    const { connectTimeout = 10_000, commandTimeout = this.ms } = client.options;
-    let over = (): void => undefined;
-    try {
-      // Not on 'error': a SELECT refused while connecting is one, and the client becomes ready all the same.
-      const attempt = new Promise<void>((resolve) => {
-        over = resolve;
-        for (const event of FIRST_ATTEMPT_OVER) client.once(event, resolve);
-      });
-      await withTimeout(attempt, connectTimeout + commandTimeout, 'no first connection').catch(() => undefined);
-    } finally {
-      for (const event of FIRST_ATTEMPT_OVER) client.off(event, over);
-      this.attempted = true;
-    }
-  }
-
-  private ready(): void {
-    this.attempted = true;
-    if (this.check !== undefined) return;
-    const { client, description } = this.node;
-    this.check = checkQuorumNode(client, description, this.ms)
-      .then(
-        () => void client.off('ready', this.onReady),
-        (err: unknown) => {
-          if (err instanceof RedisUnavailableError) {
-            this.log.warn(
-              `lock quorum node ${description}: could not check the server (${err.message}); checked again when ` +
-                'it next connects',
-            );
-            return;
-          }
-          client.off('ready', this.onReady);
-          this.refused = err instanceof Error ? err : new Error(String(err));
-          this.log.error(
-            `${this.refused.message} It is left out of every lock call from now on, as a node that is down (a ` +
-              'majority of all the nodes must still agree); fix lock.quorum.nodes and restart.',
-          );
-        },
-      )
-      .finally(() => {
-        this.check = undefined;
-      });
-  }
-}
-
-const lazyChecks = new WeakMap<Redis, LazyNodeCheck>();
-
-/** The lazyConnect check of `node` (LazyNodeCheck), made once per client. */
-export function lazyNodeCheck(
-  node: QuorumNode,
-  ms: number,
-  log: { error(message: string): void; warn(message: string): void },
-): NodeGate {
-  let check = lazyChecks.get(node.client);
-  if (!check) lazyChecks.set(node.client, (check = new LazyNodeCheck(node, ms, log)));
-  return check;
 }

@@ -6,7 +6,7 @@ import { InvalidOptionsError, LockLostError, RedisUnavailableError } from '../co
 import type { RedisConnection } from '../connection/redis-connection.js';
 import type { RedisStandaloneConnection } from '../connection/connection.options.js';
 import { quorumTtlProblem, quorumValidity } from './lock.options.js';
-import { lazyNodeCheck, type NodeGate } from './lock.quorum-nodes.js';
+import { type NodeGate, quorumGates } from './lock.node-check.js';
 
 export type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown } | undefined;
 
@@ -79,7 +79,7 @@ export class QuorumCalls {
      * without this it would go unseen until a second node fails too.
      */
     private readonly nodeFailed: (node: number, error: unknown) => void = () => undefined,
-    /** lazyConnect: per node, what a call waits for and whether the node is left out (LazyNodeCheck). */
+    /** Per node, what a call waits for and whether the node is left out (NodeCheck, quorumGates). */
     private readonly gates: readonly (NodeGate | undefined)[] = [],
   ) {
     this.nodes = clients.length;
@@ -100,7 +100,7 @@ export class QuorumCalls {
     });
   }
 
-  /** `send` once node `i` may be called: after a lazily connected node's first connection and check (NodeGate). */
+  /** `send` once node `i` may be called: after the node's check, when one runs (NodeGate); never to a node left out. */
   private gated<T>(i: number, send: () => Promise<T>): Promise<T> {
     const gate = this.gates[i];
     const refused = gate?.leftOut();
@@ -283,9 +283,8 @@ export function quorumOf(
     description: describeConnection(node),
   }));
   const nodeWarning = new ThrottledWarning(logger);
-  // lazyConnect: the start checks nothing; each node is checked on its first ready (LazyNodeCheck)
-  const ms = connection.commandTimeout;
-  const gates = connection.lazyConnect ? clients.map((node) => lazyNodeCheck(node, ms, logger)) : [];
+  // What the start does not check of a node is checked on its first ready (NodeCheck; all of it under lazyConnect)
+  const gates = quorumGates(clients, connection.commandTimeout, connection.lazyConnect, logger);
   const calls = new QuorumCalls(
     clients.map((c) => c.client),
     quorum.driftFactor,

@@ -1,0 +1,139 @@
+/**
+ * The checks of a lock.quorum.nodes server that could not run at start run when the node first connects: a node that
+ * was down at start (without lazyConnect), and under lazyConnect every check the start makes (distinct servers,
+ * eviction policy, ACL). A node the start would have refused is logged once as an error naming it and left out of
+ * every lock call, as under lazyConnect (lock-quorum-lazy.spec.ts); nothing at all is sent to a node left out.
+ */
+import 'reflect-metadata';
+import { Redis } from 'ioredis';
+import { LockService } from '../../lib/index.js';
+import { lockKey, unique } from '../support/lock-modes.js';
+import { startMisfitServers } from '../support/misfit-servers.js';
+import { trackForCleanup } from '../support/private-servers.js';
+import { recordingLogger } from '../support/recording-logger.js';
+import { getFreePort, type RedisServerHandle, startRedisServer } from '../support/redis-server.js';
+import { rawCommand } from '../support/resp.js';
+import { sharedServers } from '../support/shared-servers.js';
+import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+import { waitFor } from '../support/wait.js';
+
+afterEach(closeToolkitApps);
+
+/** Two shared quorum servers (a majority that answers) and `third`. */
+const nodesWith = (third: { url: string }) => [
+  ...sharedServers()
+    .quorum.slice(0, 2)
+    .map((q) => ({ url: q.url })),
+  third,
+];
+
+/** Calls of `commands` the server on `port` ran or refused (INFO commandstats), e.g. /eval|evalsha/. */
+async function commandCalls(port: number, commands: RegExp): Promise<number> {
+  const stats = String(await rawCommand(port, ['INFO', 'commandstats']));
+  let calls = 0;
+  for (const m of stats.matchAll(/^cmdstat_([a-z|_-]+):calls=(\d+),.*?rejected_calls=(\d+)/gm)) {
+    if (new RegExp(`^(?:${commands.source})$`).test(m[1])) calls += Number(m[2]) + Number(m[3]);
+  }
+  return calls;
+}
+
+/** Lock scripts (EVAL and EVALSHA) the server on `port` ran or refused. */
+const scriptCalls = (port: number): Promise<number> => commandCalls(port, /eval|evalsha/);
+
+const holds = async (admins: Redis[], resource: string, value: string | null): Promise<boolean> =>
+  (await Promise.all(admins.map((a) => a.get(lockKey(resource))))).every((v) => v === value);
+
+/** Acquires and releases `n` locks; each lock is checked on `admins` (default: the two shared good nodes). */
+async function lockSeveral(locks: LockService, n: number, admins = sharedAdmins()): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    const lock = await locks.acquire(unique('late-check'), { ttl: 5_000 });
+    // a quorum answers once a majority decided: a third node may still be on its way
+    expect(await waitFor(() => holds(admins, lock.resource, lock.token), 2_000)).toBe(true);
+    await lock.release();
+    expect(await waitFor(() => holds(admins, lock.resource, null), 2_000)).toBe(true);
+  }
+}
+
+function sharedAdmins(): Redis[] {
+  const [a, b] = sharedServers().quorum;
+  return [a, b].map((q) => trackForCleanup(new Redis(q.port, q.host)));
+}
+
+/** Clients connected to the server on `port` now, besides the one asking. */
+async function connected(port: number): Promise<number> {
+  const info = String(await rawCommand(port, ['INFO', 'clients']));
+  return Number(/connected_clients:(\d+)/.exec(info)?.[1]) - 1;
+}
+
+/** An app (no lazyConnect) whose third quorum node is `url`, on a port where nothing listens at start. */
+async function startWithNodeDown(url: string) {
+  const recorded = recordingLogger();
+  const app = await createToolkitApp({
+    maxReconnectDelay: 100,
+    lock: { quorum: { nodes: nodesWith({ url }) } },
+    logger: recorded.logger,
+  });
+  const down = recorded.warnings.filter((w) => w.includes('unreachable at start'));
+  expect(down).toHaveLength(1);
+  return { ...recorded, locks: app.get(LockService) };
+}
+
+describe('a quorum node down at start (no lazyConnect) is checked when it comes up', () => {
+  let master: RedisServerHandle;
+  beforeAll(async () => {
+    ({ master } = await startMisfitServers());
+  });
+
+  it('up as a replica: one error naming it and its master, no lock script reaches it, locks on the two others', async () => {
+    const port = await getFreePort();
+    const { errors, warnings, locks } = await startWithNodeDown(`redis://127.0.0.1:${port}`);
+    await lockSeveral(locks, 1);
+    trackForCleanup(await startRedisServer({ port, args: ['--replicaof', '127.0.0.1', String(master.port)] }));
+    // the node's client reconnects (every 100 ms at most)
+    expect(await waitFor(async () => (await connected(port)) > 0, 5_000)).toBe(true);
+    await lockSeveral(locks, 3);
+    const named = () => errors.filter((e) => e.includes(`lock quorum node redis://127.0.0.1:${port}`));
+    // before: no error at all, and every acquisition and release went to the replica (READONLY)
+    expect(await waitFor(() => named().length > 0, 5_000)).toBe(true);
+    expect(named()[0]).toContain(`replica of 127.0.0.1:${master.port}`);
+    expect(named()[0]).toContain('left out');
+    await lockSeveral(locks, 3);
+    expect(errors).toHaveLength(1);
+    expect(await scriptCalls(port)).toBe(0);
+    expect(warnings.filter((w) => w.includes(`127.0.0.1:${port}`) && w.includes('READONLY'))).toEqual([]);
+  });
+
+  it("up without the node's db: one error naming the node and the db, nothing written in its db 0", async () => {
+    const port = await getFreePort();
+    const { errors, locks } = await startWithNodeDown(`redis://127.0.0.1:${port}/9`);
+    trackForCleanup(await startRedisServer({ port, args: ['--databases', '4'] }));
+    expect(await waitFor(async () => (await connected(port)) > 0, 5_000)).toBe(true);
+    await lockSeveral(locks, 3);
+    const named = () => errors.filter((e) => e.includes(`lock quorum node redis://127.0.0.1:${port}`));
+    expect(await waitFor(() => named().length > 0, 5_000)).toBe(true);
+    expect(named()[0]).toContain('db 9');
+    expect(named()[0]).toMatch(/has 4 databases \(0 to 3/);
+    const held = await locks.acquire(unique('late-db'), { ttl: 5_000 });
+    // before: every lock also went to the server's db 0 (ioredis's SELECT 9 failed with only an error event)
+    expect(Number(await rawCommand(port, ['DBSIZE']))).toBe(0);
+    await held.release();
+    expect(errors).toHaveLength(1);
+    expect(await scriptCalls(port)).toBe(0);
+  });
+
+  it('up as a good server: no error, and it takes part in every lock once checked', async () => {
+    const port = await getFreePort();
+    const { errors, locks } = await startWithNodeDown(`redis://127.0.0.1:${port}`);
+    trackForCleanup(await startRedisServer({ port }));
+    const admins = [...sharedAdmins(), trackForCleanup(new Redis(port, '127.0.0.1'))];
+    const onAll = async (): Promise<boolean> => {
+      const lock = await locks.acquire(unique('late-good'), { ttl: 5_000 });
+      const all = await waitFor(() => holds(admins, lock.resource, lock.token), 500);
+      await lock.release();
+      return all;
+    };
+    expect(await waitFor(onAll, 5_000)).toBe(true);
+    await lockSeveral(locks, 2, admins);
+    expect(errors).toEqual([]);
+  });
+});
