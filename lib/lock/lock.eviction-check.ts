@@ -3,7 +3,7 @@ import { UnsafeEvictionPolicyError } from '../common/errors.js';
 import { mastersOf, nodeKey } from '../common/cluster-masters.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { verifyPermissions } from '../connection/redis-permissions.js';
-import { nodeCheckOf } from './lock.node-check.js';
+import { nodeCheckOf, type ServerChecks } from './lock.node-check.js';
 import { checkDistinctNodes, checkQuorumNodeServers, connectQuorum } from './lock.quorum-nodes.js';
 
 /** What to do at start when a lock server may evict lock keys: log a warning (default) or refuse to start. */
@@ -75,11 +75,11 @@ export async function checkEvictionPolicy(
  * one that is a replica or lacks its db (as the main connection's server is refused), then checks each server's
  * eviction policy and each quorum node's ACL permissions for the lock's commands (the toolkit's own connection is
  * checked by RedisPermissionsCheck). A quorum node the start could not check (down, or no answer to the check) is
- * checked for being a replica or lacking its db on its first `ready` by its NodeCheck (lock.node-check.ts, made by
- * quorumOf), as every node is under lazyConnect, where nothing is asked at start (documented in docs/lock.md): the
- * quorum nodes then start connecting in the background, as the main connection does. A failed check calls `closeAll`
- * (every connection of the toolkit, not only the lock's: the app is not going to start, and Nest calls no shutdown
- * hook after a failed init).
+ * checked on its first `ready` by its NodeCheck (lock.node-check.ts, made by quorumOf), with these same checks (a
+ * refusal leaves it out instead), as every node is under lazyConnect, where nothing is asked at start (documented in
+ * docs/lock.md): the quorum nodes then start connecting in the background, as the main connection does. A failed
+ * check calls `closeAll` (every connection of the toolkit, not only the lock's: the app is not going to start, and
+ * Nest calls no shutdown hook after a failed init).
  */
 export async function startLockServers(
   connection: RedisConnection,
@@ -90,6 +90,14 @@ export async function startLockServers(
   closeAll: () => Promise<void>,
 ): Promise<void> {
   const checks = quorumClients.map(({ client }) => nodeCheckOf(client));
+  // What a NodeCheck asks past the node's replica, db and run_id: the start's checks below, for that one node
+  const serverChecks: ServerChecks = async ({ client, description }, note) => {
+    const where = ` on the lock quorum node ${description}`;
+    await verifyPermissions({ client, keyPrefix, cluster: false, sharded: false, features: ['lock'], where }, note);
+    const target = { client, description: `lock quorum node ${description}` };
+    await checkEvictionPolicy([target], onUnsafeEviction, note);
+  };
+  for (const check of checks) check?.configure(serverChecks);
   if (connection.lazyConnect) {
     for (const { client } of quorumClients) if (client.status === 'wait') client.connect().catch(() => undefined);
     return;
@@ -98,7 +106,7 @@ export async function startLockServers(
     if (quorumClients.length > 0) await connectQuorum(connection, quorumClients, warn);
     const ready = quorumClients.filter((c) => c.client.status === 'ready');
     const targets = quorumClients.length > 0 ? ready : [{ client: connection.client, description: 'the Redis server' }];
-    await checkDistinctNodes(ready, warn);
+    const runIds = await checkDistinctNodes(ready, warn);
     const unanswered = await checkQuorumNodeServers(ready, connection.commandTimeout, warn);
     await checkEvictionPolicy(targets, onUnsafeEviction, warn);
     // A quorum node whose ACL user lacks one of the lock's commands would fail every lock call it takes part in.
@@ -108,7 +116,8 @@ export async function startLockServers(
     }
     // Checked: it takes part. Not (down, or no answer): checked on its next ready, before a lock call reaches it.
     quorumClients.forEach(({ client }, i) => {
-      if (ready.some((node) => node.client === client) && !unanswered.has(client)) checks[i]?.passed();
+      if (ready.some((node) => node.client === client) && !unanswered.has(client))
+        checks[i]?.passed(runIds.get(client));
       else checks[i]?.arm();
     });
   } catch (err) {

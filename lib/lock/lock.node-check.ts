@@ -1,9 +1,11 @@
 import type { Redis } from 'ioredis';
-import { RedisUnavailableError } from '../common/errors.js';
+import { InvalidOptionsError, RedisUnavailableError } from '../common/errors.js';
+import { classifyRedisError, replyCodeOf } from '../common/failure-policy.js';
 import { withTimeout } from '../common/timeout.js';
+import { parseInfo } from '../connection/redis-info.js';
 import { checkQuorumNode, type QuorumNode } from './lock.quorum-nodes.js';
 
-/** What QuorumCalls asks before each call to a node (NodeCheck). */
+/** What QuorumCalls asks before each call to a node (NodeCheck, and the distinct-server check of its quorum). */
 export interface NodeGate {
   /** Why the node is left out of every call (its calls fail with this, unsent); undefined while it takes part. */
   leftOut(): Error | undefined;
@@ -16,6 +18,9 @@ export interface NodeLog {
   warn(message: string): void;
 }
 
+/** The checks of a node's server that need the lock service's options (ACL, eviction policy): startLockServers. */
+export type ServerChecks = (node: QuorumNode, warn: (message: string) => void) => Promise<void>;
+
 /** The error line of a node left out: why, and what that means. */
 const leftOutLine = (reason: Error, description: string): string =>
   `${reason.message} Lock quorum node ${description} is left out of every lock call from now on, as a node that is ` +
@@ -25,16 +30,18 @@ const leftOutLine = (reason: Error, description: string): string =>
 const FIRST_ATTEMPT_OVER = ['ready', 'close', 'end'] as const;
 
 /**
- * The start-up check of a node's server (checkQuorumNode: a replica, a server without the node's db), made on its
- * first `ready` when the start could not make it: under lazyConnect (nothing is connected at start), and without it
- * for a node that was down at start or did not answer its check there (armed by startLockServers; the nodes the start
- * checked take part at once). Until the check is over its calls wait for it (a lock call itself waits for no node
- * longer than commandTimeout: the node is then one that has not answered); under lazyConnect they also wait for its
- * first connection attempt. A node the start would refuse is logged once as an ERROR naming it and left out of every
- * call: they fail with that error unsent, as a node that is down would (a majority of all the nodes must still
- * agree). A check the node did not answer gives no verdict: it runs again on the node's next `ready`. After a verdict
- * nothing is asked again. One per client: the lock services sharing a node's client (quorumClient) share its check,
- * and its error is logged once.
+ * The start-up checks of a node's server, made on its first `ready` when the start could not make them: under
+ * lazyConnect (nothing is connected at start), and without it for a node that was down at start or did not answer its
+ * check there (armed by startLockServers; the nodes the start checked take part at once). Until the check is over its
+ * calls wait for it (a lock call itself waits for no node longer than commandTimeout: the node is then one that has
+ * not answered); under lazyConnect they also wait for its first connection attempt. The checks are the start's: a
+ * replica, a server without the node's db (checkQuorumNode), then the ACL permissions of the lock's commands and the
+ * eviction policy (`ServerChecks`), and its `run_id`, which its quorums compare (DistinctServers). What would stop the
+ * start is logged once as an ERROR naming the node, which is then left out of every call: they fail with that error
+ * unsent, as a node that is down would (a majority of all the nodes must still agree); what is a warning at start is
+ * one here. A check the node did not answer gives no verdict: it runs again on the node's next `ready`. After a
+ * verdict nothing is asked again. One per client: the lock services sharing a node's client (quorumClient) share its
+ * check, and its error is logged once.
  */
 export class NodeCheck implements NodeGate {
   /** Listening for `ready` (lazyConnect from the start; otherwise once the start left the node unchecked). */
@@ -46,6 +53,10 @@ export class NodeCheck implements NodeGate {
   private check: Promise<void> | undefined;
   private verdict = false;
   private refused: Error | undefined;
+  private runId: string | undefined;
+  private readonly onPass: ((runId: string | undefined) => void)[] = [];
+  /** Set by startLockServers (LockService.onModuleInit), before anything connects the node. */
+  private serverChecks: ServerChecks | undefined;
   private readonly onReady = (): void => this.ready();
 
   constructor(
@@ -58,6 +69,11 @@ export class NodeCheck implements NodeGate {
     if (lazy) this.arm();
   }
 
+  /** The checks that need the lock service's options; the first service to start on the client sets them. */
+  configure(checks: ServerChecks): void {
+    this.serverChecks ??= checks;
+  }
+
   /** Checks the node on its next `ready` (at once when it is ready now), unless it has a verdict. */
   arm(): void {
     if (this.armed || this.verdict) return;
@@ -66,9 +82,16 @@ export class NodeCheck implements NodeGate {
     if (this.node.client.status === 'ready') this.ready();
   }
 
-  /** The start checked the node: it takes part. */
-  passed(): void {
-    if (!this.verdict && this.check === undefined) this.pass();
+  /** The start checked the node (its `run_id`, when it could be read): it takes part. */
+  passed(runId: string | undefined): void {
+    if (!this.verdict && this.check === undefined) this.pass(runId);
+  }
+
+  /** `listener` is told the node's `run_id` once it passed (at once if it has). */
+  whenPassed(listener: (runId: string | undefined) => void): void {
+    if (this.verdict) {
+      if (this.refused === undefined) listener(this.runId);
+    } else this.onPass.push(listener);
   }
 
   leftOut(): Error | undefined {
@@ -102,9 +125,11 @@ export class NodeCheck implements NodeGate {
     }
   }
 
-  private pass(): void {
+  private pass(runId: string | undefined): void {
     this.verdict = true;
+    this.runId = runId;
     this.node.client.off('ready', this.onReady);
+    for (const listener of this.onPass.splice(0)) listener(runId);
   }
 
   private ready(): void {
@@ -112,9 +137,9 @@ export class NodeCheck implements NodeGate {
     if (this.check !== undefined || this.verdict) return;
     const { description } = this.node;
     // Set synchronously on `ready` (emitted as the status changes): no call is sent to the node before it.
-    this.check = checkQuorumNode(this.node.client, description, this.ms)
+    this.check = this.checkServer()
       .then(
-        () => this.pass(),
+        (runId) => this.pass(runId),
         (err: unknown) => {
           if (err instanceof RedisUnavailableError) {
             this.log.warn(
@@ -133,6 +158,59 @@ export class NodeCheck implements NodeGate {
         this.check = undefined;
       });
   }
+
+  /** The node's `run_id` (undefined when INFO is denied) once every check passed. */
+  private async checkServer(): Promise<string | undefined> {
+    const { client, description } = this.node;
+    await checkQuorumNode(client, description, this.ms);
+    let runId: string | undefined;
+    try {
+      const info = await withTimeout(client.info('server'), this.ms, `no answer within ${this.ms} ms`);
+      runId = parseInfo(String(info)).run_id || undefined;
+    } catch (err) {
+      if (replyCodeOf(err) === undefined) throw classifyRedisError(err, `Checking lock quorum node ${description}`);
+      const why = err instanceof Error ? err.message : String(err);
+      this.log.warn(`lock quorum node ${description}: cannot read INFO to check it is a distinct server (${why})`);
+    }
+    // Unset only for a service that never started (built by hand, no onModuleInit): its replica and db are checked.
+    await this.serverChecks?.(this.node, (message) => this.log.warn(message));
+    return runId;
+  }
+}
+
+/**
+ * Two nodes of one quorum that are one Redis server (same `run_id`) would give it two votes: the start refuses them
+ * (checkDistinctNodes). A node that connects after the start is compared with the nodes of its quorum that passed
+ * before it: the first node of a server keeps its place, a later one is logged once as an ERROR naming both and left
+ * out. Per quorum (one list of node clients), not per client: another quorum may use that client with other nodes.
+ */
+class DistinctServers {
+  /** run_id → the node (index) that has it. */
+  private readonly kept = new Map<string, number>();
+  private readonly duplicates = new Map<number, Error>();
+
+  constructor(
+    private readonly nodes: readonly QuorumNode[],
+    private readonly log: NodeLog,
+  ) {}
+
+  passed(i: number, runId: string | undefined): void {
+    if (runId === undefined) return;
+    const first = this.kept.get(runId);
+    if (first === undefined) this.kept.set(runId, i);
+    if (first === undefined || first === i) return;
+    const { description } = this.nodes[i];
+    const error = new InvalidOptionsError(
+      `lock.quorum.nodes must be distinct Redis servers: lock quorum node ${description} is the server of lock ` +
+        `quorum node ${this.nodes[first].description} (same run_id), which would then cast two votes of the quorum.`,
+    );
+    this.duplicates.set(i, error);
+    this.log.error(leftOutLine(error, description));
+  }
+
+  leftOut(i: number): Error | undefined {
+    return this.duplicates.get(i);
+  }
 }
 
 const nodeChecks = new WeakMap<Redis, NodeCheck>();
@@ -140,11 +218,40 @@ const nodeChecks = new WeakMap<Redis, NodeCheck>();
 /** The check of a node's client (made by quorumGates), for startLockServers. */
 export const nodeCheckOf = (client: Redis): NodeCheck | undefined => nodeChecks.get(client);
 
-/** Per node of a quorum, what its calls ask first: its client's NodeCheck (made once per client). */
+/** One DistinctServers per list of node clients (the lock services of one connection with the same nodes share it). */
+const distinctServers = new WeakMap<Redis, Map<string, DistinctServers>>();
+const clientIds = new WeakMap<Redis, number>();
+let nextClientId = 0;
+
+/**
+ * Per node of a quorum, what its calls ask first: its client's NodeCheck (made once per client, armed at once under
+ * lazyConnect) and whether its quorum found it to be another node's server.
+ */
 export function quorumGates(nodes: readonly QuorumNode[], ms: number, lazy: boolean, log: NodeLog): NodeGate[] {
-  return nodes.map((node) => {
+  const checks = nodes.map((node) => {
     let check = nodeChecks.get(node.client);
     if (!check) nodeChecks.set(node.client, (check = new NodeCheck(node, ms, log, lazy)));
     return check;
   });
+  const ids = nodes.map(({ client }) => {
+    let id = clientIds.get(client);
+    if (id === undefined) clientIds.set(client, (id = nextClientId++));
+    return id;
+  });
+  let byList = distinctServers.get(nodes[0].client);
+  if (!byList) distinctServers.set(nodes[0].client, (byList = new Map()));
+  const key = ids.join(',');
+  let servers = byList.get(key);
+  if (!servers) {
+    const made = new DistinctServers(nodes, log);
+    byList.set(key, (servers = made));
+    checks.forEach((check, i) => {
+      check.whenPassed((runId) => made.passed(i, runId));
+    });
+  }
+  const distinct = servers;
+  return checks.map((check, i) => ({
+    leftOut: () => check.leftOut() ?? distinct.leftOut(i),
+    wait: () => check.wait(),
+  }));
 }

@@ -41,10 +41,15 @@ export async function connectQuorum(
 /**
  * Refuses two quorum nodes that are one Redis server (the same `run_id`: one address spelled twice, `localhost` and
  * `127.0.0.1`, a proxy in front of it): that server would hold two votes, so it alone could grant a lock of three
- * "nodes", and its restart would lose a majority. A node that denies INFO is named in a warning.
+ * "nodes", and its restart would lose a majority. A node that denies INFO is named in a warning. Returns the `run_id`
+ * read of each node (NodeCheck compares a node that connects later with them).
  */
-export async function checkDistinctNodes(nodes: readonly QuorumNode[], warn: (message: string) => void): Promise<void> {
+export async function checkDistinctNodes(
+  nodes: readonly QuorumNode[],
+  warn: (message: string) => void,
+): Promise<Map<Redis, string>> {
   const seen = new Map<string, string>();
+  const runIds = new Map<Redis, string>();
   const duplicates: string[] = [];
   for (const { client, description } of nodes) {
     if (client.status !== 'ready') continue;
@@ -56,6 +61,7 @@ export async function checkDistinctNodes(nodes: readonly QuorumNode[], warn: (me
       continue;
     }
     if (!runId) continue;
+    runIds.set(client, runId);
     const first = seen.get(runId);
     if (first === undefined) seen.set(runId, description);
     else duplicates.push(`${first} and ${description}`);
@@ -66,6 +72,7 @@ export async function checkDistinctNodes(nodes: readonly QuorumNode[], warn: (me
         'which would then cast two votes of the quorum.',
     );
   }
+  return runIds;
 }
 
 /**

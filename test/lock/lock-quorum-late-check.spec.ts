@@ -137,3 +137,102 @@ describe('a quorum node down at start (no lazyConnect) is checked when it comes 
     expect(errors).toEqual([]);
   });
 });
+
+/** An app with lazyConnect whose quorum is `nodes`, and the two that answer (the servers checked to hold each lock). */
+async function startLazy(nodes: { url: string }[], lock: { onUnsafeEviction?: 'warn' | 'refuse' } = {}) {
+  const recorded = recordingLogger();
+  const app = await createToolkitApp({
+    lazyConnect: true,
+    lock: { ...lock, quorum: { nodes } },
+    logger: recorded.logger,
+  });
+  return { ...recorded, locks: app.get(LockService) };
+}
+
+const EVICTING = ['--maxmemory', '8mb', '--maxmemory-policy', 'allkeys-lru'];
+
+describe('under lazyConnect the other start checks run on a node first ready too', () => {
+  it('two nodes that are one server: one error naming both, the one found second is left out', async () => {
+    const [x, y] = [trackForCleanup(await startRedisServer()), trackForCleanup(await startRedisServer())];
+    const nodes = [{ url: x.url }, { url: `redis://localhost:${x.port}` }, { url: y.url }];
+    const { errors, locks } = await startLazy(nodes);
+    const admins = [x, y].map((s) => trackForCleanup(new Redis(s.port, '127.0.0.1')));
+    await lockSeveral(locks, 2, admins);
+    // before: no error, and that server cast two votes (two clients, each sending every script)
+    expect(await waitFor(() => errors.length > 0, 5_000)).toBe(true);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toContain('same run_id');
+    expect(errors[0]).toContain(`redis://127.0.0.1:${x.port}`);
+    expect(errors[0]).toContain(`redis://localhost:${x.port}`);
+    expect(errors[0]).toContain('left out');
+    // left out: each lock and release reaches that server once, through the node found first
+    const before = await scriptCalls(x.port);
+    await lockSeveral(locks, 5, admins);
+    expect((await scriptCalls(x.port)) - before).toBe(10);
+    expect(errors).toHaveLength(1);
+  });
+
+  it("allkeys-lru with onUnsafeEviction 'refuse': one error naming the node, left out", async () => {
+    const z = trackForCleanup(await startRedisServer({ args: EVICTING }));
+    const { errors, locks } = await startLazy(nodesWith({ url: z.url }), { onUnsafeEviction: 'refuse' });
+    await lockSeveral(locks, 1);
+    const named = () => errors.filter((e) => e.includes(`lock quorum node redis://127.0.0.1:${z.port}`));
+    // before: nothing said, and the node held locks it may evict
+    expect(await waitFor(() => named().length > 0, 5_000)).toBe(true);
+    expect(named()[0]).toContain('maxmemory-policy allkeys-lru');
+    expect(named()[0]).toContain('left out');
+    await lockSeveral(locks, 3);
+    expect(errors).toHaveLength(1);
+    expect(await scriptCalls(z.port)).toBe(0);
+  });
+
+  it('allkeys-lru with the default (warn): one warning naming the node, which takes part', async () => {
+    const z = trackForCleanup(await startRedisServer({ args: EVICTING }));
+    const { errors, warnings, locks } = await startLazy(nodesWith({ url: z.url }));
+    const admins = [...sharedAdmins(), trackForCleanup(new Redis(z.port, '127.0.0.1'))];
+    const evicting = () => warnings.filter((w) => w.includes(`127.0.0.1:${z.port}`) && w.includes('allkeys-lru'));
+    await lockSeveral(locks, 1);
+    // before: no warning
+    expect(await waitFor(() => evicting().length > 0, 5_000)).toBe(true);
+    await lockSeveral(locks, 3, admins);
+    expect(evicting()).toHaveLength(1);
+    expect(errors).toEqual([]);
+  });
+
+  it('an ACL user without a command the lock scripts run (+time): one error naming the node and TIME, left out', async () => {
+    const z = trackForCleanup(await startRedisServer());
+    await rawCommand(z.port, ['ACL', 'SETUSER', 'app', 'on', '>app-pass', '~*', '&*', '+@all', '-time']);
+    const { errors, locks } = await startLazy(nodesWith({ url: `redis://app:app-pass@127.0.0.1:${z.port}` }));
+    await lockSeveral(locks, 1);
+    const named = () => errors.filter((e) => e.includes(`lock quorum node redis://127.0.0.1:${z.port}`));
+    // before: no error; each acquisition's script failed on the node (a throttled warning about a failed call)
+    expect(await waitFor(() => named().length > 0, 5_000)).toBe(true);
+    expect(named()[0]).toMatch(/TIME.*\+time/s);
+    expect(named()[0]).toContain('left out');
+    expect(named()[0]).not.toContain('app-pass');
+    const before = await scriptCalls(z.port);
+    await lockSeveral(locks, 3);
+    expect(errors).toHaveLength(1);
+    expect(await scriptCalls(z.port)).toBe(before);
+  });
+
+  it("without lazyConnect, a node down at start that comes up evicting (onUnsafeEviction 'refuse') is left out", async () => {
+    const port = await getFreePort();
+    const recorded = recordingLogger();
+    const app = await createToolkitApp({
+      maxReconnectDelay: 100,
+      lock: { onUnsafeEviction: 'refuse', quorum: { nodes: nodesWith({ url: `redis://127.0.0.1:${port}` }) } },
+      logger: recorded.logger,
+    });
+    const locks = app.get(LockService);
+    trackForCleanup(await startRedisServer({ port, args: EVICTING }));
+    expect(await waitFor(async () => (await connected(port)) > 0, 5_000)).toBe(true);
+    await lockSeveral(locks, 2);
+    const named = () => recorded.errors.filter((e) => e.includes(`lock quorum node redis://127.0.0.1:${port}`));
+    expect(await waitFor(() => named().length > 0, 5_000)).toBe(true);
+    expect(named()[0]).toContain('maxmemory-policy allkeys-lru');
+    await lockSeveral(locks, 2);
+    expect(recorded.errors).toHaveLength(1);
+    expect(await scriptCalls(port)).toBe(0);
+  });
+});
