@@ -13,8 +13,14 @@ interface Entry {
   cost: number;
   /** The policy Redis decided by: the entry answers only calls with the same one (see samePolicy). */
   policy: ResolvedPolicy;
+  /** Units Redis said the counter had (as it stood: a refused decision charges nothing). */
   remaining: number;
+  /** When its reset ran out: every unit counted then has left the window, a bucket is full. */
   resetAt: number;
+  /** Units the counter has at least once `until` has passed: the refused cost (Redis admits it then); else 0. */
+  afterRefusal: number;
+  /** A token bucket Redis did not answer as blocked: it refills towards `resetAt` (see unitsLeft). */
+  refills: boolean;
 }
 
 /** Per counter of a decision, what Redis answered: allowed, remaining, resetMs, retryAfterMs. */
@@ -34,7 +40,8 @@ export type PolicyReply = readonly [allowed: boolean, remaining: number, resetMs
  * a decision with such a policy is answered here only when that policy is itself refused here. reward() and reset() in
  * this process forget the counter (and a refusal that was in flight during them is not learnt); a reset or reward made
  * by ANOTHER process is not seen: until T this process still refuses what Redis would now admit — the reason the cache
- * is off by default.
+ * is off by default. Its answers give each counter the units Redis would say it has at that moment (unitsLeft), not 0
+ * for a refused one: with a cost over 1 a refused counter has units left, and a token bucket refills meanwhile.
  */
 export class BlockCache {
   private readonly entries: LRUCache<string, Entry>;
@@ -76,8 +83,8 @@ export class BlockCache {
         name,
         policy,
         allowed: !refuses,
-        limit: policy.algorithm === 'token-bucket' ? policy.burst : policy.limit,
-        remaining: refuses ? 0 : e.remaining,
+        limit: capacity(policy),
+        remaining: unitsLeft(e, now),
         // as in Redis's answers: a blocked counter's reset is its block's end, never before its retry
         resetMs: resetNotBeforeRetry(Math.max(0, Math.ceil(e.resetAt - now)), retryAfterMs),
         retryAfterMs,
@@ -106,7 +113,15 @@ export class BlockCache {
       // admitted for a smaller cost than an earlier refusal by the same policy: that refusal stands for the larger cost
       if (known && known.until > sent.sentAt && cost < known.cost && samePolicy(known.policy, c.policy))
         ({ until, cost } = known);
-      this.entries.set(c.redisKey, { until, cost, policy: c.policy, remaining, resetAt: sent.sentAt + resetMs });
+      this.entries.set(c.redisKey, {
+        until,
+        cost,
+        policy: c.policy,
+        remaining,
+        resetAt: sent.sentAt + resetMs,
+        afterRefusal: ok && until === 0 ? 0 : cost,
+        refills: c.policy.algorithm === 'token-bucket' && (ok || bucketAnswer(c.policy, replies[i])),
+      });
     });
   }
 
@@ -139,4 +154,40 @@ function samePolicy(a: ResolvedPolicy, b: ResolvedPolicy): boolean {
       a.burst === b.burst &&
       a.blockDuration === b.blockDuration)
   );
+}
+
+function capacity(p: ResolvedPolicy): number {
+  return p.algorithm === 'token-bucket' ? p.burst : p.limit;
+}
+
+/**
+ * The units an entry's counter has at `now`, as Redis would answer them (docs/rate-limit.md, Block cache): what Redis
+ * said, the full capacity once its reset has run out, at least the refused cost once the refusal is over, and for a
+ * token bucket the tokens refilled since (one per ttl / limit ms, counted back from when it is full). While the
+ * refusal lasts, fewer than the refused cost, as Redis says (a counter with that many units admits it). Times count
+ * from when the call was sent, less 1 ms, as `until` does: a token shows up to a round trip early, never late.
+ */
+function unitsLeft(e: Entry, now: number): number {
+  const full = capacity(e.policy);
+  let left = e.remaining;
+  if (now >= e.resetAt) left = full;
+  else {
+    if (e.refills) left = Math.max(left, full - Math.ceil(((e.resetAt - 1 - now) * e.policy.limit) / e.policy.ttl));
+    if (e.until <= now) left = Math.max(left, e.afterRefusal);
+  }
+  return Math.max(0, Math.min(left, full, e.until > now ? e.cost - 1 : full));
+}
+
+/**
+ * Whether Redis's refusal of a token bucket is the bucket's own, so its tokens follow from its reset: not a block,
+ * which says 0 left until it ends whatever the bucket holds. A blockDuration policy's refusal always leaves it
+ * blocked; a block() shows in figures no bucket gives (consume-token-bucket.lua): the bucket's own refusal waits
+ * burst - cost tokens less than its reset, and has burst - ceil(reset / ms per token) tokens left (to the ms).
+ */
+function bucketAnswer(p: ResolvedPolicy, [, remaining, resetMs, retryAfterMs]: PolicyReply): boolean {
+  if (p.blockDuration > 0) return false;
+  const perToken = p.ttl / p.limit;
+  if (Math.abs(resetMs - retryAfterMs - (p.burst - p.cost) * perToken) > 1 + 1e-6) return false;
+  const fewest = p.burst - Math.ceil(resetMs / perToken - 1e-9);
+  return remaining >= fewest && remaining <= p.burst - Math.floor((resetMs - 1) / perToken);
 }

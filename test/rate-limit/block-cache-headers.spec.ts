@@ -1,0 +1,130 @@
+import 'reflect-metadata';
+import { Controller, Post, UseGuards } from '@nestjs/common';
+import { randomUUID } from 'node:crypto';
+import type { Server } from 'node:http';
+import request, { type Response } from 'supertest';
+import { RateLimitGuard, RateLimitService, Throttle, type RateLimitOptions } from '../../lib/index.js';
+import { userFromHeader } from '../support/rate-limit-http.js';
+import { closeToolkitApps, createToolkitApp, PLATFORMS_AND_TARGETS } from '../support/toolkit-app.js';
+import { sleep } from '../support/wait.js';
+
+// The headers of a 429 the block cache answers (rateLimit.blockCache) are those Redis's answer gives at that moment:
+// compared, in every header style, with an app without the cache on the same counters, asked right after (a refused
+// request charges nothing). Before 2026-12-04 the cache said 0 left for a refused counter (a token bucket refused for a
+// cost of 5 with 1 to 4 tokens left) and the other policies of the request as they were at Redis's refusal.
+// test/rate-limit/block-cache-remaining.spec.ts compares the service's results the same way.
+
+afterAll(closeToolkitApps);
+
+/** Both buckets: 6 tokens, 4 per 2 s (one every 500 ms). */
+const BUCKET = { limit: 4, ttl: 2_000, algorithm: 'token-bucket', burst: 6, key: userFromHeader } as const;
+
+@Controller('cached')
+@UseGuards(RateLimitGuard)
+class CachedHeadersController {
+  /** 5 of 6 taken: refused with 1 to 4 left for 2 s. */
+  @Post('bucket')
+  @Throttle({ ...BUCKET, name: 'bucket', cost: 5 })
+  bucket(): string {
+    return 'ok';
+  }
+
+  /** x refuses for 3 s; tb (4 of 6 taken) refills meanwhile. */
+  @Post('mixed')
+  @Throttle(
+    { name: 'x', limit: 1, ttl: 3_000, algorithm: 'fixed-window', key: userFromHeader },
+    { ...BUCKET, name: 'tb', cost: 4 },
+  )
+  mixed(): string {
+    return 'ok';
+  }
+}
+
+const MODES: NonNullable<RateLimitOptions['headers']>[] = ['both', 'draft-7', 'draft-6'];
+const HEADERS = [
+  'retry-after',
+  'ratelimit',
+  'ratelimit-policy',
+  'ratelimit-limit',
+  'ratelimit-remaining',
+  'ratelimit-reset',
+  'x-ratelimit-limit',
+  'x-ratelimit-remaining',
+  'x-ratelimit-reset',
+];
+/** A pair of requests further apart than this (the machine stalled between them) is not compared. */
+const MAX_PAIR_MS = 80;
+
+const headersOf = (res: Response) =>
+  Object.fromEntries(HEADERS.filter((h) => res.headers[h] !== undefined).map((h) => [h, res.headers[h]]));
+
+let queue: Promise<unknown> = Promise.resolve();
+/** The pairs of the scenarios run side by side go one after the other, so stats().deniedLocally tells whose it is. */
+function oneAtATime<T>(pair: () => Promise<T>): Promise<T> {
+  const run = queue.then(pair);
+  queue = run.catch(() => undefined);
+  return run;
+}
+
+describe.each(PLATFORMS_AND_TARGETS)(
+  'the block cache answers the headers Redis answers, on %s, %s',
+  (platform, target) => {
+    it('every style: a refused token bucket with tokens left, and a request refused by one of two policies', async () => {
+      const boot = async (
+        keyPrefix: string,
+        headers: NonNullable<RateLimitOptions['headers']>,
+        blockCache: boolean,
+      ) => {
+        const app = await createToolkitApp({
+          target,
+          platform,
+          http: true,
+          keyPrefix,
+          rateLimit: { headers, blockCache },
+          controllers: [CachedHeadersController],
+        });
+        return { http: app.app.getHttpServer() as Server, rl: app.get(RateLimitService) };
+      };
+      const pairs = await Promise.all(
+        MODES.map(async (mode) => {
+          const keyPrefix = `rtk-${randomUUID().slice(0, 8)}:`;
+          const [cached, plain] = await Promise.all([boot(keyPrefix, mode, true), boot(keyPrefix, mode, false)]);
+          return { mode, cached, plain };
+        }),
+      );
+      const scenario = async ({ mode, cached, plain }: (typeof pairs)[number], route: string) => {
+        const user = randomUUID();
+        const post = (http: Server) => request(http).post(`/cached/${route}`).set('X-User-Id', user);
+        const wrong: string[] = [];
+        let compared = 0;
+        const from = performance.now();
+        const admitted = await post(cached.http);
+        const refused = await post(cached.http); // Redis refuses: the cache learns it
+        if (admitted.status !== 201 || refused.status !== 429) wrong.push(`${mode} ${route}: ${admitted.status}`);
+        // halfway between two tokens, so both answers fall on the same side of one
+        for (const offset of [250, 750, 1_250, 1_750]) {
+          await sleep(Math.max(0, from + offset - performance.now()));
+          const pair = await oneAtATime(async () => {
+            const started = performance.now();
+            const local = cached.rl.stats().deniedLocally;
+            const a = await post(cached.http);
+            const b = await post(plain.http);
+            return { a, b, local: cached.rl.stats().deniedLocally === local + 1, ms: performance.now() - started };
+          });
+          if (pair.ms > MAX_PAIR_MS) continue;
+          compared++;
+          const step = `${mode} ${route} +${offset} ms`;
+          if (!pair.local) wrong.push(`${step}: not answered by the block cache`);
+          if (pair.a.status !== 429 || pair.b.status !== 429) wrong.push(`${step}: ${pair.a.status} ${pair.b.status}`);
+          const [a, b] = [headersOf(pair.a), headersOf(pair.b)];
+          if (JSON.stringify(a) !== JSON.stringify(b))
+            wrong.push(`${step}: cache ${JSON.stringify(a)}, Redis ${JSON.stringify(b)}`);
+        }
+        if (compared < 3) wrong.push(`${mode} ${route}: only ${compared} pairs compared`);
+        return wrong;
+      };
+      const wrong = await Promise.all(pairs.flatMap((p) => [scenario(p, 'bucket'), scenario(p, 'mixed')]));
+      expect(wrong.flat()).toEqual([]);
+    }, 30_000);
+  },
+);
