@@ -370,7 +370,8 @@ export class QuorumLockBackend implements LockBackend {
       );
     } catch (err) {
       if (err instanceof LockLostError) {
-        for (const node of this.nodeCalls) node.release(keys, token, false).catch(() => undefined);
+        const releases = this.quorum.toEveryNode((_, i) => this.nodeCalls[i].release(keys, token, false));
+        for (const release of releases) release.catch(() => undefined);
       }
       throw err;
     }
@@ -384,7 +385,8 @@ export class QuorumLockBackend implements LockBackend {
   }
 
   async leave(keys: LockKeys, waiter: string): Promise<void> {
-    // every node: a busy attempt joined on each node that refused it, and only the first node's release wakes
-    await Promise.allSettled(this.quorum.clients.map((client) => client.zrem(keys.waiters, waiter)));
+    // every node: a busy attempt joined on each node that refused it, and only the first node's release wakes (a
+    // node left out is sent nothing: it took no attempt)
+    await Promise.allSettled(this.quorum.toEveryNode((client) => client.zrem(keys.waiters, waiter)));
   }
 }

@@ -100,6 +100,14 @@ export class QuorumCalls {
     });
   }
 
+  /**
+   * `call` on every node that takes part, for what needs no answer (cleanup: taking a waiter out, releasing a lock
+   * found lost); a node left out is sent nothing (its call fails unsent). The promises settle as the calls do.
+   */
+  toEveryNode(call: (client: Redis, node: number) => Promise<unknown>): Promise<unknown>[] {
+    return this.clients.map((client, i) => this.gated(i, () => call(client, i)));
+  }
+
   /** `send` once node `i` may be called: after the node's check, when one runs (NodeGate); never to a node left out. */
   private gated<T>(i: number, send: () => Promise<T>): Promise<T> {
     const gate = this.gates[i];

@@ -6,7 +6,7 @@
  */
 import 'reflect-metadata';
 import { Redis } from 'ioredis';
-import { LockService } from '../../lib/index.js';
+import { LockLostError, LockNotAcquiredError, LockService } from '../../lib/index.js';
 import { lockKey, unique } from '../support/lock-modes.js';
 import { startMisfitServers } from '../support/misfit-servers.js';
 import { trackForCleanup } from '../support/private-servers.js';
@@ -139,7 +139,10 @@ describe('a quorum node down at start (no lazyConnect) is checked when it comes 
 });
 
 /** An app with lazyConnect whose quorum is `nodes`, and the two that answer (the servers checked to hold each lock). */
-async function startLazy(nodes: { url: string }[], lock: { onUnsafeEviction?: 'warn' | 'refuse' } = {}) {
+async function startLazy(
+  nodes: { url: string }[],
+  lock: { onUnsafeEviction?: 'warn' | 'refuse'; wakeOnRelease?: boolean } = {},
+) {
   const recorded = recordingLogger();
   const app = await createToolkitApp({
     lazyConnect: true,
@@ -234,5 +237,55 @@ describe('under lazyConnect the other start checks run on a node first ready too
     await lockSeveral(locks, 2);
     expect(recorded.errors).toHaveLength(1);
     expect(await scriptCalls(port)).toBe(0);
+  });
+});
+
+describe('nothing at all is sent to a node left out', () => {
+  /** Two lazily connected apps whose third node (a url /9 on a 4-db server) has been left out by each. */
+  async function twoAppsNodeLeftOut() {
+    const fewDbs = trackForCleanup(await startRedisServer({ args: ['--databases', '4'] }));
+    const nodes = nodesWith({ url: `${fewDbs.url}/9` });
+    const apps = [await startLazy(nodes, { wakeOnRelease: true }), await startLazy(nodes, { wakeOnRelease: true })];
+    for (const { locks } of apps) await lockSeveral(locks, 1);
+    // one error per app (its own connection to the node); Nest's static logger sends both to the last app's logger
+    const errors = () => apps.flatMap((app) => app.errors).filter((e) => e.includes(`127.0.0.1:${fewDbs.port}`));
+    expect(await waitFor(() => errors().length === 2, 5_000)).toBe(true);
+    return { fewDbs, apps };
+  }
+
+  it('a wait given up takes its service out of the waiting services on the other nodes only (no ZREM to it)', async () => {
+    const { fewDbs, apps } = await twoAppsNodeLeftOut();
+    const [holder, quitter] = apps.map((a) => a.locks);
+    const [a] = sharedServers().quorum;
+    const resource = unique('left-out-leave');
+    const held = await holder.acquire(resource, { ttl: 10_000 });
+    const zrems = { node: await commandCalls(fewDbs.port, /zrem/), other: await commandCalls(a.port, /zrem/) };
+    for (let i = 0; i < 5; i++) {
+      // each joins the waiting services with its first attempt and leaves them when it gives up
+      await expect(quitter.acquire(resource, { retry: { count: 1, delay: 5, jitter: 0 } })).rejects.toBeInstanceOf(
+        LockNotAcquiredError,
+      );
+    }
+    expect(await waitFor(async () => (await commandCalls(a.port, /zrem/)) >= zrems.other + 5, 2_000)).toBe(true);
+    // before: each give-up's ZREM went to every node, the one left out too
+    expect(await commandCalls(fewDbs.port, /zrem/)).toBe(zrems.node);
+    expect(Number(await rawCommand(fewDbs.port, ['DBSIZE']))).toBe(0);
+    await held.release();
+  });
+
+  it('a lock found lost on extend is released on the other nodes only (no script to it)', async () => {
+    const { fewDbs, apps } = await twoAppsNodeLeftOut();
+    const { locks } = apps[0];
+    const [a] = sharedServers().quorum;
+    const admins = sharedAdmins();
+    const lock = await locks.acquire(unique('left-out-lost'), { ttl: 10_000 });
+    expect(await waitFor(() => holds(admins, lock.resource, lock.token), 2_000)).toBe(true);
+    for (const admin of admins) await admin.del(lockKey(lock.resource));
+    const before = { node: await scriptCalls(fewDbs.port), other: await scriptCalls(a.port) };
+    await expect(lock.extend()).rejects.toBeInstanceOf(LockLostError);
+    // the extend, then the release of what may be left of the lock on every node that takes part
+    expect(await waitFor(async () => (await scriptCalls(a.port)) >= before.other + 2, 2_000)).toBe(true);
+    // before: that release went to the node left out too
+    expect(await scriptCalls(fewDbs.port)).toBe(before.node);
   });
 });
