@@ -1,3 +1,4 @@
+import { RedisUnavailableError } from '../common/errors.js';
 import { FEATURES, type KeyBuilder } from '../common/keys.js';
 import { FIRST_ATTEMPT_GRANT, grantField, type LockBackend, type LockKeys, lockKeysOf } from './lock.backend.js';
 import type { Lock } from './lock.js';
@@ -54,13 +55,17 @@ const MAX_WAITING_KEYS = 10_000;
  * waits for nothing: it has no part in it). A grant for it goes to the wait's attempt in flight (with its busy reply),
  * else to the oldest local waiter; an attempt that finds the lock already granted to the wait (its message lost, or
  * still on its way) takes it over in Redis (acquire-many.lua), so a lost grant costs one poll, as a lost wake does.
- * When the wait's last caller here stops waiting, its entry leaves the waiting services (`abandon`). A grant nobody
- * here wants (one on its way while the callers gave up, a wait ended by a failed attempt) is released at once, which
- * passes the lock on.
+ * When the wait's last caller here stops waiting, its entry leaves the waiting services (`abandon`), and so does the
+ * entry of a wait ended by a failed attempt (`failed`): else the next release would grant the lock to a wait that is
+ * over, a hop before the real waiter got it. While Redis does not answer, that entry leaves at the service's next
+ * attempt it answers (`leave`). A grant nobody here wants (one on its way while the callers gave up, or for a wait
+ * that is over) is released at once, which passes the lock on.
  */
 export class LockGrants {
   private readonly waiting = new Map<string, Wait>();
   private readonly early = new Map<string, EarlyGrant>();
+  /** Waits over whose entry could not be taken out (Redis did not answer): again at the next attempt it answers. */
+  private readonly leaving = new Set<Wait>();
   /** Every lock key starts with this (`<prefix>lock:{`): a grant for any other key is not ours. */
   private readonly lockKeyHead: string;
 
@@ -95,16 +100,19 @@ export class LockGrants {
   acquired({ wait }: WaitAttempt): void {
     wait.attempts--;
     this.end(wait);
+    this.retryLeaving();
   }
 
   /**
    * The attempt failed (the backend releases the wait's token when Redis did not answer; it may have taken over a
-   * grant): the wait is over. A grant that arrived for it meanwhile is released, and so is one that still comes.
+   * grant): the wait is over, and its entry leaves the waiting services (it may have joined them though the reply was
+   * lost). A grant that arrived for it meanwhile is released, and so is one that still comes.
    */
   failed({ wait }: WaitAttempt): void {
     wait.attempts--;
     if (this.early.get(wait.keys.lock)?.wait === wait) this.service.backend.release(wait.keys, wait.token).catch(noop);
     this.end(wait);
+    this.leave(wait);
   }
 
   /**
@@ -115,6 +123,7 @@ export class LockGrants {
    */
   busy({ wait }: WaitAttempt, ttl: number): Promise<Lock | null> | undefined {
     wait.attempts--;
+    this.retryLeaving();
     const grant = this.early.get(wait.keys.lock);
     if (grant?.wait !== wait || wait.attempts > 0) return undefined;
     this.forget(wait.keys.lock);
@@ -171,12 +180,34 @@ export class LockGrants {
    */
   private abandon(wait: Wait): void {
     this.forget(wait.keys.lock);
+    this.leave(wait);
+  }
+
+  /**
+   * Takes the entry of a wait that is over out of the waiting services (see `abandon`). When Redis does not answer,
+   * it is tried again at the service's next attempt Redis answers (`retryLeaving`): a wait ends by a failed attempt
+   * just when Redis is away. Best effort: an entry left (past MAX_WAITING_KEYS, or a service that makes no more
+   * attempts) is granted the lock by the next release and released by this service, or expires with the set.
+   */
+  private leave(wait: Wait): void {
     const { backend, id } = this.service;
     const { keys, token, ttl } = wait;
     backend
       .tryAcquire(keys, token, ttl, id, leaveField(token, ttl))
       .then((granted) => granted && backend.release(keys, token))
-      .catch(noop);
+      .catch((err: unknown) => {
+        if (!(err instanceof RedisUnavailableError)) return;
+        if (this.leaving.size >= MAX_WAITING_KEYS) this.leaving.clear();
+        this.leaving.add(wait);
+      });
+  }
+
+  /** An attempt of the service got an answer from Redis: the entries it could not take out before are tried again. */
+  private retryLeaving(): void {
+    if (this.leaving.size === 0) return;
+    const waits = [...this.leaving];
+    this.leaving.clear();
+    for (const wait of waits) this.leave(wait);
   }
 
   /** The wait is over, unless a new one replaced it already. */
