@@ -9,19 +9,20 @@ type SetHeader = (name: string, value: string | number) => void;
  * - `draft-7`: one policy (shownPolicy), `RateLimit: limit=5, remaining=4, reset=60` and `RateLimit-Policy: 5;w=60`;
  * - `draft-6`: one policy, `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (+ the policy);
  * - `legacy`: one policy, `X-RateLimit-Limit`, `-Remaining`, `-Reset`; `both`: draft + legacy.
- * Reset values are whole seconds (rounded up), windows `w` whole seconds (at least 1).
+ * Reset values are whole seconds (rounded up; a refused policy's at least its Retry-After: resetSeconds), windows `w`
+ * whole seconds (at least 1).
  */
 export function writeRateLimitHeaders(mode: RateLimitHeaders, decision: RateLimitDecision, set: SetHeader): void {
   if (mode === false) return;
   if (mode === 'draft' || mode === 'both') {
     const policy = decision.results.map((r) => `${sfString(r.name)};q=${r.limit};w=${windowSeconds(r)}`);
-    const state = decision.results.map((r) => `${sfString(r.name)};r=${r.remaining};t=${Math.ceil(r.resetMs / 1000)}`);
+    const state = decision.results.map((r) => `${sfString(r.name)};r=${r.remaining};t=${resetSeconds(r)}`);
     set('RateLimit-Policy', policy.join(', '));
     set('RateLimit', state.join(', '));
   }
   if (mode === 'draft') return;
   const shown = shownPolicy(decision);
-  const reset = Math.ceil(shown.resetMs / 1000);
+  const reset = resetSeconds(shown);
   if (mode === 'draft-7') {
     set('RateLimit', `limit=${shown.limit}, remaining=${shown.remaining}, reset=${reset}`);
     set('RateLimit-Policy', `${shown.limit};w=${windowSeconds(shown)}`);
@@ -59,6 +60,25 @@ function shownPolicy(decision: RateLimitDecision): PolicyState {
 /** Fewer units left; on a tie, the longer reset. */
 function closerToRefusing(b: PolicyState, a: PolicyState): boolean {
   return b.remaining < a.remaining || (b.remaining === a.remaining && b.resetMs > a.resetMs);
+}
+
+/**
+ * Retry-After (s) of a refusal that says to wait `retryAfterMs`, as RateLimitGuard writes it: rounded up, at least 1
+ * (a refusal in a window's last ms says 0 ms, and "retry at once" would be refused again).
+ */
+export function retryAfterSeconds(retryAfterMs: number): number {
+  return Math.max(1, Math.ceil(retryAfterMs / 1000));
+}
+
+/**
+ * A policy's reset (s). A policy that refused is not back before its Retry-After: rounded up alike, a resetMs never
+ * below its retryAfterMs (resetNotBeforeRetry) gives a reset never below its Retry-After, but a refusal whose figures
+ * are both under 1 ms (a fixed window refused in its last ms: Redis's PTTL is 0) would say reset 0 beside Retry-After:
+ * 1. The longest retry of a decision is the guard's Retry-After, and its policy the one the single-policy styles show.
+ */
+function resetSeconds(r: PolicyState): number {
+  const reset = Math.ceil(r.resetMs / 1000);
+  return r.allowed ? reset : Math.max(reset, retryAfterSeconds(r.retryAfterMs));
 }
 
 function windowSeconds(r: PolicyState): number {

@@ -1,4 +1,5 @@
 import { LRUCache } from 'lru-cache';
+import { resetNotBeforeRetry } from './rate-limit.results.js';
 
 export interface InsuranceCheck {
   redisKey: string;
@@ -23,7 +24,8 @@ interface Window {
  * The in-process stand-in used while Redis is unreachable: a fixed window per counter, with each process allowed
  * `ceil(limit / divideLimitBy)`, all policies of a request checked and charged together. It only has to keep an
  * outage from turning into "no limit at all". Its windows are kept when Redis is back (each ends by itself, the LRU
- * bounds them to maxKeys); only RateLimitService.reset clears them.
+ * bounds them to maxKeys); only RateLimitService.reset clears them. A refusal waits at least 1 ms, and its resetMs is
+ * never before its retryAfterMs (so no reset header says sooner than Retry-After).
  */
 export class InsuranceLimiter {
   private readonly windows: LRUCache<string, Window>;
@@ -48,11 +50,15 @@ export class InsuranceLimiter {
         w.count += c.cost;
         this.windows.set(c.redisKey, w);
       }
+      const left = Math.max(0, w.endsAt - now);
+      // A cost over the per-process limit fits no window: the time left in this one would send the client back to be
+      // refused again. Answered as the scripts answer a cost over the limit: a whole window from now.
+      const retryAfterMs = ok ? 0 : c.cost > limit ? c.ttl : Math.max(1, left);
       return {
         allowed: ok,
         remaining: Math.max(0, limit - w.count),
-        resetMs: Math.max(0, w.endsAt - now),
-        retryAfterMs: ok ? 0 : Math.max(0, w.endsAt - now),
+        resetMs: resetNotBeforeRetry(left, retryAfterMs),
+        retryAfterMs,
       };
     });
     return { allowed, results };
