@@ -12,7 +12,7 @@ import { Reflector } from '@nestjs/core';
 import { InvalidKeyError, RedisUnavailableError, UnsupportedContextError } from '../common/errors.js';
 import { ClientAddressResolver } from './rate-limit.client-address.js';
 import { AccessList, accessListsOf } from './rate-limit.access-list.js';
-import { writeRateLimitHeaders } from './rate-limit.headers.js';
+import { retryAfterSeconds, writeRateLimitHeaders } from './rate-limit.headers.js';
 import { SKIP_THROTTLE_METADATA, THROTTLE_METADATA } from './rate-limit.constants.js';
 import type { NamedThrottleOptions } from './rate-limit.decorators.js';
 import { RATE_LIMIT_OPTIONS, type Resolvable, type ResolvedRateLimitOptions } from './rate-limit.options.js';
@@ -161,7 +161,7 @@ export class RateLimitGuard implements CanActivate {
     }
     if (!decision.allowed) {
       const retryAfterMs = Math.max(1, decision.retryAfterMs);
-      if (res) this.setResponseHeader(res, 'Retry-After', Math.max(1, Math.ceil(retryAfterMs / 1000)));
+      if (res) this.setResponseHeader(res, 'Retry-After', retryAfterSeconds(retryAfterMs));
       await this.throwThrottlingException(context, { retryAfterMs, decision });
     }
     return true;
