@@ -152,11 +152,14 @@ class MultiBackend implements LockBackend {
     }
   }
 
-  /** Releases what is still ours of a lost lock, on every node; bounded by commandTimeout, failures ignored. */
+  /**
+   * Releases what is still ours of a lost lock, on every node that takes part (none to a node left out); bounded by
+   * commandTimeout, failures ignored.
+   */
   private async releaseLost(keys: MultiKeys, token: string): Promise<void> {
     const { quorum } = this.ctx;
     const calls: Promise<unknown>[] = quorum
-      ? quorum.clients.map((c) => MULTI_RELEASE.runWithAnyKeys(c, this.locks(keys), [token]))
+      ? quorum.toEveryNode((c) => MULTI_RELEASE.runWithAnyKeys(c, this.locks(keys), [token]))
       : [this.releaseAll(keys, token)];
     await gather(calls, () => false, this.ctx.commandTimeout);
   }

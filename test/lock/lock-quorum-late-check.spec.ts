@@ -288,4 +288,20 @@ describe('nothing at all is sent to a node left out', () => {
     // before: that release went to the node left out too
     expect(await scriptCalls(fewDbs.port)).toBe(before.node);
   });
+
+  it('a multi-resource lock found lost on extend is released on the other nodes only (no script to it)', async () => {
+    const { fewDbs, apps } = await twoAppsNodeLeftOut();
+    const { locks } = apps[0];
+    const [a] = sharedServers().quorum;
+    const admins = sharedAdmins();
+    const resources = [unique('left-out-multi'), unique('left-out-multi')];
+    const lock = await locks.acquireAll(resources, { ttl: 10_000 });
+    for (const r of resources) expect(await waitFor(() => holds(admins, r, lock.token), 2_000)).toBe(true);
+    for (const admin of admins) await admin.del(...resources.map(lockKey));
+    const before = { node: await scriptCalls(fewDbs.port), other: await scriptCalls(a.port) };
+    await expect(lock.extend()).rejects.toBeInstanceOf(LockLostError);
+    expect(await waitFor(async () => (await scriptCalls(a.port)) >= before.other + 2, 2_000)).toBe(true);
+    // before: that release went to the node left out too
+    expect(await scriptCalls(fewDbs.port)).toBe(before.node);
+  });
 });
