@@ -8,7 +8,7 @@ import type { Acquired, LockBackend, LockKeys } from './lock.backend.js';
 import { Lock, type LockOwner } from './lock.js';
 import { acquireWithRetries, type LeaseAcquireOptions, type LeaseContext, leaseOwner } from './lock.lease.js';
 import { SEMAPHORE_ACQUIRE, SEMAPHORE_EXTEND } from './lock.scripts.js';
-import { firstError, type Outcome, type QuorumCalls } from './lock.quorum.js';
+import { firstError, gather, type QuorumCalls } from './lock.quorum.js';
 import { LocalWaiters } from './lock.waiters.js';
 
 export interface SemaphoreOptions {
@@ -215,24 +215,9 @@ async function holdersOnQuorum(
   what: string,
   count: (client: RedisClient) => Promise<number>,
 ): Promise<number> {
-  const counts: Outcome<number>[] = quorum.clients.map(() => undefined);
-  // QuorumCalls has no read step. Its release is the step that sends to every node taking part (a node left out fails
-  // unsent, a failure is reported once) and, asked for all the nodes, waits for each until commandTimeout: each
-  // answers it 1 and its count is kept here.
-  const read = async (client: RedisClient, node: number): Promise<number> => {
-    try {
-      counts[node] = { ok: true, value: await count(client) };
-    } catch (error) {
-      counts[node] = { ok: false, error };
-      throw error;
-    }
-    return 1;
-  };
-  try {
-    await quorum.release(what, read, quorum.nodes);
-  } catch (err) {
-    if (!(err instanceof RedisUnavailableError)) throw err; // some did not answer: decided below
-  }
+  // every node taking part (a node left out fails unsent), each until commandTimeout
+  const calls = quorum.toEveryNode((client) => count(client)).map((call) => call.then(Number));
+  const counts = await gather(calls, () => false, quorum.commandTimeout);
   const answers = counts.flatMap((o) => (o?.ok ? [o.value] : []));
   if (answers.length < quorum.quorum) {
     throw new RedisUnavailableError(
