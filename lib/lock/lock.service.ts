@@ -8,14 +8,7 @@ import { FEATURE_CONNECTION, RedisConnections } from '../connection/redis-connec
 import { describeAttempts, maxHoldOf, newToken, nextPause, planRetries, ttlOf } from './lock.attempts.js';
 import { acquired, acquiring, busyOrFailed } from './lock.trace.js';
 import { checkExtensionThreshold } from './lock.auto-extend.js';
-import {
-  type Acquired,
-  type LockBackend,
-  type LockKeys,
-  lockKeysOf,
-  QuorumLockBackend,
-  SingleLockBackend,
-} from './lock.backend.js';
+import { type LockBackend, type LockKeys, lockKeysOf, QuorumLockBackend, SingleLockBackend } from './lock.backend.js';
 import { LockGrants } from './lock.grants.js';
 import { type CurrentLock, lockContext } from './lock.context.js';
 import { runHolding } from './lock.holding.js';
@@ -347,13 +340,12 @@ export class LockService implements OnModuleInit {
     // with grants, an attempt of the service's wait, which a release grants the lock to (acquire-many.lua)
     const grants = waiter ? this.grants : undefined;
     const ofWait = grants?.begin(keys, token, ttl);
-    let acquired: Acquired | null;
-    try {
-      acquired = await this.backend.tryAcquire(keys, token, ttl, waiter, ofWait?.field);
-    } catch (err) {
-      if (ofWait) grants?.failed(ofWait); // the backend releases the wait's token; a later grant is released
+    const acquired = await this.backend.tryAcquire(keys, token, ttl, waiter, ofWait?.field).catch((err: unknown) => {
+      // the wait is over: it leaves the waiting services (grants: the backend also releases the wait's token)
+      if (ofWait) grants?.failed(ofWait);
+      else if (waiter) this.wakeups.failed(keys.lock, () => this.backend.leave?.(keys, waiter));
       throw err;
-    }
+    });
     if (waiter && !this.grants) this.wakeups.attempted(keys.lock, !acquired);
     // granted while the busy reply was on its way (the grant comes on the subscriber connection)
     if (!acquired) return ofWait ? (grants?.busy(ofWait, ttl) ?? null) : null;

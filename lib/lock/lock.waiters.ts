@@ -28,6 +28,11 @@ export class LocalWaiters {
     return this.asking.has(lockKey);
   }
 
+  /** How many attempts of `acquire` callers of this process are asking Redis for `lockKey` now. */
+  askers(lockKey: string): number {
+    return this.asking.get(lockKey) ?? 0;
+  }
+
   /**
    * Sleeps up to `ms`, or less when a caller of this process releases the same resource; resolves with the lock when
    * that caller handed it over.

@@ -31,9 +31,11 @@ export class LockWakeups {
   private readonly early = new Set<string>();
   /**
    * Wake only (a cluster or a quorum): lock keys whose waiting services may hold this service's id, put there by a
-   * busy attempt of an `acquire` (see `attempted`, `stopWaiting`).
+   * busy attempt of an `acquire`, or by one whose reply was lost (see `attempted`, `failed`, `stopWaiting`).
    */
   private readonly joined = new Set<string>();
+  /** Wake only: how to take the id out of the waiting services of a lock whose wait ended while Redis was away. */
+  private readonly leaving = new Map<string, () => Promise<void> | undefined>();
 
   constructor(
     keys: KeyBuilder,
@@ -64,12 +66,28 @@ export class LockWakeups {
    * services, or was there already) or took it (the acquire script took the id out).
    */
   attempted(lockKey: string, busy: boolean): void {
+    this.leaving.delete(lockKey); // waited for again (its entry is the wait's), or taken (the script took the id out)
+    this.retryLeaving();
     if (!busy) {
       this.joined.delete(lockKey);
       return;
     }
-    if (this.joined.size >= 10_000) this.joined.clear(); // forgotten: an entry they leave costs the waiters a poll
-    this.joined.add(lockKey);
+    this.join(lockKey);
+  }
+
+  /**
+   * Wake only: an attempt with this service's id failed (Redis did not answer it, or refused it): its caller's wait is
+   * over. The id may have joined the lock's waiting services though the reply was lost, so it leaves them as a
+   * given-up wait does (`stopWaiting`; not while another caller here waits for the lock or asks for it). When Redis
+   * does not answer that either, again at the service's next attempt it answers (`attempted`): else the next release
+   * would wake this service, which wants nothing, and the real waiters would sleep until their next poll.
+   */
+  failed(lockKey: string, leave: () => Promise<void> | undefined): void {
+    this.join(lockKey);
+    // the failed attempt still counts as asking until its error reaches its caller
+    if (this.waiters.first(lockKey) || this.waiters.askers(lockKey) > 1) return;
+    this.joined.delete(lockKey);
+    this.leave(lockKey, leave);
   }
 
   /**
@@ -80,7 +98,35 @@ export class LockWakeups {
    */
   stopWaiting(lockKey: string, leave: () => Promise<void> | undefined): void {
     if (this.waiters.first(lockKey) || this.waiters.isAsking(lockKey) || !this.joined.delete(lockKey)) return;
-    leave()?.catch(() => undefined); // best effort: a wake for nothing costs the waiters one poll
+    this.leave(lockKey, leave);
+  }
+
+  private join(lockKey: string): void {
+    if (this.joined.size >= 10_000) this.joined.clear(); // forgotten: an entry they leave costs the waiters a poll
+    this.joined.add(lockKey);
+  }
+
+  /** Takes the id out of the lock's waiting services; when Redis does not answer, again later (`retryLeaving`). */
+  private leave(lockKey: string, leave: () => Promise<void> | undefined): void {
+    this.leaving.delete(lockKey);
+    leave()?.catch(() => {
+      // best effort: past this many, an entry left costs the waiters one poll (or expires with the set)
+      if (this.leaving.size >= 10_000) this.leaving.clear();
+      this.leaving.set(lockKey, leave);
+    });
+  }
+
+  /**
+   * An attempt of the service got an answer: the ids it could not take out before leave now, except where a caller
+   * here waits for the lock again (its wait's entry is the same id, and its end takes it out).
+   */
+  private retryLeaving(): void {
+    if (this.leaving.size === 0) return;
+    const pending = [...this.leaving];
+    this.leaving.clear();
+    for (const [lockKey, leave] of pending) {
+      if (!this.waiters.first(lockKey) && !this.waiters.isAsking(lockKey)) this.leave(lockKey, leave);
+    }
   }
 
   get channel(): string {

@@ -5,9 +5,10 @@
  * did the real waiter get it; the entry was not taken out when Redis came back.
  */
 import 'reflect-metadata';
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import { type Lock, LockService, type RedisToolkitOptions, RedisUnavailableError } from '../../lib/index.js';
 import type { LockWakeups } from '../../lib/lock/lock.wake.js';
+import { ownedBy, useDisposableCluster } from '../support/disposable-cluster.js';
 import { lockKey, unique } from '../support/lock-modes.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { startRedisServer } from '../support/redis-server.js';
@@ -18,6 +19,8 @@ import { waitFor } from '../support/wait.js';
 afterEach(closeToolkitApps);
 
 const COMMAND_TIMEOUT = 300;
+/** Waiting services on a cluster too (there a release wakes the waiter; on one server it grants it the lock). */
+const WAKE = { wakeOnRelease: true };
 /** Waits by polling only every 10 minutes: a caller that gets the lock within a test was served by the release. */
 const NO_POLL = { retry: { count: 1, delay: 600_000, jitter: 0 }, ttl: 20_000 };
 /** One attempt that joins the waiting services, the second 500 ms later (while the test has Redis paused). */
@@ -84,4 +87,55 @@ describe('a wait ended by a transport failure on one server (a release grants th
     expect(wakeupsOf(next).received).toBe(1);
     await (got as Lock).release();
   }, 30_000);
+});
+
+describe('a wait ended by a transport failure on a cluster (a release wakes a waiting service)', () => {
+  const cluster = useDisposableCluster();
+
+  // The ended wait kept its service's id among the lock's waiting services: the next release woke that service (still
+  // listening, so the wake counted as delivered) and deleted the lock, and the real waiter slept until its next poll.
+  it('leaves the waiting services once Redis answers again: the next release wakes the real waiter', async () => {
+    const { masters, startupNodes } = cluster();
+    const target = { cluster: startupNodes };
+    const [holder, failing, next] = [
+      await locksOn(target, WAKE),
+      await locksOn(target, WAKE),
+      await locksOn(target, WAKE),
+    ];
+    const admin = trackForCleanup(new Cluster(startupNodes));
+    const resource = unique('wait-failed-cluster');
+    const waiting = `${lockKey(resource)}:waiters`;
+    const owners = await Promise.all(masters.map(async (m) => (await ownedBy(m, [lockKey(resource)]))[0]));
+    const master = masters[owners.indexOf(true)];
+    // a resource on the same master, for the service's next attempt once that master answers again
+    const candidates = Array.from({ length: 64 }, () => unique('after'));
+    const onMaster = await ownedBy(master, candidates.map(lockKey));
+    const after = candidates[onMaster.indexOf(true)];
+    const first = await holder.acquire(resource, { ttl: 20_000 });
+
+    const failed = failing.acquire(resource, SECOND_ATTEMPT_SOON).then(
+      () => 'acquired',
+      (err: unknown) => err,
+    );
+    expect(await waitFor(async () => (await admin.zcard(waiting)) === 1, 5_000)).toBe(true);
+    master.pause(); // its second attempt times out (resumed well within cluster-node-timeout: no failover)
+    try {
+      expect(await failed).toBeInstanceOf(RedisUnavailableError);
+    } finally {
+      master.resume();
+    }
+    await answeredAgain(failing, after);
+    // before: still 1, the ended wait
+    expect(await waitFor(async () => (await admin.zcard(waiting)) === 0, 5_000)).toBe(true);
+
+    const second = next.acquire(resource, NO_POLL);
+    expect(await waitFor(async () => (await admin.zcard(waiting)) === 1, 5_000)).toBe(true);
+    await first.release();
+    const got = await within(second, 5_000);
+    expect(typeof got === 'string' ? got : 'acquired').toBe('acquired');
+    // one wake, to the real waiter: none to the service whose wait had ended
+    expect(wakeupsOf(failing).received).toBe(0);
+    expect(wakeupsOf(next).received).toBe(1);
+    await (got as Lock).release();
+  }, 60_000);
 });
