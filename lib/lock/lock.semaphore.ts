@@ -129,8 +129,11 @@ class SemaphoreBackend implements LockBackend {
           this.needed,
         );
       } catch (err) {
-        // Lost: the nodes that still held it have just extended it, a place nobody uses for a ttl: give it back.
-        if (err instanceof LockLostError) for (const node of this.calls) node.release(token).catch(() => 0);
+        // Lost: the nodes that still held it have just extended it, a place nobody uses for a ttl: give it back (on
+        // the nodes that take part: none to a node left out).
+        if (err instanceof LockLostError) {
+          for (const sent of quorum.toEveryNode((_, i) => this.calls[i].release(token))) sent.catch(() => 0);
+        }
         throw err;
       }
     }

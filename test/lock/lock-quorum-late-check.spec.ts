@@ -6,6 +6,7 @@
  */
 import 'reflect-metadata';
 import { Redis } from 'ioredis';
+import { KeyBuilder } from '../../lib/common/keys.js';
 import { LockLostError, LockNotAcquiredError, LockService } from '../../lib/index.js';
 import { lockKey, unique } from '../support/lock-modes.js';
 import { startMisfitServers } from '../support/misfit-servers.js';
@@ -287,6 +288,23 @@ describe('nothing at all is sent to a node left out', () => {
     expect(await waitFor(async () => (await scriptCalls(a.port)) >= before.other + 2, 2_000)).toBe(true);
     // before: that release went to the node left out too
     expect(await scriptCalls(fewDbs.port)).toBe(before.node);
+  });
+
+  it('a semaphore permit found lost on extend is released on the other nodes only (no ZREM to it)', async () => {
+    const { fewDbs, apps } = await twoAppsNodeLeftOut();
+    const { locks } = apps[0];
+    const [a] = sharedServers().quorum;
+    const admins = sharedAdmins();
+    const name = unique('left-out-sem');
+    // limit 1: a permit needs 2 of the 3 nodes, here the two that take part
+    const permit = await locks.semaphore(name, { limit: 1, ttl: 10_000 }).acquire();
+    const semKey = new KeyBuilder('rtk:').tagged('lock', name, ':sem');
+    for (const admin of admins) await admin.del(semKey);
+    const before = { node: await commandCalls(fewDbs.port, /zrem/), other: await commandCalls(a.port, /zrem/) };
+    await expect(permit.extend()).rejects.toBeInstanceOf(LockLostError);
+    expect(await waitFor(async () => (await commandCalls(a.port, /zrem/)) >= before.other + 1, 2_000)).toBe(true);
+    // before: that release went to the node left out too
+    expect(await commandCalls(fewDbs.port, /zrem/)).toBe(before.node);
   });
 
   it('a multi-resource lock found lost on extend is released on the other nodes only (no script to it)', async () => {
