@@ -28,8 +28,7 @@ export class DecisionFallback {
       this.failures.unavailable(typed, true, 'the in-process insurance limiter decides');
       const checks = group.map((g) => ({
         redisKey: g.redisKey,
-        limit: g.policy.limit,
-        ttl: g.policy.ttl,
+        policy: g.policy,
         cost: mode === 'c' ? g.policy.cost : 0,
       }));
       const decided = this.insurance.consume(checks);

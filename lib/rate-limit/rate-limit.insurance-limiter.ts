@@ -1,10 +1,11 @@
 import { LRUCache } from 'lru-cache';
+import type { ResolvedPolicy } from './rate-limit.policy-resolver.js';
 import { resetNotBeforeRetry } from './rate-limit.results.js';
 
 export interface InsuranceCheck {
   redisKey: string;
-  limit: number;
-  ttl: number;
+  policy: Pick<ResolvedPolicy, 'algorithm' | 'limit' | 'ttl' | 'burst'>;
+  /** The policy's cost for a consume, 0 for a peek. */
   cost: number;
 }
 
@@ -21,11 +22,11 @@ interface Window {
 }
 
 /**
- * The in-process stand-in used while Redis is unreachable: a fixed window per counter, with each process allowed
- * `ceil(limit / divideLimitBy)`, all policies of a request checked and charged together. It only has to keep an
- * outage from turning into "no limit at all". Its windows are kept when Redis is back (each ends by itself, the LRU
- * bounds them to maxKeys); only RateLimitService.reset clears them. A refusal waits at least 1 ms, and its resetMs is
- * never before its retryAfterMs (so no reset header says sooner than Retry-After).
+ * The in-process stand-in used while Redis is unreachable: a fixed window per counter, with each process allowed its
+ * share of the counter's capacity (insuredWindow), all policies of a request checked and charged together. It only
+ * has to keep an outage from turning into "no limit at all". Its windows are kept when Redis is back (each ends by
+ * itself, the LRU bounds them to maxKeys); only RateLimitService.reset clears them. A refusal waits at least 1 ms, and
+ * its resetMs is never before its retryAfterMs (so no reset header says sooner than Retry-After).
  */
 export class InsuranceLimiter {
   private readonly windows: LRUCache<string, Window>;
@@ -40,8 +41,8 @@ export class InsuranceLimiter {
   consume(checks: readonly InsuranceCheck[], now = Date.now()): { allowed: boolean; results: InsuranceResult[] } {
     const states = checks.map((c) => {
       let w = this.windows.get(c.redisKey);
-      if (!w || w.endsAt <= now) w = { count: 0, endsAt: now + c.ttl };
-      const limit = Math.max(1, Math.ceil(c.limit / this.divideLimitBy));
+      const { limit, span } = insuredWindow(c.policy, this.divideLimitBy);
+      if (!w || w.endsAt <= now) w = { count: 0, endsAt: now + span };
       return { c, w, limit, ok: w.count + c.cost <= limit };
     });
     const allowed = states.every((s) => s.ok);
@@ -52,8 +53,8 @@ export class InsuranceLimiter {
       }
       const left = Math.max(0, w.endsAt - now);
       // A cost over the per-process limit fits no window: the time left in this one would send the client back to be
-      // refused again. Answered as the scripts answer a cost over the limit: a whole window from now.
-      const retryAfterMs = ok ? 0 : c.cost > limit ? c.ttl : Math.max(1, left);
+      // refused again. Answered as the scripts answer a cost over the limit (a bucket's burst): a whole ttl from now.
+      const retryAfterMs = ok ? 0 : c.cost > limit ? c.policy.ttl : Math.max(1, left);
       return {
         allowed: ok,
         remaining: Math.max(0, limit - w.count),
@@ -67,4 +68,20 @@ export class InsuranceLimiter {
   clear(): void {
     this.windows.clear();
   }
+}
+
+/**
+ * A counter's insurance window: `limit`, what one process admits in it (its share of the counter's capacity, rounded
+ * up, at least 1), and `span`, its length in ms. A window's capacity is its limit per ttl. A token bucket's is its
+ * burst: Redis admits any cost up to burst from a full bucket, and refills it in burst × ttl / limit (its span, rounded
+ * up to a whole ms). A window that long keeps both: a fresh one admits any cost up to ceil(burst / divideLimitBy),
+ * and its rate stays the bucket's, limit per ttl (a ttl-long window would let burst / limit times that through, or cut
+ * a bucket whose burst is under its limit to burst per ttl).
+ */
+function insuredWindow(p: InsuranceCheck['policy'], divideLimitBy: number): { limit: number; span: number } {
+  if (p.algorithm !== 'token-bucket') return { limit: Math.max(1, Math.ceil(p.limit / divideLimitBy)), span: p.ttl };
+  return {
+    limit: Math.max(1, Math.ceil(p.burst / divideLimitBy)),
+    span: Math.max(1, Math.ceil((p.burst * p.ttl) / p.limit)),
+  };
 }

@@ -1,0 +1,303 @@
+import 'reflect-metadata';
+import type { ExecutionContext } from '@nestjs/common';
+import { Controller, Post, UseGuards } from '@nestjs/common';
+import { randomUUID } from 'node:crypto';
+import type { Server } from 'node:http';
+import request, { type Response } from 'supertest';
+import {
+  InvalidOptionsError,
+  RateLimitGuard,
+  RateLimitService,
+  Throttle,
+  type RateLimitOptions,
+  type RateLimitPolicy,
+  type RedisToolkitOptions,
+} from '../../lib/index.js';
+import { startRedisCluster } from '../support/redis-cluster.js';
+import { startRedisServer } from '../support/redis-server.js';
+import { userFromHeader } from '../support/rate-limit-http.js';
+import { closeToolkitApps, PLATFORMS_AND_TARGETS, type Platform, type ToolkitApp } from '../support/toolkit-app.js';
+import { bootToolkitApp } from '../support/toolkit-boot.js';
+import { sleep, waitFor } from '../support/wait.js';
+
+// The insurance limiter (rateLimit.insurance: Redis unreachable) gives each process a share of a counter's capacity:
+// ceil(limit / divideLimitBy) of a window, ceil(burst / divideLimitBy) of a token bucket, in a fixed window as long as
+// the counter's span (ttl; a bucket's burst × ttl / limit, the time it takes to fill). Before 2026-12-04 a bucket's
+// share came from its limit and its window was ttl: a cost between limit and burst, which Redis admits from a full
+// bucket, was refused for a whole ttl, again and again; a bucket whose burst is under its limit had limit per ttl.
+
+afterAll(closeToolkitApps);
+
+type Target = 'single' | 'cluster';
+type Mode = NonNullable<Exclude<RateLimitOptions['headers'], false>>;
+const MODES: Mode[] = ['draft', 'legacy', 'both', 'draft-7', 'draft-6'];
+
+/** A private Redis (one server or a 3-master cluster) the test makes unreachable: every node killed. */
+interface PrivateRedis {
+  connection: RedisToolkitOptions['connection'];
+  cut(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+async function privateRedis(target: Target): Promise<PrivateRedis> {
+  if (target === 'single') {
+    const server = await startRedisServer();
+    return { connection: { url: server.url }, cut: () => server.kill(), stop: () => server.stop() };
+  }
+  const cluster = await startRedisCluster();
+  return {
+    connection: { cluster: cluster.startupNodes },
+    cut: async () => {
+      await Promise.all(cluster.nodes.map((n) => n.kill()));
+    },
+    stop: () => cluster.stop(),
+  };
+}
+
+function boot(
+  redis: PrivateRedis,
+  rateLimit: RateLimitOptions,
+  http?: { platform: Platform; controllers: NonNullable<Parameters<typeof bootToolkitApp>[0]['controllers']> },
+): Promise<ToolkitApp> {
+  return bootToolkitApp({
+    target: redis.connection,
+    commandTimeout: 300,
+    maxReconnectDelay: 100,
+    keyPrefix: `rtk-${randomUUID().slice(0, 8)}:`,
+    rateLimit: { warnIntervalMs: 60_000, ...rateLimit },
+    ...(http && { http: true, platform: http.platform, controllers: http.controllers }),
+  });
+}
+
+/** Waits until the app's decisions are the insurance limiter's (Redis seen unreachable). */
+async function insured(app: ToolkitApp): Promise<void> {
+  const rl = app.get(RateLimitService);
+  const probe = async () => (await rl.consume(randomUUID(), { limit: 1, ttl: 1_000 })).degraded === 'insurance';
+  if (!(await waitFor(probe, 15_000))) throw new Error('the insurance limiter never decided');
+}
+
+/** Counters of each algorithm, with the capacity a call of one cost can take at once (a bucket's burst). */
+const CAPACITY_CASES: { label: string; policy: RateLimitPolicy; capacity: number }[] = [
+  {
+    label: 'bucket burst 6 limit 2',
+    policy: { limit: 2, ttl: 60_000, algorithm: 'token-bucket', burst: 6 },
+    capacity: 6,
+  },
+  {
+    label: 'bucket burst 2 limit 6',
+    policy: { limit: 6, ttl: 60_000, algorithm: 'token-bucket', burst: 2 },
+    capacity: 2,
+  },
+  { label: 'fixed window 6', policy: { limit: 6, ttl: 60_000, algorithm: 'fixed-window' }, capacity: 6 },
+  { label: 'sliding window 6', policy: { limit: 6, ttl: 60_000, algorithm: 'sliding-window' }, capacity: 6 },
+];
+
+/** What each cost from 1 to capacity + 1 gets from a fresh counter: admitted or not and units left, or the error. */
+async function freshCounterAnswers(rl: RateLimitService, degraded: string[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const { label, policy, capacity } of CAPACITY_CASES) {
+    for (let cost = 1; cost <= capacity + 1; cost++) {
+      try {
+        const r = await rl.consume(randomUUID(), { ...policy, cost });
+        out.push(`${label} cost ${cost}: ${r.allowed ? 'admitted' : 'refused'} r=${r.remaining}`);
+        degraded.push(r.degraded ?? 'redis');
+      } catch (err) {
+        out.push(`${label} cost ${cost}: ${err instanceof InvalidOptionsError ? 'InvalidOptionsError' : String(err)}`);
+      }
+    }
+  }
+  return out;
+}
+
+describe.each(['single', 'cluster'] as const)('insurance share of a token bucket, service, %s', (target) => {
+  let redis: PrivateRedis;
+  let one: RateLimitService;
+  let two: RateLimitService;
+  const redisDegraded: string[] = [];
+  let redisAnswers: string[];
+  let redisFullSpend: { allowed: boolean; resetMs: number };
+  beforeAll(async () => {
+    redis = await privateRedis(target);
+    const apps = await Promise.all([
+      boot(redis, { insurance: { divideLimitBy: 1 } }),
+      boot(redis, { insurance: { divideLimitBy: 2 } }),
+    ]);
+    [one, two] = apps.map((a) => a.get(RateLimitService));
+    // what Redis answers, before it is made unreachable
+    redisAnswers = await freshCounterAnswers(one, redisDegraded);
+    redisFullSpend = await one.consume(randomUUID(), { ...CAPACITY_CASES[0].policy, cost: 6 });
+    await redis.cut();
+    await Promise.all(apps.map(insured));
+  }, 60_000);
+  afterAll(async () => {
+    await closeToolkitApps();
+    await redis.stop();
+  });
+
+  it('with divideLimitBy 1, every cost a fresh counter admits in Redis is admitted by insurance, alike', async () => {
+    const degraded: string[] = [];
+    const answers = await freshCounterAnswers(one, degraded);
+    expect(redisDegraded.every((d) => d === 'redis')).toBe(true);
+    expect(degraded.every((d) => d === 'insurance')).toBe(true);
+    // e.g. 'bucket burst 6 limit 2 cost 3: admitted r=3'; a cost over the capacity: InvalidOptionsError from both
+    expect(answers).toEqual(redisAnswers);
+  });
+
+  it('divideLimitBy 2: a bucket shares ceil(burst / 2): burst 5 limit 2 admits 3, refuses 4 for a ttl', async () => {
+    const policy: RateLimitPolicy = { limit: 2, ttl: 60_000, algorithm: 'token-bucket', burst: 5 };
+    const key = randomUUID();
+    const three = await two.consume(key, { ...policy, cost: 3 });
+    expect(three).toMatchObject({ allowed: true, remaining: 0, degraded: 'insurance' });
+    // the window is the bucket's span, 5 × 60 s / 2: the next unit waits for its end
+    const next = await two.consume(key, policy);
+    expect(next).toMatchObject({ allowed: false, remaining: 0 });
+    expect(next.retryAfterMs).toBeGreaterThan(145_000);
+    expect(next.retryAfterMs).toBeLessThanOrEqual(150_000);
+    // a cost over the share fits no insurance window: refused for a whole ttl, as Redis answers a cost over burst
+    const four = await two.consume(randomUUID(), { ...policy, cost: 4 });
+    expect(four).toMatchObject({ allowed: false, remaining: 3, retryAfterMs: 60_000, degraded: 'insurance' });
+  });
+
+  it("a bucket's insurance window is its span, burst × ttl / limit: its rate stays limit per ttl", async () => {
+    // burst 2 of limit 6 per minute: 2 per 20 s (Redis: 2 at once, then 1 each 10 s)
+    const policy: RateLimitPolicy = { limit: 6, ttl: 60_000, algorithm: 'token-bucket', burst: 2 };
+    const key = randomUUID();
+    const answers = [];
+    for (let i = 0; i < 3; i++) answers.push(await one.consume(key, policy));
+    expect(answers.map((r) => r.allowed)).toEqual([true, true, false]);
+    expect(answers[2].retryAfterMs).toBeGreaterThan(15_000);
+    expect(answers[2].retryAfterMs).toBeLessThanOrEqual(20_000);
+    expect(answers[2].resetMs).toBe(answers[2].retryAfterMs);
+    // burst 6 of limit 2 per minute spent at once: full again in 3 minutes, as Redis says
+    const full = await one.consume(randomUUID(), { ...CAPACITY_CASES[0].policy, cost: 6 });
+    expect(redisFullSpend).toEqual(expect.objectContaining({ allowed: true, resetMs: 180_000 }));
+    expect(full).toMatchObject({ allowed: true, remaining: 0, resetMs: 180_000, degraded: 'insurance' });
+  });
+
+  it('a spent bucket is admitted again once its insurance window has passed', async () => {
+    // burst 2 of limit 4 per 200 ms: a window of 100 ms
+    const policy: RateLimitPolicy = { limit: 4, ttl: 200, algorithm: 'token-bucket', burst: 2, cost: 2 };
+    const key = randomUUID();
+    expect((await one.consume(key, policy)).allowed).toBe(true);
+    const refused = await one.consume(key, { ...policy, cost: 1 });
+    expect(refused.allowed).toBe(false);
+    expect(refused.retryAfterMs).toBeLessThanOrEqual(100);
+    await sleep(refused.retryAfterMs + 20);
+    expect(await one.consume(key, policy)).toMatchObject({ allowed: true, remaining: 0 });
+  });
+});
+
+/** The cost of a request: its `X-Cost` header (default 1). */
+const costFromHeader = (ctx: ExecutionContext): number =>
+  Number(ctx.switchToHttp().getRequest<{ headers: Record<string, string> }>().headers['x-cost'] ?? 1);
+
+@Controller('insurance-share')
+@UseGuards(RateLimitGuard)
+class InsuranceShareController {
+  /** 2 per minute, bursts of 8: with divideLimitBy 2, 4 per process in a window of 4 minutes. */
+  @Post('bucket')
+  @Throttle({
+    name: 'b',
+    limit: 2,
+    ttl: 60_000,
+    algorithm: 'token-bucket',
+    burst: 8,
+    cost: costFromHeader,
+    key: userFromHeader,
+  })
+  bucket(): string {
+    return 'ok';
+  }
+}
+
+/** Units left, reset (s) and limit by style, as a response's headers say them (each route here has one policy). */
+interface Figures {
+  limit: number;
+  remaining: number;
+  reset: number;
+}
+
+function figures(res: Response): Record<string, Figures> {
+  const h = res.headers as Record<string, string | undefined>;
+  const out: Record<string, Figures> = {};
+  if (h['x-ratelimit-remaining'] !== undefined) {
+    out.legacy = {
+      limit: Number(h['x-ratelimit-limit']),
+      remaining: Number(h['x-ratelimit-remaining']),
+      reset: Number(h['x-ratelimit-reset']),
+    };
+  }
+  if (h['ratelimit-remaining'] !== undefined) {
+    out['draft-6'] = {
+      limit: Number(h['ratelimit-limit']),
+      remaining: Number(h['ratelimit-remaining']),
+      reset: Number(h['ratelimit-reset']),
+    };
+  }
+  const draft7 = /^limit=(\d+), remaining=(\d+), reset=(\d+)$/.exec(h.ratelimit ?? '');
+  if (draft7) out['draft-7'] = { limit: Number(draft7[1]), remaining: Number(draft7[2]), reset: Number(draft7[3]) };
+  const draft8 = /^"\w+";r=(\d+);t=(\d+)$/.exec(h.ratelimit ?? '');
+  const quota = /^"\w+";q=(\d+);w=\d+$/.exec(h['ratelimit-policy'] ?? '');
+  if (draft8) out.draft = { limit: Number(quota?.[1]), remaining: Number(draft8[1]), reset: Number(draft8[2]) };
+  return out;
+}
+
+/** Each style's figure `field` that is not `expected`, and a response with none. */
+function wrongFigures(res: Response, step: string, field: keyof Figures, expected: number): string[] {
+  const all = Object.entries(figures(res));
+  if (all.length === 0) return [`${step}: no rate-limit headers`];
+  return all.filter(([, f]) => f[field] !== expected).map(([style, f]) => `${step} ${style}: ${field} ${f[field]}`);
+}
+
+describe.each(PLATFORMS_AND_TARGETS)('insurance share of a token bucket over HTTP on %s, %s', (platform, target) => {
+  let redis: PrivateRedis;
+  const apps = new Map<Mode, Server>();
+  beforeAll(async () => {
+    redis = await privateRedis(target);
+    const booted = await Promise.all(
+      MODES.map((headers) =>
+        boot(
+          redis,
+          { headers, insurance: { divideLimitBy: 2 } },
+          { platform, controllers: [InsuranceShareController] },
+        ),
+      ),
+    );
+    for (const [i, app] of booted.entries()) apps.set(MODES[i], app.app.getHttpServer() as Server);
+    await redis.cut();
+    await Promise.all(booted.map(insured));
+  }, 60_000);
+  afterAll(async () => {
+    await closeToolkitApps();
+    await redis.stop();
+  });
+
+  const post = (mode: Mode, path: string, user: string, cost: number) =>
+    request(apps.get(mode) as Server)
+      .post(`/insurance-share/${path}`)
+      .set('X-User-Id', user)
+      .set('X-Cost', String(cost));
+
+  it('a cost between limit and burst within the share is admitted; over the share, refused for a ttl', async () => {
+    const scenario = async (mode: Mode): Promise<string[]> => {
+      const user = randomUUID();
+      // 3 of the share ceil(8 / 2) = 4: over the limit 2, which Redis admits from a full bucket
+      const three = await post(mode, 'bucket', user, 3);
+      if (three.status !== 201) return [`${mode} cost 3: ${three.status}, Retry-After ${three.headers['retry-after']}`];
+      const wrong = wrongFigures(three, `${mode} cost 3`, 'remaining', 1);
+      // 2 more: the window (8 × 60 s / 2 = 240 s) is what the client waits for
+      const two = await post(mode, 'bucket', user, 2);
+      if (two.status !== 429 || two.headers['retry-after'] !== '240')
+        wrong.push(`${mode} cost 2 after 3: ${two.status}, Retry-After ${two.headers['retry-after']}`);
+      wrong.push(...wrongFigures(two, `${mode} cost 2 after 3`, 'reset', 240));
+      // 5 of a share of 4, which no insurance window admits: a whole ttl, units left as they stand
+      const five = await post(mode, 'bucket', randomUUID(), 5);
+      if (five.status !== 429 || five.headers['retry-after'] !== '60' || five.body.retryAfterMs !== 60_000)
+        wrong.push(`${mode} cost 5: ${five.status}, Retry-After ${five.headers['retry-after']}`);
+      wrong.push(...wrongFigures(five, `${mode} cost 5`, 'remaining', 4));
+      return wrong;
+    };
+    const wrong = await Promise.all(MODES.map(scenario));
+    expect(wrong.flat()).toEqual([]);
+  });
+});
