@@ -35,7 +35,8 @@ export class DecisionFallback {
       return {
         allowed: decided.allowed,
         degraded: 'insurance',
-        results: group.map(({ policy, name }, i) => ({ name, policy, limit: policy.limit, ...decided.results[i] })),
+        // limit: the per-process share insurance enforces (remaining counts down from it), not the policy's limit
+        results: group.map(({ policy, name }, i) => ({ name, policy, ...decided.results[i] })),
       };
     }
     const failOpen = failOpenOverride ?? this.failOpenByDefault;

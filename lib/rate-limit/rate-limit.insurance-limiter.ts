@@ -11,6 +11,11 @@ export interface InsuranceCheck {
 
 export interface InsuranceResult {
   allowed: boolean;
+  /**
+   * What this process admits in the counter's window (its share, insuredWindow), not the policy's limit: the result's
+   * limit, so that limit, remaining and reset describe the one counter insurance enforces, in every header style.
+   */
+  limit: number;
   remaining: number;
   resetMs: number;
   retryAfterMs: number;
@@ -57,6 +62,7 @@ export class InsuranceLimiter {
       const retryAfterMs = ok ? 0 : c.cost > limit ? c.policy.ttl : Math.max(1, left);
       return {
         allowed: ok,
+        limit,
         remaining: Math.max(0, limit - w.count),
         resetMs: resetNotBeforeRetry(left, retryAfterMs),
         retryAfterMs,

@@ -25,6 +25,9 @@ import { sleep, waitFor } from '../support/wait.js';
 // the counter's span (ttl; a bucket's burst × ttl / limit, the time it takes to fill). Before 2026-12-04 a bucket's
 // share came from its limit and its window was ttl: a cost between limit and burst, which Redis admits from a full
 // bucket, was refused for a whole ttl, again and again; a bucket whose burst is under its limit had limit per ttl.
+// Its results say that share as their limit, so limit, remaining and reset describe the one counter it enforces, in
+// every header style. Before 2026-12-04 they said the policy's limit (a bucket's too, not even its burst) beside a
+// remaining counted from the share: limit 5, remaining 2 for a share of 3.
 
 afterAll(closeToolkitApps);
 
@@ -109,7 +112,7 @@ async function freshCounterAnswers(rl: RateLimitService, degraded: string[]): Pr
   return out;
 }
 
-describe.each(['single', 'cluster'] as const)('insurance share of a token bucket, service, %s', (target) => {
+describe.each(['single', 'cluster'] as const)('insurance share, service, %s', (target) => {
   let redis: PrivateRedis;
   let one: RateLimitService;
   let two: RateLimitService;
@@ -185,6 +188,35 @@ describe.each(['single', 'cluster'] as const)('insurance share of a token bucket
     await sleep(refused.retryAfterMs + 20);
     expect(await one.consume(key, policy)).toMatchObject({ allowed: true, remaining: 0 });
   });
+
+  it('results say the per-process share as their limit, remaining counted down from it, every algorithm', async () => {
+    // divideLimitBy 2: windows of limit 5 share 3 per minute, a bucket of burst 5 (limit 2) 3 per 150 s
+    const policies: { policy: RateLimitPolicy; span: number }[] = [
+      { policy: { limit: 5, ttl: 60_000, algorithm: 'fixed-window' }, span: 60_000 },
+      { policy: { limit: 5, ttl: 60_000, algorithm: 'sliding-window' }, span: 60_000 },
+      { policy: { limit: 2, ttl: 60_000, algorithm: 'token-bucket', burst: 5 }, span: 150_000 },
+    ];
+    const wrong: string[] = [];
+    for (const { policy, span } of policies) {
+      const key = randomUUID();
+      const peeked = await two.peek(key, policy);
+      const answers = [];
+      for (let i = 0; i < 4; i++) answers.push(await two.consume(key, policy));
+      const seen = [peeked, ...answers].map((r) => `${r.allowed ? 'admitted' : 'refused'} ${r.remaining}/${r.limit}`);
+      const expected = ['admitted 3/3', 'admitted 2/3', 'admitted 1/3', 'admitted 0/3', 'refused 0/3'];
+      if (seen.join() !== expected.join()) wrong.push(`${policy.algorithm}: ${seen.join(', ')}`);
+      for (const r of answers)
+        if (!(r.resetMs > span - 5_000 && r.resetMs <= span)) wrong.push(`${policy.algorithm}: reset ${r.resetMs}`);
+    }
+    expect(wrong).toEqual([]);
+    // several policies of one call: each its own share (the bucket's from its burst 7: 4)
+    const both = await two.consumeAll([
+      { key: randomUUID(), name: 'w', policy: { limit: 5, ttl: 60_000, algorithm: 'fixed-window' } },
+      { key: randomUUID(), name: 'b', policy: { limit: 2, ttl: 60_000, algorithm: 'token-bucket', burst: 7 } },
+    ]);
+    expect(both.degraded).toBe('insurance');
+    expect(both.results.map((r) => `${r.name} ${r.remaining}/${r.limit}`)).toEqual(['w 2/3', 'b 3/4']);
+  });
 });
 
 /** The cost of a request: its `X-Cost` header (default 1). */
@@ -208,13 +240,37 @@ class InsuranceShareController {
   bucket(): string {
     return 'ok';
   }
+
+  /** 5 per minute: with divideLimitBy 2, 3 per process per minute. */
+  @Post('fixed')
+  @Throttle({ name: 'f', limit: 5, ttl: 60_000, algorithm: 'fixed-window', cost: costFromHeader, key: userFromHeader })
+  fixed(): string {
+    return 'ok';
+  }
+
+  @Post('sliding')
+  @Throttle({
+    name: 's',
+    limit: 5,
+    ttl: 60_000,
+    algorithm: 'sliding-window',
+    cost: costFromHeader,
+    key: userFromHeader,
+  })
+  sliding(): string {
+    return 'ok';
+  }
 }
 
-/** Units left, reset (s) and limit by style, as a response's headers say them (each route here has one policy). */
+/**
+ * Limit, units left and reset (s) by style, as a response's headers say them (each route here has one policy), and the
+ * quota of its policy header where the style has one (draft-6, draft-7: `3;w=60`; draft-8's q is its limit).
+ */
 interface Figures {
   limit: number;
   remaining: number;
   reset: number;
+  quota?: number;
 }
 
 function figures(res: Response): Record<string, Figures> {
@@ -227,18 +283,23 @@ function figures(res: Response): Record<string, Figures> {
       reset: Number(h['x-ratelimit-reset']),
     };
   }
+  const quota = /^(\d+);w=\d+$/.exec(h['ratelimit-policy'] ?? '');
   if (h['ratelimit-remaining'] !== undefined) {
     out['draft-6'] = {
       limit: Number(h['ratelimit-limit']),
       remaining: Number(h['ratelimit-remaining']),
       reset: Number(h['ratelimit-reset']),
+      quota: Number(quota?.[1]),
     };
   }
   const draft7 = /^limit=(\d+), remaining=(\d+), reset=(\d+)$/.exec(h.ratelimit ?? '');
-  if (draft7) out['draft-7'] = { limit: Number(draft7[1]), remaining: Number(draft7[2]), reset: Number(draft7[3]) };
+  if (draft7) {
+    const [limit, remaining, reset] = draft7.slice(1).map(Number);
+    out['draft-7'] = { limit, remaining, reset, quota: Number(quota?.[1]) };
+  }
   const draft8 = /^"\w+";r=(\d+);t=(\d+)$/.exec(h.ratelimit ?? '');
-  const quota = /^"\w+";q=(\d+);w=\d+$/.exec(h['ratelimit-policy'] ?? '');
-  if (draft8) out.draft = { limit: Number(quota?.[1]), remaining: Number(draft8[1]), reset: Number(draft8[2]) };
+  const q = /^"\w+";q=(\d+);w=\d+$/.exec(h['ratelimit-policy'] ?? '');
+  if (draft8) out.draft = { limit: Number(q?.[1]), remaining: Number(draft8[1]), reset: Number(draft8[2]) };
   return out;
 }
 
@@ -249,7 +310,7 @@ function wrongFigures(res: Response, step: string, field: keyof Figures, expecte
   return all.filter(([, f]) => f[field] !== expected).map(([style, f]) => `${step} ${style}: ${field} ${f[field]}`);
 }
 
-describe.each(PLATFORMS_AND_TARGETS)('insurance share of a token bucket over HTTP on %s, %s', (platform, target) => {
+describe.each(PLATFORMS_AND_TARGETS)('insurance share over HTTP on %s, %s', (platform, target) => {
   let redis: PrivateRedis;
   const apps = new Map<Mode, Server>();
   beforeAll(async () => {
@@ -298,6 +359,38 @@ describe.each(PLATFORMS_AND_TARGETS)('insurance share of a token bucket over HTT
       return wrong;
     };
     const wrong = await Promise.all(MODES.map(scenario));
+    expect(wrong.flat()).toEqual([]);
+  });
+
+  it("every style says the per-process share as the limit, with its remaining and its window's reset", async () => {
+    // divideLimitBy 2: fixed and sliding window 5 per minute share 3 (reset 60 s), the bucket 4 (reset 240 s)
+    const routes = [
+      { path: 'fixed', share: 3, reset: 60 },
+      { path: 'sliding', share: 3, reset: 60 },
+      { path: 'bucket', share: 4, reset: 240 },
+    ];
+    const scenario = async (mode: Mode, { path, share, reset }: (typeof routes)[number]): Promise<string[]> => {
+      const user = randomUUID();
+      const wrong: string[] = [];
+      const steps = [
+        { cost: 1, status: 201, remaining: share - 1 },
+        { cost: share - 1, status: 201, remaining: 0 },
+        { cost: 1, status: 429, remaining: 0 },
+      ];
+      for (const [i, step] of steps.entries()) {
+        const res = await post(mode, path, user, step.cost);
+        const at = `${mode} ${path} #${i + 1}`;
+        if (res.status !== step.status) wrong.push(`${at}: ${res.status}`);
+        wrong.push(...wrongFigures(res, at, 'limit', share), ...wrongFigures(res, at, 'remaining', step.remaining));
+        wrong.push(...wrongFigures(res, at, 'reset', reset));
+        for (const [style, f] of Object.entries(figures(res)))
+          if (f.quota !== undefined && f.quota !== share) wrong.push(`${at} ${style}: policy quota ${f.quota}`);
+        if (step.status === 429 && res.headers['retry-after'] !== String(reset))
+          wrong.push(`${at}: Retry-After ${res.headers['retry-after']}`);
+      }
+      return wrong;
+    };
+    const wrong = await Promise.all(MODES.flatMap((mode) => routes.map((route) => scenario(mode, route))));
     expect(wrong.flat()).toEqual([]);
   });
 });
