@@ -1,5 +1,5 @@
 import { LRUCache } from 'lru-cache';
-import type { ResolvedPolicy } from './rate-limit.policy-resolver.js';
+import { capacityOf, type ResolvedPolicy } from './rate-limit.policy-resolver.js';
 import { resetNotBeforeRetry } from './rate-limit.results.js';
 import type { GroupOutcome, PreparedCheck } from './rate-limit.types.js';
 
@@ -83,7 +83,7 @@ export class BlockCache {
         name,
         policy,
         allowed: !refuses,
-        limit: capacity(policy),
+        limit: capacityOf(policy),
         remaining: unitsLeft(e, now),
         // as in Redis's answers: a blocked counter's reset is its block's end, never before its retry
         resetMs: resetNotBeforeRetry(Math.max(0, Math.ceil(e.resetAt - now)), retryAfterMs),
@@ -156,10 +156,6 @@ function samePolicy(a: ResolvedPolicy, b: ResolvedPolicy): boolean {
   );
 }
 
-function capacity(p: ResolvedPolicy): number {
-  return p.algorithm === 'token-bucket' ? p.burst : p.limit;
-}
-
 /**
  * The units an entry's counter has at `now`, as Redis would answer them (docs/rate-limit.md, Block cache): what Redis
  * said, the full capacity once its reset has run out, at least the refused cost once the refusal is over, and for a
@@ -168,7 +164,7 @@ function capacity(p: ResolvedPolicy): number {
  * from when the call was sent, less 1 ms, as `until` does: a token shows up to a round trip early, never late.
  */
 function unitsLeft(e: Entry, now: number): number {
-  const full = capacity(e.policy);
+  const full = capacityOf(e.policy);
   let left = e.remaining;
   if (now >= e.resetAt) left = full;
   else {

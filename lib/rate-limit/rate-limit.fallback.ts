@@ -1,6 +1,7 @@
 import { RedisUnavailableError } from '../common/errors.js';
 import type { FailurePolicy } from '../common/failure-policy.js';
 import type { InsuranceLimiter } from './rate-limit.insurance-limiter.js';
+import { capacityOf } from './rate-limit.policy-resolver.js';
 import type { DecisionCounters, GroupOutcome, PreparedCheck } from './rate-limit.types.js';
 
 /**
@@ -49,8 +50,9 @@ export class DecisionFallback {
         name,
         policy,
         allowed: true,
-        limit: policy.limit,
-        remaining: policy.limit,
+        // as Redis answers: the counter's capacity (a token bucket's burst), all of it left
+        limit: capacityOf(policy),
+        remaining: capacityOf(policy),
         resetMs: 0,
         retryAfterMs: 0,
       })),

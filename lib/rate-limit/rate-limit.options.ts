@@ -90,7 +90,10 @@ export type TrustProxy =
   | string[];
 
 export interface RateLimitInsuranceOptions {
-  /** Each process allows `ceil(limit / divideLimitBy)` while Redis is down (the number of app instances). Default 1. */
+  /**
+   * Each process allows its share while Redis is down: `ceil(limit / divideLimitBy)` per ttl, a token bucket's
+   * `ceil(burst / divideLimitBy)` per `burst × ttl / limit` (set it to the number of app instances). Default 1.
+   */
   divideLimitBy?: number;
   /** Keys remembered by the in-process limiter (least recently used are dropped). Default 10 000. */
   maxKeys?: number;

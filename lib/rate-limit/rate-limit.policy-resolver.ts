@@ -44,6 +44,11 @@ export function resolveCallPolicy(
   };
 }
 
+/** A counter's capacity, the `limit` of every answer about it: a token bucket's burst, a window's limit. */
+export function capacityOf(p: ResolvedPolicy): number {
+  return p.algorithm === 'token-bucket' ? p.burst : p.limit;
+}
+
 /** The counter of a policy when the caller names no scope: two different policies on one key never share one. */
 export function defaultScope(p: ResolvedPolicy): string {
   return `${p.limit}/${p.ttl}`;

@@ -5,7 +5,13 @@ import { KeyBuilder } from '../common/keys.js';
 import type { ScriptArg } from '../common/lua-script.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { FEATURE_CONNECTION } from '../connection/redis-connections.js';
-import { checkKey, defaultScope, resolveCallPolicy, type ResolvedPolicy } from './rate-limit.policy-resolver.js';
+import {
+  capacityOf,
+  checkKey,
+  defaultScope,
+  resolveCallPolicy,
+  type ResolvedPolicy,
+} from './rate-limit.policy-resolver.js';
 import { RateLimitAdmin, type CounterRef } from './rate-limit.admin.js';
 import { BlockCache } from './rate-limit.block-cache.js';
 import { DecisionBatcher } from './rate-limit.decision-batcher.js';
@@ -223,7 +229,7 @@ export class RateLimitService {
     }
     return {
       allowed,
-      limit: p.algorithm === 'token-bucket' ? p.burst : p.limit,
+      limit: capacityOf(p),
       remaining: Math.max(0, raw[2]),
       resetMs: resetNotBeforeRetry(raw[3], raw[4]),
       retryAfterMs: raw[4],
@@ -318,7 +324,7 @@ export class RateLimitService {
       name,
       policy,
       allowed: raw[1 + i * 4] === 1,
-      limit: policy.algorithm === 'token-bucket' ? policy.burst : policy.limit,
+      limit: capacityOf(policy),
       remaining: Math.max(0, raw[2 + i * 4]),
       resetMs: resetNotBeforeRetry(raw[3 + i * 4], raw[4 + i * 4]),
       retryAfterMs: raw[4 + i * 4],

@@ -4,6 +4,10 @@ import type { RateLimitPolicy } from './rate-limit.options.js';
 /** The outcome of one policy. */
 export interface RateLimitResult {
   allowed: boolean;
+  /**
+   * The counter's capacity: the policy's limit (a token bucket's burst); with `degraded: 'insurance'`, the per-process
+   * share the insurance limiter enforces.
+   */
   limit: number;
   /** Units left (after this call's charge when it was allowed). */
   remaining: number;

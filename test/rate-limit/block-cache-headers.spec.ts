@@ -10,7 +10,7 @@ import { sleep } from '../support/wait.js';
 
 // The headers of a 429 the block cache answers (rateLimit.blockCache) are those Redis's answer gives at that moment:
 // compared, in every header style, with an app without the cache on the same counters, asked right after (a refused
-// request charges nothing). Before 2026-12-04 the cache said 0 left for a refused counter (a token bucket refused for a
+// request charges nothing). Before 2026-12-03 the cache said 0 left for a refused counter (a token bucket refused for a
 // cost of 5 with 1 to 4 tokens left) and the other policies of the request as they were at Redis's refusal.
 // test/rate-limit/block-cache-remaining.spec.ts compares the service's results the same way.
 

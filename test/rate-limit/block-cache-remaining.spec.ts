@@ -10,7 +10,7 @@ import { sleep } from '../support/wait.js';
 // left says 1, and a token bucket's refill shows while it is refused; the other policies of a multi-policy decision
 // refill, or are full once their window has passed), and resetMs / retryAfterMs within a round trip. Compared here with
 // a process without the cache on the SAME counters, asked right after the cache's answer: a refused decision charges
-// nothing, so both see one state. Before 2026-12-04 the cache said remaining 0 for a refused counter, and the
+// nothing, so both see one state. Before 2026-12-03 the cache said remaining 0 for a refused counter, and the
 // snapshot of the other policies never moved (a token bucket with 4 left of 6 said 2 until the refusal ended).
 
 afterAll(closeToolkitApps);

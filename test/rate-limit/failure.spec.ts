@@ -141,6 +141,23 @@ describe('rate limiting when Redis fails', () => {
     expect(results.every((r) => r.allowed && r.degraded === 'fail-open')).toBe(true);
   });
 
+  it("a fail-open result says the counter's capacity: a token bucket's burst, as Redis's answers do", async () => {
+    const { rl, connection } = await start({}, 10_000);
+    const bucket: RateLimitPolicy = { limit: 2, burst: 8, ttl: 60_000, algorithm: 'token-bucket' };
+    const window: RateLimitPolicy = { limit: 5, ttl: 60_000, algorithm: 'fixed-window' };
+    const key = randomUUID();
+    const up = await rl.consume(key, bucket);
+    expect([up.limit, up.remaining]).toEqual([8, 7]);
+    await server.kill();
+    expect(await waitFor(() => connection.status !== 'ready', 3_000)).toBe(true);
+    const down = [await rl.consume(key, bucket), await rl.consume(key, window)];
+    // before: the bucket said limit 2, remaining 2 (its limit, not its burst)
+    expect(down.map((r) => [r.degraded, r.limit, r.remaining])).toEqual([
+      ['fail-open', 8, 8],
+      ['fail-open', 5, 5],
+    ]);
+  });
+
   it('Redis paused: answers within commandTimeout, and a timed-out call is never replayed', async () => {
     const { rl } = await start();
     const key = randomUUID();

@@ -22,11 +22,11 @@ import { sleep, waitFor } from '../support/wait.js';
 
 // The insurance limiter (rateLimit.insurance: Redis unreachable) gives each process a share of a counter's capacity:
 // ceil(limit / divideLimitBy) of a window, ceil(burst / divideLimitBy) of a token bucket, in a fixed window as long as
-// the counter's span (ttl; a bucket's burst × ttl / limit, the time it takes to fill). Before 2026-12-04 a bucket's
+// the counter's span (ttl; a bucket's burst × ttl / limit, the time it takes to fill). Before 2026-12-03 a bucket's
 // share came from its limit and its window was ttl: a cost between limit and burst, which Redis admits from a full
 // bucket, was refused for a whole ttl, again and again; a bucket whose burst is under its limit had limit per ttl.
 // Its results say that share as their limit, so limit, remaining and reset describe the one counter it enforces, in
-// every header style. Before 2026-12-04 they said the policy's limit (a bucket's too, not even its burst) beside a
+// every header style. Before 2026-12-03 they said the policy's limit (a bucket's too, not even its burst) beside a
 // remaining counted from the share: limit 5, remaining 2 for a share of 3.
 
 afterAll(closeToolkitApps);

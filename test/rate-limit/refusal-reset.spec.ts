@@ -15,7 +15,7 @@ import { sleep } from '../support/wait.js';
 
 // On every 429, in every header style, the reset (X-RateLimit-Reset, draft-6 RateLimit-Reset, draft-7 reset=,
 // draft-8 t= of the policy Retry-After comes from) is at least Retry-After, and Retry-After at least 1 s. Before
-// 2026-12-04: a fixed window refused in its last ms (Redis answers retryAfterMs 0, resetMs 0) gave Retry-After: 1 with
+// 2026-12-03: a fixed window refused in its last ms (Redis answers retryAfterMs 0, resetMs 0) gave Retry-After: 1 with
 // a reset of 0; and the insurance limiter (Redis unreachable) answered a cost over its per-process limit, which it
 // can never admit, with the time left in its window (Retry-After: 1 near the window's end, then refused again), where
 // Redis answers a cost over the limit with a whole window.
