@@ -9,7 +9,7 @@ import { Redis } from 'ioredis';
 import { KeyBuilder } from '../../lib/common/keys.js';
 import { LockLostError, LockNotAcquiredError, LockService } from '../../lib/index.js';
 import { lockKey, unique } from '../support/lock-modes.js';
-import { startMisfitServers } from '../support/misfit-servers.js';
+import { nodesWith, startMisfitServers } from '../support/misfit-servers.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { recordingLogger } from '../support/recording-logger.js';
 import { getFreePort, type RedisServerHandle, startRedisServer } from '../support/redis-server.js';
@@ -19,14 +19,6 @@ import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 import { waitFor } from '../support/wait.js';
 
 afterEach(closeToolkitApps);
-
-/** Two shared quorum servers (a majority that answers) and `third`. */
-const nodesWith = (third: { url: string }) => [
-  ...sharedServers()
-    .quorum.slice(0, 2)
-    .map((q) => ({ url: q.url })),
-  third,
-];
 
 /** Calls of `commands` the server on `port` ran or refused (INFO commandstats), e.g. /eval|evalsha/. */
 async function commandCalls(port: number, commands: RegExp): Promise<number> {

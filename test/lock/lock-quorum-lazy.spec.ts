@@ -12,20 +12,12 @@ import { trackForCleanup } from '../support/private-servers.js';
 import { recordingLogger } from '../support/recording-logger.js';
 import { type RedisServerHandle, startRedisServer } from '../support/redis-server.js';
 import { rawCommand } from '../support/resp.js';
-import { startMisfitServers } from '../support/misfit-servers.js';
+import { nodesWith, startMisfitServers } from '../support/misfit-servers.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 import { waitFor } from '../support/wait.js';
 
 afterEach(closeToolkitApps);
-
-/** Two shared quorum servers (a majority that answers) and `third`. */
-const nodesWith = (third: { url: string }) => [
-  ...sharedServers()
-    .quorum.slice(0, 2)
-    .map((q) => ({ url: q.url })),
-  third,
-];
 
 /** Script calls the server ran (EVAL and EVALSHA, from INFO commandstats). */
 async function scriptCalls(port: number): Promise<number> {

@@ -50,6 +50,25 @@ async function answeredAgain(locks: LockService, resource = unique('after')): Pr
   expect(ok).toBe(true);
 }
 
+/**
+ * Once the ended wait has left: `next` waits for `resource` (polling too rarely to matter), `first` is released, and
+ * the release must serve `next` within 5 s (on one server a grant, on a cluster a wake): its lock.
+ */
+async function releaseServesNext(
+  admin: { zcard(key: string): Promise<number> },
+  waiting: string,
+  next: LockService,
+  resource: string,
+  first: Lock,
+): Promise<Lock> {
+  const second = next.acquire(resource, NO_POLL);
+  expect(await waitFor(async () => (await admin.zcard(waiting)) === 1, 5_000)).toBe(true);
+  await first.release();
+  const got = await within(second, 5_000);
+  expect(typeof got === 'string' ? got : 'acquired').toBe('acquired');
+  return got as Lock;
+}
+
 describe('a wait ended by a transport failure on one server (a release grants the lock to a waiting service)', () => {
   it('leaves the waiting services once Redis answers again: the next release grants the lock to the real waiter', async () => {
     const server = trackForCleanup(await startRedisServer());
@@ -76,16 +95,12 @@ describe('a wait ended by a transport failure on one server (a release grants th
     // before: still 1, the ended wait
     expect(await waitFor(async () => (await admin.zcard(waiting)) === 0, 5_000)).toBe(true);
 
-    const second = next.acquire(resource, NO_POLL);
-    expect(await waitFor(async () => (await admin.zcard(waiting)) === 1, 5_000)).toBe(true);
-    await first.release();
-    const got = await within(second, 5_000);
-    expect(typeof got === 'string' ? got : 'acquired').toBe('acquired');
-    expect(await admin.get(lockKey(resource))).toBe((got as Lock).token);
+    const got = await releaseServesNext(admin, waiting, next, resource, first);
+    expect(await admin.get(lockKey(resource))).toBe(got.token);
     // granted by the release itself: none to the service whose wait had ended
     expect(wakeupsOf(failing).received).toBe(0);
     expect(wakeupsOf(next).received).toBe(1);
-    await (got as Lock).release();
+    await got.release();
   }, 30_000);
 });
 
@@ -128,14 +143,10 @@ describe('a wait ended by a transport failure on a cluster (a release wakes a wa
     // before: still 1, the ended wait
     expect(await waitFor(async () => (await admin.zcard(waiting)) === 0, 5_000)).toBe(true);
 
-    const second = next.acquire(resource, NO_POLL);
-    expect(await waitFor(async () => (await admin.zcard(waiting)) === 1, 5_000)).toBe(true);
-    await first.release();
-    const got = await within(second, 5_000);
-    expect(typeof got === 'string' ? got : 'acquired').toBe('acquired');
+    const got = await releaseServesNext(admin, waiting, next, resource, first);
     // one wake, to the real waiter: none to the service whose wait had ended
     expect(wakeupsOf(failing).received).toBe(0);
     expect(wakeupsOf(next).received).toBe(1);
-    await (got as Lock).release();
+    await got.release();
   }, 60_000);
 });

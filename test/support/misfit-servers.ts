@@ -1,5 +1,6 @@
 import { trackForCleanup } from './private-servers.js';
 import { type RedisServerHandle, startRedisServer } from './redis-server.js';
+import { sharedServers } from './shared-servers.js';
 
 /** Servers a connection or a quorum node must not be pointed at: a replica (of `master`) and a 4-database server. */
 export interface MisfitServers {
@@ -16,3 +17,11 @@ export async function startMisfitServers(): Promise<MisfitServers> {
   const fewDbs = trackForCleanup(await startRedisServer({ args: ['--databases', '4'] }));
   return { master, replica, fewDbs };
 }
+
+/** Lock quorum nodes: two shared quorum servers (a majority that answers) and `third`, the node under test. */
+export const nodesWith = (third: { url: string }): { url: string }[] => [
+  ...sharedServers()
+    .quorum.slice(0, 2)
+    .map((q) => ({ url: q.url })),
+  third,
+];
