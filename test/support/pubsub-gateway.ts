@@ -109,7 +109,9 @@ export async function connectStalledClient(
       if (text.startsWith('0')) ws.send(`40${namespace},${JSON.stringify({ token })}`);
       else if (text.startsWith(`40${namespace}`))
         ws.send(`42${namespace},1${JSON.stringify(['subscribe', { channel }])}`);
-      else if (text.startsWith(`43${namespace},1`)) {
+      // the subscribe's ack (id 1) only: the acks of `send` (ids 2, 3, ... 10, 11 ...) may arrive before the pause
+      // below takes hold, and `43/ns,12[...]` starts with `43/ns,1` too (it failed a CI run: JSON.parse of '2[...')
+      else if (text.startsWith(`43${namespace},1[`)) {
         const [ack] = JSON.parse(text.slice(`43${namespace},1`.length)) as [{ ok: boolean }];
         if (ack.ok) resolve();
         else reject(new Error(`subscribe refused: ${text}`));
