@@ -1,5 +1,6 @@
 import { RedisUnavailableError } from '../common/errors.js';
 import { FEATURES, type KeyBuilder } from '../common/keys.js';
+import { PendingLeaves } from './lock.pending-leaves.js';
 import { FIRST_ATTEMPT_GRANT, grantField, type LockBackend, type LockKeys, lockKeysOf } from './lock.backend.js';
 import type { Lock } from './lock.js';
 import type { LocalWaiters } from './lock.waiters.js';
@@ -64,8 +65,8 @@ const MAX_WAITING_KEYS = 10_000;
 export class LockGrants {
   private readonly waiting = new Map<string, Wait>();
   private readonly early = new Map<string, EarlyGrant>();
-  /** Waits over whose entry could not be taken out (Redis did not answer): again at the next attempt it answers. */
-  private readonly leaving = new Set<Wait>();
+  /** Taking the entries of waits that are over out of the waiting services, again when Redis did not answer. */
+  private readonly leaving = new PendingLeaves<Wait>((err) => err instanceof RedisUnavailableError);
   /** Every lock key starts with this (`<prefix>lock:{`): a grant for any other key is not ours. */
   private readonly lockKeyHead: string;
 
@@ -100,7 +101,7 @@ export class LockGrants {
   acquired({ wait }: WaitAttempt): void {
     wait.attempts--;
     this.end(wait);
-    this.retryLeaving();
+    this.leaving.retry();
   }
 
   /**
@@ -123,7 +124,7 @@ export class LockGrants {
    */
   busy({ wait }: WaitAttempt, ttl: number): Promise<Lock | null> | undefined {
     wait.attempts--;
-    this.retryLeaving();
+    this.leaving.retry();
     const grant = this.early.get(wait.keys.lock);
     if (grant?.wait !== wait || wait.attempts > 0) return undefined;
     this.forget(wait.keys.lock);
@@ -184,30 +185,20 @@ export class LockGrants {
   }
 
   /**
-   * Takes the entry of a wait that is over out of the waiting services (see `abandon`). When Redis does not answer,
-   * it is tried again at the service's next attempt Redis answers (`retryLeaving`): a wait ends by a failed attempt
-   * just when Redis is away. Best effort: an entry left (past MAX_WAITING_KEYS, or a service that makes no more
-   * attempts) is granted the lock by the next release and released by this service, or expires with the set.
+   * Takes the entry of a wait that is over out of the waiting services (see `abandon`), in a script call that also
+   * says whether a release granted it the lock already (then released, which passes it on). When Redis does not
+   * answer, it is tried again at the service's next attempt Redis answers (PendingLeaves): a wait ends by a failed
+   * attempt just when Redis is away. Best effort: an entry left is granted the lock by the next release and released
+   * by this service, or expires with the set.
    */
   private leave(wait: Wait): void {
     const { backend, id } = this.service;
     const { keys, token, ttl } = wait;
-    backend
-      .tryAcquire(keys, token, ttl, id, leaveField(token, ttl))
-      .then((granted) => granted && backend.release(keys, token))
-      .catch((err: unknown) => {
-        if (!(err instanceof RedisUnavailableError)) return;
-        if (this.leaving.size >= MAX_WAITING_KEYS) this.leaving.clear();
-        this.leaving.add(wait);
-      });
-  }
-
-  /** An attempt of the service got an answer from Redis: the entries it could not take out before are tried again. */
-  private retryLeaving(): void {
-    if (this.leaving.size === 0) return;
-    const waits = [...this.leaving];
-    this.leaving.clear();
-    for (const wait of waits) this.leave(wait);
+    this.leaving.send(wait, () =>
+      backend
+        .tryAcquire(keys, token, ttl, id, leaveField(token, ttl))
+        .then((granted) => granted && backend.release(keys, token)),
+    );
   }
 
   /** The wait is over, unless a new one replaced it already. */

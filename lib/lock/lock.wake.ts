@@ -2,6 +2,7 @@ import type { RedisClient } from '../common/lua-script.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { newToken } from './lock.attempts.js';
 import type { WaitingChannels } from './lock.backend.js';
+import { PendingLeaves } from './lock.pending-leaves.js';
 import type { LocalWaiters } from './lock.waiters.js';
 
 /** A fencing token as a grant carries it. */
@@ -34,8 +35,8 @@ export class LockWakeups {
    * busy attempt of an `acquire`, or by one whose reply was lost (see `attempted`, `failed`, `stopWaiting`).
    */
   private readonly joined = new Set<string>();
-  /** Wake only: how to take the id out of the waiting services of a lock whose wait ended while Redis was away. */
-  private readonly leaving = new Map<string, () => Promise<void> | undefined>();
+  /** Wake only: taking the id out of locks' waiting services, again when Redis did not answer (by lock key). */
+  private readonly leaving = new PendingLeaves<string>();
 
   constructor(
     keys: KeyBuilder,
@@ -66,8 +67,10 @@ export class LockWakeups {
    * services, or was there already) or took it (the acquire script took the id out).
    */
   attempted(lockKey: string, busy: boolean): void {
-    this.leaving.delete(lockKey); // waited for again (its entry is the wait's), or taken (the script took the id out)
-    this.retryLeaving();
+    this.leaving.drop(lockKey); // waited for again (its entry is the wait's), or taken (the script took the id out)
+    // the ids it could not take out before leave now, except where a caller here waits for the lock again (its wait's
+    // entry is the same id, and its end takes it out)
+    this.leaving.retry((key) => this.waiters.first(key) !== undefined || this.waiters.isAsking(key));
     if (!busy) {
       this.joined.delete(lockKey);
       return;
@@ -87,7 +90,7 @@ export class LockWakeups {
     // the failed attempt still counts as asking until its error reaches its caller
     if (this.waiters.first(lockKey) || this.waiters.askers(lockKey) > 1) return;
     this.joined.delete(lockKey);
-    this.leave(lockKey, leave);
+    this.leaving.send(lockKey, leave);
   }
 
   /**
@@ -98,35 +101,12 @@ export class LockWakeups {
    */
   stopWaiting(lockKey: string, leave: () => Promise<void> | undefined): void {
     if (this.waiters.first(lockKey) || this.waiters.isAsking(lockKey) || !this.joined.delete(lockKey)) return;
-    this.leave(lockKey, leave);
+    this.leaving.send(lockKey, leave);
   }
 
   private join(lockKey: string): void {
     if (this.joined.size >= 10_000) this.joined.clear(); // forgotten: an entry they leave costs the waiters a poll
     this.joined.add(lockKey);
-  }
-
-  /** Takes the id out of the lock's waiting services; when Redis does not answer, again later (`retryLeaving`). */
-  private leave(lockKey: string, leave: () => Promise<void> | undefined): void {
-    this.leaving.delete(lockKey);
-    leave()?.catch(() => {
-      // best effort: past this many, an entry left costs the waiters one poll (or expires with the set)
-      if (this.leaving.size >= 10_000) this.leaving.clear();
-      this.leaving.set(lockKey, leave);
-    });
-  }
-
-  /**
-   * An attempt of the service got an answer: the ids it could not take out before leave now, except where a caller
-   * here waits for the lock again (its wait's entry is the same id, and its end takes it out).
-   */
-  private retryLeaving(): void {
-    if (this.leaving.size === 0) return;
-    const pending = [...this.leaving];
-    this.leaving.clear();
-    for (const [lockKey, leave] of pending) {
-      if (!this.waiters.first(lockKey) && !this.waiters.isAsking(lockKey)) this.leave(lockKey, leave);
-    }
   }
 
   get channel(): string {

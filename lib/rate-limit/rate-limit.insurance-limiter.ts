@@ -1,5 +1,5 @@
 import { LRUCache } from 'lru-cache';
-import type { ResolvedPolicy } from './rate-limit.policy-resolver.js';
+import { capacityOf, type ResolvedPolicy } from './rate-limit.policy-resolver.js';
 import { resetNotBeforeRetry } from './rate-limit.results.js';
 
 export interface InsuranceCheck {
@@ -85,9 +85,6 @@ export class InsuranceLimiter {
  * a bucket whose burst is under its limit to burst per ttl).
  */
 function insuredWindow(p: InsuranceCheck['policy'], divideLimitBy: number): { limit: number; span: number } {
-  if (p.algorithm !== 'token-bucket') return { limit: Math.max(1, Math.ceil(p.limit / divideLimitBy)), span: p.ttl };
-  return {
-    limit: Math.max(1, Math.ceil(p.burst / divideLimitBy)),
-    span: Math.max(1, Math.ceil((p.burst * p.ttl) / p.limit)),
-  };
+  const limit = Math.max(1, Math.ceil(capacityOf(p) / divideLimitBy));
+  return { limit, span: p.algorithm === 'token-bucket' ? Math.max(1, Math.ceil((p.burst * p.ttl) / p.limit)) : p.ttl };
 }

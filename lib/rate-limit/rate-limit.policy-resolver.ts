@@ -45,7 +45,7 @@ export function resolveCallPolicy(
 }
 
 /** A counter's capacity, the `limit` of every answer about it: a token bucket's burst, a window's limit. */
-export function capacityOf(p: ResolvedPolicy): number {
+export function capacityOf(p: Pick<ResolvedPolicy, 'algorithm' | 'limit' | 'burst'>): number {
   return p.algorithm === 'token-bucket' ? p.burst : p.limit;
 }
 
