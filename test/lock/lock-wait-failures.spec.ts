@@ -12,6 +12,7 @@ import { ownedBy, useDisposableCluster } from '../support/disposable-cluster.js'
 import { lockKey, unique } from '../support/lock-modes.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { startRedisServer } from '../support/redis-server.js';
+import { rawCommand } from '../support/resp.js';
 import { closeToolkitApps, type RedisTarget } from '../support/toolkit-app.js';
 import { bootToolkitApp } from '../support/toolkit-boot.js';
 import { waitFor } from '../support/wait.js';
@@ -50,9 +51,17 @@ async function answeredAgain(locks: LockService, resource = unique('after')): Pr
   expect(ok).toBe(true);
 }
 
+/** Subscribers of `channel` on the servers on `ports` (PUBSUB NUMSUB of each). */
+async function subscribers(ports: readonly number[], channel: string): Promise<number> {
+  const replies = await Promise.all(ports.map((port) => rawCommand(port, ['PUBSUB', 'NUMSUB', channel])));
+  return replies.reduce<number>((n, reply) => n + Number((reply as unknown[])[1]), 0);
+}
+
 /**
  * Once the ended wait has left: `next` waits for `resource` (polling too rarely to matter), `first` is released, and
- * the release must serve `next` within 5 s (on one server a grant, on a cluster a wake): its lock.
+ * the release must serve `next` within 5 s (on one server a grant, on a cluster a wake): its lock. The release waits
+ * until `next` listens (its first wait starts its subscriber, on the servers on `ports`): a release before that finds
+ * nobody listening and deletes the lock, leaving `next` to its poll, as documented (it failed a CI run so).
  */
 async function releaseServesNext(
   admin: { zcard(key: string): Promise<number> },
@@ -60,9 +69,12 @@ async function releaseServesNext(
   next: LockService,
   resource: string,
   first: Lock,
+  ports: readonly number[],
 ): Promise<Lock> {
   const second = next.acquire(resource, NO_POLL);
   expect(await waitFor(async () => (await admin.zcard(waiting)) === 1, 5_000)).toBe(true);
+  const channel = wakeupsOf(next).channel;
+  expect(await waitFor(async () => (await subscribers(ports, channel)) >= 1, 5_000)).toBe(true);
   await first.release();
   const got = await within(second, 5_000);
   expect(typeof got === 'string' ? got : 'acquired').toBe('acquired');
@@ -95,7 +107,7 @@ describe('a wait ended by a transport failure on one server (a release grants th
     // before: still 1, the ended wait
     expect(await waitFor(async () => (await admin.zcard(waiting)) === 0, 5_000)).toBe(true);
 
-    const got = await releaseServesNext(admin, waiting, next, resource, first);
+    const got = await releaseServesNext(admin, waiting, next, resource, first, [server.port]);
     expect(await admin.get(lockKey(resource))).toBe(got.token);
     // granted by the release itself: none to the service whose wait had ended
     expect(wakeupsOf(failing).received).toBe(0);
@@ -143,7 +155,14 @@ describe('a wait ended by a transport failure on a cluster (a release wakes a wa
     // before: still 1, the ended wait
     expect(await waitFor(async () => (await admin.zcard(waiting)) === 0, 5_000)).toBe(true);
 
-    const got = await releaseServesNext(admin, waiting, next, resource, first);
+    const got = await releaseServesNext(
+      admin,
+      waiting,
+      next,
+      resource,
+      first,
+      masters.map((m) => m.port),
+    );
     // one wake, to the real waiter: none to the service whose wait had ended
     expect(wakeupsOf(failing).received).toBe(0);
     expect(wakeupsOf(next).received).toBe(1);

@@ -56,6 +56,9 @@ describe('durable replay under the slow-client cap (issue 17 item 8)', () => {
       const cap = 20;
       const app = await createGatewayApp({
         keyPrefix: `gr8${uid()}:`,
+        // Not a test of timeouts: the 500 durable publishes of the setup once outlasted the default 1 s on a busy CI
+        // box ('pub/sub notifyUser hog failed: ... Command timed out').
+        commandTimeout: 10_000,
         pubsub: {
           durable: { maxLen: 1_000 },
           gateway: { slowClient: { policy, maxBufferedMessages: cap }, subscribeRateLimit: false },
