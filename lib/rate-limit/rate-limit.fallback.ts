@@ -32,7 +32,7 @@ export class DecisionFallback {
         policy: g.policy,
         cost: mode === 'c' ? g.policy.cost : 0,
       }));
-      const decided = this.insurance.consume(checks);
+      const decided = this.insurance.consume(checks, Date.now(), mode);
       return {
         allowed: decided.allowed,
         degraded: 'insurance',

@@ -43,7 +43,17 @@ export class InsuranceLimiter {
     this.windows = new LRUCache({ max: maxKeys });
   }
 
-  consume(checks: readonly InsuranceCheck[], now = Date.now()): { allowed: boolean; results: InsuranceResult[] } {
+  /**
+   * Decides `checks` together at `now`: mode 'c' charges them all if all allow it, 'p' (a peek) charges nothing.
+   * A counter with nothing charged in a live window is answered as the scripts answer an absent key: its share left,
+   * reset 0 (nothing to wait for), except a fixed window's consume of cost 0, which says its ttl (the window a charge
+   * would open).
+   */
+  consume(
+    checks: readonly InsuranceCheck[],
+    now = Date.now(),
+    mode: 'c' | 'p' = 'c',
+  ): { allowed: boolean; results: InsuranceResult[] } {
     const states = checks.map((c) => {
       let w = this.windows.get(c.redisKey);
       const { limit, span } = insuredWindow(c.policy, this.divideLimitBy);
@@ -51,12 +61,17 @@ export class InsuranceLimiter {
       return { c, w, limit, ok: w.count + c.cost <= limit };
     });
     const allowed = states.every((s) => s.ok);
+    const charged = allowed && mode === 'c';
     const results = states.map(({ c, w, limit, ok }) => {
       if (allowed) {
-        w.count += c.cost;
+        w.count += mode === 'c' ? c.cost : 0;
         this.windows.set(c.redisKey, w);
       }
-      const left = Math.max(0, w.endsAt - now);
+      // an empty counter resets at once (the scripts' reset of an absent key), but consume.lua and
+      // consume-fixed-window.lua answer a fixed window's consume of cost 0 with the window a charge would open
+      let left = 0;
+      if (w.count > 0) left = Math.max(0, w.endsAt - now);
+      else if (charged && c.policy.algorithm === 'fixed-window') left = c.policy.ttl;
       // A cost over the per-process limit fits no window: the time left in this one would send the client back to be
       // refused again. Answered as the scripts answer a cost over the limit (a bucket's burst): a whole ttl from now.
       const retryAfterMs = ok ? 0 : c.cost > limit ? c.policy.ttl : Math.max(1, left);

@@ -11,14 +11,11 @@ import {
   Throttle,
   type RateLimitOptions,
   type RateLimitPolicy,
-  type RedisToolkitOptions,
 } from '../../lib/index.js';
-import { startRedisCluster } from '../support/redis-cluster.js';
-import { startRedisServer } from '../support/redis-server.js';
 import { userFromHeader } from '../support/rate-limit-http.js';
-import { closeToolkitApps, PLATFORMS_AND_TARGETS, type Platform, type ToolkitApp } from '../support/toolkit-app.js';
-import { bootToolkitApp } from '../support/toolkit-boot.js';
-import { sleep, waitFor } from '../support/wait.js';
+import { closeToolkitApps, PLATFORMS_AND_TARGETS } from '../support/toolkit-app.js';
+import { sleep } from '../support/wait.js';
+import { bootInsured as boot, insured, privateRedis, type PrivateRedis } from './insurance-harness.js';
 
 // The insurance limiter (rateLimit.insurance: Redis unreachable) gives each process a share of a counter's capacity:
 // ceil(limit / divideLimitBy) of a window, ceil(burst / divideLimitBy) of a token bucket, in a fixed window as long as
@@ -31,53 +28,8 @@ import { sleep, waitFor } from '../support/wait.js';
 
 afterAll(closeToolkitApps);
 
-type Target = 'single' | 'cluster';
 type Mode = NonNullable<Exclude<RateLimitOptions['headers'], false>>;
 const MODES: Mode[] = ['draft', 'legacy', 'both', 'draft-7', 'draft-6'];
-
-/** A private Redis (one server or a 3-master cluster) the test makes unreachable: every node killed. */
-interface PrivateRedis {
-  connection: RedisToolkitOptions['connection'];
-  cut(): Promise<void>;
-  stop(): Promise<void>;
-}
-
-async function privateRedis(target: Target): Promise<PrivateRedis> {
-  if (target === 'single') {
-    const server = await startRedisServer();
-    return { connection: { url: server.url }, cut: () => server.kill(), stop: () => server.stop() };
-  }
-  const cluster = await startRedisCluster();
-  return {
-    connection: { cluster: cluster.startupNodes },
-    cut: async () => {
-      await Promise.all(cluster.nodes.map((n) => n.kill()));
-    },
-    stop: () => cluster.stop(),
-  };
-}
-
-function boot(
-  redis: PrivateRedis,
-  rateLimit: RateLimitOptions,
-  http?: { platform: Platform; controllers: NonNullable<Parameters<typeof bootToolkitApp>[0]['controllers']> },
-): Promise<ToolkitApp> {
-  return bootToolkitApp({
-    target: redis.connection,
-    commandTimeout: 300,
-    maxReconnectDelay: 100,
-    keyPrefix: `rtk-${randomUUID().slice(0, 8)}:`,
-    rateLimit: { warnIntervalMs: 60_000, ...rateLimit },
-    ...(http && { http: true, platform: http.platform, controllers: http.controllers }),
-  });
-}
-
-/** Waits until the app's decisions are the insurance limiter's (Redis seen unreachable). */
-async function insured(app: ToolkitApp): Promise<void> {
-  const rl = app.get(RateLimitService);
-  const probe = async () => (await rl.consume(randomUUID(), { limit: 1, ttl: 1_000 })).degraded === 'insurance';
-  if (!(await waitFor(probe, 15_000))) throw new Error('the insurance limiter never decided');
-}
 
 /** Counters of each algorithm, with the capacity a call of one cost can take at once (a bucket's burst). */
 const CAPACITY_CASES: { label: string; policy: RateLimitPolicy; capacity: number }[] = [
