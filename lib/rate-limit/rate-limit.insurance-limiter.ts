@@ -29,9 +29,10 @@ interface Window {
 /**
  * The in-process stand-in used while Redis is unreachable: a fixed window per counter, with each process allowed its
  * share of the counter's capacity (insuredWindow), all policies of a request checked and charged together. It only
- * has to keep an outage from turning into "no limit at all". Its windows are kept when Redis is back (each ends by
- * itself, the LRU bounds them to maxKeys); only RateLimitService.reset clears them. A refusal waits at least 1 ms, and
- * its resetMs is never before its retryAfterMs (so no reset header says sooner than Retry-After).
+ * has to keep an outage from turning into "no limit at all". A counter's window opens with its first charge (a peek
+ * or a cost of 0 stores nothing, as Redis writes nothing for them). Its windows are kept when Redis is back (each
+ * ends by itself, the LRU bounds them to maxKeys); only RateLimitService.reset clears them. A refusal waits at least
+ * 1 ms, and its resetMs is never before its retryAfterMs (so no reset header says sooner than Retry-After).
  */
 export class InsuranceLimiter {
   private readonly windows: LRUCache<string, Window>;
@@ -45,9 +46,9 @@ export class InsuranceLimiter {
 
   /**
    * Decides `checks` together at `now`: mode 'c' charges them all if all allow it, 'p' (a peek) charges nothing.
-   * A counter with nothing charged in a live window is answered as the scripts answer an absent key: its share left,
+   * A counter with no live window holds nothing and is answered as the scripts answer an absent key: its share left,
    * reset 0 (nothing to wait for), except a fixed window's consume of cost 0, which says its ttl (the window a charge
-   * would open).
+   * would open). Only a charge of 1 or more opens a window, of the counter's span from that charge.
    */
   consume(
     checks: readonly InsuranceCheck[],
@@ -57,20 +58,25 @@ export class InsuranceLimiter {
     const states = checks.map((c) => {
       let w = this.windows.get(c.redisKey);
       const { limit, span } = insuredWindow(c.policy, this.divideLimitBy);
-      if (!w || w.endsAt <= now) w = { count: 0, endsAt: now + span };
-      return { c, w, limit, ok: w.count + c.cost <= limit };
+      // an ended window holds nothing, as an expired key in Redis
+      if (w && w.endsAt <= now) w = undefined;
+      return { c, w, limit, span, ok: (w?.count ?? 0) + c.cost <= limit };
     });
     const allowed = states.every((s) => s.ok);
     const charged = allowed && mode === 'c';
-    const results = states.map(({ c, w, limit, ok }) => {
-      if (allowed) {
-        w.count += mode === 'c' ? c.cost : 0;
+    const results = states.map(({ c, w, limit, span, ok }) => {
+      // Redis writes nothing for a peek or a cost of 0: a window opened by one would make the first real charge land
+      // in a window that ends early (the client's fresh window sooner than Redis gives it), and a window of nothing
+      // would push charged ones out of the LRU
+      if (charged && c.cost > 0) {
+        w ??= { count: 0, endsAt: now + span };
+        w.count += c.cost;
         this.windows.set(c.redisKey, w);
       }
       // an empty counter resets at once (the scripts' reset of an absent key), but consume.lua and
       // consume-fixed-window.lua answer a fixed window's consume of cost 0 with the window a charge would open
       let left = 0;
-      if (w.count > 0) left = Math.max(0, w.endsAt - now);
+      if (w) left = Math.max(0, w.endsAt - now);
       else if (charged && c.policy.algorithm === 'fixed-window') left = c.policy.ttl;
       // A cost over the per-process limit fits no window: the time left in this one would send the client back to be
       // refused again. Answered as the scripts answer a cost over the limit (a bucket's burst): a whole ttl from now.
@@ -78,7 +84,7 @@ export class InsuranceLimiter {
       return {
         allowed: ok,
         limit,
-        remaining: Math.max(0, limit - w.count),
+        remaining: Math.max(0, limit - (w?.count ?? 0)),
         resetMs: resetNotBeforeRetry(left, retryAfterMs),
         retryAfterMs,
       };

@@ -7,12 +7,14 @@ import request, { type Response } from 'supertest';
 import { RateLimitGuard, Throttle, type RateLimitOptions } from '../../lib/index.js';
 import { userFromHeader } from '../support/rate-limit-http.js';
 import { closeToolkitApps, PLATFORMS_AND_TARGETS } from '../support/toolkit-app.js';
+import { sleep } from '../support/wait.js';
 import { bootInsured, insured, privateRedis, type PrivateRedis } from './insurance-harness.js';
 
 // Over HTTP, in every header style, a counter the insurance limiter (Redis unreachable) holds nothing of gets the
 // headers Redis gives it (divideLimitBy 1, so the share is the capacity): a request of cost 0 and a counter beside a
-// refusal say reset 0 where Redis does. Before 2026-12-03 they said the insurance window's span (60 s; a bucket of
-// burst 8 limit 2: 240 s).
+// refusal say reset 0 where Redis does, and a request of cost 0 opens no window. Before 2026-12-03 they said the
+// insurance window's span (60 s; a bucket of burst 8 limit 2: 240 s), and a request of cost 0 opened a window, so the
+// next request's reset said it ended that much sooner (59 for one 1.1 s later).
 
 afterAll(closeToolkitApps);
 
@@ -85,6 +87,7 @@ describe.each(PLATFORMS_AND_TARGETS)('insurance, empty counters over HTTP on %s,
   let redis: PrivateRedis;
   const apps = new Map<Mode, Server>();
   let redisSeen: string[];
+  let redisAfter: string[];
 
   const post = (mode: Mode, path: string, headers: Record<string, string>) => {
     const req = request(apps.get(mode) as Server).post(`/insurance-empty/${path}`);
@@ -104,6 +107,20 @@ describe.each(PLATFORMS_AND_TARGETS)('insurance, empty counters over HTTP on %s,
     return out;
   };
 
+  /** Per style: a request of cost 0, then 1.1 s later one of cost 1, of the same counter; that one's headers. */
+  const afterCostZero = async (mode: Mode): Promise<string[]> => {
+    const users = ['fixed', 'sliding'].map(() => randomUUID());
+    for (const [i, path] of ['fixed', 'sliding'].entries())
+      await post(mode, path, { 'X-User-Id': users[i], 'X-Cost': '0' });
+    await sleep(1_100);
+    const out: string[] = [];
+    for (const [i, path] of ['fixed', 'sliding'].entries())
+      out.push(
+        `${mode} ${path} after cost 0: ${seen(await post(mode, path, { 'X-User-Id': users[i], 'X-Cost': '1' }))}`,
+      );
+    return out;
+  };
+
   beforeAll(async () => {
     redis = await privateRedis(target);
     const booted = await Promise.all(
@@ -117,12 +134,21 @@ describe.each(PLATFORMS_AND_TARGETS)('insurance, empty counters over HTTP on %s,
     );
     for (const [i, app] of booted.entries()) apps.set(MODES[i], app.app.getHttpServer() as Server);
     redisSeen = (await Promise.all(MODES.map(scenario))).flat();
+    redisAfter = (await Promise.all(MODES.map(afterCostZero))).flat();
     await redis.cut();
     await Promise.all(booted.map(insured));
   }, 60_000);
   afterAll(async () => {
     await closeToolkitApps();
     await redis.stop();
+  });
+
+  it('a request of cost 0 opens no window: the next, 1.1 s later, gets a whole one (reset 60), as from Redis', async () => {
+    const insuredAfter = (await Promise.all(MODES.map(afterCostZero))).flat();
+    expect(insuredAfter).toEqual(redisAfter);
+    expect(redisAfter.find((s) => s.startsWith('legacy fixed'))).toBe(
+      'legacy fixed after cost 0: 201 | x-ratelimit-limit: 5 | x-ratelimit-remaining: 4 | x-ratelimit-reset: 60',
+    );
   });
 
   it('every style gives a counter that holds nothing the headers Redis gives it', async () => {

@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { RateLimitService, type RateLimitPolicy, type RateLimitResult } from '../../lib/index.js';
 import { InsuranceLimiter, type InsuranceCheck } from '../../lib/rate-limit/rate-limit.insurance-limiter.js';
 import { closeToolkitApps } from '../support/toolkit-app.js';
+import { sleep } from '../support/wait.js';
 import { bootInsured, insured, privateRedis, type PrivateRedis } from './insurance-harness.js';
 
 // A counter the insurance limiter (Redis unreachable) holds nothing of is answered as Redis answers a counter it does
@@ -11,6 +12,10 @@ import { bootInsured, insured, privateRedis, type PrivateRedis } from './insuran
 // says its ttl (consume.lua and consume-fixed-window.lua answer the window a charge would open). Before 2026-12-03
 // every such answer said the insurance window's whole span (60 s, a bucket's 180 s), and a cost over the share of an
 // empty bucket a reset of its span beside a Retry-After of its ttl.
+// A window opens only with a charge of 1 or more, as Redis writes nothing for a peek or a cost of 0. Before 2026-12-03
+// a peek or a consume of cost 0 opened one, so the first charge after it landed in a window that ended that much
+// sooner (the client's fresh window sooner than Redis gives it), and peeks of new counters pushed charged windows out
+// of the LRU.
 
 afterAll(closeToolkitApps);
 
@@ -75,6 +80,50 @@ describe('InsuranceLimiter, a counter that holds nothing', () => {
   });
 });
 
+describe('InsuranceLimiter, a peek opens no window', () => {
+  it('the first consume after a peek or a consume of cost 0 gets a whole window from its own time', () => {
+    const limiter = new InsuranceLimiter(2, 100);
+    const seen = EACH.flatMap((policy) =>
+      (['peek', 'cost 0'] as const).map((first) => {
+        const key = randomUUID();
+        limiter.consume([check(policy, 0, key)], NOW, first === 'peek' ? 'p' : 'c');
+        const later = limiter.consume([check(policy, 1, key)], NOW + 10_000).results[0];
+        return `${policy.algorithm} after a ${first}: ${say(later)}`;
+      }),
+    );
+    // a window's span from the charge: 60 s, the bucket's 180 s
+    const reset = (p: Policy) => (p.algorithm === 'token-bucket' ? 180_000 : 60_000);
+    expect(seen).toEqual(
+      EACH.flatMap((p) =>
+        ['peek', 'cost 0'].map((first) => `${p.algorithm} after a ${first}: admitted 2/3 reset ${reset(p)} retry 0`),
+      ),
+    );
+  });
+
+  it('a peek after a window has ended does not open the next one', () => {
+    const limiter = new InsuranceLimiter(2, 100);
+    const key = randomUUID();
+    expect(limiter.consume([check(FIXED, 3, key)], NOW).results[0].resetMs).toBe(60_000);
+    limiter.consume([check(FIXED, 0, key)], NOW + 65_000, 'p');
+    const later = limiter.consume([check(FIXED, 1, key)], NOW + 80_000).results[0];
+    expect(say(later)).toBe('admitted 2/3 reset 60000 retry 0');
+  });
+
+  it('peeks and consumes of cost 0 of other counters never push a charged window out (maxKeys 2)', () => {
+    const limiter = new InsuranceLimiter(2, 2);
+    const spent = check(FIXED, 3);
+    expect(limiter.consume([spent], NOW).allowed).toBe(true);
+    for (let i = 0; i < 4; i++) {
+      limiter.consume([check(FIXED, 0)], NOW + i, 'p');
+      limiter.consume([check(SLIDING, 0)], NOW + i);
+    }
+    // still spent: refused until its window ends
+    expect(say(limiter.consume([{ ...spent, cost: 1 }], NOW + 1_000).results[0])).toBe(
+      'refused 0/3 reset 59000 retry 59000',
+    );
+  });
+});
+
 /** Counters of each algorithm, for the service (divideLimitBy 1: insurance's share is the counter's capacity). */
 const POLICIES: { label: string; policy: RateLimitPolicy }[] = [
   { label: 'fixed window 6', policy: { limit: 6, ttl: 60_000, algorithm: 'fixed-window' } },
@@ -110,23 +159,57 @@ async function emptyCounterAnswers(rl: RateLimitService, degraded: string[]): Pr
   return out;
 }
 
+/**
+ * The first consume of counters a peek or a consume of cost 0 found fresh, 1.1 s after it, beside a fresh counter's
+ * reset (its window; a bucket's span under insurance, under Redis the time its unit takes to come back).
+ */
+async function firstConsumeAfter(rl: RateLimitService): Promise<string[]> {
+  const keys = POLICIES.map(() => [randomUUID(), randomUUID()]);
+  for (const [i, { policy }] of POLICIES.entries()) {
+    await rl.peek(keys[i][0], policy);
+    await rl.consume(keys[i][1], { ...policy, cost: 0 });
+  }
+  await sleep(1_100);
+  const out: string[] = [];
+  for (const [i, { label, policy }] of POLICIES.entries()) {
+    for (const [j, first] of ['peek', 'cost 0'].entries()) {
+      const r = await rl.consume(keys[i][j], policy);
+      const fresh = await rl.consume(randomUUID(), policy);
+      out.push(`${label} after a ${first}: ${say(r)} (fresh: reset ${fresh.resetMs}) ${r.degraded ?? 'redis'}`);
+    }
+  }
+  return out;
+}
+
 describe.each(['single', 'cluster'] as const)('insurance, empty counters through RateLimitService, %s', (target) => {
   let redis: PrivateRedis;
   let rl: RateLimitService;
   const redisDegraded: string[] = [];
   let redisAnswers: string[];
+  let redisAfter: string[];
   beforeAll(async () => {
     redis = await privateRedis(target);
     const app = await bootInsured(redis, { insurance: { divideLimitBy: 1 } });
     rl = app.get(RateLimitService);
     // what Redis answers, before it is made unreachable
     redisAnswers = await emptyCounterAnswers(rl, redisDegraded);
+    redisAfter = await firstConsumeAfter(rl);
     await redis.cut();
     await insured(app);
   }, 60_000);
   afterAll(async () => {
     await closeToolkitApps();
     await redis.stop();
+  });
+
+  it('a peek or a consume of cost 0 opens no window: the first consume after it gets a whole one, as from Redis', async () => {
+    const answers = await firstConsumeAfter(rl);
+    // a window from that consume, as a fresh counter's (a bucket's: its span)
+    expect(answers.filter((a) => !/reset (\d+) retry 0 \(fresh: reset \1\) insurance$/.test(a))).toEqual([]);
+    // the windows' answers are Redis's (Redis answers a bucket's unit with the time it takes to come back)
+    const windows = (all: string[]) => all.filter((a) => !a.startsWith('bucket')).map((a) => a.split(' (')[0]);
+    expect(windows(answers)).toEqual(windows(redisAfter));
+    expect(windows(redisAfter)[0]).toBe('fixed window 6 after a peek: admitted 5/6 reset 60000 retry 0');
   });
 
   it('every answer about a counter that holds nothing is the one Redis gave (limit, remaining, reset, retry)', async () => {
