@@ -65,6 +65,7 @@ export interface LockBackend {
   /**
    * Takes `waiter` (a service id alone: a release wakes it) out of the lock's waiting services on every server, once
    * its service gave the wait up (LockWakeups.stopWaiting). Best effort: an entry left costs the waiters one poll.
+   * Rejects when a server did not answer (on a quorum an UnansweredLeave naming those nodes alone: PendingLeaves).
    * Single-resource backends only (nothing else waits by wake-up).
    */
   leave?(keys: LockKeys, waiter: string): Promise<void>;
@@ -384,9 +385,10 @@ export class QuorumLockBackend implements LockBackend {
     );
   }
 
-  async leave(keys: LockKeys, waiter: string): Promise<void> {
-    // every node: a busy attempt joined on each node that refused it, and only the first node's release wakes (a
-    // node left out is sent nothing: it took no attempt)
-    await Promise.allSettled(this.quorum.toEveryNode((client) => client.zrem(keys.waiters, waiter)));
+  leave(keys: LockKeys, waiter: string): Promise<void> {
+    // every node: a busy attempt joined on each node that refused it (only the first node's release wakes, but the
+    // others' sets are never popped); a node left out is sent nothing (it took no attempt); a node that did not answer
+    // is sent it again alone (UnansweredLeave: PendingLeaves keeps it for the service's next answered attempt)
+    return this.quorum.cleanUp(`leaving the waiters of "${keys.resource}"`, (c) => c.zrem(keys.waiters, waiter));
   }
 }

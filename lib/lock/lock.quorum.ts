@@ -3,10 +3,12 @@ import type { Redis } from 'ioredis';
 import { ThrottledWarning } from '../common/throttled-logger.js';
 import { describeConnection } from '../connection/redis-client.factory.js';
 import { InvalidOptionsError, LockLostError, RedisUnavailableError } from '../common/errors.js';
+import { classifyRedisError } from '../common/failure-policy.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import type { RedisStandaloneConnection } from '../connection/connection.options.js';
 import { quorumTtlProblem, quorumValidity } from './lock.options.js';
 import { type NodeGate, quorumGates } from './lock.node-check.js';
+import { type NodeLeave, UnansweredLeave } from './lock.pending-leaves.js';
 
 export type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown } | undefined;
 
@@ -106,6 +108,51 @@ export class QuorumCalls {
    */
   toEveryNode(call: (client: Redis, node: number) => Promise<unknown>): Promise<unknown>[] {
     return this.clients.map((client, i) => this.gated(i, () => call(client, i)));
+  }
+
+  /**
+   * `call` on every node that takes part, for a cleanup worth sending again (taking a waiter out of a lock's waiting
+   * services). Resolves once each node answered it, refused it with an error reply (a retry would be refused again)
+   * or is left out (sent nothing); else rejects with UnansweredLeave, whose parts send it again to each node that did
+   * not answer (a transport failure: down, paused, timed out, or a LOADING or BUSY reply), to that node alone.
+   */
+  async cleanUp(what: string, call: (client: Redis) => Promise<unknown>): Promise<void> {
+    const parts = (await Promise.all(this.clients.map((_, i) => this.cleanUpOn(i, what, call)))).filter(
+      (part): part is NodeLeave => part !== undefined,
+    );
+    if (parts.length > 0) {
+      throw new UnansweredLeave(`${what}: ${parts.length} of ${this.nodes} lock servers did not answer`, parts);
+    }
+  }
+
+  /**
+   * `call` on node `i` once the calls of this turn have left (SharedTurn sends a node's lock calls at the end of the
+   * turn): the attempt a removal follows may have failed on a majority before its own call left for this node, and a
+   * ZREM sent ahead of it would be undone by its ZADD. Returns the part to send again when the node did not answer.
+   */
+  private cleanUpOn(
+    i: number,
+    what: string,
+    call: (client: Redis) => Promise<unknown>,
+  ): Promise<NodeLeave | undefined> {
+    const client = this.clients[i];
+    const send = () => new Promise<void>((turnOver) => setImmediate(turnOver)).then(() => call(client));
+    return this.gated(i, send).then(
+      () => undefined,
+      (err: unknown) => {
+        if (err === this.gates[i]?.leftOut() || !(classifyRedisError(err, what) instanceof RedisUnavailableError)) {
+          return undefined;
+        }
+        return {
+          node: i,
+          reachable: () => client.status === 'ready',
+          send: () =>
+            this.cleanUpOn(i, what, call).then((part) => {
+              if (part) throw new UnansweredLeave(`${what}: lock server ${i + 1} did not answer`, [part]);
+            }),
+        };
+      },
+    );
   }
 
   /** `send` once node `i` may be called: after the node's check, when one runs (NodeGate); never to a node left out. */

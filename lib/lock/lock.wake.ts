@@ -35,7 +35,10 @@ export class LockWakeups {
    * busy attempt of an `acquire`, or by one whose reply was lost (see `attempted`, `failed`, `stopWaiting`).
    */
   private readonly joined = new Set<string>();
-  /** Wake only: taking the id out of locks' waiting services, again when Redis did not answer (by lock key). */
+  /**
+   * Wake only: taking the id out of locks' waiting services, again when Redis did not answer (by lock key; on a
+   * quorum only on the nodes that did not answer, each once its connection is up: PendingLeaves).
+   */
   private readonly leaving = new PendingLeaves<string>();
 
   constructor(

@@ -6,12 +6,18 @@
  */
 import 'reflect-metadata';
 import { Cluster, Redis } from 'ioredis';
-import { type Lock, LockService, type RedisToolkitOptions, RedisUnavailableError } from '../../lib/index.js';
+import {
+  type Lock,
+  LockNotAcquiredError,
+  LockService,
+  type RedisToolkitOptions,
+  RedisUnavailableError,
+} from '../../lib/index.js';
 import type { LockWakeups } from '../../lib/lock/lock.wake.js';
 import { ownedBy, useDisposableCluster } from '../support/disposable-cluster.js';
 import { lockKey, unique } from '../support/lock-modes.js';
 import { trackForCleanup } from '../support/private-servers.js';
-import { startRedisServer } from '../support/redis-server.js';
+import { type RedisServerHandle, startRedisServer } from '../support/redis-server.js';
 import { rawCommand } from '../support/resp.js';
 import { closeToolkitApps, type RedisTarget } from '../support/toolkit-app.js';
 import { bootToolkitApp } from '../support/toolkit-boot.js';
@@ -167,5 +173,146 @@ describe('a wait ended by a transport failure on a cluster (a release wakes a wa
     expect(wakeupsOf(failing).received).toBe(0);
     expect(wakeupsOf(next).received).toBe(1);
     await got.release();
+  }, 60_000);
+});
+
+/** Private quorum servers that keep their data across stop/restart (append-only file, fsync at every write). */
+async function durableQuorum(): Promise<RedisServerHandle[]> {
+  const args = ['--appendonly', 'yes', '--appendfsync', 'always'];
+  return Promise.all([0, 1, 2].map(async () => trackForCleanup(await startRedisServer({ args }))));
+}
+
+const onQuorum = (servers: readonly RedisServerHandle[]): Promise<LockService> =>
+  locksOn('single', { ...WAKE, quorum: { nodes: servers.map((s) => ({ url: s.url })) } });
+
+const zcard = async (server: RedisServerHandle, key: string): Promise<number> =>
+  Number(await rawCommand(server.port, ['ZCARD', key]));
+
+const zcards = (servers: readonly RedisServerHandle[], key: string): Promise<number[]> =>
+  Promise.all(servers.map((s) => zcard(s, key)));
+
+/** The service's next answered attempts (of other locks), until `done` (within 10 s). */
+const answeredUntil = (locks: LockService, done: () => Promise<boolean>): Promise<boolean> =>
+  waitFor(async () => {
+    await answeredAgain(locks);
+    return done();
+  }, 10_000);
+
+/** The quorum node clients of `locks`. */
+const nodeClients = (locks: LockService): Redis[] =>
+  (locks as unknown as { quorumClients: { client: Redis }[] }).quorumClients.map(({ client }) => client);
+
+/** Every service's clients are connected to every node again (reconnected after a restart). */
+const allConnected = (services: LockService[]): Promise<boolean> =>
+  waitFor(() => services.every((locks) => nodeClients(locks).every((c) => c.status === 'ready')), 5_000);
+
+/** ZREMs `locks` sends to each of its quorum nodes from now on (counted as its clients are asked to send them). */
+function zremsSent(locks: LockService): number[] {
+  const clients = nodeClients(locks);
+  const sent = clients.map(() => 0);
+  clients.forEach((client, i) => {
+    const send = client.sendCommand.bind(client);
+    client.sendCommand = ((command, stream) => {
+      if (command.name === 'zrem') sent[i]++;
+      return send(command, stream);
+    }) as Redis['sendCommand'];
+  });
+  return sent;
+}
+
+/** Removals of the service kept for a retry (PendingLeaves.size). */
+const keptLeaves = (locks: LockService): unknown =>
+  (wakeupsOf(locks) as unknown as { leaving: { size?: number } }).leaving.size;
+
+/** The first attempt joins the waiting services, the second comes 1.5 s later (once the test has stopped nodes). */
+const SECOND_ATTEMPT_LATER = { retry: { count: 1, delay: 1_500, jitter: 0 }, ttl: 20_000 };
+
+// A removal a node did not answer (QuorumLockBackend.leave) was never sent again: its Promise.allSettled never
+// rejected, so PendingLeaves kept nothing. The entry stayed in the first node's waiting services (the node whose
+// release wakes), so the next release woke the service whose wait had ended and the real waiter slept until its poll.
+describe('a wait ended on a quorum while nodes did not answer its removal (a release wakes from the first node)', () => {
+  it('given up while the first node was down: taken out there at the next answered attempt once it is back', async () => {
+    const servers = await durableQuorum();
+    const [holder, quitter, next] = [await onQuorum(servers), await onQuorum(servers), await onQuorum(servers)];
+    const resource = unique('wait-given-up-quorum');
+    const waiting = `${lockKey(resource)}:waiters`;
+    const first = await holder.acquire(resource, { ttl: 20_000 });
+    const gaveUp = quitter.acquire(resource, SECOND_ATTEMPT_LATER).then(
+      () => 'acquired',
+      (err: unknown) => err,
+    );
+    expect(await waitFor(async () => (await zcards(servers, waiting)).join() === '1,1,1', 5_000)).toBe(true);
+    await servers[0].stop(); // the second attempt is busy on the two others; the removal gets no answer from it
+    expect(await gaveUp).toBeInstanceOf(LockNotAcquiredError);
+    expect(await waitFor(async () => (await zcards(servers.slice(1), waiting)).join() === '0,0', 5_000)).toBe(true);
+    await servers[0].restart(); // from its append-only file: the ended wait's entry is there
+    expect(await zcard(servers[0], waiting)).toBe(1);
+    // before: still 1 after 10 s of answered attempts
+    expect(await answeredUntil(quitter, async () => (await zcard(servers[0], waiting)) === 0)).toBe(true);
+    expect(keptLeaves(quitter)).toBe(0);
+    // the release must reach the first node, and the next waiter join there
+    expect(await allConnected([holder, next])).toBe(true);
+
+    const admin = { zcard: (key: string) => zcard(servers[0], key) };
+    const got = await releaseServesNext(admin, waiting, next, resource, first, [servers[0].port]);
+    // one wake, to the real waiter: none to the service whose wait had ended
+    expect(wakeupsOf(quitter).received).toBe(0);
+    expect(wakeupsOf(next).received).toBe(1);
+    await got.release();
+  }, 60_000);
+
+  it('ended by a transport failure (two nodes down): taken out on both at the next answered attempts', async () => {
+    const servers = await durableQuorum();
+    const [holder, failing, next] = [await onQuorum(servers), await onQuorum(servers), await onQuorum(servers)];
+    const resource = unique('wait-failed-quorum');
+    const waiting = `${lockKey(resource)}:waiters`;
+    const first = await holder.acquire(resource, { ttl: 20_000 });
+    const failed = failing.acquire(resource, SECOND_ATTEMPT_LATER).then(
+      () => 'acquired',
+      (err: unknown) => err,
+    );
+    expect(await waitFor(async () => (await zcards(servers, waiting)).join() === '1,1,1', 5_000)).toBe(true);
+    await Promise.all([servers[0].stop(), servers[1].stop()]); // no majority answers the second attempt
+    expect(await failed).toBeInstanceOf(RedisUnavailableError);
+    expect(await waitFor(async () => (await zcard(servers[2], waiting)) === 0, 5_000)).toBe(true);
+    await Promise.all([servers[0].restart(), servers[1].restart()]);
+    expect(await zcards(servers, waiting)).toEqual([1, 1, 0]);
+    // before: still [1, 1] after 10 s of answered attempts
+    const outOfBoth = async () => (await zcards(servers.slice(0, 2), waiting)).join() === '0,0';
+    expect(await answeredUntil(failing, outOfBoth)).toBe(true);
+    expect(keptLeaves(failing)).toBe(0);
+    expect(await allConnected([holder, next])).toBe(true);
+
+    const admin = { zcard: (key: string) => zcard(servers[0], key) };
+    const got = await releaseServesNext(admin, waiting, next, resource, first, [servers[0].port]);
+    expect(wakeupsOf(failing).received).toBe(0);
+    expect(wakeupsOf(next).received).toBe(1);
+    await got.release();
+  }, 60_000);
+
+  it('with a node down for good: its removals are kept unsent, and the nodes that answered get each one once', async () => {
+    const servers = await durableQuorum();
+    const [holder, quitter] = [await onQuorum(servers), await onQuorum(servers)];
+    const sent = zremsSent(quitter);
+    await servers[2].stop(); // for good (a majority still answers)
+    const resources = Array.from({ length: 5 }, () => unique('node-down-for-good'));
+    const held = await Promise.all(resources.map((r) => holder.acquire(r, { ttl: 20_000 })));
+    for (const resource of resources) {
+      // joins the waiting services with its first attempt and leaves them when it gives up
+      await expect(quitter.acquire(resource, { retry: { count: 1, delay: 5, jitter: 0 } })).rejects.toBeInstanceOf(
+        LockNotAcquiredError,
+      );
+    }
+    expect(await waitFor(() => sent.join() === '5,5,5', 5_000)).toBe(true);
+    // one removal per given-up wait kept for the node that is down
+    expect(keptLeaves(quitter)).toBe(5);
+    for (let i = 0; i < 20; i++) await answeredAgain(quitter);
+    // nothing sent again: not to the node that is down (its connection is not up), not to the nodes that answered
+    expect(sent).toEqual([5, 5, 5]);
+    expect(keptLeaves(quitter)).toBe(5);
+    for (const resource of resources) {
+      expect(await zcards(servers.slice(0, 2), `${lockKey(resource)}:waiters`)).toEqual([0, 0]);
+    }
+    await Promise.all(held.map((lock) => lock.release()));
   }, 60_000);
 });
