@@ -27,11 +27,8 @@ export class DecisionFallback {
     if (this.insurance) {
       if (mode === 'c') this.counters.insurance++;
       this.failures.unavailable(typed, true, 'the in-process insurance limiter decides');
-      const checks = group.map((g) => ({
-        redisKey: g.redisKey,
-        policy: g.policy,
-        cost: mode === 'c' ? g.policy.cost : 0,
-      }));
+      // a peek carries the policy's cost, as its script call does: it answers what that consume would
+      const checks = group.map((g) => ({ redisKey: g.redisKey, policy: g.policy, cost: g.policy.cost }));
       const decided = this.insurance.consume(checks, Date.now(), mode);
       return {
         allowed: decided.allowed,

@@ -5,7 +5,7 @@ import { resetNotBeforeRetry } from './rate-limit.results.js';
 export interface InsuranceCheck {
   redisKey: string;
   policy: Pick<ResolvedPolicy, 'algorithm' | 'limit' | 'ttl' | 'burst'>;
-  /** The policy's cost for a consume, 0 for a peek. */
+  /** The policy's cost, for a peek too (it answers what a consume of that cost would; mode 'p' charges nothing). */
   cost: number;
 }
 

@@ -15,7 +15,8 @@ import { bootInsured, insured, privateRedis, type PrivateRedis } from './insuran
 // A window opens only with a charge of 1 or more, as Redis writes nothing for a peek or a cost of 0. Before 2026-12-03
 // a peek or a consume of cost 0 opened one, so the first charge after it landed in a window that ended that much
 // sooner (the client's fresh window sooner than Redis gives it), and peeks of new counters pushed charged windows out
-// of the LRU.
+// of the LRU. A peek is decided with the policy's cost, as its script call is: before 2026-12-03 it was decided as a
+// cost of 0 and said admitted where the consume it stands for was refused.
 
 afterAll(closeToolkitApps);
 
@@ -181,12 +182,36 @@ async function firstConsumeAfter(rl: RateLimitService): Promise<string[]> {
   return out;
 }
 
+/**
+ * Peeks of a counter with one unit left, of cost 1 and 2 (a peek is what a consume of the policy's cost would answer):
+ * admitted or not, units left, whether it says to wait and whether its reset is at least that wait.
+ */
+async function peeksOfOneLeft(rl: RateLimitService): Promise<string[]> {
+  const out: string[] = [];
+  const note = (label: string, r: Figures) =>
+    out.push(
+      `${label}: ${r.allowed ? 'admitted' : 'refused'} ${r.remaining}/${r.limit}` +
+        `${r.retryAfterMs > 0 ? ' waits' : ''}${r.resetMs >= r.retryAfterMs ? '' : ' reset before retry'}`,
+    );
+  for (const { label, policy } of POLICIES) {
+    const key = randomUUID();
+    const capacity = policy.algorithm === 'token-bucket' ? (policy.burst ?? policy.limit) : policy.limit;
+    if (capacity > 1) await rl.consume(key, { ...policy, cost: capacity - 1 });
+    for (const cost of [1, 2]) {
+      note(`${label} peek cost ${cost}`, await rl.peek(key, { ...policy, cost }));
+      note(`${label} peekAll cost ${cost}`, (await rl.peekAll([{ key, policy: { ...policy, cost } }])).results[0]);
+    }
+  }
+  return out;
+}
+
 describe.each(['single', 'cluster'] as const)('insurance, empty counters through RateLimitService, %s', (target) => {
   let redis: PrivateRedis;
   let rl: RateLimitService;
   const redisDegraded: string[] = [];
   let redisAnswers: string[];
   let redisAfter: string[];
+  let redisPeeks: string[];
   beforeAll(async () => {
     redis = await privateRedis(target);
     const app = await bootInsured(redis, { insurance: { divideLimitBy: 1 } });
@@ -194,6 +219,7 @@ describe.each(['single', 'cluster'] as const)('insurance, empty counters through
     // what Redis answers, before it is made unreachable
     redisAnswers = await emptyCounterAnswers(rl, redisDegraded);
     redisAfter = await firstConsumeAfter(rl);
+    redisPeeks = await peeksOfOneLeft(rl);
     await redis.cut();
     await insured(app);
   }, 60_000);
@@ -210,6 +236,16 @@ describe.each(['single', 'cluster'] as const)('insurance, empty counters through
     const windows = (all: string[]) => all.filter((a) => !a.startsWith('bucket')).map((a) => a.split(' (')[0]);
     expect(windows(answers)).toEqual(windows(redisAfter));
     expect(windows(redisAfter)[0]).toBe('fixed window 6 after a peek: admitted 5/6 reset 60000 retry 0');
+  });
+
+  it("a peek says what a consume of the policy's cost would: a cost over the units left is refused, as by Redis", async () => {
+    expect(await peeksOfOneLeft(rl)).toEqual(redisPeeks);
+    expect(redisPeeks.slice(0, 4)).toEqual([
+      'fixed window 6 peek cost 1: admitted 1/6',
+      'fixed window 6 peekAll cost 1: admitted 1/6',
+      'fixed window 6 peek cost 2: refused 1/6 waits',
+      'fixed window 6 peekAll cost 2: refused 1/6 waits',
+    ]);
   });
 
   it('every answer about a counter that holds nothing is the one Redis gave (limit, remaining, reset, retry)', async () => {
