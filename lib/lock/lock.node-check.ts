@@ -11,6 +11,8 @@ export interface NodeGate {
   leftOut(): Error | undefined;
   /** What a call must wait for before it is sent; undefined: nothing. */
   wait(): Promise<void> | undefined;
+  /** `listener` at the node's verdict (NodeCheck.whenChecked): what must not start before it (a subscriber). */
+  whenChecked(listener: () => void): void;
 }
 
 export interface NodeLog {
@@ -55,6 +57,7 @@ export class NodeCheck implements NodeGate {
   private refused: Error | undefined;
   private runId: string | undefined;
   private readonly onPass: ((runId: string | undefined) => void)[] = [];
+  private readonly onVerdict: (() => void)[] = [];
   /** Set by startLockServers (LockService.onModuleInit), before anything connects the node. */
   private serverChecks: ServerChecks | undefined;
   private readonly onReady = (): void => this.ready();
@@ -94,6 +97,20 @@ export class NodeCheck implements NodeGate {
     } else this.onPass.push(listener);
   }
 
+  /**
+   * `listener` once the node has a verdict (it passed, its quorum's DistinctServers included, or it is left out): at
+   * once when it has one. Also at once when no check is armed (nothing has decided about the node yet: its calls go
+   * meanwhile), and then again at a verdict, should one come.
+   */
+  whenChecked(listener: () => void): void {
+    if (this.verdict) {
+      listener();
+      return;
+    }
+    this.onVerdict.push(listener);
+    if (!this.armed) listener();
+  }
+
   leftOut(): Error | undefined {
     return this.refused;
   }
@@ -130,6 +147,7 @@ export class NodeCheck implements NodeGate {
     this.runId = runId;
     this.node.client.off('ready', this.onReady);
     for (const listener of this.onPass.splice(0)) listener(runId);
+    for (const listener of this.onVerdict.splice(0)) listener();
   }
 
   private ready(): void {
@@ -152,6 +170,7 @@ export class NodeCheck implements NodeGate {
           this.node.client.off('ready', this.onReady);
           this.refused = err instanceof Error ? err : new Error(String(err));
           this.log.error(leftOutLine(this.refused, description));
+          for (const listener of this.onVerdict.splice(0)) listener();
         },
       )
       .finally(() => {
@@ -253,5 +272,7 @@ export function quorumGates(nodes: readonly QuorumNode[], ms: number, lazy: bool
   return checks.map((check, i) => ({
     leftOut: () => check.leftOut() ?? distinct.leftOut(i),
     wait: () => check.wait(),
+    // after the DistinctServers of the node's quorums heard of its pass (whenPassed listeners go first)
+    whenChecked: (listener) => check.whenChecked(listener),
   }));
 }

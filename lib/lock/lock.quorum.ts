@@ -155,6 +155,18 @@ export class QuorumCalls {
     );
   }
 
+  /** Why node `i` is left out of every call (NodeGate); undefined while it takes part. */
+  leftOut(i: number): Error | undefined {
+    return this.gates[i]?.leftOut();
+  }
+
+  /** `listener` at node `i`'s verdict (NodeCheck.whenChecked); at once for a node without a check. */
+  whenChecked(i: number, listener: () => void): void {
+    const gate = this.gates[i];
+    if (gate) gate.whenChecked(listener);
+    else listener();
+  }
+
   /** `send` once node `i` may be called: after the node's check, when one runs (NodeGate); never to a node left out. */
   private gated<T>(i: number, send: () => Promise<T>): Promise<T> {
     const gate = this.gates[i];

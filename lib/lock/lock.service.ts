@@ -95,6 +95,7 @@ export class LockService implements OnModuleInit {
       const servers = quorumOf(connection, quorum, this.logger);
       this.quorumClients.push(...servers.clients);
       this.quorumCalls = servers.calls;
+      this.wakeups.nodes = servers.calls; // no wake subscription on a node left out
       this.backend = new QuorumLockBackend(servers.calls, this.wakeups.channels);
     } else {
       this.backend = new SingleLockBackend(connection.client, this.failures, this.wakeups.channels);

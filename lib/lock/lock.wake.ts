@@ -5,6 +5,14 @@ import type { WaitingChannels } from './lock.backend.js';
 import { PendingLeaves } from './lock.pending-leaves.js';
 import type { LocalWaiters } from './lock.waiters.js';
 
+/** Per lock server (a quorum node, by index), whether the wake subscriber subscribes there: QuorumCalls. */
+export interface SubscriberGates {
+  /** Why node `node` is left out of every lock call; undefined while it takes part. */
+  leftOut(node: number): Error | undefined;
+  /** `listener` at the node's verdict (at once when it has one, or when no check is armed), see NodeCheck. */
+  whenChecked(node: number, listener: () => void): void;
+}
+
 /** A fencing token as a grant carries it. */
 const DIGITS = /^\d+$/;
 
@@ -24,6 +32,8 @@ export class LockWakeups {
   readonly channels: WaitingChannels;
   /** Wakes and grants received since start. */
   received = 0;
+  /** On a quorum (set by LockService): the subscriber of a node subscribes once it takes part, never where left out. */
+  nodes: SubscriberGates | undefined;
   private subscribers: RedisClient[] | undefined;
   /**
    * Lock keys whose wake arrived while the attempt that queued for it was still in flight (its reply and the wake come
@@ -122,13 +132,14 @@ export class LockWakeups {
 
   /**
    * Starts listening (once; a no-op after). Until the subscription is active, the releases find nobody listening on
-   * this channel and wake the next waiting service instead: the callers of this one poll meanwhile.
+   * this channel and wake the next waiting service instead: the callers of this one poll meanwhile. On a quorum, on
+   * the nodes that take part only (`nodes`).
    */
   listen(): void {
     if (this.subscribers) return;
     this.subscribers = this.open();
     const { channel, grantChannel } = this;
-    for (const subscriber of this.subscribers) {
+    this.subscribers.forEach((subscriber, node) => {
       subscriber.on('message', (from: string, lockKey: string) => {
         if (from === grantChannel) return this.grant(lockKey);
         if (from !== channel) return;
@@ -143,10 +154,26 @@ export class LockWakeups {
           this.warn(`lock wake-ups: subscribing failed, waiters poll until it succeeds: ${(err as Error).message}`);
         });
       };
-      subscriber.on('ready', subscribe);
-      if (subscriber.status === 'wait') subscriber.connect().catch(() => undefined);
-      else if (subscriber.status === 'ready') subscribe();
-    }
+      let started = false;
+      const start = (): void => {
+        if (this.nodes?.leftOut(node) !== undefined) {
+          subscriber.off('ready', subscribe);
+          subscriber.disconnect();
+          return;
+        }
+        if (started) return;
+        started = true;
+        subscriber.on('ready', subscribe);
+        if (subscriber.status === 'wait') subscriber.connect().catch(() => undefined);
+        else if (subscriber.status === 'ready') subscribe();
+      };
+      // A quorum node left out by its check (a replica, a missing db, an ACL user without a lock command...) is sent
+      // no lock call, so nothing is published to this service there: its subscriber is closed, and one whose node is
+      // still to be checked (lazyConnect, or down at start) waits for the verdict unconnected. Else it was a
+      // connection for nothing and, where the ACL denies SUBSCRIBE, a warning at each connect.
+      if (this.nodes) this.nodes.whenChecked(node, start);
+      else start();
+    });
   }
 
   /** 'fence token lock key' (release-many.lua); anything else on the channel is not ours and is reported. */
