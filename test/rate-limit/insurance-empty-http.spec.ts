@@ -8,7 +8,7 @@ import { RateLimitGuard, Throttle, type RateLimitOptions } from '../../lib/index
 import { userFromHeader } from '../support/rate-limit-http.js';
 import { closeToolkitApps, PLATFORMS_AND_TARGETS } from '../support/toolkit-app.js';
 import { sleep } from '../support/wait.js';
-import { bootInsured, insured, privateRedis, type PrivateRedis } from './insurance-harness.js';
+import { bootInsured, InsuredRoutes, insured, privateRedis, type PrivateRedis } from './insurance-harness.js';
 
 // Over HTTP, in every header style, a counter the insurance limiter (Redis unreachable) holds nothing of gets the
 // headers Redis gives it (divideLimitBy 1, so the share is the capacity): a request of cost 0 and a counter beside a
@@ -21,49 +21,13 @@ afterAll(closeToolkitApps);
 type Mode = NonNullable<Exclude<RateLimitOptions['headers'], false>>;
 const MODES: Mode[] = ['draft', 'legacy', 'both', 'draft-7', 'draft-6'];
 
-/** The cost of a request: its `X-Cost` header (default 1). */
-const costFromHeader = (ctx: ExecutionContext): number =>
-  Number(ctx.switchToHttp().getRequest<{ headers: Record<string, string> }>().headers['x-cost'] ?? 1);
 /** A second key: the request's `X-Other-Id` header. */
 const otherFromHeader = (ctx: ExecutionContext): string =>
   String(ctx.switchToHttp().getRequest<{ headers: Record<string, string> }>().headers['x-other-id']);
 
 @Controller('insurance-empty')
 @UseGuards(RateLimitGuard)
-class InsuranceEmptyController {
-  @Post('fixed')
-  @Throttle({ name: 'f', limit: 5, ttl: 60_000, algorithm: 'fixed-window', cost: costFromHeader, key: userFromHeader })
-  fixed(): string {
-    return 'ok';
-  }
-
-  @Post('sliding')
-  @Throttle({
-    name: 's',
-    limit: 5,
-    ttl: 60_000,
-    algorithm: 'sliding-window',
-    cost: costFromHeader,
-    key: userFromHeader,
-  })
-  sliding(): string {
-    return 'ok';
-  }
-
-  @Post('bucket')
-  @Throttle({
-    name: 'b',
-    limit: 2,
-    ttl: 60_000,
-    algorithm: 'token-bucket',
-    burst: 8,
-    cost: costFromHeader,
-    key: userFromHeader,
-  })
-  bucket(): string {
-    return 'ok';
-  }
-
+class InsuranceEmptyController extends InsuredRoutes {
   /** One counter per user (1 a minute) and a bucket per `X-Other-Id`: a new other beside a spent user is refused. */
   @Post('pair')
   @Throttle(

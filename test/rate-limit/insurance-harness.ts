@@ -1,13 +1,16 @@
+import type { ExecutionContext } from '@nestjs/common';
+import { Post } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
-import { RateLimitService, type RateLimitOptions, type RedisToolkitOptions } from '../../lib/index.js';
+import { RateLimitService, Throttle, type RateLimitOptions, type RedisToolkitOptions } from '../../lib/index.js';
+import { userFromHeader } from '../support/rate-limit-http.js';
 import { startRedisCluster } from '../support/redis-cluster.js';
 import { startRedisServer } from '../support/redis-server.js';
 import type { Platform, ToolkitApp } from '../support/toolkit-app.js';
 import { bootToolkitApp } from '../support/toolkit-boot.js';
 import { waitFor } from '../support/wait.js';
 
-// What the insurance specs share: a private Redis they make unreachable, apps booted on it that notice that fast, and
-// a wait until the insurance limiter decides.
+// What the insurance specs share: a private Redis they make unreachable, apps booted on it that notice that fast, a
+// wait until the insurance limiter decides, and the routes their HTTP tests drive.
 
 export type Target = 'single' | 'cluster';
 
@@ -54,4 +57,49 @@ export async function insured(app: ToolkitApp): Promise<void> {
   const rl = app.get(RateLimitService);
   const probe = async () => (await rl.consume(randomUUID(), { limit: 1, ttl: 1_000 })).degraded === 'insurance';
   if (!(await waitFor(probe, 15_000))) throw new Error('the insurance limiter never decided');
+}
+
+/** The cost of a request: its `X-Cost` header (default 1). */
+export const costFromHeader = (ctx: ExecutionContext): number =>
+  Number(ctx.switchToHttp().getRequest<{ headers: Record<string, string> }>().headers['x-cost'] ?? 1);
+
+/**
+ * The routes of the HTTP insurance tests, one policy each, keyed by the user header and costing `X-Cost`: a spec's
+ * controller extends it under its own path and guard (Nest routes inherited methods).
+ */
+export abstract class InsuredRoutes {
+  /** 5 per minute (with divideLimitBy 2: 3 per process per minute). */
+  @Post('fixed')
+  @Throttle({ name: 'f', limit: 5, ttl: 60_000, algorithm: 'fixed-window', cost: costFromHeader, key: userFromHeader })
+  fixed(): string {
+    return 'ok';
+  }
+
+  @Post('sliding')
+  @Throttle({
+    name: 's',
+    limit: 5,
+    ttl: 60_000,
+    algorithm: 'sliding-window',
+    cost: costFromHeader,
+    key: userFromHeader,
+  })
+  sliding(): string {
+    return 'ok';
+  }
+
+  /** 2 per minute, bursts of 8 (with divideLimitBy 2: 4 per process in a window of 4 minutes). */
+  @Post('bucket')
+  @Throttle({
+    name: 'b',
+    limit: 2,
+    ttl: 60_000,
+    algorithm: 'token-bucket',
+    burst: 8,
+    cost: costFromHeader,
+    key: userFromHeader,
+  })
+  bucket(): string {
+    return 'ok';
+  }
 }

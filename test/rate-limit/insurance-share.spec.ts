@@ -1,6 +1,5 @@
 import 'reflect-metadata';
-import type { ExecutionContext } from '@nestjs/common';
-import { Controller, Post, UseGuards } from '@nestjs/common';
+import { Controller, UseGuards } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
 import request, { type Response } from 'supertest';
@@ -8,14 +7,12 @@ import {
   InvalidOptionsError,
   RateLimitGuard,
   RateLimitService,
-  Throttle,
   type RateLimitOptions,
   type RateLimitPolicy,
 } from '../../lib/index.js';
-import { userFromHeader } from '../support/rate-limit-http.js';
 import { closeToolkitApps, PLATFORMS_AND_TARGETS } from '../support/toolkit-app.js';
 import { sleep } from '../support/wait.js';
-import { bootInsured as boot, insured, privateRedis, type PrivateRedis } from './insurance-harness.js';
+import { bootInsured as boot, InsuredRoutes, insured, privateRedis, type PrivateRedis } from './insurance-harness.js';
 
 // The insurance limiter (rateLimit.insurance: Redis unreachable) gives each process a share of a counter's capacity:
 // ceil(limit / divideLimitBy) of a window, ceil(burst / divideLimitBy) of a token bucket, in a fixed window as long as
@@ -171,48 +168,9 @@ describe.each(['single', 'cluster'] as const)('insurance share, service, %s', (t
   });
 });
 
-/** The cost of a request: its `X-Cost` header (default 1). */
-const costFromHeader = (ctx: ExecutionContext): number =>
-  Number(ctx.switchToHttp().getRequest<{ headers: Record<string, string> }>().headers['x-cost'] ?? 1);
-
 @Controller('insurance-share')
 @UseGuards(RateLimitGuard)
-class InsuranceShareController {
-  /** 2 per minute, bursts of 8: with divideLimitBy 2, 4 per process in a window of 4 minutes. */
-  @Post('bucket')
-  @Throttle({
-    name: 'b',
-    limit: 2,
-    ttl: 60_000,
-    algorithm: 'token-bucket',
-    burst: 8,
-    cost: costFromHeader,
-    key: userFromHeader,
-  })
-  bucket(): string {
-    return 'ok';
-  }
-
-  /** 5 per minute: with divideLimitBy 2, 3 per process per minute. */
-  @Post('fixed')
-  @Throttle({ name: 'f', limit: 5, ttl: 60_000, algorithm: 'fixed-window', cost: costFromHeader, key: userFromHeader })
-  fixed(): string {
-    return 'ok';
-  }
-
-  @Post('sliding')
-  @Throttle({
-    name: 's',
-    limit: 5,
-    ttl: 60_000,
-    algorithm: 'sliding-window',
-    cost: costFromHeader,
-    key: userFromHeader,
-  })
-  sliding(): string {
-    return 'ok';
-  }
-}
+class InsuranceShareController extends InsuredRoutes {}
 
 /**
  * Limit, units left and reset (s) by style, as a response's headers say them (each route here has one policy), and the
