@@ -4,6 +4,8 @@ import {
   type Attributes,
   type Context,
   context,
+  createNoopMeter,
+  type Meter,
   type MeterProvider,
   metrics,
   type Span,
@@ -51,7 +53,7 @@ type Handlers = Parameters<diagnosticsChannel.TracingChannel<object, object>['su
  * Turns the toolkit's diagnostics_channel events and traced calls into OpenTelemetry spans and metrics.
  *
  * ```ts
- * const instrumentation = new RedisToolkitInstrumentation();   // before the app starts; uses the global providers
+ * const instrumentation = new RedisToolkitInstrumentation();   // the global providers, even registered later
  * ```
  * or hand it to `registerInstrumentations({ instrumentations: [...] })` of `@opentelemetry/instrumentation`: it has
  * the shape of an OpenTelemetry `Instrumentation` (enable, disable, setTracerProvider, setMeterProvider, …).
@@ -66,6 +68,12 @@ export class RedisToolkitInstrumentation {
   private config: Required<RedisToolkitInstrumentationConfig>;
   private tracer: Tracer;
   private metrics: RedisToolkitMetrics;
+  /**
+   * No MeterProvider was given and the global one was OpenTelemetry's no-op at the last look (the SDK not registered
+   * yet). The tracer API proxies a provider registered later; the metrics API does not (instruments of the no-op
+   * meter stay no-op), so each metric event looks again until the global provider appears.
+   */
+  private awaitingGlobalMeter = false;
   private enabled = false;
   private readonly unsubscribes: (() => void)[] = [];
   private readonly spans = new WeakMap<object, Span>();
@@ -74,7 +82,7 @@ export class RedisToolkitInstrumentation {
   constructor(config: RedisToolkitInstrumentationConfig = {}) {
     this.config = withDefaults(config);
     this.tracer = trace.getTracer(INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION);
-    this.metrics = new RedisToolkitMetrics(metrics.getMeter(INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION));
+    this.metrics = new RedisToolkitMetrics(this.globalMeter());
     if (this.config.enabled) this.enable();
   }
 
@@ -83,7 +91,24 @@ export class RedisToolkitInstrumentation {
   }
 
   setMeterProvider(provider: MeterProvider): void {
+    this.awaitingGlobalMeter = false;
     this.metrics = new RedisToolkitMetrics(provider.getMeter(INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION));
+  }
+
+  /** The global MeterProvider's meter; notes whether it is still the no-op one. */
+  private globalMeter(): Meter {
+    const meter = metrics.getMeter(INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION);
+    this.awaitingGlobalMeter = meter === createNoopMeter();
+    return meter;
+  }
+
+  /** The metrics to record into: switched to the global provider's once it is registered (see awaitingGlobalMeter). */
+  private meters(): RedisToolkitMetrics {
+    if (this.awaitingGlobalMeter) {
+      const meter = this.globalMeter();
+      if (!this.awaitingGlobalMeter) this.metrics = new RedisToolkitMetrics(meter);
+    }
+    return this.metrics;
   }
 
   getConfig(): RedisToolkitInstrumentationConfig {
@@ -101,7 +126,7 @@ export class RedisToolkitInstrumentation {
     this.enabled = true;
     if (this.config.metrics) {
       for (const name of Object.values(REDIS_TOOLKIT_CHANNELS)) {
-        const onMessage = (message: unknown) => this.metrics.event(name, message as DiagnosticsPayload);
+        const onMessage = (message: unknown) => this.meters().event(name, message as DiagnosticsPayload);
         diagnosticsChannel.subscribe(name, onMessage);
         this.unsubscribes.push(() => diagnosticsChannel.unsubscribe(name, onMessage));
       }
@@ -161,7 +186,7 @@ export class RedisToolkitInstrumentation {
     const started = this.startedAt.get(message);
     this.startedAt.delete(message);
     if (this.config.metrics && started !== undefined && message.feature === 'lock' && message.operation === 'acquire') {
-      this.metrics.lockWait(performance.now() - started, message.outcome ?? 'failed');
+      this.meters().lockWait(performance.now() - started, message.outcome ?? 'failed');
     }
     const span = this.spans.get(message);
     if (!span) return;
@@ -182,7 +207,7 @@ export class RedisToolkitInstrumentation {
       const at = started.get(message);
       if (at === undefined) return;
       started.delete(message);
-      this.metrics.command(performance.now() - at, message.command ?? 'unknown', message.error !== undefined);
+      this.meters().command(performance.now() - at, message.command ?? 'unknown', message.error !== undefined);
     };
     const handlers: Handlers = {
       start: (message) => started.set(message, performance.now()),
