@@ -10,6 +10,8 @@ import {
   mkdirSync,
   readdirSync,
   readFileSync,
+  readlinkSync,
+  realpathSync,
   renameSync,
   rmSync,
   statSync,
@@ -17,7 +19,7 @@ import {
 } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { basename, delimiter, dirname, join } from 'node:path';
 import { errorCode } from './testing.resp.js';
 
 export const HOST = '127.0.0.1';
@@ -173,18 +175,28 @@ function readPidFile(file: string): PidFileRecord | undefined {
   }
 }
 
-function isRedisServerProcess(pid: number): boolean {
+/**
+ * Whether the record's server still runs: a redis-server at its pid whose working dir is the record's dir (each server
+ * is started in a dir of its own). A pid file can outlive its server (killed by hand, a reboot with a persistent temp
+ * dir), and its pid be reused by a redis-server that is not ours — a developer's Redis, another run's server — which
+ * the name alone does not tell apart. Linux only (/proc); elsewhere nothing is killed.
+ */
+function isServerOf(record: PidFileRecord): boolean {
   try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('redis-server');
+    if (!readFileSync(`/proc/${record.pid}/cmdline`, 'utf8').includes('redis-server')) return false;
+    const cwd = readlinkSync(`/proc/${record.pid}/cwd`).replace(/ \(deleted\)$/, '');
+    // /proc shows the resolved path: the temp dir may sit behind a symlink (TMPDIR)
+    return cwd === record.dir || cwd === join(realpathSync(dirname(record.dir)), basename(record.dir));
   } catch {
-    return false;
+    return false; // gone, or not ours to inspect (another user's process)
   }
 }
 
 /**
  * Kills redis-servers left behind by crashed earlier runs and deletes their pid files and temp dirs.
- * Only entries whose owning test process is gone are touched, so concurrent test runs are safe, and only pids
- * whose /proc/<pid>/cmdline mentions redis-server are signalled (pids get reused). Returns how many were killed.
+ * Only entries whose owning test process is gone are touched, so concurrent test runs are safe, and only a pid that
+ * is still the recorded server (a redis-server running in the recorded dir: pids get reused) is signalled. Returns
+ * how many were killed.
  */
 export function sweepStaleServers(): number {
   let entries: string[];
@@ -199,7 +211,7 @@ export function sweepStaleServers(): number {
     const file = join(STATE_DIR, name);
     const record = readPidFile(file);
     if (record && isAlive(record.owner)) continue;
-    if (record && isRedisServerProcess(record.pid) && trySignal(record.pid, 'SIGKILL')) killed++;
+    if (record && isServerOf(record) && trySignal(record.pid, 'SIGKILL')) killed++;
     rmSync(file, { force: true });
   }
   for (const name of entries) {
