@@ -5,6 +5,7 @@ import {
   Get,
   Header,
   type MessageEvent,
+  Req,
   ServiceUnavailableException,
   Sse,
   type Type,
@@ -32,7 +33,13 @@ const MAX_PENDING_CHARS = 256 * 1024;
  * (`<path>/snapshot`). A class per registration, since the path and the guard are decorator arguments.
  */
 export function dashboardController(path: string, guard: Type<CanActivate> | CanActivate | undefined): Type<unknown> {
-  const html = asset('dashboard.html').replaceAll('%BASE%', path);
+  // The page links its script relative to its own URL, and the script finds the stream beside itself: the routes are
+  // served under `path` plus whatever the app or a proxy puts before it (setGlobalPrefix, RouterModule, a proxy that
+  // strips a path), which an absolute `/_toolkit/...` would miss. `toolkit/dashboard.js` from `/api/ops/toolkit`, and
+  // `dashboard.js` from `/api/ops/toolkit/` (Express serves the page there too).
+  const page = asset('dashboard.html');
+  const html = page.replace('%SCRIPT%', `${path.slice(path.lastIndexOf('/') + 1)}/dashboard.js`);
+  const htmlAtSlash = page.replace('%SCRIPT%', 'dashboard.js');
   const script = asset('dashboard.js');
 
   @Controller(path)
@@ -44,8 +51,10 @@ export function dashboardController(path: string, guard: Type<CanActivate> | Can
     @Header('content-security-policy', CSP)
     @Header('x-content-type-options', 'nosniff')
     @Header('cache-control', 'no-store')
-    page(): string {
-      return html;
+    page(@Req() req: { originalUrl?: string; url?: string }): string {
+      // Only whether the URL ends with a slash is read from the request: nothing of it is written into the page.
+      const url = (req.originalUrl ?? req.url ?? '').split('?')[0];
+      return url.endsWith('/') ? htmlAtSlash : html;
     }
 
     @Get('dashboard.js')

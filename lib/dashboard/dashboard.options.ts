@@ -64,7 +64,8 @@ export function resolveDashboardOptions(options: RedisToolkitDashboardOptions | 
   if (!problems.object('', o)) problems.throwIfAny();
   problems.unknownKeys('', o, DASHBOARD_OPTION_KEYS);
   problems.boolean('unsafeNoAuth', o.unsafeNoAuth);
-  if (o.path !== undefined && (typeof o.path !== 'string' || !PATH.test(o.path))) {
+  // A `.` or `..` segment: browsers resolve it away before asking, and the page's relative links would miss.
+  if (o.path !== undefined && (typeof o.path !== 'string' || !PATH.test(o.path) || /\/\.\.?(\/|$)/.test(o.path))) {
     problems.add('path', `must look like "/_toolkit" (segments of letters, digits, . _ ~ -), got ${String(o.path)}`);
   }
   const guard = o.guard as unknown;

@@ -2,7 +2,8 @@
 // about 200 lines here against 50-200 KB for a charting package, and nothing to fetch from a CDN). Every name that
 // comes from the app (instances, policies, tags) is set as text, never as HTML.
 (() => {
-  const base = document.body.dataset.base;
+  // The stream is beside this script, wherever the app mounts both (a global prefix, a proxy's path): `<base>/events`.
+  const base = new URL('.', document.currentScript.src).pathname.replace(/\/$/, '');
   const SVG = 'http://www.w3.org/2000/svg';
   const COLORS = ['#2563eb', '#d97706', '#059669', '#db2777', '#7c3aed', '#0891b2', '#65a30d', '#dc2626'];
   const SUM_COLOR = '#1d2330';
