@@ -3,7 +3,7 @@
  * Jest's per-file module registries), pid files so a later run can reap servers of a crashed one, free ports and the
  * redis-server binary.
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import {
   accessSync,
   constants as fsConstants,
@@ -20,6 +20,7 @@ import {
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, delimiter, dirname, join } from 'node:path';
+import { INSTALL_HINT, RedisServerNotFoundError, RedisServerTooOldError } from './testing.errors.js';
 import { errorCode } from './testing.resp.js';
 
 export const HOST = '127.0.0.1';
@@ -276,8 +277,40 @@ export function findOnPath(name: string): string | undefined {
   return undefined;
 }
 
+/** The redis-server major version the toolkit needs (PEXPIRETIME for sessions, SPUBLISH for pub/sub on a cluster). */
+const MIN_MAJOR = 7;
+/** Binaries whose version was checked (once per process: `--version` is a process of its own). */
+const checkedBinaries = new Set<string>();
+
+/**
+ * The redis-server on PATH; RedisServerNotFoundError without one, RedisServerTooOldError when it is older than 7.0
+ * (it would start, and a test fail later on an unknown command). A version it cannot read is let through.
+ */
 export function redisServerBinary(): string {
   const bin = findOnPath('redis-server');
-  if (!bin) throw new Error('redis-server not found: apt-get install -y redis-server');
+  if (!bin) throw new RedisServerNotFoundError(`redis-server not found: ${INSTALL_HINT}; it must be on PATH`);
+  if (checkedBinaries.has(bin)) return bin;
+  let out = '';
+  try {
+    out = execFileSync(bin, ['--version'], { encoding: 'utf8', timeout: 5_000, stdio: ['ignore', 'pipe', 'ignore'] });
+  } catch {
+    // unreadable: the launch reports what is wrong with it, with its log
+  }
+  const version = /\bv=(\d+)\.(\d+)\.(\d+)/.exec(out);
+  if (version && Number(version[1]) < MIN_MAJOR)
+    throw new RedisServerTooOldError(
+      `redis-server ${version[1]}.${version[2]}.${version[3]} (${bin}) is older than ${MIN_MAJOR}.0, which the ` +
+        `toolkit needs (PEXPIRETIME for sessions, SPUBLISH for pub/sub on a cluster): install Redis ${MIN_MAJOR}.0 ` +
+        `or later (${INSTALL_HINT}, on a current release) or put it first on PATH`,
+    );
+  checkedBinaries.add(bin);
+  return bin;
+}
+
+/** redis-cli (for `--cluster create`); RedisServerNotFoundError without it. */
+export function redisCliBinary(): string {
+  const bin = findOnPath('redis-cli');
+  if (!bin)
+    throw new RedisServerNotFoundError(`redis-cli not found on PATH (it comes with redis-server): ${INSTALL_HINT}`);
   return bin;
 }

@@ -2,7 +2,8 @@
  * A real Redis Cluster made of {@link startRedisServer} cluster nodes, assembled with `redis-cli --cluster create`.
  */
 import { execFile } from 'node:child_process';
-import { findOnPath, startRedisServer, type RedisServerHandle } from './testing.redis-server.js';
+import { redisCliBinary, redisServerBinary } from './testing.processes.js';
+import { startRedisServer, type RedisServerHandle } from './testing.redis-server.js';
 import { rawCommand } from './testing.resp.js';
 
 export interface RedisClusterOptions {
@@ -30,9 +31,7 @@ const FORM_TIMEOUT_MS = 20_000;
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 function runRedisCli(args: string[]): Promise<string> {
-  const bin = findOnPath('redis-cli');
-  if (!bin)
-    return Promise.reject(new Error('redis-cli not found: apt-get install -y redis-server (redis-cli comes with it)'));
+  const bin = redisCliBinary();
   return new Promise((resolve, reject) => {
     execFile(bin, args, { timeout: FORM_TIMEOUT_MS }, (err, stdout, stderr) => {
       if (err)
@@ -106,6 +105,9 @@ export async function startRedisCluster(opts: RedisClusterOptions = {}): Promise
   if (!Number.isInteger(replicas) || replicas < 0)
     throw new Error(`startRedisCluster: replicasPerMaster must be an integer >= 0 (got ${replicas})`);
 
+  // Both binaries before any node starts: a missing redis-cli or an old redis-server leaves nothing to stop.
+  redisServerBinary();
+  redisCliBinary();
   const total = masterCount * (1 + replicas);
   const started = await Promise.allSettled(Array.from({ length: total }, () => startRedisServer({ cluster: true })));
   const nodes = started.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
