@@ -2,7 +2,7 @@ import diagnosticsChannel from 'node:diagnostics_channel';
 import type { CacheService } from '../cache/cache.service.js';
 import { type DiagnosticsPayload, REDIS_TOOLKIT_CHANNELS } from '../common/diagnostics.js';
 import type { LockService } from '../lock/lock.service.js';
-import { type DashboardFrame, MAX_POLICIES, type RedisSample, topCounts } from './dashboard.frame.js';
+import { type DashboardFrame, MAX_NAME_LENGTH, MAX_POLICIES, type RedisSample, topCounts } from './dashboard.frame.js';
 
 /** Distinct tag names counted per interval; more are counted under OTHER_TAGS (a frame stays small and bounded). */
 const MAX_TAG_NAMES = 1_000;
@@ -55,8 +55,10 @@ export class DashboardCollector {
     });
     this.on('cacheInvalidate', (p) => {
       if (p.outcome === 'failed' || !Array.isArray(p.tagNames)) return;
-      for (const tag of p.tagNames) {
-        if (typeof tag !== 'string') continue;
+      for (const full of p.tagNames) {
+        if (typeof full !== 'string') continue;
+        // Cut as every instance's frame check wants it (isDashboardFrame): a longer name would drop the whole frame.
+        const tag = full.slice(0, MAX_NAME_LENGTH);
         const name = this.tags.has(tag) || this.tags.size < MAX_TAG_NAMES ? tag : OTHER_TAGS;
         this.tags.set(name, (this.tags.get(name) ?? 0) + 1);
       }
@@ -64,9 +66,10 @@ export class DashboardCollector {
     this.on('rateLimitDecision', (p) => {
       const names = Array.isArray(p.policies) ? p.policies : ['default'];
       const refused = p.outcome === 'refused' ? 1 : 0;
-      for (const policy of names) {
+      for (const full of names) {
+        const policy = typeof full === 'string' ? full.slice(0, MAX_NAME_LENGTH) : undefined;
         const name =
-          typeof policy === 'string' && (this.policies.has(policy) || this.policies.size < MAX_POLICIES - 1)
+          policy !== undefined && (this.policies.has(policy) || this.policies.size < MAX_POLICIES - 1)
             ? policy
             : OTHER_POLICIES;
         const counts = this.policies.get(name) ?? [0, 0];

@@ -81,7 +81,8 @@ export function sumFrames(frames: readonly DashboardFrame[], at: number, ms: num
   const sessions = { active: null as number | null, created: 0, destroyed: 0 };
   const pubsub = { published: 0, failed: 0 };
   const tags = new Map<string, number>();
-  const rateLimit: Record<string, [number, number]> = {};
+  // A Map, not an object: a policy named `__proto__` would set the object's prototype instead of adding a key.
+  const rateLimit = new Map<string, [number, number]>();
   let redis: RedisSample | null = null;
   let redisAt = -1;
   let activeAt = -1;
@@ -102,12 +103,12 @@ export function sumFrames(frames: readonly DashboardFrame[], at: number, ms: num
     pubsub.failed += f.pubsub.failed;
     for (const [tag, n] of f.tags) tags.set(tag, (tags.get(tag) ?? 0) + n);
     for (const [policy, [allowed, refused]] of Object.entries(f.rateLimit)) {
-      const sum = Object.hasOwn(rateLimit, policy) ? rateLimit[policy] : undefined;
+      const sum = rateLimit.get(policy);
       if (sum) {
         sum[0] += allowed;
         sum[1] += refused;
-      } else if (Object.keys(rateLimit).length < MAX_POLICIES) {
-        rateLimit[policy] = [allowed, refused];
+      } else if (rateLimit.size < MAX_POLICIES) {
+        rateLimit.set(policy, [allowed, refused]);
       }
     }
     if (f.redis && f.at > redisAt) {
@@ -127,7 +128,7 @@ export function sumFrames(frames: readonly DashboardFrame[], at: number, ms: num
     instances: latest.size,
     cache,
     tags: topCounts(tags),
-    rateLimit,
+    rateLimit: Object.fromEntries(rateLimit),
     locks,
     sessions,
     pubsub,
@@ -135,23 +136,51 @@ export function sumFrames(frames: readonly DashboardFrame[], at: number, ms: num
   };
 }
 
-/** Whether `value` has the shape of a frame (what arrives on the channel is checked before it is kept). */
+/** Longest tag or policy name a frame carries (the collector cuts longer ones): a frame stays a few KB at most. */
+export const MAX_NAME_LENGTH = 200;
+/** What DashboardOptions makes: `instanceName` (at most 100 characters), `#`, 6 hex digits; never the page's `sum`. */
+const INSTANCE_ID = /^.{1,100}#[0-9a-f]{6}$/s;
+const CACHE_FIELDS = ['hits', 'staleHits', 'misses', 'loads', 'loadMs', 'loadMaxMs'] as const;
+const LOCK_FIELDS = ['held', 'waiting', 'acquired', 'busy', 'lost'] as const;
+const REDIS_FIELDS = ['latencyMs', 'usedMemory', 'opsPerSec', 'clients'] as const;
+
+type Fields = Record<string, unknown>;
+const isFields = (v: unknown): v is Fields => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isCount = (v: unknown): boolean => typeof v === 'number' && Number.isFinite(v) && v >= 0;
+const hasCounts = (v: unknown, keys: readonly string[]): boolean => isFields(v) && keys.every((k) => isCount(v[k]));
+const isName = (v: unknown): boolean => typeof v === 'string' && v.length <= MAX_NAME_LENGTH;
+const isPair = (v: unknown, first: (x: unknown) => boolean): boolean =>
+  Array.isArray(v) && v.length === 2 && first(v[0]) && isCount(v[1]);
+
+/**
+ * Whether `value` is a frame, to its last field: what arrives on the channel comes from anyone who may PUBLISH on the
+ * Redis (another release, another app, a hand-typed command), and a frame is summed with the others and drawn by every
+ * page. A null section or a count that is not a number would make every sum of its interval throw (or add strings),
+ * and thousands of tags would be kept `history` times: such a message is dropped, with a warning.
+ */
 export function isDashboardFrame(value: unknown): value is DashboardFrame {
-  const f = value as Partial<DashboardFrame> | null;
+  if (!isFields(value)) return false;
+  const { sessions, redis, tags, rateLimit } = value;
   return (
-    typeof f === 'object' &&
-    f !== null &&
-    f.v === 1 &&
-    typeof f.instance === 'string' &&
-    f.instance.length <= 120 &&
-    typeof f.at === 'number' &&
-    typeof f.ms === 'number' &&
-    typeof f.cache === 'object' &&
-    Array.isArray(f.tags) &&
-    typeof f.rateLimit === 'object' &&
-    typeof f.locks === 'object' &&
-    typeof f.sessions === 'object' &&
-    typeof f.pubsub === 'object'
+    value.v === 1 &&
+    typeof value.instance === 'string' &&
+    INSTANCE_ID.test(value.instance) &&
+    isCount(value.at) &&
+    isCount(value.ms) &&
+    (value.ms as number) > 0 &&
+    isCount(value.instances) &&
+    hasCounts(value.cache, CACHE_FIELDS) &&
+    hasCounts(value.locks, LOCK_FIELDS) &&
+    hasCounts(value.pubsub, ['published', 'failed']) &&
+    hasCounts(sessions, ['created', 'destroyed']) &&
+    ((sessions as Fields).active === null || isCount((sessions as Fields).active)) &&
+    (redis === null || hasCounts(redis, REDIS_FIELDS)) &&
+    Array.isArray(tags) &&
+    tags.length <= MAX_TAGS &&
+    tags.every((t) => isPair(t, isName)) &&
+    isFields(rateLimit) &&
+    Object.keys(rateLimit).length <= MAX_POLICIES &&
+    Object.entries(rateLimit).every(([name, counts]) => isName(name) && isPair(counts, isCount))
   );
 }
 

@@ -289,11 +289,12 @@ describe('frames', () => {
     const valid = await dashboard.tick(); // this app's own frame (its timer may tick too): a valid one to copy
     await pubsub.publish(DASHBOARD_CHANNEL, { v: 1, instance: 'evil' });
     // A valid frame published after it on the same channel: once that is in, the message before it was handled.
-    await pubsub.publish(DASHBOARD_CHANNEL, { ...valid, instance: 'marker', at: Date.now() });
-    expect(await waitFor(() => 'marker' in dashboard.snapshot().instances, 10_000)).toBe(true);
+    // (an instance id is `<instanceName>#<6 hex digits>`: dashboard-frames.spec.ts checks every field)
+    await pubsub.publish(DASHBOARD_CHANNEL, { ...valid, instance: 'marker#0000ff', at: Date.now() });
+    expect(await waitFor(() => 'marker#0000ff' in dashboard.snapshot().instances, 10_000)).toBe(true);
     const ids = Object.keys(dashboard.snapshot().instances);
     expect(ids).not.toContain('evil');
-    expect(ids.filter((id) => id !== dashboard.instanceId && id !== 'marker')).toEqual([]);
+    expect(ids.filter((id) => id !== dashboard.instanceId && id !== 'marker#0000ff')).toEqual([]);
   });
 });
 
