@@ -106,7 +106,7 @@ export class RateLimitService {
   /** Charges `policy.cost` (default 1) to `key` if the policy allows it. */
   consume(key: string, policy: RateLimitPolicy, options: ConsumeOptions = {}): Promise<RateLimitResult> {
     if (!decisionObserved()) return this.single(key, policy, 'c', options);
-    return diagnosed(this.keys, () => this.single(key, policy, 'c', options), key);
+    return diagnosed(() => this.single(key, policy, 'c', options), key);
   }
 
   /**
@@ -115,7 +115,7 @@ export class RateLimitService {
    */
   async consumeOrThrow(key: string, policy: RateLimitPolicy, options: ConsumeOptions = {}): Promise<RateLimitResult> {
     const result = await (decisionObserved()
-      ? diagnosed(this.keys, () => this.single(key, policy, 'c', options), key)
+      ? diagnosed(() => this.single(key, policy, 'c', options), key)
       : this.single(key, policy, 'c', options));
     if (!result.allowed) {
       throw new RateLimitExceededError(`rate limit exceeded, retry in ${result.retryAfterMs} ms`, result.retryAfterMs);
@@ -140,7 +140,7 @@ export class RateLimitService {
    */
   consumeAll(checks: readonly RateLimitCheck[], options: ConsumeOptions = {}): Promise<RateLimitDecision> {
     if (!decisionObserved()) return this.decide(checks, 'c', options);
-    return diagnosed(this.keys, () => this.decide(checks, 'c', options), checks[0]?.key ?? '', checks);
+    return diagnosed(() => this.decide(checks, 'c', options), checks[0]?.key ?? '', checks);
   }
 
   /**

@@ -1,6 +1,6 @@
 import 'reflect-metadata';
 import diagnosticsChannel from 'node:diagnostics_channel';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import {
   CacheService,
   LockLostError,
@@ -9,7 +9,7 @@ import {
   RateLimitService,
   SessionService,
 } from '../../lib/index.js';
-import { type DiagnosticsPayload, REDIS_TOOLKIT_CHANNELS } from '../../lib/advanced.js';
+import { type DiagnosticsPayload, KeyBuilder, REDIS_TOOLKIT_CHANNELS } from '../../lib/advanced.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 import { sleep } from '../support/wait.js';
 
@@ -98,9 +98,18 @@ describe('diagnostics_channel events', () => {
       expect(typeof p.durationMs).toBe('number');
     }
     expect(JSON.stringify(d)).not.toContain(tracker);
+    // Not a plain hash of the key: 8 characters of its SHA-256 gave 203.0.113.77 back from a brute force of 203/8 in
+    // 68 ms (all of IPv4 in about 3 hours on one core). Keyed by a secret of this process, nothing can be tried.
+    const plain = [KeyBuilder.hash(tracker), createHash('sha256').update(tracker).digest('base64url')];
+    expect(plain.map((h) => h.slice(0, 8))).not.toContain(d[0].tracker);
+    // another key, another tracker
+    await limits.consume('203.0.113.78', policy);
+    const other = on(listener.received, 'rtk:ratelimit:decision')[3];
+    expect(other.tracker).toMatch(/^[A-Za-z0-9_-]{8}$/);
+    expect(other.tracker).not.toBe(d[0].tracker);
     // a peek is not a decision
     await limits.peek(tracker, policy);
-    expect(on(listener.received, 'rtk:ratelimit:decision')).toHaveLength(3);
+    expect(on(listener.received, 'rtk:ratelimit:decision')).toHaveLength(4);
   });
 
   it('locks: acquire acquired/busy, extend, release, lost — through LockEvents.report', async () => {
