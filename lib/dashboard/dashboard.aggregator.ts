@@ -14,6 +14,10 @@ export interface DashboardSnapshot {
   /** This instance's id. */
   readonly self: string;
   readonly intervalMs: number;
+  /** Frames kept per instance and for the sum: the width of the page's charts (`history`). */
+  readonly history: number;
+  /** An instance silent this long leaves the page, as it leaves the sum (`instanceTtlMs`). */
+  readonly instanceTtlMs: number;
   /** Per instance (by id), its frames, oldest first. */
   readonly instances: Record<string, DashboardFrame[]>;
   /** The sum across instances, one per interval, oldest first. */
@@ -102,6 +106,7 @@ export class DashboardAggregator {
   snapshot(): DashboardSnapshot {
     const instances: Record<string, DashboardFrame[]> = {};
     for (const [id, f] of this.instances) instances[id] = f.frames.toArray();
-    return { self: this.self, intervalMs: this.options.intervalMs, instances, sum: this.sums.toArray() };
+    const { intervalMs, history, instanceTtlMs } = this.options;
+    return { self: this.self, intervalMs, history, instanceTtlMs, instances, sum: this.sums.toArray() };
   }
 }

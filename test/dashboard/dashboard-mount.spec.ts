@@ -2,10 +2,11 @@ import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { InvalidOptionsError } from '../../lib/index.js';
-import { RedisToolkitDashboardModule } from '../../lib/dashboard/index.js';
+import { DashboardService, RedisToolkitDashboardModule } from '../../lib/dashboard/index.js';
 import { resolveDashboardOptions } from '../../lib/dashboard/dashboard.options.js';
 import { chromiumAvailable, launchChromium } from '../support/chromium.js';
 import { closeToolkitApps, createToolkitApp, PLATFORMS } from '../support/toolkit-app.js';
+import { sleep } from '../support/wait.js';
 
 /**
  * The dashboard mounted under more than its `path`: `app.setGlobalPrefix('api')` (or RouterModule, or a reverse proxy
@@ -82,5 +83,38 @@ it('a `.` or `..` segment in path is refused (a browser resolves it away before 
   }
   expect(resolveDashboardOptions({ unsafeNoAuth: true, path: '/.well-known/toolkit' }).path).toBe(
     '/.well-known/toolkit',
+  );
+});
+
+describe('the page follows the server options', () => {
+  (hasChromium ? it : it.skip)(
+    '`history` intervals wide, and an instance kept for instanceTtlMs, as the server',
+    async () => {
+      const keyPrefix = `rtk-dash-page-${randomBytes(4).toString('hex')}:`;
+      const options = { unsafeNoAuth: true, intervalMs: 250, history: 300, instanceTtlMs: 10_000 };
+      const boot = (http: boolean) =>
+        createToolkitApp({ keyPrefix, imports: [RedisToolkitDashboardModule.register(options)], http });
+      const a = await boot(true);
+      const b = await boot(false);
+      const { port } = a.app.getHttpServer().address() as AddressInfo;
+      const context = await launchChromium();
+      try {
+        const tab = await context.newPage();
+        await tab.goto(`http://127.0.0.1:${port}/_toolkit`);
+        await tab.waitForSelector('#instances[data-count="2"]', { timeout: 10_000 });
+        // the time axis spans history × intervalMs = 75 s (the server keeps 300 frames), whatever the sum's length now
+        const axis = await tab.$$eval('#chart-hit-ratio text', (texts) => texts.map((t) => t.textContent));
+        const span = axis.find((t) => t?.startsWith('-'));
+        // b stops: the server keeps it in the sum for instanceTtlMs (10 s), and so does the page
+        await b.close();
+        await sleep(3_000); // 12 intervals: more than the 5 the page used to wait, well short of 10 s
+        const dashboard = a.get(DashboardService);
+        const onServer = Object.keys(dashboard.snapshot().instances).length;
+        const onPage = await tab.$eval('#instances', (el) => el.getAttribute('data-count'));
+        expect({ span, onServer, onPage }).toEqual({ span: '-75 s', onServer: 2, onPage: '2' });
+      } finally {
+        await context.close();
+      }
+    },
   );
 });

@@ -11,8 +11,10 @@
   const H = 120;
   const PAD = { left: 34, right: 6, top: 8, bottom: 16 };
 
+  // All three come with the snapshot (the server's options), before any frame.
   let intervalMs = 1000;
   let history = 120;
+  let instanceTtlMs = 5000;
   /** id → frames (oldest first); 'sum' → the sums. */
   const series = new Map();
   const colorOf = new Map();
@@ -208,11 +210,11 @@
     series.set(id, frames);
   }
 
-  /** Instances silent for 5 intervals leave the page, as they leave the server's sum. */
+  /** Instances silent for instanceTtlMs leave the page, as they leave the server's sum. */
   function expire() {
     const now = Date.now();
     for (const [id, frames] of series) {
-      if (id !== 'sum' && now - (frames.at(-1)?.receivedAt ?? 0) > 5 * intervalMs) series.delete(id);
+      if (id !== 'sum' && now - (frames.at(-1)?.receivedAt ?? 0) > instanceTtlMs) series.delete(id);
     }
   }
 
@@ -229,7 +231,8 @@
   events.addEventListener('snapshot', (e) => {
     const snap = JSON.parse(e.data);
     intervalMs = snap.intervalMs;
-    history = Math.max(snap.sum.length, 120);
+    history = snap.history;
+    instanceTtlMs = snap.instanceTtlMs;
     series.clear();
     const now = Date.now();
     for (const [id, frames] of Object.entries(snap.instances)) {
