@@ -1,0 +1,59 @@
+import 'reflect-metadata';
+import { ServiceUnavailableException } from '@nestjs/common';
+import { HealthCheckService, TerminusModule } from '@nestjs/terminus';
+import { RedisToolkitHealthIndicator } from '../../lib/terminus/index.js';
+import { useDisposableCluster } from '../support/disposable-cluster.js';
+import { within } from '../support/timing.js';
+import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+
+afterEach(closeToolkitApps);
+
+async function report(check: () => Promise<unknown>): Promise<{ status: string; details: Record<string, unknown> }> {
+  try {
+    return (await check()) as { status: string; details: Record<string, unknown> };
+  } catch (err) {
+    expect(err).toBeInstanceOf(ServiceUnavailableException);
+    return (err as ServiceUnavailableException).getResponse() as { status: string; details: Record<string, unknown> };
+  }
+}
+
+describe('RedisToolkitHealthIndicator on a cluster with one master away', () => {
+  const cluster = useDisposableCluster();
+
+  it.each(['paused', 'killed'] as const)(
+    'one master %s: down within commandTimeout, naming that master',
+    async (how) => {
+      const commandTimeout = 1_000;
+      const app = await createToolkitApp({
+        target: { cluster: cluster().startupNodes },
+        commandTimeout,
+        connectTimeout: 500,
+        maxReconnectDelay: 200,
+        imports: [TerminusModule],
+        providers: [RedisToolkitHealthIndicator],
+      });
+      const terminus = app.get(HealthCheckService);
+      const indicator = app.get(RedisToolkitHealthIndicator);
+      const check = () => terminus.check([() => indicator.isHealthy('redis')]);
+      expect((await report(check)).status).toBe('ok');
+      const master = cluster().masters[1];
+      if (how === 'paused') master.pause();
+      else await master.kill();
+      try {
+        const started = performance.now();
+        const result = await report(check);
+        const elapsed = performance.now() - started;
+        const redis = result.details.redis as Record<string, unknown>;
+        expect({ status: redis.status, fast: elapsed < within(commandTimeout) }).toEqual({
+          status: 'down',
+          fast: true,
+        });
+        expect(String(redis.error)).toContain(String(master.port));
+      } finally {
+        if (how === 'paused') master.resume();
+        else await master.restart();
+      }
+    },
+    30_000,
+  );
+});
