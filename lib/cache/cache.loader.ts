@@ -4,13 +4,14 @@ import { MAX_TIMER_MS } from '../common/timeout.js';
 /**
  * The loader's value, or CacheLoadTimeoutError after `ms` (the hard timeout, `cache.loadTimeout` by default): whoever
  * shares this load (single-flight, the background refresh) is released and the key freed, while the loader itself
- * (which cannot be cancelled) runs on and its late result is dropped.
+ * (which cannot be cancelled) runs on and its late result is dropped. The error's message does not name the key (see
+ * CacheLoadTimeoutError.key).
  */
 export function boundedLoad<T>(loader: () => T | Promise<T>, ms: number, key: string, option: string): Promise<T> {
   if (ms > MAX_TIMER_MS) return Promise.resolve().then(loader); // past what a timer can wait: no limit
   return new Promise<T>((resolve, reject) => {
     const timer = setTimeout(() => {
-      reject(new CacheLoadTimeoutError(`the loader of ${key} did not settle within ${ms} ms (${option})`));
+      reject(new CacheLoadTimeoutError(`a cache loader did not settle within ${ms} ms (${option})`, key));
     }, ms);
     new Promise<T>((r) => r(loader())).then(
       (value) => {

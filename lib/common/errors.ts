@@ -77,6 +77,18 @@ export class SessionNotFoundError extends RedisToolkitError {
 /** A cache loader did not settle within `cache.loadTimeout`: its callers get this, and the key is free again. */
 export class CacheLoadTimeoutError extends RedisToolkitError {
   static override readonly code: string = 'E_CACHE_LOAD_TIMEOUT';
+
+  /**
+   * @param key the entry whose loader timed out, as stored (the Redis key after the cache's prefix, its reserved
+   * characters percent-encoded): a property, not part of the message, which becomes the failed spans' status and
+   * exception event (cache spans carry no key: it may hold a user id or an email)
+   */
+  constructor(
+    message: string,
+    readonly key: string,
+  ) {
+    super(message);
+  }
 }
 
 /** A lock server may evict any key (`maxmemory-policy allkeys-*`) and `lock.onUnsafeEviction` is `'refuse'`. */

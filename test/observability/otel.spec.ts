@@ -19,6 +19,7 @@ import {
   SimpleSpanProcessor,
 } from '@opentelemetry/sdk-trace-base';
 import {
+  CacheLoadTimeoutError,
   CacheService,
   LockLostError,
   LockService,
@@ -226,6 +227,28 @@ describe('RedisToolkitInstrumentation (nestjs-redis-toolkit/otel)', () => {
     });
     expect(exported).toContain('secret-res');
     for (const secret of [s.id, cookie, encodeURIComponent(cookie), lock.token]) expect(exported).not.toContain(secret);
+  });
+
+  it('a cache load that times out fails its spans with the typed error, without the cache key', async () => {
+    // cache spans carry no key (it may hold a user id or an email); until 2026-12-03 the timeout's message named it,
+    // and the message is the spans' status and exception event
+    const cache = app.get(CacheService);
+    const key = 'user:alice@example.com:profile';
+    const hang = new Promise<number>(() => undefined);
+    const err = await cache.getOrSet(key, () => hang, { hardTimeout: 100 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CacheLoadTimeoutError);
+    expect((err as CacheLoadTimeoutError).message).toBe('a cache loader did not settle within 100 ms (hardTimeout)');
+    expect((err as CacheLoadTimeoutError).key).toBe('user%3Aalice@example.com%3Aprofile'); // as stored: for the caller
+    const failed = [...named('rtk.cache.get'), ...named('rtk.cache.load')];
+    expect(failed.map((s) => [s.name, s.attributes['rtk.outcome'], s.status.code])).toEqual([
+      ['rtk.cache.get', 'failed', 2],
+      ['rtk.cache.load', 'failed', 2],
+    ]);
+    const exported = JSON.stringify(
+      failed.map((x) => ({ status: x.status, attributes: x.attributes, events: x.events })),
+    );
+    expect(exported).toContain('E_CACHE_LOAD_TIMEOUT');
+    expect(exported).not.toContain('alice');
   });
 
   it('disable() removes every subscription: the toolkit is back to publishing nothing', async () => {
