@@ -210,11 +210,11 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   /**
    * Each connection the toolkit uses, with ioredis's status (`ready`, `connecting`, `reconnecting`, `wait` for a lazy
    * one not yet needed, `end`): the main one (also when it is the user's client), then those created since, under
-   * their role (`subscriber`, a quorum node's address).
+   * their role (`subscriber`, a quorum node's address), with the client (health PINGs them: a paused server's stays).
    */
-  connectionStates(): { name: string; status: string }[] {
-    const created = [...this.roles].map(([client, name]) => ({ name, status: client.status }));
-    return [{ name: 'main', status: this.client.status }, ...created];
+  connectionStates(): { name: string; status: string; client: RedisClient }[] {
+    const created = [...this.roles].map(([client, name]) => ({ name, status: client.status, client }));
+    return [{ name: 'main', status: this.client.status, client: this.client }, ...created];
   }
 
   /** The connection to every master (one for a single server): cluster-masters.ts. */
