@@ -1,4 +1,4 @@
-import { Cluster } from 'ioredis';
+import { Cluster, type Redis } from 'ioredis';
 import { nearest, type OptionProblems, type OptionShape } from '../common/option-checks.js';
 import { CONNECTION_OPTION_KEYS } from '../redis-toolkit.option-keys.js';
 import { DEFAULT_CONNECTION_NAME, type RedisNamedConnections, type RedisNodeAddress } from './connection.options.js';
@@ -75,11 +75,32 @@ export function checkConnection(path: string, connection: unknown, problems: Opt
     const client = c.client as { status?: unknown; duplicate?: unknown } | null;
     if (!client || typeof client.duplicate !== 'function' || typeof client.status !== 'string') {
       problems.add(`${path}.client`, 'must be an ioredis Redis or Cluster instance');
-    } else if (client instanceof Cluster && c.readOnlyGraceMs !== undefined) {
-      problems.add(`${path}.readOnlyGraceMs`, NOT_FOR_A_CLUSTER);
+    } else {
+      if (client instanceof Cluster && c.readOnlyGraceMs !== undefined) {
+        problems.add(`${path}.readOnlyGraceMs`, NOT_FOR_A_CLUSTER);
+      }
+      if (!hasCommandTimeout(client)) problems.add(`${path}.client`, noCommandTimeout(client instanceof Cluster));
     }
   }
 }
+
+/**
+ * The toolkit's commandTimeout is set on the clients it creates; a `{ client }` is used as it is, and on a paused or
+ * silent server (SIGSTOP, a blackholed route) a call without a timeout waits without end: every feature on it hangs
+ * instead of failing over to its failure policy.
+ */
+function hasCommandTimeout(client: object): boolean {
+  const options = (client instanceof Cluster ? client.options.redisOptions : (client as Redis).options) ?? {};
+  const ms = options.commandTimeout;
+  return typeof ms === 'number' && ms > 0 && Number.isFinite(ms);
+}
+
+const noCommandTimeout = (cluster: boolean): string =>
+  'has no commandTimeout: on a paused or unreachable server every call of the toolkit on it would wait without end ' +
+  "(the toolkit's commandTimeout applies to the clients it creates). Create it with one: " +
+  (cluster
+    ? 'new Cluster(nodes, { redisOptions: { commandTimeout: 1000 } })'
+    : 'new Redis(url, { commandTimeout: 1000 })');
 
 const NOT_FOR_A_CLUSTER =
   'cannot be used with a cluster: its client sends writes to the masters of its slot table (a replica answers ' +

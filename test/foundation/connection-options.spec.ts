@@ -193,7 +193,7 @@ describe('a url without a host', () => {
     try {
       const path = join(dir, 'redis.sock');
       trackForCleanup(await startRedisServer({ args: ['--unixsocket', path, '--unixsocketperm', '700'] }));
-      const client = trackForCleanup(new Redis({ path }));
+      const client = trackForCleanup(new Redis({ path, commandTimeout: 1_000 }));
       const app = await createToolkitApp({ target: { client } });
       expect(await client.dbsize()).toBe(0);
       await app.get(CacheService).set('unix-socket-check', 42);
@@ -335,7 +335,7 @@ describe('options given as class instances are checked for unknown keys too', ()
     expect(err.message).toContain('cache.defaulTtl is not a known option (did you mean cache.defaultTtl?)');
     expect(err.message).toContain('lock.quorum.nodes[0].prot is not a known option');
     expect(err.message.split('\n')).toHaveLength(3);
-    const client = new Redis({ lazyConnect: true, port: 7000 });
+    const client = new Redis({ lazyConnect: true, port: 7000, commandTimeout: 1_000 });
     expect(() =>
       resolveToolkitOptions({
         connection: { client },
@@ -434,7 +434,7 @@ describe('options that contradict each other, or the url, are refused naming bot
   });
 
   it('options passed with { client } stop the start (the client is used as it is)', async () => {
-    const client = trackForCleanup(new Redis(sharedServers().single.url));
+    const client = trackForCleanup(new Redis(sharedServers().single.url, { commandTimeout: 1_000 }));
     const error = await createToolkitApp({ target: { client, db: 4, password: SECRET } as never }).then(
       () => undefined,
       (err: unknown) => err,

@@ -39,7 +39,9 @@ describe('a connection pointed at a replica', () => {
 
   it.each(['url', 'client'] as const)('refuses to start (%s), naming the replica and its master', async (form) => {
     const target =
-      form === 'url' ? { url: replica.url } : { client: trackForCleanup(new Redis(replica.port, '127.0.0.1')) };
+      form === 'url'
+        ? { url: replica.url }
+        : { client: trackForCleanup(new Redis(replica.port, '127.0.0.1', { commandTimeout: 1_000 })) };
     const err = await failure(createToolkitApp({ target }));
     // before: the app started, health said up, cache.set warned and skipped, and rate limits failed open
     expect(err).toBeInstanceOf(InvalidOptionsError);
@@ -85,7 +87,9 @@ describe('a db the server does not have', () => {
     ['url /99', () => ({ url: `${server.url}/99` }), 99],
     [
       'a client with db: 7',
-      () => ({ client: trackForCleanup(new Redis({ host: '127.0.0.1', port: server.port, db: 7 })) }),
+      () => ({
+        client: trackForCleanup(new Redis({ host: '127.0.0.1', port: server.port, db: 7, commandTimeout: 1_000 })),
+      }),
       7,
     ],
   ])('%s: the start is refused naming the db and the server limit', async (_, target, db) => {
@@ -117,7 +121,8 @@ describe('a db the server does not have', () => {
 
 it('health answers within commandTimeout on a client of your own whose server is paused', async () => {
   const server = trackForCleanup(await startRedisServer());
-  const own = trackForCleanup(new Redis(server.port, '127.0.0.1')); // no commandTimeout of its own
+  // its own commandTimeout far longer than the toolkit's (one is required: without, a paused server held every call)
+  const own = trackForCleanup(new Redis(server.port, '127.0.0.1', { commandTimeout: 60_000 }));
   await own.ping();
   const { get } = await createToolkitApp({ target: { client: own }, commandTimeout: 500 });
   server.pause();
@@ -196,7 +201,8 @@ describe('a cluster', () => {
   });
 
   it('health answers within commandTimeout on a Cluster client of your own with a master paused', async () => {
-    const own = trackForCleanup(new Cluster(cluster.startupNodes)); // no commandTimeout of its own
+    // its own commandTimeout far longer than the toolkit's
+    const own = trackForCleanup(new Cluster(cluster.startupNodes, { redisOptions: { commandTimeout: 60_000 } }));
     await own.ping();
     const { get } = await createToolkitApp({ target: { client: own }, commandTimeout: 500 });
     expect((await get(RedisToolkitHealth).check()).status).toBe('up');

@@ -249,7 +249,7 @@ describe('connection failures', () => {
   });
 
   it('quits the connections it created and leaves a client passed in alone', async () => {
-    const own = new Redis(sharedServers().single.url);
+    const own = new Redis(sharedServers().single.url, { commandTimeout: 1_000 });
     const { get, close } = await createToolkitApp({ target: { client: own } });
     const connection = get(RedisConnection);
     expect(connection.client).toBe(own);
@@ -263,7 +263,7 @@ describe('connection failures', () => {
   });
 
   it('registers nothing on a client passed in: every feature runs its scripts by EVALSHA on it as it is', async () => {
-    const own = new Redis(sharedServers().single.url);
+    const own = new Redis(sharedServers().single.url, { commandTimeout: 1_000 });
     await own.ping();
     const ownKeysBefore = Object.keys(own).sort();
     const { get, close } = await createToolkitApp({ target: { client: own }, session: {} });

@@ -197,7 +197,7 @@ describe('start and shutdown', () => {
     const checkPersistent = raw(persistent.server);
     const checkVolatile = raw(volatile.server);
     const before = [await clientCount(checkPersistent), await clientCount(checkVolatile)];
-    const users = trackForCleanup(new Redis(persistent.server.port, '127.0.0.1'));
+    const users = trackForCleanup(new Redis(persistent.server.port, '127.0.0.1', { commandTimeout: 1_000 }));
     await users.ping();
     const { app, get } = await createToolkitApp({
       target: { url: persistent.server.url },

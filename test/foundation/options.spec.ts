@@ -1,6 +1,7 @@
 import { InvalidOptionsError, RedisToolkitModule } from '../../lib/index.js';
 import { resolveToolkitOptions } from '../../lib/redis-toolkit.options-resolver.js';
 import { Test } from '@nestjs/testing';
+import { Cluster, Redis } from 'ioredis';
 import type { RedisToolkitOptions } from '../../lib/index.js';
 
 function problemsOf(options: unknown): string {
@@ -60,6 +61,34 @@ describe('option validation', () => {
       '  - commandTimeout must be a positive number of milliseconds, got "fast"',
       '  - session.ttl must be a positive number of milliseconds, got -1',
     ]);
+  });
+
+  it('refuses a client of your own without commandTimeout: on a paused server every call would wait without end', () => {
+    // The toolkit's commandTimeout applies to the clients it creates; a { client } is used as it is. Until 2026-12-03
+    // one without a timeout was taken, and a paused server (SIGSTOP) held every call of every feature on it.
+    const bare = new Redis({ lazyConnect: true });
+    const cluster = new Cluster([{ host: '127.0.0.1', port: 1 }], { lazyConnect: true });
+    const timed = new Redis({ lazyConnect: true, commandTimeout: 500 });
+    const timedCluster = new Cluster([{ host: '127.0.0.1', port: 1 }], {
+      lazyConnect: true,
+      redisOptions: { commandTimeout: 500 },
+    });
+    try {
+      expect(problemsOf({ connection: { client: bare } })).toMatch(
+        /connection\.client has no commandTimeout: .*new Redis\(url, \{ commandTimeout: 1000 \}\)/,
+      );
+      expect(problemsOf({ connection: { url: 'redis://a:1' }, connections: { s: { client: bare } } })).toMatch(
+        /connections\.s\.client has no commandTimeout/,
+      );
+      expect(problemsOf({ connection: { client: cluster } })).toMatch(
+        /connection\.client has no commandTimeout: .*redisOptions: \{ commandTimeout: 1000 \}/,
+      );
+      for (const client of [timed, timedCluster]) {
+        expect(resolveToolkitOptions({ connection: { client } }).connection).toMatchObject({ client });
+      }
+    } finally {
+      for (const client of [bare, cluster, timed, timedCluster]) client.disconnect();
+    }
   });
 
   it('fills defaults in one place', () => {

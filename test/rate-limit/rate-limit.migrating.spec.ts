@@ -128,7 +128,7 @@ describe('docs/migrating.md: rate limiting', () => {
   });
 
   it('rate-limiter-flexible module block: client, keyPrefix, blockCache, insurance, denyList', async () => {
-    const redisClient = trackForCleanup(new Redis(redis.server.url));
+    const redisClient = trackForCleanup(new Redis(redis.server.url, { commandTimeout: 1_000 }));
     const toolkit = (await run('rlf-module-after', { RedisToolkitModule, redisClient }, 'toolkit')) as DynamicModule;
     const moduleRef = await Test.createTestingModule({ imports: [toolkit] }).compile();
     const app = moduleRef.createNestApplication({ logger: ['error'] });

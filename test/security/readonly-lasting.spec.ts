@@ -226,7 +226,11 @@ describe('READONLY that lasts past readOnlyGraceMs', () => {
     };
     expect(problems({ connection: { url: 'redis://h:1', readOnlyGraceMs: 0 } })).toBe('');
     expect(problems({ connection: { sentinels: [{ host: 'h', port: 1 }], name: 'm', readOnlyGraceMs: 5 } })).toBe('');
-    const client = { status: 'wait', duplicate: () => undefined } as unknown as Redis;
+    const client = {
+      status: 'wait',
+      duplicate: () => undefined,
+      options: { commandTimeout: 1_000 },
+    } as unknown as Redis;
     expect(problems({ connection: { client, readOnlyGraceMs: 5 } })).toBe('');
     expect(problems({ connection: { url: 'redis://h:1', readOnlyGraceMs: -1 } })).toMatch(
       /connection\.readOnlyGraceMs must be a non-negative number of milliseconds/,
