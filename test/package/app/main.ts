@@ -83,7 +83,7 @@ async function main(): Promise<void> {
     check(
       'dashboard: the page and its script come from the package, the snapshot answers',
       page.status === 200 &&
-        html.includes('<script src="/_toolkit/dashboard.js">') &&
+        html.includes('<script src="_toolkit/dashboard.js">') &&
         script.status === 200 &&
         js.includes('EventSource') &&
         snapshot.intervalMs === 250,
