@@ -18,6 +18,7 @@ import {
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { CacheService, LockService } from '../../lib/index.js';
 import { RedisToolkitInstrumentation } from '../../lib/otel/index.js';
+import { points } from '../support/observability.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 
 context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
@@ -40,18 +41,6 @@ async function collected(sdk: Sdk): Promise<Map<string, MetricData>> {
   for (const scope of sdk.exporter.getMetrics().at(-1)?.scopeMetrics ?? [])
     for (const m of scope.metrics) byName.set(m.descriptor.name, m);
   return byName;
-}
-
-function points(metric: MetricData | undefined): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const p of metric?.dataPoints ?? []) {
-    const key = Object.entries(p.attributes)
-      .map(([k, v]) => `${k}=${String(v)}`)
-      .sort()
-      .join(',');
-    out[key] = typeof p.value === 'number' ? p.value : (p.value as { count: number }).count;
-  }
-  return out;
 }
 
 const total = (metric: MetricData | undefined) => Object.values(points(metric)).reduce((n, v) => n + v, 0);

@@ -29,6 +29,7 @@ import {
 } from '../../lib/index.js';
 import { REDIS_TOOLKIT_CHANNELS, REDIS_TOOLKIT_TRACING_CHANNELS } from '../../lib/advanced.js';
 import { INSTRUMENTATION_VERSION, RedisToolkitInstrumentation } from '../../lib/otel/index.js';
+import { points } from '../support/observability.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 import { sleep, waitFor } from '../support/wait.js';
 
@@ -71,19 +72,6 @@ async function collected(): Promise<Map<string, MetricData>> {
   const byName = new Map<string, MetricData>();
   for (const scope of all?.scopeMetrics ?? []) for (const m of scope.metrics) byName.set(m.descriptor.name, m);
   return byName;
-}
-
-/** Sum (or histogram count) per attribute set, as `k=v,k=v` → number. */
-function points(metric: MetricData | undefined): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const p of metric?.dataPoints ?? []) {
-    const key = Object.entries(p.attributes)
-      .map(([k, v]) => `${k}=${String(v)}`)
-      .sort()
-      .join(',');
-    out[key] = typeof p.value === 'number' ? p.value : (p.value as { count: number }).count;
-  }
-  return out;
 }
 
 const named = (name: string) => spans.getFinishedSpans().filter((s) => s.name === name);

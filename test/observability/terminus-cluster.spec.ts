@@ -1,21 +1,12 @@
 import 'reflect-metadata';
-import { ServiceUnavailableException } from '@nestjs/common';
 import { HealthCheckService, TerminusModule } from '@nestjs/terminus';
 import { RedisToolkitHealthIndicator } from '../../lib/terminus/index.js';
 import { useDisposableCluster } from '../support/disposable-cluster.js';
 import { within } from '../support/timing.js';
+import { report } from '../support/observability.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 
 afterEach(closeToolkitApps);
-
-async function report(check: () => Promise<unknown>): Promise<{ status: string; details: Record<string, unknown> }> {
-  try {
-    return (await check()) as { status: string; details: Record<string, unknown> };
-  } catch (err) {
-    expect(err).toBeInstanceOf(ServiceUnavailableException);
-    return (err as ServiceUnavailableException).getResponse() as { status: string; details: Record<string, unknown> };
-  }
-}
 
 describe('RedisToolkitHealthIndicator on a cluster with one master away', () => {
   const cluster = useDisposableCluster();

@@ -1,25 +1,16 @@
 import 'reflect-metadata';
-import { ServiceUnavailableException } from '@nestjs/common';
 import { HealthCheckService, TerminusModule } from '@nestjs/terminus';
 import { LockService, RedisUnavailableError } from '../../lib/index.js';
 import { RedisToolkitHealthIndicator } from '../../lib/terminus/index.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { startQuorumServers } from '../support/quorum.js';
 import { type RedisServerHandle, startRedisServer } from '../support/redis-server.js';
+import { report } from '../support/observability.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 import { waitFor } from '../support/wait.js';
 
 let server: RedisServerHandle;
 let nodes: RedisServerHandle[] = [];
-
-async function report(check: () => Promise<unknown>): Promise<{ status: string; details: Record<string, unknown> }> {
-  try {
-    return (await check()) as { status: string; details: Record<string, unknown> };
-  } catch (err) {
-    expect(err).toBeInstanceOf(ServiceUnavailableException);
-    return (err as ServiceUnavailableException).getResponse() as { status: string; details: Record<string, unknown> };
-  }
-}
 
 beforeEach(async () => {
   server = trackForCleanup(await startRedisServer());

@@ -1,5 +1,4 @@
 import 'reflect-metadata';
-import { ServiceUnavailableException } from '@nestjs/common';
 import { HealthCheckService, TerminusModule } from '@nestjs/terminus';
 import { LockService, PubSubService } from '../../lib/index.js';
 import { RedisToolkitHealthIndicator } from '../../lib/terminus/index.js';
@@ -7,6 +6,7 @@ import { trackForCleanup } from '../support/private-servers.js';
 import { startQuorumServers } from '../support/quorum.js';
 import { type RedisServerHandle, startRedisServer } from '../support/redis-server.js';
 import { within } from '../support/timing.js';
+import { report } from '../support/observability.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 
 let server: RedisServerHandle;
@@ -21,16 +21,6 @@ async function boot(options: Parameters<typeof createToolkitApp>[0] = {}) {
   const terminus = app.get(HealthCheckService);
   const indicator = app.get(RedisToolkitHealthIndicator);
   return { app, check: () => terminus.check([() => indicator.isHealthy('redis')]) };
-}
-
-/** HealthCheckService.check rejects with a 503 carrying the report when an indicator is down. */
-async function report(check: () => Promise<unknown>): Promise<{ status: string; details: Record<string, unknown> }> {
-  try {
-    return (await check()) as { status: string; details: Record<string, unknown> };
-  } catch (err) {
-    expect(err).toBeInstanceOf(ServiceUnavailableException);
-    return (err as ServiceUnavailableException).getResponse() as { status: string; details: Record<string, unknown> };
-  }
 }
 
 beforeEach(async () => {

@@ -4,11 +4,19 @@ import { Controller, Post, UseGuards } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
 import request, { type Response } from 'supertest';
-import { RateLimitGuard, Throttle, type RateLimitOptions } from '../../lib/index.js';
+import { RateLimitGuard, Throttle } from '../../lib/index.js';
 import { userFromHeader } from '../support/rate-limit-http.js';
 import { closeToolkitApps, PLATFORMS_AND_TARGETS } from '../support/toolkit-app.js';
 import { sleep } from '../support/wait.js';
-import { bootInsured, InsuredRoutes, insured, privateRedis, type PrivateRedis } from './insurance-harness.js';
+import {
+  InsuredRoutes,
+  insured,
+  privateRedis,
+  type PrivateRedis,
+  bootPerHeaderMode,
+  HEADER_MODES,
+  type HeaderMode,
+} from './insurance-harness.js';
 
 // Over HTTP, in every header style, a counter the insurance limiter (Redis unreachable) holds nothing of gets the
 // headers Redis gives it (divideLimitBy 1, so the share is the capacity): a request of cost 0 and a counter beside a
@@ -17,9 +25,6 @@ import { bootInsured, InsuredRoutes, insured, privateRedis, type PrivateRedis } 
 // next request's reset said it ended that much sooner (59 for one 1.1 s later).
 
 afterAll(closeToolkitApps);
-
-type Mode = NonNullable<Exclude<RateLimitOptions['headers'], false>>;
-const MODES: Mode[] = ['draft', 'legacy', 'both', 'draft-7', 'draft-6'];
 
 /** A second key: the request's `X-Other-Id` header. */
 const otherFromHeader = (ctx: ExecutionContext): string =>
@@ -49,18 +54,18 @@ function seen(res: Response): string {
 
 describe.each(PLATFORMS_AND_TARGETS)('insurance, empty counters over HTTP on %s, %s', (platform, target) => {
   let redis: PrivateRedis;
-  const apps = new Map<Mode, Server>();
+  const apps = new Map<HeaderMode, Server>();
   let redisSeen: string[];
   let redisAfter: string[];
 
-  const post = (mode: Mode, path: string, headers: Record<string, string>) => {
+  const post = (mode: HeaderMode, path: string, headers: Record<string, string>) => {
     const req = request(apps.get(mode) as Server).post(`/insurance-empty/${path}`);
     for (const [name, value] of Object.entries(headers)) req.set(name, value);
     return req;
   };
 
   /** Per style: requests of cost 0 of fresh counters, and a new bucket beside a spent counter (a 429). */
-  const scenario = async (mode: Mode): Promise<string[]> => {
+  const scenario = async (mode: HeaderMode): Promise<string[]> => {
     const out: string[] = [];
     for (const path of ['fixed', 'sliding', 'bucket'])
       out.push(`${mode} ${path} cost 0: ${seen(await post(mode, path, { 'X-User-Id': randomUUID(), 'X-Cost': '0' }))}`);
@@ -72,7 +77,7 @@ describe.each(PLATFORMS_AND_TARGETS)('insurance, empty counters over HTTP on %s,
   };
 
   /** Per style: a request of cost 0, then 1.1 s later one of cost 1, of the same counter; that one's headers. */
-  const afterCostZero = async (mode: Mode): Promise<string[]> => {
+  const afterCostZero = async (mode: HeaderMode): Promise<string[]> => {
     const users = ['fixed', 'sliding'].map(() => randomUUID());
     for (const [i, path] of ['fixed', 'sliding'].entries())
       await post(mode, path, { 'X-User-Id': users[i], 'X-Cost': '0' });
@@ -87,18 +92,10 @@ describe.each(PLATFORMS_AND_TARGETS)('insurance, empty counters over HTTP on %s,
 
   beforeAll(async () => {
     redis = await privateRedis(target);
-    const booted = await Promise.all(
-      MODES.map((headers) =>
-        bootInsured(
-          redis,
-          { headers, insurance: { divideLimitBy: 1 } },
-          { platform, controllers: [InsuranceEmptyController] },
-        ),
-      ),
-    );
-    for (const [i, app] of booted.entries()) apps.set(MODES[i], app.app.getHttpServer() as Server);
-    redisSeen = (await Promise.all(MODES.map(scenario))).flat();
-    redisAfter = (await Promise.all(MODES.map(afterCostZero))).flat();
+    const { booted, servers } = await bootPerHeaderMode(redis, 1, platform, InsuranceEmptyController);
+    for (const [mode, server] of servers) apps.set(mode, server);
+    redisSeen = (await Promise.all(HEADER_MODES.map(scenario))).flat();
+    redisAfter = (await Promise.all(HEADER_MODES.map(afterCostZero))).flat();
     await redis.cut();
     await Promise.all(booted.map(insured));
   }, 60_000);
@@ -108,7 +105,7 @@ describe.each(PLATFORMS_AND_TARGETS)('insurance, empty counters over HTTP on %s,
   });
 
   it('a request of cost 0 opens no window: the next, 1.1 s later, gets a whole one (reset 60), as from Redis', async () => {
-    const insuredAfter = (await Promise.all(MODES.map(afterCostZero))).flat();
+    const insuredAfter = (await Promise.all(HEADER_MODES.map(afterCostZero))).flat();
     expect(insuredAfter).toEqual(redisAfter);
     expect(redisAfter.find((s) => s.startsWith('legacy fixed'))).toBe(
       'legacy fixed after cost 0: 201 | x-ratelimit-limit: 5 | x-ratelimit-remaining: 4 | x-ratelimit-reset: 60',
@@ -116,7 +113,7 @@ describe.each(PLATFORMS_AND_TARGETS)('insurance, empty counters over HTTP on %s,
   });
 
   it('every style gives a counter that holds nothing the headers Redis gives it', async () => {
-    const insuredSeen = (await Promise.all(MODES.map(scenario))).flat();
+    const insuredSeen = (await Promise.all(HEADER_MODES.map(scenario))).flat();
     expect(insuredSeen).toEqual(redisSeen);
     // what Redis said: e.g. draft's '"b";r=8;t=0' for the bucket, '"fresh";r=8;t=0' beside the refusal
     expect(redisSeen.find((s) => s.startsWith('draft bucket'))).toBe(

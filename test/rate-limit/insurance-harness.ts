@@ -1,6 +1,7 @@
 import type { ExecutionContext } from '@nestjs/common';
 import { Post } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
+import type { Server } from 'node:http';
 import { RateLimitService, Throttle, type RateLimitOptions, type RedisToolkitOptions } from '../../lib/index.js';
 import { userFromHeader } from '../support/rate-limit-http.js';
 import { startRedisCluster } from '../support/redis-cluster.js';
@@ -50,6 +51,29 @@ export function bootInsured(
     rateLimit: { warnIntervalMs: 60_000, ...rateLimit },
     ...(http && { http: true, platform: http.platform, controllers: http.controllers }),
   });
+}
+
+/** Every header style of the rate-limit guard: the HTTP insurance specs boot one app per style. */
+export type HeaderMode = NonNullable<Exclude<RateLimitOptions['headers'], false>>;
+export const HEADER_MODES: HeaderMode[] = ['draft', 'legacy', 'both', 'draft-7', 'draft-6'];
+
+/**
+ * One app per header style on `redis`, insured with `divideLimitBy`, serving `controller` on `platform`: the apps (to
+ * wait for insurance on) and their HTTP servers by style.
+ */
+export async function bootPerHeaderMode(
+  redis: PrivateRedis,
+  divideLimitBy: number,
+  platform: Platform,
+  controller: NonNullable<Parameters<typeof bootToolkitApp>[0]['controllers']>[number],
+): Promise<{ booted: ToolkitApp[]; servers: Map<HeaderMode, Server> }> {
+  const booted = await Promise.all(
+    HEADER_MODES.map((headers) =>
+      bootInsured(redis, { headers, insurance: { divideLimitBy } }, { platform, controllers: [controller] }),
+    ),
+  );
+  const servers = new Map(booted.map((app, i) => [HEADER_MODES[i], app.app.getHttpServer() as Server]));
+  return { booted, servers };
 }
 
 /** Waits until the app's decisions are the insurance limiter's (Redis seen unreachable). */

@@ -3,16 +3,19 @@ import { Controller, UseGuards } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
 import request, { type Response } from 'supertest';
-import {
-  InvalidOptionsError,
-  RateLimitGuard,
-  RateLimitService,
-  type RateLimitOptions,
-  type RateLimitPolicy,
-} from '../../lib/index.js';
+import { InvalidOptionsError, RateLimitGuard, RateLimitService, type RateLimitPolicy } from '../../lib/index.js';
 import { closeToolkitApps, PLATFORMS_AND_TARGETS } from '../support/toolkit-app.js';
 import { sleep } from '../support/wait.js';
-import { bootInsured as boot, InsuredRoutes, insured, privateRedis, type PrivateRedis } from './insurance-harness.js';
+import {
+  bootInsured as boot,
+  InsuredRoutes,
+  insured,
+  privateRedis,
+  type PrivateRedis,
+  bootPerHeaderMode,
+  HEADER_MODES,
+  type HeaderMode,
+} from './insurance-harness.js';
 
 // The insurance limiter (rateLimit.insurance: Redis unreachable) gives each process a share of a counter's capacity:
 // ceil(limit / divideLimitBy) of a window, ceil(burst / divideLimitBy) of a token bucket, in a fixed window as long as
@@ -24,9 +27,6 @@ import { bootInsured as boot, InsuredRoutes, insured, privateRedis, type Private
 // remaining counted from the share: limit 5, remaining 2 for a share of 3.
 
 afterAll(closeToolkitApps);
-
-type Mode = NonNullable<Exclude<RateLimitOptions['headers'], false>>;
-const MODES: Mode[] = ['draft', 'legacy', 'both', 'draft-7', 'draft-6'];
 
 /** Counters of each algorithm, with the capacity a call of one cost can take at once (a bucket's burst). */
 const CAPACITY_CASES: { label: string; policy: RateLimitPolicy; capacity: number }[] = [
@@ -222,19 +222,11 @@ function wrongFigures(res: Response, step: string, field: keyof Figures, expecte
 
 describe.each(PLATFORMS_AND_TARGETS)('insurance share over HTTP on %s, %s', (platform, target) => {
   let redis: PrivateRedis;
-  const apps = new Map<Mode, Server>();
+  const apps = new Map<HeaderMode, Server>();
   beforeAll(async () => {
     redis = await privateRedis(target);
-    const booted = await Promise.all(
-      MODES.map((headers) =>
-        boot(
-          redis,
-          { headers, insurance: { divideLimitBy: 2 } },
-          { platform, controllers: [InsuranceShareController] },
-        ),
-      ),
-    );
-    for (const [i, app] of booted.entries()) apps.set(MODES[i], app.app.getHttpServer() as Server);
+    const { booted, servers } = await bootPerHeaderMode(redis, 2, platform, InsuranceShareController);
+    for (const [mode, server] of servers) apps.set(mode, server);
     await redis.cut();
     await Promise.all(booted.map(insured));
   }, 60_000);
@@ -243,14 +235,14 @@ describe.each(PLATFORMS_AND_TARGETS)('insurance share over HTTP on %s, %s', (pla
     await redis.stop();
   });
 
-  const post = (mode: Mode, path: string, user: string, cost: number) =>
+  const post = (mode: HeaderMode, path: string, user: string, cost: number) =>
     request(apps.get(mode) as Server)
       .post(`/insurance-share/${path}`)
       .set('X-User-Id', user)
       .set('X-Cost', String(cost));
 
   it('a cost between limit and burst within the share is admitted; over the share, refused for a ttl', async () => {
-    const scenario = async (mode: Mode): Promise<string[]> => {
+    const scenario = async (mode: HeaderMode): Promise<string[]> => {
       const user = randomUUID();
       // 3 of the share ceil(8 / 2) = 4: over the limit 2, which Redis admits from a full bucket
       const three = await post(mode, 'bucket', user, 3);
@@ -268,7 +260,7 @@ describe.each(PLATFORMS_AND_TARGETS)('insurance share over HTTP on %s, %s', (pla
       wrong.push(...wrongFigures(five, `${mode} cost 5`, 'remaining', 4));
       return wrong;
     };
-    const wrong = await Promise.all(MODES.map(scenario));
+    const wrong = await Promise.all(HEADER_MODES.map(scenario));
     expect(wrong.flat()).toEqual([]);
   });
 
@@ -279,7 +271,7 @@ describe.each(PLATFORMS_AND_TARGETS)('insurance share over HTTP on %s, %s', (pla
       { path: 'sliding', share: 3, reset: 60 },
       { path: 'bucket', share: 4, reset: 240 },
     ];
-    const scenario = async (mode: Mode, { path, share, reset }: (typeof routes)[number]): Promise<string[]> => {
+    const scenario = async (mode: HeaderMode, { path, share, reset }: (typeof routes)[number]): Promise<string[]> => {
       const user = randomUUID();
       const wrong: string[] = [];
       const steps = [
@@ -300,7 +292,7 @@ describe.each(PLATFORMS_AND_TARGETS)('insurance share over HTTP on %s, %s', (pla
       }
       return wrong;
     };
-    const wrong = await Promise.all(MODES.flatMap((mode) => routes.map((route) => scenario(mode, route))));
+    const wrong = await Promise.all(HEADER_MODES.flatMap((mode) => routes.map((route) => scenario(mode, route))));
     expect(wrong.flat()).toEqual([]);
   });
 });
