@@ -203,7 +203,9 @@ export class PubSubService implements OnModuleDestroy {
           "PSUBSCRIBE and SPUBLISH never reaches PSUBSCRIBE. Set pubsub.cluster: 'classic' to use patterns.",
       );
     }
-    const h = handler as MessageHandler;
+    // Each call is its own registration, even of a handler already registered: with the handler itself in the Set,
+    // a second subscribe of it was no entry of its own and the first unsubscribe ended both.
+    const h: MessageHandler = (payload, channel, meta) => handler(payload as T, channel, meta);
     let sub = this.subscriptions.get(name);
     if (!sub) {
       const created: Subscription = { name, pattern, handlers: new Set([h]), ready: Promise.resolve() };

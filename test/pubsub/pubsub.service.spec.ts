@@ -73,6 +73,25 @@ describe.each(['single', 'cluster'] as const)('PubSubService on %s', (target) =>
     expect(await b.publish('rc', 3)).toBe(0);
   });
 
+  it('one handler subscribed twice is two registrations: unsubscribing one leaves the other receiving', async () => {
+    const [a, b] = await twoInstances(target);
+    const got: unknown[] = [];
+    const handler = (payload: unknown) => void got.push(payload);
+    const off1 = await a.subscribe('twice', handler);
+    const off2 = await a.subscribe('twice', handler);
+    expect(await b.publish('twice', 1)).toBe(1);
+    expect(await waitFor(() => got.length === 2, 2_000)).toBe(true); // once per registration, like EventEmitter
+    await off1();
+    await off1();
+    expect(a.subscriptionCount).toBe(1);
+    expect(await b.publish('twice', 2)).toBe(1);
+    expect(await waitFor(() => got.length === 3, 2_000)).toBe(true);
+    expect(got).toEqual([1, 1, 2]);
+    await off2();
+    expect(a.subscriptionCount).toBe(0);
+    expect(await b.publish('twice', 3)).toBe(0);
+  });
+
   it('concurrent first subscribers of one channel share one SUBSCRIBE and all receive', async () => {
     const [a, b] = await twoInstances(target);
     const cs = Array.from({ length: 20 }, collector);
