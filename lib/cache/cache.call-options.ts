@@ -1,5 +1,5 @@
 import { InvalidOptionsError } from '../common/errors.js';
-import { durationProblem, isDuration } from '../common/option-checks.js';
+import { durationProblem, isDuration, nearest } from '../common/option-checks.js';
 import { KeyBuilder } from '../common/keys.js';
 import type { CacheEntry } from './cache.entry.js';
 import type { ResolvedCacheOptions } from './cache.options.js';
@@ -31,13 +31,44 @@ export function defaultCall(options: ResolvedCacheOptions): ResolvedCall<unknown
   };
 }
 
+/** The options each call takes: any other key (a typo such as `tag` or `tll`) is refused, never ignored. */
+const SET_OPTIONS: readonly string[] = ['ttl', 'staleTtl', 'grace', 'tags'];
+const GET_OR_SET_OPTIONS: readonly string[] = [
+  ...SET_OPTIONS,
+  'shouldCache',
+  'softTimeout',
+  'hardTimeout',
+  'graceBackoff',
+];
+const KNOWN: Record<'set' | 'getOrSet', ReadonlySet<string>> = {
+  set: new Set(SET_OPTIONS),
+  getOrSet: new Set(GET_OR_SET_OPTIONS),
+};
+
+/**
+ * Throws InvalidOptionsError for the first own key of `options` not in `known`, naming the nearest known one: an
+ * ignored `{ tag: [...] }` would store the entry untagged, out of reach of invalidateTags.
+ */
+export function refuseUnknown(options: object, known: ReadonlySet<string>, where: string): void {
+  for (const key in options) {
+    if (known.has(key) || !Object.hasOwn(options, key)) continue;
+    const near = nearest(key, [...known]);
+    const hint = near ? ` (did you mean ${near}?)` : '';
+    throw new InvalidOptionsError(`${where}: ${key} is not a known option${hint}; known: ${[...known].join(', ')}`);
+  }
+}
+
 export function resolveCall<T>(
   options: CacheGetOrSetOptions<T> | CacheSetOptions,
-  what: string,
+  what: 'set' | 'getOrSet',
   defaults: ResolvedCacheOptions,
 ): ResolvedCall<T> {
-  if (options === null || typeof options !== 'object')
-    throw new InvalidOptionsError(`cache.${what}: options must be an object`);
+  if (options === null || typeof options !== 'object') {
+    // cache-manager's set(key, value, ttl) and wrap(key, fn, ttl) take the ttl itself
+    const hint = typeof options === 'number' ? ` (a ttl is given as { ttl: ${options} })` : '';
+    throw new InvalidOptionsError(`cache.${what}: options must be an object${hint}`);
+  }
+  refuseUnknown(options, KNOWN[what], `cache.${what}`);
   const { ttl, staleTtl, tags, softTimeout, hardTimeout, shouldCache, grace, graceBackoff } =
     options as CacheGetOrSetOptions<T>;
   if (ttl !== undefined && typeof ttl !== 'function' && !isDuration(ttl))

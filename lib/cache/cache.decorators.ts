@@ -1,6 +1,7 @@
 import { InvalidOptionsError } from '../common/errors.js';
 import { createInterceptedMethodDecorator } from '../common/method-interception.js';
 import { durationProblem, isDuration } from '../common/option-checks.js';
+import { refuseUnknown } from './cache.call-options.js';
 import { CACHE_METADATA } from './cache.constants.js';
 
 /** A function of the decorated method's arguments (typed loosely so any parameter list fits). */
@@ -61,6 +62,48 @@ const DURATIONS = [
   ['graceBackoff', false],
 ] as const;
 
+const CACHEABLE_OPTIONS: ReadonlySet<string> = new Set([
+  'key',
+  'ttl',
+  'staleTtl',
+  'shouldCache',
+  'grace',
+  'graceBackoff',
+  'tags',
+  'resultTags',
+]);
+/** From the type itself (a string 'keys' here reads to the lint as the KEYS command). */
+const EVICT_OPTIONS: ReadonlySet<string> = new Set(
+  Object.keys({ keys: 0, tags: 0, pattern: 0, soft: 0 } satisfies Record<keyof CacheEvictOptions, 0>),
+);
+
+const isStrings = (v: unknown): boolean => Array.isArray(v) && v.every((s) => typeof s === 'string');
+
+/**
+ * What a decorator checks at declaration, for its error messages: `@Cacheable on Catalog.find`. A misspelled option
+ * (`tag`, `tll`, `@CacheEvict({ key })`) is refused, and so is a `tags` string, which was spread into one tag per
+ * character: nothing was evicted.
+ */
+function declaration<O>(
+  decorator: string,
+  options: O,
+  known: ReadonlySet<string>,
+  check: (options: O, fail: (problem: string) => never) => void,
+  decorate: MethodDecorator,
+): MethodDecorator {
+  return (target, propertyKey, descriptor) => {
+    const owner = typeof target === 'function' ? target.name : target.constructor.name;
+    const where = `${decorator} on ${owner}.${String(propertyKey)}`;
+    if (options === null || typeof options !== 'object')
+      throw new InvalidOptionsError(`${where}: options must be an object`);
+    refuseUnknown(options, known, where);
+    check(options, (problem) => {
+      throw new InvalidOptionsError(`${where}: ${problem}`);
+    });
+    return decorate(target, propertyKey, descriptor);
+  };
+}
+
 /**
  * The decorator that records `operation`, refusing at declaration (when the class is defined) options that getOrSet
  * or set would refuse on every call: a duration past 100 years, 0 or less (or below 0 where 0 is allowed), not a
@@ -68,24 +111,28 @@ const DURATIONS = [
  */
 function checked(decorator: string, operation: CacheOperation & { kind: 'cacheable' | 'put' }): MethodDecorator {
   const decorate = createInterceptedMethodDecorator<CacheOperation[]>(CACHE_METADATA, decorator, [operation], merge);
-  return (target, propertyKey, descriptor) => {
-    const where = `${typeof target === 'function' ? target.name : target.constructor.name}.${String(propertyKey)}`;
-    const options: CacheableOptions = operation.options;
-    if (options === null || typeof options !== 'object') {
-      throw new InvalidOptionsError(`${decorator} on ${where}: options must be an object`);
-    }
-    for (const [name, allowZero] of DURATIONS) {
-      const value: unknown = options[name];
-      if (value === undefined || (name === 'ttl' && typeof value === 'function')) continue;
-      if (!isDuration(value, allowZero)) {
-        throw new InvalidOptionsError(`${decorator} on ${where}: ${name} ${durationProblem(value, allowZero)}`);
+  return declaration(
+    decorator,
+    operation.options,
+    CACHEABLE_OPTIONS,
+    (options: CacheableOptions, fail) => {
+      for (const [name, allowZero] of DURATIONS) {
+        const value: unknown = options[name];
+        if (value === undefined || (name === 'ttl' && typeof value === 'function')) continue;
+        if (!isDuration(value, allowZero)) fail(`${name} ${durationProblem(value, allowZero)}`);
       }
-    }
-    if (options.shouldCache !== undefined && typeof options.shouldCache !== 'function') {
-      throw new InvalidOptionsError(`${decorator} on ${where}: shouldCache must be a function of the result`);
-    }
-    return decorate(target, propertyKey, descriptor);
-  };
+      if (options.shouldCache !== undefined && typeof options.shouldCache !== 'function')
+        fail('shouldCache must be a function of the result');
+      const { key, tags, resultTags } = options;
+      if (key !== undefined && typeof key !== 'string' && typeof key !== 'function')
+        fail('key must be a string or a function of the arguments');
+      if (tags !== undefined && typeof tags !== 'function' && !isStrings(tags))
+        fail('tags must be an array of strings or a function of the arguments');
+      if (resultTags !== undefined && typeof resultTags !== 'function')
+        fail('resultTags must be a function of the result');
+    },
+    decorate,
+  );
 }
 
 /**
@@ -103,10 +150,27 @@ export function CachePut(options: CachePutOptions = {}): MethodDecorator {
 
 /** After the method succeeds, deletes keys, invalidates tags and/or a pattern. Nothing is evicted when it throws. */
 export function CacheEvict(options: CacheEvictOptions): MethodDecorator {
-  return createInterceptedMethodDecorator<CacheOperation[]>(
+  const decorate = createInterceptedMethodDecorator<CacheOperation[]>(
     CACHE_METADATA,
     '@CacheEvict',
     [{ kind: 'evict', options }],
     merge,
+  );
+  return declaration(
+    '@CacheEvict',
+    options,
+    EVICT_OPTIONS,
+    (o: CacheEvictOptions, fail) => {
+      const { keys, tags, pattern, soft } = o;
+      if (keys === undefined && tags === undefined && pattern === undefined) fail('give keys, tags or pattern');
+      if (keys !== undefined && typeof keys !== 'string' && typeof keys !== 'function' && !isStrings(keys))
+        fail('keys must be a string, an array of strings or a function of the arguments');
+      if (tags !== undefined && typeof tags !== 'function' && !isStrings(tags))
+        fail('tags must be an array of strings or a function of the arguments');
+      if (pattern !== undefined && typeof pattern !== 'string' && typeof pattern !== 'function')
+        fail('pattern must be a string or a function of the arguments');
+      if (soft !== undefined && typeof soft !== 'boolean') fail('soft must be true or false');
+    },
+    decorate,
   );
 }

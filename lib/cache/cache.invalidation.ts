@@ -2,6 +2,7 @@ import { diagnose } from '../common/diagnostics.js';
 import { InvalidOptionsError } from '../common/errors.js';
 import type { FailurePolicy } from '../common/failure-policy.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
+import { refuseUnknown } from './cache.call-options.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { unlinkMatching } from './cache.bulk.js';
 import type { CacheL1 } from './cache.l1.js';
@@ -9,6 +10,7 @@ import type { CacheTagIndex } from './cache.tag-index.js';
 import type { InvalidateTagsOptions } from './cache.types.js';
 
 const FEATURE = FEATURES.cache;
+const INVALIDATE_OPTIONS: ReadonlySet<string> = new Set(['soft']);
 
 /**
  * The tags and options of `invalidateTags(...args)`: strings, then optionally one plain object (`{ soft }`). Anything
@@ -37,6 +39,7 @@ export function tagsAndOptions(args: readonly unknown[]): { tags: string[]; opti
         shown(options),
     );
   }
+  refuseUnknown(options as object, INVALIDATE_OPTIONS, 'cache.invalidateTags');
   const { soft } = options as InvalidateTagsOptions;
   if (soft !== undefined && typeof soft !== 'boolean') {
     throw new InvalidOptionsError(`cache.invalidateTags: soft must be true or false, got ${shown(soft)}`);

@@ -42,12 +42,16 @@ export class CacheMethodInterceptor implements MethodInterceptor<CacheOperation[
       fn === undefined ? undefined : (value: unknown) => (fn as Loose<R>)(value, ...args);
     if (op.options.key === undefined) this.claimDefaultKey(target, where);
     const keyOf = (args: unknown[]) => this.keyOf(where, op.options.key, args);
+    const decorated = `${op.kind === 'put' ? '@CachePut' : '@Cacheable'} on ${where}`;
     const tagsOf = (args: unknown[]) => {
-      const fromArgs = resolve<readonly string[]>(op.options.tags, args) ?? [];
+      const fromArgs = tagList(decorated, 'tags', resolve<readonly string[]>(op.options.tags, args)) ?? [];
       const fromResult = op.options.resultTags as
         | ((result: unknown, ...args: unknown[]) => readonly string[])
         | undefined;
-      return (value: unknown) => [...fromArgs, ...(fromResult ? fromResult(value, ...args) : [])];
+      return (value: unknown) => [
+        ...fromArgs,
+        ...(fromResult ? (tagList(decorated, 'resultTags', fromResult(value, ...args)) ?? []) : []),
+      ];
     };
     const ttlOf = (args: unknown[]) => (typeof ttl === 'function' ? ofResult(ttl, args) : ttl);
     if (op.kind === 'cacheable') {
@@ -81,8 +85,12 @@ export class CacheMethodInterceptor implements MethodInterceptor<CacheOperation[
     return async (args, next) => {
       const result = await next();
       const keys = resolve<string | readonly string[]>(options.keys, args);
-      const tags = resolve<readonly string[]>(options.tags, args);
+      const tags = tagList(`@CacheEvict on ${where}`, 'tags', resolve<readonly string[]>(options.tags, args));
       const pattern = resolve<string>(options.pattern, args);
+      if (keys !== undefined && typeof keys !== 'string' && !Array.isArray(keys))
+        throw new InvalidOptionsError(`@CacheEvict on ${where}: keys must give a string or an array of strings`);
+      if (pattern !== undefined && typeof pattern !== 'string')
+        throw new InvalidOptionsError(`@CacheEvict on ${where}: pattern must give a string`);
       try {
         await Promise.all([
           keys === undefined ? 0 : this.cache.del(...(typeof keys === 'string' ? [keys] : keys)),
@@ -125,6 +133,15 @@ export class CacheMethodInterceptor implements MethodInterceptor<CacheOperation[
     if (typeof key === 'function') return (key as Loose<string>)(...args);
     return `${where}:${KeyBuilder.hash(stableStringify(args))}`;
   }
+}
+
+/**
+ * A tags option's list as it was resolved, checked to be an array: a string (`tags: (id) => \`product:${id}\``)
+ * would be spread into one tag per character, tagging or evicting nothing useful without a word.
+ */
+function tagList(where: string, option: string, tags: readonly string[] | undefined): readonly string[] | undefined {
+  if (tags === undefined || Array.isArray(tags)) return tags;
+  throw new InvalidOptionsError(`${where}: ${option} must be an array of strings, got a ${typeof tags}`);
 }
 
 function resolve<T>(option: T | ((...args: never[]) => T) | undefined, args: unknown[]): T | undefined {
