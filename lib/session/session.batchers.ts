@@ -73,11 +73,13 @@ export function compareAndSetBatcher(client: RedisClient): TickBatcher<CasWrite,
     {
       one,
       many: (writes) => {
+        // indexed pushes: a rest element and a spread per write allocated an array each and took V8's generic path
         const keys: string[] = [];
         const args: ScriptArg[] = [];
-        for (const [key, tombstone, ...rest] of writes) {
-          keys.push(key, tombstone);
-          args.push(...rest);
+        for (let i = 0; i < writes.length; i++) {
+          const w = writes[i];
+          keys.push(w[0], w[1]);
+          args.push(w[2], w[3], w[4]);
         }
         return compareAndSetScript.runWithAnyKeys(client, keys, args);
       },

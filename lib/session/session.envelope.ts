@@ -161,6 +161,13 @@ export function checkSessionSize(maxSize: number, texts: string[]): void {
   if (bytes > maxSize) throw sessionTooLarge(maxSize, `(${bytes} bytes)`);
 }
 
+/** checkSessionSize of the names and values of `sets` (without copying them into one list first). */
+export function checkSetsSize(maxSize: number, sets: [string, string][]): void {
+  let units = 0;
+  for (let i = 0; i < sets.length; i++) units += sets[i][0].length + sets[i][1].length;
+  if (units * 3 > maxSize) checkSessionSize(maxSize, sets.flat());
+}
+
 /**
  * At least the UTF-8 bytes of `fields` as JSON, without encoding them: 6 bytes per UTF-16 unit (`\u001f`, the
  * longest escape) and 6 per field for quotes, colon and comma. A write under maxSize by this bound needs no exact

@@ -13,6 +13,7 @@ import {
 } from './session.batchers.js';
 import {
   checkSessionSize,
+  checkSetsSize,
   expiryOf,
   jsonBytesBound,
   lastAccessOf,
@@ -245,7 +246,7 @@ export class SessionRecords {
    */
   async update(id: string, touch: boolean, sets: [string, string][], deletes: string[]): Promise<RawSession | null> {
     // What this call adds can be refused before anything is sent; the merged total is checked after the merge.
-    checkSessionSize(this.maxSize, sets.flat());
+    checkSetsSize(this.maxSize, sets);
     // behind a write of this session still in flight, with the others made meanwhile, as one (SessionWriteQueue)
     return this.updates.add(id, { touch, sets, deletes });
   }

@@ -32,10 +32,8 @@ export class SessionWriteQueue<P, R> {
     if (queue) return new Promise<R>((resolve, reject) => queue.push({ patch, resolve, reject }));
     this.queues.set(id, []);
     const written = this.run(id, patch);
-    written.then(
-      () => this.next(id),
-      () => this.next(id),
-    );
+    const next = () => this.next(id);
+    written.then(next, next);
     return written;
   }
 
