@@ -126,6 +126,8 @@ interface Route {
 export class HttpCacheInterceptor implements NestInterceptor {
   /** Per controller class, per handler (a handler may be inherited by several controllers). */
   private readonly routes = new WeakMap<object, WeakMap<object, Route>>();
+  /** The key of each URL seen lately: see urlKey. */
+  private readonly urlKeys = new Map<string, string>();
 
   constructor(
     private readonly cache: CacheService,
@@ -135,15 +137,15 @@ export class HttpCacheInterceptor implements NestInterceptor {
 
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
     if (context.getType() !== 'http') return next.handle();
-    const http = context.switchToHttp();
-    const request = http.getRequest<HttpRequestLike>();
+    // what switchToHttp().getRequest() / getResponse() return, without the three closures it makes per request
+    const request = context.getArgByIndex<HttpRequestLike>(0);
     if (request.method !== 'GET') return next.handle();
-    const response = http.getResponse<HttpResponseLike>();
+    const response = context.getArgByIndex<HttpResponseLike>(1);
     const route = this.routeOf(context, response);
     const key =
       typeof route.key === 'function'
         ? route.key(request as never, context)
-        : (route.key ?? urlKey(request.originalUrl ?? request.url ?? ''));
+        : (route.key ?? this.urlKey(request.originalUrl ?? request.url ?? ''));
     let call = route.call;
     let loader: () => Promise<Loaded>;
     const ttl = route.ttl;
@@ -204,6 +206,22 @@ export class HttpCacheInterceptor implements NestInterceptor {
     return etag === undefined || etag.includes('\n') ? `j${json}` : `e${etag}\n${json}`;
   }
 
+  /**
+   * urlKey(url), the same string object for the same URL while it is in a bounded memo (URLs of up to 256 characters):
+   * CacheService's memo of entry keys then finds it by identity, where a new `http:` + URL string had to be flattened
+   * and hashed on every request (about 0.2 µs of a hit, measured in-process).
+   */
+  private urlKey(url: string): string {
+    if (url.length > MEMO_URL_LENGTH) return urlKey(url);
+    let key = this.urlKeys.get(url);
+    if (key === undefined) {
+      key = urlKey(url);
+      if (this.urlKeys.size >= URL_KEY_MEMO) this.urlKeys.clear();
+      this.urlKeys.set(url, key);
+    }
+    return key;
+  }
+
   private routeOf(context: ExecutionContext, response: HttpResponseLike): Route {
     const cls = context.getClass();
     const handler = context.getHandler();
@@ -254,6 +272,10 @@ export class HttpCacheInterceptor implements NestInterceptor {
     return !hasFastifySerializer(response);
   }
 }
+
+/** The URL memo of urlKey: at most this many URLs (then emptied), each of at most this many characters. */
+const URL_KEY_MEMO = 10_000;
+const MEMO_URL_LENGTH = 256;
 
 /** How many characters of a hashed URL its key keeps in front of the hash (at most 3 bytes each: well within). */
 const URL_HEAD = 256;

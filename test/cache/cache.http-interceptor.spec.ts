@@ -243,6 +243,31 @@ describe.each(PLATFORMS)('HttpCacheInterceptor on %s', (platform) => {
       expect((await request(server).get(long('a')).expect(200)).headers['x-cache']).toBe('MISS');
     },
   );
+
+  it('keys a URL the same on every request: as it is up to 256 characters and past them, hashed with a #', async () => {
+    const keyPrefix = `rtk-h${randomBytes(4).toString('hex')}:`;
+    const app = await createToolkitApp({
+      keyPrefix,
+      cache: { defaultTtl: 60_000, beta: 0 },
+      controllers: [ItemsController],
+      http: true,
+      platform,
+    });
+    const server = app.app.getHttpServer();
+    const { port } = server.address() as { port: number };
+    const client = app.get(RedisConnection).client as RedisClient;
+    const keys = new KeyBuilder(keyPrefix);
+    // the interceptor keeps the keys of URLs of up to 256 characters in a memo: the same key on both sides of that
+    const urls = [256, 257].map((length) => `/items?page=${'x'.repeat(length - 12)}`);
+    const fragment = '/items?page=f#part';
+    const keyed = [...urls.map((url) => `http:${url}`), `http:/items?page=f#${KeyBuilder.hash(fragment)}`];
+    for (let round = 0; round < 3; round++) {
+      const answers = [...(await Promise.all(urls.map((url) => rawGet(port, url)))), await rawGet(port, fragment)];
+      expect(answers).toEqual(Array(3).fill({ status: 200, cache: round === 0 ? 'MISS' : 'HIT' }));
+    }
+    for (const key of keyed) expect(await client.exists(keys.key('cache', key))).toBe(1);
+    expect(calls.items).toBe(3);
+  });
 });
 
 /** A GET sent as written (supertest drops a `#...` part of the path). */
