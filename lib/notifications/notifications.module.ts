@@ -2,6 +2,7 @@ import { forwardRef, Module, type DynamicModule, type Provider, type Type } from
 import { WebSocketGateway } from '@nestjs/websockets';
 import type { NotificationsGatewayOptions } from './notifications.options.js';
 import { NOTIFICATIONS_GATEWAY_OVERRIDES, NotificationsGateway } from './notifications.gateway.js';
+import { checkGatewayModuleOptions } from './notifications.providers.js';
 
 /**
  * `namespace` (a module-level option: Socket.IO namespaces are class metadata fixed at start). The gateway itself is
@@ -25,6 +26,7 @@ export class NotificationsGatewayModule {
    * imported back when it is not global so that the gateway can inject PubSubService and the gateway options.
    */
   static register(options: NotificationsGatewayModuleOptions = {}, toolkit?: DynamicModule): DynamicModule {
+    checkGatewayModuleOptions(options, 'NotificationsGatewayModule.register()', 'NotificationsGatewayModule');
     const { namespace, ...overrides } = options;
     let gateway: Type<NotificationsGateway> = NotificationsGateway;
     if (namespace !== undefined && namespace !== '/notifications') {

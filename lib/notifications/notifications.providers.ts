@@ -1,5 +1,7 @@
 import type { DynamicModule } from '@nestjs/common';
 import { InvalidOptionsError } from '../common/errors.js';
+import { OptionProblems } from '../common/option-checks.js';
+import { NOTIFICATIONS_OPTION_KEYS } from '../redis-toolkit.option-keys.js';
 
 /** The `notificationsGateway` extra of RedisToolkitModule: `true` or `{ namespace }`. */
 export type NotificationsGatewayExtra = boolean | { namespace?: string };
@@ -20,6 +22,7 @@ export function notificationsGatewayImports(
   toolkit?: DynamicModule,
 ): Promise<DynamicModule>[] {
   if (!extra) return [];
+  checkGatewayModuleOptions(extra, 'notificationsGateway', 'RedisToolkitModule');
   return [
     checkPeers()
       .then(() => import('./notifications.module.js'))
@@ -48,4 +51,25 @@ function isNotFound(err: unknown, peer: string): boolean {
   const code = (err as { code?: unknown } | undefined)?.code;
   const message = err instanceof Error ? err.message : '';
   return (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') && message.includes(`'${peer}'`);
+}
+
+/**
+ * The `notificationsGateway` extra (`path` 'notificationsGateway', `true` or `{ namespace }`) or the options of
+ * NotificationsGatewayModule.register(): InvalidOptionsError at once for a key that is neither `namespace` nor a
+ * (deprecated there) gateway option, and for a namespace that is not a non-empty string. A misspelled `namespase` was
+ * taken for a gateway option: the gateway served /notifications with a deprecation warning about that key.
+ */
+export function checkGatewayModuleOptions(value: unknown, path: string, owner: string): void {
+  const problems = new OptionProblems(owner);
+  if (value === true || value === undefined) return;
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    problems.add(path, `must be true or { namespace: '/live' }, got ${JSON.stringify(value) ?? typeof value}`);
+  } else {
+    problems.unknownKeys(path, value, { namespace: true, ...NOTIFICATIONS_OPTION_KEYS });
+    const { namespace } = value as { namespace?: unknown };
+    if (namespace !== undefined && (typeof namespace !== 'string' || namespace.replace(/^\//, '') === '')) {
+      problems.add(`${path}.namespace`, "must be a Socket.IO namespace like '/live'");
+    }
+  }
+  problems.throwIfAny();
 }

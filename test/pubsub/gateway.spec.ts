@@ -495,4 +495,45 @@ describe('NotificationsGateway configuration route', () => {
       await app.close();
     }
   });
+  it('a misspelled or wrong notificationsGateway / register() option is an InvalidOptionsError naming it, at once', async () => {
+    const { NotificationsGatewayModule } = await import('../../lib/notifications/index.js');
+    const { InvalidOptionsError } = await import('../../lib/index.js');
+    // Should forRoot accept it, the lazy import of the gateway module is awaited (not left to run after the test).
+    const root = (notificationsGateway: unknown) => async () => {
+      const module = RedisToolkitModule.forRoot({
+        connection: { url: sharedServers().single.url },
+        ...({ notificationsGateway } as object),
+      });
+      await Promise.allSettled(module.imports ?? []);
+    };
+    const cases: [() => unknown, RegExp][] = [
+      [
+        root({ namespase: '/live' }),
+        /notificationsGateway\.namespase is not a known option \(did you mean notificationsGateway\.namespace\?\)/,
+      ],
+      [root({ namespace: 5 }), /notificationsGateway\.namespace must be a Socket\.IO namespace like '\/live'/],
+      [root({ namespace: '' }), /notificationsGateway\.namespace must be/],
+      [root('yes'), /notificationsGateway must be true or \{ namespace: '\/live' \}, got "yes"/],
+      [
+        () => NotificationsGatewayModule.register({ namespase: '/live' } as never),
+        /register\(\)\.namespase is not a known option/,
+      ],
+      [
+        () => NotificationsGatewayModule.register({ slowClient: { polcy: 'disconnect' } } as never),
+        /register\(\)\.slowClient\.polcy is not a known option \(did you mean .*slowClient\.policy\?\)/,
+      ],
+    ];
+    for (const [make, message] of cases) {
+      let err: unknown;
+      try {
+        await make();
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(InvalidOptionsError);
+      expect((err as Error).message).toMatch(message);
+    }
+    // what stays valid (true and { namespace } for the extra: the tests above): the deprecated options of register()
+    expect(() => NotificationsGatewayModule.register({ namespace: '/x', publicChannels: ['a'] })).not.toThrow();
+  });
 });
