@@ -74,7 +74,25 @@ export class CacheEntryStore {
       await this.connection.client.set(redisKey, raw, 'PX', Math.max(1, keepUntil - now));
       return true;
     });
-    if (stored) this.l1?.remember(redisKey, entry);
+    if (stored && this.l1) {
+      const kept = this.asStored(redisKey, entry, raw);
+      if (kept) this.l1.remember(redisKey, kept);
+    }
     return stored;
+  }
+
+  /**
+   * The entry with its value as a read from Redis would give it (decoded from what was written), not the object the
+   * caller stored: L1 must answer what Redis answers (JSON turns a Map into {}, NaN into null, a class instance
+   * into a plain object), and a caller's later change to its own object must not reach the cache.
+   */
+  private asStored(redisKey: string, entry: CacheEntry, raw: string): CacheEntry | undefined {
+    try {
+      return { ...entry, value: this.serializer.deserialize(raw.slice(raw.indexOf('\n') + 1)) };
+    } catch (err) {
+      // A serializer that cannot read its own output: a read from Redis misses (see decode), so L1 keeps nothing.
+      this.redisWarning.warn(`cache entry ${redisKey} cannot be read back, not kept in L1: ${(err as Error).message}`);
+      return undefined;
+    }
   }
 }
