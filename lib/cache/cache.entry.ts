@@ -51,7 +51,8 @@ export function decodeEntry<T>(raw: string, serializer: Serializer): CacheEntry<
 }
 
 /**
- * A stable text for a list of arguments: object keys sorted, Dates as ISO strings, undefined kept apart from null;
+ * A stable text for a list of arguments: object keys sorted (a class instance's prefixed with its class name), Dates
+ * as ISO strings, undefined kept apart from null;
  * Map and Set by their entries (in a sorted order), URL, URLSearchParams and RegExp by their text, binary data by its
  * bytes. Throws for what has no stable text (functions, symbols, circular structures, and objects of a class whose
  * state is not in enumerable own properties — WeakMap, Promise, a class with only #private fields...): rendered as
@@ -101,10 +102,11 @@ export function stableStringify(value: unknown, seen: Set<object> = new Set()): 
         .sort()
         .join(',')}}`;
     const proto = Object.getPrototypeOf(obj) as object | null;
-    if (proto !== Object.prototype && proto !== null && Object.keys(obj).length === 0) {
+    const plain = proto === Object.prototype || proto === null;
+    const name = plain ? '' : (obj.constructor as { name?: string } | undefined)?.name || 'object';
+    if (!plain && Object.keys(obj).length === 0) {
       // A class instance with no enumerable own state (WeakMap, Promise, Error, #private fields): `{}` would be
       // shared by every such argument.
-      const name = (obj.constructor as { name?: string } | undefined)?.name || 'object';
       throw new SerializationError(
         `a ${name} argument has no stable cache key (its state is not in enumerable properties): give @Cacheable a key`,
       );
@@ -113,7 +115,9 @@ export function stableStringify(value: unknown, seen: Set<object> = new Set()): 
     const parts = Object.keys(record)
       .sort()
       .map((k) => `${JSON.stringify(k)}:${stableStringify(record[k], seen)}`);
-    return `{${parts.join(',')}}`;
+    // A class instance is named by its class: a User and a ServiceAccount (or a plain object) of the same fields are
+    // different arguments.
+    return `${name ? JSON.stringify(name) : ''}{${parts.join(',')}}`;
   } finally {
     seen.delete(obj);
   }

@@ -139,7 +139,14 @@ function usersServiceFor(tenant: string) {
 describe.each(['single', 'cluster'] as const)('cache decorators on %s', (target) => {
   const keyPrefix = () => `rtk-d${randomBytes(4).toString('hex')}:`;
 
-  it('default keys render Map, Set, URL and binary arguments exactly, and refuse stateless class instances', async () => {
+  class HumanPrincipal {
+    constructor(readonly id: string) {}
+  }
+  class ServicePrincipal {
+    constructor(readonly id: string) {}
+  }
+
+  it('default keys render Map, Set, URL, binary and class-instance arguments exactly, and refuse stateless class instances', async () => {
     const app = await createToolkitApp({ target, keyPrefix: keyPrefix(), providers: [LookupService] });
     const svc = app.get(LookupService);
     // each pair differs: before, each rendered as `{}` and the second call got the first one's entry
@@ -152,6 +159,10 @@ describe.each(['single', 'cluster'] as const)('cache decorators on %s', (target)
       [Buffer.from('a'), Buffer.from('b')],
       [new Uint8Array([1]), new Uint8Array([2])],
       [new Map([['k', 1]]), { k: 1 }],
+      // objects of two classes with the same fields (a user and a service account asking for their permissions), and
+      // one of a class and a plain object: rendered by their fields alone they shared one entry
+      [new HumanPrincipal('7'), new ServicePrincipal('7')],
+      [new HumanPrincipal('8'), { id: '8' }],
     ];
     for (const [a, b] of distinct) {
       const first = await svc.find(a);
