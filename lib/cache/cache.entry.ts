@@ -20,7 +20,21 @@ export interface CacheEntry<T = unknown> {
   tags: string[];
 }
 
+/** An rxjs Observable (rxjs's own isObservable test, without importing rxjs). */
+function isObservable(value: unknown): boolean {
+  if (value === null || typeof value !== 'object') return false;
+  const o = value as { lift?: unknown; subscribe?: unknown };
+  return typeof o.lift === 'function' && typeof o.subscribe === 'function';
+}
+
 export function encodeEntry(entry: CacheEntry, serializer: Serializer): string {
+  // JSON would store it as `{}`: the caller would get the Observable once and `{}` from then on.
+  if (isObservable(entry.value)) {
+    throw new SerializationError(
+      'an Observable cannot be cached (it would be stored as {}): cache its value, e.g. return ' +
+        'await lastValueFrom(observable) from the loader or the @Cacheable method',
+    );
+  }
   const payload = serializer.serialize(entry.value);
   return `${entry.freshUntil},${entry.staleUntil},${Math.round(entry.delta)},${JSON.stringify(entry.tags)}\n${payload}`;
 }
