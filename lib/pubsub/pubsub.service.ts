@@ -1,11 +1,10 @@
 import { Inject, Injectable, Logger, type OnModuleDestroy } from '@nestjs/common';
-import { Cluster, Command } from 'ioredis';
-import { CLUSTER_SLICE, perNodeSender } from '../common/cluster-batch.js';
+import type { Cluster } from 'ioredis';
 import { InvalidOptionsError, RedisUnavailableError } from '../common/errors.js';
 import { FailurePolicy, itemReplyError, replyCodeOf } from '../common/failure-policy.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
-import { LuaScript, type RedisClient } from '../common/lua-script.js';
-import { TickBatcher } from '../common/tick-batcher.js';
+import type { RedisClient } from '../common/lua-script.js';
+import type { TickBatcher } from '../common/tick-batcher.js';
 import { SERIALIZER, type Serializer } from '../common/serializer.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { FEATURE_CONNECTION } from '../connection/redis-connections.js';
@@ -17,18 +16,11 @@ import { MessageEnvelopes } from './pubsub.envelope.js';
 import { DurableStreams } from './pubsub.durable-streams.js';
 import { MessageDispatcher } from './pubsub.dispatch.js';
 import { PendingSubscriptions } from './pubsub.pending.js';
+import { StaleSubscriptions } from './pubsub.stale-subscriptions.js';
+import { createPublishBatcher, type PublishItem } from './pubsub.publish-batcher.js';
 import { connectShardedSubscriber, subscriberReady } from './pubsub.subscriber-connection.js';
 import { isPattern, type MessageHandler, type ReplayedMessage, type Unsubscribe } from './pubsub.types.js';
 import { diagnose, traced } from '../common/diagnostics.js';
-
-/** PUBLISH of several messages in one script call (see publish-many.lua). */
-const PUBLISH_MANY = LuaScript.fromFile<(number | string)[]>(
-  'rtk_ps_publish_many',
-  new URL('./publish-many.lua', import.meta.url),
-  0,
-);
-/** Messages per script call when one turn publishes more (see TickBatcher). */
-const PUBLISHES_PER_CALL = 32;
 
 interface Subscription {
   readonly name: string;
@@ -55,17 +47,17 @@ export class PubSubService implements OnModuleDestroy {
   private readonly channelPrefix: string;
   private readonly patternPrefix: string;
   private readonly sharded: boolean;
-  /**
-   * Publishes of one event-loop turn as one script call (single server, and a cluster's classic pub/sub: the script
-   * has no keys, so it runs on any node, which relays each message to the whole cluster); with sharded channels one
-   * pipeline of SPUBLISHes per master (each channel's own slot).
-   */
-  private readonly publishes: TickBatcher<[channel: string, message: string], number | string>;
+  /** Publishes of one event-loop turn as one call (see createPublishBatcher). */
+  private readonly publishes: TickBatcher<PublishItem, number | string>;
   private readonly envelopes = new MessageEnvelopes();
   private readonly streams: DurableStreams;
   private readonly dispatcher: MessageDispatcher;
   /** lazyConnect: subscriptions made once Redis is reachable (see PendingSubscriptions). */
   private readonly pending: PendingSubscriptions;
+  private readonly stale = new StaleSubscriptions<Subscription>(
+    (name) => this.subscriptions.has(name),
+    (sub) => this.redisUnsubscribe(sub, true),
+  );
   private closed = false;
 
   constructor(
@@ -83,30 +75,11 @@ export class PubSubService implements OnModuleDestroy {
       (name) => this.subscribeAgain(name),
       () => this.reconnects.notify(),
     );
+    this.reconnects.add(() => void this.stale.undoAll());
     this.channelPrefix = keys.channel('');
     this.patternPrefix = KeyBuilder.globEscape(this.channelPrefix);
     this.sharded = connection.isCluster && options.cluster === 'sharded';
-    const client = connection.client;
-    if (this.sharded && client instanceof Cluster) {
-      // SPUBLISH goes to its channel's slot: the publishes of a turn as one pipeline per master
-      this.publishes = new TickBatcher(
-        perNodeSender<[channel: string, message: string], number | string>(client, {
-          keyOf: ([channel]) => channel,
-          command: ([channel, message]) => new Command('spublish', [channel, message]),
-          reply: (raw) => Number(raw),
-          one: async ([channel, message]) => Number(await client.spublish(channel, message)),
-        }),
-        PUBLISHES_PER_CALL * CLUSTER_SLICE,
-      );
-    } else {
-      this.publishes = new TickBatcher(
-        {
-          one: ([channel, message]) => this.connection.client.publish(channel, message),
-          many: (messages) => PUBLISH_MANY.run(this.connection.client, [], messages.flat()),
-        },
-        PUBLISHES_PER_CALL,
-      );
-    }
+    this.publishes = createPublishBatcher(connection, this.sharded);
   }
 
   /** True when channels use SPUBLISH/SSUBSCRIBE (a cluster with `pubsub.cluster: 'sharded'`). */
@@ -223,7 +196,10 @@ export class PubSubService implements OnModuleDestroy {
       await sub.ready;
     } catch (err) {
       sub.handlers.delete(h);
-      if (this.subscriptions.get(name) === sub && sub.handlers.size === 0) this.subscriptions.delete(name);
+      if (this.subscriptions.get(name) === sub && sub.handlers.size === 0) {
+        this.subscriptions.delete(name);
+        if (replyCodeOf(err) === undefined) this.stale.add(sub); // it may still be run: see StaleSubscriptions
+      }
       throw this.failed(err, `subscribe to ${name}`);
     }
     let active = true;
@@ -276,20 +252,23 @@ export class PubSubService implements OnModuleDestroy {
 
   private watched = false;
 
-  private async redisUnsubscribe(sub: Subscription): Promise<void> {
-    if (this.pending.delete(sub.name)) return; // never made
+  /** Whether Redis confirmed it. `quiet`: undoing a failed subscribe (StaleSubscriptions), reported already. */
+  private async redisUnsubscribe(sub: Subscription, quiet = false): Promise<boolean> {
+    if (this.pending.delete(sub.name)) return true; // never made
     const subscriber = this.subscriber;
-    if (!subscriber || subscriber.status === 'end') return;
+    if (!subscriber || subscriber.status === 'end') return true;
     try {
       await sub.ready.catch(() => undefined);
       // A new subscriber may have arrived while we waited; it re-subscribes itself, so unsubscribing stays correct
       // only when the name is still unused.
-      if (this.subscriptions.has(sub.name)) return;
+      if (this.subscriptions.has(sub.name)) return true;
       if (sub.pattern) await subscriber.punsubscribe(this.patternPrefix + sub.name);
       else if (this.sharded) await (subscriber as Cluster).sunsubscribe(this.channelPrefix + sub.name);
       else await subscriber.unsubscribe(this.channelPrefix + sub.name);
+      return true;
     } catch (err) {
-      this.logger.warn(`unsubscribe from ${sub.name} failed: ${(err as Error).message}`);
+      if (!quiet) this.logger.warn(`unsubscribe from ${sub.name} failed: ${(err as Error).message}`);
+      return false;
     }
   }
 

@@ -1,5 +1,6 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
 import { InvalidKeyError, InvalidOptionsError, PubSubService, RedisUnavailableError } from '../../lib/index.js';
 import { JsonSerializer, type MessageMeta } from '../../lib/advanced.js';
 import { RedisConnection } from '../../lib/advanced.js';
@@ -256,6 +257,44 @@ describe('PubSubService when Redis fails', () => {
     } finally {
       server.resume();
     }
+  });
+});
+
+describe('a subscribe that timed out on a paused Redis', () => {
+  it('leaves no Redis subscription behind once Redis resumes (a publish there counts no phantom receiver)', async () => {
+    const server = trackForCleanup(await startRedisServer());
+    const keyPrefix = `ps${uid()}:`;
+    const a = await createToolkitApp({ target: { url: server.url }, commandTimeout: 300, keyPrefix });
+    const pubsub = a.get(PubSubService);
+    const got: unknown[] = [];
+    const warm: unknown[] = [];
+    await pubsub.subscribe('warm', (m) => void warm.push(m)); // the subscriber connection is up
+    server.pause();
+    try {
+      await expect(pubsub.subscribe('late', (m) => void got.push(m))).rejects.toBeInstanceOf(RedisUnavailableError);
+    } finally {
+      server.resume();
+    }
+    expect(pubsub.subscriptionCount).toBe(1);
+    // Once resumed, the timed-out SUBSCRIBE is run: read late from the connection it was written on, or sent again by
+    // ioredis (autoResendUnfulfilledCommands) on the connection that replaced it. Wait for the subscriber to be back.
+    expect(await waitFor(async () => (await pubsub.publish('warm', 'back')) === 1 && warm.length > 0, 3_000)).toBe(
+      true,
+    );
+    await sleep(300);
+    const admin = new Redis(server.url);
+    try {
+      expect(await admin.pubsub('NUMSUB', `${keyPrefix}ps:late`)).toEqual([`${keyPrefix}ps:late`, 0]);
+    } finally {
+      admin.disconnect();
+    }
+    expect(await pubsub.publish('late', 1)).toBe(0);
+    // and a later subscribe to the same names works as usual
+    const off = await pubsub.subscribe('late', (m) => void got.push(m));
+    expect(await pubsub.publish('late', 2)).toBe(1);
+    expect(await waitFor(() => got.length === 1, 2_000)).toBe(true);
+    expect(got).toEqual([2]);
+    await off();
   });
 });
 
