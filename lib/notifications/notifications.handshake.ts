@@ -40,5 +40,18 @@ export async function admitHandshake(
   ) {
     throw refusal('E_UNAUTHENTICATED', 'unauthenticated: a valid session (cookie or auth.token) is required');
   }
+  if (typeof user.sessionId === 'string') unbindWhenClosed(socket, user.sessionId, revocations);
   return user;
+}
+
+/**
+ * A client that leaves while its handshake is decided: socket.io then drops the socket without a `disconnect` event,
+ * so the gateway's handleDisconnect never runs for it, and the socket stayed bound to its session for good (memory
+ * that any client with a session could grow by opening and dropping handshakes). Unbound when its connection closes;
+ * for a socket that connected, handleDisconnect unbinds it too (unregister is idempotent).
+ */
+function unbindWhenClosed(socket: Socket, sessionId: string, revocations: SessionRevocations): void {
+  const unbind = () => revocations.unregister(socket, sessionId);
+  if (socket.conn.readyState !== 'open') unbind();
+  else socket.conn.once('close', unbind);
 }

@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
+import { io } from 'socket.io-client';
 import { NotificationsGateway } from '../../lib/notifications/index.js';
 import { PubSubService } from '../../lib/index.js';
 import { trackForCleanup } from '../support/private-servers.js';
@@ -110,4 +111,46 @@ describe('durable replay under the slow-client cap (issue 17 item 8)', () => {
     },
     60_000,
   );
+});
+
+describe('a client gone while its handshake is authenticated', () => {
+  it('leaves no socket bound to its session (socket.io drops such a socket without a disconnect event)', async () => {
+    let authenticating = 0;
+    const app = await createGatewayApp({
+      keyPrefix: `gh${uid()}:`,
+      pubsub: {
+        gateway: {
+          // An authenticate that looks the session up (as the default one does): the client leaves meanwhile.
+          authenticate: async (handshake) => {
+            authenticating++;
+            await sleep(150);
+            const token = String(handshake.auth.token);
+            return { id: token, sessionId: `session-${token}` };
+          },
+        },
+      },
+    });
+    const gateway = app.get(NotificationsGateway);
+    const bound = () =>
+      (gateway as unknown as { revocations: { sessionOf: Map<unknown, string> } }).revocations.sessionOf.size;
+    for (let i = 0; i < 20; i++) {
+      const before = authenticating;
+      const socket = io(`${app.url}/notifications`, {
+        auth: { token: `gone${i}` },
+        transports: ['websocket'],
+        forceNew: true,
+        reconnection: false,
+      });
+      expect(await waitFor(() => authenticating === before + 1, 5_000)).toBe(true);
+      socket.close();
+    }
+    await sleep(400); // every authenticate has answered
+    expect(gateway.stats().connections).toBe(0);
+    expect(bound()).toBe(0);
+    // one that stays is bound, and unbound when it leaves
+    const c = await connectClient(app.url, { token: 'stays' });
+    expect(bound()).toBe(1);
+    c.socket.close();
+    expect(await waitFor(() => bound() === 0, 3_000)).toBe(true);
+  });
 });
