@@ -102,7 +102,7 @@ const CONNECTION_PROVIDERS: Provider[] = [
           keyPrefix: o.keyPrefix,
           lazyConnect: o.lazyConnect,
           shardedPubSub: o.pubsub.cluster === 'sharded',
-          cacheTracking: o.cache.l1?.invalidation === 'tracking',
+          cacheL1: o.cache.l1?.invalidation,
         }),
       inject: [RedisConnections, REDIS_TOOLKIT_OPTIONS],
     },

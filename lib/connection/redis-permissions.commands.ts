@@ -17,6 +17,10 @@ export const FEATURE_COMMANDS: {
   folder: string;
   key: Feature | '';
   commands: string[];
+  /** Scripts of lib/common it runs too (relative to its folder). */
+  shared?: string[];
+  /** What its L1 sends besides (the cache's invalidation bus, cache.l1.ts): only with `cache.l1`. */
+  withL1?: string[];
 }[] = [
   { name: 'health', folder: '', key: '', commands: ['ping', 'info'] },
   {
@@ -24,7 +28,10 @@ export const FEATURE_COMMANDS: {
     option: 'cache',
     folder: 'cache',
     key: FEATURES.cache,
-    commands: ['get', 'mget', 'set', 'unlink', 'scan', 'zrangebyscore', 'zrem', 'publish', 'subscribe'],
+    commands: ['get', 'mget', 'set', 'unlink', 'scan', 'zrangebyscore', 'zrem'],
+    // the stampede lock's release (cache.load-lock.ts): GET and DEL
+    shared: ['../common/release-lock.lua'],
+    withL1: ['publish', 'subscribe'],
   },
   {
     name: 'rate limit',
@@ -54,7 +61,14 @@ export const FEATURE_COMMANDS: {
       'scan',
     ],
   },
-  { name: 'lock', option: 'lock', folder: 'lock', key: FEATURES.lock, commands: ['zcount', 'zrem', 'subscribe'] },
+  {
+    name: 'lock',
+    option: 'lock',
+    folder: 'lock',
+    key: FEATURES.lock,
+    commands: ['zcount', 'zrem', 'subscribe'],
+    shared: ['../common/release-lock.lua'],
+  },
   {
     name: 'pub/sub',
     option: 'pubsub',
@@ -63,6 +77,12 @@ export const FEATURE_COMMANDS: {
     commands: ['publish', 'subscribe', 'unsubscribe', 'xadd', 'xrange', 'pexpire', 'multi', 'exec'],
   },
 ];
+
+/**
+ * The cache's `l1.invalidation` where it has an L1 (`auto` may fall back to the bus, so it needs the bus's commands
+ * too); none without an L1, whose cache neither publishes nor subscribes.
+ */
+export type CacheL1Check = 'auto' | 'bus' | 'tracking';
 
 /** Arguments that satisfy each command's arity: `K` is a key, `C` a channel. */
 const SAMPLE_ARGS: Record<string, string[]> = {

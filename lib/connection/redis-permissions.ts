@@ -12,6 +12,7 @@ import type { ConnectionFeature } from './connection.validation.js';
 import type { RedisConnection } from './redis-connection.js';
 import type { RedisConnections } from './redis-connections.js';
 import { FEATURE_COMMANDS, sample, scriptCommands, throwIfDenied } from './redis-permissions.commands.js';
+import type { CacheL1Check } from './redis-permissions.commands.js';
 import { onNodeConnection } from './cluster-nodes.js';
 import { probePermissions } from './redis-permissions.probe.js';
 import { trackingCommands } from './redis-permissions.tracking.js';
@@ -37,7 +38,7 @@ const CHECK_SCRIPT = LuaScript.fromFile<(number | string)[]>(
  */
 export function requiredCommands(
   keyPrefix: string,
-  options: { cluster: boolean; sharded: boolean; features?: ConnectionFeature[]; cacheTracking?: boolean },
+  options: { cluster: boolean; sharded: boolean; features?: ConnectionFeature[]; cacheL1?: CacheL1Check },
 ): RequiredCommand[] {
   const keys = new KeyBuilder(keyPrefix);
   // An internal channel: the probe (Redis < 7) publishes on it, and no client ever subscribes to one.
@@ -49,14 +50,14 @@ export function requiredCommands(
     // Health sends no key (PING, INFO): any key under the prefix does for its sample. `{acl:check}`: no caller's
     // key can equal it (a caller's `:` is always escaped), so the probe of Redis < 7 never touches one.
     const key = keys.taggedTrusted(f.key || FEATURES.cache, 'acl:check');
-    for (const c of f.commands) {
+    for (const c of options.cacheL1 ? [...f.commands, ...(f.withL1 ?? [])] : f.commands) {
       const command = options.sharded && (c === 'publish' || c === 'subscribe') ? `s${c}` : c;
       out.push({ feature: f.name, args: sample(command, key, channel) });
     }
-    if (f.option === 'cache' && options.cacheTracking) out.push(...trackingCommands(f.name, keys.featurePrefix(f.key)));
+    if (f.withL1 && options.cacheL1 === 'tracking') out.push(...trackingCommands(f.name, keys.featurePrefix(f.key)));
     if (!f.folder) continue;
     const dir = new URL(`../${f.folder}/`, import.meta.url);
-    const scripts = readdirSync(dir).filter((name) => name.endsWith('.lua'));
+    const scripts = [...readdirSync(dir).filter((name) => name.endsWith('.lua')), ...(f.shared ?? [])];
     if (scripts.length === 0) continue;
     out.push({ feature: f.name, args: ['evalsha', '0'.repeat(40), '1', key] });
     out.push({ feature: f.name, args: ['eval', 'return 0', '1', key] });
@@ -65,7 +66,7 @@ export function requiredCommands(
       for (const c of scriptCommands(readFileSync(new URL(file, dir), 'utf8'))) {
         if (seen.has(c)) continue;
         seen.add(c);
-        out.push({ feature: f.name, args: sample(c, key, channel), from: file });
+        out.push({ feature: f.name, args: sample(c, key, channel), from: file.slice(file.lastIndexOf('/') + 1) });
       }
     }
   }
@@ -188,8 +189,8 @@ export interface PermissionsCheckOptions {
   lazyConnect: boolean;
   /** Pub/sub uses SPUBLISH/SSUBSCRIBE on a cluster (`pubsub.cluster: 'sharded'`). */
   shardedPubSub: boolean;
-  /** `cache.l1.invalidation: 'tracking'`: CLIENT TRACKING, CLIENT ID and SUBSCRIBE __redis__:invalidate. */
-  cacheTracking?: boolean;
+  /** The cache's `l1.invalidation`; none without an L1. */
+  cacheL1?: CacheL1Check;
   /** `probe`: check as on a server without ACL DRYRUN and redis.acl_check_cmd (Redis < 7); for tests. */
   method?: 'auto' | 'probe';
 }
@@ -203,8 +204,8 @@ export interface PermissionsTarget {
   keyPrefix: string;
   cluster: boolean;
   sharded: boolean;
-  /** `cache.l1.invalidation: 'tracking'` (only where the cache runs). */
-  cacheTracking?: boolean;
+  /** The cache's `l1.invalidation` (only where the cache runs); none without an L1. */
+  cacheL1?: CacheL1Check;
   /** Only these features' commands, and health's (e.g. `['lock']` on a quorum node); default every feature. */
   features?: ConnectionFeature[];
   /** ` of connection "x" (...)`, ` on the lock quorum node redis://...`; default nothing (the main connection). */
@@ -383,7 +384,7 @@ export class RedisPermissionsCheck implements OnModuleInit, OnApplicationShutdow
         cluster: connection.isCluster,
         sharded: connection.isCluster && this.options.shardedPubSub,
         features: this.connections.featuresOn(name),
-        cacheTracking: this.options.cacheTracking,
+        cacheL1: this.options.cacheL1,
         where: name === DEFAULT_CONNECTION_NAME ? '' : ` of connection "${name}" (${connection.description})`,
         method: this.options.method,
       },

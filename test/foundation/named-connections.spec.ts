@@ -263,6 +263,35 @@ describe('start and shutdown', () => {
     expect((error as Error).message).toContain('lock: ZCOUNT');
     await admin.call('acl', 'deluser', 'app');
   });
+
+  it("the cache's own connection is asked for what its load lock and L1 send: DEL (the shared release script), PUBLISH and SUBSCRIBE only with an L1", async () => {
+    const admin = raw(volatile.server);
+    const password = `nc-${Math.random().toString(36).slice(2)}`;
+    const restricted = { url: `redis://app:${password}@127.0.0.1:${volatile.server.port}` };
+    const start = (l1: boolean) =>
+      createToolkitApp({
+        target: { url: persistent.server.url },
+        connections: { volatile: restricted },
+        cache: { connection: 'volatile', ...(l1 ? { l1: { max: 10, ttl: 5_000 } } : {}) },
+      }).then(
+        async (app) => (await app.close(), undefined),
+        (err: unknown) => err,
+      );
+    const user = (...denied: string[]) =>
+      admin.call('acl', 'setuser', 'app', 'reset', 'on', `>${password}`, '+@all', ...denied, '~*', '&*');
+    // Without DEL every release of a load lock is refused (and only logged): the next miss of that key waits lockWait.
+    await user('-del');
+    const noDel = await start(false);
+    expect(noDel).toBeInstanceOf(RedisPermissionError);
+    expect((noDel as Error).message).toMatch(/cache: .*DEL \(in release-lock\.lua\)/);
+    // Without an L1 the cache never publishes nor subscribes (its invalidation bus is the L1's).
+    await user('-publish', '-subscribe');
+    expect(await start(false)).toBeUndefined();
+    const withL1 = await start(true);
+    expect(withL1).toBeInstanceOf(RedisPermissionError);
+    expect((withL1 as Error).message).toMatch(/cache: .*PUBLISH/);
+    await admin.call('acl', 'deluser', 'app');
+  });
 });
 
 describe('health', () => {
