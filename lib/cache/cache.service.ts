@@ -13,6 +13,7 @@ import { PubSubService } from '../pubsub/pubsub.service.js';
 import { defaultCall, entryOf, resolveCall, type ResolvedCall } from './cache.call-options.js';
 import { encodeEntry, type CacheEntry } from './cache.entry.js';
 import { CacheEntryStore } from './cache.entry-store.js';
+import { CacheEvictionCheck } from './cache.eviction-check.js';
 import { CacheL1 } from './cache.l1.js';
 import { CacheLoadLock } from './cache.load-lock.js';
 import { CACHE_OPTIONS, type ResolvedCacheOptions } from './cache.options.js';
@@ -69,6 +70,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
   private readonly store: CacheEntryStore;
   private readonly reads: CacheReadPath;
   private readonly invalidation: CacheInvalidation;
+  private readonly evictionCheck: CacheEvictionCheck;
   private readonly entryKeys = new Map<string, string>();
   private readonly defaultCall: ResolvedCall<unknown>;
 
@@ -94,7 +96,9 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
       failOpen: this.options.failOpen,
       failOpenMeans: 'serving without the cache',
     });
-    const tags = new CacheTagIndex(connection, keys, FEATURE, this.options.lockTtl, this.l1);
+    // Whether Redis may evict a tag index: asked once, at the first use of tags (cache.eviction-check).
+    this.evictionCheck = new CacheEvictionCheck(connection, this.logger);
+    const tags = new CacheTagIndex(connection, keys, FEATURE, this.options.lockTtl, this.l1, this.evictionCheck);
     this.store = new CacheEntryStore(
       connection,
       new CacheReadBatcher(connection),
@@ -127,6 +131,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
 
   async onModuleDestroy(): Promise<void> {
     this.reads.close();
+    this.evictionCheck.close();
     await this.l1?.close();
   }
 

@@ -2,6 +2,7 @@ import { BULK_BATCH, unlinkMany } from '../common/bulk-keys.js';
 import type { KeyBuilder } from '../common/keys.js';
 import { LuaScript } from '../common/lua-script.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
+import type { CacheEvictionCheck } from './cache.eviction-check.js';
 import type { CacheL1 } from './cache.l1.js';
 
 /** How long a tag remembers its last invalidation, so loads that started before it do not store their value. */
@@ -21,6 +22,7 @@ export class CacheTagIndex {
     private readonly feature: string,
     private readonly lockTtl: number,
     private readonly l1: CacheL1 | undefined,
+    private readonly evictionCheck: CacheEvictionCheck,
   ) {}
 
   /**
@@ -40,16 +42,27 @@ export class CacheTagIndex {
    * invalidated after `startedAt`.
    */
   add(tag: string, redisKey: string, staleUntil: number, startedAt: number, now: number): Promise<number> {
-    return tagAdd.run(
+    const added = tagAdd.run(
       this.connection.client,
       [this.tagKey(tag), this.tagMarkKey(tag)],
       [now, redisKey, staleUntil, startedAt],
     );
+    // After the write's command is sent, so its INFO never queues before it (every tagged write passes here).
+    this.evictionCheck.once();
+    return added;
   }
 
   /** Records that the tag is invalidated now (see MIN_MARK_TTL). */
   mark(tag: string): Promise<unknown> {
-    return this.connection.client.set(this.tagMarkKey(tag), Date.now(), 'PX', Math.max(MIN_MARK_TTL, this.lockTtl));
+    const marked = this.connection.client.set(
+      this.tagMarkKey(tag),
+      Date.now(),
+      'PX',
+      Math.max(MIN_MARK_TTL, this.lockTtl),
+    );
+    // An instance that only invalidates (tags written by others) is checked too: every invalidateTags passes here.
+    this.evictionCheck.once();
+    return marked;
   }
 
   async deleteTag(tagKey: string): Promise<number> {
