@@ -21,6 +21,7 @@ import { createPublishBatcher, type PublishItem } from './pubsub.publish-batcher
 import { connectShardedSubscriber, subscriberReady } from './pubsub.subscriber-connection.js';
 import { isPattern, type MessageHandler, type ReplayedMessage, type Unsubscribe } from './pubsub.types.js';
 import { diagnose, traced } from '../common/diagnostics.js';
+import { withTimeout } from '../common/timeout.js';
 
 interface Subscription {
   readonly name: string;
@@ -227,9 +228,18 @@ export class PubSubService implements OnModuleDestroy {
   private async redisSubscribe(sub: Subscription): Promise<void> {
     const subscriber = await this.ensureSubscriber();
     await this.connected(subscriber);
-    if (sub.pattern) await subscriber.psubscribe(this.patternPrefix + sub.name);
-    else if (this.sharded) await (subscriber as Cluster).ssubscribe(this.channelPrefix + sub.name);
-    else await subscriber.subscribe(this.channelPrefix + sub.name);
+    if (sub.pattern) await this.bounded(subscriber.psubscribe(this.patternPrefix + sub.name));
+    else if (this.sharded) await this.bounded((subscriber as Cluster).ssubscribe(this.channelPrefix + sub.name));
+    else await this.bounded(subscriber.subscribe(this.channelPrefix + sub.name));
+  }
+
+  /**
+   * A (P|S)(UN)SUBSCRIBE within commandTimeout. A cluster's subscriber (a duplicate of the cluster client) queues one
+   * while no node answers, and ioredis's commandTimeout only starts once a command reaches a node: with every master
+   * paused, a classic subscribe waited until they resumed (90 s in a test) instead of failing as a transport failure.
+   */
+  private bounded<T>(command: Promise<T>): Promise<T> {
+    return withTimeout(command, this.connection.commandTimeout, 'Command timed out');
   }
 
   /** A pending subscription (lazyConnect), once Redis is reachable; undone when unsubscribed meanwhile. */
@@ -262,9 +272,9 @@ export class PubSubService implements OnModuleDestroy {
       // A new subscriber may have arrived while we waited; it re-subscribes itself, so unsubscribing stays correct
       // only when the name is still unused.
       if (this.subscriptions.has(sub.name)) return true;
-      if (sub.pattern) await subscriber.punsubscribe(this.patternPrefix + sub.name);
-      else if (this.sharded) await (subscriber as Cluster).sunsubscribe(this.channelPrefix + sub.name);
-      else await subscriber.unsubscribe(this.channelPrefix + sub.name);
+      if (sub.pattern) await this.bounded(subscriber.punsubscribe(this.patternPrefix + sub.name));
+      else if (this.sharded) await this.bounded((subscriber as Cluster).sunsubscribe(this.channelPrefix + sub.name));
+      else await this.bounded(subscriber.unsubscribe(this.channelPrefix + sub.name));
       return true;
     } catch (err) {
       if (!quiet) this.logger.warn(`unsubscribe from ${sub.name} failed: ${(err as Error).message}`);

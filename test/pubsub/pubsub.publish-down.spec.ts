@@ -12,6 +12,7 @@ import { startRedisServer } from '../support/redis-server.js';
 import { rawCommand } from '../support/resp.js';
 import { closeToolkitApps, createToolkitApp, type ToolkitAppOptions } from '../support/toolkit-app.js';
 import { sleep, waitFor } from '../support/wait.js';
+import { within } from '../support/timing.js';
 
 afterEach(closeToolkitApps);
 // A cluster restart leaves ioredis's sharded subscriber group a slots refresh (at most 2 s) that quit() does not clear.
@@ -106,6 +107,25 @@ describe('publish with the server killed under a running app', () => {
 
   describe('cluster', () => {
     const cluster = useDisposableCluster();
+
+    it.each(['sharded', 'classic'] as const)(
+      '%s: every master paused, a new subscribe rejects within connectTimeout + commandTimeout, not once they resume',
+      async (mode) => {
+        const { pubsub } = await app({ cluster: cluster().startupNodes }, { pubsub: { cluster: mode } });
+        await pubsub.subscribe('warm', () => undefined); // the subscriber connection(s) are up
+        const masters = cluster().masters;
+        for (const master of masters) master.pause();
+        try {
+          const started = Date.now();
+          const err = await rejection(pubsub.subscribe('late', () => undefined));
+          expect(Date.now() - started).toBeLessThan(within(timing.connectTimeout + timing.commandTimeout));
+          expect(err).toBeInstanceOf(RedisUnavailableError);
+          expect(pubsub.subscriptionCount).toBe(1);
+        } finally {
+          for (const master of masters) master.resume();
+        }
+      },
+    );
 
     it.each(['sharded', 'classic'] as const)(
       '%s: every node killed, publish and durable notifyUser name the cluster and a cause',
