@@ -11,7 +11,11 @@ import { type ReplayedMessage, STREAM_ID } from '../pubsub/pubsub.types.js';
 export interface NotificationAck {
   ok: boolean;
   error?: string;
-  /** Stable code of the failure: E_BAD_REQUEST, E_FORBIDDEN, E_RATE_LIMITED, E_LIMIT, E_UNAVAILABLE, E_INTERNAL. */
+  /**
+   * Stable code of the failure: E_BAD_REQUEST, E_FORBIDDEN, E_RATE_LIMITED, E_LIMIT, E_UNAVAILABLE, E_UNAUTHENTICATED
+   * (the session has ended: the socket is then disconnected), E_SLOW (a replay stopped for a client reading too
+   * slowly), E_INTERNAL.
+   */
   code?: string;
   retryAfterMs?: number;
   /** Missed durable messages sent before live ones (subscribe with `lastId`). */
