@@ -188,6 +188,9 @@ describe('L1 on the bus when only the subscriber connection is cut', () => {
       heard++;
     });
     await a.cache.set('price', 10);
+    // A's set publishes its invalidation after it returns. Heard after B's read below, it dropped B's entry, and B
+    // then read 12 from Redis before its subscriber was back (CI saw it on a busy box): wait for it here.
+    expect(await waitFor(async () => heard === 1, L1_WAIT)).toBe(true);
     expect(await b.cache.get('price')).toBe(10);
     const hits = b.cache.stats().hits;
     expect(await b.cache.get('price')).toBe(10);
