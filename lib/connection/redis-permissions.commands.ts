@@ -21,6 +21,8 @@ export const FEATURE_COMMANDS: {
   shared?: string[];
   /** What its L1 sends besides (the cache's invalidation bus, cache.l1.ts): only with `cache.l1`. */
   withL1?: string[];
+  /** Its (UN)SUBSCRIBE and PUBLISH stay classic with `pubsub.cluster: 'sharded'` (not through PubSubService). */
+  classicPubSub?: true;
 }[] = [
   { name: 'health', folder: '', key: '', commands: ['ping', 'info'] },
   {
@@ -68,6 +70,8 @@ export const FEATURE_COMMANDS: {
     key: FEATURES.lock,
     commands: ['zcount', 'zrem', 'subscribe'],
     shared: ['../common/release-lock.lua'],
+    // the wake-on-release subscriber (lock.wake.ts) and the release scripts' PUBLISH
+    classicPubSub: true,
   },
   {
     name: 'pub/sub',
@@ -124,6 +128,7 @@ const SAMPLE_ARGS: Record<string, string[]> = {
   subscribe: ['C'],
   ssubscribe: ['C'],
   unsubscribe: ['C'],
+  sunsubscribe: ['C'],
   scan: ['0'],
   time: [],
   ping: [],

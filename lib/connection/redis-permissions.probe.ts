@@ -11,6 +11,7 @@ const NOT_IN_SCRIPTS = new Set([
   'subscribe',
   'ssubscribe',
   'unsubscribe',
+  'sunsubscribe',
   'eval',
   'evalsha',
   'client',

@@ -32,6 +32,9 @@ const CHECK_SCRIPT = LuaScript.fromFile<(number | string)[]>(
   0,
 );
 
+/** What PubSubService sends as SPUBLISH, SSUBSCRIBE, SUNSUBSCRIBE with sharded pub/sub on a cluster. */
+const SHARDED_FORMS = new Set(['publish', 'subscribe', 'unsubscribe']);
+
 /**
  * Every command the toolkit sends for its features, with a key and a channel under `keyPrefix`: the commands each
  * feature sends itself, EVALSHA and EVAL (scripts), and every command inside each feature's scripts (TIME included).
@@ -51,7 +54,7 @@ export function requiredCommands(
     // key can equal it (a caller's `:` is always escaped), so the probe of Redis < 7 never touches one.
     const key = keys.taggedTrusted(f.key || FEATURES.cache, 'acl:check');
     for (const c of options.cacheL1 ? [...f.commands, ...(f.withL1 ?? [])] : f.commands) {
-      const command = options.sharded && (c === 'publish' || c === 'subscribe') ? `s${c}` : c;
+      const command = options.sharded && !f.classicPubSub && SHARDED_FORMS.has(c) ? `s${c}` : c;
       out.push({ feature: f.name, args: sample(command, key, channel) });
     }
     if (f.withL1 && options.cacheL1 === 'tracking') out.push(...trackingCommands(f.name, keys.featurePrefix(f.key)));

@@ -148,6 +148,41 @@ it.each([
   expect((err as Error).message).not.toContain(PASSWORD);
 });
 
+it('with sharded pub/sub the check asks for SUNSUBSCRIBE (what unsubscribe sends there), not UNSUBSCRIBE', async () => {
+  // A user that may SSUBSCRIBE but not SUNSUBSCRIBE: before, the check asked for UNSUBSCRIBE and let it start, and
+  // each unsubscribe then failed at run time (the channel stayed subscribed, its messages still sent to this process).
+  await setUser([...documentedRules(), '-sunsubscribe']);
+  const client = trackForCleanup(new Redis({ port: redis.server.port, username: 'app', password: PASSWORD }));
+  const check = (sharded: boolean) =>
+    verifyPermissions({ client, keyPrefix: 'rtk:', cluster: false, sharded }, () => undefined).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+  const err = await check(true);
+  expect(err).toBeInstanceOf(RedisPermissionError);
+  expect((err as Error).message).toMatch(/pub\/sub: SUNSUBSCRIBE/);
+  expect((err as Error).message).not.toMatch(/[^S]UNSUBSCRIBE/);
+  // Classic pub/sub sends no SUNSUBSCRIBE: the same user starts.
+  expect(await check(false)).toBeUndefined();
+});
+
+it('with sharded pub/sub the locks are still checked for SUBSCRIBE: their wake subscriber stays classic', async () => {
+  // Before, the check asked the locks for SSUBSCRIBE there: a user without SUBSCRIBE started, and every wait fell
+  // back to polling with a warning at each connect.
+  await setUser([...documentedRules(), '-subscribe']);
+  const client = trackForCleanup(new Redis({ port: redis.server.port, username: 'app', password: PASSWORD }));
+  const err = await verifyPermissions(
+    { client, keyPrefix: 'rtk:', cluster: false, sharded: true, features: ['lock'] },
+    () => undefined,
+  ).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(RedisPermissionError);
+  expect((err as Error).message).toMatch(/lock: SUBSCRIBE/);
+  expect((err as Error).message).not.toMatch(/SSUBSCRIBE/);
+});
+
 it('a user without PING is a RedisPermissionError at connect naming +ping, not "check that the server is running"', async () => {
   await setUser(documentedRules().filter((w) => w !== '+ping'));
   const err = await boot().then(
