@@ -109,6 +109,7 @@ export const NOTIFICATIONS_OPTION_KEYS: OptionShape = {
   authorize: true,
   publicChannels: true,
   maxSubscriptionsPerSocket: true,
+  maxSocketsPerUser: true,
   maxChannelLength: true,
   subscribeRateLimit: { limit: true, ttl: true },
   rateLimiter: true,

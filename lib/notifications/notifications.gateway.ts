@@ -36,6 +36,7 @@ import {
 import { setUpGateway, type GatewaySetup } from './notifications.setup.js';
 import { SessionRevocations } from './notifications.session-revocations.js';
 import { SlowClients } from './notifications.slow-client-policy.js';
+import { UserSockets } from './notifications.user-sockets.js';
 
 export interface NotificationsGatewayStats {
   connections: number;
@@ -92,6 +93,7 @@ export class NotificationsGateway
     }),
   );
   private readonly sockets = new WeakMap<Socket, SocketState>();
+  private readonly userSockets = new UserSockets(() => this.options.maxSocketsPerUser);
   private readonly durableReplay = new DurableReplay(
     (socket, channel) => this.sockets.get(socket)?.subscriptions.has(channel) === true,
   );
@@ -139,7 +141,7 @@ export class NotificationsGateway
   afterInit(nsp: Namespace): void {
     // Runs before onModuleInit: the setup is read when a handshake arrives.
     nsp.use((socket, next) => {
-      admitHandshake(socket, this.setup, this.revocations, this.warning).then(
+      admitHandshake(socket, this.setup, this.revocations, this.userSockets, this.warning).then(
         (user) => {
           this.sockets.set(socket, { user, subscriptions: new Map(), joining: new Map() });
           next();
@@ -163,7 +165,7 @@ export class NotificationsGateway
     for (const name of [...state.subscriptions.keys()]) this.release(socket, state, name);
     this.durableReplay.forget(socket);
     this.sockets.delete(socket);
-    if (typeof state.user.sessionId === 'string') this.revocations.unregister(socket, state.user.sessionId);
+    this.userSockets.leave(socket); // unbinds it from its session's revocations
   }
 
   @SubscribeMessage('subscribe')

@@ -5,15 +5,18 @@ import { refusal } from './notifications.protocol.js';
 import type { GatewaySetup } from './notifications.setup.js';
 import { originAllowed, usesCookie } from './notifications.origin-check.js';
 import type { SessionRevocations } from './notifications.session-revocations.js';
+import type { UserSockets } from './notifications.user-sockets.js';
 
 /**
  * Decides a handshake: the Origin (for cookie authentication), then the user (`authenticate`), bound to its session's
- * revocations. Resolves the admitted user; rejects with the refusal to hand to socket.io's `next`.
+ * revocations, then the user's sockets here (`maxSocketsPerUser`). Resolves the admitted user; rejects with the
+ * refusal to hand to socket.io's `next`.
  */
 export async function admitHandshake(
   socket: Socket,
   setup: GatewaySetup,
   revocations: SessionRevocations,
+  userSockets: UserSockets,
   warning: ThrottledWarning,
 ): Promise<PubSubUser> {
   const handshake = socket.handshake as GatewayHandshake;
@@ -40,18 +43,15 @@ export async function admitHandshake(
   ) {
     throw refusal('E_UNAUTHENTICATED', 'unauthenticated: a valid session (cookie or auth.token) is required');
   }
-  if (typeof user.sessionId === 'string') unbindWhenClosed(socket, user.sessionId, revocations);
+  const sessionId = typeof user.sessionId === 'string' ? user.sessionId : undefined;
+  // Unbound from its session when it goes (see UserSockets); unregister is idempotent.
+  const unbind = (): void => {
+    if (sessionId !== undefined) revocations.unregister(socket, sessionId);
+  };
+  if (!userSockets.admit(user.id, socket, unbind)) {
+    unbind();
+    const max = setup.options.maxSocketsPerUser;
+    throw refusal('E_TOO_MANY_CONNECTIONS', `at most ${max} connections per user on this server (maxSocketsPerUser)`);
+  }
   return user;
-}
-
-/**
- * A client that leaves while its handshake is decided: socket.io then drops the socket without a `disconnect` event,
- * so the gateway's handleDisconnect never runs for it, and the socket stayed bound to its session for good (memory
- * that any client with a session could grow by opening and dropping handshakes). Unbound when its connection closes;
- * for a socket that connected, handleDisconnect unbinds it too (unregister is idempotent).
- */
-function unbindWhenClosed(socket: Socket, sessionId: string, revocations: SessionRevocations): void {
-  const unbind = () => revocations.unregister(socket, sessionId);
-  if (socket.conn.readyState !== 'open') unbind();
-  else socket.conn.once('close', unbind);
 }

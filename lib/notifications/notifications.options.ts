@@ -50,6 +50,11 @@ export interface NotificationsGatewayOptions {
   publicChannels?: string[];
   /** Default 100. */
   maxSubscriptionsPerSocket?: number;
+  /**
+   * Connections one user may hold open on this instance; one more is refused at handshake (`E_TOO_MANY_CONNECTIONS`).
+   * Default 50.
+   */
+  maxSocketsPerUser?: number;
   /** Longest channel name a client may send, in characters. Default 200. */
   maxChannelLength?: number;
   /** Subscribe/unsubscribe messages per user and window. Default 30 per 10 s; `false` turns it off. */
@@ -77,6 +82,7 @@ export interface ResolvedNotificationsGatewayOptions {
   authorize: GatewayAuthorize | undefined;
   publicChannels: string[];
   maxSubscriptionsPerSocket: number;
+  maxSocketsPerUser: number;
   maxChannelLength: number;
   subscribeRateLimit: { limit: number; ttl: number } | false;
   rateLimiter: GatewayRateLimiter | undefined;
@@ -118,6 +124,7 @@ export function resolveGatewayOptions(
       problems.add(`${path}.publicChannels`, 'must be an array of non-empty strings');
     }
     problems.integer(`${path}.maxSubscriptionsPerSocket`, g.maxSubscriptionsPerSocket, 1);
+    problems.integer(`${path}.maxSocketsPerUser`, g.maxSocketsPerUser, 1);
     problems.integer(`${path}.maxChannelLength`, g.maxChannelLength, 1, 1024);
     problems.integer(`${path}.maxReplay`, g.maxReplay, 0);
     if (
@@ -152,6 +159,7 @@ export function resolveGatewayOptions(
     authorize: g.authorize,
     publicChannels: Array.isArray(g.publicChannels) ? [...g.publicChannels] : [],
     maxSubscriptionsPerSocket: g.maxSubscriptionsPerSocket ?? 100,
+    maxSocketsPerUser: g.maxSocketsPerUser ?? 50,
     maxChannelLength: g.maxChannelLength ?? 200,
     subscribeRateLimit: g.subscribeRateLimit === false ? false : (g.subscribeRateLimit ?? { limit: 30, ttl: 10_000 }),
     rateLimiter: g.rateLimiter,
