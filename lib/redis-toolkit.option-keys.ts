@@ -113,7 +113,7 @@ export const NOTIFICATIONS_OPTION_KEYS: OptionShape = {
   maxChannelLength: true,
   subscribeRateLimit: { limit: true, ttl: true },
   rateLimiter: true,
-  slowClient: { policy: true, maxBufferedMessages: true },
+  slowClient: { policy: true, maxBufferedMessages: true, maxBufferedBytes: true },
   maxReplay: true,
   allowedOrigins: true,
 };

@@ -3,7 +3,7 @@ import type { ReplayedMessage } from '../pubsub/pubsub.types.js';
 import { roomOf } from './notifications.channel-relays.js';
 import { STREAM_ID } from '../pubsub/pubsub.types.js';
 import type { NotificationMessage } from './notifications.protocol.js';
-import { bufferedPackets, drained } from './notifications.slow-client-policy.js';
+import { drained } from './notifications.slow-client-policy.js';
 
 /**
  * A socket replaying a durable channel: `buffer` while the replay runs, then `highWater` until live copies catch up.
@@ -47,13 +47,15 @@ export class DurableReplay {
     catchUp: CatchUp,
     missed: readonly ReplayedMessage[],
     lastId: string,
+    /** slowClient.maxBufferedMessages, and the slow-client test (packets or bytes): SlowClients.isSlow. */
     maxBuffered: number,
+    isSlow: (socket: Socket) => boolean,
   ): Promise<'sent' | 'slow'> {
     const highWater = missed.at(-1)?.id ?? lastId;
-    // The slow-client cap holds for the replay too: never more than maxBuffered packets waiting for this socket, and
-    // a client that does not read them within CATCH_UP_MS is slow (the caller applies the policy).
+    // The slow-client cap holds for the replay too: never more packets or bytes waiting for this socket than it
+    // allows, and a client that does not read them within CATCH_UP_MS is slow (the caller applies the policy).
     const emit = async (m: NotificationMessage): Promise<boolean> => {
-      if (bufferedPackets(socket) >= maxBuffered && !(await drained(socket, CATCH_UP_MS))) return false;
+      if (isSlow(socket) && !(await drained(socket, CATCH_UP_MS))) return false;
       if (socket.disconnected) return false;
       socket.emit('notification', m);
       return true;

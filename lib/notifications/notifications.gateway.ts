@@ -339,7 +339,8 @@ export class NotificationsGateway
         return { ok: false, code: 'E_BAD_REQUEST', error: 'unsubscribed during replay' };
       // Joins the room now, or once the live copies caught up with the replay (DurableReplay.live()).
       const max = this.options.slowClient.maxBufferedMessages;
-      if ((await this.durableReplay.send(socket, channel, catchUp, missed, lastId, max)) === 'slow') {
+      const isSlow = (s: Socket) => this.slowClients.isSlow(s);
+      if ((await this.durableReplay.send(socket, channel, catchUp, missed, lastId, max, isSlow)) === 'slow') {
         if (state.subscriptions.get(channel) === relay) this.release(socket, state, channel);
         this.slowClients.apply([socket], `the replay of ${channel}`);
         throw new AckError(

@@ -4,6 +4,12 @@ import { normalizeOrigin } from './notifications.origin-check.js';
 // The notifications feature's options. This file must not import socket.io or @nestjs/websockets: the root entry
 // point reaches it (the options type and the module's provider), and those peers are optional.
 
+/**
+ * slowClient.maxBufferedBytes when not given: 16 MiB, twice Redis's own soft limit for a pub/sub client's output
+ * buffer (8 MB), and 16 messages of the default pubsub.maxMessageBytes.
+ */
+const DEFAULT_MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
+
 /** The gateway's options (`pubsub.gateway`, resolved), or `false` when configured off. */
 export const NOTIFICATIONS_GATEWAY_OPTIONS = Symbol('NOTIFICATIONS_GATEWAY_OPTIONS');
 
@@ -62,10 +68,11 @@ export interface NotificationsGatewayOptions {
   /** Replaces the default limiter (RateLimitService.consume). */
   rateLimiter?: GatewayRateLimiter;
   /**
-   * A socket whose unsent packets exceed `maxBufferedMessages` is slow: `drop` skips it for that message (default),
-   * `disconnect` disconnects it. Memory per socket stays bounded either way.
+   * A socket holding `maxBufferedMessages` unsent packets (default 1000), or `maxBufferedBytes` unsent bytes (default
+   * 16 MiB), is slow: `drop` skips it for that message (default), `disconnect` disconnects it. Memory per socket stays
+   * bounded either way.
    */
-  slowClient?: { policy?: SlowClientPolicy; maxBufferedMessages?: number };
+  slowClient?: { policy?: SlowClientPolicy; maxBufferedMessages?: number; maxBufferedBytes?: number };
   /** Most missed durable messages one subscribe replays. Default 1000. */
   maxReplay?: number;
   /**
@@ -86,7 +93,7 @@ export interface ResolvedNotificationsGatewayOptions {
   maxChannelLength: number;
   subscribeRateLimit: { limit: number; ttl: number } | false;
   rateLimiter: GatewayRateLimiter | undefined;
-  slowClient: { policy: SlowClientPolicy; maxBufferedMessages: number };
+  slowClient: { policy: SlowClientPolicy; maxBufferedMessages: number; maxBufferedBytes: number };
   maxReplay: number;
   /** Normalized origins, `'*'`, or undefined for same-origin only. */
   allowedOrigins: string[] | '*' | undefined;
@@ -152,6 +159,7 @@ export function resolveGatewayOptions(
     if (problems.object(`${path}.slowClient`, g.slowClient) && g.slowClient) {
       problems.oneOf(`${path}.slowClient.policy`, g.slowClient.policy, ['drop', 'disconnect']);
       problems.integer(`${path}.slowClient.maxBufferedMessages`, g.slowClient.maxBufferedMessages, 1);
+      problems.integer(`${path}.slowClient.maxBufferedBytes`, g.slowClient.maxBufferedBytes, 1);
     }
   }
   return {
@@ -166,6 +174,7 @@ export function resolveGatewayOptions(
     slowClient: {
       policy: g.slowClient?.policy ?? 'drop',
       maxBufferedMessages: g.slowClient?.maxBufferedMessages ?? 1_000,
+      maxBufferedBytes: g.slowClient?.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES,
     },
     maxReplay: g.maxReplay ?? 1_000,
     allowedOrigins:

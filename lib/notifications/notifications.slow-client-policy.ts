@@ -11,9 +11,9 @@ export interface DeliveryCounters {
 }
 
 /**
- * The slow-client policy: a socket whose buffer holds `maxBufferedMessages` or more packets is slow, and is skipped
- * for what it was about to be sent (`drop`) or disconnected (`disconnect`), so memory stays bounded. One policy for
- * a room broadcast, a durable replay and a request's answer.
+ * The slow-client policy: a socket whose buffer holds `maxBufferedMessages` or more packets, or `maxBufferedBytes` or
+ * more bytes, is slow, and is skipped for what it was about to be sent (`drop`) or disconnected (`disconnect`), so
+ * memory stays bounded. One policy for a room broadcast, a durable replay and a request's answer.
  */
 export class SlowClients {
   constructor(
@@ -23,7 +23,10 @@ export class SlowClients {
   ) {}
 
   isSlow(socket: Socket): boolean {
-    return bufferedPackets(socket) >= this.slowClient.maxBufferedMessages;
+    return (
+      bufferedPackets(socket) >= this.slowClient.maxBufferedMessages ||
+      bufferedBytes(socket) >= this.slowClient.maxBufferedBytes
+    );
   }
 
   /** Applies the policy to `sockets`, found slow while sending them `what` ('a message on news', 'a request'). */
@@ -57,10 +60,37 @@ export class SlowClients {
   }
 }
 
+/** engine.io's buffer of a connection: what it holds while its transport is not writable (a client reading slowly). */
+type WriteBuffer = { data?: unknown }[];
+
+const writeBufferOf = (socket: Socket): WriteBuffer | undefined =>
+  (socket.conn as unknown as { writeBuffer?: WriteBuffer }).writeBuffer;
+
 /** Packets engine.io holds for this socket because its transport is not writable yet (the client reads too slowly). */
 export function bufferedPackets(socket: Socket): number {
-  const conn = socket.conn as unknown as { writeBuffer?: unknown[] };
-  return conn.writeBuffer?.length ?? 0;
+  return writeBufferOf(socket)?.length ?? 0;
+}
+
+/** What bufferedBytes counted of a buffer: engine.io replaces the array at each flush, so identity marks a new one. */
+const counted = new WeakMap<Socket, { buffer: WriteBuffer; packets: number; bytes: number }>();
+
+/**
+ * Bytes of the packets engine.io holds for this socket (each packet's encoded data: a string's length, a binary
+ * attachment's bytes), counted once per packet: a broadcast checks every member, and a fast client's buffer is empty.
+ */
+export function bufferedBytes(socket: Socket): number {
+  const buffer = writeBufferOf(socket);
+  if (buffer === undefined || buffer.length === 0) return 0;
+  let c = counted.get(socket);
+  if (c === undefined || c.buffer !== buffer || c.packets > buffer.length) {
+    c = { buffer, packets: 0, bytes: 0 };
+    counted.set(socket, c);
+  }
+  for (; c.packets < buffer.length; c.packets++) {
+    const data = buffer[c.packets]?.data;
+    c.bytes += typeof data === 'string' ? data.length : ArrayBuffer.isView(data) ? data.byteLength : 0;
+  }
+  return c.bytes;
 }
 
 /**

@@ -113,6 +113,54 @@ describe('durable replay under the slow-client cap (issue 17 item 8)', () => {
   );
 });
 
+describe('a slow client is bounded in bytes too (slowClient.maxBufferedBytes)', () => {
+  it.each(['drop', 'disconnect'] as const)(
+    'policy %s: large messages to a client that stops reading never buffer much more than the byte cap',
+    async (policy) => {
+      const cap = 1024 * 1024;
+      const app = await createGatewayApp({
+        keyPrefix: `gb${uid()}:`,
+        commandTimeout: 10_000,
+        pubsub: {
+          gateway: {
+            publicChannels: ['big'],
+            // The packet count alone would let 100,000 packets of 64 KB wait: gigabytes for one socket.
+            slowClient: { policy, maxBufferedMessages: 100_000, maxBufferedBytes: cap },
+          },
+        },
+      });
+      const pubsub = app.get(PubSubService);
+      const gateway = app.get(NotificationsGateway);
+      const stalled = await connectStalledClient(app.url, 'u:slow', 'big');
+      const [serverSocket] = [...gateway.server.sockets.values()];
+      const conn = serverSocket.conn as unknown as { writeBuffer?: { data?: unknown }[] };
+      const bytesHeld = () => (conn.writeBuffer ?? []).reduce((n, p) => n + String(p.data ?? '').length, 0);
+      let maxHeld = 0;
+      const blob = 'x'.repeat(64 * 1024);
+      // 400 x 64 KB = 25 MB: far more than the loopback socket buffers hold.
+      for (let i = 0; i < 400; i++) {
+        await pubsub.publish('big', { i, blob });
+        maxHeld = Math.max(maxHeld, bytesHeld());
+      }
+      await sleep(200); // the last relays arrive
+      maxHeld = Math.max(maxHeld, bytesHeld());
+      const stats = gateway.stats();
+      // At most the cap plus the one message that crossed it (about 64 KB with its envelope).
+      expect(maxHeld).toBeLessThanOrEqual(cap + 70 * 1024);
+      if (policy === 'drop') {
+        expect(stats.droppedSlow).toBeGreaterThan(0);
+        expect(stats.disconnectedSlow).toBe(0);
+        expect(stats.delivered + stats.droppedSlow).toBe(400);
+      } else {
+        expect(stats.disconnectedSlow).toBe(1);
+        expect(serverSocket.disconnected).toBe(true);
+      }
+      stalled.close();
+    },
+    60_000,
+  );
+});
+
 describe('a client gone while its handshake is authenticated', () => {
   it('leaves no socket bound to its session (socket.io drops such a socket without a disconnect event)', async () => {
     let authenticating = 0;
