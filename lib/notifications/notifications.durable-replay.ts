@@ -11,6 +11,12 @@ import { drained } from './notifications.slow-client-policy.js';
 export interface CatchUp {
   buffer: NotificationMessage[] | undefined;
   highWater: string | undefined;
+  /** Of `buffer`, how many the replay has sent so far. */
+  taken: number;
+  /** slowClient.maxBufferedMessages: most live messages waiting in `buffer` (unsent) while the replay runs. */
+  limit: number;
+  /** A live message found `limit` waiting: it was not kept, and the replay stops as slow. */
+  overflowed: boolean;
 }
 
 /** After a replay, how long to wait for the live copy of the last replayed message before joining the room anyway. */
@@ -29,8 +35,8 @@ export class DurableReplay {
   constructor(private readonly subscribed: (socket: Socket, channel: string) => boolean) {}
 
   /** Starts buffering the live messages of `channel` for `socket`, before its relay is acquired. */
-  begin(socket: Socket, channel: string): CatchUp {
-    const catchUp: CatchUp = { buffer: [], highWater: undefined };
+  begin(socket: Socket, channel: string, limit: number): CatchUp {
+    const catchUp: CatchUp = { buffer: [], highWater: undefined, taken: 0, limit, overflowed: false };
     let pending = this.replaying.get(channel);
     if (!pending) this.replaying.set(channel, (pending = new Map()));
     pending.set(socket, catchUp);
@@ -47,8 +53,7 @@ export class DurableReplay {
     catchUp: CatchUp,
     missed: readonly ReplayedMessage[],
     lastId: string,
-    /** slowClient.maxBufferedMessages, and the slow-client test (packets or bytes): SlowClients.isSlow. */
-    maxBuffered: number,
+    /** The slow-client test (packets or bytes): SlowClients.isSlow. */
     isSlow: (socket: Socket) => boolean,
   ): Promise<'sent' | 'slow'> {
     const highWater = missed.at(-1)?.id ?? lastId;
@@ -61,6 +66,7 @@ export class DurableReplay {
       return true;
     };
     for (const m of missed) {
+      if (catchUp.overflowed) return 'slow';
       if (!(await emit({ channel: m.channel, data: m.data, id: m.id, ts: m.ts }))) return 'slow';
     }
     // Live copies of what was just replayed may still be on their way (XADD happens before PUBLISH): skip them.
@@ -68,7 +74,8 @@ export class DurableReplay {
     let caughtUp = missed.length === 0;
     const buffer = catchUp.buffer ?? [];
     for (let i = 0; i < buffer.length; i++) {
-      if (buffer.length - i > maxBuffered) return 'slow';
+      if (catchUp.overflowed) return 'slow';
+      catchUp.taken = i + 1;
       const m = buffer[i];
       if (!STREAM_ID.test(m.id)) {
         if (!(await emit(m))) return 'slow';
@@ -99,8 +106,12 @@ export class DurableReplay {
     let joinAfter: Socket[] | undefined;
     if (pending) {
       for (const [socket, catchUp] of pending) {
-        if (catchUp.buffer) catchUp.buffer.push(message);
-        else if (catchUp.highWater !== undefined) {
+        if (catchUp.buffer) {
+          // As bounded as the socket's own buffer: a replay that a slow reader stretches out (each of its emits may
+          // wait CATCH_UP_MS for a drain) must not keep every live message meanwhile.
+          if (catchUp.buffer.length - catchUp.taken < catchUp.limit) catchUp.buffer.push(message);
+          else catchUp.overflowed = true;
+        } else if (catchUp.highWater !== undefined) {
           // A plain publish (no stream id) goes to this socket alone, and only while it is subscribed: the room it
           // is not in yet does not check that for it.
           if (!STREAM_ID.test(message.id)) {

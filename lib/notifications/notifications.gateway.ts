@@ -321,7 +321,9 @@ export class NotificationsGateway
     // A new subscription starts afresh (begin() replaces any earlier catch-up): nothing of an earlier replay of this
     // channel may still reach the socket.
     if (!replay) this.durableReplay.drop(socket, channel);
-    const catchUp = replay ? this.durableReplay.begin(socket, channel) : undefined;
+    const catchUp = replay
+      ? this.durableReplay.begin(socket, channel, this.options.slowClient.maxBufferedMessages)
+      : undefined;
     const relay = this.relays.acquire(channel);
     state.subscriptions.set(channel, relay);
     let joined = false;
@@ -338,9 +340,8 @@ export class NotificationsGateway
       if (state.subscriptions.get(channel) !== relay)
         return { ok: false, code: 'E_BAD_REQUEST', error: 'unsubscribed during replay' };
       // Joins the room now, or once the live copies caught up with the replay (DurableReplay.live()).
-      const max = this.options.slowClient.maxBufferedMessages;
       const isSlow = (s: Socket) => this.slowClients.isSlow(s);
-      if ((await this.durableReplay.send(socket, channel, catchUp, missed, lastId, max, isSlow)) === 'slow') {
+      if ((await this.durableReplay.send(socket, channel, catchUp, missed, lastId, isSlow)) === 'slow') {
         if (state.subscriptions.get(channel) === relay) this.release(socket, state, channel);
         this.slowClients.apply([socket], `the replay of ${channel}`);
         throw new AckError(

@@ -113,6 +113,48 @@ describe('durable replay under the slow-client cap (issue 17 item 8)', () => {
   );
 });
 
+describe('live messages held for a replay that a slow reader stretches out', () => {
+  it('are bounded by the packet cap: past it the replay stops as slow (E_SLOW), nothing more is kept', async () => {
+    const cap = 20;
+    const app = await createGatewayApp({
+      keyPrefix: `gl${uid()}:`,
+      commandTimeout: 10_000,
+      pubsub: {
+        durable: { maxLen: 1_000 },
+        gateway: { slowClient: { policy: 'drop', maxBufferedMessages: cap }, subscribeRateLimit: false },
+      },
+    });
+    const pubsub = app.get(PubSubService);
+    const gateway = app.get(NotificationsGateway);
+    // 500 x 16 KB = 8 MB to replay: more than the loopback socket buffers hold, so the replay waits for a drain.
+    const blob = 'x'.repeat(16 * 1024);
+    for (let i = 0; i < 500; i += 50) {
+      await Promise.all(Array.from({ length: 50 }, (_, j) => pubsub.notifyUser('lag', { i: i + j, blob })));
+    }
+    const reader = await connectStalledClient(app.url, 'u:lag', 'user:lag');
+    const [serverSocket] = [...gateway.server.sockets.values()];
+    const internals = gateway as unknown as {
+      durableReplay: { replaying: Map<string, Map<unknown, { buffer?: unknown[] }>> };
+    };
+    const held = () => internals.durableReplay.replaying.get('user:lag')?.get(serverSocket)?.buffer?.length ?? 0;
+    const conn = serverSocket.conn as unknown as { writeBuffer?: unknown[] };
+    reader.send('unsubscribe', { channel: 'user:lag' });
+    reader.send('subscribe', { channel: 'user:lag', lastId: '0-0' });
+    // The replay is waiting for a drain that does not come (the client reads nothing).
+    expect(await waitFor(() => (conn.writeBuffer?.length ?? 0) >= cap, 10_000)).toBe(true);
+    let most = 0;
+    for (let i = 0; i < 300; i += 50) {
+      await Promise.all(Array.from({ length: 50 }, (_, j) => pubsub.notifyUser('lag', { live: i + j })));
+      most = Math.max(most, held());
+    }
+    // Before: every live message of the replay's time was kept (300 here, more the longer a slow reader stretches it).
+    expect(most).toBeLessThanOrEqual(cap);
+    expect(await waitFor(() => gateway.stats().droppedSlow > 0, 8_000)).toBe(true);
+    expect(await waitFor(() => held() === 0, 5_000)).toBe(true);
+    reader.close();
+  }, 60_000);
+});
+
 describe('a slow client is bounded in bytes too (slowClient.maxBufferedBytes)', () => {
   it.each(['drop', 'disconnect'] as const)(
     'policy %s: large messages to a client that stops reading never buffer much more than the byte cap',
