@@ -1,5 +1,5 @@
 import { InvalidOptionsError } from '../common/errors.js';
-import { durationProblem, isDuration, nearest } from '../common/option-checks.js';
+import { durationProblem, isDuration, refuseUnknown } from '../common/option-checks.js';
 import { KeyBuilder } from '../common/keys.js';
 import type { CacheEntry } from './cache.entry.js';
 import type { ResolvedCacheOptions } from './cache.options.js';
@@ -44,19 +44,6 @@ const KNOWN: Record<'set' | 'getOrSet', ReadonlySet<string>> = {
   set: new Set(SET_OPTIONS),
   getOrSet: new Set(GET_OR_SET_OPTIONS),
 };
-
-/**
- * Throws InvalidOptionsError for the first own key of `options` not in `known`, naming the nearest known one: an
- * ignored `{ tag: [...] }` would store the entry untagged, out of reach of invalidateTags.
- */
-export function refuseUnknown(options: object, known: ReadonlySet<string>, where: string): void {
-  for (const key in options) {
-    if (known.has(key) || !Object.hasOwn(options, key)) continue;
-    const near = nearest(key, [...known]);
-    const hint = near ? ` (did you mean ${near}?)` : '';
-    throw new InvalidOptionsError(`${where}: ${key} is not a known option${hint}; known: ${[...known].join(', ')}`);
-  }
-}
 
 export function resolveCall<T>(
   options: CacheGetOrSetOptions<T> | CacheSetOptions,

@@ -1,7 +1,7 @@
 import { InvalidOptionsError } from '../common/errors.js';
 import { createInterceptedMethodDecorator } from '../common/method-interception.js';
 import { durationProblem, isDuration } from '../common/option-checks.js';
-import { refuseUnknown } from './cache.call-options.js';
+import { refuseUnknown } from '../common/option-checks.js';
 import { CACHE_METADATA } from './cache.constants.js';
 
 /** A function of the decorated method's arguments (typed loosely so any parameter list fits). */

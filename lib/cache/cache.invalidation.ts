@@ -2,7 +2,7 @@ import { diagnose } from '../common/diagnostics.js';
 import { InvalidOptionsError } from '../common/errors.js';
 import type { FailurePolicy } from '../common/failure-policy.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
-import { refuseUnknown } from './cache.call-options.js';
+import { refuseUnknown } from '../common/option-checks.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { unlinkMatching } from './cache.bulk.js';
 import type { CacheL1 } from './cache.l1.js';

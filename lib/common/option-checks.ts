@@ -159,6 +159,21 @@ export interface OptionShape {
   [key: string]: true | OptionShape | [OptionShape];
 }
 
+/**
+ * For the options of one call or one decorator (checked where they are given, not at start): throws
+ * InvalidOptionsError for the first own key of `options` not in `known`, naming the nearest known one. An ignored
+ * typo (`{ tag: [...] }`, `{ waitTimout }`) would otherwise change what the call does without a word. `where` names the
+ * call (`cache.set`, `@Cacheable on Products.list`).
+ */
+export function refuseUnknown(options: object, known: ReadonlySet<string>, where: string): void {
+  for (const key in options) {
+    if (known.has(key) || !Object.hasOwn(options, key)) continue;
+    const near = nearest(key, [...known]);
+    const hint = near ? ` (did you mean ${near}?)` : '';
+    throw new InvalidOptionsError(`${where}: ${key} is not a known option${hint}; known: ${[...known].join(', ')}`);
+  }
+}
+
 /** The known name closest to `name` (edit distance at most a third of its length, at least 2), if any. */
 export function nearest(name: string, known: string[]): string | undefined {
   const limit = Math.max(2, Math.floor(name.length / 3));
