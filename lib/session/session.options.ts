@@ -1,5 +1,7 @@
-import { kindOf, type OptionProblems } from '../common/option-checks.js';
+import { InvalidOptionsError } from '../common/errors.js';
+import { kindOf, type OptionProblems, refuseUnknown } from '../common/option-checks.js';
 import { touchReuseOf, type TouchReuse } from './session.recent-touches.js';
+import type { CreateSessionOptions } from './session.types.js';
 
 /** Injection token of ResolvedSessionOptions (`session` of forRoot, defaults filled in). */
 export const SESSION_OPTIONS = Symbol('SESSION_OPTIONS');
@@ -211,4 +213,16 @@ export function resolveSessionOptions(
       maxAge: c.maxAge,
     },
   };
+}
+
+/** The options `SessionService.create` takes: a misspelled one (`ttlMs`, `maxAge`) would leave the default ttl. */
+const CREATE_OPTIONS: ReadonlySet<string> = new Set(
+  Object.keys({ ttl: true } satisfies Record<keyof CreateSessionOptions, true>),
+);
+
+/** Refuses `SessionService.create` options that are not an object, or carry a key it does not know. */
+export function checkCreateOptions(options: unknown): void {
+  if (options === null || typeof options !== 'object' || Array.isArray(options))
+    throw new InvalidOptionsError(`session.create: options must be an object ({ ttl? }), got ${kindOf(options)}`);
+  refuseUnknown(options, CREATE_OPTIONS, 'session.create');
 }

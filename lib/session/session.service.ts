@@ -23,6 +23,7 @@ import {
 } from './session.revocation.js';
 import { PubSubService } from '../pubsub/pubsub.service.js';
 import { SESSION_OPTIONS, shortSecretWarning, type ResolvedSessionOptions } from './session.options.js';
+import { checkCreateOptions } from './session.options.js';
 import { checkFieldName, encodeField, encodeSessionData, expiryOf, toSession } from './session.envelope.js';
 import type { SessionEnvelope } from './session.envelope.js';
 import { SessionRecords } from './session.records.js';
@@ -89,6 +90,7 @@ export class SessionService {
     options: CreateSessionOptions,
   ): Promise<Session<T>> {
     KeyBuilder.validate(userId, 'userId');
+    checkCreateOptions(options);
     const ttl = options.ttl ?? this.options.ttl;
     if (!isDuration(ttl)) throw new InvalidOptionsError(`session ttl ${durationProblem(ttl)}`);
     const fields = encodeSessionData(this.serializer, data ?? {}, 'data');

@@ -2,8 +2,10 @@ import 'reflect-metadata';
 import { jest } from '@jest/globals';
 import { Logger } from '@nestjs/common';
 import { randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
 import {
   InvalidKeyError,
+  InvalidOptionsError,
   RedisUnavailableError,
   SessionNotFoundError,
   SessionService,
@@ -13,6 +15,7 @@ import { RedisConnection, generateSessionId, isValidSessionId } from '../../lib/
 import { recordCommandCalls, recordCommands } from '../support/command-recorder.js';
 import { readMany } from '../../lib/session/session.read-many.js';
 import { startRedisServer } from '../support/redis-server.js';
+import { scanAll } from '../support/scan.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
 import { sleep, waitFor } from '../support/wait.js';
@@ -339,6 +342,32 @@ describe.each(['single', 'cluster'] as const)('SessionService on %s', (target) =
       InvalidKeyError,
     );
     await expect(sessions.listForUser('x'.repeat(2000))).rejects.toBeInstanceOf(InvalidKeyError);
+  });
+
+  it('create refuses unknown or ill-typed options (a misspelled ttl was ignored: the default ttl, without a word)', async () => {
+    const { sessions, client, prefix } = await sessionApp(target);
+    const before = await sessions.listForUser('typo');
+    const refused = (options: unknown) =>
+      sessions.create('typo', { n: 1 }, options as { ttl?: number }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    const typo = await refused({ ttlMs: 5_000 });
+    expect(typo).toBeInstanceOf(InvalidOptionsError);
+    expect((typo as Error).message).toBe('session.create: ttlMs is not a known option (did you mean ttl?); known: ttl');
+    expect(await refused({ maxAge: 5_000 })).toBeInstanceOf(InvalidOptionsError);
+    // before: null threw a TypeError (reading ttl of null), a number was taken for no options
+    for (const bad of [null, 5_000, 'ttl']) {
+      const err = await refused(bad);
+      expect(err).toBeInstanceOf(InvalidOptionsError);
+      expect((err as Error).message).toMatch(/^session\.create: options must be an object/);
+    }
+    // nothing was written: no session, no index entry
+    expect(await sessions.listForUser('typo')).toEqual(before);
+    if (target === 'single') expect(await scanAll(client as Redis, `${prefix}*`)).toEqual([]);
+    // the known one still works
+    const s = await sessions.create('typo', { n: 1 }, { ttl: 5_000 });
+    expect(s.expiresAt - Date.now()).toBeLessThanOrEqual(5_000);
   });
 });
 
