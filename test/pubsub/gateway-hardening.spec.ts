@@ -126,8 +126,9 @@ describe('live messages held for a replay that a slow reader stretches out', () 
     });
     const pubsub = app.get(PubSubService);
     const gateway = app.get(NotificationsGateway);
-    // 500 x 16 KB = 8 MB to replay: more than the loopback socket buffers hold, so the replay waits for a drain.
-    const blob = 'x'.repeat(16 * 1024);
+    // 500 x 32 KB = 16 MB to replay: more than the loopback socket buffers hold (a few MB), so the replay waits for a
+    // drain.
+    const blob = 'x'.repeat(32 * 1024);
     for (let i = 0; i < 500; i += 50) {
       await Promise.all(Array.from({ length: 50 }, (_, j) => pubsub.notifyUser('lag', { i: i + j, blob })));
     }
