@@ -44,10 +44,15 @@ export function checkExtensionThreshold(threshold: unknown, ttl: number, where: 
 /**
  * Checks an acquisition's `autoExtend` option (true, false or `{ extensionThreshold?, onLost? }`) against the ttl it
  * will be acquired with, as `startAutoExtend` would: call it before the first attempt, so a bad option fails the call
- * before anything is taken, instead of after, with the lock or permit left held.
+ * before anything is taken, instead of after, with the lock or permit left held. `threshold`: the call's own
+ * `extensionThreshold`, which auto-extension takes when `autoExtend` gives none (autoExtendOptions).
  */
-export function checkAutoExtend(autoExtend: unknown, ttl: number, where: string): void {
-  if (autoExtend === undefined || autoExtend === null || typeof autoExtend === 'boolean') return;
+export function checkAutoExtend(autoExtend: unknown, ttl: number, where: string, threshold?: unknown): void {
+  if (autoExtend === undefined || autoExtend === null || autoExtend === false) return;
+  if (autoExtend === true) {
+    checkExtensionThreshold(threshold, ttl, where);
+    return;
+  }
   if (typeof autoExtend !== 'object') {
     throw new InvalidOptionsError(
       `${where}: autoExtend must be true, false or { extensionThreshold?, onLost? }, got ${String(autoExtend)}`,
@@ -57,7 +62,20 @@ export function checkAutoExtend(autoExtend: unknown, ttl: number, where: string)
   if (onLost !== undefined && typeof onLost !== 'function') {
     throw new InvalidOptionsError(`${where}: autoExtend.onLost must be a function`);
   }
-  checkExtensionThreshold(extensionThreshold, ttl, where);
+  checkExtensionThreshold(extensionThreshold ?? threshold, ttl, where);
+}
+
+/**
+ * What an acquisition's `autoExtend` asks for: its own options, with the call's `extensionThreshold` unless it gives
+ * one of its own (`acquire(r, { autoExtend: true, extensionThreshold })`).
+ */
+export function autoExtendOptions(options: {
+  autoExtend?: boolean | AutoExtendOptions;
+  extensionThreshold?: number;
+}): AutoExtendOptions {
+  const { autoExtend, extensionThreshold } = options;
+  if (typeof autoExtend !== 'object' || autoExtend === null) return { extensionThreshold };
+  return { ...autoExtend, extensionThreshold: autoExtend.extensionThreshold ?? extensionThreshold };
 }
 
 /** At least this share of what an extension gives passes before the next one (see startAutoExtension). */

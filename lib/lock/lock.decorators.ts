@@ -1,8 +1,9 @@
 import { InvalidOptionsError } from '../common/errors.js';
-import { durationProblem, isDuration } from '../common/option-checks.js';
+import { durationProblem, isDuration, refuseUnknown } from '../common/option-checks.js';
 import { createInterceptedMethodDecorator } from '../common/method-interception.js';
 import { checkExtensionThreshold } from './lock.auto-extend.js';
 import { LOCK_METADATA } from './lock.constants.js';
+import { WITH_LOCK } from './lock.option-names.js';
 
 export interface WithLockOptions {
   /** The lock's name, or a function of the method's arguments that returns it (`(orderId) => \`order:${orderId}\``). */
@@ -35,6 +36,8 @@ export function WithLock(options: WithLockOptions): MethodDecorator {
 export function checkWithLockOptions(options: WithLockOptions): void {
   if (options === null || typeof options !== 'object')
     throw new InvalidOptionsError('@WithLock({ resource, ... }) needs an options object');
+  // checked when the class is defined (the decorator runs then), so a misspelled key stops the start
+  refuseUnknown(options, WITH_LOCK, '@WithLock');
   const { resource, ttl, waitMs, onBusy, extensionThreshold } = options;
   if (typeof resource !== 'function' && (typeof resource !== 'string' || resource.length === 0)) {
     throw new InvalidOptionsError('@WithLock: resource must be a non-empty string or a function of the arguments');

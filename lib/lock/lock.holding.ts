@@ -2,6 +2,13 @@ import { LockHoldTimeoutError, LockLostError } from '../common/errors.js';
 import { MAX_TIMER_MS } from '../common/timeout.js';
 import { lockContext } from './lock.context.js';
 import type { Lock } from './lock.js';
+import { checkNames, HOLDING } from './lock.option-names.js';
+
+/** `runHolding(lock, fn, options)`: as `using`'s (defaults `lock.maxHoldMs`, `lock.extensionThreshold`). */
+export interface RunHoldingOptions {
+  maxHoldMs?: number;
+  extensionThreshold?: number;
+}
 
 /**
  * Runs `fn` under an already acquired lock with auto-extension and releases it afterwards (LockService.runHolding,
@@ -11,12 +18,17 @@ import type { Lock } from './lock.js';
 export async function runHolding<T, L extends Lock = Lock>(
   lock: L,
   fn: (signal: AbortSignal, lock: L) => Promise<T> | T,
-  { maxHoldMs, extensionThreshold }: { maxHoldMs: number; extensionThreshold?: number },
+  options: RunHoldingOptions,
+  defaultMaxHoldMs: number,
   warn: (message: string) => void,
 ): Promise<T> {
   let lost: AbortSignal;
+  let maxHoldMs: number;
   try {
-    lost = lock.startAutoExtend({ extensionThreshold });
+    // a refused option releases the lock, as a refused extensionThreshold does
+    checkNames(options, HOLDING, 'runHolding');
+    maxHoldMs = options?.maxHoldMs ?? defaultMaxHoldMs;
+    lost = lock.startAutoExtend({ extensionThreshold: options?.extensionThreshold });
   } catch (err) {
     await releaseQuietly(lock, warn);
     throw err;

@@ -2,7 +2,7 @@ import { LockNotAcquiredError } from '../common/errors.js';
 import type { FailurePolicy } from '../common/failure-policy.js';
 import type { KeyBuilder } from '../common/keys.js';
 import type { RedisClient } from '../common/lua-script.js';
-import type { AutoExtendOptions } from './lock.auto-extend.js';
+import { type AutoExtendOptions, autoExtendOptions } from './lock.auto-extend.js';
 import { describeAttempts, nextPause, planRetries } from './lock.attempts.js';
 import type { LockBackend, LockKeys } from './lock.backend.js';
 import type { LockEvents } from './lock.events.js';
@@ -39,9 +39,12 @@ export interface LeaseAcquireOptions {
   waitMs?: number;
   /** Keep it alive until released (like `lock.startAutoExtend(options)`). */
   autoExtend?: boolean | AutoExtendOptions;
-  /** For `using`: extend when this many ms or fewer are left. */
+  /** For `using`, and `acquire` with `autoExtend` (unless it gives its own): extend when this many ms are left. */
   extensionThreshold?: number;
 }
+
+/** A semaphore's `using` and `usingAll`: no `autoExtend`, they keep the lease alive themselves. */
+export type LeaseUsingOptions = Omit<LeaseAcquireOptions, 'autoExtend'>;
 
 /**
  * The LockOwner of a semaphore's permits or of multi-resource locks: a release hands over to a local waiter when
@@ -99,7 +102,7 @@ export async function acquireWithRetries<L extends Lock>(
 }
 
 function started<L extends Lock>(lease: L, options: LeaseAcquireOptions): L {
-  if (options.autoExtend) lease.startAutoExtend(options.autoExtend === true ? {} : options.autoExtend);
+  if (options.autoExtend) lease.startAutoExtend(autoExtendOptions(options));
   return lease;
 }
 

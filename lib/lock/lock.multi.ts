@@ -3,12 +3,13 @@ import { InvalidOptionsError, LockLostError } from '../common/errors.js';
 import { KeyBuilder } from '../common/keys.js';
 import { itemReplyError } from '../common/failure-policy.js';
 import { newToken, nextFenceFloor, ttlOf } from './lock.attempts.js';
-import { checkAutoExtend } from './lock.auto-extend.js';
+import { autoExtendOptions, checkAutoExtend } from './lock.auto-extend.js';
 import type { Acquired, LockBackend, LockKeys } from './lock.backend.js';
 import { Lock, type LockOwner } from './lock.js';
 import { acquireWithRetries, type LeaseAcquireOptions, type LeaseContext, leaseOwner } from './lock.lease.js';
 import { gather } from './lock.quorum.js';
 import { LocalWaiters } from './lock.waiters.js';
+import { checkNames, LEASE_ACQUIRE, LEASE_TRY } from './lock.option-names.js';
 import {
   ACQUIRE_MANY,
   EXTEND,
@@ -221,9 +222,10 @@ export class MultiLocks {
   }
 
   async acquire(resources: readonly string[], options: LeaseAcquireOptions = {}): Promise<MultiLock> {
+    checkNames(options, LEASE_ACQUIRE, 'acquireAll');
     const keys = this.multiKeys(resources);
     const ttl = ttlOf(this.ctx.options.ttl, options.ttl, 'acquireAll');
-    checkAutoExtend(options.autoExtend, ttl, 'acquireAll');
+    checkAutoExtend(options.autoExtend, ttl, 'acquireAll', options.extensionThreshold);
     return acquireWithRetries(
       this.ctx,
       'multi',
@@ -238,6 +240,7 @@ export class MultiLocks {
     resources: readonly string[],
     options: Pick<LeaseAcquireOptions, 'ttl' | 'autoExtend'> = {},
   ): Promise<MultiLock | null> {
+    checkNames(options, LEASE_TRY, 'tryAcquireAll');
     const keys = this.multiKeys(resources);
     const ttl = ttlOf(this.ctx.options.ttl, options.ttl, 'tryAcquireAll');
     checkAutoExtend(options.autoExtend, ttl, 'tryAcquireAll');
@@ -246,7 +249,7 @@ export class MultiLocks {
       this.ctx.events.report('busy', () => ({ kind: 'multi', resource: keys.resource, attempts: 1 }));
       return null;
     }
-    if (options.autoExtend) lock.startAutoExtend(options.autoExtend === true ? {} : options.autoExtend);
+    if (options.autoExtend) lock.startAutoExtend(autoExtendOptions(options));
     return lock;
   }
 

@@ -3,13 +3,20 @@ import { FEATURES, KeyBuilder } from '../common/keys.js';
 import type { RedisClient } from '../common/lua-script.js';
 import { TickBatcher } from '../common/tick-batcher.js';
 import { newToken, ttlOf } from './lock.attempts.js';
-import { checkAutoExtend, checkExtensionThreshold } from './lock.auto-extend.js';
+import { autoExtendOptions, checkAutoExtend, checkExtensionThreshold } from './lock.auto-extend.js';
 import type { Acquired, LockBackend, LockKeys } from './lock.backend.js';
 import { Lock, type LockOwner } from './lock.js';
-import { acquireWithRetries, type LeaseAcquireOptions, type LeaseContext, leaseOwner } from './lock.lease.js';
+import {
+  acquireWithRetries,
+  type LeaseAcquireOptions,
+  type LeaseContext,
+  type LeaseUsingOptions,
+  leaseOwner,
+} from './lock.lease.js';
 import { SEMAPHORE_ACQUIRE, SEMAPHORE_EXTEND } from './lock.scripts.js';
 import { firstError, gather, type QuorumCalls } from './lock.quorum.js';
 import { LocalWaiters } from './lock.waiters.js';
+import { checkNames, LEASE_ACQUIRE, LEASE_TRY, LEASE_USING, SEMAPHORE } from './lock.option-names.js';
 
 export interface SemaphoreOptions {
   /** How many holders at once (an integer from 1 to 2^53 - 1). */
@@ -260,6 +267,7 @@ export class Semaphore {
     if (options === null || typeof options !== 'object') {
       throw new InvalidOptionsError('semaphore(name, { limit, ttl? }) needs an options object');
     }
+    checkNames(options, SEMAPHORE, `semaphore "${name}"`);
     const { limit } = options;
     // Exact in a double: past 2^53 - 1, limit + 1 rounds to limit and semaphoreQuorum asks more nodes than there are.
     if (typeof limit !== 'number' || !Number.isSafeInteger(limit) || limit < 1) {
@@ -279,8 +287,9 @@ export class Semaphore {
 
   /** A permit, retrying while all are held (like `LockService.acquire`); LockNotAcquiredError when they stay held. */
   async acquire(options: LeaseAcquireOptions = {}): Promise<Lock> {
+    checkNames(options, LEASE_ACQUIRE, `semaphore "${this.name}".acquire`);
     const ttl = ttlOf(this.ttl, options.ttl, `semaphore "${this.name}"`);
-    checkAutoExtend(options.autoExtend, ttl, `semaphore "${this.name}"`);
+    checkAutoExtend(options.autoExtend, ttl, `semaphore "${this.name}"`, options.extensionThreshold);
     return acquireWithRetries(
       this.ctx,
       'semaphore',
@@ -293,6 +302,7 @@ export class Semaphore {
 
   /** One attempt: a permit, or null when all `limit` are held. */
   async tryAcquire(options: Pick<LeaseAcquireOptions, 'ttl' | 'autoExtend'> = {}): Promise<Lock | null> {
+    checkNames(options, LEASE_TRY, `semaphore "${this.name}".tryAcquire`);
     const ttl = ttlOf(this.ttl, options.ttl, `semaphore "${this.name}"`);
     checkAutoExtend(options.autoExtend, ttl, `semaphore "${this.name}"`);
     const permit = await this.attempt(ttl);
@@ -300,15 +310,16 @@ export class Semaphore {
       this.ctx.events.report('busy', () => ({ kind: 'semaphore', resource: this.name, attempts: 1 }));
       return null;
     }
-    if (options.autoExtend) permit.startAutoExtend(options.autoExtend === true ? {} : options.autoExtend);
+    if (options.autoExtend) permit.startAutoExtend(autoExtendOptions(options));
     return permit;
   }
 
   /**
    * Runs `fn` holding a permit (auto-extended), then gives it back, also when `fn` throws (see `LockService.using`).
    */
-  async using<T>(options: LeaseAcquireOptions, fn: (signal: AbortSignal, permit: Lock) => Promise<T> | T): Promise<T> {
+  async using<T>(options: LeaseUsingOptions, fn: (signal: AbortSignal, permit: Lock) => Promise<T> | T): Promise<T> {
     if (typeof fn !== 'function') throw new InvalidOptionsError('semaphore.using(options, fn): fn must be a function');
+    checkNames(options, LEASE_USING, `semaphore "${this.name}".using`);
     // checked before the permit is taken (as LockService.using does)
     const ttl = ttlOf(this.ttl, options?.ttl, `semaphore "${this.name}"`);
     checkExtensionThreshold(options?.extensionThreshold, ttl, `semaphore "${this.name}".using`);

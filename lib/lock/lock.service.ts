@@ -7,13 +7,13 @@ import { RedisConnection } from '../connection/redis-connection.js';
 import { FEATURE_CONNECTION, RedisConnections } from '../connection/redis-connections.js';
 import { describeAttempts, maxHoldOf, newToken, nextPause, planRetries, ttlOf } from './lock.attempts.js';
 import { acquired, acquiring, busyOrFailed } from './lock.trace.js';
-import { checkExtensionThreshold } from './lock.auto-extend.js';
+import { autoExtendOptions, checkExtensionThreshold } from './lock.auto-extend.js';
 import { type LockBackend, type LockKeys, lockKeysOf, QuorumLockBackend, SingleLockBackend } from './lock.backend.js';
 import { LockGrants } from './lock.grants.js';
 import { type CurrentLock, lockContext } from './lock.context.js';
-import { runHolding } from './lock.holding.js';
+import { type RunHoldingOptions, runHolding } from './lock.holding.js';
 import { LockEvents } from './lock.events.js';
-import type { LeaseAcquireOptions, LeaseContext } from './lock.lease.js';
+import type { LeaseAcquireOptions, LeaseContext, LeaseUsingOptions } from './lock.lease.js';
 import { type MultiLock, MultiLocks } from './lock.multi.js';
 import { LocalWaiters } from './lock.waiters.js';
 import { LockWakeups } from './lock.wake.js';
@@ -22,6 +22,7 @@ import { Semaphore, type SemaphoreOptions } from './lock.semaphore.js';
 import { LOCK_OPTIONS, type ResolvedLockOptions } from './lock.options.js';
 import { Lock, type LockOwner } from './lock.js';
 import type { AcquireOptions, LockedFunction, TryAcquireOptions, UsingOptions } from './lock.types.js';
+import { ACQUIRE, checkNames, LEASE_USING, TRY_ACQUIRE, USING } from './lock.option-names.js';
 import { startLockServers } from './lock.eviction-check.js';
 import { traced } from '../common/diagnostics.js';
 
@@ -168,10 +169,11 @@ export class LockService implements OnModuleInit {
   /** `using` for several resources at once (see `acquireAll`). */
   async usingAll<T>(
     resources: readonly string[],
-    options: LeaseAcquireOptions,
+    options: LeaseUsingOptions,
     fn: (signal: AbortSignal, lock: MultiLock) => Promise<T> | T,
   ): Promise<T> {
     if (typeof fn !== 'function') throw new InvalidOptionsError('usingAll: fn must be a function');
+    checkNames(options, LEASE_USING, 'usingAll');
     checkExtensionThreshold(options?.extensionThreshold, ttlOf(this.lockOptions.ttl, options?.ttl), 'usingAll');
     const lock = await this.acquireAll(resources, { ...options, autoExtend: undefined });
     return this.runHolding(lock, fn, { extensionThreshold: options?.extensionThreshold });
@@ -229,6 +231,7 @@ export class LockService implements OnModuleInit {
   }
 
   private async acquireWaiting(resource: string, options: AcquireOptions): Promise<Lock> {
+    checkNames(options, ACQUIRE, 'acquire');
     const keys = this.keysFor(resource);
     const ttl = ttlOf(this.lockOptions.ttl, options.ttl);
     const plan = planRetries(options, this.lockOptions.retry);
@@ -247,7 +250,7 @@ export class LockService implements OnModuleInit {
       joined ||= !busyHere && waiter !== '';
       if (!busyHere) tries++;
       const lock = busyHere ? null : await this.waiters.ask(keys.lock, () => this.attempt(keys, ttl, waiter));
-      if (lock) return this.started(lock, options.autoExtend);
+      if (lock) return this.started(lock, options);
       const pause = nextPause(plan, attempt);
       if (pause === undefined) {
         this.stopWaiting(keys); // nobody here waits for it now: the wait leaves the waiting services
@@ -266,7 +269,7 @@ export class LockService implements OnModuleInit {
       const handed = await this.waiters.pause(keys.lock, pause, ttl);
       if (!handed) continue;
       this.stopWaiting(keys); // handed over by a caller here, or granted (then the wait is over already)
-      return this.started(handed, options.autoExtend);
+      return this.started(handed, options);
     }
   }
 
@@ -283,16 +286,17 @@ export class LockService implements OnModuleInit {
   }
 
   private async tryAcquireOnce(resource: string, options: TryAcquireOptions): Promise<Lock | null> {
+    checkNames(options, TRY_ACQUIRE, 'tryAcquire');
     const lock = await this.attempt(this.keysFor(resource), ttlOf(this.lockOptions.ttl, options.ttl));
-    if (lock) return this.started(lock, options.autoExtend);
+    if (lock) return this.started(lock, options);
     this.events.report('busy', () => ({ kind: 'lock', resource, attempts: 1 }));
     return null;
   }
 
   /** Starts the auto-extension `acquire` was asked for. When it refuses its options, the lock is released first. */
-  private async started(lock: Lock, autoExtend: AcquireOptions['autoExtend']): Promise<Lock> {
+  private async started(lock: Lock, options: AcquireOptions): Promise<Lock> {
     try {
-      if (autoExtend) lock.startAutoExtend(autoExtend === true ? {} : autoExtend);
+      if (options.autoExtend) lock.startAutoExtend(autoExtendOptions(options));
     } catch (err) {
       await lock.release().catch(() => undefined); // passed on to the next waiter, or freed
       throw err;
@@ -311,10 +315,11 @@ export class LockService implements OnModuleInit {
    */
   async using<T>(resource: string, options: UsingOptions, fn: LockedFunction<T>): Promise<T> {
     if (typeof fn !== 'function') throw new InvalidOptionsError('using(resource, options, fn): fn must be a function');
+    checkNames(options, USING, 'using');
     const maxHoldMs = maxHoldOf(this.lockOptions.maxHoldMs, options?.maxHoldMs);
     const ttl = ttlOf(this.lockOptions.ttl, options?.ttl);
     checkExtensionThreshold(options?.extensionThreshold, ttl, 'using');
-    const lock = await this.acquire(resource, { ...options, autoExtend: undefined });
+    const lock = await this.acquire(resource, { ttl, retry: options?.retry, waitMs: options?.waitMs });
     return this.runHolding(lock, fn, { maxHoldMs, extensionThreshold: options?.extensionThreshold });
   }
 
@@ -326,12 +331,9 @@ export class LockService implements OnModuleInit {
   runHolding<T, L extends Lock = Lock>(
     lock: L,
     fn: (signal: AbortSignal, lock: L) => Promise<T> | T,
-    {
-      maxHoldMs = this.lockOptions.maxHoldMs,
-      extensionThreshold,
-    }: { maxHoldMs?: number; extensionThreshold?: number } = {},
+    options: RunHoldingOptions = {},
   ): Promise<T> {
-    return runHolding(lock, fn, { maxHoldMs, extensionThreshold }, (message) => this.logger.warn(message));
+    return runHolding(lock, fn, options, this.lockOptions.maxHoldMs, (message) => this.logger.warn(message));
   }
 
   /** `waiter`: this service's id when the caller waits if the lock is busy (see LockWakeups), else ''. */

@@ -8,6 +8,7 @@ import {
 } from './lock.auto-extend.js';
 import type { LockBackend, LockKeys } from './lock.backend.js';
 import type { LockEventInfo } from './lock.events.js';
+import { AUTO_EXTEND, checkNames } from './lock.option-names.js';
 import { type TracingContext, traced } from '../common/diagnostics.js';
 
 /** What a Lock needs from the service that made it. */
@@ -126,6 +127,7 @@ export class Lock {
    * lost; `onLost` is called then too. Calling it again while it runs returns the same signal.
    */
   startAutoExtend(options: AutoExtendOptions = {}): AbortSignal {
+    checkNames(options, AUTO_EXTEND, 'startAutoExtend');
     if (this.state !== 'held')
       throw new LockLostError(`cannot keep the lock on "${this.resource}" alive: ${this.state}`);
     if (options.onLost !== undefined && typeof options.onLost !== 'function') {

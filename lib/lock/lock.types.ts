@@ -12,14 +12,15 @@ export interface AcquireOptions {
   waitMs?: number;
   /**
    * `using`: extend when this many ms or fewer are left (default `lock.extensionThreshold`, else 2/3 of the ttl).
-   * `acquire`: ignored unless `autoExtend` is set.
+   * `acquire`: the same for `autoExtend` (unless it gives its own); ignored without it.
    */
   extensionThreshold?: number;
   /** `acquire`/`tryAcquire`: keep the lock alive until released, as `lock.startAutoExtend(options)` would. */
   autoExtend?: boolean | AutoExtendOptions;
 }
 
-export interface UsingOptions extends AcquireOptions {
+/** No `autoExtend`: `using` keeps the lock alive itself (`extensionThreshold` says when). */
+export interface UsingOptions extends Omit<AcquireOptions, 'autoExtend'> {
   /** `using` only: longest ms the lock is held (default `lock.maxHoldMs`), then LockHoldTimeoutError. */
   maxHoldMs?: number;
 }
