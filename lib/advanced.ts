@@ -118,7 +118,8 @@ export type {
   LockBusyEventInfo,
 } from './lock/lock.events.js';
 export type { SemaphoreOptions } from './lock/lock.semaphore.js';
-export type { LeaseAcquireOptions } from './lock/lock.lease.js';
+export type { LeaseAcquireOptions, LeaseUsingOptions } from './lock/lock.lease.js';
+export type { RunHoldingOptions } from './lock/lock.holding.js';
 export type { MessageHandler, MessageMeta, ReplayedMessage, Unsubscribe } from './pubsub/pubsub.types.js';
 
 // diagnostics_channel names (docs/observability.md): `diagnostics_channel.subscribe(REDIS_TOOLKIT_CHANNELS.cacheGet,
