@@ -2,6 +2,7 @@ import { InvalidOptionsError } from '../common/errors.js';
 import type { FailurePolicy } from '../common/failure-policy.js';
 import { KeyBuilder } from '../common/keys.js';
 import { LuaScript } from '../common/lua-script.js';
+import { refuseUnknown } from '../common/option-checks.js';
 import { scanKeys, unlinkMany } from '../common/bulk-keys.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import type { InsuranceLimiter } from './rate-limit.insurance-limiter.js';
@@ -9,12 +10,19 @@ import type { BlockCache } from './rate-limit.block-cache.js';
 import { SLIDING_LOG_LUA } from './rate-limit.decision-batcher.js';
 import { checkKey, defaultScope, type ResolvedPolicy } from './rate-limit.policy-resolver.js';
 import { ALGORITHM_CODES, BLOCK_SUFFIX, type RateLimitKeys } from './rate-limit.keys.js';
-import type { RateLimitAlgorithm, RateLimitPolicy } from './rate-limit.options.js';
+import { COUNTER_KEYS } from './rate-limit.option-names.js';
+import { RATE_LIMIT_ALGORITHMS, type RateLimitAlgorithm, type RateLimitPolicy } from './rate-limit.options.js';
 
 const ADJUST_LUA_FILE = new URL('./reward.lua', import.meta.url);
 
+/** A guard's counter, named by its scope and algorithm (default: the module's). */
+export interface CounterScope {
+  scope: string;
+  algorithm?: RateLimitAlgorithm;
+}
+
 /** A counter named by its policy, or by a guard's scope. */
-export type CounterRef = RateLimitPolicy | { scope: string; algorithm?: RateLimitAlgorithm };
+export type CounterRef = RateLimitPolicy | CounterScope;
 
 /**
  * The operations on counters outside a decision: reset, block, reward and penalty. Each is one Redis call (reset
@@ -35,10 +43,11 @@ export class RateLimitAdmin {
 
   async reset(key: string, policy?: CounterRef): Promise<number> {
     checkKey(key);
+    // before the try: a wrong counter is the caller's error, not a failed reset (which clears the insurance limiter)
+    const counter = policy ? this.counterOf(key, policy) : undefined;
     try {
       this.failures.assertReady('reset');
-      if (policy) {
-        const counter = this.counterOf(key, policy);
+      if (counter !== undefined) {
         this.blockCache?.forget(counter);
         return await this.connection.client.unlink(counter, `${counter}${BLOCK_SUFFIX}`);
       }
@@ -105,8 +114,22 @@ export class RateLimitAdmin {
   }
 
   private counterOf(key: string, policy: CounterRef): string {
-    const algorithm = policy.algorithm ?? this.defaultAlgorithm;
-    const scope = 'scope' in policy ? policy.scope : defaultScope(this.resolvePolicy(policy, 'policy'));
+    if (policy === null || typeof policy !== 'object')
+      throw new InvalidOptionsError('rate limit: a counter is named by its policy or { scope, algorithm? }');
+    refuseUnknown(policy, COUNTER_KEYS, 'rate limit counter');
+    if (!('scope' in policy)) {
+      const p = this.resolvePolicy(policy, 'policy');
+      return this.keys.counter(key, defaultScope(p), p.algorithm);
+    }
+    // a guard's counter: its policy's values (if given too) do not name it
+    const { scope, algorithm = this.defaultAlgorithm } = policy;
+    if (typeof scope !== 'string') throw new InvalidOptionsError('rate limit counter: scope must be a string');
+    if (!RATE_LIMIT_ALGORITHMS.includes(algorithm)) {
+      const shown = JSON.stringify(algorithm) ?? String(algorithm);
+      throw new InvalidOptionsError(
+        `rate limit counter: algorithm must be one of ${RATE_LIMIT_ALGORITHMS.join(', ')}, got ${shown}`,
+      );
+    }
     return this.keys.counter(key, scope, algorithm);
   }
 

@@ -4,6 +4,7 @@ import { InvalidOptionsError } from '../common/errors.js';
 import { OptionProblems } from '../common/option-checks.js';
 import { SKIP_THROTTLE_METADATA, THROTTLE_METADATA } from './rate-limit.constants.js';
 import { checkAccessList } from './rate-limit.access-list.js';
+import { checkSkip, unknownSkipNames, unknownThrottleKeys } from './rate-limit.option-names.js';
 import {
   checkPolicy,
   RATE_LIMIT_OPTIONS,
@@ -31,6 +32,7 @@ export function Throttle(...policies: ThrottleOptions[]): ClassDecorator & Metho
     const named = typeof p?.name === 'string' ? ` (${JSON.stringify(p.name)})` : '';
     const path = `@Throttle policy ${i + 1}${named}`;
     if (!problems.object(path, p) || p === undefined) return { ...(p as ThrottleOptions), name: '' };
+    unknownThrottleKeys(path, p, problems);
     checkAccessList(`${path}.allowList`, p.allowList, problems);
     checkAccessList(`${path}.denyList`, p.denyList, problems);
     // as every call will (the module's default algorithm is not known yet: see policyProblems)
@@ -62,17 +64,23 @@ export function Throttle(...policies: ThrottleOptions[]): ClassDecorator & Metho
 
 /**
  * Turns RateLimitGuard off for a controller or handler; `@SkipThrottle(false)` on a handler turns it back on;
- * `@SkipThrottle({ login: true })` skips only the policies so named (throttler's named skip).
+ * `@SkipThrottle({ login: true })` skips only the policies so named (throttler's named skip). The value is checked
+ * here; the names when the module starts (ThrottlePolicyCheck), once it is known which policies apply there.
  */
-export const SkipThrottle = (skip: boolean | Record<string, boolean> = true): ClassDecorator & MethodDecorator =>
-  SetMetadata(SKIP_THROTTLE_METADATA, skip);
+export function SkipThrottle(skip: boolean | Record<string, boolean> = true): ClassDecorator & MethodDecorator {
+  const problems = new OptionProblems('@SkipThrottle');
+  checkSkip(skip, problems);
+  problems.throwIfAny();
+  return SetMetadata(SKIP_THROTTLE_METADATA, typeof skip === 'object' ? { ...skip } : skip);
+}
 
 /**
  * When the module is built (as the options are: before anything connects), checks the static values of every
  * @Throttle policy (on controllers, gateways, resolvers) again, now that the module's default algorithm and
  * `maxSlidingWindowLimit` are known: @Throttle checked them when it decorated, but a policy that names no algorithm
  * takes the module's, and its cost may fit one algorithm's capacity and not another's. What would fail every call
- * fails the start instead (InvalidOptionsError naming the class or handler, the policy and the field).
+ * fails the start instead (InvalidOptionsError naming the class or handler, the policy and the field). Each name a
+ * `@SkipThrottle({ name: true })` gives must name a policy that applies there (a typo would skip nothing).
  */
 @Injectable()
 export class ThrottlePolicyCheck {
@@ -82,29 +90,40 @@ export class ThrottlePolicyCheck {
     @Inject(RATE_LIMIT_OPTIONS) private readonly options: ResolvedRateLimitOptions,
   ) {
     // every module is scanned (its classes known) before any provider is made
-    const problems = new OptionProblems('@Throttle');
+    const problems = new OptionProblems('@Throttle / @SkipThrottle');
     const seen = new Set<unknown>();
     for (const wrapper of [...discovery.getControllers(), ...discovery.getProviders()]) {
       const type: unknown = wrapper.metatype;
       if (typeof type !== 'function' || seen.has(type)) continue;
       seen.add(type);
-      this.check(type.name, type, problems);
+      // the policies RateLimitGuard applies: the handler's, else the class's, else rateLimit.defaults (`default`)
+      const classPolicies = this.check(type.name, type, problems) ?? ['default'];
+      const anyHandler = new Set(classPolicies);
       const prototype = (type as { prototype?: unknown }).prototype;
-      if (prototype === null || typeof prototype !== 'object') continue;
-      for (const name of this.scanner.getAllMethodNames(prototype)) {
-        const method: unknown = (prototype as Record<string, unknown>)[name];
-        if (typeof method === 'function') this.check(`${type.name}.${name}`, method, problems);
+      if (prototype !== null && typeof prototype === 'object') {
+        for (const name of this.scanner.getAllMethodNames(prototype)) {
+          const method: unknown = (prototype as Record<string, unknown>)[name];
+          if (typeof method !== 'function') continue;
+          const own = this.check(`${type.name}.${name}`, method, problems);
+          for (const n of own ?? []) anyHandler.add(n);
+          const skip: unknown = Reflect.getMetadata(SKIP_THROTTLE_METADATA, method);
+          unknownSkipNames(`${type.name}.${name}`, skip, own ?? classPolicies, problems);
+        }
       }
+      // a class's skip applies to each of its handlers: it may name a policy of any of them
+      unknownSkipNames(type.name, Reflect.getMetadata(SKIP_THROTTLE_METADATA, type), [...anyHandler], problems);
     }
-    problems.throwIfAny(); // InvalidOptionsError: Invalid @Throttle options, every problem on its line
+    problems.throwIfAny(); // InvalidOptionsError: Invalid @Throttle / @SkipThrottle options, every problem on its line
   }
 
-  private check(where: string, target: object, problems: OptionProblems): void {
+  /** Checks the @Throttle policies of a class or handler; returns their names (undefined: it has none). */
+  private check(where: string, target: object, problems: OptionProblems): string[] | undefined {
     const policies: NamedThrottleOptions[] | undefined = Reflect.getMetadata(THROTTLE_METADATA, target);
-    if (!Array.isArray(policies)) return;
+    if (!Array.isArray(policies)) return undefined;
     policies.forEach((p, i) => {
       const path = `${where}: @Throttle policy ${i + 1} (${JSON.stringify(p.name)})`;
       checkPolicy(path, p, problems, this.options.defaults.algorithm, this.options.maxSlidingWindowLimit);
     });
+    return policies.map((p) => p.name);
   }
 }

@@ -1,4 +1,5 @@
 import { InvalidKeyError, InvalidOptionsError } from '../common/errors.js';
+import { refuseUnknownPolicyKeys } from './rate-limit.option-names.js';
 import {
   DEFAULT_SLIDING_WINDOW_MAX_LIMIT,
   policyProblems,
@@ -23,7 +24,7 @@ export interface ResolvedPolicy {
 
 /**
  * Fills defaults and validates a policy given at call time with policyProblems, the check the start-up options and
- * @Throttle use too (InvalidOptionsError naming the first wrong field).
+ * @Throttle use too (InvalidOptionsError naming the first wrong field, or a key RateLimitPolicy does not have).
  */
 export function resolveCallPolicy(
   p: RateLimitPolicy,
@@ -32,6 +33,8 @@ export function resolveCallPolicy(
   maxSlidingWindowLimit = DEFAULT_SLIDING_WINDOW_MAX_LIMIT,
 ): ResolvedPolicy {
   if (p === null || typeof p !== 'object') throw new InvalidOptionsError(`rate limit: ${path} must be an object`);
+  // a misspelled key (`algoritm`) would run the defaults without a word
+  refuseUnknownPolicyKeys(p, `rate limit ${path}`);
   const problem = policyProblems(p, defaultAlgorithm, maxSlidingWindowLimit)?.[0];
   if (problem) throw new InvalidOptionsError(`rate limit: ${path}.${problem[0]} ${problem[1]}`);
   return {

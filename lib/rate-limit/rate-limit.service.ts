@@ -19,6 +19,7 @@ import { DecisionFallback } from './rate-limit.fallback.js';
 import { decisionObserved, diagnosed, groupBy, resetNotBeforeRetry, toResult } from './rate-limit.results.js';
 import { BLOCK_SUFFIX, policySpec, RateLimitKeys } from './rate-limit.keys.js';
 import { InsuranceLimiter } from './rate-limit.insurance-limiter.js';
+import { checkCheck, checkConsumeOptions } from './rate-limit.option-names.js';
 import {
   RATE_LIMIT_OPTIONS,
   type RateLimitAlgorithm,
@@ -195,6 +196,7 @@ export class RateLimitService {
     options: ConsumeOptions,
   ): Promise<RateLimitResult> {
     checkKey(key);
+    checkConsumeOptions(options);
     const p = this.resolvePolicy(policy, 'policy');
     const redisKey = this.redisKey(key, defaultScope(p), p.algorithm);
     if (this.blockCache) {
@@ -248,7 +250,9 @@ export class RateLimitService {
         `rate limit: at most ${MAX_POLICIES_PER_CALL} policies per call, got ${checks.length}`,
       );
     }
+    checkConsumeOptions(options);
     const prepared = checks.map((c, i) => {
+      checkCheck(c, i);
       checkKey(c.key);
       const policy = this.resolvePolicy(c.policy, checks.length === 1 ? 'policy' : `policies[${i}]`);
       const scope = c.scope ?? defaultScope(policy);
