@@ -2,21 +2,12 @@ import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import { Injectable } from '@nestjs/common';
 import { Cacheable, CacheEvict, CachePut, CacheService, InvalidOptionsError } from '../../lib/index.js';
+import { errorOf } from '../support/errors.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 
 afterEach(closeToolkitApps);
 
 const prefix = () => `rtk-o${randomBytes(5).toString('hex')}:`;
-
-/** The error `run` throws (synchronously or as a rejection), or undefined. */
-async function errorOf(run: () => unknown): Promise<unknown> {
-  try {
-    await run();
-    return undefined;
-  } catch (err) {
-    return err;
-  }
-}
 
 function declare(decorator: MethodDecorator): void {
   class Declared {

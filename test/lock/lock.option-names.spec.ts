@@ -2,20 +2,11 @@ import 'reflect-metadata';
 import { InvalidOptionsError, type Lock, WithLock } from '../../lib/index.js';
 import { KeyBuilder } from '../../lib/common/keys.js';
 import { lockKey, lockService, unique } from '../support/lock-modes.js';
+import { errorOf } from '../support/errors.js';
 import { closeToolkitApps } from '../support/toolkit-app.js';
 import { sleep } from '../support/wait.js';
 
 afterEach(closeToolkitApps);
-
-/** The error `run` throws (synchronously or as a rejection), or undefined. */
-async function errorOf(run: () => unknown): Promise<unknown> {
-  try {
-    await run();
-    return undefined;
-  } catch (err) {
-    return err;
-  }
-}
 
 /** Expects InvalidOptionsError with a message matching `message`. */
 async function refused(run: () => unknown, message: RegExp): Promise<void> {

@@ -12,21 +12,12 @@ import {
 } from '../../lib/index.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { recordCommands } from '../support/command-recorder.js';
+import { errorOf } from '../support/errors.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 
 afterEach(closeToolkitApps);
 
 const prefix = () => `rtk-o${randomBytes(5).toString('hex')}:`;
-
-/** The error `run` throws (synchronously or as a rejection), or undefined. */
-async function errorOf(run: () => unknown): Promise<unknown> {
-  try {
-    await run();
-    return undefined;
-  } catch (err) {
-    return err;
-  }
-}
 
 describe.each(['single', 'cluster'] as const)('rate-limit option names on %s', (target) => {
   // A misspelled key was ignored: `algoritm` ran the default algorithm, `blockDurationMs` never blocked, `failopen`
