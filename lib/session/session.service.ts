@@ -124,7 +124,7 @@ export class SessionService {
           outcome: 'created',
           ttl: envelope.t,
         }));
-        return toSession<T>(this.serializer, id, { envelope, expiresAt, lastAccessedAt: now });
+        return toSession<T>(this.serializer, id, { envelope, expiresAt, lastAccessedAt: now }, true);
       }
       if (tombstoned > 0) {
         throw new SessionNotFoundError(
@@ -172,7 +172,7 @@ export class SessionService {
     }
     const raw = await this.guard('update', () => this.records.update(id, this.options.rolling, sets, deletes));
     if (!raw) throw new SessionNotFoundError('session not found (expired or destroyed)');
-    return toSession<T>(this.serializer, id, raw);
+    return toSession<T>(this.serializer, id, raw, true);
   }
 
   /**
@@ -209,7 +209,7 @@ export class SessionService {
         }
         if (userId !== '') await this.records.index.remove(userId, [id]);
         await this.revoke([id]);
-        return toSession<T>(this.serializer, next, { envelope, expiresAt, lastAccessedAt: now });
+        return toSession<T>(this.serializer, next, { envelope, expiresAt, lastAccessedAt: now }, true);
       }
       throw new InvalidOptionsError('could not allocate a session id (random source broken?)');
     });
