@@ -164,23 +164,43 @@ export function toSession<T extends SessionData>(
   return session as Session<T>;
 }
 
-function defineLazyData(session: SessionBeingBuilt, serializer: Serializer, fields: Record<string, string>): void {
-  let data: SessionData | undefined;
-  Object.defineProperty(session, 'data', {
-    get: () => (data ??= decodeFields(serializer, fields)),
-    set: (value: SessionData) => {
-      data = value;
-    },
-    enumerable: true,
-    configurable: true,
-  });
-  // console.log shows the data, not `[Getter/Setter]`; not enumerable, so nothing else sees it
-  Object.defineProperty(session, INSPECT, { value: inspectSession });
+/** Where a Session with lazy data keeps what its `data` accessor needs (a non-enumerable own property). */
+const LAZY = Symbol('rtk session data');
+
+interface LazyData {
+  readonly serializer: Serializer;
+  readonly fields: Record<string, string>;
+  data: SessionData | undefined;
 }
 
-/** util.inspect of a session with lazy data: a plain copy (the spread reads the data). */
-function inspectSession(this: Session): Session {
-  return { ...this };
+/**
+ * The accessor and its state go on with shared descriptors and functions, no closure per Session: every such Session
+ * then has the same shape, and building one took ~0.4 µs instead of ~1 µs with a getter closure per Session (node 20,
+ * 2e6 builds).
+ */
+const LAZY_DATA: PropertyDescriptor = {
+  get(this: { [LAZY]: LazyData }): SessionData {
+    const lazy = this[LAZY];
+    lazy.data ??= decodeFields(lazy.serializer, lazy.fields);
+    return lazy.data;
+  },
+  set(this: { [LAZY]: LazyData }, value: SessionData): void {
+    this[LAZY].data = value;
+  },
+  enumerable: true,
+  configurable: true,
+};
+// console.log shows the data, not `[Getter/Setter]`; not enumerable, so nothing else sees it
+const INSPECT_SESSION: PropertyDescriptor = {
+  value(this: Session): Session {
+    return { ...this }; // the spread reads the data
+  },
+};
+
+function defineLazyData(session: SessionBeingBuilt, serializer: Serializer, fields: Record<string, string>): void {
+  Object.defineProperty(session, LAZY, { value: { serializer, fields, data: undefined } satisfies LazyData });
+  Object.defineProperty(session, 'data', LAZY_DATA);
+  Object.defineProperty(session, INSPECT, INSPECT_SESSION);
 }
 
 /**

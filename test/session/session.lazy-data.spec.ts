@@ -1,6 +1,6 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
-import { inspect } from 'node:util';
+import { inspect, isDeepStrictEqual } from 'node:util';
 import { type Serializer, SerializationError, SessionService } from '../../lib/index.js';
 import { JsonSerializer } from '../../lib/advanced.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
@@ -56,7 +56,7 @@ describe('the data of a session returned by a write', () => {
     expect(read?.data).toEqual({ ...DATA, views: 2 });
   });
 
-  it('is seen like a plain field by a spread, JSON, structuredClone, toEqual and console.log', async () => {
+  it('is seen like a plain field by a spread, JSON, structuredClone, deep equality and console.log', async () => {
     const sessions = await sessionsWith(new CountingSerializer());
     const created = await sessions.create('user-1', DATA);
     const updated = await sessions.update(created.id, { views: 2 });
@@ -71,6 +71,8 @@ describe('the data of a session returned by a write', () => {
     expect(Object.keys(updated)).toEqual(Object.keys(plain));
     expect({ ...updated }).toStrictEqual(plain);
     expect(updated).toStrictEqual(plain);
+    expect(Object.getPrototypeOf(updated)).toBe(Object.prototype);
+    expect(isDeepStrictEqual(updated, plain)).toBe(true);
     expect(JSON.parse(JSON.stringify(updated))).toEqual(JSON.parse(JSON.stringify(plain)));
     expect(structuredClone(updated)).toStrictEqual(plain);
     const shown = inspect(updated, { depth: 4 });
