@@ -31,12 +31,15 @@ function hmac(value: string, secret: string): string {
 }
 
 /**
- * The raw value of cookie `name` in a `Cookie` request header (first occurrence), URI-decoded; undefined when absent.
+ * The values of every cookie `name` in a `Cookie` request header, in header order, URI-decoded (at most `max`).
+ * Several cookies of one name are normal: a sibling subdomain (`Domain=example.com`) or a response over plain HTTP
+ * can set one beside the app's own, and the browser sends both, the one with the longer `Path` first.
  */
-export function readCookie(header: string | string[] | undefined, name: string): string | undefined {
-  if (header === undefined) return undefined;
+function readCookieValues(header: string | string[] | undefined, name: string, max: number): string[] {
+  if (header === undefined) return [];
   const text = Array.isArray(header) ? header.join('; ') : header;
-  if (text.length > 16_384) return undefined; // no browser sends that much; don't parse attacker-sized headers
+  if (text.length > 16_384) return []; // no browser sends that much; don't parse attacker-sized headers
+  const values: string[] = [];
   for (const part of text.split(';')) {
     const eq = part.indexOf('=');
     if (eq === -1) continue;
@@ -44,12 +47,13 @@ export function readCookie(header: string | string[] | undefined, name: string):
     let value = part.slice(eq + 1).trim();
     if (value.startsWith('"') && value.endsWith('"') && value.length >= 2) value = value.slice(1, -1);
     try {
-      return decodeURIComponent(value);
+      values.push(decodeURIComponent(value));
     } catch {
-      return value;
+      values.push(value);
     }
+    if (values.length === max) break;
   }
-  return undefined;
+  return values;
 }
 
 export interface SessionCookieSource {
@@ -60,18 +64,43 @@ export interface SessionCookieSource {
 }
 
 /**
+ * How many cookies of the session's name one request may make SessionMiddleware / SessionGuard verify and look up:
+ * a page of cookies planted by a sibling subdomain costs at most this many reads.
+ */
+export const MAX_SESSION_COOKIES = 4;
+
+/**
  * Reads and verifies the session cookie in a raw `Cookie` header (an HTTP request, a WebSocket handshake) and returns
  * the session id, or null when the cookie is absent, unsigned, signed with another secret, or not a well-formed id.
- * Does not touch Redis: pass the id to `SessionService.get(id)` to load (and touch) the session.
+ * With several cookies of the name, the first that verifies: one that does not (set by a sibling subdomain, say) is
+ * ignored and cannot hide the app's own. Does not touch Redis: pass the id to `SessionService.get(id)` to load (and
+ * touch) the session.
  */
 export function readSessionIdFromCookieHeader(
   header: string | string[] | undefined,
   source: SessionCookieSource,
 ): string | null {
-  const raw = readCookie(header, source.name);
-  if (raw === undefined) return null;
-  const id = unsignCookieValue(raw, source.secrets);
-  return isValidSessionId(id) ? id : null;
+  return readSessionIdsFromCookieHeader(header, source, 1)[0] ?? null;
+}
+
+/**
+ * The distinct verified, well-formed session ids of the cookies of the source's name, in header order, at most `max`
+ * (and at most MAX_SESSION_COOKIES cookies of the name are verified for each id wanted).
+ */
+export function readSessionIdsFromCookieHeader(
+  header: string | string[] | undefined,
+  source: SessionCookieSource,
+  max: number,
+): string[] {
+  const ids: string[] = [];
+  // Bounded: each value that does not verify costs an HMAC per secret.
+  for (const raw of readCookieValues(header, source.name, max * MAX_SESSION_COOKIES)) {
+    const id = unsignCookieValue(raw, source.secrets);
+    if (!isValidSessionId(id) || ids.includes(id)) continue;
+    ids.push(id);
+    if (ids.length === max) break;
+  }
+  return ids;
 }
 
 export interface CookieWriteOptions {

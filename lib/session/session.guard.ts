@@ -1,6 +1,13 @@
 import { Injectable, UnauthorizedException, type CanActivate, type ExecutionContext } from '@nestjs/common';
 import { SessionService } from './session.service.js';
-import { requestSession, setRequestSession, toHttpError, type SessionRequest } from './session.http.js';
+import {
+  cookieSession,
+  cookieSessionIds,
+  requestSession,
+  setRequestSession,
+  toHttpError,
+  type SessionRequest,
+} from './session.http.js';
 
 /**
  * Lets a request through only with a valid session: 401 otherwise, 503 when Redis cannot be reached. Uses the session
@@ -15,9 +22,9 @@ export class SessionGuard implements CanActivate {
     const req = context.switchToHttp().getRequest<SessionRequest>();
     let session = requestSession(req);
     if (session === undefined) {
-      const id = this.sessions.idFromCookieHeader(req.headers?.cookie);
+      const ids = cookieSessionIds(this.sessions, req.headers?.cookie);
       try {
-        session = id === null ? null : await this.sessions.get(id);
+        session = ids.length === 0 ? null : await cookieSession(this.sessions, ids);
       } catch (err) {
         throw toHttpError(err);
       }

@@ -2,7 +2,13 @@ import { Injectable, type NestMiddleware } from '@nestjs/common';
 import { InvalidOptionsError } from '../common/errors.js';
 import type { CookieResponse } from './session.cookie.js';
 import { SessionService } from './session.service.js';
-import { setRequestSession, toHttpError, type SessionRequest } from './session.http.js';
+import {
+  cookieSession,
+  cookieSessionIds,
+  setRequestSession,
+  toHttpError,
+  type SessionRequest,
+} from './session.http.js';
 import type { Session } from './session.types.js';
 
 /**
@@ -30,15 +36,15 @@ export class SessionMiddleware implements NestMiddleware {
   }
 
   async use(req: SessionRequest, res: CookieResponse, next: (error?: unknown) => void): Promise<void> {
-    const id = this.sessions.idFromCookieHeader(req.headers.cookie);
-    if (id === null) {
+    const ids = cookieSessionIds(this.sessions, req.headers.cookie);
+    if (ids.length === 0) {
       setRequestSession(req, null);
       next();
       return;
     }
     let session: Session | null;
     try {
-      session = await this.sessions.get(id);
+      session = await cookieSession(this.sessions, ids);
     } catch (err) {
       throw toHttpError(err);
     }

@@ -1,0 +1,165 @@
+import 'reflect-metadata';
+import {
+  Body,
+  Controller,
+  Get,
+  type MiddlewareConsumer,
+  Module,
+  type NestModule,
+  Post,
+  Req,
+  Res,
+  UseGuards,
+} from '@nestjs/common';
+import request from 'supertest';
+import {
+  type CookieResponse,
+  CurrentSession,
+  SessionGuard,
+  SessionMiddleware,
+  type SessionRequest,
+  SessionService,
+} from '../../lib/index.js';
+import { generateSessionId, readSessionIdFromCookieHeader, signCookieValue } from '../../lib/advanced.js';
+import {
+  closeToolkitApps,
+  createToolkitApp,
+  PLATFORMS_AND_TARGETS,
+  type Platform,
+  type RedisTarget,
+} from '../support/toolkit-app.js';
+
+/**
+ * Several cookies of the session's name in one Cookie header. A sibling subdomain (Domain=example.com) or a response
+ * over plain HTTP can set one beside the app's own, and browsers send the one with the longer Path first: a cookie that
+ * does not verify, or the signed cookie of a dead session (the attacker's own, logged out), must not hide the live
+ * session, nor get the live session's cookie cleared.
+ */
+afterEach(closeToolkitApps);
+
+const SECRET = 'shadowing-secret-of-at-least-32-characters';
+
+@Controller()
+class ShadowController {
+  constructor(private readonly sessions: SessionService) {}
+
+  @Post('login')
+  async login(
+    @Body() body: { user: string },
+    @Req() req: SessionRequest,
+    @Res({ passthrough: true }) res: CookieResponse,
+  ) {
+    const session = await this.sessions.create(body.user);
+    this.sessions.writeCookie(res, session, req);
+    return { id: session.id };
+  }
+
+  @Get('me')
+  @UseGuards(SessionGuard)
+  me(@CurrentSession('userId') userId: string) {
+    return { userId };
+  }
+}
+
+@Controller('g')
+class GuardOnlyController {
+  @Get('me')
+  @UseGuards(SessionGuard)
+  me(@CurrentSession('userId') userId: string) {
+    return { userId };
+  }
+}
+
+@Module({ controllers: [ShadowController] })
+class WithMiddlewareModule implements NestModule {
+  configure(consumer: MiddlewareConsumer): void {
+    consumer.apply(SessionMiddleware).forRoutes(ShadowController);
+  }
+}
+
+async function shadowApp(platform: Platform, target: RedisTarget) {
+  const app = await createToolkitApp({
+    target,
+    http: true,
+    platform,
+    keyPrefix: `rtk-shadow-${Math.random().toString(36).slice(2, 8)}:`,
+    session: { cookie: { secret: SECRET } },
+    imports: [WithMiddlewareModule],
+    controllers: [GuardOnlyController],
+  });
+  const http = request(app.app.getHttpServer());
+  const sessions = app.get(SessionService);
+  const login = await http.post('/login').send({ user: 'alice' }).expect(201);
+  return { http, sessions, id: login.body.id as string };
+}
+
+function pair(value: string): string {
+  return `rtk.sid=${encodeURIComponent(value)}`;
+}
+
+function setCookies(header: string[] | string | undefined): string[] {
+  return Array.isArray(header) ? header : header ? [header] : [];
+}
+
+describe.each(PLATFORMS_AND_TARGETS)('several session cookies in one header on %s (%s)', (platform, target) => {
+  it('a cookie of the name that does not verify, sent first, does not hide the session', async () => {
+    const { http, id } = await shadowApp(platform, target);
+    const live = pair(signCookieValue(id, SECRET));
+    const shadows = [
+      'rtk.sid=garbage', // unsigned junk
+      pair(generateSessionId()), // an unsigned id
+      pair(signCookieValue(generateSessionId(), 'another-secret')), // signed with a secret the app does not have
+      pair(`${signCookieValue(id, SECRET).slice(0, -3)}AAA`), // the victim's id with a tampered signature
+      'rtk.sid=%E0%A4%A', // invalid percent-encoding
+    ];
+    for (const shadow of shadows) {
+      const header = `${shadow}; ${live}`;
+      expect(readSessionIdFromCookieHeader(header, { name: 'rtk.sid', secrets: [SECRET] })).toBe(id);
+      const me = await http.get('/me').set('Cookie', header);
+      expect([shadow, me.status, me.body]).toEqual([shadow, 200, { userId: 'alice' }]);
+      const guardOnly = await http.get('/g/me').set('Cookie', header);
+      expect([shadow, guardOnly.status, guardOnly.body]).toEqual([shadow, 200, { userId: 'alice' }]);
+    }
+  });
+
+  it('the signed cookie of a dead session, sent first, neither hides the live one nor gets its cookie cleared', async () => {
+    const { http, sessions, id } = await shadowApp(platform, target);
+    const live = pair(signCookieValue(id, SECRET));
+    // the attacker's own session, logged out: a cookie this app signed, for an id that no longer exists
+    const mallory = await sessions.create('mallory');
+    await sessions.destroy(mallory.id);
+    const dead = pair(signCookieValue(mallory.id, SECRET));
+    const never = pair(signCookieValue(generateSessionId(), SECRET)); // signed, never issued
+    for (const header of [`${dead}; ${live}`, `${never}; ${dead}; ${live}`]) {
+      const me = await http.get('/me').set('Cookie', header);
+      expect(me.status).toBe(200);
+      expect(me.body).toEqual({ userId: 'alice' });
+      // the rolling refresh re-sends the live session's cookie; no Set-Cookie clears it
+      const sent = setCookies(me.headers['set-cookie']).filter((c) => c.startsWith('rtk.sid='));
+      expect(sent).toHaveLength(1);
+      expect(sent[0].startsWith(`${live};`)).toBe(true);
+      expect((await http.get('/g/me').set('Cookie', header)).status).toBe(200);
+    }
+    // with dead sessions only, it is still none, and the cookie is cleared
+    const none = await http.get('/me').set('Cookie', `${dead}; ${never}`);
+    expect(none.status).toBe(401);
+    expect(setCookies(none.headers['set-cookie'])).toEqual([
+      expect.stringMatching(/^rtk\.sid=; .*Expires=Thu, 01 Jan 1970/),
+    ]);
+    expect((await http.get('/g/me').set('Cookie', `${dead}; ${never}`)).status).toBe(401);
+  });
+
+  it('looks at 4 verified cookies at most (an attacker sending hundreds costs 4 reads)', async () => {
+    const { http, id } = await shadowApp(platform, target);
+    const live = pair(signCookieValue(id, SECRET));
+    const dead = (n: number) =>
+      Array.from({ length: n }, () => pair(signCookieValue(generateSessionId(), SECRET))).join('; ');
+    expect((await http.get('/me').set('Cookie', `${dead(3)}; ${live}`)).status).toBe(200);
+    expect((await http.get('/me').set('Cookie', `${dead(4)}; ${live}`)).status).toBe(401);
+    expect((await http.get('/g/me').set('Cookie', `${dead(4)}; ${live}`)).status).toBe(401);
+    // the same id twice counts once
+    const oneDead = pair(signCookieValue(generateSessionId(), SECRET));
+    const repeated = `${oneDead}; ${oneDead}; ${oneDead}; ${oneDead}; ${live}`;
+    expect((await http.get('/me').set('Cookie', repeated)).status).toBe(200);
+  });
+});
