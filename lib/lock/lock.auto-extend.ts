@@ -1,5 +1,6 @@
 import { InvalidOptionsError, LockLostError, RedisUnavailableError } from '../common/errors.js';
 import { clearLongTimeout, type LongTimer, setLongTimeout } from '../common/timeout.js';
+import type { LockShutdown } from './lock.shutdown.js';
 
 export interface AutoExtendOptions {
   /**
@@ -91,12 +92,16 @@ const MIN_EXTENSION_GAP = 0.1;
  * 1.8 s, below a lead of 2 s, so every extension was due at once (hundreds a second). Until the first extension
  * measures it, the span is what is left now (about it, right after the acquisition). The lead is at most 9/10 of the
  * span, so a tenth of it passes between extensions even with a threshold just under the ttl.
+ *
+ * At `shutdown` (app.close()) nothing can extend it any more: the lease is lost at once, with the time it expires by
+ * itself (it is not released: the section may still be running), rather than after retries until it expires.
  */
 export function startAutoExtension(
   lease: ExtendableLease,
   threshold: number | undefined,
   lost: (reason: LockLostError) => void,
   warn: (message: string) => void,
+  shutdown?: LockShutdown,
 ): AutoExtension {
   const controller = new AbortController();
   let span = Math.min(lease.ttl, lease.expiresAt - Date.now());
@@ -104,10 +109,12 @@ export function startAutoExtension(
   let stopped = false;
   let extendTimer: LongTimer | undefined;
   let watchdog: LongTimer | undefined;
+  let offClose: (() => void) | undefined;
   const stop = (): void => {
     stopped = true;
     clearLongTimeout(extendTimer);
     clearLongTimeout(watchdog);
+    offClose?.();
   };
   const lose = (reason: unknown): void => {
     if (stopped) return;
@@ -155,5 +162,13 @@ export function startAutoExtension(
   };
   armWatchdog();
   schedule(lease.expiresAt - Date.now() - leadTime());
+  offClose = shutdown?.onClose(() =>
+    lose(
+      new LockLostError(
+        `the lock on "${lease.resource}" is no longer extended: the application shut down (app.close()); it was not ` +
+          `released and expires by itself at ${new Date(lease.expiresAt).toISOString()}`,
+      ),
+    ),
+  );
   return { signal: controller.signal, stop };
 }

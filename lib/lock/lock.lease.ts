@@ -10,6 +10,7 @@ import type { Lock, LockOwner } from './lock.js';
 import type { LocalWaiters } from './lock.waiters.js';
 import type { LockRetryOptions, ResolvedLockOptions } from './lock.options.js';
 import type { QuorumCalls } from './lock.quorum.js';
+import type { LockShutdown } from './lock.shutdown.js';
 
 /** What semaphores and multi-resource locks share with the LockService that made them. */
 export interface LeaseContext {
@@ -22,6 +23,8 @@ export interface LeaseContext {
   /** The lock service's failure policy (fail closed): single-server calls go through `failures.guard`. */
   readonly failures: FailurePolicy;
   readonly events: LockEvents;
+  /** The service's app.close(): ends waits and auto-extensions, refuses later acquisitions. */
+  readonly shutdown: LockShutdown;
   warn(message: string): void;
   runHolding<T, L extends Lock>(
     lock: L,
@@ -68,6 +71,7 @@ export function leaseOwner(
         : ctx.events.report(name, () => lock.info),
     extensionThreshold: ctx.options.extensionThreshold,
     warn: (message) => ctx.warn(message),
+    shutdown: ctx.shutdown,
   };
 }
 

@@ -212,12 +212,13 @@ const MULTI_WAIT = 'multi';
 /** Multi-resource locks of one LockService. */
 export class MultiLocks {
   private readonly owner: LockOwner;
-  private readonly waiters = new LocalWaiters();
+  private readonly waiters: LocalWaiters;
 
   constructor(
     private readonly ctx: LeaseContext,
     private readonly keysOf: (resource: string) => LockKeys,
   ) {
+    this.waiters = new LocalWaiters(ctx.shutdown);
     this.owner = leaseOwner(ctx, new MultiBackend(ctx), this.waiters, undefined, MULTI_WAIT);
   }
 
@@ -254,6 +255,7 @@ export class MultiLocks {
   }
 
   private async attempt(keys: MultiKeys, ttl: number): Promise<MultiLock | null> {
+    this.ctx.shutdown.assertOpen(`lock acquire of "${keys.resource}"`);
     const token = newToken();
     const acquired = (await this.owner.backend.tryAcquire(keys, token, ttl)) as MultiAcquired | null;
     if (!acquired) return null;

@@ -253,7 +253,7 @@ export class Semaphore {
   readonly ttl: number;
   private readonly keys: LockKeys;
   private readonly owner: LockOwner;
-  private readonly waiters = new LocalWaiters();
+  private readonly waiters: LocalWaiters;
   private readonly backend: SemaphoreBackend;
   /** Permits of this Semaphore held in this process (pruned of released and expired ones when it fills up). */
   private readonly heldHere = new Set<Lock>();
@@ -281,6 +281,7 @@ export class Semaphore {
     const lock = ctx.keys.tagged(FEATURES.lock, name, ':sem');
     this.keys = { resource: name, lock, fence: '', waiters: `${lock}:waiters` };
     this.backend = new SemaphoreBackend(ctx, name, lock, limit);
+    this.waiters = new LocalWaiters(ctx.shutdown);
     this.owner = leaseOwner(ctx, this.backend, this.waiters, (keys, token) => this.handOver(keys, token));
     this.limit = limit;
   }
@@ -364,6 +365,7 @@ export class Semaphore {
   }
 
   private async attempt(ttl: number): Promise<Lock | null> {
+    this.ctx.shutdown.assertOpen(`semaphore "${this.name}" acquire`);
     // While callers of this process hold every permit, asking Redis is pointless: wait for one of their releases.
     if (this.allHeldHere()) return null;
     const token = newToken();

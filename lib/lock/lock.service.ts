@@ -1,4 +1,4 @@
-import { Inject, Injectable, Logger, type OnModuleInit, Optional } from '@nestjs/common';
+import { Inject, Injectable, Logger, type OnApplicationShutdown, type OnModuleInit, Optional } from '@nestjs/common';
 import { Cluster, type Redis } from 'ioredis';
 import { InvalidOptionsError, LockLostError, LockNotAcquiredError } from '../common/errors.js';
 import { FailurePolicy } from '../common/failure-policy.js';
@@ -16,6 +16,7 @@ import { LockEvents } from './lock.events.js';
 import type { LeaseAcquireOptions, LeaseContext, LeaseUsingOptions } from './lock.lease.js';
 import { type MultiLock, MultiLocks } from './lock.multi.js';
 import { LocalWaiters } from './lock.waiters.js';
+import { LockShutdown } from './lock.shutdown.js';
 import { LockWakeups } from './lock.wake.js';
 import { type QuorumCalls, quorumOf } from './lock.quorum.js';
 import { Semaphore, type SemaphoreOptions } from './lock.semaphore.js';
@@ -33,7 +34,7 @@ import { traced } from '../common/diagnostics.js';
  * RedisUnavailableError and the critical section does not run.
  */
 @Injectable()
-export class LockService implements OnModuleInit {
+export class LockService implements OnModuleInit, OnApplicationShutdown {
   private readonly logger = new Logger('RedisToolkit:Lock');
   private readonly backend: LockBackend;
   /** Locks fail closed: every transport failure and error reply is thrown to the caller, counted and logged. */
@@ -42,8 +43,10 @@ export class LockService implements OnModuleInit {
   private readonly quorumClients: { client: Redis; description: string }[] = [];
   /** The Redlock steps over `quorumClients`, shared by locks, semaphores and multi-resource locks. */
   private readonly quorumCalls: QuorumCalls | undefined;
+  /** app.close(): ends waits and auto-extensions, refuses later acquisitions (see LockShutdown). */
+  private readonly shutdown = new LockShutdown();
   /** Callers of this process waiting for a resource, or asking Redis for it (see LocalWaiters). */
-  private readonly waiters = new LocalWaiters();
+  private readonly waiters = new LocalWaiters(this.shutdown);
   private readonly owner: LockOwner;
   /** The lock a caller of this process holds per lock key (at most one can be valid at a time). */
   private readonly heldHere = new Map<string, Lock>();
@@ -114,6 +117,7 @@ export class LockService implements OnModuleInit {
           : this.events.report(name, () => lock.info),
       extensionThreshold: this.lockOptions.extensionThreshold,
       warn: (message) => this.logger.warn(message),
+      shutdown: this.shutdown,
     };
     if (this.waiterId && grantable) {
       this.grants = new LockGrants(keys, {
@@ -193,6 +197,7 @@ export class LockService implements OnModuleInit {
       commandTimeout: this.connection.commandTimeout,
       failures: this.failures,
       events: this.events,
+      shutdown: this.shutdown,
       warn: (message) => this.logger.warn(message),
       runHolding: (lock, fn, options) => this.runHolding(lock, fn, options),
     };
@@ -213,6 +218,16 @@ export class LockService implements OnModuleInit {
       (m) => this.logger.warn(m),
       () => (this.connections ?? this.connection).onApplicationShutdown(),
     );
+  }
+
+  /**
+   * The connections are quit now (or a moment later): each auto-extension ends, its lock reported lost (it expires by
+   * itself; not released, its section may still run), each caller waiting for a lock, a permit or a multi-lock is
+   * rejected, and so is every later acquisition: RedisUnavailableError naming the shutdown. A `using` section sees its
+   * signal abort. After the HTTP server stopped (Nest's order), so no request still being answered loses its lock.
+   */
+  onApplicationShutdown(): void {
+    this.shutdown.close();
   }
 
   /**
@@ -238,6 +253,8 @@ export class LockService implements OnModuleInit {
     let joined = false; // an attempt of this call joined the lock's waiting services
     let tries = 0; // attempts that reached Redis
     for (let attempt = 0; ; attempt++) {
+      // a lock held here is not released after app.close(): without this the wait would last until it expires
+      this.shutdown.assertOpen(`lock acquire on "${resource}"`);
       // While a caller of this process holds it (or an acquire of it is asking Redis for it), asking Redis is
       // pointless: wait to be woken by its release (or handed the lock), or for the next retry. A tryAcquire in flight
       // does not stop it: that waits for nothing, and a wait's grant is not its to take.
@@ -338,6 +355,7 @@ export class LockService implements OnModuleInit {
 
   /** `waiter`: this service's id when the caller waits if the lock is busy (see LockWakeups), else ''. */
   private async attempt(keys: LockKeys, ttl: number, waiter = ''): Promise<Lock | null> {
+    this.shutdown.assertOpen(`lock acquire on "${keys.resource}"`);
     // A fresh token per attempt: a background clean-up of a failed attempt can never delete a later success.
     const token = newToken();
     // with grants, an attempt of the service's wait, which a release grants the lock to (acquire-many.lua)

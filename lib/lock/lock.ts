@@ -8,6 +8,7 @@ import {
 } from './lock.auto-extend.js';
 import type { LockBackend, LockKeys } from './lock.backend.js';
 import type { LockEventInfo } from './lock.events.js';
+import type { LockShutdown } from './lock.shutdown.js';
 import { AUTO_EXTEND, checkNames } from './lock.option-names.js';
 import { type TracingContext, traced } from '../common/diagnostics.js';
 
@@ -23,6 +24,8 @@ export interface LockOwner {
   /** `lock.extensionThreshold`, the default for auto-extension. */
   readonly extensionThreshold: number | undefined;
   warn(message: string): void;
+  /** The service's app.close(): ends the auto-extension (see startAutoExtension). */
+  readonly shutdown: LockShutdown;
 }
 
 /**
@@ -145,6 +148,7 @@ export class Lock {
       threshold,
       (reason) => this.reportLost(reason),
       (message) => this.owner.warn(message),
+      this.owner.shutdown,
     );
     return this.autoExtension.signal;
   }

@@ -1,4 +1,5 @@
 import type { Lock } from './lock.js';
+import type { LockShutdown } from './lock.shutdown.js';
 
 /**
  * Callers of this process waiting for a resource, keyed by lock key, oldest first. A release by another caller of
@@ -10,6 +11,9 @@ export class LocalWaiters {
   private readonly byKey = new Map<string, Set<Waiter>>();
   /** Per lock key, the attempts of `acquire` callers asking Redis for it now (a tryAcquire's are not counted). */
   private readonly asking = new Map<string, number>();
+
+  /** `shutdown`: at app.close() every pause ends at once (its caller then sees the service closed). */
+  constructor(private readonly shutdown?: LockShutdown) {}
 
   /** Runs `attempt`, an attempt of an `acquire` caller for `lockKey`: meanwhile `isAsking(lockKey)` is true. */
   async ask<T>(lockKey: string, attempt: () => Promise<T>): Promise<T> {
@@ -35,10 +39,14 @@ export class LocalWaiters {
 
   /**
    * Sleeps up to `ms`, or less when a caller of this process releases the same resource; resolves with the lock when
-   * that caller handed it over.
+   * that caller handed it over. Resolves null at once when the service shut down (its caller checks before asking).
    */
   pause(lockKey: string, ms: number, ttl: number): Promise<Lock | null> {
     return new Promise((resolve) => {
+      if (this.shutdown?.closed) {
+        resolve(null);
+        return;
+      }
       let set = this.byKey.get(lockKey);
       if (!set) {
         set = new Set();
@@ -46,6 +54,7 @@ export class LocalWaiters {
       }
       const waiters = set;
       const leave = (): void => {
+        offClose?.();
         waiters.delete(waiter);
         if (waiters.size === 0 && this.byKey.get(lockKey) === waiters) this.byKey.delete(lockKey);
       };
@@ -65,6 +74,7 @@ export class LocalWaiters {
       };
       const timer = setTimeout(waiter.wake, ms);
       waiters.add(waiter);
+      const offClose = this.shutdown?.onClose(waiter.wake);
     });
   }
 
