@@ -144,6 +144,55 @@ export function shortSecretWarning(secrets: readonly string[]): string | undefin
   );
 }
 
+/**
+ * What `path`, `domain` and a prefixed `name` must be for the cookie to be sent as configured. Both are written into
+ * Set-Cookie as they are: a ';' would add an attribute of its own, a line break or a character outside Latin-1 makes
+ * Node throw on every write (a 500 at each login), and a path not starting with '/' is replaced by the browser's
+ * default. A `__Host-` / `__Secure-` name (browsers match the prefix in any case) is dropped by browsers without
+ * Secure, and a `__Host-` one with a Domain or a Path other than '/': nobody could log in, without a word.
+ */
+function checkCookieAttributes(c: SessionCookieOptions, problems: OptionProblems): void {
+  const path: unknown = c.path;
+  if (typeof path === 'string' && path !== '' && !/^\/[\x20-\x3a\x3c-\x7e]*$/.test(path)) {
+    problems.add(
+      'session.cookie.path',
+      `must start with '/' and hold only printable ASCII without ';' (it is sent in Set-Cookie as is), got ${JSON.stringify(path)}`,
+    );
+  }
+  const domain: unknown = c.domain;
+  if (typeof domain === 'string' && domain !== '' && !/^\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$/.test(domain)) {
+    problems.add(
+      'session.cookie.domain',
+      `must be a host name (letters, digits, '-' and '.'; punycode for others), got ${JSON.stringify(domain)}`,
+    );
+  }
+  const name: unknown = c.name;
+  if (typeof name !== 'string') return;
+  const prefix = /^__host-/i.test(name) ? '__Host-' : /^__secure-/i.test(name) ? '__Secure-' : undefined;
+  if (prefix === undefined) return;
+  const secure = c.secure ?? process.env.NODE_ENV === 'production';
+  if (secure === false) {
+    problems.add(
+      'session.cookie.secure',
+      `must be true or 'auto' for a cookie named ${name}: browsers drop a ${prefix} cookie sent without Secure` +
+        (c.secure === undefined ? ' (the default is true only when NODE_ENV is production)' : ''),
+    );
+  }
+  if (prefix !== '__Host-') return;
+  if (c.path !== undefined && c.path !== '/') {
+    problems.add(
+      'session.cookie.path',
+      `must be '/' for a cookie named ${name} (browsers drop a __Host- cookie otherwise)`,
+    );
+  }
+  if (c.domain !== undefined) {
+    problems.add(
+      'session.cookie.domain',
+      `must be unset for a cookie named ${name} (browsers drop a __Host- cookie with a Domain)`,
+    );
+  }
+}
+
 export function resolveSessionOptions(
   raw: SessionOptions | undefined,
   problems: OptionProblems,
@@ -179,6 +228,7 @@ export function resolveSessionOptions(
       }
       problems.string('session.cookie.path', c.path);
       problems.string('session.cookie.domain', c.domain);
+      checkCookieAttributes(c, problems);
       problems.duration('session.cookie.maxAge', c.maxAge);
     }
   }

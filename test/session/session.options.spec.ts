@@ -110,6 +110,54 @@ describe('session options', () => {
   });
 });
 
+// A cookie path or domain holding ';' was pasted into Set-Cookie as is (`path: '/x;Secure'` sent `Path=/x;Secure`, an
+// attribute of the configuration's making), one holding a line break or a non-Latin-1 character made Node throw on
+// every login (500), and a `__Host-`/`__Secure-` name without what its prefix needs (Secure; for __Host- also Path=/ and
+// no Domain) was sent as is, which browsers drop without a word: nobody could log in. All started without a word.
+describe('session cookie path, domain and name prefix', () => {
+  it('a path or domain that cannot be sent as is is refused at start, naming it', () => {
+    for (const path of ['/x;Secure', '/a\nb', 'relative', '/caf\u00e9\u20ac', '']) {
+      expect([path, problemsOf({ cookie: { path } })]).toEqual([path, expect.stringContaining('session.cookie.path ')]);
+    }
+    for (const domain of ['example.com; Secure', 'a b.com', 'ex\r\nample.com', '', 'exa/mple.com']) {
+      expect([domain, problemsOf({ cookie: { domain } })]).toEqual([
+        domain,
+        expect.stringContaining('session.cookie.domain '),
+      ]);
+    }
+    for (const ok of [
+      { path: '/' },
+      { path: '/app/v1' },
+      { domain: 'example.com' },
+      { domain: '.sub-1.example.com' },
+    ]) {
+      expect(problemsOf({ cookie: ok })).toBe('');
+    }
+  });
+
+  it('a __Host- or __Secure- name needs what its prefix means to browsers', () => {
+    expect(problemsOf({ cookie: { name: '__Host-sid', secure: true } })).toBe('');
+    expect(problemsOf({ cookie: { name: '__Host-sid', secure: 'auto' } })).toBe('');
+    expect(problemsOf({ cookie: { name: '__Secure-sid', secure: true, path: '/app', domain: 'example.com' } })).toBe(
+      '',
+    );
+    expect(problemsOf({ cookie: { name: '__Host-sid', secure: false } })).toContain(
+      "session.cookie.secure must be true or 'auto' for a cookie named __Host-sid",
+    );
+    // the default (true only when NODE_ENV is production) is refused outside production, as browsers would refuse it
+    expect(problemsOf({ cookie: { name: '__host-sid' } })).toContain('session.cookie.secure must be true or');
+    expect(problemsOf({ cookie: { name: '__Secure-sid', secure: false } })).toContain(
+      "session.cookie.secure must be true or 'auto' for a cookie named __Secure-sid",
+    );
+    expect(problemsOf({ cookie: { name: '__Host-sid', secure: true, path: '/app' } })).toContain(
+      "session.cookie.path must be '/' for a cookie named __Host-sid",
+    );
+    expect(problemsOf({ cookie: { name: '__Host-sid', secure: true, domain: 'example.com' } })).toContain(
+      'session.cookie.domain must be unset for a cookie named __Host-sid',
+    );
+  });
+});
+
 // A 3-character secret ('abc') started without a word. Cookies are signed with HMAC-SHA256: a secret shorter than its
 // 32-byte key can be guessed offline from one signed cookie. A warning, not an error (dev setups).
 describe.each(PLATFORMS)('a short cookie secret on %s', (platform) => {
