@@ -131,8 +131,15 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
     return this.starting;
   }
 
-  /** Quits every connection this instance created (a client given as `{ client }` stays open: it is the user's). */
+  /**
+   * Quits every connection this instance created (a client given as `{ client }` stays open: it is the user's), once
+   * the calls already made are on their way: the features batch the calls of one event-loop turn and send them on
+   * setImmediate (TickBatcher), and app.close() reaches this hook within that turn, so QUIT went first and the calls
+   * made with or just before app.close() failed (a cached value read as a miss, a rate limit failing open, a lock
+   * refused). One turn later they are written, QUIT follows them on each socket, and Redis answers them first.
+   */
   async onApplicationShutdown(): Promise<void> {
+    await new Promise<void>((resolve) => setImmediate(resolve));
     this.readOnly?.close();
     const clients = [...this.owned];
     this.owned.clear();

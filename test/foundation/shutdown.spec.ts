@@ -1,0 +1,49 @@
+import 'reflect-metadata';
+import { randomUUID } from 'node:crypto';
+import { Cluster, Redis } from 'ioredis';
+import { CacheService, LockService, PubSubService, RateLimitService } from '../../lib/index.js';
+import { lockKey } from '../support/lock-modes.js';
+import { sharedServers } from '../support/shared-servers.js';
+import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+
+afterEach(closeToolkitApps);
+
+/** What `p` settles with: its value, or its error (taken at once, so a rejection is never left unhandled). */
+const settled = (p: Promise<unknown>): Promise<unknown> => p.catch((err: unknown) => err);
+
+describe.each(['single', 'cluster'] as const)('app.close() on %s', (target) => {
+  it('answers the calls made in the same turn as app.close() (still in their batch) before it quits the connections', async () => {
+    const { get, close } = await createToolkitApp({ target });
+    const cache = get(CacheService);
+    const rateLimit = get(RateLimitService);
+    const locks = get(LockService);
+    const pubsub = get(PubSubService);
+    const id = randomUUID();
+    await cache.set(`warm:${id}`, 'value', { ttl: 60_000 });
+    const resource = `at-close:${id}`;
+    const calls = [
+      cache.get(`warm:${id}`),
+      cache.mget([`warm:${id}`]),
+      rateLimit.consume(`at-close:${id}`, { limit: 5, ttl: 60_000 }),
+      locks.tryAcquire(resource, { ttl: 60_000 }),
+      pubsub.publish(`at-close:${id}`, 1),
+    ].map(settled);
+    await close();
+    const [got, many, decision, lock, published] = await Promise.all(calls);
+    expect(got).toBe('value');
+    expect(many).toEqual(['value']);
+    expect(decision).toMatchObject({ allowed: true, remaining: 4 });
+    expect((decision as { degraded?: string }).degraded).toBeUndefined();
+    expect(rateLimit.stats().failedOpen).toBe(0);
+    expect(cache.stats()).toMatchObject({ hits: 2, errors: 0 });
+    expect(lock).toMatchObject({ resource });
+    expect(published).toBe(0);
+    // what Redis kept: the lock the call was granted is there, until its ttl (nobody released it)
+    const check = target === 'single' ? new Redis(sharedServers().single.url) : new Cluster(sharedServers().cluster);
+    try {
+      expect(await check.exists(lockKey(resource))).toBe(1);
+    } finally {
+      check.disconnect();
+    }
+  });
+});
