@@ -22,16 +22,48 @@ export interface SessionRequest {
 }
 
 /**
- * The session SessionMiddleware or SessionGuard put on this request: a Session, null (looked, none), or undefined
- * (nobody looked yet). On Fastify it lives on the Node request (`req.raw`), the one object that Nest middleware and
- * guards both see.
+ * Where the toolkit's session is also kept on the request, for when another library owns `req.session`: express-session
+ * puts its own Session object there on every request, logged in or not (and may do so after SessionMiddleware ran).
  */
-export function requestSession(req: SessionRequest): Session | null | undefined {
-  return (req.raw ?? req).session;
+const TOOLKIT_SESSION = Symbol('rtk.session');
+
+interface SessionHolder {
+  session?: unknown;
+  [TOOLKIT_SESSION]?: Session | null;
 }
 
+/**
+ * Whether `req.session` holds another library's session: an instance of a class (express-session's, cookie-session's
+ * Session). The toolkit's Session is a plain object, as is anything code assigns to mean "this session" or "none".
+ */
+function isForeignSession(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  const proto: unknown = Object.getPrototypeOf(value);
+  return proto !== Object.prototype && proto !== null;
+}
+
+/**
+ * The session SessionMiddleware or SessionGuard put on this request: a Session, null (looked, none), or undefined
+ * (nobody looked yet). On Fastify it lives on the Node request (`req.raw`), the one object that Nest middleware and
+ * guards both see. When another library's session is on `req.session` (express-session in the same app), the
+ * toolkit's is read from where setRequestSession kept it: taking express-session's for ours let SessionGuard pass
+ * every request, logged in or not.
+ */
+export function requestSession(req: SessionRequest): Session | null | undefined {
+  const holder = (req.raw ?? req) as SessionHolder;
+  const value = holder.session;
+  return isForeignSession(value) ? holder[TOOLKIT_SESSION] : (value as Session | null | undefined);
+}
+
+/**
+ * Puts the session on the request: on `req.session`, unless another library's session is there (express-session
+ * throws in `res.end` when its own is replaced, and the request is never answered), and always beside it, where
+ * requestSession finds it should another library put its own on `req.session` later.
+ */
 export function setRequestSession(req: SessionRequest, session: Session | null): void {
-  (req.raw ?? req).session = session;
+  const holder = (req.raw ?? req) as SessionHolder;
+  holder[TOOLKIT_SESSION] = session;
+  if (!isForeignSession(holder.session)) holder.session = session;
 }
 
 /** What these helpers need of SessionService (a structural type: SessionService imports this file). */
