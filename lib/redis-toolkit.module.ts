@@ -1,5 +1,6 @@
 import { Module, type Provider } from '@nestjs/common';
-import { DiscoveryModule } from '@nestjs/core';
+import { DiscoveryModule, ModulesContainer } from '@nestjs/core';
+import { InvalidOptionsError } from './common/errors.js';
 import { KeyBuilder } from './common/keys.js';
 import {
   CLOSE_CONNECTIONS,
@@ -32,6 +33,7 @@ import { SESSION_EXPORTS, SESSION_PROVIDERS } from './session/session.providers.
 import { REDIS_CLIENT, REDIS_TOOLKIT_OPTIONS } from './redis-toolkit.constants.js';
 import { RedisToolkitConfigurableModule, REDIS_TOOLKIT_MODULE_OPTIONS } from './redis-toolkit.module-definition.js';
 import { resolveToolkitOptions, type ResolvedRedisToolkitOptions } from './redis-toolkit.options-resolver.js';
+import type { RedisToolkitOptions } from './redis-toolkit.options.js';
 
 /** Each feature injects only its own slice of the resolved options (and the shared values it needs). */
 const slice = <T>(provide: symbol | typeof KeyBuilder, pick: (o: ResolvedRedisToolkitOptions) => T) => ({
@@ -83,13 +85,39 @@ const CONNECTION_PROVIDERS: Provider[] = [
 ];
 
 /**
+ * Two global toolkits in one application (forRoot or forRootAsync imported twice, both with the default isGlobal)
+ * started without a word: each opened its own connections and ran its own start-up checks, and which one a class got
+ * injected depended on where it sat, so a feature module's cache could use other options (another prefix, another
+ * server) than the app's. Refused before anything connects; a second toolkit meant for one part of the app is
+ * imported with `isGlobal: false` there.
+ */
+function refuseSecondGlobalToolkit(modules: ModulesContainer): void {
+  let globals = 0;
+  for (const module of modules.values()) if (module.metatype === RedisToolkitModule && module.isGlobal) globals++;
+  if (globals < 2) return;
+  throw new InvalidOptionsError(
+    `RedisToolkitModule is imported ${globals} times as a global module (forRoot / forRootAsync, isGlobal true by ` +
+      'default) in this application: each would open its own connections, and which one a class gets injected ' +
+      'would depend on where it sits. Import it once, in the root module (it is global: every module gets its ' +
+      'services); a second toolkit meant for one part of the app takes isGlobal: false and is imported only there.',
+  );
+}
+
+/**
  * `RedisToolkitModule.forRoot(options)` / `forRootAsync({ imports, inject, useFactory })`; global by default
  * (`isGlobal: false` to scope it). Options are validated once, here, before anything connects.
  */
 @Module({
   imports: [DiscoveryModule],
   providers: [
-    { provide: REDIS_TOOLKIT_OPTIONS, useFactory: resolveToolkitOptions, inject: [REDIS_TOOLKIT_MODULE_OPTIONS] },
+    {
+      provide: REDIS_TOOLKIT_OPTIONS,
+      useFactory: (options: RedisToolkitOptions, modules: ModulesContainer) => {
+        refuseSecondGlobalToolkit(modules);
+        return resolveToolkitOptions(options);
+      },
+      inject: [REDIS_TOOLKIT_MODULE_OPTIONS, ModulesContainer],
+    },
     RedisConnection,
     ...CONNECTION_PROVIDERS,
     { provide: REDIS_CLIENT, useFactory: (c: RedisConnection) => c.client, inject: [RedisConnection] },

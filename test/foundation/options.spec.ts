@@ -1,5 +1,6 @@
 import { InvalidOptionsError, RedisToolkitModule } from '../../lib/index.js';
 import { resolveToolkitOptions } from '../../lib/redis-toolkit.options-resolver.js';
+import { Module } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { Cluster, Redis } from 'ioredis';
 import type { RedisToolkitOptions } from '../../lib/index.js';
@@ -161,4 +162,42 @@ describe('unknown option keys and a missing connection target', () => {
       expect(problemsOf({ connection })).toMatch(/connection names no server/);
     },
   );
+});
+
+describe('one global toolkit per application', () => {
+  // compile() builds the providers and connects nothing: the refusal comes before any connection.
+  const url = 'redis://127.0.0.1:1';
+  const compile = (imports: unknown[]) =>
+    Test.createTestingModule({ imports: imports as never[] })
+      .compile()
+      .then(
+        async (compiled) => {
+          await compiled.close();
+          return undefined;
+        },
+        (err: unknown) => err,
+      );
+
+  // Before: both started, each with its own connections, and a feature module's class got whichever toolkit Nest
+  // found first.
+  it('refuses forRoot imported twice (root and feature module), and forRoot beside forRootAsync', async () => {
+    @Module({ imports: [RedisToolkitModule.forRoot({ connection: { url }, keyPrefix: 'feature:' })] })
+    class FeatureModule {}
+    const twice = await compile([RedisToolkitModule.forRoot({ connection: { url } }), FeatureModule]);
+    expect(twice).toBeInstanceOf(InvalidOptionsError);
+    expect((twice as Error).message).toMatch(/RedisToolkitModule is imported 2 times as a global module/);
+    expect((twice as Error).message).toMatch(/isGlobal: false/);
+
+    const mixed = await compile([
+      RedisToolkitModule.forRoot({ connection: { url } }),
+      RedisToolkitModule.forRootAsync({ useFactory: () => ({ connection: { url }, keyPrefix: 'b:' }) }),
+    ]);
+    expect(mixed).toBeInstanceOf(InvalidOptionsError);
+  });
+
+  it('accepts a second toolkit with isGlobal: false, scoped to the module that imports it', async () => {
+    @Module({ imports: [RedisToolkitModule.forRoot({ connection: { url }, keyPrefix: 'feature:', isGlobal: false })] })
+    class FeatureModule {}
+    expect(await compile([RedisToolkitModule.forRoot({ connection: { url } }), FeatureModule])).toBeUndefined();
+  });
 });
