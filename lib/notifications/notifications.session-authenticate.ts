@@ -4,21 +4,37 @@ import type { GatewayAuthenticate, GatewayHandshake, PubSubUser } from './notifi
 export interface SessionLookup {
   get(id: unknown): Promise<{ id: string; userId: string } | null>;
   idFromCookieHeader(header: string | string[] | undefined): string | null;
+  /**
+   * Every verified session id of the header's session cookies, in header order (SessionService has it); without it
+   * only the first (`idFromCookieHeader`) is tried.
+   */
+  idsFromCookieHeader?(header: string | string[] | undefined): string[];
 }
 
 /**
  * The default `authenticate`: the session id from `auth.token` (what a non-browser client sends) or from the signed
- * session cookie of the handshake, loaded (and touched, when rolling) with SessionService.get. Malformed ids are
- * refused without a Redis call. The user is `{ id: session.userId, sessionId }`; SessionService errors (Redis down)
- * propagate, and the gateway refuses the connection with E_AUTH_UNAVAILABLE.
+ * session cookie of the handshake, loaded (and touched, when rolling) with SessionService.get. With several cookies
+ * of the session's name (a sibling subdomain can set one, and the browser may send it first), the first live session
+ * of their verified ids, read one after the other, as SessionMiddleware and SessionGuard do: a dead one sent first
+ * (an attacker's own logged-out session) cannot keep the user's socket out. Malformed ids are refused without a Redis
+ * call. The user is `{ id: session.userId, sessionId }`; SessionService errors (Redis down) propagate, and the
+ * gateway refuses the connection with E_AUTH_UNAVAILABLE.
  */
 export function sessionAuthenticate(sessions: SessionLookup): GatewayAuthenticate {
   return async (handshake: GatewayHandshake): Promise<PubSubUser | null> => {
     const token = handshake.auth?.token;
-    const id =
-      typeof token === 'string' && token.length > 0 ? token : sessions.idFromCookieHeader(handshake.headers?.cookie);
-    if (id === null) return null;
-    const session = await sessions.get(id);
-    return session ? { id: String(session.userId), sessionId: session.id } : null;
+    const ids = typeof token === 'string' && token.length > 0 ? [token] : cookieIds(sessions, handshake);
+    for (const id of ids) {
+      const session = await sessions.get(id);
+      if (session) return { id: String(session.userId), sessionId: session.id };
+    }
+    return null;
   };
+}
+
+function cookieIds(sessions: SessionLookup, handshake: GatewayHandshake): string[] {
+  const header = handshake.headers?.cookie;
+  if (sessions.idsFromCookieHeader) return sessions.idsFromCookieHeader(header);
+  const id = sessions.idFromCookieHeader(header);
+  return id === null ? [] : [id];
 }

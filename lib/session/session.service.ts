@@ -13,7 +13,7 @@ import {
   signCookieValue,
   type CookieResponse,
 } from './session.cookie.js';
-import { isSecureRequest } from './session.http.js';
+import { cookieSessionIds, isSecureRequest } from './session.http.js';
 import { generateSessionId, isValidSessionId } from './session.id.js';
 import {
   registerSessionRevoker,
@@ -284,6 +284,16 @@ export class SessionService {
       name: this.options.cookie.name,
       secrets: this.options.cookie.secrets,
     });
+  }
+
+  /**
+   * Every verified session id of the header's cookies of the session's name, in header order, at most 4; usually one.
+   * Several when a sibling subdomain (or a plain-HTTP response) set a cookie of the same name, which the browser may
+   * send first: read them in order and take the first live session, as SessionMiddleware and SessionGuard do (and the
+   * notifications gateway's default authenticate). No Redis command.
+   */
+  idsFromCookieHeader(header: string | string[] | undefined): string[] {
+    return cookieSessionIds(this, header);
   }
 
   /** The signed cookie value for a session id (`s:<id>.<hmac>`), e.g. for a WebSocket client or a test. */

@@ -79,6 +79,25 @@ describe.each(PLATFORMS_AND_TARGETS)('default session authentication on %s, %s',
     ).rejects.toMatchObject(refused);
     expect(app.get(NotificationsGateway).stats().refused).toBe(8);
   });
+
+  // A sibling subdomain can set a cookie of the session's name, and the browser may send it first. Before: the
+  // gateway tried the first verified cookie only, so the signed cookie of an attacker's own logged-out session, sent
+  // first, kept the user's socket out (E_UNAUTHENTICATED) while HTTP (SessionMiddleware, SessionGuard) let them in.
+  it('with several session cookies, takes the first live session, as HTTP does', async () => {
+    const { app, sessions, cookieName } = await boot();
+    const dead = await sessions.create('attacker');
+    await sessions.destroy(dead.id);
+    const live = await sessions.create('u-9');
+    const cookie = (id: string) => `${cookieName}=${encodeURIComponent(sessions.signedCookieValue(id))}`;
+    const client = await connectClient(app.url, {}, '/notifications', {
+      cookie: `${cookieName}=junk; ${cookie(dead.id)}; ${cookie(live.id)}`,
+    });
+    expect(await client.subscribe('user:u-9')).toEqual({ ok: true });
+    expect(await client.subscribe('user:attacker')).toMatchObject({ ok: false, code: 'E_FORBIDDEN' });
+    await expect(
+      connectClient(app.url, {}, '/notifications', { cookie: `${cookie(dead.id)}; ${cookieName}=junk` }),
+    ).rejects.toMatchObject({ data: { code: 'E_UNAUTHENTICATED' } });
+  });
 });
 
 describe('default session authentication when Redis is down', () => {
