@@ -156,7 +156,8 @@ function checkCookieAttributes(c: SessionCookieOptions, problems: OptionProblems
   if (typeof path === 'string' && path !== '' && !/^\/[\x20-\x3a\x3c-\x7e]*$/.test(path)) {
     problems.add(
       'session.cookie.path',
-      `must start with '/' and hold only printable ASCII without ';' (it is sent in Set-Cookie as is), got ${JSON.stringify(path)}`,
+      "must start with '/' and hold only printable ASCII without ';' (it is sent in Set-Cookie as is), got " +
+        JSON.stringify(path),
     );
   }
   const domain: unknown = c.domain;
