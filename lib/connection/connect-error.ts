@@ -1,0 +1,53 @@
+import {
+  RedisPermissionError,
+  RedisReplyError,
+  type RedisToolkitError,
+  RedisUnavailableError,
+} from '../common/errors.js';
+
+/** What ioredis and the start send before anything else, and why (for a server that does not know one). */
+const CONNECT_COMMANDS: Record<string, string> = {
+  info: "ioredis's ready check sends it on every connect, and health reads it",
+  ping: 'the start and health send it',
+};
+
+/** The typed error of a failed connect: the server's own answer says more than "check that it is running". */
+export function connectError(err: unknown, description: string): RedisToolkitError {
+  const message = (err as Error).message.replace(/\.$/, '');
+  const code = /^[A-Z]+\b/.exec(message)?.[0];
+  if (code === 'NOPERM') {
+    const command = /'([^']+)' command/.exec(message)?.[1] ?? 'ping';
+    return new RedisPermissionError(
+      `Cannot connect to Redis at ${description}: the ACL user may not run ${command.toUpperCase()} (${message}); ` +
+        `${CONNECT_COMMANDS[command] ?? 'ioredis sends it while connecting'}. Grant +${command} ` +
+        '(docs/security.md has the complete line).',
+      'NOPERM',
+      { cause: err },
+    );
+  }
+  // The server is up and refused the credentials: waiting, or starting lazily, would not help.
+  if (code === 'WRONGPASS' || code === 'NOAUTH' || /invalid (username-)?password/i.test(message)) {
+    return new RedisUnavailableError(
+      `Cannot connect to Redis at ${description}: ${message}. Check the username and password (in the url, ` +
+        'redis://user:password@host:port, or username / password beside host and port): the server refused them, ' +
+        'or wants them and none were given.',
+      { cause: err },
+    );
+  }
+  const unknown = /unknown command '([^']+)'/i.exec(message)?.[1]?.toLowerCase();
+  if (unknown !== undefined) {
+    const command = unknown.toUpperCase();
+    return new RedisReplyError(
+      `Cannot connect to Redis at ${description}: the server does not know ${command} (${message}): it is renamed ` +
+        `or disabled with rename-command in its configuration. The toolkit needs ${command} by that name ` +
+        `(${CONNECT_COMMANDS[unknown] ?? 'ioredis sends it while connecting'}): remove that rename-command line.`,
+      'ERR',
+      { cause: err },
+    );
+  }
+  return new RedisUnavailableError(
+    `Cannot connect to Redis at ${description}: ${message}. ` +
+      'Check that the server is running and reachable, or set lazyConnect: true to start without it.',
+    { cause: err },
+  );
+}
