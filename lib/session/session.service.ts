@@ -26,6 +26,7 @@ import { SESSION_OPTIONS, shortSecretWarning, type ResolvedSessionOptions } from
 import { checkCreateOptions } from './session.options.js';
 import { checkFieldName, encodeField, encodeSessionData, expiryOf, toSession } from './session.envelope.js';
 import type { SessionEnvelope } from './session.envelope.js';
+import { guardSessionCall } from './session.failures.js';
 import { SessionRecords } from './session.records.js';
 import type { CreateSessionOptions, Session, SessionData } from './session.types.js';
 import { diagnose, traced } from '../common/diagnostics.js';
@@ -362,36 +363,9 @@ export class SessionService {
     this.guard('index update', () => this.records.index.settled(userId, id)).catch(() => undefined);
   }
 
-  /**
-   * Runs a Redis operation under the failure policy: sessions fail closed (RedisUnavailableError, a 503), an error
-   * reply is a RedisReplyError; both logged once per interval, without ids.
-   */
+  /** Runs a Redis operation under the failure policy (sessions fail closed): see guardSessionCall. */
   private guard<R>(what: string, run: () => Promise<R>): Promise<R> {
-    // FailurePolicy.guard's checks, counts and errors, without its two async layers (this wraps every read)
-    let pending: Promise<R>;
-    try {
-      this.failures.assertReady(what);
-    } catch (err) {
-      return Promise.reject(this.failed(err));
-    }
-    try {
-      pending = run();
-    } catch (err) {
-      return Promise.reject(this.failed(this.failures.classify(err, what)));
-    }
-    return pending.catch((err: unknown) => {
-      throw this.failed(this.failures.classify(err, what));
-    });
-  }
-
-  /** The error a failed call rejects with: a transport failure is counted and logged first (sessions fail closed). */
-  private failed(err: unknown): unknown {
-    try {
-      this.failures.unavailable(err, false);
-    } catch (thrown) {
-      return thrown;
-    }
-    return err;
+    return guardSessionCall(this.failures, what, run);
   }
 
   /** Failed Redis calls since start (this process): transport failures and error replies. */
