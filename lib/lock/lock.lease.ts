@@ -1,4 +1,4 @@
-import { LockNotAcquiredError } from '../common/errors.js';
+import { LockLostError, LockNotAcquiredError } from '../common/errors.js';
 import type { FailurePolicy } from '../common/failure-policy.js';
 import type { KeyBuilder } from '../common/keys.js';
 import type { RedisClient } from '../common/lua-script.js';
@@ -67,7 +67,7 @@ export function leaseOwner(
     handOver,
     event: (name, lock, reason) =>
       name === 'lost'
-        ? ctx.events.report(name, () => ({ ...lock.info, reason: reason as Error }))
+        ? ctx.events.report(name, () => ({ ...lock.info, reason: reason ?? new LockLostError('lost') }))
         : ctx.events.report(name, () => lock.info),
     extensionThreshold: ctx.options.extensionThreshold,
     warn: (message) => ctx.warn(message),

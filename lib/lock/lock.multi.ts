@@ -3,13 +3,19 @@ import { InvalidOptionsError, LockLostError } from '../common/errors.js';
 import { KeyBuilder } from '../common/keys.js';
 import { itemReplyError } from '../common/failure-policy.js';
 import { newToken, nextFenceFloor, ttlOf } from './lock.attempts.js';
-import { autoExtendOptions, checkAutoExtend } from './lock.auto-extend.js';
+import { autoExtendOptions, checkAutoExtend, checkExtensionThreshold } from './lock.auto-extend.js';
 import type { Acquired, LockBackend, LockKeys } from './lock.backend.js';
 import { Lock, type LockOwner } from './lock.js';
-import { acquireWithRetries, type LeaseAcquireOptions, type LeaseContext, leaseOwner } from './lock.lease.js';
+import {
+  acquireWithRetries,
+  type LeaseAcquireOptions,
+  type LeaseContext,
+  type LeaseUsingOptions,
+  leaseOwner,
+} from './lock.lease.js';
 import { gather } from './lock.quorum.js';
 import { LocalWaiters } from './lock.waiters.js';
-import { checkNames, LEASE_ACQUIRE, LEASE_TRY } from './lock.option-names.js';
+import { checkNames, LEASE_ACQUIRE, LEASE_TRY, LEASE_USING } from './lock.option-names.js';
 import {
   ACQUIRE_MANY,
   EXTEND,
@@ -235,6 +241,19 @@ export class MultiLocks {
       { waiters: this.waiters, key: MULTI_WAIT, ttl },
       () => this.attempt(keys, ttl),
     );
+  }
+
+  /** `LockService.usingAll`: `using` for several resources at once, the lock kept alive while `fn` runs. */
+  async using<T>(
+    resources: readonly string[],
+    options: LeaseUsingOptions,
+    fn: (signal: AbortSignal, lock: MultiLock) => Promise<T> | T,
+  ): Promise<T> {
+    if (typeof fn !== 'function') throw new InvalidOptionsError('usingAll: fn must be a function');
+    checkNames(options, LEASE_USING, 'usingAll');
+    checkExtensionThreshold(options?.extensionThreshold, ttlOf(this.ctx.options.ttl, options?.ttl), 'usingAll');
+    const lock = await this.acquire(resources, { ...options, autoExtend: undefined });
+    return this.ctx.runHolding(lock, fn, { extensionThreshold: options?.extensionThreshold });
   }
 
   async tryAcquire(

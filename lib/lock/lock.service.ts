@@ -13,7 +13,7 @@ import { LockGrants } from './lock.grants.js';
 import { type CurrentLock, lockContext } from './lock.context.js';
 import { type RunHoldingOptions, runHolding } from './lock.holding.js';
 import { LockEvents } from './lock.events.js';
-import type { LeaseAcquireOptions, LeaseContext, LeaseUsingOptions } from './lock.lease.js';
+import { type LeaseAcquireOptions, type LeaseContext, type LeaseUsingOptions, leaseOwner } from './lock.lease.js';
 import { type MultiLock, MultiLocks } from './lock.multi.js';
 import { LocalWaiters } from './lock.waiters.js';
 import { LockShutdown } from './lock.shutdown.js';
@@ -23,7 +23,7 @@ import { Semaphore, type SemaphoreOptions } from './lock.semaphore.js';
 import { LOCK_OPTIONS, type ResolvedLockOptions } from './lock.options.js';
 import { Lock, type LockOwner } from './lock.js';
 import type { AcquireOptions, LockedFunction, TryAcquireOptions, UsingOptions } from './lock.types.js';
-import { ACQUIRE, checkNames, LEASE_USING, TRY_ACQUIRE, USING } from './lock.option-names.js';
+import { ACQUIRE, checkNames, TRY_ACQUIRE, USING } from './lock.option-names.js';
 import { startLockServers } from './lock.eviction-check.js';
 import { traced } from '../common/diagnostics.js';
 
@@ -48,6 +48,8 @@ export class LockService implements OnModuleInit, OnApplicationShutdown {
   /** Callers of this process waiting for a resource, or asking Redis for it (see LocalWaiters). */
   private readonly waiters = new LocalWaiters(this.shutdown);
   private readonly owner: LockOwner;
+  /** What semaphores and multi-resource locks share with this service. */
+  private readonly leaseContext: LeaseContext;
   /** The lock a caller of this process holds per lock key (at most one can be valid at a time). */
   private readonly heldHere = new Map<string, Lock>();
   /** Releases by other services wake a waiter of this one (see LockWakeups). */
@@ -104,20 +106,26 @@ export class LockService implements OnModuleInit, OnApplicationShutdown {
     } else {
       this.backend = new SingleLockBackend(connection.client, this.failures, this.wakeups.channels);
     }
+    this.leaseContext = {
+      client: this.connection.client,
+      quorum: this.quorumCalls,
+      keys: this.keys,
+      options: this.lockOptions,
+      commandTimeout: this.connection.commandTimeout,
+      failures: this.failures,
+      events: this.events,
+      shutdown: this.shutdown,
+      warn: (message) => this.logger.warn(message),
+      runHolding: (lock, fn, options) => this.runHolding(lock, fn, options),
+    };
+    // a lock of this service's own: a release also forgets it as held here
+    const owner = leaseOwner(this.leaseContext, this.backend, this.waiters, (k, token) => this.handOver(k, token));
     this.owner = {
-      backend: this.backend,
+      ...owner,
       released: (k, lock) => {
         if (this.heldHere.get(k.lock) === lock) this.heldHere.delete(k.lock);
-        this.waiters.wakeOne(k.lock);
+        owner.released(k, lock);
       },
-      handOver: (k, token) => this.handOver(k, token),
-      event: (name, lock, reason) =>
-        name === 'lost'
-          ? this.events.report(name, () => ({ ...lock.info, reason: reason ?? new LockLostError('lost') }))
-          : this.events.report(name, () => lock.info),
-      extensionThreshold: this.lockOptions.extensionThreshold,
-      warn: (message) => this.logger.warn(message),
-      shutdown: this.shutdown,
     };
     if (this.waiterId && grantable) {
       this.grants = new LockGrants(keys, {
@@ -147,14 +155,13 @@ export class LockService implements OnModuleInit, OnApplicationShutdown {
   }
 
   private multiLocks: MultiLocks | undefined;
-  private leaseContext: LeaseContext | undefined;
 
   /**
    * A counting semaphore: at most `limit` holders of `name` at once (on the quorum with `lock.quorum`). Make it once
    * and keep it: its local waiters are woken by its own releases.
    */
   semaphore(name: string, options: SemaphoreOptions): Semaphore {
-    return new Semaphore(this.lease(), name, options);
+    return new Semaphore(this.leaseContext, name, options);
   }
 
   /**
@@ -176,32 +183,12 @@ export class LockService implements OnModuleInit, OnApplicationShutdown {
     options: LeaseUsingOptions,
     fn: (signal: AbortSignal, lock: MultiLock) => Promise<T> | T,
   ): Promise<T> {
-    if (typeof fn !== 'function') throw new InvalidOptionsError('usingAll: fn must be a function');
-    checkNames(options, LEASE_USING, 'usingAll');
-    checkExtensionThreshold(options?.extensionThreshold, ttlOf(this.lockOptions.ttl, options?.ttl), 'usingAll');
-    const lock = await this.acquireAll(resources, { ...options, autoExtend: undefined });
-    return this.runHolding(lock, fn, { extensionThreshold: options?.extensionThreshold });
+    return this.multi().using(resources, options, fn);
   }
 
   private multi(): MultiLocks {
-    this.multiLocks ??= new MultiLocks(this.lease(), (resource) => this.keysFor(resource));
+    this.multiLocks ??= new MultiLocks(this.leaseContext, (resource) => this.keysFor(resource));
     return this.multiLocks;
-  }
-
-  private lease(): LeaseContext {
-    this.leaseContext ??= {
-      client: this.connection.client,
-      quorum: this.quorumCalls,
-      keys: this.keys,
-      options: this.lockOptions,
-      commandTimeout: this.connection.commandTimeout,
-      failures: this.failures,
-      events: this.events,
-      shutdown: this.shutdown,
-      warn: (message) => this.logger.warn(message),
-      runHolding: (lock, fn, options) => this.runHolding(lock, fn, options),
-    };
-    return this.leaseContext;
   }
 
   /** Number of independent lock servers (1 without a quorum). */
