@@ -1,3 +1,4 @@
+import { cookieSession } from '../session/session.http.js';
 import type { GatewayAuthenticate, GatewayHandshake, PubSubUser } from './notifications.options.js';
 
 /** The SessionService methods the default `authenticate` needs. */
@@ -24,11 +25,8 @@ export function sessionAuthenticate(sessions: SessionLookup): GatewayAuthenticat
   return async (handshake: GatewayHandshake): Promise<PubSubUser | null> => {
     const token = handshake.auth?.token;
     const ids = typeof token === 'string' && token.length > 0 ? [token] : cookieIds(sessions, handshake);
-    for (const id of ids) {
-      const session = await sessions.get(id);
-      if (session) return { id: String(session.userId), sessionId: session.id };
-    }
-    return null;
+    const session = await cookieSession(sessions, ids);
+    return session ? { id: String(session.userId), sessionId: session.id } : null;
   };
 }
 

@@ -1,13 +1,6 @@
 import { Injectable, UnauthorizedException, type CanActivate, type ExecutionContext } from '@nestjs/common';
 import { SessionService } from './session.service.js';
-import {
-  cookieSession,
-  cookieSessionIds,
-  requestSession,
-  setRequestSession,
-  toHttpError,
-  type SessionRequest,
-} from './session.http.js';
+import { cookieSession, requestSession, setRequestSession, toHttpError, type SessionRequest } from './session.http.js';
 
 /**
  * Lets a request through only with a valid session: 401 otherwise, 503 when Redis cannot be reached. Uses the session
@@ -22,7 +15,7 @@ export class SessionGuard implements CanActivate {
     const req = context.switchToHttp().getRequest<SessionRequest>();
     let session = requestSession(req);
     if (session === undefined) {
-      const ids = cookieSessionIds(this.sessions, req.headers?.cookie);
+      const ids = this.sessions.idsFromCookieHeader(req.headers?.cookie);
       try {
         session = ids.length === 0 ? null : await cookieSession(this.sessions, ids);
       } catch (err) {

@@ -1,7 +1,5 @@
 import { ServiceUnavailableException } from '@nestjs/common';
 import { RedisUnavailableError } from '../common/errors.js';
-import { MAX_SESSION_COOKIES, readSessionIdsFromCookieHeader } from './session.cookie.js';
-import type { ResolvedSessionOptions } from './session.options.js';
 import type { Session } from './session.types.js';
 
 /**
@@ -66,35 +64,20 @@ export function setRequestSession(req: SessionRequest, session: Session | null):
   if (!isForeignSession(holder.session)) holder.session = session;
 }
 
-/** What these helpers need of SessionService (a structural type: SessionService imports this file). */
-interface SessionReader {
-  readonly options: Pick<ResolvedSessionOptions, 'cookie'>;
-  get(id: string): Promise<Session | null>;
-}
-
 /**
- * The ids of the request's verified session cookies (SessionMiddleware, SessionGuard), in header order, at most
- * MAX_SESSION_COOKIES; no Redis command. Usually one; several when a sibling subdomain (or a plain-HTTP response) set
- * a cookie of the same name, which the browser may send first (see cookieSession).
+ * The first live session of `ids` (SessionService.idsFromCookieHeader: the request's verified session cookies), read
+ * one after the other and only while the previous is gone, or null. Trying the next matters when there are several: a
+ * dead one sent first (the signed cookie of an attacker's own logged-out session, set from a sibling subdomain) must
+ * neither hide the live session nor get its cookie cleared. A live one planted so still wins: a `__Host-` cookie name
+ * prevents that (docs/session.md). Rejects with the read's error (RedisUnavailableError: the caller answers 503). Used
+ * by SessionMiddleware, SessionGuard and the notifications gateway's default authenticate.
  */
-export function cookieSessionIds(sessions: SessionReader, header: string | string[] | undefined): string[] {
-  const { name, secrets } = sessions.options.cookie;
-  return readSessionIdsFromCookieHeader(header, { name, secrets }, MAX_SESSION_COOKIES);
-}
-
-/**
- * The first live session of `ids` (from cookieSessionIds), read one after the other and only while the previous is
- * gone, or null. Trying the next matters when there are several: a dead one sent first (the signed cookie of an
- * attacker's own logged-out session, set from a sibling subdomain) must neither hide the live session nor get its
- * cookie cleared. A live one planted so still wins: a `__Host-` cookie name prevents that (docs/session.md). Rejects
- * with the read's error (RedisUnavailableError: the caller answers 503).
- */
-export function cookieSession(sessions: SessionReader, ids: readonly string[]): Promise<Session | null> {
+export function cookieSession<S>(sessions: { get(id: string): Promise<S | null> }, ids: readonly string[]) {
   // one cookie, the usual case: the read itself, no extra async step
   return ids.length === 1 ? sessions.get(ids[0]) : firstLive(sessions, ids);
 }
 
-async function firstLive(sessions: SessionReader, ids: readonly string[]): Promise<Session | null> {
+async function firstLive<S>(sessions: { get(id: string): Promise<S | null> }, ids: readonly string[]) {
   for (const id of ids) {
     const session = await sessions.get(id);
     if (session !== null) return session;

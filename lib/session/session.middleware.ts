@@ -2,13 +2,7 @@ import { Injectable, type NestMiddleware } from '@nestjs/common';
 import { InvalidOptionsError } from '../common/errors.js';
 import type { CookieResponse } from './session.cookie.js';
 import { SessionService } from './session.service.js';
-import {
-  cookieSession,
-  cookieSessionIds,
-  setRequestSession,
-  toHttpError,
-  type SessionRequest,
-} from './session.http.js';
+import { cookieSession, setRequestSession, toHttpError, type SessionRequest } from './session.http.js';
 import type { Session } from './session.types.js';
 
 /**
@@ -36,7 +30,7 @@ export class SessionMiddleware implements NestMiddleware {
   }
 
   async use(req: SessionRequest, res: CookieResponse, next: (error?: unknown) => void): Promise<void> {
-    const ids = cookieSessionIds(this.sessions, req.headers.cookie);
+    const ids = this.sessions.idsFromCookieHeader(req.headers.cookie);
     if (ids.length === 0) {
       setRequestSession(req, null);
       next();

@@ -8,12 +8,14 @@ import { RedisConnection } from '../connection/redis-connection.js';
 import { FEATURE_CONNECTION } from '../connection/redis-connections.js';
 import {
   appendSetCookie,
+  MAX_SESSION_COOKIES,
   readSessionIdFromCookieHeader,
+  readSessionIdsFromCookieHeader,
   serializeSetCookie,
   signCookieValue,
   type CookieResponse,
 } from './session.cookie.js';
-import { cookieSessionIds, isSecureRequest } from './session.http.js';
+import { isSecureRequest } from './session.http.js';
 import { generateSessionId, isValidSessionId } from './session.id.js';
 import {
   registerSessionRevoker,
@@ -294,7 +296,11 @@ export class SessionService {
    * notifications gateway's default authenticate). No Redis command.
    */
   idsFromCookieHeader(header: string | string[] | undefined): string[] {
-    return cookieSessionIds(this, header);
+    return readSessionIdsFromCookieHeader(
+      header,
+      { name: this.options.cookie.name, secrets: this.options.cookie.secrets },
+      MAX_SESSION_COOKIES,
+    );
   }
 
   /** The signed cookie value for a session id (`s:<id>.<hmac>`), e.g. for a WebSocket client or a test. */
