@@ -78,6 +78,10 @@ export const FEATURE_COMMANDS: {
     option: 'pubsub',
     folder: 'pubsub',
     key: FEATURES.pubsub,
+    // No PSUBSCRIBE/PUNSUBSCRIBE: no pattern is known before `subscribe('x:*')` is called (nothing declares one), an
+    // app without patterns needs neither, and the ACL checks a pattern literally (one sample says nothing of another).
+    // A refused pattern is a typed error to the caller, or, refused after a reconnect, dropped and logged
+    // (lib/pubsub/pubsub.refusals.ts).
     commands: ['publish', 'subscribe', 'unsubscribe', 'xadd', 'xrange', 'pexpire', 'multi', 'exec'],
   },
 ];

@@ -50,6 +50,15 @@ export class ChannelRelays {
     relay.ready.then((off) => off()).catch(() => undefined);
   }
 
+  /**
+   * Its PubSubService subscription was dropped (Redis refused it after a reconnect; PubSubService's
+   * onSubscriptionDropped): the next socket to subscribe opens a new one, and is told if Redis refuses it, instead of
+   * joining a dead room.
+   */
+  forget(name: string): void {
+    this.relays.delete(name);
+  }
+
   /** Closes every subscription (module shutdown). */
   closeAll(): void {
     for (const relay of this.relays.values()) void relay.ready.then((off) => off()).catch(() => undefined);

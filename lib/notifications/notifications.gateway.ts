@@ -128,6 +128,7 @@ export class NotificationsGateway
       logger: this.logger,
     });
     this.slowClients = new SlowClients(this.setup.options.slowClient, this.counters, this.warning);
+    this.pubsub.onSubscriptionDropped((name) => this.relays.forget(name));
   }
 
   private get options(): ResolvedNotificationsGatewayOptions {

@@ -1,4 +1,5 @@
 import type { Logger } from '@nestjs/common';
+import { RedisReplyError } from '../common/errors.js';
 import type { RedisClient } from '../common/lua-script.js';
 
 /** Between two attempts to make the pending subscriptions (also tried at once when the main connection is ready). */
@@ -8,7 +9,8 @@ const RETRY_MS = 1_000;
  * With `lazyConnect`, a subscription whose (P|S)SUBSCRIBE could not be made because Redis was not reachable: the
  * handler stays registered, `subscribe` resolves, one warning says so, and the subscription is made once Redis is
  * there (each second, and at once when the main connection becomes ready). Then `made` is called (the service tells
- * its onResubscribed listeners: messages published meanwhile were not received) and an info line says so.
+ * its onResubscribed listeners: messages published meanwhile were not received) and an info line says so. One Redis
+ * answers with an error (the ACL refuses its pattern) is not tried again: `refused` drops it, with an error logged.
  */
 export class PendingSubscriptions {
   private readonly names = new Set<string>();
@@ -24,6 +26,8 @@ export class PendingSubscriptions {
     /** Makes the subscription `name` if it is still wanted; rejects when Redis is still away. */
     private readonly subscribe: (name: string) => Promise<void>,
     private readonly made: () => void,
+    /** Redis answered its (P|S)SUBSCRIBE with an error (an ACL denial): not tried again (RefusedSubscriptions). */
+    private readonly refused: (name: string, err: RedisReplyError) => void,
   ) {}
 
   get size(): number {
@@ -75,8 +79,12 @@ export class PendingSubscriptions {
       for (const name of [...this.names]) {
         try {
           await this.subscribe(name);
-        } catch {
-          break; // still away: the next attempt tries them all again
+        } catch (err) {
+          // Refused, not away: trying it again each second could only fail again, without a word.
+          if (!(err instanceof RedisReplyError)) break; // still away: the next attempt tries them all again
+          this.names.delete(name);
+          this.refused(name, err);
+          continue;
         }
         if (this.closed) return;
         if (this.names.delete(name)) done.push(name);

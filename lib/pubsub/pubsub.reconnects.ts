@@ -32,7 +32,14 @@ interface ClusterInternals {
 export class SubscriberReconnects {
   private readonly listeners = new Set<() => void>();
 
-  constructor(private readonly logger: Logger) {}
+  constructor(
+    private readonly logger: Logger,
+    /**
+     * Run once the connections answered, before the listeners are told: re-sends each subscription ioredis could not
+     * restore (RefusedSubscriptions.restore); never rejects. None with sharded pub/sub.
+     */
+    private readonly restore?: (connections: Redis[]) => Promise<void>,
+  ) {}
 
   /** Calls `listener` after each reconnect of the subscriber; returns the function that removes it. */
   add(listener: () => void): () => void {
@@ -111,10 +118,16 @@ export class SubscriberReconnects {
     });
   }
 
-  /** Notifies once every connection answered a PING (queued after its re-sent subscriptions). */
+  /**
+   * Notifies once every connection answered a PING (queued after its re-sent subscriptions), and the subscriptions
+   * those did not restore were sent again.
+   */
   private confirm(connections: Redis[]): void {
     Promise.all(connections.map((c) => c.ping())).then(
-      () => this.notify(),
+      async () => {
+        await this.restore?.(connections);
+        this.notify();
+      },
       (err: unknown) => this.logger.warn(`the subscriber reconnected but did not answer: ${(err as Error).message}`),
     );
   }

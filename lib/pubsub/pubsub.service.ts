@@ -1,7 +1,7 @@
 import { Inject, Injectable, Logger, type OnModuleDestroy } from '@nestjs/common';
 import type { Cluster } from 'ioredis';
 import { InvalidOptionsError, RedisUnavailableError } from '../common/errors.js';
-import { FailurePolicy, itemReplyError, replyCodeOf } from '../common/failure-policy.js';
+import { FailurePolicy, itemReplyError } from '../common/failure-policy.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
 import type { RedisClient } from '../common/lua-script.js';
 import type { TickBatcher } from '../common/tick-batcher.js';
@@ -18,7 +18,8 @@ import { MessageDispatcher } from './pubsub.dispatch.js';
 import { PendingSubscriptions } from './pubsub.pending.js';
 import { StaleSubscriptions } from './pubsub.stale-subscriptions.js';
 import { createPublishBatcher, type PublishItem } from './pubsub.publish-batcher.js';
-import { connectShardedSubscriber, subscriberReady } from './pubsub.subscriber-connection.js';
+import { answered, type DroppedListener, RefusedSubscriptions, subscribeRefused } from './pubsub.refusals.js';
+import { openSubscriber, subscriberReady } from './pubsub.subscriber-connection.js';
 import { isPattern, type MessageHandler, type ReplayedMessage, type Unsubscribe } from './pubsub.types.js';
 import { diagnose, traced } from '../common/diagnostics.js';
 import { withTimeout } from '../common/timeout.js';
@@ -29,6 +30,8 @@ interface Subscription {
   readonly handlers: Set<MessageHandler>;
   /** Settles when Redis confirmed the (P|S)SUBSCRIBE; every concurrent first subscriber awaits the same one. */
   ready: Promise<void>;
+  /** Redis confirmed it once: checked after each reconnect (RefusedSubscriptions). */
+  made: boolean;
 }
 
 /**
@@ -43,7 +46,8 @@ export class PubSubService implements OnModuleDestroy {
   private subscriber: RedisClient | undefined;
   private readonly subscriptions = new Map<string, Subscription>();
   private readonly logger = new Logger('RedisToolkit:PubSub');
-  private readonly reconnects = new SubscriberReconnects(this.logger);
+  private readonly refused: RefusedSubscriptions<Subscription>;
+  private readonly reconnects: SubscriberReconnects;
   private readonly failures: FailurePolicy;
   private readonly channelPrefix: string;
   private readonly patternPrefix: string;
@@ -68,6 +72,16 @@ export class PubSubService implements OnModuleDestroy {
     private readonly keys: KeyBuilder,
   ) {
     this.failures = new FailurePolicy(connection, { feature: 'pub/sub', logger: this.logger });
+    this.channelPrefix = keys.channel('');
+    this.patternPrefix = KeyBuilder.globEscape(this.channelPrefix);
+    this.sharded = connection.isCluster && options.cluster === 'sharded';
+    this.refused = new RefusedSubscriptions(this.logger, this.subscriptions, {
+      redisName: (sub) => (sub.pattern ? this.patternPrefix : this.channelPrefix) + sub.name,
+      subscribeAgain: (name) => this.subscribeAgain(name),
+      count: () => void this.failures.counts.replyErrors++,
+    });
+    // Sharded: no patterns there, and ioredis rebuilds the SSUBSCRIBE connections itself (SubscriberReconnects).
+    this.reconnects = new SubscriberReconnects(this.logger, this.sharded ? undefined : (c) => this.refused.restore(c));
     this.streams = new DurableStreams(connection, serializer, this.logger);
     this.dispatcher = new MessageDispatcher(this.envelopes, serializer, this.logger);
     this.pending = new PendingSubscriptions(
@@ -75,11 +89,9 @@ export class PubSubService implements OnModuleDestroy {
       this.logger,
       (name) => this.subscribeAgain(name),
       () => this.reconnects.notify(),
+      (name, err) => this.refused.dropNamed(name, err),
     );
     this.reconnects.add(() => void this.stale.undoAll());
-    this.channelPrefix = keys.channel('');
-    this.patternPrefix = KeyBuilder.globEscape(this.channelPrefix);
-    this.sharded = connection.isCluster && options.cluster === 'sharded';
     this.publishes = createPublishBatcher(connection, this.sharded);
   }
 
@@ -101,6 +113,17 @@ export class PubSubService implements OnModuleDestroy {
    */
   onResubscribed(listener: () => void): () => void {
     return this.reconnects.add(listener);
+  }
+
+  /**
+   * Calls `listener(name, error)` when Redis refuses a subscription after `subscribe` resolved: its (P)SUBSCRIBE sent
+   * again after a reconnect (the ACL was tightened meanwhile), or a pending one (lazyConnect) made once Redis is
+   * reachable. The subscription is dropped (its handlers receive nothing more) and logged once as an error; `error` is
+   * RedisPermissionError for an ACL denial, naming the command, the pattern and the rule that grants it. Returns the
+   * remover.
+   */
+  onSubscriptionDropped(listener: DroppedListener): () => void {
+    return this.refused.onDropped(listener);
   }
 
   /** Whether `notifyUser` also writes each message to the user's capped stream. */
@@ -182,10 +205,10 @@ export class PubSubService implements OnModuleDestroy {
     const h: MessageHandler = (payload, channel, meta) => handler(payload as T, channel, meta);
     let sub = this.subscriptions.get(name);
     if (!sub) {
-      const created: Subscription = { name, pattern, handlers: new Set([h]), ready: Promise.resolve() };
+      const created: Subscription = { name, pattern, handlers: new Set([h]), ready: Promise.resolve(), made: false };
       created.ready = this.redisSubscribe(created).catch((err: unknown) => {
         // lazyConnect: the app starts and runs without Redis; the subscription is made once it is there.
-        if (!this.connection.lazyConnect || replyCodeOf(err) !== undefined || this.closed) throw err;
+        if (!this.connection.lazyConnect || answered(err) || this.closed) throw err;
         this.pending.add(name, err);
       });
       this.subscriptions.set(name, created);
@@ -199,7 +222,7 @@ export class PubSubService implements OnModuleDestroy {
       sub.handlers.delete(h);
       if (this.subscriptions.get(name) === sub && sub.handlers.size === 0) {
         this.subscriptions.delete(name);
-        if (replyCodeOf(err) === undefined) this.stale.add(sub); // it may still be run: see StaleSubscriptions
+        if (!answered(err)) this.stale.add(sub); // it may still be run: see StaleSubscriptions
       }
       throw this.failed(err, `subscribe to ${name}`);
     }
@@ -228,9 +251,16 @@ export class PubSubService implements OnModuleDestroy {
   private async redisSubscribe(sub: Subscription): Promise<void> {
     const subscriber = await this.ensureSubscriber();
     await this.connected(subscriber);
-    if (sub.pattern) await this.bounded(subscriber.psubscribe(this.patternPrefix + sub.name));
-    else if (this.sharded) await this.bounded((subscriber as Cluster).ssubscribe(this.channelPrefix + sub.name));
-    else await this.bounded(subscriber.subscribe(this.channelPrefix + sub.name));
+    const command = sub.pattern ? 'psubscribe' : this.sharded ? 'ssubscribe' : 'subscribe';
+    const redisName = (sub.pattern ? this.patternPrefix : this.channelPrefix) + sub.name;
+    const c = subscriber as Cluster;
+    try {
+      if (sub.pattern) await this.bounded(c.psubscribe(redisName));
+      else await this.bounded(this.sharded ? c.ssubscribe(redisName) : c.subscribe(redisName));
+    } catch (err) {
+      throw subscribeRefused(err, command, redisName, sub.name);
+    }
+    sub.made = true;
   }
 
   /**
@@ -286,32 +316,17 @@ export class PubSubService implements OnModuleDestroy {
 
   /** The one subscriber connection, created on first use; it reconnects by itself, `connected` waits for it. */
   private ensureSubscriber(): Promise<RedisClient> {
-    this.subscriberPromise ??= this.createSubscriber().catch((err: unknown) => {
-      this.subscriberPromise = undefined;
-      throw err;
-    });
-    return this.subscriberPromise;
-  }
-
-  private async createSubscriber(): Promise<RedisClient> {
-    // RedisConnection owns the subscriber: it logs its errors and quits it on shutdown.
-    const subscriber = this.connection.createSubscriber({ sharded: this.sharded });
-    const onMessage = (channel: string, message: string) => this.dispatch(this.nameOf(channel), channel, message);
-    subscriber.on('message', onMessage);
-    if (this.sharded) {
-      subscriber.on('smessage', onMessage);
-      await connectShardedSubscriber(this.connection, subscriber);
-    }
-    subscriber.on('pmessage', (pattern: string, channel: string, message: string) =>
-      this.dispatch(
-        pattern.slice(this.patternPrefix.length),
-        channel,
-        message,
-        pattern.slice(this.patternPrefix.length),
-      ),
+    this.subscriberPromise ??= openSubscriber(this.connection, this.sharded, (redisChannel, message, redisPattern) => {
+      const pattern = redisPattern?.slice(this.patternPrefix.length);
+      this.dispatch(pattern ?? this.nameOf(redisChannel), redisChannel, message, pattern);
+    }).then(
+      (subscriber) => (this.subscriber = subscriber),
+      (err: unknown) => {
+        this.subscriberPromise = undefined;
+        throw err;
+      },
     );
-    this.subscriber = subscriber;
-    return subscriber;
+    return this.subscriberPromise;
   }
 
   private nameOf(redisChannel: string): string {

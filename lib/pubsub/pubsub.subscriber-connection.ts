@@ -35,3 +35,24 @@ export async function connectShardedSubscriber(connection: RedisConnection, subs
     throw err;
   }
 }
+
+/**
+ * The pub/sub subscriber connection (RedisConnection owns it: it logs its errors and quits it on shutdown), each
+ * message handed to `deliver` with its Redis channel and, from a pattern subscription, the Redis pattern. A cluster's
+ * sharded one is connected up front (connectShardedSubscriber).
+ */
+export async function openSubscriber(
+  connection: RedisConnection,
+  sharded: boolean,
+  deliver: (redisChannel: string, message: string, redisPattern?: string) => void,
+): Promise<RedisClient> {
+  const subscriber = connection.createSubscriber({ sharded });
+  const onMessage = (channel: string, message: string) => deliver(channel, message);
+  subscriber.on('message', onMessage);
+  if (sharded) {
+    subscriber.on('smessage', onMessage);
+    await connectShardedSubscriber(connection, subscriber);
+  }
+  subscriber.on('pmessage', (pattern: string, channel: string, message: string) => deliver(channel, message, pattern));
+  return subscriber;
+}
