@@ -1,15 +1,33 @@
 /**
  * Every error the toolkit throws on purpose is a RedisToolkitError with a stable `code`,
  * so callers can branch on `err.code` (or `instanceof`) without parsing messages.
+ *
+ * An error that stands for an HTTP answer (RedisUnavailableError 503, SessionNotFoundError 401, LockNotAcquiredError
+ * 409, RateLimitExceededError 429, CacheLoadTimeoutError 504) carries it as `status` / `statusCode` with `expose:
+ * false`, the "http-errors" shape: thrown from a route handler, Nest's default exception filter answers with that
+ * status and its standard text (`{ statusCode: 409, message: 'Conflict' }`, the message itself only logged: it may name
+ * a resource or an address), as Express's and Fastify's own error handlers do. Any other is a 500, as before.
  */
 export class RedisToolkitError extends Error {
   static readonly code: string = 'E_REDIS_TOOLKIT';
+  /** The HTTP status this error stands for, where it stands for one. */
+  static readonly httpStatus?: number;
   readonly code: string;
+  readonly status?: number;
+  readonly statusCode?: number;
+  /** false: an HTTP answer carries the status's standard text, not this message. */
+  readonly expose?: boolean;
 
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = new.target.name;
-    this.code = (new.target as typeof RedisToolkitError).code;
+    const type = new.target as typeof RedisToolkitError;
+    this.code = type.code;
+    if (type.httpStatus !== undefined) {
+      this.status = type.httpStatus;
+      this.statusCode = type.httpStatus;
+      this.expose = false;
+    }
   }
 }
 
@@ -34,10 +52,12 @@ export class SerializationError extends RedisToolkitError {
 /** Redis could not be reached, or did not answer within `commandTimeout`. */
 export class RedisUnavailableError extends RedisToolkitError {
   static override readonly code: string = 'E_REDIS_UNAVAILABLE';
+  static override readonly httpStatus = 503;
 }
 
 export class LockNotAcquiredError extends RedisToolkitError {
   static override readonly code: string = 'E_LOCK_NOT_ACQUIRED';
+  static override readonly httpStatus = 409;
 }
 
 /** The lock expired or was taken by another owner before release/extend. */
@@ -60,6 +80,7 @@ export class UnsupportedContextError extends RedisToolkitError {
 
 export class RateLimitExceededError extends RedisToolkitError {
   static override readonly code: string = 'E_RATE_LIMIT_EXCEEDED';
+  static override readonly httpStatus = 429;
 
   constructor(
     message: string,
@@ -72,11 +93,13 @@ export class RateLimitExceededError extends RedisToolkitError {
 
 export class SessionNotFoundError extends RedisToolkitError {
   static override readonly code: string = 'E_SESSION_NOT_FOUND';
+  static override readonly httpStatus = 401;
 }
 
 /** A cache loader did not settle within `cache.loadTimeout`: its callers get this, and the key is free again. */
 export class CacheLoadTimeoutError extends RedisToolkitError {
   static override readonly code: string = 'E_CACHE_LOAD_TIMEOUT';
+  static override readonly httpStatus = 504;
 
   /**
    * @param key the entry whose loader timed out, as stored (the Redis key after the cache's prefix, its reserved

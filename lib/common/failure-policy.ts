@@ -69,6 +69,10 @@ export function itemReplyError(what: string, text: string): RedisReplyError | Re
 /** The part of the connection the policy looks at. */
 export interface FailureConnection {
   readonly status: string;
+  /** Its address, no credentials, for the message of a call made while it is not ready. */
+  readonly description?: string;
+  /** A transport failure in words that say where and why (RedisConnection: downReason); absent: as it is. */
+  explain?(err: unknown): unknown;
   /** Opens a lazy client that was never opened (status `wait`). */
   connectInBackground(): void;
   /**
@@ -77,6 +81,27 @@ export interface FailureConnection {
    * Absent: always undefined.
    */
   noteReadOnly?(): string | undefined;
+}
+
+/**
+ * ioredis's status of a connection that is not ready, in words: `end` is a connection closed for good (app.close(),
+ * or quit), where ioredis's own word reads as a typo ("the connection is end").
+ */
+export function notReadyState(status: string): string {
+  switch (status) {
+    case 'ready':
+      return 'connection lost'; // still `ready`: the socket closed and ioredis has not handled it yet
+    case 'wait':
+      return 'not connected yet (lazyConnect)';
+    case 'end':
+      return 'closed: the application is shutting down, or the connection was quit';
+    case 'disconnecting': // a Cluster's, while it quits
+      return 'closing: the application is shutting down, or the connection was quit';
+    case 'close':
+      return 'connection lost, not reconnecting yet';
+    default:
+      return status; // connect, connecting, reconnecting
+  }
 }
 
 export interface FailureCounts {
@@ -138,7 +163,10 @@ export class FailurePolicy {
     const status = this.connection.status;
     if (status === 'ready') return;
     if (status === 'wait') this.connection.connectInBackground();
-    throw new RedisUnavailableError(`${this.feature} ${what} failed: the Redis connection is ${status}`);
+    const where = this.connection.description === undefined ? 'Redis' : `Redis at ${this.connection.description}`;
+    throw new RedisUnavailableError(
+      `${this.feature} ${what} failed: not connected to ${where} (${notReadyState(status)})`,
+    );
   }
 
   /**
@@ -167,7 +195,8 @@ export class FailurePolicy {
 
   /** The typed error for `err`; an error reply is counted and logged on the way (once per error). */
   classify(err: unknown, what: string): RedisToolkitError {
-    const typed = this.lastingReadOnly(classifyRedisError(err, `${this.feature} ${what}`, this.withCause));
+    const explained = this.connection.explain === undefined ? err : this.connection.explain(err);
+    const typed = this.lastingReadOnly(classifyRedisError(explained, `${this.feature} ${what}`, this.withCause));
     if (typed instanceof RedisReplyError) this.replyFailed(typed);
     return typed;
   }

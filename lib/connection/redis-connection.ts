@@ -9,6 +9,7 @@ import { withTimeout } from '../common/timeout.js';
 import { connectError } from './connect-error.js';
 import { DEFAULT_READONLY_GRACE_MS, type ReadOnlyStreak, readOnlyStreakOf } from './readonly-streak.js';
 import { clusterReadyDenied } from './redis-permissions.cluster.js';
+import { explainedFailure, IOREDIS_REFUSALS } from './redis-down-reason.js';
 import { checkServer } from './redis-info.js';
 import {
   CONNECTION_OPTIONS,
@@ -90,6 +91,16 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   /** The last connection error of a client it created (default: the main one), for health; none for a `{ client }`. */
   lastError(client: RedisClient = this.client): string | undefined {
     return this.lastErrors.get(client)?.message;
+  }
+
+  /**
+   * A call's transport failure while this connection is not up (ioredis's "Connection is closed.", a status such as
+   * `end`), in the toolkit's words (downReason: the address, the state, the last connection error); anything else
+   * unchanged. The failure policy types what this returns.
+   */
+  explain(err: unknown): unknown {
+    if (this.status === 'ready' && !(err instanceof Error && IOREDIS_REFUSALS.test(err.message))) return err;
+    return explainedFailure(this, err);
   }
 
   /** For health: why writes have been refused past readOnlyGraceMs, while they are. */

@@ -1,5 +1,5 @@
 import { RedisToolkitError } from '../common/errors.js';
-import { replyCodeOf } from '../common/failure-policy.js';
+import { notReadyState, replyCodeOf } from '../common/failure-policy.js';
 
 /** What a down reason is made of (a RedisConnection). */
 export interface DownConnection {
@@ -28,17 +28,8 @@ export function downReason(connection: DownConnection, err: unknown): string {
   const status = connection.status;
   const refused = IOREDIS_REFUSALS.test(message);
   if (status === 'ready' && !refused) return `${where}: ${message}`;
-  // still `ready`: the socket closed and ioredis has not handled it yet
-  const state =
-    status === 'ready'
-      ? 'connection lost'
-      : status === 'wait'
-        ? 'not connected yet (lazyConnect)'
-        : status === 'end'
-          ? 'closed'
-          : status;
   const cause = connection.lastError() ?? (refused ? undefined : message);
-  return `not connected to ${where} (${state})${cause === undefined ? '' : `; last error: ${cause}`}`;
+  return `not connected to ${where} (${notReadyState(status)})${cause === undefined ? '' : `; last error: ${cause}`}`;
 }
 
 /**
@@ -46,6 +37,11 @@ export function downReason(connection: DownConnection, err: unknown): string {
  * driver error as its cause, for the failure policy to type; error replies and the toolkit's own errors unchanged.
  */
 export function explainedFailure(connection: DownConnection, err: unknown): unknown {
-  if (err instanceof RedisToolkitError || replyCodeOf(err) !== undefined) return err;
-  return new Error(downReason(connection, err), { cause: err });
+  if (err instanceof RedisToolkitError || replyCodeOf(err) !== undefined || explained.has(err as object)) return err;
+  const failure = new Error(downReason(connection, err), { cause: err });
+  explained.add(failure);
+  return failure;
 }
+
+/** Errors explainedFailure made: explained once (a caller may explain before the failure policy does). */
+const explained = new WeakSet<object>();

@@ -1,5 +1,5 @@
 import { Logger } from '@nestjs/common';
-import { InvalidKeyError, RedisUnavailableError, SessionTooLargeError } from '../common/errors.js';
+import { InvalidKeyError, SessionTooLargeError } from '../common/errors.js';
 import { classifyRedisError } from '../common/failure-policy.js';
 import { DEFAULT_KEY_PREFIX, KeyBuilder } from '../common/keys.js';
 import { isDuration, MAX_DURATION_MS } from '../common/option-checks.js';
@@ -355,7 +355,9 @@ async function settle<T>(callback: Callback<T> | undefined, run: () => Promise<T
   try {
     value = await run();
   } catch (err) {
-    const wrapped = wrap(err);
+    // the failure policy's typed error: RedisUnavailableError (its `status` 503: Express answers 503) for a transport
+    // failure, RedisReplyError (a 500) for an error reply; no `cause`: driver errors carry session ids
+    const wrapped = classifyRedisError(err, 'session store', false);
     if (callback) {
       callback(wrapped);
       return undefined as T;
@@ -364,15 +366,4 @@ async function settle<T>(callback: Callback<T> | undefined, run: () => Promise<T
   }
   callback?.(null, value);
   return value;
-}
-
-/**
- * The failure policy's typed error: RedisUnavailableError for a transport failure, with `status` 503 so Express answers
- * 503 rather than 500; RedisReplyError for an error reply (a 500: Redis is up, the call cannot be served). No `cause`:
- * driver errors carry the arguments, i.e. session ids. The client is the user's: no readiness check of ours.
- */
-function wrap(err: unknown): Error {
-  const typed = classifyRedisError(err, 'session store', false);
-  if (typed === err || !(typed instanceof RedisUnavailableError)) return typed;
-  return Object.assign(typed, { status: 503, statusCode: 503 });
 }

@@ -194,7 +194,8 @@ const ROWS: Row[] = [
   },
 ];
 
-const UNAVAILABLE = 'error:E_REDIS_UNAVAILABLE';
+// every RedisUnavailableError carries its HTTP status (503): a route handler that throws it is answered 503
+const UNAVAILABLE = 'error:E_REDIS_UNAVAILABLE:503';
 const REPLY = 'error:E_REDIS_REPLY';
 const DENIED = 'error:E_REDIS_PERMISSION';
 
@@ -224,7 +225,7 @@ const OUTAGE: Expected = {
   'rate-limit HTTP guard': ['200', 1],
   'rate-limit WebSocket guard': ['pong', 1],
   'session service (update)': [UNAVAILABLE, 1],
-  'RedisSessionStore (set)': [`${UNAVAILABLE}:503`, null],
+  'RedisSessionStore (set)': [UNAVAILABLE, null],
   'locks (tryAcquire)': [UNAVAILABLE, 1],
   'pub/sub (notifyUser)': [UNAVAILABLE, 1],
   health: ['down', null],

@@ -1,7 +1,14 @@
 import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
 import { Cluster, Redis } from 'ioredis';
-import { CacheService, LockService, PubSubService, RateLimitService } from '../../lib/index.js';
+import {
+  CacheService,
+  LockService,
+  PubSubService,
+  RateLimitService,
+  RedisUnavailableError,
+  SessionService,
+} from '../../lib/index.js';
 import { lockKey } from '../support/lock-modes.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
@@ -44,6 +51,31 @@ describe.each(['single', 'cluster'] as const)('app.close() on %s', (target) => {
       expect(await check.exists(lockKey(resource))).toBe(1);
     } finally {
       check.disconnect();
+    }
+  });
+
+  it('a call made after app.close() is refused in words: closed for good, where, and why', async () => {
+    const { get, close } = await createToolkitApp({ target, session: {} });
+    const locks = get(LockService);
+    const sessions = get(SessionService);
+    const pubsub = get(PubSubService);
+    await close();
+    const [lock, ...others] = await Promise.all(
+      [
+        locks.tryAcquire(`after-close:${randomUUID()}`),
+        sessions.get('x'.repeat(43)),
+        pubsub.publish('after-close', 1),
+      ].map(settled),
+    );
+    // locks say it in their own words since f9e0625 (their shutdown ends their waiters)
+    expect(lock).toBeInstanceOf(RedisUnavailableError);
+    expect((lock as Error).message).toMatch(/the application shut down/);
+    for (const err of others) {
+      expect(err).toBeInstanceOf(RedisUnavailableError);
+      // was 'session get failed: the Redis connection is end' (ioredis's status word, no address)
+      expect((err as Error).message).toMatch(
+        /failed: not connected to Redis at \S.* \((closed|closing): the application is shutting down, or the connection was quit\)/,
+      );
     }
   });
 });
