@@ -58,7 +58,7 @@ export { KeyBuilder, FEATURES, DEFAULT_KEY_PREFIX } from './common/keys.js';
 export { JsonSerializer, SERIALIZER } from './common/serializer.js';
 export { CACHE_L1_CHANNEL } from './cache/cache.l1.js';
 // HTTP response caching by URL (the root is at its 50 names): @UseInterceptors(HttpCacheInterceptor), @CacheKey,
-// @CacheTTL, @CacheIf.
+// @CacheTTL, @CacheIf, @CacheShared.
 export {
   HttpCacheInterceptor,
   CacheKey,
@@ -68,6 +68,7 @@ export {
   type HttpCacheTtlFn,
   type HttpCacheIfFn,
 } from './cache/cache.http-interceptor.js';
+export { CacheShared } from './cache/cache.http-sharing.js';
 export { ClientAddressResolver } from './rate-limit/rate-limit.client-address.js';
 export { generateSessionId, isValidSessionId } from './session/session.id.js';
 export {

@@ -13,6 +13,7 @@ import { InvalidOptionsError } from '../common/errors.js';
 import { KeyBuilder, MAX_KEY_BYTES } from '../common/keys.js';
 import { durationProblem, isDuration } from '../common/option-checks.js';
 import { HTTP_CACHE_IF_METADATA, HTTP_CACHE_KEY_METADATA, HTTP_CACHE_TTL_METADATA } from './cache.constants.js';
+import { type RouteSharing, bypasses, refuses, routeSharing } from './cache.http-sharing.js';
 import { CacheService, type PreparedCall } from './cache.service.js';
 import type { CacheResult, CacheStatus } from './cache.types.js';
 
@@ -22,7 +23,8 @@ export type HttpCacheKeyFn = (request: never, context: ExecutionContext) => stri
 /**
  * The cache key of a route answered through HttpCacheInterceptor: a fixed string, or a function of the request (for
  * per-user caching, e.g. `@CacheKey((req: Request) => \`me:${req.user.id}\`)`). Without it the key is the URL only
- * (path and query; a hash of it for a URL past 1 KiB or with a `#`: see urlKey), the same for every user.
+ * (path and query; a hash of it for a URL past 1 KiB or with a `#`: see urlKey), the same for every user: a request
+ * with credentials then bypasses the cache (see @CacheShared). A function key is taken as the request's own.
  */
 export function CacheKey(key: string | HttpCacheKeyFn): MethodDecorator & ClassDecorator {
   if (typeof key !== 'string' && typeof key !== 'function') {
@@ -65,6 +67,9 @@ interface HttpRequestLike {
   method?: string;
   url?: string;
   originalUrl?: string;
+  headers?: { authorization?: unknown };
+  user?: unknown;
+  raw?: { user?: unknown };
 }
 interface HttpResponseLike {
   statusCode?: number;
@@ -72,6 +77,7 @@ interface HttpResponseLike {
   sent?: boolean;
   header?: (name: string, value: string) => unknown;
   setHeader?: (name: string, value: string) => unknown;
+  getHeader?: (name: string) => unknown;
   app?: { get?: (setting: string) => unknown };
 }
 /** Express's compiled `etag fn` setting: the ETag of a body it sends. */
@@ -95,11 +101,20 @@ type StoredBody = string;
 class Uncached {
   constructor(readonly body: unknown) {}
 }
+/** A response meant for the one request it answers (see Refusal): not handed to the requests that joined its load. */
+class Private extends Uncached {
+  constructor(
+    body: unknown,
+    readonly response: HttpResponseLike,
+  ) {
+    super(body);
+  }
+}
 type Loaded = StoredBody | Uncached;
 const stored = (value: Loaded): boolean => typeof value === 'string';
 
 /** A route's caching, read from its decorators on its first request. */
-interface Route {
+interface Route extends RouteSharing {
   key: string | HttpCacheKeyFn | undefined;
   ttl: LooseTtl | undefined;
   cacheIf: LooseIf | undefined;
@@ -117,6 +132,11 @@ interface Route {
  * `@UseInterceptors(HttpCacheInterceptor)`, or everywhere with `{ provide: APP_INTERCEPTOR, useClass:
  * HttpCacheInterceptor }`. Only 2xx answers that are plain values are stored: errors, other statuses, streams
  * (`StreamableFile`, Node streams) and responses written directly through `@Res()` are passed through uncached.
+ *
+ * A shared cache (RFC 9111 §3.5; cache.http-sharing.ts): a request with credentials is neither answered from nor stored
+ * under a key every user shares (the URL, a @CacheKey string) unless the route is @CacheShared: it goes to the handler
+ * (`X-Cache: BYPASS`, a warning once per route). A response marked `Cache-Control: no-store` or `private` (under a
+ * shared key), or with a `Set-Cookie`, is sent (MISS) and never stored, nor handed to a request that joined its load.
  *
  * A response is stored as the JSON text it is sent as. Where this interceptor is the route's first (outermost) one,
  * an object or array body is sent as that text with the JSON content type, hit or miss; behind another interceptor
@@ -142,6 +162,10 @@ export class HttpCacheInterceptor implements NestInterceptor {
     if (request.method !== 'GET') return next.handle();
     const response = context.getArgByIndex<HttpResponseLike>(1);
     const route = this.routeOf(context, response);
+    if (bypasses(route, request)) {
+      setHeader(response, 'X-Cache', 'BYPASS');
+      return next.handle();
+    }
     const key =
       typeof route.key === 'function'
         ? route.key(request as never, context)
@@ -164,7 +188,19 @@ export class HttpCacheInterceptor implements NestInterceptor {
     const result = this.cache.getOrSetPrepared(key, loader, call);
     // an L1 hit is answered synchronously: no promise to settle and await
     if (!(result instanceof Promise)) return of(this.answer(route, response, result));
-    return from(result.then((r) => this.answer(route, response, r)));
+    return from(
+      result.then((r) =>
+        // another request's response meant for it alone (it was the one that loaded): this one runs its own handler
+        r.value instanceof Private && r.value.response !== response
+          ? this.ownAnswer(response, next)
+          : this.answer(route, response, r),
+      ),
+    );
+  }
+
+  private ownAnswer(response: HttpResponseLike, next: CallHandler): Promise<unknown> {
+    setHeader(response, 'X-Cache', 'MISS');
+    return lastValueFrom(next.handle(), { defaultValue: undefined });
   }
 
   /** The body handed to Nest for a getOrSet result, with the X-Cache header (and those of the stored text). */
@@ -193,6 +229,8 @@ export class HttpCacheInterceptor implements NestInterceptor {
 
   /** The handler's body as stored, or Uncached when it must not be stored. */
   private toStored(route: Route, context: ExecutionContext, response: HttpResponseLike, body: unknown): Loaded {
+    // first: a response of any status meant for its own request is never handed to another
+    if (refuses(route, response)) return new Private(body, response);
     const status = response.statusCode ?? 200;
     const written = response.headersSent === true || response.sent === true;
     if (status < 200 || status >= 300 || written || body === undefined || isStream(body)) return new Uncached(body);
@@ -234,8 +272,13 @@ export class HttpCacheInterceptor implements NestInterceptor {
     if (route === undefined) {
       const targets = [handler, cls];
       const ttl = this.reflector.getAllAndOverride<number | LooseTtl | undefined>(HTTP_CACHE_TTL_METADATA, targets);
+      const key = this.reflector.getAllAndOverride<string | HttpCacheKeyFn | undefined>(
+        HTTP_CACHE_KEY_METADATA,
+        targets,
+      );
       route = {
-        key: this.reflector.getAllAndOverride<string | HttpCacheKeyFn | undefined>(HTTP_CACHE_KEY_METADATA, targets),
+        ...routeSharing(this.reflector, context, key),
+        key,
         ttl: typeof ttl === 'function' ? ttl : undefined,
         cacheIf: this.reflector.getAllAndOverride<LooseIf | undefined>(HTTP_CACHE_IF_METADATA, targets),
         call: this.cache.prepare<Loaded>({ ...(typeof ttl === 'number' && { ttl }), shouldCache: stored }),

@@ -1,0 +1,187 @@
+import { type ExecutionContext, Logger, SetMetadata } from '@nestjs/common';
+import type { Reflector } from '@nestjs/core';
+import { InvalidOptionsError } from '../common/errors.js';
+import { requestSession, type SessionRequest } from '../session/session.http.js';
+import { HTTP_CACHE_SHARED_METADATA } from './cache.constants.js';
+
+/**
+ * Whether HttpCacheInterceptor may answer a request with credentials and store its response under this route's
+ * shared key (its URL, or a `@CacheKey` string), as it does for anonymous requests: `@CacheShared()` on a route (or on
+ * every route of a controller) whose response is the same for every user, e.g. a catalogue behind a login. Without it
+ * (or a `@CacheKey` function, which keys each request itself), a request with an Authorization header, `req.user` or
+ * a toolkit session goes to the handler uncached (`X-Cache: BYPASS`). `@CacheShared(false)` on a route undoes it for
+ * that route.
+ */
+export function CacheShared(shared = true): MethodDecorator & ClassDecorator {
+  if (typeof shared !== 'boolean') throw new InvalidOptionsError('@CacheShared: shared must be true or false');
+  return SetMetadata(HTTP_CACHE_SHARED_METADATA, shared);
+}
+
+/** What HttpCacheInterceptor reads of a request to tell whether it identifies a user: Express's or Fastify's. */
+export interface CredentialRequest {
+  headers?: { authorization?: unknown };
+  /** Set by a guard (@nestjs/passport's AuthGuard and most hand-written ones) or middleware (Passport's session). */
+  user?: unknown;
+  /** Fastify: the Node request, where a middleware (Express-style, through @fastify/middie) puts `user`. */
+  raw?: { user?: unknown };
+}
+
+/**
+ * What in this request identifies a user, as the warning names it, or undefined for an anonymous request: an
+ * `Authorization` header (RFC 9111 §3.5: a shared cache does not answer such a request from a stored response),
+ * `req.user` (set by a guard, which runs before any interceptor, or by middleware), or a session of the toolkit's
+ * SessionMiddleware / SessionGuard. A cookie alone is not: most are not credentials (analytics, consent, an anonymous
+ * session), and one that is reaches the handler through a guard or middleware that sets one of these.
+ */
+function credentialsOf(request: CredentialRequest): string | undefined {
+  if (request.headers?.authorization !== undefined) return 'an Authorization header';
+  if (request.user || request.raw?.user) return 'req.user (set by a guard or middleware)';
+  if (requestSession(request as SessionRequest)) return 'a session (SessionMiddleware / SessionGuard)';
+  return undefined;
+}
+
+/**
+ * Why a response must not be stored: `Cache-Control: no-store` (under any key), `Cache-Control: private` (meant for
+ * one user: not under a key every user shares; under a @CacheKey function's key, which the app made per request, it
+ * is), a `Set-Cookie` (a stored copy would be served without it, and its body may be that client's alone).
+ */
+export type Refusal = 'no-store' | 'private' | 'cookie';
+
+const NO_STORE = /(?:^|,)\s*no-store\s*(?:,|$)/i;
+/** `private`, also in its field-qualified form (`private="Set-Cookie"`): taken as a whole. */
+const PRIVATE = /(?:^|,)\s*private\s*(?:[=,]|$)/i;
+
+/** The refusal that these Cache-Control and Set-Cookie header values call for, if any. */
+function refusalOf(cacheControl: unknown, setCookie: unknown, ownKey: boolean): Refusal | undefined {
+  if (cacheControl !== undefined) {
+    const value = Array.isArray(cacheControl) ? cacheControl.join(',') : String(cacheControl);
+    if (NO_STORE.test(value)) return 'no-store';
+    if (!ownKey && PRIVATE.test(value)) return 'private';
+  }
+  if (setCookie !== undefined && !(Array.isArray(setCookie) && setCookie.length === 0)) return 'cookie';
+  return undefined;
+}
+
+/** Express's `res` or Fastify's `reply`. */
+interface HeaderSource {
+  getHeader?(name: string): unknown;
+}
+
+/** The refusal of a response as the handler (or middleware) left it: Express's `res`, Fastify's `reply`. */
+function responseRefusal(response: HeaderSource, ownKey: boolean): Refusal | undefined {
+  if (typeof response.getHeader !== 'function') return undefined;
+  return refusalOf(response.getHeader('cache-control'), response.getHeader('set-cookie'), ownKey);
+}
+
+/** Where @Header keeps its list (HEADERS_METADATA of @nestjs/common, not exported at its root). */
+const HEADERS_METADATA = '__headers__';
+
+/**
+ * The refusal of the route's own `@Header('Cache-Control' | 'Set-Cookie', …)`, which Nest applies after the
+ * interceptors have run (so no response shows it to the interceptor): read once per route, a function value called
+ * then. Such a route is never looked up nor stored (`X-Cache: BYPASS`).
+ */
+function declaredRefusal(handler: object, ownKey: boolean): Refusal | undefined {
+  const headers = Reflect.getMetadata(HEADERS_METADATA, handler) as { name: string; value: unknown }[] | undefined;
+  let cacheControl: unknown;
+  let setCookie: unknown;
+  for (const { name, value } of headers ?? []) {
+    const lower = String(name).toLowerCase();
+    if (lower !== 'cache-control' && lower !== 'set-cookie') continue;
+    const text = typeof value === 'function' ? (value as () => unknown)() : value;
+    if (lower === 'cache-control') cacheControl = text;
+    else setCookie = text;
+  }
+  return refusalOf(cacheControl, setCookie, ownKey);
+}
+
+/** The remedy the warnings name: a key of the request's own. */
+const PER_USER = "@CacheKey((req) => 'orders:' + req.user.id)";
+
+/** The warning of a request with credentials on a route keyed for every user (logged once per route). */
+function credentialsWarning(route: string, credentials: string, key: 'url' | 'string'): string {
+  const shared = key === 'url' ? 'its URL' : 'its @CacheKey string';
+  return (
+    `HttpCacheInterceptor: GET ${route} was answered without the cache (X-Cache: BYPASS): the request carries ` +
+    `credentials (${credentials}) and the route's cache key (${shared}) is the same for every user, so one ` +
+    `user's response would be served to others. Key it per user (${PER_USER}), or mark it @CacheShared() if its ` +
+    'response is the same for every user. (Logged once per route.)'
+  );
+}
+
+/** The warning of a response not stored for being meant for one user or client (logged once per route and reason). */
+function refusalWarning(route: string, refusal: 'private' | 'cookie'): string {
+  const why =
+    refusal === 'private'
+      ? "it is marked Cache-Control: private (for one user) and the route's key is the same for every user; to " +
+        `cache it per user, key the route per user (${PER_USER})`
+      : 'it sets a cookie (Set-Cookie), which a stored copy would be served without, and its body may be meant ' +
+        "for that client alone; the route's responses without a cookie are stored";
+  return (
+    `HttpCacheInterceptor: a response of GET ${route} was sent without being stored (X-Cache: MISS): ${why}. ` +
+    '(Logged once per route.)'
+  );
+}
+
+/** A route's sharing, read with its other decorators on its first request (HttpCacheInterceptor's routeOf). */
+export interface RouteSharing {
+  /** Whether a request with credentials uses the cache: the key is a @CacheKey function (its own) or @CacheShared. */
+  anyone: boolean;
+  /** The key every user shares otherwise, for the warning: the URL or a @CacheKey string. */
+  sharedKey: 'url' | 'string';
+  /** Whether the key is a @CacheKey function: a `private` response may be stored under it. */
+  ownKey: boolean;
+  /** Why the route never uses the cache: its own @Header says no-store, private (shared key) or Set-Cookie. */
+  declined: Refusal | undefined;
+  /** `Class.method`, for the warnings, each logged once per route (`warned`). */
+  name: string;
+  warned: Set<string>;
+}
+
+export function routeSharing(reflector: Reflector, context: ExecutionContext, key: unknown): RouteSharing {
+  const cls = context.getClass();
+  const handler = context.getHandler();
+  const ownKey = typeof key === 'function';
+  const shared = reflector.getAllAndOverride<boolean | undefined>(HTTP_CACHE_SHARED_METADATA, [handler, cls]);
+  return {
+    anyone: ownKey || shared === true,
+    sharedKey: key === undefined ? 'url' : 'string',
+    ownKey,
+    declined: declaredRefusal(handler, ownKey),
+    name: `${cls.name}.${handler.name}`,
+    warned: new Set(),
+  };
+}
+
+const logger = new Logger('RedisToolkit:Cache');
+
+/** Whether `kind` of warning is still to be logged for this route (true once). */
+function once(route: RouteSharing, kind: string): boolean {
+  if (route.warned.has(kind)) return false;
+  route.warned.add(kind);
+  return true;
+}
+
+/**
+ * Whether this request goes to the handler without the cache: the route declined it, or the request has credentials
+ * and the route's key is shared (then a warning, once per route). An anonymous request: a few property reads.
+ */
+export function bypasses(route: RouteSharing, request: CredentialRequest): boolean {
+  if (route.declined !== undefined) return true;
+  if (route.anyone) return false;
+  const credentials = credentialsOf(request);
+  if (credentials === undefined) return false;
+  if (once(route, 'credentials')) logger.warn(credentialsWarning(route.name, credentials, route.sharedKey));
+  return true;
+}
+
+/**
+ * Whether the handler's response must not be stored (see Refusal); a warning once per route for `private` and a
+ * cookie, which the app may not have meant for this cache (a no-store is plainly meant).
+ */
+export function refuses(route: RouteSharing, response: HeaderSource): boolean {
+  const refusal = responseRefusal(response, route.ownKey);
+  if (refusal === undefined) return false;
+  if (refusal !== 'no-store' && once(route, refusal)) logger.warn(refusalWarning(route.name, refusal));
+  return true;
+}
