@@ -1,5 +1,6 @@
 import { BlockList, isIP } from 'node:net';
 import type { OptionProblems } from '../common/option-checks.js';
+import { groupAddress, normalizeAddress } from './rate-limit.client-address.js';
 
 /**
  * `rateLimit.allowList` / `rateLimit.denyList`: trackers matched before any counting. An entry that is an IP
@@ -102,4 +103,28 @@ export function isAddressOrCidr(value: string): boolean {
   if (bits === undefined) return true;
   const n = Number(bits);
   return Number.isInteger(n) && n >= 0 && n <= (family === 4 ? 32 : 128) && bits.trim() === bits && bits !== '';
+}
+
+/**
+ * Start-up check of a list against `ipv6Subnet`: the default tracker of an IPv6 client is its network
+ * (`2001:db8:0:0::/64`) and an entry matches when it holds the network's first address, so an IPv6 entry narrower
+ * than the grouping matched without a word either none of the clients it names (`2001:db8::bad`, `::1`) or their whole
+ * network (`2001:db8::`, `2001:db8::/96`). Refused, naming the network to list instead (an entry that spells an IPv4
+ * address in IPv6, `::ffff:198.51.100.7`, is that IPv4 client and is not concerned).
+ */
+export function checkIpv6Grouping(path: string, value: unknown, ipv6Subnet: number, problems: OptionProblems): void {
+  if (!Array.isArray(value) || !Number.isInteger(ipv6Subnet) || ipv6Subnet >= 128) return;
+  value.forEach((entry: unknown, i) => {
+    if (typeof entry !== 'string' || !isAddressOrCidr(entry)) return;
+    const [address, bits] = entry.split('/');
+    if (isIP(address) !== 6 || isIP(normalizeAddress(address)) !== 6) return;
+    if ((bits === undefined ? 128 : Number(bits)) <= ipv6Subnet) return;
+    problems.add(
+      `${path}[${i}]`,
+      `(${JSON.stringify(entry)}) is narrower than the /${ipv6Subnet} by which IPv6 clients are tracked ` +
+        `(rateLimit.ipv6Subnet), and a tracker is matched by its network's first address: the entry would not match ` +
+        `the clients it names (or would match their whole /${ipv6Subnet}). List the network ` +
+        `(${groupAddress(address, ipv6Subnet)}), or set ipv6Subnet: 128 to track each IPv6 address on its own`,
+    );
+  });
 }

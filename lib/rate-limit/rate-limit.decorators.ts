@@ -3,7 +3,7 @@ import { DiscoveryService, MetadataScanner } from '@nestjs/core';
 import { InvalidOptionsError } from '../common/errors.js';
 import { OptionProblems } from '../common/option-checks.js';
 import { SKIP_THROTTLE_METADATA, THROTTLE_METADATA } from './rate-limit.constants.js';
-import { checkAccessList } from './rate-limit.access-list.js';
+import { checkAccessList, checkIpv6Grouping } from './rate-limit.access-list.js';
 import { checkSkip, unknownSkipNames, unknownThrottleKeys } from './rate-limit.option-names.js';
 import {
   checkPolicy,
@@ -79,7 +79,8 @@ export function SkipThrottle(skip: boolean | Record<string, boolean> = true): Cl
  * @Throttle policy (on controllers, gateways, resolvers) again, now that the module's default algorithm and
  * `maxSlidingWindowLimit` are known: @Throttle checked them when it decorated, but a policy that names no algorithm
  * takes the module's, and its cost may fit one algorithm's capacity and not another's. What would fail every call
- * fails the start instead (InvalidOptionsError naming the class or handler, the policy and the field). Each name a
+ * fails the start instead (InvalidOptionsError naming the class or handler, the policy and the field), and so does an
+ * IPv6 list entry narrower than `ipv6Subnet` (checkIpv6Grouping), which would match nothing. Each name a
  * `@SkipThrottle({ name: true })` gives must name a policy that applies there (a typo would skip nothing).
  */
 @Injectable()
@@ -123,6 +124,8 @@ export class ThrottlePolicyCheck {
     policies.forEach((p, i) => {
       const path = `${where}: @Throttle policy ${i + 1} (${JSON.stringify(p.name)})`;
       checkPolicy(path, p, problems, this.options.defaults.algorithm, this.options.maxSlidingWindowLimit);
+      checkIpv6Grouping(`${path}.allowList`, p.allowList, this.options.ipv6Subnet, problems);
+      checkIpv6Grouping(`${path}.denyList`, p.denyList, this.options.ipv6Subnet, problems);
     });
     return policies.map((p) => p.name);
   }

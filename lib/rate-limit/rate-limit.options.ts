@@ -1,6 +1,6 @@
 import type { ExecutionContext } from '@nestjs/common';
 import { isDuration, MAX_DURATION_MS, type OptionProblems } from '../common/option-checks.js';
-import { checkAccessList, isAddressOrCidr } from './rate-limit.access-list.js';
+import { checkAccessList, checkIpv6Grouping, isAddressOrCidr } from './rate-limit.access-list.js';
 
 /** Injection token of ResolvedRateLimitOptions (`rateLimit` of forRoot, defaults filled in). */
 export const RATE_LIMIT_OPTIONS = Symbol('RATE_LIMIT_OPTIONS');
@@ -210,6 +210,8 @@ export function resolveRateLimitOptions(
       blockCache = { maxKeys: (typeof o.blockCache === 'object' ? o.blockCache.maxKeys : undefined) ?? 10_000 };
     checkTrustProxy(o.trustProxy, problems);
     problems.integer('rateLimit.ipv6Subnet', o.ipv6Subnet, 1, 128);
+    checkIpv6Grouping('rateLimit.allowList', o.allowList, o.ipv6Subnet ?? 64, problems);
+    checkIpv6Grouping('rateLimit.denyList', o.denyList, o.ipv6Subnet ?? 64, problems);
     problems.duration('rateLimit.warnIntervalMs', o.warnIntervalMs, { allowZero: true });
     problems.integer('rateLimit.maxSlidingWindowLimit', o.maxSlidingWindowLimit, 1, SLIDING_WINDOW_HARD_MAX_LIMIT);
     const cap = o.maxSlidingWindowLimit ?? DEFAULT_SLIDING_WINDOW_MAX_LIMIT;
