@@ -72,6 +72,17 @@ export class ClientAddressResolver {
     return groupAddress(chain[index], this.ipv6Subnet);
   }
 
+  /** Whether X-Forwarded-For is read at all (`trustProxy` true, a list, or at least one hop). */
+  get readsForwardedFor(): boolean {
+    return this.trusted !== undefined || (this.hops ?? 0) > 0;
+  }
+
+  /** Whether a request from this socket address came through a proxy `trustProxy` trusts. */
+  fromTrustedProxy(socketAddress: string | undefined): boolean {
+    if (this.hops !== undefined) return this.hops > 0;
+    return this.isTrusted(normalizeAddress(socketAddress ?? ''));
+  }
+
   private isTrusted(address: string): boolean {
     const family = isIP(address);
     if (family === 0 || !this.trusted) return false;

@@ -4,6 +4,7 @@ import {
   HttpStatus,
   Inject,
   Injectable,
+  Logger,
   ServiceUnavailableException,
   type CanActivate,
   type ExecutionContext,
@@ -12,6 +13,7 @@ import { Reflector } from '@nestjs/core';
 import { InvalidKeyError, RedisUnavailableError, UnsupportedContextError } from '../common/errors.js';
 import { ClientAddressResolver } from './rate-limit.client-address.js';
 import { AccessList, accessListsOf } from './rate-limit.access-list.js';
+import { ProxyHeaderWarnings } from './rate-limit.proxy-warnings.js';
 import { retryAfterSeconds, writeRateLimitHeaders } from './rate-limit.headers.js';
 import { SKIP_THROTTLE_METADATA, THROTTLE_METADATA } from './rate-limit.constants.js';
 import type { NamedThrottleOptions } from './rate-limit.decorators.js';
@@ -60,6 +62,7 @@ export class RateLimitGuard implements CanActivate {
   protected readonly addresses: ClientAddressResolver;
   private readonly allowList: AccessList;
   private readonly denyList: AccessList;
+  private readonly proxyWarnings: ProxyHeaderWarnings;
 
   constructor(
     protected readonly rateLimit: RateLimitService,
@@ -70,6 +73,7 @@ export class RateLimitGuard implements CanActivate {
     this.addresses = new ClientAddressResolver(this.options.trustProxy, this.options.ipv6Subnet);
     this.allowList = new AccessList(this.options.allowList);
     this.denyList = new AccessList(this.options.denyList);
+    this.proxyWarnings = new ProxyHeaderWarnings(this.addresses, new Logger('RedisToolkit:RateLimit'));
   }
 
   async canActivate(context: ExecutionContext): Promise<boolean> {
@@ -203,9 +207,15 @@ export class RateLimitGuard implements CanActivate {
     return pending;
   }
 
-  /** Who is limited: the client address (X-Forwarded-For only with `trustProxy`), IPv6 grouped by /64. */
+  /**
+   * Who is limited: the client address (X-Forwarded-For only with `trustProxy`), IPv6 grouped by /64. Warns once when
+   * the proxy headers say every client may be sharing one counter (ProxyHeaderWarnings).
+   */
   protected async getTracker(req: ThrottledRequest, _context: ExecutionContext): Promise<string> {
-    return this.addresses.resolve(req.socket?.remoteAddress ?? req.address, req.headers?.['x-forwarded-for']);
+    const socketAddress = req.socket?.remoteAddress ?? req.address;
+    const forwardedFor = req.headers?.['x-forwarded-for'];
+    this.proxyWarnings.check(socketAddress, forwardedFor, req.headers);
+    return this.addresses.resolve(socketAddress, forwardedFor);
   }
 
   /**
