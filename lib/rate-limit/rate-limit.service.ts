@@ -1,4 +1,4 @@
-import { Inject, Injectable, Logger } from '@nestjs/common';
+import { Inject, Injectable, Logger, type OnModuleDestroy } from '@nestjs/common';
 import { InvalidOptionsError, RateLimitExceededError, type RedisToolkitError } from '../common/errors.js';
 import { FailurePolicy, itemReplyError } from '../common/failure-policy.js';
 import { KeyBuilder } from '../common/keys.js';
@@ -16,6 +16,7 @@ import { RateLimitAdmin, type CounterRef } from './rate-limit.admin.js';
 import { BlockCache } from './rate-limit.block-cache.js';
 import { DecisionBatcher } from './rate-limit.decision-batcher.js';
 import { DecisionFallback } from './rate-limit.fallback.js';
+import { RateLimitEvictionCheck } from './rate-limit.eviction-check.js';
 import { decisionObserved, diagnosed, groupBy, resetNotBeforeRetry, toResult } from './rate-limit.results.js';
 import { BLOCK_SUFFIX, policySpec, RateLimitKeys } from './rate-limit.keys.js';
 import { InsuranceLimiter } from './rate-limit.insurance-limiter.js';
@@ -57,7 +58,7 @@ const FAILED = -1;
  * not ready and none is retried after an unknown outcome (that could charge twice): the failure policy decides at once.
  */
 @Injectable()
-export class RateLimitService {
+export class RateLimitService implements OnModuleDestroy {
   private readonly logger = new Logger('RedisToolkit:RateLimit');
   private readonly options: ResolvedRateLimitOptions;
   private readonly failures: FailurePolicy;
@@ -75,6 +76,8 @@ export class RateLimitService {
   };
   /** `rateLimit.blockCache`: counters Redis refused, refused here until then without a Redis call. */
   private readonly blockCache: BlockCache | undefined;
+  /** Whether Redis may evict counters: asked once, at the first decision sent (rate-limit.eviction-check). */
+  private readonly evictionCheck: RateLimitEvictionCheck;
 
   constructor(
     @Inject(FEATURE_CONNECTION.rateLimit) private readonly connection: RedisConnection,
@@ -102,6 +105,11 @@ export class RateLimitService {
       (p, path) => this.resolvePolicy(p, path),
     );
     this.fallback = new DecisionFallback(this.failures, insurance, this.counters, options.failOpen);
+    this.evictionCheck = new RateLimitEvictionCheck(connection, this.logger);
+  }
+
+  onModuleDestroy(): void {
+    this.evictionCheck.close();
   }
 
   /** Charges `policy.cost` (default 1) to `key` if the policy allows it. */
@@ -208,6 +216,7 @@ export class RateLimitService {
     let raw: number[];
     try {
       this.failures.assertReady('decision');
+      this.evictionCheck.once();
       raw = await this.decisions.run(
         [redisKey, `${redisKey}${BLOCK_SUFFIX}`],
         [mode === 'c' ? 'c1' : 'p1', policySpec(p)],
@@ -319,6 +328,7 @@ export class RateLimitService {
     let raw: number[];
     try {
       this.failures.assertReady('decision');
+      this.evictionCheck.once();
       raw = await this.decisions.run(keys, args);
       if (raw[0] === FAILED) throw this.itemFailed(raw);
     } catch (err) {

@@ -1,0 +1,98 @@
+/**
+ * Under an evicting maxmemory-policy Redis may evict a rate-limit counter (every counter has a TTL, so `volatile-*`
+ * too; `volatile-ttl` picks the keys nearest their expiry, which counters usually are): that client's limit starts
+ * over, and a `blockDuration` block ends, without an error. The first decision of a RateLimitService reads the policy
+ * of every master once (INFO memory, as the cache does for tags) and warns when it evicts.
+ */
+import 'reflect-metadata';
+import { randomBytes } from 'node:crypto';
+import { jest } from '@jest/globals';
+import { Redis } from 'ioredis';
+import { RedisConnection } from '../../lib/advanced.js';
+import { RateLimitService } from '../../lib/index.js';
+import { recordCommands } from '../support/command-recorder.js';
+import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
+import { recordingLogger } from '../support/recording-logger.js';
+import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+import { sleep, waitFor } from '../support/wait.js';
+
+afterEach(closeToolkitApps);
+
+/** The rate limiter's warnings about eviction (the lock's start-up check warns about the same policy on its own). */
+const evictionWarnings = (warnings: string[]): string[] => warnings.filter((w) => /^rate limiting: .*evict/.test(w));
+
+const policy = { limit: 3, ttl: 60_000 };
+
+describe('rate limiting on a server that may evict its counters', () => {
+  const redis = usePrivateRedis();
+  const configure = async (maxmemory: string, maxmemoryPolicy: string) => {
+    const admin = trackForCleanup(new Redis(redis.server.port, '127.0.0.1'));
+    await admin.config('SET', 'maxmemory', maxmemory);
+    await admin.config('SET', 'maxmemory-policy', maxmemoryPolicy);
+  };
+
+  async function boot() {
+    const log = recordingLogger();
+    const app = await createToolkitApp({
+      target: { url: redis.server.url },
+      keyPrefix: `rtk-e${randomBytes(4).toString('hex')}:`,
+      logger: log.logger,
+    });
+    return { log, rateLimit: app.get(RateLimitService), client: app.get(RedisConnection).client };
+  }
+
+  /** A consume, a peek and a consumeAll; the INFO commands sent meanwhile and just after. */
+  async function decide(rateLimit: RateLimitService, client: RedisConnection['client']): Promise<number> {
+    const { commands } = await recordCommands(client, async () => {
+      expect((await rateLimit.consume('a', policy)).allowed).toBe(true);
+      expect((await rateLimit.peek('a', policy)).remaining).toBe(2);
+      expect((await rateLimit.consumeAll([{ key: 'b', policy }])).allowed).toBe(true);
+      await sleep(300);
+    });
+    return commands.filter((c) => c === 'info').length;
+  }
+
+  it.each(['allkeys-lru', 'volatile-ttl'])('%s with maxmemory 100mb: one warning naming the policy', async (p) => {
+    await configure('100mb', p);
+    const { log, rateLimit, client } = await boot();
+    expect(evictionWarnings(log.warnings)).toEqual([]); // nothing at start: only a process that limits asks
+    expect(await decide(rateLimit, client)).toBe(1);
+    expect(await waitFor(() => evictionWarnings(log.warnings).length > 0, 2_000)).toBe(true);
+    await rateLimit.consume('c', policy);
+    await sleep(200);
+    const warnings = evictionWarnings(log.warnings);
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain(`maxmemory-policy ${p}`);
+    expect(warnings[0]).toContain(`127.0.0.1:${redis.server.port}`);
+    expect(warnings[0]).toContain('noeviction');
+    expect(log.errors).toEqual([]);
+  });
+
+  it.each([
+    ['100mb', 'noeviction'],
+    ['0', 'allkeys-lru'],
+  ])('maxmemory %s, %s: no warning (the check ran once)', async (maxmemory, p) => {
+    await configure(maxmemory, p);
+    const { log, rateLimit, client } = await boot();
+    expect(await decide(rateLimit, client)).toBe(1);
+    expect(log.warnings.filter((w) => /^rate limiting/.test(w))).toEqual([]);
+  });
+
+  it('a check that fails (INFO refused) does not fail the decision: one warning naming INFO, once', async () => {
+    await configure('100mb', 'allkeys-lru');
+    const { log, rateLimit, client } = await boot();
+    const info = jest.spyOn(client as Redis, 'info').mockRejectedValue(new Error('NOPERM no INFO for you'));
+    try {
+      expect((await rateLimit.consume('a', policy)).allowed).toBe(true);
+      expect((await rateLimit.consume('a', policy)).remaining).toBe(1);
+      expect(await waitFor(() => log.warnings.some((w) => /^rate limiting: .*INFO/.test(w)), 2_000)).toBe(true);
+      await sleep(200);
+      const failed = log.warnings.filter((w) => /^rate limiting: .*INFO/.test(w));
+      expect(failed).toHaveLength(1);
+      expect(failed[0]).toContain('NOPERM no INFO for you');
+      expect(info).toHaveBeenCalledTimes(1);
+    } finally {
+      info.mockRestore();
+    }
+  });
+});
