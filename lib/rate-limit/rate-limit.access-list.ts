@@ -1,6 +1,7 @@
 import { BlockList, isIP } from 'node:net';
 import type { OptionProblems } from '../common/option-checks.js';
 import { groupAddress, normalizeAddress } from './rate-limit.client-address.js';
+import { shownValue } from './rate-limit.shown.js';
 
 /**
  * `rateLimit.allowList` / `rateLimit.denyList`: trackers matched before any counting. An entry that is an IP
@@ -84,7 +85,7 @@ export function checkAccessList(path: string, value: unknown, problems: OptionPr
   }
   value.forEach((entry: unknown, i) => {
     if (typeof entry !== 'string' || entry.length === 0) {
-      problems.add(`${path}[${i}]`, `must be a non-empty string, got ${JSON.stringify(entry) ?? typeof entry}`);
+      problems.add(`${path}[${i}]`, `must be a non-empty string, got ${shownValue(entry)}`);
       return;
     }
     const looksLikeAddress = ADDRESS_LIKE.test(entry) && (entry.includes('.') || entry.includes(':'));

@@ -12,6 +12,7 @@ import { checkKey, defaultScope, type ResolvedPolicy } from './rate-limit.policy
 import { ALGORITHM_CODES, BLOCK_SUFFIX, type RateLimitKeys } from './rate-limit.keys.js';
 import { COUNTER_KEYS } from './rate-limit.option-names.js';
 import { RATE_LIMIT_ALGORITHMS, type RateLimitAlgorithm, type RateLimitPolicy } from './rate-limit.options.js';
+import { shownValue } from './rate-limit.shown.js';
 
 const ADJUST_LUA_FILE = new URL('./reward.lua', import.meta.url);
 
@@ -67,7 +68,9 @@ export class RateLimitAdmin {
   async block(key: string, ms: number, policy: CounterRef): Promise<void> {
     checkKey(key);
     if (!Number.isSafeInteger(ms) || ms < 1)
-      throw new InvalidOptionsError(`rate limit: block ms must be a whole number of milliseconds >= 1, got ${ms}`);
+      throw new InvalidOptionsError(
+        `rate limit: block ms must be a whole number of milliseconds >= 1, got ${shownValue(ms)}`,
+      );
     if (policy === null || typeof policy !== 'object')
       throw new InvalidOptionsError('rate limit: block needs the policy (or { scope }) of the counter to block');
     const counter = this.counterOf(key, policy);
@@ -93,8 +96,9 @@ export class RateLimitAdmin {
   ): Promise<number> {
     checkKey(key);
     if (!Number.isSafeInteger(points) || points < 1) {
-      const shown = typeof points === 'number' ? String(points) : (JSON.stringify(points) ?? String(points));
-      throw new InvalidOptionsError(`rate limit: ${what} points must be a whole number >= 1, got ${shown}`);
+      throw new InvalidOptionsError(
+        `rate limit: ${what} points must be a whole number >= 1, got ${shownValue(points)}`,
+      );
     }
     const p = this.resolvePolicy(policy, 'policy');
     const counter = this.keys.counter(key, scope ?? defaultScope(p), p.algorithm);
@@ -125,9 +129,9 @@ export class RateLimitAdmin {
     const { scope, algorithm = this.defaultAlgorithm } = policy;
     if (typeof scope !== 'string') throw new InvalidOptionsError('rate limit counter: scope must be a string');
     if (!RATE_LIMIT_ALGORITHMS.includes(algorithm)) {
-      const shown = JSON.stringify(algorithm) ?? String(algorithm);
       throw new InvalidOptionsError(
-        `rate limit counter: algorithm must be one of ${RATE_LIMIT_ALGORITHMS.join(', ')}, got ${shown}`,
+        `rate limit counter: algorithm must be one of ${RATE_LIMIT_ALGORITHMS.join(', ')}, ` +
+          `got ${shownValue(algorithm)}`,
       );
     }
     return this.keys.counter(key, scope, algorithm);

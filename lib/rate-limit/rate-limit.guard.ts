@@ -19,6 +19,7 @@ import { SKIP_THROTTLE_METADATA, THROTTLE_METADATA } from './rate-limit.constant
 import type { NamedThrottleOptions } from './rate-limit.decorators.js';
 import { RATE_LIMIT_OPTIONS, type Resolvable, type ResolvedRateLimitOptions } from './rate-limit.options.js';
 import { RateLimitService, type RateLimitCheck, type RateLimitDecision } from './rate-limit.service.js';
+import { shownValue } from './rate-limit.shown.js';
 
 /** The parts of an HTTP request (Express or Fastify) or a WebSocket handshake the guard reads. */
 export interface ThrottledRequest {
@@ -117,8 +118,7 @@ export class RateLimitGuard implements CanActivate {
       else key = typeof p.key === 'function' ? await p.key(context) : p.key;
       if (typeof key !== 'string' || key.length === 0) {
         throw new InvalidKeyError(
-          `the key of rate-limit policy "${p.name}" must be a non-empty string, got ` +
-            `${JSON.stringify(key) ?? typeof key}`,
+          `the key of rate-limit policy "${p.name}" must be a non-empty string, got ${shownValue(key)}`,
         );
       }
       const [limit, ttl, algorithm, burst, cost, blockDuration] = await Promise.all([

@@ -1,6 +1,7 @@
 import type { ExecutionContext } from '@nestjs/common';
 import { isDuration, MAX_DURATION_MS, type OptionProblems } from '../common/option-checks.js';
 import { checkAccessList, checkIpv6Grouping, isAddressOrCidr } from './rate-limit.access-list.js';
+import { shownValue } from './rate-limit.shown.js';
 
 /** Injection token of ResolvedRateLimitOptions (`rateLimit` of forRoot, defaults filled in). */
 export const RATE_LIMIT_OPTIONS = Symbol('RATE_LIMIT_OPTIONS');
@@ -348,8 +349,7 @@ function add(
   what: string,
   value: unknown,
 ): PolicyProblem[] {
-  const shown = typeof value === 'number' ? String(value) : (JSON.stringify(value) ?? String(value));
-  (out ??= []).push([field, `must be ${what}, got ${shown}`]);
+  (out ??= []).push([field, `must be ${what}, got ${shownValue(value)}`]);
   return out;
 }
 
@@ -373,7 +373,7 @@ function checkTrustProxy(value: unknown, problems: OptionProblems): void {
       if (typeof entry !== 'string' || !(PROXY_KEYWORDS.includes(entry) || isAddressOrCidr(entry))) {
         problems.add(
           `rateLimit.trustProxy[${i}]`,
-          `must be an IP address, a CIDR range or one of ${PROXY_KEYWORDS.join(', ')}, got ${JSON.stringify(entry)}`,
+          `must be an IP address, a CIDR range or one of ${PROXY_KEYWORDS.join(', ')}, got ${shownValue(entry)}`,
         );
       }
     });
@@ -381,6 +381,6 @@ function checkTrustProxy(value: unknown, problems: OptionProblems): void {
   }
   problems.add(
     'rateLimit.trustProxy',
-    `must be true/false, a number of hops or a list of proxy addresses, got ${JSON.stringify(value)}`,
+    `must be true/false, a number of hops or a list of proxy addresses, got ${shownValue(value)}`,
   );
 }
