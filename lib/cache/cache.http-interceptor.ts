@@ -5,7 +5,6 @@ import {
   type NestInterceptor,
   Optional,
   SetMetadata,
-  StreamableFile,
 } from '@nestjs/common';
 import { ApplicationConfig, Reflector } from '@nestjs/core';
 import { from, lastValueFrom, of, type Observable } from 'rxjs';
@@ -13,7 +12,7 @@ import { InvalidOptionsError } from '../common/errors.js';
 import { KeyBuilder, MAX_KEY_BYTES } from '../common/keys.js';
 import { durationProblem, isDuration } from '../common/option-checks.js';
 import { HTTP_CACHE_IF_METADATA, HTTP_CACHE_KEY_METADATA, HTTP_CACHE_TTL_METADATA } from './cache.constants.js';
-import { type RouteSharing, bypasses, refuses, routeSharing } from './cache.http-sharing.js';
+import { type RouteSharing, bypasses, ownResponse, routeSharing } from './cache.http-sharing.js';
 import { CacheService, type PreparedCall } from './cache.service.js';
 import type { CacheResult, CacheStatus } from './cache.types.js';
 
@@ -97,12 +96,12 @@ type LooseIf = (body: unknown, context: ExecutionContext) => boolean;
  * boolean or null: parsed back and handed to Nest), `s` a string body (handed to Nest as it is).
  */
 type StoredBody = string;
-/** A response that is not stored (non-2xx, stream, written through @Res(), refused by @CacheIf, undefined). */
+/** A response not stored, handed to the requests that joined its load (route's non-2xx, @CacheIf said no, …). */
 class Uncached {
   constructor(readonly body: unknown) {}
 }
-/** A response meant for the one request it answers (see Refusal): not handed to the requests that joined its load. */
-class Private extends Uncached {
+/** A response of the one request it answers (see ownResponse): not handed to the requests that joined its load. */
+class Own extends Uncached {
   constructor(
     body: unknown,
     readonly response: HttpResponseLike,
@@ -131,7 +130,9 @@ interface Route extends RouteSharing {
  * the cross-process load lock, and an `X-Cache: HIT | MISS | STALE` header. Use it per controller or route with
  * `@UseInterceptors(HttpCacheInterceptor)`, or everywhere with `{ provide: APP_INTERCEPTOR, useClass:
  * HttpCacheInterceptor }`. Only 2xx answers that are plain values are stored: errors, other statuses, streams
- * (`StreamableFile`, Node streams) and responses written directly through `@Res()` are passed through uncached.
+ * (`StreamableFile`, Node streams, async iterables) are passed through uncached; a route that answers through `@Res()`
+ * is not cached (BYPASS). A stream, or a status the handler set itself, is not handed to a request that joined its load
+ * either: that request runs its own handler (see ownResponse).
  *
  * A shared cache (RFC 9111 §3.5; cache.http-sharing.ts): a request with credentials is neither answered from nor stored
  * under a key every user shares (the URL, a @CacheKey string) unless the route is @CacheShared: it goes to the handler
@@ -174,15 +175,19 @@ export class HttpCacheInterceptor implements NestInterceptor {
     let loader: () => Promise<Loaded>;
     const ttl = route.ttl;
     if (ttl === undefined) {
-      loader = async () =>
-        this.toStored(route, context, response, await lastValueFrom(next.handle(), { defaultValue: undefined }));
+      loader = async () => {
+        const status = response.statusCode;
+        const body = await lastValueFrom(next.handle(), { defaultValue: undefined });
+        return this.toStored(route, context, response, body, status);
+      };
     } else {
       // A function of the context and of the body as the handler returned it (before it is stored).
       let body: unknown;
       call = this.cache.prepare<Loaded>({ ttl: () => ttl(context, body), shouldCache: stored });
       loader = async () => {
+        const status = response.statusCode;
         body = await lastValueFrom(next.handle(), { defaultValue: undefined });
-        return this.toStored(route, context, response, body);
+        return this.toStored(route, context, response, body, status);
       };
     }
     const result = this.cache.getOrSetPrepared(key, loader, call);
@@ -190,8 +195,8 @@ export class HttpCacheInterceptor implements NestInterceptor {
     if (!(result instanceof Promise)) return of(this.answer(route, response, result));
     return from(
       result.then((r) =>
-        // another request's response meant for it alone (it was the one that loaded): this one runs its own handler
-        r.value instanceof Private && r.value.response !== response
+        // another request's response, that request's alone (it was the one that loaded): this one runs its own handler
+        r.value instanceof Own && r.value.response !== response
           ? this.ownAnswer(response, next)
           : this.answer(route, response, r),
       ),
@@ -227,14 +232,13 @@ export class HttpCacheInterceptor implements NestInterceptor {
     return parse(value);
   }
 
-  /** The handler's body as stored, or Uncached when it must not be stored. */
-  private toStored(route: Route, context: ExecutionContext, response: HttpResponseLike, body: unknown): Loaded {
-    // first: a response of any status meant for its own request is never handed to another
-    if (refuses(route, response)) return new Private(body, response);
-    const status = response.statusCode ?? 200;
-    const written = response.headersSent === true || response.sent === true;
-    if (status < 200 || status >= 300 || written || body === undefined || isStream(body)) return new Uncached(body);
-    if (route.cacheIf !== undefined && !route.cacheIf(body, context)) return new Uncached(body);
+  /** The handler's body as stored, or Uncached when it must not be stored (`before`: the status before the handler). */
+  private toStored(route: Route, ctx: ExecutionContext, res: HttpResponseLike, body: unknown, before?: number): Loaded {
+    // first: a response of any status that is its own request's alone is never handed to another
+    if (ownResponse(route, res, body, before)) return new Own(body, res);
+    const status = res.statusCode ?? 200;
+    if (status < 200 || status >= 300 || body === undefined) return new Uncached(body);
+    if (route.cacheIf !== undefined && !route.cacheIf(body, ctx)) return new Uncached(body);
     if (typeof body === 'string') return `s${body}`;
     const json = JSON.stringify(body);
     // undefined for a function or symbol: sent as Nest sends it, never stored
@@ -374,11 +378,6 @@ function hasFastifySerializer(response: object): boolean {
 function symbolProperty(target: object, description: string): unknown {
   const symbol = Object.getOwnPropertySymbols(target).find((s) => s.description === description);
   return symbol === undefined ? undefined : (target as Record<symbol, unknown>)[symbol];
-}
-
-function isStream(value: unknown): boolean {
-  if (value instanceof StreamableFile) return true;
-  return typeof value === 'object' && value !== null && typeof (value as { pipe?: unknown }).pipe === 'function';
 }
 
 function setHeader(response: HttpResponseLike, name: string, value: string): void {

@@ -1,4 +1,4 @@
-import { type ExecutionContext, Logger, SetMetadata } from '@nestjs/common';
+import { type ExecutionContext, Logger, SetMetadata, StreamableFile } from '@nestjs/common';
 import type { Reflector } from '@nestjs/core';
 import { InvalidOptionsError } from '../common/errors.js';
 import { requestSession, type SessionRequest } from '../session/session.http.js';
@@ -95,6 +95,22 @@ function declaredRefusal(handler: object, ownKey: boolean): Refusal | undefined 
   return refusalOf(cacheControl, setCookie, ownKey);
 }
 
+/** Where Nest keeps a handler's parameter decorators and `@Res({ passthrough: true })` (@nestjs/common constants). */
+const ROUTE_ARGS_METADATA = '__routeArguments__';
+const PASSTHROUGH_METADATA = '__responsePassthrough__';
+/** RouteParamtypes.RESPONSE and RouteParamtypes.NEXT of @nestjs/common (keys `<type>:<index>`). */
+const RESPONSE_PARAM = /^[12]:/;
+
+/**
+ * Whether the route answers its requests itself, through `@Res()` or `@Next()` without passthrough: Nest sends nothing
+ * of what the interceptors return for it (as it decides, isResponseHandled), so it is never answered from the cache.
+ */
+function writesItself(cls: object, name: string): boolean {
+  const params = Reflect.getMetadata(ROUTE_ARGS_METADATA, cls, name) as object | undefined;
+  if (params === undefined || !Object.keys(params).some((key) => RESPONSE_PARAM.test(key))) return false;
+  return Reflect.getMetadata(PASSTHROUGH_METADATA, cls, name) !== true;
+}
+
 /** The remedy the warnings name: a key of the request's own. */
 const PER_USER = "@CacheKey((req) => 'orders:' + req.user.id)";
 
@@ -131,8 +147,11 @@ export interface RouteSharing {
   sharedKey: 'url' | 'string';
   /** Whether the key is a @CacheKey function: a `private` response may be stored under it. */
   ownKey: boolean;
-  /** Why the route never uses the cache: its own @Header says no-store, private (shared key) or Set-Cookie. */
-  declined: Refusal | undefined;
+  /**
+   * Why the route never uses the cache: its own @Header says no-store, private (shared key) or Set-Cookie, or it
+   * answers through @Res() / @Next() itself (`writes`).
+   */
+  declined: Refusal | 'writes' | undefined;
   /** `Class.method`, for the warnings, each logged once per route (`warned`). */
   name: string;
   warned: Set<string>;
@@ -147,7 +166,7 @@ export function routeSharing(reflector: Reflector, context: ExecutionContext, ke
     anyone: ownKey || shared === true,
     sharedKey: key === undefined ? 'url' : 'string',
     ownKey,
-    declined: declaredRefusal(handler, ownKey),
+    declined: writesItself(cls, handler.name) ? 'writes' : declaredRefusal(handler, ownKey),
     name: `${cls.name}.${handler.name}`,
     warned: new Set(),
   };
@@ -163,8 +182,9 @@ function once(route: RouteSharing, kind: string): boolean {
 }
 
 /**
- * Whether this request goes to the handler without the cache: the route declined it, or the request has credentials
- * and the route's key is shared (then a warning, once per route). An anonymous request: a few property reads.
+ * Whether this request goes to the handler without the cache: the route declined it (its @Header, or it answers
+ * through @Res() itself), or the request has credentials and the route's key is shared (then a warning, once per
+ * route). An anonymous request: a few property reads.
  */
 export function bypasses(route: RouteSharing, request: CredentialRequest): boolean {
   if (route.declined !== undefined) return true;
@@ -184,4 +204,39 @@ export function refuses(route: RouteSharing, response: HeaderSource): boolean {
   if (refusal === undefined) return false;
   if (refusal !== 'no-store' && once(route, refusal)) logger.warn(refusalWarning(route.name, refusal));
   return true;
+}
+
+/**
+ * Whether a response that is not stored is its own request's alone, not to be handed to the requests that joined its
+ * load (each runs its own handler): meant for one user or client (`refuses`), already sent by the handler, a stream
+ * (read once: a second reader would get what is left, or break the first one's), or a status other than 2xx that the
+ * handler set on its response — `before` is the one Nest gave it first, the route's (@HttpCode), which the joiners'
+ * responses have too. A status, a refused or undefined body sent on each request's own response the same way are
+ * shared, as a thrown error is (each request's exception filter answers it).
+ */
+export function ownResponse(route: RouteSharing, response: SentResponse, body: unknown, before?: number): boolean {
+  if (refuses(route, response)) return true;
+  if (response.headersSent === true || response.sent === true || isStream(body)) return true;
+  const status = response.statusCode ?? 200;
+  return (status < 200 || status >= 300) && status !== before;
+}
+
+/** Express's `res` or Fastify's `reply`, as ownResponse reads it. */
+interface SentResponse extends HeaderSource {
+  statusCode?: number;
+  headersSent?: boolean;
+  sent?: boolean;
+}
+
+/**
+ * Whether a body is sent as a stream (never stored): a StreamableFile, a Node stream, or what Nest streams as well —
+ * an async iterable (an async generator, a web ReadableStream) that is not a promise, a web Response.
+ */
+function isStream(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  if (value instanceof StreamableFile || (typeof Response === 'function' && value instanceof Response)) return true;
+  const v = value as { pipe?: unknown; then?: unknown; [Symbol.asyncIterator]?: unknown };
+  return (
+    typeof v.pipe === 'function' || (typeof v[Symbol.asyncIterator] === 'function' && typeof v.then !== 'function')
+  );
 }
