@@ -77,9 +77,9 @@ function responseRefusal(response: HeaderSource, ownKey: boolean): Refusal | und
 const HEADERS_METADATA = '__headers__';
 
 /**
- * The refusal of the route's own `@Header('Cache-Control' | 'Set-Cookie', …)`, which Nest applies after the
- * interceptors have run (so no response shows it to the interceptor): read once per route, a function value called
- * then. Such a route is never looked up nor stored (`X-Cache: BYPASS`).
+ * The refusal of the route's own `@Header('Cache-Control' | 'Set-Cookie', …)`, which Nest sets on every response of
+ * the route (before the interceptors run, in Nest 12): read once per route, a function value called then, so such a
+ * route is known from its first request and never looked up nor stored (`X-Cache: BYPASS`, no Redis read).
  */
 function declaredRefusal(handler: object, ownKey: boolean): Refusal | undefined {
   const headers = Reflect.getMetadata(HEADERS_METADATA, handler) as { name: string; value: unknown }[] | undefined;
