@@ -77,7 +77,7 @@ export async function runHolding<T, L extends Lock = Lock>(
   } catch (err) {
     // Lost: it expired while fn ran (e.g. the event loop was blocked past the ttl), so exclusivity was not kept.
     if (err instanceof LockLostError) throw err;
-    warn(`releasing the lock on "${lock.resource}" failed; it expires by itself: ${(err as Error).message}`);
+    warn(notReleased(lock, err));
   }
   return result;
 }
@@ -86,8 +86,16 @@ async function releaseQuietly(lock: Lock, warn: (message: string) => void): Prom
   try {
     await lock.release();
   } catch (err) {
-    if (!(err instanceof LockLostError)) {
-      warn(`releasing the lock on "${lock.resource}" failed; it expires by itself: ${(err as Error).message}`);
-    }
+    if (!(err instanceof LockLostError)) warn(notReleased(lock, err));
   }
 }
+
+/**
+ * The one line logged for a release that failed (not lost): its error says why (after app.close(), the shutdown; the
+ * lock's failure policy does not log that one too: LockFailures).
+ */
+const notReleased = (lock: Lock, err: unknown): string => {
+  const expiry = new Date(lock.expiresAt).toISOString();
+  const why = err instanceof Error ? err.message : String(err);
+  return `the lock on "${lock.resource}" was not released, it expires by itself at ${expiry}: ${why}`;
+};

@@ -9,6 +9,7 @@ import type { RedisStandaloneConnection } from '../connection/connection.options
 import { quorumTtlProblem, quorumValidity } from './lock.options.js';
 import { type NodeGate, quorumGates } from './lock.node-check.js';
 import { type NodeLeave, UnansweredLeave } from './lock.pending-leaves.js';
+import type { LockShutdown } from './lock.shutdown.js';
 
 export type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown } | undefined;
 
@@ -344,6 +345,8 @@ export function quorumOf(
   connection: RedisConnection,
   quorum: { nodes: RedisStandaloneConnection[]; driftFactor: number },
   logger: Logger,
+  /** After app.close() a node call fails because its connection was quit: not a node failure to warn of. */
+  shutdown?: LockShutdown,
 ): { clients: { client: Redis; description: string }[]; calls: QuorumCalls } {
   const clients = quorum.nodes.map((node) => ({
     client: quorumClient(connection, node),
@@ -356,11 +359,13 @@ export function quorumOf(
     clients.map((c) => c.client),
     quorum.driftFactor,
     connection.commandTimeout,
-    (node, err) =>
+    (node, err) => {
+      if (shutdown?.closed) return;
       nodeWarning.warn(
         `lock quorum node ${clients[node].description} failed a call ` +
           `(${err instanceof Error ? err.message : String(err)}); the other nodes decide while a majority answers`,
-      ),
+      );
+    },
     gates,
   );
   return { clients, calls };

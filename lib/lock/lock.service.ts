@@ -1,7 +1,7 @@
 import { Inject, Injectable, Logger, type OnApplicationShutdown, type OnModuleInit, Optional } from '@nestjs/common';
 import { Cluster, type Redis } from 'ioredis';
 import { InvalidOptionsError, LockLostError, LockNotAcquiredError } from '../common/errors.js';
-import { FailurePolicy } from '../common/failure-policy.js';
+import type { FailurePolicy } from '../common/failure-policy.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { FEATURE_CONNECTION, RedisConnections } from '../connection/redis-connections.js';
@@ -16,7 +16,7 @@ import { LockEvents } from './lock.events.js';
 import { type LeaseAcquireOptions, type LeaseContext, type LeaseUsingOptions, leaseOwner } from './lock.lease.js';
 import { type MultiLock, MultiLocks } from './lock.multi.js';
 import { LocalWaiters } from './lock.waiters.js';
-import { LockShutdown } from './lock.shutdown.js';
+import { LockFailures, LockShutdown } from './lock.shutdown.js';
 import { LockWakeups } from './lock.wake.js';
 import { type QuorumCalls, quorumOf } from './lock.quorum.js';
 import { Semaphore, type SemaphoreOptions } from './lock.semaphore.js';
@@ -79,7 +79,7 @@ export class LockService implements OnModuleInit, OnApplicationShutdown {
     @Optional() private readonly connections?: RedisConnections,
   ) {
     this.lockOptions = options;
-    this.failures = new FailurePolicy(connection, { feature: 'lock', logger: this.logger });
+    this.failures = new LockFailures(connection, { feature: 'lock', logger: this.logger }, this.shutdown);
     const quorum = options.quorum;
     this.wakeups = new LockWakeups(
       keys,
@@ -98,7 +98,7 @@ export class LockService implements OnModuleInit, OnApplicationShutdown {
     const grantable = !quorum && !(connection.client instanceof Cluster);
     this.waiterId = (options.wakeOnRelease ?? grantable) ? this.wakeups.id : '';
     if (quorum) {
-      const servers = quorumOf(connection, quorum, this.logger);
+      const servers = quorumOf(connection, quorum, this.logger, this.shutdown);
       this.quorumClients.push(...servers.clients);
       this.quorumCalls = servers.calls;
       this.wakeups.nodes = servers.calls; // no wake subscription on a node left out

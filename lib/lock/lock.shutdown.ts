@@ -1,4 +1,5 @@
 import { RedisUnavailableError } from '../common/errors.js';
+import { type FailureConnection, FailurePolicy, type FailurePolicyOptions } from '../common/failure-policy.js';
 
 /**
  * What `app.close()` ends in a LockService (and its semaphores and multi-resource locks). Once its connections are
@@ -33,15 +34,40 @@ export class LockShutdown {
     for (const end of ends) end();
   }
 
-  /** The error of an acquisition (`what`: `lock acquire on "r"`) made or waiting at close. */
-  error(what: string): RedisUnavailableError {
+  /**
+   * The error of an acquisition (`what`: `lock acquire on "r"`) made or waiting at close, or of a release after it
+   * that Redis did not answer (`cause`: its failure).
+   */
+  error(what: string, cause?: unknown): RedisUnavailableError {
     return new RedisUnavailableError(
       `${what} failed: the application shut down (app.close() quit the lock's Redis connections)`,
+      cause === undefined ? undefined : { cause },
     );
   }
 
   /** Throws `error(what)` once closed. */
   assertOpen(what: string): void {
     if (this.isClosed) throw this.error(what);
+  }
+}
+
+/**
+ * The lock service's failure policy (fail closed). After app.close() a call that Redis does not answer failed because
+ * the shutdown quit the connections, not because Redis is down: it is thrown, not counted or logged as an outage here.
+ * Its caller says what the shutdown did (a `using` section's release: one warning, runHolding); until 2026-12-04 that
+ * release was logged twice, here as an outage and there.
+ */
+export class LockFailures extends FailurePolicy {
+  constructor(
+    connection: FailureConnection,
+    options: FailurePolicyOptions,
+    private readonly shutdown: LockShutdown,
+  ) {
+    super(connection, options);
+  }
+
+  override unavailable(err: unknown, failOpen?: boolean, fallback?: string): void {
+    if (this.shutdown.closed && err instanceof RedisUnavailableError) throw err;
+    super.unavailable(err, failOpen, fallback);
   }
 }

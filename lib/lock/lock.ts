@@ -1,4 +1,4 @@
-import { InvalidOptionsError, LockLostError } from '../common/errors.js';
+import { InvalidOptionsError, LockLostError, RedisUnavailableError } from '../common/errors.js';
 import { durationProblem, isDuration } from '../common/option-checks.js';
 import {
   type AutoExtendOptions,
@@ -210,6 +210,10 @@ export class Lock {
         this.state = 'lost';
         this.owner.released(this.keys, this);
         this.reportLost(err);
+      }
+      // unanswered after app.close(): its connections were quit (LockFailures did not log it as an outage)
+      if (err instanceof RedisUnavailableError && this.owner.shutdown.closed) {
+        throw this.owner.shutdown.error(`lock release of "${this.resource}"`, err);
       }
       throw err;
     }
