@@ -11,9 +11,10 @@ import { Redis } from 'ioredis';
 import { RedisConnection } from '../../lib/advanced.js';
 import { RateLimitService } from '../../lib/index.js';
 import { recordCommands } from '../support/command-recorder.js';
+import { useDisposableCluster } from '../support/disposable-cluster.js';
 import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
 import { recordingLogger } from '../support/recording-logger.js';
-import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
 import { sleep, waitFor } from '../support/wait.js';
 
 afterEach(closeToolkitApps);
@@ -23,6 +24,27 @@ const evictionWarnings = (warnings: string[]): string[] => warnings.filter((w) =
 
 const policy = { limit: 3, ttl: 60_000 };
 
+async function bootOn(target: RedisTarget) {
+  const log = recordingLogger();
+  const app = await createToolkitApp({
+    target,
+    keyPrefix: `rtk-e${randomBytes(4).toString('hex')}:`,
+    logger: log.logger,
+  });
+  return { log, rateLimit: app.get(RateLimitService), client: app.get(RedisConnection).client };
+}
+
+/** A consume, a peek and a consumeAll; the INFO commands sent meanwhile and just after. */
+async function decide(rateLimit: RateLimitService, client: RedisConnection['client']): Promise<number> {
+  const { commands } = await recordCommands(client, async () => {
+    expect((await rateLimit.consume('a', policy)).allowed).toBe(true);
+    expect((await rateLimit.peek('a', policy)).remaining).toBe(2);
+    expect((await rateLimit.consumeAll([{ key: 'b', policy }])).allowed).toBe(true);
+    await sleep(300);
+  });
+  return commands.filter((c) => c === 'info').length;
+}
+
 describe('rate limiting on a server that may evict its counters', () => {
   const redis = usePrivateRedis();
   const configure = async (maxmemory: string, maxmemoryPolicy: string) => {
@@ -31,26 +53,7 @@ describe('rate limiting on a server that may evict its counters', () => {
     await admin.config('SET', 'maxmemory-policy', maxmemoryPolicy);
   };
 
-  async function boot() {
-    const log = recordingLogger();
-    const app = await createToolkitApp({
-      target: { url: redis.server.url },
-      keyPrefix: `rtk-e${randomBytes(4).toString('hex')}:`,
-      logger: log.logger,
-    });
-    return { log, rateLimit: app.get(RateLimitService), client: app.get(RedisConnection).client };
-  }
-
-  /** A consume, a peek and a consumeAll; the INFO commands sent meanwhile and just after. */
-  async function decide(rateLimit: RateLimitService, client: RedisConnection['client']): Promise<number> {
-    const { commands } = await recordCommands(client, async () => {
-      expect((await rateLimit.consume('a', policy)).allowed).toBe(true);
-      expect((await rateLimit.peek('a', policy)).remaining).toBe(2);
-      expect((await rateLimit.consumeAll([{ key: 'b', policy }])).allowed).toBe(true);
-      await sleep(300);
-    });
-    return commands.filter((c) => c === 'info').length;
-  }
+  const boot = () => bootOn({ url: redis.server.url });
 
   it.each(['allkeys-lru', 'volatile-ttl'])('%s with maxmemory 100mb: one warning naming the policy', async (p) => {
     await configure('100mb', p);
@@ -93,6 +96,33 @@ describe('rate limiting on a server that may evict its counters', () => {
       expect(info).toHaveBeenCalledTimes(1);
     } finally {
       info.mockRestore();
+    }
+  });
+});
+
+describe('rate limiting on a cluster with one master that may evict', () => {
+  const cluster = useDisposableCluster();
+
+  it('one warning naming that master only', async () => {
+    const [first, victim, third] = cluster().masters;
+    const admin = trackForCleanup(new Redis(victim.port, '127.0.0.1'));
+    await admin.config('SET', 'maxmemory', '100mb');
+    await admin.config('SET', 'maxmemory-policy', 'volatile-lru');
+    try {
+      const { log, rateLimit, client } = await bootOn({ cluster: cluster().startupNodes });
+      expect(await decide(rateLimit, client)).toBe(3); // once per master
+      expect(await waitFor(() => evictionWarnings(log.warnings).length > 0, 2_000)).toBe(true);
+      await rateLimit.consume('c', policy);
+      await sleep(200);
+      const warnings = evictionWarnings(log.warnings);
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toContain(`127.0.0.1:${victim.port}`);
+      expect(warnings[0]).toContain('maxmemory-policy volatile-lru');
+      expect(warnings[0]).not.toContain(`:${first.port}`);
+      expect(warnings[0]).not.toContain(`:${third.port}`);
+    } finally {
+      await admin.config('SET', 'maxmemory', '0');
+      await admin.config('SET', 'maxmemory-policy', 'noeviction');
     }
   });
 });
