@@ -6,6 +6,7 @@ import { FailurePolicy } from '../common/failure-policy.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { SERIALIZER, type Serializer } from '../common/serializer.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
+import type { EvictionPolicyCheck } from '../connection/eviction-policy-check.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { CACHE_L1_PUBSUB } from '../pubsub/pubsub.providers.js';
 import { FEATURE_CONNECTION } from '../connection/redis-connections.js';
@@ -13,7 +14,7 @@ import { PubSubService } from '../pubsub/pubsub.service.js';
 import { defaultCall, entryOf, resolveCall, type ResolvedCall } from './cache.call-options.js';
 import { encodeEntry, type CacheEntry } from './cache.entry.js';
 import { CacheEntryStore } from './cache.entry-store.js';
-import { CacheEvictionCheck } from './cache.eviction-check.js';
+import { cacheEvictionCheck } from './cache.eviction-check.js';
 import { CacheL1 } from './cache.l1.js';
 import { CacheLoadLock } from './cache.load-lock.js';
 import { CACHE_OPTIONS, type ResolvedCacheOptions } from './cache.options.js';
@@ -70,7 +71,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
   private readonly store: CacheEntryStore;
   private readonly reads: CacheReadPath;
   private readonly invalidation: CacheInvalidation;
-  private readonly evictionCheck: CacheEvictionCheck;
+  private readonly evictionCheck: EvictionPolicyCheck;
   private readonly entryKeys = new Map<string, string>();
   private readonly defaultCall: ResolvedCall<unknown>;
 
@@ -97,7 +98,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
       failOpenMeans: 'serving without the cache',
     });
     // Whether Redis may evict a tag index: asked once, at the first use of tags (cache.eviction-check).
-    this.evictionCheck = new CacheEvictionCheck(connection, this.logger);
+    this.evictionCheck = cacheEvictionCheck(connection, this.logger);
     const tags = new CacheTagIndex(connection, keys, FEATURE, this.options.lockTtl, this.l1, this.evictionCheck);
     this.store = new CacheEntryStore(
       connection,

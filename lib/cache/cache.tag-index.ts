@@ -2,7 +2,7 @@ import { BULK_BATCH, unlinkMany } from '../common/bulk-keys.js';
 import type { KeyBuilder } from '../common/keys.js';
 import { LuaScript } from '../common/lua-script.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
-import type { CacheEvictionCheck } from './cache.eviction-check.js';
+import type { EvictionPolicyCheck } from '../connection/eviction-policy-check.js';
 import type { CacheL1 } from './cache.l1.js';
 
 /** How long a tag remembers its last invalidation, so loads that started before it do not store their value. */
@@ -22,7 +22,7 @@ export class CacheTagIndex {
     private readonly feature: string,
     private readonly lockTtl: number,
     private readonly l1: CacheL1 | undefined,
-    private readonly evictionCheck: CacheEvictionCheck,
+    private readonly evictionCheck: EvictionPolicyCheck,
   ) {}
 
   /**

@@ -3,6 +3,7 @@ import { InvalidOptionsError, RateLimitExceededError, type RedisToolkitError } f
 import { FailurePolicy, itemReplyError } from '../common/failure-policy.js';
 import { KeyBuilder } from '../common/keys.js';
 import type { ScriptArg } from '../common/lua-script.js';
+import type { EvictionPolicyCheck } from '../connection/eviction-policy-check.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { FEATURE_CONNECTION } from '../connection/redis-connections.js';
 import {
@@ -16,7 +17,7 @@ import { RateLimitAdmin, type CounterRef } from './rate-limit.admin.js';
 import { BlockCache } from './rate-limit.block-cache.js';
 import { DecisionBatcher } from './rate-limit.decision-batcher.js';
 import { DecisionFallback } from './rate-limit.fallback.js';
-import { RateLimitEvictionCheck } from './rate-limit.eviction-check.js';
+import { rateLimitEvictionCheck } from './rate-limit.eviction-check.js';
 import { decisionObserved, diagnosed, groupBy, resetNotBeforeRetry, toResult } from './rate-limit.results.js';
 import { BLOCK_SUFFIX, policySpec, RateLimitKeys } from './rate-limit.keys.js';
 import { InsuranceLimiter } from './rate-limit.insurance-limiter.js';
@@ -77,7 +78,7 @@ export class RateLimitService implements OnModuleDestroy {
   /** `rateLimit.blockCache`: counters Redis refused, refused here until then without a Redis call. */
   private readonly blockCache: BlockCache | undefined;
   /** Whether Redis may evict counters: asked once, at the first decision sent (rate-limit.eviction-check). */
-  private readonly evictionCheck: RateLimitEvictionCheck;
+  private readonly evictionCheck: EvictionPolicyCheck;
 
   constructor(
     @Inject(FEATURE_CONNECTION.rateLimit) private readonly connection: RedisConnection,
@@ -105,7 +106,7 @@ export class RateLimitService implements OnModuleDestroy {
       (p, path) => this.resolvePolicy(p, path),
     );
     this.fallback = new DecisionFallback(this.failures, insurance, this.counters, options.failOpen);
-    this.evictionCheck = new RateLimitEvictionCheck(connection, this.logger);
+    this.evictionCheck = rateLimitEvictionCheck(connection, this.logger);
   }
 
   onModuleDestroy(): void {
