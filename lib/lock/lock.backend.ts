@@ -6,6 +6,7 @@ import type { RedisClient, ScriptArg } from '../common/lua-script.js';
 import { SharedTurn, sendingAfter, TickBatcher, type TickBatchSender } from '../common/tick-batcher.js';
 import { nextFenceFloor } from './lock.attempts.js';
 import type { QuorumCalls } from './lock.quorum.js';
+import { firstNodeUp, wakingRelease } from './lock.quorum-wake.js';
 import { ACQUIRE_MANY, EXTEND, HAND_OVER, RAISE_FENCE, RELEASE_MANY } from './lock.scripts.js';
 
 /** The keys of one resource; they share a hash tag so one script may touch them together on a cluster. */
@@ -309,7 +310,7 @@ export class SingleLockBackend implements LockBackend {
 
   async release(keys: LockKeys, token: string): Promise<void> {
     const released = await this.failures.guard(`release of "${keys.resource}"`, () => this.calls.release(keys, token));
-    if (released !== 1) throw lost(keys, 'release');
+    if (released === 0) throw lost(keys, 'release'); // 2: released, the waiters it popped were not listening
   }
 
   async leave(keys: LockKeys, waiter: string): Promise<void> {
@@ -335,7 +336,7 @@ export class QuorumLockBackend implements LockBackend {
 
   constructor(
     private readonly quorum: QuorumCalls,
-    channels: WaitingChannels,
+    private readonly channels: WaitingChannels,
   ) {
     this.nodes = quorum.nodes;
     this.nodeCalls = quorum.clients.map((c) => lockCallsOf(c, channels));
@@ -379,16 +380,18 @@ export class QuorumLockBackend implements LockBackend {
   }
 
   release(keys: LockKeys, token: string): Promise<void> {
-    // One node wakes (the first): wakes from every node would send up to three services at once to split the vote.
-    return this.quorum.release(`release the lock on "${keys.resource}"`, (_, i) =>
-      this.nodeCalls[i].release(keys, token, i === 0),
-    );
+    // one node wakes, another when it cannot (wakingRelease)
+    const waker = firstNodeUp(this.quorum);
+    return this.quorum.release(`release the lock on "${keys.resource}"`, (_, i) => {
+      const call = this.nodeCalls[i].release(keys, token, i === waker);
+      return i === waker ? wakingRelease(this.quorum, i, call, keys, token, this.channels.wake, WAKE_TRIES) : call;
+    });
   }
 
   leave(keys: LockKeys, waiter: string): Promise<void> {
-    // every node: a busy attempt joined on each node that refused it (only the first node's release wakes, but the
-    // others' sets are never popped); a node left out is sent nothing (it took no attempt); a node that did not answer
-    // is sent it again alone (UnansweredLeave: PendingLeaves keeps it for the service's next answered attempt)
+    // every node: a busy attempt joined on each node that refused it, and any node's release may wake; a node left out
+    // is sent nothing (it took no attempt); a node that did not answer is sent it again alone (UnansweredLeave:
+    // PendingLeaves keeps it for the service's next answered attempt)
     return this.quorum.cleanUp(`leaving the waiters of "${keys.resource}"`, (c) => c.zrem(keys.waiters, waiter));
   }
 }

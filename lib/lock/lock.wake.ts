@@ -20,18 +20,23 @@ const DIGITS = /^\d+$/;
  * Wake-on-release across processes. Every LockService has an id and, from its first wait on, listens on its own
  * channels (`<prefix>ps:__rtk:lock:wake:<id>` and `...:grant:<id>`) on every lock server. A caller that finds a lock
  * held joins the lock's waiting services (a sorted set beside the lock, oldest first, one entry per service); a
- * release pops the oldest and either grants it the lock (one server: see LockGrants) or publishes the lock key on its
- * wake channel, so exactly one waiting service gets the lock or tries again at once instead of at its next poll (and
- * services are served in the order they started waiting). The poll stays: a message lost on the way (the subscriber
- * connection down, a service that stopped waiting) costs one poll pause, no more.
+ * release pops the oldest and either grants it the lock (one server: see LockGrants) or publishes 'token lock key' (the
+ * released owner token) on its wake channel, so one waiting service gets the lock or tries again at once instead of at
+ * its next poll (and services are served in the order they started waiting). On a quorum one node's release wakes,
+ * and another's when that one cannot (lock.quorum-wake.ts): a wake of a release can then come twice (the first node's
+ * release ran late, after a timeout), and the service takes the first (`repeated` counts the others). The poll stays:
+ * a message lost on the way (the subscriber connection down, a service that stopped waiting) costs one poll pause, no
+ * more.
  */
 export class LockWakeups {
   /** This service's id among the waiting services (random, 128 bits). */
   readonly id = newToken();
   /** Every service's channels start with these; the scripts append the id. */
   readonly channels: WaitingChannels;
-  /** Wakes and grants received since start. */
+  /** Wakes and grants received since start (a release's wake once, however many quorum nodes sent it). */
   received = 0;
+  /** Wakes dropped since start: the same release's wake again, through another quorum node. */
+  repeated = 0;
   /** On a quorum (set by LockService): the subscriber of a node subscribes once it takes part, never where left out. */
   nodes: SubscriberGates | undefined;
   private subscribers: RedisClient[] | undefined;
@@ -50,6 +55,10 @@ export class LockWakeups {
    * quorum only on the nodes that did not answer, each once its connection is up: PendingLeaves).
    */
   private readonly leaving = new PendingLeaves<string>();
+  /** Per lock key, the released token of the last wake taken: that release's wake through another node is dropped. */
+  private readonly woken = new Map<string, string>();
+  /** Lock keys start with this (`<prefix>lock:{`): a wake that does (a release before 2026-12-04) has no token. */
+  private readonly lockKeyHead: string;
 
   constructor(
     keys: KeyBuilder,
@@ -68,6 +77,7 @@ export class LockWakeups {
       wake: keys.channel(KeyBuilder.internalChannel(FEATURES.lock, 'wake:')),
       grant: keys.channel(KeyBuilder.internalChannel(FEATURES.lock, 'grant:')),
     };
+    this.lockKeyHead = keys.tagHead(FEATURES.lock);
   }
 
   /** True (once) when a wake for `lockKey` arrived while its attempt was in flight: try again at once. */
@@ -140,13 +150,9 @@ export class LockWakeups {
     this.subscribers = this.open();
     const { channel, grantChannel } = this;
     this.subscribers.forEach((subscriber, node) => {
-      subscriber.on('message', (from: string, lockKey: string) => {
-        if (from === grantChannel) return this.grant(lockKey);
-        if (from !== channel) return;
-        this.received++;
-        if (this.waiters.wakeOne(lockKey) || !this.waiters.isAsking(lockKey)) return;
-        if (this.early.size >= 10_000) this.early.clear();
-        this.early.add(lockKey);
+      subscriber.on('message', (from: string, message: string) => {
+        if (from === grantChannel) this.grant(message);
+        else if (from === channel) this.wake(message);
       });
       // ioredis subscribes again by itself after a reconnect; 'ready' covers a connection that was not up yet.
       const subscribe = (): void => {
@@ -174,6 +180,29 @@ export class LockWakeups {
       if (this.nodes) this.nodes.whenChecked(node, start);
       else start();
     });
+  }
+
+  /**
+   * 'token lock key' (release-many.lua, wake.lua): a release of the lock by the holder `token` woke this service.
+   * Taken once per release (on a quorum it may come through two nodes). The lock key alone (a release before
+   * 2026-12-04) is taken too.
+   */
+  private wake(message: string): void {
+    const space = message.startsWith(this.lockKeyHead) ? -1 : message.indexOf(' ');
+    const lockKey = space > 0 ? message.slice(space + 1) : message;
+    if (space > 0) {
+      const token = message.slice(0, space);
+      if (this.woken.get(lockKey) === token) {
+        this.repeated++;
+        return;
+      }
+      if (this.woken.size >= 10_000) this.woken.clear(); // forgotten: a repeated wake costs an attempt at most
+      this.woken.set(lockKey, token);
+    }
+    this.received++;
+    if (this.waiters.wakeOne(lockKey) || !this.waiters.isAsking(lockKey)) return;
+    if (this.early.size >= 10_000) this.early.clear();
+    this.early.add(lockKey);
   }
 
   /** 'fence token lock key' (release-many.lua); anything else on the channel is not ours and is reported. */

@@ -3,11 +3,13 @@
 -- services waiting for it (acquire-many.lua); ARGV[1] the wake channel prefix, ARGV[2] the grant channel prefix (a
 -- service's channel is the prefix and its id); ARGV[2i+1] owner token, ARGV[2i+2] how many waiting services may be
 -- tried (0: nobody, e.g. undoing a partial quorum grant; 1 on a cluster, where PUBLISH counts only the receivers on
--- this node). Returns, per lock in order, 1 when released, 0 when not held, or the error text of that lock alone
--- (redis.pcall: one bad key fails only its own release, never the batch).
+-- this node). Returns, per lock in order, 1 when released, 2 when released but every waiting service it popped no
+-- longer listened (a quorum then wakes through another node: lock.quorum-wake.ts), 0 when not held, or the error text
+-- of that lock alone (redis.pcall: one bad key fails only its own release, never the batch).
 -- The oldest waiting service is served: one that waits with a token ('id token ttl') is granted the lock (SET to its
 -- token with its ttl, a new fencing token drawn by draw_fence in fence.lua) and told 'fence token lock key' on its
--- grant channel; one without (its id alone) is told the lock key on its wake channel, and the lock is deleted. One
+-- grant channel; one without (its id alone) is told 'token lock key' on its wake channel (the released owner token:
+-- a quorum's wake may come through two nodes, and the service takes one per release), and the lock is deleted. One
 -- that no longer listens (PUBLISH reached nobody) is dropped and the next is tried; when none listens the lock is
 -- deleted. A wait its service gave up leaves the set (acquire-many.lua); a grant whose service no longer wants it
 -- (given up while the grant was on its way) is released by that service; a message lost on the way costs the waiters
@@ -19,12 +21,13 @@ for i = 1, #KEYS / 3 do
   if type(held) == 'table' and held.err then
     out[i] = held.err
   elseif held == ARGV[2 * i + 1] then
-    local granted = false
+    local granted, heard, popped = false, false, false
     for _ = 1, tonumber(ARGV[2 * i + 2]) do
       local next = redis.pcall('ZPOPMIN', waiting)
       if type(next) ~= 'table' or next.err or #next == 0 then
         break
       end
+      popped = true
       local service, token, ttl = string.match(next[1], '^(%S+) (%S+) (%d+)$')
       if service then
         local fence = draw_fence(fence_key)
@@ -41,14 +44,15 @@ for i = 1, #KEYS / 3 do
             break
           end
         end
-      elseif redis.call('PUBLISH', ARGV[1] .. next[1], lock) > 0 then
+      elseif redis.call('PUBLISH', ARGV[1] .. next[1], ARGV[2 * i + 1] .. ' ' .. lock) > 0 then
+        heard = true
         break
       end
     end
     if not granted then
       redis.call('DEL', lock)
     end
-    out[i] = 1
+    out[i] = (popped and not granted and not heard) and 2 or 1
   else
     out[i] = 0
   end

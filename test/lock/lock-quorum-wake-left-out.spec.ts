@@ -63,7 +63,7 @@ const within = <T>(promise: Promise<T>, ms: number): Promise<T | string> => {
 
 /**
  * `waiter` waits for a lock `holder` holds (its first wait opens its subscriber) until its subscription is active on the
- * first node (whose release wakes); `check` runs then; the release must wake `waiter` within 5 s.
+ * first node (each node's release wakes); `check` runs then; the release must wake `waiter` within 5 s, once.
  */
 async function wokenThroughTheOthers(holder: LockService, waiter: LockService, check: () => Promise<void>) {
   const resource = unique('wake-left-out');

@@ -228,9 +228,10 @@ const keptLeaves = (locks: LockService): unknown =>
 const SECOND_ATTEMPT_LATER = { retry: { count: 1, delay: 1_500, jitter: 0 }, ttl: 20_000 };
 
 // A removal a node did not answer (QuorumLockBackend.leave) was never sent again: its Promise.allSettled never
-// rejected, so PendingLeaves kept nothing. The entry stayed in the first node's waiting services (the node whose
-// release wakes), so the next release woke the service whose wait had ended and the real waiter slept until its poll.
-describe('a wait ended on a quorum while nodes did not answer its removal (a release wakes from the first node)', () => {
+// rejected, so PendingLeaves kept nothing. The entry stayed in the first node's waiting services (then the one node
+// whose release woke), so the next release woke the service whose wait had ended and the real waiter slept until its
+// poll. Since 2026-12-04 every node's release wakes: an entry left on any node would.
+describe('a wait ended on a quorum while nodes did not answer its removal (each node wakes)', () => {
   it('given up while the first node was down: taken out there at the next answered attempt once it is back', async () => {
     const servers = await durableQuorum();
     const [holder, quitter, next] = [await onQuorum(servers), await onQuorum(servers), await onQuorum(servers)];
