@@ -1,9 +1,10 @@
-import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
+import { Inject, Injectable, Logger, type OnApplicationShutdown, Optional } from '@nestjs/common';
 import { InvalidKeyError, InvalidOptionsError, SessionNotFoundError } from '../common/errors.js';
 import { KeyBuilder } from '../common/keys.js';
 import { SERIALIZER, type Serializer } from '../common/serializer.js';
 import { FailurePolicy } from '../common/failure-policy.js';
 import { durationProblem, isDuration } from '../common/option-checks.js';
+import type { EvictionPolicyCheck } from '../connection/eviction-policy-check.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { FEATURE_CONNECTION } from '../connection/redis-connections.js';
 import {
@@ -28,6 +29,7 @@ import { SESSION_OPTIONS, shortSecretWarning, type ResolvedSessionOptions } from
 import { checkCreateOptions } from './session.options.js';
 import { checkFieldName, encodeField, encodeSessionData, expiryOf, toSession } from './session.envelope.js';
 import type { SessionEnvelope } from './session.envelope.js';
+import { sessionEvictionCheck } from './session.eviction-check.js';
 import { guardSessionCall } from './session.failures.js';
 import { SessionRecords } from './session.records.js';
 import type { CreateSessionOptions, Session, SessionData } from './session.types.js';
@@ -53,11 +55,12 @@ const ID_ATTEMPTS = 3;
  * a 503); nothing is ever treated as "no session". Ids are never logged nor put in error messages.
  */
 @Injectable()
-export class SessionService {
+export class SessionService implements OnApplicationShutdown {
   private readonly logger = new Logger('RedisToolkit:Session');
   private readonly failures: FailurePolicy;
   private readonly records: SessionRecords;
   private readonly serializer: Serializer;
+  private readonly evictionCheck: EvictionPolicyCheck;
   readonly options: ResolvedSessionOptions;
 
   constructor(
@@ -71,11 +74,16 @@ export class SessionService {
     // No `cause` on our errors: driver errors carry the command's arguments, and those hold session ids.
     this.failures = new FailurePolicy(connection, { feature: 'session', logger: this.logger, withCause: false });
     this.serializer = serializer;
+    this.evictionCheck = sessionEvictionCheck(connection, this.logger);
     this.options = options;
     const shortSecret = shortSecretWarning(options.cookie.secrets);
     if (shortSecret) this.logger.warn(shortSecret);
     // RedisSessionStore on this client revokes the sockets of the sessions it destroys through this instance.
     if (pubsub) registerSessionRevoker(connection.client, (ids) => this.revoke(ids));
+  }
+
+  onApplicationShutdown(): void {
+    this.evictionCheck.close(); // its INFO, if still out, fails with the closed connection: nothing to say
   }
 
   /** Creates a session for `userId` with a fresh 256-bit id. */
@@ -98,6 +106,7 @@ export class SessionService {
     if (!isDuration(ttl)) throw new InvalidOptionsError(`session ttl ${durationProblem(ttl)}`);
     const fields = encodeSessionData(this.serializer, data ?? {}, 'data');
     return this.guard('create', async () => {
+      this.evictionCheck.once();
       let tombstoned = 0;
       for (let attempt = 0; attempt < ID_ATTEMPTS; attempt++) {
         const id = generateSessionId();
@@ -265,6 +274,7 @@ export class SessionService {
   async destroyAllForUser(userId: string): Promise<number> {
     KeyBuilder.validate(userId, 'userId');
     return this.guard('destroyAllForUser', async () => {
+      this.evictionCheck.once();
       const ids = await this.records.index.ids(userId, 0);
       const owners = await Promise.all(ids.map((id) => this.records.destroy(id, this.options.tombstoneMs, true)));
       await this.revoke(ids);
