@@ -21,6 +21,8 @@ export class SessionRevocations {
   /** Hashes revoked in the last RECENT_MS, oldest first (Map keeps insertion order). */
   private readonly recent = new Map<string, number>();
   private subscribed: Promise<void> | undefined;
+  /** Whether the reconnect and drop listeners are registered (once; `subscribed` may be made again after a drop). */
+  private listening = false;
   private revokedCount = 0;
 
   /**
@@ -48,8 +50,19 @@ export class SessionRevocations {
       .subscribe<SessionRevocation>(SESSION_REVOKED_CHANNEL, (message) => this.receive(message))
       .then(
         () => {
+          if (this.listening) {
+            // subscribed again after Redis dropped it: revocations published meanwhile never arrived
+            this.recheck().catch(this.onRecheckFailed);
+            return;
+          }
+          this.listening = true;
           this.pubsub.onResubscribed(() => {
             this.recheck().catch(this.onRecheckFailed);
+          });
+          // Refused after a reconnect (an ACL tightened): logged by pub/sub; the next handshake subscribes again
+          // rather than being admitted as if revocations still arrived (and is refused while Redis still says no).
+          this.pubsub.onSubscriptionDropped((name) => {
+            if (name === SESSION_REVOKED_CHANNEL) this.subscribed = undefined;
           });
         },
         (err: unknown) => {
