@@ -52,7 +52,10 @@ const HEADERS = [
   'x-ratelimit-remaining',
   'x-ratelimit-reset',
 ];
-/** A pair of requests further apart than this (the machine stalled between them) is not compared. */
+/**
+ * A pair of requests further apart than this, or starting later than this after its offset (the machine stalled: the
+ * buckets refilled past the half-token margin the offsets leave), is not compared.
+ */
 const MAX_PAIR_MS = 80;
 
 const headersOf = (res: Response) =>
@@ -109,9 +112,17 @@ describe.each(PLATFORMS_AND_TARGETS)(
             const local = cached.rl.stats().deniedLocally;
             const a = await post(cached.http);
             const b = await post(plain.http);
-            return { a, b, local: cached.rl.stats().deniedLocally === local + 1, ms: performance.now() - started };
+            const late = started - from - offset;
+            return {
+              a,
+              b,
+              local: cached.rl.stats().deniedLocally === local + 1,
+              ms: performance.now() - started,
+              late,
+            };
           });
-          if (pair.ms > MAX_PAIR_MS) continue;
+          // a CI run had the pairs of +1250 and +1750 ms of every style admitted by Redis: a stall before them
+          if (pair.ms > MAX_PAIR_MS || pair.late > MAX_PAIR_MS) continue;
           compared++;
           const step = `${mode} ${route} +${offset} ms`;
           if (!pair.local) wrong.push(`${step}: not answered by the block cache`);
@@ -120,10 +131,19 @@ describe.each(PLATFORMS_AND_TARGETS)(
           if (JSON.stringify(a) !== JSON.stringify(b))
             wrong.push(`${step}: cache ${JSON.stringify(a)}, Redis ${JSON.stringify(b)}`);
         }
-        if (compared < 3) wrong.push(`${mode} ${route}: only ${compared} pairs compared`);
-        return wrong;
+        return { wrong, compared };
       };
-      const wrong = await Promise.all(pairs.flatMap((p) => [scenario(p, 'bucket'), scenario(p, 'mixed')]));
+      /** A scenario run again (a new user) while a stall left fewer than 3 of its 4 pairs to compare; at most 3 runs. */
+      const compared = async (p: (typeof pairs)[number], route: string) => {
+        const wrong: string[] = [];
+        for (let run = 1; ; run++) {
+          const result = await scenario(p, route);
+          wrong.push(...result.wrong);
+          if (result.compared >= 3) return wrong;
+          if (run === 3) return [...wrong, `${p.mode} ${route}: only ${result.compared} pairs compared in run ${run}`];
+        }
+      };
+      const wrong = await Promise.all(pairs.flatMap((p) => [compared(p, 'bucket'), compared(p, 'mixed')]));
       expect(wrong.flat()).toEqual([]);
     }, 30_000);
   },
