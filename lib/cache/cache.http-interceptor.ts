@@ -12,7 +12,13 @@ import { InvalidOptionsError } from '../common/errors.js';
 import { KeyBuilder, MAX_KEY_BYTES } from '../common/keys.js';
 import { durationProblem, isDuration } from '../common/option-checks.js';
 import { HTTP_CACHE_IF_METADATA, HTTP_CACHE_KEY_METADATA, HTTP_CACHE_TTL_METADATA } from './cache.constants.js';
-import { type RouteSharing, bypasses, ownResponse, routeSharing } from './cache.http-sharing.js';
+import {
+  type CredentialRequest,
+  type RouteSharing,
+  bypasses,
+  ownResponse,
+  routeSharing,
+} from './cache.http-sharing.js';
 import { CacheService, type PreparedCall } from './cache.service.js';
 import type { CacheResult, CacheStatus } from './cache.types.js';
 
@@ -62,13 +68,10 @@ export function CacheIf(predicate: HttpCacheIfFn): MethodDecorator & ClassDecora
   return SetMetadata(HTTP_CACHE_IF_METADATA, predicate);
 }
 
-interface HttpRequestLike {
+interface HttpRequestLike extends CredentialRequest {
   method?: string;
   url?: string;
   originalUrl?: string;
-  headers?: { authorization?: unknown };
-  user?: unknown;
-  raw?: { user?: unknown };
 }
 interface HttpResponseLike {
   statusCode?: number;
@@ -171,25 +174,18 @@ export class HttpCacheInterceptor implements NestInterceptor {
       typeof route.key === 'function'
         ? route.key(request as never, context)
         : (route.key ?? this.urlKey(request.originalUrl ?? request.url ?? ''));
-    let call = route.call;
-    let loader: () => Promise<Loaded>;
+    let body: unknown;
+    const loader = async (): Promise<Loaded> => {
+      const status = response.statusCode; // before the handler: see ownResponse
+      body = await lastValueFrom(next.handle(), { defaultValue: undefined });
+      return this.toStored(route, context, response, body, status);
+    };
     const ttl = route.ttl;
-    if (ttl === undefined) {
-      loader = async () => {
-        const status = response.statusCode;
-        const body = await lastValueFrom(next.handle(), { defaultValue: undefined });
-        return this.toStored(route, context, response, body, status);
-      };
-    } else {
-      // A function of the context and of the body as the handler returned it (before it is stored).
-      let body: unknown;
-      call = this.cache.prepare<Loaded>({ ttl: () => ttl(context, body), shouldCache: stored });
-      loader = async () => {
-        const status = response.statusCode;
-        body = await lastValueFrom(next.handle(), { defaultValue: undefined });
-        return this.toStored(route, context, response, body, status);
-      };
-    }
+    // A ttl function of the context and of the body as the handler returned it (before it is stored).
+    const call =
+      ttl === undefined
+        ? route.call
+        : this.cache.prepare<Loaded>({ ttl: () => ttl(context, body), shouldCache: stored });
     const result = this.cache.getOrSetPrepared(key, loader, call);
     // an L1 hit is answered synchronously: no promise to settle and await
     if (!(result instanceof Promise)) return of(this.answer(route, response, result));
