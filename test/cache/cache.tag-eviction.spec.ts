@@ -12,7 +12,8 @@ import { RedisConnection } from '../../lib/advanced.js';
 import { CacheService } from '../../lib/index.js';
 import { recordCommands } from '../support/command-recorder.js';
 import { useDisposableCluster } from '../support/disposable-cluster.js';
-import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
+import { setEvictionPolicy } from '../support/eviction-policy.js';
+import { usePrivateRedis } from '../support/private-servers.js';
 import { recordingLogger } from '../support/recording-logger.js';
 import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
 import { sleep, waitFor } from '../support/wait.js';
@@ -45,11 +46,7 @@ async function useTags(cache: CacheService, client: RedisConnection['client']): 
 
 describe('cache on a single server that may evict tag indexes', () => {
   const redis = usePrivateRedis();
-  const configure = async (maxmemory: string, policy: string) => {
-    const admin = trackForCleanup(new Redis(redis.server.port, '127.0.0.1'));
-    await admin.config('SET', 'maxmemory', maxmemory);
-    await admin.config('SET', 'maxmemory-policy', policy);
-  };
+  const configure = (maxmemory: string, policy: string) => setEvictionPolicy(redis.server.port, maxmemory, policy);
 
   it.each(['allkeys-lru', 'volatile-lru'])('%s with maxmemory 100mb: one warning naming the policy', async (policy) => {
     await configure('100mb', policy);
@@ -133,9 +130,7 @@ describe('cache on a cluster with one master that may evict', () => {
 
   it('one warning naming that master only', async () => {
     const [first, victim, third] = cluster().masters;
-    const admin = trackForCleanup(new Redis(victim.port, '127.0.0.1'));
-    await admin.config('SET', 'maxmemory', '100mb');
-    await admin.config('SET', 'maxmemory-policy', 'allkeys-lru');
+    await setEvictionPolicy(victim.port, '100mb', 'allkeys-lru');
     try {
       const { log, cache, client } = await boot({ cluster: cluster().startupNodes });
       expect(await useTags(cache, client)).toBe(3); // once per master
@@ -149,8 +144,7 @@ describe('cache on a cluster with one master that may evict', () => {
       expect(warnings[0]).not.toContain(`:${first.port}`);
       expect(warnings[0]).not.toContain(`:${third.port}`);
     } finally {
-      await admin.config('SET', 'maxmemory', '0');
-      await admin.config('SET', 'maxmemory-policy', 'noeviction');
+      await setEvictionPolicy(victim.port, '0', 'noeviction');
     }
   });
 });

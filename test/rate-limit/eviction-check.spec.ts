@@ -12,7 +12,8 @@ import { RedisConnection } from '../../lib/advanced.js';
 import { RateLimitService } from '../../lib/index.js';
 import { recordCommands } from '../support/command-recorder.js';
 import { useDisposableCluster } from '../support/disposable-cluster.js';
-import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
+import { setEvictionPolicy } from '../support/eviction-policy.js';
+import { usePrivateRedis } from '../support/private-servers.js';
 import { recordingLogger } from '../support/recording-logger.js';
 import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
 import { sleep, waitFor } from '../support/wait.js';
@@ -47,11 +48,8 @@ async function decide(rateLimit: RateLimitService, client: RedisConnection['clie
 
 describe('rate limiting on a server that may evict its counters', () => {
   const redis = usePrivateRedis();
-  const configure = async (maxmemory: string, maxmemoryPolicy: string) => {
-    const admin = trackForCleanup(new Redis(redis.server.port, '127.0.0.1'));
-    await admin.config('SET', 'maxmemory', maxmemory);
-    await admin.config('SET', 'maxmemory-policy', maxmemoryPolicy);
-  };
+  const configure = (maxmemory: string, maxmemoryPolicy: string) =>
+    setEvictionPolicy(redis.server.port, maxmemory, maxmemoryPolicy);
 
   const boot = () => bootOn({ url: redis.server.url });
 
@@ -105,9 +103,7 @@ describe('rate limiting on a cluster with one master that may evict', () => {
 
   it('one warning naming that master only', async () => {
     const [first, victim, third] = cluster().masters;
-    const admin = trackForCleanup(new Redis(victim.port, '127.0.0.1'));
-    await admin.config('SET', 'maxmemory', '100mb');
-    await admin.config('SET', 'maxmemory-policy', 'volatile-lru');
+    await setEvictionPolicy(victim.port, '100mb', 'volatile-lru');
     try {
       const { log, rateLimit, client } = await bootOn({ cluster: cluster().startupNodes });
       expect(await decide(rateLimit, client)).toBe(3); // once per master
@@ -121,8 +117,7 @@ describe('rate limiting on a cluster with one master that may evict', () => {
       expect(warnings[0]).not.toContain(`:${first.port}`);
       expect(warnings[0]).not.toContain(`:${third.port}`);
     } finally {
-      await admin.config('SET', 'maxmemory', '0');
-      await admin.config('SET', 'maxmemory-policy', 'noeviction');
+      await setEvictionPolicy(victim.port, '0', 'noeviction');
     }
   });
 });

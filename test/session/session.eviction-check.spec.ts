@@ -6,11 +6,11 @@
  */
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
 import { RedisConnection } from '../../lib/advanced.js';
 import { SessionService } from '../../lib/index.js';
 import { recordCommands } from '../support/command-recorder.js';
-import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
+import { setEvictionPolicy } from '../support/eviction-policy.js';
+import { usePrivateRedis } from '../support/private-servers.js';
 import { recordingLogger } from '../support/recording-logger.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 import { sleep, waitFor } from '../support/wait.js';
@@ -21,11 +21,8 @@ const evictionWarnings = (warnings: string[]): string[] => warnings.filter((w) =
 
 describe('sessions on a server that may evict their keys', () => {
   const redis = usePrivateRedis();
-  const configure = async (maxmemory: string, maxmemoryPolicy: string) => {
-    const admin = trackForCleanup(new Redis(redis.server.port, '127.0.0.1'));
-    await admin.config('SET', 'maxmemory', maxmemory);
-    await admin.config('SET', 'maxmemory-policy', maxmemoryPolicy);
-  };
+  const configure = (maxmemory: string, maxmemoryPolicy: string) =>
+    setEvictionPolicy(redis.server.port, maxmemory, maxmemoryPolicy);
 
   async function boot() {
     const log = recordingLogger();
