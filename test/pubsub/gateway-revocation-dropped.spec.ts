@@ -13,7 +13,7 @@ import { SESSION_REVOKED_CHANNEL } from '../../lib/session/session.revocation.js
 import { closeClients, connectClient, createGatewayApp } from '../support/pubsub-gateway.js';
 import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
 import { recordingLogger } from '../support/recording-logger.js';
-import { closeToolkitApps } from '../support/toolkit-app.js';
+import { closeToolkitApps, PLATFORMS } from '../support/toolkit-app.js';
 import { waitFor } from '../support/wait.js';
 
 afterEach(async () => {
@@ -24,7 +24,7 @@ afterEach(async () => {
 const PASSWORD = `acl-${randomBytes(6).toString('hex')}`;
 const BASE = ['on', `>${PASSWORD}`, '~*', '+@all', 'resetchannels'];
 
-describe('the gateway when Redis drops its revocation subscription', () => {
+describe.each(PLATFORMS)('the gateway on %s when Redis drops its revocation subscription', (platform) => {
   const redis = usePrivateRedis();
   let admin: Redis;
   beforeAll(() => {
@@ -36,6 +36,7 @@ describe('the gateway when Redis drops its revocation subscription', () => {
     const { logger } = recordingLogger();
     const app = await createGatewayApp({
       target: { url: `redis://app:${PASSWORD}@127.0.0.1:${redis.server.port}` },
+      platform,
       commandTimeout: 2_000,
       maxReconnectDelay: 100,
       session: { cookie: { secret: 'revocation-dropped-secret' } },
