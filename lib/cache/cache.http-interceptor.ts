@@ -16,9 +16,11 @@ import {
   type CredentialRequest,
   type RouteSharing,
   bypasses,
+  declaredHeader,
   ownResponse,
   routeSharing,
 } from './cache.http-sharing.js';
+import { type RouteVary, hitVary, requestVary, routeVary, variantKey, variesBeyond } from './cache.http-vary.js';
 import { CacheService, type PreparedCall } from './cache.service.js';
 import type { CacheResult, CacheStatus } from './cache.types.js';
 
@@ -126,6 +128,8 @@ interface Route extends RouteSharing {
   raw: boolean;
   /** Express's built-in ETag of the JSON text sent (raw routes only), stored with it: see etagOf(). */
   etag: { fn: EtagFn; weak: boolean } | undefined;
+  /** The request headers its responses vary by (cache.http-vary.ts). */
+  vary: RouteVary;
 }
 
 /**
@@ -141,6 +145,7 @@ interface Route extends RouteSharing {
  * under a key every user shares (the URL, a @CacheKey string) unless the route is @CacheShared: it goes to the handler
  * (`X-Cache: BYPASS`, a warning once per route). A response marked `Cache-Control: no-store` or `private` (under a
  * shared key), or with a `Set-Cookie`, is sent (MISS) and never stored, nor handed to a request that joined its load.
+ * A response with `Vary` is stored per value of the request headers it names (cache.http-vary.ts).
  *
  * A response is stored as the JSON text it is sent as. Where this interceptor is the route's first (outermost) one,
  * an object or array body is sent as that text with the JSON content type, hit or miss; behind another interceptor
@@ -170,14 +175,23 @@ export class HttpCacheInterceptor implements NestInterceptor {
       setHeader(response, 'X-Cache', 'BYPASS');
       return next.handle();
     }
-    const key =
+    // Vary: * (by anything) is never stored; other names key each variant apart
+    const vary = requestVary(route.vary, response);
+    if (vary === '*') {
+      setHeader(response, 'X-Cache', 'BYPASS');
+      return next.handle();
+    }
+    let key =
       typeof route.key === 'function'
         ? route.key(request as never, context)
         : (route.key ?? this.urlKey(request.originalUrl ?? request.url ?? ''));
+    if (vary.length > 0) key = variantKey(key, vary, request.headers as Record<string, unknown> | undefined);
     let body: unknown;
     const loader = async (): Promise<Loaded> => {
       const status = response.statusCode; // before the handler: see ownResponse
       body = await lastValueFrom(next.handle(), { defaultValue: undefined });
+      // varying by a header this key left out: not for this variant's other requests (see variesBeyond)
+      if (variesBeyond(route.vary, vary, response, route.name)) return new Own(body, response);
       return this.toStored(route, context, response, body, status);
     };
     const ttl = route.ttl;
@@ -209,6 +223,9 @@ export class HttpCacheInterceptor implements NestInterceptor {
     setHeader(response, 'X-Cache', HEADER[result.status]);
     const value = result.value;
     if (value instanceof Uncached) return value.body;
+    // a Vary the handler sets itself, on a response it did not make (a hit), as on the ones it makes
+    const vary = hitVary(route.vary, response);
+    if (vary !== undefined) setHeader(response, 'Vary', vary);
     if (route.raw) {
       const tag = value.charCodeAt(0);
       if (tag === 106 /* j */) {
@@ -284,6 +301,7 @@ export class HttpCacheInterceptor implements NestInterceptor {
         call: this.cache.prepare<Loaded>({ ...(typeof ttl === 'number' && { ttl }), shouldCache: stored }),
         raw: this.raw(cls, handler, response),
         etag: undefined,
+        vary: routeVary(declaredHeader(handler, 'vary')),
       };
       if (route.raw) route.etag = etagOf(response);
       ofClass.set(handler, route);
@@ -335,13 +353,9 @@ function urlKey(url: string): string {
   const tooLong =
     key.length > MAX_KEY_BYTES / 3 && (key.length > MAX_KEY_BYTES || Buffer.byteLength(key) > MAX_KEY_BYTES);
   if (!tooLong && !url.includes('#')) return key;
-  let head = url.slice(0, URL_HEAD);
+  const head = url.slice(0, URL_HEAD);
   const fragment = head.indexOf('#');
-  if (fragment >= 0) head = head.slice(0, fragment);
-  // not half of a surrogate pair (a lone surrogate is refused in a key)
-  const last = head.charCodeAt(head.length - 1);
-  if (last >= 0xd800 && last <= 0xdbff) head = head.slice(0, -1);
-  return `http:${head}#${KeyBuilder.hash(url)}`;
+  return `http:${KeyBuilder.headAndHash(fragment >= 0 ? head.slice(0, fragment) : head, url)}`;
 }
 
 /** A stored `v`/`j`/`e` body parsed back into its value; an `s` body is the string itself. */

@@ -77,22 +77,26 @@ function responseRefusal(response: HeaderSource, ownKey: boolean): Refusal | und
 const HEADERS_METADATA = '__headers__';
 
 /**
- * The refusal of the route's own `@Header('Cache-Control' | 'Set-Cookie', …)`, which Nest sets on every response of
- * the route (before the interceptors run, in Nest 12): read once per route, a function value called then, so such a
- * route is known from its first request and never looked up nor stored (`X-Cache: BYPASS`, no Redis read).
+ * The value the route's own `@Header(name, …)` gives a header (`name` lower-case; a function value is called), which
+ * Nest sets on every response of the route (before the interceptors run, in Nest 12); undefined without one. Read once
+ * per route.
+ */
+export function declaredHeader(handler: object, name: string): unknown {
+  const headers = Reflect.getMetadata(HEADERS_METADATA, handler) as { name: string; value: unknown }[] | undefined;
+  let found: unknown;
+  for (const header of headers ?? []) {
+    if (String(header.name).toLowerCase() !== name) continue;
+    found = typeof header.value === 'function' ? (header.value as () => unknown)() : header.value;
+  }
+  return found;
+}
+
+/**
+ * The refusal of the route's own `@Header('Cache-Control' | 'Set-Cookie', …)`: such a route is known from its first
+ * request and never looked up nor stored (`X-Cache: BYPASS`, no Redis read).
  */
 function declaredRefusal(handler: object, ownKey: boolean): Refusal | undefined {
-  const headers = Reflect.getMetadata(HEADERS_METADATA, handler) as { name: string; value: unknown }[] | undefined;
-  let cacheControl: unknown;
-  let setCookie: unknown;
-  for (const { name, value } of headers ?? []) {
-    const lower = String(name).toLowerCase();
-    if (lower !== 'cache-control' && lower !== 'set-cookie') continue;
-    const text = typeof value === 'function' ? (value as () => unknown)() : value;
-    if (lower === 'cache-control') cacheControl = text;
-    else setCookie = text;
-  }
-  return refusalOf(cacheControl, setCookie, ownKey);
+  return refusalOf(declaredHeader(handler, 'cache-control'), declaredHeader(handler, 'set-cookie'), ownKey);
 }
 
 /** Where Nest keeps a handler's parameter decorators and `@Res({ passthrough: true })` (@nestjs/common constants). */

@@ -94,6 +94,16 @@ export class KeyBuilder {
     return createHash('sha256').update(value, 'utf16le').digest('base64url').slice(0, 22);
   }
 
+  /**
+   * A short key naming `whole`: `head` (a readable start of it, so a pattern of that start still finds the key; not
+   * ending in half of a surrogate pair, which a key refuses) + `#` + the hash of `whole`.
+   */
+  static headAndHash(head: string, whole: string): string {
+    const last = head.charCodeAt(head.length - 1);
+    const cut = last >= 0xd800 && last <= 0xdbff ? head.slice(0, -1) : head;
+    return `${cut}#${KeyBuilder.hash(whole)}`;
+  }
+
   /** `rtk:cache:` — everything one feature writes starts with this. */
   featurePrefix(feature: string): string {
     return `${this.prefix}${feature}:`;
