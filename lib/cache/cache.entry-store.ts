@@ -2,7 +2,7 @@ import { replyCodeOf, type FailurePolicy } from '../common/failure-policy.js';
 import type { Serializer } from '../common/serializer.js';
 import type { ThrottledWarning } from '../common/throttled-logger.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
-import { decodeEntry, type CacheEntry } from './cache.entry.js';
+import { decodeEntry, payloadOf, type CacheEntry } from './cache.entry.js';
 import type { CacheL1 } from './cache.l1.js';
 import type { CacheReadBatcher } from './cache.read-batcher.js';
 import type { CacheTagIndex } from './cache.tag-index.js';
@@ -88,7 +88,7 @@ export class CacheEntryStore {
    */
   private asStored(redisKey: string, entry: CacheEntry, raw: string): CacheEntry | undefined {
     try {
-      return { ...entry, value: this.serializer.deserialize(raw.slice(raw.indexOf('\n') + 1)) };
+      return { ...entry, value: payloadOf(raw, this.serializer) };
     } catch (err) {
       // A serializer that cannot read its own output: a read from Redis misses (see decode), so L1 keeps nothing.
       this.redisWarning.warn(`cache entry ${redisKey} cannot be read back, not kept in L1: ${(err as Error).message}`);

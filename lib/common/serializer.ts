@@ -130,7 +130,7 @@ export class JsonSerializer implements Serializer {
 
 /** Runs a (possibly user-supplied) serializer and reports any failure as SerializationError. */
 export class SafeSerializer implements Serializer {
-  constructor(private readonly inner: Serializer) {}
+  constructor(readonly inner: Serializer) {}
 
   serialize(value: unknown): string {
     try {
@@ -149,4 +149,13 @@ export class SafeSerializer implements Serializer {
       throw new SerializationError(`deserializer failed: ${(err as Error).message}`, { cause: err });
     }
   }
+}
+
+/**
+ * Whether `serializer` is the default JsonSerializer itself (not a subclass, not a serializer of the app's own),
+ * possibly behind SafeSerializer: its text of a string is JSON.stringify of it, and nothing else.
+ */
+export function isPlainJson(serializer: Serializer): boolean {
+  const inner = serializer instanceof SafeSerializer ? serializer.inner : serializer;
+  return Object.getPrototypeOf(inner) === JsonSerializer.prototype;
 }
