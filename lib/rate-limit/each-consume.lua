@@ -1,5 +1,6 @@
--- Put in front of the lean scripts (consume-fixed-window.lua, consume-token-bucket.lua, consume-sliding-window.lua;
--- LuaScript.fromFile preludes): their one loop over a call's decisions, each the consume of one policy, and ms().
+-- Put in front of the lean scripts (consume-fixed-window.lua, consume-sliding-window.lua; LuaScript.fromFile
+-- preludes; consume-token-bucket.lua has its own loop): their one loop over a call's decisions, each the consume of
+-- one policy, and ms().
 -- KEYS per decision: its counter and its block key (same hash tag). ARGV per decision: 'c1', then the policy as for
 -- consume.lua. `decide(counter, block key, policy)` answers one decision with five values: allAllowed, allowed,
 -- remaining, resetMs, retryAfterMs (a failed decision: -1, the error text, 0, 0, 0, so it fails alone). Decided in

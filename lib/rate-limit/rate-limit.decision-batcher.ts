@@ -36,11 +36,11 @@ const leanScripts: Readonly<Record<string, LuaScript<number[]> | undefined>> = {
     2,
     [READ_COUNTER_LUA, EACH_CONSUME_LUA],
   ),
+  // no prelude: the token bucket's read and loop are written out in it (see there why)
   t: LuaScript.fromFile<number[]>(
     'rtk_rl_consume_token_bucket',
     new URL('./consume-token-bucket.lua', import.meta.url),
     2,
-    [READ_COUNTER_LUA, EACH_CONSUME_LUA],
   ),
   s: LuaScript.fromFile<number[]>(
     'rtk_rl_consume_sliding_window',

@@ -1,4 +1,5 @@
--- Put in front of consume.lua, consume-fixed-window.lua and consume-token-bucket.lua (LuaScript.fromFile preludes).
+-- Put in front of consume.lua and consume-fixed-window.lua (LuaScript.fromFile preludes; consume-token-bucket.lua has
+-- it written out).
 -- A string counter (fixed window: its count; token bucket: its TAT) and its block key, read with one MGET. MGET reads
 -- a foreign type as nil, so a counter read as nil is confirmed missing (EXISTS 0) before it counts as empty. Returns
 -- the counter as a number (0 when missing), the block key's TTL in ms (0: not blocked) and the counter as stored (nil

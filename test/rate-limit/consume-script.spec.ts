@@ -22,7 +22,7 @@ const sha = (lua: string) => createHash('sha1').update(lua).digest('hex');
 const script = (file: string, preludes: string[]) => [...preludes, file].map(readLua).join('\n');
 const general = script('consume.lua', ['read-counter.lua', 'sliding-log.lua']);
 const leanFixedWindow = script('consume-fixed-window.lua', ['read-counter.lua', 'each-consume.lua']);
-const leanTokenBucket = script('consume-token-bucket.lua', ['read-counter.lua', 'each-consume.lua']);
+const leanTokenBucket = script('consume-token-bucket.lua', []);
 const leanSlidingWindow = script('consume-sliding-window.lua', ['sliding-log.lua', 'each-consume.lua']);
 
 /** A counter's figure: a fixed window's count, a token bucket's TAT, a sliding-window log's number of members. */
