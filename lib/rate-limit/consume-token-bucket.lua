@@ -15,7 +15,8 @@
 -- the function calls and returns of the prelude's loop, read and ms() (~3.9k); one pcall around the loop instead of a
 -- redis.pcall and a type() per write, and a TAT converted once (`raw + 0`; tonumber converts a string twice) (~0.3k);
 -- the writes' figures formatted as integers ('%d': Redis writes a number argument with '%.17g', and '%.0f' costs as
--- much) (~0.9k); the reply's table made at its size (~0.45k).
+-- much) (~0.9k); the reply's table made at its size (~0.45k). Then one table of what a charged bucket owes instead of
+-- two (its TAT and its rounding): 33.2k -> 32.3k in calls of 16, 57.8k -> 55.8k in calls of 2.
 local floor, ceil, max, format = math.floor, math.ceil, math.max, string.format
 -- a TAT at or past 2^63 µs is no integer Redis holds (consume.lua's charge says more)
 local TAT_MAX = 2 ^ 63
@@ -32,10 +33,9 @@ local out = n_out <= 400 and { string.byte(string.rep('\0', n_out), 1, -1) } or 
 -- parsed policies by their ARGV value: a tick's decisions mostly share one
 local SPECS = {}
 local now -- µs, the server's clock, read once by the first decision that gets past its reads
--- buckets this call charged: the TAT stored and what rounding it up to a whole µs added (consume.lua's check says
--- why); kept only for a call of several decisions (a lone one has no later decision to read them)
-local TAT_OF, LOST_OF = false, false
-if nk > 2 then TAT_OF, LOST_OF = {}, {} end
+-- buckets this call charged: what each owes after its charge, exactly (consume.lua's check says why); kept only for a
+-- call of several decisions (a lone one has no later decision to read them)
+local DUE_OF = nk > 2 and {} or false
 -- the decision at hand, and the policy of the one before (its figures kept while the next has the same)
 local d = 1
 local last, limit, cost, burst, block, win_us, cap, fit, step
@@ -103,7 +103,10 @@ local function run()
     -- owed as stored (each charge rounds its TAT up to a whole µs), exactly for a bucket this call charged
     local base = (tat - now) * limit
     local owed = base
-    if TAT_OF and TAT_OF[bucket] == tat then owed = base - LOST_OF[bucket] end
+    if DUE_OF then
+      local charged = DUE_OF[bucket]
+      if charged and now + ceil(charged / limit) == tat then owed = charged end
+    end
     local due = owed + step
     if due <= fit and blocked <= 0 then
       local ahead = ceil(due / limit) -- µs from now to the TAT after the charge
@@ -122,7 +125,7 @@ local function run()
           local ttl = ceil(((new_cell + 2) * win_us - now) / 1000)
           redis.call('SET', bucket, format('%d', -new_tat), 'PX', format('%d', ttl))
         end
-        if TAT_OF then TAT_OF[bucket], LOST_OF[bucket] = new_tat, ahead * limit - due end
+        if DUE_OF then DUE_OF[bucket] = due end
       end
       local remaining = floor((cap - due) / win_us)
       out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] =

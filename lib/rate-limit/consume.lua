@@ -31,18 +31,17 @@ local stamp -- now_us as a whole-number string (sliding-window member scores), m
 -- per policy i of the decision at hand, 12 slots from o = (i - 1) * 12 (one flat table, reused by every decision):
 -- o+1 allowed, o+2 remaining now, o+3 remaining after the charge, o+4 reset now, o+5 reset after the charge,
 -- o+6 retry, o+7 state for the charge (count or new TAT), o+8 refused because the counter is blocked, o+9 its spec,
--- o+10 token bucket: the TAT as stored by this script, its expiry known (false: unknown), o+11 token bucket: what
--- rounding the new TAT up to a whole µs adds (see check), o+12 the counter as stored (fixed window, token bucket)
+-- o+10 token bucket: the TAT as stored by this script, its expiry known (false: unknown), o+11 token bucket: what it
+-- owes after the charge (1/limit µs, see check), o+12 the counter as stored (fixed window, token bucket)
 local S = {}
 local out = {}
 -- parsed policies by their ARGV value: { algorithm, limit, window µs, cost, burst, block ms, window ms, token bucket:
 -- its capacity (burst × window µs, see check), the window's lower bound for this call (sliding window, made when first
 -- needed), token bucket: the most a bucket may owe and admit (its capacity, a hair over it past 2^53) }
 local SPECS = {}
--- token buckets this call charged, by key: the TAT stored and what rounding it up to a whole µs added (see check);
--- kept only for a call of several decisions (a lone one has no later decision to read them)
-local TAT_OF, LOST_OF = false, false
-if #KEYS > 2 then TAT_OF, LOST_OF = {}, {} end
+-- token buckets this call charged, by key: what each owes after its charge, exactly (see check); kept only for a call
+-- of several decisions (a lone one has no later decision to read them)
+local DUE_OF = #KEYS > 2 and {} or false
 -- a TAT at or past 2^63 µs is no integer Redis holds (see charge)
 local TAT_MAX = 2 ^ 63
 local TAT_TOO_FAR = 'ERR rate-limit token bucket: its TAT would pass 2^63 µs (burst × ttl / limit is too long)'
@@ -100,8 +99,8 @@ end
 -- One policy's verdict, nothing written. Returns allowed by its algorithm, remaining now, remaining after the charge,
 -- reset now, reset after the charge (µs; false: the newest member's, worked out only if the answer needs it),
 -- retry (µs), the state for the charge (count or new TAT), the TAT as this script stored it (false: its expiry is
--- unknown), the block key's TTL (ms, > 0: blocked), for a token bucket what rounding the new TAT up to a whole µs
--- adds (in 1/limit µs), and the counter as stored (fixed window, token bucket; nil when missing).
+-- unknown), the block key's TTL (ms, > 0: blocked), for a token bucket what it owes after the charge (in 1/limit µs),
+-- and the counter as stored (fixed window, token bucket; nil when missing).
 local function check(p, key, bkey)
   local algo, limit, win_us, cost = p[1], p[2], p[3], p[4]
   if algo == 'f' then
@@ -171,10 +170,15 @@ local function check(p, key, bkey)
   if tat < now_us then tat = now_us end
   -- what the bucket owes: (TAT - now) × limit as stored. A charge stores its TAT rounded up to a whole µs, a little
   -- more than it owes (under 1 µs per charge: the rate's only error, never in the client's favour); a bucket this
-  -- call charged owes exactly that less (a burst at one instant fits whole)
+  -- call charged owes exactly what its charge left (a burst at one instant fits whole), while its TAT reads as that
+  -- charge stored it. (Until 2026-12-04 kept as the TAT stored and what rounding it up added, two tables: the same
+  -- figure for any TAT under 2^53 µs, the year 2255.)
   local base = (tat - now_us) * limit
   local owed = base
-  if TAT_OF and TAT_OF[key] == tat then owed = base - LOST_OF[key] end
+  if DUE_OF then
+    local charged = DUE_OF[key]
+    if charged and now_us + ceil(charged / limit) == tat then owed = charged end
+  end
   local step = cost * win_us
   local due = owed + step
   local allowed = due <= p[10]
@@ -183,11 +187,11 @@ local function check(p, key, bkey)
   if not allowed then retry = cost > p[5] and win_us or (base + step - cap) / limit end
   local ahead = ceil(due / limit) -- µs from now to the TAT after the charge
   return allowed, floor((cap - owed) / win_us), floor((cap - due) / win_us), tat - now_us, ahead, retry,
-    now_us + ahead, stored, blocked, ahead * limit - due, raw
+    now_us + ahead, stored, blocked, due, raw
 end
 
--- Charges one admitted policy (cost > 0): `state`, `stored` and `lost` as check() returned them.
-local function charge(p, key, state, stored, lost)
+-- Charges one admitted policy (cost > 0): `state`, `stored` and `due` as check() returned them.
+local function charge(p, key, state, stored, due)
   local algo, cost = p[1], p[4]
   if algo == 'f' then
     if state == 0 then
@@ -218,7 +222,7 @@ local function charge(p, key, state, stored, lost)
       local ttl = ceil(((new_cell + 2) * p[3] - now_us) / 1000)
       redis.call('SET', key, format('%.0f', -state), 'PX', format('%.0f', ttl))
     end
-    if TAT_OF then TAT_OF[key], LOST_OF[key] = state, lost end
+    if DUE_OF then DUE_OF[key] = due end
   end
 end
 
@@ -250,13 +254,13 @@ end
 local function consume_one()
   local p = spec_of(ARGV[a0 + 1])
   local key, bkey = KEYS[k0 + 1], KEYS[k0 + 2]
-  local allowed, rem, rem_after, reset, reset_after, retry, state, stored, blocked, lost = check(p, key, bkey)
+  local allowed, rem, rem_after, reset, reset_after, retry, state, stored, blocked, due = check(p, key, bkey)
   if blocked > 0 then
     -- a blocked counter refuses until its block key expires, whatever the algorithm says
     if allowed then retry = 0 end
     allowed, rem, retry = false, 0, max(retry, blocked * 1000)
   elseif allowed then
-    if p[4] > 0 then charge(p, key, state, stored, lost) end
+    if p[4] > 0 then charge(p, key, state, stored, due) end
     rem, reset, retry = rem_after, reset_after, 0
   elseif p[6] > 0 then
     -- read before the block's write: a log member scored +inf fails the decision, which writes nothing
