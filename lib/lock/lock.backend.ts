@@ -8,35 +8,9 @@ import { nextFenceFloor } from './lock.attempts.js';
 import type { QuorumCalls } from './lock.quorum.js';
 import { firstNodeUp, wakingRelease } from './lock.quorum-wake.js';
 import { ACQUIRE_MANY, EXTEND, HAND_OVER, RAISE_FENCE, RELEASE_MANY } from './lock.scripts.js';
+import { FIRST_ATTEMPT_GRANT, grantTokenOf, type LockKeys } from './lock.keys.js';
 
-/** The keys of one resource; they share a hash tag so one script may touch them together on a cluster. */
-export interface LockKeys {
-  readonly resource: string;
-  readonly lock: string;
-  readonly fence: string;
-  /** The services waiting for the lock, oldest first, with the token a release grants it to (see LockWakeups). */
-  readonly waiters: string;
-}
-
-/** The keys of the lock `lock` (a key built for `resource`). */
-export const lockKeysOf = (resource: string, lock: string): LockKeys => ({
-  resource,
-  lock,
-  fence: `${lock}:fence`,
-  waiters: `${lock}:waiters`,
-});
-
-/**
- * The grant field (acquire-many.lua) of the attempt that begins a wait a release grants the lock to: the wait's token
- * and ttl are that attempt's, and it joins the waiting services.
- */
-export const FIRST_ATTEMPT_GRANT = '+';
-
-/** The grant field of a later attempt of a wait: its token and ttl (it also takes over a grant already made to it). */
-export const grantField = (token: string, ttl: number): string => `${token} ${ttl}`;
-
-/** The wait's token of a later attempt's grant field (see grantField). */
-const grantTokenOf = (field: string): string => field.slice(0, field.indexOf(' '));
+export { FIRST_ATTEMPT_GRANT, grantField, type LockKeys, lockKeysOf } from './lock.keys.js';
 
 export interface Acquired {
   fencingToken: number;
@@ -102,6 +76,8 @@ export interface WaitingChannels {
  * releases are sent first.
  */
 class LockCalls {
+  /** A release went early in this turn (see `release`); always on a cluster, where none does. */
+  private sentEarly: boolean;
   /** A batched call answers per lock: its result, or the error text of that lock alone (redis.pcall). */
   private readonly acquires: TickBatcher<AcquireCall, number | string>;
   private readonly releases: TickBatcher<ReleaseCall, number | string>;
@@ -164,6 +140,8 @@ class LockCalls {
     // for Redis. 20 separate services on one resource: 2.1 -> 1.2 socket writes per lock (docs/lock.md, round 11).
     const turn = client instanceof Cluster ? undefined : new SharedTurn(() => (client as Redis).stream);
     this.releases = new TickBatcher(releaseSender, perCall, turn);
+    this.sentEarly = turn === undefined;
+    turn?.join({ flush: () => (this.sentEarly = false) }); // the turn's end
     // A turn's releases are sent before its acquisitions (one connection runs commands in the order they are sent),
     // so an acquisition never finds busy a lock released in the same turn. Where contending callers of other
     // services take turns, one's release and the next one's acquisition then meet in one round trip instead of the
@@ -185,11 +163,17 @@ class LockCalls {
 
   /**
    * 1 when released, 0 when not held by `token`. `wake`: pass the lock to a waiting service, or wake one (not for
-   * undoing a partial grant).
+   * undoing a partial grant). `early` (one server; a contended lock, which the release passes to a waiting service):
+   * the first such release of a turn goes now, with the releases queued so far, not at the turn's end behind the
+   * turn's acquisitions, which Redis would run before it answers and publishes the grant.
    */
-  async release(keys: LockKeys, token: string, wake = true): Promise<number> {
-    const call: ReleaseCall = [keys, token, wake];
-    const result = await this.releases.add(call);
+  async release(keys: LockKeys, token: string, wake = true, early = false): Promise<number> {
+    const sent = this.releases.add([keys, token, wake]);
+    if (early && !this.sentEarly) {
+      this.sentEarly = true;
+      this.releases.flush();
+    }
+    const result = await sent;
     return itemResult(result, `releasing the lock on "${keys.resource}"`);
   }
 }
@@ -309,7 +293,9 @@ export class SingleLockBackend implements LockBackend {
   }
 
   async release(keys: LockKeys, token: string): Promise<void> {
-    const released = await this.failures.guard(`release of "${keys.resource}"`, () => this.calls.release(keys, token));
+    const released = await this.failures.guard(`release of "${keys.resource}"`, () =>
+      this.calls.release(keys, token, true, keys.contended),
+    );
     if (released === 0) throw lost(keys, 'release'); // 2: released, the waiters it popped were not listening
   }
 

@@ -229,7 +229,8 @@ export class LockGrants {
         throw err;
       }
     }
-    return this.service.hold(keys, token, fence, expiresAt, ttl);
+    // others wait for it: its release passes it on, and goes early (LockCalls.release)
+    return this.service.hold({ ...keys, contended: true }, token, fence, expiresAt, ttl);
   }
 }
 

@@ -17,7 +17,7 @@ import type { RedisClient } from '../../lib/common/lua-script.js';
 import { recordCommands } from '../support/command-recorder.js';
 import { lockClients, lockKey, lockService, unique } from '../support/lock-modes.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
-import { settleWithin, sleep } from '../support/wait.js';
+import { settleWithin, sleep, waitFor } from '../support/wait.js';
 
 afterEach(closeToolkitApps);
 
@@ -354,6 +354,52 @@ describe('locks taken and released in one tick share a script call (single serve
       expect(turn.commands).toEqual(['evalsha', 'evalsha']);
       expect(writes).toBe(1);
       await turn.value[1]?.release();
+    } finally {
+      for (const undo of restore) undo();
+    }
+  });
+
+  it("the release of a lock a release granted (a contended one) is written at once, before the turn's acquisitions", async () => {
+    const { locks, connection } = await lockService('single');
+    const options = (locks as unknown as { lockOptions: ConstructorParameters<typeof LockService>[0] }).lockOptions;
+    const keys = (locks as unknown as { keys: ConstructorParameters<typeof LockService>[2] }).keys;
+    const other = new LockService(options, connection, keys);
+    const resource = unique('granted-early');
+    const first = await locks.acquire(resource, { ttl: 5_000 });
+    // the other service waits (its poll 10 s away), subscribed to its grants, and joined the lock's waiting services
+    const waiting = other.acquire(resource, { ttl: 5_000, retry: { count: 100, delay: 10_000, jitter: 0 } });
+    const grants = (other as unknown as { wakeups: { grantChannel: string } }).wakeups.grantChannel;
+    const ready = async () =>
+      Number(((await connection.client.pubsub('NUMSUB', grants)) as unknown[])[1]) === 1 &&
+      (await connection.client.zcard(`${lockKey(resource)}:waiters`)) === 1;
+    expect(await waitFor(ready, 5_000)).toBe(true);
+    await first.release();
+    const granted = await settleWithin(waiting, 5_000, null);
+    expect(granted?.fencingToken).toBeGreaterThan(first.fencingToken);
+    const socket = (connection.client as Redis).stream as unknown as Record<
+      '_write' | '_writev',
+      (...a: unknown[]) => void
+    >;
+    const writes: string[] = [];
+    const restore = (['_write', '_writev'] as const).map((name) => {
+      const original = socket[name];
+      socket[name] = function (this: unknown, ...args: unknown[]) {
+        writes.push(name);
+        return original.apply(this, args);
+      };
+      return () => {
+        socket[name] = original;
+      };
+    });
+    try {
+      // queued first in the turn, the acquisition still goes after the release, in a write of its own
+      const turn = await recordCommands(connection.client, () =>
+        Promise.all([locks.tryAcquire(resource, { ttl: 5_000 }), granted!.release()]),
+      );
+      expect(turn.commands).toEqual(['evalsha', 'evalsha']);
+      expect(writes).toHaveLength(2);
+      expect(turn.value[0]?.fencingToken).toBeGreaterThan(granted!.fencingToken); // released first: taken at once
+      await turn.value[0]?.release();
     } finally {
       for (const undo of restore) undo();
     }
