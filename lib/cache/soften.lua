@@ -1,6 +1,7 @@
 -- Soft invalidation of one entry: its fresh-until becomes `now`, so readers see it as stale (served while one
 -- refresh runs) until its stale horizon, which (with the key's TTL) is left unchanged.
--- Entry format: "<freshUntil>,<staleUntil>,<delta>,<tags json>\n<payload>".
+-- Entry format: "<freshUntil>,<staleUntil>,<delta>,<tags json>\n<payload>", an `s` maybe after the tags json
+-- (cache.entry.ts); everything after fresh-until is kept as it is.
 -- KEYS[1] entry  ARGV[1] now (ms). Returns 1 when the entry was fresh and is now stale, 0 otherwise.
 local value = redis.call('GET', KEYS[1])
 if not value then return 0 end
