@@ -47,6 +47,14 @@ export function encodeEntry(entry: CacheEntry, serializer: Serializer): string {
 
 /** The mark after the tags of an entry whose payload is its string value as it is (see CacheEntry). */
 const RAW_STRING = 's';
+const RAW_STRING_CODE = RAW_STRING.charCodeAt(0);
+
+/** The value of an encoded entry whose header ends at `nl`: its payload as it is (RAW_STRING), or deserialized. */
+function valueAt<T>(raw: string, nl: number, serializer: Serializer): T {
+  return raw.charCodeAt(nl - 1) === RAW_STRING_CODE
+    ? (raw.slice(nl + 1) as T)
+    : serializer.deserialize<T>(raw.slice(nl + 1));
+}
 
 export function decodeEntry<T>(raw: string, serializer: Serializer): CacheEntry<T> {
   const nl = raw.indexOf('\n');
@@ -58,8 +66,7 @@ export function decodeEntry<T>(raw: string, serializer: Serializer): CacheEntry<
   const freshUntil = Number(raw.slice(0, c1));
   const staleUntil = Number(raw.slice(c1 + 1, c2));
   const delta = Number(raw.slice(c2 + 1, c3));
-  const rawString = raw.charCodeAt(nl - 1) === 115; /* s: RAW_STRING */
-  const tagsJson = raw.slice(c3 + 1, rawString ? nl - 1 : nl);
+  const tagsJson = raw.slice(c3 + 1, raw.charCodeAt(nl - 1) === RAW_STRING_CODE ? nl - 1 : nl);
   let tags: string[] = [];
   if (tagsJson !== '[]') {
     try {
@@ -71,16 +78,12 @@ export function decodeEntry<T>(raw: string, serializer: Serializer): CacheEntry<
   if (!Number.isFinite(freshUntil) || !Number.isFinite(staleUntil) || !Number.isFinite(delta) || !Array.isArray(tags)) {
     throw new SerializationError('stored cache entry has an invalid header');
   }
-  const value = rawString ? (raw.slice(nl + 1) as T) : serializer.deserialize<T>(raw.slice(nl + 1));
-  return { value, freshUntil, staleUntil, delta, tags };
+  return { value: valueAt<T>(raw, nl, serializer), freshUntil, staleUntil, delta, tags };
 }
 
 /** The value of an encoded entry's payload (`raw` as encodeEntry wrote it). */
 export function payloadOf<T>(raw: string, serializer: Serializer): T {
-  const nl = raw.indexOf('\n');
-  return raw.charCodeAt(nl - 1) === 115 /* s: RAW_STRING */
-    ? (raw.slice(nl + 1) as T)
-    : serializer.deserialize<T>(raw.slice(nl + 1));
+  return valueAt<T>(raw, raw.indexOf('\n'), serializer);
 }
 
 /**
