@@ -47,6 +47,8 @@ function varyNames(value: unknown): VaryNames {
 /** The union of two lists of names ('*' wins), sorted (one set of names, one key); `a` itself when `b` adds none. */
 function union(a: VaryNames, b: VaryNames): VaryNames {
   if (a === '*' || b === '*') return '*';
+  // most routes: nothing learned, on every request (no filter's array)
+  if (b.length === 0) return a;
   const added = b.filter((name) => !a.includes(name));
   if (added.length === 0) return a;
   const all = [...a, ...added].sort();
