@@ -285,10 +285,24 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   async waitUntilReady(client: RedisClient): Promise<void> {
     if (client.status === 'ready') return;
     const limit = this.options.connectTimeout + this.options.commandTimeout;
+    const deadline = Date.now() + limit;
     try {
       await withTimeout(
         (async () => {
-          await (client.status === 'wait' ? client.connect() : waitForReady(client));
+          // A server that is slow to answer its first command (the ready check's INFO, a cluster's CLUSTER SLOTS:
+          // each bounded by commandTimeout) gets the whole budget: ioredis tries again by itself, and the next
+          // attempt may be answered. A refusal or an error reply still fails at once.
+          for (;;) {
+            try {
+              await (client.status === 'wait' ? client.connect() : waitForReady(client));
+              break;
+            } catch (err) {
+              // "Connection is closed." (a cluster's "None of startup nodes is available") does not say why; the
+              // connection's last error event does.
+              if (replyCodeOf(err) !== undefined || Date.now() >= deadline) throw err;
+              if (!timedOut(err) && !timedOut(this.lastErrors.get(client))) throw err;
+            }
+          }
           await client.ping();
         })(),
         limit,
@@ -330,6 +344,13 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
  * emits one for a SELECT that failed while connecting and then becomes ready all the same (verifyServer says why);
  * when the connection closes instead (its ready check's INFO failed), that reply is the reason.
  */
+/** ioredis's timeouts carry no code: a command's (`Command timed out`) and a cluster's slot refresh's. */
+function timedOut(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  const node = (err as { lastNodeError?: unknown }).lastNodeError;
+  return /timed out|\(timeout\)/.test(err.message) || (node !== undefined && timedOut(node));
+}
+
 function waitForReady(client: RedisClient): Promise<void> {
   return new Promise((resolve, reject) => {
     let reply: Error | undefined;

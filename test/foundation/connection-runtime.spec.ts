@@ -197,6 +197,40 @@ describe('lazyConnect with Redis down at start', () => {
   });
 });
 
+describe('a server slow to answer at start', () => {
+  afterEach(closeToolkitApps);
+
+  it('paused 1.5 s (past commandTimeout, within connectTimeout): the app starts', async () => {
+    // before: "Cannot connect to Redis …: Command timed out" after 1 s, the ready check's INFO unanswered
+    const server = trackForCleanup(await startRedisServer());
+    server.pause();
+    const resume = setTimeout(() => server.resume(), 1_500);
+    try {
+      const { get } = await createToolkitApp({ target: { url: server.url }, connectTimeout: 5_000 });
+      expect((await get(RedisToolkitHealth).check()).status).toBe('up');
+    } finally {
+      clearTimeout(resume);
+      server.resume();
+    }
+  });
+
+  it('never answering: the start fails within connectTimeout + commandTimeout, saying it timed out', async () => {
+    const server = trackForCleanup(await startRedisServer());
+    server.pause();
+    try {
+      const started = Date.now();
+      const err = await failure(
+        createToolkitApp({ target: { url: server.url }, connectTimeout: 1_500, commandTimeout: 500 }),
+      );
+      expect(err).toBeInstanceOf(RedisUnavailableError);
+      expect((err as Error).message).toMatch(/timed out|no answer within 2000 ms/);
+      expect(Date.now() - started).toBeLessThan(within(2_000));
+    } finally {
+      server.resume();
+    }
+  });
+});
+
 describe('a cluster', () => {
   let cluster: RedisClusterHandle;
   beforeAll(async () => {
@@ -224,6 +258,24 @@ describe('a cluster', () => {
     }
     expect(await waitFor(async () => (await get(RedisToolkitHealth).check()).status === 'up', 5_000)).toBe(true);
     expect(await get<RedisClient>(REDIS_CLIENT).ping()).toBe('PONG');
+  });
+
+  it('a node slow to answer at start (1.5 s) still starts the app within connectTimeout', async () => {
+    // ioredis gives CLUSTER SLOTS 1 s (slotsRefreshTimeout) whatever connectTimeout says: a cluster busy for longer
+    // than that failed the start with "Failed to refresh slots cache. (timeout)" (seen in CI on a crawling box).
+    const [first] = cluster.masters;
+    first.pause();
+    const resume = setTimeout(() => first.resume(), 1_500);
+    try {
+      const { get } = await createToolkitApp({
+        target: { cluster: [{ host: '127.0.0.1', port: first.port }] },
+        connectTimeout: 5_000,
+      });
+      expect((await get(RedisToolkitHealth).check()).status).toBe('up');
+    } finally {
+      clearTimeout(resume);
+      first.resume();
+    }
   });
 
   // Last: it kills a master.
