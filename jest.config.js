@@ -31,6 +31,8 @@ export default {
   setupFilesAfterEnv: ['<rootDir>/test/support/per-file-setup.ts'],
   globalSetup: '<rootDir>/test/support/global-setup.ts',
   globalTeardown: '<rootDir>/test/support/global-teardown.ts',
+  // `npm test` shards the suite by recorded time (scripts/test.mjs); alone, it sorts as jest's own does
+  testSequencer: '<rootDir>/test/support/test-sequencer.mjs',
   testTimeout: 30_000,
   openHandlesTimeout: 2_000,
 };

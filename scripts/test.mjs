@@ -1,41 +1,78 @@
 // `npm test`: jest on native ESM (Nest 12 is ESM only), then one plain closing line for CI:
 // "Tests: N passed, N failed, N skipped". Arguments pass through to jest (`npm test -- test/cache`).
-import { spawnSync } from 'node:child_process';
+//
+// Without arguments (the whole suite) it runs two jest processes side by side, `--shard=1/2` and `--shard=2/2`, split
+// by recorded time (test/support/test-sequencer.mjs). The suite mostly waits (timeouts, TTLs, reconnects, servers
+// starting): one process kept this 2-core box's load near 0.6 and took 25 min (1,509 s, CI at 77cfc87); two take 9.
+// Each process has its own global setup, so its own shared Redis servers (test/support/shared-servers.ts), and runs
+// its files one at a time. RTK_TEST_SHARDS=1 runs the suite in one process.
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
+const args = process.argv.slice(2);
+const shards = args.length === 0 ? Number(process.env.RTK_TEST_SHARDS ?? 2) : 1;
+if (!Number.isInteger(shards) || shards < 1) throw new Error(`RTK_TEST_SHARDS must be a positive integer`);
 const dir = mkdtempSync(join(tmpdir(), 'rtk-jest-'));
-const outputFile = join(dir, 'results.json');
-const jest = spawnSync(
-  process.execPath,
-  [
-    '--experimental-vm-modules',
-    '--no-warnings',
-    'node_modules/jest/bin/jest.js',
-    '--runInBand',
-    // Two timers left by some test kept the process alive after a green run (jest's openHandles report names none);
-    // CI would then hit its time limit. RTK_OPEN_HANDLES=1 (test/support/open-handles.ts) names engine.io server
-    // sockets' 25 s ping timers outliving the Socket.IO gateway test files. Jest still prints its warning.
-    '--forceExit',
-    '--json',
-    `--outputFile=${outputFile}`,
-    ...process.argv.slice(2),
-  ],
-  { stdio: 'inherit' },
-);
-let code = jest.status ?? 1;
-try {
-  const r = JSON.parse(readFileSync(outputFile, 'utf8'));
-  const failed = r.numFailedTests + r.numRuntimeErrorTestSuites;
-  process.stdout.write(
-    `\nTests: ${r.numPassedTests} passed, ${failed} failed, ${r.numPendingTests + r.numTodoTests} skipped\n`,
+
+/** Runs one jest process; resolves with its exit code and its JSON results (undefined when it wrote none). */
+function runJest(shardArgs, outputFile) {
+  const jest = spawn(
+    process.execPath,
+    [
+      '--experimental-vm-modules',
+      '--no-warnings',
+      'node_modules/jest/bin/jest.js',
+      // One file at a time, in a worker process that is replaced once it holds over 1 GB after a file: in one process
+      // (--runInBand) the heap grew ~25 MB a file (jest's ESM module registries) to 4 GB by the end of the suite, and
+      // late files met pauses past their command timeouts.
+      '--maxWorkers=1',
+      '--workerIdleMemoryLimit=1GB',
+      // Two timers left by some test kept the process alive after a green run (jest's openHandles report names
+      // none); CI would then hit its time limit. RTK_OPEN_HANDLES=1 (test/support/open-handles.ts) names engine.io
+      // server sockets' 25 s ping timers outliving the Socket.IO gateway test files. Jest still prints its warning.
+      '--forceExit',
+      '--json',
+      `--outputFile=${outputFile}`,
+      ...shardArgs,
+      ...args,
+    ],
+    { stdio: 'inherit' },
   );
-  if (failed > 0) code = code || 1;
-} catch {
-  process.stdout.write('\nTests: 0 passed, 1 failed\n');
-  code = code || 1;
+  return new Promise((resolve) => {
+    jest.on('exit', (status) => {
+      let results;
+      try {
+        results = JSON.parse(readFileSync(outputFile, 'utf8'));
+      } catch {}
+      resolve({ code: status ?? 1, results });
+    });
+  });
+}
+
+let code = 0;
+const counts = { passed: 0, failed: 0, skipped: 0 };
+try {
+  const runs = await Promise.all(
+    Array.from({ length: shards }, (_, i) =>
+      runJest(shards > 1 ? [`--shard=${i + 1}/${shards}`] : [], join(dir, `results-${i + 1}.json`)),
+    ),
+  );
+  for (const { code: exit, results: r } of runs) {
+    code = code || exit;
+    if (r === undefined) {
+      counts.failed++;
+      code = code || 1;
+      continue;
+    }
+    counts.passed += r.numPassedTests;
+    counts.failed += r.numFailedTests + r.numRuntimeErrorTestSuites;
+    counts.skipped += r.numPendingTests + r.numTodoTests;
+  }
+  if (counts.failed > 0) code = code || 1;
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }
+process.stdout.write(`\nTests: ${counts.passed} passed, ${counts.failed} failed, ${counts.skipped} skipped\n`);
 process.exit(code);
