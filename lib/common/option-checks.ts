@@ -20,8 +20,8 @@ export function isDuration(value: unknown, allowZero = false): value is number {
 /** The error text for a value that is not a duration (`must be a positive number of milliseconds, got X`). */
 export function durationProblem(value: unknown, allowZero = false): string {
   if (typeof value === 'number' && value > MAX_DURATION_MS)
-    return `must be at most ${MAX_DURATION_MS} ms (100 years), got ${show(value)}`;
-  return `must be a ${allowZero ? 'non-negative' : 'positive'} number of milliseconds, got ${show(value)}`;
+    return `must be at most ${MAX_DURATION_MS} ms (100 years), got ${shownValue(value)}`;
+  return `must be a ${allowZero ? 'non-negative' : 'positive'} number of milliseconds, got ${shownValue(value)}`;
 }
 
 /**
@@ -47,43 +47,48 @@ export class OptionProblems {
   integer(path: string, value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): void {
     if (value === undefined) return;
     if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-      this.add(path, `must be an integer from ${min} to ${max}, got ${show(value)}`);
+      this.add(path, `must be an integer from ${min} to ${max}, got ${shownValue(value)}`);
     }
   }
 
   number(path: string, value: unknown, min: number, max: number): void {
     if (value === undefined) return;
     if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max) {
-      this.add(path, `must be a number from ${min} to ${max}, got ${show(value)}`);
+      this.add(path, `must be a number from ${min} to ${max}, got ${shownValue(value)}`);
     }
   }
 
   boolean(path: string, value: unknown): void {
-    if (value !== undefined && typeof value !== 'boolean') this.add(path, `must be true or false, got ${show(value)}`);
+    if (value !== undefined && typeof value !== 'boolean')
+      this.add(path, `must be true or false, got ${shownValue(value)}`);
   }
 
   /** `secret`: the value is a password (or a url that may hold one): the error names its type, never the value. */
   string(path: string, value: unknown, { allowEmpty = false, secret = false } = {}): void {
     if (value === undefined) return;
     if (typeof value !== 'string' || (!allowEmpty && value.length === 0)) {
-      this.add(path, `must be a ${allowEmpty ? '' : 'non-empty '}string, got ${secret ? kindOf(value) : show(value)}`);
+      this.add(
+        path,
+        `must be a ${allowEmpty ? '' : 'non-empty '}string, got ${secret ? kindOf(value) : shownValue(value)}`,
+      );
     }
   }
 
   oneOf<T>(path: string, value: unknown, allowed: readonly T[]): void {
     if (value !== undefined && !allowed.includes(value as T)) {
-      this.add(path, `must be one of ${allowed.map((a) => JSON.stringify(a)).join(', ')}, got ${show(value)}`);
+      this.add(path, `must be one of ${allowed.map((a) => JSON.stringify(a)).join(', ')}, got ${shownValue(value)}`);
     }
   }
 
   func(path: string, value: unknown): void {
-    if (value !== undefined && typeof value !== 'function') this.add(path, `must be a function, got ${show(value)}`);
+    if (value !== undefined && typeof value !== 'function')
+      this.add(path, `must be a function, got ${shownValue(value)}`);
   }
 
   object(path: string, value: unknown): boolean {
     if (value === undefined) return true;
     if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-      this.add(path, `must be an object, got ${show(value)}`);
+      this.add(path, `must be an object, got ${shownValue(value)}`);
       return false;
     }
     return true;
@@ -124,18 +129,25 @@ export class OptionProblems {
   }
 }
 
-function show(value: unknown): string {
+/**
+ * A value a caller gave, as an error message shows it: JSON where JSON can write it (a long string or JSON cut short),
+ * else what it is. JSON.stringify alone writes Infinity and NaN as null, and throws on a BigInt (a Prisma or pg `int8`
+ * id used as a key) and on an object that refers to itself; that TypeError would replace the error being built.
+ */
+export function shownValue(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}…` : value);
-  // JSON writes Infinity and NaN as null, and throws on a BigInt
   if (typeof value === 'number') return String(value);
   if (typeof value === 'bigint') return `${value}n`;
   if (typeof value === 'function') return 'a function';
+  if (typeof value === 'symbol') return value.toString();
   if (Array.isArray(value)) return 'an array';
   try {
-    return JSON.stringify(value) ?? String(value);
+    const json = JSON.stringify(value);
+    if (json !== undefined) return json.length > 200 ? `${json.slice(0, 200)}…` : json;
   } catch {
-    return String(value);
+    // a cycle, a BigInt inside, a toJSON that throws
   }
+  return kindOf(value);
 }
 
 /** What a value is, without the value (`a number`, `a Buffer`, `an object`): for options that hold a secret. */

@@ -1,7 +1,6 @@
 import { BlockList, isIP } from 'node:net';
-import type { OptionProblems } from '../common/option-checks.js';
+import { type OptionProblems, shownValue } from '../common/option-checks.js';
 import { groupAddress, normalizeAddress } from './rate-limit.client-address.js';
-import { shownValue } from './rate-limit.shown.js';
 
 /**
  * `rateLimit.allowList` / `rateLimit.denyList`: trackers matched before any counting. An entry that is an IP

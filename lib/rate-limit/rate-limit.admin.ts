@@ -2,7 +2,7 @@ import { InvalidOptionsError } from '../common/errors.js';
 import type { FailurePolicy } from '../common/failure-policy.js';
 import { KeyBuilder } from '../common/keys.js';
 import { LuaScript } from '../common/lua-script.js';
-import { refuseUnknown } from '../common/option-checks.js';
+import { refuseUnknown, shownValue } from '../common/option-checks.js';
 import { scanKeys, unlinkMany } from '../common/bulk-keys.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import type { InsuranceLimiter } from './rate-limit.insurance-limiter.js';
@@ -12,7 +12,6 @@ import { checkKey, defaultScope, type ResolvedPolicy } from './rate-limit.policy
 import { ALGORITHM_CODES, BLOCK_SUFFIX, type RateLimitKeys } from './rate-limit.keys.js';
 import { COUNTER_KEYS } from './rate-limit.option-names.js';
 import { RATE_LIMIT_ALGORITHMS, type RateLimitAlgorithm, type RateLimitPolicy } from './rate-limit.options.js';
-import { shownValue } from './rate-limit.shown.js';
 
 const ADJUST_LUA_FILE = new URL('./reward.lua', import.meta.url);
 

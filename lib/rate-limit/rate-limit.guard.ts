@@ -19,7 +19,7 @@ import { SKIP_THROTTLE_METADATA, THROTTLE_METADATA } from './rate-limit.constant
 import type { NamedThrottleOptions } from './rate-limit.decorators.js';
 import { RATE_LIMIT_OPTIONS, type Resolvable, type ResolvedRateLimitOptions } from './rate-limit.options.js';
 import { RateLimitService, type RateLimitCheck, type RateLimitDecision } from './rate-limit.service.js';
-import { shownValue } from './rate-limit.shown.js';
+import { shownValue } from '../common/option-checks.js';
 
 /** The parts of an HTTP request (Express or Fastify) or a WebSocket handshake the guard reads. */
 export interface ThrottledRequest {

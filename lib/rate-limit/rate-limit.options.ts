@@ -1,7 +1,6 @@
 import type { ExecutionContext } from '@nestjs/common';
-import { isDuration, MAX_DURATION_MS, type OptionProblems } from '../common/option-checks.js';
+import { isDuration, MAX_DURATION_MS, type OptionProblems, shownValue } from '../common/option-checks.js';
 import { checkAccessList, checkIpv6Grouping, isAddressOrCidr } from './rate-limit.access-list.js';
-import { shownValue } from './rate-limit.shown.js';
 
 /** Injection token of ResolvedRateLimitOptions (`rateLimit` of forRoot, defaults filled in). */
 export const RATE_LIMIT_OPTIONS = Symbol('RATE_LIMIT_OPTIONS');
