@@ -339,11 +339,6 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   }
 }
 
-/**
- * Until `client` is ready. A transport error rejects at once (the server is down). An error reply does not: ioredis
- * emits one for a SELECT that failed while connecting and then becomes ready all the same (verifyServer says why);
- * when the connection closes instead (its ready check's INFO failed), that reply is the reason.
- */
 /** ioredis's timeouts carry no code: a command's (`Command timed out`) and a cluster's slot refresh's. */
 function timedOut(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
@@ -351,6 +346,11 @@ function timedOut(err: unknown): boolean {
   return /timed out|\(timeout\)/.test(err.message) || (node !== undefined && timedOut(node));
 }
 
+/**
+ * Until `client` is ready. A transport error rejects at once (the server is down). An error reply does not: ioredis
+ * emits one for a SELECT that failed while connecting and then becomes ready all the same (verifyServer says why);
+ * when the connection closes instead (its ready check's INFO failed), that reply is the reason.
+ */
 function waitForReady(client: RedisClient): Promise<void> {
   return new Promise((resolve, reject) => {
     let reply: Error | undefined;
