@@ -164,9 +164,9 @@ describe('lazyConnect with Redis down at start', () => {
     const server = trackForCleanup(await startRedisServer());
     server.pause();
     const { errors, logger } = recordingLogger();
-    // The timers this app created from the start to the close. Files run in one process (--runInBand), so a client
-    // an earlier file left reconnecting makes its own timers meanwhile (a 939 ms one failed this test in CI): only
-    // resources whose async trigger chain leads back to this test count.
+    // The timers this app created from the start to the close. A jest worker runs many files in one process, so a
+    // client an earlier file left reconnecting makes its own timers meanwhile (a 939 ms one failed this test in CI):
+    // only resources whose async trigger chain leads back to this test count.
     const created: NodeJS.Timeout[] = [];
     const ours = new Set([executionAsyncId()]);
     const hook = createHook({
