@@ -25,8 +25,8 @@ function runJest(shardArgs, outputFile) {
       '--no-warnings',
       'node_modules/jest/bin/jest.js',
       // One file at a time, in a worker process that is replaced once it holds over 1 GB after a file: in one process
-      // (--runInBand) the heap grew ~25 MB a file (jest's ESM module registries) to 4 GB by the end of the suite, and
-      // late files met pauses past their command timeouts.
+      // (--runInBand) it grew ~25 MB a file to 4 GB RSS by the end of the suite (not traced; jest keeps a module
+      // registry per file), and late files met pauses past their command timeouts.
       '--maxWorkers=1',
       '--workerIdleMemoryLimit=1GB',
       // Two timers left by some test kept the process alive after a green run (jest's openHandles report names
