@@ -137,4 +137,6 @@ export {
 
 // A start-up refusal only (lock.onUnsafeEviction: 'refuse'): it stops the bootstrap, no request ever sees it; the
 // root is kept to what applications catch at run time (test/foundation/public-api.spec.ts holds it at 50 names).
-export { UnsafeEvictionPolicyError } from './common/errors.js';
+// MissingPeerError likewise: importing a subpath without its optional peer (`nestjs-redis-toolkit/otel` without
+// @opentelemetry/api...) throws it, before the app runs.
+export { MissingPeerError, UnsafeEvictionPolicyError } from './common/errors.js';

@@ -36,6 +36,15 @@ export class InvalidOptionsError extends RedisToolkitError {
   static override readonly code: string = 'E_INVALID_OPTIONS';
 }
 
+/**
+ * An entry point of the package (`nestjs-redis-toolkit/otel`, `/terminus`, `/notifications`, `/testing`) was imported
+ * in an app without the optional peer it loads; the message names the subpath, the missing packages and the install
+ * line. Thrown by the import itself, in place of Node's ERR_MODULE_NOT_FOUND from inside the package.
+ */
+export class MissingPeerError extends RedisToolkitError {
+  static override readonly code: string = 'E_MISSING_PEER';
+}
+
 /** A key, resource, channel or id given by the caller cannot be used (empty, too long, control characters). */
 export class InvalidKeyError extends RedisToolkitError {
   static override readonly code: string = 'E_INVALID_KEY';

@@ -1,13 +1,14 @@
 import type { DynamicModule } from '@nestjs/common';
 import { InvalidOptionsError } from '../common/errors.js';
 import { OptionProblems } from '../common/option-checks.js';
+import { isNotFound, missingPeersMessage } from '../common/optional-peers.js';
 import { NOTIFICATIONS_OPTION_KEYS } from '../redis-toolkit.option-keys.js';
 
 /** The `notificationsGateway` extra of RedisToolkitModule: `true` or `{ namespace }`. */
 export type NotificationsGatewayExtra = boolean | { namespace?: string };
 
 /** The optional peers the gateway needs, as README's install line names them. */
-const GATEWAY_PEERS = ['@nestjs/websockets', '@nestjs/platform-socket.io', 'socket.io'];
+export const GATEWAY_PEERS = ['@nestjs/websockets', '@nestjs/platform-socket.io', 'socket.io'];
 /** Those the gateway itself loads (@nestjs/platform-socket.io is Nest's default adapter, which Nest loads). */
 const LOADED_PEERS = ['@nestjs/websockets', 'socket.io'];
 
@@ -37,20 +38,10 @@ async function checkPeers(): Promise<void> {
     return result.status === 'rejected' && isNotFound(result.reason, peer);
   });
   if (missing.length > 0) {
-    throw new InvalidOptionsError(
-      `notificationsGateway needs the optional peers ${GATEWAY_PEERS.join(', ')} (missing: ${missing.join(', ')}). ` +
-        `Install them: npm install ${GATEWAY_PEERS.join(' ')}`,
-    );
+    throw new InvalidOptionsError(missingPeersMessage('notificationsGateway', GATEWAY_PEERS, missing));
   }
   const failed = loaded.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) throw failed.reason;
-}
-
-/** Node's error for a package that is not installed (ESM: ERR_MODULE_NOT_FOUND; CommonJS: MODULE_NOT_FOUND). */
-function isNotFound(err: unknown, peer: string): boolean {
-  const code = (err as { code?: unknown } | undefined)?.code;
-  const message = err instanceof Error ? err.message : '';
-  return (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') && message.includes(`'${peer}'`);
 }
 
 /**

@@ -133,7 +133,10 @@ describe('notificationsGateway: true without its optional peers', () => {
   }, 30_000);
 });
 
-describe('a subpath without its optional peer: Node names the package (README gives the install line)', () => {
+// A subpath's ES module index statically imports its peer: without it the import fails while Node links the module
+// graph, before any code of the package runs. So the package's exports point at a CommonJS gate (lib/*/entry.cts)
+// that throws MissingPeerError first; test/package/run.mjs checks that on the packed package.
+describe("a subpath's ES module index without its optional peer: Node names the package, nothing of ours runs", () => {
   it.each([
     ['notifications/index.ts', '@nestjs/websockets'],
     ['otel/index.ts', '@opentelemetry/api'],

@@ -30,6 +30,22 @@ const FIXTURES = [
   { name: 'esm-fastify', type: 'module', platform: 'fastify', packages: ['@nestjs/platform-fastify'] },
 ];
 
+/**
+ * What each entry point loads at import time of the optional peers (package.json's peerDependenciesMeta): without
+ * them the import throws MissingPeerError (E_MISSING_PEER) naming the subpath, the missing package and the install
+ * line (`install`). Entry points not listed load with no optional peer installed.
+ */
+const NEEDS = {
+  './notifications': {
+    missing: ['@nestjs/websockets'],
+    install: ['@nestjs/websockets', '@nestjs/platform-socket.io', 'socket.io'],
+  },
+  './testing': { missing: ['@nestjs/testing'], install: ['@nestjs/testing'] },
+  './otel': { missing: ['@opentelemetry/api'], install: ['@opentelemetry/api'] },
+  './terminus': { missing: ['@nestjs/terminus'], install: ['@nestjs/terminus'] },
+};
+const LOAD_WITHOUT_PEERS = ['.', './advanced', './dashboard'];
+
 let passed = 0;
 let failed = 0;
 function report(ok, name, detail = '') {
@@ -71,13 +87,19 @@ function link(nodeModules, name) {
   if (!existsSync(at)) symlinkSync(target, at, 'dir');
 }
 
-/** A directory with the tarball unpacked as node_modules/nestjs-redis-toolkit and `packages` linked beside it. */
-function makeApp(dir, type, packages) {
+/**
+ * A directory with the tarball unpacked as node_modules/nestjs-redis-toolkit and `packages` linked beside it, with
+ * the package's dependencies and peers (`optionalPeers: false`: only the required ones).
+ */
+function makeApp(dir, type, packages, { optionalPeers = true } = {}) {
   const nodeModules = join(dir, 'node_modules');
   mkdirSync(nodeModules, { recursive: true });
   writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'fixture', private: true, type }, null, 2));
   cpSync(unpacked, join(nodeModules, 'nestjs-redis-toolkit'), { recursive: true });
-  const own = [...Object.keys(pkg.dependencies ?? {}), ...Object.keys(pkg.peerDependencies ?? {})];
+  const peers = Object.keys(pkg.peerDependencies ?? {}).filter(
+    (name) => optionalPeers || !pkg.peerDependenciesMeta?.[name]?.optional,
+  );
+  const own = [...Object.keys(pkg.dependencies ?? {}), ...peers];
   for (const name of new Set([...own, ...packages, '@types/node'])) link(nodeModules, name);
 }
 
@@ -116,21 +138,99 @@ async function fixtureApp(fixture) {
   out.push([compiled.ok, `${fixture.name}: compiles against the published types`, compiled.output]);
   if (!compiled.ok) return out;
 
-  // Every entry point loads the way this app loads modules (require for CommonJS, import for ESM).
-  const subpaths = Object.keys(pkg.exports)
-    .filter((s) => s !== './package.json')
-    .map((s) => posix.join('nestjs-redis-toolkit', s));
-  const load = fixture.type === 'commonjs' ? 'require(s)' : 'await import(s)';
-  const loader = `for (const s of ${JSON.stringify(subpaths)}) { const m = ${load}; if (!Object.keys(m).length) throw new Error(s + ' is empty'); }`;
+  // Every entry point loads the way this app loads modules (require for CommonJS, import for ESM), with the names of
+  // the module its `types` describe (an entry point may be a gate in front of it that checks the optional peers).
+  const entries = Object.entries(pkg.exports)
+    .filter(([s]) => s !== './package.json')
+    .map(([s, entry]) => [posix.join('nestjs-redis-toolkit', s), entry.types.replace(/\.d\.ts$/, '.js')]);
+  const subpaths = entries.map(([s]) => s);
+  const load = fixture.type === 'commonjs' ? 'require' : 'await import';
+  const loader = `const { join } = ${load}('node:path'); const { pathToFileURL } = ${load}('node:url');
+    const names = (m) => Object.keys(m).filter((k) => !['default', '__esModule', 'module.exports'].includes(k)).sort();
+    for (const [s, file] of ${JSON.stringify(entries)}) {
+      const m = ${load}(s);
+      if (!Object.keys(m).length) throw new Error(s + ' is empty');
+      const at = join(process.cwd(), 'node_modules/nestjs-redis-toolkit', file);
+      const types = ${load}(${fixture.type === 'commonjs' ? 'at' : 'pathToFileURL(at).href'});
+      if (names(m).join() !== names(types).join())
+        throw new Error(s + ' exports ' + names(m).join(', ') + ' where ' + file + ' has ' + names(types).join(', '));
+    }`;
   const loaded = await run(process.execPath, [`--input-type=${fixture.type}`, '-e', loader], dir);
   const how = fixture.type === 'commonjs' ? 'require' : 'import';
-  out.push([loaded.ok, `${fixture.name}: ${how} ${subpaths.join(', ')}`, loaded.output]);
+  out.push([loaded.ok, `${fixture.name}: ${how} ${subpaths.join(', ')}, each with its types' names`, loaded.output]);
 
   const booted = await run(process.execPath, ['dist/main.js'], dir, 90_000);
   const lines = booted.output.split('\n').filter((l) => /^(not )?ok - /.test(l));
   for (const line of lines)
     out.push([line.startsWith('ok - '), `${fixture.name}: ${line.replace(/^(not )?ok - /, '')}`]);
   if (!booted.ok || lines.length < 5) out.push([false, `${fixture.name}: the app ran every check`, booted.output]);
+  return out;
+}
+
+/**
+ * An app with only the required peers (no optional one installed) loads every entry point, from ESM and from CommonJS:
+ * those of LOAD_WITHOUT_PEERS load; each of NEEDS throws MissingPeerError (E_MISSING_PEER, a RedisToolkitError of the
+ * same class as the root's) naming the subpath, the missing package and the install line, not Node's own
+ * ERR_MODULE_NOT_FOUND from inside dist/. The subpaths are loaded before the root, which is then loaded too.
+ */
+async function peerlessApp() {
+  const out = [];
+  const dir = join(work, 'peerless');
+  makeApp(dir, 'module', [], { optionalPeers: false });
+  const subpaths = Object.keys(pkg.exports).filter((s) => s !== './package.json');
+  const unknown = subpaths.filter((s) => !NEEDS[s] && !LOAD_WITHOUT_PEERS.includes(s));
+  out.push([unknown.length === 0, 'every entry point says whether it loads without optional peers', unknown.join()]);
+  for (const type of ['module', 'commonjs']) {
+    const load = type === 'commonjs' ? 'require' : 'await import';
+    const specifiers = Object.fromEntries(subpaths.map((s) => [s, posix.join('nestjs-redis-toolkit', s)]));
+    const script = `const results = {};
+      for (const [s, specifier] of Object.entries(${JSON.stringify(specifiers)})) {
+        try { results[s] = { keys: Object.keys(${load}(specifier)).length }; }
+        catch (e) { results[s] = { error: e }; }
+      }
+      const root = ${load}('nestjs-redis-toolkit');
+      let advanced = {}; try { advanced = ${load}('nestjs-redis-toolkit/advanced'); } catch {}
+      for (const r of Object.values(results)) if (r.error) {
+        const e = r.error;
+        r.error = { name: e?.name, code: e?.code, message: String(e?.message),
+          toolkit: typeof root.RedisToolkitError === 'function' && e instanceof root.RedisToolkitError,
+          missingPeer: typeof advanced.MissingPeerError === 'function' && e instanceof advanced.MissingPeerError };
+      }
+      console.log(JSON.stringify(results));`;
+    const how = type === 'commonjs' ? 'CommonJS require' : 'ESM import';
+    const ran = await run(process.execPath, [`--input-type=${type}`, '-e', script], dir);
+    let results;
+    try {
+      results = JSON.parse(ran.output.trim().split('\n').pop());
+    } catch {
+      out.push([false, `without optional peers, ${how}: the script ran`, ran.output]);
+      continue;
+    }
+    const loads = LOAD_WITHOUT_PEERS.filter((s) => !results[s]?.keys);
+    out.push([
+      loads.length === 0,
+      `without optional peers, ${how}: ${LOAD_WITHOUT_PEERS.join(', ')} load`,
+      JSON.stringify(Object.fromEntries(loads.map((s) => [s, results[s]])), null, 2),
+    ]);
+    for (const [s, { missing, install }] of Object.entries(NEEDS)) {
+      const e = results[s]?.error;
+      const name = posix.join('nestjs-redis-toolkit', s);
+      const ok =
+        e?.name === 'MissingPeerError' &&
+        e.code === 'E_MISSING_PEER' &&
+        e.toolkit &&
+        e.missingPeer &&
+        e.message.includes(name) &&
+        missing.every((p) => e.message.includes(p)) &&
+        e.message.includes(`npm install ${install.join(' ')}`);
+      out.push([
+        ok,
+        `without ${missing.join(', ')}, ${how} '${name}' throws MissingPeerError (E_MISSING_PEER) naming it, ` +
+          `the package and npm install ${install.join(' ')}`,
+        JSON.stringify(results[s], null, 2),
+      ]);
+    }
+  }
   return out;
 }
 
@@ -288,8 +388,8 @@ try {
     dead.join('\n'),
   );
 
-  // --- apps, one per fixture, and docs/testing.md's Vitest and Jest examples, side by side; reported in this order -
-  const results = await Promise.all([...FIXTURES.map(fixtureApp), vitestExample(), jestExample()]);
+  // --- apps, one per fixture, one without optional peers, docs/testing.md's Vitest and Jest examples, side by side --
+  const results = await Promise.all([...FIXTURES.map(fixtureApp), peerlessApp(), vitestExample(), jestExample()]);
   for (const lines of results) for (const [ok, name, detail] of lines) report(ok, name, detail);
 } catch (err) {
   report(false, 'the package suite ran to the end', err instanceof Error ? err.stack : String(err));

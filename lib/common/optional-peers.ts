@@ -1,0 +1,49 @@
+import { createRequire } from 'node:module';
+import { MissingPeerError } from './errors.js';
+
+/**
+ * The optional peers (package.json's peerDependenciesMeta): recognising Node's error for one that is not installed,
+ * and saying so in the toolkit's words (which packages, and the install line). Used by the gateway's start
+ * (notifications.providers.ts) and by the gates in front of the subpaths that import a peer (`<subpath>/entry.cts`).
+ */
+
+/** Node's error for a package that is not installed (ESM: ERR_MODULE_NOT_FOUND; CommonJS: MODULE_NOT_FOUND). */
+export function isNotFound(err: unknown, peer: string): boolean {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  const message = err instanceof Error ? err.message : '';
+  return (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') && message.includes(`'${peer}'`);
+}
+
+/** '`user` needs the optional peers `install` (missing: `missing`). Install them: npm install `install`' */
+export function missingPeersMessage(user: string, install: readonly string[], missing: readonly string[]): string {
+  const [peers, them] = install.length === 1 ? ['peer', 'it'] : ['peers', 'them'];
+  return (
+    `${user} needs the optional ${peers} ${install.join(', ')} (missing: ${missing.join(', ')}). ` +
+    `Install ${them}: npm install ${install.join(' ')}`
+  );
+}
+
+/**
+ * The gate of a subpath whose modules import optional peers: MissingPeerError naming the subpath, the peers of
+ * `loads` that are not installed and the install line (`install`, the peers the feature needs), before the subpath's
+ * modules are loaded. A peer that resolves, or fails to resolve for another reason, passes: loading it says the rest.
+ *
+ * The subpath's modules are ES modules: a static import of a missing package fails while Node links the module graph,
+ * before any of its code runs, so a check module imported first would never run. Each gated subpath's exports target
+ * is therefore a gate that calls this, then loads the subpath's index.ts: `entry.ts` ("default", for import) by a
+ * dynamic import under top-level await, and `entry.cts` ("require") by require(esm), which refuses a module with
+ * top-level await. One CommonJS gate for both would not do: Jest's ES module runtime runs a .cjs file with its own
+ * require(), which cannot load an ES module before Node 24.9.
+ */
+export function checkPeers(entry: string, loads: readonly string[], install: readonly string[] = loads): void {
+  const require = createRequire(import.meta.url);
+  const missing = loads.filter((peer) => {
+    try {
+      require.resolve(peer);
+      return false;
+    } catch (err) {
+      return isNotFound(err, peer);
+    }
+  });
+  if (missing.length > 0) throw new MissingPeerError(missingPeersMessage(entry, install, missing));
+}

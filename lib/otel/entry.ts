@@ -1,0 +1,11 @@
+// The ES module gate of `nestjs-redis-toolkit/otel` (package.json exports "default"; its types are index.ts's):
+// MissingPeerError when @opentelemetry/api is not installed, then index.ts, by a dynamic import
+// so that its static import of the peer cannot fail first (common/optional-peers.ts). Its names are index.ts's, one by
+// one (test/package/run.mjs compares them). entry.cts is the gate for require().
+import { checkPeers } from '../common/optional-peers.js';
+
+checkPeers('nestjs-redis-toolkit/otel', ['@opentelemetry/api']);
+
+const otel = await import('./index.js');
+
+export const { INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION, RedisToolkitInstrumentation } = otel;
