@@ -1,5 +1,5 @@
 import type { DynamicModule } from '@nestjs/common';
-import { InvalidOptionsError } from '../common/errors.js';
+import { MissingPeerError } from '../common/errors.js';
 import { OptionProblems } from '../common/option-checks.js';
 import { isNotFound, missingPeersMessage } from '../common/optional-peers.js';
 import { NOTIFICATIONS_OPTION_KEYS } from '../redis-toolkit.option-keys.js';
@@ -16,7 +16,7 @@ const LOADED_PEERS = ['@nestjs/websockets', 'socket.io'];
  * The gateway module, imported lazily: @nestjs/websockets and socket.io are optional peers, so they are loaded only
  * when the gateway is enabled. Nest awaits a Promise<DynamicModule> in `imports`. `toolkit` (the toolkit module when
  * it is not global) is imported back by the gateway module so that the gateway can inject the toolkit's providers.
- * A peer that is not installed fails the start with InvalidOptionsError naming the packages to install.
+ * A peer that is not installed fails the start with MissingPeerError naming the packages to install.
  */
 export function notificationsGatewayImports(
   extra: NotificationsGatewayExtra | undefined,
@@ -38,7 +38,7 @@ async function checkPeers(): Promise<void> {
     return result.status === 'rejected' && isNotFound(result.reason, peer);
   });
   if (missing.length > 0) {
-    throw new InvalidOptionsError(missingPeersMessage('notificationsGateway', GATEWAY_PEERS, missing));
+    throw new MissingPeerError(missingPeersMessage('notificationsGateway', GATEWAY_PEERS, missing));
   }
   const failed = loaded.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) throw failed.reason;

@@ -105,12 +105,12 @@ process.exit(0);
 
 describe('notificationsGateway: true without its optional peers', () => {
   it.each([['@nestjs/websockets'], ['socket.io']])(
-    'without %s: a typed InvalidOptionsError at startup naming the packages to install',
+    'without %s: a typed MissingPeerError at startup naming the packages to install',
     async (missing) => {
       const result = await runHidden([missing], GATEWAY_APP);
       // before: ERR_MODULE_NOT_FOUND "Cannot find package '@nestjs/websockets' imported from .../notifications.module"
-      expect(result.name).toBe('InvalidOptionsError');
-      expect(result.code).toBe('E_INVALID_OPTIONS');
+      expect(result.name).toBe('MissingPeerError');
+      expect(result.code).toBe('E_MISSING_PEER');
       expect(result.message).toContain('notificationsGateway');
       expect(result.message).toContain(`missing: ${missing}`);
       expect(result.message).toContain('npm install @nestjs/websockets @nestjs/platform-socket.io socket.io');
