@@ -54,6 +54,24 @@ function sendCorked(node: Redis, commands: Command[]): Promise<unknown>[] {
   }
 }
 
+/**
+ * The sockets of every master's own connection as one stream for a SharedTurn: corked together for the turn, so what
+ * the turn's batchers send to one master (a lock's releases, then its acquisitions) leaves in one write per master
+ * instead of one per batcher (sendCorked's own cork nests inside). A master without a socket yet is left out: its
+ * calls go alone through the cluster client, which queues them until it connects.
+ */
+export function masterStreams(cluster: Cluster): { cork(): void; uncork(): void } {
+  const streams = cluster.nodes('master').flatMap((node) => (node.stream ? [node.stream] : []));
+  return {
+    cork: () => {
+      for (const stream of streams) stream.cork();
+    },
+    uncork: () => {
+      for (const stream of streams) stream.uncork();
+    },
+  };
+}
+
 /** Each master's own connection by its node key (`host:port`, as in `cluster.slots`). */
 function mastersByKey(cluster: Cluster): Map<string, Redis> {
   const byKey = new Map<string, Redis>();

@@ -57,6 +57,32 @@ describe('locks on a cluster, batched per master', () => {
   });
 });
 
+describe('a turn of releases and acquisitions on a cluster', () => {
+  it('goes out in one socket write per master, as it does in one write on a single server', async () => {
+    const { locks, cluster } = await lockApp('cluster');
+    await masterConnectionsReady(cluster);
+    const resources = (name: string) => Array.from({ length: 24 }, (_, i) => `${name}-${i}`);
+    // a first round loads both scripts on every master (a NOSCRIPT reply would send that call again alone)
+    const first = await Promise.all(resources('held').map((r) => locks.tryAcquire(r)));
+    await Promise.all(first.map((l) => l?.release()));
+    const held = await Promise.all(resources('held').map((r) => locks.tryAcquire(r)));
+    expect(held.every((l) => l !== null)).toBe(true);
+    // one turn: 24 releases and 24 acquisitions, spread over the 3 masters
+    const turn = await countSocketWrites(cluster, () =>
+      Promise.all([
+        Promise.all(held.map((l) => l?.release())),
+        Promise.all(resources('next').map((r) => locks.tryAcquire(r))),
+      ]),
+    );
+    const acquired = turn.value[1];
+    expect(acquired.every((l) => l !== null)).toBe(true);
+    // before: one write for the releases and one for the acquisitions on every master
+    expect(turn.writes.size).toBe(3);
+    expect([...turn.writes.values()]).toEqual([1, 1, 1]);
+    await Promise.all(acquired.map((l) => l?.release()));
+  });
+});
+
 describe('locks when a cluster master dies', () => {
   const cluster = useDisposableCluster();
 
