@@ -134,8 +134,8 @@ describe('notificationsGateway: true without its optional peers', () => {
 });
 
 // A subpath's ES module index statically imports its peer: without it the import fails while Node links the module
-// graph, before any code of the package runs. So the package's exports point at a CommonJS gate (lib/*/entry.cts)
-// that throws MissingPeerError first; test/package/run.mjs checks that on the packed package.
+// graph, before any code of the package runs. So the package's exports point at a gate that throws MissingPeerError
+// first (lib/*/entry.ts for import, entry.cts for require); test/package/run.mjs checks both on the packed package.
 describe("a subpath's ES module index without its optional peer: Node names the package, nothing of ours runs", () => {
   it.each([
     ['notifications/index.ts', '@nestjs/websockets'],
