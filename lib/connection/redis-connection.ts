@@ -55,6 +55,8 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   /** Nest may call the hooks once per provider that hands out this connection: connect once, quit once. */
   private starting: Promise<void> | undefined;
   private closing: Promise<unknown> = Promise.resolve();
+  /** Set when app.close() quits the connections: an error of theirs from then on is part of the close. */
+  private quitting = false;
   /** Warnings found while building clients, logged at start. */
   private readonly pendingWarnings: string[] = [];
   /** `verifyServer`'s check of the server behind the main client: once, shared by every caller. */
@@ -148,6 +150,7 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   async onApplicationShutdown(): Promise<void> {
     await new Promise<void>((resolve) => setImmediate(resolve));
     this.readOnly?.close();
+    this.quitting = true;
     const clients = [...this.owned];
     this.owned.clear();
     this.roles.clear();
@@ -327,6 +330,9 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
       if (why === undefined) this.lastErrors.set(client, err);
       else if (why !== CONNECTION_CLOSED || !this.lastErrors.has(client))
         this.lastErrors.set(client, new Error(`${err.message} (${why})`));
+      // Quitting, a reset is no outage: Redis resets a connection whose QUIT it read with a command after it (a call
+      // made as the app closed), and so may a proxy; the calls that fail say so themselves.
+      if (this.quitting) return;
       const which = this.name === DEFAULT_CONNECTION_NAME ? '' : ` (connection "${this.name}")`;
       this.connectionWarning.warn(`Redis ${role} connection error${which}: ${err.message}`);
     });
