@@ -6,8 +6,9 @@
  *  - `blackhole()`  connections are still accepted and stay open, but every byte in either direction is dropped
  *                   (a dead route, a switch eating packets: the client sees silence, not an error);
  *  - `resetAll()`   every open connection is reset (TCP RST to the client, upstream socket destroyed);
+ *  - `resetOn(text)` a connection is reset, instead of forwarded, when the client sends `text` (e.g. a QUIT);
  *  - `refuse()`     stop listening (new connects get ECONNREFUSED) and reset the open connections: "server gone";
- *  - `restore()`    undo all of the above: no delay, no blackhole, listening again on the same port;
+ *  - `restore()`    undo all of the above: no delay, no blackhole, no resetOn, listening again on the same port;
  *  - `close()`      stop for good.
  *
  * Everything is loopback only. Socket errors are swallowed (they are the point), so a fault never surfaces as an
@@ -27,7 +28,7 @@ export interface FaultProxyStats {
   open: number;
   /** Chunks dropped by blackhole(). */
   droppedChunks: number;
-  /** Connections reset by resetAll() / refuse(). */
+  /** Connections reset by resetAll() / refuse() / resetOn(). */
   resets: number;
 }
 
@@ -81,6 +82,7 @@ export class FaultProxy {
   readonly stats: FaultProxyStats = { accepted: 0, open: 0, droppedChunks: 0, resets: 0 };
   delayMs = 0;
   isBlackholed = false;
+  private resetText: string | undefined;
   private server: Server | undefined;
   private readonly links = new Set<Link>();
   private readonly timers = new Set<NodeJS.Timeout>();
@@ -122,6 +124,14 @@ export class FaultProxy {
     for (const link of [...this.links]) this.reset(link);
   }
 
+  /**
+   * Resets a connection (RST to the client) when a chunk from the client contains `text`, compared without case
+   * (`'$4\r\nquit\r\n'`: at its QUIT); the chunk is not forwarded. `undefined` turns it off.
+   */
+  resetOn(text: string | undefined): void {
+    this.resetText = text?.toLowerCase();
+  }
+
   /** Stops listening (connects are refused) and resets every open connection. */
   async refuse(): Promise<void> {
     const server = this.server;
@@ -134,6 +144,7 @@ export class FaultProxy {
   async restore(): Promise<void> {
     this.delayMs = 0;
     this.isBlackholed = false;
+    this.resetText = undefined;
     // Links whose server went away while blackholed: close them now, as an unbroken link would have.
     for (const link of [...this.links]) {
       if (link.upstream.destroyed) {
@@ -185,7 +196,13 @@ export class FaultProxy {
     upstream.setNoDelay(true);
     const toUpstream = new Pipe(this, upstream);
     const toClient = new Pipe(this, client);
-    client.on('data', (chunk: Buffer) => toUpstream.push(chunk));
+    client.on('data', (chunk: Buffer) => {
+      if (this.resetText !== undefined && chunk.toString('latin1').toLowerCase().includes(this.resetText)) {
+        this.reset(link);
+        return;
+      }
+      toUpstream.push(chunk);
+    });
     upstream.on('data', (chunk: Buffer) => toClient.push(chunk));
     const drop = (): void => {
       if (!this.links.delete(link)) return;
