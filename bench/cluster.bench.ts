@@ -3,7 +3,8 @@
 // at least raw ioredis's own ratio). Beside ours: raw ioredis GET (auto-pipelining on and off, both shown) and
 // rate-limiter-flexible (the rate-limit peer that runs on a cluster client, its better pipelining figure kept), each
 // on the cluster and on the server. 50 callers; rounds interleaved over every contender; failed operations excluded
-// and counted; Redis CPU per op from INFO cpu of every server (one server, or the sum of the three masters).
+// and counted; Redis CPU per op from INFO cpu of every server (one server, or the sum of the three masters); then, in
+// a pass of its own, the commands this process sends per operation of ours on each (commandsPerOp).
 // The three masters are pinned (taskset) to the CPU `npm run bench` pins its one server to (the last CPU; run alone,
 // this bench starts that server and pins it there too), so both sides get the same CPU and the ratio is the cost per
 // operation, not a second core.
@@ -51,6 +52,37 @@ interface Toolkit {
 }
 
 const pick = <T>(list: readonly T[]): T => list[Math.floor(Math.random() * list.length)];
+
+/**
+ * Commands this process has sent to Redis: ioredis's `Redis.sendCommand`, counted from before any client exists (the
+ * toolkit's clients keep the method they were created with). Every server's and cluster node's connection goes
+ * through it; a script call is one command. The same increment for every contender.
+ */
+let sentCommands = 0;
+const send = Redis.prototype.sendCommand;
+Redis.prototype.sendCommand = function (this: Redis, ...args: Parameters<Redis['sendCommand']>) {
+  sentCommands++;
+  return send.apply(this, args);
+};
+
+/**
+ * Commands sent per operation, in a pass of its own after the timed rounds: `total` operations, WORKERS at a time. It
+ * shows why a cluster costs more per operation: a multi-key command or a batch script takes keys of one slot only, so
+ * the calls of a turn that one command serves on one server take about one command each on a cluster.
+ */
+async function commandsPerOp(op: () => Promise<unknown>, total = 5_000): Promise<number> {
+  const before = sentCommands;
+  let started = 0;
+  await Promise.all(
+    Array.from({ length: WORKERS }, async () => {
+      while (started < total) {
+        started++;
+        await op();
+      }
+    }),
+  );
+  return (sentCommands - before) / started;
+}
 const keyAt = (i: number) => `k${i}`;
 
 async function toolkit(connection: RedisToolkitOptions['connection']): Promise<Toolkit> {
@@ -185,9 +217,15 @@ async function main(): Promise<void> {
   const cpuRatio = (name: string) =>
     (figures[`${name}/cluster`].redisCpuUsPerOp ?? NaN) / (figures[`${name}/single`].redisCpuUsPerOp ?? NaN);
   const ratios: Record<string, number> = {};
+  const commands: Record<string, number> = {};
+  for (const name of ['cache', 'rl', 'session', 'lock', 'pubsub'])
+    for (const target of ['cluster', 'single'] as const)
+      commands[`${name}/${target}`] = await commandsPerOp(ops[`${name}/${target}`]);
   const ours = (name: string, operation: string) => {
     ratios[operation] = ratio(name);
-    const note = `cluster ÷ one server ${ratio(name).toFixed(2)}, Redis CPU per op ${cpuRatio(name).toFixed(2)}×`;
+    const note =
+      `cluster ÷ one server ${ratio(name).toFixed(2)}, Redis CPU per op ${cpuRatio(name).toFixed(2)}×; ` +
+      `commands sent per op ${commands[`${name}/cluster`].toFixed(3)} (one server: ${commands[`${name}/single`].toFixed(3)})`;
     rows.push({ feature: 'cluster', library: OURS, operation, ...figures[`${name}/cluster`], notes: note });
     rows.push({ feature: 'cluster', library: ONE_SERVER, operation, ...figures[`${name}/single`] });
   };
@@ -222,7 +260,7 @@ async function main(): Promise<void> {
     `Redis Cluster (3 masters) vs one server, ${WORKERS} callers (ours ÷ this: on the cluster rows, cluster ÷ one server)`,
     rows,
   );
-  saveResults('cluster', rows, { table, clusterOverSingle: ratios });
+  saveResults('cluster', rows, { table, clusterOverSingle: ratios, commandsPerOp: commands });
 
   await Promise.all(Object.values(apps).map((t) => t.app.close()));
   for (const pair of Object.values(raw)) for (const c of Object.values(pair)) c.disconnect();
