@@ -25,13 +25,18 @@ export function notificationsGatewayImports(
   if (!extra) return [];
   checkGatewayModuleOptions(extra, 'notificationsGateway', 'RedisToolkitModule');
   return [
-    checkPeers()
+    importGatewayPeers()
       .then(() => import('./notifications.module.js'))
       .then((m) => m.NotificationsGatewayModule.register(extra === true ? {} : extra, toolkit)),
   ];
 }
 
-async function checkPeers(): Promise<void> {
+/**
+ * Imports the peers the gateway loads: MissingPeerError for those not installed, else a peer's own import error. Not
+ * common/optional-peers.ts's checkPeers (require.resolve, synchronous, as the subpaths' CommonJS gates need): here
+ * the start can wait, and importing is what the gateway module is about to do.
+ */
+async function importGatewayPeers(): Promise<void> {
   const loaded = await Promise.allSettled(LOADED_PEERS.map((peer) => import(peer)));
   const missing = LOADED_PEERS.filter((peer, i) => {
     const result = loaded[i];
