@@ -80,6 +80,7 @@ export const SESSION_OPTION_KEYS: OptionShape = {
   maxAgeMs: true,
   tombstoneMs: true,
   maxSize: true,
+  appendUpdates: true,
   cookie: {
     name: true,
     secret: true,

@@ -96,6 +96,8 @@ export type CacheL1Check = 'auto' | 'bus' | 'tracking';
 const SAMPLE_ARGS: Record<string, string[]> = {
   get: ['K'],
   getrange: ['K', '0', '1'],
+  strlen: ['K'],
+  append: ['K', 'v'],
   mget: ['K'],
   set: ['K', 'v'],
   getex: ['K'],

@@ -1,10 +1,9 @@
 -- Compare-and-sets of sessions, one or many in one call (the writes of one tick on a single server): each writes a
 -- session only if it still holds exactly the value the caller read (the caller merged its change into that value, so
 -- no concurrent update is lost). No JSON work here: the comparison is of two strings.
--- Write i: KEYS[2i-1] session, KEYS[2i] its tombstone. ARGV[3i-2] what the caller read: the stamp that value starts
--- with ('{"v":"/' and a token, up to its closing quote: a token stands for one write, see session.stamp.ts), else
--- the whole value, or '' for "no session": then the session is created, unless the id is tombstoned (destroyed
--- recently). ARGV[3i-1] the new value. ARGV[3i] the expiry: epoch ms (PXAT), 'keep' (the current expiry) or 'none'
+-- Write i: KEYS[2i-1] session, KEYS[2i] its tombstone. ARGV[3i-2] what the caller read: its stamp and where it is
+-- (session-holds.lua), else the whole value, or '' for "no session": then the session is created, unless the id is
+-- tombstoned (destroyed recently). ARGV[3i-1] the new value. ARGV[3i] the expiry: epoch ms (PXAT), 'keep' (the current expiry) or 'none'
 -- (no expiry).
 -- Returns one reply per write, in order, each a single value: when written, the key's expiry (epoch ms; 0: none);
 -- when the session changed since the caller read it, its current value (nil when it is gone): merge into that and
@@ -17,12 +16,11 @@ end
 
 local function compareAndSet(key, tombstone, expected, value, expiry)
   local cur
-  if string.byte(expected, -1) == 34 and string.sub(expected, 1, 7) == '{"v":"/' then
-    -- a stamp: only as many bytes are read (a whole value ends with '}', never with a quote)
-    local head = redis.pcall('GETRANGE', key, 0, #expected - 1)
-    if failed(head) then return head end
+  local held = holds(key, expected) -- session-holds.lua, in front of this file
+  if held ~= nil then
+    if failed(held) then return held end
     -- (a missing key reads as false, which is nil in the reply: a Lua nil would end the reply table here)
-    if head ~= expected then return redis.call('GET', key) end
+    if not held then return redis.call('GET', key) end
   else
     cur = redis.pcall('GET', key)
     if failed(cur) then return cur end

@@ -7,7 +7,8 @@ if not raw then
   if ARGV[2] == '1' then redis.call('SET', KEYS[2], '1', 'PX', ARGV[1]) end
   return false
 end
-local ok, s = pcall(cjson.decode, raw)
+-- the envelope is the text before the first line feed (changes appended by updates follow it: session-change.lua)
+local ok, s = pcall(cjson.decode, string.match(raw, '^[^\n]*'))
 redis.call('DEL', KEYS[1])
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
 if ok and type(s) == 'table' and type(s.u) == 'string' then return s.u end

@@ -13,7 +13,8 @@ local created, deadline
 local previous = ''
 local raw = redis.call('GET', KEYS[1])
 if raw then
-  local old = cjson.decode(raw)
+  -- the envelope: the text before the first line feed (changes appended by updates follow it: session-change.lua)
+  local old = cjson.decode(string.match(raw, '^[^\n]*'))
   if old.m > now then
     created = old.c
     deadline = old.m

@@ -4,7 +4,11 @@
 -- Returns 0 when absent or past its absolute deadline, else the new expiry (epoch ms).
 local raw = redis.call('GET', KEYS[1])
 if not raw then return 0 end
-local s = cjson.decode(raw)
+-- the envelope is the text before the first line feed; the changes appended to it by updates (session-change.lua)
+-- are kept as they are, behind the envelope written again
+local changes_at = string.find(raw, '\n', 1, true)
+local changes = changes_at and string.sub(raw, changes_at) or ''
+local s = cjson.decode(changes_at and string.sub(raw, 1, changes_at - 1) or raw)
 local now = tonumber(ARGV[1])
 if s.m <= now then
   redis.call('DEL', KEYS[1])
@@ -17,5 +21,5 @@ if type(s.d) ~= 'table' or next(s.d) == nil then s.d = cjson.decode('{}') end
 s.v = nil
 local exp = now + s.t
 if exp > s.m then exp = s.m end
-redis.call('SET', KEYS[1], cjson.encode(s), 'PXAT', exp)
+redis.call('SET', KEYS[1], cjson.encode(s) .. changes, 'PXAT', exp)
 return exp

@@ -5,13 +5,27 @@
 -- (nothing written), else { session JSON, expiresAt } (-1: the key has no expiry).
 local raw = redis.call('GET', KEYS[1])
 if not raw then return false end
-local s = cjson.decode(raw)
+-- the envelope is the text before the first line feed, then each change appended by an update (session-change.lua),
+-- applied in order
+local changes_at = string.find(raw, '\n', 1, true)
+local s = cjson.decode(changes_at and string.sub(raw, 1, changes_at - 1) or raw)
 local now = tonumber(ARGV[1])
 if s.m <= now then
   redis.call('DEL', KEYS[1])
   return false
 end
 if type(s.d) ~= 'table' then s.d = {} end
+if changes_at then
+  for text in string.gmatch(string.sub(raw, changes_at + 1), '[^\n]+') do
+    local change = cjson.decode(text)
+    if type(change.d) == 'table' then
+      for name, value in pairs(change.d) do s.d[name] = value end
+    end
+    if type(change.x) == 'table' then
+      for _, name in ipairs(change.x) do s.d[name] = nil end
+    end
+  end
+end
 local sets = tonumber(ARGV[4])
 local last = 4 + sets * 2
 for i = 5, last, 2 do

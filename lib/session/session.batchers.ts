@@ -5,6 +5,9 @@ import { LuaScript, type RedisClient, type ScriptArg } from '../common/lua-scrip
 import { TickBatcher } from '../common/tick-batcher.js';
 import { readMany } from './session.read-many.js';
 
+/** What both write scripts put in front: whether a key still holds the value a caller read (session.stamp.ts). */
+const HOLDS = new URL('./session-holds.lua', import.meta.url);
+
 /** Reads (and compare-and-set writes) per command, per pipeline on a cluster; a tick with more sends several. */
 const PER_CALL = 32;
 
@@ -17,11 +20,39 @@ export type CasReply = number | string | null;
 /** A compare-and-set write: session key, tombstone key, expected value (or its stamp), new value, expiry. */
 export type CasWrite = [key: string, tombstone: string, expected: string, value: string, expiry: number | string];
 
+/**
+ * An update appended to a session (session-change.lua): session key, the byte length of the value the caller knows,
+ * the change text, the expiry (epoch ms, 'keep' or 'skip'), and '' or what the caller expects of the known value
+ * (session.stamp.ts's expectedOf), a space and the whole merged session, to write instead when the session is still
+ * that value.
+ */
+export type ChangeWrite = [
+  key: string,
+  length: number,
+  change: string,
+  expiry: number | 'keep' | 'skip',
+  whole: string,
+];
+/**
+ * Written, the value before as long as the known one: [its new length, the expiry]; written over another value: [the
+ * value now, the expiry]; gone: [null, 0]; over the size limit, nothing kept: [-2, 0]. The expiry: epoch ms, 0 none,
+ * -1 with 'skip'.
+ */
+export type ChangeReply = [result: number | string | null, expiresAt: number];
+
+const changeScript = LuaScript.fromFile<(number | string | null | Error)[]>(
+  'rtk_sess_change',
+  new URL('./session-change.lua', import.meta.url),
+  1,
+  [HOLDS],
+);
+
 /** One reply per write: its CasReply, or its own error reply (the other writes of the call are unaffected). */
 const compareAndSetScript = LuaScript.fromFile<(CasReply | Error)[]>(
   'rtk_sess_compare_and_set',
   new URL('./session-compare-and-set.lua', import.meta.url),
   2,
+  [HOLDS],
 );
 
 /**
@@ -82,6 +113,47 @@ export function compareAndSetBatcher(client: RedisClient): TickBatcher<CasWrite,
           args.push(w[2], w[3], w[4]);
         }
         return compareAndSetScript.runWithAnyKeys(client, keys, args);
+      },
+    },
+    PER_CALL,
+  );
+}
+
+/**
+ * The updates of one tick appended as the compare-and-sets are written: one script call on a single server (up to
+ * PER_CALL), one pipeline of calls per master on a cluster. `maxSize`: the largest value the script lets a change make.
+ */
+export function changeBatcher(client: RedisClient, maxSize: number): TickBatcher<ChangeWrite, ChangeReply | Error> {
+  const pair = (flat: (number | string | null | Error)[], i: number): ChangeReply | Error => {
+    const first = flat[2 * i];
+    return first instanceof Error ? first : [first, Number(flat[2 * i + 1])];
+  };
+  const one = async ([key, ...args]: ChangeWrite) => pair(await changeScript.run(client, [key], [maxSize, ...args]), 0);
+  if (client instanceof Cluster)
+    return new TickBatcher(
+      perNodeSender<ChangeWrite, ChangeReply | Error>(client, {
+        keyOf: ([key]) => key,
+        command: ([key, ...args]) => changeScript.command([key], [maxSize, ...args]),
+        reply: (raw) => pair(raw as (number | string | null | Error)[], 0),
+        one,
+      }),
+      PER_CALL * CLUSTER_SLICE,
+    );
+  return new TickBatcher(
+    {
+      one,
+      many: async (writes) => {
+        const keys: string[] = [];
+        const args: ScriptArg[] = [maxSize];
+        for (let i = 0; i < writes.length; i++) {
+          const w = writes[i];
+          keys.push(w[0]);
+          args.push(w[1], w[2], w[3], w[4]);
+        }
+        const flat = await changeScript.runWithAnyKeys(client, keys, args);
+        const replies = new Array<ChangeReply | Error>(writes.length);
+        for (let i = 0; i < writes.length; i++) replies[i] = pair(flat, i);
+        return replies;
       },
     },
     PER_CALL,

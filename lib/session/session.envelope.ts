@@ -69,8 +69,83 @@ function illFormed(): InvalidKeyError {
   return new InvalidKeyError('session field names and values must be well-formed Unicode (a lone UTF-16 surrogate)');
 }
 
-/** The stored JSON as an envelope; null when it is not one (a foreign or damaged value). */
+/**
+ * Between a session's envelope and each change appended to it (`update` appends the fields it changes instead of
+ * rewriting the session, see SessionRecords.update). JSON text never holds a raw line feed (JSON.stringify escapes
+ * it inside strings), so the first one ends the envelope and each one starts a change.
+ */
+export const CHANGE_SEPARATOR = '\n';
+
+/**
+ * One appended change as stored: the separator, then `{"d":{name: serialized value, ...},"x":[deleted names]}` (`x`
+ * only when something is deleted). Built by hand so that a field named `__proto__` is written as a field.
+ */
+export function changeText(sets: [string, string][], deletes: string[]): string {
+  let text = `${CHANGE_SEPARATOR}{"d":{`;
+  for (let i = 0; i < sets.length; i++) {
+    if (i > 0) text += ',';
+    text += `${JSON.stringify(sets[i][0])}:${JSON.stringify(sets[i][1])}`;
+  }
+  text += '}';
+  if (deletes.length > 0) text += `,"x":${JSON.stringify(deletes)}`;
+  return `${text}}`;
+}
+
+/** How many changes are appended to a stored session (the line feeds in it). */
+export function changeCount(raw: string): number {
+  let count = 0;
+  for (let at = raw.indexOf(CHANGE_SEPARATOR); at >= 0; at = raw.indexOf(CHANGE_SEPARATOR, at + 1)) count++;
+  return count;
+}
+
+/**
+ * The stored JSON as an envelope, with the changes appended to it applied in order; null when it is not one (a
+ * foreign or damaged value: also a change without an envelope in front, or a change that does not parse).
+ */
 export function parseEnvelope(raw: string): SessionEnvelope | null {
+  const end = raw.indexOf(CHANGE_SEPARATOR);
+  const envelope = parseBase(end < 0 ? raw : raw.slice(0, end));
+  if (envelope === null || end < 0) return envelope;
+  return applyChanges(envelope, raw, end);
+}
+
+/**
+ * `envelope` (parsed from the text before `from`) with the changes of `raw` from `from` on applied: a new envelope
+ * and data object, the input is not changed. Null when a change does not parse.
+ */
+export function applyChanges(envelope: SessionEnvelope, raw: string, from: number): SessionEnvelope | null {
+  const d: Record<string, string> = { ...envelope.d };
+  let at = from;
+  while (at >= 0) {
+    const next = raw.indexOf(CHANGE_SEPARATOR, at + 1);
+    const change = parseChange(raw.slice(at + 1, next < 0 ? undefined : next));
+    if (change === null) return null;
+    for (const name in change.d) setField(d, name, change.d[name]);
+    if (change.x) for (const name of change.x) delete d[name];
+    at = next;
+  }
+  return { ...envelope, d };
+}
+
+function parseChange(text: string): { d: Record<string, string>; x?: string[] } | null {
+  try {
+    const c = JSON.parse(text) as { d?: unknown; x?: unknown } | null;
+    if (!c || typeof c !== 'object' || !c.d || typeof c.d !== 'object') return null;
+    if (c.x !== undefined && !Array.isArray(c.x)) return null;
+    return c as { d: Record<string, string>; x?: string[] };
+  } catch {
+    return null;
+  }
+}
+
+/** A field set on a data object: an own field even when named `__proto__`, never the prototype. */
+function setField(d: Record<string, string>, name: string, value: string): void {
+  if (name === '__proto__')
+    Object.defineProperty(d, name, { value, enumerable: true, writable: true, configurable: true });
+  else d[name] = value;
+}
+
+function parseBase(raw: string): SessionEnvelope | null {
   try {
     const e = JSON.parse(raw) as Partial<SessionEnvelope> | null;
     if (!e || typeof e !== 'object' || typeof e.m !== 'number' || typeof e.t !== 'number' || typeof e.c !== 'number')
@@ -93,11 +168,7 @@ export function mergeFields(envelope: SessionEnvelope, sets: [string, string][],
   // A plain object (a prototype-less one is a slow dictionary, to fill and to stringify): a spread copies a field
   // named `__proto__` as an own field, and one set here is defined as one, never as the prototype.
   const d: Record<string, string> = { ...envelope.d };
-  for (const [name, value] of sets) {
-    if (name === '__proto__')
-      Object.defineProperty(d, name, { value, enumerable: true, writable: true, configurable: true });
-    else d[name] = value;
-  }
+  for (const [name, value] of sets) setField(d, name, value);
   for (const name of deletes) delete d[name];
   return { ...envelope, d };
 }

@@ -50,6 +50,14 @@ export interface SessionOptions {
    * at most 64 MiB.
    */
   maxSize?: number;
+  /**
+   * `update` appends the fields it changes to the stored session (APPEND, in one script call per tick) instead of
+   * writing the whole merged session with a compare-and-set; every 16 changes, or when the changes outgrow the session,
+   * it writes it whole again. About half the Redis CPU per update (docs/session.md). Default false in this version: a
+   * version before this one reads a session with changes appended as no session, and deletes it, so turn it on once
+   * every instance of the app runs this version or a later one.
+   */
+  appendUpdates?: boolean;
   cookie?: SessionCookieOptions;
 }
 
@@ -83,6 +91,7 @@ export interface ResolvedSessionOptions {
   maxAgeMs: number;
   tombstoneMs: number;
   maxSize: number;
+  appendUpdates: boolean;
   cookie: ResolvedSessionCookieOptions;
 }
 
@@ -207,6 +216,7 @@ export function resolveSessionOptions(
     problems.boolean('session.rolling', o.rolling);
     problems.duration('session.touchAfter', o.touchAfter, { allowZero: true });
     problems.integer('session.maxSize', o.maxSize, 1_024, SESSION_MAX_SIZE_LIMIT);
+    problems.boolean('session.appendUpdates', o.appendUpdates);
     if (problems.object('session.cookie', o.cookie)) {
       problems.string('session.cookie.name', c.name);
       if (c.name !== undefined && typeof c.name === 'string' && !/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(c.name)) {
@@ -253,6 +263,7 @@ export function resolveSessionOptions(
     maxAgeMs: wholeMs(maxAgeMs),
     tombstoneMs: wholeMs(o.tombstoneMs ?? SESSION_DEFAULTS.tombstoneMs),
     maxSize: o.maxSize ?? DEFAULT_SESSION_MAX_SIZE,
+    appendUpdates: o.appendUpdates ?? false,
     cookie: {
       name: c.name ?? 'rtk.sid',
       secrets: c.secret === undefined ? [] : Array.isArray(c.secret) ? [...c.secret] : [c.secret],

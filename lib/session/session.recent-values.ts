@@ -4,7 +4,10 @@ const RECENT_VALUES = 1_000;
 const RECENT_UNITS = 4 * 1_024 * 1_024;
 const LARGEST_KEPT = 64 * 1_024;
 
-import type { SessionEnvelope } from './session.envelope.js';
+import { applyChanges, CHANGE_SEPARATOR, type SessionEnvelope } from './session.envelope.js';
+
+/** A stored value's UTF-8 length, the changes appended to it and their UTF-8 length (SessionRecords.update). */
+export type ValueShape = readonly [bytes: number, changes: number, changeBytes: number];
 
 /**
  * The value of each session this process last read or wrote (RECENT_VALUES sessions, RECENT_UNITS in all; the one
@@ -20,18 +23,37 @@ export class RecentValues {
    * read's CPU in a profile). Never mutated by its users (a merge copies).
    */
   private readonly envelopes = new Map<string, SessionEnvelope>();
+  /**
+   * The shape of each kept value, when its writer knew it (an update, from its script's reply): the next update needs
+   * it, and counting it meant flattening the appended value each time.
+   */
+  private readonly shapes = new Map<string, ValueShape>();
   private units = 0;
 
   get(id: string): string | undefined {
     return this.values.get(id);
   }
 
-  /** The parsed form of `value` when it is the value kept for `id`. */
+  /**
+   * The parsed form of `value` when it is the value kept for `id`, or that value with changes appended since (another
+   * process's updates: only those are parsed, onto the kept form).
+   */
   envelopeOf(id: string, value: string): SessionEnvelope | undefined {
-    return this.values.get(id) === value ? this.envelopes.get(id) : undefined;
+    const kept = this.values.get(id);
+    if (kept === undefined) return undefined;
+    if (kept === value) return this.envelopes.get(id);
+    if (value.length <= kept.length || value[kept.length] !== CHANGE_SEPARATOR || !value.startsWith(kept))
+      return undefined;
+    const envelope = this.envelopes.get(id);
+    return envelope === undefined ? undefined : (applyChanges(envelope, value, kept.length) ?? undefined);
   }
 
-  set(id: string, value: string, envelope?: SessionEnvelope): void {
+  /** The shape of `id`'s kept value, when its writer knew it (see set). */
+  shapeOf(id: string): ValueShape | undefined {
+    return this.shapes.get(id);
+  }
+
+  set(id: string, value: string, envelope?: SessionEnvelope, shape?: ValueShape): void {
     // The same text read again (a session read more often than written): the kept string and parsed form stay. Storing
     // the new copy in this long-lived Map promoted it to V8's old generation on every read (GC 11 % of a read loop).
     if (envelope !== undefined && this.values.get(id) === value && this.envelopes.get(id) === envelope) return;
@@ -44,6 +66,7 @@ export class RecentValues {
     }
     this.values.set(id, value);
     if (envelope) this.envelopes.set(id, envelope);
+    if (shape !== undefined) this.shapes.set(id, shape);
     this.units += value.length;
   }
 
@@ -53,5 +76,6 @@ export class RecentValues {
     this.units -= old.length;
     this.values.delete(id);
     this.envelopes.delete(id);
+    this.shapes.delete(id);
   }
 }
