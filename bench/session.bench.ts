@@ -49,6 +49,8 @@ const PEER = 'connect-redis 9 (node-redis 5)';
 const OURS_EXACT = 'nestjs-redis-toolkit, touchAfter 0 (every get extends)';
 const OURS_STORE_EXACT = 'nestjs-redis-toolkit RedisSessionStore, touchAfter 0 (every get extends)';
 const OURS_AUTO = 'nestjs-redis-toolkit, own client with enableAutoPipelining';
+/** `session.appendUpdates`: an update appends its change instead of a compare-and-set of the whole session. */
+const OURS_APPEND = 'nestjs-redis-toolkit, appendUpdates (changes appended)';
 /** Over HTTP the like-for-like row is RedisSessionStore under express-session (OURS); this one is a variant. */
 const OURS_MIDDLEWARE = 'nestjs-redis-toolkit SessionMiddleware (no express-session)';
 const CONTROL = 'control: GET + EXPIRE on ioredis 6';
@@ -101,6 +103,15 @@ async function main(): Promise<void> {
     { logger: ['error'] },
   );
   const sessionsExact = nestExact.get(SessionService);
+  const nestAppend = await NestFactory.createApplicationContext(
+    RedisToolkitModule.forRoot({
+      connection: { url },
+      keyPrefix: prefix,
+      session: { appendUpdates: true, cookie: { secret: SECRET } },
+    }),
+    { logger: ['error'] },
+  );
+  const sessionsAppend = nestAppend.get(SessionService);
   // The same library with a client the user passes in ({ client }): ioredis with auto-pipelining.
   const autoClient = new Redis(url, { enableAutoPipelining: true, commandTimeout: 1_000, maxRetriesPerRequest: 0 });
   const nestAuto = await NestFactory.createApplicationContext(
@@ -131,6 +142,10 @@ async function main(): Promise<void> {
       return out;
     };
     const serviceIds = (await inChunks(SESSIONS, (i) => sessions.create(`user-${i % 100}`, payload(i)))).map(
+      (s) => s.id,
+    );
+    // sessions of their own: the compare-and-set rows would otherwise rewrite the changes this row appends
+    const appendIds = (await inChunks(SESSIONS, (i) => sessionsAppend.create(`user-${i % 100}`, payload(i)))).map(
       (s) => s.id,
     );
     const storeIds = Array.from({ length: SESSIONS }, () => generateSessionId());
@@ -171,6 +186,7 @@ async function main(): Promise<void> {
 
     const redisCpuUpdate = await redisCpuPerOps({
       [OURS]: async () => void (await sessions.update(pick(serviceIds), { views: ++counter })),
+      [OURS_APPEND]: async () => void (await sessionsAppend.update(pick(appendIds), { views: ++counter })),
       [OURS_STORE]: async () => {
         const i = pickIndex();
         await ourStore.set(storeIds[i], { ...stored(i), views: ++counter } as session.SessionData);
@@ -209,6 +225,7 @@ async function main(): Promise<void> {
       ],
       [OURS, 'update (store API)', () => sessions.update(pick(serviceIds), { views: ++counter })],
       [OURS_AUTO, 'update (store API)', () => sessionsAuto.update(pick(serviceIds), { views: ++counter })],
+      [OURS_APPEND, 'update (store API)', () => sessionsAppend.update(pick(appendIds), { views: ++counter })],
       [
         OURS_STORE,
         'update (store API)',
@@ -366,6 +383,7 @@ async function main(): Promise<void> {
           [`${op} — SessionService with touchAfter 0 (every get extends) ÷ connect-redis`, ratio(OURS_EXACT, op)],
           [`${op} — RedisSessionStore with touchAfter 0 ÷ connect-redis`, ratio(OURS_STORE_EXACT, op)],
           [`${op} — SessionService with enableAutoPipelining ÷ connect-redis`, ratio(OURS_AUTO, op)],
+          [`${op} — SessionService with appendUpdates ÷ connect-redis`, ratio(OURS_APPEND, op)],
           [`${op} — control (GET+EXPIRE on ioredis) ÷ connect-redis`, ratio(CONTROL, op)],
         ])
         .filter(([, value]) => value !== null),
@@ -385,6 +403,7 @@ async function main(): Promise<void> {
     await nodeRedis.quit().catch(() => undefined);
     await nestAuto.close();
     await nestExact.close();
+    await nestAppend.close();
     autoClient.disconnect();
     await nest.close();
     await redis.stop();
