@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { Command, type Redis } from 'ioredis';
 import { RedisReplyError, RedisSessionStore, SessionNotFoundError, SessionService } from '../../lib/index.js';
 import { RedisConnection } from '../../lib/advanced.js';
+import type { RedisClient } from '../../lib/common/lua-script.js';
 import { recordCommandCalls } from '../support/command-recorder.js';
 import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
 
@@ -32,16 +33,22 @@ const casExpectations = (calls: Calls): string[] => scriptCalls(calls, '2').map(
 /** The arguments of each call of the change script (session-change.lua) for one session (one key). */
 const changeCalls = (calls: Calls): string[][] => scriptCalls(calls, '1').map((c) => c.args.slice(3));
 
+/** A session created (its stored value and stamp), then updated once (the commands the update sent). */
+async function createAndUpdate(sessions: SessionService, client: RedisClient, key: (id: string) => string) {
+  const s = await sessions.create('ann', { a: 1, text: 'x'.repeat(300) });
+  const created = (await client.get(key(s.id)))!;
+  const stamp = STAMP.exec(created)?.[0];
+  expect(stamp).toBeDefined();
+  const { value, calls } = await recordCommandCalls(client, () => sessions.update(s.id, { b: 2 }));
+  expect(value.data).toEqual({ a: 1, text: 'x'.repeat(300), b: 2 });
+  return { s, created, stamp, calls };
+}
+
 describe.each(['single', 'cluster'] as const)('session writes on %s', (target) => {
   it('a write sends the stamp of the value it read, not the whole value, and stamps what it writes anew', async () => {
     const { sessions, client, prefix } = await sessionApp(target);
     const key = (id: string) => `${prefix}sess:{${id}}`;
-    const s = await sessions.create('ann', { a: 1, text: 'x'.repeat(300) });
-    const created = (await client.get(key(s.id)))!;
-    const stamp = STAMP.exec(created)?.[0];
-    expect(stamp).toBeDefined();
-    const { value, calls } = await recordCommandCalls(client, () => sessions.update(s.id, { b: 2 }));
-    expect(value.data).toEqual({ a: 1, text: 'x'.repeat(300), b: 2 });
+    const { s, created, stamp, calls } = await createAndUpdate(sessions, client, key);
     // the stamp alone: one GETRANGE of as many bytes from the end of the value
     expect(casExpectations(calls)).toEqual([stamp]);
     const written = (await client.get(key(s.id)))!;
@@ -55,12 +62,7 @@ describe.each(['single', 'cluster'] as const)('session writes on %s', (target) =
     const prefix = uniquePrefix();
     const { sessions, client } = await sessionApp(target, prefix, true);
     const key = (id: string) => `${prefix}sess:{${id}}`;
-    const s = await sessions.create('ann', { a: 1, text: 'x'.repeat(300) });
-    const created = (await client.get(key(s.id)))!;
-    const stamp = STAMP.exec(created)?.[0];
-    expect(stamp).toBeDefined();
-    const { value, calls } = await recordCommandCalls(client, () => sessions.update(s.id, { b: 2 }));
-    expect(value.data).toEqual({ a: 1, text: 'x'.repeat(300), b: 2 });
+    const { s, created, stamp, calls } = await createAndUpdate(sessions, client, key);
     // one call of the change script (one key): the largest value, the length in bytes of the value it knew, the
     // change, the expiry it extends to, and no whole session
     const sent = changeCalls(calls);
