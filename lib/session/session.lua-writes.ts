@@ -3,11 +3,30 @@ import { lastAccessOf, parseEnvelope, type RawSession, type SessionEnvelope } fr
 import type { SessionUserIndex } from './session.user-index.js';
 
 /**
- * The writes of sessions as single Lua scripts that decode the stored JSON with cjson: atomic, so they never lose a
- * race, but they cost Redis several times the CPU of the compare-and-set (session.records.ts), which falls back to
- * them only after losing CAS_ATTEMPTS races in a row.
+ * The writes of sessions that are one Lua script each: create, destroy and express-session's touch, and the merges
+ * that decode the stored JSON with cjson (update, express-session's set): atomic, so they never lose a race, but they
+ * cost Redis several times the CPU of the compare-and-set (session.records.ts), which falls back to them only after
+ * losing CAS_ATTEMPTS races in a row.
  */
 
+/** Creates a session unless its id exists or is tombstoned (SessionRecords.create). */
+export const createScript = LuaScript.fromFile<number>(
+  'rtk_sess_create',
+  new URL('./session-create.lua', import.meta.url),
+  2,
+);
+/** Deletes a session and leaves its tombstone (SessionRecords.destroy). */
+export const destroyScript = LuaScript.fromFile<string | null>(
+  'rtk_sess_destroy',
+  new URL('./session-destroy.lua', import.meta.url),
+  2,
+);
+/** express-session's touch (SessionRecords.storeTouch). */
+export const storeTouchScript = LuaScript.fromFile<number>(
+  'rtk_sess_store_touch',
+  new URL('./session-store-touch.lua', import.meta.url),
+  1,
+);
 /** The atomic merge in Lua. */
 const updateScript = LuaScript.fromFile<[string, number] | -1 | null>(
   'rtk_sess_update',

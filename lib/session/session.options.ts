@@ -61,6 +61,16 @@ export interface SessionOptions {
   cookie?: SessionCookieOptions;
 }
 
+/** What SessionRecords takes of the session options (SessionService passes its resolved ones). */
+export interface SessionRecordsOptions {
+  /** Largest stored session, bytes (default 1 MiB). */
+  maxSize?: number;
+  /** How long a touch is reused by this process's later reads of the session (none: every read touches). */
+  touchReuse?: TouchReuse;
+  /** `session.appendUpdates`: an update appends its change (see update). */
+  appendUpdates?: boolean;
+}
+
 /** Default and hard maximum of `session.maxSize`, bytes. */
 export const DEFAULT_SESSION_MAX_SIZE = 1_048_576;
 

@@ -1,23 +1,16 @@
-import { scanKeys } from '../common/bulk-keys.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { SessionTooLargeError } from '../common/errors.js';
-import { LuaScript, type RedisClient } from '../common/lua-script.js';
+import type { RedisClient } from '../common/lua-script.js';
 import type { TickBatcher } from '../common/tick-batcher.js';
 import {
   type CasReply,
   type CasWrite,
-  type ChangeReply,
-  type ChangeWrite,
-  changeBatcher,
   compareAndSetBatcher,
   plainReadBatcher,
   type TouchRead,
   touchReadBatcher,
 } from './session.batchers.js';
 import {
-  CHANGE_SEPARATOR,
-  changeCount,
-  changeText,
   checkSessionSize,
   checkSetsSize,
   expiryOf,
@@ -29,10 +22,12 @@ import {
   type RawSession,
   type SessionEnvelope,
 } from './session.envelope.js';
-import { DEFAULT_SESSION_MAX_SIZE } from './session.options.js';
+import { DEFAULT_SESSION_MAX_SIZE, type SessionRecordsOptions } from './session.options.js';
 import { RecentTouches, type TouchReuse } from './session.recent-touches.js';
-import { RecentValues, type ValueShape } from './session.recent-values.js';
-import { storeSetInLua, updateInLua } from './session.lua-writes.js';
+import { RecentValues } from './session.recent-values.js';
+import { createScript, destroyScript, storeSetInLua, storeTouchScript, updateInLua } from './session.lua-writes.js';
+import { SessionAppends } from './session.appends.js';
+import { SessionKeyScan } from './session.key-scan.js';
 import { expectedOf, isStamped, stampedJson } from './session.stamp.js';
 import { SessionUserIndex } from './session.user-index.js';
 import {
@@ -45,29 +40,8 @@ import {
 
 export { checkFieldName, encodeField, type RawSession, type SessionEnvelope } from './session.envelope.js';
 
-/** Feature name in keys: `<prefix>sess:{<id>}`, `<prefix>sess:{<id>}:gone`, `<prefix>sess:user:{<userId>}`. */
-
-const createScript = LuaScript.fromFile<number>('rtk_sess_create', new URL('./session-create.lua', import.meta.url), 2);
-const destroyScript = LuaScript.fromFile<string | null>(
-  'rtk_sess_destroy',
-  new URL('./session-destroy.lua', import.meta.url),
-  2,
-);
-const storeTouchScript = LuaScript.fromFile<number>(
-  'rtk_sess_store_touch',
-  new URL('./session-store-touch.lua', import.meta.url),
-  1,
-);
 /** Compare-and-set attempts before a write falls back to its atomic Lua script (it never loses, but decodes JSON). */
 const CAS_ATTEMPTS = 3;
-/**
- * With `appendUpdates`, an update that would append the 16th change to a session writes the merged session whole
- * instead (when the session is still the value this process knows): reads parse every change, so they must not pile
- * up. Measured on a prototype of the layout (docs/session.md, 50 callers updating 1,000 sessions): Redis CPU per update
- * 1.36x connect-redis's with a rewrite every 16 changes, 1.5x every 8, 1.8x every 4; a read parsed 1.9, 3.0 and 6.1 µs
- * at 0, 4 and 16 changes.
- */
-const CHANGES_BEFORE_REWRITE = 16;
 /**
  * The Redis side of sessions, shared by SessionService and RedisSessionStore so both use the same keys and layout.
  *
@@ -96,10 +70,12 @@ export class SessionRecords {
   private readonly recent = new RecentValues();
   /** Compare-and-set writes of one tick as one script call (on a cluster one pipeline per master). */
   private readonly writes: TickBatcher<CasWrite, CasReply | Error>;
-  /** Updates appended to sessions, those of one tick as one script call (on a cluster one pipeline per master). */
-  private readonly changes: TickBatcher<ChangeWrite, ChangeReply | Error>;
+  /** With `session.appendUpdates`: updates appended to sessions instead of compare-and-sets. */
+  private readonly appends: SessionAppends | undefined;
   /** Each user's index of session ids. */
   readonly index: SessionUserIndex;
+  /** Session ids and user index keys, found with SCAN (RedisSessionStore's all, ids, length, clear). */
+  readonly scan: SessionKeyScan;
   /** Updates of one session made while one is in flight: then written as one. */
   private readonly updates = new SessionWriteQueue<UpdatePatch, RawSession | null>(
     combineUpdates,
@@ -113,26 +89,30 @@ export class SessionRecords {
     (err) => err instanceof SessionTooLargeError,
   );
 
+  /** Largest stored session, bytes: checked here before a write is sent, and after a merge. */
+  private readonly maxSize: number;
+
   constructor(
     readonly client: RedisClient,
     keyPrefix: string,
-    /** Largest stored session, bytes: checked here before a write is sent, and after a merge. */
-    private readonly maxSize = DEFAULT_SESSION_MAX_SIZE,
-    /** How long a touch is reused by this process's later reads of the session (none: every read touches). */
-    touchReuse?: TouchReuse,
-    /** `session.appendUpdates`: an update appends its change (see update). */
-    private readonly appendUpdates = false,
+    options: SessionRecordsOptions = {},
   ) {
+    this.maxSize = options.maxSize ?? DEFAULT_SESSION_MAX_SIZE;
+    const touchReuse = options.touchReuse;
     this.keys = new KeyBuilder(keyPrefix);
     this.sessionHead = this.keys.tagHead(FEATURES.session);
     this.index = new SessionUserIndex(client, this.keys, (ids) => this.existing(ids));
+    this.scan = new SessionKeyScan(client, this.keys);
     this.touchReads = touchReadBatcher(client);
     if (touchReuse !== undefined) {
       this.plainReads = plainReadBatcher(client);
       this.touches = new RecentTouches(touchReuse);
     }
     this.writes = compareAndSetBatcher(client);
-    this.changes = changeBatcher(client, maxSize);
+    if (options.appendUpdates)
+      this.appends = new SessionAppends(client, this.maxSize, this.recent, this.touches, (id, raw) =>
+        this.parse(id, raw),
+      );
   }
 
   /** The compare-and-set script for one session (batched with the other writes of this tick). */
@@ -280,7 +260,7 @@ export class SessionRecords {
     let current = this.recent.get(id);
     let fresh = current === undefined;
     if (current === undefined) current = (await this.client.get(key)) ?? undefined;
-    let appending = this.appendUpdates;
+    let appends = this.appends;
     for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
       if (current === undefined) {
         this.recent.delete(id);
@@ -301,11 +281,11 @@ export class SessionRecords {
         return null;
       }
       const merged = mergeFields(envelope, sets, deletes);
-      if (appending && isStamped(current)) {
-        const written = await this.appendChange(id, key, current, merged, touch, sets, deletes, now);
+      if (appends && isStamped(current)) {
+        const written = await appends.append(id, key, current, merged, { touch, sets, deletes }, now);
         if (written !== 'rewrite') return written;
         // the changes would pass maxSize: merged and written whole, from the value there now
-        appending = false;
+        appends = undefined;
         current = (await this.client.get(key)) ?? undefined;
         fresh = true;
         continue;
@@ -330,82 +310,6 @@ export class SessionRecords {
     const merged = await updateInLua(this.client, key, this.maxSize, touch, sets, deletes);
     if (merged === 'too large') throw sessionTooLarge(this.maxSize, 'after the merge');
     return merged;
-  }
-
-  /**
-   * An update appended to a session whose value this process knows (`current`, stamped, parsed and merged into
-   * `merged`), or written whole in its place every CHANGES_BEFORE_REWRITE changes. Its touch extends the expiry
-   * (PEXPIREAT), unless this process extended it less than `touchAfter` ago, as a get would not. 'rewrite' when the
-   * change would take the stored value past `maxSize` (nothing was kept); SessionTooLargeError when the merged session
-   * is past it.
-   *
-   * Whether the session was still `current` is told by its length: an append adds to the end, so a value as long as
-   * `current` before it was `current`, unless another instance rewrote the session whole, at exactly that length, since
-   * this process read it. Then the Session returned is `current`'s merge (what is stored has the other write and this
-   * change: nothing is lost), and this process's next read or rewrite of it sees the difference. Checking the stamp
-   * too, per update, cost Redis a STRLEN and a GETRANGE inside the script (docs/session.md).
-   */
-  private async appendChange(
-    id: string,
-    key: string,
-    current: string,
-    merged: SessionEnvelope,
-    touch: boolean,
-    sets: [string, string][],
-    deletes: string[],
-    now: number,
-  ): Promise<RawSession | null | 'rewrite'> {
-    const change = changeText(sets, deletes);
-    // known when this process wrote `current` (an update): else counted, which flattens an appended value
-    const [length, changes, changeBytes] = this.recent.shapeOf(id) ?? shapeOf(current);
-    const changeLength = Buffer.byteLength(change);
-    let whole = '';
-    let jsonFrom = 0;
-    if (
-      length + changeLength > this.maxSize ||
-      changes + 1 >= CHANGES_BEFORE_REWRITE ||
-      // the changes longer than the session they change: reads would parse mostly superseded text
-      2 * (changeBytes + changeLength) > length + changeLength
-    ) {
-      const json = stampedJson(merged);
-      if (json.length * 3 > this.maxSize && Buffer.byteLength(json) > this.maxSize)
-        throw sessionTooLarge(this.maxSize, 'after the merge');
-      whole = `${expectedOf(current, length, changeBytes)} ${json}`;
-      jsonFrom = whole.length - json.length;
-    }
-    // a session without an idle ttl (t 0) keeps its key's expiry (none) even when touched
-    let expiry: number | 'keep' | 'skip' = 'keep';
-    const touchedUntil = touch && merged.t !== 0 ? this.touches?.expiryOf(id, merged.t, now) : undefined;
-    if (touchedUntil !== undefined) expiry = 'skip';
-    else if (touch && merged.t !== 0) expiry = Math.min(now + merged.t, merged.m);
-    const reply = await this.changes.add([key, length, change, expiry, whole]);
-    if (reply instanceof Error) throw reply;
-    const [result, at] = reply;
-    if (result === null) {
-      this.recent.delete(id);
-      return null;
-    }
-    if (result === -2) return 'rewrite';
-    let envelope = merged;
-    if (typeof result === 'number') {
-      // result: the value's new length in bytes
-      if (whole === '')
-        this.recent.set(id, current + change, merged, [result, changes + 1, changeBytes + changeLength]);
-      else this.recent.set(id, whole.slice(jsonFrom), merged, [result, 0, 0]);
-    } else {
-      // another write came first: the session as it is now, this change included
-      const stored = this.parse(id, result);
-      if (stored === null) {
-        this.recent.delete(id);
-        return null;
-      }
-      this.recent.set(id, result, stored);
-      envelope = stored;
-    }
-    // 0: the key has no expiry; the session still ends at its absolute deadline
-    const expiresAt = expiry === 'skip' ? Math.min(touchedUntil!, envelope.m) : at === 0 ? envelope.m : at;
-    if (typeof expiry === 'number') this.touches?.set(id, merged.t, now, expiresAt);
-    return { envelope, expiresAt, lastAccessedAt: touch ? now : lastAccessOf(envelope, expiresAt, now) };
   }
 
   /**
@@ -486,31 +390,4 @@ export class SessionRecords {
     const counts = await Promise.all(ids.map((id) => this.client.exists(this.sessionKey(id))));
     return counts.map((n) => n === 1);
   }
-
-  /** Pages of session ids, found with SCAN on every master (never KEYS). */
-  async *scanIds(count = 500): AsyncGenerator<string[]> {
-    const pattern = `${KeyBuilder.globEscape(this.sessionHead)}*}`;
-    for await (const found of scanKeys(this.client, pattern, count)) {
-      const ids = found
-        .map((k) => k.slice(this.sessionHead.length, -1))
-        .filter((id) => !id.includes('{') && !id.includes('}'));
-      if (ids.length > 0) yield ids;
-    }
-  }
-
-  /** Pages of user index keys (for clear()). */
-  scanUserIndexKeys(count = 500): AsyncGenerator<string[]> {
-    return scanKeys(
-      this.client,
-      `${KeyBuilder.globEscape(this.keys.featurePrefix(FEATURES.sessionUserIndex))}*`,
-      count,
-    );
-  }
-}
-
-/** A value's shape (RecentValues), counted. */
-function shapeOf(value: string): ValueShape {
-  const changes = changeCount(value);
-  const changeBytes = changes === 0 ? 0 : Buffer.byteLength(value.slice(value.indexOf(CHANGE_SEPARATOR)));
-  return [Buffer.byteLength(value), changes, changeBytes];
 }

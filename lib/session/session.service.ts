@@ -70,13 +70,7 @@ export class SessionService implements OnApplicationShutdown {
     keys: KeyBuilder,
     @Optional() private readonly pubsub?: PubSubService,
   ) {
-    this.records = new SessionRecords(
-      connection.client,
-      keys.prefix,
-      options.maxSize,
-      options.touchReuse,
-      options.appendUpdates,
-    );
+    this.records = new SessionRecords(connection.client, keys.prefix, options);
     // No `cause` on our errors: driver errors carry the command's arguments, and those hold session ids.
     this.failures = new FailurePolicy(connection, { feature: 'session', logger: this.logger, withCause: false });
     this.serializer = serializer;

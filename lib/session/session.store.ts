@@ -76,12 +76,10 @@ export class RedisSessionStore extends loadStoreBase() {
     this.disableTouch = options.disableTouch ?? false;
     this.disableTTL = options.disableTTL ?? false;
     this.touchOnGet = plainGetOption(options) === undefined;
-    this.records = new SessionRecords(
-      options.client,
-      options.prefix ?? DEFAULT_KEY_PREFIX,
-      options.maxSize,
-      touchReuseOf(options.touchAfter, this.touchOnGet),
-    );
+    this.records = new SessionRecords(options.client, options.prefix ?? DEFAULT_KEY_PREFIX, {
+      maxSize: options.maxSize,
+      touchReuse: touchReuseOf(options.touchAfter, this.touchOnGet),
+    });
     this.serializer = new SafeSerializer(options.serializer ?? new JsonSerializer());
     this.ttlFunction = typeof options.ttl === 'function' ? options.ttl : undefined;
     this.ttl = typeof options.ttl === 'number' ? options.ttl : SESSION_DEFAULTS.ttl;
@@ -180,7 +178,7 @@ export class RedisSessionStore extends loadStoreBase() {
   all<T extends StoreSessionData = StoredSession>(callback?: Callback<T[]>): Promise<T[]> {
     return settle(callback, async () => {
       const out: T[] = [];
-      for await (const page of this.records.scanIds(this.scanCount)) {
+      for await (const page of this.records.scan.ids(this.scanCount)) {
         const raws = await Promise.all(page.map((id) => this.records.read(id, undefined)));
         raws.forEach((raw, i) => {
           if (raw) out.push(Object.assign(this.toSessionData(raw), { id: page[i] }) as T);
@@ -193,7 +191,7 @@ export class RedisSessionStore extends loadStoreBase() {
   ids(callback?: Callback<string[]>): Promise<string[]> {
     return settle(callback, async () => {
       const out = new Set<string>();
-      for await (const page of this.records.scanIds(this.scanCount)) for (const id of page) out.add(id);
+      for await (const page of this.records.scan.ids(this.scanCount)) for (const id of page) out.add(id);
       return [...out];
     });
   }
@@ -208,14 +206,14 @@ export class RedisSessionStore extends loadStoreBase() {
    */
   clear(callback?: Callback<void>): Promise<void> {
     return settle(callback, async () => {
-      for await (const page of this.records.scanIds(this.scanCount)) {
+      for await (const page of this.records.scan.ids(this.scanCount)) {
         await unlinkMany(
           this.records.client,
           page.map((id) => this.records.sessionKey(id)),
         );
         await this.revoke(page);
       }
-      for await (const page of this.records.scanUserIndexKeys(this.scanCount))
+      for await (const page of this.records.scan.userIndexKeys(this.scanCount))
         await unlinkMany(this.records.client, page);
     });
   }
