@@ -17,9 +17,7 @@
 -- over another value, the value now (this change included); nil when the session is gone; -2 when the change would
 -- pass ARGV[1] (nothing kept); or the error of that write alone (redis.pcall: a key of another type, or a write
 -- refused for memory, fails only its own write). Second, the key's expiry (epoch ms; 0: none; -1 with 'skip').
-local function failed(reply)
-  return type(reply) == 'table' and reply.err ~= nil
-end
+-- failed(reply): session-holds.lua, in front of this file
 
 local function expiryAfter(key, expiry)
   if expiry == 'skip' then return -1 end

@@ -10,9 +10,7 @@
 -- try again; -1 when tombstoned; or the error of that write alone (redis.pcall: a key holding another type, or a write
 -- refused for memory, fails only its own write, never the others). Flat replies, not a table per write: a table each
 -- cost Redis ~0.6 µs more per write (INFO commandstats, batches of 16 ~500-byte sessions, Redis 7.0).
-local function failed(reply)
-  return type(reply) == 'table' and reply.err ~= nil
-end
+-- failed(reply): session-holds.lua, in front of this file
 
 local function compareAndSet(key, tombstone, expected, value, expiry)
   local cur

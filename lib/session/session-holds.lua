@@ -9,11 +9,17 @@
 -- - '{"v":"/<token>"<length>': the stamp an earlier version wrote at the head, and the length.
 -- Returns true or false (a missing key: false), the error reply of a key of another type, or nil when `expected` is
 -- no stamp (the caller compares the whole value).
+
+-- Whether a redis.pcall reply is an error reply (a key of another type, a write refused for memory).
+local function failed(reply)
+  return type(reply) == 'table' and reply.err ~= nil
+end
+
 local function holds(key, expected)
   if string.byte(expected, 1) == 34 then
     if string.byte(expected, -1) == 125 then
       local got = redis.pcall('GETRANGE', key, -#expected, -1)
-      if type(got) == 'table' then return got end
+      if failed(got) then return got end
       return got == expected
     end
     local at = string.find(expected, '}@', 7, true)
@@ -22,14 +28,14 @@ local function holds(key, expected)
     local colon = string.find(expected, ':', at + 2, true)
     local stamp_end = tonumber(string.sub(expected, at + 2, colon - 1))
     local size = redis.pcall('STRLEN', key)
-    if type(size) == 'table' then return size end
+    if failed(size) then return size end
     return size == tonumber(string.sub(expected, colon + 1))
       and redis.call('GETRANGE', key, stamp_end - #stamp, stamp_end - 1) == stamp
   end
   local head, head_length = string.match(expected, '^({"v":"/[^"]*")(%d+)$')
   if head then
     local size = redis.pcall('STRLEN', key)
-    if type(size) == 'table' then return size end
+    if failed(size) then return size end
     return size == tonumber(head_length) and redis.call('GETRANGE', key, 0, #head - 1) == head
   end
   return nil

@@ -139,7 +139,7 @@ function parseChange(text: string): { d: Record<string, string>; x?: string[] } 
 }
 
 /** A field set on a data object: an own field even when named `__proto__`, never the prototype. */
-function setField(d: Record<string, string>, name: string, value: string): void {
+function setField<T>(d: Record<string, T>, name: string, value: T): void {
   if (name === '__proto__')
     Object.defineProperty(d, name, { value, enumerable: true, writable: true, configurable: true });
   else d[name] = value;
@@ -189,13 +189,8 @@ export function encodeSessionData(serializer: Serializer, data: SessionData, wha
 export function decodeFields(serializer: Serializer, fields: Record<string, string>): Record<string, unknown> {
   // A loop, not Object.fromEntries(Object.entries(...).map(...)): this runs on every read (15 % of a read's CPU).
   const data: Record<string, unknown> = {};
-  for (const name in fields) {
-    const value = serializer.deserialize(fields[name]);
-    // own data property even for "__proto__" (as fromEntries would), never the prototype
-    if (name === '__proto__')
-      Object.defineProperty(data, name, { value, enumerable: true, writable: true, configurable: true });
-    else data[name] = value;
-  }
+  // own data property even for "__proto__" (as fromEntries would), never the prototype
+  for (const name in fields) setField(data, name, serializer.deserialize(fields[name]));
   return data;
 }
 
