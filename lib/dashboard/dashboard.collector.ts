@@ -101,8 +101,13 @@ export class DashboardCollector {
     this.ownPublishes++;
   }
 
-  /** The frame of the interval since the previous call (or the start), and a fresh interval. */
-  frame(instance: string, sample: { redis: RedisSample | null; activeSessions: number | null }, at = Date.now()) {
+  /**
+   * The frame of the interval since the previous call (or the start), and a fresh interval. Its `at` is always after
+   * the previous frame's, even when two frames are made in one millisecond or the clock steps back: every instance
+   * keeps only a frame newer than that instance's last (DashboardAggregator.add), so an equal `at` lost its counts.
+   */
+  frame(instance: string, sample: { redis: RedisSample | null; activeSessions: number | null }, now = Date.now()) {
+    const at = Math.max(now, this.lastAt + 1);
     const { hits, staleHits, misses } = this.cache.stats();
     const last = this.lastCache;
     const { held, waiting } = this.locks.activity();

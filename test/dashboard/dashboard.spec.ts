@@ -20,6 +20,7 @@ import {
   type RedisToolkitDashboardOptions,
 } from '../../lib/dashboard/index.js';
 import { DashboardAggregator, MAX_INSTANCES } from '../../lib/dashboard/dashboard.aggregator.js';
+import { DashboardCollector } from '../../lib/dashboard/dashboard.collector.js';
 import { DASHBOARD_CHANNEL } from '../../lib/dashboard/dashboard.service.js';
 import { Ring, sumFrames } from '../../lib/dashboard/dashboard.frame.js';
 import { closeToolkitApps, createToolkitApp, PLATFORMS, type Platform } from '../support/toolkit-app.js';
@@ -387,6 +388,18 @@ describe('bounded buffers and sums (pure)', () => {
     expect(ring.toArray()).toEqual([5, 6, 7]);
     expect(ring.last()).toBe(7);
     expect(ring.length).toBe(3);
+  });
+
+  it('gives each frame of an instance a later `at`, so none is dropped as a repeat', () => {
+    // CI, 2026-12-05: five tick() calls in a row kept 2 frames of 3, frames made in the same millisecond.
+    const cache = { stats: () => ({ hits: 0, staleHits: 0, misses: 0, graceHits: 0, loads: 0, errors: 0, hitRatio: 0 }) };
+    const locks = { activity: () => ({ held: 0, waiting: 0 }) };
+    const collector = new DashboardCollector(cache, locks, 1_000);
+    const agg = new DashboardAggregator({ history: 10, intervalMs: 1_000, instanceTtlMs: 5_000 }, 'a#000000');
+    const sample = { redis: null, activeSessions: null };
+    const frames = [2_000, 2_000, 2_000, 1_500].map((now) => collector.frame('a#000000', sample, now));
+    expect(frames.map((f) => f.at)).toEqual([2_000, 2_001, 2_002, 2_003]);
+    expect(frames.map((f) => agg.add(f, 2_000))).toEqual([true, true, true, true]);
   });
 
   it('keeps `history` frames per instance and of the sum', async () => {
