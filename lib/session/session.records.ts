@@ -23,7 +23,7 @@ import {
   type SessionEnvelope,
 } from './session.envelope.js';
 import { DEFAULT_SESSION_MAX_SIZE, type SessionRecordsOptions } from './session.options.js';
-import { RecentTouches, type TouchReuse } from './session.recent-touches.js';
+import { RecentTouches } from './session.recent-touches.js';
 import { RecentValues } from './session.recent-values.js';
 import { createScript, destroyScript, storeSetInLua, storeTouchScript, updateInLua } from './session.lua-writes.js';
 import { SessionAppends } from './session.appends.js';

@@ -48,7 +48,7 @@ describe.each(['single', 'cluster'] as const)('session writes on %s', (target) =
   it('a write sends the stamp of the value it read, not the whole value, and stamps what it writes anew', async () => {
     const { sessions, client, prefix } = await sessionApp(target);
     const key = (id: string) => `${prefix}sess:{${id}}`;
-    const { s, created, stamp, calls } = await createAndUpdate(sessions, client, key);
+    const { s, stamp, calls } = await createAndUpdate(sessions, client, key);
     // the stamp alone: one GETRANGE of as many bytes from the end of the value
     expect(casExpectations(calls)).toEqual([stamp]);
     const written = (await client.get(key(s.id)))!;
