@@ -1,8 +1,9 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
-import { PubSubService } from '../../lib/index.js';
+import { PubSubService, RedisUnavailableError } from '../../lib/index.js';
 import { type MessageMeta, RedisConnection } from '../../lib/advanced.js';
 import { countSocketWrites, recordCommands } from '../support/command-recorder.js';
+import { ownedBy, useDisposableCluster } from '../support/disposable-cluster.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 import { waitFor } from '../support/wait.js';
 
@@ -43,5 +44,36 @@ describe.each(['sharded', 'classic'] as const)('publishes on a cluster (%s), bat
     expect(value.commands.filter((c) => c === 'spublish' || c === 'publish')).toHaveLength(mode === 'sharded' ? 30 : 0);
     expect(await waitFor(() => [...got.values()].every((ns) => ns.length === 3), 3_000)).toBe(true);
     for (const ns of got.values()) expect(ns).toEqual([0, 1, 2]);
+  });
+});
+
+describe('sharded publishes when a cluster master dies', () => {
+  const cluster = useDisposableCluster();
+
+  it('a turn of publishes fails only those on the dead master; the others are counted', async () => {
+    const keyPrefix = `psb${uid()}:`;
+    const app = await createToolkitApp({ keyPrefix, target: { cluster: cluster().startupNodes }, commandTimeout: 300 });
+    const publisher = app.get(PubSubService);
+    expect(publisher.isSharded).toBe(true);
+    const channels = Array.from({ length: 12 }, (_, i) => `dead-${i}`);
+    for (const channel of channels) await publisher.publish(channel, 0); // every master's connection ready
+    const victim = cluster().masters[0];
+    const onVictim = await ownedBy(
+      victim,
+      channels.map((c) => `${keyPrefix}ps:${c}`),
+    );
+    expect(onVictim.filter(Boolean).length).toBeGreaterThan(0);
+    expect(onVictim.filter(Boolean).length).toBeLessThan(channels.length);
+    await victim.kill();
+    const settled = await Promise.allSettled(
+      channels.flatMap((c) => [publisher.publish(c, 1), publisher.publish(c, 2)]),
+    );
+    expect(settled.map((r) => r.status)).toEqual(
+      onVictim.flatMap((dead) => (dead ? ['rejected', 'rejected'] : ['fulfilled', 'fulfilled'])),
+    );
+    for (const r of settled) {
+      if (r.status === 'fulfilled') expect(r.value).toBe(0);
+      else expect(r.reason).toBeInstanceOf(RedisUnavailableError);
+    }
   });
 });
