@@ -1,7 +1,7 @@
 -- Updates of sessions, one or many in one call (the updates of one tick on a single server): each appends the fields
 -- it changes to the session's value (APPEND), so concurrent updates never lose one another and no JSON is decoded or
--- compared; every few changes the caller sends the whole merged session instead, written only if the session still
--- holds exactly the value the caller knows (its compaction), else the change is appended as usual.
+-- compared; every few changes the caller sends the whole merged session instead (its compaction), written when the
+-- value still begins with the value the caller knows (rewritten, see heldUpTo), else the change is appended as usual.
 -- ARGV[1] the largest value in bytes: a change that would take the value past it is not kept (reply -2; the caller
 -- merges and rewrites the session, see session.records.ts).
 -- Write i: KEYS[i] session; ARGV[4i-2] the length in bytes of the value the caller knows, ARGV[4i-1] the change (a
@@ -11,12 +11,14 @@
 -- a space, then that session: written only when the value is still the known one, else the change is appended.
 -- Never creates a session: a change appended to an absent key (expired, destroyed) is deleted at once, in this
 -- script, so a late update cannot bring it back.
--- Returns two values per write, flat (a table per write costs Redis more): first, when written and the value before
--- was as long as the known one, the new length (an append adds to the end: the known value is still in front, unless
--- another instance rewrote the session whole at exactly that length meanwhile: see session.records.ts); when written
--- over another value, the value now (this change included); nil when the session is gone; -2 when the change would
--- pass ARGV[1] (nothing kept); or the error of that write alone (redis.pcall: a key of another type, or a write
--- refused for memory, fails only its own write). Second, the key's expiry (epoch ms; 0: none; -1 with 'skip').
+-- Returns two values per write, flat (a table per write costs Redis more): first, the new length when the value now is
+-- the known one with this change (appended, the value before as long as the known one: unless another instance
+-- rewrote the session whole at exactly that length meanwhile, see session.appends.ts; or the merged session written
+-- over exactly the known value); the value now (this change included) when anything else was there, and always when
+-- a rewrite asked for was refused (so the caller's next one is made from what is there); nil when the session is
+-- gone; -2 when the change would pass ARGV[1] (nothing kept); or the error of that write alone (redis.pcall: a key of
+-- another type, or a write refused for memory, fails only its own write). Second, the key's expiry (epoch ms; 0:
+-- none; -1 with 'skip').
 -- failed(reply): session-holds.lua, in front of this file
 
 local function expiryAfter(key, expiry)
@@ -29,23 +31,59 @@ local function expiryAfter(key, expiry)
   return tonumber(expiry)
 end
 
+-- Whether the session still begins with the value the caller knows (`expected`: what session.stamp.ts's expectedOf
+-- made of it, `length` its length in bytes): its stamp where the caller saw it, and the value at least that long. An
+-- update only appends and every other write drops the stamp (or writes a new one), so what follows it is changes
+-- appended since, by any instance. Returns the known length and the value's length; false; the error reply of a key
+-- of another type; or nil for a value without a stamp (compared whole: holds, session-holds.lua).
+local function heldUpTo(key, expected, length)
+  local stamp_end, head = length, nil
+  if string.byte(expected, 1) == 34 and string.byte(expected, -1) ~= 125 then
+    local at = string.find(expected, '}@', 7, true)
+    if not at then return nil end
+    local colon = string.find(expected, ':', at + 2, true)
+    stamp_end, length = tonumber(string.sub(expected, at + 2, colon - 1)), tonumber(string.sub(expected, colon + 1))
+    expected = string.sub(expected, 1, at)
+  elseif string.byte(expected, 1) ~= 34 then
+    head = string.match(expected, '^({"v":"/[^"]*")%d+$')
+    if not head then
+      local held = holds(key, expected)
+      if held then return length, length end
+      return held
+    end
+    expected, stamp_end = head, #head
+  end
+  local size = redis.pcall('STRLEN', key)
+  if failed(size) then return size end
+  if size < length or redis.call('GETRANGE', key, stamp_end - #expected, stamp_end - 1) ~= expected then return false end
+  return length, size
+end
+
 local function change(key, length, text, expiry, whole, limit)
+  length = tonumber(length)
+  local refused = false
   if whole ~= '' then
     local space = string.find(whole, ' ', 1, true)
-    local held = holds(key, string.sub(whole, 1, space - 1)) -- session-holds.lua, in front of this file
-    if failed(held) then return held, 0 end
-    if held then
-      local json = string.sub(whole, space + 1)
+    local known, size = heldUpTo(key, string.sub(whole, 1, space - 1), length)
+    if failed(known) then return known, 0 end
+    if known then
+      -- changes appended since by others go behind the merged session, then this change again (a change sets or
+      -- deletes fields: applied twice it gives the same), so a field set by both ends as this later write set it
+      local value = string.sub(whole, space + 1)
+      if size > known then value = value .. redis.call('GETRANGE', key, known, -1) .. text end
+      if #value > limit then return -2, 0 end
       local written
       if expiry == 'skip' or expiry == 'keep' then
-        written = redis.pcall('SET', key, json, 'KEEPTTL')
-        if failed(written) then return written, 0 end
-        return #json, expiryAfter(key, expiry)
+        written = redis.pcall('SET', key, value, 'KEEPTTL')
+      else
+        written = redis.pcall('SET', key, value, 'PXAT', expiry)
       end
-      written = redis.pcall('SET', key, json, 'PXAT', expiry)
       if failed(written) then return written, 0 end
-      return #json, tonumber(expiry)
+      local at = (expiry == 'skip' or expiry == 'keep') and expiryAfter(key, expiry) or tonumber(expiry)
+      if size > known then return value, at end
+      return #value, at
     end
+    refused = true
   end
   local size = redis.pcall('APPEND', key, text)
   if failed(size) then return size, 0 end
@@ -60,7 +98,7 @@ local function change(key, length, text, expiry, whole, limit)
     return -2, 0
   end
   local at = expiryAfter(key, expiry)
-  if size == tonumber(length) + #text then return size, at end
+  if not refused and size == length + #text then return size, at end
   return redis.call('GET', key), at
 end
 

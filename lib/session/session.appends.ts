@@ -6,7 +6,6 @@ import {
   changeCount,
   changeText,
   lastAccessOf,
-  sessionTooLarge,
   type RawSession,
   type SessionEnvelope,
 } from './session.envelope.js';
@@ -45,10 +44,13 @@ export class SessionAppends {
 
   /**
    * An update appended to a session whose value this process knows (`current`, stamped, parsed and merged into
-   * `merged`), or written whole in its place every CHANGES_BEFORE_REWRITE changes. Its touch extends the expiry
-   * (PEXPIREAT), unless this process extended it less than `touchAfter` ago, as a get would not. 'rewrite' when the
-   * change would take the stored value past `maxSize` (nothing was kept); SessionTooLargeError when the merged session
-   * is past it.
+   * `merged`), or written whole in its place every CHANGES_BEFORE_REWRITE changes: the merged session, then the changes
+   * other instances appended since `current` and this change again (session-change.lua), so two instances that update
+   * a session in turn, each one change behind the other, still get it rewritten. A rewrite refused (another instance
+   * rewrote the session meanwhile) appends the change and answers the value there now, which the next rewrite is made
+   * from. Its touch extends the expiry (PEXPIREAT), unless this process extended it less than `touchAfter` ago, as a
+   * get would not. 'rewrite' when the change or the merged session would take the stored value past `maxSize`
+   * (nothing was kept).
    *
    * Whether the session was still `current` is told by its length: an append adds to the end, so a value as long as
    * `current` before it was `current`, unless another instance rewrote the session whole, at exactly that length, since
@@ -76,9 +78,9 @@ export class SessionAppends {
       // the changes longer than the session they change: reads would parse mostly superseded text
       2 * (changeBytes + changeLength) > length + changeLength
     ) {
+      // past maxSize the script keeps nothing and answers so ('rewrite'): SessionRecords merges again from the value
+      // there now, which may be smaller than `current` (another instance deleted fields), and throws only then
       const json = stampedJson(merged);
-      if (json.length * 3 > this.maxSize && Buffer.byteLength(json) > this.maxSize)
-        throw sessionTooLarge(this.maxSize, 'after the merge');
       whole = `${expectedOf(current, length, changeBytes)} ${json}`;
       jsonFrom = whole.length - json.length;
     }

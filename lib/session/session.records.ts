@@ -292,8 +292,15 @@ export class SessionRecords {
       }
       const json = stampedJson(merged);
       // (UTF-8 is at most 3 bytes per UTF-16 unit: most sessions need no count)
-      if (json.length * 3 > this.maxSize && Buffer.byteLength(json) > this.maxSize)
+      if (json.length * 3 > this.maxSize && Buffer.byteLength(json) > this.maxSize) {
+        // merged into the value this process last saw: another instance may have made the session smaller since
+        if (!fresh) {
+          current = (await this.client.get(key)) ?? undefined;
+          fresh = true;
+          continue;
+        }
         throw sessionTooLarge(this.maxSize, 'after the merge');
+      }
       // a session without an idle ttl (t 0) keeps its key's expiry (none) even when touched
       const expiry = touch && merged.t !== 0 ? Math.min(now + merged.t, merged.m) : 'keep';
       const reply = await this.compareAndSet(id, current, json, expiry);
