@@ -41,7 +41,10 @@ export class TickBatcher<TItem, TResult> {
 
   add(item: TItem): Promise<TResult> {
     return new Promise((resolve, reject) => {
-      if (this.pending.length >= this.maxPerCall) this.flush();
+      // full: sent at once, so Redis works on it while this turn goes on; in a SharedTurn it waits for the turn's end
+      // instead, where the batchers that joined it before this one send first (a lock's releases before its
+      // acquisitions: sent at once, acquisitions past the first call's worth reached Redis before the turn's releases)
+      if (this.pending.length >= this.maxPerCall && !this.turn) this.flush();
       this.pending.push({ item, resolve, reject });
       if (this.turn) this.turn.schedule();
       else if (!this.scheduled) {
@@ -54,11 +57,20 @@ export class TickBatcher<TItem, TResult> {
     });
   }
 
-  /** Sends what this turn collected so far now, instead of at the end of the turn (see sendingAfter). */
+  /**
+   * Sends what this turn collected so far now, instead of at the end of the turn (see sendingAfter), in calls of at
+   * most `maxPerCall`, in order.
+   */
   flush(): void {
-    const batch = this.pending;
-    if (batch.length === 0) return;
+    const all = this.pending;
+    if (all.length === 0) return;
     this.pending = [];
+    if (all.length <= this.maxPerCall) this.send(all);
+    else
+      for (let from = 0; from < all.length; from += this.maxPerCall) this.send(all.slice(from, from + this.maxPerCall));
+  }
+
+  private send(batch: { item: TItem; resolve: (r: TResult) => void; reject: (err: unknown) => void }[]): void {
     if (batch.length === 1) {
       const [only] = batch;
       this.sender.one(only.item).then(only.resolve, only.reject);
@@ -108,7 +120,8 @@ export function sendingAfter<TItem, TResult>(
 /**
  * Batchers of one connection flushed together at the end of a turn, in the order they joined, with the socket corked
  * meanwhile: their commands leave in one write (one system call here, one read for Redis) instead of one each. A
- * batcher that fills up (`maxPerCall`) still sends at once.
+ * batcher that fills up (`maxPerCall`) sends its calls at the end of the turn too, in calls of `maxPerCall`: were it
+ * to send at once, its first calls would leave ahead of those of the batchers before it.
  */
 export class SharedTurn {
   private readonly batchers: { flush(): void }[] = [];

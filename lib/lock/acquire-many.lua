@@ -58,7 +58,11 @@ for i = 1, #KEYS / 3 do
           floor = server_clock()
         end
         if redis.pcall('ZADD', waiting, 'NX', floor, member) == 1 then
-          redis.call('PEXPIRE', waiting, ttl)
+          -- the set lives as long as its longest wait needs: a later wait with a shorter ttl must not cut it (the
+          -- earlier waiters' entries went with the set, and a release granted the later one first)
+          if redis.call('PTTL', waiting) < tonumber(ttl) then
+            redis.call('PEXPIRE', waiting, ttl)
+          end
         end
       end
       out[i] = 0
