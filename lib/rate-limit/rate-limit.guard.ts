@@ -142,12 +142,14 @@ export class RateLimitGuard implements CanActivate {
     // APP_GUARD plus a guard on the controller run for one request: each counter is charged once, but every counter
     // either guard names is charged (a second guard with its own counter is not skipped).
     if (res) {
-      const pending = this.unchargedChecks(req, checks);
+      const pending = this.unchargedChecks(chargeScopeOf(context, req), checks);
       if (pending.length === 0) return true;
       checks.splice(0, checks.length, ...pending);
     }
 
     let decision: RateLimitDecision;
+    // before the call: a charge's window (resetMs) is timed from here, so it is never thought open longer than it is
+    const chargedAt = performance.now();
     try {
       decision = await this.rateLimit.consumeAll(checks, failOpen === undefined ? {} : { failOpen });
     } catch (err) {
@@ -160,7 +162,11 @@ export class RateLimitGuard implements CanActivate {
         res,
         checks
           .filter((c) => refunds.has(c))
-          .map((c) => ({ check: c, options: refunds.get(c) as NamedThrottleOptions })),
+          .map((c) => ({
+            check: c,
+            options: refunds.get(c) as NamedThrottleOptions,
+            openUntil: chargedAt + (decision.results.find((r) => r.name === c.name)?.resetMs ?? 0),
+          })),
       );
     }
     if (!decision.allowed) {
@@ -173,18 +179,26 @@ export class RateLimitGuard implements CanActivate {
 
   /**
    * skipSuccessfulRequests / skipFailedRequests: once the response is sent (or the connection closed before), gives
-   * the charge of those policies back. A refund that fails is logged by the service (its failure policy), never thrown.
+   * the charge of those policies back, while the charge still counts (`openUntil`: the window it was made in, or the
+   * time its token or log entry takes to come back). A later refund would be taken from the charges made since (a
+   * request that outlived its window: its refund freed a unit of the next window's, and a full window admitted one
+   * more). A refund that fails is logged by the service (its failure policy), never thrown.
    */
-  private refundOnFinish(res: ThrottledResponse, refunds: { check: RateLimitCheck; options: NamedThrottleOptions }[]) {
+  private refundOnFinish(
+    res: ThrottledResponse,
+    refunds: { check: RateLimitCheck; options: NamedThrottleOptions; openUntil: number }[],
+  ) {
     const raw = (res as { raw?: NodeResponse }).raw ?? (res as NodeResponse);
     if (typeof raw.once !== 'function') return;
     let settled = false;
     const settle = (success: boolean) => {
       if (settled) return;
       settled = true;
-      for (const { check, options } of refunds) {
+      const now = performance.now();
+      for (const { check, options, openUntil } of refunds) {
         const cost = check.policy.cost ?? 1;
         if (cost === 0 || !(success ? options.skipSuccessfulRequests : options.skipFailedRequests)) continue;
+        if (now >= openUntil) continue;
         this.rateLimit.reward(check.key, cost, check.policy, check.scope).catch(() => undefined);
       }
     };
@@ -192,10 +206,10 @@ export class RateLimitGuard implements CanActivate {
     raw.once('close', () => settle(false));
   }
 
-  /** The checks whose counter no guard has charged yet for this HTTP request; marks them charged. */
-  private unchargedChecks(req: ThrottledRequest, checks: RateLimitCheck[]): RateLimitCheck[] {
-    let charged = chargedCounters.get(req);
-    if (!charged) chargedCounters.set(req, (charged = new Set()));
+  /** The checks whose counter no guard has charged yet for this call (chargeScopeOf); marks them charged. */
+  private unchargedChecks(scope: object, checks: RateLimitCheck[]): RateLimitCheck[] {
+    let charged = chargedCounters.get(scope);
+    if (!charged) chargedCounters.set(scope, (charged = new Set()));
     const pending: RateLimitCheck[] = [];
     for (const check of checks) {
       const algorithm = check.policy.algorithm ?? this.options.defaults.algorithm;
@@ -333,6 +347,17 @@ interface NodeResponse {
 
 /** Per HTTP request, the counters (Redis keys) some RateLimitGuard already charged. */
 const chargedCounters = new WeakMap<object, Set<string>>();
+
+/**
+ * What one charge of a counter covers: the HTTP request, or in GraphQL one resolution of a field (its `info`, unique
+ * per resolution). Every field of a query is a guard run on the same request: keyed by the request, a query asking for
+ * a limited resolver under 5 aliases ran it 5 times for one charge, and ran the aliases after a refused one.
+ */
+function chargeScopeOf(context: ExecutionContext, req: object): object {
+  if (context.getType<string>() !== 'graphql') return req;
+  const info: unknown = context.getArgByIndex(3);
+  return typeof info === 'object' && info !== null ? info : req;
+}
 
 async function resolve<T>(value: Resolvable<T> | undefined, context: ExecutionContext): Promise<T> {
   return (typeof value === 'function' ? await (value as (c: ExecutionContext) => T | Promise<T>)(context) : value) as T;
