@@ -88,32 +88,33 @@ const held = (name: string | undefined): Promise<void> =>
 
 const ROLLOVER_TTL = 1_000;
 
+/** The roll routes' handler: held until its gate opens (x-hold), then a success with x-ok, else a failure (401). */
+async function heldAnswer(hold: string | undefined, ok: string | undefined): Promise<string> {
+  await held(hold);
+  if (!ok) throw new UnauthorizedException();
+  return 'ok';
+}
+
 @Controller('h')
 @UseGuards(RateLimitGuard)
 class HostileController {
   // skipSuccessfulRequests: a failure (401, no x-ok) is charged, a success refunded
   @Get('roll/fixed')
   @Throttle({ limit: 2, ttl: ROLLOVER_TTL, algorithm: 'fixed-window', skipSuccessfulRequests: true, key: userOf })
-  async rollFixed(@Headers('x-hold') hold?: string, @Headers('x-ok') ok?: string): Promise<string> {
-    await held(hold);
-    if (!ok) throw new UnauthorizedException();
-    return 'ok';
+  rollFixed(@Headers('x-hold') hold?: string, @Headers('x-ok') ok?: string): Promise<string> {
+    return heldAnswer(hold, ok);
   }
 
   @Get('roll/sliding')
   @Throttle({ limit: 2, ttl: ROLLOVER_TTL, algorithm: 'sliding-window', skipSuccessfulRequests: true, key: userOf })
-  async rollSliding(@Headers('x-hold') hold?: string, @Headers('x-ok') ok?: string): Promise<string> {
-    await held(hold);
-    if (!ok) throw new UnauthorizedException();
-    return 'ok';
+  rollSliding(@Headers('x-hold') hold?: string, @Headers('x-ok') ok?: string): Promise<string> {
+    return heldAnswer(hold, ok);
   }
 
   @Get('roll/bucket')
   @Throttle({ limit: 2, ttl: ROLLOVER_TTL, algorithm: 'token-bucket', skipSuccessfulRequests: true, key: userOf })
-  async rollBucket(@Headers('x-hold') hold?: string, @Headers('x-ok') ok?: string): Promise<string> {
-    await held(hold);
-    if (!ok) throw new UnauthorizedException();
-    return 'ok';
+  rollBucket(@Headers('x-hold') hold?: string, @Headers('x-ok') ok?: string): Promise<string> {
+    return heldAnswer(hold, ok);
   }
 
   @Get('slow-success')

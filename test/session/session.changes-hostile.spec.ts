@@ -22,6 +22,18 @@ import { ownedBy, useDisposableCluster } from '../support/disposable-cluster.js'
 afterEach(closeToolkitApps);
 
 /**
+ * Another instance's whole rewrite of `known` (a session `{ a: 'aaaa', ... }`), with its own stamp and exactly as long:
+ * `a` changed to 'zzzz'.
+ */
+function equalLengthRewrite(known: string): string {
+  const stamp = /"v":"\/([A-Za-z0-9_-]+)"\}$/.exec(known)!;
+  return `${known.slice(0, stamp.index)}"v":"/${'Q'.repeat(stamp[1].length)}"}`.replace(
+    '"a":"\\"aaaa\\""',
+    '"a":"\\"zzzz\\""',
+  );
+}
+
+/**
  * An adversarial review of `session.appendUpdates` (lib/session/session-change.lua, session.appends.ts): concurrent
  * instances, instances with and without the option side by side, hostile field names and values, maxSize edges,
  * expiry, Redis failures and clusters. Every test asserts the exact data stored, read by a process that never saw
@@ -119,12 +131,7 @@ describe.each(['single', 'cluster'] as const)('appendUpdates, two instances on %
     const id = key.slice(key.indexOf('{') + 1, -1);
     expect((await one.sessions.get(id))!.data).toEqual({ a: 'aaaa', b: 1 });
     const known = (await one.client.get(key))!;
-    // another instance's whole rewrite (its own stamp), as long as the value `one` knows: a changed to 'zzzz'
-    const stamp = /"v":"\/([A-Za-z0-9_-]+)"\}$/.exec(known)!;
-    const other = `${known.slice(0, stamp.index)}"v":"/${'Q'.repeat(stamp[1].length)}"}`.replace(
-      '"a":"\\"aaaa\\""',
-      '"a":"\\"zzzz\\""',
-    );
+    const other = equalLengthRewrite(known);
     expect(other.length).toBe(known.length);
     expect(other).not.toBe(known);
     await one.client.set(key, other, 'KEEPTTL');
@@ -145,13 +152,7 @@ describe.each(['single', 'cluster'] as const)('appendUpdates, two instances on %
     const id = (await one.sessions.create('ann', { a: 'aaaa', b: 1 })).id;
     const key = keyOf(prefix, id);
     expect((await one.sessions.get(id))!.data).toEqual({ a: 'aaaa', b: 1 });
-    const known = (await one.client.get(key))!;
-    const stamp = /"v":"\/([A-Za-z0-9_-]+)"\}$/.exec(known)!;
-    const other = `${known.slice(0, stamp.index)}"v":"/${'Q'.repeat(stamp[1].length)}"}`.replace(
-      '"a":"\\"aaaa\\""',
-      '"a":"\\"zzzz\\""',
-    );
-    await one.client.set(key, other, 'KEEPTTL');
+    await one.client.set(key, equalLengthRewrite((await one.client.get(key))!), 'KEEPTTL');
     let last: Record<string, unknown> = {};
     for (let i = 0; i < 40; i++) last = (await one.sessions.update(id, { [`n${i}`]: i })).data;
     expect(last.a).toBe('zzzz');
