@@ -23,6 +23,14 @@ import {
 import { type RouteVary, hitVary, requestVary, routeVary, variantKey, variesBeyond } from './cache.http-vary.js';
 import { CacheService, type PreparedCall } from './cache.service.js';
 import type { CacheResult, CacheStatus } from './cache.types.js';
+import {
+  type EtagFn,
+  etagOf,
+  hasFastifySerializer,
+  type HttpResponseLike,
+  setHeader,
+  setJsonType,
+} from './cache.http-response.js';
 
 /** A key computed from the request (Express or Fastify request object) and the execution context. */
 export type HttpCacheKeyFn = (request: never, context: ExecutionContext) => string;
@@ -75,20 +83,7 @@ interface HttpRequestLike extends CredentialRequest {
   url?: string;
   originalUrl?: string;
 }
-interface HttpResponseLike {
-  statusCode?: number;
-  headersSent?: boolean;
-  sent?: boolean;
-  header?: (name: string, value: string) => unknown;
-  setHeader?: (name: string, value: string) => unknown;
-  getHeader?: (name: string) => unknown;
-  app?: { get?: (setting: string) => unknown };
-}
-/** Express's compiled `etag fn` setting: the ETag of a body it sends. */
-type EtagFn = (body: string, encoding: 'utf8') => string | undefined;
-
 const HEADER: Record<CacheStatus, string> = { hit: 'HIT', miss: 'MISS', stale: 'STALE', grace: 'STALE' };
-const JSON_TYPE = 'application/json; charset=utf-8';
 /** Where @UseInterceptors keeps its list (INTERCEPTORS_METADATA of @nestjs/common, not exported at its root). */
 const INTERCEPTORS_METADATA = '__interceptors__';
 type LooseTtl = (context: ExecutionContext, body: unknown) => number;
@@ -204,11 +199,18 @@ export class HttpCacheInterceptor implements NestInterceptor {
     // an L1 hit is answered synchronously: no promise to settle and await
     if (!(result instanceof Promise)) return of(this.answer(route, response, result));
     return from(
-      result.then((r) =>
-        // another request's response, that request's alone (it was the one that loaded): this one runs its own handler
-        r.value instanceof Own && r.value.response !== response
-          ? this.ownAnswer(response, next)
-          : this.answer(route, response, r),
+      result.then(
+        (r) =>
+          // another request's response, that request's alone (it was the one that loaded): this one runs its own
+          // handler
+          r.value instanceof Own && r.value.response !== response
+            ? this.ownAnswer(response, next)
+            : this.answer(route, response, r),
+        (err: unknown) => {
+          // a handler that threw (or a load that failed): answered by Nest's exception filter, and never stored
+          setHeader(response, 'X-Cache', 'MISS');
+          throw err;
+        },
       ),
     );
   }
@@ -229,12 +231,12 @@ export class HttpCacheInterceptor implements NestInterceptor {
     if (route.raw) {
       const tag = value.charCodeAt(0);
       if (tag === 106 /* j */) {
-        setHeader(response, 'Content-Type', JSON_TYPE);
+        setJsonType(response);
         return value.slice(1);
       }
       if (tag === 101 /* e */) {
         const end = value.indexOf('\n');
-        setHeader(response, 'Content-Type', JSON_TYPE);
+        setJsonType(response);
         // only an ETag of the kind this app sends (another instance may be set up otherwise): else Express hashes
         if (route.etag !== undefined && route.etag.weak === value.startsWith('W/', 1)) {
           setHeader(response, 'ETag', value.slice(1, end));
@@ -253,6 +255,8 @@ export class HttpCacheInterceptor implements NestInterceptor {
     if (status < 200 || status >= 300 || body === undefined) return new Uncached(body);
     if (route.cacheIf !== undefined && !route.cacheIf(body, ctx)) return new Uncached(body);
     if (typeof body === 'string') return `s${body}`;
+    // bytes: Fastify sends them as they are, and stored as JSON they came back as {"type":"Buffer","data":[...]}
+    if (ArrayBuffer.isView(body) || body instanceof ArrayBuffer) return new Uncached(body);
     const json = JSON.stringify(body);
     // undefined for a function or symbol: sent as Nest sends it, never stored
     if (json === undefined) return new Uncached(body);
@@ -363,36 +367,4 @@ function parse(value: StoredBody): unknown {
   const tag = value.charCodeAt(0);
   if (tag === 115 /* s */) return value.slice(1);
   return JSON.parse(tag === 101 /* e */ ? value.slice(value.indexOf('\n') + 1) : value.slice(1));
-}
-
-/**
- * Express's ETag function when the app uses one of its built-in ones (`etag` setting true, 'weak' or 'strong': a
- * hash of the body alone, so it can be stored with it); undefined for Fastify, ETags off, or a function of the app's
- * own (computed by Express per response, as without the cache).
- */
-function etagOf(response: HttpResponseLike): Route['etag'] {
-  const app = response.app;
-  if (typeof app?.get !== 'function') return undefined;
-  const setting = app.get('etag');
-  const fn = app.get('etag fn');
-  if (typeof fn !== 'function' || (setting !== true && setting !== 'weak' && setting !== 'strong')) return undefined;
-  return { fn: fn as EtagFn, weak: setting !== 'strong' };
-}
-
-/** Whether the Fastify route of this reply has its own reply serializer (setReplySerializer): then no raw JSON. */
-function hasFastifySerializer(response: object): boolean {
-  const context = symbolProperty(response, 'fastify.context');
-  return typeof context === 'object' && context !== null && !!symbolProperty(context, 'fastify.replySerializerDefault');
-}
-
-function symbolProperty(target: object, description: string): unknown {
-  const symbol = Object.getOwnPropertySymbols(target).find((s) => s.description === description);
-  return symbol === undefined ? undefined : (target as Record<symbol, unknown>)[symbol];
-}
-
-function setHeader(response: HttpResponseLike, name: string, value: string): void {
-  if (response.headersSent === true || response.sent === true) return;
-  // Express: Node's own setHeader (res.header() would re-check the name); Fastify: reply.header()
-  if (typeof response.setHeader === 'function') response.setHeader(name, value);
-  else response.header?.(name, value);
 }
