@@ -1,4 +1,7 @@
-/** The response side of HttpCacheInterceptor on Express and Fastify: its headers, Express's ETag, Fastify's serializer. */
+/**
+ * The response side of HttpCacheInterceptor on Express and Fastify: its headers, Express's ETag, Fastify's reply
+ * serializer.
+ */
 
 export interface HttpResponseLike {
   statusCode?: number;
