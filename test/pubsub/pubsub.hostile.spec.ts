@@ -26,6 +26,7 @@ import {
   type ResolvedRedisToolkitOptions,
 } from '../../lib/advanced.js';
 import { NotificationsGateway } from '../../lib/notifications/index.js';
+import { ownedBy, useDisposableCluster } from '../support/disposable-cluster.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { closeClients, connectClient, createGatewayApp, type TestClient } from '../support/pubsub-gateway.js';
 import { startRedisServer } from '../support/redis-server.js';
@@ -496,5 +497,66 @@ describe('Redis failures', () => {
     expect(await waitFor(() => got.includes('ok'), 3_000)).toBe(true);
     expect(got).toEqual([1, 2, 'ok']);
     expect(await pubsub.replay('ivy', '0-0')).toMatchObject([{ data: 'ok' }]);
+  });
+});
+
+describe('sharded pub/sub on a cluster with a master paused', () => {
+  const cluster = useDisposableCluster();
+
+  it("fails only the paused shard's channels (typed, within commandTimeout); the others deliver; all resume", async () => {
+    const { masters, startupNodes } = cluster();
+    const app = await createToolkitApp({
+      target: { cluster: startupNodes },
+      keyPrefix: 'hcl:',
+      commandTimeout: 500,
+      maxReconnectDelay: 100,
+      pubsub: { cluster: 'sharded' },
+    });
+    const pubsub = app.get(PubSubService);
+    // One channel on each master.
+    const names = Array.from({ length: 200 }, (_, i) => `ch${i}`);
+    const channels: string[] = [];
+    for (const master of masters) {
+      const owned = await ownedBy(
+        master,
+        names.map((n) => `hcl:ps:${n}`),
+      );
+      channels.push(names[owned.indexOf(true)]);
+    }
+    const got = new Map<string, unknown[]>(channels.map((c) => [c, []]));
+    for (const c of channels) await pubsub.subscribe(c, (m) => void got.get(c)?.push(m));
+    expect(await Promise.all(channels.map((c) => pubsub.publish(c, 'before')))).toEqual([1, 1, 1]);
+    expect(await waitFor(() => channels.every((c) => got.get(c)?.length === 1), 3_000)).toBe(true);
+
+    masters[0].pause();
+    try {
+      const started = Date.now();
+      const during = await Promise.allSettled(channels.map((c) => pubsub.publish(c, 'during')));
+      expect(Date.now() - started).toBeLessThan(1_500);
+      expect(during[0]).toMatchObject({ status: 'rejected', reason: expect.any(RedisUnavailableError) });
+      expect(during.slice(1)).toEqual([
+        { status: 'fulfilled', value: 1 },
+        { status: 'fulfilled', value: 1 },
+      ]);
+      expect(await waitFor(() => channels.slice(1).every((c) => got.get(c)?.length === 2), 3_000)).toBe(true);
+      expect(channels.slice(1).map((c) => got.get(c))).toEqual([
+        ['before', 'during'],
+        ['before', 'during'],
+      ]);
+    } finally {
+      masters[0].resume();
+    }
+    expect(
+      await waitFor(async () => {
+        await pubsub.publish(channels[0], 'after').catch(() => undefined);
+        return got.get(channels[0])?.includes('after') === true;
+      }, 10_000),
+    ).toBe(true);
+    for (const c of channels.slice(1)) expect(await pubsub.publish(c, 'after')).toBe(1);
+    expect(await waitFor(() => channels.slice(1).every((c) => got.get(c)?.length === 3), 3_000)).toBe(true);
+    expect(channels.slice(1).map((c) => got.get(c))).toEqual([
+      ['before', 'during', 'after'],
+      ['before', 'during', 'after'],
+    ]);
   });
 });
