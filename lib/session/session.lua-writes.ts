@@ -15,8 +15,11 @@ export const createScript = LuaScript.fromFile<number>(
   new URL('./session-create.lua', import.meta.url),
   2,
 );
-/** Deletes a session and leaves its tombstone (SessionRecords.destroy). */
-export const destroyScript = LuaScript.fromFile<string | null>(
+/**
+ * Deletes a session and leaves its tombstone (SessionRecords.destroy); with a copied value (regenerate), only while the
+ * session still holds it: -1 otherwise.
+ */
+export const destroyScript = LuaScript.fromFile<string | null | -1>(
   'rtk_sess_destroy',
   new URL('./session-destroy.lua', import.meta.url),
   2,

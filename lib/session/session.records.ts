@@ -72,8 +72,7 @@ export class SessionRecords {
   private readonly writes: TickBatcher<CasWrite, CasReply | Error>;
   /** With `session.appendUpdates`: updates appended to sessions instead of compare-and-sets. */
   private readonly appends: SessionAppends | undefined;
-  /** Each user's index of session ids. */
-  readonly index: SessionUserIndex;
+  readonly index: SessionUserIndex; // each user's index of session ids
   /** Session ids and user index keys, found with SCAN (RedisSessionStore's all, ids, length, clear). */
   readonly scan: SessionKeyScan;
   /** Updates of one session made while one is in flight: then written as one. */
@@ -322,15 +321,16 @@ export class SessionRecords {
   /**
    * Deletes the session and leaves a tombstone; returns its userId ('' for anonymous), or null when there was none.
    * With `always`, the tombstone is left even for an absent session, so a write still on its way cannot create it.
+   * destroyIf with `copied` (regenerate): only while the session holds that value; -1 when it holds another.
    */
   async destroy(id: string, tombstoneMs: number, always = false): Promise<string | null> {
+    return (await this.destroyIf(id, tombstoneMs, always ? '1' : '0')) as string | null;
+  }
+  destroyIf(id: string, tombstoneMs: number, always: '0' | '1', copied?: string): Promise<string | null | -1> {
     this.recent.delete(id);
     this.touches?.delete(id);
-    return destroyScript.run(
-      this.client,
-      [this.sessionKey(id), this.tombstoneKey(id)],
-      [Math.ceil(tombstoneMs), always ? '1' : '0'],
-    );
+    const args = [Math.ceil(tombstoneMs), always, ...(copied === undefined ? [] : [copied])];
+    return destroyScript.run(this.client, [this.sessionKey(id), this.tombstoneKey(id)], args);
   }
 
   /**

@@ -18,6 +18,7 @@ import {
 } from './session.cookie.js';
 import { isSecureRequest } from './session.http.js';
 import { generateSessionId, isValidSessionId } from './session.id.js';
+import { moveSession } from './session.regenerate.js';
 import {
   registerSessionRevoker,
   SESSION_REVOKED_CHANNEL,
@@ -27,8 +28,14 @@ import {
 import { PubSubService } from '../pubsub/pubsub.service.js';
 import { SESSION_OPTIONS, shortSecretWarning, type ResolvedSessionOptions } from './session.options.js';
 import { checkCreateOptions } from './session.options.js';
-import { checkFieldName, encodeField, encodeSessionData, expiryOf, toSession } from './session.envelope.js';
-import type { SessionEnvelope } from './session.envelope.js';
+import {
+  checkFieldName,
+  encodeField,
+  encodeSessionData,
+  expiryOf,
+  type SessionEnvelope,
+  toSession,
+} from './session.envelope.js';
 import { sessionEvictionCheck } from './session.eviction-check.js';
 import { guardSessionCall } from './session.failures.js';
 import { SessionRecords } from './session.records.js';
@@ -195,35 +202,11 @@ export class SessionService implements OnApplicationShutdown {
   async regenerate<T extends SessionData = SessionData>(id: unknown): Promise<Session<T>> {
     if (!isValidSessionId(id)) throw new SessionNotFoundError('session not found (malformed id)');
     return this.guard('regenerate', async () => {
-      const old = await this.records.read(id, undefined);
-      if (!old) throw new SessionNotFoundError('session not found (expired or destroyed)');
-      const { u: userId, c, m, t, d } = old.envelope;
-      for (let attempt = 0; attempt < ID_ATTEMPTS; attempt++) {
-        const next = generateSessionId();
-        const now = Date.now();
-        const envelope: SessionEnvelope = { u: userId, c, m, t, d };
-        const expiresAt = expiryOf(envelope, now);
-        const json = this.records.encode(envelope);
-        // Indexed before it exists, as in create().
-        if (userId !== '') await this.records.index.add(userId, next, m, false);
-        // a session without an idle ttl (t 0, RedisSessionStore's disableTTL) keeps a key without expiry
-        if ((await this.records.create(next, json, t === 0 ? 'none' : expiresAt)) !== 'created') {
-          if (userId !== '') await this.records.index.remove(userId, [next]);
-          continue;
-        }
-        if (userId !== '') this.settle(userId, next);
-        // Only the caller that destroys the old id wins; anyone else (a concurrent destroy or regenerate) loses.
-        const destroyed = await this.records.destroy(id, this.options.tombstoneMs);
-        if (destroyed === null) {
-          await this.records.destroy(next, this.options.tombstoneMs);
-          if (userId !== '') await this.records.index.remove(userId, [next]);
-          throw new SessionNotFoundError('session not found (destroyed while regenerating)');
-        }
-        if (userId !== '') await this.records.index.remove(userId, [id]);
-        await this.revoke([id]);
-        return toSession<T>(this.serializer, next, { envelope, expiresAt, lastAccessedAt: now }, true);
-      }
-      throw new InvalidOptionsError('could not allocate a session id (random source broken?)');
+      const { id: next, session } = await moveSession(this.records, id, this.options.tombstoneMs, {
+        settle: (userId, newId) => this.settle(userId, newId),
+        revoke: (ids) => this.revoke(ids),
+      });
+      return toSession<T>(this.serializer, next, session, true);
     });
   }
 

@@ -1,0 +1,57 @@
+import { InvalidOptionsError, SessionNotFoundError } from '../common/errors.js';
+import { expiryOf, parseEnvelope, type RawSession, type SessionEnvelope } from './session.envelope.js';
+import { generateSessionId } from './session.id.js';
+import type { SessionRecords } from './session.records.js';
+
+/** New ids tried when one is taken (a broken random source). */
+const ID_ATTEMPTS = 3;
+/** Copies a regenerate makes of a session whose updates keep coming before its destroy. */
+const COPY_ATTEMPTS = 8;
+
+/**
+ * SessionService.regenerate: the session under a new id (same user, data, createdAt and absolute deadline), the old
+ * id destroyed with a tombstone. The old value is copied, and destroyed only while it still holds what was copied:
+ * an update that came in between is copied again (before 2026-12-05 it resolved and was lost with the old id). Past
+ * COPY_ATTEMPTS copies the old id is destroyed whatever it holds, as before. SessionNotFoundError when the session is
+ * gone, or destroyed meanwhile (then the new id is destroyed too: at most one of the two is ever live).
+ */
+export async function moveSession(
+  records: SessionRecords,
+  id: string,
+  tombstoneMs: number,
+  hooks: { settle(userId: string, id: string): void; revoke(ids: string[]): Promise<void> },
+): Promise<{ id: string; session: RawSession }> {
+  for (let attempt = 0, copies = 1; attempt < ID_ATTEMPTS; attempt++, copies++) {
+    const raw = await records.client.get(records.sessionKey(id));
+    const old = raw === null ? null : parseEnvelope(raw);
+    if (raw === null || !old || old.m <= Date.now()) {
+      throw new SessionNotFoundError('session not found (expired or destroyed)');
+    }
+    const { u: userId, c, m, t, d } = old;
+    const next = generateSessionId();
+    const now = Date.now();
+    const envelope: SessionEnvelope = { u: userId, c, m, t, d };
+    const expiresAt = expiryOf(envelope, now);
+    // Indexed before it exists, as in create().
+    if (userId !== '') await records.index.add(userId, next, m, false);
+    // a session without an idle ttl (t 0, RedisSessionStore's disableTTL) keeps a key without expiry
+    if ((await records.create(next, records.encode(envelope), t === 0 ? 'none' : expiresAt)) !== 'created') {
+      if (userId !== '') await records.index.remove(userId, [next]);
+      continue;
+    }
+    if (userId !== '') hooks.settle(userId, next);
+    // Only the caller that destroys the old id wins; anyone else (a concurrent destroy or regenerate) loses.
+    const destroyed = await records.destroyIf(id, tombstoneMs, '0', copies < COPY_ATTEMPTS ? raw : undefined);
+    if (destroyed === null || destroyed === -1) {
+      await records.destroy(next, tombstoneMs);
+      if (userId !== '') await records.index.remove(userId, [next]);
+      if (destroyed === null) throw new SessionNotFoundError('session not found (destroyed while regenerating)');
+      attempt--; // an update came first, not an id taken: copy again
+      continue;
+    }
+    if (userId !== '') await records.index.remove(userId, [id]);
+    await hooks.revoke([id]);
+    return { id: next, session: { envelope, expiresAt, lastAccessedAt: now } };
+  }
+  throw new InvalidOptionsError('could not allocate a session id (random source broken?)');
+}
