@@ -28,14 +28,7 @@ import {
 import { PubSubService } from '../pubsub/pubsub.service.js';
 import { SESSION_OPTIONS, shortSecretWarning, type ResolvedSessionOptions } from './session.options.js';
 import { checkCreateOptions } from './session.options.js';
-import {
-  checkFieldName,
-  encodeField,
-  encodeSessionData,
-  expiryOf,
-  type SessionEnvelope,
-  toSession,
-} from './session.envelope.js';
+import { checkFieldName, encodeField, encodeSessionData, type SessionEnvelope, toSession } from './session.envelope.js';
 import { sessionEvictionCheck } from './session.eviction-check.js';
 import { guardSessionCall } from './session.failures.js';
 import { SessionRecords } from './session.records.js';

@@ -898,7 +898,8 @@ describe.each([
   // it, for one charge; and once the counter was exhausted, the first alias was refused but every other alias still
   // ran (`{ a: expensive b: expensive }` after 2 queries: a refused, b 'done'). A charge now covers one resolution
   // (its `info`).
-  it('after the limit is used up, no alias of the resolver runs', async () => {
+  /** An app with ExpensiveResolver under a global RateLimitGuard; its `ask(query)` posts one GraphQL query. */
+  const graphqlApp = async () => {
     const app = await createToolkitApp({
       platform,
       http: true,
@@ -911,7 +912,7 @@ describe.each([
       providers: [ExpensiveResolver, { provide: APP_GUARD, useClass: RateLimitGuard }],
     });
     const { port } = (app.app.getHttpServer() as Server).address() as AddressInfo;
-    const ask = async (query: string): Promise<GraphqlReply> => {
+    return async (query: string): Promise<GraphqlReply> => {
       const res = await fetch(`http://127.0.0.1:${port}/graphql`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
@@ -919,6 +920,10 @@ describe.each([
       });
       return (await res.json()) as GraphqlReply;
     };
+  };
+
+  it('after the limit is used up, no alias of the resolver runs', async () => {
+    const ask = await graphqlApp();
     for (let i = 0; i < 2; i++) expect((await ask('{ expensive }')).data?.expensive).toBe('done');
     expensiveRuns = 0;
     const reply = await ask('{ a: expensive b: expensive c: expensive }');
@@ -928,24 +933,9 @@ describe.each([
   });
 
   it('one query with 5 aliases runs the resolver at most its limit (2) times', async () => {
-    const app = await createToolkitApp({
-      platform,
-      http: true,
-      keyPrefix: prefix(),
-      imports: [
-        platform === 'express'
-          ? GraphQLModule.forRoot<ApolloDriverConfig>({ driver: ApolloDriver, autoSchemaFile: true })
-          : GraphQLModule.forRoot<MercuriusDriverConfig>({ driver: MercuriusDriver, autoSchemaFile: true }),
-      ],
-      providers: [ExpensiveResolver, { provide: APP_GUARD, useClass: RateLimitGuard }],
-    });
-    const { port } = (app.app.getHttpServer() as Server).address() as AddressInfo;
+    const ask = await graphqlApp();
     expensiveRuns = 0;
-    await fetch(`http://127.0.0.1:${port}/graphql`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ query: '{ a: expensive b: expensive c: expensive d: expensive e: expensive }' }),
-    });
+    await ask('{ a: expensive b: expensive c: expensive d: expensive e: expensive }');
     expect(expensiveRuns).toBeLessThanOrEqual(2);
   });
 });
