@@ -34,6 +34,7 @@ import { trackForCleanup } from '../support/private-servers.js';
 import { within } from '../support/timing.js';
 import { closeToolkitApps, createToolkitApp, type ToolkitApp } from '../support/toolkit-app.js';
 import { waitFor } from '../support/wait.js';
+import { fillUntilOom } from '../support/out-of-memory.js';
 
 const COMMAND_TIMEOUT = 300;
 const PREFIX = 'rtk:';
@@ -440,15 +441,7 @@ describe('failure conformance: every feature × every scenario', () => {
   it('OOM (maxmemory reached under noeviction): writes fail with RedisReplyError, health is degraded', async () => {
     const w = await build();
     await baseline(w);
-    const admin = trackForCleanup(new Redis(w.server.port, '127.0.0.1'));
-    // fill 1 MB, then put maxmemory well under what is used: every write that may grow memory is refused, whatever
-    // the few KB the calls below free or allocate
-    const filler = 'x'.repeat(16 * 1024);
-    for (let i = 0; i < 64; i++) await admin.set(`fill:${i}`, filler);
-    const used = Number(/used_memory:(\d+)/.exec(await admin.info('memory'))?.[1]);
-    await admin.config('SET', 'maxmemory-policy', 'noeviction');
-    await admin.config('SET', 'maxmemory', String(used - 512 * 1024));
-    await expect(admin.set('fill:more', filler)).rejects.toThrow(/^OOM/);
+    await fillUntilOom(w.server.port);
     await w.app
       .get(CacheService)
       .del('item')

@@ -27,6 +27,7 @@ import {
 } from '../../lib/index.js';
 import { MAX_DURATION_MS } from '../../lib/common/option-checks.js';
 import { ownedBy, useDisposableCluster } from '../support/disposable-cluster.js';
+import { underOom } from '../support/out-of-memory.js';
 import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
 import { recordingLogger } from '../support/recording-logger.js';
 import { within } from '../support/timing.js';
@@ -657,28 +658,11 @@ describe('failures on a private server', () => {
     },
   );
 
-  /** Runs `body` with maxmemory well under what is used (noeviction): every write that may grow memory is refused. */
-  async function underOom(body: () => Promise<void>): Promise<void> {
-    const admin = trackForCleanup(new Redis(redis.server.port, '127.0.0.1'));
-    const filler = 'x'.repeat(16 * 1024);
-    for (let i = 0; i < 64; i++) await admin.set(`fill:${i}`, filler);
-    const used = Number(/used_memory:(\d+)/.exec(await admin.info('memory'))?.[1]);
-    await admin.config('SET', 'maxmemory-policy', 'noeviction');
-    await admin.config('SET', 'maxmemory', String(used - 512 * 1024));
-    try {
-      await expect(admin.set('fill:more', filler)).rejects.toThrow(/^OOM/);
-      await body();
-    } finally {
-      await admin.config('SET', 'maxmemory', '0');
-      await admin.flushall();
-    }
-  }
-
   it('OOM under noeviction: fixed window and bucket consumes that write fail; every refusal answers', async () => {
     const { rl } = await service({ url: redis.server.url });
     const full = randomUUID();
     for (const algorithm of ALGORITHMS) expect((await rl.consume(full, exactPolicy(algorithm, 1))).allowed).toBe(true);
-    await underOom(async () => {
+    await underOom(redis.server.port, async () => {
       const outcomes: unknown[] = [];
       for (const algorithm of ['fixed-window', 'token-bucket'] as const) {
         const fresh = randomUUID();
@@ -712,7 +696,7 @@ describe('failures on a private server', () => {
   // exact. The docs now say so; this pins the behaviour they describe.
   it('OOM under noeviction: a sliding-window consume is still decided and stored, exactly', async () => {
     const { rl } = await service({ url: redis.server.url });
-    await underOom(async () => {
+    await underOom(redis.server.port, async () => {
       const key = randomUUID();
       const answers = [];
       for (let i = 0; i < 6; i++) answers.push(await rl.consume(key, exactPolicy('sliding-window', 5)));

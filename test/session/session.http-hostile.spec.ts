@@ -43,6 +43,7 @@ import {
   type RedisTarget,
 } from '../support/toolkit-app.js';
 import { sleep } from '../support/wait.js';
+import { underOom } from '../support/out-of-memory.js';
 
 afterEach(closeToolkitApps);
 
@@ -649,20 +650,11 @@ describe('failures on a private server', () => {
 
   it.each(PLATFORMS)('%s: OOM on login: 500, no cookie, nothing stored; then login works', async (platform) => {
     const { http, client, prefix } = await hostileApp(platform, { url: redis.server.url });
-    const admin = trackForCleanup(new Redis(redis.server.port, '127.0.0.1'));
-    const filler = 'x'.repeat(16 * 1024);
-    for (let i = 0; i < 64; i++) await admin.set(`fill:${i}`, filler);
-    const used = Number(/used_memory:(\d+)/.exec(await admin.info('memory'))?.[1]);
-    await admin.config('SET', 'maxmemory-policy', 'noeviction');
-    await admin.config('SET', 'maxmemory', String(used - 512 * 1024));
-    try {
+    await underOom(redis.server.port, async () => {
       const res = await http.post('/login').send({ user: 'oom' });
       expect([res.status, sessionCookies(res)]).toEqual([500, []]);
       expect(await client.keys(`${prefix}sess:{*`)).toEqual([]);
-    } finally {
-      await admin.config('SET', 'maxmemory', '0');
-      await admin.del(...Array.from({ length: 64 }, (_, i) => `fill:${i}`));
-    }
+    });
     const ok = await http.post('/login').send({ user: 'oom' }).expect(201);
     expect((await http.get('/me').set('Cookie', pairOf(ok)).expect(200)).body.userId).toBe('oom');
   });
