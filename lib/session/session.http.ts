@@ -65,21 +65,29 @@ export function setRequestSession(req: SessionRequest, session: Session | null):
 }
 
 /**
- * The first live session of `ids` (SessionService.idsFromCookieHeader: the request's verified session cookies), read
- * one after the other and only while the previous is gone, or null. Trying the next matters when there are several: a
- * dead one sent first (the signed cookie of an attacker's own logged-out session, set from a sibling subdomain) must
- * neither hide the live session nor get its cookie cleared. A live one planted so still wins: a `__Host-` cookie name
- * prevents that (docs/session.md). Rejects with the read's error (RedisUnavailableError: the caller answers 503). Used
- * by SessionMiddleware, SessionGuard and the notifications gateway's default authenticate.
+ * The first live session of `ids` (SessionService.idsFromCookieHeader: the request's verified session cookies) in
+ * their order, or null. Trying the others matters when there are several: a dead one sent first (the signed cookie of
+ * an attacker's own logged-out session, set from a sibling subdomain) must neither hide the live session nor get its
+ * cookie cleared. A live one planted so still wins: a `__Host-` cookie name prevents that (docs/session.md). Rejects
+ * with the read's error (RedisUnavailableError: the caller answers 503). Used by SessionMiddleware, SessionGuard and
+ * the notifications gateway's default authenticate.
  */
 export function cookieSession<S>(sessions: { get(id: string): Promise<S | null> }, ids: readonly string[]) {
   // one cookie, the usual case: the read itself, no extra async step
   return ids.length === 1 ? sessions.get(ids[0]) : firstLive(sessions, ids);
 }
 
+/**
+ * Several ids: all read at once, so the reads share one batched Redis call (one script call on a single server, one
+ * pipeline per master on a cluster: session.batchers.ts) instead of a round trip each. Each read touches its session
+ * (rolling), the live ones that are not taken too: a session whose cookie the browser still sends stays alive, as it
+ * would once that cookie is the one taken. A read's failure counts only when no live session comes before it.
+ */
 async function firstLive<S>(sessions: { get(id: string): Promise<S | null> }, ids: readonly string[]) {
-  for (const id of ids) {
-    const session = await sessions.get(id);
+  const reads = ids.map((id) => sessions.get(id));
+  for (const read of reads) read.catch(() => undefined); // a failed read past the one taken is not an error
+  for (const read of reads) {
+    const session = await read;
     if (session !== null) return session;
   }
   return null;

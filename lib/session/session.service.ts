@@ -276,10 +276,10 @@ export class SessionService implements OnApplicationShutdown {
   }
 
   /**
-   * Every verified session id of the header's cookies of the session's name, in header order, at most 4; usually one.
+   * Every verified session id of the header's first 32 cookies of the session's name, in header order; usually one.
    * Several when a sibling subdomain (or a plain-HTTP response) set a cookie of the same name, which the browser may
-   * send first: read them in order and take the first live session, as SessionMiddleware and SessionGuard do (and the
-   * notifications gateway's default authenticate). No Redis command.
+   * send first: take the first live session in that order, as SessionMiddleware and SessionGuard do (and the
+   * notifications gateway's default authenticate), reading them all at once. No Redis command.
    */
   idsFromCookieHeader(header: string | string[] | undefined): string[] {
     return readSessionIdsFromCookieHeader(

@@ -11,6 +11,7 @@ import {
   Res,
   UseGuards,
 } from '@nestjs/common';
+import { Cluster } from 'ioredis';
 import request from 'supertest';
 import {
   type CookieResponse,
@@ -20,7 +21,14 @@ import {
   type SessionRequest,
   SessionService,
 } from '../../lib/index.js';
-import { generateSessionId, readSessionIdFromCookieHeader, signCookieValue } from '../../lib/advanced.js';
+import {
+  generateSessionId,
+  readSessionIdFromCookieHeader,
+  RedisConnection,
+  signCookieValue,
+} from '../../lib/advanced.js';
+import { sessionAuthenticate } from '../../lib/notifications/notifications.session-authenticate.js';
+import { countSocketWrites, masterConnectionsReady, recordCommands } from '../support/command-recorder.js';
 import {
   closeToolkitApps,
   createToolkitApp,
@@ -33,7 +41,8 @@ import {
  * Several cookies of the session's name in one Cookie header. A sibling subdomain (Domain=example.com) or a response
  * over plain HTTP can set one beside the app's own, and browsers send the one with the longer Path first: a cookie that
  * does not verify, or the signed cookie of a dead session (the attacker's own, logged out), must not hide the live
- * session, nor get the live session's cookie cleared.
+ * session, nor get the live session's cookie cleared. Several dead ones neither: the verified ids of up to 32 cookies
+ * of the name are read at once (one batched Redis call), and the first live one in header order is taken.
  */
 afterEach(closeToolkitApps);
 
@@ -90,7 +99,7 @@ async function shadowApp(platform: Platform, target: RedisTarget) {
   const http = request(app.app.getHttpServer());
   const sessions = app.get(SessionService);
   const login = await http.post('/login').send({ user: 'alice' }).expect(201);
-  return { http, sessions, id: login.body.id as string };
+  return { http, sessions, id: login.body.id as string, client: app.get(RedisConnection).client };
 }
 
 function pair(value: string): string {
@@ -149,15 +158,72 @@ describe.each(PLATFORMS_AND_TARGETS)('several session cookies in one header on %
     expect((await http.get('/g/me').set('Cookie', `${dead}; ${never}`)).status).toBe(401);
   });
 
-  it('looks at 4 verified cookies at most (an attacker sending hundreds costs 4 reads)', async () => {
+  it('8 dead signed cookies of logged-out sessions sent first: read in one batch, the live one wins', async () => {
+    const { http, sessions, id, client } = await shadowApp(platform, target);
+    const live = pair(signCookieValue(id, SECRET));
+    // the attacker's own sessions, logged out: cookies this app signed, for ids that no longer exist
+    const dead: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      const mallory = await sessions.create(`mallory-${i}`);
+      await sessions.destroy(mallory.id);
+      dead.push(pair(signCookieValue(mallory.id, SECRET)));
+    }
+    const header = `${dead.join('; ')}; ${live}`;
+    if (client instanceof Cluster) await masterConnectionsReady(client);
+    const { value, writes } = await countSocketWrites(client, () =>
+      recordCommands(client, () => http.get('/me').set('Cookie', header)),
+    );
+    const { value: me, commands } = value;
+    expect([me.status, me.body]).toEqual([200, { userId: 'alice' }]);
+    // the rolling refresh re-sends the live session's cookie; no Set-Cookie clears it
+    const sent = setCookies(me.headers['set-cookie']).filter((c) => c.startsWith('rtk.sid='));
+    expect(sent).toHaveLength(1);
+    expect(sent[0].startsWith(`${live};`)).toBe(true);
+    // the 9 reads went out together: one script call on a single server, one pipeline per master on a cluster (one
+    // after the other, they were 9 commands and 9 writes: 4 before the bound of 4, then 401)
+    if (client instanceof Cluster) {
+      expect(commands.filter((c) => c === 'getex')).toHaveLength(9);
+      expect([...writes.values()].reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(client.nodes('master').length);
+    } else {
+      expect(commands).toEqual(['evalsha']);
+      expect(writes.get(client.options.port ?? 0)).toBe(1);
+    }
+    expect((await http.get('/g/me').set('Cookie', header)).status).toBe(200);
+    // the notifications gateway's default authenticate, the same way
+    const authenticate = sessionAuthenticate(sessions);
+    expect(await authenticate({ headers: { cookie: header } } as never)).toEqual({ id: 'alice', sessionId: id });
+    expect(await authenticate({ headers: { cookie: dead.join('; ') } } as never)).toBeNull();
+  });
+
+  it('with several live sessions, the first in header order wins (not the first read to answer)', async () => {
+    const { http, sessions, id } = await shadowApp(platform, target);
+    const alice = pair(signCookieValue(id, SECRET));
+    const bob = pair(signCookieValue((await sessions.create('bob')).id, SECRET));
+    const dead = Array.from({ length: 6 }, () => pair(signCookieValue(generateSessionId(), SECRET))).join('; ');
+    for (const [header, user] of [
+      [`${dead}; ${alice}; ${bob}`, 'alice'],
+      [`${dead}; ${bob}; ${alice}`, 'bob'],
+      [`${bob}; ${dead}; ${alice}`, 'bob'],
+    ]) {
+      const me = await http.get('/me').set('Cookie', header);
+      expect([me.status, me.body]).toEqual([200, { userId: user }]);
+      expect((await http.get('/g/me').set('Cookie', header)).body).toEqual({ userId: user });
+    }
+  });
+
+  it('looks at 32 cookies of the name at most (an attacker sending hundreds costs 32 HMACs and 32 reads)', async () => {
     const { http, id } = await shadowApp(platform, target);
     const live = pair(signCookieValue(id, SECRET));
     const dead = (n: number) =>
       Array.from({ length: n }, () => pair(signCookieValue(generateSessionId(), SECRET))).join('; ');
-    expect((await http.get('/me').set('Cookie', `${dead(3)}; ${live}`)).status).toBe(200);
-    expect((await http.get('/me').set('Cookie', `${dead(4)}; ${live}`)).status).toBe(401);
-    expect((await http.get('/g/me').set('Cookie', `${dead(4)}; ${live}`)).status).toBe(401);
-    // the same id twice counts once
+    const junk = (n: number) => Array.from({ length: n }, (_, i) => `rtk.sid=junk${i}`).join('; ');
+    expect((await http.get('/me').set('Cookie', `${dead(31)}; ${live}`)).status).toBe(200);
+    expect((await http.get('/g/me').set('Cookie', `${dead(31)}; ${live}`)).status).toBe(200);
+    expect((await http.get('/me').set('Cookie', `${dead(20)}; ${junk(11)}; ${live}`)).status).toBe(200);
+    expect((await http.get('/me').set('Cookie', `${dead(32)}; ${live}`)).status).toBe(401);
+    expect((await http.get('/g/me').set('Cookie', `${dead(32)}; ${live}`)).status).toBe(401);
+    expect((await http.get('/me').set('Cookie', `${junk(32)}; ${live}`)).status).toBe(401);
+    // the same id several times is read once
     const oneDead = pair(signCookieValue(generateSessionId(), SECRET));
     const repeated = `${oneDead}; ${oneDead}; ${oneDead}; ${oneDead}; ${live}`;
     expect((await http.get('/me').set('Cookie', repeated)).status).toBe(200);
