@@ -16,7 +16,7 @@ export interface SessionLookup {
  * The default `authenticate`: the session id from `auth.token` (what a non-browser client sends) or from the signed
  * session cookie of the handshake, loaded (and touched, when rolling) with SessionService.get. With several cookies
  * of the session's name (a sibling subdomain can set one, and the browser may send it first), the first live session
- * of their verified ids, read one after the other, as SessionMiddleware and SessionGuard do: a dead one sent first
+ * in the header's order of their verified ids, read at once, as SessionMiddleware and SessionGuard do: a dead one first
  * (an attacker's own logged-out session) cannot keep the user's socket out. Malformed ids are refused without a Redis
  * call. The user is `{ id: session.userId, sessionId }`; SessionService errors (Redis down) propagate, and the
  * gateway refuses the connection with E_AUTH_UNAVAILABLE.
