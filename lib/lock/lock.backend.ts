@@ -1,12 +1,13 @@
 import { Cluster, type Redis } from 'ioredis';
 import { LockLostError, RedisUnavailableError } from '../common/errors.js';
-import { itemReplyError, type FailurePolicy } from '../common/failure-policy.js';
+import { itemReplyError } from '../common/failure-policy.js';
 import { CLUSTER_SLICE, masterStreams, perNodeSender } from '../common/cluster-batch.js';
 import type { RedisClient, ScriptArg } from '../common/lua-script.js';
 import { SharedTurn, sendingAfter, TickBatcher, type TickBatchSender } from '../common/tick-batcher.js';
 import { nextFenceFloor } from './lock.attempts.js';
 import type { QuorumCalls } from './lock.quorum.js';
-import { firstNodeUp, wakingRelease } from './lock.quorum-wake.js';
+import { firstNodeUp, type QuorumWake, RELEASED_UNPUBLISHED, wakingRelease } from './lock.quorum-wake.js';
+import type { LockFailures } from './lock.shutdown.js';
 import { ACQUIRE_MANY, EXTEND, HAND_OVER, RAISE_FENCE, RELEASE_MANY } from './lock.scripts.js';
 import { FIRST_ATTEMPT_GRANT, grantTokenOf, type LockKeys } from './lock.keys.js';
 
@@ -165,8 +166,8 @@ class LockCalls {
   }
 
   /**
-   * 1 when released, 0 when not held by `token`. `wake`: pass the lock to a waiting service, or wake one (not for
-   * undoing a partial grant). `early` (one server; a contended lock, which the release passes to a waiting service):
+   * 1 when released (with `wake` also 2 or 3: release-many.lua), 0 when not held by `token`. `wake`: pass the lock to a
+   * waiting service, or wake one (not for undoing a partial grant). `early` (one server; a contended lock, passed on):
    * the first such release of a turn goes now, with the releases queued so far, not at the turn's end behind the
    * turn's acquisitions, which Redis would run before it answers and publishes the grant.
    */
@@ -223,8 +224,8 @@ export class SingleLockBackend implements LockBackend {
   /** `failures`: the lock service's failure policy (fail closed: every failure is thrown, counted and logged). */
   constructor(
     private readonly client: RedisClient,
-    private readonly failures: FailurePolicy,
-    channels: WaitingChannels,
+    private readonly failures: LockFailures,
+    private readonly channels: WaitingChannels,
   ) {
     this.calls = lockCallsOf(client, channels);
   }
@@ -271,7 +272,7 @@ export class SingleLockBackend implements LockBackend {
    * not left for its whole ttl.
    */
   private releaseUnknown(keys: LockKeys, token: string, expiresAt: number): void {
-    this.calls.release(keys, token).catch(() => {
+    this.passOn(keys, token).catch(() => {
       if (Date.now() >= expiresAt || this.unknown.size >= MAX_UNKNOWN_LOCKS) return; // the rest expire with their ttl
       this.unknown.set(token, { keys, expiresAt });
       if (this.unknown.size === 1) this.client.once('ready', () => this.releaseUnknownNow());
@@ -297,9 +298,17 @@ export class SingleLockBackend implements LockBackend {
 
   async release(keys: LockKeys, token: string): Promise<void> {
     const released = await this.failures.guard(`release of "${keys.resource}"`, () =>
-      this.calls.release(keys, token, true, keys.contended),
+      this.passOn(keys, token, keys.contended),
     );
-    if (released === 0) throw lost(keys, 'release'); // 2: released, the waiters it popped were not listening
+    if (released === 0) throw lost(keys, 'release'); // 2 or 3: released (release-many.lua)
+  }
+
+  /** A release that passes the lock on; one whose grant or wake Redis refused to publish is reported (released). */
+  private passOn(keys: LockKeys, token: string, early?: boolean): Promise<number> {
+    return this.calls.release(keys, token, true, early).then((released) => {
+      if (released === RELEASED_UNPUBLISHED) this.failures.publishRefused(keys.resource, this.channels);
+      return released;
+    });
   }
 
   async leave(keys: LockKeys, waiter: string): Promise<void> {
@@ -322,13 +331,16 @@ export class SingleLockBackend implements LockBackend {
 export class QuorumLockBackend implements LockBackend {
   readonly nodes: number;
   private readonly nodeCalls: LockCalls[];
+  private readonly wake: QuorumWake;
 
   constructor(
     private readonly quorum: QuorumCalls,
-    private readonly channels: WaitingChannels,
+    channels: WaitingChannels,
+    failures: LockFailures,
   ) {
     this.nodes = quorum.nodes;
     this.nodeCalls = quorum.clients.map((c) => lockCallsOf(c, channels));
+    this.wake = { channels, tries: WAKE_TRIES, failures };
   }
 
   /** A quorum's nodes would each grant their own oldest waiter: it wakes waiters, never grants (`grant` ignored). */
@@ -373,7 +385,7 @@ export class QuorumLockBackend implements LockBackend {
     const waker = firstNodeUp(this.quorum);
     return this.quorum.release(`release the lock on "${keys.resource}"`, (_, i) => {
       const call = this.nodeCalls[i].release(keys, token, i === waker);
-      return i === waker ? wakingRelease(this.quorum, i, call, keys, token, this.channels.wake, WAKE_TRIES) : call;
+      return i === waker ? wakingRelease(this.quorum, i, call, keys, token, this.wake) : call;
     });
   }
 

@@ -20,9 +20,9 @@ export const RAISE_FENCE = script<number>('lock_raise_fence', 'raise-fence', 2);
 export const HAND_OVER = fencing<number>('lock_hand_over', 'hand-over', 2);
 /** SET NX PX + INCR of the fence counter for the locks of one tick (a lone one: a batch of one): fence or 0 each. */
 export const ACQUIRE_MANY = fencing<(number | string)[]>('lock_acquire_many', 'acquire-many', 3);
-/** RELEASE for the locks of one tick, each passed to a waiting service (granted, or woken): 1, 2 or 0 per lock. */
+/** RELEASE for the locks of one tick, each passed to a waiting service (granted, woken): 1, 2, 3 or 0 per lock. */
 export const RELEASE_MANY = fencing<(number | string)[]>('lock_release_many', 'release-many', 3);
-/** Quorum: wake the oldest listening waiting service of a lock released here, unless it is held again: 1, else 0. */
+/** Quorum: wake the oldest listening waiting service of a lock released here unless held again: 1, 3 (refused), 0. */
 export const WAKE = script<number>('lock_wake', 'wake', 2);
 /** Semaphore: prune expired holders, take a permit per caller of one tick while fewer than the limit hold one: 1/0. */
 export const SEMAPHORE_ACQUIRE = script<number[]>('semaphore_acquire', 'semaphore-acquire', 1);

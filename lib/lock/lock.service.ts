@@ -1,7 +1,6 @@
 import { Inject, Injectable, Logger, type OnApplicationShutdown, type OnModuleInit, Optional } from '@nestjs/common';
 import { Cluster, type Redis } from 'ioredis';
 import { InvalidOptionsError, LockLostError, LockNotAcquiredError } from '../common/errors.js';
-import type { FailurePolicy } from '../common/failure-policy.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { FEATURE_CONNECTION, RedisConnections } from '../connection/redis-connections.js';
@@ -38,7 +37,7 @@ export class LockService implements OnModuleInit, OnApplicationShutdown {
   private readonly logger = new Logger('RedisToolkit:Lock');
   private readonly backend: LockBackend;
   /** Locks fail closed: every transport failure and error reply is thrown to the caller, counted and logged. */
-  private readonly failures: FailurePolicy;
+  private readonly failures: LockFailures;
   private readonly lockOptions: ResolvedLockOptions;
   private readonly quorumClients: { client: Redis; description: string }[] = [];
   /** The Redlock steps over `quorumClients`, shared by locks, semaphores and multi-resource locks. */
@@ -102,7 +101,7 @@ export class LockService implements OnModuleInit, OnApplicationShutdown {
       this.quorumClients.push(...servers.clients);
       this.quorumCalls = servers.calls;
       this.wakeups.nodes = servers.calls; // no wake subscription on a node left out
-      this.backend = new QuorumLockBackend(servers.calls, this.wakeups.channels);
+      this.backend = new QuorumLockBackend(servers.calls, this.wakeups.channels, this.failures);
     } else {
       this.backend = new SingleLockBackend(connection.client, this.failures, this.wakeups.channels);
     }

@@ -1,5 +1,8 @@
+import type { Redis } from 'ioredis';
 import { RedisUnavailableError } from '../common/errors.js';
 import { type FailureConnection, FailurePolicy, type FailurePolicyOptions } from '../common/failure-policy.js';
+import { ThrottledWarning } from '../common/throttled-logger.js';
+import type { WaitingChannels } from './lock.backend.js';
 
 /**
  * What `app.close()` ends in a LockService (and its semaphores and multi-resource locks). Once its connections are
@@ -55,15 +58,37 @@ export class LockShutdown {
  * The lock service's failure policy (fail closed). After app.close() a call that Redis does not answer failed because
  * the shutdown quit the connections, not because Redis is down: it is thrown, not counted or logged as an outage here.
  * Its caller says what the shutdown did (a `using` section's release: one warning, runHolding); until 2026-12-04 that
- * release was logged twice, here as an outage and there.
+ * release was logged twice, here as an outage and there. Also reports the one error reply that fails no call: a
+ * release's PUBLISH that Redis refused (`publishRefused`).
  */
 export class LockFailures extends FailurePolicy {
+  private readonly publishWarning: ThrottledWarning;
+
   constructor(
     connection: FailureConnection,
     options: FailurePolicyOptions,
     private readonly shutdown: LockShutdown,
   ) {
     super(connection, options);
+    this.publishWarning = new ThrottledWarning(options.logger, options.warnIntervalMs);
+  }
+
+  /**
+   * Redis refused the PUBLISH of the grant or wake of a release of `resource` (on quorum node `node`, else on the
+   * lock's own Redis; release-many.lua and wake.lua answer RELEASED_UNPUBLISHED): the lock was released and its waiting
+   * services take it by their poll, so the release resolves. Not silent though: counted with the error replies
+   * (`LockService.stats().replyErrors`) and logged with the remedy, at most once per 10 s with the number since (an
+   * ACL that lacks PUBLISH refuses every contended release). Redis's own words are not in the script's answer: inside
+   * a script an ACL denial reads `ERR The user executing the script can't run this command...`, naming no command.
+   */
+  publishRefused(resource: string, channels: WaitingChannels, node?: Redis): void {
+    this.counts.replyErrors++;
+    const where = node === undefined ? '' : ` on lock quorum node ${node.options.host}:${node.options.port}`;
+    this.publishWarning.warn(
+      `lock release of "${resource}"${where}: released, but Redis refused the PUBLISH that passes it to a waiting ` +
+        `service (the ACL user lacks +publish or the lock's channels): its waiters take it by their poll, a retry ` +
+        `pause late; grant the ACL user +publish &${channels.wake}* &${channels.grant}*`,
+    );
   }
 
   override unavailable(err: unknown, failOpen?: boolean, fallback?: string): void {
