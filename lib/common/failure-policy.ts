@@ -115,7 +115,10 @@ export interface FailurePolicyOptions {
   /** In messages: `cache`, `rate limit`, `session`, `lock`, `pub/sub`. */
   feature: string;
   logger: Logger;
-  /** At most one warning per interval (ms) and kind; default 10 s. */
+  /**
+   * At most one warning per interval (ms) and kind (transport failures; each reply code), default 10 s; the count of
+   * the others is logged at the end of the interval.
+   */
   warnIntervalMs?: number;
   /** Keep the driver error as `cause` (default true; sessions say false: its arguments hold session ids). */
   withCause?: boolean;
@@ -154,8 +157,18 @@ export class FailurePolicy {
     this.withCause = options.withCause ?? true;
     this.failOpen = options.failOpen ?? false;
     this.failOpenMeans = options.failOpenMeans ?? 'carrying on without Redis';
-    this.unavailableWarning = new ThrottledWarning(options.logger, options.warnIntervalMs);
-    this.replyWarning = new ThrottledWarning(options.logger, options.warnIntervalMs);
+    const feature = options.feature;
+    this.unavailableWarning = new ThrottledWarning(
+      options.logger,
+      options.warnIntervalMs,
+      () => `failed ${feature} calls (Redis unavailable)`,
+    );
+    // One throttle per reply code: a NOPERM (an ACL change) is logged at once, whatever WRONGTYPE came before it.
+    this.replyWarning = new ThrottledWarning(
+      options.logger,
+      options.warnIntervalMs,
+      (code) => `failed ${feature} calls (error reply ${code})`,
+    );
   }
 
   /** Throws RedisUnavailableError (not counted: the caller's `unavailable` does) unless the connection is ready. */
@@ -224,7 +237,8 @@ export class FailurePolicy {
     if (!(err instanceof RedisReplyError) || this.seen.has(err)) return;
     this.seen.add(err);
     this.counts.replyErrors++;
-    this.replyWarning.warn(`${err.message} (Redis answered with an error: this call fails, nothing falls back)`);
+    const message = `${err.message} (Redis answered with an error: this call fails, nothing falls back)`;
+    this.replyWarning.warn(message, err.replyCode);
   }
 
   /**

@@ -1,27 +1,94 @@
 import { Logger } from '@nestjs/common';
 
+/** Kinds followed one by one (FailurePolicy: reply codes); past that every new kind shares one more throttle. */
+const MAX_KINDS = 16;
+/** The shared throttle of the kinds past MAX_KINDS. */
+const OTHER_KINDS = '\0other';
+
+interface KindState {
+  lastLoggedAt: number;
+  suppressed: number;
+  /** Armed by the first suppressed warning: logs the count at the end of the interval. */
+  timer: ReturnType<typeof setTimeout> | undefined;
+}
+
 /**
- * A warning that is logged at most once per interval, with the number of occurrences since the last one:
- * when Redis is down every request fails the same way, and one line a second says it all.
+ * A warning that is logged at most once per interval and kind, with the number of occurrences since the last one:
+ * when Redis is down every request fails the same way, and one line per interval says it all. The first warning of a
+ * kind is logged at once, whatever another kind logged (a NOPERM is not hidden behind a WRONGTYPE). The ones
+ * suppressed within an interval are counted: the first of them arms one timer (unref'd: it never keeps the process
+ * alive) for the end of the interval, which logs `<what>: <N> more since the last warning, not logged one by one`, so
+ * the count of a short burst is not left for the next incident. A warning after the interval is logged whole again.
  */
 export class ThrottledWarning {
-  private lastLoggedAt = 0;
-  private suppressed = 0;
+  private readonly kinds = new Map<string, KindState>();
 
+  /**
+   * @param what names the suppressed warnings of a kind in the count's line (default `warnings`), e.g.
+   * `failed rate limiting calls (Redis unavailable)`
+   */
   constructor(
     private readonly logger: Logger,
     private readonly intervalMs = 10_000,
+    private readonly what: (kind: string) => string = () => 'warnings',
   ) {}
 
-  warn(message: string): void {
-    const now = Date.now();
-    if (now - this.lastLoggedAt < this.intervalMs) {
-      this.suppressed++;
+  /** Logs `message` unless a warning of the same `kind` was logged within the interval (then it is counted). */
+  warn(message: string, kind = ''): void {
+    const now = performance.now();
+    const state = this.stateOf(kind, now);
+    if (now - state.lastLoggedAt < this.intervalMs) {
+      state.suppressed++;
+      state.timer ??= this.armReport(kind, state, state.lastLoggedAt + this.intervalMs - now);
       return;
     }
-    const extra = this.suppressed > 0 ? ` (${this.suppressed} more since the last warning)` : '';
-    this.lastLoggedAt = now;
-    this.suppressed = 0;
+    // a warning that came before the report's timer ran (a busy event loop) carries the count itself
+    const extra = state.suppressed > 0 ? ` (${state.suppressed} more since the last warning)` : '';
+    this.clear(state);
+    state.lastLoggedAt = now;
     this.logger.warn(message + extra);
+  }
+
+  private stateOf(kind: string, now: number): KindState {
+    const known = this.kinds.get(kind);
+    if (known !== undefined) return known;
+    if (this.kinds.size >= MAX_KINDS) {
+      // idle kinds (their interval over, nothing counted) go first; hostile distinct kinds end up sharing one
+      for (const [k, s] of this.kinds) {
+        if (s.suppressed === 0 && now - s.lastLoggedAt >= this.intervalMs) this.kinds.delete(k);
+      }
+    }
+    const key = this.kinds.size >= MAX_KINDS ? OTHER_KINDS : kind;
+    let state = this.kinds.get(key);
+    if (state === undefined) {
+      state = { lastLoggedAt: Number.NEGATIVE_INFINITY, suppressed: 0, timer: undefined };
+      this.kinds.set(key, state);
+    }
+    return state;
+  }
+
+  private armReport(kind: string, state: KindState, delayMs: number): ReturnType<typeof setTimeout> {
+    const timer = setTimeout(
+      () => {
+        const n = state.suppressed;
+        this.clear(state);
+        if (n === 0) return;
+        const what = this.kinds.get(kind) === state ? this.what(kind) : 'warnings of other kinds';
+        try {
+          this.logger.warn(`${what}: ${n} more since the last warning, not logged one by one`);
+        } catch {
+          // a logger that throws must not become an uncaught exception of a timer
+        }
+      },
+      Math.max(0, Math.ceil(delayMs)),
+    );
+    timer.unref?.();
+    return timer;
+  }
+
+  private clear(state: KindState): void {
+    if (state.timer !== undefined) clearTimeout(state.timer);
+    state.timer = undefined;
+    state.suppressed = 0;
   }
 }

@@ -192,17 +192,17 @@ describe('rate limiting: fail-open is counted and logged, reply errors are not o
   });
 
   /*
-   * BUG: a reply error of a new kind is not logged when another reply error was logged within warnIntervalMs. Here a
-   * stray WRONGTYPE on one counter is logged, then an ACL change takes EVALSHA away from the app's user: every
-   * decision now fails with RedisPermissionError (HTTP 500 through the guard), counted in stats().replyErrors, and no
-   * line anywhere says NOPERM (seen: warnings = [the WRONGTYPE line] only, replyErrors 6). DESIGN.md: a reply error
-   * "fails that one call with a typed error and is logged"; docs/rate-limit.md: "counted in stats().replyErrors and
-   * logged". From lib/common/failure-policy.ts: one ThrottledWarning (`replyWarning`, constructor) for every reply
-   * error of a feature, and lib/common/throttled-logger.ts `warn` drops any message within the interval whatever it
-   * says. Fix: throttle per reply code (a small bounded map: WRONGTYPE, NOPERM, OOM, ...), so the first of each kind
-   * is logged at once.
+   * Was a bug, fixed (one throttle per reply code, lib/common/failure-policy.ts): a reply error of a new kind was not
+   * logged when another reply error was logged within warnIntervalMs. Here a stray WRONGTYPE on one counter is
+   * logged, then an ACL change takes EVALSHA away from the app's user: every decision now fails with
+   * RedisPermissionError (HTTP 500 through the guard), counted in stats().replyErrors, and no line anywhere said
+   * NOPERM (seen: warnings = [the WRONGTYPE line] only, replyErrors 6). DESIGN.md: a reply error "fails that one call
+   * with a typed error and is logged"; docs/rate-limit.md: "counted in stats().replyErrors and logged". Cause: one
+   * ThrottledWarning (`replyWarning`) for every reply error of a feature, whose `warn` dropped any message within the
+   * interval whatever it said. Now ThrottledWarning throttles per kind (a bounded map) and the policy's kind is the
+   * reply code, so the first of each kind is logged at once.
    */
-  it.failing('a NOPERM that starts after a logged WRONGTYPE is logged too, not swallowed by the throttle', async () => {
+  it('a NOPERM that starts after a logged WRONGTYPE is logged too, not swallowed by the throttle', async () => {
     const { app, warnings } = await boot({ rateLimit: { warnIntervalMs: 60_000 } });
     const rl = app.get(RateLimitService);
     const resolved = rl.resolvePolicy(policy, 'policy');
@@ -224,16 +224,15 @@ describe('rate limiting: fail-open is counted and logged, reply errors are not o
   });
 
   /*
-   * BUG: the warnings a burst suppressed are never logged when the outage ends within warnIntervalMs. 50 decisions
-   * fail open on a killed Redis (stats().failedOpen 50), one line is logged, Redis comes back: 1.5 s later
-   * (warnIntervalMs 300) the log still has that single line and nothing ever says 49 more were let through; the count
-   * would only be appended to the first warning of the NEXT outage (maybe days later, misattributing it). docs/
-   * rate-limit.md: "one warning is logged per warnIntervalMs (10 s) with the count of suppressed ones"; docs/cache.md:
-   * "(with the count of the ones not logged)". From lib/common/throttled-logger.ts: `suppressed` is only reported by
-   * the next `warn` call; nothing flushes it once the interval passes. Fix: when suppressing, arm one unref'd timer for
-   * the end of the interval that logs "N more since the last warning" if N > 0.
+   * Was a bug, fixed (lib/common/throttled-logger.ts): the warnings a burst suppressed were never logged when the
+   * outage ended within warnIntervalMs. 50 decisions fail open on a killed Redis (stats().failedOpen 50), one line is
+   * logged, Redis comes back: 1.5 s later (warnIntervalMs 300) the log still had that single line and nothing ever
+   * said 49 more were let through; the count would only be appended to the first warning of the NEXT outage (maybe
+   * days later, misattributing it). docs/rate-limit.md: "one warning is logged per warnIntervalMs (10 s) with the
+   * count of suppressed ones"; docs/cache.md: "(with the count of the ones not logged)". Now the first suppressed
+   * warning arms one unref'd timer for the end of the interval, which logs "<what>: N more since the last warning".
    */
-  it.failing('after a short outage the number of suppressed fail-open warnings is logged once the interval passes', async () => {
+  it('after a short outage the number of suppressed fail-open warnings is logged once the interval passes', async () => {
     const { app, warnings } = await boot({ rateLimit: { warnIntervalMs: 300 } });
     const rl = app.get(RateLimitService);
     await rl.consume('warm', policy);
@@ -245,6 +244,9 @@ describe('rate limiting: fail-open is counted and logged, reply errors are not o
     await rl.consume('warm', policy);
     expect(warnings.filter((w) => w.includes('allowing requests'))).toHaveLength(1);
     expect(warnings.some((w) => /\b49\b/.test(w))).toBe(true);
+    expect(warnings.filter((w) => w.includes('49 more since the last warning'))).toEqual([
+      'failed rate limiting calls (Redis unavailable): 49 more since the last warning, not logged one by one',
+    ]);
   });
 
   it('single server: a consumeAll of two trackers that fails open is one decision, counted once', async () => {
@@ -415,26 +417,27 @@ describe('cache, sessions, locks, pub/sub: each failed call counted and logged, 
   });
 
   /*
-   * BUG: a notifyUser that fails (Redis down) puts the user id into its span: status message and exception event
-   * `pub/sub publish to user:alice@example.com failed: ...` (seen, exported by the in-memory span exporter).
-   * docs/observability.md: "Channel payloads carry no channel name either (a `user:<id>` channel names a user)", and
-   * lib/pubsub/pubsub.service.ts keeps the channel out of the traced context for that reason ("no channel name (it may
-   * hold a user id)"), yet the context's `error` carries it and lib/otel/redis-toolkit.instrumentation.ts `finish`
-   * exports its message; the same was fixed for cache load timeouts (their message names no key). From
-   * lib/pubsub/pubsub.service.ts `sendNow` → `this.failed(err, \`publish to ${channel}\`)`. Fix: a message without
-   * the channel for the error given to the traced call (keep the channel on the error object, as
-   * CacheLoadTimeoutError.key does).
+   * Was a bug, fixed (lib/pubsub/pubsub.traced-error.ts): a notifyUser that fails (Redis down) put the user id into
+   * its span: status message and exception event `pub/sub publish to user:alice@example.com failed: ...` (seen,
+   * exported by the in-memory span exporter). docs/observability.md: "Channel payloads carry no channel name either
+   * (a `user:<id>` channel names a user)", and lib/pubsub/pubsub.service.ts keeps the channel out of the traced
+   * context for that reason, yet the context's `error` carried it and lib/otel/redis-toolkit.instrumentation.ts
+   * `finish` exports its message. Now the traced call gets a copy of the error whose message names no channel
+   * (`pub/sub publish failed: ...`); the caller's error still names it, as docs/pubsub.md shows.
    */
-  it.failing('a failed notifyUser span does not carry the user id', async () => {
+  it('a failed notifyUser span does not carry the user id', async () => {
     const o = otel();
     try {
       const { app } = await boot();
       const pubsub = app.get(PubSubService);
       await pubsub.publish('warm', 1);
       await server.kill();
-      await expect(pubsub.notifyUser('alice@example.com', { hi: 1 })).rejects.toBeInstanceOf(RedisUnavailableError);
+      const err = await pubsub.notifyUser('alice@example.com', { hi: 1 }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(RedisUnavailableError);
+      expect((err as Error).message).toContain('pub/sub publish to user:alice@example.com failed: ');
       const failed = o.spans('rtk.pubsub.publish').filter((x) => x.status.code === 2);
       expect(failed).toHaveLength(1);
+      expect(failed[0].status.message).toMatch(/^pub\/sub publish failed: /);
       expect(o.exported()).not.toContain('alice@example.com');
     } finally {
       await o.stop();
