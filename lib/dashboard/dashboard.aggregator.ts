@@ -1,7 +1,17 @@
+import type { Logger } from '@nestjs/common';
+import { ThrottledWarning } from '../common/throttled-logger.js';
 import { type DashboardFrame, Ring, sumFrames } from './dashboard.frame.js';
 
 /** Instances followed at once; frames of more are dropped (each costs `history` frames of memory). */
 export const MAX_INSTANCES = 64;
+/**
+ * Frames of one instance waiting to be summed. Each waits one tick or two (DashboardAggregator.tick): an instance
+ * with this interval sends 2-3 in that time, one with a quarter of it 6. More are dropped (neither kept nor summed),
+ * so that one instance flooding the channel cannot push the others' frames out.
+ */
+export const MAX_UNSUMMED_PER_INSTANCE = 8;
+/** All frames waiting to be summed (instances come and go within two intervals): a bound on memory. */
+const MAX_UNSUMMED_TOTAL = MAX_INSTANCES * MAX_UNSUMMED_PER_INSTANCE;
 
 interface Followed {
   readonly frames: Ring<DashboardFrame>;
@@ -31,35 +41,74 @@ export interface DashboardSnapshot {
 export class DashboardAggregator {
   private readonly instances = new Map<string, Followed>();
   private readonly sums: Ring<DashboardFrame>;
-  /** Frames received since the last sum, each summed once (bounded: a few intervals of MAX_INSTANCES). */
+  /** Frames received since the last sum. */
   private pending: DashboardFrame[] = [];
-  /** Frames dropped because MAX_INSTANCES were already followed. */
+  /** Frames the last sum left to this one (made within its last half interval, or ahead of its clock). */
+  private held: DashboardFrame[] = [];
+  /** Per instance id: its frames in `pending` and `held`. */
+  private readonly unsummed = new Map<string, number>();
+  /** Frames dropped: of an instance past MAX_INSTANCES, or past MAX_UNSUMMED_PER_INSTANCE of one. */
   dropped = 0;
+  // One throttle each: a flood of one kind must not hide the first line of another.
+  private readonly tooManyInstances: ThrottledWarning;
+  private readonly tooManyFrames: ThrottledWarning;
+  private readonly clockAhead: ThrottledWarning;
 
   constructor(
     private readonly options: { history: number; intervalMs: number; instanceTtlMs: number },
     private readonly self: string,
+    logger: Pick<Logger, 'warn'> = { warn: () => undefined },
   ) {
     this.sums = new Ring(options.history);
+    const warning = () => new ThrottledWarning(logger as Logger);
+    this.tooManyInstances = warning();
+    this.tooManyFrames = warning();
+    this.clockAhead = warning();
   }
 
-  /** Keeps a frame; false when it was dropped (too many instances, or not newer than that instance's last). */
+  /**
+   * Keeps a frame, to be summed once; false when it was dropped: not newer than that instance's last, from an
+   * instance past MAX_INSTANCES, or past MAX_UNSUMMED_PER_INSTANCE frames of one instance (the last two logged).
+   */
   add(frame: DashboardFrame, now = Date.now()): boolean {
-    let followed = this.instances.get(frame.instance);
+    const id = frame.instance;
+    let followed = this.instances.get(id);
     if (!followed) {
       if (this.instances.size >= MAX_INSTANCES) {
         this.dropped++;
+        this.tooManyInstances.warn(
+          `dropped a dashboard frame of ${JSON.stringify(id)}: ${MAX_INSTANCES} instances are followed already ` +
+            `(MAX_INSTANCES); it is neither shown nor summed until one of them is silent for instanceTtlMs`,
+        );
         return false;
       }
       followed = { frames: new Ring(this.options.history), receivedAt: now };
-      this.instances.set(frame.instance, followed);
+      this.instances.set(id, followed);
     }
     const last = followed.frames.last();
     if (last && frame.at <= last.at) return false;
+    const waiting = this.unsummed.get(id) ?? 0;
+    if (waiting >= MAX_UNSUMMED_PER_INSTANCE || this.pending.length + this.held.length >= MAX_UNSUMMED_TOTAL) {
+      this.dropped++;
+      this.tooManyFrames.warn(
+        `dropped a dashboard frame of ${JSON.stringify(id)}, left out of the sums: more than ` +
+          `${MAX_UNSUMMED_PER_INSTANCE} of its frames within two intervals (is its intervalMs much shorter than ` +
+          `this instance's, or is something else publishing on the dashboard channel?)`,
+      );
+      return false;
+    }
+    const ahead = frame.at - now;
+    if (ahead > Math.max(1_000, this.options.intervalMs)) {
+      this.clockAhead.warn(
+        `the clock of dashboard instance ${JSON.stringify(id)} runs about ${Math.round(ahead / 1_000)} s ahead ` +
+          "of this instance's: its frames are summed when they arrive, but charted at its own times; " +
+          "sync the instances' clocks (NTP)",
+      );
+    }
     followed.frames.push(frame);
     followed.receivedAt = now;
-    if (this.pending.length < MAX_INSTANCES * 4) this.pending.push(frame);
-    else this.dropped++;
+    this.pending.push(frame);
+    this.unsummed.set(id, waiting + 1);
     return true;
   }
 
@@ -76,15 +125,20 @@ export class DashboardAggregator {
   }
 
   /**
-   * The sum of the interval that just ended: every frame received since the previous sum and made more than half an
-   * interval ago, each once. Instances publish at the same wall-clock boundaries (DashboardService), so that is one
-   * frame of each: the frame another instance made at this same boundary (and that may already be here) waits for the
-   * next sum, and a late frame is added to the next sum, never lost or counted twice.
+   * The sum of the interval that just ended: every frame kept since the previous sum and made more than half an
+   * interval ago, and every frame that sum left; each frame once. Instances publish at the same wall-clock boundaries
+   * (DashboardService), so that is one frame of each: the frame another instance made at this same boundary (and that
+   * may already be here) waits for the next sum, and a late frame is added to the next sum, never lost or counted
+   * twice. A frame waits one sum at most, whatever its `at` says: an instance whose clock runs ahead has its frames
+   * summed one interval late, and cannot hold them, or push the others' out, until this clock reaches its own.
    */
   tick(now = Date.now()): DashboardFrame {
     const before = now - this.options.intervalMs / 2;
-    const due = this.pending.filter((f) => f.at <= before);
-    this.pending = this.pending.filter((f) => f.at > before);
+    const due = [...this.held, ...this.pending.filter((f) => f.at <= before)];
+    this.held = this.pending.filter((f) => f.at > before);
+    this.pending = [];
+    this.unsummed.clear();
+    for (const f of this.held) this.unsummed.set(f.instance, (this.unsummed.get(f.instance) ?? 0) + 1);
     const sum = sumFrames(due, now - this.options.intervalMs, this.options.intervalMs);
     this.sums.push(sum);
     return sum;

@@ -23,6 +23,8 @@ export class DashboardCollector {
   private loadMaxMs = 0;
   private readonly tags = new Map<string, number>();
   private readonly policies = new Map<string, [number, number]>();
+  /** Per policy: `[failedOpen, insurance]` among its decisions (DashboardFrame.rateLimitDegraded). */
+  private readonly degraded = new Map<string, [number, number]>();
   private acquired = 0;
   private busy = 0;
   private lost = 0;
@@ -30,8 +32,9 @@ export class DashboardCollector {
   private destroyed = 0;
   private published = 0;
   private publishFailed = 0;
-  /** Frames this instance published itself: not counted as the app's pub/sub traffic. */
-  private ownPublishes = 0;
+  /** Frames this instance published itself, by outcome: not counted as the app's pub/sub traffic. */
+  private ownSent = 0;
+  private ownFailed = 0;
   private lastCache = { hits: 0, staleHits: 0, misses: 0 };
   private lastAt: number;
   private readonly subscriptions: [string, (message: unknown) => void][] = [];
@@ -66,6 +69,8 @@ export class DashboardCollector {
     this.on('rateLimitDecision', (p) => {
       const names = Array.isArray(p.policies) ? p.policies : ['default'];
       const refused = p.outcome === 'refused' ? 1 : 0;
+      // Redis could not decide: allowed without counting (fail-open), or decided in process (insurance)
+      const degraded = p.degraded === 'fail-open' ? 0 : p.degraded === 'insurance' ? 1 : undefined;
       for (const full of names) {
         const policy = typeof full === 'string' ? full.slice(0, MAX_NAME_LENGTH) : undefined;
         const name =
@@ -75,6 +80,10 @@ export class DashboardCollector {
         const counts = this.policies.get(name) ?? [0, 0];
         counts[refused]++;
         this.policies.set(name, counts);
+        if (degraded === undefined) continue;
+        const degradedCounts = this.degraded.get(name) ?? [0, 0];
+        degradedCounts[degraded]++;
+        this.degraded.set(name, degradedCounts);
       }
     });
     this.on('lockAcquire', (p) => {
@@ -96,9 +105,13 @@ export class DashboardCollector {
     for (const [name, fn] of this.subscriptions.splice(0)) diagnosticsChannel.unsubscribe(name, fn);
   }
 
-  /** One of this instance's own frames went out (on the pub/sub channel): not the app's traffic. */
-  countOwnPublish(): void {
-    this.ownPublishes++;
+  /**
+   * One of this instance's own frames was published (`sent`), or failed with the `rtk:pubsub:publish` event of a
+   * failure (`failed`: Redis could not be reached): not the app's traffic, taken out of that outcome's count.
+   */
+  countOwnPublish(outcome: 'sent' | 'failed'): void {
+    if (outcome === 'sent') this.ownSent++;
+    else this.ownFailed++;
   }
 
   /**
@@ -127,9 +140,13 @@ export class DashboardCollector {
       },
       tags: topCounts(this.tags),
       rateLimit: Object.fromEntries(this.policies),
+      rateLimitDegraded: Object.fromEntries(this.degraded),
       locks: { held, waiting, acquired: this.acquired, busy: this.busy, lost: this.lost },
       sessions: { active: sample.activeSessions, created: this.created, destroyed: this.destroyed },
-      pubsub: { published: Math.max(0, this.published - this.ownPublishes), failed: this.publishFailed },
+      pubsub: {
+        published: Math.max(0, this.published - this.ownSent),
+        failed: Math.max(0, this.publishFailed - this.ownFailed),
+      },
       redis: sample.redis,
     };
     this.lastCache = { hits, staleHits, misses };
@@ -137,8 +154,9 @@ export class DashboardCollector {
     this.loads = this.loadMs = this.loadMaxMs = 0;
     this.tags.clear();
     this.policies.clear();
+    this.degraded.clear();
     this.acquired = this.busy = this.lost = this.created = this.destroyed = 0;
-    this.published = this.publishFailed = this.ownPublishes = 0;
+    this.published = this.publishFailed = this.ownSent = this.ownFailed = 0;
     return frame;
   }
 

@@ -29,6 +29,12 @@ export interface DashboardFrame {
   readonly tags: [string, number][];
   /** Per policy name: `[allowed, refused]` decisions that involved it (a refusal counts for each of its policies). */
   readonly rateLimit: Record<string, [number, number]>;
+  /**
+   * Per policy name, of those decisions: `[failedOpen, insurance]`, the ones Redis could not make (`degraded`):
+   * allowed without counting (fail-open), or decided by the in-process insurance limiter. Absent in a frame of a
+   * release before it (so a mixed-version deploy keeps both); every frame and sum of this release has it.
+   */
+  readonly rateLimitDegraded?: Record<string, [number, number]>;
   readonly locks: {
     /** Single-resource locks a caller of this process holds now. */
     held: number;
@@ -83,6 +89,7 @@ export function sumFrames(frames: readonly DashboardFrame[], at: number, ms: num
   const tags = new Map<string, number>();
   // A Map, not an object: a policy named `__proto__` would set the object's prototype instead of adding a key.
   const rateLimit = new Map<string, [number, number]>();
+  const rateLimitDegraded = new Map<string, [number, number]>();
   let redis: RedisSample | null = null;
   let redisAt = -1;
   let activeAt = -1;
@@ -102,15 +109,8 @@ export function sumFrames(frames: readonly DashboardFrame[], at: number, ms: num
     pubsub.published += f.pubsub.published;
     pubsub.failed += f.pubsub.failed;
     for (const [tag, n] of f.tags) tags.set(tag, (tags.get(tag) ?? 0) + n);
-    for (const [policy, [allowed, refused]] of Object.entries(f.rateLimit)) {
-      const sum = rateLimit.get(policy);
-      if (sum) {
-        sum[0] += allowed;
-        sum[1] += refused;
-      } else if (rateLimit.size < MAX_POLICIES) {
-        rateLimit.set(policy, [allowed, refused]);
-      }
-    }
+    addPairs(rateLimit, f.rateLimit);
+    if (f.rateLimitDegraded) addPairs(rateLimitDegraded, f.rateLimitDegraded);
     if (f.redis && f.at > redisAt) {
       redis = f.redis;
       redisAt = f.at;
@@ -129,11 +129,25 @@ export function sumFrames(frames: readonly DashboardFrame[], at: number, ms: num
     cache,
     tags: topCounts(tags),
     rateLimit: Object.fromEntries(rateLimit),
+    rateLimitDegraded: Object.fromEntries(rateLimitDegraded),
     locks,
     sessions,
     pubsub,
     redis,
   };
+}
+
+/** Adds per-policy pairs into `sums` (at most MAX_POLICIES names). */
+function addPairs(sums: Map<string, [number, number]>, pairs: Record<string, [number, number]>): void {
+  for (const [policy, [a, b]] of Object.entries(pairs)) {
+    const sum = sums.get(policy);
+    if (sum) {
+      sum[0] += a;
+      sum[1] += b;
+    } else if (sums.size < MAX_POLICIES) {
+      sums.set(policy, [a, b]);
+    }
+  }
 }
 
 /** Longest tag or policy name a frame carries (the collector cuts longer ones): a frame stays a few KB at most. */
@@ -152,15 +166,21 @@ const isName = (v: unknown): boolean => typeof v === 'string' && v.length <= MAX
 const isPair = (v: unknown, first: (x: unknown) => boolean): boolean =>
   Array.isArray(v) && v.length === 2 && first(v[0]) && isCount(v[1]);
 
+const isPolicyPairs = (v: unknown): v is Record<string, [number, number]> =>
+  isFields(v) &&
+  Object.keys(v).length <= MAX_POLICIES &&
+  Object.entries(v).every(([name, counts]) => isName(name) && isPair(counts, isCount));
+
 /**
  * Whether `value` is a frame, to its last field: what arrives on the channel comes from anyone who may PUBLISH on the
  * Redis (another release, another app, a hand-typed command), and a frame is summed with the others and drawn by every
  * page. A null section or a count that is not a number would make every sum of its interval throw (or add strings),
- * and thousands of tags would be kept `history` times: such a message is dropped, with a warning.
+ * and thousands of tags would be kept `history` times: such a message is dropped, with a warning. Fields it does not
+ * know are not looked at: readDashboardFrame leaves them out.
  */
 export function isDashboardFrame(value: unknown): value is DashboardFrame {
   if (!isFields(value)) return false;
-  const { sessions, redis, tags, rateLimit } = value;
+  const { sessions, redis, tags } = value;
   return (
     value.v === 1 &&
     typeof value.instance === 'string' &&
@@ -178,10 +198,41 @@ export function isDashboardFrame(value: unknown): value is DashboardFrame {
     Array.isArray(tags) &&
     tags.length <= MAX_TAGS &&
     tags.every((t) => isPair(t, isName)) &&
-    isFields(rateLimit) &&
-    Object.keys(rateLimit).length <= MAX_POLICIES &&
-    Object.entries(rateLimit).every(([name, counts]) => isName(name) && isPair(counts, isCount))
+    isPolicyPairs(value.rateLimit) &&
+    (value.rateLimitDegraded === undefined || isPolicyPairs(value.rateLimitDegraded))
   );
+}
+
+const pick = <K extends string>(from: Record<K, number>, keys: readonly K[]) =>
+  Object.fromEntries(keys.map((k) => [k, from[k]])) as Record<K, number>;
+const pairs = (from: Record<string, [number, number]>) =>
+  Object.fromEntries(Object.entries(from).map(([name, [a, b]]) => [name, [a, b]])) as Record<string, [number, number]>;
+
+/**
+ * A message of the channel as a frame of its known fields only, or undefined when it is not a frame
+ * (isDashboardFrame). What passes the check may still carry fields of its own, at any size (a 1 MB one was kept whole,
+ * `history` times per instance, and sent to every page, overflowing their stream buffers): rebuilt, a frame is the
+ * few hundred bytes it should be, whatever came with it. Rebuilt rather than refused, so that a newer release adding
+ * a field is still shown and summed by an older one (without that field).
+ */
+export function readDashboardFrame(value: unknown): DashboardFrame | undefined {
+  if (!isDashboardFrame(value)) return undefined;
+  const { sessions: s, redis, rateLimitDegraded } = value;
+  return {
+    v: 1,
+    instance: value.instance,
+    at: value.at,
+    ms: value.ms,
+    instances: value.instances,
+    cache: pick(value.cache, CACHE_FIELDS),
+    tags: value.tags.map(([tag, n]) => [tag, n]),
+    rateLimit: pairs(value.rateLimit),
+    ...(rateLimitDegraded && { rateLimitDegraded: pairs(rateLimitDegraded) }),
+    locks: pick(value.locks, LOCK_FIELDS),
+    sessions: { active: s.active, created: s.created, destroyed: s.destroyed },
+    pubsub: { published: value.pubsub.published, failed: value.pubsub.failed },
+    redis: redis && pick(redis, REDIS_FIELDS),
+  };
 }
 
 /** A fixed-size buffer of the last `size` items, oldest first. */

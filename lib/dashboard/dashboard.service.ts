@@ -1,6 +1,7 @@
 import { Inject, Injectable, Logger, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import { CacheService } from '../cache/cache.service.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
+import { RedisUnavailableError } from '../common/errors.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
 import { DEFAULT_CONNECTION_NAME } from '../connection/connection.options.js';
 import { RedisConnections } from '../connection/redis-connections.js';
@@ -9,7 +10,7 @@ import { PubSubService } from '../pubsub/pubsub.service.js';
 import type { Unsubscribe } from '../pubsub/pubsub.types.js';
 import { DashboardAggregator, type DashboardSnapshot } from './dashboard.aggregator.js';
 import { DashboardCollector } from './dashboard.collector.js';
-import { type DashboardFrame, isDashboardFrame } from './dashboard.frame.js';
+import { type DashboardFrame, readDashboardFrame } from './dashboard.frame.js';
 import { DASHBOARD_OPTIONS, type ResolvedDashboardOptions } from './dashboard.options.js';
 import { DashboardRedisSampler } from './dashboard.redis-sampler.js';
 
@@ -32,6 +33,8 @@ export const MAX_VIEWERS = 50;
 export class DashboardService implements OnModuleInit, OnModuleDestroy {
   private readonly logger = new Logger('RedisToolkit:Dashboard');
   private readonly warning = new ThrottledWarning(this.logger);
+  /** Its own throttle: a stream of foreign messages must not hide a failed publish or subscribe. */
+  private readonly dropWarning = new ThrottledWarning(this.logger);
   private readonly collector: DashboardCollector;
   private readonly sampler: DashboardRedisSampler;
   private readonly aggregator: DashboardAggregator;
@@ -57,7 +60,7 @@ export class DashboardService implements OnModuleInit, OnModuleDestroy {
       connections.forFeature('session'),
       keys,
     );
-    this.aggregator = new DashboardAggregator(options, options.instanceId);
+    this.aggregator = new DashboardAggregator(options, options.instanceId, this.logger);
   }
 
   async onModuleInit(): Promise<void> {
@@ -116,8 +119,11 @@ export class DashboardService implements OnModuleInit, OnModuleDestroy {
     if (!this.unsubscribe) void this.subscribe();
     try {
       await this.pubsub.publish(DASHBOARD_CHANNEL, frame);
-      this.collector.countOwnPublish();
+      this.collector.countOwnPublish('sent');
     } catch (err) {
+      // Redis unreachable: published as a failed rtk:pubsub:publish, which is not the app's (a reply error may have
+      // been published or not, and is left in the count: this warning says whose it was)
+      if (err instanceof RedisUnavailableError) this.collector.countOwnPublish('failed');
       this.warning.warn(`could not publish the dashboard frame: ${(err as Error).message}`);
     }
     return frame;
@@ -158,11 +164,13 @@ export class DashboardService implements OnModuleInit, OnModuleDestroy {
   private subscribe(): Promise<void> {
     this.subscribing ??= this.pubsub
       .subscribe(DASHBOARD_CHANNEL, (payload) => {
-        if (!isDashboardFrame(payload)) {
-          this.warning.warn(`dropped a message on ${DASHBOARD_CHANNEL} that is not a dashboard frame`);
+        // rebuilt from its known fields: what else came with it is not kept (see readDashboardFrame)
+        const frame = readDashboardFrame(payload);
+        if (!frame) {
+          this.dropWarning.warn(`dropped a message on ${DASHBOARD_CHANNEL} that is not a dashboard frame`);
           return;
         }
-        if (payload.instance !== this.instanceId) this.receive(payload);
+        if (frame.instance !== this.instanceId) this.receive(frame);
       })
       .then(
         (unsubscribe) => {

@@ -21,6 +21,8 @@
 
   const rate = (n, f) => (f.ms > 0 ? (n * 1000) / f.ms : null);
   const sumOf = (o) => Object.values(o).reduce((s, [a, r]) => s + a + r, 0);
+  // [failed open, insurance] per policy; absent in a frame of an older release
+  const degradedOf = (f) => f.rateLimitDegraded ?? {};
   /** Chart id → [value of a frame (null: no point), whether per-instance lines are drawn]. */
   const METRICS = {
     'hit-ratio': [
@@ -41,6 +43,8 @@
         ),
       false,
     ],
+    // decisions Redis could not make (failed open, or decided by the insurance limiter): an outage shows here
+    'rate-limit-degraded': [(f) => rate(sumOf(degradedOf(f)), f), true],
     'locks-held': [(f) => f.locks.held, true],
     'locks-waiting': [(f) => f.locks.waiting, true],
     sessions: [(f) => f.sessions.active, false],
@@ -150,15 +154,19 @@
     for (const f of recent) {
       for (const [tag, n] of f.tags) tags.set(tag, (tags.get(tag) ?? 0) + n);
       for (const [name, [a, r]] of Object.entries(f.rateLimit)) {
-        const p = policies.get(name) ?? [0, 0];
-        policies.set(name, [p[0] + a, p[1] + r]);
+        const p = policies.get(name) ?? [0, 0, 0, 0];
+        policies.set(name, [p[0] + a, p[1] + r, p[2], p[3]]);
+      }
+      for (const [name, [open, insurance]] of Object.entries(degradedOf(f))) {
+        const p = policies.get(name) ?? [0, 0, 0, 0];
+        policies.set(name, [p[0], p[1], p[2] + open, p[3] + insurance]);
       }
     }
     fill('hot-tags', [...tags].sort((a, b) => b[1] - a[1]).slice(0, 5), (row) => [row[0], row[1]]);
     fill(
       'policies',
       [...policies].sort((a, b) => b[1][1] - a[1][1]),
-      (row) => [row[0], row[1][0], row[1][1]],
+      (row) => [row[0], ...row[1]],
     );
   }
 
