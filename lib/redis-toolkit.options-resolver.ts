@@ -59,8 +59,9 @@ export function resolveToolkitOptions(raw: RedisToolkitOptions): ResolvedRedisTo
   // master), and `app{}:` (an empty tag: Redis hashes the whole key) splits a lock from its fence counter (CROSSSLOT).
   if (typeof o.keyPrefix === 'string' && /[{}]/.test(o.keyPrefix))
     problems.add('keyPrefix', 'must not contain `{` or `}`: the toolkit places its own hash tags after the prefix');
-  problems.duration('commandTimeout', o.commandTimeout);
-  problems.duration('connectTimeout', o.connectTimeout);
+  // Both go into ioredis's timers (and the start's wait, bounded at MAX_TIMER_MS): a longer delay fires at once.
+  problems.duration('commandTimeout', o.commandTimeout, { timer: true });
+  problems.duration('connectTimeout', o.connectTimeout, { timer: true });
   problems.duration('maxReconnectDelay', o.maxReconnectDelay);
   problems.boolean('lazyConnect', o.lazyConnect);
   if (

@@ -1,4 +1,5 @@
 import { InvalidOptionsError } from './errors.js';
+import { MAX_TIMER_MS } from './timeout.js';
 
 /**
  * The longest duration (ms) any option or call accepts: 100 years. Redis refuses an expiry whose deadline overflows
@@ -24,6 +25,14 @@ export function durationProblem(value: unknown, allowZero = false): string {
   return `must be a ${allowZero ? 'non-negative' : 'positive'} number of milliseconds, got ${shownValue(value)}`;
 }
 
+/** The error text for a delay past what a Node timer keeps (`must be at most 2147483647 ms ...`). */
+export function timerProblem(value: number): string {
+  return (
+    `must be at most ${MAX_TIMER_MS} ms (~24.8 days, the longest delay a Node timer keeps: a longer one fires ` +
+    `after 1 ms), got ${shownValue(value)}`
+  );
+}
+
 /**
  * Collects every problem in a set of options so one start-up error lists them all, each naming its option path
  * (`cache.defaultTtl must be a positive number of milliseconds, got -5`).
@@ -38,10 +47,15 @@ export class OptionProblems {
     this.problems.push(`${path} ${message}`);
   }
 
-  /** Milliseconds: a finite number > 0 (or >= 0 with allowZero). Absent is fine; the caller applies the default. */
-  duration(path: string, value: unknown, { allowZero = false } = {}): void {
+  /**
+   * Milliseconds: a finite number > 0 (or >= 0 with allowZero). Absent is fine; the caller applies the default.
+   * `timer`: the value goes into a Node timer (ioredis's commandTimeout and connectTimeout), so it is at most
+   * MAX_TIMER_MS: setTimeout fires a longer delay after 1 ms, and every call or start would fail at once.
+   */
+  duration(path: string, value: unknown, { allowZero = false, timer = false } = {}): void {
     if (value === undefined) return;
     if (!isDuration(value, allowZero)) this.add(path, durationProblem(value, allowZero));
+    else if (timer && value > MAX_TIMER_MS) this.add(path, timerProblem(value));
   }
 
   integer(path: string, value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): void {

@@ -1,5 +1,6 @@
 import { Cluster, type Redis } from 'ioredis';
-import { nearest, type OptionProblems, type OptionShape } from '../common/option-checks.js';
+import { nearest, type OptionProblems, type OptionShape, timerProblem } from '../common/option-checks.js';
+import { MAX_TIMER_MS } from '../common/timeout.js';
 import { CONNECTION_OPTION_KEYS } from '../redis-toolkit.option-keys.js';
 import { DEFAULT_CONNECTION_NAME, type RedisNamedConnections, type RedisNodeAddress } from './connection.options.js';
 
@@ -80,6 +81,10 @@ export function checkConnection(path: string, connection: unknown, problems: Opt
         problems.add(`${path}.readOnlyGraceMs`, NOT_FOR_A_CLUSTER);
       }
       if (!hasCommandTimeout(client)) problems.add(`${path}.client`, noCommandTimeout(client instanceof Cluster));
+      // ioredis puts both into Node timers: past MAX_TIMER_MS each fires after 1 ms (every call, every connect fails)
+      for (const [name, ms] of Object.entries(clientTimeouts(client)))
+        if (typeof ms === 'number' && Number.isFinite(ms) && ms > MAX_TIMER_MS)
+          problems.add(`${path}.client`, `${name} ${timerProblem(ms)}`);
     }
   }
 }
@@ -90,9 +95,14 @@ export function checkConnection(path: string, connection: unknown, problems: Opt
  * instead of failing over to its failure policy.
  */
 function hasCommandTimeout(client: object): boolean {
-  const options = (client instanceof Cluster ? client.options.redisOptions : (client as Redis).options) ?? {};
-  const ms = options.commandTimeout;
+  const ms = clientTimeouts(client).commandTimeout;
   return typeof ms === 'number' && ms > 0 && Number.isFinite(ms);
+}
+
+/** The timeouts a `{ client }` was created with (a Cluster's from its redisOptions): each goes into a Node timer. */
+function clientTimeouts(client: object): { commandTimeout?: unknown; connectTimeout?: unknown } {
+  const options = (client instanceof Cluster ? client.options.redisOptions : (client as Redis).options) ?? {};
+  return { commandTimeout: options.commandTimeout, connectTimeout: options.connectTimeout };
 }
 
 const noCommandTimeout = (cluster: boolean): string =>

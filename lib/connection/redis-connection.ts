@@ -5,7 +5,7 @@ import { RedisPermissionError, RedisUnavailableError } from '../common/errors.js
 import { replyCodeOf } from '../common/failure-policy.js';
 import type { RedisClient } from '../common/lua-script.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
-import { withTimeout } from '../common/timeout.js';
+import { MAX_TIMER_MS, withTimeout } from '../common/timeout.js';
 import { connectError } from './connect-error.js';
 import { DEFAULT_READONLY_GRACE_MS, type ReadOnlyStreak, readOnlyStreakOf } from './readonly-streak.js';
 import { clusterReadyDenied } from './redis-permissions.cluster.js';
@@ -287,7 +287,8 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
    */
   async waitUntilReady(client: RedisClient): Promise<void> {
     if (client.status === 'ready') return;
-    const limit = this.options.connectTimeout + this.options.commandTimeout;
+    // Each is at most MAX_TIMER_MS (validated), their sum may not be: a longer timer would fire after 1 ms.
+    const limit = Math.min(this.options.connectTimeout + this.options.commandTimeout, MAX_TIMER_MS);
     const deadline = Date.now() + limit;
     try {
       await withTimeout(

@@ -5,7 +5,7 @@ import { RedisUnavailableError } from '../common/errors.js';
 import { slotMasters } from '../common/cluster-masters.js';
 import { classifyRedisError, replyCodeOf } from '../common/failure-policy.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
-import { withTimeout } from '../common/timeout.js';
+import { MAX_TIMER_MS, withTimeout } from '../common/timeout.js';
 import { LuaScript, type RedisClient } from '../common/lua-script.js';
 import { DEFAULT_CONNECTION_NAME } from './connection.options.js';
 import type { ConnectionFeature } from './connection.validation.js';
@@ -250,7 +250,7 @@ async function readyAgain(client: RedisClient): Promise<void> {
   // Closed (shutdown): nothing to wait for, the attempt fails at once.
   if (usable || client.status === 'end') return;
   const options = client instanceof Cluster ? client.options.redisOptions : client.options;
-  const ms = (options?.connectTimeout ?? 10_000) + (options?.commandTimeout ?? 0);
+  const ms = Math.min((options?.connectTimeout ?? 10_000) + (options?.commandTimeout ?? 0), MAX_TIMER_MS);
   let onReady: (() => void) | undefined;
   try {
     await withTimeout(
