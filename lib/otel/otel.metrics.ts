@@ -44,7 +44,9 @@ export class RedisToolkitMetrics {
       ...duration,
     });
     this.rateLimitDecisions = meter.createCounter('rtk.ratelimit.decisions', {
-      description: 'Charging rate-limit decisions, by policy name and outcome (allowed or refused)',
+      description:
+        'Charging rate-limit decisions, by policy name and outcome (allowed or refused); rtk.degraded (fail-open or ' +
+        'insurance) when Redis did not decide',
       unit: '{decision}',
     });
     this.lockWaitDuration = meter.createHistogram('rtk.lock.wait.duration', {
@@ -82,9 +84,13 @@ export class RedisToolkitMetrics {
       case 'rtk:cache:load':
         this.cacheLoadDuration.record(seconds(p.durationMs as number), { outcome: p.outcome });
         return;
-      case 'rtk:ratelimit:decision':
-        for (const policy of p.policies as string[]) this.rateLimitDecisions.add(1, { policy, outcome: p.outcome });
+      case 'rtk:ratelimit:decision': {
+        // rtk.degraded (as on the span) only on a decision Redis did not make: `outcome` stays what dashboards filter
+        const degraded = p.degraded === undefined ? undefined : { 'rtk.degraded': p.degraded as string };
+        for (const policy of p.policies as string[])
+          this.rateLimitDecisions.add(1, { policy, outcome: p.outcome, ...degraded });
         return;
+      }
       case 'rtk:lock:acquire':
         if (p.outcome === 'acquired') this.held(p);
         return;

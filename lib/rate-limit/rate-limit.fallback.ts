@@ -7,6 +7,9 @@ import type { DecisionCounters, GroupOutcome, PreparedCheck } from './rate-limit
 /**
  * What a decision becomes when Redis could not make it. An error reply (NOPERM, WRONGTYPE, OOM) is thrown: only a
  * transport failure falls back, to the in-process insurance limiter when configured, else to the failOpen policy.
+ * Called once per script call, so once per tracker of a decision on a cluster: a degraded outcome (fail-open,
+ * insurance) is counted by the service once per decision (RateLimitService.count), not here; a failed-closed one is
+ * counted here, as it throws and so ends its decision.
  */
 export class DecisionFallback {
   constructor(
@@ -25,7 +28,6 @@ export class DecisionFallback {
     const typed = this.failures.classify(err, 'decision');
     if (!(typed instanceof RedisUnavailableError)) throw typed;
     if (this.insurance) {
-      if (mode === 'c') this.counters.insurance++;
       this.failures.unavailable(typed, true, 'the in-process insurance limiter decides');
       // a peek carries the policy's cost, as its script call does: it answers what that consume would
       const checks = group.map((g) => ({ redisKey: g.redisKey, policy: g.policy, cost: g.policy.cost }));
@@ -38,7 +40,7 @@ export class DecisionFallback {
       };
     }
     const failOpen = failOpenOverride ?? this.failOpenByDefault;
-    if (mode === 'c') this.counters[failOpen ? 'failedOpen' : 'failedClosed']++;
+    if (mode === 'c' && !failOpen) this.counters.failedClosed++;
     this.failures.unavailable(typed, failOpen, failOpen ? 'allowing requests (failOpen)' : 'refusing requests');
     return {
       allowed: true,

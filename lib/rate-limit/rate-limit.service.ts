@@ -232,6 +232,7 @@ export class RateLimitService implements OnModuleDestroy {
         options.failOpen,
         err,
       );
+      if (mode === 'c') this.count(outcome);
       return toResult(outcome.results[0], outcome.degraded);
     }
     const allowed = raw[1] === 1;
@@ -291,11 +292,10 @@ export class RateLimitService implements OnModuleDestroy {
     // On a cluster, one script call per key (per hash slot).
     const groups = groupBy(prepared, (p) => p.key);
     const results: RateLimitDecision['results'] = [];
-    let allowed = true;
+    let refusal: GroupOutcome | undefined;
     let degraded: RateLimitDecision['degraded'];
-    let local = false;
     for (const group of groups) {
-      if (!allowed && mode === 'c') {
+      if (refusal && mode === 'c') {
         // an earlier group refused: report the rest as they stand, without charging them
         const peeked = await this.runGroup(group, 'p', options);
         results.push(...peeked.results);
@@ -303,13 +303,20 @@ export class RateLimitService implements OnModuleDestroy {
       }
       const outcome = await this.runGroup(group, mode, options);
       results.push(...outcome.results);
-      allowed &&= outcome.allowed;
-      degraded ??= outcome.degraded;
-      local ||= outcome.local === true;
+      if (!outcome.allowed) refusal ??= outcome;
+      else degraded ??= outcome.degraded;
     }
-    if (mode === 'c') this.count({ allowed, degraded, ...(local && { local: true }) });
-    const retryAfterMs = allowed ? 0 : Math.max(0, ...results.map((r) => r.retryAfterMs));
-    return { allowed, retryAfterMs, results, ...(degraded && { degraded }) };
+    // A refusal decides the call and says who made it (Redis, the block cache, insurance): an earlier group that
+    // failed open admitted nothing in the end. Admitted, the call is degraded if one of its groups was.
+    const decided: Omit<GroupOutcome, 'results'> = refusal ?? { allowed: true, degraded };
+    if (mode === 'c') this.count(decided);
+    const retryAfterMs = decided.allowed ? 0 : Math.max(0, ...results.map((r) => r.retryAfterMs));
+    return {
+      allowed: decided.allowed,
+      retryAfterMs,
+      results,
+      ...(decided.degraded && { degraded: decided.degraded }),
+    };
   }
 
   private async runGroup(
@@ -351,10 +358,15 @@ export class RateLimitService implements OnModuleDestroy {
     return { allowed: raw[0] === 1, results };
   }
 
-  /** Counts a charging decision (a degraded one was counted by the fallback). */
+  /**
+   * Counts a charging decision, once per call whatever the number of its script calls (one per tracker on a cluster):
+   * decided by the insurance limiter (admitted or refused), failed open (always admitted), else admitted or refused by
+   * Redis or the block cache. A failed-closed decision throws: the fallback counts it.
+   */
   private count(outcome: Pick<GroupOutcome, 'allowed' | 'degraded' | 'local'>): void {
-    if (outcome.degraded) return;
-    if (outcome.allowed) this.counters.allowed++;
+    if (outcome.degraded === 'insurance') this.counters.insurance++;
+    else if (outcome.degraded === 'fail-open') this.counters.failedOpen++;
+    else if (outcome.allowed) this.counters.allowed++;
     else {
       this.counters.denied++;
       if (outcome.local) this.counters.deniedLocally++;

@@ -293,21 +293,34 @@ describe('rate limiting on a cluster with a master killed', () => {
     return { rl, on };
   }
 
-  /*
-   * BUG: on a cluster, one consumeAll whose trackers fail open is counted once per tracker in stats().failedOpen (and
-   * in the fail-open warnings' count). Two trackers on a killed master: failedOpen +2 for one decision, where the same
-   * call on one server counts 1 (test above) and a successful one counts allowed +1. A guard with a per-IP and a
-   * per-user policy (the case docs/rate-limit.md describes for clusters) thus doubles the fail-open count of every
-   * request in an outage. docs/rate-limit.md: "the request is allowed (degraded: 'fail-open', ..., counted in
-   * stats().failedOpen)". From lib/rate-limit/rate-limit.fallback.ts `decide` (`this.counters[...]++`, and
-   * `insurance++` likewise), called per group by lib/rate-limit/rate-limit.service.ts `decide`'s cluster loop
-   * (`runGroup` per key). Fix: count degraded decisions in `count()` (once per call), not in the fallback per group.
+  /**
+   * Restarts a killed master, then waits for every master to say cluster_state:ok: a restarted master says fail for
+   * about 2 s, and an app booted then (the next test's) did not connect within its 5.5 s.
    */
-  it.failing('a consumeAll of two trackers on the dead master is one fail-open decision, counted once', async () => {
+  async function restore(victim: RedisServerHandle) {
+    await victim.restart();
+    const ok = async () => {
+      const infos = await Promise.all(cluster.masters.map((m) => rawCommand(m.port, ['CLUSTER', 'INFO'])));
+      return infos.every((info) => /cluster_state:ok/.test(String(info)));
+    };
+    expect(await waitFor(ok, 10_000)).toBe(true);
+  }
+
+  /*
+   * Fixed 2026-12-05 (was it.failing): on a cluster, one consumeAll whose trackers failed open was counted once per
+   * tracker in stats().failedOpen: two trackers on a killed master gave failedOpen +2 for one decision, where the same
+   * call on one server counts 1 (test above) and a successful one allowed +1; a guard with a per-IP and a per-user
+   * policy doubled the fail-open count of every request in an outage (insurance likewise). The fallback
+   * (lib/rate-limit/rate-limit.fallback.ts), run once per tracker's script call, counted; now RateLimitService.count
+   * does, once per decision. Its event, span and metric points agree: one each (a point per policy).
+   */
+  it('a consumeAll of two trackers on the dead master is one fail-open decision, counted once', async () => {
     const { rl, on } = await clusterApp();
     const victim = cluster.masters[0];
     const [a, b] = on(victim);
     await victim.kill();
+    const o = otel();
+    const events = listen<{ outcome: string; degraded?: string }>(REDIS_TOOLKIT_CHANNELS.rateLimitDecision);
     try {
       const decision = await rl.consumeAll([
         { key: a, policy, name: 'ip' },
@@ -315,20 +328,30 @@ describe('rate limiting on a cluster with a master killed', () => {
       ]);
       expect(decision).toMatchObject({ allowed: true, degraded: 'fail-open' });
       expect(rl.stats()).toMatchObject({ allowed: 0, denied: 0, failedOpen: 1 });
+      expect(events.got).toMatchObject([{ outcome: 'allowed', degraded: 'fail-open' }]);
+      const spans = o.spans('rtk.ratelimit.decision');
+      expect(spans.map((s) => [s.attributes['rtk.outcome'], s.attributes['rtk.degraded']])).toEqual([
+        ['allowed', 'fail-open'],
+      ]);
+      expect(points(await o.metric('rtk.ratelimit.decisions'))).toEqual({
+        'outcome=allowed,policy=ip,rtk.degraded=fail-open': 1,
+        'outcome=allowed,policy=user,rtk.degraded=fail-open': 1,
+      });
     } finally {
-      await victim.restart();
+      events.stop();
+      await o.stop();
+      await restore(victim);
     }
   });
 
   /*
-   * BUG: on a cluster, a consumeAll whose first tracker fails open and whose second is refused by Redis is refused
-   * (allowed: false, the guard answers 429) but counted in stats().failedOpen and not in denied: seen failedOpen 1,
-   * denied 0. docs/rate-limit.md: failedOpen counts requests that were allowed because Redis could not decide. From
-   * lib/rate-limit/rate-limit.service.ts `count()` (`if (outcome.degraded) return;` skips a refused degraded decision)
-   * and rate-limit.fallback.ts counting the group as failedOpen before the decision is known. Fix: count once per
-   * decision in `count()`: refused → denied; allowed and degraded → failedOpen.
+   * Fixed 2026-12-05 (was it.failing): on a cluster, a consumeAll whose first tracker failed open and whose second was
+   * refused by Redis was refused (the guard answers 429) but counted in stats().failedOpen, not in denied (failedOpen
+   * +1, denied +0), and said degraded: 'fail-open'. RateLimitService.count returned early on any degraded outcome, and
+   * the fallback had counted the group as failed open. Now the refusal decides: Redis's refusal is denied +1, with no
+   * degraded on the decision, its event, span or metric points.
    */
-  it.failing('a decision refused by a live tracker after another failed open is counted as denied, not as failed open', async () => {
+  it('a decision refused by a live tracker after another failed open is counted as denied, not as failed open', async () => {
     const { rl, on } = await clusterApp();
     const victim = cluster.masters[0];
     const dead = on(victim)[0];
@@ -336,19 +359,35 @@ describe('rate limiting on a cluster with a master killed', () => {
     for (let i = 0; i < policy.limit; i++) await rl.consume(live, policy);
     const before = rl.stats();
     await victim.kill();
+    const o = otel();
+    const events = listen<{ outcome: string; degraded?: string }>(REDIS_TOOLKIT_CHANNELS.rateLimitDecision);
     try {
       const decision = await rl.consumeAll([
         { key: dead, policy, name: 'ip' },
         { key: live, policy, name: 'user' },
       ]);
       expect(decision.allowed).toBe(false);
+      expect(decision.degraded).toBeUndefined();
       const after = rl.stats();
       expect({ failedOpen: after.failedOpen - before.failedOpen, denied: after.denied - before.denied }).toEqual({
         failedOpen: 0,
         denied: 1,
       });
+      expect(events.got).toHaveLength(1);
+      expect(events.got[0]).toMatchObject({ outcome: 'refused' });
+      expect(events.got[0].degraded).toBeUndefined();
+      const spans = o.spans('rtk.ratelimit.decision');
+      expect(spans.map((s) => [s.attributes['rtk.outcome'], s.attributes['rtk.degraded']])).toEqual([
+        ['refused', undefined],
+      ]);
+      expect(points(await o.metric('rtk.ratelimit.decisions'))).toEqual({
+        'outcome=refused,policy=ip': 1,
+        'outcome=refused,policy=user': 1,
+      });
     } finally {
-      await victim.restart();
+      events.stop();
+      await o.stop();
+      await restore(victim);
     }
   });
 });
