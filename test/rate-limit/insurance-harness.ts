@@ -46,6 +46,9 @@ export function bootInsured(
   return bootToolkitApp({
     target: redis.connection,
     commandTimeout: 300,
+    // the HTTP specs start five apps at once on a fresh private cluster: on a busy box (CI beside other jobs) their
+    // start passed the default 5 s (RedisUnavailableError at boot, every test of the file failed)
+    connectTimeout: 20_000,
     maxReconnectDelay: 100,
     keyPrefix: `rtk-${randomUUID().slice(0, 8)}:`,
     rateLimit: { warnIntervalMs: 60_000, ...rateLimit },
