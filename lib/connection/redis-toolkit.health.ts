@@ -1,4 +1,6 @@
 import { Injectable } from '@nestjs/common';
+import { RedisPermissionError, RedisReplyError } from '../common/errors.js';
+import { classifyRedisError } from '../common/failure-policy.js';
 import { withTimeout } from '../common/timeout.js';
 import type { RedisConnection } from './redis-connection.js';
 import { downReason } from './redis-down-reason.js';
@@ -11,7 +13,8 @@ export interface RedisConnectionHealth {
    * `degraded`: Redis answers but refuses writes (see `reason`): maxmemory reached under `noeviction` (features that
    * write fail with RedisReplyError, OOM), or the server is a replica (READONLY: each feature's failure policy
    * answers for `readOnlyGraceMs`, then calls that write fail with RedisReplyError, READONLY), or it has answered
-   * READONLY for longer than that.
+   * READONLY for longer than that; or PING answers and INFO is refused with an error reply (an ACL without `+info`):
+   * a reply error is no outage, but role, memory and version cannot be read.
    */
   status: 'up' | 'degraded' | 'down';
   /** Round trip of one PING, ms. */
@@ -83,13 +86,20 @@ async function checkConnection(connection: RedisConnection): Promise<RedisConnec
     const ping = withTimeout(connection.client.ping(), ms, `PING: no answer within ${ms} ms`).then(() => {
       latencyMs = Math.round((performance.now() - started) * 100) / 100;
     });
-    // INFO without a section returns server, memory and replication (among others) in one round trip.
+    // INFO without a section returns server, memory and replication (among others) in one round trip. Refused with
+    // an error reply (NOPERM: `+info` missing from the ACL user, or renamed away), it says nothing of an outage.
     const infos = withTimeout(
       connection.masters().then((masters) => Promise.all(masters.map((node) => node.info()))),
       ms,
       `INFO: no answer within ${ms} ms`,
-    );
+    ).catch((err: unknown) => {
+      // a transport failure, or a reply saying Redis cannot serve (LOADING, BUSY...), is an outage
+      const typed = classifyRedisError(err, 'INFO', false);
+      if (!(typed instanceof RedisReplyError)) throw err;
+      return typed;
+    });
     const [, raw] = await Promise.all([ping, infos]);
+    if (raw instanceof Error) return infoRefused(connection, latencyMs, raw);
     const fields = raw.map(parseInfo);
     const full = fields.find(refusesWrites);
     // A single server (or Sentinel's master during a failover) that is a replica: every write is refused. A
@@ -122,6 +132,27 @@ async function checkConnection(connection: RedisConnection): Promise<RedisConnec
       error: downReason(connection, err),
     };
   }
+}
+
+/**
+ * PING answered and INFO was refused with an error reply (a reply error is never an outage: every feature may still
+ * work): `degraded`, naming INFO and the remedy; role, memory and version unknown. A READONLY streak past the grace
+ * is still said.
+ */
+function infoRefused(connection: RedisConnection, latencyMs: number, err: RedisReplyError): RedisConnectionHealth {
+  const remedy =
+    err instanceof RedisPermissionError
+      ? "grant the ACL user +info (after -@dangerous, which removes it: docs/security.md's ACL line)"
+      : 'INFO must be available to the toolkit (not renamed or disabled)';
+  const lasting = connection.readOnlyLasting();
+  return {
+    status: 'degraded',
+    latencyMs,
+    ...(connection.isCluster && { role: 'cluster' }),
+    reason:
+      `${lasting ? `${lasting}; ` : ''}${err.message}: PING answers, so this is no outage, ` +
+      `but health cannot read the role, memory or version; ${remedy}`,
+  };
 }
 
 /**

@@ -12,14 +12,15 @@
  * recovers; app.close() on a paused server is bounded; a Sentinel port, an HTTP port and a cluster node given as a
  * single server never hang and never fail open.
  *
- * Bugs (it.failing, see each): health `down` on an INFO refused by the ACL; a `{ client }` with ioredis `keyPrefix`
- * or `stringNumbers` accepted without a word though each breaks features silently.
+ * Bugs (it.failing, see each): a `{ client }` with ioredis `keyPrefix` or `stringNumbers` accepted without a word
+ * though each breaks features silently.
  * Fixed since the review (plain tests now, see each): timeouts past 2^31 - 1 ms were accepted, then every start
- * failed at once.
+ * failed at once; health was `down` on an INFO refused by the ACL.
  */
 import 'reflect-metadata';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { HealthCheckService, TerminusModule } from '@nestjs/terminus';
 import { Test } from '@nestjs/testing';
 import { Redis } from 'ioredis';
 import {
@@ -36,6 +37,7 @@ import {
   SessionService,
 } from '../../lib/index.js';
 import { UnsafeEvictionPolicyError } from '../../lib/advanced.js';
+import { RedisToolkitHealthIndicator } from '../../lib/terminus/index.js';
 import { requiredCommands } from '../../lib/connection/redis-permissions.js';
 import { errorOf } from '../support/errors.js';
 import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
@@ -304,21 +306,40 @@ describe('a locked-down ACL user', () => {
     }
   });
 
-  // BUG: INFO refused by the ACL at run time (an operator re-applies the documented line with `+info` before
-  // `-@dangerous`, which docs/security.md warns removes INFO) turns health `down`: seen here { status: 'down', error:
+  // Was a BUG (fixed): INFO refused by the ACL at run time (an operator re-applies the documented line with `+info`
+  // before `-@dangerous`, which docs/security.md warns removes INFO) turned health `down`: { status: 'down', error:
   // "Redis at redis://127.0.0.1:PORT: NOPERM this user has no permissions to run the 'info' command" }, while PING
-  // answers and every feature works. A reply error is "never treated as an outage" (DESIGN.md, one failure policy); a
-  // readiness probe reading `down` (terminus: 503) takes every instance out of service at once for an ACL rule.
-  // lib/connection/redis-toolkit.health.ts checkConnection: PING and INFO in one try, any error -> `down`
-  // (downReason). Correct: not `down`; the refusal named (degraded with a reason naming INFO / NOPERM, or up with it).
-  it.failing('INFO refused by the ACL at run time: health is not `down` while Redis answers, and says why', async () => {
+  // answered and every feature worked. A reply error is "never treated as an outage" (DESIGN.md, one failure policy);
+  // a readiness probe reading `down` (terminus: 503) took every instance out of service at once for an ACL rule
+  // (redis-toolkit.health.ts checkConnection: PING and INFO in one try, any error -> `down`). Now `degraded` (terminus:
+  // 200, overall `degraded`) with a reason naming INFO, NOPERM and `+info`; back to `up` once INFO is granted again.
+  it('INFO refused by the ACL at run time: health is degraded, not `down`, naming INFO and +info', async () => {
     await admin.call('acl', 'setuser', 'health', 'reset', 'on', `>${PASSWORD}`, '~*', '&*', '+@all');
-    const app = await createToolkitApp({ target: { url: urlOf('health') } });
+    const app = await createToolkitApp({
+      target: { url: urlOf('health') },
+      imports: [TerminusModule],
+      providers: [RedisToolkitHealthIndicator],
+    });
+    const probe = () =>
+      app.get(HealthCheckService).check([() => app.get(RedisToolkitHealthIndicator).isHealthy('redis')]);
     expect((await app.get(RedisToolkitHealth).check()).status).toBe('up');
     await admin.call('acl', 'setuser', 'health', '-info');
-    expect(await app.get(RedisToolkitHealth).check()).toEqual(
-      expect.objectContaining({ status: expect.not.stringMatching(/^down$/), reason: expect.stringMatching(/NOPERM/) }),
-    );
+    const health = await app.get(RedisToolkitHealth).check();
+    expect(health).toEqual({
+      status: 'degraded',
+      latencyMs: expect.any(Number),
+      reason: expect.stringMatching(/^INFO failed: NOPERM .*'info'.*: PING answers.*grant the ACL user \+info/),
+    });
+    // terminus: degraded does not fail the check (HTTP 200, overall `degraded`; no HealthCheckError), the reason carried
+    const result = await probe();
+    expect(result.status).toBe('degraded');
+    expect(result.details.redis).toMatchObject({ status: 'degraded', reason: expect.stringMatching(/\+info/) });
+    // every feature still works
+    await app.get(CacheService).set('info-refused', 1);
+    expect(await app.get(CacheService).get('info-refused')).toBe(1);
+    expect((await app.get(RateLimitService).consume('info-refused', { limit: 1, ttl: 60_000 })).allowed).toBe(true);
+    await admin.call('acl', 'setuser', 'health', '+info');
+    expect((await app.get(RedisToolkitHealth).check()).status).toBe('up');
   });
 });
 
