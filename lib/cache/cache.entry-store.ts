@@ -65,18 +65,22 @@ export class CacheEntryStore {
     startedAt: number,
     keepUntil = entry.staleUntil,
   ): Promise<boolean> {
+    let version = 0;
     const stored = await this.failures.run('set', async () => {
       const now = Date.now();
       if (entry.tags.length > 0) {
         const added = await Promise.all(entry.tags.map((t) => this.tags.add(t, redisKey, keepUntil, startedAt, now)));
         if (added.includes(0)) return false;
       }
+      // Noted as the SET is sent: an invalidation after it (a del, maybe run by Redis after the SET) keeps it out of
+      // L1; the writes of one key run in the order sent, and the last one sent fills L1 last.
+      version = this.l1?.version ?? 0;
       await this.connection.client.set(redisKey, raw, 'PX', Math.max(1, keepUntil - now));
       return true;
     });
     if (stored && this.l1) {
       const kept = this.asStored(redisKey, entry, raw);
-      if (kept) this.l1.remember(redisKey, kept);
+      if (kept) this.l1.remember(redisKey, kept, version);
     }
     return stored;
   }

@@ -24,6 +24,11 @@ const L1_MESSAGE_KEYS = 1_000;
  */
 const L1_MESSAGE_SHARE = 0.5;
 const RETRY_MS = 2_000;
+/**
+ * Most keys whose last invalidation is remembered (`changed`); past it they are all forgotten at once and every read
+ * already under way is treated as overtaken (`floor`): its L1 fill is skipped (a later read fills it).
+ */
+const CHANGED_MEMO = 10_000;
 
 interface L1Message {
   from: string;
@@ -56,7 +61,17 @@ export class CacheL1 {
   private chosen: 'tracking' | 'bus' | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private closed = false;
-  private readonly onReconnect = (): void => this.lru.clear();
+  /**
+   * The fill guard: a read (or write) notes `version` before its command is sent and gives it to remember, which
+   * stores nothing if the key was invalidated here since (this instance's own del, set, tag, pattern or clear, a
+   * tracking or bus message): a reply that left Redis before the invalidation is never put back after it.
+   * `generation` counts invalidations; `changed` holds each key's last one (bounded, CHANGED_MEMO); reads noted
+   * before `floor` (an L1 cleared, or `changed` forgotten) store nothing.
+   */
+  private generation = 0;
+  private floor = 0;
+  private readonly changed = new Map<string, number>();
+  private readonly onReconnect = (): void => this.forget();
   /** Removes the bus's listener of the subscriber's returns (PubSubService.onResubscribed). */
   private stopResubscribed: (() => void) | undefined;
 
@@ -105,26 +120,47 @@ export class CacheL1 {
     const tracking = this.tracking;
     this.tracking = undefined;
     await tracking?.close();
-    this.lru.clear();
+    this.forget();
   }
 
   get(redisKey: string): CacheEntry | undefined {
     return this.lru.get(redisKey);
   }
 
+  /** Noted before a read or write is sent, for its remember (see `generation`). */
+  get version(): number {
+    return this.generation;
+  }
+
   /** Empties this instance's L1 and (through the channel) every other instance's. */
   clearAll(): void {
-    this.lru.clear();
+    this.forget();
     this.broadcast({ all: true });
   }
 
+  /** Drops the entry and blocks the fill of every read of it already under way. */
   delete(redisKey: string): void {
     this.lru.delete(redisKey);
+    const generation = ++this.generation;
+    if (this.changed.size >= CHANGED_MEMO) {
+      this.changed.clear();
+      this.floor = generation;
+    }
+    this.changed.set(redisKey, generation);
   }
 
-  remember(redisKey: string, entry: CacheEntry): void {
+  /** Empties L1 and blocks the fill of every read under way. */
+  private forget(): void {
+    this.lru.clear();
+    this.changed.clear();
+    this.floor = ++this.generation;
+  }
+
+  /** Stores an entry read or written after `version` was noted, unless its key was invalidated since. */
+  remember(redisKey: string, entry: CacheEntry, version: number): void {
     // While tracking is off on a master (reconnecting, undecided), a write by another client would go unseen.
     if (this.chosen !== 'bus' && !this.tracking?.live) return;
+    if (version < this.floor || (this.changed.get(redisKey) ?? 0) > version) return;
     const left = entry.freshUntil - Date.now();
     if (left <= 0) return;
     this.lru.set(redisKey, entry, { ttl: Math.min(this.options.ttl, left) });
@@ -140,7 +176,7 @@ export class CacheL1 {
     for (const tag of tags) {
       const keys = this.byTag.get(tag);
       // a copy: each delete unindexes its key (dispose) from this very set
-      if (keys !== undefined) for (const key of [...keys]) this.lru.delete(key);
+      if (keys !== undefined) for (const key of [...keys]) this.delete(key);
     }
   }
 
@@ -203,8 +239,8 @@ export class CacheL1 {
 
   private onMessage(message: L1Message): void {
     if (message.from === this.instanceId) return;
-    if (message.all) this.lru.clear();
-    for (const k of message.keys ?? []) this.lru.delete(k);
+    if (message.all) this.forget();
+    for (const k of message.keys ?? []) this.delete(k);
     if (message.tags?.length) this.dropTags(message.tags);
   }
 
@@ -213,7 +249,7 @@ export class CacheL1 {
     // Messages published while our subscriber was away are lost (pub/sub has no replay), even when the cache's own
     // connection stayed up (CLIENT KILL TYPE pubsub, client-output-buffer-limit pubsub, a proxy): once the subscriber
     // is back with its subscriptions, L1 starts empty.
-    this.stopResubscribed ??= this.pubsub.onResubscribed(() => this.lru.clear());
+    this.stopResubscribed ??= this.pubsub.onResubscribed(() => this.forget());
     return this.subscribe();
   }
 
@@ -221,7 +257,7 @@ export class CacheL1 {
     if (this.closed) return;
     try {
       this.unsubscribe = await this.pubsub.subscribe<L1Message>(CACHE_L1_CHANNEL, (m) => this.onMessage(m));
-      this.lru.clear();
+      this.forget();
     } catch (err) {
       this.redisWarning.warn(`cache L1 cannot subscribe to invalidations yet (retrying): ${(err as Error).message}`);
       this.retryTimer = setTimeout(() => void this.subscribe(), RETRY_MS);
@@ -234,10 +270,10 @@ export class CacheL1 {
     if (this.closed) return;
     const tracking = new CacheTracking(this.connection, this.prefix, {
       invalidate: (keys) => {
-        if (keys === null) this.lru.clear();
-        else for (const k of keys) this.lru.delete(k);
+        if (keys === null) this.forget();
+        else for (const k of keys) this.delete(k);
       },
-      resynced: () => this.lru.clear(),
+      resynced: () => this.forget(),
       failed: (err) => {
         this.counters.errors++;
         this.redisWarning.warn(`cache L1 tracking could not be re-enabled (retrying): ${err.message}`);

@@ -55,6 +55,7 @@ export class CacheLoadLock {
     let pause = 5;
     for (;;) {
       const token = this.token();
+      let version = this.l1?.version ?? 0;
       let locked: Locked<T>;
       try {
         locked = await this.lockAndReread<T>(lockKey, token, redisKey);
@@ -68,7 +69,7 @@ export class CacheLoadLock {
           if (locked.readError !== undefined) this.failures.unavailable(locked.readError);
           const { stored } = locked;
           if (stored && Date.now() < stored.freshUntil) {
-            this.l1?.remember(redisKey, stored);
+            this.l1?.remember(redisKey, stored, version);
             return { value: stored.value, status: 'hit' };
           }
           return { value: await loaders.loadAndStore(), status: 'miss' };
@@ -82,6 +83,7 @@ export class CacheLoadLock {
       await sleep(pause);
       pause = Math.min(pause * 2, 50);
       let entry: CacheEntry<T> | undefined;
+      version = this.l1?.version ?? 0;
       try {
         entry = await this.store.read<T>(redisKey);
       } catch (err) {
@@ -91,7 +93,7 @@ export class CacheLoadLock {
       if (entry) {
         const now = Date.now();
         if (now < entry.freshUntil) {
-          this.l1?.remember(redisKey, entry);
+          this.l1?.remember(redisKey, entry, version);
           return { value: entry.value, status: 'hit' };
         }
         if (now < entry.staleUntil) return { value: entry.value, status: 'stale' };

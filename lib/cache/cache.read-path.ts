@@ -83,6 +83,7 @@ export class CacheReadPath {
 
   private async fetchAlone<T>(redisKey: string, loader: Loader<T>, call: ResolvedCall<T>): Promise<CacheResult<T>> {
     let entry: CacheEntry<T> | undefined;
+    const version = this.l1?.version ?? 0;
     try {
       entry = await this.store.read<T>(redisKey);
     } catch (err) {
@@ -95,7 +96,7 @@ export class CacheReadPath {
     const now = Date.now();
     if (entry) {
       if (now < entry.freshUntil) {
-        this.l1?.remember(redisKey, entry);
+        this.l1?.remember(redisKey, entry, version);
         if (this.refreshEarly(entry, now)) this.refreshInBackground(redisKey, loader, call);
         return { value: entry.value, status: 'hit' };
       }

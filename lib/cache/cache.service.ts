@@ -150,6 +150,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
       return local.value as T;
     }
     let entry: CacheEntry<T> | undefined;
+    const version = this.l1?.version ?? 0;
     try {
       entry = await this.store.read<T>(redisKey);
     } catch (err) {
@@ -159,7 +160,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
     }
     if (entry && Date.now() < entry.freshUntil) {
       this.counters.hits++;
-      this.l1?.remember(redisKey, entry);
+      this.l1?.remember(redisKey, entry, version);
       return entry.value;
     }
     this.counters.misses++;
