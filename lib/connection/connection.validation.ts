@@ -2,6 +2,7 @@ import { Cluster, type Redis } from 'ioredis';
 import { nearest, type OptionProblems, type OptionShape, timerProblem } from '../common/option-checks.js';
 import { MAX_TIMER_MS } from '../common/timeout.js';
 import { CONNECTION_OPTION_KEYS } from '../redis-toolkit.option-keys.js';
+import { checkClientReplyOptions, checkClusterReplyOptions } from './client-reply-options.js';
 import { DEFAULT_CONNECTION_NAME, type RedisNamedConnections, type RedisNodeAddress } from './connection.options.js';
 
 /** The highest db index `db` or a url path may name (a server has `databases` of them, 16 by default). */
@@ -71,6 +72,7 @@ export function checkConnection(path: string, connection: unknown, problems: Opt
   }
   if (c.cluster !== undefined) {
     checkNodes(`${path}.cluster`, c.cluster, problems);
+    checkClusterReplyOptions(path, c.clusterOptions, problems);
   }
   if (c.client !== undefined) {
     const client = c.client as { status?: unknown; duplicate?: unknown } | null;
@@ -85,6 +87,7 @@ export function checkConnection(path: string, connection: unknown, problems: Opt
       for (const [name, ms] of Object.entries(clientTimeouts(client)))
         if (typeof ms === 'number' && Number.isFinite(ms) && ms > MAX_TIMER_MS)
           problems.add(`${path}.client`, `${name} ${timerProblem(ms)}`);
+      checkClientReplyOptions(path, client as Redis | Cluster, problems);
     }
   }
 }

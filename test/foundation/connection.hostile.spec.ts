@@ -12,17 +12,18 @@
  * recovers; app.close() on a paused server is bounded; a Sentinel port, an HTTP port and a cluster node given as a
  * single server never hang and never fail open.
  *
- * Bugs (it.failing, see each): a `{ client }` with ioredis `keyPrefix` or `stringNumbers` accepted without a word
- * though each breaks features silently.
+ * Bugs (it.failing, see each): a `{ client }` with ioredis `stringNumbers` accepted without a word though it breaks
+ * features silently.
  * Fixed since the review (plain tests now, see each): timeouts past 2^31 - 1 ms were accepted, then every start
- * failed at once; health was `down` on an INFO refused by the ACL.
+ * failed at once; health was `down` on an INFO refused by the ACL; a `{ client }` with ioredis `keyPrefix` was
+ * accepted without a word.
  */
 import 'reflect-metadata';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { HealthCheckService, TerminusModule } from '@nestjs/terminus';
 import { Test } from '@nestjs/testing';
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import {
   CacheService,
   InvalidOptionsError,
@@ -509,37 +510,53 @@ describe('the url names a server that is not a Redis master', () => {
 });
 
 describe('a client of your own whose ioredis options change keys or replies', () => {
-  // BUG: connection.validation.ts refuses `?keyPrefix=` and `?stringNumbers=true` in a url because ioredis "would
-  // apply them over the options ... some change every reply or key" (docs/connections.md, url query), but a
-  // `{ client }` created with the same options passes without a word (checkConnection's client branch checks only
-  // commandTimeout; RedisConnection.createSubscriber duplicates the client, options included). ioredis prefixes the
-  // keys of its own commands (GET, SET, GETEX, UNLINK) but not those of the toolkit's scripts (ScriptCommand in
+  // Was a BUG (fixed): connection.validation.ts refused `?keyPrefix=` and `?stringNumbers=true` in a url because
+  // ioredis "would apply them over the options ... some change every reply or key" (docs/connections.md, url query),
+  // but a `{ client }` created with the same options passed without a word (checkConnection's client branch checked
+  // only commandTimeout; RedisConnection.createSubscriber duplicates the client, options included). ioredis prefixes
+  // the keys of its own commands (GET, SET, GETEX, UNLINK) but not those of the toolkit's scripts (ScriptCommand in
   // lib/common/lua-script.ts carries no keyPrefix) nor SCAN patterns, so the features split their keys between
-  // `app:rtk:...` and `rtk:...`. Seen here: invalidatePattern('p:*') -> 0 and invalidateTags -> 0 with the entries
-  // still served, a session just created read back as null (listForUser 0), rate-limit reset -> 0; no error, no
-  // warning. A common setup: the client of @nestjs-modules/ioredis or @liaoliaots/nestjs-redis, which
-  // docs/migrating.md tells users to pass as { client }. Correct: refused at start (InvalidOptionsError naming
-  // keyPrefix), or the features work on it.
-  it.failing('keyPrefix: refused at start, or invalidation and sessions work', async () => {
+  // `app:rtk:...` and `rtk:...`. Seen: invalidatePattern('p:*') -> 0 and invalidateTags -> 0 with the entries still
+  // served, a session just created read back as null (listForUser 0), rate-limit reset -> 0; no error, no warning. A
+  // common setup: the client of @nestjs-modules/ioredis or @liaoliaots/nestjs-redis, which docs/migrating.md tells
+  // users to pass as { client }. Now refused at start (InvalidOptionsError naming keyPrefix and the toolkit's own
+  // keyPrefix option), and so are a Cluster client's and a `{ cluster }`'s clusterOptions keyPrefix.
+  it('keyPrefix: a client (or cluster options) with an ioredis keyPrefix is refused, pointing to the toolkit option', async () => {
     const client = trackForCleanup(
       new Redis(redis.server.port, '127.0.0.1', { commandTimeout: 1_000, keyPrefix: 'app:' }),
     );
-    const err = await errorOf(async () => {
-      const app = await createToolkitApp({ target: { client }, keyPrefix: 'rtk-own-prefix:' });
-      const cache = app.get(CacheService);
-      await cache.set('p:1', 1);
-      await cache.set('q', 1, { tags: ['t'] });
-      expect([await cache.invalidatePattern('p:*'), await cache.invalidateTags('t')]).toEqual([1, 1]);
-      expect([await cache.get('p:1'), await cache.get('q')]).toEqual([undefined, undefined]);
-      const sessions = app.get(SessionService);
-      const s = await sessions.create('alice');
-      expect((await sessions.get(s.id))?.id).toBe(s.id);
-    });
-    // anything but the refusal fails with its own message (the inner assertion, or the start's error)
-    if (err !== undefined && !(err instanceof InvalidOptionsError)) throw err;
-    if (err !== undefined) {
-      expect((err as Error).message).toMatch(/keyPrefix/);
-    }
+    const err = await errorOf(() => createToolkitApp({ target: { client }, keyPrefix: 'rtk-own-prefix:' }));
+    expect(err).toBeInstanceOf(InvalidOptionsError);
+    expect((err as Error).message.split('\n').slice(1)).toEqual([
+      '  - connection.client was created with keyPrefix "app:": ioredis adds it to the keys of its own commands but ' +
+        "not to those of the toolkit's Lua scripts or SCAN patterns, so each feature would split its keys and miss " +
+        'its own (invalidation finding nothing, a session just created read back as null). Give the toolkit a ' +
+        'client without it (one of its own, or { url }) and the prefix as its keyPrefix option (e.g. keyPrefix: ' +
+        '"app:rtk:")',
+    ]);
+    expect(await admin.keys('*rtk-own-prefix:*')).toEqual([]);
+    // a Cluster client (redisOptions.keyPrefix, which ioredis copies to its own keyPrefix: named once), and the
+    // clusterOptions of a { cluster } the toolkit creates: refused before anything connects
+    const nodes = sharedServers().cluster;
+    const cluster = trackForCleanup(
+      new Cluster(nodes, { lazyConnect: true, redisOptions: { commandTimeout: 1_000, keyPrefix: 'app:' } }),
+    );
+    const refused = await errorOf(() => createToolkitApp({ target: { client: cluster } }));
+    expect(refused).toBeInstanceOf(InvalidOptionsError);
+    expect((refused as Error).message.split('\n').slice(1)).toEqual([
+      expect.stringMatching(/^ {2}- connection\.client was created with keyPrefix "app:": ioredis adds it/),
+    ]);
+    const options = await errorOf(() =>
+      createToolkitApp({
+        target: { cluster: nodes, clusterOptions: { keyPrefix: 'a:', redisOptions: { keyPrefix: 'b:' } } },
+      }),
+    );
+    expect(options).toBeInstanceOf(InvalidOptionsError);
+    expect((options as Error).message.split('\n').slice(1)).toEqual([
+      expect.stringMatching(/^ {2}- connection\.clusterOptions\.keyPrefix is refused: "a:": ioredis adds it/),
+      expect.stringMatching(/^ {2}- connection\.clusterOptions\.redisOptions\.keyPrefix is refused: "b:": ioredis/),
+    ]);
+    expect(cluster.status).toBe('wait');
   });
 
   // BUG: the same for stringNumbers: true (integer replies as strings). Seen here: every rate-limit consume denied
