@@ -3,15 +3,21 @@ import { DEFAULT_KEY_PREFIX } from '../common/keys.js';
 import type { OptionProblems } from '../common/option-checks.js';
 
 /**
- * The ioredis options that change the keys the toolkit's commands reach, so that features break without an error
- * (seen in test/foundation/connection.hostile.spec.ts):
+ * The ioredis options that change the keys the toolkit's commands reach or the shape of the replies it reads, so that
+ * features break without an error (each seen in test/foundation/connection.hostile.spec.ts):
  * - `keyPrefix`: ioredis prefixes the keys of its own commands (GET, SET, UNLINK) but not those of the toolkit's
  *   scripts nor SCAN patterns, so a feature splits its keys between `app:rtk:...` and `rtk:...` (invalidatePattern
  *   and invalidateTags found nothing and the entries were still served; a session just created read back as null).
+ * - `stringNumbers`: every integer reply a string (every rate-limit consume denied; lock acquire, a delivered publish
+ *   and a semaphore failing; sessions.create "random source broken?").
+ * - `replyMapping: 'resp3'`: map replies as objects and doubles as numbers where the toolkit reads RESP2 shapes, and
+ *   the cache L1's tracking connection (a RESP2 duplicate of the client) cannot be opened at all.
  * The url query already refuses them (`?keyPrefix=`); here for a `{ client }` and a `{ cluster }`'s clusterOptions.
  */
 interface ReplyShaping {
   keyPrefix?: unknown;
+  stringNumbers?: unknown;
+  replyMapping?: unknown;
 }
 
 /** Why each option set in `options` breaks the features, by option name. */
@@ -27,10 +33,23 @@ function problemsOf(options: ReplyShaping | undefined): [string, string][] {
         `its own, or { url }) and the prefix as its keyPrefix option (e.g. keyPrefix: ` +
         `${JSON.stringify(theirs.concat(DEFAULT_KEY_PREFIX))})`,
     ]);
+  if (options?.stringNumbers === true)
+    found.push([
+      'stringNumbers',
+      'true: every integer reply would arrive as a string where the features read numbers (every rate-limit ' +
+        'consume denied, lock acquire and publish failing). Give the toolkit a client without it',
+    ]);
+  if (options?.replyMapping === 'resp3')
+    found.push([
+      'replyMapping',
+      '"resp3": map replies would arrive as objects and doubles as numbers where the toolkit reads RESP2 shapes, ' +
+        "and the cache L1's tracking connection (RESP2) cannot be opened from it. Give the toolkit a client with " +
+        'the default ("legacy")',
+    ]);
   return found;
 }
 
-/** A `{ client }` created with keyPrefix (a Cluster: in its options or redisOptions). */
+/** A `{ client }` created with keyPrefix, stringNumbers or replyMapping 'resp3' (a Cluster: either options). */
 export function checkClientReplyOptions(path: string, client: Redis | Cluster, problems: OptionProblems): void {
   const options: ReplyShaping[] =
     client instanceof Cluster ? [client.options, client.options.redisOptions ?? {}] : [client.options];

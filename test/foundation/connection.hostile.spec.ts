@@ -12,11 +12,9 @@
  * recovers; app.close() on a paused server is bounded; a Sentinel port, an HTTP port and a cluster node given as a
  * single server never hang and never fail open.
  *
- * Bugs (it.failing, see each): a `{ client }` with ioredis `stringNumbers` accepted without a word though it breaks
- * features silently.
  * Fixed since the review (plain tests now, see each): timeouts past 2^31 - 1 ms were accepted, then every start
- * failed at once; health was `down` on an INFO refused by the ACL; a `{ client }` with ioredis `keyPrefix` was
- * accepted without a word.
+ * failed at once; health was `down` on an INFO refused by the ACL; a `{ client }` with ioredis `keyPrefix` or
+ * `stringNumbers` was accepted without a word though each broke features silently.
  */
 import 'reflect-metadata';
 import { readFileSync } from 'node:fs';
@@ -559,28 +557,56 @@ describe('a client of your own whose ioredis options change keys or replies', ()
     expect(cluster.status).toBe('wait');
   });
 
-  // BUG: the same for stringNumbers: true (integer replies as strings). Seen here: every rate-limit consume denied
-  // (limit 1: false, false, false; every algorithm) without an error or a warning; lock acquire a RedisReplyError
-  // "acquiring the lock on "x" failed: 1796463116360498"; a delivered publish a RedisReplyError "failed: 1"; a
-  // semaphore never granting; sessions.create an InvalidOptionsError "could not allocate a session id (random source
-  // broken?)". Same cause and place as above. Correct: refused at start naming stringNumbers, or the features work.
-  it.failing('stringNumbers: refused at start, or rate limits, locks and publishes work', async () => {
+  // Was a BUG (fixed): the same for stringNumbers: true (integer replies as strings). Seen: every rate-limit consume
+  // denied (limit 1: false, false, false; every algorithm) without an error or a warning; lock acquire a
+  // RedisReplyError "acquiring the lock on "x" failed: 1796463116360498"; a delivered publish a RedisReplyError
+  // "failed: 1"; a semaphore never granting; sessions.create an InvalidOptionsError "could not allocate a session id
+  // (random source broken?)". Same cause and place as above. Now refused at start naming stringNumbers, and so is
+  // ioredis 6's replyMapping: 'resp3' (map replies as objects, doubles as numbers: seen, the cache L1's RESP2
+  // tracking connection could not be opened from such a client, "cannot enable CLIENT TRACKING yet (retrying)").
+  it('stringNumbers and replyMapping "resp3": a client (or cluster options) with either is refused', async () => {
     const client = trackForCleanup(
       new Redis(redis.server.port, '127.0.0.1', { commandTimeout: 1_000, stringNumbers: true }),
     );
-    const err = await errorOf(async () => {
-      const app = await createToolkitApp({ target: { client }, keyPrefix: 'rtk-own-numbers:' });
-      const rl = app.get(RateLimitService);
-      const allowed = [];
-      for (let i = 0; i < 2; i++) allowed.push((await rl.consume('k', { limit: 1, ttl: 60_000 })).allowed);
-      expect(allowed).toEqual([true, false]);
-      await (await app.get(LockService).acquire('x', { ttl: 5_000 })).release();
-      expect(await app.get(PubSubService).publish('nobody-listens', 1)).toBe(0);
-    });
-    // anything but the refusal fails with its own message (the inner assertion, or the start's error)
-    if (err !== undefined && !(err instanceof InvalidOptionsError)) throw err;
-    if (err !== undefined) {
-      expect((err as Error).message).toMatch(/stringNumbers/);
-    }
+    const err = await errorOf(() => createToolkitApp({ target: { client }, keyPrefix: 'rtk-own-numbers:' }));
+    expect(err).toBeInstanceOf(InvalidOptionsError);
+    expect((err as Error).message.split('\n').slice(1)).toEqual([
+      '  - connection.client was created with stringNumbers true: every integer reply would arrive as a string ' +
+        'where the features read numbers (every rate-limit consume denied, lock acquire and publish failing). Give ' +
+        'the toolkit a client without it',
+    ]);
+    const resp3 = trackForCleanup(
+      new Redis(redis.server.port, '127.0.0.1', { commandTimeout: 1_000, protocol: 3, replyMapping: 'resp3' }),
+    );
+    const mapped = await errorOf(() =>
+      createToolkitApp({ target: { client: resp3 }, cache: { l1: { max: 10, ttl: 1_000 } } }),
+    );
+    expect(mapped).toBeInstanceOf(InvalidOptionsError);
+    expect((mapped as Error).message.split('\n').slice(1)).toEqual([
+      '  - connection.client was created with replyMapping "resp3": map replies would arrive as objects and doubles ' +
+        "as numbers where the toolkit reads RESP2 shapes, and the cache L1's tracking connection (RESP2) cannot be " +
+        'opened from it. Give the toolkit a client with the default ("legacy")',
+    ]);
+    // protocol 3 with the default mapping (ioredis 6's default) is fine: replies have the RESP2 shapes
+    const legacy = trackForCleanup(new Redis(redis.server.port, '127.0.0.1', { commandTimeout: 1_000, protocol: 3 }));
+    const app = await createToolkitApp({ target: { client: legacy }, keyPrefix: 'rtk-own-resp3:' });
+    expect((await app.get(RateLimitService).consume('k', { limit: 1, ttl: 60_000 })).allowed).toBe(true);
+    // a Cluster client and the clusterOptions of a { cluster }: refused before anything connects
+    const nodes = sharedServers().cluster;
+    const cluster = trackForCleanup(
+      new Cluster(nodes, { lazyConnect: true, redisOptions: { commandTimeout: 1_000, stringNumbers: true } }),
+    );
+    const refused = await errorOf(() => createToolkitApp({ target: { client: cluster } }));
+    expect((refused as Error).message.split('\n').slice(1)).toEqual([
+      expect.stringMatching(/^ {2}- connection\.client was created with stringNumbers true: /),
+    ]);
+    const options = await errorOf(() =>
+      createToolkitApp({ target: { cluster: nodes, clusterOptions: { redisOptions: { stringNumbers: true } } } }),
+    );
+    expect(options).toBeInstanceOf(InvalidOptionsError);
+    expect((options as Error).message.split('\n').slice(1)).toEqual([
+      expect.stringMatching(/^ {2}- connection\.clusterOptions\.redisOptions\.stringNumbers is refused: true: /),
+    ]);
+    expect(cluster.status).toBe('wait');
   });
 });
