@@ -5,7 +5,7 @@ import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { refuseUnknown } from '../common/option-checks.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { unlinkMatching } from './cache.bulk.js';
-import type { CacheL1 } from './cache.l1.js';
+import type { CacheL1, TagMembers } from './cache.l1.js';
 import type { CacheTagIndex } from './cache.tag-index.js';
 import type { InvalidateTagsOptions } from './cache.types.js';
 
@@ -75,6 +75,7 @@ export class CacheInvalidation {
     const tagKeys = tags.map((t) => this.tags.tagKey(t));
     if (tags.length === 0) return 0;
     this.l1?.dropTags(tags);
+    const found: TagMembers = { keys: [], overflow: false };
     let outcome = 'failed';
     let entries = 0;
     try {
@@ -83,7 +84,7 @@ export class CacheInvalidation {
           tags.map(async (tag, i) => {
             // Loads that started before now must not store what this invalidation removes.
             await this.tags.mark(tag);
-            return options.soft ? this.tags.softenTag(tagKeys[i]) : this.tags.deleteTag(tagKeys[i]);
+            return options.soft ? this.tags.softenTag(tagKeys[i], found) : this.tags.deleteTag(tagKeys[i], found);
           }),
         ),
       );
@@ -94,7 +95,7 @@ export class CacheInvalidation {
       this.failures.unavailable(err, false);
       throw err;
     } finally {
-      this.l1?.broadcast({ tags });
+      this.l1?.broadcastTags(tags, found);
       const n = tags.length;
       // tagNames: a copy, so a subscriber cannot change the caller's array (the dashboard counts hot tags from it).
       diagnose('cacheInvalidate', () => ({

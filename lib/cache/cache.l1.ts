@@ -25,10 +25,25 @@ const L1_MESSAGE_KEYS = 1_000;
 const L1_MESSAGE_SHARE = 0.5;
 const RETRY_MS = 2_000;
 /**
+ * Most entry keys one invalidateTags publishes beside its tags (in messages cut by `parts`); past it the other
+ * instances are told to empty their L1 instead (see TagMembers).
+ */
+const TAG_MEMBER_KEYS = 10_000;
+/**
  * Most keys whose last invalidation is remembered (`changed`); past it they are all forgotten at once and every read
  * already under way is treated as overtaken (`floor`): its L1 fill is skipped (a later read fills it).
  */
 const CHANGED_MEMO = 10_000;
+
+/**
+ * The entry keys a tag invalidation found in the tags' indexes in Redis (deleted or softened), for its bus message:
+ * another instance's L1 files an entry under the tags of its last write, so an entry re-stored under other tags
+ * would not be found by the tag names alone. Past TAG_MEMBER_KEYS only `overflow` is kept.
+ */
+export interface TagMembers {
+  keys: string[];
+  overflow: boolean;
+}
 
 interface L1Message {
   from: string;
@@ -170,6 +185,24 @@ export class CacheL1 {
       if (keys === undefined) this.byTag.set(tag, (keys = new Set()));
       keys.add(redisKey);
     }
+  }
+
+  /** Drops the entries a tag invalidation found in Redis (`keys`) and notes them for its bus message. */
+  dropMembers(keys: string[], members: TagMembers): void {
+    for (const k of keys) this.delete(k);
+    if (this.chosen !== 'bus' || members.overflow) return;
+    if (members.keys.length + keys.length > TAG_MEMBER_KEYS) {
+      members.overflow = true;
+      members.keys = [];
+    } else for (const k of keys) members.keys.push(k);
+  }
+
+  /**
+   * Tells the other instances that these tags were invalidated: they drop the entries their L1 files under the tags
+   * and the members found in Redis, or (more than TAG_MEMBER_KEYS members) empty their L1.
+   */
+  broadcastTags(tags: string[], members: TagMembers): void {
+    this.broadcast(members.overflow ? { all: true } : { keys: members.keys, tags });
   }
 
   dropTags(tags: string[]): void {

@@ -3,7 +3,7 @@ import type { KeyBuilder } from '../common/keys.js';
 import { LuaScript } from '../common/lua-script.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import type { EvictionPolicyCheck } from '../connection/eviction-policy-check.js';
-import type { CacheL1 } from './cache.l1.js';
+import type { CacheL1, TagMembers } from './cache.l1.js';
 
 /** How long a tag remembers its last invalidation, so loads that started before it do not store their value. */
 const MIN_MARK_TTL = 60_000;
@@ -65,12 +65,13 @@ export class CacheTagIndex {
     return marked;
   }
 
-  async deleteTag(tagKey: string): Promise<number> {
+  /** Deletes the tag's entries (and drops them from L1, noted in `found` for the bus). */
+  async deleteTag(tagKey: string, found: TagMembers): Promise<number> {
     let total = 0;
     for (;;) {
       const members = await this.connection.client.zrangebyscore(tagKey, Date.now(), '+inf', 'LIMIT', 0, BULK_BATCH);
       if (members.length === 0) break;
-      for (const k of members) this.l1?.delete(k);
+      this.l1?.dropMembers(members, found);
       total += await unlinkMany(this.connection.client, members);
       await this.connection.client.zrem(tagKey, ...members);
       if (members.length < BULK_BATCH) break;
@@ -78,11 +79,16 @@ export class CacheTagIndex {
     return total;
   }
 
-  async softenTag(tagKey: string): Promise<number> {
+  /**
+   * Marks the tag's entries stale (and drops them from L1, noted in `found` for the bus: an L1 entry is fresh until
+   * its own fresh-until, which the soften script rewrites in Redis only).
+   */
+  async softenTag(tagKey: string, found: TagMembers): Promise<number> {
     let total = 0;
     const now = Date.now();
     for (let offset = 0; ; offset += BULK_BATCH) {
       const members = await this.connection.client.zrangebyscore(tagKey, now, '+inf', 'LIMIT', offset, BULK_BATCH);
+      this.l1?.dropMembers(members, found);
       const softened = await Promise.all(members.map((k) => soften.run(this.connection.client, [k], [now])));
       total += softened.reduce((s, n) => s + n, 0);
       if (members.length < BULK_BATCH) break;
