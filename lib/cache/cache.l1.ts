@@ -311,6 +311,12 @@ export class CacheL1 {
         this.counters.errors++;
         this.redisWarning.warn(`cache L1 tracking could not be re-enabled (retrying): ${err.message}`);
       },
+      silent: (why) => {
+        // Invalidations sent to it meanwhile may be lost: what L1 holds may be stale.
+        this.forget();
+        this.counters.errors++;
+        this.redisWarning.warn(`cache L1 tracking connection ${why}: L1 emptied, reconnecting it`);
+      },
     });
     try {
       await tracking.start();

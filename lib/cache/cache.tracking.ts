@@ -7,6 +7,12 @@ export const TRACKING_CHANNEL = '__redis__:invalidate';
 /** CLIENT SETNAME of the L1's RESP2 invalidation connections (one per master): easy to find in CLIENT LIST. */
 export const TRACKING_CONNECTION_NAME = 'rtk-l1-tracking';
 const RETRY_MS = 2_000;
+/**
+ * A redirect connection that heard nothing for this long is PINGed (one PING at a time, answered within
+ * commandTimeout): one that stays open but delivers nothing (a NAT or load balancer that dropped the idle flow) is
+ * noticed within HEARTBEAT_MS + commandTimeout. Idle cost: one PING a second per master.
+ */
+const HEARTBEAT_MS = 1_000;
 
 /** What the L1 does with what the server tells it. */
 export interface TrackingListener {
@@ -16,6 +22,8 @@ export interface TrackingListener {
   resynced(): void;
   /** A tracking step failed outside start (a reconnect): logged, retried. */
   failed(err: Error): void;
+  /** The redirect connection did not answer a PING in time: what was reported meanwhile may be lost (reconnected). */
+  silent(why: string): void;
 }
 
 /**
@@ -33,6 +41,9 @@ class MasterTracking {
   private steps: Promise<void> = Promise.resolve();
   private retry: NodeJS.Timeout | undefined;
   private closed = false;
+  private heartbeat: NodeJS.Timeout | undefined;
+  /** When the redirect last delivered something (a message or a PING's answer). */
+  private heardAt = 0;
   /** Until the first subscription, the connections' first `ready` is start's business, not a reconnect. */
   private started = false;
   private readonly onSubReady = () => {
@@ -61,6 +72,7 @@ class MasterTracking {
       connectionName: TRACKING_CONNECTION_NAME,
     });
     this.sub.on('messageBuffer', (channel: Buffer, keys: Buffer[] | null) => {
+      this.heardAt = performance.now();
       if (String(channel) !== TRACKING_CHANNEL) return;
       this.listener.invalidate(keys === null ? null : keys.map((k) => k.toString()));
     });
@@ -84,16 +96,19 @@ class MasterTracking {
   async start(): Promise<void> {
     await this.resubscribe();
     this.started = true;
+    this.beatLater();
   }
 
   /** Like start, for a master that joins later: a failure is reported and retried. */
   startInBackground(): void {
     this.queue(() => this.recover());
+    this.beatLater();
   }
 
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.retry);
+    clearTimeout(this.heartbeat);
     this.sub.off('ready', this.onSubReady);
     this.sub.off('close', this.onSubDown);
     this.main.off('ready', this.onMainReady);
@@ -104,6 +119,33 @@ class MasterTracking {
     }
     this.tracking = false;
     await this.connection.release(this.sub);
+  }
+
+  private beatLater(): void {
+    if (this.closed) return;
+    this.heartbeat = setTimeout(() => void this.beat(), HEARTBEAT_MS);
+    this.heartbeat.unref();
+  }
+
+  /**
+   * PINGs the redirect connection when it tracks and heard nothing for HEARTBEAT_MS. No answer within commandTimeout
+   * (a half-open link): tracking counts as off, L1 is emptied and the connection reconnected (a new redirect id is
+   * tracked, and L1 emptied again, by the usual steps).
+   */
+  private async beat(): Promise<void> {
+    if (this.live && this.sub.status === 'ready' && performance.now() - this.heardAt >= HEARTBEAT_MS) {
+      const timeout = this.connection.commandTimeout;
+      const answer = await pingWithin(this.sub, timeout);
+      if (answer === 'answered') this.heardAt = performance.now();
+      else if (answer === 'timeout' && !this.closed) {
+        this.tracking = false;
+        const where = `redis://${this.main.options.host}:${this.main.options.port}`;
+        this.listener.silent(`to ${where} did not answer a PING within ${timeout} ms (half-open?)`);
+        if (this.sub.status === 'ready') this.sub.disconnect(true);
+      }
+      // 'failed': the connection went down meanwhile; its close and ready steps handle it
+    }
+    this.beatLater();
   }
 
   private queue(step: () => Promise<void>): void {
@@ -152,6 +194,21 @@ class MasterTracking {
     this.tracking = true;
     this.listener.resynced();
   }
+}
+
+/** A PING's fate: answered, no answer within `timeout` (also ioredis's own commandTimeout), or another failure. */
+function pingWithin(conn: Redis, timeout: number): Promise<'answered' | 'timeout' | 'failed'> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve('timeout'), timeout);
+    timer.unref();
+    conn.ping().then(
+      () => (clearTimeout(timer), resolve('answered')),
+      (err: unknown) => {
+        clearTimeout(timer);
+        resolve(err instanceof Error && err.message === 'Command timed out' ? 'timeout' : 'failed');
+      },
+    );
+  });
 }
 
 /**

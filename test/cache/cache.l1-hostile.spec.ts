@@ -678,27 +678,43 @@ describe('tags and soft invalidation with L1', () => {
 describe('L1 tracking connection faults the toolkit cannot see', () => {
   const redis = usePrivateRedis();
 
-  // BUG: nothing checks that the redirect connection still delivers. When it goes silent while its socket stays
-  // open (a NAT, firewall or load balancer that dropped the idle flow: the redirect is idle whenever nothing under
-  // the prefix is written), the main connection still works, `live` stays true (so L1 goes on storing what it reads)
-  // and every value changed since is served for up to l1.ttl, with nothing logged or counted (observed: 'v1' for the
-  // whole 10 s, ~300 L1 hits, no warning, stats().errors 0). docs/cache.md: "While one is down, L1 keeps serving what it holds but stores nothing
-  // new" and "Nothing fails silently" (DESIGN.md). lib/cache/cache.tracking.ts MasterTracking: it only reacts to
-  // 'close'/'ready'. Fix: PING the RESP2 redirect periodically (allowed in subscribed mode) within commandTimeout;
-  // the connection's resetOnCommandTimeout then reconnects it, and the resync empties L1.
-  it.failing('a redirect connection that goes silent (half-open) is noticed: a foreign write is not served stale for 10 s', async () => {
+  // Was a bug (found by this review): nothing checked that the redirect connection still delivers. When it went
+  // silent while its socket stayed open (a NAT, firewall or load balancer that dropped the idle flow: the redirect is
+  // idle whenever nothing under the prefix is written), the main connection still worked, `live` stayed true (so L1
+  // went on storing what it read) and every value changed since was served for up to l1.ttl, with nothing logged or
+  // counted ('v1' for the whole 10 s, ~300 L1 hits, no warning, stats().errors 0). Now a redirect that heard nothing
+  // for 1 s is PINGed (lib/cache/cache.tracking.ts, HEARTBEAT_MS); no answer within commandTimeout: L1 emptied,
+  // counted, warned, the connection reconnected and tracked again.
+  it('a redirect connection that goes silent (half-open) is noticed within 1 s + commandTimeout: warned, counted, L1 emptied, tracked again', async () => {
     const proxy = await LinkProxy.start(redis.server.port);
     const p = `rtk-ho${rand()}:`;
     const rec = recordingLogger();
     const a = await cacheApp({ url: proxy.url }, p, 'tracking', { commandTimeout: 500, logger: rec.logger });
-    const b = await cacheApp({ url: redis.server.url }, p);
+    // (Nest's logger is one per process: the last app created sets it)
+    const b = await cacheApp({ url: redis.server.url }, p, 'tracking', { logger: rec.logger });
     await b.cache.set('k', 'v1');
     await sleep(100);
     expect(await a.cache.get('k')).toBe('v1');
+    // Idle but healthy: PINGed and answered, kept (same redirect), nothing said.
+    const { redirect } = await trackingInfo(a.client);
+    await sleep(2_500);
+    expect((await trackingInfo(a.client)).redirect).toBe(redirect);
+    expect({ warnings: rec.warnings, errors: a.cache.stats().errors }).toEqual({ warnings: [], errors: 0 });
+
     expect(proxy.silenceTracking()).toBe(1);
+    const silencedAt = Date.now();
     await b.cache.set('k', 'v2');
     expect(await waitFor(async () => (await a.cache.get('k')) === 'v2', 10_000)).toBe(true);
-  }, 20_000);
+    expect(Date.now() - silencedAt).toBeLessThan(1_000 + 500 + 1_000); // HEARTBEAT_MS + commandTimeout + slack
+    expect(rec.warnings.filter((w) => w.includes('did not answer a PING within 500 ms'))).toHaveLength(1);
+    expect(a.cache.stats().errors).toBe(1);
+    // The new redirect (a new link of the proxy, not silenced) reports again.
+    expect(await waitFor(async () => (await trackingInfo(a.client)).redirect !== redirect, L1_WAIT)).toBe(true);
+    expect(await waitFor(() => tracksOn(a.client), L1_WAIT)).toBe(true);
+    expect(await a.cache.get('k')).toBe('v2');
+    await b.cache.set('k', 'v3');
+    expect(await waitFor(async () => (await a.cache.get('k')) === 'v3', L1_WAIT)).toBe(true);
+  }, 30_000);
 
   // BUG: two apps given the same ioredis client ({ client }, "an ioredis instance you own"; two apps in one process
   // are a case the docs name for tests and workers) each run CLIENT TRACKING OFF + ON REDIRECT <own id> on it. A
