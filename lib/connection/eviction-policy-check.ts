@@ -15,6 +15,21 @@ export interface EvictionRisk {
   readonly remedy: string;
 }
 
+/** An `INFO memory` reply without the fields (a server or proxy that leaves them out). */
+export const NO_POLICY_IN_INFO = 'INFO memory has no maxmemory or maxmemory_policy';
+
+/**
+ * `maxmemory` (bytes; 0: no limit, nothing is evicted) and `maxmemory_policy` from an `INFO memory` reply, the
+ * limit also as Redis writes it (`maxmemory_human`, e.g. `64.00M`); undefined when the reply lacks either.
+ */
+export function evictionPolicyOf(info: string): { policy: string; maxmemory: number; human: string } | undefined {
+  const policy = /^maxmemory_policy:(.*)$/m.exec(info)?.[1]?.trim();
+  const maxmemory = /^maxmemory:(\d+)/m.exec(info)?.[1];
+  if (policy === undefined || maxmemory === undefined) return undefined;
+  const human = /^maxmemory_human:(.*)$/m.exec(info)?.[1]?.trim() ?? `${maxmemory} bytes`;
+  return { policy, maxmemory: Number(maxmemory), human };
+}
+
 /**
  * Whether a feature's server(s) may evict its keys: read once, on the feature's first use of what an eviction would
  * break (the cache's first tagged call, the rate limiter's first decision), from `INFO memory` of every master (INFO
@@ -58,15 +73,13 @@ export class EvictionPolicyCheck {
         const name = this.nameOf(node);
         try {
           const info = await withTimeout(node.info('memory'), ms, `no reply within commandTimeout (${ms} ms)`);
-          const policy = /^maxmemory_policy:(.*)$/m.exec(info)?.[1]?.trim();
-          const maxmemory = /^maxmemory:(\d+)/m.exec(info)?.[1];
-          if (policy === undefined || maxmemory === undefined) {
-            failures.push(`${name} (INFO memory has no maxmemory or maxmemory_policy)`);
+          const memory = evictionPolicyOf(info);
+          if (memory === undefined) {
+            failures.push(`${name} (${NO_POLICY_IN_INFO})`);
             return;
           }
-          if (Number(maxmemory) === 0 || policy === 'noeviction') return;
-          const human = /^maxmemory_human:(.*)$/m.exec(info)?.[1]?.trim() ?? `${maxmemory} bytes`;
-          evicting.push(`${name} (maxmemory-policy ${policy}, maxmemory ${human})`);
+          if (memory.maxmemory === 0 || memory.policy === 'noeviction') return;
+          evicting.push(`${name} (maxmemory-policy ${memory.policy}, maxmemory ${memory.human})`);
         } catch (err) {
           failures.push(`${name} (INFO memory: ${err instanceof Error ? err.message : String(err)})`);
         }

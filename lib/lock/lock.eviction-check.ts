@@ -1,6 +1,7 @@
 import { Cluster, type Redis } from 'ioredis';
 import { UnsafeEvictionPolicyError } from '../common/errors.js';
 import { mastersOf, nodeKey } from '../common/cluster-masters.js';
+import { evictionPolicyOf, NO_POLICY_IN_INFO } from '../connection/eviction-policy-check.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { verifyPermissions } from '../connection/redis-permissions.js';
 import { nodeCheckOf, type ServerChecks } from './lock.node-check.js';
@@ -16,10 +17,13 @@ export interface EvictionTarget {
 }
 
 /**
- * Reads `maxmemory` and `maxmemory-policy` of every server the locks use (every master of a cluster). With a memory
+ * Reads `maxmemory` and `maxmemory_policy` of every server the locks use (every master of a cluster) from `INFO
+ * memory`, as the cache's, rate limiter's and sessions' checks do: INFO is in the documented ACL line, CONFIG GET is
+ * not (with CONFIG GET, `refuse` could not refuse an allkeys-lru server for that user: it only warned). With a memory
  * limit, `allkeys-*` may evict a held lock (a second holder is then granted it) and the fence counter (tokens stay
  * increasing only through the clock floor); `volatile-*` may evict held locks (they carry a TTL). The first is
- * refused with `refuse`, otherwise both are warnings; a server that denies CONFIG GET (ACL) is named in a warning.
+ * refused with `refuse`, otherwise both are warnings; a server whose INFO memory cannot be read (ACL, renamed, a
+ * proxy that leaves the fields out) is named in a warning.
  */
 export async function checkEvictionPolicy(
   targets: EvictionTarget[],
@@ -38,17 +42,15 @@ export async function checkEvictionPolicy(
     let policy: string;
     let maxmemory: number;
     try {
-      const reply = (await node.call('config', 'get', 'maxmemory*')) as string[];
-      const values = new Map<string, string>();
-      for (let i = 0; i + 1 < reply.length; i += 2) values.set(String(reply[i]), String(reply[i + 1]));
-      policy = values.get('maxmemory-policy') ?? 'unknown';
-      maxmemory = Number(values.get('maxmemory') ?? 0);
+      const memory = evictionPolicyOf(String(await node.info('memory')));
+      if (memory === undefined) throw new Error(NO_POLICY_IN_INFO);
+      ({ policy, maxmemory } = memory);
     } catch (err) {
       warn(
-        `locks: could not read the eviction policy of ${name} (CONFIG GET: ` +
+        `locks: could not read the eviction policy of ${name} (INFO memory: ` +
           `${err instanceof Error ? err.message : String(err)}). ` +
           'If its maxmemory-policy is allkeys-* or volatile-*, held locks can be evicted and granted twice: ' +
-          'use noeviction for the lock data, or grant +config|get so this check can run.',
+          'use noeviction for the lock data, or grant +info so this check can run.',
       );
       continue;
     }
