@@ -1,3 +1,4 @@
+import { Logger } from '@nestjs/common';
 import { Cluster, type Redis } from 'ioredis';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { downReason } from '../connection/redis-down-reason.js';
@@ -13,6 +14,16 @@ const RETRY_MS = 2_000;
  * noticed within HEARTBEAT_MS + commandTimeout. Idle cost: one PING a second per master.
  */
 const HEARTBEAT_MS = 1_000;
+
+/** CLIENT SETNAME of a tracking connection of the L1's own (a `main` connection another L1 tracks on already). */
+export const TRACKING_CONTROL_NAME = 'rtk-l1-control';
+/**
+ * The connections of this process on which an L1 has CLIENT TRACKING on. A connection has one redirect and one
+ * tracking state: two apps given the same `{ client }` each turned it OFF and ON with their own redirect, so the
+ * first never heard of a write again and the second's close turned it off for good. The second now tracks on a
+ * connection of its own (claimed synchronously: two apps starting at once cannot both take it).
+ */
+const trackedBy = new WeakMap<Redis, MasterTracking>();
 
 /** What the L1 does with what the server tells it. */
 export interface TrackingListener {
@@ -32,10 +43,14 @@ export interface TrackingListener {
  * master subscribed to `__redis__:invalidate`. BCAST: the server keeps no per-key table, it reports every write of a
  * key under the prefix; NOLOOP: writes through `main` itself (this instance's own, already applied to its L1) are not
  * reported. Tracking state dies with either connection: each reconnect re-enables it (a new redirect id when the
- * subscriber reconnects) and tells the listener to drop what it holds.
+ * subscriber reconnects) and tells the listener to drop what it holds. When another L1 of this process tracks on
+ * `main` already (see trackedBy), tracking runs on a connection of this one's own (`control`) instead: its NOLOOP
+ * hides nothing, so this instance's own writes are reported back to it too (they leave its L1: one more read each).
  */
 class MasterTracking {
   private readonly sub: Redis;
+  /** The connection CLIENT TRACKING is on: `main`, or one of our own when main is taken. */
+  private readonly control: Redis;
   private redirectId: number | undefined;
   private tracking = false;
   private steps: Promise<void> = Promise.resolve();
@@ -76,10 +91,23 @@ class MasterTracking {
       if (String(channel) !== TRACKING_CHANNEL) return;
       this.listener.invalidate(keys === null ? null : keys.map((k) => k.toString()));
     });
+    const where = `${main.options.host}:${main.options.port}`;
+    if (trackedBy.has(main)) {
+      this.control = connection.createNodeConnection(main, `L1 tracking control ${where}`, {
+        connectionName: TRACKING_CONTROL_NAME,
+      });
+      new Logger('RedisToolkit:Cache').log(
+        `cache L1: another app of this process tracks on the cache's connection to ${where} (one { client } given to ` +
+          "several apps): tracking on a connection of this app's own (its own writes leave its L1 too)",
+      );
+    } else {
+      trackedBy.set(main, this);
+      this.control = main;
+    }
     this.sub.on('ready', this.onSubReady);
     this.sub.on('close', this.onSubDown);
-    this.main.on('ready', this.onMainReady);
-    this.main.on('close', this.onMainDown);
+    this.control.on('ready', this.onMainReady);
+    this.control.on('close', this.onMainDown);
   }
 
   /** Tracking is on: every write by another client of a key under the prefix reaches the listener. */
@@ -111,11 +139,15 @@ class MasterTracking {
     clearTimeout(this.heartbeat);
     this.sub.off('ready', this.onSubReady);
     this.sub.off('close', this.onSubDown);
-    this.main.off('ready', this.onMainReady);
-    this.main.off('close', this.onMainDown);
-    // Stop the server reporting to a connection that is going away (the main connection may well stay: the user's).
-    if (this.tracking && this.main.status === 'ready') {
-      await this.main.call('CLIENT', 'TRACKING', 'OFF').catch(() => undefined);
+    this.control.off('ready', this.onMainReady);
+    this.control.off('close', this.onMainDown);
+    if (this.control !== this.main) await this.connection.release(this.control);
+    else {
+      if (trackedBy.get(this.main) === this) trackedBy.delete(this.main);
+      // Stop the server reporting to a connection that is going away (the main connection may well stay: the user's).
+      if (this.tracking && this.main.status === 'ready') {
+        await this.main.call('CLIENT', 'TRACKING', 'OFF').catch(() => undefined);
+      }
     }
     this.tracking = false;
     await this.connection.release(this.sub);
@@ -152,7 +184,7 @@ class MasterTracking {
     this.steps = this.steps.then(step).catch((err: unknown) => {
       if (this.closed) return;
       // In our words while a connection is down, not ioredis's ("Stream isn't writeable and enableOfflineQueue...")
-      const down = [this.main, this.sub].find((c) => c.status !== 'ready');
+      const down = [this.control, this.sub].find((c) => c.status !== 'ready');
       const description = `redis://${this.main.options.host}:${this.main.options.port}`;
       const lastError = () => (down ? this.connection.lastError(down) : undefined);
       this.listener.failed(
@@ -188,8 +220,18 @@ class MasterTracking {
     if (this.closed || id === undefined) return;
     this.tracking = false;
     // Still on with the old redirect (only the subscriber reconnected): Redis refuses ON again with the same prefix.
-    await this.main.call('CLIENT', 'TRACKING', 'OFF');
-    await this.main.call('CLIENT', 'TRACKING', 'ON', 'REDIRECT', String(id), 'BCAST', 'PREFIX', this.prefix, 'NOLOOP');
+    await this.control.call('CLIENT', 'TRACKING', 'OFF');
+    await this.control.call(
+      'CLIENT',
+      'TRACKING',
+      'ON',
+      'REDIRECT',
+      String(id),
+      'BCAST',
+      'PREFIX',
+      this.prefix,
+      'NOLOOP',
+    );
     if (id !== this.redirectId) return; // the subscriber reconnected meanwhile: its own step tracks again
     this.tracking = true;
     this.listener.resynced();
