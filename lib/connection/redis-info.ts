@@ -47,19 +47,50 @@ export async function isMasterNow(client: Redis, ms: number): Promise<boolean | 
 }
 
 /**
- * What RedisConnection.verifyServer asks of the server behind a connected single-server client (`where` names it):
- * InvalidOptionsError for a replica or a db the server does not have, RedisPermissionError for a db other than 0
- * whose SELECT the ACL user may not run; each command bounded by `ms`.
+ * Why the server behind a single-server connection (`where`) is no server the toolkit can run on, from its INFO
+ * (`redis_mode`, INFO server): a Sentinel answers none of the features' commands (the start was refused blaming
+ * rename-command lines; with lazyConnect health said up while every call failed), and a cluster node answers MOVED
+ * for the keys of other nodes' slots, and the toolkit's single-server batches span slots. Undefined otherwise.
  */
-export async function checkServer(client: Redis, where: string, ms: number): Promise<void> {
-  let replication: Record<string, string>;
+export function notASingleServer(fields: Record<string, string>, where: string): string | undefined {
+  if (fields.redis_mode === 'sentinel')
+    return (
+      `Redis at ${where} is a Sentinel (INFO server says redis_mode:sentinel), not a Redis server: it runs none of ` +
+      "the commands the features send. Connect through it with { sentinels: [{ host, port }], name: '<master " +
+      "group name>' } (SENTINEL MASTERS lists the names), which finds the master and follows it through a failover."
+    );
+  if (fields.redis_mode === 'cluster')
+    return (
+      `Redis at ${where} is a node of a Redis Cluster (INFO server says redis_mode:cluster), given as a single ` +
+      "server: keys of other nodes' slots would be answered MOVED and the toolkit's batches across slots would " +
+      'fail. Connect with { cluster: [{ host, port }, ...] }, which follows the slot map.'
+    );
+  return undefined;
+}
+
+/** One INFO section, bounded by `ms`; undefined when the server refuses it (an error reply: denied, renamed). */
+async function infoSection(client: Redis, section: string, ms: number, where: string) {
   try {
-    replication = parseInfo(String(await withTimeout(client.info('replication'), ms, `no answer within ${ms} ms`)));
+    return parseInfo(String(await withTimeout(client.info(section), ms, `no answer within ${ms} ms`)));
   } catch (err) {
     // INFO denied (NOPERM) or unknown: the permission check names it (health needs it); nothing to learn here.
-    if (replyCodeOf(err) !== undefined) return;
+    if (replyCodeOf(err) !== undefined) return undefined;
     throw classifyRedisError(err, `Checking the Redis server at ${where}`);
   }
+}
+
+/**
+ * What RedisConnection.verifyServer asks of the server behind a connected single-server client (`where` names it):
+ * InvalidOptionsError for a Sentinel or a cluster node (notASingleServer), a replica or a db the server does not
+ * have, RedisPermissionError for a db other than 0 whose SELECT the ACL user may not run; each command bounded by
+ * `ms`.
+ */
+export async function checkServer(client: Redis, where: string, ms: number): Promise<void> {
+  const server = await infoSection(client, 'server', ms, where);
+  const wrong = server === undefined ? undefined : notASingleServer(server, where);
+  if (wrong !== undefined) throw new InvalidOptionsError(wrong);
+  const replication = await infoSection(client, 'replication', ms, where);
+  if (replication === undefined) return;
   const replica = replicaOf(replication);
   if (replica !== undefined) {
     throw new InvalidOptionsError(

@@ -4,7 +4,7 @@ import { classifyRedisError } from '../common/failure-policy.js';
 import { withTimeout } from '../common/timeout.js';
 import type { RedisConnection } from './redis-connection.js';
 import { downReason } from './redis-down-reason.js';
-import { parseInfo, replicaOf, replicaWrites } from './redis-info.js';
+import { notASingleServer, parseInfo, replicaOf, replicaWrites } from './redis-info.js';
 import { RedisConnections } from './redis-connections.js';
 
 /** The health of one connection. */
@@ -101,6 +101,9 @@ async function checkConnection(connection: RedisConnection): Promise<RedisConnec
     const [, raw] = await Promise.all([ping, infos]);
     if (raw instanceof Error) return infoRefused(connection, latencyMs, raw);
     const fields = raw.map(parseInfo);
+    // A Sentinel or a cluster node given as a single server (lazyConnect: not refused at start): every call fails.
+    const wrong = connection.isCluster ? undefined : notASingleServer(fields[0] ?? {}, connection.description);
+    if (wrong !== undefined) return { status: 'down', latencyMs, error: wrong };
     const full = fields.find(refusesWrites);
     // A single server (or Sentinel's master during a failover) that is a replica: every write is refused. A
     // cluster's client sends writes to the masters of its slot table itself.

@@ -448,19 +448,33 @@ describe('connections killed and servers paused', () => {
 });
 
 describe('the url names a server that is not a Redis master', () => {
-  // Refused at start, fast, typed. (Reported: the message blames rename-command lines; INFO server says
-  // redis_mode:sentinel, which RedisConnection.verifyServer could name.)
-  it('a Sentinel port given as a plain url: the start is refused, typed, fast', async () => {
+  // Refused at start, fast, typed. Was reported (fixed): the refusal was a RedisReplyError 'The Redis server lacks
+  // commands the toolkit needs ... remove those rename-command lines' (wrong advice), and with lazyConnect health said
+  // up while every call failed. RedisConnection.verifyServer (checkServer) now reads INFO server's redis_mode:
+  // InvalidOptionsError naming the Sentinel and { sentinels, name }; health down with the same words.
+  it('a Sentinel port given as a plain url: refused, typed, naming { sentinels, name }; lazyConnect: health down', async () => {
     const sentinel = trackForCleanup(
       await startSentinel({ name: 'm', master: { host: '127.0.0.1', port: redis.server.port } }),
     );
+    const url = `redis://127.0.0.1:${sentinel.port}`;
     const started = Date.now();
-    const err = await errorOf(() =>
-      createToolkitApp({ target: { url: `redis://127.0.0.1:${sentinel.port}` }, connectTimeout: 2_000 }),
-    );
+    const err = await errorOf(() => createToolkitApp({ target: { url }, connectTimeout: 2_000 }));
     expect(Date.now() - started).toBeLessThan(within(3_000));
-    expect(err).toBeInstanceOf(RedisReplyError);
-    expect((err as Error).message).toMatch(/^The Redis server lacks commands the toolkit needs: cache: GET, MGET/);
+    expect(err).toBeInstanceOf(InvalidOptionsError);
+    const expected =
+      `Redis at ${url} is a Sentinel (INFO server says redis_mode:sentinel), not a Redis server: it runs none of the ` +
+      "commands the features send. Connect through it with { sentinels: [{ host, port }], name: '<master group " +
+      "name>' } (SENTINEL MASTERS lists the names), which finds the master and follows it through a failover.";
+    expect((err as Error).message).toBe(expected);
+    const { errors, logger } = recordingLogger();
+    const app = await createToolkitApp({ target: { url }, lazyConnect: true, logger });
+    await app.get(CacheService).get('x');
+    expect(await waitFor(() => errors.some((e) => e.includes('is a Sentinel')), 2_000)).toBe(true);
+    expect(await app.get(RedisToolkitHealth).check()).toEqual({
+      status: 'down',
+      latencyMs: expect.any(Number),
+      error: expected,
+    });
   });
 
   it('an HTTP server’s port: RedisUnavailableError naming the address, fast', async () => {
@@ -481,32 +495,42 @@ describe('the url names a server that is not a Redis master', () => {
     }
   });
 
-  // (Reported: the start could refuse it; INFO has cluster_enabled:1.) Either refused naming the cluster, or every
-  // call on a key of another node fails typed, never as an outage (no fail-open).
-  it('one node of a cluster given as a single server: refused, or typed errors per call (MOVED), never fail-open', async () => {
+  // Was reported (fixed): a cluster node given as a single server started, and every call on a key of another node
+  // failed with MOVED (typed, never fail-open). Now refused at start like a Sentinel (INFO server says
+  // redis_mode:cluster), naming { cluster }: an operator pointing at one node on purpose would still see the
+  // single-server batches span slots and fail, so refusing is the safer default. lazyConnect: health down.
+  it('one node of a cluster given as a single server: refused, naming { cluster }; lazyConnect: health down', async () => {
     const node = sharedServers().cluster[0];
+    const url = `redis://${node.host}:${node.port}`;
     const prefix = `rtk-hostile-${Math.random().toString(36).slice(2, 8)}:`;
-    const err = await errorOf(async () => {
-      const app = await createToolkitApp({ target: { url: `redis://${node.host}:${node.port}` }, keyPrefix: prefix });
-      const rl = app.get(RateLimitService);
-      const outcomes: string[] = [];
-      for (let i = 0; i < 12; i++) {
-        const r = await rl.consume(`k${i}`, { limit: 5, ttl: 60_000 }).then(
+    const err = await errorOf(() => createToolkitApp({ target: { url }, keyPrefix: prefix }));
+    expect(err).toBeInstanceOf(InvalidOptionsError);
+    expect((err as Error).message).toBe(
+      `Redis at ${url} is a node of a Redis Cluster (INFO server says redis_mode:cluster), given as a single server: ` +
+        "keys of other nodes' slots would be answered MOVED and the toolkit's batches across slots would fail. " +
+        'Connect with { cluster: [{ host, port }, ...] }, which follows the slot map.',
+    );
+    const { logger } = recordingLogger();
+    const app = await createToolkitApp({ target: { url }, keyPrefix: prefix, lazyConnect: true, logger });
+    // down while connecting, then down naming the cluster once connected
+    const named = async () =>
+      /redis_mode:cluster.*\{ cluster:/.test((await app.get(RedisToolkitHealth).check()).error ?? '');
+    expect(await waitFor(named, 2_000)).toBe(true);
+    expect((await app.get(RedisToolkitHealth).check()).status).toBe('down');
+    // every call fails typed, never fail-open
+    const outcomes: string[] = [];
+    for (let i = 0; i < 12; i++) {
+      const r = await app
+        .get(RateLimitService)
+        .consume(`k${i}`, { limit: 5, ttl: 60_000 })
+        .then(
           (d) => (d.degraded === undefined ? 'decided' : d.degraded),
           (e: unknown) => (e instanceof RedisReplyError && /MOVED/.test(e.message) ? 'MOVED' : String(e)),
         );
-        outcomes.push(r);
-      }
-      expect(outcomes.filter((o) => o !== 'decided' && o !== 'MOVED')).toEqual([]);
-      expect(outcomes).toContain('MOVED'); // 12 keys on a 3-master cluster: some live elsewhere
-      expect(rl.stats().failedOpen).toBe(0);
-      expect(await errorOf(() => app.get(SessionService).create('u'))).not.toBeInstanceOf(RedisUnavailableError);
-    });
-    // anything but the refusal fails with its own message (the inner assertion, or the start's error)
-    if (err !== undefined && !(err instanceof InvalidOptionsError)) throw err;
-    if (err !== undefined) {
-      expect((err as Error).message).toMatch(/cluster/i);
+      outcomes.push(r);
     }
+    expect(outcomes.filter((o) => o !== 'decided' && o !== 'MOVED')).toEqual([]);
+    expect(app.get(RateLimitService).stats().failedOpen).toBe(0);
   });
 });
 
