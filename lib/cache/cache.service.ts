@@ -133,6 +133,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
   async onModuleDestroy(): Promise<void> {
     this.reads.close();
     this.evictionCheck.close();
+    this.failures.close();
     await this.l1?.close();
   }
 

@@ -171,6 +171,12 @@ export class FailurePolicy {
     );
   }
 
+  /** At shutdown: the counts of warnings not logged yet are logged now (ThrottledWarning.close). */
+  close(): void {
+    this.unavailableWarning.close();
+    this.replyWarning.close();
+  }
+
   /** Throws RedisUnavailableError (not counted: the caller's `unavailable` does) unless the connection is ready. */
   assertReady(what: string): void {
     const status = this.connection.status;

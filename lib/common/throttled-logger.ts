@@ -33,13 +33,15 @@ export class ThrottledWarning {
     private readonly what: (kind: string) => string = () => 'warnings',
   ) {}
 
+  private closed = false;
+
   /** Logs `message` unless a warning of the same `kind` was logged within the interval (then it is counted). */
   warn(message: string, kind = ''): void {
     const now = performance.now();
     const state = this.stateOf(kind, now);
     if (now - state.lastLoggedAt < this.intervalMs) {
       state.suppressed++;
-      state.timer ??= this.armReport(kind, state, state.lastLoggedAt + this.intervalMs - now);
+      if (!this.closed) state.timer ??= this.armReport(kind, state, state.lastLoggedAt + this.intervalMs - now);
       return;
     }
     // a warning that came before the report's timer ran (a busy event loop) carries the count itself
@@ -47,6 +49,19 @@ export class ThrottledWarning {
     this.clear(state);
     state.lastLoggedAt = now;
     this.logger.warn(message + extra);
+  }
+
+  /**
+   * At shutdown (the owner's module is destroyed): each count not reported yet is logged now, and no timer is armed
+   * any more. A timer left to run after its app closed would log through whichever logger Nest has by then (another
+   * app's, in a test run), long after the warnings it counts.
+   */
+  close(): void {
+    this.closed = true;
+    for (const [kind, state] of this.kinds) {
+      if (state.suppressed > 0) this.report(kind, state);
+      else this.clear(state);
+    }
   }
 
   private stateOf(kind: string, now: number): KindState {
@@ -68,22 +83,21 @@ export class ThrottledWarning {
   }
 
   private armReport(kind: string, state: KindState, delayMs: number): ReturnType<typeof setTimeout> {
-    const timer = setTimeout(
-      () => {
-        const n = state.suppressed;
-        this.clear(state);
-        if (n === 0) return;
-        const what = this.kinds.get(kind) === state ? this.what(kind) : 'warnings of other kinds';
-        try {
-          this.logger.warn(`${what}: ${n} more since the last warning, not logged one by one`);
-        } catch {
-          // a logger that throws must not become an uncaught exception of a timer
-        }
-      },
-      Math.max(0, Math.ceil(delayMs)),
-    );
+    const timer = setTimeout(() => this.report(kind, state), Math.max(0, Math.ceil(delayMs)));
     timer.unref?.();
     return timer;
+  }
+
+  private report(kind: string, state: KindState): void {
+    const n = state.suppressed;
+    this.clear(state);
+    if (n === 0) return;
+    const what = this.kinds.get(kind) === state ? this.what(kind) : 'warnings of other kinds';
+    try {
+      this.logger.warn(`${what}: ${n} more since the last warning, not logged one by one`);
+    } catch {
+      // a logger that throws must not become an uncaught exception of a timer
+    }
   }
 
   private clear(state: KindState): void {

@@ -214,6 +214,7 @@ export class LockService implements OnModuleInit, OnApplicationShutdown {
    */
   onApplicationShutdown(): void {
     this.shutdown.close();
+    this.failures.close();
   }
 
   /**

@@ -73,6 +73,11 @@ export class LockFailures extends FailurePolicy {
     this.publishWarning = new ThrottledWarning(options.logger, options.warnIntervalMs);
   }
 
+  override close(): void {
+    super.close();
+    this.publishWarning.close();
+  }
+
   /**
    * Redis refused the PUBLISH of the grant or wake of a release of `resource` (on quorum node `node`, else on the
    * lock's own Redis; release-many.lua and wake.lua answer RELEASED_UNPUBLISHED): the lock was released and its waiting

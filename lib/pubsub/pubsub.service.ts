@@ -247,6 +247,7 @@ export class PubSubService implements OnModuleDestroy {
     this.closed = true;
     this.pending.close();
     this.subscriptions.clear();
+    this.failures.close();
   }
 
   private async redisSubscribe(sub: Subscription): Promise<void> {

@@ -111,6 +111,7 @@ export class RateLimitService implements OnModuleDestroy {
 
   onModuleDestroy(): void {
     this.evictionCheck.close();
+    this.failures.close();
   }
 
   /** Charges `policy.cost` (default 1) to `key` if the policy allows it. */

@@ -84,6 +84,7 @@ export class SessionService implements OnApplicationShutdown {
 
   onApplicationShutdown(): void {
     this.evictionCheck.close(); // its INFO, if still out, fails with the closed connection: nothing to say
+    this.failures.close();
   }
 
   /** Creates a session for `userId` with a fresh 256-bit id. */
