@@ -13,6 +13,7 @@ import { recordingLogger } from '../support/recording-logger.js';
 import { type RedisServerHandle, startRedisServer } from '../support/redis-server.js';
 import { closeToolkitApps, createToolkitApp, type ToolkitAppOptions } from '../support/toolkit-app.js';
 import { sleep, waitFor } from '../support/wait.js';
+import { quietFrame } from '../support/dashboard-frames.js';
 
 /**
  * What an operator must see on the dashboard during an outage, and what a mixed-version deploy sends it: rate-limit
@@ -120,21 +121,7 @@ describe('rate-limit decisions Redis could not make', () => {
 describe('frames of other releases (a mixed-version deploy)', () => {
   /** A frame as another instance makes it, every count 0 (as this release makes it, or an older one: `degraded`). */
   function frameOf(instance: string, at: number, degraded?: DashboardFrame['rateLimitDegraded']): DashboardFrame {
-    return {
-      v: 1,
-      instance,
-      at,
-      ms: 60_000,
-      instances: 1,
-      cache: { hits: 0, staleHits: 0, misses: 0, loads: 0, loadMs: 0, loadMaxMs: 0 },
-      tags: [],
-      rateLimit: { api: [4, 1] },
-      ...(degraded && { rateLimitDegraded: degraded }),
-      locks: { held: 0, waiting: 0, acquired: 0, busy: 0, lost: 0 },
-      sessions: { active: null, created: 0, destroyed: 0 },
-      pubsub: { published: 0, failed: 0 },
-      redis: null,
-    };
+    return quietFrame(instance, at, { rateLimit: { api: [4, 1] }, ...(degraded && { rateLimitDegraded: degraded }) });
   }
 
   it('an older frame (no degraded count) and a newer one (a field unknown here) are kept, summed, rebuilt', async () => {
@@ -184,20 +171,8 @@ describe('frames left out of the sums are logged', () => {
     const redis = trackForCleanup(new Redis({ port: server.port, lazyConnect: true }));
     return (message: unknown) => redis.publish(channel, JSON.stringify(message));
   }
-  const frameAt = (instance: string, at: number) => ({
-    v: 1,
-    instance,
-    at,
-    ms: 60_000,
-    instances: 1,
-    cache: { hits: 1, staleHits: 0, misses: 0, loads: 0, loadMs: 0, loadMaxMs: 0 },
-    tags: [],
-    rateLimit: {},
-    locks: { held: 0, waiting: 0, acquired: 0, busy: 0, lost: 0 },
-    sessions: { active: null, created: 0, destroyed: 0 },
-    pubsub: { published: 0, failed: 0 },
-    redis: null,
-  });
+  const frameAt = (instance: string, at: number) =>
+    quietFrame(instance, at, { cache: { ...quietFrame('', 0).cache, hits: 1 } });
 
   it(`past ${MAX_INSTANCES} instances, a flood of one instance, a clock an hour ahead: one line each, the rest summed`, async () => {
     const { app, dashboard, warnings } = await dashboardApp();

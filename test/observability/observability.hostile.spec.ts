@@ -37,6 +37,7 @@ import { rawCommand } from '../support/resp.js';
 import { within } from '../support/timing.js';
 import { closeToolkitApps, createToolkitApp, type ToolkitAppOptions } from '../support/toolkit-app.js';
 import { sleep, waitFor } from '../support/wait.js';
+import { quietFrame } from '../support/dashboard-frames.js';
 
 /**
  * An operator's view of an incident: every transport failure a feature lets through (or refuses) must be counted
@@ -532,22 +533,7 @@ describe('cache, sessions, locks, pub/sub: each failed call counted and logged, 
 
 describe('the dashboard under hostile frames, clock skew and an outage', () => {
   /** A frame as another instance makes it, every count 0. */
-  function frameOf(instance: string, at: number): DashboardFrame {
-    return {
-      v: 1,
-      instance,
-      at,
-      ms: 60_000,
-      instances: 1,
-      cache: { hits: 0, staleHits: 0, misses: 0, loads: 0, loadMs: 0, loadMaxMs: 0 },
-      tags: [],
-      rateLimit: {},
-      locks: { held: 0, waiting: 0, acquired: 0, busy: 0, lost: 0 },
-      sessions: { active: null, created: 0, destroyed: 0 },
-      pubsub: { published: 0, failed: 0 },
-      redis: null,
-    };
-  }
+  const frameOf = (instance: string, at: number): DashboardFrame => quietFrame(instance, at);
 
   async function dashboardApp() {
     const booted = await boot({
