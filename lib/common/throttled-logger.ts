@@ -1,4 +1,5 @@
 import { Logger } from '@nestjs/common';
+import { MAX_TIMER_MS } from './timeout.js';
 
 /** Kinds followed one by one (FailurePolicy: reply codes); past that every new kind shares one more throttle. */
 const MAX_KINDS = 16;
@@ -83,7 +84,10 @@ export class ThrottledWarning {
   }
 
   private armReport(kind: string, state: KindState, delayMs: number): ReturnType<typeof setTimeout> {
-    const timer = setTimeout(() => this.report(kind, state), Math.max(0, Math.ceil(delayMs)));
+    // at most MAX_TIMER_MS: a longer delay fires after 1 ms (an interval of months, e.g. rateLimit.warnIntervalMs,
+    // reports its count after ~24.8 days instead, never at once)
+    const ms = Math.min(Math.max(0, Math.ceil(delayMs)), MAX_TIMER_MS);
+    const timer = setTimeout(() => this.report(kind, state), ms);
     timer.unref?.();
     return timer;
   }

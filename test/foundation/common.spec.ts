@@ -239,6 +239,19 @@ describe('ThrottledWarning (pure)', () => {
     expect(lines).toEqual(['boom 0', 'failed calls: 3 more since the last warning, not logged one by one']);
   });
 
+  // rateLimit.warnIntervalMs (and every owner's interval) may be up to 100 years; the count's timer got the whole
+  // interval, and Node fires a delay past 2^31 - 1 ms after 1 ms: the count line came at once, not at the interval's end
+  it('an interval past the longest timer delay: the count is not logged at once', async () => {
+    const { lines, logger } = recorder();
+    const warning = new ThrottledWarning(logger, 3e9, () => 'failed calls');
+    warning.warn('boom');
+    warning.warn('boom again');
+    await new Promise((r) => setTimeout(r, 60));
+    expect(lines).toEqual(['boom']);
+    warning.close();
+    expect(lines).toEqual(['boom', 'failed calls: 1 more since the last warning, not logged one by one']);
+  });
+
   // A count's timer left to run after its app closed logged through whichever logger Nest had by then (the next
   // test's app: test/security/acl.spec.ts 'a timeout on master 1 during the check' saw a stray rate-limit count).
   it('close(): the pending count is logged at once, and nothing is logged after', async () => {
