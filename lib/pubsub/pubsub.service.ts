@@ -16,13 +16,13 @@ import { MessageEnvelopes } from './pubsub.envelope.js';
 import { DurableStreams } from './pubsub.durable-streams.js';
 import { MessageDispatcher } from './pubsub.dispatch.js';
 import { PendingSubscriptions } from './pubsub.pending.js';
-import { withoutChannel } from './pubsub.traced-error.js';
+import { tracedPublish } from './pubsub.traced-error.js';
 import { StaleSubscriptions } from './pubsub.stale-subscriptions.js';
 import { createPublishBatcher, type PublishItem } from './pubsub.publish-batcher.js';
 import { answered, type DroppedListener, RefusedSubscriptions, subscribeRefused } from './pubsub.refusals.js';
 import { openSubscriber, subscriberReady } from './pubsub.subscriber-connection.js';
 import { isPattern, type MessageHandler, type ReplayedMessage, type Unsubscribe } from './pubsub.types.js';
-import { diagnose, traceObserved, traced } from '../common/diagnostics.js';
+import { diagnose } from '../common/diagnostics.js';
 import { withTimeout } from '../common/timeout.js';
 
 interface Subscription {
@@ -343,19 +343,7 @@ export class PubSubService implements OnModuleDestroy {
 
   /** A traced publish; the traced call's error names no channel (see withoutChannel), the caller's does. */
   private send(channel: string, message: string): Promise<number> {
-    if (!traceObserved('pubsubPublish')) return this.sendNow(channel, message);
-    let failure: { err: unknown } | undefined;
-    const run = async () => {
-      try {
-        return await this.sendNow(channel, message);
-      } catch (err) {
-        failure = { err };
-        throw withoutChannel(err, channel, this.channelPrefix + channel);
-      }
-    };
-    return traced('pubsubPublish', publishing, run, sent).catch((err: unknown) => {
-      throw failure === undefined ? err : failure.err;
-    });
+    return tracedPublish(channel, this.channelPrefix + channel, () => this.sendNow(channel, message));
   }
 
   private sendNow(channel: string, message: string): Promise<number> {
@@ -406,7 +394,3 @@ export class PubSubService implements OnModuleDestroy {
     return this.keys.tagged(FEATURES.pubsubStream, userId);
   }
 }
-
-// The traced publish's fields (docs/observability.md): no channel name (it may hold a user id), no payload.
-const publishing = () => ({ feature: 'pubsub' as const, operation: 'publish' });
-const sent = (receivers: number) => ({ outcome: 'sent', receivers });

@@ -1,3 +1,4 @@
+import { traceObserved, traced } from '../common/diagnostics.js';
 import { RedisPermissionError, RedisReplyError, RedisUnavailableError } from '../common/errors.js';
 
 /**
@@ -24,4 +25,28 @@ export function withoutChannel(err: unknown, channel: string, redisChannel: stri
   const head = `${err.name}: ${err.message}`;
   if (err.stack?.startsWith(head)) copy.stack = `${copy.name}: ${message}${err.stack.slice(head.length)}`;
   return copy;
+}
+
+// The traced publish's fields (docs/observability.md): no channel name (it may hold a user id), no payload.
+const publishing = () => ({ feature: 'pubsub' as const, operation: 'publish' });
+const sent = (receivers: number) => ({ outcome: 'sent', receivers });
+
+/**
+ * A publish (`send`) run as the traced `rtk:pubsub:publish` call when anyone traces it: the traced call sees the error
+ * without the channel (withoutChannel), the caller gets the error as `send` threw it.
+ */
+export function tracedPublish(channel: string, redisChannel: string, send: () => Promise<number>): Promise<number> {
+  if (!traceObserved('pubsubPublish')) return send();
+  let failure: { err: unknown } | undefined;
+  const run = async () => {
+    try {
+      return await send();
+    } catch (err) {
+      failure = { err };
+      throw withoutChannel(err, channel, redisChannel);
+    }
+  };
+  return traced('pubsubPublish', publishing, run, sent).catch((err: unknown) => {
+    throw failure === undefined ? err : failure.err;
+  });
 }
