@@ -91,6 +91,7 @@ export class CacheReadPath {
       return this.singleFlight(redisKey, async () => ({
         value: (await this.load(redisKey, loader, call.hardTimeout)).value,
         status: 'miss',
+        degraded: 'fail-open',
       }));
     }
     const now = Date.now();
@@ -169,7 +170,7 @@ export class CacheReadPath {
           return undefined;
         }
         try {
-          const value = await this.loadAndStore(redisKey, loader, call);
+          const { value } = await this.loadAndStore(redisKey, loader, call);
           diagnose('cacheRefresh', () => ({ feature: 'cache', operation: 'refresh', outcome: 'refreshed' }));
           return { value };
         } finally {
@@ -218,35 +219,36 @@ export class CacheReadPath {
    * Loads and stores the value under `call`'s options. Those (ttl and tags functions, shouldCache) and the encoding
    * are the caller's who started the load: with `own` given, their error goes there (that caller's getOrSet rejects
    * with it, nothing is stored) and the value is still returned to every caller sharing the load. Without it (a
-   * background refresh) it is thrown.
+   * background refresh) it is thrown. A store Redis could not take (failOpen) is a miss marked `degraded`.
    */
   private async loadAndStore<T>(
     redisKey: string,
     loader: Loader<T>,
     call: ResolvedCall<T>,
     own?: StoreFailure,
-  ): Promise<T> {
+  ): Promise<CacheResult<T>> {
     const { value, delta, startedAt } = await this.load(redisKey, loader, call.hardTimeout);
     this.graceRetryAt.delete(redisKey);
-    if (value === undefined) return value; // undefined means "no value": returned, never cached
+    if (value === undefined) return { value, status: 'miss' }; // undefined means "no value": returned, never cached
     let entry: CacheEntry<T>;
     let raw: string;
     try {
-      if (call.shouldCache !== undefined && !call.shouldCache(value)) return value;
+      if (call.shouldCache !== undefined && !call.shouldCache(value)) return { value, status: 'miss' };
       entry = entryOf(call, value, delta);
       raw = encodeEntry(entry, this.serializer);
     } catch (err) {
       if (own === undefined) throw err;
       own.failed = true;
       own.error = err;
-      return value;
+      return { value, status: 'miss' };
     }
     try {
       await this.store.write(redisKey, entry, raw, startedAt, entry.staleUntil + call.grace);
     } catch (err) {
       this.failures.unavailable(err);
+      return { value, status: 'miss', degraded: 'fail-open' };
     }
-    return value;
+    return { value, status: 'miss' };
   }
 
   private async load<T>(

@@ -157,6 +157,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
     } catch (err) {
       this.failures.unavailable(err);
       this.counters.misses++;
+      this.counters.failedOpen++;
       return undefined;
     }
     if (entry && Date.now() < entry.freshUntil) {
@@ -254,7 +255,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
         'cacheGet',
         () => ({ feature: 'cache', operation: 'get' }),
         get,
-        (r) => ({ outcome: r.status }),
+        (r) => (r.degraded === undefined ? { outcome: r.status } : { outcome: r.status, degraded: r.degraded }),
       );
     }
     const started = this.start(key, loader, options, prepared);
@@ -262,8 +263,12 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
   }
 
   private counted<T>(result: CacheResult<T>): CacheResult<T> {
-    this.counters.record(result.status);
-    diagnose('cacheGet', () => ({ feature: 'cache', operation: 'get', outcome: result.status }));
+    this.counters.record(result);
+    diagnose('cacheGet', () =>
+      result.degraded === undefined
+        ? { feature: 'cache', operation: 'get', outcome: result.status }
+        : { feature: 'cache', operation: 'get', outcome: result.status, degraded: result.degraded },
+    );
     return result;
   }
 

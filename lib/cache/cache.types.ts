@@ -53,6 +53,12 @@ export type CacheStatus = 'hit' | 'stale' | 'grace' | 'miss';
 export interface CacheResult<T> {
   value: T;
   status: CacheStatus;
+  /**
+   * 'fail-open' (always with status 'miss'): Redis could not be reached for this read (its GET, the load lock, or
+   * the store of the loaded value failed) and, under `failOpen`, the loader's value was served without the cache.
+   * Absent when the cache worked.
+   */
+  degraded?: 'fail-open';
 }
 
 export interface CacheStats {
@@ -65,6 +71,13 @@ export interface CacheStats {
   loads: number;
   /** Redis failures (down, timed out) met by this instance's cache. */
   errors: number;
+  /**
+   * Reads (`get`, `getOrSet`) that failed open: Redis could not be reached and the read went on without the cache
+   * (`get`: undefined; `getOrSet`: the loader's value, result `degraded: 'fail-open'`). Also counted in `misses`.
+   * Always set by `CacheService.stats()`; optional in the type only so that stand-ins written to this interface
+   * before it was added (test doubles of `stats()`) still compile.
+   */
+  failedOpen?: number;
   /** (hits + staleHits + graceHits) / (hits + staleHits + graceHits + misses); 0 before the first read. */
   hitRatio: number;
 }

@@ -36,7 +36,9 @@ export class RedisToolkitMetrics {
 
   constructor(meter: Meter) {
     this.cacheRequests = meter.createCounter('rtk.cache.requests', {
-      description: 'Cache reads (getOrSet and what is built on it) by outcome: hit, miss or stale',
+      description:
+        'Cache reads (getOrSet and what is built on it) by outcome: hit, miss, stale or grace; rtk.degraded ' +
+        '(fail-open) on a miss served without the cache because Redis could not be reached',
       unit: '{request}',
     });
     this.cacheLoadDuration = meter.createHistogram('rtk.cache.load.duration', {
@@ -79,7 +81,13 @@ export class RedisToolkitMetrics {
   event(channel: string, p: DiagnosticsPayload): void {
     switch (channel) {
       case 'rtk:cache:get':
-        this.cacheRequests.add(1, { outcome: p.outcome });
+        // rtk.degraded as on the rate-limit decisions: `outcome` stays miss, what hit-ratio queries filter on
+        this.cacheRequests.add(
+          1,
+          p.degraded === undefined
+            ? { outcome: p.outcome }
+            : { outcome: p.outcome, 'rtk.degraded': p.degraded as string },
+        );
         return;
       case 'rtk:cache:load':
         this.cacheLoadDuration.record(seconds(p.durationMs as number), { outcome: p.outcome });

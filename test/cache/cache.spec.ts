@@ -68,6 +68,7 @@ describe.each(['single', 'cluster'] as const)('CacheService on %s', (target) => 
       graceHits: 0,
       loads: 1,
       errors: 0,
+      failedOpen: 0,
       hitRatio: 1 / 3,
     });
   });
