@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import { InvalidOptionsError, RedisUnavailableError } from '../common/errors.js';
 import { classifyRedisError, replyCodeOf } from '../common/failure-policy.js';
-import { withTimeout } from '../common/timeout.js';
+import { MAX_TIMER_MS, withTimeout } from '../common/timeout.js';
 import { parseInfo } from '../connection/redis-info.js';
 import { checkQuorumNode, type QuorumNode } from './lock.quorum-nodes.js';
 
@@ -135,7 +135,10 @@ export class NodeCheck implements NodeGate {
         over = resolve;
         for (const event of FIRST_ATTEMPT_OVER) client.once(event, resolve);
       });
-      await withTimeout(attempt, connectTimeout + commandTimeout, 'no first connection').catch(() => undefined);
+      // Each is at most MAX_TIMER_MS (validated), their sum may not be: a longer timer fires after 1 ms, and every call
+      // to the node would go out before its first attempt was over (failing at once: no offline queue).
+      const ms = Math.min(connectTimeout + commandTimeout, MAX_TIMER_MS);
+      await withTimeout(attempt, ms, 'no first connection').catch(() => undefined);
     } finally {
       for (const event of FIRST_ATTEMPT_OVER) client.off(event, over);
       this.attempted = true;
