@@ -5,11 +5,23 @@ import { capacityOf } from './rate-limit.policy-resolver.js';
 import type { DecisionCounters, GroupOutcome, PreparedCheck } from './rate-limit.types.js';
 
 /**
+ * One decision's meeting with an outage across its script calls (on a cluster, one per tracker): its warning is
+ * logged (or counted in the throttled warning's count) once, as for the one script call of a decision on one server.
+ */
+export interface DecisionOutage {
+  /** A script call of this decision already failed for want of Redis (and was warned about). */
+  met: boolean;
+  /** Redis (or the block cache, or insurance) already refused the call: a later failure only leaves figures unread. */
+  refused: boolean;
+}
+
+/**
  * What a decision becomes when Redis could not make it. An error reply (NOPERM, WRONGTYPE, OOM) is thrown: only a
  * transport failure falls back, to the in-process insurance limiter when configured, else to the failOpen policy.
  * Called once per script call, so once per tracker of a decision on a cluster: a degraded outcome (fail-open,
  * insurance) is counted by the service once per decision (RateLimitService.count), not here; a failed-closed one is
- * counted here, as it throws and so ends its decision.
+ * counted here when it ends its decision (no `outage` given: one script call), else by the service. With an `outage`,
+ * the warning is logged once per decision, and a failure after a refusal leaves the call refused (never thrown).
  */
 export class DecisionFallback {
   constructor(
@@ -24,11 +36,19 @@ export class DecisionFallback {
     mode: 'c' | 'p',
     failOpenOverride: boolean | undefined,
     err: unknown,
+    outage?: DecisionOutage,
   ): GroupOutcome & { degraded: 'fail-open' | 'insurance' } {
     const typed = this.failures.classify(err, 'decision');
     if (!(typed instanceof RedisUnavailableError)) throw typed;
+    const first = outage?.met !== true;
+    if (outage) outage.met = true;
+    // the decision's first failed call is warned about (and thrown when failing closed); a later one is only thrown
+    const unavailable = (failOpen: boolean, means: string) => {
+      if (first) this.failures.unavailable(typed, failOpen, means);
+      else if (!failOpen) throw typed;
+    };
     if (this.insurance) {
-      this.failures.unavailable(typed, true, 'the in-process insurance limiter decides');
+      unavailable(true, 'the in-process insurance limiter decides');
       // a peek carries the policy's cost, as its script call does: it answers what that consume would
       const checks = group.map((g) => ({ redisKey: g.redisKey, policy: g.policy, cost: g.policy.cost }));
       const decided = this.insurance.consume(checks, Date.now(), mode);
@@ -39,22 +59,27 @@ export class DecisionFallback {
         results: group.map(({ policy, name }, i) => ({ name, policy, ...decided.results[i] })),
       };
     }
-    const failOpen = failOpenOverride ?? this.failOpenByDefault;
-    if (mode === 'c' && !failOpen) this.counters.failedClosed++;
-    this.failures.unavailable(typed, failOpen, failOpen ? 'allowing requests (failOpen)' : 'refusing requests');
-    return {
+    if (outage?.refused) {
+      unavailable(true, "the call stays refused (another tracker's counter refused it); this counter was not read");
+    } else {
+      const failOpen = failOpenOverride ?? this.failOpenByDefault;
+      if (mode === 'c' && !failOpen && outage === undefined) this.counters.failedClosed++;
+      unavailable(failOpen, failOpen ? 'allowing requests (failOpen)' : 'refusing requests');
+    }
+    return { allowed: true, degraded: 'fail-open', results: this.unread(group) };
+  }
+
+  /** The results of checks whose counters Redis could not read: as Redis answers an untouched counter. */
+  unread(group: readonly PreparedCheck[]): GroupOutcome['results'] {
+    return group.map(({ policy, name }) => ({
+      name,
+      policy,
       allowed: true,
-      degraded: 'fail-open',
-      results: group.map(({ policy, name }) => ({
-        name,
-        policy,
-        allowed: true,
-        // as Redis answers: the counter's capacity (a token bucket's burst), all of it left
-        limit: capacityOf(policy),
-        remaining: capacityOf(policy),
-        resetMs: 0,
-        retryAfterMs: 0,
-      })),
-    };
+      // as Redis answers: the counter's capacity (a token bucket's burst), all of it left
+      limit: capacityOf(policy),
+      remaining: capacityOf(policy),
+      resetMs: 0,
+      retryAfterMs: 0,
+    }));
   }
 }

@@ -16,8 +16,9 @@ import {
 import { RateLimitAdmin, type CounterRef } from './rate-limit.admin.js';
 import { BlockCache } from './rate-limit.block-cache.js';
 import { DecisionBatcher } from './rate-limit.decision-batcher.js';
-import { DecisionFallback } from './rate-limit.fallback.js';
+import { DecisionFallback, type DecisionOutage } from './rate-limit.fallback.js';
 import { rateLimitEvictionCheck } from './rate-limit.eviction-check.js';
+import { decideByTracker } from './rate-limit.tracker-groups.js';
 import { decisionObserved, diagnosed, groupBy, resetNotBeforeRetry, toResult } from './rate-limit.results.js';
 import { BLOCK_SUFFIX, policySpec, RateLimitKeys } from './rate-limit.keys.js';
 import { InsuranceLimiter } from './rate-limit.insurance-limiter.js';
@@ -290,25 +291,21 @@ export class RateLimitService implements OnModuleDestroy {
       };
     }
 
-    // On a cluster, one script call per key (per hash slot).
-    const groups = groupBy(prepared, (p) => p.key);
-    const results: RateLimitDecision['results'] = [];
-    let refusal: GroupOutcome | undefined;
-    let degraded: RateLimitDecision['degraded'];
-    for (const group of groups) {
-      if (refusal && mode === 'c') {
-        // an earlier group refused: report the rest as they stand, without charging them
-        const peeked = await this.runGroup(group, 'p', options);
-        results.push(...peeked.results);
-        continue;
-      }
-      const outcome = await this.runGroup(group, mode, options);
-      results.push(...outcome.results);
-      if (!outcome.allowed) refusal ??= outcome;
-      else degraded ??= outcome.degraded;
+    // On a cluster, one script call per key (per hash slot): one decision all the same, warned about once.
+    const { results, refusal, degraded, unavailable } = await decideByTracker(
+      groupBy(prepared, (p) => p.key),
+      mode,
+      (group, groupMode, outage) => this.runGroup(group, groupMode, options, outage),
+      (group) => this.fallback.unread(group),
+    );
+    // Redis could not decide a tracker and no other refused: failed closed (one count for the call)
+    if (refusal === undefined && unavailable !== undefined) {
+      if (mode === 'c') this.counters.failedClosed++;
+      throw unavailable;
     }
     // A refusal decides the call and says who made it (Redis, the block cache, insurance): an earlier group that
-    // failed open admitted nothing in the end. Admitted, the call is degraded if one of its groups was.
+    // failed open, or that Redis could not read, admitted nothing in the end. Admitted, the call is degraded if one of
+    // its groups was.
     const decided: Omit<GroupOutcome, 'results'> = refusal ?? { allowed: true, degraded };
     if (mode === 'c') this.count(decided);
     const retryAfterMs = decided.allowed ? 0 : Math.max(0, ...results.map((r) => r.retryAfterMs));
@@ -324,6 +321,7 @@ export class RateLimitService implements OnModuleDestroy {
     group: readonly PreparedCheck[],
     mode: 'c' | 'p',
     options: ConsumeOptions,
+    outage?: DecisionOutage,
   ): Promise<GroupOutcome> {
     const local = this.blockCache?.answer(group);
     if (local) return local;
@@ -341,7 +339,7 @@ export class RateLimitService implements OnModuleDestroy {
       raw = await this.decisions.run(keys, args);
       if (raw[0] === FAILED) throw this.itemFailed(raw);
     } catch (err) {
-      return this.fallback.decide(group, mode, options.failOpen, err);
+      return this.fallback.decide(group, mode, options.failOpen, err, outage);
     }
     const results = group.map(({ policy, name }, i) => ({
       name,
