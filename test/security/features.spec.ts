@@ -7,24 +7,11 @@
  * requests in features.http.spec.ts.
  */
 import 'reflect-metadata';
-import {
-  Controller,
-  Get,
-  type MiddlewareConsumer,
-  Module,
-  type NestModule,
-  Post,
-  Req,
-  Res,
-  UseGuards,
-} from '@nestjs/common';
-import { randomBytes } from 'node:crypto';
+import { Controller, Get, Post, Req, Res, UseGuards } from '@nestjs/common';
 import { Redis } from 'ioredis';
-import request from 'supertest';
 import {
   CurrentSession,
   SessionGuard,
-  SessionMiddleware,
   SessionNotFoundError,
   SessionService,
   type Session,
@@ -34,7 +21,8 @@ import {
 import { generateSessionId, signCookieValue } from '../../lib/advanced.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
-import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+import { cookiePair, loginController, sessionHttpApp, userIdController } from '../support/session-http-app.js';
+import { closeToolkitApps } from '../support/toolkit-app.js';
 
 afterEach(closeToolkitApps);
 
@@ -44,14 +32,6 @@ const OTHER_SECRET = 'attacker-secret';
 @Controller()
 class LoginController {
   constructor(private readonly sessions: SessionService) {}
-
-  /** A pre-login (anonymous) session, as a site gives a visitor before login: what an attacker plants. */
-  @Post('visit')
-  async visit(@Req() req: SessionRequest, @Res({ passthrough: true }) res: CookieResponse) {
-    const session = await this.sessions.create('anonymous', { stage: 'visitor' });
-    this.sessions.writeCookie(res, session, req);
-    return { id: session.id };
-  }
 
   /** Login that keeps the session but moves it to a new id (regenerate), then records the user. */
   @Post('login/regenerate')
@@ -67,19 +47,6 @@ class LoginController {
     return { id: session.id };
   }
 
-  /** Login as docs/session.md shows it: destroy the current session, create a new one. */
-  @Post('login/recreate')
-  async loginRecreate(
-    @CurrentSession() current: Session | null,
-    @Req() req: SessionRequest,
-    @Res({ passthrough: true }) res: CookieResponse,
-  ) {
-    if (current) await this.sessions.destroy(current.id);
-    const session = await this.sessions.create('alice', { user: 'alice', stage: 'logged-in' });
-    this.sessions.writeCookie(res, session, req);
-    return { id: session.id };
-  }
-
   @Get('me')
   @UseGuards(SessionGuard)
   me(@CurrentSession() session: Session) {
@@ -87,40 +54,28 @@ class LoginController {
   }
 }
 
-@Module({ controllers: [LoginController] })
-class LoginModule implements NestModule {
-  configure(consumer: MiddlewareConsumer): void {
-    consumer.apply(SessionMiddleware).forRoutes('*');
-  }
-}
+const LOGIN_ROUTES = [
+  // A pre-login (anonymous) session, as a site gives a visitor before login: what an attacker plants.
+  loginController({ path: 'visit', user: 'anonymous', data: { stage: 'visitor' }, answer: (s) => ({ id: s.id }) }),
+  // Login as docs/session.md shows it: destroy the current session, create a new one.
+  loginController({
+    path: 'login/recreate',
+    user: 'alice',
+    data: { user: 'alice', stage: 'logged-in' },
+    replaceCurrent: true,
+    answer: (s) => ({ id: s.id }),
+  }),
+  LoginController,
+];
 
 /** Only the guard (no middleware): the guard reads the cookie itself. */
-@Controller('guard-only')
-class GuardOnlyController {
-  @Get('me')
-  @UseGuards(SessionGuard)
-  me(@CurrentSession('userId') userId: string) {
-    return { userId };
-  }
-}
+const GuardOnlyController = userIdController('guard-only/me');
 
-function cookieOf(setCookie: unknown): string {
-  const list = Array.isArray(setCookie) ? (setCookie as string[]) : typeof setCookie === 'string' ? [setCookie] : [];
-  const found = list.find((c) => c.startsWith('rtk.sid=') && !c.startsWith('rtk.sid=;'));
-  if (!found) throw new Error(`no session cookie in ${JSON.stringify(list)}`);
-  return found.split(';')[0];
-}
+/** The `rtk.sid=…` pair of the response's session cookie (not one that clears it). */
+const cookieOf = (setCookie: unknown): string => cookiePair(setCookie, { live: true });
 
-async function loginApp(target: 'single' | { url: string } = 'single') {
-  const app = await createToolkitApp({
-    target,
-    http: true,
-    keyPrefix: `rtk-secf-${randomBytes(4).toString('hex')}:`,
-    session: { cookie: { secret: SECRET } },
-    imports: [LoginModule],
-    controllers: [GuardOnlyController],
-  });
-  return { app, http: request(app.app.getHttpServer()), sessions: app.get(SessionService) };
+function loginApp(target: 'single' | { url: string } = 'single') {
+  return sessionHttpApp({ target, secret: SECRET, withMiddleware: LOGIN_ROUTES, controllers: [GuardOnlyController] });
 }
 
 /** Total calls of every command but INFO on a server (INFO is how we count). */

@@ -1,31 +1,17 @@
 import 'reflect-metadata';
-import {
-  Controller,
-  Get,
-  type MiddlewareConsumer,
-  Module,
-  type NestModule,
-  Post,
-  Req,
-  Res,
-  UseGuards,
-} from '@nestjs/common';
+import { Controller, Get, Req, UseGuards } from '@nestjs/common';
 import type { Request } from 'express';
 import session from 'express-session';
-import request from 'supertest';
-import {
-  type CookieResponse,
-  CurrentSession,
-  REDIS_CLIENT,
-  RedisSessionStore,
-  type Session,
-  SessionGuard,
-  SessionMiddleware,
-  type SessionRequest,
-  SessionService,
-} from '../../lib/index.js';
+import { CurrentSession, REDIS_CLIENT, RedisSessionStore, type Session, SessionGuard } from '../../lib/index.js';
 import { generateSessionId } from '../../lib/advanced.js';
-import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+import {
+  cookiePair,
+  loginController,
+  newSessionPrefix,
+  sessionHttpApp,
+  userIdController,
+} from '../support/session-http-app.js';
+import { closeToolkitApps } from '../support/toolkit-app.js';
 
 /**
  * express-session mounted in the same Express app as the toolkit's sessions (legacy routes on express-session with
@@ -40,15 +26,6 @@ afterEach(closeToolkitApps);
 
 @Controller()
 class MixedController {
-  constructor(private readonly sessions: SessionService) {}
-
-  @Post('login')
-  async login(@Req() req: SessionRequest, @Res({ passthrough: true }) res: CookieResponse) {
-    const created = await this.sessions.create('alice', { plan: 'pro' });
-    this.sessions.writeCookie(res, created, req);
-    return { id: created.id };
-  }
-
   /** No SessionMiddleware here: the guard reads the cookie itself. */
   @Get('guarded')
   @UseGuards(SessionGuard)
@@ -69,12 +46,6 @@ class MixedController {
     return { userId: current === null ? null : current.userId };
   }
 
-  @Get('m/guarded')
-  @UseGuards(SessionGuard)
-  middlewareGuarded(@CurrentSession('userId') userId: string) {
-    return { userId };
-  }
-
   /** express-session's own session on a route SessionMiddleware also serves. */
   @Get('m/legacy')
   middlewareLegacy(@Req() req: Request) {
@@ -84,22 +55,22 @@ class MixedController {
   }
 }
 
-@Module({ controllers: [MixedController] })
-class MixedModule implements NestModule {
-  configure(consumer: MiddlewareConsumer): void {
-    consumer.apply(SessionMiddleware).forRoutes('m/(.*)');
-  }
-}
+/** SessionMiddleware on m/… only; POST /login (alice, { plan: 'pro' }) answers { id }. */
+const MIXED_ROUTES = [
+  loginController({ user: 'alice', data: { plan: 'pro' }, answer: (s) => ({ id: s.id }) }),
+  MixedController,
+  userIdController('m/guarded'),
+];
 
 async function mixedApp(target: 'single' | 'cluster') {
-  const prefix = `rtk-mixed-${Math.random().toString(36).slice(2, 8)}:`;
-  const app = await createToolkitApp({
+  const prefix = newSessionPrefix();
+  const { http } = await sessionHttpApp({
     target,
-    http: true,
     platform: 'express',
     keyPrefix: prefix,
-    session: { cookie: { secret: 'toolkit-secret-of-at-least-32-characters' } },
-    imports: [MixedModule],
+    secret: 'toolkit-secret-of-at-least-32-characters',
+    withMiddleware: MIXED_ROUTES,
+    middlewareOn: 'm/(.*)',
     beforeInit: (nest) => {
       nest.use(
         session({
@@ -112,15 +83,10 @@ async function mixedApp(target: 'single' | 'cluster') {
       );
     },
   });
-  return request(app.app.getHttpServer());
+  return http;
 }
 
-function pairOf(setCookie: string[] | string | undefined, name: string): string {
-  const list = Array.isArray(setCookie) ? setCookie : setCookie ? [setCookie] : [];
-  const found = list.find((c) => c.startsWith(`${name}=`));
-  if (!found) throw new Error(`no ${name} cookie in ${JSON.stringify(list)}`);
-  return found.split(';')[0];
-}
+const pairOf = (setCookie: unknown, name: string): string => cookiePair(setCookie, { name });
 
 describe.each(['single', 'cluster'] as const)('express-session in the same app (%s)', (target) => {
   it('SessionGuard refuses a request without a toolkit session, and sees the toolkit session, not express-session’s', async () => {

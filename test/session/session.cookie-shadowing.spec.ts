@@ -1,41 +1,10 @@
 import 'reflect-metadata';
-import {
-  Body,
-  Controller,
-  Get,
-  type MiddlewareConsumer,
-  Module,
-  type NestModule,
-  Post,
-  Req,
-  Res,
-  UseGuards,
-} from '@nestjs/common';
 import { Cluster } from 'ioredis';
-import request from 'supertest';
-import {
-  type CookieResponse,
-  CurrentSession,
-  SessionGuard,
-  SessionMiddleware,
-  type SessionRequest,
-  SessionService,
-} from '../../lib/index.js';
-import {
-  generateSessionId,
-  readSessionIdFromCookieHeader,
-  RedisConnection,
-  signCookieValue,
-} from '../../lib/advanced.js';
+import { generateSessionId, readSessionIdFromCookieHeader, signCookieValue } from '../../lib/advanced.js';
 import { sessionAuthenticate } from '../../lib/notifications/notifications.session-authenticate.js';
 import { countSocketWrites, masterConnectionsReady, recordCommands } from '../support/command-recorder.js';
-import {
-  closeToolkitApps,
-  createToolkitApp,
-  PLATFORMS_AND_TARGETS,
-  type Platform,
-  type RedisTarget,
-} from '../support/toolkit-app.js';
+import { loginController, sessionHttpApp, setCookieLines, userIdController } from '../support/session-http-app.js';
+import { closeToolkitApps, PLATFORMS_AND_TARGETS, type Platform, type RedisTarget } from '../support/toolkit-app.js';
 
 /**
  * Several cookies of the session's name in one Cookie header. A sibling subdomain (Domain=example.com) or a response
@@ -48,66 +17,25 @@ afterEach(closeToolkitApps);
 
 const SECRET = 'shadowing-secret-of-at-least-32-characters';
 
-@Controller()
-class ShadowController {
-  constructor(private readonly sessions: SessionService) {}
-
-  @Post('login')
-  async login(
-    @Body() body: { user: string },
-    @Req() req: SessionRequest,
-    @Res({ passthrough: true }) res: CookieResponse,
-  ) {
-    const session = await this.sessions.create(body.user);
-    this.sessions.writeCookie(res, session, req);
-    return { id: session.id };
-  }
-
-  @Get('me')
-  @UseGuards(SessionGuard)
-  me(@CurrentSession('userId') userId: string) {
-    return { userId };
-  }
-}
-
-@Controller('g')
-class GuardOnlyController {
-  @Get('me')
-  @UseGuards(SessionGuard)
-  me(@CurrentSession('userId') userId: string) {
-    return { userId };
-  }
-}
-
-@Module({ controllers: [ShadowController] })
-class WithMiddlewareModule implements NestModule {
-  configure(consumer: MiddlewareConsumer): void {
-    consumer.apply(SessionMiddleware).forRoutes(ShadowController);
-  }
-}
+/** Login ({ id }) and GET /me ({ userId }), SessionMiddleware on these two routes only. */
+const SHADOW_ROUTES = [loginController({ answer: (s) => ({ id: s.id }) }), userIdController('me')];
+const GuardOnlyController = userIdController('g/me');
 
 async function shadowApp(platform: Platform, target: RedisTarget) {
-  const app = await createToolkitApp({
+  const { http, sessions, client } = await sessionHttpApp({
     target,
-    http: true,
     platform,
-    keyPrefix: `rtk-shadow-${Math.random().toString(36).slice(2, 8)}:`,
-    session: { cookie: { secret: SECRET } },
-    imports: [WithMiddlewareModule],
+    secret: SECRET,
+    withMiddleware: SHADOW_ROUTES,
+    middlewareOn: SHADOW_ROUTES,
     controllers: [GuardOnlyController],
   });
-  const http = request(app.app.getHttpServer());
-  const sessions = app.get(SessionService);
   const login = await http.post('/login').send({ user: 'alice' }).expect(201);
-  return { http, sessions, id: login.body.id as string, client: app.get(RedisConnection).client };
+  return { http, sessions, id: login.body.id as string, client };
 }
 
 function pair(value: string): string {
   return `rtk.sid=${encodeURIComponent(value)}`;
-}
-
-function setCookies(header: string[] | string | undefined): string[] {
-  return Array.isArray(header) ? header : header ? [header] : [];
 }
 
 describe.each(PLATFORMS_AND_TARGETS)('several session cookies in one header on %s (%s)', (platform, target) => {
@@ -144,7 +72,7 @@ describe.each(PLATFORMS_AND_TARGETS)('several session cookies in one header on %
       expect(me.status).toBe(200);
       expect(me.body).toEqual({ userId: 'alice' });
       // the rolling refresh re-sends the live session's cookie; no Set-Cookie clears it
-      const sent = setCookies(me.headers['set-cookie']).filter((c) => c.startsWith('rtk.sid='));
+      const sent = setCookieLines(me.headers['set-cookie'], 'rtk.sid');
       expect(sent).toHaveLength(1);
       expect(sent[0].startsWith(`${live};`)).toBe(true);
       expect((await http.get('/g/me').set('Cookie', header)).status).toBe(200);
@@ -152,7 +80,7 @@ describe.each(PLATFORMS_AND_TARGETS)('several session cookies in one header on %
     // with dead sessions only, it is still none, and the cookie is cleared
     const none = await http.get('/me').set('Cookie', `${dead}; ${never}`);
     expect(none.status).toBe(401);
-    expect(setCookies(none.headers['set-cookie'])).toEqual([
+    expect(setCookieLines(none.headers['set-cookie'])).toEqual([
       expect.stringMatching(/^rtk\.sid=; .*Expires=Thu, 01 Jan 1970/),
     ]);
     expect((await http.get('/g/me').set('Cookie', `${dead}; ${never}`)).status).toBe(401);
@@ -176,7 +104,7 @@ describe.each(PLATFORMS_AND_TARGETS)('several session cookies in one header on %
     const { value: me, commands } = value;
     expect([me.status, me.body]).toEqual([200, { userId: 'alice' }]);
     // the rolling refresh re-sends the live session's cookie; no Set-Cookie clears it
-    const sent = setCookies(me.headers['set-cookie']).filter((c) => c.startsWith('rtk.sid='));
+    const sent = setCookieLines(me.headers['set-cookie'], 'rtk.sid');
     expect(sent).toHaveLength(1);
     expect(sent[0].startsWith(`${live};`)).toBe(true);
     // the 9 reads went out together: one script call on a single server, one pipeline per master on a cluster (one

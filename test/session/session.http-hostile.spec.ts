@@ -4,27 +4,13 @@
 // type, OOM, an ACL revoked at run time, hostile values written at a session key by a foreign client).
 // The one lib bug it found (an update made while regenerate ran was lost) is fixed: lib/session/session.regenerate.ts.
 import 'reflect-metadata';
-import {
-  Body,
-  Controller,
-  Get,
-  type MiddlewareConsumer,
-  Module,
-  type NestModule,
-  Param,
-  Post,
-  Req,
-  Res,
-  UseGuards,
-} from '@nestjs/common';
-import { randomBytes } from 'node:crypto';
+import { Body, Controller, Get, Param, Post, Req, Res, UseGuards } from '@nestjs/common';
 import { Redis } from 'ioredis';
-import request from 'supertest';
+import type request from 'supertest';
 import {
   CurrentSession,
   RedisSessionStore,
   SessionGuard,
-  SessionMiddleware,
   SessionNotFoundError,
   SessionService,
   type CookieResponse,
@@ -35,10 +21,17 @@ import { RedisConnection, generateSessionId, signCookieValue, unsignCookieValue 
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
 import {
+  loginController,
+  newSessionPrefix,
+  sessionHttpApp,
+  type SessionHttpAppOptions,
+  setCookieLines,
+  signedCookie,
+} from '../support/session-http-app.js';
+import {
   PLATFORMS,
   PLATFORMS_AND_TARGETS,
   closeToolkitApps,
-  createToolkitApp,
   type Platform,
   type RedisTarget,
 } from '../support/toolkit-app.js';
@@ -53,20 +46,6 @@ const OLD_SECRET = 'old-secret-of-at-least-32-characters-too';
 @Controller()
 class HostileController {
   constructor(private readonly sessions: SessionService) {}
-
-  /** docs/session.md's login: the session the browser came with is destroyed, a new one created. */
-  @Post('login')
-  async login(
-    @Body() body: { user: string },
-    @CurrentSession() current: Session | null,
-    @Req() req: SessionRequest,
-    @Res({ passthrough: true }) res: CookieResponse,
-  ) {
-    if (current) await this.sessions.destroy(current.id);
-    const session = await this.sessions.create(body.user, { role: 'user' });
-    this.sessions.writeCookie(res, session, req);
-    return { userId: session.userId };
-  }
 
   /** A privilege change by regenerate: same user and data under a new id. */
   @Post('rotate')
@@ -110,55 +89,42 @@ class HostileController {
   }
 }
 
-@Module({ controllers: [HostileController] })
-class HostileModule implements NestModule {
-  configure(consumer: MiddlewareConsumer): void {
-    consumer.apply(SessionMiddleware).forRoutes('*');
-  }
-}
-
-const newPrefix = (): string => `rtk-sess-hh-${randomBytes(4).toString('hex')}:`;
+/** docs/session.md's login (the session the browser came with is destroyed, a new one created), HostileController's. */
+const HOSTILE_ROUTES = [loginController({ data: { role: 'user' }, replaceCurrent: true }), HostileController];
 
 async function hostileApp(
   platform: Platform,
   target: RedisTarget = 'single',
   extra: {
     prefix?: string;
-    session?: Record<string, unknown>;
+    session?: SessionHttpAppOptions['session'];
     secret?: string | string[];
     commandTimeout?: number;
   } = {},
 ) {
-  const prefix = extra.prefix ?? newPrefix();
-  const app = await createToolkitApp({
+  const app = await sessionHttpApp({
     target,
-    http: true,
     platform,
-    keyPrefix: prefix,
+    keyPrefix: extra.prefix,
     commandTimeout: extra.commandTimeout,
     maxReconnectDelay: extra.commandTimeout === undefined ? undefined : 100,
-    session: { cookie: { secret: extra.secret ?? [SECRET, OLD_SECRET] }, ...extra.session },
-    imports: [HostileModule],
+    secret: extra.secret ?? [SECRET, OLD_SECRET],
+    session: extra.session,
+    withMiddleware: HOSTILE_ROUTES,
   });
-  const client = app.get(RedisConnection).client as RedisClient & Redis;
+  const { prefix, client } = app;
   return {
-    app,
-    prefix,
-    client,
-    http: request(app.app.getHttpServer()),
-    sessions: app.get(SessionService),
+    ...app,
+    client: client as RedisClient & Redis,
     key: (id: string) => `${prefix}sess:{${id}}`,
     tombstone: (id: string) => `${prefix}sess:{${id}}:gone`,
   };
 }
 
-const cookieOf = (id: string, secret = SECRET): string => `rtk.sid=${encodeURIComponent(signCookieValue(id, secret))}`;
+const cookieOf = (id: string, secret = SECRET): string => signedCookie(id, secret);
 
 /** The `rtk.sid` Set-Cookie lines of a response. */
-function sessionCookies(res: request.Response): string[] {
-  const list = res.headers['set-cookie'] as unknown as string[] | string | undefined;
-  return (Array.isArray(list) ? list : list ? [list] : []).filter((c) => c.startsWith('rtk.sid='));
-}
+const sessionCookies = (res: request.Response): string[] => setCookieLines(res.headers['set-cookie'], 'rtk.sid');
 
 /** The `name=value` pair of the response's one session cookie. */
 function pairOf(res: request.Response): string {
@@ -303,7 +269,7 @@ describe.each(PLATFORMS)('cookie tampering on %s', (platform) => {
   });
 
   it('rotation: the old secret verifies (documented), the refresh re-signs with the new; dropped, dead', async () => {
-    const prefix = newPrefix();
+    const prefix = newSessionPrefix();
     const { http, sessions, client, key } = await hostileApp(platform, 'single', { prefix });
     const s = await sessions.create('rotated');
     const res = await http.get('/me').set('Cookie', cookieOf(s.id, OLD_SECRET)).expect(200);
@@ -384,7 +350,7 @@ describe.each(PLATFORMS)('destroyAllForUser from two instances at once on %s', (
   it.each(['single', 'cluster'] as const)(
     '%s: every session dies, updates in flight resurrect none',
     async (target) => {
-      const prefix = newPrefix();
+      const prefix = newSessionPrefix();
       const a = await hostileApp(platform, target, { prefix });
       const b = await hostileApp(platform, target, { prefix });
       const cookies: string[] = [];
@@ -529,7 +495,7 @@ describe.each(PLATFORMS)('expiry on %s', (platform) => {
 
 describe.each(PLATFORMS_AND_TARGETS)('50 parallel writers of one cookie on %s, %s', (platform, target) => {
   it('every field survives, through two instances', async () => {
-    const prefix = newPrefix();
+    const prefix = newSessionPrefix();
     const a = await hostileApp(platform, target, { prefix });
     const b = await hostileApp(platform, target, { prefix });
     const cookie = pairOf(await a.http.post('/login').send({ user: 'busy' }).expect(201));

@@ -1,20 +1,8 @@
 import 'reflect-metadata';
-import {
-  Body,
-  Controller,
-  Get,
-  type MiddlewareConsumer,
-  Module,
-  type NestModule,
-  Post,
-  Req,
-  Res,
-  UseGuards,
-} from '@nestjs/common';
+import { Controller, Get, Post, Req, Res, UseGuards } from '@nestjs/common';
 import { sign as cookieSignatureSign, unsign as cookieSignatureUnsign } from 'cookie-signature';
 import type { Request, Response } from 'express';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import request from 'supertest';
 import {
   CurrentSession,
   SessionGuard,
@@ -33,6 +21,7 @@ import {
 } from '../../lib/advanced.js';
 import { startRedisServer } from '../support/redis-server.js';
 import { trackForCleanup } from '../support/private-servers.js';
+import { cookieLine, loginController, sessionHttpApp, userIdController } from '../support/session-http-app.js';
 import {
   PLATFORMS,
   closeToolkitApps,
@@ -47,17 +36,6 @@ afterEach(closeToolkitApps);
 @Controller()
 class TestAuthController {
   constructor(private readonly sessions: SessionService) {}
-
-  @Post('login')
-  async login(
-    @Body() body: { user: string },
-    @Req() req: SessionRequest,
-    @Res({ passthrough: true }) res: CookieResponse,
-  ) {
-    const session = await this.sessions.create(body.user, { hello: 'world' });
-    this.sessions.writeCookie(res, session, req);
-    return { userId: session.userId };
-  }
 
   @Get('open')
   open(@CurrentSession() session: Session | null, @Req() req: SessionRequest) {
@@ -79,20 +57,6 @@ class TestAuthController {
     if ('cookie' in res) res.cookie('other', '1');
     else res.header('set-cookie', 'other=1');
     return { ok: true };
-  }
-
-  /** docs/session.md's login: no guard; the session the browser came with is destroyed first. */
-  @Post('doc/login')
-  async docLogin(
-    @Body() body: { user: string },
-    @CurrentSession() current: Session | null,
-    @Req() req: SessionRequest,
-    @Res({ passthrough: true }) res: CookieResponse,
-  ) {
-    const destroyedPrevious = current ? await this.sessions.destroy(current.id) : false;
-    const session = await this.sessions.create(body.user);
-    this.sessions.writeCookie(res, session, req);
-    return { destroyedPrevious };
   }
 
   /** docs/session.md's logout: no guard, @CurrentSession() from SessionMiddleware. */
@@ -126,21 +90,21 @@ class TestAuthController {
   }
 }
 
-@Module({ controllers: [TestAuthController] })
-class WithMiddlewareModule implements NestModule {
-  configure(consumer: MiddlewareConsumer): void {
-    consumer.apply(SessionMiddleware).forRoutes('*');
-  }
-}
+/**
+ * The routes behind SessionMiddleware: a login (answers { userId }), docs/session.md's login (no guard; the session the
+ * browser came with is destroyed first) and TestAuthController's.
+ */
+const AUTH_ROUTES = [
+  loginController({ data: { hello: 'world' } }),
+  loginController({
+    path: 'doc/login',
+    replaceCurrent: true,
+    answer: (_session, destroyedPrevious) => ({ destroyedPrevious }),
+  }),
+  TestAuthController,
+];
 
-@Controller('g')
-class GuardOnlyController {
-  @Get('me')
-  @UseGuards(SessionGuard)
-  me(@CurrentSession('userId') userId: string) {
-    return { userId };
-  }
-}
+const GuardOnlyController = userIdController('g/me');
 
 /** The cookie helpers typed with Express's own types. */
 @Controller('typed')
@@ -180,28 +144,15 @@ class FastifyTypedController {
 
 const SECRET = 'test-secret';
 
-async function httpApp(
-  target: RedisTarget,
-  extra: { session?: Record<string, unknown>; commandTimeout?: number; platform?: Platform } = {},
-) {
-  const app = await createToolkitApp({
+function httpApp(target: RedisTarget, extra: { commandTimeout?: number; platform?: Platform } = {}) {
+  return sessionHttpApp({
     target,
-    http: true,
     platform: extra.platform,
-    keyPrefix: `rtk-sess-http-${Math.random().toString(36).slice(2, 8)}:`,
     commandTimeout: extra.commandTimeout,
-    session: { cookie: { secret: [SECRET, 'old-secret'] }, ...extra.session },
-    imports: [WithMiddlewareModule],
+    secret: [SECRET, 'old-secret'],
+    withMiddleware: AUTH_ROUTES,
     controllers: [GuardOnlyController, extra.platform === 'fastify' ? FastifyTypedController : ExpressTypedController],
   });
-  return { app, http: request(app.app.getHttpServer()), sessions: app.get(SessionService) };
-}
-
-function sessionCookie(setCookie: string[] | string | undefined): string {
-  const list = Array.isArray(setCookie) ? setCookie : setCookie ? [setCookie] : [];
-  const found = list.find((c) => c.startsWith('rtk.sid='));
-  if (!found) throw new Error(`no session cookie in ${JSON.stringify(list)}`);
-  return found;
 }
 
 describe('cookie signing', () => {
@@ -246,7 +197,7 @@ describe.each(PLATFORMS_AND_TARGETS)(
     it('login sets a signed httpOnly cookie; the session is on the request; logout destroys it', async () => {
       const { http, sessions } = await httpApp(target, { platform });
       const login = await http.post('/login').send({ user: 'alice' }).expect(201);
-      const cookie = sessionCookie(login.headers['set-cookie']);
+      const cookie = cookieLine(login.headers['set-cookie']);
       expect(cookie).toMatch(/; Path=\/; Expires=[^;]+; HttpOnly; SameSite=Lax$/);
       expect(cookie).not.toContain('Secure');
       const pair = cookie.split(';')[0];
@@ -256,7 +207,7 @@ describe.each(PLATFORMS_AND_TARGETS)(
       const me = await http.get('/me').set('Cookie', pair).expect(200);
       expect(me.body).toEqual({ userId: 'alice', data: { hello: 'world' }, same: true });
       // rolling: the cookie is re-sent with the session's new expiry
-      expect(sessionCookie(me.headers['set-cookie'])).toContain('Expires=');
+      expect(cookieLine(me.headers['set-cookie'])).toContain('Expires=');
       expect((await http.get('/open').set('Cookie', pair).expect(200)).body).toEqual({
         session: 'alice',
         reqSession: 'alice',
@@ -265,29 +216,27 @@ describe.each(PLATFORMS_AND_TARGETS)(
       expect((await http.get('/g/me').set('Cookie', pair).expect(200)).body).toEqual({ userId: 'alice' });
 
       const logout = await http.post('/logout').set('Cookie', pair).expect(201);
-      expect(sessionCookie(logout.headers['set-cookie'])).toMatch(/^rtk\.sid=; .*Expires=Thu, 01 Jan 1970/);
+      expect(cookieLine(logout.headers['set-cookie'])).toMatch(/^rtk\.sid=; .*Expires=Thu, 01 Jan 1970/);
       await http.get('/me').set('Cookie', pair).expect(401);
       expect(await sessions.get(id)).toBeNull();
     });
 
     it('the documented logout (no SessionGuard) destroys the session: the old cookie then gets 401', async () => {
       const { http, sessions } = await httpApp(target, { platform });
-      const pair = sessionCookie((await http.post('/login').send({ user: 'carol' }).expect(201)).headers['set-cookie']);
+      const pair = cookieLine((await http.post('/login').send({ user: 'carol' }).expect(201)).headers['set-cookie']);
       const cookie = pair.split(';')[0];
       const id = sessions.idFromCookieHeader(cookie) as string;
       await http.get('/me').set('Cookie', cookie).expect(200);
       const logout = await http.post('/doc/logout').set('Cookie', cookie).expect(201);
       expect(logout.body).toEqual({ destroyed: true });
-      expect(sessionCookie(logout.headers['set-cookie'])).toMatch(/^rtk\.sid=; .*Expires=Thu, 01 Jan 1970/);
+      expect(cookieLine(logout.headers['set-cookie'])).toMatch(/^rtk\.sid=; .*Expires=Thu, 01 Jan 1970/);
       await http.get('/me').set('Cookie', cookie).expect(401);
       expect(await sessions.get(id)).toBeNull();
     });
 
     it('the documented login destroys the session the browser came with', async () => {
       const { http, sessions } = await httpApp(target, { platform });
-      const first = sessionCookie(
-        (await http.post('/doc/login').send({ user: 'dan' }).expect(201)).headers['set-cookie'],
-      );
+      const first = cookieLine((await http.post('/doc/login').send({ user: 'dan' }).expect(201)).headers['set-cookie']);
       const firstPair = first.split(';')[0];
       const again = await http.post('/doc/login').set('Cookie', firstPair).send({ user: 'dan' }).expect(201);
       expect(again.body).toEqual({ destroyedPrevious: true });
@@ -303,7 +252,7 @@ describe.each(PLATFORMS_AND_TARGETS)(
 
     it('req.session can be assigned as well as read', async () => {
       const { http } = await httpApp(target, { platform });
-      const pair = sessionCookie((await http.post('/login').send({ user: 'gus' }).expect(201)).headers['set-cookie']);
+      const pair = cookieLine((await http.post('/login').send({ user: 'gus' }).expect(201)).headers['set-cookie']);
       expect((await http.get('/forget').set('Cookie', pair.split(';')[0]).expect(200)).body).toEqual({
         before: 'gus',
         after: null,
@@ -312,20 +261,20 @@ describe.each(PLATFORMS_AND_TARGETS)(
 
     it("the app's own cookies and the middleware's rolling refresh are both sent", async () => {
       const { http } = await httpApp(target, { platform });
-      const pair = sessionCookie((await http.post('/login').send({ user: 'erin' }).expect(201)).headers['set-cookie']);
+      const pair = cookieLine((await http.post('/login').send({ user: 'erin' }).expect(201)).headers['set-cookie']);
       const res = await http.get('/other-cookie').set('Cookie', pair.split(';')[0]).expect(200);
       const cookies = res.headers['set-cookie'] as unknown as string[];
       expect(cookies.filter((c) => c.startsWith('other=1'))).toHaveLength(1);
-      expect(sessionCookie(cookies)).toContain('Expires=');
+      expect(cookieLine(cookies)).toContain('Expires=');
     });
 
     it(`the cookie helpers typed with ${platform}'s own request and response types`, async () => {
       const { http } = await httpApp(target, { platform });
       const login = await http.post('/typed/login').expect(201);
-      const pair = sessionCookie(login.headers['set-cookie']).split(';')[0];
+      const pair = cookieLine(login.headers['set-cookie']).split(';')[0];
       expect((await http.get('/me').set('Cookie', pair).expect(200)).body.userId).toBe('typed');
       const logout = await http.post('/typed/logout').set('Cookie', pair).expect(201);
-      expect(sessionCookie(logout.headers['set-cookie'])).toMatch(/^rtk\.sid=; /);
+      expect(cookieLine(logout.headers['set-cookie'])).toMatch(/^rtk\.sid=; /);
     });
 
     it('ignores unsigned, tampered and foreign-secret cookies; SessionGuard answers 401', async () => {
@@ -366,7 +315,7 @@ describe.each(PLATFORMS_AND_TARGETS)(
         .get('/me')
         .set('Cookie', `rtk.sid=${encodeURIComponent(signCookieValue(s.id, SECRET))}`)
         .expect(401);
-      expect(sessionCookie(res.headers['set-cookie'])).toMatch(/^rtk\.sid=;/);
+      expect(cookieLine(res.headers['set-cookie'])).toMatch(/^rtk\.sid=;/);
     });
   },
 );
@@ -379,22 +328,19 @@ describe('Fastify: another plugin owns request.session', () => {
       error: () => undefined,
       warn: (message: unknown) => warnings.push(String(message)),
     };
-    const app = await createToolkitApp({
-      http: true,
+    const { http, sessions } = await sessionHttpApp({
       platform: 'fastify',
       logger,
-      keyPrefix: `rtk-sess-fst-${generateSessionId().slice(0, 6)}:`,
-      session: { cookie: { secret: SECRET } },
-      imports: [WithMiddlewareModule],
+      secret: SECRET,
+      withMiddleware: AUTH_ROUTES,
       // what @fastify/session and @fastify/secure-session do
       beforeInit: (a) => {
         const fastify = a.getHttpAdapter().getInstance() as { decorateRequest(name: string, value: unknown): void };
         fastify.decorateRequest('session', null);
       },
     });
-    const http = request(app.app.getHttpServer());
     expect(warnings.filter((w) => w.includes('request.session is already decorated'))).toHaveLength(1);
-    const s = await app.get(SessionService).create('frank');
+    const s = await sessions.create('frank');
     const pair = `rtk.sid=${encodeURIComponent(signCookieValue(s.id, SECRET))}`;
     expect((await http.get('/open').set('Cookie', pair).expect(200)).body).toEqual({
       session: 'frank',
@@ -406,13 +352,11 @@ describe('Fastify: another plugin owns request.session', () => {
 
 describe.each(PLATFORMS)('cookie options on %s', (platform) => {
   it('uses name, path, sameSite, secure and a fixed maxAge from the options', async () => {
-    const app = await createToolkitApp({
-      http: true,
+    const { http } = await sessionHttpApp({
       platform,
-      keyPrefix: 'rtk-sess-opts:',
+      secret: SECRET,
       session: {
         cookie: {
-          secret: SECRET,
           name: 'sid',
           path: '/',
           sameSite: 'strict',
@@ -421,9 +365,9 @@ describe.each(PLATFORMS)('cookie options on %s', (platform) => {
           domain: 'example.test',
         },
       },
-      controllers: [TestAuthController],
+      controllers: AUTH_ROUTES,
     });
-    const res = await request(app.app.getHttpServer()).post('/login').send({ user: 'x' }).expect(201);
+    const res = await http.post('/login').send({ user: 'x' }).expect(201);
     const cookie = (res.headers['set-cookie'] as unknown as string[])[0];
     expect(cookie).toMatch(
       /^sid=s%3A[A-Za-z0-9_-]{43}\.[^;]+; Path=\/; Domain=example\.test; Max-Age=3600; Expires=[^;]+; HttpOnly; Secure; SameSite=Strict$/,

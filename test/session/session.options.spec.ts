@@ -1,32 +1,13 @@
 import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
 import { jest } from '@jest/globals';
-import {
-  Controller,
-  Get,
-  Logger,
-  type MiddlewareConsumer,
-  Module,
-  type NestModule,
-  Post,
-  Req,
-  Res,
-  UseGuards,
-} from '@nestjs/common';
+import { Logger } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import request from 'supertest';
-import {
-  type CookieResponse,
-  CurrentSession,
-  InvalidOptionsError,
-  REDIS_CLIENT,
-  SessionGuard,
-  SessionMiddleware,
-  type SessionRequest,
-  SessionService,
-} from '../../lib/index.js';
+import { InvalidOptionsError, REDIS_CLIENT, SessionService } from '../../lib/index.js';
 import { OptionProblems } from '../../lib/common/option-checks.js';
 import { resolveSessionOptions } from '../../lib/session/session.options.js';
+import { loginController, sessionHttpApp, userIdController } from '../support/session-http-app.js';
 import { closeToolkitApps, createToolkitApp, PLATFORMS, type ToolkitApp } from '../support/toolkit-app.js';
 
 function problemsOf(raw: unknown): string {
@@ -161,29 +142,10 @@ describe('session cookie path, domain and name prefix', () => {
 // A 3-character secret ('abc') started without a word. Cookies are signed with HMAC-SHA256: a secret shorter than its
 // 32-byte key can be guessed offline from one signed cookie. A warning, not an error (dev setups).
 describe.each(PLATFORMS)('a short cookie secret on %s', (platform) => {
-  @Controller('short-secret')
-  class ShortSecretController {
-    constructor(private readonly sessions: SessionService) {}
-
-    @Post('login')
-    async login(@Req() req: SessionRequest, @Res({ passthrough: true }) res: CookieResponse) {
-      this.sessions.writeCookie(res, await this.sessions.create('alice'), req);
-      return { ok: true };
-    }
-
-    @Get('me')
-    @UseGuards(SessionGuard)
-    me(@CurrentSession('userId') userId: string) {
-      return { userId };
-    }
-  }
-
-  @Module({ controllers: [ShortSecretController] })
-  class ShortSecretModule implements NestModule {
-    configure(consumer: MiddlewareConsumer): void {
-      consumer.apply(SessionMiddleware).forRoutes('*');
-    }
-  }
+  const SHORT_SECRET_ROUTES = [
+    loginController({ path: 'short-secret/login', user: 'alice', answer: () => ({ ok: true }) }),
+    userIdController('short-secret/me'),
+  ];
 
   afterEach(async () => {
     jest.restoreAllMocks();
@@ -198,13 +160,7 @@ describe.each(PLATFORMS)('a short cookie secret on %s', (platform) => {
         lines.push(`${level} ${args.map(String).join(' ')}`);
       });
     }
-    const app = await createToolkitApp({
-      http: true,
-      platform,
-      keyPrefix: `rtk-${randomUUID().slice(0, 8)}:`,
-      imports: [ShortSecretModule],
-      session: { cookie: { secret } },
-    });
+    const { app } = await sessionHttpApp({ platform, secret, withMiddleware: SHORT_SECRET_ROUTES });
     const warnings = lines.filter((l) => l.startsWith('warn') && l.includes('session.cookie.secret'));
     return { app, warnings, logged: lines.join('\n') };
   }
