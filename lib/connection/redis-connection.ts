@@ -49,7 +49,7 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   private readonly roles = new Map<RedisClient, string>();
   private readonly tuning: ClientTuning;
   private readonly logger = new Logger('RedisToolkit');
-  private readonly connectionWarning = new ThrottledWarning(this.logger);
+  private readonly connectionWarning = new ThrottledWarning(this.logger, undefined, () => 'Redis connection errors');
   /** The last connection-level error per client: "Connection is closed" alone does not say why. */
   private readonly lastErrors = new WeakMap<RedisClient, Error>();
   /** Nest may call the hooks once per provider that hands out this connection: connect once, quit once. */
@@ -150,6 +150,7 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   async onApplicationShutdown(): Promise<void> {
     await new Promise<void>((resolve) => setImmediate(resolve));
     this.readOnly?.close();
+    this.connectionWarning.close(); // its pending count now: no timer outlives the app (nothing is warned quitting)
     this.quitting = true;
     const clients = [...this.owned];
     this.owned.clear();

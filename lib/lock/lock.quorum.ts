@@ -352,7 +352,8 @@ export function quorumOf(
     client: quorumClient(connection, node),
     description: describeConnection(node),
   }));
-  const nodeWarning = new ThrottledWarning(logger);
+  const nodeWarning = new ThrottledWarning(logger, undefined, () => 'failed lock quorum node calls');
+  shutdown?.onClose(() => nodeWarning.close()); // its pending count now, no timer left to outlive the app
   // What the start does not check of a node is checked on its first ready (NodeCheck; all of it under lazyConnect)
   const gates = quorumGates(clients, connection.commandTimeout, connection.lazyConnect, logger);
   const calls = new QuorumCalls(

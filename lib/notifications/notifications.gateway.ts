@@ -81,7 +81,7 @@ export class NotificationsGateway
   @WebSocketServer() server!: Namespace;
 
   private readonly logger = new Logger('RedisToolkit:Notifications');
-  private readonly warning = new ThrottledWarning(this.logger);
+  private readonly warning = new ThrottledWarning(this.logger, undefined, () => 'notifications gateway warnings');
   private setup!: GatewaySetup;
   private slowClients!: SlowClients;
   private readonly relays = new ChannelRelays((name) =>
@@ -137,6 +137,7 @@ export class NotificationsGateway
 
   onModuleDestroy(): void {
     this.relays.closeAll();
+    this.warning.close(); // its pending count now: no timer outlives the app
   }
 
   afterInit(nsp: Namespace): void {

@@ -14,7 +14,12 @@ export class MessageDispatcher {
     private readonly serializer: Serializer,
     private readonly logger: Logger,
   ) {
-    this.handlerWarning = new ThrottledWarning(logger, 5_000);
+    this.handlerWarning = new ThrottledWarning(logger, 5_000, () => 'unreadable pub/sub messages dropped');
+  }
+
+  /** At shutdown: the pending count of its warnings is logged now, and no timer outlives the app. */
+  close(): void {
+    this.handlerWarning.close();
   }
 
   /**

@@ -248,6 +248,7 @@ export class PubSubService implements OnModuleDestroy {
     this.pending.close();
     this.subscriptions.clear();
     this.failures.close();
+    this.dispatcher.close();
   }
 
   private async redisSubscribe(sub: Subscription): Promise<void> {
