@@ -83,7 +83,7 @@ export function checkStoreOptions(options: RedisSessionStoreOptions): void {
   problems.unknownKeys('', options, SESSION_STORE_OPTION_KEYS);
   if (!options || typeof options.client?.defineCommand !== 'function') {
     problems.add('RedisSessionStore client', 'must be an ioredis Redis or Cluster instance');
-  }
+  } else checkStoreClient(options.client, problems);
   problems.string('RedisSessionStore prefix', options?.prefix, { allowEmpty: true });
   if (typeof options?.ttl === 'function') problems.func('RedisSessionStore ttl', options.ttl);
   else problems.duration('RedisSessionStore ttl', options?.ttl);
@@ -115,6 +115,57 @@ export function checkStoreOptions(options: RedisSessionStoreOptions): void {
   }
   problems.integer('RedisSessionStore maxSize', options?.maxSize, 1_024, SESSION_MAX_SIZE_LIMIT);
   problems.throwIfAny();
+}
+
+/** What the store's client may carry of the ioredis options checkStoreClient refuses. */
+interface ReplyShaping {
+  keyPrefix?: unknown;
+  stringNumbers?: unknown;
+  replyMapping?: unknown;
+  redisOptions?: ReplyShaping;
+}
+
+/**
+ * The ioredis client options that break the store without an error, refused as the module refuses them on its own
+ * `{ client }` (lib/connection/client-reply-options.ts), with the store's own remedy: `keyPrefix` (ioredis prefixes the
+ * keys of its own commands, not those of the store's Lua scripts: a session just set read back as null),
+ * `stringNumbers` (a write's expiry came back as a string, taken for a changed session: every set ran three
+ * compare-and-sets, then the Lua fallback) and `replyMapping: 'resp3'` (replies in shapes the store does not read). A
+ * Cluster client's options and its redisOptions are both looked at (ioredis copies one keyPrefix to the other).
+ */
+function checkStoreClient(client: Redis | Cluster, problems: OptionProblems): void {
+  const own = client.options as ReplyShaping | undefined;
+  if (own === null || typeof own !== 'object') return; // not made by ioredis's constructor: nothing to look at
+  const seen = new Set<string>();
+  for (const options of [own, own.redisOptions]) {
+    if (options === null || typeof options !== 'object') continue;
+    const prefix = options.keyPrefix;
+    const found: [string, string][] = [];
+    if (typeof prefix === 'string' && prefix !== '')
+      found.push([
+        'keyPrefix',
+        `${JSON.stringify(prefix)}: ioredis adds it to the keys of its own commands but not to those of the store's ` +
+          'Lua scripts, so the store would miss its own sessions (one just set read back as null). Give the store a ' +
+          `client without it and the prefix as its prefix option (e.g. prefix: ${JSON.stringify(`${prefix}rtk:`)})`,
+      ]);
+    if (options.stringNumbers === true)
+      found.push([
+        'stringNumbers',
+        'true: integer replies would arrive as strings where the store reads numbers (a write taken for a lost ' +
+          'race: every set retried, then merged in Lua). Give the store a client without it',
+      ]);
+    if (options.replyMapping === 'resp3')
+      found.push([
+        'replyMapping',
+        '"resp3": map replies would arrive as objects and doubles as numbers where the store reads RESP2 shapes. ' +
+          'Give the store a client with the default ("legacy")',
+      ]);
+    for (const [name, why] of found) {
+      if (seen.has(name)) continue;
+      seen.add(name);
+      problems.add('RedisSessionStore client', `was created with ${name} ${why}`);
+    }
+  }
 }
 
 /**
