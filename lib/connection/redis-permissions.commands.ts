@@ -6,8 +6,19 @@
 import { RedisPermissionError, RedisReplyError } from '../common/errors.js';
 import { FEATURES, type Feature } from '../common/keys.js';
 import type { ConnectionFeature } from './connection.validation.js';
-import type { PermissionReport, RequiredCommand } from './redis-permissions.js';
+import type { PermissionReport } from './redis-permissions.js';
 import { trackingCommandName, trackingRule } from './redis-permissions.tracking.js';
+
+/** One command a feature sends, with representative arguments (keys and channels under the prefix). */
+export interface RequiredCommand {
+  feature: string;
+  /** The command and its arguments, e.g. `['time']` or `['get', 'rtk:cache:{acl-check}']`. */
+  args: string[];
+  /** Where it is sent from, e.g. `consume.lua` (a command inside a script). */
+  from?: string;
+  /** Sent only for pattern subscriptions (PSUBSCRIBE, PUNSUBSCRIBE): a denial is a warning, not a refusal. */
+  patterns?: true;
+}
 
 /** Feature → its folder (for its scripts), its key feature name, the commands it sends itself. */
 export const FEATURE_COMMANDS: {
@@ -23,6 +34,8 @@ export const FEATURE_COMMANDS: {
   withL1?: string[];
   /** Its (UN)SUBSCRIBE and PUBLISH stay classic with `pubsub.cluster: 'sharded'` (not through PubSubService). */
   classicPubSub?: true;
+  /** What its pattern subscriptions send (classic pub/sub only): checked, a denial warned of (patternWarning). */
+  patterns?: string[];
 }[] = [
   { name: 'health', folder: '', key: '', commands: ['ping', 'info'] },
   {
@@ -78,11 +91,11 @@ export const FEATURE_COMMANDS: {
     option: 'pubsub',
     folder: 'pubsub',
     key: FEATURES.pubsub,
-    // No PSUBSCRIBE/PUNSUBSCRIBE: no pattern is known before `subscribe('x:*')` is called (nothing declares one), an
-    // app without patterns needs neither, and the ACL checks a pattern literally (one sample says nothing of another).
-    // A refused pattern is a typed error to the caller, or, refused after a reconnect, dropped and logged
-    // (lib/pubsub/pubsub.refusals.ts).
     commands: ['publish', 'subscribe', 'unsubscribe', 'xadd', 'xrange', 'pexpire', 'multi', 'exec'],
+    // Checked, but a denial only warns: an app without patterns needs neither, and no pattern is known before
+    // `subscribe('x:*')` (the ACL checks each literally: one sample says nothing of another). A refused pattern is a
+    // typed error to the caller, or, refused after a reconnect, dropped and logged (lib/pubsub/pubsub.refusals.ts).
+    patterns: ['psubscribe', 'punsubscribe'],
   },
 ];
 
@@ -143,6 +156,13 @@ const SAMPLE_ARGS: Record<string, string[]> = {
   exec: [],
 };
 
+/**
+ * What a feature's pattern subscriptions send, on the prefix's own pattern (`rtk:*`): Redis compares a pattern
+ * literally with the user's channel rules, and `&rtk:*` grants this one, so under that rule a denial is the command's.
+ */
+export const patternSamples = (f: (typeof FEATURE_COMMANDS)[number], keyPrefix: string): RequiredCommand[] =>
+  (f.patterns ?? []).map((c) => ({ feature: f.name, args: [c, `${keyPrefix}*`], patterns: true }));
+
 /** The commands inside a Lua file (`redis.call('GET', ...)` / `redis.pcall(...)`), lower case. */
 export function scriptCommands(lua: string): string[] {
   return [...new Set([...lua.matchAll(/redis\.p?call\(\s*'([A-Za-z]+)'/g)].map((m) => m[1].toLowerCase()))];
@@ -185,11 +205,18 @@ function remedy(denied: RequiredCommand[], keyPrefix: string): string {
  * RedisReplyError naming those. Warns of the commands the probe could not check.
  */
 export function throwIfDenied(
-  report: PermissionReport,
+  whole: PermissionReport,
   keyPrefix: string,
   where: string,
   warn: (message: string) => void,
 ): void {
+  const patterns = [...whole.denied, ...(whole.unknown ?? [])].filter((c) => c.patterns);
+  if (patterns.length > 0) warn(patternWarning(patterns, keyPrefix, where));
+  const report = {
+    ...whole,
+    denied: whole.denied.filter((c) => !c.patterns),
+    unknown: whole.unknown?.filter((c) => !c.patterns),
+  };
   if (report.unchecked && report.unchecked.length > 0) {
     warn(
       `Redis ACL permissions${where} checked by running each command (Redis < 7 has no ACL DRYRUN); not checked, ` +
@@ -215,5 +242,21 @@ export function throwIfDenied(
       `Grant them, e.g. \`${remedy(report.denied, keyPrefix)}\` (docs/security.md has the complete line).` +
       (renamed ? ` Also missing: ${renamed}.` : ''),
     'NOPERM',
+  );
+}
+
+/**
+ * PSUBSCRIBE / PUNSUBSCRIBE denied (or unknown to the server) on the prefix's own pattern: every pattern subscription
+ * will be refused. Not a refusal of the start: an app that subscribes to no pattern needs neither.
+ */
+function patternWarning(denied: RequiredCommand[], keyPrefix: string, where: string): string {
+  const names = [...new Set(denied.map((c) => c.args[0].toUpperCase()))];
+  return (
+    `Redis ACL user${where} cannot run ${names.join(' or ')} on the pattern "${keyPrefix}*" (the command is not ` +
+    `granted, or no channel rule grants that pattern: Redis compares a pattern literally, and \`&${keyPrefix}*\` or ` +
+    "allchannels grants this one): pub/sub pattern subscriptions (pubsub.subscribe('news:*'), a gateway client's " +
+    'pattern) will fail with RedisPermissionError; channel subscriptions are unaffected. If the app subscribes to ' +
+    'patterns, grant `+psubscribe +punsubscribe` (in +@pubsub) and each pattern under the pub/sub prefix literally ' +
+    `(\`&${keyPrefix}${FEATURES.pubsub}:news:*\`) or allchannels; docs/security.md.`
   );
 }

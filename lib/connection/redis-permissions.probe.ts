@@ -9,6 +9,8 @@ const NOT_IN_SCRIPTS = new Set([
   'multi',
   'exec',
   'subscribe',
+  'psubscribe',
+  'punsubscribe',
   'ssubscribe',
   'unsubscribe',
   'sunsubscribe',

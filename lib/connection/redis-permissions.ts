@@ -12,19 +12,12 @@ import type { ConnectionFeature } from './connection.validation.js';
 import type { RedisConnection } from './redis-connection.js';
 import type { RedisConnections } from './redis-connections.js';
 import { FEATURE_COMMANDS, sample, scriptCommands, throwIfDenied } from './redis-permissions.commands.js';
-import type { CacheL1Check } from './redis-permissions.commands.js';
+import { patternSamples, type CacheL1Check, type RequiredCommand } from './redis-permissions.commands.js';
 import { onNodeConnection } from './cluster-nodes.js';
 import { probePermissions } from './redis-permissions.probe.js';
 import { trackingCommands } from './redis-permissions.tracking.js';
 
-/** One command a feature sends, with representative arguments (keys and channels under the prefix). */
-export interface RequiredCommand {
-  feature: string;
-  /** The command and its arguments, e.g. `['time']` or `['get', 'rtk:cache:{acl-check}']`. */
-  args: string[];
-  /** Where it is sent from, e.g. `consume.lua` (a command inside a script). */
-  from?: string;
-}
+export type { RequiredCommand };
 
 const CHECK_SCRIPT = LuaScript.fromFile<(number | string)[]>(
   'rtk_acl_check',
@@ -57,6 +50,7 @@ export function requiredCommands(
       const command = options.sharded && !f.classicPubSub && SHARDED_FORMS.has(c) ? `s${c}` : c;
       out.push({ feature: f.name, args: sample(command, key, channel) });
     }
+    if (!options.sharded) out.push(...patternSamples(f, keyPrefix)); // sharded pub/sub has no patterns
     if (f.withL1 && options.cacheL1 === 'tracking') out.push(...trackingCommands(f.name, keys.featurePrefix(f.key)));
     if (!f.folder) continue;
     const dir = new URL(`../${f.folder}/`, import.meta.url);
