@@ -1,5 +1,5 @@
 import { InvalidKeyError, SessionTooLargeError } from '../common/errors.js';
-import type { Serializer } from '../common/serializer.js';
+import { isPlainJson, type Serializer } from '../common/serializer.js';
 import type { Session, SessionData } from './session.types.js';
 import { containsLoneSurrogate, hasLoneSurrogate } from '../common/unicode.js';
 
@@ -52,9 +52,25 @@ export interface RawSession {
  * is sent.
  */
 export function encodeField(serializer: Serializer, name: string, value: unknown): string {
-  if (hasLoneSurrogate(name) || containsLoneSurrogate(value)) throw illFormed();
-  const serialized = serializer.serialize(value);
-  if (hasLoneSurrogate(serialized)) throw illFormed();
+  if (hasLoneSurrogate(name)) throw illFormed();
+  if (!isPlainJson(serializer)) {
+    if (containsLoneSurrogate(value)) throw illFormed();
+    const serialized = serializer.serialize(value);
+    if (hasLoneSurrogate(serialized)) throw illFormed();
+    return serialized;
+  }
+  // The default serializer (JSON.stringify) writes a lone surrogate as a `\udXXX` escape and nothing else as one, so
+  // its text tells whether the value held one: the value is walked only when the text has `\ud` (or fails to
+  // serialize), where every value was walked before serializing (and the text again after): 2.2 against 1.3 µs for
+  // the bench's 9 fields. A lone surrogate JSON leaves out (the key of an undefined value) is not stored.
+  let serialized: string;
+  try {
+    serialized = serializer.serialize(value);
+  } catch (err) {
+    if (containsLoneSurrogate(value)) throw illFormed();
+    throw err;
+  }
+  if (serialized.includes('\\ud') && containsLoneSurrogate(value)) throw illFormed();
   return serialized;
 }
 

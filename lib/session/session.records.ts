@@ -114,12 +114,9 @@ export class SessionRecords {
       );
   }
 
-  /** The compare-and-set script for one session (batched with the other writes of this tick). */
-  private async compareAndSet(id: string, expected: string, json: string, expiry: number | string): Promise<CasReply> {
-    const args: CasWrite = [this.sessionKey(id), this.tombstoneKey(id), expectedOf(expected), json, expiry];
-    const reply = await this.writes.add(args);
-    if (reply instanceof Error) throw reply;
-    return reply;
+  /** The compare-and-set of one session, batched with this tick's writes: its reply or its own error reply. */
+  private compareAndSet(id: string, expected: string, json: string, expiry: number | string) {
+    return this.writes.add([this.sessionKey(id), this.tombstoneKey(id), expectedOf(expected), json, expiry]);
   }
 
   /** `raw` parsed, or its parsed form kept from when this process last saw exactly that text. */
@@ -247,10 +244,11 @@ export class SessionRecords {
    * instead, if the session is still exactly that value. A value without a stamp (written by a cjson script), or one
    * the change would take past `maxSize`, goes through the compare-and-set.
    */
-  async update(id: string, touch: boolean, sets: [string, string][], deletes: string[]): Promise<RawSession | null> {
-    // What this call adds can be refused before anything is sent; the merged total is checked after the merge.
+  update(id: string, touch: boolean, sets: [string, string][], deletes: string[]): Promise<RawSession | null> {
+    // What this call adds is refused at once, before anything is sent; the merged total is checked after the merge.
     checkSetsSize(this.maxSize, sets);
-    // behind a write of this session still in flight, with the others made meanwhile, as one (SessionWriteQueue)
+    // behind a write of this session still in flight, with the others made meanwhile, as one (SessionWriteQueue); not
+    // an async function: returning the queue's promise from one cost two more microtask turns per update
     return this.updates.add(id, { touch, sets, deletes });
   }
 
@@ -303,6 +301,7 @@ export class SessionRecords {
       // a session without an idle ttl (t 0) keeps its key's expiry (none) even when touched
       const expiry = touch && merged.t !== 0 ? Math.min(now + merged.t, merged.m) : 'keep';
       const reply = await this.compareAndSet(id, current, json, expiry);
+      if (reply instanceof Error) throw reply;
       if (typeof reply === 'number' && reply >= 0) {
         this.recent.set(id, json, merged);
         // 0: the key has no expiry; the session still ends at its absolute deadline
@@ -377,6 +376,7 @@ export class SessionRecords {
       checkSessionSize(this.maxSize, [json]);
       const expiry = fields.t === 0 ? 'none' : Math.min(now + fields.t, deadline);
       const reply = await this.compareAndSet(id, current, json, expiry);
+      if (reply instanceof Error) throw reply;
       if (reply === -1) {
         this.recent.delete(id);
         return 'tombstoned';

@@ -136,17 +136,15 @@ export class RedisSessionStore extends loadStoreBase() {
       }
       const userId = typeof userValue === 'string' || typeof userValue === 'number' ? String(userValue) : '';
       if (userId !== '') this.checkUserId(userId);
-      const result = await this.records
-        .storeSet(
-          sid,
-          { u: userId, t: this.disableTTL ? 0 : ttl, d, k: JSON.stringify(source.cookie ?? null) },
-          this.maxAgeMs,
-        )
-        .catch((err: unknown) => {
-          // the request's fault: Express answers 413, not 500
-          if (err instanceof SessionTooLargeError) Object.assign(err, { status: 413, statusCode: 413 });
-          throw err;
-        });
+      let result: Awaited<ReturnType<SessionRecords['storeSet']>>;
+      try {
+        const fields = { u: userId, t: this.disableTTL ? 0 : ttl, d, k: JSON.stringify(source.cookie ?? null) };
+        result = await this.records.storeSet(sid, fields, this.maxAgeMs);
+      } catch (err) {
+        // the request's fault: Express answers 413, not 500
+        if (err instanceof SessionTooLargeError) Object.assign(err, { status: 413, statusCode: 413 });
+        throw err;
+      }
       // A tombstoned id: the session was destroyed while this request was in flight; its late write is dropped.
       // Superseded: a later set of this session, made while an earlier one was in flight, was written instead.
       if (result === 'tombstoned' || result === 'superseded') return;
