@@ -6,6 +6,7 @@ import { isDuration, MAX_DURATION_MS } from '../common/option-checks.js';
 import { JsonSerializer, SafeSerializer, type Serializer } from '../common/serializer.js';
 import { encodeField, SessionRecords, type RawSession } from './session.records.js';
 import { decodeFields } from './session.envelope.js';
+import { cookieJson } from './session.cookie-json.js';
 import { SESSION_DEFAULTS } from './session.options.js';
 import { touchReuseOf } from './session.recent-touches.js';
 import { unlinkMany } from '../common/bulk-keys.js';
@@ -138,7 +139,7 @@ export class RedisSessionStore extends loadStoreBase() {
       if (userId !== '') this.checkUserId(userId);
       let result: Awaited<ReturnType<SessionRecords['storeSet']>>;
       try {
-        const fields = { u: userId, t: this.disableTTL ? 0 : ttl, d, k: JSON.stringify(source.cookie ?? null) };
+        const fields = { u: userId, t: this.disableTTL ? 0 : ttl, d, k: cookieJson(source.cookie ?? null) };
         result = await this.records.storeSet(sid, fields, this.maxAgeMs);
       } catch (err) {
         // the request's fault: Express answers 413, not 500
@@ -169,7 +170,7 @@ export class RedisSessionStore extends loadStoreBase() {
       // its get (one entry per id sent all but one of them to the script: 41.6 µs of Redis CPU per request).
       if (this.touchOnGet && this.takeTouch(sid, ttl)) return;
       const cookie = (session as Partial<StoreSessionData> | undefined)?.cookie;
-      await this.records.storeTouch(sid, ttl, cookie === undefined ? '' : JSON.stringify(cookie));
+      await this.records.storeTouch(sid, ttl, cookie === undefined ? '' : cookieJson(cookie));
     });
   }
 
