@@ -47,12 +47,17 @@ export class DashboardAggregator {
   private held: DashboardFrame[] = [];
   /** Per instance id: its frames in `pending` and `held`. */
   private readonly unsummed = new Map<string, number>();
-  /** Frames dropped: of an instance past MAX_INSTANCES, or past MAX_UNSUMMED_PER_INSTANCE of one. */
+  /**
+   * Frames dropped: not after their instance's last, of an instance past MAX_INSTANCES, or past
+   * MAX_UNSUMMED_PER_INSTANCE of one.
+   */
   dropped = 0;
   // One throttle each: a flood of one kind must not hide the first line of another.
   private readonly tooManyInstances: ThrottledWarning;
   private readonly tooManyFrames: ThrottledWarning;
   private readonly clockAhead: ThrottledWarning;
+  private readonly clockBehind: ThrottledWarning;
+  private readonly notAfterLast: ThrottledWarning;
 
   constructor(
     private readonly options: { history: number; intervalMs: number; instanceTtlMs: number },
@@ -64,11 +69,14 @@ export class DashboardAggregator {
     this.tooManyInstances = warning();
     this.tooManyFrames = warning();
     this.clockAhead = warning();
+    this.clockBehind = warning();
+    this.notAfterLast = warning();
   }
 
   /**
-   * Keeps a frame, to be summed once; false when it was dropped: not newer than that instance's last, from an
-   * instance past MAX_INSTANCES, or past MAX_UNSUMMED_PER_INSTANCE frames of one instance (the last two logged).
+   * Keeps a frame, to be summed once; false when it was dropped (and logged): not newer than that instance's last, from
+   * an instance past MAX_INSTANCES, or past MAX_UNSUMMED_PER_INSTANCE frames of one instance. Another instance's clock
+   * far ahead or behind is logged (checkClock).
    */
   add(frame: DashboardFrame, now = Date.now()): boolean {
     const id = frame.instance;
@@ -86,7 +94,16 @@ export class DashboardAggregator {
       this.instances.set(id, followed);
     }
     const last = followed.frames.last();
-    if (last && frame.at <= last.at) return false;
+    if (last && frame.at <= last.at) {
+      // never from this release's collector, whose times only go up (a clock stepped back included)
+      this.dropped++;
+      this.notAfterLast.warn(
+        `dropped a dashboard frame of ${JSON.stringify(id)}: its time is not after its last frame's ` +
+          `(${last.at - frame.at} ms earlier or equal), so it may be one already summed (sent twice, or by an older ` +
+          'release whose clock stepped back)',
+      );
+      return false;
+    }
     const waiting = this.unsummed.get(id) ?? 0;
     if (waiting >= MAX_UNSUMMED_PER_INSTANCE || this.pending.length + this.held.length >= MAX_UNSUMMED_TOTAL) {
       this.dropped++;
@@ -97,19 +114,28 @@ export class DashboardAggregator {
       );
       return false;
     }
-    const ahead = frame.at - now;
-    if (ahead > Math.max(1_000, this.options.intervalMs)) {
-      this.clockAhead.warn(
-        `the clock of dashboard instance ${JSON.stringify(id)} runs about ${Math.round(ahead / 1_000)} s ahead ` +
-          "of this instance's: its frames are summed when they arrive, but charted at its own times; " +
-          "sync the instances' clocks (NTP)",
-      );
-    }
+    if (id !== this.self) this.checkClock(id, frame.at - now);
     followed.frames.push(frame);
     followed.receivedAt = now;
     this.pending.push(frame);
     this.unsummed.set(id, waiting + 1);
     return true;
+  }
+
+  /**
+   * Logs a frame made (by its own clock) far from when it arrives: ahead by more than an interval (at least 1 s), or
+   * behind by more than two (a frame may also arrive an interval late). Either way it is summed once, when it
+   * arrives, and charted at its own time.
+   */
+  private checkClock(id: string, ahead: number): void {
+    const tolerance = Math.max(1_000, this.options.intervalMs);
+    if (ahead <= tolerance && -ahead <= 2 * tolerance) return;
+    const [warning, off] = ahead > 0 ? [this.clockAhead, 'ahead of'] : [this.clockBehind, 'behind'];
+    warning.warn(
+      `the clock of dashboard instance ${JSON.stringify(id)} runs about ${Math.round(Math.abs(ahead) / 1_000)} s ` +
+        `${off} this instance's${ahead > 0 ? '' : ' (or its frames arrive that late)'}: its frames are summed when ` +
+        "they arrive, but charted at its own times; sync the instances' clocks (NTP)",
+    );
   }
 
   /** Drops the instances silent for instanceTtlMs; returns their ids. */

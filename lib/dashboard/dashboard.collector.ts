@@ -37,6 +37,8 @@ export class DashboardCollector {
   private ownFailed = 0;
   private lastCache = { hits: 0, staleHits: 0, misses: 0 };
   private lastAt: number;
+  /** performance.now() at the previous frame (or the start): the interval's length, whatever the wall clock does. */
+  private lastTick: number;
   private readonly subscriptions: [string, (message: unknown) => void][] = [];
 
   constructor(
@@ -47,6 +49,7 @@ export class DashboardCollector {
     const { hits, staleHits, misses } = cache.stats();
     this.lastCache = { hits, staleHits, misses };
     this.lastAt = now;
+    this.lastTick = performance.now();
   }
 
   start(): void {
@@ -118,8 +121,14 @@ export class DashboardCollector {
    * The frame of the interval since the previous call (or the start), and a fresh interval. Its `at` is always after
    * the previous frame's, even when two frames are made in one millisecond or the clock steps back: every instance
    * keeps only a frame newer than that instance's last (DashboardAggregator.add), so an equal `at` lost its counts.
+   * Its `ms` is the time since the previous frame on the monotonic clock (`tick`, performance.now()).
    */
-  frame(instance: string, sample: { redis: RedisSample | null; activeSessions: number | null }, now = Date.now()) {
+  frame(
+    instance: string,
+    sample: { redis: RedisSample | null; activeSessions: number | null },
+    now = Date.now(),
+    tick = performance.now(),
+  ) {
     const at = Math.max(now, this.lastAt + 1);
     const { hits, staleHits, misses } = this.cache.stats();
     const last = this.lastCache;
@@ -128,7 +137,9 @@ export class DashboardCollector {
       v: 1,
       instance,
       at,
-      ms: Math.max(1, at - this.lastAt),
+      // measured on the monotonic clock: with the wall clock stepped back, `at - lastAt` said 1 ms (every rate of the
+      // interval × intervalMs on the page), stepped forward as long as the step
+      ms: Math.max(1, Math.round(tick - this.lastTick)),
       instances: 1,
       cache: {
         hits: hits - last.hits,
@@ -151,6 +162,7 @@ export class DashboardCollector {
     };
     this.lastCache = { hits, staleHits, misses };
     this.lastAt = at;
+    this.lastTick = tick;
     this.loads = this.loadMs = this.loadMaxMs = 0;
     this.tags.clear();
     this.policies.clear();

@@ -172,6 +172,13 @@ const isPolicyPairs = (v: unknown): v is Record<string, [number, number]> =>
   Object.entries(v).every(([name, counts]) => isName(name) && isPair(counts, isCount));
 
 /**
+ * A frame's degraded counts name only policies of its decisions (the collector counts both under one name): so a frame
+ * carries at most MAX_POLICIES distinct policy names, not twice as many (the worst case of the aggregator's memory).
+ */
+const degradedAmong = (degraded: unknown, decisions: Record<string, unknown>): boolean =>
+  isPolicyPairs(degraded) && Object.keys(degraded).every((name) => Object.hasOwn(decisions, name));
+
+/**
  * Whether `value` is a frame, to its last field: what arrives on the channel comes from anyone who may PUBLISH on the
  * Redis (another release, another app, a hand-typed command), and a frame is summed with the others and drawn by every
  * page. A null section or a count that is not a number would make every sum of its interval throw (or add strings),
@@ -199,7 +206,7 @@ export function isDashboardFrame(value: unknown): value is DashboardFrame {
     tags.length <= MAX_TAGS &&
     tags.every((t) => isPair(t, isName)) &&
     isPolicyPairs(value.rateLimit) &&
-    (value.rateLimitDegraded === undefined || isPolicyPairs(value.rateLimitDegraded))
+    (value.rateLimitDegraded === undefined || degradedAmong(value.rateLimitDegraded, value.rateLimit))
   );
 }
 
