@@ -7,7 +7,8 @@
  *
  * Held (plain tests): a stall shorter than commandTimeout changes nothing; a lock held across a stall past its ttl is
  * lost (isHeld false, extend and release LockLostError, the next holder's fencing token larger) and `using` rejects
- * with LockLostError after its signal aborted; stale-while-revalidate across a stall serves the stale value once and
+ * with LockLostError after its signal aborted, as does a @WithLock method, while stalls shorter than the extension
+ * lead are bridged by @WithLock's auto-extension; stale-while-revalidate across a stall serves the stale value once and
  * refreshes it; the block cache across a stall admits what Redis admits and refuses only what Redis refuses; rate
  * limits of two instances an hour apart share one window (Redis TIME); a Redis asleep for less than commandTimeout
  * answers every feature exactly, one asleep for longer gets each feature's failure policy and leaves no lock behind;
@@ -19,7 +20,9 @@
  *   per-command timer (the `commandTimeout` given in redis-client.factory.ts baseOptions) runs in the timers phase of
  *   the next turn, before the poll phase reads the reply that is already in the socket; resetOnCommandTimeout then
  *   drops the connection, failing every other call in flight. A session read turns into 503, a granted lock into
- *   RedisUnavailableError, a decision into fail-open, a cache hit into an uncached load;
+ *   RedisUnavailableError, a decision into fail-open, a cache hit into an uncached load. The cache's hard loader
+ *   timeout does the same to a loader whose reply came during the stall (cache.loader.ts boundedLoad: its timer runs
+ *   before the reply is read): CacheLoadTimeoutError, a 504;
  * - a session read on an instance whose clock is ahead of the creating one's by more than the time left before
  *   maxAgeMs is null, and the session is deleted for every instance (session.records.ts SessionRecords.read compares
  *   the envelope's deadline, made with the creator's clock, with this process's Date.now());
@@ -34,7 +37,9 @@
 import 'reflect-metadata';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { type Command, Redis } from 'ioredis';
+import { Injectable } from '@nestjs/common';
 import {
+  CacheLoadTimeoutError,
   CacheService,
   LockLostError,
   LockService,
@@ -42,6 +47,7 @@ import {
   REDIS_CLIENT,
   RedisUnavailableError,
   SessionService,
+  WithLock,
 } from '../../lib/index.js';
 import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
 import { closeToolkitApps, type ToolkitAppOptions } from '../support/toolkit-app.js';
@@ -242,6 +248,41 @@ describe('a lock held across a stall past its ttl', () => {
   });
 });
 
+@Injectable()
+class StallingJob {
+  /** Stalls past its ttl in one go: no extension can be sent meanwhile. */
+  @WithLock({ resource: 'withlock-long-stall', ttl: 600 })
+  async longStall(): Promise<string> {
+    busy(1_800);
+    await sleep(200);
+    return 'done';
+  }
+
+  /** Stalls of 300 ms with awaits between, 2.4 s in all under a 1.2 s ttl: the auto-extension keeps up. */
+  @WithLock({ resource: 'withlock-short-stalls', ttl: 1_200 })
+  async shortStalls(): Promise<number> {
+    let extended = 0;
+    for (let i = 0; i < 8; i++) {
+      busy(300);
+      await sleep(1);
+      if (LockService.current()?.signal.aborted) return -1;
+      extended = i;
+    }
+    // still held in Redis after 2.4 s under a 1.2 s ttl
+    return (await admin.exists('bm-withlock:lock:{withlock-short-stalls}')) === 1 ? extended : -2;
+  }
+}
+
+describe('@WithLock auto-extension under stalls', () => {
+  it('a method stalling past its ttl rejects with LockLostError; short stalls are bridged by the extension', async () => {
+    const { app } = await boot({ commandTimeout: 2_000, providers: [StallingJob] }, 'bm-withlock:');
+    const job = app.get(StallingJob);
+    await expect(job.longStall()).rejects.toBeInstanceOf(LockLostError);
+    expect(await job.shortStalls()).toBe(7);
+    expect(await admin.exists('bm-withlock:lock:{withlock-short-stalls}')).toBe(0); // released after
+  });
+});
+
 describe('the cache across a stall', () => {
   it('a stall past the ttl serves the stale value once and refreshes it in the background', async () => {
     const { app } = await boot({ commandTimeout: 2_000 });
@@ -263,6 +304,23 @@ describe('the cache across a stall', () => {
       status: 'hit',
     });
     expect(loads).toBe(2);
+  });
+
+  // cache.loader.ts boundedLoad: the hard timeout's timer runs in the timers phase after the stall, before the poll
+  // phase reads the reply the loader was waiting for (the same turn order as the command timeout above).
+  it.failing('a loader whose reply came during a stall past its hard timeout gives its value', async () => {
+    const { app } = await boot({ commandTimeout: 2_000 });
+    const source = trackForCleanup(new Redis(redis.server.port, '127.0.0.1'));
+    await source.set('source', 'from-source');
+    const stall = stallAfterSend(source, ['get'], STALL);
+    const result = await app
+      .get(CacheService)
+      .getOrSet('loaded-in-stall', async () => source.get('source'), { hardTimeout: COMMAND_TIMEOUT })
+      .catch((err: unknown) => err);
+    expect(stall.fired()).toBe(true);
+    // shows: CacheLoadTimeoutError (a 504), the loader's value had been in the socket since the stall began
+    expect(result).not.toBeInstanceOf(CacheLoadTimeoutError);
+    expect(result).toBe('from-source');
   });
 
   // cache.read-path.ts: `now < entry.freshUntil` compares the writer's clock (freshUntil = its Date.now() + ttl) with
@@ -352,6 +410,7 @@ describe('locks and clocks', () => {
   it.failing('after the app clock steps back an hour, a lock Redis has expired is not isHeld', async () => {
     const { app, keyPrefix } = await boot({ commandTimeout: 2_000 });
     const lock = await app.get(LockService).acquire('step-back', { ttl: 400 });
+    expect(await admin.exists(`${keyPrefix}lock:{step-back}`)).toBe(1);
     Date.now = () => realNow() - HOUR;
     await sleep(1_000);
     Date.now = realNow;
