@@ -244,11 +244,10 @@ export class SessionRecords {
    * instead, if the session is still exactly that value. A value without a stamp (written by a cjson script), or one
    * the change would take past `maxSize`, goes through the compare-and-set.
    */
-  update(id: string, touch: boolean, sets: [string, string][], deletes: string[]): Promise<RawSession | null> {
-    // What this call adds is refused at once, before anything is sent; the merged total is checked after the merge.
+  async update(id: string, touch: boolean, sets: [string, string][], deletes: string[]): Promise<RawSession | null> {
+    // What this call adds can be refused before anything is sent; the merged total is checked after the merge.
     checkSetsSize(this.maxSize, sets);
-    // behind a write of this session still in flight, with the others made meanwhile, as one (SessionWriteQueue); not
-    // an async function: returning the queue's promise from one cost two more microtask turns per update
+    // behind a write of this session still in flight, with the others made meanwhile, as one (SessionWriteQueue)
     return this.updates.add(id, { touch, sets, deletes });
   }
 

@@ -179,10 +179,7 @@ export class SessionService implements OnApplicationShutdown {
     }
     const sets: [string, string][] = [];
     const deletes: string[] = [];
-    // its own enumerable fields, in Object.keys order, without Object.entries' array of pairs
-    for (const name in patch) {
-      if (!Object.hasOwn(patch, name)) continue;
-      const value = (patch as Record<string, unknown>)[name];
+    for (const [name, value] of Object.entries(patch)) {
       if (value === undefined) deletes.push(checkFieldName(name));
       else sets.push([name, encodeField(this.serializer, name, value)]);
     }
