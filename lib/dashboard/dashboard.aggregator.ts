@@ -138,6 +138,12 @@ export class DashboardAggregator {
     );
   }
 
+  /** At shutdown: the counts of warnings not logged yet are logged now, no timer left (ThrottledWarning.close). */
+  close(): void {
+    for (const w of [this.tooManyInstances, this.tooManyFrames, this.clockAhead, this.clockBehind, this.notAfterLast])
+      w.close();
+  }
+
   /** Drops the instances silent for instanceTtlMs; returns their ids. */
   expire(now = Date.now()): string[] {
     const gone: string[] = [];

@@ -74,6 +74,10 @@ export class DashboardService implements OnModuleInit, OnModuleDestroy {
     clearTimeout(this.timer);
     this.collector.stop();
     this.sampler.reset();
+    // counts of suppressed warnings now, through this app's logger (a timer left would use whichever Nest has then)
+    this.aggregator.close();
+    this.warning.close();
+    this.dropWarning.close();
     for (const end of this.viewers.values()) end();
     this.viewers.clear();
     const unsubscribe = this.unsubscribe;

@@ -94,6 +94,19 @@ describe('an instance whose clock is behind, or steps back', () => {
     expect(lines[0]).toMatch(/dropped a dashboard frame.*not after.*last/);
   });
 
+  it('at shutdown, the count of the dashboard warnings not logged yet is logged at once, by this app', async () => {
+    const { app, dashboard, send, handled, warnings } = await dashboardApp();
+    await dashboard.tick();
+    const at = Date.now() - 30_000;
+    for (let i = 0; i < 4; i++) await send(quietFrame('again#00d003', at)); // kept, then 3 drops: 1 logged, 2 counted
+    await handled();
+    expect(warnings.filter((w) => w.includes('"again#00d003"'))).toHaveLength(1);
+    await app.close();
+    expect(warnings.filter((w) => w.includes('2 more since the last warning'))).toEqual([
+      'warnings: 2 more since the last warning, not logged one by one',
+    ]);
+  });
+
   it("this instance's clock steps back an hour: its next frame is still later, and its length is the real interval", async () => {
     await clearOfTheMinuteTick(15_000);
     const { dashboard, warnings } = await dashboardApp();
