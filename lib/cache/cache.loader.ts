@@ -1,16 +1,17 @@
 import { CacheLoadTimeoutError } from '../common/errors.js';
-import { MAX_TIMER_MS } from '../common/timeout.js';
+import { MAX_TIMER_MS, setVerdictTimeout } from '../common/timeout.js';
 
 /**
  * The loader's value, or CacheLoadTimeoutError after `ms` (the hard timeout, `cache.loadTimeout` by default): whoever
  * shares this load (single-flight, the background refresh) is released and the key freed, while the loader itself
  * (which cannot be cancelled) runs on and its late result is dropped. The error's message does not name the key (see
- * CacheLoadTimeoutError.key).
+ * CacheLoadTimeoutError.key). The verdict waits for the poll phase (setVerdictTimeout): a loader whose reply came while
+ * the event loop was blocked past `ms` gives its value.
  */
 export function boundedLoad<T>(loader: () => T | Promise<T>, ms: number, key: string, option: string): Promise<T> {
   if (ms > MAX_TIMER_MS) return Promise.resolve().then(loader); // past what a timer can wait: no limit
   return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => {
+    const timer = setVerdictTimeout(() => {
       reject(new CacheLoadTimeoutError(`a cache loader did not settle within ${ms} ms (${option})`, key));
     }, ms);
     new Promise<T>((r) => r(loader())).then(
@@ -26,11 +27,14 @@ export function boundedLoad<T>(loader: () => T | Promise<T>, ms: number, key: st
   });
 }
 
-/** `work`'s value if it settles within `ms`, else `undefined` (work goes on; its failure is the caller's to handle). */
+/**
+ * `work`'s value if it settles within `ms` (read after the poll phase: setVerdictTimeout), else `undefined` (work goes
+ * on; its failure is the caller's to handle).
+ */
 export function within<T>(work: Promise<T>, ms: number): Promise<T | undefined> {
   if (ms > MAX_TIMER_MS) return work;
   return new Promise<T | undefined>((resolve) => {
-    const timer = setTimeout(() => resolve(undefined), ms);
+    const timer = setVerdictTimeout(() => resolve(undefined), ms);
     work.then(
       (value) => {
         clearTimeout(timer);

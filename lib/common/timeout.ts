@@ -26,14 +26,38 @@ export function setLongTimeout(fn: () => void, ms: number): LongTimer {
 
 export const clearLongTimeout = (timer: LongTimer | undefined): void => clearTimeout(timer?.handle);
 
-/** Settles like `promise`, or rejects with `Error(message)` after `ms`; the timer never outlives the race. */
+/**
+ * After a stall (the event loop blocked by a long synchronous task: a big JSON.parse, a sync crypto call), Node runs
+ * the timers that came due during it (timers phase) before it reads the sockets (poll phase): a timer bounding a
+ * reply fires though the reply has been waiting in the socket since the stall began. `afterPoll` runs a timeout's
+ * verdict in the check phase of that turn (setImmediate), once the poll phase has read what came meanwhile: the
+ * verdict then looks whether what it bounds is still pending. Nothing is deferred when no timer fires.
+ */
+export const afterPoll = (verdict: () => void): void => {
+  setImmediate(verdict);
+};
+
+/**
+ * setTimeout for a timeout's verdict: `verdict` runs at least `ms` later, after the poll phase of the turn the timer
+ * fires in (afterPoll), so a reply that came while the event loop was blocked is read before it. clearTimeout cancels
+ * it until the timer fires; after that `verdict` runs all the same, so it must settle nothing twice (a promise's
+ * resolve or reject does nothing the second time). `ms` at most MAX_TIMER_MS.
+ */
+export function setVerdictTimeout(verdict: () => void, ms: number): NodeJS.Timeout {
+  return setTimeout(afterPoll, ms, verdict);
+}
+
+/**
+ * Settles like `promise`, or rejects with `Error(message)` when it has not settled `ms` later (setVerdictTimeout: a
+ * value read right after a stall counts as in time); the timer never outlives the race.
+ */
 export async function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   try {
     return await Promise.race([
       promise,
       new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(message)), ms);
+        timer = setVerdictTimeout(() => reject(new Error(message)), ms);
       }),
     ]);
   } finally {
