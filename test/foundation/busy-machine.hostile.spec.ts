@@ -367,9 +367,10 @@ describe('sessions and clocks', () => {
     expect((await sessions.get(s.id))?.data).toEqual({ a: 1 });
   });
 
-  // session.recent-touches.ts RecentTouches.expiryOf: age = now - touch.at is negative after the clock steps back,
-  // and a negative age passes `age < reuse.ms`, so every read is a plain GET until the clock catches up.
-  it.failing('after the app clock steps back an hour, a session read every 250 ms stays alive', async () => {
+  // session.recent-touches.ts RecentTouches.expiryOf measured a touch's age as Date.now() - touch.at, negative after
+  // the clock stepped back and so under `reuse.ms`: every read was a plain GET until the clock caught up. Now the age
+  // is measured on the monotonic clock.
+  it('after the app clock steps back an hour, a session read every 250 ms stays alive', async () => {
     const { app } = await boot({ commandTimeout: 2_000, session: { ttl: 1_500, touchAfter: 300 } });
     const sessions = app.get(SessionService);
     const s = await sessions.create('u', { a: 1 });
@@ -381,7 +382,7 @@ describe('sessions and clocks', () => {
       reads.push((await sessions.get(s.id)) !== null);
     }
     Date.now = realNow;
-    // shows: true for ~1.5 s, then false: no read extended the session after the step
+    // before the fix: true for ~1.5 s, then false: no read extended the session after the step
     expect(reads).toEqual(reads.map(() => true));
   });
 
