@@ -29,6 +29,7 @@ import { createScript, destroyScript, storeSetInLua, storeTouchScript, updateInL
 import { SessionAppends } from './session.appends.js';
 import { SessionKeyScan } from './session.key-scan.js';
 import { expectedOf, isStamped, stampedJson } from './session.stamp.js';
+import { splicedJson } from './session.splice.js';
 import { SessionUserIndex } from './session.user-index.js';
 import {
   combineUpdates,
@@ -286,7 +287,7 @@ export class SessionRecords {
         fresh = true;
         continue;
       }
-      const json = stampedJson(merged);
+      const json = splicedJson(current, envelope, sets, deletes) ?? stampedJson(merged);
       // (UTF-8 is at most 3 bytes per UTF-16 unit: most sessions need no count)
       if (json.length * 3 > this.maxSize && Buffer.byteLength(json) > this.maxSize) {
         // merged into the value this process last saw: another instance may have made the session smaller since

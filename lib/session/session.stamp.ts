@@ -24,6 +24,12 @@ const HEAD_STAMP = '{"v":"/';
 const processTag = randomBytes(6).toString('base64url');
 let writes = 0;
 
+/** A new stamp as the last field of a session's JSON: `,"v":"/<token>"}` (session.splice.ts). */
+export function newStamp(): string {
+  writes = writes === Number.MAX_SAFE_INTEGER ? 0 : writes + 1;
+  return `,"v":"/${processTag}${writes.toString(36)}"}`;
+}
+
 /**
  * `envelope` as stored: its JSON, stamped with a token no other write carries. One JSON.stringify of an object with
  * the stamp as its last field (a token needs no escaping), not the JSON cut and joined to the stamp: that made a
