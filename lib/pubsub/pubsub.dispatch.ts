@@ -5,16 +5,29 @@ import { ThrottledWarning } from '../common/throttled-logger.js';
 import type { MessageEnvelopes } from './pubsub.envelope.js';
 import { isThenable, type MessageHandler, type MessageMeta } from './pubsub.types.js';
 
+/** What our envelope adds to a payload at most (`rtk1:`, the id, the time, two colons), in characters. */
+const ENVELOPE_CHARS = 64;
+
 /** Hands a received message to the handlers of its subscription: deserialized once, shared by every handler. */
 export class MessageDispatcher {
   private readonly handlerWarning: ThrottledWarning;
+
+  /**
+   * The longest message read, in characters: pubsub.maxMessageBytes plus the envelope. A string never has more
+   * characters than UTF-8 bytes, so every message our publish sends fits, and a longer one is over the limit in bytes
+   * too: it is dropped before the envelope is read or the payload parsed (a foreign PUBLISH of 30 MB would otherwise be
+   * parsed whole, blocking the event loop, and handed to every handler).
+   */
+  private readonly maxChars: number;
 
   constructor(
     private readonly envelopes: MessageEnvelopes,
     private readonly serializer: Serializer,
     private readonly logger: Logger,
+    maxMessageBytes: number,
   ) {
-    this.handlerWarning = new ThrottledWarning(logger, 5_000, () => 'unreadable pub/sub messages dropped');
+    this.handlerWarning = new ThrottledWarning(logger, 5_000, () => 'unreadable or too large pub/sub messages dropped');
+    this.maxChars = maxMessageBytes + ENVELOPE_CHARS;
   }
 
   /** At shutdown: the pending count of its warnings is logged now, and no timer outlives the app. */
@@ -34,6 +47,14 @@ export class MessageDispatcher {
     message: string,
     pattern?: string,
   ): void {
+    if (message.length > this.maxChars) {
+      this.drop(
+        `dropped a message of ${message.length} characters on ${redisChannel}: more than pubsub.maxMessageBytes ` +
+          `(${this.maxChars - ENVELOPE_CHARS}) allows`,
+        'too-large',
+      );
+      return;
+    }
     let payload: unknown;
     let meta: MessageMeta;
     try {
@@ -42,15 +63,7 @@ export class MessageDispatcher {
       meta = { id: parsed.id, ts: parsed.ts };
       if (pattern !== undefined) meta.pattern = pattern;
     } catch (err) {
-      this.handlerWarning.warn(
-        `dropped a message on ${redisChannel} that could not be read: ${(err as Error).message}`,
-      );
-      diagnose('pubsubDrop', () => ({
-        feature: 'pubsub',
-        operation: 'drop',
-        outcome: 'dropped',
-        reason: 'unreadable',
-      }));
+      this.drop(`dropped a message on ${redisChannel} that could not be read: ${(err as Error).message}`, 'unreadable');
       return;
     }
     const count = handlers.size;
@@ -64,6 +77,11 @@ export class MessageDispatcher {
         this.handlerFailed(name, err);
       }
     }
+  }
+
+  private drop(warning: string, reason: 'unreadable' | 'too-large'): void {
+    this.handlerWarning.warn(warning);
+    diagnose('pubsubDrop', () => ({ feature: 'pubsub', operation: 'drop', outcome: 'dropped', reason }));
   }
 
   private handlerFailed(name: string, err: unknown): void {

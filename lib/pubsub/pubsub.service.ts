@@ -84,7 +84,7 @@ export class PubSubService implements OnModuleDestroy {
     // Sharded: no patterns there, and ioredis rebuilds the SSUBSCRIBE connections itself (SubscriberReconnects).
     this.reconnects = new SubscriberReconnects(this.logger, this.sharded ? undefined : (c) => this.refused.restore(c));
     this.streams = new DurableStreams(connection, serializer, this.logger);
-    this.dispatcher = new MessageDispatcher(this.envelopes, serializer, this.logger);
+    this.dispatcher = new MessageDispatcher(this.envelopes, serializer, this.logger, this.options.maxMessageBytes);
     this.pending = new PendingSubscriptions(
       connection.client,
       this.logger,

@@ -82,8 +82,8 @@ describe('warnings counted before app.close() are logged at close, not by a time
     await sleep(200);
     expect(dropped()).toHaveLength(1);
     await app.close();
-    expect(countLines(warnings, 'unreadable pub/sub messages dropped')).toEqual([
-      'unreadable pub/sub messages dropped: 2 more since the last warning, not logged one by one',
+    expect(countLines(warnings, 'unreadable or too large pub/sub messages dropped')).toEqual([
+      'unreadable or too large pub/sub messages dropped: 2 more since the last warning, not logged one by one',
     ]);
   });
 
