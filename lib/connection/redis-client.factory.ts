@@ -1,6 +1,7 @@
 import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls';
 import { Cluster, Redis, type ClusterOptions, type Command, type RedisOptions } from 'ioredis';
 import type { RedisClient } from '../common/lua-script.js';
+import { afterPoll } from '../common/timeout.js';
 import type {
   RedisClusterConnection,
   RedisConnectionOptions,
@@ -50,12 +51,44 @@ function baseOptions(tuning: ClientTuning): RedisOptions {
 
 const COMMAND_TIMED_OUT = 'Command timed out';
 
+/** ioredis's Command with the field its own `setTimeout` arms once and every settlement clears (`_clearTimers`). */
+interface TimedCommand {
+  _commandTimeoutTimer?: NodeJS.Timeout;
+}
+
+/**
+ * The toolkit's per-command timer in place of ioredis's (which `Command#setTimeout` skips once this field is set, and
+ * which the command's settlement clears, as for its own): no more allocation per command than ioredis's. ioredis's
+ * verdict ran in the timers phase, so after the event loop was blocked past commandTimeout it rejected a command whose
+ * reply was already waiting in the socket (Node reads sockets in the poll phase, after the due timers). This one
+ * defers the verdict to the check phase of that turn (setImmediate), after the poll phase has read the socket: a
+ * command still pending then is rejected as ioredis did (`Command timed out`, through `command.reject`); `onTimeout`
+ * (the connection's reset) runs after.
+ */
+function armCommandTimeout(command: Command, ms: number, onTimeout: (() => void) | undefined): void {
+  (command as unknown as TimedCommand)._commandTimeoutTimer = setTimeout(() => {
+    if (!command.isSettled) afterPoll(() => timeOut(command, onTimeout));
+  }, ms);
+}
+
+function timeOut(command: Command, onTimeout: (() => void) | undefined): void {
+  if (command.isSettled) return;
+  command.reject(new Error(COMMAND_TIMED_OUT));
+  onTimeout?.();
+}
+
+const armed = (command: Command): boolean => (command as unknown as TimedCommand)._commandTimeoutTimer !== undefined;
+
 /**
  * ioredis leaves a command that hit commandTimeout in its reply queue. If its request never reached Redis (a lost
  * packet, a half-dead route), its reply never comes and every later reply is matched to the command before it:
  * forever, and in a burst to the wrong caller (one user's session handed to another). So a timeout on a ready
  * connection drops that connection; every command in flight is rejected and the reconnect starts a clean reply stream.
  * A cluster gets the same guard on each node connection it opens.
+ *
+ * Each command sent on the connection gets the toolkit's timer (armCommandTimeout: a reply read right after a stall is
+ * in time) for the connection's `commandTimeout`, unless one was armed before it came here (a cluster's, for a command
+ * it queued; another node's, before a redirect): a timeout of that one drops this connection too.
  */
 export function resetOnCommandTimeout<T extends RedisClient>(client: T): T {
   if (client instanceof Cluster) {
@@ -64,16 +97,21 @@ export function resetOnCommandTimeout<T extends RedisClient>(client: T): T {
   }
   const redis = client as Redis;
   const send = redis.sendCommand.bind(redis);
+  const reset = () => {
+    if (redis.status === 'ready') redis.disconnect(true);
+  };
   const onFailure = (err: unknown) => {
-    if (err instanceof Error && err.message === COMMAND_TIMED_OUT && redis.status === 'ready') redis.disconnect(true);
+    if (err instanceof Error && err.message === COMMAND_TIMED_OUT) reset();
   };
   redis.sendCommand = ((command: Command, stream?: Parameters<Redis['sendCommand']>[1]) => {
     // A command that already timed out before reaching this connection (queued in a cluster while it was down) says
     // nothing about this connection; only a timeout that happens while the command is here does.
-    const settledBefore = command.isSettled;
-    const result = send(command, stream);
-    if (!settledBefore) command.promise.catch(onFailure);
-    return result;
+    if (!command.isSettled) {
+      const ms = redis.options.commandTimeout;
+      if (armed(command)) command.promise.catch(onFailure);
+      else if (typeof ms === 'number') armCommandTimeout(command, ms, reset);
+    }
+    return send(command, stream);
   }) as Redis['sendCommand'];
   return client;
 }
@@ -152,15 +190,32 @@ function createClusterClient(c: RedisClusterConnection, tuning: ClientTuning): C
 
 /**
  * ioredis applies `commandTimeout` only once a command reaches a node; a command queued while the cluster itself is
- * down or failing over would wait forever. Starting the (idempotent, set-once) timer when the cluster first sees the
- * command bounds every call.
+ * down or failing over would wait forever. A command the cluster did not hand to a node connection at once (whose
+ * own guard armed the timer: resetOnCommandTimeout) gets the toolkit's timer here, so every call is bounded.
  */
 function enforceCommandTimeout(cluster: Cluster, ms: number): void {
   const send = cluster.sendCommand.bind(cluster);
   cluster.sendCommand = (command: Parameters<Cluster['sendCommand']>[0], ...rest: unknown[]) => {
-    command.setTimeout(ms);
+    const result = send(command, ...(rest as []));
+    if (!command.isSettled && !armed(command)) armCommandTimeout(command, ms, undefined);
+    return result;
+  };
+}
+
+/**
+ * A cluster's subscriber connections (ioredis's own, not `+node` connections) would arm ioredis's timer: the toolkit's
+ * is armed when the ready cluster hands the command on; one it queues meanwhile is armed when it is sent from the
+ * queue (as ioredis did: not bounded while queued at the cluster).
+ */
+export function timeSubscriberCommands(cluster: Cluster): Cluster {
+  const ms = cluster.options.redisOptions?.commandTimeout;
+  if (typeof ms !== 'number') return cluster;
+  const send = cluster.sendCommand.bind(cluster);
+  cluster.sendCommand = (command: Parameters<Cluster['sendCommand']>[0], ...rest: unknown[]) => {
+    if (cluster.status === 'ready' && !command.isSettled && !armed(command)) armCommandTimeout(command, ms, undefined);
     return send(command, ...(rest as []));
   };
+  return cluster;
 }
 
 /** Creates the client the options describe; `null` for `{ client }`, which the caller uses as it is. */

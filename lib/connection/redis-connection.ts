@@ -25,6 +25,7 @@ import {
   describeConnection,
   reconnectDelay,
   resetOnCommandTimeout,
+  timeSubscriberCommands,
   unverifiedTls,
   type ClientTuning,
 } from './redis-client.factory.js';
@@ -180,7 +181,9 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
     // first subscription is what makes a lazy subscriber connect at all.
     const duplicate =
       client instanceof Cluster
-        ? client.duplicate(undefined, { enableOfflineQueue: true, shardedSubscribers: options.sharded === true })
+        ? timeSubscriberCommands(
+            client.duplicate(undefined, { enableOfflineQueue: true, shardedSubscribers: options.sharded === true }),
+          )
         : client.duplicate({ enableOfflineQueue: true });
     return this.own(resetOnCommandTimeout(duplicate), options.sharded ? 'sharded subscriber' : 'subscriber');
   }
