@@ -58,20 +58,30 @@ export class CacheEntryStore {
    * its tags was invalidated after `startedAt` (the value was loaded before the invalidation), nothing is stored.
    * The key lives until `keepUntil` (the stale horizon plus the grace period).
    */
-  async write(
+  write(
     redisKey: string,
     entry: CacheEntry,
     raw: string,
     startedAt: number,
     keepUntil = entry.staleUntil,
   ): Promise<boolean> {
+    return entry.tags.length === 0
+      ? this.writeUntagged(redisKey, entry, raw, keepUntil)
+      : this.writeTagged(redisKey, entry, raw, startedAt, keepUntil);
+  }
+
+  private async writeTagged(
+    redisKey: string,
+    entry: CacheEntry,
+    raw: string,
+    startedAt: number,
+    keepUntil: number,
+  ): Promise<boolean> {
     let version = 0;
     const stored = await this.failures.run('set', async () => {
       const now = Date.now();
-      if (entry.tags.length > 0) {
-        const added = await Promise.all(entry.tags.map((t) => this.tags.add(t, redisKey, keepUntil, startedAt, now)));
-        if (added.includes(0)) return false;
-      }
+      const added = await Promise.all(entry.tags.map((t) => this.tags.add(t, redisKey, keepUntil, startedAt, now)));
+      if (added.includes(0)) return false;
       // Noted as the SET is sent: an invalidation after it (a del, maybe run by Redis after the SET) keeps it out of
       // L1; the writes of one key run in the order sent, and the last one sent fills L1 last.
       version = this.l1?.version ?? 0;
@@ -83,6 +93,30 @@ export class CacheEntryStore {
       if (kept) this.l1.remember(redisKey, kept, version);
     }
     return stored;
+  }
+
+  /**
+   * `write` of an entry without tags: the SET alone, without failures.run's two async frames (a cold miss's store
+   * sits between the loader's end and its callers' answers).
+   */
+  private writeUntagged(redisKey: string, entry: CacheEntry, raw: string, keepUntil: number): Promise<boolean> {
+    try {
+      this.failures.assertReady('set');
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    // Noted as the SET is sent (see write).
+    const version = this.l1?.version ?? 0;
+    return this.connection.client.set(redisKey, raw, 'PX', Math.max(1, keepUntil - Date.now())).then(
+      () => {
+        const kept = this.l1 && this.asStored(redisKey, entry, raw);
+        if (kept) this.l1?.remember(redisKey, kept, version);
+        return true;
+      },
+      (err: unknown) => {
+        throw this.failures.classify(err, 'set');
+      },
+    );
   }
 
   /**

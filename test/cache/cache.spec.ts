@@ -1,5 +1,6 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
+import type { Command } from 'ioredis';
 import {
   CacheLoadTimeoutError,
   CacheService,
@@ -176,21 +177,31 @@ describe.each(['single', 'cluster'] as const)('CacheService on %s', (target) => 
     const a = await cacheApp(target, {}, keyPrefix);
     const b = await cacheApp(target, {}, keyPrefix);
     // Another instance stores the value between A's first read (a miss) and A's lock: on one server the lock and the
-    // re-read go in one pipeline, on a cluster the lock is a SET NX of its own; the store is slipped in before either.
-    const hooked = a.client as unknown as Record<'pipeline' | 'set', (...args: unknown[]) => unknown>;
-    const method = target === 'single' ? 'pipeline' : 'set';
-    const original = hooked[method].bind(a.client);
+    // re-read go in one socket write (sent with sendCommand, the socket corked), on a cluster the lock is a SET NX of
+    // its own; the store is slipped in before either (on one server, A's commands wait for it, in their order).
     let slipped = false;
-    hooked[method] = (...args: unknown[]) => {
-      if (slipped || (method === 'set' && !args.includes('NX'))) return original(...args);
-      slipped = true;
-      const sent = b.cache.set('reread', 'from-b');
-      if (method === 'set') return sent.then(() => original(...args));
-      const pipeline = original(...args) as { exec: () => Promise<unknown> };
-      const exec = pipeline.exec.bind(pipeline);
-      pipeline.exec = () => sent.then(exec);
-      return pipeline;
-    };
+    if (target === 'single') {
+      const client = a.client as unknown as { sendCommand: (command: Command, ...rest: unknown[]) => unknown };
+      const original = client.sendCommand.bind(a.client);
+      let queue: Promise<unknown> | undefined;
+      client.sendCommand = (command: Command, ...rest: unknown[]) => {
+        if (!slipped && command.name === 'set' && command.args.includes('NX')) {
+          slipped = true;
+          queue = b.cache.set('reread', 'from-b');
+        }
+        if (queue === undefined) return original(command, ...rest);
+        queue = queue.then(() => original(command, ...rest));
+        return command.promise;
+      };
+    } else {
+      const hooked = a.client as unknown as Record<'set', (...args: unknown[]) => Promise<unknown>>;
+      const original = hooked.set.bind(a.client);
+      hooked.set = (...args: unknown[]) => {
+        if (slipped || !args.includes('NX')) return original(...args);
+        slipped = true;
+        return b.cache.set('reread', 'from-b').then(() => original(...args));
+      };
+    }
     let loads = 0;
     const got = await a.cache.getOrSetWithStatus('reread', () => (loads++, 'from-a'));
     expect(slipped).toBe(true);
