@@ -3,6 +3,7 @@ import { InvalidOptionsError } from '../common/errors.js';
 import { durationProblem, isDuration } from '../common/option-checks.js';
 import { MAX_TIMER_MS } from '../common/timeout.js';
 import type { LockRetryOptions } from './lock.options.js';
+import { monotonicNow } from './lock.clock.js';
 
 /** Owner tokens: 128 random bits, base64url. Drawn from a pooled buffer (one getrandom call per 256 tokens). */
 let pool = Buffer.alloc(0);
@@ -39,7 +40,11 @@ export function retryPauseProblem(retry: { delay?: unknown; jitter?: unknown }):
   );
 }
 
-/** How long an acquisition keeps trying: `retry.count` more attempts, or until `deadline` when `waitMs` was given. */
+/**
+ * How long an acquisition keeps trying: `retry.count` more attempts, or until `deadline` when `waitMs` was given.
+ * Both times are on the monotonic clock (monotonicNow): a wall clock stepped back an hour made a `waitMs: 5_000` wait
+ * retry for an hour and five seconds, one stepped forward gave it up at once.
+ */
 export interface RetryPlan {
   readonly retry: Required<LockRetryOptions>;
   readonly startedAt: number;
@@ -57,7 +62,7 @@ export function planRetries(
   if (waitMs !== undefined && (typeof waitMs !== 'number' || !Number.isFinite(waitMs) || waitMs < 0)) {
     throw new InvalidOptionsError(`waitMs must be a non-negative number of milliseconds, got ${String(waitMs)}`);
   }
-  const startedAt = Date.now();
+  const startedAt = monotonicNow();
   return { retry, startedAt, deadline: waitMs === undefined ? undefined : startedAt + waitMs };
 }
 
@@ -72,12 +77,12 @@ export function nextPause(plan: RetryPlan, attempt: number): number | undefined 
   // at most what a timer keeps (planRetries refuses more; options built by hand skip that check)
   const pause = Math.min(Math.round(retry.delay + Math.random() * retry.jitter), MAX_TIMER_MS);
   if (deadline === undefined) return attempt >= retry.count ? undefined : pause;
-  const left = deadline - Date.now();
-  return left <= 0 ? undefined : Math.min(pause, left);
+  const left = deadline - monotonicNow();
+  return left <= 0 ? undefined : Math.min(pause, Math.ceil(left)); // whole ms: the monotonic clock has fractions
 }
 
 export const describeAttempts = (plan: RetryPlan, attempt: number): string =>
-  `${attempt + 1} attempt${attempt === 0 ? '' : 's'} in ${Date.now() - plan.startedAt} ms`;
+  `${attempt + 1} attempt${attempt === 0 ? '' : 's'} in ${Math.round(monotonicNow() - plan.startedAt)} ms`;
 
 export function checkRetry(retry: LockRetryOptions | undefined): Partial<LockRetryOptions> {
   if (retry === undefined) return {};

@@ -1,6 +1,7 @@
 import { InvalidOptionsError, LockLostError, RedisUnavailableError } from '../common/errors.js';
 import { clearLongTimeout, type LongTimer, setLongTimeout } from '../common/timeout.js';
 import type { LockShutdown } from './lock.shutdown.js';
+import { monotonicNow, msLeft } from './lock.clock.js';
 
 export interface AutoExtendOptions {
   /**
@@ -21,7 +22,10 @@ export interface AutoExtendOptions {
 export interface ExtendableLease {
   readonly resource: string;
   readonly ttl: number;
+  /** Epoch ms, for the messages. */
   readonly expiresAt: number;
+  /** The lease's end on the monotonic clock (lock.clock.ts): what the extensions and the watchdog are timed by. */
+  readonly validUntil: number;
   extend(ms?: number): Promise<void>;
 }
 
@@ -85,7 +89,9 @@ const MIN_EXTENSION_GAP = 0.1;
 /**
  * Keeps `lease` alive: extends it by its ttl whenever `threshold` ms (default two thirds of what an extension gives)
  * or fewer are left. A refused extension loses it at once; when Redis does not answer, it retries sooner until the
- * lease would expire, and a watchdog at `expiresAt` loses it then. `lost` is called once, before the signal aborts.
+ * lease would expire, and a watchdog at its end loses it then. `lost` is called once, before the signal aborts. Every
+ * time here is on the monotonic clock: timed by the wall clock, a step back an hour put the next extension an hour
+ * away (the lock expired in Redis unseen, the signal never aborted) and a step forward lost it at once.
  *
  * What an extension gives (`span`) is the ttl on one server but less on a quorum: its validity, the ttl minus the
  * drift allowance. The lead is taken from the span, not the ttl: with driftFactor 0.4 the validity of a 3 s lock is
@@ -104,7 +110,7 @@ export function startAutoExtension(
   shutdown?: LockShutdown,
 ): AutoExtension {
   const controller = new AbortController();
-  let span = Math.min(lease.ttl, lease.expiresAt - Date.now());
+  let span = Math.min(lease.ttl, msLeft(lease));
   const leadTime = (): number => Math.min(threshold ?? (span * 2) / 3, span * (1 - MIN_EXTENSION_GAP));
   let stopped = false;
   let extendTimer: LongTimer | undefined;
@@ -130,23 +136,23 @@ export function startAutoExtension(
     clearLongTimeout(watchdog);
     watchdog = setLongTimeout(
       () => lose(new LockLostError(`the lock on "${lease.resource}" expired before it could be extended`)),
-      Math.max(0, lease.expiresAt - Date.now()),
+      Math.max(0, Math.ceil(msLeft(lease))), // whole ms (see nextPause), never before the lease's end
     );
   };
   const schedule = (delay: number): void => {
     extendTimer = setLongTimeout(
       () => {
-        const sentAt = Date.now();
+        const sentAt = monotonicNow();
         lease.extend(lease.ttl).then(
           () => {
             if (stopped) return;
-            span = lease.expiresAt - sentAt;
+            span = lease.validUntil - sentAt;
             armWatchdog();
-            schedule(lease.expiresAt - Date.now() - leadTime());
+            schedule(msLeft(lease) - leadTime());
           },
           (err: unknown) => {
             if (stopped) return;
-            const left = lease.expiresAt - Date.now();
+            const left = msLeft(lease);
             if (err instanceof RedisUnavailableError && left > 0) {
               // Not lost yet: try again soon; the watchdog loses it if no extension lands before it would expire.
               warn(`extending the lock on "${lease.resource}" failed, retrying: ${err.message}`);
@@ -161,7 +167,7 @@ export function startAutoExtension(
     );
   };
   armWatchdog();
-  schedule(lease.expiresAt - Date.now() - leadTime());
+  schedule(msLeft(lease) - leadTime());
   offClose = shutdown?.onClose(() =>
     lose(
       new LockLostError(

@@ -10,13 +10,12 @@ import { firstNodeUp, type QuorumWake, RELEASED_UNPUBLISHED, wakingRelease } fro
 import type { LockFailures } from './lock.shutdown.js';
 import { ACQUIRE_MANY, EXTEND, HAND_OVER, RAISE_FENCE, RELEASE_MANY } from './lock.scripts.js';
 import { FIRST_ATTEMPT_GRANT, grantTokenOf, type LockKeys } from './lock.keys.js';
+import { type LeaseEnd, leaseFrom, monotonicNow, sentNow } from './lock.clock.js';
 
 export { FIRST_ATTEMPT_GRANT, grantField, type LockKeys, lockKeysOf } from './lock.keys.js';
-
-export interface Acquired {
+/** When the lock is safely ours until (conservative: measured from before the request was sent), on both clocks. */
+export interface Acquired extends LeaseEnd {
   fencingToken: number;
-  /** Epoch ms until which the lock is safely ours (conservative: measured from before the request was sent). */
-  expiresAt: number;
 }
 
 /**
@@ -34,10 +33,13 @@ export interface LockBackend {
    * no lock is taken, and the result is non-null when a release had already granted the lock to the wait.
    */
   tryAcquire(keys: LockKeys, token: string, ttl: number, waiter?: string, grant?: string): Promise<Acquired | null>;
-  /** New expiresAt. */
-  extend(keys: LockKeys, token: string, ttl: number): Promise<number>;
-  /** `expiresAt`: the holder's own expiry (a backend that cannot tell an expired entry from a held one uses it). */
-  release(keys: LockKeys, token: string, expiresAt?: number): Promise<void>;
+  /** The lease's new end. */
+  extend(keys: LockKeys, token: string, ttl: number): Promise<LeaseEnd>;
+  /**
+   * `validUntil`: the holder's own end of the lease on the monotonic clock (a backend that cannot tell an expired
+   * entry from a held one uses it).
+   */
+  release(keys: LockKeys, token: string, validUntil?: number): Promise<void>;
   /**
    * Takes `waiter` (a service id alone: a release wakes it) out of the lock's waiting services on every server, once
    * its service gave the wait up (LockWakeups.stopWaiting). Best effort: an entry left costs the waiters one poll.
@@ -219,7 +221,7 @@ export class SingleLockBackend implements LockBackend {
   readonly nodes = 1;
   private readonly calls: LockCalls;
   /** Locks a failed call may hold, released when the connection is back (see releaseUnknown). */
-  private readonly unknown = new Map<string, { keys: LockKeys; expiresAt: number }>();
+  private readonly unknown = new Map<string, { keys: LockKeys; validUntil: number }>();
 
   /** `failures`: the lock service's failure policy (fail closed: every failure is thrown, counted and logged). */
   constructor(
@@ -231,7 +233,7 @@ export class SingleLockBackend implements LockBackend {
   }
 
   async tryAcquire(keys: LockKeys, token: string, ttl: number, waiter = '', grant = ''): Promise<Acquired | null> {
-    const startedAt = Date.now();
+    const sent = sentNow();
     let fence: number;
     try {
       fence = await this.failures.guard(`acquire on "${keys.resource}"`, () =>
@@ -241,40 +243,40 @@ export class SingleLockBackend implements LockBackend {
       // The SET may have run before the reply was lost: do not leave a lock nobody owns for a whole ttl. Nor a grant
       // to the wait, which this attempt may have taken over or may still get (its service ends the wait: LockGrants).
       if (err instanceof RedisUnavailableError) {
-        this.releaseUnknown(keys, token, startedAt + ttl);
-        if (grant && grant !== FIRST_ATTEMPT_GRANT) this.releaseUnknown(keys, grantTokenOf(grant), startedAt + ttl);
+        this.releaseUnknown(keys, token, sent.tick + ttl);
+        if (grant && grant !== FIRST_ATTEMPT_GRANT) this.releaseUnknown(keys, grantTokenOf(grant), sent.tick + ttl);
       }
       throw err;
     }
-    return fence > 0 ? { fencingToken: fence, expiresAt: startedAt + ttl } : null;
+    return fence > 0 ? { fencingToken: fence, ...leaseFrom(sent, ttl) } : null;
   }
 
   /** Passes the lock from `token` to `nextToken` atomically (the lock never becomes free in between). */
   async handOver(keys: LockKeys, token: string, nextToken: string, ttl: number): Promise<Acquired> {
-    const startedAt = Date.now();
+    const sent = sentNow();
     let fence: number;
     try {
       fence = await this.failures.guard(`release of "${keys.resource}"`, () =>
         HAND_OVER.run(this.client, [keys.lock, keys.fence], [token, nextToken, ttl]),
       );
     } catch (err) {
-      if (err instanceof RedisUnavailableError) this.releaseUnknown(keys, nextToken, startedAt + ttl);
+      if (err instanceof RedisUnavailableError) this.releaseUnknown(keys, nextToken, sent.tick + ttl);
       throw err;
     }
     if (fence <= 0) throw lost(keys, 'release');
-    return { fencingToken: fence, expiresAt: startedAt + ttl };
+    return { fencingToken: fence, ...leaseFrom(sent, ttl) };
   }
 
   /**
    * A call that may have taken the lock for `token` failed (timeout, connection lost): the SET may have run before
    * the reply was lost. Release it now, or, when Redis cannot be reached (a timeout resets the connection), as soon
    * as the connection is ready again, unless the lock would have expired by then anyway. So a lock nobody owns is
-   * not left for its whole ttl.
+   * not left for its whole ttl. `validUntil`: when it would have expired, on the monotonic clock.
    */
-  private releaseUnknown(keys: LockKeys, token: string, expiresAt: number): void {
+  private releaseUnknown(keys: LockKeys, token: string, validUntil: number): void {
     this.passOn(keys, token).catch(() => {
-      if (Date.now() >= expiresAt || this.unknown.size >= MAX_UNKNOWN_LOCKS) return; // the rest expire with their ttl
-      this.unknown.set(token, { keys, expiresAt });
+      if (monotonicNow() >= validUntil || this.unknown.size >= MAX_UNKNOWN_LOCKS) return; // they expire with their ttl
+      this.unknown.set(token, { keys, validUntil });
       if (this.unknown.size === 1) this.client.once('ready', () => this.releaseUnknownNow());
     });
   }
@@ -282,18 +284,18 @@ export class SingleLockBackend implements LockBackend {
   private releaseUnknownNow(): void {
     const pending = [...this.unknown];
     this.unknown.clear();
-    for (const [token, { keys, expiresAt }] of pending) {
-      if (Date.now() < expiresAt) this.releaseUnknown(keys, token, expiresAt);
+    for (const [token, { keys, validUntil }] of pending) {
+      if (monotonicNow() < validUntil) this.releaseUnknown(keys, token, validUntil);
     }
   }
 
-  async extend(keys: LockKeys, token: string, ttl: number): Promise<number> {
-    const startedAt = Date.now();
+  async extend(keys: LockKeys, token: string, ttl: number): Promise<LeaseEnd> {
+    const sent = sentNow();
     const extended = await this.failures.guard(`extend of "${keys.resource}"`, () =>
       EXTEND.run(this.client, [keys.lock], [token, ttl]),
     );
     if (extended !== 1) throw lost(keys, 'extend');
-    return startedAt + ttl;
+    return leaseFrom(sent, ttl);
   }
 
   async release(keys: LockKeys, token: string): Promise<void> {
@@ -363,10 +365,10 @@ export class QuorumLockBackend implements LockBackend {
         return this.quorum.syncFences(fences, raise, deadline);
       },
     );
-    return won ? { fencingToken, expiresAt: won.expiresAt } : null;
+    return won ? { fencingToken, expiresAt: won.expiresAt, validUntil: won.validUntil } : null;
   }
 
-  async extend(keys: LockKeys, token: string, ttl: number): Promise<number> {
+  async extend(keys: LockKeys, token: string, ttl: number): Promise<LeaseEnd> {
     try {
       return await this.quorum.extend(`extend the lock on "${keys.resource}"`, ttl, (c) =>
         EXTEND.run(c, [keys.lock], [token, ttl]),

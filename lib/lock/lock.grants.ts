@@ -3,6 +3,7 @@ import { FEATURES, type KeyBuilder } from '../common/keys.js';
 import { PendingLeaves } from './lock.pending-leaves.js';
 import { FIRST_ATTEMPT_GRANT, grantField, type LockBackend, type LockKeys, lockKeysOf } from './lock.backend.js';
 import type { Lock } from './lock.js';
+import { type LeaseEnd, leaseFrom, monotonicNow, type SentAt, sentNow } from './lock.clock.js';
 import type { LocalWaiters } from './lock.waiters.js';
 
 /** A service's wait for one lock: a release grants the lock to its token, with its ttl (release-many.lua). */
@@ -10,8 +11,8 @@ export interface Wait {
   readonly keys: LockKeys;
   readonly token: string;
   readonly ttl: number;
-  /** Epoch ms before its first attempt was sent: a grant comes later, so the lock is ours until at least this + ttl. */
-  readonly since: number;
+  /** Before its first attempt was sent: a grant comes later, so the lock is ours until at least this + ttl. */
+  readonly since: SentAt;
   /** Its attempts asking Redis now: a grant that arrives meanwhile is kept for their busy replies. */
   attempts: number;
 }
@@ -36,7 +37,7 @@ export interface GrantContext {
   /** The service's callers waiting for a lock, oldest first. */
   readonly waiters: LocalWaiters;
   /** A lock the service now holds: reported, and known as held there. */
-  hold(keys: LockKeys, token: string, fence: number, expiresAt: number, ttl: number): Lock;
+  hold(keys: LockKeys, token: string, fence: number, end: LeaseEnd, ttl: number): Lock;
   warn(message: string): void;
 }
 
@@ -90,7 +91,7 @@ export class LockGrants {
         this.waiting.clear();
         this.early.clear();
       }
-      wait = { keys, token, ttl, since: Date.now(), attempts: 0 };
+      wait = { keys, token, ttl, since: sentNow(), attempts: 0 };
       this.waiting.set(keys.lock, wait);
     }
     wait.attempts++;
@@ -220,17 +221,17 @@ export class LockGrants {
   private async lockFor(wait: Wait, fence: number, ttl: number): Promise<Lock> {
     const { keys, token } = wait;
     const { backend } = this.service;
-    let expiresAt = wait.since + wait.ttl;
-    if (ttl !== wait.ttl || Date.now() - wait.since > ttl / 10) {
+    let end = leaseFrom(wait.since, wait.ttl);
+    if (ttl !== wait.ttl || monotonicNow() - wait.since.tick > ttl / 10) {
       try {
-        expiresAt = await backend.extend(keys, token, ttl);
+        end = await backend.extend(keys, token, ttl);
       } catch (err) {
         backend.release(keys, token).catch(noop);
         throw err;
       }
     }
     // others wait for it: its release passes it on, and goes early (LockCalls.release)
-    return this.service.hold({ ...keys, contended: true }, token, fence, expiresAt, ttl);
+    return this.service.hold({ ...keys, contended: true }, token, fence, end, ttl);
   }
 }
 

@@ -6,6 +6,7 @@ import { newToken, nextFenceFloor, ttlOf } from './lock.attempts.js';
 import { autoExtendOptions, checkAutoExtend, checkExtensionThreshold } from './lock.auto-extend.js';
 import type { Acquired, LockBackend, LockKeys } from './lock.backend.js';
 import { Lock, type LockOwner } from './lock.js';
+import { type LeaseEnd, leaseFrom, sentNow } from './lock.clock.js';
 import {
   acquireWithRetries,
   type LeaseAcquireOptions,
@@ -54,7 +55,7 @@ export class MultiLock extends Lock {
     /** The resources, in the order the lock was taken (sorted by key). */
     readonly resources: readonly string[],
   ) {
-    super(owner, keys, token, Math.max(...acquired.fencingTokens), acquired.expiresAt, ttl, 'multi');
+    super(owner, keys, token, Math.max(...acquired.fencingTokens), acquired, ttl, 'multi');
     this.fencingTokens = Object.fromEntries(resources.map((r, i) => [r, acquired.fencingTokens[i]]));
   }
 
@@ -109,9 +110,10 @@ class MultiBackend implements LockBackend {
       const fencingTokens = multi.all.map((_, j) =>
         Math.max(...won.outcomes.map((o) => (o?.ok && o.value.length > j ? o.value[j] : 0))),
       );
-      return { fencingTokens, fencingToken: Math.max(...fencingTokens), expiresAt: won.expiresAt };
+      const { expiresAt, validUntil } = won;
+      return { fencingTokens, fencingToken: Math.max(...fencingTokens), expiresAt, validUntil };
     }
-    const startedAt = Date.now();
+    const sent = sentNow();
     let fences: number[] | null;
     try {
       fences = await this.ctx.failures.guard(what, () =>
@@ -125,7 +127,7 @@ class MultiBackend implements LockBackend {
       throw err;
     }
     if (!fences || fences.length !== multi.all.length) return null;
-    return { fencingTokens: fences, fencingToken: Math.max(...fences), expiresAt: startedAt + ttl };
+    return { fencingTokens: fences, fencingToken: Math.max(...fences), ...leaseFrom(sent, ttl) };
   }
 
   /** Cluster: one resource at a time in key order; the first busy one rolls back the ones taken. */
@@ -149,7 +151,7 @@ class MultiBackend implements LockBackend {
    * longer asks Redis), so the keys still ours are released here instead of staying held for their ttl (on a cluster
    * or a quorum some may even have been extended).
    */
-  async extend(keys: LockKeys, token: string, ttl: number): Promise<number> {
+  async extend(keys: LockKeys, token: string, ttl: number): Promise<LeaseEnd> {
     const multi = keys as MultiKeys;
     try {
       return await this.extendAll(multi, token, ttl);
@@ -171,21 +173,21 @@ class MultiBackend implements LockBackend {
     await gather(calls, () => false, this.ctx.commandTimeout);
   }
 
-  private async extendAll(multi: MultiKeys, token: string, ttl: number): Promise<number> {
+  private async extendAll(multi: MultiKeys, token: string, ttl: number): Promise<LeaseEnd> {
     const { quorum, client } = this.ctx;
     if (quorum) {
       return quorum.extend(`extend the lock on "${multi.resource}"`, ttl, (c) =>
         MULTI_EXTEND.runWithAnyKeys(c, this.locks(multi), [token, ttl]),
       );
     }
-    const startedAt = Date.now();
+    const sent = sentNow();
     const extended = await this.ctx.failures.guard(`extend of "${multi.resource}"`, async () =>
       client instanceof Cluster
         ? (await Promise.all(multi.all.map((k) => EXTEND.run(client, [k.lock], [token, ttl])))).every((e) => e === 1)
         : (await MULTI_EXTEND.runWithAnyKeys(client, this.locks(multi), [token, ttl])) === 1,
     );
     if (!extended) throw lostAll(multi, 'extend');
-    return startedAt + ttl;
+    return leaseFrom(sent, ttl);
   }
 
   async release(keys: LockKeys, token: string): Promise<void> {

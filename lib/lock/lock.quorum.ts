@@ -10,6 +10,7 @@ import { quorumTtlProblem, quorumValidity } from './lock.options.js';
 import { type NodeGate, quorumGates } from './lock.node-check.js';
 import { type NodeLeave, UnansweredLeave } from './lock.pending-leaves.js';
 import type { LockShutdown } from './lock.shutdown.js';
+import { type LeaseEnd, leaseFrom, monotonicNow, sentNow } from './lock.clock.js';
 
 export type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown } | undefined;
 
@@ -192,9 +193,11 @@ export class QuorumCalls {
   }
 
   /**
-   * Runs `call` on every node. Returns each node's answer and the expiry when a majority granted in time (and
-   * `confirm`, when given, agrees before the deadline); null when busy (after undoing it everywhere); throws
-   * RedisUnavailableError when too few nodes answered to decide.
+   * Runs `call` on every node. Returns each node's answer and the lease's end when a majority granted in time (and
+   * `confirm`, when given, agrees before the deadline, a monotonicNow() time); null when busy (after undoing it
+   * everywhere); throws RedisUnavailableError when too few nodes answered to decide. The time the calls took is
+   * measured on the monotonic clock: with the wall clock, a step back during the calls made an acquisition that took
+   * longer than its validity count as valid (a lock Redis may already have let go).
    */
   async acquire<T>(
     what: string,
@@ -204,9 +207,9 @@ export class QuorumCalls {
     undo: (client: Redis, node: number) => Promise<unknown>,
     confirm?: (outcomes: Outcome<T>[], deadline: number) => Promise<boolean>,
     quorum = this.quorum,
-  ): Promise<{ outcomes: Outcome<T>[]; expiresAt: number } | null> {
+  ): Promise<({ outcomes: Outcome<T>[] } & LeaseEnd) | null> {
     this.checkTtl(ttl, what);
-    const startedAt = Date.now();
+    const sent = sentNow();
     const budget = this.validity(ttl);
     const { nodes } = this;
     const isGrant = (o: Outcome<T>): boolean => o?.ok === true && granted(o.value);
@@ -216,9 +219,9 @@ export class QuorumCalls {
       (o) => count(o, isGrant) >= quorum || count(o, (x) => x !== undefined && !isGrant(x)) > nodes - quorum,
       Math.min(budget, this.commandTimeout),
     );
-    const expiresAt = startedAt + budget;
-    if (count(outcomes, isGrant) >= quorum && (!confirm || (await confirm(outcomes, expiresAt)))) {
-      if (expiresAt > Date.now()) return { outcomes, expiresAt };
+    const end = leaseFrom(sent, budget);
+    if (count(outcomes, isGrant) >= quorum && (!confirm || (await confirm(outcomes, end.validUntil)))) {
+      if (end.validUntil > monotonicNow()) return { outcomes, ...end };
     }
     // Undo where we may hold it: wait for the nodes that granted (so our partial hold does not block the next
     // attempt); a node that failed may have run the call before its reply was lost; one that has not answered yet is
@@ -255,7 +258,8 @@ export class QuorumCalls {
    * lock: `fences[node][resource]` is what each granting node drew (0 where a node did not grant). Each resource's
    * token is the largest its granting nodes drew; the granting nodes below it are raised to it (`raise`, an
    * owner-checked script answering 1) so that `quorum` nodes hold a counter >= every token — any later majority
-   * overlaps them and draws larger ones. True when that holds before `deadline` (at once when the nodes agree).
+   * overlaps them and draws larger ones. True when that holds before `deadline` (monotonicNow() time; at once when the
+   * nodes agree).
    */
   async syncFences(
     fences: number[][],
@@ -279,7 +283,7 @@ export class QuorumCalls {
     const raised = await gather(
       calls.map((c) => c.call),
       () => false,
-      Math.min(deadline - Date.now(), this.commandTimeout),
+      Math.min(Math.floor(deadline - monotonicNow()), this.commandTimeout),
     );
     raised.forEach((o, n) => {
       if (answered(o, 1)) atToken[calls[n].resource]++;
@@ -287,15 +291,15 @@ export class QuorumCalls {
     return enough();
   }
 
-  /** The new expiry when a majority extended in time; LockLostError when too many refused. */
+  /** The lease's new end when a majority extended in time (see acquire); LockLostError when too many refused. */
   async extend(
     what: string,
     ttl: number,
     call: (client: Redis, node: number) => Promise<number>,
     quorum = this.quorum,
-  ): Promise<number> {
+  ): Promise<LeaseEnd> {
     this.checkTtl(ttl, what);
-    const startedAt = Date.now();
+    const sent = sentNow();
     const budget = this.validity(ttl);
     const { nodes } = this;
     const outcomes = await gather(
@@ -303,8 +307,8 @@ export class QuorumCalls {
       (o) => count(o, (x) => answered(x, 1)) >= quorum || count(o, (x) => answered(x, 0)) > nodes - quorum,
       Math.min(budget, this.commandTimeout),
     );
-    const expiresAt = startedAt + budget;
-    if (count(outcomes, (o) => answered(o, 1)) >= quorum && expiresAt > Date.now()) return expiresAt;
+    const end = leaseFrom(sent, budget);
+    if (count(outcomes, (o) => answered(o, 1)) >= quorum && end.validUntil > monotonicNow()) return end;
     if (count(outcomes, (o) => answered(o, 0)) > nodes - quorum) {
       throw new LockLostError(`cannot ${what}: it expired or is held by another owner`);
     }

@@ -26,6 +26,8 @@ export const RELEASE_MANY = fencing<(number | string)[]>('lock_release_many', 'r
 export const WAKE = script<number>('lock_wake', 'wake', 2);
 /** Semaphore: prune expired holders, take a permit per caller of one tick while fewer than the limit hold one: 1/0. */
 export const SEMAPHORE_ACQUIRE = script<number[]>('semaphore_acquire', 'semaphore-acquire', 1);
+/** Semaphore: the unexpired holders, counted by the server's clock. */
+export const SEMAPHORE_HOLDERS = script<number>('semaphore_holders', 'semaphore-holders', 1);
 /** Semaphore: push a permit's expiry if still ours, or pass it to a new owner (a local waiter): 1, else 0. */
 export const SEMAPHORE_EXTEND = script<number>('semaphore_extend', 'semaphore-extend', 1);
 /** Multi-resource lock on one server: all locks (one fencing token each) or none ({}). Any number of keys. */

@@ -6,6 +6,7 @@ import { newToken, ttlOf } from './lock.attempts.js';
 import { autoExtendOptions, checkAutoExtend, checkExtensionThreshold } from './lock.auto-extend.js';
 import type { Acquired, LockBackend, LockKeys } from './lock.backend.js';
 import { Lock, type LockOwner } from './lock.js';
+import { type LeaseEnd, leaseFrom, monotonicNow, sentNow } from './lock.clock.js';
 import {
   acquireWithRetries,
   type LeaseAcquireOptions,
@@ -13,7 +14,7 @@ import {
   type LeaseUsingOptions,
   leaseOwner,
 } from './lock.lease.js';
-import { SEMAPHORE_ACQUIRE, SEMAPHORE_EXTEND } from './lock.scripts.js';
+import { SEMAPHORE_ACQUIRE, SEMAPHORE_EXTEND, SEMAPHORE_HOLDERS } from './lock.scripts.js';
 import { firstError, gather, type QuorumCalls } from './lock.quorum.js';
 import { LocalWaiters } from './lock.waiters.js';
 import { checkNames, LEASE_ACQUIRE, LEASE_TRY, LEASE_USING, SEMAPHORE } from './lock.option-names.js';
@@ -110,14 +111,14 @@ class SemaphoreBackend implements LockBackend {
         undefined,
         this.needed,
       );
-      return won ? { fencingToken: 0, expiresAt: won.expiresAt } : null;
+      return won ? { fencingToken: 0, expiresAt: won.expiresAt, validUntil: won.validUntil } : null;
     }
-    const startedAt = Date.now();
+    const sent = sentNow();
     try {
       const granted = await this.ctx.failures.guard(`acquire of a permit of "${this.name}"`, () =>
         this.calls[0].acquire(token, ttl),
       );
-      return granted === 1 ? { fencingToken: 0, expiresAt: startedAt + ttl } : null;
+      return granted === 1 ? { fencingToken: 0, ...leaseFrom(sent, ttl) } : null;
     } catch (err) {
       // The ZADD may have run before the reply was lost: give the permit back rather than keep it for a whole ttl.
       if (err instanceof RedisUnavailableError) this.calls[0].release(token).catch(() => 0);
@@ -125,7 +126,7 @@ class SemaphoreBackend implements LockBackend {
     }
   }
 
-  async extend(keys: LockKeys, token: string, ttl: number): Promise<number> {
+  async extend(keys: LockKeys, token: string, ttl: number): Promise<LeaseEnd> {
     const { quorum, client } = this.ctx;
     if (quorum) {
       try {
@@ -144,19 +145,20 @@ class SemaphoreBackend implements LockBackend {
         throw err;
       }
     }
-    const startedAt = Date.now();
+    const sent = sentNow();
     const extended = await this.ctx.failures.guard(`extend of a permit of "${this.name}"`, () =>
       SEMAPHORE_EXTEND.run(client, [keys.lock], [token, ttl]),
     );
     if (extended !== 1) throw lostPermit(this.name, 'extend');
-    return startedAt + ttl;
+    return leaseFrom(sent, ttl);
   }
 
   /**
-   * Removes the permit (a plain ZREM per server). It was lost when it was gone, or when its expiry (this process's
-   * conservative `expiresAt`) had passed: an expired permit may already count as someone else's free slot.
+   * Removes the permit (a plain ZREM per server). It was lost when it was gone, or when its lease (this process's
+   * conservative `validUntil`, on the monotonic clock) had run out: an expired permit may already count as someone
+   * else's free slot.
    */
-  async release(_keys: LockKeys, token: string, expiresAt = Number.POSITIVE_INFINITY): Promise<void> {
+  async release(_keys: LockKeys, token: string, validUntil = Number.POSITIVE_INFINITY): Promise<void> {
     const { quorum } = this.ctx;
     if (quorum) {
       await quorum.release(
@@ -170,15 +172,15 @@ class SemaphoreBackend implements LockBackend {
       );
       if (released !== 1) throw lostPermit(this.name, 'release');
     }
-    if (Date.now() >= expiresAt) throw lostPermit(this.name, 'release');
+    if (monotonicNow() >= validUntil) throw lostPermit(this.name, 'release');
   }
 
   /**
    * Passes a held permit to a new owner (a local waiter) in one script call per server: the permit is never free in
    * between. On a quorum the swap must be granted by as many nodes as an acquisition (else it is undone). Returns the
-   * new permit's expiry; LockLostError when the permit was no longer held.
+   * new permit's lease end; LockLostError when the permit was no longer held.
    */
-  async handOver(token: string, next: string, ttl: number): Promise<number> {
+  async handOver(token: string, next: string, ttl: number): Promise<LeaseEnd> {
     const { quorum, client } = this.ctx;
     const what = `release of a permit of "${this.name}"`;
     const swap = (c: RedisClient) => SEMAPHORE_EXTEND.run(c, [this.key], [token, ttl, next]);
@@ -193,9 +195,9 @@ class SemaphoreBackend implements LockBackend {
         this.needed,
       );
       if (!won) throw lostPermit(this.name, 'release');
-      return won.expiresAt;
+      return { expiresAt: won.expiresAt, validUntil: won.validUntil };
     }
-    const startedAt = Date.now();
+    const sent = sentNow();
     let handed: number;
     try {
       handed = await this.ctx.failures.guard(what, () => swap(client));
@@ -205,7 +207,7 @@ class SemaphoreBackend implements LockBackend {
       throw err;
     }
     if (handed !== 1) throw lostPermit(this.name, 'release');
-    return startedAt + ttl;
+    return leaseFrom(sent, ttl);
   }
 }
 
@@ -334,8 +336,8 @@ export class Semaphore {
    */
   async holders(): Promise<number> {
     const what = `count of the holders of "${this.name}"`;
-    // ZCOUNT in client time is close enough for a gauge; the scripts decide by server time.
-    const count = (client: RedisClient) => client.zcount(this.keys.lock, `(${Date.now()}`, '+inf');
+    // by the server's clock, as the scripts decide (the app's is another machine's, or stepped)
+    const count = (client: RedisClient) => SEMAPHORE_HOLDERS.run(client, [this.keys.lock], []);
     const { quorum, client } = this.ctx;
     if (quorum) return holdersOnQuorum(quorum, what, count);
     return this.ctx.failures.guard(what, () => count(client));
@@ -350,14 +352,14 @@ export class Semaphore {
     if (!waiter) return false;
     const deliver = waiter.claim();
     const next = newToken();
-    let expiresAt: number;
+    let end: LeaseEnd;
     try {
-      expiresAt = await this.backend.handOver(token, next, waiter.ttl);
+      end = await this.backend.handOver(token, next, waiter.ttl);
     } catch (err) {
       deliver(null); // it tries again on its own
       throw err;
     }
-    const permit = new Lock(this.owner, keys, next, 0, expiresAt, waiter.ttl, 'semaphore');
+    const permit = new Lock(this.owner, keys, next, 0, end, waiter.ttl, 'semaphore');
     this.ctx.events.report('acquired', () => permit.info);
     this.heldHere.add(permit);
     deliver(permit);
@@ -371,7 +373,7 @@ export class Semaphore {
     const token = newToken();
     const acquired = await this.owner.backend.tryAcquire(this.keys, token, ttl);
     if (!acquired) return null;
-    const permit = new Lock(this.owner, this.keys, token, 0, acquired.expiresAt, ttl, 'semaphore');
+    const permit = new Lock(this.owner, this.keys, token, 0, acquired, ttl, 'semaphore');
     this.ctx.events.report('acquired', () => permit.info);
     this.heldHere.add(permit);
     return permit;

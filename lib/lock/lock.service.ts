@@ -5,6 +5,7 @@ import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { FEATURE_CONNECTION, RedisConnections } from '../connection/redis-connections.js';
 import { describeAttempts, maxHoldOf, newToken, nextPause, planRetries, ttlOf } from './lock.attempts.js';
+import { monotonicNow } from './lock.clock.js';
 import { acquired, acquiring, busyOrFailed } from './lock.trace.js';
 import { autoExtendOptions, checkExtensionThreshold } from './lock.auto-extend.js';
 import { type LockBackend, type LockKeys, lockKeysOf, QuorumLockBackend, SingleLockBackend } from './lock.backend.js';
@@ -131,8 +132,7 @@ export class LockService implements OnModuleInit, OnApplicationShutdown {
         backend: this.backend,
         id: this.waiterId,
         waiters: this.waiters,
-        hold: (k, token, fence, expiresAt, ttl) =>
-          this.holding(k, new Lock(this.owner, k, token, fence, expiresAt, ttl)),
+        hold: (k, token, fence, end, ttl) => this.holding(k, new Lock(this.owner, k, token, fence, end, ttl)),
         warn: (message) => this.logger.warn(message),
       });
     }
@@ -249,7 +249,7 @@ export class LockService implements OnModuleInit, OnApplicationShutdown {
       // With this service's id: when busy, it joins the lock's waiting services, and the release wakes it (or grants it
       // the lock). The last attempt joins only when it is in already (it may take over a grant made to the wait):
       // nobody would be left to take what a release passes it.
-      const last = plan.deadline === undefined ? attempt >= plan.retry.count : plan.deadline <= Date.now();
+      const last = plan.deadline === undefined ? attempt >= plan.retry.count : plan.deadline <= monotonicNow();
       const waiter: string = joined || !last || this.grants?.waits(keys.lock) ? this.waiterId : '';
       joined ||= !busyHere && waiter !== '';
       if (!busyHere) tries++;
@@ -359,7 +359,7 @@ export class LockService implements OnModuleInit, OnApplicationShutdown {
     if (!acquired) return ofWait ? (grants?.busy(ofWait, ttl) ?? null) : null;
     if (ofWait) grants?.acquired(ofWait);
     this.wakeups.takeEarly(keys.lock);
-    return this.holding(keys, new Lock(this.owner, keys, token, acquired.fencingToken, acquired.expiresAt, ttl));
+    return this.holding(keys, new Lock(this.owner, keys, token, acquired.fencingToken, acquired, ttl));
   }
 
   /** A caller stopped waiting for the lock (gave up, or handed it here): the service's wait may end with it. */
@@ -389,12 +389,12 @@ export class LockService implements OnModuleInit, OnApplicationShutdown {
     if (!(backend instanceof SingleLockBackend)) return false;
     return this.waiters.handOver(keys.lock, async (ttl) => {
       const next = newToken();
-      const { fencingToken, expiresAt } = await backend.handOver(keys, token, next, ttl).catch((err: unknown) => {
+      const handed = await backend.handOver(keys, token, next, ttl).catch((err: unknown) => {
         if (err instanceof LockLostError && this.heldHere.get(keys.lock)?.token === token)
           this.heldHere.delete(keys.lock);
         throw err;
       });
-      return this.holding(keys, new Lock(this.owner, keys, next, fencingToken, expiresAt, ttl));
+      return this.holding(keys, new Lock(this.owner, keys, next, handed.fencingToken, handed, ttl));
     });
   }
 }

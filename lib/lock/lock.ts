@@ -11,6 +11,7 @@ import type { LockEventInfo } from './lock.events.js';
 import type { LockShutdown } from './lock.shutdown.js';
 import { AUTO_EXTEND, checkNames } from './lock.option-names.js';
 import { type TracingContext, traced } from '../common/diagnostics.js';
+import { type LeaseEnd, monotonicNow } from './lock.clock.js';
 
 /** What a Lock needs from the service that made it. */
 export interface LockOwner {
@@ -38,6 +39,8 @@ export interface LockOwner {
 export class Lock {
   private state: 'held' | 'released' | 'lost' = 'held';
   private expiry: number;
+  /** When the lease ends on this process's monotonic clock (see lock.clock.ts): what isHeld decides by. */
+  private validTill: number;
   private lostReported = false;
   private autoExtension: AutoExtension | undefined;
   private onLost: ((error: LockLostError) => void) | undefined;
@@ -55,13 +58,14 @@ export class Lock {
      * storage you protect and have it reject writes carrying a smaller token than one it has seen (see docs/lock.md).
      */
     readonly fencingToken: number,
-    expiresAt: number,
+    end: LeaseEnd,
     /** The ttl it was acquired with (ms); the default for `extend()`. */
     readonly ttl: number,
     /** 'lock', 'multi' (MultiLock) or 'semaphore' (a permit of a Semaphore). */
     readonly kind: LockEventInfo['kind'] = 'lock',
   ) {
-    this.expiry = expiresAt;
+    this.expiry = end.expiresAt;
+    this.validTill = end.validUntil;
   }
 
   /** What lock events carry about this lock (never the token). */
@@ -80,14 +84,26 @@ export class Lock {
     return this.keys.resource;
   }
 
-  /** Epoch ms until which the lock is ours (computed conservatively, from before the request was sent). */
+  /**
+   * Epoch ms until which the lock is ours (computed conservatively, from before the request was sent), on this
+   * process's wall clock as it read then: for display. What this process decides by (isHeld, auto-extension) is the
+   * time since the request on its monotonic clock, which a wall clock stepped back or forward does not change.
+   */
   get expiresAt(): number {
     return this.expiry;
   }
 
-  /** False after release, after a failed extend/release found it lost, or once `expiresAt` has passed. */
+  /** @internal The end of the lease on the monotonic clock (monotonicNow, lock.clock.ts). */
+  get validUntil(): number {
+    return this.validTill;
+  }
+
+  /**
+   * False after release, after a failed extend/release found it lost, or once the lease has run out: its ttl (its
+   * validity on a quorum) since the request was sent, on the monotonic clock, whatever the wall clock does.
+   */
   get isHeld(): boolean {
-    return this.state === 'held' && Date.now() < this.expiry;
+    return this.state === 'held' && monotonicNow() < this.validTill;
   }
 
   /**
@@ -109,9 +125,10 @@ export class Lock {
       throw new LockLostError(`cannot extend the lock on "${this.resource}": it was released`);
     if (this.state === 'lost') throw new LockLostError(`cannot extend the lock on "${this.resource}": it was lost`);
     try {
-      const expiresAt = await this.owner.backend.extend(this.keys, this.token, Math.ceil(ms));
+      const end = await this.owner.backend.extend(this.keys, this.token, Math.ceil(ms));
       if (this.state === 'held') {
-        this.expiry = expiresAt;
+        this.expiry = end.expiresAt;
+        this.validTill = end.validUntil;
         this.owner.event('extended', this);
       }
     } catch (err) {
@@ -204,7 +221,7 @@ export class Lock {
     let handedOver = false;
     try {
       handedOver = await this.owner.handOver(this.keys, this.token);
-      if (!handedOver) await this.owner.backend.release(this.keys, this.token, this.expiry);
+      if (!handedOver) await this.owner.backend.release(this.keys, this.token, this.validTill);
     } catch (err) {
       if (err instanceof LockLostError) {
         this.state = 'lost';
