@@ -63,13 +63,18 @@ export class CacheReadPath {
     private readonly failures: FailurePolicy,
     private readonly counters: CacheCounters,
   ) {
-    this.refreshWarning = new ThrottledWarning(logger);
-    this.graceWarning = new ThrottledWarning(logger);
+    this.refreshWarning = new ThrottledWarning(logger, undefined, () => 'failed cache refreshes');
+    this.graceWarning = new ThrottledWarning(logger, undefined, () => 'cache values served from grace');
   }
 
-  /** No background refresh starts after this (the module is shutting down). */
+  /**
+   * No background refresh starts after this (the module is shutting down), and the counts of the warnings not logged
+   * yet are logged now (ThrottledWarning.close: a timer left would log through whichever logger Nest has then).
+   */
   close(): void {
     this.closed = true;
+    this.refreshWarning.close();
+    this.graceWarning.close();
   }
 
   /** The getOrSet flow past the L1; shared by the calls of one key with the same options in one turn (thisTurn). */

@@ -63,7 +63,7 @@ const ENTRY_KEY_MEMO = 10_000;
 @Injectable()
 export class CacheService implements OnModuleInit, OnModuleDestroy {
   private readonly logger = new Logger('RedisToolkit:Cache');
-  private readonly redisWarning = new ThrottledWarning(this.logger);
+  private readonly redisWarning = new ThrottledWarning(this.logger, undefined, () => 'cache Redis warnings');
   private readonly options: ResolvedCacheOptions;
   private readonly serializer: Serializer;
   private readonly l1: CacheL1 | undefined;
@@ -135,7 +135,12 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
     this.reads.close();
     this.evictionCheck.close();
     this.failures.close();
-    await this.l1?.close();
+    try {
+      await this.l1?.close();
+    } finally {
+      // after the L1's close (which may warn): the pending count now, through this app's logger
+      this.redisWarning.close();
+    }
   }
 
   // ----------------------------------------------------------------------------------------------------------------
