@@ -61,20 +61,31 @@ interface TimedCommand {
  * which the command's settlement clears, as for its own): no more allocation per command than ioredis's. ioredis's
  * verdict ran in the timers phase, so after the event loop was blocked past commandTimeout it rejected a command whose
  * reply was already waiting in the socket (Node reads sockets in the poll phase, after the due timers). This one
- * defers the verdict to the check phase of that turn (setImmediate), after the poll phase has read the socket: a
- * command still pending then is rejected as ioredis did (`Command timed out`, through `command.reject`); `onTimeout`
- * (the connection's reset) runs after.
+ * defers the verdict to the check phase of that turn (afterPoll: setImmediate), after the poll phase has read the
+ * socket: a command still pending then is rejected as ioredis did (`Command timed out`, through `command.reject`).
  */
-function armCommandTimeout(command: Command, ms: number, onTimeout: (() => void) | undefined): void {
+function armCommandTimeout(command: Command, ms: number, armedAt = performance.now() | 0): void {
   (command as unknown as TimedCommand)._commandTimeoutTimer = setTimeout(() => {
-    if (!command.isSettled) afterPoll(() => timeOut(command, onTimeout));
+    if (!command.isSettled) afterPoll(() => timeOut(command, ms, armedAt));
   }, ms);
 }
 
-function timeOut(command: Command, onTimeout: (() => void) | undefined): void {
+/** armedAt for a timer armed again: it is not armed a third time. */
+const REARMED = -1;
+
+/**
+ * A command still pending after the poll phase: rejected, unless the timer fired late by more than a quarter of its
+ * delay (the event loop was blocked): then the request itself may have been written only after the stall (the
+ * toolkit corks a connection while it sends a turn's batch), so the command gets `ms` once more.
+ */
+function timeOut(command: Command, ms: number, armedAt: number): void {
   if (command.isSettled) return;
+  const late = (((performance.now() | 0) - armedAt) | 0) - ms;
+  if (armedAt !== REARMED && late > Math.max(ms / 4, 20)) {
+    armCommandTimeout(command, ms, REARMED);
+    return;
+  }
   command.reject(new Error(COMMAND_TIMED_OUT));
-  onTimeout?.();
 }
 
 const armed = (command: Command): boolean => (command as unknown as TimedCommand)._commandTimeoutTimer !== undefined;
@@ -86,9 +97,10 @@ const armed = (command: Command): boolean => (command as unknown as TimedCommand
  * connection drops that connection; every command in flight is rejected and the reconnect starts a clean reply stream.
  * A cluster gets the same guard on each node connection it opens.
  *
- * Each command sent on the connection gets the toolkit's timer (armCommandTimeout: a reply read right after a stall is
- * in time) for the connection's `commandTimeout`, unless one was armed before it came here (a cluster's, for a command
- * it queued; another node's, before a redirect): a timeout of that one drops this connection too.
+ * Each command sent on the connection gets the toolkit's timer for the connection's `commandTimeout`
+ * (armCommandTimeout: a reply read right after a stall is in time), unless one was armed before it came here (a
+ * cluster's, for a command it queued; another node's, before a redirect). The handler also observes the promises of
+ * the commands ioredis sends on its own (the SELECT and the re-sent SUBSCRIBE after a reconnect: pubsub.refusals.ts).
  */
 export function resetOnCommandTimeout<T extends RedisClient>(client: T): T {
   if (client instanceof Cluster) {
@@ -97,19 +109,16 @@ export function resetOnCommandTimeout<T extends RedisClient>(client: T): T {
   }
   const redis = client as Redis;
   const send = redis.sendCommand.bind(redis);
-  const reset = () => {
-    if (redis.status === 'ready') redis.disconnect(true);
-  };
   const onFailure = (err: unknown) => {
-    if (err instanceof Error && err.message === COMMAND_TIMED_OUT) reset();
+    if (err instanceof Error && err.message === COMMAND_TIMED_OUT && redis.status === 'ready') redis.disconnect(true);
   };
   redis.sendCommand = ((command: Command, stream?: Parameters<Redis['sendCommand']>[1]) => {
     // A command that already timed out before reaching this connection (queued in a cluster while it was down) says
     // nothing about this connection; only a timeout that happens while the command is here does.
     if (!command.isSettled) {
       const ms = redis.options.commandTimeout;
-      if (armed(command)) command.promise.catch(onFailure);
-      else if (typeof ms === 'number') armCommandTimeout(command, ms, reset);
+      if (typeof ms === 'number' && !armed(command)) armCommandTimeout(command, ms);
+      command.promise.catch(onFailure);
     }
     return send(command, stream);
   }) as Redis['sendCommand'];
@@ -197,7 +206,7 @@ function enforceCommandTimeout(cluster: Cluster, ms: number): void {
   const send = cluster.sendCommand.bind(cluster);
   cluster.sendCommand = (command: Parameters<Cluster['sendCommand']>[0], ...rest: unknown[]) => {
     const result = send(command, ...(rest as []));
-    if (!command.isSettled && !armed(command)) armCommandTimeout(command, ms, undefined);
+    if (!command.isSettled && !armed(command)) armCommandTimeout(command, ms);
     return result;
   };
 }
@@ -212,7 +221,7 @@ export function timeSubscriberCommands(cluster: Cluster): Cluster {
   if (typeof ms !== 'number') return cluster;
   const send = cluster.sendCommand.bind(cluster);
   cluster.sendCommand = (command: Parameters<Cluster['sendCommand']>[0], ...rest: unknown[]) => {
-    if (cluster.status === 'ready' && !command.isSettled && !armed(command)) armCommandTimeout(command, ms, undefined);
+    if (cluster.status === 'ready' && !command.isSettled && !armed(command)) armCommandTimeout(command, ms);
     return send(command, ...(rest as []));
   };
   return cluster;
