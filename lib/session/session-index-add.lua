@@ -3,9 +3,12 @@
 -- A session id enters the index BEFORE its session is written, so destroyAllForUser, which reads the index, sees
 -- every session that exists. Until that write happens the id looks dead (no session key): the pending set keeps
 -- pruning from removing it.
--- KEYS[1] user index, KEYS[2] pending set. ARGV[1] now (epoch ms), ARGV[2] pending ms, ARGV[3] id to add ('' for
--- none), ARGV[4] its deadline, ARGV[5..] ids the caller found dead (removed unless pending).
-local now = tonumber(ARGV[1])
+-- KEYS[1] user index, KEYS[2] pending set. ARGV[1] the caller's now (epoch ms; unused: Redis's clock judges the
+-- deadlines, as it does a session's, so an instance whose clock runs ahead prunes no live session), ARGV[2] pending
+-- ms, ARGV[3] id to add ('' for none), ARGV[4] its deadline, ARGV[5..] ids the caller found dead (removed unless
+-- pending).
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (now - tonumber(ARGV[2])))
 if ARGV[3] ~= '' then

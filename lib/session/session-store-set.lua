@@ -11,11 +11,14 @@ if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
 local now = tonumber(ARGV[1])
 local created, deadline
 local previous = ''
+-- the absolute deadline is judged by Redis's clock (TIME), as key expiry is: the caller's may run ahead
+local clock = redis.call('TIME')
+local redis_now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local raw = redis.call('GET', KEYS[1])
 if raw then
   -- the envelope: the text before the first line feed (changes appended by updates follow it: session-change.lua)
   local old = cjson.decode(string.match(raw, '^[^\n]*'))
-  if old.m > now then
+  if old.m > redis_now then
     created = old.c
     deadline = old.m
     if type(old.u) == 'string' then previous = old.u end

@@ -1,7 +1,7 @@
 -- express-session Store#touch: gives an existing session a new idle ttl (the cookie's maxAge may have changed on an
 -- otherwise unmodified session) and stores the cookie it was touched with; never creates one.
 -- KEYS[1] session. ARGV[1] now (epoch ms), ARGV[2] new idle ttl (ms), ARGV[3] the cookie as JSON, or '' to keep it.
--- Returns 0 when absent or past its absolute deadline, else the new expiry (epoch ms).
+-- Returns 0 when absent or past its absolute deadline (by Redis's clock), else the new expiry (epoch ms).
 local raw = redis.call('GET', KEYS[1])
 if not raw then return 0 end
 -- the envelope is the text before the first line feed; the changes appended to it by updates (session-change.lua)
@@ -10,7 +10,10 @@ local changes_at = string.find(raw, '\n', 1, true)
 local changes = changes_at and string.sub(raw, changes_at) or ''
 local s = cjson.decode(changes_at and string.sub(raw, 1, changes_at - 1) or raw)
 local now = tonumber(ARGV[1])
-if s.m <= now then
+-- the absolute deadline is judged by Redis's clock (TIME), as key expiry is: the caller's may run ahead
+local clock = redis.call('TIME')
+local redis_now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+if s.m <= redis_now then
   redis.call('DEL', KEYS[1])
   return 0
 end

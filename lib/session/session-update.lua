@@ -1,7 +1,7 @@
 -- Atomic merge into an existing session; never creates one (an expired or destroyed session stays gone).
 -- KEYS[1] session. ARGV[1] now (epoch ms), ARGV[2] touch ('1'/'0'), ARGV[3] largest session in bytes, ARGV[4] number
 -- of field/value pairs to set, then those pairs (values are serialized strings), then names of fields to delete.
--- Returns false when absent or past its absolute deadline, -1 when the merged session would be larger than ARGV[3]
+-- Returns false when absent or past its absolute deadline (by Redis's clock), -1 when the merged session would be larger than ARGV[3]
 -- (nothing written), else { session JSON, expiresAt } (-1: the key has no expiry).
 local raw = redis.call('GET', KEYS[1])
 if not raw then return false end
@@ -10,7 +10,10 @@ if not raw then return false end
 local changes_at = string.find(raw, '\n', 1, true)
 local s = cjson.decode(changes_at and string.sub(raw, 1, changes_at - 1) or raw)
 local now = tonumber(ARGV[1])
-if s.m <= now then
+-- the absolute deadline is judged by Redis's clock (TIME), as key expiry is: the caller's may run ahead
+local clock = redis.call('TIME')
+local redis_now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+if s.m <= redis_now then
   redis.call('DEL', KEYS[1])
   return false
 end

@@ -25,11 +25,13 @@ import {
 import { DEFAULT_SESSION_MAX_SIZE, type SessionRecordsOptions } from './session.options.js';
 import { RecentTouches } from './session.recent-touches.js';
 import { RecentValues } from './session.recent-values.js';
-import { createScript, destroyScript, storeSetInLua, storeTouchScript, updateInLua } from './session.lua-writes.js';
+import { createScript, destroyScript, storeTouchScript, updateInLua } from './session.lua-writes.js';
 import { SessionAppends } from './session.appends.js';
+import { type ClockAheadReport, SessionDeadline } from './session.deadline.js';
 import { SessionKeyScan } from './session.key-scan.js';
 import { expectedOf, isStamped, stampedJson } from './session.stamp.js';
 import { splicedJson } from './session.splice.js';
+import { storeSetNow } from './session.store-set.js';
 import { SessionUserIndex } from './session.user-index.js';
 import {
   combineUpdates,
@@ -57,8 +59,9 @@ const CAS_ATTEMPTS = 3;
  * script sent to a cluster touches only the keys of one session (one `{id}` hash tag); the per-user index lives in
  * its own slot (SessionUserIndex).
  *
- * Times come from this process's clock (Date.now()): the deadline is checked here on every read, Redis expiry only
- * cleans up. Callers validate ids before they get here and wrap errors; this class never logs.
+ * Times come from this process's clock (Date.now()), but the absolute deadline is Redis's to judge: past it by this
+ * clock, a session is asked about (SessionDeadline), never deleted on this clock's word. Callers validate ids before
+ * they get here and wrap errors; this class never logs (a clock ahead of Redis's is told to `clockAhead`).
  */
 export class SessionRecords {
   private readonly keys: KeyBuilder;
@@ -68,7 +71,8 @@ export class SessionRecords {
   /** With `touchAfter`: reads of sessions this process touched lately (MGET, or GETs per master on a cluster). */
   private readonly plainReads: TickBatcher<string, string | null> | undefined;
   private readonly touches: RecentTouches | undefined;
-  private readonly recent = new RecentValues();
+  /** @internal the values this process last saw (session.store-set.ts) */
+  readonly recent = new RecentValues();
   /** Compare-and-set writes of one tick as one script call (on a cluster one pipeline per master). */
   private readonly writes: TickBatcher<CasWrite, CasReply | Error>;
   /** With `session.appendUpdates`: updates appended to sessions instead of compare-and-sets. */
@@ -85,19 +89,23 @@ export class SessionRecords {
   /** Store sets of one session made while one is in flight: then only the last is written. */
   private readonly storeSets = new SessionWriteQueue<StoreSetPatch, StoreSetWritten>(
     (patches) => patches[patches.length - 1],
-    async (id, patch) => ({ patch, result: await this.storeSetNow(id, patch.fields, patch.maxAgeMs) }),
+    async (id, patch) => ({ patch, result: await storeSetNow(this, id, patch.fields, patch.maxAgeMs) }),
     (err) => err instanceof SessionTooLargeError,
   );
 
   /** Largest stored session, bytes: checked here before a write is sent, and after a merge. */
-  private readonly maxSize: number;
+  readonly maxSize: number;
+  /** Whether a session past its deadline by this process's clock is live by Redis's (which decides). */
+  readonly deadline: SessionDeadline;
 
   constructor(
     readonly client: RedisClient,
     keyPrefix: string,
     options: SessionRecordsOptions = {},
+    clockAhead?: ClockAheadReport,
   ) {
     this.maxSize = options.maxSize ?? DEFAULT_SESSION_MAX_SIZE;
+    this.deadline = new SessionDeadline(client, clockAhead);
     const touchReuse = options.touchReuse;
     this.keys = new KeyBuilder(keyPrefix);
     this.sessionHead = this.keys.tagHead(FEATURES.session);
@@ -116,12 +124,14 @@ export class SessionRecords {
   }
 
   /** The compare-and-set of one session, batched with this tick's writes: its reply or its own error reply. */
-  private compareAndSet(id: string, expected: string, json: string, expiry: number | string) {
+  /** @internal */
+  compareAndSet(id: string, expected: string, json: string, expiry: number | string) {
     return this.writes.add([this.sessionKey(id), this.tombstoneKey(id), expectedOf(expected), json, expiry]);
   }
 
   /** `raw` parsed, or its parsed form kept from when this process last saw exactly that text. */
-  private parse(id: string, raw: string): SessionEnvelope | null {
+  /** @internal */
+  parse(id: string, raw: string): SessionEnvelope | null {
     return this.recent.envelopeOf(id, raw) ?? parseEnvelope(raw);
   }
 
@@ -152,7 +162,8 @@ export class SessionRecords {
       if (getErr) throw getErr;
       if (timeErr) throw timeErr;
       const envelope = raw === null ? null : this.parse(id, raw);
-      if (!envelope || envelope.m <= now) return null;
+      if (!envelope) return null;
+      if (envelope.m <= now && !(await this.deadline.heldLive(key, envelope.m, now, Number(expireTime)))) return null;
       this.recent.set(id, raw!, envelope);
       const expiresAt = expireTime > 0 ? Number(expireTime) : expiryOf(envelope, now);
       return { envelope, expiresAt, lastAccessedAt: lastAccessOf(envelope, expiresAt, now) };
@@ -168,9 +179,15 @@ export class SessionRecords {
     if (raw instanceof Error) throw raw;
     if (raw === null) return null;
     const envelope = this.parse(id, raw);
-    if (!envelope || envelope.m <= now) {
+    if (!envelope) {
       await this.client.del(key);
       return null;
+    }
+    if (envelope.m <= now) {
+      // past the deadline by this clock: Redis's decides (its PEXPIREAT m also takes back this GETEX's extension)
+      if (!(await this.deadline.live(key, envelope.m, now))) return null;
+      this.recent.set(id, raw, envelope);
+      return { envelope, expiresAt: envelope.m, lastAccessedAt: now };
     }
     this.recent.set(id, raw, envelope);
     const expiresAt = expiryOf(envelope, now);
@@ -258,6 +275,7 @@ export class SessionRecords {
     let fresh = current === undefined;
     if (current === undefined) current = (await this.client.get(key)) ?? undefined;
     let appends = this.appends;
+    let liveUntil = 0; // a deadline Redis's clock has not reached, though this process's has
     for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
       if (current === undefined) {
         this.recent.delete(id);
@@ -265,17 +283,20 @@ export class SessionRecords {
       }
       const now = Date.now();
       const envelope = this.parse(id, current);
-      if (!envelope || envelope.m <= now) {
+      if (!envelope || (envelope.m <= now && envelope.m !== liveUntil)) {
         if (!fresh) {
           // what this process saw may be older than what is there now (a session created again under the id)
           current = (await this.client.get(key)) ?? undefined;
           fresh = true;
           continue;
         }
-        // past its absolute deadline (or not a session): gone, as for a read
-        this.recent.delete(id);
-        await this.client.del(key);
-        return null;
+        // not a session, or past its absolute deadline by Redis's clock: gone, as for a read
+        if (envelope && (await this.deadline.live(key, envelope.m, now))) liveUntil = envelope.m;
+        else {
+          this.recent.delete(id);
+          if (!envelope) await this.client.del(key);
+          return null;
+        }
       }
       const merged = mergeFields(envelope, sets, deletes);
       if (appends && isStamped(current)) {
@@ -349,47 +370,6 @@ export class SessionRecords {
     // replaces the whole session): the others are 'superseded', as if written and overwritten at once.
     const patch: StoreSetPatch = { fields, maxAgeMs };
     return this.storeSets.add(id, patch).then((r) => (r.patch === patch ? r.result : 'superseded'));
-  }
-
-  private async storeSetNow(
-    id: string,
-    fields: Omit<SessionEnvelope, 'c' | 'm'>,
-    maxAgeMs: number,
-  ): Promise<{ previousUserId: string; expiresAt: number } | 'tombstoned'> {
-    const key = this.sessionKey(id);
-    // one `now` for every attempt: the deadline of a new session stays the one indexed
-    const now = Date.now();
-    let current = this.recent.get(id) ?? (await this.client.get(key)) ?? '';
-    let indexed = false;
-    for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
-      const old = current === '' ? null : this.parse(id, current);
-      const live = old !== null && old.m > now;
-      const created = live ? old.c : now;
-      const deadline = live ? old.m : now + Math.ceil(maxAgeMs);
-      const previous = live ? old.u : '';
-      if (fields.u !== '' && previous !== fields.u && !indexed) {
-        await this.index.add(fields.u, id, deadline, true);
-        indexed = true;
-      }
-      const envelope: SessionEnvelope = { c: created, m: deadline, ...fields };
-      const json = stampedJson(envelope);
-      checkSessionSize(this.maxSize, [json]);
-      const expiry = fields.t === 0 ? 'none' : Math.min(now + fields.t, deadline);
-      const reply = await this.compareAndSet(id, current, json, expiry);
-      if (reply instanceof Error) throw reply;
-      if (reply === -1) {
-        this.recent.delete(id);
-        return 'tombstoned';
-      }
-      if (typeof reply === 'number') {
-        this.recent.set(id, json, envelope);
-        if (indexed) await this.index.settled(fields.u, id);
-        return { previousUserId: previous, expiresAt: expiry === 'none' ? deadline : expiry };
-      }
-      current = reply ?? '';
-    }
-    this.recent.delete(id);
-    return storeSetInLua(this.client, this.index, id, [key, this.tombstoneKey(id)], fields, maxAgeMs, now, indexed);
   }
 
   /** Whether each session exists (concurrent EXISTS: on a cluster each id lives in its own slot). */

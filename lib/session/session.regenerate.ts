@@ -24,12 +24,13 @@ export async function moveSession(
   for (let attempt = 0, copies = 1; attempt < ID_ATTEMPTS; attempt++, copies++) {
     const raw = await records.client.get(records.sessionKey(id));
     const old = raw === null ? null : parseEnvelope(raw);
-    if (raw === null || !old || old.m <= Date.now()) {
+    const now = Date.now();
+    // past its deadline by this clock: Redis's decides (SessionDeadline)
+    if (raw === null || !old || (old.m <= now && !(await records.deadline.live(records.sessionKey(id), old.m, now)))) {
       throw new SessionNotFoundError('session not found (expired or destroyed)');
     }
     const { u: userId, c, m, t, d } = old;
     const next = generateSessionId();
-    const now = Date.now();
     const envelope: SessionEnvelope = { u: userId, c, m, t, d };
     const expiresAt = expiryOf(envelope, now);
     // Indexed before it exists, as in create().

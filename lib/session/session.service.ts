@@ -3,6 +3,7 @@ import { InvalidKeyError, InvalidOptionsError, SessionNotFoundError } from '../c
 import { KeyBuilder } from '../common/keys.js';
 import { SERIALIZER, type Serializer } from '../common/serializer.js';
 import { FailurePolicy } from '../common/failure-policy.js';
+import { ThrottledWarning } from '../common/throttled-logger.js';
 import { durationProblem, isDuration } from '../common/option-checks.js';
 import type { EvictionPolicyCheck } from '../connection/eviction-policy-check.js';
 import { RedisConnection } from '../connection/redis-connection.js';
@@ -32,6 +33,7 @@ import { checkFieldName, encodeField, encodeSessionData, type SessionEnvelope, t
 import { sessionEvictionCheck } from './session.eviction-check.js';
 import { guardSessionCall } from './session.failures.js';
 import { SessionRecords } from './session.records.js';
+import { clockAheadMessage } from './session.deadline.js';
 import type { CreateSessionOptions, Session, SessionData } from './session.types.js';
 import { diagnose, traced } from '../common/diagnostics.js';
 
@@ -57,6 +59,12 @@ const ID_ATTEMPTS = 3;
 @Injectable()
 export class SessionService implements OnApplicationShutdown {
   private readonly logger = new Logger('RedisToolkit:Session');
+  /** This process's clock ahead of Redis's (a session past its deadline here, live there): once a minute at most. */
+  private readonly clockWarning = new ThrottledWarning(
+    this.logger,
+    60_000,
+    () => 'reads past a deadline by this clock',
+  );
   private readonly failures: FailurePolicy;
   private readonly records: SessionRecords;
   private readonly serializer: Serializer;
@@ -70,7 +78,9 @@ export class SessionService implements OnApplicationShutdown {
     keys: KeyBuilder,
     @Optional() private readonly pubsub?: PubSubService,
   ) {
-    this.records = new SessionRecords(connection.client, keys.prefix, options);
+    this.records = new SessionRecords(connection.client, keys.prefix, options, (ms) =>
+      this.clockWarning.warn(clockAheadMessage(ms)),
+    );
     // No `cause` on our errors: driver errors carry the command's arguments, and those hold session ids.
     this.failures = new FailurePolicy(connection, { feature: 'session', logger: this.logger, withCause: false });
     this.serializer = serializer;
@@ -85,6 +95,7 @@ export class SessionService implements OnApplicationShutdown {
   onApplicationShutdown(): void {
     this.evictionCheck.close(); // its INFO, if still out, fails with the closed connection: nothing to say
     this.failures.close();
+    this.clockWarning.close();
   }
 
   /** Creates a session for `userId` with a fresh 256-bit id. */

@@ -11,6 +11,8 @@ import { SESSION_DEFAULTS } from './session.options.js';
 import { touchReuseOf } from './session.recent-touches.js';
 import { unlinkMany } from '../common/bulk-keys.js';
 import { sessionRevokerFor } from './session.revocation.js';
+import { clockAheadMessage } from './session.deadline.js';
+import { ThrottledWarning } from '../common/throttled-logger.js';
 import {
   checkStoreOptions,
   plainGetOption,
@@ -24,6 +26,8 @@ import {
   type StoredSession,
   type StoreSessionData,
 } from './session.store-base.js';
+
+const STORE_LOGGER = new Logger('RedisToolkit:Session');
 
 /** A ttl below this many ms looks like connect-redis seconds: warned about at startup. */
 const SECONDS_LIKE_TTL = 1_000;
@@ -77,15 +81,19 @@ export class RedisSessionStore extends loadStoreBase() {
     this.disableTouch = options.disableTouch ?? false;
     this.disableTTL = options.disableTTL ?? false;
     this.touchOnGet = plainGetOption(options) === undefined;
-    this.records = new SessionRecords(options.client, options.prefix ?? DEFAULT_KEY_PREFIX, {
-      maxSize: options.maxSize,
-      touchReuse: touchReuseOf(options.touchAfter, this.touchOnGet),
-    });
+    // (no shutdown hook on an express-session store: a count still pending logs from its unref'd timer)
+    const clockWarning = new ThrottledWarning(STORE_LOGGER, 60_000, () => 'reads past a deadline by this clock');
+    this.records = new SessionRecords(
+      options.client,
+      options.prefix ?? DEFAULT_KEY_PREFIX,
+      { maxSize: options.maxSize, touchReuse: touchReuseOf(options.touchAfter, this.touchOnGet) },
+      (ms) => clockWarning.warn(clockAheadMessage(ms)),
+    );
     this.serializer = new SafeSerializer(options.serializer ?? new JsonSerializer());
     this.ttlFunction = typeof options.ttl === 'function' ? options.ttl : undefined;
     this.ttl = typeof options.ttl === 'number' ? options.ttl : SESSION_DEFAULTS.ttl;
     if (typeof options.ttl === 'number' && options.ttl < SECONDS_LIKE_TTL) {
-      new Logger('RedisToolkit:Session').warn(
+      STORE_LOGGER.warn(
         `RedisSessionStore ttl is ${options.ttl} ms: it is milliseconds here, seconds in connect-redis ` +
           `(for ${options.ttl} seconds write ttl: ${options.ttl * 1_000})`,
       );

@@ -1,0 +1,57 @@
+import { checkSessionSize, type SessionEnvelope } from './session.envelope.js';
+import { storeSetInLua } from './session.lua-writes.js';
+import type { SessionRecords } from './session.records.js';
+import { stampedJson } from './session.stamp.js';
+
+/** Compare-and-set attempts before the set falls back to its atomic Lua script (as SessionRecords.update). */
+const CAS_ATTEMPTS = 3;
+
+/**
+ * express-session's set, written (SessionRecords.storeSet queues it): the whole session replaced with a compare-and-set
+ * against the value this process last saw (or a GET), keeping createdAt, the absolute deadline and the owner of a
+ * live session; a session past its deadline by this process's clock is live or gone as Redis's clock says
+ * (SessionDeadline). After CAS_ATTEMPTS lost races, one Lua script.
+ */
+export async function storeSetNow(
+  records: SessionRecords,
+  id: string,
+  fields: Omit<SessionEnvelope, 'c' | 'm'>,
+  maxAgeMs: number,
+): Promise<{ previousUserId: string; expiresAt: number } | 'tombstoned'> {
+  const { client, index, recent } = records;
+  const key = records.sessionKey(id);
+  // one `now` for every attempt: the deadline of a new session stays the one indexed
+  const now = Date.now();
+  let current = recent.get(id) ?? (await client.get(key)) ?? '';
+  let indexed = false;
+  for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
+    let old = current === '' ? null : records.parse(id, current);
+    // past its deadline by this clock: Redis's decides (gone: its key is deleted, so the write creates one)
+    if (old !== null && old.m <= now && !(await records.deadline.live(key, old.m, now))) [old, current] = [null, ''];
+    const created = old ? old.c : now;
+    const deadline = old ? old.m : now + Math.ceil(maxAgeMs);
+    const previous = old ? old.u : '';
+    if (fields.u !== '' && previous !== fields.u && !indexed) {
+      await index.add(fields.u, id, deadline, true);
+      indexed = true;
+    }
+    const envelope: SessionEnvelope = { c: created, m: deadline, ...fields };
+    const json = stampedJson(envelope);
+    checkSessionSize(records.maxSize, [json]);
+    const expiry = fields.t === 0 ? 'none' : Math.min(now + fields.t, deadline);
+    const reply = await records.compareAndSet(id, current, json, expiry);
+    if (reply instanceof Error) throw reply;
+    if (reply === -1) {
+      recent.delete(id);
+      return 'tombstoned';
+    }
+    if (typeof reply === 'number') {
+      recent.set(id, json, envelope);
+      if (indexed) await index.settled(fields.u, id);
+      return { previousUserId: previous, expiresAt: expiry === 'none' ? deadline : expiry };
+    }
+    current = reply ?? '';
+  }
+  recent.delete(id);
+  return storeSetInLua(client, index, id, [key, records.tombstoneKey(id)], fields, maxAgeMs, now, indexed);
+}
