@@ -74,10 +74,8 @@ export interface CacheStats {
   /**
    * Reads (`get`, `getOrSet`) that failed open: Redis could not be reached and the read went on without the cache
    * (`get`: undefined; `getOrSet`: the loader's value, result `degraded: 'fail-open'`). Also counted in `misses`.
-   * Always set by `CacheService.stats()`; optional in the type only so that stand-ins written to this interface
-   * before it was added (test doubles of `stats()`) still compile.
    */
-  failedOpen?: number;
+  failedOpen: number;
   /** (hits + staleHits + graceHits) / (hits + staleHits + graceHits + misses); 0 before the first read. */
   hitRatio: number;
 }

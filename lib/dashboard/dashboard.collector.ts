@@ -35,7 +35,7 @@ export class DashboardCollector {
   /** Frames this instance published itself, by outcome: not counted as the app's pub/sub traffic. */
   private ownSent = 0;
   private ownFailed = 0;
-  private lastCache = { hits: 0, staleHits: 0, misses: 0 };
+  private lastCache = { hits: 0, staleHits: 0, misses: 0, failedOpen: 0 };
   private lastAt: number;
   /** performance.now() at the previous frame (or the start): the interval's length, whatever the wall clock does. */
   private lastTick: number;
@@ -46,8 +46,8 @@ export class DashboardCollector {
     private readonly locks: Pick<LockService, 'activity'>,
     now = Date.now(),
   ) {
-    const { hits, staleHits, misses } = cache.stats();
-    this.lastCache = { hits, staleHits, misses };
+    const { hits, staleHits, misses, failedOpen } = cache.stats();
+    this.lastCache = { hits, staleHits, misses, failedOpen };
     this.lastAt = now;
     this.lastTick = performance.now();
   }
@@ -130,7 +130,7 @@ export class DashboardCollector {
     tick = performance.now(),
   ) {
     const at = Math.max(now, this.lastAt + 1);
-    const { hits, staleHits, misses } = this.cache.stats();
+    const { hits, staleHits, misses, failedOpen } = this.cache.stats();
     const last = this.lastCache;
     const { held, waiting } = this.locks.activity();
     const frame: DashboardFrame = {
@@ -148,6 +148,7 @@ export class DashboardCollector {
         loads: this.loads,
         loadMs: Math.round(this.loadMs * 100) / 100,
         loadMaxMs: Math.round(this.loadMaxMs * 100) / 100,
+        failedOpen: failedOpen - last.failedOpen,
       },
       tags: topCounts(this.tags),
       rateLimit: Object.fromEntries(this.policies),
@@ -160,7 +161,7 @@ export class DashboardCollector {
       },
       redis: sample.redis,
     };
-    this.lastCache = { hits, staleHits, misses };
+    this.lastCache = { hits, staleHits, misses, failedOpen };
     this.lastAt = at;
     this.lastTick = tick;
     this.loads = this.loadMs = this.loadMaxMs = 0;

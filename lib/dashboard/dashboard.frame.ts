@@ -24,6 +24,12 @@ export interface DashboardFrame {
     loadMs: number;
     /** The slowest load, ms. */
     loadMaxMs: number;
+    /**
+     * Reads (`get`, `getOrSet`) served without the cache because Redis could not be reached and `failOpen` let them
+     * go on (`CacheService.stats().failedOpen`; also in `misses`). Absent in a frame of a release before it (such a
+     * frame is still kept and summed, without it); every frame and sum of this release has it.
+     */
+    failedOpen?: number;
   };
   /** The most invalidated tags of the interval: `[tag, invalidations]`, most first (at most 5). */
   readonly tags: [string, number][];
@@ -82,7 +88,7 @@ export function topCounts(counts: ReadonlyMap<string, number>, n = MAX_TAGS): [s
  */
 /** `at` and `ms`: the end and the length of the interval the sum stands for. */
 export function sumFrames(frames: readonly DashboardFrame[], at: number, ms: number): DashboardFrame {
-  const cache = { hits: 0, staleHits: 0, misses: 0, loads: 0, loadMs: 0, loadMaxMs: 0 };
+  const cache = { hits: 0, staleHits: 0, misses: 0, loads: 0, loadMs: 0, loadMaxMs: 0, failedOpen: 0 };
   const locks = { held: 0, waiting: 0, acquired: 0, busy: 0, lost: 0 };
   const sessions = { active: null as number | null, created: 0, destroyed: 0 };
   const pubsub = { published: 0, failed: 0 };
@@ -99,6 +105,7 @@ export function sumFrames(frames: readonly DashboardFrame[], at: number, ms: num
     if (!seen || f.at > seen.at) latest.set(f.instance, f);
     for (const k of ['hits', 'staleHits', 'misses', 'loads', 'loadMs'] as const) cache[k] += f.cache[k];
     cache.loadMaxMs = Math.max(cache.loadMaxMs, f.cache.loadMaxMs);
+    cache.failedOpen += f.cache.failedOpen ?? 0; // none from an instance of an older release
     for (const k of ['acquired', 'busy', 'lost'] as const) locks[k] += f.locks[k];
     sessions.created += f.sessions.created;
     sessions.destroyed += f.sessions.destroyed;
@@ -197,6 +204,7 @@ export function isDashboardFrame(value: unknown): value is DashboardFrame {
     (value.ms as number) > 0 &&
     isCount(value.instances) &&
     hasCounts(value.cache, CACHE_FIELDS) &&
+    ((value.cache as Fields).failedOpen === undefined || isCount((value.cache as Fields).failedOpen)) &&
     hasCounts(value.locks, LOCK_FIELDS) &&
     hasCounts(value.pubsub, ['published', 'failed']) &&
     hasCounts(sessions, ['created', 'destroyed']) &&
@@ -212,6 +220,12 @@ export function isDashboardFrame(value: unknown): value is DashboardFrame {
 
 const pick = <K extends string>(from: Record<K, number>, keys: readonly K[]) =>
   Object.fromEntries(keys.map((k) => [k, from[k]])) as Record<K, number>;
+/** The cache section's known fields; `failedOpen` only when the frame has it (an older release's does not). */
+const cacheOf = (from: DashboardFrame['cache']): DashboardFrame['cache'] => {
+  const cache: DashboardFrame['cache'] = pick(from, CACHE_FIELDS);
+  if (from.failedOpen !== undefined) cache.failedOpen = from.failedOpen;
+  return cache;
+};
 const pairs = (from: Record<string, [number, number]>) =>
   Object.fromEntries(Object.entries(from).map(([name, [a, b]]) => [name, [a, b]])) as Record<string, [number, number]>;
 
@@ -231,7 +245,7 @@ export function readDashboardFrame(value: unknown): DashboardFrame | undefined {
     at: value.at,
     ms: value.ms,
     instances: value.instances,
-    cache: pick(value.cache, CACHE_FIELDS),
+    cache: cacheOf(value.cache),
     tags: value.tags.map(([tag, n]) => [tag, n]),
     rateLimit: pairs(value.rateLimit),
     ...(rateLimitDegraded && { rateLimitDegraded: pairs(rateLimitDegraded) }),

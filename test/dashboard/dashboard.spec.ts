@@ -393,7 +393,16 @@ describe('bounded buffers and sums (pure)', () => {
   it('gives each frame of an instance a later `at`, so none is dropped as a repeat', () => {
     // CI, 2026-12-05: five tick() calls in a row kept 2 frames of 3, frames made in the same millisecond.
     const cache = {
-      stats: () => ({ hits: 0, staleHits: 0, misses: 0, graceHits: 0, loads: 0, errors: 0, hitRatio: 0 }),
+      stats: () => ({
+        hits: 0,
+        staleHits: 0,
+        misses: 0,
+        graceHits: 0,
+        loads: 0,
+        errors: 0,
+        failedOpen: 0,
+        hitRatio: 0,
+      }),
     };
     const locks = { activity: () => ({ held: 0, waiting: 0 }) };
     const collector = new DashboardCollector(cache, locks, 1_000);

@@ -149,6 +149,11 @@
 
   function renderTables(sums) {
     const recent = sums.slice(-Math.round(60000 / intervalMs));
+    // cache reads served without the cache (Redis out, failOpen); none from an instance of an older release
+    const failedOpen = recent.reduce((n, f) => n + (f.cache.failedOpen ?? 0), 0);
+    const failedOpenOut = document.getElementById('cache-failed-open');
+    failedOpenOut.dataset.count = String(failedOpen);
+    failedOpenOut.textContent = String(failedOpen);
     const tags = new Map();
     const policies = new Map();
     for (const f of recent) {
