@@ -78,13 +78,14 @@ export class SessionUserIndex {
   }
 
   /**
-   * ids(), and which of them are still pending (their session may not be written yet: not dead when missing), read
-   * together (one MULTI on the user's slot).
+   * Every id in the user's index, and which of them are still pending (their session may not be written yet: not dead
+   * when missing), read together (one MULTI on the user's slot). Those past their deadline too: this process's clock
+   * may run ahead of Redis's, which judges the deadline when each is read (session.deadline.ts); the dead are pruned.
    */
   async idsWithPending(userId: string): Promise<{ ids: string[]; pending: Set<string> }> {
     const replies = await this.client
       .multi()
-      .zrangebyscore(this.indexKey(userId), Date.now(), '+inf')
+      .zrangebyscore(this.indexKey(userId), '-inf', '+inf')
       .zrange(this.pendingKey(userId), '0', '-1')
       .exec();
     const [[idsErr, ids], [pendingErr, pending]] = (replies ?? [[new Error('transaction aborted'), null], []]) as [
