@@ -15,24 +15,16 @@
  * with two CPU-bound neighbours, 200 concurrent decisions at limit 50 admit exactly 50 and a lock keeps 12 sections
  * apart.
  *
- * Bugs (it.failing, cause named in each):
- * - a reply that arrived while the event loop was blocked past commandTimeout is reported as a timeout: ioredis's
- *   per-command timer (the `commandTimeout` given in redis-client.factory.ts baseOptions) runs in the timers phase of
- *   the next turn, before the poll phase reads the reply that is already in the socket; resetOnCommandTimeout then
- *   drops the connection, failing every other call in flight. A session read turns into 503, a granted lock into
- *   RedisUnavailableError, a decision into fail-open, a cache hit into an uncached load. The cache's hard loader
- *   timeout does the same to a loader whose reply came during the stall (cache.loader.ts boundedLoad: its timer runs
- *   before the reply is read): CacheLoadTimeoutError, a 504;
- * - a session read on an instance whose clock is ahead of the creating one's by more than the time left before
- *   maxAgeMs is null, and the session is deleted for every instance (session.records.ts SessionRecords.read compares
- *   the envelope's deadline, made with the creator's clock, with this process's Date.now());
- * - a cache entry written by an instance whose clock is ahead is a fresh `hit` on the others past its ttl, with no
- *   refresh (cache.read-path.ts compares the writer's `freshUntil` with the reader's Date.now());
- * - after the app clock steps back, `touchAfter` reuses the last touch until the clock has caught up, so a session
- *   read every 250 ms expires (session.recent-touches.ts RecentTouches.expiryOf: a negative age passes `age <
- *   reuse.ms`);
- * - after the app clock steps back, a lock Redis has expired is still `isHeld` (lock.ts Lock.isHeld compares expiresAt
- *   with Date.now()).
+ * Bugs this file found (it.failing at first, each fixed since and now a plain test): a reply that arrived while the
+ * event loop was blocked past commandTimeout was reported as a timeout (ioredis's per-command timer ran before the
+ * poll phase read the socket; b1aa9b8, 1c764e1), and so was a loader's reply by the cache's hard timeout (16f4dd2); a
+ * session read on an instance whose clock was ahead past maxAgeMs deleted the session for every instance (3d77bcf:
+ * Redis's clock judges the deadline); after the app clock stepped back `touchAfter` stopped extending sessions
+ * (07633d0) and a lock Redis had expired stayed `isHeld` (3ee1e5a: local durations on the monotonic clock).
+ *
+ * Still failing (it.failing): a cache entry written by an instance whose clock is ahead is a fresh `hit` on the others
+ * past its ttl, with no refresh (cache.read-path.ts compares the writer's `freshUntil` with the reader's Date.now();
+ * bounded by the key's Redis lifetime, docs/cache.md Known limits).
  */
 import 'reflect-metadata';
 import { type ChildProcess, spawn } from 'node:child_process';
