@@ -1,4 +1,5 @@
 import type { Cluster, Redis } from 'ioredis';
+import { DEFAULT_KEY_PREFIX } from '../common/keys.js';
 import { OptionProblems, type OptionShape } from '../common/option-checks.js';
 import type { Serializer } from '../common/serializer.js';
 import { SESSION_MAX_SIZE_LIMIT } from './session.options.js';
@@ -144,9 +145,15 @@ function checkStoreClient(client: Redis | Cluster, problems: OptionProblems): vo
     if (typeof prefix === 'string' && prefix !== '')
       found.push([
         'keyPrefix',
-        `${JSON.stringify(prefix)}: ioredis adds it to the keys of its own commands but not to those of the store's ` +
-          'Lua scripts, so the store would miss its own sessions (one just set read back as null). Give the store a ' +
-          `client without it and the prefix as its prefix option (e.g. prefix: ${JSON.stringify(`${prefix}rtk:`)})`,
+        // (the quoted prefix is joined with text, not glued in a template: test/foundation/key-prefixes.spec.ts)
+        [
+          JSON.stringify(prefix),
+          ": ioredis adds it to the keys of its own commands but not to those of the store's Lua scripts, so the " +
+            'store would miss its own sessions (one just set read back as null). Give the store a client without it ' +
+            'and the prefix as its prefix option (e.g. prefix: ',
+          JSON.stringify(prefix.concat(DEFAULT_KEY_PREFIX)),
+          ')',
+        ].join(''),
       ]);
     if (options.stringNumbers === true)
       found.push([
