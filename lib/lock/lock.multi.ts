@@ -14,7 +14,7 @@ import {
   type LeaseUsingOptions,
   leaseOwner,
 } from './lock.lease.js';
-import { gather } from './lock.quorum.js';
+import { gather } from './lock.gather.js';
 import { LocalWaiters } from './lock.waiters.js';
 import { checkNames, LEASE_ACQUIRE, LEASE_TRY, LEASE_USING } from './lock.option-names.js';
 import {

@@ -11,56 +11,7 @@ import { type NodeGate, quorumGates } from './lock.node-check.js';
 import { type NodeLeave, UnansweredLeave } from './lock.pending-leaves.js';
 import type { LockShutdown } from './lock.shutdown.js';
 import { type LeaseEnd, leaseFrom, monotonicNow, sentNow } from './lock.clock.js';
-
-export type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown } | undefined;
-
-/**
- * Waits for per-node calls until `enough` says the outcome is decided, every call settled, or `timeoutMs` passed.
- * Returns a snapshot: `undefined` marks a node that had not answered (a paused or slow server). Calls still running
- * finish in the background; their results are ignored (a late lock on a node is cleaned up by release-on-all).
- */
-export function gather<T>(
-  calls: Promise<T>[],
-  enough: (outcomes: Outcome<T>[]) => boolean,
-  timeoutMs: number,
-): Promise<Outcome<T>[]> {
-  return new Promise((resolve) => {
-    const outcomes: Outcome<T>[] = calls.map(() => undefined);
-    let pending = calls.length;
-    let finished = false;
-    const finish = (): void => {
-      if (finished) return;
-      finished = true;
-      clearTimeout(timer);
-      resolve(outcomes.slice());
-    };
-    const timer = setTimeout(finish, Math.max(0, timeoutMs));
-    calls.forEach((call, i) => {
-      call
-        .then(
-          (value) => {
-            outcomes[i] = { ok: true, value };
-          },
-          (error: unknown) => {
-            outcomes[i] = { ok: false, error };
-          },
-        )
-        .then(() => {
-          pending--;
-          if (!finished && (pending === 0 || enough(outcomes))) finish();
-        });
-    });
-  });
-}
-
-export const count = <T>(outcomes: Outcome<T>[], test: (o: Outcome<T>) => boolean): number =>
-  outcomes.filter(test).length;
-export const answered = <T>(o: Outcome<T>, value: T): boolean => o?.ok === true && o.value === value;
-export const firstError = <T>(outcomes: Outcome<T>[]): string => {
-  const failed = outcomes.find((o) => o !== undefined && !o.ok);
-  if (failed && !failed.ok) return failed.error instanceof Error ? failed.error.message : String(failed.error);
-  return 'no answer in time';
-};
+import { answered, count, firstError, gather, type Outcome } from './lock.gather.js';
 
 /**
  * The Redlock steps for every lease script (locks, semaphores, multi-resource locks) over N independent servers:

@@ -15,7 +15,8 @@ import {
   leaseOwner,
 } from './lock.lease.js';
 import { SEMAPHORE_ACQUIRE, SEMAPHORE_EXTEND, SEMAPHORE_HOLDERS } from './lock.scripts.js';
-import { firstError, gather, type QuorumCalls } from './lock.quorum.js';
+import { firstError, gather } from './lock.gather.js';
+import type { QuorumCalls } from './lock.quorum.js';
 import { LocalWaiters } from './lock.waiters.js';
 import { checkNames, LEASE_ACQUIRE, LEASE_TRY, LEASE_USING, SEMAPHORE } from './lock.option-names.js';
 
