@@ -1,0 +1,119 @@
+/**
+ * An instance whose clock runs an hour behind Redis's (or whose wall clock was stepped back an hour) keeps its
+ * sessions alive: the idle expiry reaches Redis as a duration, timed from Redis's clock, and only the absolute deadline
+ * (maxAgeMs, far here) as an epoch. "Behind" is `Date.now` shifted in this process for the one call (the toolkit reads
+ * the clock at call time), as in session.deadline-clock.spec.ts. Before the fix, every write sent
+ * `min(now + ttl, deadline)` from this process's clock as PXAT/PEXPIREAT: an hour in Redis's past, so Redis deleted
+ * the key at once (create, update with and without appendUpdates, regenerate, the store's set and touch, and the
+ * correcting PEXPIREAT of a touching read of a session with its own ttl).
+ *
+ * STILL FAILING (it.failing). Cause: the idle expiry reaches Redis as an epoch made from this process's Date.now():
+ * `min(now + ttl, m)` as PXAT/PEXPIREAT in session-create.lua (create, regenerate), session-compare-and-set.lua
+ * (update, store set), session-change.lua (appendUpdates), session-update.lua, session-store-touch.lua and
+ * session-store-set.lua (now + ttl, `now` the caller's ARGV[1]), and SessionRecords.read's pexpireat(now + t) for a
+ * session with its own ttl. On today's lib every case fails at its first PTTL (-2: the key deleted at once by create
+ * or the store's set).
+ */
+import 'reflect-metadata';
+import { randomBytes } from 'node:crypto';
+import type { SessionData } from 'express-session';
+import { Cluster, Redis } from 'ioredis';
+import { RedisSessionStore, SessionService } from '../../lib/index.js';
+import { generateSessionId, RedisConnection } from '../../lib/advanced.js';
+import type { RedisClient } from '../../lib/common/lua-script.js';
+import { trackForCleanup } from '../support/private-servers.js';
+import { sharedServers } from '../support/shared-servers.js';
+import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
+
+afterEach(closeToolkitApps);
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
+const TTL = 60_000;
+const realNow = Date.now;
+afterEach(() => {
+  Date.now = realNow;
+});
+
+const uniquePrefix = (): string => `rtk-cb-${randomBytes(4).toString('hex')}:`;
+
+/** `run` with this process's clock an hour behind. */
+async function behind<T>(run: () => Promise<T>): Promise<T> {
+  Date.now = () => realNow() - HOUR;
+  try {
+    return await run();
+  } finally {
+    Date.now = realNow;
+  }
+}
+
+/** The key's PTTL is `ttl`, give or take the test's own latency (a key deleted: -2). */
+async function expectTtl(client: RedisClient, key: string, ttl: number): Promise<void> {
+  const left = await client.pttl(key);
+  expect(left).toBeGreaterThan(ttl - 10_000);
+  expect(left).toBeLessThanOrEqual(ttl);
+}
+
+async function serviceApp(target: RedisTarget, session: Record<string, unknown> = {}) {
+  const prefix = uniquePrefix();
+  const options = { ttl: TTL, maxAgeMs: DAY, cookie: { secret: 's3cret' }, ...session };
+  const app = await createToolkitApp({ target, keyPrefix: prefix, session: options });
+  const client = app.get(RedisConnection).client;
+  return { sessions: app.get(SessionService), client, keyOf: (id: string) => `${prefix}sess:{${id}}` };
+}
+
+function clientFor(target: RedisTarget): RedisClient {
+  const client =
+    target === 'single'
+      ? new Redis(sharedServers().single.url)
+      : new Cluster(sharedServers().cluster, { redisOptions: { maxRetriesPerRequest: 0 } });
+  return trackForCleanup(client);
+}
+
+describe.each(['single', 'cluster'] as const)('a clock an hour behind on %s', (target) => {
+  it.failing.each([false, true])(
+    'create, touching read, update (appendUpdates %s), regenerate: live, PTTL the ttl',
+    async (appendUpdates) => {
+      const { sessions, client, keyOf } = await serviceApp(target, { appendUpdates });
+      const s = await behind(() => sessions.create('u', { a: 1 }));
+      await expectTtl(client, keyOf(s.id), TTL);
+      expect((await behind(() => sessions.get(s.id)))?.data).toEqual({ a: 1 });
+      await expectTtl(client, keyOf(s.id), TTL);
+      expect((await behind(() => sessions.update(s.id, { b: 2 }))).data).toEqual({ a: 1, b: 2 });
+      await expectTtl(client, keyOf(s.id), TTL);
+      // enough updates that appendUpdates writes the merged session whole (its rewrite, session-change.lua)
+      for (let i = 0; i < 17; i++) await behind(() => sessions.update(s.id, { n: i }));
+      await expectTtl(client, keyOf(s.id), TTL);
+      const moved = await behind(() => sessions.regenerate(s.id));
+      expect(moved.data).toEqual({ a: 1, b: 2, n: 16 });
+      await expectTtl(client, keyOf(moved.id), TTL);
+      // and on an instance with a right clock
+      expect((await sessions.get(moved.id))?.data).toEqual({ a: 1, b: 2, n: 16 });
+    },
+  );
+
+  it.failing('a session with its own ttl: the touching read corrects its expiry to that ttl', async () => {
+    const { sessions, client, keyOf } = await serviceApp(target);
+    const s = await sessions.create('u', { a: 1 }, { ttl: 2 * TTL });
+    expect((await behind(() => sessions.get(s.id)))?.data).toEqual({ a: 1 });
+    await expectTtl(client, keyOf(s.id), 2 * TTL);
+  });
+
+  it.failing('the store: set (new and existing session) and touch: live, PTTL the cookie maxAge', async () => {
+    const client = clientFor(target);
+    const prefix = uniquePrefix();
+    const store = new RedisSessionStore({ client, prefix, maxAgeMs: DAY });
+    const sid = generateSessionId();
+    const key = `${prefix}sess:{${sid}}`;
+    // express-session on the instance behind sets the cookie's expires from its own clock
+    const cookie = { originalMaxAge: TTL, expires: new Date(realNow() - HOUR + TTL), httpOnly: true, path: '/' };
+    await behind(() => store.set(sid, { cookie, n: 1 } as unknown as SessionData));
+    await expectTtl(client, key, TTL);
+    await behind(() => store.set(sid, { cookie, n: 2 } as unknown as SessionData));
+    await expectTtl(client, key, TTL);
+    expect((await behind(() => store.get(sid)))?.n).toBe(2);
+    // another maxAge: the touch script runs (session-store-touch.lua)
+    await behind(() => store.touch(sid, { cookie: { ...cookie, originalMaxAge: 2 * TTL } } as unknown as SessionData));
+    await expectTtl(client, key, 2 * TTL);
+    expect((await store.get(sid))?.n).toBe(2);
+  });
+});
