@@ -48,6 +48,13 @@ export function setVerdictTimeout(verdict: () => void, ms: number): NodeJS.Timeo
 }
 
 /**
+ * Whether a timer of delay `ms` that fired `lateMs` after its due time was held up by a blocked event loop (more than a
+ * quarter of its delay, and 20 ms): then what it bounds may have been written only after the stall (a connection is
+ * corked while a turn's batch is sent), and a verdict waits `ms` once more (the command timer, the lock quorum's wait).
+ */
+export const firedLate = (lateMs: number, ms: number): boolean => lateMs > Math.max(ms / 4, 20);
+
+/**
  * Settles like `promise`, or rejects with `Error(message)` when it has not settled `ms` later (setVerdictTimeout: a
  * value read right after a stall counts as in time); the timer never outlives the race.
  */

@@ -1,7 +1,7 @@
 import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls';
 import { Cluster, Redis, type ClusterOptions, type Command, type RedisOptions } from 'ioredis';
 import type { RedisClient } from '../common/lua-script.js';
-import { afterPoll } from '../common/timeout.js';
+import { afterPoll, firedLate } from '../common/timeout.js';
 import type {
   RedisClusterConnection,
   RedisConnectionOptions,
@@ -81,7 +81,7 @@ const REARMED = -1;
 function timeOut(command: Command, ms: number, armedAt: number): void {
   if (command.isSettled) return;
   const late = (((performance.now() | 0) - armedAt) | 0) - ms;
-  if (armedAt !== REARMED && late > Math.max(ms / 4, 20)) {
+  if (armedAt !== REARMED && firedLate(late, ms)) {
     armCommandTimeout(command, ms, REARMED);
     return;
   }

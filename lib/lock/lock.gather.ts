@@ -1,4 +1,4 @@
-import { setVerdictTimeout } from '../common/timeout.js';
+import { firedLate, setVerdictTimeout } from '../common/timeout.js';
 import { monotonicNow } from './lock.clock.js';
 
 export type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown } | undefined;
@@ -33,7 +33,7 @@ export function gather<T>(
     let armedAt = monotonicNow();
     const verdict = (): void => {
       if (finished) return;
-      if (armedAt >= 0 && monotonicNow() - armedAt - ms > Math.max(ms / 4, 20)) {
+      if (armedAt >= 0 && firedLate(monotonicNow() - armedAt - ms, ms)) {
         armedAt = -1; // armed again once, not a third time
         timer = setVerdictTimeout(verdict, ms);
         return;
