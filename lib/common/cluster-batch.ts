@@ -36,9 +36,10 @@ const DID_NOT_RUN = /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN|NOSCRIPT)\b/;
  * ioredis pipeline does the same write but costs more per command: a 3-master cluster, 50 callers of cache.get,
  * 83–107k gets/s at 11–14 µs of this process's CPU per get with node.pipeline(), 109–134k at 7.4–9.2 µs corked.
  */
-function sendCorked(node: Redis, commands: Command[]): Promise<unknown>[] {
+export function sendCorked(node: Redis, commands: Command[]): Promise<unknown>[] {
+  // (a connection not open yet has no socket: ioredis queues the commands until it connects)
   const { stream } = node;
-  stream.cork();
+  stream?.cork();
   try {
     return commands.map((command) => {
       try {
@@ -50,7 +51,7 @@ function sendCorked(node: Redis, commands: Command[]): Promise<unknown>[] {
       return command.promise as Promise<unknown>;
     });
   } finally {
-    stream.uncork();
+    stream?.uncork();
   }
 }
 
