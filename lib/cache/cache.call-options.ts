@@ -108,9 +108,11 @@ export function ttlOf<T>(ttl: CacheTtl<T>, value: T): number {
   return Math.ceil(ms);
 }
 
-/** The entry storing `value` now under this call's ttl, staleTtl and tags; `delta` is how long its load took. */
-export function entryOf<T>(call: ResolvedCall<T>, value: T, delta: number): CacheEntry<T> {
-  const now = Date.now();
+/**
+ * The entry storing `value` at `now` (epoch ms by Redis's clock: RedisClock) under this call's ttl, staleTtl and tags;
+ * `delta` is how long its load took.
+ */
+export function entryOf<T>(call: ResolvedCall<T>, value: T, delta: number, now: number): CacheEntry<T> {
   const ttl = ttlOf(call.ttl, value);
   return {
     value,

@@ -1,4 +1,5 @@
 import { replyCodeOf, type FailurePolicy } from '../common/failure-policy.js';
+import type { RedisClock } from '../common/redis-clock.js';
 import type { Serializer } from '../common/serializer.js';
 import type { ThrottledWarning } from '../common/throttled-logger.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
@@ -17,6 +18,8 @@ export class CacheEntryStore {
     private readonly failures: FailurePolicy,
     private readonly serializer: Serializer,
     private readonly redisWarning: ThrottledWarning,
+    /** `keepUntil` and the tag index's scores are on Redis's clock: so is the `now` they are measured from. */
+    private readonly clock: RedisClock,
   ) {}
 
   read<T>(redisKey: string): Promise<CacheEntry<T> | undefined> {
@@ -79,7 +82,7 @@ export class CacheEntryStore {
   ): Promise<boolean> {
     let version = 0;
     const stored = await this.failures.run('set', async () => {
-      const now = Date.now();
+      const now = this.clock.now();
       const added = await Promise.all(entry.tags.map((t) => this.tags.add(t, redisKey, keepUntil, startedAt, now)));
       if (added.includes(0)) return false;
       // Noted as the SET is sent: an invalidation after it (a del, maybe run by Redis after the SET) keeps it out of
@@ -107,7 +110,7 @@ export class CacheEntryStore {
     }
     // Noted as the SET is sent (see write).
     const version = this.l1?.version ?? 0;
-    return this.connection.client.set(redisKey, raw, 'PX', Math.max(1, keepUntil - Date.now())).then(
+    return this.connection.client.set(redisKey, raw, 'PX', Math.max(1, keepUntil - this.clock.now())).then(
       () => {
         const kept = this.l1 && this.asStored(redisKey, entry, raw);
         if (kept) this.l1?.remember(redisKey, kept, version);

@@ -7,7 +7,9 @@ import { isPlainJson, type Serializer } from '../common/serializer.js';
  *
  * Encoding: `<freshUntil>,<staleUntil>,<delta>,<tags JSON>\n<payload>` (epoch ms, ms). The header never contains a
  * newline (JSON escapes them), so the first `\n` ends it whatever the serializer produces. The key's PEXPIRE is the
- * stale horizon; soften.lua rewrites `freshUntil` in place for soft invalidation.
+ * stale horizon; soften.lua rewrites `freshUntil` in place for soft invalidation. The epoch ms are Redis's clock as
+ * each instance estimates it (cache.clock.ts), written and compared on it, so instances whose own clocks disagree
+ * agree on when an entry stops being fresh.
  *
  * A string value under the default JSON serializer is stored as it is, marked by an `s` right after the tags
  * (`…,[]s\n<the string>`): its JSON text only escaped it, and a read had to scan and parse it back (about a quarter of
@@ -16,7 +18,7 @@ import { isPlainJson, type Serializer } from '../common/serializer.js';
  */
 export interface CacheEntry<T = unknown> {
   value: T;
-  /** Epoch ms until which the value is fresh. */
+  /** Epoch ms (Redis's clock) until which the value is fresh. */
   freshUntil: number;
   /** Epoch ms until which the value may still be served stale (>= freshUntil); Redis drops the key then. */
   staleUntil: number;

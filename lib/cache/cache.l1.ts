@@ -4,6 +4,7 @@ import { LRUCache } from 'lru-cache';
 import { InvalidOptionsError, SerializationError } from '../common/errors.js';
 import { replyCodeOf } from '../common/failure-policy.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
+import type { RedisClock } from '../common/redis-clock.js';
 import type { ThrottledWarning } from '../common/throttled-logger.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import type { PubSubService } from '../pubsub/pubsub.service.js';
@@ -98,6 +99,8 @@ export class CacheL1 {
     private readonly redisWarning: ThrottledWarning,
     /** Every entry key starts with it (`rtk:cache:`): the BCAST prefix of tracking. */
     private readonly prefix: string,
+    /** An entry's header times are Redis's (cache.entry.ts). */
+    private readonly clock: RedisClock,
   ) {
     // dispose: whenever an entry leaves (evicted, expired, deleted, replaced, cleared), its keys leave byTag
     this.lru = new LRUCache<string, CacheEntry>({
@@ -176,7 +179,7 @@ export class CacheL1 {
     // While tracking is off on a master (reconnecting, undecided), a write by another client would go unseen.
     if (this.chosen !== 'bus' && !this.tracking?.live) return;
     if (version < this.floor || (this.changed.get(redisKey) ?? 0) > version) return;
-    const left = entry.freshUntil - Date.now();
+    const left = entry.freshUntil - this.clock.now();
     if (left <= 0) return;
     this.lru.set(redisKey, entry, { ttl: Math.min(this.options.ttl, left) });
     // (the entry it replaced, if any, was unindexed by dispose during set)

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Cluster, Command, type Redis } from 'ioredis';
 import { sendCorked } from '../common/cluster-batch.js';
 import { FEATURES, type KeyBuilder } from '../common/keys.js';
+import type { RedisClock } from '../common/redis-clock.js';
 import { RELEASE_LOCK } from '../common/release-lock.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import type { CacheEntry } from './cache.entry.js';
@@ -57,6 +58,8 @@ export class CacheLoadLock {
     private readonly store: CacheEntryStore,
     private readonly l1: CacheL1 | undefined,
     private readonly failures: FailurePolicy,
+    /** An entry's header times are Redis's (cache.entry.ts); `lockWait` is a wait of this process's. */
+    private readonly clock: RedisClock,
   ) {}
 
   /**
@@ -85,7 +88,7 @@ export class CacheLoadLock {
             return failedOpen(await loaders.loadAndStore());
           }
           const { stored } = locked;
-          if (stored && Date.now() < stored.freshUntil) {
+          if (stored && this.clock.now() < stored.freshUntil) {
             this.l1?.remember(redisKey, stored, version);
             return { value: stored.value, status: 'hit' };
           }
@@ -109,7 +112,7 @@ export class CacheLoadLock {
         return failedOpen(await loaders.loadAndStore());
       }
       if (entry) {
-        const now = Date.now();
+        const now = this.clock.now();
         if (now < entry.freshUntil) {
           this.l1?.remember(redisKey, entry, version);
           return { value: entry.value, status: 'hit' };

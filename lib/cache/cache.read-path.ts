@@ -15,6 +15,7 @@ import type { ResolvedCacheOptions } from './cache.options.js';
 import type { CacheCounters } from './cache.stats.js';
 import type { CacheResult } from './cache.types.js';
 import { makeRoom } from '../common/bounded-map.js';
+import type { RedisClock } from '../common/redis-clock.js';
 
 export type Loader<T> = () => T | Promise<T>;
 
@@ -62,6 +63,8 @@ export class CacheReadPath {
     private readonly l1: CacheL1 | undefined,
     private readonly failures: FailurePolicy,
     private readonly counters: CacheCounters,
+    /** Every time compared with an entry's header, or written into one, is Redis's (see cache.entry.ts). */
+    private readonly clock: RedisClock,
   ) {
     this.refreshWarning = new ThrottledWarning(logger, undefined, () => 'failed cache refreshes');
     this.graceWarning = new ThrottledWarning(logger, undefined, () => 'cache values served from grace');
@@ -99,7 +102,7 @@ export class CacheReadPath {
         degraded: 'fail-open',
       }));
     }
-    const now = Date.now();
+    const now = this.clock.now();
     if (entry) {
       if (now < entry.freshUntil) {
         this.l1?.remember(redisKey, entry, version);
@@ -137,7 +140,7 @@ export class CacheReadPath {
    */
   private serveGrace<T>(redisKey: string, entry: CacheEntry<T>, call: ResolvedCall<T>, err: unknown): CacheResult<T> {
     if (typeof err === 'object' && err !== null && !this.loaderErrors.has(err)) throw err;
-    const now = Date.now();
+    const now = this.clock.now();
     if (!this.graceRetryAt.has(redisKey)) makeRoom(this.graceRetryAt, GRACE_RETRY_MEMO);
     this.graceRetryAt.set(redisKey, now + call.graceBackoff);
     this.graceWarning.warn(
@@ -239,7 +242,7 @@ export class CacheReadPath {
     let raw: string;
     try {
       if (call.shouldCache !== undefined && !call.shouldCache(value)) return { value, status: 'miss' };
-      entry = entryOf(call, value, delta);
+      entry = entryOf(call, value, delta, this.clock.now());
       raw = encodeEntry(entry, this.serializer);
     } catch (err) {
       if (own === undefined) throw err;
@@ -262,7 +265,8 @@ export class CacheReadPath {
     hardTimeout: number,
   ): Promise<{ value: T; delta: number; startedAt: number }> {
     this.counters.loads++;
-    const startedAt = Date.now();
+    // compared with the tags' invalidation marks (CacheTagIndex.mark), on the same clock
+    const startedAt = this.clock.now();
     const started = performance.now();
     const option = hardTimeout === this.options.loadTimeout ? 'cache.loadTimeout' : 'hardTimeout';
     let outcome = 'failed';

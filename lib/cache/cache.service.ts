@@ -3,6 +3,7 @@ import { unlinkMany } from '../common/bulk-keys.js';
 import { MAX_DURATION_MS } from '../common/option-checks.js';
 import { InvalidOptionsError } from '../common/errors.js';
 import { FailurePolicy } from '../common/failure-policy.js';
+import type { RedisClock } from '../common/redis-clock.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { SERIALIZER, type Serializer } from '../common/serializer.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
@@ -14,6 +15,7 @@ import { PubSubService } from '../pubsub/pubsub.service.js';
 import { defaultCall, entryOf, resolveCall, type ResolvedCall } from './cache.call-options.js';
 import { encodeEntry, type CacheEntry } from './cache.entry.js';
 import { CacheEntryStore } from './cache.entry-store.js';
+import { cacheClock } from './cache.clock.js';
 import { cacheEvictionCheck } from './cache.eviction-check.js';
 import { CacheL1 } from './cache.l1.js';
 import { CacheLoadLock } from './cache.load-lock.js';
@@ -36,16 +38,8 @@ import type {
 export { CACHE_L1_CHANNEL } from './cache.l1.js';
 /** getOrSet options checked once by CacheService.prepare, for getOrSetPrepared. */
 export type PreparedCall<T> = ResolvedCall<T>;
-export type {
-  CacheTags,
-  CacheTtl,
-  CacheSetOptions,
-  CacheGetOrSetOptions,
-  InvalidateTagsOptions,
-  CacheStatus,
-  CacheResult,
-  CacheStats,
-} from './cache.types.js';
+export type { CacheTags, CacheTtl, CacheSetOptions, CacheGetOrSetOptions } from './cache.types.js';
+export type { InvalidateTagsOptions, CacheStatus, CacheResult, CacheStats } from './cache.types.js';
 
 const FEATURE = FEATURES.cache;
 const resultValue = <T>(result: CacheResult<T>): T => result.value;
@@ -75,6 +69,8 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
   private readonly evictionCheck: EvictionPolicyCheck;
   private readonly entryKeys = new Map<string, string>();
   private readonly defaultCall: ResolvedCall<unknown>;
+  /** Redis's clock: the one every entry header is written and judged with (cache.clock.ts). */
+  private readonly clock: RedisClock;
 
   constructor(
     @Inject(FEATURE_CONNECTION.cache) private readonly connection: RedisConnection,
@@ -86,11 +82,13 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
     this.options = options;
     this.serializer = serializer;
     this.defaultCall = defaultCall(this.options);
+    this.clock = cacheClock(connection, this.logger);
     if (this.options.l1) {
       // The L1 bus (the fallback of CLIENT TRACKING) runs on pub/sub; without L1 the cache needs no PubSubService.
       if (!pubsub) throw new InvalidOptionsError('cache.l1 needs PubSubService (provided by RedisToolkitModule)');
       const prefix = keys.featurePrefix(FEATURE);
-      this.l1 = new CacheL1(this.options.l1, connection, pubsub, this.counters, this.redisWarning, prefix);
+      const { counters, redisWarning, clock } = this;
+      this.l1 = new CacheL1(this.options.l1, connection, pubsub, counters, redisWarning, prefix, clock);
     }
     this.failures = new FailurePolicy(connection, {
       feature: 'cache',
@@ -100,7 +98,8 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
     });
     // Whether Redis may evict a tag index: asked once, at the first use of tags (cache.eviction-check).
     this.evictionCheck = cacheEvictionCheck(connection, this.logger);
-    const tags = new CacheTagIndex(connection, keys, FEATURE, this.options.lockTtl, this.l1, this.evictionCheck);
+    const { lockTtl, lockWait } = this.options;
+    const tags = new CacheTagIndex(connection, keys, FEATURE, lockTtl, this.l1, this.evictionCheck, this.clock);
     this.store = new CacheEntryStore(
       connection,
       new CacheReadBatcher(connection),
@@ -109,9 +108,9 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
       this.failures,
       this.serializer,
       this.redisWarning,
+      this.clock,
     );
-    const { lockTtl, lockWait } = this.options;
-    const lock = new CacheLoadLock(connection, keys, lockTtl, lockWait, this.store, this.l1, this.failures);
+    const lock = new CacheLoadLock(connection, keys, lockTtl, lockWait, this.store, this.l1, this.failures, this.clock);
     this.reads = new CacheReadPath(
       this.logger,
       this.options,
@@ -122,17 +121,20 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
       this.l1,
       this.failures,
       this.counters,
+      this.clock,
     );
     this.invalidation = new CacheInvalidation(connection, keys, tags, this.l1, this.failures);
   }
 
   async onModuleInit(): Promise<void> {
-    if (!this.l1) return;
-    await this.l1.start();
+    // the first estimate before the first call, unless the connection is not up yet (lazyConnect): then at its ready
+    await this.clock.start();
+    await this.l1?.start();
   }
 
   async onModuleDestroy(): Promise<void> {
     this.reads.close();
+    this.clock.close();
     this.evictionCheck.close();
     this.failures.close();
     try {
@@ -150,7 +152,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
   /** The fresh value under `key`, or undefined (missing, expired, stale, or Redis unreachable with failOpen). */
   async get<T>(key: string): Promise<T | undefined> {
     const redisKey = this.entryKey(key);
-    const now = Date.now();
+    const now = this.clock.now();
     const local = this.l1?.get(redisKey);
     if (local && now < local.freshUntil) {
       this.counters.hits++;
@@ -166,7 +168,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
       this.counters.failedOpen++;
       return undefined;
     }
-    if (entry && Date.now() < entry.freshUntil) {
+    if (entry && this.clock.now() < entry.freshUntil) {
       this.counters.hits++;
       this.l1?.remember(redisKey, entry, version);
       return entry.value;
@@ -182,7 +184,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
   async set<T>(key: string, value: T, options: CacheSetOptions = {}): Promise<void> {
     const redisKey = this.entryKey(key);
     const call = resolveCall<T>(options, 'set', this.options);
-    const entry = entryOf(call, value, 0);
+    const entry = entryOf(call, value, 0, this.clock.now());
     const raw = encodeEntry(entry, this.serializer);
     this.l1?.delete(redisKey);
     try {
@@ -308,7 +310,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
       (options === undefined ? (this.defaultCall as ResolvedCall<T>) : resolveCall(options, 'getOrSet', this.options));
     if (this.l1) {
       const local = this.l1.get(redisKey) as CacheEntry<T> | undefined;
-      const now = Date.now();
+      const now = this.clock.now();
       if (local && now < local.freshUntil) {
         if (this.reads.refreshEarly(local, now)) this.reads.refreshInBackground(redisKey, loader, call);
         return { value: local.value, status: 'hit' };
@@ -355,7 +357,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
       this.failures.unavailable(err);
       return undefined;
     }
-    const left = entry ? entry.freshUntil - Date.now() : 0;
+    const left = entry ? entry.freshUntil - this.clock.now() : 0;
     return left > 0 ? left : undefined;
   }
 

@@ -1,6 +1,7 @@
 import { BULK_BATCH, unlinkMany } from '../common/bulk-keys.js';
 import type { KeyBuilder } from '../common/keys.js';
 import { LuaScript } from '../common/lua-script.js';
+import type { RedisClock } from '../common/redis-clock.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import type { EvictionPolicyCheck } from '../connection/eviction-policy-check.js';
 import type { CacheL1, TagMembers } from './cache.l1.js';
@@ -23,6 +24,11 @@ export class CacheTagIndex {
     private readonly lockTtl: number,
     private readonly l1: CacheL1 | undefined,
     private readonly evictionCheck: EvictionPolicyCheck,
+    /**
+     * Marks, scores and the soften script's `now` are Redis's time: compared with loads' start, entries' horizons and
+     * headers written by every instance.
+     */
+    private readonly clock: RedisClock,
   ) {}
 
   /**
@@ -56,7 +62,7 @@ export class CacheTagIndex {
   mark(tag: string): Promise<unknown> {
     const marked = this.connection.client.set(
       this.tagMarkKey(tag),
-      Date.now(),
+      this.clock.now(),
       'PX',
       Math.max(MIN_MARK_TTL, this.lockTtl),
     );
@@ -69,7 +75,14 @@ export class CacheTagIndex {
   async deleteTag(tagKey: string, found: TagMembers): Promise<number> {
     let total = 0;
     for (;;) {
-      const members = await this.connection.client.zrangebyscore(tagKey, Date.now(), '+inf', 'LIMIT', 0, BULK_BATCH);
+      const members = await this.connection.client.zrangebyscore(
+        tagKey,
+        this.clock.now(),
+        '+inf',
+        'LIMIT',
+        0,
+        BULK_BATCH,
+      );
       if (members.length === 0) break;
       this.l1?.dropMembers(members, found);
       total += await unlinkMany(this.connection.client, members);
@@ -85,7 +98,7 @@ export class CacheTagIndex {
    */
   async softenTag(tagKey: string, found: TagMembers): Promise<number> {
     let total = 0;
-    const now = Date.now();
+    const now = this.clock.now();
     for (let offset = 0; ; offset += BULK_BATCH) {
       const members = await this.connection.client.zrangebyscore(tagKey, now, '+inf', 'LIMIT', offset, BULK_BATCH);
       this.l1?.dropMembers(members, found);

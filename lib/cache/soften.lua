@@ -2,7 +2,8 @@
 -- refresh runs) until its stale horizon, which (with the key's TTL) is left unchanged.
 -- Entry format: "<freshUntil>,<staleUntil>,<delta>,<tags json>\n<payload>", an `s` maybe after the tags json
 -- (cache.entry.ts); everything after fresh-until is kept as it is.
--- KEYS[1] entry  ARGV[1] now (ms). Returns 1 when the entry was fresh and is now stale, 0 otherwise.
+-- KEYS[1] entry  ARGV[1] now (ms, Redis's clock as the caller estimates it: cache.clock.ts). Returns 1 when the
+-- entry was fresh and is now stale, 0 otherwise.
 local value = redis.call('GET', KEYS[1])
 if not value then return 0 end
 local nl = string.find(value, '\n', 1, true)

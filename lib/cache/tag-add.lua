@@ -1,7 +1,8 @@
 -- Adds one cache entry to a tag index and keeps the index bounded.
 -- KEYS[1] tag index (sorted set: member = entry key, score = the entry's stale horizon in epoch ms)
 -- KEYS[2] the tag's invalidation mark (epoch ms of its last invalidation; same hash tag as KEYS[1])
--- ARGV[1] now (ms)  ARGV[2] entry key  ARGV[3] entry's stale horizon (ms)  ARGV[4] when the value was read/loaded (ms)
+-- ARGV[1] now (ms; like every time here, Redis's clock as the caller estimates it: cache.clock.ts)
+-- ARGV[2] entry key  ARGV[3] entry's stale horizon (ms)  ARGV[4] when the value was read/loaded (ms)
 -- Returns 0 without adding when the tag was invalidated after the value was loaded: the caller must not store a value
 -- that the invalidation was meant to remove. Members whose entries have expired are pruned on every write, and the
 -- index itself expires with its last entry, so tag indexes clean themselves without a GC job.

@@ -2,15 +2,17 @@
  * The toolkit on a busy machine and through time: the app's event loop blocked by a synchronous busy loop while calls
  * are in flight, Redis slow (DEBUG SLEEP) rather than down, an app clock that disagrees with the others or steps
  * back, and a CPU-bound neighbour starving Redis. Every server is private (harness-tracked, DEBUG enabled); a "second
- * instance" with a skewed clock is a second app in this process whose calls run while `Date.now` is shifted (the
- * toolkit reads the clock at call time; the shift is undone before anything else runs).
+ * instance" with a skewed clock is a second app in this process whose calls (and, where the toolkit measures Redis's
+ * clock against its own at connect, its boot) run while `Date.now` is shifted (the toolkit reads the clock at those
+ * times; the shift is undone before anything else runs).
  *
  * Held (plain tests): a stall shorter than commandTimeout changes nothing; a lock held across a stall past its ttl is
  * lost (isHeld false, extend and release LockLostError, the next holder's fencing token larger) and `using` rejects
  * with LockLostError after its signal aborted, as does a @WithLock method, while stalls shorter than the extension
  * lead are bridged by @WithLock's auto-extension; stale-while-revalidate across a stall serves the stale value once and
  * refreshes it; the block cache across a stall admits what Redis admits and refuses only what Redis refuses; rate
- * limits of two instances an hour apart share one window (Redis TIME); a Redis asleep for less than commandTimeout
+ * limits of two instances an hour apart share one window (Redis TIME), and so do cache entries (an entry written by an
+ * instance an hour ahead is stale on the others after its ttl); a Redis asleep for less than commandTimeout
  * answers every feature exactly, one asleep for longer gets each feature's failure policy and leaves no lock behind;
  * with two CPU-bound neighbours, 200 concurrent decisions at limit 50 admit exactly 50 and a lock keeps 12 sections
  * apart.
@@ -20,11 +22,10 @@
  * poll phase read the socket; b1aa9b8, 1c764e1), and so was a loader's reply by the cache's hard timeout (16f4dd2); a
  * session read on an instance whose clock was ahead past maxAgeMs deleted the session for every instance (3d77bcf:
  * Redis's clock judges the deadline); after the app clock stepped back `touchAfter` stopped extending sessions
- * (07633d0) and a lock Redis had expired stayed `isHeld` (3ee1e5a: local durations on the monotonic clock).
- *
- * Still failing (it.failing): a cache entry written by an instance whose clock is ahead is a fresh `hit` on the others
- * past its ttl, with no refresh (cache.read-path.ts compares the writer's `freshUntil` with the reader's Date.now();
- * bounded by the key's Redis lifetime, docs/cache.md Known limits).
+ * (07633d0) and a lock Redis had expired stayed `isHeld` (3ee1e5a: local durations on the monotonic clock); a cache
+ * entry written by an instance whose clock was ahead was a fresh `hit` on the others past its ttl, with no refresh
+ * (cache.read-path.ts compared the writer's `freshUntil` with the reader's Date.now(); now both are Redis's clock as
+ * each instance estimates it: cache.clock.ts; more in test/cache/cache.clock-skew.spec.ts).
  */
 import 'reflect-metadata';
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -320,13 +321,14 @@ describe('the cache across a stall', () => {
     expect(result).toBe('from-source');
   });
 
-  // cache.read-path.ts: `now < entry.freshUntil` compares the writer's clock (freshUntil = its Date.now() + ttl) with
-  // the reader's Date.now(); Redis's TIME is the one clock both share.
-  it.failing('an entry written by an instance whose clock is an hour ahead is stale on the others after its ttl', async () => {
+  // cache.read-path.ts: `now < entry.freshUntil` compared the writer's clock (freshUntil = its Date.now() + ttl) with
+  // the reader's Date.now(). Both are now Redis's clock (TIME's offset from the instance's own, measured at connect:
+  // cache.clock.ts), so the instance ahead boots on its clock too.
+  it('an entry written by an instance whose clock is an hour ahead is stale on the others after its ttl', async () => {
     const { app, keyPrefix } = await boot({ commandTimeout: 2_000 });
-    const { app: ahead } = await boot({ commandTimeout: 2_000 }, keyPrefix);
     Date.now = () => realNow() + HOUR;
     try {
+      const { app: ahead } = await boot({ commandTimeout: 2_000 }, keyPrefix);
       await ahead.get(CacheService).getOrSet('skew', async () => 'old', { ttl: 500, staleTtl: 60_000 });
     } finally {
       Date.now = realNow;
@@ -336,8 +338,8 @@ describe('the cache across a stall', () => {
     const result = await app
       .get(CacheService)
       .getOrSetWithStatus('skew', async () => `new${++loads}`, { ttl: 500, staleTtl: 60_000 });
-    // shows: { value: 'old', status: 'hit' } and no refresh: the 500 ms entry is fresh for an hour (its Redis key
-    // lives ttl + staleTtl, so it is served as fresh for that whole minute)
+    // showed: { value: 'old', status: 'hit' } and no refresh: the 500 ms entry was fresh for an hour (its Redis key
+    // lives ttl + staleTtl, so it was served as fresh for that whole minute)
     expect(result).toEqual({ value: 'old', status: 'stale' });
     expect(await waitFor(() => loads === 1, 5_000)).toBe(true);
   });

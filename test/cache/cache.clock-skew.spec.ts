@@ -1,0 +1,190 @@
+/**
+ * Cache entries shared by instances whose clocks disagree, on a single server and on the cluster. The instance "ahead"
+ * or "behind" is a second app in this process whose boot and calls run while `Date.now` is shifted by an hour (the
+ * toolkit reads the clock at those times: at each call, and at connect for the offset of Redis's clock from its own,
+ * cache.clock.ts); the shift is undone between them.
+ *
+ * Until cache.clock.ts every time in an entry's header was the writer's Date.now() and every comparison the reader's:
+ * an entry written by the instance ahead was a fresh hit on the other past its ttl (also from its L1), one written by
+ * the instance behind was a miss at once (a load per read) and the instance behind served the others' entries as hits
+ * for the hour past their ttl (from its L1 too), a soft invalidation by the instance ahead softened nothing
+ * (the script found every entry already past `now`), a hard one found no member in the tag index (scored by horizons
+ * an hour before its `now`) and kept the other instance's loads from being stored for the hour of its mark, and a
+ * load that started before an invalidation by the instance behind was stored after it. Each test below failed so.
+ * Also: TIME refused by the ACL leaves the cache working on the local clock, with one warning.
+ */
+import 'reflect-metadata';
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { CacheService } from '../../lib/index.js';
+import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
+import { recordingLogger } from '../support/recording-logger.js';
+import { closeToolkitApps, type ToolkitAppOptions } from '../support/toolkit-app.js';
+import { bootToolkitApp } from '../support/toolkit-boot.js';
+import { sleep, waitFor } from '../support/wait.js';
+
+const HOUR = 3_600_000;
+const realNow = Date.now;
+afterEach(() => {
+  Date.now = realNow;
+});
+afterEach(closeToolkitApps);
+
+/** `fn` run with this process's clock shifted by `ms` (what an instance whose clock is off reads). */
+async function shifted<T>(ms: number, fn: () => Promise<T>): Promise<T> {
+  Date.now = () => realNow() + ms;
+  try {
+    return await fn();
+  } finally {
+    Date.now = realNow;
+  }
+}
+
+describe.each(['single', 'cluster'] as const)('instances an hour apart on %s', (target) => {
+  /**
+   * An instance on the right clock (`here`) and one `skew` ms off (`off`: its calls run on its clock; nothing of it may
+   * run in the background, which would read the right clock), with one key prefix.
+   */
+  async function pair(skew: number, hereOptions: ToolkitAppOptions = {}, offOptions: ToolkitAppOptions = {}) {
+    const keyPrefix = `rtk-ck${randomBytes(5).toString('hex')}:`;
+    const here = (await bootToolkitApp({ target, keyPrefix, ...hereOptions })).get(CacheService);
+    const other = await shifted(skew, async () =>
+      (await bootToolkitApp({ target, keyPrefix, ...offOptions })).get(CacheService),
+    );
+    const off = <T>(call: (cache: CacheService) => Promise<T>) => shifted(skew, () => call(other));
+    return { here, off };
+  }
+
+  it("an entry written by the instance ahead is stale on the other after its ttl (and out of the other's L1)", async () => {
+    const { here, off } = await pair(HOUR, { cache: { l1: { max: 100, ttl: 60_000 } } });
+    const options = { ttl: 1_000, staleTtl: 60_000 };
+    let loads = 0;
+    const loader = async () => `new${++loads}`;
+    await off((c) => c.getOrSet('k', async () => 'old', options));
+    // within its ttl: a hit (and kept in this instance's L1)
+    expect(await here.getOrSetWithStatus('k', loader, options)).toEqual({ value: 'old', status: 'hit' });
+    await sleep(1_300);
+    // showed: { value: 'old', status: 'hit' } and no load, from L1 and then from Redis, for the hour
+    expect(await here.getOrSetWithStatus('k', loader, options)).toEqual({ value: 'old', status: 'stale' });
+    expect(await waitFor(async () => (await here.get('k')) === 'new1', 5_000)).toBe(true);
+    expect(await off((c) => c.getOrSetWithStatus('k', loader, options))).toEqual({ value: 'new1', status: 'hit' });
+    expect(loads).toBe(1);
+  });
+
+  it('an entry written by the instance behind is a hit on the other for its ttl', async () => {
+    const { here, off } = await pair(-HOUR);
+    let loads = 0;
+    await off((c) => c.getOrSet('k', async () => 'v', { ttl: 60_000 }));
+    // showed: a miss and a load on every read (the entry's fresh-until an hour before this instance's now)
+    expect(await here.getOrSetWithStatus('k', async () => ++loads, { ttl: 60_000 })).toEqual({
+      value: 'v',
+      status: 'hit',
+    });
+    expect(loads).toBe(0);
+    const left = [await here.ttl('k'), await off((c) => c.ttl('k'))];
+    for (const ms of left) {
+      expect(ms).toBeGreaterThan(50_000);
+      expect(ms).toBeLessThanOrEqual(60_000);
+    }
+  });
+
+  it('on the instance behind, an entry is stale after its ttl (from its L1 too)', async () => {
+    const { here, off } = await pair(-HOUR, {}, { cache: { l1: { max: 100, ttl: 60_000 } } });
+    // no staleTtl: the load after the ttl runs within the call, on the shifted clock
+    const options = { ttl: 1_000, staleTtl: 0 };
+    let loads = 0;
+    const loader = async () => `new${++loads}`;
+    await here.getOrSet('k', async () => 'old', options);
+    // within its ttl: a hit (and kept in that instance's L1)
+    expect(await off((c) => c.getOrSetWithStatus('k', loader, options))).toEqual({ value: 'old', status: 'hit' });
+    await sleep(1_300);
+    // showed: { value: 'old', status: 'hit' } from its L1, for the hour its clock is behind
+    expect(await off((c) => c.getOrSetWithStatus('k', loader, options))).toEqual({ value: 'new1', status: 'miss' });
+    expect(await here.getOrSetWithStatus('k', loader, options)).toEqual({ value: 'new1', status: 'hit' });
+    expect(loads).toBe(1);
+  });
+
+  it('a soft invalidation by the instance ahead makes the entries stale on the other', async () => {
+    const { here, off } = await pair(HOUR);
+    await here.set('k', 'v', { ttl: 60_000, staleTtl: 60_000, tags: ['t'] });
+    // showed: 0, the entry untouched and a hit on both
+    expect(await off((c) => c.invalidateTags('t', { soft: true }))).toBe(1);
+    let loads = 0;
+    const options = { ttl: 60_000, staleTtl: 60_000, tags: ['t'] };
+    expect(await here.getOrSetWithStatus('k', async () => `new${++loads}`, options)).toEqual({
+      value: 'v',
+      status: 'stale',
+    });
+    expect(await waitFor(async () => (await here.get('k')) === 'new1', 5_000)).toBe(true);
+  });
+
+  it('a tag invalidation by the instance ahead removes the entries, and the next load on the other is stored', async () => {
+    const { here, off } = await pair(HOUR);
+    await here.set('k', 'v', { ttl: 60_000, tags: ['t'] });
+    // showed: 0 (no member of the index scored after its now), the entry still a hit
+    expect(await off((c) => c.invalidateTags('t'))).toBe(1);
+    expect(await here.get('k')).toBeUndefined();
+    let loads = 0;
+    const loader = async () => `new${++loads}`;
+    expect(await here.getOrSet('k', loader, { ttl: 60_000, tags: ['t'] })).toBe('new1');
+    // showed: a miss and a second load (the tag's mark, an hour ahead, refused to store every load for the hour)
+    expect(await here.getOrSetWithStatus('k', loader, { ttl: 60_000, tags: ['t'] })).toEqual({
+      value: 'new1',
+      status: 'hit',
+    });
+    expect(loads).toBe(1);
+  });
+
+  it('a load on the other that began before a tag invalidation by the instance behind is not stored', async () => {
+    const { here, off } = await pair(-HOUR);
+    let started: () => void = () => undefined;
+    const loaderStarted = new Promise<void>((r) => (started = r));
+    let release: (value: string) => void = () => undefined;
+    const loader = () => {
+      started();
+      return new Promise<string>((r) => (release = r));
+    };
+    const loading = here.getOrSet('k', loader, { tags: ['t'] });
+    await loaderStarted;
+    // past what the two instances' estimates of Redis's clock may disagree by (half a TIME round trip each)
+    await sleep(300);
+    await off((c) => c.invalidateTags('t'));
+    release('old');
+    expect(await loading).toBe('old');
+    // showed: 'old' (the mark, an hour before the load's start, let it be stored after the invalidation)
+    expect(await here.get('k')).toBeUndefined();
+  });
+});
+
+describe('TIME refused by the ACL', () => {
+  const redis = usePrivateRedis();
+
+  it('the cache judges by this process clock, says so once, and works', async () => {
+    const admin = trackForCleanup(new Redis(redis.server.port, '127.0.0.1'));
+    const password = randomBytes(8).toString('hex');
+    await admin.call('acl', 'setuser', 'notime', 'on', `>${password}`, '~*', '&*', '+@all', '-time');
+    const { warnings, logger } = recordingLogger();
+    const app = await bootToolkitApp({
+      target: { url: redis.server.url },
+      connections: { volatile: { url: `redis://notime:${password}@127.0.0.1:${redis.server.port}` } },
+      cache: { connection: 'volatile' },
+      keyPrefix: `rtk-ck${randomBytes(5).toString('hex')}:`,
+      logger,
+    });
+    const cache = app.get(CacheService);
+    expect(await cache.getOrSetWithStatus('k', async () => 'v', { ttl: 60_000 })).toEqual({
+      value: 'v',
+      status: 'miss',
+    });
+    expect(await cache.getOrSetWithStatus('k', async () => 'w', { ttl: 60_000 })).toEqual({
+      value: 'v',
+      status: 'hit',
+    });
+    const left = await cache.ttl('k');
+    expect(left).toBeGreaterThan(50_000);
+    expect(left).toBeLessThanOrEqual(60_000);
+    const clock = warnings.filter((w) => w.includes("could not read Redis's clock"));
+    expect(clock).toHaveLength(1);
+    expect(clock[0]).toMatch(/^cache: .*TIME: NOPERM.*this process's clock.*\+time/);
+  });
+});
