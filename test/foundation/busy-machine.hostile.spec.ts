@@ -29,7 +29,7 @@
  */
 import 'reflect-metadata';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { type Command, Redis } from 'ioredis';
+import { Redis } from 'ioredis';
 import { Injectable } from '@nestjs/common';
 import {
   CacheLoadTimeoutError,
@@ -45,6 +45,7 @@ import {
 import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
 import { closeToolkitApps, type ToolkitAppOptions } from '../support/toolkit-app.js';
 import { bootToolkitApp } from '../support/toolkit-boot.js';
+import { ANY_COMMAND, busy, stallOnSend } from '../support/stall.js';
 import { sleep, waitFor } from '../support/wait.js';
 
 const redis = usePrivateRedis({ args: ['--enable-debug-command', 'yes'] });
@@ -67,45 +68,6 @@ async function boot(options: Partial<ToolkitAppOptions> = {}, keyPrefix = `bm${+
   return { app, keyPrefix };
 }
 
-/** The event loop blocked for `ms` (a synchronous busy loop, as a slow JSON.parse or a sync crypto call would). */
-function busy(ms: number): void {
-  const until = performance.now() + ms;
-  while (performance.now() < until) {
-    // spin
-  }
-}
-
-/** Whatever command the call sends first. */
-const ANY = Symbol('any command');
-
-/**
- * Blocks the event loop for `ms` right after the next command named in `names` is written to `client`'s socket: the
- * reply then arrives while the loop is blocked (as when the stall begins in any callback after the send). Placing the
- * stall at the write rather than at a guessed moment makes the interleaving the same on every run.
- */
-function stallAfterSend(
-  client: Redis,
-  names: readonly string[] | typeof ANY,
-  ms: number,
-): { fired: () => boolean; firedBy: () => string } {
-  const own = Object.getOwnPropertyDescriptor(client, 'sendCommand');
-  const send = client.sendCommand;
-  let fired = false;
-  let firedBy = '';
-  client.sendCommand = ((command: Command, stream?: Parameters<Redis['sendCommand']>[1]) => {
-    const result = send.call(client, command, stream);
-    if (!fired && (names === ANY || names.includes(command.name))) {
-      fired = true;
-      firedBy = command.name;
-      if (own) Object.defineProperty(client, 'sendCommand', own);
-      else delete (client as { sendCommand?: unknown }).sendCommand;
-      busy(ms);
-    }
-    return result;
-  }) as Redis['sendCommand'];
-  return { fired: () => fired, firedBy: () => firedBy };
-}
-
 const SCRIPT = ['evalsha', 'eval'];
 const COMMAND_TIMEOUT = 500;
 const STALL = 1_500;
@@ -118,7 +80,7 @@ describe('the event loop blocked while a call is in flight', () => {
     const rl = app.get(RateLimitService);
     const locks = app.get(LockService);
     const s = await sessions.create('u', { a: 1 });
-    const stall = stallAfterSend(client, SCRIPT, 600);
+    const stall = stallOnSend([client], SCRIPT, 600);
     const [got, decision, lock] = await Promise.all([
       sessions.get(s.id),
       rl.consume('k', { limit: 5, ttl: 60_000 }),
@@ -139,7 +101,7 @@ describe('the event loop blocked while a call is in flight', () => {
     const { app } = await boot({ commandTimeout: COMMAND_TIMEOUT });
     const sessions = app.get(SessionService);
     const s = await sessions.create('u', { a: 1 });
-    const stall = stallAfterSend(app.get<Redis>(REDIS_CLIENT), ANY, STALL);
+    const stall = stallOnSend([app.get<Redis>(REDIS_CLIENT)], ANY_COMMAND, STALL);
     const got = await sessions.get(s.id).catch((err: unknown) => err);
     expect(stall.fired()).toBe(true);
     // showed: RedisUnavailableError "session get failed: Command timed out" (a 503), Redis had answered at once
@@ -151,7 +113,7 @@ describe('the event loop blocked while a call is in flight', () => {
   it('a lock granted while the loop was stalled past commandTimeout is returned', async () => {
     const { app } = await boot({ commandTimeout: COMMAND_TIMEOUT });
     const locks = app.get(LockService);
-    const stall = stallAfterSend(app.get<Redis>(REDIS_CLIENT), SCRIPT, STALL);
+    const stall = stallOnSend([app.get<Redis>(REDIS_CLIENT)], SCRIPT, STALL);
     const lock = await locks.tryAcquire('stalled', { ttl: 30_000 }).catch((err: unknown) => err);
     expect(stall.fired()).toBe(true);
     // showed: RedisUnavailableError "lock acquire on "stalled" failed: Command timed out"
@@ -163,7 +125,7 @@ describe('the event loop blocked while a call is in flight', () => {
   it('a decision Redis made while the loop was stalled past commandTimeout is Redis’s', async () => {
     const { app } = await boot({ commandTimeout: COMMAND_TIMEOUT });
     const rl = app.get(RateLimitService);
-    const stall = stallAfterSend(app.get<Redis>(REDIS_CLIENT), SCRIPT, STALL);
+    const stall = stallOnSend([app.get<Redis>(REDIS_CLIENT)], SCRIPT, STALL);
     const decision = await rl.consume('stalled', { limit: 5, ttl: 60_000 });
     expect(stall.fired()).toBe(true);
     // showed: { allowed: true, degraded: 'fail-open', ... } (remaining the policy's, not Redis's 4)
@@ -177,7 +139,7 @@ describe('the event loop blocked while a call is in flight', () => {
     const cache = app.get(CacheService);
     await cache.set('hot', { v: 1 }, { ttl: 60_000 });
     let loads = 0;
-    const stall = stallAfterSend(app.get<Redis>(REDIS_CLIENT), ['get', 'mget'], STALL);
+    const stall = stallOnSend([app.get<Redis>(REDIS_CLIENT)], ['get', 'mget'], STALL);
     const result = await cache.getOrSetWithStatus('hot', async () => ({ v: ++loads + 1 }));
     expect(stall.fired()).toBe(true);
     // showed: { value: { v: 2 }, status: 'miss', degraded: 'fail-open' }: the loader ran, an error counted
@@ -190,7 +152,7 @@ describe('the event loop blocked while a call is in flight', () => {
     const { app } = await boot({ commandTimeout: COMMAND_TIMEOUT });
     const sessions = app.get(SessionService);
     const ids = await Promise.all(Array.from({ length: 20 }, (_, i) => sessions.create(`u${i}`, { i })));
-    const stall = stallAfterSend(app.get<Redis>(REDIS_CLIENT), ANY, STALL);
+    const stall = stallOnSend([app.get<Redis>(REDIS_CLIENT)], ANY_COMMAND, STALL);
     const outcomes = await Promise.all(
       ids.map((s) =>
         sessions.get(s.id).then(
@@ -310,7 +272,7 @@ describe('the cache across a stall', () => {
     const { app } = await boot({ commandTimeout: 2_000 });
     const source = trackForCleanup(new Redis(redis.server.port, '127.0.0.1'));
     await source.set('source', 'from-source');
-    const stall = stallAfterSend(source, ['get'], STALL);
+    const stall = stallOnSend([source], ['get'], STALL);
     const result = await app
       .get(CacheService)
       .getOrSet('loaded-in-stall', async () => source.get('source'), { hardTimeout: COMMAND_TIMEOUT })

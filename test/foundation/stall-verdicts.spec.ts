@@ -8,7 +8,7 @@
  * does the same for each feature), so the interleaving is the same on every run.
  */
 import 'reflect-metadata';
-import { type Cluster, type Command, Redis } from 'ioredis';
+import { type Cluster, Redis } from 'ioredis';
 import { REDIS_CLIENT, PubSubService } from '../../lib/index.js';
 import { within } from '../../lib/cache/cache.loader.js';
 import { withTimeout } from '../../lib/common/timeout.js';
@@ -16,6 +16,7 @@ import { RedisConnection } from '../../lib/connection/redis-connection.js';
 import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
 import { closeToolkitApps } from '../support/toolkit-app.js';
 import { bootToolkitApp } from '../support/toolkit-boot.js';
+import { stallOnSend } from '../support/stall.js';
 import { waitFor } from '../support/wait.js';
 
 const redis = usePrivateRedis({ args: ['--enable-debug-command', 'yes'] });
@@ -23,40 +24,6 @@ afterEach(closeToolkitApps);
 
 const TIMEOUT = 500;
 const STALL = 1_500;
-
-function busy(ms: number): void {
-  const until = performance.now() + ms;
-  while (performance.now() < until) {
-    // spin
-  }
-}
-
-/**
- * Blocks the event loop for STALL ms right after the first command named `name` is written on any of `clients`, then
- * puts their sendCommand back.
- */
-function stallAfterSend(clients: Redis[], name: string): () => boolean {
-  let fired = false;
-  const restore: (() => void)[] = [];
-  for (const client of clients) {
-    const own = Object.getOwnPropertyDescriptor(client, 'sendCommand');
-    const send = client.sendCommand;
-    restore.push(() => {
-      if (own) Object.defineProperty(client, 'sendCommand', own);
-      else delete (client as { sendCommand?: unknown }).sendCommand;
-    });
-    client.sendCommand = ((command: Command, stream?: Parameters<Redis['sendCommand']>[1]) => {
-      const result = send.call(client, command, stream);
-      if (!fired && command.name === name) {
-        fired = true;
-        for (const r of restore) r();
-        busy(STALL);
-      }
-      return result;
-    }) as Redis['sendCommand'];
-  }
-  return () => fired;
-}
 
 function countCloses(client: Redis | Cluster): () => number {
   let closes = 0;
@@ -70,7 +37,7 @@ describe('a reply read right after a stall past commandTimeout is in time', () =
     const client = app.get<Redis>(REDIS_CLIENT);
     const closes = countCloses(client);
     // a pipeline is written when its last command is sent: the stall comes after that one
-    let fired = stallAfterSend([client], 'incr');
+    let fired = stallOnSend([client], ['incr'], STALL).fired;
     const piped = await client.pipeline().set('sv1:p', 'a').get('sv1:p').incr('sv1:n').exec();
     expect(fired()).toBe(true);
     expect(piped).toEqual([
@@ -78,7 +45,7 @@ describe('a reply read right after a stall past commandTimeout is in time', () =
       [null, 'a'],
       [null, 1],
     ]);
-    fired = stallAfterSend([client], 'exec');
+    fired = stallOnSend([client], ['exec'], STALL).fired;
     const multi = await client.multi().incr('sv1:n').get('sv1:p').exec();
     expect(fired()).toBe(true);
     expect(multi).toEqual([
@@ -95,7 +62,7 @@ describe('a reply read right after a stall past commandTimeout is in time', () =
     await pubsub.subscribe('first', (m) => got.push(m));
     const subscriber = (pubsub as unknown as { subscriber: Redis }).subscriber;
     const closes = countCloses(subscriber);
-    const fired = stallAfterSend([subscriber], 'subscribe');
+    const fired = stallOnSend([subscriber], ['subscribe'], STALL).fired;
     const outcome = await pubsub
       .subscribe('second', (m) => got.push(m))
       .then(
@@ -110,7 +77,7 @@ describe('a reply read right after a stall past commandTimeout is in time', () =
     // and a connection made by createSubscriber directly
     const own = app.get(RedisConnection).createSubscriber() as Redis;
     await own.connect();
-    const ownFired = stallAfterSend([own], 'subscribe');
+    const ownFired = stallOnSend([own], ['subscribe'], STALL).fired;
     expect(await own.subscribe('sv2:raw')).toBe(1);
     expect(ownFired()).toBe(true);
   });
@@ -121,11 +88,11 @@ describe('a reply read right after a stall past commandTimeout is in time', () =
     await cluster.set('sv3:{k}', 'v');
     const masters = cluster.nodes('master');
     const closes = masters.map(countCloses);
-    let fired = stallAfterSend(masters, 'get');
+    let fired = stallOnSend(masters, ['get'], STALL).fired;
     const value = await cluster.get('sv3:{k}').catch((err: unknown) => (err as Error).message);
     expect(fired()).toBe(true);
     expect(value).toBe('v');
-    fired = stallAfterSend(masters, 'incr');
+    fired = stallOnSend(masters, ['incr'], STALL).fired;
     const piped = await cluster.pipeline().get('sv3:{k}').incr('sv3:{k}n').exec();
     expect(fired()).toBe(true);
     expect(piped?.map(([err, v]) => [err?.message ?? null, v])).toEqual([
@@ -141,10 +108,10 @@ describe('a reply read right after a stall past commandTimeout is in time', () =
     await source.set('sv4', 'x');
     // the GET is sent (and the loop stalled) after the timer is armed
     const later = () => Promise.resolve().then(() => source.get('sv4'));
-    let fired = stallAfterSend([source], 'get');
+    let fired = stallOnSend([source], ['get'], STALL).fired;
     const raced = await withTimeout(later(), TIMEOUT, 'no reply').catch((err: unknown) => err);
     expect(fired()).toBe(true);
-    fired = stallAfterSend([source], 'get');
+    fired = stallOnSend([source], ['get'], STALL).fired;
     const waited = await within(later(), TIMEOUT);
     expect(fired()).toBe(true);
     expect({ raced, waited }).toEqual({ raced: 'x', waited: 'x' });

@@ -14,10 +14,11 @@
  * (test/foundation/busy-machine.hostile.spec.ts and stall-verdicts.spec.ts: the same on one server's command timer.)
  */
 import 'reflect-metadata';
-import type { Command, Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { LockService, RedisUnavailableError } from '../../lib/index.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { lockAppOptions, lockKey, quorumNodeClients, unique } from '../support/lock-modes.js';
+import { stallOnSend } from '../support/stall.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 
 afterEach(closeToolkitApps);
@@ -27,56 +28,10 @@ const STALL = 1_500;
 const TTL = 30_000;
 const SCRIPT = ['evalsha', 'eval'];
 
-/** The event loop blocked for `ms`. */
-function busy(ms: number): void {
-  const until = performance.now() + ms;
-  while (performance.now() < until) {
-    // spin
-  }
-}
-
 async function quorumLocks(): Promise<{ locks: LockService; nodes: RedisClient[] }> {
   const app = await createToolkitApp({ ...lockAppOptions('quorum'), commandTimeout: COMMAND_TIMEOUT });
   const locks = app.get(LockService);
   return { locks, nodes: quorumNodeClients(locks) };
-}
-
-type When = 'written' | 'in-send';
-
-/**
- * Once, the event loop blocked for `ms`: `written`, once every node has been sent a script call, right after the
- * callback that sent the last one (its socket uncorked: every request is on its way, the replies come during the
- * stall); `in-send`, inside the first node's send, as busy-machine.hostile's stallAfterSend does (a quorum node's lock
- * calls go out at the end of the turn with the socket corked: the requests leave only after the stall).
- */
-function stallOnce(nodes: RedisClient[], when: When, ms = STALL): { fired: () => boolean } {
-  const sent = new Set<number>();
-  const restore: (() => void)[] = [];
-  let fired = false;
-  const fire = (): void => {
-    if (fired) return;
-    fired = true;
-    for (const undo of restore) undo();
-    busy(ms);
-  };
-  (nodes as Redis[]).forEach((client, i) => {
-    const own = Object.getOwnPropertyDescriptor(client, 'sendCommand');
-    const send = client.sendCommand;
-    restore.push(() => {
-      if (own) Object.defineProperty(client, 'sendCommand', own);
-      else delete (client as { sendCommand?: unknown }).sendCommand;
-    });
-    client.sendCommand = ((command: Command, stream?: Parameters<Redis['sendCommand']>[1]) => {
-      const result = send.call(client, command, stream);
-      if (!fired && SCRIPT.includes(command.name)) {
-        sent.add(i);
-        if (when === 'in-send') fire();
-        else if (sent.size === nodes.length) process.nextTick(fire);
-      }
-      return result;
-    }) as Redis['sendCommand'];
-  });
-  return { fired: () => fired };
 }
 
 const values = (nodes: RedisClient[], resource: string): Promise<(string | null)[]> =>
@@ -88,7 +43,7 @@ describe.each(['written', 'in-send'] as const)('a 3-node quorum, the loop stalle
   it('an acquisition the nodes granted during the stall is returned, its validity counted from the send', async () => {
     const { locks, nodes } = await quorumLocks();
     const resource = unique('stalled-acquire');
-    const stall = stallOnce(nodes, when);
+    const stall = stallOnSend(nodes as Redis[], SCRIPT, STALL, when);
     const before = Date.now();
     const lock = await outcome(locks.tryAcquire(resource, { ttl: TTL }));
     const after = Date.now();
@@ -109,13 +64,13 @@ describe.each(['written', 'in-send'] as const)('a 3-node quorum, the loop stalle
     const { locks, nodes } = await quorumLocks();
     const resource = unique('stalled-extend');
     const lock = await locks.acquire(resource, { ttl: TTL });
-    const extending = stallOnce(nodes, when);
+    const extending = stallOnSend(nodes as Redis[], SCRIPT, STALL, when);
     const extended = await outcome(lock.extend(TTL));
     expect(extending.fired()).toBe(true);
     // showed: RedisUnavailableError 'fewer than 2 of 3 lock servers confirmed (no answer in time)'
     expect(extended).toBeUndefined();
     expect(lock.isHeld).toBe(true);
-    const releasing = stallOnce(nodes, when);
+    const releasing = stallOnSend(nodes as Redis[], SCRIPT, STALL, when);
     const released = await outcome(lock.release());
     expect(releasing.fired()).toBe(true);
     // showed: RedisUnavailableError '... lock servers confirmed (no answer in time); it expires by itself'
@@ -126,18 +81,18 @@ describe.each(['written', 'in-send'] as const)('a 3-node quorum, the loop stalle
   it('a multi-resource lock and a semaphore permit granted during the stall are returned; holders() counts', async () => {
     const { locks, nodes } = await quorumLocks();
     const resources = [unique('stalled-a'), unique('stalled-b')];
-    const multiStall = stallOnce(nodes, when);
+    const multiStall = stallOnSend(nodes as Redis[], SCRIPT, STALL, when);
     const multi = await outcome(locks.tryAcquireAll(resources, { ttl: TTL }));
     expect(multiStall.fired()).toBe(true);
     expect(multi).not.toBeInstanceOf(RedisUnavailableError);
     expect(multi === null || multi instanceof Error ? multi : multi.isHeld).toBe(true);
     const semaphore = locks.semaphore(unique('stalled-sem'), { limit: 2, ttl: TTL });
-    const permitStall = stallOnce(nodes, when);
+    const permitStall = stallOnSend(nodes as Redis[], SCRIPT, STALL, when);
     const permit = await outcome(semaphore.tryAcquire());
     expect(permitStall.fired()).toBe(true);
     expect(permit).not.toBeInstanceOf(RedisUnavailableError);
     expect(permit === null || permit instanceof Error ? permit : permit.isHeld).toBe(true);
-    const countStall = stallOnce(nodes, when);
+    const countStall = stallOnSend(nodes as Redis[], SCRIPT, STALL, when);
     const holders = await outcome(semaphore.holders());
     expect(countStall.fired()).toBe(true);
     // showed: RedisUnavailableError 'fewer than 2 of 3 lock servers answered (no answer in time)'
