@@ -1,5 +1,5 @@
 /**
- * `npm run bench:build && node dist-bench/bench/url-cache-hit.js`: the CPU of HttpCacheInterceptor's hit path alone,
+ * `npm run bench:url-cache-hit`: the CPU of HttpCacheInterceptor's hit path alone,
  * in-process (no HTTP stack, no Nest router): a Redis hit (L1 off: one GET, batched per turn) and an L1 hit, on the
  * url-cache bench's route and ~1 KB pages (bench/url-cache-app.ts), the reply Fastify-like. Requests come in waves of
  * HIT_BATCH per event-loop turn (the keys of one MGET, as the HTTP bench's turns carry: about 8 at 32 connections),
