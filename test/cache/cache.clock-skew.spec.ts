@@ -11,14 +11,18 @@
  * (the script found every entry already past `now`), a hard one found no member in the tag index (scored by horizons
  * an hour before its `now`) and kept the other instance's loads from being stored for the hour of its mark, and a
  * load that started before an invalidation by the instance behind was stored after it. Each test below failed so.
- * Also: TIME refused by the ACL leaves the cache working on the local clock, with one warning.
+ * Also: TIME refused by the ACL leaves the cache working on the local clock, with one warning; the estimate follows a
+ * clock that changed at the next sample and at a reconnect, and a sample across a stalled event loop does not move it.
  */
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { CacheService } from '../../lib/index.js';
+import { RedisClock } from '../../lib/common/redis-clock.js';
 import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
 import { recordingLogger } from '../support/recording-logger.js';
+import { sharedServers } from '../support/shared-servers.js';
+import { stallOnSend } from '../support/stall.js';
 import { closeToolkitApps, type ToolkitAppOptions } from '../support/toolkit-app.js';
 import { bootToolkitApp } from '../support/toolkit-boot.js';
 import { sleep, waitFor } from '../support/wait.js';
@@ -186,5 +190,47 @@ describe('TIME refused by the ACL', () => {
     const clock = warnings.filter((w) => w.includes("could not read Redis's clock"));
     expect(clock).toHaveLength(1);
     expect(clock[0]).toMatch(/^cache: .*TIME: NOPERM.*this process's clock.*\+time/);
+  });
+});
+
+describe('the estimate of Redis clock (RedisClock)', () => {
+  async function started() {
+    const client = trackForCleanup(new Redis(sharedServers().single.port, '127.0.0.1'));
+    await client.ping();
+    const warnings: string[] = [];
+    const clock = new RedisClock(client, 2_000, (m) => void warnings.push(m));
+    await clock.start();
+    return { client, clock, warnings };
+  }
+
+  it('follows a clock that changed, at the next sample and at a reconnect', async () => {
+    const { client, clock, warnings } = await started();
+    try {
+      expect(Math.abs(clock.offsetMs)).toBeLessThan(100);
+      Date.now = () => realNow() + HOUR;
+      await clock.sample();
+      expect(Math.abs(clock.offsetMs + HOUR)).toBeLessThan(100);
+      Date.now = () => realNow() - HOUR;
+      client.disconnect(true);
+      expect(await waitFor(() => Math.abs(clock.offsetMs - HOUR) < 100, 5_000)).toBe(true);
+    } finally {
+      Date.now = realNow;
+      clock.close();
+    }
+    expect(warnings).toEqual([]);
+  });
+
+  it('a sample whose round trip spans a stalled event loop does not move the estimate', async () => {
+    const { client, clock } = await started();
+    try {
+      const before = clock.offsetMs;
+      const stall = stallOnSend([client], ['time'], 1_000);
+      await clock.sample();
+      expect(stall.fired()).toBe(true);
+      // without the rule: about 500 ms behind (the middle of a 1 s round trip taken for TIME's moment)
+      expect(Math.abs(clock.offsetMs - before)).toBeLessThan(50);
+    } finally {
+      clock.close();
+    }
   });
 });
