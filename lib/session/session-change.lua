@@ -4,11 +4,13 @@
 -- value still begins with the value the caller knows (rewritten, see heldUpTo), else the change is appended as usual.
 -- ARGV[1] the largest value in bytes: a change that would take the value past it is not kept (reply -2; the caller
 -- merges and rewrites the session, see session.records.ts).
--- Write i: KEYS[i] session; ARGV[4i-2] the length in bytes of the value the caller knows, ARGV[4i-1] the change (a
--- line feed, then its JSON), ARGV[4i] the expiry: epoch ms (PEXPIREAT), 'keep' (the key keeps its expiry, which is
--- answered) or 'skip' (keeps it; the caller knows it: it set it less than a second ago), ARGV[4i+1] '' or, to write
--- the merged session whole, what the caller expects of the known value (its stamp and where it is, session-holds.lua),
--- a space, then that session: written only when the value is still the known one, else the change is appended.
+-- Write i: KEYS[i] session; ARGV[5i-3] the length in bytes of the value the caller knows, ARGV[5i-2] the change (a
+-- line feed, then its JSON), ARGV[5i-1] the expiry: the idle ttl (ms, timed by Redis's clock: session-expiry.lua),
+-- 'keep' (the key keeps its expiry, which is answered) or 'skip' (keeps it; the caller knows it: it set it less than
+-- a second ago), ARGV[5i] the session's absolute deadline (epoch ms), which caps the idle expiry, ARGV[5i+1] '' or,
+-- to write the merged session whole, what the caller expects of the known value (its stamp and where it is,
+-- session-holds.lua), a space, then that session: written only when the value is still the known one, else the
+-- change is appended.
 -- Never creates a session: a change appended to an absent key (expired, destroyed) is deleted at once, in this
 -- script, so a late update cannot bring it back.
 -- Returns two values per write, flat (a table per write costs Redis more): first, the new length when the value now is
@@ -17,18 +19,19 @@
 -- over exactly the known value); the value now (this change included) when anything else was there, and always when
 -- a rewrite asked for was refused (so the caller's next one is made from what is there); nil when the session is
 -- gone; -2 when the change would pass ARGV[1] (nothing kept); or the error of that write alone (redis.pcall: a key of
--- another type, or a write refused for memory, fails only its own write). Second, the key's expiry (epoch ms; 0:
--- none; -1 with 'skip').
--- failed(reply): session-holds.lua, in front of this file
+-- another type, or a write refused for memory, fails only its own write). Second, the key's expiry (epoch ms by
+-- Redis's clock; 0: none; -1 with 'skip').
+-- failed(reply): session-holds.lua, idleExpiry and epochArg: session-expiry.lua, both in front of this file
 
-local function expiryAfter(key, expiry)
+local function expiryAfter(key, expiry, deadline)
   if expiry == 'skip' then return -1 end
   if expiry == 'keep' then
     local at = redis.call('PEXPIRETIME', key)
     return at > 0 and at or 0
   end
-  redis.call('PEXPIREAT', key, expiry)
-  return tonumber(expiry)
+  local at = idleExpiry(expiry, deadline)
+  redis.call('PEXPIREAT', key, epochArg(at))
+  return at
 end
 
 -- Whether the session still begins with the value the caller knows (`expected`: what session.stamp.ts's expectedOf
@@ -59,7 +62,7 @@ local function heldUpTo(key, expected, length)
   return length, size
 end
 
-local function change(key, length, text, expiry, whole, limit)
+local function change(key, length, text, expiry, deadline, whole, limit)
   length = tonumber(length)
   local refused = false
   if whole ~= '' then
@@ -72,14 +75,16 @@ local function change(key, length, text, expiry, whole, limit)
       local value = string.sub(whole, space + 1)
       if size > known then value = value .. redis.call('GETRANGE', key, known, -1) .. text end
       if #value > limit then return -2, 0 end
-      local written
+      local written, at
       if expiry == 'skip' or expiry == 'keep' then
         written = redis.pcall('SET', key, value, 'KEEPTTL')
+        if failed(written) then return written, 0 end
+        at = expiryAfter(key, expiry, deadline)
       else
-        written = redis.pcall('SET', key, value, 'PXAT', expiry)
+        at = idleExpiry(expiry, deadline)
+        written = redis.pcall('SET', key, value, 'PXAT', epochArg(at))
+        if failed(written) then return written, 0 end
       end
-      if failed(written) then return written, 0 end
-      local at = (expiry == 'skip' or expiry == 'keep') and expiryAfter(key, expiry) or tonumber(expiry)
       if size > known then return value, at end
       return #value, at
     end
@@ -97,7 +102,7 @@ local function change(key, length, text, expiry, whole, limit)
     if failed(undone) then return undone, 0 end
     return -2, 0
   end
-  local at = expiryAfter(key, expiry)
+  local at = expiryAfter(key, expiry, deadline)
   if not refused and size == length + #text then return size, at end
   return redis.call('GET', key), at
 end
@@ -105,7 +110,7 @@ end
 local limit = tonumber(ARGV[1])
 local out = {}
 for i = 1, #KEYS do
-  local a = 4 * i - 2
-  out[2 * i - 1], out[2 * i] = change(KEYS[i], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], limit)
+  local a = 5 * i - 3
+  out[2 * i - 1], out[2 * i] = change(KEYS[i], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], limit)
 end
 return out

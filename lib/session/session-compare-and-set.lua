@@ -1,18 +1,20 @@
 -- Compare-and-sets of sessions, one or many in one call (the writes of one tick on a single server): each writes a
 -- session only if it still holds exactly the value the caller read (the caller merged its change into that value, so
 -- no concurrent update is lost). No JSON work here: the comparison is of two strings.
--- Write i: KEYS[2i-1] session, KEYS[2i] its tombstone. ARGV[3i-2] what the caller read: its stamp and where it is
+-- Write i: KEYS[2i-1] session, KEYS[2i] its tombstone. ARGV[4i-3] what the caller read: its stamp and where it is
 -- (session-holds.lua), else the whole value, or '' for "no session": then the session is created, unless the id is
--- tombstoned (destroyed recently). ARGV[3i-1] the new value. ARGV[3i] the expiry: epoch ms (PXAT), 'keep' (the current expiry) or 'none'
--- (no expiry).
--- Returns one reply per write, in order, each a single value: when written, the key's expiry (epoch ms; 0: none);
--- when the session changed since the caller read it, its current value (nil when it is gone): merge into that and
--- try again; -1 when tombstoned; or the error of that write alone (redis.pcall: a key holding another type, or a write
--- refused for memory, fails only its own write, never the others). Flat replies, not a table per write: a table each
--- cost Redis ~0.6 µs more per write (INFO commandstats, batches of 16 ~500-byte sessions, Redis 7.0).
--- failed(reply): session-holds.lua, in front of this file
+-- tombstoned (destroyed recently). ARGV[4i-2] the new value. ARGV[4i-1] the expiry: the idle ttl (ms, timed by
+-- Redis's clock: session-expiry.lua), 'keep' (the current expiry) or 'none' (no expiry); ARGV[4i] the session's
+-- absolute deadline (epoch ms), which caps the idle expiry.
+-- Returns one reply per write, in order, each a single value: when written, the key's expiry (epoch ms by Redis's
+-- clock; 0: none); when the session changed since the caller read it, its current value (nil when it is gone): merge
+-- into that and try again; -1 when tombstoned; or the error of that write alone (redis.pcall: a key holding another
+-- type, or a write refused for memory, fails only its own write, never the others). Flat replies, not a table per
+-- write: a table each cost Redis ~0.6 µs more per write (INFO commandstats, batches of 16 ~500-byte sessions, Redis
+-- 7.0).
+-- failed(reply): session-holds.lua, idleExpiry and epochArg: session-expiry.lua, both in front of this file
 
-local function compareAndSet(key, tombstone, expected, value, expiry)
+local function compareAndSet(key, tombstone, expected, value, expiry, deadline)
   local cur
   local held = holds(key, expected) -- session-holds.lua, in front of this file
   if held ~= nil then
@@ -41,13 +43,15 @@ local function compareAndSet(key, tombstone, expected, value, expiry)
     if failed(written) then return written end
     return 0
   end
-  written = redis.pcall('SET', key, value, 'PXAT', expiry)
+  local at = idleExpiry(expiry, deadline)
+  written = redis.pcall('SET', key, value, 'PXAT', epochArg(at))
   if failed(written) then return written end
-  return tonumber(expiry)
+  return at
 end
 
 local out = {}
 for i = 1, #KEYS / 2 do
-  out[i] = compareAndSet(KEYS[2 * i - 1], KEYS[2 * i], ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i])
+  local a = 4 * i - 3
+  out[i] = compareAndSet(KEYS[2 * i - 1], KEYS[2 * i], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
 end
 return out

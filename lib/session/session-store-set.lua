@@ -1,12 +1,14 @@
 -- express-session Store#set: replaces the session's data, creating it if needed, unless the id is tombstoned.
 -- Keeps createdAt and the absolute deadline of an existing session.
 -- KEYS[1] session, KEYS[2] tombstone.
--- ARGV[1] now, ARGV[2] maxAgeMs, ARGV[3] idle ttl (0: no Redis expiry, the store's disableTTL), ARGV[4] the new session as a JSON object without c and m,
--- ARGV[5] its userId when the caller has not put the id in that user's index yet, else ''.
+-- ARGV[1] the caller's now (epoch ms: a new session's createdAt, and its deadline after maxAgeMs), ARGV[2] maxAgeMs,
+-- ARGV[3] idle ttl (0: no Redis expiry, the store's disableTTL), ARGV[4] the new session as a JSON object without c
+-- and m, ARGV[5] its userId when the caller has not put the id in that user's index yet, else ''.
 -- Returns -1 when tombstoned; { previous userId or '', deadline, 'unindexed' } without writing anything when the
 -- session would get a new owner (ARGV[5]) that has not indexed it yet (index it with that deadline, then call again
 -- with ARGV[5] = '': destroyAllForUser reads the index, so the index entry must come first); else
--- { previous userId or '', expiresAt }.
+-- { previous userId or '', expiresAt } (epoch ms by Redis's clock: the idle ttl is timed by it, never by the caller's,
+-- which may run behind or ahead of it).
 if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
 local now = tonumber(ARGV[1])
 local created, deadline
@@ -37,7 +39,7 @@ if tonumber(ARGV[3]) == 0 then
   redis.call('SET', KEYS[1], json)
   return { previous, deadline }
 end
-local exp = now + tonumber(ARGV[3])
+local exp = redis_now + tonumber(ARGV[3])
 if exp > deadline then exp = deadline end
 redis.call('SET', KEYS[1], json, 'PXAT', exp)
 return { previous, exp }

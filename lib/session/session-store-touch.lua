@@ -1,7 +1,8 @@
 -- express-session Store#touch: gives an existing session a new idle ttl (the cookie's maxAge may have changed on an
 -- otherwise unmodified session) and stores the cookie it was touched with; never creates one.
--- KEYS[1] session. ARGV[1] now (epoch ms), ARGV[2] new idle ttl (ms), ARGV[3] the cookie as JSON, or '' to keep it.
--- Returns 0 when absent or past its absolute deadline (by Redis's clock), else the new expiry (epoch ms).
+-- KEYS[1] session. ARGV[1] new idle ttl (ms), ARGV[2] the cookie as JSON, or '' to keep it.
+-- Returns 0 when absent or past its absolute deadline (by Redis's clock), else the new expiry (epoch ms by Redis's
+-- clock: the idle ttl is timed by Redis's clock, never the caller's, which may run behind or ahead of it).
 local raw = redis.call('GET', KEYS[1])
 if not raw then return 0 end
 -- the envelope is the text before the first line feed; the changes appended to it by updates (session-change.lua)
@@ -9,7 +10,6 @@ if not raw then return 0 end
 local changes_at = string.find(raw, '\n', 1, true)
 local changes = changes_at and string.sub(raw, changes_at) or ''
 local s = cjson.decode(changes_at and string.sub(raw, 1, changes_at - 1) or raw)
-local now = tonumber(ARGV[1])
 -- the absolute deadline is judged by Redis's clock (TIME), as key expiry is: the caller's may run ahead
 local clock = redis.call('TIME')
 local redis_now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
@@ -17,12 +17,12 @@ if s.m <= redis_now then
   redis.call('DEL', KEYS[1])
   return 0
 end
-s.t = tonumber(ARGV[2])
-if ARGV[3] ~= '' then s.k = ARGV[3] end
+s.t = tonumber(ARGV[1])
+if ARGV[2] ~= '' then s.k = ARGV[2] end
 if type(s.d) ~= 'table' or next(s.d) == nil then s.d = cjson.decode('{}') end
 -- the stamp stood for the value read; the value written here has none (see session.stamp.ts)
 s.v = nil
-local exp = now + s.t
+local exp = redis_now + s.t
 if exp > s.m then exp = s.m end
 redis.call('SET', KEYS[1], cjson.encode(s) .. changes, 'PXAT', exp)
 return exp

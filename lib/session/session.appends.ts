@@ -48,9 +48,9 @@ export class SessionAppends {
    * other instances appended since `current` and this change again (session-change.lua), so two instances that update
    * a session in turn, each one change behind the other, still get it rewritten. A rewrite refused (another instance
    * rewrote the session meanwhile) appends the change and answers the value there now, which the next rewrite is made
-   * from. Its touch extends the expiry (PEXPIREAT), unless this process extended it less than `touchAfter` ago, as a
-   * get would not. 'rewrite' when the change or the merged session would take the stored value past `maxSize`
-   * (nothing was kept).
+   * from. Its touch extends the expiry (PEXPIREAT, the ttl timed by Redis's clock), unless this process extended it
+   * less than `touchAfter` ago, as a get would not. 'rewrite' when the change or the merged session would take the
+   * stored value past `maxSize` (nothing was kept).
    *
    * Whether the session was still `current` is told by its length: an append adds to the end, so a value as long as
    * `current` before it was `current`, unless another instance rewrote the session whole, at exactly that length, since
@@ -88,8 +88,8 @@ export class SessionAppends {
     let expiry: number | 'keep' | 'skip' = 'keep';
     const touchedUntil = touch && merged.t !== 0 ? this.touches?.expiryOf(id, merged.t, now) : undefined;
     if (touchedUntil !== undefined) expiry = 'skip';
-    else if (touch && merged.t !== 0) expiry = Math.min(now + merged.t, merged.m);
-    const reply = await this.batcher.add([key, length, change, expiry, whole]);
+    else if (touch && merged.t !== 0) expiry = merged.t; // timed by Redis's clock in the script, at most the deadline
+    const reply = await this.batcher.add([key, length, change, expiry, merged.m, whole]);
     if (reply instanceof Error) throw reply;
     const [result, at] = reply;
     if (result === null) {
@@ -115,6 +115,7 @@ export class SessionAppends {
     }
     // 0: the key has no expiry; the session still ends at its absolute deadline
     const expiresAt = expiry === 'skip' ? Math.min(touchedUntil!, envelope.m) : at === 0 ? envelope.m : at;
+    // the expiry Redis has (by its clock), which a later update within touchAfter answers again
     if (typeof expiry === 'number') this.touches?.set(id, merged.t, now, expiresAt);
     return { envelope, expiresAt, lastAccessedAt: touch ? now : lastAccessOf(envelope, expiresAt, now) };
   }

@@ -3,6 +3,7 @@ import { CLUSTER_SLICE, perNodeSender } from '../common/cluster-batch.js';
 import { getBatcher } from '../common/get-batcher.js';
 import { LuaScript, type RedisClient, type ScriptArg } from '../common/lua-script.js';
 import { TickBatcher } from '../common/tick-batcher.js';
+import { IDLE_EXPIRY } from './session.deadline.js';
 import { readMany } from './session.read-many.js';
 
 /** What both write scripts put in front: whether a key still holds the value a caller read (session.stamp.ts). */
@@ -14,15 +15,27 @@ const PER_CALL = 32;
 /** A touching read: the session key and the ttl its GETEX sets. */
 export type TouchRead = [key: string, ttl: number];
 /**
- * Written: the key's expiry (epoch ms; 0: none); changed meanwhile: the current value (null when gone); tombstoned: -1.
+ * Written: the key's expiry (epoch ms by Redis's clock; 0: none); changed meanwhile: the current value (null when
+ * gone); tombstoned: -1.
  */
 export type CasReply = number | string | null;
-/** A compare-and-set write: session key, tombstone key, expected value (or its stamp), new value, expiry. */
-export type CasWrite = [key: string, tombstone: string, expected: string, value: string, expiry: number | string];
+/**
+ * A compare-and-set write: session key, tombstone key, expected value (or its stamp), new value, expiry (the idle ttl
+ * in ms, timed by Redis's clock; 'keep' the key's; 'none') and the session's deadline (epoch ms), which caps it.
+ */
+export type CasWrite = [
+  key: string,
+  tombstone: string,
+  expected: string,
+  value: string,
+  expiry: number | 'keep' | 'none',
+  deadline: number,
+];
 
 /**
  * An update appended to a session (session-change.lua): session key, the byte length of the value the caller knows,
- * the change text, the expiry (epoch ms, 'keep' or 'skip'), and '' or what the caller expects of the known value
+ * the change text, the expiry (the idle ttl in ms, timed by Redis's clock; 'keep'; 'skip'), the session's deadline
+ * (epoch ms, which caps it), and '' or what the caller expects of the known value
  * (session.stamp.ts's expectedOf), a space and the whole merged session, to write instead when the session is still
  * that value.
  */
@@ -31,12 +44,13 @@ export type ChangeWrite = [
   length: number,
   change: string,
   expiry: number | 'keep' | 'skip',
+  deadline: number,
   whole: string,
 ];
 /**
  * Written, the value before as long as the known one: [its new length, the expiry]; written over another value: [the
- * value now, the expiry]; gone: [null, 0]; over the size limit, nothing kept: [-2, 0]. The expiry: epoch ms, 0 none,
- * -1 with 'skip'.
+ * value now, the expiry]; gone: [null, 0]; over the size limit, nothing kept: [-2, 0]. The expiry: epoch ms by Redis's
+ * clock, 0 none, -1 with 'skip'.
  */
 export type ChangeReply = [result: number | string | null, expiresAt: number];
 
@@ -44,7 +58,7 @@ const changeScript = LuaScript.fromFile<(number | string | null | Error)[]>(
   'rtk_sess_change',
   new URL('./session-change.lua', import.meta.url),
   1,
-  [HOLDS],
+  [HOLDS, IDLE_EXPIRY],
 );
 
 /** One reply per write: its CasReply, or its own error reply (the other writes of the call are unaffected). */
@@ -52,7 +66,7 @@ const compareAndSetScript = LuaScript.fromFile<(CasReply | Error)[]>(
   'rtk_sess_compare_and_set',
   new URL('./session-compare-and-set.lua', import.meta.url),
   2,
-  [HOLDS],
+  [HOLDS, IDLE_EXPIRY],
 );
 
 /**
@@ -110,7 +124,7 @@ export function compareAndSetBatcher(client: RedisClient): TickBatcher<CasWrite,
         for (let i = 0; i < writes.length; i++) {
           const w = writes[i];
           keys.push(w[0], w[1]);
-          args.push(w[2], w[3], w[4]);
+          args.push(w[2], w[3], w[4], w[5]);
         }
         return compareAndSetScript.runWithAnyKeys(client, keys, args);
       },
@@ -148,7 +162,7 @@ export function changeBatcher(client: RedisClient, maxSize: number): TickBatcher
         for (let i = 0; i < writes.length; i++) {
           const w = writes[i];
           keys.push(w[0]);
-          args.push(w[1], w[2], w[3], w[4]);
+          args.push(w[1], w[2], w[3], w[4], w[5]);
         }
         const flat = await changeScript.runWithAnyKeys(client, keys, args);
         const replies = new Array<ChangeReply | Error>(writes.length);

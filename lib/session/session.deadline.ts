@@ -1,5 +1,13 @@
 import type { RedisClient } from '../common/lua-script.js';
 
+/**
+ * What the scripts that give a session key its idle expiry put in front (session-expiry.lua): they are sent the idle
+ * ttl (ms) and the absolute deadline `m`, and set `min(TIME + ttl, m)`: the ttl timed by Redis's clock. Never
+ * `min(now + ttl, m)` from this process's clock: from a clock an hour behind Redis's, that epoch was an hour in Redis's
+ * past and the write that extended the session deleted it (test/session/session.clock-behind.spec.ts).
+ */
+export const IDLE_EXPIRY = new URL('./session-expiry.lua', import.meta.url);
+
 /** Told how far this process's clock runs ahead of Redis's, at least (ms): a warning, throttled by the caller. */
 export type ClockAheadReport = (aheadByMs: number) => void;
 
@@ -14,13 +22,14 @@ export function clockAheadMessage(aheadByMs: number): string {
 /**
  * The absolute deadline of sessions (`m`, epoch ms, set from the creating instance's clock) judged by Redis's clock,
  * as the rate limiter's windows (TIME) and key expiry are: every write sets the key's expiry at most at the deadline
- * (min(now + ttl, m)), and Redis expires it by its own clock. A reader whose own clock says the deadline has passed
- * asks Redis instead of deleting the key (which, from a clock running ahead, ended the session for every instance):
- * `PEXPIREAT key m` then EXISTS, in one MULTI (one key: one slot on a cluster). A deadline Redis's clock has passed
- * deletes the key at once (gone); otherwise the key lives until m by Redis's clock (this also takes back the extension
- * the touching GETEX just gave it, and gives a session without an idle ttl, which has no expiry, its end), and this
- * process's clock runs ahead: reported, the session is live. Only reads past the deadline by this process's clock pay
- * this round trip.
+ * (the idle ttl from Redis's now, at most m, in the write's script: IDLE_EXPIRY), and Redis expires it by its own
+ * clock. A reader whose own clock says the deadline has passed asks Redis instead of deleting the key (which, from a
+ * clock running ahead, ended the session for every instance): `PEXPIREAT key m LT` then PEXPIRETIME, in one MULTI
+ * (one key: one slot on a cluster). A deadline Redis's clock has passed deletes the key at once (gone); otherwise the
+ * key keeps its expiry, at most m (LT; a key without an expiry, a session without an idle ttl, gets m), and this
+ * process's clock runs ahead: reported, the session is live. Until 2026-12-05 it was `PEXPIREAT key m`, which from
+ * a clock an hour ahead gave a session idle for a minute the rest of its maxAge (session.deadline-clock.spec.ts).
+ * Only reads past the deadline by this process's clock pay this round trip.
  */
 export class SessionDeadline {
   constructor(
@@ -28,29 +37,33 @@ export class SessionDeadline {
     private readonly clockAhead: ClockAheadReport | undefined,
   ) {}
 
-  /** Whether the session under `key`, past its deadline `m` by this process's clock (`now`), is live by Redis's. */
-  async live(key: string, m: number, now: number): Promise<boolean> {
-    const replies = (await this.client.multi().pexpireat(key, m).exists(key).exec()) as
+  /**
+   * Whether the session under `key`, past its deadline `m` by this process's clock (`now`), is live by Redis's: its
+   * key's expiry then (epoch ms by Redis's clock), else 0.
+   */
+  async live(key: string, m: number, now: number): Promise<number> {
+    const replies = (await this.client.multi().pexpireat(key, m, 'LT').pexpiretime(key).exec()) as
       | [[Error | null, number], [Error | null, number]]
       | null;
-    if (!replies) return false;
-    const [[expireErr], [existsErr, exists]] = replies;
+    if (!replies) return 0;
+    const [[expireErr], [timeErr, expireTime]] = replies;
     if (expireErr) throw expireErr;
-    if (existsErr) throw existsErr;
-    if (exists !== 1) return false;
+    if (timeErr) throw timeErr;
+    // -2: gone (deleted by the PEXPIREAT, or before); after it a live key always has an expiry
+    if (expireTime <= 0) return 0;
     // Redis ran the PEXPIREAT after `now` was read, and its clock had not reached m
     this.clockAhead?.(now - m);
-    return true;
+    return Number(expireTime);
   }
 
   /**
    * The same judgement from a read that got the key's expiry (PEXPIRETIME) with the value: an expiry Redis still holds
    * has not come by its clock, and every write sets it at most at the deadline, so the session is live; a key without
-   * an expiry (no idle ttl), or one past the deadline (not ours), is judged by live().
+   * an expiry (no idle ttl), or one past the deadline (not ours), is judged by live(). The key's expiry, or 0.
    */
-  async heldLive(key: string, m: number, now: number, expireTime: number): Promise<boolean> {
+  async heldLive(key: string, m: number, now: number, expireTime: number): Promise<number> {
     if (expireTime <= 0 || expireTime > m) return this.live(key, m, now);
     this.clockAhead?.(now - expireTime);
-    return true;
+    return expireTime;
   }
 }

@@ -1,5 +1,6 @@
 import { LuaScript, type RedisClient, type ScriptArg } from '../common/lua-script.js';
 import { lastAccessOf, parseEnvelope, type RawSession, type SessionEnvelope } from './session.envelope.js';
+import { IDLE_EXPIRY } from './session.deadline.js';
 import type { SessionUserIndex } from './session.user-index.js';
 
 /**
@@ -9,11 +10,15 @@ import type { SessionUserIndex } from './session.user-index.js';
  * losing CAS_ATTEMPTS races in a row.
  */
 
-/** Creates a session unless its id exists or is tombstoned (SessionRecords.create). */
+/**
+ * Creates a session unless its id exists or is tombstoned (SessionRecords.create): the expiry it gave the key (epoch ms
+ * by Redis's clock; 0: none), -2 when the id is taken, -1 when tombstoned.
+ */
 export const createScript = LuaScript.fromFile<number>(
   'rtk_sess_create',
   new URL('./session-create.lua', import.meta.url),
   2,
+  [IDLE_EXPIRY],
 );
 /**
  * Deletes a session and leaves its tombstone (SessionRecords.destroy); with a copied value (regenerate), only while the
@@ -53,7 +58,7 @@ export async function updateInLua(
   deletes: string[],
 ): Promise<RawSession | null | 'too large'> {
   const now = Date.now();
-  const args: ScriptArg[] = [now, touch ? '1' : '0', maxSize, sets.length];
+  const args: ScriptArg[] = [touch ? '1' : '0', maxSize, sets.length];
   for (const [f, v] of sets) args.push(f, v);
   args.push(...deletes);
   const reply = await updateScript.run(client, [key], args);
@@ -61,7 +66,8 @@ export async function updateInLua(
   if (!reply) return null;
   const envelope = parseEnvelope(reply[0]);
   if (!envelope) return null;
-  // -1: the key has no expiry (a session without an idle ttl, t 0); it still ends at its absolute deadline
+  // the expiry by Redis's clock; -1: the key has no expiry (a session without an idle ttl, t 0), it still ends at its
+  // absolute deadline
   const expiresAt = Number(reply[1]) > 0 ? Number(reply[1]) : envelope.m;
   return { envelope, expiresAt, lastAccessedAt: touch ? now : lastAccessOf(envelope, expiresAt, now) };
 }

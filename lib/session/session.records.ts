@@ -1,5 +1,6 @@
 import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { SessionTooLargeError } from '../common/errors.js';
+import { MAX_DURATION_MS } from '../common/option-checks.js';
 import type { RedisClient } from '../common/lua-script.js';
 import type { TickBatcher } from '../common/tick-batcher.js';
 import {
@@ -48,9 +49,9 @@ const CAS_ATTEMPTS = 3;
 /**
  * The Redis side of sessions, shared by SessionService and RedisSessionStore so both use the same keys and layout.
  *
- * A session is one string key: a touching read is `GETEX key PX ttl`, one command and one round trip (plus a
- * PEXPIREAT only for a session whose own ttl differs from the default, or in its last ttl before the absolute
- * deadline); the touching reads of one tick go as one script call of GETEXs on a single server (session.read-many.ts)
+ * A session is one string key: a touching read is `GETEX key PX ttl`, one command and one round trip (plus a second
+ * only for a session whose own ttl differs from the default, or in its last ttl before the absolute deadline: see
+ * retouch); the touching reads of one tick go as one script call of GETEXs on a single server (session.read-many.ts)
  * and as one pipeline of GETEXs per master on a cluster (cluster-batch.ts).
  * A write merges in this process and stores the result with a compare-and-set script that compares strings and does
  * no JSON work (session-compare-and-set.lua), so no concurrent update is lost; after CAS_ATTEMPTS lost races it
@@ -59,8 +60,9 @@ const CAS_ATTEMPTS = 3;
  * script sent to a cluster touches only the keys of one session (one `{id}` hash tag); the per-user index lives in
  * its own slot (SessionUserIndex).
  *
- * Times come from this process's clock (Date.now()), but the absolute deadline is Redis's to judge: past it by this
- * clock, a session is asked about (SessionDeadline), never deleted on this clock's word. Callers validate ids before
+ * createdAt and the absolute deadline come from this process's clock (Date.now()), but Redis's clock times the idle
+ * expiry every write gives a key (a duration, idleExpiry) and judges the deadline: past it by this clock, a session is
+ * asked about (SessionDeadline), never deleted on this clock's word. Callers validate ids before
  * they get here and wrap errors; this class never logs (a clock ahead of Redis's is told to `clockAhead`).
  */
 export class SessionRecords {
@@ -123,10 +125,9 @@ export class SessionRecords {
       );
   }
 
-  /** The compare-and-set of one session, batched with this tick's writes: its reply or its own error reply. */
-  /** @internal */
-  compareAndSet(id: string, expected: string, json: string, expiry: number | string) {
-    return this.writes.add([this.sessionKey(id), this.tombstoneKey(id), expectedOf(expected), json, expiry]);
+  /** @internal The compare-and-set of one session, batched with this tick's writes: its reply, or its error reply. */
+  compareAndSet(id: string, expected: string, json: string, expiry: number | 'keep' | 'none', m: number) {
+    return this.writes.add([this.sessionKey(id), this.tombstoneKey(id), expectedOf(expected), json, expiry, m]);
   }
 
   /** `raw` parsed, or its parsed form kept from when this process last saw exactly that text. */
@@ -146,9 +147,9 @@ export class SessionRecords {
 
   /**
    * Reads a session. With `touchTtl` the idle expiry is extended in the same command (GETEX PX); a session whose
-   * own ttl differs, or whose absolute deadline comes first, gets a PEXPIREAT to correct it (one without an idle
-   * ttl, a GETEX PERSIST). With `touchAfter`, a session this process touched lately is read without the extension (see
-   * RecentTouches).
+   * own ttl differs, or whose absolute deadline comes first, gets a second command to correct it (retouch; one
+   * without an idle ttl, a GETEX PERSIST). With `touchAfter`, a session this process touched lately is read without
+   * the extension (see RecentTouches).
    */
   async read(id: string, touchTtl: number | undefined): Promise<RawSession | null> {
     const key = this.sessionKey(id);
@@ -163,9 +164,12 @@ export class SessionRecords {
       if (timeErr) throw timeErr;
       const envelope = raw === null ? null : this.parse(id, raw);
       if (!envelope) return null;
-      if (envelope.m <= now && !(await this.deadline.heldLive(key, envelope.m, now, Number(expireTime)))) return null;
+      let expiresAt = expireTime > 0 ? Number(expireTime) : expiryOf(envelope, now);
+      if (envelope.m <= now) {
+        expiresAt = await this.deadline.heldLive(key, envelope.m, now, Number(expireTime));
+        if (!expiresAt) return null;
+      }
       this.recent.set(id, raw!, envelope);
-      const expiresAt = expireTime > 0 ? Number(expireTime) : expiryOf(envelope, now);
       return { envelope, expiresAt, lastAccessedAt: lastAccessOf(envelope, expiresAt, now) };
     }
     const ttl = Math.ceil(touchTtl);
@@ -184,19 +188,40 @@ export class SessionRecords {
       return null;
     }
     if (envelope.m <= now) {
-      // past the deadline by this clock: Redis's decides (its PEXPIREAT m also takes back this GETEX's extension)
-      if (!(await this.deadline.live(key, envelope.m, now))) return null;
+      // past the deadline by this clock: Redis's decides (its PEXPIREAT m LT caps this GETEX's extension at m)
+      const expiresAt = await this.deadline.live(key, envelope.m, now);
+      if (!expiresAt) return null;
       this.recent.set(id, raw, envelope);
-      return { envelope, expiresAt: envelope.m, lastAccessedAt: now };
+      return { envelope, expiresAt, lastAccessedAt: now };
     }
     this.recent.set(id, raw, envelope);
     const expiresAt = expiryOf(envelope, now);
     // no idle ttl (t 0): the key keeps no expiry, the one GETEX gave it before the value was known goes (GETEX
     // PERSIST: a command the startup ACL check already asks for, where PERSIST would need a rule of its own)
     if (envelope.t === 0) await this.client.getex(key, 'PERSIST');
-    else if (expiresAt !== now + touchTtl) await this.client.pexpireat(key, expiresAt);
+    else if (envelope.t !== ttl || envelope.m < now + envelope.t) await this.retouch(key, envelope, ttl, now);
     this.touches?.set(id, ttl, now, expiresAt);
     return { envelope, expiresAt, lastAccessedAt: now };
+  }
+
+  /**
+   * The expiry of a session the touching read gave `ttl`, corrected: its own idle ttl (`GETEX key PX t`, timed by
+   * Redis's clock as the read's was; never `PEXPIREAT now + t` from this process's, which from a clock behind Redis's
+   * deleted the session), then, when its deadline comes first by this process's clock, `PEXPIREAT key m LT`: the
+   * deadline only where it comes before the idle expiry by Redis's clock, so a clock ahead never lets an idle session
+   * live until its deadline. Both in one round trip. (This clock decides when the cap is due: one behind Redis's by
+   * s sends it up to s late, so its touching reads can keep a session up to s past its deadline, plus the last
+   * read's ttl; any write, timed in its script, ends it at its deadline.)
+   */
+  private async retouch(key: string, { t, m }: SessionEnvelope, ttl: number, now: number): Promise<void> {
+    if (m >= now + t) await this.client.getex(key, 'PX', t);
+    else if (t === ttl) await this.client.pexpireat(key, m, 'LT');
+    else {
+      // (a ttl an earlier version stored past Redis's range, 1e19: capped, the deadline comes first anyway)
+      const own = Math.min(t, MAX_DURATION_MS);
+      const replies = await this.client.pipeline().getex(key, 'PX', own).pexpireat(key, m, 'LT').exec();
+      for (const [err] of replies ?? []) if (err) throw err;
+    }
   }
 
   /**
@@ -223,11 +248,7 @@ export class SessionRecords {
   async storeTouch(id: string, ttl: number, cookieJson: string): Promise<boolean> {
     this.recent.delete(id);
     this.touches?.delete(id);
-    const exp = await storeTouchScript.run(
-      this.client,
-      [this.sessionKey(id)],
-      [Date.now(), Math.ceil(ttl), cookieJson],
-    );
+    const exp = await storeTouchScript.run(this.client, [this.sessionKey(id)], [Math.ceil(ttl), cookieJson]);
     return exp !== 0;
   }
 
@@ -239,17 +260,15 @@ export class SessionRecords {
   }
 
   /**
-   * Stores a new session (`json` from encode(); `expiresAt` 'none': no Redis expiry, for t 0): 'created', 'taken'
-   * (the id exists) or 'tombstoned' (destroyed recently).
+   * Stores a new session (`json` from encode() of `envelope`; t 0: no Redis expiry): created, the expiry it gave the
+   * key (its ttl by Redis's clock, at most its deadline; 0: none); else 'taken' (the id exists) or 'tombstoned'
+   * (destroyed recently).
    */
-  async create(id: string, json: string, expiresAt: number | 'none'): Promise<'created' | 'taken' | 'tombstoned'> {
-    const created = await createScript.run(
-      this.client,
-      [this.sessionKey(id), this.tombstoneKey(id)],
-      [json, expiresAt],
-    );
-    if (created === 1) this.recent.set(id, json);
-    return created === 1 ? 'created' : created === -1 ? 'tombstoned' : 'taken';
+  async create(id: string, json: string, { t, m }: SessionEnvelope): Promise<number | 'taken' | 'tombstoned'> {
+    const keys = [this.sessionKey(id), this.tombstoneKey(id)];
+    const created = await createScript.run(this.client, keys, [json, t === 0 ? 'none' : t, m]);
+    if (created >= 0) this.recent.set(id, json);
+    return created >= 0 ? created : created === -1 ? 'tombstoned' : 'taken';
   }
 
   /**
@@ -320,8 +339,8 @@ export class SessionRecords {
         throw sessionTooLarge(this.maxSize, 'after the merge');
       }
       // a session without an idle ttl (t 0) keeps its key's expiry (none) even when touched
-      const expiry = touch && merged.t !== 0 ? Math.min(now + merged.t, merged.m) : 'keep';
-      const reply = await this.compareAndSet(id, current, json, expiry);
+      // the idle ttl, timed by Redis's clock in the script (session-expiry.lua), at most the deadline
+      const reply = await this.compareAndSet(id, current, json, touch && merged.t !== 0 ? merged.t : 'keep', merged.m);
       if (reply instanceof Error) throw reply;
       if (typeof reply === 'number' && reply >= 0) {
         this.recent.set(id, json, merged);

@@ -1,5 +1,5 @@
 import { InvalidOptionsError, SessionNotFoundError } from '../common/errors.js';
-import { expiryOf, parseEnvelope, type RawSession, type SessionEnvelope } from './session.envelope.js';
+import { parseEnvelope, type RawSession, type SessionEnvelope } from './session.envelope.js';
 import { generateSessionId } from './session.id.js';
 import type { SessionRecords } from './session.records.js';
 
@@ -32,14 +32,16 @@ export async function moveSession(
     const { u: userId, c, m, t, d } = old;
     const next = generateSessionId();
     const envelope: SessionEnvelope = { u: userId, c, m, t, d };
-    const expiresAt = expiryOf(envelope, now);
     // Indexed before it exists, as in create().
     if (userId !== '') await records.index.add(userId, next, m, false);
-    // a session without an idle ttl (t 0, RedisSessionStore's disableTTL) keeps a key without expiry
-    if ((await records.create(next, records.encode(envelope), t === 0 ? 'none' : expiresAt)) !== 'created') {
+    // a session without an idle ttl (t 0, RedisSessionStore's disableTTL) keeps a key without expiry (create: 'none')
+    const created = await records.create(next, records.encode(envelope), envelope);
+    if (typeof created !== 'number') {
       if (userId !== '') await records.index.remove(userId, [next]);
       continue;
     }
+    // the expiry the script set, by Redis's clock; 0: none, the session ends at its deadline
+    const expiresAt = created === 0 ? m : created;
     if (userId !== '') hooks.settle(userId, next);
     // Only the caller that destroys the old id wins; anyone else (a concurrent destroy or regenerate) loses.
     const destroyed = await records.destroyIf(id, tombstoneMs, '0', copies < COPY_ATTEMPTS ? raw : undefined);

@@ -29,7 +29,14 @@ import {
 import { PubSubService } from '../pubsub/pubsub.service.js';
 import { SESSION_OPTIONS, shortSecretWarning, type ResolvedSessionOptions } from './session.options.js';
 import { checkCreateOptions } from './session.options.js';
-import { checkFieldName, encodeField, encodeSessionData, type SessionEnvelope, toSession } from './session.envelope.js';
+import {
+  checkFieldName,
+  encodeField,
+  encodeSessionData,
+  lastAccessOf,
+  type SessionEnvelope,
+  toSession,
+} from './session.envelope.js';
 import { sessionEvictionCheck } from './session.eviction-check.js';
 import { guardSessionCall } from './session.failures.js';
 import { SessionRecords } from './session.records.js';
@@ -130,12 +137,12 @@ export class SessionService implements OnApplicationShutdown {
           t: Math.ceil(ttl),
           d: fields,
         };
-        const expiresAt = Math.min(now + envelope.t, envelope.m);
         const json = this.records.encode(envelope);
         // The index entry first: destroyAllForUser reads the index, so a session must never exist unindexed.
         await this.records.index.add(userId, id, envelope.m, true);
-        const created = await this.records.create(id, json, expiresAt);
-        if (created !== 'created') {
+        // the idle ttl timed by Redis's clock (which this process's may run behind), capped at the deadline
+        const created = await this.records.create(id, json, envelope);
+        if (typeof created !== 'number') {
           // A 2^-256 collision, or destroyAllForUser saw the id in the index and tombstoned it: try another id.
           if (created === 'tombstoned') tombstoned++;
           await this.records.index.remove(userId, [id]);
@@ -148,7 +155,10 @@ export class SessionService implements OnApplicationShutdown {
           outcome: 'created',
           ttl: envelope.t,
         }));
-        return toSession<T>(this.serializer, id, { envelope, expiresAt, lastAccessedAt: now }, true);
+        // the expiry Redis holds, as a later read reports it; lastAccessedAt as such a read derives it from that
+        const expiresAt = created;
+        const lastAccessedAt = lastAccessOf(envelope, expiresAt, Date.now());
+        return toSession<T>(this.serializer, id, { envelope, expiresAt, lastAccessedAt }, true);
       }
       if (tombstoned > 0) {
         throw new SessionNotFoundError(

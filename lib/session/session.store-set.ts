@@ -38,8 +38,8 @@ export async function storeSetNow(
     const envelope: SessionEnvelope = { c: created, m: deadline, ...fields };
     const json = stampedJson(envelope);
     checkSessionSize(records.maxSize, [json]);
-    const expiry = fields.t === 0 ? 'none' : Math.min(now + fields.t, deadline);
-    const reply = await records.compareAndSet(id, current, json, expiry);
+    // the idle ttl, timed by Redis's clock in the script, at most the deadline
+    const reply = await records.compareAndSet(id, current, json, fields.t === 0 ? 'none' : fields.t, deadline);
     if (reply instanceof Error) throw reply;
     if (reply === -1) {
       recent.delete(id);
@@ -48,7 +48,8 @@ export async function storeSetNow(
     if (typeof reply === 'number') {
       recent.set(id, json, envelope);
       if (indexed) await index.settled(fields.u, id);
-      return { previousUserId: previous, expiresAt: expiry === 'none' ? deadline : expiry };
+      // the expiry the script set, by Redis's clock; 0: none, the session ends at its deadline
+      return { previousUserId: previous, expiresAt: reply === 0 ? deadline : reply };
     }
     current = reply ?? '';
   }

@@ -2,17 +2,13 @@
  * An instance whose clock runs an hour behind Redis's (or whose wall clock was stepped back an hour) keeps its
  * sessions alive: the idle expiry reaches Redis as a duration, timed from Redis's clock, and only the absolute deadline
  * (maxAgeMs, far here) as an epoch. "Behind" is `Date.now` shifted in this process for the one call (the toolkit reads
- * the clock at call time), as in session.deadline-clock.spec.ts. Before the fix, every write sent
+ * the clock at call time), as in session.deadline-clock.spec.ts. Before the fix (2026-12-05), every write sent
  * `min(now + ttl, deadline)` from this process's clock as PXAT/PEXPIREAT: an hour in Redis's past, so Redis deleted
- * the key at once (create, update with and without appendUpdates, regenerate, the store's set and touch, and the
- * correcting PEXPIREAT of a touching read of a session with its own ttl).
- *
- * STILL FAILING (it.failing). Cause: the idle expiry reaches Redis as an epoch made from this process's Date.now():
- * `min(now + ttl, m)` as PXAT/PEXPIREAT in session-create.lua (create, regenerate), session-compare-and-set.lua
- * (update, store set), session-change.lua (appendUpdates), session-update.lua, session-store-touch.lua and
- * session-store-set.lua (now + ttl, `now` the caller's ARGV[1]), and SessionRecords.read's pexpireat(now + t) for a
- * session with its own ttl. On today's lib every case fails at its first PTTL (-2: the key deleted at once by create
- * or the store's set).
+ * the key at once (create, update with and without appendUpdates, regenerate, the store's set and touch, the atomic
+ * Lua fallbacks of update and of the store's set, and the correcting PEXPIREAT of a touching read of a session with
+ * its own ttl): every test here failed at its first PTTL (-2). Now the write scripts get the ttl and the deadline
+ * and set min(TIME + ttl, deadline) (lib/session/session-expiry.lua; the fallbacks add the ttl to the TIME they
+ * read), and the touching read sends GETEX PX <its ttl>.
  */
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
@@ -21,6 +17,8 @@ import { Cluster, Redis } from 'ioredis';
 import { RedisSessionStore, SessionService } from '../../lib/index.js';
 import { generateSessionId, RedisConnection } from '../../lib/advanced.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
+import { storeSetInLua, updateInLua } from '../../lib/session/session.lua-writes.js';
+import { SessionRecords } from '../../lib/session/session.records.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
@@ -58,7 +56,7 @@ async function serviceApp(target: RedisTarget, session: Record<string, unknown> 
   const options = { ttl: TTL, maxAgeMs: DAY, cookie: { secret: 's3cret' }, ...session };
   const app = await createToolkitApp({ target, keyPrefix: prefix, session: options });
   const client = app.get(RedisConnection).client;
-  return { sessions: app.get(SessionService), client, keyOf: (id: string) => `${prefix}sess:{${id}}` };
+  return { sessions: app.get(SessionService), client, prefix, keyOf: (id: string) => `${prefix}sess:{${id}}` };
 }
 
 function clientFor(target: RedisTarget): RedisClient {
@@ -70,7 +68,7 @@ function clientFor(target: RedisTarget): RedisClient {
 }
 
 describe.each(['single', 'cluster'] as const)('a clock an hour behind on %s', (target) => {
-  it.failing.each([false, true])(
+  it.each([false, true])(
     'create, touching read, update (appendUpdates %s), regenerate: live, PTTL the ttl',
     async (appendUpdates) => {
       const { sessions, client, keyOf } = await serviceApp(target, { appendUpdates });
@@ -91,14 +89,33 @@ describe.each(['single', 'cluster'] as const)('a clock an hour behind on %s', (t
     },
   );
 
-  it.failing('a session with its own ttl: the touching read corrects its expiry to that ttl', async () => {
+  it('a session with its own ttl: the touching read corrects its expiry to that ttl', async () => {
     const { sessions, client, keyOf } = await serviceApp(target);
     const s = await sessions.create('u', { a: 1 }, { ttl: 2 * TTL });
     expect((await behind(() => sessions.get(s.id)))?.data).toEqual({ a: 1 });
     await expectTtl(client, keyOf(s.id), 2 * TTL);
   });
 
-  it.failing('the store: set (new and existing session) and touch: live, PTTL the cookie maxAge', async () => {
+  it("the atomic Lua fallbacks of update and of the store's set (existing and new session): live, PTTL the ttl", async () => {
+    const { sessions, client, prefix, keyOf } = await serviceApp(target);
+    const s = await sessions.create('u', { a: 1 });
+    // what SessionRecords falls back to after three lost compare-and-sets in a row (session-update.lua)
+    const merged = await behind(() => updateInLua(client, keyOf(s.id), 1_048_576, true, [['b', '2']], []));
+    expect(merged !== null && merged !== 'too large' && merged.envelope.d).toEqual({ a: '1', b: '2' });
+    await expectTtl(client, keyOf(s.id), TTL);
+    // and what the store's set falls back to (session-store-set.lua)
+    const records = new SessionRecords(client, prefix);
+    const fields = { u: 'u', t: TTL, d: { n: '1' } };
+    for (const id of [s.id, generateSessionId()]) {
+      const keys: [string, string] = [records.sessionKey(id), records.tombstoneKey(id)];
+      const set = await behind(() => storeSetInLua(client, records.index, id, keys, fields, DAY, Date.now(), true));
+      expect(set).toMatchObject({ previousUserId: id === s.id ? 'u' : '' });
+      await expectTtl(client, keyOf(id), TTL);
+    }
+    expect((await sessions.get(s.id))?.data).toEqual({ n: 1 });
+  });
+
+  it('the store: set (new and existing session) and touch: live, PTTL the cookie maxAge', async () => {
     const client = clientFor(target);
     const prefix = uniquePrefix();
     const store = new RedisSessionStore({ client, prefix, maxAgeMs: DAY });

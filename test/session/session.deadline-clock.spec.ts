@@ -1,6 +1,7 @@
 /**
  * The absolute deadline (`maxAgeMs`) is judged by Redis's clock (session.deadline.ts): an instance whose clock runs an
- * hour ahead neither ends nor deletes a session within its maxAgeMs (it warns once that its clock runs ahead), while a
+ * hour ahead neither ends nor deletes a session within its maxAgeMs (it warns once that its clock runs ahead), nor gives
+ * it its deadline as its expiry in place of its idle ttl (before 2026-12-05 a touching read did: PEXPIREAT m), while a
  * session whose deadline Redis's clock has passed is gone and deleted, for every read and write path, on a single
  * server and a cluster. "Ahead" is `Date.now` shifted in this process for the one call (the toolkit reads the clock at
  * call time). Before the fix, the instance ahead read null and DELeted the key.
@@ -85,9 +86,12 @@ describe.each(['single', 'cluster'] as const)('a clock an hour ahead on %s', (ta
     const m = await deadlineOf(client, keyOf(s.id));
     const read = await ahead(() => sessions.get(s.id));
     expect(read?.data).toEqual({ a: 1 });
-    expect(read?.expiresAt).toBe(m);
-    // the key lives until the deadline by Redis's clock, no longer (the GETEX's extension taken back)
-    expect(await client.pexpiretime(keyOf(s.id))).toBe(m);
+    // the key keeps the idle expiry the read gave it by Redis's clock (at most the deadline), and the read reports it;
+    // before 2026-12-05 it was given the deadline (PEXPIREAT m): 30 minutes of life for a session idle one
+    const expireTime = await client.pexpiretime(keyOf(s.id));
+    expect(read?.expiresAt).toBe(expireTime);
+    expect(expireTime).toBeGreaterThan(realNow() + 50_000);
+    expect(expireTime).toBeLessThanOrEqual(Math.min(realNow() + 60_000, m));
     expect(await ahead(() => sessions.exists(s.id))).toBe(true);
     expect((await ahead(() => sessions.get(s.id)))?.data).toEqual({ a: 1 }); // touched lately: the touchAfter path
     expect((await ahead(() => sessions.update(s.id, { b: 2 }))).data).toEqual({ a: 1, b: 2 });
@@ -101,6 +105,17 @@ describe.each(['single', 'cluster'] as const)('a clock an hour ahead on %s', (ta
     expect(await sessions.destroyAllForUser('u')).toBe(2);
     expect(clockWarnings(log.warnings)).toHaveLength(1);
     expect(log.warnings.join('\n')).not.toContain(s.id);
+  });
+
+  it('a session this clock sees in its last ttl before the deadline keeps its idle expiry, not the deadline', async () => {
+    // by this clock the deadline comes 30 s after the read, before the idle ttl (60 s); by Redis's, in an hour
+    const { sessions, client, keyOf } = await serviceApp(target, { maxAgeMs: HOUR + 30_000 });
+    const s = await sessions.create('u', { a: 1 });
+    expect((await ahead(() => sessions.get(s.id)))?.data).toEqual({ a: 1 });
+    // before 2026-12-05 the read sent PEXPIREAT <deadline>: an hour and 30 s of life for a session idle one minute
+    const left = await client.pttl(keyOf(s.id));
+    expect(left).toBeGreaterThan(50_000);
+    expect(left).toBeLessThanOrEqual(60_000);
   });
 
   it('the store: get, set (createdAt and deadline kept) and touch of a live session', async () => {

@@ -64,16 +64,19 @@ describe.each(['single', 'cluster'] as const)('session writes on %s', (target) =
     const key = (id: string) => `${prefix}sess:{${id}}`;
     const { s, created, stamp, calls } = await createAndUpdate(sessions, client, key);
     // one call of the change script (one key): the largest value, the length in bytes of the value it knew, the
-    // change, the expiry it extends to, and no whole session
+    // change, the expiry it extends to (the session's idle ttl, which the script times by Redis's clock, and its
+    // deadline, which caps it: session-expiry.lua), and no whole session
     const sent = changeCalls(calls);
-    expect(sent.map((args) => [args[0], args[1], args[2], args[4]])).toEqual([
-      ['1048576', String(Buffer.byteLength(created)), '\n{"d":{"b":"2"}}', ''],
-    ]);
-    expect(Number(sent[0][3])).toBeGreaterThan(Date.now() + TTL - 60_000);
+    const m = String((JSON.parse(created) as { m: number }).m);
+    expect(sent).toEqual([['1048576', String(Buffer.byteLength(created)), '\n{"d":{"b":"2"}}', String(TTL), m, '']]);
     expect(await client.get(key(s.id))).toBe(`${created}\n{"d":{"b":"2"}}`);
+    // the expiry that reached Redis: the ttl from now
+    const extended = await client.pttl(key(s.id));
+    expect(extended).toBeGreaterThan(TTL - 60_000);
+    expect(extended).toBeLessThanOrEqual(TTL);
     // within a second of that extension the next update does not extend again (as a get would not: touchAfter)
     const { calls: next } = await recordCommandCalls(client, () => sessions.update(s.id, { gone: undefined }));
-    expect(changeCalls(next).map((args) => args.slice(2))).toEqual([['\n{"d":{},"x":["gone"]}', 'skip', '']]);
+    expect(changeCalls(next).map((args) => args.slice(2))).toEqual([['\n{"d":{},"x":["gone"]}', 'skip', m, '']]);
     for (let i = 0; i < 13; i++) await sessions.update(s.id, { n: i });
     const fifteen = (await client.get(key(s.id)))!;
     expect(fifteen.startsWith(created)).toBe(true);
@@ -85,7 +88,7 @@ describe.each(['single', 'cluster'] as const)('session writes on %s', (target) =
     const { calls: last } = await recordCommandCalls(client, () => sessions.update(s.id, { z: true }));
     const written = (await client.get(key(s.id)))!;
     // what it expects of the value it knows (the stamp, where the session's JSON ends, the length), then the session
-    expect(changeCalls(last).map((args) => [args[1], args[4]])).toEqual([
+    expect(changeCalls(last).map((args) => [args[1], args[5]])).toEqual([
       [
         String(Buffer.byteLength(fifteen)),
         `${stamp}@${Buffer.byteLength(created)}:${Buffer.byteLength(fifteen)} ${written}`,
