@@ -18,18 +18,29 @@
 -- rewrote the session whole at exactly that length meanwhile, see session.appends.ts; or the merged session written
 -- over exactly the known value); the value now (this change included) when anything else was there, and always when
 -- a rewrite asked for was refused (so the caller's next one is made from what is there); nil when the session is
--- gone; -2 when the change would pass ARGV[1] (nothing kept); or the error of that write alone (redis.pcall: a key of
--- another type, or a write refused for memory, fails only its own write). Second, the key's expiry (epoch ms by
--- Redis's clock; 0: none; -1 with 'skip').
+-- gone (also when its deadline has come by Redis's clock: then the key is deleted); -2 when the change would pass
+-- ARGV[1] (nothing kept); or the error of that write alone (redis.pcall: a key of another type, or a write refused
+-- for memory, fails only its own write). Second, the key's expiry (epoch ms by Redis's clock; 0: none; -1 with
+-- 'skip').
 -- failed(reply): session-holds.lua, idleExpiry and epochArg: session-expiry.lua, both in front of this file
 
+-- A session whose deadline has come by Redis's clock, though the caller's (behind it) had not seen it: over, as if
+-- Redis had expired it. Its key (kept past the deadline by that caller's touching reads) is deleted, and the write
+-- answers "gone", never the expiry of a key it deleted.
+local function overDeadline(key)
+  redis.call('DEL', key)
+  return false, 0
+end
+
+-- The key's expiry after this write (set here for an idle ttl), or false when the deadline has come (overDeadline).
 local function expiryAfter(key, expiry, deadline)
   if expiry == 'skip' then return -1 end
   if expiry == 'keep' then
     local at = redis.call('PEXPIRETIME', key)
     return at > 0 and at or 0
   end
-  local at = idleExpiry(expiry, deadline)
+  local at, over = idleExpiry(expiry, deadline)
+  if over then return false end -- the deadline has come by Redis's clock: the caller deletes the session
   redis.call('PEXPIREAT', key, epochArg(at))
   return at
 end
@@ -81,7 +92,9 @@ local function change(key, length, text, expiry, deadline, whole, limit)
         if failed(written) then return written, 0 end
         at = expiryAfter(key, expiry, deadline)
       else
-        at = idleExpiry(expiry, deadline)
+        local over
+        at, over = idleExpiry(expiry, deadline)
+        if over then return overDeadline(key) end
         written = redis.pcall('SET', key, value, 'PXAT', epochArg(at))
         if failed(written) then return written, 0 end
       end
@@ -103,6 +116,7 @@ local function change(key, length, text, expiry, deadline, whole, limit)
     return -2, 0
   end
   local at = expiryAfter(key, expiry, deadline)
+  if not at then return overDeadline(key) end
   if not refused and size == length + #text then return size, at end
   return redis.call('GET', key), at
 end

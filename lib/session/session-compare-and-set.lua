@@ -7,8 +7,9 @@
 -- Redis's clock: session-expiry.lua), 'keep' (the current expiry) or 'none' (no expiry); ARGV[4i] the session's
 -- absolute deadline (epoch ms), which caps the idle expiry.
 -- Returns one reply per write, in order, each a single value: when written, the key's expiry (epoch ms by Redis's
--- clock; 0: none); when the session changed since the caller read it, its current value (nil when it is gone): merge
--- into that and try again; -1 when tombstoned; or the error of that write alone (redis.pcall: a key holding another
+-- clock; 0: none); when the session changed since the caller read it, its current value (nil when it is gone, and
+-- when its deadline has come by Redis's clock: then the key is deleted, nothing written): merge into that and try
+-- again; -1 when tombstoned; or the error of that write alone (redis.pcall: a key holding another
 -- type, or a write refused for memory, fails only its own write, never the others). Flat replies, not a table per
 -- write: a table each cost Redis ~0.6 µs more per write (INFO commandstats, batches of 16 ~500-byte sessions, Redis
 -- 7.0).
@@ -43,7 +44,13 @@ local function compareAndSet(key, tombstone, expected, value, expiry, deadline)
     if failed(written) then return written end
     return 0
   end
-  local at = idleExpiry(expiry, deadline)
+  local at, over = idleExpiry(expiry, deadline)
+  if over then
+    -- the deadline has come by Redis's clock (the caller's, behind it, has not seen it): the session is over, as if
+    -- Redis had expired it (a key its touching reads kept past the deadline goes now), never written
+    redis.call('DEL', key)
+    return false
+  end
   written = redis.pcall('SET', key, value, 'PXAT', epochArg(at))
   if failed(written) then return written end
   return at

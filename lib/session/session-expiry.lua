@@ -11,7 +11,10 @@
 -- a Lua number for PXAT.
 local redis_now_ms
 
--- The epoch ms (Redis's clock) at which a key written now with idle ttl `ttl` expires: at most `deadline`.
+-- The epoch ms (Redis's clock) at which a key written now with idle ttl `ttl` expires: at most `deadline`; and
+-- whether the deadline has come by Redis's clock (TIME >= deadline), when a key written with that expiry would be
+-- deleted at once: the session is over, and a write must say so rather than answer the expiry of a key it deleted
+-- (the caller's clock, behind Redis's, had not seen the deadline pass). A comparison of numbers in hand: no command.
 local function idleExpiry(ttl, deadline)
   if not redis_now_ms then
     local clock = redis.call('TIME')
@@ -19,8 +22,8 @@ local function idleExpiry(ttl, deadline)
   end
   local at = redis_now_ms + tonumber(ttl)
   deadline = tonumber(deadline)
-  if deadline < at then return deadline end
-  return at
+  if deadline < at then return deadline, deadline <= redis_now_ms end
+  return at, false
 end
 
 -- An expiry as PXAT/PEXPIREAT take it: integer digits.

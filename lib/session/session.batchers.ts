@@ -16,7 +16,8 @@ const PER_CALL = 32;
 export type TouchRead = [key: string, ttl: number];
 /**
  * Written: the key's expiry (epoch ms by Redis's clock; 0: none); changed meanwhile: the current value (null when
- * gone); tombstoned: -1.
+ * gone, and when the deadline has come by Redis's clock: then nothing was written and the key is deleted, as Redis
+ * expires it); tombstoned: -1.
  */
 export type CasReply = number | string | null;
 /**
@@ -49,7 +50,8 @@ export type ChangeWrite = [
 ];
 /**
  * Written, the value before as long as the known one: [its new length, the expiry]; written over another value: [the
- * value now, the expiry]; gone: [null, 0]; over the size limit, nothing kept: [-2, 0]. The expiry: epoch ms by Redis's
+ * value now, the expiry]; gone: [null, 0] (also when a write that times the expiry finds the deadline come by Redis's
+ * clock: the key is deleted); over the size limit, nothing kept: [-2, 0]. The expiry: epoch ms by Redis's
  * clock, 0 none, -1 with 'skip'.
  */
 export type ChangeReply = [result: number | string | null, expiresAt: number];

@@ -14,7 +14,7 @@ import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import type { SessionData } from 'express-session';
 import { Cluster, Redis } from 'ioredis';
-import { RedisSessionStore, SessionService } from '../../lib/index.js';
+import { RedisSessionStore, SessionNotFoundError, SessionService } from '../../lib/index.js';
 import { generateSessionId, RedisConnection } from '../../lib/advanced.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { storeSetInLua, updateInLua } from '../../lib/session/session.lua-writes.js';
@@ -50,6 +50,16 @@ async function expectTtl(client: RedisClient, key: string, ttl: number): Promise
   expect(left).toBeGreaterThan(ttl - 10_000);
   expect(left).toBeLessThanOrEqual(ttl);
 }
+
+/** The stored deadline of a session rewritten to `m`, its expiry kept (session.deadline-clock.spec.ts's setDeadline). */
+async function setDeadline(client: RedisClient, key: string, m: number): Promise<void> {
+  const raw = (await client.get(key))!;
+  // a new stamp too, as every write makes (session.stamp.ts): else a compare-and-set would take it for its own
+  await client.set(key, raw.replace(/"m":\d+/, `"m":${m}`).replace(/"v":"\//, '"v":"/x'), 'KEEPTTL');
+}
+
+const deadlineOf = async (client: RedisClient, key: string) =>
+  (JSON.parse((await client.get(key))!.split('\n')[0]) as { m: number }).m;
 
 async function serviceApp(target: RedisTarget, session: Record<string, unknown> = {}) {
   const prefix = uniquePrefix();
@@ -113,6 +123,41 @@ describe.each(['single', 'cluster'] as const)('a clock an hour behind on %s', (t
       await expectTtl(client, keyOf(id), TTL);
     }
     expect((await sessions.get(s.id))?.data).toEqual({ n: 1 });
+  });
+
+  // A key past its deadline by Redis's clock but not by this one's: what this instance's touching reads leave (their
+  // GETEX PX ttl; the cap PEXPIREAT m LT is sent only when this clock sees the deadline near). Before 2026-12-05 an
+  // update answered as written (expiry: the deadline) while its PXAT, in Redis's past, deleted the key. (touchAfter 0:
+  // else an appended update within touchAfter of this instance's read keeps the key's expiry, 'skip', and the key
+  // lives on with the change until the read's expiry: nothing deleted.)
+  it.each([false, true])(
+    "update (appendUpdates %s) of a session past its deadline by Redis's clock only: SessionNotFoundError, deleted",
+    async (appendUpdates) => {
+      const { sessions, client, keyOf } = await serviceApp(target, { appendUpdates, touchAfter: 0 });
+      const s = await sessions.create('u', { a: 1 });
+      await setDeadline(client, keyOf(s.id), realNow() - 1_000);
+      // read (and touched) by the instance behind, which takes the deadline for an hour away
+      expect((await behind(() => sessions.get(s.id)))?.data).toEqual({ a: 1 });
+      await expect(behind(() => sessions.update(s.id, { b: 2 }))).rejects.toBeInstanceOf(SessionNotFoundError);
+      expect(await client.exists(keyOf(s.id))).toBe(0);
+      expect(await sessions.get(s.id)).toBeNull();
+    },
+  );
+
+  it("the store's set of a session past its deadline by Redis's clock only: a new session, as for one expired", async () => {
+    const client = clientFor(target);
+    const prefix = uniquePrefix();
+    const store = new RedisSessionStore({ client, prefix, maxAgeMs: DAY });
+    const sid = generateSessionId();
+    const key = `${prefix}sess:{${sid}}`;
+    const cookie = { originalMaxAge: TTL, expires: new Date(realNow() - HOUR + TTL), httpOnly: true, path: '/' };
+    await behind(() => store.set(sid, { cookie, n: 1 } as unknown as SessionData));
+    await setDeadline(client, key, realNow() - 1_000);
+    await behind(() => store.set(sid, { cookie, n: 2 } as unknown as SessionData));
+    // the new session's deadline: this clock's now + maxAgeMs (a day less an hour ahead by Redis's)
+    expect(await deadlineOf(client, key)).toBeGreaterThan(realNow() + DAY - 2 * HOUR);
+    await expectTtl(client, key, TTL);
+    expect((await store.get(sid))?.n).toBe(2);
   });
 
   it('the store: set (new and existing session) and touch: live, PTTL the cookie maxAge', async () => {
