@@ -1,4 +1,24 @@
 import type { RedisClient } from '../common/lua-script.js';
+import { RedisClock } from '../common/redis-clock.js';
+
+/** The timeout of RedisSessionStore's TIME samples: the store has no command timeout of its own. */
+export const STORE_CLOCK_TIMEOUT_MS = 1_000;
+
+/**
+ * The clock a touching read judges a session's absolute deadline by (SessionRecords.read: past it, or due before the
+ * read's idle ttl ends, so the read caps the key's expiry at it): Redis's, estimated from TIME on the sessions'
+ * connection (RedisClock: at start, on reconnect, every 30 s), with no command per read. Judged by this process's
+ * own clock until 2026-12-05: one running s behind Redis's sent the cap up to s late, so its touching reads kept a
+ * session up to s past its deadline, plus a ttl (test/session/session.clock-behind.spec.ts).
+ */
+export function sessionClock(client: RedisClient, timeoutMs: number, warn: (message: string) => void): RedisClock {
+  return new RedisClock(client, timeoutMs, (problem) =>
+    warn(
+      `sessions: ${problem}; a touching read from an instance whose clock runs X ms behind Redis's can keep a ` +
+        'session up to X ms (plus its ttl) past its absolute deadline. Grant the ACL user +time',
+    ),
+  );
+}
 
 /**
  * What the scripts that give a session key its idle expiry put in front (session-expiry.lua): they are sent the idle
@@ -35,7 +55,23 @@ export class SessionDeadline {
   constructor(
     private readonly client: RedisClient,
     private readonly clockAhead: ClockAheadReport | undefined,
+    /** Redis's clock, estimated (sessionClock); without it, this process's. */
+    private readonly redisClock?: RedisClock,
   ) {}
+
+  /** Epoch ms by Redis's clock (estimated: no command), which a touching read judges the deadline by. */
+  now(): number {
+    return this.redisClock ? this.redisClock.now() : Date.now();
+  }
+
+  /** Starts estimating Redis's clock (RedisClock.start: resolves once the first TIME is in; never rejects). */
+  start(): Promise<void> {
+    return this.redisClock ? this.redisClock.start() : Promise.resolve();
+  }
+
+  close(): void {
+    this.redisClock?.close();
+  }
 
   /**
    * Whether the session under `key`, past its deadline `m` by this process's clock (`now`), is live by Redis's: its

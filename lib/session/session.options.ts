@@ -2,6 +2,7 @@ import { InvalidOptionsError } from '../common/errors.js';
 import { kindOf, type OptionProblems, refuseUnknown } from '../common/option-checks.js';
 import { touchReuseOf, type TouchReuse } from './session.recent-touches.js';
 import type { CreateSessionOptions } from './session.types.js';
+import type { RedisClock } from '../common/redis-clock.js';
 
 /** Injection token of ResolvedSessionOptions (`session` of forRoot, defaults filled in). */
 export const SESSION_OPTIONS = Symbol('SESSION_OPTIONS');
@@ -69,6 +70,8 @@ export interface SessionRecordsOptions {
   touchReuse?: TouchReuse;
   /** `session.appendUpdates`: an update appends its change (see update). */
   appendUpdates?: boolean;
+  /** Redis's clock (sessionClock), which touching reads judge the deadline by (default: this process's). */
+  redisClock?: RedisClock;
 }
 
 /** Default and hard maximum of `session.maxSize`, bytes. */

@@ -61,9 +61,9 @@ const CAS_ATTEMPTS = 3;
  * its own slot (SessionUserIndex).
  *
  * createdAt and the absolute deadline come from this process's clock (Date.now()), but Redis's clock times the idle
- * expiry every write gives a key (a duration, idleExpiry) and judges the deadline: past it by this clock, a session is
- * asked about (SessionDeadline), never deleted on this clock's word. Callers validate ids before
- * they get here and wrap errors; this class never logs (a clock ahead of Redis's is told to `clockAhead`).
+ * expiry every write gives a key (a duration, idleExpiry) and judges the deadline (a touching read by its estimate,
+ * `redisClock`): past it by the clock judging, a session is asked about (SessionDeadline), never deleted on that
+ * clock's word. Callers validate ids before they get here and wrap errors; this class never logs (`clockAhead`).
  */
 export class SessionRecords {
   private readonly keys: KeyBuilder;
@@ -107,7 +107,7 @@ export class SessionRecords {
     clockAhead?: ClockAheadReport,
   ) {
     this.maxSize = options.maxSize ?? DEFAULT_SESSION_MAX_SIZE;
-    this.deadline = new SessionDeadline(client, clockAhead);
+    this.deadline = new SessionDeadline(client, clockAhead, options.redisClock);
     const touchReuse = options.touchReuse;
     this.keys = new KeyBuilder(keyPrefix);
     this.sessionHead = this.keys.tagHead(FEATURES.session);
@@ -187,19 +187,21 @@ export class SessionRecords {
       await this.client.del(key);
       return null;
     }
-    if (envelope.m <= now) {
-      // past the deadline by this clock: Redis's decides (its PEXPIREAT m LT caps this GETEX's extension at m)
-      const expiresAt = await this.deadline.live(key, envelope.m, now);
+    // the deadline is judged by Redis's clock, estimated with no command (RedisClock): this process's may run behind
+    const redisNow = this.deadline.now();
+    if (envelope.m <= redisNow) {
+      // past the deadline by that estimate: Redis's decides (its PEXPIREAT m LT caps this GETEX's extension at m)
+      const expiresAt = await this.deadline.live(key, envelope.m, redisNow);
       if (!expiresAt) return null;
       this.recent.set(id, raw, envelope);
       return { envelope, expiresAt, lastAccessedAt: now };
     }
     this.recent.set(id, raw, envelope);
-    const expiresAt = expiryOf(envelope, now);
+    const expiresAt = expiryOf(envelope, redisNow);
     // no idle ttl (t 0): the key keeps no expiry, the one GETEX gave it before the value was known goes (GETEX
     // PERSIST: a command the startup ACL check already asks for, where PERSIST would need a rule of its own)
     if (envelope.t === 0) await this.client.getex(key, 'PERSIST');
-    else if (envelope.t !== ttl || envelope.m < now + envelope.t) await this.retouch(key, envelope, ttl, now);
+    else if (envelope.t !== ttl || envelope.m < redisNow + envelope.t) await this.retouch(key, envelope, ttl, redisNow);
     this.touches?.set(id, ttl, now, expiresAt);
     return { envelope, expiresAt, lastAccessedAt: now };
   }
@@ -207,14 +209,13 @@ export class SessionRecords {
   /**
    * The expiry of a session the touching read gave `ttl`, corrected: its own idle ttl (`GETEX key PX t`, timed by
    * Redis's clock as the read's was; never `PEXPIREAT now + t` from this process's, which from a clock behind Redis's
-   * deleted the session), then, when its deadline comes first by this process's clock, `PEXPIREAT key m LT`: the
-   * deadline only where it comes before the idle expiry by Redis's clock, so a clock ahead never lets an idle session
-   * live until its deadline. Both in one round trip. (This clock decides when the cap is due: one behind Redis's by
-   * s sends it up to s late, so its touching reads can keep a session up to s past its deadline, plus the last
-   * read's ttl; any write, timed in its script, ends it at its deadline.)
+   * deleted the session), then, when its deadline comes first by Redis's clock as estimated here (`redisNow`,
+   * RedisClock), `PEXPIREAT key m LT`: the deadline only where it comes before the idle expiry by Redis's own clock,
+   * so an estimate off (by at most half a TIME round trip, until the next sample) never lets an idle session live
+   * until its deadline, and a clock behind Redis's no longer sends the cap late. Both in one round trip.
    */
-  private async retouch(key: string, { t, m }: SessionEnvelope, ttl: number, now: number): Promise<void> {
-    if (m >= now + t) await this.client.getex(key, 'PX', t);
+  private async retouch(key: string, { t, m }: SessionEnvelope, ttl: number, redisNow: number): Promise<void> {
+    if (m >= redisNow + t) await this.client.getex(key, 'PX', t);
     else if (t === ttl) await this.client.pexpireat(key, m, 'LT');
     else {
       // (a ttl an earlier version stored past Redis's range, 1e19: capped, the deadline comes first anyway)
@@ -236,7 +237,7 @@ export class SessionRecords {
   ): Promise<RawSession | undefined> {
     const raw = await this.plainReads!.add(key);
     const envelope = raw === null ? null : this.parse(id, raw);
-    if (!envelope || envelope.m <= now) return undefined;
+    if (!envelope || envelope.m <= this.deadline.now()) return undefined;
     this.recent.set(id, raw!, envelope);
     return { envelope, expiresAt: Math.min(expiresAt, envelope.m), lastAccessedAt: now };
   }

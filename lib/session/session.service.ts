@@ -1,4 +1,4 @@
-import { Inject, Injectable, Logger, type OnApplicationShutdown, Optional } from '@nestjs/common';
+import { Inject, Injectable, Logger, type OnApplicationShutdown, type OnModuleInit, Optional } from '@nestjs/common';
 import { InvalidKeyError, InvalidOptionsError, SessionNotFoundError } from '../common/errors.js';
 import { KeyBuilder } from '../common/keys.js';
 import { SERIALIZER, type Serializer } from '../common/serializer.js';
@@ -40,7 +40,7 @@ import {
 import { sessionEvictionCheck } from './session.eviction-check.js';
 import { guardSessionCall } from './session.failures.js';
 import { SessionRecords } from './session.records.js';
-import { clockAheadMessage } from './session.deadline.js';
+import { clockAheadMessage, sessionClock } from './session.deadline.js';
 import type { CreateSessionOptions, Session, SessionData } from './session.types.js';
 import { diagnose, traced } from '../common/diagnostics.js';
 
@@ -64,7 +64,7 @@ const ID_ATTEMPTS = 3;
  * a 503); nothing is ever treated as "no session". Ids are never logged nor put in error messages.
  */
 @Injectable()
-export class SessionService implements OnApplicationShutdown {
+export class SessionService implements OnModuleInit, OnApplicationShutdown {
   private readonly logger = new Logger('RedisToolkit:Session');
   /** This process's clock ahead of Redis's (a session past its deadline here, live there): once a minute at most. */
   private readonly clockWarning = new ThrottledWarning(
@@ -85,7 +85,8 @@ export class SessionService implements OnApplicationShutdown {
     keys: KeyBuilder,
     @Optional() private readonly pubsub?: PubSubService,
   ) {
-    this.records = new SessionRecords(connection.client, keys.prefix, options, (ms) =>
+    const redisClock = sessionClock(connection.client, connection.commandTimeout, (m) => this.logger.warn(m));
+    this.records = new SessionRecords(connection.client, keys.prefix, { ...options, redisClock }, (ms) =>
       this.clockWarning.warn(clockAheadMessage(ms)),
     );
     // No `cause` on our errors: driver errors carry the command's arguments, and those hold session ids.
@@ -99,7 +100,12 @@ export class SessionService implements OnApplicationShutdown {
     if (pubsub) registerSessionRevoker(connection.client, (ids) => this.revoke(ids));
   }
 
+  onModuleInit(): Promise<void> {
+    return this.records.deadline.start();
+  }
+
   onApplicationShutdown(): void {
+    this.records.deadline.close();
     this.evictionCheck.close(); // its INFO, if still out, fails with the closed connection: nothing to say
     this.failures.close();
     this.clockWarning.close();
@@ -140,7 +146,6 @@ export class SessionService implements OnApplicationShutdown {
         const json = this.records.encode(envelope);
         // The index entry first: destroyAllForUser reads the index, so a session must never exist unindexed.
         await this.records.index.add(userId, id, envelope.m, true);
-        // the idle ttl timed by Redis's clock (which this process's may run behind), capped at the deadline
         const created = await this.records.create(id, json, envelope);
         if (typeof created !== 'number') {
           // A 2^-256 collision, or destroyAllForUser saw the id in the index and tombstoned it: try another id.

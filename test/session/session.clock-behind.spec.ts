@@ -160,6 +160,38 @@ describe.each(['single', 'cluster'] as const)('a clock an hour behind on %s', (t
     expect((await store.get(sid))?.n).toBe(2);
   });
 
+  // The instance behind for its whole life: its RedisClock measures the offset (an hour) at start. Before 2026-12-05 a
+  // touching read judged the deadline on this clock: a deadline 20 s away by Redis's was an hour away, so the read
+  // gave the key its full ttl (PEXPIRETIME now + 60 s), and one past by Redis's clock was live and extended again.
+  it("touching reads judge the deadline by Redis's clock: capped at it, and past it null and deleted", async () => {
+    Date.now = () => realNow() - HOUR;
+    const { sessions, client, keyOf } = await serviceApp(target);
+    const s = await sessions.create('u', { a: 1 });
+    const m = realNow() + 20_000;
+    await setDeadline(client, keyOf(s.id), m);
+    expect((await sessions.get(s.id))?.data).toEqual({ a: 1 });
+    expect(await client.pexpiretime(keyOf(s.id))).toBe(m);
+    // and once Redis's clock has passed it (within touchAfter of this instance's touch: the plain read defers)
+    await setDeadline(client, keyOf(s.id), realNow() - 1_000);
+    expect(await sessions.get(s.id)).toBeNull();
+    expect(await client.exists(keyOf(s.id))).toBe(0);
+  });
+
+  it("the store's touching get judges the deadline by Redis's clock: capped at it", async () => {
+    Date.now = () => realNow() - HOUR;
+    const client = clientFor(target);
+    const prefix = uniquePrefix();
+    const store = new RedisSessionStore({ client, prefix, maxAgeMs: DAY });
+    const sid = generateSessionId();
+    const key = `${prefix}sess:{${sid}}`;
+    const cookie = { originalMaxAge: TTL, expires: new Date(Date.now() + TTL), httpOnly: true, path: '/' };
+    await store.set(sid, { cookie, n: 1 } as unknown as SessionData);
+    const m = realNow() + 20_000;
+    await setDeadline(client, key, m);
+    expect((await store.get(sid))?.n).toBe(1);
+    expect(await client.pexpiretime(key)).toBe(m);
+  });
+
   it('the store: set (new and existing session) and touch: live, PTTL the cookie maxAge', async () => {
     const client = clientFor(target);
     const prefix = uniquePrefix();
