@@ -26,7 +26,7 @@ import {
 import { DEFAULT_SESSION_MAX_SIZE, type SessionRecordsOptions } from './session.options.js';
 import { RecentTouches } from './session.recent-touches.js';
 import { RecentValues } from './session.recent-values.js';
-import { createScript, destroyScript, storeTouchScript, updateInLua } from './session.lua-writes.js';
+import { destroyScript, storeTouchScript, updateInLua } from './session.lua-writes.js';
 import { SessionAppends } from './session.appends.js';
 import { type ClockAheadReport, SessionDeadline } from './session.deadline.js';
 import { SessionKeyScan } from './session.key-scan.js';
@@ -60,10 +60,10 @@ const CAS_ATTEMPTS = 3;
  * script sent to a cluster touches only the keys of one session (one `{id}` hash tag); the per-user index lives in
  * its own slot (SessionUserIndex).
  *
- * createdAt and the absolute deadline come from this process's clock (Date.now()), but Redis's clock times the idle
- * expiry every write gives a key (a duration, idleExpiry) and judges the deadline (a touching read by its estimate,
- * `redisClock`): past it by the clock judging, a session is asked about (SessionDeadline), never deleted on that
- * clock's word. Callers validate ids before they get here and wrap errors; this class never logs (`clockAhead`).
+ * createdAt and the absolute deadline come from Redis's clock as estimated (`redisClock`: session.create.ts; the
+ * store's set of a new session: this process's clock); Redis's clock times the idle expiry every write gives a key (a
+ * duration, idleExpiry) and judges the deadline (a touching read and regenerate by the estimate): past it by the clock
+ * judging, a session is asked about (SessionDeadline), never deleted on that clock's word. Callers validate ids before they get here and wrap errors; this class never logs (`clockAhead`).
  */
 export class SessionRecords {
   private readonly keys: KeyBuilder;
@@ -258,18 +258,6 @@ export class SessionRecords {
     const json = stampedJson(envelope);
     checkSessionSize(this.maxSize, [json]);
     return json;
-  }
-
-  /**
-   * Stores a new session (`json` from encode() of `envelope`; t 0: no Redis expiry): created, the expiry it gave the
-   * key (its ttl by Redis's clock, at most its deadline; 0: none); else 'taken' (the id exists) or 'tombstoned'
-   * (destroyed recently).
-   */
-  async create(id: string, json: string, { t, m }: SessionEnvelope): Promise<number | 'taken' | 'tombstoned'> {
-    const keys = [this.sessionKey(id), this.tombstoneKey(id)];
-    const created = await createScript.run(this.client, keys, [json, t === 0 ? 'none' : t, m]);
-    if (created >= 0) this.recent.set(id, json);
-    return created >= 0 ? created : created === -1 ? 'tombstoned' : 'taken';
   }
 
   /**

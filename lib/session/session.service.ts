@@ -18,8 +18,9 @@ import {
   type CookieResponse,
 } from './session.cookie.js';
 import { isSecureRequest } from './session.http.js';
-import { generateSessionId, isValidSessionId } from './session.id.js';
+import { isValidSessionId } from './session.id.js';
 import { moveSession } from './session.regenerate.js';
+import { newSession } from './session.create.js';
 import {
   registerSessionRevoker,
   SESSION_REVOKED_CHANNEL,
@@ -29,14 +30,7 @@ import {
 import { PubSubService } from '../pubsub/pubsub.service.js';
 import { SESSION_OPTIONS, shortSecretWarning, type ResolvedSessionOptions } from './session.options.js';
 import { checkCreateOptions } from './session.options.js';
-import {
-  checkFieldName,
-  encodeField,
-  encodeSessionData,
-  lastAccessOf,
-  type SessionEnvelope,
-  toSession,
-} from './session.envelope.js';
+import { checkFieldName, encodeField, encodeSessionData, toSession } from './session.envelope.js';
 import { sessionEvictionCheck } from './session.eviction-check.js';
 import { guardSessionCall } from './session.failures.js';
 import { SessionRecords } from './session.records.js';
@@ -52,8 +46,6 @@ export interface CookieRequest {
   secure?: boolean;
   protocol?: string;
 }
-
-const ID_ATTEMPTS = 3;
 
 /**
  * Sessions in Redis: one JSON string per session (`<prefix>sess:{<id>}`), touched by the read itself (GETEX PX),
@@ -132,45 +124,9 @@ export class SessionService implements OnModuleInit, OnApplicationShutdown {
     const fields = encodeSessionData(this.serializer, data ?? {}, 'data');
     return this.guard('create', async () => {
       this.evictionCheck.once();
-      let tombstoned = 0;
-      for (let attempt = 0; attempt < ID_ATTEMPTS; attempt++) {
-        const id = generateSessionId();
-        const now = Date.now();
-        const envelope: SessionEnvelope = {
-          u: userId,
-          c: now,
-          m: now + this.options.maxAgeMs,
-          t: Math.ceil(ttl),
-          d: fields,
-        };
-        const json = this.records.encode(envelope);
-        // The index entry first: destroyAllForUser reads the index, so a session must never exist unindexed.
-        await this.records.index.add(userId, id, envelope.m, true);
-        const created = await this.records.create(id, json, envelope);
-        if (typeof created !== 'number') {
-          // A 2^-256 collision, or destroyAllForUser saw the id in the index and tombstoned it: try another id.
-          if (created === 'tombstoned') tombstoned++;
-          await this.records.index.remove(userId, [id]);
-          continue;
-        }
-        this.settle(userId, id);
-        diagnose('sessionCreate', () => ({
-          feature: 'session',
-          operation: 'create',
-          outcome: 'created',
-          ttl: envelope.t,
-        }));
-        // the expiry Redis holds, as a later read reports it; lastAccessedAt as such a read derives it from that
-        const expiresAt = created;
-        const lastAccessedAt = lastAccessOf(envelope, expiresAt, Date.now());
-        return toSession<T>(this.serializer, id, { envelope, expiresAt, lastAccessedAt }, true);
-      }
-      if (tombstoned > 0) {
-        throw new SessionNotFoundError(
-          'the new session was destroyed while being created (destroyAllForUser ran meanwhile)',
-        );
-      }
-      throw new InvalidOptionsError('could not allocate a session id (random source broken?)');
+      const settle = (user: string, id: string) => this.settle(user, id);
+      const made = await newSession(this.records, userId, Math.ceil(ttl), this.options.maxAgeMs, fields, settle);
+      return toSession<T>(this.serializer, made.id, made.session, true);
     });
   }
 

@@ -177,6 +177,49 @@ describe.each(['single', 'cluster'] as const)('a clock an hour behind on %s', (t
     expect(await client.exists(keyOf(s.id))).toBe(0);
   });
 
+  // regenerate copies with create's script. Before 2026-12-05 neither judged the deadline by Redis's clock: the copy of
+  // a session past it (kept live by this instance's touching reads) was written with PXAT in Redis's past, deleted at
+  // once, the old id destroyed, and regenerate resolved with the id of a session that did not exist.
+  it("regenerate of a session past its deadline by Redis's clock only: SessionNotFoundError, old key deleted, no copy", async () => {
+    const { sessions, client, prefix, keyOf } = await serviceApp(target, { touchAfter: 0 });
+    const s = await sessions.create('u', { a: 1 });
+    await setDeadline(client, keyOf(s.id), realNow() - 1_000);
+    expect((await behind(() => sessions.get(s.id)))?.data).toEqual({ a: 1 });
+    // behind for this call only: its estimate of Redis's clock (measured with the right clock) is an hour off
+    await expect(behind(() => sessions.regenerate(s.id))).rejects.toBeInstanceOf(SessionNotFoundError);
+    expect(await client.exists(keyOf(s.id))).toBe(0);
+    // nothing copied: the user's index holds no other id than the old one
+    expect((await client.zrange(`${prefix}sess:user:{u}`, '0', '-1')).filter((id) => id !== s.id)).toEqual([]);
+    expect(await sessions.listForUser('u')).toEqual([]);
+  });
+
+  it('regenerate from an instance behind for its whole life (its estimate in): SessionNotFoundError, deleted', async () => {
+    Date.now = () => realNow() - HOUR;
+    const { sessions, client, keyOf } = await serviceApp(target);
+    const s = await sessions.create('u', { a: 1 });
+    await setDeadline(client, keyOf(s.id), realNow() - 1_000);
+    await expect(sessions.regenerate(s.id)).rejects.toBeInstanceOf(SessionNotFoundError);
+    expect(await client.exists(keyOf(s.id))).toBe(0);
+  });
+
+  // maxAgeMs (30 min) below the skew (an hour): a deadline from this clock has passed by Redis's. Before 2026-12-05
+  // create resolved and its key, written with PXAT in Redis's past, was gone (PTTL -2).
+  it.each([
+    ['behind for its whole life (its estimate in)', true],
+    ['behind for the call only (its estimate off: the script answers TIME)', false],
+  ])('create with maxAgeMs below the skew, %s: live, deadline maxAgeMs from now by Redis', async (_, whole) => {
+    if (whole) Date.now = () => realNow() - HOUR;
+    const { sessions, client, keyOf } = await serviceApp(target, { maxAgeMs: HOUR / 2 });
+    const s = await (whole ? sessions.create('u', { a: 1 }) : behind(() => sessions.create('u', { a: 1 })));
+    await expectTtl(client, keyOf(s.id), TTL);
+    expect(s.expiresAt).toBe(await client.pexpiretime(keyOf(s.id)));
+    const m = await deadlineOf(client, keyOf(s.id));
+    expect(m).toBeGreaterThan(realNow() + HOUR / 2 - 10_000);
+    expect(m).toBeLessThanOrEqual(realNow() + HOUR / 2 + 1_000);
+    expect((await sessions.get(s.id))?.data).toEqual({ a: 1 });
+    expect((await sessions.listForUser('u')).map((x) => x.id)).toEqual([s.id]);
+  });
+
   it("the store's touching get judges the deadline by Redis's clock: capped at it", async () => {
     Date.now = () => realNow() - HOUR;
     const client = clientFor(target);
