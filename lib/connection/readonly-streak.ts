@@ -28,6 +28,8 @@ export interface ReadOnlyStreakOptions {
    * client the user gave: it is theirs.
    */
   reconnect?: () => void;
+  /** Removes what the streak registered on the client (its 'ready' listener): the user's client outlives the app. */
+  detach?: () => void;
 }
 
 /**
@@ -92,10 +94,11 @@ export class ReadOnlyStreak {
     if (this.since !== undefined) void this.check();
   }
 
-  /** Stops checking (shutdown). */
+  /** Stops checking, and leaves the client (shutdown). */
   close(): void {
     this.closed = true;
     this.stopWatching();
+    this.options.detach?.();
   }
 
   private start(now: number): void {
@@ -151,7 +154,9 @@ export class ReadOnlyStreak {
 /**
  * The READONLY streak of a connection's main client; undefined for a cluster, whose client sends writes to the
  * masters of its slot table (a cluster replica answers MOVED, which ioredis follows): READONLY there stays an outage.
- * `owned`: the toolkit created the client, and may reconnect it (never a client the user gave).
+ * `owned`: the toolkit created the client, and may reconnect it (never a client the user gave). Its 'ready' listener
+ * goes at `close()`, whoever owns the client: a client the user gave outlives the app, and a listener left on it kept
+ * the closed app's streak alive (an app per test on one client passed getMaxListeners() at the 11th).
  */
 export function readOnlyStreakOf(
   client: RedisClient,
@@ -166,7 +171,9 @@ export function readOnlyStreakOf(
     isMaster: () => isMasterNow(client, commandTimeout),
     // ioredis reconnects (retryStrategy) after a disconnect(true); commands in flight fail as a transport failure.
     reconnect: owned ? () => client.status === 'ready' && client.disconnect(true) : undefined,
+    detach: () => client.off('ready', onReady),
   });
-  client.on('ready', () => streak.reconnected());
+  const onReady = () => streak.reconnected();
+  client.on('ready', onReady);
   return streak;
 }
