@@ -38,6 +38,8 @@ export class SessionAppends {
     private readonly touches: RecentTouches | undefined,
     /** A stored value parsed (SessionRecords's, which reuses the parsed form it kept). */
     private readonly parse: (id: string, raw: string) => SessionEnvelope | null,
+    /** Redis's clock as estimated (SessionDeadline.now()), the clock the script's expiry is on. */
+    private readonly redisNow: () => number,
   ) {
     this.batcher = changeBatcher(client, maxSize);
   }
@@ -89,6 +91,7 @@ export class SessionAppends {
     const touchedUntil = touch && merged.t !== 0 ? this.touches?.expiryOf(id, merged.t, now) : undefined;
     if (touchedUntil !== undefined) expiry = 'skip';
     else if (touch && merged.t !== 0) expiry = merged.t; // timed by Redis's clock in the script, at most the deadline
+    const sentAt = this.redisNow();
     const reply = await this.batcher.add([key, length, change, expiry, merged.m, whole]);
     if (reply instanceof Error) throw reply;
     const [result, at] = reply;
@@ -116,7 +119,8 @@ export class SessionAppends {
     // 0: the key has no expiry; the session still ends at its absolute deadline
     const expiresAt = expiry === 'skip' ? Math.min(touchedUntil!, envelope.m) : at === 0 ? envelope.m : at;
     // the expiry Redis has (by its clock), which a later update within touchAfter answers again
-    if (typeof expiry === 'number') this.touches?.set(id, merged.t, now, expiresAt);
+    // (the life it gave measured on Redis's clock, as expiresAt is: never from this process's `now`)
+    if (typeof expiry === 'number') this.touches?.set(id, merged.t, now, expiresAt, sentAt);
     return { envelope, expiresAt, lastAccessedAt: touch ? now : lastAccessOf(envelope, expiresAt, now) };
   }
 }

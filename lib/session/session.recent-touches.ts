@@ -38,8 +38,14 @@ interface Touch {
   tick: number;
   /** The idle ttl the touching read asked for (a read asking for another one touches again). */
   ttl: number;
-  /** The expiry it set (epoch ms). */
+  /** The expiry it set (epoch ms, by Redis's clock: what the write's script or PEXPIRETIME answered). */
   expiresAt: number;
+  /**
+   * The life it gave the session (ms): `expiresAt` less the touch's moment on the same clock (Redis's, as estimated),
+   * never less `at`: on an instance an hour behind Redis's that was ttl + 1 h, and half of it let a touch be reused
+   * past the whole ttl (test/session/session.store-clock.spec.ts).
+   */
+  life: number;
 }
 
 /**
@@ -67,20 +73,22 @@ export class RecentTouches {
     const age = tick - touch.tick;
     // the share is of the life that touch gave the session (its own ttl, or less near its absolute deadline), not of
     // the ttl asked for: a session created with a short ttl of its own is extended by that one
-    const life = touch.expiresAt - touch.at;
-    return age < this.reuse.ms && age < life * this.reuse.shareOfTtl ? touch.expiresAt : undefined;
+    return age < this.reuse.ms && age < touch.life * this.reuse.shareOfTtl ? touch.expiresAt : undefined;
   }
 
   /**
-   * A touching read of `id` that began at `at` (epoch ms) set its expiry: kept (a Map entry per touch, not per read:
-   * reads between cost nothing). The read's start on the monotonic clock is `tick` less the read's time so far, which
-   * only the wall clock tells (the callers give `at`): counted as none when the clock stepped back meanwhile (the age
-   * then starts up to a round trip late), and a step forward makes the touch old (the next read touches again).
+   * A touching read of `id` that began at `at` (epoch ms, this process's clock) set its expiry `expiresAt` (Redis's
+   * clock): kept (a Map entry per touch, not per read: reads between cost nothing). `redisAt` is the touch's moment on
+   * Redis's clock as estimated (SessionDeadline.now()), which the life it gave is measured from: both ends on one
+   * clock. The read's start on the monotonic clock is `tick` less the read's time so far, which only the wall clock
+   * tells (the callers give `at`): counted as none when the clock stepped back meanwhile (the age then starts up to a
+   * round trip late), and a step forward makes the touch old (the next read touches again).
    */
-  set(id: string, ttl: number, at: number, expiresAt: number, tick = performance.now()): void {
+  set(id: string, ttl: number, at: number, expiresAt: number, redisAt = at, tick = performance.now()): void {
     this.touches.delete(id);
     makeRoom(this.touches, RECENT_TOUCHES);
-    this.touches.set(id, { at, tick: tick - Math.max(0, Date.now() - at), ttl, expiresAt });
+    const life = expiresAt - redisAt;
+    this.touches.set(id, { at, tick: tick - Math.max(0, Date.now() - at), ttl, expiresAt, life });
   }
 
   /** The session's expiry changed otherwise (destroyed, touched by the store): the next read touches. */

@@ -63,7 +63,8 @@ const CAS_ATTEMPTS = 3;
  * createdAt and the absolute deadline come from Redis's clock as estimated (`redisClock`: session.create.ts; the
  * store's set of a new session: this process's clock); Redis's clock times the idle expiry every write gives a key (a
  * duration, idleExpiry) and judges the deadline (a touching read and regenerate by the estimate): past it by the clock
- * judging, a session is asked about (SessionDeadline), never deleted on that clock's word. Callers validate ids before they get here and wrap errors; this class never logs (`clockAhead`).
+ * judging, a session is asked about (SessionDeadline), never deleted on that clock's word. Callers validate ids
+ * before they get here and wrap errors; this class never logs (`clockAhead`).
  */
 export class SessionRecords {
   private readonly keys: KeyBuilder;
@@ -120,8 +121,13 @@ export class SessionRecords {
     }
     this.writes = compareAndSetBatcher(client);
     if (options.appendUpdates)
-      this.appends = new SessionAppends(client, this.maxSize, this.recent, this.touches, (id, raw) =>
-        this.parse(id, raw),
+      this.appends = new SessionAppends(
+        client,
+        this.maxSize,
+        this.recent,
+        this.touches,
+        (id, raw) => this.parse(id, raw),
+        () => this.deadline.now(),
       );
   }
 
@@ -202,7 +208,8 @@ export class SessionRecords {
     // PERSIST: a command the startup ACL check already asks for, where PERSIST would need a rule of its own)
     if (envelope.t === 0) await this.client.getex(key, 'PERSIST');
     else if (envelope.t !== ttl || envelope.m < redisNow + envelope.t) await this.retouch(key, envelope, ttl, redisNow);
-    this.touches?.set(id, ttl, now, expiresAt);
+    // the life the touch gave, on one clock: expiresAt is Redis's, so measured from Redis's now, not this process's
+    this.touches?.set(id, ttl, now, expiresAt, redisNow);
     return { envelope, expiresAt, lastAccessedAt: now };
   }
 

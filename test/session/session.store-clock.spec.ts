@@ -1,0 +1,94 @@
+/**
+ * Sessions' times on Redis's clock (RedisClock, lib/session/session.deadline.ts) against the two places they meet
+ * this process's clock, and the store's clock per client. Before the fix (2026-12-05):
+ * - a touch's reuse (touchAfter) was bounded by a share of `expiresAt - at`, expiresAt by Redis's clock and `at` by
+ *   this process's: an hour behind Redis's, a session with its own ttl of 10 s was not extended by a read or an update
+ *   7 s after the touch (the bound was touchAfter, 30 s, instead of half of 10 s): the reuse tests failed (PEXPIRETIME
+ *   unchanged);
+ * - every RedisSessionStore added a RedisClock ('ready' listener, 30 s timer) to its client: four stores, +4
+ *   listeners;
+ * - the store described a SessionService session's cookie with `expires` = expiresAt by Redis's clock, which
+ *   express-session and the store judge with Date.now(): an hour off on a clock an hour off (left showed about
+ *   3,660,000 behind, -3,540,000 ahead).
+ * "Behind"/"ahead" is `Date.now` shifted in this process; a touch's age is moved on performance.now.
+ */
+import 'reflect-metadata';
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { RedisSessionStore, SessionService } from '../../lib/index.js';
+import type { SessionRecords } from '../../lib/session/session.records.js';
+import { trackForCleanup } from '../support/private-servers.js';
+import { sharedServers } from '../support/shared-servers.js';
+import { closeToolkitApps } from '../support/toolkit-app.js';
+import { bootToolkitApp } from '../support/toolkit-boot.js';
+import { sleep, waitFor } from '../support/wait.js';
+
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
+const TTL = 60_000;
+const OWN_TTL = 10_000;
+const realNow = Date.now;
+const realPerformanceNow = performance.now.bind(performance);
+afterEach(() => {
+  Date.now = realNow;
+  performance.now = realPerformanceNow;
+});
+afterEach(closeToolkitApps);
+
+const uniquePrefix = (): string => `rtk-sc${randomBytes(5).toString('hex')}:`;
+
+function singleClient(): Redis {
+  return trackForCleanup(new Redis(sharedServers().single.port, '127.0.0.1'));
+}
+
+/** Waits until the estimate of Redis's clock is in (the first TIME). */
+async function estimated(records: SessionRecords): Promise<void> {
+  expect(await waitFor(() => Math.abs(records.deadline.now() - realNow()) < 1_000, 5_000)).toBe(true);
+}
+
+const recordsOf = (o: RedisSessionStore | SessionService) => (o as unknown as { records: SessionRecords }).records;
+
+/** A module whose sessions are read and updated with touchAfter 30 s, on a clock an hour behind Redis's. */
+async function sessionsBehind() {
+  Date.now = () => realNow() - HOUR;
+  const prefix = uniquePrefix();
+  const app = await bootToolkitApp({
+    target: 'single',
+    keyPrefix: prefix,
+    session: { ttl: TTL, maxAgeMs: DAY, touchAfter: TTL / 2, appendUpdates: true, cookie: { secret: 's3cret' } },
+  });
+  const sessions = app.get(SessionService);
+  await estimated(recordsOf(sessions));
+  const client = singleClient();
+  // a session with its own ttl, 10 s: a touch is reused for less than half of it
+  const s = await sessions.create('u', { n: 0 }, { ttl: OWN_TTL });
+  return { sessions, client, id: s.id, key: `${prefix}sess:{${s.id}}` };
+}
+
+describe("a touch's reuse on a clock an hour behind Redis's: less than half the life it gave", () => {
+  it('a get 7 s after the touching get extends a session whose own ttl is 10 s', async () => {
+    const { sessions, client, id, key } = await sessionsBehind();
+    expect((await sessions.get(id))?.data).toEqual({ n: 0 });
+    const touched = await client.pexpiretime(key);
+    await sleep(20);
+    performance.now = () => realPerformanceNow() + 3_000;
+    await sessions.get(id);
+    expect(await client.pexpiretime(key)).toBe(touched); // within 5 s: reused
+    performance.now = () => realPerformanceNow() + 7_000;
+    await sessions.get(id);
+    expect(await client.pexpiretime(key)).toBeGreaterThan(touched);
+  });
+
+  it('an appended update 7 s after the touching update extends it', async () => {
+    const { sessions, client, id, key } = await sessionsBehind();
+    await sessions.update(id, { n: 1 });
+    const touched = await client.pexpiretime(key);
+    await sleep(20);
+    performance.now = () => realPerformanceNow() + 3_000;
+    await sessions.update(id, { n: 2 });
+    expect(await client.pexpiretime(key)).toBe(touched);
+    performance.now = () => realPerformanceNow() + 7_000;
+    expect((await sessions.update(id, { n: 3 })).data).toEqual({ n: 3 });
+    expect(await client.pexpiretime(key)).toBeGreaterThan(touched);
+  });
+});
