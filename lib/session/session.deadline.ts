@@ -20,6 +20,25 @@ export function sessionClock(client: RedisClient, timeoutMs: number, warn: (mess
   );
 }
 
+/** The clock of the RedisSessionStores on each client: one per client, whatever the number of stores. */
+const storeClocks = new WeakMap<RedisClient, RedisClock>();
+
+/**
+ * The clock every RedisSessionStore on `client` shares, made and started by the first (`warn` is that one's): an
+ * express-session store has no close, so its clock's 'ready' listener and 30 s timer stay while the client does. One
+ * per store (until 2026-12-05) piled them up on a client several stores shared (an app per test, a middleware per
+ * prefix): eleven stores, eleven listeners, past ioredis's getMaxListeners() (MaxListenersExceededWarning).
+ */
+export function storeClockOf(client: RedisClient, warn: (message: string) => void): RedisClock {
+  let clock = storeClocks.get(client);
+  if (clock === undefined) {
+    clock = sessionClock(client, STORE_CLOCK_TIMEOUT_MS, warn);
+    storeClocks.set(client, clock);
+    void clock.start();
+  }
+  return clock;
+}
+
 /**
  * What the scripts that give a session key its idle expiry put in front (session-expiry.lua): they are sent the idle
  * ttl (ms) and the absolute deadline `m`, and set `min(TIME + ttl, m)`: the ttl timed by Redis's clock. Never

@@ -11,7 +11,7 @@ import { SESSION_DEFAULTS } from './session.options.js';
 import { touchReuseOf } from './session.recent-touches.js';
 import { unlinkMany } from '../common/bulk-keys.js';
 import { sessionRevokerFor } from './session.revocation.js';
-import { clockAheadMessage, sessionClock, STORE_CLOCK_TIMEOUT_MS } from './session.deadline.js';
+import { clockAheadMessage, storeClockOf } from './session.deadline.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
 import {
   checkStoreOptions,
@@ -83,16 +83,15 @@ export class RedisSessionStore extends loadStoreBase() {
     this.touchOnGet = plainGetOption(options) === undefined;
     // (no shutdown hook on an express-session store: a count still pending logs from its unref'd timer)
     const clockWarning = new ThrottledWarning(STORE_LOGGER, 60_000, () => 'reads past a deadline by this clock');
-    // Redis's clock, which touching gets judge the deadline by: started here, as the store has no start or shutdown
-    // (its TIME samples run on an unref'd timer and on each 'ready' of the client)
-    const redisClock = sessionClock(options.client, STORE_CLOCK_TIMEOUT_MS, (m) => STORE_LOGGER.warn(m));
+    // Redis's clock, which touching gets judge the deadline by: one per client, shared by its stores and started by
+    // the first, as the store has no start or shutdown (its TIME samples run on an unref'd timer and on each 'ready')
+    const redisClock = storeClockOf(options.client, (m) => STORE_LOGGER.warn(m));
     this.records = new SessionRecords(
       options.client,
       options.prefix ?? DEFAULT_KEY_PREFIX,
       { maxSize: options.maxSize, touchReuse: touchReuseOf(options.touchAfter, this.touchOnGet), redisClock },
       (ms) => clockWarning.warn(clockAheadMessage(ms)),
     );
-    void this.records.deadline.start();
     this.serializer = new SafeSerializer(options.serializer ?? new JsonSerializer());
     this.ttlFunction = typeof options.ttl === 'function' ? options.ttl : undefined;
     this.ttl = typeof options.ttl === 'number' ? options.ttl : SESSION_DEFAULTS.ttl;

@@ -92,3 +92,20 @@ describe("a touch's reuse on a clock an hour behind Redis's: less than half the 
     expect(await client.pexpiretime(key)).toBeGreaterThan(touched);
   });
 });
+
+describe('the stores on one client share one clock', () => {
+  it("four stores on one client add one 'ready' listener; a store on another client has its own", async () => {
+    const client = singleClient();
+    await client.ping();
+    const before = client.listenerCount('ready');
+    const stores = Array.from({ length: 4 }, () => new RedisSessionStore({ client, prefix: uniquePrefix() }));
+    expect(client.listenerCount('ready') - before).toBe(1);
+    expect(stores).toHaveLength(4);
+    const other = singleClient();
+    await other.ping();
+    const otherBefore = other.listenerCount('ready');
+    new RedisSessionStore({ client: other, prefix: uniquePrefix() });
+    expect(other.listenerCount('ready') - otherBefore).toBe(1);
+    expect(client.listenerCount('ready') - before).toBe(1);
+  });
+});
