@@ -83,6 +83,14 @@ export class SessionDeadline {
     return this.redisClock ? this.redisClock.now() : Date.now();
   }
 
+  /**
+   * `redisMs` (epoch ms by Redis's clock) as this process's clock will read that moment: what leaves for code that
+   * judges it with Date.now() (express-session's cookie.expires). Redis's now as estimated less this process's.
+   */
+  toLocal(redisMs: number): number {
+    return this.redisClock ? redisMs - (this.redisClock.now() - Date.now()) : redisMs;
+  }
+
   /** Starts estimating Redis's clock (RedisClock.start: resolves once the first TIME is in; never rejects). */
   start(): Promise<void> {
     return this.redisClock ? this.redisClock.start() : Promise.resolve();

@@ -339,10 +339,11 @@ export class RedisSessionStore extends loadStoreBase() {
       const cookie = JSON.parse(envelope.k) as unknown;
       if (cookie !== null) data.cookie = cookie;
     } else {
-      // A session created by SessionService has no express cookie: describe one that expires with the session.
+      // A session created by SessionService has no express cookie: describe one that expires with the session, on
+      // this process's clock (raw.expiresAt is Redis's), which express-session and ttlOf judge `expires` by
       data.cookie = {
         originalMaxAge: envelope.t,
-        expires: new Date(raw.expiresAt).toISOString(),
+        expires: new Date(this.records.deadline.toLocal(raw.expiresAt)).toISOString(),
         httpOnly: true,
         path: '/',
       };

@@ -14,6 +14,7 @@
  */
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
+import type { SessionData } from 'express-session';
 import { Redis } from 'ioredis';
 import { RedisSessionStore, SessionService } from '../../lib/index.js';
 import type { SessionRecords } from '../../lib/session/session.records.js';
@@ -108,4 +109,38 @@ describe('the stores on one client share one clock', () => {
     expect(other.listenerCount('ready') - otherBefore).toBe(1);
     expect(client.listenerCount('ready') - before).toBe(1);
   });
+});
+
+describe("the cookie the store describes for a SessionService session is on this process's clock", () => {
+  it.each([
+    ['an hour behind', -HOUR],
+    ['an hour ahead', HOUR],
+  ])(
+    '%s: get and all give expires about ttl from Date.now(); set of what get gave keeps the session',
+    async (_, shift) => {
+      Date.now = () => realNow() + shift;
+      const prefix = uniquePrefix();
+      const app = await bootToolkitApp({
+        target: 'single',
+        keyPrefix: prefix,
+        session: { ttl: TTL, maxAgeMs: DAY, cookie: { secret: 's3cret' } },
+      });
+      const s = await app.get(SessionService).create('u', { a: 1 });
+      const client = singleClient();
+      await client.ping();
+      const store = new RedisSessionStore({ client, prefix, maxAgeMs: DAY });
+      await estimated(recordsOf(store));
+      const got = (await store.get(s.id))!;
+      const all = (await store.all()) as unknown as { id: string; cookie: { expires: string } }[];
+      for (const expires of [got.cookie.expires!, all.find((x) => x.id === s.id)!.cookie.expires]) {
+        const left = new Date(expires).getTime() - Date.now();
+        expect(left).toBeGreaterThan(TTL - 10_000);
+        expect(left).toBeLessThanOrEqual(TTL);
+      }
+      await store.set(s.id, got as SessionData);
+      const pttl = await client.pttl(`${prefix}sess:{${s.id}}`);
+      expect(pttl).toBeGreaterThan(TTL - 10_000);
+      expect(pttl).toBeLessThanOrEqual(TTL);
+    },
+  );
 });
