@@ -13,12 +13,16 @@
  * load that started before an invalidation by the instance behind was stored after it. Each test below failed so.
  * Also: TIME refused by the ACL leaves the cache working on the local clock, with one warning; the estimate follows a
  * clock that changed at the next sample and at a reconnect, and a sample across a stalled event loop does not move it.
+ * A step of this process's wall clock between samples does not move the estimate (it did until 2026-12-05: `now()` was
+ * Date.now() plus the offset), and on a link where every TIME takes over 250 ms the later samples still correct an
+ * estimate they prove wrong (until 2026-12-05 every one after the first was dropped); both tests failed so.
  */
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { CacheService } from '../../lib/index.js';
 import { RedisClock } from '../../lib/common/redis-clock.js';
+import { startFaultProxy } from '../support/fault-proxy.js';
 import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
 import { recordingLogger } from '../support/recording-logger.js';
 import { sharedServers } from '../support/shared-servers.js';
@@ -29,8 +33,10 @@ import { sleep, waitFor } from '../support/wait.js';
 
 const HOUR = 3_600_000;
 const realNow = Date.now;
+const realPerformanceNow = performance.now.bind(performance);
 afterEach(() => {
   Date.now = realNow;
+  performance.now = realPerformanceNow;
 });
 afterEach(closeToolkitApps);
 
@@ -231,6 +237,66 @@ describe('the estimate of Redis clock (RedisClock)', () => {
       expect(Math.abs(clock.offsetMs - before)).toBeLessThan(50);
     } finally {
       clock.close();
+    }
+  });
+});
+
+describe('the estimate of Redis clock (RedisClock) against clock steps', () => {
+  it("a step of this process's wall clock between samples does not move now()", async () => {
+    const client = trackForCleanup(new Redis(sharedServers().single.port, '127.0.0.1'));
+    await client.ping();
+    const clock = new RedisClock(client, 2_000, () => undefined);
+    try {
+      await clock.start();
+      // the shared server runs on this box's clock: Redis's clock is realNow()
+      expect(Math.abs(clock.now() - realNow())).toBeLessThan(100);
+      Date.now = () => realNow() + HOUR;
+      expect(Math.abs(clock.now() - realNow())).toBeLessThan(100); // before the fix: an hour ahead
+      expect(Number.isInteger(clock.now())).toBe(true);
+      Date.now = () => realNow() - HOUR;
+      expect(Math.abs(clock.now() - realNow())).toBeLessThan(100); // before the fix: an hour behind
+      // the offset from the wall clock is measured again at the next sample
+      await clock.sample();
+      expect(Math.abs(clock.offsetMs - HOUR)).toBeLessThan(100);
+      expect(Math.abs(clock.now() - realNow())).toBeLessThan(100);
+    } finally {
+      clock.close();
+    }
+  });
+
+  it('on a link where every TIME takes over 250 ms, a later sample corrects an estimate it proves wrong', async () => {
+    const proxy = await startFaultProxy({ port: sharedServers().single.port });
+    trackForCleanup({ stop: () => proxy.close() });
+    const client = trackForCleanup(new Redis(proxy.port, '127.0.0.1', { maxRetriesPerRequest: 1 }));
+    await client.ping();
+    proxy.delay(150); // each chunk held 150 ms each way: every TIME takes 300 ms or more
+    const warnings: string[] = [];
+    const clock = new RedisClock(client, 5_000, (m) => void warnings.push(m));
+    try {
+      await clock.start(); // the first sample is taken whatever its round trip
+      expect(Math.abs(clock.now() - realNow())).toBeLessThan(1_000);
+      // Both of this process's clocks jump an hour ahead of Redis's: what a failover to a server an hour behind looks
+      // like from here. The estimate is now an hour ahead of Redis's clock until a sample corrects it.
+      Date.now = () => realNow() + HOUR;
+      performance.now = () => realPerformanceNow() + HOUR;
+      expect(clock.now() - realNow()).toBeGreaterThan(HOUR - 1_000);
+      await clock.sample();
+      // Redis read its clock within the round trip: the estimate is within one round trip of it (before the fix:
+      // the sample was dropped, an hour ahead)
+      expect(Math.abs(clock.now() - realNow())).toBeLessThan(1_000);
+      expect(Math.abs(clock.offsetMs + HOUR)).toBeLessThan(1_000); // Redis is an hour behind this wall clock
+      // the next slow samples, consistent with it, keep it
+      const corrected = clock.now() - realNow();
+      await clock.sample();
+      expect(Math.abs(clock.now() - realNow() - corrected)).toBeLessThan(50);
+      expect(warnings).toEqual([]);
+    } finally {
+      clock.close();
+      Date.now = realNow;
+      performance.now = realPerformanceNow;
+      // quit before the proxy goes (the cleanup runs both at once: a reset mid-QUIT leaves ioredis reconnecting)
+      proxy.delay(0);
+      await client.quit().catch(() => undefined);
     }
   });
 });

@@ -362,11 +362,16 @@ describe('sessions and clocks', () => {
     const { app: ahead } = await boot({ commandTimeout: 2_000, session, logger }, keyPrefix);
     const s = await app.get(SessionService).create('u', { a: 1 });
     Date.now = () => realNow() + HOUR;
+    // RedisClock rides the monotonic clock since its estimate was taken: shifting it too makes this instance's
+    // estimate of Redis's clock an hour ahead, the case this test is about (a wall-clock step alone no longer is)
+    const realPerformanceNow = performance.now.bind(performance);
+    performance.now = () => realPerformanceNow() + HOUR;
     let read: unknown;
     try {
       read = await ahead.get(SessionService).get(s.id);
     } finally {
       Date.now = realNow;
+      performance.now = realPerformanceNow;
     }
     const after = await app.get(SessionService).get(s.id);
     // before: null on the instance ahead, and then null on the creating instance too (the key was deleted)
