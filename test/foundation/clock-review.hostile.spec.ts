@@ -4,8 +4,12 @@
  * sessions (6a3877a, dc06235, 01b9992). Real Redis only. An instance whose clock is off is `Date.now` shifted in this
  * process (for its boot, so its RedisClock measures the offset, or only for its calls: a wall clock stepped after the
  * estimate was taken, which the estimate follows only at its next sample); the monotonic clock is shifted the same way
- * where the age of a touch is the point. Each `it.failing` is a bug: its comment says what is wrong, where, and what
- * the test showed.
+ * where the age of a touch is the point. Each test whose comment describes a bug was an `it.failing` at first (96325b3)
+ * and was seen to fail on the code of its day; all 7 are fixed and plain tests now: a wall-clock step moved the estimate
+ * and a slow link's samples were all dropped (26a9639: the estimate rides the monotonic clock, a slow sample moves an
+ * estimate it contradicts), touchAfter's reuse bound mixed two clocks (9559f34), every RedisSessionStore added a clock
+ * and a 'ready' listener to its client (d15fef5: one per client), the store's cookie `expires` was on Redis's clock
+ * (6214ca7), and an app on the user's client left its read-only streak's 'ready' listener (7049d67).
  */
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
@@ -80,7 +84,7 @@ describe('a wall clock stepped after the estimate was taken (cache)', () => {
   // staleTtl 60 s) showed { value: 'old', status: 'hit' } on the other instance 1.3 s later, with no refresh: fresh
   // on every instance until Redis drops the key (ttl + staleTtl later), which da55370 set out to end. Anchoring the
   // estimate to the monotonic clock (Redis's TIME at the sample + performance.now() elapsed since) would not move.
-  it.failing('an entry written by an instance whose clock stepped an hour forward is stale on the others after its ttl', async () => {
+  it('an entry written by an instance whose clock stepped an hour forward is stale on the others after its ttl', async () => {
     const { here, stepped } = await pair(HOUR);
     const options = { ttl: 1_000, staleTtl: 60_000 };
     await stepped((c) => c.getOrSet('k', async () => 'old', options));
@@ -94,7 +98,7 @@ describe('a wall clock stepped after the estimate was taken (cache)', () => {
   // BUG (same place). The writer's wall clock stepped an hour back after its estimate: its entry (ttl 60 s, staleTtl
   // 60 s) was past its stale horizon at once on the other instance: showed { value: 'new', status: 'miss' } (a load)
   // right after it was written, where it is a hit for 60 s; every read of an entry written in that window loads.
-  it.failing('an entry written by an instance whose clock stepped an hour back is a hit on the others', async () => {
+  it('an entry written by an instance whose clock stepped an hour back is a hit on the others', async () => {
     const { here, stepped } = await pair(-HOUR);
     const options = { ttl: TTL, staleTtl: TTL };
     await stepped((c) => c.getOrSet('k', async () => 'old', options));
@@ -110,7 +114,7 @@ describe('RedisClock on a link whose round trip is over 250 ms', () => {
   // chunk 150 ms each way) the wall clock stepped an hour forward after the first sample: after two samples and a
   // reconnect the offset showed 0 (expected about -3,600,000), and no warning (warnings []). A sample always bounds Redis's clock to
   // [sent, sent + round trip]; a held offset outside that interval is wrong, and could be moved to it.
-  it.failing('follows a stepped clock at the next samples and at a reconnect, or says it cannot', async () => {
+  it('follows a stepped clock at the next samples and at a reconnect, or says it cannot', async () => {
     const proxy = await startFaultProxy({ port: sharedServers().single.port });
     trackForCleanup({ stop: () => proxy.close() });
     const client = trackForCleanup(new Redis(proxy.port, '127.0.0.1', { maxRetriesPerRequest: 1 }));
@@ -164,7 +168,7 @@ describe('RedisSessionStore and its clock', () => {
   // than half the ttl' bound (store option touchAfter, docs) is gone. Store with ttl 60 s and touchAfter 60 s, clock an
   // hour behind: a get 36 s (monotonic) after the touching get was a plain read; PEXPIRETIME showed unchanged (the
   // session expires 60 s after the touch under reads every 36 s..59 s), expected extended.
-  it.failing("a get past half the ttl since this process's touch extends the session (clock an hour behind)", async () => {
+  it("a get past half the ttl since this process's touch extends the session (clock an hour behind)", async () => {
     Date.now = () => realNow() - HOUR;
     const client = singleClient();
     await client.ping();
@@ -211,7 +215,7 @@ describe('RedisSessionStore and its clock', () => {
   // client.listenerCount('ready') +11, past ioredis's getMaxListeners() of 10: in plain Node (outside jest) that prints
   // "MaxListenersExceededWarning: Possible EventEmitter memory leak detected. 11 ready listeners added to [Commander]".
   // One RedisClock per client (e.g. a WeakMap from client to clock) would add one listener and one timer.
-  it.failing('eleven stores on one client: one clock (one ready listener), not eleven', async () => {
+  it('eleven stores on one client: one clock (one ready listener), not eleven', async () => {
     const client = singleClient();
     await client.ping();
     const before = client.listenerCount('ready');
@@ -228,7 +232,7 @@ describe('RedisSessionStore and its clock', () => {
   // cookie.expires 59 min in this process's past,
   // so store.set of what get returned (express-session's save with resave: true, its default) took the cookie for
   // expired and destroyed the session (showed EXISTS 0; cookie.expires - Date.now() was -3,540,002, expected ~60,000).
-  it.failing("store.get of a SessionService session on an instance ahead: a cookie on this process's clock, set keeps it", async () => {
+  it("store.get of a SessionService session on an instance ahead: a cookie on this process's clock, set keeps it", async () => {
     Date.now = () => realNow() + HOUR;
     const prefix = uniquePrefix();
     const app = await bootToolkitApp({
@@ -353,7 +357,7 @@ describe('shutdown', () => {
   // leaves one 'ready' listener on it after app.close(): showed listenerCount('ready') 1 where it was 0 before the
   // boot (the listener: `()=>streak.reconnected()`). An app per test on one shared client passes getMaxListeners()
   // (10) at the 11th: MaxListenersExceededWarning, and each closed app's streak is kept alive by the client.
-  it.failing("an app on the user's client leaves no 'ready' listener behind after close", async () => {
+  it("an app on the user's client leaves no 'ready' listener behind after close", async () => {
     const client = rtkClient();
     await client.ping();
     const before = client.listenerCount('ready');
