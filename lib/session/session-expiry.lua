@@ -11,18 +11,24 @@
 -- a Lua number for PXAT.
 local redis_now_ms
 
+-- Redis's clock (epoch ms), read once per script call.
+local function redisNowMs()
+  if not redis_now_ms then
+    local clock = redis.call('TIME')
+    redis_now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+  end
+  return redis_now_ms
+end
+
 -- The epoch ms (Redis's clock) at which a key written now with idle ttl `ttl` expires: at most `deadline`; and
 -- whether the deadline has come by Redis's clock (TIME >= deadline), when a key written with that expiry would be
 -- deleted at once: the session is over, and a write must say so rather than answer the expiry of a key it deleted
 -- (the caller's clock, behind Redis's, had not seen the deadline pass). A comparison of numbers in hand: no command.
 local function idleExpiry(ttl, deadline)
-  if not redis_now_ms then
-    local clock = redis.call('TIME')
-    redis_now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-  end
-  local at = redis_now_ms + tonumber(ttl)
+  local now = redisNowMs()
+  local at = now + tonumber(ttl)
   deadline = tonumber(deadline)
-  if deadline < at then return deadline, deadline <= redis_now_ms end
+  if deadline < at then return deadline, deadline <= now end
   return at, false
 end
 

@@ -14,8 +14,7 @@ local now = tonumber(ARGV[1])
 local created, deadline
 local previous = ''
 -- the absolute deadline is judged by Redis's clock (TIME), as key expiry is: the caller's may run ahead
-local clock = redis.call('TIME')
-local redis_now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local redis_now = redisNowMs() -- session-expiry.lua, in front of this file
 local raw = redis.call('GET', KEYS[1])
 if raw then
   -- the envelope: the text before the first line feed (changes appended by updates follow it: session-change.lua)
@@ -39,7 +38,6 @@ if tonumber(ARGV[3]) == 0 then
   redis.call('SET', KEYS[1], json)
   return { previous, deadline }
 end
-local exp = redis_now + tonumber(ARGV[3])
-if exp > deadline then exp = deadline end
-redis.call('SET', KEYS[1], json, 'PXAT', exp)
+local exp = idleExpiry(ARGV[3], deadline)
+redis.call('SET', KEYS[1], json, 'PXAT', epochArg(exp))
 return { previous, exp }

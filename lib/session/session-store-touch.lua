@@ -11,8 +11,7 @@ local changes_at = string.find(raw, '\n', 1, true)
 local changes = changes_at and string.sub(raw, changes_at) or ''
 local s = cjson.decode(changes_at and string.sub(raw, 1, changes_at - 1) or raw)
 -- the absolute deadline is judged by Redis's clock (TIME), as key expiry is: the caller's may run ahead
-local clock = redis.call('TIME')
-local redis_now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local redis_now = redisNowMs() -- session-expiry.lua, in front of this file
 if s.m <= redis_now then
   redis.call('DEL', KEYS[1])
   return 0
@@ -22,7 +21,6 @@ if ARGV[2] ~= '' then s.k = ARGV[2] end
 if type(s.d) ~= 'table' or next(s.d) == nil then s.d = cjson.decode('{}') end
 -- the stamp stood for the value read; the value written here has none (see session.stamp.ts)
 s.v = nil
-local exp = redis_now + s.t
-if exp > s.m then exp = s.m end
-redis.call('SET', KEYS[1], cjson.encode(s) .. changes, 'PXAT', exp)
+local exp = idleExpiry(s.t, s.m)
+redis.call('SET', KEYS[1], cjson.encode(s) .. changes, 'PXAT', epochArg(exp))
 return exp

@@ -12,8 +12,7 @@ if not raw then return false end
 local changes_at = string.find(raw, '\n', 1, true)
 local s = cjson.decode(changes_at and string.sub(raw, 1, changes_at - 1) or raw)
 -- the absolute deadline is judged by Redis's clock (TIME), as key expiry is: the caller's may run ahead
-local clock = redis.call('TIME')
-local redis_now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local redis_now = redisNowMs() -- session-expiry.lua, in front of this file
 if s.m <= redis_now then
   redis.call('DEL', KEYS[1])
   return false
@@ -46,9 +45,8 @@ if #out > tonumber(ARGV[2]) then return -1 end
 local exp
 -- t 0: no idle ttl (RedisSessionStore's disableTTL), the key keeps no expiry even when touched
 if ARGV[1] == '1' and s.t ~= 0 then
-  exp = redis_now + s.t
-  if exp > s.m then exp = s.m end
-  redis.call('SET', KEYS[1], out, 'PXAT', exp)
+  exp = idleExpiry(s.t, s.m)
+  redis.call('SET', KEYS[1], out, 'PXAT', epochArg(exp))
 else
   exp = redis.call('PEXPIRETIME', KEYS[1])
   redis.call('SET', KEYS[1], out, 'KEEPTTL')

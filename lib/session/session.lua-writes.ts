@@ -34,18 +34,21 @@ export const storeTouchScript = LuaScript.fromFile<number>(
   'rtk_sess_store_touch',
   new URL('./session-store-touch.lua', import.meta.url),
   1,
+  [IDLE_EXPIRY],
 );
 /** The atomic merge in Lua. */
 const updateScript = LuaScript.fromFile<[string, number] | -1 | null>(
   'rtk_sess_update',
   new URL('./session-update.lua', import.meta.url),
   1,
+  [IDLE_EXPIRY],
 );
 /** express-session's set in one script. */
 const storeSetScript = LuaScript.fromFile<[string, number] | [string, number, 'unindexed'] | -1>(
   'rtk_sess_store_set',
   new URL('./session-store-set.lua', import.meta.url),
   2,
+  [IDLE_EXPIRY],
 );
 
 /** SessionRecords.update in one script: the merged session, null when gone, 'too large' when over `maxSize`. */
