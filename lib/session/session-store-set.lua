@@ -1,7 +1,8 @@
 -- express-session Store#set: replaces the session's data, creating it if needed, unless the id is tombstoned.
 -- Keeps createdAt and the absolute deadline of an existing session.
 -- KEYS[1] session, KEYS[2] tombstone.
--- ARGV[1] the caller's now (epoch ms: a new session's createdAt, and its deadline after maxAgeMs), ARGV[2] maxAgeMs,
+-- ARGV[1] Redis's now as the caller estimates it (epoch ms: a new session's createdAt, and its deadline after
+-- maxAgeMs; the caller indexed the session with that deadline), ARGV[2] maxAgeMs,
 -- ARGV[3] idle ttl (0: no Redis expiry, the store's disableTTL), ARGV[4] the new session as a JSON object without c
 -- and m, ARGV[5] its userId when the caller has not put the id in that user's index yet, else ''.
 -- Returns -1 when tombstoned; { previous userId or '', deadline, 'unindexed' } without writing anything when the

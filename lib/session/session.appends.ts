@@ -1,4 +1,5 @@
 import type { RedisClient } from '../common/lua-script.js';
+import { MAX_DURATION_MS } from '../common/option-checks.js';
 import type { TickBatcher } from '../common/tick-batcher.js';
 import { type ChangeReply, type ChangeWrite, changeBatcher } from './session.batchers.js';
 import {
@@ -9,6 +10,7 @@ import {
   type RawSession,
   type SessionEnvelope,
 } from './session.envelope.js';
+import type { SessionDeadline } from './session.deadline.js';
 import type { RecentTouches } from './session.recent-touches.js';
 import type { RecentValues, ValueShape } from './session.recent-values.js';
 import { expectedOf, stampedJson } from './session.stamp.js';
@@ -32,14 +34,14 @@ export class SessionAppends {
   private readonly batcher: TickBatcher<ChangeWrite, ChangeReply | Error>;
 
   constructor(
-    client: RedisClient,
+    private readonly client: RedisClient,
     private readonly maxSize: number,
     private readonly recent: RecentValues,
     private readonly touches: RecentTouches | undefined,
     /** A stored value parsed (SessionRecords's, which reuses the parsed form it kept). */
     private readonly parse: (id: string, raw: string) => SessionEnvelope | null,
-    /** Redis's clock as estimated (SessionDeadline.now()), the clock the script's expiry is on. */
-    private readonly redisNow: () => number,
+    /** The deadline judged by Redis's clock; its now() (estimated) is the clock the script's expiry is on. */
+    private readonly deadline: SessionDeadline,
   ) {
     this.batcher = changeBatcher(client, maxSize);
   }
@@ -91,7 +93,7 @@ export class SessionAppends {
     const touchedUntil = touch && merged.t !== 0 ? this.touches?.expiryOf(id, merged.t, now) : undefined;
     if (touchedUntil !== undefined) expiry = 'skip';
     else if (touch && merged.t !== 0) expiry = merged.t; // timed by Redis's clock in the script, at most the deadline
-    const sentAt = this.redisNow();
+    const sentAt = this.deadline.now();
     const reply = await this.batcher.add([key, length, change, expiry, merged.m, whole]);
     if (reply instanceof Error) throw reply;
     const [result, at] = reply;
@@ -117,11 +119,39 @@ export class SessionAppends {
       envelope = stored;
     }
     // 0: the key has no expiry; the session still ends at its absolute deadline
-    const expiresAt = expiry === 'skip' ? Math.min(touchedUntil!, envelope.m) : at === 0 ? envelope.m : at;
+    let expiresAt = expiry === 'skip' ? Math.min(touchedUntil!, envelope.m) : at === 0 ? envelope.m : at;
+    if (typeof expiry === 'number' && (envelope.m !== merged.m || envelope.t !== merged.t)) {
+      // The script timed the touch with the ttl and capped it at the deadline of `current`, and the session there is
+      // another: made again under this id since (the store's set after the key expired), with its own. Capped at the
+      // old deadline it ended early (at once, the old deadline past by Redis's clock), or it outlived its own; now
+      // given its own, as a touching read does (session.clock-leftovers.spec.ts). Only then: one more round trip.
+      expiresAt = await this.reexpire(key, envelope);
+      if (expiresAt === 0) {
+        this.recent.delete(id);
+        return null;
+      }
+    }
     // the expiry Redis has (by its clock), which a later update within touchAfter answers again
     // (the life it gave measured on Redis's clock, as expiresAt is: never from this process's `now`)
-    if (typeof expiry === 'number') this.touches?.set(id, merged.t, now, expiresAt, sentAt);
+    if (typeof expiry === 'number' && envelope.t !== 0) this.touches?.set(id, envelope.t, now, expiresAt, sentAt);
     return { envelope, expiresAt, lastAccessedAt: touch ? now : lastAccessOf(envelope, expiresAt, now) };
+  }
+
+  /**
+   * The idle expiry of the session under `key` made from its own ttl and deadline (`t`, `m`), timed by Redis's clock:
+   * `GETEX PX t` then `PEXPIREAT m LT` and PEXPIRETIME, one pipeline (one key, one slot); a session without an idle
+   * ttl, none (GETEX PERSIST), it ends at m. Past m by Redis's clock as estimated, Redis's decides (SessionDeadline).
+   * The key's expiry, m for none, or 0 when the session is gone.
+   */
+  private async reexpire(key: string, { t, m }: SessionEnvelope): Promise<number> {
+    if (m <= this.deadline.now()) return this.deadline.live(key, m, Date.now());
+    const pipeline = this.client.pipeline();
+    if (t === 0) pipeline.getex(key, 'PERSIST');
+    else pipeline.getex(key, 'PX', Math.min(t, MAX_DURATION_MS)).pexpireat(key, m, 'LT');
+    const replies = (await pipeline.pexpiretime(key).exec()) ?? [];
+    for (const [err] of replies) if (err) throw err;
+    const expireTime = Number(replies[replies.length - 1]?.[1] ?? -2);
+    return expireTime > 0 ? expireTime : expireTime === -1 ? m : 0;
   }
 }
 

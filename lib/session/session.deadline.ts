@@ -101,8 +101,8 @@ export class SessionDeadline {
   }
 
   /**
-   * Whether the session under `key`, past its deadline `m` by this process's clock (`now`), is live by Redis's: its
-   * key's expiry then (epoch ms by Redis's clock), else 0.
+   * Whether the session under `key`, past its deadline `m` by this process's clock (`now`) or by Redis's as estimated,
+   * is live by Redis's: its key's expiry then (epoch ms by Redis's clock), else 0.
    */
   async live(key: string, m: number, now: number): Promise<number> {
     const replies = (await this.client.multi().pexpireat(key, m, 'LT').pexpiretime(key).exec()) as
@@ -114,8 +114,9 @@ export class SessionDeadline {
     if (timeErr) throw timeErr;
     // -2: gone (deleted by the PEXPIREAT, or before); after it a live key always has an expiry
     if (expireTime <= 0) return 0;
-    // Redis ran the PEXPIREAT after `now` was read, and its clock had not reached m
-    this.clockAhead?.(now - m);
+    // Redis ran the PEXPIREAT after `now` was read, and its clock had not reached m (a caller that asked because
+    // Redis's clock as estimated had passed m, not this one, has nothing to say of this clock)
+    if (now >= m) this.clockAhead?.(now - m);
     return Number(expireTime);
   }
 
@@ -126,7 +127,7 @@ export class SessionDeadline {
    */
   async heldLive(key: string, m: number, now: number, expireTime: number): Promise<number> {
     if (expireTime <= 0 || expireTime > m) return this.live(key, m, now);
-    this.clockAhead?.(now - expireTime);
+    if (now >= m) this.clockAhead?.(now - expireTime);
     return expireTime;
   }
 }

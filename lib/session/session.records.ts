@@ -60,10 +60,10 @@ const CAS_ATTEMPTS = 3;
  * script sent to a cluster touches only the keys of one session (one `{id}` hash tag); the per-user index lives in
  * its own slot (SessionUserIndex).
  *
- * createdAt and the absolute deadline come from Redis's clock as estimated (`redisClock`: session.create.ts; the
- * store's set of a new session: this process's clock); Redis's clock times the idle expiry every write gives a key (a
- * duration, idleExpiry) and judges the deadline (a touching read and regenerate by the estimate): past it by the clock
- * judging, a session is asked about (SessionDeadline), never deleted on that clock's word. Callers validate ids
+ * createdAt and the absolute deadline come from Redis's clock as estimated (`redisClock`: session.create.ts, and
+ * session.store-set.ts for the store); Redis's clock times the idle expiry every write gives a key (a duration,
+ * idleExpiry) and judges the deadline (reads and writes by the estimate, or this clock when ahead): past it by the
+ * clock judging, a session is asked about (SessionDeadline), never deleted on that clock's word. Callers validate ids
  * before they get here and wrap errors; this class never logs (`clockAhead`).
  */
 export class SessionRecords {
@@ -127,7 +127,7 @@ export class SessionRecords {
         this.recent,
         this.touches,
         (id, raw) => this.parse(id, raw),
-        () => this.deadline.now(),
+        this.deadline,
       );
   }
 
@@ -170,8 +170,11 @@ export class SessionRecords {
       if (timeErr) throw timeErr;
       const envelope = raw === null ? null : this.parse(id, raw);
       if (!envelope) return null;
-      let expiresAt = expireTime > 0 ? Number(expireTime) : expiryOf(envelope, now);
-      if (envelope.m <= now) {
+      // past the deadline by this clock or by Redis's as estimated (this one may run behind Redis's: a key without
+      // expiry, a session without an idle ttl, was then live past its deadline): Redis's decides
+      const redisNow = this.deadline.now();
+      let expiresAt = expireTime > 0 ? Number(expireTime) : expiryOf(envelope, redisNow);
+      if (envelope.m <= Math.max(now, redisNow)) {
         expiresAt = await this.deadline.heldLive(key, envelope.m, now, Number(expireTime));
         if (!expiresAt) return null;
       }
@@ -298,7 +301,9 @@ export class SessionRecords {
       }
       const now = Date.now();
       const envelope = this.parse(id, current);
-      if (!envelope || (envelope.m <= now && envelope.m !== liveUntil)) {
+      // past by Redis's clock as estimated too: what this process saw may be a session since made again under the id
+      // (session.clock-leftovers.spec.ts), and the write caps its expiry at the deadline it sends
+      if (!envelope || (envelope.m <= Math.max(now, this.deadline.now()) && envelope.m !== liveUntil)) {
         if (!fresh) {
           // what this process saw may be older than what is there now (a session created again under the id)
           current = (await this.client.get(key)) ?? undefined;

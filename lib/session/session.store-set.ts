@@ -9,8 +9,8 @@ const CAS_ATTEMPTS = 3;
 /**
  * express-session's set, written (SessionRecords.storeSet queues it): the whole session replaced with a compare-and-set
  * against the value this process last saw (or a GET), keeping createdAt, the absolute deadline and the owner of a
- * live session; a session past its deadline by this process's clock is live or gone as Redis's clock says
- * (SessionDeadline). After CAS_ATTEMPTS lost races, one Lua script.
+ * live session; a session past its deadline by this process's clock or Redis's as estimated is live or gone as
+ * Redis's clock says (SessionDeadline). After CAS_ATTEMPTS lost races, one Lua script.
  */
 export async function storeSetNow(
   records: SessionRecords,
@@ -20,16 +20,22 @@ export async function storeSetNow(
 ): Promise<{ previousUserId: string; expiresAt: number } | 'tombstoned'> {
   const { client, index, recent } = records;
   const key = records.sessionKey(id);
-  // one `now` for every attempt: the deadline of a new session stays the one indexed
   const now = Date.now();
+  // a new session's createdAt, its deadline maxAgeMs later: Redis's clock as estimated (RedisClock), which judges the
+  // deadline (until 2026-12-05 this process's clock: an hour behind Redis's with maxAgeMs 30 min, the key was deleted
+  // at once; an hour ahead, the session lived an hour past maxAgeMs: session.clock-leftovers.spec.ts). One for every
+  // attempt: the deadline of a new session stays the one indexed.
+  const redisNow = records.deadline.now();
   let current = recent.get(id) ?? (await client.get(key)) ?? '';
   let indexed = false;
   for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
     let old = current === '' ? null : records.parse(id, current);
-    // past its deadline by this clock: Redis's decides (gone: its key is deleted, so the write creates one)
-    if (old !== null && old.m <= now && !(await records.deadline.live(key, old.m, now))) [old, current] = [null, ''];
-    const created = old ? old.c : now;
-    const deadline = old ? old.m : now + Math.ceil(maxAgeMs);
+    // past its deadline by this clock or by the estimate of Redis's (this one may run behind, and a session without an
+    // idle ttl, written 'none', is judged nowhere else): Redis's decides (gone: its key is deleted, a new one written)
+    if (old !== null && old.m <= Math.max(now, redisNow) && !(await records.deadline.live(key, old.m, now)))
+      [old, current] = [null, ''];
+    const created = old ? old.c : redisNow;
+    const deadline = old ? old.m : redisNow + Math.ceil(maxAgeMs);
     const previous = old ? old.u : '';
     if (fields.u !== '' && previous !== fields.u && !indexed) {
       await index.add(fields.u, id, deadline, true);
@@ -54,5 +60,5 @@ export async function storeSetNow(
     current = reply ?? '';
   }
   recent.delete(id);
-  return storeSetInLua(client, index, id, [key, records.tombstoneKey(id)], fields, maxAgeMs, now, indexed);
+  return storeSetInLua(client, index, id, [key, records.tombstoneKey(id)], fields, maxAgeMs, redisNow, indexed);
 }
