@@ -114,7 +114,24 @@ export class SingleLockBackend implements LockBackend {
     this.passOn(keys, token).catch(() => {
       if (monotonicNow() >= validUntil || this.unknown.size >= MAX_UNKNOWN_LOCKS) return; // they expire with their ttl
       this.unknown.set(token, { keys, validUntil });
-      if (this.unknown.size === 1) this.client.once('ready', () => this.releaseUnknownNow());
+      if (this.unknown.size === 1) this.releaseWhenReady();
+    });
+  }
+
+  /**
+   * Until the next 'ready', or app.close(): the client may be the user's and outlive the app (a `{ client }` is never
+   * reconnected by the toolkit, so it may stay ready and never say 'ready' again), and a listener left on it kept the
+   * closed app's backend alive (connection-leaks.spec.ts). What it would have released then expires with its ttl.
+   */
+  private releaseWhenReady(): void {
+    const onReady = () => {
+      stop();
+      this.releaseUnknownNow();
+    };
+    this.client.once('ready', onReady);
+    const stop = this.failures.shutdown.onClose(() => {
+      this.client.off('ready', onReady);
+      this.unknown.clear();
     });
   }
 

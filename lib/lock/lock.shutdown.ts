@@ -67,7 +67,8 @@ export class LockFailures extends FailurePolicy {
   constructor(
     connection: FailureConnection,
     options: FailurePolicyOptions,
-    private readonly shutdown: LockShutdown,
+    /** Ends what waits on a connection (SingleLockBackend's releases waiting for 'ready'). */
+    readonly shutdown: LockShutdown,
   ) {
     super(connection, options);
     this.publishWarning = new ThrottledWarning(options.logger, options.warnIntervalMs);

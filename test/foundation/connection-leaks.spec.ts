@@ -1,0 +1,406 @@
+/**
+ * An app booted on clients the user gave (`connection: { client }`, a `{ client }` in `connections`) leaves each of them
+ * at app.close() as it found it, after every feature used it once (many listeners are added lazily: the first wait on
+ * a lock, the first subscription, a failed call): no listener on any event, no tracking, name or subscription left
+ * on the connection, no ref'd timer of ours, and the client still ready and answering (the toolkit does not quit it).
+ * connection-listeners.spec.ts boots and closes 12 apps on one client with the default features; this file uses them.
+ */
+import 'reflect-metadata';
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import {
+  CacheService,
+  LockService,
+  PubSubService,
+  RateLimitService,
+  RedisToolkitHealth,
+  SessionService,
+} from '../../lib/index.js';
+import { RedisToolkitDashboardModule } from '../../lib/dashboard/index.js';
+import { connectClient, createGatewayApp } from '../support/pubsub-gateway.js';
+import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
+import { startQuorumServers } from '../support/quorum.js';
+import { sharedServers } from '../support/shared-servers.js';
+import { closeToolkitApps, type ToolkitApp, type ToolkitAppOptions } from '../support/toolkit-app.js';
+import { bootToolkitApp } from '../support/toolkit-boot.js';
+import { waitFor } from '../support/wait.js';
+
+afterEach(closeToolkitApps);
+
+const userClient = (port = sharedServers().single.port): Redis =>
+  trackForCleanup(new Redis(port, '127.0.0.1', { commandTimeout: 2_000 }));
+
+/** What an app may change on the user's client: its listeners, and its connection's state on the server. */
+async function stateOf(client: Redis): Promise<Record<string, unknown>> {
+  const listeners: Record<string, number> = {};
+  for (const event of client.eventNames()) listeners[String(event)] = client.listenerCount(event);
+  const info = String(await client.call('CLIENT', 'INFO'));
+  const field = (name: string) => new RegExp(`(?:^| )${name}=(\\S*)`).exec(info)?.[1];
+  const tracking = (await client.call('CLIENT', 'TRACKINGINFO')) as unknown[];
+  return {
+    listeners,
+    status: client.status,
+    name: field('name'),
+    flags: field('flags'),
+    subscriptions: [field('sub'), field('psub'), field('ssub')],
+    tracking: tracking[1],
+  };
+}
+
+/** The process's active resources that keep it alive (ref'd timers, sockets, servers), counted per kind. */
+function activeResources(): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const kind of process.getActiveResourcesInfo()) counts[kind] = (counts[kind] ?? 0) + 1;
+  return counts;
+}
+
+/** Whether every kind of `now` is at most as many as in `before`. */
+const noMoreThan = (now: Record<string, number>, before: Record<string, number>): boolean =>
+  Object.entries(now).every(([kind, n]) => n <= (before[kind] ?? 0));
+
+type Timer = NodeJS.Timeout & { _destroyed?: boolean };
+
+/**
+ * Notes every timer made (setTimeout, setInterval) until `stop()`, ref'd or not: one still pending after the app closed
+ * keeps what it calls alive (the closed app's objects), and a ref'd one the process too. `pending()`: where each
+ * still pending was made.
+ */
+function trackTimers(): { stop(): void; pending(): string[]; readonly made: number } {
+  const made = new Map<Timer, string>();
+  const g = globalThis as unknown as Record<'setTimeout' | 'setInterval', (...args: unknown[]) => Timer>;
+  const originals = { setTimeout: g.setTimeout, setInterval: g.setInterval };
+  for (const name of ['setTimeout', 'setInterval'] as const) {
+    const original = originals[name];
+    g[name] = Object.assign((...args: unknown[]) => {
+      const timer = original(...args);
+      const stack = new Error().stack?.split('\n').slice(2, 7).join(' <-') ?? '';
+      made.set(timer, `${name}(${String(args[1] ?? 0)} ms) ${stack}`);
+      return timer;
+    }, original);
+  }
+  return {
+    stop: () => Object.assign(g, originals),
+    pending: () => [...made].filter(([t]) => t._destroyed !== true).map(([, where]) => where),
+    get made() {
+      return made.size;
+    },
+  };
+}
+
+/**
+ * Boots, runs `use`, closes, and expects every client of `clients` as it was before the boot, no timer made while the
+ * app was open still pending and no more active resources than before (given a moment: ioredis's connections of the
+ * app close after the app does).
+ */
+async function expectLeftAsFound(
+  clients: Redis[],
+  boot: () => Promise<ToolkitApp>,
+  use: (app: ToolkitApp) => Promise<void>,
+): Promise<void> {
+  for (const client of clients) await client.ping();
+  const before = await Promise.all(clients.map(stateOf));
+  const resources = activeResources();
+  const timers = trackTimers();
+  let app: ToolkitApp;
+  let booted: Record<string, unknown>[] = [];
+  try {
+    app = await boot();
+    booted = await Promise.all(clients.map(stateOf));
+    await use(app);
+    await app.close();
+  } finally {
+    timers.stop();
+  }
+  await waitFor(() => noMoreThan(activeResources(), resources) && timers.pending().length === 0, 3_000);
+  const after = await Promise.all(clients.map(stateOf));
+  expect(after).toEqual(before);
+  expect(timers.pending()).toEqual([]);
+  // on failure, what is left: each kind's count now, against `resources`
+  expect(noMoreThan(activeResources(), resources) || { now: activeResources(), before: resources }).toBe(true);
+  // the toolkit's timers were seen (ioredis's command timers among them): the check above is not trivially empty
+  expect(timers.made).toBeGreaterThan(0);
+  // the app did use the clients (a listener at least): the comparison above is not trivially equal
+  expect(booted).not.toEqual(before);
+  for (const client of clients) expect(await client.ping()).toBe('PONG');
+}
+
+async function useLocks(locks: LockService, id: string): Promise<void> {
+  const lock = await locks.acquire(`leaks:${id}`, { ttl: 10_000 });
+  // a wait on a busy lock: joins its waiting services, the release grants it the lock (wakeOnRelease)
+  const waiting = locks.acquire(`leaks:${id}`, { ttl: 10_000, retry: { count: 100, delay: 100, jitter: 0 } });
+  expect(await locks.tryAcquire(`leaks:${id}`, { ttl: 10_000 })).toBeNull();
+  await lock.release();
+  await (await waiting).release();
+  await locks.using(`leaks:using:${id}`, {}, async () => undefined);
+  const semaphore = locks.semaphore(`leaks:sem:${id}`, { limit: 1 });
+  const permit = await semaphore.acquire({ ttl: 10_000 });
+  const queued = semaphore.acquire({ ttl: 10_000, retry: { count: 100, delay: 50, jitter: 0 } });
+  await permit.release();
+  await (await queued).release();
+  const multi = await locks.acquireAll([`leaks:a:${id}`, `leaks:b:${id}`], { ttl: 10_000 });
+  await multi.release();
+}
+
+async function usePubSub(pubsub: PubSubService, id: string): Promise<void> {
+  const got: unknown[] = [];
+  const off = await pubsub.subscribe(`leaks:${id}`, (m) => void got.push(m));
+  const offPattern = await pubsub.subscribe(`leaks:${id}:*`, (m) => void got.push(m));
+  await pubsub.publish(`leaks:${id}`, 1);
+  await pubsub.publish(`leaks:${id}:x`, 2);
+  await waitFor(() => got.length === 2, 5_000);
+  expect(got.sort()).toEqual([1, 2]);
+  await off();
+  await offPattern();
+}
+
+describe("an app on the user's clients leaves them as it found them at app.close()", () => {
+  it('locks (waits, semaphore, multi), rate limits (block cache, insurance), pub/sub, health, dashboard, L1 tracking on a named connection', async () => {
+    const main = userClient();
+    const other = userClient();
+    const id = randomUUID();
+    await expectLeftAsFound(
+      [main, other],
+      () =>
+        bootToolkitApp({
+          target: { client: main },
+          connections: { other: { client: other } },
+          keyPrefix: `rtk-leaks-${id}:`,
+          http: true,
+          cache: { connection: 'other', l1: { max: 100, ttl: 60_000, invalidation: 'tracking' } },
+          rateLimit: { blockCache: true, insurance: true },
+          imports: [RedisToolkitDashboardModule.register({ unsafeNoAuth: true, intervalMs: 60_000 })],
+        }),
+      async ({ get }) => {
+        await useLocks(get(LockService), id);
+        const rateLimit = get(RateLimitService);
+        for (let i = 0; i < 3; i++)
+          await rateLimit.consume(`leaks:${id}`, { limit: 1, ttl: 60_000, blockDuration: 60_000 });
+        const cache = get(CacheService);
+        await cache.set(`leaks:${id}`, 'v', { ttl: 60_000 });
+        expect(await cache.get(`leaks:${id}`)).toBe('v');
+        expect(await cache.get(`leaks:${id}`)).toBe('v'); // from L1
+        await usePubSub(get(PubSubService), id);
+        expect((await get(RedisToolkitHealth).check()).status).toBe('up');
+      },
+    );
+  });
+
+  it('the L1 cache on the bus, and pub/sub, on the main client', async () => {
+    const main = userClient();
+    const id = randomUUID();
+    await expectLeftAsFound(
+      [main],
+      () =>
+        bootToolkitApp({
+          target: { client: main },
+          keyPrefix: `rtk-leaks-${id}:`,
+          cache: { l1: { max: 100, ttl: 60_000, invalidation: 'bus' } },
+        }),
+      async ({ get }) => {
+        const cache = get(CacheService);
+        await cache.set(`leaks:${id}`, 'v', { ttl: 60_000 });
+        expect(await cache.get(`leaks:${id}`)).toBe('v');
+        await cache.del(`leaks:${id}`);
+        await usePubSub(get(PubSubService), id);
+      },
+    );
+  });
+
+  it('the L1 cache with tracking on the main client, twice at once (the second tracks on its own connection)', async () => {
+    const main = userClient();
+    const id = randomUUID();
+    let second: ToolkitApp | undefined;
+    await expectLeftAsFound(
+      [main],
+      async () => {
+        const options = {
+          target: { client: main },
+          keyPrefix: `rtk-leaks-${id}:`,
+          cache: { l1: { max: 100, ttl: 60_000 } },
+        };
+        const first = await bootToolkitApp(options);
+        second = await bootToolkitApp(options);
+        return first;
+      },
+      async ({ get }) => {
+        await get(CacheService).set(`leaks:${id}`, 'v', { ttl: 60_000 });
+        expect(await second?.get(CacheService).get(`leaks:${id}`)).toBe('v');
+        await second?.close();
+      },
+    );
+  });
+
+  it('the notifications gateway, with durable streams', async () => {
+    const main = userClient();
+    const id = randomUUID();
+    await expectLeftAsFound(
+      [main],
+      () =>
+        createGatewayApp({
+          target: { client: main },
+          keyPrefix: `rtk-leaks-${id}:`,
+          pubsub: { durable: true, gateway: { authorize: () => true } },
+        }),
+      async (app) => {
+        const { url } = app as ToolkitApp & { url: string };
+        const client = await connectClient(url, { token: 'u:1' });
+        expect(await client.subscribe(`leaks:${id}`)).toMatchObject({ ok: true });
+        expect(await client.subscribe('user:1', '0-0')).toMatchObject({ ok: true });
+        const pubsub = app.get(PubSubService);
+        await pubsub.publish(`leaks:${id}`, 'hi');
+        await pubsub.notifyUser('1', 'to you');
+        await waitFor(() => client.got.length === 2, 5_000);
+        expect(client.got).toHaveLength(2);
+        client.socket.disconnect();
+      },
+    );
+  });
+
+  it("locks on a quorum (its nodes are the toolkit's), the main client the user's", async () => {
+    const nodes = await startQuorumServers(3);
+    const main = userClient();
+    const id = randomUUID();
+    await expectLeftAsFound(
+      [main],
+      () =>
+        bootToolkitApp({
+          target: { client: main },
+          keyPrefix: `rtk-leaks-${id}:`,
+          lock: { quorum: { nodes: nodes.map((n) => ({ url: n.url })) }, wakeOnRelease: true },
+        }),
+      async ({ get }) => useLocks(get(LockService), id),
+    );
+  });
+
+  it('sessions', async () => {
+    const main = userClient();
+    const id = randomUUID();
+    await expectLeftAsFound(
+      [main],
+      () =>
+        bootToolkitApp({
+          target: { client: main },
+          keyPrefix: `rtk-leaks-${id}:`,
+          session: { ttl: 60_000, cookie: { secret: 's3cret' } },
+        }),
+      async ({ get }) => {
+        const sessions = get(SessionService);
+        const session = await sessions.create('u1', { n: 1 });
+        expect(await sessions.get(session.id)).toMatchObject({ userId: 'u1' });
+        await sessions.destroy(session.id);
+      },
+    );
+  });
+});
+
+describe("a lock call that failed on the user's client (its release waits for the connection's next 'ready')", () => {
+  const redis = usePrivateRedis();
+
+  it("leaves no 'ready' listener at app.close() when the connection never came back", async () => {
+    // a command of the user's client not answered in 300 ms fails (ioredis's commandTimeout)
+    const main = trackForCleanup(new Redis(redis.server.port, '127.0.0.1', { commandTimeout: 300 }));
+    const pauser = trackForCleanup(new Redis(redis.server.port, '127.0.0.1'));
+    const id = randomUUID();
+    await expectLeftAsFound(
+      [main],
+      () => bootToolkitApp({ target: { client: main }, keyPrefix: `rtk-leaks-${id}:`, lock: { retry: { count: 0 } } }),
+      async ({ get }) => {
+        const locks = get(LockService);
+        // Redis runs no script (they write): the acquisition fails, and so does the release of what it may have
+        // taken; the client stays `ready` (the toolkit never reconnects a client the user gave): no 'ready' comes
+        await pauser.call('CLIENT', 'PAUSE', '10000', 'WRITE');
+        try {
+          const ready = main.listenerCount('ready');
+          await expect(locks.tryAcquire(`leaks:${id}`, { ttl: 60_000 })).rejects.toThrow(/timed out/);
+          // the release waits for the next 'ready' (the listener under test: so this test exercises it)
+          expect(await waitFor(() => main.listenerCount('ready') > ready, 5_000)).toBe(true);
+        } finally {
+          await pauser.call('CLIENT', 'UNPAUSE');
+        }
+        expect(await main.ping()).toBe('PONG');
+      },
+    );
+  });
+});
+
+/** The client's listener count per event. */
+function listenersOf(client: Redis): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const event of client.eventNames()) counts[String(event)] = client.listenerCount(event);
+  return counts;
+}
+
+describe("an app closed while the user's client cannot reach Redis leaves no listener on it", () => {
+  const redis = usePrivateRedis();
+
+  afterEach(async () => {
+    if (!redis.server.isRunning()) await redis.server.restart();
+  });
+
+  /** Every feature that touches the main client, in use, and then each asked once more while Redis is away. */
+  const ALL: Partial<ToolkitAppOptions> = {
+    cache: { l1: { max: 100, ttl: 60_000 } },
+    rateLimit: { blockCache: true, insurance: true },
+  };
+
+  async function useWhileAway(app: ToolkitApp, id: string): Promise<void> {
+    const locks = app.get(LockService);
+    const pubsub = app.get(PubSubService);
+    const cache = app.get(CacheService);
+    const rateLimit = app.get(RateLimitService);
+    const settled = (p: Promise<unknown>) => p.catch((err: unknown) => err);
+    await Promise.all(
+      [
+        locks.tryAcquire(`away:${id}`, { ttl: 60_000 }),
+        locks.acquire(`away:w:${id}`, { ttl: 60_000, retry: { count: 2, delay: 50, jitter: 0 } }),
+        locks.semaphore(`away:s:${id}`, { limit: 1 }).tryAcquire({ ttl: 60_000 }),
+        pubsub.subscribe(`away:${id}`, () => undefined),
+        pubsub.publish(`away:${id}`, 1),
+        cache.get(`away:${id}`),
+        cache.set(`away:${id}`, 'v', { ttl: 60_000 }),
+        rateLimit.consume(`away:${id}`, { limit: 5, ttl: 60_000 }),
+        app.get(RedisToolkitHealth).check(),
+      ].map(settled),
+    );
+  }
+
+  it('Redis went away while the app was open (in use), and is back after app.close()', async () => {
+    const main = trackForCleanup(new Redis(redis.server.port, '127.0.0.1', { commandTimeout: 300 }));
+    await main.ping();
+    const before = listenersOf(main);
+    const id = randomUUID();
+    const app = await bootToolkitApp({ target: { client: main }, keyPrefix: `rtk-away-${id}:`, ...ALL });
+    await useLocks(app.get(LockService), id);
+    await usePubSub(app.get(PubSubService), id);
+    await redis.server.stop();
+    await waitFor(() => main.status !== 'ready', 5_000);
+    await useWhileAway(app, id);
+    await app.close();
+    expect(listenersOf(main)).toEqual(before);
+    await redis.server.restart();
+    expect(await waitFor(() => main.status === 'ready', 10_000)).toBe(true);
+    expect(await main.ping()).toBe('PONG');
+    expect(listenersOf(main)).toEqual(before);
+  });
+
+  it('lazyConnect: Redis was away from the start until after app.close()', async () => {
+    await redis.server.stop();
+    const main = trackForCleanup(new Redis(redis.server.port, '127.0.0.1', { commandTimeout: 300 }));
+    main.on('error', () => undefined); // the user's own: refused connections, until the restart
+    const before = listenersOf(main);
+    const id = randomUUID();
+    const app = await bootToolkitApp({
+      target: { client: main },
+      keyPrefix: `rtk-away-${id}:`,
+      lazyConnect: true,
+      ...ALL,
+    });
+    await useWhileAway(app, id);
+    await app.close();
+    expect(listenersOf(main)).toEqual(before);
+    await redis.server.restart();
+    expect(await waitFor(() => main.status === 'ready', 10_000)).toBe(true);
+    expect(await main.ping()).toBe('PONG');
+    expect(listenersOf(main)).toEqual(before);
+  });
+});
