@@ -25,7 +25,8 @@ export async function storeSetNow(
   // deadline (until 2026-12-05 this process's clock: an hour behind Redis's with maxAgeMs 30 min, the key was deleted
   // at once; an hour ahead, the session lived an hour past maxAgeMs: session.clock-leftovers.spec.ts). One for every
   // attempt: the deadline of a new session stays the one indexed.
-  const redisNow = records.deadline.now();
+  let redisNow = records.deadline.now();
+  let corrected = false;
   let current = recent.get(id) ?? (await client.get(key)) ?? '';
   let indexed = false;
   for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
@@ -56,6 +57,16 @@ export async function storeSetNow(
       if (indexed) await index.settled(fields.u, id);
       // the expiry the script set, by Redis's clock; 0: none, the session ends at its deadline
       return { previousUserId: previous, expiresAt: reply === 0 ? deadline : reply };
+    }
+    if (reply === null && current === '' && !corrected) {
+      // a new session whose deadline Redis's clock had passed (nothing written): the estimate was not in (the store's
+      // first TIME sample) and this clock runs behind Redis's by more than maxAgeMs. Once, the times from TIME, and
+      // indexed again with that deadline: one more round trip, only then (as create's retry)
+      const [seconds, micros] = await client.time();
+      redisNow = Number(seconds) * 1_000 + Math.floor(Number(micros) / 1_000);
+      [corrected, indexed] = [true, false];
+      attempt--;
+      continue;
     }
     current = reply ?? '';
   }

@@ -148,6 +148,26 @@ describe.each(['single', 'cluster'] as const)('clock leftovers on %s', (target) 
     },
   );
 
+  // Before the store's first TIME sample (its client not ready yet) the estimate is this process's clock: the script
+  // refuses a deadline Redis's clock has passed, and the set takes Redis's TIME (before: the key deleted at once).
+  it("the store's set of a new session before its first TIME sample, on a clock an hour behind: Redis's times", async () => {
+    const prefix = uniquePrefix();
+    const client = clientFor(target);
+    const store = new RedisSessionStore({ client: clientFor(target), prefix, maxAgeMs: 30 * MINUTE });
+    const sid = generateSessionId();
+    const key = `${prefix}sess:{${sid}}`;
+    const session = { cookie: cookieOf(TTL, -HOUR), userId: 'u', n: 1 } as unknown as SessionData;
+    await behind(() => store.set(sid, session));
+    const after = await redisNow(client);
+    const times = await timesOf(client, key);
+    expect(times).not.toBeNull();
+    expect(times!.c).toBeGreaterThan(after - 10_000);
+    expect(times!.c).toBeLessThanOrEqual(after);
+    expect(times!.m).toBe(times!.c + 30 * MINUTE);
+    expect(Number(await client.zscore(`${prefix}sess:user:{u}`, sid))).toBe(times!.m);
+    expect((await store.get(sid))?.n).toBe(1);
+  });
+
   // A session made again under the same id: the store's set of an id whose key expired (express-session saving a
   // session that expired during its request) writes a new session, with its own deadline. An instance that saw the old
   // one appends its next update to the new one. DEL stands for Redis expiring the key.
