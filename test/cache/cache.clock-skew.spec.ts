@@ -22,6 +22,7 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { CacheService } from '../../lib/index.js';
 import { RedisClock } from '../../lib/common/redis-clock.js';
+import { realNow, restoreClocks, shiftDateNow, shifted, shiftPerfNow, useClockShift } from '../support/clock-shift.js';
 import { startFaultProxy } from '../support/fault-proxy.js';
 import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
 import { recordingLogger } from '../support/recording-logger.js';
@@ -32,23 +33,8 @@ import { bootToolkitApp } from '../support/toolkit-boot.js';
 import { sleep, waitFor } from '../support/wait.js';
 
 const HOUR = 3_600_000;
-const realNow = Date.now;
-const realPerformanceNow = performance.now.bind(performance);
-afterEach(() => {
-  Date.now = realNow;
-  performance.now = realPerformanceNow;
-});
+useClockShift();
 afterEach(closeToolkitApps);
-
-/** `fn` run with this process's clock shifted by `ms` (what an instance whose clock is off reads). */
-async function shifted<T>(ms: number, fn: () => Promise<T>): Promise<T> {
-  Date.now = () => realNow() + ms;
-  try {
-    return await fn();
-  } finally {
-    Date.now = realNow;
-  }
-}
 
 describe.each(['single', 'cluster'] as const)('instances an hour apart on %s', (target) => {
   /**
@@ -213,14 +199,14 @@ describe('the estimate of Redis clock (RedisClock)', () => {
     const { client, clock, warnings } = await started();
     try {
       expect(Math.abs(clock.offsetMs)).toBeLessThan(100);
-      Date.now = () => realNow() + HOUR;
+      shiftDateNow(HOUR);
       await clock.sample();
       expect(Math.abs(clock.offsetMs + HOUR)).toBeLessThan(100);
-      Date.now = () => realNow() - HOUR;
+      shiftDateNow(-HOUR);
       client.disconnect(true);
       expect(await waitFor(() => Math.abs(clock.offsetMs - HOUR) < 100, 5_000)).toBe(true);
     } finally {
-      Date.now = realNow;
+      restoreClocks();
       clock.close();
     }
     expect(warnings).toEqual([]);
@@ -250,10 +236,10 @@ describe('the estimate of Redis clock (RedisClock) against clock steps', () => {
       await clock.start();
       // the shared server runs on this box's clock: Redis's clock is realNow()
       expect(Math.abs(clock.now() - realNow())).toBeLessThan(100);
-      Date.now = () => realNow() + HOUR;
+      shiftDateNow(HOUR);
       expect(Math.abs(clock.now() - realNow())).toBeLessThan(100); // before the fix: an hour ahead
       expect(Number.isInteger(clock.now())).toBe(true);
-      Date.now = () => realNow() - HOUR;
+      shiftDateNow(-HOUR);
       expect(Math.abs(clock.now() - realNow())).toBeLessThan(100); // before the fix: an hour behind
       // the offset from the wall clock is measured again at the next sample
       await clock.sample();
@@ -277,8 +263,8 @@ describe('the estimate of Redis clock (RedisClock) against clock steps', () => {
       expect(Math.abs(clock.now() - realNow())).toBeLessThan(1_000);
       // Both of this process's clocks jump an hour ahead of Redis's: what a failover to a server an hour behind looks
       // like from here. The estimate is now an hour ahead of Redis's clock until a sample corrects it.
-      Date.now = () => realNow() + HOUR;
-      performance.now = () => realPerformanceNow() + HOUR;
+      shiftDateNow(HOUR);
+      shiftPerfNow(HOUR);
       expect(clock.now() - realNow()).toBeGreaterThan(HOUR - 1_000);
       await clock.sample();
       // Redis read its clock within the round trip: the estimate is within one round trip of it (before the fix:
@@ -292,8 +278,7 @@ describe('the estimate of Redis clock (RedisClock) against clock steps', () => {
       expect(warnings).toEqual([]);
     } finally {
       clock.close();
-      Date.now = realNow;
-      performance.now = realPerformanceNow;
+      restoreClocks();
       // quit before the proxy goes (the cleanup runs both at once: a reset mid-QUIT leaves ioredis reconnecting)
       proxy.delay(0);
       await client.quit().catch(() => undefined);

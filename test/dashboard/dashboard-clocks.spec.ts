@@ -1,11 +1,11 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
-import { jest } from '@jest/globals';
 import { Redis } from 'ioredis';
 import { PubSubService } from '../../lib/index.js';
 import { type DashboardFrame, DashboardService, RedisToolkitDashboardModule } from '../../lib/dashboard/index.js';
 import { MAX_POLICIES, readDashboardFrame } from '../../lib/dashboard/dashboard.frame.js';
 import { DASHBOARD_CHANNEL } from '../../lib/dashboard/dashboard.service.js';
+import { shifted } from '../support/clock-shift.js';
 import { quietFrame } from '../support/dashboard-frames.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { recordingLogger } from '../support/recording-logger.js';
@@ -23,10 +23,7 @@ let server: RedisServerHandle;
 beforeAll(async () => {
   server = trackForCleanup(await startRedisServer());
 });
-afterEach(async () => {
-  jest.restoreAllMocks();
-  await closeToolkitApps();
-});
+afterEach(closeToolkitApps);
 
 async function dashboardApp() {
   const rec = recordingLogger();
@@ -112,10 +109,7 @@ describe('an instance whose clock is behind, or steps back', () => {
     const { dashboard, warnings } = await dashboardApp();
     const first = await dashboard.tick();
     await sleep(300);
-    const realNow = Date.now.bind(Date);
-    jest.spyOn(Date, 'now').mockImplementation(() => realNow() - 3_600_000);
-    const second = await dashboard.tick();
-    jest.restoreAllMocks();
+    const second = await shifted(-3_600_000, () => dashboard.tick());
     expect(second.at).toBeGreaterThan(first.at);
     // the wall clock went back: the interval is measured on a monotonic clock (before: 1 ms, every rate × 300)
     expect(second.ms).toBeGreaterThanOrEqual(290);

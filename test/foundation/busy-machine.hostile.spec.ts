@@ -42,6 +42,7 @@ import {
   SessionService,
   WithLock,
 } from '../../lib/index.js';
+import { restoreClocks, shiftDateNow, shifted, shiftPerfNow, useClockShift } from '../support/clock-shift.js';
 import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
 import { closeToolkitApps, type ToolkitAppOptions } from '../support/toolkit-app.js';
 import { bootToolkitApp } from '../support/toolkit-boot.js';
@@ -56,10 +57,7 @@ beforeAll(() => {
 afterEach(closeToolkitApps);
 
 const HOUR = 3_600_000;
-const realNow = Date.now;
-afterEach(() => {
-  Date.now = realNow;
-});
+useClockShift();
 
 let prefixes = 0;
 /** A toolkit app on the private server; `keyPrefix` defaults to one of the test's own. */
@@ -288,13 +286,10 @@ describe('the cache across a stall', () => {
   // cache.clock.ts), so the instance ahead boots on its clock too.
   it('an entry written by an instance whose clock is an hour ahead is stale on the others after its ttl', async () => {
     const { app, keyPrefix } = await boot({ commandTimeout: 2_000 });
-    Date.now = () => realNow() + HOUR;
-    try {
+    await shifted(HOUR, async () => {
       const { app: ahead } = await boot({ commandTimeout: 2_000 }, keyPrefix);
       await ahead.get(CacheService).getOrSet('skew', async () => 'old', { ttl: 500, staleTtl: 60_000 });
-    } finally {
-      Date.now = realNow;
-    }
+    });
     await sleep(1_500);
     let loads = 0;
     const result = await app
@@ -336,13 +331,13 @@ describe('sessions and clocks', () => {
     const sessions = app.get(SessionService);
     const s = await sessions.create('u', { a: 1 });
     await sessions.get(s.id);
-    Date.now = () => realNow() - HOUR;
+    shiftDateNow(-HOUR);
     const reads: boolean[] = [];
     for (let i = 0; i < 12; i++) {
       await sleep(250);
       reads.push((await sessions.get(s.id)) !== null);
     }
-    Date.now = realNow;
+    restoreClocks();
     // before the fix: true for ~1.5 s, then false: no read extended the session after the step
     expect(reads).toEqual(reads.map(() => true));
   });
@@ -361,17 +356,15 @@ describe('sessions and clocks', () => {
     const { app, keyPrefix } = await boot({ commandTimeout: 2_000, session });
     const { app: ahead } = await boot({ commandTimeout: 2_000, session, logger }, keyPrefix);
     const s = await app.get(SessionService).create('u', { a: 1 });
-    Date.now = () => realNow() + HOUR;
+    shiftDateNow(HOUR);
     // RedisClock rides the monotonic clock since its estimate was taken: shifting it too makes this instance's
     // estimate of Redis's clock an hour ahead, the case this test is about (a wall-clock step alone no longer is)
-    const realPerformanceNow = performance.now.bind(performance);
-    performance.now = () => realPerformanceNow() + HOUR;
+    shiftPerfNow(HOUR);
     let read: unknown;
     try {
       read = await ahead.get(SessionService).get(s.id);
     } finally {
-      Date.now = realNow;
-      performance.now = realPerformanceNow;
+      restoreClocks();
     }
     const after = await app.get(SessionService).get(s.id);
     // before: null on the instance ahead, and then null on the creating instance too (the key was deleted)
@@ -387,13 +380,13 @@ describe('locks and clocks', () => {
     const { app, keyPrefix } = await boot({ commandTimeout: 2_000 });
     const lock = await app.get(LockService).acquire('step-back', { ttl: 400 });
     expect(await admin.exists(`${keyPrefix}lock:{step-back}`)).toBe(1);
-    Date.now = () => realNow() - HOUR;
+    shiftDateNow(-HOUR);
     await sleep(1_000);
-    Date.now = realNow;
+    restoreClocks();
     const inRedis = await admin.exists(`${keyPrefix}lock:{step-back}`);
-    Date.now = () => realNow() - HOUR;
+    shiftDateNow(-HOUR);
     const held = lock.isHeld;
-    Date.now = realNow;
+    restoreClocks();
     expect(inRedis).toBe(0);
     // before the fix: true, for an hour after Redis let the lock go
     expect(held).toBe(false);
@@ -435,13 +428,9 @@ describe('rate limits across a stall and across clocks', () => {
     const allowed: boolean[] = [];
     for (const algorithm of ['fixed-window', 'sliding-window', 'token-bucket'] as const) {
       for (let i = 0; i < 4; i++) {
-        Date.now = i % 2 === 0 ? () => realNow() + HOUR : realNow;
         const svc = (i % 2 === 0 ? ahead : app).get(RateLimitService);
-        try {
-          allowed.push((await svc.consume(`clock-${algorithm}`, { ...policy, algorithm, cost: 2 })).allowed);
-        } finally {
-          Date.now = realNow;
-        }
+        const consume = () => svc.consume(`clock-${algorithm}`, { ...policy, algorithm, cost: 2 });
+        allowed.push((await (i % 2 === 0 ? shifted(HOUR, consume) : consume())).allowed);
       }
     }
     // 2 + 2 of 5 admitted, the third charge of 2 refused, from whichever instance: per algorithm

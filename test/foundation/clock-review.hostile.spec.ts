@@ -19,6 +19,7 @@ import { CacheService, RedisSessionStore, SessionService } from '../../lib/index
 import { generateSessionId } from '../../lib/advanced.js';
 import { RedisClock } from '../../lib/common/redis-clock.js';
 import type { SessionRecords } from '../../lib/session/session.records.js';
+import { realNow, restoreClocks, shiftDateNow, shifted, shiftPerfNow, useClockShift } from '../support/clock-shift.js';
 import { startFaultProxy } from '../support/fault-proxy.js';
 import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
 import { sharedServers } from '../support/shared-servers.js';
@@ -29,25 +30,10 @@ import { settleWithin, sleep, waitFor } from '../support/wait.js';
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
 const TTL = 60_000;
-const realNow = Date.now;
-const realPerformanceNow = performance.now.bind(performance);
-afterEach(() => {
-  Date.now = realNow;
-  performance.now = realPerformanceNow;
-});
+useClockShift();
 afterEach(closeToolkitApps);
 
 const uniquePrefix = (): string => `rtk-cr${randomBytes(5).toString('hex')}:`;
-
-/** `fn` run with this process's wall clock shifted by `ms`. */
-async function shifted<T>(ms: number, fn: () => Promise<T>): Promise<T> {
-  Date.now = () => realNow() + ms;
-  try {
-    return await fn();
-  } finally {
-    Date.now = realNow;
-  }
-}
 
 function singleClient(): Redis {
   return trackForCleanup(new Redis(sharedServers().single.port, '127.0.0.1'));
@@ -126,7 +112,7 @@ describe('RedisClock on a link whose round trip is over 250 ms', () => {
       // the first sample is taken whatever its round trip (no estimate yet)
       await clock.start();
       expect(Math.abs(clock.offsetMs)).toBeLessThan(1_000);
-      Date.now = () => realNow() + HOUR;
+      shiftDateNow(HOUR);
       await clock.sample();
       await clock.sample();
       client.disconnect(true);
@@ -138,7 +124,7 @@ describe('RedisClock on a link whose round trip is over 250 ms', () => {
       expect(followed).toBe(true);
     } finally {
       clock.close();
-      Date.now = realNow;
+      restoreClocks();
       // quit before the proxy goes (the cleanup runs both at once: a reset mid-QUIT leaves ioredis reconnecting)
       proxy.delay(0);
       await client.quit().catch(() => undefined);
@@ -151,7 +137,7 @@ describe('RedisClock on a link whose round trip is over 250 ms', () => {
     const clock = new RedisClock(client, 5_000, () => undefined);
     try {
       await clock.start();
-      Date.now = () => realNow() - HOUR;
+      shiftDateNow(-HOUR);
       await clock.sample();
       expect(Math.abs(clock.offsetMs - HOUR)).toBeLessThan(250);
     } finally {
@@ -161,15 +147,11 @@ describe('RedisClock on a link whose round trip is over 250 ms', () => {
 });
 
 describe('RedisSessionStore and its clock', () => {
-  // BUG (lib/session/session.records.ts, read(): `this.touches?.set(id, ttl, now, expiresAt)` with `now` this
-  // process's Date.now() and `expiresAt` on Redis's clock since 01b9992 (expiryOf(envelope, redisNow)); the same in
-  // lib/session/session.appends.ts's touches.set). RecentTouches.expiryOf bounds the reuse of a touch by a share of
-  // `expiresAt - at`, the life the touch gave: on an instance an hour behind that is ttl + 1 h, so the 'never more
-  // than half the ttl' bound (store option touchAfter, docs) is gone. Store with ttl 60 s and touchAfter 60 s, clock an
-  // hour behind: a get 36 s (monotonic) after the touching get was a plain read; PEXPIRETIME showed unchanged (the
-  // session expires 60 s after the touch under reads every 36 s..59 s), expected extended.
-  it("a get past half the ttl since this process's touch extends the session (clock an hour behind)", async () => {
-    Date.now = () => realNow() - HOUR;
+  /**
+   * A store (ttl 60 s, touchAfter 60 s) on its own client, its estimate of Redis's clock in, and a session set through
+   * it and then read once: that touching get is remembered, `touched` the expiry it gave.
+   */
+  async function touchedThroughStore() {
     const client = singleClient();
     await client.ping();
     const prefix = uniquePrefix();
@@ -181,29 +163,32 @@ describe('RedisSessionStore and its clock', () => {
     expect((await store.get(sid))?.n).toBe(1); // the touching get, remembered
     const touched = await client.pexpiretime(key);
     await sleep(20);
+    return { client, store, sid, key, touched };
+  }
+
+  // BUG (lib/session/session.records.ts, read(): `this.touches?.set(id, ttl, now, expiresAt)` with `now` this
+  // process's Date.now() and `expiresAt` on Redis's clock since 01b9992 (expiryOf(envelope, redisNow)); the same in
+  // lib/session/session.appends.ts's touches.set). RecentTouches.expiryOf bounds the reuse of a touch by a share of
+  // `expiresAt - at`, the life the touch gave: on an instance an hour behind that is ttl + 1 h, so the 'never more
+  // than half the ttl' bound (store option touchAfter, docs) is gone. Store with ttl 60 s and touchAfter 60 s, clock an
+  // hour behind: a get 36 s (monotonic) after the touching get was a plain read; PEXPIRETIME showed unchanged (the
+  // session expires 60 s after the touch under reads every 36 s..59 s), expected extended.
+  it("a get past half the ttl since this process's touch extends the session (clock an hour behind)", async () => {
+    shiftDateNow(-HOUR);
+    const { client, store, sid, key, touched } = await touchedThroughStore();
     // 36 s later on the monotonic clock: past half of the 60 s ttl
-    performance.now = () => realPerformanceNow() + 0.6 * TTL;
+    shiftPerfNow(0.6 * TTL);
     expect((await store.get(sid))?.n).toBe(1);
     expect(await client.pexpiretime(key)).toBeGreaterThan(touched);
   });
 
   it('the same get on the right clock extends the session (what the test above expects)', async () => {
-    const client = singleClient();
-    await client.ping();
-    const prefix = uniquePrefix();
-    const store = new RedisSessionStore({ client, prefix, ttl: TTL, maxAgeMs: DAY, touchAfter: TTL });
-    await storeEstimated(store);
-    const sid = generateSessionId();
-    const key = `${prefix}sess:{${sid}}`;
-    await store.set(sid, { cookie: storeCookie(TTL), n: 1 } as unknown as SessionData);
-    expect((await store.get(sid))?.n).toBe(1);
-    const touched = await client.pexpiretime(key);
-    await sleep(20);
+    const { client, store, sid, key, touched } = await touchedThroughStore();
     // and within the reuse (10 s on the monotonic clock): a plain read, the expiry kept
-    performance.now = () => realPerformanceNow() + 10_000;
+    shiftPerfNow(10_000);
     expect((await store.get(sid))?.n).toBe(1);
     expect(await client.pexpiretime(key)).toBe(touched);
-    performance.now = () => realPerformanceNow() + 0.6 * TTL;
+    shiftPerfNow(0.6 * TTL);
     expect((await store.get(sid))?.n).toBe(1);
     expect(await client.pexpiretime(key)).toBeGreaterThan(touched);
   });
@@ -233,7 +218,7 @@ describe('RedisSessionStore and its clock', () => {
   // so store.set of what get returned (express-session's save with resave: true, its default) took the cookie for
   // expired and destroyed the session (showed EXISTS 0; cookie.expires - Date.now() was -3,540,002, expected ~60,000).
   it("store.get of a SessionService session on an instance ahead: a cookie on this process's clock, set keeps it", async () => {
-    Date.now = () => realNow() + HOUR;
+    shiftDateNow(HOUR);
     const prefix = uniquePrefix();
     const app = await bootToolkitApp({
       target: 'single',
@@ -257,7 +242,7 @@ describe('RedisSessionStore and its clock', () => {
 
 describe('what session writes report as expiresAt, on a clock an hour behind Redis (holds)', () => {
   it('create, update and regenerate report the expiry Redis holds; a touching read within 1 s of it', async () => {
-    Date.now = () => realNow() - HOUR;
+    shiftDateNow(-HOUR);
     const prefix = uniquePrefix();
     const app = await bootToolkitApp({
       target: 'single',
@@ -298,7 +283,7 @@ describe('TIME refused, or silent, at the first sample (holds)', () => {
       expect(warnings[0]).toMatch(/TIME: NOPERM.*this process's clock/);
       expect(clock.offsetMs).toBe(0);
       await admin.call('acl', 'setuser', 'notime', '+time');
-      Date.now = () => realNow() - HOUR;
+      shiftDateNow(-HOUR);
       await clock.sample();
       expect(Math.abs(clock.offsetMs - HOUR)).toBeLessThan(250);
       expect(warnings).toHaveLength(1);
@@ -321,14 +306,14 @@ describe('TIME refused, or silent, at the first sample (holds)', () => {
       expect(warnings[0]).toMatch(/no reply within 500 ms.*this process's clock/);
       expect(clock.offsetMs).toBe(0);
       // the pause over, the next sample is taken (the late reply of the first changed nothing)
-      Date.now = () => realNow() + HOUR;
+      shiftDateNow(HOUR);
       expect(await waitFor(async () => (await clock.sample(), Math.abs(clock.offsetMs + HOUR) < 250), 10_000)).toBe(
         true,
       );
       expect(warnings).toHaveLength(1);
     } finally {
       clock.close();
-      Date.now = realNow;
+      restoreClocks();
     }
   });
 });

@@ -12,6 +12,7 @@
 import 'reflect-metadata';
 import { type Command, Redis } from 'ioredis';
 import { LockLostError, LockNotAcquiredError } from '../../lib/index.js';
+import { realNow, restoreClocks, shiftDateNow, useClockShift } from '../support/clock-shift.js';
 import { LOCK_MODES, lockClients, lockKey, lockService, unique } from '../support/lock-modes.js';
 import { closeToolkitApps } from '../support/toolkit-app.js';
 import { sleep, waitFor } from '../support/wait.js';
@@ -19,13 +20,7 @@ import type { RedisClient } from '../../lib/common/lua-script.js';
 
 afterEach(closeToolkitApps);
 const HOUR = 3_600_000;
-const realNow = Date.now;
-afterEach(() => {
-  Date.now = realNow;
-});
-const stepBy = (ms: number): void => {
-  Date.now = () => realNow() + ms;
-};
+useClockShift();
 
 /** The value of the lock key of `resource` on each server that holds lock keys (the main one, or each node). */
 const values = (clients: RedisClient[], resource: string): Promise<(string | null)[]> =>
@@ -58,7 +53,7 @@ function onReply(clients: RedisClient[], nth: number, stallMs: number, step: num
             if (++replies !== nth || fired) return;
             fired = true;
             if (stallMs > 0) busy(stallMs);
-            stepBy(step);
+            shiftDateNow(step);
           },
           () => undefined,
         );
@@ -74,15 +69,15 @@ describe.each(LOCK_MODES)('locks on %s with the wall clock stepping', (mode) => 
     const { locks, connection } = await lockService(mode);
     const clients = lockClients(mode, connection, locks);
     const short = await locks.acquire(unique('step-back'), { ttl: 400 });
-    stepBy(-HOUR);
+    shiftDateNow(-HOUR);
     await sleep(900);
     expect(await values(clients, short.resource)).toEqual(clients.map(() => null));
     // before: true, for an hour after Redis let it go
     expect(short.isHeld).toBe(false);
-    Date.now = realNow;
+    restoreClocks();
 
     const long = await locks.acquire(unique('step-forward'), { ttl: 30_000 });
-    stepBy(HOUR);
+    shiftDateNow(HOUR);
     // before: false while Redis holds it for another 30 s
     expect(long.isHeld).toBe(true);
     expect(await values(clients, long.resource)).toEqual(clients.map(() => long.token));
@@ -94,7 +89,7 @@ describe.each(LOCK_MODES)('locks on %s with the wall clock stepping', (mode) => 
     const { locks, connection } = await lockService(mode);
     const clients = lockClients(mode, connection, locks);
     for (const step of [-HOUR, HOUR]) {
-      Date.now = realNow;
+      restoreClocks();
       const lock = await locks.acquire(unique('auto-extend'), { ttl: 600 });
       const lost: unknown[] = [];
       const signal = lock.startAutoExtend({ onLost: (e) => lost.push(e) });
@@ -117,7 +112,7 @@ describe.each(LOCK_MODES)('locks on %s with the wall clock stepping', (mode) => 
     const holder = await locks.acquire(resource, { ttl: 30_000 });
     const waiting = locks.acquire(resource, { waitMs: 800, retry: { delay: 100, jitter: 0 } });
     await sleep(50);
-    stepBy(-HOUR);
+    shiftDateNow(-HOUR);
     const outcome = await Promise.race([
       waiting.then(
         () => 'acquired',
@@ -128,10 +123,10 @@ describe.each(LOCK_MODES)('locks on %s with the wall clock stepping', (mode) => 
     // before: still waiting (its deadline an hour away)
     expect(outcome).toBe('gave up');
 
-    Date.now = realNow;
+    restoreClocks();
     const waitingLonger = locks.acquire(resource, { waitMs: 3_000, retry: { delay: 100, jitter: 0 } });
     await sleep(50);
-    stepBy(HOUR);
+    shiftDateNow(HOUR);
     await sleep(200);
     await holder.release();
     // before: LockNotAcquiredError at the first pause after the step (its deadline an hour past)
@@ -144,11 +139,11 @@ describe.each(LOCK_MODES)('locks on %s with the wall clock stepping', (mode) => 
     const { locks } = await lockService(mode);
     const semaphore = locks.semaphore(unique('sem'), { limit: 1, ttl: 30_000 });
     const permit = await semaphore.acquire();
-    stepBy(HOUR);
+    shiftDateNow(HOUR);
     expect(permit.isHeld).toBe(true);
     // before: LockLostError 'cannot release the permit ...: it expired' (its expiry an hour behind the clock)
     await expect(permit.release()).resolves.toBeUndefined();
-    Date.now = realNow;
+    restoreClocks();
     expect(await semaphore.holders()).toBe(0);
   });
 
@@ -164,12 +159,12 @@ describe.each(LOCK_MODES)('locks on %s with the wall clock stepping', (mode) => 
       ['behind', -HOUR],
       ['right', 0],
     ] as const) {
-      stepBy(step);
+      shiftDateNow(step);
       counts[name] = await semaphore.holders();
     }
     // before: { ahead: 0, behind: 3, right: 2 } (a ZCOUNT from the app's clock)
     expect(counts).toEqual({ ahead: 2, behind: 2, right: 2 });
-    Date.now = realNow;
+    restoreClocks();
     expect(expiring.isHeld).toBe(false);
     for (const permit of held) await permit.release();
   });
@@ -183,7 +178,7 @@ describe('a Redlock acquisition with the wall clock stepping meanwhile', () => {
     const fired = onReply(clients, 2, 700, -HOUR);
     // validity 500 - 7 ms: the second grant is read 700 ms after the calls were sent, when Redis has let them go
     const lock = await locks.tryAcquire(resource, { ttl: 500 });
-    Date.now = realNow;
+    restoreClocks();
     expect(fired()).toBe(true);
     // before: a Lock (isHeld while the clock stayed back) whose keys had expired on every node
     expect(lock).toBeNull();
@@ -219,7 +214,7 @@ describe('a Redlock acquisition with the wall clock stepping meanwhile', () => {
       (e: unknown) => (e instanceof LockLostError ? 'lost' : (e as Error).constructor.name),
     );
     const held = lock.isHeld;
-    Date.now = realNow;
+    restoreClocks();
     // before: 'extended', and isHeld (for an hour) though Redis let it go
     expect({ extended, held }).toEqual({ extended: 'RedisUnavailableError', held: false });
     expect(await values(clients, lock.resource)).toEqual(clients.map(() => null));

@@ -12,6 +12,7 @@ import {
 import { type RateLimitAlgorithm } from '../../lib/advanced.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { MAX_DECISIONS_PER_CALL } from '../../lib/rate-limit/rate-limit.decision-batcher.js';
+import { shifted } from '../support/clock-shift.js';
 import { recordCommands } from '../support/command-recorder.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 import { sleep } from '../support/wait.js';
@@ -283,15 +284,9 @@ describe.each(['single', 'cluster'] as const)('RateLimitService on %s', (target)
     const key = uid();
     const policy: RateLimitPolicy = { limit: 3, ttl: 2_000, algorithm: 'sliding-window' };
     for (let i = 0; i < 3; i++) await rl.consume(key, policy);
-    const realNow = Date.now;
-    Date.now = () => realNow() + 3_600_000;
-    try {
-      const r = await rl.consume(key, policy);
-      expect(r.allowed).toBe(false);
-      expect(r.retryAfterMs).toBeGreaterThan(1_000);
-    } finally {
-      Date.now = realNow;
-    }
+    const r = await shifted(3_600_000, () => rl.consume(key, policy));
+    expect(r.allowed).toBe(false);
+    expect(r.retryAfterMs).toBeGreaterThan(1_000);
   });
 
   it('every decision is one round trip (EVALSHA)', async () => {

@@ -19,6 +19,7 @@ import { generateSessionId, RedisConnection } from '../../lib/advanced.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { storeSetInLua, updateInLua } from '../../lib/session/session.lua-writes.js';
 import { SessionRecords } from '../../lib/session/session.records.js';
+import { realNow, shiftDateNow, shifted, useClockShift } from '../support/clock-shift.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
@@ -27,22 +28,12 @@ afterEach(closeToolkitApps);
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
 const TTL = 60_000;
-const realNow = Date.now;
-afterEach(() => {
-  Date.now = realNow;
-});
+useClockShift();
 
 const uniquePrefix = (): string => `rtk-cb-${randomBytes(4).toString('hex')}:`;
 
 /** `run` with this process's clock an hour behind. */
-async function behind<T>(run: () => Promise<T>): Promise<T> {
-  Date.now = () => realNow() - HOUR;
-  try {
-    return await run();
-  } finally {
-    Date.now = realNow;
-  }
-}
+const behind = <T>(run: () => Promise<T>): Promise<T> => shifted(-HOUR, run);
 
 /** The key's PTTL is `ttl`, give or take the test's own latency (a key deleted: -2). */
 async function expectTtl(client: RedisClient, key: string, ttl: number): Promise<void> {
@@ -74,6 +65,20 @@ function clientFor(target: RedisTarget): RedisClient {
       ? new Redis(sharedServers().single.url)
       : new Cluster(sharedServers().cluster, { redisOptions: { maxRetriesPerRequest: 0 } });
   return trackForCleanup(client);
+}
+
+/**
+ * A store on its own client (maxAgeMs a day), a new session id and its key, and the cookie express-session on the
+ * instance behind gives it (`expires` from that instance's clock).
+ */
+function storeBehind(target: RedisTarget) {
+  const client = clientFor(target);
+  const prefix = uniquePrefix();
+  const store = new RedisSessionStore({ client, prefix, maxAgeMs: DAY });
+  const sid = generateSessionId();
+  const key = `${prefix}sess:{${sid}}`;
+  const cookie = { originalMaxAge: TTL, expires: new Date(realNow() - HOUR + TTL), httpOnly: true, path: '/' };
+  return { client, store, sid, key, cookie };
 }
 
 describe.each(['single', 'cluster'] as const)('a clock an hour behind on %s', (target) => {
@@ -146,12 +151,7 @@ describe.each(['single', 'cluster'] as const)('a clock an hour behind on %s', (t
   );
 
   it("the store's set of a session past its deadline by Redis's clock only: a new session, as for one expired", async () => {
-    const client = clientFor(target);
-    const prefix = uniquePrefix();
-    const store = new RedisSessionStore({ client, prefix, maxAgeMs: DAY });
-    const sid = generateSessionId();
-    const key = `${prefix}sess:{${sid}}`;
-    const cookie = { originalMaxAge: TTL, expires: new Date(realNow() - HOUR + TTL), httpOnly: true, path: '/' };
+    const { client, store, sid, key, cookie } = storeBehind(target);
     await behind(() => store.set(sid, { cookie, n: 1 } as unknown as SessionData));
     await setDeadline(client, key, realNow() - 1_000);
     await behind(() => store.set(sid, { cookie, n: 2 } as unknown as SessionData));
@@ -165,7 +165,7 @@ describe.each(['single', 'cluster'] as const)('a clock an hour behind on %s', (t
   // touching read judged the deadline on this clock: a deadline 20 s away by Redis's was an hour away, so the read
   // gave the key its full ttl (PEXPIRETIME now + 60 s), and one past by Redis's clock was live and extended again.
   it("touching reads judge the deadline by Redis's clock: capped at it, and past it null and deleted", async () => {
-    Date.now = () => realNow() - HOUR;
+    shiftDateNow(-HOUR);
     const { sessions, client, keyOf } = await serviceApp(target);
     const s = await sessions.create('u', { a: 1 });
     const m = realNow() + 20_000;
@@ -195,7 +195,7 @@ describe.each(['single', 'cluster'] as const)('a clock an hour behind on %s', (t
   });
 
   it('regenerate from an instance behind for its whole life (its estimate in): SessionNotFoundError, deleted', async () => {
-    Date.now = () => realNow() - HOUR;
+    shiftDateNow(-HOUR);
     const { sessions, client, keyOf } = await serviceApp(target);
     const s = await sessions.create('u', { a: 1 });
     await setDeadline(client, keyOf(s.id), realNow() - 1_000);
@@ -209,7 +209,7 @@ describe.each(['single', 'cluster'] as const)('a clock an hour behind on %s', (t
     ['behind for its whole life (its estimate in)', true],
     ['behind for the call only (its estimate off: the script answers TIME)', false],
   ])('create with maxAgeMs below the skew, %s: live, deadline maxAgeMs from now by Redis', async (_, whole) => {
-    if (whole) Date.now = () => realNow() - HOUR;
+    if (whole) shiftDateNow(-HOUR);
     const { sessions, client, keyOf } = await serviceApp(target, { maxAgeMs: HOUR / 2 });
     const s = await (whole ? sessions.create('u', { a: 1 }) : behind(() => sessions.create('u', { a: 1 })));
     await expectTtl(client, keyOf(s.id), TTL);
@@ -222,13 +222,8 @@ describe.each(['single', 'cluster'] as const)('a clock an hour behind on %s', (t
   });
 
   it("the store's touching get judges the deadline by Redis's clock: capped at it", async () => {
-    Date.now = () => realNow() - HOUR;
-    const client = clientFor(target);
-    const prefix = uniquePrefix();
-    const store = new RedisSessionStore({ client, prefix, maxAgeMs: DAY });
-    const sid = generateSessionId();
-    const key = `${prefix}sess:{${sid}}`;
-    const cookie = { originalMaxAge: TTL, expires: new Date(Date.now() + TTL), httpOnly: true, path: '/' };
+    shiftDateNow(-HOUR);
+    const { client, store, sid, key, cookie } = storeBehind(target);
     await store.set(sid, { cookie, n: 1 } as unknown as SessionData);
     const m = realNow() + 20_000;
     await setDeadline(client, key, m);
@@ -237,13 +232,8 @@ describe.each(['single', 'cluster'] as const)('a clock an hour behind on %s', (t
   });
 
   it('the store: set (new and existing session) and touch: live, PTTL the cookie maxAge', async () => {
-    const client = clientFor(target);
-    const prefix = uniquePrefix();
-    const store = new RedisSessionStore({ client, prefix, maxAgeMs: DAY });
-    const sid = generateSessionId();
-    const key = `${prefix}sess:{${sid}}`;
     // express-session on the instance behind sets the cookie's expires from its own clock
-    const cookie = { originalMaxAge: TTL, expires: new Date(realNow() - HOUR + TTL), httpOnly: true, path: '/' };
+    const { client, store, sid, key, cookie } = storeBehind(target);
     await behind(() => store.set(sid, { cookie, n: 1 } as unknown as SessionData));
     await expectTtl(client, key, TTL);
     await behind(() => store.set(sid, { cookie, n: 2 } as unknown as SessionData));

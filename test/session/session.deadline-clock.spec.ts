@@ -15,6 +15,7 @@ import { Cluster, Redis } from 'ioredis';
 import { RedisSessionStore, SessionNotFoundError, SessionService } from '../../lib/index.js';
 import { generateSessionId, RedisConnection } from '../../lib/advanced.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
+import { realNow, shifted, useClockShift } from '../support/clock-shift.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { recordingLogger } from '../support/recording-logger.js';
 import { sharedServers } from '../support/shared-servers.js';
@@ -23,9 +24,8 @@ import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support
 afterEach(closeToolkitApps);
 const HOUR = 3_600_000;
 const MAX_AGE = 30 * 60_000;
-const realNow = Date.now;
+useClockShift();
 afterEach(() => {
-  Date.now = realNow;
   jest.restoreAllMocks();
 });
 
@@ -33,14 +33,7 @@ const uniquePrefix = (): string => `rtk-dl-${randomBytes(4).toString('hex')}:`;
 const clockWarnings = (warnings: string[]) => warnings.filter((w) => /clock runs ahead of Redis's/.test(w));
 
 /** `run` with this process's clock an hour ahead. */
-async function ahead<T>(run: () => Promise<T>): Promise<T> {
-  Date.now = () => realNow() + HOUR;
-  try {
-    return await run();
-  } finally {
-    Date.now = realNow;
-  }
-}
+const ahead = <T>(run: () => Promise<T>): Promise<T> => shifted(HOUR, run);
 
 /** The stored deadline of a session rewritten to `m` (its expiry kept: a key that outlives it, as no write leaves). */
 async function setDeadline(client: RedisClient, key: string, m: number): Promise<void> {

@@ -18,6 +18,7 @@ import type { SessionData } from 'express-session';
 import { Redis } from 'ioredis';
 import { RedisSessionStore, SessionService } from '../../lib/index.js';
 import type { SessionRecords } from '../../lib/session/session.records.js';
+import { realNow, shiftDateNow, shiftPerfNow, useClockShift } from '../support/clock-shift.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { closeToolkitApps } from '../support/toolkit-app.js';
@@ -28,12 +29,7 @@ const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
 const TTL = 60_000;
 const OWN_TTL = 10_000;
-const realNow = Date.now;
-const realPerformanceNow = performance.now.bind(performance);
-afterEach(() => {
-  Date.now = realNow;
-  performance.now = realPerformanceNow;
-});
+useClockShift();
 afterEach(closeToolkitApps);
 
 const uniquePrefix = (): string => `rtk-sc${randomBytes(5).toString('hex')}:`;
@@ -51,7 +47,7 @@ const recordsOf = (o: RedisSessionStore | SessionService) => (o as unknown as { 
 
 /** A module whose sessions are read and updated with touchAfter 30 s, on a clock an hour behind Redis's. */
 async function sessionsBehind() {
-  Date.now = () => realNow() - HOUR;
+  shiftDateNow(-HOUR);
   const prefix = uniquePrefix();
   const app = await bootToolkitApp({
     target: 'single',
@@ -72,10 +68,10 @@ describe("a touch's reuse on a clock an hour behind Redis's: less than half the 
     expect((await sessions.get(id))?.data).toEqual({ n: 0 });
     const touched = await client.pexpiretime(key);
     await sleep(20);
-    performance.now = () => realPerformanceNow() + 3_000;
+    shiftPerfNow(3_000);
     await sessions.get(id);
     expect(await client.pexpiretime(key)).toBe(touched); // within 5 s: reused
-    performance.now = () => realPerformanceNow() + 7_000;
+    shiftPerfNow(7_000);
     await sessions.get(id);
     expect(await client.pexpiretime(key)).toBeGreaterThan(touched);
   });
@@ -85,10 +81,10 @@ describe("a touch's reuse on a clock an hour behind Redis's: less than half the 
     await sessions.update(id, { n: 1 });
     const touched = await client.pexpiretime(key);
     await sleep(20);
-    performance.now = () => realPerformanceNow() + 3_000;
+    shiftPerfNow(3_000);
     await sessions.update(id, { n: 2 });
     expect(await client.pexpiretime(key)).toBe(touched);
-    performance.now = () => realPerformanceNow() + 7_000;
+    shiftPerfNow(7_000);
     expect((await sessions.update(id, { n: 3 })).data).toEqual({ n: 3 });
     expect(await client.pexpiretime(key)).toBeGreaterThan(touched);
   });
@@ -118,7 +114,7 @@ describe("the cookie the store describes for a SessionService session is on this
   ])(
     '%s: get and all give expires about ttl from Date.now(); set of what get gave keeps the session',
     async (_, shift) => {
-      Date.now = () => realNow() + shift;
+      shiftDateNow(shift);
       const prefix = uniquePrefix();
       const app = await bootToolkitApp({
         target: 'single',

@@ -11,6 +11,7 @@ import { Redis } from 'ioredis';
 import { RedisSessionStore } from '../../lib/index.js';
 import { generateSessionId } from '../../lib/advanced.js';
 import { RecentTouches } from '../../lib/session/session.recent-touches.js';
+import { restoreClocks, shiftDateNow, useClockShift } from '../support/clock-shift.js';
 import { recordCommands } from '../support/command-recorder.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { sharedServers } from '../support/shared-servers.js';
@@ -18,10 +19,7 @@ import { sleep } from '../support/wait.js';
 
 const HOUR = 3_600_000;
 const TOUCHING = ['getex', 'evalsha', 'eval', 'pexpireat'];
-const realNow = Date.now;
-afterEach(() => {
-  Date.now = realNow;
-});
+useClockShift();
 
 describe('RecentTouches with the wall clock stepping', () => {
   const reuse = { ms: 200, shareOfTtl: 0.5 };
@@ -31,7 +29,7 @@ describe('RecentTouches with the wall clock stepping', () => {
     const touches = new RecentTouches(reuse);
     const at = Date.now();
     touches.set('s', ttl, at, at + ttl);
-    Date.now = () => realNow() - HOUR;
+    shiftDateNow(-HOUR);
     expect(touches.expiryOf('s', ttl, Date.now())).toBe(at + ttl);
     await sleep(300);
     // before: the same expiry (age -1 h: under both bounds), for the hour until the clock caught up
@@ -41,7 +39,7 @@ describe('RecentTouches with the wall clock stepping', () => {
   it('a step back during the touching read: its age counts from when the read ended, so it still ends', async () => {
     const touches = new RecentTouches(reuse);
     const at = Date.now(); // the read began
-    Date.now = () => realNow() - HOUR; // and the clock stepped back before its reply
+    shiftDateNow(-HOUR); // and the clock stepped back before its reply
     touches.set('s', ttl, at, at + ttl);
     expect(touches.expiryOf('s', ttl, Date.now())).toBe(at + ttl);
     await sleep(300);
@@ -52,7 +50,7 @@ describe('RecentTouches with the wall clock stepping', () => {
     const touches = new RecentTouches(reuse);
     const at = Date.now();
     touches.set('s', ttl, at, at + ttl);
-    Date.now = () => realNow() + HOUR;
+    shiftDateNow(HOUR);
     // before: undefined (age 1 h): an extra touch, not a lost one
     expect(touches.expiryOf('s', ttl, Date.now())).toBe(at + ttl);
     // the read began before the step and ended after it: its age cannot be told, so it is taken as old
@@ -72,7 +70,7 @@ describe('RedisSessionStore touchAfter after the app clock steps back an hour', 
     await store.set(sid, { cookie, views: 1 } as unknown as SessionData);
     // the first get learns the session's own ttl (the store's guess is 24 h), the second touches with it
     for (let i = 0; i < 2; i++) expect(await store.get(sid)).not.toBeNull();
-    Date.now = () => realNow() - HOUR;
+    shiftDateNow(-HOUR);
     const reads: boolean[] = [];
     const run = await recordCommands(client, async () => {
       for (let i = 0; i < 12; i++) {
@@ -80,7 +78,7 @@ describe('RedisSessionStore touchAfter after the app clock steps back an hour', 
         reads.push((await store.get(sid)) !== null);
       }
     });
-    Date.now = realNow;
+    restoreClocks();
     // before: true for ~1.5 s, then false; no get after the step extended the session
     expect(reads).toEqual(reads.map(() => true));
     // 12 gets 250 ms apart, a touch reused for 300 ms: at least every other get touches
