@@ -7,7 +7,9 @@
  */
 import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
-import { Redis } from 'ioredis';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { Cluster, Redis } from 'ioredis';
 import {
   CacheService,
   LockService,
@@ -30,8 +32,8 @@ afterEach(closeToolkitApps);
 const userClient = (port = sharedServers().single.port): Redis =>
   trackForCleanup(new Redis(port, '127.0.0.1', { commandTimeout: 2_000 }));
 
-/** What an app may change on the user's client: its listeners, and its connection's state on the server. */
-async function stateOf(client: Redis): Promise<Record<string, unknown>> {
+/** What an app may change on a connection of the user's: its listeners, and its state on the server. */
+async function nodeStateOf(client: Redis): Promise<Record<string, unknown>> {
   const listeners: Record<string, number> = {};
   for (const event of client.eventNames()) listeners[String(event)] = client.listenerCount(event);
   const info = String(await client.call('CLIENT', 'INFO'));
@@ -45,6 +47,16 @@ async function stateOf(client: Redis): Promise<Record<string, unknown>> {
     subscriptions: [field('sub'), field('psub'), field('ssub')],
     tracking: tracking[1],
   };
+}
+
+/** The same for a user's client: one server's connection, or a cluster client's own listeners and each node's. */
+async function stateOf(client: Redis | Cluster): Promise<Record<string, unknown>> {
+  if (!(client instanceof Cluster)) return nodeStateOf(client);
+  const listeners: Record<string, number> = {};
+  for (const event of client.eventNames()) listeners[String(event)] = client.listenerCount(event);
+  const nodes: Record<string, unknown> = {};
+  for (const node of client.nodes('all')) nodes[`${node.options.host}:${node.options.port}`] = await nodeStateOf(node);
+  return { listeners, status: client.status, nodes };
 }
 
 /** The process's active resources that keep it alive (ref'd timers, sockets, servers), counted per kind. */
@@ -93,7 +105,7 @@ function trackTimers(): { stop(): void; pending(): string[]; readonly made: numb
  * app close after the app does).
  */
 async function expectLeftAsFound(
-  clients: Redis[],
+  clients: (Redis | Cluster)[],
   boot: () => Promise<ToolkitApp>,
   use: (app: ToolkitApp) => Promise<void>,
 ): Promise<void> {
@@ -141,16 +153,17 @@ async function useLocks(locks: LockService, id: string): Promise<void> {
   await multi.release();
 }
 
-async function usePubSub(pubsub: PubSubService, id: string): Promise<void> {
+/** A subscription, and a pattern subscription unless `patterns` is false (sharded pub/sub has none). */
+async function usePubSub(pubsub: PubSubService, id: string, patterns = true): Promise<void> {
   const got: unknown[] = [];
-  const off = await pubsub.subscribe(`leaks:${id}`, (m) => void got.push(m));
-  const offPattern = await pubsub.subscribe(`leaks:${id}:*`, (m) => void got.push(m));
+  const offs = [await pubsub.subscribe(`leaks:${id}`, (m) => void got.push(m))];
+  if (patterns) offs.push(await pubsub.subscribe(`leaks:${id}:*`, (m) => void got.push(m)));
   await pubsub.publish(`leaks:${id}`, 1);
-  await pubsub.publish(`leaks:${id}:x`, 2);
-  await waitFor(() => got.length === 2, 5_000);
-  expect(got.sort()).toEqual([1, 2]);
-  await off();
-  await offPattern();
+  if (patterns) await pubsub.publish(`leaks:${id}:x`, 2);
+  const expected = patterns ? [1, 2] : [1];
+  await waitFor(() => got.length === expected.length, 5_000);
+  expect(got.sort()).toEqual(expected);
+  for (const off of offs) await off();
 }
 
 describe("an app on the user's clients leaves them as it found them at app.close()", () => {
@@ -293,6 +306,135 @@ describe("an app on the user's clients leaves them as it found them at app.close
   });
 });
 
+describe("an app on the user's cluster client leaves it, and each node's connection, as it found them", () => {
+  it.each(['classic', 'sharded'] as const)(
+    'locks (waits, semaphore, multi), rate limits, pub/sub (%s), L1 tracking, sessions',
+    async (mode) => {
+      const main = trackForCleanup(new Cluster(sharedServers().cluster, { redisOptions: { commandTimeout: 2_000 } }));
+      await main.ping();
+      const id = randomUUID();
+      await expectLeftAsFound(
+        [main],
+        () =>
+          bootToolkitApp({
+            target: { client: main },
+            keyPrefix: `rtk-leaks-${id}:`,
+            cache: { l1: { max: 100, ttl: 60_000, invalidation: 'tracking' } },
+            rateLimit: { blockCache: true, insurance: true },
+            pubsub: { cluster: mode },
+            lock: { wakeOnRelease: true },
+            session: { ttl: 60_000, cookie: { secret: 's3cret' } },
+          }),
+        async ({ get }) => {
+          await useLocks(get(LockService), id);
+          await get(RateLimitService).consume(`leaks:${id}`, { limit: 1, ttl: 60_000 });
+          const cache = get(CacheService);
+          await cache.set(`leaks:${id}`, 'v', { ttl: 60_000 });
+          expect(await cache.get(`leaks:${id}`)).toBe('v');
+          expect(await cache.get(`leaks:${id}`)).toBe('v');
+          await usePubSub(get(PubSubService), id, mode === 'classic');
+          const sessions = get(SessionService);
+          const session = await sessions.create('u1', { n: 1 });
+          expect(await sessions.get(session.id)).toMatchObject({ userId: 'u1' });
+          await sessions.destroy(session.id);
+        },
+      );
+    },
+  );
+});
+
+describe("the L1 cache where the user's ACL refuses CLIENT TRACKING (invalidation: 'auto' takes the bus)", () => {
+  const redis = usePrivateRedis();
+
+  it('leaves no listener of its refused tracking on the client', async () => {
+    const admin = trackForCleanup(new Redis(redis.server.port, '127.0.0.1'));
+    await admin.call('ACL', 'SETUSER', 'app', 'on', '>pw', '~*', '&*', '+@all', '-client|tracking');
+    const main = trackForCleanup(
+      new Redis({ port: redis.server.port, host: '127.0.0.1', username: 'app', password: 'pw', commandTimeout: 2_000 }),
+    );
+    const id = randomUUID();
+    await expectLeftAsFound(
+      [main],
+      () =>
+        bootToolkitApp({
+          target: { client: main },
+          keyPrefix: `rtk-leaks-${id}:`,
+          cache: { l1: { max: 100, ttl: 60_000 } },
+        }),
+      async ({ get }) => {
+        const cache = get(CacheService);
+        await cache.set(`leaks:${id}`, 'v', { ttl: 60_000 });
+        expect(await cache.get(`leaks:${id}`)).toBe('v');
+      },
+    );
+  });
+});
+
+/** The engine's collector, for a test that asks whether something is still reachable. */
+function collector(): () => void {
+  setFlagsFromString('--expose-gc');
+  return runInNewContext('gc') as () => void;
+}
+
+describe("the user's client keeps nothing of a closed app alive", () => {
+  /**
+   * Boots an app on `main`, uses locks (a wait among them), pub/sub, the L1 cache (tracking), rate limits and
+   * sessions, closes it, and answers which of its services are still reachable once collected (by constructor name).
+   */
+  async function aliveAfterClose(main: Redis): Promise<string[]> {
+    const gc = collector();
+    const refs: WeakRef<object>[] = [];
+    // in a function of its own, so no variable of the caller keeps the app
+    await (async () => {
+      const id = randomUUID();
+      const app = await bootToolkitApp({
+        target: { client: main },
+        keyPrefix: `rtk-leaks-${id}:`,
+        cache: { l1: { max: 100, ttl: 60_000, invalidation: 'tracking' } },
+        rateLimit: { blockCache: true, insurance: true },
+        session: { ttl: 60_000, cookie: { secret: 's3cret' } },
+      });
+      await useLocks(app.get(LockService), id);
+      await usePubSub(app.get(PubSubService), id);
+      const cache = app.get(CacheService);
+      await cache.set(`leaks:${id}`, 'v', { ttl: 60_000 });
+      expect(await cache.get(`leaks:${id}`)).toBe('v');
+      await app.get(RateLimitService).consume(`leaks:${id}`, { limit: 1, ttl: 60_000 });
+      const sessions = app.get(SessionService);
+      await sessions.destroy((await sessions.create('u1', { n: 1 })).id);
+      const services = [LockService, CacheService, RateLimitService, RedisToolkitHealth, PubSubService, SessionService];
+      for (const service of services) refs.push(new WeakRef(app.get<object>(service)));
+      await app.close();
+    })();
+    const alive = async () => {
+      // a few turns: the promises of the closed app settle, the timers of its close fire
+      for (let i = 0; i < 3; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        gc();
+      }
+      return refs.map((r) => r.deref()?.constructor.name).filter((name) => name !== undefined);
+    };
+    await waitFor(async () => (await alive()).length === 0, 3_000);
+    return alive();
+  }
+
+  it('locks (waits), the L1 cache (tracking), rate limits and health can be collected', async () => {
+    const main = userClient();
+    const alive = await aliveAfterClose(main);
+    expect(alive.filter((name) => name !== 'PubSubService' && name !== 'SessionService')).toEqual([]);
+    expect(await main.ping()).toBe('PONG');
+  });
+
+  // Fails: SessionService's constructor registers its revoker for the client (registerSessionRevoker, a WeakMap keyed
+  // by the client, in lib/session/session.revocation.ts: `(ids) => this.revoke(ids)`) and its shutdown never removes
+  // it, so the user's client keeps the closed app's SessionService, and through it its PubSubService and
+  // RedisConnection (a RedisSessionStore on that client then revokes through the closed app). Sessions' to fix.
+  it.failing('pub/sub and sessions can be collected (the session revoker registered for the client)', async () => {
+    const main = userClient();
+    expect(await aliveAfterClose(main)).toEqual([]);
+  });
+});
+
 describe("a lock call that failed on the user's client (its release waits for the connection's next 'ready')", () => {
   const redis = usePrivateRedis();
 
@@ -369,13 +511,21 @@ describe("an app closed while the user's client cannot reach Redis leaves no lis
     await main.ping();
     const before = listenersOf(main);
     const id = randomUUID();
-    const app = await bootToolkitApp({ target: { client: main }, keyPrefix: `rtk-away-${id}:`, ...ALL });
-    await useLocks(app.get(LockService), id);
-    await usePubSub(app.get(PubSubService), id);
-    await redis.server.stop();
-    await waitFor(() => main.status !== 'ready', 5_000);
-    await useWhileAway(app, id);
-    await app.close();
+    const timers = trackTimers();
+    try {
+      const app = await bootToolkitApp({ target: { client: main }, keyPrefix: `rtk-away-${id}:`, ...ALL });
+      await useLocks(app.get(LockService), id);
+      await usePubSub(app.get(PubSubService), id);
+      await redis.server.stop();
+      await waitFor(() => main.status !== 'ready', 5_000);
+      await useWhileAway(app, id);
+      await app.close();
+    } finally {
+      timers.stop();
+    }
+    // the user's client's own reconnect timers among them: each fires (and the next is not noted) within 2 s
+    await waitFor(() => timers.pending().length === 0, 5_000);
+    expect(timers.pending()).toEqual([]);
     expect(listenersOf(main)).toEqual(before);
     await redis.server.restart();
     expect(await waitFor(() => main.status === 'ready', 10_000)).toBe(true);
@@ -389,14 +539,22 @@ describe("an app closed while the user's client cannot reach Redis leaves no lis
     main.on('error', () => undefined); // the user's own: refused connections, until the restart
     const before = listenersOf(main);
     const id = randomUUID();
-    const app = await bootToolkitApp({
-      target: { client: main },
-      keyPrefix: `rtk-away-${id}:`,
-      lazyConnect: true,
-      ...ALL,
-    });
-    await useWhileAway(app, id);
-    await app.close();
+    const timers = trackTimers();
+    try {
+      const app = await bootToolkitApp({
+        target: { client: main },
+        keyPrefix: `rtk-away-${id}:`,
+        lazyConnect: true,
+        ...ALL,
+      });
+      await useWhileAway(app, id);
+      await app.close();
+    } finally {
+      timers.stop();
+    }
+    // the user's client's own reconnect timers among them: each fires (and the next is not noted) within 2 s
+    await waitFor(() => timers.pending().length === 0, 5_000);
+    expect(timers.pending()).toEqual([]);
     expect(listenersOf(main)).toEqual(before);
     await redis.server.restart();
     expect(await waitFor(() => main.status === 'ready', 10_000)).toBe(true);
