@@ -22,6 +22,7 @@ import type { RedisClient } from '../../lib/common/lua-script.js';
 import type { SessionRecords } from '../../lib/session/session.records.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { sharedServers } from '../support/shared-servers.js';
+import { realNow, restoreClocks, shiftDateNow, shifted, useClockShift } from '../support/clock-shift.js';
 import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
 import { waitFor } from '../support/wait.js';
 
@@ -30,22 +31,10 @@ const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
 const DAY = 24 * HOUR;
 const TTL = MINUTE;
-const realNow = Date.now;
-afterEach(() => {
-  Date.now = realNow;
-});
+useClockShift();
 
 const uniquePrefix = (): string => `rtk-cl-${randomBytes(4).toString('hex')}:`;
 
-/** `run` with this process's clock shifted by `shift` ms. */
-async function shifted<T>(shift: number, run: () => Promise<T>): Promise<T> {
-  Date.now = () => realNow() + shift;
-  try {
-    return await run();
-  } finally {
-    Date.now = realNow;
-  }
-}
 const behind = <T>(run: () => Promise<T>) => shifted(-HOUR, run);
 
 function clientFor(target: RedisTarget): RedisClient {
@@ -74,11 +63,11 @@ async function estimated(o: RedisSessionStore | SessionService): Promise<void> {
 }
 
 function shiftedSync<T>(shift: number, run: () => T): T {
-  Date.now = () => realNow() + shift;
+  shiftDateNow(shift);
   try {
     return run();
   } finally {
-    Date.now = realNow;
+    restoreClocks();
   }
 }
 
