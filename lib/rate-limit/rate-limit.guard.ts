@@ -5,11 +5,12 @@ import {
   Inject,
   Injectable,
   Logger,
+  Optional,
   ServiceUnavailableException,
   type CanActivate,
   type ExecutionContext,
 } from '@nestjs/common';
-import { Reflector } from '@nestjs/core';
+import { ModulesContainer, Reflector } from '@nestjs/core';
 import { InvalidKeyError, RedisUnavailableError, UnsupportedContextError } from '../common/errors.js';
 import { ClientAddressResolver } from './rate-limit.client-address.js';
 import { AccessList, accessListsOf } from './rate-limit.access-list.js';
@@ -20,6 +21,7 @@ import type { NamedThrottleOptions } from './rate-limit.decorators.js';
 import { RATE_LIMIT_OPTIONS, type Resolvable, type ResolvedRateLimitOptions } from './rate-limit.options.js';
 import { RateLimitService, type RateLimitCheck, type RateLimitDecision } from './rate-limit.service.js';
 import { shownValue } from '../common/option-checks.js';
+import { classNameOf } from './rate-limit.class-names.js';
 
 /** The parts of an HTTP request (Express or Fastify) or a WebSocket handshake the guard reads. */
 export interface ThrottledRequest {
@@ -64,6 +66,8 @@ export class RateLimitGuard implements CanActivate {
   private readonly allowList: AccessList;
   private readonly denyList: AccessList;
   private readonly proxyWarnings: ProxyHeaderWarnings;
+  /** The app's modules, for classNameOf; a property, so a subclass keeps its own constructor. */
+  @Optional() @Inject(ModulesContainer) private readonly modules?: ModulesContainer;
 
   constructor(
     protected readonly rateLimit: RateLimitService,
@@ -234,10 +238,11 @@ export class RateLimitGuard implements CanActivate {
 
   /**
    * Which counter of the tracker a policy uses. The tracker is already the counter's hash tag, so by default this is
-   * the route (controller and handler) and the policy name. Hashed before it goes into a key.
+   * the route (controller and handler) and the policy name. Hashed before it goes into a key. A class whose name
+   * another class of the app has is named with where it is routed (classNameOf): counters of its own.
    */
   protected generateKey(context: ExecutionContext, _tracker: string, name: string): string {
-    return `${context.getClass().name}.${context.getHandler().name}:${name}`;
+    return `${classNameOf(this.modules, context.getClass())}.${context.getHandler().name}:${name}`;
   }
 
   /**
