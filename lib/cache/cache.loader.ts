@@ -8,23 +8,58 @@ import { MAX_TIMER_MS, setVerdictTimeout } from '../common/timeout.js';
  * CacheLoadTimeoutError.key). The verdict waits for the poll phase (setVerdictTimeout): a loader whose reply came while
  * the event loop was blocked past `ms` gives its value.
  */
-export function boundedLoad<T>(loader: () => T | Promise<T>, ms: number, key: string, option: string): Promise<T> {
+export function boundedLoad<T>(
+  loader: () => T | Promise<T>,
+  ms: number,
+  key: string,
+  option: string,
+  timers?: LoadTimers,
+): Promise<T> {
   if (ms > MAX_TIMER_MS) return Promise.resolve().then(loader); // past what a timer can wait: no limit
   return new Promise<T>((resolve, reject) => {
     const timer = setVerdictTimeout(() => {
+      timers?.delete(timer);
       reject(new CacheLoadTimeoutError(`a cache loader did not settle within ${ms} ms (${option})`, key));
     }, ms);
+    timers?.add(timer);
     new Promise<T>((r) => r(loader())).then(
       (value) => {
         clearTimeout(timer);
+        timers?.delete(timer);
         resolve(value);
       },
       (err: unknown) => {
         clearTimeout(timer);
+        timers?.delete(timer);
         reject(err);
       },
     );
   });
+}
+
+/**
+ * The hard-timeout timers of the loads in flight. At the cache's close they stop holding the process open: a loader
+ * that never settles kept the closed app's process alive until `loadTimeout` (10 s by default; connection-leaks.spec.ts).
+ * They still bound their callers' wait, should the process run on.
+ */
+export class LoadTimers {
+  private readonly pending = new Set<NodeJS.Timeout>();
+  private closed = false;
+
+  add(timer: NodeJS.Timeout): void {
+    if (this.closed) timer.unref();
+    else this.pending.add(timer);
+  }
+
+  delete(timer: NodeJS.Timeout): void {
+    this.pending.delete(timer);
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const timer of this.pending) timer.unref();
+    this.pending.clear();
+  }
 }
 
 /**

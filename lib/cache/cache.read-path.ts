@@ -9,7 +9,7 @@ import { entryOf, sameCall, type ResolvedCall } from './cache.call-options.js';
 import { encodeEntry, type CacheEntry } from './cache.entry.js';
 import type { CacheEntryStore } from './cache.entry-store.js';
 import type { CacheL1 } from './cache.l1.js';
-import { boundedLoad, within } from './cache.loader.js';
+import { boundedLoad, LoadTimers, within } from './cache.loader.js';
 import type { CacheLoadLock } from './cache.load-lock.js';
 import type { ResolvedCacheOptions } from './cache.options.js';
 import type { CacheCounters } from './cache.stats.js';
@@ -52,6 +52,7 @@ export class CacheReadPath {
   private readonly loaderErrors = new WeakSet<object>();
   private readonly graceWarning: ThrottledWarning;
   private closed = false;
+  private readonly loadTimers = new LoadTimers();
 
   constructor(
     logger: Logger,
@@ -76,6 +77,7 @@ export class CacheReadPath {
    */
   close(): void {
     this.closed = true;
+    this.loadTimers.close();
     this.refreshWarning.close();
     this.graceWarning.close();
   }
@@ -271,7 +273,8 @@ export class CacheReadPath {
     const option = hardTimeout === this.options.loadTimeout ? 'cache.loadTimeout' : 'hardTimeout';
     let outcome = 'failed';
     try {
-      const run = () => boundedLoad(loader, hardTimeout, redisKey.slice(this.featurePrefix.length), option);
+      const run = () =>
+        boundedLoad(loader, hardTimeout, redisKey.slice(this.featurePrefix.length), option, this.loadTimers);
       const loading = () => ({ feature: 'cache' as const, operation: 'load' });
       const value = await (traceObserved('cacheLoad') ? traced('cacheLoad', loading, run, loaded) : run());
       outcome = 'loaded';

@@ -18,6 +18,7 @@ import {
   RedisToolkitHealth,
   SessionService,
 } from '../../lib/index.js';
+import { KeyBuilder } from '../../lib/common/keys.js';
 import { RedisToolkitDashboardModule } from '../../lib/dashboard/index.js';
 import { connectClient, createGatewayApp } from '../support/pubsub-gateway.js';
 import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
@@ -75,9 +76,9 @@ type Timer = NodeJS.Timeout & { _destroyed?: boolean };
 /**
  * Notes every timer made (setTimeout, setInterval) until `stop()`, ref'd or not: one still pending after the app closed
  * keeps what it calls alive (the closed app's objects), and a ref'd one the process too. `pending()`: where each
- * still pending was made.
+ * ref'd one still pending was made; `pending(false)`: each unref'd one.
  */
-function trackTimers(): { stop(): void; pending(): string[]; readonly made: number } {
+function trackTimers(): { stop(): void; pending(refd?: boolean): string[]; readonly made: number } {
   const made = new Map<Timer, string>();
   const g = globalThis as unknown as Record<'setTimeout' | 'setInterval', (...args: unknown[]) => Timer>;
   const originals = { setTimeout: g.setTimeout, setInterval: g.setInterval };
@@ -92,7 +93,8 @@ function trackTimers(): { stop(): void; pending(): string[]; readonly made: numb
   }
   return {
     stop: () => Object.assign(g, originals),
-    pending: () => [...made].filter(([t]) => t._destroyed !== true).map(([, where]) => where),
+    pending: (refd = true) =>
+      [...made].filter(([t]) => t._destroyed !== true && t.hasRef() === refd).map(([, where]) => where),
     get made() {
       return made.size;
     },
@@ -108,6 +110,8 @@ async function expectLeftAsFound(
   clients: (Redis | Cluster)[],
   boot: () => Promise<ToolkitApp>,
   use: (app: ToolkitApp) => Promise<void>,
+  /** Unref'd timers that may still be pending (they bound work still in flight), by where they were made. */
+  unrefAllowed?: RegExp,
 ): Promise<void> {
   for (const client of clients) await client.ping();
   const before = await Promise.all(clients.map(stateOf));
@@ -123,10 +127,15 @@ async function expectLeftAsFound(
   } finally {
     timers.stop();
   }
-  await waitFor(() => noMoreThan(activeResources(), resources) && timers.pending().length === 0, 3_000);
+  const unref = () => timers.pending(false).filter((where) => !unrefAllowed?.test(where));
+  await waitFor(
+    () => noMoreThan(activeResources(), resources) && timers.pending().length === 0 && unref().length === 0,
+    3_000,
+  );
   const after = await Promise.all(clients.map(stateOf));
   expect(after).toEqual(before);
   expect(timers.pending()).toEqual([]);
+  expect(unref()).toEqual([]);
   // on failure, what is left: each kind's count now, against `resources`
   expect(noMoreThan(activeResources(), resources) || { now: activeResources(), before: resources }).toBe(true);
   // the toolkit's timers were seen (ioredis's command timers among them): the check above is not trivially empty
@@ -343,6 +352,83 @@ describe("an app on the user's cluster client leaves it, and each node's connect
   );
 });
 
+describe("an app closed with work in flight on the user's client leaves it as it found it", () => {
+  // Before 2026-12-05 the cache load's hard timeout (loadTimeout, 10 s) stayed ref'd: the closed app held the process.
+  it('a held auto-extended lock and permit, callers waiting for them (in this process and by wake-up), a live subscription, a cache load', async () => {
+    const main = userClient();
+    const id = randomUUID();
+    const keyPrefix = `rtk-leaks-${id}:`;
+    // another instance (its own connection) holds a lock this app waits for by wake-up
+    const other = await bootToolkitApp({ target: 'single', keyPrefix });
+    const busy = await other.get(LockService).acquire(`inflight:other:${id}`, { ttl: 60_000 });
+    const settled: Promise<unknown>[] = [];
+    await expectLeftAsFound(
+      [main],
+      () => bootToolkitApp({ target: { client: main }, keyPrefix, cache: { l1: { max: 100, ttl: 60_000 } } }),
+      async ({ get }) => {
+        const locks = get(LockService);
+        const held = await locks.acquire(`inflight:${id}`, { ttl: 60_000 });
+        held.startAutoExtend();
+        const retry = { count: 1_000, delay: 100, jitter: 0 };
+        const semaphore = locks.semaphore(`inflight:sem:${id}`, { limit: 1 });
+        (await semaphore.acquire({ ttl: 60_000 })).startAutoExtend();
+        settled.push(
+          locks.acquire(`inflight:${id}`, { ttl: 60_000, retry }),
+          locks.acquire(`inflight:other:${id}`, { ttl: 60_000, retry }),
+          semaphore.acquire({ ttl: 60_000, retry }),
+          locks.using(
+            `inflight:using:${id}`,
+            { ttl: 60_000 },
+            (signal) => new Promise((r) => signal.addEventListener('abort', r)),
+          ),
+          get(CacheService).getOrSet(`inflight:${id}`, () => new Promise(() => undefined), { ttl: 60_000 }),
+        );
+        for (const p of settled) p.catch(() => undefined);
+        await get(PubSubService).subscribe(`inflight:${id}`, () => undefined);
+        await get(PubSubService).subscribe(`inflight:${id}:*`, () => undefined);
+        // every waiter has asked Redis once, and waits
+        expect(
+          await waitFor(
+            async () =>
+              (await main.zcard(`${new KeyBuilder(keyPrefix).tagged('lock', `inflight:other:${id}`)}:waiters`)) > 0,
+            5_000,
+          ),
+        ).toBe(true);
+      },
+      // the hard timeout of the cache load (its loader never settles) still bounds its caller, unref'd
+      /boundedLoad/,
+    );
+    await busy.release();
+  });
+});
+
+describe('the notifications gateway closed with a socket still connected', () => {
+  it('leaves no timer or socket of it (engine.io pings) and the client as it found it', async () => {
+    const main = userClient();
+    const id = randomUUID();
+    let socket: { disconnect(): void } | undefined;
+    await expectLeftAsFound(
+      [main],
+      () =>
+        createGatewayApp({
+          target: { client: main },
+          keyPrefix: `rtk-leaks-${id}:`,
+          pubsub: { durable: true, gateway: { authorize: () => true } },
+        }),
+      async (app) => {
+        const { url } = app as ToolkitApp & { url: string };
+        const client = await connectClient(url, { token: 'u:1' });
+        socket = client.socket;
+        expect(await client.subscribe(`leaks:${id}`)).toMatchObject({ ok: true });
+        expect(await client.subscribe('user:1', '0-0')).toMatchObject({ ok: true });
+        await app.get(PubSubService).notifyUser('1', 'to you');
+        await waitFor(() => client.got.length === 1, 5_000);
+      },
+    );
+    socket?.disconnect();
+  });
+});
+
 describe("the L1 cache where the user's ACL refuses CLIENT TRACKING (invalidation: 'auto' takes the bus)", () => {
   const redis = usePrivateRedis();
 
@@ -524,8 +610,8 @@ describe("an app closed while the user's client cannot reach Redis leaves no lis
       timers.stop();
     }
     // the user's client's own reconnect timers among them: each fires (and the next is not noted) within 2 s
-    await waitFor(() => timers.pending().length === 0, 5_000);
-    expect(timers.pending()).toEqual([]);
+    await waitFor(() => timers.pending().length + timers.pending(false).length === 0, 5_000);
+    expect([...timers.pending(), ...timers.pending(false)]).toEqual([]);
     expect(listenersOf(main)).toEqual(before);
     await redis.server.restart();
     expect(await waitFor(() => main.status === 'ready', 10_000)).toBe(true);
@@ -553,8 +639,8 @@ describe("an app closed while the user's client cannot reach Redis leaves no lis
       timers.stop();
     }
     // the user's client's own reconnect timers among them: each fires (and the next is not noted) within 2 s
-    await waitFor(() => timers.pending().length === 0, 5_000);
-    expect(timers.pending()).toEqual([]);
+    await waitFor(() => timers.pending().length + timers.pending(false).length === 0, 5_000);
+    expect([...timers.pending(), ...timers.pending(false)]).toEqual([]);
     expect(listenersOf(main)).toEqual(before);
     await redis.server.restart();
     expect(await waitFor(() => main.status === 'ready', 10_000)).toBe(true);
