@@ -21,6 +21,7 @@ import {
   routeSharing,
 } from './cache.http-sharing.js';
 import { type RouteVary, hitVary, requestVary, routeVary, variantKey, variesBeyond } from './cache.http-vary.js';
+import { isSse, NonHttpHandlers, taggedKey, versionTag } from './cache.http-contexts.js';
 import { CacheService, type PreparedCall } from './cache.service.js';
 import type { CacheResult, CacheStatus } from './cache.types.js';
 import {
@@ -37,9 +38,10 @@ export type HttpCacheKeyFn = (request: never, context: ExecutionContext) => stri
 
 /**
  * The cache key of a route answered through HttpCacheInterceptor: a fixed string, or a function of the request (for
- * per-user caching, e.g. `@CacheKey((req: Request) => \`me:${req.user.id}\`)`). Without it the key is the URL only
- * (path and query; a hash of it for a URL past 1 KiB or with a `#`: see urlKey), the same for every user: a request
- * with credentials then bypasses the cache (see @CacheShared). A function key is taken as the request's own.
+ * per-user caching, e.g. `@CacheKey((req: Request) => \`me:${req.user.id}\`)`). Without it the key is the URL (path and
+ * query; a hash of it for a URL past 1 KiB or with a `#`: see urlKey; with the route's version under header, media-type
+ * or custom versioning: see versionTag), the same for every user: a request with credentials then bypasses the cache
+ * (see @CacheShared). A function key is taken as the request's own.
  */
 export function CacheKey(key: string | HttpCacheKeyFn): MethodDecorator & ClassDecorator {
   if (typeof key !== 'string' && typeof key !== 'function') {
@@ -125,6 +127,12 @@ interface Route extends RouteSharing {
   etag: { fn: EtagFn; weak: boolean } | undefined;
   /** The request headers its responses vary by (cache.http-vary.ts). */
   vary: RouteVary;
+  /** An @Sse route: passed through (see isSse). */
+  sse: boolean;
+  /** After the URL in the default key: the route's version where the URL does not say it (see versionTag). */
+  version: string | undefined;
+  /** The default key of each URL seen lately, for a route with a version tag (see urlKey). */
+  versionKeys: Map<string, string> | undefined;
 }
 
 /**
@@ -132,9 +140,10 @@ interface Route extends RouteSharing {
  * the cross-process load lock, and an `X-Cache: HIT | MISS | STALE` header. Use it per controller or route with
  * `@UseInterceptors(HttpCacheInterceptor)`, or everywhere with `{ provide: APP_INTERCEPTOR, useClass:
  * HttpCacheInterceptor }`. Only 2xx answers that are plain values are stored: errors, other statuses, streams
- * (`StreamableFile`, Node streams, async iterables) are passed through uncached; a route that answers through `@Res()`
- * is not cached (BYPASS). A stream, or a status the handler set itself, is not handed to a request that joined its load
- * either: that request runs its own handler (see ownResponse).
+ * (`StreamableFile`, Node streams, async iterables) and `@Sse` routes are passed through uncached; a route that answers
+ * through `@Res()` is not cached (BYPASS); a handler that is not HTTP is passed through (see NonHttpHandlers). A
+ * stream, or a status the handler set itself, is not handed to a request that joined its load either: that request
+ * runs its own handler (see ownResponse).
  *
  * A shared cache (RFC 9111 §3.5; cache.http-sharing.ts): a request with credentials is neither answered from nor stored
  * under a key every user shares (the URL, a @CacheKey string) unless the route is @CacheShared: it goes to the handler
@@ -152,20 +161,27 @@ export class HttpCacheInterceptor implements NestInterceptor {
   private readonly routes = new WeakMap<object, WeakMap<object, Route>>();
   /** The key of each URL seen lately: see urlKey. */
   private readonly urlKeys = new Map<string, string>();
+  private readonly nonHttp: NonHttpHandlers;
 
   constructor(
     private readonly cache: CacheService,
     private readonly reflector: Reflector,
     @Optional() private readonly config?: ApplicationConfig,
-  ) {}
+  ) {
+    this.nonHttp = new NonHttpHandlers(reflector);
+  }
 
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
-    if (context.getType() !== 'http') return next.handle();
+    if (context.getType() !== 'http') {
+      this.nonHttp.check(context);
+      return next.handle();
+    }
     // what switchToHttp().getRequest() / getResponse() return, without the three closures it makes per request
     const request = context.getArgByIndex<HttpRequestLike>(0);
     if (request.method !== 'GET') return next.handle();
     const response = context.getArgByIndex<HttpResponseLike>(1);
     const route = this.routeOf(context, response);
+    if (route.sse) return next.handle();
     if (bypasses(route, request)) {
       setHeader(response, 'X-Cache', 'BYPASS');
       return next.handle();
@@ -179,7 +195,7 @@ export class HttpCacheInterceptor implements NestInterceptor {
     let key =
       typeof route.key === 'function'
         ? route.key(request as never, context)
-        : (route.key ?? this.urlKey(request.originalUrl ?? request.url ?? ''));
+        : (route.key ?? this.urlKey(request.originalUrl ?? request.url ?? '', route));
     if (vary.length > 0) key = variantKey(key, vary, request.headers as Record<string, unknown> | undefined);
     let body: unknown;
     const loader = async (): Promise<Loaded> => {
@@ -270,13 +286,16 @@ export class HttpCacheInterceptor implements NestInterceptor {
    * CacheService's memo of entry keys then finds it by identity, where a new `http:` + URL string had to be flattened
    * and hashed on every request (about 0.2 µs of a hit, measured in-process).
    */
-  private urlKey(url: string): string {
-    if (url.length > MEMO_URL_LENGTH) return urlKey(url);
-    let key = this.urlKeys.get(url);
+  private urlKey(url: string, route: Route): string {
+    const tag = route.version;
+    if (url.length > MEMO_URL_LENGTH) return tag === undefined ? urlKey(url) : taggedKey(urlKey(url), tag);
+    // a versioned route's keys in a memo of its own (the same URL is another key on each version's route)
+    const memo = route.versionKeys ?? this.urlKeys;
+    let key = memo.get(url);
     if (key === undefined) {
-      key = urlKey(url);
-      if (this.urlKeys.size >= URL_KEY_MEMO) this.urlKeys.clear();
-      this.urlKeys.set(url, key);
+      key = tag === undefined ? urlKey(url) : taggedKey(urlKey(url), tag);
+      if (memo.size >= URL_KEY_MEMO) memo.clear();
+      memo.set(url, key);
     }
     return key;
   }
@@ -306,7 +325,11 @@ export class HttpCacheInterceptor implements NestInterceptor {
         raw: this.raw(cls, handler, response),
         etag: undefined,
         vary: routeVary(declaredHeader(handler, 'vary')),
+        sse: isSse(handler),
+        version: versionTag(this.config?.getVersioning(), cls, handler),
+        versionKeys: undefined,
       };
+      if (route.version !== undefined) route.versionKeys = new Map();
       if (route.raw) route.etag = etagOf(response);
       ofClass.set(handler, route);
     }
