@@ -39,8 +39,8 @@ export function boundedLoad<T>(
 
 /**
  * The hard-timeout timers of the loads in flight. At the cache's close they stop holding the process open: a loader
- * that never settles kept the closed app's process alive until `loadTimeout` (10 s by default; connection-leaks.spec.ts).
- * They still bound their callers' wait, should the process run on.
+ * that never settles kept the closed app's process alive until `loadTimeout` (10 s by default;
+ * connection-leaks.spec.ts). They still bound their callers' wait, should the process run on.
  */
 export class LoadTimers {
   private readonly pending = new Set<NodeJS.Timeout>();
