@@ -11,6 +11,7 @@ import { DEFAULT_READONLY_GRACE_MS, type ReadOnlyStreak, readOnlyStreakOf } from
 import { clusterReadyDenied } from './redis-permissions.cluster.js';
 import { explainedFailure, IOREDIS_REFUSALS } from './redis-down-reason.js';
 import { checkServer } from './redis-info.js';
+import { closeClient, waitForReady } from './client-lifecycle.js';
 import {
   CONNECTION_OPTIONS,
   DEFAULT_CONNECTION_NAME,
@@ -30,7 +31,6 @@ import {
   type ClientTuning,
 } from './redis-client.factory.js';
 
-const QUIT_TIMEOUT_MS = 1_000;
 /** ioredis' message for a command on a closed connection: says nothing about why it closed. */
 const CONNECTION_CLOSED = 'Connection is closed.';
 
@@ -355,45 +355,4 @@ function timedOut(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
   const node = (err as { lastNodeError?: unknown }).lastNodeError;
   return /timed out|\(timeout\)/.test(err.message) || (node !== undefined && timedOut(node));
-}
-
-/**
- * Until `client` is ready. A transport error rejects at once (the server is down). An error reply does not: ioredis
- * emits one for a SELECT that failed while connecting and then becomes ready all the same (verifyServer says why);
- * when the connection closes instead (its ready check's INFO failed), that reply is the reason.
- */
-function waitForReady(client: RedisClient): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let reply: Error | undefined;
-    const settle = (done: () => void) => {
-      client.off('ready', onReady);
-      client.off('error', onError);
-      client.off('close', onClose);
-      done();
-    };
-    const onReady = () => settle(resolve);
-    const onError = (err: Error) => {
-      if (replyCodeOf(err) === undefined) settle(() => reject(err));
-      else reply = err;
-    };
-    const onClose = () => {
-      if (reply !== undefined) settle(() => reject(reply));
-    };
-    client.on('ready', onReady);
-    client.on('error', onError);
-    client.on('close', onClose);
-  });
-}
-
-async function closeClient(client: RedisClient): Promise<void> {
-  if (client.status === 'end') return;
-  if (client.status !== 'ready') {
-    client.disconnect();
-    return;
-  }
-  try {
-    await withTimeout(client.quit(), QUIT_TIMEOUT_MS, 'quit timed out');
-  } catch {
-    client.disconnect();
-  }
 }
