@@ -137,7 +137,13 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
 
   onModuleInit(): Promise<void> {
     this.flushWarnings();
-    this.starting ??= this.start();
+    // A failed start closes what it made: Nest runs this hook before RedisConnections' (which closes every
+    // connection when one fails) and calls no later one, so a `{ client }` the user gave kept the READONLY streak's
+    // 'ready' listener of each failed boot (connection-leaks.spec.ts).
+    this.starting ??= this.start().catch(async (err: unknown) => {
+      await this.onApplicationShutdown();
+      throw err;
+    });
     return this.starting;
   }
 

@@ -24,7 +24,7 @@ import { connectClient, createGatewayApp } from '../support/pubsub-gateway.js';
 import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
 import { startQuorumServers } from '../support/quorum.js';
 import { sharedServers } from '../support/shared-servers.js';
-import { closeToolkitApps, type ToolkitApp, type ToolkitAppOptions } from '../support/toolkit-app.js';
+import { closeToolkitApps, createToolkitApp, type ToolkitApp, type ToolkitAppOptions } from '../support/toolkit-app.js';
 import { bootToolkitApp } from '../support/toolkit-boot.js';
 import { waitFor } from '../support/wait.js';
 
@@ -354,52 +354,62 @@ describe("an app on the user's cluster client leaves it, and each node's connect
 
 describe("an app closed with work in flight on the user's client leaves it as it found it", () => {
   // Before 2026-12-05 the cache load's hard timeout (loadTimeout, 10 s) stayed ref'd: the closed app held the process.
-  it('a held auto-extended lock and permit, callers waiting for them (in this process and by wake-up), a live subscription, a cache load', async () => {
-    const main = userClient();
-    const id = randomUUID();
-    const keyPrefix = `rtk-leaks-${id}:`;
-    // another instance (its own connection) holds a lock this app waits for by wake-up
-    const other = await bootToolkitApp({ target: 'single', keyPrefix });
-    const busy = await other.get(LockService).acquire(`inflight:other:${id}`, { ttl: 60_000 });
-    const settled: Promise<unknown>[] = [];
-    await expectLeftAsFound(
-      [main],
-      () => bootToolkitApp({ target: { client: main }, keyPrefix, cache: { l1: { max: 100, ttl: 60_000 } } }),
-      async ({ get }) => {
-        const locks = get(LockService);
-        const held = await locks.acquire(`inflight:${id}`, { ttl: 60_000 });
-        held.startAutoExtend();
-        const retry = { count: 1_000, delay: 100, jitter: 0 };
-        const semaphore = locks.semaphore(`inflight:sem:${id}`, { limit: 1 });
-        (await semaphore.acquire({ ttl: 60_000 })).startAutoExtend();
-        settled.push(
-          locks.acquire(`inflight:${id}`, { ttl: 60_000, retry }),
-          locks.acquire(`inflight:other:${id}`, { ttl: 60_000, retry }),
-          semaphore.acquire({ ttl: 60_000, retry }),
-          locks.using(
-            `inflight:using:${id}`,
-            { ttl: 60_000 },
-            (signal) => new Promise((r) => signal.addEventListener('abort', r)),
-          ),
-          get(CacheService).getOrSet(`inflight:${id}`, () => new Promise(() => undefined), { ttl: 60_000 }),
-        );
-        for (const p of settled) p.catch(() => undefined);
-        await get(PubSubService).subscribe(`inflight:${id}`, () => undefined);
-        await get(PubSubService).subscribe(`inflight:${id}:*`, () => undefined);
-        // every waiter has asked Redis once, and waits
-        expect(
-          await waitFor(
-            async () =>
-              (await main.zcard(`${new KeyBuilder(keyPrefix).tagged('lock', `inflight:other:${id}`)}:waiters`)) > 0,
-            5_000,
-          ),
-        ).toBe(true);
-      },
-      // the hard timeout of the cache load (its loader never settles) still bounds its caller, unref'd
-      /boundedLoad/,
-    );
-    await busy.release();
-  });
+  it.each(['one server', 'a quorum'] as const)(
+    '%s: a held auto-extended lock and permit, callers waiting for them (in this process and by wake-up), a live subscription, a cache load',
+    async (where) => {
+      const main = userClient();
+      const id = randomUUID();
+      const keyPrefix = `rtk-leaks-${id}:`;
+      const quorum = sharedServers().quorum;
+      const lock =
+        where === 'a quorum' ? { quorum: { nodes: quorum.map((n) => ({ url: n.url })) }, wakeOnRelease: true } : {};
+      // where the waiting services of a lock are seen: the lock's server (on a quorum, its first node)
+      const lockServer = where === 'a quorum' ? trackForCleanup(new Redis(quorum[0].port, quorum[0].host)) : main;
+      // another instance (its own connection) holds a lock this app waits for by wake-up
+      const other = await bootToolkitApp({ target: 'single', keyPrefix, lock });
+      const busy = await other.get(LockService).acquire(`inflight:other:${id}`, { ttl: 60_000 });
+      const settled: Promise<unknown>[] = [];
+      await expectLeftAsFound(
+        [main],
+        () => bootToolkitApp({ target: { client: main }, keyPrefix, lock, cache: { l1: { max: 100, ttl: 60_000 } } }),
+        async ({ get }) => {
+          const locks = get(LockService);
+          const held = await locks.acquire(`inflight:${id}`, { ttl: 60_000 });
+          held.startAutoExtend();
+          const retry = { count: 1_000, delay: 100, jitter: 0 };
+          const semaphore = locks.semaphore(`inflight:sem:${id}`, { limit: 1 });
+          (await semaphore.acquire({ ttl: 60_000 })).startAutoExtend();
+          settled.push(
+            locks.acquire(`inflight:${id}`, { ttl: 60_000, retry }),
+            locks.acquire(`inflight:other:${id}`, { ttl: 60_000, retry }),
+            semaphore.acquire({ ttl: 60_000, retry }),
+            locks.using(
+              `inflight:using:${id}`,
+              { ttl: 60_000 },
+              (signal) => new Promise((r) => signal.addEventListener('abort', r)),
+            ),
+            get(CacheService).getOrSet(`inflight:${id}`, () => new Promise(() => undefined), { ttl: 60_000 }),
+          );
+          for (const p of settled) p.catch(() => undefined);
+          await get(PubSubService).subscribe(`inflight:${id}`, () => undefined);
+          await get(PubSubService).subscribe(`inflight:${id}:*`, () => undefined);
+          // every waiter has asked Redis once, and waits
+          expect(
+            await waitFor(
+              async () =>
+                (await lockServer.zcard(
+                  `${new KeyBuilder(keyPrefix).tagged('lock', `inflight:other:${id}`)}:waiters`,
+                )) > 0,
+              5_000,
+            ),
+          ).toBe(true);
+        },
+        // the hard timeout of the cache load (its loader never settles) still bounds its caller, unref'd
+        /boundedLoad/,
+      );
+      await busy.release();
+    },
+  );
 });
 
 describe('the notifications gateway closed with a socket still connected', () => {
@@ -646,5 +656,55 @@ describe("an app closed while the user's client cannot reach Redis leaves no lis
     expect(await waitFor(() => main.status === 'ready', 10_000)).toBe(true);
     expect(await main.ping()).toBe('PONG');
     expect(listenersOf(main)).toEqual(before);
+  });
+});
+
+describe("a boot that fails on the user's client leaves it as it found it", () => {
+  const redis = usePrivateRedis();
+
+  afterEach(async () => {
+    redis.server.resume();
+    await trackForCleanup(new Redis(redis.server.port, '127.0.0.1')).config('SET', 'maxmemory', '0');
+  });
+
+  it('the server check does not answer in time (a paused server)', async () => {
+    const main = trackForCleanup(new Redis(redis.server.port, '127.0.0.1', { commandTimeout: 300 }));
+    await main.ping();
+    const before = listenersOf(main);
+    redis.server.pause();
+    // one boot (bootToolkitApp would try three times)
+    const failed = await createToolkitApp({ target: { client: main }, connectTimeout: 500, commandTimeout: 300 }).catch(
+      (err: unknown) => err,
+    );
+    expect(String(failed)).toMatch(/timed out/);
+    expect(listenersOf(main)).toEqual(before);
+    redis.server.resume();
+    expect(await main.ping()).toBe('PONG');
+    expect(listenersOf(main)).toEqual(before);
+  });
+
+  it('the lock refuses an evicting server (onUnsafeEviction: refuse), the L1 cache and sessions started', async () => {
+    const main = userClient(redis.server.port);
+    await main.config('SET', 'maxmemory', '100mb');
+    await main.config('SET', 'maxmemory-policy', 'allkeys-lru');
+    await main.ping();
+    const before = listenersOf(main);
+    const timers = trackTimers();
+    let failed: unknown;
+    try {
+      failed = await createToolkitApp({
+        target: { client: main },
+        lock: { onUnsafeEviction: 'refuse' },
+        cache: { l1: { max: 100, ttl: 60_000 } },
+        session: { ttl: 60_000, cookie: { secret: 's3cret' } },
+      }).catch((err: unknown) => err);
+    } finally {
+      timers.stop();
+    }
+    expect(String(failed)).toMatch(/allkeys-lru/);
+    await waitFor(() => timers.pending().length + timers.pending(false).length === 0, 3_000);
+    expect(listenersOf(main)).toEqual(before);
+    expect([...timers.pending(), ...timers.pending(false)]).toEqual([]);
+    expect(await main.ping()).toBe('PONG');
   });
 });
