@@ -19,7 +19,7 @@ import {
   SessionService,
 } from '../../lib/index.js';
 import { KeyBuilder } from '../../lib/common/keys.js';
-import { RedisToolkitDashboardModule } from '../../lib/dashboard/index.js';
+import { DashboardService, RedisToolkitDashboardModule } from '../../lib/dashboard/index.js';
 import { connectClient, createGatewayApp } from '../support/pubsub-gateway.js';
 import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
 import { startQuorumServers } from '../support/quorum.js';
@@ -474,8 +474,8 @@ function collector(): () => void {
 
 describe("the user's client keeps nothing of a closed app alive", () => {
   /**
-   * Boots an app on `main`, uses locks (a wait among them), pub/sub, the L1 cache (tracking), rate limits and
-   * sessions, closes it, and answers which of its services are still reachable once collected (by constructor name).
+   * Boots an app on `main` with the dashboard, uses locks (a wait among them), pub/sub, the L1 cache (tracking), rate
+   * limits and sessions, closes it, and answers which of its services are still reachable once collected (by constructor name).
    */
   async function aliveAfterClose(main: Redis): Promise<string[]> {
     const gc = collector();
@@ -489,6 +489,8 @@ describe("the user's client keeps nothing of a closed app alive", () => {
         cache: { l1: { max: 100, ttl: 60_000, invalidation: 'tracking' } },
         rateLimit: { blockCache: true, insurance: true },
         session: { ttl: 60_000, cookie: { secret: 's3cret' } },
+        http: true,
+        imports: [RedisToolkitDashboardModule.register({ unsafeNoAuth: true, intervalMs: 60_000 })],
       });
       await useLocks(app.get(LockService), id);
       await usePubSub(app.get(PubSubService), id);
@@ -498,7 +500,15 @@ describe("the user's client keeps nothing of a closed app alive", () => {
       await app.get(RateLimitService).consume(`leaks:${id}`, { limit: 1, ttl: 60_000 });
       const sessions = app.get(SessionService);
       await sessions.destroy((await sessions.create('u1', { n: 1 })).id);
-      const services = [LockService, CacheService, RateLimitService, RedisToolkitHealth, PubSubService, SessionService];
+      const services = [
+        LockService,
+        CacheService,
+        RateLimitService,
+        RedisToolkitHealth,
+        DashboardService,
+        PubSubService,
+        SessionService,
+      ];
       for (const service of services) refs.push(new WeakRef(app.get<object>(service)));
       await app.close();
     })();
@@ -514,7 +524,7 @@ describe("the user's client keeps nothing of a closed app alive", () => {
     return alive();
   }
 
-  it('locks (waits), the L1 cache (tracking), rate limits and health can be collected', async () => {
+  it('locks (waits), the L1 cache (tracking), rate limits, health and the dashboard can be collected', async () => {
     const main = userClient();
     const alive = await aliveAfterClose(main);
     expect(alive.filter((name) => name !== 'PubSubService' && name !== 'SessionService')).toEqual([]);
