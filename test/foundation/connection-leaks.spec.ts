@@ -207,6 +207,36 @@ describe("an app on the user's clients leaves them as it found them at app.close
     );
   });
 
+  it.each([
+    ['lazyConnect', false],
+    ['the same client under connection and connections (locks, L1 tracking on it by name)', true],
+  ] as const)('%s', async (_, named) => {
+    const main = userClient();
+    const id = randomUUID();
+    const byName = named ? { connection: 'same' } : {};
+    await expectLeftAsFound(
+      [main],
+      () =>
+        bootToolkitApp({
+          target: { client: main },
+          ...(named ? { connections: { same: { client: main } } } : { lazyConnect: true }),
+          keyPrefix: `rtk-leaks-${id}:`,
+          cache: { ...byName, l1: { max: 100, ttl: 60_000, invalidation: 'tracking' } },
+          lock: byName,
+          rateLimit: byName,
+        }),
+      async ({ get }) => {
+        await useLocks(get(LockService), id);
+        await get(RateLimitService).consume(`leaks:${id}`, { limit: 1, ttl: 60_000 });
+        const cache = get(CacheService);
+        await cache.set(`leaks:${id}`, 'v', { ttl: 60_000 });
+        expect(await cache.get(`leaks:${id}`)).toBe('v');
+        expect(await cache.get(`leaks:${id}`)).toBe('v');
+        await usePubSub(get(PubSubService), id);
+      },
+    );
+  });
+
   it('the L1 cache on the bus, and pub/sub, on the main client', async () => {
     const main = userClient();
     const id = randomUUID();
@@ -637,6 +667,33 @@ describe("an app closed while the user's client cannot reach Redis leaves no lis
     expect(await waitFor(() => main.status === 'ready', 10_000)).toBe(true);
     expect(await main.ping()).toBe('PONG');
     expect(listenersOf(main)).toEqual(before);
+  });
+
+  it('Redis restarted while the app was open (L1 tracking, subscriptions and lock waits come back), then closed', async () => {
+    const main = trackForCleanup(new Redis(redis.server.port, '127.0.0.1', { commandTimeout: 1_000 }));
+    const id = randomUUID();
+    await expectLeftAsFound(
+      [main],
+      () =>
+        bootToolkitApp({
+          target: { client: main },
+          keyPrefix: `rtk-away-${id}:`,
+          cache: { l1: { max: 100, ttl: 60_000, invalidation: 'tracking' } },
+        }),
+      async (app) => {
+        await useLocks(app.get(LockService), id);
+        const off = await app.get(PubSubService).subscribe(`away:${id}`, () => undefined);
+        await redis.server.stop();
+        await redis.server.restart();
+        expect(await waitFor(() => main.status === 'ready', 10_000)).toBe(true);
+        // tracking is on again on the user's connection (the L1 turned it on after the reconnect)
+        const trackingOn = async () => ((await main.call('CLIENT', 'TRACKINGINFO')) as unknown[])[1];
+        expect(await waitFor(async () => String(await trackingOn()).includes('on'), 5_000)).toBe(true);
+        await useLocks(app.get(LockService), `${id}:again`);
+        await usePubSub(app.get(PubSubService), id);
+        await off();
+      },
+    );
   });
 
   it('lazyConnect: Redis was away from the start until after app.close()', async () => {
