@@ -2,7 +2,8 @@
  * Adversarial review of the Nest integration surface: "a team can adopt it in any Nest 12 stack and is never let down
  * silently". Each case boots a real app on the shared Redis (Express and Fastify for HTTP) and asserts what an
  * experienced NestJS user would expect. Where the toolkit silently does something else, the case is pinned as
- * `it.failing` with what happens now and what is expected; the passing behaviours are plain tests.
+ * `it.failing` with what happens now and what is expected; the passing behaviours are plain tests. A pinned case
+ * whose bug is fixed is a plain test, its comment naming the fix and what happened before.
  *
  * Not covered here: a real microservice transport (`@nestjs/microservices` is not installed and no dependency is
  * added): the RPC cases hand the guards the execution context Nest builds for an RPC handler (`ExecutionContextHost`
@@ -138,13 +139,13 @@ describe('execution contexts: RPC (a microservice handler) and WebSocket', () =>
     expect(outcome).toBeInstanceOf(UnsupportedContextError);
   });
 
-  // Now: HttpCacheInterceptor passes every context that is not HTTP straight through
+  // Fixed in 2c92c9f; before it: HttpCacheInterceptor passes every context that is not HTTP straight through
   // (lib/cache/cache.http-interceptor.ts, first line of intercept), without a word, even on a handler the team
   // explicitly gave @CacheTTL: a gateway method with @UseInterceptors(HttpCacheInterceptor) + @CacheTTL(60_000) runs
   // on every message and nothing says the cache is off. Expected: a warning once per such handler naming the reason
   // (the HTTP cache applies to HTTP GET routes only) and the remedy (@Cacheable on the service method, or
   // CacheService.getOrSet).
-  it.failing('HttpCacheInterceptor on a WebSocket handler that has @CacheTTL warns that it does not cache there', async () => {
+  it('HttpCacheInterceptor on a WebSocket handler that has @CacheTTL warns that it does not cache there', async () => {
     class ChatGateway {
       @CacheTTL(60_000)
       history(): string[] {
@@ -293,7 +294,7 @@ describe.each(PLATFORMS)(
       expect(count(`file:${id}`)).toBe(2);
     });
 
-    // Now: an @Sse route (a GET) under a global HttpCacheInterceptor (the setup docs/cache.md shows: APP_INTERCEPTOR)
+    // Fixed in 2c92c9f; before it: an @Sse route (a GET) under a global HttpCacheInterceptor (the setup docs/cache.md shows: APP_INTERCEPTOR)
     // is taken for a cacheable GET: the interceptor waits for the stream to complete (lastValueFrom), stores its LAST
     // event and answers every client with that one event (from the cache on later requests, the handler no longer
     // runs). The client of a 3-event stream gets one event: `id: 1\ndata: c` on Express, and on Fastify the stored JSON
@@ -302,7 +303,7 @@ describe.each(PLATFORMS)(
     // (Nest's `__sse__` route metadata) pass through untouched, or X-Cache: BYPASS, every event delivered, the handler
     // run per request. Cause: lib/cache/cache.http-interceptor.ts intercept() / isStream in cache.http-sharing.ts do not
     // know Observables of events.
-    it.failing('an @Sse route streams every event to every client and is never stored', async () => {
+    it('an @Sse route streams every event to every client and is never stored', async () => {
       const { server, id } = await boot();
       const first = await getText(server, '/sse/events');
       const second = await getText(server, '/sse/events');
@@ -479,14 +480,14 @@ class DurableCatalog {
 }
 
 describe('provider scopes', () => {
-  // Now: the explorer (lib/common/method-interception.ts) attaches the cache and lock to `wrapper.instance`, the
+  // Fixed in 144c55f; before it: the explorer (lib/common/method-interception.ts) attaches the cache and lock to `wrapper.instance`, the
   // static instance of the TRANSIENT provider, but every consumer is injected an instance of its own (one per
   // inquirer), on which the trampoline finds no invoker and calls the method bare: @Cacheable loads on every call,
   // @WithLock runs without the lock, and no warning is logged (isDependencyTreeStatic() is true for a transient
   // provider with static dependencies, so the request-scoped warning does not fire either). Expected: the decorators
   // apply to every instance Nest makes of a transient provider (attach per instance, e.g. on first call), or the
   // start fails or warns naming the class and the remedy.
-  it.failing('@Cacheable / @WithLock on a TRANSIENT provider apply to the instance a consumer is injected (or a warning says they do not)', async () => {
+  it('@Cacheable / @WithLock on a TRANSIENT provider apply to the instance a consumer is injected (or a warning says they do not)', async () => {
     TransientCatalog.id = randomUUID();
     const { warnings, logger } = recordingLogger();
     const { get } = await createToolkitApp({
@@ -520,13 +521,13 @@ describe('provider scopes', () => {
     }
   });
 
-  // Now: the warning says "RequestScopedCatalog.locked is request-scoped or depends on a request-scoped provider;
+  // Fixed in 144c55f; before it: the warning says "RequestScopedCatalog.locked is request-scoped or depends on a request-scoped provider;
   // its Redis toolkit decorators are not applied" and stops there. For @WithLock that means a critical section that
   // runs without mutual exclusion in production; the project's rule asks for at least a warning naming the remedy
   // (and for a lock a start-up error would be the safer default). Expected: the warning names what to do (move the
   // method to a singleton provider, or call LockService.using / CacheService.getOrSet from the request-scoped one).
   // Cause: the message in MethodInterceptionExplorer.explore (lib/common/method-interception.ts).
-  it.failing('the request-scoped warning names the remedy (a singleton provider, or LockService / CacheService directly)', async () => {
+  it('the request-scoped warning names the remedy (a singleton provider, or LockService / CacheService directly)', async () => {
     const { warnings, logger } = recordingLogger();
     await createToolkitApp({ keyPrefix: prefix(), providers: [RequestScopedCatalog], logger });
     const lockWarning = warnings.find((w) => w.includes('RequestScopedCatalog.locked'));
@@ -712,12 +713,12 @@ class TwoAppsCatalog {
 }
 
 describe('module wiring: lazy modules, two apps, lifecycle', () => {
-  // Now: a module loaded after bootstrap with LazyModuleLoader (Nest's documented way to load a module on demand,
+  // Fixed in 144c55f; before it: a module loaded after bootstrap with LazyModuleLoader (Nest's documented way to load a module on demand,
   // e.g. in a serverless handler) gets its providers created and its own lifecycle hooks run, but the toolkit's
   // explorer ran once at bootstrap (MethodInterceptionExplorer.onModuleInit, lib/common/method-interception.ts) and
   // never sees them: @Cacheable loads on every call and @WithLock runs without a lock, with no warning. Expected:
   // the decorators apply to a lazily loaded module's providers too, or a warning names the class and the remedy.
-  it.failing('@Cacheable / @WithLock in a module loaded with LazyModuleLoader apply (or a warning says they do not)', async () => {
+  it('@Cacheable / @WithLock in a module loaded with LazyModuleLoader apply (or a warning says they do not)', async () => {
     LazyReports.id = randomUUID();
     const { warnings, logger } = recordingLogger();
     const { get } = await createToolkitApp({ keyPrefix: prefix(), providers: [LazyLoaderHost], logger });
@@ -898,13 +899,13 @@ describe.each(PLATFORMS)('HTTP wiring on %s', (platform) => {
     expect([again.body, again.headers['x-cache']]).toEqual([{ version: 2 }, 'HIT']);
   });
 
-  // Now: with header versioning (enableVersioning({ type: HEADER })) both versions of GET /items have the same URL,
+  // Fixed in 2c92c9f; before it: with header versioning (enableVersioning({ type: HEADER })) both versions of GET /items have the same URL,
   // and the URL is the default key (lib/cache/cache.http-interceptor.ts: `http:` + originalUrl): the first version
   // asked is stored and served to the other one, `{ version: 1 }` with X-Cache: HIT to a client that asked for
   // version 2, without a word; media-type versioning (`Accept: application/json;v=2`) the same. Expected: two versions never share an
   // entry (the route's version, or the versioning header, in the key, or at least the handler in it), or a start-up
   // warning/error naming the remedy (@CacheKey, Vary on the header).
-  it.failing.each([
+  it.each([
     [
       'header',
       { type: VersioningType.HEADER, header: 'X-API-Version' } as const,
@@ -927,13 +928,13 @@ describe.each(PLATFORMS)('HTTP wiring on %s', (platform) => {
     expect((await http.get('/items').set(headers('2'))).body).toEqual({ version: 2 });
   });
 
-  // Now: the guard's counter is `<Controller>.<handler>:<policy>` (generateKey, lib/rate-limit/rate-limit.guard.ts),
+  // Fixed in f139739; before it: the guard's counter is `<Controller>.<handler>:<policy>` (generateKey, lib/rate-limit/rate-limit.guard.ts),
   // by class NAME: v1's and v2's `UsersController.list` (two classes, two versions, one name, the usual layout of a
   // versioned API) share one counter, so traffic to v1 uses up v2's limit (the third request, the first to v2, is
   // refused). Nothing warns, although @Cacheable's default keys refuse two classes of one name at start
   // (docs/cache.md). Expected: two controllers of one name get counters of their own (the route path and version in
   // the default key, or the class identity), or the start fails/warns naming them as @Cacheable does.
-  it.failing('two versions served by controllers of one class name keep separate rate-limit counters', async () => {
+  it('two versions served by controllers of one class name keep separate rate-limit counters', async () => {
     const { server } = await httpApp(platform, {
       controllers: [usersControllerOfVersion('1'), usersControllerOfVersion('2')],
       beforeInit: (a: INestApplication) => {
