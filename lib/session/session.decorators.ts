@@ -1,14 +1,20 @@
 import { createParamDecorator, type ExecutionContext } from '@nestjs/common';
-import { requestSession, type SessionRequest } from './session.http.js';
+import { requestSession, sessionSource, socketSession } from './session.http.js';
 import type { Session } from './session.types.js';
 
 /**
- * The current request's session (set by SessionMiddleware or SessionGuard), or null. `@CurrentSession('userId')`
- * gives one property of it. Express and Fastify alike (on Fastify the session is kept on the Node request, `req.raw`).
+ * The current session, or null. `@CurrentSession('userId')` gives one property of it.
+ * - HTTP (Express and Fastify): the session SessionMiddleware or SessionGuard attached to the request (on Fastify it
+ *   is kept on the Node request, `req.raw`).
+ * - A Socket.IO gateway's message handler: the session SessionGuard read from the handshake cookie for this
+ *   socket's message (null on a handler without the guard until a guarded one ran on the socket).
+ * - Any other context (rpc, a custom transport, GraphQL): UnsupportedContextError, never a session read out of a
+ *   message payload.
  */
 export const CurrentSession = createParamDecorator(
   (property: keyof Session | undefined, context: ExecutionContext): unknown => {
-    const session = requestSession(context.switchToHttp().getRequest<SessionRequest>()) ?? null;
+    const source = sessionSource(context, '@CurrentSession()');
+    const session = (source.type === 'ws' ? socketSession(source.socket) : requestSession(source.req)) ?? null;
     return property === undefined || session === null ? session : session[property];
   },
 );

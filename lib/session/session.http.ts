@@ -1,5 +1,5 @@
-import { ServiceUnavailableException } from '@nestjs/common';
-import { RedisUnavailableError } from '../common/errors.js';
+import { type ExecutionContext, ServiceUnavailableException } from '@nestjs/common';
+import { RedisUnavailableError, UnsupportedContextError } from '../common/errors.js';
 import type { Session } from './session.types.js';
 
 /**
@@ -20,8 +20,10 @@ export interface SessionRequest {
 }
 
 /**
- * Where the toolkit's session is also kept on the request, for when another library owns `req.session`: express-session
- * puts its own Session object there on every request, logged in or not (and may do so after SessionMiddleware ran).
+ * Where the toolkit keeps the session it attached to a request (or a Socket.IO socket): a symbol no payload can carry
+ * (JSON, a form, a message of any transport only make string keys), set by setRequestSession and nothing else. It is
+ * what requestSession trusts; `req.session` is only a copy for the app's code, and another library may own it
+ * (express-session puts its own Session object there on every request, possibly after SessionMiddleware ran).
  */
 const TOOLKIT_SESSION = Symbol('rtk.session');
 
@@ -32,7 +34,7 @@ interface SessionHolder {
 
 /**
  * Whether `req.session` holds another library's session: an instance of a class (express-session's, cookie-session's
- * Session). The toolkit's Session is a plain object, as is anything code assigns to mean "this session" or "none".
+ * Session), which setRequestSession leaves in place.
  */
 function isForeignSession(value: unknown): boolean {
   if (typeof value !== 'object' || value === null) return false;
@@ -41,27 +43,79 @@ function isForeignSession(value: unknown): boolean {
 }
 
 /**
- * The session SessionMiddleware or SessionGuard put on this request: a Session, null (looked, none), or undefined
- * (nobody looked yet). On Fastify it lives on the Node request (`req.raw`), the one object that Nest middleware and
- * guards both see. When another library's session is on `req.session` (express-session in the same app), the
- * toolkit's is read from where setRequestSession kept it: taking express-session's for ours let SessionGuard pass
- * every request, logged in or not.
+ * The session SessionMiddleware or SessionGuard attached to this request: a Session, null (looked, none), or undefined
+ * (the toolkit has not looked). On Fastify it lives on the Node request (`req.raw`), the one object that Nest
+ * middleware and guards both see. Only what setRequestSession attached counts: a plain object on `req.session` that
+ * the toolkit did not put there is not a session (an RPC handler's "request" is the message payload, and a payload
+ * `{ "session": { "userId": "admin" } }` passed SessionGuard), nor is another library's (express-session's object
+ * let SessionGuard pass every request, logged in or not). The app's code may still clear it: `req.session = null`
+ * after the toolkit attached one reads as null (taking a session away can only refuse more).
  */
-export function requestSession(req: SessionRequest): Session | null | undefined {
+export function requestSession(req: SessionRequest | undefined): Session | null | undefined {
+  if (typeof req !== 'object' || req === null) return undefined;
   const holder = (req.raw ?? req) as SessionHolder;
-  const value = holder.session;
-  return isForeignSession(value) ? holder[TOOLKIT_SESSION] : (value as Session | null | undefined);
+  if (!Object.hasOwn(holder, TOOLKIT_SESSION)) return undefined;
+  return holder.session === null ? null : holder[TOOLKIT_SESSION];
 }
 
 /**
- * Puts the session on the request: on `req.session`, unless another library's session is there (express-session
- * throws in `res.end` when its own is replaced, and the request is never answered), and always beside it, where
- * requestSession finds it should another library put its own on `req.session` later.
+ * Attaches the session to the request where requestSession reads it, and copies it to `req.session` for the app's
+ * code, unless another library's session is there (express-session throws in `res.end` when its own is replaced,
+ * and the request is never answered).
  */
 export function setRequestSession(req: SessionRequest, session: Session | null): void {
   const holder = (req.raw ?? req) as SessionHolder;
   holder[TOOLKIT_SESSION] = session;
   if (!isForeignSession(holder.session)) holder.session = session;
+}
+
+/** What SessionGuard reads of a Socket.IO socket (the client of a gateway's message handler). */
+export interface SessionSocket {
+  /** The connection's handshake: its headers are the HTTP upgrade request's (the browser's cookies among them). */
+  handshake?: { headers?: Record<string, string | string[] | undefined> };
+}
+
+/**
+ * The session SessionGuard attached to this socket for its latest guarded message, null (none), or undefined (no
+ * guarded message yet). Kept on the socket under the same symbol (never `socket.session`, which is the app's), since
+ * Nest hands a guard and a parameter decorator no shared per-message object.
+ */
+export function socketSession(socket: SessionSocket | undefined): Session | null | undefined {
+  if (typeof socket !== 'object' || socket === null) return undefined;
+  return (socket as SessionHolder)[TOOLKIT_SESSION];
+}
+
+export function setSocketSession(socket: SessionSocket, session: Session | null): void {
+  (socket as SessionHolder)[TOOLKIT_SESSION] = session;
+}
+
+/** Where a handler's session comes from: an HTTP request, or a Socket.IO socket's handshake. */
+export type SessionSource = { type: 'http'; req: SessionRequest } | { type: 'ws'; socket: SessionSocket };
+
+/**
+ * The request (HTTP) or socket (Socket.IO) of `context` that SessionGuard and @CurrentSession read. Any other context
+ * (rpc, a custom transport, GraphQL) is refused with UnsupportedContextError naming the handler and the remedy: its
+ * "request" is whatever the transport hands the handler (an RPC message's payload), which carries no verified
+ * cookie, and a session must never be read out of it.
+ */
+export function sessionSource(context: ExecutionContext, who: string): SessionSource {
+  const type = context.getType<string>();
+  const handler = `${context.getClass()?.name}.${context.getHandler()?.name}`;
+  if (type === 'http') return { type, req: context.switchToHttp().getRequest<SessionRequest>() };
+  if (type === 'ws') {
+    const socket = context.switchToWs().getClient<SessionSocket | undefined>();
+    if (typeof socket?.handshake?.headers === 'object') return { type, socket };
+    throw new UnsupportedContextError(
+      `${who} found no Socket.IO handshake on the WebSocket client of ${handler}: it reads the session cookie of ` +
+        "a Socket.IO connection's handshake (@nestjs/platform-socket.io); with another WebSocket adapter " +
+        'authenticate the connection in a guard of your own',
+    );
+  }
+  throw new UnsupportedContextError(
+    `${who} cannot read a "${type}" execution context (${handler}): it reads the session cookie of an HTTP ` +
+      'request or a Socket.IO handshake, and a message of this transport carries none (its payload is never taken ' +
+      'for a session); authenticate this transport in a guard of your own',
+  );
 }
 
 /**
