@@ -1,5 +1,5 @@
 import { createParamDecorator, type ExecutionContext } from '@nestjs/common';
-import { requestSession, sessionSource, socketSession } from './session.http.js';
+import { attachedSession, sessionSource, socketSession } from './session.http.js';
 import type { Session } from './session.types.js';
 
 /**
@@ -14,7 +14,7 @@ import type { Session } from './session.types.js';
 export const CurrentSession = createParamDecorator(
   (property: keyof Session | undefined, context: ExecutionContext): unknown => {
     const source = sessionSource(context, '@CurrentSession()');
-    const session = (source.type === 'ws' ? socketSession(source.socket) : requestSession(source.req)) ?? null;
+    const session = (source.type === 'ws' ? socketSession(source.socket) : attachedSession(source.req)) ?? null;
     return property === undefined || session === null ? session : session[property];
   },
 );

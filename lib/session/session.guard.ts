@@ -4,7 +4,7 @@ import { originAllowed } from '../notifications/notifications.origin-check.js';
 import { SessionService } from './session.service.js';
 import {
   cookieSession,
-  requestSession,
+  attachedSession,
   SESSION_UNAVAILABLE_MESSAGE,
   sessionSource,
   setRequestSession,
@@ -34,7 +34,7 @@ export class SessionGuard implements CanActivate {
     const source = sessionSource(context, 'SessionGuard');
     if (source.type === 'ws') return this.activateSocket(context, source.socket);
     const req = source.req;
-    let session = requestSession(req);
+    let session = attachedSession(req);
     if (session === undefined) {
       try {
         session = await this.cookieSession(req.headers?.cookie);

@@ -22,7 +22,7 @@ export interface SessionRequest {
 /**
  * Where the toolkit keeps the session it attached to a request (or a Socket.IO socket): a symbol no payload can carry
  * (JSON, a form, a message of any transport only make string keys), set by setRequestSession and nothing else. It is
- * what requestSession trusts; `req.session` is only a copy for the app's code, and another library may own it
+ * what attachedSession trusts; `req.session` is only a copy for the app's code, and another library may own it
  * (express-session puts its own Session object there on every request, possibly after SessionMiddleware ran).
  */
 const TOOLKIT_SESSION = Symbol('rtk.session');
@@ -44,14 +44,14 @@ function isForeignSession(value: unknown): boolean {
 
 /**
  * The session SessionMiddleware or SessionGuard attached to this request: a Session, null (looked, none), or undefined
- * (the toolkit has not looked). On Fastify it lives on the Node request (`req.raw`), the one object that Nest
- * middleware and guards both see. Only what setRequestSession attached counts: a plain object on `req.session` that
- * the toolkit did not put there is not a session (an RPC handler's "request" is the message payload, and a payload
- * `{ "session": { "userId": "admin" } }` passed SessionGuard), nor is another library's (express-session's object
- * let SessionGuard pass every request, logged in or not). The app's code may still clear it: `req.session = null`
- * after the toolkit attached one reads as null (taking a session away can only refuse more).
+ * (the toolkit has not looked). What SessionGuard and @CurrentSession trust. On Fastify it lives on the Node request
+ * (`req.raw`), the one object that Nest middleware and guards both see. Only what setRequestSession attached counts:
+ * a plain object on `req.session` that the toolkit did not put there is not a session (an RPC handler's "request" is
+ * the message payload, and a payload `{ "session": { "userId": "admin" } }` passed SessionGuard), nor is another
+ * library's (express-session's object let SessionGuard pass every request, logged in or not). The app's code may
+ * still clear it: `req.session = null` after the toolkit attached one reads as null (it can only refuse more).
  */
-export function requestSession(req: SessionRequest | undefined): Session | null | undefined {
+export function attachedSession(req: SessionRequest | undefined): Session | null | undefined {
   if (typeof req !== 'object' || req === null) return undefined;
   const holder = (req.raw ?? req) as SessionHolder;
   if (!Object.hasOwn(holder, TOOLKIT_SESSION)) return undefined;
@@ -59,7 +59,20 @@ export function requestSession(req: SessionRequest | undefined): Session | null 
 }
 
 /**
- * Attaches the session to the request where requestSession reads it, and copies it to `req.session` for the app's
+ * Whatever may be a session on this request, for a caller that must err on the side of "someone is logged in" (the
+ * HTTP cache's credentials check, which then keeps the response out of the key every user shares): the one the toolkit
+ * attached, else a plain object on `req.session` (an app's own middleware may put its session there). Never for
+ * authentication: a plain object proves nothing (use attachedSession).
+ */
+export function requestSession(req: SessionRequest | undefined): Session | null | undefined {
+  const attached = attachedSession(req);
+  if (attached || typeof req !== 'object' || req === null) return attached;
+  const value = ((req.raw ?? req) as SessionHolder).session;
+  return typeof value === 'object' && value !== null && !isForeignSession(value) ? (value as Session) : attached;
+}
+
+/**
+ * Attaches the session to the request where attachedSession reads it, and copies it to `req.session` for the app's
  * code, unless another library's session is there (express-session throws in `res.end` when its own is replaced,
  * and the request is never answered).
  */

@@ -20,7 +20,8 @@ import { randomUUID } from 'node:crypto';
 import { jest } from '@jest/globals';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Controller, Get, type INestApplication, UseGuards } from '@nestjs/common';
+import { Controller, Get, type INestApplication, Req, UseGuards } from '@nestjs/common';
+import { APP_INTERCEPTOR } from '@nestjs/core';
 import { ROUTE_ARGS_METADATA } from '@nestjs/common/constants.js';
 import { ExecutionContextHost } from '@nestjs/core/helpers/execution-context-host.js';
 import { SubscribeMessage, WebSocketGateway } from '@nestjs/websockets';
@@ -33,7 +34,7 @@ import {
   SessionService,
   UnsupportedContextError,
 } from '../../lib/index.js';
-import { signCookieValue } from '../../lib/advanced.js';
+import { HttpCacheInterceptor, signCookieValue } from '../../lib/advanced.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { startRedisServer } from '../support/redis-server.js';
 import { closeToolkitApps, createToolkitApp, PLATFORMS, type RedisTarget } from '../support/toolkit-app.js';
@@ -140,6 +141,24 @@ function plantPlainSession(app: INestApplication): void {
   });
 }
 
+/** A route whose answer is the user of the app's own session (a plain object its middleware puts on req.session). */
+@Controller('own-session')
+class OwnSessionController {
+  @Get('me')
+  me(@Req() req: { session?: { userId?: string } }) {
+    return { user: req.session?.userId ?? null };
+  }
+}
+
+/** The app's own session middleware: `req.session = { userId }` from its `uid` cookie. */
+function ownSessionMiddleware(app: INestApplication): void {
+  app.use((req: { headers: { cookie?: string }; session?: unknown }, _res: unknown, next: () => void) => {
+    const uid = /uid=(\w+)/.exec(req.headers.cookie ?? '')?.[1];
+    if (uid !== undefined) req.session = { userId: uid };
+    next();
+  });
+}
+
 describe.each(PLATFORMS)('HTTP on %s: only the session the toolkit attached counts', (platform) => {
   it('a plain object on req.session that the toolkit did not attach neither passes SessionGuard nor is @CurrentSession()', async () => {
     const app = await createToolkitApp({
@@ -160,6 +179,34 @@ describe.each(PLATFORMS)('HTTP on %s: only the session the toolkit attached coun
     const cookie = `rtk.sid=${encodeURIComponent(signCookieValue(session.id, secret))}`;
     const ok = await http.get('/ctx/guarded').set('Cookie', cookie);
     expect([ok.status, ok.body]).toEqual([200, { userId: 'user-http' }]);
+  });
+});
+
+describe.each(PLATFORMS)("HTTP on %s: an app's own plain req.session and the shared URL cache", (platform) => {
+  // Not a session to SessionGuard, but still a sign that someone is logged in to HttpCacheInterceptor: its answer
+  // stays out of the key every user shares. (2391acb made the cache's check as strict as the guard's, and bob got
+  // ann's cached answer: ['MISS', ann], ['HIT', ann].)
+  it("one user's answer is never served to another from the URL key", async () => {
+    const app = await createToolkitApp({
+      keyPrefix: prefix(),
+      platform,
+      http: true,
+      cache: { defaultTtl: 60_000, beta: 0 },
+      session: { cookie: { secret } },
+      controllers: [OwnSessionController],
+      providers: [{ provide: APP_INTERCEPTOR, useClass: HttpCacheInterceptor }],
+      beforeInit: ownSessionMiddleware,
+    });
+    const http = request(app.app.getHttpServer() as Server);
+    const ann = await http.get('/own-session/me').set('Cookie', 'uid=ann');
+    const bob = await http.get('/own-session/me').set('Cookie', 'uid=bob');
+    expect([
+      [ann.headers['x-cache'], ann.body],
+      [bob.headers['x-cache'], bob.body],
+    ]).toEqual([
+      ['BYPASS', { user: 'ann' }],
+      ['BYPASS', { user: 'bob' }],
+    ]);
   });
 });
 
