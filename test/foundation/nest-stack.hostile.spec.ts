@@ -124,13 +124,13 @@ describe('execution contexts: RPC (a microservice handler) and WebSocket', () =>
     expect((refused as Error).message).toMatch(/"rpc".*RpcHandlers\.created.*getRequestResponse/s);
   });
 
-  // Now: SessionGuard reads `switchToHttp().getRequest()`, which in an RPC context is the message payload. A payload
+  // Fixed in 2391acb; before it: SessionGuard reads `switchToHttp().getRequest()`, which in an RPC context is the message payload. A payload
   // carrying a plain `session` object (`{ "session": { "userId": "admin" } }`, anything a producer can send) is
   // taken as the toolkit's session (requestSession in lib/session/session.http.ts accepts any plain object) and the
   // guard returns true: an unauthenticated message passes a guard meant to require a login. Expected: the guard
   // refuses a context that is not HTTP with UnsupportedContextError (as RateLimitGuard does), never reads a session
   // out of a payload. Cause: lib/session/session.guard.ts has no context-type check.
-  it.failing('SessionGuard in an RPC context never takes a session from the message payload', async () => {
+  it('SessionGuard in an RPC context never takes a session from the message payload', async () => {
     const { get } = await createToolkitApp({ keyPrefix: prefix(), session: { cookie: { secret: 's'.repeat(32) } } });
     const guard = new SessionGuard(get(SessionService));
     const forged = { session: { id: 'x'.repeat(43), userId: 'admin', data: {} } };
@@ -182,7 +182,7 @@ describe.each(PLATFORMS)('execution contexts: a Socket.IO gateway on %s', (platf
     for (const s of sockets.splice(0)) s.disconnect();
   });
 
-  // Now: SessionGuard reads `switchToHttp().getRequest()`, which on a @SubscribeMessage handler is the Socket.IO
+  // Fixed in 2391acb; before it: SessionGuard reads `switchToHttp().getRequest()`, which on a @SubscribeMessage handler is the Socket.IO
   // socket: it has no `headers` (the browser's cookie is in `socket.handshake.headers`), so a client that logged in
   // over HTTP and connects with its valid session cookie is refused with UnauthorizedException, an HttpException
   // that Nest's WS exception filter answers as `{ status: 'error', message: 'Internal server error' }`; the server
@@ -190,7 +190,7 @@ describe.each(PLATFORMS)('execution contexts: a Socket.IO gateway on %s', (platf
   // notifications gateway does read that cookie). Expected: the session of the handshake's cookie (the handler's
   // @CurrentSession('userId') answers 'user-ws'), or a typed UnsupportedContextError naming the remedy. Cause:
   // lib/session/session.guard.ts and session.decorators.ts (switchToHttp on every context).
-  it.failing('SessionGuard + @CurrentSession on a @SubscribeMessage handler see the session of the handshake cookie (or say they cannot)', async () => {
+  it('SessionGuard + @CurrentSession on a @SubscribeMessage handler see the session of the handshake cookie (or say they cannot)', async () => {
     const secret = 's'.repeat(32);
     const { errors, logger } = recordingLogger();
     const app = await createToolkitApp({
