@@ -47,3 +47,16 @@ export function checkPeers(entry: string, loads: readonly string[], install: rea
   });
   if (missing.length > 0) throw new MissingPeerError(missingPeersMessage(entry, install, missing));
 }
+
+type WsExceptionCtor = new (error: string | object) => Error;
+let wsExceptionCtor: WsExceptionCtor | undefined;
+
+/**
+ * A `WsException` carrying `payload` (what a Socket.IO client receives on its `exception` event), for the guards that
+ * refuse a gateway's message. @nestjs/websockets is an optional peer: imported only once such a message is refused,
+ * when a gateway runs and so it is installed.
+ */
+export async function wsException(payload: object): Promise<Error> {
+  wsExceptionCtor ??= (await import('@nestjs/websockets')).WsException as WsExceptionCtor;
+  return new wsExceptionCtor(payload);
+}

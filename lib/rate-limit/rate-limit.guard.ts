@@ -21,6 +21,7 @@ import type { NamedThrottleOptions } from './rate-limit.decorators.js';
 import { RATE_LIMIT_OPTIONS, type Resolvable, type ResolvedRateLimitOptions } from './rate-limit.options.js';
 import { RateLimitService, type RateLimitCheck, type RateLimitDecision } from './rate-limit.service.js';
 import { shownValue } from '../common/option-checks.js';
+import { wsException } from '../common/optional-peers.js';
 import { classNameOf } from './rate-limit.class-names.js';
 
 /** The parts of an HTTP request (Express or Fastify) or a WebSocket handshake the guard reads. */
@@ -366,13 +367,4 @@ function chargeScopeOf(context: ExecutionContext, req: object): object {
 
 async function resolve<T>(value: Resolvable<T> | undefined, context: ExecutionContext): Promise<T> {
   return (typeof value === 'function' ? await (value as (c: ExecutionContext) => T | Promise<T>)(context) : value) as T;
-}
-
-// @nestjs/websockets is an optional peer dependency: load WsException only when a WebSocket handler is limited.
-type WsExceptionCtor = new (error: string | object) => Error;
-let wsExceptionCtor: WsExceptionCtor | undefined;
-
-async function wsException(payload: object): Promise<Error> {
-  wsExceptionCtor ??= (await import('@nestjs/websockets')).WsException as WsExceptionCtor;
-  return new wsExceptionCtor(payload);
 }

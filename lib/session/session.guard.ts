@@ -1,5 +1,6 @@
 import { Injectable, UnauthorizedException, type CanActivate, type ExecutionContext } from '@nestjs/common';
 import { RedisUnavailableError } from '../common/errors.js';
+import { wsException } from '../common/optional-peers.js';
 import { originAllowed } from '../notifications/notifications.origin-check.js';
 import { SessionService } from './session.service.js';
 import {
@@ -96,13 +97,4 @@ export class SessionGuard implements CanActivate {
     const ids = this.sessions.idsFromCookieHeader(header);
     return ids.length === 0 ? Promise.resolve(null) : cookieSession(this.sessions, ids);
   }
-}
-
-type WsExceptionCtor = new (error: object) => Error;
-let wsExceptionCtor: WsExceptionCtor | undefined;
-
-/** @nestjs/websockets is an optional peer: loaded only once a gateway's message is refused (it is installed then). */
-async function wsException(payload: object): Promise<Error> {
-  wsExceptionCtor ??= (await import('@nestjs/websockets')).WsException as WsExceptionCtor;
-  return new wsExceptionCtor(payload);
 }
