@@ -50,6 +50,8 @@ const failedOpen = <T>(result: CacheResult<T>): CacheResult<T> =>
  * loader and released (only with its holder's token) when the load is done, while the others wait for its value.
  */
 export class CacheLoadLock {
+  private closed = false;
+
   constructor(
     private readonly connection: RedisConnection,
     private readonly keys: KeyBuilder,
@@ -61,6 +63,11 @@ export class CacheLoadLock {
     /** An entry's header times are Redis's (cache.entry.ts); `lockWait` is a wait of this process's. */
     private readonly clock: RedisClock,
   ) {}
+
+  /** The module is shutting down: a miss waiting for another process's value stops waiting (see loadOnce). */
+  close(): void {
+    this.closed = true;
+  }
 
   /**
    * A miss: one process (holder of a short SET NX PX lock) runs the loader; the others poll for its value for at
@@ -101,6 +108,9 @@ export class CacheLoadLock {
       }
       if (Date.now() >= deadline) break;
       await sleep(pause);
+      // Closed: on a { client } the user gave (still open) it went on polling the entry, and then loaded and stored,
+      // for up to lockWait after app.close() (connection-leaks.spec.ts). Loaded without Redis, as after an outage.
+      if (this.closed) return { value: (await loaders.load()).value, status: 'miss', degraded: 'fail-open' };
       pause = Math.min(pause * 2, 50);
       let entry: CacheEntry<T> | undefined;
       version = this.l1?.version ?? 0;

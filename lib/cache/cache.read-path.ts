@@ -78,6 +78,7 @@ export class CacheReadPath {
   close(): void {
     this.closed = true;
     this.loadTimers.close();
+    this.lock.close();
     this.refreshWarning.close();
     this.graceWarning.close();
   }

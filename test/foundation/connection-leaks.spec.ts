@@ -26,7 +26,7 @@ import { startQuorumServers } from '../support/quorum.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { closeToolkitApps, createToolkitApp, type ToolkitApp, type ToolkitAppOptions } from '../support/toolkit-app.js';
 import { bootToolkitApp } from '../support/toolkit-boot.js';
-import { waitFor } from '../support/wait.js';
+import { settleWithin, waitFor } from '../support/wait.js';
 
 afterEach(closeToolkitApps);
 
@@ -440,6 +440,50 @@ describe("an app closed with work in flight on the user's client leaves it as it
       await busy.release();
     },
   );
+});
+
+describe("an app closed while a cache miss waits for another instance's load", () => {
+  it("stops waiting: no command on the user's client after close, no timer", async () => {
+    const main = userClient();
+    const id = randomUUID();
+    const keyPrefix = `rtk-leaks-${id}:`;
+    // another instance (its own connection) holds the key's load lock: its loader never settles
+    const other = await bootToolkitApp({ target: 'single', keyPrefix });
+    void other
+      .get(CacheService)
+      .getOrSet(`wait:${id}`, () => new Promise(() => undefined), { ttl: 60_000 })
+      .catch(() => undefined);
+    // the commands the toolkit sends on the user's client once the app is closed
+    let closed = false;
+    const sentAfterClose: string[] = [];
+    const send = main.sendCommand.bind(main);
+    main.sendCommand = ((command: { name: string }, ...rest: unknown[]) => {
+      // (CLIENT and PING: this test's own checks)
+      if (closed && !['client', 'ping'].includes(command.name.toLowerCase())) sentAfterClose.push(command.name);
+      return (send as (...args: unknown[]) => unknown)(command, ...rest);
+    }) as typeof main.sendCommand;
+    let waiting: Promise<unknown> | undefined;
+    await expectLeftAsFound(
+      [main],
+      () => bootToolkitApp({ target: { client: main }, keyPrefix, cache: { lockWait: 60_000, lockTtl: 60_000 } }),
+      async (app) => {
+        waiting = app
+          .get(CacheService)
+          .getOrSet(`wait:${id}`, () => 'mine', { ttl: 60_000 })
+          .catch((err: unknown) => err);
+        // it waits: the other instance holds the load lock
+        expect(await settleWithin(waiting, 300, 'waiting')).toBe('waiting');
+        const close = app.close.bind(app);
+        app.close = async () => {
+          await close();
+          closed = true;
+        };
+      },
+    );
+    // a poll of the entry every 50 ms at most while it waits: over a second, none
+    await waitFor(() => sentAfterClose.length > 0, 1_000);
+    expect(sentAfterClose).toEqual([]);
+  });
 });
 
 describe('the notifications gateway closed with a socket still connected', () => {
