@@ -127,7 +127,9 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
 
   /** `ready` once connected; `wait` before the first command of a lazy client; `reconnecting` while Redis is away. */
   get status(): string {
-    return this.client.status;
+    // After shutdown a `{ client }` the user gave stays open (it is theirs) but this app is closed: its calls fail as
+    // on a closed connection of its own (they went on to Redis until 2026-12-05; connection-leaks.spec.ts).
+    return this.quitting && this.client.status === 'ready' ? 'end' : this.client.status;
   }
 
   /** Opens a lazy client that was never opened (status `wait`), retrying in the background; no-op otherwise. */

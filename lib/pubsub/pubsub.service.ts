@@ -349,8 +349,9 @@ export class PubSubService implements OnModuleDestroy {
 
   private sendNow(channel: string, message: string): Promise<number> {
     const redisChannel = this.channelPrefix + channel;
-    const sent = this.publishes.add([redisChannel, message]);
-    return Promise.resolve(sent).then(
+    // after app.close() on a { client } the user gave (it stays ready): failed as on a closed connection of our own
+    const closed = this.connection.status === 'end' ? Promise.reject(new Error('Connection is closed.')) : undefined;
+    return Promise.resolve(closed ?? this.publishes.add([redisChannel, message])).then(
       (n) => {
         // a batched publish answers per message: its receiver count, or the error reply of that message alone
         if (typeof n === 'string') {

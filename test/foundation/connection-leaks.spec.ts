@@ -16,6 +16,7 @@ import {
   PubSubService,
   RateLimitService,
   RedisToolkitHealth,
+  RedisUnavailableError,
   SessionService,
 } from '../../lib/index.js';
 import { KeyBuilder } from '../../lib/common/keys.js';
@@ -483,6 +484,44 @@ describe("an app closed while a cache miss waits for another instance's load", (
     // a poll of the entry every 50 ms at most while it waits: over a second, none
     await waitFor(() => sentAfterClose.length > 0, 1_000);
     expect(sentAfterClose).toEqual([]);
+  });
+});
+
+describe("a call made through a closed app on the user's client", () => {
+  it('fails as on a closed connection (docs/connections.md, shutdown) and sends nothing to the client', async () => {
+    const main = userClient();
+    const id = randomUUID();
+    const app = await bootToolkitApp({
+      target: { client: main },
+      keyPrefix: `rtk-leaks-${id}:`,
+      session: { ttl: 60_000, cookie: { secret: 's3cret' } },
+    });
+    const cache = app.get(CacheService);
+    await cache.set(`after:${id}`, 'v', { ttl: 60_000 });
+    await app.close();
+    const sent: string[] = [];
+    const send = main.sendCommand.bind(main);
+    main.sendCommand = ((command: { name: string }, ...rest: unknown[]) => {
+      sent.push(command.name);
+      return (send as (...args: unknown[]) => unknown)(command, ...rest);
+    }) as typeof main.sendCommand;
+    const settled = (p: Promise<unknown>) => p.catch((err: unknown) => err);
+    const [got, decision, published, session] = await Promise.all([
+      settled(cache.get(`after:${id}`)),
+      settled(app.get(RateLimitService).consume(`after:${id}`, { limit: 5, ttl: 60_000 })),
+      settled(app.get(PubSubService).publish(`after:${id}`, 1)),
+      settled(app.get(SessionService).get('x'.repeat(43))),
+    ]);
+    main.sendCommand = send;
+    // the cache and rate limits fail open, the others throw, naming the shutdown
+    expect(got).toBeUndefined();
+    expect(decision).toMatchObject({ allowed: true, degraded: 'fail-open' });
+    for (const err of [published, session]) {
+      expect(err).toBeInstanceOf(RedisUnavailableError);
+      expect((err as Error).message).toMatch(/closed: the application is shutting down/);
+    }
+    expect(sent).toEqual([]);
+    expect(await main.get(`rtk-leaks-${id}:cache:after:${id}`).then(() => main.ping())).toBe('PONG');
   });
 });
 
