@@ -29,8 +29,16 @@ export type SessionRevoker = (ids: string[]) => Promise<void>;
  */
 const revokers = new WeakMap<object, SessionRevoker>();
 
-export function registerSessionRevoker(client: object, revoker: SessionRevoker): void {
+/**
+ * Registers `revoker` for `client`; the function returned takes it back (the app's shutdown: a client the user gave
+ * outlives the app, and the revoker would keep the closed app's services alive through it), unless another app has
+ * registered its own for that client since.
+ */
+export function registerSessionRevoker(client: object, revoker: SessionRevoker): () => void {
   revokers.set(client, revoker);
+  return () => {
+    if (revokers.get(client) === revoker) revokers.delete(client);
+  };
 }
 
 export function sessionRevokerFor(client: object): SessionRevoker | undefined {

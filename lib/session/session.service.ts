@@ -66,6 +66,8 @@ export class SessionService implements OnModuleInit, OnApplicationShutdown {
   );
   private readonly failures: FailurePolicy;
   private readonly records: SessionRecords;
+  /** Takes back the revoker registered for the client (see registerSessionRevoker). */
+  private readonly unregisterRevoker: (() => void) | undefined;
   private readonly serializer: Serializer;
   private readonly evictionCheck: EvictionPolicyCheck;
   readonly options: ResolvedSessionOptions;
@@ -89,7 +91,7 @@ export class SessionService implements OnModuleInit, OnApplicationShutdown {
     const shortSecret = shortSecretWarning(options.cookie.secrets);
     if (shortSecret) this.logger.warn(shortSecret);
     // RedisSessionStore on this client revokes the sockets of the sessions it destroys through this instance.
-    if (pubsub) registerSessionRevoker(connection.client, (ids) => this.revoke(ids));
+    if (pubsub) this.unregisterRevoker = registerSessionRevoker(connection.client, (ids) => this.revoke(ids));
   }
 
   onModuleInit(): Promise<void> {
@@ -97,6 +99,7 @@ export class SessionService implements OnModuleInit, OnApplicationShutdown {
   }
 
   onApplicationShutdown(): void {
+    this.unregisterRevoker?.();
     this.records.deadline.close();
     this.evictionCheck.close(); // its INFO, if still out, fails with the closed connection: nothing to say
     this.failures.close();

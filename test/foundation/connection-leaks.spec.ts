@@ -644,11 +644,11 @@ describe("the user's client keeps nothing of a closed app alive", () => {
     expect(await main.ping()).toBe('PONG');
   });
 
-  // Fails: SessionService's constructor registers its revoker for the client (registerSessionRevoker, a WeakMap keyed
-  // by the client, in lib/session/session.revocation.ts: `(ids) => this.revoke(ids)`) and its shutdown never removes
-  // it, so the user's client keeps the closed app's SessionService, and through it its PubSubService and
-  // RedisConnection (a RedisSessionStore on that client then revokes through the closed app). Sessions' to fix.
-  it.failing('pub/sub and sessions can be collected (the session revoker registered for the client)', async () => {
+  // SessionService's constructor registers its revoker for the client (registerSessionRevoker, a WeakMap keyed by the
+  // client: `(ids) => this.revoke(ids)`); before its shutdown took it back, the user's client kept the closed app's
+  // SessionService, and through it its PubSubService and RedisConnection (a RedisSessionStore on that client then
+  // revoked through the closed app).
+  it('pub/sub and sessions can be collected (the session revoker registered for the client)', async () => {
     const main = userClient();
     expect(await aliveAfterClose(main)).toEqual([]);
   });
