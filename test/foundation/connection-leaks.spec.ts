@@ -163,6 +163,19 @@ async function useLocks(locks: LockService, id: string): Promise<void> {
   await multi.release();
 }
 
+/** A write and `reads` reads of one entry (a second read is an L1 hit where L1 is on). */
+async function useCache(cache: CacheService, id: string, reads = 1): Promise<void> {
+  await cache.set(`leaks:${id}`, 'v', { ttl: 60_000 });
+  for (let i = 0; i < reads; i++) expect(await cache.get(`leaks:${id}`)).toBe('v');
+}
+
+/** A session created, read and destroyed. */
+async function useSessions(sessions: SessionService): Promise<void> {
+  const session = await sessions.create('u1', { n: 1 });
+  expect(await sessions.get(session.id)).toMatchObject({ userId: 'u1' });
+  await sessions.destroy(session.id);
+}
+
 /** A subscription, and a pattern subscription unless `patterns` is false (sharded pub/sub has none). */
 async function usePubSub(pubsub: PubSubService, id: string, patterns = true): Promise<void> {
   const got: unknown[] = [];
@@ -198,10 +211,7 @@ describe("an app on the user's clients leaves them as it found them at app.close
         const rateLimit = get(RateLimitService);
         for (let i = 0; i < 3; i++)
           await rateLimit.consume(`leaks:${id}`, { limit: 1, ttl: 60_000, blockDuration: 60_000 });
-        const cache = get(CacheService);
-        await cache.set(`leaks:${id}`, 'v', { ttl: 60_000 });
-        expect(await cache.get(`leaks:${id}`)).toBe('v');
-        expect(await cache.get(`leaks:${id}`)).toBe('v'); // from L1
+        await useCache(get(CacheService), id, 2);
         await usePubSub(get(PubSubService), id);
         expect((await get(RedisToolkitHealth).check()).status).toBe('up');
       },
@@ -229,10 +239,7 @@ describe("an app on the user's clients leaves them as it found them at app.close
       async ({ get }) => {
         await useLocks(get(LockService), id);
         await get(RateLimitService).consume(`leaks:${id}`, { limit: 1, ttl: 60_000 });
-        const cache = get(CacheService);
-        await cache.set(`leaks:${id}`, 'v', { ttl: 60_000 });
-        expect(await cache.get(`leaks:${id}`)).toBe('v');
-        expect(await cache.get(`leaks:${id}`)).toBe('v');
+        await useCache(get(CacheService), id, 2);
         await usePubSub(get(PubSubService), id);
       },
     );
@@ -251,8 +258,7 @@ describe("an app on the user's clients leaves them as it found them at app.close
         }),
       async ({ get }) => {
         const cache = get(CacheService);
-        await cache.set(`leaks:${id}`, 'v', { ttl: 60_000 });
-        expect(await cache.get(`leaks:${id}`)).toBe('v');
+        await useCache(cache, id);
         await cache.del(`leaks:${id}`);
         await usePubSub(get(PubSubService), id);
       },
@@ -337,10 +343,7 @@ describe("an app on the user's clients leaves them as it found them at app.close
           session: { ttl: 60_000, cookie: { secret: 's3cret' } },
         }),
       async ({ get }) => {
-        const sessions = get(SessionService);
-        const session = await sessions.create('u1', { n: 1 });
-        expect(await sessions.get(session.id)).toMatchObject({ userId: 'u1' });
-        await sessions.destroy(session.id);
+        await useSessions(get(SessionService));
       },
     );
   });
@@ -368,15 +371,9 @@ describe("an app on the user's cluster client leaves it, and each node's connect
         async ({ get }) => {
           await useLocks(get(LockService), id);
           await get(RateLimitService).consume(`leaks:${id}`, { limit: 1, ttl: 60_000 });
-          const cache = get(CacheService);
-          await cache.set(`leaks:${id}`, 'v', { ttl: 60_000 });
-          expect(await cache.get(`leaks:${id}`)).toBe('v');
-          expect(await cache.get(`leaks:${id}`)).toBe('v');
+          await useCache(get(CacheService), id, 2);
           await usePubSub(get(PubSubService), id, mode === 'classic');
-          const sessions = get(SessionService);
-          const session = await sessions.create('u1', { n: 1 });
-          expect(await sessions.get(session.id)).toMatchObject({ userId: 'u1' });
-          await sessions.destroy(session.id);
+          await useSessions(get(SessionService));
         },
       );
     },
@@ -571,9 +568,7 @@ describe("the L1 cache where the user's ACL refuses CLIENT TRACKING (invalidatio
           cache: { l1: { max: 100, ttl: 60_000 } },
         }),
       async ({ get }) => {
-        const cache = get(CacheService);
-        await cache.set(`leaks:${id}`, 'v', { ttl: 60_000 });
-        expect(await cache.get(`leaks:${id}`)).toBe('v');
+        await useCache(get(CacheService), id);
       },
     );
   });
@@ -607,12 +602,9 @@ describe("the user's client keeps nothing of a closed app alive", () => {
       });
       await useLocks(app.get(LockService), id);
       await usePubSub(app.get(PubSubService), id);
-      const cache = app.get(CacheService);
-      await cache.set(`leaks:${id}`, 'v', { ttl: 60_000 });
-      expect(await cache.get(`leaks:${id}`)).toBe('v');
+      await useCache(app.get(CacheService), id);
       await app.get(RateLimitService).consume(`leaks:${id}`, { limit: 1, ttl: 60_000 });
-      const sessions = app.get(SessionService);
-      await sessions.destroy((await sessions.create('u1', { n: 1 })).id);
+      await useSessions(app.get(SessionService));
       const services = [
         LockService,
         CacheService,
@@ -684,6 +676,26 @@ describe("a lock call that failed on the user's client (its release waits for th
   });
 });
 
+/**
+ * After an app closed while Redis was away: no timer made meanwhile is pending (the user's client's own reconnect
+ * timers among them: each fires, and the next is not noted, within 2 s) and the listeners are as before, then again
+ * once Redis is back (`restart`) and the client ready and answering.
+ */
+async function expectLeftAcrossRestart(
+  main: Redis,
+  timers: ReturnType<typeof trackTimers>,
+  before: Record<string, number>,
+  restart: () => Promise<unknown>,
+): Promise<void> {
+  await waitFor(() => timers.pending().length + timers.pending(false).length === 0, 5_000);
+  expect([...timers.pending(), ...timers.pending(false)]).toEqual([]);
+  expect(listenersOf(main)).toEqual(before);
+  await restart();
+  expect(await waitFor(() => main.status === 'ready', 10_000)).toBe(true);
+  expect(await main.ping()).toBe('PONG');
+  expect(listenersOf(main)).toEqual(before);
+}
+
 /** The client's listener count per event. */
 function listenersOf(client: Redis): Record<string, number> {
   const counts: Record<string, number> = {};
@@ -742,14 +754,7 @@ describe("an app closed while the user's client cannot reach Redis leaves no lis
     } finally {
       timers.stop();
     }
-    // the user's client's own reconnect timers among them: each fires (and the next is not noted) within 2 s
-    await waitFor(() => timers.pending().length + timers.pending(false).length === 0, 5_000);
-    expect([...timers.pending(), ...timers.pending(false)]).toEqual([]);
-    expect(listenersOf(main)).toEqual(before);
-    await redis.server.restart();
-    expect(await waitFor(() => main.status === 'ready', 10_000)).toBe(true);
-    expect(await main.ping()).toBe('PONG');
-    expect(listenersOf(main)).toEqual(before);
+    await expectLeftAcrossRestart(main, timers, before, () => redis.server.restart());
   });
 
   it('Redis restarted while the app was open (L1 tracking, subscriptions and lock waits come back), then closed', async () => {
@@ -798,14 +803,7 @@ describe("an app closed while the user's client cannot reach Redis leaves no lis
     } finally {
       timers.stop();
     }
-    // the user's client's own reconnect timers among them: each fires (and the next is not noted) within 2 s
-    await waitFor(() => timers.pending().length + timers.pending(false).length === 0, 5_000);
-    expect([...timers.pending(), ...timers.pending(false)]).toEqual([]);
-    expect(listenersOf(main)).toEqual(before);
-    await redis.server.restart();
-    expect(await waitFor(() => main.status === 'ready', 10_000)).toBe(true);
-    expect(await main.ping()).toBe('PONG');
-    expect(listenersOf(main)).toEqual(before);
+    await expectLeftAcrossRestart(main, timers, before, () => redis.server.restart());
   });
 });
 
