@@ -13,15 +13,13 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import type { SessionData } from 'express-session';
-import { Cluster, Redis } from 'ioredis';
 import { RedisSessionStore, SessionNotFoundError, SessionService } from '../../lib/index.js';
 import { generateSessionId, RedisConnection } from '../../lib/advanced.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { storeSetInLua, updateInLua } from '../../lib/session/session.lua-writes.js';
 import { SessionRecords } from '../../lib/session/session.records.js';
 import { realNow, shiftDateNow, shifted, useClockShift } from '../support/clock-shift.js';
-import { trackForCleanup } from '../support/private-servers.js';
-import { sharedServers } from '../support/shared-servers.js';
+import { clientFor } from '../support/clients.js';
 import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
 
 afterEach(closeToolkitApps);
@@ -57,14 +55,6 @@ async function serviceApp(target: RedisTarget, session: Record<string, unknown> 
   const app = await createToolkitApp({ target, keyPrefix: prefix, session: options });
   const client = app.get(RedisConnection).client;
   return { sessions: app.get(SessionService), client, prefix, keyOf: (id: string) => `${prefix}sess:{${id}}` };
-}
-
-function clientFor(target: RedisTarget): RedisClient {
-  const client =
-    target === 'single'
-      ? new Redis(sharedServers().single.url)
-      : new Cluster(sharedServers().cluster, { redisOptions: { maxRetriesPerRequest: 0 } });
-  return trackForCleanup(client);
 }
 
 /**

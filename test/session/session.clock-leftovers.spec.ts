@@ -15,13 +15,11 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import type { SessionData } from 'express-session';
-import { Cluster, Redis } from 'ioredis';
 import { RedisSessionStore, SessionService } from '../../lib/index.js';
 import { generateSessionId, RedisConnection } from '../../lib/advanced.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import type { SessionRecords } from '../../lib/session/session.records.js';
-import { trackForCleanup } from '../support/private-servers.js';
-import { sharedServers } from '../support/shared-servers.js';
+import { clientFor } from '../support/clients.js';
 import { realNow, restoreClocks, shiftDateNow, shifted, useClockShift } from '../support/clock-shift.js';
 import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
 import { waitFor } from '../support/wait.js';
@@ -36,14 +34,6 @@ useClockShift();
 const uniquePrefix = (): string => `rtk-cl-${randomBytes(4).toString('hex')}:`;
 
 const behind = <T>(run: () => Promise<T>) => shifted(-HOUR, run);
-
-function clientFor(target: RedisTarget): RedisClient {
-  const client =
-    target === 'single'
-      ? new Redis(sharedServers().single.url)
-      : new Cluster(sharedServers().cluster, { redisOptions: { maxRetriesPerRequest: 0 } });
-  return trackForCleanup(client);
-}
 
 /** Redis's clock, epoch ms. */
 async function redisNow(client: RedisClient): Promise<number> {

@@ -11,14 +11,12 @@ import { randomBytes } from 'node:crypto';
 import type { SessionData } from 'express-session';
 import { jest } from '@jest/globals';
 import { Logger } from '@nestjs/common';
-import { Cluster, Redis } from 'ioredis';
 import { RedisSessionStore, SessionNotFoundError, SessionService } from '../../lib/index.js';
 import { generateSessionId, RedisConnection } from '../../lib/advanced.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { realNow, shifted, useClockShift } from '../support/clock-shift.js';
-import { trackForCleanup } from '../support/private-servers.js';
+import { clientFor } from '../support/clients.js';
 import { recordingLogger } from '../support/recording-logger.js';
-import { sharedServers } from '../support/shared-servers.js';
 import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
 
 afterEach(closeToolkitApps);
@@ -49,14 +47,6 @@ async function serviceApp(target: RedisTarget, session: Record<string, unknown> 
   const app = await createToolkitApp({ target, keyPrefix: prefix, session: options, logger: log.logger });
   const client = app.get(RedisConnection).client;
   return { sessions: app.get(SessionService), client, log, keyOf: (id: string) => `${prefix}sess:{${id}}` };
-}
-
-function clientFor(target: RedisTarget): RedisClient {
-  const client =
-    target === 'single'
-      ? new Redis(sharedServers().single.url)
-      : new Cluster(sharedServers().cluster, { redisOptions: { maxRetriesPerRequest: 0 } });
-  return trackForCleanup(client);
 }
 
 async function storeWithSession(target: RedisTarget, options: Record<string, unknown> = {}) {

@@ -1,13 +1,10 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import type { SessionData } from 'express-session';
-import { Cluster, Redis } from 'ioredis';
 import { InvalidOptionsError, RedisReplyError, RedisSessionStore, SessionService } from '../../lib/index.js';
 import { generateSessionId, RedisConnection } from '../../lib/advanced.js';
-import type { RedisClient } from '../../lib/common/lua-script.js';
 import { recordCommands } from '../support/command-recorder.js';
-import { trackForCleanup } from '../support/private-servers.js';
-import { sharedServers } from '../support/shared-servers.js';
+import { clientFor } from '../support/clients.js';
 import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
 import { sleep } from '../support/wait.js';
 
@@ -25,14 +22,6 @@ async function sessionApp(target: RedisTarget, session: Record<string, unknown>)
     session: { cookie: { secret: 's3cret' }, ...session },
   });
   return { sessions: app.get(SessionService), client: app.get(RedisConnection).client, prefix };
-}
-
-function clientFor(target: RedisTarget): RedisClient {
-  const client =
-    target === 'single'
-      ? new Redis(sharedServers().single.url)
-      : new Cluster(sharedServers().cluster, { redisOptions: { maxRetriesPerRequest: 0 } });
-  return trackForCleanup(client);
 }
 
 /** A RedisSessionStore with `touchAfter` (undefined: the default) and one session whose cookie's maxAge is `maxAge` ms. */
