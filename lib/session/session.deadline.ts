@@ -91,6 +91,11 @@ export class SessionDeadline {
     return this.redisClock ? redisMs - (this.redisClock.now() - Date.now()) : redisMs;
   }
 
+  /** One TIME sample now, or the one in flight (RedisClock.sample; never rejects): now() is Redis's clock after it. */
+  sample(): Promise<void> {
+    return this.redisClock ? this.redisClock.sample() : Promise.resolve();
+  }
+
   /** Starts estimating Redis's clock (RedisClock.start: resolves once the first TIME is in; never rejects). */
   start(): Promise<void> {
     return this.redisClock ? this.redisClock.start() : Promise.resolve();

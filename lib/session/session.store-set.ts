@@ -60,10 +60,11 @@ export async function storeSetNow(
     }
     if (reply === null && current === '' && !corrected) {
       // a new session whose deadline Redis's clock had passed (nothing written): the estimate was not in (the store's
-      // first TIME sample) and this clock runs behind Redis's by more than maxAgeMs. Once, the times from TIME, and
-      // indexed again with that deadline: one more round trip, only then (as create's retry)
-      const [seconds, micros] = await client.time();
-      redisNow = Number(seconds) * 1_000 + Math.floor(Number(micros) / 1_000);
+      // first TIME sample) and this clock runs behind Redis's by more than maxAgeMs. Once, the times from the store's
+      // clock after a sample (the first one if still in flight), and indexed again with that deadline: one more round
+      // trip, only then (as create's retry), and the estimate is in for every later call
+      await records.deadline.sample();
+      redisNow = records.deadline.now();
       [corrected, indexed] = [true, false];
       attempt--;
       continue;
