@@ -1,7 +1,7 @@
 import { type ExecutionContext, Logger, VERSION_NEUTRAL, type VersioningOptions, VersioningType } from '@nestjs/common';
 import type { Reflector } from '@nestjs/core';
-import { KeyBuilder, MAX_KEY_BYTES } from '../common/keys.js';
 import { HTTP_CACHE_IF_METADATA, HTTP_CACHE_KEY_METADATA, HTTP_CACHE_TTL_METADATA } from './cache.constants.js';
+import { roomFor } from './cache.http-vary.js';
 
 /**
  * The execution contexts and routes HttpCacheInterceptor does not cache as a GET by URL: handlers that are not HTTP
@@ -87,9 +87,7 @@ export function versionTag(
   return `#version:${versions.map((v) => (v === VERSION_NEUTRAL ? 'neutral' : String(v))).join(',')}`;
 }
 
-/** `key` + `tag`, a key near the limit shortened first as urlKey shortens a long URL (see variantKey). */
+/** `key` + `tag`, a key near the limit shortened first (roomFor, as variantKey does). */
 export function taggedKey(key: string, tag: string): string {
-  const tooLong =
-    key.length * 3 + tag.length > MAX_KEY_BYTES && Buffer.byteLength(key) + Buffer.byteLength(tag) > MAX_KEY_BYTES;
-  return `${tooLong ? KeyBuilder.headAndHash(key.slice(0, 256), key) : key}${tag}`;
+  return `${roomFor(key, Buffer.byteLength(tag))}${tag}`;
 }

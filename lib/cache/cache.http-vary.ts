@@ -79,6 +79,16 @@ export function requestVary(route: RouteVary, response: VaryResponse): VaryNames
 const VARY_SUFFIX_LENGTH = 28;
 
 /**
+ * `key`, with room left for a suffix of `suffixBytes` bytes: a key near the limit (a long URL not hashed, a long
+ * @CacheKey) is shortened as urlKey shortens a long URL. (`key.length * 3` first: no UTF-8 byte count for short keys.)
+ */
+export function roomFor(key: string, suffixBytes: number): string {
+  return key.length * 3 + suffixBytes > MAX_KEY_BYTES && Buffer.byteLength(key) + suffixBytes > MAX_KEY_BYTES
+    ? KeyBuilder.headAndHash(key.slice(0, 256), key)
+    : key;
+}
+
+/**
  * The key of a request whose route varies by `names`: the route's key + `#vary:` + a hash of each name with the
  * request's value of it (an absent header apart from an empty one). The hash keeps every value out of the key's length
  * and out of patterns: `invalidatePattern('http:/products*')` still reaches every variant.
@@ -88,11 +98,7 @@ export function variantKey(
   names: readonly string[],
   headers: Record<string, unknown> | undefined,
 ): string {
-  // a key near the limit (a long URL not hashed, a long @CacheKey) is shortened as urlKey shortens a long URL
-  const base =
-    key.length * 3 + VARY_SUFFIX_LENGTH > MAX_KEY_BYTES && Buffer.byteLength(key) + VARY_SUFFIX_LENGTH > MAX_KEY_BYTES
-      ? KeyBuilder.headAndHash(key.slice(0, 256), key)
-      : key;
+  const base = roomFor(key, VARY_SUFFIX_LENGTH);
   let text = '';
   for (const name of names) {
     const value = headers?.[name];
