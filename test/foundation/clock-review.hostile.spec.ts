@@ -18,10 +18,11 @@ import { Redis } from 'ioredis';
 import { CacheService, RedisSessionStore, SessionService } from '../../lib/index.js';
 import { generateSessionId } from '../../lib/advanced.js';
 import { RedisClock } from '../../lib/common/redis-clock.js';
-import type { SessionRecords } from '../../lib/session/session.records.js';
+import { clientFor } from '../support/clients.js';
 import { realNow, restoreClocks, shiftDateNow, shifted, shiftPerfNow, useClockShift } from '../support/clock-shift.js';
 import { startFaultProxy } from '../support/fault-proxy.js';
 import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
+import { singleStoreEstimated } from '../support/session-clock.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { closeToolkitApps } from '../support/toolkit-app.js';
 import { bootToolkitApp } from '../support/toolkit-boot.js';
@@ -34,17 +35,6 @@ useClockShift();
 afterEach(closeToolkitApps);
 
 const uniquePrefix = (): string => `rtk-cr${randomBytes(5).toString('hex')}:`;
-
-function singleClient(): Redis {
-  return trackForCleanup(new Redis(sharedServers().single.port, '127.0.0.1'));
-}
-
-/** Waits until the store's estimate of Redis's clock is in (its first TIME, sent when it was constructed). */
-async function storeEstimated(store: RedisSessionStore): Promise<SessionRecords> {
-  const records = (store as unknown as { records: SessionRecords }).records;
-  expect(await waitFor(() => Math.abs(records.deadline.now() - realNow()) < 1_000, 5_000)).toBe(true);
-  return records;
-}
 
 const storeCookie = (ttl: number) => ({
   originalMaxAge: ttl,
@@ -132,7 +122,7 @@ describe('RedisClock on a link whose round trip is over 250 ms', () => {
   });
 
   it('takes a sample under 250 ms after a stepped clock (the rule leaves fast links alone)', async () => {
-    const client = singleClient();
+    const client = clientFor('single');
     await client.ping();
     const clock = new RedisClock(client, 5_000, () => undefined);
     try {
@@ -152,11 +142,8 @@ describe('RedisSessionStore and its clock', () => {
    * it and then read once: that touching get is remembered, `touched` the expiry it gave.
    */
   async function touchedThroughStore() {
-    const client = singleClient();
-    await client.ping();
     const prefix = uniquePrefix();
-    const store = new RedisSessionStore({ client, prefix, ttl: TTL, maxAgeMs: DAY, touchAfter: TTL });
-    await storeEstimated(store);
+    const { client, store } = await singleStoreEstimated({ prefix, ttl: TTL, maxAgeMs: DAY, touchAfter: TTL });
     const sid = generateSessionId();
     const key = `${prefix}sess:{${sid}}`;
     await store.set(sid, { cookie: storeCookie(TTL), n: 1 } as unknown as SessionData);
@@ -201,7 +188,7 @@ describe('RedisSessionStore and its clock', () => {
   // "MaxListenersExceededWarning: Possible EventEmitter memory leak detected. 11 ready listeners added to [Commander]".
   // One RedisClock per client (e.g. a WeakMap from client to clock) would add one listener and one timer.
   it('eleven stores on one client: one clock (one ready listener), not eleven', async () => {
-    const client = singleClient();
+    const client = clientFor('single');
     await client.ping();
     const before = client.listenerCount('ready');
     for (let i = 0; i < 11; i++) new RedisSessionStore({ client, prefix: uniquePrefix() });
@@ -226,10 +213,7 @@ describe('RedisSessionStore and its clock', () => {
       session: { ttl: TTL, maxAgeMs: DAY, cookie: { secret: 's3cret' } },
     });
     const s = await app.get(SessionService).create('u', { a: 1 });
-    const client = singleClient();
-    await client.ping();
-    const store = new RedisSessionStore({ client, prefix, maxAgeMs: DAY });
-    await storeEstimated(store);
+    const { client, store } = await singleStoreEstimated({ prefix, maxAgeMs: DAY });
     const got = (await store.get(s.id))!;
     expect(got).not.toBeNull();
     await store.set(s.id, got);
@@ -250,7 +234,7 @@ describe('what session writes report as expiresAt, on a clock an hour behind Red
       session: { ttl: TTL, maxAgeMs: DAY, touchAfter: 0, cookie: { secret: 's3cret' } },
     });
     const sessions = app.get(SessionService);
-    const client = singleClient();
+    const client = clientFor('single');
     const keyOf = (id: string) => `${prefix}sess:{${id}}`;
     const s = await sessions.create('u', { a: 1 });
     expect(s.expiresAt).toBe(await client.pexpiretime(keyOf(s.id)));

@@ -18,9 +18,9 @@ import type { SessionData } from 'express-session';
 import { RedisSessionStore, SessionService } from '../../lib/index.js';
 import { generateSessionId, RedisConnection } from '../../lib/advanced.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
-import type { SessionRecords } from '../../lib/session/session.records.js';
 import { clientFor } from '../support/clients.js';
-import { realNow, restoreClocks, shiftDateNow, shifted, useClockShift } from '../support/clock-shift.js';
+import { realNow, shifted, useClockShift } from '../support/clock-shift.js';
+import { clockEstimated } from '../support/session-clock.js';
 import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
 import { waitFor } from '../support/wait.js';
 
@@ -41,25 +41,11 @@ async function redisNow(client: RedisClient): Promise<number> {
   return Number(s) * 1_000 + Math.floor(Number(us) / 1_000);
 }
 
-const recordsOf = (o: RedisSessionStore | SessionService) => (o as unknown as { records: SessionRecords }).records;
-
 /**
  * Waits until the estimate of Redis's clock is in (the first TIME): until then it is Date.now(), so it is asked with
  * Date.now() an hour off.
  */
-async function estimated(o: RedisSessionStore | SessionService): Promise<void> {
-  const inYet = () => shiftedSync(HOUR, () => Math.abs(recordsOf(o).deadline.now() - realNow()) < 1_000);
-  expect(await waitFor(inYet, 5_000)).toBe(true);
-}
-
-function shiftedSync<T>(shift: number, run: () => T): T {
-  shiftDateNow(shift);
-  try {
-    return run();
-  } finally {
-    restoreClocks();
-  }
-}
+const estimated = (o: RedisSessionStore | SessionService) => clockEstimated(o, HOUR);
 
 /** The stored envelope's createdAt and deadline, or null when the key is gone. */
 async function timesOf(client: RedisClient, key: string): Promise<{ c: number; m: number } | null> {

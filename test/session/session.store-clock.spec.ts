@@ -15,15 +15,13 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import type { SessionData } from 'express-session';
-import { Redis } from 'ioredis';
 import { RedisSessionStore, SessionService } from '../../lib/index.js';
-import type { SessionRecords } from '../../lib/session/session.records.js';
-import { realNow, shiftDateNow, shiftPerfNow, useClockShift } from '../support/clock-shift.js';
-import { trackForCleanup } from '../support/private-servers.js';
-import { sharedServers } from '../support/shared-servers.js';
+import { clientFor } from '../support/clients.js';
+import { shiftDateNow, shiftPerfNow, useClockShift } from '../support/clock-shift.js';
+import { clockEstimated, singleStoreEstimated } from '../support/session-clock.js';
 import { closeToolkitApps } from '../support/toolkit-app.js';
 import { bootToolkitApp } from '../support/toolkit-boot.js';
-import { sleep, waitFor } from '../support/wait.js';
+import { sleep } from '../support/wait.js';
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -33,17 +31,6 @@ useClockShift();
 afterEach(closeToolkitApps);
 
 const uniquePrefix = (): string => `rtk-sc${randomBytes(5).toString('hex')}:`;
-
-function singleClient(): Redis {
-  return trackForCleanup(new Redis(sharedServers().single.port, '127.0.0.1'));
-}
-
-/** Waits until the estimate of Redis's clock is in (the first TIME). */
-async function estimated(records: SessionRecords): Promise<void> {
-  expect(await waitFor(() => Math.abs(records.deadline.now() - realNow()) < 1_000, 5_000)).toBe(true);
-}
-
-const recordsOf = (o: RedisSessionStore | SessionService) => (o as unknown as { records: SessionRecords }).records;
 
 /** A module whose sessions are read and updated with touchAfter 30 s, on a clock an hour behind Redis's. */
 async function sessionsBehind() {
@@ -55,8 +42,8 @@ async function sessionsBehind() {
     session: { ttl: TTL, maxAgeMs: DAY, touchAfter: TTL / 2, appendUpdates: true, cookie: { secret: 's3cret' } },
   });
   const sessions = app.get(SessionService);
-  await estimated(recordsOf(sessions));
-  const client = singleClient();
+  await clockEstimated(sessions);
+  const client = clientFor('single');
   // a session with its own ttl, 10 s: a touch is reused for less than half of it
   const s = await sessions.create('u', { n: 0 }, { ttl: OWN_TTL });
   return { sessions, client, id: s.id, key: `${prefix}sess:{${s.id}}` };
@@ -92,13 +79,13 @@ describe("a touch's reuse on a clock an hour behind Redis's: less than half the 
 
 describe('the stores on one client share one clock', () => {
   it("four stores on one client add one 'ready' listener; a store on another client has its own", async () => {
-    const client = singleClient();
+    const client = clientFor('single');
     await client.ping();
     const before = client.listenerCount('ready');
     const stores = Array.from({ length: 4 }, () => new RedisSessionStore({ client, prefix: uniquePrefix() }));
     expect(client.listenerCount('ready') - before).toBe(1);
     expect(stores).toHaveLength(4);
-    const other = singleClient();
+    const other = clientFor('single');
     await other.ping();
     const otherBefore = other.listenerCount('ready');
     new RedisSessionStore({ client: other, prefix: uniquePrefix() });
@@ -122,10 +109,7 @@ describe("the cookie the store describes for a SessionService session is on this
         session: { ttl: TTL, maxAgeMs: DAY, cookie: { secret: 's3cret' } },
       });
       const s = await app.get(SessionService).create('u', { a: 1 });
-      const client = singleClient();
-      await client.ping();
-      const store = new RedisSessionStore({ client, prefix, maxAgeMs: DAY });
-      await estimated(recordsOf(store));
+      const { client, store } = await singleStoreEstimated({ prefix, maxAgeMs: DAY });
       const got = (await store.get(s.id))!;
       const all = (await store.all()) as unknown as { id: string; cookie: { expires: string } }[];
       for (const expires of [got.cookie.expires!, all.find((x) => x.id === s.id)!.cookie.expires]) {
