@@ -302,6 +302,8 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
     // Each is at most MAX_TIMER_MS (validated), their sum may not be: a longer timer would fire after 1 ms.
     const limit = Math.min(this.options.connectTimeout + this.options.commandTimeout, MAX_TIMER_MS);
     const deadline = Date.now() + limit;
+    // Aborted once the wait is over, in time or not: takes waitForReady's listeners off the client.
+    const over = new AbortController();
     try {
       await withTimeout(
         (async () => {
@@ -310,12 +312,12 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
           // attempt may be answered. A refusal or an error reply still fails at once.
           for (;;) {
             try {
-              await (client.status === 'wait' ? client.connect() : waitForReady(client));
+              await (client.status === 'wait' ? client.connect() : waitForReady(client, over.signal));
               break;
             } catch (err) {
               // "Connection is closed." (a cluster's "None of startup nodes is available") does not say why; the
               // connection's last error event does.
-              if (replyCodeOf(err) !== undefined || Date.now() >= deadline) throw err;
+              if (over.signal.aborted || replyCodeOf(err) !== undefined || Date.now() >= deadline) throw err;
               if (!timedOut(err) && !timedOut(this.lastErrors.get(client))) throw err;
             }
           }
@@ -329,6 +331,8 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
       if (replyCodeOf(err) !== undefined) throw err;
       const last = this.lastErrors.get(client);
       throw last ? new Error(last.message, { cause: err }) : err;
+    } finally {
+      over.abort(new Error('the wait is over'));
     }
   }
 

@@ -7,6 +7,7 @@
  */
 import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
+import { type AddressInfo, createServer } from 'node:net';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { Cluster, Redis } from 'ioredis';
@@ -696,8 +697,17 @@ async function expectLeftAcrossRestart(
   expect(listenersOf(main)).toEqual(before);
 }
 
+/** A local port nothing listens on (connections to it are refused). */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
 /** The client's listener count per event. */
-function listenersOf(client: Redis): Record<string, number> {
+function listenersOf(client: Redis | Cluster): Record<string, number> {
   const counts: Record<string, number> = {};
   for (const event of client.eventNames()) counts[String(event)] = client.listenerCount(event);
   return counts;
@@ -829,6 +839,73 @@ describe("a boot that fails on the user's client leaves it as it found it", () =
     redis.server.resume();
     expect(await main.ping()).toBe('PONG');
     expect(listenersOf(main)).toEqual(before);
+  });
+
+  // The start waits for a client that is connecting (its 'ready', 'error' and 'close') within connectTimeout +
+  // commandTimeout. The server here accepts the connection and answers nothing, and the client's own commandTimeout
+  // (10 s) is far past the toolkit's give-up (800 ms): no event of the client ends the wait before the check.
+  it("the client's first connection is not answered in time (a paused server): no listener of the wait left", async () => {
+    redis.server.pause();
+    const main = trackForCleanup(new Redis(redis.server.port, '127.0.0.1', { commandTimeout: 10_000 }));
+    main.on('error', () => undefined); // the user's own
+    expect(await waitFor(() => main.status === 'connect', 5_000)).toBe(true);
+    const before = listenersOf(main);
+    const failed = await createToolkitApp({ target: { client: main }, connectTimeout: 500, commandTimeout: 300 }).catch(
+      (err: unknown) => err,
+    );
+    expect(failed).toBeInstanceOf(RedisUnavailableError);
+    expect(String(failed)).toMatch(/no answer within 800 ms/);
+    expect(main.status).toBe('connect'); // still waiting: the client emitted nothing that ended the start's wait
+    // before: ready, error and close one more each, until the client's next 'ready', 'error' or 'close'
+    expect(listenersOf(main)).toEqual(before);
+    redis.server.resume();
+    expect(await main.ping()).toBe('PONG');
+  });
+
+  it('the same on a { cluster } client whose startup nodes refuse or do not answer', async () => {
+    const resources = activeResources();
+    redis.server.pause();
+    // The first startup node refuses: the start's ACL probe after the failure (clusterReadyDenied, on the first node)
+    // ends at once; the cluster goes on to the paused one, where its CLUSTER SLOTS waits 10 s.
+    const refusing = await closedPort();
+    const cluster = trackForCleanup(
+      new Cluster(
+        [
+          { host: '127.0.0.1', port: refusing },
+          { host: '127.0.0.1', port: redis.server.port },
+        ],
+        { redisOptions: { commandTimeout: 10_000 }, slotsRefreshTimeout: 10_000, clusterRetryStrategy: () => null },
+      ),
+    );
+    cluster.on('error', () => undefined); // the user's own
+    // ioredis's own listeners of its connect() are added once the startup nodes are resolved: before the snapshot
+    expect(await waitFor(() => cluster.listenerCount('refresh') === 1, 5_000)).toBe(true);
+    expect(cluster.status).toBe('connecting');
+    const before = listenersOf(cluster);
+    const timers = trackTimers();
+    let failed: unknown;
+    try {
+      failed = await createToolkitApp({ target: { client: cluster }, connectTimeout: 500, commandTimeout: 300 }).catch(
+        (err: unknown) => err,
+      );
+    } finally {
+      timers.stop();
+    }
+    expect(failed).toBeInstanceOf(RedisUnavailableError);
+    expect(String(failed)).toMatch(/no answer within 800 ms/);
+    expect(cluster.status).toBe('connecting'); // still waiting for the paused node's CLUSTER SLOTS
+    // before: ready, error and close one more each
+    expect(listenersOf(cluster)).toEqual(before);
+    // no timer of the toolkit's code pending (ioredis's own, of the cluster's refused node, may be): before, the ACL
+    // probe's connection, refused, was disconnected all the same, and ioredis armed a 2 s timer only a later close
+    // clears (it held the process 2 s after the failed start)
+    const ours = [...timers.pending(), ...timers.pending(false)].filter((where) => /lib\/[\w/.-]+\.ts/.test(where));
+    expect(ours).toEqual([]);
+    // resumed, the node answers CLUSTER SLOTS with an error (no cluster mode) and the cluster ends (no retry): no timer
+    // of its 10 s refresh outlives the test, nor (given its 2 s) the one ioredis armed disconnecting the refused node
+    redis.server.resume();
+    expect(await waitFor(() => cluster.status === 'end', 5_000)).toBe(true);
+    expect(await waitFor(() => noMoreThan(activeResources(), resources), 5_000)).toBe(true);
   });
 
   it('the lock refuses an evicting server (onUnsafeEviction: refuse), the L1 cache and sessions started', async () => {
