@@ -10,7 +10,7 @@ import type { BlockCache } from './rate-limit.block-cache.js';
 import { SLIDING_LOG_LUA } from './rate-limit.decision-batcher.js';
 import { checkKey, defaultScope, type ResolvedPolicy } from './rate-limit.policy-resolver.js';
 import { ALGORITHM_CODES, BLOCK_SUFFIX, type RateLimitKeys } from './rate-limit.keys.js';
-import { COUNTER_KEYS } from './rate-limit.option-names.js';
+import { COUNTER_KEYS, checkScope } from './rate-limit.option-names.js';
 import { RATE_LIMIT_ALGORITHMS, type RateLimitAlgorithm, type RateLimitPolicy } from './rate-limit.options.js';
 
 const ADJUST_LUA_FILE = new URL('./reward.lua', import.meta.url);
@@ -99,6 +99,8 @@ export class RateLimitAdmin {
         `rate limit: ${what} points must be a whole number >= 1, got ${shownValue(points)}`,
       );
     }
+    // undefined: the policy's own counter; anything else names a guard's and must be a string (as reset's and block's)
+    if (scope !== undefined) checkScope(scope, `rate limit ${what}`);
     const p = this.resolvePolicy(policy, 'policy');
     const counter = this.keys.counter(key, scope ?? defaultScope(p), p.algorithm);
     // a reward can readmit the counter: forget what this process knew of it (a penalty only refuses more)
@@ -126,7 +128,7 @@ export class RateLimitAdmin {
     }
     // a guard's counter: its policy's values (if given too) do not name it
     const { scope, algorithm = this.defaultAlgorithm } = policy;
-    if (typeof scope !== 'string') throw new InvalidOptionsError('rate limit counter: scope must be a string');
+    checkScope(scope, 'rate limit counter');
     if (!RATE_LIMIT_ALGORITHMS.includes(algorithm)) {
       throw new InvalidOptionsError(
         `rate limit counter: algorithm must be one of ${RATE_LIMIT_ALGORITHMS.join(', ')}, ` +

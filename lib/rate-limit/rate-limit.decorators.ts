@@ -4,7 +4,7 @@ import { InvalidOptionsError } from '../common/errors.js';
 import { OptionProblems } from '../common/option-checks.js';
 import { SKIP_THROTTLE_METADATA, THROTTLE_METADATA } from './rate-limit.constants.js';
 import { checkAccessList, checkIpv6Grouping } from './rate-limit.access-list.js';
-import { checkSkip, unknownSkipNames, unknownThrottleKeys } from './rate-limit.option-names.js';
+import { checkGuardValues, checkSkip, unknownSkipNames, unknownThrottleKeys } from './rate-limit.option-names.js';
 import {
   checkPolicy,
   RATE_LIMIT_OPTIONS,
@@ -37,11 +37,9 @@ export function Throttle(...policies: ThrottleOptions[]): ClassDecorator & Metho
     checkAccessList(`${path}.denyList`, p.denyList, problems);
     // as every call will (the module's default algorithm is not known yet: see policyProblems)
     checkPolicy(path, p, problems);
-    problems.string(`${path}.name`, p.name);
-    problems.boolean(`${path}.failOpen`, p.failOpen);
+    checkGuardValues(path, p, problems); // key, name, failOpen: as rateLimit.defaults'
     problems.boolean(`${path}.skipSuccessfulRequests`, p.skipSuccessfulRequests);
     problems.boolean(`${path}.skipFailedRequests`, p.skipFailedRequests);
-    if (p.key !== undefined && typeof p.key !== 'function') problems.string(`${path}.key`, p.key);
     return {
       ...p,
       ...(Array.isArray(p.allowList) && { allowList: [...p.allowList] }),

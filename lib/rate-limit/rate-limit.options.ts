@@ -1,6 +1,7 @@
 import type { ExecutionContext } from '@nestjs/common';
 import { isDuration, MAX_DURATION_MS, type OptionProblems, shownValue } from '../common/option-checks.js';
 import { checkAccessList, checkIpv6Grouping, isAddressOrCidr } from './rate-limit.access-list.js';
+import { checkGuardValues } from './rate-limit.option-names.js';
 
 /** Injection token of ResolvedRateLimitOptions (`rateLimit` of forRoot, defaults filled in). */
 export const RATE_LIMIT_OPTIONS = Symbol('RATE_LIMIT_OPTIONS');
@@ -220,6 +221,8 @@ export function resolveRateLimitOptions(
       const valid = Number.isInteger(cap) && cap >= 1 && cap <= SLIDING_WINDOW_HARD_MAX_LIMIT;
       const slidingCap = valid ? cap : SLIDING_WINDOW_HARD_MAX_LIMIT;
       checkPolicy('rateLimit.defaults', o.defaults, problems, 'sliding-window', slidingCap);
+      // the guard spreads the defaults into the policy it applies: their key, name and failOpen as @Throttle's
+      checkGuardValues('rateLimit.defaults', o.defaults, problems);
     }
     if (
       o.insurance !== undefined &&
