@@ -223,6 +223,15 @@ export function resolveRateLimitOptions(
       checkPolicy('rateLimit.defaults', o.defaults, problems, 'sliding-window', slidingCap);
       // the guard spreads the defaults into the policy it applies: their key, name and failOpen as @Throttle's
       checkGuardValues('rateLimit.defaults', o.defaults, problems);
+      // the guard names the defaults' policy 'default' (its counters, @SkipThrottle({ default: true })): another name
+      // would be dropped without a word
+      if (typeof o.defaults.name === 'string' && o.defaults.name !== 'default') {
+        problems.add(
+          'rateLimit.defaults.name',
+          `is "${o.defaults.name}", but the guard always names the defaults' policy "default" (its counters, ` +
+            '@SkipThrottle({ default: true })): remove it, or give a named policy with @Throttle({ name, ... })',
+        );
+      }
     }
     if (
       o.insurance !== undefined &&

@@ -63,11 +63,24 @@ describe('rateLimit.defaults: key, name and failOpen checked at start as @Thrott
     for (const field of ['key', 'failOpen', 'name']) expect(message).toContain(`rateLimit.defaults.${field} must be`);
   });
 
-  it('accepts a string or function key, failOpen true or false and a string name', () => {
+  it("accepts a string or function key, failOpen true or false and the name 'default'", () => {
     const byUser = (ctx: ExecutionContext) => String(ctx.getType());
-    for (const extra of [{ key: 'everyone' }, { key: byUser }, { failOpen: false }, { failOpen: true }, { name: 'x' }])
-      expect(atStart(withDefaults(extra))).toBe('');
+    const accepted = [
+      { key: 'everyone' },
+      { key: byUser },
+      { failOpen: false },
+      { failOpen: true },
+      { name: 'default' },
+    ];
+    for (const extra of accepted) expect(atStart(withDefaults(extra))).toBe('');
     expect(atStart(withDefaults({}))).toBe('');
+  });
+
+  it("refuses a name other than 'default' (the guard names the defaults' policy 'default'; it was dropped)", () => {
+    // before: accepted, and the guard applied the defaults as 'default' (counters, @SkipThrottle) all the same
+    expect(atStart(withDefaults({ name: 'api' }))).toContain(
+      `rateLimit.defaults.name is "api", but the guard always names the defaults' policy "default"`,
+    );
   });
 
   it('a module given such defaults does not start', async () => {
