@@ -1,16 +1,16 @@
 import { type ExecutionContext, Logger, SetMetadata, StreamableFile } from '@nestjs/common';
 import type { Reflector } from '@nestjs/core';
 import { InvalidOptionsError } from '../common/errors.js';
-import { requestSession, type SessionRequest } from '../session/session.http.js';
+import { foreignSessionHoldsData, requestSession, type SessionRequest } from '../session/session.http.js';
 import { HTTP_CACHE_SHARED_METADATA } from './cache.constants.js';
 
 /**
  * Whether HttpCacheInterceptor may answer a request with credentials and store its response under this route's
  * shared key (its URL, or a `@CacheKey` string), as it does for anonymous requests: `@CacheShared()` on a route (or on
  * every route of a controller) whose response is the same for every user, e.g. a catalogue behind a login. Without it
- * (or a `@CacheKey` function, which keys each request itself), a request with an Authorization header, `req.user` or
- * a toolkit session goes to the handler uncached (`X-Cache: BYPASS`). `@CacheShared(false)` on a route undoes it for
- * that route.
+ * (or a `@CacheKey` function, which keys each request itself), a request with an Authorization header, `req.user`, a
+ * toolkit session or another library's session holding data (express-session's of a logged-in user) goes to the
+ * handler uncached (`X-Cache: BYPASS`). `@CacheShared(false)` on a route undoes it for that route.
  */
 export function CacheShared(shared = true): MethodDecorator & ClassDecorator {
   if (typeof shared !== 'boolean') throw new InvalidOptionsError('@CacheShared: shared must be true or false');
@@ -29,14 +29,19 @@ export interface CredentialRequest {
 /**
  * What in this request identifies a user, as the warning names it, or undefined for an anonymous request: an
  * `Authorization` header (RFC 9111 §3.5: a shared cache does not answer such a request from a stored response),
- * `req.user` (set by a guard, which runs before any interceptor, or by middleware), or a session of the toolkit's
- * SessionMiddleware / SessionGuard. A cookie alone is not: most are not credentials (analytics, consent, an anonymous
+ * `req.user` (set by a guard, which runs before any interceptor, or by middleware), a session of the toolkit's
+ * SessionMiddleware / SessionGuard (or a plain object some middleware put on `req.session`), or another library's
+ * session holding data besides its cookie (express-session's of a logged-in user; a fresh anonymous one holds only its
+ * cookie and stays cacheable). A cookie alone is not: most are not credentials (analytics, consent, an anonymous
  * session), and one that is reaches the handler through a guard or middleware that sets one of these.
  */
 function credentialsOf(request: CredentialRequest): string | undefined {
   if (request.headers?.authorization !== undefined) return 'an Authorization header';
   if (request.user || request.raw?.user) return 'req.user (set by a guard or middleware)';
   if (requestSession(request as SessionRequest)) return 'a session (SessionMiddleware / SessionGuard)';
+  if (foreignSessionHoldsData(request as SessionRequest)) {
+    return "req.session holding data (another library's session, e.g. express-session's)";
+  }
   return undefined;
 }
 

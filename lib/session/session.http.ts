@@ -13,10 +13,19 @@ export interface SessionRequest {
   secure?: boolean;
   /** Fastify (and Express): `'https'` behind TLS, or a trusted proxy that says so. */
   protocol?: string;
-  /** The session, or null when there is none (on Fastify: a getter for `raw.session`). */
+  /**
+   * The session, or null when there is none (on Fastify: a getter for `raw.session`). On Express, unset to the
+   * middleware mounted after SessionMiddleware, filled for the route (setRequestSession).
+   */
   session?: Session | null;
   /** Fastify: the Node request, which is where the session is kept (Nest middleware on Fastify sees only it). */
   raw?: { session?: Session | null };
+}
+
+/** What setRequestSession reads of an Express request: `app` (the application, a function), `route` (once matched). */
+interface ExpressRequestLike {
+  app?: unknown;
+  route?: unknown;
 }
 
 /**
@@ -40,6 +49,25 @@ function isForeignSession(value: unknown): boolean {
   if (typeof value !== 'object' || value === null) return false;
   const proto: unknown = Object.getPrototypeOf(value);
   return proto !== Object.prototype && proto !== null;
+}
+
+/**
+ * Whether `req.session` (Express's or Fastify's request) or the Node request's holds another library's session with
+ * something in it besides its cookie: express-session's Session of a logged-in user (a session loaded from its store,
+ * or one the handler filled). express-session keeps its own `id` and `req` as properties that do not enumerate, so a
+ * fresh session of an anonymous request lists only `cookie`. For the HTTP cache's credentials check, which errs on the
+ * side of "someone is logged in": it proves nothing (never for authentication).
+ */
+export function foreignSessionHoldsData(req: SessionRequest | undefined): boolean {
+  if (typeof req !== 'object' || req === null) return false;
+  return holdsData((req as SessionHolder).session) || holdsData(req.raw?.session);
+}
+
+function holdsData(value: unknown): boolean {
+  if (!isForeignSession(value)) return false;
+  // for…in rather than Object.keys: an anonymous request's check allocates nothing
+  for (const key in value as object) if (key !== 'cookie' && Object.hasOwn(value as object, key)) return true;
+  return false;
 }
 
 /**
@@ -74,13 +102,39 @@ export function requestSession(req: SessionRequest | undefined): Session | null 
 /**
  * Attaches the session to the request where attachedSession reads it, and copies it to `req.session` for the app's
  * code, unless another library's session is there (express-session throws in `res.end` when its own is replaced,
- * and the request is never answered).
+ * and the request is never answered). On Express before a route matched (SessionMiddleware), the copy is left for the
+ * route: `req.session` reads undefined to the middleware after it (express-session skips itself whenever `req.session`
+ * is set, so mounted after SessionMiddleware it never loaded nor saved a logged-in user's session, silently), and the
+ * toolkit's session from the route on (guards, interceptors, pipes, the handler), unless some middleware assigned its
+ * own meanwhile (express-session's Session), which then stays.
  */
 export function setRequestSession(req: SessionRequest, session: Session | null): void {
   const holder = (req.raw ?? req) as SessionHolder;
   holder[TOOLKIT_SESSION] = session;
-  if (!isForeignSession(holder.session)) holder.session = session;
+  if (isForeignSession(holder.session)) return;
+  const express = holder as ExpressRequestLike;
+  if (typeof express.app === 'function' && express.route === undefined) {
+    Object.defineProperty(holder, 'session', FOR_THE_ROUTE);
+  } else {
+    holder.session = session;
+  }
 }
+
+/**
+ * `req.session` on an Express request that no route has matched yet (Express's router sets `req.route` when one
+ * does): undefined until then, the toolkit's session after; an assignment (express-session's, the app's) makes it a
+ * plain property holding what was assigned. One descriptor for every request.
+ */
+const FOR_THE_ROUTE: PropertyDescriptor = {
+  configurable: true,
+  enumerable: true,
+  get(this: SessionHolder & ExpressRequestLike) {
+    return this.route === undefined ? undefined : this[TOOLKIT_SESSION];
+  },
+  set(this: object, value: unknown) {
+    Object.defineProperty(this, 'session', { value, writable: true, configurable: true, enumerable: true });
+  },
+};
 
 /** What SessionGuard reads of a Socket.IO socket (the client of a gateway's message handler). */
 export interface SessionSocket {

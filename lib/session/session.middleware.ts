@@ -6,10 +6,13 @@ import { cookieSession, setRequestSession, toHttpError, type SessionRequest } fr
 import type { Session } from './session.types.js';
 
 /**
- * Reads the signed session cookie, loads the session (touching it: rolling expiry, one round trip) and puts it on
- * `req.session` (null without a valid session). An unsigned, tampered or malformed cookie is ignored without a Redis
- * command. With `rolling` and no fixed `cookie.maxAge`, the cookie is re-sent so its expiry follows the session's; a
- * cookie for a session that no longer exists is cleared. Redis unreachable → 503, never an anonymous pass.
+ * Reads the signed session cookie, loads the session (touching it: rolling expiry, one round trip) and attaches it to
+ * the request, where `@CurrentSession()` and SessionGuard read it (null without a valid session); `req.session` gives
+ * it to the route (on Express from the route's guards on, so that session middleware mounted after this one, such as
+ * express-session, still finds `req.session` free: setRequestSession). An unsigned, tampered or malformed cookie is
+ * ignored without a Redis command. With `rolling` and no fixed `cookie.maxAge`, the cookie is re-sent so its expiry
+ * follows the session's; a cookie for a session that no longer exists is cleared. Redis unreachable → 503, never an
+ * anonymous pass.
  * Works on Express and on Fastify (where Nest middleware gets Node's request and response; `@CurrentSession()`,
  * SessionGuard and Fastify's `request.session` read the session from there).
  *
