@@ -225,10 +225,11 @@ export function resolveRateLimitOptions(
       checkGuardValues('rateLimit.defaults', o.defaults, problems);
       // the guard names the defaults' policy 'default' (its counters, @SkipThrottle({ default: true })): another name
       // would be dropped without a word
-      if (typeof o.defaults.name === 'string' && o.defaults.name !== 'default') {
+      const { name } = o.defaults as { name?: unknown };
+      if (typeof name === 'string' && name !== 'default') {
         problems.add(
           'rateLimit.defaults.name',
-          `is "${o.defaults.name}", but the guard always names the defaults' policy "default" (its counters, ` +
+          `is "${name}", but the guard always names the defaults' policy "default" (its counters, ` +
             '@SkipThrottle({ default: true })): remove it, or give a named policy with @Throttle({ name, ... })',
         );
       }
