@@ -1,4 +1,10 @@
-import { ConfigurableModuleBuilder, type DynamicModule, type Provider } from '@nestjs/common';
+import {
+  type ConfigurableModuleAsyncOptions,
+  ConfigurableModuleBuilder,
+  type DynamicModule,
+  type Provider,
+} from '@nestjs/common';
+import { OptionProblems, type OptionShape, shownValue } from './common/option-checks.js';
 import { DEFAULT_CONNECTION_NAME } from './connection/connection.options.js';
 import { RedisConnections } from './connection/redis-connections.js';
 import {
@@ -18,16 +24,28 @@ interface RedisToolkitExtras {
   connectionNames?: string[];
 }
 
-export const {
-  ConfigurableModuleClass: RedisToolkitConfigurableModule,
-  MODULE_OPTIONS_TOKEN: REDIS_TOOLKIT_MODULE_OPTIONS,
-} = new ConfigurableModuleBuilder<RedisToolkitOptions>({ moduleName: 'RedisToolkit' })
+/** The extras of forRoot and forRootAsync (Nest takes them out of the options the toolkit resolves). */
+const EXTRA_KEYS = { isGlobal: true, notificationsGateway: true, connectionNames: true } satisfies OptionShape;
+/** forRootAsync's own keys: Nest's async options and the extras (the toolkit's options come from the factory). */
+const ASYNC_KEYS: OptionShape = {
+  imports: true,
+  inject: true,
+  useFactory: true,
+  useClass: true,
+  useExisting: true,
+  provideInjectionTokensFrom: true,
+  ...EXTRA_KEYS,
+};
+
+const built = new ConfigurableModuleBuilder<RedisToolkitOptions>({ moduleName: 'RedisToolkit' })
   .setClassMethodName('forRoot')
   .setExtras<RedisToolkitExtras>(
     { isGlobal: true, notificationsGateway: false, connectionNames: undefined },
     (definition, extras) => {
-      const toolkit: DynamicModule = { ...definition, global: extras.isGlobal };
-      const gateway = notificationsGatewayImports(extras.notificationsGateway, extras.isGlobal ? undefined : toolkit);
+      // isGlobal is true or false here (checkExtras); left out or undefined, the module is global.
+      const global = extras.isGlobal !== false;
+      const toolkit: DynamicModule = { ...definition, global };
+      const gateway = notificationsGatewayImports(extras.notificationsGateway, global ? undefined : toolkit);
       toolkit.imports = [...(definition.imports ?? []), ...gateway];
       // forRoot passes its options here too (extras and options in one object); forRootAsync only the extras.
       const clients = namedClientProviders(
@@ -39,6 +57,67 @@ export const {
     },
   )
   .build();
+
+export const REDIS_TOOLKIT_MODULE_OPTIONS = built.MODULE_OPTIONS_TOKEN;
+
+type ForRootOptions = RedisToolkitOptions & Partial<RedisToolkitExtras>;
+type ForRootAsyncOptions = ConfigurableModuleAsyncOptions<RedisToolkitOptions> & Partial<RedisToolkitExtras>;
+
+/**
+ * Nest's configurable module with the options of forRoot and forRootAsync checked when they are called: Nest reads
+ * the extras by name and never looks at forRootAsync's own keys, so `isGlobl: false` left the toolkit global,
+ * `isGlobal: 'no'` made it global, `connectionNames: 'volatile'` was spread into letters and `useFactroy` failed
+ * inside Nest naming neither. The toolkit's options themselves are checked at start (resolveToolkitOptions).
+ */
+export class RedisToolkitConfigurableModule extends built.ConfigurableModuleClass {
+  static override forRoot(options: ForRootOptions): DynamicModule {
+    const problems = new OptionProblems('RedisToolkitModule.forRoot');
+    if (options === undefined) problems.add('options', 'are required (at least { connection })');
+    else if (problems.object('options', options)) checkExtras(options, problems);
+    problems.throwIfAny();
+    // biome-ignore lint/complexity/noThisInStatic: Nest's method makes the module of `this` (RedisToolkitModule)
+    return super.forRoot(options);
+  }
+
+  static override forRootAsync(options: ForRootAsyncOptions): DynamicModule {
+    const problems = new OptionProblems('RedisToolkitModule.forRootAsync');
+    if (options === undefined) {
+      problems.add('options', 'are required ({ useFactory, inject?, imports? }, or useClass / useExisting)');
+    } else if (problems.object('options', options)) {
+      problems.unknownKeys('', options, ASYNC_KEYS);
+      checkAsyncSource(options, problems);
+      checkExtras(options, problems);
+    }
+    problems.throwIfAny();
+    // biome-ignore lint/complexity/noThisInStatic: Nest's method makes the module of `this` (RedisToolkitModule)
+    return super.forRootAsync(options);
+  }
+}
+
+/** One of useFactory, useClass, useExisting (Nest would use useFactory over the others without a word). */
+function checkAsyncSource(options: ForRootAsyncOptions, problems: OptionProblems): void {
+  const given = (['useFactory', 'useClass', 'useExisting'] as const).filter((key) => options[key] !== undefined);
+  if (given.length === 0) problems.add('useFactory', 'is required (or useClass, or useExisting): none was given');
+  if (given.length > 1) problems.add(given.join(' and '), 'cannot be given together: give one of them');
+  for (const key of given) problems.func(key, options[key]);
+  for (const key of ['imports', 'inject', 'provideInjectionTokensFrom'] as const) {
+    const value = options[key];
+    if (value !== undefined && !Array.isArray(value)) problems.add(key, `must be an array, got ${shownValue(value)}`);
+  }
+}
+
+/** isGlobal, connectionNames and a falsy notificationsGateway (a truthy one is checked where its module is made). */
+function checkExtras(extras: Partial<RedisToolkitExtras>, problems: OptionProblems): void {
+  problems.boolean('isGlobal', extras.isGlobal);
+  const { connectionNames: names, notificationsGateway: gateway } = extras;
+  if (names !== undefined && (!Array.isArray(names) || !names.every((n) => typeof n === 'string' && n !== ''))) {
+    const got = Array.isArray(names) ? 'an array holding something else' : shownValue(names);
+    problems.add('connectionNames', `must be an array of connection names (non-empty strings), got ${got}`);
+  }
+  if (!gateway && gateway !== undefined && gateway !== false) {
+    problems.add('notificationsGateway', `must be true, false or { namespace: '/live' }, got ${shownValue(gateway)}`);
+  }
+}
 
 function namesIn(connections: unknown): string[] {
   if (connections === null || typeof connections !== 'object' || Array.isArray(connections)) return [];

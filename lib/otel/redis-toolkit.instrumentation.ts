@@ -21,6 +21,7 @@ import {
   REDIS_TOOLKIT_TRACING_CHANNELS,
   type TracingContext,
 } from '../common/diagnostics.js';
+import { OptionProblems } from '../common/option-checks.js';
 import { RedisToolkitMetrics } from './otel.metrics.js';
 
 /** The instrumentation scope of every span and metric (the package's name and version). */
@@ -221,7 +222,19 @@ export class RedisToolkitInstrumentation {
   }
 }
 
-function withDefaults(config: RedisToolkitInstrumentationConfig): Required<RedisToolkitInstrumentationConfig> {
+const CONFIG_KEYS = { enabled: true, traces: true, metrics: true, commandDuration: true } as const;
+
+/**
+ * The config with its defaults; InvalidOptionsError for a key that is not one of the four (`trace` kept tracing on)
+ * or a value that is not a boolean (`enabled: 'false'` subscribed).
+ */
+function withDefaults(config: RedisToolkitInstrumentationConfig = {}): Required<RedisToolkitInstrumentationConfig> {
+  const problems = new OptionProblems('RedisToolkitInstrumentation');
+  if (problems.object('config', config)) {
+    problems.unknownKeys('', config, CONFIG_KEYS);
+    for (const key of Object.keys(CONFIG_KEYS) as (keyof typeof CONFIG_KEYS)[]) problems.boolean(key, config[key]);
+  }
+  problems.throwIfAny();
   return {
     enabled: config.enabled ?? true,
     traces: config.traces ?? true,

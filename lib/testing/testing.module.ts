@@ -1,5 +1,7 @@
 import type { ModuleMetadata } from '@nestjs/common';
 import { Test, type TestingModuleBuilder } from '@nestjs/testing';
+import { InvalidOptionsError } from '../common/errors.js';
+import { kindOf } from '../common/option-checks.js';
 import type { RedisConnectionOptions } from '../connection/connection.options.js';
 import { RedisToolkitModule } from '../redis-toolkit.module.js';
 import type { RedisToolkitOptions } from '../redis-toolkit.options.js';
@@ -16,8 +18,19 @@ export interface RedisTestingModuleOptions extends ModuleMetadata {
   toolkit?: Omit<RedisToolkitOptions, 'connection'>;
 }
 
-/** The `connection` option for a test server or cluster handle (other values pass through). */
+/**
+ * The `connection` option for a test server or cluster handle (other objects pass through, checked at start as
+ * `connection`); InvalidOptionsError naming `redis` for anything else (a url string, nothing).
+ */
 export function testConnection(redis: RedisTestingModuleOptions['redis']): RedisConnectionOptions {
+  if (redis === null || typeof redis !== 'object' || Array.isArray(redis)) {
+    // a url may hold a password: only what the value is is shown
+    const hint = typeof redis === 'string' ? ' (a url goes in { url })' : '';
+    throw new InvalidOptionsError(
+      'redis must be a server or cluster from startRedisServer() / startRedisCluster(), or connection options ' +
+        `({ url }, { host, port }, { cluster }, { client }), got ${kindOf(redis)}${hint}`,
+    );
+  }
   if ('startupNodes' in redis && 'masters' in redis) return { cluster: redis.startupNodes };
   if ('url' in redis && 'restart' in redis) return { url: redis.url };
   return redis as RedisConnectionOptions;
@@ -28,7 +41,17 @@ export function testConnection(redis: RedisTestingModuleOptions['redis']): Redis
  * controllers and providers. Returns the builder, so `overrideProvider(...)` still works before `compile()`.
  */
 export function createRedisTestingModule(options: RedisTestingModuleOptions): TestingModuleBuilder {
+  if (options === null || typeof options !== 'object')
+    throw new InvalidOptionsError(`createRedisTestingModule needs { redis, ... }, got ${kindOf(options)}`);
   const { redis, toolkit, imports = [], ...metadata } = options;
+  if (toolkit !== undefined && (toolkit === null || typeof toolkit !== 'object' || Array.isArray(toolkit)))
+    throw new InvalidOptionsError(`createRedisTestingModule: toolkit must be an object, got ${kindOf(toolkit)}`);
+  // forRoot({ ...toolkit, connection }) would drop it for `redis` without a word
+  if (toolkit !== undefined && 'connection' in toolkit)
+    throw new InvalidOptionsError(
+      'createRedisTestingModule: toolkit.connection is not an option here: redis says where to connect ' +
+        '(a handle from startRedisServer() / startRedisCluster(), or connection options)',
+    );
   const toolkitModule = RedisToolkitModule.forRoot({ ...toolkit, connection: testConnection(redis) });
   return Test.createTestingModule({ ...metadata, imports: [toolkitModule, ...imports] });
 }

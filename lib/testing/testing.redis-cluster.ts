@@ -2,6 +2,7 @@
  * A real Redis Cluster made of {@link startRedisServer} cluster nodes, assembled with `redis-cli --cluster create`.
  */
 import { execFile } from 'node:child_process';
+import { OptionProblems, refuseUnknown, shownValue } from '../common/option-checks.js';
 import { redisCliBinary, redisServerBinary } from './testing.processes.js';
 import { startRedisServer, type RedisServerHandle } from './testing.redis-server.js';
 import { rawCommand } from './testing.resp.js';
@@ -97,13 +98,28 @@ async function mastersOf(nodes: RedisServerHandle[]): Promise<boolean[]> {
   }
 }
 
+const CLUSTER_OPTIONS = new Set(['masters', 'replicasPerMaster']);
+
+/**
+ * InvalidOptionsError, before any node starts, for a key it does not know (`{ replicas: 1 }` started a cluster
+ * without replicas) and for counts that are not integers in range.
+ */
+function checkClusterOptions(opts: RedisClusterOptions): void {
+  const problems = new OptionProblems('startRedisCluster');
+  if (!problems.object('options', opts)) problems.throwIfAny();
+  refuseUnknown(opts, CLUSTER_OPTIONS, 'startRedisCluster');
+  const { masters, replicasPerMaster } = opts;
+  if (masters !== undefined && !(Number.isInteger(masters) && masters >= 3))
+    problems.add('masters', `must be an integer >= 3 (redis-cli needs 3), got ${shownValue(masters)}`);
+  if (replicasPerMaster !== undefined && !(Number.isInteger(replicasPerMaster) && replicasPerMaster >= 0))
+    problems.add('replicasPerMaster', `must be an integer >= 0, got ${shownValue(replicasPerMaster)}`);
+  problems.throwIfAny();
+}
+
 export async function startRedisCluster(opts: RedisClusterOptions = {}): Promise<RedisClusterHandle> {
+  checkClusterOptions(opts);
   const masterCount = opts.masters ?? 3;
   const replicas = opts.replicasPerMaster ?? 0;
-  if (!Number.isInteger(masterCount) || masterCount < 3)
-    throw new Error(`startRedisCluster: masters must be an integer >= 3 (got ${masterCount})`);
-  if (!Number.isInteger(replicas) || replicas < 0)
-    throw new Error(`startRedisCluster: replicasPerMaster must be an integer >= 0 (got ${replicas})`);
 
   // Both binaries before any node starts: a missing redis-cli or an old redis-server leaves nothing to stop.
   redisServerBinary();

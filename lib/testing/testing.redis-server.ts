@@ -13,6 +13,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { InvalidOptionsError } from '../common/errors.js';
+import { OptionProblems, refuseUnknown, shownValue } from '../common/option-checks.js';
 import {
   FORBIDDEN_PORT,
   getFreeClusterPort,
@@ -297,13 +299,44 @@ class RedisServer implements RedisServerHandle {
   }
 }
 
+const SERVER_OPTIONS = new Set(['port', 'args', 'password', 'aclUser', 'cluster']);
+const ACL_USER_OPTIONS = new Set(['name', 'password']);
+
+/**
+ * InvalidOptionsError for a key startRedisServer does not know (a `passwrod` started a server without a password)
+ * and for a value of the wrong type, before anything starts. Passwords are never shown.
+ */
+function checkServerOptions(opts: RedisServerOptions): void {
+  const problems = new OptionProblems('startRedisServer');
+  if (!problems.object('options', opts)) problems.throwIfAny();
+  refuseUnknown(opts, SERVER_OPTIONS, 'startRedisServer');
+  problems.integer('port', opts.port, 1, 65_535);
+  const { args, aclUser } = opts;
+  if (args !== undefined && !(Array.isArray(args) && args.every((a) => typeof a === 'string')))
+    problems.add(
+      'args',
+      `must be an array of strings, got ${Array.isArray(args) ? 'an array of other values' : shownValue(args)}`,
+    );
+  problems.string('password', opts.password, { secret: true });
+  if (problems.object('aclUser', aclUser) && aclUser !== undefined) {
+    refuseUnknown(aclUser, ACL_USER_OPTIONS, 'startRedisServer: aclUser');
+    problems.string('aclUser.name', aclUser.name ?? null);
+    problems.string('aclUser.password', aclUser.password ?? null, { secret: true });
+  }
+  problems.boolean('cluster', opts.cluster);
+  problems.throwIfAny();
+}
+
 /**
  * Starts a redis-server bound to 127.0.0.1 and resolves once it answers PING.
  * Without `opts.port`, a free port is picked, and a new one is tried when redis loses the race for it.
  */
 export async function startRedisServer(opts: RedisServerOptions = {}): Promise<RedisServerHandle> {
+  checkServerOptions(opts);
   if (opts.port === FORBIDDEN_PORT)
-    throw new Error(`refusing to start a test server on port ${FORBIDDEN_PORT}: it is reserved for a real Redis`);
+    throw new InvalidOptionsError(
+      `refusing to start a test server on port ${FORBIDDEN_PORT}: it is reserved for a real Redis`,
+    );
   redisServerBinary(); // fail fast with the install hint
   // Servers left by a crashed earlier run (its owner gone): removed by the first start of each process.
   if (!registry.swept) {
