@@ -1,4 +1,4 @@
-import { type ExecutionContext, ServiceUnavailableException } from '@nestjs/common';
+import { type ExecutionContext, Logger, ServiceUnavailableException } from '@nestjs/common';
 import { RedisUnavailableError, UnsupportedContextError } from '../common/errors.js';
 import type { Session } from './session.types.js';
 
@@ -129,12 +129,37 @@ const FOR_THE_ROUTE: PropertyDescriptor = {
   configurable: true,
   enumerable: true,
   get(this: SessionHolder & ExpressRequestLike) {
-    return this.route === undefined ? undefined : this[TOOLKIT_SESSION];
+    if (this.route !== undefined) return this[TOOLKIT_SESSION];
+    if (this[TOOLKIT_SESSION]) warnReadBeforeRoute(this.app);
+    return undefined;
   },
   set(this: object, value: unknown) {
     Object.defineProperty(this, 'session', { value, writable: true, configurable: true, enumerable: true });
   },
 };
+
+const HTTP_LOGGER = new Logger('RedisToolkit:Session');
+
+/** Express apps already told that middleware read `req.session` before the route (once per app). */
+const toldBeforeRoute = new WeakSet<object>();
+
+/**
+ * Middleware mounted after SessionMiddleware read `req.session` of a request that has a session, and got undefined:
+ * one warning per app, so that a middleware of the app's that relied on it (it used to get the toolkit's session) is
+ * not left to treat every user as anonymous without a word. express-session mounted there reads it too (that is why
+ * it reads undefined), so the warning says when nothing is wrong.
+ */
+function warnReadBeforeRoute(app: unknown): void {
+  if (typeof app !== 'function' || toldBeforeRoute.has(app)) return;
+  toldBeforeRoute.add(app);
+  HTTP_LOGGER.warn(
+    'req.session was read before the route by middleware mounted after SessionMiddleware, on a request that has a ' +
+      'session: it reads undefined there, so that express-session mounted after SessionMiddleware still loads its ' +
+      "own; the toolkit's session is on req.session from the route on (guards, interceptors, the handler). If that " +
+      'middleware is your own and needs the session, read it in a guard or an interceptor, or with @CurrentSession() ' +
+      '(docs/session.md, "express-session in the same app"); if it is express-session, nothing is wrong. Said once per app.',
+  );
+}
 
 /** What SessionGuard reads of a Socket.IO socket (the client of a gateway's message handler). */
 export interface SessionSocket {

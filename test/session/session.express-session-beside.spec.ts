@@ -139,7 +139,10 @@ function legacySession(client: RedisClient, prefix: string) {
 }
 
 /** SessionMiddleware, then what `middlewareAfter` gives (express-session, a middleware of the app's), on every route. */
-async function afterApp(middlewareAfter: (client: RedisClient, prefix: string) => unknown[]) {
+async function afterApp(
+  middlewareAfter: (client: RedisClient, prefix: string) => unknown[],
+  logger?: ReturnType<typeof recordingLogger>['logger'],
+) {
   const prefix = newSessionPrefix();
   @Module({ controllers: [LegacyController] })
   class OrderModule implements NestModule {
@@ -156,6 +159,7 @@ async function afterApp(middlewareAfter: (client: RedisClient, prefix: string) =
     session: { cookie: { secret: SECRET } },
     imports: [OrderModule],
     controllers: [loginController()],
+    ...(logger && { logger }),
   });
   return request(app.app.getHttpServer() as Server);
 }
@@ -226,6 +230,21 @@ describe('req.session without express-session (Express): filled for the route', 
     expect(seen.body).toEqual({ middleware: 'unset', route: 'toolkit:erin' });
     const anonymous = await http.get('/legacy/seen').timeout(5_000);
     expect(anonymous.body).toEqual({ middleware: 'unset', route: 'null' });
+  });
+
+  it('middleware after SessionMiddleware that reads req.session of a logged-in request is told once per app', async () => {
+    const recording = recordingLogger();
+    const http = await afterApp(() => [seenInMiddleware], recording.logger);
+    await http.get('/legacy/seen').timeout(5_000);
+    // an anonymous request: nothing was hidden from the middleware, nothing said
+    expect(recording.warnings.filter((w) => w.includes('read before the route'))).toEqual([]);
+    const login = await http.post('/login').send({ user: 'gus' }).expect(201);
+    const toolkit = cookiePair(login.headers['set-cookie']);
+    for (let i = 0; i < 3; i++) await http.get('/legacy/seen').set('Cookie', toolkit).timeout(5_000);
+    // before (2b087a1 alone): no word, while the middleware took every user for anonymous
+    const told = recording.warnings.filter((w) => w.includes('req.session was read before the route'));
+    expect(told).toHaveLength(1);
+    expect(told[0]).toContain('@CurrentSession()');
   });
 
   it('a session the app assigns in middleware after SessionMiddleware stays; @CurrentSession() is the toolkit’s', async () => {
