@@ -157,7 +157,8 @@ function warnReadBeforeRoute(app: unknown): void {
       'session: it reads undefined there, so that express-session mounted after SessionMiddleware still loads its ' +
       "own; the toolkit's session is on req.session from the route on (guards, interceptors, the handler). If that " +
       'middleware is your own and needs the session, read it in a guard or an interceptor, or with @CurrentSession() ' +
-      '(docs/session.md, "express-session in the same app"); if it is express-session, nothing is wrong. Said once per app.',
+      '(docs/session.md, "express-session in the same app"); if it is express-session, nothing is wrong. Said ' +
+      'once per app.',
   );
 }
 
