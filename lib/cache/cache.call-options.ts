@@ -1,5 +1,5 @@
-import { InvalidOptionsError } from '../common/errors.js';
-import { durationProblem, isDuration, refuseUnknown } from '../common/option-checks.js';
+import { InvalidKeyError, InvalidOptionsError } from '../common/errors.js';
+import { durationProblem, isDuration, MAX_DURATION_MS, refuseUnknown, shownValue } from '../common/option-checks.js';
 import { KeyBuilder } from '../common/keys.js';
 import type { CacheEntry } from './cache.entry.js';
 import type { ResolvedCacheOptions } from './cache.options.js';
@@ -83,6 +83,57 @@ export function resolveCall<T>(
     grace: Math.ceil(grace ?? defaults.grace),
     graceBackoff: graceBackoff ?? defaults.graceBackoff,
   };
+}
+
+/** getOrSetForever's options as getOrSet's: only tags (its ttl is 100 years: a ttl given is refused, never dropped). */
+export function foreverOptions<T>(options: unknown): CacheGetOrSetOptions<T> {
+  const where = 'cache.getOrSetForever';
+  if (options === null || typeof options !== 'object') {
+    const hint = typeof options === 'number' ? ' (it takes no ttl: getOrSet does, as { ttl })' : '';
+    throw new InvalidOptionsError(`${where}: options must be an object ({ tags? })${hint}, got ${shownValue(options)}`);
+  }
+  const ttlLike = Object.keys(options).find((k) => k !== 'tags' && KNOWN.getOrSet.has(k));
+  if (ttlLike !== undefined) {
+    throw new InvalidOptionsError(
+      `${where}: ${ttlLike} is not a known option (the entry is fresh for 100 years: getOrSet takes ${ttlLike}); ` +
+        'known: tags',
+    );
+  }
+  refuseUnknown(options, FOREVER, where);
+  return { ...(options as { tags?: CacheTags<T> }), ttl: MAX_DURATION_MS, staleTtl: 0 };
+}
+const FOREVER: ReadonlySet<string> = new Set(['tags']);
+
+/** mget's keys: an array (each key is checked by its get). */
+export function keyList(keys: unknown): readonly string[] {
+  if (!Array.isArray(keys)) throw new InvalidKeyError(`cache.mget: keys must be an array, got ${shownValue(keys)}`);
+  return keys;
+}
+
+type MsetEntry<T> = { key: string; value: T; options?: CacheSetOptions };
+const MSET_ENTRY: ReadonlySet<string> = new Set(['key', 'value', 'options']);
+
+/**
+ * mset's entries: an array of `{ key, value, options? }`. A set option beside key and value (cache-manager's
+ * `{ key, value, ttl }`) is refused, not dropped.
+ */
+export function entryList<T>(entries: unknown): readonly MsetEntry<T>[] {
+  const shape = '{ key, value, options? }';
+  if (!Array.isArray(entries))
+    throw new InvalidOptionsError(`cache.mset: entries must be an array of ${shape}, got ${shownValue(entries)}`);
+  for (const [i, entry] of entries.entries()) {
+    if (entry === null || typeof entry !== 'object' || Array.isArray(entry))
+      throw new InvalidOptionsError(`cache.mset: entries[${i}] must be an object ${shape}, got ${shownValue(entry)}`);
+    const misplaced = Object.keys(entry).find((k) => KNOWN.set.has(k));
+    if (misplaced !== undefined) {
+      throw new InvalidOptionsError(
+        `cache.mset: entries[${i}].${misplaced} is not a key of an entry ${shape}: ` +
+          `give it as options: { ${misplaced} }`,
+      );
+    }
+    refuseUnknown(entry, MSET_ENTRY, `cache.mset: entries[${i}]`);
+  }
+  return entries;
 }
 
 /** Whether two calls ask for the same thing (functions and tag lists compared by identity). */

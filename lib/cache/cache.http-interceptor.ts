@@ -41,11 +41,18 @@ export type HttpCacheKeyFn = (request: never, context: ExecutionContext) => stri
  * per-user caching, e.g. `@CacheKey((req: Request) => \`me:${req.user.id}\`)`). Without it the key is the URL (path and
  * query; a hash of it for a URL past 1 KiB or with a `#`: see urlKey; with the route's version under header, media-type
  * or custom versioning: see versionTag), the same for every user: a request with credentials then bypasses the cache
- * (see @CacheShared). A function key is taken as the request's own.
+ * (see @CacheShared). A function key is taken as the request's own. A string is checked here as a key (not '').
  */
 export function CacheKey(key: string | HttpCacheKeyFn): MethodDecorator & ClassDecorator {
   if (typeof key !== 'string' && typeof key !== 'function') {
     throw new InvalidOptionsError('@CacheKey: key must be a string or a function of the request');
+  }
+  if (typeof key === 'string' && Buffer.byteLength(key) <= MAX_KEY_BYTES) {
+    try {
+      KeyBuilder.validate(key, '@CacheKey: key');
+    } catch (err) {
+      throw new InvalidOptionsError((err as Error).message);
+    }
   }
   return SetMetadata(HTTP_CACHE_KEY_METADATA, key);
 }

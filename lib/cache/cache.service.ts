@@ -1,6 +1,5 @@
 import { Inject, Injectable, Logger, Optional, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import { unlinkMany } from '../common/bulk-keys.js';
-import { MAX_DURATION_MS } from '../common/option-checks.js';
 import { InvalidOptionsError } from '../common/errors.js';
 import { FailurePolicy } from '../common/failure-policy.js';
 import type { RedisClock } from '../common/redis-clock.js';
@@ -12,7 +11,8 @@ import { RedisConnection } from '../connection/redis-connection.js';
 import { CACHE_L1_PUBSUB } from '../pubsub/pubsub.providers.js';
 import { FEATURE_CONNECTION } from '../connection/redis-connections.js';
 import { PubSubService } from '../pubsub/pubsub.service.js';
-import { defaultCall, entryOf, resolveCall, type ResolvedCall } from './cache.call-options.js';
+import { defaultCall, entryList, entryOf, foreverOptions, keyList, resolveCall } from './cache.call-options.js';
+import type { ResolvedCall } from './cache.call-options.js';
 import { encodeEntry, type CacheEntry } from './cache.entry.js';
 import { CacheEntryStore } from './cache.entry-store.js';
 import { cacheClock } from './cache.clock.js';
@@ -362,18 +362,18 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
   }
 
   /** `get` of each key (one MGET per 32 keys on a single server), in order. */
-  mget<T>(keys: readonly string[]): Promise<(T | undefined)[]> {
-    return Promise.all(keys.map((k) => this.get<T>(k)));
+  async mget<T>(keys: readonly string[]): Promise<(T | undefined)[]> {
+    return Promise.all(keyList(keys).map((k) => this.get<T>(k)));
   }
 
-  /** `set` of each entry. */
+  /** `set` of each entry (a ttl goes in its options: `{ key, value, options: { ttl } }`). */
   async mset<T>(entries: readonly { key: string; value: T; options?: CacheSetOptions }[]): Promise<void> {
-    await Promise.all(entries.map((e) => this.set(e.key, e.value, e.options)));
+    await Promise.all(entryList<T>(entries).map((e) => this.set(e.key, e.value, e.options)));
   }
 
-  /** getOrSet with no expiry in practice (100 years fresh): until deleted or invalidated. */
-  getOrSetForever<T>(key: string, loader: Loader<T>, options: { tags?: CacheTags<T> } = {}): Promise<T> {
-    return this.getOrSet(key, loader, { ...options, ttl: MAX_DURATION_MS, staleTtl: 0 });
+  /** getOrSet with no expiry in practice (100 years fresh): until deleted or invalidated. Options: `{ tags? }`. */
+  async getOrSetForever<T>(key: string, loader: Loader<T>, options: { tags?: CacheTags<T> } = {}): Promise<T> {
+    return this.getOrSet(key, loader, foreverOptions<T>(options));
   }
 
   stats(): CacheStats {

@@ -1,5 +1,7 @@
 import { InvalidOptionsError, LockLostError, RedisUnavailableError } from '../common/errors.js';
 import { clearLongTimeout, type LongTimer, setLongTimeout } from '../common/timeout.js';
+import { ttlOf } from './lock.attempts.js';
+import { checkNames } from './lock.option-names.js';
 import type { LockShutdown } from './lock.shutdown.js';
 import { monotonicNow, msLeft } from './lock.clock.js';
 
@@ -68,6 +70,23 @@ export function checkAutoExtend(autoExtend: unknown, ttl: number, where: string,
     throw new InvalidOptionsError(`${where}: autoExtend.onLost must be a function`);
   }
   checkExtensionThreshold(extensionThreshold ?? threshold, ttl, where);
+}
+
+/**
+ * The options of an `acquire` / `tryAcquire` checked before the first attempt, so nothing is taken when one is wrong:
+ * their names, the ttl (returned), and `autoExtend` against it as acquireAll and a semaphore check theirs (`'false'`
+ * or `1` is refused, not taken as true).
+ */
+export function acquisitionTtl(
+  options: { ttl?: unknown; autoExtend?: unknown; extensionThreshold?: unknown } | undefined,
+  known: ReadonlySet<string>,
+  where: string,
+  fallback: number,
+): number {
+  checkNames(options, known, where);
+  const ttl = ttlOf(fallback, options?.ttl);
+  checkAutoExtend(options?.autoExtend, ttl, where, options?.extensionThreshold);
+  return ttl;
 }
 
 /**

@@ -1,5 +1,6 @@
 import { LockHoldTimeoutError, LockLostError } from '../common/errors.js';
 import { MAX_TIMER_MS } from '../common/timeout.js';
+import { maxHoldOf } from './lock.attempts.js';
 import { lockContext } from './lock.context.js';
 import type { Lock } from './lock.js';
 import { checkNames, HOLDING } from './lock.option-names.js';
@@ -27,7 +28,7 @@ export async function runHolding<T, L extends Lock = Lock>(
   try {
     // a refused option releases the lock, as a refused extensionThreshold does
     checkNames(options, HOLDING, 'runHolding');
-    maxHoldMs = options?.maxHoldMs ?? defaultMaxHoldMs;
+    maxHoldMs = maxHoldOf(defaultMaxHoldMs, options?.maxHoldMs); // as using checks it: '1s' would fire at once
     lost = lock.startAutoExtend({ extensionThreshold: options?.extensionThreshold });
   } catch (err) {
     await releaseQuietly(lock, warn);

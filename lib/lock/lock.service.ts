@@ -7,7 +7,7 @@ import { FEATURE_CONNECTION, RedisConnections } from '../connection/redis-connec
 import { describeAttempts, maxHoldOf, newToken, nextPause, planRetries, ttlOf } from './lock.attempts.js';
 import { monotonicNow } from './lock.clock.js';
 import { acquired, acquiring, busyOrFailed } from './lock.trace.js';
-import { autoExtendOptions, checkExtensionThreshold } from './lock.auto-extend.js';
+import { acquisitionTtl, autoExtendOptions, checkExtensionThreshold } from './lock.auto-extend.js';
 import { type LockBackend, type LockKeys, lockKeysOf, QuorumLockBackend, SingleLockBackend } from './lock.backend.js';
 import { LockGrants } from './lock.grants.js';
 import { type CurrentLock, lockContext } from './lock.context.js';
@@ -233,9 +233,8 @@ export class LockService implements OnModuleInit, OnApplicationShutdown {
   }
 
   private async acquireWaiting(resource: string, options: AcquireOptions): Promise<Lock> {
-    checkNames(options, ACQUIRE, 'acquire');
+    const ttl = acquisitionTtl(options, ACQUIRE, 'acquire', this.lockOptions.ttl); // autoExtend too: nothing taken
     const keys = this.keysFor(resource);
-    const ttl = ttlOf(this.lockOptions.ttl, options.ttl);
     const plan = planRetries(options, this.lockOptions.retry);
     let joined = false; // an attempt of this call joined the lock's waiting services
     let tries = 0; // attempts that reached Redis
@@ -290,8 +289,8 @@ export class LockService implements OnModuleInit, OnApplicationShutdown {
   }
 
   private async tryAcquireOnce(resource: string, options: TryAcquireOptions): Promise<Lock | null> {
-    checkNames(options, TRY_ACQUIRE, 'tryAcquire');
-    const lock = await this.attempt(this.keysFor(resource), ttlOf(this.lockOptions.ttl, options.ttl));
+    const ttl = acquisitionTtl(options, TRY_ACQUIRE, 'tryAcquire', this.lockOptions.ttl);
+    const lock = await this.attempt(this.keysFor(resource), ttl);
     if (lock) return this.started(lock, options);
     this.events.report('busy', () => ({ kind: 'lock', resource, attempts: 1 }));
     return null;

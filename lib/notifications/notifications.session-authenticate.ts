@@ -1,3 +1,5 @@
+import { InvalidOptionsError } from '../common/errors.js';
+import { kindOf } from '../common/option-checks.js';
 import { cookieSession } from '../session/session.http.js';
 import type { GatewayAuthenticate, GatewayHandshake, PubSubUser } from './notifications.options.js';
 
@@ -20,8 +22,25 @@ export interface SessionLookup {
  * (an attacker's own logged-out session) cannot keep the user's socket out. Malformed ids are refused without a Redis
  * call. The user is `{ id: session.userId, sessionId }`; SessionService errors (Redis down) propagate, and the
  * gateway refuses the connection with E_AUTH_UNAVAILABLE.
+ *
+ * `sessions` without `get` and `idFromCookieHeader` functions (undefined: a SessionService read before Nest injected
+ * it) is refused here with InvalidOptionsError, not at each handshake.
  */
 export function sessionAuthenticate(sessions: SessionLookup): GatewayAuthenticate {
+  const lookup = sessions as Partial<Record<keyof SessionLookup, unknown>> | null | undefined;
+  const missing: string[] = ['get', 'idFromCookieHeader'].filter(
+    (m) => typeof lookup?.[m as keyof SessionLookup] !== 'function',
+  );
+  if (lookup?.idsFromCookieHeader !== undefined && typeof lookup.idsFromCookieHeader !== 'function')
+    missing.push('idsFromCookieHeader');
+  if (missing.length > 0) {
+    const got =
+      typeof lookup === 'object' && lookup !== null ? `an object missing ${missing.join(', ')}` : kindOf(lookup);
+    throw new InvalidOptionsError(
+      'sessionAuthenticate(sessions): sessions must be the SessionService (or an object with get and ' +
+        `idFromCookieHeader functions), got ${got}`,
+    );
+  }
   return async (handshake: GatewayHandshake): Promise<PubSubUser | null> => {
     const token = handshake.auth?.token;
     const ids = typeof token === 'string' && token.length > 0 ? [token] : cookieIds(sessions, handshake);
