@@ -17,7 +17,10 @@ export async function onNodeConnection<T>(
   client: Cluster,
   node: NodeAddress,
   use: (connection: Redis) => Promise<T>,
+  /** The caller gave up (its deadline): the connection is dropped, and what waits on it fails at once. */
+  signal?: AbortSignal,
 ): Promise<T> {
+  signal?.throwIfAborted();
   const connection = new Redis({
     ...client.options.redisOptions,
     host: node.host,
@@ -32,6 +35,14 @@ export async function onNodeConnection<T>(
   connection.on('error', (err: Error) => {
     lastError = err;
   });
+  // Its socket too: a node that answers nothing (paused) never closes its side, and ioredis would wait its
+  // disconnectTimeout (the cluster's, 2 s by default) before it destroys the socket.
+  const drop = () => {
+    if (connection.status === 'end') return;
+    connection.disconnect();
+    connection.stream?.destroy();
+  };
+  signal?.addEventListener('abort', drop, { once: true });
   try {
     await connection.connect();
     return await use(connection);
@@ -42,6 +53,7 @@ export async function onNodeConnection<T>(
     const why = (err as Error).message === CONNECTION_CLOSED && lastError ? lastError.message : (err as Error).message;
     throw new Error(`node ${node.host}:${node.port}: ${why}`, { cause: err });
   } finally {
+    signal?.removeEventListener('abort', drop);
     // Not once it ended (its connect failed): ioredis would arm a 2 s timer that only a later close clears, and that
     // close already happened (it held the process 2 s after a failed start: connection-leaks.spec.ts)
     if (connection.status !== 'end') connection.disconnect();
