@@ -7,8 +7,8 @@
  *
  * What test/foundation/options.spec.ts and the option-names specs of cache, lock and rate-limit already hold (unknown
  * keys at any depth of forRoot, in the decorators and in the call options) is not repeated; the plain tests here are
- * the wrong types and wrong places those leave out. Each `it.failing` asserts the expected behaviour of a case that
- * breaks the rule today; its comment says what happens now and where the fix belongs.
+ * the wrong types and wrong places those leave out. The cases that broke the rule were pinned as `it.failing` (344aedf)
+ * and are fixed; each comment names the fix and what happened before it.
  */
 import 'reflect-metadata';
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -108,11 +108,11 @@ describe('forRoot options: wrong types and wrong places (beside options.spec.ts)
     expectRefused(refusal(options), message);
   });
 
-  // Today both are accepted: the guard spreads rateLimit.defaults into the policy it applies where no @Throttle is,
-  // so `key: 5` makes every such request fail at run time (InvalidKeyError) and `failOpen: 'no'` (truthy) fails
-  // open. @Throttle refuses both when it decorates. Fix: lib/rate-limit/rate-limit.options.ts (check the key, name
-  // and failOpen of rateLimit.defaults as @Throttle's in rate-limit.decorators.ts does).
-  it.failing("rateLimit.defaults: a key that is not a string or function, and failOpen: 'no', are refused", () => {
+  // Fixed in 9dbffe3; before it, both are accepted: the guard spreads rateLimit.defaults into the policy it applies
+  // where no @Throttle is, so `key: 5` makes every such request fail at run time (InvalidKeyError) and `failOpen: 'no'`
+  // (truthy) fails open. @Throttle refuses both when it decorates. Fix: lib/rate-limit/rate-limit.options.ts (check the
+  // key, name and failOpen of rateLimit.defaults as @Throttle's in rate-limit.decorators.ts does).
+  it("rateLimit.defaults: a key that is not a string or function, and failOpen: 'no', are refused", () => {
     expectRefused(refusal({ rateLimit: { defaults: { limit: 5, ttl: 1_000, key: 5 } } }), /rateLimit\.defaults\.key/);
     expectRefused(
       refusal({ rateLimit: { defaults: { limit: 5, ttl: 1_000, failOpen: 'no' } } }),
@@ -137,12 +137,13 @@ describe('forRoot / forRootAsync extras (isGlobal, notificationsGateway, connect
     expectRefused(err, /cache\.defaultTtl must be a positive number/);
   });
 
-  // Today forRootAsync's own options object is never looked at: `isGlobl: false` leaves the toolkit global,
-  // `notificationGateway: true` starts no gateway (the module has no gateway import) and the app compiles without a
-  // word; `useFactroy` fails inside Nest (UndefinedDependencyException on REDIS_TOOLKIT_MODULE_OPTIONS), naming
-  // neither the key nor useFactory. Fix: lib/redis-toolkit.module-definition.ts (check forRootAsync's keys against
-  // imports, inject, useFactory, useClass, useExisting, provideInjectionTokensFrom and the extras).
-  it.failing.each([
+  // Fixed in 12d8b1b; before it, forRootAsync's own options object is never looked at: `isGlobl: false` leaves the
+  // toolkit global, `notificationGateway: true` starts no gateway (the module has no gateway import) and the app
+  // compiles without a word; `useFactroy` fails inside Nest (UndefinedDependencyException on
+  // REDIS_TOOLKIT_MODULE_OPTIONS), naming neither the key nor useFactory. Fix: lib/redis-toolkit.module-definition.ts
+  // (check forRootAsync's keys against imports, inject, useFactory, useClass, useExisting, provideInjectionTokensFrom
+  // and the extras).
+  it.each([
     ['isGlobl', { useFactory: factory, isGlobl: false }],
     ['notificationGateway', { useFactory: factory, notificationGateway: true }],
     ['useFactroy', { useFactroy: factory }],
@@ -151,19 +152,20 @@ describe('forRoot / forRootAsync extras (isGlobal, notificationsGateway, connect
     expectRefused(err, new RegExp(`${key} is not a known option`));
   });
 
-  // Today `isGlobal: 'no'` (and any truthy non-boolean) is taken as Nest's `global` flag: the toolkit is global, the
-  // start says nothing. Fix: lib/redis-toolkit.module-definition.ts (the extras transform: isGlobal true or false).
-  it.failing.each([
+  // Fixed in 12d8b1b; before it, `isGlobal: 'no'` (and any truthy non-boolean) is taken as Nest's `global` flag: the
+  // toolkit is global, the start says nothing. Fix: lib/redis-toolkit.module-definition.ts (the extras transform:
+  // isGlobal true or false).
+  it.each([
     ['forRoot', () => RedisToolkitModule.forRoot({ connection: { url: url() }, isGlobal: 'no' as never })],
     ['forRootAsync', () => RedisToolkitModule.forRootAsync({ useFactory: factory, isGlobal: 'no' as never })],
   ])("%s refuses isGlobal: 'no' (not a boolean)", async (_api, build) => {
     expectRefused(await compileError(build), /isGlobal must be true or false/);
   });
 
-  // Today a string is spread into its characters: the start fails with `Unknown Redis connection "v": known are
-  // "default", "volatile"`, naming neither connectionNames nor the name given. Fix:
+  // Fixed in 12d8b1b; before it, a string is spread into its characters: the start fails with `Unknown Redis connection
+  // "v": known are "default", "volatile"`, naming neither connectionNames nor the name given. Fix:
   // lib/redis-toolkit.module-definition.ts (namedClientProviders: an array of strings, else InvalidOptionsError).
-  it.failing("connectionNames: 'volatile' (a string, not an array) is refused naming connectionNames", async () => {
+  it("connectionNames: 'volatile' (a string, not an array) is refused naming connectionNames", async () => {
     const err = await compileError(() =>
       RedisToolkitModule.forRootAsync({
         useFactory: () => ({ ...factory(), connections: { volatile: { url: url() } } }),
@@ -219,10 +221,10 @@ describe('decorators: wrong types refused when the class is defined', () => {
     expect(declare).toThrow(message);
   });
 
-  // Today any string is taken: `session[property]` is read per request, so `@CurrentSession('userID')` (for userId)
-  // hands the handler undefined on every request, without a word. Fix: lib/session/session.decorators.ts (check the
-  // property against the keys of Session when the decorator is applied).
-  it.failing("@CurrentSession('userID') (a misspelled Session property) is refused, naming userId", () => {
+  // Fixed in bf915b4; before it, any string is taken: `session[property]` is read per request, so
+  // `@CurrentSession('userID')` (for userId) hands the handler undefined on every request, without a word. Fix:
+  // lib/session/session.decorators.ts (check the property against the keys of Session when the decorator is applied).
+  it("@CurrentSession('userID') (a misspelled Session property) is refused, naming userId", () => {
     const currentSession = CurrentSession as unknown as (property: string) => ParameterDecorator;
     const declare = () => {
       class Handlers {
@@ -236,10 +238,10 @@ describe('decorators: wrong types refused when the class is defined', () => {
     expect(declare).toThrow(/userID .*userId/);
   });
 
-  // Today accepted: the route's key is '' and every GET through HttpCacheInterceptor then meets InvalidKeyError
-  // (`key must not be empty`) at request time instead of the app refusing to start. Fix:
+  // Fixed in bf915b4; before it, accepted: the route's key is '' and every GET through HttpCacheInterceptor then meets
+  // InvalidKeyError (`key must not be empty`) at request time instead of the app refusing to start. Fix:
   // lib/cache/cache.http-interceptor.ts (CacheKey: a non-empty string, as @WithLock's resource).
-  it.failing("@CacheKey('') is refused when declared", () => {
+  it("@CacheKey('') is refused when declared", () => {
     expect(() => CacheKey('')).toThrow(InvalidOptionsError);
   });
 });
@@ -338,11 +340,11 @@ describe('call options on a running app: wrong types', () => {
     expect((await sessions.get(s.id))?.data).toEqual({ a: 1 });
   });
 
-  // Today the options are spread under the forever ttl: `{ ttl: 5_000 }` is dropped and the entry is stored for 100
-  // years (cache.ttl() ~3.15e12 ms), and a cache-manager style `5_000` as the third argument does the same, where
-  // set and getOrSet say "(a ttl is given as { ttl: 5000 })". Fix: lib/cache/cache.service.ts (getOrSetForever: an
-  // object whose only key is tags, else InvalidOptionsError).
-  it.failing('getOrSetForever refuses a ttl (in its options or as the third argument): nothing is stored', async () => {
+  // Fixed in bf915b4; before it, the options are spread under the forever ttl: `{ ttl: 5_000 }` is dropped and the
+  // entry is stored for 100 years (cache.ttl() ~3.15e12 ms), and a cache-manager style `5_000` as the third argument
+  // does the same, where set and getOrSet say "(a ttl is given as { ttl: 5000 })". Fix: lib/cache/cache.service.ts
+  // (getOrSetForever: an object whose only key is tags, else InvalidOptionsError).
+  it('getOrSetForever refuses a ttl (in its options or as the third argument): nothing is stored', async () => {
     const inOptions = randomUUID();
     const asNumber = randomUUID();
     expectRefused(
@@ -354,18 +356,18 @@ describe('call options on a running app: wrong types', () => {
     expect(await cache.has(asNumber)).toBe(false);
   });
 
-  // Today: TypeError (`keys.map is not a function`, `entries.map is not a function`), not a toolkit error. Fix:
-  // lib/cache/cache.service.ts (mget / mset: an array, else InvalidKeyError / InvalidOptionsError).
-  it.failing('mget of a string and mset of one entry not in an array fail with a typed error', async () => {
+  // Fixed in bf915b4; before it: TypeError (`keys.map is not a function`, `entries.map is not a function`), not a
+  // toolkit error. Fix: lib/cache/cache.service.ts (mget / mset: an array, else InvalidKeyError / InvalidOptionsError).
+  it('mget of a string and mset of one entry not in an array fail with a typed error', async () => {
     expect(await settle(() => cache.mget('ab' as never))).toBeInstanceOf(RedisToolkitError);
     expect(await settle(() => cache.mset({ key: 'a', value: 1 } as never))).toBeInstanceOf(RedisToolkitError);
   });
 
-  // Today runHolding checks the keys of its options but not maxHoldMs's type (using does): '1s' reaches setTimeout,
-  // which fires a non-number delay after 1 ms, so the function is cut off at once: LockHoldTimeoutError "did not
-  // settle within maxHoldMs (1s ms)" and the lock released under it. Fix: lib/lock/lock.holding.ts (check maxHoldMs
-  // as using's check in lock.calls.ts does, before the function runs).
-  it.failing("runHolding refuses maxHoldMs: '1s' before running the function", async () => {
+  // Fixed in bf915b4; before it, runHolding checks the keys of its options but not maxHoldMs's type (using does): '1s'
+  // reaches setTimeout, which fires a non-number delay after 1 ms, so the function is cut off at once:
+  // LockHoldTimeoutError "did not settle within maxHoldMs (1s ms)" and the lock released under it. Fix:
+  // lib/lock/lock.holding.ts (check maxHoldMs as using's check in lock.calls.ts does, before the function runs).
+  it("runHolding refuses maxHoldMs: '1s' before running the function", async () => {
     const lock = await locks.acquire(randomUUID(), { ttl: 5_000 });
     let ran = false;
     const result = await settle(() =>
@@ -384,10 +386,10 @@ describe('call options on a running app: wrong types', () => {
     expect(ran).toBe(false);
   });
 
-  // Today acquire and tryAcquire take any truthy autoExtend as true ('false' and 1 both keep the lock alive until
-  // released) while acquireAll and a semaphore refuse it ("autoExtend must be true, false or { extensionThreshold?,
-  // onLost? }"). Fix: lib/lock/lock.service.ts (started(): the same check as the leases').
-  it.failing.each([
+  // Fixed in bf915b4; before it, acquire and tryAcquire take any truthy autoExtend as true ('false' and 1 both keep the
+  // lock alive until released) while acquireAll and a semaphore refuse it ("autoExtend must be true, false or {
+  // extensionThreshold?, onLost? }"). Fix: lib/lock/lock.service.ts (started(): the same check as the leases').
+  it.each([
     ['acquire', "'false'", () => locks.acquire(randomUUID(), { ttl: 1_000, autoExtend: 'false' } as never)],
     ['tryAcquire', '1', () => locks.tryAcquire(randomUUID(), { ttl: 1_000, autoExtend: 1 } as never)],
   ])('%s refuses autoExtend: %s', async (_api, _value, run) => {
@@ -396,20 +398,20 @@ describe('call options on a running app: wrong types', () => {
     expectRefused(result, /autoExtend must be true, false or \{/);
   });
 
-  // Today `{ failOpen: 'false' }` (or 0) is accepted: the fallback reads `failOpen ?? default`, so the truthy string
-  // fails open in an outage, the opposite of what was written. Fix: lib/rate-limit/rate-limit.option-names.ts
-  // (checkConsumeOptions: failOpen true or false).
-  it.failing.each([
+  // Fixed in 9dbffe3; before it, `{ failOpen: 'false' }` (or 0) is accepted: the fallback reads `failOpen ?? default`,
+  // so the truthy string fails open in an outage, the opposite of what was written. Fix:
+  // lib/rate-limit/rate-limit.option-names.ts (checkConsumeOptions: failOpen true or false).
+  it.each([
     ['consume', "'false'", () => rl.consume(randomUUID(), policy, { failOpen: 'false' } as never)],
     ['consumeAll', '0', () => rl.consumeAll([{ key: randomUUID(), policy }], { failOpen: 0 } as never)],
   ])('rateLimit.%s refuses failOpen: %s', async (_api, _value, run) => {
     expectRefused(await settle(run as () => Promise<unknown>), /failOpen must be true or false/);
   });
 
-  // Today a scope that is not a string reaches the key hash: TypeError from node:crypto (`The "data" argument must be
-  // of type string ...`), where reset and block say "rate limit counter: scope must be a string". Fix:
-  // lib/rate-limit/rate-limit.admin.ts (adjust) and rate-limit.option-names.ts (a check's scope).
-  it.failing.each([
+  // Fixed in 9dbffe3; before it, a scope that is not a string reaches the key hash: TypeError from node:crypto (`The
+  // "data" argument must be of type string ...`), where reset and block say "rate limit counter: scope must be a
+  // string". Fix: lib/rate-limit/rate-limit.admin.ts (adjust) and rate-limit.option-names.ts (a check's scope).
+  it.each([
     ['reward', () => rl.reward(randomUUID(), 1, policy, 5 as never)],
     ['penalty', () => rl.penalty(randomUUID(), 1, policy, {} as never)],
     ['consumeAll', () => rl.consumeAll([{ key: randomUUID(), policy, scope: 5 } as never])],
@@ -417,9 +419,9 @@ describe('call options on a running app: wrong types', () => {
     expectRefused(await settle(run as () => Promise<unknown>), /scope must be a string/);
   });
 
-  // Today accepted: the decision's result is named 5 (a number where RateLimitCheck.name is a string). Fix:
-  // lib/rate-limit/rate-limit.option-names.ts (a check's name: a non-empty string).
-  it.failing('rateLimit.consumeAll refuses a check name that is not a string', async () => {
+  // Fixed in 9dbffe3; before it, accepted: the decision's result is named 5 (a number where RateLimitCheck.name is a
+  // string). Fix: lib/rate-limit/rate-limit.option-names.ts (a check's name: a non-empty string).
+  it('rateLimit.consumeAll refuses a check name that is not a string', async () => {
     expectRefused(
       await settle(() => rl.consumeAll([{ key: randomUUID(), policy, name: 5 } as never])),
       /name must be a/,
@@ -442,13 +444,13 @@ describe('RedisSessionStore options', () => {
 });
 
 describe('sessionAuthenticate (nestjs-redis-toolkit/notifications)', () => {
-  // Today any value is taken and the gateway starts: each handshake then throws TypeError (`Cannot read properties of
-  // undefined (reading 'idsFromCookieHeader')`), so every connection is refused at run time as E_AUTH_UNAVAILABLE
-  // ("try again later", and a warning "authenticate failed: Cannot read ..."), e.g. for
+  // Fixed in bf915b4; before it, any value is taken and the gateway starts: each handshake then throws TypeError
+  // (`Cannot read properties of undefined (reading 'idsFromCookieHeader')`), so every connection is refused at run time
+  // as E_AUTH_UNAVAILABLE ("try again later", and a warning "authenticate failed: Cannot read ..."), e.g. for
   // `sessionAuthenticate(this.sessions)` read before Nest injected it. Fix:
-  // lib/notifications/notifications.session-authenticate.ts (a SessionService or an object with
-  // idFromCookieHeader and get, else InvalidOptionsError when called).
-  it.failing.each([
+  // lib/notifications/notifications.session-authenticate.ts (a SessionService or an object with idFromCookieHeader and
+  // get, else InvalidOptionsError when called).
+  it.each([
     ['undefined', undefined],
     ['an object without the lookups', {}],
   ])('sessionAuthenticate(%s) is refused when called, not at each handshake', (_case, sessions) => {
@@ -470,10 +472,10 @@ describe('RedisToolkitInstrumentation config (nestjs-redis-toolkit/otel)', () =>
     }
   }
 
-  // Today the config is read with `?? default` and nothing else: `{ trace: false }` (for traces) keeps tracing on
-  // (getConfig() says traces: true), `{ enabled: 'false' }` subscribes (enabled is the string). Fix:
+  // Fixed in 12d8b1b; before it, the config is read with `?? default` and nothing else: `{ trace: false }` (for traces)
+  // keeps tracing on (getConfig() says traces: true), `{ enabled: 'false' }` subscribes (enabled is the string). Fix:
   // lib/otel/redis-toolkit.instrumentation.ts (withDefaults: known keys, booleans; also for setConfig).
-  it.failing.each([
+  it.each([
     ['a misspelled key', { trace: false, enabled: false }, /trace is not a known option \(did you mean traces\?\)/],
     ["enabled: 'false'", { enabled: 'false' }, /enabled must be true or false/],
   ])('%s is refused', (_case, config, message) => {
@@ -500,10 +502,11 @@ describe('testing helpers (nestjs-redis-toolkit/testing)', () => {
     expect((started as Error).message).toMatch(/port/);
   });
 
-  // Today `'startupNodes' in redis` meets a string (a url given as redis) or undefined: TypeError "Cannot use 'in'
-  // operator to search for 'startupNodes' in redis://...". Fix: lib/testing/testing.module.ts (testConnection: a
-  // handle or a connection object, else InvalidOptionsError naming redis).
-  it.failing.each([
+  // Fixed in 12d8b1b; before it, `'startupNodes' in redis` meets a string (a url given as redis) or undefined:
+  // TypeError "Cannot use 'in' operator to search for 'startupNodes' in redis://...". Fix:
+  // lib/testing/testing.module.ts (testConnection: a handle or a connection object, else InvalidOptionsError naming
+  // redis).
+  it.each([
     ['a url string', { redis: 'redis://127.0.0.1:6390' }],
     ['nothing', {}],
   ])(
@@ -516,9 +519,10 @@ describe('testing helpers (nestjs-redis-toolkit/testing)', () => {
     },
   );
 
-  // Today `toolkit.connection` is dropped for `redis` without a word (the type omits it; a JS config or a cast
-  // carries it): the app connects to `redis`. Fix: lib/testing/testing.module.ts (refuse toolkit.connection).
-  it.failing('createRedisTestingModule refuses toolkit.connection (redis says where to connect)', async () => {
+  // Fixed in 12d8b1b; before it, `toolkit.connection` is dropped for `redis` without a word (the type omits it; a JS
+  // config or a cast carries it): the app connects to `redis`. Fix: lib/testing/testing.module.ts (refuse
+  // toolkit.connection).
+  it('createRedisTestingModule refuses toolkit.connection (redis says where to connect)', async () => {
     const err = await errorOf(async () => {
       const compiled = await createRedisTestingModule({
         redis: { url: url() },
@@ -529,10 +533,10 @@ describe('testing helpers (nestjs-redis-toolkit/testing)', () => {
     expectRefused(err, /toolkit\.connection/);
   });
 
-  // Today the options are read by name only: `{ passwrod: 'x' }` starts a server without requirepass (its url has no
-  // credentials), and `{ replicas: 1 }` a cluster of 3 masters without replicas. Fix:
+  // Fixed in 12d8b1b; before it, the options are read by name only: `{ passwrod: 'x' }` starts a server without
+  // requirepass (its url has no credentials), and `{ replicas: 1 }` a cluster of 3 masters without replicas. Fix:
   // lib/testing/testing.redis-server.ts and testing.redis-cluster.ts (refuse unknown keys, as masters is checked).
-  it.failing('startRedisServer refuses a misspelled option (passwrod) instead of starting without a password', async () => {
+  it('startRedisServer refuses a misspelled option (passwrod) instead of starting without a password', async () => {
     const started = await startRedisServer({ passwrod: 'x' } as never).then(
       async (server) => {
         await server.stop();
@@ -544,7 +548,7 @@ describe('testing helpers (nestjs-redis-toolkit/testing)', () => {
     expect((started as Error).message).toMatch(/passwrod/);
   });
 
-  it.failing('startRedisCluster refuses a misspelled option (replicas) instead of starting without replicas', async () => {
+  it('startRedisCluster refuses a misspelled option (replicas) instead of starting without replicas', async () => {
     const started = await startRedisCluster({ replicas: 1 } as never).then(
       async (cluster) => {
         await cluster.stop();
