@@ -4,9 +4,10 @@ import {
   type DynamicModule,
   type Provider,
 } from '@nestjs/common';
-import { OptionProblems, type OptionShape, shownValue } from './common/option-checks.js';
+import { nearest, OptionProblems, type OptionShape, shownValue } from './common/option-checks.js';
 import { DEFAULT_CONNECTION_NAME } from './connection/connection.options.js';
 import { RedisConnections } from './connection/redis-connections.js';
+import { TOOLKIT_OPTION_KEYS } from './redis-toolkit.option-keys.js';
 import {
   notificationsGatewayImports,
   type NotificationsGatewayExtra,
@@ -73,7 +74,10 @@ export class RedisToolkitConfigurableModule extends built.ConfigurableModuleClas
   static override forRoot(options: ForRootOptions): DynamicModule {
     const problems = new OptionProblems('RedisToolkitModule.forRoot');
     if (options === undefined) problems.add('options', 'are required (at least { connection })');
-    else if (problems.object('options', options)) checkExtras(options, problems);
+    else if (problems.object('options', options)) {
+      checkExtras(options, problems);
+      misspelledExtras(options, problems);
+    }
     problems.throwIfAny();
     // biome-ignore lint/complexity/noThisInStatic: Nest's method makes the module of `this` (RedisToolkitModule)
     return super.forRoot(options);
@@ -103,6 +107,18 @@ function checkAsyncSource(options: ForRootAsyncOptions, problems: OptionProblems
   for (const key of ['imports', 'inject', 'provideInjectionTokensFrom'] as const) {
     const value = options[key];
     if (value !== undefined && !Array.isArray(value)) problems.add(key, `must be an array, got ${shownValue(value)}`);
+  }
+}
+
+/**
+ * A key of forRoot's that is neither an option nor an extra but close to an extra's name (`isGlobl`): refused here with
+ * the name it is close to; the start's check (resolveToolkitOptions) knows only the options and would not suggest it.
+ */
+function misspelledExtras(options: object, problems: OptionProblems): void {
+  for (const key of Object.keys(options)) {
+    if (key in TOOLKIT_OPTION_KEYS || key in EXTRA_KEYS) continue;
+    const near = nearest(key, Object.keys(EXTRA_KEYS));
+    if (near !== undefined) problems.add(key, `is not a known option (did you mean ${near}?)`);
   }
 }
 

@@ -116,6 +116,14 @@ describe('forRoot extras', () => {
     ['isGlobal: 1', { isGlobal: 1 }, /- isGlobal must be true or false, got 1/],
     ["connectionNames: 'volatile'", { connectionNames: 'volatile' }, /- connectionNames must be an array/],
     ['notificationsGateway: null', { notificationsGateway: null }, /- notificationsGateway must be true, false or/],
+    // before: accepted by forRoot, then refused at start as "not a known option" with no name suggested (the start's
+    // check knows only the options, not the extras)
+    ['isGlobl', { isGlobl: false }, /- isGlobl is not a known option \(did you mean isGlobal\?\)/],
+    [
+      'notificationGateway',
+      { notificationGateway: true },
+      /- notificationGateway is not a known option \(did you mean notificationsGateway\?\)/,
+    ],
   ])('%s is refused when forRoot is called', (_case, extra, message) => {
     const err = thrown(() => RedisToolkitModule.forRoot({ ...options(), ...extra } as never));
     expectRefused(err, /^Invalid RedisToolkitModule\.forRoot options:/);
