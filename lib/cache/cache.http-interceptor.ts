@@ -27,11 +27,12 @@ import type { CacheResult, CacheStatus } from './cache.types.js';
 import {
   type EtagFn,
   etagOf,
-  hasFastifySerializer,
   type HttpResponseLike,
+  schemaText,
   setHeader,
   setJsonType,
 } from './cache.http-response.js';
+import { classStored, type RouteOutput, rawFor, routeOutput, schemaFor } from './cache.http-raw.js';
 
 /** A key computed from the request (Express or Fastify request object) and the execution context. */
 export type HttpCacheKeyFn = (request: never, context: ExecutionContext) => string;
@@ -93,16 +94,15 @@ interface HttpRequestLike extends CredentialRequest {
   originalUrl?: string;
 }
 const HEADER: Record<CacheStatus, string> = { hit: 'HIT', miss: 'MISS', stale: 'STALE', grace: 'STALE' };
-/** Where @UseInterceptors keeps its list (INTERCEPTORS_METADATA of @nestjs/common, not exported at its root). */
-const INTERCEPTORS_METADATA = '__interceptors__';
 type LooseTtl = (context: ExecutionContext, body: unknown) => number;
 type LooseIf = (body: unknown, context: ExecutionContext) => boolean;
 
 /**
  * What is stored for a response: its body as sent, behind one tag character — `j` an object or array as JSON text
- * (sent as is, with the JSON content type), `e` the same with the ETag Express gives that text before it
- * (`e<etag>\n<JSON>`: a hit sets it, so Express does not hash the body again), `v` another value as JSON (a number,
- * boolean or null: parsed back and handed to Nest), `s` a string body (handed to Nest as it is).
+ * (sent as is, with the JSON content type), `f` the same made by the route's Fastify response schema (see schemaFor),
+ * `e` the same with the ETag Express gives that text before it (`e<etag>\n<JSON>`: a hit sets it, so Express does not
+ * hash the body again), `v` another value as JSON (a number, boolean or null: parsed back and handed to Nest), `s` a
+ * string body (handed to Nest as it is).
  */
 type StoredBody = string;
 /** A response not stored, handed to the requests that joined its load (route's non-2xx, @CacheIf said no, …). */
@@ -121,15 +121,13 @@ class Own extends Uncached {
 type Loaded = StoredBody | Uncached;
 const stored = (value: Loaded): boolean => typeof value === 'string';
 
-/** A route's caching, read from its decorators on its first request. */
-interface Route extends RouteSharing {
+/** A route's caching, read from its decorators on its first request (its output: see cache.http-raw.ts). */
+interface Route extends RouteSharing, RouteOutput {
   key: string | HttpCacheKeyFn | undefined;
   ttl: LooseTtl | undefined;
   cacheIf: LooseIf | undefined;
   /** The getOrSet options, checked once (a ttl function of the context and body: completed per request). */
   call: PreparedCall<Loaded>;
-  /** Whether the stored JSON text is sent as the body (no parse and re-serialisation): see raw(). */
-  raw: boolean;
   /** Express's built-in ETag of the JSON text sent (raw routes only), stored with it: see etagOf(). */
   etag: { fn: EtagFn; weak: boolean } | undefined;
   /** The request headers its responses vary by (cache.http-vary.ts). */
@@ -158,9 +156,10 @@ interface Route extends RouteSharing {
  * shared key), or with a `Set-Cookie`, is sent (MISS) and never stored, nor handed to a request that joined its load.
  * A response with `Vary` is stored per value of the request headers it names (cache.http-vary.ts).
  *
- * A response is stored as the JSON text it is sent as. Where this interceptor is the route's first (outermost) one,
- * an object or array body is sent as that text with the JSON content type, hit or miss; behind another interceptor
- * (which may change the value), it is parsed back into a value for that interceptor.
+ * A response is stored as the JSON text it is sent as. Where this interceptor is the route's first (outermost) one and
+ * nothing of the platform's would see the value (cache.http-raw.ts), an object or array body is sent as that text with
+ * the JSON content type, hit or miss; else it is parsed back into a value for what comes after. Behind another
+ * interceptor, a body holding a class instance is not stored (see classStored).
  */
 @Injectable()
 export class HttpCacheInterceptor implements NestInterceptor {
@@ -251,13 +250,15 @@ export class HttpCacheInterceptor implements NestInterceptor {
     // a Vary the handler sets itself, on a response it did not make (a hit), as on the ones it makes
     const vary = hitVary(route.vary, response);
     if (vary !== undefined) setHeader(response, 'Vary', vary);
-    if (route.raw) {
+    if (rawFor(route, response)) {
       const tag = value.charCodeAt(0);
-      if (tag === 106 /* j */) {
+      // a route with a Fastify response schema sends only the schema's text (`f`) as it is: an entry another instance
+      // or version stored (`j`, `e`) is parsed and goes through the schema
+      if (tag === 102 /* f */ || (tag === 106 /* j */ && route.schema === undefined)) {
         setJsonType(response);
         return value.slice(1);
       }
-      if (tag === 101 /* e */) {
+      if (tag === 101 /* e */ && route.schema === undefined) {
         const end = value.indexOf('\n');
         setJsonType(response);
         // only an ETag of the kind this app sends (another instance may be set up otherwise): else Express hashes
@@ -284,6 +285,11 @@ export class HttpCacheInterceptor implements NestInterceptor {
     // undefined for a function or symbol: sent as Nest sends it, never stored
     if (json === undefined) return new Uncached(body);
     if (typeof body !== 'object' || body === null) return `v${json}`;
+    // an interceptor outside may treat a class instance by its class (ClassSerializerInterceptor): see classStored
+    if (route.outer && !classStored(route, body)) return new Uncached(body);
+    // the text a Fastify response schema makes of it, as Fastify would send it (no field the schema leaves out)
+    const schema = schemaFor(route, res);
+    if (schema !== undefined) return `f${schemaText(schema, status, body)}`;
     const etag = route.etag?.fn(json, 'utf8');
     return etag === undefined || etag.includes('\n') ? `j${json}` : `e${etag}\n${json}`;
   }
@@ -329,7 +335,7 @@ export class HttpCacheInterceptor implements NestInterceptor {
         ttl: typeof ttl === 'function' ? ttl : undefined,
         cacheIf: this.reflector.getAllAndOverride<LooseIf | undefined>(HTTP_CACHE_IF_METADATA, targets),
         call: this.cache.prepare<Loaded>({ ...(typeof ttl === 'number' && { ttl }), shouldCache: stored }),
-        raw: this.raw(cls, handler, response),
+        ...routeOutput(this, this.config, cls, handler, response),
         etag: undefined,
         vary: routeVary(declaredHeader(handler, 'vary')),
         sse: isSse(handler),
@@ -341,30 +347,6 @@ export class HttpCacheInterceptor implements NestInterceptor {
       ofClass.set(handler, route);
     }
     return route;
-  }
-
-  /**
-   * Whether the stored JSON text can be sent as it is: only where nothing runs between this interceptor and the
-   * reply that could expect the value (this is the route's first interceptor: global ones, then the controller's,
-   * then the route's) and the platform would serialise the value with plain JSON.stringify too (no Express `json
-   * spaces` / `json replacer` / `json escape`, no Fastify reply serializer).
-   */
-  private raw(cls: object, handler: object, response: HttpResponseLike): boolean {
-    const global = this.config?.getGlobalInterceptors() ?? [];
-    const scoped = this.config?.getGlobalRequestInterceptors() ?? [];
-    const first: unknown = [
-      ...global,
-      ...scoped.map((w) => w.metatype),
-      ...((Reflect.getMetadata(INTERCEPTORS_METADATA, cls) as unknown[] | undefined) ?? []),
-      ...((Reflect.getMetadata(INTERCEPTORS_METADATA, handler) as unknown[] | undefined) ?? []),
-    ][0];
-    // an instance (global) or the class (@UseInterceptors, resolved to this module's instance: this one)
-    if (first !== this && first !== this.constructor) return false;
-    const app = response.app;
-    if (typeof app?.get === 'function') {
-      for (const setting of ['json spaces', 'json replacer', 'json escape']) if (app.get(setting)) return false;
-    }
-    return !hasFastifySerializer(response);
   }
 }
 
@@ -392,7 +374,7 @@ function urlKey(url: string): string {
   return `http:${KeyBuilder.headAndHash(fragment >= 0 ? head.slice(0, fragment) : head, url)}`;
 }
 
-/** A stored `v`/`j`/`e` body parsed back into its value; an `s` body is the string itself. */
+/** A stored `v`/`j`/`f`/`e` body parsed back into its value; an `s` body is the string itself. */
 function parse(value: StoredBody): unknown {
   const tag = value.charCodeAt(0);
   if (tag === 115 /* s */) return value.slice(1);
