@@ -3,10 +3,10 @@
  * `@fastify/cors` through `app.enableCors`), cookie-parser with a secret, express-session, body-parser limits, multer
  * uploads, `trust proxy`, a global prefix with an exclude list, global guards, exception filters and interceptors of
  * its own. Each case boots a real app on the shared Redis, on Express and Fastify where the platform has the
- * middleware. What behaves right is a plain test; a sure bug is an `it.failing` asserting the right behaviour, its
- * comment saying what happens today and where the fix belongs.
+ * middleware. What behaved right is a plain test; the sure bugs were pinned as `it.failing` (c9a2356) and are fixed
+ * (470aa94: the URL cache; 2b087a1: express-session), each comment saying what happened before the fix.
  *
- * Pinned (it.failing): the URL cache's raw JSON text skips what the platform does to a body after Nest (a Fastify
+ * Were pinned: the URL cache's raw JSON text skips what the platform does to a body after Nest (a Fastify
  * preSerialization hook, a Fastify response schema — a field the schema leaves out is sent —, Express middleware that
  * wraps res.json); a class instance behind an outer serializer interceptor (ClassSerializerInterceptor) is sent with
  * its excluded fields; a user logged in through express-session is answered from the shared URL entry; express-session
@@ -650,19 +650,20 @@ describe.each(PLATFORMS)('interceptors of the app and HttpCacheInterceptor on %s
     expect((await http.get('/plain/account').expect(200)).body).toEqual({ id: 'a1', email: 'a@example.com' });
   });
 
-  // BUG. ClassSerializerInterceptor registered globally (Nest's documented serialization, `app.useGlobalInterceptors(new
-  // ClassSerializerInterceptor(reflector))`) and HttpCacheInterceptor on a controller (docs/cache.md's own example,
-  // `@UseInterceptors(HttpCacheInterceptor)`): the cache is inside the serializer. It stores JSON.stringify of the
-  // handler's class instance, the excluded field included, in Redis, and hands the serializer JSON.parse of that text
-  // (docs/cache.md: "that interceptor gets a plain value") on the MISS as well as on every HIT: a plain object has no
-  // class metadata, so nothing is excluded. Today both the MISS and the HIT send `passwordHash` (emulated here with an
-  // interceptor that works as ClassSerializerInterceptor does; class-transformer is not installed), and the hash sits
-  // in Redis. Turning the cache on leaks a field the app excluded. Expected: the client never gets the excluded field
-  // (e.g. the MISS hands the outer interceptors the handler's value and the route is not stored, or a class instance
-  // behind an outer interceptor is refused for storing with a warning naming the class and the remedy: put
-  // HttpCacheInterceptor outside the serializer, APP_INTERCEPTOR). Fix: lib/cache/cache.http-interceptor.ts (toStored
-  // / answer for a non-raw route; raw() already knows the cache is not the first interceptor).
-  it.failing('a class instance behind an outer serializer interceptor: the excluded field never reaches the client', async () => {
+  // BUG. ClassSerializerInterceptor registered globally (Nest's documented serialization,
+  // `app.useGlobalInterceptors(new ClassSerializerInterceptor(reflector))`) and HttpCacheInterceptor on a controller
+  // (docs/cache.md's own example, `@UseInterceptors(HttpCacheInterceptor)`): the cache is inside the serializer. It
+  // stores JSON.stringify of the handler's class instance, the excluded field included, in Redis, and hands the
+  // serializer JSON.parse of that text (docs/cache.md: "that interceptor gets a plain value") on the MISS as well as on
+  // every HIT: a plain object has no class metadata, so nothing is excluded. Before 470aa94, both the MISS and the HIT
+  // send `passwordHash` (emulated here with an interceptor that works as ClassSerializerInterceptor does;
+  // class-transformer is not installed), and the hash sits in Redis. Turning the cache on leaks a field the app
+  // excluded. Expected: the client never gets the excluded field (e.g. the MISS hands the outer interceptors the
+  // handler's value and the route is not stored, or a class instance behind an outer interceptor is refused for storing
+  // with a warning naming the class and the remedy: put HttpCacheInterceptor outside the serializer, APP_INTERCEPTOR).
+  // Fix: lib/cache/cache.http-interceptor.ts (toStored / answer for a non-raw route; raw() already knows the cache is
+  // not the first interceptor).
+  it('a class instance behind an outer serializer interceptor: the excluded field never reaches the client', async () => {
     const { http } = await boot({
       platform,
       controllers: [InnerCacheController],
@@ -745,12 +746,13 @@ describe('what the platform does to a body after Nest, with the URL cache in fro
 
   // BUG. A Fastify app's preSerialization hook (Fastify's documented place for a response envelope) never sees a body
   // of a route under HttpCacheInterceptor: where the cache is the route's first interceptor it hands Nest the stored
-  // JSON text as a string (raw mode), and Fastify runs preSerialization only for payloads that are not strings. Today
-  // the MISS and every HIT answer {"n":1}, without the app's {"data": …}: turning the cache on changes the API's shape.
-  // Expected: the body the app sends without the cache, on the MISS and the HIT. Fix: lib/cache/cache.http-response.ts
-  // hasFastifySerializer / cache.http-interceptor.ts raw(): a route whose Fastify context has preSerialization hooks
-  // is not raw (parse the stored text and hand Nest the value), as for setReplySerializer.
-  it.failing('Fastify: a preSerialization hook still shapes the MISS and the HIT', async () => {
+  // JSON text as a string (raw mode), and Fastify runs preSerialization only for payloads that are not strings. Before
+  // 470aa94, the MISS and every HIT answer {"n":1}, without the app's {"data": …}: turning the cache on changes the
+  // API's shape. Expected: the body the app sends without the cache, on the MISS and the HIT. Fix:
+  // lib/cache/cache.http-response.ts hasFastifySerializer / cache.http-interceptor.ts raw(): a route whose Fastify
+  // context has preSerialization hooks is not raw (parse the stored text and hand Nest the value), as for
+  // setReplySerializer.
+  it('Fastify: a preSerialization hook still shapes the MISS and the HIT', async () => {
     const { http } = await boot({
       platform: 'fastify',
       controllers: [serializedController(true)],
@@ -767,13 +769,13 @@ describe('what the platform does to a body after Nest, with the URL cache in fro
   });
 
   // BUG, a leak. A Fastify route with a response schema (@RouteSchema of @nestjs/platform-fastify, or a schema from a
-  // plugin): Fastify serialises the body with fast-json-stringify, which sends only the properties the schema lists — the
-  // usual way a Fastify app keeps a password hash or an internal field out of its answers. Under HttpCacheInterceptor
-  // (raw mode, the string payload is sent as it is) the schema is skipped: today the MISS and every HIT send
-  // `passwordHash`, which the same route without the cache never sends, and it is stored in Redis. Expected: the
-  // schema's body on the MISS and the HIT. Fix: as above (raw() / hasFastifySerializer: a route with a response schema
-  // is not raw; better, store the text the platform would send).
-  it.failing('Fastify: a response schema still filters the MISS and the HIT (no field the schema leaves out)', async () => {
+  // plugin): Fastify serialises the body with fast-json-stringify, which sends only the properties the schema lists —
+  // the usual way a Fastify app keeps a password hash or an internal field out of its answers. Under
+  // HttpCacheInterceptor (raw mode, the string payload is sent as it is) the schema is skipped: before 470aa94 the MISS
+  // and every HIT send `passwordHash`, which the same route without the cache never sends, and it is stored in Redis.
+  // Expected: the schema's body on the MISS and the HIT. Fix: as above (raw() / hasFastifySerializer: a route with a
+  // response schema is not raw; better, store the text the platform would send).
+  it('Fastify: a response schema still filters the MISS and the HIT (no field the schema leaves out)', async () => {
     const { http } = await boot({ platform: 'fastify', controllers: [serializedController(true)] });
     const miss = await http.get('/ser/account').expect(200);
     const hit = await http.get('/ser/account').expect(200);
@@ -787,11 +789,11 @@ describe('what the platform does to a body after Nest, with the URL cache in fro
 
   // BUG. Express middleware that wraps res.json (an envelope, express-mung, a response logger that records bodies):
   // Nest answers an object with res.json and a string with res.send; in raw mode the cache hands Nest the JSON text, so
-  // res.json is never called. Today the MISS and every HIT answer {"n":1} without the app's envelope (and a body logger
-  // sees nothing). docs/cache.md names the Express settings that switch a route to parsing (json spaces, replacer,
-  // escape), not this. Expected: the body the app sends without the cache. Fix: cache.http-interceptor.ts raw(): a
-  // response whose `json` is not Express's own (res.json !== the app's response prototype's) is not raw.
-  it.failing('Express: middleware that wraps res.json still shapes the MISS and the HIT', async () => {
+  // res.json is never called. Before 470aa94, the MISS and every HIT answer {"n":1} without the app's envelope (and a
+  // body logger sees nothing). docs/cache.md names the Express settings that switch a route to parsing (json spaces,
+  // replacer, escape), not this. Expected: the body the app sends without the cache. Fix: cache.http-interceptor.ts
+  // raw(): a response whose `json` is not Express's own (res.json !== the app's response prototype's) is not raw.
+  it('Express: middleware that wraps res.json still shapes the MISS and the HIT', async () => {
     const { http } = await boot({
       platform: 'express',
       controllers: [serializedController(true)],
@@ -887,14 +889,14 @@ describe('cookie-parser with a secret of the app, and express-session, beside Se
   // express-session's README does) adopts HttpCacheInterceptor globally (APP_INTERCEPTOR, docs/cache.md). The
   // credentials check (lib/cache/cache.http-sharing.ts credentialsOf, through requestSession in
   // lib/session/session.http.ts) skips another library's session object on purpose — express-session puts one on every
-  // request, anonymous ones too — so a logged-in user's GET is answered from and stored under the URL. Today: the
-  // anonymous answer {user: null} is served as a HIT to alice and to bob, and nothing is logged. docs/cache.md says
+  // request, anonymous ones too — so a logged-in user's GET is answered from and stored under the URL. Before 2b087a1:
+  // the anonymous answer {user: null} is served as a HIT to alice and to bob, and nothing is logged. docs/cache.md says
   // "a cookie that identifies a user reaches the handler through a guard or middleware that sets req.user or the
   // toolkit's session, and that is what is seen": express-session is such middleware and sets neither. Expected: a
-  // request whose express-session session holds data (a session loaded from the store: own properties besides
-  // `cookie`) is BYPASS, as a toolkit session is, with the once-per-route warning; anonymous requests (a fresh session
-  // holding only its cookie) are still cached. Fix: requestSession / credentialsOf.
-  it.failing('express-session: a logged-in user under a global HttpCacheInterceptor never gets a shared entry', async () => {
+  // request whose express-session session holds data (a session loaded from the store: own properties besides `cookie`)
+  // is BYPASS, as a toolkit session is, with the once-per-route warning; anonymous requests (a fresh session holding
+  // only its cookie) are still cached. Fix: requestSession / credentialsOf.
+  it('express-session: a logged-in user under a global HttpCacheInterceptor never gets a shared entry', async () => {
     const { http } = await boot({
       platform: 'express',
       controllers: [ExpressSessionController],
@@ -942,14 +944,14 @@ describe('cookie-parser with a secret of the app, and express-session, beside Se
   // BUG. express-session applied after SessionMiddleware (`consumer.apply(SessionMiddleware, session(...))`, or the
   // legacy module's middleware registered after the toolkit's): SessionMiddleware copies the toolkit's session onto
   // `req.session` (lib/session/session.http.ts setRequestSession), and express-session skips itself whenever
-  // `req.session` is already truthy ("self-awareness", express-session index.js). Today, for every user logged in with
-  // the toolkit, express-session never loads nor saves its session: the legacy route writes `views` onto the toolkit's
-  // Session object, which is thrown away, and answers views 1, 1, 1 with no connect.sid cookie — silently (for an
-  // anonymous user the toolkit sets `req.session = null`, and express-session works). Expected: the legacy session
-  // counts 1, 2, 3 (coexistence as docs/session.md describes for the other order), or a clear error at start/first
-  // request that the order breaks express-session. Fix: lib/session/session.http.ts (setRequestSession's copy to
-  // `req.session`) / session.middleware.ts.
-  it.failing('express-session mounted after SessionMiddleware: the legacy session still counts for a logged-in user', async () => {
+  // `req.session` is already truthy ("self-awareness", express-session index.js). Before 2b087a1, for every user logged
+  // in with the toolkit, express-session never loads nor saves its session: the legacy route writes `views` onto the
+  // toolkit's Session object, which is thrown away, and answers views 1, 1, 1 with no connect.sid cookie — silently
+  // (for an anonymous user the toolkit sets `req.session = null`, and express-session works). Expected: the legacy
+  // session counts 1, 2, 3 (coexistence as docs/session.md describes for the other order), or a clear error at
+  // start/first request that the order breaks express-session. Fix: lib/session/session.http.ts (setRequestSession's
+  // copy to `req.session`) / session.middleware.ts.
+  it('express-session mounted after SessionMiddleware: the legacy session still counts for a logged-in user', async () => {
     const { http } = await boot({
       platform: 'express',
       toolkit: { session: { cookie: { secret: SECRET } } },
