@@ -1,8 +1,8 @@
 /**
  * Adversarial review of the rule "docs and comments say what the code does today", over the reference claims of
  * docs/rate-limit.md and docs/cache.md: option names and defaults, headers, status codes, decorator semantics, the
- * method table. A claim that holds is a plain `it`; a claim the code contradicts is an `it.failing` asserting what the
- * doc says, with a comment saying what the code does and which side should change.
+ * method table. A claim that holds is a plain `it`. The two claims the code contradicted (9e617cf: the algorithm of a
+ * policy that names none, stats()'s fields) were doc-side and the doc is mended; their tests check the doc of now.
  *
  * Claims already held by other tests are not repeated here:
  * - rate-limit defaults of `defaults` (100 / 60 s, sliding window), `failOpen`, `headers`, `trustProxy`,
@@ -276,31 +276,29 @@ describe('docs/rate-limit.md: responses and semantics, booted', () => {
     expect(await client.type(keys[0] as string)).toBe('zset');
   });
 
-  // Algorithms table: "`sliding-window` (default)"; Choices: "Handler @Throttle replaces the controller's, which
-  // replaces the defaults (no merging by name): what you read on a handler is what applies."
-  // The code: a policy that names no algorithm takes `rateLimit.defaults.algorithm` (guard.ts: `check.policy.algorithm
-  // ?? this.options.defaults.algorithm`; service.ts resolveCallPolicy likewise), so `defaults: { algorithm:
-  // 'fixed-window' }` turns every `@Throttle({ limit, ttl })` and every `consume(key, { limit, ttl })` into a fixed
-  // window (up to 2 x limit across a boundary) although the handler shows no algorithm. Keeping one module-wide default
-  // algorithm is reasonable: the doc should say that `rateLimit.defaults.algorithm` is the algorithm of every policy
-  // that names none (the "module's default algorithm" it mentions once, without saying where it comes from).
-  it.failing('a @Throttle naming no algorithm runs the sliding window, whatever rateLimit.defaults says', async () => {
-    const { http, client, keyPrefix } = await boot({
-      defaults: { limit: 100, ttl: 60_000, algorithm: 'fixed-window' },
-    });
-    await request(http).get('/rl/plain').expect(200);
-    const keys = await keysOf(client, `${keyPrefix}rl:*`);
+  // Algorithms: "A policy that names no `algorithm` (a `@Throttle`, a service call's policy) takes
+  // `rateLimit.defaults.algorithm` ... `sliding-window` unless you set it". Pinned as it.failing in 9e617cf against the
+  // doc of then, which said only "`sliding-window` (default)" and "what you read on a handler is what applies": the
+  // code's module-wide default is kept and the doc now says it.
+  it('a @Throttle naming no algorithm takes rateLimit.defaults.algorithm (sliding window unless set)', async () => {
+    const fixed = await boot({ defaults: { limit: 100, ttl: 60_000, algorithm: 'fixed-window' } });
+    await request(fixed.http).get('/rl/plain').expect(200);
+    const keys = await keysOf(fixed.client, `${fixed.keyPrefix}rl:*`);
     expect(keys).toHaveLength(1);
-    expect(await client.type(keys[0] as string)).toBe('zset');
+    expect(await fixed.client.type(keys[0] as string)).toBe('string');
+    const unset = await boot();
+    await request(unset.http).get('/rl/plain').expect(200);
+    const sliding = await keysOf(unset.client, `${unset.keyPrefix}rl:*`);
+    expect(sliding).toHaveLength(1);
+    expect(await unset.client.type(sliding[0] as string)).toBe('zset');
   });
 
-  it.failing('a service consume naming no algorithm runs the sliding window, whatever rateLimit.defaults says', async () => {
-    // same as above, for "Directly, without the guard" (what the code does: fixed window, a string counter)
+  it('a service consume naming no algorithm takes rateLimit.defaults.algorithm', async () => {
     const { app, client, keyPrefix } = await boot({ defaults: { limit: 100, ttl: 60_000, algorithm: 'fixed-window' } });
     await app.get(RateLimitService).consume('svc', { limit: 2, ttl: 60_000 });
     const keys = await keysOf(client, `${keyPrefix}rl:*`);
     expect(keys).toHaveLength(1);
-    expect(await client.type(keys[0] as string)).toBe('zset');
+    expect(await client.type(keys[0] as string)).toBe('string');
   });
 
   // Usage: "r: { allowed, limit, remaining, resetMs, retryAfterMs, degraded? }"
@@ -311,13 +309,12 @@ describe('docs/rate-limit.md: responses and semantics, booted', () => {
     expect(r).toMatchObject({ allowed: true, limit: 3, remaining: 2, retryAfterMs: 0 });
   });
 
-  // Usage: "rateLimit.stats(); // { allowed, denied, deniedLocally, failedOpen, failedClosed, insurance }"
-  // The code (rate-limit.service.ts stats()) also returns `replyErrors`, which the page's Failure policy section
-  // names ("counted in stats().replyErrors"). The Usage comment should list it: doc side.
-  it.failing('stats() has the fields the Usage block lists', async () => {
+  // Usage: "rateLimit.stats(); // { allowed, denied, deniedLocally, failedOpen, failedClosed, insurance, replyErrors }"
+  // (pinned as it.failing in 9e617cf: the comment of then left out replyErrors, which the code returns)
+  it('stats() has the fields the Usage block lists', async () => {
     const { app } = await boot();
     expect(Object.keys(app.get(RateLimitService).stats()).sort()).toEqual(
-      ['allowed', 'denied', 'deniedLocally', 'failedClosed', 'failedOpen', 'insurance'].sort(),
+      ['allowed', 'denied', 'deniedLocally', 'failedClosed', 'failedOpen', 'insurance', 'replyErrors'].sort(),
     );
   });
 
