@@ -36,8 +36,8 @@ function hmac(value: string, secret: string): string {
  * can set one beside the app's own, and the browser sends both, the one with the longer `Path` first.
  */
 function readCookieValues(header: string | string[] | undefined, name: string, max: number): string[] {
-  if (header === undefined) return [];
-  const text = Array.isArray(header) ? header.join('; ') : header;
+  const text = headerText(header);
+  if (text === undefined) return [];
   if (text.length > 16_384) return []; // no browser sends that much; don't parse attacker-sized headers
   const values: string[] = [];
   for (const part of text.split(';')) {
@@ -54,6 +54,18 @@ function readCookieValues(header: string | string[] | undefined, name: string, m
     if (values.length === max) break;
   }
   return values;
+}
+
+/**
+ * The header as one string: a string, or an array of strings joined as Node joins repeated headers; anything else
+ * (undefined, null from `headers.cookie ?? null`, a number, a parsed cookie object, an array holding a non-string) is
+ * no cookie, where it threw a TypeError from the parser (before 2026-12-05).
+ */
+function headerText(header: unknown): string | undefined {
+  if (typeof header === 'string') return header;
+  if (!Array.isArray(header)) return undefined;
+  for (const part of header) if (typeof part !== 'string') return undefined;
+  return header.join('; ');
 }
 
 export interface SessionCookieSource {

@@ -4,7 +4,7 @@ import { KeyBuilder } from '../common/keys.js';
 import { SERIALIZER, type Serializer } from '../common/serializer.js';
 import { FailurePolicy } from '../common/failure-policy.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
-import { durationProblem, isDuration } from '../common/option-checks.js';
+import { durationProblem, isDuration, kindOf } from '../common/option-checks.js';
 import type { EvictionPolicyCheck } from '../connection/eviction-policy-check.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { FEATURE_CONNECTION } from '../connection/redis-connections.js';
@@ -124,6 +124,7 @@ export class SessionService implements OnModuleInit, OnApplicationShutdown {
     checkCreateOptions(options);
     const ttl = options.ttl ?? this.options.ttl;
     if (!isDuration(ttl)) throw new InvalidOptionsError(`session ttl ${durationProblem(ttl)}`);
+    if (data != null) checkPlainObject(data, 'data');
     const fields = encodeSessionData(this.serializer, data ?? {}, 'data');
     return this.guard('create', async () => {
       this.evictionCheck.once();
@@ -159,9 +160,7 @@ export class SessionService implements OnModuleInit, OnApplicationShutdown {
    */
   async update<T extends SessionData = SessionData>(id: unknown, patch: Partial<T> | SessionData): Promise<Session<T>> {
     if (!isValidSessionId(id)) throw new SessionNotFoundError('session not found (malformed id)');
-    if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) {
-      throw new InvalidKeyError('session patch must be a plain object');
-    }
+    checkPlainObject(patch, 'patch');
     const sets: [string, string][] = [];
     const deletes: string[] = [];
     for (const [name, value] of Object.entries(patch)) {
@@ -353,6 +352,22 @@ export class SessionService implements OnModuleInit, OnApplicationShutdown {
 }
 
 // The traced calls' fields (docs/observability.md): never the session id.
+/**
+ * Session data and a patch are plain objects (prototype Object.prototype or null): their own enumerable fields are
+ * what is stored. A Map's, Set's or Date's content is none: create stored `data: {}` and update changed nothing,
+ * without a word (before 2026-12-05). Costs a prototype read and compare.
+ */
+function checkPlainObject(value: unknown, what: 'data' | 'patch'): void {
+  let proto: unknown;
+  try {
+    proto = value !== null && typeof value === 'object' ? Object.getPrototypeOf(value) : undefined;
+  } catch {
+    proto = undefined; // a revoked Proxy, a throwing getPrototypeOf trap
+  }
+  if (proto !== Object.prototype && proto !== null)
+    throw new InvalidKeyError(`session ${what} must be a plain object, not ${kindOf(value)}`);
+}
+
 const creating = () => ({ feature: 'session' as const, operation: 'create' });
 const created = () => ({ outcome: 'created' });
 const destroying = () => ({ feature: 'session' as const, operation: 'destroy' });

@@ -1,7 +1,9 @@
 import type { EventEmitter } from 'node:events';
 import type { IncomingMessage } from 'node:http';
 import { createRequire } from 'node:module';
-import { InvalidOptionsError } from '../common/errors.js';
+import { InvalidKeyError, InvalidOptionsError } from '../common/errors.js';
+import { classifyRedisError } from '../common/failure-policy.js';
+import { kindOf } from '../common/option-checks.js';
 
 /*
  * express-session is an optional peer, so nothing the root entry declares may import its types: without the package
@@ -59,7 +61,7 @@ export interface SessionStoreBase extends EventEmitter {
  */
 export function loadStoreBase(): new () => SessionStoreBase {
   try {
-    return (createRequire(import.meta.url)('express-session') as { Store: new () => SessionStoreBase }).Store;
+    return loadExpressSession().Store;
   } catch {
     class MissingExpressSession {
       constructor() {
@@ -70,4 +72,99 @@ export function loadStoreBase(): new () => SessionStoreBase {
     }
     return MissingExpressSession as unknown as new () => SessionStoreBase;
   }
+}
+
+function loadExpressSession(): { Store: new () => SessionStoreBase; Session?: { prototype: object } } {
+  return createRequire(import.meta.url)('express-session') as ReturnType<typeof loadExpressSession>;
+}
+
+/** express-session's `Session.prototype` (what its `req.session` is an instance of), or undefined without it. */
+const EXPRESS_SESSION = ((): object | undefined => {
+  try {
+    return loadExpressSession().Session?.prototype;
+  } catch {
+    return undefined;
+  }
+})();
+
+/**
+ * Refuses, before any Redis command, a session `set` cannot store: anything but an object whose own enumerable fields
+ * are its data, i.e. an object literal, a prototype-less object, express-session's Session (what express-session hands
+ * `set`: a class instance, its fields own properties) or another class instance. An array, a function, a Map, Set,
+ * Date, RegExp, Promise, Error, boxed primitive or typed array (Object.prototype.toString names them) was stored as
+ * what Object.keys makes of it ({} for a Map, {"0":"a"} for ['a'], one field per character of a string), replacing
+ * the session without a word; null and undefined failed as a Redis outage (503). The common cases cost a prototype
+ * read and compare; another class instance one Object.prototype.toString call.
+ */
+export function checkStoreSession(session: unknown): void {
+  if (!isSessionObject(session))
+    throw new InvalidKeyError(
+      `session must be an object of its fields (express-session's Session or a plain object), not ${kindOf(session)}`,
+    );
+}
+
+function isSessionObject(value: unknown): boolean {
+  if (value === null || typeof value !== 'object') return false;
+  try {
+    const proto: unknown = Object.getPrototypeOf(value);
+    if (proto === Object.prototype || proto === null || proto === EXPRESS_SESSION) return true;
+    return Object.prototype.toString.call(value) === '[object Object]';
+  } catch {
+    return false; // a revoked Proxy, a throwing getPrototypeOf trap or Symbol.toStringTag getter
+  }
+}
+
+/**
+ * Errors from the app's own code (a `ttl` function) that the store passes on as they are, never as a Redis failure.
+ */
+const APP_ERRORS = new WeakSet<object>();
+
+/** `err`, thrown by the app's code: settleStoreCall passes it on unchanged. */
+export function appError(err: unknown): unknown {
+  if (err !== null && (typeof err === 'object' || typeof err === 'function')) APP_ERRORS.add(err);
+  return err;
+}
+
+/**
+ * Whether `err` cannot come from the Redis client: a JavaScript engine error (TypeError, RangeError, SyntaxError,
+ * ReferenceError...: a bug, or a value the store could not handle) or one the app's code threw. The driver fails
+ * with plain Errors (a closed connection, a timeout) and redis-errors' classes (ReplyError, AbortError...).
+ */
+function notFromRedis(err: unknown): boolean {
+  return (
+    err instanceof TypeError ||
+    err instanceof RangeError ||
+    err instanceof SyntaxError ||
+    err instanceof ReferenceError ||
+    err instanceof EvalError ||
+    err instanceof URIError ||
+    (err !== null && typeof err === 'object' && APP_ERRORS.has(err))
+  );
+}
+
+/**
+ * A store call, with the promise API (connect-redis 8+) and the callback API (express-session) at once. A callback
+ * that is neither a function nor undefined / null is an InvalidOptionsError before `run` (no Redis command): it was
+ * called after the command ran, a TypeError. A driver error becomes the failure policy's typed error:
+ * RedisUnavailableError (its `status` 503: Express answers 503) for a transport failure, RedisReplyError (a 500) for
+ * an error reply, with no `cause` (driver errors carry session ids); our typed errors, engine errors and the app's own
+ * pass unchanged (a TypeError reported as RedisUnavailableError made Express answer 503 as for an outage).
+ */
+export async function settleStoreCall<T>(callback: unknown, run: () => Promise<T>): Promise<T> {
+  if (callback != null && typeof callback !== 'function')
+    throw new InvalidOptionsError(`a store callback must be a function, not ${kindOf(callback)}`);
+  const done = callback as StoreCallback<T> | null | undefined;
+  let value: T;
+  try {
+    value = await run();
+  } catch (err) {
+    const wrapped = notFromRedis(err) ? err : classifyRedisError(err, 'session store', false);
+    if (done) {
+      done(wrapped);
+      return undefined as T;
+    }
+    throw wrapped;
+  }
+  done?.(null, value);
+  return value;
 }

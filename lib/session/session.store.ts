@@ -1,6 +1,5 @@
 import { Logger } from '@nestjs/common';
-import { InvalidKeyError, SessionTooLargeError } from '../common/errors.js';
-import { classifyRedisError } from '../common/failure-policy.js';
+import { InvalidKeyError, SerializationError, SessionTooLargeError } from '../common/errors.js';
 import { DEFAULT_KEY_PREFIX, KeyBuilder } from '../common/keys.js';
 import { isDuration, MAX_DURATION_MS } from '../common/option-checks.js';
 import { JsonSerializer, SafeSerializer, type Serializer } from '../common/serializer.js';
@@ -21,7 +20,10 @@ import {
 } from './session.store-options.js';
 import { makeRoom } from '../common/bounded-map.js';
 import {
+  appError,
+  checkStoreSession,
   loadStoreBase,
+  settleStoreCall as settle,
   type StoreCallback as Callback,
   type StoredSession,
   type StoreSessionData,
@@ -126,6 +128,7 @@ export class RedisSessionStore extends loadStoreBase() {
   set(sid: string, session: StoreSessionData, callback?: Callback<void>): Promise<void> {
     return settle(callback, async () => {
       this.checkId(sid);
+      checkStoreSession(session);
       const ttl = this.idleTtlOf(session);
       if (!(ttl > 0)) {
         await this.destroyId(sid);
@@ -150,7 +153,7 @@ export class RedisSessionStore extends loadStoreBase() {
       if (userId !== '') this.checkUserId(userId);
       let result: Awaited<ReturnType<SessionRecords['storeSet']>>;
       try {
-        const fields = { u: userId, t: this.disableTTL ? 0 : ttl, d, k: cookieJson(source.cookie ?? null) };
+        const fields = { u: userId, t: this.disableTTL ? 0 : ttl, d, k: cookieText(source.cookie ?? null) };
         result = await this.records.storeSet(sid, fields, this.maxAgeMs);
       } catch (err) {
         // the request's fault: Express answers 413, not 500
@@ -181,7 +184,7 @@ export class RedisSessionStore extends loadStoreBase() {
       // its get (one entry per id sent all but one of them to the script: 41.6 µs of Redis CPU per request).
       if (this.touchOnGet && this.takeTouch(sid, ttl)) return;
       const cookie = (session as Partial<StoreSessionData> | undefined)?.cookie;
-      await this.records.storeTouch(sid, ttl, cookie === undefined ? '' : cookieJson(cookie));
+      await this.records.storeTouch(sid, ttl, cookie === undefined ? '' : cookieText(cookie));
     });
   }
 
@@ -320,7 +323,13 @@ export class RedisSessionStore extends loadStoreBase() {
    * past or not a valid date means the cookie is dead, whatever its maxAge: 0. A ttl function decides alone.
    */
   private ttlOf(session: StoreSessionData): number {
-    if (this.ttlFunction) return this.ttlFunction(session);
+    if (this.ttlFunction) {
+      try {
+        return this.ttlFunction(session);
+      } catch (err) {
+        throw appError(err); // passed on as the app threw it, not as a Redis failure
+      }
+    }
     const cookie = (session as Partial<StoreSessionData> | undefined)?.cookie;
     const expiresAt = cookie?.expires ? new Date(cookie.expires).getTime() : undefined;
     if (expiresAt !== undefined && !(expiresAt > Date.now())) return 0;
@@ -358,21 +367,12 @@ function badRequest(err: unknown): unknown {
   return err;
 }
 
-/** Promise API (connect-redis 8+) and callback API (express-session) at once; driver errors become 503-ish errors. */
-async function settle<T>(callback: Callback<T> | undefined, run: () => Promise<T>): Promise<T> {
-  let value: T;
+/** The cookie as stored; one JSON cannot write (a BigInt in it) is a SerializationError, not a TypeError. */
+function cookieText(cookie: unknown): string {
   try {
-    value = await run();
+    return cookieJson(cookie);
   } catch (err) {
-    // the failure policy's typed error: RedisUnavailableError (its `status` 503: Express answers 503) for a transport
-    // failure, RedisReplyError (a 500) for an error reply; no `cause`: driver errors carry session ids
-    const wrapped = classifyRedisError(err, 'session store', false);
-    if (callback) {
-      callback(wrapped);
-      return undefined as T;
-    }
-    throw wrapped;
+    const reason = err instanceof Error ? err.message : String(err);
+    throw new SerializationError(`session cookie could not be serialized: ${reason}`, { cause: err });
   }
-  callback?.(null, value);
-  return value;
 }
