@@ -44,7 +44,8 @@ export class CacheMethodInterceptor implements MethodInterceptor<CacheOperation[
     const keyOf = (args: unknown[]) => this.keyOf(where, op.options.key, args);
     const decorated = `${op.kind === 'put' ? '@CachePut' : '@Cacheable'} on ${where}`;
     const tagsOf = (args: unknown[]) => {
-      const fromArgs = tagList(decorated, 'tags', resolve<readonly string[]>(op.options.tags, args)) ?? [];
+      const fromArgs =
+        tagList(decorated, 'tags', resolve<readonly string[]>(decorated, 'tags', op.options.tags, args)) ?? [];
       const fromResult = op.options.resultTags as
         | ((result: unknown, ...args: unknown[]) => readonly string[])
         | undefined;
@@ -84,9 +85,10 @@ export class CacheMethodInterceptor implements MethodInterceptor<CacheOperation[
   private evictStep(where: string, options: CacheEvictOptions): Step {
     return async (args, next) => {
       const result = await next();
-      const keys = resolve<string | readonly string[]>(options.keys, args);
-      const tags = tagList(`@CacheEvict on ${where}`, 'tags', resolve<readonly string[]>(options.tags, args));
-      const pattern = resolve<string>(options.pattern, args);
+      const evict = `@CacheEvict on ${where}`;
+      const keys = resolve<string | readonly string[]>(evict, 'keys', options.keys, args);
+      const tags = tagList(evict, 'tags', resolve<readonly string[]>(evict, 'tags', options.tags, args));
+      const pattern = resolve<string>(evict, 'pattern', options.pattern, args);
       if (keys !== undefined && typeof keys !== 'string' && !Array.isArray(keys))
         throw new InvalidOptionsError(`@CacheEvict on ${where}: keys must give a string or an array of strings`);
       if (pattern !== undefined && typeof pattern !== 'string')
@@ -144,6 +146,22 @@ function tagList(where: string, option: string, tags: readonly string[] | undefi
   throw new InvalidOptionsError(`${where}: ${option} must be an array of strings, got a ${typeof tags}`);
 }
 
-function resolve<T>(option: T | ((...args: never[]) => T) | undefined, args: unknown[]): T | undefined {
-  return typeof option === 'function' ? (option as Loose<T>)(...args) : option;
+/**
+ * An option's value, or what its function of the arguments gives. A function that gives undefined is refused: its
+ * type has no undefined (an empty list evicts or tags nothing), and a key function that read the wrong argument
+ * (`(dto) => dto.id` for a call given the id) evicted nothing, leaving the stale entry served without a word.
+ */
+function resolve<T>(
+  where: string,
+  name: string,
+  option: T | ((...args: never[]) => T) | undefined,
+  args: unknown[],
+): T | undefined {
+  if (typeof option !== 'function') return option;
+  const value = (option as Loose<T>)(...args);
+  if (value === undefined) {
+    const none = name === 'pattern' ? '' : ' (give [] for none)';
+    throw new InvalidOptionsError(`${where}: the ${name} function gave undefined${none}`);
+  }
+  return value;
 }

@@ -521,6 +521,18 @@ class Decorated {
   async evict(_k: unknown): Promise<number> {
     return ++this.runs;
   }
+  @Cacheable({ key: 'ae-tagged', tags: (t: unknown) => t as string[] })
+  async tagged(_t: unknown): Promise<number> {
+    return ++this.runs;
+  }
+  @CacheEvict({ tags: (t: unknown) => t as string[] })
+  async evictTags(_t: unknown): Promise<number> {
+    return ++this.runs;
+  }
+  @CacheEvict({ pattern: (p: unknown) => p as string })
+  async evictPattern(_p: unknown): Promise<number> {
+    return ++this.runs;
+  }
   @WithLock({ resource: (r: unknown) => r as string, waitMs: 0 })
   async locked(_r: unknown): Promise<number> {
     return ++this.runs;
@@ -551,7 +563,8 @@ describe('decorators: what a key / resource function returns', () => {
     await expectTypedRejection(() => decorated.put(v));
   });
 
-  // `keys` may give an array (several keys) or undefined (nothing to evict: the method runs, nothing is deleted).
+  // `keys` may give an array (several keys); undefined is refused (its type has none: [] evicts nothing). Until
+  // 2026-12-05 undefined resolved and evicted nothing, without a word.
   it.each(KEYS.filter(([, v]) => v !== undefined && !Array.isArray(v)))(
     '@CacheEvict with a keys function returning %s: a typed rejection',
     async (_l, v) => {
@@ -559,9 +572,24 @@ describe('decorators: what a key / resource function returns', () => {
     },
   );
 
-  it('@CacheEvict with keys giving undefined or an array of a hostile key', async () => {
-    expect((await settle(() => decorated.evict(undefined))).kind).toBe('resolved');
+  it('@CacheEvict with keys giving undefined or an array of a hostile key: typed rejections', async () => {
+    await expectTypedRejection(() => decorated.evict(undefined), InvalidOptionsError);
     await expectTypedRejection(() => decorated.evict(['ok', 'a\u0000b']), InvalidKeyError);
+  });
+
+  // Until 2026-12-05 a tags or pattern function that gave undefined tagged or evicted nothing, without a word
+  // (docs/cache.md: "a tags function that returns no array fails the call"); [] still means none.
+  it('a tags or pattern function giving undefined: InvalidOptionsError naming it; [] is none', async () => {
+    for (const call of [() => decorated.tagged(undefined), () => decorated.evictTags(undefined)]) {
+      const outcome = await settle(call);
+      expect(outcome.kind).toBe('rejected');
+      expect(String((outcome as { error: unknown }).error)).toMatch(
+        /the tags function gave undefined \(give \[\] for none\)/,
+      );
+    }
+    await expectTypedRejection(() => decorated.evictPattern(undefined), InvalidOptionsError);
+    expect((await settle(() => decorated.evictTags([]))).kind).toBe('resolved');
+    expect((await settle(() => decorated.evict([]))).kind).toBe('resolved');
   });
 });
 
