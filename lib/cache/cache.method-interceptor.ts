@@ -45,7 +45,7 @@ export class CacheMethodInterceptor implements MethodInterceptor<CacheOperation[
     const decorated = `${op.kind === 'put' ? '@CachePut' : '@Cacheable'} on ${where}`;
     const tagsOf = (args: unknown[]) => {
       const fromArgs =
-        tagList(decorated, 'tags', resolve<readonly string[]>(decorated, 'tags', op.options.tags, args)) ?? [];
+        tagList(decorated, 'tags', resolve<readonly string[]>(decorated, 'tags function', op.options.tags, args)) ?? [];
       const fromResult = op.options.resultTags as
         | ((result: unknown, ...args: unknown[]) => readonly string[])
         | undefined;
@@ -86,9 +86,9 @@ export class CacheMethodInterceptor implements MethodInterceptor<CacheOperation[
     return async (args, next) => {
       const result = await next();
       const evict = `@CacheEvict on ${where}`;
-      const keys = resolve<string | readonly string[]>(evict, 'keys', options.keys, args);
-      const tags = tagList(evict, 'tags', resolve<readonly string[]>(evict, 'tags', options.tags, args));
-      const pattern = resolve<string>(evict, 'pattern', options.pattern, args);
+      const keys = resolve<string | readonly string[]>(evict, 'keys function', options.keys, args);
+      const tags = tagList(evict, 'tags', resolve<readonly string[]>(evict, 'tags function', options.tags, args));
+      const pattern = resolve<string>(evict, 'pattern function', options.pattern, args);
       if (keys !== undefined && typeof keys !== 'string' && !Array.isArray(keys))
         throw new InvalidOptionsError(`@CacheEvict on ${where}: keys must give a string or an array of strings`);
       if (pattern !== undefined && typeof pattern !== 'string')
@@ -153,6 +153,7 @@ function tagList(where: string, option: string, tags: readonly string[] | undefi
  */
 function resolve<T>(
   where: string,
+  /** `keys function`, `tags function`, `pattern function`: what the error names */
   name: string,
   option: T | ((...args: never[]) => T) | undefined,
   args: unknown[],
@@ -160,8 +161,8 @@ function resolve<T>(
   if (typeof option !== 'function') return option;
   const value = (option as Loose<T>)(...args);
   if (value === undefined) {
-    const none = name === 'pattern' ? '' : ' (give [] for none)';
-    throw new InvalidOptionsError(`${where}: the ${name} function gave undefined${none}`);
+    const none = name.startsWith('pattern') ? '' : ' (give [] for none)';
+    throw new InvalidOptionsError(`${where}: the ${name} gave undefined${none}`);
   }
   return value;
 }
