@@ -1,14 +1,20 @@
-import { LockHoldTimeoutError, LockLostError } from '../common/errors.js';
+import { InvalidOptionsError, LockHoldTimeoutError, LockLostError } from '../common/errors.js';
+import { kindOf } from '../common/option-checks.js';
 import { MAX_TIMER_MS } from '../common/timeout.js';
 import { maxHoldOf } from './lock.attempts.js';
 import { lockContext } from './lock.context.js';
-import type { Lock } from './lock.js';
+import { Lock } from './lock.js';
 import { checkNames, HOLDING } from './lock.option-names.js';
 
 /** `runHolding(lock, fn, options)`: as `using`'s (defaults `lock.maxHoldMs`, `lock.extensionThreshold`). */
 export interface RunHoldingOptions {
   maxHoldMs?: number;
   extensionThreshold?: number;
+}
+
+/** The function of `using`, a semaphore's `using` and `runHolding`: InvalidOptionsError naming `where` when not one. */
+export function checkLockedFunction(fn: unknown, where: string): void {
+  if (typeof fn !== 'function') throw new InvalidOptionsError(`${where}: fn must be a function, got ${kindOf(fn)}`);
 }
 
 /**
@@ -23,10 +29,19 @@ export async function runHolding<T, L extends Lock = Lock>(
   defaultMaxHoldMs: number,
   warn: (message: string) => void,
 ): Promise<T> {
+  // Every lease of the toolkit is a Lock (a MultiLock, a semaphore's permit): anything else has nothing to release
+  // (until 2026-12-05 a TypeError reading its expiresAt, or a RangeError from a Date of it)
+  if (!(lock instanceof Lock)) {
+    throw new InvalidOptionsError(
+      'runHolding(lock, fn, options): lock must be a Lock (from acquire, tryAcquire, acquireAll or a semaphore), ' +
+        `got ${kindOf(lock)}`,
+    );
+  }
   let lost: AbortSignal;
   let maxHoldMs: number;
   try {
-    // a refused option releases the lock, as a refused extensionThreshold does
+    // a refused fn or option releases the lock, as a refused extensionThreshold does
+    checkLockedFunction(fn, 'runHolding(lock, fn, options)');
     checkNames(options, HOLDING, 'runHolding');
     maxHoldMs = maxHoldOf(defaultMaxHoldMs, options?.maxHoldMs); // as using checks it: '1s' would fire at once
     lost = lock.startAutoExtend({ extensionThreshold: options?.extensionThreshold });

@@ -18,6 +18,7 @@ import { SEMAPHORE_ACQUIRE, SEMAPHORE_EXTEND, SEMAPHORE_HOLDERS } from './lock.s
 import { firstError, gather } from './lock.gather.js';
 import type { QuorumCalls } from './lock.quorum.js';
 import { LocalWaiters } from './lock.waiters.js';
+import { checkLockedFunction } from './lock.holding.js';
 import { checkNames, LEASE_ACQUIRE, LEASE_TRY, LEASE_USING, SEMAPHORE } from './lock.option-names.js';
 
 export interface SemaphoreOptions {
@@ -267,6 +268,8 @@ export class Semaphore {
     readonly name: string,
     options: SemaphoreOptions,
   ) {
+    // first: the checks below name it in template strings (a Symbol threw a TypeError there until 2026-12-05)
+    KeyBuilder.validate(name, 'semaphore name');
     if (options === null || typeof options !== 'object') {
       throw new InvalidOptionsError('semaphore(name, { limit, ttl? }) needs an options object');
     }
@@ -280,7 +283,6 @@ export class Semaphore {
     }
     this.ttl = ttlOf(ctx.options.ttl, options.ttl, `semaphore "${name}"`);
     ctx.quorum?.checkTtl(this.ttl, `semaphore "${name}"`);
-    KeyBuilder.validate(name, 'semaphore name');
     const lock = ctx.keys.tagged(FEATURES.lock, name, ':sem');
     this.keys = { resource: name, lock, fence: '', waiters: `${lock}:waiters` };
     this.backend = new SemaphoreBackend(ctx, name, lock, limit);
@@ -322,7 +324,7 @@ export class Semaphore {
    * Runs `fn` holding a permit (auto-extended), then gives it back, also when `fn` throws (see `LockService.using`).
    */
   async using<T>(options: LeaseUsingOptions, fn: (signal: AbortSignal, permit: Lock) => Promise<T> | T): Promise<T> {
-    if (typeof fn !== 'function') throw new InvalidOptionsError('semaphore.using(options, fn): fn must be a function');
+    checkLockedFunction(fn, 'semaphore.using(options, fn)');
     checkNames(options, LEASE_USING, `semaphore "${this.name}".using`);
     // checked before the permit is taken (as LockService.using does)
     const ttl = ttlOf(this.ttl, options?.ttl, `semaphore "${this.name}"`);

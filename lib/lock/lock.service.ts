@@ -1,6 +1,6 @@
 import { Inject, Injectable, Logger, type OnApplicationShutdown, type OnModuleInit, Optional } from '@nestjs/common';
 import { Cluster, type Redis } from 'ioredis';
-import { InvalidOptionsError, LockLostError, LockNotAcquiredError } from '../common/errors.js';
+import { LockLostError, LockNotAcquiredError } from '../common/errors.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { FEATURE_CONNECTION, RedisConnections } from '../connection/redis-connections.js';
@@ -11,7 +11,7 @@ import { acquisitionTtl, autoExtendOptions, checkExtensionThreshold } from './lo
 import { type LockBackend, type LockKeys, lockKeysOf, QuorumLockBackend, SingleLockBackend } from './lock.backend.js';
 import { LockGrants } from './lock.grants.js';
 import { type CurrentLock, lockContext } from './lock.context.js';
-import { type RunHoldingOptions, runHolding } from './lock.holding.js';
+import { checkLockedFunction, type RunHoldingOptions, runHolding } from './lock.holding.js';
 import { LockEvents } from './lock.events.js';
 import { type LeaseAcquireOptions, type LeaseContext, type LeaseUsingOptions, leaseOwner } from './lock.lease.js';
 import { type MultiLock, MultiLocks } from './lock.multi.js';
@@ -317,7 +317,7 @@ export class LockService implements OnModuleInit, OnApplicationShutdown {
    * the signal.
    */
   async using<T>(resource: string, options: UsingOptions, fn: LockedFunction<T>): Promise<T> {
-    if (typeof fn !== 'function') throw new InvalidOptionsError('using(resource, options, fn): fn must be a function');
+    checkLockedFunction(fn, 'using(resource, options, fn)');
     checkNames(options, USING, 'using');
     const maxHoldMs = maxHoldOf(this.lockOptions.maxHoldMs, options?.maxHoldMs);
     const ttl = ttlOf(this.lockOptions.ttl, options?.ttl);
