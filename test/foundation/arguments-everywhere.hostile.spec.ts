@@ -9,7 +9,8 @@
  * by `settle`), or the documented answer; no unhandled rejection; the app keeps working.
  *
  * What hostile-input.spec.ts (KeyBuilder, payload round trips), the feature hostile specs and the property specs
- * hold is not repeated. Sure bugs are pinned as `it.failing`, each with what happens today and where the fix belongs.
+ * hold is not repeated. The sure bugs were pinned as `it.failing` (a17235a) and are fixed (sessions c988786, locks
+ * 4751f32); each comment names the fix and what happened before it.
  */
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
@@ -262,10 +263,10 @@ describe('keys, ids, resources, channels and user ids', () => {
     },
   );
 
-  // Today: TypeError "Cannot convert a Symbol value to a string", from the template literals naming the semaphore in
-  // the options checks (`semaphore "${name}"`, lib/lock/lock.semaphore.ts constructor) that run before
-  // KeyBuilder.validate(name). Fix: validate the name first in the Semaphore constructor.
-  it.failing('locks.semaphore(Symbol()) throws InvalidKeyError', () => {
+  // Fixed in 4751f32; before it: TypeError "Cannot convert a Symbol value to a string", from the template literals
+  // naming the semaphore in the options checks (`semaphore "${name}"`, lib/lock/lock.semaphore.ts constructor) that run
+  // before KeyBuilder.validate(name). Fix: validate the name first in the Semaphore constructor.
+  it('locks.semaphore(Symbol()) throws InvalidKeyError', () => {
     expect(() => locks.semaphore(any(Symbol('s')), { limit: 2 })).toThrow(InvalidKeyError);
   });
 });
@@ -341,12 +342,12 @@ describe('values', () => {
     expect(await cache.get('ae-map')).toEqual({ m: {}, s: {} });
   });
 
-  // Today: both resolve and store nothing of it: the checks in SessionService.create / update
+  // Fixed in c988786; before it: both resolve and store nothing of it: the checks in SessionService.create / update
   // (lib/session/session.service.ts, "session data / patch must be a plain object") take any non-array object, so a
   // Map's entries (not own enumerable properties) are dropped without a word (create gives `data: {}`), as are a Set's
   // and a Date's. A string, a function or NaN is refused. Fix: refuse data / a patch whose prototype is not
   // Object.prototype or null, as the message says (InvalidKeyError).
-  it.failing.each([
+  it.each([
     ['a Map', new Map([['a', 1]])],
     ['a Date', new Date(0)],
   ])('sessions.create(userId, %s) and update(id, it) are refused, never a silent no-op', async (_l, v) => {
@@ -360,13 +361,13 @@ describe('RedisSessionStore: the session argument', () => {
   const sid = (): string => `aesess${randomBytes(12).toString('hex')}`;
   const stored = { cookie: { originalMaxAge: 60_000 }, a: 1 };
 
-  // Today: rejects with RedisUnavailableError "session store failed: Cannot convert undefined or null to object": the
-  // TypeError of Object.keys(session) in RedisSessionStore.set is reported under the store's failure policy as a
-  // Redis outage (Express answers 503; counted in stats().unavailable). Fix: RedisSessionStore.set
+  // Fixed in c988786; before it: rejects with RedisUnavailableError "session store failed: Cannot convert undefined or
+  // null to object": the TypeError of Object.keys(session) in RedisSessionStore.set is reported under the store's
+  // failure policy as a Redis outage (Express answers 503; counted in stats().unavailable). Fix: RedisSessionStore.set
   // (lib/session/session.store.ts) refuses a session that is not a plain object before anything else (InvalidKeyError,
-  // as SessionService.create does); the failure mapping there (near "the failure policy's typed error") should not
-  // turn an error that is not Redis's into RedisUnavailableError.
-  it.failing.each([
+  // as SessionService.create does); the failure mapping there (near "the failure policy's typed error") should not turn
+  // an error that is not Redis's into RedisUnavailableError.
+  it.each([
     ['undefined', undefined],
     ['null', null],
   ])(
@@ -382,11 +383,12 @@ describe('RedisSessionStore: the session argument', () => {
     },
   );
 
-  // Today: resolves, and the session is REPLACED by what Object.keys makes of the value: {} for 42, 10n, a Symbol, a
-  // function, a Map, a Date; {"0":"x","1":"x",...} (2,000 fields) for a 2,000-character string; {"0":"a"} for ['a']:
-  // the user's session data is lost without a word. Fix: RedisSessionStore.set (lib/session/session.store.ts) refuses
-  // a session that is not a plain object with InvalidKeyError before any Redis command.
-  it.failing.each([
+  // Fixed in c988786; before it: resolves, and the session is REPLACED by what Object.keys makes of the value: {} for
+  // 42, 10n, a Symbol, a function, a Map, a Date; {"0":"x","1":"x",...} (2,000 fields) for a 2,000-character string;
+  // {"0":"a"} for ['a']: the user's session data is lost without a word. Fix: RedisSessionStore.set
+  // (lib/session/session.store.ts) refuses a session that is not a plain object with InvalidKeyError before any Redis
+  // command.
+  it.each([
     ['42', 42],
     ["'x' * 2,000", 'x'.repeat(2_000)],
     ["['a']", ['a']],
@@ -419,12 +421,12 @@ describe('session cookie helpers (synchronous, no Redis)', () => {
     },
   );
 
-  // Today: TypeError ("Cannot read properties of null (reading 'length')" for null, "text.split is not a function"
-  // for the others) from the cookie parser: a caller passing `socket.handshake.headers.cookie ?? null` or a parsed
-  // object crashes instead of getting "no session". Fix: readSessionIdFromCookieHeader /
+  // Fixed in c988786; before it: TypeError ("Cannot read properties of null (reading 'length')" for null, "text.split
+  // is not a function" for the others) from the cookie parser: a caller passing `socket.handshake.headers.cookie ??
+  // null` or a parsed object crashes instead of getting "no session". Fix: readSessionIdFromCookieHeader /
   // readSessionIdsFromCookieHeader (lib/session/session.cookie.ts): anything not a string or array of strings is no
   // cookie (null / []), as for undefined.
-  it.failing.each([
+  it.each([
     ['null', null],
     ['42', 42],
     ['an object', { cookie: 'x' }],
@@ -436,11 +438,11 @@ describe('session cookie helpers (synchronous, no Redis)', () => {
 });
 
 describe('locks: runHolding and a Lock given back', () => {
-  // Today: TypeError "Cannot read properties of undefined (reading 'expiresAt')" for undefined / null, RangeError
-  // "Invalid time value" for a string, number or plain object (the lock's expiresAt fed to a Date). Fix:
-  // LockService.runHolding (lib/lock/lock.service.ts) / runHolding in lib/lock/lock.holding.ts: refuse a first
+  // Fixed in 4751f32; before it: TypeError "Cannot read properties of undefined (reading 'expiresAt')" for undefined /
+  // null, RangeError "Invalid time value" for a string, number or plain object (the lock's expiresAt fed to a Date).
+  // Fix: LockService.runHolding (lib/lock/lock.service.ts) / runHolding in lib/lock/lock.holding.ts: refuse a first
   // argument that is not a Lock with InvalidOptionsError before anything runs.
-  it.failing.each([
+  it.each([
     ['undefined', undefined],
     ['null', null],
     ["'lock'", 'lock'],
@@ -455,11 +457,11 @@ describe('locks: runHolding and a Lock given back', () => {
     expect(ran).toBe(0);
   });
 
-  // Today: TypeError "fn is not a function" (lib/lock/lock.holding.ts calls it inside its promise), where
-  // locks.using(r, {}, 'x') says InvalidOptionsError. The lock is released either way (checked below). Fix: runHolding
-  // in lib/lock/lock.holding.ts checks `typeof fn === 'function'` with the options, before startAutoExtend, as using
-  // does, releasing the lock.
-  it.failing('runHolding(lock, <not a function>) is a typed rejection', async () => {
+  // Fixed in 4751f32; before it: TypeError "fn is not a function" (lib/lock/lock.holding.ts calls it inside its
+  // promise), where locks.using(r, {}, 'x') says InvalidOptionsError. The lock is released either way (checked below).
+  // Fix: runHolding in lib/lock/lock.holding.ts checks `typeof fn === 'function'` with the options, before
+  // startAutoExtend, as using does, releasing the lock.
+  it('runHolding(lock, <not a function>) is a typed rejection', async () => {
     const lock: Lock = await locks.acquire('ae-rh-typed', { ttl: 10_000 });
     await expectTypedRejection(() => locks.runHolding(lock, any('not a function')), InvalidOptionsError);
   });
@@ -490,11 +492,11 @@ describe('RedisSessionStore callbacks', () => {
     expect(await settle(() => store.length(any(cb)))).toMatchObject({ kind: 'resolved' });
   });
 
-  // Today: the call runs, then rejects with TypeError "callback is not a function" (settle in
-  // lib/session/session.store.ts calls it): express-session code passing a wrong argument gets an untyped error
-  // after the command ran. Fix: settle (lib/session/session.store.ts) refuses a callback that is neither undefined
-  // nor a function with InvalidOptionsError before any Redis command.
-  it.failing.each([
+  // Fixed in c988786; before it: the call runs, then rejects with TypeError "callback is not a function" (settle in
+  // lib/session/session.store.ts calls it): express-session code passing a wrong argument gets an untyped error after
+  // the command ran. Fix: settle (lib/session/session.store.ts) refuses a callback that is neither undefined nor a
+  // function with InvalidOptionsError before any Redis command.
+  it.each([
     ["'cb'", 'cb'],
     ['42', 42],
     ['{ }', {}],
