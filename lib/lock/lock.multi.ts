@@ -15,6 +15,7 @@ import {
   leaseOwner,
 } from './lock.lease.js';
 import { gather } from './lock.gather.js';
+import { checkLockedFunction } from './lock.holding.js';
 import { LocalWaiters } from './lock.waiters.js';
 import { checkNames, LEASE_ACQUIRE, LEASE_TRY, LEASE_USING } from './lock.option-names.js';
 import {
@@ -251,7 +252,7 @@ export class MultiLocks {
     options: LeaseUsingOptions,
     fn: (signal: AbortSignal, lock: MultiLock) => Promise<T> | T,
   ): Promise<T> {
-    if (typeof fn !== 'function') throw new InvalidOptionsError('usingAll: fn must be a function');
+    checkLockedFunction(fn, 'usingAll(resources, options, fn)');
     checkNames(options, LEASE_USING, 'usingAll');
     checkExtensionThreshold(options?.extensionThreshold, ttlOf(this.ctx.options.ttl, options?.ttl), 'usingAll');
     const lock = await this.acquire(resources, { ...options, autoExtend: undefined });

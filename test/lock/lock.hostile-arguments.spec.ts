@@ -116,7 +116,7 @@ describe('the function of runHolding / using / a semaphore', () => {
     expect(other.isHeld).toBe(false);
   });
 
-  it('using and a semaphore using refuse it the same way, before taking anything', async () => {
+  it('using, a semaphore using and usingAll refuse it the same way, before taking anything', async () => {
     const { locks, connection } = await lockService('single');
     const r = unique('using-fn');
     await rejects(
@@ -132,6 +132,12 @@ describe('the function of runHolding / using / a semaphore', () => {
       /^semaphore\.using\(options, fn\): fn must be a function, got null$/,
     );
     expect(await sem.holders()).toBe(0);
+    // usingAll had its own check, without what it got (before: 'usingAll: fn must be a function')
+    await rejects(
+      () => locks.usingAll([unique('using-fn-all')], {}, any(42)),
+      InvalidOptionsError,
+      /^usingAll\(resources, options, fn\): fn must be a function, got a number$/,
+    );
   });
 });
 
