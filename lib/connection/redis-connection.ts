@@ -116,6 +116,19 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
     return this.options.commandTimeout;
   }
 
+  /** A connection's handshake waits no longer than this (ms): `connectTimeout` of forRoot. */
+  get connectTimeout(): number {
+    return this.options.connectTimeout;
+  }
+
+  /**
+   * What a start may spend on this connection (ms): connectTimeout + commandTimeout of forRoot (each at most
+   * MAX_TIMER_MS, validated; their sum may not be: a longer timer would fire after 1 ms).
+   */
+  get startBudget(): number {
+    return Math.min(this.options.connectTimeout + this.options.commandTimeout, MAX_TIMER_MS);
+  }
+
   /** `lazyConnect` of forRoot: connect on first use rather than at start. */
   get lazyConnect(): boolean {
     return this.options.lazyConnect;
@@ -256,10 +269,15 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
    * main client it then checks the server it reached (`verifyServer`).
    */
   async connect(client: RedisClient, description = this.description): Promise<void> {
+    const deadline = Date.now() + this.startBudget;
     try {
       await this.waitUntilReady(client);
     } catch (err) {
-      const denied = client instanceof Cluster ? await clusterReadyDenied(client) : undefined;
+      // Asked within what is left of the start's budget, and at least commandTimeout: a cluster whose ready check is
+      // refused retries with no error event, so the wait ended only with the budget and nothing would be left.
+      const within = Math.max(deadline - Date.now(), this.options.commandTimeout);
+      const denied =
+        client instanceof Cluster ? await clusterReadyDenied(client, { ...this.tuning, within }) : undefined;
       // Stop retrying in the background: the app is not going to start.
       if (this.owned.has(client)) client.disconnect();
       if (denied !== undefined) {
@@ -299,8 +317,7 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
    */
   async waitUntilReady(client: RedisClient): Promise<void> {
     if (client.status === 'ready') return;
-    // Each is at most MAX_TIMER_MS (validated), their sum may not be: a longer timer would fire after 1 ms.
-    const limit = Math.min(this.options.connectTimeout + this.options.commandTimeout, MAX_TIMER_MS);
+    const limit = this.startBudget;
     const deadline = Date.now() + limit;
     // Aborted once the wait is over, in time or not: takes waitForReady's listeners off the client.
     const over = new AbortController();

@@ -1,8 +1,70 @@
-import type { Cluster, Redis } from 'ioredis';
-import { slotMasters } from '../common/cluster-masters.js';
+import { Cluster, type Redis } from 'ioredis';
+import { type NodeAddress, slotMasters } from '../common/cluster-masters.js';
 import { replyCodeOf } from '../common/failure-policy.js';
-import { MAX_TIMER_MS } from '../common/timeout.js';
-import { onNodeConnection } from './cluster-nodes.js';
+import type { RedisClient } from '../common/lua-script.js';
+import { MAX_TIMER_MS, withTimeout } from '../common/timeout.js';
+import { type NodeBound, onNodeConnection } from './cluster-nodes.js';
+
+/**
+ * An AbortSignal that aborts after `ms` with "no answer within <ms> ms" (the reason onNodeConnection names), and
+ * `done`, which clears its timer (call it once the wait is over, in time or not).
+ */
+export function abortAfter(ms: number): { signal: AbortSignal; done: () => void } {
+  const over = new AbortController();
+  const wait = Math.max(0, Math.min(Math.round(ms), MAX_TIMER_MS));
+  const timer = setTimeout(() => over.abort(new Error(`no answer within ${wait} ms`)), wait);
+  return { signal: over.signal, done: () => clearTimeout(timer) };
+}
+
+/**
+ * Asks `check` of every master of the cluster's slot table at once, each on a connection of its own (onNodeConnection,
+ * within `bound`): the masters with their answers, or undefined when there is no slot table or a master answered
+ * undefined (the caller checks through the cluster client instead). A master's connection failure rejects, naming it.
+ */
+export async function askMasters<T>(
+  cluster: Cluster,
+  check: (connection: Redis) => Promise<T | undefined>,
+  bound?: NodeBound,
+): Promise<{ node: NodeAddress; report: T }[] | undefined> {
+  const masters = slotMasters(cluster);
+  const reports = await Promise.all(masters.map((node) => onNodeConnection(cluster, node, check, bound)));
+  if (masters.length === 0 || reports.some((r) => r === undefined)) return undefined;
+  return masters.map((node, i) => ({ node, report: reports[i] as T }));
+}
+
+/**
+ * Before verifyPermissions' next attempt (redis-permissions.ts): the toolkit drops a connection whose command timed out
+ * (resetOnCommandTimeout), and an attempt made at once would fail on it ("Stream isn't writeable": its status still
+ * says ready until the socket's close is handled). Waits for it to be ready again, at most its connectTimeout +
+ * commandTimeout (and `maxMs`, what the check has left); past that the attempt is made all the same (and fails, typed).
+ */
+export async function readyAgain(client: RedisClient, maxMs: number): Promise<void> {
+  const usable =
+    client instanceof Cluster ? client.status === 'ready' : client.status === 'ready' && client.stream.writable;
+  // Closed (shutdown): nothing to wait for, the attempt fails at once.
+  if (usable || client.status === 'end') return;
+  const options = client instanceof Cluster ? client.options.redisOptions : client.options;
+  const ms = Math.max(0, Math.min((options?.connectTimeout ?? 10_000) + (options?.commandTimeout ?? 0), maxMs));
+  let onReady: (() => void) | undefined;
+  try {
+    await withTimeout(
+      new Promise<void>((resolve) => {
+        onReady = resolve;
+        client.once('ready', resolve);
+        client.once('end', resolve);
+      }),
+      ms,
+      'not ready',
+    );
+  } catch {
+    // not ready in time: the attempt says so
+  } finally {
+    if (onReady) {
+      client.off('ready', onReady);
+      client.off('end', onReady);
+    }
+  }
+}
 
 /** What ioredis needs the ACL user to run to connect to a cluster (its ready check's CLUSTER INFO; a node's name). */
 const READY_COMMANDS = [
@@ -14,26 +76,33 @@ const READY_COMMANDS = [
  * Why a cluster never became ready, when the reason is the ACL: ioredis's ready check runs CLUSTER INFO and it names
  * each node connection (CLIENT SETNAME); a user without them leaves the cluster closing and retrying with no error
  * event at all, so the start would only say "no answer". Asked on short-lived connections to the masters of the slot
- * table with the cluster's own credentials; undefined when none can be reached in time or nothing is denied.
+ * table with the cluster's own credentials and the toolkit's timeouts (when shorter than the cluster's); undefined when
+ * none can be reached in time or nothing is denied.
  *
- * The start has already spent its connectTimeout + commandTimeout when this runs, so it asks only where an answer can
- * come. ioredis runs its ready check once a node has answered CLUSTER SLOTS, whose answer fills the slot table (never
- * emptied after): with none, no node answered it (refused, silent, or the credentials: the cluster's error says so)
- * and the ACL of the ready check is not why. Until 2026-12-05 the first startup node was asked all the same, with the
- * cluster's own commandTimeout for each command: a `{ client }` whose node answered nothing (paused) and whose
- * commandTimeout was 20 s failed its start ~20 s after the toolkit's 1.5 s (connection-start-bound.spec.ts).
+ * The start has usually spent its connectTimeout + commandTimeout when this runs (a refused ready check emits no error:
+ * the wait ends with the budget), so it asks only where an answer can come, and for what `within` says. ioredis runs
+ * its ready check once a node has answered CLUSTER SLOTS, whose answer fills the slot table (never emptied after): with
+ * none, no node answered it (refused, silent, or the credentials: the cluster's error says so) and the ACL of the ready
+ * check is not why. Until 2026-12-05 the first startup node was asked all the same, with the cluster's own
+ * commandTimeout for each command: a `{ client }` whose node answered nothing (paused) and whose commandTimeout was
+ * 20 s failed its start ~20 s after the toolkit's 1.5 s (connection-start-bound.spec.ts).
  */
-export async function clusterReadyDenied(client: Cluster): Promise<string | undefined> {
+export async function clusterReadyDenied(
+  client: Cluster,
+  /** The toolkit's: its timeouts, and `within`, the ms the start has left (RedisConnection.connect). */
+  toolkit: { connectTimeout: number; commandTimeout: number; within: number },
+): Promise<string | undefined> {
   const masters = slotMasters(client);
   if (masters.length === 0) return undefined;
   // Every master at once: the first that names a denial is the answer. A master that answers nothing is given up once
-  // slotsRefreshTimeout has passed, the cluster's own bound on a node's answer (the slot table came within it).
+  // slotsRefreshTimeout has passed (the cluster's own bound on a node's answer: the slot table came within it) or the
+  // start's time is up, whichever comes first.
+  const limit = abortAfter(Math.min(client.options.slotsRefreshTimeout ?? 1_000, toolkit.within));
   const over = new AbortController();
-  const ms = Math.min(client.options.slotsRefreshTimeout ?? 1_000, MAX_TIMER_MS);
-  const limit = setTimeout(() => over.abort(new Error('no answer in time')), ms);
+  const signal = AbortSignal.any([limit.signal, over.signal]);
   try {
     const asked = masters.map((node) =>
-      onNodeConnection(client, node, deniedOn, over.signal).then((denied) =>
+      onNodeConnection(client, node, deniedOn, { ...toolkit, signal }).then((denied) =>
         denied.length > 0 ? denied : Promise.reject(new Error('nothing denied')),
       ),
     );
@@ -41,7 +110,7 @@ export async function clusterReadyDenied(client: Cluster): Promise<string | unde
   } catch {
     return undefined; // nothing denied where it was asked, or no master answered in time
   } finally {
-    clearTimeout(limit);
+    limit.done();
     over.abort(new Error('answered'));
   }
 }

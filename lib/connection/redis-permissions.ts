@@ -1,11 +1,10 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
-import { Cluster } from 'ioredis';
+import { Cluster, type Redis } from 'ioredis';
 import { RedisUnavailableError } from '../common/errors.js';
-import { slotMasters } from '../common/cluster-masters.js';
 import { classifyRedisError, replyCodeOf } from '../common/failure-policy.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
-import { MAX_TIMER_MS, withTimeout } from '../common/timeout.js';
+import { MAX_TIMER_MS } from '../common/timeout.js';
 import { LuaScript, type RedisClient } from '../common/lua-script.js';
 import { DEFAULT_CONNECTION_NAME } from './connection.options.js';
 import type { ConnectionFeature } from './connection.validation.js';
@@ -13,7 +12,7 @@ import type { RedisConnection } from './redis-connection.js';
 import type { RedisConnections } from './redis-connections.js';
 import { FEATURE_COMMANDS, sample, scriptCommands, throwIfDenied } from './redis-permissions.commands.js';
 import { patternSamples, type CacheL1Check, type RequiredCommand } from './redis-permissions.commands.js';
-import { onNodeConnection } from './cluster-nodes.js';
+import { abortAfter, askMasters, readyAgain } from './redis-permissions.cluster.js';
 import { probePermissions } from './redis-permissions.probe.js';
 import { trackingCommands } from './redis-permissions.tracking.js';
 
@@ -208,6 +207,11 @@ export interface PermissionsTarget {
   /** ` of connection "x" (...)`, ` on the lock quorum node redis://...`; default nothing (the main connection). */
   where?: string;
   method?: 'auto' | 'probe';
+  /**
+   * The toolkit's timeouts, over a `{ client }` Cluster's own (maybe far longer): each master's connection keeps to
+   * them, and with `within` (ms) the whole check, every attempt, ends within that (the start's: RedisPermissionsCheck).
+   */
+  bound?: { connectTimeout: number; commandTimeout: number; within?: number };
 }
 
 /**
@@ -216,73 +220,47 @@ export interface PermissionsTarget {
  * cannot check are named in a warning.
  */
 export async function verifyPermissions(target: PermissionsTarget, warn: (message: string) => void): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await checkAndReport(target, warn);
-    } catch (err) {
-      // A transport failure during the check (a command timed out on a busy server) is RedisUnavailableError like
-      // any other start-up call, never ioredis's untyped error. It is no verdict on the permissions: the check asks
-      // a few dozen commands at once, so one slow moment of a busy server (a deploy under load) would otherwise fail
-      // the start. It is asked again, each time said in a warning; a denial is never retried.
-      const typed = classifyRedisError(err, `Redis ACL permission check${target.where ?? ''}`);
-      if (!(typed instanceof RedisUnavailableError) || attempt >= CHECK_ATTEMPTS) throw typed;
-      warn(`${typed.message}; checking again (attempt ${attempt + 1} of ${CHECK_ATTEMPTS})`);
-      await readyAgain(target.client);
-    }
-  }
-}
-
-/**
- * Before the next attempt: the toolkit drops a connection whose command timed out (resetOnCommandTimeout), and an
- * attempt made at once would fail on it ("Stream isn't writeable": its status still says ready until the socket's
- * close is handled). Waits for it to be ready again, at most its connectTimeout + commandTimeout; past that the
- * attempt is made all the same (and fails, typed).
- */
-async function readyAgain(client: RedisClient): Promise<void> {
-  const usable =
-    client instanceof Cluster ? client.status === 'ready' : client.status === 'ready' && client.stream.writable;
-  // Closed (shutdown): nothing to wait for, the attempt fails at once.
-  if (usable || client.status === 'end') return;
-  const options = client instanceof Cluster ? client.options.redisOptions : client.options;
-  const ms = Math.min((options?.connectTimeout ?? 10_000) + (options?.commandTimeout ?? 0), MAX_TIMER_MS);
-  let onReady: (() => void) | undefined;
+  const within = target.bound?.within;
+  const limit = within === undefined ? undefined : abortAfter(within);
+  const deadline = Date.now() + (within ?? MAX_TIMER_MS);
   try {
-    await withTimeout(
-      new Promise<void>((resolve) => {
-        onReady = resolve;
-        client.once('ready', resolve);
-        client.once('end', resolve);
-      }),
-      ms,
-      'not ready',
-    );
-  } catch {
-    // not ready in time: the attempt says so
-  } finally {
-    if (onReady) {
-      client.off('ready', onReady);
-      client.off('end', onReady);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await checkAndReport(target, warn, limit?.signal);
+      } catch (err) {
+        // A transport failure during the check (a command timed out on a busy server) is RedisUnavailableError like
+        // any other start-up call, never ioredis's untyped error. It is no verdict on the permissions: the check asks
+        // a few dozen commands at once, so one slow moment of a busy server (a deploy under load) would otherwise
+        // fail the start. It is asked again, each time said in a warning, while `within` lasts; a denial never is.
+        const typed = classifyRedisError(err, `Redis ACL permission check${target.where ?? ''}`);
+        const over = attempt >= CHECK_ATTEMPTS || limit?.signal.aborted === true;
+        if (!(typed instanceof RedisUnavailableError) || over) throw typed;
+        warn(`${typed.message}; checking again (attempt ${attempt + 1} of ${CHECK_ATTEMPTS})`);
+        await readyAgain(target.client, deadline - Date.now());
+      }
     }
+  } finally {
+    limit?.done();
   }
 }
 
-async function checkAndReport(target: PermissionsTarget, warn: (message: string) => void): Promise<void> {
+async function checkAndReport(
+  target: PermissionsTarget,
+  warn: (message: string) => void,
+  signal?: AbortSignal,
+): Promise<void> {
   const { keyPrefix, where = '' } = target;
   const commands = requiredCommands(keyPrefix, target);
   // ACL users are per node: a cluster does not propagate ACL SETUSER, so one master can deny what the others allow.
-  // Each master of the slot table is checked on a connection of the check's own (a keyless check); where that needs
-  // the probe (Redis < 7), the cluster client checks once instead.
+  // Each master of the slot table is checked on a connection of the check's own (a keyless check), within the
+  // toolkit's timeouts (`bound`: a master that answers nothing fails the attempt naming it, also on a `{ client }`
+  // Cluster with longer timeouts of its own); where that needs the probe (Redis < 7), the cluster client checks once.
   if (target.client instanceof Cluster && target.method !== 'probe') {
-    const cluster = target.client;
-    const masters = slotMasters(cluster);
-    const reports = await Promise.all(
-      masters.map((node) => onNodeConnection(cluster, node, (c) => checkPermissions(c, commands, 'auto', false))),
-    );
-    if (masters.length > 0 && reports.every((r) => r !== undefined)) {
-      for (const [i, report] of reports.entries()) {
-        const { host, port } = masters[i];
-        throwIfDenied(report as PermissionReport, keyPrefix, `${where} on the cluster master ${host}:${port}`, warn);
-      }
+    const check = (c: Redis) => checkPermissions(c, commands, 'auto', false);
+    const checked = await askMasters(target.client, check, { ...target.bound, signal });
+    if (checked) {
+      for (const { node, report } of checked)
+        throwIfDenied(report, keyPrefix, `${where} on the cluster master ${node.host}:${node.port}`, warn);
       return;
     }
   }
@@ -317,8 +295,9 @@ export class RedisPermissionsCheck implements OnModuleInit, OnApplicationShutdow
     try {
       await Promise.all(
         all.map(async ([name, connection]) => {
+          const deadline = Date.now() + connection.startBudget; // the connect and the check share it
           await connection.connect(connection.client, connection.description);
-          await this.check(name, connection);
+          await this.check(name, connection, deadline - Date.now());
         }),
       );
     } catch (err) {
@@ -373,7 +352,14 @@ export class RedisPermissionsCheck implements OnModuleInit, OnApplicationShutdow
    * Throws RedisPermissionError when a command that a feature on this connection needs is denied; resolves
    * otherwise. Lock quorum nodes are checked by the lock feature (LockService), with the lock's commands.
    */
-  check(name: string, connection: RedisConnection): Promise<void> {
+  check(name: string, connection: RedisConnection, within?: number): Promise<void> {
+    const { connectTimeout, commandTimeout } = connection;
+    // At least commandTimeout: a connection that came up at the end of its budget still gets one attempt.
+    const bound = {
+      connectTimeout,
+      commandTimeout,
+      within: within === undefined ? undefined : Math.max(within, commandTimeout),
+    };
     return verifyPermissions(
       {
         client: connection.client,
@@ -384,6 +370,7 @@ export class RedisPermissionsCheck implements OnModuleInit, OnApplicationShutdow
         cacheL1: this.options.cacheL1,
         where: name === DEFAULT_CONNECTION_NAME ? '' : ` of connection "${name}" (${connection.description})`,
         method: this.options.method,
+        bound,
       },
       (m) => {
         if (!this.closed) this.logger.warn(m);

@@ -3,9 +3,7 @@
  * commandTimeout, also on a `{ client }` of the user's whose own timeouts are far longer. Here the toolkit's budget is
  * 1 s + 0.5 s and the user's client waits 20 s for an answer: a start that rejects before 10 s kept to the toolkit's
  * budget (with room for a slow machine); one that waited for the user's timeout rejects after 20 s at the earliest.
- * The server accepts connections and answers nothing (SIGSTOP): no error event ends anything early. One case is pinned
- * as it.failing (a ready cluster whose master is paused: the ACL check waits the cluster's own timeout), with where its
- * fix belongs.
+ * The server accepts connections and answers nothing (SIGSTOP): no error event ends anything early.
  */
 import 'reflect-metadata';
 import { readFileSync } from 'node:fs';
@@ -163,13 +161,13 @@ describe('a { client } Cluster with a paused master (a private cluster)', () => 
     expect(ms).toBeLessThan(FAR_BELOW_USERS);
   }, 60_000);
 
-  // Not fixed here (the fix belongs in redis-permissions.ts, verifyPermissions / checkAndReport): the cluster is ready,
-  // so the start goes on to the ACL check, which asks each master of the slot table on a connection of its own with
-  // the cluster's redisOptions (onNodeConnection): the paused master's ready check waits the user's commandTimeout,
-  // and the check is asked CHECK_ATTEMPTS (3) times. Now: RedisUnavailableError "Redis ACL permission check failed:
-  // node 127.0.0.1:<port>: Command timed out" after ~30 s with the user's 8 s (66 s with 20 s), where the toolkit's
-  // commandTimeout (0.5 s) would bound each attempt. onNodeConnection takes an AbortSignal for such a bound.
-  it.failing("a ready { client } Cluster, one master paused before the start: the ACL check waits the user's timeout", async () => {
+  // Fixed in this commit; before it: ~30 s. The cluster is ready, so the start goes on to the ACL check, which asks each
+  // master of the slot table on a connection of its own (onNodeConnection). That connection had the cluster's
+  // redisOptions: the paused master's ready check waited the user's commandTimeout, and the check was asked
+  // CHECK_ATTEMPTS (3) times: RedisUnavailableError "Redis ACL permission check failed: node 127.0.0.1:<port>: Command
+  // timed out" after ~30 s with the user's 8 s (66 s with 20 s). Now each command to a master waits at most the
+  // toolkit's commandTimeout (0.5 s) and the check as a whole what is left of its connectTimeout + commandTimeout.
+  it("a ready { client } Cluster, one master paused before the start: the ACL check keeps to the toolkit's budget", async () => {
     const handle = cluster();
     const usersTimeout = 8_000;
     const user = trackForCleanup(
@@ -180,10 +178,31 @@ describe('a { client } Cluster with a paused master (a private cluster)', () => 
     );
     user.on('error', () => undefined); // the user's own
     await user.ping();
-    handle.masters[1].pause();
+    const paused = handle.masters[1];
+    paused.pause();
     const { err, ms } = await failedStart(user);
     expect(err).toBeInstanceOf(RedisUnavailableError);
-    expect(String(err)).toMatch(/Command timed out|no answer within/);
-    expect(ms).toBeLessThan(usersTimeout); // now ~30 s
+    // the master that gave no answer, and that it gave none (its command timed out, or the check's time was up)
+    const failed = `Redis ACL permission check failed: node 127\\.0\\.0\\.1:${paused.port}`;
+    expect(String(err)).toMatch(new RegExp(`${failed}: (Command timed out|no answer within \\d+ ms)$`));
+    for (const m of handle.masters) if (m !== paused) expect(String(err)).not.toContain(String(m.port));
+    expect(ms).toBeLessThan(usersTimeout); // before: ~30 s
+    paused.resume();
+    expect(user.status).toBe('ready'); // the user's cluster, left as it was
+    expect(await user.ping()).toBe('PONG');
+  }, 60_000);
+
+  it('a ready { client } Cluster with long timeouts of its own, every master answering: the start passes', async () => {
+    const handle = cluster();
+    const user = trackForCleanup(
+      new Cluster(handle.startupNodes, {
+        redisOptions: { commandTimeout: USERS_TIMEOUT },
+        clusterRetryStrategy: () => null,
+      }),
+    );
+    user.on('error', () => undefined); // the user's own
+    await user.ping();
+    const { err } = await failedStart(user);
+    expect(err).toBeUndefined();
   }, 60_000);
 });
