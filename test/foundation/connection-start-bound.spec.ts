@@ -161,7 +161,7 @@ describe('a { client } Cluster with a paused master (a private cluster)', () => 
     expect(ms).toBeLessThan(FAR_BELOW_USERS);
   }, 60_000);
 
-  // Fixed in this commit; before it: ~30 s. The cluster is ready, so the start goes on to the ACL check, which asks each
+  // Fixed in 9d9c542; before it: ~30 s. The cluster is ready, so the start goes on to the ACL check, which asks each
   // master of the slot table on a connection of its own (onNodeConnection). That connection had the cluster's
   // redisOptions: the paused master's ready check waited the user's commandTimeout, and the check was asked
   // CHECK_ATTEMPTS (3) times: RedisUnavailableError "Redis ACL permission check failed: node 127.0.0.1:<port>: Command
