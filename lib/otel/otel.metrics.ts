@@ -12,8 +12,10 @@ const seconds = (ms: number) => ms / 1_000;
  * Bucket boundaries for second-valued durations (the semantic conventions' HTTP duration buckets): the SDK's default
  * boundaries (0 … 10000) are made for milliseconds and would put every Redis call in the first bucket.
  */
+// The semantic conventions' duration buckets (to 10 s), with 0.5, 1 and 2.5 ms below them: a lock wait or a cache load
+// of 5-10 s (waitMs: 10_000 is a documented example) had only the +Inf bucket above 5 s until 2026-12-05.
 const DURATION_BUCKETS = [
-  0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5,
+  0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10,
 ];
 const duration = { unit: 's', advice: { explicitBucketBoundaries: DURATION_BUCKETS } };
 
