@@ -12,6 +12,7 @@ import {
 import type { Namespace, Socket } from 'socket.io';
 import { RedisToolkitError } from '../common/errors.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
+import { MAX_REPLAY_LIMIT } from '../pubsub/pubsub.checks.js';
 import { PubSubService } from '../pubsub/pubsub.service.js';
 import { isPattern, type MessageMeta } from '../pubsub/pubsub.types.js';
 import { RateLimitService } from '../rate-limit/rate-limit.service.js';
@@ -338,7 +339,11 @@ export class NotificationsGateway
         joined = true;
         return { ok: true };
       }
-      const missed = await this.pubsub.replay(userId, lastId, this.options.maxReplay);
+      // The newest maxReplay of what came after lastId, in order; reading one more says whether older ones were left.
+      const max = this.options.maxReplay;
+      const read = await this.pubsub.replay(userId, lastId, Math.min(max + 1, MAX_REPLAY_LIMIT), { newest: true });
+      const skipped = read.length > max;
+      const missed = skipped ? read.slice(1) : read;
       if (state.subscriptions.get(channel) !== relay)
         return { ok: false, code: 'E_BAD_REQUEST', error: 'unsubscribed during replay' };
       // Joins the room now, or once the live copies caught up with the replay (DurableReplay.live()).
@@ -354,7 +359,7 @@ export class NotificationsGateway
       if (state.subscriptions.get(channel) !== relay)
         return { ok: false, code: 'E_BAD_REQUEST', error: 'unsubscribed during replay' };
       joined = true;
-      return { ok: true, replayed: missed.length };
+      return { ok: true, replayed: missed.length, ...(skipped && { skipped: true }) };
     } catch (err) {
       if (state.subscriptions.get(channel) === relay) this.release(socket, state, channel);
       if (err instanceof RedisToolkitError && err.code === 'E_REDIS_UNAVAILABLE') {

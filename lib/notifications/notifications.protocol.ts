@@ -20,6 +20,8 @@ export interface NotificationAck {
   retryAfterMs?: number;
   /** Missed durable messages sent before live ones (subscribe with `lastId`). */
   replayed?: number;
+  /** Only `true`, when more than `maxReplay` messages came after `lastId`: the newest were replayed, older ones not. */
+  skipped?: true;
 }
 
 /** The `notification` event a client receives: the same shape as a message replayed from a durable stream. */

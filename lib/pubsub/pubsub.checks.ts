@@ -62,3 +62,26 @@ export function checkReplayStart(afterId: unknown): void {
   if (ms === MAX_STREAM_ID_PART && seq === MAX_STREAM_ID_PART)
     throw new InvalidKeyError(`lastId ${afterId} is the largest stream id: no message can come after it`);
 }
+
+/**
+ * replay's arguments after `userId`: checkReplayStart, checkReplayLimit, and `options` undefined or an object whose
+ * `newest` is a boolean or absent (else InvalidOptionsError). Returns whether the newest `limit` are asked for.
+ */
+export function checkReplayArgs(afterId: unknown, limit: unknown, options: unknown): boolean {
+  checkReplayStart(afterId);
+  checkReplayLimit(limit);
+  if (options === undefined) return false;
+  const newest = (options as { newest?: unknown } | null)?.newest;
+  if (typeof options === 'object' && options !== null && !Array.isArray(options)) {
+    if (newest === undefined || typeof newest === 'boolean') return newest === true;
+  }
+  const shown =
+    options === null
+      ? 'null'
+      : Array.isArray(options)
+        ? 'an array'
+        : typeof options === 'object'
+          ? `newest: ${typeof newest}`
+          : typeof options;
+  throw new InvalidOptionsError(`replay options must be undefined or { newest?: boolean }, got ${shown}`);
+}

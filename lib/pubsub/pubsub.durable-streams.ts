@@ -38,9 +38,14 @@ export class DurableStreams {
     return String(results[0][1]);
   }
 
-  /** The entries after `afterId` (exclusive), oldest first, at most `limit`. */
-  read(key: string, afterId: string, limit: number): Promise<StreamEntry[]> {
-    return this.connection.client.xrange(key, `(${afterId}`, '+', 'COUNT', limit) as Promise<StreamEntry[]>;
+  /**
+   * The entries after `afterId` (exclusive), oldest first, at most `limit`: the first ones, or the last with `newest`
+   * (XREVRANGE from the end, reversed). One key, so one node on a cluster (the key's hash tag is the user id).
+   */
+  async read(key: string, afterId: string, limit: number, newest = false): Promise<StreamEntry[]> {
+    const client = this.connection.client;
+    if (!newest) return (await client.xrange(key, `(${afterId}`, '+', 'COUNT', limit)) as StreamEntry[];
+    return ((await client.xrevrange(key, '+', `(${afterId}`, 'COUNT', limit)) as StreamEntry[]).reverse();
   }
 
   /** The entries as messages of `channel`; one that cannot be deserialized is skipped with a warning. */

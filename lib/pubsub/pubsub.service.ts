@@ -9,7 +9,7 @@ import { SERIALIZER, type Serializer } from '../common/serializer.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { FEATURE_CONNECTION } from '../connection/redis-connections.js';
 import { explainedFailure } from '../connection/redis-down-reason.js';
-import { checkMessageSize, checkPublishChannel, checkReplayLimit, checkReplayStart } from './pubsub.checks.js';
+import { checkMessageSize, checkPublishChannel, checkReplayArgs } from './pubsub.checks.js';
 import { PUBSUB_OPTIONS, type ResolvedPubSubOptions } from './pubsub.options.js';
 import { SubscriberReconnects } from './pubsub.reconnects.js';
 import { MessageEnvelopes } from './pubsub.envelope.js';
@@ -167,20 +167,21 @@ export class PubSubService implements OnModuleDestroy {
   }
 
   /**
-   * The durable messages of `userId` after `afterId` (exclusive), oldest first, at most `limit` (an integer from 1 to
-   * Number.MAX_SAFE_INTEGER, else InvalidOptionsError). Not durable → nothing.
+   * The durable messages of `userId` after `afterId` (exclusive), oldest first: the first `limit` of them (an integer
+   * from 1 to Number.MAX_SAFE_INTEGER, else InvalidOptionsError), the last with `{ newest: true }`. Not durable → [].
    */
-  async replay<T = unknown>(userId: string, afterId: string, limit = 1_000): Promise<ReplayedMessage<T>[]> {
+  async replay<T = unknown>(
+    userId: string,
+    afterId: string,
+    limit = 1_000,
+    options?: { newest?: boolean },
+  ): Promise<ReplayedMessage<T>[]> {
     KeyBuilder.validate(userId, 'userId');
-    checkReplayStart(afterId);
-    checkReplayLimit(limit);
+    const newest = checkReplayArgs(afterId, limit, options);
     if (this.options.durable === false) return [];
-    let entries: [string, string[]][];
-    try {
-      entries = await this.streams.read(this.streamKey(userId), afterId, limit);
-    } catch (err) {
+    const entries = await this.streams.read(this.streamKey(userId), afterId, limit, newest).catch((err: unknown) => {
       throw this.failed(err, `replay for ${userId}`);
-    }
+    });
     return this.streams.decode<T>(`user:${userId}`, entries);
   }
 

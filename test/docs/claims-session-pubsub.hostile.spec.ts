@@ -441,13 +441,12 @@ describe('NotificationsGateway, real Redis', () => {
 
   // docs/pubsub.md, Durable mode: "a client that subscribes to its user:<id> channel with lastId gets exactly the
   // messages it missed, in order, then live ones" and "a client away for more than maxLen messages gets the newest
-  // ones". FALSE with the defaults (maxLen 1000, maxReplay 1000): MAXLEN ~ keeps whole stream nodes (100 entries by
-  // default), so the stream holds 1000-1099 entries, and the gateway's replay (PubSubService.replay, XRANGE from
-  // lastId COUNT maxReplay) sends the OLDEST 1000 of them: here messages 500-1499 of 0-1549, and 1500-1549, the
-  // newest, never reach the client (ack { ok: true, replayed: 1000 }, no sign of the gap). Code side: when more than
-  // maxReplay are missed the gateway should replay the newest maxReplay (an XREVRANGE, reversed) or say in the ack
-  // that the replay was cut; a notification feed that silently drops its latest messages is the worst of both.
-  it.failing('a client away for more than maxLen messages gets the newest ones (default maxLen and maxReplay)', async () => {
+  // ones". Fixed in FIXCOMMIT; before it: with the defaults (maxLen 1000, maxReplay 1000) MAXLEN ~ keeps whole stream
+  // nodes (100 entries by default), so the stream held 1050 entries here, and the gateway's replay (XRANGE from lastId
+  // COUNT maxReplay) sent the OLDEST 1000 of them: messages 500-1499 of 0-1549; 1500-1549, the newest, never reached
+  // the client (ack { ok: true, replayed: 1000 }, no sign of the gap). Now it replays the newest maxReplay, in order,
+  // and the ack says older ones were left out (skipped: true).
+  it('a client away for more than maxLen messages gets the newest ones (default maxLen and maxReplay)', async () => {
     const app = await createGatewayApp({ keyPrefix: prefix(), pubsub: { durable: true } });
     const pubsub = app.get(PubSubService);
     for (let i = 0; i < 1_550; i += 50) {
@@ -455,10 +454,9 @@ describe('NotificationsGateway, real Redis', () => {
     }
     const c = await connectClient(app.url, { token: 'u:42' });
     const ack = await c.subscribe('user:42', '0-0');
-    expect(ack).toMatchObject({ ok: true });
-    const replayed = (ack as { replayed?: number }).replayed ?? 0;
-    for (let i = 0; i < 200 && c.got.length < replayed; i++) await new Promise((r) => setTimeout(r, 5));
-    // what the doc promises: the newest ones, ending with the last message sent
-    expect(c.got.at(-1)?.data).toBe(1_549);
+    expect(ack).toEqual({ ok: true, replayed: 1000, skipped: true });
+    for (let i = 0; i < 200 && c.got.length < 1000; i++) await new Promise((r) => setTimeout(r, 5));
+    // what the doc promises: the newest ones, in order, ending with the last message sent
+    expect(c.got.map((m) => m.data)).toEqual(Array.from({ length: 1000 }, (_, i) => 550 + i));
   });
 });
