@@ -441,7 +441,7 @@ describe('NotificationsGateway, real Redis', () => {
 
   // docs/pubsub.md, Durable mode: "a client that subscribes to its user:<id> channel with lastId gets exactly the
   // messages it missed, in order, then live ones" and "a client away for more than maxLen messages gets the newest
-  // ones". Fixed in FIXCOMMIT; before it: with the defaults (maxLen 1000, maxReplay 1000) MAXLEN ~ keeps whole stream
+  // ones". Fixed in 1ad12fd; before it: with the defaults (maxLen 1000, maxReplay 1000) MAXLEN ~ keeps whole stream
   // nodes (100 entries by default), so the stream held 1050 entries here, and the gateway's replay (XRANGE from lastId
   // COUNT maxReplay) sent the OLDEST 1000 of them: messages 500-1499 of 0-1549; 1500-1549, the newest, never reached
   // the client (ack { ok: true, replayed: 1000 }, no sign of the gap). Now it replays the newest maxReplay, in order,
