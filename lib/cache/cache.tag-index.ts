@@ -58,8 +58,13 @@ export class CacheTagIndex {
     return added;
   }
 
-  /** Records that the tag is invalidated now (see MIN_MARK_TTL). */
-  mark(tag: string): Promise<unknown> {
+  /**
+   * Records that the tag is invalidated now (see MIN_MARK_TTL). First an estimate of Redis's clock if none is in yet
+   * (RedisClock.ready): this mark and the removal after it (deleteTag, softenTag) are judged by it, and on this
+   * process's clock, an hour ahead of Redis's, they left every entry fresh for that hour.
+   */
+  async mark(tag: string): Promise<unknown> {
+    await this.clock.ready();
     const marked = this.connection.client.set(
       this.tagMarkKey(tag),
       this.clock.now(),

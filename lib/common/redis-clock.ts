@@ -74,6 +74,16 @@ export class RedisClock {
     this.client.off('ready', this.onReady);
   }
 
+  /**
+   * Resolves once an estimate is in: at once when one is, else after a sample taken now (joining one in flight).
+   * For the rare calls whose time must not be this process's own clock (a tag invalidation marks and removes by
+   * it): the start's sample may have failed (a timeout on a busy box, TIME refused then) and the next comes only
+   * with the refresh. Never rejects; when TIME still fails, now() stays this process's clock.
+   */
+  ready(): Promise<void> {
+    return this.redisMinusMonotonic === undefined ? this.sample() : Promise.resolve();
+  }
+
   /** One TIME (one at a time; none while the connection is not ready). */
   sample(): Promise<void> {
     if (this.closed || this.client.status !== 'ready') return Promise.resolve();

@@ -183,6 +183,31 @@ describe('TIME refused by the ACL', () => {
     expect(clock).toHaveLength(1);
     expect(clock[0]).toMatch(/^cache: .*TIME: NOPERM.*this process's clock.*\+time/);
   });
+
+  it('a tag invalidation by an instance whose start could not read TIME samples it first (an hour ahead)', async () => {
+    const admin = trackForCleanup(new Redis(redis.server.port, '127.0.0.1'));
+    const password = randomBytes(8).toString('hex');
+    await admin.call('acl', 'setuser', 'latetime', 'on', `>${password}`, '~*', '&*', '+@all', '-time');
+    const keyPrefix = `rtk-ck${randomBytes(5).toString('hex')}:`;
+    const here = (await bootToolkitApp({ target: { url: redis.server.url }, keyPrefix })).get(CacheService);
+    // its start's TIME refused: no estimate, this process's clock (an hour ahead) until the next sample (30 s later)
+    const other = await shifted(HOUR, async () =>
+      (
+        await bootToolkitApp({
+          target: { url: redis.server.url },
+          connections: { volatile: { url: `redis://latetime:${password}@127.0.0.1:${redis.server.port}` } },
+          cache: { connection: 'volatile' },
+          keyPrefix,
+          logger: recordingLogger().logger,
+        })
+      ).get(CacheService),
+    );
+    await admin.call('acl', 'setuser', 'latetime', '+time');
+    await here.set('k', 'v', { ttl: 60_000, tags: ['t'] });
+    // before: 0, the entry left fresh (the removal looked for entries fresh past this process's now, an hour ahead)
+    expect(await shifted(HOUR, () => other.invalidateTags('t'))).toBe(1);
+    expect(await here.get('k')).toBeUndefined();
+  });
 });
 
 describe('the estimate of Redis clock (RedisClock)', () => {
