@@ -91,7 +91,7 @@ export const FEATURE_COMMANDS: {
     option: 'pubsub',
     folder: 'pubsub',
     key: FEATURES.pubsub,
-    commands: ['publish', 'subscribe', 'unsubscribe', 'xadd', 'xrange', 'pexpire', 'multi', 'exec'],
+    commands: ['publish', 'subscribe', 'unsubscribe', 'xadd', 'xrange', 'xrevrange', 'pexpire', 'multi', 'exec'],
     // Checked, but a denial only warns: an app without patterns needs neither, and no pattern is known before
     // `subscribe('x:*')` (the ACL checks each literally: one sample says nothing of another). A refused pattern is a
     // typed error to the caller, or, refused after a reconnect, dropped and logged (lib/pubsub/pubsub.refusals.ts).
@@ -142,6 +142,7 @@ const SAMPLE_ARGS: Record<string, string[]> = {
   smembers: ['K'],
   xadd: ['K', '*', 'f', 'v'],
   xrange: ['K', '-', '+'],
+  xrevrange: ['K', '+', '-'],
   publish: ['C', 'm'],
   spublish: ['C', 'm'],
   subscribe: ['C'],

@@ -197,6 +197,18 @@ it('a user without PING is a RedisPermissionError at connect naming +ping, not "
   expect(message).not.toContain(PASSWORD);
 });
 
+it('a user without XREVRANGE is refused at start: a reconnecting gateway client replays the newest by it', async () => {
+  // the documented line grants it (+@read); with it taken away the start passed before and every subscribe with a
+  // lastId then failed (the gateway's replay reads the newest maxReplay with XREVRANGE since 1ad12fd)
+  await setUser([...documentedRules(), '-xrevrange']);
+  const err = await boot().then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(RedisPermissionError);
+  expect((err as Error).message).toMatch(/pub\/sub: [^;]*XREVRANGE/);
+});
+
 describe('credentials the server refuses: advice about them, not about the server being down', () => {
   const withPassword = usePrivateRedis({ password: PASSWORD });
   it.each([
