@@ -2,8 +2,8 @@
  * Adversarial review of the rule "docs and comments say what the code does today", over the reference claims of
  * docs/session.md and docs/pubsub.md: option names (both directions) and defaults, the store's options, the API's
  * return values, the gateway's option table, limits and stats, pub/sub replay and size limits. A claim that holds is
- * a plain `it`; a claim the code contradicts is an `it.failing` asserting what the doc says. One was found: with the
- * default maxLen and maxReplay, a client away for more than maxLen messages does not get the newest ones (last test).
+ * a plain `it`. One claim the code contradicted was pinned as `it.failing` (7bf2e09) and the code is fixed (1ad12fd):
+ * with the default maxLen and maxReplay, a client away for more than maxLen messages now gets the newest ones.
  *
  * Claims already held by other tests are not repeated here:
  * - session defaults ttl 24 h, rolling, maxAgeMs 30 d, tombstoneMs 60 s, cookie name / httpOnly / sameSite / path /
