@@ -23,6 +23,7 @@ import { RateLimitService, type RateLimitCheck, type RateLimitDecision } from '.
 import { shownValue } from '../common/option-checks.js';
 import { wsException } from '../common/optional-peers.js';
 import { classNameOf } from './rate-limit.class-names.js';
+import { checkScope } from './rate-limit.option-names.js';
 
 /** The parts of an HTTP request (Express or Fastify) or a WebSocket handshake the guard reads. */
 export interface ThrottledRequest {
@@ -134,10 +135,16 @@ export class RateLimitGuard implements CanActivate {
         resolve(p.cost, context),
         resolve(p.blockDuration, context),
       ]);
+      const scope: unknown = this.generateKey(context, key, p.name);
+      // an override's result, before unchargedChecks hashes it (where 42 was a bare TypeError of node:crypto);
+      // undefined is the unscoped counter, as for the service
+      if (typeof scope !== 'string' && scope !== undefined) {
+        checkScope(scope, `${this.constructor.name}.generateKey for rate-limit policy "${p.name}"`);
+      }
       const check: RateLimitCheck = {
         key,
         name: p.name,
-        scope: this.generateKey(context, key, p.name),
+        scope,
         policy: { limit, ttl, algorithm, burst, cost, blockDuration },
       };
       checks.push(check);

@@ -1,4 +1,6 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import { InvalidOptionsError } from '../common/errors.js';
+import { kindOf, shownValue } from '../common/option-checks.js';
 import { isValidSessionId } from './session.id.js';
 import type { ResolvedSessionCookieOptions } from './session.options.js';
 
@@ -11,9 +13,12 @@ export function signCookieValue(value: string, secret: string): string {
   return `s:${value}.${hmac(value, secret)}`;
 }
 
-/** The value of a signed cookie when one of `secrets` signed it; null when unsigned, tampered or malformed. */
+/**
+ * The value of a signed cookie when one of `secrets` signed it; null when unsigned, tampered or malformed, or not a
+ * string at all (undefined, a number, a parsed object: a TypeError before 2026-12-05).
+ */
 export function unsignCookieValue(signed: string, secrets: readonly string[]): string | null {
-  if (!signed.startsWith('s:')) return null;
+  if (typeof signed !== 'string' || !signed.startsWith('s:')) return null;
   const body = signed.slice(2);
   const dot = body.lastIndexOf('.');
   if (dot <= 0) return null;
@@ -137,12 +142,27 @@ export function serializeSetCookie(
     parts.push(`Max-Age=${Math.floor(options.maxAge / 1000)}`);
     parts.push(`Expires=${new Date(Date.now() + options.maxAge).toUTCString()}`);
   } else if (write.expires !== undefined) {
-    parts.push(`Expires=${new Date(write.expires).toUTCString()}`);
+    parts.push(`Expires=${cookieExpiry(write.expires).toUTCString()}`);
   }
   if (options.httpOnly) parts.push('HttpOnly');
   if (write.secure) parts.push('Secure');
   parts.push(`SameSite=${options.sameSite === 'lax' ? 'Lax' : options.sameSite === 'strict' ? 'Strict' : 'None'}`);
   return parts.join('; ');
+}
+
+/**
+ * An absolute expiry (epoch ms) as a Date; InvalidOptionsError for one that is no date (undefined, NaN, 'x', Infinity,
+ * past the Date range), which was written as `Expires=Invalid Date` (before 2026-12-05): a browser keeps such a
+ * cookie as a session cookie.
+ */
+export function cookieExpiry(expires: unknown): Date {
+  const date = new Date(typeof expires === 'number' ? expires : Number.NaN);
+  if (Number.isNaN(date.getTime())) {
+    throw new InvalidOptionsError(
+      `session cookie: expiresAt must be a time in epoch milliseconds (a finite number), got ${shownValue(expires)}`,
+    );
+  }
+  return date;
 }
 
 /** Express's `Response` and Node's `ServerResponse` (what a Nest middleware gets on Fastify too). */
@@ -167,6 +187,7 @@ export type CookieResponse = NodeCookieResponse | FastifyCookieReply;
  * write for the same cookie replaces an earlier one in this response (e.g. login after a rolling refresh).
  */
 export function appendSetCookie(res: CookieResponse, cookie: string, name: string): void {
+  checkCookieResponse(res);
   if ('setHeader' in res && typeof res.setHeader === 'function') {
     res.setHeader('Set-Cookie', [...withoutCookie(res.getHeader('Set-Cookie'), name), cookie]);
     return;
@@ -183,6 +204,37 @@ export function appendSetCookie(res: CookieResponse, cookie: string, name: strin
   reply.raw.removeHeader('Set-Cookie');
   reply.removeHeader('Set-Cookie');
   reply.header('Set-Cookie', [...new Set(list)]);
+}
+
+/**
+ * `res` is a Node/Express response (`getHeader`, `setHeader`) or a Fastify reply (`getHeader`, `header`,
+ * `removeHeader`, and a Node response as `raw`): else InvalidOptionsError naming the argument, where undefined, a
+ * string or `{}` were a TypeError from inside (before 2026-12-05).
+ */
+function checkCookieResponse(res: unknown): asserts res is CookieResponse {
+  if (isNodeResponse(res) || isFastifyReply(res)) return;
+  throw new InvalidOptionsError(
+    'session cookie: the response (res) must be an Express or Node response (getHeader, setHeader) or a Fastify ' +
+      `reply, got ${kindOf(res)}`,
+  );
+}
+
+function isNodeResponse(value: unknown): boolean {
+  if (value === null || typeof value !== 'object') return false;
+  const res = value as Partial<Record<keyof NodeCookieResponse, unknown>>;
+  return typeof res.getHeader === 'function' && typeof res.setHeader === 'function';
+}
+
+function isFastifyReply(value: unknown): boolean {
+  if (value === null || typeof value !== 'object') return false;
+  const reply = value as Partial<Record<keyof FastifyCookieReply, unknown>>;
+  return (
+    typeof reply.getHeader === 'function' &&
+    typeof reply.header === 'function' &&
+    typeof reply.removeHeader === 'function' &&
+    isNodeResponse(reply.raw) &&
+    typeof (reply.raw as { removeHeader?: unknown }).removeHeader === 'function'
+  );
 }
 
 /** The reply's own Set-Cookie (Fastify's `getHeader` falls back to the Node response's, which is read separately). */

@@ -10,6 +10,7 @@ import { RedisConnection } from '../connection/redis-connection.js';
 import { FEATURE_CONNECTION } from '../connection/redis-connections.js';
 import {
   appendSetCookie,
+  cookieExpiry,
   MAX_SESSION_COOKIES,
   readSessionIdFromCookieHeader,
   readSessionIdsFromCookieHeader,
@@ -274,17 +275,25 @@ export class SessionService implements OnModuleInit, OnApplicationShutdown {
     );
   }
 
-  /** The signed cookie value for a session id (`s:<id>.<hmac>`), e.g. for a WebSocket client or a test. */
+  /**
+   * The signed cookie value for a session id (`s:<id>.<hmac>`), e.g. for a WebSocket client or a test. InvalidKeyError
+   * for what is no session id (undefined, '', a number...), which was signed as it was or was a TypeError.
+   */
   signedCookieValue(id: string): string {
+    if (!isValidSessionId(id)) {
+      throw new InvalidKeyError(`session cookie: the id to sign must be a session id, got ${kindOf(id)}`);
+    }
     return signCookieValue(id, this.requireSecret());
   }
 
   /**
    * Sets the signed session cookie on a response (after `create`/`regenerate`, or to refresh its expiry): an Express
-   * `Response`, a Fastify `FastifyReply` or a Node `ServerResponse`.
+   * `Response`, a Fastify `FastifyReply` or a Node `ServerResponse` (else InvalidOptionsError). The id must be a
+   * session id (InvalidKeyError) and expiresAt a time in epoch ms (InvalidOptionsError), even with `cookie.maxAge`.
    */
   writeCookie(res: CookieResponse, session: Pick<Session, 'id' | 'expiresAt'>, req?: CookieRequest): void {
     const c = this.options.cookie;
+    cookieExpiry(session.expiresAt);
     const cookie = serializeSetCookie(c.name, this.signedCookieValue(session.id), c, {
       expires: session.expiresAt,
       secure: this.isSecure(req),
