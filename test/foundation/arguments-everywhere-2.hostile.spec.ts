@@ -11,8 +11,8 @@
  *   subset of the hostile keys: the same answers as the single server;
  * - the notifications gateway, on the single server and the cluster: hostile lastIds, unsubscribe bodies, missing or
  *   extra ack arguments (pubsub.hostile.spec.ts holds channels, bodies, nesting, binary, floods and the 1 MB cap).
- * Every call is bounded by `settle` (3 s is a hang). Sure bugs are `it.failing`, with what happens today and where the
- * fix belongs.
+ * Every call is bounded by `settle` (3 s is a hang). The sure bugs were pinned as `it.failing` (67f6446) and are fixed
+ * (4c25c83); each comment says what happened before the fix.
  */
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
@@ -205,24 +205,21 @@ describe.each(PLATFORMS)('the HTTP guard on %s', (platform) => {
     expect(log.errors.slice(before).join('\n')).toMatch(/scope must be a string, got null/);
   });
 
-  // BUG. Today: a 500 whose log is a bare TypeError [ERR_INVALID_ARG_TYPE] 'The "data" argument must be of type
-  // string or an instance of Buffer ... Received type number (42)': RateLimitGuard.unchargedChecks
+  // Fixed in 4c25c83; before it: a 500 whose log is a bare TypeError [ERR_INVALID_ARG_TYPE] 'The "data" argument must
+  // be of type string or an instance of Buffer ... Received type number (42)': RateLimitGuard.unchargedChecks
   // (lib/rate-limit/rate-limit.guard.ts) hashes the scope with this.rateLimit.redisKey(check.key, check.scope ?? '',
-  // ...) BEFORE consumeAll's checkScope (rate-limit.option-names.ts) would refuse it with InvalidOptionsError, as it does
-  // for null (above) and as RateLimitService does when called directly (below). It fails closed, so nothing is let
+  // ...) BEFORE consumeAll's checkScope (rate-limit.option-names.ts) would refuse it with InvalidOptionsError, as it
+  // does for null (above) and as RateLimitService does when called directly (below). It fails closed, so nothing is let
   // through, but the log names neither generateKey nor the scope. Fix: canActivate checks generateKey's result with
   // checkScope (naming generateKey and the policy) where `scope: this.generateKey(context, key, p.name)` is built.
-  it.failing.each(NOT_KEYS.slice(3))(
-    'a generateKey giving %s: a 500 with a typed error naming it',
-    async (label, v) => {
-      given.tracker = `tracker-${label}-${platform}-${randomBytes(3).toString('hex')}`;
-      given.scope = v;
-      const before = log.errors.length;
-      const res = await request(http).get('/ae2/tracker').timeout(3_000);
-      expect(res.status).toBe(500);
-      expect(log.errors.slice(before).join('\n')).toMatch(/generateKey|scope/);
-    },
-  );
+  it.each(NOT_KEYS.slice(3))('a generateKey giving %s: a 500 with a typed error naming it', async (label, v) => {
+    given.tracker = `tracker-${label}-${platform}-${randomBytes(3).toString('hex')}`;
+    given.scope = v;
+    const before = log.errors.length;
+    const res = await request(http).get('/ae2/tracker').timeout(3_000);
+    expect(res.status).toBe(500);
+    expect(log.errors.slice(before).join('\n')).toMatch(/generateKey|scope/);
+  });
 
   it.each(NOT_KEYS.slice(3))('a generateKey giving %s: never let through (a 500)', async (label, v) => {
     given.tracker = `tracker-${label}-${platform}-${randomBytes(3).toString('hex')}`;
@@ -382,16 +379,17 @@ describe('session cookie helpers', () => {
     };
   };
 
-  // BUG. Today: signedCookieValue(undefined / null / 42 / {} / ['a']) throws a bare TypeError [ERR_INVALID_ARG_TYPE]
-  // from createHmac's update; ('') and ('a\0b') sign them without a word ('s:.<hmac>'), a cookie of what is no
-  // session id. Fix: SessionService.signedCookieValue (lib/session/session.service.ts) checks the id
-  // with isValidSessionId and throws InvalidKeyError (it is synchronous) — writeCookie goes through it.
-  it.failing.each(NOT_KEYS.concat([['a NUL', 'a\u0000b']]))('signedCookieValue(%s) throws InvalidKeyError', (_l, v) => {
+  // Fixed in 4c25c83; before it: signedCookieValue(undefined / null / 42 / {} / ['a']) throws a bare TypeError
+  // [ERR_INVALID_ARG_TYPE] from createHmac's update; ('') and ('a\0b') sign them without a word ('s:.<hmac>'), a cookie
+  // of what is no session id. Fix: SessionService.signedCookieValue (lib/session/session.service.ts) checks the id with
+  // isValidSessionId and throws InvalidKeyError (it is synchronous) — writeCookie goes through it.
+  it.each(NOT_KEYS.concat([['a NUL', 'a\u0000b']]))('signedCookieValue(%s) throws InvalidKeyError', (_l, v) => {
     expect(() => sessions.signedCookieValue(any(v))).toThrow(InvalidKeyError);
   });
 
-  // BUG (same fix). Today: the same TypeError for a non-string id; a cookie 's:.<hmac>' written for ''.
-  it.failing.each(NOT_KEYS)('writeCookie(res, { id: %s }) throws a typed error and writes no cookie', (_l, v) => {
+  // Fixed in 4c25c83 (the same fix); before it: the same TypeError for a non-string id; a cookie 's:.<hmac>' written
+  // for ''.
+  it.each(NOT_KEYS)('writeCookie(res, { id: %s }) throws a typed error and writes no cookie', (_l, v) => {
     const r = res();
     expect(() => sessions.writeCookie(any(r), any({ id: v, expiresAt: Date.now() + 60_000 }))).toThrow(
       RedisToolkitError,
@@ -399,10 +397,11 @@ describe('session cookie helpers', () => {
     expect(r.headers['set-cookie']).toBeUndefined();
   });
 
-  // BUG. Today: 'Expires=Invalid Date' is written in the Set-Cookie header (a browser takes it as a session cookie)
-  // for an expiresAt of NaN or 'x' (rtk.sid=s%3A<id>.<sig>; Path=/; Expires=Invalid Date; HttpOnly; SameSite=Lax). Fix: writeCookie (lib/session/session.service.ts) or serializeSetCookie
+  // Fixed in 4c25c83; before it: 'Expires=Invalid Date' is written in the Set-Cookie header (a browser takes it as a
+  // session cookie) for an expiresAt of NaN or 'x' (rtk.sid=s%3A<id>.<sig>; Path=/; Expires=Invalid Date; HttpOnly;
+  // SameSite=Lax). Fix: writeCookie (lib/session/session.service.ts) or serializeSetCookie
   // (lib/session/session.cookie.ts) refuses an expiresAt that is not a finite number (InvalidOptionsError).
-  it.failing.each([
+  it.each([
     ['NaN', Number.NaN],
     ["'x'", 'x'],
   ])('writeCookie with expiresAt %s: a typed error, never "Expires=Invalid Date"', (_l, v) => {
@@ -417,10 +416,11 @@ describe('session cookie helpers', () => {
     expect(thrown).toBeInstanceOf(RedisToolkitError);
   });
 
-  // BUG. Today: TypeError "Cannot use 'in' operator to search for 'setHeader' in undefined" (null, a string), "Cannot
-  // read properties of undefined (reading 'getHeader')" ({ }), from appendSetCookie. Fix: appendSetCookie (lib/session/session.cookie.ts) refuses a response that is neither shape
-  // with UnsupportedContextError / InvalidOptionsError.
-  it.failing.each([
+  // Fixed in 4c25c83; before it: TypeError "Cannot use 'in' operator to search for 'setHeader' in undefined" (null, a
+  // string), "Cannot read properties of undefined (reading 'getHeader')" ({ }), from appendSetCookie. Fix:
+  // appendSetCookie (lib/session/session.cookie.ts) refuses a response that is neither shape with
+  // UnsupportedContextError / InvalidOptionsError.
+  it.each([
     ['undefined', undefined],
     ['null', null],
     ['{ }', {}],
@@ -438,11 +438,11 @@ describe('session cookie helpers', () => {
     expect(unsignCookieValue(v, ['secret-0123456789'])).toBeNull();
   });
 
-  // BUG. Today: TypeError "signed.startsWith is not a function" (undefined, null, 42, an object, an array): the
-  // exported helper (lib/advanced.ts) crashes where readSessionIdFromCookieHeader answers null for the same values
-  // (fixed in c988786). Fix: unsignCookieValue (lib/session/session.cookie.ts) answers null for a value that is not a
-  // string, as for a malformed one.
-  it.failing.each(NOT_KEYS.filter(([, v]) => v !== ''))('unsignCookieValue(%s) is null, never a TypeError', (_l, v) => {
+  // Fixed in 4c25c83; before it: TypeError "signed.startsWith is not a function" (undefined, null, 42, an object, an
+  // array): the exported helper (lib/advanced.ts) crashes where readSessionIdFromCookieHeader answers null for the same
+  // values (fixed in c988786). Fix: unsignCookieValue (lib/session/session.cookie.ts) answers null for a value that is
+  // not a string, as for a malformed one.
+  it.each(NOT_KEYS.filter(([, v]) => v !== ''))('unsignCookieValue(%s) is null, never a TypeError', (_l, v) => {
     expect(unsignCookieValue(any(v), ['secret-0123456789'])).toBeNull();
   });
 
