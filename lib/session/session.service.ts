@@ -293,6 +293,9 @@ export class SessionService implements OnModuleInit, OnApplicationShutdown {
    */
   writeCookie(res: CookieResponse, session: Pick<Session, 'id' | 'expiresAt'>, req?: CookieRequest): void {
     const c = this.options.cookie;
+    if (typeof session !== 'object' || session === null) {
+      throw new InvalidOptionsError(`writeCookie(res, session): session must be a Session, got ${kindOf(session)}`);
+    }
     cookieExpiry(session.expiresAt);
     const cookie = serializeSetCookie(c.name, this.signedCookieValue(session.id), c, {
       expires: session.expiresAt,

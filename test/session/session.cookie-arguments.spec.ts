@@ -67,6 +67,20 @@ describe('signedCookieValue / writeCookie: the id', () => {
     expect(r.headers['set-cookie']).toBeUndefined();
   });
 
+  it.each([
+    ['undefined', undefined],
+    ['null', null],
+    ['a string', 'abc'],
+  ])('writeCookie(res, %s): InvalidOptionsError naming the session, no cookie', (_l, v) => {
+    // before: TypeError "Cannot read properties of undefined (reading 'expiresAt')" (a string: InvalidOptionsError on
+    // its expiresAt, which named the wrong thing)
+    const r = recordingResponse();
+    expect(() => sessions.writeCookie(any(r), any(v))).toThrow(
+      /^writeCookie\(res, session\): session must be a Session/,
+    );
+    expect(r.headers['set-cookie']).toBeUndefined();
+  });
+
   it('a session id: signed as before (cookie-signature format), and it verifies', () => {
     expect(sessions.signedCookieValue(id)).toBe(signCookieValue(id, SECRET));
     expect(unsignCookieValue(sessions.signedCookieValue(id), [SECRET])).toBe(id);
