@@ -44,13 +44,13 @@ import {
   WithLock,
 } from '../../lib/index.js';
 import { REDIS_TOOLKIT_CHANNELS, REDIS_TOOLKIT_TRACING_CHANNELS } from '../../lib/advanced.js';
-import type { OptionShape } from '../../lib/common/option-checks.js';
 import { DEFAULT_READONLY_GRACE_MS } from '../../lib/connection/readonly-streak.js';
 import { ACQUIRE, AUTO_EXTEND, SEMAPHORE, TRY_ACQUIRE, USING, WITH_LOCK } from '../../lib/lock/lock.option-names.js';
 import { RedisToolkitMetrics } from '../../lib/otel/otel.metrics.js';
 import { RedisToolkitInstrumentation } from '../../lib/otel/index.js';
 import { CONNECTION_OPTION_KEYS, LOCK_OPTION_KEYS, TOOLKIT_OPTION_KEYS } from '../../lib/redis-toolkit.option-keys.js';
 import { resolveToolkitOptions } from '../../lib/redis-toolkit.options-resolver.js';
+import { codeText, optionPaths, leaf } from '../support/doc-claims.js';
 import { repoRoot } from '../support/doc-snippets.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 
@@ -59,23 +59,6 @@ afterEach(closeToolkitApps);
 const prefix = (): string => `rtk-dl${randomBytes(4).toString('hex')}:`;
 const read = (path: string): string => readFileSync(join(repoRoot, path), 'utf8');
 const doc = (name: string): string => read(join('docs', name));
-
-/** Every name written as code in a Markdown page: inline `code` spans and fenced blocks, joined. */
-function codeText(markdown: string): string {
-  const fenced = markdown.match(/```[\s\S]*?```/g) ?? [];
-  const inline = markdown.replace(/```[\s\S]*?```/g, '').match(/`[^`\n]+`/g) ?? [];
-  return [...fenced, ...inline].join('\n');
-}
-
-/** The option paths of a key shape (`retry.count`, ...), nested objects (not arrays) included. */
-function paths(shape: OptionShape, at = ''): string[] {
-  return Object.entries(shape).flatMap(([key, sub]) => [
-    at + key,
-    ...(typeof sub === 'object' && !Array.isArray(sub) ? paths(sub as OptionShape, `${at + key}.`) : []),
-  ]);
-}
-
-const leaf = (path: string): string => path.split('.').pop() as string;
 
 /** The resolved options of forRoot, or the error it throws. */
 function resolve(options: Partial<RedisToolkitOptions>): ReturnType<typeof resolveToolkitOptions> | Error {
@@ -114,7 +97,7 @@ describe('docs/lock.md: module options', () => {
   const text = codeText(doc('lock.md'));
 
   // every key forRoot's lock slice accepts is written in the page (connection: docs/connections.md names each slice's)
-  it.each(paths(LOCK_OPTION_KEYS).filter((p) => p !== 'connection'))('lock.%s is documented', (path) => {
+  it.each(optionPaths(LOCK_OPTION_KEYS).filter((p) => p !== 'connection'))('lock.%s is documented', (path) => {
     expect(text).toMatch(new RegExp(`\\b${leaf(path)}\\b`));
   });
 

@@ -36,7 +36,7 @@ import {
   SessionService,
   SessionTooLargeError,
 } from '../../lib/index.js';
-import { OptionProblems, type OptionShape } from '../../lib/common/option-checks.js';
+import { OptionProblems } from '../../lib/common/option-checks.js';
 import { NotificationsGateway } from '../../lib/notifications/index.js';
 import { resolveGatewayOptions } from '../../lib/notifications/notifications.options.js';
 import { resolvePubSubOptions } from '../../lib/pubsub/pubsub.options.js';
@@ -44,6 +44,7 @@ import { PUBSUB_OPTION_KEYS, SESSION_OPTION_KEYS } from '../../lib/redis-toolkit
 import { resolveToolkitOptions } from '../../lib/redis-toolkit.options-resolver.js';
 import { resolveSessionOptions } from '../../lib/session/session.options.js';
 import { SESSION_STORE_OPTION_KEYS } from '../../lib/session/session.store-options.js';
+import { codeText, optionPaths, leaf } from '../support/doc-claims.js';
 import { repoRoot } from '../support/doc-snippets.js';
 import { closeClients, connectClient, createGatewayApp } from '../support/pubsub-gateway.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
@@ -56,22 +57,6 @@ afterEach(async () => {
 const prefix = (): string => `rtk-dsp${randomBytes(4).toString('hex')}:`;
 const doc = (name: string): string => readFileSync(join(repoRoot, 'docs', name), 'utf8');
 const MiB = 1_048_576;
-
-/** Every name written as code in a Markdown page: inline `code` spans and fenced blocks, joined. */
-function codeText(markdown: string): string {
-  const fenced = markdown.match(/```[\s\S]*?```/g) ?? [];
-  const inline = markdown.replace(/```[\s\S]*?```/g, '').match(/`[^`\n]+`/g) ?? [];
-  return [...fenced, ...inline].join('\n');
-}
-
-/** The option paths of a key shape (`cookie.secret`, ...), nested objects included. */
-function paths(shape: OptionShape, at = ''): string[] {
-  return Object.entries(shape).flatMap(([key, sub]) => [
-    at + key,
-    ...(typeof sub === 'object' && !Array.isArray(sub) ? paths(sub as OptionShape, `${at + key}.`) : []),
-  ]);
-}
-const leaf = (path: string): string => path.split('.').pop() as string;
 
 /** The error resolving forRoot options throws, or undefined when they are accepted. */
 function refusal(options: Partial<RedisToolkitOptions>): unknown {
@@ -88,13 +73,16 @@ describe('option names, both directions', () => {
   const pubsub = codeText(doc('pubsub.md'));
 
   // connection: docs/connections.md names each slice's (test/docs/claims.hostile.spec.ts holds that line)
-  it.each(paths(SESSION_OPTION_KEYS).filter((p) => p !== 'connection'))('session.%s is in docs/session.md', (p) => {
-    expect(session).toMatch(new RegExp(`\\b${leaf(p)}\\b`));
-  });
+  it.each(optionPaths(SESSION_OPTION_KEYS).filter((p) => p !== 'connection'))(
+    'session.%s is in docs/session.md',
+    (p) => {
+      expect(session).toMatch(new RegExp(`\\b${leaf(p)}\\b`));
+    },
+  );
   it.each(Object.keys(SESSION_STORE_OPTION_KEYS))('RedisSessionStore option %s is in docs/session.md', (key) => {
     expect(session).toMatch(new RegExp(`\\b${key}\\b`));
   });
-  it.each(paths(PUBSUB_OPTION_KEYS).filter((p) => p !== 'connection'))('pubsub.%s is in docs/pubsub.md', (p) => {
+  it.each(optionPaths(PUBSUB_OPTION_KEYS).filter((p) => p !== 'connection'))('pubsub.%s is in docs/pubsub.md', (p) => {
     expect(pubsub).toMatch(new RegExp(`\\b${leaf(p)}\\b`));
   });
 

@@ -35,11 +35,12 @@ import {
   Throttle,
 } from '../../lib/index.js';
 import { CacheIf, CacheTTL, HttpCacheInterceptor } from '../../lib/advanced.js';
-import { OptionProblems, type OptionShape } from '../../lib/common/option-checks.js';
+import { OptionProblems } from '../../lib/common/option-checks.js';
 import { resolveCacheOptions } from '../../lib/cache/cache.options.js';
 import { resolveRateLimitOptions } from '../../lib/rate-limit/rate-limit.options.js';
 import { CACHE_OPTION_KEYS, RATE_LIMIT_OPTION_KEYS } from '../../lib/redis-toolkit.option-keys.js';
 import { resolveToolkitOptions } from '../../lib/redis-toolkit.options-resolver.js';
+import { codeText, leaf, optionPaths } from '../support/doc-claims.js';
 import { repoRoot } from '../support/doc-snippets.js';
 import { closeToolkitApps, createToolkitApp, type ToolkitApp } from '../support/toolkit-app.js';
 import { sleep } from '../support/wait.js';
@@ -48,21 +49,6 @@ afterEach(closeToolkitApps);
 
 const prefix = (): string => `rtk-dc${randomBytes(4).toString('hex')}:`;
 const doc = (name: string): string => readFileSync(join(repoRoot, 'docs', name), 'utf8');
-
-/** Every name written as code in a Markdown page: inline `code` spans and fenced blocks, joined. */
-function codeText(markdown: string): string {
-  const fenced = markdown.match(/```[\s\S]*?```/g) ?? [];
-  const inline = markdown.replace(/```[\s\S]*?```/g, '').match(/`[^`\n]+`/g) ?? [];
-  return [...fenced, ...inline].join('\n');
-}
-
-/** The option paths of a key shape (`insurance.divideLimitBy`, ...), nested objects included. */
-function paths(shape: OptionShape, at = ''): string[] {
-  return Object.entries(shape).flatMap(([key, sub]) => [
-    at + key,
-    ...(typeof sub === 'object' && !Array.isArray(sub) ? paths(sub as OptionShape, `${at + key}.`) : []),
-  ]);
-}
 
 /** The error resolving forRoot options throws, or undefined when they are accepted. */
 function refusal(options: Partial<RedisToolkitOptions>): unknown {
@@ -87,12 +73,14 @@ async function keysOf(client: Redis, match: string): Promise<string[]> {
 
 describe('docs/rate-limit.md: option names', () => {
   const text = codeText(doc('rate-limit.md'));
-  const leaf = (path: string): string => path.split('.').pop() as string;
 
   // every key the module accepts is written in the page (connection: docs/connections.md names each slice's)
-  it.each(paths(RATE_LIMIT_OPTION_KEYS).filter((p) => p !== 'connection'))('rateLimit.%s is documented', (path) => {
-    expect(text).toMatch(new RegExp(`\\b${leaf(path)}\\b`));
-  });
+  it.each(optionPaths(RATE_LIMIT_OPTION_KEYS).filter((p) => p !== 'connection'))(
+    'rateLimit.%s is documented',
+    (path) => {
+      expect(text).toMatch(new RegExp(`\\b${leaf(path)}\\b`));
+    },
+  );
 
   it('rateLimit.connection is documented in docs/connections.md (not in docs/rate-limit.md)', () => {
     expect(doc('connections.md')).toMatch(/`connection` option of its slice \(`cache`, `rateLimit`/);
@@ -344,7 +332,7 @@ describe('docs/rate-limit.md: responses and semantics, booted', () => {
 describe('docs/cache.md: option names and defaults', () => {
   const text = codeText(doc('cache.md'));
 
-  it.each(paths(CACHE_OPTION_KEYS).filter((p) => p !== 'connection'))('cache.%s is documented', (path) => {
+  it.each(optionPaths(CACHE_OPTION_KEYS).filter((p) => p !== 'connection'))('cache.%s is documented', (path) => {
     expect(text).toMatch(new RegExp(`\\b${path.split('.').pop()}\\b`));
   });
 

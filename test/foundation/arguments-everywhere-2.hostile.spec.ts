@@ -42,40 +42,11 @@ import {
   type GatewayApp,
   type TestClient,
 } from '../support/pubsub-gateway.js';
+import { settle } from '../support/settle.js';
 import { recordingLogger } from '../support/recording-logger.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { waitFor } from '../support/wait.js';
 import { closeToolkitApps, createToolkitApp, PLATFORMS, type ToolkitApp } from '../support/toolkit-app.js';
-
-type Outcome =
-  | { kind: 'sync'; error: unknown }
-  | { kind: 'resolved'; value: unknown }
-  | { kind: 'rejected'; error: unknown }
-  | { kind: 'hang' };
-
-async function settle(call: () => unknown): Promise<Outcome> {
-  let result: unknown;
-  try {
-    result = call();
-  } catch (error) {
-    return { kind: 'sync', error };
-  }
-  let timer: NodeJS.Timeout | undefined;
-  const hang = new Promise<Outcome>((resolve) => {
-    timer = setTimeout(() => resolve({ kind: 'hang' }), 3_000);
-  });
-  try {
-    return await Promise.race([
-      Promise.resolve(result).then(
-        (value): Outcome => ({ kind: 'resolved', value }),
-        (error): Outcome => ({ kind: 'rejected', error }),
-      ),
-      hang,
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 async function expectTypedRejection(
   call: () => unknown,

@@ -35,6 +35,7 @@ import {
   SessionService,
   WithLock,
 } from '../../lib/index.js';
+import { settle } from '../support/settle.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { closeToolkitApps, createToolkitApp, type ToolkitApp } from '../support/toolkit-app.js';
 
@@ -74,37 +75,6 @@ const UNSERIALIZABLE: [string, unknown][] = [
   ['a BigInt inside', { n: 1n }],
   ['a function', () => 1],
 ];
-
-type Outcome =
-  | { kind: 'sync'; error: unknown }
-  | { kind: 'resolved'; value: unknown }
-  | { kind: 'rejected'; error: unknown }
-  | { kind: 'hang' };
-
-/** Runs `call` and says how it ended; a promise still pending after 3 s is a hang. */
-async function settle(call: () => unknown): Promise<Outcome> {
-  let result: unknown;
-  try {
-    result = call();
-  } catch (error) {
-    return { kind: 'sync', error };
-  }
-  let timer: NodeJS.Timeout | undefined;
-  const hang = new Promise<Outcome>((resolve) => {
-    timer = setTimeout(() => resolve({ kind: 'hang' }), 3_000);
-  });
-  try {
-    return await Promise.race([
-      Promise.resolve(result).then(
-        (value): Outcome => ({ kind: 'resolved', value }),
-        (error): Outcome => ({ kind: 'rejected', error }),
-      ),
-      hang,
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** Expects the call to return a promise rejecting with `type` (a RedisToolkitError). */
 async function expectTypedRejection(call: () => unknown, type: typeof RedisToolkitError = RedisToolkitError) {
