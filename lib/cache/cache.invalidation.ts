@@ -2,7 +2,7 @@ import { diagnose } from '../common/diagnostics.js';
 import { InvalidOptionsError } from '../common/errors.js';
 import type { FailurePolicy } from '../common/failure-policy.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
-import { refuseUnknown } from '../common/option-checks.js';
+import { isPlainObject, refuseUnknown } from '../common/option-checks.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { unlinkMatching } from './cache.bulk.js';
 import type { CacheL1, TagMembers } from './cache.l1.js';
@@ -45,12 +45,6 @@ export function tagsAndOptions(args: readonly unknown[]): { tags: string[]; opti
     throw new InvalidOptionsError(`cache.invalidateTags: soft must be true or false, got ${shown(soft)}`);
   }
   return { tags, options: { soft } };
-}
-
-function isPlainObject(value: unknown): boolean {
-  if (value === null || typeof value !== 'object') return false;
-  const proto = Object.getPrototypeOf(value);
-  return proto === Object.prototype || proto === null;
 }
 
 function shown(value: unknown): string {

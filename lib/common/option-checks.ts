@@ -164,6 +164,13 @@ export function shownValue(value: unknown): string {
   return kindOf(value);
 }
 
+/** An object whose prototype is Object.prototype or null (an object literal, `Object.create(null)`). */
+export function isPlainObject(value: unknown): value is object {
+  if (value === null || typeof value !== 'object') return false;
+  const proto: unknown = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
 /** What a value is, without the value (`a number`, `a Buffer`, `an object`): for options that hold a secret. */
 export function kindOf(value: unknown): string {
   if (value === null) return 'null';

@@ -4,7 +4,7 @@ import { KeyBuilder } from '../common/keys.js';
 import { SERIALIZER, type Serializer } from '../common/serializer.js';
 import { FailurePolicy } from '../common/failure-policy.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
-import { durationProblem, isDuration, kindOf } from '../common/option-checks.js';
+import { durationProblem, isDuration, isPlainObject, kindOf } from '../common/option-checks.js';
 import type { EvictionPolicyCheck } from '../connection/eviction-policy-check.js';
 import { RedisConnection } from '../connection/redis-connection.js';
 import { FEATURE_CONNECTION } from '../connection/redis-connections.js';
@@ -363,23 +363,22 @@ export class SessionService implements OnModuleInit, OnApplicationShutdown {
   }
 }
 
-// The traced calls' fields (docs/observability.md): never the session id.
 /**
  * Session data and a patch are plain objects (prototype Object.prototype or null): their own enumerable fields are
  * what is stored. A Map's, Set's or Date's content is none: create stored `data: {}` and update changed nothing,
  * without a word (before 2026-12-05). Costs a prototype read and compare.
  */
 function checkPlainObject(value: unknown, what: 'data' | 'patch'): void {
-  let proto: unknown;
+  let plain: boolean;
   try {
-    proto = value !== null && typeof value === 'object' ? Object.getPrototypeOf(value) : undefined;
+    plain = isPlainObject(value);
   } catch {
-    proto = undefined; // a revoked Proxy, a throwing getPrototypeOf trap
+    plain = false; // a revoked Proxy, a throwing getPrototypeOf trap
   }
-  if (proto !== Object.prototype && proto !== null)
-    throw new InvalidKeyError(`session ${what} must be a plain object, not ${kindOf(value)}`);
+  if (!plain) throw new InvalidKeyError(`session ${what} must be a plain object, not ${kindOf(value)}`);
 }
 
+// The traced calls' fields (docs/observability.md): never the session id.
 const creating = () => ({ feature: 'session' as const, operation: 'create' });
 const created = () => ({ outcome: 'created' });
 const destroying = () => ({ feature: 'session' as const, operation: 'destroy' });
