@@ -72,7 +72,9 @@ function appModule(): DynamicModule {
       imports: [
         RedisToolkitModule.forRoot({
           connection: { url: redisUrl! },
-          keyPrefix: 'bench:url:',
+          // per platform: an entry holds what its platform sends (Express's ETag with it, Fastify none), and an
+          // Express app reading Fastify's entries hashed an ETag per hit
+          keyPrefix: `bench:url:${process.env.PLATFORM ?? 'express'}:`,
           commandTimeout: 5_000,
           cache: { defaultTtl: TTL, beta: 0, ...(which === 'ours-l1' && { l1: { max: 10_000, ttl: TTL } }) },
         }),
