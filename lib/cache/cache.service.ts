@@ -253,7 +253,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
 
   /**
    * @internal getOrSetWithStatus with options prepared beforehand by prepare (no per-call option checks); an L1 hit
-   * is answered synchronously (no promise to settle and await: HttpCacheInterceptor answers it at once).
+   * is answered synchronously (no promise to settle and await).
    */
   getOrSetPrepared<T>(key: string, loader: Loader<T>, call: PreparedCall<T>): CacheResult<T> | Promise<CacheResult<T>> {
     if (traceObserved('cacheGet')) return this.withStatus(key, loader, undefined, call);

@@ -40,3 +40,19 @@ export class TurnMemo<K, V> {
     pending.then(forget, forget);
   }
 }
+
+let turnOver: Promise<void> | undefined;
+
+/**
+ * A promise resolved in the check phase of the current event-loop turn (setImmediate), once the poll phase has read
+ * every socket that was ready: one timer per turn, shared by every caller of the turn.
+ */
+export function turnEnd(): Promise<void> {
+  turnOver ??= new Promise<void>((resolve) =>
+    setImmediate(() => {
+      turnOver = undefined;
+      resolve();
+    }),
+  );
+  return turnOver;
+}
