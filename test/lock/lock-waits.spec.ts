@@ -4,9 +4,8 @@ import { InvalidOptionsError, type Lock, LockNotAcquiredError, type LockService 
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { lockKeysOf } from '../../lib/lock/lock.backend.js';
 import type { LockGrants } from '../../lib/lock/lock.grants.js';
-import type { LockWakeups } from '../../lib/lock/lock.wake.js';
 import { recordCommandCalls } from '../support/command-recorder.js';
-import { lockClients, lockKey, lockService, unique } from '../support/lock-modes.js';
+import { lockClients, lockKey, lockService, unique, waitingAndListening, wakeupsOf } from '../support/lock-modes.js';
 import { closeToolkitApps } from '../support/toolkit-app.js';
 import { sleep, waitFor } from '../support/wait.js';
 
@@ -17,8 +16,6 @@ afterEach(closeToolkitApps);
 const MODES = ['single', 'cluster'] as const;
 /** Waiting services on a cluster too (there a release wakes the waiter; on one server it grants it the lock). */
 const WAKE = { wakeOnRelease: true };
-
-const wakeupsOf = (locks: LockService): LockWakeups => (locks as unknown as { wakeups: LockWakeups }).wakeups;
 
 /** `n` callers of `locks` that tryAcquire `resource` over and over (releasing what they get) until stopped. */
 function pollers(locks: LockService, resource: string, n: number): { stop: () => Promise<void> } {
@@ -205,6 +202,8 @@ describe('waits given up on one server (a release grants the lock to a waiting s
     expect(await waitFor(async () => (await server.zcard(`${key}:waiters`)) === 0, 2_000)).toBe(true);
     const waiting = next.locks.acquire(resource, { retry: { count: 1, delay: 600_000, jitter: 0 }, ttl: 20_000 });
     expect(await waitFor(async () => (await server.zcard(`${key}:waiters`)) === 1, 5_000)).toBe(true);
+    // its first wait starts its subscriber: a release before that passes it over (it timed out a CI run so)
+    expect(await waitingAndListening([server], resource, next.locks)).toBe(true);
     await first.release();
     const second = await waiting;
     expect(await server.get(key)).toBe(second.token);
@@ -234,6 +233,7 @@ describe('waits given up on one server (a release grants the lock to a waiting s
     await server.set(key, 'quitter-wait-token', 'PX', 20_000);
     const waiting = next.locks.acquire(resource, { retry: { count: 1, delay: 600_000, jitter: 0 }, ttl: 20_000 });
     expect(await waitFor(async () => (await server.zcard(`${key}:waiters`)) === 1, 5_000)).toBe(true);
+    expect(await waitingAndListening([server], resource, next.locks)).toBe(true);
     grants.stopWaiting(key); // its last caller gives up
     const second = await waiting;
     expect(await server.get(key)).toBe(second.token);
@@ -282,6 +282,7 @@ describe.each(['cluster', 'quorum'] as const)('waits given up on %s (a release w
     expect(await waitingWithin(servers, resource, 0, 2_000)).toBe(true);
     const waiting = next.locks.acquire(resource, NO_POLL);
     expect(await waitingWithin(servers, resource, 1, 5_000)).toBe(true);
+    expect(await waitingAndListening(servers, resource, next.locks)).toBe(true);
     const releasedAt = Date.now();
     await first.release();
     const second = await within(waiting, 5_000);

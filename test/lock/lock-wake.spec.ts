@@ -1,11 +1,19 @@
 import 'reflect-metadata';
 import { jest } from '@jest/globals';
 import { Logger } from '@nestjs/common';
-import { Cluster, type Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { Lock, LockService } from '../../lib/index.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
-import type { LockWakeups } from '../../lib/lock/lock.wake.js';
-import { LOCK_MODES, lockClients, lockKey, lockService, unique } from '../support/lock-modes.js';
+import {
+  LOCK_MODES,
+  lockClients,
+  lockKey,
+  lockService,
+  unique,
+  waitingAndListening,
+  waitingEntriesOf,
+  wakeupsOf,
+} from '../support/lock-modes.js';
 import { closeToolkitApps } from '../support/toolkit-app.js';
 import { waitFor } from '../support/wait.js';
 
@@ -15,31 +23,9 @@ afterEach(closeToolkitApps);
 const NO_POLL = { retry: { count: 1, delay: 600_000, jitter: 0 } };
 const WAKE = { wakeOnRelease: true };
 
-const wakeupsOf = (locks: LockService): LockWakeups => (locks as unknown as { wakeups: LockWakeups }).wakeups;
-
-/** The entries of `service` among the waiters of `resource`: its id, or with grants 'id token ttl', oldest first. */
-async function entriesOf(server: RedisClient, resource: string, locks: LockService): Promise<string[]> {
-  const { id } = wakeupsOf(locks);
-  const members = await server.zrange(`${lockKey(resource)}:waiters`, '0', '-1');
-  return members.filter((m) => m === id || m.startsWith(`${id} `));
-}
-
 /** Every lock server has `service` among the waiters of `resource`, and its wake channel has a subscriber. */
 async function waiting(servers: RedisClient[], resource: string, locks: LockService): Promise<void> {
-  const { channel } = wakeupsOf(locks);
-  const registered = await waitFor(async () => {
-    for (const server of servers) {
-      if ((await entriesOf(server, resource, locks)).length === 0) return false;
-      // on a cluster, NUMSUB counts one node's subscribers: add up every master's (PUBLISH reaches them all)
-      let subscribers = 0;
-      for (const node of server instanceof Cluster ? server.nodes('master') : [server as Redis]) {
-        subscribers += ((await node.pubsub('NUMSUB', channel)) as [string, number])[1];
-      }
-      if (subscribers < 1) return false;
-    }
-    return true;
-  }, 10_000);
-  expect(registered).toBe(true);
+  expect(await waitingAndListening(servers, resource, locks)).toBe(true);
 }
 
 /** `locks` listens on its grant channel (one server). */
@@ -260,9 +246,9 @@ describe('lock grants (wakeOnRelease on one server): a release hands the lock to
         /held by another owner/,
       );
       await listening(server, other.locks);
-      expect(await waitFor(async () => (await entriesOf(server, resource, other.locks)).length === 0, 5_000)).toBe(
-        true,
-      );
+      expect(
+        await waitFor(async () => (await waitingEntriesOf(server, resource, other.locks)).length === 0, 5_000),
+      ).toBe(true);
       // The next script reply to reach the service is held back 1 s (the attempt ran in Redis: only its reply waits).
       const client = other.connection.client;
       const send = client.sendCommand.bind(client);
@@ -275,9 +261,9 @@ describe('lock grants (wakeOnRelease on one server): a release hands the lock to
       }) as typeof client.sendCommand;
       const next = other.locks.acquire(resource, { ...NO_POLL, ttl });
       // the new wait joins (its attempt ran; only its reply is held back)
-      expect(await waitFor(async () => (await entriesOf(server, resource, other.locks)).length === 1, 5_000)).toBe(
-        true,
-      );
+      expect(
+        await waitFor(async () => (await waitingEntriesOf(server, resource, other.locks)).length === 1, 5_000),
+      ).toBe(true);
       expect(holdBack).toBe(false);
       await first.release();
       const second = await next;
@@ -299,11 +285,11 @@ describe('lock grants (wakeOnRelease on one server): a release hands the lock to
     // it waits (so it listens), then gives up, and its entry leaves the waiting services
     const quitting = quitter.locks.acquire(resource, { retry: { count: 1, delay: 500, jitter: 0 } });
     await waiting([server], resource, quitter.locks);
-    const [entry] = await entriesOf(server, resource, quitter.locks);
+    const [entry] = await waitingEntriesOf(server, resource, quitter.locks);
     await expect(quitting).rejects.toThrow(/held by another owner/);
-    expect(await waitFor(async () => (await entriesOf(server, resource, quitter.locks)).length === 0, 5_000)).toBe(
-      true,
-    );
+    expect(
+      await waitFor(async () => (await waitingEntriesOf(server, resource, quitter.locks)).length === 0, 5_000),
+    ).toBe(true);
     // ... unless a release took it first: put back, first in line, it is granted the lock a caller no longer wants
     await server.zadd(`${lockKey(resource)}:waiters`, 0, entry);
     const next = other.locks.acquire(resource, { ...NO_POLL, ttl: 20_000 });
@@ -345,7 +331,7 @@ describe('lock grants (wakeOnRelease on one server): a release hands the lock to
     await waiting([server], resource, other.locks);
     const long = other.locks.acquire(resource, { ...NO_POLL, ttl: 30_000 });
     await expect(short).rejects.toThrow(/held by another owner/); // it gives up; the other caller keeps the wait
-    expect(await entriesOf(server, resource, other.locks)).toEqual([expect.stringMatching(/ 3000$/)]);
+    expect(await waitingEntriesOf(server, resource, other.locks)).toEqual([expect.stringMatching(/ 3000$/)]);
     await first.release();
     const granted = await long;
     expect(await server.get(lockKey(resource))).toBe(granted.token);
@@ -365,7 +351,7 @@ describe('lock grants (wakeOnRelease on one server): a release hands the lock to
       const { grantChannel } = wakeupsOf(other.locks);
       // the waiter's own token and lock key, with a fencing token in e-notation (as a release wrote 16 digits before
       // 2026-12-03): rounded, so not a grant; the holder still holds the lock
-      const [, waitToken] = (await entriesOf(server, resource, other.locks))[0].split(' ');
+      const [, waitToken] = (await waitingEntriesOf(server, resource, other.locks))[0].split(' ');
       const junk = [
         '',
         'garbage',
@@ -419,7 +405,7 @@ describe('lock grants (wakeOnRelease on one server): a release hands the lock to
       const next = other.locks.acquire(resource, { ...NO_POLL, ttl: 20_000 });
       await waiting(servers, resource, other.locks);
       const { id } = wakeupsOf(other.locks);
-      for (const server of servers) expect(await entriesOf(server, resource, other.locks)).toEqual([id]);
+      for (const server of servers) expect(await waitingEntriesOf(server, resource, other.locks)).toEqual([id]);
       await first.release();
       const second = await next;
       expect(second.fencingToken).toBeGreaterThan(first.fencingToken);

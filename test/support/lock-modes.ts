@@ -1,11 +1,14 @@
 /** Lock services on each topology the lock tests cover: one server, the cluster, and a 3-node quorum. */
 import { randomUUID } from 'node:crypto';
+import { Cluster, type Redis } from 'ioredis';
 import { LockService, type RedisToolkitOptions } from '../../lib/index.js';
 import { RedisConnection } from '../../lib/advanced.js';
 import { KeyBuilder } from '../../lib/common/keys.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
+import type { LockWakeups } from '../../lib/lock/lock.wake.js';
 import { sharedServers } from './shared-servers.js';
 import { createToolkitApp, type RedisTarget } from './toolkit-app.js';
+import { waitFor } from './wait.js';
 
 export type LockMode = 'single' | 'cluster' | 'quorum';
 export const LOCK_MODES = ['single', 'cluster', 'quorum'] as const;
@@ -44,4 +47,40 @@ export function lockClients(mode: LockMode, connection: RedisConnection, locks: 
 /** A quorum LockService's node clients, in the order of `lock.quorum.nodes`. */
 export function quorumNodeClients(locks: LockService): RedisClient[] {
   return (locks as unknown as { quorumClients: { client: RedisClient }[] }).quorumClients.map((c) => c.client);
+}
+
+/** A LockService's wake-on-release state: its id, its channels, the wakes and grants it received. */
+export const wakeupsOf = (locks: LockService): LockWakeups => (locks as unknown as { wakeups: LockWakeups }).wakeups;
+
+/** The entries of `locks`'s service among the waiters of `resource`: its id, or with grants 'id token ttl', oldest first. */
+export async function waitingEntriesOf(server: RedisClient, resource: string, locks: LockService): Promise<string[]> {
+  const { id } = wakeupsOf(locks);
+  const members = await server.zrange(`${lockKey(resource)}:waiters`, '0', '-1');
+  return members.filter((m) => m === id || m.startsWith(`${id} `));
+}
+
+/**
+ * Within 10 s, every lock server has `locks`'s service among the waiters of `resource`, and its channels have a
+ * subscriber (wake and grant channels are subscribed by one SUBSCRIBE). A service starts listening on its first wait,
+ * on a connection of its own: a release before that finds nobody listening and passes the service over, as documented,
+ * leaving it to its poll. Whether a release serves a waiter can only be asserted once this holds.
+ */
+export async function waitingAndListening(
+  servers: RedisClient[],
+  resource: string,
+  locks: LockService,
+): Promise<boolean> {
+  const { channel } = wakeupsOf(locks);
+  return waitFor(async () => {
+    for (const server of servers) {
+      if ((await waitingEntriesOf(server, resource, locks)).length === 0) return false;
+      // on a cluster, NUMSUB counts one node's subscribers: add up every master's (PUBLISH reaches them all)
+      let subscribers = 0;
+      for (const node of server instanceof Cluster ? server.nodes('master') : [server as Redis]) {
+        subscribers += ((await node.pubsub('NUMSUB', channel)) as [string, number])[1];
+      }
+      if (subscribers < 1) return false;
+    }
+    return true;
+  }, 10_000);
 }
