@@ -41,13 +41,13 @@ import { NotificationsGateway } from '../../lib/notifications/index.js';
 import { resolveGatewayOptions } from '../../lib/notifications/notifications.options.js';
 import { resolvePubSubOptions } from '../../lib/pubsub/pubsub.options.js';
 import { PUBSUB_OPTION_KEYS, SESSION_OPTION_KEYS } from '../../lib/redis-toolkit.option-keys.js';
-import { resolveToolkitOptions } from '../../lib/redis-toolkit.options-resolver.js';
 import { resolveSessionOptions } from '../../lib/session/session.options.js';
 import { SESSION_STORE_OPTION_KEYS } from '../../lib/session/session.store-options.js';
 import { codeText, optionPaths, leaf } from '../support/doc-claims.js';
 import { repoRoot } from '../support/doc-snippets.js';
 import { closeClients, connectClient, createGatewayApp } from '../support/pubsub-gateway.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+import { forRootRefusal as refusal } from '../support/errors.js';
 
 afterEach(async () => {
   closeClients();
@@ -57,16 +57,6 @@ afterEach(async () => {
 const prefix = (): string => `rtk-dsp${randomBytes(4).toString('hex')}:`;
 const doc = (name: string): string => readFileSync(join(repoRoot, 'docs', name), 'utf8');
 const MiB = 1_048_576;
-
-/** The error resolving forRoot options throws, or undefined when they are accepted. */
-function refusal(options: Partial<RedisToolkitOptions>): unknown {
-  try {
-    resolveToolkitOptions({ connection: { url: 'redis://127.0.0.1:1' }, ...options } as RedisToolkitOptions);
-    return undefined;
-  } catch (err) {
-    return err;
-  }
-}
 
 describe('option names, both directions', () => {
   const session = codeText(doc('session.md'));

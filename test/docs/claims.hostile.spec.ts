@@ -39,26 +39,16 @@ import { OptionProblems } from '../../lib/common/option-checks.js';
 import { resolveCacheOptions } from '../../lib/cache/cache.options.js';
 import { resolveRateLimitOptions } from '../../lib/rate-limit/rate-limit.options.js';
 import { CACHE_OPTION_KEYS, RATE_LIMIT_OPTION_KEYS } from '../../lib/redis-toolkit.option-keys.js';
-import { resolveToolkitOptions } from '../../lib/redis-toolkit.options-resolver.js';
 import { codeText, leaf, optionPaths } from '../support/doc-claims.js';
 import { repoRoot } from '../support/doc-snippets.js';
 import { closeToolkitApps, createToolkitApp, type ToolkitApp } from '../support/toolkit-app.js';
 import { sleep } from '../support/wait.js';
+import { forRootRefusal as refusal } from '../support/errors.js';
 
 afterEach(closeToolkitApps);
 
 const prefix = (): string => `rtk-dc${randomBytes(4).toString('hex')}:`;
 const doc = (name: string): string => readFileSync(join(repoRoot, 'docs', name), 'utf8');
-
-/** The error resolving forRoot options throws, or undefined when they are accepted. */
-function refusal(options: Partial<RedisToolkitOptions>): unknown {
-  try {
-    resolveToolkitOptions({ connection: { url: 'redis://127.0.0.1:1' }, ...options } as RedisToolkitOptions);
-    return undefined;
-  } catch (err) {
-    return err;
-  }
-}
 
 async function keysOf(client: Redis, match: string): Promise<string[]> {
   const found: string[] = [];

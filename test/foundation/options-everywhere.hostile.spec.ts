@@ -26,32 +26,21 @@ import {
   RedisSessionStore,
   RedisToolkitError,
   RedisToolkitModule,
-  type RedisToolkitOptions,
   SessionService,
   Throttle,
   WithLock,
 } from '../../lib/index.js';
 import { CacheKey, CacheShared, CacheTTL } from '../../lib/advanced.js';
-import { resolveToolkitOptions } from '../../lib/redis-toolkit.options-resolver.js';
 import { sessionAuthenticate } from '../../lib/notifications/index.js';
 import { RedisToolkitInstrumentation } from '../../lib/otel/index.js';
 import { createRedisTestingModule, startRedisCluster, startRedisServer } from '../../lib/testing/index.js';
 import { errorOf } from '../support/errors.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { closeToolkitApps, createToolkitApp, type ToolkitApp } from '../support/toolkit-app.js';
+import { forRootRefusal as refusal } from '../support/errors.js';
 
 const url = (): string => sharedServers().single.url;
 const prefix = (): string => `rtk-ov${randomBytes(4).toString('hex')}:`;
-
-/** The error resolving forRoot options throws (InvalidOptionsError expected), or undefined when they are accepted. */
-function refusal(options: object): unknown {
-  try {
-    resolveToolkitOptions({ connection: { url: 'redis://127.0.0.1:1' }, ...options } as RedisToolkitOptions);
-    return undefined;
-  } catch (err) {
-    return err;
-  }
-}
 
 /** Builds and compiles (no connection: that is init) an app importing `module`; the error, or undefined. */
 async function compileError(build: () => unknown): Promise<unknown> {
