@@ -1,8 +1,7 @@
 import { Cluster, type Redis } from 'ioredis';
 import { type NodeAddress, slotMasters } from '../common/cluster-masters.js';
 import { replyCodeOf } from '../common/failure-policy.js';
-import type { RedisClient } from '../common/lua-script.js';
-import { MAX_TIMER_MS, withTimeout } from '../common/timeout.js';
+import { MAX_TIMER_MS } from '../common/timeout.js';
 import { type NodeBound, onNodeConnection } from './cluster-nodes.js';
 
 /**
@@ -30,40 +29,6 @@ export async function askMasters<T>(
   const reports = await Promise.all(masters.map((node) => onNodeConnection(cluster, node, check, bound)));
   if (masters.length === 0 || reports.some((r) => r === undefined)) return undefined;
   return masters.map((node, i) => ({ node, report: reports[i] as T }));
-}
-
-/**
- * Before verifyPermissions' next attempt (redis-permissions.ts): the toolkit drops a connection whose command timed out
- * (resetOnCommandTimeout), and an attempt made at once would fail on it ("Stream isn't writeable": its status still
- * says ready until the socket's close is handled). Waits for it to be ready again, at most its connectTimeout +
- * commandTimeout (and `maxMs`, what the check has left); past that the attempt is made all the same (and fails, typed).
- */
-export async function readyAgain(client: RedisClient, maxMs: number): Promise<void> {
-  const usable =
-    client instanceof Cluster ? client.status === 'ready' : client.status === 'ready' && client.stream.writable;
-  // Closed (shutdown): nothing to wait for, the attempt fails at once.
-  if (usable || client.status === 'end') return;
-  const options = client instanceof Cluster ? client.options.redisOptions : client.options;
-  const ms = Math.max(0, Math.min((options?.connectTimeout ?? 10_000) + (options?.commandTimeout ?? 0), maxMs));
-  let onReady: (() => void) | undefined;
-  try {
-    await withTimeout(
-      new Promise<void>((resolve) => {
-        onReady = resolve;
-        client.once('ready', resolve);
-        client.once('end', resolve);
-      }),
-      ms,
-      'not ready',
-    );
-  } catch {
-    // not ready in time: the attempt says so
-  } finally {
-    if (onReady) {
-      client.off('ready', onReady);
-      client.off('end', onReady);
-    }
-  }
 }
 
 /** What ioredis needs the ACL user to run to connect to a cluster (its ready check's CLUSTER INFO; a node's name). */

@@ -9,8 +9,7 @@
  */
 import 'reflect-metadata';
 import { type Lock, LockService } from '../../lib/index.js';
-import type { LockWakeups } from '../../lib/lock/lock.wake.js';
-import { lockKey, unique } from '../support/lock-modes.js';
+import { lockKey, unique, wakeupsOf } from '../support/lock-modes.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { recordingLogger } from '../support/recording-logger.js';
 import { type RedisServerHandle, startRedisServer } from '../support/redis-server.js';
@@ -19,8 +18,6 @@ import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 import { waitFor } from '../support/wait.js';
 
 afterEach(closeToolkitApps);
-
-const wakeupsOf = (locks: LockService): LockWakeups => (locks as unknown as { wakeups: LockWakeups }).wakeups;
 
 /** Three private quorum nodes whose ACL user `app` the test can change, and two services on them (one logger). */
 async function quorum() {

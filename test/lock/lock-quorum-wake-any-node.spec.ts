@@ -8,8 +8,7 @@
 import 'reflect-metadata';
 import type { Redis } from 'ioredis';
 import { type Lock, LockService } from '../../lib/index.js';
-import type { LockWakeups } from '../../lib/lock/lock.wake.js';
-import { lockKey, quorumNodeClients, unique } from '../support/lock-modes.js';
+import { lockKey, quorumNodeClients, unique, wakeupsOf } from '../support/lock-modes.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { type RedisServerHandle, startRedisServer } from '../support/redis-server.js';
 import { rawCommand } from '../support/resp.js';
@@ -23,7 +22,6 @@ const noop = (): void => undefined;
 /** Polls only every 10 minutes: a caller that gets the lock within the test was woken by the release, not its poll. */
 const NO_POLL = { retry: { count: 1, delay: 600_000, jitter: 0 }, ttl: 20_000 };
 
-const wakeupsOf = (locks: LockService): LockWakeups => (locks as unknown as { wakeups: LockWakeups }).wakeups;
 /** The wake subscriber connections of `locks`, one per node (opened by its first wait). */
 const subscribersOf = (locks: LockService): Redis[] =>
   (wakeupsOf(locks) as unknown as { subscribers: Redis[] }).subscribers;

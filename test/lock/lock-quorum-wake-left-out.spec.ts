@@ -6,8 +6,7 @@
  */
 import 'reflect-metadata';
 import { type Lock, LockService } from '../../lib/index.js';
-import type { LockWakeups } from '../../lib/lock/lock.wake.js';
-import { lockKey, unique } from '../support/lock-modes.js';
+import { lockKey, unique, wakeupsOf } from '../support/lock-modes.js';
 import { nodesWith, startMisfitServers } from '../support/misfit-servers.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { recordingLogger } from '../support/recording-logger.js';
@@ -21,8 +20,6 @@ afterEach(closeToolkitApps);
 
 /** Waits by polling only every 10 minutes: a caller that gets the lock within a test was woken by the release. */
 const NO_POLL = { retry: { count: 1, delay: 600_000, jitter: 0 }, ttl: 10_000 };
-
-const wakeupsOf = (locks: LockService): LockWakeups => (locks as unknown as { wakeups: LockWakeups }).wakeups;
 
 /** Subscribers of `channel` on the server on `port` (PUBSUB NUMSUB). */
 const numsub = async (port: number, channel: string): Promise<number> =>

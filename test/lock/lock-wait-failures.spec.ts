@@ -13,9 +13,8 @@ import {
   type RedisToolkitOptions,
   RedisUnavailableError,
 } from '../../lib/index.js';
-import type { LockWakeups } from '../../lib/lock/lock.wake.js';
 import { ownedBy, useDisposableCluster } from '../support/disposable-cluster.js';
-import { lockKey, unique } from '../support/lock-modes.js';
+import { lockKey, unique, wakeupsOf } from '../support/lock-modes.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { type RedisServerHandle, startRedisServer } from '../support/redis-server.js';
 import { rawCommand } from '../support/resp.js';
@@ -32,8 +31,6 @@ const WAKE = { wakeOnRelease: true };
 const NO_POLL = { retry: { count: 1, delay: 600_000, jitter: 0 }, ttl: 20_000 };
 /** One attempt that joins the waiting services, the second 500 ms later (while the test has Redis paused). */
 const SECOND_ATTEMPT_SOON = { retry: { count: 1, delay: 500, jitter: 0 }, ttl: 20_000 };
-
-const wakeupsOf = (locks: LockService): LockWakeups => (locks as unknown as { wakeups: LockWakeups }).wakeups;
 
 /** `promise`'s value, or 'not within <ms>' when it takes longer (served by a release, not by a poll). */
 const within = <T>(promise: Promise<T>, ms: number): Promise<T | string> => {

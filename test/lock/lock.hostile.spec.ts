@@ -20,9 +20,8 @@ import {
 } from '../../lib/index.js';
 import { RedisConnection } from '../../lib/advanced.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
-import type { LockWakeups } from '../../lib/lock/lock.wake.js';
 import { ownedBy, useDisposableCluster } from '../support/disposable-cluster.js';
-import { lockAppOptions, lockKey, quorumNodeClients, unique } from '../support/lock-modes.js';
+import { lockAppOptions, lockKey, quorumNodeClients, unique, wakeupsOf } from '../support/lock-modes.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { recordingLogger } from '../support/recording-logger.js';
 import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
@@ -46,7 +45,6 @@ async function service(target: RedisTarget, options: Parameters<typeof createToo
 const privateService = (server: RedisServerHandle, lock: Record<string, unknown> = {}, url = server.url) =>
   service({ url }, { commandTimeout: 300, maxReconnectDelay: 100, lock });
 
-const wakeupsOf = (locks: LockService): LockWakeups => (locks as unknown as { wakeups: LockWakeups }).wakeups;
 /** Far longer than each test may take: a waiter that acquires at all was granted the lock by the release. */
 const NO_POLL = { retry: { count: 1, delay: 600_000, jitter: 0 } };
 
