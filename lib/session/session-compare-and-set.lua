@@ -19,9 +19,9 @@
 local function compareAndSet(key, tombstone, expected, value, expiry, deadline)
   local cur
   -- The common write (a session the caller read, given an idle expiry whose deadline has not come) in one command:
-  -- SET … XX GET writes and answers what it replaced, and the comparison is made on that. Each redis.call costs Redis
-  -- 7.0 a few µs beyond the command itself, so a GETRANGE then a SET cost ~9.4 µs of Redis CPU per write, this ~7.7
-  -- (a script doing the SET alone 7.0; batches of 32 ~590-byte sessions, INFO commandstats, 8 interleaved passes).
+  -- SET … XX GET writes and answers what it replaced, and the comparison is made on that. A redis.call costs Redis 7.0
+  -- well beyond its command (docs/session.md, *Update, 2026-12-06*): a GETRANGE then a SET cost 11.2 µs of Redis CPU
+  -- per write there, this 8.9.
   -- A lost race puts back what was there, in the same script, so no one ever sees it replaced: its value byte for
   -- byte, with the expiry this write would have given (now + the idle ttl, capped by the deadline, as a touching read
   -- of it would), not the one it had.
