@@ -89,6 +89,7 @@ export async function acquireWithRetries<L extends Lock>(
   attempt: () => Promise<L | null>,
 ): Promise<L> {
   const plan = planRetries(options, ctx.options.retry);
+  const ticket = wait.waiters.ticket(); // its place among this process's waiters, kept across its pauses (FIFO)
   for (let n = 0; ; n++) {
     const lease = await attempt();
     if (lease) return started(lease, options);
@@ -100,7 +101,7 @@ export async function acquireWithRetries<L extends Lock>(
           `by another owner (${describeAttempts(plan, n)})`,
       );
     }
-    const handed = (await wait.waiters.pause(wait.key, pause, wait.ttl)) as L | null;
+    const handed = (await wait.waiters.pause(wait.key, pause, wait.ttl, ticket)) as L | null;
     if (handed) return started(handed, options);
   }
 }

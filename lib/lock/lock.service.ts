@@ -238,6 +238,7 @@ export class LockService implements OnModuleInit, OnApplicationShutdown {
     const plan = planRetries(options, this.lockOptions.retry);
     let joined = false; // an attempt of this call joined the lock's waiting services
     let tries = 0; // attempts that reached Redis
+    const ticket = this.waiters.ticket(); // its place among this process's waiters, kept across its pauses (FIFO)
     for (let attempt = 0; ; attempt++) {
       // a lock held here is not released after app.close(): without this the wait would last until it expires
       this.shutdown.assertOpen(`lock acquire on "${resource}"`);
@@ -269,7 +270,7 @@ export class LockService implements OnModuleInit, OnApplicationShutdown {
         this.wakeups.listen();
         if (this.wakeups.takeEarly(keys.lock)) continue;
       }
-      const handed = await this.waiters.pause(keys.lock, pause, ttl);
+      const handed = await this.waiters.pause(keys.lock, pause, ttl, ticket);
       if (!handed) continue;
       this.stopWaiting(keys); // handed over by a caller here, or granted (then the wait is over already)
       return this.started(handed, options);

@@ -11,6 +11,8 @@ export class LocalWaiters {
   private readonly byKey = new Map<string, Set<Waiter>>();
   /** Per lock key, the attempts of `acquire` callers asking Redis for it now (a tryAcquire's are not counted). */
   private readonly asking = new Map<string, number>();
+  /** The last place given (ticket): a caller's place in the queue, kept across its retry pauses. */
+  private tickets = 0;
 
   /** `shutdown`: at app.close() every pause ends at once (its caller then sees the service closed). */
   constructor(private readonly shutdown?: LockShutdown) {}
@@ -38,10 +40,21 @@ export class LocalWaiters {
   }
 
   /**
+   * A caller's place among the waiters of this process: take one per `acquire` call and pass it to each of its
+   * `pause`s. A pause that ends (its retry timer) takes the caller out of the queue, and the next one puts it back: by
+   * insertion order it then went behind every caller that began waiting later, so with jittered retry pauses a holder
+   * that kept the lock for a few pauses handed it over in no particular order (docs/lock.md promises FIFO).
+   */
+  ticket(): number {
+    return ++this.tickets;
+  }
+
+  /**
    * Sleeps up to `ms`, or less when a caller of this process releases the same resource; resolves with the lock when
    * that caller handed it over. Resolves null at once when the service shut down (its caller checks before asking).
+   * `ticket`: the caller's place (see `ticket()`); the oldest ticket is woken or handed the lock first.
    */
-  pause(lockKey: string, ms: number, ttl: number): Promise<Lock | null> {
+  pause(lockKey: string, ms: number, ttl: number, ticket = this.ticket()): Promise<Lock | null> {
     return new Promise((resolve) => {
       if (this.shutdown?.closed) {
         resolve(null);
@@ -60,6 +73,7 @@ export class LocalWaiters {
       };
       const waiter: Waiter = {
         ttl,
+        ticket,
         wake: () => {
           clearTimeout(timer);
           leave();
@@ -87,9 +101,9 @@ export class LocalWaiters {
 
   /** Wakes the oldest waiter for `lockKey`: false when none waits. */
   wakeOne(lockKey: string): boolean {
-    const first = this.byKey.get(lockKey)?.values().next();
-    if (!first || first.done) return false;
-    first.value.wake();
+    const first = this.first(lockKey);
+    if (!first) return false;
+    first.wake();
     return true;
   }
 
@@ -111,15 +125,18 @@ export class LocalWaiters {
     }
   }
 
-  /** The oldest waiter for `lockKey`. */
+  /** The oldest waiter for `lockKey`: the one with the lowest ticket (the first to begin waiting). */
   first(lockKey: string): Waiter | undefined {
-    const first = this.byKey.get(lockKey)?.values().next();
-    return first && !first.done ? first.value : undefined;
+    let oldest: Waiter | undefined;
+    for (const waiter of this.byKey.get(lockKey) ?? []) if (!oldest || waiter.ticket < oldest.ticket) oldest = waiter;
+    return oldest;
   }
 }
 
 export interface Waiter {
   readonly ttl: number;
+  /** Its caller's place (LocalWaiters.ticket): lower is older. */
+  readonly ticket: number;
   /** Resolve the wait now (the caller tries Redis itself). */
   wake(): void;
   /** Take it out of the queue for a hand-over; call the result with the lock, or null when the hand-over failed. */
