@@ -11,14 +11,24 @@ import {
   type ExecutionContext,
 } from '@nestjs/common';
 import { ModulesContainer, Reflector } from '@nestjs/core';
-import { InvalidKeyError, RedisUnavailableError, UnsupportedContextError } from '../common/errors.js';
+import {
+  InvalidKeyError,
+  InvalidOptionsError,
+  RedisUnavailableError,
+  UnsupportedContextError,
+} from '../common/errors.js';
 import { ClientAddressResolver } from './rate-limit.client-address.js';
 import { AccessList, accessListsOf } from './rate-limit.access-list.js';
 import { ProxyHeaderWarnings } from './rate-limit.proxy-warnings.js';
 import { retryAfterSeconds, writeRateLimitHeaders } from './rate-limit.headers.js';
 import { SKIP_THROTTLE_METADATA, THROTTLE_METADATA } from './rate-limit.constants.js';
 import type { NamedThrottleOptions } from './rate-limit.decorators.js';
-import { RATE_LIMIT_OPTIONS, type Resolvable, type ResolvedRateLimitOptions } from './rate-limit.options.js';
+import {
+  policyProblems,
+  RATE_LIMIT_OPTIONS,
+  type Resolvable,
+  type ResolvedRateLimitOptions,
+} from './rate-limit.options.js';
 import { RateLimitService, type RateLimitCheck, type RateLimitDecision } from './rate-limit.service.js';
 import { shownValue } from '../common/option-checks.js';
 import { wsException } from '../common/optional-peers.js';
@@ -56,10 +66,13 @@ export class RateLimitHttpException extends HttpException {
 }
 
 /**
- * Applies the @Throttle policies of a handler (else of its controller, else `rateLimit.defaults`) to HTTP requests
- * and Socket.IO `@SubscribeMessage` handlers. Use per controller (`@UseGuards(RateLimitGuard)`) or for the whole app
- * (`{ provide: APP_GUARD, useClass: RateLimitGuard }`). Customise by subclassing: getTracker (who), generateKey
- * (which counter), getRequestResponse (where from), throwThrottlingException (how to refuse).
+ * Applies the @Throttle policies of a handler (else of its controller, else `rateLimit.defaults`) to HTTP requests,
+ * Socket.IO `@SubscribeMessage` handlers and GraphQL resolvers. Use per controller (`@UseGuards(RateLimitGuard)`) or
+ * for the whole app (`{ provide: APP_GUARD, useClass: RateLimitGuard }`). Customise by subclassing: getTracker (who),
+ * generateKey (which counter), getRequestResponse (where from), throwThrottlingException and throwDeniedException
+ * (how to refuse), setResponseHeader and setHeaders (which headers), unavailableError (what Redis down answers).
+ * What an override gives is checked: a value of the wrong type is a typed error naming it, and a refusal stands even
+ * when a throw* override returns instead of throwing (docs/rate-limit.md, Customising the guard).
  */
 @Injectable()
 export class RateLimitGuard implements CanActivate {
@@ -96,19 +109,35 @@ export class RateLimitGuard implements CanActivate {
     ) ?? [{ ...this.options.defaults, name: 'default' }];
     let policies = typeof skip === 'object' && skip !== null ? declared.filter((p) => skip[p.name] !== true) : declared;
     if (policies.length === 0) return true;
-    const { req, res } = this.getRequestResponse(context);
+    const { req, res } = checkedRequestResponse(this.getRequestResponse(context), this);
     let tracker: string | undefined;
     const lists = policies.map(accessListsOf);
     // the deny lists first: neither skipIf nor a User-Agent (which the client chooses) lets a denied tracker in
     if (!this.denyList.empty || !this.allowList.empty || lists.some((l) => l.allow || l.deny)) {
-      const who = (tracker = await this.getTracker(req, context));
-      if (this.denyList.has(who) || lists.some((l) => l.deny?.has(who))) await this.throwDeniedException(context);
+      const who = (tracker = checkedTracker(await this.getTracker(req, context), this));
+      if (this.denyList.has(who) || lists.some((l) => l.deny?.has(who))) {
+        await this.throwDeniedException(context);
+        // an override that returned (an async one that forgot `throw`) must not let a denied tracker in: refused with
+        // the default answer, and said once (@nestjs/throttler would have let it through, even past the allow list)
+        hookReturned(this, 'throwDeniedException', '403');
+        await RateLimitGuard.prototype.throwDeniedException.call(this, context);
+      }
       if (this.allowList.has(who)) return true;
       // a policy that allows the tracker is not counted; the others still are
       policies = policies.filter((_, i) => lists[i].allow?.has(who) !== true);
       if (policies.length === 0) return true;
     }
-    if (this.options.skipIf && (await this.options.skipIf(context))) return true;
+    if (this.options.skipIf) {
+      const skip: unknown = await this.options.skipIf(context);
+      // only true skips: a truthy 'false', 1 or an object skipped uncounted. undefined and null count the request, as
+      // false does (`req.user?.isInternal` for a request without a user): the safe side, the request is limited.
+      if (skip === true) return true;
+      if (skip !== false && skip !== undefined && skip !== null) {
+        throw new InvalidOptionsError(
+          `rateLimit.skipIf must return true or false (or a Promise of one), got ${shownValue(skip)}`,
+        );
+      }
+    }
     if (this.options.ignoreUserAgents.length > 0) {
       const ua = req.headers?.['user-agent'];
       const agent = Array.isArray(ua) ? ua[0] : ua;
@@ -120,7 +149,7 @@ export class RateLimitGuard implements CanActivate {
     const refunds = new Map<RateLimitCheck, NamedThrottleOptions>();
     for (const p of policies) {
       let key: unknown;
-      if (p.key === undefined) key = tracker ??= await this.getTracker(req, context);
+      if (p.key === undefined) key = tracker ??= checkedTracker(await this.getTracker(req, context), this);
       else key = typeof p.key === 'function' ? await p.key(context) : p.key;
       if (typeof key !== 'string' || key.length === 0) {
         throw new InvalidKeyError(
@@ -135,11 +164,20 @@ export class RateLimitGuard implements CanActivate {
         resolve(p.cost, context),
         resolve(p.blockDuration, context),
       ]);
+      if (isResolvedPerRequest(p)) {
+        checkResolvedPolicy(context, p.name, { limit, ttl, algorithm, burst, cost, blockDuration }, this.options);
+      }
       const scope: unknown = this.generateKey(context, key, p.name);
       // an override's result, before unchargedChecks hashes it (where 42 was a bare TypeError of node:crypto);
       // undefined is the unscoped counter, as for the service
       if (typeof scope !== 'string' && scope !== undefined) {
-        checkScope(scope, `${this.constructor.name}.generateKey for rate-limit policy "${p.name}"`);
+        const where = `${this.constructor.name}.generateKey for rate-limit policy "${p.name}"`;
+        // an `async generateKey`: refused, and its rejection (if any) handled here rather than left unhandled
+        if (scope instanceof Promise) {
+          scope.catch(() => undefined);
+          throw new InvalidOptionsError(`${where} returned a Promise: generateKey is synchronous, return the scope`);
+        }
+        checkScope(scope, where);
       }
       const check: RateLimitCheck = {
         key,
@@ -165,10 +203,22 @@ export class RateLimitGuard implements CanActivate {
     try {
       decision = await this.rateLimit.consumeAll(checks, failOpen === undefined ? {} : { failOpen });
     } catch (err) {
-      if (err instanceof RedisUnavailableError) throw await this.unavailableError(context, err);
-      throw err;
+      if (!(err instanceof RedisUnavailableError)) throw err;
+      const answer: unknown = await this.unavailableError(context, err);
+      // `throw await` threw whatever it gave: undefined or 42 reached the exception filter as a nameless 500
+      if (answer instanceof Error) throw answer;
+      throw new InvalidOptionsError(
+        `${this.constructor.name}.unavailableError must return the Error to throw (or a Promise of one), ` +
+          `got ${shownValue(answer)}`,
+        { cause: err },
+      );
     }
-    if (res && decision.degraded !== 'fail-open') this.setHeaders(res, decision);
+    // an `async` override (TypeScript takes one for these void hooks) is awaited: its headers are written before the
+    // response is, and its error reaches the client instead of being an unhandled rejection
+    if (res && decision.degraded !== 'fail-open') {
+      const written: unknown = this.setHeaders(res, decision);
+      if (written instanceof Promise) await written;
+    }
     if (decision.allowed && !decision.degraded && res && refunds.size > 0) {
       this.refundOnFinish(
         res,
@@ -183,8 +233,15 @@ export class RateLimitGuard implements CanActivate {
     }
     if (!decision.allowed) {
       const retryAfterMs = Math.max(1, decision.retryAfterMs);
-      if (res) this.setResponseHeader(res, 'Retry-After', retryAfterSeconds(retryAfterMs));
+      if (res) {
+        const written: unknown = this.setResponseHeader(res, 'Retry-After', retryAfterSeconds(retryAfterMs));
+        if (written instanceof Promise) await written;
+      }
       await this.throwThrottlingException(context, { retryAfterMs, decision });
+      // an override that returned (an async one that forgot `throw`, a "log only" one) must not admit a refused
+      // request: refused with the default answer, and said once (@nestjs/throttler would have let it through)
+      hookReturned(this, 'throwThrottlingException', '429');
+      await RateLimitGuard.prototype.throwThrottlingException.call(this, context, { retryAfterMs, decision });
     }
     return true;
   }
@@ -285,7 +342,12 @@ export class RateLimitGuard implements CanActivate {
   /** Refuses the request: HTTP 429 `{ statusCode, message, retryAfterMs }`, or a WsException with the same payload. */
   protected async throwThrottlingException(context: ExecutionContext, detail: ThrottlingDetail): Promise<void> {
     const configured = this.options.errorMessage;
-    const message = typeof configured === 'function' ? configured(context, detail.retryAfterMs) : configured;
+    const message: unknown = typeof configured === 'function' ? configured(context, detail.retryAfterMs) : configured;
+    if (typeof message !== 'string') {
+      // a refusal whose message was 42, an object or missing, without a word
+      if (message instanceof Promise) message.catch(() => undefined);
+      throw new InvalidOptionsError(`rateLimit.errorMessage must return a string, got ${shownValue(message)}`);
+    }
     if (context.getType<string>() === 'ws') {
       throw await wsException({
         statusCode: HttpStatus.TOO_MANY_REQUESTS,
@@ -311,9 +373,17 @@ export class RateLimitGuard implements CanActivate {
     else if (typeof res.header === 'function') res.header(name, value);
   }
 
-  /** The rate-limit headers in the `rateLimit.headers` style (see writeRateLimitHeaders). */
-  protected setHeaders(res: ThrottledResponse, decision: RateLimitDecision): void {
-    writeRateLimitHeaders(this.options.headers, decision, (name, value) => this.setResponseHeader(res, name, value));
+  /**
+   * The rate-limit headers in the `rateLimit.headers` style (see writeRateLimitHeaders). An `async` setResponseHeader
+   * override is awaited (its promises are returned, and the guard awaits them).
+   */
+  protected setHeaders(res: ThrottledResponse, decision: RateLimitDecision): void | Promise<void> {
+    let pending: Promise<unknown>[] | undefined;
+    writeRateLimitHeaders(this.options.headers, decision, (name, value) => {
+      const written: unknown = this.setResponseHeader(res, name, value);
+      if (written instanceof Promise) (pending ??= []).push(written);
+    });
+    if (pending) return Promise.all(pending).then(() => undefined);
   }
 
   /** Redis down with failOpen: false: HTTP 503, or a WsException with the same payload. */
@@ -370,6 +440,95 @@ function chargeScopeOf(context: ExecutionContext, req: object): object {
   if (context.getType<string>() !== 'graphql') return req;
   const info: unknown = context.getArgByIndex(3);
   return typeof info === 'object' && info !== null ? info : req;
+}
+
+/** The name of a guard's class, for errors about its hooks (`MyGuard.getTracker ...`). */
+const hooksOf = (guard: RateLimitGuard): string => guard.constructor.name;
+
+/** getRequestResponse's result, checked: `req` an object, `res` an object or none. */
+function checkedRequestResponse(
+  got: unknown,
+  guard: RateLimitGuard,
+): { req: ThrottledRequest; res: ThrottledResponse | undefined } {
+  const hook = `${hooksOf(guard)}.getRequestResponse`;
+  if (got instanceof Promise) {
+    // an `async getRequestResponse`: refused, and its rejection (if any) handled here, not left unhandled
+    got.catch(() => undefined);
+    throw new InvalidOptionsError(`${hook} returned a Promise: it is synchronous, return { req, res }`);
+  }
+  if (typeof got !== 'object' || got === null) {
+    throw new InvalidOptionsError(`${hook} must return { req, res }, got ${shownValue(got)}`);
+  }
+  const { req, res } = got as { req?: unknown; res?: unknown };
+  if (typeof req !== 'object' || req === null) {
+    throw new InvalidOptionsError(`${hook} must return { req, res } with req an object, got req ${shownValue(req)}`);
+  }
+  // a response that is not an object had its headers dropped without a word (it has no setHeader, no header)
+  if (res !== undefined && res !== null && typeof res !== 'object') {
+    throw new InvalidOptionsError(
+      `${hook} must return { req, res } with res an object or undefined, got res ${shownValue(res)}`,
+    );
+  }
+  return { req, res: (res ?? undefined) as ThrottledResponse | undefined };
+}
+
+/**
+ * getTracker's result: a non-empty string. A tracker that is not one was an InvalidKeyError naming a policy's key, or
+ * with a range on an access list (read as an address there) a bare TypeError naming nothing.
+ */
+function checkedTracker(tracker: unknown, guard: RateLimitGuard): string {
+  if (typeof tracker === 'string' && tracker.length > 0) return tracker;
+  throw new InvalidKeyError(
+    `${hooksOf(guard)}.getTracker: the tracker must be a non-empty string (or a Promise of one), ` +
+      `got ${shownValue(tracker)}`,
+  );
+}
+
+/** Whether a policy has a value given as a function (checked once resolved, per request). */
+function isResolvedPerRequest(p: NamedThrottleOptions): boolean {
+  return (
+    typeof p.limit === 'function' ||
+    typeof p.ttl === 'function' ||
+    typeof p.algorithm === 'function' ||
+    typeof p.burst === 'function' ||
+    typeof p.cost === 'function' ||
+    typeof p.blockDuration === 'function'
+  );
+}
+
+/**
+ * The values of a policy given as functions, once resolved: the check a static value gets at start-up, naming the
+ * policy and its route (the service's own check named `policy` or `policies[i]`, an index among the policies left to
+ * charge).
+ */
+function checkResolvedPolicy(
+  context: ExecutionContext,
+  name: string,
+  values: Record<'limit' | 'ttl' | 'algorithm' | 'burst' | 'cost' | 'blockDuration', unknown>,
+  options: ResolvedRateLimitOptions,
+): void {
+  const problem = policyProblems(values, options.defaults.algorithm, options.maxSlidingWindowLimit)?.[0];
+  if (!problem) return;
+  throw new InvalidOptionsError(
+    `${context.getClass().name}.${context.getHandler().name}: rate-limit policy "${name}".${problem[0]} ` +
+      `(a function, resolved per request) ${problem[1]}`,
+  );
+}
+
+/** The throw* overrides of each guard already reported for returning without throwing (one line each, no flood). */
+const reportedHooks = new WeakMap<RateLimitGuard, Set<string>>();
+const hookLogger = new Logger('RedisToolkit:RateLimit');
+
+/** A throw* override returned without throwing: said once per guard and hook (the refusal stands). */
+function hookReturned(guard: RateLimitGuard, hook: string, status: string): void {
+  let reported = reportedHooks.get(guard);
+  if (!reported) reportedHooks.set(guard, (reported = new Set()));
+  if (reported.has(hook)) return;
+  reported.add(hook);
+  hookLogger.error(
+    `${hooksOf(guard)}.${hook} returned without throwing: the request was refused with the default answer ` +
+      `(${status}). An override must throw the refusal; to let requests through, use skipIf or the allow list`,
+  );
 }
 
 async function resolve<T>(value: Resolvable<T> | undefined, context: ExecutionContext): Promise<T> {
