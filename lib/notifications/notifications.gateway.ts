@@ -183,28 +183,33 @@ export class NotificationsGateway
       await this.limit(state);
       await this.sessionStillValid(socket, state);
       const pattern = isPattern(channel);
-      if (!state.subscriptions.has(channel) && !(await this.allowed(state.user, channel, pattern))) {
+      const replays = this.replayUserOf(channel, lastId) !== undefined;
+      // A replay is authorized like a subscription, also when it resyncs one the socket holds.
+      if ((replays || !state.subscriptions.has(channel)) && !(await this.allowed(state.user, channel, pattern))) {
         throw new AckError('E_FORBIDDEN', `not allowed to subscribe to ${channel}`);
       }
       // The socket may have left (or been revoked) while the checks above awaited: a subscription registered now
       // would never be released (handleDisconnect has run), leaking its relay and its Redis subscription.
-      if (this.sockets.get(socket) !== state || socket.disconnected) {
-        throw new AckError('E_UNAUTHENTICATED', 'disconnected while subscribing');
-      }
+      const gone = () => this.sockets.get(socket) !== state || socket.disconnected;
+      if (gone()) throw new AckError('E_UNAUTHENTICATED', 'disconnected while subscribing');
       // From here on synchronous until join() registers the subscription, so concurrent subscribes cannot pass the
-      // limit together. One to the same channel still in progress is answered when delivery has started, not before.
-      const inflight = state.joining.get(channel);
-      if (inflight) {
+      // limit together. One to the same channel still in progress is answered when delivery has started, not before;
+      // a replay asked for meanwhile runs after it.
+      for (let inflight = state.joining.get(channel); inflight; inflight = state.joining.get(channel)) {
         const first = await inflight;
-        return first.ok ? { ok: true } : first;
+        if (!first.ok || !replays) return first.ok ? { ok: true } : first;
+        if (gone()) throw new AckError('E_UNAUTHENTICATED', 'disconnected while subscribing');
       }
-      if (state.subscriptions.has(channel)) return { ok: true };
-      if (state.subscriptions.size >= this.options.maxSubscriptionsPerSocket) {
+      // Held already: a no-op, unless it asks for a replay (a resync after a gap): that starts the subscription
+      // afresh from lastId, taking over its relay (join()).
+      const held = state.subscriptions.get(channel);
+      if (held && !replays) return { ok: true };
+      if (!held && state.subscriptions.size >= this.options.maxSubscriptionsPerSocket) {
         throw new AckError('E_LIMIT', `at most ${this.options.maxSubscriptionsPerSocket} subscriptions per connection`);
       }
       if (pattern && this.pubsub.isSharded)
         throw new AckError('E_BAD_REQUEST', 'pattern subscriptions are not available on this server');
-      const joining = this.join(socket, state, channel, lastId).catch((err: unknown) => this.failed(err));
+      const joining = this.join(socket, state, channel, lastId, held).catch((err: unknown) => this.failed(err));
       state.joining.set(channel, joining);
       try {
         return await joining;
@@ -313,22 +318,37 @@ export class NotificationsGateway
     return !pattern && (channel === `user:${user.id}` || this.options.publicChannels.includes(channel));
   }
 
+  /** The user whose durable stream a subscribe to `channel` with `lastId` replays, or undefined: no replay. */
+  private replayUserOf(channel: string, lastId: string | undefined): string | undefined {
+    if (lastId === undefined || !this.pubsub.isDurable || this.options.maxReplay === 0) return undefined;
+    // Not /^user:(.+)$/: `.` stops at a line separator (U+2028), and such a user's lastId was ignored.
+    return channel.startsWith('user:') && channel.length > 'user:'.length ? channel.slice('user:'.length) : undefined;
+  }
+
+  /**
+   * Subscribes `socket` to `channel`, replaying its durable stream after `lastId` first when there is one. `held`: the
+   * subscription the socket holds already (a resync): it leaves the room and its live messages wait for the replay
+   * like a new subscription's, and the new registration takes over its relay (no Redis unsubscribe in between).
+   */
   private async join(
     socket: Socket,
     state: SocketState,
     channel: string,
     lastId: string | undefined,
+    held?: Relay,
   ): Promise<NotificationAck> {
-    const userId = /^user:(.+)$/.exec(channel)?.[1];
-    const replay = lastId !== undefined && userId !== undefined && this.pubsub.isDurable && this.options.maxReplay > 0;
+    const userId = this.replayUserOf(channel, lastId);
+    const replay = userId !== undefined;
     // A new subscription starts afresh (begin() replaces any earlier catch-up): nothing of an earlier replay of this
     // channel may still reach the socket.
     if (!replay) this.durableReplay.drop(socket, channel);
     const catchUp = replay
       ? this.durableReplay.begin(socket, channel, this.options.slowClient.maxBufferedMessages)
       : undefined;
+    if (held) socket.leave(roomOf(channel));
     const relay = this.relays.acquire(channel);
     state.subscriptions.set(channel, relay);
+    if (held) this.relays.release(channel, held);
     let joined = false;
     try {
       await relay.ready;
