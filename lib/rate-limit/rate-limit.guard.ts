@@ -33,6 +33,7 @@ import { RateLimitService, type RateLimitCheck, type RateLimitDecision } from '.
 import { shownValue } from '../common/option-checks.js';
 import { wsException } from '../common/optional-peers.js';
 import { classNameOf } from './rate-limit.class-names.js';
+import { defaultScope } from './rate-limit.policy-resolver.js';
 import { checkScope } from './rate-limit.option-names.js';
 
 /** The parts of an HTTP request (Express or Fastify) or a WebSocket handshake the guard reads. */
@@ -186,13 +187,18 @@ export class RateLimitGuard implements CanActivate {
         policy: { limit, ttl, algorithm, burst, cost, blockDuration },
       };
       checks.push(check);
-      if (p.skipSuccessfulRequests || p.skipFailedRequests) refunds.set(check, p);
+      if (p.skipSuccessfulRequests || p.skipFailedRequests) {
+        refundableHere(context, p);
+        refunds.set(check, p);
+      }
       if (p.failOpen !== undefined) failOpen = failOpen === false ? false : p.failOpen;
     }
-    // APP_GUARD plus a guard on the controller run for one request: each counter is charged once, but every counter
-    // either guard names is charged (a second guard with its own counter is not skipped).
-    if (res) {
-      const pending = this.unchargedChecks(chargeScopeOf(context, req), checks);
+    // APP_GUARD plus a guard on the controller (or gateway, or resolver) run for one request, message or field: each
+    // counter is charged once, but every counter either guard names is charged (a second guard with its own counter is
+    // not skipped). Until 2026-12-06 only a call with a response was kept: a Socket.IO message was charged per guard.
+    const chargeScope = chargeScopeOf(context, req);
+    if (chargeScope) {
+      const pending = this.unchargedChecks(chargeScope, checks);
       if (pending.length === 0) return true;
       checks.splice(0, checks.length, ...pending);
     }
@@ -282,7 +288,9 @@ export class RateLimitGuard implements CanActivate {
     const pending: RateLimitCheck[] = [];
     for (const check of checks) {
       const algorithm = check.policy.algorithm ?? this.options.defaults.algorithm;
-      const counter = this.rateLimit.redisKey(check.key, check.scope ?? '', algorithm);
+      // the counter the service charges: a check without a scope is the policy's own (defaultScope). Named '' here
+      // until 2026-12-06, so two policies of a generateKey that gives undefined were one, and the second never charged
+      const counter = this.rateLimit.redisKey(check.key, check.scope ?? defaultScope(check.policy), algorithm);
       if (charged.has(counter)) continue;
       charged.add(counter);
       pending.push(check);
@@ -432,14 +440,42 @@ interface NodeResponse {
 const chargedCounters = new WeakMap<object, Set<string>>();
 
 /**
- * What one charge of a counter covers: the HTTP request, or in GraphQL one resolution of a field (its `info`, unique
- * per resolution). Every field of a query is a guard run on the same request: keyed by the request, a query asking for
- * a limited resolver under 5 aliases ran it 5 times for one charge, and ran the aliases after a refused one.
+ * What one charge of a counter covers: the HTTP request, in GraphQL one resolution of a field (its `info`, unique per
+ * resolution), else one call of the handler (a Socket.IO message: the arguments Nest gives every guard of that call;
+ * its `req` is the handshake, shared by every message of the socket). Every field of a query is a guard run on the
+ * same request: keyed by the request, a query asking for a limited resolver under 5 aliases ran it 5 times for one
+ * charge, and ran the aliases after a refused one.
  */
-function chargeScopeOf(context: ExecutionContext, req: object): object {
-  if (context.getType<string>() !== 'graphql') return req;
-  const info: unknown = context.getArgByIndex(3);
-  return typeof info === 'object' && info !== null ? info : req;
+function chargeScopeOf(context: ExecutionContext, req: object): object | undefined {
+  const type = context.getType<string>();
+  if (type === 'http') return req;
+  if (type === 'graphql') {
+    const info: unknown = context.getArgByIndex(3);
+    return typeof info === 'object' && info !== null ? info : req;
+  }
+  // a context built by hand (a custom transport's) may have no arguments to key by: each guard run then charges
+  const args: unknown = typeof context.getArgs === 'function' ? context.getArgs() : undefined;
+  return typeof args === 'object' && args !== null ? args : undefined;
+}
+
+/**
+ * skipSuccessfulRequests / skipFailedRequests are decided by the HTTP response's status. A GraphQL field's failure is
+ * an error in a 200 response (every failed login was refunded as a success: unlimited guesses) and a WebSocket
+ * message has no status (the option did nothing): refused with InvalidOptionsError before anything is charged.
+ */
+function refundableHere(context: ExecutionContext, p: NamedThrottleOptions): void {
+  const type = context.getType<string>();
+  if (type === 'http') return;
+  const option = p.skipSuccessfulRequests ? 'skipSuccessfulRequests' : 'skipFailedRequests';
+  const what =
+    type === 'graphql'
+      ? 'a GraphQL field fails with an error in a 200 response'
+      : `a "${type}" call (a WebSocket message) has no response status`;
+  throw new InvalidOptionsError(
+    `${context.getClass().name}.${context.getHandler().name}: rate-limit policy "${p.name}".${option} is decided ` +
+      `by the HTTP response's status, and ${what}: it works on HTTP routes only (remove it here, or use reward() ` +
+      `where the outcome is known)`,
+  );
 }
 
 /** The name of a guard's class, for errors about its hooks (`MyGuard.getTracker ...`). */

@@ -53,7 +53,7 @@ export function capacityOf(p: Pick<ResolvedPolicy, 'algorithm' | 'limit' | 'burs
 }
 
 /** The counter of a policy when the caller names no scope: two different policies on one key never share one. */
-export function defaultScope(p: ResolvedPolicy): string {
+export function defaultScope(p: Pick<RateLimitPolicy, 'limit' | 'ttl'>): string {
   return `${p.limit}/${p.ttl}`;
 }
 
