@@ -205,12 +205,15 @@ export class HttpCacheInterceptor implements NestInterceptor {
         : (route.key ?? this.urlKey(request.originalUrl ?? request.url ?? '', route));
     if (vary.length > 0) key = variantKey(key, vary, request.headers as Record<string, unknown> | undefined);
     let body: unknown;
+    // This request was answered from the cache (stale, grace, or a hit refreshed early): a load that runs for it now is
+    // the background refresh, and its response is already sent by the cache, not by the handler (see ownResponse).
+    let answered = false;
     const loader = async (): Promise<Loaded> => {
       const status = response.statusCode; // before the handler: see ownResponse
       body = await lastValueFrom(next.handle(), { defaultValue: undefined });
       // varying by a header this key left out: not for this variant's other requests (see variesBeyond)
       if (variesBeyond(route.vary, vary, response, route.name)) return new Own(body, response);
-      return this.toStored(route, context, response, body, status);
+      return this.toStored(route, context, response, body, status, answered);
     };
     const ttl = route.ttl;
     // A ttl function of the context and of the body as the handler returned it (before it is stored).
@@ -224,15 +227,19 @@ export class HttpCacheInterceptor implements NestInterceptor {
     // the turn). Answered at once, each write came between two reads. bench/url-cache.bench.ts, 8 rounds of 1 s,
     // in-process tier ÷ cache-manager's: Express 1.16× at once, 1.36× here; Fastify 1.09×, 1.79× (app CPU per hit 62
     // µs, 39). Idle, the check phase follows the poll phase of the same turn.
-    if (!(result instanceof Promise)) return from(turnEnd().then(() => this.answer(route, response, result)));
+    if (!(result instanceof Promise)) {
+      answered = true;
+      return from(turnEnd().then(() => this.answer(route, response, result)));
+    }
     return from(
       result.then(
-        (r) =>
+        (r) => {
           // another request's response, that request's alone (it was the one that loaded): this one runs its own
           // handler
-          r.value instanceof Own && r.value.response !== response
-            ? this.ownAnswer(response, next)
-            : this.answer(route, response, r),
+          if (r.value instanceof Own && r.value.response !== response) return this.ownAnswer(response, next);
+          answered = true;
+          return this.answer(route, response, r);
+        },
         (err: unknown) => {
           // a handler that threw (or a load that failed): answered by Nest's exception filter, and never stored
           setHeader(response, 'X-Cache', 'MISS');
@@ -277,9 +284,16 @@ export class HttpCacheInterceptor implements NestInterceptor {
   }
 
   /** The handler's body as stored, or Uncached when it must not be stored (`before`: the status before the handler). */
-  private toStored(route: Route, ctx: ExecutionContext, res: HttpResponseLike, body: unknown, before?: number): Loaded {
+  private toStored(
+    route: Route,
+    ctx: ExecutionContext,
+    res: HttpResponseLike,
+    body: unknown,
+    before?: number,
+    answered = false,
+  ): Loaded {
     // first: a response of any status that is its own request's alone is never handed to another
-    if (ownResponse(route, res, body, before)) return new Own(body, res);
+    if (ownResponse(route, res, body, before, answered)) return new Own(body, res);
     const status = res.statusCode ?? 200;
     if (status < 200 || status >= 300 || body === undefined) return new Uncached(body);
     if (route.cacheIf !== undefined && !route.cacheIf(body, ctx)) return new Uncached(body);

@@ -223,9 +223,21 @@ export function refuses(route: RouteSharing, response: HeaderSource): boolean {
  * responses have too. A status, a refused or undefined body sent on each request's own response the same way are
  * shared, as a thrown error is (each request's exception filter answers it).
  */
-export function ownResponse(route: RouteSharing, response: SentResponse, body: unknown, before?: number): boolean {
+export function ownResponse(
+  route: RouteSharing,
+  response: SentResponse,
+  body: unknown,
+  before?: number,
+  /**
+   * The request was answered from the cache before this load's handler returned (the load is its background
+   * refresh): the response was sent by the cache, which says nothing of the handler. Until 2026-12-06 that sent
+   * response made every refresh "sent by the handler": never stored, the entry served STALE until its horizon.
+   */
+  answered = false,
+): boolean {
   if (refuses(route, response)) return true;
-  if (response.headersSent === true || response.sent === true || isStream(body)) return true;
+  if (!answered && (response.headersSent === true || response.sent === true)) return true;
+  if (isStream(body)) return true;
   const status = response.statusCode ?? 200;
   return (status < 200 || status >= 300) && status !== before;
 }

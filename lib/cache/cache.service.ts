@@ -42,6 +42,13 @@ export type { CacheTags, CacheTtl, CacheSetOptions, CacheGetOrSetOptions } from 
 export type { InvalidateTagsOptions, CacheStatus, CacheResult, CacheStats } from './cache.types.js';
 
 const FEATURE = FEATURES.cache;
+/** One set, checked and encoded (CacheService.prepareSet), ready to write. */
+interface PreparedSet {
+  redisKey: string;
+  entry: CacheEntry;
+  raw: string;
+  keepUntil: number;
+}
 const resultValue = <T>(result: CacheResult<T>): T => result.value;
 const ENTRY_KEY_MEMO = 10_000;
 
@@ -182,14 +189,22 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
    * cannot encode, and nothing is written then). With failOpen (default) a Redis failure is counted and logged.
    */
   async set<T>(key: string, value: T, options: CacheSetOptions = {}): Promise<void> {
+    await this.write(this.prepareSet(key, value, options));
+  }
+
+  /** A set's key, options and value checked and encoded, nothing written yet (mset checks every entry first). */
+  private prepareSet<T>(key: string, value: T, options: CacheSetOptions = {}): PreparedSet {
     const redisKey = this.entryKey(key);
     const call = resolveCall<T>(options, 'set', this.options);
     const entry = entryOf(call, value, 0, this.clock.now());
-    const raw = encodeEntry(entry, this.serializer);
+    return { redisKey, entry, raw: encodeEntry(entry, this.serializer), keepUntil: entry.staleUntil + call.grace };
+  }
+
+  private async write({ redisKey, entry, raw, keepUntil }: PreparedSet): Promise<void> {
     this.l1?.delete(redisKey);
     try {
       // An explicit set is stored whatever was invalidated before it (only loads are checked against invalidations).
-      await this.store.write(redisKey, entry, raw, Number.MAX_SAFE_INTEGER, entry.staleUntil + call.grace);
+      await this.store.write(redisKey, entry, raw, Number.MAX_SAFE_INTEGER, keepUntil);
     } catch (err) {
       this.failures.unavailable(err);
     }
@@ -366,9 +381,14 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
     return Promise.all(keyList(keys).map((k) => this.get<T>(k)));
   }
 
-  /** `set` of each entry (a ttl goes in its options: `{ key, value, options: { ttl } }`). */
+  /**
+   * `set` of each entry (a ttl goes in its options: `{ key, value, options: { ttl } }`). Every entry's key, options
+   * and value are checked before any is written: one refused stores nothing (until 2026-12-06 the entries before it
+   * were written and the call rejected).
+   */
   async mset<T>(entries: readonly { key: string; value: T; options?: CacheSetOptions }[]): Promise<void> {
-    await Promise.all(entryList<T>(entries).map((e) => this.set(e.key, e.value, e.options)));
+    const prepared = entryList<T>(entries).map((e) => this.prepareSet(e.key, e.value, e.options));
+    await Promise.all(prepared.map((p) => this.write(p)));
   }
 
   /** getOrSet with no expiry in practice (100 years fresh): until deleted or invalidated. Options: `{ tags? }`. */
