@@ -66,6 +66,8 @@ export function dashboardController(path: string, guard: Type<CanActivate> | Can
     }
 
     @Get('snapshot')
+    // names an app may take from requests (tags, policies) are in it: never read as another type than JSON
+    @Header('x-content-type-options', 'nosniff')
     @Header('cache-control', 'no-store')
     snapshot(): DashboardSnapshot {
       return this.dashboard.snapshot();

@@ -180,9 +180,15 @@ function readPidFile(file: string): PidFileRecord | undefined {
  * Whether the record's server still runs: a redis-server at its pid whose working dir is the record's dir (each server
  * is started in a dir of its own). A pid file can outlive its server (killed by hand, a reboot with a persistent temp
  * dir), and its pid be reused by a redis-server that is not ours — a developer's Redis, another run's server — which
- * the name alone does not tell apart. Linux only (/proc); elsewhere nothing is killed.
+ * the name alone does not tell apart; and a record whose dir is not a harness dir (`STATE_DIR/srv-*`) is never one of
+ * ours. Linux only (/proc); elsewhere nothing is killed.
  */
 function isServerOf(record: PidFileRecord): boolean {
+  // Only a server the harness started runs in a dir of its own under STATE_DIR (`srv-<owner pid>-...`): a record
+  // naming any other dir (written by hand, or by anyone who may write to the shared temp dir) is not a harness server,
+  // whatever runs there. Until 2026-12-06 a record naming the pid and working dir of any live redis-server got it
+  // SIGKILLed (test/testing/testing.hostile.spec.ts).
+  if (dirname(record.dir) !== STATE_DIR || !basename(record.dir).startsWith('srv-')) return false;
   try {
     if (!readFileSync(`/proc/${record.pid}/cmdline`, 'utf8').includes('redis-server')) return false;
     const cwd = readlinkSync(`/proc/${record.pid}/cwd`).replace(/ \(deleted\)$/, '');

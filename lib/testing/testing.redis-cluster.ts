@@ -99,10 +99,16 @@ async function mastersOf(nodes: RedisServerHandle[]): Promise<boolean[]> {
 }
 
 const CLUSTER_OPTIONS = new Set(['masters', 'replicasPerMaster']);
+/**
+ * Bounds of a test cluster: each node is a redis-server process (two ports, its own memory). Without them a count
+ * of 2^32 failed with a RangeError, and a large one started that many processes.
+ */
+const MAX_MASTERS = 16;
+const MAX_REPLICAS = 4;
 
 /**
  * InvalidOptionsError, before any node starts, for a key it does not know (`{ replicas: 1 }` started a cluster
- * without replicas) and for counts that are not integers in range.
+ * without replicas) and for counts that are not integers in range (3–MAX_MASTERS masters, 0–MAX_REPLICAS replicas).
  */
 function checkClusterOptions(opts: RedisClusterOptions): void {
   const problems = new OptionProblems('startRedisCluster');
@@ -111,8 +117,15 @@ function checkClusterOptions(opts: RedisClusterOptions): void {
   const { masters, replicasPerMaster } = opts;
   if (masters !== undefined && !(Number.isInteger(masters) && masters >= 3))
     problems.add('masters', `must be an integer >= 3 (redis-cli needs 3), got ${shownValue(masters)}`);
+  else if (masters !== undefined && masters > MAX_MASTERS)
+    problems.add('masters', `must be an integer from 3 to ${MAX_MASTERS} (each node is a process), got ${masters}`);
   if (replicasPerMaster !== undefined && !(Number.isInteger(replicasPerMaster) && replicasPerMaster >= 0))
     problems.add('replicasPerMaster', `must be an integer >= 0, got ${shownValue(replicasPerMaster)}`);
+  else if (replicasPerMaster !== undefined && replicasPerMaster > MAX_REPLICAS)
+    problems.add(
+      'replicasPerMaster',
+      `must be an integer from 0 to ${MAX_REPLICAS} (each node is a process), got ${replicasPerMaster}`,
+    );
   problems.throwIfAny();
 }
 

@@ -35,7 +35,11 @@ export { findOnPath, getFreePort, STATE_DIR, sweepStaleServers } from './testing
 export interface RedisServerOptions {
   /** Fixed port (e.g. to re-create a server); default: a free loopback port. 6379 is refused. */
   port?: number;
-  /** Extra `redis-server` arguments, appended after the harness defaults (so they win). */
+  /**
+   * Extra `redis-server` arguments, appended after the harness defaults (so they win). `port`, `bind`, `daemonize`,
+   * `dir` and `include` are refused (InvalidOptionsError): the harness owns them (a loopback port, never 6379, a temp
+   * dir it removes and knows the server by, a process it can reap).
+   */
   args?: string[];
   /** `requirepass` for the default user. */
   password?: string;
@@ -300,6 +304,19 @@ class RedisServer implements RedisServerHandle {
 }
 
 const SERVER_OPTIONS = new Set(['port', 'args', 'password', 'aclUser', 'cluster']);
+/**
+ * Directives `args` may not set (redis-server reads them case-insensitively, the last one winning): `port` (6379, or
+ * a port the handle does not know), `bind` (off loopback), `daemonize` (the server forks away from the process the
+ * harness reaps: the one started exits, the daemon lives on untracked), `dir` (files left on disk, and a crashed run's
+ * server never swept: the sweep knows a server by its dir), `include` (a config file setting any of these).
+ */
+const HARNESS_DIRECTIVES: Record<string, string> = {
+  port: 'the port is the `port` option (a free loopback port by default, never 6379)',
+  bind: 'a test server listens on 127.0.0.1 only',
+  daemonize: 'a daemon leaves the process the harness stops and reaps',
+  dir: 'the server runs in a temp dir of its own, removed at exit and used to find it after a crash',
+  include: 'a config file may set port, bind, daemonize or dir',
+};
 const ACL_USER_OPTIONS = new Set(['name', 'password']);
 
 /**
@@ -317,6 +334,14 @@ function checkServerOptions(opts: RedisServerOptions): void {
       'args',
       `must be an array of strings, got ${Array.isArray(args) ? 'an array of other values' : shownValue(args)}`,
     );
+  else if (args !== undefined) {
+    for (const arg of args) {
+      // redis-server reads '--port 6379' given as one argument as the same directive ('--port', '6379')
+      const directive = arg.startsWith('--') ? arg.slice(2).trimStart().split(/\s/, 1)[0].toLowerCase() : '';
+      const why = Object.hasOwn(HARNESS_DIRECTIVES, directive) ? HARNESS_DIRECTIVES[directive] : undefined;
+      if (why !== undefined) problems.add('args', `must not set ${directive} (${arg}): ${why}`);
+    }
+  }
   problems.string('password', opts.password, { secret: true });
   if (problems.object('aclUser', aclUser) && aclUser !== undefined) {
     refuseUnknown(aclUser, ACL_USER_OPTIONS, 'startRedisServer: aclUser');
