@@ -18,6 +18,7 @@ import {
   sweepStaleServers,
   type RedisServerHandle,
 } from './support/redis-server.js';
+import { isLiveRedisServer } from './support/redis-processes.js';
 import { probePing, rawCommand } from './support/resp.js';
 import { flushShared, SHARED_SERVERS_ENV, sharedServers } from './support/shared-servers.js';
 import { TESTING_CHILD_PRELUDE } from './support/testing-child.js';
@@ -39,15 +40,6 @@ function tcpConnect(port: number): Promise<string> {
 
 function pidFileOf(pid: number): string {
   return join(STATE_DIR, `${pid}.pid`);
-}
-
-/** True when `pid` is a live redis-server (a reaped or zombie process has no cmdline). */
-function isLiveRedisServer(pid: number): boolean {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('redis-server');
-  } catch {
-    return false;
-  }
 }
 
 function requirePid(server: RedisServerHandle): number {

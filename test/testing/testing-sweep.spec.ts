@@ -6,27 +6,13 @@
  * another test run on the same machine. That one must not be killed.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { getFreePort, startRedisServer, sweepStaleServers } from '../../lib/testing/index.js';
 import { findOnPath, STATE_DIR, writePidFile } from '../../lib/testing/testing.processes.js';
 import { probePing } from '../../lib/testing/testing.resp.js';
-
-const isLiveRedisServer = (pid: number): boolean => {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('redis-server');
-  } catch {
-    return false;
-  }
-};
-
-/** The pid of a process that has exited (an owner that is gone). */
-async function deadPid(): Promise<number> {
-  const child = spawn(process.execPath, ['-e', '0'], { stdio: 'ignore' });
-  await new Promise((resolve) => child.once('exit', resolve));
-  return child.pid as number;
-}
+import { deadPid, isLiveRedisServer } from '../support/redis-processes.js';
 
 /** A redis-server the harness did not start (its own dir, its own port), as a developer's would be. */
 async function foreignServer(): Promise<{ pid: number; port: number; stop(): void }> {

@@ -5,7 +5,7 @@
  */
 import 'reflect-metadata';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,6 +20,7 @@ import {
 } from '../../lib/testing/index.js';
 import { STATE_DIR } from '../../lib/testing/testing.processes.js';
 import { docSnippet, repoRoot } from '../support/doc-snippets.js';
+import { isLiveRedisServer } from '../support/redis-processes.js';
 import { TESTING_CHILD_PRELUDE } from '../support/testing-child.js';
 
 const generated = join(repoRoot, 'test/testing/.generated');
@@ -170,13 +171,6 @@ describe('a test process that dies leaves no redis-server behind', () => {
     };
   }
 
-  const isLiveRedisServer = (pid: number): boolean => {
-    try {
-      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('redis-server');
-    } catch {
-      return false;
-    }
-  };
   const gone = async (pid: number): Promise<boolean> => {
     for (let i = 0; i < 80 && isLiveRedisServer(pid); i++) await new Promise((r) => setTimeout(r, 25));
     return !isLiveRedisServer(pid);
