@@ -14,6 +14,7 @@ export const {
   sweepStaleServers,
   startRedisCluster,
   RedisServerNotFoundError,
+  RedisServerStartError,
   RedisServerTooOldError,
   createRedisTestingModule,
   testConnection,

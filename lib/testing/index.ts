@@ -8,5 +8,5 @@ export {
   type RedisServerOptions,
 } from './testing.redis-server.js';
 export { startRedisCluster, type RedisClusterHandle, type RedisClusterOptions } from './testing.redis-cluster.js';
-export { RedisServerNotFoundError, RedisServerTooOldError } from './testing.errors.js';
+export { RedisServerNotFoundError, RedisServerStartError, RedisServerTooOldError } from './testing.errors.js';
 export { createRedisTestingModule, testConnection, type RedisTestingModuleOptions } from './testing.module.js';

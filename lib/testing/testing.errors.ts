@@ -15,3 +15,12 @@ export class RedisServerNotFoundError extends RedisToolkitError {
 export class RedisServerTooOldError extends RedisToolkitError {
   static override readonly code: string = 'E_REDIS_SERVER_TOO_OLD';
 }
+
+/**
+ * A test Redis did not start: a server that exited at once (its log's tail in the message: a bad `args` directive, a
+ * port taken on each try), one that did not answer PING in time, no free loopback port, or a cluster that did not
+ * form. Before 2026-12-06 these were plain Errors, told apart from a test's own failures only by their text.
+ */
+export class RedisServerStartError extends RedisToolkitError {
+  static override readonly code: string = 'E_REDIS_SERVER_START';
+}

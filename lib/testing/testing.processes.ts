@@ -20,7 +20,12 @@ import {
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, delimiter, dirname, join } from 'node:path';
-import { INSTALL_HINT, RedisServerNotFoundError, RedisServerTooOldError } from './testing.errors.js';
+import {
+  INSTALL_HINT,
+  RedisServerNotFoundError,
+  RedisServerStartError,
+  RedisServerTooOldError,
+} from './testing.errors.js';
 import { errorCode } from './testing.resp.js';
 
 export const HOST = '127.0.0.1';
@@ -256,7 +261,7 @@ export async function getFreePort(): Promise<number> {
     });
     if (port !== 0 && port !== FORBIDDEN_PORT && !registry.ports.has(port)) return port;
   }
-  throw new Error('getFreePort: could not find a free loopback port');
+  throw new RedisServerStartError('getFreePort: could not find a free loopback port');
 }
 
 /** Cluster nodes also listen on port + 10000 (the cluster bus), which must be free and below 65536. */
@@ -265,7 +270,9 @@ export async function getFreeClusterPort(): Promise<number> {
     const port = await getFreePort();
     if (port + CLUSTER_BUS_OFFSET <= 65_535 && (await canBind(port + CLUSTER_BUS_OFFSET))) return port;
   }
-  throw new Error('getFreePort: could not find a free port pair (port, port + 10000) for a cluster node');
+  throw new RedisServerStartError(
+    'getFreePort: could not find a free port pair (port, port + 10000) for a cluster node',
+  );
 }
 
 /** Absolute path of `name` on PATH, or undefined. */

@@ -3,6 +3,7 @@
  */
 import { execFile } from 'node:child_process';
 import { OptionProblems, refuseUnknown, shownValue } from '../common/option-checks.js';
+import { RedisServerStartError } from './testing.errors.js';
 import { redisCliBinary, redisServerBinary } from './testing.processes.js';
 import { startRedisServer, type RedisServerHandle } from './testing.redis-server.js';
 import { rawCommand } from './testing.resp.js';
@@ -36,7 +37,11 @@ function runRedisCli(args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(bin, args, { timeout: FORM_TIMEOUT_MS }, (err, stdout, stderr) => {
       if (err)
-        reject(new Error(`redis-cli ${args.join(' ')} failed: ${err.message}\nstdout:\n${stdout}\nstderr:\n${stderr}`));
+        reject(
+          new RedisServerStartError(
+            `redis-cli ${args.join(' ')} failed: ${err.message}\nstdout:\n${stdout}\nstderr:\n${stderr}`,
+          ),
+        );
       else resolve(stdout);
     });
   });
@@ -72,7 +77,7 @@ async function waitUntilFormed(nodes: RedisServerHandle[]): Promise<void> {
     const pending = reasons.filter((r): r is string => r !== undefined);
     if (pending.length === 0) return;
     if (Date.now() > deadline)
-      throw new Error(`redis cluster not ready within ${FORM_TIMEOUT_MS} ms:\n${pending.join('\n')}`);
+      throw new RedisServerStartError(`redis cluster not ready within ${FORM_TIMEOUT_MS} ms:\n${pending.join('\n')}`);
     await sleep(100);
   }
 }
@@ -158,7 +163,8 @@ export async function startRedisCluster(opts: RedisClusterOptions = {}): Promise
     await waitUntilFormed(nodes);
     const roles = await mastersOf(nodes);
     const masters = nodes.filter((_, i) => roles[i]);
-    if (masters.length !== masterCount) throw new Error(`expected ${masterCount} masters, found ${masters.length}`);
+    if (masters.length !== masterCount)
+      throw new RedisServerStartError(`expected ${masterCount} masters, found ${masters.length}`);
     return {
       nodes,
       masters,

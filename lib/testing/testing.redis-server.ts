@@ -28,6 +28,7 @@ import {
   sweepStaleServers,
   writePidFile,
 } from './testing.processes.js';
+import { RedisServerStartError } from './testing.errors.js';
 import { errorCode, rawCommand, rawCommands, RespError, type RawAuth } from './testing.resp.js';
 
 export { findOnPath, getFreePort, STATE_DIR, sweepStaleServers } from './testing.processes.js';
@@ -103,8 +104,8 @@ function tail(file: string, bytes = 4000): string {
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Thrown when redis could not bind its port; startRedisServer retries on a new port. */
-class PortInUseError extends Error {}
+/** Thrown when redis could not bind its port; startRedisServer retries on a new port (typed, as the last try's error). */
+class PortInUseError extends RedisServerStartError {}
 
 class RedisServer implements RedisServerHandle {
   readonly host = HOST;
@@ -205,7 +206,7 @@ class RedisServer implements RedisServerHandle {
           ? `failed to spawn (${spawnError.message})`
           : `exited early (code ${child.exitCode}, signal ${child.signalCode})`;
         const message = `redis-server on ${HOST}:${this.port} ${reason}. Log ${this.logFile}:\n${log}`;
-        throw /Address already in use/i.test(log) ? new PortInUseError(message) : new Error(message);
+        throw /Address already in use/i.test(log) ? new PortInUseError(message) : new RedisServerStartError(message);
       }
       lastProbe = await this.probe(pid);
       if (lastProbe === 'ready') return;
@@ -213,7 +214,7 @@ class RedisServer implements RedisServerHandle {
       await sleep(50);
     }
     await this.kill();
-    throw new Error(
+    throw new RedisServerStartError(
       `redis-server on ${HOST}:${this.port} did not answer PING within ${READY_TIMEOUT_MS} ms (last probe: ` +
         `${lastProbe}). Log ${this.logFile}:\n${tail(this.logFile)}`,
     );
@@ -379,9 +380,9 @@ export async function startRedisServer(opts: RedisServerOptions = {}): Promise<R
       return server;
     } catch (err) {
       server.discard();
-      lastError = err instanceof Error ? err : new Error(String(err));
+      lastError = err instanceof Error ? err : new RedisServerStartError(String(err));
       if (!(err instanceof PortInUseError)) throw lastError;
     }
   }
-  throw lastError ?? new Error('startRedisServer failed');
+  throw lastError ?? new RedisServerStartError('startRedisServer failed');
 }

@@ -8,7 +8,8 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { InvalidOptionsError } from '../../lib/index.js';
+import { InvalidOptionsError, RedisToolkitError } from '../../lib/index.js';
+import * as testing from '../../lib/testing/index.js';
 import { getFreePort, startRedisCluster, startRedisServer, sweepStaleServers } from '../../lib/testing/index.js';
 import { findOnPath, STATE_DIR, writePidFile } from '../../lib/testing/testing.processes.js';
 import { probePing } from '../../lib/testing/testing.resp.js';
@@ -49,6 +50,15 @@ describe('startRedisServer: args cannot take over what the harness owns', () => 
     } finally {
       if (!(started instanceof Error)) await (started as { stop(): Promise<void> }).stop();
     }
+  });
+
+  it('a server that exits at once (a directive it refuses): RedisServerStartError with its log, not a plain Error', async () => {
+    const err = await startRedisServer({ args: ['--maxmemory', 'lots'] }).catch((e: unknown) => e);
+    // before: a plain Error with the same text, told apart from a test's own failure only by it
+    expect(err).toBeInstanceOf(testing.RedisServerStartError);
+    expect(err).toBeInstanceOf(RedisToolkitError);
+    expect((err as Error & { code: string }).code).toBe('E_REDIS_SERVER_START');
+    expect((err as Error).message).toMatch(/exited early[\s\S]*maxmemory/);
   });
 
   it('other args still reach the server (they win over the defaults)', async () => {
