@@ -7,8 +7,8 @@
 -- - '"v":"/<token>"}@<end>:<length>': the same with changes appended: the stamp where the session's JSON ends, and
 --   the value's length.
 -- - '{"v":"/<token>"<length>': the stamp an earlier version wrote at the head, and the length.
--- holds() reads the key (returns true or false, a missing key: false; the error reply of a key of another type; or nil
--- when `expected` is no stamp: the caller compares the whole value); heldIn() tells the same of a value in hand.
+-- Returns true or false (a missing key: false), the error reply of a key of another type, or nil when `expected` is
+-- no stamp (the caller compares the whole value).
 
 -- Whether a redis.pcall reply is an error reply (a key of another type, a write refused for memory).
 local function failed(reply)
@@ -39,24 +39,4 @@ local function holds(key, expected)
     return size == tonumber(head_length) and redis.call('GETRANGE', key, 0, #head - 1) == head
   end
   return nil
-end
-
--- Whether `cur`, a session's value in hand, is the value the caller read: told by `expected` as holds() tells it of a
--- key (the same comparisons, on the string instead of GETRANGEs), or compared whole when `expected` is no stamp.
-local function heldIn(cur, expected)
-  if string.byte(expected, 1) == 34 then
-    if string.byte(expected, -1) == 125 then return string.sub(cur, -#expected) == expected end
-    local at = string.find(expected, '}@', 7, true)
-    if at then
-      local stamp = string.sub(expected, 1, at)
-      local colon = string.find(expected, ':', at + 2, true)
-      local stamp_end = tonumber(string.sub(expected, at + 2, colon - 1))
-      return #cur == tonumber(string.sub(expected, colon + 1))
-        and string.sub(cur, stamp_end - #stamp + 1, stamp_end) == stamp
-    end
-  else
-    local head, head_length = string.match(expected, '^({"v":"/[^"]*")(%d+)$')
-    if head then return #cur == tonumber(head_length) and string.sub(cur, 1, #head) == head end
-  end
-  return cur == expected
 end

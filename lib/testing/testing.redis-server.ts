@@ -104,7 +104,7 @@ function tail(file: string, bytes = 4000): string {
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Thrown when redis could not bind its port; startRedisServer retries on a new port (typed, as the last try's error). */
+/** Redis could not bind its port: startRedisServer retries on a new port (typed: the last try's error is thrown). */
 class PortInUseError extends RedisServerStartError {}
 
 class RedisServer implements RedisServerHandle {
