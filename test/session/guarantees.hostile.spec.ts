@@ -19,8 +19,10 @@ import { closeToolkitApps, createToolkitApp, PLATFORMS, type RedisTarget } from 
 
 /**
  * docs/session.md's behavioural prose (Guarantees, Failure policy, Choices), reviewed claim by claim from outside: one
- * case per claim no other spec of test/session proved, and the compare-and-set's common write (one SET … XX PXAT …
- * GET, a lost race put back in the same script: 2026-12-06) where the value it meets is not the session it read.
+ * case per claim no other spec of test/session proved, and a lost compare-and-set race where the value the write meets
+ * is not the session it read (written since by express-session's store with another ttl, or none). A write tried on
+ * 2026-12-06 (one SET … XX PXAT … GET, a lost race put back in the same script) failed the first two: the value put
+ * back got the ttl and deadline of the one this instance had read (docs/session.md, *Update, 2026-12-06*).
  */
 
 afterEach(closeToolkitApps);
@@ -57,7 +59,7 @@ describe.each(['single', 'cluster'] as const)('a lost compare-and-set race on %s
     const updated = await sessions.update(s.id, { c: 3 });
     expect(updated.data).toEqual({ userId: 'ann', a: 1, b: 2, c: 3 }); // (the store keeps its userIdField as a field)
     expect(updated.expiresAt).toBe(m);
-    // the session still has no idle expiry (before the fix: now + 1 h, this instance's stale ttl, kept by KEEPTTL)
+    // the session still has no idle expiry (the SET … GET write's put-back: now + 1 h, this instance's ttl, kept)
     expect(await client.pttl(key)).toBe(-1);
     expect((await stored(client, key)).t).toBe(0);
   });
@@ -77,11 +79,11 @@ describe.each(['single', 'cluster'] as const)('a lost compare-and-set race on %s
     // merged into what this instance knew it fits; into what is there it does not
     await expect(sessions.update(s.id, { more: 'y'.repeat(10_000) })).rejects.toBeInstanceOf(SessionTooLargeError);
     expect(await client.get(key)).toBe(before);
-    // the store's 2 h stand (before the fix: 1 h, the ttl of the value this instance had read)
+    // the store's 2 h stand (the SET … GET write's put-back: 1 h, the ttl of the value this instance had read)
     expect(await client.pttl(key)).toBeGreaterThan(2 * HOUR - 60_000);
   });
 
-  it('"A deadline Redis\'s clock has passed deletes the key at once": a value put back after a lost race included', async () => {
+  it('"A deadline Redis\'s clock has passed deletes the key at once": a value met after a lost race included', async () => {
     const prefix = uniquePrefix();
     const { sessions, client } = await service(target, prefix);
     const s = await sessions.create('ida', { a: 1 });
