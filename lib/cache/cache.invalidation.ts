@@ -112,15 +112,26 @@ export class CacheInvalidation {
     const internal = this.keys.tagHead(FEATURE);
     const match = this.keys.pattern(FEATURE, pattern);
     const matches = this.keys.patternMatcher(FEATURE, pattern);
+    const foreign = this.foreignKey();
     return this.bulk('invalidatePattern', () =>
-      unlinkMatching(this.connection, match, this.l1, (k) => k.startsWith(internal) || !matches(k)),
+      unlinkMatching(this.connection, match, this.l1, (k) => k.startsWith(internal) || foreign(k) || !matches(k)),
     );
   }
 
   clear(): Promise<number> {
     const match = `${KeyBuilder.globEscape(this.keys.featurePrefix(FEATURE))}*`;
     this.l1?.clearAll();
-    return this.bulk('clear', () => unlinkMatching(this.connection, match, this.l1));
+    return this.bulk('clear', () => unlinkMatching(this.connection, match, this.l1, this.foreignKey()));
+  }
+
+  /**
+   * Whether a key under `<prefix>cache:` is another app's: one whose keyPrefix starts with ours + `cache:` (tenants
+   * `<t>:` beside a tenant named `<t>:cache`). Ours are an entry (one escaped part: no raw `:`) or an internal key
+   * (`{...}`, a brace no keyPrefix may hold); any key of another app has a raw `:` after its own feature name.
+   */
+  private foreignKey(): (redisKey: string) => boolean {
+    const head = this.keys.featurePrefix(FEATURE).length;
+    return (k) => k.charCodeAt(head) !== 123 /* { */ && k.indexOf(':', head) !== -1;
   }
 
   private async bulk(what: string, run: () => Promise<number>): Promise<number> {

@@ -24,12 +24,11 @@ export class SessionKeyScan {
     }
   }
 
-  /** Pages of user index keys (for clear()). */
+  /**
+   * Pages of user index keys (for clear()): `<prefix>sess:user:{*`, the brace included, so the keys of an app whose
+   * keyPrefix is ours + `sess:user:` (which holds no brace) are never taken for ours.
+   */
   userIndexKeys(count = 500): AsyncGenerator<string[]> {
-    return scanKeys(
-      this.client,
-      `${KeyBuilder.globEscape(this.keys.featurePrefix(FEATURES.sessionUserIndex))}*`,
-      count,
-    );
+    return scanKeys(this.client, `${KeyBuilder.globEscape(this.keys.tagHead(FEATURES.sessionUserIndex))}*`, count);
   }
 }
