@@ -109,20 +109,41 @@ export function resetOnCommandTimeout<T extends RedisClient>(client: T): T {
   }
   const redis = client as Redis;
   const send = redis.sendCommand.bind(redis);
-  const onFailure = (err: unknown) => {
-    if (err instanceof Error && err.message === COMMAND_TIMED_OUT && redis.status === 'ready') redis.disconnect(true);
-  };
   redis.sendCommand = ((command: Command, stream?: Parameters<Redis['sendCommand']>[1]) => {
     // A command that already timed out before reaching this connection (queued in a cluster while it was down) says
     // nothing about this connection; only a timeout that happens while the command is here does.
     if (!command.isSettled) {
       const ms = redis.options.commandTimeout;
       if (typeof ms === 'number' && !armed(command)) armCommandTimeout(command, ms);
-      command.promise.catch(onFailure);
+      command.promise.catch((err: unknown) => {
+        if (err instanceof Error && err.message === COMMAND_TIMED_OUT && redis.status === 'ready') {
+          if (awaitsReply(redis, command)) redis.disconnect(true);
+        }
+      });
     }
     return send(command, stream);
   }) as Redis['sendCommand'];
   return client;
+}
+
+/** ioredis's queue of the commands written on a connection and not answered yet (a reply shifts its entry first). */
+interface ReplyQueue {
+  commandQueue: { length: number; peekAt(index: number): { command: Command } | undefined };
+}
+
+/**
+ * Whether `command` timed out still waiting for its reply on `redis`: only then is the reply stream in doubt. On a
+ * cluster a command is answered by one node and then waits elsewhere (TRYAGAIN while its slot migrates: the cluster
+ * asks again after retryDelayOnTryAgain; MOVED or ASK: another node): its timeout said nothing of the connections
+ * that answered it, and dropping them (until 2026-12-06) failed every call in flight on those masters with it
+ * (test/foundation/connections-guarantees.hostile.spec.ts).
+ */
+function awaitsReply(redis: Redis, command: Command): boolean {
+  const queue = (redis as unknown as Partial<ReplyQueue>).commandQueue;
+  // an ioredis whose queue is not this shape: dropped as before (the reply stream may be in doubt)
+  if (typeof queue?.peekAt !== 'function' || typeof queue.length !== 'number') return true;
+  for (let i = 0; i < queue.length; i++) if (queue.peekAt(i)?.command === command) return true;
+  return false;
 }
 
 const tlsOptions = (tls: RedisStandaloneConnection['tls']): TlsConnectionOptions | undefined =>

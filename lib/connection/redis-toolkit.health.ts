@@ -38,7 +38,7 @@ export interface RedisConnectionHealth {
  * `connections` has each one by name (`default` included).
  */
 export interface RedisToolkitHealthResult extends RedisConnectionHealth {
-  /** Each connection in use, by name: present when a feature runs on a connection from `connections`. */
+  /** Each configured connection, by name (`default` first): present when `connections` names any, used or not. */
   connections?: Record<string, RedisConnectionHealth>;
 }
 
