@@ -68,14 +68,25 @@ export class MessageDispatcher {
     }
     const count = handlers.size;
     diagnose('pubsubRelay', () => ({ feature: 'pubsub', operation: 'relay', outcome: 'relayed', handlers: count }));
-    // One failing handler must not stop the others, nor surface as an unhandled rejection.
-    for (const handler of handlers) {
-      try {
-        const result = handler(payload, channel, meta);
-        if (isThenable(result)) result.then(undefined, (err: unknown) => this.handlerFailed(name, err));
-      } catch (err) {
-        this.handlerFailed(name, err);
-      }
+    // The handlers registered when the message arrived, each still registered when its turn comes: one subscribed by a
+    // handler during this delivery gets the next message (iterating the live Set handed it this one, published before
+    // its subscribe), one unsubscribed by a handler before its turn gets nothing more.
+    if (count === 1) {
+      this.call(handlers.values().next().value as MessageHandler, name, payload, channel, meta);
+      return;
+    }
+    for (const handler of Array.from(handlers)) {
+      if (handlers.has(handler)) this.call(handler, name, payload, channel, meta);
+    }
+  }
+
+  /** One failing handler must not stop the others, nor surface as an unhandled rejection. */
+  private call(handler: MessageHandler, name: string, payload: unknown, channel: string, meta: MessageMeta): void {
+    try {
+      const result = handler(payload, channel, meta);
+      if (isThenable(result)) result.then(undefined, (err: unknown) => this.handlerFailed(name, err));
+    } catch (err) {
+      this.handlerFailed(name, err);
     }
   }
 

@@ -48,12 +48,21 @@ export class DurableStreams {
     return ((await client.xrevrange(key, '+', `(${afterId}`, 'COUNT', limit)) as StreamEntry[]).reverse();
   }
 
-  /** The entries as messages of `channel`; one that cannot be deserialized is skipped with a warning. */
+  /**
+   * The entries as messages of `channel`; one that cannot be deserialized, or has no payload field `d` (a foreign
+   * XADD), is skipped with a warning.
+   */
   decode<T>(channel: string, entries: StreamEntry[]): ReplayedMessage<T>[] {
     const out: ReplayedMessage<T>[] = [];
     for (const [id, fields] of entries) {
       const f = fieldMap(fields);
-      if (f.d === undefined) continue;
+      if (f.d === undefined) {
+        // not written by notifyUser (its entries always hold `d`): skipped, never silently
+        this.logger.warn(
+          `skipped durable message ${id} of ${channel} that could not be read: it has no payload field (d)`,
+        );
+        continue;
+      }
       try {
         out.push({ channel, data: this.serializer.deserialize<T>(f.d), id, ts: Number(f.ts) || 0 });
       } catch (err) {

@@ -93,7 +93,7 @@ export class PubSubService implements OnModuleDestroy {
       (name, err) => this.refused.dropNamed(name, err),
     );
     this.reconnects.add(() => void this.stale.undoAll());
-    this.publishes = createPublishBatcher(connection, this.sharded);
+    this.publishes = createPublishBatcher(connection, this.sharded, options.maxMessageBytes);
   }
 
   /** True when channels use SPUBLISH/SSUBSCRIBE (a cluster with `pubsub.cluster: 'sharded'`). */
