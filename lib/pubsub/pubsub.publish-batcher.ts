@@ -13,13 +13,14 @@ const PUBLISH_MANY = LuaScript.fromFile<(number | string)[]>(
 /** Messages per script call when one turn publishes more (see TickBatcher). */
 const PUBLISHES_PER_CALL = 32;
 /**
- * Characters of messages per script call, at least (a larger message goes alone). Redis writes nothing to a subscriber
- * while a script runs: every message of the call is queued at once for each subscriber of its channel, and a
- * subscriber whose queue passes `client-output-buffer-limit pubsub` (hard 32 MB by default) is disconnected. 32
- * messages of 1 MiB (pubsub.maxMessageBytes' default) in one call were 32 MiB queued at once: Redis closed every
- * subscriber connection of the channel and the messages were lost while each publish resolved with its count.
+ * UTF-8 bytes of messages per script call (counted from above), at least (a larger message goes alone). Redis writes
+ * nothing to a subscriber while a script runs: every message of the call is queued at once for each subscriber of its
+ * channel, and a subscriber whose queue passes `client-output-buffer-limit pubsub` (hard 32 MB by default) is
+ * disconnected. 32 messages of 1 MiB (pubsub.maxMessageBytes' default) in one call were 32 MiB queued at once: Redis
+ * closed every subscriber connection of the channel and the messages were lost while each publish resolved with its
+ * count.
  */
-const MIN_CALL_CHARS = 1_048_576;
+const MIN_CALL_BYTES = 1_048_576;
 
 /** One publish: the Redis channel (with the prefix) and the enveloped message. */
 export type PublishItem = [channel: string, message: string];
@@ -76,7 +77,7 @@ export function createPublishBatcher(
       PUBLISHES_PER_CALL * CLUSTER_SLICE,
     );
   }
-  const maxCallBytes = Math.max(maxMessageBytes, MIN_CALL_CHARS);
+  const maxCallBytes = Math.max(maxMessageBytes, MIN_CALL_BYTES);
   const call = (items: PublishItem[]): Promise<(number | string)[]> =>
     items.length === 1
       ? connection.client.publish(items[0][0], items[0][1]).then((n) => [n])
