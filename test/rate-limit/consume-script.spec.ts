@@ -262,7 +262,8 @@ describe.each([
       widestGap = Math.max(widestGap, Date.now() - started);
       // allowed and remaining alike; reset and retry from the PTTLs of windows opened, and read, a call apart
       expect(a.slice(0, 3)).toEqual(b.slice(0, 3));
-      for (const at of [3, 4]) expect(Math.abs(a[at] - b[at])).toBeLessThanOrEqual(2 * widestGap + 2);
+      // (a gap read as n ms by Date.now() lasted up to n + 1: CI saw 5 against a bound of 4 with widestGap 1)
+      for (const at of [3, 4]) expect(Math.abs(a[at] - b[at])).toBeLessThanOrEqual(2 * (widestGap + 1) + 2);
       // the counter's expiry set alike (a window; a token bucket's one to two past its TAT), or kept alike (-1): both
       // read at one instant (MULTI), so they differ by no more than the calls that set them
       const ttls = (await redis.multi().pttl(mine).pttl(theirs).exec())?.map(([, ttl]) => Number(ttl)) ?? [];
