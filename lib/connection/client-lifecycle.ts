@@ -1,4 +1,6 @@
-// How RedisConnection waits for a client to be ready, and closes one it created.
+// How RedisConnection waits for a client to be ready (and the ACL check waits for one to be ready again), and closes
+// one it created.
+import { Cluster } from 'ioredis';
 import { replyCodeOf } from '../common/failure-policy.js';
 import type { RedisClient } from '../common/lua-script.js';
 import { withTimeout } from '../common/timeout.js';
@@ -54,5 +56,39 @@ export async function closeClient(client: RedisClient): Promise<void> {
     await withTimeout(client.quit(), QUIT_TIMEOUT_MS, 'quit timed out');
   } catch {
     client.disconnect();
+  }
+}
+
+/**
+ * Before verifyPermissions' next attempt, on a server or a cluster: the toolkit drops a connection whose command timed
+ * out (resetOnCommandTimeout), and an attempt made at once would fail on it ("Stream isn't writeable": its status still
+ * says ready until the socket's close is handled). Waits for it to be ready again, at most its connectTimeout +
+ * commandTimeout (and `maxMs`, what the check has left); past that the attempt is made all the same (and fails, typed).
+ */
+export async function readyAgain(client: RedisClient, maxMs: number): Promise<void> {
+  const usable =
+    client instanceof Cluster ? client.status === 'ready' : client.status === 'ready' && client.stream.writable;
+  // Closed (shutdown): nothing to wait for, the attempt fails at once.
+  if (usable || client.status === 'end') return;
+  const options = client instanceof Cluster ? client.options.redisOptions : client.options;
+  const ms = Math.max(0, Math.min((options?.connectTimeout ?? 10_000) + (options?.commandTimeout ?? 0), maxMs));
+  let onReady: (() => void) | undefined;
+  try {
+    await withTimeout(
+      new Promise<void>((resolve) => {
+        onReady = resolve;
+        client.once('ready', resolve);
+        client.once('end', resolve);
+      }),
+      ms,
+      'not ready',
+    );
+  } catch {
+    // not ready in time: the attempt says so
+  } finally {
+    if (onReady) {
+      client.off('ready', onReady);
+      client.off('end', onReady);
+    }
   }
 }

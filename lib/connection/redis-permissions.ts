@@ -4,7 +4,7 @@ import { Cluster, type Redis } from 'ioredis';
 import { RedisUnavailableError } from '../common/errors.js';
 import { classifyRedisError, replyCodeOf } from '../common/failure-policy.js';
 import { FEATURES, KeyBuilder } from '../common/keys.js';
-import { MAX_TIMER_MS, withTimeout } from '../common/timeout.js';
+import { MAX_TIMER_MS } from '../common/timeout.js';
 import { LuaScript, type RedisClient } from '../common/lua-script.js';
 import { DEFAULT_CONNECTION_NAME } from './connection.options.js';
 import type { ConnectionFeature } from './connection.validation.js';
@@ -13,6 +13,7 @@ import type { RedisConnections } from './redis-connections.js';
 import { FEATURE_COMMANDS, sample, scriptCommands, throwIfDenied } from './redis-permissions.commands.js';
 import { patternSamples, type CacheL1Check, type RequiredCommand } from './redis-permissions.commands.js';
 import { abortAfter, askMasters } from './redis-permissions.cluster.js';
+import { readyAgain } from './client-lifecycle.js';
 import { probePermissions } from './redis-permissions.probe.js';
 import { trackingCommands } from './redis-permissions.tracking.js';
 
@@ -241,40 +242,6 @@ export async function verifyPermissions(target: PermissionsTarget, warn: (messag
     }
   } finally {
     limit?.done();
-  }
-}
-
-/**
- * Before verifyPermissions' next attempt, on a server or a cluster: the toolkit drops a connection whose command timed
- * out (resetOnCommandTimeout), and an attempt made at once would fail on it ("Stream isn't writeable": its status still
- * says ready until the socket's close is handled). Waits for it to be ready again, at most its connectTimeout +
- * commandTimeout (and `maxMs`, what the check has left); past that the attempt is made all the same (and fails, typed).
- */
-async function readyAgain(client: RedisClient, maxMs: number): Promise<void> {
-  const usable =
-    client instanceof Cluster ? client.status === 'ready' : client.status === 'ready' && client.stream.writable;
-  // Closed (shutdown): nothing to wait for, the attempt fails at once.
-  if (usable || client.status === 'end') return;
-  const options = client instanceof Cluster ? client.options.redisOptions : client.options;
-  const ms = Math.max(0, Math.min((options?.connectTimeout ?? 10_000) + (options?.commandTimeout ?? 0), maxMs));
-  let onReady: (() => void) | undefined;
-  try {
-    await withTimeout(
-      new Promise<void>((resolve) => {
-        onReady = resolve;
-        client.once('ready', resolve);
-        client.once('end', resolve);
-      }),
-      ms,
-      'not ready',
-    );
-  } catch {
-    // not ready in time: the attempt says so
-  } finally {
-    if (onReady) {
-      client.off('ready', onReady);
-      client.off('end', onReady);
-    }
   }
 }
 

@@ -23,18 +23,22 @@ import { ProxyHeaderWarnings } from './rate-limit.proxy-warnings.js';
 import { retryAfterSeconds, writeRateLimitHeaders } from './rate-limit.headers.js';
 import { SKIP_THROTTLE_METADATA, THROTTLE_METADATA } from './rate-limit.constants.js';
 import type { NamedThrottleOptions } from './rate-limit.decorators.js';
-import {
-  policyProblems,
-  RATE_LIMIT_OPTIONS,
-  type Resolvable,
-  type ResolvedRateLimitOptions,
-} from './rate-limit.options.js';
+import { RATE_LIMIT_OPTIONS, type Resolvable, type ResolvedRateLimitOptions } from './rate-limit.options.js';
 import { RateLimitService, type RateLimitCheck, type RateLimitDecision } from './rate-limit.service.js';
 import { shownValue } from '../common/option-checks.js';
 import { wsException } from '../common/optional-peers.js';
 import { classNameOf } from './rate-limit.class-names.js';
 import { defaultScope } from './rate-limit.policy-resolver.js';
 import { checkScope } from './rate-limit.option-names.js';
+import {
+  checkedRequestResponse,
+  checkedTracker,
+  checkResolvedPolicy,
+  hookReturned,
+  isResolvedPerRequest,
+  refundableHere,
+} from './rate-limit.guard-checks.js';
+import { chargeScopeOf, graphqlRequestResponse } from './rate-limit.guard-contexts.js';
 
 /** The parts of an HTTP request (Express or Fastify) or a WebSocket handshake the guard reads. */
 export interface ThrottledRequest {
@@ -405,31 +409,6 @@ export class RateLimitGuard implements CanActivate {
   }
 }
 
-/** The GraphQL context a @nestjs/graphql driver passes to a resolver (third argument): Apollo and Mercurius shapes. */
-interface GraphqlContext {
-  req?: ThrottledRequest & { res?: ThrottledResponse };
-  request?: ThrottledRequest;
-  res?: ThrottledResponse;
-  reply?: ThrottledResponse & { request?: ThrottledRequest };
-}
-
-function graphqlRequestResponse(context: ExecutionContext): {
-  req: ThrottledRequest;
-  res: ThrottledResponse | undefined;
-} {
-  const gql = context.getArgByIndex<GraphqlContext | undefined>(2);
-  const req: (ThrottledRequest & { res?: ThrottledResponse }) | undefined =
-    gql?.req ?? gql?.request ?? gql?.reply?.request;
-  if (!req || typeof req !== 'object') {
-    throw new UnsupportedContextError(
-      `RateLimitGuard found no request in the GraphQL context of ` +
-        `${context.getClass().name}.${context.getHandler().name}: ` +
-        'keep `req` in the context your GraphQL driver builds (the default), or override getRequestResponse',
-    );
-  }
-  return { req, res: gql?.res ?? gql?.reply ?? req.res };
-}
-
 /** The Node response under Express's response or Fastify's reply (`reply.raw`). */
 interface NodeResponse {
   statusCode?: number;
@@ -438,134 +417,6 @@ interface NodeResponse {
 
 /** Per HTTP request, the counters (Redis keys) some RateLimitGuard already charged. */
 const chargedCounters = new WeakMap<object, Set<string>>();
-
-/**
- * What one charge of a counter covers: the HTTP request, in GraphQL one resolution of a field (its `info`, unique per
- * resolution), else one call of the handler (a Socket.IO message: the arguments Nest gives every guard of that call;
- * its `req` is the handshake, shared by every message of the socket). Every field of a query is a guard run on the
- * same request: keyed by the request, a query asking for a limited resolver under 5 aliases ran it 5 times for one
- * charge, and ran the aliases after a refused one.
- */
-function chargeScopeOf(context: ExecutionContext, req: object): object | undefined {
-  const type = context.getType<string>();
-  if (type === 'http') return req;
-  if (type === 'graphql') {
-    const info: unknown = context.getArgByIndex(3);
-    return typeof info === 'object' && info !== null ? info : req;
-  }
-  // a context built by hand (a custom transport's) may have no arguments to key by: each guard run then charges
-  const args: unknown = typeof context.getArgs === 'function' ? context.getArgs() : undefined;
-  return typeof args === 'object' && args !== null ? args : undefined;
-}
-
-/**
- * skipSuccessfulRequests / skipFailedRequests are decided by the HTTP response's status. A GraphQL field's failure is
- * an error in a 200 response (every failed login was refunded as a success: unlimited guesses) and a WebSocket
- * message has no status (the option did nothing): refused with InvalidOptionsError before anything is charged.
- */
-function refundableHere(context: ExecutionContext, p: NamedThrottleOptions): void {
-  const type = context.getType<string>();
-  if (type === 'http') return;
-  const option = p.skipSuccessfulRequests ? 'skipSuccessfulRequests' : 'skipFailedRequests';
-  const what =
-    type === 'graphql'
-      ? 'a GraphQL field fails with an error in a 200 response'
-      : `a "${type}" call (a WebSocket message) has no response status`;
-  throw new InvalidOptionsError(
-    `${context.getClass().name}.${context.getHandler().name}: rate-limit policy "${p.name}".${option} is decided ` +
-      `by the HTTP response's status, and ${what}: it works on HTTP routes only (remove it here, or use reward() ` +
-      `where the outcome is known)`,
-  );
-}
-
-/** The name of a guard's class, for errors about its hooks (`MyGuard.getTracker ...`). */
-const hooksOf = (guard: RateLimitGuard): string => guard.constructor.name;
-
-/** getRequestResponse's result, checked: `req` an object, `res` an object or none. */
-function checkedRequestResponse(
-  got: unknown,
-  guard: RateLimitGuard,
-): { req: ThrottledRequest; res: ThrottledResponse | undefined } {
-  const hook = `${hooksOf(guard)}.getRequestResponse`;
-  if (got instanceof Promise) {
-    // an `async getRequestResponse`: refused, and its rejection (if any) handled here, not left unhandled
-    got.catch(() => undefined);
-    throw new InvalidOptionsError(`${hook} returned a Promise: it is synchronous, return { req, res }`);
-  }
-  if (typeof got !== 'object' || got === null) {
-    throw new InvalidOptionsError(`${hook} must return { req, res }, got ${shownValue(got)}`);
-  }
-  const { req, res } = got as { req?: unknown; res?: unknown };
-  if (typeof req !== 'object' || req === null) {
-    throw new InvalidOptionsError(`${hook} must return { req, res } with req an object, got req ${shownValue(req)}`);
-  }
-  // a response that is not an object had its headers dropped without a word (it has no setHeader, no header)
-  if (res !== undefined && res !== null && typeof res !== 'object') {
-    throw new InvalidOptionsError(
-      `${hook} must return { req, res } with res an object or undefined, got res ${shownValue(res)}`,
-    );
-  }
-  return { req, res: (res ?? undefined) as ThrottledResponse | undefined };
-}
-
-/**
- * getTracker's result: a non-empty string. A tracker that is not one was an InvalidKeyError naming a policy's key, or
- * with a range on an access list (read as an address there) a bare TypeError naming nothing.
- */
-function checkedTracker(tracker: unknown, guard: RateLimitGuard): string {
-  if (typeof tracker === 'string' && tracker.length > 0) return tracker;
-  throw new InvalidKeyError(
-    `${hooksOf(guard)}.getTracker: the tracker must be a non-empty string (or a Promise of one), ` +
-      `got ${shownValue(tracker)}`,
-  );
-}
-
-/** Whether a policy has a value given as a function (checked once resolved, per request). */
-function isResolvedPerRequest(p: NamedThrottleOptions): boolean {
-  return (
-    typeof p.limit === 'function' ||
-    typeof p.ttl === 'function' ||
-    typeof p.algorithm === 'function' ||
-    typeof p.burst === 'function' ||
-    typeof p.cost === 'function' ||
-    typeof p.blockDuration === 'function'
-  );
-}
-
-/**
- * The values of a policy given as functions, once resolved: the check a static value gets at start-up, naming the
- * policy and its route (the service's own check named `policy` or `policies[i]`, an index among the policies left to
- * charge).
- */
-function checkResolvedPolicy(
-  context: ExecutionContext,
-  name: string,
-  values: Record<'limit' | 'ttl' | 'algorithm' | 'burst' | 'cost' | 'blockDuration', unknown>,
-  options: ResolvedRateLimitOptions,
-): void {
-  const problem = policyProblems(values, options.defaults.algorithm, options.maxSlidingWindowLimit)?.[0];
-  if (!problem) return;
-  throw new InvalidOptionsError(
-    `${context.getClass().name}.${context.getHandler().name}: rate-limit policy "${name}".${problem[0]} ` +
-      `(a function, resolved per request) ${problem[1]}`,
-  );
-}
-
-/** The throw* overrides of each guard already reported for returning without throwing (one line each, no flood). */
-const reportedHooks = new WeakMap<RateLimitGuard, Set<string>>();
-const hookLogger = new Logger('RedisToolkit:RateLimit');
-
-/** A throw* override returned without throwing: said once per guard and hook (the refusal stands). */
-function hookReturned(guard: RateLimitGuard, hook: string, status: string): void {
-  let reported = reportedHooks.get(guard);
-  if (!reported) reportedHooks.set(guard, (reported = new Set()));
-  if (reported.has(hook)) return;
-  reported.add(hook);
-  hookLogger.error(
-    `${hooksOf(guard)}.${hook} returned without throwing: the request was refused with the default answer ` +
-      `(${status}). An override must throw the refusal; to let requests through, use skipIf or the allow list`,
-  );
-}
 
 async function resolve<T>(value: Resolvable<T> | undefined, context: ExecutionContext): Promise<T> {
   return (typeof value === 'function' ? await (value as (c: ExecutionContext) => T | Promise<T>)(context) : value) as T;

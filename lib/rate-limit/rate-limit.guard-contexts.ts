@@ -1,0 +1,51 @@
+/**
+ * Where RateLimitGuard finds what it limits outside plain HTTP: the request and response of a GraphQL resolver, and
+ * what one charge of a counter covers in each kind of context (an HTTP request, a GraphQL field, a Socket.IO message).
+ */
+import type { ExecutionContext } from '@nestjs/common';
+import { UnsupportedContextError } from '../common/errors.js';
+import type { ThrottledRequest, ThrottledResponse } from './rate-limit.guard.js';
+
+/** The GraphQL context a @nestjs/graphql driver passes to a resolver (third argument): Apollo and Mercurius shapes. */
+interface GraphqlContext {
+  req?: ThrottledRequest & { res?: ThrottledResponse };
+  request?: ThrottledRequest;
+  res?: ThrottledResponse;
+  reply?: ThrottledResponse & { request?: ThrottledRequest };
+}
+
+export function graphqlRequestResponse(context: ExecutionContext): {
+  req: ThrottledRequest;
+  res: ThrottledResponse | undefined;
+} {
+  const gql = context.getArgByIndex<GraphqlContext | undefined>(2);
+  const req: (ThrottledRequest & { res?: ThrottledResponse }) | undefined =
+    gql?.req ?? gql?.request ?? gql?.reply?.request;
+  if (!req || typeof req !== 'object') {
+    throw new UnsupportedContextError(
+      `RateLimitGuard found no request in the GraphQL context of ` +
+        `${context.getClass().name}.${context.getHandler().name}: ` +
+        'keep `req` in the context your GraphQL driver builds (the default), or override getRequestResponse',
+    );
+  }
+  return { req, res: gql?.res ?? gql?.reply ?? req.res };
+}
+
+/**
+ * What one charge of a counter covers: the HTTP request, in GraphQL one resolution of a field (its `info`, unique per
+ * resolution), else one call of the handler (a Socket.IO message: the arguments Nest gives every guard of that call;
+ * its `req` is the handshake, shared by every message of the socket). Every field of a query is a guard run on the
+ * same request: keyed by the request, a query asking for a limited resolver under 5 aliases ran it 5 times for one
+ * charge, and ran the aliases after a refused one.
+ */
+export function chargeScopeOf(context: ExecutionContext, req: object): object | undefined {
+  const type = context.getType<string>();
+  if (type === 'http') return req;
+  if (type === 'graphql') {
+    const info: unknown = context.getArgByIndex(3);
+    return typeof info === 'object' && info !== null ? info : req;
+  }
+  // a context built by hand (a custom transport's) may have no arguments to key by: each guard run then charges
+  const args: unknown = typeof context.getArgs === 'function' ? context.getArgs() : undefined;
+  return typeof args === 'object' && args !== null ? args : undefined;
+}
