@@ -59,15 +59,15 @@ export { JsonSerializer, SERIALIZER } from './common/serializer.js';
 export { CACHE_L1_CHANNEL } from './cache/cache.l1.js';
 // HTTP response caching by URL (the root is at its 50 names): @UseInterceptors(HttpCacheInterceptor), @CacheKey,
 // @CacheTTL, @CacheIf, @CacheShared.
+export { HttpCacheInterceptor } from './cache/cache.http-interceptor.js';
 export {
-  HttpCacheInterceptor,
   CacheKey,
   CacheTTL,
   CacheIf,
   type HttpCacheKeyFn,
   type HttpCacheTtlFn,
   type HttpCacheIfFn,
-} from './cache/cache.http-interceptor.js';
+} from './cache/cache.http-decorators.js';
 export { CacheShared } from './cache/cache.http-sharing.js';
 export { ClientAddressResolver } from './rate-limit/rate-limit.client-address.js';
 export { generateSessionId, isValidSessionId } from './session/session.id.js';
