@@ -13,6 +13,7 @@ import {
 } from '@nestjs/common';
 import { Observable } from 'rxjs';
 import type { DashboardSnapshot } from './dashboard.aggregator.js';
+import { DashboardHostGuard } from './dashboard.host-guard.js';
 import { DashboardService } from './dashboard.service.js';
 
 /** The page and its script, beside this file in lib/ (tests) and in dist/lib/ (copied by scripts/copy-lua.mjs). */
@@ -90,6 +91,8 @@ export function dashboardController(path: string, guard: Type<CanActivate> | Can
       });
     }
   }
-  if (guard) UseGuards(guard)(RedisToolkitDashboardController);
+  // The Host check first: a request for a foreign name is refused before the app's guard spends anything on it. It
+  // reads the resolved options, so whether it is on is decided with the other options at bootstrap.
+  UseGuards(...(guard ? [DashboardHostGuard, guard] : [DashboardHostGuard]))(RedisToolkitDashboardController);
   return RedisToolkitDashboardController;
 }

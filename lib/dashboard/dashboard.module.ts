@@ -6,7 +6,8 @@ import { DashboardService } from './dashboard.service.js';
 /**
  * The live dashboard: `RedisToolkitDashboardModule.register({ path: '/_toolkit', guard })` beside
  * `RedisToolkitModule` (whose services it reads). Nothing of it runs unless imported. Without a `guard` (or
- * `unsafeNoAuth: true`) the app refuses to start with DashboardUnguardedError.
+ * `unsafeNoAuth: true`) the app refuses to start with DashboardUnguardedError; without a guard only requests for a
+ * loopback Host or one in `allowedHosts` are answered (DashboardHostGuard).
  */
 @Module({})
 export class RedisToolkitDashboardModule {

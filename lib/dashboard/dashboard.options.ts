@@ -2,7 +2,8 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { CanActivate, Type } from '@nestjs/common';
 import { InvalidOptionsError } from '../common/errors.js';
-import { OptionProblems, type OptionShape } from '../common/option-checks.js';
+import { OptionProblems, type OptionShape, shownValue } from '../common/option-checks.js';
+import { allowedHostEntry } from './dashboard.hosts.js';
 
 /** What `RedisToolkitDashboardModule.register(options)` takes. */
 export interface RedisToolkitDashboardOptions {
@@ -16,8 +17,18 @@ export interface RedisToolkitDashboardOptions {
    * unless `unsafeNoAuth: true`: the page shows traffic, policy names, tag names and Redis memory.
    */
   guard?: Type<CanActivate> | CanActivate;
-  /** Serve the page to anyone who can reach the app (a private network, a local demo). Default false. */
+  /**
+   * Serve the page to anyone who can reach the app (a private network, a local demo). Default false. Even then only
+   * requests whose Host is a loopback name or address (`localhost`, `*.localhost`, `127.0.0.0/8`, `[::1]`) or is in
+   * `allowedHosts` are answered (403 otherwise): a page of another site cannot read it through DNS rebinding.
+   */
   unsafeNoAuth?: boolean;
+  /**
+   * Host names (no port) the dashboard is reached by besides loopback ones, e.g. `['dash.internal', '10.0.0.5']`;
+   * `.corp.example` takes that name and every name under it. Without a `guard` requests for any other Host are
+   * refused (403); with a `guard` the Host is checked only when this is given.
+   */
+  allowedHosts?: readonly string[];
   /** How often each instance publishes a frame, ms (default 1 000; at least 250). */
   intervalMs?: number;
   /** Frames kept per instance and for the sum: the charts' width (default 120: two minutes at 1 s). */
@@ -31,6 +42,14 @@ export interface RedisToolkitDashboardOptions {
 export interface ResolvedDashboardOptions {
   readonly path: string;
   readonly guard: Type<CanActivate> | CanActivate | undefined;
+  /**
+   * The names served besides loopback ones (lower case, punycode, IPv6 in brackets; `.domain` for a domain and every
+   * name under it), or null when the Host is not checked: a guard was given without `allowedHosts`. A guard that checks
+   * a credential (a session cookie, a token) already refuses a rebinding page, whose requests are to the attacker's
+   * origin and carry none of the app's cookies; one that trusts the client's address does not, so `allowedHosts`
+   * turns the check on.
+   */
+  readonly allowedHosts: readonly string[] | null;
   readonly intervalMs: number;
   readonly history: number;
   readonly instanceTtlMs: number;
@@ -44,6 +63,7 @@ const DASHBOARD_OPTION_KEYS: OptionShape = {
   path: true,
   guard: true,
   unsafeNoAuth: true,
+  allowedHosts: true,
   intervalMs: true,
   history: true,
   instanceTtlMs: true,
@@ -76,6 +96,7 @@ export function resolveDashboardOptions(options: RedisToolkitDashboardOptions | 
   ) {
     problems.add('guard', 'must be a guard class or an object with canActivate()');
   }
+  const allowedHosts = o.allowedHosts === undefined ? undefined : checkAllowedHosts(o.allowedHosts, problems);
   problems.integer('intervalMs', o.intervalMs, 250, 60_000);
   problems.integer('history', o.history, 2, 3_600);
   problems.integer('instanceTtlMs', o.instanceTtlMs, 500, 3_600_000);
@@ -94,9 +115,30 @@ export function resolveDashboardOptions(options: RedisToolkitDashboardOptions | 
   return {
     path: o.path ?? '/_toolkit',
     guard: o.guard,
+    allowedHosts: allowedHosts ?? (guard === undefined ? [] : null),
     intervalMs,
     history: o.history ?? 120,
     instanceTtlMs: o.instanceTtlMs ?? 5 * intervalMs,
     instanceId: `${name}#${randomBytes(3).toString('hex')}`,
   };
+}
+
+/** The `allowedHosts` entries as the allow list compares them, each one that is not a host name added to `problems`. */
+function checkAllowedHosts(value: unknown, problems: OptionProblems): string[] {
+  if (!Array.isArray(value)) {
+    problems.add('allowedHosts', `must be an array of host names, got ${shownValue(value)}`);
+    return [];
+  }
+  const hosts: string[] = [];
+  for (const [i, entry] of value.entries()) {
+    const host = allowedHostEntry(entry);
+    if (host !== undefined) hosts.push(host);
+    else
+      problems.add(
+        `allowedHosts[${i}]`,
+        'must be a host name (no port, scheme, path or wildcard: ".corp.example" takes corp.example and every name ' +
+          `under it), got ${shownValue(entry)}`,
+      );
+  }
+  return hosts;
 }

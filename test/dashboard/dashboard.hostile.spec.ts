@@ -7,7 +7,6 @@ import diagnosticsChannel from 'node:diagnostics_channel';
 import { randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { type CanActivate, type ExecutionContext, Injectable } from '@nestjs/common';
 import {
   DashboardService,
   RedisToolkitDashboardModule,
@@ -16,15 +15,8 @@ import {
 import { CacheService, LockService, PubSubService, RateLimitService } from '../../lib/index.js';
 import { REDIS_TOOLKIT_CHANNELS } from '../../lib/advanced.js';
 import { startRedisServer } from '../../lib/testing/index.js';
+import { OperatorGuard } from '../support/dashboard-guards.js';
 import { closeToolkitApps, createToolkitApp, PLATFORMS, type Platform } from '../support/toolkit-app.js';
-
-@Injectable()
-class OperatorGuard implements CanActivate {
-  canActivate(context: ExecutionContext): boolean {
-    const req = context.switchToHttp().getRequest<{ headers: Record<string, string | undefined> }>();
-    return req.headers['x-operator'] === 'yes';
-  }
-}
 
 afterEach(() => closeToolkitApps());
 

@@ -2,7 +2,6 @@ import 'reflect-metadata';
 import diagnosticsChannel from 'node:diagnostics_channel';
 import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
-import { type CanActivate, type ExecutionContext, Injectable } from '@nestjs/common';
 import {
   CacheService,
   InvalidOptionsError,
@@ -23,17 +22,9 @@ import { DashboardAggregator, MAX_INSTANCES } from '../../lib/dashboard/dashboar
 import { DashboardCollector } from '../../lib/dashboard/dashboard.collector.js';
 import { DASHBOARD_CHANNEL } from '../../lib/dashboard/dashboard.service.js';
 import { Ring, sumFrames } from '../../lib/dashboard/dashboard.frame.js';
+import { OperatorGuard } from '../support/dashboard-guards.js';
 import { closeToolkitApps, createToolkitApp, PLATFORMS, type Platform } from '../support/toolkit-app.js';
 import { sleep, waitFor } from '../support/wait.js';
-
-/** Lets a request in only with `x-operator: yes` (what a real app does with its session or token). */
-@Injectable()
-class OperatorGuard implements CanActivate {
-  canActivate(context: ExecutionContext): boolean {
-    const req = context.switchToHttp().getRequest<{ headers: Record<string, string | undefined> }>();
-    return req.headers['x-operator'] === 'yes';
-  }
-}
 
 const prefix = () => `rtk-dash-${randomBytes(4).toString('hex')}:`;
 
