@@ -15,6 +15,7 @@ export const {
   startRedisCluster,
   RedisServerNotFoundError,
   RedisServerStartError,
+  RedisServerStateError,
   RedisServerTooOldError,
   createRedisTestingModule,
   testConnection,

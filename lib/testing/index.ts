@@ -8,5 +8,10 @@ export {
   type RedisServerOptions,
 } from './testing.redis-server.js';
 export { startRedisCluster, type RedisClusterHandle, type RedisClusterOptions } from './testing.redis-cluster.js';
-export { RedisServerNotFoundError, RedisServerStartError, RedisServerTooOldError } from './testing.errors.js';
+export {
+  RedisServerNotFoundError,
+  RedisServerStartError,
+  RedisServerStateError,
+  RedisServerTooOldError,
+} from './testing.errors.js';
 export { createRedisTestingModule, testConnection, type RedisTestingModuleOptions } from './testing.module.js';

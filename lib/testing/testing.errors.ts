@@ -24,3 +24,12 @@ export class RedisServerTooOldError extends RedisToolkitError {
 export class RedisServerStartError extends RedisToolkitError {
   static override readonly code: string = 'E_REDIS_SERVER_START';
 }
+
+/**
+ * A server handle was asked for what its state does not allow: `restart()` while the server runs, `pause()`,
+ * `resume()` or `flush()` once it is stopped. A mistake in the test's own steps, told apart from a server that failed
+ * (RedisServerStartError) by its code; plain Errors before 2026-12-06.
+ */
+export class RedisServerStateError extends RedisToolkitError {
+  static override readonly code: string = 'E_REDIS_SERVER_STATE';
+}

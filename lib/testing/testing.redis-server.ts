@@ -13,7 +13,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { InvalidOptionsError } from '../common/errors.js';
+import { InvalidOptionsError, RedisToolkitError } from '../common/errors.js';
 import { OptionProblems, refuseUnknown, shownValue } from '../common/option-checks.js';
 import {
   FORBIDDEN_PORT,
@@ -28,7 +28,7 @@ import {
   sweepStaleServers,
   writePidFile,
 } from './testing.processes.js';
-import { RedisServerStartError } from './testing.errors.js';
+import { RedisServerStartError, RedisServerStateError } from './testing.errors.js';
 import { errorCode, rawCommand, rawCommands, RespError, type RawAuth } from './testing.resp.js';
 
 export { findOnPath, getFreePort, STATE_DIR, sweepStaleServers } from './testing.processes.js';
@@ -65,11 +65,17 @@ export interface RedisServerHandle {
   stop(): Promise<void>;
   /** SIGKILL; resolves once the process has exited. No-op if stopped. */
   kill(): Promise<void>;
-  /** SIGSTOP: the port still accepts TCP connections but nothing is answered. */
+  /**
+   * SIGSTOP: the port still accepts TCP connections but nothing is answered. RedisServerStateError once stopped (so
+   * are `resume()` and `flush()`).
+   */
   pause(): void;
   /** SIGCONT. */
   resume(): void;
-  /** Starts again on the same port and dir (after stop/kill); resolves once it answers PING. */
+  /**
+   * Starts again on the same port and dir (after stop/kill); resolves once it answers PING. Rejects with
+   * RedisServerStateError while the server runs.
+   */
   restart(): Promise<void>;
   /** FLUSHALL on this server. */
   flush(): Promise<void>;
@@ -163,7 +169,7 @@ class RedisServer implements RedisServerHandle {
 
   /** Spawns the process and waits for PONG; on failure the process is gone and the error carries the log. */
   async launch(): Promise<void> {
-    if (this.isRunning()) throw new Error(`redis-server on port ${this.port} is already running`);
+    if (this.isRunning()) throw new RedisServerStateError(`redis-server on port ${this.port} is already running`);
     const bin = redisServerBinary();
     // stdout/stderr go to a file rather than pipes: no stream handles for jest to track, and the log survives
     // for error messages. Appending keeps the history of restarts in one place.
@@ -235,7 +241,9 @@ class RedisServer implements RedisServerHandle {
       if (answeredBy !== String(pid)) return `port answered by another process (pid ${answeredBy ?? '?'})`;
       return pong === 'PONG' ? 'ready' : `unexpected PING reply ${JSON.stringify(pong)}`;
     } catch (err) {
-      return errorCode(err) ?? String(err);
+      // a socket error by its code (ECONNREFUSED); the raw client's own (a refused AUTH, a peer that is not Redis) by
+      // what it says, not by its E_ code
+      return err instanceof RedisToolkitError ? err.message : (errorCode(err) ?? String(err));
     }
   }
 
@@ -292,7 +300,7 @@ class RedisServer implements RedisServerHandle {
 
   private requireRunning(action: string): ChildProcess {
     if (!this.child || !this.isRunning())
-      throw new Error(`cannot ${action}: redis-server on port ${this.port} is not running`);
+      throw new RedisServerStateError(`cannot ${action}: redis-server on port ${this.port} is not running`);
     return this.child;
   }
 

@@ -7,6 +7,7 @@
  * Every call opens a fresh connection and always closes it, so nothing is left open for jest to complain about.
  */
 import { connect, type Socket } from 'node:net';
+import { RedisReplyError, RedisUnavailableError } from '../common/errors.js';
 
 /** An error reply (`-ERR ...`). Returned inside the reply list, not thrown, so a pipeline can be inspected. */
 export class RespError extends Error {
@@ -78,14 +79,16 @@ function parse(buf: Buffer, offset: number): { value: RespValue; next: number } 
       return { value: items, next };
     }
     default:
-      throw new Error(`unexpected RESP type byte ${JSON.stringify(type)}`);
+      // not a Redis at the other end (an HTTP server on the port, say): as good as none
+      throw new RedisUnavailableError(`unexpected RESP type byte ${JSON.stringify(type)}`);
   }
 }
 
 /**
  * Sends `commands` pipelined on a fresh connection and resolves with one reply per command.
- * Rejects with the socket error (e.g. `code: 'ECONNREFUSED'`), a {@link RawTimeoutError}, or an Error when the
- * server closes the connection early (the AUTH failure reply is then part of the message).
+ * Rejects with the socket error (e.g. `code: 'ECONNREFUSED'`), a {@link RawTimeoutError}, a RedisUnavailableError when
+ * the peer closes the connection early or answers with something that is not RESP, or a RedisReplyError (`replyCode`
+ * `WRONGPASS`...) when it refuses the AUTH.
  */
 export function rawCommands(
   port: number,
@@ -118,7 +121,8 @@ export function rawCommands(
       if (auth) {
         const authReply = replies.shift();
         if (authReply instanceof RespError) {
-          reject(new Error(`AUTH failed on ${host}:${port}: ${authReply.message}`));
+          const replyCode = authReply.message.split(' ', 1)[0];
+          reject(new RedisReplyError(`AUTH failed on ${host}:${port}: ${authReply.message}`, replyCode));
           return;
         }
       }
@@ -146,7 +150,7 @@ export function rawCommands(
     socket.on('error', (err) => finish(err));
     socket.on('close', () =>
       finish(
-        new Error(
+        new RedisUnavailableError(
           `${host}:${port} closed the connection after ${replies.length}/${expected} replies: ` +
             `${JSON.stringify(replies.map(String))}`,
         ),

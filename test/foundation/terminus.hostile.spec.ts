@@ -4,11 +4,9 @@
  * silent and never a user name or password; and it answers within commandTimeout.
  */
 import 'reflect-metadata';
-import { HealthCheckService, TerminusModule } from '@nestjs/terminus';
-import { RedisToolkitHealthIndicator } from '../../lib/terminus/index.js';
 import { type RedisServerHandle, startRedisServer } from '../../lib/testing/index.js';
-import { report } from '../support/observability.js';
-import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+import { createTerminusApp } from '../support/terminus-app.js';
+import { closeToolkitApps } from '../support/toolkit-app.js';
 
 const servers: RedisServerHandle[] = [];
 afterEach(async () => {
@@ -24,16 +22,11 @@ it('credentials in every url never show in the report, whatever is paused; down 
   for (let i = 0; i < 3; i++)
     servers.push(await startRedisServer({ aclUser: { name: secrets[2], password: secrets[3] } }));
   const nodes = servers.slice(1);
-  const app = await createToolkitApp({
+  const { check } = await createTerminusApp({
     target: { url: main.url },
     commandTimeout: 500,
     lock: { quorum: { nodes: nodes.map((n) => ({ url: n.url })) }, retry: { count: 0 } },
-    imports: [TerminusModule],
-    providers: [RedisToolkitHealthIndicator],
   });
-  const terminus = app.get(HealthCheckService);
-  const indicator = app.get(RedisToolkitHealthIndicator);
-  const check = () => report(() => terminus.check([() => indicator.isHealthy('redis')]));
   const texts: string[] = [];
   const up = await check();
   texts.push(JSON.stringify(up));

@@ -1,12 +1,10 @@
 import 'reflect-metadata';
-import { HealthCheckService, TerminusModule } from '@nestjs/terminus';
 import { LockService, RedisUnavailableError } from '../../lib/index.js';
-import { RedisToolkitHealthIndicator } from '../../lib/terminus/index.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { startQuorumServers } from '../support/quorum.js';
 import { type RedisServerHandle, startRedisServer } from '../support/redis-server.js';
-import { report } from '../support/observability.js';
-import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+import { createTerminusApp } from '../support/terminus-app.js';
+import { closeToolkitApps } from '../support/toolkit-app.js';
 import { waitFor } from '../support/wait.js';
 
 let server: RedisServerHandle;
@@ -26,24 +24,19 @@ afterEach(async () => {
 // three quorum nodes paused every lock call failed while health said up.
 describe('RedisToolkitHealthIndicator and the lock quorum', () => {
   it('two of three quorum nodes paused (SIGSTOP): locks fail, the indicator does not say up', async () => {
-    const app = await createToolkitApp({
+    const { app, check } = await createTerminusApp({
       target: { url: server.url },
       commandTimeout: 500,
       lock: { quorum: { nodes: nodes.map((n) => ({ url: n.url })) }, retry: { count: 0 } },
-      imports: [TerminusModule],
-      providers: [RedisToolkitHealthIndicator],
     });
-    const terminus = app.get(HealthCheckService);
-    const indicator = app.get(RedisToolkitHealthIndicator);
-    const check = () => terminus.check([() => indicator.isHealthy('redis')]);
     const locks = app.get(LockService);
     await (await locks.acquire('health-quorum', { ttl: 1_000 })).release();
-    expect((await report(check)).status).toBe('ok');
+    expect((await check()).status).toBe('ok');
 
     nodes[0].pause();
     nodes[1].pause();
     await expect(locks.acquire('health-quorum', { ttl: 1_000 })).rejects.toBeInstanceOf(RedisUnavailableError);
-    const result = await report(check);
+    const result = await check();
     const redis = result.details.redis as Record<string, unknown>;
     expect({ overall: result.status, indicator: redis.status }).toEqual({ overall: 'degraded', indicator: 'degraded' });
     // each paused node named, the one still answering not
@@ -56,7 +49,7 @@ describe('RedisToolkitHealthIndicator and the lock quorum', () => {
     nodes[0].resume();
     nodes[1].resume();
     // the nodes' connections were dropped by the timed-out lock calls: up again once they reconnect
-    expect(await waitFor(async () => (await report(check)).status === 'ok', 10_000)).toBe(true);
+    expect(await waitFor(async () => (await check()).status === 'ok', 10_000)).toBe(true);
     // (another resource: the failed attempt may still hold the first on the node that answered it, for its ttl)
     await (await locks.acquire('health-quorum-after', { ttl: 1_000 })).release();
   });

@@ -1,27 +1,15 @@
 import 'reflect-metadata';
-import { HealthCheckService, TerminusModule } from '@nestjs/terminus';
 import { LockService, PubSubService } from '../../lib/index.js';
-import { RedisToolkitHealthIndicator } from '../../lib/terminus/index.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { startQuorumServers } from '../support/quorum.js';
 import { type RedisServerHandle, startRedisServer } from '../support/redis-server.js';
 import { within } from '../support/timing.js';
-import { report } from '../support/observability.js';
-import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+import { createTerminusApp } from '../support/terminus-app.js';
+import { closeToolkitApps, type ToolkitAppOptions } from '../support/toolkit-app.js';
 
 let server: RedisServerHandle;
 
-async function boot(options: Parameters<typeof createToolkitApp>[0] = {}) {
-  const app = await createToolkitApp({
-    target: { url: server.url },
-    imports: [TerminusModule],
-    providers: [RedisToolkitHealthIndicator],
-    ...options,
-  });
-  const terminus = app.get(HealthCheckService);
-  const indicator = app.get(RedisToolkitHealthIndicator);
-  return { app, check: () => terminus.check([() => indicator.isHealthy('redis')]) };
-}
+const boot = (options: ToolkitAppOptions = {}) => createTerminusApp({ target: { url: server.url }, ...options });
 
 beforeEach(async () => {
   server = trackForCleanup(await startRedisServer());
@@ -41,7 +29,7 @@ describe('RedisToolkitHealthIndicator through terminus HealthCheckService', () =
       await app.get(PubSubService).subscribe('health-news', () => undefined);
       const lock = await app.get(LockService).acquire('health', { ttl: 1_000 });
       await lock.release();
-      const result = await report(check);
+      const result = await check();
       expect(result.status).toBe('ok');
       const redis = result.details.redis as Record<string, unknown>;
       expect(redis).toMatchObject({ status: 'up', role: 'master', redisVersion: expect.any(String) });
@@ -58,7 +46,7 @@ describe('RedisToolkitHealthIndicator through terminus HealthCheckService', () =
 
       // one quorum node killed: still serving (a minority), reported degraded with the node's state
       await nodes[0].kill();
-      const degraded = await report(check);
+      const degraded = await check();
       expect(degraded.status).toBe('degraded'); // terminus: degraded does not fail the check (HTTP 200)
       const details = degraded.details.redis as Record<string, unknown>;
       expect(details.status).toBe('degraded');
@@ -80,7 +68,7 @@ describe('RedisToolkitHealthIndicator through terminus HealthCheckService', () =
         pubsub: { connection: 'events' },
       });
       await app.get(PubSubService).subscribe('named-news', () => undefined);
-      const ok = await report(check);
+      const ok = await check();
       expect(ok.status).toBe('ok');
       const connections = (ok.details.redis as Record<string, unknown>).connections as Record<
         string,
@@ -90,7 +78,7 @@ describe('RedisToolkitHealthIndicator through terminus HealthCheckService', () =
       expect(connections.default).toMatchObject({ status: 'up', clients: { main: 'ready' } });
       expect(connections.events).toMatchObject({ status: 'up', clients: { main: 'ready', subscriber: 'ready' } });
       await other.kill();
-      const down = await report(check);
+      const down = await check();
       expect(down.status).toBe('error');
       const redis = down.details.redis as Record<string, unknown>;
       expect(redis.status).toBe('down');
@@ -104,9 +92,9 @@ describe('RedisToolkitHealthIndicator through terminus HealthCheckService', () =
 
   it('down with Redis killed: terminus answers 503 with the indicator down and the error', async () => {
     const { check } = await boot({ commandTimeout: 500 });
-    expect((await report(check)).status).toBe('ok');
+    expect((await check()).status).toBe('ok');
     await server.kill();
-    const result = await report(check);
+    const result = await check();
     expect(result.status).toBe('error');
     const redis = result.details.redis as Record<string, unknown>;
     expect(redis.status).toBe('down');
@@ -121,10 +109,10 @@ describe('RedisToolkitHealthIndicator through terminus HealthCheckService', () =
     // 2 × commandTimeout exceeds commandTimeout + the scheduling margin: a PING then INFO in sequence would fail this
     const commandTimeout = 2_500;
     const { check } = await boot({ commandTimeout });
-    expect((await report(check)).status).toBe('ok');
+    expect((await check()).status).toBe('ok');
     server.pause();
     const started = performance.now();
-    const result = await report(check);
+    const result = await check();
     const elapsed = performance.now() - started;
     expect((result.details.redis as Record<string, unknown>).status).toBe('down');
     expect(elapsed).toBeGreaterThanOrEqual(commandTimeout * 0.9);
