@@ -35,6 +35,19 @@ export class CacheEntryStore {
     );
   }
 
+  /** CacheService.ttl: ms the entry stays fresh, or undefined (missing, stale, or Redis unreachable with failOpen). */
+  async freshFor(redisKey: string): Promise<number | undefined> {
+    let entry: CacheEntry | undefined;
+    try {
+      entry = await this.read(redisKey);
+    } catch (err) {
+      this.failures.unavailable(err);
+      return undefined;
+    }
+    const left = entry ? entry.freshUntil - this.clock.now() : 0;
+    return left > 0 ? left : undefined;
+  }
+
   /** The entry in a raw GET reply; unreadable (another serializer or version): a miss, overwritten by the next load. */
   decode<T>(redisKey: string, raw: string | null): CacheEntry<T> | undefined {
     if (raw === null) return undefined;
@@ -59,7 +72,9 @@ export class CacheEntryStore {
   /**
    * Tag indexes first, then the entry: an entry is never visible without being reachable from its tags. When one of
    * its tags was invalidated after `startedAt` (the value was loaded before the invalidation), nothing is stored.
-   * The key lives until `keepUntil` (the stale horizon plus the grace period).
+   * The key lives until `keepUntil` (the stale horizon plus the grace period). `storable` (a load's: an invalidation
+   * in this process may overtake it while it is stored) is asked as the SET is sent: false, nothing is stored.
+   * A del sent after that SET runs after it in Redis (one connection per node, in order), so it removes the value.
    */
   write(
     redisKey: string,
@@ -67,10 +82,12 @@ export class CacheEntryStore {
     raw: string,
     startedAt: number,
     keepUntil = entry.staleUntil,
+    storable?: () => boolean,
   ): Promise<boolean> {
+    if (storable !== undefined && !storable()) return Promise.resolve(false);
     return entry.tags.length === 0
       ? this.writeUntagged(redisKey, entry, raw, keepUntil)
-      : this.writeTagged(redisKey, entry, raw, startedAt, keepUntil);
+      : this.writeTagged(redisKey, entry, raw, startedAt, keepUntil, storable);
   }
 
   private async writeTagged(
@@ -79,12 +96,14 @@ export class CacheEntryStore {
     raw: string,
     startedAt: number,
     keepUntil: number,
+    storable: (() => boolean) | undefined,
   ): Promise<boolean> {
     let version = 0;
     const stored = await this.failures.run('set', async () => {
       const now = this.clock.now();
       const added = await Promise.all(entry.tags.map((t) => this.tags.add(t, redisKey, keepUntil, startedAt, now)));
-      if (added.includes(0)) return false;
+      // overtaken while the indexes were written: the index members left point at no entry (pruned at their horizon)
+      if (added.includes(0) || (storable !== undefined && !storable())) return false;
       // Noted as the SET is sent: an invalidation after it (a del, maybe run by Redis after the SET) keeps it out of
       // L1; the writes of one key run in the order sent, and the last one sent fills L1 last.
       version = this.l1?.version ?? 0;

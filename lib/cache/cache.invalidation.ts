@@ -5,6 +5,7 @@ import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { isPlainObject, refuseUnknown } from '../common/option-checks.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { unlinkMatching } from './cache.bulk.js';
+import type { InflightLoads } from './cache.inflight-loads.js';
 import type { CacheL1, TagMembers } from './cache.l1.js';
 import type { CacheTagIndex } from './cache.tag-index.js';
 import type { InvalidateTagsOptions } from './cache.types.js';
@@ -55,7 +56,10 @@ function shown(value: unknown): string {
   return String(value);
 }
 
-/** Invalidation of many entries at once: by tag (hard or soft), by key pattern, and everything (clear). */
+/**
+ * Invalidation of many entries at once: by tag (hard or soft), by key pattern, and everything (clear). Each first
+ * marks this process's loads it covers overtaken (cache.inflight-loads: no later caller joins them, none stores).
+ */
 export class CacheInvalidation {
   constructor(
     private readonly connection: RedisConnection,
@@ -63,11 +67,13 @@ export class CacheInvalidation {
     private readonly tags: CacheTagIndex,
     private readonly l1: CacheL1 | undefined,
     private readonly failures: FailurePolicy,
+    private readonly loads: InflightLoads,
   ) {}
 
   async invalidateTags(tags: string[], options: InvalidateTagsOptions): Promise<number> {
     const tagKeys = tags.map((t) => this.tags.tagKey(t));
     if (tags.length === 0) return 0;
+    this.loads.overtakeTags(tags);
     this.l1?.dropTags(tags);
     const found: TagMembers = { keys: [], overflow: false };
     let outcome = 'failed';
@@ -113,6 +119,7 @@ export class CacheInvalidation {
     const match = this.keys.pattern(FEATURE, pattern);
     const matches = this.keys.patternMatcher(FEATURE, pattern);
     const foreign = this.foreignKey();
+    this.loads.overtakeMatching(matches);
     return this.bulk('invalidatePattern', () =>
       unlinkMatching(this.connection, match, this.l1, (k) => k.startsWith(internal) || foreign(k) || !matches(k)),
     );
@@ -120,6 +127,7 @@ export class CacheInvalidation {
 
   clear(): Promise<number> {
     const match = `${KeyBuilder.globEscape(this.keys.featurePrefix(FEATURE))}*`;
+    this.loads.overtakeAll();
     this.l1?.clearAll();
     return this.bulk('clear', () => unlinkMatching(this.connection, match, this.l1, this.foreignKey()));
   }

@@ -9,6 +9,7 @@ import { entryOf, sameCall, type ResolvedCall } from './cache.call-options.js';
 import { encodeEntry, type CacheEntry } from './cache.entry.js';
 import type { CacheEntryStore } from './cache.entry-store.js';
 import type { CacheL1 } from './cache.l1.js';
+import type { InflightLoad, InflightLoads } from './cache.inflight-loads.js';
 import { boundedLoad, LoadTimers, within } from './cache.loader.js';
 import type { CacheLoadLock } from './cache.load-lock.js';
 import type { ResolvedCacheOptions } from './cache.options.js';
@@ -18,6 +19,12 @@ import { makeRoom } from '../common/bounded-map.js';
 import type { RedisClock } from '../common/redis-clock.js';
 
 export type Loader<T> = () => T | Promise<T>;
+
+/** A running load or refresh of one key, shared by the callers that may join it. */
+interface Shared<R> {
+  load: InflightLoad;
+  result: Promise<R>;
+}
 
 /** The error of the store step of a load (its starter's options, or the encoding), kept for that caller alone. */
 interface StoreFailure {
@@ -35,7 +42,8 @@ const GRACE_RETRY_MEMO = 10_000;
  */
 export class CacheReadPath {
   private readonly refreshWarning: ThrottledWarning;
-  private readonly inflight = new Map<string, Promise<CacheResult<unknown>>>();
+  /** The load each key's misses share, while an invalidation has not overtaken it (cache.inflight-loads). */
+  private readonly inflight = new Map<string, Shared<CacheResult<unknown>>>();
   /**
    * The fetches started in this turn and not yet settled, by key: a call of the same key with the same options in
    * the same turn shares one (its read, its decision and, on a miss, its load; one promise for all): 1,000 callers
@@ -45,7 +53,7 @@ export class CacheReadPath {
     string,
     { call: ResolvedCall<unknown>; result: Promise<CacheResult<unknown>> }
   >();
-  private readonly refreshing = new Map<string, Promise<{ value: unknown } | undefined>>();
+  private readonly refreshing = new Map<string, Shared<{ value: unknown } | undefined>>();
   /** Keys served from grace: epoch ms before which their loader is not tried again (graceBackoff). */
   private readonly graceRetryAt = new Map<string, number>();
   /** Errors thrown by loaders (incl. their hard timeout): only those let a value be served from grace. */
@@ -66,6 +74,8 @@ export class CacheReadPath {
     private readonly counters: CacheCounters,
     /** Every time compared with an entry's header, or written into one, is Redis's (see cache.entry.ts). */
     private readonly clock: RedisClock,
+    /** This process's loads as its invalidations see them: one overtaken is neither joined nor stored. */
+    private readonly loads: InflightLoads,
   ) {
     this.refreshWarning = new ThrottledWarning(logger, undefined, () => 'failed cache refreshes');
     this.graceWarning = new ThrottledWarning(logger, undefined, () => 'cache values served from grace');
@@ -99,7 +109,7 @@ export class CacheReadPath {
       entry = await this.store.read<T>(redisKey);
     } catch (err) {
       this.failures.unavailable(err);
-      return this.singleFlight(redisKey, async () => ({
+      return this.singleFlight(redisKey, call, async () => ({
         value: (await this.load(redisKey, loader, call.hardTimeout)).value,
         status: 'miss',
         degraded: 'fail-open',
@@ -124,10 +134,10 @@ export class CacheReadPath {
     if (graced && now < (this.graceRetryAt.get(redisKey) ?? 0)) return { value: graced.value, status: 'grace' };
     // Set only when this call runs the load (the callers that join it share its value, not its store step).
     const own: StoreFailure = { failed: false, error: undefined };
-    const loading = this.singleFlight(redisKey, () =>
+    const loading = this.singleFlight(redisKey, call, (load) =>
       this.lock.loadOnce<T>(redisKey, {
         load: () => this.load(redisKey, loader, call.hardTimeout),
-        loadAndStore: () => this.loadAndStore(redisKey, loader, call, own),
+        loadAndStore: () => this.loadAndStore(redisKey, loader, call, load, own),
       }),
     );
     const result = await (graced
@@ -171,7 +181,9 @@ export class CacheReadPath {
   ): Promise<{ value: T } | undefined> | undefined {
     if (this.closed) return undefined;
     const running = this.refreshing.get(redisKey);
-    if (running) return running as Promise<{ value: T } | undefined>;
+    // one that an invalidation overtook is left to end on its own (its value is not stored): a new one is tried
+    if (running?.load.joinable) return running.result as Promise<{ value: T } | undefined>;
+    const load = this.loads.start(redisKey, call.tags);
     const lockKey = this.lock.lockKey(redisKey);
     const token = this.lock.token();
     const refresh = (async (): Promise<{ value: T } | undefined> => {
@@ -181,7 +193,7 @@ export class CacheReadPath {
           return undefined;
         }
         try {
-          const { value } = await this.loadAndStore(redisKey, loader, call);
+          const { value } = await this.loadAndStore(redisKey, loader, call, load);
           diagnose('cacheRefresh', () => ({ feature: 'cache', operation: 'refresh', outcome: 'refreshed' }));
           return { value };
         } finally {
@@ -199,43 +211,55 @@ export class CacheReadPath {
         }
         return undefined;
       } finally {
-        this.refreshing.delete(redisKey);
+        this.loads.end(load);
+        if (this.refreshing.get(redisKey)?.load === load) this.refreshing.delete(redisKey);
       }
     })();
-    this.refreshing.set(redisKey, refresh);
+    this.refreshing.set(redisKey, { load, result: refresh });
     return refresh;
   }
 
   /**
    * Concurrent misses of one key in this process share one load: its value, or the loader's error (an error of the
-   * store step stays with the caller who started the load: see loadAndStore).
+   * store step stays with the caller who started the load: see loadAndStore). Not one that an invalidation of the
+   * key made after it started overtook: a caller after the invalidation starts its own.
    */
-  private singleFlight<T>(redisKey: string, run: () => Promise<CacheResult<T>>): Promise<CacheResult<T>> {
-    let shared = this.inflight.get(redisKey) as Promise<CacheResult<T>> | undefined;
-    if (!shared) {
-      // then, not finally: the callers get the result two microtask turns sooner
-      shared = run().then(
-        (result) => (this.inflight.delete(redisKey), result),
-        (err: unknown) => {
-          this.inflight.delete(redisKey);
-          throw err;
-        },
-      );
-      this.inflight.set(redisKey, shared as Promise<CacheResult<unknown>>);
-    }
-    return shared;
+  private singleFlight<T>(
+    redisKey: string,
+    call: ResolvedCall<T>,
+    run: (load: InflightLoad) => Promise<CacheResult<T>>,
+  ): Promise<CacheResult<T>> {
+    const shared = this.inflight.get(redisKey);
+    if (shared?.load.joinable) return shared.result as Promise<CacheResult<T>>;
+    const load = this.loads.start(redisKey, call.tags);
+    const ended = () => {
+      this.loads.end(load);
+      if (this.inflight.get(redisKey)?.load === load) this.inflight.delete(redisKey);
+    };
+    // then, not finally: the callers get the result two microtask turns sooner
+    const result = run(load).then(
+      (value) => (ended(), value),
+      (err: unknown) => {
+        ended();
+        throw err;
+      },
+    );
+    this.inflight.set(redisKey, { load, result: result as Promise<CacheResult<unknown>> });
+    return result;
   }
 
   /**
    * Loads and stores the value under `call`'s options. Those (ttl and tags functions, shouldCache) and the encoding
    * are the caller's who started the load: with `own` given, their error goes there (that caller's getOrSet rejects
    * with it, nothing is stored) and the value is still returned to every caller sharing the load. Without it (a
-   * background refresh) it is thrown. A store Redis could not take (failOpen) is a miss marked `degraded`.
+   * background refresh) it is thrown. A store Redis could not take (failOpen) is a miss marked `degraded`. Nothing is
+   * stored once an invalidation has overtaken `load` (checked as the SET is sent: see CacheEntryStore.write).
    */
   private async loadAndStore<T>(
     redisKey: string,
     loader: Loader<T>,
     call: ResolvedCall<T>,
+    load: InflightLoad,
     own?: StoreFailure,
   ): Promise<CacheResult<T>> {
     const { value, delta, startedAt } = await this.load(redisKey, loader, call.hardTimeout);
@@ -253,8 +277,9 @@ export class CacheReadPath {
       own.error = err;
       return { value, status: 'miss' };
     }
+    const { tags } = entry;
     try {
-      await this.store.write(redisKey, entry, raw, startedAt, entry.staleUntil + call.grace);
+      await this.store.write(redisKey, entry, raw, startedAt, entry.staleUntil + call.grace, () => load.storable(tags));
     } catch (err) {
       this.failures.unavailable(err);
       return { value, status: 'miss', degraded: 'fail-open' };

@@ -11,12 +11,13 @@ import { RedisConnection } from '../connection/redis-connection.js';
 import { CACHE_L1_PUBSUB } from '../pubsub/pubsub.providers.js';
 import { FEATURE_CONNECTION } from '../connection/redis-connections.js';
 import { PubSubService } from '../pubsub/pubsub.service.js';
-import { defaultCall, entryList, entryOf, foreverOptions, keyList, resolveCall } from './cache.call-options.js';
+import { defaultCall, foreverOptions, keyList, resolveCall } from './cache.call-options.js';
 import type { ResolvedCall } from './cache.call-options.js';
-import { encodeEntry, type CacheEntry } from './cache.entry.js';
+import type { CacheEntry } from './cache.entry.js';
 import { CacheEntryStore } from './cache.entry-store.js';
 import { cacheClock } from './cache.clock.js';
 import { cacheEvictionCheck } from './cache.eviction-check.js';
+import { InflightLoads } from './cache.inflight-loads.js';
 import { CacheL1 } from './cache.l1.js';
 import { CacheLoadLock } from './cache.load-lock.js';
 import { CACHE_OPTIONS, type ResolvedCacheOptions } from './cache.options.js';
@@ -25,6 +26,7 @@ import { CacheReadPath, type Loader } from './cache.read-path.js';
 import { CacheInvalidation, tagsAndOptions } from './cache.invalidation.js';
 import { CacheCounters } from './cache.stats.js';
 import { CacheTagIndex } from './cache.tag-index.js';
+import { CacheWrites } from './cache.writes.js';
 import { diagnose, traceObserved, traced } from '../common/diagnostics.js';
 import type {
   CacheTags,
@@ -42,13 +44,6 @@ export type { CacheTags, CacheTtl, CacheSetOptions, CacheGetOrSetOptions } from 
 export type { InvalidateTagsOptions, CacheStatus, CacheResult, CacheStats } from './cache.types.js';
 
 const FEATURE = FEATURES.cache;
-/** One set, checked and encoded (CacheService.prepareSet), ready to write. */
-interface PreparedSet {
-  redisKey: string;
-  entry: CacheEntry;
-  raw: string;
-  keepUntil: number;
-}
 const resultValue = <T>(result: CacheResult<T>): T => result.value;
 const ENTRY_KEY_MEMO = 10_000;
 
@@ -73,6 +68,9 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
   private readonly store: CacheEntryStore;
   private readonly reads: CacheReadPath;
   private readonly invalidation: CacheInvalidation;
+  private readonly writes: CacheWrites;
+  /** This process's running loads: an invalidation marks those it covers (cache.inflight-loads). */
+  private readonly loads = new InflightLoads();
   private readonly evictionCheck: EvictionPolicyCheck;
   private readonly entryKeys = new Map<string, string>();
   private readonly defaultCall: ResolvedCall<unknown>;
@@ -129,8 +127,11 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
       this.failures,
       this.counters,
       this.clock,
+      this.loads,
     );
-    this.invalidation = new CacheInvalidation(connection, keys, tags, this.l1, this.failures);
+    this.invalidation = new CacheInvalidation(connection, keys, tags, this.l1, this.failures, this.loads);
+    const { serializer: codec, clock, l1, store, failures } = this;
+    this.writes = new CacheWrites(this.options, codec, clock, l1, store, failures, (key) => this.entryKey(key));
   }
 
   async onModuleInit(): Promise<void> {
@@ -189,34 +190,17 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
    * cannot encode, and nothing is written then). With failOpen (default) a Redis failure is counted and logged.
    */
   async set<T>(key: string, value: T, options: CacheSetOptions = {}): Promise<void> {
-    await this.write(this.prepareSet(key, value, options));
-  }
-
-  /** A set's key, options and value checked and encoded, nothing written yet (mset checks every entry first). */
-  private prepareSet<T>(key: string, value: T, options: CacheSetOptions = {}): PreparedSet {
-    const redisKey = this.entryKey(key);
-    const call = resolveCall<T>(options, 'set', this.options);
-    const entry = entryOf(call, value, 0, this.clock.now());
-    return { redisKey, entry, raw: encodeEntry(entry, this.serializer), keepUntil: entry.staleUntil + call.grace };
-  }
-
-  private async write({ redisKey, entry, raw, keepUntil }: PreparedSet): Promise<void> {
-    this.l1?.delete(redisKey);
-    try {
-      // An explicit set is stored whatever was invalidated before it (only loads are checked against invalidations).
-      await this.store.write(redisKey, entry, raw, Number.MAX_SAFE_INTEGER, keepUntil);
-    } catch (err) {
-      this.failures.unavailable(err);
-    }
-    this.l1?.broadcast({ keys: [redisKey] });
+    await this.writes.set(key, value, options);
   }
 
   /**
    * Deletes entries (UNLINK); resolves to how many existed. Throws RedisUnavailableError when Redis cannot be reached.
+   * The loads of these keys running in this process are neither joined by a later caller nor stored.
    */
   async del(...keys: string[]): Promise<number> {
     const redisKeys = keys.map((k) => this.entryKey(k));
     if (redisKeys.length === 0) return 0;
+    this.loads.overtakeKeys(redisKeys);
     for (const k of redisKeys) this.l1?.delete(k);
     try {
       const n = await this.failures.run('del', () => unlinkMany(this.connection.client, redisKeys));
@@ -365,15 +349,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
 
   /** ms the value under `key` stays fresh, or undefined (missing, stale, or Redis unreachable with failOpen). */
   async ttl(key: string): Promise<number | undefined> {
-    let entry: CacheEntry | undefined;
-    try {
-      entry = await this.store.read(this.entryKey(key));
-    } catch (err) {
-      this.failures.unavailable(err);
-      return undefined;
-    }
-    const left = entry ? entry.freshUntil - this.clock.now() : 0;
-    return left > 0 ? left : undefined;
+    return this.store.freshFor(this.entryKey(key));
   }
 
   /** `get` of each key (one MGET per 32 keys on a single server), in order. */
@@ -387,8 +363,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
    * were written and the call rejected).
    */
   async mset<T>(entries: readonly { key: string; value: T; options?: CacheSetOptions }[]): Promise<void> {
-    const prepared = entryList<T>(entries).map((e) => this.prepareSet(e.key, e.value, e.options));
-    await Promise.all(prepared.map((p) => this.write(p)));
+    await this.writes.mset(entries);
   }
 
   /** getOrSet with no expiry in practice (100 years fresh): until deleted or invalidated. Options: `{ tags? }`. */
