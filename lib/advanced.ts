@@ -138,5 +138,11 @@ export {
 // A start-up refusal only (lock.onUnsafeEviction: 'refuse'): it stops the bootstrap, no request ever sees it; the
 // root is kept to what applications catch at run time (test/foundation/public-api.spec.ts holds it at 50 names).
 // MissingPeerError likewise: importing a subpath without its optional peer (`nestjs-redis-toolkit/otel` without
-// @opentelemetry/api...) throws it, before the app runs.
-export { MissingPeerError, UnsafeEvictionPolicyError } from './common/errors.js';
+// @opentelemetry/api...) throws it, before the app runs; and UnsupportedRedisVersionError, a server older than a
+// feature on it needs, refused at start.
+export {
+  MissingPeerError,
+  UnsafeEvictionPolicyError,
+  UnsupportedRedisVersionError,
+  type UnsupportedRedisVersionDetails,
+} from './common/errors.js';

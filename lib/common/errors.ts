@@ -157,3 +157,40 @@ export class RedisReplyError extends RedisToolkitError {
 export class RedisPermissionError extends RedisReplyError {
   static override readonly code: string = 'E_REDIS_PERMISSION';
 }
+
+/** What an UnsupportedRedisVersionError names: the feature that needs the newest Redis, and what the server said. */
+export interface UnsupportedRedisVersionDetails {
+  /** The feature (`session`, `pub/sub`, `rate limit`...). */
+  readonly feature: string;
+  /** The command it needs that version for (`PEXPIRETIME`). */
+  readonly command: string;
+  /** The version it needs, `major.minor` (`7.0`). */
+  readonly minimum: string;
+  /** The version the server reported: INFO server `redis_version` (a Valkey's: the Redis it is compatible with). */
+  readonly reported: string;
+  /** The server, as the toolkit names it (its address; a cluster master's). */
+  readonly server: string;
+}
+
+/**
+ * A Redis server is older than a feature running on it needs (e.g. sessions send PEXPIRETIME, Redis 7.0): the start is
+ * refused rather than that feature's first call failing with `ERR unknown command` or `ERR syntax error`. The message
+ * names every feature the server is too old for; the fields name the one needing the newest version.
+ */
+export class UnsupportedRedisVersionError extends RedisToolkitError implements UnsupportedRedisVersionDetails {
+  static override readonly code: string = 'E_UNSUPPORTED_REDIS_VERSION';
+  readonly feature: string;
+  readonly command: string;
+  readonly minimum: string;
+  readonly reported: string;
+  readonly server: string;
+
+  constructor(message: string, details: UnsupportedRedisVersionDetails, options?: { cause?: unknown }) {
+    super(message, options);
+    this.feature = details.feature;
+    this.command = details.command;
+    this.minimum = details.minimum;
+    this.reported = details.reported;
+    this.server = details.server;
+  }
+}

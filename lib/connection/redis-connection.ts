@@ -60,8 +60,8 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   private quitting = false;
   /** Warnings found while building clients, logged at start. */
   private readonly pendingWarnings: string[] = [];
-  /** `verifyServer`'s check of the server behind the main client: once, shared by every caller. */
-  private serverVerified: Promise<void> | undefined;
+  /** `verifyServer`'s check of the server behind the main client (its INFO server): once, shared by every caller. */
+  private serverVerified: Promise<Record<string, string> | undefined> | undefined;
   /** The main client's READONLY replies (readOnlyGraceMs); none on a cluster. */
   private readonly readOnly: ReadOnlyStreak | undefined;
 
@@ -295,10 +295,11 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
    * not have (`databases` in redis.conf): ioredis's SELECT fails with only an error event, and the app ran on db 0.
    * InvalidOptionsError: the connection names the wrong server or db. Not for a cluster, whose client routes to the
    * masters itself (and has only db 0). Runs once (a transport failure is no verdict: asked again on the next call).
+   * Resolves with the server's INFO server (undefined when refused, and for a cluster): the version check reads it.
    */
-  verifyServer(): Promise<void> {
+  verifyServer(): Promise<Record<string, string> | undefined> {
     const client = this.client;
-    if (client instanceof Cluster) return Promise.resolve();
+    if (client instanceof Cluster) return Promise.resolve(undefined);
     const where =
       'client' in this.options.connection
         ? `${this.description} (${client.options.host ?? '127.0.0.1'}:${client.options.port ?? 6379})`

@@ -83,14 +83,18 @@ async function infoSection(client: Redis, section: string, ms: number, where: st
  * What RedisConnection.verifyServer asks of the server behind a connected single-server client (`where` names it):
  * InvalidOptionsError for a Sentinel or a cluster node (notASingleServer), a replica or a db the server does not
  * have, RedisPermissionError for a db other than 0 whose SELECT the ACL user may not run; each command bounded by
- * `ms`.
+ * `ms`. Resolves with its INFO server (undefined when refused), which the version check reads (redis-version.ts).
  */
-export async function checkServer(client: Redis, where: string, ms: number): Promise<void> {
+export async function checkServer(
+  client: Redis,
+  where: string,
+  ms: number,
+): Promise<Record<string, string> | undefined> {
   const server = await infoSection(client, 'server', ms, where);
   const wrong = server === undefined ? undefined : notASingleServer(server, where);
   if (wrong !== undefined) throw new InvalidOptionsError(wrong);
   const replication = await infoSection(client, 'replication', ms, where);
-  if (replication === undefined) return;
+  if (replication === undefined) return server;
   const replica = replicaOf(replication);
   if (replica !== undefined) {
     throw new InvalidOptionsError(
@@ -101,6 +105,7 @@ export async function checkServer(client: Redis, where: string, ms: number): Pro
   }
   const db = Number(client.options.db ?? 0);
   if (db > 0) await selectDb(client, db, where, ms);
+  return server;
 }
 
 /**

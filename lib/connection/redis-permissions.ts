@@ -16,6 +16,7 @@ import { abortAfter, askMasters } from './redis-permissions.cluster.js';
 import { readyAgain } from './client-lifecycle.js';
 import { probePermissions } from './redis-permissions.probe.js';
 import { trackingCommands } from './redis-permissions.tracking.js';
+import { checkRedisVersion, versionNeeds } from './redis-version.js';
 
 export type { RequiredCommand };
 
@@ -270,11 +271,13 @@ async function checkAndReport(
 }
 
 /**
- * At startup, after the connections are up: refuses to start (RedisPermissionError naming every denied command and
- * the ACL rules that grant them) when the ACL user of a connection lacks a permission that a feature running on it
- * needs. Without the check, a missing `+time` or `+@scripting` would only show at the first request (issue 17). With
- * lazyConnect the checks of the server (RedisConnection.verifyServer) and of the ACL run each time a connection
- * becomes ready until they have given a verdict, and a refusal is logged as an error instead; shutdown stops them.
+ * At startup, after the connections are up: refuses to start when a server of a connection is older than a feature
+ * running on it needs (UnsupportedRedisVersionError: redis-version.ts), then (RedisPermissionError naming every denied
+ * command and the ACL rules that grant them) when the ACL user of a connection lacks a permission that a feature
+ * running on it needs. Without the check, a missing `+time` or `+@scripting` would only show at the first request
+ * (issue 17). With lazyConnect the checks of the server (RedisConnection.verifyServer), its version and the ACL run
+ * each time a connection becomes ready until they have given a verdict, and a refusal is logged as an error instead;
+ * shutdown stops them.
  */
 export class RedisPermissionsCheck implements OnModuleInit, OnApplicationShutdown {
   private readonly logger = new Logger('RedisToolkit');
@@ -298,6 +301,7 @@ export class RedisPermissionsCheck implements OnModuleInit, OnApplicationShutdow
         all.map(async ([name, connection]) => {
           const deadline = Date.now() + connection.startBudget; // the connect and the check share it
           await connection.connect(connection.client, connection.description);
+          await this.checkVersion(name, connection);
           await this.check(name, connection, deadline - Date.now());
         }),
       );
@@ -331,6 +335,7 @@ export class RedisPermissionsCheck implements OnModuleInit, OnApplicationShutdow
       running = true;
       connection
         .verifyServer()
+        .then(() => this.checkVersion(name, connection))
         .then(() => this.check(name, connection))
         .then(stop, (err: unknown) => {
           running = false;
@@ -347,6 +352,15 @@ export class RedisPermissionsCheck implements OnModuleInit, OnApplicationShutdow
     this.pending.add(stop);
     client.on('ready', run);
     if (client.status === 'ready') run();
+  }
+
+  /** UnsupportedRedisVersionError when a server of this connection is older than a feature on it needs. */
+  checkVersion(name: string, connection: RedisConnection): Promise<void> {
+    const features = this.connections.featuresOn(name);
+    const sharded = connection.isCluster && this.options.shardedPubSub;
+    return checkRedisVersion(connection, versionNeeds(features, { sharded, cacheL1: !!this.options.cacheL1 }), (m) => {
+      if (!this.closed) this.logger.warn(m);
+    });
   }
 
   /**

@@ -7,8 +7,11 @@
  *                   (a dead route, a switch eating packets: the client sees silence, not an error);
  *  - `resetAll()`   every open connection is reset (TCP RST to the client, upstream socket destroyed);
  *  - `resetOn(text)` a connection is reset, instead of forwarded, when the client sends `text` (e.g. a QUIT);
+ *  - `rewriteReplies(from, to)` every `from` in what the server sends is replaced by `to`, of the same byte length
+ *                   (a RESP length prefix stays right): `redis_version:7.0.15` read as `redis_version:6.0.16`;
  *  - `refuse()`     stop listening (new connects get ECONNREFUSED) and reset the open connections: "server gone";
- *  - `restore()`    undo all of the above: no delay, no blackhole, no resetOn, listening again on the same port;
+ *  - `restore()`    undo all of the above: no delay, no blackhole, no resetOn, no rewrite, listening again on the same
+ *                   port;
  *  - `close()`      stop for good.
  *
  * Everything is loopback only. Socket errors are swallowed (they are the point), so a fault never surfaces as an
@@ -30,6 +33,8 @@ export interface FaultProxyStats {
   droppedChunks: number;
   /** Connections reset by resetAll() / refuse() / resetOn(). */
   resets: number;
+  /** Occurrences of rewriteReplies()'s `from` replaced in replies. */
+  rewrites: number;
 }
 
 const HOST = '127.0.0.1';
@@ -75,14 +80,25 @@ class Pipe {
 interface Link {
   client: Socket;
   upstream: Socket;
+  /** The end of the last reply chunk that may be the start of a `from` split across chunks: held back. */
+  held: Buffer;
+}
+
+/** Where `from` may start in the last bytes of `data` (a match split across chunks): that index, or data.length. */
+function partialMatchAt(data: Buffer, from: Buffer): number {
+  for (let i = Math.max(0, data.length - from.length + 1); i < data.length; i++) {
+    if (from.subarray(0, data.length - i).equals(data.subarray(i))) return i;
+  }
+  return data.length;
 }
 
 export class FaultProxy {
   readonly host = HOST;
-  readonly stats: FaultProxyStats = { accepted: 0, open: 0, droppedChunks: 0, resets: 0 };
+  readonly stats: FaultProxyStats = { accepted: 0, open: 0, droppedChunks: 0, resets: 0, rewrites: 0 };
   delayMs = 0;
   isBlackholed = false;
   private resetText: string | undefined;
+  private rewrite: { from: Buffer; to: Buffer } | undefined;
   private server: Server | undefined;
   private readonly links = new Set<Link>();
   private readonly timers = new Set<NodeJS.Timeout>();
@@ -132,6 +148,24 @@ export class FaultProxy {
     this.resetText = text?.toLowerCase();
   }
 
+  /**
+   * Replaces every `from` in what the server sends by `to` (`undefined`: off), e.g. the `redis_version:` line of INFO:
+   * the same byte length, so the length prefix of the RESP reply holding it stays right. A `from` split across two
+   * chunks is found too: the end of a chunk that may begin one is held until the next chunk (a RESP reply ends with
+   * CRLF, so a whole reply is never held while `from` starts with neither CR nor LF).
+   */
+  rewriteReplies(from: string | undefined, to = ''): void {
+    if (from === undefined) {
+      this.rewrite = undefined;
+      return;
+    }
+    const rewrite = { from: Buffer.from(from), to: Buffer.from(to) };
+    if (rewrite.from.length !== rewrite.to.length || rewrite.from.length === 0 || /^[\r\n]/.test(from)) {
+      throw new Error(`rewriteReplies needs a from and a to of one byte length, from not starting with CR/LF`);
+    }
+    this.rewrite = rewrite;
+  }
+
   /** Stops listening (connects are refused) and resets every open connection. */
   async refuse(): Promise<void> {
     const server = this.server;
@@ -145,6 +179,7 @@ export class FaultProxy {
     this.delayMs = 0;
     this.isBlackholed = false;
     this.resetText = undefined;
+    this.rewrite = undefined;
     // Links whose server went away while blackholed: close them now, as an unbroken link would have.
     for (const link of [...this.links]) {
       if (link.upstream.destroyed) {
@@ -189,7 +224,7 @@ export class FaultProxy {
   private accept(client: Socket): void {
     this.stats.accepted++;
     const upstream = connect({ host: this.target.host, port: this.target.port });
-    const link: Link = { client, upstream };
+    const link: Link = { client, upstream, held: Buffer.alloc(0) };
     this.links.add(link);
     this.stats.open = this.links.size;
     client.setNoDelay(true);
@@ -203,7 +238,10 @@ export class FaultProxy {
       }
       toUpstream.push(chunk);
     });
-    upstream.on('data', (chunk: Buffer) => toClient.push(chunk));
+    upstream.on('data', (chunk: Buffer) => {
+      const out = this.rewritten(link, chunk);
+      if (out.length > 0) toClient.push(out);
+    });
     const drop = (): void => {
       if (!this.links.delete(link)) return;
       this.stats.open = this.links.size;
@@ -220,6 +258,22 @@ export class FaultProxy {
     });
     client.on('error', drop);
     client.on('close', drop);
+  }
+
+  /** A reply chunk with rewriteReplies()'s replacements made, less the end held back for the next chunk. */
+  private rewritten(link: Link, chunk: Buffer): Buffer {
+    const rewrite = this.rewrite;
+    if (rewrite === undefined && link.held.length === 0) return chunk;
+    const data = Buffer.concat([link.held, chunk]);
+    link.held = Buffer.alloc(0);
+    if (rewrite === undefined) return data;
+    for (let at = data.indexOf(rewrite.from); at !== -1; at = data.indexOf(rewrite.from, at + rewrite.from.length)) {
+      rewrite.to.copy(data, at);
+      this.stats.rewrites++;
+    }
+    const keep = partialMatchAt(data, rewrite.from);
+    link.held = Buffer.from(data.subarray(keep));
+    return data.subarray(0, keep);
   }
 
   private reset(link: Link): void {
