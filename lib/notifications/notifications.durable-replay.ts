@@ -1,7 +1,7 @@
 import type { Socket } from 'socket.io';
 import type { ReplayedMessage } from '../pubsub/pubsub.types.js';
 import { roomOf } from './notifications.channel-relays.js';
-import { STREAM_ID } from '../pubsub/pubsub.types.js';
+import { MAX_STREAM_ID_PART, STREAM_ID } from '../pubsub/pubsub.types.js';
 import type { NotificationMessage } from './notifications.protocol.js';
 import { drained } from './notifications.slow-client-policy.js';
 
@@ -46,6 +46,8 @@ export class DurableReplay {
   /**
    * Sends the `missed` messages (read after `lastId`), then the live ones buffered meanwhile, and joins the room of
    * `channel` when caught up; otherwise the socket catches up message by message (live()) for at most CATCH_UP_MS.
+   * 'slow': the client did not read in time (the caller applies the policy); 'left': the socket is no longer
+   * subscribed to `channel`, and was sent nothing more.
    */
   async send(
     socket: Socket,
@@ -55,19 +57,23 @@ export class DurableReplay {
     lastId: string,
     /** The slow-client test (packets or bytes): SlowClients.isSlow. */
     isSlow: (socket: Socket) => boolean,
-  ): Promise<'sent' | 'slow'> {
+  ): Promise<'sent' | 'slow' | 'left'> {
     const highWater = missed.at(-1)?.id ?? lastId;
     // The slow-client cap holds for the replay too: never more packets or bytes waiting for this socket than it
     // allows, and a client that does not read them within CATCH_UP_MS is slow (the caller applies the policy).
-    const emit = async (m: NotificationMessage): Promise<boolean> => {
-      if (isSlow(socket) && !(await drained(socket, CATCH_UP_MS))) return false;
-      if (socket.disconnected) return false;
+    // 'left': the socket unsubscribed, was revoked or disconnected (while this waited for a drain): nothing more of
+    // the replay is its, and it is not slow for that.
+    const emit = async (m: NotificationMessage): Promise<'sent' | 'slow' | 'left'> => {
+      const inTime = !isSlow(socket) || (await drained(socket, CATCH_UP_MS));
+      if (socket.disconnected || !this.subscribed(socket, channel)) return 'left';
+      if (!inTime) return 'slow';
       socket.emit('notification', m);
-      return true;
+      return 'sent';
     };
     for (const m of missed) {
       if (catchUp.overflowed) return 'slow';
-      if (!(await emit({ channel: m.channel, data: m.data, id: m.id, ts: m.ts }))) return 'slow';
+      const sent = await emit({ channel: m.channel, data: m.data, id: m.id, ts: m.ts });
+      if (sent !== 'sent') return sent;
     }
     // Live copies of what was just replayed may still be on their way (XADD happens before PUBLISH): skip them.
     // Live messages keep arriving while this awaits: the buffer is read until it is empty, and bounded by the cap.
@@ -77,13 +83,13 @@ export class DurableReplay {
       if (catchUp.overflowed) return 'slow';
       catchUp.taken = i + 1;
       const m = buffer[i];
-      if (!STREAM_ID.test(m.id)) {
-        if (!(await emit(m))) return 'slow';
-      } else {
-        const order = compareStreamIds(m.id, highWater);
-        if (order > 0 && !(await emit(m))) return 'slow';
-        if (order >= 0) caughtUp = true;
+      // A plain publish (no stream id) is sent as it comes; a durable one only past what was replayed.
+      const order = STREAM_ID.test(m.id) ? compareStreamIds(m.id, highWater) : undefined;
+      if (order === undefined || order > 0) {
+        const sent = await emit(m);
+        if (sent !== 'sent') return sent;
       }
+      if (order !== undefined && order >= 0) caughtUp = true;
     }
     if (caughtUp) {
       socket.join(roomOf(channel));
@@ -150,6 +156,16 @@ export class DurableReplay {
     this.drop(socket, channel);
     if (this.subscribed(socket, channel)) socket.join(roomOf(channel));
   }
+}
+
+/**
+ * The stream id just before `id` (both checked by isStreamId), undefined for 0-0: a read after it starts at `id`
+ * itself, as the exclusive start of replay() cannot.
+ */
+export function streamIdBefore(id: string): string | undefined {
+  const [ms, seq] = id.split('-').map(BigInt);
+  if (seq > 0n) return `${ms}-${seq - 1n}`;
+  return ms > 0n ? `${ms - 1n}-${MAX_STREAM_ID_PART}` : undefined;
 }
 
 /**

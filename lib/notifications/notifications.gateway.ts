@@ -10,20 +10,17 @@ import {
   type OnGatewayInit,
 } from '@nestjs/websockets';
 import type { Namespace, Socket } from 'socket.io';
-import { RedisToolkitError } from '../common/errors.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
-import { MAX_REPLAY_LIMIT } from '../pubsub/pubsub.checks.js';
 import { PubSubService } from '../pubsub/pubsub.service.js';
-import { isPattern, type MessageMeta } from '../pubsub/pubsub.types.js';
+import type { MessageMeta } from '../pubsub/pubsub.types.js';
 import { RateLimitService } from '../rate-limit/rate-limit.service.js';
 import { SessionService } from '../session/session.service.js';
-import { ChannelRelays, roomOf, type Relay } from './notifications.channel-relays.js';
+import { ChannelRelays, roomOf } from './notifications.channel-relays.js';
 import { DurableReplay } from './notifications.durable-replay.js';
 import { admitHandshake } from './notifications.handshake.js';
 import {
   NOTIFICATIONS_GATEWAY_OPTIONS,
   type NotificationsGatewayOptions,
-  type PubSubUser,
   type ResolvedNotificationsGatewayOptions,
 } from './notifications.options.js';
 import {
@@ -37,6 +34,7 @@ import {
 import { setUpGateway, type GatewaySetup } from './notifications.setup.js';
 import { SessionRevocations } from './notifications.session-revocations.js';
 import { SlowClients } from './notifications.slow-client-policy.js';
+import { GatewaySubscribes, type SocketState } from './notifications.subscribe.js';
 import { UserSockets } from './notifications.user-sockets.js';
 
 export interface NotificationsGatewayStats {
@@ -51,13 +49,6 @@ export interface NotificationsGatewayStats {
   disconnectedSlow: number;
   /** Sockets disconnected because their session was destroyed (on any instance) or found gone on subscribe. */
   revoked: number;
-}
-
-interface SocketState {
-  user: PubSubUser;
-  subscriptions: Map<string, Relay>;
-  /** Subscribes in progress, so a repeated subscribe is answered only once delivery has started. */
-  joining: Map<string, Promise<NotificationAck>>;
 }
 
 /** Deprecated: gateway options given to NotificationsGatewayModule.register(); they win over `pubsub.gateway`. */
@@ -111,6 +102,22 @@ export class NotificationsGateway
         `notifications: re-checking sessions after a reconnect failed: ${err instanceof Error ? err.message : err}`,
       ),
   );
+
+  private readonly subscribes = new GatewaySubscribes({
+    pubsub: this.pubsub,
+    sessions: this.sessions,
+    sockets: this.sockets,
+    relays: this.relays,
+    durableReplay: this.durableReplay,
+    counters: this.counters,
+    warning: this.warning,
+    options: () => this.options,
+    slowClients: () => this.slowClients,
+    stateOf: (socket) => this.stateOf(socket),
+    limit: (state) => this.limit(state),
+    release: (socket, state, name) => this.release(socket, state, name),
+    failed: (err) => this.failed(err),
+  });
 
   constructor(
     private readonly pubsub: PubSubService,
@@ -177,48 +184,7 @@ export class NotificationsGateway
     @MessageBody() body: unknown,
   ): Promise<NotificationAck | undefined> {
     if (this.overCap(socket)) return undefined;
-    try {
-      const state = this.stateOf(socket);
-      const { channel, lastId } = parseRequest(body, true, this.options.maxChannelLength);
-      await this.limit(state);
-      await this.sessionStillValid(socket, state);
-      const pattern = isPattern(channel);
-      const replays = this.replayUserOf(channel, lastId) !== undefined;
-      // A replay is authorized like a subscription, also when it resyncs one the socket holds.
-      if ((replays || !state.subscriptions.has(channel)) && !(await this.allowed(state.user, channel, pattern))) {
-        throw new AckError('E_FORBIDDEN', `not allowed to subscribe to ${channel}`);
-      }
-      // The socket may have left (or been revoked) while the checks above awaited: a subscription registered now
-      // would never be released (handleDisconnect has run), leaking its relay and its Redis subscription.
-      const gone = () => this.sockets.get(socket) !== state || socket.disconnected;
-      if (gone()) throw new AckError('E_UNAUTHENTICATED', 'disconnected while subscribing');
-      // From here on synchronous until join() registers the subscription, so concurrent subscribes cannot pass the
-      // limit together. One to the same channel still in progress is answered when delivery has started, not before;
-      // a replay asked for meanwhile runs after it.
-      for (let inflight = state.joining.get(channel); inflight; inflight = state.joining.get(channel)) {
-        const first = await inflight;
-        if (!first.ok || !replays) return first.ok ? { ok: true } : first;
-        if (gone()) throw new AckError('E_UNAUTHENTICATED', 'disconnected while subscribing');
-      }
-      // Held already: a no-op, unless it asks for a replay (a resync after a gap): that starts the subscription
-      // afresh from lastId, taking over its relay (join()).
-      const held = state.subscriptions.get(channel);
-      if (held && !replays) return { ok: true };
-      if (!held && state.subscriptions.size >= this.options.maxSubscriptionsPerSocket) {
-        throw new AckError('E_LIMIT', `at most ${this.options.maxSubscriptionsPerSocket} subscriptions per connection`);
-      }
-      if (pattern && this.pubsub.isSharded)
-        throw new AckError('E_BAD_REQUEST', 'pattern subscriptions are not available on this server');
-      const joining = this.join(socket, state, channel, lastId, held).catch((err: unknown) => this.failed(err));
-      state.joining.set(channel, joining);
-      try {
-        return await joining;
-      } finally {
-        if (state.joining.get(channel) === joining) state.joining.delete(channel);
-      }
-    } catch (err) {
-      return this.failed(err);
-    }
+    return this.subscribes.subscribe(socket, body);
   }
 
   @SubscribeMessage('unsubscribe')
@@ -287,109 +253,6 @@ export class NotificationsGateway
         `too many subscribe messages, retry in ${Math.ceil(decision.retryAfterMs)} ms`,
         decision.retryAfterMs,
       );
-    }
-  }
-
-  /**
-   * A socket bound to a session (`user.sessionId`) subscribes only while that session exists: a revocation lost on the
-   * way (the subscriber reconnecting), an expiry or an eviction is caught here, and the socket is disconnected.
-   */
-  private async sessionStillValid(socket: Socket, state: SocketState): Promise<void> {
-    const sessionId = state.user.sessionId;
-    if (typeof sessionId !== 'string' || !this.sessions) return;
-    if ((await this.sessions.get(sessionId)) !== null) return;
-    this.counters.revoked++;
-    // After the ack: the client learns why before it sees the disconnect.
-    setImmediate(() => socket.disconnect(true));
-    throw new AckError('E_UNAUTHENTICATED', 'the session has ended: sign in again');
-  }
-
-  private async allowed(user: PubSubUser, channel: string, pattern: boolean): Promise<boolean> {
-    if (this.options.authorize) {
-      try {
-        return (await this.options.authorize(user, channel, { pattern })) === true;
-      } catch (err) {
-        this.warning.warn(
-          `notifications: authorize threw, refusing: ${err instanceof Error ? err.message : String(err)}`,
-        );
-        return false;
-      }
-    }
-    return !pattern && (channel === `user:${user.id}` || this.options.publicChannels.includes(channel));
-  }
-
-  /** The user whose durable stream a subscribe to `channel` with `lastId` replays, or undefined: no replay. */
-  private replayUserOf(channel: string, lastId: string | undefined): string | undefined {
-    if (lastId === undefined || !this.pubsub.isDurable || this.options.maxReplay === 0) return undefined;
-    // Not /^user:(.+)$/: `.` stops at a line separator (U+2028), and such a user's lastId was ignored.
-    return channel.startsWith('user:') && channel.length > 'user:'.length ? channel.slice('user:'.length) : undefined;
-  }
-
-  /**
-   * Subscribes `socket` to `channel`, replaying its durable stream after `lastId` first when there is one. `held`: the
-   * subscription the socket holds already (a resync): it leaves the room and its live messages wait for the replay
-   * like a new subscription's, and the new registration takes over its relay (no Redis unsubscribe in between).
-   */
-  private async join(
-    socket: Socket,
-    state: SocketState,
-    channel: string,
-    lastId: string | undefined,
-    held?: Relay,
-  ): Promise<NotificationAck> {
-    const userId = this.replayUserOf(channel, lastId);
-    const replay = userId !== undefined;
-    // A new subscription starts afresh (begin() replaces any earlier catch-up): nothing of an earlier replay of this
-    // channel may still reach the socket.
-    if (!replay) this.durableReplay.drop(socket, channel);
-    const catchUp = replay
-      ? this.durableReplay.begin(socket, channel, this.options.slowClient.maxBufferedMessages)
-      : undefined;
-    if (held) socket.leave(roomOf(channel));
-    const relay = this.relays.acquire(channel);
-    state.subscriptions.set(channel, relay);
-    if (held) this.relays.release(channel, held);
-    let joined = false;
-    try {
-      await relay.ready;
-      if (!replay || !catchUp || userId === undefined || lastId === undefined) {
-        if (state.subscriptions.get(channel) !== relay)
-          return { ok: false, code: 'E_BAD_REQUEST', error: 'unsubscribed while subscribing' };
-        socket.join(roomOf(channel));
-        joined = true;
-        return { ok: true };
-      }
-      // The newest maxReplay of what came after lastId, in order; reading one more says whether older ones were left.
-      const max = this.options.maxReplay;
-      const read = await this.pubsub.replay(userId, lastId, Math.min(max + 1, MAX_REPLAY_LIMIT), { newest: true });
-      const skipped = read.length > max;
-      const missed = skipped ? read.slice(1) : read;
-      if (state.subscriptions.get(channel) !== relay)
-        return { ok: false, code: 'E_BAD_REQUEST', error: 'unsubscribed during replay' };
-      // Joins the room now, or once the live copies caught up with the replay (DurableReplay.live()).
-      const isSlow = (s: Socket) => this.slowClients.isSlow(s);
-      if ((await this.durableReplay.send(socket, channel, catchUp, missed, lastId, isSlow)) === 'slow') {
-        if (state.subscriptions.get(channel) === relay) this.release(socket, state, channel);
-        this.slowClients.apply([socket], `the replay of ${channel}`);
-        throw new AckError(
-          'E_SLOW',
-          'the replay stopped: the connection reads too slowly; subscribe again with lastId',
-        );
-      }
-      if (state.subscriptions.get(channel) !== relay)
-        return { ok: false, code: 'E_BAD_REQUEST', error: 'unsubscribed during replay' };
-      joined = true;
-      return { ok: true, replayed: missed.length, ...(skipped && { skipped: true }) };
-    } catch (err) {
-      if (state.subscriptions.get(channel) === relay) this.release(socket, state, channel);
-      if (err instanceof RedisToolkitError && err.code === 'E_REDIS_UNAVAILABLE') {
-        throw new AckError('E_UNAVAILABLE', 'notifications are unavailable, try again later');
-      }
-      throw err;
-    } finally {
-      if (catchUp && (joined === false || catchUp.highWater === undefined)) {
-        this.durableReplay.drop(socket, channel, catchUp);
-      }
     }
   }
 

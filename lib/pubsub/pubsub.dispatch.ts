@@ -8,6 +8,56 @@ import { isThenable, type MessageHandler, type MessageMeta } from './pubsub.type
 /** What our envelope adds to a payload at most (`rtk1:`, the id, the time, two colons), in characters. */
 const ENVELOPE_CHARS = 64;
 
+/**
+ * The handlers of one subscription, each delivery going to those registered when its message arrived (a handler
+ * subscribed during a delivery gets the next message) that are still registered at their turn (one unsubscribed
+ * before its turn gets nothing more). Copied on write, and only while a delivery goes over them: a handler that
+ * (un)subscribes during a delivery changes a copy, so a message costs no copy of its handlers, and an (un)subscribe
+ * outside a delivery none either.
+ */
+export class Handlers {
+  private set: Set<MessageHandler>;
+  /** Deliveries going over `set` now (more than one if a handler delivers again): a write then copies it first. */
+  private readers = 0;
+
+  constructor(first: MessageHandler) {
+    this.set = new Set([first]);
+  }
+
+  get size(): number {
+    return this.set.size;
+  }
+
+  add(handler: MessageHandler): void {
+    this.writable().add(handler);
+  }
+
+  /** Whether `handler` was registered (and is no longer). */
+  delete(handler: MessageHandler): boolean {
+    return this.set.has(handler) && this.writable().delete(handler);
+  }
+
+  /** Calls `call` with each handler registered now that is still registered when its turn comes. */
+  each(call: (handler: MessageHandler) => void): void {
+    const registered = this.set;
+    this.readers++;
+    try {
+      for (const handler of registered) if (this.set === registered || this.set.has(handler)) call(handler);
+    } finally {
+      // A write during the delivery replaced `set`: its copy has readers of its own.
+      if (this.set === registered) this.readers--;
+    }
+  }
+
+  private writable(): Set<MessageHandler> {
+    if (this.readers > 0) {
+      this.set = new Set(this.set);
+      this.readers = 0;
+    }
+    return this.set;
+  }
+}
+
 /** Hands a received message to the handlers of its subscription: deserialized once, shared by every handler. */
 export class MessageDispatcher {
   private readonly handlerWarning: ThrottledWarning;
@@ -40,7 +90,7 @@ export class MessageDispatcher {
    * without the prefix; `redisChannel`: with it.
    */
   deliver(
-    handlers: Set<MessageHandler>,
+    handlers: Handlers,
     name: string,
     channel: string,
     redisChannel: string,
@@ -68,16 +118,8 @@ export class MessageDispatcher {
     }
     const count = handlers.size;
     diagnose('pubsubRelay', () => ({ feature: 'pubsub', operation: 'relay', outcome: 'relayed', handlers: count }));
-    // The handlers registered when the message arrived, each still registered when its turn comes: one subscribed by a
-    // handler during this delivery gets the next message (iterating the live Set handed it this one, published before
-    // its subscribe), one unsubscribed by a handler before its turn gets nothing more.
-    if (count === 1) {
-      this.call(handlers.values().next().value as MessageHandler, name, payload, channel, meta);
-      return;
-    }
-    for (const handler of Array.from(handlers)) {
-      if (handlers.has(handler)) this.call(handler, name, payload, channel, meta);
-    }
+    // The handlers registered when the message arrived, each still registered when its turn comes (Handlers).
+    handlers.each((handler) => this.call(handler, name, payload, channel, meta));
   }
 
   /** One failing handler must not stop the others, nor surface as an unhandled rejection. */

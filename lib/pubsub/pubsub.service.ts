@@ -14,7 +14,7 @@ import { PUBSUB_OPTIONS, type ResolvedPubSubOptions } from './pubsub.options.js'
 import { SubscriberReconnects } from './pubsub.reconnects.js';
 import { MessageEnvelopes } from './pubsub.envelope.js';
 import { DurableStreams } from './pubsub.durable-streams.js';
-import { MessageDispatcher } from './pubsub.dispatch.js';
+import { Handlers, MessageDispatcher } from './pubsub.dispatch.js';
 import { PendingSubscriptions } from './pubsub.pending.js';
 import { tracedPublish } from './pubsub.traced-error.js';
 import { StaleSubscriptions } from './pubsub.stale-subscriptions.js';
@@ -28,7 +28,7 @@ import { withTimeout } from '../common/timeout.js';
 interface Subscription {
   readonly name: string;
   readonly pattern: boolean;
-  readonly handlers: Set<MessageHandler>;
+  readonly handlers: Handlers;
   /** Settles when Redis confirmed the (P|S)SUBSCRIBE; every concurrent first subscriber awaits the same one. */
   ready: Promise<void>;
   /** Redis confirmed it once: checked after each reconnect (RefusedSubscriptions). */
@@ -207,7 +207,7 @@ export class PubSubService implements OnModuleDestroy {
     const h: MessageHandler = (payload, channel, meta) => handler(payload as T, channel, meta);
     let sub = this.subscriptions.get(name);
     if (!sub) {
-      const created: Subscription = { name, pattern, handlers: new Set([h]), ready: Promise.resolve(), made: false };
+      const created: Subscription = { name, pattern, handlers: new Handlers(h), ready: Promise.resolve(), made: false };
       created.ready = this.redisSubscribe(created).catch((err: unknown) => {
         // lazyConnect: the app starts and runs without Redis; the subscription is made once it is there.
         if (!this.connection.lazyConnect || answered(err) || this.closed) throw err;
