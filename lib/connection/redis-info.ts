@@ -48,20 +48,23 @@ export async function isMasterNow(client: Redis, ms: number): Promise<boolean | 
 
 /**
  * Why the server behind a single-server connection (`where`) is no server the toolkit can run on, from its INFO
- * (`redis_mode`, INFO server): a Sentinel answers none of the features' commands (the start was refused blaming
- * rename-command lines; with lazyConnect health said up while every call failed), and a cluster node answers MOVED
- * for the keys of other nodes' slots, and the toolkit's single-server batches span slots. Undefined otherwise.
+ * (`redis_mode`, INFO server; Valkey 8 names it `server_mode` unless its extended-redis-compatibility is on): a
+ * Sentinel answers none of the features' commands (the start was refused blaming rename-command lines; with
+ * lazyConnect health said up while every call failed), and a cluster node answers MOVED for the keys of other nodes'
+ * slots, and the toolkit's single-server batches span slots. Undefined otherwise.
  */
 export function notASingleServer(fields: Record<string, string>, where: string): string | undefined {
-  if (fields.redis_mode === 'sentinel')
+  const field = fields.redis_mode === undefined && fields.server_mode !== undefined ? 'server_mode' : 'redis_mode';
+  const mode = fields[field];
+  if (mode === 'sentinel')
     return (
-      `Redis at ${where} is a Sentinel (INFO server says redis_mode:sentinel), not a Redis server: it runs none of ` +
+      `Redis at ${where} is a Sentinel (INFO server says ${field}:sentinel), not a Redis server: it runs none of ` +
       "the commands the features send. Connect through it with { sentinels: [{ host, port }], name: '<master " +
       "group name>' } (SENTINEL MASTERS lists the names), which finds the master and follows it through a failover."
     );
-  if (fields.redis_mode === 'cluster')
+  if (mode === 'cluster')
     return (
-      `Redis at ${where} is a node of a Redis Cluster (INFO server says redis_mode:cluster), given as a single ` +
+      `Redis at ${where} is a node of a Redis Cluster (INFO server says ${field}:cluster), given as a single ` +
       "server: keys of other nodes' slots would be answered MOVED and the toolkit's batches across slots would " +
       'fail. Connect with { cluster: [{ host, port }, ...] }, which follows the slot map.'
     );

@@ -39,6 +39,7 @@ import { UnsafeEvictionPolicyError } from '../../lib/advanced.js';
 import { RedisToolkitHealthIndicator } from '../../lib/terminus/index.js';
 import { requiredCommands } from '../../lib/connection/redis-permissions.js';
 import { errorOf } from '../support/errors.js';
+import { startFaultProxy } from '../support/fault-proxy.js';
 import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
 import { recordingLogger } from '../support/recording-logger.js';
 import { startRedisServer } from '../support/redis-server.js';
@@ -495,6 +496,23 @@ describe('the url names a server that is not a Redis master', () => {
     } finally {
       http.close();
     }
+  });
+
+  // Valkey 8 names the mode `server_mode` in INFO server (redis_mode only with its extended-redis-compatibility):
+  // read either. A real cluster node behind a proxy that renames the field (the `os` field after it loses a letter to
+  // keep the reply's length): before 2026-12-06 the start went on, every call on another node's key MOVED.
+  it('a cluster node reporting server_mode (Valkey 8), given as a single server: refused, naming { cluster }', async () => {
+    const node = sharedServers().cluster[0];
+    const proxy = await startFaultProxy({ host: node.host, port: node.port });
+    trackForCleanup({ stop: () => proxy.close() });
+    proxy.rewriteReplies('redis_mode:cluster\r\nos:', 'server_mode:cluster\r\no:');
+    const url = `redis://127.0.0.1:${proxy.port}`;
+    const err = await errorOf(() => createToolkitApp({ target: { url }, connectTimeout: 2_000 }));
+    expect(proxy.stats.rewrites).toBeGreaterThan(0);
+    expect(err).toBeInstanceOf(InvalidOptionsError);
+    expect((err as Error).message).toMatch(
+      /^Redis at .* is a node of a Redis Cluster \(INFO server says server_mode:cluster\)/,
+    );
   });
 
   // Was reported (fixed): a cluster node given as a single server started, and every call on a key of another node
