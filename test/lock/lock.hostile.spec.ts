@@ -21,6 +21,7 @@ import {
 import { RedisConnection } from '../../lib/advanced.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { ownedBy, useDisposableCluster } from '../support/disposable-cluster.js';
+import { errorOf } from '../support/errors.js';
 import { lockAppOptions, lockKey, quorumNodeClients, unique, wakeupsOf } from '../support/lock-modes.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { recordingLogger } from '../support/recording-logger.js';
@@ -289,16 +290,6 @@ describe('grants on one server: waits that end while their grant is on its way',
     await next.release();
   }, 30_000);
 });
-
-/** The error `run` throws or rejects with, or undefined. */
-async function errorOf(run: () => unknown): Promise<unknown> {
-  try {
-    await run();
-    return undefined;
-  } catch (err) {
-    return err;
-  }
-}
 
 describe('ttl expiry while held', () => {
   it('a lock past its ttl is lost: isHeld false, extend/release fail typed, the next has a larger token', async () => {

@@ -11,13 +11,13 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
-import type { WebSocket as WsSocket } from 'ws';
 import { PubSubService } from '../../lib/index.js';
 import { NotificationsGateway } from '../../lib/notifications/index.js';
 import { localRateLimiter } from '../../lib/notifications/notifications.local-rate-limiter.js';
 import {
   closeClients,
   connectClient,
+  connectRawClient,
   connectStalledClient,
   createGatewayApp,
   type TestClient,
@@ -42,32 +42,16 @@ const NS = '/notifications';
 
 /** A raw socket.io v4 client over `ws`: text and binary frames as the attacker writes them, acks by id. */
 async function rawClient(url: string, token: string) {
-  const { WebSocket } = await import('ws');
-  const ws: WsSocket = new WebSocket(`${url.replace('http', 'ws')}/socket.io/?EIO=4&transport=websocket`);
   const acks = new Map<number, unknown>();
   const notifications: unknown[] = [];
   let closed = false;
-  ws.on('close', () => (closed = true));
-  ws.on('message', (raw, isBinary) => {
+  const ws = await connectRawClient(url, token, (text, isBinary) => {
     if (isBinary) return;
-    const text = raw.toString();
-    if (text.startsWith('2')) ws.send('3');
     const ack = /^43\/notifications,(\d+)(\[.*)$/s.exec(text);
     if (ack) acks.set(Number(ack[1]), (JSON.parse(ack[2]) as unknown[])[0]);
     if (text.startsWith(`42${NS},[`)) notifications.push((JSON.parse(text.slice(`42${NS},`.length)) as unknown[])[1]);
   });
-  await new Promise<void>((resolve, reject) => {
-    ws.on('error', reject);
-    const onOpen = (raw: Buffer) => {
-      const text = raw.toString();
-      if (text.startsWith('0')) ws.send(`40${NS},${JSON.stringify({ token })}`);
-      else if (text.startsWith(`40${NS}`)) {
-        ws.off('message', onOpen);
-        resolve();
-      } else if (text.startsWith(`44${NS}`)) reject(new Error(text));
-    };
-    ws.on('message', onOpen);
-  });
+  ws.on('close', () => (closed = true));
   return {
     ws,
     acks,

@@ -1,11 +1,16 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'socket.io';
-import type { WebSocket as WsSocket } from 'ws';
 import { PubSubService } from '../../lib/index.js';
 import { streamIdBefore } from '../../lib/notifications/notifications.durable-replay.js';
 import { NotificationsGateway } from '../../lib/notifications/index.js';
-import { closeClients, connectClient, createGatewayApp, type TestClient } from '../support/pubsub-gateway.js';
+import {
+  closeClients,
+  connectClient,
+  connectRawClient,
+  createGatewayApp,
+  type TestClient,
+} from '../support/pubsub-gateway.js';
 import { closeToolkitApps } from '../support/toolkit-app.js';
 import { sleep, waitFor } from '../support/wait.js';
 
@@ -59,27 +64,11 @@ describe.each(['a new subscription', 'a resync of one held'] as const)('a lastId
  * link) and resumed; `events` lists what it got in order: 'n' for a notification, 'ack <id> <json>' for an ack.
  */
 async function pausableClient(url: string, token: string) {
-  const { WebSocket } = await import('ws');
-  const ws: WsSocket = new WebSocket(`${url.replace('http', 'ws')}/socket.io/?EIO=4&transport=websocket`);
   const events: string[] = [];
-  ws.on('message', (raw) => {
-    const text = raw.toString();
-    if (text === '2') ws.send('3');
+  const ws = await connectRawClient(url, token, (text) => {
     const ack = /^43\/notifications,(\d+)(\[.*)$/s.exec(text);
     if (ack) events.push(`ack ${ack[1]} ${JSON.stringify((JSON.parse(ack[2]) as unknown[])[0])}`);
     if (text.startsWith(`42${NS},["notification"`)) events.push('n');
-  });
-  await new Promise<void>((resolve, reject) => {
-    ws.on('error', reject);
-    const onOpen = (raw: Buffer) => {
-      const text = raw.toString();
-      if (text.startsWith('0')) ws.send(`40${NS},${JSON.stringify({ token })}`);
-      else if (text.startsWith(`40${NS}`)) {
-        ws.off('message', onOpen);
-        resolve();
-      } else if (text.startsWith(`44${NS}`)) reject(new Error(text));
-    };
-    ws.on('message', onOpen);
   });
   const tcp = (ws as unknown as { _socket: { pause(): void; resume(): void } })._socket;
   let id = 0;

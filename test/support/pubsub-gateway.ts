@@ -1,6 +1,7 @@
 /** Helpers for the notifications gateway tests: boot an app with the gateway on HTTP and connect socket.io clients. */
 import type { AddressInfo } from 'node:net';
 import { io, type Socket as ClientSocket } from 'socket.io-client';
+import type { WebSocket as WsSocket } from 'ws';
 import type { PubSubUser } from '../../lib/advanced.js';
 import type { NotificationAck, NotificationMessage } from '../../lib/notifications/index.js';
 import { createToolkitApp, type ToolkitApp, type ToolkitAppOptions } from './toolkit-app.js';
@@ -124,4 +125,37 @@ export async function connectStalledClient(
   let ackId = 1;
   const send = (event: string, body: unknown) => ws.send(`42${namespace},${++ackId}${JSON.stringify([event, body])}`);
   return { close: () => ws.terminate(), closed, send };
+}
+
+/**
+ * A raw socket.io v4 connection over `ws` to `namespace` with `{ token }`, for frames as an attacker or a slow client
+ * writes them: `onFrame` sees every frame from the start (pings are answered here); resolves once the namespace
+ * accepted the connection, rejects with the refusal's frame.
+ */
+export async function connectRawClient(
+  url: string,
+  token: string,
+  onFrame: (text: string, isBinary: boolean) => void,
+  namespace = '/notifications',
+): Promise<WsSocket> {
+  const { WebSocket } = await import('ws');
+  const ws: WsSocket = new WebSocket(`${url.replace('http', 'ws')}/socket.io/?EIO=4&transport=websocket`);
+  ws.on('message', (raw, isBinary) => {
+    const text = raw.toString();
+    if (!isBinary && text === '2') ws.send('3');
+    onFrame(text, isBinary);
+  });
+  await new Promise<void>((resolve, reject) => {
+    ws.on('error', reject);
+    const onOpen = (raw: Buffer) => {
+      const text = raw.toString();
+      if (text.startsWith('0')) ws.send(`40${namespace},${JSON.stringify({ token })}`);
+      else if (text.startsWith(`40${namespace}`)) {
+        ws.off('message', onOpen);
+        resolve();
+      } else if (text.startsWith(`44${namespace}`)) reject(new Error(text));
+    };
+    ws.on('message', onOpen);
+  });
+  return ws;
 }

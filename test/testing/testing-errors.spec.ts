@@ -8,20 +8,11 @@ import { createServer, type Server } from 'node:net';
 import { InvalidOptionsError, RedisReplyError, RedisToolkitError, RedisUnavailableError } from '../../lib/index.js';
 import * as testing from '../../lib/testing/index.js';
 import { rawCommand, rawCommands } from '../../lib/testing/testing.resp.js';
+import { errorOf } from '../support/errors.js';
 
 // A namespace import, so that this file also ran before the error class existed (and failed on its code first).
 const { createRedisTestingModule, startRedisServer } = testing;
 type Typed = Error & { code?: string };
-
-/** The error `run` throws or rejects with, or undefined. */
-async function errorOf(run: () => unknown): Promise<unknown> {
-  try {
-    await run();
-    return undefined;
-  } catch (err) {
-    return err;
-  }
-}
 
 function expectStateError(err: unknown, message: RegExp): void {
   // before: a plain Error with the same text
