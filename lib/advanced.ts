@@ -95,6 +95,7 @@ export type {
   RateLimitDecision,
   RateLimitStats,
   ConsumeOptions,
+  RewardOptions,
 } from './rate-limit/rate-limit.service.js';
 export {
   RateLimitHttpException,

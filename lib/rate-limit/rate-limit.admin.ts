@@ -10,8 +10,9 @@ import type { BlockCache } from './rate-limit.block-cache.js';
 import { SLIDING_LOG_LUA } from './rate-limit.decision-batcher.js';
 import { checkKey, defaultScope, type ResolvedPolicy } from './rate-limit.policy-resolver.js';
 import { ALGORITHM_CODES, BLOCK_SUFFIX, type RateLimitKeys } from './rate-limit.keys.js';
-import { COUNTER_KEYS, checkScope } from './rate-limit.option-names.js';
+import { COUNTER_KEYS, checkRewardOptions, checkScope } from './rate-limit.option-names.js';
 import { RATE_LIMIT_ALGORITHMS, type RateLimitAlgorithm, type RateLimitPolicy } from './rate-limit.options.js';
+import type { RewardOptions } from './rate-limit.types.js';
 
 const ADJUST_LUA_FILE = new URL('./reward.lua', import.meta.url);
 
@@ -84,7 +85,8 @@ export class RateLimitAdmin {
   /**
    * Gives back (reward) or charges (penalty) `points` units of a counter; resolves with the units left. `points` is
    * an integer >= 1 either way (checked as the caller gave it, before the sign of a penalty is applied): a negative
-   * one would do the opposite of what was asked.
+   * one would do the opposite of what was asked. A reward's `charge` names the window the units were charged in
+   * (RewardOptions).
    */
   async adjust(
     key: string,
@@ -92,8 +94,10 @@ export class RateLimitAdmin {
     policy: RateLimitPolicy,
     scope: string | undefined,
     what: 'reward' | 'penalty',
+    charge?: RewardOptions,
   ): Promise<number> {
     checkKey(key);
+    if (charge !== undefined) checkRewardOptions(charge);
     if (!Number.isSafeInteger(points) || points < 1) {
       throw new InvalidOptionsError(
         `rate limit: ${what} points must be a whole number >= 1, got ${shownValue(points)}`,
@@ -107,12 +111,13 @@ export class RateLimitAdmin {
     if (what === 'reward') this.blockCache?.forget(counter);
     try {
       this.failures.assertReady(what);
-      return await this.adjuster.run(
-        this.connection.client,
-        [counter],
-        // reward.lua gives back a positive count and charges a negative one
-        [ALGORITHM_CODES[p.algorithm], p.limit, p.ttl, what === 'reward' ? points : -points, p.burst],
-      );
+      // reward.lua gives back a positive count and charges a negative one
+      const args = [ALGORITHM_CODES[p.algorithm], p.limit, p.ttl, what === 'reward' ? points : -points, p.burst];
+      // the ms the charged window has left by this process's clock, read as late as can be: the script compares it
+      // with the time left of the window that counts (a refund held in flight only makes it smaller)
+      const endsAt = charge?.windowEndsAt;
+      if (endsAt !== undefined) args.push(Math.round(endsAt - performance.now()));
+      return await this.adjuster.run(this.connection.client, [counter], args);
     } catch (err) {
       throw this.failed(err, what);
     }

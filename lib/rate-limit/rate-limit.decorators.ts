@@ -1,9 +1,11 @@
-import { Inject, Injectable, SetMetadata } from '@nestjs/common';
-import { DiscoveryService, MetadataScanner } from '@nestjs/core';
+import { type ExecutionContext, Inject, Injectable, SetMetadata } from '@nestjs/common';
+import { DiscoveryService, MetadataScanner, Reflector } from '@nestjs/core';
 import { InvalidOptionsError } from '../common/errors.js';
 import { OptionProblems } from '../common/option-checks.js';
 import { SKIP_THROTTLE_METADATA, THROTTLE_METADATA } from './rate-limit.constants.js';
 import { checkAccessList, checkIpv6Grouping } from './rate-limit.access-list.js';
+import { refundProblem } from './rate-limit.guard-checks.js';
+import { handlerContextOf } from './rate-limit.guard-contexts.js';
 import { checkGuardValues, checkSkip, unknownSkipNames, unknownThrottleKeys } from './rate-limit.option-names.js';
 import {
   checkPolicy,
@@ -72,6 +74,44 @@ export function SkipThrottle(skip: boolean | Record<string, boolean> = true): Cl
   return SetMetadata(SKIP_THROTTLE_METADATA, typeof skip === 'object' ? { ...skip } : skip);
 }
 
+/** A handler and its class, as ExecutionContext gives them (getHandler, getClass). */
+type Handler = ReturnType<ExecutionContext['getHandler']>;
+type HandlerClass = ReturnType<ExecutionContext['getClass']>;
+
+/**
+ * The policies a handler declares to RateLimitGuard: its @Throttle policies if it has any, else its class's, else
+ * `rateLimit.defaults` (named `default`), read with Reflector.getAllAndOverride, handler first.
+ */
+export function declaredPolicies(
+  reflector: Reflector,
+  handler: Handler,
+  cls: HandlerClass,
+  defaults: ResolvedRateLimitOptions['defaults'],
+): NamedThrottleOptions[] {
+  const declared = reflector.getAllAndOverride<NamedThrottleOptions[] | undefined>(THROTTLE_METADATA, [handler, cls]);
+  return declared ?? [{ ...defaults, name: 'default' }];
+}
+
+/**
+ * The policies RateLimitGuard applies to a handler: the declared ones less those a @SkipThrottle({ name: true }) there
+ * skips; none under @SkipThrottle() (a handler's @SkipThrottle(false) turns its class's off). The guard resolves each
+ * request with it and ThrottlePolicyCheck each resolver and gateway handler at start: one set of rules for both.
+ */
+export function appliedPolicies(
+  reflector: Reflector,
+  handler: Handler,
+  cls: HandlerClass,
+  defaults: ResolvedRateLimitOptions['defaults'],
+): NamedThrottleOptions[] {
+  const skip = reflector.getAllAndOverride<boolean | Record<string, boolean> | undefined>(SKIP_THROTTLE_METADATA, [
+    handler,
+    cls,
+  ]);
+  if (skip === true) return [];
+  const declared = declaredPolicies(reflector, handler, cls, defaults);
+  return typeof skip === 'object' && skip !== null ? declared.filter((p) => skip[p.name] !== true) : declared;
+}
+
 /**
  * When the module is built (as the options are: before anything connects), checks the static values of every
  * @Throttle policy (on controllers, gateways, resolvers) again, now that the module's default algorithm and
@@ -80,12 +120,22 @@ export function SkipThrottle(skip: boolean | Record<string, boolean> = true): Cl
  * fails the start instead (InvalidOptionsError naming the class or handler, the policy and the field), and so does an
  * IPv6 list entry narrower than `ipv6Subnet` (checkIpv6Grouping), which would match nothing. Each name a
  * `@SkipThrottle({ name: true })` gives must name a policy that applies there (a typo would skip nothing).
+ *
+ * A refund option (skipSuccessfulRequests / skipFailedRequests) that applies to a GraphQL resolver's or a Socket.IO
+ * gateway's handler (appliedPolicies, the guard's rules) fails the start too (refundProblem): until 2026-12-06 such an
+ * app started, and each call there failed (or, with no guard there, the option did nothing). Whether a guard runs
+ * there is not asked: the option cannot work on that handler under any guard. What this cannot see is left to the
+ * guard's per-request check (refundableHere): a RateLimitGuard subclass that builds its own options (its defaults are
+ * its constructor's, not metadata), and a resolver provided by a factory or a value (no class here; GraphQL finds its
+ * handlers on the instance). `rateLimit.defaults` takes no refund option (an unknown key, refused when the options are
+ * resolved).
  */
 @Injectable()
 export class ThrottlePolicyCheck {
   constructor(
     discovery: DiscoveryService,
     private readonly scanner: MetadataScanner,
+    reflector: Reflector,
     @Inject(RATE_LIMIT_OPTIONS) private readonly options: ResolvedRateLimitOptions,
   ) {
     // every module is scanned (its classes known) before any provider is made
@@ -95,18 +145,29 @@ export class ThrottlePolicyCheck {
       const type: unknown = wrapper.metatype;
       if (typeof type !== 'function' || seen.has(type)) continue;
       seen.add(type);
-      // the policies RateLimitGuard applies: the handler's, else the class's, else rateLimit.defaults (`default`)
-      const classPolicies = this.check(type.name, type, problems) ?? ['default'];
-      const anyHandler = new Set(classPolicies);
+      const cls = type as HandlerClass;
+      const anyHandler = new Set(this.check(type.name, type, problems) ?? ['default']);
       const prototype = (type as { prototype?: unknown }).prototype;
       if (prototype !== null && typeof prototype === 'object') {
         for (const name of this.scanner.getAllMethodNames(prototype)) {
           const method: unknown = (prototype as Record<string, unknown>)[name];
           if (typeof method !== 'function') continue;
-          const own = this.check(`${type.name}.${name}`, method, problems);
-          for (const n of own ?? []) anyHandler.add(n);
+          const where = `${type.name}.${name}`;
+          for (const n of this.check(where, method, problems) ?? []) anyHandler.add(n);
+          const declared = declaredPolicies(reflector, method as Handler, cls, options.defaults);
           const skip: unknown = Reflect.getMetadata(SKIP_THROTTLE_METADATA, method);
-          unknownSkipNames(`${type.name}.${name}`, skip, own ?? classPolicies, problems);
+          unknownSkipNames(
+            where,
+            skip,
+            declared.map((p) => p.name),
+            problems,
+          );
+          const context = handlerContextOf(method);
+          if (context === undefined) continue;
+          for (const p of appliedPolicies(reflector, method as Handler, cls, options.defaults)) {
+            const problem = refundProblem(context, p);
+            if (problem) problems.add(`${where}:`, problem);
+          }
         }
       }
       // a class's skip applies to each of its handlers: it may name a policy of any of them

@@ -14,21 +14,29 @@ import { policyProblems, type ResolvedRateLimitOptions } from './rate-limit.opti
 /**
  * skipSuccessfulRequests / skipFailedRequests are decided by the HTTP response's status. A GraphQL field's failure is
  * an error in a 200 response (every failed login was refunded as a success: unlimited guesses) and a WebSocket
- * message has no status (the option did nothing): refused with InvalidOptionsError before anything is charged.
+ * message has no status (the option did nothing). What is wrong with a policy of either option in a context of `type`
+ * ('graphql', 'ws'...), or undefined: the start-up scan (ThrottlePolicyCheck) and the guard say the same.
  */
-export function refundableHere(context: ExecutionContext, p: NamedThrottleOptions): void {
-  const type = context.getType<string>();
-  if (type === 'http') return;
+export function refundProblem(type: string, p: NamedThrottleOptions): string | undefined {
+  if (type === 'http' || !(p.skipSuccessfulRequests || p.skipFailedRequests)) return undefined;
   const option = p.skipSuccessfulRequests ? 'skipSuccessfulRequests' : 'skipFailedRequests';
   const what =
     type === 'graphql'
       ? 'a GraphQL field fails with an error in a 200 response'
       : `a "${type}" call (a WebSocket message) has no response status`;
-  throw new InvalidOptionsError(
-    `${context.getClass().name}.${context.getHandler().name}: rate-limit policy "${p.name}".${option} is decided ` +
-      `by the HTTP response's status, and ${what}: it works on HTTP routes only (remove it here, or use reward() ` +
-      `where the outcome is known)`,
+  return (
+    `rate-limit policy "${p.name}".${option} is decided by the HTTP response's status, and ${what}: it works on ` +
+    'HTTP routes only (remove it here, or use reward() where the outcome is known)'
   );
+}
+
+/**
+ * refundProblem, per request: InvalidOptionsError before anything is charged. The start-up scan refuses what it
+ * sees of resolvers and gateways; this is for what it cannot see (docs/rate-limit.md, skipSuccessfulRequests).
+ */
+export function refundableHere(context: ExecutionContext, p: NamedThrottleOptions): void {
+  const problem = refundProblem(context.getType<string>(), p);
+  if (problem) throw new InvalidOptionsError(`${context.getClass().name}.${context.getHandler().name}: ${problem}`);
 }
 
 /** The name of a guard's class, for errors about its hooks (`MyGuard.getTracker ...`). */

@@ -1,6 +1,7 @@
 /**
- * Where RateLimitGuard finds what it limits outside plain HTTP: the request and response of a GraphQL resolver, and
- * what one charge of a counter covers in each kind of context (an HTTP request, a GraphQL field, a Socket.IO message).
+ * Where RateLimitGuard finds what it limits outside plain HTTP: the request and response of a GraphQL resolver, what
+ * one charge of a counter covers in each kind of context (an HTTP request, a GraphQL field, a Socket.IO message), and
+ * which methods are resolver or gateway handlers (for the start-up checks).
  */
 import type { ExecutionContext } from '@nestjs/common';
 import { UnsupportedContextError } from '../common/errors.js';
@@ -48,4 +49,23 @@ export function chargeScopeOf(context: ExecutionContext, req: object): object | 
   // a context built by hand (a custom transport's) may have no arguments to key by: each guard run then charges
   const args: unknown = typeof context.getArgs === 'function' ? context.getArgs() : undefined;
   return typeof args === 'object' && args !== null ? args : undefined;
+}
+
+/**
+ * The method metadata that makes a GraphQL resolver's or a Socket.IO gateway's handler: @nestjs/graphql's @Query,
+ * @Mutation and @Subscription (`graphql:resolver_type`), @ResolveField (`graphql:resolve_property`) and
+ * @ResolveReference, and @nestjs/websockets' @SubscribeMessage. Read by name, as graphqlRequestResponse reads a
+ * resolver's arguments: both packages are optional peers, never imported here (test/rate-limit/
+ * refund-options-start.spec.ts holds the names to the packages' constants).
+ */
+export const HANDLER_METADATA = {
+  graphql: ['graphql:resolver_type', 'graphql:resolve_property', 'graphql:resolve_reference'],
+  ws: ['websockets:message_mapping'],
+} as const;
+
+/** The context type a method is called in when it is a resolver's or a gateway's handler; else undefined. */
+export function handlerContextOf(method: object): 'graphql' | 'ws' | undefined {
+  if (HANDLER_METADATA.graphql.some((key) => Reflect.getMetadata(key, method))) return 'graphql';
+  if (HANDLER_METADATA.ws.some((key) => Reflect.getMetadata(key, method))) return 'ws';
+  return undefined;
 }

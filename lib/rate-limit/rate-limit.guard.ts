@@ -21,14 +21,12 @@ import { ClientAddressResolver } from './rate-limit.client-address.js';
 import { AccessList, accessListsOf } from './rate-limit.access-list.js';
 import { ProxyHeaderWarnings } from './rate-limit.proxy-warnings.js';
 import { retryAfterSeconds, writeRateLimitHeaders } from './rate-limit.headers.js';
-import { SKIP_THROTTLE_METADATA, THROTTLE_METADATA } from './rate-limit.constants.js';
-import type { NamedThrottleOptions } from './rate-limit.decorators.js';
+import { appliedPolicies, type NamedThrottleOptions } from './rate-limit.decorators.js';
 import { RATE_LIMIT_OPTIONS, type Resolvable, type ResolvedRateLimitOptions } from './rate-limit.options.js';
 import { RateLimitService, type RateLimitCheck, type RateLimitDecision } from './rate-limit.service.js';
 import { shownValue } from '../common/option-checks.js';
 import { wsException } from '../common/optional-peers.js';
 import { classNameOf } from './rate-limit.class-names.js';
-import { defaultScope } from './rate-limit.policy-resolver.js';
 import { checkScope } from './rate-limit.option-names.js';
 import {
   checkedRequestResponse,
@@ -39,6 +37,7 @@ import {
   refundableHere,
 } from './rate-limit.guard-checks.js';
 import { chargeScopeOf, graphqlRequestResponse } from './rate-limit.guard-contexts.js';
+import { refundOnFinish, unchargedChecks } from './rate-limit.guard-charges.js';
 
 /** The parts of an HTTP request (Express or Fastify) or a WebSocket handshake the guard reads. */
 export interface ThrottledRequest {
@@ -102,17 +101,8 @@ export class RateLimitGuard implements CanActivate {
   }
 
   async canActivate(context: ExecutionContext): Promise<boolean> {
-    const targets = [context.getHandler(), context.getClass()];
-    const skip = this.reflector.getAllAndOverride<boolean | Record<string, boolean> | undefined>(
-      SKIP_THROTTLE_METADATA,
-      targets,
-    );
-    if (skip === true) return true;
-    const declared = this.reflector.getAllAndOverride<NamedThrottleOptions[] | undefined>(
-      THROTTLE_METADATA,
-      targets,
-    ) ?? [{ ...this.options.defaults, name: 'default' }];
-    let policies = typeof skip === 'object' && skip !== null ? declared.filter((p) => skip[p.name] !== true) : declared;
+    // the rules ThrottlePolicyCheck applies at start (handler's @Throttle, else class's, else defaults; less skips)
+    let policies = appliedPolicies(this.reflector, context.getHandler(), context.getClass(), this.options.defaults);
     if (policies.length === 0) return true;
     const { req, res } = checkedRequestResponse(this.getRequestResponse(context), this);
     let tracker: string | undefined;
@@ -202,7 +192,7 @@ export class RateLimitGuard implements CanActivate {
     // not skipped). Until 2026-12-06 only a call with a response was kept: a Socket.IO message was charged per guard.
     const chargeScope = chargeScopeOf(context, req);
     if (chargeScope) {
-      const pending = this.unchargedChecks(chargeScope, checks);
+      const pending = unchargedChecks(this.rateLimit, this.options.defaults.algorithm, chargeScope, checks);
       if (pending.length === 0) return true;
       checks.splice(0, checks.length, ...pending);
     }
@@ -230,7 +220,8 @@ export class RateLimitGuard implements CanActivate {
       if (written instanceof Promise) await written;
     }
     if (decision.allowed && !decision.degraded && res && refunds.size > 0) {
-      this.refundOnFinish(
+      refundOnFinish(
+        this.rateLimit,
         res,
         checks
           .filter((c) => refunds.has(c))
@@ -254,52 +245,6 @@ export class RateLimitGuard implements CanActivate {
       await RateLimitGuard.prototype.throwThrottlingException.call(this, context, { retryAfterMs, decision });
     }
     return true;
-  }
-
-  /**
-   * skipSuccessfulRequests / skipFailedRequests: once the response is sent (or the connection closed before), gives
-   * the charge of those policies back, while the charge still counts (`openUntil`: the window it was made in, or the
-   * time its token or log entry takes to come back). A later refund would be taken from the charges made since (a
-   * request that outlived its window: its refund freed a unit of the next window's, and a full window admitted one
-   * more). A refund that fails is logged by the service (its failure policy), never thrown.
-   */
-  private refundOnFinish(
-    res: ThrottledResponse,
-    refunds: { check: RateLimitCheck; options: NamedThrottleOptions; openUntil: number }[],
-  ) {
-    const raw = (res as { raw?: NodeResponse }).raw ?? (res as NodeResponse);
-    if (typeof raw.once !== 'function') return;
-    let settled = false;
-    const settle = (success: boolean) => {
-      if (settled) return;
-      settled = true;
-      const now = performance.now();
-      for (const { check, options, openUntil } of refunds) {
-        const cost = check.policy.cost ?? 1;
-        if (cost === 0 || !(success ? options.skipSuccessfulRequests : options.skipFailedRequests)) continue;
-        if (now >= openUntil) continue;
-        this.rateLimit.reward(check.key, cost, check.policy, check.scope).catch(() => undefined);
-      }
-    };
-    raw.once('finish', () => settle((raw.statusCode ?? 200) < 400));
-    raw.once('close', () => settle(false));
-  }
-
-  /** The checks whose counter no guard has charged yet for this call (chargeScopeOf); marks them charged. */
-  private unchargedChecks(scope: object, checks: RateLimitCheck[]): RateLimitCheck[] {
-    let charged = chargedCounters.get(scope);
-    if (!charged) chargedCounters.set(scope, (charged = new Set()));
-    const pending: RateLimitCheck[] = [];
-    for (const check of checks) {
-      const algorithm = check.policy.algorithm ?? this.options.defaults.algorithm;
-      // the counter the service charges: a check without a scope is the policy's own (defaultScope). Named '' here
-      // until 2026-12-06, so two policies of a generateKey that gives undefined were one, and the second never charged
-      const counter = this.rateLimit.redisKey(check.key, check.scope ?? defaultScope(check.policy), algorithm);
-      if (charged.has(counter)) continue;
-      charged.add(counter);
-      pending.push(check);
-    }
-    return pending;
   }
 
   /**
@@ -408,15 +353,6 @@ export class RateLimitGuard implements CanActivate {
     return new ServiceUnavailableException(body, { cause: err });
   }
 }
-
-/** The Node response under Express's response or Fastify's reply (`reply.raw`). */
-interface NodeResponse {
-  statusCode?: number;
-  once?(event: 'finish' | 'close', listener: () => void): unknown;
-}
-
-/** Per HTTP request, the counters (Redis keys) some RateLimitGuard already charged. */
-const chargedCounters = new WeakMap<object, Set<string>>();
 
 async function resolve<T>(value: Resolvable<T> | undefined, context: ExecutionContext): Promise<T> {
   return (typeof value === 'function' ? await (value as (c: ExecutionContext) => T | Promise<T>)(context) : value) as T;

@@ -2,7 +2,7 @@ import { InvalidOptionsError } from '../common/errors.js';
 import { nearest, type OptionProblems, refuseUnknown, shownValue } from '../common/option-checks.js';
 import type { CounterScope } from './rate-limit.admin.js';
 import type { RateLimitPolicy, ThrottleOptions } from './rate-limit.options.js';
-import type { ConsumeOptions, RateLimitCheck } from './rate-limit.types.js';
+import type { ConsumeOptions, RateLimitCheck, RewardOptions } from './rate-limit.types.js';
 
 /*
  * The keys each options object of the rate limiter takes. A misspelled one (`algoritm`, `blockDurationMs`, `failopen`)
@@ -50,6 +50,27 @@ export function refuseUnknownPolicyKeys(p: object, where: string): void {
 const CONSUME_KEYS: ReadonlySet<string> = new Set(
   Object.keys({ failOpen: true } satisfies Record<keyof ConsumeOptions, true>),
 );
+
+const REWARD_KEYS: ReadonlySet<string> = new Set(
+  Object.keys({ windowEndsAt: true } satisfies Record<keyof RewardOptions, true>),
+);
+
+/**
+ * A reward's RewardOptions: an object of known keys, `windowEndsAt` a finite number (NaN or a string would compare
+ * false in the script and give the units back to whatever window counts).
+ */
+export function checkRewardOptions(options: RewardOptions): void {
+  if (options === null || typeof options !== 'object')
+    throw new InvalidOptionsError(`rate limit reward: options must be an object, got ${shownValue(options)}`);
+  refuseUnknown(options, REWARD_KEYS, 'rate limit reward options');
+  const { windowEndsAt } = options;
+  if (windowEndsAt !== undefined && !(typeof windowEndsAt === 'number' && Number.isFinite(windowEndsAt))) {
+    throw new InvalidOptionsError(
+      `rate limit reward options: windowEndsAt must be a finite number (performance.now() ms), ` +
+        `got ${shownValue(windowEndsAt)}`,
+    );
+  }
+}
 
 const CHECK_KEYS: ReadonlySet<string> = new Set(
   Object.keys({ key: true, policy: true, scope: true, name: true } satisfies Record<keyof RateLimitCheck, true>),

@@ -39,6 +39,7 @@ import {
   type RateLimitDecision,
   type RateLimitResult,
   type RateLimitStats,
+  type RewardOptions,
 } from './rate-limit.types.js';
 
 export {
@@ -48,6 +49,7 @@ export {
   type RateLimitDecision,
   type RateLimitResult,
   type RateLimitStats,
+  type RewardOptions,
 } from './rate-limit.types.js';
 
 /** consume.lua's allAllowed for a decision it could not make (an error reply under one of its keys). */
@@ -176,9 +178,17 @@ export class RateLimitService implements OnModuleDestroy {
    * Gives back `points` units of the counter of `policy` for `key` (rate-limiter-flexible `reward`; what the guard does
    * for `skipSuccessfulRequests` / `skipFailedRequests`). `scope` names a guard's counter (default: the policy's).
    * Resolves with the units left afterwards. `points` is an integer >= 1 (InvalidOptionsError otherwise).
+   * `charge.windowEndsAt` names the window the units were charged in: a fixed window gives them back only while that
+   * window counts (RewardOptions).
    */
-  reward(key: string, points: number, policy: RateLimitPolicy, scope?: string): Promise<number> {
-    return this.admin.adjust(key, points, policy, scope, 'reward');
+  reward(
+    key: string,
+    points: number,
+    policy: RateLimitPolicy,
+    scope?: string,
+    charge?: RewardOptions,
+  ): Promise<number> {
+    return this.admin.adjust(key, points, policy, scope, 'reward', charge);
   }
 
   /**

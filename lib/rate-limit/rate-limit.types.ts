@@ -50,6 +50,17 @@ export interface ConsumeOptions {
   failOpen?: boolean;
 }
 
+/** Which charge a `reward` gives back. */
+export interface RewardOptions {
+  /**
+   * When the window of the charge given back ends, on `performance.now()`'s clock: the time read just before the
+   * consume plus its `resetMs` (what the guard's refunds pass). A fixed window is then given the units back only while
+   * that window counts: once a later window has opened, the reward changes nothing (it would free a unit of that
+   * window's limit) and answers its units left. Sliding window and token bucket: not read.
+   */
+  windowEndsAt?: number;
+}
+
 export interface RateLimitStats {
   /** Decisions made by Redis (and, for `denied`, by the block cache). */
   allowed: number;

@@ -3,7 +3,8 @@
 --
 -- KEYS[1]  the counter
 -- ARGV     algorithm ('s', 'f', 't'), limit, window ms, points (> 0 reward: give back; < 0 penalty: charge), burst
---          (token bucket: the tokens the bucket holds)
+--          (token bucket: the tokens the bucket holds); a reward of a fixed window may add the ms its charge's window
+--          had left when the reward was sent, by the caller's clock (RewardOptions.windowEndsAt)
 -- Returns  the units left after the change (never below 0)
 local key = KEYS[1]
 local algo = ARGV[1]
@@ -29,6 +30,14 @@ if algo == 'f' then
   if not count then return redis.error_reply(NOT_A_NUMBER) end
   if points > 0 then
     if count == 0 then return limit end
+    -- A window opens with the first charge after the one before it ended, so a later window ends at least a whole
+    -- window after the charged one; the charged one ends within the two calls' transit of what the caller says. Past
+    -- half a window later, the counter holds a later window's charges: a refund taken from them freed a unit of its
+    -- limit (until 2026-12-06). A counter without an expiry (-1, never ours) is taken as the charged window.
+    local charged_left = tonumber(ARGV[6])
+    if charged_left and 2 * redis.call('PTTL', key) > 2 * charged_left + win_ms then
+      return math.max(0, limit - count)
+    end
     local left = math.max(0, count - points)
     -- in digits: a count of 1e17 or more (never ours) would go in e-notation, which INCRBY refuses
     redis.call('SET', key, fmt('%.0f', left), 'KEEPTTL')

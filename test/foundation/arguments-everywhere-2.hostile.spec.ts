@@ -177,8 +177,8 @@ describe.each(PLATFORMS)('the HTTP guard on %s', (platform) => {
   });
 
   // Fixed in 4c25c83; before it: a 500 whose log is a bare TypeError [ERR_INVALID_ARG_TYPE] 'The "data" argument must
-  // be of type string or an instance of Buffer ... Received type number (42)': RateLimitGuard.unchargedChecks
-  // (lib/rate-limit/rate-limit.guard.ts) hashes the scope with this.rateLimit.redisKey(check.key, check.scope ?? '',
+  // be of type string or an instance of Buffer ... Received type number (42)': unchargedChecks
+  // (lib/rate-limit/rate-limit.guard-charges.ts) hashes the scope with this.rateLimit.redisKey(check.key, check.scope ?? '',
   // ...) BEFORE consumeAll's checkScope (rate-limit.option-names.ts) would refuse it with InvalidOptionsError, as it
   // does for null (above) and as RateLimitService does when called directly (below). It fails closed, so nothing is let
   // through, but the log names neither generateKey nor the scope. Fix: canActivate checks generateKey's result with

@@ -10,6 +10,7 @@ import request from 'supertest';
 import { RateLimitGuard, RateLimitService, SkipThrottle, Throttle, UnsupportedContextError } from '../../lib/index.js';
 import { type ThrottledRequest, type ThrottledResponse } from '../../lib/advanced.js';
 import { RATE_LIMIT_OPTIONS as RATE_LIMIT_OPTIONS_TOKEN } from '../../lib/rate-limit/rate-limit.options.js';
+import type { GraphqlReply } from '../support/rate-limit-http.js';
 import { closeToolkitApps, createToolkitApp, type Platform } from '../support/toolkit-app.js';
 
 @Resolver()
@@ -33,11 +34,6 @@ function graphqlModule(platform: Platform) {
   return platform === 'express'
     ? GraphQLModule.forRoot<ApolloDriverConfig>({ driver: ApolloDriver, autoSchemaFile: true })
     : GraphQLModule.forRoot<MercuriusDriverConfig>({ driver: MercuriusDriver, autoSchemaFile: true });
-}
-
-interface GraphqlReply {
-  data?: Record<string, string> | null;
-  errors?: { message: string; extensions?: Record<string, unknown> }[];
 }
 
 describe.each([

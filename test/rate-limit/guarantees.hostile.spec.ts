@@ -4,8 +4,8 @@
  */
 import 'reflect-metadata';
 import { ApolloDriver, type ApolloDriverConfig } from '@nestjs/apollo';
-import { Controller, Get, Injectable, UnauthorizedException, UseGuards } from '@nestjs/common';
-import { APP_GUARD } from '@nestjs/core';
+import { Controller, Get, Inject, Injectable, type Type, UnauthorizedException, UseGuards } from '@nestjs/common';
+import { APP_GUARD, Reflector } from '@nestjs/core';
 import { Args, GraphQLModule, Query, Resolver } from '@nestjs/graphql';
 import { MercuriusDriver, type MercuriusDriverConfig } from '@nestjs/mercurius';
 import { SubscribeMessage, WebSocketGateway } from '@nestjs/websockets';
@@ -15,6 +15,8 @@ import type { AddressInfo } from 'node:net';
 import { io, type Socket } from 'socket.io-client';
 import request from 'supertest';
 import { RateLimitGuard, RateLimitService, Throttle } from '../../lib/index.js';
+import { RATE_LIMIT_OPTIONS, type ResolvedRateLimitOptions as ResolvedOptions } from '../../lib/advanced.js';
+import type { GraphqlReply } from '../support/rate-limit-http.js';
 import { closeToolkitApps, createToolkitApp, PLATFORMS } from '../support/toolkit-app.js';
 import { sleep } from '../support/wait.js';
 
@@ -26,20 +28,27 @@ afterEach(() => closeToolkitApps());
 
 let loginRuns = 0;
 
+/**
+ * A guard whose defaults have skipSuccessfulRequests: options it builds itself, which the start-up scan cannot see
+ * (it reads @Throttle metadata; rateLimit.defaults refuses refund options). Its per-request check is the backstop.
+ */
+@Injectable()
+class RefundingGuard extends RateLimitGuard {
+  constructor(rateLimit: RateLimitService, reflector: Reflector, @Inject(RATE_LIMIT_OPTIONS) options: ResolvedOptions) {
+    const defaults = { ...options.defaults, limit: 2, ttl: 60_000, skipSuccessfulRequests: true };
+    super(rateLimit, reflector, { ...options, defaults });
+  }
+}
+
 @Resolver()
 class LoginResolver {
   @Query(() => String)
-  @Throttle({ limit: 2, ttl: 60_000, skipSuccessfulRequests: true })
+  @UseGuards(RefundingGuard)
   login(@Args('password') password: string): string {
     loginRuns++;
     if (password !== 'right') throw new UnauthorizedException();
     return 'welcome';
   }
-}
-
-interface GraphqlReply {
-  data?: Record<string, string | null> | null;
-  errors?: { message: string }[];
 }
 
 describe.each([
@@ -48,6 +57,8 @@ describe.each([
 ] as const)('skipSuccessfulRequests on a GraphQL resolver (%s, %s)', (platform, _driver) => {
   // "With skipSuccessfulRequests only failures count: the login brute-force setup". A GraphQL field's failure is an
   // error in a 200 response: the refund, decided by the HTTP status, gave back every failed login (unlimited guesses).
+  // A @Throttle with the option on a resolver fails the start (refund-options-start.spec.ts); a guard's own defaults
+  // with it are refused per request.
   it('a failed login is never refunded as a success: the resolver runs at most its limit, the option named', async () => {
     const app = await createToolkitApp({
       platform,
@@ -58,7 +69,7 @@ describe.each([
           ? GraphQLModule.forRoot<ApolloDriverConfig>({ driver: ApolloDriver, autoSchemaFile: true })
           : GraphQLModule.forRoot<MercuriusDriverConfig>({ driver: MercuriusDriver, autoSchemaFile: true }),
       ],
-      providers: [LoginResolver, { provide: APP_GUARD, useClass: RateLimitGuard }],
+      providers: [LoginResolver, RefundingGuard],
     });
     const { port } = (app.app.getHttpServer() as Server).address() as AddressInfo;
     const ask = async (password: string): Promise<GraphqlReply> => {
@@ -74,7 +85,7 @@ describe.each([
     loginRuns = 0;
     const replies: GraphqlReply[] = [];
     for (let i = 0; i < 5; i++) replies.push(await ask('wrong'));
-    expect(loginRuns).toBeLessThanOrEqual(2);
+    expect(loginRuns).toBe(0); // refused before it runs
     for (const r of replies) expect(r.errors?.length).toBe(1);
     // refused loudly, naming what cannot work there (a GraphQL field's outcome is not its response's status)
     expect(replies[0].errors?.[0].message).toMatch(/skipSuccessfulRequests.*GraphQL/);
@@ -130,9 +141,13 @@ class TwoGuardsGateway {
   ping(): string {
     return 'pong';
   }
+}
 
+/** A message handler under RefundingGuard (its defaults: skipSuccessfulRequests), which the start-up scan cannot see. */
+@WebSocketGateway({ namespace: '/rlg-refund' })
+class RefundGateway {
   @SubscribeMessage('refunded')
-  @Throttle({ limit: 2, ttl: 60_000, skipSuccessfulRequests: true })
+  @UseGuards(RefundingGuard)
   refunded(): string {
     return 'refunded';
   }
@@ -143,15 +158,17 @@ describe.each(PLATFORMS)('RateLimitGuard on Socket.IO (%s)', (platform) => {
   afterEach(() => {
     for (const s of sockets.splice(0)) s.disconnect();
   });
-  const boot = async () => {
+  /** An app serving `gateway` at `namespace` (TwoGuardsGateway: with RateLimitGuard as APP_GUARD too). */
+  const boot = async (gateway: Type<unknown> = TwoGuardsGateway, namespace = '/rlg') => {
+    const global = gateway === TwoGuardsGateway ? [{ provide: APP_GUARD, useClass: RateLimitGuard }] : [];
     const app = await createToolkitApp({
       platform,
       http: true,
       keyPrefix: prefix(),
-      providers: [TwoGuardsGateway, { provide: APP_GUARD, useClass: RateLimitGuard }],
+      providers: [gateway, RefundingGuard, ...global],
     });
     const { port } = (app.app.getHttpServer() as Server).address() as AddressInfo;
-    const socket = io(`http://127.0.0.1:${port}/rlg`, { transports: ['websocket'], reconnection: false });
+    const socket = io(`http://127.0.0.1:${port}${namespace}`, { transports: ['websocket'], reconnection: false });
     sockets.push(socket);
     await new Promise<void>((resolve, reject) => {
       socket.once('connect', resolve);
@@ -180,9 +197,10 @@ describe.each(PLATFORMS)('RateLimitGuard on Socket.IO (%s)', (platform) => {
   });
 
   // "skipSuccessfulRequests / skipFailedRequests (...; HTTP)": a WebSocket message has no response status; the option
-  // did nothing, without a word. Refused, naming it, before anything is charged.
+  // did nothing, without a word. Refused, naming it, before anything is charged: at start when @Throttle gives it
+  // (refund-options-start.spec.ts), per message when a guard's own defaults do.
   it('skipSuccessfulRequests on a message handler: an error naming it, nothing charged, the handler never run', async () => {
-    const { app, emit, exceptions } = await boot();
+    const { app, emit, exceptions } = await boot(RefundGateway, '/rlg-refund');
     expect(await emit('refunded')).toBeNull();
     expect(exceptions).toHaveLength(1);
     expect(app.get(RateLimitService).stats()).toMatchObject({ allowed: 0, denied: 0 });

@@ -28,6 +28,7 @@ import request from 'supertest';
 import { RateLimitGuard, RateLimitService, RedisUnavailableError, Throttle } from '../../lib/index.js';
 import type { RateLimitDecision, ThrottledRequest, ThrottledResponse, ThrottlingDetail } from '../../lib/advanced.js';
 import { recordingLogger } from '../support/recording-logger.js';
+import type { GraphqlReply } from '../support/rate-limit-http.js';
 import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
 import { bootToolkitApp } from '../support/toolkit-boot.js';
 import { closeToolkitApps, createToolkitApp, PLATFORMS, type Platform } from '../support/toolkit-app.js';
@@ -720,10 +721,6 @@ describe.each(PLATFORMS)('a RateLimitGuard subclass on %s', (platform) => {
   });
 
   describe('on GraphQL', () => {
-    interface GraphqlReply {
-      data?: Record<string, string> | null;
-      errors?: { message: string; extensions?: Record<string, unknown> }[];
-    }
     const ask = (query: string, tracker: string) =>
       request(http).post('/graphql').set('x-tracker', tracker).send({ query }).timeout(5_000);
 

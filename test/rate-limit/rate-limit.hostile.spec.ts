@@ -28,6 +28,7 @@ import {
 import { MAX_DURATION_MS } from '../../lib/common/option-checks.js';
 import { ownedBy, useDisposableCluster } from '../support/disposable-cluster.js';
 import { underOom } from '../support/out-of-memory.js';
+import type { GraphqlReply } from '../support/rate-limit-http.js';
 import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
 import { recordingLogger } from '../support/recording-logger.js';
 import { within } from '../support/timing.js';
@@ -388,11 +389,12 @@ describe.each(PLATFORMS)('refunds over HTTP (%s)', (platform) => {
 
   // A skipSuccessfulRequests / skipFailedRequests refund sent after the window the request was charged in had passed
   // was taken from the next window's charges (reward.lua gives `points` back from whatever the counter holds now;
-  // rate-limit.guard.ts refundOnFinish sent it whenever the response finished; now only within the charge's resetMs). Here the held
-  // request A is charged in window 1 and answers (a success, refunded) after it; B and C fail in window 2 (charged,
-  // the limit of 2 reached); A's refund frees one of their units, and D is admitted: 3 charged requests admitted in
-  // one window of limit 2. Fixed window (its count), sliding window (ZPOPMAX takes C's member), token bucket (the TAT
-  // moved back a token's time).
+  // refundOnFinish, now in rate-limit.guard-charges.ts, sent it whenever the response finished; now only within the
+  // charge's resetMs, and a fixed window's reward.lua leaves a later window as it is). Here the held request A is
+  // charged in window 1 and answers (a success, refunded) after it; B and C fail in window 2 (charged, the limit of 2
+  // reached); A's refund frees one of their units, and D is admitted: 3 charged requests admitted in one window of
+  // limit 2. Fixed window (its count), sliding window (ZPOPMAX takes C's member), token bucket (the TAT moved back a
+  // token's time).
   it.each(ALGORITHMS.map((a) => [a]))(
     '%s: a refund that arrives after the window rollover is not taken from the next window (limit 2 holds)',
     async (algorithm) => {
@@ -867,21 +869,16 @@ class ExpensiveResolver {
   }
 }
 
-interface GraphqlReply {
-  data?: Record<string, string | null> | null;
-  errors?: { message: string }[];
-}
-
 describe.each([
   ['express', 'Apollo'],
   ['fastify', 'Mercurius'],
 ] as const)('GraphQL aliases of a limited resolver (%s, %s)', (platform, _driver) => {
-  // rate-limit.guard.ts's unchargedChecks (chargedCounters) marked a counter charged per request object before the
-  // decision and skipped it for every later guard run with the same request. In GraphQL every field of a query is its
-  // own guard run on the same `req`, so an aliased query ran a resolver limited to 2 per minute as often as it named
-  // it, for one charge; and once the counter was exhausted, the first alias was refused but every other alias still
-  // ran (`{ a: expensive b: expensive }` after 2 queries: a refused, b 'done'). A charge now covers one resolution
-  // (its `info`).
+  // The guard's unchargedChecks (chargedCounters, now in rate-limit.guard-charges.ts) marked a counter charged per
+  // request object before the decision and skipped it for every later guard run with the same request. In GraphQL every
+  // field of a query is its own guard run on the same `req`, so an aliased query ran a resolver limited to 2 per minute
+  // as often as it named it, for one charge; and once the counter was exhausted, the first alias was refused but every
+  // other alias still ran (`{ a: expensive b: expensive }` after 2 queries: a refused, b 'done'). A charge now covers
+  // one resolution (its `info`).
   /** An app with ExpensiveResolver under a global RateLimitGuard; its `ask(query)` posts one GraphQL query. */
   const graphqlApp = async () => {
     const app = await createToolkitApp({

@@ -1,9 +1,17 @@
 import 'reflect-metadata';
 import { Body, Controller, HttpCode, Post, UnauthorizedException, UseGuards } from '@nestjs/common';
+import { jest } from '@jest/globals';
 import { randomUUID } from 'node:crypto';
 import request from 'supertest';
 import type { Redis } from 'ioredis';
-import { REDIS_CLIENT, RateLimitGuard, RateLimitService, RedisReplyError, Throttle } from '../../lib/index.js';
+import {
+  InvalidOptionsError,
+  REDIS_CLIENT,
+  RateLimitGuard,
+  RateLimitService,
+  RedisReplyError,
+  Throttle,
+} from '../../lib/index.js';
 import { FEATURES } from '../../lib/common/keys.js';
 import { closeToolkitApps, createToolkitApp, PLATFORMS } from '../support/toolkit-app.js';
 import { sleep } from '../support/wait.js';
@@ -61,6 +69,32 @@ describe.each(PLATFORMS)('skipSuccessfulRequests / skipFailedRequests over HTTP 
     for (const fail of [true, true, true, false, false, false]) uploads.push(await upload(fail));
     expect(uploads).toEqual([401, 401, 401, 200, 200, 429]);
     expect(app.get(RateLimitService).stats()).toMatchObject({ denied: 3 });
+  });
+});
+
+describe.each(PLATFORMS)("the guard's refund names the window of its charge (%s)", (platform) => {
+  // The guard sent a refund while its charge's window was open by its own clock, but named no window: one that reached
+  // Redis after the window ended (held in flight, a stalled event loop) was taken from the next window's charges.
+  it("reward is given the charge's windowEndsAt: the time before the charge plus its resetMs", async () => {
+    const app = await createToolkitApp({
+      platform,
+      http: true,
+      keyPrefix: `rtk-${randomUUID().slice(0, 8)}:`,
+      controllers: [LoginController],
+    });
+    const rl = app.get(RateLimitService);
+    const rewards = jest.spyOn(rl, 'reward');
+    const before = performance.now();
+    expect((await request(app.app.getHttpServer()).post('/login').send({ password: 'right' })).status).toBe(200);
+    await sleep(50); // the refund is sent when the response finishes
+    const after = performance.now();
+    expect(rewards).toHaveBeenCalledTimes(1);
+    const [, points, policy, , charge] = rewards.mock.calls[0];
+    expect([points, policy.limit, policy.ttl]).toEqual([1, 3, 60_000]);
+    // a new window: resetMs is the policy's ttl, timed from just before the charge
+    expect(charge?.windowEndsAt).toBeGreaterThanOrEqual(before + 60_000);
+    expect(charge?.windowEndsAt).toBeLessThanOrEqual(after + 60_000);
+    rewards.mockRestore();
   });
 });
 
@@ -246,3 +280,71 @@ describe.each(['single', 'cluster'] as const)('reward / penalty answers and boun
     },
   );
 });
+
+// A refund names the window its charge was made in (`windowEndsAt`: performance.now() before the consume plus its
+// resetMs, what the guard's refunds pass). reward.lua gave `points` back from whatever the counter held when the
+// refund arrived: one that came after its window had ended freed a unit of the next window's limit.
+describe.each(['single', 'cluster'] as const)(
+  'a fixed-window refund is given only to its own window (%s)',
+  (target) => {
+    const policy = { limit: 5, ttl: 300, algorithm: 'fixed-window' as const };
+    let rl: RateLimitService;
+    let redis: Redis;
+    beforeEach(async () => {
+      const app = await createToolkitApp({ target, keyPrefix: `rtk-${randomUUID().slice(0, 8)}:` });
+      rl = app.get(RateLimitService);
+      redis = app.get<Redis>(REDIS_CLIENT);
+    });
+
+    it('charged in window 1, refunded once window 2 counts: window 2 keeps its count', async () => {
+      const key = randomUUID();
+      const counter = rl.redisKey(key, '5/300', 'fixed-window');
+      const chargedAt = performance.now();
+      const charge = await rl.consume(key, policy);
+      expect([charge.allowed, charge.remaining]).toEqual([true, 4]);
+      const windowEndsAt = chargedAt + charge.resetMs;
+      // window 1 ends (its key expires), then window 2 opens with two charges
+      await sleep(policy.ttl + 100);
+      expect(await redis.get(counter)).toBeNull();
+      for (let i = 0; i < 2; i++) expect((await rl.consume(key, policy)).allowed).toBe(true);
+      expect(await redis.get(counter)).toBe('2');
+      // the refund of window 1's charge: nothing given back, the units left of window 2 answered
+      expect(await rl.reward(key, 1, policy, undefined, { windowEndsAt })).toBe(3);
+      expect(await redis.get(counter)).toBe('2');
+      expect((await rl.peek(key, policy)).remaining).toBe(3);
+    });
+
+    it('options that are not RewardOptions: InvalidOptionsError, the counter left as it is', async () => {
+      const key = randomUUID();
+      const counter = rl.redisKey(key, '5/300', 'fixed-window');
+      await rl.consume(key, policy);
+      for (const [options, message] of [
+        [null, /reward: options must be an object, got null/],
+        [{ windowEnd: 1 }, /windowEnd is not a known option \(did you mean windowEndsAt\?\)/],
+        [{ windowEndsAt: Number.NaN }, /windowEndsAt must be a finite number \(performance.now\(\) ms\), got NaN/],
+        [{ windowEndsAt: '5000' }, /windowEndsAt must be a finite number .*got "5000"/],
+      ] as const) {
+        const err = await rl.reward(key, 1, policy, undefined, options as never).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(err).toBeInstanceOf(InvalidOptionsError);
+        expect((err as Error).message).toMatch(message);
+      }
+      expect(await redis.get(counter)).toBe('1');
+    });
+
+    it('refunded within its window: the unit is given back (with a scope too)', async () => {
+      const key = randomUUID();
+      const counter = rl.redisKey(key, 'route:a', 'fixed-window');
+      const long = { limit: 5, ttl: 60_000, algorithm: 'fixed-window' as const };
+      const chargedAt = performance.now();
+      const decision = await rl.consumeAll([{ key, policy: long, scope: 'route:a' }]);
+      await rl.consumeAll([{ key, policy: long, scope: 'route:a' }]);
+      expect(await redis.get(counter)).toBe('2');
+      const windowEndsAt = chargedAt + decision.results[0].resetMs;
+      expect(await rl.reward(key, 1, long, 'route:a', { windowEndsAt })).toBe(4);
+      expect(await redis.get(counter)).toBe('1');
+    });
+  },
+);

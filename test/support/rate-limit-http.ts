@@ -8,6 +8,15 @@ import { createToolkitApp, type Platform, type ToolkitApp } from './toolkit-app.
 export const userFromHeader = (ctx: ExecutionContext): string =>
   String(ctx.switchToHttp().getRequest<{ headers: Record<string, string> }>().headers['x-user-id']);
 
+/**
+ * The JSON body of a GraphQL reply (Apollo, Mercurius): each field's value (null when it failed) and an error per failed
+ * field (Apollo puts the HTTP status and body of a Nest exception in its `extensions`; Mercurius sends none).
+ */
+export interface GraphqlReply {
+  data?: Record<string, string | null> | null;
+  errors?: { message: string; extensions?: Record<string, unknown> }[];
+}
+
 /** A header mode of a test (`headers` and what the test reads of it) booted as an app, with or without block cache. */
 export type HeaderApp<M> = M & { app: ToolkitApp; http: Server; cache: boolean; label: string };
 

@@ -1,0 +1,75 @@
+/**
+ * What RateLimitGuard keeps of the charges it made: which counters of a call (an HTTP request, a GraphQL field, a
+ * Socket.IO message) some guard already charged, and the refunds of skipSuccessfulRequests / skipFailedRequests sent
+ * once the response is done.
+ */
+import type { NamedThrottleOptions } from './rate-limit.decorators.js';
+import type { ThrottledResponse } from './rate-limit.guard.js';
+import type { RateLimitAlgorithm } from './rate-limit.options.js';
+import { defaultScope } from './rate-limit.policy-resolver.js';
+import type { RateLimitCheck, RateLimitService } from './rate-limit.service.js';
+
+/** A charge to give back once the response is done (refundOnFinish). */
+export interface PendingRefund {
+  check: RateLimitCheck;
+  options: NamedThrottleOptions;
+  openUntil: number;
+}
+
+/**
+ * skipSuccessfulRequests / skipFailedRequests: once the response is sent (or the connection closed before), gives
+ * the charge of those policies back, while the charge still counts (`openUntil`: the window it was made in, or the
+ * time its token or log entry takes to come back). A later refund would be taken from the charges made since (a
+ * request that outlived its window: its refund freed a unit of the next window's, and a full window admitted one
+ * more). A refund that fails is logged by the service (its failure policy), never thrown.
+ */
+export function refundOnFinish(rateLimit: RateLimitService, res: ThrottledResponse, refunds: PendingRefund[]): void {
+  const raw = (res as { raw?: NodeResponse }).raw ?? (res as NodeResponse);
+  if (typeof raw.once !== 'function') return;
+  let settled = false;
+  const settle = (success: boolean) => {
+    if (settled) return;
+    settled = true;
+    const now = performance.now();
+    for (const { check, options, openUntil } of refunds) {
+      const cost = check.policy.cost ?? 1;
+      if (cost === 0 || !(success ? options.skipSuccessfulRequests : options.skipFailedRequests)) continue;
+      if (now >= openUntil) continue;
+      // the window it names: a fixed window refunded once a later one counts is left as it is (reward.lua)
+      rateLimit.reward(check.key, cost, check.policy, check.scope, { windowEndsAt: openUntil }).catch(() => undefined);
+    }
+  };
+  raw.once('finish', () => settle((raw.statusCode ?? 200) < 400));
+  raw.once('close', () => settle(false));
+}
+
+/** The checks whose counter no guard has charged yet for this call (chargeScopeOf); marks them charged. */
+export function unchargedChecks(
+  rateLimit: RateLimitService,
+  defaultAlgorithm: RateLimitAlgorithm,
+  scope: object,
+  checks: RateLimitCheck[],
+): RateLimitCheck[] {
+  let charged = chargedCounters.get(scope);
+  if (!charged) chargedCounters.set(scope, (charged = new Set()));
+  const pending: RateLimitCheck[] = [];
+  for (const check of checks) {
+    const algorithm = check.policy.algorithm ?? defaultAlgorithm;
+    // the counter the service charges: a check without a scope is the policy's own (defaultScope). Named '' here
+    // until 2026-12-06, so two policies of a generateKey that gives undefined were one, and the second never charged
+    const counter = rateLimit.redisKey(check.key, check.scope ?? defaultScope(check.policy), algorithm);
+    if (charged.has(counter)) continue;
+    charged.add(counter);
+    pending.push(check);
+  }
+  return pending;
+}
+
+/** The Node response under Express's response or Fastify's reply (`reply.raw`). */
+interface NodeResponse {
+  statusCode?: number;
+  once?(event: 'finish' | 'close', listener: () => void): unknown;
+}
+
+/** Per HTTP request, the counters (Redis keys) some RateLimitGuard already charged. */
+const chargedCounters = new WeakMap<object, Set<string>>();
