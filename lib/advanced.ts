@@ -57,8 +57,8 @@ export type { RedisToolkitHealthResult, RedisConnectionHealth } from './connecti
 export { KeyBuilder, FEATURES, DEFAULT_KEY_PREFIX } from './common/keys.js';
 export { JsonSerializer, SERIALIZER } from './common/serializer.js';
 export { CACHE_L1_CHANNEL } from './cache/cache.l1.js';
-// HTTP response caching by URL (the root is at its 50 names): @UseInterceptors(HttpCacheInterceptor), @CacheKey,
-// @CacheTTL, @CacheIf, @CacheShared.
+// HTTP response caching by URL (the root is kept to what every app imports): @UseInterceptors(HttpCacheInterceptor),
+// @CacheKey, @CacheTTL, @CacheIf, @CacheShared.
 export { HttpCacheInterceptor } from './cache/cache.http-interceptor.js';
 export {
   CacheKey,
@@ -137,7 +137,7 @@ export {
 } from './common/diagnostics.js';
 
 // A start-up refusal only (lock.onUnsafeEviction: 'refuse'): it stops the bootstrap, no request ever sees it; the
-// root is kept to what applications catch at run time (test/foundation/public-api.spec.ts holds it at 50 names).
+// root is kept to what applications catch at run time (test/foundation/public-api.spec.ts lists it).
 // MissingPeerError likewise: importing a subpath without its optional peer (`nestjs-redis-toolkit/otel` without
 // @opentelemetry/api...) throws it, before the app runs; and UnsupportedRedisVersionError, a server older than a
 // feature on it needs, refused at start.

@@ -49,26 +49,36 @@ const ROOT_VALUES = [
 ];
 const ROOT_TYPES = [
   'CacheOptions',
+  'CacheResult',
+  'CacheStats',
   'CookieResponse',
+  'LockEventInfo',
   'LockOptions',
   'PubSubOptions',
+  'RateLimitDecision',
   'RateLimitOptions',
   'RateLimitPolicy',
   'RateLimitResult',
+  'RateLimitStats',
+  'RedisToolkitHealthResult',
   'RedisToolkitOptions',
   'Serializer',
   'Session',
+  'SessionData',
   'SessionOptions',
   'SessionRequest',
   'ThrottleOptions',
+  'Unsubscribe',
 ];
 
 describe('public API', () => {
-  it('the root exports exactly these names (at most 50)', async () => {
+  // 58 since 2026-12-06 (50 before): the types root services' methods return joined, so that an app built with
+  // `declaration: true` can name what its handlers return (test/package/app/results.ts).
+  it('the root exports exactly these names (at most 58)', async () => {
     const root = exportNames(lib('index.ts'));
     expect(root.values).toEqual(ROOT_VALUES);
     expect(root.types).toEqual(ROOT_TYPES);
-    expect(root.values.length + root.types.length).toBeLessThanOrEqual(50);
+    expect(root.values.length + root.types.length).toBeLessThanOrEqual(58);
     // The parser above agrees with what the module really exports at run time.
     expect(Object.keys(await import('../../lib/index.js')).sort()).toEqual(ROOT_VALUES);
   });

@@ -115,6 +115,8 @@ function tsconfig(dir, include, types = ['node']) {
         experimentalDecorators: true,
         emitDecoratorMetadata: true,
         useDefineForClassFields: false,
+        // as the Nest CLI's tsconfig: every type a handler returns must be nameable from the package (results.ts)
+        declaration: true,
         skipLibCheck: true,
         types,
         rootDir: 'src',
@@ -131,7 +133,7 @@ async function fixtureApp(fixture) {
   const dir = join(work, fixture.name);
   makeApp(dir, fixture.type, fixture.packages);
   mkdirSync(join(dir, 'src'));
-  for (const file of ['app.module.ts', 'main.ts']) cpSync(join(appSources, file), join(dir, 'src', file));
+  for (const file of ['app.module.ts', 'main.ts', 'results.ts']) cpSync(join(appSources, file), join(dir, 'src', file));
   cpSync(join(appSources, `platform-${fixture.platform}.ts`), join(dir, 'src/platform.ts'));
   tsconfig(dir, ['src']);
   const compiled = await run(process.execPath, [tsc, '-p', dir, '--pretty', 'false'], dir);
