@@ -11,8 +11,11 @@ const CONNECT_COMMANDS: Record<string, string> = {
   ping: 'the start and health send it',
 };
 
-/** The typed error of a failed connect: the server's own answer says more than "check that it is running". */
-export function connectError(err: unknown, description: string): RedisToolkitError {
+/**
+ * The typed error of a failed connect: the server's own answer says more than "check that it is running". `tls`: the
+ * connection uses TLS, so a failure of the transport may be a server without TLS on that port.
+ */
+export function connectError(err: unknown, description: string, tls = false): RedisToolkitError {
   const message = (err as Error).message.replace(/\.$/, '');
   const code = /^[A-Z]+\b/.exec(message)?.[0];
   if (code === 'NOPERM') {
@@ -45,9 +48,14 @@ export function connectError(err: unknown, description: string): RedisToolkitErr
       { cause: err },
     );
   }
+  // A plain-text server never completes the TLS handshake: the connect timed out, with nothing that says why.
+  const tlsHint = tls
+    ? ' The connection uses TLS (rediss:// or tls): check that the server takes TLS on that port (its tls-port), ' +
+      'or use redis:// for a server without TLS.'
+    : '';
   return new RedisUnavailableError(
     `Cannot connect to Redis at ${description}: ${message}. ` +
-      'Check that the server is running and reachable, or set lazyConnect: true to start without it.',
+      `Check that the server is running and reachable, or set lazyConnect: true to start without it.${tlsHint}`,
     { cause: err },
   );
 }

@@ -271,7 +271,11 @@ function checkUrl(path: string, url: unknown, problems: OptionProblems): UrlSett
   try {
     parsed = new URL(url);
   } catch {
-    problems.add(path, `is not a valid URL: ${JSON.stringify(maskUrl(url))}`);
+    problems.add(
+      path,
+      `is not a valid URL: ${JSON.stringify(maskUrl(url))} (expected redis://[user:password@]host:port[/db], ` +
+        'rediss:// for TLS)',
+    );
     return undefined;
   }
   if (hasAtAfterHost(parsed)) {

@@ -283,7 +283,8 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
       if (denied !== undefined) {
         throw new RedisPermissionError(`Cannot connect to Redis at ${description}: ${denied}.`, 'NOPERM');
       }
-      throw connectError(err, description);
+      const tls = client instanceof Cluster ? client.options.redisOptions?.tls : client.options.tls;
+      throw connectError(err, description, tls !== undefined);
     }
     if (client === this.client) await this.verifyServer();
   }

@@ -64,6 +64,15 @@ describe('a password is never printed in an option error', () => {
     expectNoSecret(err, secret);
   });
 
+  // A newcomer's REDIS_URL=127.0.0.1:6379 (no scheme): the message named the value only (2026-12-06), now the form.
+  it('connection.url without a scheme names the form a url takes', () => {
+    const err = optionsError({ connection: { url: '127.0.0.1:40105' } });
+    expect(err.message).toContain(
+      'connection.url is not a valid URL: "127.0.0.1:40105" (expected redis://[user:password@]host:port[/db], ' +
+        'rediss:// for TLS)',
+    );
+  });
+
   // These parse (the password's digits before a raw '/', '?' or '#' become the port) and would connect to host `app`.
   it.each([
     ['/', `redis://app:1234/${SECRET}@127.0.0.1:7000`],

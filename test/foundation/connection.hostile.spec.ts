@@ -480,6 +480,18 @@ describe('the url names a server that is not a Redis master', () => {
     });
   });
 
+  // A rediss:// url to a server without TLS: the TLS handshake never completes and the start failed with `connect
+  // ETIMEDOUT. Check that the server is running and reachable` (2026-12-06), nothing about TLS: now it says so.
+  it('rediss:// to a plain-text server: RedisUnavailableError saying the connection uses TLS', async () => {
+    const url = `rediss://127.0.0.1:${redis.server.port}`;
+    const err = await errorOf(() => createToolkitApp({ target: { url }, connectTimeout: 1_000 }));
+    expect(err).toBeInstanceOf(RedisUnavailableError);
+    expect((err as Error).message).toContain(`Cannot connect to Redis at ${url}:`);
+    expect((err as Error).message).toContain(
+      'The connection uses TLS (rediss:// or tls): check that the server takes TLS on that port (its tls-port)',
+    );
+  });
+
   it('an HTTP server’s port: RedisUnavailableError naming the address, fast', async () => {
     const http = createServer((socket) => {
       socket.on('error', () => undefined);
