@@ -5,11 +5,24 @@ import { ThrottledWarning } from './throttled-logger.js';
 
 /**
  * Reply codes that mean "Redis cannot serve anyone right now" (loading a dump, a busy script, a failover in progress,
- * a cluster without a slot's master): transport-like, so they follow the feature's failure policy. Every other error
- * reply (WRONGTYPE, OOM, NOPERM, ERR...) is about this one call and fails only it. READONLY only for a while: see
- * FailurePolicy.lastingReadOnly.
+ * a cluster without a slot's master; NOREPLICAS: fewer good replicas than `min-replicas-to-write`; MISCONF: a failed
+ * save under `stop-writes-on-bgsave-error`): transport-like, so they follow the feature's failure policy. The last two
+ * refuse every write of every client for a state of the deployment (a replica link, a disk) that passes without this
+ * app, as a failover does; as reply errors they made the rate limiter answer 500 to every request and the cache fail
+ * every miss, where Redis down fails open. Every other error reply (WRONGTYPE, OOM, NOPERM, ERR...) is about this one
+ * call, or the data (OOM: the data set, ours included, at maxmemory; DEL and refusals still pass), and fails only it.
+ * READONLY only for a while: see FailurePolicy.lastingReadOnly.
  */
-const UNAVAILABLE_REPLIES = new Set(['LOADING', 'BUSY', 'MASTERDOWN', 'READONLY', 'CLUSTERDOWN', 'TRYAGAIN']);
+const UNAVAILABLE_REPLIES = new Set([
+  'LOADING',
+  'BUSY',
+  'MASTERDOWN',
+  'READONLY',
+  'CLUSTERDOWN',
+  'TRYAGAIN',
+  'NOREPLICAS',
+  'MISCONF',
+]);
 /** The RedisUnavailableErrors made from a READONLY reply (a demoted master): FailurePolicy asks how long it lasts. */
 const READONLY_ERRORS = new WeakSet<RedisUnavailableError>();
 
@@ -73,6 +86,11 @@ export interface FailureConnection {
   readonly description?: string;
   /** A transport failure in words that say where and why (RedisConnection: downReason); absent: as it is. */
   explain?(err: unknown): unknown;
+  /**
+   * The connection's last error (a refused connect: ECONNREFUSED, maxclients; an idle close), for the message of a
+   * call made while it is not ready: "reconnecting" alone does not say why.
+   */
+  lastError?(): string | undefined;
   /** Opens a lazy client that was never opened (status `wait`). */
   connectInBackground(): void;
   /**
@@ -183,8 +201,11 @@ export class FailurePolicy {
     if (status === 'ready') return;
     if (status === 'wait') this.connection.connectInBackground();
     const where = this.connection.description === undefined ? 'Redis' : `Redis at ${this.connection.description}`;
+    // closed by the app: an error from before that says nothing
+    const last = status === 'end' || status === 'disconnecting' ? undefined : this.connection.lastError?.();
     throw new RedisUnavailableError(
-      `${this.feature} ${what} failed: not connected to ${where} (${notReadyState(status)})`,
+      `${this.feature} ${what} failed: not connected to ${where} (${notReadyState(status)})` +
+        (last === undefined ? '' : `; last error: ${last}`),
     );
   }
 

@@ -92,3 +92,35 @@ export async function readyAgain(client: RedisClient, maxMs: number): Promise<vo
     }
   }
 }
+
+/**
+ * RedisConnection.waitUntilReady's wait: connects a lazy client (or waits for a connecting one), then PINGs it. A
+ * server that is slow to answer its first command (the ready check's INFO, a cluster's CLUSTER SLOTS: each bounded by
+ * commandTimeout) gets until `deadline`: ioredis tries again by itself, and the next attempt may be answered. A
+ * refusal or an error reply still fails at once. `lastError`: the connection's last error event, which says why where
+ * "Connection is closed." (a cluster's "None of startup nodes is available") does not.
+ */
+export async function connectAndPing(
+  client: RedisClient,
+  deadline: number,
+  signal: AbortSignal,
+  lastError: () => Error | undefined,
+): Promise<void> {
+  for (;;) {
+    try {
+      await (client.status === 'wait' ? client.connect() : waitForReady(client, signal));
+      break;
+    } catch (err) {
+      if (signal.aborted || replyCodeOf(err) !== undefined || Date.now() >= deadline) throw err;
+      if (!timedOut(err) && !timedOut(lastError())) throw err;
+    }
+  }
+  await client.ping();
+}
+
+/** ioredis's timeouts carry no code: a command's (`Command timed out`) and a cluster's slot refresh's. */
+function timedOut(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  const node = (err as { lastNodeError?: unknown }).lastNodeError;
+  return /timed out|\(timeout\)/.test(err.message) || (node !== undefined && timedOut(node));
+}

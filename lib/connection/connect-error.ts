@@ -4,6 +4,7 @@ import {
   type RedisToolkitError,
   RedisUnavailableError,
 } from '../common/errors.js';
+import { ServerRefusal } from './server-closes.js';
 
 /** What ioredis and the start send before anything else, and why (for a server that does not know one). */
 const CONNECT_COMMANDS: Record<string, string> = {
@@ -16,6 +17,10 @@ const CONNECT_COMMANDS: Record<string, string> = {
  * connection uses TLS, so a failure of the transport may be a server without TLS on that port.
  */
 export function connectError(err: unknown, description: string, tls = false): RedisToolkitError {
+  // It refused the connection and said why (maxclients): waiting, or starting lazily, would not help.
+  if (err instanceof ServerRefusal) {
+    return new RedisUnavailableError(`Cannot connect to Redis at ${description}: ${err.message}.`, { cause: err });
+  }
   const message = (err as Error).message.replace(/\.$/, '');
   const code = /^[A-Z]+\b/.exec(message)?.[0];
   if (code === 'NOPERM') {

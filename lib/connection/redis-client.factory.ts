@@ -131,6 +131,12 @@ interface ReplyQueue {
   commandQueue: { length: number; peekAt(index: number): { command: Command } | undefined };
 }
 
+/** How many commands written on `redis` await their replies (0 for an ioredis whose queue is not this shape). */
+export function repliesAwaited(redis: Redis): number {
+  const length = (redis as unknown as Partial<ReplyQueue>).commandQueue?.length;
+  return typeof length === 'number' ? length : 0;
+}
+
 /**
  * Whether `command` timed out still waiting for its reply on `redis`: only then is the reply stream in doubt. On a
  * cluster a command is answered by one node and then waits elsewhere (TRYAGAIN while its slot migrates: the cluster
@@ -260,7 +266,7 @@ export function createClientFromOptions(c: RedisConnectionOptions, tuning: Clien
  * The TLS options of `c` that switch certificate verification off (`rejectUnauthorized: false`): then anyone on the
  * network path can pose as Redis and read the password and every value. Said at start, never silently.
  */
-export function unverifiedTls(c: RedisConnectionOptions): string[] {
+function unverifiedTls(c: RedisConnectionOptions): string[] {
   if ('client' in c) return [];
   const off = (tls: unknown): boolean =>
     typeof tls === 'object' && tls !== null && (tls as TlsConnectionOptions).rejectUnauthorized === false;
@@ -269,6 +275,17 @@ export function unverifiedTls(c: RedisConnectionOptions): string[] {
   if ('sentinels' in c && off(c.sentinelTls)) found.push('sentinelTls');
   if ('cluster' in c && off(c.clusterOptions?.redisOptions?.tls)) found.push('clusterOptions.redisOptions.tls');
   return found;
+}
+
+/** The warning for a connection whose TLS verification is off (unverifiedTls), or undefined. */
+export function unverifiedTlsWarning(connection: RedisConnectionOptions, where: string): string | undefined {
+  const off = unverifiedTls(connection);
+  if (off.length === 0) return undefined;
+  return (
+    `TLS certificate verification is off for ${where} (${off.map((o) => `${o}.rejectUnauthorized`).join(', ')}: ` +
+    'false): anyone on the network path can pose as Redis and read the password and data. Give the CA instead ' +
+    '(tls: { ca }).'
+  );
 }
 
 /** `redis://host:port`, `cluster(host:port, ...)` or `sentinel(name)` without credentials: safe to log. */

@@ -1,5 +1,5 @@
 import { Inject, Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
-import { Cluster, type Redis, type RedisOptions } from 'ioredis';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { mastersOf } from '../common/cluster-masters.js';
 import { RedisPermissionError, RedisUnavailableError } from '../common/errors.js';
 import { replyCodeOf } from '../common/failure-policy.js';
@@ -11,7 +11,8 @@ import { DEFAULT_READONLY_GRACE_MS, type ReadOnlyStreak, readOnlyStreakOf } from
 import { clusterReadyDenied } from './redis-permissions.cluster.js';
 import { explainedFailure, IOREDIS_REFUSALS } from './redis-down-reason.js';
 import { checkServer } from './redis-info.js';
-import { closeClient, waitForReady } from './client-lifecycle.js';
+import { ServerCloses, ServerRefusals } from './server-closes.js';
+import { closeClient, connectAndPing } from './client-lifecycle.js';
 import {
   CONNECTION_OPTIONS,
   DEFAULT_CONNECTION_NAME,
@@ -27,7 +28,7 @@ import {
   reconnectDelay,
   resetOnCommandTimeout,
   timeSubscriberCommands,
-  unverifiedTls,
+  unverifiedTlsWarning,
   type ClientTuning,
 } from './redis-client.factory.js';
 
@@ -64,6 +65,27 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   private serverVerified: Promise<Record<string, string> | undefined> | undefined;
   /** The main client's READONLY replies (readOnlyGraceMs); none on a cluster. */
   private readonly readOnly: ReadOnlyStreak | undefined;
+  /** What the server's closes say (redis.conf timeout: a keepalive; calls in flight; refusals): server-closes.ts. */
+  private readonly closes = new ServerCloses(
+    {
+      closed: (client, why, callsFailed) => {
+        this.lastErrors.set(client, why);
+        if (callsFailed) this.connectionWarning.warn(`Redis ${this.roleOf(client)} connection: ${why.message}`);
+      },
+      refused: (client) => void this.refusals.name(client),
+      keepingAlive: (message) => this.logger.warn(`Redis at ${this.description} ${message}`),
+    },
+    () => this.quitting,
+  );
+  /** What the server said refusing a client's connection (maxclients): server-closes.ts. */
+  private readonly refusals = new ServerRefusals({
+    quitting: () => this.quitting,
+    probeMs: () => Math.min(this.options.commandTimeout, 1_000),
+    refused: (client, refusal) => {
+      this.lastErrors.set(client, refusal);
+      this.connectionWarning.warn(`Redis ${this.roleOf(client)} connection error: ${refusal.message}`);
+    },
+  });
 
   constructor(@Inject(CONNECTION_OPTIONS) private readonly options: ResolvedConnectionOptions) {
     this.tuning = {
@@ -174,6 +196,7 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
     this.readOnly?.close();
     this.connectionWarning.close(); // its pending count now: no timer outlives the app (nothing is warned quitting)
     this.quitting = true;
+    this.closes.close();
     const clients = [...this.owned];
     this.owned.clear();
     this.roles.clear();
@@ -224,6 +247,7 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   async release(client: Redis): Promise<void> {
     this.owned.delete(client);
     this.roles.delete(client);
+    this.closes.unwatch(client);
     await closeClient(client);
   }
 
@@ -234,14 +258,10 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   }
 
   private warnUnverifiedTls(connection: RedisConnectionOptions, where: string): void {
-    const off = unverifiedTls(connection);
-    if (off.length === 0) return;
+    const warning = unverifiedTlsWarning(connection, where);
+    if (warning === undefined) return;
     // Said at start (onModuleInit), when the application's logger is in place; at once for a client created later.
-    this.pendingWarnings.push(
-      `TLS certificate verification is off for ${where} (${off.map((o) => `${o}.rejectUnauthorized`).join(', ')}: ` +
-        'false): anyone on the network path can pose as Redis and read the password and data. Give the CA instead ' +
-        '(tls: { ca }).',
-    );
+    this.pendingWarnings.push(warning);
     if (this.starting) this.flushWarnings();
   }
 
@@ -314,8 +334,9 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
 
   /**
    * Connects a lazy client (or waits for a connecting one) and PINGs it, within connectTimeout + commandTimeout.
-   * Rejects with PING's error reply, else the last connection error when there is one ("Connection is closed" alone
-   * does not say why) and, unlike `connect`, leaves the client retrying in the background.
+   * Rejects with PING's error reply, else what the server said refusing the connection (ServerRefusal: maxclients;
+   * asked within commandTimeout more, at most 1 s), else the last connection error when there is one ("Connection is
+   * closed" alone does not say why) and, unlike `connect`, leaves the client retrying in the background.
    */
   async waitUntilReady(client: RedisClient): Promise<void> {
     if (client.status === 'ready') return;
@@ -325,23 +346,7 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
     const over = new AbortController();
     try {
       await withTimeout(
-        (async () => {
-          // A server that is slow to answer its first command (the ready check's INFO, a cluster's CLUSTER SLOTS:
-          // each bounded by commandTimeout) gets the whole budget: ioredis tries again by itself, and the next
-          // attempt may be answered. A refusal or an error reply still fails at once.
-          for (;;) {
-            try {
-              await (client.status === 'wait' ? client.connect() : waitForReady(client, over.signal));
-              break;
-            } catch (err) {
-              // "Connection is closed." (a cluster's "None of startup nodes is available") does not say why; the
-              // connection's last error event does.
-              if (over.signal.aborted || replyCodeOf(err) !== undefined || Date.now() >= deadline) throw err;
-              if (!timedOut(err) && !timedOut(this.lastErrors.get(client))) throw err;
-            }
-          }
-          await client.ping();
-        })(),
+        connectAndPing(client, deadline, over.signal, () => this.lastErrors.get(client)),
         limit,
         `no answer within ${limit} ms`,
       );
@@ -349,17 +354,30 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
       // The server's own answer to PING (NOPERM, an unknown command) is the reason, whatever happened before.
       if (replyCodeOf(err) !== undefined) throw err;
       const last = this.lastErrors.get(client);
-      throw last ? new Error(last.message, { cause: err }) : err;
+      throw (await this.refusals.behind(client, last, err)) ?? (last ? new Error(last.message, { cause: err }) : err);
     } finally {
       over.abort(new Error('the wait is over'));
     }
   }
 
+  /** ` (connection "name")` for a named connection, else nothing: in warnings. */
+  private get which(): string {
+    return this.name === DEFAULT_CONNECTION_NAME ? '' : ` (connection "${this.name}")`;
+  }
+
+  /** A client's role and connection name, in warnings: `subscriber (connection "sessions")`. */
+  private roleOf = (client: RedisClient): string => `${this.roles.get(client) ?? 'main'}${this.which}`;
+
   private own<T extends RedisClient>(client: T, role: string): T {
     this.owned.add(client);
     if (client !== this.client) this.roles.set(client, role);
+    if (client instanceof Redis) {
+      this.closes.watch(client);
+      client.on('ready', () => this.refusals.ready(client));
+    }
     // Without a listener ioredis prints every connection error; one throttled line per interval is enough.
-    client.on('error', (err: Error) => {
+    client.on('error', (error: Error) => {
+      const err = client instanceof Redis && !this.quitting ? this.refusals.why(client, error) : error;
       // A cluster reports "Failed to refresh slots cache" (why: the node error kept below), or its last node's error.
       const nodeError = (err as { lastNodeError?: { message?: unknown } }).lastNodeError;
       const why = typeof nodeError?.message === 'string' ? nodeError.message : undefined;
@@ -369,8 +387,7 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
       // Quitting, a reset is no outage: Redis resets a connection whose QUIT it read with a command after it (a call
       // made as the app closed), and so may a proxy; the calls that fail say so themselves.
       if (this.quitting) return;
-      const which = this.name === DEFAULT_CONNECTION_NAME ? '' : ` (connection "${this.name}")`;
-      this.connectionWarning.warn(`Redis ${role} connection error${which}: ${err.message}`);
+      this.connectionWarning.warn(`Redis ${role} connection error${this.which}: ${err.message}`);
     });
     // A cluster node's own error (a refused certificate, WRONGPASS) says why no startup node is available.
     if (client instanceof Cluster)
@@ -379,11 +396,4 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
       });
     return client;
   }
-}
-
-/** ioredis's timeouts carry no code: a command's (`Command timed out`) and a cluster's slot refresh's. */
-function timedOut(err: unknown): boolean {
-  if (!(err instanceof Error)) return false;
-  const node = (err as { lastNodeError?: unknown }).lastNodeError;
-  return /timed out|\(timeout\)/.test(err.message) || (node !== undefined && timedOut(node));
 }

@@ -105,6 +105,10 @@ async function checkConnection(connection: RedisConnection): Promise<RedisConnec
     const wrong = connection.isCluster ? undefined : notASingleServer(fields[0] ?? {}, connection.description);
     if (wrong !== undefined) return { status: 'down', latencyMs, error: wrong };
     const full = fields.find(refusesWrites);
+    // min-replicas-to-write on a master none of whose replicas is connected and in sync: every write answers
+    // NOREPLICAS (an outage for the features). INFO has the count only while the setting is on; with some replicas
+    // good but fewer than the setting it says nothing (the setting is CONFIG GET's, not in the ACL line).
+    const noReplicas = fields.find((f) => f.min_slaves_good_slaves === '0');
     // A single server (or Sentinel's master during a failover) that is a replica: every write is refused. A
     // cluster's client sends writes to the masters of its slot table itself.
     const replica = connection.isCluster ? undefined : replicaOf(fields[0] ?? {});
@@ -120,6 +124,11 @@ async function checkConnection(connection: RedisConnection): Promise<RedisConnec
         `maxmemory reached under ${full.maxmemory_policy}: writes are refused (OOM) ` +
         `(used_memory ${full.used_memory} of maxmemory ${full.maxmemory}); raise maxmemory or use an eviction ` +
         'policy';
+    else if (noReplicas)
+      reason =
+        'writes are refused (NOREPLICAS): min-replicas-to-write is set and no replica is connected and in sync ' +
+        '(INFO replication min_slaves_good_slaves:0); calls that write fail as in an outage. Bring a replica back, ' +
+        'or lower min-replicas-to-write';
     return {
       status: reason ? 'degraded' : 'up',
       latencyMs,

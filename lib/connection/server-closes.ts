@@ -1,0 +1,295 @@
+// What RedisConnection learns from a server that closes its connections without an error: redis.conf `timeout` (an
+// idle connection), `client-output-buffer-limit` (a reply too large, with calls in flight) and `maxclients` (a new
+// connection refused). ioredis reports none of them by name: a close, "Connection is closed.", `write EPIPE`.
+import { connect as netConnect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import { Redis } from 'ioredis';
+import type { RedisClient } from '../common/lua-script.js';
+import { repliesAwaited } from './redis-client.factory.js';
+
+/**
+ * A close after less idleness is not taken for an idle timeout (redis.conf `timeout` counts whole seconds, from the
+ * server's last reply: a little less is seen here).
+ */
+const MIN_IDLE_CLOSE_MS = 500;
+/** The keepalive PINGs an idle connection at most this often. */
+const MIN_KEEPALIVE_MS = 250;
+/**
+ * A `timeout` of T s closes a connection idle for T to T + 1 s (whole seconds, checked by the server's cron), so the
+ * idleness seen at a close is at most about twice T: a PING after a sixth of it (at most a third, with the timer's
+ * period) always comes in time.
+ */
+const KEEPALIVE_SHARE = 6;
+
+/** What the server says, unasked, to a connection it refuses: read for at most this long (ms). */
+const REFUSAL_PROBE_MS = 1_000;
+
+/** ioredis's errors for a connection the server accepted and then closed (no reply of its own reached ioredis). */
+const CLOSED_AT_ONCE = /EPIPE|ECONNRESET|Connection is closed/;
+
+/** Why the failed calls failed, for a connection closed with `count` calls awaiting replies. */
+export function closedWithCallsInFlight(count: number): string {
+  return (
+    `Redis closed the connection with ${count} call${count === 1 ? '' : 's'} awaiting replies (no error from ` +
+    'Redis: a reply larger than its client-output-buffer-limit for normal clients, e.g. a large cache value or ' +
+    'session, closes it so and fails every call in flight on it, again at each read of that value; raise the limit ' +
+    'or keep values smaller. CLIENT KILL and a proxy close it so too)'
+  );
+}
+
+/**
+ * A connection the server refused, with what it said (refusalOf): `maxclients` (`ERR max number of clients reached`)
+ * in the toolkit's words, any other line as the server wrote it. connectError makes it a RedisUnavailableError.
+ */
+export class ServerRefusal extends Error {
+  constructor(readonly line: string) {
+    super(
+      /max number of clients/i.test(line)
+        ? `the server refused the connection: ${line}: it has as many clients as its maxclients setting allows ` +
+            '(redis.conf maxclients; INFO clients has connected_clients and maxclients). Raise maxclients, or close ' +
+            'the clients that hold its connections'
+        : `the server refused the connection: ${line}`,
+    );
+  }
+}
+
+/**
+ * The error line a server sends, unasked, to a connection it refuses (Redis past `maxclients`: `-ERR max number of
+ * clients reached`, then a close), read on a connection of its own that sends nothing: ioredis writes its handshake
+ * at once and reports only that the write failed. Undefined when nothing comes within `ms` (the server accepted it),
+ * and for a Sentinel setup (whose master's address ioredis looks up itself).
+ */
+export function refusalOf(client: Redis, ms = REFUSAL_PROBE_MS): Promise<ServerRefusal | undefined> {
+  const o = client.options;
+  if ((o.sentinels?.length ?? 0) > 0) return Promise.resolve(undefined);
+  return new Promise((resolve) => {
+    let socket: Socket;
+    try {
+      const { host = '127.0.0.1', port = 6379 } = o;
+      socket = o.path ? netConnect(o.path) : o.tls ? tlsConnect({ ...o.tls, host, port }) : netConnect(port, host);
+    } catch {
+      resolve(undefined);
+      return;
+    }
+    let text = '';
+    const done = (line: string | undefined) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(line === undefined ? undefined : new ServerRefusal(line));
+    };
+    const timer = setTimeout(() => done(undefined), ms);
+    socket.on('data', (chunk: Buffer) => {
+      text += chunk.toString('latin1');
+      const end = text.indexOf('\r\n');
+      if (end >= 0) done(text.startsWith('-') ? text.slice(1, end) : undefined);
+    });
+    socket.on('error', () => done(undefined));
+    socket.on('close', () => done(undefined));
+  });
+}
+
+/**
+ * Whether `err` says the server closed the connection under us (no reply of its own reached ioredis). Not `instanceof
+ * Error`: Node's socket errors may come from another realm (a test runner's VM context).
+ */
+export function closedAtOnce(err: unknown): boolean {
+  const message = (err as { message?: unknown } | null | undefined)?.message;
+  return typeof message === 'string' && CLOSED_AT_ONCE.test(message);
+}
+
+interface Watched {
+  /** When the connection last heard from the server (performance.now()). */
+  heardAt: number;
+  /** Connected and not ready yet: a close now is a refusal. */
+  handshaking: boolean;
+  /** The idleness (ms) at an idle close, until the reconnect (learnt if it succeeds at once, forgotten on an error). */
+  idleClose?: number;
+  /** An error while handshaking: a reply (WRONGPASS...) says why already, no refusal to look for. */
+  handshakeError?: Error;
+}
+
+export interface ServerClosesListener {
+  /**
+   * A close that failed calls (`callsFailed`), or will until the reconnect (an idle close): `why` is the connection's
+   * last error from now on.
+   */
+  closed(client: Redis, why: Error, callsFailed: boolean): void;
+  /** Connected, then closed before it was ready: the server may have refused it (refusalOf says). */
+  refused(client: Redis): void;
+  /** The first idle close that was followed by an immediate reconnect: the keepalive starts. */
+  keepingAlive(message: string): void;
+}
+
+/**
+ * The connections of one RedisConnection (standalone and Sentinel clients, the subscribers and node connections it
+ * makes; not a cluster's own node connections) and what their closes say:
+ * - closed while idle (nothing awaited a reply, nothing heard for MIN_IDLE_CLOSE_MS) and reconnected at once: a
+ *   `timeout` in redis.conf, or a proxy's idle timeout. Each such close fails the calls made until the reconnect (fail
+ *   open, 503), empties the cache's L1 and has health say `down` meanwhile: with `timeout 1`, every idle second. From
+ *   the first one, each connection that stays idle for a sixth of the idleness seen then is PINGed, so none is closed
+ *   again (pub/sub connections are exempt from `timeout` and are left alone);
+ * - closed or reset with calls awaiting replies: those calls fail with "Connection is closed." or ECONNRESET, which
+ *   say nothing of why; the connection's last error then does (closedWithCallsInFlight).
+ */
+export class ServerCloses {
+  private readonly watched = new Map<Redis, Watched>();
+  private keepAliveMs: number | undefined;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly listener: ServerClosesListener,
+    /** The connections are being closed on purpose (app.close()): nothing is learnt. */
+    private readonly quitting: () => boolean,
+  ) {}
+
+  watch(client: Redis): void {
+    const state: Watched = { heardAt: performance.now(), handshaking: false };
+    this.watched.set(client, state);
+    client.on('connect', () => {
+      state.heardAt = performance.now();
+      state.handshaking = true;
+      state.handshakeError = undefined;
+      const stream = client.stream;
+      stream.on('data', () => {
+        state.heardAt = performance.now();
+      });
+      // A FIN from the server: before ioredis's close, which rejects (and forgets) the calls in flight.
+      stream.once('end', () => this.ended(client, state));
+    });
+    client.on('ready', () => {
+      state.handshaking = false;
+      if (state.idleClose !== undefined) this.learn(state.idleClose);
+      state.idleClose = undefined;
+    });
+    client.on('error', (err: Error) => {
+      state.idleClose = undefined; // the reconnect failed: a server that went away, not an idle timeout
+      if (state.handshaking) state.handshakeError ??= err;
+    });
+    client.on('close', () => {
+      const err = state.handshakeError;
+      if (state.handshaking && !this.quitting() && (err === undefined || closedAtOnce(err)))
+        this.listener.refused(client);
+      state.handshaking = false;
+    });
+  }
+
+  unwatch(client: Redis): void {
+    this.watched.delete(client);
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+    this.watched.clear();
+  }
+
+  private ended(client: Redis, state: Watched): void {
+    // writableEnded: the toolkit closed it (a command timeout drops the connection), the server only answered that
+    if (client.status !== 'ready' || client.stream.writableEnded || this.quitting()) return;
+    const pending = repliesAwaited(client);
+    if (pending > 0) {
+      this.listener.closed(client, new Error(closedWithCallsInFlight(pending)), true);
+      return;
+    }
+    const idle = performance.now() - state.heardAt;
+    if (idle < MIN_IDLE_CLOSE_MS || subscribed(client)) return;
+    state.idleClose = idle;
+    const seconds = (idle / 1_000).toFixed(1);
+    const why = `Redis closed the connection after it was idle for ${seconds} s`;
+    this.listener.closed(client, new Error(`${why} (redis.conf timeout, or a proxy's idle timeout)`), false);
+  }
+
+  private learn(idleMs: number): void {
+    const every = Math.max(MIN_KEEPALIVE_MS, Math.floor(idleMs / KEEPALIVE_SHARE));
+    if (this.keepAliveMs !== undefined && this.keepAliveMs <= every) return;
+    this.keepAliveMs = every;
+    clearInterval(this.timer);
+    this.timer = setInterval(() => this.keepAlive(every), every);
+    this.timer.unref();
+    this.listener.keepingAlive(
+      `closed a connection idle for ${(idleMs / 1_000).toFixed(1)} s, with no error (its \`timeout\` setting, or a ` +
+        "proxy's idle timeout): the calls made until it reconnected failed as in an outage. From now on each of the " +
+        `toolkit's connections to it that is idle for ${every} ms gets a PING, so none is closed again (set timeout ` +
+        '0, or longer than the app is ever idle, to do without)',
+    );
+  }
+
+  private keepAlive(every: number): void {
+    const now = performance.now();
+    for (const [client, state] of this.watched) {
+      if (client.status !== 'ready' || subscribed(client) || now - state.heardAt < every) continue;
+      client.ping().catch(() => undefined); // a failure is the connection's own business (reconnect, timeout)
+    }
+  }
+}
+
+/** A connection in subscribed mode: exempt from `timeout`, and its replies are messages. */
+function subscribed(client: Redis): boolean {
+  return Boolean((client as unknown as { condition?: { subscriber?: unknown } | null }).condition?.subscriber);
+}
+
+/** What ServerRefusals asks of its RedisConnection. */
+export interface RefusalsHost {
+  /** The connections are being closed on purpose (app.close()): nothing is probed or said. */
+  quitting(): boolean;
+  /** How long a probe waits for the server's line (ms). */
+  probeMs(): number;
+  /** The server said why it refused `client`: its last error from now on (and warned once). */
+  refused(client: Redis, refusal: ServerRefusal): void;
+}
+
+/**
+ * A RedisConnection's connections the server refused, and why (refusalOf: maxclients): what a refused connection's
+ * errors say until it is ready again, and the words for a reset that ioredis reports as EPIPE or ECONNRESET alone.
+ */
+export class ServerRefusals {
+  /** The probe of a refused connection under way, by client: one at a time. */
+  private readonly probes = new WeakMap<Redis, Promise<ServerRefusal | undefined>>();
+  /** What the server said refusing a client's connection, until it is ready again. */
+  private readonly refusals = new WeakMap<Redis, ServerRefusal>();
+
+  constructor(private readonly host: RefusalsHost) {}
+
+  /** `client` is ready: what refused it before is over. */
+  ready(client: Redis): void {
+    this.refusals.delete(client);
+  }
+
+  /**
+   * Why the server closed `client`'s connection before it was ready, when it said so; undefined when it said nothing
+   * within the host's probeMs.
+   */
+  name(client: Redis): Promise<ServerRefusal | undefined> {
+    let probe = this.probes.get(client);
+    if (probe !== undefined) return probe;
+    probe = refusalOf(client, this.host.probeMs()).then((refusal) => {
+      this.probes.delete(client);
+      if (refusal === undefined || this.host.quitting() || client.status === 'ready') return undefined;
+      this.refusals.set(client, refusal);
+      this.host.refused(client, refusal);
+      return refusal;
+    });
+    this.probes.set(client, probe);
+    return probe;
+  }
+
+  /**
+   * The refusal behind a failed connect: the one known (`last`, the connection's last error), or, for a connection
+   * accepted and then closed before any reply (`write EPIPE`, "Connection is closed."), what the server said first
+   * (maxclients), which ioredis never read.
+   */
+  behind(client: RedisClient, last: Error | undefined, err: unknown): Promise<ServerRefusal | undefined> {
+    if (last instanceof ServerRefusal) return Promise.resolve(last);
+    return client instanceof Redis && closedAtOnce(last ?? err) ? this.name(client) : Promise.resolve(undefined);
+  }
+
+  /**
+   * A connection error in words that say why, where ioredis's do not: a reset of a ready connection with calls in
+   * flight (client-output-buffer-limit), a refused connection whose server said why (maxclients).
+   */
+  why(client: Redis, err: Error): Error {
+    if (!closedAtOnce(err)) return err;
+    if (client.status !== 'ready') return this.refusals.get(client) ?? err;
+    const pending = client.stream.writableEnded ? 0 : repliesAwaited(client);
+    return pending > 0 ? new Error(`${err.message}: ${closedWithCallsInFlight(pending)}`, { cause: err }) : err;
+  }
+}
