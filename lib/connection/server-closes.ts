@@ -16,10 +16,10 @@ const MIN_IDLE_CLOSE_MS = 500;
 const MIN_KEEPALIVE_MS = 250;
 /**
  * A `timeout` of T s closes a connection idle for T to T + 1 s (whole seconds, checked by the server's cron), so the
- * idleness seen at a close is at most about twice T: a PING after a sixth of it (at most a third, with the timer's
- * period) always comes in time.
+ * idleness seen at a close is at most about twice T: a PING after a tenth of it (at most a fifth, with the timer's
+ * period, and 500 ms at the floor) comes in time with room for a busy event loop (a sixth left 334 ms at `timeout 1`).
  */
-const KEEPALIVE_SHARE = 6;
+const KEEPALIVE_SHARE = 10;
 
 /** What the server says, unasked, to a connection it refuses: read for at most this long (ms). */
 const REFUSAL_PROBE_MS = 1_000;
@@ -126,7 +126,7 @@ export interface ServerClosesListener {
  * - closed while idle (nothing awaited a reply, nothing heard for MIN_IDLE_CLOSE_MS) and reconnected at once: a
  *   `timeout` in redis.conf, or a proxy's idle timeout. Each such close fails the calls made until the reconnect (fail
  *   open, 503), empties the cache's L1 and has health say `down` meanwhile: with `timeout 1`, every idle second. From
- *   the first one, each connection that stays idle for a sixth of the idleness seen then is PINGed, so none is closed
+ *   the first one, each connection that stays idle for a tenth of the idleness seen then is PINGed, so none is closed
  *   again (pub/sub connections are exempt from `timeout` and are left alone);
  * - closed or reset with calls awaiting replies: those calls fail with "Connection is closed." or ECONNRESET, which
  *   say nothing of why; the connection's last error then does (closedWithCallsInFlight).

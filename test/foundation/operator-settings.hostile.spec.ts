@@ -45,6 +45,24 @@ const outcome = (p: Promise<unknown>): Promise<unknown> =>
     (err: unknown) => err,
   );
 
+/**
+ * An outage of writes (`reply`: NOREPLICAS, MISCONF): the rate limit (failOpen: true) allows, counted as failed open
+ * and not as a reply error; sessions fail closed with RedisUnavailableError (HTTP 503) naming it, never a
+ * RedisReplyError (500).
+ */
+async function expectWritesOutage(app: ToolkitApp, reply: string): Promise<void> {
+  const limits = app.get(RateLimitService);
+  expect(await outcome(limits.consume('r', policy))).toMatchObject({ value: { allowed: true, degraded: 'fail-open' } });
+  expect(limits.stats()).toMatchObject({ failedOpen: 1, replyErrors: 0 });
+  const session = await app
+    .get(SessionService)
+    .create('u')
+    .catch((e: unknown) => e);
+  expect(session).toBeInstanceOf(RedisUnavailableError);
+  expect(session).not.toBeInstanceOf(RedisReplyError);
+  expect((session as Error).message).toContain(reply);
+}
+
 /** The bytes the cache stores for `value` under `key` (what a plain client writes to change an entry). */
 async function rawEntry(cache: CacheService, plain: Redis, keyPrefix: string, value: unknown): Promise<Buffer> {
   const key = `raw-${rand()}`;
@@ -319,18 +337,8 @@ describe('`min-replicas-to-write 1` on a master without replicas: every write an
       expect(await outcome(cache.set('other', 1))).toEqual({ value: undefined });
       // the miss's failed open, and the set: each counted once
       expect(cache.stats()).toMatchObject({ failedOpen: 1, errors: 2 });
-      // rate limit (failOpen: true): allowed, counted as failed open, not as a reply error
-      expect(await outcome(limits.consume('r', policy))).toMatchObject({
-        value: { allowed: true, degraded: 'fail-open' },
-      });
-      expect(limits.stats()).toMatchObject({ failedOpen: 1, replyErrors: 0 });
-      // sessions and locks fail closed: RedisUnavailableError (HTTP 503), never RedisReplyError (500)
-      const session = await app
-        .get(SessionService)
-        .create('u')
-        .catch((e: unknown) => e);
-      expect(session).toBeInstanceOf(RedisUnavailableError);
-      expect(session).not.toBeInstanceOf(RedisReplyError);
+      await expectWritesOutage(app, 'NOREPLICAS');
+      // locks fail closed too
       const lock = await app
         .get(LockService)
         .acquire('x')
@@ -369,17 +377,7 @@ describe('`stop-writes-on-bgsave-error yes` after a failed save: every write (an
       expect(await waitFor(async () => /rdb_last_bgsave_status:err/.test(await admin.info('persistence')), 5_000)).toBe(
         true,
       );
-      const limits = app.get(RateLimitService);
-      expect(await outcome(limits.consume('r', policy))).toMatchObject({
-        value: { allowed: true, degraded: 'fail-open' },
-      });
-      expect(limits.stats()).toMatchObject({ failedOpen: 1, replyErrors: 0 });
-      const session = await app
-        .get(SessionService)
-        .create('u')
-        .catch((e: unknown) => e);
-      expect(session).toBeInstanceOf(RedisUnavailableError);
-      expect((session as Error).message).toContain('MISCONF');
+      await expectWritesOutage(app, 'MISCONF');
       const h = await app.get(RedisToolkitHealth).check();
       expect(h.status).toBe('down');
       expect(h.error).toContain('MISCONF');
