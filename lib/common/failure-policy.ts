@@ -122,6 +122,14 @@ export function notReadyState(status: string): string {
   }
 }
 
+/**
+ * `not connected to <where> (<state>); last error: <cause>`: why a call on a connection that is not up failed, in the
+ * words both the failure policy (a call refused before it is sent) and health (downReason) use.
+ */
+export function notConnected(where: string, status: string, cause: string | undefined): string {
+  return `not connected to ${where} (${notReadyState(status)})${cause === undefined ? '' : `; last error: ${cause}`}`;
+}
+
 export interface FailureCounts {
   /** Transport failures: Redis unreachable, not ready or too slow. */
   unavailable: number;
@@ -203,10 +211,7 @@ export class FailurePolicy {
     const where = this.connection.description === undefined ? 'Redis' : `Redis at ${this.connection.description}`;
     // closed by the app: an error from before that says nothing
     const last = status === 'end' || status === 'disconnecting' ? undefined : this.connection.lastError?.();
-    throw new RedisUnavailableError(
-      `${this.feature} ${what} failed: not connected to ${where} (${notReadyState(status)})` +
-        (last === undefined ? '' : `; last error: ${last}`),
-    );
+    throw new RedisUnavailableError(`${this.feature} ${what} failed: ${notConnected(where, status, last)}`);
   }
 
   /**

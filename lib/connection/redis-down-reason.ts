@@ -1,5 +1,5 @@
 import { RedisToolkitError } from '../common/errors.js';
-import { notReadyState, replyCodeOf } from '../common/failure-policy.js';
+import { notConnected, replyCodeOf } from '../common/failure-policy.js';
 
 /** What a down reason is made of (a RedisConnection). */
 export interface DownConnection {
@@ -29,7 +29,7 @@ export function downReason(connection: DownConnection, err: unknown): string {
   const refused = IOREDIS_REFUSALS.test(message);
   if (status === 'ready' && !refused) return `${where}: ${message}`;
   const cause = connection.lastError() ?? (refused ? undefined : message);
-  return `not connected to ${where} (${notReadyState(status)})${cause === undefined ? '' : `; last error: ${cause}`}`;
+  return notConnected(where, status, cause);
 }
 
 /**
