@@ -197,15 +197,17 @@ describe('a TAT with a fraction, as reward.lua stored it before 2026-12-03', () 
   });
 });
 
+/** A fresh app on `target` under a key prefix of its own (closed after each test): its limiter and Redis client. */
+async function limiterApp(target: 'single' | 'cluster'): Promise<{ rl: RateLimitService; redis: Redis }> {
+  const app = await createToolkitApp({ target, keyPrefix: `rtk-${randomUUID().slice(0, 8)}:` });
+  return { rl: app.get(RateLimitService), redis: app.get<Redis>(REDIS_CLIENT) };
+}
+
 describe.each(['single', 'cluster'] as const)('reward / penalty answers and bounds on %s', (target) => {
   // an app per test: the apps are closed after each (afterEach above)
   let rl: RateLimitService;
   let redis: Redis;
-  beforeEach(async () => {
-    const app = await createToolkitApp({ target, keyPrefix: `rtk-${randomUUID().slice(0, 8)}:` });
-    rl = app.get(RateLimitService);
-    redis = app.get<Redis>(REDIS_CLIENT);
-  });
+  beforeEach(async () => ({ rl, redis } = await limiterApp(target)));
 
   it('fixed window: a reward of a counter charged past its limit answers 0 left, never less', async () => {
     const key = randomUUID();
@@ -290,11 +292,7 @@ describe.each(['single', 'cluster'] as const)(
     const policy = { limit: 5, ttl: 300, algorithm: 'fixed-window' as const };
     let rl: RateLimitService;
     let redis: Redis;
-    beforeEach(async () => {
-      const app = await createToolkitApp({ target, keyPrefix: `rtk-${randomUUID().slice(0, 8)}:` });
-      rl = app.get(RateLimitService);
-      redis = app.get<Redis>(REDIS_CLIENT);
-    });
+    beforeEach(async () => ({ rl, redis } = await limiterApp(target)));
 
     it('charged in window 1, refunded once window 2 counts: window 2 keeps its count', async () => {
       const key = randomUUID();
