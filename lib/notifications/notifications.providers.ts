@@ -43,7 +43,16 @@ async function importGatewayPeers(): Promise<void> {
     return result.status === 'rejected' && isNotFound(result.reason, peer);
   });
   if (missing.length > 0) {
-    throw new MissingPeerError(missingPeersMessage('notificationsGateway', GATEWAY_PEERS, missing));
+    // Nest loads the adapter package itself (and names it when it alone is missing); beside the others it is named
+    // here too, so that the list is whole
+    const adapter = GATEWAY_PEERS[1];
+    const resolved = await import(adapter).then(
+      () => true,
+      (err: unknown) => !isNotFound(err, adapter),
+    );
+    if (!resolved) missing.push(adapter);
+    const named = GATEWAY_PEERS.filter((peer) => missing.includes(peer));
+    throw new MissingPeerError(missingPeersMessage('notificationsGateway', GATEWAY_PEERS, named));
   }
   const failed = loaded.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) throw failed.reason;

@@ -118,6 +118,13 @@ describe('notificationsGateway: true without its optional peers', () => {
     30_000,
   );
 
+  it('without all three: every missing one is named, @nestjs/platform-socket.io (which Nest loads) too', async () => {
+    const result = await runHidden(['@nestjs/websockets', '@nestjs/platform-socket.io', 'socket.io'], GATEWAY_APP);
+    // before: 'missing: @nestjs/websockets, socket.io', the install line naming the third
+    expect(result.name).toBe('MissingPeerError');
+    expect(result.message).toContain('missing: @nestjs/websockets, @nestjs/platform-socket.io, socket.io)');
+  }, 30_000);
+
   it('with the peers installed the app starts (so the check above can fail)', async () => {
     expect(await runHidden([], GATEWAY_APP)).toEqual({ name: 'started' });
   }, 30_000);
