@@ -7,7 +7,8 @@ import type { LockFailures } from './lock.shutdown.js';
 import { EXTEND, HAND_OVER, RAISE_FENCE } from './lock.scripts.js';
 import { type LockCalls, lockCallsOf, WAKE_TRIES, type WaitingChannels } from './lock.calls.js';
 import { FIRST_ATTEMPT_GRANT, grantTokenOf, type LockKeys } from './lock.keys.js';
-import { type LeaseEnd, leaseFrom, monotonicNow, sentNow } from './lock.clock.js';
+import { type LeaseEnd, leaseFrom, sentNow } from './lock.clock.js';
+import { UnsureReleases } from './lock.unsure-releases.js';
 
 export { FIRST_ATTEMPT_GRANT, grantField, type LockKeys, lockKeysOf } from './lock.keys.js';
 export type { WaitingChannels } from './lock.calls.js';
@@ -50,15 +51,12 @@ export interface LockBackend {
 const lost = (keys: LockKeys, what: string): LockLostError =>
   new LockLostError(`cannot ${what} the lock on "${keys.resource}": it expired or is held by another owner`);
 
-/** At most this many locks of failed calls wait for the connection to come back; the rest expire with their ttl. */
-const MAX_UNKNOWN_LOCKS = 1_000;
-
 /** One Redis server, a sentinel-managed master, or a Redis Cluster (both keys live in one slot). */
 export class SingleLockBackend implements LockBackend {
   readonly nodes = 1;
   private readonly calls: LockCalls;
-  /** Locks a failed call may hold, released when the connection is back (see releaseUnknown). */
-  private readonly unknown = new Map<string, { keys: LockKeys; validUntil: number }>();
+  /** Locks a failed call may hold, released now or when the connection is back (see releaseUnknown). */
+  private readonly unsure: UnsureReleases;
 
   /** `failures`: the lock service's failure policy (fail closed: every failure is thrown, counted and logged). */
   constructor(
@@ -67,6 +65,7 @@ export class SingleLockBackend implements LockBackend {
     private readonly channels: WaitingChannels,
   ) {
     this.calls = lockCallsOf(client, channels);
+    this.unsure = new UnsureReleases(client, failures.shutdown);
   }
 
   async tryAcquire(keys: LockKeys, token: string, ttl: number, waiter = '', grant = ''): Promise<Acquired | null> {
@@ -80,8 +79,8 @@ export class SingleLockBackend implements LockBackend {
       // The SET may have run before the reply was lost: do not leave a lock nobody owns for a whole ttl. Nor a grant
       // to the wait, which this attempt may have taken over or may still get (its service ends the wait: LockGrants).
       if (err instanceof RedisUnavailableError) {
-        this.releaseUnknown(keys, token, sent.tick + ttl);
-        if (grant && grant !== FIRST_ATTEMPT_GRANT) this.releaseUnknown(keys, grantTokenOf(grant), sent.tick + ttl);
+        this.releaseUnknown(keys, token);
+        if (grant && grant !== FIRST_ATTEMPT_GRANT) this.releaseUnknown(keys, grantTokenOf(grant));
       }
       throw err;
     }
@@ -97,7 +96,7 @@ export class SingleLockBackend implements LockBackend {
         HAND_OVER.run(this.client, [keys.lock, keys.fence], [token, nextToken, ttl]),
       );
     } catch (err) {
-      if (err instanceof RedisUnavailableError) this.releaseUnknown(keys, nextToken, sent.tick + ttl);
+      if (err instanceof RedisUnavailableError) this.releaseUnknown(keys, nextToken);
       throw err;
     }
     if (fence <= 0) throw lost(keys, 'release');
@@ -105,42 +104,12 @@ export class SingleLockBackend implements LockBackend {
   }
 
   /**
-   * A call that may have taken the lock for `token` failed (timeout, connection lost): the SET may have run before
-   * the reply was lost. Release it now, or, when Redis cannot be reached (a timeout resets the connection), as soon
-   * as the connection is ready again, unless the lock would have expired by then anyway. So a lock nobody owns is
-   * not left for its whole ttl. `validUntil`: when it would have expired, on the monotonic clock.
+   * A call that may have taken the lock for `token` failed (timeout, connection lost): the SET may have run before the
+   * reply was lost, or runs later (a paused server). Released now, or when the connection is ready again
+   * (UnsureReleases), so a lock nobody owns is not left for its whole ttl.
    */
-  private releaseUnknown(keys: LockKeys, token: string, validUntil: number): void {
-    this.passOn(keys, token).catch(() => {
-      if (monotonicNow() >= validUntil || this.unknown.size >= MAX_UNKNOWN_LOCKS) return; // they expire with their ttl
-      this.unknown.set(token, { keys, validUntil });
-      if (this.unknown.size === 1) this.releaseWhenReady();
-    });
-  }
-
-  /**
-   * Until the next 'ready', or app.close(): the client may be the user's and outlive the app (a `{ client }` is never
-   * reconnected by the toolkit, so it may stay ready and never say 'ready' again), and a listener left on it kept the
-   * closed app's backend alive (connection-leaks.spec.ts). What it would have released then expires with its ttl.
-   */
-  private releaseWhenReady(): void {
-    const onReady = () => {
-      stop();
-      this.releaseUnknownNow();
-    };
-    this.client.once('ready', onReady);
-    const stop = this.failures.shutdown.onClose(() => {
-      this.client.off('ready', onReady);
-      this.unknown.clear();
-    });
-  }
-
-  private releaseUnknownNow(): void {
-    const pending = [...this.unknown];
-    this.unknown.clear();
-    for (const [token, { keys, validUntil }] of pending) {
-      if (monotonicNow() < validUntil) this.releaseUnknown(keys, token, validUntil);
-    }
+  private releaseUnknown(keys: LockKeys, token: string): void {
+    this.unsure.send(() => this.passOn(keys, token)).catch(() => undefined);
   }
 
   async extend(keys: LockKeys, token: string, ttl: number): Promise<LeaseEnd> {

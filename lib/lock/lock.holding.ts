@@ -2,6 +2,7 @@ import { InvalidOptionsError, LockHoldTimeoutError, LockLostError } from '../com
 import { kindOf } from '../common/option-checks.js';
 import { MAX_TIMER_MS } from '../common/timeout.js';
 import { maxHoldOf } from './lock.attempts.js';
+import { monotonicNow } from './lock.clock.js';
 import { lockContext } from './lock.context.js';
 import { Lock } from './lock.js';
 import { checkNames, HOLDING } from './lock.option-names.js';
@@ -80,6 +81,8 @@ export async function runHolding<T, L extends Lock = Lock>(
   }
   clearTimeout(holdTimer);
   const lostReason: unknown = signal.aborted ? signal.reason : undefined;
+  // fn returned after its lease ran out without the watchdog aborting the signal (fn blocked the event loop past it)
+  const ranOut = monotonicNow() >= lock.validUntil;
   lock.stopAutoExtend();
   if (lostReason !== undefined) {
     await releaseQuietly(lock, warn);
@@ -93,6 +96,17 @@ export async function runHolding<T, L extends Lock = Lock>(
   } catch (err) {
     // Lost: it expired while fn ran (e.g. the event loop was blocked past the ttl), so exclusivity was not kept.
     if (err instanceof LockLostError) throw err;
+    // A release that Redis confirmed proves the lock was ours all along (nobody else can set our token). Unconfirmed,
+    // a lease that ran out while fn ran is what the watchdog would have aborted the signal for: lost, as it would
+    // have said. Until 2026-12-06 `using` resolved with fn's result and a warning (test/lock/lock.doc-claims.spec.ts).
+    if (ranOut) {
+      const why = err instanceof Error ? err.message : String(err);
+      throw new LockLostError(
+        `the lock on "${lock.resource}" ran out while the locked function ran, and Redis could not confirm it was ` +
+          `still held (${why})`,
+        { cause: err },
+      );
+    }
     warn(notReleased(lock, err));
   }
   return result;

@@ -17,6 +17,7 @@ import {
 import { gather } from './lock.gather.js';
 import { checkLockedFunction } from './lock.holding.js';
 import { LocalWaiters } from './lock.waiters.js';
+import { UnsureReleases } from './lock.unsure-releases.js';
 import { checkNames, LEASE_ACQUIRE, LEASE_TRY, LEASE_USING } from './lock.option-names.js';
 import {
   ACQUIRE_MANY,
@@ -75,9 +76,12 @@ const lostAll = (keys: MultiKeys, what: string): LockLostError =>
  */
 class MultiBackend implements LockBackend {
   readonly nodes: number;
+  /** Locks a failed call may hold on the main connection, released now or when it is back (one server, a cluster). */
+  private readonly unsure: UnsureReleases;
 
   constructor(private readonly ctx: LeaseContext) {
     this.nodes = ctx.quorum?.nodes ?? 1;
+    this.unsure = new UnsureReleases(ctx.client, ctx.shutdown);
   }
 
   private pairs(keys: MultiKeys): string[] {
@@ -123,8 +127,9 @@ class MultiBackend implements LockBackend {
           : MULTI_ACQUIRE.runWithAnyKeys(client, this.pairs(multi), [token, ttl]),
       );
     } catch (err) {
-      // Some SETs may have run before the reply was lost: release what may be ours rather than keep it for a ttl.
-      this.releaseAll(multi, token).catch(() => undefined);
+      // Some SETs may have run before the reply was lost (or run later: a paused server): release what may be ours,
+      // now or when the connection is back, rather than keep it for a ttl.
+      this.unsure.send(() => this.releaseAll(multi, token)).catch(() => undefined);
       throw err;
     }
     if (!fences || fences.length !== multi.all.length) return null;

@@ -33,7 +33,8 @@ export interface LockOptions {
   /**
    * Auto-extension (`using`, `@WithLock`, `lock.startAutoExtend()`) extends a lock when this many ms or fewer of it are
    * left (redlock's `automaticExtensionThreshold`). Default: two thirds of each lock's ttl (an extension every third
-   * of the ttl; on a quorum of its validity). Ignored for a lock whose ttl is not above it.
+   * of the ttl; on a quorum of its validity). Below `lock.ttl` (else InvalidOptionsError at start); ignored for a
+   * lock whose own ttl is not above it (that lock takes the default).
    */
   extensionThreshold?: number;
   /**
@@ -89,6 +90,7 @@ export interface ResolvedLockOptions {
 }
 
 const DEFAULT_DRIFT_FACTOR = 0.01;
+const DEFAULT_TTL = 10_000;
 
 export function resolveLockOptions(raw: LockOptions | undefined, problems: OptionProblems): ResolvedLockOptions {
   const o = raw ?? {};
@@ -97,6 +99,11 @@ export function resolveLockOptions(raw: LockOptions | undefined, problems: Optio
     if (o.maxHoldMs !== Number.POSITIVE_INFINITY) problems.duration('lock.maxHoldMs', o.maxHoldMs);
     problems.oneOf('lock.onUnsafeEviction', o.onUnsafeEviction, ['warn', 'refuse'] as const);
     problems.duration('lock.extensionThreshold', o.extensionThreshold);
+    // As every per-call threshold is checked against its ttl: a module one not below lock.ttl was ignored by every lock
+    // of the default ttl, without a word (until 2026-12-06; test/lock/lock.doc-claims.spec.ts)
+    const ttl = typeof o.ttl === 'number' ? Math.ceil(o.ttl) : DEFAULT_TTL;
+    if (typeof o.extensionThreshold === 'number' && Number.isFinite(ttl) && o.extensionThreshold >= ttl)
+      problems.add('lock.extensionThreshold', `must be below lock.ttl (${ttl}), got ${o.extensionThreshold}`);
     problems.boolean('lock.wakeOnRelease', o.wakeOnRelease);
     if (problems.object('lock.retry', o.retry) && o.retry) {
       problems.integer('lock.retry.count', o.retry.count, 0);
@@ -128,7 +135,7 @@ export function resolveLockOptions(raw: LockOptions | undefined, problems: Optio
   }
   return {
     // Whole ms, as a call's ttl (ttlOf): Redis's PX and PEXPIRE refuse a fraction ("ERR value is not an integer").
-    ttl: typeof o.ttl === 'number' ? Math.ceil(o.ttl) : 10_000,
+    ttl: typeof o.ttl === 'number' ? Math.ceil(o.ttl) : DEFAULT_TTL,
     retry: { count: 10, delay: 100, jitter: 50, ...o.retry },
     maxHoldMs: o.maxHoldMs ?? 600_000,
     onUnsafeEviction: o.onUnsafeEviction ?? 'warn',

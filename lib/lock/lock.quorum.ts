@@ -3,13 +3,14 @@ import type { Redis } from 'ioredis';
 import { ThrottledWarning } from '../common/throttled-logger.js';
 import { describeConnection } from '../connection/redis-client.factory.js';
 import { InvalidOptionsError, LockLostError, RedisUnavailableError } from '../common/errors.js';
-import { classifyRedisError } from '../common/failure-policy.js';
+import { classifyRedisError, type FailureCounts } from '../common/failure-policy.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import type { RedisStandaloneConnection } from '../connection/connection.options.js';
 import { quorumTtlProblem, quorumValidity } from './lock.options.js';
 import { type NodeGate, quorumGates } from './lock.node-check.js';
 import { type NodeLeave, UnansweredLeave } from './lock.pending-leaves.js';
-import type { LockShutdown } from './lock.shutdown.js';
+import { LockShutdown } from './lock.shutdown.js';
+import { UnsureReleases } from './lock.unsure-releases.js';
 import { type LeaseEnd, leaseFrom, monotonicNow, sentNow } from './lock.clock.js';
 import { answered, count, firstError, gather, type Outcome } from './lock.gather.js';
 
@@ -23,6 +24,8 @@ import { answered, count, firstError, gather, type Outcome } from './lock.gather
 export class QuorumCalls {
   readonly nodes: number;
   readonly quorum: number;
+  /** Per node, the undoing of attempts whose call failed there (the script may have run): again once it is back. */
+  private readonly unsure: UnsureReleases[];
 
   constructor(
     readonly clients: Redis[],
@@ -36,9 +39,12 @@ export class QuorumCalls {
     private readonly nodeFailed: (node: number, error: unknown) => void = () => undefined,
     /** Per node, what a call waits for and whether the node is left out (NodeCheck, quorumGates). */
     private readonly gates: readonly (NodeGate | undefined)[] = [],
+    /** app.close(): no undo waits for a node to come back after it. */
+    shutdown: LockShutdown = new LockShutdown(),
   ) {
     this.nodes = clients.length;
     this.quorum = Math.floor(clients.length / 2) + 1;
+    this.unsure = clients.map((client) => new UnsureReleases(client, shutdown));
   }
 
   /**
@@ -175,22 +181,19 @@ export class QuorumCalls {
       if (end.validUntil > monotonicNow()) return { outcomes, ...end };
     }
     // Undo where we may hold it: wait for the nodes that granted (so our partial hold does not block the next
-    // attempt); a node that failed may have run the call before its reply was lost; one that has not answered yet is
-    // undone once it grants (or fails). A node that refused holds nothing of ours: no call to it.
+    // attempt); a node that failed may have run the call before its reply was lost, or runs it later (paused); one
+    // that has not answered yet is undone once it grants (or fails). An undo the node does not answer is sent again
+    // once its connection is back (UnsureReleases). A node that refused holds nothing of ours: no call to it.
     const undone: Promise<unknown>[] = [];
     this.clients.forEach((client, i) => {
       const o = outcomes[i];
       if ((o?.ok && !granted(o.value)) || this.gates[i]?.leftOut() !== undefined) return;
+      const undoHere = () => this.unsure[i].send(() => undo(client, i));
       if (o === undefined) {
-        calls[i]
-          .then(
-            (value) => (granted(value) ? undo(client, i) : undefined),
-            () => undo(client, i),
-          )
-          .catch(() => undefined);
+        calls[i].then((value) => (granted(value) ? undoHere() : undefined), undoHere).catch(() => undefined);
         return;
       }
-      const u = undo(client, i);
+      const u = undoHere();
       if (o.ok) undone.push(u);
       else u.catch(() => undefined);
     });
@@ -302,6 +305,8 @@ export function quorumOf(
   logger: Logger,
   /** After app.close() a node call fails because its connection was quit: not a node failure to warn of. */
   shutdown?: LockShutdown,
+  /** The lock service's failure counts (`LockService.stats()`): each failed node call is one. */
+  counts?: FailureCounts,
 ): { clients: { client: Redis; description: string }[]; calls: QuorumCalls } {
   const clients = quorum.nodes.map((node) => ({
     client: quorumClient(connection, node),
@@ -317,12 +322,17 @@ export function quorumOf(
     connection.commandTimeout,
     (node, err) => {
       if (shutdown?.closed) return;
+      if (counts) {
+        if (classifyRedisError(err, 'lock') instanceof RedisUnavailableError) counts.unavailable++;
+        else counts.replyErrors++;
+      }
       nodeWarning.warn(
         `lock quorum node ${clients[node].description} failed a call ` +
           `(${err instanceof Error ? err.message : String(err)}); the other nodes decide while a majority answers`,
       );
     },
     gates,
+    shutdown,
   );
   return { clients, calls };
 }

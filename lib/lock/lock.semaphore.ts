@@ -18,6 +18,7 @@ import { SEMAPHORE_ACQUIRE, SEMAPHORE_EXTEND, SEMAPHORE_HOLDERS } from './lock.s
 import { firstError, gather } from './lock.gather.js';
 import type { QuorumCalls } from './lock.quorum.js';
 import { LocalWaiters } from './lock.waiters.js';
+import { UnsureReleases } from './lock.unsure-releases.js';
 import { checkLockedFunction } from './lock.holding.js';
 import { checkNames, LEASE_ACQUIRE, LEASE_TRY, LEASE_USING, SEMAPHORE } from './lock.option-names.js';
 
@@ -89,6 +90,8 @@ class SemaphoreBackend implements LockBackend {
   private readonly needed: number;
   /** One PermitCalls per server: the main connection, or every quorum node. */
   private readonly calls: PermitCalls[];
+  /** Permits a failed call may hold on the main connection, given back now or when it is back (one server). */
+  private readonly unsure: UnsureReleases;
 
   constructor(
     private readonly ctx: LeaseContext,
@@ -99,6 +102,7 @@ class SemaphoreBackend implements LockBackend {
     this.nodes = ctx.quorum?.nodes ?? 1;
     this.needed = semaphoreQuorum(this.nodes, limit);
     this.calls = (ctx.quorum ? ctx.quorum.clients : [ctx.client]).map((c) => new PermitCalls(c, key, limit));
+    this.unsure = new UnsureReleases(ctx.client, ctx.shutdown);
   }
 
   async tryAcquire(_keys: LockKeys, token: string, ttl: number): Promise<Acquired | null> {
@@ -122,8 +126,9 @@ class SemaphoreBackend implements LockBackend {
       );
       return granted === 1 ? { fencingToken: 0, ...leaseFrom(sent, ttl) } : null;
     } catch (err) {
-      // The ZADD may have run before the reply was lost: give the permit back rather than keep it for a whole ttl.
-      if (err instanceof RedisUnavailableError) this.calls[0].release(token).catch(() => 0);
+      // The ZADD may have run before the reply was lost (or runs later: a paused server): give the permit back, now
+      // or when the connection is back, rather than keep it for a whole ttl.
+      if (err instanceof RedisUnavailableError) this.unsure.send(() => this.calls[0].release(token)).catch(() => 0);
       throw err;
     }
   }
@@ -205,7 +210,7 @@ class SemaphoreBackend implements LockBackend {
       handed = await this.ctx.failures.guard(what, () => swap(client));
     } catch (err) {
       // The new holder may have been written before the reply was lost: give that permit back.
-      this.calls[0].release(next).catch(() => 0);
+      this.unsure.send(() => this.calls[0].release(next)).catch(() => 0);
       throw err;
     }
     if (handed !== 1) throw lostPermit(this.name, 'release');

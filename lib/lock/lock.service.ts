@@ -98,7 +98,7 @@ export class LockService implements OnModuleInit, OnApplicationShutdown {
     const grantable = !quorum && !(connection.client instanceof Cluster);
     this.waiterId = (options.wakeOnRelease ?? grantable) ? this.wakeups.id : '';
     if (quorum) {
-      const servers = quorumOf(connection, quorum, this.logger, this.shutdown);
+      const servers = quorumOf(connection, quorum, this.logger, this.shutdown, this.failures.counts);
       this.quorumClients.push(...servers.clients);
       this.quorumCalls = servers.calls;
       this.wakeups.nodes = servers.calls; // no wake subscription on a node left out
