@@ -20,8 +20,8 @@ export function graphqlRequestResponse(context: ExecutionContext): {
   res: ThrottledResponse | undefined;
 } {
   const gql = context.getArgByIndex<GraphqlContext | undefined>(2);
-  const req: (ThrottledRequest & { res?: ThrottledResponse }) | undefined =
-    gql?.req ?? gql?.request ?? gql?.reply?.request;
+  const found = gql?.req ?? gql?.request ?? gql?.reply?.request;
+  const req: (ThrottledRequest & { res?: ThrottledResponse }) | undefined = upgradeRequestOf(found) ?? found;
   if (!req || typeof req !== 'object') {
     throw new UnsupportedContextError(
       `RateLimitGuard found no request in the GraphQL context of ` +
@@ -30,6 +30,18 @@ export function graphqlRequestResponse(context: ExecutionContext): {
     );
   }
   return { req, res: gql?.res ?? gql?.reply ?? req.res };
+}
+
+/**
+ * A subscription over graphql-ws (Apollo's): Nest's Apollo driver puts graphql-ws's own context (`connectionParams`,
+ * `extra`) where the request goes, and the HTTP request of the WebSocket upgrade (headers, socket) is its
+ * `extra.request`. Read as the request, that context has no address: every subscriber was tracked as `unknown`, one
+ * counter for all of them (until 2026-12-06). Mercurius gives the upgrade's request itself.
+ */
+function upgradeRequestOf(found: unknown): ThrottledRequest | undefined {
+  if (typeof found !== 'object' || found === null || 'headers' in found) return undefined;
+  const upgrade = (found as { extra?: { request?: unknown } }).extra?.request;
+  return typeof upgrade === 'object' && upgrade !== null ? (upgrade as ThrottledRequest) : undefined;
 }
 
 /**

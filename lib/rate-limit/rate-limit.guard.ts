@@ -213,12 +213,8 @@ export class RateLimitGuard implements CanActivate {
         { cause: err },
       );
     }
-    // an `async` override (TypeScript takes one for these void hooks) is awaited: its headers are written before the
-    // response is, and its error reaches the client instead of being an unhandled rejection
-    if (res && decision.degraded !== 'fail-open') {
-      const written: unknown = this.setHeaders(res, decision);
-      if (written instanceof Promise) await written;
-    }
+    // the refunds are armed before any hook runs after the charge: a setHeaders that throws fails the response, and a
+    // skipFailedRequests charge is given back for it as for any failed response (until 2026-12-06 it was kept)
     if (decision.allowed && !decision.degraded && res && refunds.size > 0) {
       refundOnFinish(
         this.rateLimit,
@@ -231,6 +227,12 @@ export class RateLimitGuard implements CanActivate {
             openUntil: chargedAt + (decision.results.find((r) => r.name === c.name)?.resetMs ?? 0),
           })),
       );
+    }
+    // an `async` override (TypeScript takes one for these void hooks) is awaited: its headers are written before the
+    // response is, and its error reaches the client instead of being an unhandled rejection
+    if (res && decision.degraded !== 'fail-open') {
+      const written: unknown = this.setHeaders(res, decision);
+      if (written instanceof Promise) await written;
     }
     if (!decision.allowed) {
       const retryAfterMs = Math.max(1, decision.retryAfterMs);
