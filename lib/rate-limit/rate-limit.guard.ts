@@ -136,7 +136,7 @@ export class RateLimitGuard implements CanActivate {
     if (this.options.ignoreUserAgents.length > 0) {
       const ua = req.headers?.['user-agent'];
       const agent = Array.isArray(ua) ? ua[0] : ua;
-      if (agent !== undefined && this.options.ignoreUserAgents.some((r) => r.test(agent))) return true;
+      if (agent !== undefined && this.options.ignoreUserAgents.some((r) => matches(r, agent))) return true;
     }
 
     let failOpen: boolean | undefined;
@@ -358,4 +358,13 @@ export class RateLimitGuard implements CanActivate {
 
 async function resolve<T>(value: Resolvable<T> | undefined, context: ExecutionContext): Promise<T> {
   return (typeof value === 'function' ? await (value as (c: ExecutionContext) => T | Promise<T>)(context) : value) as T;
+}
+
+/**
+ * Whether a user agent matches a pattern from its start: a `g` or `y` pattern's test() starts at the lastIndex its
+ * previous match left, so every other request of a matching agent was counted (until 2026-12-06).
+ */
+function matches(pattern: RegExp, agent: string): boolean {
+  if (pattern.global || pattern.sticky) pattern.lastIndex = 0;
+  return pattern.test(agent);
 }

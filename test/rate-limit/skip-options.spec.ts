@@ -44,6 +44,26 @@ describe.each(PLATFORMS)('skipIf, ignoreUserAgents, errorMessage (%s)', (platfor
   });
 });
 
+describe.each(PLATFORMS)('ignoreUserAgents with a global or sticky pattern (%s)', (platform) => {
+  it('skips every request it matches: /bot/g keeps no lastIndex from one request to the next', async () => {
+    const app = await createToolkitApp({
+      platform,
+      http: true,
+      keyPrefix: `rtk-${randomUUID().slice(0, 8)}:`,
+      controllers: [PingController],
+      rateLimit: { ignoreUserAgents: [/bot/gi, /^crawler/y] },
+    });
+    const server = app.app.getHttpServer();
+    const statuses: number[] = [];
+    for (const agent of ['Googlebot/2.1', 'Bingbot', 'crawler/1', 'crawler/2', 'Googlebot/2.1', 'crawler/3'])
+      statuses.push((await request(server).get('/ping').set('user-agent', agent)).status);
+    // before: every other match was counted (RegExp#test of a g/y pattern starts at its lastIndex), so 429s
+    expect(statuses).toEqual([200, 200, 200, 200, 200, 200]);
+    expect((await request(server).get('/ping').set('user-agent', 'curl')).status).toBe(200);
+    expect((await request(server).get('/ping').set('user-agent', 'curl')).status).toBe(429);
+  });
+});
+
 it('refuses a misspelled skipIf / ignoreUserAgents / errorMessage at startup', async () => {
   await expect(
     createToolkitApp({ rateLimit: { ignoreUserAgents: ['googlebot'] as unknown as RegExp[] } }),
