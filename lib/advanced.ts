@@ -147,3 +147,6 @@ export {
   UnsupportedRedisVersionError,
   type UnsupportedRedisVersionDetails,
 } from './common/errors.js';
+// `cache.set` / `mset` of an entry past the size bound (cache.maxValueBytes): caught at run time as the root's
+// SerializationError, which it extends (as pub/sub's message past its bound is one); this class for its details.
+export { CacheValueTooLargeError } from './common/errors.js';

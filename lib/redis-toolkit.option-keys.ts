@@ -52,6 +52,7 @@ export const CACHE_OPTION_KEYS: OptionShape = {
   grace: true,
   graceBackoff: true,
   beta: true,
+  maxValueBytes: true,
 };
 
 export const RATE_LIMIT_OPTION_KEYS: OptionShape = {

@@ -70,6 +70,14 @@ export interface CacheOptions {
   graceBackoff?: number;
   /** XFetch β: > 1 refreshes earlier, < 1 later, 0 turns probabilistic early refresh off. Default 1. */
   beta?: number;
+  /**
+   * Largest entry stored, in bytes as sent to Redis (the value serialised, with its header): a larger one is refused
+   * by `set` / `mset` (CacheValueTooLargeError) and returned uncached by getOrSet, @Cacheable and the HTTP cache.
+   * Default: from the server's `client-output-buffer-limit normal` hard limit, read at start (4/5 of it less 128
+   * bytes: a GET reply past the limit makes Redis close the connection); none when that limit is 0 (Redis's default)
+   * or cannot be read. A positive whole number. See docs/cache.md, "Size of a value".
+   */
+  maxValueBytes?: number;
 }
 
 export interface ResolvedCacheOptions {
@@ -84,6 +92,8 @@ export interface ResolvedCacheOptions {
   grace: number;
   graceBackoff: number;
   beta: number;
+  /** undefined: taken from the server at start (cache.value-bound.ts). */
+  maxValueBytes: number | undefined;
 }
 
 /**
@@ -109,6 +119,7 @@ export function resolveCacheOptions(raw: CacheOptions | undefined, problems: Opt
     problems.duration('cache.grace', o.grace, { allowZero: true });
     problems.duration('cache.graceBackoff', o.graceBackoff);
     problems.number('cache.beta', o.beta, 0, 100);
+    problems.integer('cache.maxValueBytes', o.maxValueBytes, 1);
     if (problems.object('cache.l1', o.l1) && o.l1) {
       problems.integer('cache.l1.max', o.l1.max, 1, CACHE_L1_MAX_LIMIT);
       if (o.l1.max === undefined) problems.add('cache.l1.max', 'is required');
@@ -133,5 +144,6 @@ export function resolveCacheOptions(raw: CacheOptions | undefined, problems: Opt
     grace: wholeMs(o.grace ?? 0),
     graceBackoff: o.graceBackoff ?? 10_000,
     beta: o.beta ?? 1,
+    maxValueBytes: o.maxValueBytes,
   };
 }

@@ -15,6 +15,7 @@ import type { CacheLoadLock } from './cache.load-lock.js';
 import type { ResolvedCacheOptions } from './cache.options.js';
 import type { CacheCounters } from './cache.stats.js';
 import type { CacheResult } from './cache.types.js';
+import type { CacheValueBound } from './cache.value-bound.js';
 import { makeRoom } from '../common/bounded-map.js';
 import type { RedisClock } from '../common/redis-clock.js';
 
@@ -76,6 +77,8 @@ export class CacheReadPath {
     private readonly clock: RedisClock,
     /** This process's loads as its invalidations see them: one overtaken is neither joined nor stored. */
     private readonly loads: InflightLoads,
+    /** A loaded value whose entry is past it is returned to its callers, not stored (counted and warned). */
+    private readonly bound: CacheValueBound,
   ) {
     this.refreshWarning = new ThrottledWarning(logger, undefined, () => 'failed cache refreshes');
     this.graceWarning = new ThrottledWarning(logger, undefined, () => 'cache values served from grace');
@@ -253,7 +256,8 @@ export class CacheReadPath {
    * are the caller's who started the load: with `own` given, their error goes there (that caller's getOrSet rejects
    * with it, nothing is stored) and the value is still returned to every caller sharing the load. Without it (a
    * background refresh) it is thrown. A store Redis could not take (failOpen) is a miss marked `degraded`. Nothing is
-   * stored once an invalidation has overtaken `load` (checked as the SET is sent: see CacheEntryStore.write).
+   * stored once an invalidation has overtaken `load` (checked as the SET is sent: see CacheEntryStore.write), nor an
+   * entry past the size bound (a miss, counted and warned: CacheValueBound.admits).
    */
   private async loadAndStore<T>(
     redisKey: string,
@@ -277,6 +281,8 @@ export class CacheReadPath {
       own.error = err;
       return { value, status: 'miss' };
     }
+    // past the size bound: a read of it would make Redis close the connection (cache.value-bound.ts)
+    if (!this.bound.admits(redisKey, raw)) return { value, status: 'miss' };
     const { tags } = entry;
     try {
       await this.store.write(redisKey, entry, raw, startedAt, entry.staleUntil + call.grace, () => load.storable(tags));

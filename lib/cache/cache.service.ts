@@ -27,6 +27,7 @@ import { CacheInvalidation, tagsAndOptions } from './cache.invalidation.js';
 import { CacheCounters } from './cache.stats.js';
 import { CacheTagIndex } from './cache.tag-index.js';
 import { CacheWrites } from './cache.writes.js';
+import { CacheValueBound } from './cache.value-bound.js';
 import { diagnose, traceObserved, traced } from '../common/diagnostics.js';
 import type {
   CacheTags,
@@ -72,6 +73,8 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
   /** This process's running loads: an invalidation marks those it covers (cache.inflight-loads). */
   private readonly loads = new InflightLoads();
   private readonly evictionCheck: EvictionPolicyCheck;
+  /** The largest entry stored: cache.maxValueBytes, or from the server's client-output-buffer-limit (at start). */
+  private readonly valueBound: CacheValueBound;
   private readonly entryKeys = new Map<string, string>();
   private readonly defaultCall: ResolvedCall<unknown>;
   /** Redis's clock: the one every entry header is written and judged with (cache.clock.ts). */
@@ -103,6 +106,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
     });
     // Whether Redis may evict a tag index: asked once, at the first use of tags (cache.eviction-check).
     this.evictionCheck = cacheEvictionCheck(connection, this.logger);
+    this.valueBound = new CacheValueBound(connection, options.maxValueBytes, this.logger, this.counters, keys);
     const { lockTtl, lockWait } = this.options;
     const tags = new CacheTagIndex(connection, keys, FEATURE, lockTtl, this.l1, this.evictionCheck, this.clock);
     this.store = new CacheEntryStore(
@@ -128,15 +132,16 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
       this.counters,
       this.clock,
       this.loads,
+      this.valueBound,
     );
     this.invalidation = new CacheInvalidation(connection, keys, tags, this.l1, this.failures, this.loads);
-    const { serializer: codec, clock, l1, store, failures } = this;
-    this.writes = new CacheWrites(this.options, codec, clock, l1, store, failures, (key) => this.entryKey(key));
+    const { serializer: codec, clock, l1, store, failures, valueBound } = this;
+    this.writes = new CacheWrites(options, codec, clock, l1, store, failures, valueBound, (key) => this.entryKey(key));
   }
 
   async onModuleInit(): Promise<void> {
-    // the first estimate before the first call, unless the connection is not up yet (lazyConnect): then at its ready
-    await this.clock.start();
+    // the clock's first estimate and the server's size limit before the first call (lazyConnect: at its ready)
+    await Promise.all([this.clock.start(), this.valueBound.start()]);
     await this.l1?.start();
   }
 
@@ -144,6 +149,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
     this.reads.close();
     this.clock.close();
     this.evictionCheck.close();
+    this.valueBound.close();
     this.failures.close();
     try {
       await this.l1?.close();

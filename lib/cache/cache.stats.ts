@@ -11,6 +11,8 @@ export class CacheCounters {
   failedOpen = 0;
   /** Failures outside the failure policy's count (L1 invalidations that could not be published). */
   errors = 0;
+  /** Values not stored for being over the size bound (cache.value-bound.ts): refused by set, or loaded and returned. */
+  tooLarge = 0;
 
   /** Counts one getOrSet read by where its value came from (and whether it failed open). */
   record({ status, degraded }: CacheResult<unknown>): void {
@@ -23,11 +25,11 @@ export class CacheCounters {
 
   /** `redisErrors`: the failure policy's count of failed Redis calls. */
   snapshot(redisErrors: number): CacheStats {
-    const { hits, misses, staleHits, graceHits, loads, failedOpen } = this;
+    const { hits, misses, staleHits, graceHits, loads, failedOpen, tooLarge } = this;
     const errors = this.errors + redisErrors;
     const served = hits + staleHits + graceHits;
     const reads = served + misses;
     const hitRatio = reads === 0 ? 0 : served / reads;
-    return { hits, misses, staleHits, graceHits, loads, errors, failedOpen, hitRatio };
+    return { hits, misses, staleHits, graceHits, loads, errors, failedOpen, tooLarge, hitRatio };
   }
 }

@@ -76,6 +76,12 @@ export interface CacheStats {
    * (`get`: undefined; `getOrSet`: the loader's value, result `degraded: 'fail-open'`). Also counted in `misses`.
    */
   failedOpen: number;
+  /**
+   * Values not stored because their entry was over the size bound (`cache.maxValueBytes`, or the server's
+   * `client-output-buffer-limit normal`): refused by `set` / `mset` (CacheValueTooLargeError), or loaded by getOrSet,
+   * @Cacheable or the HTTP cache and returned uncached.
+   */
+  tooLarge: number;
   /** (hits + staleHits + graceHits) / (hits + staleHits + graceHits + misses); 0 before the first read. */
   hitRatio: number;
 }

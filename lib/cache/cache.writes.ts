@@ -7,6 +7,7 @@ import type { CacheEntryStore } from './cache.entry-store.js';
 import type { CacheL1 } from './cache.l1.js';
 import type { ResolvedCacheOptions } from './cache.options.js';
 import type { CacheSetOptions } from './cache.types.js';
+import type { CacheValueBound } from './cache.value-bound.js';
 
 /** One set, checked and encoded (CacheWrites.prepareSet), ready to write. */
 interface PreparedSet {
@@ -28,6 +29,8 @@ export class CacheWrites {
     private readonly l1: CacheL1 | undefined,
     private readonly store: CacheEntryStore,
     private readonly failures: FailurePolicy,
+    /** An entry past it is refused before anything is written (CacheValueTooLargeError). */
+    private readonly bound: CacheValueBound,
     /** CacheService's validated, memoized entry key of a user key. */
     private readonly entryKey: (key: string) => string,
   ) {}
@@ -37,18 +40,23 @@ export class CacheWrites {
     await this.write(this.prepareSet(key, value, options));
   }
 
-  /** CacheService.mset: every entry checked and encoded before any is written. */
+  /**
+   * CacheService.mset: every entry checked and encoded before any is written (its size too: one past the bound
+   * rejects the call with CacheValueTooLargeError naming its key, and nothing is stored).
+   */
   async mset<T>(entries: readonly { key: string; value: T; options?: CacheSetOptions }[]): Promise<void> {
-    const prepared = entryList<T>(entries).map((e) => this.prepareSet(e.key, e.value, e.options));
+    const prepared = entryList<T>(entries).map((e) => this.prepareSet(e.key, e.value, e.options, 'mset'));
     await Promise.all(prepared.map((p) => this.write(p)));
   }
 
   /** A set's key, options and value checked and encoded, nothing written yet (mset checks every entry first). */
-  private prepareSet<T>(key: string, value: T, options: CacheSetOptions = {}): PreparedSet {
+  private prepareSet<T>(key: string, value: T, options: CacheSetOptions = {}, method = 'set'): PreparedSet {
     const redisKey = this.entryKey(key);
     const call = resolveCall<T>(options, 'set', this.options);
     const entry = entryOf(call, value, 0, this.clock.now());
-    return { redisKey, entry, raw: encodeEntry(entry, this.serializer), keepUntil: entry.staleUntil + call.grace };
+    const raw = encodeEntry(entry, this.serializer);
+    this.bound.check(key, raw, method);
+    return { redisKey, entry, raw, keepUntil: entry.staleUntil + call.grace };
   }
 
   private async write({ redisKey, entry, raw, keepUntil }: PreparedSet): Promise<void> {

@@ -52,7 +52,7 @@ export class InvalidKeyError extends RedisToolkitError {
 
 /**
  * A value could not be serialized (BigInt, circular structure, undefined), is larger than a size bound
- * (pubsub.maxMessageBytes), or a stored payload could not be read back.
+ * (pubsub.maxMessageBytes; cache.maxValueBytes: CacheValueTooLargeError), or a stored payload could not be read back.
  */
 export class SerializationError extends RedisToolkitError {
   static override readonly code: string = 'E_SERIALIZATION';
@@ -118,6 +118,33 @@ export class CacheLoadTimeoutError extends RedisToolkitError {
   constructor(
     message: string,
     readonly key: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * A cache entry (the value serialised, with its header) is larger than the cache's bound on a value:
+ * `cache.maxValueBytes`, or by default what the server's `client-output-buffer-limit normal` lets one reply carry (a
+ * read of a larger one makes Redis close the connection, failing every call in flight on it). `set` and `mset` throw
+ * it and write nothing; a loaded value (getOrSet, @Cacheable, HttpCacheInterceptor) is returned uncached instead.
+ * A SerializationError, as pub/sub's message past `pubsub.maxMessageBytes` is: a value that cannot be stored as given.
+ */
+export class CacheValueTooLargeError extends SerializationError {
+  static override readonly code: string = 'E_CACHE_VALUE_TOO_LARGE';
+
+  /**
+   * @param key the key as given to `set`
+   * @param bytes the entry's size as sent to Redis (UTF-8 bytes)
+   * @param maxBytes the bound it is over
+   * @param boundFrom where the bound came from: `cache.maxValueBytes`, or the server's limit (which server)
+   */
+  constructor(
+    message: string,
+    readonly key: string,
+    readonly bytes: number,
+    readonly maxBytes: number,
+    readonly boundFrom: string,
   ) {
     super(message);
   }

@@ -70,6 +70,7 @@ describe.each(['single', 'cluster'] as const)('CacheService on %s', (target) => 
       loads: 1,
       errors: 0,
       failedOpen: 0,
+      tooLarge: 0,
       hitRatio: 1 / 3,
     });
   });

@@ -392,6 +392,7 @@ describe('bounded buffers and sums (pure)', () => {
         loads: 0,
         errors: 0,
         failedOpen: 0,
+        tooLarge: 0,
         hitRatio: 0,
       }),
     };
