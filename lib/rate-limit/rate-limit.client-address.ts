@@ -27,11 +27,14 @@ const RANGES: Record<string, [string, number, 'ipv4' | 'ipv6'][]> = {
 export class ClientAddressResolver {
   private readonly trusted: BlockList | undefined;
   private readonly hops: number | undefined;
+  /** Whether `trustProxy` trusts this host's own proxies (true, or a list with 'loopback'): a unix socket's peer. */
+  private readonly trustsLocal: boolean;
 
   constructor(
     trustProxy: TrustProxy,
     private readonly ipv6Subnet = 64,
   ) {
+    this.trustsLocal = trustProxy === true || (Array.isArray(trustProxy) && trustProxy.includes('loopback'));
     if (typeof trustProxy === 'number') {
       this.hops = trustProxy;
     } else if (trustProxy === true || Array.isArray(trustProxy)) {
@@ -53,16 +56,17 @@ export class ClientAddressResolver {
   }
 
   /**
-   * The client's address (IPv6 grouped by prefix); `unknown` when the socket has none (already closed). The chain is
-   * read from the right, one entry at a time, and only as far as the client: the entries left of it are whatever the
-   * client wrote (a forged 16 KB header is a few string searches, not thousands of addresses to parse). Empty entries
-   * are skipped and count as no hop.
+   * The client's address (IPv6 grouped by prefix); UNKNOWN_CLIENT when there is none: the socket has no address (a
+   * unix socket's, `pipe`, or one already closed) and no trusted header names the client. The chain is read from the
+   * right, one entry at a time, and only as far as the client: the entries left of it are whatever the client wrote
+   * (a forged 16 KB header is a few string searches, not thousands of addresses to parse). Empty entries are skipped
+   * and count as no hop. A unix socket's peer (a proxy on this host) is trusted as loopback is.
    */
-  resolve(socketAddress: string | undefined, forwardedFor: string | string[] | undefined): string {
-    const socket = normalizeAddress(socketAddress ?? '') || 'unknown';
+  resolve(socketAddress: string | undefined, forwardedFor: string | string[] | undefined, pipe = false): string {
+    const socket = normalizeAddress(socketAddress ?? '') || UNKNOWN_CLIENT;
     if (forwardedFor === undefined) return groupAddress(socket, this.ipv6Subnet);
     const hops = this.hops;
-    if (hops === undefined ? !this.trusted || !this.isTrusted(socket) : hops === 0)
+    if (hops === undefined ? !this.trusted || !this.isTrustedPeer(socket, pipe) : hops === 0)
       return groupAddress(socket, this.ipv6Subnet);
     const header = Array.isArray(forwardedFor) ? forwardedFor.join(',') : forwardedFor;
     let client = socket;
@@ -86,10 +90,18 @@ export class ClientAddressResolver {
     return this.trusted !== undefined || (this.hops ?? 0) > 0;
   }
 
-  /** Whether a request from this socket address came through a proxy `trustProxy` trusts. */
-  fromTrustedProxy(socketAddress: string | undefined): boolean {
+  /** Whether a request from this socket address (`pipe`: a unix socket's) came through a proxy `trustProxy` trusts. */
+  fromTrustedProxy(socketAddress: string | undefined, pipe = false): boolean {
     if (this.hops !== undefined) return this.hops > 0;
-    return this.isTrusted(normalizeAddress(socketAddress ?? ''));
+    return this.isTrustedPeer(normalizeAddress(socketAddress ?? ''), pipe);
+  }
+
+  /**
+   * A unix socket has no peer address: its peer is a process on this host, trusted where loopback is (until 2026-12-06
+   * it was never trusted, so behind a proxy on a unix socket with `trustProxy: true` every client was 'unknown').
+   */
+  private isTrustedPeer(address: string, pipe: boolean): boolean {
+    return pipe && isIP(address) === 0 ? this.trustsLocal : this.isTrusted(address);
   }
 
   private isTrusted(address: string): boolean {
@@ -98,6 +110,9 @@ export class ClientAddressResolver {
     return this.trusted.check(address, family === 4 ? 'ipv4' : 'ipv6');
   }
 }
+
+/** The tracker of a request whose client has no address (see ClientAddressResolver.resolve). */
+export const UNKNOWN_CLIENT = 'unknown';
 
 /**
  * Trims, drops brackets, ports and zone ids, and turns IPv6 that carries an IPv4 address into that IPv4 address

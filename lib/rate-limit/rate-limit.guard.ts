@@ -17,7 +17,7 @@ import {
   RedisUnavailableError,
   UnsupportedContextError,
 } from '../common/errors.js';
-import { ClientAddressResolver } from './rate-limit.client-address.js';
+import { ClientAddressResolver, UNKNOWN_CLIENT } from './rate-limit.client-address.js';
 import { AccessList, accessListsOf } from './rate-limit.access-list.js';
 import { ProxyHeaderWarnings } from './rate-limit.proxy-warnings.js';
 import { retryAfterSeconds, writeRateLimitHeaders } from './rate-limit.headers.js';
@@ -42,7 +42,8 @@ import { refundOnFinish, unchargedChecks } from './rate-limit.guard-charges.js';
 /** The parts of an HTTP request (Express or Fastify) or a WebSocket handshake the guard reads. */
 export interface ThrottledRequest {
   headers?: Record<string, string | string[] | undefined>;
-  socket?: { remoteAddress?: string };
+  /** `server`: the server that accepted it (a unix socket's has a path for its address, and its peers none). */
+  socket?: { remoteAddress?: string; server?: { address?(): unknown } };
   /** Socket.IO handshake address. */
   address?: string;
 }
@@ -256,8 +257,12 @@ export class RateLimitGuard implements CanActivate {
   protected async getTracker(req: ThrottledRequest, _context: ExecutionContext): Promise<string> {
     const socketAddress = req.socket?.remoteAddress ?? req.address;
     const forwardedFor = req.headers?.['x-forwarded-for'];
-    this.proxyWarnings.check(socketAddress, forwardedFor, req.headers);
-    return this.addresses.resolve(socketAddress, forwardedFor);
+    // a unix socket's (or a named pipe's) connection has no address: its peer is a proxy on this host
+    const pipe = socketAddress === undefined && typeof req.socket?.server?.address?.() === 'string';
+    this.proxyWarnings.check(socketAddress, forwardedFor, req.headers, pipe);
+    const tracker = this.addresses.resolve(socketAddress, forwardedFor, pipe);
+    if (tracker === UNKNOWN_CLIENT) this.proxyWarnings.noAddress(pipe);
+    return tracker;
   }
 
   /**

@@ -1,5 +1,5 @@
 import type { LoggerService } from '@nestjs/common';
-import { type ClientAddressResolver, normalizeAddress } from './rate-limit.client-address.js';
+import { type ClientAddressResolver, normalizeAddress, UNKNOWN_CLIENT } from './rate-limit.client-address.js';
 
 type Headers = Record<string, string | string[] | undefined> | undefined;
 
@@ -14,6 +14,7 @@ type Headers = Record<string, string | string[] | undefined> | undefined;
 export class ProxyHeaderWarnings {
   private unexpectedForwardedFor: boolean;
   private unreadHeader: boolean;
+  private noAddressSaid = false;
 
   constructor(
     private readonly addresses: ClientAddressResolver,
@@ -23,7 +24,30 @@ export class ProxyHeaderWarnings {
     this.unreadHeader = addresses.readsForwardedFor;
   }
 
-  check(socketAddress: string | undefined, forwardedFor: string | string[] | undefined, headers: Headers): void {
+  /**
+   * A request tracked as UNKNOWN_CLIENT: its socket had no address (`pipe`: the app listens on a unix socket or a
+   * named pipe) and no trusted header named the client, so every such request shares one counter. Said once.
+   */
+  noAddress(pipe: boolean): void {
+    if (this.noAddressSaid) return;
+    this.noAddressSaid = true;
+    const where = pipe
+      ? 'the app listens on a unix socket or a named pipe, whose connections have none'
+      : 'its connection had none, as a closed one has; or the app listens on a unix socket';
+    this.logger.warn(
+      `RateLimitGuard: a request came with no client address (${where}), so it was tracked as ` +
+        `'${UNKNOWN_CLIENT}': every such request shares one counter. Behind a proxy that reaches the app over a unix ` +
+        'socket, set rateLimit.trustProxy (true, or 1 for one proxy) so that the X-Forwarded-For entry the proxy ' +
+        'adds names the client, or override getTracker. (Said once.)',
+    );
+  }
+
+  check(
+    socketAddress: string | undefined,
+    forwardedFor: string | string[] | undefined,
+    headers: Headers,
+    pipe = false,
+  ): void {
     if (forwardedFor !== undefined) {
       if (this.unexpectedForwardedFor) this.forwardedForIgnored(socketAddress);
       return;
@@ -31,7 +55,7 @@ export class ProxyHeaderWarnings {
     if (!this.unreadHeader || headers === undefined) return;
     const forwarded = headers.forwarded !== undefined;
     const realIp = headers['x-real-ip'] !== undefined;
-    if ((forwarded || realIp) && this.addresses.fromTrustedProxy(socketAddress)) {
+    if ((forwarded || realIp) && this.addresses.fromTrustedProxy(socketAddress, pipe)) {
       this.unreadHeader = false;
       const names = forwarded && realIp ? 'Forwarded and X-Real-IP' : forwarded ? 'Forwarded' : 'X-Real-IP';
       this.logger.warn(
@@ -54,4 +78,4 @@ export class ProxyHeaderWarnings {
   }
 }
 
-const shown = (socketAddress: string | undefined): string => normalizeAddress(socketAddress ?? '') || 'unknown';
+const shown = (socketAddress: string | undefined): string => normalizeAddress(socketAddress ?? '') || UNKNOWN_CLIENT;
