@@ -131,6 +131,7 @@ function refuseSecondGlobalToolkit(modules: ModulesContainer): void {
           lazyConnect: o.lazyConnect,
           shardedPubSub: o.pubsub.cluster === 'sharded',
           cacheL1: o.cache.l1?.invalidation,
+          pubsubDurable: o.pubsub.durable !== false,
         }),
       inject: [RedisConnections, REDIS_TOOLKIT_OPTIONS],
     },

@@ -127,6 +127,18 @@ class MasterTracking {
     this.beatLater();
   }
 
+  /**
+   * After a failed start: whether the server refused a connection of this tracking's own (maxclients). The start
+   * then fails with that (RedisConnection.failsStart), naming it.
+   */
+  async refusedAtStart(): Promise<boolean> {
+    for (const c of new Set([this.sub, this.control])) {
+      const failed = c !== this.main && c.status !== 'ready' && c.status !== 'wait'; // 'wait': never tried
+      if (failed && (await this.connection.failsStart(c))) return true;
+    }
+    return false;
+  }
+
   /** Like start, for a master that joins later: a failure is reported and retried. */
   startInBackground(): void {
     this.queue(() => this.recover());
@@ -296,12 +308,20 @@ export class CacheTracking {
     return out;
   }
 
-  /** Enables tracking on every master; rejects (everything closed again) when one refuses or is unreachable. */
+  /**
+   * Enables tracking on every master; rejects (everything closed again) when one refuses or is unreachable. When the
+   * server refused a connection of the tracking's own (maxclients) it resolves, closed: the start fails with that
+   * refusal once every feature has started (RedisConnections.onApplicationBootstrap), instead of an L1 left empty and
+   * retried every 2 s (until 2026-12-06). After the start (an L1 retrying) it rejects as for any other failure.
+   */
   async start(): Promise<void> {
     try {
       await this.sync(true);
     } catch (err) {
+      let refused = false;
+      for (const m of this.masters.values()) if (!refused) refused = await m.refusedAtStart();
       await this.close();
+      if (refused) return;
       throw err;
     }
     const client = this.connection.client;

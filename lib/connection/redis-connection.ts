@@ -1,17 +1,16 @@
 import { Inject, Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { mastersOf } from '../common/cluster-masters.js';
-import { RedisPermissionError, RedisUnavailableError } from '../common/errors.js';
+import { RedisPermissionError, type RedisToolkitError, RedisUnavailableError } from '../common/errors.js';
 import { replyCodeOf } from '../common/failure-policy.js';
 import type { RedisClient } from '../common/lua-script.js';
-import { ThrottledWarning } from '../common/throttled-logger.js';
 import { MAX_TIMER_MS, withTimeout } from '../common/timeout.js';
 import { connectError } from './connect-error.js';
 import { DEFAULT_READONLY_GRACE_MS, type ReadOnlyStreak, readOnlyStreakOf } from './readonly-streak.js';
 import { clusterReadyDenied } from './redis-permissions.cluster.js';
 import { explainedFailure, IOREDIS_REFUSALS } from './redis-down-reason.js';
 import { checkServer } from './redis-info.js';
-import { ServerCloses, ServerRefusals } from './server-closes.js';
+import { ConnectionErrors } from './connection-errors.js';
 import { closeClient, connectAndPing } from './client-lifecycle.js';
 import {
   CONNECTION_OPTIONS,
@@ -32,9 +31,6 @@ import {
   type ClientTuning,
 } from './redis-client.factory.js';
 
-/** ioredis' message for a command on a closed connection: says nothing about why it closed. */
-const CONNECTION_CLOSED = 'Connection is closed.';
-
 /**
  * Owns the toolkit's Redis connections: the main client, the dedicated subscriber connection pub/sub needs, and any
  * extra standalone clients (quorum lock nodes). Connects at bootstrap and quits every connection it created on
@@ -51,9 +47,6 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   private readonly roles = new Map<RedisClient, string>();
   private readonly tuning: ClientTuning;
   private readonly logger = new Logger('RedisToolkit');
-  private readonly connectionWarning = new ThrottledWarning(this.logger, undefined, () => 'Redis connection errors');
-  /** The last connection-level error per client: "Connection is closed" alone does not say why. */
-  private readonly lastErrors = new WeakMap<RedisClient, Error>();
   /** Nest may call the hooks once per provider that hands out this connection: connect once, quit once. */
   private starting: Promise<void> | undefined;
   private closing: Promise<unknown> = Promise.resolve();
@@ -65,26 +58,15 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   private serverVerified: Promise<Record<string, string> | undefined> | undefined;
   /** The main client's READONLY replies (readOnlyGraceMs); none on a cluster. */
   private readonly readOnly: ReadOnlyStreak | undefined;
-  /** What the server's closes say (redis.conf timeout: a keepalive; calls in flight; refusals): server-closes.ts. */
-  private readonly closes = new ServerCloses(
-    {
-      closed: (client, why, callsFailed) => {
-        this.lastErrors.set(client, why);
-        if (callsFailed) this.connectionWarning.warn(`Redis ${this.roleOf(client)} connection: ${why.message}`);
-      },
-      refused: (client) => void this.refusals.name(client),
-      keepingAlive: (message) => this.logger.warn(`Redis at ${this.description} ${message}`),
-    },
-    () => this.quitting,
-  );
-  /** What the server said refusing a client's connection (maxclients): server-closes.ts. */
-  private readonly refusals = new ServerRefusals({
-    quitting: () => this.quitting,
+  /** Its connections' errors, closes and refusals, what the warnings and health say of them: connection-errors.ts. */
+  private readonly errors = new ConnectionErrors(this.logger, {
+    description: () => this.description,
+    which: () => this.which,
+    lazyConnect: () => this.options.lazyConnect,
     probeMs: () => Math.min(this.options.commandTimeout, 1_000),
-    refused: (client, refusal) => {
-      this.lastErrors.set(client, refusal);
-      this.connectionWarning.warn(`Redis ${this.roleOf(client)} connection error: ${refusal.message}`);
-    },
+    quitting: () => this.quitting,
+    owns: (client) => this.owned.has(client),
+    roleOf: (client) => this.roles.get(client),
   });
 
   constructor(@Inject(CONNECTION_OPTIONS) private readonly options: ResolvedConnectionOptions) {
@@ -99,6 +81,9 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
     this.warnUnverifiedTls(options.connection, this.description);
     const created = createClientFromOptions(options.connection, this.tuning);
     this.client = created ? this.own(created, 'main') : (options.connection as { client: RedisClient }).client;
+    // A `{ client }` of the user's: the keepalive PINGs it when idle, once Redis closed an idle connection (close()
+    // takes every listener off it at shutdown).
+    if (created === null) this.errors.closes.watch(this.client);
     this.readOnly = readOnlyStreakOf(this.client, {
       graceMs: (options.connection as ReadOnlyGraceOption).readOnlyGraceMs ?? DEFAULT_READONLY_GRACE_MS,
       where: this.description,
@@ -115,7 +100,7 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
 
   /** The last connection error of a client it created (default: the main one), for health; none for a `{ client }`. */
   lastError(client: RedisClient = this.client): string | undefined {
-    return this.lastErrors.get(client)?.message;
+    return this.errors.last.get(client)?.message;
   }
 
   /**
@@ -167,6 +152,16 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
     return this.quitting && this.client.status === 'ready' ? 'end' : this.client.status;
   }
 
+  /** ConnectionErrors.failsStart: a refusal at start of a connection `client`'s feature cannot start without. */
+  failsStart(client: Redis): Promise<boolean> {
+    return this.errors.failsStart(client);
+  }
+
+  /** Every feature has started: the refusal failsStart kept (RedisConnections fails the start with it). */
+  endStart(): RedisToolkitError | undefined {
+    return this.errors.endStart();
+  }
+
   /** Opens a lazy client that was never opened (status `wait`), retrying in the background; no-op otherwise. */
   connectInBackground(): void {
     if (this.client.status === 'wait') this.client.connect().catch(() => undefined);
@@ -194,9 +189,8 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   async onApplicationShutdown(): Promise<void> {
     await new Promise<void>((resolve) => setImmediate(resolve));
     this.readOnly?.close();
-    this.connectionWarning.close(); // its pending count now: no timer outlives the app (nothing is warned quitting)
+    this.errors.close(); // the warning's pending count now (nothing is warned quitting), the keepalive off
     this.quitting = true;
-    this.closes.close();
     const clients = [...this.owned];
     this.owned.clear();
     this.roles.clear();
@@ -247,7 +241,7 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   async release(client: Redis): Promise<void> {
     this.owned.delete(client);
     this.roles.delete(client);
-    this.closes.unwatch(client);
+    this.errors.closes.unwatch(client);
     await closeClient(client);
   }
 
@@ -346,15 +340,16 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
     const over = new AbortController();
     try {
       await withTimeout(
-        connectAndPing(client, deadline, over.signal, () => this.lastErrors.get(client)),
+        connectAndPing(client, deadline, over.signal, () => this.errors.last.get(client)),
         limit,
         `no answer within ${limit} ms`,
       );
     } catch (err) {
       // The server's own answer to PING (NOPERM, an unknown command) is the reason, whatever happened before.
       if (replyCodeOf(err) !== undefined) throw err;
-      const last = this.lastErrors.get(client);
-      throw (await this.refusals.behind(client, last, err)) ?? (last ? new Error(last.message, { cause: err }) : err);
+      const last = this.errors.last.get(client);
+      const refusal = await this.errors.refusals.behind(client, last, err);
+      throw refusal ?? (last ? new Error(last.message, { cause: err }) : err);
     } finally {
       over.abort(new Error('the wait is over'));
     }
@@ -365,35 +360,10 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
     return this.name === DEFAULT_CONNECTION_NAME ? '' : ` (connection "${this.name}")`;
   }
 
-  /** A client's role and connection name, in warnings: `subscriber (connection "sessions")`. */
-  private roleOf = (client: RedisClient): string => `${this.roles.get(client) ?? 'main'}${this.which}`;
-
   private own<T extends RedisClient>(client: T, role: string): T {
     this.owned.add(client);
     if (client !== this.client) this.roles.set(client, role);
-    if (client instanceof Redis) {
-      this.closes.watch(client);
-      client.on('ready', () => this.refusals.ready(client));
-    }
-    // Without a listener ioredis prints every connection error; one throttled line per interval is enough.
-    client.on('error', (error: Error) => {
-      const err = client instanceof Redis && !this.quitting ? this.refusals.why(client, error) : error;
-      // A cluster reports "Failed to refresh slots cache" (why: the node error kept below), or its last node's error.
-      const nodeError = (err as { lastNodeError?: { message?: unknown } }).lastNodeError;
-      const why = typeof nodeError?.message === 'string' ? nodeError.message : undefined;
-      if (why === undefined) this.lastErrors.set(client, err);
-      else if (why !== CONNECTION_CLOSED || !this.lastErrors.has(client))
-        this.lastErrors.set(client, new Error(`${err.message} (${why})`));
-      // Quitting, a reset is no outage: Redis resets a connection whose QUIT it read with a command after it (a call
-      // made as the app closed), and so may a proxy; the calls that fail say so themselves.
-      if (this.quitting) return;
-      this.connectionWarning.warn(`Redis ${role} connection error${this.which}: ${err.message}`);
-    });
-    // A cluster node's own error (a refused certificate, WRONGPASS) says why no startup node is available.
-    if (client instanceof Cluster)
-      client.on('node error', (err: Error, node: string) => {
-        if (err.message !== CONNECTION_CLOSED) this.lastErrors.set(client, new Error(`node ${node}: ${err.message}`));
-      });
+    this.errors.listen(client, role);
     return client;
   }
 }

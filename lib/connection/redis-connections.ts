@@ -1,4 +1,4 @@
-import type { OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
+import type { OnApplicationBootstrap, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
 import { InvalidOptionsError } from '../common/errors.js';
 import {
   DEFAULT_CONNECTION_NAME,
@@ -36,7 +36,7 @@ export interface RedisConnectionsOptions {
  * (a `{ client }` given by the user is left open); a startup failure of one closes all, so nothing keeps retrying or
  * holds the process open.
  */
-export class RedisConnections implements OnModuleInit, OnApplicationShutdown {
+export class RedisConnections implements OnModuleInit, OnApplicationBootstrap, OnApplicationShutdown {
   private readonly opened = new Map<string, RedisConnection>();
 
   constructor(
@@ -84,6 +84,19 @@ export class RedisConnections implements OnModuleInit, OnApplicationShutdown {
     // The app is not going to start: close every connection, so nothing keeps retrying (or the process alive).
     await this.onApplicationShutdown();
     throw failed.reason;
+  }
+
+  /**
+   * Once every feature has started: a connection a feature could not start without, refused by the server at start
+   * (the cache L1's tracking connection past maxclients: RedisConnection.failsStart), fails the start here, every
+   * connection closed, as a refused main connection fails it above (until 2026-12-06 the app started, its L1 empty
+   * and retried every 2 s).
+   */
+  async onApplicationBootstrap(): Promise<void> {
+    const refused = [...this.opened.values()].map((c) => c.endStart()).find((e) => e !== undefined);
+    if (refused === undefined) return;
+    await this.onApplicationShutdown();
+    throw refused;
   }
 
   async onApplicationShutdown(): Promise<void> {

@@ -3,11 +3,12 @@
  * how a refusal names them.
  */
 
+import { readdirSync, readFileSync } from 'node:fs';
 import { RedisPermissionError, RedisReplyError } from '../common/errors.js';
-import { FEATURES, type Feature } from '../common/keys.js';
+import { FEATURES, type Feature, KeyBuilder } from '../common/keys.js';
 import type { ConnectionFeature } from './connection.validation.js';
 import type { PermissionReport } from './redis-permissions.js';
-import { trackingCommandName, trackingRule } from './redis-permissions.tracking.js';
+import { trackingCommandName, trackingCommands, trackingRule } from './redis-permissions.tracking.js';
 
 /** One command a feature sends, with representative arguments (keys and channels under the prefix). */
 export interface RequiredCommand {
@@ -32,6 +33,8 @@ export const FEATURE_COMMANDS: {
   shared?: string[];
   /** What its L1 sends besides (the cache's invalidation bus, cache.l1.ts): only with `cache.l1`. */
   withL1?: string[];
+  /** Sent only with `pubsub.durable` (notifyUser's streams and their replay); asked where it is not known. */
+  durable?: string[];
   /** Its (UN)SUBSCRIBE and PUBLISH stay classic with `pubsub.cluster: 'sharded'` (not through PubSubService). */
   classicPubSub?: true;
   /** What its pattern subscriptions send (classic pub/sub only): checked, a denial warned of (patternWarning). */
@@ -91,7 +94,8 @@ export const FEATURE_COMMANDS: {
     option: 'pubsub',
     folder: 'pubsub',
     key: FEATURES.pubsub,
-    commands: ['publish', 'subscribe', 'unsubscribe', 'xadd', 'xrange', 'xrevrange', 'pexpire', 'multi', 'exec'],
+    commands: ['publish', 'subscribe', 'unsubscribe'],
+    durable: ['xadd', 'xrange', 'xrevrange', 'pexpire', 'multi', 'exec'],
     // Checked, but a denial only warns: an app without patterns needs neither, and no pattern is known before
     // `subscribe('x:*')` (the ACL checks each literally: one sample says nothing of another). A refused pattern is a
     // typed error to the caller, or, refused after a reconnect, dropped and logged (lib/pubsub/pubsub.refusals.ts).
@@ -260,4 +264,62 @@ function patternWarning(denied: RequiredCommand[], keyPrefix: string, where: str
     'patterns, grant `+psubscribe +punsubscribe` (in +@pubsub) and each pattern under the pub/sub prefix literally ' +
     `(\`&${keyPrefix}${FEATURES.pubsub}:news:*\`) or allchannels; docs/security.md.`
   );
+}
+
+/** What PubSubService sends as SPUBLISH, SSUBSCRIBE, SUNSUBSCRIBE with sharded pub/sub on a cluster. */
+const SHARDED_FORMS = new Set(['publish', 'subscribe', 'unsubscribe']);
+
+/**
+ * Every command the toolkit sends for its features, with a key and a channel under `keyPrefix`: the commands each
+ * feature sends itself, EVALSHA and EVAL (scripts), and every command inside each feature's scripts (TIME included).
+ */
+export function requiredCommands(
+  keyPrefix: string,
+  options: {
+    cluster: boolean;
+    sharded: boolean;
+    features?: ConnectionFeature[];
+    cacheL1?: CacheL1Check;
+    /** `pubsub.durable` is set; not given: its stream commands are asked as if it were. */
+    pubsubDurable?: boolean;
+  },
+): RequiredCommand[] {
+  const keys = new KeyBuilder(keyPrefix);
+  // An internal channel: the probe (Redis < 7) publishes on it, and no client ever subscribes to one.
+  const channel = keys.channel(KeyBuilder.internalChannel('acl', 'check'));
+  const out: RequiredCommand[] = [];
+  for (const f of FEATURE_COMMANDS) {
+    // Health runs on every connection; a feature only on the connection it is configured to use.
+    if (options.features && f.option && !options.features.includes(f.option)) continue;
+    // Health sends no key (PING, INFO): any key under the prefix does for its sample. `{acl:check}`: no caller's
+    // key can equal it (a caller's `:` is always escaped), so the probe of Redis < 7 never touches one.
+    const key = keys.taggedTrusted(f.key || FEATURES.cache, 'acl:check');
+    const sent = [
+      ...f.commands,
+      ...((options.cacheL1 && f.withL1) || []),
+      ...((options.pubsubDurable !== false && f.durable) || []),
+    ];
+    for (const c of sent) {
+      const command = options.sharded && !f.classicPubSub && SHARDED_FORMS.has(c) ? `s${c}` : c;
+      out.push({ feature: f.name, args: sample(command, key, channel) });
+    }
+    if (!options.sharded) out.push(...patternSamples(f, keyPrefix)); // sharded pub/sub has no patterns
+    if (f.withL1 && options.cacheL1 === 'tracking') out.push(...trackingCommands(f.name, keys.featurePrefix(f.key)));
+    if (!f.folder) continue;
+    const dir = new URL(`../${f.folder}/`, import.meta.url);
+    const scripts = [...readdirSync(dir).filter((name) => name.endsWith('.lua')), ...(f.shared ?? [])];
+    if (scripts.length === 0) continue;
+    out.push({ feature: f.name, args: ['evalsha', '0'.repeat(40), '1', key] });
+    out.push({ feature: f.name, args: ['eval', 'return 0', '1', key] });
+    const seen = new Set<string>();
+    for (const file of scripts) {
+      for (const c of scriptCommands(readFileSync(new URL(file, dir), 'utf8'))) {
+        if (seen.has(c)) continue;
+        seen.add(c);
+        out.push({ feature: f.name, args: sample(c, key, channel), from: file.slice(file.lastIndexOf('/') + 1) });
+      }
+    }
+  }
+  if (options.cluster) out.push({ feature: 'cluster', args: ['cluster', 'slots'] });
+  return out;
 }

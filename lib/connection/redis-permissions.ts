@@ -1,76 +1,32 @@
-import { readdirSync, readFileSync } from 'node:fs';
 import { Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { Cluster, type Redis } from 'ioredis';
 import { RedisUnavailableError } from '../common/errors.js';
 import { classifyRedisError, replyCodeOf } from '../common/failure-policy.js';
-import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { MAX_TIMER_MS } from '../common/timeout.js';
 import { LuaScript, type RedisClient } from '../common/lua-script.js';
 import { DEFAULT_CONNECTION_NAME } from './connection.options.js';
 import type { ConnectionFeature } from './connection.validation.js';
 import type { RedisConnection } from './redis-connection.js';
 import type { RedisConnections } from './redis-connections.js';
-import { FEATURE_COMMANDS, sample, scriptCommands, throwIfDenied } from './redis-permissions.commands.js';
-import { patternSamples, type CacheL1Check, type RequiredCommand } from './redis-permissions.commands.js';
+import {
+  requiredCommands,
+  throwIfDenied,
+  type CacheL1Check,
+  type RequiredCommand,
+} from './redis-permissions.commands.js';
 import { abortAfter, askMasters } from './redis-permissions.cluster.js';
 import { readyAgain } from './client-lifecycle.js';
 import { probePermissions } from './redis-permissions.probe.js';
-import { trackingCommands } from './redis-permissions.tracking.js';
 import { checkRedisVersion, versionNeeds } from './redis-version.js';
 
 export type { RequiredCommand };
+export { requiredCommands };
 
 const CHECK_SCRIPT = LuaScript.fromFile<(number | string)[]>(
   'rtk_acl_check',
   new URL('./acl-check.lua', import.meta.url),
   0,
 );
-
-/** What PubSubService sends as SPUBLISH, SSUBSCRIBE, SUNSUBSCRIBE with sharded pub/sub on a cluster. */
-const SHARDED_FORMS = new Set(['publish', 'subscribe', 'unsubscribe']);
-
-/**
- * Every command the toolkit sends for its features, with a key and a channel under `keyPrefix`: the commands each
- * feature sends itself, EVALSHA and EVAL (scripts), and every command inside each feature's scripts (TIME included).
- */
-export function requiredCommands(
-  keyPrefix: string,
-  options: { cluster: boolean; sharded: boolean; features?: ConnectionFeature[]; cacheL1?: CacheL1Check },
-): RequiredCommand[] {
-  const keys = new KeyBuilder(keyPrefix);
-  // An internal channel: the probe (Redis < 7) publishes on it, and no client ever subscribes to one.
-  const channel = keys.channel(KeyBuilder.internalChannel('acl', 'check'));
-  const out: RequiredCommand[] = [];
-  for (const f of FEATURE_COMMANDS) {
-    // Health runs on every connection; a feature only on the connection it is configured to use.
-    if (options.features && f.option && !options.features.includes(f.option)) continue;
-    // Health sends no key (PING, INFO): any key under the prefix does for its sample. `{acl:check}`: no caller's
-    // key can equal it (a caller's `:` is always escaped), so the probe of Redis < 7 never touches one.
-    const key = keys.taggedTrusted(f.key || FEATURES.cache, 'acl:check');
-    for (const c of options.cacheL1 ? [...f.commands, ...(f.withL1 ?? [])] : f.commands) {
-      const command = options.sharded && !f.classicPubSub && SHARDED_FORMS.has(c) ? `s${c}` : c;
-      out.push({ feature: f.name, args: sample(command, key, channel) });
-    }
-    if (!options.sharded) out.push(...patternSamples(f, keyPrefix)); // sharded pub/sub has no patterns
-    if (f.withL1 && options.cacheL1 === 'tracking') out.push(...trackingCommands(f.name, keys.featurePrefix(f.key)));
-    if (!f.folder) continue;
-    const dir = new URL(`../${f.folder}/`, import.meta.url);
-    const scripts = [...readdirSync(dir).filter((name) => name.endsWith('.lua')), ...(f.shared ?? [])];
-    if (scripts.length === 0) continue;
-    out.push({ feature: f.name, args: ['evalsha', '0'.repeat(40), '1', key] });
-    out.push({ feature: f.name, args: ['eval', 'return 0', '1', key] });
-    const seen = new Set<string>();
-    for (const file of scripts) {
-      for (const c of scriptCommands(readFileSync(new URL(file, dir), 'utf8'))) {
-        if (seen.has(c)) continue;
-        seen.add(c);
-        out.push({ feature: f.name, args: sample(c, key, channel), from: file.slice(file.lastIndexOf('/') + 1) });
-      }
-    }
-  }
-  if (options.cluster) out.push({ feature: 'cluster', args: ['cluster', 'slots'] });
-  return out;
-}
 
 /** What `checkPermissions` found: the denied commands, and how they were checked. */
 export interface PermissionReport {
@@ -189,6 +145,8 @@ export interface PermissionsCheckOptions {
   shardedPubSub: boolean;
   /** The cache's `l1.invalidation`; none without an L1. */
   cacheL1?: CacheL1Check;
+  /** `pubsub.durable` is set (its replay needs Redis 6.2: versionNeeds); not given: the version check assumes it. */
+  pubsubDurable?: boolean;
   /** `probe`: check as on a server without ACL DRYRUN and redis.acl_check_cmd (Redis < 7); for tests. */
   method?: 'auto' | 'probe';
 }
@@ -204,6 +162,8 @@ export interface PermissionsTarget {
   sharded: boolean;
   /** The cache's `l1.invalidation` (only where the cache runs); none without an L1. */
   cacheL1?: CacheL1Check;
+  /** `pubsub.durable` is set (see requiredCommands). */
+  pubsubDurable?: boolean;
   /** Only these features' commands, and health's (e.g. `['lock']` on a quorum node); default every feature. */
   features?: ConnectionFeature[];
   /** ` of connection "x" (...)`, ` on the lock quorum node redis://...`; default nothing (the main connection). */
@@ -358,7 +318,9 @@ export class RedisPermissionsCheck implements OnModuleInit, OnApplicationShutdow
   checkVersion(name: string, connection: RedisConnection): Promise<void> {
     const features = this.connections.featuresOn(name);
     const sharded = connection.isCluster && this.options.shardedPubSub;
-    return checkRedisVersion(connection, versionNeeds(features, { sharded, cacheL1: !!this.options.cacheL1 }), (m) => {
+    const { cacheL1, pubsubDurable } = this.options;
+    const needs = versionNeeds(features, { sharded, cacheL1: !!cacheL1, pubsubDurable });
+    return checkRedisVersion(connection, needs, (m) => {
       if (!this.closed) this.logger.warn(m);
     });
   }
@@ -383,6 +345,7 @@ export class RedisPermissionsCheck implements OnModuleInit, OnApplicationShutdow
         sharded: connection.isCluster && this.options.shardedPubSub,
         features: this.connections.featuresOn(name),
         cacheL1: this.options.cacheL1,
+        pubsubDurable: this.options.pubsubDurable,
         where: name === DEFAULT_CONNECTION_NAME ? '' : ` of connection "${name}" (${connection.description})`,
         method: this.options.method,
         bound,

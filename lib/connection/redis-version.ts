@@ -47,14 +47,25 @@ const FEATURE_NEEDS: Readonly<Record<ConnectionFeature, VersionNeed>> = {
     command: 'ZPOPMIN',
     why: 'release-many.lua, wake.lua; and scripts that write after TIME, replicated by their effects from 5.0',
   },
-  // Asked of every pub/sub connection, as the permission check asks XRANGE and XREVRANGE: it does not know whether
-  // `pubsub.durable` is set.
+  // With `pubsub.durable` (and where it is not known): without it, PUBSUB_NOT_DURABLE.
   pubsub: {
     feature: 'pub/sub',
     minimum: '6.2',
     command: 'XRANGE',
     why: "and XREVRANGE from an exclusive id, `(id`: replay of pubsub.durable's streams",
   },
+};
+
+/**
+ * Pub/sub without `pubsub.durable` (pubsubDurable: false): no stream is written or read (replay answers [] unasked), so
+ * what decides is the PING that confirms the subscriber's return after a reconnect (pubsub.reconnects.ts; Redis
+ * answers PING in subscribed mode from 3.0), not the durable replay's 6.2.
+ */
+const PUBSUB_NOT_DURABLE: VersionNeed = {
+  feature: 'pub/sub',
+  minimum: '3.0',
+  command: 'PING on a subscribed connection',
+  why: "after a reconnect; PUBLISH, SUBSCRIBE, PSUBSCRIBE and the batched publishes' EVAL are older",
 };
 
 /** Sharded pub/sub: a cluster with `pubsub.cluster: 'sharded'` (the default), for pub/sub and the cache L1's bus. */
@@ -69,13 +80,15 @@ export interface VersionNeedsOptions {
   sharded: boolean;
   /** The cache has an L1 (it publishes and subscribes its invalidations; `auto` may fall back to that bus). */
   cacheL1?: boolean;
+  /** `pubsub.durable` is set (its replay reads streams: XRANGE, 6.2); not known (undefined): asked as if it were. */
+  pubsubDurable?: boolean;
 }
 
 /** What the features running on one connection need of its server(s). */
 export function versionNeeds(features: readonly ConnectionFeature[], options: VersionNeedsOptions): VersionNeed[] {
   const needs: VersionNeed[] = [];
   for (const f of features) {
-    needs.push(FEATURE_NEEDS[f]);
+    needs.push(f === 'pubsub' && options.pubsubDurable === false ? PUBSUB_NOT_DURABLE : FEATURE_NEEDS[f]);
     const bus = f === 'pubsub' || (f === 'cache' && options.cacheL1 === true);
     if (options.sharded && bus) needs.push({ feature: FEATURE_NEEDS[f].feature, ...SHARDED_NEED });
   }
@@ -122,7 +135,7 @@ export function serverVersionOf(fields: Record<string, string>): { version: stri
  * One server behind a connection: how the start names it, and its INFO server (undefined: INFO refused, or `failure`:
  * no answer).
  */
-interface ServerInfo {
+export interface ServerInfo {
   where: string;
   fields: Record<string, string> | undefined;
   failure?: string;
@@ -193,10 +206,28 @@ export async function checkRedisVersion(
   needs: readonly VersionNeed[],
   warn: (message: string) => void,
 ): Promise<void> {
-  if (needs.length === 0) return;
+  if (needs.length > 0) versionVerdict(await serversOf(connection), needs, warn);
+}
+
+/** What the message of a refusal offers besides an upgrade, by default. */
+const ANOTHER_CONNECTION =
+  "run those features on a connection of their own to a newer server (`connections` and the feature's `connection` " +
+  'option: docs/connections.md)';
+
+/**
+ * checkRedisVersion's verdict on servers already read: UnsupportedRedisVersionError for one older than `needs`, a
+ * warning for one whose version could not be read. Also a lock quorum node's (lock.quorum-nodes.ts), which `instead`
+ * offers another way out than another connection.
+ */
+export function versionVerdict(
+  servers: readonly ServerInfo[],
+  needs: readonly VersionNeed[],
+  warn: (message: string) => void,
+  instead = ANOTHER_CONNECTION,
+): void {
   const tooOld: { where: string; version: string; shown: string; unmet: VersionNeed[] }[] = [];
   const unread: string[] = [];
-  for (const { where, fields, failure } of await serversOf(connection)) {
+  for (const { where, fields, failure } of servers) {
     if (failure !== undefined) unread.push(`${where} (${failure})`);
     if (fields === undefined) continue; // INFO refused: the permission check that follows refuses it, naming INFO
     const { version, shown } = serverVersionOf(fields);
@@ -213,8 +244,7 @@ export async function checkRedisVersion(
     const each = tooOld.map((s) => `Redis at ${s.where} reports ${s.shown}: ${s.unmet.map(describeNeed).join('; ')}`);
     throw new UnsupportedRedisVersionError(
       `${each.join('. ')}. Their calls would fail (the server does not know those commands or arguments). Upgrade ` +
-        `the server to Redis >= ${need.minimum}, or run those features on a connection of their own to a newer ` +
-        "server (`connections` and the feature's `connection` option: docs/connections.md).",
+        `the server to Redis >= ${need.minimum}, or ${instead}.`,
       {
         feature: need.feature,
         command: need.command,

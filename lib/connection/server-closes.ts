@@ -3,7 +3,7 @@
 // connection refused). ioredis reports none of them by name: a close, "Connection is closed.", `write EPIPE`.
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
-import { Redis } from 'ioredis';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { RedisClient } from '../common/lua-script.js';
 import { repliesAwaited } from './redis-client.factory.js';
 
@@ -26,6 +26,11 @@ const REFUSAL_PROBE_MS = 1_000;
 
 /** ioredis's errors for a connection the server accepted and then closed (no reply of its own reached ioredis). */
 const CLOSED_AT_ONCE = /EPIPE|ECONNRESET|Connection is closed/;
+/**
+ * The line of a server past its `maxclients`, as ioredis may read it: the reply to its first handshake command (HELLO),
+ * when that was written before the line came.
+ */
+const MAX_CLIENTS = /max number of clients/i;
 
 /** Why the failed calls failed, for a connection closed with `count` calls awaiting replies. */
 export function closedWithCallsInFlight(count: number): string {
@@ -44,7 +49,7 @@ export function closedWithCallsInFlight(count: number): string {
 export class ServerRefusal extends Error {
   constructor(readonly line: string) {
     super(
-      /max number of clients/i.test(line)
+      MAX_CLIENTS.test(line)
         ? `the server refused the connection: ${line}: it has as many clients as its maxclients setting allows ` +
             '(redis.conf maxclients; INFO clients has connected_clients and maxclients). Raise maxclients, or close ' +
             'the clients that hold its connections'
@@ -59,9 +64,17 @@ export class ServerRefusal extends Error {
  * at once and reports only that the write failed. Undefined when nothing comes within `ms` (the server accepted it),
  * and for a Sentinel setup (whose master's address ioredis looks up itself).
  */
-export function refusalOf(client: Redis, ms = REFUSAL_PROBE_MS): Promise<ServerRefusal | undefined> {
-  const o = client.options;
-  if ((o.sentinels?.length ?? 0) > 0) return Promise.resolve(undefined);
+export async function refusalOf(client: Redis, ms = REFUSAL_PROBE_MS): Promise<ServerRefusal | undefined> {
+  if ((client.options.sentinels?.length ?? 0) > 0) return undefined;
+  const line = await firstLine(client.options, ms);
+  return line?.startsWith('-') ? new ServerRefusal(line.slice(1)) : undefined;
+}
+
+/**
+ * The first line the server at `o`'s address writes on a connection of its own, after `send` (nothing: what it says
+ * unasked); undefined when none comes within `ms` (refused, reset, silent).
+ */
+function firstLine(o: RedisOptions, ms: number, send?: string): Promise<string | undefined> {
   return new Promise((resolve) => {
     let socket: Socket;
     try {
@@ -75,16 +88,17 @@ export function refusalOf(client: Redis, ms = REFUSAL_PROBE_MS): Promise<ServerR
     const done = (line: string | undefined) => {
       clearTimeout(timer);
       socket.destroy();
-      resolve(line === undefined ? undefined : new ServerRefusal(line));
+      resolve(line);
     };
     const timer = setTimeout(() => done(undefined), ms);
     socket.on('data', (chunk: Buffer) => {
       text += chunk.toString('latin1');
       const end = text.indexOf('\r\n');
-      if (end >= 0) done(text.startsWith('-') ? text.slice(1, end) : undefined);
+      if (end >= 0) done(text.slice(0, end));
     });
     socket.on('error', () => done(undefined));
     socket.on('close', () => done(undefined));
+    if (send !== undefined) socket.write(send);
   });
 }
 
@@ -106,6 +120,8 @@ interface Watched {
   idleClose?: number;
   /** An error while handshaking: a reply (WRONGPASS...) says why already, no refusal to look for. */
   handshakeError?: Error;
+  /** Takes its listeners off the client and its socket: a `{ client }` of the user's outlives the app. */
+  off: () => void;
 }
 
 export interface ServerClosesListener {
@@ -122,19 +138,24 @@ export interface ServerClosesListener {
 
 /**
  * The connections of one RedisConnection (standalone and Sentinel clients, the subscribers and node connections it
- * makes; not a cluster's own node connections) and what their closes say:
+ * makes, a cluster's own node connections, a `{ client }` of the user's and its nodes) and what their closes say:
  * - closed while idle (nothing awaited a reply, nothing heard for MIN_IDLE_CLOSE_MS) and reconnected at once: a
  *   `timeout` in redis.conf, or a proxy's idle timeout. Each such close fails the calls made until the reconnect (fail
  *   open, 503), empties the cache's L1 and has health say `down` meanwhile: with `timeout 1`, every idle second. From
  *   the first one, each connection that stays idle for a tenth of the idleness seen then is PINGed, so none is closed
- *   again (pub/sub connections are exempt from `timeout` and are left alone);
+ *   again (pub/sub connections are exempt from `timeout` and are left alone). A connection that does not reconnect
+ *   itself (a cluster's node connection, which the cluster replaces: ioredis gives it no retryStrategy) counts when
+ *   the server answers a PING on a connection of its own instead (learnIfAnswering): one that went away does not;
  * - closed or reset with calls awaiting replies: those calls fail with "Connection is closed." or ECONNRESET, which
  *   say nothing of why; the connection's last error then does (closedWithCallsInFlight).
  */
 export class ServerCloses {
   private readonly watched = new Map<Redis, Watched>();
+  /** The clusters whose node connections are watched as they come and go, with what takes their listeners off. */
+  private readonly clusters = new Map<Cluster, () => void>();
   private keepAliveMs: number | undefined;
   private timer: NodeJS.Timeout | undefined;
+  private closed = false;
 
   constructor(
     private readonly listener: ServerClosesListener,
@@ -142,44 +163,99 @@ export class ServerCloses {
     private readonly quitting: () => boolean,
   ) {}
 
-  watch(client: Redis): void {
-    const state: Watched = { heardAt: performance.now(), handshaking: false };
-    this.watched.set(client, state);
-    client.on('connect', () => {
+  /** Watches `client` (every node connection of a cluster, as they come); unwatch or close takes it off. */
+  watch(client: RedisClient): void {
+    if (this.closed) return;
+    if (client instanceof Cluster) this.watchCluster(client);
+    if (client instanceof Cluster || this.watched.has(client)) return;
+    const state: Watched = { heardAt: performance.now(), handshaking: false, off: () => undefined };
+    let socket: Redis['stream'] | undefined;
+    const heard = () => {
+      state.heardAt = performance.now();
+    };
+    // A FIN from the server: before ioredis's close, which rejects (and forgets) the calls in flight.
+    const ended = () => this.ended(client, state);
+    const listen = () => {
+      socket?.off('data', heard);
+      socket?.off('end', ended);
+      socket = client.stream;
+      socket.on('data', heard);
+      socket.once('end', ended);
+    };
+    const onConnect = () => {
       state.heardAt = performance.now();
       state.handshaking = true;
       state.handshakeError = undefined;
-      const stream = client.stream;
-      stream.on('data', () => {
-        state.heardAt = performance.now();
-      });
-      // A FIN from the server: before ioredis's close, which rejects (and forgets) the calls in flight.
-      stream.once('end', () => this.ended(client, state));
-    });
-    client.on('ready', () => {
+      listen();
+    };
+    const onReady = () => {
       state.handshaking = false;
       if (state.idleClose !== undefined) this.learn(state.idleClose);
       state.idleClose = undefined;
-    });
-    client.on('error', (err: Error) => {
+    };
+    const onError = (err: Error) => {
       state.idleClose = undefined; // the reconnect failed: a server that went away, not an idle timeout
       if (state.handshaking) state.handshakeError ??= err;
-    });
-    client.on('close', () => {
+    };
+    const onClose = () => {
       const err = state.handshakeError;
       if (state.handshaking && !this.quitting() && (err === undefined || closedAtOnce(err)))
         this.listener.refused(client);
       state.handshaking = false;
-    });
+    };
+    client.on('connect', onConnect);
+    client.on('ready', onReady);
+    client.on('error', onError);
+    client.on('close', onClose);
+    // Connected before it was watched (a `{ client }` of the user's, a cluster's node): its socket from now on.
+    if (client.status === 'ready' || client.status === 'connect') listen();
+    state.off = () => {
+      client.off('connect', onConnect);
+      client.off('ready', onReady);
+      client.off('error', onError);
+      client.off('close', onClose);
+      socket?.off('data', heard);
+      socket?.off('end', ended);
+    };
+    this.watched.set(client, state);
   }
 
-  unwatch(client: Redis): void {
+  unwatch(client: RedisClient): void {
+    if (client instanceof Cluster) {
+      this.clusters.get(client)?.();
+      this.clusters.delete(client);
+      return;
+    }
+    this.watched.get(client)?.off();
     this.watched.delete(client);
   }
 
   close(): void {
+    this.closed = true;
     clearInterval(this.timer);
+    for (const off of this.clusters.values()) off();
+    for (const state of this.watched.values()) state.off();
+    this.clusters.clear();
     this.watched.clear();
+  }
+
+  /**
+   * A cluster's node connections: ioredis opens one per node (`+node`), and drops one for good when it closes
+   * (`-node`; it opens another when a command needs that node). Without a keepalive `timeout 1` closed each idle one
+   * every second.
+   */
+  private watchCluster(cluster: Cluster): void {
+    if (this.clusters.has(cluster)) return;
+    const added = (node: Redis) => this.watch(node);
+    const removed = (node: Redis) => this.unwatch(node);
+    cluster.on('+node', added);
+    cluster.on('-node', removed);
+    for (const node of cluster.nodes()) this.watch(node);
+    this.clusters.set(cluster, () => {
+      cluster.off('+node', added);
+      cluster.off('-node', removed);
+      for (const node of cluster.nodes()) this.unwatch(node);
+    });
   }
 
   private ended(client: Redis, state: Watched): void {
@@ -196,9 +272,16 @@ export class ServerCloses {
     const seconds = (idle / 1_000).toFixed(1);
     const why = `Redis closed the connection after it was idle for ${seconds} s`;
     this.listener.closed(client, new Error(`${why} (redis.conf timeout, or a proxy's idle timeout)`), false);
+    // No reconnect of its own to tell an idle timeout from a server that went away: a connection of ours asks.
+    if (typeof client.options.retryStrategy !== 'function') void this.learnIfAnswering(client.options, idle);
+  }
+
+  private async learnIfAnswering(options: RedisOptions, idleMs: number): Promise<void> {
+    if ((await firstLine(options, REFUSAL_PROBE_MS, 'PING\r\n')) !== undefined && !this.quitting()) this.learn(idleMs);
   }
 
   private learn(idleMs: number): void {
+    if (this.closed) return;
     const every = Math.max(MIN_KEEPALIVE_MS, Math.floor(idleMs / KEEPALIVE_SHARE));
     if (this.keepAliveMs !== undefined && this.keepAliveMs <= every) return;
     this.keepAliveMs = every;
@@ -287,6 +370,11 @@ export class ServerRefusals {
    * flight (client-output-buffer-limit), a refused connection whose server said why (maxclients).
    */
   why(client: Redis, err: Error): Error {
+    if (client.status !== 'ready' && !(err instanceof ServerRefusal) && MAX_CLIENTS.test(err.message)) {
+      const refusal = new ServerRefusal(err.message); // read by ioredis as the reply to its HELLO
+      this.refusals.set(client, refusal);
+      return refusal;
+    }
     if (!closedAtOnce(err)) return err;
     if (client.status !== 'ready') return this.refusals.get(client) ?? err;
     const pending = client.stream.writableEnded ? 0 : repliesAwaited(client);

@@ -184,7 +184,7 @@ export class NodeCheck implements NodeGate {
   /** The node's `run_id` (undefined when INFO is denied) once every check passed. */
   private async checkServer(): Promise<string | undefined> {
     const { client, description } = this.node;
-    await checkQuorumNode(client, description, this.ms);
+    await checkQuorumNode(client, description, this.ms, (message) => this.log.warn(message));
     let runId: string | undefined;
     try {
       const info = await withTimeout(client.info('server'), this.ms, `no answer within ${this.ms} ms`);

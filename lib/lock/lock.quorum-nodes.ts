@@ -3,6 +3,7 @@ import { InvalidOptionsError, RedisUnavailableError } from '../common/errors.js'
 import { withTimeout } from '../common/timeout.js';
 import { checkServer, parseInfo, replicaOf } from '../connection/redis-info.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
+import { versionNeeds, versionVerdict } from '../connection/redis-version.js';
 
 /** A quorum node's client, and how messages name it (its address, no password). */
 export interface QuorumNode {
@@ -91,7 +92,7 @@ export async function checkQuorumNodeServers(
   for (const { client, description } of nodes) {
     if (client.status !== 'ready') continue;
     try {
-      await checkQuorumNode(client, description, ms);
+      await checkQuorumNode(client, description, ms, warn);
     } catch (err) {
       if (!(err instanceof RedisUnavailableError)) throw err;
       unanswered.add(client);
@@ -106,9 +107,16 @@ export async function checkQuorumNodeServers(
 
 /**
  * One node's check (checkQuorumNodeServers, and NodeCheck on its first `ready`); RedisUnavailableError when it did not
- * answer: no verdict.
+ * answer: no verdict. Its version too, from the INFO server checkServer reads: UnsupportedRedisVersionError below the
+ * lock's 5.0 (ZPOPMIN, scripts that write after TIME), as on the lock's connection; `warn` when INFO has no version.
+ * Until 2026-12-06 quorum nodes were not version-checked: an older node failed every lock call it took part in.
  */
-export async function checkQuorumNode(client: Redis, description: string, ms: number): Promise<void> {
+export async function checkQuorumNode(
+  client: Redis,
+  description: string,
+  ms: number,
+  warn: (message: string) => void,
+): Promise<void> {
   const where = `lock quorum node ${description}`;
   const replica = await withTimeout(client.info('replication'), ms, `no answer within ${ms} ms`).then(
     (info) => replicaOf(parseInfo(String(info))),
@@ -121,5 +129,9 @@ export async function checkQuorumNode(client: Redis, description: string, ms: nu
         'in lock.quorum.nodes, not replicas.',
     );
   }
-  await checkServer(client, where, ms);
+  const fields = await checkServer(client, where, ms);
+  // INFO refused (undefined): the permission check of the lock's commands that follows names it
+  if (fields === undefined) return;
+  const instead = 'list a newer server in lock.quorum.nodes';
+  versionVerdict([{ where, fields }], versionNeeds(['lock'], { sharded: false }), warn, instead);
 }

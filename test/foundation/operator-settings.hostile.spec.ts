@@ -287,6 +287,60 @@ describe('`maxclients`: Redis refuses a connection past it (`-ERR max number of 
     expect((err as Error).message).toMatch(/maxclients/);
   });
 
+  it("room for the main connection only: the cache L1's tracking connection refused at start stops the start naming maxclients (not an empty L1 retried every 2 s)", async () => {
+    const options = { target: { url: redis.server.url }, cache: { l1: { max: 10, ttl: 60_000 } } } as const;
+    const base = (await clientsOf(admin)).connected;
+    const probe = await createToolkitApp(options);
+    const opened = (await clientsOf(admin)).connected - base;
+    await probe.close();
+    expect(await waitFor(async () => (await clientsOf(admin)).connected === base, 2_000)).toBe(true);
+    // the main connection, then the L1's RESP2 tracking connection: the second is refused
+    expect(opened).toBe(2);
+    await admin.config('SET', 'maxclients', String(base + 1));
+    const { warnings, logger } = recordingLogger();
+    const err = await createToolkitApp({ ...options, logger }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RedisUnavailableError);
+    expect((err as Error).message).toContain(`Cannot connect to Redis at ${redis.server.url}`);
+    expect((err as Error).message).toContain('L1 tracking');
+    expect((err as Error).message).toContain('ERR max number of clients reached');
+    expect((err as Error).message).toMatch(/Raise maxclients/);
+    expect(warnings.filter((w) => /retrying/.test(w))).toEqual([]);
+    // nothing of the failed start is left connecting: room again, and no connection of it comes back
+    await admin.config('SET', 'maxclients', '10000');
+    await sleep(2_500);
+    expect((await clientsOf(admin)).connected).toBe(base);
+  });
+
+  it('the L1 tracking connection refused while reconnecting (after start): the app runs on, the warning names maxclients, tracking comes back when there is room', async () => {
+    const { warnings, logger } = recordingLogger();
+    const p = `mt${rand()}:`;
+    const app = await createToolkitApp({
+      target: { url: redis.server.url },
+      keyPrefix: p,
+      logger,
+      cache: { l1: { max: 10, ttl: 60_000, invalidation: 'tracking' } },
+    });
+    const cache = app.get(CacheService);
+    const main = app.get(RedisConnection).client as Redis;
+    const list = String(await admin.client('LIST'));
+    const trackingId = /id=(\d+) [^\n]*name=rtk-l1-tracking/.exec(list)?.[1];
+    expect(trackingId).toBeDefined();
+    const full = (await clientsOf(admin)).connected;
+    await admin.config('SET', 'maxclients', String(full));
+    await admin.client('KILL', 'ID', String(trackingId));
+    // another client takes the place the tracking connection left
+    const other = trackForCleanup(new Redis(redis.server.url));
+    await other.ping();
+    const named = (w: string) => /L1 tracking.*max number of clients reached/.test(w);
+    expect(await waitFor(() => warnings.some(named), 5_000)).toBe(true);
+    expect(warnings.some((w) => /L1 tracking.*max number of clients reached.*maxclients/.test(w))).toBe(true);
+    await cache.set('k', 'v1');
+    expect(await cache.get('k')).toBe('v1');
+    await other.quit();
+    await admin.config('SET', 'maxclients', '10000');
+    expect(await waitFor(async () => (await tracking(main)).on, 6_000)).toBe(true);
+  });
+
   it('a reconnect refused at run time: fails open where transport failures do, counted, and the warning and health name maxclients', async () => {
     const { warnings, logger } = recordingLogger();
     const app: ToolkitApp = await createToolkitApp({ target: { url: redis.server.url }, logger });

@@ -6,9 +6,18 @@
  * simulated, only what it reports.
  */
 import { startSentinel } from '../support/sentinel.js';
-import { RedisPermissionError, RedisToolkitError, CacheService, type RedisToolkitOptions } from '../../lib/index.js';
+import {
+  CacheService,
+  PubSubService,
+  RedisPermissionError,
+  RedisToolkitError,
+  type RedisToolkitOptions,
+} from '../../lib/index.js';
 import * as advanced from '../../lib/advanced.js';
 import { serverVersionOf, unmetNeeds, versionNeeds } from '../../lib/connection/redis-version.js';
+import { RedisConnection } from '../../lib/connection/redis-connection.js';
+import { RedisConnections } from '../../lib/connection/redis-connections.js';
+import { RedisPermissionsCheck } from '../../lib/connection/redis-permissions.js';
 import { errorOf } from '../support/errors.js';
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js';
 import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
@@ -83,8 +92,8 @@ describe('Redis version at start: a single server', () => {
     expect(message).toContain(`redis://127.0.0.1:${proxy.port}`);
     expect(message).toContain(`redis_version ${old}`);
     expect(message).toContain('session needs Redis >= 7.0 (PEXPIRETIME');
-    expect(message).toContain('pub/sub needs Redis >= 6.2 (XRANGE');
-    expect(message).not.toMatch(/\bcache needs|rate limit needs|lock needs/); // each of them runs on 6.0
+    // pubsub.durable is not set: no stream is read, so pub/sub runs on 6.0 (until 2026-12-06 it was asked 6.2)
+    expect(message).not.toMatch(/\bcache needs|rate limit needs|lock needs|pub\/sub needs/); // each runs on 6.0
     expect(message).toMatch(/upgrade/i);
     // the failed start closed what it opened: nothing is left connected through the proxy
     expect(await waitFor(() => proxy.stats.open === 0, 5_000)).toBe(true);
@@ -120,6 +129,29 @@ describe('Redis version at start: a single server', () => {
       expect([...logs.errors, ...logs.warnings].filter((m) => /version/i.test(m))).toEqual([]);
       await app.close();
     }
+  });
+
+  it('a connection pub/sub runs on at 6.0 starts without pubsub.durable, and is refused with it (XRANGE, 6.2)', async () => {
+    const version = reported('6.0.16');
+    const onBus = async (durable: boolean) => {
+      const bus = await proxyReporting(version);
+      const target = { url: sharedServers().single.url };
+      return {
+        bus,
+        options: { target, connections: { bus: { url: bus.url } }, pubsub: { connection: 'bus', durable } },
+      };
+    };
+    const plain = await onBus(false);
+    const logs = recordingLogger();
+    const app = await boot(plain.options, logs);
+    expect(await app.get(PubSubService).publish('news', 1)).toBe(0);
+    expect(plain.bus.stats.rewrites).toBeGreaterThan(0); // it did read the version through the proxy
+    expect([...logs.errors, ...logs.warnings].filter((m) => /version/i.test(m))).toEqual([]);
+    await app.close();
+    const err = await errorOf(async () => boot((await onBus(true)).options));
+    expect(err).toEqual(
+      versionErrorShape({ feature: 'pub/sub', command: 'XRANGE', minimum: '6.2', reported: version }),
+    );
   });
 
   it('a connection only the rate limiter runs on at 5.0 is refused naming SET ... KEEPTTL (Redis 6.0)', async () => {
@@ -254,6 +286,88 @@ describe('Redis version at start: a cluster', () => {
   });
 });
 
+describe('Redis version at start: lock quorum nodes (locks need 5.0)', () => {
+  it('refuses the start when one quorum node reports 4.0.14, naming that node', async () => {
+    const [a, b, c] = sharedServers().quorum;
+    const old = reported('4.0.14');
+    const proxy = await proxyReporting(old, b.port);
+    const err = await errorOf(() =>
+      boot({
+        target: { url: sharedServers().single.url },
+        lock: { quorum: { nodes: [{ url: a.url }, { url: proxy.url }, { url: c.url }] } },
+      }),
+    );
+    expect(err).toEqual(versionErrorShape({ feature: 'lock', command: 'ZPOPMIN', minimum: '5.0', reported: old }));
+    const message = (err as Error).message;
+    expect(message).toContain(`lock quorum node redis://127.0.0.1:${proxy.port} reports redis_version ${old}`);
+    expect(message).not.toContain(`${a.port} reports`);
+    expect(message).toContain('lock.quorum.nodes');
+    // the failed start closed what it opened: nothing is left connected through the proxy
+    expect(await waitFor(() => proxy.stats.open === 0, 5_000)).toBe(true);
+  });
+
+  it('a node that connects after a lazy start is left out of every lock call, with an error naming its version', async () => {
+    const [a, b, c] = sharedServers().quorum;
+    const old = reported('4.0.14');
+    const proxy = await proxyReporting(old, b.port);
+    const logs = recordingLogger();
+    await boot(
+      {
+        target: { url: sharedServers().single.url },
+        lazyConnect: true,
+        lock: { quorum: { nodes: [{ url: a.url }, { url: proxy.url }, { url: c.url }] } },
+      },
+      logs,
+    );
+    expect(await waitFor(() => logs.errors.some((m) => m.includes('lock needs Redis >= 5.0')), 10_000)).toBe(true);
+    const said = logs.errors.find((m) => m.includes('lock needs Redis >= 5.0')) as string;
+    expect(said).toContain(`lock quorum node redis://127.0.0.1:${proxy.port}`);
+    expect(said).toContain('left out of every lock call');
+  });
+});
+
+describe('Redis version: pub/sub asks 6.2 only with pubsub.durable (RedisPermissionsCheck.checkVersion)', () => {
+  /** The version check of a connection only pub/sub runs on, behind a proxy reporting `version`. */
+  async function pubsubCheck(version: string) {
+    const proxy = await proxyReporting(version);
+    const timing = { commandTimeout: 3_000, connectTimeout: 3_000, lazyConnect: false, maxReconnectDelay: 1_000 };
+    const main = new RedisConnection({ ...timing, connection: { url: proxy.url }, name: 'default' });
+    trackForCleanup({ stop: () => main.onApplicationShutdown() });
+    const others = 'elsewhere';
+    const connections = new RedisConnections(main, {
+      connections: {},
+      featureConnections: { cache: others, rateLimit: others, session: others, lock: others, pubsub: 'default' },
+      timing,
+    });
+    await main.connect(main.client);
+    return (pubsubDurable: boolean | undefined) =>
+      errorOf(() =>
+        new RedisPermissionsCheck(connections, {
+          keyPrefix: PREFIX,
+          lazyConnect: false,
+          shardedPubSub: false,
+          pubsubDurable,
+        }).checkVersion('default', main),
+      );
+  }
+
+  it('on 6.0: passes without pubsub.durable; refused with it, and when it is not known', async () => {
+    const old = reported('6.0.16');
+    const check = await pubsubCheck(old);
+    expect(await check(false)).toBeUndefined();
+    const refused = versionErrorShape({ feature: 'pub/sub', command: 'XRANGE', minimum: '6.2', reported: old });
+    expect(await check(true)).toEqual(refused);
+    expect(await check(undefined)).toEqual(refused);
+  });
+
+  it('on 2.8 without pubsub.durable: refused naming PING on a subscribed connection (3.0)', async () => {
+    const old = reported('2.8.24');
+    const err = await (await pubsubCheck(old))(false);
+    expect(err).toEqual(versionErrorShape({ feature: 'pub/sub', minimum: '3.0', reported: old }));
+    expect((err as Error).message).toContain('pub/sub needs Redis >= 3.0 (PING on a subscribed connection');
+  });
+});
+
 describe('what each feature needs (versionNeeds), and what a server reports (serverVersionOf)', () => {
   it('compares versions by their numbers, not as text', () => {
     const needs = versionNeeds(['session'], { sharded: false });
@@ -284,5 +398,11 @@ describe('what each feature needs (versionNeeds), and what a server reports (ser
     expect(min(['pubsub'], true)).toEqual(['pub/sub 6.2', 'pub/sub 7.0']);
     expect(min(['cache'], true)).toEqual(['cache 6.0']); // no L1: the cache neither publishes nor subscribes
     expect(min(['cache'], true, true)).toEqual(['cache 6.0', 'cache 7.0']);
+    // pub/sub's 6.2 is its durable replay's: without pubsub.durable it asks what PING on a subscriber needs
+    const pubsub = (sharded: boolean, pubsubDurable?: boolean) =>
+      versionNeeds(['pubsub'], { sharded, pubsubDurable }).map((n) => `${n.feature} ${n.minimum}`);
+    expect(pubsub(false, false)).toEqual(['pub/sub 3.0']);
+    expect(pubsub(false, true)).toEqual(['pub/sub 6.2']);
+    expect(pubsub(true, false)).toEqual(['pub/sub 3.0', 'pub/sub 7.0']);
   });
 });

@@ -209,6 +209,39 @@ it('a user without XREVRANGE is refused at start: a reconnecting gateway client 
   expect((err as Error).message).toMatch(/pub\/sub: [^;]*XREVRANGE/);
 });
 
+describe('pub/sub without pubsub.durable sends no stream command', () => {
+  const streamless = () => [...documentedRules(), '-xadd', '-xrange', '-xrevrange'];
+  const pubsubOnly = (durable: boolean) =>
+    createToolkitApp({
+      target: { url: `redis://app:${PASSWORD}@127.0.0.1:${redis.server.port}` },
+      commandTimeout: 2_000,
+      pubsub: { durable },
+    });
+
+  it('a user without XADD / XRANGE / XREVRANGE starts it and publishes (the check asked for them until 2026-12-06)', async () => {
+    await setUser(streamless());
+    const app = await pubsubOnly(false);
+    const pubsub = app.get(PubSubService);
+    const got: unknown[] = [];
+    const off = await pubsub.subscribe('news', (m) => void got.push(m));
+    expect(await pubsub.publish('news', 1)).toBe(1);
+    expect(await pubsub.notifyUser('alice', { hi: 1 })).toBe(0); // published only: nobody listens on user:alice
+    for (let i = 0; i < 50 && got.length < 1; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(got).toEqual([1]);
+    await off();
+  });
+
+  it('with pubsub.durable the same user is refused at start, naming XADD', async () => {
+    await setUser(streamless());
+    const err = await pubsubOnly(true).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(RedisPermissionError);
+    expect((err as Error).message).toMatch(/XADD/i);
+  });
+});
+
 describe('credentials the server refuses: advice about them, not about the server being down', () => {
   const withPassword = usePrivateRedis({ password: PASSWORD });
   it.each([
