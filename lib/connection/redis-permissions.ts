@@ -3,7 +3,8 @@ import { Cluster, type Redis } from 'ioredis';
 import { RedisUnavailableError } from '../common/errors.js';
 import { classifyRedisError, replyCodeOf } from '../common/failure-policy.js';
 import { MAX_TIMER_MS } from '../common/timeout.js';
-import { LuaScript, type RedisClient } from '../common/lua-script.js';
+import { ACL_CHECK } from '../common/acl-check.js';
+import type { RedisClient } from '../common/lua-script.js';
 import { DEFAULT_CONNECTION_NAME } from './connection.options.js';
 import type { ConnectionFeature } from './connection.validation.js';
 import type { RedisConnection } from './redis-connection.js';
@@ -22,11 +23,6 @@ import { checkRedisVersion, versionNeeds } from './redis-version.js';
 export type { RequiredCommand };
 export { requiredCommands };
 
-const CHECK_SCRIPT = LuaScript.fromFile<(number | string)[]>(
-  'rtk_acl_check',
-  new URL('./acl-check.lua', import.meta.url),
-  0,
-);
 
 /** What `checkPermissions` found: the denied commands, and how they were checked. */
 export interface PermissionReport {
@@ -88,7 +84,7 @@ export async function checkPermissions(
   }
   let answers: (number | string)[];
   try {
-    answers = await CHECK_SCRIPT.run(
+    answers = await ACL_CHECK.run(
       client,
       [],
       commands.flatMap((c) => [String(c.args.length), ...c.args]),

@@ -11,6 +11,7 @@ import {
   type SessionEnvelope,
 } from './session.envelope.js';
 import type { SessionDeadline } from './session.deadline.js';
+import type { SessionSizeBound } from './session.size-bound.js';
 import type { RecentTouches } from './session.recent-touches.js';
 import type { RecentValues, ValueShape } from './session.recent-values.js';
 import { expectedOf, stampedJson } from './session.stamp.js';
@@ -35,7 +36,8 @@ export class SessionAppends {
 
   constructor(
     private readonly client: RedisClient,
-    private readonly maxSize: number,
+    /** The largest stored value (maxSize, or the server's reply limit once read): the script's bound too. */
+    private readonly size: SessionSizeBound,
     private readonly recent: RecentValues,
     private readonly touches: RecentTouches | undefined,
     /** A stored value parsed (SessionRecords's, which reuses the parsed form it kept). */
@@ -43,7 +45,7 @@ export class SessionAppends {
     /** The deadline judged by Redis's clock; its now() (estimated) is the clock the script's expiry is on. */
     private readonly deadline: SessionDeadline,
   ) {
-    this.batcher = changeBatcher(client, maxSize);
+    this.batcher = changeBatcher(client, () => size.max);
   }
 
   /**
@@ -54,7 +56,7 @@ export class SessionAppends {
    * rewrote the session meanwhile) appends the change and answers the value there now, which the next rewrite is made
    * from. Its touch extends the expiry (PEXPIREAT, the ttl timed by Redis's clock), unless this process extended it
    * less than `touchAfter` ago, as a get would not. 'rewrite' when the change or the merged session would take the
-   * stored value past `maxSize` (nothing was kept).
+   * stored value past the size bound (nothing was kept).
    *
    * Whether the session was still `current` is told by its length: an append adds to the end, so a value as long as
    * `current` before it was `current`, unless another instance rewrote the session whole, at exactly that length, since
@@ -77,12 +79,12 @@ export class SessionAppends {
     let whole = '';
     let jsonFrom = 0;
     if (
-      length + changeLength > this.maxSize ||
+      length + changeLength > this.size.max ||
       changes + 1 >= CHANGES_BEFORE_REWRITE ||
       // the changes longer than the session they change: reads would parse mostly superseded text
       2 * (changeBytes + changeLength) > length + changeLength
     ) {
-      // past maxSize the script keeps nothing and answers so ('rewrite'): SessionRecords merges again from the value
+      // past the bound the script keeps nothing and answers so ('rewrite'): SessionRecords merges again from the value
       // there now, which may be smaller than `current` (another instance deleted fields), and throws only then
       const json = stampedJson(merged);
       whole = `${expectedOf(current, length, changeBytes)} ${json}`;

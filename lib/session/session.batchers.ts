@@ -10,7 +10,7 @@ import { readMany } from './session.read-many.js';
 const HOLDS = new URL('./session-holds.lua', import.meta.url);
 
 /** Reads (and compare-and-set writes) per command, per pipeline on a cluster; a tick with more sends several. */
-const PER_CALL = 32;
+export const PER_CALL = 32;
 
 /** A touching read: the session key and the ttl its GETEX sets. */
 export type TouchRead = [key: string, ttl: number];
@@ -73,9 +73,13 @@ const compareAndSetScript = LuaScript.fromFile<(CasReply | Error)[]>(
 
 /**
  * The touching reads of one tick: one script call of GETEXs on a single server (ioredis costs this process far more
- * per command than the script costs Redis, see readMany), one pipeline of GETEXs per master on a cluster.
+ * per command than the script costs Redis, see readMany), one pipeline of GETEXs per master on a cluster. `budget`:
+ * the bytes one script call answers at most (readMany; 0: none), the size bound from the server's reply limit.
  */
-export function touchReadBatcher(client: RedisClient): TickBatcher<TouchRead, string | null | Error> {
+export function touchReadBatcher(
+  client: RedisClient,
+  budget: () => number = () => 0,
+): TickBatcher<TouchRead, string | null | Error> {
   const one = ([key, ttl]: TouchRead) => client.getex(key, 'PX', ttl);
   if (client instanceof Cluster)
     return new TickBatcher(
@@ -87,7 +91,7 @@ export function touchReadBatcher(client: RedisClient): TickBatcher<TouchRead, st
       }),
       PER_CALL * CLUSTER_SLICE,
     );
-  return new TickBatcher({ one, many: (reads) => readMany(client, reads) }, PER_CALL);
+  return new TickBatcher({ one, many: (reads) => readMany(client, reads, budget()) }, PER_CALL);
 }
 
 /**
@@ -137,19 +141,24 @@ export function compareAndSetBatcher(client: RedisClient): TickBatcher<CasWrite,
 
 /**
  * The updates of one tick appended as the compare-and-sets are written: one script call on a single server (up to
- * PER_CALL), one pipeline of calls per master on a cluster. `maxSize`: the largest value the script lets a change make.
+ * PER_CALL), one pipeline of calls per master on a cluster. `maxSize`: the largest value the script lets a change make
+ * (the size bound as the call is sent: the server's reply limit may lower it after start).
  */
-export function changeBatcher(client: RedisClient, maxSize: number): TickBatcher<ChangeWrite, ChangeReply | Error> {
+export function changeBatcher(
+  client: RedisClient,
+  maxSize: () => number,
+): TickBatcher<ChangeWrite, ChangeReply | Error> {
   const pair = (flat: (number | string | null | Error)[], i: number): ChangeReply | Error => {
     const first = flat[2 * i];
     return first instanceof Error ? first : [first, Number(flat[2 * i + 1])];
   };
-  const one = async ([key, ...args]: ChangeWrite) => pair(await changeScript.run(client, [key], [maxSize, ...args]), 0);
+  const one = async ([key, ...args]: ChangeWrite) =>
+    pair(await changeScript.run(client, [key], [maxSize(), ...args]), 0);
   if (client instanceof Cluster)
     return new TickBatcher(
       perNodeSender<ChangeWrite, ChangeReply | Error>(client, {
         keyOf: ([key]) => key,
-        command: ([key, ...args]) => changeScript.command([key], [maxSize, ...args]),
+        command: ([key, ...args]) => changeScript.command([key], [maxSize(), ...args]),
         reply: (raw) => pair(raw as (number | string | null | Error)[], 0),
         one,
       }),
@@ -160,7 +169,7 @@ export function changeBatcher(client: RedisClient, maxSize: number): TickBatcher
       one,
       many: async (writes) => {
         const keys: string[] = [];
-        const args: ScriptArg[] = [maxSize];
+        const args: ScriptArg[] = [maxSize()];
         for (let i = 0; i < writes.length; i++) {
           const w = writes[i];
           keys.push(w[0]);

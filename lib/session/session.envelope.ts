@@ -1,7 +1,8 @@
-import { InvalidKeyError, SessionTooLargeError } from '../common/errors.js';
+import { InvalidKeyError } from '../common/errors.js';
 import { isPlainJson, type Serializer } from '../common/serializer.js';
 import type { Session, SessionData } from './session.types.js';
 import { containsLoneSurrogate, hasLoneSurrogate } from '../common/unicode.js';
+import type { SessionSizeBound } from './session.size-bound.js';
 
 /**
  * What one session key holds: a JSON string. `d` maps each top-level data field to its serialized value, so an
@@ -286,27 +287,28 @@ function defineLazyData(session: SessionBeingBuilt, serializer: Serializer, fiel
 }
 
 /**
- * Throws SessionTooLargeError when the texts' UTF-8 bytes add up to more than maxSize (counted only if they might).
+ * Throws SessionTooLargeError when the texts' UTF-8 bytes add up to more than the bound (counted only if they might).
  */
-export function checkSessionSize(maxSize: number, texts: string[]): void {
+export function checkSessionSize(bound: SessionSizeBound, texts: string[]): void {
+  const max = bound.max;
   let units = 0;
   for (const t of texts) units += t.length;
-  if (units * 3 <= maxSize) return; // 3 bytes per UTF-16 unit at most
+  if (units * 3 <= max) return; // 3 bytes per UTF-16 unit at most
   let bytes = 0;
   for (const t of texts) bytes += Buffer.byteLength(t);
-  if (bytes > maxSize) throw sessionTooLarge(maxSize, `(${bytes} bytes)`);
+  if (bytes > max) throw bound.tooLarge(`(${bytes} bytes)`);
 }
 
 /** checkSessionSize of the names and values of `sets` (without copying them into one list first). */
-export function checkSetsSize(maxSize: number, sets: [string, string][]): void {
+export function checkSetsSize(bound: SessionSizeBound, sets: [string, string][]): void {
   let units = 0;
   for (let i = 0; i < sets.length; i++) units += sets[i][0].length + sets[i][1].length;
-  if (units * 3 > maxSize) checkSessionSize(maxSize, sets.flat());
+  if (units * 3 > bound.max) checkSessionSize(bound, sets.flat());
 }
 
 /**
  * At least the UTF-8 bytes of `fields` as JSON, without encoding them: 6 bytes per UTF-16 unit (`\u001f`, the
- * longest escape) and 6 per field for quotes, colon and comma. A write under maxSize by this bound needs no exact
+ * longest escape) and 6 per field for quotes, colon and comma. A write under the size bound by this needs no exact
  * count.
  */
 export function jsonBytesBound(fields: { u: string; d: Record<string, string>; k?: string }): number {
@@ -317,11 +319,4 @@ export function jsonBytesBound(fields: { u: string; d: Record<string, string>; k
     count++;
   }
   return 6 * units + 6 * count + 64;
-}
-
-/** The error for a write that would make the session larger than `maxSize`; nothing was written. */
-export function sessionTooLarge(maxSize: number, detail: string): SessionTooLargeError {
-  return new SessionTooLargeError(
-    `the session would be larger than session.maxSize (${maxSize} bytes) ${detail}; nothing was written`,
-  );
 }

@@ -3,6 +3,7 @@ import { kindOf, type OptionProblems, refuseUnknown } from '../common/option-che
 import { touchReuseOf, type TouchReuse } from './session.recent-touches.js';
 import type { CreateSessionOptions } from './session.types.js';
 import type { RedisClock } from '../common/redis-clock.js';
+import type { SessionSizeBound } from './session.size-bound.js';
 
 /** Injection token of ResolvedSessionOptions (`session` of forRoot, defaults filled in). */
 export const SESSION_OPTIONS = Symbol('SESSION_OPTIONS');
@@ -48,7 +49,9 @@ export interface SessionOptions {
   /**
    * Largest session in bytes (its stored JSON): a larger create/update throws SessionTooLargeError and writes
    * nothing. Every write re-encodes the whole session in Redis, so a huge one blocks Redis. Default 1 MiB (1_048_576),
-   * at most 64 MiB.
+   * at most 64 MiB. Lowered to what the server's `client-output-buffer-limit normal` lets one reply carry (read at
+   * start: 4/5 of its hard limit less 128 bytes), as a read of a larger session makes Redis close the connection; a
+   * value given above that is warned about at start. See docs/session.md, "Size of a session".
    */
   maxSize?: number;
   /**
@@ -64,8 +67,10 @@ export interface SessionOptions {
 
 /** What SessionRecords takes of the session options (SessionService passes its resolved ones). */
 export interface SessionRecordsOptions {
-  /** Largest stored session, bytes (default 1 MiB). */
+  /** Largest stored session, bytes (default 1 MiB), when `size` is not given. */
   maxSize?: number;
+  /** The bound on a session's size, lowered by the server's reply limit (default: `maxSize` alone). */
+  size?: SessionSizeBound;
   /** How long a touch is reused by this process's later reads of the session (none: every read touches). */
   touchReuse?: TouchReuse;
   /** `session.appendUpdates`: an update appends its change (see update). */
@@ -104,6 +109,8 @@ export interface ResolvedSessionOptions {
   maxAgeMs: number;
   tombstoneMs: number;
   maxSize: number;
+  /** Whether `maxSize` was given (one past the server's reply limit is warned about), not its default. */
+  maxSizeGiven: boolean;
   appendUpdates: boolean;
   cookie: ResolvedSessionCookieOptions;
 }
@@ -276,6 +283,7 @@ export function resolveSessionOptions(
     maxAgeMs: wholeMs(maxAgeMs),
     tombstoneMs: wholeMs(o.tombstoneMs ?? SESSION_DEFAULTS.tombstoneMs),
     maxSize: o.maxSize ?? DEFAULT_SESSION_MAX_SIZE,
+    maxSizeGiven: o.maxSize !== undefined,
     appendUpdates: o.appendUpdates ?? false,
     cookie: {
       name: c.name ?? 'rtk.sid',

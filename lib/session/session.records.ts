@@ -19,7 +19,6 @@ import {
   lastAccessOf,
   mergeFields,
   parseEnvelope,
-  sessionTooLarge,
   type RawSession,
   type SessionEnvelope,
 } from './session.envelope.js';
@@ -33,6 +32,7 @@ import { SessionKeyScan } from './session.key-scan.js';
 import { expectedOf, isStamped, stampedJson } from './session.stamp.js';
 import { splicedJson } from './session.splice.js';
 import { storeSetNow } from './session.store-set.js';
+import { SessionSizeBound } from './session.size-bound.js';
 import { SessionUserIndex } from './session.user-index.js';
 import {
   combineUpdates,
@@ -96,8 +96,8 @@ export class SessionRecords {
     (err) => err instanceof SessionTooLargeError,
   );
 
-  /** Largest stored session, bytes: checked here before a write is sent, and after a merge. */
-  readonly maxSize: number;
+  /** Largest stored session (maxSize, or the server's reply limit): checked before a write is sent, after a merge. */
+  readonly size: SessionSizeBound;
   /** Whether a session past its deadline by this process's clock is live by Redis's (which decides). */
   readonly deadline: SessionDeadline;
 
@@ -107,14 +107,14 @@ export class SessionRecords {
     options: SessionRecordsOptions = {},
     clockAhead?: ClockAheadReport,
   ) {
-    this.maxSize = options.maxSize ?? DEFAULT_SESSION_MAX_SIZE;
+    this.size = options.size ?? new SessionSizeBound(options.maxSize ?? DEFAULT_SESSION_MAX_SIZE);
     this.deadline = new SessionDeadline(client, clockAhead, options.redisClock);
     const touchReuse = options.touchReuse;
     this.keys = new KeyBuilder(keyPrefix);
     this.sessionHead = this.keys.tagHead(FEATURES.session);
     this.index = new SessionUserIndex(client, this.keys, (ids) => this.existing(ids));
     this.scan = new SessionKeyScan(client, this.keys);
-    this.touchReads = touchReadBatcher(client);
+    this.touchReads = touchReadBatcher(client, () => this.size.readBudget);
     if (touchReuse !== undefined) {
       this.plainReads = plainReadBatcher(client);
       this.touches = new RecentTouches(touchReuse);
@@ -123,7 +123,7 @@ export class SessionRecords {
     if (options.appendUpdates)
       this.appends = new SessionAppends(
         client,
-        this.maxSize,
+        this.size,
         this.recent,
         this.touches,
         (id, raw) => this.parse(id, raw),
@@ -183,7 +183,7 @@ export class SessionRecords {
     }
     const ttl = Math.ceil(touchTtl);
     const touchedUntil = this.touches?.expiryOf(id, ttl, now);
-    if (touchedUntil !== undefined) {
+    if (touchedUntil !== undefined && (this.size.readBudget === 0 || this.size.batchable(this.recent.get(id)))) {
       const read = await this.readUntouched(id, key, now, touchedUntil);
       if (read) return read;
     }
@@ -263,10 +263,10 @@ export class SessionRecords {
     return exp !== 0;
   }
 
-  /** A session as stored (JSON); SessionTooLargeError over maxSize, before anything is sent. */
+  /** A session as stored (JSON); SessionTooLargeError over the size bound, before anything is sent. */
   encode(envelope: SessionEnvelope): string {
     const json = stampedJson(envelope);
-    checkSessionSize(this.maxSize, [json]);
+    checkSessionSize(this.size, [json]);
     return json;
   }
 
@@ -278,11 +278,11 @@ export class SessionRecords {
    * fields all survive, and no JSON work in Redis), when the value this process knows is stamped; every
    * CHANGES_BEFORE_REWRITE changes, or when the changes outgrow the session, the merged session is written whole
    * instead, if the session is still exactly that value. A value without a stamp (written by a cjson script), or one
-   * the change would take past `maxSize`, goes through the compare-and-set.
+   * the change would take past the size bound, goes through the compare-and-set.
    */
   async update(id: string, touch: boolean, sets: [string, string][], deletes: string[]): Promise<RawSession | null> {
     // What this call adds can be refused before anything is sent; the merged total is checked after the merge.
-    checkSetsSize(this.maxSize, sets);
+    checkSetsSize(this.size, sets);
     // behind a write of this session still in flight, with the others made meanwhile, as one (SessionWriteQueue)
     return this.updates.add(id, { touch, sets, deletes });
   }
@@ -330,14 +330,14 @@ export class SessionRecords {
       }
       const json = splicedJson(current, envelope, sets, deletes) ?? stampedJson(merged);
       // (UTF-8 is at most 3 bytes per UTF-16 unit: most sessions need no count)
-      if (json.length * 3 > this.maxSize && Buffer.byteLength(json) > this.maxSize) {
+      if (json.length * 3 > this.size.max && Buffer.byteLength(json) > this.size.max) {
         // merged into the value this process last saw: another instance may have made the session smaller since
         if (!fresh) {
           current = (await this.client.get(key)) ?? undefined;
           fresh = true;
           continue;
         }
-        throw sessionTooLarge(this.maxSize, 'after the merge');
+        throw this.size.tooLarge('after the merge');
       }
       // a session without an idle ttl (t 0) keeps its key's expiry (none) even when touched
       // the idle ttl, timed by Redis's clock in the script (session-expiry.lua), at most the deadline
@@ -353,8 +353,8 @@ export class SessionRecords {
       fresh = true;
     }
     this.recent.delete(id);
-    const merged = await updateInLua(this.client, key, this.maxSize, touch, sets, deletes);
-    if (merged === 'too large') throw sessionTooLarge(this.maxSize, 'after the merge');
+    const merged = await updateInLua(this.client, key, this.size.max, touch, sets, deletes);
+    if (merged === 'too large') throw this.size.tooLarge('after the merge');
     return merged;
   }
 
@@ -385,7 +385,7 @@ export class SessionRecords {
     fields: Omit<SessionEnvelope, 'c' | 'm'>,
     maxAgeMs: number,
   ): Promise<{ previousUserId: string; expiresAt: number } | 'tombstoned' | 'superseded'> {
-    if (jsonBytesBound(fields) > this.maxSize) checkSessionSize(this.maxSize, [JSON.stringify(fields)]);
+    if (jsonBytesBound(fields) > this.size.max) checkSessionSize(this.size, [JSON.stringify(fields)]);
     // Behind a set of this session still in flight; of the sets made meanwhile only the last is written (each
     // replaces the whole session): the others are 'superseded', as if written and overwritten at once.
     const patch: StoreSetPatch = { fields, maxAgeMs };

@@ -35,6 +35,7 @@ import { checkFieldName, encodeField, encodeSessionData, toSession } from './ses
 import { sessionEvictionCheck } from './session.eviction-check.js';
 import { guardSessionCall } from './session.failures.js';
 import { SessionRecords } from './session.records.js';
+import { SessionSizeBound } from './session.size-bound.js';
 import { clockAheadMessage, sessionClock } from './session.deadline.js';
 import type { CreateSessionOptions, Session, SessionData } from './session.types.js';
 import { diagnose, traced } from '../common/diagnostics.js';
@@ -71,6 +72,8 @@ export class SessionService implements OnModuleInit, OnApplicationShutdown {
   private readonly unregisterRevoker: (() => void) | undefined;
   private readonly serializer: Serializer;
   private readonly evictionCheck: EvictionPolicyCheck;
+  /** session.maxSize, lowered by the server's reply limit (read at start, shared with the cache on the connection). */
+  private readonly size: SessionSizeBound;
   readonly options: ResolvedSessionOptions;
 
   constructor(
@@ -81,7 +84,10 @@ export class SessionService implements OnModuleInit, OnApplicationShutdown {
     @Optional() private readonly pubsub?: PubSubService,
   ) {
     const redisClock = sessionClock(connection.client, connection.commandTimeout, (m) => this.logger.warn(m));
-    this.records = new SessionRecords(connection.client, keys.prefix, { ...options, redisClock }, (ms) =>
+    const { maxSize, maxSizeGiven } = options;
+    const size = new SessionSizeBound(maxSize, 'session.maxSize', maxSizeGiven, (m) => this.logger.warn(m));
+    this.size = size.watch(connection);
+    this.records = new SessionRecords(connection.client, keys.prefix, { ...options, size, redisClock }, (ms) =>
       this.clockWarning.warn(clockAheadMessage(ms)),
     );
     // No `cause` on our errors: driver errors carry the command's arguments, and those hold session ids.
@@ -95,13 +101,15 @@ export class SessionService implements OnModuleInit, OnApplicationShutdown {
     if (pubsub) this.unregisterRevoker = registerSessionRevoker(connection.client, (ids) => this.revoke(ids));
   }
 
-  onModuleInit(): Promise<void> {
-    return this.records.deadline.start();
+  async onModuleInit(): Promise<void> {
+    // Redis's clock and the server's reply limit before the first call (lazyConnect: at the first ready)
+    await Promise.all([this.records.deadline.start(), this.size.start()]);
   }
 
   onApplicationShutdown(): void {
     this.unregisterRevoker?.();
     this.records.deadline.close();
+    this.size.close();
     this.evictionCheck.close(); // its INFO, if still out, fails with the closed connection: nothing to say
     this.failures.close();
     this.clockWarning.close();

@@ -44,7 +44,7 @@ export async function storeSetNow(
     }
     const envelope: SessionEnvelope = { c: created, m: deadline, ...fields };
     const json = stampedJson(envelope);
-    checkSessionSize(records.maxSize, [json]);
+    checkSessionSize(records.size, [json]);
     // the idle ttl, timed by Redis's clock in the script, at most the deadline
     const reply = await records.compareAndSet(id, current, json, fields.t === 0 ? 'none' : fields.t, deadline);
     if (reply instanceof Error) throw reply;

@@ -6,11 +6,13 @@ import { JsonSerializer, SafeSerializer, type Serializer } from '../common/seria
 import { encodeField, SessionRecords, type RawSession } from './session.records.js';
 import { decodeFields } from './session.envelope.js';
 import { cookieJson } from './session.cookie-json.js';
-import { SESSION_DEFAULTS } from './session.options.js';
+import { DEFAULT_SESSION_MAX_SIZE, SESSION_DEFAULTS } from './session.options.js';
+import { SessionSizeBound } from './session.size-bound.js';
+import { clientSource } from '../common/reply-limit.js';
 import { touchReuseOf } from './session.recent-touches.js';
 import { unlinkMany } from '../common/bulk-keys.js';
 import { sessionRevokerFor } from './session.revocation.js';
-import { clockAheadMessage, storeClockOf } from './session.deadline.js';
+import { clockAheadMessage, STORE_CLOCK_TIMEOUT_MS, storeClockOf } from './session.deadline.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
 import {
   checkStoreOptions,
@@ -54,6 +56,8 @@ const TOUCHED_ON_GET_LIMIT = 10_000;
  */
 export class RedisSessionStore extends loadStoreBase() {
   private readonly records: SessionRecords;
+  /** maxSize, lowered by the server's reply limit: read once per client (shared with the toolkit's on it). */
+  private readonly size: SessionSizeBound;
   private readonly serializer: Serializer;
   private readonly ttl: number;
   private readonly ttlFunction: StoreTtlFunction | undefined;
@@ -88,10 +92,16 @@ export class RedisSessionStore extends loadStoreBase() {
     // Redis's clock, which touching gets judge the deadline by: one per client, shared by its stores and started by
     // the first, as the store has no start or shutdown (its TIME samples run on an unref'd timer and on each 'ready')
     const redisClock = storeClockOf(options.client, (m) => STORE_LOGGER.warn(m));
+    const { maxSize = DEFAULT_SESSION_MAX_SIZE } = options;
+    const given = options.maxSize !== undefined;
+    const size = new SessionSizeBound(maxSize, 'RedisSessionStore maxSize', given, (m) => STORE_LOGGER.warn(m));
+    // (no start hook either: read now, or at the client's first ready; a set waits for a read in flight)
+    this.size = size.watch(clientSource(options.client, STORE_CLOCK_TIMEOUT_MS));
+    void size.start();
     this.records = new SessionRecords(
       options.client,
       options.prefix ?? DEFAULT_KEY_PREFIX,
-      { maxSize: options.maxSize, touchReuse: touchReuseOf(options.touchAfter, this.touchOnGet), redisClock },
+      { size, touchReuse: touchReuseOf(options.touchAfter, this.touchOnGet), redisClock },
       (ms) => clockWarning.warn(clockAheadMessage(ms)),
     );
     this.serializer = new SafeSerializer(options.serializer ?? new JsonSerializer());
@@ -153,6 +163,9 @@ export class RedisSessionStore extends loadStoreBase() {
       if (userId !== '') this.checkUserId(userId);
       let result: Awaited<ReturnType<SessionRecords['storeSet']>>;
       try {
+        // the first sets of a store made on a connected client: checked against the server's limit too
+        const reading = this.size.pending();
+        if (reading !== undefined) await reading;
         const fields = { u: userId, t: this.disableTTL ? 0 : ttl, d, k: cookieText(source.cookie ?? null) };
         result = await this.records.storeSet(sid, fields, this.maxAgeMs);
       } catch (err) {

@@ -149,6 +149,9 @@ describe('the limit cannot be read: no bound, one log line at start (not a warni
       expect(named[0]).toMatch(/NOPERM/);
       expect(named[0]).toMatch(/no bound/);
       expect(about(warnings)).toEqual([]);
+      // asked without running it (redis.acl_check_cmd): no refused CONFIG GET in ACL LOG at each start
+      const log = (await admin.call('acl', 'log')) as unknown[][];
+      expect(log.map((entry) => entry[entry.indexOf('object') + 1])).not.toContain('config|get');
       const cache = app.get(CacheService);
       await cache.set('big', 'x'.repeat(300_000));
       expect(cache.stats().tooLarge).toBe(0);
