@@ -8,16 +8,10 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import { Cluster, Redis } from 'ioredis';
-import {
-  CacheService,
-  LockService,
-  PubSubService,
-  RateLimitService,
-  RedisToolkitHealth,
-  SessionService,
-} from '../../lib/index.js';
+import { CacheService, PubSubService, RateLimitService, SessionService } from '../../lib/index.js';
 import { RedisConnection } from '../../lib/advanced.js';
 import { useDisposableCluster } from '../support/disposable-cluster.js';
+import { type IdleCall, idleRounds, roundServices } from '../support/idle-timeout.js';
 import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
 import { recordingLogger } from '../support/recording-logger.js';
 import { closeToolkitApps, createToolkitApp, type ToolkitApp } from '../support/toolkit-app.js';
@@ -26,55 +20,28 @@ import { sleep, waitFor } from '../support/wait.js';
 afterEach(closeToolkitApps);
 
 const rand = () => randomBytes(4).toString('hex');
-/** Longer than `timeout 1` lets a connection be idle (Redis closes it after 1 to 2 s). */
-const IDLE_MS = 2_500;
 const policy = { limit: 1_000, ttl: 60_000 };
 
-/** A call's value, or the error it rejected with. */
-const outcome = (p: Promise<unknown>): Promise<unknown> =>
-  p.then(
-    (value) => ({ value }),
-    (err: unknown) => err,
-  );
-
 /**
- * Three rounds of: idle for IDLE_MS, then a call of each feature (keys on every master of a cluster). Returns the
- * failed calls, by name; every value is checked.
+ * Three idle rounds (idleRounds) of a call of each feature (keys on every master of a cluster). Returns the failed
+ * calls, by name; every value is checked.
  */
-async function idleRounds(app: ToolkitApp, sessionId: string, heard: unknown[]): Promise<string[]> {
-  const cache = app.get(CacheService);
-  const limits = app.get(RateLimitService);
-  const sessions = app.get(SessionService);
-  const locks = app.get(LockService);
-  const pubsub = app.get(PubSubService);
-  const health = app.get(RedisToolkitHealth);
-  const failures: string[] = [];
-  for (let round = 0; round < 3; round++) {
-    await sleep(IDLE_MS);
-    const calls: [string, Promise<unknown>, unknown][] = [
-      ...['a', 'b', 'c', 'd', 'e', 'f'].map((k): [string, Promise<unknown>, unknown] => [
-        `cache get ${k}`,
-        cache.get(k),
-        `v-${k}`,
-      ]),
-      ...['a', 'b', 'c', 'd', 'e', 'f'].map((k): [string, Promise<unknown>, unknown] => [
+async function featureRounds(app: ToolkitApp, sessionId: string, heard: unknown[]): Promise<string[]> {
+  const { cache, limits, sessions, locks, pubsub, health } = roundServices(app);
+  const failures = await idleRounds((round) => [
+    ...['a', 'b', 'c', 'd', 'e', 'f'].map((k): IdleCall => [`cache get ${k}`, cache.get(k), `v-${k}`]),
+    ...['a', 'b', 'c', 'd', 'e', 'f'].map(
+      (k): IdleCall => [
         `rate limit ${k}`,
         limits.consume(k, policy).then((d) => d.allowed && d.degraded === undefined),
         true,
-      ]),
-      ['session get', sessions.get(sessionId).then((s) => s?.data), { plan: 'pro' }],
-      ['lock', locks.acquire(`res-${round}`, { ttl: 5_000 }).then((l) => l.release()), undefined],
-      ['publish', pubsub.publish('news', round).then((n) => n >= 1), true],
-      ['health', health.check().then((h) => h.status), 'up'],
-    ];
-    const results = await Promise.all(calls.map(([, call]) => outcome(call)));
-    results.forEach((r, i) => {
-      const [name, , expected] = calls[i];
-      if (r instanceof Error) failures.push(`round ${round} ${name}: ${r.message}`);
-      else if (JSON.stringify((r as { value: unknown }).value) !== JSON.stringify(expected))
-        failures.push(`round ${round} ${name}: got ${JSON.stringify((r as { value: unknown }).value)}`);
-    });
-  }
+      ],
+    ),
+    ['session get', sessions.get(sessionId).then((s) => s?.data), { plan: 'pro' }],
+    ['lock', locks.acquire(`res-${round}`, { ttl: 5_000 }).then((l) => l.release()), undefined],
+    ['publish', pubsub.publish('news', round).then((n) => n >= 1), true],
+    ['health', health.check().then((h) => h.status), 'up'],
+  ]);
   expect(await waitFor(() => heard.length === 3, 3_000)).toBe(true);
   return failures;
 }
@@ -105,7 +72,7 @@ describe('redis.conf `timeout 1` on a `{ client }` the user passed', () => {
     // The first idle close: the toolkit cannot know the setting before it.
     expect(await waitFor(() => closes === 1, 4_000)).toBe(true);
     expect(await waitFor(() => client.status === 'ready', 2_000)).toBe(true);
-    const failures = await idleRounds(app, sessionId, heard);
+    const failures = await featureRounds(app, sessionId, heard);
     expect(failures).toEqual([]);
     // no close after the first: each would fail the calls made until the reconnect
     expect(closes).toBe(1);
@@ -157,7 +124,7 @@ describe('redis.conf `timeout 1` on every master of a Redis Cluster', () => {
     expect(await waitFor(() => dropped >= 1, 4_000)).toBe(true);
     await sleep(1_000);
     const first = dropped;
-    const failures = await idleRounds(app, sessionId, heard);
+    const failures = await featureRounds(app, sessionId, heard);
     expect(failures).toEqual([]);
     expect(dropped).toBe(first);
     expect(app.get(RateLimitService).stats().failedOpen).toBe(0);

@@ -20,6 +20,7 @@ import {
 } from '../../lib/index.js';
 import { RedisConnection } from '../../lib/advanced.js';
 import { FEATURES, KeyBuilder } from '../../lib/common/keys.js';
+import { IDLE_MS, idleRounds, outcome, roundServices } from '../support/idle-timeout.js';
 import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
 import { closeClients, connectClient, createGatewayApp } from '../support/pubsub-gateway.js';
 import { recordingLogger } from '../support/recording-logger.js';
@@ -34,16 +35,7 @@ afterEach(async () => {
 });
 
 const rand = () => randomBytes(4).toString('hex');
-/** Longer than `timeout 1` lets a connection be idle (Redis closes it after 1 to 2 s). */
-const IDLE_MS = 2_500;
 const policy = { limit: 1_000, ttl: 60_000 };
-
-/** A call's value, or the error it rejected with (one case looks at both). */
-const outcome = (p: Promise<unknown>): Promise<unknown> =>
-  p.then(
-    (value) => ({ value }),
-    (err: unknown) => err,
-  );
 
 /**
  * An outage of writes (`reply`: NOREPLICAS, MISCONF): the rate limit (failOpen: true) allows, counted as failed open
@@ -102,12 +94,7 @@ describe('redis.conf `timeout 1`: Redis closes a client connection idle for 1 s 
       logger,
       cache: { l1: { max: 100, ttl: 60_000, invalidation: 'tracking' } },
     });
-    const cache = app.get(CacheService);
-    const limits = app.get(RateLimitService);
-    const sessions = app.get(SessionService);
-    const locks = app.get(LockService);
-    const pubsub = app.get(PubSubService);
-    const health = app.get(RedisToolkitHealth);
+    const { cache, limits, sessions, locks, pubsub, health } = roundServices(app);
     const main = app.get(RedisConnection).client as Redis;
     const heard: unknown[] = [];
     await pubsub.subscribe('news', (m) => void heard.push(m));
@@ -126,32 +113,15 @@ describe('redis.conf `timeout 1`: Redis closes a client connection idle for 1 s 
         health.check().then((h) => h.status),
       );
     });
-    const failures: string[] = [];
-    for (let round = 0; round < 3; round++) {
-      await sleep(IDLE_MS);
-      const calls: [string, Promise<unknown>][] = [
-        ['cache get', cache.get('k')],
-        ['cache getOrSet', cache.getOrSet(`miss-${round}`, async () => 'loaded')],
-        ['rate limit', limits.consume('r', policy)],
-        ['session get', sessions.get(session.id).then((s) => s?.data)],
-        ['lock', locks.acquire(`res-${round}`, { ttl: 5_000 }).then((l) => l.release())],
-        ['publish', pubsub.publish('news', round)],
-        ['health', health.check().then((h) => h.status)],
-      ];
-      const results = await Promise.all(calls.map(([, call]) => outcome(call)));
-      results.forEach((r, i) => {
-        if (r instanceof Error) failures.push(`${calls[i][0]}: ${r.message}`);
-      });
-      expect(results.map((r) => (r instanceof Error ? r : (r as { value: unknown }).value))).toMatchObject([
-        'v1',
-        expect.anything(),
-        { allowed: true },
-        { plan: 'pro' },
-        undefined,
-        1,
-        'up',
-      ]);
-    }
+    const failures = await idleRounds((round) => [
+      ['cache get', cache.get('k'), 'v1'],
+      ['cache getOrSet', cache.getOrSet(`miss-${round}`, async () => 'loaded'), 'loaded'],
+      ['rate limit', limits.consume('r', policy).then((d) => d.allowed), true],
+      ['session get', sessions.get(session.id).then((s) => s?.data), { plan: 'pro' }],
+      ['lock', locks.acquire(`res-${round}`, { ttl: 5_000 }).then((l) => l.release()), undefined],
+      ['publish', pubsub.publish('news', round), 1],
+      ['health', health.check().then((h) => h.status), 'up'],
+    ]);
     expect(failures).toEqual([]);
     // no close after the first, so no call met a reconnect (each close: a charge failed open, health down)
     expect(await Promise.all(atClose)).toEqual([]);

@@ -5,31 +5,29 @@ import 'reflect-metadata';
 import { jest } from '@jest/globals';
 import { Logger } from '@nestjs/common';
 import type { Cluster, Redis } from 'ioredis';
-import { type Lock, LockLostError, LockNotAcquiredError, LockService, RedisUnavailableError } from '../../lib/index.js';
-import { RedisConnection } from '../../lib/advanced.js';
-import { LOCK_MODES, lockClients, lockKey, lockService, quorumNodeClients, unique } from '../support/lock-modes.js';
+import { type Lock, LockLostError, LockNotAcquiredError, RedisUnavailableError } from '../../lib/index.js';
+import { errorOf } from '../support/errors.js';
+import {
+  LOCK_MODES,
+  lockClients,
+  lockKey,
+  lockService,
+  privateQuorumLocks,
+  privateServerLocks,
+  quorumNodeClients,
+  unique,
+} from '../support/lock-modes.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { startQuorumServers } from '../support/quorum.js';
 import { type RedisServerHandle, startRedisServer } from '../support/redis-server.js';
 import { closeToolkitApps } from '../support/toolkit-app.js';
-import { bootToolkitApp } from '../support/toolkit-boot.js';
 import { sleep, waitFor } from '../support/wait.js';
 
 afterEach(closeToolkitApps);
 
-const COMMAND_TIMEOUT = 300;
 /** Redis's absolute expiry of `key` (unix ms on the server's clock, which is this host's). */
 const expiryOf = async (client: unknown, key: string): Promise<number> =>
   Number(await (client as Redis | Cluster).call('PEXPIRETIME', key));
-
-async function errorOf(call: () => Promise<unknown>): Promise<unknown> {
-  try {
-    await call();
-  } catch (err) {
-    return err;
-  }
-  return undefined;
-}
 
 describe.each(LOCK_MODES)('docs/lock.md guarantees on %s', (mode) => {
   // "`expiresAt` is conservative: measured from *before* the request was sent (minus the drift allowance on a quorum)."
@@ -224,13 +222,7 @@ describe('Redlock mode with a majority of the nodes down', () => {
   // "`extend` and `release` distinguish the two failures: `LockLostError` when the lock is provably not ours,
   // `RedisUnavailableError` when Redis could not confirm" / "Too few answers either way: `RedisUnavailableError`."
   it('extend and release are RedisUnavailableError, not LockLostError, and the lock is not reported lost', async () => {
-    const app = await bootToolkitApp({
-      target: 'single',
-      commandTimeout: COMMAND_TIMEOUT,
-      maxReconnectDelay: 100,
-      lock: { quorum: { nodes: servers.map((s) => ({ url: s.url })) } },
-    });
-    const locks = app.get(LockService);
+    const locks = await privateQuorumLocks(servers);
     const lost: string[] = [];
     locks.events.on('lost', (e) => lost.push(e.resource));
     const lock = await locks.acquire(unique('majority-down'), { ttl: 30_000 });
@@ -248,22 +240,13 @@ describe('auto-extension (one private server)', () => {
     server = trackForCleanup(await startRedisServer());
   });
 
-  const boot = async (): Promise<{ locks: LockService; client: Redis }> => {
-    const app = await bootToolkitApp({
-      target: { url: server.url },
-      commandTimeout: COMMAND_TIMEOUT,
-      maxReconnectDelay: 100,
-    });
-    return { locks: app.get(LockService), client: app.get(RedisConnection).client as Redis };
-  };
-
   // "if Redis does not answer, it retries until the lock would expire and aborts then" / "on `RedisUnavailableError`
   // retried sooner until the lock would expire": an outage shorter than the lease loses nothing.
   it('Redis paused across an extension, resumed before the lease ends: the lock is kept, not reported lost', async () => {
     const warnings: string[] = [];
     const spy = jest.spyOn(Logger.prototype, 'warn').mockImplementation((m: unknown) => void warnings.push(String(m)));
     try {
-      const { locks, client } = await boot();
+      const { locks, client } = await privateServerLocks(server);
       const resource = unique('outage');
       const lost: unknown[] = [];
       const lock = await locks.acquire(resource, { ttl: 6_000 }); // first extension due after 2 s
@@ -292,7 +275,7 @@ describe('auto-extension (one private server)', () => {
     const warnings: string[] = [];
     const spy = jest.spyOn(Logger.prototype, 'warn').mockImplementation((m: unknown) => void warnings.push(String(m)));
     try {
-      const { locks, client } = await boot();
+      const { locks, client } = await privateServerLocks(server);
       const resource = unique('default-warning');
       const lock = await locks.acquire(resource, { ttl: 300 });
       const signal = lock.startAutoExtend();

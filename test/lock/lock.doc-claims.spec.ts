@@ -5,40 +5,18 @@ import 'reflect-metadata';
 import { jest } from '@jest/globals';
 import { Logger } from '@nestjs/common';
 import type { Redis } from 'ioredis';
-import { InvalidOptionsError, LockLostError, LockService, RedisUnavailableError } from '../../lib/index.js';
-import { RedisConnection } from '../../lib/advanced.js';
-import { lockKey, quorumNodeClients, unique } from '../support/lock-modes.js';
+import { InvalidOptionsError, LockLostError, RedisUnavailableError } from '../../lib/index.js';
+import { errorOf } from '../support/errors.js';
+import { lockKey, privateQuorumLocks, privateServerLocks, quorumNodeClients, unique } from '../support/lock-modes.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { startQuorumServers } from '../support/quorum.js';
 import { type RedisServerHandle, startRedisServer } from '../support/redis-server.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
-import { bootToolkitApp } from '../support/toolkit-boot.js';
 import { sleep, waitFor } from '../support/wait.js';
 
 afterEach(closeToolkitApps);
 
-const COMMAND_TIMEOUT = 300;
-
 const reason = (r: PromiseSettledResult<unknown>): unknown => (r.status === 'rejected' ? r.reason : undefined);
-
-async function errorOf(call: () => Promise<unknown>): Promise<unknown> {
-  try {
-    await call();
-  } catch (err) {
-    return err;
-  }
-  return undefined;
-}
-
-/** Lock service on one private server, and the app's main client (it reconnects after a pause). */
-async function single(server: RedisServerHandle): Promise<{ locks: LockService; client: Redis }> {
-  const app = await bootToolkitApp({
-    target: { url: server.url },
-    commandTimeout: COMMAND_TIMEOUT,
-    maxReconnectDelay: 100,
-  });
-  return { locks: app.get(LockService), client: app.get(RedisConnection).client as Redis };
-}
 
 /** `run` while `server` is paused (SIGSTOP), resumed afterwards whatever happens; `pausedMs`: how long at least. */
 async function whilePaused<T>(server: RedisServerHandle, run: () => Promise<T>, pausedMs = 0): Promise<T> {
@@ -71,7 +49,7 @@ describe('acquisitions whose request timed out on a paused server (one server)',
   // Redis cannot be reached right then (a timeout resets the connection) it is sent again as soon as the connection is
   // ready" — for a semaphore's permits as for locks ("Permits are `Lock`s").
   it('semaphore permits: given back after the resume, not held for their ttl', async () => {
-    const { locks } = await single(server);
+    const { locks } = await privateServerLocks(server);
     const sem = locks.semaphore(unique('paused-permits'), { limit: 5, ttl: 30_000 });
     const results = await whilePaused(server, () => Promise.allSettled([sem.tryAcquire(), sem.tryAcquire()]));
     expect(results.map((r) => reason(r) instanceof RedisUnavailableError)).toEqual([true, true]);
@@ -85,7 +63,7 @@ describe('acquisitions whose request timed out on a paused server (one server)',
 
   // the same sentence, for acquireAll ("like the single ones, for several resources")
   it('a multi-resource lock: its resources are free after the resume, not held for their ttl', async () => {
-    const { locks, client } = await single(server);
+    const { locks, client } = await privateServerLocks(server);
     const [a, b] = [unique('paused-a'), unique('paused-b')];
     const [result] = await whilePaused(server, () => Promise.allSettled([locks.acquireAll([a, b], { ttl: 30_000 })]));
     expect(reason(result)).toBeInstanceOf(RedisUnavailableError);
@@ -97,7 +75,7 @@ describe('acquisitions whose request timed out on a paused server (one server)',
   // server runs the SET when it resumes, with the whole ttl from then, so a pause longer than the ttl must not end
   // the clean-up. The lock's ttl is 4 s; the server stays paused 4.5 s; the lock must go well before resume + 4 s.
   it('a lock whose server stayed paused longer than its ttl is released after the resume', async () => {
-    const { locks, client } = await single(server);
+    const { locks, client } = await privateServerLocks(server);
     const resource = unique('paused-past-ttl');
     const [result] = await whilePaused(
       server,
@@ -119,13 +97,7 @@ describe('Redlock: an acquisition that timed out on paused nodes', () => {
   // nodes paused, the acquisition fails; when they resume they run the SET, and the lock must not stay on that
   // majority (held by nobody) for its ttl.
   it('is released on the nodes that ran it after the resume: the resource is free, not held by nobody', async () => {
-    const app = await bootToolkitApp({
-      target: 'single',
-      commandTimeout: COMMAND_TIMEOUT,
-      maxReconnectDelay: 100,
-      lock: { quorum: { nodes: servers.map((s) => ({ url: s.url })) } },
-    });
-    const locks = app.get(LockService);
+    const locks = await privateQuorumLocks(servers);
     const resource = unique('quorum-paused');
     servers[1].pause();
     servers[2].pause();
@@ -145,13 +117,7 @@ describe('Redlock: an acquisition that timed out on paused nodes', () => {
 
   // "`LockService.stats()` counts failures." — on a quorum too: a lock call that failed on its nodes was counted nowhere
   it('stats() counts the failed node calls', async () => {
-    const app = await bootToolkitApp({
-      target: 'single',
-      commandTimeout: COMMAND_TIMEOUT,
-      maxReconnectDelay: 100,
-      lock: { quorum: { nodes: servers.map((s) => ({ url: s.url })) } },
-    });
-    const locks = app.get(LockService);
+    const locks = await privateQuorumLocks(servers);
     await servers[1].kill();
     await servers[2].kill();
     expect(await errorOf(() => locks.acquire(unique('stats'), { retry: { count: 0 } }))).toBeInstanceOf(
@@ -168,7 +134,7 @@ describe('using: the function ran past the lease and Redis cannot confirm the re
   // still ours: the lease had run out.
   it('rejects with LockLostError, not the result and a warning', async () => {
     const server = trackForCleanup(await startRedisServer());
-    const { locks } = await single(server);
+    const { locks } = await privateServerLocks(server);
     const warnings: string[] = [];
     const spy = jest.spyOn(Logger.prototype, 'warn').mockImplementation((m: unknown) => void warnings.push(String(m)));
     try {

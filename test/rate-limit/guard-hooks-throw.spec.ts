@@ -15,35 +15,29 @@
  * guard-hooks.hostile.spec.ts holds the wrong-type values and the throw* hooks that return.
  */
 import 'reflect-metadata';
-import { ApolloDriver, type ApolloDriverConfig } from '@nestjs/apollo';
 import { Controller, Get, HttpException, Injectable, UseGuards, type ExecutionContext } from '@nestjs/common';
 import { APP_GUARD } from '@nestjs/core';
-import { GraphQLModule, Query, Resolver } from '@nestjs/graphql';
-import { MercuriusDriver, type MercuriusDriverConfig } from '@nestjs/mercurius';
+import { Query, Resolver } from '@nestjs/graphql';
 import { SubscribeMessage, WebSocketGateway, WsException } from '@nestjs/websockets';
 import { randomBytes } from 'node:crypto';
 import type { Server } from 'node:http';
-import { io, type Socket } from 'socket.io-client';
+import type { Socket } from 'socket.io-client';
 import request from 'supertest';
 import { RateLimitGuard, RateLimitService, RedisUnavailableError, Throttle } from '../../lib/index.js';
-import type { RateLimitDecision, ThrottledRequest, ThrottledResponse, ThrottlingDetail } from '../../lib/advanced.js';
+import type { ThrottledRequest } from '../../lib/advanced.js';
 import { recordingLogger } from '../support/recording-logger.js';
 import type { GraphqlReply } from '../support/rate-limit-http.js';
+import { type GuardHook, graphqlModule, hookRoutedGuard, trackerOf } from '../support/rate-limit-hooks.js';
 import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
+import { ackOrException, connectSocket } from '../support/socket-io.js';
 import { bootToolkitApp } from '../support/toolkit-boot.js';
-import { closeToolkitApps, createToolkitApp, PLATFORMS, type Platform } from '../support/toolkit-app.js';
+import { closeToolkitApps, createToolkitApp, PLATFORMS } from '../support/toolkit-app.js';
 import { waitFor } from '../support/wait.js';
 
+/** The guard's hooks (setResponseHeader's Retry-After write apart), and the option functions that can fail. */
 type Hook =
-  | 'getTracker'
-  | 'generateKey'
-  | 'getRequestResponse'
-  | 'throwThrottlingException'
-  | 'throwDeniedException'
-  | 'setResponseHeader'
+  | GuardHook
   | 'retryAfterHeader'
-  | 'setHeaders'
-  | 'unavailableError'
   | 'skipIf'
   | 'errorMessage'
   | 'ignoreUserAgents'
@@ -85,10 +79,6 @@ const failing = (b: Behaviour) => (hook: Hook) => {
   return Promise.reject(error);
 };
 
-function trackerOf(req: ThrottledRequest | undefined): string {
-  const h = req?.headers?.['x-tracker'];
-  return (Array.isArray(h) ? h[0] : h) as string;
-}
 /** The request of any of the three contexts (for the @Throttle functions, which get the context only). */
 function requestOf(c: ExecutionContext): ThrottledRequest | undefined {
   const type = c.getType<string>();
@@ -99,41 +89,9 @@ function requestOf(c: ExecutionContext): ThrottledRequest | undefined {
 }
 const fresh = () => `t-${randomBytes(5).toString('hex')}`;
 
+/** Every protected hook overridden, routed through `run`; the Retry-After write of setResponseHeader is its own. */
 @Injectable()
-class ThrowingGuard extends RateLimitGuard {
-  protected override getTracker(req: ThrottledRequest, _context: ExecutionContext): Promise<string> {
-    return run('getTracker', () => Promise.resolve(trackerOf(req)));
-  }
-  protected override generateKey(context: ExecutionContext, tracker: string, name: string): string {
-    return run('generateKey', () => super.generateKey(context, tracker, name));
-  }
-  protected override getRequestResponse(context: ExecutionContext): {
-    req: ThrottledRequest;
-    res: ThrottledResponse | undefined;
-  } {
-    return run('getRequestResponse', () => super.getRequestResponse(context));
-  }
-  protected override throwThrottlingException(context: ExecutionContext, detail: ThrottlingDetail): Promise<void> {
-    return run('throwThrottlingException', () => super.throwThrottlingException(context, detail));
-  }
-  protected override throwDeniedException(context: ExecutionContext): Promise<never> {
-    return run('throwDeniedException', () => super.throwDeniedException(context));
-  }
-  protected override setResponseHeader(
-    res: ThrottledResponse,
-    name: string,
-    value: string | number,
-  ): void | Promise<void> {
-    const base = () => super.setResponseHeader(res, name, value);
-    return name === 'Retry-After' ? run('retryAfterHeader', base) : run('setResponseHeader', base);
-  }
-  protected override setHeaders(res: ThrottledResponse, decision: RateLimitDecision): void | Promise<void> {
-    return run('setHeaders', () => super.setHeaders(res, decision));
-  }
-  protected override unavailableError(context: ExecutionContext, err: RedisUnavailableError): Promise<Error> {
-    return run('unavailableError', () => super.unavailableError(context, err));
-  }
-}
+class ThrowingGuard extends hookRoutedGuard(run, 'retryAfterHeader') {}
 
 /** A RegExp of rateLimit.ignoreUserAgents whose test is the hook (a subclass: the option takes RegExp instances). */
 class HookedAgentPattern extends RegExp {
@@ -234,12 +192,6 @@ interface Outcome {
 }
 type Route = 'limited' | 'listed' | 'dynamic';
 
-function graphqlModule(platform: Platform) {
-  return platform === 'express'
-    ? GraphQLModule.forRoot<ApolloDriverConfig>({ driver: ApolloDriver, autoSchemaFile: true })
-    : GraphQLModule.forRoot<MercuriusDriverConfig>({ driver: MercuriusDriver, autoSchemaFile: true });
-}
-
 /** Sends one request on `ctx` (a Socket.IO message on a socket of the tracker's own) and says what it got. */
 function transport(http: Server, port: number, sockets: Socket[]) {
   const headers = (tracker: string) => ({ 'x-tracker': tracker, 'user-agent': 'hook-test-agent' });
@@ -247,17 +199,8 @@ function transport(http: Server, port: number, sockets: Socket[]) {
   const connect = (tracker: string): Promise<Socket> => {
     let socket = socketOf.get(tracker);
     if (!socket) {
-      const s = io(`http://127.0.0.1:${port}/th`, {
-        transports: ['websocket'],
-        reconnection: false,
-        forceNew: true,
-        extraHeaders: headers(tracker),
-      });
-      sockets.push(s);
-      socket = new Promise<Socket>((resolve, reject) => {
-        s.once('connect', () => resolve(s));
-        s.once('connect_error', reject);
-      });
+      const url = `http://127.0.0.1:${port}/th`;
+      socket = connectSocket(url, sockets, { forceNew: true, extraHeaders: headers(tracker) });
       socketOf.set(tracker, socket);
     }
     return socket;
@@ -279,20 +222,12 @@ function transport(http: Server, port: number, sockets: Socket[]) {
       expect(reply.errors).toHaveLength(1);
       return { admitted: false, message: reply.errors?.[0].message };
     }
-    const socket = await connect(tracker);
-    return new Promise<Outcome>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`neither an answer nor an exception for ${route}`)), 5_000);
-      const onException = (e: { statusCode?: number; status?: string; message?: string }) => {
-        clearTimeout(timer);
-        resolve({ admitted: false, code: e.statusCode ?? e.status, message: e.message });
-      };
-      socket.once('exception', onException);
-      socket.emit(route, {}, (ack: unknown) => {
-        clearTimeout(timer);
-        socket.off('exception', onException);
-        resolve({ admitted: ack === 'ok' });
-      });
-    });
+    const answer = await ackOrException(await connect(tracker), route);
+    if ('exception' in answer) {
+      const e = answer.exception as { statusCode?: number; status?: string; message?: string };
+      return { admitted: false, code: e.statusCode ?? e.status, message: e.message };
+    }
+    return { admitted: answer.ack === 'ok' };
   };
 }
 

@@ -16,39 +16,25 @@
  * client less (a Socket.IO client gets "Internal server error" for any error that is not a WsException).
  */
 import 'reflect-metadata';
-import { ApolloDriver, type ApolloDriverConfig } from '@nestjs/apollo';
 import { Controller, Get, HttpException, Injectable, UseGuards, type ExecutionContext } from '@nestjs/common';
-import { GraphQLModule, Query, Resolver } from '@nestjs/graphql';
-import { MercuriusDriver, type MercuriusDriverConfig } from '@nestjs/mercurius';
+import { Query, Resolver } from '@nestjs/graphql';
 import { SubscribeMessage, WebSocketGateway, WsException } from '@nestjs/websockets';
 import { randomBytes } from 'node:crypto';
 import type { Server } from 'node:http';
-import { io, type Socket } from 'socket.io-client';
+import type { Socket } from 'socket.io-client';
 import request from 'supertest';
-import { RateLimitGuard, RateLimitService, RedisUnavailableError, Throttle } from '../../lib/index.js';
-import type { RateLimitDecision, ThrottledRequest, ThrottledResponse, ThrottlingDetail } from '../../lib/advanced.js';
+import { RateLimitService, Throttle } from '../../lib/index.js';
+import type { ThrottledRequest } from '../../lib/advanced.js';
 import { recordingLogger } from '../support/recording-logger.js';
 import type { GraphqlReply } from '../support/rate-limit-http.js';
+import { type GuardHook, graphqlModule, hookRoutedGuard, trackerOf } from '../support/rate-limit-hooks.js';
 import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
+import { ackOrException, connectSocket } from '../support/socket-io.js';
 import { bootToolkitApp } from '../support/toolkit-boot.js';
-import { closeToolkitApps, createToolkitApp, PLATFORMS, type Platform } from '../support/toolkit-app.js';
+import { closeToolkitApps, createToolkitApp, PLATFORMS } from '../support/toolkit-app.js';
 
-type Hook =
-  | 'getTracker'
-  | 'generateKey'
-  | 'getRequestResponse'
-  | 'throwThrottlingException'
-  | 'throwDeniedException'
-  | 'setResponseHeader'
-  | 'setHeaders'
-  | 'unavailableError'
-  | 'skipIf'
-  | 'errorMessage'
-  | 'key'
-  | 'limit'
-  | 'ttl'
-  | 'cost'
-  | 'algorithm';
+/** The guard's hooks, and the option functions: rateLimit's and a @Throttle policy's. */
+type Hook = GuardHook | 'skipIf' | 'errorMessage' | 'key' | 'limit' | 'ttl' | 'cost' | 'algorithm';
 
 /** What an overridden hook does instead of its default; `base` runs the default (super's, or the test's). */
 type Behaviour = (hook: Hook, base: () => unknown) => unknown;
@@ -92,47 +78,11 @@ const RETURNS: [string, Behaviour][] = [
   ['resolves an object', resolves({ refused: false })],
 ];
 
-/** The tracker of a request: its X-Tracker header (HTTP, GraphQL's req, the Socket.IO handshake). */
-function trackerOf(req: ThrottledRequest | undefined): string {
-  const h = req?.headers?.['x-tracker'];
-  return (Array.isArray(h) ? h[0] : h) as string;
-}
 const fresh = () => `u-${randomBytes(5).toString('hex')}`;
 
+/** Every protected hook overridden, routed through `run` (its tracker: the X-Tracker header). */
 @Injectable()
-class HookGuard extends RateLimitGuard {
-  protected override getTracker(req: ThrottledRequest, _context: ExecutionContext): Promise<string> {
-    return run('getTracker', () => Promise.resolve(trackerOf(req)));
-  }
-  protected override generateKey(context: ExecutionContext, tracker: string, name: string): string {
-    return run('generateKey', () => super.generateKey(context, tracker, name));
-  }
-  protected override getRequestResponse(context: ExecutionContext): {
-    req: ThrottledRequest;
-    res: ThrottledResponse | undefined;
-  } {
-    return run('getRequestResponse', () => super.getRequestResponse(context));
-  }
-  protected override throwThrottlingException(context: ExecutionContext, detail: ThrottlingDetail): Promise<void> {
-    return run('throwThrottlingException', () => super.throwThrottlingException(context, detail));
-  }
-  protected override throwDeniedException(context: ExecutionContext): Promise<never> {
-    return run('throwDeniedException', () => super.throwDeniedException(context));
-  }
-  protected override setResponseHeader(
-    res: ThrottledResponse,
-    name: string,
-    value: string | number,
-  ): void | Promise<void> {
-    return run('setResponseHeader', () => super.setResponseHeader(res, name, value));
-  }
-  protected override setHeaders(res: ThrottledResponse, decision: RateLimitDecision): void | Promise<void> {
-    return run('setHeaders', () => super.setHeaders(res, decision));
-  }
-  protected override unavailableError(context: ExecutionContext, err: RedisUnavailableError): Promise<Error> {
-    return run('unavailableError', () => super.unavailableError(context, err));
-  }
-}
+class HookGuard extends hookRoutedGuard(run) {}
 
 /** A @Throttle value given as a function: the test's behaviour, else `base`. */
 const dynamic =
@@ -245,12 +195,6 @@ const delta = (before: typeof handled) =>
       .map(([k, v]) => [k, v - before[k as keyof typeof handled]])
       .filter(([, v]) => v !== 0),
   );
-
-function graphqlModule(platform: Platform) {
-  return platform === 'express'
-    ? GraphQLModule.forRoot<ApolloDriverConfig>({ driver: ApolloDriver, autoSchemaFile: true })
-    : GraphQLModule.forRoot<MercuriusDriverConfig>({ driver: MercuriusDriver, autoSchemaFile: true });
-}
 
 describe.each(PLATFORMS)('a RateLimitGuard subclass on %s', (platform) => {
   let http: Server;
@@ -657,35 +601,10 @@ describe.each(PLATFORMS)('a RateLimitGuard subclass on %s', (platform) => {
   });
 
   describe('on Socket.IO', () => {
-    async function connect(tracker: string): Promise<Socket> {
-      const socket = io(`http://127.0.0.1:${port}/hk`, {
-        transports: ['websocket'],
-        reconnection: false,
-        forceNew: true,
-        extraHeaders: { 'x-tracker': tracker },
-      });
-      sockets.push(socket);
-      await new Promise<void>((resolve, reject) => {
-        socket.once('connect', resolve);
-        socket.once('connect_error', reject);
-      });
-      return socket;
-    }
+    const connect = (tracker: string): Promise<Socket> =>
+      connectSocket(`http://127.0.0.1:${port}/hk`, sockets, { forceNew: true, extraHeaders: { 'x-tracker': tracker } });
     /** The handler's answer, or the `exception` the guard's refusal sent, whichever comes first. */
-    const ask = (socket: Socket, event: string) =>
-      new Promise<{ ack?: unknown; exception?: unknown }>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`neither an answer nor an exception for ${event}`)), 5_000);
-        const onException = (exception: unknown) => {
-          clearTimeout(timer);
-          resolve({ exception });
-        };
-        socket.once('exception', onException);
-        socket.emit(event, {}, (ack: unknown) => {
-          clearTimeout(timer);
-          socket.off('exception', onException);
-          resolve({ ack });
-        });
-      });
+    const ask = (socket: Socket, event: string) => ackOrException(socket, event);
 
     it('throwThrottlingException that returns: the refused message still gets the 429 exception, never the handler', async () => {
       hooks.throwThrottlingException = resolves(undefined);

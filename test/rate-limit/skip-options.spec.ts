@@ -3,17 +3,8 @@ import { Controller, Get, UseGuards } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import request from 'supertest';
 import { InvalidOptionsError, RateLimitGuard, SkipThrottle, Throttle } from '../../lib/index.js';
+import { PingController } from '../support/rate-limit-http.js';
 import { closeToolkitApps, createToolkitApp, PLATFORMS } from '../support/toolkit-app.js';
-
-@Controller()
-@UseGuards(RateLimitGuard)
-class PingController {
-  @Get('ping')
-  @Throttle({ limit: 1, ttl: 60_000 })
-  ping(): string {
-    return 'pong';
-  }
-}
 
 afterEach(() => closeToolkitApps());
 

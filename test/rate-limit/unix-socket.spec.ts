@@ -1,26 +1,15 @@
-import 'reflect-metadata';
-import { Controller, Get, UseGuards } from '@nestjs/common';
-import { randomUUID } from 'node:crypto';
-import { request as httpRequest } from 'node:http';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { RateLimitGuard, Throttle } from '../../lib/index.js';
-import { recordingLogger } from '../support/recording-logger.js';
-import { closeToolkitApps, createToolkitApp, PLATFORMS } from '../support/toolkit-app.js';
-
 /**
  * An app behind a proxy that reaches it over a unix socket (nginx's `proxy_pass http://unix:/run/app.sock`): its
  * requests' sockets have no remote address, so the default tracker cannot tell clients apart by it.
  */
-@Controller()
-@UseGuards(RateLimitGuard)
-class PingController {
-  @Get('ping')
-  @Throttle({ limit: 1, ttl: 60_000 })
-  ping(): string {
-    return 'pong';
-  }
-}
+import 'reflect-metadata';
+import { randomUUID } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PingController } from '../support/rate-limit-http.js';
+import { recordingLogger } from '../support/recording-logger.js';
+import { closeToolkitApps, createToolkitApp, PLATFORMS } from '../support/toolkit-app.js';
 
 afterEach(() => closeToolkitApps());
 

@@ -18,11 +18,12 @@ import { readdirSync, readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { io, type Socket } from 'socket.io-client';
+import type { Socket } from 'socket.io-client';
 import request from 'supertest';
 import WebSocket from 'ws';
 import { RateLimitGuard, RateLimitService, Throttle, type RateLimitOptions } from '../../lib/index.js';
 import type { GraphqlReply } from '../support/rate-limit-http.js';
+import { ackOrException, connectSocket } from '../support/socket-io.js';
 import { closeToolkitApps, createToolkitApp, PLATFORMS, type Platform } from '../support/toolkit-app.js';
 
 const prefix = () => `rtk-wgc${randomBytes(4).toString('hex')}:`;
@@ -67,39 +68,16 @@ describe.each(PLATFORMS)('docs/rate-limit.md on Socket.IO (%s)', (platform) => {
       providers: [ClaimsGateway],
     });
     const { port } = (app.app.getHttpServer() as Server).address() as { port: number };
-    const connect = async (headers: Record<string, string> = {}): Promise<Socket> => {
-      const socket = io(`http://127.0.0.1:${port}/claims`, {
-        transports: ['websocket'],
-        reconnection: false,
-        forceNew: true,
-        extraHeaders: headers,
-      });
-      sockets.push(socket);
-      await new Promise<void>((resolve, reject) => {
-        socket.once('connect', resolve);
-        socket.once('connect_error', reject);
-      });
-      return socket;
-    };
+    const connect = (headers: Record<string, string> = {}): Promise<Socket> =>
+      connectSocket(`http://127.0.0.1:${port}/claims`, sockets, { forceNew: true, extraHeaders: headers });
     return { app, connect };
   };
 
-  /** The handler's answer, or the `exception` event the refusal sent (then no answer comes). */
-  const ask = (socket: Socket, event: string) =>
-    new Promise<{ ack?: unknown; exception?: unknown }>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`neither an answer nor an exception for ${event}`)), 5_000);
-      const onException = (exception: unknown) => {
-        clearTimeout(timer);
-        // "A refused message gets no answer": an acknowledgement after the exception would fail the test below
-        setTimeout(() => resolve({ exception }), 200);
-      };
-      socket.once('exception', onException);
-      socket.emit(event, {}, (ack: unknown) => {
-        clearTimeout(timer);
-        socket.off('exception', onException);
-        resolve({ ack });
-      });
-    });
+  /**
+   * The handler's answer, or the `exception` event the refusal sent, 200 ms after it: "A refused message gets no
+   * answer", and an acknowledgement after the exception would fail the test below.
+   */
+  const ask = (socket: Socket, event: string) => ackOrException(socket, event, 200);
 
   // "getRequestResponse: for WebSockets the Socket.IO handshake and no response"; "Default tracker: the socket's remote
   // address. X-Forwarded-For is read only with trustProxy": the tracker of a socket is its handshake's client address,

@@ -25,7 +25,7 @@ import { APP_INTERCEPTOR } from '@nestjs/core';
 import { ROUTE_ARGS_METADATA } from '@nestjs/common/constants.js';
 import { ExecutionContextHost } from '@nestjs/core/helpers/execution-context-host.js';
 import { SubscribeMessage, WebSocketGateway } from '@nestjs/websockets';
-import { io, type Socket as ClientSocket } from 'socket.io-client';
+import type { Socket as ClientSocket } from 'socket.io-client';
 import request from 'supertest';
 import {
   CurrentSession,
@@ -37,6 +37,7 @@ import {
 import { HttpCacheInterceptor, signCookieValue } from '../../lib/advanced.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { startRedisServer } from '../support/redis-server.js';
+import { connectSocket } from '../support/socket-io.js';
 import { closeToolkitApps, createToolkitApp, PLATFORMS, type RedisTarget } from '../support/toolkit-app.js';
 
 afterEach(closeToolkitApps);
@@ -244,19 +245,8 @@ describe.each(PLATFORMS)('a Socket.IO gateway on %s: the session of the handshak
     const { port } = (app.app.getHttpServer() as Server).address() as AddressInfo;
     const sessions = app.get(SessionService);
     const cookieOf = (s: Session): string => `rtk.sid=${encodeURIComponent(signCookieValue(s.id, secret))}`;
-    const connect = async (headers: Record<string, string> = {}): Promise<ClientSocket> => {
-      const socket = io(`http://127.0.0.1:${port}/session-contexts`, {
-        transports: ['websocket'],
-        reconnection: false,
-        extraHeaders: headers,
-      });
-      sockets.push(socket);
-      await new Promise<void>((resolve, reject) => {
-        socket.once('connect', resolve);
-        socket.once('connect_error', reject);
-      });
-      return socket;
-    };
+    const connect = (headers: Record<string, string> = {}): Promise<ClientSocket> =>
+      connectSocket(`http://127.0.0.1:${port}/session-contexts`, sockets, { extraHeaders: headers });
     return { sessions, cookieOf, connect, host: `127.0.0.1:${port}` };
   }
 

@@ -8,6 +8,7 @@ import type { RedisClient } from '../../lib/common/lua-script.js';
 import type { LockWakeups } from '../../lib/lock/lock.wake.js';
 import { sharedServers } from './shared-servers.js';
 import { createToolkitApp, type RedisTarget } from './toolkit-app.js';
+import { bootToolkitApp } from './toolkit-boot.js';
 import { waitFor } from './wait.js';
 
 export type LockMode = 'single' | 'cluster' | 'quorum';
@@ -37,6 +38,25 @@ export async function lockService(
 ): Promise<{ locks: LockService; connection: RedisConnection }> {
   const app = await createToolkitApp(lockAppOptions(mode, lock));
   return { locks: app.get(LockService), connection: app.get(RedisConnection) };
+}
+
+/** The pace of the specs that pause or kill private servers: a call fails after 300 ms, a reconnect every 100 ms. */
+export const FAILURE_PACE = { commandTimeout: 300, maxReconnectDelay: 100 } as const;
+
+/** A LockService on one private server (FAILURE_PACE), and the app's main client (it reconnects after a pause). */
+export async function privateServerLocks(server: { url: string }): Promise<{ locks: LockService; client: Redis }> {
+  const app = await bootToolkitApp({ target: { url: server.url }, ...FAILURE_PACE });
+  return { locks: app.get(LockService), client: app.get(RedisConnection).client as Redis };
+}
+
+/** A LockService in Redlock mode over private `servers` (FAILURE_PACE); its main connection is the shared server. */
+export async function privateQuorumLocks(servers: { url: string }[]): Promise<LockService> {
+  const app = await bootToolkitApp({
+    target: 'single',
+    ...FAILURE_PACE,
+    lock: { quorum: { nodes: servers.map((s) => ({ url: s.url })) } },
+  });
+  return app.get(LockService);
 }
 
 /** The clients that hold lock keys in this mode (the main client, or every quorum node). */

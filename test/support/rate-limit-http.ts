@@ -1,12 +1,23 @@
-import type { ExecutionContext, Type } from '@nestjs/common';
+import { Controller, Get, UseGuards, type ExecutionContext, type Type } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
-import type { RateLimitOptions } from '../../lib/index.js';
+import { RateLimitGuard, Throttle, type RateLimitOptions } from '../../lib/index.js';
 import { createToolkitApp, type Platform, type ToolkitApp } from './toolkit-app.js';
 
 /** A rate-limit key from the request's `X-User-Id` header (each test's own user). */
 export const userFromHeader = (ctx: ExecutionContext): string =>
   String(ctx.switchToHttp().getRequest<{ headers: Record<string, string> }>().headers['x-user-id']);
+
+/** GET /ping, 'pong', guarded by RateLimitGuard: one request a minute per tracker, the second refused. */
+@Controller()
+@UseGuards(RateLimitGuard)
+export class PingController {
+  @Get('ping')
+  @Throttle({ limit: 1, ttl: 60_000 })
+  ping(): string {
+    return 'pong';
+  }
+}
 
 /**
  * The JSON body of a GraphQL reply (Apollo, Mercurius): each field's value (null when it failed) and an error per failed
