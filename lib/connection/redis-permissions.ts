@@ -23,7 +23,6 @@ import { checkRedisVersion, versionNeeds } from './redis-version.js';
 export type { RequiredCommand };
 export { requiredCommands };
 
-
 /** What `checkPermissions` found: the denied commands, and how they were checked. */
 export interface PermissionReport {
   denied: RequiredCommand[];
