@@ -14,7 +14,7 @@ import { trackForCleanup } from '../support/private-servers.js';
 import { rawCommand } from '../support/resp.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 import { sleep } from '../support/wait.js';
-import { countUnhandledRejections, settleRejections } from './harness/unhandled.js';
+import { countUnhandledRejections, settleRejections } from '../support/unhandled.js';
 
 const COMMAND_TIMEOUT = 500;
 /** Failure detection (node timeout 2 s) + election + the client's slot refresh, on a busy 2-core machine. */

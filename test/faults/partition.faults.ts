@@ -16,7 +16,7 @@ import { probePing } from '../support/resp.js';
 import { closeToolkitApps } from '../support/toolkit-app.js';
 import { bootToolkitApp } from '../support/toolkit-boot.js';
 import { sleep, waitFor } from '../support/wait.js';
-import { countUnhandledRejections, settleRejections } from './harness/unhandled.js';
+import { countUnhandledRejections, settleRejections } from '../support/unhandled.js';
 
 /** 1 s: at 500 ms a healthy node missed it now and then on this 2-core box at load average 23 (two nodes then). */
 const COMMAND_TIMEOUT = 1_000;

@@ -11,7 +11,7 @@ import { FaultProxy } from '../support/fault-proxy.js';
 import { usePrivateRedis } from '../support/private-servers.js';
 import { closeToolkitApps, createToolkitApp, type ToolkitApp } from '../support/toolkit-app.js';
 import { sleep, waitFor } from '../support/wait.js';
-import { countUnhandledRejections, settleRejections, type RejectionCounter } from './harness/unhandled.js';
+import { countUnhandledRejections, settleRejections, type RejectionCounter } from '../support/unhandled.js';
 
 const COMMAND_TIMEOUT = 300;
 const redis = usePrivateRedis();

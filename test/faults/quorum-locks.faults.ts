@@ -11,7 +11,7 @@ import type { RedisServerHandle } from '../support/redis-server.js';
 import { closeToolkitApps } from '../support/toolkit-app.js';
 import { bootToolkitApp } from '../support/toolkit-boot.js';
 import { sleep } from '../support/wait.js';
-import { countUnhandledRejections, settleRejections } from './harness/unhandled.js';
+import { countUnhandledRejections, settleRejections } from '../support/unhandled.js';
 
 /**
  * 1 s: at 300 ms, a healthy node missed it on this 2-core box at load average 18, and a timed-out connection is

@@ -21,7 +21,7 @@ import { startSentinel, type SentinelHandle } from '../support/sentinel.js';
 import { closeToolkitApps } from '../support/toolkit-app.js';
 import { bootToolkitApp } from '../support/toolkit-boot.js';
 import { sleep, waitFor } from '../support/wait.js';
-import { countUnhandledRejections, settleRejections } from './harness/unhandled.js';
+import { countUnhandledRejections, settleRejections } from '../support/unhandled.js';
 
 const COMMAND_TIMEOUT = 1_000;
 const LIMIT = 40;

@@ -47,6 +47,7 @@ import { recordingLogger } from '../support/recording-logger.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { waitFor } from '../support/wait.js';
 import { closeToolkitApps, createToolkitApp, PLATFORMS, type ToolkitApp } from '../support/toolkit-app.js';
+import { countUnhandledRejections, type RejectionCounter, settleRejections } from '../support/unhandled.js';
 
 async function expectTypedRejection(
   call: () => unknown,
@@ -75,12 +76,14 @@ const ODD_STRINGS: [string, string][] = [
   ['a lone surrogate', 'a\ud800b'],
 ];
 
-const unhandled: unknown[] = [];
-const onUnhandled = (reason: unknown): void => void unhandled.push(reason);
-beforeAll(() => process.on('unhandledRejection', onUnhandled));
+// on the real process from the first case to the last (checked in 'afterwards')
+let rejections: RejectionCounter;
+beforeAll(() => {
+  rejections = countUnhandledRejections();
+});
 afterAll(async () => {
   await closeToolkitApps();
-  process.off('unhandledRejection', onUnhandled);
+  rejections.stop();
 });
 
 /** What the key function, getTracker and generateKey give, set by each test before its requests. */
@@ -558,7 +561,7 @@ describe.each(['single', 'cluster'] as const)('the notifications gateway on %s: 
 
 describe('afterwards', () => {
   it('no unhandled rejection', async () => {
-    await new Promise((resolve) => setImmediate(resolve));
-    expect(unhandled).toEqual([]);
+    await settleRejections();
+    expect(rejections.reasons).toEqual([]);
   });
 });

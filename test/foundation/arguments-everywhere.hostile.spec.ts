@@ -38,6 +38,7 @@ import {
 import { settle } from '../support/settle.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { closeToolkitApps, createToolkitApp, type ToolkitApp } from '../support/toolkit-app.js';
+import { countUnhandledRejections, type RejectionCounter, settleRejections } from '../support/unhandled.js';
 
 const circular: Record<string, unknown> = { a: 1 };
 circular.self = circular;
@@ -85,10 +86,8 @@ async function expectTypedRejection(call: () => unknown, type: typeof RedisToolk
   expect(error).toBeInstanceOf(RedisToolkitError);
 }
 
-const unhandled: unknown[] = [];
-const onUnhandled = (reason: unknown): void => {
-  unhandled.push(reason);
-};
+// on the real process from the app's start to the last case (checked in 'afterwards')
+let rejections: RejectionCounter;
 const clients: Redis[] = [];
 let app: ToolkitApp;
 let cache: CacheService;
@@ -100,7 +99,7 @@ let store: RedisSessionStore;
 const policy = { limit: 5, ttl: 60_000 };
 
 beforeAll(async () => {
-  process.on('unhandledRejection', onUnhandled);
+  rejections = countUnhandledRejections();
   app = await createToolkitApp({
     keyPrefix: `rtk-ae${randomBytes(4).toString('hex')}:`,
     session: { cookie: { secret: 'arguments-everywhere-secret-0123456789' } },
@@ -118,7 +117,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await closeToolkitApps();
   for (const c of clients) c.disconnect();
-  process.off('unhandledRejection', onUnhandled);
+  rejections.stop();
 });
 
 const any = (v: unknown) => v as never;
@@ -567,8 +566,8 @@ describe('decorators: what a key / resource function returns', () => {
 
 describe('afterwards', () => {
   it('no unhandled rejection, and every feature still works', async () => {
-    await new Promise((resolve) => setImmediate(resolve));
-    expect(unhandled).toEqual([]);
+    await settleRejections();
+    expect(rejections.reasons).toEqual([]);
     await cache.set('ae-alive', { ok: 1 });
     expect(await cache.get('ae-alive')).toEqual({ ok: 1 });
     expect((await rl.consume('ae-alive', policy)).allowed).toBe(true);

@@ -17,7 +17,7 @@ import {
 } from '../../lib/index.js';
 import { generateSessionId, RedisConnections } from '../../lib/advanced.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
-import { countUnhandledRejections } from '../faults/harness/unhandled.js';
+import { countUnhandledRejections } from '../support/unhandled.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { startRedisCluster, type RedisClusterHandle } from '../support/redis-cluster.js';
 import { getFreePort, startRedisServer, type RedisServerHandle } from '../support/redis-server.js';

@@ -25,12 +25,15 @@ import {
 import { trackForCleanup } from '../support/private-servers.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { closeToolkitApps } from '../support/toolkit-app.js';
+import { countUnhandledRejections, type RejectionCounter, settleRejections } from '../support/unhandled.js';
 import { sleep, waitFor } from '../support/wait.js';
 
-const unhandled: unknown[] = [];
-const onUnhandled = (reason: unknown) => unhandled.push(reason);
-beforeAll(() => process.on('unhandledRejection', onUnhandled));
-afterAll(() => process.off('unhandledRejection', onUnhandled));
+// on the real process from the first case to the last (checked in 'afterwards')
+let rejections: RejectionCounter;
+beforeAll(() => {
+  rejections = countUnhandledRejections();
+});
+afterAll(() => rejections.stop());
 afterEach(async () => {
   closeClients();
   await closeToolkitApps();
@@ -335,7 +338,7 @@ describe('a client that sends requests but does not read their answers', () => {
 
 describe('afterwards', () => {
   it('no unhandled rejection', async () => {
-    await new Promise((resolve) => setImmediate(resolve));
-    expect(unhandled).toEqual([]);
+    await settleRejections();
+    expect(rejections.reasons).toEqual([]);
   });
 });

@@ -8,6 +8,7 @@ import { usePrivateRedis } from '../support/private-servers.js';
 import { recordingLogger } from '../support/recording-logger.js';
 import { rawCommand } from '../support/resp.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+import { countUnhandledRejections, settleRejections } from '../support/unhandled.js';
 import { sleep, waitFor } from '../support/wait.js';
 
 /**
@@ -163,9 +164,7 @@ describe('PubSubService delivery semantics (single server)', () => {
 
   // Shutdown: "nothing becomes an unhandled rejection"; a publish racing app.close() settles, typed when it fails.
   it('app.close() with publishes in flight: each resolves or rejects typed, no unhandled rejection, no delivery after', async () => {
-    const unhandled: unknown[] = [];
-    const onUnhandled = (reason: unknown) => void unhandled.push(reason);
-    process.on('unhandledRejection', onUnhandled);
+    const rejections = countUnhandledRejections();
     try {
       const keyPrefix = `pg${uid()}:`;
       const app = await createToolkitApp({ keyPrefix });
@@ -185,9 +184,10 @@ describe('PubSubService delivery semantics (single server)', () => {
       expect(await other.get(PubSubService).publish('closing', 'after close')).toBe(0);
       await sleep(100);
       expect(got).toHaveLength(delivered);
-      expect(unhandled).toEqual([]);
+      await settleRejections();
+      expect(rejections.reasons).toEqual([]);
     } finally {
-      process.off('unhandledRejection', onUnhandled);
+      rejections.stop();
     }
   });
 });

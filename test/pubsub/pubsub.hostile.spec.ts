@@ -31,6 +31,7 @@ import { trackForCleanup } from '../support/private-servers.js';
 import { closeClients, connectClient, createGatewayApp, type TestClient } from '../support/pubsub-gateway.js';
 import { startRedisServer } from '../support/redis-server.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+import { countUnhandledRejections, settleRejections } from '../support/unhandled.js';
 import { sleep, waitFor } from '../support/wait.js';
 
 afterEach(async () => {
@@ -389,12 +390,10 @@ describe('channel hygiene (PubSubService)', () => {
   });
 
   it('the same channel twice, unsubscribe once; throwing and rejecting handlers are logged, never unhandled', async () => {
-    const app = await createToolkitApp({ keyPrefix: `hh${uid()}:` });
-    const pubsub = app.get(PubSubService);
-    const unhandled: unknown[] = [];
-    const onUnhandled = (reason: unknown) => void unhandled.push(reason);
-    process.on('unhandledRejection', onUnhandled);
+    const rejections = countUnhandledRejections();
     try {
+      const app = await createToolkitApp({ keyPrefix: `hh${uid()}:` });
+      const pubsub = app.get(PubSubService);
       const got: string[] = [];
       const off1 = await pubsub.subscribe('c', (m) => void got.push(`1:${m}`));
       await pubsub.subscribe('c', () => {
@@ -411,9 +410,10 @@ describe('channel hygiene (PubSubService)', () => {
       await waitFor(() => got.length === 3, 2_000);
       await sleep(100);
       expect(got).toEqual(['1:a', '2:a', '2:b']);
-      expect(unhandled).toEqual([]);
+      await settleRejections();
+      expect(rejections.reasons).toEqual([]);
     } finally {
-      process.off('unhandledRejection', onUnhandled);
+      rejections.stop();
     }
   });
 });

@@ -32,6 +32,7 @@ import { startRedisServer, type RedisServerHandle } from '../support/redis-serve
 import { ackOrException, connectSocket } from '../support/socket-io.js';
 import { bootToolkitApp } from '../support/toolkit-boot.js';
 import { closeToolkitApps, createToolkitApp, PLATFORMS } from '../support/toolkit-app.js';
+import { countUnhandledRejections, type RejectionCounter, settleRejections } from '../support/unhandled.js';
 import { waitFor } from '../support/wait.js';
 
 /** The guard's hooks (setResponseHeader's Retry-After write apart), and the option functions that can fail. */
@@ -172,12 +173,14 @@ class ThrowingGateway {
   }
 }
 
-const unhandled: unknown[] = [];
-const onUnhandled = (reason: unknown): void => void unhandled.push(reason);
-beforeAll(() => process.on('unhandledRejection', onUnhandled));
+// on the real process for the whole file; a case checks the reasons added since it began
+let rejections: RejectionCounter;
+beforeAll(() => {
+  rejections = countUnhandledRejections();
+});
 afterAll(async () => {
   await closeToolkitApps();
-  process.off('unhandledRejection', onUnhandled);
+  rejections.stop();
 });
 afterEach(() => {
   current.hook = undefined;
@@ -339,15 +342,15 @@ describe.each(PLATFORMS)('RateLimitGuard hooks that throw or reject, on %s', (pl
       for (let i = 0; i < 2; i++) expect(await send(ctx, c.route, tracker)).toEqual({ admitted: true });
     }
     const stats = rl.stats();
-    const [errors, warnings, seen, before] = [log.errors.length, log.warnings.length, unhandled.length, handled];
+    const [errors, warnings, seen, before] = [log.errors.length, log.warnings.length, rejections.count, handled];
     current.ctx = ctx;
     current.hook = c.hook;
     current.fail = failing(b);
 
     expect(await send(ctx, c.route, tracker)).toEqual(expectedFailure(ctx, c.hook, b, c.syncOnly === true));
     expect(handled).toBe(before);
-    await new Promise((r) => setImmediate(r));
-    expect(unhandled.slice(seen).map(String)).toEqual([]);
+    await settleRejections();
+    expect(rejections.reasons.slice(seen)).toEqual([]);
     // a plain Error is logged by the transport's exception handler (HTTP, Socket.IO), never hidden
     if (b.plain && b.sync === true && ctx !== 'graphql') {
       expect(log.errors.slice(errors).join('\n')).toContain(`plain failure of ${c.hook}`);
@@ -470,14 +473,14 @@ describe.each(PLATFORMS)('unavailableError that throws or rejects, Redis down (f
     'on %s, it %s: the request gets its error; failed closed, never open; the next one gets the standard 503',
     async (ctx, _l, b) => {
       const stats = rl.stats();
-      const [seen, before] = [unhandled.length, handled];
+      const [seen, before] = [rejections.count, handled];
       current.ctx = ctx;
       current.hook = 'unavailableError';
       current.fail = failing(b);
       expect(await send(ctx, 'limited', fresh())).toEqual(expectedFailure(ctx, 'unavailableError', b, false));
       expect(handled).toBe(before);
-      await new Promise((r) => setImmediate(r));
-      expect(unhandled.slice(seen).map(String)).toEqual([]);
+      await settleRejections();
+      expect(rejections.reasons.slice(seen)).toEqual([]);
       expect(rl.stats().failedOpen).toBe(stats.failedOpen);
       expect(rl.stats().failedClosed).toBe(stats.failedClosed + 1);
       current.hook = undefined;

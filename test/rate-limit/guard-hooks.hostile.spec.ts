@@ -32,6 +32,7 @@ import { startRedisServer, type RedisServerHandle } from '../support/redis-serve
 import { ackOrException, connectSocket } from '../support/socket-io.js';
 import { bootToolkitApp } from '../support/toolkit-boot.js';
 import { closeToolkitApps, createToolkitApp, PLATFORMS } from '../support/toolkit-app.js';
+import { countUnhandledRejections, type RejectionCounter, settleRejections } from '../support/unhandled.js';
 
 /** The guard's hooks, and the option functions: rateLimit's and a @Throttle policy's. */
 type Hook = GuardHook | 'skipIf' | 'errorMessage' | 'key' | 'limit' | 'ttl' | 'cost' | 'algorithm';
@@ -172,21 +173,23 @@ class OutageController {
   }
 }
 
-const unhandled: unknown[] = [];
-const onUnhandled = (reason: unknown): void => void unhandled.push(reason);
-beforeAll(() => process.on('unhandledRejection', onUnhandled));
+// on the real process for the whole file; a case checks the reasons added since it began (unhandledSince)
+let rejections: RejectionCounter;
+beforeAll(() => {
+  rejections = countUnhandledRejections();
+});
 afterAll(async () => {
   await closeToolkitApps();
-  process.off('unhandledRejection', onUnhandled);
+  rejections.stop();
 });
 afterEach(() => {
   for (const key of Object.keys(hooks)) delete hooks[key as Hook];
 });
 
-/** Unhandled rejections since `from`, once the turn that would report them has passed. */
+/** Unhandled rejections since `from` (a `rejections.count`), once the turns that would report them have passed. */
 async function unhandledSince(from: number): Promise<string[]> {
-  await new Promise((r) => setImmediate(r));
-  return unhandled.slice(from).map(String);
+  await settleRejections();
+  return rejections.reasons.slice(from);
 }
 
 const delta = (before: typeof handled) =>
@@ -379,7 +382,7 @@ describe.each(PLATFORMS)('a RateLimitGuard subclass on %s', (platform) => {
       async (_l, b) => {
         hooks.generateKey = b;
         const from = log.errors.length;
-        const seen = unhandled.length;
+        const seen = rejections.count;
         const before = { ...handled };
         expect((await get('/hk/limited', fresh())).status).toBe(500);
         expect(delta(before)).toEqual({});
@@ -414,7 +417,7 @@ describe.each(PLATFORMS)('a RateLimitGuard subclass on %s', (platform) => {
       async (_l, b) => {
         hooks.getRequestResponse = b;
         const from = log.errors.length;
-        const seen = unhandled.length;
+        const seen = rejections.count;
         const stats = rl.stats();
         const before = { ...handled };
         const replies = [await get('/hk/limited', fresh()), await get('/hk/limited', fresh())];
@@ -437,7 +440,7 @@ describe.each(PLATFORMS)('a RateLimitGuard subclass on %s', (platform) => {
       '%s that %s: the client gets its error, admitted or refused; no unhandled rejection',
       async (hook, _l, b) => {
         hooks[hook] = b;
-        const seen = unhandled.length;
+        const seen = rejections.count;
         const before = { ...handled };
         const t = fresh();
         const replies = [await get('/hk/limited', t), await get('/hk/limited', t)];
@@ -457,7 +460,7 @@ describe.each(PLATFORMS)('a RateLimitGuard subclass on %s', (platform) => {
           await new Promise((r) => setTimeout(r, 30));
           return base();
         };
-        const seen = unhandled.length;
+        const seen = rejections.count;
         const t = fresh();
         const admitted = await get('/hk/limited', t);
         const refused = await get('/hk/limited', t);
@@ -535,7 +538,7 @@ describe.each(PLATFORMS)('a RateLimitGuard subclass on %s', (platform) => {
     ])('giving %s: the refused request is a 500, InvalidOptionsError naming rateLimit.errorMessage', async (_l, b) => {
       hooks.errorMessage = b;
       const from = log.errors.length;
-      const seen = unhandled.length;
+      const seen = rejections.count;
       const t = fresh();
       const before = { ...handled };
       const replies = [await get('/hk/limited', t), await get('/hk/limited', t)];
@@ -677,7 +680,7 @@ describe.each(PLATFORMS)('a RateLimitGuard subclass on %s', (platform) => {
 
     it('setHeaders that rejects: the query gets its error; no unhandled rejection', async () => {
       hooks.setHeaders = rejects;
-      const seen = unhandled.length;
+      const seen = rejections.count;
       const before = { ...handled };
       const reply = (await ask('{ hkLimited }', fresh())).body as GraphqlReply;
       expect(reply.errors?.map((e) => e.message)).toEqual(['setHeaders said no']);

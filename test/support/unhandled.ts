@@ -1,9 +1,19 @@
 /**
  * Counts unhandled promise rejections on the real Node process.
  *
- * Under jest a test file sees a copy of `process`; listeners added to it never fire. The Function constructor of
- * the outer realm (any core-module function's `.constructor`) gives the real process, as test/support/redis-server.ts
- * does for its exit hook. Outside jest this is simply `process`.
+ * Under jest a test file sees a copy of `process`; `process.on('unhandledRejection', ...)` in a spec never fires, so
+ * a check built on it cannot fail. The Function constructor of the outer realm (any core-module function's
+ * `.constructor`) gives the real process, as netns.ts and open-handles.ts do. Outside jest this is simply `process`.
+ *
+ * Jest 30 also listens on the real process and fails the test in whose async context the rejected promise was made
+ * (every test of the describe when it was made in a beforeAll, the whole file when made outside any test); the counter
+ * says at a chosen point, by name, that nothing in the window between start and check was left unhandled.
+ *
+ *   const rejections = countUnhandledRejections();
+ *   ... the cases that could leave a rejection ...
+ *   await settleRejections();
+ *   expect(rejections.reasons).toEqual([]);   // the count is reasons.length; a failure lists each reason
+ *   rejections.stop();
  */
 import { spawn } from 'node:child_process';
 
@@ -18,6 +28,7 @@ function hostProcess(): NodeJS.Process {
 
 export interface RejectionCounter {
   readonly count: number;
+  /** One line per rejection, in order: `Name: message` for an Error, else `String(reason)`. */
   readonly reasons: string[];
   /** Removes the listener. */
   stop(): void;
