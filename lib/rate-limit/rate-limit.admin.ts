@@ -44,7 +44,8 @@ export class RateLimitAdmin {
 
   async reset(key: string, policy?: CounterRef): Promise<number> {
     checkKey(key);
-    // before the try: a wrong counter is the caller's error, not a failed reset (which clears the insurance limiter)
+    // before the try: a wrong counter is the caller's error, not a failed reset (which still clears the counter's
+    // insurance window: the reset asked for it, and Redis's own reset waits for Redis)
     const counter = policy ? this.counterOf(key, policy) : undefined;
     try {
       this.failures.assertReady('reset');
@@ -61,7 +62,9 @@ export class RateLimitAdmin {
     } catch (err) {
       throw this.failed(err, 'reset');
     } finally {
-      this.insurance?.clear();
+      // this key's windows only (until 2026-12-06 every counter's: one reset gave every client a fresh share)
+      if (counter !== undefined) this.insurance?.forget(counter);
+      else this.insurance?.forget(this.keys.tagOf(key), true);
     }
   }
 

@@ -59,24 +59,30 @@ export class BlockCache {
 
   /**
    * The local answer to a decision, or undefined when Redis must decide: some counter is refused here, and every
-   * policy with a blockDuration either is refused here or could not have been blocked by it.
+   * policy with a blockDuration either is refused here or could not have been blocked by it. With `unread` (Redis
+   * could not be reached: the failure policy's results for the decision's counters), a counter refused here refuses
+   * the decision all the same (all or nothing), its counters not known here reported as `unread` says; no block can
+   * be written then either.
    */
-  answer(group: readonly PreparedCheck[]): GroupOutcome | undefined {
+  answer(group: readonly PreparedCheck[], unread?: GroupOutcome['results']): GroupOutcome | undefined {
     if (this.entries.size === 0) return undefined;
     const now = performance.now();
     let refused = false;
-    const entries: Entry[] = [];
+    const entries: (Entry | undefined)[] = [];
     for (const c of group) {
-      const e = this.entries.get(c.redisKey);
-      if (e === undefined || !samePolicy(e.policy, c.policy)) return undefined;
-      const refuses = e.until > now && c.policy.cost >= e.cost;
-      if (!refuses && c.policy.blockDuration > 0) return undefined;
+      let e = this.entries.get(c.redisKey);
+      if (e !== undefined && !samePolicy(e.policy, c.policy)) e = undefined;
+      if (e === undefined && unread === undefined) return undefined;
+      const refuses = e !== undefined && e.until > now && c.policy.cost >= e.cost;
+      if (!refuses && c.policy.blockDuration > 0 && unread === undefined) return undefined;
       refused ||= refuses;
       entries.push(e);
     }
     if (!refused) return undefined;
     const results = group.map(({ policy, name }, i) => {
       const e = entries[i];
+      // undefined only with `unread` given (else the loop above returned)
+      if (e === undefined) return (unread as GroupOutcome['results'])[i];
       const refuses = e.until > now && policy.cost >= e.cost;
       const retryAfterMs = refuses ? Math.max(1, Math.ceil(e.until - now)) : 0;
       return {

@@ -1,5 +1,6 @@
 import { RedisUnavailableError } from '../common/errors.js';
 import type { FailurePolicy } from '../common/failure-policy.js';
+import type { BlockCache } from './rate-limit.block-cache.js';
 import type { InsuranceLimiter } from './rate-limit.insurance-limiter.js';
 import { capacityOf } from './rate-limit.policy-resolver.js';
 import type { DecisionCounters, GroupOutcome, PreparedCheck } from './rate-limit.types.js';
@@ -17,7 +18,8 @@ export interface DecisionOutage {
 
 /**
  * What a decision becomes when Redis could not make it. An error reply (NOPERM, WRONGTYPE, OOM) is thrown: only a
- * transport failure falls back, to the in-process insurance limiter when configured, else to the failOpen policy.
+ * transport failure falls back: to a refusal when the block cache refuses one of its counters (Redis refused it until
+ * then; all or nothing), else to the in-process insurance limiter when configured, else to the failOpen policy.
  * Called once per script call, so once per tracker of a decision on a cluster: a degraded outcome (fail-open,
  * insurance) is counted by the service once per decision (RateLimitService.count), not here; a failed-closed one is
  * counted here when it ends its decision (no `outage` given: one script call), else by the service. With an `outage`,
@@ -29,6 +31,7 @@ export class DecisionFallback {
     private readonly insurance: InsuranceLimiter | undefined,
     private readonly counters: DecisionCounters,
     private readonly failOpenByDefault: boolean,
+    private readonly blockCache?: BlockCache,
   ) {}
 
   decide(
@@ -37,7 +40,7 @@ export class DecisionFallback {
     failOpenOverride: boolean | undefined,
     err: unknown,
     outage?: DecisionOutage,
-  ): GroupOutcome & { degraded: 'fail-open' | 'insurance' } {
+  ): GroupOutcome {
     const typed = this.failures.classify(err, 'decision');
     if (!(typed instanceof RedisUnavailableError)) throw typed;
     const first = outage?.met !== true;
@@ -47,11 +50,20 @@ export class DecisionFallback {
       if (first) this.failures.unavailable(typed, failOpen, means);
       else if (!failOpen) throw typed;
     };
+    // a counter the block cache refuses: refused as Redis would (until 2026-12-06, on one server a decision beside a
+    // counter the cache held nothing of failed open, or was decided by insurance, or was a 503)
+    const local = this.blockCache?.answer(group, this.unread(group));
+    if (local) {
+      unavailable(true, 'refused: the block cache holds a refusal Redis made for one of its counters');
+      return local;
+    }
     if (this.insurance) {
       unavailable(true, 'the in-process insurance limiter decides');
       // a peek carries the policy's cost, as its script call does: it answers what that consume would
       const checks = group.map((g) => ({ redisKey: g.redisKey, policy: g.policy, cost: g.policy.cost }));
-      const decided = this.insurance.consume(checks, Date.now(), mode);
+      // the monotonic clock (a step of the wall clock would end every window, or stretch them by its size), in whole
+      // ms as Redis's figures are (a fraction made a reset of 60000.0001 ms, 61 s in the headers)
+      const decided = this.insurance.consume(checks, Math.floor(performance.now()), mode);
       return {
         allowed: decided.allowed,
         degraded: 'insurance',

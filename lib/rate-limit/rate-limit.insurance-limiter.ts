@@ -31,8 +31,11 @@ interface Window {
  * share of the counter's capacity (insuredWindow), all policies of a request checked and charged together. It only
  * has to keep an outage from turning into "no limit at all". A counter's window opens with its first charge (a peek
  * or a cost of 0 stores nothing, as Redis writes nothing for them). Its windows are kept when Redis is back (each
- * ends by itself, the LRU bounds them to maxKeys); only RateLimitService.reset clears them. A refusal waits at least
- * 1 ms, and its resetMs is never before its retryAfterMs (so no reset header says sooner than Retry-After).
+ * ends by itself, the LRU bounds them to maxKeys), so a second outage in a window goes on counting; only
+ * RateLimitService.reset clears them, those of the key (or counter) it resets. Times are on the monotonic clock
+ * (performance.now()): a step of the wall clock would end every window at once, or stretch each by its size. A refusal
+ * waits at least 1 ms, and its resetMs is never before its retryAfterMs (so no reset header says sooner than
+ * Retry-After).
  */
 export class InsuranceLimiter {
   private readonly windows: LRUCache<string, Window>;
@@ -52,7 +55,7 @@ export class InsuranceLimiter {
    */
   consume(
     checks: readonly InsuranceCheck[],
-    now = Date.now(),
+    now = Math.floor(performance.now()),
     mode: 'c' | 'p' = 'c',
   ): { allowed: boolean; results: InsuranceResult[] } {
     const states = checks.map((c) => {
@@ -92,8 +95,16 @@ export class InsuranceLimiter {
     return { allowed, results };
   }
 
-  clear(): void {
-    this.windows.clear();
+  /**
+   * Forgets one counter's window (reset of one policy) or, with a prefix, the windows of every counter of a key: a
+   * reset of one client must not give every other client of the process a fresh share.
+   */
+  forget(counter: string, isPrefix = false): void {
+    if (!isPrefix) {
+      this.windows.delete(counter);
+      return;
+    }
+    for (const k of [...this.windows.keys()]) if (k.startsWith(counter)) this.windows.delete(k);
   }
 }
 

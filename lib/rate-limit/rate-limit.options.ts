@@ -96,7 +96,10 @@ export interface RateLimitInsuranceOptions {
    * `ceil(burst / divideLimitBy)` per `burst × ttl / limit` (set it to the number of app instances). Default 1.
    */
   divideLimitBy?: number;
-  /** Keys remembered by the in-process limiter (least recently used are dropped). Default 10 000. */
+  /**
+   * Counters remembered by the in-process limiter (the least recently used is dropped: it starts over with its whole
+   * share). Default 10 000.
+   */
   maxKeys?: number;
 }
 

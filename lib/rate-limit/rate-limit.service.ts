@@ -108,7 +108,7 @@ export class RateLimitService implements OnModuleDestroy {
       options.defaults.algorithm,
       (p, path) => this.resolvePolicy(p, path),
     );
-    this.fallback = new DecisionFallback(this.failures, insurance, this.counters, options.failOpen);
+    this.fallback = new DecisionFallback(this.failures, insurance, this.counters, options.failOpen, this.blockCache);
     this.evictionCheck = rateLimitEvictionCheck(connection, this.logger);
   }
 

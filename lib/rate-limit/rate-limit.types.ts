@@ -96,7 +96,7 @@ export interface GroupOutcome {
   allowed: boolean;
   results: RateLimitDecision['results'];
   degraded?: 'fail-open' | 'insurance';
-  /** Refused by the in-process block cache, without a Redis call. */
+  /** Refused by the in-process block cache: without a Redis call, or with Redis unreachable. */
   local?: true;
 }
 
