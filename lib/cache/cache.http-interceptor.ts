@@ -9,6 +9,7 @@ import {
   type CredentialRequest,
   type RouteSharing,
   bypasses,
+  carriesNonce,
   declaredHeader,
   ownResponse,
   routeSharing,
@@ -235,7 +236,8 @@ export class HttpCacheInterceptor implements NestInterceptor {
     const status = res.statusCode ?? 200;
     if (status < 200 || status >= 300 || body === undefined) return new Uncached(body);
     if (route.cacheIf !== undefined && !route.cacheIf(body, ctx)) return new Uncached(body);
-    if (typeof body === 'string') return `s${body}`;
+    // a body holding its response's CSP nonce is that response's alone (see carriesNonce)
+    if (typeof body === 'string') return carriesNonce(route, res, body) ? new Own(body, res) : `s${body}`;
     // bytes: Fastify sends them as they are, and stored as JSON they came back as {"type":"Buffer","data":[...]}
     if (ArrayBuffer.isView(body) || body instanceof ArrayBuffer) return new Uncached(body);
     const json = JSON.stringify(body);
@@ -244,6 +246,7 @@ export class HttpCacheInterceptor implements NestInterceptor {
     if (typeof body !== 'object' || body === null) return `v${json}`;
     // an interceptor outside may treat a class instance by its class (ClassSerializerInterceptor): see classStored
     if (route.outer && !classStored(route, body)) return new Uncached(body);
+    if (carriesNonce(route, res, json)) return new Own(body, res);
     // the text a Fastify response schema makes of it, as Fastify would send it (no field the schema leaves out)
     const schema = schemaFor(route, res);
     if (schema !== undefined) return `f${schemaText(schema, status, body)}`;

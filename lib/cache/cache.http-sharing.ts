@@ -75,7 +75,65 @@ interface HeaderSource {
 /** The refusal of a response as the handler (or middleware) left it: Express's `res`, Fastify's `reply`. */
 function responseRefusal(response: HeaderSource, ownKey: boolean): Refusal | undefined {
   if (typeof response.getHeader !== 'function') return undefined;
-  return refusalOf(response.getHeader('cache-control'), response.getHeader('set-cookie'), ownKey);
+  const refusal = refusalOf(response.getHeader('cache-control'), response.getHeader('set-cookie'), ownKey);
+  return refusal ?? (pendingCookies(response) ? 'cookie' : undefined);
+}
+
+/** Where @fastify/cookie keeps what `reply.setCookie` set (its `kReplySetCookies`), once a reply showed it. */
+let pendingCookiesKey: symbol | undefined;
+
+/**
+ * Whether a Fastify reply holds cookies that @fastify/cookie's `reply.setCookie` set and has not written yet: the
+ * plugin keeps them in a Map on the reply and writes the Set-Cookie header in its onSend hook, after the handler's
+ * response was stored. Until 2026-12-06 such a response was stored and served to every client without its cookie.
+ * Express's `res.cookie` sets the header at once. (A reply is Fastify's when it has a `raw` Node response.)
+ */
+function pendingCookies(response: object): boolean {
+  if (typeof (response as { raw?: unknown }).raw !== 'object') return false;
+  let key = pendingCookiesKey;
+  // the plugin decorates the reply prototype with the key: `in` fails only for a reply of another copy of it
+  if (key === undefined || !(key in response)) {
+    key = Object.getOwnPropertySymbols(response).find((s) => s.description === 'fastify.reply.setCookies');
+    if (key === undefined) return false;
+    pendingCookiesKey = key;
+  }
+  const cookies = (response as Record<symbol, unknown>)[key];
+  return cookies instanceof Map && cookies.size > 0;
+}
+
+/** A nonce source of a Content-Security-Policy, as helmet writes one per response: `'nonce-<base64>'`. */
+const NONCE = /'nonce-([A-Za-z0-9+/_=-]+)'/g;
+
+/**
+ * Whether `text`, the body about to be stored, holds a nonce of the response's Content-Security-Policy: helmet's
+ * per-response nonce (`res.locals.cspNonce` read by a CSP directive, @fastify/helmet's `enableCSPNonces`) put on the
+ * page's inline scripts or styles. A hit would send it under the next response's policy, whose nonce differs, and the
+ * browser would refuse those scripts. Then the response is not stored nor handed to requests that joined its load
+ * (each has its own nonce), and a warning says so once per route. Until 2026-12-06 it was stored, and every hit was
+ * a page whose scripts the browser blocked, without a word on the server. One header read per response stored.
+ */
+export function carriesNonce(route: RouteSharing, response: HeaderSource, text: string): boolean {
+  if (typeof response.getHeader !== 'function') return false;
+  const csp =
+    response.getHeader('content-security-policy') ?? response.getHeader('content-security-policy-report-only');
+  if (csp === undefined) return false;
+  const policy = Array.isArray(csp) ? csp.join(';') : String(csp);
+  if (!policy.includes("'nonce-")) return false;
+  for (const [, nonce] of policy.matchAll(NONCE)) {
+    if (!text.includes(nonce)) continue;
+    if (once(route, 'nonce')) {
+      logger.warn(
+        `HttpCacheInterceptor: a response of GET ${route.name} was sent without being stored (X-Cache: MISS): its ` +
+          "body holds the nonce of its Content-Security-Policy ('nonce-…', e.g. helmet's per-response nonce), and a " +
+          "hit would send it under the next response's policy, whose nonce differs, so the browser would refuse its " +
+          'scripts or styles. Render such a page per request (no HttpCacheInterceptor on the route), or cache the ' +
+          'data it is made of (@Cacheable, CacheService.getOrSet) and add the nonce per response. (Logged once per ' +
+          'route.)',
+      );
+    }
+    return true;
+  }
+  return false;
 }
 
 /** Where @Header keeps its list (HEADERS_METADATA of @nestjs/common, not exported at its root). */

@@ -12,7 +12,7 @@
  * its excluded fields; a user logged in through express-session is answered from the shared URL entry; express-session
  * mounted after SessionMiddleware silently skips itself for users logged in with the toolkit.
  *
- * Not here: compression (not installed); multipart on Fastify (@fastify/multipart is not installed); what the cache,
+ * Not here: compression, helmet, Fastify's cookie and multipart (middleware-stack-2.hostile.spec.ts); what the cache,
  * session and rate-limit specs already cover (CORS with reflected origins keyed by Origin: cache.http-vary.spec.ts;
  * HEAD passing through uncached: cache.hostile.spec.ts; express-session mounted before SessionMiddleware:
  * session.beside-express-session.spec.ts; proxy-header warnings: security/proxy-headers.spec.ts).
