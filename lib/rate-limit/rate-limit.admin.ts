@@ -8,7 +8,7 @@ import type { RedisConnection } from '../connection/redis-connection.js';
 import type { InsuranceLimiter } from './rate-limit.insurance-limiter.js';
 import type { BlockCache } from './rate-limit.block-cache.js';
 import { SLIDING_LOG_LUA } from './rate-limit.decision-batcher.js';
-import { checkKey, defaultScope, type ResolvedPolicy } from './rate-limit.policy-resolver.js';
+import { capacityOf, checkKey, defaultScope, type ResolvedPolicy } from './rate-limit.policy-resolver.js';
 import { ALGORITHM_CODES, BLOCK_SUFFIX, type RateLimitKeys } from './rate-limit.keys.js';
 import { COUNTER_KEYS, checkRewardOptions, checkScope } from './rate-limit.option-names.js';
 import { RATE_LIMIT_ALGORITHMS, type RateLimitAlgorithm, type RateLimitPolicy } from './rate-limit.options.js';
@@ -110,6 +110,9 @@ export class RateLimitAdmin {
     if (scope !== undefined) checkScope(scope, `rate limit ${what}`);
     const p = this.resolvePolicy(policy, 'policy');
     const counter = this.keys.counter(key, scope ?? defaultScope(p), p.algorithm);
+    // a charge Redis never saw is given back where it was made, never to Redis (until 2026-12-07 the guard gave back
+    // no charge of insurance's, and a reward of one in an outage failed)
+    if (charge?.degraded !== undefined) return this.unseenCharge(counter, p, points, charge);
     // a reward can readmit the counter: forget what this process knew of it (a penalty only refuses more)
     if (what === 'reward') this.blockCache?.forget(counter);
     try {
@@ -124,6 +127,21 @@ export class RateLimitAdmin {
     } catch (err) {
       throw this.failed(err, what);
     }
+  }
+
+  /**
+   * A reward of a charge Redis never saw (RewardOptions.degraded): insurance's is given back to its window, a
+   * failed-open one was never charged (the capacity, as its result said). No Redis call either way.
+   */
+  private unseenCharge(counter: string, p: ResolvedPolicy, points: number, charge: RewardOptions): number {
+    if (charge.degraded === 'fail-open') return capacityOf(p);
+    if (!this.insurance) {
+      throw new InvalidOptionsError(
+        "rate limit reward: degraded 'insurance' names a charge of the insurance limiter, but rateLimit.insurance is " +
+          'off in this app: give the degraded of the result that made the charge',
+      );
+    }
+    return this.insurance.refund({ redisKey: counter, policy: p }, points, charge.windowEndsAt);
   }
 
   private counterOf(key: string, policy: CounterRef): string {

@@ -67,8 +67,10 @@ export class DecisionFallback {
       return {
         allowed: decided.allowed,
         degraded: 'insurance',
-        // limit: the per-process share insurance enforces (remaining counts down from it), not the policy's limit
-        results: group.map(({ policy, name }, i) => ({ name, policy, ...decided.results[i] })),
+        // limit: the per-process share insurance enforces (remaining counts down from it), not the policy's limit.
+        // Each result says who decided it: on a cluster a decision's other trackers may be Redis's, and a refund of a
+        // charge goes where it was made (RewardOptions.degraded; the guard's refunds)
+        results: group.map(({ policy, name }, i) => ({ name, policy, ...decided.results[i], degraded: 'insurance' })),
       };
     }
     if (outage?.refused) {

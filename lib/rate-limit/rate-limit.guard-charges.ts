@@ -8,12 +8,15 @@ import type { ThrottledResponse } from './rate-limit.guard.js';
 import type { RateLimitAlgorithm } from './rate-limit.options.js';
 import { defaultScope } from './rate-limit.policy-resolver.js';
 import type { RateLimitCheck, RateLimitService } from './rate-limit.service.js';
+import type { RewardOptions } from './rate-limit.types.js';
 
 /** A charge to give back once the response is done (refundOnFinish). */
 export interface PendingRefund {
   check: RateLimitCheck;
   options: NamedThrottleOptions;
   openUntil: number;
+  /** Made by the insurance limiter (Redis unreachable): given back to it, never to Redis (RewardOptions.degraded). */
+  insured: boolean;
 }
 
 /**
@@ -31,12 +34,15 @@ export function refundOnFinish(rateLimit: RateLimitService, res: ThrottledRespon
     if (settled) return;
     settled = true;
     const now = performance.now();
-    for (const { check, options, openUntil } of refunds) {
+    for (const { check, options, openUntil, insured } of refunds) {
       const cost = check.policy.cost ?? 1;
       if (cost === 0 || !(success ? options.skipSuccessfulRequests : options.skipFailedRequests)) continue;
       if (now >= openUntil) continue;
       // the window it names: a fixed window refunded once a later one counts is left as it is (reward.lua)
-      rateLimit.reward(check.key, cost, check.policy, check.scope, { windowEndsAt: openUntil }).catch(() => undefined);
+      const charge: RewardOptions = insured
+        ? { windowEndsAt: openUntil, degraded: 'insurance' }
+        : { windowEndsAt: openUntil };
+      rateLimit.reward(check.key, cost, check.policy, check.scope, charge).catch(() => undefined);
     }
   };
   raw.once('finish', () => settle((raw.statusCode ?? 200) < 400));

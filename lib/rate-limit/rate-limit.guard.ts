@@ -215,18 +215,24 @@ export class RateLimitGuard implements CanActivate {
       );
     }
     // the refunds are armed before any hook runs after the charge: a setHeaders that throws fails the response, and a
-    // skipFailedRequests charge is given back for it as for any failed response (until 2026-12-06 it was kept)
-    if (decision.allowed && !decision.degraded && res && refunds.size > 0) {
+    // skipFailedRequests charge is given back for it as for any failed response (until 2026-12-06 it was kept). A
+    // charge insurance made is given back to insurance (its result says so; until 2026-12-07 it was kept); a decision
+    // that failed open charged nothing to give back.
+    if (decision.allowed && decision.degraded !== 'fail-open' && res && refunds.size > 0) {
       refundOnFinish(
         this.rateLimit,
         res,
         checks
           .filter((c) => refunds.has(c))
-          .map((c) => ({
-            check: c,
-            options: refunds.get(c) as NamedThrottleOptions,
-            openUntil: chargedAt + (decision.results.find((r) => r.name === c.name)?.resetMs ?? 0),
-          })),
+          .map((c) => {
+            const result = decision.results.find((r) => r.name === c.name);
+            return {
+              check: c,
+              options: refunds.get(c) as NamedThrottleOptions,
+              openUntil: chargedAt + (result?.resetMs ?? 0),
+              insured: result?.degraded === 'insurance',
+            };
+          }),
       );
     }
     // an `async` override (TypeScript takes one for these void hooks) is awaited: its headers are written before the

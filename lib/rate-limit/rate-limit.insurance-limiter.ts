@@ -4,7 +4,9 @@ import { resetNotBeforeRetry } from './rate-limit.results.js';
 
 export interface InsuranceCheck {
   redisKey: string;
-  policy: Pick<ResolvedPolicy, 'algorithm' | 'limit' | 'ttl' | 'burst'>;
+  /** blockDuration: ms the counter is refused from a consume its count refused (0 or absent: none). */
+  policy: Pick<ResolvedPolicy, 'algorithm' | 'limit' | 'ttl' | 'burst'> &
+    Partial<Pick<ResolvedPolicy, 'blockDuration'>>;
   /** The policy's cost, for a peek too (it answers what a consume of that cost would; mode 'p' charges nothing). */
   cost: number;
 }
@@ -21,30 +23,36 @@ export interface InsuranceResult {
   retryAfterMs: number;
 }
 
-interface Window {
+/** A counter as insurance holds it: its window (count and end) and its block, each ended by time alone. */
+interface Counter {
   count: number;
+  /** The window's end; one that has ended holds nothing (as an expired key in Redis). */
   endsAt: number;
+  /** Refused until then (blockDuration); it may outlive the window, as Redis's block key outlives the counter's. */
+  blockedUntil: number;
 }
 
 /**
  * The in-process stand-in used while Redis is unreachable: a fixed window per counter, with each process allowed its
  * share of the counter's capacity (insuredWindow), all policies of a request checked and charged together. It only
  * has to keep an outage from turning into "no limit at all". A counter's window opens with its first charge (a peek
- * or a cost of 0 stores nothing, as Redis writes nothing for them). Its windows are kept when Redis is back (each
- * ends by itself, the LRU bounds them to maxKeys), so a second outage in a window goes on counting; only
- * RateLimitService.reset clears them, those of the key (or counter) it resets. Times are on the monotonic clock
- * (performance.now()): a step of the wall clock would end every window at once, or stretch each by its size. A refusal
- * waits at least 1 ms, and its resetMs is never before its retryAfterMs (so no reset header says sooner than
- * Retry-After).
+ * or a cost of 0 stores nothing, as Redis writes nothing for them). A policy's blockDuration is applied as consume.lua
+ * applies it: a consume the counter's count refuses blocks it from then (not a peek, not a refusal while blocked, not
+ * a counter that fitted beside a refusal), and a blocked counter refuses every consume and peek, remaining 0, the
+ * block's time left as its retry. Its counters are kept when Redis is back (each ends by itself, the LRU bounds them
+ * to maxKeys), so a second outage in a window goes on counting; only RateLimitService.reset clears them (blocks too),
+ * those of the key (or counter) it resets. Times are on the monotonic clock (performance.now()): a step of the wall
+ * clock would end every window at once, or stretch each by its size. A refusal waits at least 1 ms, and its resetMs is
+ * never before its retryAfterMs (so no reset header says sooner than Retry-After).
  */
 export class InsuranceLimiter {
-  private readonly windows: LRUCache<string, Window>;
+  private readonly counters: LRUCache<string, Counter>;
 
   constructor(
     private readonly divideLimitBy: number,
     maxKeys: number,
   ) {
-    this.windows = new LRUCache({ max: maxKeys });
+    this.counters = new LRUCache({ max: maxKeys });
   }
 
   /**
@@ -59,35 +67,50 @@ export class InsuranceLimiter {
     mode: 'c' | 'p' = 'c',
   ): { allowed: boolean; results: InsuranceResult[] } {
     const states = checks.map((c) => {
-      let w = this.windows.get(c.redisKey);
+      const counter = this.counters.get(c.redisKey);
       const { limit, span } = insuredWindow(c.policy, this.divideLimitBy);
       // an ended window holds nothing, as an expired key in Redis
-      if (w && w.endsAt <= now) w = undefined;
-      return { c, w, limit, span, ok: (w?.count ?? 0) + c.cost <= limit };
+      const count = counter && counter.endsAt > now ? counter.count : 0;
+      const blockedFor = counter && counter.blockedUntil > now ? counter.blockedUntil - now : 0;
+      return { c, counter, limit, span, count, blockedFor, fits: count + c.cost <= limit };
     });
-    const allowed = states.every((s) => s.ok);
+    const allowed = states.every((s) => s.fits && s.blockedFor === 0);
     const charged = allowed && mode === 'c';
-    const results = states.map(({ c, w, limit, span, ok }) => {
+    const results = states.map(({ c, limit, span, fits, ...s }) => {
+      let { counter, count, blockedFor } = s;
       // Redis writes nothing for a peek or a cost of 0: a window opened by one would make the first real charge land
       // in a window that ends early (the client's fresh window sooner than Redis gives it), and a window of nothing
       // would push charged ones out of the LRU
       if (charged && c.cost > 0) {
-        w ??= { count: 0, endsAt: now + span };
-        w.count += c.cost;
-        this.windows.set(c.redisKey, w);
+        counter ??= { count: 0, endsAt: 0, blockedUntil: 0 };
+        if (counter.endsAt <= now) [counter.count, counter.endsAt] = [0, now + span];
+        count = counter.count += c.cost;
+        this.counters.set(c.redisKey, counter);
+      }
+      // blockDuration, as consume.lua: a consume refused by this counter's own count blocks it from now (a refusal of
+      // a blocked counter does not extend its block; a counter that fitted beside another's refusal is not blocked)
+      const blockMs = c.policy.blockDuration ?? 0;
+      if (mode === 'c' && !fits && blockedFor === 0 && blockMs > 0) {
+        counter ??= { count: 0, endsAt: 0, blockedUntil: 0 };
+        counter.blockedUntil = now + blockMs;
+        blockedFor = blockMs;
+        this.counters.set(c.redisKey, counter);
       }
       // an empty counter resets at once (the scripts' reset of an absent key), but consume.lua and
       // consume-fixed-window.lua answer a fixed window's consume of cost 0 with the window a charge would open
       let left = 0;
-      if (w) left = Math.max(0, w.endsAt - now);
+      if (counter && counter.endsAt > now) left = counter.endsAt - now;
       else if (charged && c.policy.algorithm === 'fixed-window') left = c.policy.ttl;
       // A cost over the per-process limit fits no window: the time left in this one would send the client back to be
       // refused again. Answered as the scripts answer a cost over the limit (a bucket's burst): a whole ttl from now.
-      const retryAfterMs = ok ? 0 : c.cost > limit ? c.policy.ttl : Math.max(1, left);
+      // A blocked counter waits for its block too (consume.lua: the longer of the two).
+      const countWait = fits ? 0 : c.cost > limit ? c.policy.ttl : Math.max(1, left);
+      const retryAfterMs = Math.max(countWait, blockedFor);
       return {
-        allowed: ok,
+        allowed: fits && blockedFor === 0,
         limit,
-        remaining: Math.max(0, limit - (w?.count ?? 0)),
+        // a blocked counter has nothing left until its block ends, whatever its window holds (as Redis answers)
+        remaining: blockedFor > 0 ? 0 : Math.max(0, limit - count),
         resetMs: resetNotBeforeRetry(left, retryAfterMs),
         retryAfterMs,
       };
@@ -96,15 +119,31 @@ export class InsuranceLimiter {
   }
 
   /**
-   * Forgets one counter's window (reset of one policy) or, with a prefix, the windows of every counter of a key: a
-   * reset of one client must not give every other client of the process a fresh share.
+   * Gives back `points` of a charge this limiter made (RateLimitService.reward with `degraded: 'insurance'`: Redis
+   * never saw it) to the counter's live window, never below 0; returns the units left of the share (a block
+   * stays, as reward.lua leaves Redis's block key). As reward.lua does for a fixed window, nothing is given back when
+   * the window holds nothing or when it is a later one than the charge's: one ending more than half a window after
+   * `windowEndsAt` (a later window opens after the charged one ends, so it ends at least a whole window later).
+   */
+  refund(check: Omit<InsuranceCheck, 'cost'>, points: number, windowEndsAt?: number, now = performance.now()): number {
+    const { limit, span } = insuredWindow(check.policy, this.divideLimitBy);
+    const counter = this.counters.get(check.redisKey);
+    if (!counter || counter.endsAt <= now) return limit;
+    if (windowEndsAt === undefined || 2 * (counter.endsAt - windowEndsAt) <= span)
+      counter.count = Math.max(0, counter.count - points);
+    return Math.max(0, limit - counter.count);
+  }
+
+  /**
+   * Forgets one counter's window and block (reset of one policy) or, with a prefix, those of every counter of a key:
+   * a reset of one client must not give every other client of the process a fresh share.
    */
   forget(counter: string, isPrefix = false): void {
     if (!isPrefix) {
-      this.windows.delete(counter);
+      this.counters.delete(counter);
       return;
     }
-    for (const k of [...this.windows.keys()]) if (k.startsWith(counter)) this.windows.delete(k);
+    for (const k of [...this.counters.keys()]) if (k.startsWith(counter)) this.counters.delete(k);
   }
 }
 

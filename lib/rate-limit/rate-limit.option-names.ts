@@ -52,12 +52,12 @@ const CONSUME_KEYS: ReadonlySet<string> = new Set(
 );
 
 const REWARD_KEYS: ReadonlySet<string> = new Set(
-  Object.keys({ windowEndsAt: true } satisfies Record<keyof RewardOptions, true>),
+  Object.keys({ windowEndsAt: true, degraded: true } satisfies Record<keyof RewardOptions, true>),
 );
 
 /**
  * A reward's RewardOptions: an object of known keys, `windowEndsAt` a finite number (NaN or a string would compare
- * false in the script and give the units back to whatever window counts).
+ * false in the script and give the units back to whatever window counts), `degraded` one of a result's.
  */
 export function checkRewardOptions(options: RewardOptions): void {
   if (options === null || typeof options !== 'object')
@@ -68,6 +68,13 @@ export function checkRewardOptions(options: RewardOptions): void {
     throw new InvalidOptionsError(
       `rate limit reward options: windowEndsAt must be a finite number (performance.now() ms), ` +
         `got ${shownValue(windowEndsAt)}`,
+    );
+  }
+  const { degraded } = options;
+  if (degraded !== undefined && degraded !== 'fail-open' && degraded !== 'insurance') {
+    throw new InvalidOptionsError(
+      `rate limit reward options: degraded must be 'fail-open' or 'insurance' (a result's degraded), ` +
+        `got ${shownValue(degraded)}`,
     );
   }
 }

@@ -96,10 +96,7 @@ export interface RateLimitInsuranceOptions {
    * `ceil(burst / divideLimitBy)` per `burst × ttl / limit` (set it to the number of app instances). Default 1.
    */
   divideLimitBy?: number;
-  /**
-   * Counters remembered by the in-process limiter (the least recently used is dropped: it starts over with its whole
-   * share). Default 10 000.
-   */
+  /** Counters the in-process limiter keeps (the least recently used is dropped, and starts over). Default 10 000. */
   maxKeys?: number;
 }
 

@@ -179,7 +179,7 @@ export class RateLimitService implements OnModuleDestroy {
    * for `skipSuccessfulRequests` / `skipFailedRequests`). `scope` names a guard's counter (default: the policy's).
    * Resolves with the units left afterwards. `points` is an integer >= 1 (InvalidOptionsError otherwise).
    * `charge.windowEndsAt` names the window the units were charged in: a fixed window gives them back only while that
-   * window counts (RewardOptions).
+   * window counts; `charge.degraded` (a result's) gives a charge insurance made back to insurance (RewardOptions).
    */
   reward(
     key: string,

@@ -17,7 +17,8 @@ export interface RateLimitResult {
   retryAfterMs: number;
   /**
    * Set when Redis could not decide: `fail-open` (allowed without counting in Redis) or `insurance` (decided by
-   * the in-process limiter).
+   * the in-process limiter). In a decision's `results`, each result insurance decided says `insurance` (on a cluster
+   * some trackers of a decision may be Redis's): pass it to `reward` to give that charge back (RewardOptions).
    */
   degraded?: 'fail-open' | 'insurance';
 }
@@ -59,6 +60,14 @@ export interface RewardOptions {
    * window's limit) and answers its units left. Sliding window and token bucket: not read.
    */
   windowEndsAt?: number;
+  /**
+   * The `degraded` of the result that made the charge (default: none, a charge Redis made). `insurance`: the charge
+   * is given back to the insurance limiter's window of this process, never to Redis, which never saw it (also once
+   * Redis is back), with no Redis call; a fixed window's `windowEndsAt` rule applies to it whatever the algorithm (its
+   * windows are fixed). `fail-open`: nothing was charged, nothing is given back; resolves with the counter's capacity,
+   * as that result said. `insurance` with `rateLimit.insurance` off is an InvalidOptionsError.
+   */
+  degraded?: 'fail-open' | 'insurance';
 }
 
 export interface RateLimitStats {
