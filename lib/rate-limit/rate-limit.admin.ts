@@ -110,7 +110,7 @@ export class RateLimitAdmin {
     if (scope !== undefined) checkScope(scope, `rate limit ${what}`);
     const p = this.resolvePolicy(policy, 'policy');
     const counter = this.keys.counter(key, scope ?? defaultScope(p), p.algorithm);
-    // a charge Redis never saw is given back where it was made, never to Redis (until 2026-12-07 the guard gave back
+    // a charge Redis never saw is given back where it was made, never to Redis (until 2026-12-06 the guard gave back
     // no charge of insurance's, and a reward of one in an outage failed)
     if (charge?.degraded !== undefined) return this.unseenCharge(counter, p, points, charge);
     // a reward can readmit the counter: forget what this process knew of it (a penalty only refuses more)

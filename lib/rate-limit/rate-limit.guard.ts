@@ -216,7 +216,7 @@ export class RateLimitGuard implements CanActivate {
     }
     // the refunds are armed before any hook runs after the charge: a setHeaders that throws fails the response, and a
     // skipFailedRequests charge is given back for it as for any failed response (until 2026-12-06 it was kept). A
-    // charge insurance made is given back to insurance (its result says so; until 2026-12-07 it was kept); a decision
+    // charge insurance made is given back to insurance (its result says so; until 2026-12-06 it was kept); a decision
     // that failed open charged nothing to give back.
     if (decision.allowed && decision.degraded !== 'fail-open' && res && refunds.size > 0) {
       refundOnFinish(

@@ -38,11 +38,11 @@ import { bootInsured, insured, privateRedis, type PrivateRedis } from './insuran
 //   own count blocks it in this process for blockDuration from that refusal; consumes and peeks are refused until then
 //   (retryAfterMs and the headers say the block's time left, remaining 0), the block outlives the window, a peek or a
 //   refusal during the block sets none, in a decision only the policy that refused is blocked; reset lifts it;
-//   block(key, ms) needs Redis (RedisUnavailableError in the outage, as before). Until 2026-12-07 insurance applied no
+//   block(key, ms) needs Redis (RedisUnavailableError in the outage, as before). Until 2026-12-06 insurance applied no
 //   blockDuration: a login policy of 1 per 60 s blocked for 300 s admitted 1 per 60 s per process.
 // - a charge insurance made is given back to insurance's window (reward's `degraded: 'insurance'`, which the guard's
 //   refunds pass), never to Redis, which never saw it (also once Redis is back); on a cluster each counter of a
-//   decision is given back where it was charged. Until 2026-12-07 the guard gave back no charge of a degraded decision
+//   decision is given back where it was charged. Until 2026-12-06 the guard gave back no charge of a degraded decision
 //   (a successful login admitted by insurance stayed charged: fewer attempts for honest users), and reward() in an
 //   outage failed.
 
