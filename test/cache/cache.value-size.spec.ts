@@ -7,44 +7,27 @@
  */
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
-import { Controller, Get, Injectable, type LoggerService, UseInterceptors } from '@nestjs/common';
+import { Controller, Get, Injectable, UseInterceptors } from '@nestjs/common';
 import { Redis } from 'ioredis';
 import request from 'supertest';
 import { Cacheable, CacheService, RateLimitService, RedisToolkitError, SerializationError } from '../../lib/index.js';
 import { CacheValueTooLargeError, HttpCacheInterceptor, RedisConnection } from '../../lib/advanced.js';
 import { errorOf, forRootRefusal } from '../support/errors.js';
 import { useDisposableCluster } from '../support/disposable-cluster.js';
-import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
-import { rawCommand } from '../support/resp.js';
+import { usePrivateRedis } from '../support/private-servers.js';
+import { allLines, BOUND, LIMIT, LIMITED, limitThreeMasters, noConfigUser } from '../support/reply-limit.js';
 import { closeToolkitApps, createToolkitApp, PLATFORMS, type ToolkitAppOptions } from '../support/toolkit-app.js';
 import { sleep, waitFor } from '../support/wait.js';
 
 afterEach(closeToolkitApps);
 
 const prefix = () => `rtk-vs${randomBytes(5).toString('hex')}:`;
-/** The server limit most cases run under: 256 KiB, as `client-output-buffer-limit normal 256kb 128kb 10`. */
-const LIMIT = 262_144;
-/** The bound the cache takes from it: 4/5 of the hard limit, less 128 bytes (docs/cache.md). */
-const BOUND = Math.floor((LIMIT * 4) / 5) - 128;
 const policy = { limit: 1_000, ttl: 60_000 };
 
-/** A logger that keeps every line the toolkit logs, by level (recordingLogger drops `log` lines). */
-function allLines(): { logs: string[]; warnings: string[]; logger: LoggerService } {
-  const logs: string[] = [];
-  const warnings: string[] = [];
-  const logger: LoggerService = {
-    log: (m: unknown) => void logs.push(String(m)),
-    warn: (m: unknown) => void warnings.push(String(m)),
-    error: (m: unknown) => void warnings.push(`error: ${String(m)}`),
-    debug: (m: unknown) => void logs.push(String(m)),
-    verbose: (m: unknown) => void logs.push(String(m)),
-  };
-  return { logs, warnings, logger };
-}
 const about = (lines: string[]) => lines.filter((l) => /client-output-buffer-limit|maxValueBytes|size bound/.test(l));
 
 describe('a server with `client-output-buffer-limit normal 256kb 128kb 10`', () => {
-  const redis = usePrivateRedis({ args: ['--client-output-buffer-limit', 'normal 256kb 128kb 10'] });
+  const redis = usePrivateRedis({ args: LIMITED });
   const boot = (options: ToolkitAppOptions = {}) =>
     createToolkitApp({ target: { url: redis.server.url }, keyPrefix: prefix(), ...options });
 
@@ -131,18 +114,12 @@ describe('a server with `client-output-buffer-limit normal 256kb 128kb 10`', () 
 
 describe('the limit cannot be read: no bound, one log line at start (not a warning), and the start succeeds', () => {
   describe('CONFIG refused by the ACL', () => {
-    const redis = usePrivateRedis({ args: ['--client-output-buffer-limit', 'normal 256kb 128kb 10'] });
+    const redis = usePrivateRedis({ args: LIMITED });
 
     it('starts, logs once that there is no bound, and stores a value past the limit', async () => {
-      const admin = trackForCleanup(new Redis(redis.server.url));
-      const password = randomBytes(8).toString('hex');
-      await admin.call('acl', 'setuser', 'noconfig', 'reset', 'on', `>${password}`, '~*', '&*', '+@all', '-config');
+      const { url, admin } = await noConfigUser(redis.server);
       const { logs, warnings, logger } = allLines();
-      const app = await createToolkitApp({
-        target: { url: `redis://noconfig:${password}@127.0.0.1:${redis.server.port}` },
-        keyPrefix: prefix(),
-        logger,
-      });
+      const app = await createToolkitApp({ target: { url }, keyPrefix: prefix(), logger });
       const named = about(logs);
       expect(named).toHaveLength(1);
       expect(named[0]).toMatch(/could not read client-output-buffer-limit/);
@@ -160,7 +137,7 @@ describe('the limit cannot be read: no bound, one log line at start (not a warni
 
   describe('CONFIG renamed', () => {
     const redis = usePrivateRedis({
-      args: ['--client-output-buffer-limit', 'normal 256kb 128kb 10', '--rename-command', 'CONFIG', ''],
+      args: [...LIMITED, '--rename-command', 'CONFIG', ''],
     });
 
     it('starts and logs once that there is no bound', async () => {
@@ -330,10 +307,8 @@ describe('a cluster: the smallest limit of its masters', () => {
   const cluster = useDisposableCluster();
 
   it('takes the bound from the master with the smallest non-zero limit', async () => {
-    const [a, b, c] = cluster().masters;
-    await rawCommand(a.port, ['CONFIG', 'SET', 'client-output-buffer-limit', 'normal 1mb 512kb 10']);
-    await rawCommand(b.port, ['CONFIG', 'SET', 'client-output-buffer-limit', 'normal 256kb 128kb 10']);
-    await rawCommand(c.port, ['CONFIG', 'SET', 'client-output-buffer-limit', 'normal 0 0 0']);
+    const b = cluster().masters[1];
+    await limitThreeMasters(cluster().masters);
     const { logs, warnings, logger } = allLines();
     const app = await createToolkitApp({
       target: { cluster: cluster().startupNodes },

@@ -47,7 +47,7 @@ import { recordingLogger } from '../support/recording-logger.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { waitFor } from '../support/wait.js';
 import { closeToolkitApps, createToolkitApp, PLATFORMS, type ToolkitApp } from '../support/toolkit-app.js';
-import { countUnhandledRejections, type RejectionCounter, settleRejections } from '../support/unhandled.js';
+import { countUnhandledRejectionsInFile, settleRejections } from '../support/unhandled.js';
 
 async function expectTypedRejection(
   call: () => unknown,
@@ -77,14 +77,8 @@ const ODD_STRINGS: [string, string][] = [
 ];
 
 // on the real process from the first case to the last (checked in 'afterwards')
-let rejections: RejectionCounter;
-beforeAll(() => {
-  rejections = countUnhandledRejections();
-});
-afterAll(async () => {
-  await closeToolkitApps();
-  rejections.stop();
-});
+const rejections = countUnhandledRejectionsInFile();
+afterAll(closeToolkitApps);
 
 /** What the key function, getTracker and generateKey give, set by each test before its requests. */
 const given: { key: unknown; tracker: unknown; scope: unknown } = { key: 'k', tracker: 't', scope: 's' };

@@ -27,7 +27,7 @@
  * `onFile`) in Fastify's content-type parser, before any Nest guard (documented in docs/session.md).
  */
 import 'reflect-metadata';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { request as httpRequest, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
@@ -39,22 +39,16 @@ import {
   Header,
   Injectable,
   type INestApplication,
-  type LoggerService,
-  type MiddlewareConsumer,
-  Module,
-  type NestModule,
   Post,
   Query,
   Req,
   Res,
-  type Type,
   UseGuards,
   UseInterceptors,
 } from '@nestjs/common';
 import { APP_GUARD, APP_INTERCEPTOR } from '@nestjs/core';
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import { HealthCheck, HealthCheckService, TerminusModule } from '@nestjs/terminus';
-import { Test } from '@nestjs/testing';
 import compression from 'compression';
 import helmet from 'helmet';
 import { Redis } from 'ioredis';
@@ -63,8 +57,6 @@ import {
   type CookieResponse,
   CurrentSession,
   RateLimitGuard,
-  RedisToolkitModule,
-  type RedisToolkitOptions,
   type Session,
   SessionGuard,
   SessionMiddleware,
@@ -78,6 +70,12 @@ import { RedisToolkitHealthIndicator } from '../../lib/terminus/index.js';
 import { chromiumAvailable, launchChromium } from '../support/chromium.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { recordingLogger } from '../support/recording-logger.js';
+import {
+  closeMiddlewareApps,
+  handlerRuns,
+  listenMiddlewareApp,
+  type MiddlewareAppOptions,
+} from '../support/middleware-app.js';
 import { cookiePair, loginController, setCookieLines } from '../support/session-http-app.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { PLATFORMS, type Platform } from '../support/toolkit-app.js';
@@ -86,30 +84,14 @@ const SECRET = 'toolkit-session-secret-of-32-characters!';
 const hasChromium = chromiumAvailable();
 
 /** Handler runs, by a name the test makes unique. */
-const runs = new Map<string, number>();
-const bump = (key: string): number => {
-  const n = (runs.get(key) ?? 0) + 1;
-  runs.set(key, n);
-  return n;
-};
-const ran = (key: string): number => runs.get(key) ?? 0;
+const { runs, bump, ran } = handlerRuns();
 
 // ---------------------------------------------------------------------------------------------------------------
 // An app of the test's own, with the middleware or Fastify plugins registered before init (as the platforms' docs
 // say: @fastify/compress and @fastify/helmet hook routes as they are added, so they must come before Nest's routes).
 // ---------------------------------------------------------------------------------------------------------------
 
-interface BootOptions {
-  platform: Platform;
-  toolkit?: Omit<Partial<RedisToolkitOptions>, 'connection'>;
-  controllers?: Type<unknown>[];
-  providers?: unknown[];
-  imports?: unknown[];
-  configure?: (consumer: MiddlewareConsumer) => void;
-  /** Runs after the app is created, before init: app.use(...) on Express, app.register(...) on Fastify. */
-  before?: (app: INestApplication) => unknown;
-  logger?: LoggerService;
-}
+type BootOptions = Omit<MiddlewareAppOptions, 'fastify' | 'bodyParser'>;
 
 interface Booted {
   app: INestApplication;
@@ -118,42 +100,10 @@ interface Booted {
   prefix: string;
 }
 
-const apps: INestApplication[] = [];
-afterEach(async () => {
-  await Promise.all(apps.splice(0).map((a) => a.close()));
-});
+afterEach(closeMiddlewareApps);
 
 async function boot(options: BootOptions): Promise<Booted> {
-  const prefix = `rtk-mw2-${randomUUID().slice(0, 8)}:`;
-  const configure = options.configure;
-  @Module({})
-  class MiddlewareModule implements NestModule {
-    configure(consumer: MiddlewareConsumer): void {
-      configure?.(consumer);
-    }
-  }
-  const moduleRef = await Test.createTestingModule({
-    imports: [
-      RedisToolkitModule.forRoot({
-        ...options.toolkit,
-        keyPrefix: prefix,
-        connection: { url: sharedServers().single.url },
-      }),
-      MiddlewareModule,
-      ...((options.imports ?? []) as never[]),
-    ],
-    controllers: options.controllers ?? [],
-    providers: (options.providers ?? []) as never[],
-  }).compile();
-  const nestOptions = { logger: (options.logger ?? ['error']) as never };
-  const app =
-    options.platform === 'fastify'
-      ? moduleRef.createNestApplication(new (await import('@nestjs/platform-fastify')).FastifyAdapter(), nestOptions)
-      : moduleRef.createNestApplication(nestOptions);
-  apps.push(app);
-  await options.before?.(app);
-  await app.init();
-  await app.listen(0, '127.0.0.1');
+  const { app, prefix } = await listenMiddlewareApp('rtk-mw2', options);
   const { port } = (app.getHttpServer() as Server).address() as AddressInfo;
   return { app, base: `http://127.0.0.1:${port}`, prefix };
 }

@@ -18,7 +18,6 @@
  * session.beside-express-session.spec.ts; proxy-header warnings: security/proxy-headers.spec.ts).
  */
 import 'reflect-metadata';
-import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
 import {
   type ArgumentsHost,
@@ -33,11 +32,7 @@ import {
   HttpException,
   Injectable,
   type INestApplication,
-  type LoggerService,
-  type MiddlewareConsumer,
-  Module,
   type NestInterceptor,
-  type NestModule,
   Post,
   Req,
   Res,
@@ -50,7 +45,6 @@ import {
 import { APP_GUARD, APP_INTERCEPTOR } from '@nestjs/core';
 import { FileInterceptor } from '@nestjs/platform-express';
 import { RouteSchema } from '@nestjs/platform-fastify';
-import { Test } from '@nestjs/testing';
 import bodyParser from 'body-parser';
 import cookieParser from 'cookie-parser';
 import cors from 'cors';
@@ -61,8 +55,6 @@ import request from 'supertest';
 import {
   CurrentSession,
   RateLimitGuard,
-  RedisToolkitModule,
-  type RedisToolkitOptions,
   type Session,
   SessionGuard,
   SessionMiddleware,
@@ -71,40 +63,26 @@ import {
 import { HttpCacheInterceptor, KeyBuilder } from '../../lib/advanced.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { recordingLogger } from '../support/recording-logger.js';
+import {
+  closeMiddlewareApps,
+  handlerRuns,
+  listenMiddlewareApp,
+  type MiddlewareAppOptions,
+} from '../support/middleware-app.js';
 import { cookiePair, loginController, setCookieLines } from '../support/session-http-app.js';
 import { sharedServers } from '../support/shared-servers.js';
-import { PLATFORMS, type Platform } from '../support/toolkit-app.js';
+import { PLATFORMS } from '../support/toolkit-app.js';
 
 const SECRET = 'toolkit-session-secret-of-32-characters!';
 
 /** Handler runs, by a name the test makes unique. */
-const runs = new Map<string, number>();
-const bump = (key: string): number => {
-  const n = (runs.get(key) ?? 0) + 1;
-  runs.set(key, n);
-  return n;
-};
-const ran = (key: string): number => runs.get(key) ?? 0;
+const { runs, bump, ran } = handlerRuns();
 
 // ---------------------------------------------------------------------------------------------------------------
 // An app of the test's own: adapter options (Fastify trustProxy, bodyLimit), Nest options (bodyParser), middleware.
 // ---------------------------------------------------------------------------------------------------------------
 
-interface BootOptions {
-  platform: Platform;
-  toolkit?: Omit<Partial<RedisToolkitOptions>, 'connection'>;
-  controllers: Type<unknown>[];
-  providers?: unknown[];
-  /** Applied through a NestModule's configure (SessionMiddleware, express-session as Nest middleware, …). */
-  configure?: (consumer: MiddlewareConsumer) => void;
-  /** Options of the FastifyAdapter (trustProxy, bodyLimit). */
-  fastify?: Record<string, unknown>;
-  /** Nest's own body parser (default on). */
-  bodyParser?: boolean;
-  /** Runs after the app is created, before init (app.use, enableCors, setGlobalPrefix, useGlobal*). */
-  before?: (app: INestApplication) => unknown;
-  logger?: LoggerService;
-}
+type BootOptions = Omit<MiddlewareAppOptions, 'imports'> & { controllers: Type<unknown>[] };
 
 interface Booted {
   app: INestApplication;
@@ -112,45 +90,10 @@ interface Booted {
   prefix: string;
 }
 
-const apps: INestApplication[] = [];
-afterEach(async () => {
-  await Promise.all(apps.splice(0).map((a) => a.close()));
-});
+afterEach(closeMiddlewareApps);
 
 async function boot(options: BootOptions): Promise<Booted> {
-  const prefix = `rtk-mw-${randomUUID().slice(0, 8)}:`;
-  const configure = options.configure;
-  @Module({})
-  class MiddlewareModule implements NestModule {
-    configure(consumer: MiddlewareConsumer): void {
-      configure?.(consumer);
-    }
-  }
-  const moduleRef = await Test.createTestingModule({
-    imports: [
-      RedisToolkitModule.forRoot({
-        ...options.toolkit,
-        keyPrefix: prefix,
-        connection: { url: sharedServers().single.url },
-      }),
-      MiddlewareModule,
-    ],
-    controllers: options.controllers,
-    providers: (options.providers ?? []) as never[],
-  }).compile();
-  const logger = options.logger ?? (['error'] as const);
-  const nestOptions = { logger: logger as never, bodyParser: options.bodyParser ?? true };
-  const app =
-    options.platform === 'fastify'
-      ? moduleRef.createNestApplication(
-          new (await import('@nestjs/platform-fastify')).FastifyAdapter(options.fastify as never),
-          nestOptions,
-        )
-      : moduleRef.createNestApplication(nestOptions);
-  apps.push(app);
-  await options.before?.(app);
-  await app.init();
-  await app.listen(0, '127.0.0.1');
+  const { app, prefix } = await listenMiddlewareApp('rtk-mw', options);
   return { app, http: request(app.getHttpServer() as Server), prefix };
 }
 

@@ -9,9 +9,8 @@ import {
 import { RateLimitService, type RateLimitPolicy } from '../../lib/index.js';
 import { RedisToolkitInstrumentation } from '../../lib/otel/index.js';
 import { points } from '../support/observability.js';
-import { trackForCleanup } from '../support/private-servers.js';
-import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
-import { closeToolkitApps, createToolkitApp, type ToolkitAppOptions } from '../support/toolkit-app.js';
+import { createToolkitApp, type ToolkitAppOptions } from '../support/toolkit-app.js';
+import { useKillableRedis } from '../support/toolkit-boot.js';
 
 /**
  * An operator reading `rtk.ratelimit.decisions` on a dashboard must see the decisions Redis did not make: a fail-open
@@ -22,14 +21,7 @@ import { closeToolkitApps, createToolkitApp, type ToolkitAppOptions } from '../s
 
 const policy: RateLimitPolicy = { limit: 1, ttl: 60_000 };
 
-let server: RedisServerHandle;
-beforeAll(async () => {
-  server = trackForCleanup(await startRedisServer());
-});
-afterEach(async () => {
-  await closeToolkitApps();
-  if (!server.isRunning()) await server.restart();
-});
+const redis = useKillableRedis();
 
 /** A rate limiter on the private server, with the OTel metrics of the instrumentation read from memory. */
 async function boot(rateLimit: ToolkitAppOptions['rateLimit'] = {}) {
@@ -39,7 +31,7 @@ async function boot(rateLimit: ToolkitAppOptions['rateLimit'] = {}) {
   instrumentation.setMeterProvider(new MeterProvider({ readers: [reader] }));
   instrumentation.enable();
   const app = await createToolkitApp({
-    target: { url: server.url },
+    target: { url: redis.server.url },
     keyPrefix: `rtk-od-${randomBytes(3).toString('hex')}:`,
     commandTimeout: 300,
     maxReconnectDelay: 100,
@@ -64,7 +56,7 @@ describe('rtk.ratelimit.decisions tells the decisions Redis did not make apart (
     try {
       expect((await rl.consume('a', policy)).allowed).toBe(true);
       expect((await rl.consume('a', policy)).allowed).toBe(false);
-      await server.kill();
+      await redis.server.kill();
       for (let i = 0; i < 3; i++) expect(await rl.consume('a', policy)).toMatchObject({ degraded: 'fail-open' });
       const both = await rl.consumeAll([
         { key: 'ip:203.0.113.7', policy, name: 'ip' },
@@ -88,7 +80,7 @@ describe('rtk.ratelimit.decisions tells the decisions Redis did not make apart (
     const { rl, decisions, stop } = await boot({ insurance: { divideLimitBy: 1 } });
     try {
       expect((await rl.consume('warm', policy)).allowed).toBe(true);
-      await server.kill();
+      await redis.server.kill();
       expect(await rl.consume('b', policy)).toMatchObject({ allowed: true, degraded: 'insurance' });
       expect(await rl.consume('b', policy)).toMatchObject({ allowed: false, degraded: 'insurance' });
       expect(await decisions()).toEqual({

@@ -1,26 +1,20 @@
 import 'reflect-metadata';
-import { Controller, type ExecutionContext, Get, UseGuards } from '@nestjs/common';
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
 import {
-  RateLimitGuard,
   RateLimitService,
   RedisUnavailableError,
-  Throttle,
   type RateLimitOptions,
   type RateLimitPolicy,
 } from '../../lib/index.js';
 import type { RateLimitCheck } from '../../lib/advanced.js';
-import { hashSlot } from '../../lib/common/bulk-keys.js';
 import { shiftDateNow, useClockShift } from '../support/clock-shift.js';
 import { trackForCleanup } from '../support/private-servers.js';
-import { userFromHeader } from '../support/rate-limit-http.js';
+import { masterPortOf, restoreKilledMaster, twoTrackerController } from '../support/cluster-outage.js';
 import { startRedisCluster, type RedisClusterHandle } from '../support/redis-cluster.js';
-import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
-import { rawCommand } from '../support/resp.js';
 import { PLATFORMS, closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
-import { bootToolkitApp } from '../support/toolkit-boot.js';
-import { sleep, waitFor } from '../support/wait.js';
+import { bootToolkitApp, useKillableRedis } from '../support/toolkit-boot.js';
+import { sleep } from '../support/wait.js';
 
 // docs/rate-limit.md, "Block cache (`blockCache`)", held to the code where no other spec does:
 // - what another process's reset() or block() does to a refusal learnt here (until its time, and no longer);
@@ -128,18 +122,11 @@ describe.each(['single', 'cluster'] as const)('the block cache on %s', (target) 
 });
 
 describe('the block cache with the single server killed', () => {
-  let server: RedisServerHandle;
-  beforeAll(async () => {
-    server = trackForCleanup(await startRedisServer());
-  });
-  afterEach(async () => {
-    await closeToolkitApps();
-    if (!server.isRunning()) await server.restart();
-  });
+  const redis = useKillableRedis();
 
   async function boot(rateLimit: RateLimitOptions) {
     const app = await bootToolkitApp({
-      target: { url: server.url },
+      target: { url: redis.server.url },
       commandTimeout: 300,
       maxReconnectDelay: 100,
       keyPrefix: `rtk-${randomUUID().slice(0, 8)}:`,
@@ -157,7 +144,7 @@ describe('the block cache with the single server killed', () => {
       const rl = await boot(options);
       const [spent, fresh, other] = [randomUUID(), randomUUID(), randomUUID()];
       await spend(rl, spent, WINDOW);
-      await server.kill();
+      await redis.server.kill();
       const pair: RateLimitCheck[] = [
         { key: spent, policy: WINDOW, name: 'spent' },
         { key: fresh, policy: WINDOW, name: 'fresh' },
@@ -200,7 +187,7 @@ describe('the block cache with the single server killed', () => {
     const rl = await boot({ failOpen: false });
     const [spent, fresh] = [randomUUID(), randomUUID()];
     await spend(rl, spent, WINDOW);
-    await server.kill();
+    await redis.server.kill();
     const decision = await rl
       .consumeAll([
         { key: fresh, policy: WINDOW, name: 'fresh' },
@@ -215,24 +202,7 @@ describe('the block cache with the single server killed', () => {
 });
 
 const tight: RateLimitPolicy = { limit: 2, ttl: 60_000 };
-const header = (name: string) => (ctx: ExecutionContext) =>
-  String(ctx.switchToHttp().getRequest<{ headers: Record<string, string> }>().headers[name]);
-
-@Controller('bc')
-@UseGuards(RateLimitGuard)
-class BlockedController {
-  @Get('user-first')
-  @Throttle({ name: 'user', ...tight, key: userFromHeader }, { name: 'ip', ...tight, key: header('x-ip') })
-  userFirst(): string {
-    return 'ok';
-  }
-
-  @Get('ip-first')
-  @Throttle({ name: 'ip', ...tight, key: header('x-ip') }, { name: 'user', ...tight, key: userFromHeader })
-  ipFirst(): string {
-    return 'ok';
-  }
-}
+const BlockedController = twoTrackerController('bc', tight);
 
 describe('the block cache on a cluster with a master killed', () => {
   let cluster: RedisClusterHandle;
@@ -241,15 +211,7 @@ describe('the block cache on a cluster with a master killed', () => {
   }, 60_000);
   afterEach(async () => {
     await closeToolkitApps();
-    const victim = cluster.masters[0];
-    if (!victim.isRunning()) {
-      await victim.restart();
-      const ok = async () => {
-        const infos = await Promise.all(cluster.masters.map((m) => rawCommand(m.port, ['CLUSTER', 'INFO'])));
-        return infos.every((info) => /cluster_state:ok/.test(String(info)));
-      };
-      expect(await waitFor(ok, 10_000)).toBe(true);
-    }
+    await restoreKilledMaster(cluster);
   });
 
   /** An app with the block cache; `dead(tag)` and `live(n, tag)` give keys whose counters are on the victim or not. */
@@ -264,16 +226,9 @@ describe('the block cache on a cluster with a master killed', () => {
       ...extra,
     });
     const rl = app.get(RateLimitService);
-    const slots = (await rawCommand(cluster.masters[0].port, ['CLUSTER', 'SLOTS'])) as [
-      number,
-      number,
-      [string, number],
-    ][];
+    const portOf = await masterPortOf(cluster, rl);
     const victim = cluster.masters[0];
-    const onVictim = (key: string) => {
-      const slot = hashSlot(rl.redisKey(key, 'any', 'sliding-window'));
-      return slots.find(([from, to]) => slot >= from && slot <= to)?.[2][1] === victim.port;
-    };
+    const onVictim = (key: string) => portOf(key) === victim.port;
     const pick = (n: number, tag: string, dead: boolean) => {
       const keys: string[] = [];
       for (let i = 0; keys.length < n; i++) if (onVictim(`${tag}-${i}`) === dead) keys.push(`${tag}-${i}`);

@@ -1,25 +1,19 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import type { Server } from 'node:http';
-import { Controller, type ExecutionContext, Get, UseGuards } from '@nestjs/common';
 import {
-  RateLimitGuard,
   RateLimitService,
   RedisUnavailableError,
-  Throttle,
   type RateLimitOptions,
   type RateLimitPolicy,
 } from '../../lib/index.js';
 import type { RateLimitCheck } from '../../lib/advanced.js';
-import { hashSlot } from '../../lib/common/bulk-keys.js';
 import { trackForCleanup } from '../support/private-servers.js';
-import { userFromHeader } from '../support/rate-limit-http.js';
+import { masterPortOf, restoreKilledMaster, twoTrackerController } from '../support/cluster-outage.js';
 import { recordingLogger } from '../support/recording-logger.js';
 import { startRedisCluster, type RedisClusterHandle } from '../support/redis-cluster.js';
 import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
-import { rawCommand } from '../support/resp.js';
 import { PLATFORMS, closeToolkitApps, createToolkitApp, type Platform } from '../support/toolkit-app.js';
-import { waitFor } from '../support/wait.js';
 
 /**
  * A rate-limit decision on a Redis Cluster meets a dead master the way it meets a dead single server (DESIGN.md: one
@@ -46,32 +40,10 @@ beforeAll(async () => {
 afterEach(async () => {
   await closeToolkitApps();
   if (!single.isRunning()) await single.restart();
-  const victim = cluster.masters[0];
-  if (!victim.isRunning()) {
-    await victim.restart();
-    // a restarted master says cluster_state:fail for ~2 s; the next test's app would not connect meanwhile
-    const ok = async () => {
-      const infos = await Promise.all(cluster.masters.map((m) => rawCommand(m.port, ['CLUSTER', 'INFO'])));
-      return infos.every((info) => /cluster_state:ok/.test(String(info)));
-    };
-    expect(await waitFor(ok, 10_000)).toBe(true);
-  }
+  await restoreKilledMaster(cluster);
 });
 
 type Target = 'single server' | 'cluster';
-
-/** The port of the master owning `key`'s counters (their hash tag depends on the key alone), from CLUSTER SLOTS. */
-async function portsOf(rl: RateLimitService) {
-  const slots = (await rawCommand(cluster.masters[0].port, ['CLUSTER', 'SLOTS'])) as [
-    number,
-    number,
-    [string, number],
-  ][];
-  return (key: string) => {
-    const slot = hashSlot(rl.redisKey(key, 'any', 'sliding-window'));
-    return slots.find(([from, to]) => slot >= from && slot <= to)?.[2][1];
-  };
-}
 
 /** An app on `target`, its warnings recorded; `dead(n, tag)` gives n keys whose counters are on the victim. */
 async function boot(
@@ -91,7 +63,7 @@ async function boot(
     ...extra,
   });
   const rl = app.get(RateLimitService);
-  const portOf = target === 'cluster' ? await portsOf(rl) : () => single.port;
+  const portOf = target === 'cluster' ? await masterPortOf(cluster, rl) : () => single.port;
   const victim = target === 'cluster' ? cluster.masters[0] : single;
   const pick = (n: number, tag: string, onVictim: boolean) => {
     const keys: string[] = [];
@@ -193,24 +165,7 @@ describe('a cluster with failOpen: false: a decision Redis refused for one track
   });
 });
 
-const header = (name: string) => (ctx: ExecutionContext) =>
-  String(ctx.switchToHttp().getRequest<{ headers: Record<string, string> }>().headers[name]);
-
-@Controller('o')
-@UseGuards(RateLimitGuard)
-class OutageController {
-  @Get('user-first')
-  @Throttle({ name: 'user', ...tight, key: userFromHeader }, { name: 'ip', ...tight, key: header('x-ip') })
-  userFirst(): string {
-    return 'ok';
-  }
-
-  @Get('ip-first')
-  @Throttle({ name: 'ip', ...tight, key: header('x-ip') }, { name: 'user', ...tight, key: userFromHeader })
-  ipFirst(): string {
-    return 'ok';
-  }
-}
+const OutageController = twoTrackerController('o', tight);
 
 describe.each(PLATFORMS)('over HTTP on %s, a cluster with failOpen: false and a master dead', (platform) => {
   it('a user over its limit is told 429 (Retry-After), whatever order its IP policy has; a fresh user gets 503', async () => {

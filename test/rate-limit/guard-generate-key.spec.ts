@@ -11,7 +11,8 @@ import { Controller, Get, Injectable, UseGuards } from '@nestjs/common';
 import request from 'supertest';
 import { RateLimitGuard, Throttle } from '../../lib/index.js';
 import { recordingLogger } from '../support/recording-logger.js';
-import { closeToolkitApps, createToolkitApp, PLATFORMS } from '../support/toolkit-app.js';
+import { bootLoggedHttpApp } from '../support/rate-limit-http.js';
+import { closeToolkitApps, PLATFORMS } from '../support/toolkit-app.js';
 
 const given: { scope: unknown; tracker: string } = { scope: 's', tracker: 't' };
 
@@ -41,16 +42,10 @@ describe.each(PLATFORMS)('a generateKey override on %s', (platform) => {
   let http: Server;
   let log: ReturnType<typeof recordingLogger>;
   beforeAll(async () => {
-    log = recordingLogger();
-    const app = await createToolkitApp({
-      platform,
-      http: true,
-      logger: log.logger,
-      keyPrefix: `rtk-gk${randomBytes(4).toString('hex')}:`,
+    ({ log, http } = await bootLoggedHttpApp(platform, 'gk', {
       controllers: [ScopedController],
       providers: [ScopeHookGuard],
-    });
-    http = app.app.getHttpServer() as Server;
+    }));
   });
 
   it.each([

@@ -26,13 +26,13 @@ import request from 'supertest';
 import { RateLimitGuard, RateLimitService, RedisUnavailableError, Throttle } from '../../lib/index.js';
 import type { ThrottledRequest } from '../../lib/advanced.js';
 import { recordingLogger } from '../support/recording-logger.js';
-import type { GraphqlReply } from '../support/rate-limit-http.js';
+import { bootLoggedHttpApp, type GraphqlReply } from '../support/rate-limit-http.js';
 import { type GuardHook, graphqlModule, hookRoutedGuard, trackerOf } from '../support/rate-limit-hooks.js';
 import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
 import { ackOrException, connectSocket } from '../support/socket-io.js';
 import { bootToolkitApp } from '../support/toolkit-boot.js';
 import { closeToolkitApps, createToolkitApp, PLATFORMS } from '../support/toolkit-app.js';
-import { countUnhandledRejections, type RejectionCounter, settleRejections } from '../support/unhandled.js';
+import { countUnhandledRejectionsInFile, settleRejections } from '../support/unhandled.js';
 import { waitFor } from '../support/wait.js';
 
 /** The guard's hooks (setResponseHeader's Retry-After write apart), and the option functions that can fail. */
@@ -174,14 +174,8 @@ class ThrowingGateway {
 }
 
 // on the real process for the whole file; a case checks the reasons added since it began
-let rejections: RejectionCounter;
-beforeAll(() => {
-  rejections = countUnhandledRejections();
-});
-afterAll(async () => {
-  await closeToolkitApps();
-  rejections.stop();
-});
+const rejections = countUnhandledRejectionsInFile();
+afterAll(closeToolkitApps);
 afterEach(() => {
   current.hook = undefined;
   current.fail = undefined;
@@ -311,12 +305,8 @@ describe.each(PLATFORMS)('RateLimitGuard hooks that throw or reject, on %s', (pl
   const sockets: Socket[] = [];
 
   beforeAll(async () => {
-    log = recordingLogger();
-    const app = await createToolkitApp({
-      platform,
-      http: true,
-      logger: log.logger,
-      keyPrefix: `rtk-th${randomBytes(4).toString('hex')}:`,
+    let port: number;
+    ({ log, http, port, rl } = await bootLoggedHttpApp(platform, 'th', {
       rateLimit: {
         skipIf: dynamic('skipIf', () => false),
         ignoreUserAgents: [new HookedAgentPattern('^never-this-agent$')],
@@ -325,10 +315,8 @@ describe.each(PLATFORMS)('RateLimitGuard hooks that throw or reject, on %s', (pl
       imports: [graphqlModule(platform)],
       controllers: [ThrowingController],
       providers: [ThrowingGuard, ThrowingResolver, ThrowingGateway],
-    });
-    http = app.app.getHttpServer() as Server;
-    send = transport(http, (http.address() as { port: number }).port, sockets);
-    rl = app.get(RateLimitService);
+    }));
+    send = transport(http, port, sockets);
   });
   afterAll(async () => {
     for (const s of sockets.splice(0)) s.disconnect();

@@ -26,13 +26,13 @@ import request from 'supertest';
 import { RateLimitService, Throttle } from '../../lib/index.js';
 import type { ThrottledRequest } from '../../lib/advanced.js';
 import { recordingLogger } from '../support/recording-logger.js';
-import type { GraphqlReply } from '../support/rate-limit-http.js';
+import { bootLoggedHttpApp, type GraphqlReply } from '../support/rate-limit-http.js';
 import { type GuardHook, graphqlModule, hookRoutedGuard, trackerOf } from '../support/rate-limit-hooks.js';
 import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
 import { ackOrException, connectSocket } from '../support/socket-io.js';
 import { bootToolkitApp } from '../support/toolkit-boot.js';
-import { closeToolkitApps, createToolkitApp, PLATFORMS } from '../support/toolkit-app.js';
-import { countUnhandledRejections, type RejectionCounter, settleRejections } from '../support/unhandled.js';
+import { closeToolkitApps, PLATFORMS } from '../support/toolkit-app.js';
+import { countUnhandledRejectionsInFile, settleRejections } from '../support/unhandled.js';
 
 /** The guard's hooks, and the option functions: rateLimit's and a @Throttle policy's. */
 type Hook = GuardHook | 'skipIf' | 'errorMessage' | 'key' | 'limit' | 'ttl' | 'cost' | 'algorithm';
@@ -174,14 +174,8 @@ class OutageController {
 }
 
 // on the real process for the whole file; a case checks the reasons added since it began (unhandledSince)
-let rejections: RejectionCounter;
-beforeAll(() => {
-  rejections = countUnhandledRejections();
-});
-afterAll(async () => {
-  await closeToolkitApps();
-  rejections.stop();
-});
+const rejections = countUnhandledRejectionsInFile();
+afterAll(closeToolkitApps);
 afterEach(() => {
   for (const key of Object.keys(hooks)) delete hooks[key as Hook];
 });
@@ -207,12 +201,7 @@ describe.each(PLATFORMS)('a RateLimitGuard subclass on %s', (platform) => {
   const sockets: Socket[] = [];
 
   beforeAll(async () => {
-    log = recordingLogger();
-    const app = await createToolkitApp({
-      platform,
-      http: true,
-      logger: log.logger,
-      keyPrefix: `rtk-hk${randomBytes(4).toString('hex')}:`,
+    ({ log, http, port, rl } = await bootLoggedHttpApp(platform, 'hk', {
       rateLimit: {
         // a tracker on both lists is denied; a range makes the lists read the tracker as an address too
         allowList: ['both-user'],
@@ -223,10 +212,7 @@ describe.each(PLATFORMS)('a RateLimitGuard subclass on %s', (platform) => {
       imports: [graphqlModule(platform)],
       controllers: [HookController],
       providers: [HookGuard, HookResolver, HookGateway],
-    });
-    http = app.app.getHttpServer() as Server;
-    port = (http.address() as { port: number }).port;
-    rl = app.get(RateLimitService);
+    }));
   });
   afterAll(() => {
     for (const s of sockets.splice(0)) s.disconnect();

@@ -21,13 +21,19 @@ import {
   type RateLimitResult,
 } from '../../lib/index.js';
 import type { RewardOptions } from '../../lib/advanced.js';
-import { hashSlot } from '../../lib/common/bulk-keys.js';
+import { masterPortOf } from '../support/cluster-outage.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { userFromHeader } from '../support/rate-limit-http.js';
 import { startRedisCluster, type RedisClusterHandle } from '../support/redis-cluster.js';
 import { startRedisServer } from '../support/redis-server.js';
 import { rawCommand } from '../support/resp.js';
-import { closeToolkitApps, createToolkitApp, PLATFORMS, PLATFORMS_AND_TARGETS } from '../support/toolkit-app.js';
+import {
+  closeToolkitApps,
+  createToolkitApp,
+  PLATFORMS,
+  PLATFORMS_AND_TARGETS,
+  type ToolkitAppOptions,
+} from '../support/toolkit-app.js';
 import { bootToolkitApp } from '../support/toolkit-boot.js';
 import { sleep, waitFor } from '../support/wait.js';
 import { bootInsured, insured, privateRedis, type PrivateRedis } from './insurance-harness.js';
@@ -399,38 +405,33 @@ describe('a cluster with one master dead: each charge of a decision given back w
     }
   });
 
+  /** An app with insurance on the cluster; `pick(onVictim)` gives a fresh key whose counters are on the victim or not. */
+  async function boot(extra: Pick<ToolkitAppOptions, 'http' | 'platform' | 'controllers'> = {}) {
+    const app = await bootToolkitApp({
+      target: { cluster: cluster.startupNodes },
+      commandTimeout: 300,
+      connectTimeout: 20_000,
+      maxReconnectDelay: 100,
+      keyPrefix: `rtk-${randomUUID().slice(0, 8)}:`,
+      rateLimit: { warnIntervalMs: 60_000, insurance: true },
+      ...extra,
+    });
+    const rl = app.get(RateLimitService);
+    const portOf = await masterPortOf(cluster, rl);
+    const victim = cluster.masters[0];
+    const pick = (onVictim: boolean) => {
+      for (;;) {
+        const key = randomUUID();
+        if ((portOf(key) === victim.port) === onVictim) return key;
+      }
+    };
+    return { app, rl, victim, pick };
+  }
+
   it.each(PLATFORMS)(
     'over HTTP on %s: a login whose user counter insurance charged (dead master) and IP counter Redis charged',
     async (platform) => {
-      const app = await bootToolkitApp({
-        target: { cluster: cluster.startupNodes },
-        commandTimeout: 300,
-        connectTimeout: 20_000,
-        maxReconnectDelay: 100,
-        keyPrefix: `rtk-${randomUUID().slice(0, 8)}:`,
-        rateLimit: { warnIntervalMs: 60_000, insurance: true },
-        http: true,
-        platform,
-        controllers: [LoginController],
-      });
-      const rl = app.get(RateLimitService);
-      const slots = (await rawCommand(cluster.masters[0].port, ['CLUSTER', 'SLOTS'])) as [
-        number,
-        number,
-        [string, number],
-      ][];
-      // a counter's hash tag depends on its key alone
-      const portOf = (key: string) => {
-        const slot = hashSlot(rl.redisKey(key, 'any', 'sliding-window'));
-        return slots.find(([from, to]) => slot >= from && slot <= to)?.[2][1];
-      };
-      const victim = cluster.masters[0];
-      const pick = (onVictim: boolean) => {
-        for (;;) {
-          const key = randomUUID();
-          if ((portOf(key) === victim.port) === onVictim) return key;
-        }
-      };
+      const { app, rl, victim, pick } = await boot({ http: true, platform, controllers: [LoginController] });
       const [user, ip] = [pick(true), pick(false)];
       await victim.kill();
       const probe: RateLimitPolicy = { limit: 1, ttl: 1_000 };
@@ -448,31 +449,7 @@ describe('a cluster with one master dead: each charge of a decision given back w
   );
 
   it("RateLimitService: a consumeAll's results say which counters insurance decided; each refund goes there", async () => {
-    const app = await bootToolkitApp({
-      target: { cluster: cluster.startupNodes },
-      commandTimeout: 300,
-      connectTimeout: 20_000,
-      maxReconnectDelay: 100,
-      keyPrefix: `rtk-${randomUUID().slice(0, 8)}:`,
-      rateLimit: { warnIntervalMs: 60_000, insurance: true },
-    });
-    const rl = app.get(RateLimitService);
-    const slots = (await rawCommand(cluster.masters[0].port, ['CLUSTER', 'SLOTS'])) as [
-      number,
-      number,
-      [string, number],
-    ][];
-    const portOf = (key: string) => {
-      const slot = hashSlot(rl.redisKey(key, 'any', 'sliding-window'));
-      return slots.find(([from, to]) => slot >= from && slot <= to)?.[2][1];
-    };
-    const victim = cluster.masters[0];
-    const pick = (onVictim: boolean) => {
-      for (;;) {
-        const key = randomUUID();
-        if ((portOf(key) === victim.port) === onVictim) return key;
-      }
-    };
+    const { rl, victim, pick } = await boot();
     const policy: RateLimitPolicy = { limit: 2, ttl: 60_000, algorithm: 'fixed-window' };
     const [dead, live] = [pick(true), pick(false)];
     await victim.kill();

@@ -7,10 +7,8 @@ import {
   type RateLimitPolicy,
 } from '../../lib/index.js';
 import { restoreClocks, shiftDateNow, useClockShift } from '../support/clock-shift.js';
-import { trackForCleanup } from '../support/private-servers.js';
-import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
 import { closeToolkitApps } from '../support/toolkit-app.js';
-import { bootToolkitApp } from '../support/toolkit-boot.js';
+import { bootToolkitApp, useKillableRedis } from '../support/toolkit-boot.js';
 import { waitFor } from '../support/wait.js';
 
 // docs/rate-limit.md, Failure policy, `insurance`, held to the code where no other spec does, on a private server
@@ -33,14 +31,7 @@ import { waitFor } from '../support/wait.js';
 afterAll(closeToolkitApps);
 useClockShift();
 
-let server: RedisServerHandle;
-beforeAll(async () => {
-  server = trackForCleanup(await startRedisServer());
-});
-afterEach(async () => {
-  await closeToolkitApps();
-  if (!server.isRunning()) await server.restart();
-});
+const redis = useKillableRedis();
 
 const WINDOW: RateLimitPolicy = { limit: 1, ttl: 60_000, algorithm: 'fixed-window' };
 /** A policy of keys of their own, to see who decides (a peek: nothing charged, nothing counted). */
@@ -48,7 +39,7 @@ const PROBE: RateLimitPolicy = { limit: 1, ttl: 1_000 };
 
 async function boot(rateLimit: RateLimitOptions, keyPrefix = `rtk-${randomUUID().slice(0, 8)}:`) {
   const app = await bootToolkitApp({
-    target: { url: server.url },
+    target: { url: redis.server.url },
     commandTimeout: 300,
     maxReconnectDelay: 100,
     keyPrefix,
@@ -61,14 +52,14 @@ const decidedBy = async (rl: RateLimitService) => (await rl.peek(randomUUID(), P
 
 /** Redis killed; resolves once every service's decisions are the insurance limiter's. */
 async function cut(...services: RateLimitService[]) {
-  await server.kill();
+  await redis.server.kill();
   for (const rl of services)
     expect(await waitFor(async () => (await decidedBy(rl)) === 'insurance', 15_000)).toBe(true);
 }
 
 /** Redis restarted (empty); resolves once every service's decisions are Redis's again. */
 async function back(...services: RateLimitService[]) {
-  await server.restart();
+  await redis.server.restart();
   for (const rl of services) expect(await waitFor(async () => (await decidedBy(rl)) === 'redis', 15_000)).toBe(true);
 }
 
@@ -126,7 +117,7 @@ it('its windows outlive Redis coming back: a second outage in the same window go
   expect(say(await rl.consume(key, WINDOW))).toBe('refused insurance');
   await back(rl);
   expect(say(await rl.consume(key, WINDOW))).toBe('admitted undefined'); // Redis's counter: fresh
-  await server.kill();
+  await redis.server.kill();
   expect(await waitFor(async () => (await decidedBy(rl)) === 'insurance', 15_000)).toBe(true);
   const again = await rl.consume(key, WINDOW);
   expect(say(again)).toBe('refused insurance');
@@ -184,7 +175,7 @@ it("a reset(key) made while Redis is up clears that key's windows only: the othe
   for (const key of [a, b]) expect((await rl.consume(key, WINDOW)).allowed).toBe(true);
   await back(rl);
   await rl.reset(a);
-  await server.kill();
+  await redis.server.kill();
   expect(await waitFor(async () => (await decidedBy(rl)) === 'insurance', 15_000)).toBe(true);
   expect([(await rl.consume(a, WINDOW)).allowed, (await rl.consume(b, WINDOW)).allowed]).toEqual([true, false]);
 });

@@ -8,7 +8,7 @@
 import 'reflect-metadata';
 import { jest } from '@jest/globals';
 import { randomBytes } from 'node:crypto';
-import { Controller, HttpException, Logger, type LoggerService, Post, Query, UseGuards } from '@nestjs/common';
+import { Controller, HttpException, Logger, Post, Query, UseGuards } from '@nestjs/common';
 import express from 'express';
 import session from 'express-session';
 import { Redis } from 'ioredis';
@@ -30,7 +30,7 @@ import { recordCommandCalls } from '../support/command-recorder.js';
 import { useDisposableCluster } from '../support/disposable-cluster.js';
 import { errorOf } from '../support/errors.js';
 import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
-import { rawCommand } from '../support/resp.js';
+import { allLines, BOUND, LIMIT, LIMITED, limitThreeMasters, noConfigUser } from '../support/reply-limit.js';
 import { cookiePair, loginController, sessionHttpApp, userIdController } from '../support/session-http-app.js';
 import { closeToolkitApps, createToolkitApp, PLATFORMS, type ToolkitAppOptions } from '../support/toolkit-app.js';
 import { waitFor } from '../support/wait.js';
@@ -38,27 +38,9 @@ import { waitFor } from '../support/wait.js';
 afterEach(closeToolkitApps);
 
 const prefix = () => `rtk-rl${randomBytes(5).toString('hex')}:`;
-/** The server limit most cases run under: 256 KiB, as `client-output-buffer-limit normal 256kb 128kb 10`. */
-const LIMIT = 262_144;
-/** The bound taken from it: 4/5 of the hard limit, less 128 bytes (209,587). */
-const BOUND = Math.floor((LIMIT * 4) / 5) - 128;
 const MiB = 1_048_576;
 const policy = { limit: 1_000, ttl: 60_000 };
-const LIMITED = ['--client-output-buffer-limit', 'normal 256kb 128kb 10'];
 
-/** A logger that keeps every line the toolkit logs, by level. */
-function allLines(): { logs: string[]; warnings: string[]; logger: LoggerService } {
-  const logs: string[] = [];
-  const warnings: string[] = [];
-  const logger: LoggerService = {
-    log: (m: unknown) => void logs.push(String(m)),
-    warn: (m: unknown) => void warnings.push(String(m)),
-    error: (m: unknown) => void warnings.push(`error: ${String(m)}`),
-    debug: (m: unknown) => void logs.push(String(m)),
-    verbose: (m: unknown) => void logs.push(String(m)),
-  };
-  return { logs, warnings, logger };
-}
 const about = (lines: string[]) => lines.filter((l) => /client-output-buffer-limit|maxSize|maxValueBytes/.test(l));
 
 /** How many CONFIG GETs the server has answered since its stats were reset. */
@@ -354,15 +336,9 @@ describe('the limit cannot be read (CONFIG refused by the ACL)', () => {
 
   // Before: the line spoke of the cache alone; the sessions' bound was as unknown, without a word.
   it('one log line names the cache and the sessions; session.maxSize alone bounds a session', async () => {
-    const admin = trackForCleanup(new Redis(redis.server.url));
-    const password = randomBytes(8).toString('hex');
-    await admin.call('acl', 'setuser', 'noconfig', 'reset', 'on', `>${password}`, '~*', '&*', '+@all', '-config');
+    const { url } = await noConfigUser(redis.server);
     const { logs, warnings, logger } = allLines();
-    const app = await createToolkitApp({
-      target: { url: `redis://noconfig:${password}@127.0.0.1:${redis.server.port}` },
-      keyPrefix: prefix(),
-      logger,
-    });
+    const app = await createToolkitApp({ target: { url }, keyPrefix: prefix(), logger });
     const named = about(logs);
     expect(named).toHaveLength(1);
     expect(named[0]).toMatch(
@@ -397,10 +373,8 @@ describe('a cluster: the smallest limit of its masters', () => {
 
   // Before: the sessions read no limit: a session past the smallest master's was stored.
   it('bounds every session by the master with the smallest non-zero limit, whichever slot it lives in', async () => {
-    const [a, b, c] = cluster().masters;
-    await rawCommand(a.port, ['CONFIG', 'SET', 'client-output-buffer-limit', 'normal 1mb 512kb 10']);
-    await rawCommand(b.port, ['CONFIG', 'SET', 'client-output-buffer-limit', 'normal 256kb 128kb 10']);
-    await rawCommand(c.port, ['CONFIG', 'SET', 'client-output-buffer-limit', 'normal 0 0 0']);
+    const b = cluster().masters[1];
+    await limitThreeMasters(cluster().masters);
     const { logs, warnings, logger } = allLines();
     const app = await createToolkitApp({ target: { cluster: cluster().startupNodes }, keyPrefix: prefix(), logger });
     const sessions = app.get(SessionService);

@@ -1,8 +1,9 @@
 import { Controller, Get, UseGuards, type ExecutionContext, type Type } from '@nestjs/common';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
-import { RateLimitGuard, Throttle, type RateLimitOptions } from '../../lib/index.js';
-import { createToolkitApp, type Platform, type ToolkitApp } from './toolkit-app.js';
+import { RateLimitGuard, RateLimitService, Throttle, type RateLimitOptions } from '../../lib/index.js';
+import { recordingLogger } from './recording-logger.js';
+import { createToolkitApp, type Platform, type ToolkitApp, type ToolkitAppOptions } from './toolkit-app.js';
 
 /** A rate-limit key from the request's `X-User-Id` header (each test's own user). */
 export const userFromHeader = (ctx: ExecutionContext): string =>
@@ -57,4 +58,21 @@ export function bootHeaderApps<M extends { headers: NonNullable<RateLimitOptions
       }),
     ),
   );
+}
+
+/**
+ * An HTTP app of a guard spec on `platform`, its log recorded, under a key prefix of its own (`rtk-<tag><8 hex>:`);
+ * `options` adds the spec's rate-limit options, controllers and providers.
+ */
+export async function bootLoggedHttpApp(platform: Platform, tag: string, options: ToolkitAppOptions = {}) {
+  const log = recordingLogger();
+  const app = await createToolkitApp({
+    platform,
+    http: true,
+    logger: log.logger,
+    keyPrefix: `rtk-${tag}${randomBytes(4).toString('hex')}:`,
+    ...options,
+  });
+  const http = app.app.getHttpServer() as Server;
+  return { app, log, http, port: (http.address() as { port: number }).port, rl: app.get(RateLimitService) };
 }

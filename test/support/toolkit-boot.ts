@@ -5,7 +5,9 @@
  * attempts); any other error, or a third timeout, is thrown.
  */
 import { RedisUnavailableError } from '../../lib/index.js';
-import { createToolkitApp, type ToolkitApp, type ToolkitAppOptions } from './toolkit-app.js';
+import { usePrivateRedis } from './private-servers.js';
+import type { RedisServerHandle } from './redis-server.js';
+import { closeToolkitApps, createToolkitApp, type ToolkitApp, type ToolkitAppOptions } from './toolkit-app.js';
 
 export async function bootToolkitApp(options: ToolkitAppOptions): Promise<ToolkitApp> {
   for (let attempt = 1; ; attempt++) {
@@ -16,4 +18,18 @@ export async function bootToolkitApp(options: ToolkitAppOptions): Promise<Toolki
       if (!timedOut || attempt >= 3) throw err;
     }
   }
+}
+
+/**
+ * A private server for the tests of a describe (or file) that kill it: after each test the toolkit apps are closed and
+ * the server restarted if the test stopped it, so the next test starts on a running one. Read `.server` inside tests
+ * and hooks only (usePrivateRedis).
+ */
+export function useKillableRedis(): { readonly server: RedisServerHandle } {
+  const redis = usePrivateRedis();
+  afterEach(async () => {
+    await closeToolkitApps();
+    if (!redis.server.isRunning()) await redis.server.restart();
+  });
+  return redis;
 }

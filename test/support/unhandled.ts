@@ -56,3 +56,24 @@ export async function settleRejections(): Promise<void> {
   for (let i = 0; i < 3; i++) await new Promise((resolve) => setImmediate(resolve));
   await new Promise((resolve) => setTimeout(resolve, 20));
 }
+
+/**
+ * countUnhandledRejections() for a whole spec file: starts in a beforeAll and stops in an afterAll it registers, so a
+ * file does not repeat that set-up. Read it inside cases only (before the beforeAll it counts nothing).
+ */
+export function countUnhandledRejectionsInFile(): RejectionCounter {
+  let counter: RejectionCounter | undefined;
+  beforeAll(() => {
+    counter = countUnhandledRejections();
+  });
+  afterAll(() => counter?.stop());
+  return {
+    get count() {
+      return counter?.count ?? 0;
+    },
+    get reasons() {
+      return counter?.reasons ?? [];
+    },
+    stop: () => counter?.stop(),
+  };
+}
