@@ -1,7 +1,7 @@
 import { Logger } from '@nestjs/common';
 import { Cluster, type Redis } from 'ioredis';
 import { mayRun } from './acl-check.js';
-import { mastersOf, nodeKey } from './cluster-masters.js';
+import { mastersOf, nodeKey, slotMasters } from './cluster-masters.js';
 import type { RedisClient } from './lua-script.js';
 import { withTimeout } from './timeout.js';
 
@@ -14,20 +14,6 @@ import { withTimeout } from './timeout.js';
  */
 export function boundOfLimit(limit: number): number {
   return Math.max(1, Math.floor((limit * 4) / 5) - 128);
-}
-
-/**
- * The start of the warning for an option set past what the server sends in one reply (`what`: `an entry`,
- * `a session`); the caller says what happens then. The cache and sessions warn alike (CacheValueBound,
- * SessionSizeBound).
- */
-export function pastServerLimit(option: string, value: number, server: ServerLimit, what: string): string {
-  const { where, limit } = server;
-  return (
-    `${option} (${value} bytes) is past what ${where} sends in one reply: its client-output-buffer-limit normal ` +
-    `hard limit is ${limit} bytes, and a read of ${what} over about ${boundOfLimit(limit)} bytes makes it close the ` +
-    'connection, failing every call in flight on it, at each read. '
-  );
 }
 
 /** The `normal` class's hard limit (bytes, 0: none) in a `CONFIG GET client-output-buffer-limit` reply. */
@@ -196,9 +182,9 @@ const CONFIG_GET = ['config', 'get', 'client-output-buffer-limit'];
 const message = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
 /**
- * One CONFIG GET per master, in parallel, each within commandTimeout, after the ACL check that it may run; never
- * rejects: what could not be read is in `failures` (CONFIG refused by the ACL, renamed, a timeout, a master out of
- * reach).
+ * One CONFIG GET per master, in parallel, each within commandTimeout; never rejects: what could not be read is in
+ * `failures` (CONFIG refused by the ACL, renamed, a timeout, a master out of reach). The commands are sent before this
+ * returns (unless a cluster's pool lacks a master): a caller counting the commands of its next call does not see them.
  */
 async function readLimit(source: ReplyLimitSource): Promise<ReplyLimit> {
   const { client, commandTimeout: ms } = source;
@@ -228,7 +214,7 @@ async function readLimit(source: ReplyLimitSource): Promise<ReplyLimit> {
   if (client instanceof Cluster) {
     let nodes: Redis[] = [];
     try {
-      nodes = await mastersOf(client);
+      nodes = mastersAtOnce(client) ?? (await mastersOf(client));
     } catch (err) {
       failures.push(`${source.description} (${message(err)})`);
     }
@@ -237,4 +223,11 @@ async function readLimit(source: ReplyLimitSource): Promise<ReplyLimit> {
   let smallest: ServerLimit | undefined;
   for (const l of limits) if (l.limit > 0 && (smallest === undefined || l.limit < smallest.limit)) smallest = l;
   return { smallest, failures };
+}
+
+/** Every master's connection when the pool has each one the slot table names (mastersOf without waiting), else none. */
+function mastersAtOnce(cluster: Cluster): Redis[] | undefined {
+  const nodes = cluster.nodes('master');
+  const have = new Set(nodes.map(nodeKey));
+  return slotMasters(cluster).every(({ host, port }) => have.has(`${host}:${port}`)) ? nodes : undefined;
 }
