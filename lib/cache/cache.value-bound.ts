@@ -7,6 +7,7 @@ import {
   type ReplyLimitUser,
   type ReplyLimitWatch,
   type UnreadNote,
+  pastServerLimit,
   watchReplyLimit,
 } from '../common/reply-limit.js';
 import { ThrottledWarning } from '../common/throttled-logger.js';
@@ -32,8 +33,6 @@ const unescaped = (_: string, hex: string): string => String.fromCharCode(Number
 export class CacheValueBound implements ReplyLimitUser {
   /** The bound (bytes); Infinity: none. */
   private max = Number.POSITIVE_INFINITY;
-  /** An entry of at most this many UTF-16 units is within the bound whatever its characters. */
-  private sure = Number.POSITIVE_INFINITY;
   /** Where the bound comes from, for the error and the warning. */
   private from = '';
   private readonly warning: ThrottledWarning;
@@ -67,7 +66,7 @@ export class CacheValueBound implements ReplyLimitUser {
 
   /** set / mset: CacheValueTooLargeError (counted) for an entry past the bound. */
   check(key: string, raw: string, call: string): void {
-    if (raw.length <= this.sure || this.within(raw)) return;
+    if (this.within(raw)) return;
     this.counters.tooLarge++;
     const bytes = Buffer.byteLength(raw);
     throw new CacheValueTooLargeError(
@@ -85,7 +84,7 @@ export class CacheValueBound implements ReplyLimitUser {
    * counted and warned (at most once per 10 s, the others counted), and the caller returns the value unstored.
    */
   admits(redisKey: string, raw: string): boolean {
-    if (raw.length <= this.sure || this.within(raw)) return true;
+    if (this.within(raw)) return true;
     this.counters.tooLarge++;
     const key = redisKey.slice(this.featurePrefix.length).replace(UNESCAPE, unescaped);
     this.warning.warn(
@@ -101,13 +100,13 @@ export class CacheValueBound implements ReplyLimitUser {
     return this.option === undefined ? "the server's client-output-buffer-limit normal" : 'cache.maxValueBytes';
   }
 
+  /** Bytes counted only for an entry longer than a third of the bound (3 UTF-8 bytes per UTF-16 unit at most). */
   private within(raw: string): boolean {
-    return raw.length <= this.max && Buffer.byteLength(raw) <= this.max;
+    return raw.length * 3 <= this.max || (raw.length <= this.max && Buffer.byteLength(raw) <= this.max);
   }
 
   private set(max: number, from: string): void {
     this.max = max;
-    this.sure = Math.floor(max / 3);
     this.from = from;
   }
 
@@ -118,9 +117,7 @@ export class CacheValueBound implements ReplyLimitUser {
       if (smallest === undefined || this.option <= boundOfLimit(smallest.limit)) return;
       const bound = boundOfLimit(smallest.limit);
       this.logger.warn(
-        `cache.maxValueBytes (${this.option} bytes) is past what ${smallest.where} sends in one reply: its ` +
-          `client-output-buffer-limit normal hard limit is ${smallest.limit} bytes, and a read of an entry over ` +
-          `about ${bound} bytes makes it close the connection, failing every call in flight on it, at each read. ` +
+        pastServerLimit('cache.maxValueBytes', this.option, smallest, 'an entry') +
           `cache.maxValueBytes is kept; lower it to ${bound} or less, or raise the server's limit`,
       );
       return;

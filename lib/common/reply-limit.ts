@@ -16,6 +16,20 @@ export function boundOfLimit(limit: number): number {
   return Math.max(1, Math.floor((limit * 4) / 5) - 128);
 }
 
+/**
+ * The start of the warning for an option set past what the server sends in one reply (`what`: `an entry`,
+ * `a session`); the caller says what happens then. The cache and sessions warn alike (CacheValueBound,
+ * SessionSizeBound).
+ */
+export function pastServerLimit(option: string, value: number, server: ServerLimit, what: string): string {
+  const { where, limit } = server;
+  return (
+    `${option} (${value} bytes) is past what ${where} sends in one reply: its client-output-buffer-limit normal ` +
+    `hard limit is ${limit} bytes, and a read of ${what} over about ${boundOfLimit(limit)} bytes makes it close the ` +
+    'connection, failing every call in flight on it, at each read. '
+  );
+}
+
 /** The `normal` class's hard limit (bytes, 0: none) in a `CONFIG GET client-output-buffer-limit` reply. */
 export function normalHardLimit(reply: unknown): number | undefined {
   const text = Array.isArray(reply) ? reply[1] : undefined;

@@ -1,4 +1,5 @@
 import { LRUCache } from 'lru-cache';
+import { dropCounters } from './rate-limit.keys.js';
 import { capacityOf, type ResolvedPolicy } from './rate-limit.policy-resolver.js';
 import { resetNotBeforeRetry } from './rate-limit.results.js';
 import type { GroupOutcome, PreparedCheck } from './rate-limit.types.js';
@@ -134,11 +135,7 @@ export class BlockCache {
   /** Forgets one counter (reward, reset of one policy) or, with a prefix, every counter of a key. */
   forget(counter: string, isPrefix = false): void {
     this.generation++;
-    if (!isPrefix) {
-      this.entries.delete(counter);
-      return;
-    }
-    for (const k of [...this.entries.keys()]) if (k.startsWith(counter)) this.entries.delete(k);
+    dropCounters(this.entries, counter, isPrefix);
   }
 
   get size(): number {

@@ -1,4 +1,5 @@
 import { LRUCache } from 'lru-cache';
+import { dropCounters } from './rate-limit.keys.js';
 import { capacityOf, type ResolvedPolicy } from './rate-limit.policy-resolver.js';
 import { resetNotBeforeRetry } from './rate-limit.results.js';
 
@@ -139,11 +140,7 @@ export class InsuranceLimiter {
    * a reset of one client must not give every other client of the process a fresh share.
    */
   forget(counter: string, isPrefix = false): void {
-    if (!isPrefix) {
-      this.counters.delete(counter);
-      return;
-    }
-    for (const k of [...this.counters.keys()]) if (k.startsWith(counter)) this.counters.delete(k);
+    dropCounters(this.counters, counter, isPrefix);
   }
 }
 

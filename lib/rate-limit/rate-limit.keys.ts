@@ -60,3 +60,19 @@ export class RateLimitKeys {
     return hashed;
   }
 }
+
+/**
+ * Drops one counter from an in-process store of counters (the block cache's, insurance's), or with `isPrefix` every
+ * counter starting with it (a key's tag: `reset(key)` of every policy of that key).
+ */
+export function dropCounters(
+  store: { delete(key: string): unknown; keys(): Iterable<string> },
+  counter: string,
+  isPrefix: boolean,
+): void {
+  if (!isPrefix) {
+    store.delete(counter);
+    return;
+  }
+  for (const k of [...store.keys()]) if (k.startsWith(counter)) store.delete(k);
+}

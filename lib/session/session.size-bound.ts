@@ -6,6 +6,7 @@ import {
   type ReplyLimitUser,
   type ReplyLimitWatch,
   type UnreadNote,
+  pastServerLimit,
   watchReplyLimit,
 } from '../common/reply-limit.js';
 import { PER_CALL } from './session.batchers.js';
@@ -85,9 +86,7 @@ export class SessionSizeBound implements ReplyLimitUser {
     this.server = smallest;
     if (!this.given) return;
     this.warn(
-      `${this.optionName} (${this.option} bytes) is past what ${smallest.where} sends in one reply: its ` +
-        `client-output-buffer-limit normal hard limit is ${smallest.limit} bytes, and a read of a session over ` +
-        `about ${bound} bytes makes it close the connection, failing every call in flight on it, at each read. ` +
+      pastServerLimit(this.optionName, this.option, smallest, 'a session') +
         `Sessions are bounded by ${bound} bytes instead; lower ${this.optionName} to it, or raise the server's limit`,
     );
   }
