@@ -21,11 +21,13 @@ const unescaped = (_: string, hex: string): string => String.fromCharCode(Number
 /**
  * The bound on the size of a cache entry, in bytes as sent to Redis: `cache.maxValueBytes`, else what the server's
  * `client-output-buffer-limit normal` lets one reply carry (boundOfLimit of the smallest non-zero limit of the
- * masters), read once at start with one CONFIG GET per master, or at the first `ready` of a lazy connection: the read
- * shared with the sessions on the same connection (common/reply-limit.ts). Past the limit a read of the entry makes
- * Redis close the connection, failing every call in flight on it, at each read. No bound while it is unknown, when
- * every limit is 0 (Redis's default), or when none could be read (CONFIG refused by the ACL, renamed, a timeout: said
- * in the shared read's one log line, not a warning; the documented ACL user has no CONFIG).
+ * masters), read at start with one CONFIG GET per master, or at the first `ready` of a lazy connection, and again at
+ * each reconnect: the read shared with the sessions on the same connection (common/reply-limit.ts). Past the limit a
+ * read of the entry makes Redis close the connection, failing every call in flight on it, at each read. No bound
+ * while it is unknown, when every limit is 0 (Redis's default), or when none could be read (CONFIG refused by the
+ * ACL, renamed, a timeout: said in the shared read's one log line, not a warning; the documented ACL user has no
+ * CONFIG). Entries each within it can still pass the limit together: the reads share the connection's reply budget
+ * (common/reply-budget.ts).
  *
  * On the path of every write: an entry of at most a third of the bound in UTF-16 units (3 UTF-8 bytes each at most)
  * costs one length comparison; only a longer one has its bytes counted.
@@ -38,8 +40,10 @@ export class CacheValueBound implements ReplyLimitUser {
   private readonly warning: ThrottledWarning;
   /** `rtk:cache:`, cut from the entry keys the warnings name. */
   private readonly featurePrefix: string;
-  /** The server's limit, read once per connection with the sessions on it. */
+  /** The server's limit, read once per connection with the sessions on it (again at each reconnect). */
   private readonly limit: ReplyLimitWatch;
+  /** The server limit cache.maxValueBytes was last warned to be past (a reconnect reading it again says nothing). */
+  private warnedOf: number | undefined;
 
   constructor(
     connection: RedisConnection,
@@ -110,11 +114,17 @@ export class CacheValueBound implements ReplyLimitUser {
     this.from = from;
   }
 
-  /** The server's limit as read (common/reply-limit.ts): the bound unless cache.maxValueBytes is given. */
+  /**
+   * The server's limit as read (common/reply-limit.ts), at start and again at each reconnect: the bound unless
+   * cache.maxValueBytes is given; none again when every limit is 0 now. The warning of an option past the server's
+   * bound is said once per limit.
+   */
   take({ smallest }: ReplyLimit): void {
     if (this.option !== undefined) {
       // the option wins; a value between the server's bound and it would close the connection at each read
       if (smallest === undefined || this.option <= boundOfLimit(smallest.limit)) return;
+      if (this.warnedOf === smallest.limit) return;
+      this.warnedOf = smallest.limit;
       const bound = boundOfLimit(smallest.limit);
       this.logger.warn(
         pastServerLimit('cache.maxValueBytes', this.option, smallest, 'an entry') +
@@ -122,13 +132,13 @@ export class CacheValueBound implements ReplyLimitUser {
       );
       return;
     }
-    if (smallest !== undefined) {
+    if (smallest === undefined) this.set(Number.POSITIVE_INFINITY, '');
+    else
       this.set(
         boundOfLimit(smallest.limit),
         `from client-output-buffer-limit normal ${smallest.limit} of ${smallest.where}, which closes the connection ` +
           'of a reply past it',
       );
-    }
   }
 
   /** A limit not read (of some master or all): what the shared log line says of the cache, unless the option is set. */

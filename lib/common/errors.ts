@@ -155,9 +155,26 @@ export class UnsafeEvictionPolicyError extends RedisToolkitError {
   static override readonly code: string = 'E_UNSAFE_EVICTION_POLICY';
 }
 
-/** A session would be larger than `session.maxSize` (what one call writes, or the whole session after a merge). */
+/**
+ * A session would be larger than its bound: `session.maxSize` (RedisSessionStore's `maxSize`), or less, what the
+ * server's `client-output-buffer-limit normal` lets one reply carry (what one call writes, or the whole session after
+ * a merge). Nothing was written.
+ */
 export class SessionTooLargeError extends RedisToolkitError {
   static override readonly code: string = 'E_SESSION_TOO_LARGE';
+
+  /**
+   * @param bytes the session's size as it would be stored (UTF-8 bytes); undefined when the merge ran in Redis
+   * (appendUpdates' or the Lua fallback's), which does not report it
+   * @param maxBytes the bound it is over (bytes)
+   */
+  constructor(
+    message: string,
+    readonly bytes?: number,
+    readonly maxBytes?: number,
+  ) {
+    super(message);
+  }
 }
 
 /**

@@ -3,6 +3,7 @@ import { Cluster, type Redis } from 'ioredis';
 import { mayRun } from './acl-check.js';
 import { mastersOf, nodeKey, slotMasters } from './cluster-masters.js';
 import type { RedisClient } from './lua-script.js';
+import { replyBudgetOf } from './reply-budget.js';
 import { withTimeout } from './timeout.js';
 
 /**
@@ -70,7 +71,10 @@ export interface UnreadNote {
 
 /** A feature bounded by the limit (CacheValueBound, SessionSizeBound). */
 export interface ReplyLimitUser {
-  /** The limit as read: once per user, never after it left (its warnings are its own). */
+  /**
+   * The limit as read: at the first read, then again at each reconnect whose read got every master's (the same limit,
+   * or another after a CONFIG SET); never after the user left. Its warnings are its own (said once per limit).
+   */
   take(limit: ReplyLimit): void;
   /** Asked after take when some master's limit could not be read: its part of the log line, or nothing to say. */
   unread(limit: ReplyLimit): UnreadNote | undefined;
@@ -78,7 +82,10 @@ export interface ReplyLimitUser {
 
 /** A user's hold on the shared read of its connection's limit (watchReplyLimit). */
 export interface ReplyLimitWatch {
-  /** Reads the limit now when connected (resolves once read; never rejects), else at the first `ready`. */
+  /**
+   * Reads the limit now when connected (resolves once read; never rejects), else at the first `ready`; again at each
+   * later `ready` (a reconnect).
+   */
   start(): Promise<void>;
   /** The read in flight, which a write may wait for; undefined when none is (read already, or not started). */
   pending(): Promise<void> | undefined;
@@ -118,7 +125,13 @@ const LOGGER = new Logger('RedisToolkit');
 const readings = new WeakMap<RedisClient, SharedReading>();
 const resolved = Promise.resolve();
 
-/** The read of one client's limit and the users it is given to. */
+/**
+ * The read of one client's limit and the users it is given to. Read at start (or the first `ready`), then again at
+ * each reconnect (every later `ready` while a user holds it): an operator's `CONFIG SET client-output-buffer-limit`
+ * is taken at the next reconnect, not on a live connection (no periodic CONFIG GET: a command per master on a timer
+ * for a setting that rarely changes). A read again that could not read some master keeps what was read before. Each
+ * read sets the client's reply budget (reply-budget.ts): the bound of its smallest non-zero limit, or none.
+ */
 class SharedReading {
   private result: ReplyLimit | undefined;
   private reading: Promise<void> | undefined;
@@ -127,8 +140,8 @@ class SharedReading {
   /** The consequences said in a log line already: a user joining later with the same one says nothing more. */
   private readonly said = new Set<string>();
   private readonly onReady = (): void => {
-    this.listening = false;
-    void this.read();
+    if (this.result === undefined && this.reading === undefined) void this.read();
+    else if (this.result !== undefined) void this.readAgain();
   };
 
   constructor(private readonly source: ReplyLimitSource) {}
@@ -139,13 +152,10 @@ class SharedReading {
   }
 
   start(): Promise<void> {
+    this.listen();
     if (this.result !== undefined) return resolved;
     if (this.reading !== undefined) return this.reading;
     if (this.source.client.status === 'ready') return this.read();
-    if (!this.listening) {
-      this.listening = true;
-      this.source.client.once('ready', this.onReady);
-    }
     return resolved;
   }
 
@@ -163,12 +173,35 @@ class SharedReading {
     if (readings.get(this.source.client) === this) readings.delete(this.source.client);
   }
 
+  /** Listens for every `ready` of the client while a user holds the reading. */
+  private listen(): void {
+    if (this.listening) return;
+    this.listening = true;
+    this.source.client.on('ready', this.onReady);
+  }
+
   private read(): Promise<void> {
     this.reading ??= readLimit(this.source).then((limit) => {
       this.result = limit;
+      this.budget(limit);
       this.give([...this.users], limit);
     });
     return this.reading;
+  }
+
+  /** At a reconnect: the users get what is read when every master's limit was read, else keep the last read. */
+  private async readAgain(): Promise<void> {
+    const limit = await readLimit(this.source);
+    if (limit.failures.length > 0 || this.users.size === 0) return;
+    this.result = limit;
+    this.budget(limit);
+    for (const user of this.users) user.take(limit);
+  }
+
+  /** The client's reply budget: the bound of the smallest non-zero limit, or none (0). */
+  private budget({ smallest }: ReplyLimit): void {
+    const bound = smallest === undefined ? 0 : boundOfLimit(smallest.limit);
+    replyBudgetOf(this.source.client).setBound(bound, this.source.commandTimeout);
   }
 
   /** The limit to each user, then one log line for what the users not told yet say of a limit not read. */

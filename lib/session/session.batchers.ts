@@ -1,10 +1,12 @@
 import { Cluster, Command } from 'ioredis';
 import { CLUSTER_SLICE, perNodeSender } from '../common/cluster-batch.js';
+import { budgetedSender } from '../common/budgeted-reads.js';
 import { getBatcher } from '../common/get-batcher.js';
 import { LuaScript, type RedisClient, type ScriptArg } from '../common/lua-script.js';
+import { replyBudgetOf } from '../common/reply-budget.js';
 import { TickBatcher } from '../common/tick-batcher.js';
 import { IDLE_EXPIRY } from './session.deadline.js';
-import { readMany } from './session.read-many.js';
+import { READS_UNDER_BUDGET, readMany } from './session.read-many.js';
 
 /** What both write scripts put in front: whether a key still holds the value a caller read (session.stamp.ts). */
 const HOLDS = new URL('./session-holds.lua', import.meta.url);
@@ -73,25 +75,30 @@ const compareAndSetScript = LuaScript.fromFile<(CasReply | Error)[]>(
 
 /**
  * The touching reads of one tick: one script call of GETEXs on a single server (ioredis costs this process far more
- * per command than the script costs Redis, see readMany), one pipeline of GETEXs per master on a cluster. `budget`:
- * the bytes one script call answers at most (readMany; 0: none), the size bound from the server's reply limit.
+ * per command than the script costs Redis, see readMany), one pipeline of GETEXs per master on a cluster. Under a
+ * server's `client-output-buffer-limit normal`, the values in flight on the connection stay under its bound, shared
+ * with the cache's reads on it (budgetedSender, READS_UNDER_BUDGET): one script call per read on a cluster then.
  */
-export function touchReadBatcher(
-  client: RedisClient,
-  budget: () => number = () => 0,
-): TickBatcher<TouchRead, string | null | Error> {
+export function touchReadBatcher(client: RedisClient): TickBatcher<TouchRead, string | null | Error> {
   const one = ([key, ttl]: TouchRead) => client.getex(key, 'PX', ttl);
+  const budget = replyBudgetOf(client);
   if (client instanceof Cluster)
     return new TickBatcher(
-      perNodeSender<TouchRead, string | null | Error>(client, {
-        keyOf: ([key]) => key,
-        command: ([key, ttl]) => new Command('getex', [key, 'PX', ttl], { replyEncoding: 'utf8' }),
-        reply: (raw) => raw as string | null,
-        one,
-      }),
+      budgetedSender(
+        client,
+        budget,
+        perNodeSender<TouchRead, string | null | Error>(client, {
+          keyOf: ([key]) => key,
+          command: ([key, ttl]) => new Command('getex', [key, 'PX', ttl], { replyEncoding: 'utf8' }),
+          reply: (raw) => raw as string | null,
+          one,
+        }),
+        READS_UNDER_BUDGET,
+      ),
       PER_CALL * CLUSTER_SLICE,
     );
-  return new TickBatcher({ one, many: (reads) => readMany(client, reads, budget()) }, PER_CALL);
+  const plain = { one, many: (reads: TouchRead[]) => readMany(client, reads) };
+  return new TickBatcher(budgetedSender(client, budget, plain, READS_UNDER_BUDGET), PER_CALL);
 }
 
 /**

@@ -114,7 +114,7 @@ export class SessionRecords {
     this.sessionHead = this.keys.tagHead(FEATURES.session);
     this.index = new SessionUserIndex(client, this.keys, (ids) => this.existing(ids));
     this.scan = new SessionKeyScan(client, this.keys);
-    this.touchReads = touchReadBatcher(client, () => this.size.readBudget);
+    this.touchReads = touchReadBatcher(client);
     if (touchReuse !== undefined) {
       this.plainReads = plainReadBatcher(client);
       this.touches = new RecentTouches(touchReuse);
@@ -183,7 +183,7 @@ export class SessionRecords {
     }
     const ttl = Math.ceil(touchTtl);
     const touchedUntil = this.touches?.expiryOf(id, ttl, now);
-    if (touchedUntil !== undefined && (this.size.readBudget === 0 || this.size.batchable(this.recent.get(id)))) {
+    if (touchedUntil !== undefined) {
       const read = await this.readUntouched(id, key, now, touchedUntil);
       if (read) return read;
     }
@@ -337,7 +337,7 @@ export class SessionRecords {
           fresh = true;
           continue;
         }
-        throw this.size.tooLarge('after the merge');
+        throw this.size.tooLarge('after the merge', Buffer.byteLength(json));
       }
       // a session without an idle ttl (t 0) keeps its key's expiry (none) even when touched
       // the idle ttl, timed by Redis's clock in the script (session-expiry.lua), at most the deadline

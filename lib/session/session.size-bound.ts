@@ -9,7 +9,6 @@ import {
   pastServerLimit,
   watchReplyLimit,
 } from '../common/reply-limit.js';
-import { PER_CALL } from './session.batchers.js';
 
 /**
  * The largest session stored, in bytes (its stored value, changes appended included): `maxSize` (the option, or its
@@ -23,13 +22,11 @@ import { PER_CALL } from './session.batchers.js';
 export class SessionSizeBound implements ReplyLimitUser {
   /** The bound (bytes). */
   max: number;
-  /**
-   * The server's bound (bytes), which a batch of touching reads stays under (session-read-many.lua); 0: none known.
-   */
-  readBudget = 0;
   /** The server's limit, when it is what bounds a session: for the error. */
   private server: { where: string; limit: number } | undefined;
   private limit: ReplyLimitWatch | undefined;
+  /** The server limit a given maxSize was last warned to be past (a reconnect reading it again says nothing). */
+  private warnedOf: number | undefined;
 
   /**
    * @param option the maxSize option (its default when not given)
@@ -44,16 +41,6 @@ export class SessionSizeBound implements ReplyLimitUser {
     private readonly warn: (message: string) => void = () => undefined,
   ) {
     this.max = option;
-  }
-
-  /**
-   * Whether a plain read (touchAfter: an MGET of up to PER_CALL sessions, unbounded in bytes) may take the session
-   * whose value this process last saw is `value` (undefined: not kept, too large to keep): always without a server
-   * limit; else only a value small enough that PER_CALL of them stay under readBudget. The others are touching reads,
-   * whose batches stay under it (readMany).
-   */
-  batchable(value: string | undefined): boolean {
-    return this.readBudget === 0 || (value !== undefined && value.length * 3 * PER_CALL <= this.readBudget);
   }
 
   /** Joins the read of `source`'s limit (shared per client); start() reads it. */
@@ -76,15 +63,22 @@ export class SessionSizeBound implements ReplyLimitUser {
     this.limit?.close();
   }
 
-  /** The limit as read: the bound is the smaller of maxSize and what the server sends in one reply. */
+  /**
+   * The limit as read (at start, again at each reconnect): the bound is the smaller of maxSize and what the server
+   * sends in one reply; maxSize alone again when every limit is 0 now. A given maxSize past it is warned about once
+   * per limit.
+   */
   take({ smallest }: ReplyLimit): void {
-    if (smallest === undefined) return;
-    const bound = boundOfLimit(smallest.limit);
-    this.readBudget = bound;
-    if (bound >= this.option) return;
+    const bound = smallest === undefined ? Number.POSITIVE_INFINITY : boundOfLimit(smallest.limit);
+    if (smallest === undefined || bound >= this.option) {
+      this.max = this.option;
+      this.server = undefined;
+      return;
+    }
     this.max = bound;
     this.server = smallest;
-    if (!this.given) return;
+    if (!this.given || this.warnedOf === smallest.limit) return;
+    this.warnedOf = smallest.limit;
     this.warn(
       pastServerLimit(this.optionName, this.option, smallest, 'a session') +
         `Sessions are bounded by ${bound} bytes instead; lower ${this.optionName} to it, or raise the server's limit`,
@@ -103,12 +97,19 @@ export class SessionSizeBound implements ReplyLimitUser {
     };
   }
 
-  /** The error for a write that would make the session larger than the bound; nothing was written. */
-  tooLarge(detail: string): SessionTooLargeError {
+  /**
+   * The error for a write that would make the session larger than the bound; nothing was written. `bytes`: the size
+   * it would have (undefined when the merge ran in Redis, which does not say it); else read from `detail`'s
+   * `(N bytes)` (session.envelope.ts's checkSessionSize).
+   */
+  tooLarge(detail: string, bytes?: number): SessionTooLargeError {
+    const size = bytes ?? sizeIn(detail);
     const server = this.server;
     if (server === undefined) {
       return new SessionTooLargeError(
         `the session would be larger than ${this.optionName} (${this.max} bytes) ${detail}; nothing was written`,
+        size,
+        this.max,
       );
     }
     return new SessionTooLargeError(
@@ -116,6 +117,14 @@ export class SessionSizeBound implements ReplyLimitUser {
         `${server.limit} of ${server.where} (a read of a larger one makes Redis close the connection, ` +
         `${this.optionName} is ${this.option}) ${detail}; nothing was written. Store less in the session, or raise ` +
         "the server's client-output-buffer-limit normal",
+      size,
+      this.max,
     );
   }
+}
+
+/** The `(N bytes)` of a detail, as checkSessionSize words it. */
+function sizeIn(detail: string): number | undefined {
+  const n = /^\((\d+) bytes\)$/.exec(detail)?.[1];
+  return n === undefined ? undefined : Number(n);
 }

@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { LoggerService } from '@nestjs/common';
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import { trackForCleanup } from './private-servers.js';
 import { rawCommand } from './resp.js';
 import type { RedisServerHandle } from './redis-server.js';
@@ -45,3 +45,20 @@ export async function limitThreeMasters(masters: readonly { port: number }[]): P
   for (const [i, limit] of limits.entries())
     await rawCommand(masters[i].port, ['CONFIG', 'SET', 'client-output-buffer-limit', limit]);
 }
+
+/** `client-output-buffer-limit normal 1mb 0 0`: the budget specs' limit (a hard limit of 1 MiB, no soft limit). */
+export const ONE_MIB = ['--client-output-buffer-limit', 'normal 1mb 0 0'];
+
+/**
+ * Counts the connections `client` lost from now on (each master's own connection of a cluster, as the pool has it
+ * now): a reply past the server's limit makes Redis close the connection, which ioredis sees as a `close`.
+ */
+export function countCloses(client: Redis | Cluster): () => number {
+  let closes = 0;
+  const connections: Redis[] = client instanceof Cluster ? client.nodes('master') : [client];
+  for (const connection of connections) connection.on('close', () => void closes++);
+  return () => closes;
+}
+
+/** A turn of the event loop: what is asked before and after it goes out in separate writes (separate batches). */
+export const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
