@@ -1,4 +1,4 @@
-import { InvalidOptionsError } from '../common/errors.js';
+import { InvalidOptionsError, RedisUnavailableError } from '../common/errors.js';
 import type { FailurePolicy } from '../common/failure-policy.js';
 import { KeyBuilder } from '../common/keys.js';
 import { LuaScript } from '../common/lua-script.js';
@@ -12,7 +12,7 @@ import { capacityOf, checkKey, defaultScope, type ResolvedPolicy } from './rate-
 import { ALGORITHM_CODES, BLOCK_SUFFIX, type RateLimitKeys } from './rate-limit.keys.js';
 import { COUNTER_KEYS, checkRewardOptions, checkScope } from './rate-limit.option-names.js';
 import { RATE_LIMIT_ALGORITHMS, type RateLimitAlgorithm, type RateLimitPolicy } from './rate-limit.options.js';
-import type { RewardOptions } from './rate-limit.types.js';
+import type { DecisionCounters, RewardOptions } from './rate-limit.types.js';
 
 const ADJUST_LUA_FILE = new URL('./reward.lua', import.meta.url);
 
@@ -27,7 +27,9 @@ export type CounterRef = RateLimitPolicy | CounterScope;
 
 /**
  * The operations on counters outside a decision: reset, block, reward and penalty. Each is one Redis call (reset
- * of every counter of a key: a SCAN) and none falls back: a transport failure is thrown (and logged), never guessed.
+ * of every counter of a key: a SCAN). A transport failure is thrown (and logged), never guessed, except a penalty's
+ * with the insurance limiter on: that one is charged to insurance's window (as the decisions it stands for are
+ * decided there), so a failed login penalised during an outage still counts.
  */
 export class RateLimitAdmin {
   private readonly adjuster = LuaScript.fromFile<number>('rtk_rl_reward', ADJUST_LUA_FILE, 1, [SLIDING_LOG_LUA]);
@@ -40,6 +42,8 @@ export class RateLimitAdmin {
     private readonly blockCache: BlockCache | undefined,
     private readonly defaultAlgorithm: RateLimitAlgorithm,
     private readonly resolvePolicy: (p: RateLimitPolicy, path: string) => ResolvedPolicy,
+    /** The service's counts: a penalty insurance took is one of `insurance`'s. */
+    private readonly counters?: Pick<DecisionCounters, 'insurance'>,
   ) {}
 
   async reset(key: string, policy?: CounterRef): Promise<number> {
@@ -125,8 +129,23 @@ export class RateLimitAdmin {
       if (endsAt !== undefined) args.push(Math.round(endsAt - performance.now()));
       return await this.adjuster.run(this.connection.client, [counter], args);
     } catch (err) {
+      if (what === 'penalty' && this.insurance) return this.insuredPenalty(err, counter, p, points);
       throw this.failed(err, what);
     }
+  }
+
+  /**
+   * A penalty Redis could not take (a transport failure; an error reply is thrown as ever), with insurance on: charged
+   * to insurance's window of the counter, answered with the units left of its share, warned about and counted like a
+   * decision insurance made. A penalty that timed out may still run in Redis (a paused server): Redis's next answer
+   * for the counter then replaces insurance's view of it (InsuranceLimiter.learn), so it is not counted twice.
+   */
+  private insuredPenalty(err: unknown, counter: string, p: ResolvedPolicy, points: number): number {
+    const typed = this.failures.classify(err, 'penalty');
+    if (!(typed instanceof RedisUnavailableError) || !this.insurance) throw this.failed(typed, 'penalty');
+    this.failures.unavailable(typed, true, 'the penalty is charged to the in-process insurance limiter');
+    if (this.counters) this.counters.insurance++;
+    return this.insurance.penalize({ redisKey: counter, policy: p }, points);
   }
 
   /**

@@ -1,9 +1,30 @@
-import { RedisUnavailableError } from '../common/errors.js';
-import type { FailurePolicy } from '../common/failure-policy.js';
+import { RedisUnavailableError, type RedisToolkitError } from '../common/errors.js';
+import { type FailurePolicy, itemReplyError } from '../common/failure-policy.js';
 import type { BlockCache } from './rate-limit.block-cache.js';
-import type { InsuranceLimiter } from './rate-limit.insurance-limiter.js';
-import { capacityOf } from './rate-limit.policy-resolver.js';
+import type { InsuranceLimiter, InsuranceResult } from './rate-limit.insurance-limiter.js';
+import { capacityOf, type ResolvedPolicy } from './rate-limit.policy-resolver.js';
 import type { DecisionCounters, GroupOutcome, PreparedCheck } from './rate-limit.types.js';
+
+/** consume.lua's allAllowed for a decision it could not make (an error reply under one of its keys). */
+export const FAILED = -1;
+
+/**
+ * Counts a charging decision, once per call whatever the number of its script calls (one per tracker on a cluster):
+ * decided by the insurance limiter (admitted or refused), failed open (always admitted), else admitted or refused by
+ * Redis or the block cache. A failed-closed decision throws: the fallback counts it.
+ */
+export function countDecision(
+  counters: DecisionCounters,
+  outcome: Pick<GroupOutcome, 'allowed' | 'degraded' | 'local'>,
+): void {
+  if (outcome.degraded === 'insurance') counters.insurance++;
+  else if (outcome.degraded === 'fail-open') counters.failedOpen++;
+  else if (outcome.allowed) counters.allowed++;
+  else {
+    counters.denied++;
+    if (outcome.local) counters.deniedLocally++;
+  }
+}
 
 /**
  * One decision's meeting with an outage across its script calls (on a cluster, one per tracker): its warning is
@@ -81,6 +102,22 @@ export class DecisionFallback {
       unavailable(failOpen, failOpen ? 'allowing requests (failOpen)' : 'refusing requests');
     }
     return { allowed: true, degraded: 'fail-open', results: this.unread(group) };
+  }
+
+  /**
+   * Redis's answer to a charging decision of one counter: what insurance starts that counter from in the next outage
+   * (InsuranceLimiter.learn; nothing without insurance). A counter a timed-out call charged in insurance is then
+   * Redis's view again, which holds that call if its script ran after all (a paused server, resumed).
+   */
+  learn(redisKey: string, policy: ResolvedPolicy, answer: Omit<InsuranceResult, 'limit'>): void {
+    this.insurance?.learn({ redisKey, policy }, answer);
+  }
+
+  /** A decision consume.lua could not make (its part of the reply: FAILED, the error text): that call fails alone. */
+  itemFailed(raw: readonly (number | string)[]): RedisToolkitError {
+    const err = itemReplyError('rate limiting decision', String(raw[1]));
+    this.failures.replyFailed(err);
+    return err;
   }
 
   /** The results of checks whose counters Redis could not read: as Redis answers an untouched counter. */

@@ -40,9 +40,11 @@ interface Counter {
  * or a cost of 0 stores nothing, as Redis writes nothing for them). A policy's blockDuration is applied as consume.lua
  * applies it: a consume the counter's count refuses blocks it from then (not a peek, not a refusal while blocked, not
  * a counter that fitted beside a refusal), and a blocked counter refuses every consume and peek, remaining 0, the
- * block's time left as its retry. Its counters are kept when Redis is back (each ends by itself, the LRU bounds them
- * to maxKeys), so a second outage in a window goes on counting; only RateLimitService.reset clears them (blocks too),
- * those of the key (or counter) it resets. Times are on the monotonic clock (performance.now()): a step of the wall
+ * block's time left as its retry. A counter starts from what this process last learned from Redis for it (learn:
+ * Redis's answer to its last charging decision), so a client at its limit in Redis is refused at the switch. Its
+ * counters are kept when Redis is back (each ends by itself, the LRU bounds them to maxKeys) until Redis answers for
+ * them again, so a second outage in a window goes on counting; RateLimitService.reset clears them (blocks too), those
+ * of the key (or counter) it resets. Times are on the monotonic clock (performance.now()): a step of the wall
  * clock would end every window at once, or stretch each by its size. A refusal waits at least 1 ms, and its resetMs is
  * never before its retryAfterMs (so no reset header says sooner than Retry-After).
  */
@@ -133,6 +135,48 @@ export class InsuranceLimiter {
     if (windowEndsAt === undefined || 2 * (counter.endsAt - windowEndsAt) <= span)
       counter.count = Math.max(0, counter.count - points);
     return Math.max(0, limit - counter.count);
+  }
+
+  /**
+   * Charges `points` to a counter whatever it allows (RateLimitService.penalty while Redis is unreachable): added to
+   * its live window, or to a window opened now; returns the units left of the share (never below 0). As reward.lua's
+   * penalty, it blocks nothing (a block comes from a consume the count refuses).
+   */
+  penalize(check: Omit<InsuranceCheck, 'cost'>, points: number, now = Math.floor(performance.now())): number {
+    const { limit, span } = insuredWindow(check.policy, this.divideLimitBy);
+    const counter = this.counters.get(check.redisKey) ?? { count: 0, endsAt: 0, blockedUntil: 0 };
+    if (counter.endsAt <= now) [counter.count, counter.endsAt] = [0, now + span];
+    counter.count += points;
+    this.counters.set(check.redisKey, counter);
+    return Math.max(0, limit - counter.count);
+  }
+
+  /**
+   * Takes Redis's answer to a charging decision of this process as the counter's state (the seed of the next outage),
+   * in place of what insurance held: the units Redis said are left (this process's part of them, as its share is its
+   * part of the capacity: ceil(remaining / divideLimitBy), at most the share) until Redis's reset, and a refusal of a
+   * policy with a blockDuration blocks it until Redis's retry. Replaced, not added to: Redis's answer already holds
+   * every charge it saw, a script that timed out here and ran once the server resumed included, so a charge insurance
+   * made for such a call is not counted twice. A counter Redis says has a whole share left is forgotten (it would be
+   * answered as one holding nothing), so only counters in use take room under maxKeys.
+   */
+  learn(
+    check: Omit<InsuranceCheck, 'cost'>,
+    answer: Pick<InsuranceResult, 'allowed' | 'remaining' | 'resetMs' | 'retryAfterMs'>,
+    now = Math.floor(performance.now()),
+  ): void {
+    const { limit } = insuredWindow(check.policy, this.divideLimitBy);
+    const count = limit - Math.min(limit, Math.ceil(Math.max(0, answer.remaining) / this.divideLimitBy));
+    const blocked = !answer.allowed && (check.policy.blockDuration ?? 0) > 0;
+    if (count === 0 && !blocked) {
+      this.counters.delete(check.redisKey);
+      return;
+    }
+    this.counters.set(check.redisKey, {
+      count,
+      endsAt: now + answer.resetMs,
+      blockedUntil: blocked ? now + answer.retryAfterMs : 0,
+    });
   }
 
   /**

@@ -1,6 +1,7 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import { diagnose, observed, traceObserved, traced } from '../common/diagnostics.js';
-import type { RateLimitCheck, RateLimitDecision, RateLimitResult } from './rate-limit.types.js';
+import { capacityOf } from './rate-limit.policy-resolver.js';
+import type { PreparedCheck, RateLimitCheck, RateLimitDecision, RateLimitResult } from './rate-limit.types.js';
 
 /**
  * Keys the tracker hash: a secret of this process, drawn once. 8 characters of a plain SHA-256 of the key could be
@@ -63,6 +64,19 @@ export function diagnosed<R extends { allowed: boolean; degraded?: 'fail-open' |
  */
 export function resetNotBeforeRetry(resetMs: number, retryAfterMs: number): number {
   return Math.max(resetMs, retryAfterMs);
+}
+
+/** The results of a group's checks from its part of consume.lua's reply: allAllowed, then 4 values per policy. */
+export function redisResults(group: readonly PreparedCheck[], raw: readonly number[]): RateLimitDecision['results'] {
+  return group.map(({ policy, name }, i) => ({
+    name,
+    policy,
+    allowed: raw[1 + i * 4] === 1,
+    limit: capacityOf(policy),
+    remaining: Math.max(0, raw[2 + i * 4]),
+    resetMs: resetNotBeforeRetry(raw[3 + i * 4], raw[4 + i * 4]),
+    retryAfterMs: raw[4 + i * 4],
+  }));
 }
 
 export function toResult(

@@ -1,6 +1,6 @@
 import { Inject, Injectable, Logger, type OnModuleDestroy } from '@nestjs/common';
-import { InvalidOptionsError, RateLimitExceededError, type RedisToolkitError } from '../common/errors.js';
-import { FailurePolicy, itemReplyError } from '../common/failure-policy.js';
+import { InvalidOptionsError, RateLimitExceededError } from '../common/errors.js';
+import { FailurePolicy } from '../common/failure-policy.js';
 import { KeyBuilder } from '../common/keys.js';
 import type { ScriptArg } from '../common/lua-script.js';
 import type { EvictionPolicyCheck } from '../connection/eviction-policy-check.js';
@@ -16,10 +16,17 @@ import {
 import { RateLimitAdmin, type CounterRef } from './rate-limit.admin.js';
 import { BlockCache } from './rate-limit.block-cache.js';
 import { DecisionBatcher } from './rate-limit.decision-batcher.js';
-import { DecisionFallback, type DecisionOutage } from './rate-limit.fallback.js';
+import { countDecision, DecisionFallback, FAILED, type DecisionOutage } from './rate-limit.fallback.js';
 import { rateLimitEvictionCheck } from './rate-limit.eviction-check.js';
 import { decideByTracker } from './rate-limit.tracker-groups.js';
-import { decisionObserved, diagnosed, groupBy, resetNotBeforeRetry, toResult } from './rate-limit.results.js';
+import {
+  decisionObserved,
+  diagnosed,
+  groupBy,
+  redisResults,
+  resetNotBeforeRetry,
+  toResult,
+} from './rate-limit.results.js';
 import { BLOCK_SUFFIX, policySpec, RateLimitKeys } from './rate-limit.keys.js';
 import { InsuranceLimiter } from './rate-limit.insurance-limiter.js';
 import { checkCheck, checkConsumeOptions } from './rate-limit.option-names.js';
@@ -51,9 +58,6 @@ export {
   type RateLimitStats,
   type RewardOptions,
 } from './rate-limit.types.js';
-
-/** consume.lua's allAllowed for a decision it could not make (an error reply under one of its keys). */
-const FAILED = -1;
 
 /**
  * Rate limiting on Redis: every decision is one run of one Lua script (EVALSHA) that checks all the policies of a call
@@ -107,6 +111,7 @@ export class RateLimitService implements OnModuleDestroy {
       this.blockCache,
       options.defaults.algorithm,
       (p, path) => this.resolvePolicy(p, path),
+      this.counters,
     );
     this.fallback = new DecisionFallback(this.failures, insurance, this.counters, options.failOpen, this.blockCache);
     this.evictionCheck = rateLimitEvictionCheck(connection, this.logger);
@@ -193,7 +198,9 @@ export class RateLimitService implements OnModuleDestroy {
 
   /**
    * Charges `points` more units to the counter of `policy` for `key`, whatever it allows (rate-limiter-flexible
-   * `penalty`). `points` is an integer >= 1 (InvalidOptionsError otherwise).
+   * `penalty`). `points` is an integer >= 1 (InvalidOptionsError otherwise). Redis unreachable, with
+   * `rateLimit.insurance` on: charged to the insurance limiter's window of that counter (resolves with the units left
+   * of its share; logged, counted in `stats().insurance`); without it: RedisUnavailableError.
    */
   penalty(key: string, points: number, policy: RateLimitPolicy, scope?: string): Promise<number> {
     return this.admin.adjust(key, points, policy, scope, 'penalty');
@@ -223,7 +230,7 @@ export class RateLimitService implements OnModuleDestroy {
     if (this.blockCache) {
       // the block cache's path: the group code (a little more allocation; off by default)
       const outcome = await this.runGroup([{ key, policy: p, name: 'default', redisKey }], mode, options);
-      if (mode === 'c') this.count(outcome);
+      if (mode === 'c') countDecision(this.counters, outcome);
       return toResult(outcome.results[0], outcome.degraded);
     }
     let raw: number[];
@@ -235,7 +242,7 @@ export class RateLimitService implements OnModuleDestroy {
         [mode === 'c' ? 'c1' : 'p1', policySpec(p)],
       );
       // Inside the try: a per-item READONLY/LOADING is an outage and takes the failure policy like a transport error.
-      if (raw[0] === FAILED) throw this.itemFailed(raw);
+      if (raw[0] === FAILED) throw this.fallback.itemFailed(raw);
     } catch (err) {
       // never retried: the call may have run
       const outcome = this.fallback.decide(
@@ -244,21 +251,22 @@ export class RateLimitService implements OnModuleDestroy {
         options.failOpen,
         err,
       );
-      if (mode === 'c') this.count(outcome);
+      if (mode === 'c') countDecision(this.counters, outcome);
       return toResult(outcome.results[0], outcome.degraded);
     }
-    const allowed = raw[1] === 1;
-    if (mode === 'c') {
-      if (allowed) this.counters.allowed++;
-      else this.counters.denied++;
-    }
-    return {
-      allowed,
+    const result: RateLimitResult = {
+      allowed: raw[1] === 1,
       limit: capacityOf(p),
       remaining: Math.max(0, raw[2]),
       resetMs: resetNotBeforeRetry(raw[3], raw[4]),
       retryAfterMs: raw[4],
     };
+    if (mode === 'c') {
+      if (result.allowed) this.counters.allowed++;
+      else this.counters.denied++;
+      this.fallback.learn(redisKey, p, result);
+    }
+    return result;
   }
 
   private async decide(
@@ -290,7 +298,7 @@ export class RateLimitService implements OnModuleDestroy {
     if (prepared.length === 1 || !this.connection.isCluster) {
       // the common case: one script call decides everything
       const outcome = await this.runGroup(prepared, mode, options);
-      if (mode === 'c') this.count(outcome);
+      if (mode === 'c') countDecision(this.counters, outcome);
       let retryAfterMs = 0;
       if (!outcome.allowed) for (const r of outcome.results) retryAfterMs = Math.max(retryAfterMs, r.retryAfterMs);
       return {
@@ -317,7 +325,7 @@ export class RateLimitService implements OnModuleDestroy {
     // failed open, or that Redis could not read, admitted nothing in the end. Admitted, the call is degraded if one of
     // its groups was.
     const decided: Omit<GroupOutcome, 'results'> = refusal ?? { allowed: true, degraded };
-    if (mode === 'c') this.count(decided);
+    if (mode === 'c') countDecision(this.counters, decided);
     const retryAfterMs = decided.allowed ? 0 : Math.max(0, ...results.map((r) => r.retryAfterMs));
     return {
       allowed: decided.allowed,
@@ -347,46 +355,18 @@ export class RateLimitService implements OnModuleDestroy {
       this.failures.assertReady('decision');
       this.evictionCheck.once();
       raw = await this.decisions.run(keys, args);
-      if (raw[0] === FAILED) throw this.itemFailed(raw);
+      if (raw[0] === FAILED) throw this.fallback.itemFailed(raw);
     } catch (err) {
       return this.fallback.decide(group, mode, options.failOpen, err, outage);
     }
-    const results = group.map(({ policy, name }, i) => ({
-      name,
-      policy,
-      allowed: raw[1 + i * 4] === 1,
-      limit: capacityOf(policy),
-      remaining: Math.max(0, raw[2 + i * 4]),
-      resetMs: resetNotBeforeRetry(raw[3 + i * 4], raw[4 + i * 4]),
-      retryAfterMs: raw[4 + i * 4],
-    }));
+    const results = redisResults(group, raw);
+    if (mode === 'c')
+      for (let i = 0; i < group.length; i++) this.fallback.learn(group[i].redisKey, group[i].policy, results[i]);
     if (sent) {
       const replies = results.map((r) => [r.allowed, r.remaining, r.resetMs, r.retryAfterMs] as const);
       this.blockCache?.learn(group, raw[0] === 1, replies, sent);
     }
     return { allowed: raw[0] === 1, results };
-  }
-
-  /**
-   * Counts a charging decision, once per call whatever the number of its script calls (one per tracker on a cluster):
-   * decided by the insurance limiter (admitted or refused), failed open (always admitted), else admitted or refused by
-   * Redis or the block cache. A failed-closed decision throws: the fallback counts it.
-   */
-  private count(outcome: Pick<GroupOutcome, 'allowed' | 'degraded' | 'local'>): void {
-    if (outcome.degraded === 'insurance') this.counters.insurance++;
-    else if (outcome.degraded === 'fail-open') this.counters.failedOpen++;
-    else if (outcome.allowed) this.counters.allowed++;
-    else {
-      this.counters.denied++;
-      if (outcome.local) this.counters.deniedLocally++;
-    }
-  }
-
-  /** A decision consume.lua could not make (its part of the reply: FAILED, the error text): that call fails alone. */
-  private itemFailed(raw: readonly (number | string)[]): RedisToolkitError {
-    const err = itemReplyError('rate limiting decision', String(raw[1]));
-    this.failures.replyFailed(err);
-    return err;
   }
 
   /** Fills defaults and validates a policy given at call time (InvalidOptionsError naming the field). */

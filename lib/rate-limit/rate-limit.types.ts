@@ -80,7 +80,7 @@ export interface RateLimitStats {
   failedClosed: number;
   /** Of `denied`: refused by the in-process block cache (`rateLimit.blockCache`) without a Redis call. */
   deniedLocally: number;
-  /** Calls decided by the in-process insurance limiter. */
+  /** Calls decided by the in-process insurance limiter, and penalties it took while Redis was unreachable. */
   insurance: number;
   /**
    * Calls Redis answered with an error (WRONGTYPE under a counter key, NOPERM, OOM...): each failed with a

@@ -15,23 +15,39 @@ import { waitFor } from '../support/wait.js';
 
 export type Target = 'single' | 'cluster';
 
-/** A private Redis (one server or a 3-master cluster) the test makes unreachable: every node killed. */
+/** A private Redis (one server or a 3-master cluster) the test makes unreachable: every node killed, or paused. */
 export interface PrivateRedis {
   connection: RedisToolkitOptions['connection'];
   cut(): Promise<void>;
+  /** SIGSTOP on every node: connections stay open, nothing is answered (commandTimeout), the scripts sent wait. */
+  pause(): void;
+  /** SIGCONT on every node: what was sent meanwhile runs now. */
+  resume(): void;
   stop(): Promise<void>;
 }
 
 export async function privateRedis(target: Target): Promise<PrivateRedis> {
   if (target === 'single') {
     const server = await startRedisServer();
-    return { connection: { url: server.url }, cut: () => server.kill(), stop: () => server.stop() };
+    return {
+      connection: { url: server.url },
+      cut: () => server.kill(),
+      pause: () => server.pause(),
+      resume: () => server.resume(),
+      stop: () => server.stop(),
+    };
   }
   const cluster = await startRedisCluster();
   return {
     connection: { cluster: cluster.startupNodes },
     cut: async () => {
       await Promise.all(cluster.nodes.map((n) => n.kill()));
+    },
+    pause: () => {
+      for (const n of cluster.nodes) n.pause();
+    },
+    resume: () => {
+      for (const n of cluster.nodes) n.resume();
     },
     stop: () => cluster.stop(),
   };
@@ -79,10 +95,13 @@ export async function bootPerHeaderMode(
   return { booted, servers };
 }
 
-/** Waits until the app's decisions are the insurance limiter's (Redis seen unreachable). */
+/**
+ * Waits until the app's decisions are the insurance limiter's (Redis seen unreachable). A peek of a fresh key: it
+ * stores nothing in insurance (nor learns from Redis), so the probes push no counter out of its maxKeys.
+ */
 export async function insured(app: ToolkitApp): Promise<void> {
   const rl = app.get(RateLimitService);
-  const probe = async () => (await rl.consume(randomUUID(), { limit: 1, ttl: 1_000 })).degraded === 'insurance';
+  const probe = async () => (await rl.peek(randomUUID(), { limit: 1, ttl: 1_000 })).degraded === 'insurance';
   if (!(await waitFor(probe, 15_000))) throw new Error('the insurance limiter never decided');
 }
 

@@ -15,8 +15,9 @@ import { waitFor } from '../support/wait.js';
 // killed and restarted (empty, as the test servers keep no data):
 // - it takes precedence over failOpen: false (module-wide and per call);
 // - each process admits its share (divideLimitBy = the number of instances: together, the limit);
-// - what Redis counted before the outage is not known to it, and what it admitted is not written to Redis: once Redis
-//   answers again its figures (the policy's limit, a bucket's burst) are Redis's own;
+// - it starts a counter from what this process last learned from Redis for it (a process that never decided for it:
+//   from nothing; until 2026-12-06 every process started from nothing), and what it admitted is not written to Redis:
+//   once Redis answers again its figures (the policy's limit, a bucket's burst) are Redis's own;
 // - its windows outlive Redis's return: a second outage in the same window goes on counting;
 // - maxKeys drops the least recently used counter, which starts over;
 // - a policy's blockDuration is applied by it (a refusal that hits the limit blocks the counter for blockDuration, in
@@ -85,7 +86,8 @@ it('each process admits its share; back from the restart, Redis decides with its
   const policy: RateLimitPolicy = { limit: 4, ttl: 60_000, algorithm: 'fixed-window' };
   const bucket: RateLimitPolicy = { limit: 2, ttl: 60_000, algorithm: 'token-bucket', burst: 8 };
   const key = randomUUID();
-  // spent in Redis before the outage: insurance does not know it
+  // spent in Redis before the outage, through a: a's insurance starts from that answer, b's (it never decided for the
+  // key) from nothing
   for (let i = 0; i < 4; i++) expect((await a.consume(key, policy)).allowed).toBe(true);
   expect((await a.consume(key, policy)).allowed).toBe(false);
   await cut(a, b);
@@ -94,10 +96,18 @@ it('each process admits its share; back from the restart, Redis decides with its
     for (let i = 0; i < 4; i++) answers.push(await rl.consume(key, policy));
     return answers.map((r) => `${r.allowed} ${r.limit} ${r.remaining}`);
   };
+  const fresh = randomUUID();
+  const admittedFresh = async (rl: RateLimitService) => {
+    const answers = [];
+    for (let i = 0; i < 3; i++) answers.push(await rl.consume(fresh, policy));
+    return answers.map((r) => `${r.allowed} ${r.limit} ${r.remaining}`);
+  };
   // ceil(4 / 2) = 2 per process: 4 in all, as the limit
-  expect([await admitted(a), await admitted(b)]).toEqual([
+  expect([await admitted(a), await admitted(b), await admittedFresh(a), await admittedFresh(b)]).toEqual([
+    ['false 2 0', 'false 2 0', 'false 2 0', 'false 2 0'],
     ['true 2 1', 'true 2 0', 'false 2 0', 'false 2 0'],
-    ['true 2 1', 'true 2 0', 'false 2 0', 'false 2 0'],
+    ['true 2 1', 'true 2 0', 'false 2 0'],
+    ['true 2 1', 'true 2 0', 'false 2 0'],
   ]);
   expect((await a.consume(randomUUID(), bucket)).limit).toBe(4); // ceil(burst 8 / 2)
   await back(a, b);
