@@ -1,5 +1,12 @@
 import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls';
-import { Cluster, Redis, type ClusterOptions, type Command, type RedisOptions } from 'ioredis';
+import {
+  Cluster,
+  Command as IoredisCommand,
+  Redis,
+  type ClusterOptions,
+  type Command,
+  type RedisOptions,
+} from 'ioredis';
 import type { RedisClient } from '../common/lua-script.js';
 import { afterPoll, firedLate } from '../common/timeout.js';
 import type {
@@ -109,9 +116,18 @@ export function resetOnCommandTimeout<T extends RedisClient>(client: T): T {
   }
   const redis = client as Redis;
   const send = redis.sendCommand.bind(redis);
+  /** The last command written here was ASKING, whose flag holds for the next command on the connection. */
+  let asking = false;
   redis.sendCommand = ((command: Command, stream?: Parameters<Redis['sendCommand']>[1]) => {
-    // A command that already timed out before reaching this connection (queued in a cluster while it was down) says
-    // nothing about this connection; only a timeout that happens while the command is here does.
+    // a command whose caller was already answered (timed out) is not written again: see takeAskingFlag
+    if (command.isSettled && stream === undefined) {
+      if (asking) takeAskingFlag(send);
+      asking = false;
+      return command.promise;
+    }
+    asking = command.name === 'asking';
+    // A command of a pipeline that already timed out before reaching this connection is written (the pipeline's
+    // replies stay in order) but says nothing about this connection; only a timeout while the command is here does.
     if (!command.isSettled) {
       const ms = redis.options.commandTimeout;
       if (typeof ms === 'number' && !armed(command)) armCommandTimeout(command, ms);
@@ -124,6 +140,20 @@ export function resetOnCommandTimeout<T extends RedisClient>(client: T): T {
     return send(command, stream);
   }) as Redis['sendCommand'];
   return client;
+}
+
+/**
+ * A command already settled (its caller was told, by the toolkit's commandTimeout) is not written: ioredis sends one
+ * again after a redirection it scheduled before the timeout (TRYAGAIN while its slot migrates: retryDelayOnTryAgain
+ * later, on another node), or from a queue. Written, it ran once the slot settled, after its caller had been told it
+ * failed: a lock held by no one until its ttl, a rate-limit charge the caller saw fail open, a session update answered
+ * 503 (test/faults/cluster-reshard.spec.ts). A cluster sends ASKING before a command to an importing node: that flag
+ * would apply to the next command on the connection instead, so a PING takes it.
+ */
+function takeAskingFlag(send: Redis['sendCommand']): void {
+  const ping = new IoredisCommand('ping', []);
+  ping.promise.catch(() => undefined);
+  send(ping);
 }
 
 /** ioredis's queue of the commands written on a connection and not answered yet (a reply shifts its entry first). */
@@ -217,11 +247,26 @@ function createClusterClient(c: RedisClusterConnection, tuning: ClientTuning): C
     // delay, charging a rate limit or running a script twice. Redirects (MOVED/ASK/TRYAGAIN) are still followed:
     // those commands did not run.
     retryDelayOnFailover: 0,
+    maxRedirections: redirectionsWithin(tuning.commandTimeout, rest.retryDelayOnTryAgain),
     ...rest,
     redisOptions: { ...baseOptions(tuning), ...authOptions(c), ...redisOptions, lazyConnect: false },
   });
   enforceCommandTimeout(cluster, tuning.commandTimeout);
   return resetOnCommandTimeout(cluster);
+}
+
+/** ioredis's default retryDelayOnTryAgain (ms). */
+const TRY_AGAIN_DELAY_MS = 100;
+
+/**
+ * Enough redirections that commandTimeout, not their count, bounds a call while its slot migrates. A script whose keys
+ * are not all on one node of a migrating slot (some moved, or absent: a lock's key beside its fence) gets TRYAGAIN
+ * until the slot settles; ioredis asks again every retryDelayOnTryAgain on a random node, which answers MOVED (then
+ * ASK) back: up to 3 redirections a round. With ioredis's 16 such a call failed after ~0.6 s ("Too many Cluster
+ * redirections") where commandTimeout allowed more and the slot settled meanwhile.
+ */
+function redirectionsWithin(commandTimeout: number, tryAgainDelay = TRY_AGAIN_DELAY_MS): number {
+  return 16 + 3 * Math.ceil(commandTimeout / Math.max(1, tryAgainDelay));
 }
 
 /**
