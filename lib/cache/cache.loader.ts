@@ -38,9 +38,11 @@ export function boundedLoad<T>(
 }
 
 /**
- * The hard-timeout timers of the loads in flight. At the cache's close they stop holding the process open: a loader
- * that never settles kept the closed app's process alive until `loadTimeout` (10 s by default;
- * connection-leaks.spec.ts). They still bound their callers' wait, should the process run on.
+ * The timers that bound a caller's wait on a load in flight: each load's hard timeout (boundedLoad) and the soft
+ * timeout of a caller waiting for a refresh (within). At the cache's close they stop holding the process open: a
+ * loader that never settles kept the closed app's process alive until `loadTimeout` (10 s by default), or a stale
+ * read's caller until its `softTimeout` (connection-leaks.spec.ts). They still bound their callers' wait, should the
+ * process run on.
  */
 export class LoadTimers {
   private readonly pending = new Set<NodeJS.Timeout>();
@@ -64,21 +66,21 @@ export class LoadTimers {
 
 /**
  * `work`'s value if it settles within `ms` (read after the poll phase: setVerdictTimeout), else `undefined` (work goes
- * on; its failure is the caller's to handle).
+ * on; its failure is the caller's to handle). `timers`: unref'd at the cache's close (LoadTimers).
  */
-export function within<T>(work: Promise<T>, ms: number): Promise<T | undefined> {
+export function within<T>(work: Promise<T>, ms: number, timers?: LoadTimers): Promise<T | undefined> {
   if (ms > MAX_TIMER_MS) return work;
   return new Promise<T | undefined>((resolve) => {
-    const timer = setVerdictTimeout(() => resolve(undefined), ms);
-    work.then(
-      (value) => {
-        clearTimeout(timer);
-        resolve(value);
-      },
-      () => {
-        clearTimeout(timer);
-        resolve(undefined);
-      },
-    );
+    const timer = setVerdictTimeout(() => {
+      timers?.delete(timer);
+      resolve(undefined);
+    }, ms);
+    timers?.add(timer);
+    const settled = (value: T | undefined): void => {
+      clearTimeout(timer);
+      timers?.delete(timer);
+      resolve(value);
+    };
+    work.then(settled, () => settled(undefined));
   });
 }

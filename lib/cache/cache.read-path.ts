@@ -128,7 +128,8 @@ export class CacheReadPath {
       if (now < entry.staleUntil) {
         const refresh = this.refreshInBackground(redisKey, loader, call);
         // softTimeout: wait that long for the refresh, then serve the stale value while it goes on
-        const fresh = call.softTimeout > 0 && refresh ? await within(refresh, call.softTimeout) : undefined;
+        const fresh =
+          call.softTimeout > 0 && refresh ? await within(refresh, call.softTimeout, this.loadTimers) : undefined;
         return fresh ? { value: fresh.value, status: 'miss' } : { value: entry.value, status: 'stale' };
       }
     }

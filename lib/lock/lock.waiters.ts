@@ -8,7 +8,9 @@ import type { LockShutdown } from './lock.shutdown.js';
  * Redis for right now: its other callers of that resource wait for the outcome instead of asking too.
  */
 export class LocalWaiters {
-  private readonly byKey = new Map<string, Set<Waiter>>();
+  private readonly byKey = new Map<string, WaiterQueue>();
+  /** How many waiters have joined a queue: among equal tickets the first to join is the oldest. */
+  private joins = 0;
   /** Per lock key, the attempts of `acquire` callers asking Redis for it now (a tryAcquire's are not counted). */
   private readonly asking = new Map<string, number>();
   /** The last place given (ticket): a caller's place in the queue, kept across its retry pauses. */
@@ -60,20 +62,22 @@ export class LocalWaiters {
         resolve(null);
         return;
       }
-      let set = this.byKey.get(lockKey);
-      if (!set) {
-        set = new Set();
-        this.byKey.set(lockKey, set);
+      let queue = this.byKey.get(lockKey);
+      if (!queue) {
+        queue = new WaiterQueue();
+        this.byKey.set(lockKey, queue);
       }
-      const waiters = set;
+      const waiters = queue;
       const leave = (): void => {
         offClose?.();
         waiters.delete(waiter);
         if (waiters.size === 0 && this.byKey.get(lockKey) === waiters) this.byKey.delete(lockKey);
       };
-      const waiter: Waiter = {
+      const waiter: Queued = {
         ttl,
         ticket,
+        joined: this.joins++,
+        at: -1,
         wake: () => {
           clearTimeout(timer);
           leave();
@@ -95,7 +99,7 @@ export class LocalWaiters {
   /** Callers waiting now, over every resource (read on demand: nothing is counted on the lock path). */
   get size(): number {
     let n = 0;
-    for (const set of this.byKey.values()) n += set.size;
+    for (const queue of this.byKey.values()) n += queue.size;
     return n;
   }
 
@@ -125,11 +129,89 @@ export class LocalWaiters {
     }
   }
 
-  /** The oldest waiter for `lockKey`: the one with the lowest ticket (the first to begin waiting). */
+  /**
+   * The oldest waiter for `lockKey`: the one with the lowest ticket (the first to begin waiting; among equal tickets
+   * the first to join). O(1): the top of the key's queue.
+   */
   first(lockKey: string): Waiter | undefined {
-    let oldest: Waiter | undefined;
-    for (const waiter of this.byKey.get(lockKey) ?? []) if (!oldest || waiter.ticket < oldest.ticket) oldest = waiter;
-    return oldest;
+    return this.byKey.get(lockKey)?.first;
+  }
+}
+
+/** A waiter in its key's queue: `joined` orders equal tickets, `at` is its place in the heap (-1 once it left). */
+interface Queued extends Waiter {
+  readonly joined: number;
+  at: number;
+}
+
+/** Whether `a` is older than `b`: a lower ticket, or the same ticket and joined first. */
+const older = (a: Queued, b: Queued): boolean => a.ticket < b.ticket || (a.ticket === b.ticket && a.joined < b.joined);
+
+/**
+ * One key's waiters, the oldest on top: a binary min-heap in which each waiter knows its place, so the oldest is read
+ * in O(1) and a waiter joins or leaves (its timer, a hand-over, the shutdown) in O(log n). A waiter that comes back
+ * after its retry pause keeps its ticket and so goes back ahead of those that began waiting after it (FIFO by ticket,
+ * not by the time it joined). first() scanned a Set for the lowest ticket: O(n) for each release, wake and check.
+ */
+class WaiterQueue {
+  private readonly heap: Queued[] = [];
+
+  get size(): number {
+    return this.heap.length;
+  }
+
+  get first(): Waiter | undefined {
+    return this.heap[0];
+  }
+
+  add(waiter: Queued): void {
+    waiter.at = this.heap.length;
+    this.heap.push(waiter);
+    this.up(waiter.at);
+  }
+
+  /** Takes `waiter` out; nothing when it already left (a wake after a claim, the shutdown after its timer). */
+  delete(waiter: Queued): void {
+    const i = waiter.at;
+    if (i < 0 || this.heap[i] !== waiter) return;
+    waiter.at = -1;
+    const last = this.heap.pop() as Queued;
+    if (i === this.heap.length) return;
+    this.heap[i] = last;
+    last.at = i;
+    this.up(i);
+    this.down(last.at);
+  }
+
+  private up(i: number): void {
+    const { heap } = this;
+    const item = heap[i];
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (!older(item, heap[parent])) break;
+      this.place(heap[parent], i);
+      i = parent;
+    }
+    this.place(item, i);
+  }
+
+  private down(i: number): void {
+    const { heap } = this;
+    const item = heap[i];
+    for (;;) {
+      let child = 2 * i + 1;
+      if (child >= heap.length) break;
+      if (child + 1 < heap.length && older(heap[child + 1], heap[child])) child++;
+      if (!older(heap[child], item)) break;
+      this.place(heap[child], i);
+      i = child;
+    }
+    this.place(item, i);
+  }
+
+  private place(waiter: Queued, i: number): void {
+    this.heap[i] = waiter;
+    waiter.at = i;
   }
 }
 
