@@ -80,7 +80,9 @@ describe.each(['single', 'cluster'] as const)('instances an hour apart on %s', (
     const left = [await here.ttl('k'), await off((c) => c.ttl('k'))];
     for (const ms of left) {
       expect(ms).toBeGreaterThan(50_000);
-      expect(ms).toBeLessThanOrEqual(60_000);
+      // (each instance's estimate of Redis's clock is off by up to half a sample's round trip, floored to the ms: a
+      // few ms on a busy machine; the bug was an hour)
+      expect(ms).toBeLessThanOrEqual(60_100);
     }
   });
 

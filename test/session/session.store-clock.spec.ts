@@ -78,19 +78,20 @@ describe("a touch's reuse on a clock an hour behind Redis's: less than half the 
 });
 
 describe('the stores on one client share one clock', () => {
-  it("four stores on one client add one 'ready' listener; a store on another client has its own", async () => {
+  it("four stores on one client add one clock's 'ready' listener; a store on another client has its own", async () => {
     const client = clientFor('single');
     await client.ping();
     const before = client.listenerCount('ready');
     const stores = Array.from({ length: 4 }, () => new RedisSessionStore({ client, prefix: uniquePrefix() }));
-    expect(client.listenerCount('ready') - before).toBe(1);
+    // the clock's and the reply limit's read (again at each reconnect): one per client each
+    expect(client.listenerCount('ready') - before).toBe(2);
     expect(stores).toHaveLength(4);
     const other = clientFor('single');
     await other.ping();
     const otherBefore = other.listenerCount('ready');
     new RedisSessionStore({ client: other, prefix: uniquePrefix() });
-    expect(other.listenerCount('ready') - otherBefore).toBe(1);
-    expect(client.listenerCount('ready') - before).toBe(1);
+    expect(other.listenerCount('ready') - otherBefore).toBe(2);
+    expect(client.listenerCount('ready') - before).toBe(2);
   });
 });
 
