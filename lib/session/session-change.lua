@@ -22,6 +22,9 @@
 -- ARGV[1] (nothing kept); or the error of that write alone (redis.pcall: a key of another type, or a write refused
 -- for memory, fails only its own write). Second, the key's expiry (epoch ms by Redis's clock; 0: none; -1 with
 -- 'skip').
+-- A last argument past the writes' ('lean', sent under a reply budget: reply-budget.ts): where the first value
+-- would be the value now, it is -3 instead and the caller reads that value under the budget (the updates of one tick
+-- go in one call: values answered whole passed the server's client-output-buffer-limit normal together).
 -- failed(reply): session-holds.lua, idleExpiry and epochArg: session-expiry.lua, both in front of this file
 
 -- A session whose deadline has come by Redis's clock, though the caller's (behind it) had not seen it: over, as if
@@ -73,6 +76,8 @@ local function heldUpTo(key, expected, length)
   return length, size
 end
 
+local lean = #ARGV > 1 + 5 * #KEYS
+
 local function change(key, length, text, expiry, deadline, whole, limit)
   length = tonumber(length)
   local refused = false
@@ -98,7 +103,10 @@ local function change(key, length, text, expiry, deadline, whole, limit)
         written = redis.pcall('SET', key, value, 'PXAT', epochArg(at))
         if failed(written) then return written, 0 end
       end
-      if size > known then return value, at end
+      if size > known then
+        if lean then return -3, at end
+        return value, at
+      end
       return #value, at
     end
     refused = true
@@ -118,6 +126,7 @@ local function change(key, length, text, expiry, deadline, whole, limit)
   local at = expiryAfter(key, expiry, deadline)
   if not at then return overDeadline(key) end
   if not refused and size == length + #text then return size, at end
+  if lean then return -3, at end
   return redis.call('GET', key), at
 end
 

@@ -13,7 +13,13 @@
 -- type, or a write refused for memory, fails only its own write, never the others). Flat replies, not a table per
 -- write: a table each cost Redis ~0.6 µs more per write (INFO commandstats, batches of 16 ~500-byte sessions, Redis
 -- 7.0).
+-- A last argument past the writes' ('lean', sent under a reply budget: reply-budget.ts): a session changed since
+-- the caller read it answers -2 instead of its value (nil still when gone), and the caller reads it under the budget.
+-- The writes of one tick go in one call, and each conflict answering its session whole put several sessions in one
+-- reply: past the server's client-output-buffer-limit normal, Redis closed the connection.
 -- failed(reply): session-holds.lua, idleExpiry and epochArg: session-expiry.lua, both in front of this file
+
+local lean = #ARGV > 2 * #KEYS
 
 local function compareAndSet(key, tombstone, expected, value, expiry, deadline)
   local cur
@@ -21,7 +27,10 @@ local function compareAndSet(key, tombstone, expected, value, expiry, deadline)
   if held ~= nil then
     if failed(held) then return held end
     -- (a missing key reads as false, which is nil in the reply: a Lua nil would end the reply table here)
-    if not held then return redis.call('GET', key) end
+    if not held then
+      if lean then return redis.call('EXISTS', key) == 1 and -2 or false end
+      return redis.call('GET', key)
+    end
   else
     cur = redis.pcall('GET', key)
     if failed(cur) then return cur end
@@ -29,6 +38,7 @@ local function compareAndSet(key, tombstone, expected, value, expiry, deadline)
       if expected ~= '' then return false end
       if redis.call('EXISTS', tombstone) == 1 then return -1 end
     elseif cur ~= expected then
+      if lean then return -2 end
       return cur
     end
   end

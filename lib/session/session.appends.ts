@@ -1,7 +1,6 @@
 import type { RedisClient } from '../common/lua-script.js';
-import { MAX_DURATION_MS } from '../common/option-checks.js';
 import type { TickBatcher } from '../common/tick-batcher.js';
-import { type ChangeReply, type ChangeWrite, changeBatcher } from './session.batchers.js';
+import { CHANGE_CHANGED, type ChangeReply, type ChangeWrite, changeBatcher } from './session.batchers.js';
 import {
   CHANGE_SEPARATOR,
   changeCount,
@@ -14,6 +13,8 @@ import type { SessionDeadline } from './session.deadline.js';
 import type { SessionSizeBound } from './session.size-bound.js';
 import type { RecentTouches } from './session.recent-touches.js';
 import type { RecentValues, ValueShape } from './session.recent-values.js';
+import { reexpireKey } from './session.retouch.js';
+import { sessionValue } from './session.single-reads.js';
 import { expectedOf, stampedJson } from './session.stamp.js';
 import type { UpdatePatch } from './session.write-queue.js';
 
@@ -98,7 +99,9 @@ export class SessionAppends {
     const sentAt = this.deadline.now();
     const reply = await this.batcher.add([key, length, change, expiry, merged.m, whole]);
     if (reply instanceof Error) throw reply;
-    const [result, at] = reply;
+    const [first, at] = reply;
+    // the value now, not in the reply under a reply budget: read under it (session.single-reads.ts)
+    const result = first === CHANGE_CHANGED ? await sessionValue(this.client, key) : first;
     if (result === null) {
       this.recent.delete(id);
       return null;
@@ -141,18 +144,14 @@ export class SessionAppends {
 
   /**
    * The idle expiry of the session under `key` made from its own ttl and deadline (`t`, `m`), timed by Redis's clock:
-   * `GETEX PX t` then `PEXPIREAT m LT` and PEXPIRETIME, one pipeline (one key, one slot); a session without an idle
-   * ttl, none (GETEX PERSIST), it ends at m. Past m by Redis's clock as estimated, Redis's decides (SessionDeadline).
-   * The key's expiry, m for none, or 0 when the session is gone.
+   * `GETEX PX t` then `PEXPIREAT m LT` and PEXPIRETIME, one pipeline (one key, one slot; session.retouch.ts); a
+   * session without an idle ttl, none (GETEX PERSIST), it ends at m. Past m by Redis's clock as estimated, Redis's
+   * decides (SessionDeadline). The key's expiry, m for none, or 0 when the session is gone.
    */
-  private async reexpire(key: string, { t, m }: SessionEnvelope): Promise<number> {
+  private async reexpire(key: string, envelope: SessionEnvelope): Promise<number> {
+    const { m } = envelope;
     if (m <= this.deadline.now()) return this.deadline.live(key, m, Date.now());
-    const pipeline = this.client.pipeline();
-    if (t === 0) pipeline.getex(key, 'PERSIST');
-    else pipeline.getex(key, 'PX', Math.min(t, MAX_DURATION_MS)).pexpireat(key, m, 'LT');
-    const replies = (await pipeline.pexpiretime(key).exec()) ?? [];
-    for (const [err] of replies) if (err) throw err;
-    const expireTime = Number(replies[replies.length - 1]?.[1] ?? -2);
+    const expireTime = await reexpireKey(this.client, key, envelope);
     return expireTime > 0 ? expireTime : expireTime === -1 ? m : 0;
   }
 }

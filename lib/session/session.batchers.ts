@@ -19,9 +19,19 @@ export type TouchRead = [key: string, ttl: number];
 /**
  * Written: the key's expiry (epoch ms by Redis's clock; 0: none); changed meanwhile: the current value (null when
  * gone, and when the deadline has come by Redis's clock: then nothing was written and the key is deleted, as Redis
- * expires it); tombstoned: -1.
+ * expires it), or CAS_CHANGED under a reply budget; tombstoned: -1.
  */
 export type CasReply = number | string | null;
+/**
+ * A compare-and-set's "changed meanwhile" under a reply budget (reply-budget.ts): the session's value is not in the
+ * reply, the caller reads it under the budget (session.single-reads.ts). The writes of one turn go in one script call:
+ * each conflict answering its session whole put several sessions in one reply, past the server's limit.
+ */
+export const CAS_CHANGED = -2;
+/** A change's "the value now" under a reply budget (the first of its ChangeReply): read it (as CAS_CHANGED). */
+export const CHANGE_CHANGED = -3;
+/** The last argument of a write script's call under a reply budget: answer CAS_CHANGED / CHANGE_CHANGED, no value. */
+const LEAN = 'lean';
 /**
  * A compare-and-set write: session key, tombstone key, expected value (or its stamp), new value, expiry (the idle ttl
  * in ms, timed by Redis's clock; 'keep' the key's; 'none') and the session's deadline (epoch ms), which caps it.
@@ -53,8 +63,9 @@ export type ChangeWrite = [
 /**
  * Written, the value before as long as the known one: [its new length, the expiry]; written over another value: [the
  * value now, the expiry]; gone: [null, 0] (also when a write that times the expiry finds the deadline come by Redis's
- * clock: the key is deleted); over the size limit, nothing kept: [-2, 0]. The expiry: epoch ms by Redis's
- * clock, 0 none, -1 with 'skip'.
+ * clock: the key is deleted); over the size limit, nothing kept: [-2, 0]; under a reply budget, [CHANGE_CHANGED, the
+ * expiry] where the value now would be (the caller reads it). The expiry: epoch ms by Redis's clock, 0 none, -1 with
+ * 'skip'.
  */
 export type ChangeReply = [result: number | string | null, expiresAt: number];
 
@@ -115,13 +126,15 @@ export const plainReadBatcher = (client: RedisClient): TickBatcher<string, strin
  * lie in different slots), one pipeline of calls per master on a cluster.
  */
 export function compareAndSetBatcher(client: RedisClient): TickBatcher<CasWrite, CasReply | Error> {
+  const budget = replyBudgetOf(client);
+  const lean = (args: ScriptArg[]) => (budget.bound > 0 ? [...args, LEAN] : args);
   const one = async ([key, tombstone, ...args]: CasWrite) =>
-    (await compareAndSetScript.run(client, [key, tombstone], args))[0];
+    (await compareAndSetScript.run(client, [key, tombstone], lean(args)))[0];
   if (client instanceof Cluster)
     return new TickBatcher(
       perNodeSender<CasWrite, CasReply | Error>(client, {
         keyOf: ([key]) => key,
-        command: ([key, tombstone, ...args]) => compareAndSetScript.command([key, tombstone], args),
+        command: ([key, tombstone, ...args]) => compareAndSetScript.command([key, tombstone], lean(args)),
         reply: (raw) => (raw as (CasReply | Error)[])[0],
         one,
       }),
@@ -139,6 +152,7 @@ export function compareAndSetBatcher(client: RedisClient): TickBatcher<CasWrite,
           keys.push(w[0], w[1]);
           args.push(w[2], w[3], w[4], w[5]);
         }
+        if (budget.bound > 0) args.push(LEAN);
         return compareAndSetScript.runWithAnyKeys(client, keys, args);
       },
     },
@@ -159,13 +173,15 @@ export function changeBatcher(
     const first = flat[2 * i];
     return first instanceof Error ? first : [first, Number(flat[2 * i + 1])];
   };
+  const budget = replyBudgetOf(client);
+  const lean = (args: ScriptArg[]) => (budget.bound > 0 ? [...args, LEAN] : args);
   const one = async ([key, ...args]: ChangeWrite) =>
-    pair(await changeScript.run(client, [key], [maxSize(), ...args]), 0);
+    pair(await changeScript.run(client, [key], lean([maxSize(), ...args])), 0);
   if (client instanceof Cluster)
     return new TickBatcher(
       perNodeSender<ChangeWrite, ChangeReply | Error>(client, {
         keyOf: ([key]) => key,
-        command: ([key, ...args]) => changeScript.command([key], [maxSize(), ...args]),
+        command: ([key, ...args]) => changeScript.command([key], lean([maxSize(), ...args])),
         reply: (raw) => pair(raw as (number | string | null | Error)[], 0),
         one,
       }),
@@ -182,6 +198,7 @@ export function changeBatcher(
           keys.push(w[0]);
           args.push(w[1], w[2], w[3], w[4], w[5]);
         }
+        if (budget.bound > 0) args.push(LEAN);
         const flat = await changeScript.runWithAnyKeys(client, keys, args);
         const replies = new Array<ChangeReply | Error>(writes.length);
         for (let i = 0; i < writes.length; i++) replies[i] = pair(flat, i);

@@ -296,7 +296,7 @@ export function checkSessionSize(bound: SessionSizeBound, texts: string[]): void
   if (units * 3 <= max) return; // 3 bytes per UTF-16 unit at most
   let bytes = 0;
   for (const t of texts) bytes += Buffer.byteLength(t);
-  if (bytes > max) throw bound.tooLarge(`(${bytes} bytes)`);
+  if (bytes > max) throw bound.tooLarge(`(${bytes} bytes)`, bytes);
 }
 
 /** checkSessionSize of the names and values of `sets` (without copying them into one list first). */

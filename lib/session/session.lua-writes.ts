@@ -1,6 +1,7 @@
 import { LuaScript, type RedisClient, type ScriptArg } from '../common/lua-script.js';
 import { lastAccessOf, parseEnvelope, type RawSession, type SessionEnvelope } from './session.envelope.js';
 import { IDLE_EXPIRY } from './session.deadline.js';
+import { withSessionReply } from './session.single-reads.js';
 import type { SessionUserIndex } from './session.user-index.js';
 
 /**
@@ -64,7 +65,9 @@ export async function updateInLua(
   const args: ScriptArg[] = [touch ? '1' : '0', maxSize, sets.length];
   for (const [f, v] of sets) args.push(f, v);
   args.push(...deletes);
-  const reply = await updateScript.run(client, [key], args);
+  // its reply is the merged session, at most maxSize: that much of the reply budget is reserved first (at once without
+  // a server limit), as a read's (session.single-reads.ts)
+  const reply = await withSessionReply(client, key, maxSize, () => updateScript.run(client, [key], args));
   if (reply === -1) return 'too large';
   if (!reply) return null;
   const envelope = parseEnvelope(reply[0]);

@@ -1,9 +1,9 @@
 import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { SessionTooLargeError } from '../common/errors.js';
-import { MAX_DURATION_MS } from '../common/option-checks.js';
 import type { RedisClient } from '../common/lua-script.js';
 import type { TickBatcher } from '../common/tick-batcher.js';
 import {
+  CAS_CHANGED,
   type CasReply,
   type CasWrite,
   compareAndSetBatcher,
@@ -29,6 +29,8 @@ import { destroyScript, storeTouchScript, updateInLua } from './session.lua-writ
 import { SessionAppends } from './session.appends.js';
 import { type ClockAheadReport, SessionDeadline } from './session.deadline.js';
 import { SessionKeyScan } from './session.key-scan.js';
+import { persist, retouch } from './session.retouch.js';
+import { readWithExpiry, sessionValue } from './session.single-reads.js';
 import { expectedOf, isStamped, stampedJson } from './session.stamp.js';
 import { splicedJson } from './session.splice.js';
 import { storeSetNow } from './session.store-set.js';
@@ -51,8 +53,9 @@ const CAS_ATTEMPTS = 3;
  *
  * A session is one string key: a touching read is `GETEX key PX ttl`, one command and one round trip (plus a second
  * only for a session whose own ttl differs from the default, or in its last ttl before the absolute deadline: see
- * retouch); the touching reads of one tick go as one script call of GETEXs on a single server (session.read-many.ts)
- * and as one pipeline of GETEXs per master on a cluster (cluster-batch.ts).
+ * session.retouch.ts); the touching reads of one tick go as one script call of GETEXs on a single server
+ * (session.read-many.ts) and as one pipeline of GETEXs per master on a cluster (cluster-batch.ts). The reads that are
+ * not batched stay under the connection's reply budget too (session.single-reads.ts).
  * A write merges in this process and stores the result with a compare-and-set script that compares strings and does
  * no JSON work (session-compare-and-set.lua), so no concurrent update is lost; after CAS_ATTEMPTS lost races it
  * falls back to a script that merges atomically in Lua. The compare-and-sets of one tick go as one script call on a
@@ -161,13 +164,8 @@ export class SessionRecords {
     const key = this.sessionKey(id);
     const now = Date.now();
     if (touchTtl === undefined) {
-      // PEXPIRETIME (Redis 7): the exact expiry, in the same round trip as the value.
-      const [[getErr, raw], [timeErr, expireTime]] = (await this.client.multi().get(key).pexpiretime(key).exec()) as [
-        [Error | null, string | null],
-        [Error | null, number],
-      ];
-      if (getErr) throw getErr;
-      if (timeErr) throw timeErr;
+      // the value and its exact expiry in one round trip (under the reply budget of the connection, when there is one)
+      const [raw, expireTime] = await readWithExpiry(this.client, key);
       const envelope = raw === null ? null : this.parse(id, raw);
       if (!envelope) return null;
       // past the deadline by this clock or by Redis's as estimated (this one may run behind Redis's: a key without
@@ -207,32 +205,13 @@ export class SessionRecords {
     }
     this.recent.set(id, raw, envelope);
     const expiresAt = expiryOf(envelope, redisNow);
-    // no idle ttl (t 0): the key keeps no expiry, the one GETEX gave it before the value was known goes (GETEX
-    // PERSIST: a command the startup ACL check already asks for, where PERSIST would need a rule of its own)
-    if (envelope.t === 0) await this.client.getex(key, 'PERSIST');
-    else if (envelope.t !== ttl || envelope.m < redisNow + envelope.t) await this.retouch(key, envelope, ttl, redisNow);
+    // no idle ttl (t 0): the key keeps no expiry, the one GETEX gave it before the value was known goes (persist)
+    if (envelope.t === 0) await persist(this.client, key);
+    else if (envelope.t !== ttl || envelope.m < redisNow + envelope.t)
+      await retouch(this.client, key, envelope, ttl, redisNow);
     // the life the touch gave, on one clock: expiresAt is Redis's, so measured from Redis's now, not this process's
     this.touches?.set(id, ttl, now, expiresAt, redisNow);
     return { envelope, expiresAt, lastAccessedAt: now };
-  }
-
-  /**
-   * The expiry of a session the touching read gave `ttl`, corrected: its own idle ttl (`GETEX key PX t`, timed by
-   * Redis's clock as the read's was; never `PEXPIREAT now + t` from this process's, which from a clock behind Redis's
-   * deleted the session), then, when its deadline comes first by Redis's clock as estimated here (`redisNow`,
-   * RedisClock), `PEXPIREAT key m LT`: the deadline only where it comes before the idle expiry by Redis's own clock,
-   * so an estimate off (by at most half a TIME round trip, until the next sample) never lets an idle session live
-   * until its deadline, and a clock behind Redis's no longer sends the cap late. Both in one round trip.
-   */
-  private async retouch(key: string, { t, m }: SessionEnvelope, ttl: number, redisNow: number): Promise<void> {
-    if (m >= redisNow + t) await this.client.getex(key, 'PX', t);
-    else if (t === ttl) await this.client.pexpireat(key, m, 'LT');
-    else {
-      // (a ttl an earlier version stored past Redis's range, 1e19: capped, the deadline comes first anyway)
-      const own = Math.min(t, MAX_DURATION_MS);
-      const replies = await this.client.pipeline().getex(key, 'PX', own).pexpireat(key, m, 'LT').exec();
-      for (const [err] of replies ?? []) if (err) throw err;
-    }
   }
 
   /**
@@ -291,7 +270,7 @@ export class SessionRecords {
     const key = this.sessionKey(id);
     let current = this.recent.get(id);
     let fresh = current === undefined;
-    if (current === undefined) current = (await this.client.get(key)) ?? undefined;
+    if (current === undefined) current = (await sessionValue(this.client, key)) ?? undefined;
     let appends = this.appends;
     let liveUntil = 0; // a deadline Redis's clock has not reached, though this process's has
     for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
@@ -306,7 +285,7 @@ export class SessionRecords {
       if (!envelope || (envelope.m <= Math.max(now, this.deadline.now()) && envelope.m !== liveUntil)) {
         if (!fresh) {
           // what this process saw may be older than what is there now (a session created again under the id)
-          current = (await this.client.get(key)) ?? undefined;
+          current = (await sessionValue(this.client, key)) ?? undefined;
           fresh = true;
           continue;
         }
@@ -324,7 +303,7 @@ export class SessionRecords {
         if (written !== 'rewrite') return written;
         // the changes would pass maxSize: merged and written whole, from the value there now
         appends = undefined;
-        current = (await this.client.get(key)) ?? undefined;
+        current = (await sessionValue(this.client, key)) ?? undefined;
         fresh = true;
         continue;
       }
@@ -333,7 +312,7 @@ export class SessionRecords {
       if (json.length * 3 > this.size.max && Buffer.byteLength(json) > this.size.max) {
         // merged into the value this process last saw: another instance may have made the session smaller since
         if (!fresh) {
-          current = (await this.client.get(key)) ?? undefined;
+          current = (await sessionValue(this.client, key)) ?? undefined;
           fresh = true;
           continue;
         }
@@ -349,12 +328,14 @@ export class SessionRecords {
         const expiresAt = reply === 0 ? merged.m : reply;
         return { envelope: merged, expiresAt, lastAccessedAt: touch ? now : lastAccessOf(merged, expiresAt, now) };
       }
-      current = typeof reply === 'string' ? reply : undefined;
+      // changed meanwhile: its value now (under a reply budget the script answers CAS_CHANGED, and it is read here)
+      if (reply === CAS_CHANGED) current = (await sessionValue(this.client, key)) ?? undefined;
+      else current = typeof reply === 'string' ? reply : undefined;
       fresh = true;
     }
     this.recent.delete(id);
     const merged = await updateInLua(this.client, key, this.size.max, touch, sets, deletes);
-    if (merged === 'too large') throw this.size.tooLarge('after the merge');
+    if (merged === 'too large') throw this.size.tooLarge('after the merge', undefined);
     return merged;
   }
 

@@ -3,6 +3,7 @@ import { parseEnvelope, type RawSession, type SessionEnvelope } from './session.
 import { generateSessionId } from './session.id.js';
 import type { SessionRecords } from './session.records.js';
 import { createRecord } from './session.create.js';
+import { sessionValue } from './session.single-reads.js';
 
 /** New ids tried when one is taken (a broken random source). */
 const ID_ATTEMPTS = 3;
@@ -27,7 +28,7 @@ export async function moveSession(
 ): Promise<{ id: string; session: RawSession }> {
   for (let attempt = 0, copies = 1; attempt < ID_ATTEMPTS; attempt++, copies++) {
     const key = records.sessionKey(id);
-    const raw = await records.client.get(key);
+    const raw = await sessionValue(records.client, key);
     const old = raw === null ? null : parseEnvelope(raw);
     const now = Date.now();
     const redisNow = records.deadline.now();

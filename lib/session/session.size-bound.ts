@@ -99,16 +99,14 @@ export class SessionSizeBound implements ReplyLimitUser {
 
   /**
    * The error for a write that would make the session larger than the bound; nothing was written. `bytes`: the size
-   * it would have (undefined when the merge ran in Redis, which does not say it); else read from `detail`'s
-   * `(N bytes)` (session.envelope.ts's checkSessionSize).
+   * it would have (undefined when the merge ran in Redis, which does not say it), given by the caller that counted it.
    */
-  tooLarge(detail: string, bytes?: number): SessionTooLargeError {
-    const size = bytes ?? sizeIn(detail);
+  tooLarge(detail: string, bytes: number | undefined): SessionTooLargeError {
     const server = this.server;
     if (server === undefined) {
       return new SessionTooLargeError(
         `the session would be larger than ${this.optionName} (${this.max} bytes) ${detail}; nothing was written`,
-        size,
+        bytes,
         this.max,
       );
     }
@@ -117,14 +115,8 @@ export class SessionSizeBound implements ReplyLimitUser {
         `${server.limit} of ${server.where} (a read of a larger one makes Redis close the connection, ` +
         `${this.optionName} is ${this.option}) ${detail}; nothing was written. Store less in the session, or raise ` +
         "the server's client-output-buffer-limit normal",
-      size,
+      bytes,
       this.max,
     );
   }
-}
-
-/** The `(N bytes)` of a detail, as checkSessionSize words it. */
-function sizeIn(detail: string): number | undefined {
-  const n = /^\((\d+) bytes\)$/.exec(detail)?.[1];
-  return n === undefined ? undefined : Number(n);
 }

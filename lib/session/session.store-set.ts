@@ -1,6 +1,8 @@
 import { checkSessionSize, type SessionEnvelope } from './session.envelope.js';
+import { CAS_CHANGED } from './session.batchers.js';
 import { storeSetInLua } from './session.lua-writes.js';
 import type { SessionRecords } from './session.records.js';
+import { sessionValue } from './session.single-reads.js';
 import { stampedJson } from './session.stamp.js';
 
 /** Compare-and-set attempts before the set falls back to its atomic Lua script (as SessionRecords.update). */
@@ -27,7 +29,7 @@ export async function storeSetNow(
   // attempt: the deadline of a new session stays the one indexed.
   let redisNow = records.deadline.now();
   let corrected = false;
-  let current = recent.get(id) ?? (await client.get(key)) ?? '';
+  let current = recent.get(id) ?? (await sessionValue(client, key)) ?? '';
   let indexed = false;
   for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
     let old = current === '' ? null : records.parse(id, current);
@@ -48,6 +50,11 @@ export async function storeSetNow(
     // the idle ttl, timed by Redis's clock in the script, at most the deadline
     const reply = await records.compareAndSet(id, current, json, fields.t === 0 ? 'none' : fields.t, deadline);
     if (reply instanceof Error) throw reply;
+    if (reply === CAS_CHANGED) {
+      // changed meanwhile, its value not in the reply under a reply budget: read under it, and merged into again
+      current = (await sessionValue(client, key)) ?? '';
+      continue;
+    }
     if (reply === -1) {
       recent.delete(id);
       return 'tombstoned';

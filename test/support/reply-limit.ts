@@ -62,3 +62,18 @@ export function countCloses(client: Redis | Cluster): () => number {
 
 /** A turn of the event loop: what is asked before and after it goes out in separate writes (separate batches). */
 export const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/** redis-server arguments allowing DEBUG (asleep): Redis 7 refuses it by default. */
+export const DEBUG_ALLOWED = ['--enable-debug-command', 'yes'];
+
+/**
+ * Puts the server of `admin` to sleep for `ms` (DEBUG SLEEP; the server needs DEBUG_ALLOWED) and resolves once it
+ * sleeps, with a wait for its waking: what clients send meanwhile is read in one go when it wakes, and Redis builds
+ * all of its replies before writing any, as with commands that arrive together. Without it, whether commands sent
+ * in one turn were read together depended on the timing of the box.
+ */
+export async function asleep(admin: Redis, ms: number): Promise<() => Promise<unknown>> {
+  const woken = admin.call('debug', 'sleep', String(ms / 1_000));
+  await new Promise((resolve) => setTimeout(resolve, 30));
+  return () => woken;
+}
