@@ -1,7 +1,7 @@
 import { Cluster, type Command } from 'ioredis';
 import { hashSlot } from './bulk-keys.js';
 import { sendCorked } from './cluster-batch.js';
-import { nodeKey } from './cluster-masters.js';
+import { migratingTo, nodeKey, noteAsk } from './cluster-masters.js';
 import type { RedisClient } from './lua-script.js';
 import { REPLY_OVERHEAD, type ReplyAccount, type ReplyBudget } from './reply-budget.js';
 import { Rejected, type TickBatchSender } from './tick-batcher.js';
@@ -40,7 +40,7 @@ export function budgetedSender<TItem, TResult>(
   return {
     one: (item) => {
       if (budget.bound === 0) return plain.one(item);
-      return lone(client, accountOf(client, budget, items.keyOf(item)), items, item);
+      return lone(client, accountsOf(client, budget, items.keyOf(item)), items, item);
     },
     many: (batch, settle) => {
       if (budget.bound === 0) return plain.many(batch, settle);
@@ -51,39 +51,50 @@ export function budgetedSender<TItem, TResult>(
   };
 }
 
-/** The account of the connection `key` is read on: the master that owns its slot as last known, on a cluster. */
-function accountOf(client: RedisClient, budget: ReplyBudget, key: string): ReplyAccount {
-  if (!(client instanceof Cluster)) return budget.account();
-  return budget.account(client.slots[hashSlot(key)]?.[0] ?? '');
+/**
+ * The accounts of the connections `key` may be read on: the master that owns its slot as last known, on a cluster,
+ * and while the slot migrates (a node answered ASK for it: migratingTo) the node its moved keys are on as well, since
+ * the read may be answered by either; in node order, so that two reads never wait for each other's account.
+ */
+function accountsOf(client: RedisClient, budget: ReplyBudget, key: string): ReplyAccount[] {
+  if (!(client instanceof Cluster)) return [budget.account()];
+  const slot = hashSlot(key);
+  const owner = client.slots[slot]?.[0] ?? '';
+  const to = migratingTo(client, slot);
+  if (to === undefined) return [budget.account(owner)];
+  return [owner, to].sort().map((node) => budget.account(node));
 }
 
-/** One call within `want` bytes reserved (a lone value past the bound: alone, the budget given its length). */
+/** One call within `want` bytes reserved on each of `accounts` (a lone value past the bound: alone, its length). */
 async function reserved<TItem, TResult>(
   client: RedisClient,
-  account: ReplyAccount,
+  accounts: ReplyAccount[],
   items: BudgetedItems<TItem, TResult>,
   batch: TItem[],
   want: number,
 ): Promise<(TResult | number)[]> {
-  const granted = await account.reserve(want);
+  const granted: number[] = [];
   try {
-    return await items.call(client, batch, batch.length === 1 ? Math.max(granted, want) : granted);
+    for (const account of accounts) granted.push(await account.reserve(want));
+    const least = Math.min(...granted);
+    return await items.call(client, batch, batch.length === 1 ? Math.max(least, want) : least);
   } finally {
-    account.release(granted);
+    for (const [i, held] of granted.entries()) accounts[i].release(held);
   }
 }
 
 /** One item read alone: first within a guess, then within its length, until its value is in. */
 async function lone<TItem, TResult>(
   client: RedisClient,
-  account: ReplyAccount,
+  accounts: ReplyAccount[],
   items: BudgetedItems<TItem, TResult>,
   item: TItem,
   size?: number,
 ): Promise<TResult> {
+  const [account] = accounts;
   let want = size === undefined ? account.guess(1) : size + REPLY_OVERHEAD;
   for (;;) {
-    const [result] = await reserved(client, account, items, [item], want);
+    const [result] = await reserved(client, accounts, items, [item], want);
     if (typeof result !== 'number') {
       account.saw(items.bytesOf(result));
       return result;
@@ -108,7 +119,7 @@ async function singleServer<TItem, TResult>(
   const round = async (indexes: number[], want: number): Promise<void> => {
     const replies = await reserved(
       client,
-      account,
+      [account],
       items,
       indexes.map((i) => batch[i]),
       want,
@@ -174,8 +185,9 @@ async function perMaster<TItem, TResult>(
     group.push(i);
   }
   const masters = new Map(cluster.nodes('master').map((n) => [nodeKey(n), n]));
-  const alone = (i: number, account: ReplyAccount, size?: number): Promise<void> =>
-    lone(cluster, account, items, batch[i], size).then(
+  // an item read alone: on its own slot's accounts (both nodes while it migrates), whatever group it came from
+  const alone = (i: number, size?: number): Promise<void> =>
+    lone(cluster, accountsOf(cluster, budget, items.keyOf(batch[i])), items, batch[i], size).then(
       (r) => void (results[i] = r),
       (err: unknown) => void (results[i] = new Rejected(err)),
     );
@@ -183,7 +195,7 @@ async function perMaster<TItem, TResult>(
     const account = budget.account(key);
     const node = masters.get(key);
     if (group.length === 1 || node?.status !== 'ready') {
-      await Promise.all(group.map((i) => alone(i, account)));
+      await Promise.all(group.map((i) => alone(i)));
       return;
     }
     const granted = await account.reserve(account.guess(group.length));
@@ -200,15 +212,20 @@ async function perMaster<TItem, TResult>(
           return reply.then(
             (raw) => {
               const result = (raw as (TResult | number)[])[0];
-              if (typeof result === 'number') later.push(alone(i, account, result));
+              if (typeof result === 'number') later.push(alone(i, result));
               else {
                 results[i] = result;
                 account.saw(items.bytesOf(result));
               }
             },
             (err: unknown) => {
-              if (err instanceof Error && DID_NOT_RUN.test(err.message)) later.push(alone(i, account));
-              else results[i] = new Rejected(err);
+              if (!(err instanceof Error && DID_NOT_RUN.test(err.message))) results[i] = new Rejected(err);
+              else {
+                // the slot migrates: read again on both nodes' accounts (an ASK of the pipeline, sent to the node,
+                // is not seen by the cluster client)
+                if (err.message.startsWith('ASK ')) noteAsk(cluster, err.message);
+                later.push(alone(i));
+              }
             },
           );
         }),
@@ -220,4 +237,41 @@ async function perMaster<TItem, TResult>(
   };
   await Promise.all([...byNode].map(([key, group]) => sendGroup(key, group)));
   return results;
+}
+
+/**
+ * One item read alone under the budget of its connection (a feature's single read: the sessions' reads that are not
+ * batched): first within a guess, then within its known length, until its value is in. Only while the budget is on
+ * (`bound` > 0): the caller sends its plain command otherwise.
+ */
+export function readAlone<TItem, TResult>(
+  client: RedisClient,
+  budget: ReplyBudget,
+  items: BudgetedItems<TItem, TResult>,
+  item: TItem,
+): Promise<TResult> {
+  return lone(client, accountsOf(client, budget, items.keyOf(item)), items, item);
+}
+
+/**
+ * `send` once `bytes` of the budget of `key`'s connection are reserved (at most the bound: one past it is sent alone),
+ * given back once it settled: a call whose reply may carry a value of a known largest size. At once, with nothing
+ * reserved, while the budget is off.
+ */
+export async function whileReserved<T>(
+  client: RedisClient,
+  budget: ReplyBudget,
+  key: string,
+  bytes: number,
+  send: () => Promise<T>,
+): Promise<T> {
+  if (budget.bound === 0) return send();
+  const accounts = accountsOf(client, budget, key);
+  const granted: number[] = [];
+  try {
+    for (const account of accounts) granted.push(await account.reserve(bytes));
+    return await send();
+  } finally {
+    for (const [i, held] of granted.entries()) accounts[i].release(held);
+  }
 }

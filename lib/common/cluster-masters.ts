@@ -45,3 +45,36 @@ export async function mastersOf(client: RedisClient): Promise<Redis[]> {
   if (gone.length > 0) throw new RedisUnavailableError(`no connection to the cluster master(s) ${gone.join(', ')}`);
   return nodes;
 }
+
+/** How long a slot answered ASK counts as migrating after the last ASK (ms): a reshard's page takes far less. */
+const ASKED_FOR_MS = 30_000;
+
+/** Per cluster, the slots answered ASK lately: the node (`host:port`) the ASK named, and until when it counts. */
+const asked = new WeakMap<Cluster, Map<number, { node: string; until: number }>>();
+
+/**
+ * A node answered ASK for `slot` (`ASK <slot> <host:port>`): the slot migrates, and its keys already moved are read
+ * from `node` while the slot table still names the source (ioredis updates it only at the MOVED after the move).
+ */
+export function noteAsk(cluster: Cluster, reply: string): void {
+  const [, slot, node] = reply.split(' ', 3);
+  if (node === undefined || !/^\d+$/.test(slot)) return;
+  let slots = asked.get(cluster);
+  if (slots === undefined) asked.set(cluster, (slots = new Map()));
+  slots.set(Number(slot), { node, until: Date.now() + ASKED_FOR_MS });
+}
+
+/**
+ * The node a migrating `slot`'s moved keys are on (from the last ASK for it), while that differs from the owner in
+ * the slot table; undefined when the slot is not known to migrate. A read of such a slot may be answered by either
+ * node: the reply budget (budgeted-reads.ts) reserves on both.
+ */
+export function migratingTo(cluster: Cluster, slot: number): string | undefined {
+  const record = asked.get(cluster)?.get(slot);
+  if (record === undefined) return undefined;
+  if (record.until < Date.now() || cluster.slots[slot]?.[0] === record.node) {
+    asked.get(cluster)?.delete(slot); // moved (MOVED updated the table), or no ASK for a while
+    return undefined;
+  }
+  return record.node;
+}

@@ -9,6 +9,7 @@ import {
 } from 'ioredis';
 import type { RedisClient } from '../common/lua-script.js';
 import { afterPoll, firedLate } from '../common/timeout.js';
+import { commandTimedOut, isCommandTimeout, noteMigrationReplies, redirectionsWithin } from './cluster-redirections.js';
 import type {
   RedisClusterConnection,
   RedisConnectionOptions,
@@ -56,8 +57,6 @@ function baseOptions(tuning: ClientTuning): RedisOptions {
   };
 }
 
-const COMMAND_TIMED_OUT = 'Command timed out';
-
 /** ioredis's Command with the field its own `setTimeout` arms once and every settlement clears (`_clearTimers`). */
 interface TimedCommand {
   _commandTimeoutTimer?: NodeJS.Timeout;
@@ -69,7 +68,8 @@ interface TimedCommand {
  * verdict ran in the timers phase, so after the event loop was blocked past commandTimeout it rejected a command whose
  * reply was already waiting in the socket (Node reads sockets in the poll phase, after the due timers). This one
  * defers the verdict to the check phase of that turn (afterPoll: setImmediate), after the poll phase has read the
- * socket: a command still pending then is rejected as ioredis did (`Command timed out`, through `command.reject`).
+ * socket: a command still pending then is rejected as ioredis did (`Command timed out`, through `command.reject`; on a
+ * cluster, naming the slot migration it waited on: commandTimedOut).
  */
 function armCommandTimeout(command: Command, ms: number, armedAt = performance.now() | 0): void {
   (command as unknown as TimedCommand)._commandTimeoutTimer = setTimeout(() => {
@@ -92,7 +92,7 @@ function timeOut(command: Command, ms: number, armedAt: number): void {
     armCommandTimeout(command, ms, REARMED);
     return;
   }
-  command.reject(new Error(COMMAND_TIMED_OUT));
+  command.reject(commandTimedOut(command));
 }
 
 const armed = (command: Command): boolean => (command as unknown as TimedCommand)._commandTimeoutTimer !== undefined;
@@ -132,7 +132,7 @@ export function resetOnCommandTimeout<T extends RedisClient>(client: T): T {
       const ms = redis.options.commandTimeout;
       if (typeof ms === 'number' && !armed(command)) armCommandTimeout(command, ms);
       command.promise.catch((err: unknown) => {
-        if (err instanceof Error && err.message === COMMAND_TIMED_OUT && redis.status === 'ready') {
+        if (isCommandTimeout(err) && redis.status === 'ready') {
           if (awaitsReply(redis, command)) redis.disconnect(true);
         }
       });
@@ -255,30 +255,21 @@ function createClusterClient(c: RedisClusterConnection, tuning: ClientTuning): C
   return resetOnCommandTimeout(cluster);
 }
 
-/** ioredis's default retryDelayOnTryAgain (ms). */
-const TRY_AGAIN_DELAY_MS = 100;
-
-/**
- * Enough redirections that commandTimeout, not their count, bounds a call while its slot migrates. A script whose keys
- * are not all on one node of a migrating slot (some moved, or absent: a lock's key beside its fence) gets TRYAGAIN
- * until the slot settles; ioredis asks again every retryDelayOnTryAgain on a random node, which answers MOVED (then
- * ASK) back: up to 3 redirections a round. With ioredis's 16 such a call failed after ~0.6 s ("Too many Cluster
- * redirections") where commandTimeout allowed more and the slot settled meanwhile.
- */
-function redirectionsWithin(commandTimeout: number, tryAgainDelay = TRY_AGAIN_DELAY_MS): number {
-  return 16 + 3 * Math.ceil(commandTimeout / Math.max(1, tryAgainDelay));
-}
-
 /**
  * ioredis applies `commandTimeout` only once a command reaches a node; a command queued while the cluster itself is
  * down or failing over would wait forever. A command the cluster did not hand to a node connection at once (whose
- * own guard armed the timer: resetOnCommandTimeout) gets the toolkit's timer here, so every call is bounded.
+ * own guard armed the timer: resetOnCommandTimeout) gets the toolkit's timer here, so every call is bounded. Each
+ * command's TRYAGAIN and ASK replies are kept (noteMigrationReplies), for the message of its timeout.
  */
 function enforceCommandTimeout(cluster: Cluster, ms: number): void {
   const send = cluster.sendCommand.bind(cluster);
   cluster.sendCommand = (command: Parameters<Cluster['sendCommand']>[0], ...rest: unknown[]) => {
     const result = send(command, ...(rest as []));
-    if (!command.isSettled && !armed(command)) armCommandTimeout(command, ms);
+    if (!command.isSettled) {
+      if (!armed(command)) armCommandTimeout(command, ms);
+      // after send: the cluster's own reject (which follows redirections) is in place to be wrapped
+      noteMigrationReplies(cluster, command);
+    }
     return result;
   };
 }

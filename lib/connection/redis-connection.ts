@@ -10,6 +10,7 @@ import { DEFAULT_READONLY_GRACE_MS, type ReadOnlyStreak, readOnlyStreakOf } from
 import { clusterReadyDenied } from './redis-permissions.cluster.js';
 import { explainedFailure, IOREDIS_REFUSALS } from './redis-down-reason.js';
 import { checkServer } from './redis-info.js';
+import { fewRedirectionsWarning } from './cluster-redirections.js';
 import { ConnectionErrors } from './connection-errors.js';
 import { closeClient, connectAndPing } from './client-lifecycle.js';
 import {
@@ -79,6 +80,7 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
     const where = describeConnection(options.connection);
     this.description = this.name === DEFAULT_CONNECTION_NAME ? where : `${where} (connection "${this.name}")`;
     this.warnUnverifiedTls(options.connection, this.description);
+    this.warnAtStart(fewRedirectionsWarning(options.connection, options.commandTimeout, this.description));
     const created = createClientFromOptions(options.connection, this.tuning);
     this.client = created ? this.own(created, 'main') : (options.connection as { client: RedisClient }).client;
     // A `{ client }` of the user's: the keepalive PINGs it when idle, once Redis closed an idle connection (close()
@@ -252,7 +254,10 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   }
 
   private warnUnverifiedTls(connection: RedisConnectionOptions, where: string): void {
-    const warning = unverifiedTlsWarning(connection, where);
+    this.warnAtStart(unverifiedTlsWarning(connection, where));
+  }
+
+  private warnAtStart(warning: string | undefined): void {
     if (warning === undefined) return;
     // Said at start (onModuleInit), when the application's logger is in place; at once for a client created later.
     this.pendingWarnings.push(warning);

@@ -47,8 +47,9 @@ export const FEATURE_COMMANDS: {
     folder: 'cache',
     key: FEATURES.cache,
     commands: ['get', 'mget', 'set', 'unlink', 'scan', 'zrangebyscore', 'zrem'],
-    // the stampede lock's release (cache.load-lock.ts): GET and DEL
-    shared: ['../common/release-lock.lua'],
+    // the stampede lock's release (cache.load-lock.ts): GET and DEL; the reads under a server's reply limit
+    // (get-batcher.ts): STRLEN and GET
+    shared: ['../common/release-lock.lua', '../common/budget-get.lua'],
     withL1: ['publish', 'subscribe'],
   },
   {

@@ -11,7 +11,7 @@
 import { hashSlot } from '../../lib/common/bulk-keys.js';
 import type { RedisClusterHandle } from './redis-cluster.js';
 import type { RedisServerHandle } from './redis-server.js';
-import { rawCommand } from './resp.js';
+import { rawCommand, rawCommands } from './resp.js';
 import { waitFor } from './wait.js';
 
 /** Keys fetched per CLUSTER GETKEYSINSLOT page (and moved per MIGRATE), as redis-cli's --cluster-pipeline default. */
@@ -182,4 +182,44 @@ export async function migrateSlot(
   await migration.begin();
   await migration.finish();
   return migration;
+}
+
+/**
+ * Many empty slots of one master set migrating to another at once (CLUSTER SETSLOT IMPORTING on the target, MIGRATING
+ * on the source, pipelined), for a test whose keys it cannot choose (a session id is random): a call landing in any of
+ * them is redirected as in a reshard. `finish()` gives every one of them to the target. The slots must hold no key.
+ */
+export async function emptySlotsMigration(
+  cluster: RedisClusterHandle,
+  slots: readonly number[],
+  source: RedisServerHandle,
+  target: RedisServerHandle,
+): Promise<{ begin(): Promise<void>; finish(): Promise<void> }> {
+  const [sourceId, targetId] = await Promise.all([idOf(source), idOf(target)]);
+  const all = async (port: number, args: (slot: number) => string[]): Promise<void> => {
+    const replies = await rawCommands(port, slots.map(args), { timeoutMs: 10_000 });
+    const bad = replies.find((r) => r !== 'OK');
+    if (bad !== undefined) throw new Error(`CLUSTER SETSLOT on ${port} answered ${String(bad)}`);
+  };
+  return {
+    begin: async () => {
+      await all(target.port, (s) => ['CLUSTER', 'SETSLOT', String(s), 'IMPORTING', sourceId]);
+      await all(source.port, (s) => ['CLUSTER', 'SETSLOT', String(s), 'MIGRATING', targetId]);
+    },
+    finish: async () => {
+      const others = cluster.masters.filter((m) => m !== source && m !== target);
+      for (const node of [target, source, ...others])
+        await all(node.port, (s) => ['CLUSTER', 'SETSLOT', String(s), 'NODE', targetId]);
+      const settled = await waitFor(async () => {
+        const owners = await Promise.all(
+          cluster.masters.map(async (m) => {
+            const ranges = (await rawCommand(m.port, ['CLUSTER', 'SLOTS'])) as SlotRange[];
+            return slots.every((slot) => ranges.find(([f, e]) => slot >= f && slot <= e)?.[2][1] === target.port);
+          }),
+        );
+        return owners.every(Boolean);
+      }, 10_000);
+      if (!settled) throw new Error(`not every master names ${target.port} as the owner of the slots moved`);
+    },
+  };
 }
