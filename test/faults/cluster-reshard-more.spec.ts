@@ -7,7 +7,6 @@
  * The slots move on a private cluster (useDisposableCluster), with real commands (test/support/reshard.ts).
  */
 import 'reflect-metadata';
-import { randomBytes } from 'node:crypto';
 import { Cluster } from 'ioredis';
 import { CacheService, LockService, PubSubService, RateLimitService, SessionService } from '../../lib/index.js';
 import { RedisConnection } from '../../lib/advanced.js';
@@ -17,10 +16,11 @@ import { recordingLogger } from '../support/recording-logger.js';
 import { countCloses } from '../support/reply-limit.js';
 import {
   emptySlotsMigration,
-  fillerKeys,
+  fillSlot,
   keyInSlot,
   keysInSlot,
   ownerOf,
+  reshardApp,
   slotMigration,
   type SlotMigration,
 } from '../support/reshard.js';
@@ -42,22 +42,9 @@ const DAY = 86_400_000;
 let nextSlot = 2_000;
 const freshSlot = (): number => (nextSlot += 997) % 16_384;
 
-async function app(extra: Record<string, unknown> = {}) {
-  const keyPrefix = `rm${randomBytes(3).toString('hex')}:`;
-  const toolkit = await createToolkitApp({
-    target: { cluster: cluster().startupNodes },
-    keyPrefix,
-    session: { cookie: { secret: 'reshard-secret' }, ttl: DAY },
-    ...extra,
-  });
-  return { toolkit, keyPrefix };
-}
+const app = (extra: Record<string, unknown> = {}) => reshardApp(cluster(), 'rm', extra);
 
-/** Filler keys in `slot` written on its owner, so the migration has pages of keys to move besides the feature's. */
-async function fill(migration: SlotMigration, count = 16): Promise<void> {
-  for (const key of fillerKeys(migration.slot, count))
-    await rawCommand(migration.source.port, ['SET', key, 'x', 'PX', String(DAY)]);
-}
+const fill = (migration: SlotMigration, count = 16): Promise<void> => fillSlot(migration, count, DAY);
 
 /** Each outcome of `calls` as its value, or as the error's class name and message. */
 async function outcomes<T>(calls: Promise<T>[]): Promise<(T | string)[]> {

@@ -8,15 +8,21 @@
  * The slot moves on a private cluster (useDisposableCluster), key by key with real commands (test/support/reshard.ts).
  */
 import 'reflect-metadata';
-import { randomBytes } from 'node:crypto';
 import { Cluster, type Redis } from 'ioredis';
 import { CacheService, LockService, PubSubService, RateLimitService, SessionService } from '../../lib/index.js';
-import { RedisConnection } from '../../lib/advanced.js';
 import { hashSlot } from '../../lib/common/bulk-keys.js';
 import { useDisposableCluster } from '../support/disposable-cluster.js';
-import { fillerKeys, keyInSlot, keysInSlot, slotMigration, type SlotMigration } from '../support/reshard.js';
+import {
+  fillSlot,
+  fillerKeys,
+  keyInSlot,
+  keysInSlot,
+  reshardApp,
+  slotMigration,
+  type SlotMigration,
+} from '../support/reshard.js';
 import { rawCommand } from '../support/resp.js';
-import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
+import { closeToolkitApps } from '../support/toolkit-app.js';
 import { countUnhandledRejectionsInFile, settleRejections } from '../support/unhandled.js';
 import { sleep, waitFor } from '../support/wait.js';
 
@@ -33,24 +39,9 @@ const DAY = 86_400_000;
 let nextSlot = 1_000;
 const freshSlot = (): number => (nextSlot += 997) % 16_384;
 
-async function app(extra: Record<string, unknown> = {}) {
-  const keyPrefix = `rs${randomBytes(3).toString('hex')}:`;
-  const toolkit = await createToolkitApp({
-    target: { cluster: cluster().startupNodes },
-    keyPrefix,
-    session: { cookie: { secret: 'reshard-secret' }, ttl: DAY },
-    ...extra,
-  });
-  const client = toolkit.get(RedisConnection).client;
-  if (!(client instanceof Cluster)) throw new Error('expected a cluster client');
-  return { toolkit, client, keyPrefix };
-}
+const app = (extra: Record<string, unknown> = {}) => reshardApp(cluster(), 'rs', extra);
 
-/** Filler keys in `slot` written on its owner, so the migration has pages of keys to move besides the feature's. */
-async function fill(migration: SlotMigration, count = 24): Promise<void> {
-  for (const key of fillerKeys(migration.slot, count))
-    await rawCommand(migration.source.port, ['SET', key, 'x', 'PX', String(DAY)]);
-}
+const fill = (migration: SlotMigration, count = 24): Promise<void> => fillSlot(migration, count, DAY);
 
 /** The keys of `slot` on each side of the migration. */
 async function sides(migration: SlotMigration): Promise<{ source: string[]; target: string[] }> {

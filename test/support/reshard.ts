@@ -8,10 +8,14 @@
  *
  * Use it on a private cluster (useDisposableCluster): the shared harness cluster must keep its slot layout.
  */
+import { randomBytes } from 'node:crypto';
+import { Cluster } from 'ioredis';
+import { RedisConnection } from '../../lib/advanced.js';
 import { hashSlot } from '../../lib/common/bulk-keys.js';
 import type { RedisClusterHandle } from './redis-cluster.js';
 import type { RedisServerHandle } from './redis-server.js';
 import { rawCommand, rawCommands } from './resp.js';
+import { createToolkitApp } from './toolkit-app.js';
 import { waitFor } from './wait.js';
 
 /** Keys fetched per CLUSTER GETKEYSINSLOT page (and moved per MIGRATE), as redis-cli's --cluster-pipeline default. */
@@ -222,4 +226,24 @@ export async function emptySlotsMigration(
       if (!settled) throw new Error(`not every master names ${target.port} as the owner of the slots moved`);
     },
   };
+}
+
+/** Filler keys in the migrating slot written on its owner, so the move has pages of keys besides the feature's. */
+export async function fillSlot(migration: SlotMigration, count: number, ttlMs = 86_400_000): Promise<void> {
+  for (const key of fillerKeys(migration.slot, count))
+    await rawCommand(migration.source.port, ['SET', key, 'x', 'PX', String(ttlMs)]);
+}
+
+/** A toolkit app on `cluster` (sessions on), under a key prefix of its own starting with `tag`. */
+export async function reshardApp(cluster: RedisClusterHandle, tag: string, extra: Record<string, unknown> = {}) {
+  const keyPrefix = `${tag}${randomBytes(3).toString('hex')}:`;
+  const toolkit = await createToolkitApp({
+    target: { cluster: cluster.startupNodes },
+    keyPrefix,
+    session: { cookie: { secret: 'reshard-secret' }, ttl: 86_400_000 },
+    ...extra,
+  });
+  const client = toolkit.get(RedisConnection).client;
+  if (!(client instanceof Cluster)) throw new Error('expected a cluster client');
+  return { toolkit, client, keyPrefix };
 }
