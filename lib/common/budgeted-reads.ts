@@ -65,22 +65,31 @@ function accountsOf(client: RedisClient, budget: ReplyBudget, key: string): Repl
   return [owner, to].sort().map((node) => budget.account(node));
 }
 
+/**
+ * `run` once `want` bytes are reserved on each of `accounts` (in their order), with the least granted; each given back
+ * once it settled.
+ */
+async function holding<T>(accounts: ReplyAccount[], want: number, run: (least: number) => Promise<T>): Promise<T> {
+  const granted: number[] = [];
+  try {
+    for (const account of accounts) granted.push(await account.reserve(want));
+    return await run(Math.min(...granted));
+  } finally {
+    for (const [i, held] of granted.entries()) accounts[i].release(held);
+  }
+}
+
 /** One call within `want` bytes reserved on each of `accounts` (a lone value past the bound: alone, its length). */
-async function reserved<TItem, TResult>(
+function reserved<TItem, TResult>(
   client: RedisClient,
   accounts: ReplyAccount[],
   items: BudgetedItems<TItem, TResult>,
   batch: TItem[],
   want: number,
 ): Promise<(TResult | number)[]> {
-  const granted: number[] = [];
-  try {
-    for (const account of accounts) granted.push(await account.reserve(want));
-    const least = Math.min(...granted);
-    return await items.call(client, batch, batch.length === 1 ? Math.max(least, want) : least);
-  } finally {
-    for (const [i, held] of granted.entries()) accounts[i].release(held);
-  }
+  return holding(accounts, want, (least) =>
+    items.call(client, batch, batch.length === 1 ? Math.max(least, want) : least),
+  );
 }
 
 /** One item read alone: first within a guess, then within its length, until its value is in. */
@@ -258,7 +267,7 @@ export function readAlone<TItem, TResult>(
  * given back once it settled: a call whose reply may carry a value of a known largest size. At once, with nothing
  * reserved, while the budget is off.
  */
-export async function whileReserved<T>(
+export function whileReserved<T>(
   client: RedisClient,
   budget: ReplyBudget,
   key: string,
@@ -266,12 +275,5 @@ export async function whileReserved<T>(
   send: () => Promise<T>,
 ): Promise<T> {
   if (budget.bound === 0) return send();
-  const accounts = accountsOf(client, budget, key);
-  const granted: number[] = [];
-  try {
-    for (const account of accounts) granted.push(await account.reserve(bytes));
-    return await send();
-  } finally {
-    for (const [i, held] of granted.entries()) accounts[i].release(held);
-  }
+  return holding(accountsOf(client, budget, key), bytes, send);
 }
