@@ -85,10 +85,8 @@ export class InsuranceLimiter {
       // in a window that ends early (the client's fresh window sooner than Redis gives it), and a window of nothing
       // would push charged ones out of the LRU
       if (charged && c.cost > 0) {
-        counter ??= { count: 0, endsAt: 0, blockedUntil: 0 };
-        if (counter.endsAt <= now) [counter.count, counter.endsAt] = [0, now + span];
-        count = counter.count += c.cost;
-        this.counters.set(c.redisKey, counter);
+        counter = this.charge(c.redisKey, counter, span, c.cost, now);
+        count = counter.count;
       }
       // blockDuration, as consume.lua: a consume refused by this counter's own count blocks it from now (a refusal of
       // a blocked counter does not extend its block; a counter that fitted beside another's refusal is not blocked)
@@ -144,11 +142,17 @@ export class InsuranceLimiter {
    */
   penalize(check: Omit<InsuranceCheck, 'cost'>, points: number, now = Math.floor(performance.now())): number {
     const { limit, span } = insuredWindow(check.policy, this.divideLimitBy);
-    const counter = this.counters.get(check.redisKey) ?? { count: 0, endsAt: 0, blockedUntil: 0 };
-    if (counter.endsAt <= now) [counter.count, counter.endsAt] = [0, now + span];
-    counter.count += points;
-    this.counters.set(check.redisKey, counter);
+    const counter = this.charge(check.redisKey, this.counters.get(check.redisKey), span, points, now);
     return Math.max(0, limit - counter.count);
+  }
+
+  /** Adds `cost` to the counter's live window, or to a window of `span` opened now (consume's charge, a penalty). */
+  private charge(redisKey: string, counter: Counter | undefined, span: number, cost: number, now: number): Counter {
+    const charged = counter ?? { count: 0, endsAt: 0, blockedUntil: 0 };
+    if (charged.endsAt <= now) [charged.count, charged.endsAt] = [0, now + span];
+    charged.count += cost;
+    this.counters.set(redisKey, charged);
+    return charged;
   }
 
   /**
