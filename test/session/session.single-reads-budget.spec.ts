@@ -104,6 +104,17 @@ describe('a server with `client-output-buffer-limit normal 1mb 0 0`', () => {
     expect((await creator.get(ids[5]))?.data.n).toBe(5);
   });
 
+  /** `update(id, { n: 1 })` of each session by `second` while the server sleeps (read in one go): each `seen:by`. */
+  const updatesInOneTurn = (second: Awaited<ReturnType<typeof boot>>, ids: string[]) =>
+    recordCommandCalls(second.client, async () => {
+      const woken = await sleeping();
+      const updates = ids.map((id) =>
+        second.sessions.update(id, { n: 1 }).then((s) => `${seen(s)}:${(s?.data as { by?: string } | undefined)?.by}`),
+      );
+      await woken();
+      return Promise.allSettled(updates);
+    });
+
   // Before: the compare-and-sets of one turn went in one script call, and each one that found its session changed
   // answered that session whole: 24 sessions of 60 KB in one reply (1.44 MB). The sessions are under 64 Ki UTF-16 units
   // (RecentValues' LARGEST_KEPT), so the second instance keeps the values it read and sends them as expected: a larger
@@ -115,14 +126,7 @@ describe('a server with `client-output-buffer-limit normal 1mb 0 0`', () => {
     const second = await boot({ keyPrefix });
     for (const id of ids) await second.sessions.get(id); // the second instance knows each value
     for (const id of ids) await first.update(id, { by: 'first' }); // and each changes under it
-    const { value: settled, calls } = await recordCommandCalls(second.client, async () => {
-      const woken = await sleeping();
-      const updates = ids.map((id) =>
-        second.sessions.update(id, { n: 1 }).then((s) => `${seen(s)}:${(s?.data as { by?: string } | undefined)?.by}`),
-      );
-      await woken();
-      return Promise.allSettled(updates);
-    });
+    const { value: settled, calls } = await updatesInOneTurn(second, ids);
     // the conflict path: the values kept were sent as expected (the turn's one compare-and-set call, 2 keys a
     // session), with no GET before it
     const sent = calls.findIndex((c) => c.name === 'evalsha');
@@ -144,14 +148,7 @@ describe('a server with `client-output-buffer-limit normal 1mb 0 0`', () => {
     const second = await boot({ keyPrefix, session: { appendUpdates: true } });
     for (const id of ids) await second.sessions.update(id, { n: 0 }); // the second instance knows each value
     for (const id of ids) await first.update(id, { by: 'first' });
-    const { value: settled, calls } = await recordCommandCalls(second.client, async () => {
-      const woken = await sleeping();
-      const updates = ids.map((id) =>
-        second.sessions.update(id, { n: 1 }).then((s) => `${seen(s)}:${(s?.data as { by?: string } | undefined)?.by}`),
-      );
-      await woken();
-      return Promise.allSettled(updates);
-    });
+    const { value: settled, calls } = await updatesInOneTurn(second, ids);
     // the conflict path: the values kept were sent as expected (the turn's one change call, a key a session), with no
     // GET before it
     const sent = calls.findIndex((c) => c.name === 'evalsha');
