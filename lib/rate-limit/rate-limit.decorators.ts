@@ -102,14 +102,16 @@ export function appliedPolicies(
   handler: Handler,
   cls: HandlerClass,
   defaults: ResolvedRateLimitOptions['defaults'],
+  declared?: NamedThrottleOptions[],
 ): NamedThrottleOptions[] {
   const skip = reflector.getAllAndOverride<boolean | Record<string, boolean> | undefined>(SKIP_THROTTLE_METADATA, [
     handler,
     cls,
   ]);
   if (skip === true) return [];
-  const declared = declaredPolicies(reflector, handler, cls, defaults);
-  return typeof skip === 'object' && skip !== null ? declared.filter((p) => skip[p.name] !== true) : declared;
+  // `declared`: declaredPolicies' answer for this handler when the caller has it already (ThrottlePolicyCheck)
+  const all = declared ?? declaredPolicies(reflector, handler, cls, defaults);
+  return typeof skip === 'object' && skip !== null ? all.filter((p) => skip[p.name] !== true) : all;
 }
 
 /**
@@ -164,7 +166,7 @@ export class ThrottlePolicyCheck {
           );
           const context = handlerContextOf(method);
           if (context === undefined) continue;
-          for (const p of appliedPolicies(reflector, method as Handler, cls, options.defaults)) {
+          for (const p of appliedPolicies(reflector, method as Handler, cls, options.defaults, declared)) {
             const problem = refundProblem(context, p);
             if (problem) problems.add(`${where}:`, problem);
           }

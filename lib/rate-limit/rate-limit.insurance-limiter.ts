@@ -50,12 +50,27 @@ interface Counter {
  */
 export class InsuranceLimiter {
   private readonly counters: LRUCache<string, Counter>;
+  /** Set while insurance itself stores a counter (a charge, a block): only then is a drop the outage's (dropped). */
+  private storing = false;
 
+  /**
+   * `dropped`: a counter with a live window or block was pushed out of maxKeys by one insurance stored, so while it
+   * decides (Redis unreachable): that counter starts over with a fresh share. Seeds learnt from Redis push each other
+   * out without a call (the LRU keeps the most recent; nothing is admitted on them while Redis decides).
+   */
   constructor(
     private readonly divideLimitBy: number,
     maxKeys: number,
+    private readonly dropped?: () => void,
   ) {
-    this.counters = new LRUCache({ max: maxKeys });
+    this.counters = new LRUCache({
+      max: maxKeys,
+      dispose: (counter, _key, reason) => {
+        if (reason !== 'evict' || !this.storing) return;
+        const now = performance.now();
+        if (counter.endsAt > now || counter.blockedUntil > now) this.dropped?.();
+      },
+    });
   }
 
   /**
@@ -95,7 +110,7 @@ export class InsuranceLimiter {
         counter ??= { count: 0, endsAt: 0, blockedUntil: 0 };
         counter.blockedUntil = now + blockMs;
         blockedFor = blockMs;
-        this.counters.set(c.redisKey, counter);
+        this.store(c.redisKey, counter);
       }
       // an empty counter resets at once (the scripts' reset of an absent key), but consume.lua and
       // consume-fixed-window.lua answer a fixed window's consume of cost 0 with the window a charge would open
@@ -151,18 +166,28 @@ export class InsuranceLimiter {
     const charged = counter ?? { count: 0, endsAt: 0, blockedUntil: 0 };
     if (charged.endsAt <= now) [charged.count, charged.endsAt] = [0, now + span];
     charged.count += cost;
-    this.counters.set(redisKey, charged);
+    this.store(redisKey, charged);
     return charged;
+  }
+
+  private store(redisKey: string, counter: Counter): void {
+    this.storing = true;
+    try {
+      this.counters.set(redisKey, counter);
+    } finally {
+      this.storing = false;
+    }
   }
 
   /**
    * Takes Redis's answer to a charging decision of this process as the counter's state (the seed of the next outage),
-   * in place of what insurance held: the units Redis said are left (this process's part of them, as its share is its
-   * part of the capacity: ceil(remaining / divideLimitBy), at most the share) until Redis's reset, and a refusal of a
-   * policy with a blockDuration blocks it until Redis's retry. Replaced, not added to: Redis's answer already holds
-   * every charge it saw, a script that timed out here and ran once the server resumed included, so a charge insurance
-   * made for such a call is not counted twice. A counter Redis says has a whole share left is forgotten (it would be
-   * answered as one holding nothing), so only counters in use take room under maxKeys.
+   * in place of what insurance held: the units Redis said are left (this process's part of them: floor(remaining /
+   * divideLimitBy), at most the share, so that the processes together never admit more than Redis had left, where
+   * ceil let N processes admit up to N - 1 more; a remaining under divideLimitBy admits nothing) until Redis's reset,
+   * and a refusal of a policy with a blockDuration blocks it until Redis's retry. Replaced, not added to: Redis's
+   * answer already holds every charge it saw, a script that timed out here and ran once the server resumed included,
+   * so a charge insurance made for such a call is not counted twice. A counter whose part is a whole share is
+   * forgotten (it would be answered as one holding nothing), so only counters in use take room under maxKeys.
    */
   learn(
     check: Omit<InsuranceCheck, 'cost'>,
@@ -170,7 +195,7 @@ export class InsuranceLimiter {
     now = Math.floor(performance.now()),
   ): void {
     const { limit } = insuredWindow(check.policy, this.divideLimitBy);
-    const count = limit - Math.min(limit, Math.ceil(Math.max(0, answer.remaining) / this.divideLimitBy));
+    const count = limit - Math.min(limit, Math.floor(Math.max(0, answer.remaining) / this.divideLimitBy));
     const blocked = !answer.allowed && (check.policy.blockDuration ?? 0) > 0;
     if (count === 0 && !blocked) {
       this.counters.delete(check.redisKey);
@@ -181,6 +206,11 @@ export class InsuranceLimiter {
       endsAt: now + answer.resetMs,
       blockedUntil: blocked ? now + answer.retryAfterMs : 0,
     });
+  }
+
+  /** Counters held (at most maxKeys). */
+  get size(): number {
+    return this.counters.size;
   }
 
   /**

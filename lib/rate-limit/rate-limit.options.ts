@@ -1,7 +1,7 @@
 import type { ExecutionContext } from '@nestjs/common';
 import { isDuration, MAX_DURATION_MS, type OptionProblems, shownValue } from '../common/option-checks.js';
 import { checkAccessList, checkIpv6Grouping, isAddressOrCidr } from './rate-limit.access-list.js';
-import { checkGuardValues } from './rate-limit.option-names.js';
+import { checkGuardValues, MAX_KEYS } from './rate-limit.option-names.js';
 
 /** Injection token of ResolvedRateLimitOptions (`rateLimit` of forRoot, defaults filled in). */
 export const RATE_LIMIT_OPTIONS = Symbol('RATE_LIMIT_OPTIONS');
@@ -96,12 +96,12 @@ export interface RateLimitInsuranceOptions {
    * `ceil(burst / divideLimitBy)` per `burst × ttl / limit` (set it to the number of app instances). Default 1.
    */
   divideLimitBy?: number;
-  /** Counters the in-process limiter keeps (the least recently used is dropped, and starts over). Default 10 000. */
+  /** Counters kept (the least recently used is dropped, and starts over). Default 10 000, at most 1 000 000. */
   maxKeys?: number;
 }
 
 export interface RateLimitBlockCacheOptions {
-  /** Counters remembered (least recently used are dropped). Default 10 000. */
+  /** Counters remembered (least recently used are dropped). Default 10 000, at most 1 000 000. */
   maxKeys?: number;
 }
 
@@ -205,7 +205,7 @@ export function resolveRateLimitOptions(
       typeof o.blockCache !== 'boolean' &&
       problems.object('rateLimit.blockCache', o.blockCache)
     ) {
-      problems.integer('rateLimit.blockCache.maxKeys', o.blockCache.maxKeys, 1);
+      problems.integer('rateLimit.blockCache.maxKeys', o.blockCache.maxKeys, 1, MAX_KEYS);
     }
     if (o.blockCache === true || (typeof o.blockCache === 'object' && o.blockCache !== null))
       blockCache = { maxKeys: (typeof o.blockCache === 'object' ? o.blockCache.maxKeys : undefined) ?? 10_000 };
@@ -240,7 +240,7 @@ export function resolveRateLimitOptions(
       problems.object('rateLimit.insurance', o.insurance)
     ) {
       problems.integer('rateLimit.insurance.divideLimitBy', o.insurance.divideLimitBy, 1);
-      problems.integer('rateLimit.insurance.maxKeys', o.insurance.maxKeys, 1);
+      problems.integer('rateLimit.insurance.maxKeys', o.insurance.maxKeys, 1, MAX_KEYS);
     }
     if (o.insurance === true || (typeof o.insurance === 'object' && o.insurance !== null)) {
       const i = typeof o.insurance === 'object' ? o.insurance : {};

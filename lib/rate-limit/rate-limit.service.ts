@@ -2,6 +2,7 @@ import { Inject, Injectable, Logger, type OnModuleDestroy } from '@nestjs/common
 import { InvalidOptionsError, RateLimitExceededError } from '../common/errors.js';
 import { FailurePolicy } from '../common/failure-policy.js';
 import { KeyBuilder } from '../common/keys.js';
+import { ThrottledWarning } from '../common/throttled-logger.js';
 import type { ScriptArg } from '../common/lua-script.js';
 import type { EvictionPolicyCheck } from '../connection/eviction-policy-check.js';
 import { RedisConnection } from '../connection/redis-connection.js';
@@ -81,11 +82,13 @@ export class RateLimitService implements OnModuleDestroy {
     failedClosed: 0,
     insurance: 0,
     deniedLocally: 0,
+    insuranceDropped: 0,
   };
   /** `rateLimit.blockCache`: counters Redis refused, refused here until then without a Redis call. */
   private readonly blockCache: BlockCache | undefined;
   /** Whether Redis may evict counters: asked once, at the first decision sent (rate-limit.eviction-check). */
   private readonly evictionCheck: EvictionPolicyCheck;
+  private readonly droppedWarning: ThrottledWarning;
 
   constructor(
     @Inject(FEATURE_CONNECTION.rateLimit) private readonly connection: RedisConnection,
@@ -99,7 +102,18 @@ export class RateLimitService implements OnModuleDestroy {
       warnIntervalMs: this.options.warnIntervalMs,
     });
     const ins = this.options.insurance;
-    const insurance = ins ? new InsuranceLimiter(ins.divideLimitBy, ins.maxKeys) : undefined;
+    // a live counter dropped in an outage (maxKeys reached) starts over with a fresh share: counted and logged
+    this.droppedWarning = new ThrottledWarning(this.logger, options.warnIntervalMs, () => 'insurance counters dropped');
+    const maxKeys = ins === false ? 0 : ins.maxKeys;
+    const dropped = () => {
+      this.counters.insuranceDropped++;
+      this.droppedWarning.warn(
+        `rate limiting insurance dropped a counter whose window was still running, to keep within ` +
+          `rateLimit.insurance.maxKeys (${maxKeys}): it starts over with a fresh share. Raise maxKeys ` +
+          'above the keys active in a window while Redis is unreachable',
+      );
+    };
+    const insurance = ins ? new InsuranceLimiter(ins.divideLimitBy, ins.maxKeys, dropped) : undefined;
     this.decisions = new DecisionBatcher(connection);
     this.keys = new RateLimitKeys(keys);
     this.blockCache = options.blockCache ? new BlockCache(options.blockCache.maxKeys) : undefined;
@@ -120,6 +134,7 @@ export class RateLimitService implements OnModuleDestroy {
   onModuleDestroy(): void {
     this.evictionCheck.close();
     this.failures.close();
+    this.droppedWarning.close();
   }
 
   /** Charges `policy.cost` (default 1) to `key` if the policy allows it. */

@@ -83,6 +83,12 @@ export interface RateLimitStats {
   /** Calls decided by the in-process insurance limiter, and penalties it took while Redis was unreachable. */
   insurance: number;
   /**
+   * Counters the insurance limiter dropped, their window or block still running, to store another within
+   * `rateLimit.insurance.maxKeys` while it decided (Redis unreachable): each starts over with a fresh share (many
+   * fresh keys in an outage, an attacker's churn included). Logged, at most once per `warnIntervalMs`.
+   */
+  insuranceDropped: number;
+  /**
    * Calls Redis answered with an error (WRONGTYPE under a counter key, NOPERM, OOM...): each failed with a
    * RedisReplyError; never allowed, never decided by the failure policy.
    */
