@@ -65,6 +65,7 @@ export {
   CacheTTL,
   CacheIf,
   type HttpCacheKeyFn,
+  type HttpCacheKeyOptions,
   type HttpCacheTtlFn,
   type HttpCacheIfFn,
 } from './cache/cache.http-decorators.js';

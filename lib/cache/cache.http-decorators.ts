@@ -5,6 +5,9 @@ import { InvalidOptionsError } from '../common/errors.js';
 import { KeyBuilder, MAX_KEY_BYTES } from '../common/keys.js';
 import { durationProblem, isDuration } from '../common/option-checks.js';
 import { HTTP_CACHE_IF_METADATA, HTTP_CACHE_KEY_METADATA, HTTP_CACHE_TTL_METADATA } from './cache.constants.js';
+import { checkKeyOptions, type HttpCacheKeyOptions } from './cache.http-query.js';
+
+export type { HttpCacheKeyOptions } from './cache.http-query.js';
 
 /** A key computed from the request (Express or Fastify request object) and the execution context. */
 export type HttpCacheKeyFn = (request: never, context: ExecutionContext) => string;
@@ -15,10 +18,15 @@ export type HttpCacheKeyFn = (request: never, context: ExecutionContext) => stri
  * query; a hash of it for a URL past 1 KiB or with a `#`: see urlKey; with the route's version under header, media-type
  * or custom versioning: see versionTag), the same for every user: a request with credentials then bypasses the cache
  * (see @CacheShared). A function key is taken as the request's own. A string is checked here as a key (not '').
+ * `{ query: ['page', 'sort'] }` keeps that URL key with only those query parameters (cache.http-query.ts): any other
+ * parameter (`?x=<random>`) no longer makes an entry of its own.
  */
-export function CacheKey(key: string | HttpCacheKeyFn): MethodDecorator & ClassDecorator {
+export function CacheKey(key: string | HttpCacheKeyFn | HttpCacheKeyOptions): MethodDecorator & ClassDecorator {
+  if (typeof key === 'object' && key !== null) return SetMetadata(HTTP_CACHE_KEY_METADATA, checkKeyOptions(key));
   if (typeof key !== 'string' && typeof key !== 'function') {
-    throw new InvalidOptionsError('@CacheKey: key must be a string or a function of the request');
+    throw new InvalidOptionsError(
+      '@CacheKey: key must be a string or a function of the request, or { query: [...] } (the query parameters kept)',
+    );
   }
   if (typeof key === 'string' && Buffer.byteLength(key) <= MAX_KEY_BYTES) {
     try {

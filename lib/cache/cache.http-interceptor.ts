@@ -16,6 +16,7 @@ import {
 } from './cache.http-sharing.js';
 import { type RouteVary, hitVary, requestVary, routeVary, variantKey, variesBeyond } from './cache.http-vary.js';
 import { isSse, NonHttpHandlers, taggedKey, versionTag } from './cache.http-contexts.js';
+import { type HttpCacheKeyOptions, isKeyOptions, keptQuery } from './cache.http-query.js';
 import { CacheService, type PreparedCall } from './cache.service.js';
 import type { CacheResult, CacheStatus } from './cache.types.js';
 import {
@@ -76,8 +77,10 @@ interface Route extends RouteSharing, RouteOutput {
   sse: boolean;
   /** After the URL in the default key: the route's version where the URL does not say it (see versionTag). */
   version: string | undefined;
-  /** The default key of each URL seen lately, for a route with a version tag (see urlKey). */
-  versionKeys: Map<string, string> | undefined;
+  /** `@CacheKey({ query })`: the query parameters the default key keeps (cache.http-query.ts); undefined: all. */
+  query: readonly string[] | undefined;
+  /** The default key of each URL seen lately, for a route whose key is not its URL alone (a version, a query list). */
+  urlKeys: Map<string, string> | undefined;
 }
 
 /**
@@ -260,13 +263,13 @@ export class HttpCacheInterceptor implements NestInterceptor {
    * and hashed on every request (about 0.2 µs of a hit, measured in-process).
    */
   private urlKey(url: string, route: Route): string {
-    const tag = route.version;
-    if (url.length > MEMO_URL_LENGTH) return tag === undefined ? urlKey(url) : taggedKey(urlKey(url), tag);
-    // a versioned route's keys in a memo of its own (the same URL is another key on each version's route)
-    const memo = route.versionKeys ?? this.urlKeys;
+    if (url.length > MEMO_URL_LENGTH) return routeUrlKey(url, route);
+    // the keys of a versioned route, or one keyed by chosen query parameters, in a memo of its own (the same URL is
+    // another key on each version's route)
+    const memo = route.urlKeys ?? this.urlKeys;
     let key = memo.get(url);
     if (key === undefined) {
-      key = tag === undefined ? urlKey(url) : taggedKey(urlKey(url), tag);
+      key = routeUrlKey(url, route);
       if (memo.size >= URL_KEY_MEMO) memo.clear();
       memo.set(url, key);
     }
@@ -285,10 +288,12 @@ export class HttpCacheInterceptor implements NestInterceptor {
     if (route === undefined) {
       const targets = [handler, cls];
       const ttl = this.reflector.getAllAndOverride<number | LooseTtl | undefined>(HTTP_CACHE_TTL_METADATA, targets);
-      const key = this.reflector.getAllAndOverride<string | HttpCacheKeyFn | undefined>(
+      const given = this.reflector.getAllAndOverride<string | HttpCacheKeyFn | HttpCacheKeyOptions | undefined>(
         HTTP_CACHE_KEY_METADATA,
         targets,
       );
+      // { query }: still the URL key (shared by every user), with chosen query parameters only
+      const key = isKeyOptions(given) ? undefined : given;
       route = {
         ...routeSharing(this.reflector, context, key),
         key,
@@ -300,9 +305,10 @@ export class HttpCacheInterceptor implements NestInterceptor {
         vary: routeVary(declaredHeader(handler, 'vary')),
         sse: isSse(handler),
         version: versionTag(this.config?.getVersioning(), cls, handler),
-        versionKeys: undefined,
+        query: isKeyOptions(given) ? given.query : undefined,
+        urlKeys: undefined,
       };
-      if (route.version !== undefined) route.versionKeys = new Map();
+      if (route.version !== undefined || route.query !== undefined) route.urlKeys = new Map();
       if (route.raw) route.etag = etagOf(response);
       ofClass.set(handler, route);
     }
@@ -332,6 +338,12 @@ function urlKey(url: string): string {
   const head = url.slice(0, URL_HEAD);
   const fragment = head.indexOf('#');
   return `http:${KeyBuilder.headAndHash(fragment >= 0 ? head.slice(0, fragment) : head, url)}`;
+}
+
+/** The default key of a request of `route`: its URL (with only the query parameters it keeps), and its version. */
+function routeUrlKey(url: string, route: Route): string {
+  const key = urlKey(route.query === undefined ? url : keptQuery(url, route.query));
+  return route.version === undefined ? key : taggedKey(key, route.version);
 }
 
 /** A stored `v`/`j`/`f`/`e` body parsed back into its value; an `s` body is the string itself. */

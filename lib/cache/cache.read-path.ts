@@ -14,7 +14,7 @@ import { boundedLoad, LoadTimers, within } from './cache.loader.js';
 import type { CacheLoadLock } from './cache.load-lock.js';
 import type { ResolvedCacheOptions } from './cache.options.js';
 import type { CacheCounters } from './cache.stats.js';
-import type { CacheResult } from './cache.types.js';
+import type { CacheResult, CacheTags } from './cache.types.js';
 import type { CacheValueBound } from './cache.value-bound.js';
 import { makeRoom } from '../common/bounded-map.js';
 import type { RedisClock } from '../common/redis-clock.js';
@@ -94,6 +94,32 @@ export class CacheReadPath {
     this.lock.close();
     this.refreshWarning.close();
     this.graceWarning.close();
+  }
+
+  /** CacheService.get: the fresh value (from L1, else Redis), or undefined (missing, stale, Redis unreachable). */
+  async fresh<T>(redisKey: string): Promise<T | undefined> {
+    const local = this.l1?.get(redisKey);
+    if (local && this.clock.now() < local.freshUntil) {
+      this.counters.hits++;
+      return local.value as T;
+    }
+    let entry: CacheEntry<T> | undefined;
+    const version = this.l1?.version ?? 0;
+    try {
+      entry = await this.store.read<T>(redisKey);
+    } catch (err) {
+      this.failures.unavailable(err);
+      this.counters.misses++;
+      this.counters.failedOpen++;
+      return undefined;
+    }
+    if (entry && this.clock.now() < entry.freshUntil) {
+      this.counters.hits++;
+      this.l1?.remember(redisKey, entry, version);
+      return entry.value;
+    }
+    this.counters.misses++;
+    return undefined;
   }
 
   /** The getOrSet flow past the L1; shared by the calls of one key with the same options in one turn (thisTurn). */
@@ -184,43 +210,45 @@ export class CacheReadPath {
     call: ResolvedCall<T>,
   ): Promise<{ value: T } | undefined> | undefined {
     if (this.closed) return undefined;
-    const running = this.refreshing.get(redisKey);
     // one that an invalidation overtook is left to end on its own (its value is not stored): a new one is tried
-    if (running?.load.joinable) return running.result as Promise<{ value: T } | undefined>;
-    const load = this.loads.start(redisKey, call.tags);
-    const lockKey = this.lock.lockKey(redisKey);
-    const token = this.lock.token();
-    const refresh = (async (): Promise<{ value: T } | undefined> => {
-      try {
-        if (!(await this.lock.tryLock(lockKey, token))) {
-          diagnose('cacheRefresh', () => ({ feature: 'cache', operation: 'refresh', outcome: 'skipped' }));
-          return undefined;
-        }
-        try {
-          const { value } = await this.loadAndStore(redisKey, loader, call, load);
-          diagnose('cacheRefresh', () => ({ feature: 'cache', operation: 'refresh', outcome: 'refreshed' }));
-          return { value };
-        } finally {
-          void this.lock.unlock(lockKey, token);
-        }
-      } catch (err) {
-        // never thrown from here (nobody awaits a background refresh): counted and logged, the stale value stays
-        diagnose('cacheRefresh', () => ({ feature: 'cache', operation: 'refresh', outcome: 'failed' }));
-        if (err instanceof RedisUnavailableError) this.failures.unavailable(err, true, 'the stale value stays');
-        else {
-          this.refreshWarning.warn(
-            `cache refresh of ${redisKey} failed, the stale value stays: ` +
-              `${err instanceof Error ? err.message : String(err)}`,
-          );
-        }
+    return this.share(this.refreshing, redisKey, call.tags, (load) =>
+      this.refresh(redisKey, loader, call, load),
+    ) as Promise<{ value: T } | undefined>;
+  }
+
+  /** A background refresh under the load lock (not waited for; never rejects): see refreshInBackground. */
+  private async refresh<T>(
+    redisKey: string,
+    loader: Loader<T>,
+    call: ResolvedCall<T>,
+    load: InflightLoad,
+  ): Promise<{ value: T } | undefined> {
+    try {
+      const lockKey = this.lock.lockKey(redisKey);
+      const token = this.lock.token();
+      if (!(await this.lock.tryLock(lockKey, token))) {
+        diagnose('cacheRefresh', () => ({ feature: 'cache', operation: 'refresh', outcome: 'skipped' }));
         return undefined;
-      } finally {
-        this.loads.end(load);
-        if (this.refreshing.get(redisKey)?.load === load) this.refreshing.delete(redisKey);
       }
-    })();
-    this.refreshing.set(redisKey, { load, result: refresh });
-    return refresh;
+      try {
+        const { value } = await this.loadAndStore(redisKey, loader, call, load);
+        diagnose('cacheRefresh', () => ({ feature: 'cache', operation: 'refresh', outcome: 'refreshed' }));
+        return { value };
+      } finally {
+        void this.lock.unlock(lockKey, token);
+      }
+    } catch (err) {
+      // never thrown from here (nobody awaits a background refresh): counted and logged, the stale value stays
+      diagnose('cacheRefresh', () => ({ feature: 'cache', operation: 'refresh', outcome: 'failed' }));
+      if (err instanceof RedisUnavailableError) this.failures.unavailable(err, true, 'the stale value stays');
+      else {
+        this.refreshWarning.warn(
+          `cache refresh of ${redisKey} failed, the stale value stays: ` +
+            `${err instanceof Error ? err.message : String(err)}`,
+        );
+      }
+      return undefined;
+    }
   }
 
   /**
@@ -233,12 +261,25 @@ export class CacheReadPath {
     call: ResolvedCall<T>,
     run: (load: InflightLoad) => Promise<CacheResult<T>>,
   ): Promise<CacheResult<T>> {
-    const shared = this.inflight.get(redisKey);
-    if (shared?.load.joinable) return shared.result as Promise<CacheResult<T>>;
-    const load = this.loads.start(redisKey, call.tags);
+    return this.share(this.inflight, redisKey, call.tags, run) as Promise<CacheResult<T>>;
+  }
+
+  /**
+   * The load of `redisKey` in `running` (misses' loads, or background refreshes) while it is joinable, else `run` as a
+   * new one, registered there (and with the invalidations' InflightLoads) until it settles.
+   */
+  private share<R, T>(
+    running: Map<string, Shared<R>>,
+    redisKey: string,
+    tags: CacheTags<T> | undefined,
+    run: (load: InflightLoad) => Promise<R>,
+  ): Promise<R> {
+    const shared = running.get(redisKey);
+    if (shared?.load.joinable) return shared.result;
+    const load = this.loads.start(redisKey, tags);
     const ended = () => {
       this.loads.end(load);
-      if (this.inflight.get(redisKey)?.load === load) this.inflight.delete(redisKey);
+      if (running.get(redisKey)?.load === load) running.delete(redisKey);
     };
     // then, not finally: the callers get the result two microtask turns sooner
     const result = run(load).then(
@@ -248,7 +289,7 @@ export class CacheReadPath {
         throw err;
       },
     );
-    this.inflight.set(redisKey, { load, result: result as Promise<CacheResult<unknown>> });
+    running.set(redisKey, { load, result });
     return result;
   }
 

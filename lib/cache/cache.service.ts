@@ -165,30 +165,7 @@ export class CacheService implements OnModuleInit, OnModuleDestroy {
 
   /** The fresh value under `key`, or undefined (missing, expired, stale, or Redis unreachable with failOpen). */
   async get<T>(key: string): Promise<T | undefined> {
-    const redisKey = this.entryKey(key);
-    const now = this.clock.now();
-    const local = this.l1?.get(redisKey);
-    if (local && now < local.freshUntil) {
-      this.counters.hits++;
-      return local.value as T;
-    }
-    let entry: CacheEntry<T> | undefined;
-    const version = this.l1?.version ?? 0;
-    try {
-      entry = await this.store.read<T>(redisKey);
-    } catch (err) {
-      this.failures.unavailable(err);
-      this.counters.misses++;
-      this.counters.failedOpen++;
-      return undefined;
-    }
-    if (entry && this.clock.now() < entry.freshUntil) {
-      this.counters.hits++;
-      this.l1?.remember(redisKey, entry, version);
-      return entry.value;
-    }
-    this.counters.misses++;
-    return undefined;
+    return this.reads.fresh<T>(this.entryKey(key));
   }
 
   /**
