@@ -17,7 +17,8 @@ const MAX_SAMPLE_RTT_MS = 250;
  * and every cache entry written meanwhile kept the wrong times in its header for life.
  *
  * Samples are taken when the connection becomes ready (each time: a reconnect may reach another server), then every
- * REDIS_CLOCK_REFRESH_MS on an unref'd timer. Each takes the middle of its round trip as the moment Redis read its
+ * REDIS_CLOCK_REFRESH_MS on an unref'd timer, once per client whatever the number of RedisClocks on it (SharedClock:
+ * they share one estimate). Each takes the middle of its round trip as the moment Redis read its
  * clock, so the estimate is off by at most half a round trip (plus, on a cluster, the masters' skew between
  * themselves: whichever node answers TIME stands for all, so their clocks are assumed kept within a few ms of each
  * other by NTP). A sample whose round trip is over MAX_SAMPLE_RTT_MS does not replace an estimate held, but Redis read
@@ -31,47 +32,45 @@ const MAX_SAMPLE_RTT_MS = 250;
  * and which clock is used meanwhile; its caller says what that costs).
  */
 export class RedisClock {
-  /** Redis's clock minus performance.now() (ms, fractional), once a sample is in. */
-  private redisMinusMonotonic: number | undefined;
-  private offset = 0;
-  private warned = false;
+  private readonly shared: SharedClock;
+  private started = false;
   private closed = false;
-  private timer: NodeJS.Timeout | undefined;
-  private sampling: Promise<void> | undefined;
-  private readonly onReady = (): void => void this.sample();
+  /** Said the failure of a run of them already: the next answer ends the run. */
+  private warned = false;
 
   constructor(
     private readonly client: RedisClient,
-    private readonly timeoutMs: number,
+    readonly timeoutMs: number,
     private readonly warn: (problem: string) => void,
-    private readonly refreshMs = REDIS_CLOCK_REFRESH_MS,
-  ) {}
+    readonly refreshMs = REDIS_CLOCK_REFRESH_MS,
+  ) {
+    this.shared = sharedClockOf(client);
+  }
 
   /** Epoch ms by Redis's clock, whole (estimated; this process's own wall clock until TIME has answered once). */
   now(): number {
     // Whole ms: the times built on it are written as integers (an entry header, a sorted-set score).
-    return this.redisMinusMonotonic === undefined
-      ? Date.now()
-      : Math.floor(this.redisMinusMonotonic + performance.now());
+    const estimate = this.shared.redisMinusMonotonic;
+    return estimate === undefined ? Date.now() : Math.floor(estimate + performance.now());
   }
 
   /** How far Redis's clock runs ahead of this process's wall clock (ms, negative when behind), at the last sample. */
   get offsetMs(): number {
-    return this.offset;
+    return this.shared.offset;
   }
 
   /** Starts measuring; resolves once the first sample is in when the connection is ready already (never rejects). */
   start(): Promise<void> {
-    this.client.on('ready', this.onReady);
-    this.timer = setInterval(() => void this.sample(), this.refreshMs);
-    this.timer.unref();
+    if (this.closed) return Promise.resolve();
+    if (!this.started) this.shared.join(this);
+    this.started = true;
     return this.client.status === 'ready' ? this.sample() : Promise.resolve();
   }
 
   close(): void {
     this.closed = true;
-    clearInterval(this.timer);
-    this.client.off('ready', this.onReady);
+    if (this.started) this.shared.leave(this);
+    this.started = false;
   }
 
   /**
@@ -81,30 +80,100 @@ export class RedisClock {
    * with the refresh. Never rejects; when TIME still fails, now() stays this process's clock.
    */
   ready(): Promise<void> {
-    return this.redisMinusMonotonic === undefined ? this.sample() : Promise.resolve();
+    return this.shared.redisMinusMonotonic === undefined ? this.sample() : Promise.resolve();
   }
 
-  /** One TIME (one at a time; none while the connection is not ready). */
+  /** One TIME (one at a time per client, whoever asks; none while the connection is not ready). */
   sample(): Promise<void> {
-    if (this.closed || this.client.status !== 'ready') return Promise.resolve();
-    this.sampling ??= this.measure().finally(() => {
+    if (this.closed) return Promise.resolve();
+    return this.shared.sample(this);
+  }
+
+  /** @internal TIME answered (SharedClock): a later failure is warned of again. */
+  answered(): void {
+    this.warned = false;
+  }
+
+  /** @internal TIME failed (SharedClock): the first failure of a run of them is one warning of this user's. */
+  failed(err: unknown): void {
+    if (this.closed || this.warned) return;
+    this.warned = true;
+    const kept =
+      this.shared.redisMinusMonotonic !== undefined
+        ? `its last estimate (${this.shared.offset} ms from this process's)`
+        : "this process's clock";
+    const why = err instanceof Error ? err.message : String(err);
+    this.warn(`could not read Redis's clock (TIME: ${why}), judging by ${kept} until it answers`);
+  }
+}
+
+/**
+ * The estimate of one client's server clock and its sampling, shared by every RedisClock on that client (the cache's,
+ * the sessions', the RedisSessionStores'): one `ready` listener, one refresh timer, one TIME in flight. Until
+ * 2026-12-06 each RedisClock had its own: a client with the cache and sessions on it sent two TIME at each reconnect
+ * and every 30 s, one more per user (test/foundation/flapping.hostile.spec.ts).
+ */
+class SharedClock {
+  /** Redis's clock minus performance.now() (ms, fractional), once a sample is in. */
+  redisMinusMonotonic: number | undefined;
+  offset = 0;
+  /** The started users: each is told of each answer and failure; their `refreshMs` and `timeoutMs` are honoured. */
+  private readonly users = new Set<RedisClock>();
+  /** Clocks not started waiting on the sample in flight (their own sample()). */
+  private readonly askers = new Set<RedisClock>();
+  private timer: NodeJS.Timeout | undefined;
+  private timerMs = Number.POSITIVE_INFINITY;
+  private sampling: Promise<void> | undefined;
+  private readonly onReady = (): void => void this.sample();
+
+  constructor(private readonly client: RedisClient) {}
+
+  join(user: RedisClock): void {
+    if (this.users.size === 0) this.client.on('ready', this.onReady);
+    this.users.add(user);
+    // the shortest refresh asked for (30 s unless a test asks less)
+    if (user.refreshMs < this.timerMs) {
+      clearInterval(this.timer);
+      this.timerMs = user.refreshMs;
+      this.timer = setInterval(() => void this.sample(), user.refreshMs);
+      this.timer.unref();
+    }
+  }
+
+  leave(user: RedisClock): void {
+    if (!this.users.delete(user) || this.users.size > 0) return;
+    this.client.off('ready', this.onReady);
+    clearInterval(this.timer);
+    this.timer = undefined;
+    this.timerMs = Number.POSITIVE_INFINITY;
+  }
+
+  /** One TIME, or the one in flight; `asker`: a clock not started (a bare sample()) is told of its outcome too. */
+  sample(asker?: RedisClock): Promise<void> {
+    if (this.client.status !== 'ready') return Promise.resolve();
+    if (asker !== undefined && !this.users.has(asker)) this.askers.add(asker);
+    const ms = Math.min(asker?.timeoutMs ?? Number.POSITIVE_INFINITY, ...[...this.users].map((u) => u.timeoutMs));
+    this.sampling ??= this.measure(Number.isFinite(ms) ? ms : REDIS_CLOCK_REFRESH_MS).finally(() => {
       this.sampling = undefined;
     });
     return this.sampling;
   }
 
-  private async measure(): Promise<void> {
+  private async measure(timeoutMs: number): Promise<void> {
     const sentAt = performance.now();
     let reply: unknown[];
     try {
-      reply = await withTimeout(this.client.time(), this.timeoutMs, `no reply within ${this.timeoutMs} ms`);
+      reply = await withTimeout(this.client.time(), timeoutMs, `no reply within ${timeoutMs} ms`);
     } catch (err) {
-      if (!this.closed) this.failed(err);
+      for (const user of this.told()) user.failed(err);
       return;
     }
     const receivedAt = performance.now();
     const redisMs = Number(reply[0]) * 1_000 + Number(reply[1]) / 1_000;
-    if (!Number.isFinite(redisMs)) return this.failed(new Error(`unexpected TIME reply ${JSON.stringify(reply)}`));
+    if (!Number.isFinite(redisMs)) {
+      for (const user of this.told()) user.failed(new Error(`unexpected TIME reply ${JSON.stringify(reply)}`));
+      return;
+    }
     // Redis read its clock between the send and the reply: Redis minus monotonic lies within [earliest, latest].
     const earliest = redisMs - receivedAt;
     const latest = redisMs - sentAt;
@@ -115,18 +184,26 @@ export class RedisClock {
       // A slow sample: the held estimate stays unless the sample proves it wrong, then the least move that fits it.
       this.redisMinusMonotonic = Math.min(Math.max(held, earliest), latest);
     }
-    this.offset = Math.round(this.now() - Date.now());
-    this.warned = false;
+    this.offset = Math.round(this.redisMinusMonotonic + performance.now() - Date.now());
+    for (const user of this.told()) user.answered();
   }
 
-  private failed(err: unknown): void {
-    if (this.warned) return;
-    this.warned = true;
-    const kept =
-      this.redisMinusMonotonic !== undefined
-        ? `its last estimate (${this.offset} ms from this process's)`
-        : "this process's clock";
-    const why = err instanceof Error ? err.message : String(err);
-    this.warn(`could not read Redis's clock (TIME: ${why}), judging by ${kept} until it answers`);
+  /** Who hears of a sample's outcome: the started users, and the clocks not started that asked for it. */
+  private told(): RedisClock[] {
+    const told = [...this.users, ...this.askers];
+    this.askers.clear();
+    return told;
   }
+}
+
+/** The shared estimate of each client's server clock (kept with the client: a later app on it starts from it). */
+const clocks = new WeakMap<RedisClient, SharedClock>();
+
+function sharedClockOf(client: RedisClient): SharedClock {
+  let shared = clocks.get(client);
+  if (shared === undefined) {
+    shared = new SharedClock(client);
+    clocks.set(client, shared);
+  }
+  return shared;
 }

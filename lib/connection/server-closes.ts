@@ -35,10 +35,10 @@ const MAX_CLIENTS = /max number of clients/i;
 /** Why the failed calls failed, for a connection closed with `count` calls awaiting replies. */
 export function closedWithCallsInFlight(count: number): string {
   return (
-    `Redis closed the connection with ${count} call${count === 1 ? '' : 's'} awaiting replies (no error from ` +
-    'Redis: a reply larger than its client-output-buffer-limit for normal clients, e.g. a large cache value or ' +
-    'session, closes it so and fails every call in flight on it, again at each read of that value; raise the limit ' +
-    'or keep values smaller. CLIENT KILL and a proxy close it so too)'
+    `Redis closed the connection with ${count} call${count === 1 ? '' : 's'} awaiting replies, without an error ` +
+    'reply: a server restart or shutdown, CLIENT KILL, a proxy or a load balancer closes it so; so does a reply ' +
+    'larger than its client-output-buffer-limit for normal clients (a large cache value or session), again at each ' +
+    'read of that value: then raise the limit or keep values smaller'
   );
 }
 
