@@ -132,6 +132,15 @@ export class LockGrants {
     return this.lockFor(wait, grant.fence, ttl).catch(() => null);
   }
 
+  /**
+   * An attempt of no wait (a `tryAcquire`, an `acquire`'s last) got an answer: the leaves kept while Redis was away go
+   * now. Until 2026-12-06 only an attempt of a wait sent them, so after an outage a service making only such attempts
+   * kept them (and Redis the waiting entries they take out) for good (test/lock/lock.churn.spec.ts).
+   */
+  answered(): void {
+    this.leaving.retry();
+  }
+
   /** Whether the service waits for the lock (a wait begun and not over). */
   waits(lockKey: string): boolean {
     return this.waiting.has(lockKey);

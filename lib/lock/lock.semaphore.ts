@@ -18,6 +18,7 @@ import { SEMAPHORE_ACQUIRE, SEMAPHORE_EXTEND, SEMAPHORE_HOLDERS } from './lock.s
 import { firstError, gather } from './lock.gather.js';
 import type { QuorumCalls } from './lock.quorum.js';
 import { LocalWaiters } from './lock.waiters.js';
+import { HeldPermits } from './lock.semaphore-permits.js';
 import { UnsureReleases } from './lock.unsure-releases.js';
 import { checkLockedFunction } from './lock.holding.js';
 import { checkNames, LEASE_ACQUIRE, LEASE_TRY, LEASE_USING, SEMAPHORE } from './lock.option-names.js';
@@ -264,8 +265,8 @@ export class Semaphore {
   private readonly owner: LockOwner;
   private readonly waiters: LocalWaiters;
   private readonly backend: SemaphoreBackend;
-  /** Permits of this Semaphore held in this process (pruned of released and expired ones when it fills up). */
-  private readonly heldHere = new Set<Lock>();
+  /** Permits of this Semaphore held in this process (see HeldPermits). */
+  private readonly heldHere = new HeldPermits();
 
   /** @internal Made by LockService.semaphore. */
   constructor(
@@ -292,7 +293,15 @@ export class Semaphore {
     this.keys = { resource: name, lock, fence: '', waiters: `${lock}:waiters` };
     this.backend = new SemaphoreBackend(ctx, name, lock, limit);
     this.waiters = new LocalWaiters(ctx.shutdown);
-    this.owner = leaseOwner(ctx, this.backend, this.waiters, (keys, token) => this.handOver(keys, token));
+    const owner = leaseOwner(ctx, this.backend, this.waiters, (keys, token) => this.handOver(keys, token));
+    this.owner = {
+      ...owner,
+      // a permit released (not handed over: see handOver) or found lost is no longer held here
+      released: (k, permit) => {
+        this.heldHere.delete(permit.token);
+        owner.released(k, permit);
+      },
+    };
     this.limit = limit;
   }
 
@@ -369,6 +378,7 @@ export class Semaphore {
     }
     const permit = new Lock(this.owner, keys, next, 0, end, waiter.ttl, 'semaphore');
     this.ctx.events.report('acquired', () => permit.info);
+    this.heldHere.delete(token); // handed over: its release does not tell the owner
     this.heldHere.add(permit);
     deliver(permit);
     return true;
@@ -377,7 +387,7 @@ export class Semaphore {
   private async attempt(ttl: number): Promise<Lock | null> {
     this.ctx.shutdown.assertOpen(`semaphore "${this.name}" acquire`);
     // While callers of this process hold every permit, asking Redis is pointless: wait for one of their releases.
-    if (this.allHeldHere()) return null;
+    if (this.heldHere.allHeld(this.limit)) return null;
     const token = newToken();
     const acquired = await this.owner.backend.tryAcquire(this.keys, token, ttl);
     if (!acquired) return null;
@@ -385,11 +395,5 @@ export class Semaphore {
     this.ctx.events.report('acquired', () => permit.info);
     this.heldHere.add(permit);
     return permit;
-  }
-
-  private allHeldHere(): boolean {
-    if (this.heldHere.size < this.limit) return false;
-    for (const permit of this.heldHere) if (!permit.isHeld) this.heldHere.delete(permit);
-    return this.heldHere.size >= this.limit;
   }
 }

@@ -16,6 +16,7 @@ import { LockEvents } from './lock.events.js';
 import { type LeaseAcquireOptions, type LeaseContext, type LeaseUsingOptions, leaseOwner } from './lock.lease.js';
 import { type MultiLock, MultiLocks } from './lock.multi.js';
 import { LocalWaiters } from './lock.waiters.js';
+import { HeldHere } from './lock.held-here.js';
 import { LockFailures, LockShutdown } from './lock.shutdown.js';
 import { LockWakeups } from './lock.wake.js';
 import { type QuorumCalls, quorumOf } from './lock.quorum.js';
@@ -50,8 +51,8 @@ export class LockService implements OnModuleInit, OnApplicationShutdown {
   private readonly owner: LockOwner;
   /** What semaphores and multi-resource locks share with this service. */
   private readonly leaseContext: LeaseContext;
-  /** The lock a caller of this process holds per lock key (at most one can be valid at a time). */
-  private readonly heldHere = new Map<string, Lock>();
+  /** The lock a caller of this process holds per lock key (see HeldHere). */
+  private readonly heldHere = new HeldHere();
   /** Releases by other services wake a waiter of this one (see LockWakeups). */
   private readonly wakeups: LockWakeups;
   /** This service's id among a lock's waiting services with `lock.wakeOnRelease`, else '' (it never joins). */
@@ -123,7 +124,7 @@ export class LockService implements OnModuleInit, OnApplicationShutdown {
     this.owner = {
       ...owner,
       released: (k, lock) => {
-        if (this.heldHere.get(k.lock) === lock) this.heldHere.delete(k.lock);
+        this.heldHere.released(k.lock, lock);
         owner.released(k, lock);
       },
     };
@@ -148,9 +149,7 @@ export class LockService implements OnModuleInit, OnApplicationShutdown {
    * dashboard shows). Computed when asked, so the lock path does no extra work for it.
    */
   activity(): { held: number; waiting: number } {
-    let held = 0;
-    for (const lock of this.heldHere.values()) if (lock.isHeld) held++;
-    return { held, waiting: this.waiters.size };
+    return { held: this.heldHere.held, waiting: this.waiters.size };
   }
 
   private multiLocks: MultiLocks | undefined;
@@ -245,7 +244,7 @@ export class LockService implements OnModuleInit, OnApplicationShutdown {
       // While a caller of this process holds it (or an acquire of it is asking Redis for it), asking Redis is
       // pointless: wait to be woken by its release (or handed the lock), or for the next retry. A tryAcquire in flight
       // does not stop it: that waits for nothing, and a wait's grant is not its to take.
-      const busyHere = this.heldHere.get(keys.lock)?.isHeld === true || this.waiters.isAsking(keys.lock);
+      const busyHere = this.heldHere.holds(keys.lock) || this.waiters.isAsking(keys.lock);
       // With this service's id: when busy, it joins the lock's waiting services, and the release wakes it (or grants it
       // the lock). The last attempt joins only when it is in already (it may take over a grant made to the wait):
       // nobody would be left to take what a release passes it.
@@ -355,6 +354,7 @@ export class LockService implements OnModuleInit, OnApplicationShutdown {
       throw err;
     });
     if (waiter && !this.grants) this.wakeups.attempted(keys.lock, !acquired);
+    else if (!ofWait) (this.grants ?? this.wakeups).answered(); // the leaves kept while Redis was away go now
     // granted while the busy reply was on its way (the grant comes on the subscriber connection)
     if (!acquired) return ofWait ? (grants?.busy(ofWait, ttl) ?? null) : null;
     if (ofWait) grants?.acquired(ofWait);
@@ -371,11 +371,7 @@ export class LockService implements OnModuleInit, OnApplicationShutdown {
   /** A lock this process now holds: reported, and known as held here (local callers wait for its release). */
   private holding(keys: LockKeys, lock: Lock): Lock {
     this.events.report('acquired', () => lock.info);
-    if (this.heldHere.size >= 10_000) {
-      // Locks left to expire without release: forget them, so the map stays small.
-      for (const [key, held] of this.heldHere) if (!held.isHeld) this.heldHere.delete(key);
-    }
-    this.heldHere.set(keys.lock, lock);
+    this.heldHere.add(keys.lock, lock);
     return lock;
   }
 
@@ -390,8 +386,7 @@ export class LockService implements OnModuleInit, OnApplicationShutdown {
     return this.waiters.handOver(keys.lock, async (ttl) => {
       const next = newToken();
       const handed = await backend.handOver(keys, token, next, ttl).catch((err: unknown) => {
-        if (err instanceof LockLostError && this.heldHere.get(keys.lock)?.token === token)
-          this.heldHere.delete(keys.lock);
+        if (err instanceof LockLostError) this.heldHere.lost(keys.lock, token);
         throw err;
       });
       return this.holding(keys, new Lock(this.owner, keys, next, handed.fencingToken, handed, ttl));

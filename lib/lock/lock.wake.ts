@@ -35,7 +35,10 @@ export class LockWakeups {
   readonly channels: WaitingChannels;
   /** Wakes and grants received since start (a release's wake once, however many quorum nodes sent it). */
   received = 0;
-  /** Wakes dropped since start: the same release's wake again, through another quorum node. */
+  /**
+   * Wakes dropped since start: the same release's wake again, through another quorum node, while a caller here still
+   * waits for the lock (once none does, nothing is kept of its wakes: a later one is counted in `received`).
+   */
   repeated = 0;
   /** On a quorum (set by LockService): the subscriber of a node subscribes once it takes part, never where left out. */
   nodes: SubscriberGates | undefined;
@@ -55,7 +58,10 @@ export class LockWakeups {
    * quorum only on the nodes that did not answer, each once its connection is up: PendingLeaves).
    */
   private readonly leaving = new PendingLeaves<string>();
-  /** Per lock key, the released token of the last wake taken: that release's wake through another node is dropped. */
+  /**
+   * Per lock key a caller here waits for, the released token of the last wake taken: that release's wake through
+   * another node is dropped. Emptied per key when its wait ends (forgetWakes).
+   */
   private readonly woken = new Map<string, string>();
   /** Lock keys start with this (`<prefix>lock:{`): a wake that does (a release before 2026-12-04) has no token. */
   private readonly lockKeyHead: string;
@@ -96,6 +102,8 @@ export class LockWakeups {
     this.leaving.retry((key) => this.waiters.first(key) !== undefined || this.waiters.isAsking(key));
     if (!busy) {
       this.joined.delete(lockKey);
+      // the attempt in flight counts as asking
+      if (!this.waiters.first(lockKey) && this.waiters.askers(lockKey) <= 1) this.forgetWakes(lockKey);
       return;
     }
     this.join(lockKey);
@@ -113,6 +121,7 @@ export class LockWakeups {
     // the failed attempt still counts as asking until its error reaches its caller
     if (this.waiters.first(lockKey) || this.waiters.askers(lockKey) > 1) return;
     this.joined.delete(lockKey);
+    this.forgetWakes(lockKey);
     this.leaving.send(lockKey, leave);
   }
 
@@ -123,8 +132,24 @@ export class LockWakeups {
    * would not use, and the waiters slept until their next poll).
    */
   stopWaiting(lockKey: string, leave: () => Promise<void> | undefined): void {
-    if (this.waiters.first(lockKey) || this.waiters.isAsking(lockKey) || !this.joined.delete(lockKey)) return;
-    this.leaving.send(lockKey, leave);
+    if (this.waiters.first(lockKey) || this.waiters.isAsking(lockKey)) return;
+    this.forgetWakes(lockKey);
+    if (this.joined.delete(lockKey)) this.leaving.send(lockKey, leave);
+  }
+
+  /**
+   * Nobody here waits for the lock or asks for it now: what was kept of its wakes goes (a wake that still comes finds
+   * nobody to wake, and is not kept). Until 2026-12-06 the last wake's token stayed per lock key until 10,000 were
+   * kept, so every contended resource left one behind (test/lock/lock.churn.spec.ts).
+   */
+  private forgetWakes(lockKey: string): void {
+    this.woken.delete(lockKey);
+    this.early.delete(lockKey);
+  }
+
+  /** Wake only: an attempt with no id (a `tryAcquire`, an `acquire`'s last) got an answer: as in `attempted`. */
+  answered(): void {
+    this.leaving.retry((key) => this.waiters.first(key) !== undefined || this.waiters.isAsking(key));
   }
 
   private join(lockKey: string): void {
@@ -184,25 +209,26 @@ export class LockWakeups {
 
   /**
    * 'token lock key' (release-many.lua, wake.lua): a release of the lock by the holder `token` woke this service.
-   * Taken once per release (on a quorum it may come through two nodes). The lock key alone (a release before
-   * 2026-12-04) is taken too.
+   * Taken once per release while a caller here waits (on a quorum it may come through two nodes). The lock key alone (a
+   * release before 2026-12-04) is taken too.
    */
   private wake(message: string): void {
     const space = message.startsWith(this.lockKeyHead) ? -1 : message.indexOf(' ');
     const lockKey = space > 0 ? message.slice(space + 1) : message;
-    if (space > 0) {
-      const token = message.slice(0, space);
-      if (this.woken.get(lockKey) === token) {
-        this.repeated++;
-        return;
-      }
-      if (this.woken.size >= 10_000) this.woken.clear(); // forgotten: a repeated wake costs an attempt at most
-      this.woken.set(lockKey, token);
+    const token = space > 0 ? message.slice(0, space) : undefined;
+    if (token !== undefined && this.woken.get(lockKey) === token) {
+      this.repeated++;
+      return;
     }
     this.received++;
-    if (this.waiters.wakeOne(lockKey) || !this.waiters.isAsking(lockKey)) return;
-    if (this.early.size >= 10_000) this.early.clear();
-    this.early.add(lockKey);
+    if (!this.waiters.wakeOne(lockKey)) {
+      if (!this.waiters.isAsking(lockKey)) return; // nobody here wants it: nothing kept (see forgetWakes)
+      if (this.early.size >= 10_000) this.early.clear();
+      this.early.add(lockKey);
+    }
+    if (token === undefined) return;
+    if (this.woken.size >= 10_000) this.woken.clear(); // forgotten: a repeated wake costs an attempt at most
+    this.woken.set(lockKey, token);
   }
 
   /** 'fence token lock key' (release-many.lua); anything else on the channel is not ours and is reported. */
