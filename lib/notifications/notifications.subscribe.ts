@@ -150,6 +150,20 @@ export class GatewaySubscribes {
     return !pattern && (channel === `user:${user.id}` || this.options.publicChannels.includes(channel));
   }
 
+  /**
+   * Whether messages after `lastId` may have been trimmed from the user's stream (XADD MAXLEN ~, or the stream expired
+   * and began again): `read` (of `limit`, from lastId itself) reached back to lastId without finding it, and the stream
+   * no longer holds anything older, so it does not reach back to lastId. Until 2026-12-06 such a replay said nothing
+   * of the gap: `{ ok: true, replayed: n }` as if n were all the client had missed (gateway-churn.spec.ts). One more
+   * read (the oldest entry), only when lastId is missing. '0-0' has seen nothing: the stream's oldest is no gap.
+   */
+  private async trimmedAfter(userId: string, lastId: string, read: { id: string }[], limit: number): Promise<boolean> {
+    if (read.length === 0 || read.length >= limit || read[0].id === lastId || compareStreamIds(lastId, '0-0') === 0)
+      return false;
+    const [oldest] = await this.pubsub.replay(userId, '0-0', 1);
+    return oldest === undefined || compareStreamIds(oldest.id, lastId) > 0;
+  }
+
   /** The user whose durable stream a subscribe to `channel` with `lastId` replays, or undefined: no replay. */
   private replayUserOf(channel: string, lastId: string | undefined): string | undefined {
     if (lastId === undefined || !this.pubsub.isDurable || this.options.maxReplay === 0) return undefined;
@@ -197,7 +211,7 @@ export class GatewaySubscribes {
       const from = streamIdBefore(lastId) ?? lastId;
       const read = await this.pubsub.replay(userId, from, Math.min(max + 2, MAX_REPLAY_LIMIT), { newest: true });
       const after = read.filter((m) => compareStreamIds(m.id, lastId) > 0);
-      const skipped = after.length > max;
+      const skipped = after.length > max || (await this.trimmedAfter(userId, lastId, read, max + 2));
       const missed = skipped ? after.slice(after.length - max) : after;
       // A lastId past the stream's end (no id it gave out, e.g. far in the future) is the end itself: every message
       // published since the subscribe began reaches the socket, none is taken for one the client has seen already.

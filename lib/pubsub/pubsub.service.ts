@@ -235,7 +235,7 @@ export class PubSubService implements OnModuleDestroy {
       const current = this.subscriptions.get(name);
       if (current !== sub || !current.handlers.delete(h) || current.handlers.size > 0) return;
       this.subscriptions.delete(name);
-      await this.redisUnsubscribe(current);
+      if (!(await this.redisUnsubscribe(current))) this.stale.add(current, false);
     };
   }
 
@@ -311,7 +311,7 @@ export class PubSubService implements OnModuleDestroy {
       else await this.bounded(subscriber.unsubscribe(this.channelPrefix + sub.name));
       return true;
     } catch (err) {
-      if (!quiet) this.logger.warn(`unsubscribe from ${sub.name} failed: ${(err as Error).message}`);
+      if (!quiet) this.logger.warn(`unsubscribe of ${sub.name} failed (again at reconnect): ${(err as Error).message}`);
       return false;
     }
   }

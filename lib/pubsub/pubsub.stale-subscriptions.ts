@@ -6,6 +6,12 @@
  * each instance kept being sent that channel. So its UN-command is sent at once and, should that fail (the connection
  * being dropped), again after each reconnect once the re-sent subscriptions are in effect, until it succeeds or the
  * name is wanted again.
+ *
+ * The same goes for an unsubscribe that failed in transport (Redis down or paused): ioredis takes a channel out of
+ * the set it re-sends after a reconnect only when Redis confirms the UN-command, so until 2026-12-06 each channel
+ * unsubscribed while Redis was down was subscribed again by the next reconnect, for good
+ * (test/pubsub/pubsub.churn.spec.ts). At most one entry per name, each a name the connection had subscribed: never
+ * more than ioredis's own set.
  */
 export class StaleSubscriptions<S extends { readonly name: string }> {
   private readonly stale = new Map<string, S>();
@@ -21,9 +27,10 @@ export class StaleSubscriptions<S extends { readonly name: string }> {
     return this.stale.size;
   }
 
-  add(sub: S): void {
+  /** `now`: send its UN-command at once (false: it just failed, so at the next reconnect only). */
+  add(sub: S, now = true): void {
     this.stale.set(sub.name, sub);
-    void this.undo(sub);
+    if (now) void this.undo(sub);
   }
 
   /** After a reconnect, once the subscriptions ioredis re-sent are in effect. */
