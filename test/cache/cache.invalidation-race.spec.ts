@@ -49,22 +49,34 @@ describe.each(['single', 'cluster'] as const)('a getOrSet after an invalidation,
     const keyPrefix = prefix();
     const app = await createToolkitApp({ target, keyPrefix, cache: { beta: 0, ...cache } });
     const client = app.get(RedisConnection).client as RedisClient;
-    const stored = async () => String(await client.get(new KeyBuilder(keyPrefix).key('cache', 'p')));
-    return { cache: app.get(CacheService), stored };
+    const entryKey = new KeyBuilder(keyPrefix).key('cache', 'p');
+    const stored = async () => String(await client.get(entryKey));
+    /**
+     * Once a getOrSet made before it has had its read of 'p' answered and gone on to join a load: a GET of the same
+     * key on the same connection is answered after that read (one connection answers in order; on a cluster, the
+     * node's), then a turn lets the caller's continuation run. A fixed sleep was not enough on a loaded CI machine:
+     * the caller's read came back after the invalidation below, and it rightly took the new load.
+     */
+    const readAnswered = async () => {
+      await sleep(10); // the read has left the turn's batch
+      await client.get(entryKey);
+      await new Promise((resolve) => setImmediate(resolve));
+    };
+    return { cache: app.get(CacheService), stored, readAnswered };
   };
   const tagged: CacheGetOrSetOptions<string> = { tags: ['products'] };
 
   it.each(INVALIDATIONS)(
     'after %s it runs a new load and gets the new value; the cache then holds the new value',
     async (_name, invalidate) => {
-      const { cache, stored } = await boot();
+      const { cache, stored, readAnswered } = await boot();
       const s = source();
       const first = cache.getOrSet('p', s.slow, tagged);
       expect(await waitFor(() => s.calls === 1, 5_000)).toBe(true);
       // a caller with no invalidation between it and the load's start still joins it
       await sleep(10);
       const joined = cache.getOrSet('p', s.fast, tagged);
-      await sleep(10);
+      await readAnswered();
       s.db = 'new';
       await invalidate(cache);
       const second = cache.getOrSet('p', s.fast, tagged);
