@@ -43,7 +43,7 @@ export const CACHE_OPTION_KEYS: OptionShape = {
   connection: true,
   defaultTtl: true,
   staleTtl: true,
-  l1: { max: true, ttl: true, invalidation: true },
+  l1: { max: true, ttl: true, maxBytes: true, invalidation: true },
   failOpen: true,
   lockTtl: true,
   lockWait: true,

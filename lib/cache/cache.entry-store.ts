@@ -52,7 +52,9 @@ export class CacheEntryStore {
   decode<T>(redisKey: string, raw: string | null): CacheEntry<T> | undefined {
     if (raw === null) return undefined;
     try {
-      return decodeEntry<T>(raw, this.serializer);
+      const entry = decodeEntry<T>(raw, this.serializer);
+      if (this.l1?.measures) entry.bytes = Buffer.byteLength(raw);
+      return entry;
     } catch (err) {
       this.redisWarning.warn(`cache entry ${redisKey} cannot be read, treated as a miss: ${(err as Error).message}`);
       return undefined;
@@ -148,7 +150,8 @@ export class CacheEntryStore {
    */
   private asStored(redisKey: string, entry: CacheEntry, raw: string): CacheEntry | undefined {
     try {
-      return { ...entry, value: payloadOf(raw, this.serializer) };
+      const value = payloadOf(raw, this.serializer);
+      return { ...entry, value, bytes: this.l1?.measures ? Buffer.byteLength(raw) : undefined };
     } catch (err) {
       // A serializer that cannot read its own output: a read from Redis misses (see decode), so L1 keeps nothing.
       this.redisWarning.warn(`cache entry ${redisKey} cannot be read back, not kept in L1: ${(err as Error).message}`);

@@ -25,6 +25,11 @@ export interface CacheEntry<T = unknown> {
   /** How long the loader took to produce this value, ms (XFetch's δ). 0 for values written with set(). */
   delta: number;
   tags: string[];
+  /**
+   * The entry's UTF-8 bytes as stored in Redis (its STRLEN), for an L1 with `maxBytes` to count: set on what a read
+   * decodes or a write stores when that L1 measures (CacheEntryStore), absent otherwise.
+   */
+  bytes?: number;
 }
 
 /** An rxjs Observable (rxjs's own isObservable test, without importing rxjs). */

@@ -102,12 +102,19 @@ export class CacheL1 {
     /** An entry's header times are Redis's (cache.entry.ts). */
     private readonly clock: RedisClock,
   ) {
-    // dispose: whenever an entry leaves (evicted, expired, deleted, replaced, cleared), its keys leave byTag
+    // dispose: whenever an entry leaves (evicted, expired, deleted, replaced, cleared), its keys leave byTag.
+    // maxSize: each set gives its entry's size (remember); past the bound the least recently used are evicted first.
     this.lru = new LRUCache<string, CacheEntry>({
       max: options.max,
       ttl: options.ttl,
       dispose: (entry, key) => this.unindex(key, entry),
+      ...(options.maxBytes === undefined ? {} : { maxSize: options.maxBytes }),
     });
+  }
+
+  /** Whether entries are counted in bytes (`maxBytes`): the reads and writes then measure what they hand over. */
+  get measures(): boolean {
+    return this.options.maxBytes !== undefined;
   }
 
   /** How invalidations reach this L1: `tracking`, `bus`, or undefined while still undecided (Redis unreachable). */
@@ -181,13 +188,31 @@ export class CacheL1 {
     if (version < this.floor || (this.changed.get(redisKey) ?? 0) > version) return;
     const left = entry.freshUntil - this.clock.now();
     if (left <= 0) return;
-    this.lru.set(redisKey, entry, { ttl: Math.min(this.options.ttl, left) });
+    const size = this.sizeOf(redisKey, entry);
+    if (size > (this.options.maxBytes ?? Number.POSITIVE_INFINITY)) {
+      // Never kept (each read of it goes to Redis), and not filed under its tags; an older copy of the key leaves too.
+      this.lru.delete(redisKey);
+      return;
+    }
+    this.lru.set(redisKey, entry, { ttl: Math.min(this.options.ttl, left), size });
     // (the entry it replaced, if any, was unindexed by dispose during set)
     for (const tag of entry.tags) {
       let keys = this.byTag.get(tag);
       if (keys === undefined) this.byTag.set(tag, (keys = new Set()));
       keys.add(redisKey);
     }
+  }
+
+  /**
+   * What an entry counts against `maxBytes`: its key's and its stored text's UTF-8 bytes (the entry's `bytes`, measured
+   * where it was read or written). The heap its decoded value takes is not known cheaply; the text is what Redis holds
+   * and what `maxValueBytes` bounds. 0 without `maxBytes` (lru-cache then counts nothing). An entry that was not
+   * measured (no path hands one over) counts as past the bound: kept out rather than uncounted.
+   */
+  private sizeOf(redisKey: string, entry: CacheEntry): number {
+    if (this.options.maxBytes === undefined) return 0;
+    if (entry.bytes === undefined) return Number.POSITIVE_INFINITY;
+    return Buffer.byteLength(redisKey) + entry.bytes;
   }
 
   /** Drops the entries a tag invalidation found in Redis (`keys`) and notes them for its bus message. */

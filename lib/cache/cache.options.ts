@@ -19,6 +19,13 @@ export interface CacheL1Options {
    */
   ttl: number;
   /**
+   * Most bytes the L1's entries take together (lru-cache's and bentocache's `maxSize`), each counted as its key and
+   * its entry as stored in Redis (the value serialised, with its header), in UTF-8 bytes: the least recently used
+   * leave first, and an entry larger than the whole bound is never kept in L1 (each read of it goes to Redis). A whole
+   * number from 1. Default: none, only `max` bounds L1 (up to `max` × your largest value). See docs/cache.md.
+   */
+  maxBytes?: number;
+  /**
    * How an entry is dropped when its key changes elsewhere. `tracking`: Redis reports every write of a cache key by
    * any client (CLIENT TRACKING BCAST; Redis >= 6, ACL `+client|tracking +client|id &__redis__:invalidate`, checked
    * at startup). `bus`: the toolkit's instances publish their own invalidations (writes by other clients unseen).
@@ -30,7 +37,10 @@ export interface CacheL1Options {
 export type CacheL1Invalidation = 'auto' | 'tracking' | 'bus';
 const L1_INVALIDATIONS: readonly CacheL1Invalidation[] = ['auto', 'tracking', 'bus'];
 
-export type ResolvedCacheL1Options = Required<CacheL1Options>;
+export type ResolvedCacheL1Options = Required<Omit<CacheL1Options, 'maxBytes'>> & {
+  /** undefined: no byte bound. */
+  maxBytes: number | undefined;
+};
 
 export interface CacheOptions {
   /**
@@ -125,6 +135,7 @@ export function resolveCacheOptions(raw: CacheOptions | undefined, problems: Opt
       if (o.l1.max === undefined) problems.add('cache.l1.max', 'is required');
       problems.duration('cache.l1.ttl', o.l1.ttl);
       if (o.l1.ttl === undefined) problems.add('cache.l1.ttl', 'is required');
+      problems.integer('cache.l1.maxBytes', o.l1.maxBytes, 1);
       if (o.l1.invalidation !== undefined && !L1_INVALIDATIONS.includes(o.l1.invalidation)) {
         problems.add('cache.l1.invalidation', `must be one of ${L1_INVALIDATIONS.map((v) => `'${v}'`).join(', ')}`);
       }
@@ -135,7 +146,14 @@ export function resolveCacheOptions(raw: CacheOptions | undefined, problems: Opt
     defaultTtl: wholeMs(o.defaultTtl ?? 60_000),
     staleTtl: wholeMs(o.staleTtl ?? 0),
     // lru-cache takes a whole-ms ttl only (a fraction threw its TypeError at startup)
-    l1: o.l1 ? { max: o.l1.max, ttl: wholeMs(o.l1.ttl), invalidation: o.l1.invalidation ?? 'auto' } : undefined,
+    l1: o.l1
+      ? {
+          max: o.l1.max,
+          ttl: wholeMs(o.l1.ttl),
+          maxBytes: o.l1.maxBytes,
+          invalidation: o.l1.invalidation ?? 'auto',
+        }
+      : undefined,
     failOpen: o.failOpen ?? true,
     lockTtl,
     lockWait: o.lockWait ?? 5_000,
