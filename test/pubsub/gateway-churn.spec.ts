@@ -145,14 +145,18 @@ describe('2,000 connections of distinct users', () => {
   });
 });
 
-it('sockets bound to sessions: leaving or being revoked empties the revocation maps; the revoked are capped', async () => {
+/** A gateway authenticating sockets by their session (the default authenticate), with no subscribe limit. */
+async function sessionGatewayApp() {
   const app = await createGatewayApp({
     keyPrefix: `gc${uid()}:`,
     session: {},
     pubsub: { gateway: { authenticate: undefined, subscribeRateLimit: false } },
   });
-  const gateway = app.get(NotificationsGateway);
-  const sessions = app.get(SessionService);
+  return { app, gateway: app.get(NotificationsGateway), sessions: app.get(SessionService) };
+}
+
+it('sockets bound to sessions: leaving or being revoked empties the revocation maps; the revoked are capped', async () => {
+  const { app, gateway, sessions } = await sessionGatewayApp();
   const made = await Promise.all(Array.from({ length: 200 }, (_, i) => sessions.create(`s${i}`)));
   const clients = await Promise.all(made.map((s) => connectClient(app.url, { token: s.id })));
   for (const [i, c] of clients.entries()) expect(await c.subscribe(`user:s${i}`)).toMatchObject({ ok: true });
@@ -194,13 +198,7 @@ it('100 clients holding 40 channels each vanish: every relay and Redis subscript
 });
 
 it('500 session-authenticated handshakes whose connection is torn down at once leave nothing bound', async () => {
-  const app = await createGatewayApp({
-    keyPrefix: `gc${uid()}:`,
-    session: {},
-    pubsub: { gateway: { authenticate: undefined, subscribeRateLimit: false } },
-  });
-  const gateway = app.get(NotificationsGateway);
-  const sessions = app.get(SessionService);
+  const { app, gateway, sessions } = await sessionGatewayApp();
   const made = await Promise.all(Array.from({ length: 500 }, (_, i) => sessions.create(`h${i}`)));
   await Promise.all(
     made.map(async (s) => {

@@ -31,6 +31,15 @@ afterEach(() => closeToolkitApps());
 
 const SECRET = 'an-attacker-never-sees-this-secret-0123456789';
 const REQUESTS = 4_000;
+/** What the sessions' in-process records hold after requests or calls that stored nothing. */
+const NOTHING_KEPT = {
+  batched: 0,
+  recentValues: 0,
+  recentUnits: 0,
+  recentTouches: 0,
+  updateQueues: 0,
+  storeSetQueues: 0,
+};
 const b64 = (n: number) => randomBytes(n).toString('base64url');
 
 /** The Cookie header of request `i`: none, or one of the forgeries an attacker can make without the secret. */
@@ -123,14 +132,7 @@ describe.each(PLATFORMS)('forged and missing cookies on %s', (platform) => {
     // not one key: a request that stored nothing writes nothing
     expect((await admin.dbsize()) - before).toBe(0);
     const records = (app.sessions as unknown as { records: unknown }).records;
-    expect(recordSizes(records)).toEqual({
-      batched: 0,
-      recentValues: 0,
-      recentUnits: 0,
-      recentTouches: 0,
-      updateQueues: 0,
-      storeSetQueues: 0,
-    });
+    expect(recordSizes(records)).toEqual(NOTHING_KEPT);
   });
 
   it.each([
@@ -215,14 +217,7 @@ it('SessionService with 100,000 ids that do not exist: get, update, destroy keep
   expect((await Promise.all(users.map((u) => sessions.listForUser(u)))).every((l) => l.length === 0)).toBe(true);
   expect((await Promise.all(users.map((u) => sessions.destroyAllForUser(u)))).every((n) => n === 0)).toBe(true);
   expect((await admin.dbsize()) - before).toBe(0);
-  expect(recordSizes(records)).toEqual({
-    batched: 0,
-    recentValues: 0,
-    recentUnits: 0,
-    recentTouches: 0,
-    updateQueues: 0,
-    storeSetQueues: 0,
-  });
+  expect(recordSizes(records)).toEqual(NOTHING_KEPT);
 });
 
 it('past their caps with real sessions: recent values 1,000, recent touches and the store get/touch bookkeeping 10,000', async () => {
