@@ -207,8 +207,19 @@ export function refuseUnknown(options: object, known: ReadonlySet<string>, where
   }
 }
 
-/** The known name closest to `name` (edit distance at most a third of its length, at least 2), if any. */
+/**
+ * Peers' names of an option of ours that no edit distance reaches: someone coming from lru-cache or bentocache types
+ * `maxSize` for the L1's `maxBytes` (where `maxSize` is not itself known there: session.maxSize is).
+ */
+const PEER_NAMES: ReadonlyMap<string, string> = new Map([['maxSize', 'maxBytes']]);
+
+/**
+ * The known name closest to `name` (a peer's name for it, PEER_NAMES; else edit distance at most a third of its
+ * length, at least 2), if any.
+ */
 export function nearest(name: string, known: string[]): string | undefined {
+  const peer = PEER_NAMES.get(name);
+  if (peer !== undefined && known.includes(peer)) return peer;
   const limit = Math.max(2, Math.floor(name.length / 3));
   let best: string | undefined;
   let bestDistance = limit + 1;

@@ -240,6 +240,14 @@ describe('cache.l1.maxBytes options', () => {
     );
   });
 
+  it("lru-cache's and bentocache's name, maxSize, is refused naming maxBytes (no edit distance reaches it)", async () => {
+    const started = start({ maxSize: 1_000 });
+    await expect(started).rejects.toBeInstanceOf(InvalidOptionsError);
+    await expect(started).rejects.toThrow(
+      /cache\.l1\.maxSize is not a known option \(did you mean cache\.l1\.maxBytes\?\)/,
+    );
+  });
+
   it('a whole number of bytes is accepted; without it the L1 has no byte bound (as before)', async () => {
     const bounded = (await start({ maxBytes: 1 })).get(CacheService);
     await bounded.set('k', 'v');

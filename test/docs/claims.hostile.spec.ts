@@ -364,6 +364,7 @@ describe('docs/cache.md: option names and defaults', () => {
     ['defaultTtl (60 s)', () => resolved().defaultTtl, 60_000],
     ['staleTtl (0: off)', () => resolved().staleTtl, 0],
     ['l1 (off unless given)', () => resolved().l1, undefined],
+    ['l1.maxBytes (none: only max bounds it)', () => resolved({ l1: { max: 10, ttl: 1_000 } }).l1?.maxBytes, undefined],
     ['failOpen (true)', () => resolved().failOpen, true],
     ['lockTtl (10 s)', () => resolved().lockTtl, 10_000],
     ['lockWait (5 s)', () => resolved().lockWait, 5_000],
