@@ -143,6 +143,7 @@ export {
 // @opentelemetry/api...) throws it, before the app runs; and UnsupportedRedisVersionError, a server older than a
 // feature on it needs, refused at start.
 export {
+  FakeTimersError,
   MissingPeerError,
   UnsafeEvictionPolicyError,
   UnsupportedRedisVersionError,

@@ -10,6 +10,7 @@ import type { CacheEntryStore } from './cache.entry-store.js';
 import type { FailurePolicy } from '../common/failure-policy.js';
 import type { CacheL1 } from './cache.l1.js';
 import type { CacheResult } from './cache.types.js';
+import { setImmediate } from '../common/real-timers.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

@@ -45,6 +45,14 @@ export class MissingPeerError extends RedisToolkitError {
   static override readonly code: string = 'E_MISSING_PEER';
 }
 
+/**
+ * Fake timers (jest.useFakeTimers) stop something the toolkit cannot do without: ioredis connecting while
+ * `process.nextTick` is faked by a clock the test advances by hand. The message names the setting that works.
+ */
+export class FakeTimersError extends RedisToolkitError {
+  static override readonly code: string = 'E_FAKE_TIMERS';
+}
+
 /** A key, resource, channel or id given by the caller cannot be used (empty, too long, control characters). */
 export class InvalidKeyError extends RedisToolkitError {
   static override readonly code: string = 'E_INVALID_KEY';

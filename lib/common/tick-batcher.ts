@@ -1,3 +1,5 @@
+import { setImmediate } from './real-timers.js';
+
 /** In a batch's results: this item failed alone (its call rejects with `error`, the others resolve). */
 export class Rejected {
   constructor(readonly error: unknown) {}

@@ -1,3 +1,5 @@
+import { setImmediate } from './real-timers.js';
+
 /**
  * The longest delay a Node timer keeps (2^31 - 1 ms, ~24.8 days): setTimeout fires a longer one after 1 ms. Where a
  * longer wait is meant, it is either no limit (cache load timeouts, a lock's maxHoldMs), refused (a lock's retry pause)

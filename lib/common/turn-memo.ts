@@ -1,3 +1,5 @@
+import { setImmediate } from './real-timers.js';
+
 /**
  * Values kept by key until the current event-loop turn ends (a `setImmediate` clears them all): what calls of one
  * turn share (a read, a fetch), never handed to a call made in a later turn, which asks for itself and so never gets

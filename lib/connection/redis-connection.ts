@@ -31,6 +31,7 @@ import {
   unverifiedTlsWarning,
   type ClientTuning,
 } from './redis-client.factory.js';
+import { refuseFakedNextTick, setImmediate } from '../common/real-timers.js';
 
 /**
  * Owns the toolkit's Redis connections: the main client, the dedicated subscriber connection pub/sub needs, and any
@@ -288,6 +289,7 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
    * main client it then checks the server it reached (`verifyServer`).
    */
   async connect(client: RedisClient, description = this.description): Promise<void> {
+    refuseFakedNextTick(description);
     const deadline = Date.now() + this.startBudget;
     try {
       await this.waitUntilReady(client);

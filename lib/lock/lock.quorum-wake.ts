@@ -2,6 +2,7 @@ import type { LockKeys, WaitingChannels } from './lock.backend.js';
 import type { QuorumCalls } from './lock.quorum.js';
 import { WAKE } from './lock.scripts.js';
 import type { LockFailures } from './lock.shutdown.js';
+import { setImmediate } from '../common/real-timers.js';
 
 /** A node's release: released, but every waiting service it popped no longer listened there (release-many.lua). */
 const RELEASED_UNHEARD = 2;

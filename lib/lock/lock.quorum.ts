@@ -13,6 +13,7 @@ import { LockShutdown } from './lock.shutdown.js';
 import { UnsureReleases } from './lock.unsure-releases.js';
 import { type LeaseEnd, leaseFrom, monotonicNow, sentNow } from './lock.clock.js';
 import { answered, count, firstError, gather, type Outcome } from './lock.gather.js';
+import { setImmediate } from '../common/real-timers.js';
 
 /**
  * The Redlock steps for every lease script (locks, semaphores, multi-resource locks) over N independent servers:

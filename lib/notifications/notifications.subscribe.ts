@@ -10,6 +10,7 @@ import { compareStreamIds, type DurableReplay, streamIdBefore } from './notifica
 import type { PubSubUser, ResolvedNotificationsGatewayOptions } from './notifications.options.js';
 import { AckError, type NotificationAck, parseRequest } from './notifications.protocol.js';
 import type { SlowClients } from './notifications.slow-client-policy.js';
+import { setImmediate } from '../common/real-timers.js';
 
 /** What the gateway holds of each socket it admitted. */
 export interface SocketState {

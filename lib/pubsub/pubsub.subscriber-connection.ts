@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis';
 import { RedisUnavailableError } from '../common/errors.js';
 import { replyCodeOf } from '../common/failure-policy.js';
 import type { RedisClient } from '../common/lua-script.js';
+import { refuseFakedNextTick } from '../common/real-timers.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 
 /**
@@ -12,6 +13,7 @@ import type { RedisConnection } from '../connection/redis-connection.js';
  */
 export async function subscriberReady(connection: RedisConnection, subscriber: RedisClient): Promise<void> {
   if (subscriber.status === 'ready') return;
+  refuseFakedNextTick(`${connection.description} (the pub/sub subscriber connection)`);
   try {
     await connection.waitUntilReady(subscriber);
   } catch (err) {
