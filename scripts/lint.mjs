@@ -48,5 +48,15 @@ for (const rule of rules) {
     }
   }
 }
+// A global setImmediate that a test faked (jest.useFakeTimers) would hold every end-of-turn flush until the test
+// advances its clock: the library takes Node's own, from lib/common/real-timers.ts.
+for (const file of files('lib', '.ts')) {
+  const source = stripComments(readFileSync(file, 'utf8'));
+  const imported = /import \{[^}]*\bsetImmediate\b[^}]*\} from '[./]*(common\/)?real-timers\.js'/.test(source);
+  if (/\bsetImmediate\(/.test(source) && !imported && !file.endsWith('real-timers.ts')) {
+    failed++;
+    console.error(`${file}: setImmediate not imported from lib/common/real-timers.ts (fake timers would hold it)`);
+  }
+}
 if (failed) process.exit(1);
 console.log('lint: ok');
