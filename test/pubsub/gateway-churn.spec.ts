@@ -75,15 +75,19 @@ async function rawSubscriber(app: GatewayApp, token: string, channels: string[])
   return ws;
 }
 
+/** A gateway where every user may join any room, with no subscribe limit; `baseline`: its Redis subscriptions at start. */
+async function openGatewayApp() {
+  const app = await createGatewayApp({
+    keyPrefix: `gc${uid()}:`,
+    pubsub: { gateway: { authorize: () => true, subscribeRateLimit: false } },
+  });
+  const pubsub = app.get(PubSubService);
+  return { app, gateway: app.get(NotificationsGateway), pubsub, baseline: pubsub.subscriptionCount };
+}
+
 describe('2,000 connections of distinct users', () => {
   it('subscribing to their own and shared rooms, leaving cleanly or vanishing: nothing is left', async () => {
-    const app = await createGatewayApp({
-      keyPrefix: `gc${uid()}:`,
-      pubsub: { gateway: { authorize: () => true, subscribeRateLimit: false } },
-    });
-    const gateway = app.get(NotificationsGateway);
-    const pubsub = app.get(PubSubService);
-    const baseline = pubsub.subscriptionCount;
+    const { app, gateway, pubsub, baseline } = await openGatewayApp();
     let most = 0;
     for (let batch = 0; batch < 40; batch++) {
       const clients = await Promise.all(
@@ -181,13 +185,7 @@ it('sockets bound to sessions: leaving or being revoked empties the revocation m
 });
 
 it('100 clients holding 40 channels each vanish: every relay and Redis subscription goes', async () => {
-  const app = await createGatewayApp({
-    keyPrefix: `gc${uid()}:`,
-    pubsub: { gateway: { authorize: () => true, subscribeRateLimit: false } },
-  });
-  const gateway = app.get(NotificationsGateway);
-  const pubsub = app.get(PubSubService);
-  const baseline = pubsub.subscriptionCount;
+  const { app, gateway, pubsub, baseline } = await openGatewayApp();
   const channels = (n: number) => Array.from({ length: 40 }, (_, j) => `many:${n}:${j}`);
   const sockets = await Promise.all(Array.from({ length: 100 }, (_, n) => rawSubscriber(app, `u:m${n}`, channels(n))));
   expect(held(gateway)).toMatchObject({ connections: 100, relays: 4_000, users: 100 });

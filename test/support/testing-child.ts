@@ -15,7 +15,7 @@ export const TESTING_CHILD_PRELUDE = `
     writeFileSync(join(outDir, 'package.json'), '{"type":"module"}');
     // lib/testing/x.ts → outDir/testing/x.js, lib/common/errors.ts → outDir/common/errors.js (the imports between them)
     for (const file of ['testing/testing.resp', 'testing/testing.errors', 'testing/testing.processes',
-      'testing/testing.redis-server', 'common/errors', 'common/option-checks', 'common/timeout']) {
+      'testing/testing.redis-server', 'common/errors', 'common/option-checks', 'common/timeout', 'common/real-timers']) {
       const { code } = transformFileSync(join(testingDir, '..', file + '.ts'), {
         jsc: { parser: { syntax: 'typescript' }, target: 'es2022' }, module: { type: 'es6' },
       });
