@@ -97,9 +97,7 @@ export class LockWakeups {
    */
   attempted(lockKey: string, busy: boolean): void {
     this.leaving.drop(lockKey); // waited for again (its entry is the wait's), or taken (the script took the id out)
-    // the ids it could not take out before leave now, except where a caller here waits for the lock again (its wait's
-    // entry is the same id, and its end takes it out)
-    this.leaving.retry((key) => this.waiters.first(key) !== undefined || this.waiters.isAsking(key));
+    this.answered();
     if (!busy) {
       this.joined.delete(lockKey);
       // the attempt in flight counts as asking
@@ -147,10 +145,18 @@ export class LockWakeups {
     this.early.delete(lockKey);
   }
 
-  /** Wake only: an attempt with no id (a `tryAcquire`, an `acquire`'s last) got an answer: as in `attempted`. */
+  /**
+   * An attempt got an answer (`attempted`; or, wake only, one with no id: a `tryAcquire`, an `acquire`'s last): the ids
+   * it could not take out before leave now, except where a caller here waits for the lock again (its wait's entry is
+   * the same id, and its end takes it out).
+   */
   answered(): void {
-    this.leaving.retry((key) => this.waiters.first(key) !== undefined || this.waiters.isAsking(key));
+    this.leaving.retry(this.waitedFor);
   }
+
+  /** Whether a caller here waits for, or asks for, the lock of `lockKey`. */
+  private readonly waitedFor = (lockKey: string): boolean =>
+    this.waiters.first(lockKey) !== undefined || this.waiters.isAsking(lockKey);
 
   private join(lockKey: string): void {
     if (this.joined.size >= 10_000) this.joined.clear(); // forgotten: an entry they leave costs the waiters a poll
