@@ -6,10 +6,15 @@
 // starting): one process kept this 2-core box's load near 0.6 and took 25 min (1,509 s, CI at 77cfc87); two take 9.
 // Each process has its own global setup, so its own shared Redis servers (test/support/shared-servers.ts), and runs
 // its files one at a time. RTK_TEST_SHARDS=1 runs the suite in one process.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+// The Lua scripts and the dashboard's page reach the library through generated modules (scripts/embed-assets.mjs):
+// written again first, so that an edited .lua is never run stale.
+execFileSync(process.execPath, [fileURLToPath(new URL('./embed-assets.mjs', import.meta.url))], { stdio: 'inherit' });
 
 const args = process.argv.slice(2);
 const shards = args.length === 0 ? Number(process.env.RTK_TEST_SHARDS ?? 2) : 1;

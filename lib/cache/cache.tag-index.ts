@@ -9,8 +9,8 @@ import type { CacheL1, TagMembers } from './cache.l1.js';
 /** How long a tag remembers its last invalidation, so loads that started before it do not store their value. */
 const MIN_MARK_TTL = 60_000;
 
-const tagAdd = LuaScript.fromFile<number>('rtk_cache_tag_add', new URL('./tag-add.lua', import.meta.url), 2);
-const soften = LuaScript.fromFile<number>('rtk_cache_soften', new URL('./soften.lua', import.meta.url), 1);
+const tagAdd = LuaScript.fromFile<number>('rtk_cache_tag_add', 'cache/tag-add.lua', 2);
+const soften = LuaScript.fromFile<number>('rtk_cache_soften', 'cache/soften.lua', 1);
 
 /**
  * The tag indexes: per tag a sorted set of entry keys scored by their stale horizon, and a mark of the tag's last

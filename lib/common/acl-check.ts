@@ -6,11 +6,7 @@ import { withTimeout } from './timeout.js';
  * asked without running any: a command run to find out, and refused, leaves an entry in ACL LOG. Used by the start-up
  * permission check (redis-permissions.ts) and by reads that are optional (reply-limit.ts's CONFIG GET).
  */
-export const ACL_CHECK = LuaScript.fromFile<(number | string)[]>(
-  'rtk_acl_check',
-  new URL('./acl-check.lua', import.meta.url),
-  0,
-);
+export const ACL_CHECK = LuaScript.fromFile<(number | string)[]>('rtk_acl_check', 'common/acl-check.lua', 0);
 
 /**
  * Whether the user of `client` may run `args` (one command and its arguments): true or false, or undefined when the

@@ -5,11 +5,7 @@ import { LuaScript, type RedisClient } from './lua-script.js';
 import { REPLY_OVERHEAD, replyBudgetOf } from './reply-budget.js';
 import { type TickBatchSender, TickBatcher } from './tick-batcher.js';
 
-const budgetGetScript = LuaScript.fromFile<(string | null | number)[]>(
-  'rtk_budget_get',
-  new URL('./budget-get.lua', import.meta.url),
-  1,
-);
+const budgetGetScript = LuaScript.fromFile<(string | null | number)[]>('rtk_budget_get', 'common/budget-get.lua', 1);
 
 /** GETs under a reply budget (budget-get.lua): a value, nil, or the length of a value left out. */
 const BUDGETED_GETS: BudgetedItems<string, string | null> = {

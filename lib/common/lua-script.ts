@@ -1,18 +1,20 @@
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { type Cluster, Command, type Redis } from 'ioredis';
-import { InvalidOptionsError } from './errors.js';
+import { InvalidOptionsError, RedisToolkitError } from './errors.js';
+import { LUA_SOURCES, type LuaPath } from './lua-sources.generated.js';
 
 export type RedisClient = Redis | Cluster;
 export type ScriptArg = string | number | Buffer;
 
 /**
- * A Lua script kept in a `.lua` file beside the feature that uses it. Each call is one command: EVAL the first time
- * it goes out on a socket (which loads the script), EVALSHA after that; a NOSCRIPT reply (SCRIPT FLUSH, a restarted
- * server behind the same socket) forgets the socket and sends the call once more, as EVAL. Nothing is registered on
- * the client — ioredis `defineCommand` would add a method per script to a client the user may own and share
- * (`connection: { client }`). Scripts declare a fixed number of keys; callers pass keys that share a hash tag so the
- * script runs on a Redis Cluster (ioredis routes the command by its first key).
+ * A Lua script kept in a `.lua` file beside the feature that uses it. Its text reaches the code through
+ * lua-sources.generated.ts (scripts/embed-assets.mjs writes every .lua file of lib/ into it), never by reading the file
+ * at run time: a bundled app (webpack, esbuild, ncc) has no package directory to read from. Each call is one command:
+ * EVAL the first time it goes out on a socket (which loads the script), EVALSHA after that; a NOSCRIPT reply (SCRIPT
+ * FLUSH, a restarted server behind the same socket) forgets the socket and sends the call once more, as EVAL. Nothing
+ * is registered on the client — ioredis `defineCommand` would add a method per script to a client the user may own
+ * and share (`connection: { client }`). Scripts declare a fixed number of keys; callers pass keys that share a hash
+ * tag so the script runs on a Redis Cluster (ioredis routes the command by its first key).
  */
 export class LuaScript<TResult> {
   readonly sha: string;
@@ -29,11 +31,17 @@ export class LuaScript<TResult> {
   }
 
   /**
-   * `LuaScript.fromFile<number>('rtk_release_lock', new URL('./release-lock.lua', import.meta.url), 1)`; `preludes`:
-   * files whose functions it uses, put in front of it (one script, one EVALSHA).
+   * `LuaScript.fromFile<number>('rtk_release_lock', 'common/release-lock.lua', 1)`: the file by its path under lib/;
+   * `preludes`: files whose functions it uses, put in front of it (one script, one EVALSHA). A path that is not
+   * a .lua file of lib/ (a stale generated module: run `node scripts/embed-assets.mjs`) throws at import.
    */
-  static fromFile<T>(name: string, file: URL, numberOfKeys: number, preludes: readonly URL[] = []): LuaScript<T> {
-    const lua = [...preludes, file].map((f) => readFileSync(f, 'utf8')).join('\n');
+  static fromFile<T>(
+    name: string,
+    file: LuaPath,
+    numberOfKeys: number,
+    preludes: readonly LuaPath[] = [],
+  ): LuaScript<T> {
+    const lua = [...preludes, file].map((path) => luaSource(path)).join('\n');
     return new LuaScript<T>(name, lua, numberOfKeys);
   }
 
@@ -90,6 +98,17 @@ export class LuaScript<TResult> {
   private sendOnce(client: RedisClient, call: ScriptArg[]): Promise<TResult> {
     return client.sendCommand(new ScriptCommand(this, call)) as Promise<TResult>;
   }
+}
+
+/** The text of lib/`path` (a programming error, RedisToolkitError, when there is none). */
+function luaSource(path: LuaPath): string {
+  const lua = Object.hasOwn(LUA_SOURCES, path) ? LUA_SOURCES[path] : undefined;
+  if (lua === undefined) {
+    throw new RedisToolkitError(
+      `no Lua script lib/${String(path)} in lua-sources.generated.ts (run node scripts/embed-assets.mjs)`,
+    );
+  }
+  return lua;
 }
 
 /**

@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module';
+import { join } from 'node:path';
 import { MissingPeerError } from './errors.js';
 
 /**
@@ -7,11 +8,30 @@ import { MissingPeerError } from './errors.js';
  * (notifications.providers.ts) and by the gates in front of the subpaths that import a peer (`<subpath>/entry.cts`).
  */
 
-/** Node's error for a package that is not installed (ESM: ERR_MODULE_NOT_FOUND; CommonJS: MODULE_NOT_FOUND). */
+/**
+ * A require() for the optional peers, resolving from this file (the package in node_modules, so the app's packages).
+ * In a CommonJS bundle (esbuild --format=cjs) `import.meta` is empty and its url undefined, where createRequire would
+ * throw at the first call: it resolves from the app's working directory then (process.cwd(), its node_modules).
+ */
+export function peerRequire(): NodeJS.Require {
+  const url = (import.meta as { url?: string }).url;
+  return createRequire(url ?? join(process.cwd(), 'index.js'));
+}
+
+/**
+ * The error for `peer` not installed: Node's (ESM: ERR_MODULE_NOT_FOUND; CommonJS: MODULE_NOT_FOUND; npm and pnpm
+ * installs), or Yarn Plug'n'Play's (MODULE_NOT_FOUND with `pnpCode` and `data.dependencyName`, its message naming the
+ * package without quotes: "nestjs-redis-toolkit tried to access <peer> (a peer dependency) but it isn't provided").
+ */
 export function isNotFound(err: unknown, peer: string): boolean {
-  const code = (err as { code?: unknown } | undefined)?.code;
-  const message = err instanceof Error ? err.message : '';
-  return (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') && message.includes(`'${peer}'`);
+  const { code, pnpCode, data } = (err ?? {}) as {
+    code?: unknown;
+    pnpCode?: unknown;
+    data?: { dependencyName?: unknown };
+  };
+  if (code !== 'ERR_MODULE_NOT_FOUND' && code !== 'MODULE_NOT_FOUND') return false;
+  if (typeof pnpCode === 'string') return data?.dependencyName === peer;
+  return err instanceof Error && err.message.includes(`'${peer}'`);
 }
 
 /** '`user` needs the optional peers `install` (missing: `missing`). Install them: npm install `install`' */
@@ -36,7 +56,7 @@ export function missingPeersMessage(user: string, install: readonly string[], mi
  * require(), which cannot load an ES module before Node 24.9.
  */
 export function checkPeers(entry: string, loads: readonly string[], install: readonly string[] = loads): void {
-  const require = createRequire(import.meta.url);
+  const require = peerRequire();
   const missing = loads.filter((peer) => {
     try {
       require.resolve(peer);

@@ -3,12 +3,19 @@
  * how a refusal names them.
  */
 
-import { readdirSync, readFileSync } from 'node:fs';
 import { RedisPermissionError, RedisReplyError } from '../common/errors.js';
 import { FEATURES, type Feature, KeyBuilder } from '../common/keys.js';
+import { LUA_SOURCES, type LuaPath } from '../common/lua-sources.generated.js';
 import type { ConnectionFeature } from './connection.validation.js';
 import type { PermissionReport } from './redis-permissions.js';
 import { trackingCommandName, trackingCommands, trackingRule } from './redis-permissions.tracking.js';
+
+/** The scripts of lib/`folder` (not of its subfolders), in the order of their names. */
+function scriptsOf(folder: string): LuaPath[] {
+  return (Object.keys(LUA_SOURCES) as LuaPath[])
+    .filter((path) => path.startsWith(`${folder}/`) && !path.includes('/', folder.length + 1))
+    .sort();
+}
 
 /** One command a feature sends, with representative arguments (keys and channels under the prefix). */
 export interface RequiredCommand {
@@ -29,8 +36,8 @@ export const FEATURE_COMMANDS: {
   folder: string;
   key: Feature | '';
   commands: string[];
-  /** Scripts of lib/common it runs too (relative to its folder). */
-  shared?: string[];
+  /** Scripts of lib/common it runs too (by their path under lib/). */
+  shared?: LuaPath[];
   /** What its L1 sends besides (the cache's invalidation bus, cache.l1.ts): only with `cache.l1`. */
   withL1?: string[];
   /** Sent only with `pubsub.durable` (notifyUser's streams and their replay); asked where it is not known. */
@@ -49,7 +56,7 @@ export const FEATURE_COMMANDS: {
     commands: ['get', 'mget', 'set', 'unlink', 'scan', 'zrangebyscore', 'zrem'],
     // the stampede lock's release (cache.load-lock.ts): GET and DEL; the reads under a server's reply limit
     // (get-batcher.ts): STRLEN and GET
-    shared: ['../common/release-lock.lua', '../common/budget-get.lua'],
+    shared: ['common/release-lock.lua', 'common/budget-get.lua'],
     withL1: ['publish', 'subscribe'],
   },
   {
@@ -86,7 +93,7 @@ export const FEATURE_COMMANDS: {
     folder: 'lock',
     key: FEATURES.lock,
     commands: ['zcount', 'zrem', 'subscribe'],
-    shared: ['../common/release-lock.lua'],
+    shared: ['common/release-lock.lua'],
     // the wake-on-release subscriber (lock.wake.ts) and the release scripts' PUBLISH
     classicPubSub: true,
   },
@@ -307,14 +314,15 @@ export function requiredCommands(
     if (!options.sharded) out.push(...patternSamples(f, keyPrefix)); // sharded pub/sub has no patterns
     if (f.withL1 && options.cacheL1 === 'tracking') out.push(...trackingCommands(f.name, keys.featurePrefix(f.key)));
     if (!f.folder) continue;
-    const dir = new URL(`../${f.folder}/`, import.meta.url);
-    const scripts = [...readdirSync(dir).filter((name) => name.endsWith('.lua')), ...(f.shared ?? [])];
+    // the scripts of its folder (lib/<folder>/*.lua, as lua-sources.generated.ts holds them: nothing is read from
+    // disk), then the shared ones
+    const scripts = [...scriptsOf(f.folder), ...(f.shared ?? [])];
     if (scripts.length === 0) continue;
     out.push({ feature: f.name, args: ['evalsha', '0'.repeat(40), '1', key] });
     out.push({ feature: f.name, args: ['eval', 'return 0', '1', key] });
     const seen = new Set<string>();
     for (const file of scripts) {
-      for (const c of scriptCommands(readFileSync(new URL(file, dir), 'utf8'))) {
+      for (const c of scriptCommands(LUA_SOURCES[file])) {
         if (seen.has(c)) continue;
         seen.add(c);
         out.push({ feature: f.name, args: sample(c, key, channel), from: file.slice(file.lastIndexOf('/') + 1) });

@@ -2,7 +2,7 @@ import { replyCodeOf } from '../common/failure-policy.js';
 import { LuaScript, type RedisClient } from '../common/lua-script.js';
 import type { RequiredCommand } from './redis-permissions.js';
 
-const PROBE_SCRIPT = LuaScript.fromFile<number[]>('rtk_acl_probe', new URL('./acl-probe.lua', import.meta.url), 1);
+const PROBE_SCRIPT = LuaScript.fromFile<number[]>('rtk_acl_probe', 'connection/acl-probe.lua', 1);
 
 /** Commands Redis refuses inside a script: checked on their own (MULTI/EXEC) or not at all (subscriptions). */
 const NOT_IN_SCRIPTS = new Set([

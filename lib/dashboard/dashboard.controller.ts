@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import {
   type CanActivate,
   Controller,
@@ -14,12 +13,8 @@ import {
 import { Observable } from 'rxjs';
 import type { DashboardSnapshot } from './dashboard.aggregator.js';
 import { DashboardHostGuard } from './dashboard.host-guard.js';
+import { DASHBOARD_PAGE } from './dashboard.page.generated.js';
 import { DashboardService } from './dashboard.service.js';
-
-/** The page and its script, beside this file in lib/ (tests) and in dist/lib/ (copied by scripts/copy-lua.mjs). */
-function asset(name: string): string {
-  return readFileSync(new URL(`./page/${name}`, import.meta.url), 'utf8');
-}
 
 /** Nothing but our own script and the stream; the page cannot be framed (clickjacking) or sniffed as another type. */
 const CSP =
@@ -38,10 +33,12 @@ export function dashboardController(path: string, guard: Type<CanActivate> | Can
   // served under `path` plus whatever the app or a proxy puts before it (setGlobalPrefix, RouterModule, a proxy that
   // strips a path), which an absolute `/_toolkit/...` would miss. `toolkit/dashboard.js` from `/api/ops/toolkit`, and
   // `dashboard.js` from `/api/ops/toolkit/` (Express serves the page there too).
-  const page = asset('dashboard.html');
+  // The page and its script are lib/dashboard/page/'s files, built into dashboard.page.generated.ts by
+  // scripts/embed-assets.mjs: nothing is read from disk (a bundled app has no package directory).
+  const page = DASHBOARD_PAGE['dashboard.html'];
   const html = page.replace('%SCRIPT%', `${path.slice(path.lastIndexOf('/') + 1)}/dashboard.js`);
   const htmlAtSlash = page.replace('%SCRIPT%', 'dashboard.js');
-  const script = asset('dashboard.js');
+  const script = DASHBOARD_PAGE['dashboard.js'];
 
   @Controller(path)
   class RedisToolkitDashboardController {

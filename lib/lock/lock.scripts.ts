@@ -1,13 +1,17 @@
 import { LuaScript } from '../common/lua-script.js';
+import type { LuaPath } from '../common/lua-sources.generated.js';
 
-const lua = (file: string): URL => new URL(`./${file}.lua`, import.meta.url);
+/** The name of a lib/lock/<file>.lua. */
+type LockFile<P = LuaPath> = P extends `lock/${infer F}.lua` ? F : never;
+
+const lua = (file: LockFile): LuaPath => `lock/${file}.lua`;
 
 /** The script `lib/lock/<file>.lua`, registered as `rtk_<name>` with `keys` keys. */
-const script = <T>(name: string, file: string, keys: number): LuaScript<T> =>
+const script = <T>(name: string, file: LockFile, keys: number): LuaScript<T> =>
   LuaScript.fromFile<T>(`rtk_${name}`, lua(file), keys);
 
 /** The same for a script that draws fencing tokens: `fence.lua` (draw_fence) goes in front of it. */
-const fencing = <T>(name: string, file: string, keys: number): LuaScript<T> =>
+const fencing = <T>(name: string, file: LockFile, keys: number): LuaScript<T> =>
   LuaScript.fromFile<T>(`rtk_${name}`, lua(file), keys, [lua('fence')]);
 
 /** PEXPIRE if still ours: 1, else 0. */

@@ -24,11 +24,13 @@ export function notificationsGatewayImports(
 ): Promise<DynamicModule>[] {
   if (!extra) return [];
   checkGatewayModuleOptions(extra, 'notificationsGateway', 'RedisToolkitModule');
-  return [
-    importGatewayPeers()
-      .then(() => import('./notifications.module.js'))
-      .then((m) => m.NotificationsGatewayModule.register(extra === true ? {} : extra, toolkit)),
-  ];
+  const gateway = importGatewayPeers()
+    .then(() => import('./notifications.module.js'))
+    .then((m) => m.NotificationsGatewayModule.register(extra === true ? {} : extra, toolkit));
+  // Nest awaits `imports` only once its scan reaches this module, after the rejection for a missing peer: marked
+  // handled here, else Node's unhandled-rejection exit ended the process before NestFactory.create rejected with it
+  gateway.catch(() => undefined);
+  return [gateway];
 }
 
 /**

@@ -5,11 +5,7 @@ import { Rejected, TickBatcher } from '../common/tick-batcher.js';
 import type { RedisConnection } from '../connection/redis-connection.js';
 
 /** PUBLISH of several messages in one script call (see publish-many.lua). */
-const PUBLISH_MANY = LuaScript.fromFile<(number | string)[]>(
-  'rtk_ps_publish_many',
-  new URL('./publish-many.lua', import.meta.url),
-  0,
-);
+const PUBLISH_MANY = LuaScript.fromFile<(number | string)[]>('rtk_ps_publish_many', 'pubsub/publish-many.lua', 0);
 /** Messages per script call when one turn publishes more (see TickBatcher). */
 const PUBLISHES_PER_CALL = 32;
 /**

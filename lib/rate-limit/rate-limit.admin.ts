@@ -14,7 +14,7 @@ import { COUNTER_KEYS, checkRewardOptions, checkScope } from './rate-limit.optio
 import { RATE_LIMIT_ALGORITHMS, type RateLimitAlgorithm, type RateLimitPolicy } from './rate-limit.options.js';
 import type { DecisionCounters, RewardOptions } from './rate-limit.types.js';
 
-const ADJUST_LUA_FILE = new URL('./reward.lua', import.meta.url);
+const ADJUST_LUA_FILE = 'rate-limit/reward.lua';
 
 /** A guard's counter, named by its scope and algorithm (default: the module's). */
 export interface CounterScope {

@@ -18,36 +18,28 @@ interface Decision {
 }
 
 /** Put in front of the scripts that read a string counter: read_string_counter, one read of it and its block key. */
-const READ_COUNTER_LUA = new URL('./read-counter.lua', import.meta.url);
+const READ_COUNTER_LUA = 'rate-limit/read-counter.lua';
 /** Put in front of the scripts that keep a sliding-window log (and reward.lua): its writes and reads. */
-export const SLIDING_LOG_LUA = new URL('./sliding-log.lua', import.meta.url);
+export const SLIDING_LOG_LUA = 'rate-limit/sliding-log.lua';
 /** Put in front of the lean scripts: decide_each, their loop over a call's decisions, and ms(). */
-const EACH_CONSUME_LUA = new URL('./each-consume.lua', import.meta.url);
+const EACH_CONSUME_LUA = 'rate-limit/each-consume.lua';
 /** Every decision: any algorithm, mode and number of policies. */
-const consumeScript = LuaScript.fromFile<number[]>('rtk_rl_consume', new URL('./consume.lua', import.meta.url), 1, [
+const consumeScript = LuaScript.fromFile<number[]>('rtk_rl_consume', 'rate-limit/consume.lua', 1, [
   READ_COUNTER_LUA,
   SLIDING_LOG_LUA,
 ]);
 /** By algorithm: consume.lua's answers to consumes of one policy each, without its general machinery. */
 const leanScripts: Readonly<Record<string, LuaScript<number[]> | undefined>> = {
-  f: LuaScript.fromFile<number[]>(
-    'rtk_rl_consume_fixed_window',
-    new URL('./consume-fixed-window.lua', import.meta.url),
-    2,
-    [READ_COUNTER_LUA, EACH_CONSUME_LUA],
-  ),
+  f: LuaScript.fromFile<number[]>('rtk_rl_consume_fixed_window', 'rate-limit/consume-fixed-window.lua', 2, [
+    READ_COUNTER_LUA,
+    EACH_CONSUME_LUA,
+  ]),
   // no prelude: the token bucket's read and loop are written out in it (see there why)
-  t: LuaScript.fromFile<number[]>(
-    'rtk_rl_consume_token_bucket',
-    new URL('./consume-token-bucket.lua', import.meta.url),
-    2,
-  ),
-  s: LuaScript.fromFile<number[]>(
-    'rtk_rl_consume_sliding_window',
-    new URL('./consume-sliding-window.lua', import.meta.url),
-    2,
-    [SLIDING_LOG_LUA, EACH_CONSUME_LUA],
-  ),
+  t: LuaScript.fromFile<number[]>('rtk_rl_consume_token_bucket', 'rate-limit/consume-token-bucket.lua', 2),
+  s: LuaScript.fromFile<number[]>('rtk_rl_consume_sliding_window', 'rate-limit/consume-sliding-window.lua', 2, [
+    SLIDING_LOG_LUA,
+    EACH_CONSUME_LUA,
+  ]),
 };
 
 /** The lean script of a decision that is one consume ('c1') of one policy (its first letter names the algorithm). */

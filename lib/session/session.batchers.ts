@@ -9,7 +9,7 @@ import { IDLE_EXPIRY } from './session.deadline.js';
 import { READS_UNDER_BUDGET, readMany } from './session.read-many.js';
 
 /** What both write scripts put in front: whether a key still holds the value a caller read (session.stamp.ts). */
-const HOLDS = new URL('./session-holds.lua', import.meta.url);
+const HOLDS = 'session/session-holds.lua';
 
 /** Reads (and compare-and-set writes) per command, per pipeline on a cluster; a tick with more sends several. */
 export const PER_CALL = 32;
@@ -71,7 +71,7 @@ export type ChangeReply = [result: number | string | null, expiresAt: number];
 
 const changeScript = LuaScript.fromFile<(number | string | null | Error)[]>(
   'rtk_sess_change',
-  new URL('./session-change.lua', import.meta.url),
+  'session/session-change.lua',
   1,
   [HOLDS, IDLE_EXPIRY],
 );
@@ -79,7 +79,7 @@ const changeScript = LuaScript.fromFile<(number | string | null | Error)[]>(
 /** One reply per write: its CasReply, or its own error reply (the other writes of the call are unaffected). */
 const compareAndSetScript = LuaScript.fromFile<(CasReply | Error)[]>(
   'rtk_sess_compare_and_set',
-  new URL('./session-compare-and-set.lua', import.meta.url),
+  'session/session-compare-and-set.lua',
   2,
   [HOLDS, IDLE_EXPIRY],
 );

@@ -45,7 +45,7 @@ export function storeClockOf(client: RedisClient, warn: (message: string) => voi
  * `min(now + ttl, m)` from this process's clock: from a clock an hour behind Redis's, that epoch was an hour in Redis's
  * past and the write that extended the session deleted it (test/session/session.clock-behind.spec.ts).
  */
-export const IDLE_EXPIRY = new URL('./session-expiry.lua', import.meta.url);
+export const IDLE_EXPIRY = 'session/session-expiry.lua';
 
 /** Told how far this process's clock runs ahead of Redis's, at least (ms): a warning, throttled by the caller. */
 export type ClockAheadReport = (aheadByMs: number) => void;

@@ -15,39 +15,36 @@ import type { SessionUserIndex } from './session.user-index.js';
  * Creates a session unless its id exists or is tombstoned (SessionRecords.create): the expiry it gave the key (epoch ms
  * by Redis's clock; 0: none), -2 when the id is taken, -1 when tombstoned.
  */
-export const createScript = LuaScript.fromFile<number>(
-  'rtk_sess_create',
-  new URL('./session-create.lua', import.meta.url),
-  2,
-  [IDLE_EXPIRY],
-);
+export const createScript = LuaScript.fromFile<number>('rtk_sess_create', 'session/session-create.lua', 2, [
+  IDLE_EXPIRY,
+]);
 /**
  * Deletes a session and leaves its tombstone (SessionRecords.destroy); with a copied value (regenerate), only while the
  * session still holds it: -1 otherwise.
  */
 export const destroyScript = LuaScript.fromFile<string | null | -1>(
   'rtk_sess_destroy',
-  new URL('./session-destroy.lua', import.meta.url),
+  'session/session-destroy.lua',
   2,
 );
 /** express-session's touch (SessionRecords.storeTouch). */
 export const storeTouchScript = LuaScript.fromFile<number>(
   'rtk_sess_store_touch',
-  new URL('./session-store-touch.lua', import.meta.url),
+  'session/session-store-touch.lua',
   1,
   [IDLE_EXPIRY],
 );
 /** The atomic merge in Lua. */
 const updateScript = LuaScript.fromFile<[string, number] | -1 | null>(
   'rtk_sess_update',
-  new URL('./session-update.lua', import.meta.url),
+  'session/session-update.lua',
   1,
   [IDLE_EXPIRY],
 );
 /** express-session's set in one script. */
 const storeSetScript = LuaScript.fromFile<[string, number] | [string, number, 'unindexed'] | -1>(
   'rtk_sess_store_set',
-  new URL('./session-store-set.lua', import.meta.url),
+  'session/session-store-set.lua',
   2,
   [IDLE_EXPIRY],
 );

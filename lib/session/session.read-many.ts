@@ -3,7 +3,7 @@ import { LuaScript, type RedisClient, type ScriptArg } from '../common/lua-scrip
 
 const readManyScript = LuaScript.fromFile<(string | null | Error | number)[]>(
   'rtk_sess_read_many',
-  new URL('./session-read-many.lua', import.meta.url),
+  'session/session-read-many.lua',
   1,
 );
 

@@ -4,11 +4,7 @@ import type { SessionEnvelope } from './session.envelope.js';
 import { underBudget } from './session.single-reads.js';
 
 /** The expiry corrected with no value in the reply (session-retouch.lua): only under a reply budget. */
-const retouchScript = LuaScript.fromFile<number>(
-  'rtk_sess_retouch',
-  new URL('./session-retouch.lua', import.meta.url),
-  1,
-);
+const retouchScript = LuaScript.fromFile<number>('rtk_sess_retouch', 'session/session-retouch.lua', 1);
 
 /*
  * The corrections of a session key's expiry after a touching read or an appended change (SessionRecords.read,

@@ -7,7 +7,7 @@ export type ValueAndExpiry = [value: string | null, expireTime: number];
 
 const readAloneScript = LuaScript.fromFile<ValueAndExpiry | number>(
   'rtk_sess_read_alone',
-  new URL('./session-read-alone.lua', import.meta.url),
+  'session/session-read-alone.lua',
   1,
 );
 

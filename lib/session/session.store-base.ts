@@ -1,9 +1,9 @@
 import type { EventEmitter } from 'node:events';
 import type { IncomingMessage } from 'node:http';
-import { createRequire } from 'node:module';
-import { InvalidKeyError, InvalidOptionsError } from '../common/errors.js';
+import { InvalidKeyError, InvalidOptionsError, MissingPeerError } from '../common/errors.js';
 import { classifyRedisError } from '../common/failure-policy.js';
 import { kindOf } from '../common/option-checks.js';
+import { isNotFound, missingPeersMessage, peerRequire } from '../common/optional-peers.js';
 
 /*
  * express-session is an optional peer, so nothing the root entry declares may import its types: without the package
@@ -57,25 +57,29 @@ export interface SessionStoreBase extends EventEmitter {
 
 /**
  * express-session's `Store` class, loaded when this module is evaluated (express-session is an optional peer); without
- * the package, a class whose constructor throws a clear error (RedisSessionStore cannot be constructed).
+ * the package, a class whose constructor throws MissingPeerError naming it (RedisSessionStore cannot be constructed).
  */
 export function loadStoreBase(): new () => SessionStoreBase {
+  let failure: () => unknown;
   try {
     return loadExpressSession().Store;
-  } catch {
-    class MissingExpressSession {
-      constructor() {
-        throw new InvalidOptionsError(
-          'RedisSessionStore needs the express-session package: npm install express-session',
-        );
-      }
-    }
-    return MissingExpressSession as unknown as new () => SessionStoreBase;
+  } catch (err) {
+    // not installed: MissingPeerError (E_MISSING_PEER), as the subpaths' gates; installed but failing: its own error
+    const peer = 'express-session';
+    failure = isNotFound(err, peer)
+      ? () => new MissingPeerError(missingPeersMessage('RedisSessionStore', [peer], [peer]))
+      : () => err;
   }
+  class MissingExpressSession {
+    constructor() {
+      throw failure();
+    }
+  }
+  return MissingExpressSession as unknown as new () => SessionStoreBase;
 }
 
 function loadExpressSession(): { Store: new () => SessionStoreBase; Session?: { prototype: object } } {
-  return createRequire(import.meta.url)('express-session') as ReturnType<typeof loadExpressSession>;
+  return peerRequire()('express-session') as ReturnType<typeof loadExpressSession>;
 }
 
 /** express-session's `Session.prototype` (what its `req.session` is an instance of), or undefined without it. */

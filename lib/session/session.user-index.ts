@@ -9,16 +9,8 @@ const PRUNE_SAMPLE = 32;
  */
 const PENDING_MS = 60_000;
 
-const indexAddScript = LuaScript.fromFile<number>(
-  'rtk_sess_index_add',
-  new URL('./session-index-add.lua', import.meta.url),
-  2,
-);
-const indexSampleScript = LuaScript.fromFile<string[]>(
-  'rtk_sess_index_sample',
-  new URL('./session-index-sample.lua', import.meta.url),
-  2,
-);
+const indexAddScript = LuaScript.fromFile<number>('rtk_sess_index_add', 'session/session-index-add.lua', 2);
+const indexSampleScript = LuaScript.fromFile<string[]>('rtk_sess_index_sample', 'session/session-index-sample.lua', 2);
 
 /**
  * Each user's index of session ids (`<prefix>sess:user:{<userId>}`, a sorted set scored by each session's absolute

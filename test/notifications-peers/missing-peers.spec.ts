@@ -48,13 +48,25 @@ export async function load(url, context, next) {
 }
 `;
 
+/** The same packages hidden from require() (the module hooks above see only import): express-session is required. */
+const CJS_HIDE = `
+import Module from 'node:module';
+const hiddenPackages = (process.env.RTK_HIDE ?? '').split(',').filter(Boolean);
+const resolveFilename = Module._resolveFilename;
+Module._resolveFilename = function (request, ...rest) {
+  const pkg = hiddenPackages.find((h) => request === h || request.startsWith(h + '/'));
+  if (pkg) throw Object.assign(new Error("Cannot find module '" + pkg + "'"), { code: 'MODULE_NOT_FOUND' });
+  return resolveFilename.call(this, request, ...rest);
+};
+`;
+
 let dir: string;
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'rtk-peers-'));
   writeFileSync(join(dir, 'hooks.mjs'), HOOKS);
   writeFileSync(
     join(dir, 'register.mjs'),
-    `import { register } from 'node:module';\nregister(${JSON.stringify(pathToFileURL(join(dir, 'hooks.mjs')).href)});\n`,
+    `import { register } from 'node:module';\nregister(${JSON.stringify(pathToFileURL(join(dir, 'hooks.mjs')).href)});\n${CJS_HIDE}`,
   );
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -137,6 +149,48 @@ describe('notificationsGateway: true without its optional peers', () => {
        } catch (e) { (${report})(e); }`,
     );
     expect(result).toEqual({ name: 'function' });
+  }, 30_000);
+});
+
+describe('pnpm / Yarn PnP: an optional peer the app did not add', () => {
+  it('RedisSessionStore without express-session: MissingPeerError (E_MISSING_PEER) naming it and the install line', async () => {
+    const result = await runHidden(
+      ['express-session'],
+      `const { RedisSessionStore } = await import('${lib}/index.ts');
+       try { new RedisSessionStore({ client: {} }); console.log(JSON.stringify({ name: 'constructed' })); }
+       catch (e) { (${report})(e); }`,
+    );
+    // before: InvalidOptionsError (E_INVALID_OPTIONS) 'RedisSessionStore needs the express-session package'
+    expect(result).toEqual({
+      name: 'MissingPeerError',
+      code: 'E_MISSING_PEER',
+      message:
+        'RedisSessionStore needs the optional peer express-session (missing: express-session). ' +
+        'Install it: npm install express-session',
+    });
+  }, 30_000);
+
+  it('notificationsGateway without its peers: NestFactory.create rejects, no unhandled rejection first', async () => {
+    const result = await runHidden(
+      ['@nestjs/websockets', '@nestjs/platform-socket.io', 'socket.io'],
+      `import 'reflect-metadata';
+       const unhandled = [];
+       process.on('unhandledRejection', (e) => unhandled.push(e?.constructor?.name));
+       const { RedisToolkitModule } = await import('${lib}/index.ts');
+       const { NestFactory } = await import('@nestjs/core');
+       const { Module } = await import('@nestjs/common');
+       class AppModule {}
+       Module({ imports: [RedisToolkitModule.forRoot({ connection: { url: 'redis://127.0.0.1:1' }, lazyConnect: true,
+         notificationsGateway: true })] })(AppModule);
+       let rejected;
+       try { await NestFactory.create(AppModule, { abortOnError: false, logger: false }); }
+       catch (e) { rejected = e?.constructor?.name; }
+       console.log(JSON.stringify({ name: rejected, message: unhandled.join() }));
+       process.exit(0);`,
+    );
+    // before: { name: 'MissingPeerError', message: 'MissingPeerError' }: the rejection was unhandled first, which
+    // (Node's default --unhandled-rejections=throw) ends the app before its own catch runs
+    expect(result).toEqual({ name: 'MissingPeerError', message: '' });
   }, 30_000);
 });
 

@@ -2,8 +2,9 @@
 // script must build it), then apps OUTSIDE this repository (a temp dir) install the tarball, compile against its
 // published types and call one route per feature on a private redis-server. Also checks what the tarball holds
 // (LICENSE, docs/, every exports target and nothing a stale build left, source maps that reach their sources,
-// README's and docs' relative links) and runs docs/testing.md's Vitest and Jest examples against it. Prints `ok` /
-// `not ok` lines and a closing count; exits 1 on any failure.
+// README's and docs' relative links), runs docs/testing.md's Vitest and Jest examples against it, and runs the fixture
+// app bundled by esbuild and webpack (bundlers.mjs). Prints `ok` / `not ok` lines and a closing count; exits 1 on any
+// failure.
 //
 // `npm run test:package` and CI run `node test/package/run.mjs`; it needs no build of this checkout.
 // The tarball is unpacked into each app's node_modules the way npm would, and the packages it needs (its
@@ -14,6 +15,8 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symli
 import { tmpdir } from 'node:os';
 import { dirname, join, posix, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { bundledApps } from './bundlers.mjs';
+import { declaredDependencyProblems } from './declared-dependencies.mjs';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const appSources = join(repo, 'test/package/app');
@@ -358,6 +361,14 @@ try {
     absent.join('\n'),
   );
   report(!files.has(STALE), `the tarball holds nothing an earlier build left in dist/lib (${STALE})`);
+  // The Lua scripts and the dashboard's page are compiled into the modules (scripts/embed-assets.mjs): a bundled app
+  // has no package directory, so the package reads no file of its own and ships none of them.
+  const assets = [...files].filter((f) => f.endsWith('.lua') || f.includes('/page/'));
+  report(
+    assets.length === 0,
+    'the tarball ships no .lua or dashboard page file (compiled into its modules)',
+    assets.join('\n'),
+  );
 
   // A shipped source map must let a debugger or a stack trace reach the code: its sources inlined, or shipped too.
   const maps = [...files].filter((f) => f.endsWith('.map'));
@@ -389,9 +400,23 @@ try {
     `README.md and docs/*.md: every relative link resolves inside the tarball`,
     dead.join('\n'),
   );
+  const undeclared = declaredDependencyProblems(unpacked); // what pnpm and Yarn PnP would refuse, found without them
+  report(
+    undeclared.length === 0,
+    'dist/lib loads only declared packages, and its optional peers behind MissingPeerError',
+    undeclared.join('\n'),
+  );
 
   // --- apps, one per fixture, one without optional peers, docs/testing.md's Vitest and Jest examples, side by side --
-  const results = await Promise.all([...FIXTURES.map(fixtureApp), peerlessApp(), vitestExample(), jestExample()]);
+  // bundlers.mjs: the fixture app bundled (esbuild cjs and esm, webpack), each bundle run alone in an empty directory
+  const bundled = bundledApps({ work, repoModules, appSources, tsc, makeApp, tsconfig, run });
+  const results = await Promise.all([
+    ...FIXTURES.map(fixtureApp),
+    peerlessApp(),
+    vitestExample(),
+    jestExample(),
+    bundled,
+  ]);
   for (const lines of results) for (const [ok, name, detail] of lines) report(ok, name, detail);
 } catch (err) {
   report(false, 'the package suite ran to the end', err instanceof Error ? err.stack : String(err));

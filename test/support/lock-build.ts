@@ -1,18 +1,10 @@
 /**
  * Compiles lib/ (with @swc/core, like the jest transform) into a temp dir so child processes (plain `node`) can import
- * the real library: `await import(pathToFileURL(join(dir, 'lib/index.js')).href)`. node_modules is symlinked in.
+ * the real library: `await import(pathToFileURL(join(dir, 'lib/index.js')).href)`. node_modules is symlinked in. The
+ * Lua scripts come with lib/common/lua-sources.generated.ts (scripts/test.mjs writes it first): no .lua is copied.
  */
 import { transformFile } from '@swc/core';
-import {
-  copyFileSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  rmSync,
-  statSync,
-  symlinkSync,
-  writeFileSync,
-} from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -40,7 +32,6 @@ export async function buildLibForChildren(): Promise<LibBuild> {
   for (const file of walk(join(ROOT, 'lib'))) {
     const target = join(dir, relative(ROOT, file));
     mkdirSync(dirname(target), { recursive: true });
-    if (file.endsWith('.lua')) copyFileSync(file, target);
     if (!file.endsWith('.ts')) continue;
     const { code } = await transformFile(file, {
       jsc: {
