@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, posix, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { bundledApps } from './bundlers.mjs';
+import { consumerSettings } from './consumer-settings.mjs';
 import { declaredDependencyProblems } from './declared-dependencies.mjs';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -416,6 +417,7 @@ try {
     vitestExample(),
     jestExample(),
     bundled,
+    consumerSettings({ unpacked, work }),
   ]);
   for (const lines of results) for (const [ok, name, detail] of lines) report(ok, name, detail);
 } catch (err) {
