@@ -2,6 +2,7 @@ import { type ExecutionContext, Inject, Injectable, SetMetadata } from '@nestjs/
 import { DiscoveryService, MetadataScanner, Reflector } from '@nestjs/core';
 import { InvalidOptionsError } from '../common/errors.js';
 import { OptionProblems } from '../common/option-checks.js';
+import { handlerKindOf, peerMetadataKeys, THROTTLER_METADATA_PREFIXES } from '../common/peer-metadata.js';
 import { SKIP_THROTTLE_METADATA, THROTTLE_METADATA } from './rate-limit.constants.js';
 import { checkAccessList, checkIpv6Grouping } from './rate-limit.access-list.js';
 import { refundProblem } from './rate-limit.guard-checks.js';
@@ -131,9 +132,16 @@ export function appliedPolicies(
  * its constructor's, not metadata), and a resolver provided by a factory or a value (no class here; GraphQL finds its
  * handlers on the instance). `rateLimit.defaults` takes no refund option (an unknown key, refused when the options are
  * resolved).
+ *
+ * The same scan notes each handler (HTTP route, resolver, gateway, message pattern) that carries @nestjs/throttler's
+ * metadata, on it or on its class: ThrottlerPeerCheck (rate-limit.peer-metadata.ts) fails the start (or warns) at onModuleInit,
+ * once the global guards are known, where RateLimitGuard guards one of them without throttler's own guard.
  */
 @Injectable()
 export class ThrottlePolicyCheck {
+  /** The handlers carrying @nestjs/throttler's metadata (read by ThrottlerPeerCheck). */
+  readonly throttlerMarked: { cls: HandlerClass; name: string; method: object }[] = [];
+
   constructor(
     discovery: DiscoveryService,
     private readonly scanner: MetadataScanner,
@@ -149,12 +157,19 @@ export class ThrottlePolicyCheck {
       seen.add(type);
       const cls = type as HandlerClass;
       const anyHandler = new Set(this.check(type.name, type, problems) ?? ['default']);
+      const classMarked = peerMetadataKeys(type, THROTTLER_METADATA_PREFIXES).length > 0;
       const prototype = (type as { prototype?: unknown }).prototype;
       if (prototype !== null && typeof prototype === 'object') {
         for (const name of this.scanner.getAllMethodNames(prototype)) {
           const method: unknown = (prototype as Record<string, unknown>)[name];
           if (typeof method !== 'function') continue;
           const where = `${type.name}.${name}`;
+          if (
+            (classMarked || peerMetadataKeys(method, THROTTLER_METADATA_PREFIXES).length > 0) &&
+            handlerKindOf(method) !== undefined
+          ) {
+            this.throttlerMarked.push({ cls, name, method });
+          }
           for (const n of this.check(where, method, problems) ?? []) anyHandler.add(n);
           const declared = declaredPolicies(reflector, method as Handler, cls, options.defaults);
           const skip: unknown = Reflect.getMetadata(SKIP_THROTTLE_METADATA, method);
