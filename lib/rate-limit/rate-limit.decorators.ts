@@ -134,8 +134,8 @@ export function appliedPolicies(
  * resolved).
  *
  * The same scan notes each handler (HTTP route, resolver, gateway, message pattern) that carries @nestjs/throttler's
- * metadata, on it or on its class: ThrottlerPeerCheck (rate-limit.peer-metadata.ts) fails the start (or warns) at onModuleInit,
- * once the global guards are known, where RateLimitGuard guards one of them without throttler's own guard.
+ * metadata, on it or on its class: ThrottlerPeerCheck (rate-limit.peer-metadata.ts) fails the start (or warns) at
+ * onModuleInit, once the global guards are known, where RateLimitGuard guards one of them without throttler's guard.
  */
 @Injectable()
 export class ThrottlePolicyCheck {

@@ -64,8 +64,9 @@ export class SessionPlatformBinding implements OnModuleInit {
     const fastify = adapter.getInstance<FastifyInstanceLike>();
     if (fastify.hasRequestDecorator('session')) {
       this.logger.warn(
-        'request.session is already decorated by another Fastify plugin (e.g. @fastify/session): read the ' +
-          "toolkit's session with @CurrentSession() (or request.raw.session), not request.session",
+        'request.session is already decorated by another Fastify plugin (e.g. @fastify/session, whose store may be ' +
+          "RedisSessionStore): it is that plugin's; the toolkit's own session (SessionMiddleware) is read with " +
+          '@CurrentSession() (or request.raw.session)',
       );
     } else {
       fastify.decorateRequest('session', {

@@ -30,16 +30,12 @@ import {
   type StoredSession,
   type StoreSessionData,
 } from './session.store-base.js';
+import { badStoreId, CookiePastLifetime, STORE_ID } from './session.store-lifetime.js';
 
 const STORE_LOGGER = new Logger('RedisToolkit:Session');
 
 /** A ttl below this many ms looks like connect-redis seconds: warned about at startup. */
 const SECONDS_LIKE_TTL = 1_000;
-
-/**
- * Session ids from express-session's default `genid` (uid-safe, base64url) or ours; anything else never reaches Redis.
- */
-const STORE_ID = /^[A-Za-z0-9_-]{16,128}$/;
 
 /** How many ids touched by get() are remembered for touch() (see RedisSessionStore.touchedOnGet). */
 const TOUCHED_ON_GET_LIMIT = 10_000;
@@ -65,6 +61,8 @@ export class RedisSessionStore extends loadStoreBase() {
   private readonly disableTTL: boolean;
   private readonly scanCount: number;
   private readonly maxAgeMs: number;
+  /** Warns once when a cookie outlives maxAgeMs (connect-redis has no absolute lifetime). */
+  private readonly lifetime: CookiePastLifetime;
   private readonly tombstoneMs: number;
   private readonly userIdField: string;
   private readonly touchOnGet: boolean;
@@ -115,6 +113,7 @@ export class RedisSessionStore extends loadStoreBase() {
     }
     this.scanCount = options.scanCount ?? 500;
     this.maxAgeMs = options.maxAgeMs ?? SESSION_DEFAULTS.maxAgeMs;
+    this.lifetime = new CookiePastLifetime(this.maxAgeMs, (m) => STORE_LOGGER.warn(m));
     this.tombstoneMs = options.tombstoneMs ?? SESSION_DEFAULTS.tombstoneMs;
     this.userIdField = options.userIdField ?? 'userId';
     this.ttlGuess = this.ttl;
@@ -144,6 +143,7 @@ export class RedisSessionStore extends loadStoreBase() {
         await this.destroyId(sid);
         return;
       }
+      if (this.ttlFunction === undefined) this.lifetime.check(ttl);
       const source = session as StoreSessionData & Record<string, unknown>;
       // A loop over the own keys (this runs on every write; a rest copy and Object.entries cost 3× as much), cookie
       // apart; defineProperty keeps a field named __proto__ an own field.
@@ -313,9 +313,7 @@ export class RedisSessionStore extends loadStoreBase() {
   }
 
   private checkId(sid: string): void {
-    if (!STORE_ID.test(String(sid))) {
-      throw new InvalidKeyError('session id must be 16 to 128 characters of [A-Za-z0-9_-] (express-session genid)');
-    }
+    if (!STORE_ID.test(String(sid))) throw badStoreId(sid);
   }
 
   /**
