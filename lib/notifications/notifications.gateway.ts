@@ -60,6 +60,8 @@ export const NOTIFICATIONS_GATEWAY_OVERRIDES = Symbol('NOTIFICATIONS_GATEWAY_OVE
  * client → server: `subscribe` / `unsubscribe` `{ channel, lastId? }` with an ack `{ ok, error?, code? }`;
  * server → client: `notification` `{ channel, data, id, ts }`. Sockets join one room per channel (or pattern); this
  * instance holds one PubSubService subscription per room, so a publish on any instance reaches clients on all of them.
+ * Its emits stay on this instance (`local`): a Socket.IO adapter the app installed (Redis, Redis streams, cluster)
+ * carries none of them, and the gateway needs none.
  */
 @WebSocketGateway({ namespace: '/notifications' })
 export class NotificationsGateway

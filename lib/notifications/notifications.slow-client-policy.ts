@@ -55,8 +55,12 @@ export class SlowClients {
     }
     if (slow) this.apply(slow, `a message on ${name}`);
     this.counters.delivered += members.size - (slow?.length ?? 0);
-    // Encoded once by socket.io for the whole room.
-    (slow ? server.to(room).except(slow.map((socket) => socket.id)) : server.to(room)).emit('notification', message);
+    // Encoded once by socket.io for the whole room. `local`: to this instance's sockets only. Every instance with
+    // sockets in the room relays the Redis message itself, so an adapter the app installed (Redis, Redis streams,
+    // cluster) must not carry this emit to the others: their clients got it once per relaying instance, past the
+    // slow-client policy of their own instance (gateway-io-adapter.spec.ts).
+    const toRoom = server.local.to(room);
+    (slow ? toRoom.except(slow.map((socket) => socket.id)) : toRoom).emit('notification', message);
   }
 }
 
