@@ -15,11 +15,12 @@
 // From run.mjs: `consumerSettings({ unpacked, work })` returns its [ok, name, detail] lines. On its own:
 // `node test/package/consumer-settings.mjs [unpacked-package-dir]` packs this checkout (as run.mjs does) unless given
 // an unpacked tarball, and prints ok / not ok lines and a closing count; exits 1 on any failure.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { run } from './processes.mjs';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const repoModules = join(repo, 'node_modules');
@@ -146,25 +147,6 @@ const CASES = [
   ["CommonJS, the old `nest new` template's module commonjs (node10)", 'other', 'commonjs', OLD_NEST],
   ['CommonJS, module nodenext', 'other', 'commonjs', { module: 'nodenext', moduleResolution: 'nodenext' }],
 ];
-
-/** Runs a command to completion (killed after `timeout` ms). */
-function run(cmd, args, cwd, timeout = 180_000) {
-  return new Promise((done) => {
-    const child = spawn(cmd, args, { cwd, env: { ...process.env, FORCE_COLOR: '0' } });
-    let output = '';
-    child.stdout.on('data', (chunk) => (output += chunk));
-    child.stderr.on('data', (chunk) => (output += chunk));
-    const timer = setTimeout(() => {
-      output += `\n(killed after ${timeout} ms)`;
-      child.kill('SIGKILL');
-    }, timeout);
-    child.once('error', (err) => (output += String(err)));
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      done({ ok: code === 0, output });
-    });
-  });
-}
 
 /**
  * An app dir of package.json `type`: the unpacked tarball as node_modules/nestjs-redis-toolkit, its dependencies and

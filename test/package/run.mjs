@@ -10,7 +10,7 @@
 // The tarball is unpacked into each app's node_modules the way npm would, and the packages it needs (its
 // dependencies and peers, the HTTP platform, vitest, jest) are symlinked from this repo's node_modules: `npm install
 // --prefer-offline` of the tarball took 52 s per app here (registry metadata), `--offline` cannot resolve peers.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, posix, resolve } from 'node:path';
@@ -18,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { bundledApps } from './bundlers.mjs';
 import { consumerSettings } from './consumer-settings.mjs';
 import { declaredDependencyProblems } from './declared-dependencies.mjs';
+import { run } from './processes.mjs';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const appSources = join(repo, 'test/package/app');
@@ -63,25 +64,6 @@ const indent = (text) =>
     .split('\n')
     .map((l) => `    ${l}`)
     .join('\n');
-
-/** Runs a command to completion (killed after `timeout` ms); the apps below run side by side. */
-function run(cmd, args, cwd, timeout = 180_000) {
-  return new Promise((resolve) => {
-    const child = spawn(cmd, args, { cwd, env: { ...process.env, FORCE_COLOR: '0' } });
-    let output = '';
-    child.stdout.on('data', (chunk) => (output += chunk));
-    child.stderr.on('data', (chunk) => (output += chunk));
-    const timer = setTimeout(() => {
-      output += `\n(killed after ${timeout} ms)`;
-      child.kill('SIGKILL');
-    }, timeout);
-    child.once('error', (err) => (output += String(err)));
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ ok: code === 0, output });
-    });
-  });
-}
 
 function link(nodeModules, name) {
   const target = join(repoModules, name);
