@@ -82,7 +82,7 @@ export function checkConnection(path: string, connection: unknown, problems: Opt
       if (client instanceof Cluster && c.readOnlyGraceMs !== undefined) {
         problems.add(`${path}.readOnlyGraceMs`, NOT_FOR_A_CLUSTER);
       }
-      if (!hasCommandTimeout(client)) problems.add(`${path}.client`, noCommandTimeout(client instanceof Cluster));
+      if (!hasCommandTimeout(client)) problems.add(`${path}.client`, noCommandTimeout(client));
       // ioredis puts both into Node timers: past MAX_TIMER_MS each fires after 1 ms (every call, every connect fails)
       for (const [name, ms] of Object.entries(clientTimeouts(client)))
         if (typeof ms === 'number' && Number.isFinite(ms) && ms > MAX_TIMER_MS)
@@ -108,12 +108,23 @@ function clientTimeouts(client: object): { commandTimeout?: unknown; connectTime
   return { commandTimeout: options.commandTimeout, connectTimeout: options.connectTimeout };
 }
 
-const noCommandTimeout = (cluster: boolean): string =>
-  'has no commandTimeout: on a paused or unreachable server every call of the toolkit on it would wait without end ' +
-  "(the toolkit's commandTimeout applies to the clients it creates). Create it with one: " +
-  (cluster
-    ? 'new Cluster(nodes, { redisOptions: { commandTimeout: 1000 } })'
-    : 'new Redis(url, { commandTimeout: 1000 })');
+function noCommandTimeout(client: object): string {
+  const cluster = client instanceof Cluster;
+  const options = (cluster ? client.options.redisOptions : (client as Redis).options) ?? {};
+  const text =
+    'has no commandTimeout: on a paused or unreachable server every call of the toolkit on it would wait without end ' +
+    "(the toolkit's commandTimeout applies to the clients it creates). Create it with one: " +
+    (cluster
+      ? 'new Cluster(nodes, { redisOptions: { commandTimeout: 1000 } })'
+      : 'new Redis(url, { commandTimeout: 1000 })');
+  if (options.maxRetriesPerRequest !== null) return text;
+  return (
+    `${text}. On a client you also give BullMQ (maxRetriesPerRequest: null), a commandTimeout under 11000 ms ` +
+    'cuts the blocking reads (up to 10 s) of the duplicates its Worker and QueueEvents make ("Command timed out" ' +
+    'while idle): ' +
+    `give the toolkit ${cluster ? 'a Cluster of its own' : 'client.duplicate({ commandTimeout: 1000 })'} instead`
+  );
+}
 
 const NOT_FOR_A_CLUSTER =
   'cannot be used with a cluster: its client sends writes to the masters of its slot table (a replica answers ' +
