@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { type Cluster, Command, type Redis } from 'ioredis';
 import { InvalidOptionsError, RedisToolkitError } from './errors.js';
 import { LUA_SOURCES, type LuaPath } from './lua-sources.generated.js';
+import { registerToolkitScript } from './traced-scripts.js';
 
 export type RedisClient = Redis | Cluster;
 export type ScriptArg = string | number | Buffer;
@@ -28,6 +29,7 @@ export class LuaScript<TResult> {
     readonly numberOfKeys: number,
   ) {
     this.sha = createHash('sha1').update(lua).digest('hex');
+    registerToolkitScript(this.sha, name); // a tracer's serializer tells our calls from others' (traced-scripts.ts)
   }
 
   /**

@@ -13,6 +13,7 @@ import { checkServer } from './redis-info.js';
 import { fewRedirectionsWarning } from './cluster-redirections.js';
 import { ConnectionErrors } from './connection-errors.js';
 import { closeClient, connectAndPing } from './client-lifecycle.js';
+import { tracedCommandsWarning } from './traced-commands-check.js';
 import {
   CONNECTION_OPTIONS,
   DEFAULT_CONNECTION_NAME,
@@ -171,6 +172,7 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   }
 
   onModuleInit(): Promise<void> {
+    this.warnAtStart(tracedCommandsWarning(this.client)); // ioredis traced with its default serializer
     this.flushWarnings();
     // A failed start closes what it made: Nest runs this hook before RedisConnections' (which closes every
     // connection when one fails) and calls no later one, so a `{ client }` the user gave kept the READONLY streak's

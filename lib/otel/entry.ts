@@ -8,4 +8,9 @@ checkPeers('nestjs-redis-toolkit/otel', ['@opentelemetry/api']);
 
 const otel = await import('./index.js');
 
-export const { INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION, RedisToolkitInstrumentation } = otel;
+export const {
+  INSTRUMENTATION_NAME,
+  INSTRUMENTATION_VERSION,
+  RedisToolkitInstrumentation,
+  redisToolkitDbStatementSerializer,
+} = otel;

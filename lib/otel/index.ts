@@ -6,3 +6,8 @@ export {
   RedisToolkitInstrumentation,
   type RedisToolkitInstrumentationConfig,
 } from './redis-toolkit.instrumentation.js';
+export {
+  type DbStatementSerializer,
+  type RedisCommandArgs,
+  redisToolkitDbStatementSerializer,
+} from './otel.db-statement.js';

@@ -1,0 +1,92 @@
+import { createHash } from 'node:crypto';
+import { noteToolkitSerializer, toolkitScriptName } from '../common/traced-scripts.js';
+
+/** The arguments of an ioredis command as OpenTelemetry's ioredis instrumentation passes them (its `CommandArgs`). */
+export type RedisCommandArgs = Array<string | Buffer | number | unknown[]>;
+
+/**
+ * A `dbStatementSerializer` of `@opentelemetry/instrumentation-ioredis` (and the shape of
+ * `@opentelemetry/redis-common`'s `defaultDbStatementSerializer`): the text of a command's `db.query.text`.
+ */
+export type DbStatementSerializer = (cmdName: string, cmdArgs: RedisCommandArgs) => string;
+
+/**
+ * The `dbStatementSerializer` to give OpenTelemetry's ioredis instrumentation in an app that uses the toolkit:
+ *
+ * ```ts
+ * new IORedisInstrumentation({ dbStatementSerializer: redisToolkitDbStatementSerializer() })
+ * ```
+ *
+ * A call of one of the toolkit's Lua scripts (EVALSHA, or EVAL the first time on a socket) is written
+ * `evalsha <script name> <numkeys> <keys…> [<n> other arguments]`: its ARGV (session contents, published messages,
+ * lock tokens) and the script's text are left out. Every other command (the app's own, another library's, a script that
+ * is not the toolkit's) goes to `fallback`: by default the rules of `@opentelemetry/redis-common`'s
+ * `defaultDbStatementSerializer` (0.38.3, 0.39.0), copied since that package is not a dependency of the toolkit; pass
+ * redis-common's own, or a serializer of yours, to keep exactly what it writes.
+ *
+ * Making it also tells the toolkit, at its start, that the instrumentation is set up for it (no warning).
+ */
+export function redisToolkitDbStatementSerializer(
+  fallback: DbStatementSerializer = defaultDbStatementSerializer,
+): DbStatementSerializer {
+  if (typeof fallback !== 'function') {
+    throw new TypeError('redisToolkitDbStatementSerializer(fallback): fallback must be a function');
+  }
+  noteToolkitSerializer();
+  return (cmdName, cmdArgs) => {
+    const script = Array.isArray(cmdArgs) && cmdArgs.length > 0 ? toolkitScriptOf(cmdName, cmdArgs[0]) : undefined;
+    return script === undefined ? fallback(cmdName, cmdArgs) : scriptStatement(cmdName, script, cmdArgs);
+  };
+}
+
+/** The toolkit's script name for `EVALSHA <sha>` / `EVAL <lua>` (and their `_RO` forms), else undefined. */
+function toolkitScriptOf(cmdName: string, first: unknown): string | undefined {
+  const name = cmdName.toLowerCase();
+  const bySha = name === 'evalsha' || name === 'evalsha_ro';
+  if (!bySha && name !== 'eval' && name !== 'eval_ro') return undefined;
+  const text = typeof first === 'string' ? first : Buffer.isBuffer(first) ? first.toString('utf8') : undefined;
+  if (text === undefined) return undefined;
+  return toolkitScriptName(bySha ? text : createHash('sha1').update(text).digest('hex'));
+}
+
+/** `<command> <script name> <numkeys> <keys…> [<n> other arguments]`: what redis-common writes, less the ARGV. */
+function scriptStatement(cmdName: string, script: string, cmdArgs: RedisCommandArgs): string {
+  const numberOfKeys = Number(cmdArgs[1]);
+  const keyCount =
+    Number.isSafeInteger(numberOfKeys) && numberOfKeys >= 0 && numberOfKeys <= cmdArgs.length - 2 ? numberOfKeys : -1;
+  const kept = keyCount < 0 ? [] : [String(cmdArgs[1]), ...cmdArgs.slice(2, 2 + keyCount).map(String)];
+  const others = cmdArgs.length - 1 - kept.length;
+  const parts = [cmdName, script, ...kept];
+  if (others > 0) parts.push(`[${others} other arguments]`);
+  return parts.join(' ');
+}
+
+/**
+ * `@opentelemetry/redis-common`'s `defaultDbStatementSerializer` (0.38.3 and 0.39.0 have the same rules; Apache-2.0,
+ * the OpenTelemetry authors), unchanged: how many arguments of each command it keeps (-1: all).
+ * test/observability/otel-ioredis.spec.ts compares it with the installed package's on every kind of command it names.
+ */
+const SERIALIZATION_SUBSETS: readonly { regex: RegExp; args: number }[] = [
+  { regex: /^ECHO/i, args: 0 },
+  { regex: /^(GETSET|LPUSH|MSET|PFA|PSETEX|PUBLISH|RPUSH|SADD|SET|SPUBLISH|XADD|ZADD)/i, args: 1 },
+  { regex: /^(HSET|HMSET|LSET|LINSERT)/i, args: 2 },
+  { regex: /^(ACL|CONFIG)/i, args: 1 },
+  {
+    regex: new RegExp(
+      '^(BIT|B[LRZ]|CLIENT|CLUSTER|COMMAND|DECR|DEL|EVAL|EX|FUNCTION|GEO|GET|HINCR|HMGET|HSCAN|INCR|L[TRLM]|MEMORY|' +
+        'P[EFISTU]|RPOP|S[CDIMORSU]|XACK|X[CDGILPRT]|Z[CDILMPRS])',
+      'i',
+    ),
+    args: -1,
+  },
+];
+
+function defaultDbStatementSerializer(cmdName: string, cmdArgs: RedisCommandArgs): string {
+  if (Array.isArray(cmdArgs) && cmdArgs.length) {
+    const n = SERIALIZATION_SUBSETS.find(({ regex }) => regex.test(cmdName))?.args ?? 0;
+    const kept: unknown[] = n >= 0 ? cmdArgs.slice(0, n) : cmdArgs;
+    if (cmdArgs.length > kept.length) kept.push(`[${cmdArgs.length - n} other arguments]`);
+    return `${cmdName} ${kept.join(' ')}`;
+  }
+  return cmdName;
+}
