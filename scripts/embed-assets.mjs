@@ -92,4 +92,4 @@ write(
     pageDir,
   ),
 );
-if (process.env.RTK_LUA_SOURCES_VERBOSE) process.stdout.write(`lua-sources: ${written} file(s) written\n`);
+if (process.env.RTK_EMBED_ASSETS_VERBOSE) process.stdout.write(`embed-assets: ${written} file(s) written\n`);

@@ -20,14 +20,14 @@ export type DbStatementSerializer = (cmdName: string, cmdArgs: RedisCommandArgs)
  * A call of one of the toolkit's Lua scripts (EVALSHA, or EVAL the first time on a socket) is written
  * `evalsha <script name> <numkeys> <keys…> [<n> other arguments]`: its ARGV (session contents, published messages,
  * lock tokens) and the script's text are left out. Every other command (the app's own, another library's, a script that
- * is not the toolkit's) goes to `fallback`: by default the rules of `@opentelemetry/redis-common`'s
- * `defaultDbStatementSerializer` (0.38.3, 0.39.0), copied since that package is not a dependency of the toolkit; pass
- * redis-common's own, or a serializer of yours, to keep exactly what it writes.
+ * is not the toolkit's) goes to `fallback`: by default its name and number of arguments only (commandNameOnly); pass
+ * `@opentelemetry/redis-common`'s `defaultDbStatementSerializer` (the instrumentation's default), or a serializer of
+ * yours, to write those as it does.
  *
  * Making it also tells the toolkit, at its start, that the instrumentation is set up for it (no warning).
  */
 export function redisToolkitDbStatementSerializer(
-  fallback: DbStatementSerializer = defaultDbStatementSerializer,
+  fallback: DbStatementSerializer = commandNameOnly,
 ): DbStatementSerializer {
   if (typeof fallback !== 'function') {
     throw new TypeError('redisToolkitDbStatementSerializer(fallback): fallback must be a function');
@@ -62,31 +62,13 @@ function scriptStatement(cmdName: string, script: string, cmdArgs: RedisCommandA
 }
 
 /**
- * `@opentelemetry/redis-common`'s `defaultDbStatementSerializer` (0.38.3 and 0.39.0 have the same rules; Apache-2.0,
- * the OpenTelemetry authors), unchanged: how many arguments of each command it keeps (-1: all).
- * test/observability/otel-ioredis.spec.ts compares it with the installed package's on every kind of command it names.
+ * The fallback when none is given, for every command that is not one of the toolkit's scripts: the command's name and
+ * how many arguments it had, none of them (`set [4 arguments]`). It cannot leak a value, a password (`AUTH`, `HELLO`)
+ * or a key, whatever the command. To keep what @opentelemetry/redis-common's `defaultDbStatementSerializer` writes
+ * for those commands (the keys of most, every argument of some), pass it: `redisToolkitDbStatementSerializer(
+ * defaultDbStatementSerializer)`.
  */
-const SERIALIZATION_SUBSETS: readonly { regex: RegExp; args: number }[] = [
-  { regex: /^ECHO/i, args: 0 },
-  { regex: /^(GETSET|LPUSH|MSET|PFA|PSETEX|PUBLISH|RPUSH|SADD|SET|SPUBLISH|XADD|ZADD)/i, args: 1 },
-  { regex: /^(HSET|HMSET|LSET|LINSERT)/i, args: 2 },
-  { regex: /^(ACL|CONFIG)/i, args: 1 },
-  {
-    regex: new RegExp(
-      '^(BIT|B[LRZ]|CLIENT|CLUSTER|COMMAND|DECR|DEL|EVAL|EX|FUNCTION|GEO|GET|HINCR|HMGET|HSCAN|INCR|L[TRLM]|MEMORY|' +
-        'P[EFISTU]|RPOP|S[CDIMORSU]|XACK|X[CDGILPRT]|Z[CDILMPRS])',
-      'i',
-    ),
-    args: -1,
-  },
-];
-
-function defaultDbStatementSerializer(cmdName: string, cmdArgs: RedisCommandArgs): string {
-  if (Array.isArray(cmdArgs) && cmdArgs.length) {
-    const n = SERIALIZATION_SUBSETS.find(({ regex }) => regex.test(cmdName))?.args ?? 0;
-    const kept: unknown[] = n >= 0 ? cmdArgs.slice(0, n) : cmdArgs;
-    if (cmdArgs.length > kept.length) kept.push(`[${cmdArgs.length - n} other arguments]`);
-    return `${cmdName} ${kept.join(' ')}`;
-  }
-  return cmdName;
+function commandNameOnly(cmdName: string, cmdArgs: RedisCommandArgs): string {
+  const count = Array.isArray(cmdArgs) ? cmdArgs.length : 0;
+  return count === 0 ? cmdName : `${cmdName} [${count} ${count === 1 ? 'argument' : 'arguments'}]`;
 }

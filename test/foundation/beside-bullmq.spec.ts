@@ -25,6 +25,7 @@ import { recordCommands } from '../support/command-recorder.js';
 import { setEvictionPolicy } from '../support/eviction-policy.js';
 import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
 import { recordingLogger } from '../support/recording-logger.js';
+import { scanAll } from '../support/scan.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 import { sleep, waitFor } from '../support/wait.js';
 
@@ -38,16 +39,9 @@ const EVERY_FEATURE = {
   pubsub: {},
 } as const;
 
-/** Every key of the server matching `pattern` (SCAN). */
+/** Every key of the server matching `pattern`, sorted. */
 async function keysOf(redis: Redis, pattern: string): Promise<string[]> {
-  const keys: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, batch] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
-    cursor = next;
-    keys.push(...batch);
-  } while (cursor !== '0');
-  return keys.sort();
+  return (await scanAll(redis, pattern)).sort();
 }
 
 /** `CLIENT LIST` entries as field maps. */

@@ -98,15 +98,20 @@ function runHidden(hide: string[], script: string): Promise<{ name?: string; cod
 
 const report = `(e) => console.log(JSON.stringify({ name: e?.constructor?.name, code: e?.code, message: e?.message }))`;
 
-/** forRoot({ notificationsGateway: true }) with lazyConnect (no Redis needed), created with abortOnError off. */
-const GATEWAY_APP = `
-import 'reflect-metadata';
+/** An AppModule importing forRoot({ notificationsGateway: true }) with lazyConnect (no Redis needed). */
+const GATEWAY_MODULE = `
 const { RedisToolkitModule } = await import('${lib}/index.ts');
 const { NestFactory } = await import('@nestjs/core');
 const { Module } = await import('@nestjs/common');
 class AppModule {}
 Module({ imports: [RedisToolkitModule.forRoot({ connection: { url: 'redis://127.0.0.1:1' }, lazyConnect: true,
   notificationsGateway: true })] })(AppModule);
+`;
+
+/** GATEWAY_MODULE created with abortOnError off. */
+const GATEWAY_APP = `
+import 'reflect-metadata';
+${GATEWAY_MODULE}
 try {
   const app = await NestFactory.createApplicationContext(AppModule, { abortOnError: false, logger: false });
   await app.close();
@@ -176,12 +181,7 @@ describe('pnpm / Yarn PnP: an optional peer the app did not add', () => {
       `import 'reflect-metadata';
        const unhandled = [];
        process.on('unhandledRejection', (e) => unhandled.push(e?.constructor?.name));
-       const { RedisToolkitModule } = await import('${lib}/index.ts');
-       const { NestFactory } = await import('@nestjs/core');
-       const { Module } = await import('@nestjs/common');
-       class AppModule {}
-       Module({ imports: [RedisToolkitModule.forRoot({ connection: { url: 'redis://127.0.0.1:1' }, lazyConnect: true,
-         notificationsGateway: true })] })(AppModule);
+       ${GATEWAY_MODULE}
        let rejected;
        try { await NestFactory.create(AppModule, { abortOnError: false, logger: false }); }
        catch (e) { rejected = e?.constructor?.name; }

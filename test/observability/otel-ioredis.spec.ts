@@ -174,8 +174,11 @@ describe('OpenTelemetry ioredis instrumentation beside the toolkit', () => {
     expect(Math.max(...texts.map((t) => t.length))).toBeLessThan(400);
   });
 
-  it("commands that are not the toolkit's: written as @opentelemetry/redis-common's default writes them", async () => {
-    const serializer = makeSerializer?.();
+  it("commands that are not the toolkit's: by default their name and count only; as redis-common writes them when given its serializer", async () => {
+    expect(makeSerializer?.()?.('set', ['k', 'v', 'PX', 100])).toBe('set [4 arguments]');
+    expect(makeSerializer?.()?.('auth', ['secret'])).toBe('auth [1 argument]');
+    expect(makeSerializer?.()?.('ping', [])).toBe('ping');
+    const serializer = makeSerializer?.(defaultDbStatementSerializer);
     expect(typeof serializer).toBe('function');
     const foreignLua = "return redis.call('SET', KEYS[1], ARGV[1])";
     const commands: [string, (string | number | Buffer)[]][] = [

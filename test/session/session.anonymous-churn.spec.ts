@@ -179,12 +179,12 @@ describe.each(PLATFORMS)('forged and missing cookies on %s', (platform) => {
   });
 });
 
-it('SessionService with 100,000 ids that do not exist: get, update, destroy keep nothing and write nothing', async () => {
+it('SessionService with 15,000 ids that do not exist (past every 10,000 cap): get, update, destroy keep nothing and write nothing', async () => {
   const app = await createToolkitApp({ target: { url: redis.server.url }, keyPrefix: `svc${b64(4)}:`, session: {} });
   const sessions = app.get(SessionService);
   const records = (sessions as unknown as { records: unknown }).records;
   const before = await admin.dbsize();
-  const ids = Array.from({ length: 100_000 }, () => generateSessionId());
+  const ids = Array.from({ length: 15_000 }, () => generateSessionId());
   for (let i = 0; i < ids.length; i += 1_000) {
     const slice = ids.slice(i, i + 1_000);
     const got = await Promise.all(slice.map((id) => sessions.get(id)));
