@@ -3,6 +3,7 @@ import { nearest, type OptionProblems, type OptionShape, timerProblem } from '..
 import { MAX_TIMER_MS } from '../common/timeout.js';
 import { CONNECTION_OPTION_KEYS } from '../redis-toolkit.option-keys.js';
 import { checkClientReplyOptions, checkClusterReplyOptions } from './client-reply-options.js';
+import { redirectionsWithin } from './cluster-redirections.js';
 import { DEFAULT_CONNECTION_NAME, type RedisNamedConnections, type RedisNodeAddress } from './connection.options.js';
 
 /** The highest db index `db` or a url path may name (a server has `databases` of them, 16 by default). */
@@ -108,21 +109,27 @@ function clientTimeouts(client: object): { commandTimeout?: unknown; connectTime
   return { commandTimeout: options.commandTimeout, connectTimeout: options.connectTimeout };
 }
 
+/**
+ * A Cluster with a commandTimeout, and the maxRedirections that lets a call wait that long while its slot migrates
+ * (fewer is a warning at start: cluster-redirections.ts). Cluster.duplicate's first argument is the startup nodes
+ * (`[]`: the same), and ioredis merges the redisOptions given into the cluster's (maxRetriesPerRequest: null is kept).
+ */
+const CLUSTER_TIMEOUTS = `{ maxRedirections: ${redirectionsWithin(1000)}, redisOptions: { commandTimeout: 1000 } }`;
+
 function noCommandTimeout(client: object): string {
   const cluster = client instanceof Cluster;
   const options = (cluster ? client.options.redisOptions : (client as Redis).options) ?? {};
   const text =
     'has no commandTimeout: on a paused or unreachable server every call of the toolkit on it would wait without end ' +
     "(the toolkit's commandTimeout applies to the clients it creates). Create it with one: " +
-    (cluster
-      ? 'new Cluster(nodes, { redisOptions: { commandTimeout: 1000 } })'
-      : 'new Redis(url, { commandTimeout: 1000 })');
+    (cluster ? `new Cluster(nodes, ${CLUSTER_TIMEOUTS})` : 'new Redis(url, { commandTimeout: 1000 })');
   if (options.maxRetriesPerRequest !== null) return text;
+  // a Cluster's node options are its redisOptions, and its duplicate's first argument is the startup nodes
+  const copy = cluster ? `cluster.duplicate([], ${CLUSTER_TIMEOUTS})` : 'client.duplicate({ commandTimeout: 1000 })';
   return (
     `${text}. On a client you also give BullMQ (maxRetriesPerRequest: null), a commandTimeout under 11000 ms ` +
     'cuts the blocking reads (up to 10 s) of the duplicates its Worker and QueueEvents make ("Command timed out" ' +
-    'while idle): ' +
-    `give the toolkit ${cluster ? 'a Cluster of its own' : 'client.duplicate({ commandTimeout: 1000 })'} instead`
+    `while idle): give the toolkit ${copy} instead`
   );
 }
 
