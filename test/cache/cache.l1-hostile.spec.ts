@@ -683,7 +683,7 @@ describe('L1 tracking connection faults the toolkit cannot see', () => {
   // idle whenever nothing under the prefix is written), the main connection still worked, `live` stayed true (so L1
   // went on storing what it read) and every value changed since was served for up to l1.ttl, with nothing logged or
   // counted ('v1' for the whole 10 s, ~300 L1 hits, no warning, stats().errors 0). Now a redirect that heard nothing
-  // for 1 s is PINGed (lib/cache/cache.tracking.ts, HEARTBEAT_MS); no answer within commandTimeout: L1 emptied,
+  // for 1 s is PINGed (lib/cache/cache.tracking-master.ts, HEARTBEAT_MS); no answer within commandTimeout: L1 emptied,
   // counted, warned, the connection reconnected and tracked again.
   it('a redirect connection that goes silent (half-open) is noticed within 1 s + commandTimeout: warned, counted, L1 emptied, tracked again', async () => {
     const proxy = await LinkProxy.start(redis.server.port);
@@ -724,7 +724,7 @@ describe('L1 tracking connection faults the toolkit cannot see', () => {
   // first's: the first app never heard of any write again while believing it tracked, and the second's close turned
   // tracking off for good (the first app served a key a foreign client deleted, with no warning). Now the first app
   // to track on a connection of this process keeps it, and another tracks on a connection of its own
-  // (lib/cache/cache.tracking.ts, trackedBy).
+  // (lib/cache/cache.tracking-master.ts, trackedBy).
   it('two apps on one { client }: foreign writes reach both, also after the second app closed', async () => {
     const shared = trackForCleanup(new Redis(redis.server.url, { commandTimeout: 1_000 }));
     const p1 = `rtk-sh${rand()}:`;
