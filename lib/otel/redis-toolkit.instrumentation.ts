@@ -1,4 +1,3 @@
-import type { AsyncLocalStorage } from 'node:async_hooks';
 import diagnosticsChannel from 'node:diagnostics_channel';
 import {
   type Attributes,
@@ -22,6 +21,7 @@ import {
   type TracingContext,
 } from '../common/diagnostics.js';
 import { OptionProblems } from '../common/option-checks.js';
+import { otelContextStore } from './otel.context-store.js';
 import { RedisToolkitMetrics } from './otel.metrics.js';
 
 /** The instrumentation scope of every span and metric (the package's name and version). */
@@ -152,9 +152,8 @@ export class RedisToolkitInstrumentation {
     const channel = diagnosticsChannel.tracingChannel<Context, TracingContext>(name);
     if (this.config.traces) {
       // The span is started in the store's transform (before `start` is published) and made the active context for
-      // the call through OpenTelemetry's context manager: `runStores` calls `run(context, fn)` on what is bound.
-      const store = { run: <R>(ctx: Context, fn: () => R): R => context.with(ctx, fn) };
-      const bound = store as unknown as AsyncLocalStorage<Context>;
+      // the call through OpenTelemetry's context manager (otel.context-store.ts: how each Node enters a bound store).
+      const bound = otelContextStore();
       channel.start.bindStore(bound, (message) => this.startSpan(message));
       this.unsubscribes.push(() => channel.start.unbindStore(bound));
     }
