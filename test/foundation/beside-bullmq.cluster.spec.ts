@@ -24,6 +24,7 @@ import {
   SessionService,
 } from '../../lib/index.js';
 import { RedisConnection } from '../../lib/advanced.js';
+import { bullConsole, clientList, closing } from '../support/bullmq.js';
 import { recordCommands } from '../support/command-recorder.js';
 import { useDisposableCluster } from '../support/disposable-cluster.js';
 import { trackForCleanup } from '../support/private-servers.js';
@@ -78,40 +79,6 @@ async function snapshot(pattern: string): Promise<Record<string, string>> {
 async function flushCluster(): Promise<void> {
   await Promise.all(cluster().masters.map((m) => adminOf(m.port).flushall()));
 }
-
-/** `CLIENT LIST` entries of a master as field maps. */
-async function clientList(port: number): Promise<Record<string, string>[]> {
-  const list = String(await adminOf(port).client('LIST'));
-  return list
-    .trim()
-    .split('\n')
-    .map((line) =>
-      Object.fromEntries(line.split(' ').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])),
-    );
-}
-
-/** BullMQ logs its eviction-policy and maxRetriesPerRequest warnings with console.warn / console.error. */
-function bullConsole(): { warnings: string[]; errors: string[]; restore(): void } {
-  const warnings: string[] = [];
-  const errors: string[] = [];
-  const { warn, error } = console;
-  console.warn = (m: unknown) => void warnings.push(String(m));
-  console.error = (m: unknown) => void errors.push(String(m));
-  return {
-    warnings,
-    errors,
-    restore: () => {
-      console.warn = warn;
-      console.error = error;
-    },
-  };
-}
-
-/** A BullMQ Queue / QueueEvents closed after the test. */
-const closing = <T extends { close(): Promise<void> }>(queue: T): T => {
-  trackForCleanup({ stop: () => queue.close() });
-  return queue;
-};
 
 const processed: number[] = [];
 const jobLimits: number[] = [];
@@ -232,7 +199,7 @@ describe('separate connections: BullModule on a Cluster with prefix {bull}, the 
         expect((await app.get(RedisToolkitHealth).check()).status).toBe('up');
         // BullMQ's blocking read is on a connection of its own (its duplicate of the Cluster), not the toolkit's
         const ours = new Set(await Promise.all(client.nodes('master').map(async (n) => String(await n.client('ID')))));
-        const blocked = (await Promise.all(cluster().masters.map((m) => clientList(m.port))))
+        const blocked = (await Promise.all(cluster().masters.map((m) => clientList(adminOf(m.port)))))
           .flat()
           .filter((c) => c.cmd === 'bzpopmin');
         expect(blocked).toHaveLength(1);

@@ -21,6 +21,7 @@ import {
   SessionService,
 } from '../../lib/index.js';
 import { RedisConnection } from '../../lib/advanced.js';
+import { bullConsole, clientList, closing } from '../support/bullmq.js';
 import { recordCommands } from '../support/command-recorder.js';
 import { setEvictionPolicy } from '../support/eviction-policy.js';
 import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
@@ -43,40 +44,6 @@ const EVERY_FEATURE = {
 async function keysOf(redis: Redis, pattern: string): Promise<string[]> {
   return (await scanAll(redis, pattern)).sort();
 }
-
-/** `CLIENT LIST` entries as field maps. */
-async function clientList(redis: Redis): Promise<Record<string, string>[]> {
-  const list = String(await redis.client('LIST'));
-  return list
-    .trim()
-    .split('\n')
-    .map((line) =>
-      Object.fromEntries(line.split(' ').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])),
-    );
-}
-
-/** BullMQ logs its eviction-policy and maxRetriesPerRequest warnings with console.warn / console.error. */
-function bullConsole(): { warnings: string[]; errors: string[]; restore(): void } {
-  const warnings: string[] = [];
-  const errors: string[] = [];
-  const { warn, error } = console;
-  console.warn = (m: unknown) => void warnings.push(String(m));
-  console.error = (m: unknown) => void errors.push(String(m));
-  return {
-    warnings,
-    errors,
-    restore: () => {
-      console.warn = warn;
-      console.error = error;
-    },
-  };
-}
-
-/** A BullMQ Queue closed after the test. */
-const closing = <T extends { close(): Promise<void> }>(queue: T): T => {
-  trackForCleanup({ stop: () => queue.close() });
-  return queue;
-};
 
 const processed: string[] = [];
 

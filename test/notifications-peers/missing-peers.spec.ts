@@ -1,6 +1,4 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
@@ -12,73 +10,16 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const lib = pathToFileURL(join(repo, 'lib')).href;
 
-const HOOKS = `
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
-const require = createRequire(${JSON.stringify(join(repo, 'package.json'))});
-const { transformSync } = require('@swc/core');
-const hidden = (process.env.RTK_HIDE ?? '').split(',').filter(Boolean);
-export async function resolve(specifier, context, next) {
-  const pkg = hidden.find((h) => specifier === h || specifier.startsWith(h + '/'));
-  if (pkg) {
-    const err = new Error("Cannot find package '" + pkg + "' imported from " + fileURLToPath(context.parentURL));
-    err.code = 'ERR_MODULE_NOT_FOUND';
-    throw err;
-  }
-  if (specifier.startsWith('.') && specifier.endsWith('.js') && context.parentURL?.endsWith('.ts')) {
-    const ts = new URL(specifier.replace(/\\.js$/, '.ts'), context.parentURL);
-    if (existsSync(fileURLToPath(ts))) return { url: ts.href, shortCircuit: true };
-  }
-  return next(specifier, context);
-}
-export async function load(url, context, next) {
-  if (!url.endsWith('.ts')) return next(url, context);
-  const { source } = await next(url, { ...context, format: 'module' });
-  const { code } = transformSync(String(source), {
-    filename: fileURLToPath(url),
-    jsc: {
-      parser: { syntax: 'typescript', decorators: true },
-      transform: { legacyDecorator: true, decoratorMetadata: true, useDefineForClassFields: false },
-      target: 'es2022',
-    },
-    module: { type: 'es6' },
-  });
-  return { format: 'module', source: code, shortCircuit: true };
-}
-`;
-
-/** The same packages hidden from require() (the module hooks above see only import): express-session is required. */
-const CJS_HIDE = `
-import Module from 'node:module';
-const hiddenPackages = (process.env.RTK_HIDE ?? '').split(',').filter(Boolean);
-const resolveFilename = Module._resolveFilename;
-Module._resolveFilename = function (request, ...rest) {
-  const pkg = hiddenPackages.find((h) => request === h || request.startsWith(h + '/'));
-  if (pkg) throw Object.assign(new Error("Cannot find module '" + pkg + "'"), { code: 'MODULE_NOT_FOUND' });
-  return resolveFilename.call(this, request, ...rest);
-};
-`;
-
-let dir: string;
-beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), 'rtk-peers-'));
-  writeFileSync(join(dir, 'hooks.mjs'), HOOKS);
-  writeFileSync(
-    join(dir, 'register.mjs'),
-    `import { register } from 'node:module';\nregister(${JSON.stringify(pathToFileURL(join(dir, 'hooks.mjs')).href)});\n${CJS_HIDE}`,
-  );
-});
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+/** The module hooks (test/support/ts-hooks.mjs): TypeScript sources, and the packages in RTK_HIDE hidden. */
+const HOOKS = pathToFileURL(join(repo, 'test/support/ts-hooks.mjs')).href;
 
 /** Runs `script` (an ES module, cwd the repo) with `hide` hidden; resolves to the JSON it prints last. */
 function runHidden(hide: string[], script: string): Promise<{ name?: string; code?: string; message?: string }> {
   return new Promise((done, fail) => {
-    const child = spawn(
-      process.execPath,
-      ['--no-warnings', '--import', pathToFileURL(join(dir, 'register.mjs')).href, '--input-type=module', '-e', script],
-      { cwd: repo, env: { ...process.env, RTK_HIDE: hide.join(',') } },
-    );
+    const child = spawn(process.execPath, ['--no-warnings', '--import', HOOKS, '--input-type=module', '-e', script], {
+      cwd: repo,
+      env: { ...process.env, RTK_HIDE: hide.join(',') },
+    });
     let out = '';
     let err = '';
     child.stdout.on('data', (c) => (out += c));

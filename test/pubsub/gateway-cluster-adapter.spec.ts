@@ -2,7 +2,7 @@
  * The gateway in a Node cluster with the real @socket.io/cluster-adapter: a primary running the adapter's
  * setupPrimary() and two worker processes, each a Nest app with the notifications gateway whose Socket.IO server uses
  * the adapter's createAdapter() (Nest's IoAdapter recipe), on one private Redis (fixtures/cluster-primary.ts and
- * cluster-worker.ts, loaded from their TypeScript sources through fixtures/ts-hooks.mjs). No @socket.io/sticky: the
+ * cluster-worker.ts, loaded from their TypeScript sources through test/support/ts-hooks.mjs). No @socket.io/sticky: the
  * servers and the clients use the websocket transport only, so each connection stays on the worker that accepted it
  * and each client connects to the port of the worker it means. The notifications are published by a third toolkit
  * app in this process, on the same key prefix, as any instance of the app would.
@@ -15,19 +15,19 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { request } from 'node:http';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { Redis } from 'ioredis';
 import { PubSubService } from '../../lib/index.js';
 import type { NotificationsGatewayStats } from '../../lib/notifications/index.js';
 import { usePrivateRedis } from '../support/private-servers.js';
 import { closeClients, connectClient, connectStalledClient, type TestClient } from '../support/pubsub-gateway.js';
 import { closeToolkitApps, createToolkitApp, PLATFORMS, type ToolkitApp } from '../support/toolkit-app.js';
 import { waitFor } from '../support/wait.js';
+import { commandCalls, resetCommandCalls } from '../support/commandstats.js';
 
 // Its own server: INFO commandstats counts only this file's commands.
 const redis = usePrivateRedis();
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const HOOKS = pathToFileURL(fileURLToPath(new URL('./fixtures/ts-hooks.mjs', import.meta.url))).href;
+const HOOKS = pathToFileURL(fileURLToPath(new URL('../support/ts-hooks.mjs', import.meta.url))).href;
 const PRIMARY = fileURLToPath(new URL('./fixtures/cluster-primary.ts', import.meta.url));
 /** Every worker's slowClient.maxBufferedBytes (policy `drop`). */
 const CAP = 1024 * 1024;
@@ -165,26 +165,8 @@ function ctl<T = unknown>(worker: WorkerInfo, path: string): Promise<T> {
 
 const state = (worker: WorkerInfo) => ctl<WorkerState>(worker, 'stats');
 
-async function commandStats(): Promise<Record<string, number>> {
-  const admin = new Redis(redis.server.url);
-  try {
-    const info = await admin.info('commandstats');
-    const calls: Record<string, number> = {};
-    for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) calls[m[1]] = Number(m[2]);
-    return calls;
-  } finally {
-    await admin.quit();
-  }
-}
-
-async function resetStats(): Promise<void> {
-  const admin = new Redis(redis.server.url);
-  try {
-    await admin.config('RESETSTAT');
-  } finally {
-    await admin.quit();
-  }
-}
+const commandStats = () => commandCalls(redis.server.url);
+const resetStats = () => resetCommandCalls(redis.server.url);
 
 const range = (n: number, from = 0): number[] => Array.from({ length: n }, (_, i) => from + i);
 

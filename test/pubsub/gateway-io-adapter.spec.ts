@@ -20,6 +20,7 @@ import {
 } from '../support/pubsub-gateway.js';
 import { closeToolkitApps, PLATFORMS, type Platform } from '../support/toolkit-app.js';
 import { waitFor } from '../support/wait.js';
+import { commandCalls, resetCommandCalls } from '../support/commandstats.js';
 
 /**
  * The gateway in apps that run a Socket.IO adapter across instances: Nest's RedisIoAdapter recipe
@@ -188,26 +189,8 @@ async function startFleet(
   };
 }
 
-async function commandStats(): Promise<Record<string, number>> {
-  const admin = new Redis(redis.server.url);
-  try {
-    const info = await admin.info('commandstats');
-    const calls: Record<string, number> = {};
-    for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) calls[m[1]] = Number(m[2]);
-    return calls;
-  } finally {
-    await admin.quit();
-  }
-}
-
-async function resetStats(): Promise<void> {
-  const admin = new Redis(redis.server.url);
-  try {
-    await admin.config('RESETSTAT');
-  } finally {
-    await admin.quit();
-  }
-}
+const commandStats = () => commandCalls(redis.server.url);
+const resetStats = () => resetCommandCalls(redis.server.url);
 
 /** Each client's messages, by channel, as their `data`. */
 const byChannel = (client: TestClient): Record<string, unknown[]> => {
