@@ -2,9 +2,10 @@ import { Logger } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { downReason } from '../connection/redis-down-reason.js';
+import { TRACKING_CHANNEL } from '../connection/redis-permissions.tracking.js';
 
-/** The channel on which Redis sends, over RESP2, the invalidations of a tracking connection's REDIRECT target. */
-export const TRACKING_CHANNEL = '__redis__:invalidate';
+export { TRACKING_CHANNEL };
+
 /** CLIENT SETNAME of the L1's RESP2 invalidation connections (one per master): easy to find in CLIENT LIST. */
 export const TRACKING_CONNECTION_NAME = 'rtk-l1-tracking';
 /** CLIENT SETNAME of a tracking connection of the L1's own (a `main` connection another L1 tracks on already). */

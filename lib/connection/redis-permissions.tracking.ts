@@ -1,9 +1,9 @@
 import type { RequiredCommand } from './redis-permissions.js';
 
-/** The RESP2 channel of CLIENT TRACKING's invalidations (the cache's L1 subscribes to it with `tracking`). */
+/** The channel on which Redis sends, over RESP2, the invalidations of a tracking connection's REDIRECT target. */
 export const TRACKING_CHANNEL = '__redis__:invalidate';
 
-/** What `cache.l1.invalidation: 'tracking'` sends (cache.tracking.ts): the RESP2 redirect connection, the tracking. */
+/** What `cache.l1.invalidation: 'tracking'` sends (cache.tracking-master.ts): the redirect connection, the tracking. */
 export function trackingCommands(feature: string, cachePrefix: string): RequiredCommand[] {
   return [
     { feature, args: ['client', 'id'] },
