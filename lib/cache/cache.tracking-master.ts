@@ -2,6 +2,7 @@ import { Logger } from '@nestjs/common';
 import type { Redis } from 'ioredis';
 import type { RedisConnection } from '../connection/redis-connection.js';
 import { downReason } from '../connection/redis-down-reason.js';
+import { nodeKey } from '../common/cluster-masters.js';
 import { TRACKING_CHANNEL } from '../connection/redis-permissions.tracking.js';
 
 export { TRACKING_CHANNEL };
@@ -40,7 +41,6 @@ export interface TrackingListener {
 
 /** Commands go out now ('ready'), or connect it first ('wait': lazy, never connected); else it is on its way back. */
 const usable = (c: Redis) => c.status === 'ready' || c.status === 'wait';
-const addressOf = (node: Redis) => `${node.options.host}:${node.options.port}`;
 /**
  * What CLIENT TRACKING is on a connection first seen in this state: a connection that is not yet (or no longer) ready
  * gets a new one that tracks nothing; one that is ready may have been told anything before (by its owner): OFF first.
@@ -106,7 +106,7 @@ export class MasterTracking {
     private readonly prefix: string,
     private readonly listener: TrackingListener,
   ) {
-    this.sub = connection.createNodeConnection(main, `L1 tracking ${addressOf(main)}`, {
+    this.sub = connection.createNodeConnection(main, `L1 tracking ${nodeKey(main)}`, {
       protocol: 2,
       autoResubscribe: false,
       connectionName: TRACKING_CONNECTION_NAME,
@@ -205,7 +205,7 @@ export class MasterTracking {
       trackedBy.set(main, this);
       return main;
     }
-    const where = addressOf(main);
+    const where = nodeKey(main);
     new Logger('RedisToolkit:Cache').log(
       `cache L1: another app of this process tracks on the cache's connection to ${where} (one { client } given to ` +
         "several apps): tracking on a connection of this app's own (its own writes leave its L1 too)",
@@ -246,7 +246,7 @@ export class MasterTracking {
         this.gap();
         this.emptied = true;
         this.listener.silent(
-          `to redis://${addressOf(this.main)} did not answer a PING within ${timeout} ms (half-open?)`,
+          `to redis://${nodeKey(this.main)} did not answer a PING within ${timeout} ms (half-open?)`,
         );
         if (this.sub.status === 'ready') this.sub.disconnect(true);
       }
@@ -260,7 +260,7 @@ export class MasterTracking {
       if (this.closed) return;
       // In our words while a connection is down, not ioredis's ("Stream isn't writeable and enableOfflineQueue...")
       const down = [this.control, this.sub].find((c) => c.status !== 'ready');
-      const description = `redis://${addressOf(this.main)}`;
+      const description = `redis://${nodeKey(this.main)}`;
       const lastError = () => (down ? this.connection.lastError(down) : undefined);
       this.listener.failed(
         down ? new Error(downReason({ description, status: down.status, lastError }, err)) : (err as Error),

@@ -1,5 +1,6 @@
-import { Cluster, type Redis } from 'ioredis';
+import { Cluster } from 'ioredis';
 import type { RedisConnection } from '../connection/redis-connection.js';
+import { nodeKey } from '../common/cluster-masters.js';
 import { MasterTracking, type TrackingListener } from './cache.tracking-master.js';
 
 export {
@@ -8,8 +9,6 @@ export {
   TRACKING_CONTROL_NAME,
   type TrackingListener,
 } from './cache.tracking-master.js';
-
-const addressOf = (node: Redis) => `${node.options.host}:${node.options.port}`;
 
 /**
  * The L1's invalidations from Redis itself (CLIENT TRACKING, Redis >= 6): one MasterTracking per master of the
@@ -103,7 +102,7 @@ export class CacheTracking {
   private async sync(initial = false): Promise<void> {
     if (this.closed) return;
     const client = this.connection.client;
-    const now = new Map((client instanceof Cluster ? client.nodes('master') : [client]).map((n) => [addressOf(n), n]));
+    const now = new Map((client instanceof Cluster ? client.nodes('master') : [client]).map((n) => [nodeKey(n), n]));
     const owners = client instanceof Cluster ? new Set(client.slots.map((o) => o?.[0])) : undefined;
     if (owners) this.expected = [...owners].filter((o) => o !== undefined).length;
     const gone = [...this.masters.keys()].filter((a) => !now.has(a) && !owners?.has(a));
