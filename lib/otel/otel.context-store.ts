@@ -10,6 +10,8 @@ interface AttachingContextManager extends ContextManager {
 const logger = new Logger('RedisToolkitInstrumentation');
 const NO_SCOPE: Disposable = { [Symbol.dispose]: () => undefined };
 let warned = false;
+/** Managers without attach() already looked at: the probe runs once per manager, not on every traced call. */
+const probed = new WeakSet<ContextManager>();
 
 /**
  * The store bound to `tracing:rtk:…:start`: it makes a traced call's span OpenTelemetry's active context while the
@@ -34,14 +36,18 @@ function attach(ctx: Context): Disposable {
     const token = manager.attach(ctx);
     return { [Symbol.dispose]: () => (token.dispose ? token.dispose() : token[Symbol.dispose]?.()) };
   }
-  if (!warned && manager !== undefined && carriesContext(manager)) {
-    warned = true;
-    logger.warn(
-      'the registered OpenTelemetry context manager has no attach() (the AsyncLocalStorageContextManager of ' +
-        '@opentelemetry/context-async-hooks 2.x has it), and on this Node diagnostics_channel can make a span the ' +
-        "active context only through it: the toolkit's spans are recorded, but the spans of their Redis commands are " +
-        'not their children. Register a context manager that has attach() (docs/observability.md, "Spans")',
-    );
+  if (!warned && manager !== undefined && !probed.has(manager)) {
+    probed.add(manager);
+    if (carriesContext(manager)) {
+      warned = true;
+      logger.warn(
+        'the registered OpenTelemetry context manager has no attach() (the AsyncLocalStorageContextManager of ' +
+          '@opentelemetry/context-async-hooks 2.x has it), and on this Node diagnostics_channel can make a span ' +
+          "the active context only through it: the toolkit's spans are recorded, but the spans of their Redis " +
+          'commands are not their children. Register a context manager that has attach() (docs/observability.md, ' +
+          '"Spans")',
+      );
+    }
   }
   return NO_SCOPE;
 }
