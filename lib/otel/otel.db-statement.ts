@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { noteToolkitSerializer, toolkitScriptName } from '../common/traced-scripts.js';
+import { withoutSessionIds, withoutSessionKeyIds } from './otel.session-ids.js';
 
 /** The arguments of an ioredis command as OpenTelemetry's ioredis instrumentation passes them (its `CommandArgs`). */
 export type RedisCommandArgs = Array<string | Buffer | number | unknown[]>;
@@ -24,6 +25,11 @@ export type DbStatementSerializer = (cmdName: string, cmdArgs: RedisCommandArgs)
  * `@opentelemetry/redis-common`'s `defaultDbStatementSerializer` (the instrumentation's default), or a serializer of
  * yours, to write those as it does.
  *
+ * No session id is written: a session id is a bearer credential. In a session key (`rtk:sess:{<id>}`, under every
+ * keyPrefix the sessions of this process use) and as a member of a user's session index, in the script calls' keys
+ * and in what the fallback is given, each is replaced by a stand-in, `#` and 8 characters of its HMAC under a secret of
+ * the process (otel.session-ids.ts): the spans of one session still read alike, and tell nothing of its id.
+ *
  * Making it also tells the toolkit, at its start, that the instrumentation is set up for it (no warning).
  */
 export function redisToolkitDbStatementSerializer(
@@ -35,7 +41,9 @@ export function redisToolkitDbStatementSerializer(
   noteToolkitSerializer();
   return (cmdName, cmdArgs) => {
     const script = Array.isArray(cmdArgs) && cmdArgs.length > 0 ? toolkitScriptOf(cmdName, cmdArgs[0]) : undefined;
-    return script === undefined ? fallback(cmdName, cmdArgs) : scriptStatement(cmdName, script, cmdArgs);
+    if (script !== undefined) return scriptStatement(cmdName, script, cmdArgs);
+    // the default fallback writes no argument: nothing to replace
+    return fallback === commandNameOnly ? fallback(cmdName, cmdArgs) : fallback(cmdName, withoutSessionIds(cmdArgs));
   };
 }
 
@@ -54,7 +62,8 @@ function scriptStatement(cmdName: string, script: string, cmdArgs: RedisCommandA
   const numberOfKeys = Number(cmdArgs[1]);
   const keyCount =
     Number.isSafeInteger(numberOfKeys) && numberOfKeys >= 0 && numberOfKeys <= cmdArgs.length - 2 ? numberOfKeys : -1;
-  const kept = keyCount < 0 ? [] : [String(cmdArgs[1]), ...cmdArgs.slice(2, 2 + keyCount).map(String)];
+  const keys = cmdArgs.slice(2, 2 + Math.max(keyCount, 0)).map((key) => withoutSessionKeyIds(String(key)));
+  const kept = keyCount < 0 ? [] : [String(cmdArgs[1]), ...keys];
   const others = cmdArgs.length - 1 - kept.length;
   const parts = [cmdName, script, ...kept];
   if (others > 0) parts.push(`[${others} other arguments]`);

@@ -2,6 +2,7 @@ import { FEATURES, KeyBuilder } from '../common/keys.js';
 import { SessionTooLargeError } from '../common/errors.js';
 import type { RedisClient } from '../common/lua-script.js';
 import type { TickBatcher } from '../common/tick-batcher.js';
+import { registerSessionKeyPrefix } from '../common/traced-scripts.js';
 import {
   CAS_CHANGED,
   type CasReply,
@@ -114,6 +115,7 @@ export class SessionRecords {
     this.deadline = new SessionDeadline(client, clockAhead, options.redisClock);
     const touchReuse = options.touchReuse;
     this.keys = new KeyBuilder(keyPrefix);
+    registerSessionKeyPrefix(keyPrefix); // a tracer's serializer then writes no id of these keys (otel.session-ids.ts)
     this.sessionHead = this.keys.tagHead(FEATURES.session);
     this.index = new SessionUserIndex(client, this.keys, (ids) => this.existing(ids));
     this.scan = new SessionKeyScan(client, this.keys);
