@@ -1,3 +1,4 @@
+import { channel } from 'node:diagnostics_channel';
 import { Redis } from 'ioredis';
 import { toolkitSerializerMade } from '../common/traced-scripts.js';
 import type { RedisClient } from '../common/lua-script.js';
@@ -13,10 +14,20 @@ import type { RedisClient } from '../common/lua-script.js';
  * What is seen is the wrapping only (shimmer's marks, which OpenTelemetry's instrumentations set): the
  * instrumentation's config is not reachable from it, so a serializer of the app's own that drops the arguments is not
  * seen either; wrap it in the toolkit's (`redisToolkitDbStatementSerializer(yours)`), which also silences this.
+ *
+ * dd-trace wraps `sendCommand` without those marks and writes every argument of every command (up to 100 characters
+ * each) into its spans' `redis.raw_command`: seen by its own channel instead (below), and warned of once per process
+ * ("Beside Datadog's and Elastic's tracers"). elastic-apm-node records the command's name only (and leaves ioredis 6
+ * unwrapped): nothing to warn of.
  */
 const warned = new WeakSet<object>();
 
 export function tracedCommandsWarning(client: RedisClient): string | undefined {
+  const warnings = [otelWarning(client), ddTraceWarning()].filter((w) => w !== undefined);
+  return warnings.length > 0 ? warnings.join(' ') : undefined;
+}
+
+function otelWarning(client: RedisClient): string | undefined {
   if (toolkitSerializerMade()) return undefined;
   const ownSendCommand = client instanceof Redis ? undefined : (client as { sendCommand?: unknown }).sendCommand;
   const wrapped = [Redis.prototype.sendCommand, ownSendCommand].find(isWrapped);
@@ -37,4 +48,45 @@ function isWrapped(fn: unknown): fn is object {
   if (typeof fn !== 'function') return false;
   const marks = fn as { __wrapped?: unknown; __original?: unknown; __unwrap?: unknown };
   return marks.__wrapped === true && typeof marks.__original === 'function' && typeof marks.__unwrap === 'function';
+}
+
+/**
+ * dd-trace's ioredis integration publishes each command on this channel from its wrapper of `sendCommand`, and its
+ * plugin subscribes only while enabled (not with DD_TRACE_IOREDIS_ENABLED=false, nor when its hook never saw ioredis
+ * load: `--require dd-trace/init` in an ES module app).
+ */
+const ddTraceCommands = channel('apm:ioredis:command:start');
+let ddTraceWarned = false;
+
+function ddTraceWarning(): string | undefined {
+  if (ddTraceWarned || !ddTraceCommands.hasSubscribers || !ddTraceTracesThem()) return undefined;
+  ddTraceWarned = true;
+  return (
+    "dd-trace traces ioredis: each command's span records its arguments in redis.raw_command (up to 100 characters " +
+    "each), and the toolkit's Lua script calls (EVALSHA) carry session contents, published messages and lock tokens " +
+    "there (and ioredis's HELLO the connection's password, when it has one). Leave those commands out of its spans " +
+    "before the app starts: tracer.use('ioredis', { blocklist: ['evalsha', 'eval', 'hello'] }) " +
+    '(docs/observability.md, "Beside Datadog\'s and Elastic\'s tracers")'
+  );
+}
+
+interface DdTraceShape {
+  _pluginManager?: { _pluginsByName?: { ioredis?: { config?: { filter?: unknown } } } };
+}
+
+/**
+ * Whether dd-trace makes spans of EVALSHA, EVAL or HELLO (ioredis 6 sends `HELLO 3 AUTH <user> <password>`, and
+ * dd-trace hides the arguments of AUTH only): the ioredis plugin's `filter` (what its allowlist, blocklist or
+ * filter option became), read where dd-trace 5 keeps its tracer (`global._ddtrace`). Not found there (another
+ * layout): assumed to, so that the warning is not lost.
+ */
+function ddTraceTracesThem(): boolean {
+  const tracer = (globalThis as { _ddtrace?: DdTraceShape })._ddtrace;
+  const filter = tracer?._pluginManager?._pluginsByName?.ioredis?.config?.filter;
+  if (typeof filter !== 'function') return true;
+  try {
+    return ['EVALSHA', 'EVAL', 'HELLO'].some((command) => filter(command) !== false);
+  } catch {
+    return true;
+  }
 }
