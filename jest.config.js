@@ -1,5 +1,8 @@
 // Nest 12 is ESM only, so tests run as native ESM (node --experimental-vm-modules) and @swc/jest strips types,
-// keeping legacy decorators and emitting decorator metadata, which Nest's DI needs.
+// keeping legacy decorators and emitting decorator metadata, which Nest's DI needs (the options are shared with the
+// child processes' module hooks: test/support/swc-options.mjs).
+import { typeScriptSwcOptions } from './test/support/swc-options.mjs';
+
 /** @type {import('jest').Config} */
 export default {
   rootDir: '.',
@@ -15,18 +18,7 @@ export default {
       '@swc/jest',
       { jsc: { target: 'es2022' }, module: { type: 'commonjs' } },
     ],
-    '^.+\\.ts$': [
-      '@swc/jest',
-      {
-        jsc: {
-          parser: { syntax: 'typescript', decorators: true },
-          transform: { legacyDecorator: true, decoratorMetadata: true, useDefineForClassFields: false },
-          target: 'es2022',
-        },
-        module: { type: 'es6' },
-        sourceMaps: 'inline',
-      },
-    ],
+    '^.+\\.ts$': ['@swc/jest', typeScriptSwcOptions],
   },
   setupFilesAfterEnv: ['<rootDir>/test/support/per-file-setup.ts'],
   globalSetup: '<rootDir>/test/support/global-setup.ts',

@@ -8,6 +8,7 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, wri
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { typeScriptSwcOptions } from './swc-options.mjs';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -33,14 +34,7 @@ export async function buildLibForChildren(): Promise<LibBuild> {
     const target = join(dir, relative(ROOT, file));
     mkdirSync(dirname(target), { recursive: true });
     if (!file.endsWith('.ts')) continue;
-    const { code } = await transformFile(file, {
-      jsc: {
-        parser: { syntax: 'typescript', decorators: true },
-        transform: { legacyDecorator: true, decoratorMetadata: true, useDefineForClassFields: false },
-        target: 'es2022',
-      },
-      module: { type: 'es6' },
-    });
+    const { code } = await transformFile(file, { ...typeScriptSwcOptions, sourceMaps: false });
     writeFileSync(target.replace(/\.ts$/, '.js'), code);
   }
   return {
