@@ -17,6 +17,7 @@ import { CacheService, type RedisToolkitOptions } from '../../lib/index.js';
 import { RedisConnection } from '../../lib/advanced.js';
 import { CacheL1 } from '../../lib/cache/cache.l1.js';
 import { TRACKING_CONNECTION_NAME } from '../../lib/cache/cache.tracking.js';
+import { commandCalls } from '../support/commandstats.js';
 import { useDisposableCluster } from '../support/disposable-cluster.js';
 import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
 import type { RedisServerHandle } from '../support/redis-server.js';
@@ -72,14 +73,8 @@ type App = Awaited<ReturnType<typeof cacheApp>>;
 
 /** INFO commandstats of one server: the commands tracking sends. */
 async function trackingCommands(port: number): Promise<{ tracking: number; id: number; subscribe: number }> {
-  const conn = new Redis(port, '127.0.0.1', { lazyConnect: true, retryStrategy: () => null });
-  try {
-    const info = await conn.info('commandstats');
-    const calls = (cmd: string) => Number(new RegExp(`^cmdstat_${cmd}:calls=(\\d+)`, 'm').exec(info)?.[1] ?? 0);
-    return { tracking: calls('client\\|tracking'), id: calls('client\\|id'), subscribe: calls('subscribe') };
-  } finally {
-    conn.disconnect();
-  }
+  const calls = await commandCalls(port);
+  return { tracking: calls['client|tracking'] ?? 0, id: calls['client|id'] ?? 0, subscribe: calls.subscribe ?? 0 };
 }
 
 /** The id of the redirect connection on the server at `port` (ours: this app is the only one tracking there). */

@@ -16,6 +16,7 @@ import {
 import { RedisConnection } from '../../lib/advanced.js';
 import { LuaScript, type RedisClient } from '../../lib/common/lua-script.js';
 import { hashSlot, scanKeys, unlinkMany } from '../../lib/common/bulk-keys.js';
+import { commandCalls } from '../support/commandstats.js';
 import { startRedisServer, getFreePort, type RedisServerHandle } from '../support/redis-server.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
@@ -30,10 +31,8 @@ const echo = new LuaScript<string>('rtk_test_echo', "return 'echo:' .. KEYS[1] .
 async function scriptCalls(masters: Redis[]): Promise<{ eval: number; evalsha: number }> {
   const total = { eval: 0, evalsha: 0 };
   for (const master of masters) {
-    const stats = await master.info('commandstats');
-    for (const name of ['eval', 'evalsha'] as const) {
-      total[name] += Number(new RegExp(`cmdstat_${name}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
-    }
+    const calls = await commandCalls(master);
+    for (const name of ['eval', 'evalsha'] as const) total[name] += calls[name] ?? 0;
   }
   return total;
 }

@@ -24,6 +24,7 @@ import {
   SessionService,
 } from '../../lib/index.js';
 import { RedisConnection } from '../../lib/advanced.js';
+import { commandCalls } from '../support/commandstats.js';
 import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
 import { closeToolkitApps, createToolkitApp, type ToolkitApp } from '../support/toolkit-app.js';
 import { sleep, waitFor } from '../support/wait.js';
@@ -62,10 +63,7 @@ function snapshot(apps: ToolkitApp[]): { listeners: Record<string, number>; reso
 
 /** INFO commandstats: calls by command. */
 async function commandStats(admin: Redis): Promise<Map<string, number>> {
-  const stats = new Map<string, number>();
-  for (const m of (await admin.info('commandstats')).matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm))
-    stats.set(m[1], Number(m[2]));
-  return stats;
+  return new Map(Object.entries(await commandCalls(admin)));
 }
 
 function delta(before: Map<string, number>, after: Map<string, number>): Record<string, number> {

@@ -8,6 +8,7 @@ import 'reflect-metadata';
 import { Redis } from 'ioredis';
 import { KeyBuilder } from '../../lib/common/keys.js';
 import { LockLostError, LockNotAcquiredError, LockService } from '../../lib/index.js';
+import { commandStats } from '../support/commandstats.js';
 import { lockKey, unique } from '../support/lock-modes.js';
 import { nodesWith, startMisfitServers } from '../support/misfit-servers.js';
 import { trackForCleanup } from '../support/private-servers.js';
@@ -22,10 +23,10 @@ afterEach(closeToolkitApps);
 
 /** Calls of `commands` the server on `port` ran or refused (INFO commandstats), e.g. /eval|evalsha/. */
 async function commandCalls(port: number, commands: RegExp): Promise<number> {
-  const stats = String(await rawCommand(port, ['INFO', 'commandstats']));
+  const whole = new RegExp(`^(?:${commands.source})$`);
   let calls = 0;
-  for (const m of stats.matchAll(/^cmdstat_([a-z|_-]+):calls=(\d+),.*?rejected_calls=(\d+)/gm)) {
-    if (new RegExp(`^(?:${commands.source})$`).test(m[1])) calls += Number(m[2]) + Number(m[3]);
+  for (const [name, stat] of Object.entries(await commandStats(port))) {
+    if (whole.test(name)) calls += stat.calls + stat.rejectedCalls;
   }
   return calls;
 }

@@ -7,6 +7,7 @@
 import 'reflect-metadata';
 import { Redis } from 'ioredis';
 import { LockService } from '../../lib/index.js';
+import { commandCalls, sumCalls } from '../support/commandstats.js';
 import { lockKey, unique } from '../support/lock-modes.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { recordingLogger } from '../support/recording-logger.js';
@@ -20,12 +21,7 @@ import { waitFor } from '../support/wait.js';
 afterEach(closeToolkitApps);
 
 /** Script calls the server ran (EVAL and EVALSHA, from INFO commandstats). */
-async function scriptCalls(port: number): Promise<number> {
-  const stats = String(await rawCommand(port, ['INFO', 'commandstats']));
-  let calls = 0;
-  for (const m of stats.matchAll(/^cmdstat_(?:eval|evalsha):calls=(\d+)/gm)) calls += Number(m[1]);
-  return calls;
-}
+const scriptCalls = async (port: number): Promise<number> => sumCalls(await commandCalls(port), ['eval', 'evalsha']);
 
 const holds = async (admins: Redis[], resource: string, value: string | null): Promise<boolean> =>
   (await Promise.all(admins.map((a) => a.get(lockKey(resource))))).every((v) => v === value);

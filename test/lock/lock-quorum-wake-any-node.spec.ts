@@ -8,6 +8,7 @@
 import 'reflect-metadata';
 import type { Redis } from 'ioredis';
 import { type Lock, LockService } from '../../lib/index.js';
+import { commandCalls } from '../support/commandstats.js';
 import { lockKey, quorumNodeClients, unique, wakeupsOf } from '../support/lock-modes.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { type RedisServerHandle, startRedisServer } from '../support/redis-server.js';
@@ -45,10 +46,7 @@ async function quorum(): Promise<{ servers: RedisServerHandle[]; holder: LockSer
 
 /** From now on, PUBLISH calls made on each of `servers` (INFO commandstats, read when the result is called). */
 function publishes(servers: RedisServerHandle[]): () => Promise<number[]> {
-  const count = (s: RedisServerHandle) =>
-    rawCommand(s.port, ['INFO', 'commandstats']).then((info) =>
-      Number(/cmdstat_publish:calls=(\d+)/.exec(String(info))?.[1] ?? 0),
-    );
+  const count = async (s: RedisServerHandle) => (await commandCalls(s.port)).publish ?? 0;
   const before = Promise.all(servers.map(count));
   return async () => {
     const [was, now] = await Promise.all([before, Promise.all(servers.map(count))]);

@@ -9,6 +9,7 @@ import {
 } from '../../lib/index.js';
 import type { RateLimitCheck } from '../../lib/advanced.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
+import { commandCalls as callsByCommand, sumCalls } from '../support/commandstats.js';
 import { usePrivateRedis } from '../support/private-servers.js';
 import { closeToolkitApps, createToolkitApp, type RedisTarget } from '../support/toolkit-app.js';
 import { sleep } from '../support/wait.js';
@@ -26,10 +27,7 @@ async function service(
 
 /** Calls per command since the server started, from INFO commandstats (the INFO calls themselves left out). */
 async function commandCalls(client: RedisClient): Promise<number> {
-  const info = String(await client.info('commandstats'));
-  let total = 0;
-  for (const m of info.matchAll(/^cmdstat_([a-z|_-]+):calls=(\d+)/gm)) if (m[1] !== 'info') total += Number(m[2]);
-  return total;
+  return sumCalls(await callsByCommand(client), (c) => c !== 'info');
 }
 
 describe('rateLimit.blockCache on a private server', () => {

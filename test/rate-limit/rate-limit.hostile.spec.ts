@@ -26,6 +26,7 @@ import {
   type RateLimitResult,
 } from '../../lib/index.js';
 import { MAX_DURATION_MS } from '../../lib/common/option-checks.js';
+import { commandCalls, sumCalls } from '../support/commandstats.js';
 import { ownedBy, useDisposableCluster } from '../support/disposable-cluster.js';
 import { underOom } from '../support/out-of-memory.js';
 import type { GraphqlReply } from '../support/rate-limit-http.js';
@@ -60,18 +61,12 @@ async function service(target: RedisTarget, keyPrefix = prefix(), blockCache = f
 
 /** Script calls (EVALSHA + EVAL) since the server started, from INFO commandstats. */
 async function scriptCalls(client: Redis): Promise<number> {
-  const info = String(await client.info('commandstats'));
-  let total = 0;
-  for (const m of info.matchAll(/^cmdstat_(evalsha|eval):calls=(\d+)/gm)) total += Number(m[2]);
-  return total;
+  return sumCalls(await commandCalls(client), ['evalsha', 'eval']);
 }
 
 /** Every command since the server started but INFO, from INFO commandstats. */
 async function allCalls(client: Redis): Promise<number> {
-  const info = String(await client.info('commandstats'));
-  let total = 0;
-  for (const m of info.matchAll(/^cmdstat_([a-z|_-]+):calls=(\d+)/gm)) if (m[1] !== 'info') total += Number(m[2]);
-  return total;
+  return sumCalls(await commandCalls(client), (c) => c !== 'info');
 }
 
 /** The whole limit of a policy: a window's limit; for the bucket a refill so slow none comes during the test. */

@@ -14,6 +14,7 @@ import type { RedisClient } from '../../lib/common/lua-script.js';
 import { MAX_DECISIONS_PER_CALL } from '../../lib/rate-limit/rate-limit.decision-batcher.js';
 import { shifted } from '../support/clock-shift.js';
 import { recordCommands } from '../support/command-recorder.js';
+import { commandStats } from '../support/commandstats.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
 import { sleep } from '../support/wait.js';
 
@@ -364,10 +365,7 @@ describe('sliding window cost in Redis', () => {
     const app = await createToolkitApp({ target: 'single', rateLimit: { maxSlidingWindowLimit: 40_000 } });
     const rl = app.get(RateLimitService);
     const client = app.get<RedisClient>(REDIS_CLIENT);
-    const evalshaUsec = async (): Promise<number> => {
-      const m = /^cmdstat_evalsha:calls=\d+,usec=(\d+)/m.exec(String(await client.info('commandstats')));
-      return Number(m?.[1] ?? 0);
-    };
+    const evalshaUsec = async (): Promise<number> => (await commandStats(client)).evalsha?.usec ?? 0;
     const big: RateLimitPolicy = { limit: 40_000, ttl: 60_000, algorithm: 'sliding-window' };
     const small: RateLimitPolicy = { limit: 4, ttl: 60_000, algorithm: 'sliding-window' };
     const bigKey = uid();

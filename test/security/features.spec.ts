@@ -19,6 +19,7 @@ import {
   type SessionRequest,
 } from '../../lib/index.js';
 import { generateSessionId, signCookieValue } from '../../lib/advanced.js';
+import { commandCalls, sumCalls } from '../support/commandstats.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { startRedisServer, type RedisServerHandle } from '../support/redis-server.js';
 import { cookiePair, loginController, sessionHttpApp, userIdController } from '../support/session-http-app.js';
@@ -80,10 +81,7 @@ function loginApp(target: 'single' | { url: string } = 'single') {
 
 /** Total calls of every command but INFO on a server (INFO is how we count). */
 async function commandCount(admin: Redis): Promise<number> {
-  const stats = String(await admin.info('commandstats'));
-  let total = 0;
-  for (const m of stats.matchAll(/^cmdstat_([\w|]+):calls=(\d+)/gm)) if (m[1] !== 'info') total += Number(m[2]);
-  return total;
+  return sumCalls(await commandCalls(admin), (c) => c !== 'info');
 }
 
 async function privateServer(): Promise<{ server: RedisServerHandle; admin: Redis }> {

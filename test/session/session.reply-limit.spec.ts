@@ -27,6 +27,7 @@ import {
 import { CacheValueTooLargeError, RedisConnection } from '../../lib/advanced.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
 import { recordCommandCalls } from '../support/command-recorder.js';
+import { commandCalls } from '../support/commandstats.js';
 import { useDisposableCluster } from '../support/disposable-cluster.js';
 import { errorOf } from '../support/errors.js';
 import { trackForCleanup, usePrivateRedis } from '../support/private-servers.js';
@@ -45,8 +46,7 @@ const about = (lines: string[]) => lines.filter((l) => /client-output-buffer-lim
 
 /** How many CONFIG GETs the server has answered since its stats were reset. */
 async function configGets(admin: Redis): Promise<number> {
-  const info = await admin.info('commandstats');
-  return Number(/cmdstat_config\|get:calls=(\d+)/.exec(info)?.[1] ?? 0);
+  return (await commandCalls(admin))['config|get'] ?? 0;
 }
 
 describe('a server with `client-output-buffer-limit normal 256kb 128kb 10`', () => {
