@@ -26,6 +26,7 @@ import {
 import { RedisConnection } from '../../lib/advanced.js';
 import { bullConsole, clientList, closing } from '../support/bullmq.js';
 import { recordCommands } from '../support/command-recorder.js';
+import { errorOf } from '../support/errors.js';
 import { useDisposableCluster } from '../support/disposable-cluster.js';
 import { trackForCleanup } from '../support/private-servers.js';
 import { recordingLogger } from '../support/recording-logger.js';
@@ -351,12 +352,9 @@ describe('one Cluster client shared by BullMQ and the toolkit', () => {
 
   it('without a commandTimeout: refused, the message naming what suits a Cluster (redisOptions)', async () => {
     const client = bullCluster();
-    const start = createToolkitApp({ target: { client }, ...EVERY_FEATURE });
-    await expect(start).rejects.toThrow(InvalidOptionsError);
-    const message = await start.then(
-      () => '',
-      (err: Error) => err.message,
-    );
+    const err = await errorOf(() => createToolkitApp({ target: { client }, ...EVERY_FEATURE }));
+    expect(err).toBeInstanceOf(InvalidOptionsError);
+    const { message } = err as InvalidOptionsError;
     expect(message).toContain('connection.client has no commandTimeout');
     // A Cluster's node options go in redisOptions; maxRedirections 46 lets a call wait its commandTimeout while a
     // slot migrates (ioredis's 16 is a warning at start, the next case)
