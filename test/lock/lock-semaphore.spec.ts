@@ -38,18 +38,22 @@ describe.each(LOCK_MODES)('semaphore on %s', (mode) => {
     expect(await semaphores[0].holders()).toBe(0);
   });
 
+  // Paced by what Redis holds, not by the machine: with a and b on a ttl of 300 ms, a slow moment (a loaded machine,
+  // a GC pause) past 300 ms between the two acquires and the checks below let a permit expire first, and a check
+  // failed: a third permit granted, the `waitMs: 50` acquire resolved, or b was lost before its auto-extension began.
   it("a lost holder's permit is recovered after its ttl, and it can no longer extend or release", async () => {
     const { locks } = await lockService(mode);
-    const sem = locks.semaphore(unique('sem-lost'), { limit: 2, ttl: 300 });
-    const a = await sem.acquire();
+    const sem = locks.semaphore(unique('sem-lost'), { limit: 2, ttl: 2_000 });
+    const a = await sem.acquire({ ttl: 30_000 }); // held through the checks, however long they take
     const b = await sem.acquire();
+    b.startAutoExtend(); // b keeps its permit alive: extended when 2/3 of its 2 s are left
     expect(await sem.tryAcquire()).toBeNull();
     await expect(sem.acquire({ waitMs: 50 })).rejects.toBeInstanceOf(LockNotAcquiredError);
-    // b keeps its permit alive, a "crashes" (never releases).
-    b.startAutoExtend();
-    await sleep(500);
-    const c = await sem.tryAcquire({ ttl: 5_000 });
-    expect(c).not.toBeNull();
+    // a "crashes" with 2.2 s left (never extended or released again): its permit ends after b's own ttl would have, so
+    // b still holding then is its auto-extension's doing
+    await a.extend(2_200);
+    let c = null as Lock | null;
+    expect(await waitFor(async () => (c = await sem.tryAcquire({ ttl: 5_000 })) !== null, 10_000)).toBe(true);
     expect(await sem.tryAcquire()).toBeNull(); // b (kept alive) and c hold the 2 permits
     await expect(a.extend()).rejects.toBeInstanceOf(LockLostError);
     await expect(a.release()).rejects.toBeInstanceOf(LockLostError);
