@@ -79,6 +79,8 @@ const userOf = (ctx: { switchToHttp(): { getRequest<T>(): T } }): string =>
   String(ctx.switchToHttp().getRequest<{ headers: Record<string, string> }>().headers['x-user-id']);
 
 /** Requests that wait, named by their x-hold header, until the test releases them. */
+/** How many of the slow handlers (slowSuccess, slowFailure) have finished: the refund cases wait on it. */
+let slowHandlersDone = 0;
 const gates = new Map<string, () => void>();
 const held = (name: string | undefined): Promise<void> =>
   name ? new Promise<void>((resolve) => gates.set(name, resolve)) : Promise.resolve();
@@ -119,6 +121,7 @@ class HostileController {
   @Throttle({ limit: 5, ttl: 60_000, skipSuccessfulRequests: true, key: userOf })
   async slowSuccess(): Promise<string> {
     await sleep(300);
+    slowHandlersDone++;
     return 'late';
   }
 
@@ -126,6 +129,7 @@ class HostileController {
   @Throttle({ limit: 5, ttl: 60_000, skipFailedRequests: true, key: userOf })
   async slowFailure(): Promise<string> {
     await sleep(300);
+    slowHandlersDone++;
     return 'late';
   }
 
@@ -337,19 +341,23 @@ describe.each(PLATFORMS)('refunds over HTTP (%s)', (platform) => {
   it('a client abort is a failure: skipFailedRequests refunds it, skipSuccessfulRequests keeps it', async () => {
     const { port, rl } = await httpApp(platform);
     const user = randomUUID();
+    const doneBefore = slowHandlersDone;
     await Promise.all([
       abandonedGet(port, '/h/slow-success', user, 50),
       abandonedGet(port, '/h/slow-failure', user, 50),
     ]);
-    await sleep(400); // the handlers finish (300 ms) after the abort
+    // the handlers finish (300 ms) after the abort: what they leave is read after both did, not after a fixed sleep
+    expect(await waitFor(() => slowHandlersDone >= doneBefore + 2, 10_000)).toBe(true);
     const peekOf = async (handler: string) =>
       (
         await rl.peekAll([
           { key: user, policy: { limit: 5, ttl: 60_000 }, scope: `HostileController.${handler}:default` },
         ])
-      ).results[0];
-    expect((await peekOf('slowSuccess')).remaining).toBe(4); // charged: an aborted request did not succeed
-    expect((await peekOf('slowFailure')).remaining).toBe(5); // refunded at the close, not charged again later
+      ).results[0].remaining;
+    // charged: an aborted request did not succeed; refunded at the close, not charged again when the handler ended
+    const settled = async () => (await peekOf('slowSuccess')) === 4 && (await peekOf('slowFailure')) === 5;
+    await waitFor(settled, 5_000);
+    expect([await peekOf('slowSuccess'), await peekOf('slowFailure')]).toEqual([4, 5]);
   });
 
   it('a handler throwing after streaming part of a 200 (skipSuccessfulRequests): the status decides', async () => {
