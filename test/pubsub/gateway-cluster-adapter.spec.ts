@@ -11,12 +11,12 @@
  * primary carries whatever the gateway or the app emits, and a worker can die.
  */
 import 'reflect-metadata';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { request } from 'node:http';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { PubSubService } from '../../lib/index.js';
 import type { NotificationsGatewayStats } from '../../lib/notifications/index.js';
+import { type ClusterRun, startClusterRun } from '../support/cluster-run.js';
 import { usePrivateRedis } from '../support/private-servers.js';
 import { closeClients, connectClient, connectStalledClient, type TestClient } from '../support/pubsub-gateway.js';
 import { closeToolkitApps, createToolkitApp, PLATFORMS, type ToolkitApp } from '../support/toolkit-app.js';
@@ -26,8 +26,6 @@ import { commandCalls, resetCommandCalls } from '../support/commandstats.js';
 // Its own server: INFO commandstats counts only this file's commands.
 const redis = usePrivateRedis();
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const HOOKS = pathToFileURL(fileURLToPath(new URL('../support/ts-hooks.mjs', import.meta.url))).href;
 const PRIMARY = fileURLToPath(new URL('./fixtures/cluster-primary.ts', import.meta.url));
 /** Every worker's slowClient.maxBufferedBytes (policy `drop`). */
 const CAP = 1024 * 1024;
@@ -49,100 +47,16 @@ interface WorkerState {
   unhandled: string[];
 }
 
-type ClusterEvent = {
-  ready?: { index: number; pid: number; port: number }[];
-  exit?: { index: number; pid: number; code: number | null; signal: string | null };
-  unhandled?: string;
-  in?: string;
-};
+type Run = ClusterRun<{ index: number; pid: number; port: number }[], WorkerInfo>;
 
-/** The primary process and its two workers, as the primary reports them. */
-class ClusterRun {
-  readonly events: ClusterEvent[] = [];
-  workers: WorkerInfo[] = [];
-  private output = '';
-  private readonly exited: Promise<void>;
-
-  constructor(readonly proc: ChildProcess) {
-    let pending = '';
-    proc.stdout?.on('data', (chunk: Buffer) => {
-      this.keep(chunk);
-      pending += chunk.toString();
-      const lines = pending.split('\n');
-      pending = lines.pop() ?? '';
-      for (const line of lines) if (line.startsWith('@@rtk ')) this.events.push(JSON.parse(line.slice(6)));
-    });
-    proc.stderr?.on('data', (chunk: Buffer) => this.keep(chunk));
-    this.exited = new Promise((resolve) => proc.once('exit', () => resolve()));
-  }
-
-  private keep(chunk: Buffer): void {
-    // The end is what explains a failure; a run prints little unless something goes wrong.
-    this.output = (this.output + chunk.toString()).slice(-20_000);
-  }
-
-  get running(): boolean {
-    return this.proc.exitCode === null && this.proc.signalCode === null;
-  }
-
-  /** What the primary and the workers wrote (stdout and stderr), for a failure's message. */
-  log(): string {
-    return this.output;
-  }
-
-  exits(): NonNullable<ClusterEvent['exit']>[] {
-    return this.events.flatMap((e) => (e.exit ? [e.exit] : []));
-  }
-
-  unhandled(): string[] {
-    return this.events.flatMap((e) => (e.unhandled ? [`${e.in}: ${e.unhandled}`] : []));
-  }
-
-  /** Kills the primary's whole process group (it and its workers), then each worker by pid, and waits for the exit. */
-  async stop(): Promise<void> {
-    const pids = this.workers.map((w) => w.pid);
-    if (this.running && this.proc.pid) {
-      try {
-        process.kill(-this.proc.pid, 'SIGKILL');
-      } catch {
-        this.proc.kill('SIGKILL');
-      }
-    }
-    for (const pid of pids) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-    await this.exited;
-  }
-}
-
-async function startCluster(platform: string, keyPrefix: string): Promise<ClusterRun> {
-  const proc = spawn(process.execPath, ['--no-warnings', '--import', HOOKS, PRIMARY], {
-    cwd: ROOT,
-    // Its own process group, so that stop() ends the workers with it whatever state they are in.
-    detached: true,
-    stdio: ['pipe', 'pipe', 'pipe'],
-    env: {
-      ...process.env,
-      RTK_REDIS_URL: redis.server.url,
-      RTK_KEY_PREFIX: keyPrefix,
-      RTK_PLATFORM: platform,
-      RTK_MAX_BUFFERED_BYTES: String(CAP),
-    },
+async function startCluster(platform: string, keyPrefix: string): Promise<Run> {
+  const { run, ready } = await startClusterRun<{ index: number; pid: number; port: number }[], WorkerInfo>(PRIMARY, {
+    RTK_REDIS_URL: redis.server.url,
+    RTK_KEY_PREFIX: keyPrefix,
+    RTK_PLATFORM: platform,
+    RTK_MAX_BUFFERED_BYTES: String(CAP),
   });
-  const run = new ClusterRun(proc);
-  const ready = () => run.events.find((e) => e.ready)?.ready;
-  // A cold start transpiles lib/ in each worker and boots Nest: seconds on a busy 2-core machine (a bound).
-  await waitFor(() => ready() !== undefined || !run.running || run.exits().length > 0, 60_000);
-  const workers = ready();
-  if (!workers) {
-    await run.stop();
-    throw new Error(`the cluster did not start:\n${run.log()}`);
-  }
-  run.workers = workers.map((w) => ({ ...w, url: `http://127.0.0.1:${w.port}` }));
+  run.workers = ready.map((w) => ({ ...w, url: `http://127.0.0.1:${w.port}` }));
   return run;
 }
 
@@ -201,7 +115,7 @@ async function fence(workers: WorkerInfo[], clients: TestClient[]): Promise<void
 }
 
 describe.each(PLATFORMS)('the gateway in a Node cluster with @socket.io/cluster-adapter (%s)', (platform) => {
-  let run: ClusterRun | undefined;
+  let run: Run | undefined;
   let publisher: ToolkitApp;
   let w0: WorkerInfo;
   let w1: WorkerInfo;

@@ -12,14 +12,14 @@
  * gateway-cluster-adapter.spec.ts runs the same adapter without sticky (websocket only, a port per worker).
  */
 import 'reflect-metadata';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { request } from 'node:http';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { io, type Socket } from 'socket.io-client';
 import { PubSubService, SessionService } from '../../lib/index.js';
 import { REDIS_TOOLKIT_OPTIONS, type ResolvedRedisToolkitOptions } from '../../lib/advanced.js';
 import type { NotificationAck, NotificationMessage, NotificationsGatewayStats } from '../../lib/notifications/index.js';
+import { type ClusterRun, startClusterRun } from '../support/cluster-run.js';
 import { commandCalls, resetCommandCalls } from '../support/commandstats.js';
 import { usePrivateRedis } from '../support/private-servers.js';
 import { closeToolkitApps, createToolkitApp, PLATFORMS, type ToolkitApp } from '../support/toolkit-app.js';
@@ -28,8 +28,6 @@ import { waitFor } from '../support/wait.js';
 // Its own server: INFO commandstats counts only this file's commands.
 const redis = usePrivateRedis();
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const HOOKS = pathToFileURL(fileURLToPath(new URL('../support/ts-hooks.mjs', import.meta.url))).href;
 const PRIMARY = fileURLToPath(new URL('./fixtures/sticky-primary.ts', import.meta.url));
 const SECRET = randomBytes(32).toString('base64');
 
@@ -51,102 +49,18 @@ interface WorkerState {
   unhandled: string[];
 }
 
-type ClusterEvent = {
-  ready?: { port: number; workers: WorkerInfo[] };
-  exit?: { index: number; pid: number; code: number | null; signal: string | null };
-  unhandled?: string;
-  in?: string;
-};
+type Run = ClusterRun<{ port: number; workers: WorkerInfo[] }, WorkerInfo>;
 
-/** The primary process and its two workers, as the primary reports them. */
-class ClusterRun {
-  readonly events: ClusterEvent[] = [];
-  workers: WorkerInfo[] = [];
-  url = '';
-  private output = '';
-  private readonly exited: Promise<void>;
-
-  constructor(readonly proc: ChildProcess) {
-    let pending = '';
-    proc.stdout?.on('data', (chunk: Buffer) => {
-      this.keep(chunk);
-      pending += chunk.toString();
-      const lines = pending.split('\n');
-      pending = lines.pop() ?? '';
-      for (const line of lines) if (line.startsWith('@@rtk ')) this.events.push(JSON.parse(line.slice(6)));
-    });
-    proc.stderr?.on('data', (chunk: Buffer) => this.keep(chunk));
-    this.exited = new Promise((resolve) => proc.once('exit', () => resolve()));
-  }
-
-  private keep(chunk: Buffer): void {
-    // The end is what explains a failure; a run prints little unless something goes wrong.
-    this.output = (this.output + chunk.toString()).slice(-20_000);
-  }
-
-  get running(): boolean {
-    return this.proc.exitCode === null && this.proc.signalCode === null;
-  }
-
-  log(): string {
-    return this.output;
-  }
-
-  exits(): NonNullable<ClusterEvent['exit']>[] {
-    return this.events.flatMap((e) => (e.exit ? [e.exit] : []));
-  }
-
-  unhandled(): string[] {
-    return this.events.flatMap((e) => (e.unhandled ? [`${e.in}: ${e.unhandled}`] : []));
-  }
-
-  /** Kills the primary's whole process group (it and its workers), then each worker by pid, and waits for the exit. */
-  async stop(): Promise<void> {
-    const pids = this.workers.map((w) => w.pid);
-    if (this.running && this.proc.pid) {
-      try {
-        process.kill(-this.proc.pid, 'SIGKILL');
-      } catch {
-        this.proc.kill('SIGKILL');
-      }
-    }
-    for (const pid of pids) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-    await this.exited;
-  }
-}
-
-async function startCluster(platform: string, keyPrefix: string): Promise<ClusterRun> {
-  const proc = spawn(process.execPath, ['--no-warnings', '--import', HOOKS, PRIMARY], {
-    cwd: ROOT,
-    // Its own process group, so that stop() ends the workers with it whatever state they are in.
-    detached: true,
-    stdio: ['pipe', 'pipe', 'pipe'],
-    env: {
-      ...process.env,
-      RTK_REDIS_URL: redis.server.url,
-      RTK_KEY_PREFIX: keyPrefix,
-      RTK_PLATFORM: platform,
-      RTK_SESSION_SECRET: SECRET,
-    },
+/** The cluster, and the URL of the primary's one port (sticky's). */
+async function startCluster(platform: string, keyPrefix: string): Promise<{ run: Run; url: string }> {
+  const { run, ready } = await startClusterRun<{ port: number; workers: WorkerInfo[] }, WorkerInfo>(PRIMARY, {
+    RTK_REDIS_URL: redis.server.url,
+    RTK_KEY_PREFIX: keyPrefix,
+    RTK_PLATFORM: platform,
+    RTK_SESSION_SECRET: SECRET,
   });
-  const run = new ClusterRun(proc);
-  const ready = () => run.events.find((e) => e.ready)?.ready;
-  // A cold start transpiles lib/ in each worker and boots Nest: seconds on a busy 2-core machine (a bound).
-  await waitFor(() => ready() !== undefined || !run.running || run.exits().length > 0, 60_000);
-  const info = ready();
-  if (!info) {
-    await run.stop();
-    throw new Error(`the cluster did not start:\n${run.log()}`);
-  }
-  run.workers = info.workers;
-  run.url = `http://127.0.0.1:${info.port}`;
-  return run;
+  run.workers = ready.workers;
+  return { run, url: `http://127.0.0.1:${ready.port}` };
 }
 
 /** GET `/<path>` on a worker's own control port (no keep-alive: the worker may be killed), its JSON body. */
@@ -271,7 +185,7 @@ async function fence(workers: WorkerInfo[], clients: Client[]): Promise<void> {
 }
 
 describe.each(PLATFORMS)('the gateway behind @socket.io/sticky with the cluster adapter (%s)', (platform) => {
-  let run: ClusterRun | undefined;
+  let run: Run | undefined;
   let publisher: ToolkitApp;
   let sessions: SessionService;
   let w0: WorkerInfo;
@@ -302,9 +216,8 @@ describe.each(PLATFORMS)('the gateway behind @socket.io/sticky with the cluster 
 
   beforeAll(async () => {
     const keyPrefix = `gst${randomBytes(4).toString('hex')}:`;
-    run = await startCluster(platform, keyPrefix);
+    ({ run, url } = await startCluster(platform, keyPrefix));
     [w0, w1] = run.workers;
-    url = run.url;
     publisher = await createToolkitApp({
       target: { url: redis.server.url },
       keyPrefix,
