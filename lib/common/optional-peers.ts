@@ -18,6 +18,19 @@ export function peerRequire(): NodeJS.Require {
   return createRequire(url ?? join(process.cwd(), 'index.js'));
 }
 
+/** webpack's own require: webpack replaces `typeof __webpack_require__` by 'function' in what it bundles. */
+declare const __webpack_require__: unknown;
+
+/**
+ * True in a webpack bundle (@vercel/ncc's too, whose resolver has no `module` condition and so picks the gates, not
+ * the subpaths' bundle entries). There the optional peers were resolved at build time and are inside the bundle, with
+ * no node_modules beside it to find them in now, and an `import()` of a name known only at run time is webpack's empty
+ * context, which rejects every name as not found: a peer check would report a bundled peer missing.
+ */
+export function inWebpackBundle(): boolean {
+  return typeof __webpack_require__ === 'function';
+}
+
 /**
  * The error for `peer` not installed: Node's (ESM: ERR_MODULE_NOT_FOUND; CommonJS: MODULE_NOT_FOUND; npm and pnpm
  * installs), or Yarn Plug'n'Play's (MODULE_NOT_FOUND with `pnpCode` and `data.dependencyName`, its message naming the
@@ -56,6 +69,7 @@ export function missingPeersMessage(user: string, install: readonly string[], mi
  * require(), which cannot load an ES module before Node 24.9.
  */
 export function checkPeers(entry: string, loads: readonly string[], install: readonly string[] = loads): void {
+  if (inWebpackBundle()) return;
   const require = peerRequire();
   const missing = loads.filter((peer) => {
     try {

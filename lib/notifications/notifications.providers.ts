@@ -1,7 +1,7 @@
 import type { DynamicModule } from '@nestjs/common';
 import { MissingPeerError } from '../common/errors.js';
 import { OptionProblems } from '../common/option-checks.js';
-import { isNotFound, missingPeersMessage } from '../common/optional-peers.js';
+import { inWebpackBundle, isNotFound, missingPeersMessage } from '../common/optional-peers.js';
 import { NOTIFICATIONS_OPTION_KEYS } from '../redis-toolkit.option-keys.js';
 
 /** The `notificationsGateway` extra of RedisToolkitModule: `true` or `{ namespace }`. */
@@ -39,6 +39,7 @@ export function notificationsGatewayImports(
  * the start can wait, and importing is what the gateway module is about to do.
  */
 async function importGatewayPeers(): Promise<void> {
+  if (inWebpackBundle()) return; // the gateway module's own imports of the peers were resolved when bundling
   const loaded = await Promise.allSettled(LOADED_PEERS.map((peer) => import(peer)));
   const missing = LOADED_PEERS.filter((peer, i) => {
     const result = loaded[i];

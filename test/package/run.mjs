@@ -3,8 +3,8 @@
 // published types and call one route per feature on a private redis-server. Also checks what the tarball holds
 // (LICENSE, docs/, every exports target and nothing a stale build left, source maps that reach their sources,
 // README's and docs' relative links), runs docs/testing.md's Vitest and Jest examples against it, and runs the fixture
-// app bundled by esbuild and webpack (bundlers.mjs). Prints `ok` / `not ok` lines and a closing count; exits 1 on any
-// failure.
+// app bundled by esbuild, webpack and @vercel/ncc, and a Socket.IO client against a bundled gateway app (bundlers.mjs).
+// Prints `ok` / `not ok` lines and a closing count; exits 1 on any failure.
 //
 // `npm run test:package` and CI run `node test/package/run.mjs`; it needs no build of this checkout.
 // The tarball is unpacked into each app's node_modules the way npm would, and the packages it needs (its
@@ -391,7 +391,8 @@ try {
   );
 
   // --- apps, one per fixture, one without optional peers, docs/testing.md's Vitest and Jest examples, side by side --
-  // bundlers.mjs: the fixture app bundled (esbuild cjs and esm, webpack), each bundle run alone in an empty directory
+  // bundlers.mjs: the fixture app bundled (esbuild cjs and esm, webpack, ncc esm and cjs), and the gateway app (webpack,
+  // ncc esm, esbuild esm with its peers external), each bundle run alone in an empty directory
   const bundled = bundledApps({ work, repoModules, appSources, tsc, makeApp, tsconfig, run });
   const results = await Promise.all([
     ...FIXTURES.map(fixtureApp),
