@@ -11,12 +11,18 @@ import { sharedServers } from '../support/shared-servers.js';
 
 /** connect-redis options on RedisSessionStore: they behave as connect-redis documents them (issue 14). */
 
-function clientFor(target: 'single' | 'cluster'): RedisClient {
-  const client =
+/**
+ * A connected client: a store made on a client still connecting reads the server's limits and clock at its 'ready'
+ * (TIME, and an ACL check of CONFIG GET through acl-check.lua per master), which could land inside a command recording.
+ */
+async function clientFor(target: 'single' | 'cluster'): Promise<RedisClient> {
+  const client = trackForCleanup(
     target === 'single'
       ? new Redis(sharedServers().single.url)
-      : new Cluster(sharedServers().cluster, { redisOptions: { maxRetriesPerRequest: 0 } });
-  return trackForCleanup(client);
+      : new Cluster(sharedServers().cluster, { redisOptions: { maxRetriesPerRequest: 0 } }),
+  );
+  if (client.status !== 'ready') await new Promise((resolve) => client.once('ready', resolve));
+  return client;
 }
 
 const newId = (): string => randomBytes(24).toString('base64url');
@@ -27,7 +33,7 @@ const EXPIRING = ['getex', 'expire', 'pexpire', 'expireat', 'pexpireat', 'evalsh
 
 describe.each(['single', 'cluster'] as const)('RedisSessionStore connect-redis options on %s', (target) => {
   it('disableTouch: touch sends nothing, get is a plain read; the ttl is the one set wrote', async () => {
-    const client = clientFor(target);
+    const client = await clientFor(target);
     const p = prefix();
     const store = new RedisSessionStore({ client, prefix: p, disableTouch: true });
     const id = newId();
@@ -41,7 +47,7 @@ describe.each(['single', 'cluster'] as const)('RedisSessionStore connect-redis o
   });
 
   it('disableTTL: the key has no expiry, touch does not give it one', async () => {
-    const client = clientFor(target);
+    const client = await clientFor(target);
     const p = prefix();
     const store = new RedisSessionStore({ client, prefix: p, disableTTL: true });
     const id = newId();
@@ -58,7 +64,7 @@ describe.each(['single', 'cluster'] as const)('RedisSessionStore connect-redis o
   });
 
   it('ttl as a function of the session is honoured (ms), over the cookie; a result <= 0 means expired', async () => {
-    const client = clientFor(target);
+    const client = await clientFor(target);
     const p = prefix();
     const seen: unknown[] = [];
     const store = new RedisSessionStore({
@@ -88,7 +94,7 @@ describe.each(['single', 'cluster'] as const)('RedisSessionStore connect-redis o
   });
 
   it('scanCount is the COUNT of every SCAN of all, ids, length and clear', async () => {
-    const client = clientFor(target);
+    const client = await clientFor(target);
     const store = new RedisSessionStore({ client, prefix: prefix(), scanCount: 7 });
     const ids = Array.from({ length: 20 }, newId);
     await Promise.all(ids.map((id, i) => store.set(id, { n: i, userId: `u${i % 2}` } as never)));
