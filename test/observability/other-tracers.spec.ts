@@ -20,6 +20,7 @@ import { sharedServers } from '../support/shared-servers.js';
 import { PLATFORMS } from '../support/toolkit-app.js';
 import { hang, waitFor } from '../support/wait.js';
 import { decodeMsgpack } from './fixtures/msgpack.js';
+import type { Secrets } from './fixtures/traced-app.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const HOOKS = pathToFileURL(fileURLToPath(new URL('../support/ts-hooks.mjs', import.meta.url))).href;
@@ -110,14 +111,6 @@ const elastic = (): Tracer => ({
     ELASTIC_APM_CLOUD_PROVIDER: 'none',
   },
 });
-
-interface Secrets {
-  session: string;
-  update: string;
-  cached: string;
-  loaded: string;
-  published: string;
-}
 
 interface Result {
   failed?: string;
