@@ -393,7 +393,7 @@ try {
   // --- apps, one per fixture, one without optional peers, docs/testing.md's Vitest and Jest examples, side by side --
   // bundlers.mjs: the fixture app bundled (esbuild cjs and esm, webpack, ncc esm and cjs), and the gateway app (webpack,
   // ncc esm, esbuild esm with its peers external), each bundle run alone in an empty directory
-  // RTK_PACKAGE_BUNDLES=skip: not on this run (.ci/run bundles on the machine's Node and on the newest line only; the
+  // RTK_PACKAGE_BUNDLES=skip: not on this run (.ci/run bundles on the machine's Node only, not on the other lines: the
   // bundles are most of this suite's time, and what they prove depends on the bundlers more than on Node's line)
   const bundling = process.env.RTK_PACKAGE_BUNDLES !== 'skip';
   if (!bundling) process.stdout.write('# the bundles are skipped (RTK_PACKAGE_BUNDLES=skip)\n');
