@@ -152,7 +152,7 @@ async function bundleAlone({ name, type, build, beside = [] }, dir, alone, files
   } catch (err) {
     return { out: [[false, `${name}: bundles the fixture app`, err instanceof Error ? err.message : String(err)]] };
   }
-  // how long each bundler takes, in every run's report (CI runs this once per Node line)
+  // how long each bundler takes, in every run's report
   const out = [[true, `${name}: bundles the fixture app (${Math.round((Date.now() - started) / 1000)} s)`]];
   // the bundle alone in an empty directory, the app (its node_modules, the package) gone
   mkdirSync(alone);
