@@ -66,7 +66,9 @@ describe('locks over 100,000 distinct resources (one server, wakeOnRelease)', ()
     const app = await bootToolkitApp({
       target: { url: redis.server.url },
       keyPrefix: `lc${uid()}:`,
-      commandTimeout: 500,
+      // 1,000 calls at once on a busy CI box can take past 500 ms (CI: "Command timed out" on a release); the fault
+      // cases below pass their own short timeout
+      commandTimeout: 10_000,
       maxReconnectDelay: 100,
       ...extra,
     });
@@ -172,9 +174,10 @@ describe('locks over 100,000 distinct resources (one server, wakeOnRelease)', ()
   it.each(['paused', 'killed'] as const)(
     'Redis %s mid-wait and back: the waits fail, and once it answers again nothing is kept',
     async (fault) => {
-      const locks = await boot();
+      const locks = await boot({ commandTimeout: 500 });
       // held by another service: a wait for a lock held here would not ask Redis (it waits for the local release)
-      const other = await boot({ keyPrefix: (locks as unknown as { keys: { prefix: string } }).keys.prefix });
+      const prefix = (locks as unknown as { keys: { prefix: string } }).keys.prefix;
+      const other = await boot({ keyPrefix: prefix, commandTimeout: 500 });
       const holders = await Promise.all(
         Array.from({ length: 300 }, (_, i) => other.acquire(`paused:${i}`, { ttl: 60_000 })),
       );
