@@ -7,9 +7,9 @@
 // Each process has its own global setup, so its own shared Redis servers (test/support/shared-servers.ts), and runs
 // its files one at a time. RTK_TEST_SHARDS=1 runs the suite in one process.
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 // The Lua scripts and the dashboard's page reach the library through generated modules (scripts/embed-assets.mjs):
@@ -56,6 +56,22 @@ function runJest(shardArgs, outputFile) {
   });
 }
 
+/**
+ * RTK_TEST_DURATIONS=<file>: writes each file's seconds in this run (startTime to endTime in jest's JSON), merged
+ * over what the file held, sorted by path: `RTK_TEST_DURATIONS=test/support/test-durations.json npm test` on the CI
+ * box refreshes the split (a file missing from it counts as the median of the others).
+ */
+function recordDurations(file, runs) {
+  const seconds = existsSync(file) ? JSON.parse(readFileSync(file, 'utf8')) : {};
+  for (const { results } of runs)
+    for (const t of results?.testResults ?? []) {
+      const path = relative(process.cwd(), t.name).split('\\').join('/');
+      seconds[path] = Math.round((t.endTime - t.startTime) / 100) / 10;
+    }
+  const sorted = Object.fromEntries(Object.entries(seconds).sort(([a], [b]) => (a < b ? -1 : 1)));
+  writeFileSync(file, `${JSON.stringify(sorted, null, 2)}\n`);
+}
+
 let code = 0;
 const counts = { passed: 0, failed: 0, skipped: 0 };
 try {
@@ -76,6 +92,7 @@ try {
     counts.skipped += r.numPendingTests + r.numTodoTests;
   }
   if (counts.failed > 0) code = code || 1;
+  if (process.env.RTK_TEST_DURATIONS) recordDurations(process.env.RTK_TEST_DURATIONS, runs);
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }
