@@ -16,6 +16,7 @@ import { Cluster, Redis } from 'ioredis';
 import { CacheService, type RedisToolkitOptions } from '../../lib/index.js';
 import { RedisConnection } from '../../lib/advanced.js';
 import { CacheL1 } from '../../lib/cache/cache.l1.js';
+import { MasterTracking } from '../../lib/cache/cache.tracking-master.js';
 import { TRACKING_CONNECTION_NAME } from '../../lib/cache/cache.tracking.js';
 import { commandCalls } from '../support/commandstats.js';
 import { useDisposableCluster } from '../support/disposable-cluster.js';
@@ -30,10 +31,23 @@ const rand = () => randomBytes(5).toString('hex');
 /** Far below the L1 ttl (60 s): an entry gone within it was dropped by an invalidation, not by expiry. */
 const L1_WAIT = 5_000;
 /**
- * After tracking is back: long enough for a second arming queued behind the first (a connection's `ready` step) or a
- * retry of a failed step (2 s) to have run, so that the counts below are final.
+ * After tracking is back, the counts below are final once (a) a second arming queued behind the first (a connection's
+ * `ready` step: queued at once, run in a few ms) has run: QUIET_MS; and (b) a retry of a step (RETRY_MS, 2 s, in
+ * lib/cache/cache.tracking-master.ts) has run: SETTLE_MS after the last retry was scheduled. A retry is
+ * MasterTracking's only delayed step that sends tracking commands (its heartbeat sends PING; a refused step counts in
+ * `stats().errors`), and both paths to it go through retryLater, watched below: a reconnect that scheduled none is
+ * settled after QUIET_MS instead of a fixed 2.5 s, one that did is waited for as long as before.
  */
+const QUIET_MS = 500;
 const SETTLE_MS = 2_500;
+/** When MasterTracking.retryLater last ran (any app of this file: a stray retry only makes the wait longer). */
+let retryScheduledAt = Number.NEGATIVE_INFINITY;
+const tracking = MasterTracking.prototype as unknown as { retryLater(): void };
+const scheduleRetry = tracking.retryLater;
+jest.spyOn(tracking, 'retryLater').mockImplementation(function (this: unknown) {
+  retryScheduledAt = performance.now();
+  scheduleRetry.call(this);
+});
 
 /** Every L1 clear (`forget`: a reconnect, a FLUSHDB, clear()), with the L1 it emptied. */
 const forget = jest.spyOn(CacheL1.prototype as unknown as { forget(): void }, 'forget');
@@ -123,7 +137,12 @@ async function dropOn(app: App, server: RedisServerHandle, drop: Drop): Promise<
 /** Waits until the L1 was emptied past `clears` and tracks again (every master), then until nothing more is sent. */
 async function backAfter(app: App, clears: number): Promise<void> {
   expect(await waitFor(() => app.allClears() > clears && app.live(), 10_000)).toBe(true);
-  await sleep(SETTLE_MS);
+  const backAt = performance.now();
+  for (;;) {
+    const left = Math.max(backAt + QUIET_MS, retryScheduledAt + SETTLE_MS) - performance.now();
+    if (left <= 0) break;
+    await sleep(left);
+  }
   expect(app.live()).toBe(true);
 }
 

@@ -1,5 +1,5 @@
 /**
- * Sessions from outside, as an attacker: tens of thousands of requests with no cookie or a forged one (random values,
+ * Sessions from outside, as an attacker: 12,000 requests with no cookie or a forged one (random values,
  * valid-looking ids with a tampered or missing signature, over-long values, validly signed ids of sessions that do not
  * exist), through SessionMiddleware and through express-session on RedisSessionStore, on Express and on Fastify; and
  * SessionService asked for 100,000 ids that do not exist. Every long-lived collection of lib/session stays at or under
@@ -30,7 +30,11 @@ afterAll(() => admin.disconnect());
 afterEach(() => closeToolkitApps());
 
 const SECRET = 'an-attacker-never-sees-this-secret-0123456789';
-const REQUESTS = 4_000;
+/**
+ * Per case (was 4,000): each collection checked after a flood must hold nothing (one request kept fails it), but for
+ * the values express-session's default writes, capped at RecentValues' 1,000: 2,000 writes are twice past that cap.
+ */
+const REQUESTS = 2_000;
 /** What the sessions' in-process records hold after requests or calls that stored nothing. */
 const NOTHING_KEPT = {
   batched: 0,
