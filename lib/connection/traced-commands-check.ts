@@ -77,8 +77,9 @@ interface DdTraceShape {
 /**
  * Whether dd-trace makes spans of EVALSHA, EVAL or HELLO (ioredis 6 sends `HELLO 3 AUTH <user> <password>`, and
  * dd-trace hides the arguments of AUTH only): the ioredis plugin's `filter` (what its allowlist, blocklist or
- * filter option became), read where dd-trace 5 keeps its tracer (`global._ddtrace`). Not found there (another
- * layout): assumed to, so that the warning is not lost.
+ * filter option became), read where dd-trace 5 and 6 keep their tracer (`global._ddtrace`; the same path in 5.132.0
+ * and 6.21.0, and neither offers a public way to read a plugin's config: `tracer.use` only sets it). Not found there
+ * (another layout): assumed to, so that the warning is not lost.
  */
 function ddTraceTracesThem(): boolean {
   const tracer = (globalThis as { _ddtrace?: DdTraceShape })._ddtrace;

@@ -1,7 +1,8 @@
 /**
  * Beside Datadog's and Elastic's tracers (docs/observability.md): the toolkit's app (fixtures/traced-app.ts) in a
- * child process under dd-trace 5 and elastic-apm-node 4, each preloaded as its docs say for an ES module app, sending
- * to an HTTP server of this file that stands in for the Datadog agent / the APM server and keeps what it gets.
+ * child process under dd-trace 5 and 6 (the same cases for each line; 6 needs Node 22+) and elastic-apm-node 4, each
+ * preloaded as its docs say for an ES module app, sending to an HTTP server of this file that stands in for the
+ * Datadog agent / the APM server and keeps what it gets.
  * Checked: every feature still works (Express and Fastify; one cluster run), nothing logged as an error, no unhandled
  * rejection; what each tracer sends of the toolkit's Redis commands; and the start-time warning: once under dd-trace,
  * whose spans hold the Lua scripts' arguments (session contents, lock tokens, messages), none with its documented
@@ -29,10 +30,11 @@ const fixture = (name: string) => fileURLToPath(new URL(`./fixtures/${name}`, im
 // a child process per case: a cold start of lib/ and Nest under a tracer, then what it sends (a bound)
 jest.setTimeout(180_000);
 
-/** What the stand-in agent / APM server received: path and body (gunzipped). */
+/** What the stand-in agent / APM server received: path, body (gunzipped), the version dd-trace says it is. */
 interface Received {
   path: string;
   body: Buffer;
+  tracerVersion?: string;
 }
 
 const PASSWORD = `PW-${randomBytes(8).toString('hex')}`;
@@ -50,7 +52,9 @@ beforeAll(async () => {
     req.on('end', () => {
       const raw = Buffer.concat(chunks);
       const path = req.url ?? '/';
-      received.push({ path, body: req.headers['content-encoding'] === 'gzip' ? gunzipSync(raw) : raw });
+      const body = req.headers['content-encoding'] === 'gzip' ? gunzipSync(raw) : raw;
+      const tracerVersion = req.headers['datadog-meta-tracer-version'];
+      received.push({ path, body, tracerVersion: typeof tracerVersion === 'string' ? tracerVersion : undefined });
       res.setHeader('content-type', 'application/json');
       // the APM server's version probe; the agent's answer to a trace payload; 202 for the APM intake
       if (path === '/') res.end('{"version":"8.15.0"}');
@@ -90,15 +94,26 @@ const ddTraceEnv = (): Record<string, string> => ({
   DD_TRACE_STARTUP_LOGS: 'false',
 });
 
+/**
+ * The dd-trace lines tried: 5 (`dd-trace`, Node 18+) and 6 (`dd-trace-6`, an npm alias of dd-trace@6, Node ≥ 22: on
+ * an older Node its cases are skipped; CI runs them on its Node 24 / 26 line).
+ */
+const DD_TRACES = [
+  { pkg: 'dd-trace', major: 5, minNode: 18 },
+  { pkg: 'dd-trace-6', major: 6, minNode: 22 },
+];
+const NODE_MAJOR = Number(process.versions.node.split('.')[0]);
+
 /** dd-trace's setup for an ES module app (Node ≥ 20.6): its loader hooks and `init()` before the app. */
-const ddTrace = (): Tracer => ({ args: ['--import', 'dd-trace/initialize.mjs'], env: ddTraceEnv() });
+const ddTrace = (pkg: string): Tracer => ({ args: ['--import', `${pkg}/initialize.mjs`], env: ddTraceEnv() });
 /** ... plus its remedy (tracer.use('ioredis', { blocklist: ['evalsha', 'eval', 'hello'] })) before the app. */
-const ddTraceBlocklist = (): Tracer => ({
-  args: ['--import', 'dd-trace/initialize.mjs', '--import', pathToFileURL(fixture('dd-trace-blocklist.mjs')).href],
-  env: ddTraceEnv(),
-});
+const ddTraceBlocklist = (pkg: string): Tracer => {
+  const remedy = pathToFileURL(fixture('dd-trace-blocklist.mjs'));
+  remedy.searchParams.set('package', pkg);
+  return { args: ['--import', `${pkg}/initialize.mjs`, '--import', remedy.href], env: ddTraceEnv() };
+};
 /** dd-trace's CommonJS setup (`--require dd-trace/init`), which an ES module app's imports do not pass through. */
-const ddTraceRequire = (): Tracer => ({ args: ['--require', 'dd-trace/init'], env: ddTraceEnv() });
+const ddTraceRequire = (pkg: string): Tracer => ({ args: ['--require', `${pkg}/init`], env: ddTraceEnv() });
 /** elastic-apm-node's setup for an ES module app: `-r elastic-apm-node/start` and its loader. */
 const elastic = (): Tracer => ({
   args: ['-r', 'elastic-apm-node/start'],
@@ -225,11 +240,12 @@ interface DdSpan {
   meta: Record<string, string>;
 }
 
+/** dd-trace's trace payloads. */
+const ddTraces = () => received.filter((r) => r.path.startsWith('/v0.4/traces'));
+
 /** dd-trace's spans, from its trace payloads. */
 function ddSpans(): DdSpan[] {
-  return received
-    .filter((r) => r.path.startsWith('/v0.4/traces'))
-    .flatMap((r) => (decodeMsgpack(r.body) as DdSpan[][]).flat());
+  return ddTraces().flatMap((r) => (decodeMsgpack(r.body) as DdSpan[][]).flat());
 }
 
 /** dd-trace's Redis command spans: their redis.raw_command. */
@@ -249,81 +265,89 @@ function dump(name: string, data: unknown): void {
     writeFileSync(`${process.env.OTHER_TRACERS_DUMP}.${name}.json`, JSON.stringify(data));
 }
 
-describe('dd-trace 5 (--import dd-trace/initialize.mjs)', () => {
-  it.each(PLATFORMS)(
-    "on %s: every feature works; its spans hold the script calls' arguments; the toolkit warns once naming the blocklist",
-    async (platform) => {
-      const run = await runUnder(ddTrace(), platform);
+for (const { pkg, major, minNode } of DD_TRACES) {
+  (NODE_MAJOR >= minNode ? describe : describe.skip)(`dd-trace ${major} (--import ${pkg}/initialize.mjs)`, () => {
+    /** The line under test sent the traces (each trace payload says the tracer's version). */
+    const expectSentByLine = () =>
+      expect([...new Set(ddTraces().map((r) => r.tracerVersion))]).toEqual([expect.stringMatching(`^${major}\\.`)]);
+
+    it.each(PLATFORMS)(
+      "on %s: every feature works; its spans hold the script calls' arguments; the toolkit warns once naming the blocklist",
+      async (platform) => {
+        const run = await runUnder(ddTrace(pkg), platform);
+        expectFeaturesWork(run);
+        expectSentByLine();
+        const warned = tracerWarnings(run);
+        expect(warned).toHaveLength(1);
+        expect(warned[0]).toContain("tracer.use('ioredis', { blocklist: ['evalsha', 'eval', 'hello'] })");
+        expect(warned[0]).toContain("Beside Datadog's and Elastic's tracers");
+        expect(warned[0]).not.toContain('IORedisInstrumentation');
+        const raw = ddRawCommands();
+        dump(`${pkg}-${platform}`, raw);
+        const { secrets } = run;
+        const token = run.result.work.body.lockToken;
+        const scripts = raw.filter((c) => c.startsWith('EVALSHA '));
+        // sessions.create (the contents), the lock's acquire, extend and release (its owner token), publish-many
+        expect(scripts.filter((c) => c.includes(secrets.session)).length).toBeGreaterThanOrEqual(1);
+        expect(scripts.filter((c) => c.includes(token))).toHaveLength(3);
+        expect(scripts.filter((c) => c.includes(secrets.published))).toHaveLength(1);
+        // plain commands keep their arguments too: the cached value in SET, a single publish's message in PUBLISH
+        expect(raw.filter((c) => c.startsWith('SET ') && c.includes(secrets.cached))).toHaveLength(1);
+        expect(raw.filter((c) => c.startsWith('PUBLISH ') && c.includes(secrets.published))).toHaveLength(1);
+        expect(Math.max(...raw.map((c) => c.length))).toBeLessThanOrEqual(1000);
+        // the command spans are children of the request's trace
+        const work = ddSpans().find((s) => s.resource === 'GET /work');
+        const create = ddSpans().find((s) => s.meta?.['redis.raw_command']?.includes(secrets.session));
+        expect(create?.trace_id).toBe(work?.trace_id);
+      },
+    );
+
+    it("with a password: the span of ioredis's HELLO holds it (dd-trace hides the arguments of AUTH only)", async () => {
+      const run = await runUnder(ddTrace(pkg), 'express', { url: passworded.server.url });
       expectFeaturesWork(run);
-      const warned = tracerWarnings(run);
-      expect(warned).toHaveLength(1);
-      expect(warned[0]).toContain("tracer.use('ioredis', { blocklist: ['evalsha', 'eval', 'hello'] })");
-      expect(warned[0]).toContain("Beside Datadog's and Elastic's tracers");
-      expect(warned[0]).not.toContain('IORedisInstrumentation');
+      expect(tracerWarnings(run)).toHaveLength(1);
+      const hello = ddRawCommands().filter((c) => c.startsWith('HELLO '));
+      expect(hello.length).toBeGreaterThan(0);
+      expect(hello.every((c) => c === `HELLO 3 AUTH default ${PASSWORD}`)).toBe(true);
+    });
+
+    it("with tracer.use('ioredis', { blocklist: ['evalsha', 'eval', 'hello'] }): no script call nor password in any span, no warning", async () => {
+      const run = await runUnder(ddTraceBlocklist(pkg), 'express', { url: passworded.server.url });
+      expectFeaturesWork(run);
+      expectSentByLine();
+      expect(tracerWarnings(run)).toEqual([]);
       const raw = ddRawCommands();
-      dump(`dd-${platform}`, raw);
-      const { secrets } = run;
-      const token = run.result.work.body.lockToken;
-      const scripts = raw.filter((c) => c.startsWith('EVALSHA '));
-      // sessions.create (the contents), the lock's acquire, extend and release (its owner token), publish-many
-      expect(scripts.filter((c) => c.includes(secrets.session)).length).toBeGreaterThanOrEqual(1);
-      expect(scripts.filter((c) => c.includes(token))).toHaveLength(3);
-      expect(scripts.filter((c) => c.includes(secrets.published))).toHaveLength(1);
-      // plain commands keep their arguments too: the cached value in SET, a single publish's message in PUBLISH
-      expect(raw.filter((c) => c.startsWith('SET ') && c.includes(secrets.cached))).toHaveLength(1);
-      expect(raw.filter((c) => c.startsWith('PUBLISH ') && c.includes(secrets.published))).toHaveLength(1);
-      expect(Math.max(...raw.map((c) => c.length))).toBeLessThanOrEqual(1000);
-      // the command spans are children of the request's trace
-      const work = ddSpans().find((s) => s.resource === 'GET /work');
-      const create = ddSpans().find((s) => s.meta?.['redis.raw_command']?.includes(secrets.session));
-      expect(create?.trace_id).toBe(work?.trace_id);
-    },
-  );
+      dump(`${pkg}-blocklist`, raw);
+      expect(raw.filter((c) => /^(EVAL|EVALSHA|HELLO) /.test(c))).toEqual([]);
+      expect(raw.filter((c) => c.startsWith('GET ')).length).toBeGreaterThan(0);
+      // the session's contents, the lock token and the password went in those commands only
+      expect(sentText()).not.toContain(run.secrets.session);
+      expect(sentText()).not.toContain(run.result.work.body.lockToken);
+      expect(sentText()).not.toContain(PASSWORD);
+      // what the blocklist leaves (documented): SET's value, PUBLISH's message, the session id in a GETEX's key
+      expect(raw.some((c) => c.startsWith('SET ') && c.includes(run.secrets.cached))).toBe(true);
+      expect(raw.some((c) => c.startsWith('PUBLISH ') && c.includes(run.secrets.published))).toBe(true);
+      expect(raw.some((c) => /^GETEX \S+:sess:\{[\w-]{20,}\} /.test(c))).toBe(true);
+    });
 
-  it("with a password: the span of ioredis's HELLO holds it (dd-trace hides the arguments of AUTH only)", async () => {
-    const run = await runUnder(ddTrace(), 'express', { url: passworded.server.url });
-    expectFeaturesWork(run);
-    expect(tracerWarnings(run)).toHaveLength(1);
-    const hello = ddRawCommands().filter((c) => c.startsWith('HELLO '));
-    expect(hello.length).toBeGreaterThan(0);
-    expect(hello.every((c) => c === `HELLO 3 AUTH default ${PASSWORD}`)).toBe(true);
-  });
+    it(`--require ${pkg}/init (its CommonJS setup) does not reach an ES module app's ioredis: no Redis span, no warning`, async () => {
+      const run = await runUnder(ddTraceRequire(pkg), 'express');
+      expectFeaturesWork(run);
+      expect(tracerWarnings(run)).toEqual([]);
+      expect(ddSpans().some((s) => s.resource === 'GET /work')).toBe(true);
+      expect(ddRawCommands()).toEqual([]);
+    });
 
-  it("with tracer.use('ioredis', { blocklist: ['evalsha', 'eval', 'hello'] }): no script call nor password in any span, no warning", async () => {
-    const run = await runUnder(ddTraceBlocklist(), 'express', { url: passworded.server.url });
-    expectFeaturesWork(run);
-    expect(tracerWarnings(run)).toEqual([]);
-    const raw = ddRawCommands();
-    dump('dd-blocklist', raw);
-    expect(raw.filter((c) => /^(EVAL|EVALSHA|HELLO) /.test(c))).toEqual([]);
-    expect(raw.filter((c) => c.startsWith('GET ')).length).toBeGreaterThan(0);
-    // the session's contents, the lock token and the password went in those commands only
-    expect(sentText()).not.toContain(run.secrets.session);
-    expect(sentText()).not.toContain(run.result.work.body.lockToken);
-    expect(sentText()).not.toContain(PASSWORD);
-    // what the blocklist leaves (documented): SET's value, PUBLISH's message, the session id in a GETEX's key
-    expect(raw.some((c) => c.startsWith('SET ') && c.includes(run.secrets.cached))).toBe(true);
-    expect(raw.some((c) => c.startsWith('PUBLISH ') && c.includes(run.secrets.published))).toBe(true);
-    expect(raw.some((c) => /^GETEX \S+:sess:\{[\w-]{20,}\} /.test(c))).toBe(true);
+    it("on a cluster: every feature works, one warning, the script calls' arguments in the spans", async () => {
+      const run = await runUnder(ddTrace(pkg), 'express', 'cluster');
+      expectFeaturesWork(run);
+      expect(tracerWarnings(run)).toHaveLength(1);
+      const scripts = ddRawCommands().filter((c) => c.startsWith('EVALSHA '));
+      expect(scripts.some((c) => c.includes(run.secrets.session))).toBe(true);
+      expect(scripts.filter((c) => c.includes(run.result.work.body.lockToken)).length).toBeGreaterThanOrEqual(3);
+    });
   });
-
-  it("--require dd-trace/init (its CommonJS setup) does not reach an ES module app's ioredis: no Redis span, no warning", async () => {
-    const run = await runUnder(ddTraceRequire(), 'express');
-    expectFeaturesWork(run);
-    expect(tracerWarnings(run)).toEqual([]);
-    expect(ddSpans().some((s) => s.resource === 'GET /work')).toBe(true);
-    expect(ddRawCommands()).toEqual([]);
-  });
-
-  it("on a cluster: every feature works, one warning, the script calls' arguments in the spans", async () => {
-    const run = await runUnder(ddTrace(), 'express', 'cluster');
-    expectFeaturesWork(run);
-    expect(tracerWarnings(run)).toHaveLength(1);
-    const scripts = ddRawCommands().filter((c) => c.startsWith('EVALSHA '));
-    expect(scripts.some((c) => c.includes(run.secrets.session))).toBe(true);
-    expect(scripts.filter((c) => c.includes(run.result.work.body.lockToken)).length).toBeGreaterThanOrEqual(3);
-  });
-});
+}
 
 describe('elastic-apm-node 4 (-r elastic-apm-node/start, its ES module loader)', () => {
   it.each(PLATFORMS)(
