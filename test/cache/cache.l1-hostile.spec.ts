@@ -317,7 +317,8 @@ describe('L1 tracking on servers of its own: eviction, floods, restart, pause', 
   it('an invalidation flood (100,000 foreign writes of 300-byte keys): no crash, L1 stays within max, every change seen', async () => {
     const server = trackForCleanup(await startRedisServer());
     const p = `rtk-fl${rand()}:`;
-    const a = await cacheApp({ url: server.url }, p, 'tracking', {}, { max: 100, ttl: 60_000 });
+    // 100,000 invalidations to read on a busy CI box can hold a reply or the redirect's PING past 1 s: no fault here
+    const a = await cacheApp({ url: server.url }, p, 'tracking', { commandTimeout: 10_000 }, { max: 100, ttl: 60_000 });
     const f = trackForCleanup(new Redis(server.url));
     const raw = await rawEntry(a, f, p, 'v2');
     for (let i = 0; i < 200; i++) await a.cache.set(`k${i}`, i);
@@ -631,8 +632,10 @@ describe('tags and soft invalidation with L1', () => {
 
   it('bus: a tag of more than 10,000 entries invalidated: the other instances empty their L1', async () => {
     const p = `rtk-tm${rand()}:`;
-    const a = await cacheApp({ url: redis.server.url }, p, 'bus', {}, { max: 20_000, ttl: 60_000 });
-    const b = await cacheApp({ url: redis.server.url }, p, 'bus');
+    // 1,000 entries a call and a tag of 10,001 on a busy CI box can pass the default 1 s: no fault here
+    const slow = { commandTimeout: 10_000 };
+    const a = await cacheApp({ url: redis.server.url }, p, 'bus', slow, { max: 20_000, ttl: 60_000 });
+    const b = await cacheApp({ url: redis.server.url }, p, 'bus', slow);
     const count = 10_001;
     for (let i = 0; i < count; i += 1_000) {
       const n = Math.min(1_000, count - i);

@@ -63,10 +63,9 @@ async function churn(ps: PubSubService, count: number, batch: number, name: (i: 
     );
     // one message per batch, to the last name's handler (a channel's: its own name), which throws
     const last = name(start + offs.length - 1);
-    if (!last.includes('*') && (await ps.publish(last, start)) === 1) {
-      const before = threw;
-      await waitFor(() => threw > before, 2_000);
-    }
+    // counted before the publish: the message can be handled before its PUBLISH reply is read (then the wait ran out)
+    const before = threw;
+    if (!last.includes('*') && (await ps.publish(last, start)) === 1) await waitFor(() => threw > before, 2_000);
     await Promise.all(offs.map((off) => off()));
   }
   return threw;
@@ -80,7 +79,14 @@ describe('pub/sub churn on one server', () => {
     const keyPrefix = `ch${uid()}:`;
     const errors: string[] = [];
     const logger = { log() {}, warn() {}, error: (m: unknown) => void errors.push(String(m)) };
-    const app = await bootToolkitApp({ target: { url: server.url }, keyPrefix, maxReconnectDelay: 100, logger });
+    // 1,000 subscribes at once on a busy CI box can pass the default 1 s; the kill below waits on no command timeout
+    const app = await bootToolkitApp({
+      target: { url: server.url },
+      keyPrefix,
+      commandTimeout: 10_000,
+      maxReconnectDelay: 100,
+      logger,
+    });
     const ps = app.get(PubSubService);
     const got: unknown[] = [];
     await ps.subscribe('live:a', (m) => void got.push(m));
@@ -183,7 +189,13 @@ describe('pub/sub churn while Redis is down at start (lazyConnect)', () => {
 describe('pub/sub churn on the cluster (classic)', () => {
   it('5,000 SUBSCRIBE/PSUBSCRIBE cycles: no channel or pattern left on any node', async () => {
     const keyPrefix = `ch${uid()}:`;
-    const app = await bootToolkitApp({ target: 'cluster', keyPrefix, pubsub: { cluster: 'classic' } });
+    // 500 subscribes at once on a busy CI box can pass the default 1 s: no fault here
+    const app = await bootToolkitApp({
+      target: 'cluster',
+      keyPrefix,
+      commandTimeout: 10_000,
+      pubsub: { cluster: 'classic' },
+    });
     const ps = app.get(PubSubService);
     expect(ps.isSharded).toBe(false);
     await ps.subscribe('live', () => undefined);
@@ -206,7 +218,8 @@ describe('pub/sub churn on the cluster (classic)', () => {
 describe('pub/sub churn on the cluster (sharded)', () => {
   it('5,000 SSUBSCRIBE/SUNSUBSCRIBE cycles over distinct channels: no channel left on any master or connection', async () => {
     const keyPrefix = `ch${uid()}:`;
-    const app = await bootToolkitApp({ target: 'cluster', keyPrefix });
+    // 500 subscribes at once on a busy CI box can pass the default 1 s: no fault here
+    const app = await bootToolkitApp({ target: 'cluster', keyPrefix, commandTimeout: 10_000 });
     const ps = app.get(PubSubService);
     expect(ps.isSharded).toBe(true);
     await ps.subscribe('live', () => undefined);
