@@ -20,9 +20,9 @@ export interface PendingRefund {
 }
 
 /**
- * skipSuccessfulRequests / skipFailedRequests: once the response is sent (or the connection closed before), gives
- * the charge of those policies back, while the charge still counts (`openUntil`: the window it was made in, or the
- * time its token or log entry takes to come back). A later refund would be taken from the charges made since (a
+ * skipSuccessfulRequests / skipFailedRequests: once the response is sent (or the connection closed before, even
+ * before the charge was made), gives the charge of those policies back, while the charge still counts (`openUntil`:
+ * the window it was made in, or the time its token or log entry takes to come back). A later refund would be taken from the charges made since (a
  * request that outlived its window: its refund freed a unit of the next window's, and a full window admitted one
  * more). A refund that fails is logged by the service (its failure policy), never thrown.
  */
@@ -47,6 +47,10 @@ export function refundOnFinish(rateLimit: RateLimitService, res: ThrottledRespon
   };
   raw.once('finish', () => settle((raw.statusCode ?? 200) < 400));
   raw.once('close', () => settle(false));
+  // the client may have gone while the charge was sent (an abort during the Redis round trip): its 'close' came
+  // before these listeners, and the charge would have stayed for the window
+  if (raw.writableFinished === true) settle((raw.statusCode ?? 200) < 400);
+  else if (raw.destroyed === true) settle(false);
 }
 
 /** The checks whose counter no guard has charged yet for this call (chargeScopeOf); marks them charged. */
@@ -74,6 +78,8 @@ export function unchargedChecks(
 /** The Node response under Express's response or Fastify's reply (`reply.raw`). */
 interface NodeResponse {
   statusCode?: number;
+  writableFinished?: boolean;
+  destroyed?: boolean;
   once?(event: 'finish' | 'close', listener: () => void): unknown;
 }
 

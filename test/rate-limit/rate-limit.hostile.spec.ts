@@ -4,9 +4,19 @@
 // the window rollover), hostile keys and option values, and failures (a paused Redis, WRONGTYPE, ACL, OOM, eviction,
 // SCRIPT FLUSH), on a single server and a cluster, over Express and Fastify. Real redis-server only.
 import 'reflect-metadata';
-import { Controller, Get, Headers, HttpCode, Res, UnauthorizedException, UseGuards } from '@nestjs/common';
+import {
+  Controller,
+  type ExecutionContext,
+  Get,
+  Headers,
+  HttpCode,
+  Res,
+  UnauthorizedException,
+  UseGuards,
+} from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
-import { request as httpRequest, type Server } from 'node:http';
+import { once } from 'node:events';
+import { request as httpRequest, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Redis } from 'ioredis';
 import { ApolloDriver, type ApolloDriverConfig } from '@nestjs/apollo';
@@ -78,9 +88,23 @@ const exactPolicy = (algorithm: Algorithm, limit: number): RateLimitPolicy =>
 const userOf = (ctx: { switchToHttp(): { getRequest<T>(): T } }): string =>
   String(ctx.switchToHttp().getRequest<{ headers: Record<string, string> }>().headers['x-user-id']);
 
-/** Requests that wait, named by their x-hold header, until the test releases them. */
 /** How many of the slow handlers (slowSuccess, slowFailure) have finished: the refund cases wait on it. */
 let slowHandlersDone = 0;
+/** How many requests reached the goneFirst handler (its guard is then done): the refund case waits on it. */
+let goneFirstDone = 0;
+
+/**
+ * userOf, once the client has gone: the guard charges after the response's 'close' (a client that aborts while the
+ * guard waits for Redis on a busy box, made certain here).
+ */
+async function userOnceGone(ctx: ExecutionContext): Promise<string> {
+  const res = ctx.switchToHttp().getResponse<{ raw?: ServerResponse } & ServerResponse>();
+  const raw = res.raw ?? res;
+  if (!raw.destroyed) await once(raw, 'close');
+  return userOf(ctx);
+}
+
+/** Requests that wait, named by their x-hold header, until the test releases them. */
 const gates = new Map<string, () => void>();
 const held = (name: string | undefined): Promise<void> =>
   name ? new Promise<void>((resolve) => gates.set(name, resolve)) : Promise.resolve();
@@ -130,6 +154,13 @@ class HostileController {
   async slowFailure(): Promise<string> {
     await sleep(300);
     slowHandlersDone++;
+    return 'late';
+  }
+
+  @Get('gone-first')
+  @Throttle({ limit: 5, ttl: 60_000, skipFailedRequests: true, key: userOnceGone })
+  goneFirst(): string {
+    goneFirstDone++;
     return 'late';
   }
 
@@ -362,6 +393,23 @@ describe.each(PLATFORMS)('refunds over HTTP (%s)', (platform) => {
     const settled = async () => (await peekOf('slowSuccess')) === 4 && (await peekOf('slowFailure')) === 5;
     await waitFor(settled, 5_000);
     expect([await peekOf('slowSuccess'), await peekOf('slowFailure')]).toEqual([4, 5]);
+  });
+
+  it('a client gone before the charge was made (skipFailedRequests): refunded all the same', async () => {
+    const { port, rl } = await httpApp(platform);
+    const user = randomUUID();
+    const doneBefore = goneFirstDone;
+    await abandonedGet(port, '/h/gone-first', user, 50);
+    expect(await waitFor(() => goneFirstDone > doneBefore, 10_000)).toBe(true);
+    const remaining = async () =>
+      (
+        await rl.peekAll([
+          { key: user, policy: { limit: 5, ttl: 60_000 }, scope: 'HostileController.goneFirst:default' },
+        ])
+      ).results[0].remaining;
+    // charged after the 'close' it missed: without the refund, 4 for the whole minute
+    await waitFor(async () => (await remaining()) === 5, 3_000);
+    expect(await remaining()).toBe(5);
   });
 
   it('a handler throwing after streaming part of a 200 (skipSuccessfulRequests): the status decides', async () => {
