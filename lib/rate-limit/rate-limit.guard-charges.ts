@@ -22,9 +22,9 @@ export interface PendingRefund {
 /**
  * skipSuccessfulRequests / skipFailedRequests: once the response is sent (or the connection closed before, even
  * before the charge was made), gives the charge of those policies back, while the charge still counts (`openUntil`:
- * the window it was made in, or the time its token or log entry takes to come back). A later refund would be taken from the charges made since (a
- * request that outlived its window: its refund freed a unit of the next window's, and a full window admitted one
- * more). A refund that fails is logged by the service (its failure policy), never thrown.
+ * the window it was made in, or the time its token or log entry takes to come back). A later refund would be taken
+ * from the charges made since (a request that outlived its window: its refund freed a unit of the next window's, and
+ * a full window admitted one more). A refund that fails is logged by the service (its failure policy), never thrown.
  */
 export function refundOnFinish(rateLimit: RateLimitService, res: ThrottledResponse, refunds: PendingRefund[]): void {
   const raw = (res as { raw?: NodeResponse }).raw ?? (res as NodeResponse);
