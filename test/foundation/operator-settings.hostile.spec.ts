@@ -173,28 +173,33 @@ describe('redis.conf `timeout 1`: Redis closes a client connection idle for 1 s 
   }, 30_000);
 
   it('a lock waiter woken after 3 s of idleness gets the lock; sessions through SessionMiddleware after 2.5 s idle', async () => {
-    const app = await createToolkitApp({ target: { url: redis.server.url }, keyPrefix: `lw${rand()}:` });
-    const locks = app.get(LockService);
-    const held = await locks.acquire('res', { ttl: 20_000 });
-    const waiter = outcome(locks.acquire('res', { ttl: 5_000, waitMs: 10_000 }));
-    await sleep(3_000);
-    await held.release();
-    const got = (await waiter) as { value?: { resource: string } };
-    expect(got.value?.resource).toBe('res');
-    expect(locks.stats()).toEqual({ unavailable: 0, replyErrors: 0 });
-
-    const { http } = await sessionHttpApp({
-      target: { url: redis.server.url },
-      secret: 'operator-settings-secret',
-      withMiddleware: [loginController(), userIdController('me')],
-    });
-    const pair = cookieLine((await http.post('/login').send({ user: 'bob' }).expect(201)).headers['set-cookie']).split(
-      ';',
-    )[0];
-    for (let round = 0; round < 2; round++) {
-      await sleep(IDLE_MS);
-      expect((await http.get('/me').set('Cookie', pair).expect(200)).body).toEqual({ userId: 'bob' });
-    }
+    // The two parts run side by side (they ran one after the other, 3 s then 2 x 2.5 s): each has an app and
+    // connections of its own, and Redis's `timeout` counts each connection's own idleness, so each is idle as long.
+    const lockPart = async () => {
+      const app = await createToolkitApp({ target: { url: redis.server.url }, keyPrefix: `lw${rand()}:` });
+      const locks = app.get(LockService);
+      const held = await locks.acquire('res', { ttl: 20_000 });
+      const waiter = outcome(locks.acquire('res', { ttl: 5_000, waitMs: 10_000 }));
+      await sleep(3_000);
+      await held.release();
+      const got = (await waiter) as { value?: { resource: string } };
+      expect(got.value?.resource).toBe('res');
+      expect(locks.stats()).toEqual({ unavailable: 0, replyErrors: 0 });
+    };
+    const sessionPart = async () => {
+      const { http } = await sessionHttpApp({
+        target: { url: redis.server.url },
+        secret: 'operator-settings-secret',
+        withMiddleware: [loginController(), userIdController('me')],
+      });
+      const login = await http.post('/login').send({ user: 'bob' }).expect(201);
+      const pair = cookieLine(login.headers['set-cookie']).split(';')[0];
+      for (let round = 0; round < 2; round++) {
+        await sleep(IDLE_MS);
+        expect((await http.get('/me').set('Cookie', pair).expect(200)).body).toEqual({ userId: 'bob' });
+      }
+    };
+    await Promise.all([lockPart(), sessionPart()]);
   }, 30_000);
 
   it('the notifications gateway delivers after 2.5 s of idleness, twice; the socket stays connected', async () => {

@@ -278,8 +278,10 @@ class ChurnController {
 }
 
 describe.each(PLATFORMS)('distinct trackers through RateLimitGuard over HTTP (%s)', (platform) => {
-  const REQUESTS = 1_000; // twice the caches' cap, per kind of tracker
-  const CAP = 500;
+  // 5 times the caches' cap per kind of tracker (was 1 000 on a cap of 500, twice): each cap is still passed, by
+  // more, with 60% fewer requests (the caps are options; the hashes' hard cap is driven by the service case above)
+  const REQUESTS = 400;
+  const CAP = 80;
   let redis: PrivateRedis;
   let insuredApp: ToolkitApp;
   let openApp: ToolkitApp;
