@@ -45,12 +45,14 @@ export function refundOnFinish(rateLimit: RateLimitService, res: ThrottledRespon
       rateLimit.reward(check.key, cost, check.policy, check.scope, charge).catch(() => undefined);
     }
   };
-  raw.once('finish', () => settle((raw.statusCode ?? 200) < 400));
-  raw.once('close', () => settle(false));
+  const finished = () => settle((raw.statusCode ?? 200) < 400);
+  const closed = () => settle(false);
+  raw.once('finish', finished);
+  raw.once('close', closed);
   // the client may have gone while the charge was sent (an abort during the Redis round trip): its 'close' came
   // before these listeners, and the charge would have stayed for the window
-  if (raw.writableFinished === true) settle((raw.statusCode ?? 200) < 400);
-  else if (raw.destroyed === true) settle(false);
+  if (raw.writableFinished === true) finished();
+  else if (raw.destroyed === true) closed();
 }
 
 /** The checks whose counter no guard has charged yet for this call (chargeScopeOf); marks them charged. */
