@@ -1,11 +1,12 @@
 // `npm test`: jest on native ESM (Nest 12 is ESM only), then one plain closing line for CI:
 // "Tests: N passed, N failed, N skipped". Arguments pass through to jest (`npm test -- test/cache`).
 //
-// Without arguments (the whole suite) it runs two jest processes side by side, `--shard=1/2` and `--shard=2/2`, split
-// by recorded time (test/support/test-sequencer.mjs). The suite mostly waits (timeouts, TTLs, reconnects, servers
-// starting): one process kept this 2-core box's load near 0.6 and took 25 min (1,509 s, CI at 77cfc87); two take 9.
-// Each process has its own global setup, so its own shared Redis servers (test/support/shared-servers.ts), and runs
-// its files one at a time. RTK_TEST_SHARDS=1 runs the suite in one process.
+// Without arguments (the whole suite) it runs three jest processes side by side (`--shard=1/3` to `--shard=3/3`),
+// split by recorded time (test/support/test-sequencer.mjs). The suite mostly waits (timeouts, TTLs, reconnects,
+// servers starting): one process kept this 2-core box's load near 0.6 and took 25 min (1,509 s, CI at 77cfc87); two
+// still left the CPU idle half the time and took 15 min 15 s (915 s, at 60fb6df); three took 11 min 30 s on the same
+// box (shards 653 / 668 / 687 s). Each process has its own global setup, so its own shared Redis servers
+// (test/support/shared-servers.ts), and runs its files one at a time. RTK_TEST_SHARDS=N runs it in N processes.
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -17,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 execFileSync(process.execPath, [fileURLToPath(new URL('./embed-assets.mjs', import.meta.url))], { stdio: 'inherit' });
 
 const args = process.argv.slice(2);
-const shards = args.length === 0 ? Number(process.env.RTK_TEST_SHARDS ?? 2) : 1;
+const shards = args.length === 0 ? Number(process.env.RTK_TEST_SHARDS ?? 3) : 1;
 if (!Number.isInteger(shards) || shards < 1) throw new Error(`RTK_TEST_SHARDS must be a positive integer`);
 const dir = mkdtempSync(join(tmpdir(), 'rtk-jest-'));
 

@@ -1,8 +1,8 @@
-// `npm test` runs the suite as two jest processes (`--shard=1/2`, `--shard=2/2`, scripts/test.mjs). Jest's own shard
-// cuts the files into halves of equal count by a hash of their paths, which can put most of the slow files (the
+// `npm test` runs the suite as three jest processes (`--shard=1/3` to `--shard=3/3`, scripts/test.mjs). Jest's own
+// shard cuts the files into parts of equal count by a hash of their paths, which can put most of the slow files (the
 // cluster and Sentinel ones take 10-60 s, most files under 2 s) on one side. This one splits by time instead: the
 // seconds each file took in a recorded CI run (test-durations.json; a file not in it counts as the median), the
-// longest first, each to the shard with less time so far. Both processes compute the same split from the same list.
+// longest first, each to the shard with less time so far. Every process computes the same split from the same list.
 import { readFileSync } from 'node:fs';
 import { relative } from 'node:path';
 import Sequencer from '@jest/test-sequencer';
