@@ -90,9 +90,26 @@ const tracingChannels = Object.fromEntries(
   ]),
 ) as { readonly [K in TracedOperation]: diagnosticsChannel.TracingChannel<TracingContext, TracingContext> };
 
+type ToolkitTracingChannel = (typeof tracingChannels)[TracedOperation];
+
+/**
+ * Whether anyone traces on `channel`: its own `hasSubscribers` where the runtime has that getter (Node), else any of
+ * its five channels' (Node's definition of it). Bun 1.4's TracingChannel has no such getter: read as undefined, every
+ * traced call ran untraced there, so no subscriber (the OpenTelemetry spans of `/otel`) ever saw one, without a word.
+ */
+const tracing: (channel: ToolkitTracingChannel) => boolean =
+  typeof tracingChannels.cacheGet.hasSubscribers === 'boolean'
+    ? (channel) => channel.hasSubscribers
+    : (channel) =>
+        channel.start.hasSubscribers ||
+        channel.end.hasSubscribers ||
+        channel.asyncStart.hasSubscribers ||
+        channel.asyncEnd.hasSubscribers ||
+        channel.error.hasSubscribers;
+
 /** @internal Whether anyone traces `operation` (subscribed to any of its five channels or bound a store). */
 export function traceObserved(operation: TracedOperation): boolean {
-  return tracingChannels[operation].hasSubscribers;
+  return tracing(tracingChannels[operation]);
 }
 
 /**
@@ -110,7 +127,7 @@ export function traced<R>(
   failure: (err: unknown) => string = () => 'failed',
 ): Promise<R> {
   const channel = tracingChannels[operation];
-  if (!channel.hasSubscribers) return fn();
+  if (!tracing(channel)) return fn();
   const context = start();
   return channel.start.runStores(context, () => {
     let promise: Promise<R>;
