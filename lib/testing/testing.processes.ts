@@ -3,7 +3,7 @@
  * Jest's per-file module registries), pid files so a later run can reap servers of a crashed one, free ports and the
  * redis-server binary.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import {
   accessSync,
   constants as fsConstants,
@@ -138,6 +138,15 @@ function trySignal(pid: number, signal: NodeJS.Signals | 0): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * Signals a server the harness started, by its pid rather than `child.kill()`: Deno 2.9's ChildProcess sends only the
+ * first kill() and ignores later ones, so stop() sent SIGCONT and never SIGTERM, nor SIGKILL after the grace, and hung
+ * there. A process already gone is no error, as with child.kill().
+ */
+export function signalChild(child: ChildProcess, signal: NodeJS.Signals): void {
+  if (child.pid !== undefined) trySignal(child.pid, signal);
 }
 
 function isAlive(pid: number): boolean {

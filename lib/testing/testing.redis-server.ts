@@ -26,6 +26,7 @@ import {
   registry,
   STATE_DIR,
   sweepStaleServers,
+  signalChild,
   writePidFile,
 } from './testing.processes.js';
 import { RedisServerStartError, RedisServerStateError } from './testing.errors.js';
@@ -253,8 +254,8 @@ class RedisServer implements RedisServerHandle {
     if (!child || !this.isRunning()) return;
     child.ref(); // keep the loop alive while we wait for the exit event
     try {
-      if (signal !== 'SIGKILL') child.kill('SIGCONT'); // a SIGSTOPped server would never act on SIGTERM
-      child.kill(signal);
+      if (signal !== 'SIGKILL') signalChild(child, 'SIGCONT'); // a SIGSTOPped server would never act on SIGTERM
+      signalChild(child, signal);
       // Clear the grace timer once the process is gone: a pending timer would keep jest from exiting.
       let timer: NodeJS.Timeout | undefined;
       const timedOut = await Promise.race([
@@ -263,7 +264,7 @@ class RedisServer implements RedisServerHandle {
       ]);
       clearTimeout(timer);
       if (timedOut) {
-        child.kill('SIGKILL');
+        signalChild(child, 'SIGKILL');
         await this.exited;
       }
     } finally {
@@ -282,11 +283,11 @@ class RedisServer implements RedisServerHandle {
   }
 
   pause(): void {
-    this.requireRunning('pause').kill('SIGSTOP');
+    signalChild(this.requireRunning('pause'), 'SIGSTOP');
   }
 
   resume(): void {
-    this.requireRunning('resume').kill('SIGCONT');
+    signalChild(this.requireRunning('resume'), 'SIGCONT');
   }
 
   restart(): Promise<void> {
