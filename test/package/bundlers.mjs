@@ -182,10 +182,12 @@ const GATEWAY_FILES = [
  * Runs the bundled gateway app alone (`node <entryName>` in `alone`) and, from this process, a Socket.IO client of the
  * repo's socket.io-client: a session token from POST /login, a handshake with it on /notifications, a subscribe to
  * user:alice, then POST /notify publishes to that channel through PubSubService and the client must receive it.
+ * `command`: [command, args] that runs the app (run.mjs's RTK_PACKAGE_RUNTIME: Bun or Deno); default `node <entryName>`.
  */
-async function gatewayRoundTrip(name, alone, entryName, repoModules) {
+export async function gatewayRoundTrip(name, alone, entryName, repoModules, command = undefined) {
   const { io } = createRequire(join(repoModules, 'package.json'))('socket.io-client');
-  const app = spawn(process.execPath, [entryName], { cwd: alone, env: { ...process.env, FORCE_COLOR: '0' } });
+  const [cmd, args] = command ?? [process.execPath, [entryName]];
+  const app = spawn(cmd, args, { cwd: alone, env: { ...process.env, FORCE_COLOR: '0' } });
   let output = '';
   const closed = new Promise((resolve) => app.once('close', resolve));
   const url = await new Promise((resolve) => {
@@ -205,7 +207,9 @@ async function gatewayRoundTrip(name, alone, entryName, repoModules) {
       resolve(undefined);
     });
   });
-  const out = [[url !== undefined, `${name}: the bundled app starts with notificationsGateway: true`, output]];
+  const out = [
+    [url !== undefined, `${name}: the ${command ? '' : 'bundled '}app starts with notificationsGateway: true`, output],
+  ];
   if (url === undefined) {
     app.kill('SIGKILL');
     return out;

@@ -7,6 +7,7 @@
 // Prints `ok` / `not ok` lines and a closing count; exits 1 on any failure.
 //
 // `npm run test:package` and CI run `node test/package/run.mjs`; it needs no build of this checkout.
+// `RTK_PACKAGE_RUNTIME=bun` or `=deno` runs the fixture apps under that runtime instead (RUNTIMES below).
 // The tarball is unpacked into each app's node_modules the way npm would, and the packages it needs (its
 // dependencies and peers, the HTTP platform, vitest, jest) are symlinked from this repo's node_modules: `npm install
 // --prefer-offline` of the tarball took 52 s per app here (registry metadata), `--offline` cannot resolve peers.
@@ -15,7 +16,7 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symli
 import { tmpdir } from 'node:os';
 import { dirname, join, posix, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { bundledApps } from './bundlers.mjs';
+import { bundledApps, gatewayRoundTrip } from './bundlers.mjs';
 import { consumerSettings } from './consumer-settings.mjs';
 import { declaredDependencyProblems } from './declared-dependencies.mjs';
 import { run } from './processes.mjs';
@@ -50,6 +51,31 @@ const NEEDS = {
   './terminus': { missing: ['@nestjs/terminus'], install: ['@nestjs/terminus'] },
 };
 const LOAD_WITHOUT_PEERS = ['.', './advanced', './dashboard'];
+
+/**
+ * RTK_PACKAGE_RUNTIME=bun or =deno: the fixture apps (compiled by Node's tsc as on Node) run under that runtime, the one
+ * on PATH (Deno as `deno run -A`, on the app's node_modules), with the runtime fixture (app/runtime-main.ts: the URL
+ * cache, the L1 under tracking, rate-limit headers and refunds, a client that aborts, lock auto-extension and
+ * LockService.current(), diagnostics_channel and TracingChannel, each feature with Redis paused, the reconnection after
+ * a restart) after main.ts; the gateway app with a Socket.IO client from this process; and the app without optional
+ * peers (each gated subpath throws MissingPeerError). The tarball's own checks run as on Node; docs/testing.md's
+ * examples, the bundles and the consumer settings do not (they check the package and the compilers, not the runtime).
+ */
+const RUNTIMES = {
+  bun: (file) => ['bun', [file]],
+  deno: (file) => ['deno', ['run', '-A', file]],
+};
+const runtime = process.env.RTK_PACKAGE_RUNTIME;
+if (runtime !== undefined && !RUNTIMES[runtime]) {
+  process.stdout.write(
+    `not ok - RTK_PACKAGE_RUNTIME=${runtime}: expected one of ${Object.keys(RUNTIMES).join(', ')}\n`,
+  );
+  process.exit(1);
+}
+const underRuntime = runtime ? ` under ${runtime}` : '';
+/** [command, args] running `file` under the selected runtime (Node: this process's). */
+const runUnder = (file) => (runtime ? RUNTIMES[runtime](file) : [process.execPath, [file]]);
+if (runtime === 'deno') process.env.DENO_NO_UPDATE_CHECK = '1'; // no registry or network call of its own
 
 let passed = 0;
 let failed = 0;
@@ -119,7 +145,13 @@ async function fixtureApp(fixture) {
   const dir = join(work, fixture.name);
   makeApp(dir, fixture.type, fixture.packages);
   mkdirSync(join(dir, 'src'));
-  for (const file of ['app.module.ts', 'main.ts', 'results.ts']) cpSync(join(appSources, file), join(dir, 'src', file));
+  const sources = [
+    'app.module.ts',
+    'main.ts',
+    'results.ts',
+    ...(runtime ? ['runtime.module.ts', 'runtime-main.ts'] : []),
+  ];
+  for (const file of sources) cpSync(join(appSources, file), join(dir, 'src', file));
   cpSync(join(appSources, `platform-${fixture.platform}.ts`), join(dir, 'src/platform.ts'));
   tsconfig(dir, ['src']);
   const compiled = await run(process.execPath, [tsc, '-p', dir, '--pretty', 'false'], dir);
@@ -143,16 +175,43 @@ async function fixtureApp(fixture) {
       if (names(m).join() !== names(types).join())
         throw new Error(s + ' exports ' + names(m).join(', ') + ' where ' + file + ' has ' + names(types).join(', '));
     }`;
-  const loaded = await run(process.execPath, [`--input-type=${fixture.type}`, '-e', loader], dir);
+  // under another runtime from a file (Node's --input-type is Node's own), with the app's module format
+  const loaded = runtime
+    ? (writeFileSync(join(dir, fixture.type === 'commonjs' ? 'load.cjs' : 'load.mjs'), loader),
+      await run(...runUnder(fixture.type === 'commonjs' ? 'load.cjs' : 'load.mjs'), dir))
+    : await run(process.execPath, [`--input-type=${fixture.type}`, '-e', loader], dir);
   const how = fixture.type === 'commonjs' ? 'require' : 'import';
-  out.push([loaded.ok, `${fixture.name}: ${how} ${subpaths.join(', ')}, each with its types' names`, loaded.output]);
+  const loadedName = `${fixture.name}${underRuntime}: ${how} ${subpaths.join(', ')}, each with its types' names`;
+  out.push([loaded.ok, loadedName, loaded.output]);
 
-  const booted = await run(process.execPath, ['dist/main.js'], dir, 90_000);
-  const lines = booted.output.split('\n').filter((l) => /^(not )?ok - /.test(l));
-  for (const line of lines)
-    out.push([line.startsWith('ok - '), `${fixture.name}: ${line.replace(/^(not )?ok - /, '')}`]);
-  if (!booted.ok || lines.length < 5) out.push([false, `${fixture.name}: the app ran every check`, booted.output]);
+  for (const [main, least] of [['dist/main.js', 5], ...(runtime ? [['dist/runtime-main.js', 11]] : [])]) {
+    const booted = await run(...runUnder(main), dir, 90_000);
+    const lines = booted.output.split('\n').filter((l) => /^(not )?ok - /.test(l));
+    for (const line of lines)
+      out.push([line.startsWith('ok - '), `${fixture.name}${underRuntime}: ${line.replace(/^(not )?ok - /, '')}`]);
+    if (!booted.ok || lines.length < least)
+      out.push([false, `${fixture.name}${underRuntime}: ${main} ran every check and exited`, booted.output]);
+  }
   return out;
+}
+
+/**
+ * Under RTK_PACKAGE_RUNTIME: the gateway fixture (app/gateway-main.ts, `notificationsGateway: true`, its peers
+ * installed) compiled by Node's tsc and run under the runtime; a Socket.IO client from this process authenticates,
+ * subscribes and receives a notification through it (bundlers.mjs's gatewayRoundTrip, as for the bundled gateway).
+ */
+async function gatewayApp() {
+  const dir = join(work, 'gateway');
+  makeApp(dir, 'module', ['@nestjs/platform-express']);
+  mkdirSync(join(dir, 'src'));
+  cpSync(join(appSources, 'gateway.module.ts'), join(dir, 'src/gateway.module.ts'));
+  cpSync(join(appSources, 'gateway-main.ts'), join(dir, 'src/main.ts'));
+  cpSync(join(appSources, 'platform-express.ts'), join(dir, 'src/platform.ts'));
+  tsconfig(dir, ['src']);
+  const compiled = await run(process.execPath, [tsc, '-p', dir, '--pretty', 'false'], dir);
+  const name = `gateway app (Express)${underRuntime}`;
+  if (!compiled.ok) return [[false, `${name}: compiles against the published types`, compiled.output]];
+  return gatewayRoundTrip(name, dir, 'dist/main.js', repoModules, runUnder('dist/main.js'));
 }
 
 /**
@@ -171,11 +230,18 @@ async function peerlessApp() {
   for (const type of ['module', 'commonjs']) {
     const load = type === 'commonjs' ? 'require' : 'await import';
     const specifiers = Object.fromEntries(subpaths.map((s) => [s, posix.join('nestjs-redis-toolkit', s)]));
+    // Under Bun or Deno the ES module imports run side by side: Deno 2.9.6 never settles the third of failing dynamic
+    // imports awaited one after another of modules with top-level await (the gates have one), without the toolkit too.
+    const entries = `Object.entries(${JSON.stringify(specifiers)})`;
+    const [open, close] =
+      runtime && type === 'module'
+        ? [`await Promise.all(${entries}.map(async ([s, specifier]) => {`, '}));']
+        : [`for (const [s, specifier] of ${entries}) {`, '}'];
     const script = `const results = {};
-      for (const [s, specifier] of Object.entries(${JSON.stringify(specifiers)})) {
+      ${open}
         try { results[s] = { keys: Object.keys(${load}(specifier)).length }; }
         catch (e) { results[s] = { error: e }; }
-      }
+      ${close}
       const root = ${load}('nestjs-redis-toolkit');
       let advanced = {}; try { advanced = ${load}('nestjs-redis-toolkit/advanced'); } catch {}
       for (const r of Object.values(results)) if (r.error) {
@@ -185,8 +251,11 @@ async function peerlessApp() {
           missingPeer: typeof advanced.MissingPeerError === 'function' && e instanceof advanced.MissingPeerError };
       }
       console.log(JSON.stringify(results));`;
-    const how = type === 'commonjs' ? 'CommonJS require' : 'ESM import';
-    const ran = await run(process.execPath, [`--input-type=${type}`, '-e', script], dir);
+    const how = `${type === 'commonjs' ? 'CommonJS require' : 'ESM import'}${underRuntime}`;
+    const file = type === 'commonjs' ? 'peerless.cjs' : 'peerless.mjs';
+    const ran = runtime
+      ? (writeFileSync(join(dir, file), script), await run(...runUnder(file), dir))
+      : await run(process.execPath, [`--input-type=${type}`, '-e', script], dir);
     let results;
     try {
       results = JSON.parse(ran.output.trim().split('\n').pop());
@@ -310,6 +379,11 @@ const tsc = join(repoModules, 'typescript/bin/tsc');
 const work = mkdtempSync(join(tmpdir(), 'rtk-package-'));
 let unpacked;
 const started = Date.now();
+if (runtime) {
+  const version = await run(runtime, ['--version'], work);
+  process.stdout.write(`# runtime: ${runtime} ${version.output.trim().split('\n')[0]}\n`);
+  report(version.ok, `${runtime} is on PATH`, version.output);
+}
 try {
   // --- the tarball -------------------------------------------------------------------------------------------------
   const checkout = join(work, 'checkout');
@@ -395,17 +469,21 @@ try {
   // ncc esm, esbuild esm with its peers external), each bundle run alone in an empty directory
   // RTK_PACKAGE_BUNDLES=skip: not on this run (.ci/run bundles on the machine's Node only, not on the other lines: the
   // bundles are most of this suite's time, and what they prove depends on the bundlers more than on Node's line)
-  const bundling = process.env.RTK_PACKAGE_BUNDLES !== 'skip';
-  if (!bundling) process.stdout.write('# the bundles are skipped (RTK_PACKAGE_BUNDLES=skip)\n');
+  const bundling = process.env.RTK_PACKAGE_BUNDLES !== 'skip' && !runtime;
+  if (!bundling && !runtime) process.stdout.write('# the bundles are skipped (RTK_PACKAGE_BUNDLES=skip)\n');
   const bundled = bundling ? bundledApps({ work, repoModules, appSources, tsc, makeApp, tsconfig, run }) : [];
-  const results = await Promise.all([
-    ...FIXTURES.map(fixtureApp),
-    peerlessApp(),
-    vitestExample(),
-    jestExample(),
-    bundled,
-    consumerSettings({ unpacked, work }),
-  ]);
+  const results = await Promise.all(
+    runtime
+      ? [...FIXTURES.map(fixtureApp), peerlessApp(), gatewayApp()]
+      : [
+          ...FIXTURES.map(fixtureApp),
+          peerlessApp(),
+          vitestExample(),
+          jestExample(),
+          bundled,
+          consumerSettings({ unpacked, work }),
+        ],
+  );
   for (const lines of results) for (const [ok, name, detail] of lines) report(ok, name, detail);
 } catch (err) {
   report(false, 'the package suite ran to the end', err instanceof Error ? err.stack : String(err));
