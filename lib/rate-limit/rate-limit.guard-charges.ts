@@ -45,7 +45,9 @@ export function refundOnFinish(rateLimit: RateLimitService, res: ThrottledRespon
       rateLimit.reward(check.key, cost, check.policy, check.scope, charge).catch(() => undefined);
     }
   };
-  const finished = () => settle((raw.statusCode ?? 200) < 400);
+  // HTTP/2 emits 'finish' (then 'close') on a stream the client reset, nothing sent and the status still 200: only a
+  // response that was ended is one that finished (HTTP/1.1 emits 'finish' after end() only, so it is unchanged)
+  const finished = () => settle(raw.writableEnded !== false && (raw.statusCode ?? 200) < 400);
   const closed = () => settle(false);
   raw.once('finish', finished);
   raw.once('close', closed);
@@ -81,6 +83,7 @@ export function unchargedChecks(
 interface NodeResponse {
   statusCode?: number;
   writableFinished?: boolean;
+  writableEnded?: boolean;
   destroyed?: boolean;
   once?(event: 'finish' | 'close', listener: () => void): unknown;
 }
