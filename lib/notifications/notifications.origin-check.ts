@@ -3,8 +3,9 @@ import type { GatewayHandshake } from './notifications.options.js';
 /**
  * Cross-site WebSocket hijacking: a browser sends the site's cookies with a WebSocket handshake whatever page opened
  * it, so a connection that authenticates with the session cookie is only accepted from an allowed Origin. Default
- * (`allowedOrigins` undefined): the same origin only (the Origin's host is the request's Host). A handshake without an
- * Origin header is not from a browser page (browsers always send one cross-origin) and passes.
+ * (`allowedOrigins` undefined): the same origin only (the Origin's host is the request's Host, on HTTP/2 its
+ * `:authority`). A handshake without an Origin header is not from a browser page (browsers always send one
+ * cross-origin) and passes.
  */
 export function originAllowed(
   handshake: GatewayHandshake,
@@ -16,7 +17,8 @@ export function originAllowed(
   const normalized = normalizeOrigin(origin);
   if (normalized === undefined) return false;
   if (allowedOrigins !== undefined) return allowedOrigins.includes(normalized);
-  const host = header(handshake.headers.host);
+  // HTTP/2 carries the host as `:authority` (an engine.io long-poll handshake on an h2 origin has no Host)
+  const host = header(handshake.headers.host) ?? header(handshake.headers[':authority']);
   return host !== undefined && new URL(normalized).host === host.toLowerCase();
 }
 
