@@ -57,9 +57,10 @@ const LOAD_WITHOUT_PEERS = ['.', './advanced', './dashboard'];
  * on PATH (Deno as `deno run -A`, on the app's node_modules), with the runtime fixture (app/runtime-main.ts: the URL
  * cache, the L1 under tracking, rate-limit headers and refunds, a client that aborts, lock auto-extension and
  * LockService.current(), diagnostics_channel and TracingChannel, each feature with Redis paused, the reconnection after
- * a restart) after main.ts; the gateway app with a Socket.IO client from this process; and the app without optional
- * peers (each gated subpath throws MissingPeerError). The tarball's own checks run as on Node; docs/testing.md's
- * examples, the bundles and the consumer settings do not (they check the package and the compilers, not the runtime).
+ * a restart; then app/runtime-cluster.ts: the features on a 3-master cluster) after main.ts; the gateway app with a
+ * Socket.IO client from this process; and the app without optional peers (each gated subpath throws
+ * MissingPeerError). The tarball's own checks run as on Node; docs/testing.md's examples, the bundles and the consumer
+ * settings do not (they check the package and the compilers, not the runtime).
  */
 const RUNTIMES = {
   bun: (file) => ['bun', [file]],
@@ -149,7 +150,7 @@ async function fixtureApp(fixture) {
     'app.module.ts',
     'main.ts',
     'results.ts',
-    ...(runtime ? ['runtime.module.ts', 'runtime-main.ts'] : []),
+    ...(runtime ? ['runtime.module.ts', 'runtime-main.ts', 'runtime-cluster.ts'] : []),
   ];
   for (const file of sources) cpSync(join(appSources, file), join(dir, 'src', file));
   cpSync(join(appSources, `platform-${fixture.platform}.ts`), join(dir, 'src/platform.ts'));
@@ -184,7 +185,7 @@ async function fixtureApp(fixture) {
   const loadedName = `${fixture.name}${underRuntime}: ${how} ${subpaths.join(', ')}, each with its types' names`;
   out.push([loaded.ok, loadedName, loaded.output]);
 
-  for (const [main, least] of [['dist/main.js', 5], ...(runtime ? [['dist/runtime-main.js', 11]] : [])]) {
+  for (const [main, least] of [['dist/main.js', 5], ...(runtime ? [['dist/runtime-main.js', 20]] : [])]) {
     const booted = await run(...runUnder(main), dir, 90_000);
     const lines = booted.output.split('\n').filter((l) => /^(not )?ok - /.test(l));
     for (const line of lines)

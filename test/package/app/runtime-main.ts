@@ -1,9 +1,11 @@
 // Boots the runtime fixture (runtime.module.ts) on a private redis-server and checks each route's answers; prints
 // `ok - ...` / `not ok - ...` lines as main.ts does and exits non-zero on any failure. Run by run.mjs under
-// RTK_PACKAGE_RUNTIME (Bun, Deno), after main.ts (the same app every package check runs).
+// RTK_PACKAGE_RUNTIME (Bun, Deno), after main.ts (the same app every package check runs). Then the cluster part
+// (runtime-cluster.ts): the features again on a 3-master Redis Cluster.
 import 'reflect-metadata';
 import { startRedisServer } from 'nestjs-redis-toolkit/testing';
 import { createApp, platform } from './platform.js';
+import { clusterChecks } from './runtime-cluster.js';
 import { RuntimeModule } from './runtime.module.js';
 
 let failures = 0;
@@ -131,6 +133,9 @@ async function main(): Promise<void> {
     await app.close();
     await redis.stop();
   }
+  await clusterChecks(check, platform).catch((err: unknown) =>
+    check('cluster (3 masters): the part ran to the end', false, err instanceof Error ? err.stack : String(err)),
+  );
 }
 
 /**
