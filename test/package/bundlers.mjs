@@ -170,6 +170,7 @@ const FIXTURE_FILES = [
   ['app.module.ts', 'app.module.ts'],
   ['main.ts', 'main.ts'],
   ['results.ts', 'results.ts'],
+  ['checks.ts', 'checks.ts'],
   ['platform-express.ts', 'platform.ts'],
 ];
 const GATEWAY_FILES = [

@@ -150,6 +150,7 @@ async function fixtureApp(fixture) {
     'app.module.ts',
     'main.ts',
     'results.ts',
+    'checks.ts',
     ...(runtime ? ['runtime.module.ts', 'runtime-main.ts', 'runtime-cluster.ts'] : []),
   ];
   for (const file of sources) cpSync(join(appSources, file), join(dir, 'src', file));

@@ -2,21 +2,14 @@
 // per feature; prints `ok - ...` / `not ok - ...` lines and exits non-zero on any failure.
 import 'reflect-metadata';
 import { startRedisServer } from 'nestjs-redis-toolkit/testing';
+import { check, runChecks } from './checks.js';
 import { AppModule } from './app.module.js';
-import { createApp, platform } from './platform.js';
+import { createApp } from './platform.js';
 
 interface Reply {
   status: number;
   headers: Headers;
   body: unknown;
-}
-
-let failures = 0;
-function check(name: string, ok: boolean, detail: unknown): void {
-  if (!ok) failures++;
-  process.stdout.write(
-    `${ok ? 'ok' : 'not ok'} - ${platform}: ${name}${ok ? '' : ` (got ${JSON.stringify(detail)})`}\n`,
-  );
 }
 
 async function main(): Promise<void> {
@@ -95,12 +88,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(failures === 0 ? 0 : 1),
-  (err: unknown) => {
-    process.stdout.write(
-      `not ok - ${platform}: the app did not boot: ${err instanceof Error ? err.stack : String(err)}\n`,
-    );
-    process.exit(1);
-  },
-);
+runChecks(main);

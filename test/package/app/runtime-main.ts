@@ -4,17 +4,10 @@
 // (runtime-cluster.ts): the features again on a 3-master Redis Cluster.
 import 'reflect-metadata';
 import { startRedisServer } from 'nestjs-redis-toolkit/testing';
+import { check, runChecks } from './checks.js';
 import { createApp, platform } from './platform.js';
 import { clusterChecks } from './runtime-cluster.js';
 import { RuntimeModule } from './runtime.module.js';
-
-let failures = 0;
-function check(name: string, ok: boolean, detail: unknown): void {
-  if (!ok) failures++;
-  process.stdout.write(
-    `${ok ? 'ok' : 'not ok'} - ${platform}: ${name}${ok ? '' : ` (got ${JSON.stringify(detail)})`}\n`,
-  );
-}
 
 async function main(): Promise<void> {
   const redis = await startRedisServer();
@@ -164,12 +157,4 @@ async function abortedRequestRefunded(
   return { entered, admittedAfter: statuses.at(-1) === 200, statuses };
 }
 
-main().then(
-  () => process.exit(failures === 0 ? 0 : 1),
-  (err: unknown) => {
-    process.stdout.write(
-      `not ok - ${platform}: the app did not boot: ${err instanceof Error ? err.stack : String(err)}\n`,
-    );
-    process.exit(1);
-  },
-);
+runChecks(main);
