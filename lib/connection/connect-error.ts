@@ -53,6 +53,11 @@ export function connectError(err: unknown, description: string, tls = false): Re
       { cause: err },
     );
   }
+  // Node's permission model refused the socket (refuseDeniedNetwork stops the start before this; a feature's own
+  // connection may still get here): the server may be up, so the remedy is the flag, not the server.
+  if ((err as { code?: unknown }).code === 'ERR_ACCESS_DENIED' || /\bERR_ACCESS_DENIED\b/.test(message)) {
+    return netDenied(description, message, err);
+  }
   // A plain-text server never completes the TLS handshake: the connect timed out, with nothing that says why.
   const tlsHint = tls
     ? ' The connection uses TLS (rediss:// or tls): check that the server takes TLS on that port (its tls-port), ' +
@@ -62,5 +67,29 @@ export function connectError(err: unknown, description: string, tls = false): Re
     `Cannot connect to Redis at ${description}: ${message}. ` +
       `Check that the server is running and reachable, or set lazyConnect: true to start without it.${tlsHint}`,
     { cause: err },
+  );
+}
+
+/**
+ * Node's permission model gates the network from Node 25 (`--allow-net`): started with `--permission` without it, no
+ * socket opens in this process, so no connection ever comes up, lazily or not. Throws at start, naming the flag,
+ * rather than failing the connect as if the server were down, or (lazyConnect) starting an app whose every call fails
+ * as an outage. Node 22 and 24 have no network permission (has('net') is false there all the same): nothing to refuse.
+ */
+export function refuseDeniedNetwork(description: string): void {
+  const permission = (process as { permission?: { has(scope: string): boolean } }).permission;
+  if (permission === undefined || !process.allowedNodeEnvironmentFlags?.has('--allow-net')) return;
+  // --permission-audit denies nothing (it logs) and has('net') is false there too
+  if (/--permission-audit\b/.test(`${process.execArgv.join(' ')} ${process.env.NODE_OPTIONS ?? ''}`)) return;
+  if (!permission.has('net'))
+    throw netDenied(description, 'Node was started with --permission and without --allow-net');
+}
+
+function netDenied(description: string, detail: string, cause?: unknown): RedisUnavailableError {
+  return new RedisUnavailableError(
+    `Cannot connect to Redis at ${description}: Node's permission model denies network access (${detail}). ` +
+      'Add --allow-net to the flags Node starts with (with --permission, Node 25+ opens no socket without it; ' +
+      'lazyConnect would not help).',
+    cause === undefined ? undefined : { cause },
   );
 }

@@ -5,7 +5,7 @@ import { RedisPermissionError, type RedisToolkitError, RedisUnavailableError } f
 import { replyCodeOf } from '../common/failure-policy.js';
 import type { RedisClient } from '../common/lua-script.js';
 import { MAX_TIMER_MS, withTimeout } from '../common/timeout.js';
-import { connectError } from './connect-error.js';
+import { connectError, refuseDeniedNetwork } from './connect-error.js';
 import { DEFAULT_READONLY_GRACE_MS, type ReadOnlyStreak, readOnlyStreakOf } from './readonly-streak.js';
 import { clusterReadyDenied } from './redis-permissions.cluster.js';
 import { explainedFailure, IOREDIS_REFUSALS } from './redis-down-reason.js';
@@ -204,6 +204,7 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   }
 
   private async start(): Promise<void> {
+    refuseDeniedNetwork(this.description);
     if (!this.options.lazyConnect) {
       await this.connect(this.client, this.description);
     } else if (this.client.status === 'wait') {
