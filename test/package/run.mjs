@@ -7,11 +7,13 @@
 // Prints `ok` / `not ok` lines and a closing count; exits 1 on any failure.
 //
 // `npm run test:package` and CI run `node test/package/run.mjs`; it needs no build of this checkout.
-// `RTK_PACKAGE_RUNTIME=bun` or `=deno` runs the fixture apps under that runtime instead (RUNTIMES below).
+// `RTK_PACKAGE_RUNTIME=bun` or `=deno` runs the fixture apps under that runtime instead (RUNTIMES below);
+// `RTK_PACKAGE_NODE_FLAGS="--disable-proto=throw"` runs them on Node with those flags (hardened Node, nodeFlags below).
 // The tarball is unpacked into each app's node_modules the way npm would, and the packages it needs (its
 // dependencies and peers, the HTTP platform, vitest, jest) are symlinked from this repo's node_modules: `npm install
 // --prefer-offline` of the tarball took 52 s per app here (registry metadata), `--offline` cannot resolve peers.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { createServer } from 'node:net';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, posix, resolve } from 'node:path';
@@ -73,9 +75,52 @@ if (runtime !== undefined && !RUNTIMES[runtime]) {
   );
   process.exit(1);
 }
-const underRuntime = runtime ? ` under ${runtime}` : '';
-/** [command, args] running `file` under the selected runtime (Node: this process's). */
-const runUnder = (file) => (runtime ? RUNTIMES[runtime](file) : [process.execPath, [file]]);
+/**
+ * RTK_PACKAGE_NODE_FLAGS="--disable-proto=throw" (flags split on spaces): the fixture apps run on this process's Node
+ * with those flags (hardened Node: --disable-proto, --permission, --disallow-code-generation-from-strings), and only
+ * they: tsc, npm pack and this script run without them. The same parts run as under RTK_PACKAGE_RUNTIME (the runtime
+ * fixture, the gateway, the app without optional peers); the bundles, docs/testing.md's examples and the consumer
+ * settings do not. The fixture's redis-servers come from the package's /testing helpers, which need a temp dir and a
+ * child process: under --permission give the flags --allow-fs-write and --allow-child-process for them, and the
+ * permission app (permissionApp) checks the toolkit with only --allow-fs-read (and --allow-net) on a server of ours.
+ */
+const nodeFlags = (process.env.RTK_PACKAGE_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+if (runtime && nodeFlags.length) {
+  process.stdout.write('not ok - RTK_PACKAGE_NODE_FLAGS is for Node: not with RTK_PACKAGE_RUNTIME\n');
+  process.exit(1);
+}
+const hardened = nodeFlags.length > 0;
+/**
+ * What cannot run under a flag by its own code, not the toolkit's (`app`: a fixture's platform, or `gateway`): that
+ * app must stop at start with that error (checked, so a fix upstream shows), and its other checks are not run. The
+ * toolkit's hostile-input checks still run beside a refused platform (app/hostile-main.ts needs no HTTP platform).
+ */
+const PLATFORM_REFUSALS = [
+  {
+    flag: '--disallow-code-generation-from-strings',
+    app: 'fastify',
+    error: /EvalError: Code generation from strings disallowed[\s\S]*find-my-way/,
+    why: "Fastify's router (find-my-way) compiles each route with new Function (EvalError)",
+  },
+  {
+    flag: '--disable-proto=throw',
+    app: 'gateway',
+    error: /Accessing Object\.prototype\.__proto__ has been disallowed[\s\S]*object-hash[\s\S]*@nestjs\/websockets/,
+    why: "@nestjs/websockets hashes each gateway's options with object-hash, which reads __proto__",
+  },
+];
+/** The refusal of `app` under this run's flags, if any. */
+const refusalOf = (app) => PLATFORM_REFUSALS.find((r) => r.app === app && nodeFlags.includes(r.flag));
+
+/** A refused app's run (`file` under the flags): it must exit non-zero with the refusal's error and no `ok` line. */
+async function refusedStart(refusal, name, dir, file) {
+  const booted = await run(...runUnder(file), dir, 60_000);
+  const ok = !booted.ok && !/^ok - /m.test(booted.output) && refusal.error.test(booted.output);
+  return [ok, `${name}: the app stops at start, ${refusal.why}`, booted.output];
+}
+const underRuntime = runtime ? ` under ${runtime}` : hardened ? ` under node ${nodeFlags.join(' ')}` : '';
+/** [command, args] running `file` under the selected runtime (Node: this process's, with RTK_PACKAGE_NODE_FLAGS). */
+const runUnder = (file) => (runtime ? RUNTIMES[runtime](file) : [process.execPath, [...nodeFlags, file]]);
 if (runtime === 'deno') process.env.DENO_NO_UPDATE_CHECK = '1'; // no registry or network call of its own
 
 let passed = 0;
@@ -151,7 +196,8 @@ async function fixtureApp(fixture) {
     'main.ts',
     'results.ts',
     'checks.ts',
-    ...(runtime ? ['runtime.module.ts', 'runtime-main.ts', 'runtime-cluster.ts'] : []),
+    ...(runtime || hardened ? ['runtime.module.ts', 'runtime-main.ts', 'runtime-cluster.ts'] : []),
+    ...(hardened ? ['permission-main.ts', 'hostile-main.ts'] : []),
   ];
   for (const file of sources) cpSync(join(appSources, file), join(dir, 'src', file));
   cpSync(join(appSources, `platform-${fixture.platform}.ts`), join(dir, 'src/platform.ts'));
@@ -181,18 +227,77 @@ async function fixtureApp(fixture) {
   const loaded = runtime
     ? (writeFileSync(join(dir, fixture.type === 'commonjs' ? 'load.cjs' : 'load.mjs'), loader),
       await run(...runUnder(fixture.type === 'commonjs' ? 'load.cjs' : 'load.mjs'), dir))
-    : await run(process.execPath, [`--input-type=${fixture.type}`, '-e', loader], dir);
+    : await run(process.execPath, [...nodeFlags, `--input-type=${fixture.type}`, '-e', loader], dir);
   const how = fixture.type === 'commonjs' ? 'require' : 'import';
   const loadedName = `${fixture.name}${underRuntime}: ${how} ${subpaths.join(', ')}, each with its types' names`;
   out.push([loaded.ok, loadedName, loaded.output]);
 
-  for (const [main, least] of [['dist/main.js', 5], ...(runtime ? [['dist/runtime-main.js', 20]] : [])]) {
+  // the platform's own limit: its app must stop at start with the platform's error, never serve half the routes
+  const refusal = refusalOf(fixture.platform);
+  if (refusal) out.push(await refusedStart(refusal, `${fixture.name}${underRuntime}`, dir, 'dist/main.js'));
+  const mains = [
+    ...(refusal ? [] : [['dist/main.js', 5]]),
+    ...(runtime || (hardened && !refusal) ? [['dist/runtime-main.js', 20]] : []),
+    ...(hardened ? [['dist/hostile-main.js', 4]] : []),
+  ];
+  for (const [main, least] of mains) {
     const booted = await run(...runUnder(main), dir, 90_000);
     const lines = booted.output.split('\n').filter((l) => /^(not )?ok - /.test(l));
     for (const line of lines)
       out.push([line.startsWith('ok - '), `${fixture.name}${underRuntime}: ${line.replace(/^(not )?ok - /, '')}`]);
     if (!booted.ok || lines.length < least)
       out.push([false, `${fixture.name}${underRuntime}: ${main} ran every check and exited`, booted.output]);
+  }
+  if (nodeFlags.includes('--permission')) out.push(...(await permissionApp(fixture, dir)));
+  return out;
+}
+
+/**
+ * Under --permission: the fixture app (app/permission-main.ts, one route per feature) on a redis-server this script
+ * starts, with only `--permission --allow-fs-read=*` and, where this Node gates the network (25+), `--allow-net`: the
+ * toolkit needs no fs write, child process or worker. Then, on such a Node, without --allow-net: the start fails
+ * with RedisUnavailableError naming --allow-net.
+ */
+async function permissionApp(fixture, dir) {
+  const out = [];
+  const port = await new Promise((done) => {
+    const probe = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => done(port));
+    });
+  });
+  const server = spawn('redis-server', [
+    '--port',
+    String(port),
+    '--bind',
+    '127.0.0.1',
+    '--save',
+    '',
+    '--appendonly',
+    'no',
+  ]);
+  let log = '';
+  await new Promise((ready) => {
+    server.stdout.on('data', (chunk) => {
+      log += chunk;
+      if (/Ready to accept connections/.test(log)) ready();
+    });
+    server.once('close', ready);
+  });
+  const url = `redis://127.0.0.1:${port}`;
+  const gated = process.allowedNodeEnvironmentFlags.has('--allow-net');
+  const least = ['--permission', '--allow-fs-read=*', ...(gated ? ['--allow-net'] : [])];
+  const runs = [[least, [url], 6], ...(gated ? [[least.slice(0, -1), [url, 'net-denied'], 1]] : [])];
+  try {
+    for (const [flags, args, count] of runs) {
+      const ran = await run(process.execPath, [...flags, 'dist/permission-main.js', ...args], dir, 60_000);
+      const lines = ran.output.split('\n').filter((l) => /^(not )?ok - /.test(l));
+      const name = `${fixture.name} under node ${flags.join(' ')}`;
+      for (const line of lines) out.push([line.startsWith('ok - '), `${name}: ${line.replace(/^(not )?ok - /, '')}`]);
+      if (!ran.ok || lines.length < count) out.push([false, `${name}: ran every check and exited`, ran.output]);
+    }
+  } finally {
+    server.kill('SIGKILL');
   }
   return out;
 }
@@ -213,6 +318,8 @@ async function gatewayApp() {
   const compiled = await run(process.execPath, [tsc, '-p', dir, '--pretty', 'false'], dir);
   const name = `gateway app (Express)${underRuntime}`;
   if (!compiled.ok) return [[false, `${name}: compiles against the published types`, compiled.output]];
+  const refusal = refusalOf('gateway');
+  if (refusal) return [await refusedStart(refusal, name, dir, 'dist/main.js')];
   return gatewayRoundTrip(name, dir, 'dist/main.js', repoModules, runUnder('dist/main.js'));
 }
 
@@ -257,10 +364,16 @@ async function peerlessApp() {
     const file = type === 'commonjs' ? 'peerless.cjs' : 'peerless.mjs';
     const ran = runtime
       ? (writeFileSync(join(dir, file), script), await run(...runUnder(file), dir))
-      : await run(process.execPath, [`--input-type=${type}`, '-e', script], dir);
+      : await run(process.execPath, [...nodeFlags, `--input-type=${type}`, '-e', script], dir);
     let results;
     try {
-      results = JSON.parse(ran.output.trim().split('\n').pop());
+      // the last JSON line: under --permission Node's warnings (stderr) may come after it
+      results = JSON.parse(
+        ran.output
+          .trim()
+          .split('\n')
+          .findLast((l) => l.startsWith('{')),
+      );
     } catch {
       out.push([false, `without optional peers, ${how}: the script ran`, ran.output]);
       continue;
@@ -381,6 +494,7 @@ const tsc = join(repoModules, 'typescript/bin/tsc');
 const work = mkdtempSync(join(tmpdir(), 'rtk-package-'));
 let unpacked;
 const started = Date.now();
+if (hardened) process.stdout.write(`# node ${process.version} ${nodeFlags.join(' ')} (the fixture apps only)\n`);
 if (runtime) {
   const version = await run(runtime, ['--version'], work);
   process.stdout.write(`# runtime: ${runtime} ${version.output.trim().split('\n')[0]}\n`);
@@ -471,11 +585,12 @@ try {
   // ncc esm, esbuild esm with its peers external), each bundle run alone in an empty directory
   // RTK_PACKAGE_BUNDLES=skip: not on this run (.ci/run bundles on the machine's Node only, not on the other lines: the
   // bundles are most of this suite's time, and what they prove depends on the bundlers more than on Node's line)
-  const bundling = process.env.RTK_PACKAGE_BUNDLES !== 'skip' && !runtime;
-  if (!bundling && !runtime) process.stdout.write('# the bundles are skipped (RTK_PACKAGE_BUNDLES=skip)\n');
+  const bundling = process.env.RTK_PACKAGE_BUNDLES !== 'skip' && !runtime && !hardened;
+  if (!bundling && !runtime && !hardened)
+    process.stdout.write('# the bundles are skipped (RTK_PACKAGE_BUNDLES=skip)\n');
   const bundled = bundling ? bundledApps({ work, repoModules, appSources, tsc, makeApp, tsconfig, run }) : [];
   const results = await Promise.all(
-    runtime
+    runtime || hardened
       ? [...FIXTURES.map(fixtureApp), peerlessApp(), gatewayApp()]
       : [
           ...FIXTURES.map(fixtureApp),

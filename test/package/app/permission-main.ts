@@ -1,0 +1,70 @@
+// The fixture app under Node's permission model with only what the toolkit needs (run.mjs, RTK_PACKAGE_NODE_FLAGS with
+// --permission): `--allow-fs-read=*` (and `--allow-net` where Node gates the network, 25+), no fs write, no child
+// process, no worker. The redis-server is run.mjs's (its url the first argument): the /testing helpers need those
+// grants, the toolkit does not. Calls one route per feature as main.ts does; with `net-denied` as the second argument
+// (Node started without --allow-net) the start must fail with RedisUnavailableError naming --allow-net, not boot
+// half-working.
+import 'reflect-metadata';
+import { RedisUnavailableError } from 'nestjs-redis-toolkit';
+import { AppModule } from './app.module.js';
+import { check, runChecks } from './checks.js';
+import { createApp } from './platform.js';
+
+async function main(): Promise<void> {
+  process.env.REDIS_URL = process.argv[2];
+  const app = await createApp(AppModule);
+  if (process.argv[3] === 'net-denied') {
+    const failed = await app.init().then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    const message = failed instanceof Error ? failed.message : String(failed);
+    check(
+      'permission model without --allow-net: the start fails with RedisUnavailableError naming --allow-net',
+      failed instanceof RedisUnavailableError && message.includes('--allow-net') && !message.includes('lazyConnect:'),
+      failed instanceof Error ? `${failed.name}: ${message}` : failed,
+    );
+    await app.close().catch(() => undefined);
+    return;
+  }
+  await app.listen(0, '127.0.0.1');
+  const base = (await app.getUrl()).replace('[::1]', '127.0.0.1');
+  const call = async (method: string, path: string, cookie?: string) => {
+    const res = await fetch(`${base}${path}`, { method, headers: cookie ? { cookie } : {} });
+    const text = await res.text();
+    return { status: res.status, headers: res.headers, body: text ? (JSON.parse(text) as unknown) : undefined };
+  };
+  try {
+    const cached = [(await call('GET', '/cache')).body, (await call('GET', '/cache')).body];
+    check(
+      'permission model: cache loader called once',
+      JSON.stringify(cached) === '[{"value":42,"loads":1},{"value":42,"loads":1}]',
+      cached,
+    );
+    const limited = [await call('GET', '/limited'), await call('GET', '/limited'), await call('GET', '/limited')];
+    check(
+      'permission model: rate limit 200, 200, 429',
+      limited.map((r) => r.status).join() === '200,200,429',
+      limited.map((r) => r.status),
+    );
+    const login = await call('POST', '/login');
+    const me = await call('GET', '/me', login.headers.get('set-cookie')?.split(';')[0] ?? '');
+    check('permission model: session', me.status === 200, [login.status, me.status, me.body]);
+    const tokens = [(await call('POST', '/lock')).body, (await call('POST', '/lock')).body].map(
+      (b) => (b as { fencingToken?: number } | undefined)?.fencingToken ?? 0,
+    );
+    check('permission model: lock fencing tokens rise', tokens[0]! > 0 && tokens[1]! > tokens[0]!, tokens);
+    const published = (await call('POST', '/publish')).body;
+    check(
+      'permission model: pub/sub',
+      JSON.stringify(published) === JSON.stringify({ received: [{ hello: 'world' }] }),
+      published,
+    );
+    const snapshot = await call('GET', '/_toolkit/snapshot');
+    check('permission model: dashboard snapshot', snapshot.status === 200, snapshot.status);
+  } finally {
+    await app.close();
+  }
+}
+
+runChecks(main);
