@@ -90,6 +90,8 @@ if (runtime && nodeFlags.length) {
   process.exit(1);
 }
 const hardened = nodeFlags.length > 0;
+/** Under another runtime or hardened flags only the apps run: no bundles, docs examples or consumer settings. */
+const appsOnly = Boolean(runtime) || hardened;
 /**
  * What cannot run under a flag by its own code, not the toolkit's (`app`: a fixture's platform, or `gateway`): that
  * app must stop at start with that error (checked, so a fix upstream shows), and its other checks are not run. The
@@ -117,6 +119,27 @@ async function refusedStart(refusal, name, dir, file) {
   const booted = await run(...runUnder(file), dir, 60_000);
   const ok = !booted.ok && !/^ok - /m.test(booted.output) && refusal.error.test(booted.output);
   return [ok, `${name}: the app stops at start, ${refusal.why}`, booted.output];
+}
+/**
+ * The checks an app printed (its `ok - ` / `not ok - ` lines) under `name`, and a failed one (`missing`, with the
+ * output) when it exited non-zero or printed fewer than `least`.
+ */
+function appChecks(ran, name, least, missing) {
+  const lines = ran.output.split('\n').filter((l) => /^(not )?ok - /.test(l));
+  const out = lines.map((line) => [line.startsWith('ok - '), `${name}: ${line.replace(/^(not )?ok - /, '')}`]);
+  if (!ran.ok || lines.length < least) out.push([false, `${name}: ${missing}`, ran.output]);
+  return out;
+}
+
+/**
+ * Runs `source` as a module of `type` in `dir`: with `-e` on Node (with the run's flags), from a file `<base>.mjs` or
+ * `.cjs` under another runtime (Node's --input-type is Node's own).
+ */
+async function runSource(dir, base, type, source) {
+  if (!runtime) return run(process.execPath, [...nodeFlags, `--input-type=${type}`, '-e', source], dir);
+  const file = `${base}.${type === 'commonjs' ? 'cjs' : 'mjs'}`;
+  writeFileSync(join(dir, file), source);
+  return run(...runUnder(file), dir);
 }
 const underRuntime = runtime ? ` under ${runtime}` : hardened ? ` under node ${nodeFlags.join(' ')}` : '';
 /** [command, args] running `file` under the selected runtime (Node: this process's, with RTK_PACKAGE_NODE_FLAGS). */
@@ -196,7 +219,7 @@ async function fixtureApp(fixture) {
     'main.ts',
     'results.ts',
     'checks.ts',
-    ...(runtime || hardened ? ['runtime.module.ts', 'runtime-main.ts', 'runtime-cluster.ts'] : []),
+    ...(appsOnly ? ['runtime.module.ts', 'runtime-main.ts', 'runtime-cluster.ts'] : []),
     ...(hardened ? ['permission-main.ts', 'hostile-main.ts'] : []),
   ];
   for (const file of sources) cpSync(join(appSources, file), join(dir, 'src', file));
@@ -223,11 +246,7 @@ async function fixtureApp(fixture) {
       if (names(m).join() !== names(types).join())
         throw new Error(s + ' exports ' + names(m).join(', ') + ' where ' + file + ' has ' + names(types).join(', '));
     }`;
-  // under another runtime from a file (Node's --input-type is Node's own), with the app's module format
-  const loaded = runtime
-    ? (writeFileSync(join(dir, fixture.type === 'commonjs' ? 'load.cjs' : 'load.mjs'), loader),
-      await run(...runUnder(fixture.type === 'commonjs' ? 'load.cjs' : 'load.mjs'), dir))
-    : await run(process.execPath, [...nodeFlags, `--input-type=${fixture.type}`, '-e', loader], dir);
+  const loaded = await runSource(dir, 'load', fixture.type, loader);
   const how = fixture.type === 'commonjs' ? 'require' : 'import';
   const loadedName = `${fixture.name}${underRuntime}: ${how} ${subpaths.join(', ')}, each with its types' names`;
   out.push([loaded.ok, loadedName, loaded.output]);
@@ -242,11 +261,7 @@ async function fixtureApp(fixture) {
   ];
   for (const [main, least] of mains) {
     const booted = await run(...runUnder(main), dir, 90_000);
-    const lines = booted.output.split('\n').filter((l) => /^(not )?ok - /.test(l));
-    for (const line of lines)
-      out.push([line.startsWith('ok - '), `${fixture.name}${underRuntime}: ${line.replace(/^(not )?ok - /, '')}`]);
-    if (!booted.ok || lines.length < least)
-      out.push([false, `${fixture.name}${underRuntime}: ${main} ran every check and exited`, booted.output]);
+    out.push(...appChecks(booted, `${fixture.name}${underRuntime}`, least, `${main} ran every check and exited`));
   }
   if (nodeFlags.includes('--permission')) out.push(...(await permissionApp(fixture, dir)));
   return out;
@@ -291,10 +306,7 @@ async function permissionApp(fixture, dir) {
   try {
     for (const [flags, args, count] of runs) {
       const ran = await run(process.execPath, [...flags, 'dist/permission-main.js', ...args], dir, 60_000);
-      const lines = ran.output.split('\n').filter((l) => /^(not )?ok - /.test(l));
-      const name = `${fixture.name} under node ${flags.join(' ')}`;
-      for (const line of lines) out.push([line.startsWith('ok - '), `${name}: ${line.replace(/^(not )?ok - /, '')}`]);
-      if (!ran.ok || lines.length < count) out.push([false, `${name}: ran every check and exited`, ran.output]);
+      out.push(...appChecks(ran, `${fixture.name} under node ${flags.join(' ')}`, count, 'ran every check and exited'));
     }
   } finally {
     server.kill('SIGKILL');
@@ -361,10 +373,7 @@ async function peerlessApp() {
       }
       console.log(JSON.stringify(results));`;
     const how = `${type === 'commonjs' ? 'CommonJS require' : 'ESM import'}${underRuntime}`;
-    const file = type === 'commonjs' ? 'peerless.cjs' : 'peerless.mjs';
-    const ran = runtime
-      ? (writeFileSync(join(dir, file), script), await run(...runUnder(file), dir))
-      : await run(process.execPath, [...nodeFlags, `--input-type=${type}`, '-e', script], dir);
+    const ran = await runSource(dir, 'peerless', type, script);
     let results;
     try {
       // the last JSON line: under --permission Node's warnings (stderr) may come after it
@@ -585,12 +594,11 @@ try {
   // ncc esm, esbuild esm with its peers external), each bundle run alone in an empty directory
   // RTK_PACKAGE_BUNDLES=skip: not on this run (.ci/run bundles on the machine's Node only, not on the other lines: the
   // bundles are most of this suite's time, and what they prove depends on the bundlers more than on Node's line)
-  const bundling = process.env.RTK_PACKAGE_BUNDLES !== 'skip' && !runtime && !hardened;
-  if (!bundling && !runtime && !hardened)
-    process.stdout.write('# the bundles are skipped (RTK_PACKAGE_BUNDLES=skip)\n');
+  const bundling = process.env.RTK_PACKAGE_BUNDLES !== 'skip' && !appsOnly;
+  if (!bundling && !appsOnly) process.stdout.write('# the bundles are skipped (RTK_PACKAGE_BUNDLES=skip)\n');
   const bundled = bundling ? bundledApps({ work, repoModules, appSources, tsc, makeApp, tsconfig, run }) : [];
   const results = await Promise.all(
-    runtime || hardened
+    appsOnly
       ? [...FIXTURES.map(fixtureApp), peerlessApp(), gatewayApp()]
       : [
           ...FIXTURES.map(fixtureApp),
