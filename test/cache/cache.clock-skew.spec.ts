@@ -124,6 +124,10 @@ describe.each(['single', 'cluster'] as const)('instances an hour apart on %s', (
     expect(await here.get('k')).toBeUndefined();
     let loads = 0;
     const loader = async () => `new${++loads}`;
+    // Past the window the two instances' estimates of Redis's clock differ by (a few ms; more on a busy box), where a
+    // load that starts just after the invalidation may be refused (docs/cache.md; it failed so once in CI with three
+    // shards): the bug refused every load for the hour the mark was ahead
+    await sleep(250);
     expect(await here.getOrSet('k', loader, { ttl: 60_000, tags: ['t'] })).toBe('new1');
     // showed: a miss and a second load (the tag's mark, an hour ahead, refused to store every load for the hour)
     expect(await here.getOrSetWithStatus('k', loader, { ttl: 60_000, tags: ['t'] })).toEqual({
