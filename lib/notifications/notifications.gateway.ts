@@ -18,6 +18,7 @@ import { SessionService } from '../session/session.service.js';
 import { ChannelRelays, roomOf } from './notifications.channel-relays.js';
 import { DurableReplay } from './notifications.durable-replay.js';
 import { admitHandshake } from './notifications.handshake.js';
+import { http1Refused, http1RefusedWarning } from './notifications.http2.js';
 import {
   NOTIFICATIONS_GATEWAY_OPTIONS,
   type NotificationsGatewayOptions,
@@ -151,6 +152,8 @@ export class NotificationsGateway
   }
 
   afterInit(nsp: Namespace): void {
+    const refused = http1Refused(nsp.server?.httpServer);
+    if (refused !== undefined) this.logger.warn(http1RefusedWarning(refused));
     // Runs before onModuleInit: the setup is read when a handshake arrives.
     nsp.use((socket, next) => {
       admitHandshake(socket, this.setup, this.revocations, this.userSockets, this.warning).then(

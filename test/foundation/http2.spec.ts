@@ -6,7 +6,8 @@
  * Http2ServerRequest without its stream: `TypeError: Cannot read properties of undefined (reading 'readable')` in
  * IncomingMessage._read), so there is no Express-on-HTTP/2 app to test.
  * What differs on HTTP/2: no Host header (`:authority`), and a stream the client resets emits 'finish' (then 'close')
- * on the Http2ServerResponse although nothing was sent (`writableEnded` false, status still 200).
+ * on the Http2ServerResponse although nothing was sent (`writableEnded` false, status still 200). A server that speaks
+ * no HTTP/1.1 (h2c; TLS without allowHTTP1) takes no WebSocket: the gateway warns at start there.
  */
 import 'reflect-metadata';
 import {
@@ -27,19 +28,23 @@ import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { randomBytes } from 'node:crypto';
+import { createServer as createHttpServer } from 'node:http';
 import {
   type ClientHttp2Session,
   connect,
   constants,
+  createServer as createH2cServer,
+  createSecureServer,
   type IncomingHttpHeaders,
   type OutgoingHttpHeaders,
 } from 'node:http2';
-import { request as httpsRequest } from 'node:https';
+import { createServer as createHttpsServer, request as httpsRequest } from 'node:https';
 import { type AddressInfo, connect as netConnect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { WebSocket } from 'ws';
 import { CacheTTL, HttpCacheInterceptor } from '../../lib/advanced.js';
 import { RedisToolkitDashboardModule } from '../../lib/dashboard/index.js';
+import { http1Refused } from '../../lib/notifications/notifications.http2.js';
 import {
   CurrentSession,
   RateLimitGuard,
@@ -282,6 +287,8 @@ function socketIoWebSocket(origin: string, wsOrigin: string, cookie: string): Pr
 }
 
 type Mode = 'h2c' | 'tls';
+/** `tls` serves HTTP/1.1 too (allowHTTP1); `tls-h2-only` does not (the gateway's start-up warning). */
+type BootMode = Mode | 'tls-h2-only';
 
 interface H2App {
   app: INestApplication;
@@ -290,11 +297,12 @@ interface H2App {
   other: ClientHttp2Session;
   origin: string;
   errors: string[];
+  warnings: string[];
 }
 
 let tls: TlsFiles & { key: string; cert: string };
 
-async function bootH2(mode: Mode): Promise<H2App> {
+async function bootH2(mode: BootMode): Promise<H2App> {
   const log = recordingLogger();
   const moduleRef = await Test.createTestingModule({
     imports: [
@@ -317,20 +325,20 @@ async function bootH2(mode: Mode): Promise<H2App> {
       ? new FastifyAdapter({ http2: true })
       : new FastifyAdapter({
           http2: true,
-          https: { key: tls.key, cert: tls.cert, allowHTTP1: true },
+          https: { key: tls.key, cert: tls.cert, allowHTTP1: mode === 'tls' },
         });
   const app = moduleRef.createNestApplication(adapter, { logger: log.logger });
   await app.init();
   await app.listen(0, '127.0.0.1');
   const { port } = app.getHttpServer().address() as AddressInfo;
   const origin = `${mode === 'h2c' ? 'http' : 'https'}://127.0.0.1:${port}`;
-  const session = connect(origin, mode === 'tls' ? { ca: tls.ca } : {});
+  const session = connect(origin, mode === 'h2c' ? {} : { ca: tls.ca });
   const from = { host: '127.0.0.1', port, localAddress: '127.0.0.2' };
   const other = connect(origin, {
     createConnection: () =>
       mode === 'h2c' ? netConnect(from) : tlsConnect({ ...from, ca: tls.ca, ALPNProtocols: ['h2'] }),
   });
-  return { app, session, other, origin, errors: log.errors };
+  return { app, session, other, origin, errors: log.errors, warnings: log.warnings };
 }
 
 const apps = new Map<Mode, H2App>();
@@ -481,6 +489,11 @@ describe.each(['h2c', 'tls'] as const)('Fastify over HTTP/2 (%s)', (mode) => {
   it('nothing was logged as an error', () => {
     expect(h2().errors).toEqual([]);
   });
+
+  it('the gateway warned at start where the server speaks no HTTP/1.1 (h2c), once, and not over TLS with HTTP/1.1', () => {
+    const said = h2().warnings.filter((w) => w.startsWith('notifications: the gateway is served by'));
+    expect(said.map((w) => /\(h2c\)/.test(w))).toEqual(mode === 'h2c' ? [true] : []);
+  });
 });
 
 describe('Fastify over HTTP/2 with allowHTTP1 (TLS)', () => {
@@ -502,5 +515,60 @@ describe('Fastify over HTTP/2 with allowHTTP1 (TLS)', () => {
     expect(await socketIoWebSocket(tlsApp().origin, 'https://evil.example', cookie)).toMatch(
       /^44\/n,.*E_FORBIDDEN_ORIGIN/,
     );
+  });
+});
+
+describe('the gateway on an HTTP/2 server over TLS without allowHTTP1', () => {
+  let h2: H2App;
+  beforeAll(async () => {
+    h2 = await bootH2('tls-h2-only');
+  });
+  afterAll(async () => {
+    h2.session.close();
+    h2.other.close();
+    await h2.app.close();
+  });
+
+  it('warns at start, once, naming allowHTTP1; HTTP/2 clients still connect by long polling', async () => {
+    const said = h2.warnings.filter((w) => w.startsWith('notifications: the gateway is served by'));
+    expect(said.map((w) => w.includes('over TLS without allowHTTP1'))).toEqual([true]);
+    const cookie = await login(h2.session);
+    expect(await socketIoConnect(h2.session, h2.origin, cookie)).toMatch(/^40\/n,\{"sid":/);
+    expect(h2.errors).toEqual([]);
+  });
+
+  it('an HTTP/1.1 client cannot connect there (what the warning says)', async () => {
+    const { port } = new URL(h2.origin);
+    const refused = await new Promise<string>((resolve) => {
+      const socket = tlsConnect({ host: '127.0.0.1', port: Number(port), ca: tls.ca, ALPNProtocols: ['http/1.1'] });
+      socket.on('secureConnect', () => {
+        socket.destroy();
+        resolve('connected');
+      });
+      socket.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+    });
+    expect(refused).toBe('ERR_SSL_TLSV1_ALERT_NO_APPLICATION_PROTOCOL');
+  });
+});
+
+describe('http1Refused: the servers the gateway may be attached to', () => {
+  it('h2c and HTTP/2 over TLS without allowHTTP1 refuse HTTP/1.1; http, https and allowHTTP1 do not', () => {
+    const creds = { key: tls.key, cert: tls.cert };
+    const servers = [
+      createHttpServer(),
+      createHttpsServer(creds),
+      createH2cServer(),
+      createSecureServer({ ...creds, allowHTTP1: true }),
+      createSecureServer(creds),
+    ];
+    expect([...servers.map(http1Refused), http1Refused(undefined), http1Refused({})]).toEqual([
+      undefined,
+      undefined,
+      'h2c',
+      undefined,
+      'tls',
+      undefined,
+      undefined,
+    ]);
   });
 });
