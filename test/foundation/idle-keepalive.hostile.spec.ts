@@ -42,7 +42,8 @@ async function featureRounds(app: ToolkitApp, sessionId: string, heard: unknown[
     ['publish', pubsub.publish('news', round).then((n) => n >= 1), true],
     ['health', health.check().then((h) => h.status), 'up'],
   ]);
-  expect(await waitFor(() => heard.length === 3, 3_000)).toBe(true);
+  const allHeard = await waitFor(() => heard.length === 3, 3_000);
+  expect({ allHeard, heard, failures }).toEqual({ allHeard: true, heard: [0, 1, 2], failures });
   return failures;
 }
 

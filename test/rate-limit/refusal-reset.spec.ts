@@ -129,22 +129,35 @@ describe.each(PLATFORMS)('insurance refusals over HTTP on %s (Redis unreachable)
   }, 20_000);
 
   it('a refusal in the last ms of an insurance window: reset >= Retry-After >= 1 s, and admitted after it', async () => {
-    const scenario = async (mode: Mode): Promise<string[]> => {
+    // The window opens at the first charge, decided between `from` and its answer; the request sent 100 ms before it
+    // ends must be refused when it was answered before `from + WINDOW` (then it was decided inside the window). One
+    // answered later may have been decided in the next window (a busy box: it happened in CI with three test shards),
+    // which tells nothing: that attempt is made again with a new user, at most ATTEMPTS times.
+    const ATTEMPTS = 4;
+    const attempt = async (mode: Mode): Promise<string[] | undefined> => {
       const user = randomUUID();
       const from = Date.now();
       const first = await post(mode, user, 2);
       if (first.status !== 201) return [`${mode}: first request ${first.status}`];
       await sleep(Math.max(0, from + WINDOW - 100 - Date.now()));
       const res = await post(mode, user, 1);
+      if (res.status === 201 && Date.now() >= from + WINDOW) return undefined;
       const wrong = refusalProblems(res, `${mode} end of window`);
       await sleep(Number(res.headers['retry-after']) * 1_000);
       const after = await post(mode, user, 1);
       if (after.status !== 201) wrong.push(`${mode}: after Retry-After ${after.status}`);
       return wrong;
     };
+    const scenario = async (mode: Mode): Promise<string[]> => {
+      for (let i = 0; i < ATTEMPTS; i++) {
+        const wrong = await attempt(mode);
+        if (wrong !== undefined) return wrong;
+      }
+      return [`${mode}: every one of ${ATTEMPTS} attempts was answered after its window could have ended`];
+    };
     const wrong = await Promise.all(MODES.map(scenario));
     expect(wrong.flat()).toEqual([]);
-  }, 20_000);
+  }, 40_000);
 });
 
 describe.each(PLATFORMS_AND_TARGETS)(
