@@ -30,9 +30,14 @@ export function refundOnFinish(rateLimit: RateLimitService, res: ThrottledRespon
   const raw = (res as { raw?: NodeResponse }).raw ?? (res as NodeResponse);
   if (typeof raw.once !== 'function') return;
   let settled = false;
+  // Bun before 1.4 emits no 'close' on the response of a client that aborts, only on its socket: listened to as well
+  // (taken off when settled, so a keep-alive socket does not collect one listener per request)
+  const socket = raw.socket;
+  const socketClosed = () => settle(false);
   const settle = (success: boolean) => {
     if (settled) return;
     settled = true;
+    socket?.off?.('close', socketClosed);
     const now = performance.now();
     for (const { check, options, openUntil, insured } of refunds) {
       const cost = check.policy.cost ?? 1;
@@ -51,6 +56,8 @@ export function refundOnFinish(rateLimit: RateLimitService, res: ThrottledRespon
   const closed = () => settle(false);
   raw.once('finish', finished);
   raw.once('close', closed);
+  // HTTP/2: the stream emits 'close' itself, and its socket is the session's, shared by every stream
+  if (raw.stream === undefined) socket?.once?.('close', socketClosed);
   // the client may have gone while the charge was sent (an abort during the Redis round trip): its 'close' came
   // before these listeners, and the charge would have stayed for the window
   if (raw.writableFinished === true) finished();
@@ -85,6 +92,12 @@ interface NodeResponse {
   writableFinished?: boolean;
   writableEnded?: boolean;
   destroyed?: boolean;
+  /** An HTTP/2 response's stream (Http2ServerResponse); undefined on HTTP/1.1. */
+  stream?: unknown;
+  socket?: {
+    once?(event: 'close', listener: () => void): unknown;
+    off?(event: 'close', listener: () => void): unknown;
+  } | null;
   once?(event: 'finish' | 'close', listener: () => void): unknown;
 }
 
