@@ -33,11 +33,11 @@ export function refundOnFinish(rateLimit: RateLimitService, res: ThrottledRespon
   // Bun before 1.4 emits no 'close' on the response of a client that aborts, only on its socket: listened to as well
   // (taken off when settled, so a keep-alive socket does not collect one listener per request)
   const socket = raw.socket;
-  const socketClosed = () => settle(false);
+  const closed = () => settle(false);
   const settle = (success: boolean) => {
     if (settled) return;
     settled = true;
-    socket?.off?.('close', socketClosed);
+    socket?.off?.('close', closed);
     const now = performance.now();
     for (const { check, options, openUntil, insured } of refunds) {
       const cost = check.policy.cost ?? 1;
@@ -53,11 +53,10 @@ export function refundOnFinish(rateLimit: RateLimitService, res: ThrottledRespon
   // HTTP/2 emits 'finish' (then 'close') on a stream the client reset, nothing sent and the status still 200: only a
   // response that was ended is one that finished (HTTP/1.1 emits 'finish' after end() only, so it is unchanged)
   const finished = () => settle(raw.writableEnded !== false && (raw.statusCode ?? 200) < 400);
-  const closed = () => settle(false);
   raw.once('finish', finished);
   raw.once('close', closed);
   // HTTP/2: the stream emits 'close' itself, and its socket is the session's, shared by every stream
-  if (raw.stream === undefined) socket?.once?.('close', socketClosed);
+  if (raw.stream === undefined) socket?.once?.('close', closed);
   // the client may have gone while the charge was sent (an abort during the Redis round trip): its 'close' came
   // before these listeners, and the charge would have stayed for the window
   if (raw.writableFinished === true) finished();

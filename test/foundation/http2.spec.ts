@@ -341,6 +341,12 @@ async function bootH2(mode: BootMode): Promise<H2App> {
   return { app, session, other, origin, errors: log.errors, warnings: log.warnings };
 }
 
+async function closeH2(h2: H2App): Promise<void> {
+  h2.session.close();
+  h2.other.close();
+  await h2.app.close();
+}
+
 const apps = new Map<Mode, H2App>();
 
 beforeAll(async () => {
@@ -351,11 +357,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const a of apps.values()) {
-    a.session.close();
-    a.other.close();
-    await a.app.close();
-  }
+  for (const a of apps.values()) await closeH2(a);
   tls?.remove();
 });
 
@@ -523,11 +525,7 @@ describe('the gateway on an HTTP/2 server over TLS without allowHTTP1', () => {
   beforeAll(async () => {
     h2 = await bootH2('tls-h2-only');
   });
-  afterAll(async () => {
-    h2.session.close();
-    h2.other.close();
-    await h2.app.close();
-  });
+  afterAll(() => closeH2(h2));
 
   it('warns at start, once, naming allowHTTP1; HTTP/2 clients still connect by long polling', async () => {
     const said = h2.warnings.filter((w) => w.startsWith('notifications: the gateway is served by'));
