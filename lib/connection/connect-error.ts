@@ -4,6 +4,7 @@ import {
   type RedisToolkitError,
   RedisUnavailableError,
 } from '../common/errors.js';
+import { enforcedPermissions, networkGated } from '../common/node-permissions.js';
 import { ServerRefusal } from './server-closes.js';
 
 /** What ioredis and the start send before anything else, and why (for a server that does not know one). */
@@ -77,10 +78,8 @@ export function connectError(err: unknown, description: string, tls = false): Re
  * as an outage. Node 22 and 24 have no network permission (has('net') is false there all the same): nothing to refuse.
  */
 export function refuseDeniedNetwork(description: string): void {
-  const permission = (process as { permission?: { has(scope: string): boolean } }).permission;
-  if (permission === undefined || !process.allowedNodeEnvironmentFlags?.has('--allow-net')) return;
-  // --permission-audit denies nothing (it logs) and has('net') is false there too
-  if (/--permission-audit\b/.test(`${process.execArgv.join(' ')} ${process.env.NODE_OPTIONS ?? ''}`)) return;
+  const permission = enforcedPermissions();
+  if (permission === undefined || !networkGated()) return;
   if (!permission.has('net'))
     throw netDenied(description, 'Node was started with --permission and without --allow-net');
 }

@@ -14,6 +14,7 @@ export const {
   sweepStaleServers,
   startRedisCluster,
   RedisServerNotFoundError,
+  RedisServerPermissionError,
   RedisServerStartError,
   RedisServerStateError,
   RedisServerTooOldError,

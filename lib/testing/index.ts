@@ -10,6 +10,7 @@ export {
 export { startRedisCluster, type RedisClusterHandle, type RedisClusterOptions } from './testing.redis-cluster.js';
 export {
   RedisServerNotFoundError,
+  RedisServerPermissionError,
   RedisServerStartError,
   RedisServerStateError,
   RedisServerTooOldError,

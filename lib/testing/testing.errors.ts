@@ -33,3 +33,12 @@ export class RedisServerStartError extends RedisToolkitError {
 export class RedisServerStateError extends RedisToolkitError {
   static override readonly code: string = 'E_REDIS_SERVER_STATE';
 }
+
+/**
+ * Node's permission model (--permission) denies what the helpers need to start a server: a child process, writes
+ * under their state dir (`<os.tmpdir()>/rtk-test-redis`), the network on Node 25+. The message names every missing
+ * flag; until 2026-12-07 Node's own ERR_ACCESS_DENIED came from inside the start, one flag per try.
+ */
+export class RedisServerPermissionError extends RedisToolkitError {
+  static override readonly code: string = 'E_REDIS_SERVER_PERMISSION';
+}

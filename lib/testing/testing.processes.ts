@@ -20,9 +20,11 @@ import {
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, delimiter, dirname, join } from 'node:path';
+import { enforcedPermissions, networkGated } from '../common/node-permissions.js';
 import {
   INSTALL_HINT,
   RedisServerNotFoundError,
+  RedisServerPermissionError,
   RedisServerStartError,
   RedisServerTooOldError,
 } from './testing.errors.js';
@@ -243,6 +245,37 @@ export function sweepStaleServers(): number {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Node's permission model
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * Under Node's permission model: every grant the helpers need that this process lacks, in one typed error before
+ * anything starts. Without it Node's own ERR_ACCESS_DENIED comes from inside a spawn, a mkdtemp or a listen, one flag
+ * per try, and for a state dir that did not exist when Node started it names a flag that was given ("Use
+ * --allow-fs-write": Node grants a path absent at start as a file, so nothing inside it may be written).
+ * `portOnly`: getFreePort, which needs the network alone.
+ */
+export function refuseDeniedHelpers(portOnly = false): void {
+  const permission = enforcedPermissions();
+  if (permission === undefined) return;
+  const missing: string[] = [];
+  if (!portOnly && !permission.has('child'))
+    missing.push('--allow-child-process (each server is a redis-server process)');
+  if (!portOnly && !permission.has('fs.write', join(STATE_DIR, 'srv-'))) {
+    const asFile = permission.has('fs.write', STATE_DIR)
+      ? `; ${STATE_DIR} alone is granted as a file when it does not exist as Node starts`
+      : '';
+    missing.push(`--allow-fs-write=${join(STATE_DIR, '*')} (each server's dir and pid file${asFile})`);
+  }
+  if (networkGated() && !permission.has('net')) missing.push("--allow-net (the free-port probe, each server's PING)");
+  if (missing.length === 0) return;
+  throw new RedisServerPermissionError(
+    `nestjs-redis-toolkit/testing cannot start a redis-server here: Node's permission model denies what it needs. ` +
+      `Add to the flags Node starts with: ${missing.join(', ')}.`,
+  );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Ports and binaries
 // ---------------------------------------------------------------------------------------------------------------
 
@@ -257,6 +290,7 @@ function canBind(port: number): Promise<boolean> {
 
 /** A port the kernel considers free on 127.0.0.1 right now (bind to port 0, read it back, release it). */
 export async function getFreePort(): Promise<number> {
+  refuseDeniedHelpers(true);
   for (let attempt = 0; attempt < 50; attempt++) {
     const port = await new Promise<number>((resolve, reject) => {
       const srv = createServer();

@@ -4,7 +4,7 @@
 import { execFile } from 'node:child_process';
 import { OptionProblems, refuseUnknown, shownValue } from '../common/option-checks.js';
 import { RedisServerStartError } from './testing.errors.js';
-import { redisCliBinary, redisServerBinary } from './testing.processes.js';
+import { redisCliBinary, redisServerBinary, refuseDeniedHelpers } from './testing.processes.js';
 import { startRedisServer, type RedisServerHandle } from './testing.redis-server.js';
 import { rawCommand } from './testing.resp.js';
 
@@ -139,7 +139,9 @@ export async function startRedisCluster(opts: RedisClusterOptions = {}): Promise
   const masterCount = opts.masters ?? 3;
   const replicas = opts.replicasPerMaster ?? 0;
 
-  // Both binaries before any node starts: a missing redis-cli or an old redis-server leaves nothing to stop.
+  // Both binaries (and the grants) before any node starts: a missing redis-cli or an old redis-server leaves nothing
+  // to stop.
+  refuseDeniedHelpers();
   redisServerBinary();
   redisCliBinary();
   const total = masterCount * (1 + replicas);

@@ -23,6 +23,7 @@ import {
   hostProcess,
   installExitHook,
   redisServerBinary,
+  refuseDeniedHelpers,
   registry,
   STATE_DIR,
   sweepStaleServers,
@@ -372,6 +373,7 @@ export async function startRedisServer(opts: RedisServerOptions = {}): Promise<R
     throw new InvalidOptionsError(
       `refusing to start a test server on port ${FORBIDDEN_PORT}: it is reserved for a real Redis`,
     );
+  refuseDeniedHelpers();
   redisServerBinary(); // fail fast with the install hint
   // Servers left by a crashed earlier run (its owner gone): removed by the first start of each process.
   if (!registry.swept) {

@@ -12,12 +12,12 @@
 // The tarball is unpacked into each app's node_modules the way npm would, and the packages it needs (its
 // dependencies and peers, the HTTP platform, vitest, jest) are symlinked from this repo's node_modules: `npm install
 // --prefer-offline` of the tarball took 52 s per app here (registry metadata), `--offline` cannot resolve peers.
-import { execFileSync, spawn } from 'node:child_process';
-import { createServer } from 'node:net';
+import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, posix, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
 import { bundledApps, gatewayRoundTrip } from './bundlers.mjs';
 import { consumerSettings } from './consumer-settings.mjs';
 import { declaredDependencyProblems } from './declared-dependencies.mjs';
@@ -268,48 +268,27 @@ async function fixtureApp(fixture) {
 }
 
 /**
- * Under --permission: the fixture app (app/permission-main.ts, one route per feature) on a redis-server this script
- * starts, with only `--permission --allow-fs-read=*` and, where this Node gates the network (25+), `--allow-net`: the
+ * Under --permission: the fixture app (app/permission-main.ts, one route per feature) on a redis-server started by
+ * the package's startRedisServer, with only `--permission --allow-fs-read=*` and, where this Node gates the network (25+), `--allow-net`: the
  * toolkit needs no fs write, child process or worker. Then, on such a Node, without --allow-net: the start fails
  * with RedisUnavailableError naming --allow-net.
  */
 async function permissionApp(fixture, dir) {
   const out = [];
-  const port = await new Promise((done) => {
-    const probe = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = probe.address();
-      probe.close(() => done(port));
-    });
-  });
-  const server = spawn('redis-server', [
-    '--port',
-    String(port),
-    '--bind',
-    '127.0.0.1',
-    '--save',
-    '',
-    '--appendonly',
-    'no',
-  ]);
-  let log = '';
-  await new Promise((ready) => {
-    server.stdout.on('data', (chunk) => {
-      log += chunk;
-      if (/Ready to accept connections/.test(log)) ready();
-    });
-    server.once('close', ready);
-  });
-  const url = `redis://127.0.0.1:${port}`;
+  // the package's own helper, from the app's install (this script runs without the flags)
+  const testing = createRequire(join(dir, 'package.json'))('nestjs-redis-toolkit/testing');
+  const server = await testing.startRedisServer();
+  const url = server.url;
   const gated = process.allowedNodeEnvironmentFlags.has('--allow-net');
   const least = ['--permission', '--allow-fs-read=*', ...(gated ? ['--allow-net'] : [])];
-  const runs = [[least, [url], 6], ...(gated ? [[least.slice(0, -1), [url, 'net-denied'], 1]] : [])];
+  const runs = [[least, [url], 7], ...(gated ? [[least.slice(0, -1), [url, 'net-denied'], 1]] : [])];
   try {
     for (const [flags, args, count] of runs) {
       const ran = await run(process.execPath, [...flags, 'dist/permission-main.js', ...args], dir, 60_000);
       out.push(...appChecks(ran, `${fixture.name} under node ${flags.join(' ')}`, count, 'ran every check and exited'));
     }
   } finally {
-    server.kill('SIGKILL');
+    await server.stop();
   }
   return out;
 }

@@ -1,11 +1,12 @@
 // The fixture app under Node's permission model with only what the toolkit needs (run.mjs, RTK_PACKAGE_NODE_FLAGS with
 // --permission): `--allow-fs-read=*` (and `--allow-net` where Node gates the network, 25+), no fs write, no child
 // process, no worker. The redis-server is run.mjs's (its url the first argument): the /testing helpers need those
-// grants, the toolkit does not. Calls one route per feature as main.ts does; with `net-denied` as the second argument
-// (Node started without --allow-net) the start must fail with RedisUnavailableError naming --allow-net, not boot
-// half-working.
+// grants, the toolkit does not: startRedisServer must refuse here with RedisServerPermissionError naming them. Calls one
+// route per feature as main.ts does; with `net-denied` as the second argument (Node started without --allow-net) the
+// start must fail with RedisUnavailableError naming --allow-net, not boot half-working.
 import 'reflect-metadata';
 import { RedisUnavailableError } from 'nestjs-redis-toolkit';
+import { RedisServerPermissionError, startRedisServer } from 'nestjs-redis-toolkit/testing';
 import { AppModule } from './app.module.js';
 import { check, runChecks } from './checks.js';
 import { createApp } from './platform.js';
@@ -27,6 +28,17 @@ async function main(): Promise<void> {
     await app.close().catch(() => undefined);
     return;
   }
+  const refused = await startRedisServer().then(
+    (server) => server.stop(),
+    (err: unknown) => err,
+  );
+  check(
+    'permission model: startRedisServer refuses with RedisServerPermissionError naming the grants it lacks',
+    refused instanceof RedisServerPermissionError &&
+      refused.code === 'E_REDIS_SERVER_PERMISSION' &&
+      /--allow-child-process .*--allow-fs-write=\S+\*/.test(refused.message),
+    refused instanceof Error ? `${refused.name}: ${refused.message}` : refused,
+  );
   await app.listen(0, '127.0.0.1');
   const base = (await app.getUrl()).replace('[::1]', '127.0.0.1');
   const call = async (method: string, path: string, cookie?: string) => {
