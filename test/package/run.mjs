@@ -478,6 +478,33 @@ async function jestExample() {
   ];
 }
 
+/**
+ * The tarball this run checks: `npm pack` of a clean copy of the checkout (no dist/, so prepack builds it), or, with
+ * RTK_PACKAGE_TARBALL=<file>, the one an earlier run packed there (with npm's report of it, `<file>.json`; packed and
+ * kept there when absent). .ci/run packs once and checks that tarball on every Node line, under the hardened flags
+ * and under Bun and Deno, as one published package is installed on each (~8 s a run).
+ */
+function tarballOf(kept) {
+  if (kept && existsSync(kept) && existsSync(`${kept}.json`))
+    return { packed: JSON.parse(readFileSync(`${kept}.json`, 'utf8')), tarball: kept, how: 'packed by an earlier run' };
+  const checkout = join(work, 'checkout');
+  cleanCheckout(checkout);
+  const packStarted = Date.now();
+  const packOutput = execFileSync('npm', ['pack', '--json', '--pack-destination', work], {
+    cwd: checkout,
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  // Lifecycle scripts (prepack) may print before npm's JSON: take the JSON array that closes the output.
+  const [packed] = JSON.parse(packOutput.slice(packOutput.search(/^\[\s*\{/m)));
+  const tarball = join(work, packed.filename);
+  if (kept) {
+    cpSync(tarball, kept);
+    writeFileSync(`${kept}.json`, JSON.stringify(packed));
+  }
+  return { packed, tarball, how: `packed in ${Math.round((Date.now() - packStarted) / 1000)} s` };
+}
+
 const tsc = join(repoModules, 'typescript/bin/tsc');
 const work = mkdtempSync(join(tmpdir(), 'rtk-package-'));
 let unpacked;
@@ -490,18 +517,7 @@ if (runtime) {
 }
 try {
   // --- the tarball -------------------------------------------------------------------------------------------------
-  const checkout = join(work, 'checkout');
-  cleanCheckout(checkout);
-  const packStarted = Date.now();
-  const packOutput = execFileSync('npm', ['pack', '--json', '--pack-destination', work], {
-    cwd: checkout,
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  // Lifecycle scripts (prepack) may print before npm's JSON: take the JSON array that closes the output.
-  const [packed] = JSON.parse(packOutput.slice(packOutput.search(/^\[\s*\{/m)));
-  const packSeconds = Math.round((Date.now() - packStarted) / 1000);
-  const tarball = join(work, packed.filename);
+  const { packed, tarball, how } = tarballOf(process.env.RTK_PACKAGE_TARBALL);
   execFileSync('tar', ['xzf', tarball, '-C', work]);
   unpacked = join(work, 'package');
   const files = new Set(packed.files.map((f) => f.path));
@@ -518,7 +534,7 @@ try {
   const absent = targets.filter(([, t]) => !files.has(t)).map(([sub, t]) => `${sub} → ${t}`);
   report(
     absent.length === 0,
-    `npm pack from a checkout without dist/ ships every exports target (${targets.length}; packed in ${packSeconds} s)`,
+    `npm pack from a checkout without dist/ ships every exports target (${targets.length}; ${how})`,
     absent.join('\n'),
   );
   report(!files.has(STALE), `the tarball holds nothing an earlier build left in dist/lib (${STALE})`);
