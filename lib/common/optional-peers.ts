@@ -35,16 +35,20 @@ export function inWebpackBundle(): boolean {
  * The error for `peer` not installed: Node's (ESM: ERR_MODULE_NOT_FOUND; CommonJS: MODULE_NOT_FOUND; npm and pnpm
  * installs), or Yarn Plug'n'Play's (MODULE_NOT_FOUND with `pnpCode` and `data.dependencyName`, its message naming the
  * package without quotes: "nestjs-redis-toolkit tried to access <peer> (a peer dependency) but it isn't provided").
+ * Bun before 1.4 throws a ResolveMessage, which has Node's code and a message naming the package but is no Error:
+ * until 2026-12-07 it was not recognised, so on Bun 1.3 a missing peer failed with Bun's own error, not
+ * MissingPeerError.
  */
 export function isNotFound(err: unknown, peer: string): boolean {
-  const { code, pnpCode, data } = (err ?? {}) as {
+  const { code, pnpCode, data, message } = (err ?? {}) as {
     code?: unknown;
     pnpCode?: unknown;
     data?: { dependencyName?: unknown };
+    message?: unknown;
   };
   if (code !== 'ERR_MODULE_NOT_FOUND' && code !== 'MODULE_NOT_FOUND') return false;
   if (typeof pnpCode === 'string') return data?.dependencyName === peer;
-  return err instanceof Error && err.message.includes(`'${peer}'`);
+  return typeof message === 'string' && message.includes(`'${peer}'`);
 }
 
 /** '`user` needs the optional peers `install` (missing: `missing`). Install them: npm install `install`' */

@@ -13,8 +13,8 @@
 //    names it; a later load (a dynamic import of our module that loads one, or of the peer itself) is in a file that
 //    reports a missing peer with MissingPeerError (it imports MissingPeerError, checkPeers or isNotFound).
 // 3. The gates recognise a missing peer as each installer reports it (optional-peers.js's isNotFound): Node's
-//    resolution under npm and pnpm (ESM and CommonJS) and Yarn PnP's (MODULE_NOT_FOUND with pnpCode and no quotes),
-//    and not a missing package of the peer's own.
+//    resolution under npm and pnpm (ESM and CommonJS), Yarn PnP's (MODULE_NOT_FOUND with pnpCode and no quotes) and
+//    Bun 1.3's (a ResolveMessage, no Error), and not a missing package of the peer's own.
 //
 // `node test/package/declared-dependencies.mjs [packageDir]` (default: this checkout) prints the findings, exit 1 on
 // any; test/package/run.mjs calls declaredDependencyProblems(unpacked) on the tarball.
@@ -344,7 +344,7 @@ export function declaredDependencyProblems(packageDir) {
     }
   }
 
-  // --- 3. the gates recognise a missing peer as npm, pnpm and Yarn PnP report it -----------------------------------
+  // --- 3. the gates recognise a missing peer as npm, pnpm, Yarn PnP and Bun 1.3 report it --------------------------
   problems.push(...notFoundProblems(join(dist, 'common/optional-peers.js')));
   return problems;
 }
@@ -352,8 +352,8 @@ export function declaredDependencyProblems(packageDir) {
 /**
  * optional-peers.js's isNotFound against the errors of a missing peer: Node's own (what npm and pnpm installs give,
  * from ESM and CommonJS), Yarn 4 PnP's (as it threw here for a missing optional peer: MODULE_NOT_FOUND, pnpCode,
- * data.dependencyName, the name unquoted), and for each the error of a missing package of the peer's own, which is
- * not "the peer is missing".
+ * data.dependencyName, the name unquoted), Bun 1.3's (a ResolveMessage: Node's codes, its own wording, no Error), and
+ * for each the error of a missing package of the peer's own, which is not "the peer is missing".
  */
 function notFoundProblems(modulePath) {
   if (!existsSync(modulePath)) return [`${modulePath} is missing: the gates' isNotFound cannot be checked`];
@@ -378,6 +378,12 @@ function notFoundProblems(modulePath) {
         'Required package: ' + peer + ' (via "' + peer + '/package.json")', peer), true]);
       errors.push(["Yarn PnP, the peer's own dependency", pnp('MISSING_PEER_DEPENDENCY', '@rtk-absent/peer tried to access ' +
         "rxjs (a peer dependency) but it isn't provided by your application.\\n\\nRequired package: rxjs", 'rxjs'), false]);
+      // Bun 1.3's (1.3.14 threw these here): a ResolveMessage, which is no Error, with Node's codes and its own wording
+      const bun = (code, name) => ({ name: 'ResolveMessage', code, message: "Cannot find module '" + name +
+        "' from '/app/node_modules/nestjs-redis-toolkit/dist/lib/common/optional-peers.js'" });
+      errors.push(['Bun 1.3, CommonJS require', bun('MODULE_NOT_FOUND', peer), true]);
+      errors.push(['Bun 1.3, ESM import', bun('ERR_MODULE_NOT_FOUND', peer), true]);
+      errors.push(["Bun 1.3, the peer's own dependency", bun('ERR_MODULE_NOT_FOUND', '@rtk-absent/dep'), false]);
       console.log(JSON.stringify(errors.map(([what, e, expected]) => [what, expected, isNotFound(e, peer)])));`;
     writeFileSync(join(dir, 'probe.mjs'), script);
     let output;
