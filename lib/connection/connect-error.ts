@@ -4,7 +4,7 @@ import {
   type RedisToolkitError,
   RedisUnavailableError,
 } from '../common/errors.js';
-import { enforcedPermissions, networkGated } from '../common/node-permissions.js';
+import { deniedDenoHosts, enforcedPermissions, networkGated } from '../common/runtime-permissions.js';
 import { ServerRefusal } from './server-closes.js';
 
 /** What ioredis and the start send before anything else, and why (for a server that does not know one). */
@@ -73,11 +73,20 @@ export function connectError(err: unknown, description: string, tls = false): Re
 
 /**
  * Node's permission model gates the network from Node 25 (`--allow-net`): started with `--permission` without it, no
- * socket opens in this process, so no connection ever comes up, lazily or not. Throws at start, naming the flag,
- * rather than failing the connect as if the server were down, or (lazyConnect) starting an app whose every call fails
- * as an outage. Node 22 and 24 have no network permission (has('net') is false there all the same): nothing to refuse.
+ * socket opens in this process, so no connection ever comes up, lazily or not. Deno's does the same for each
+ * `host:port` not granted (`--allow-net[=host:port]`). Throws at start, naming the flag, rather than failing the
+ * connect as if the server were down, or (lazyConnect) starting an app whose every call fails as an outage (on Deno
+ * until 2026-12-07). Node 22 and 24 have no network permission (has('net') is false there all the same): nothing to
+ * refuse. `hosts`: the `host:port`s the connection opens first (endpointsOf), which Deno grants one by one.
  */
-export function refuseDeniedNetwork(description: string): void {
+export function refuseDeniedNetwork(description: string, hosts: readonly string[] = []): void {
+  const denied = deniedDenoHosts(hosts);
+  if (denied.length > 0)
+    throw new RedisUnavailableError(
+      `Cannot connect to Redis at ${description}: Deno's permissions deny network access to ${denied.join(', ')}. ` +
+        `Add --allow-net (or --allow-net=${denied.join(',')}) to deno run (Deno opens no socket to a host it was ` +
+        'not granted; lazyConnect would not help).',
+    );
   const permission = enforcedPermissions();
   if (permission === undefined || !networkGated()) return;
   if (!permission.has('net'))

@@ -324,6 +324,22 @@ export function unverifiedTlsWarning(connection: RedisConnectionOptions, where: 
   );
 }
 
+/**
+ * The `host:port`s a connection opens first: its server, a cluster's startup nodes, the sentinels (what Deno grants
+ * one by one: refuseDeniedNetwork). None for a client of the user's, which is connected by then or not ours to open.
+ */
+export function endpointsOf(c: RedisConnectionOptions): string[] {
+  if ('client' in c) return [];
+  const at = (host: string, port: number) => `${host.includes(':') ? `[${host}]` : host}:${port}`;
+  if ('cluster' in c) return c.cluster.map((n) => at(n.host, n.port));
+  if ('sentinels' in c) return c.sentinels.map((n) => at(n.host, n.port));
+  if (c.url !== undefined) {
+    const u = new URL(c.url);
+    return [`${u.hostname}:${u.port || 6379}`]; // an IPv6 hostname keeps its brackets in a URL
+  }
+  return [at(c.host ?? '127.0.0.1', c.port ?? 6379)];
+}
+
 /** `redis://host:port`, `cluster(host:port, ...)` or `sentinel(name)` without credentials: safe to log. */
 export function describeConnection(c: RedisConnectionOptions): string {
   if ('client' in c) return 'the client given in connection.client';

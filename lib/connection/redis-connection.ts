@@ -26,6 +26,7 @@ import {
   createClientFromOptions,
   createStandaloneClient,
   describeConnection,
+  endpointsOf,
   reconnectDelay,
   resetOnCommandTimeout,
   timeSubscriberCommands,
@@ -204,7 +205,7 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   }
 
   private async start(): Promise<void> {
-    refuseDeniedNetwork(this.description);
+    refuseDeniedNetwork(this.description, endpointsOf(this.options.connection));
     if (!this.options.lazyConnect) {
       await this.connect(this.client, this.description);
     } else if (this.client.status === 'wait') {

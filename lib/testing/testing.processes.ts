@@ -20,7 +20,7 @@ import {
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, delimiter, dirname, join } from 'node:path';
-import { enforcedPermissions, networkGated } from '../common/node-permissions.js';
+import { enforcedPermissions, networkGated } from '../common/runtime-permissions.js';
 import {
   INSTALL_HINT,
   RedisServerNotFoundError,

@@ -220,7 +220,7 @@ async function fixtureApp(fixture) {
     'results.ts',
     'checks.ts',
     ...(appsOnly ? ['runtime.module.ts', 'runtime-main.ts', 'runtime-cluster.ts'] : []),
-    ...(hardened ? ['permission-main.ts', 'hostile-main.ts'] : []),
+    ...(hardened ? ['permission-main.ts', 'hostile-main.ts'] : runtime === 'deno' ? ['permission-main.ts'] : []),
   ];
   for (const file of sources) cpSync(join(appSources, file), join(dir, 'src', file));
   cpSync(join(appSources, `platform-${fixture.platform}.ts`), join(dir, 'src/platform.ts'));
@@ -264,6 +264,7 @@ async function fixtureApp(fixture) {
     out.push(...appChecks(booted, `${fixture.name}${underRuntime}`, least, `${main} ran every check and exited`));
   }
   if (nodeFlags.includes('--permission')) out.push(...(await permissionApp(fixture, dir)));
+  if (runtime === 'deno') out.push(...(await denoNetDenied(fixture, dir)));
   return out;
 }
 
@@ -281,7 +282,7 @@ async function permissionApp(fixture, dir) {
   const url = server.url;
   const gated = process.allowedNodeEnvironmentFlags.has('--allow-net');
   const least = ['--permission', '--allow-fs-read=*', ...(gated ? ['--allow-net'] : [])];
-  const runs = [[least, [url], 7], ...(gated ? [[least.slice(0, -1), [url, 'net-denied'], 1]] : [])];
+  const runs = [[least, [url], 7], ...(gated ? [[least.slice(0, -1), [url, 'net-denied'], 2]] : [])];
   try {
     for (const [flags, args, count] of runs) {
       const ran = await run(process.execPath, [...flags, 'dist/permission-main.js', ...args], dir, 60_000);
@@ -291,6 +292,24 @@ async function permissionApp(fixture, dir) {
     await server.stop();
   }
   return out;
+}
+
+/**
+ * Under Deno: the permission app (app/permission-main.ts) with every grant but the network (`--allow-read --allow-env
+ * --allow-sys`, no prompt): the start must fail with RedisUnavailableError naming --allow-net, not as a server that
+ * is down (Deno's own "Requires net access" with "check that the server is running", and with lazyConnect an app
+ * whose every call failed as an outage, until 2026-12-07).
+ */
+async function denoNetDenied(fixture, dir) {
+  const testing = createRequire(join(dir, 'package.json'))('nestjs-redis-toolkit/testing');
+  const server = await testing.startRedisServer();
+  try {
+    const flags = ['--no-prompt', '--allow-read', '--allow-env', '--allow-sys'];
+    const ran = await run('deno', ['run', ...flags, 'dist/permission-main.js', server.url, 'net-denied'], dir, 60_000);
+    return appChecks(ran, `${fixture.name} under deno run ${flags.join(' ')}`, 2, 'ran every check and exited');
+  } finally {
+    await server.stop();
+  }
 }
 
 /**

@@ -94,6 +94,8 @@ class FeaturesController implements OnModuleInit {
     RedisToolkitModule.forRootAsync({
       useFactory: () => ({
         connection: { url: process.env.REDIS_URL ?? 'redis://127.0.0.1:1' },
+        // permission-main.ts: the refused network refuses a lazy start too
+        lazyConnect: process.env.REDIS_LAZY === '1',
         keyPrefix: 'fixture:',
         session: { cookie: { secret: 'fixture-secret', secure: false } },
       }),

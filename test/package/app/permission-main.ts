@@ -2,8 +2,9 @@
 // --permission): `--allow-fs-read=*` (and `--allow-net` where Node gates the network, 25+), no fs write, no child
 // process, no worker. The redis-server is run.mjs's (its url the first argument): the /testing helpers need those
 // grants, the toolkit does not: startRedisServer must refuse here with RedisServerPermissionError naming them. Calls one
-// route per feature as main.ts does; with `net-denied` as the second argument (Node started without --allow-net) the
-// start must fail with RedisUnavailableError naming --allow-net, not boot half-working.
+// route per feature as main.ts does; with `net-denied` as the second argument (Node started without --allow-net, or
+// Deno without it: run.mjs's denoNetDenied) the start must fail with RedisUnavailableError naming --allow-net, with
+// lazyConnect too, not boot half-working.
 import 'reflect-metadata';
 import { RedisUnavailableError } from 'nestjs-redis-toolkit';
 import { RedisServerPermissionError, startRedisServer } from 'nestjs-redis-toolkit/testing';
@@ -13,21 +14,25 @@ import { createApp } from './platform.js';
 
 async function main(): Promise<void> {
   process.env.REDIS_URL = process.argv[2];
-  const app = await createApp(AppModule);
   if (process.argv[3] === 'net-denied') {
-    const failed = await app.init().then(
-      () => undefined,
-      (err: unknown) => err,
-    );
-    const message = failed instanceof Error ? failed.message : String(failed);
-    check(
-      'permission model without --allow-net: the start fails with RedisUnavailableError naming --allow-net',
-      failed instanceof RedisUnavailableError && message.includes('--allow-net') && !message.includes('lazyConnect:'),
-      failed instanceof Error ? `${failed.name}: ${message}` : failed,
-    );
-    await app.close().catch(() => undefined);
+    for (const lazy of [false, true]) {
+      process.env.REDIS_LAZY = lazy ? '1' : '';
+      const denied = await createApp(AppModule);
+      const failed = await denied.init().then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      const message = failed instanceof Error ? failed.message : String(failed);
+      check(
+        `permission model without --allow-net${lazy ? ', lazyConnect' : ''}: the start fails with RedisUnavailableError naming --allow-net`,
+        failed instanceof RedisUnavailableError && message.includes('--allow-net') && !message.includes('lazyConnect:'),
+        failed instanceof Error ? `${failed.name}: ${message}` : failed,
+      );
+      await denied.close().catch(() => undefined);
+    }
     return;
   }
+  const app = await createApp(AppModule);
   const refused = await startRedisServer().then(
     (server) => server.stop(),
     (err: unknown) => err,
