@@ -269,29 +269,37 @@ async function fixtureApp(fixture) {
 }
 
 /**
- * Under --permission: the fixture app (app/permission-main.ts, one route per feature) on a redis-server started by
- * the package's startRedisServer, with only `--permission --allow-fs-read=*` and, where this Node gates the network (25+), `--allow-net`: the
- * toolkit needs no fs write, child process or worker. Then, on such a Node, without --allow-net: the start fails
- * with RedisUnavailableError naming --allow-net.
+ * `fn(url)` with a redis-server started by the package's own startRedisServer, loaded from the app's install in `dir`
+ * (this script runs without the apps' flags), and stopped after.
  */
-async function permissionApp(fixture, dir) {
-  const out = [];
-  // the package's own helper, from the app's install (this script runs without the flags)
+async function onPackageServer(dir, fn) {
   const testing = createRequire(join(dir, 'package.json'))('nestjs-redis-toolkit/testing');
   const server = await testing.startRedisServer();
-  const url = server.url;
-  const gated = process.allowedNodeEnvironmentFlags.has('--allow-net');
-  const least = ['--permission', '--allow-fs-read=*', ...(gated ? ['--allow-net'] : [])];
-  const runs = [[least, [url], 7], ...(gated ? [[least.slice(0, -1), [url, 'net-denied'], 2]] : [])];
   try {
+    return await fn(server.url);
+  } finally {
+    await server.stop();
+  }
+}
+
+/**
+ * Under --permission: the fixture app (app/permission-main.ts, one route per feature) on a redis-server of
+ * onPackageServer, with only `--permission --allow-fs-read=*` and, where this Node gates the network (25+),
+ * `--allow-net`: the toolkit needs no fs write, child process or worker. Then, on such a Node, without --allow-net:
+ * the start fails with RedisUnavailableError naming --allow-net.
+ */
+function permissionApp(fixture, dir) {
+  return onPackageServer(dir, async (url) => {
+    const gated = process.allowedNodeEnvironmentFlags.has('--allow-net');
+    const least = ['--permission', '--allow-fs-read=*', ...(gated ? ['--allow-net'] : [])];
+    const runs = [[least, [url], 7], ...(gated ? [[least.slice(0, -1), [url, 'net-denied'], 2]] : [])];
+    const out = [];
     for (const [flags, args, count] of runs) {
       const ran = await run(process.execPath, [...flags, 'dist/permission-main.js', ...args], dir, 60_000);
       out.push(...appChecks(ran, `${fixture.name} under node ${flags.join(' ')}`, count, 'ran every check and exited'));
     }
-  } finally {
-    await server.stop();
-  }
-  return out;
+    return out;
+  });
 }
 
 /**
@@ -300,16 +308,12 @@ async function permissionApp(fixture, dir) {
  * is down (Deno's own "Requires net access" with "check that the server is running", and with lazyConnect an app
  * whose every call failed as an outage, until 2026-12-07).
  */
-async function denoNetDenied(fixture, dir) {
-  const testing = createRequire(join(dir, 'package.json'))('nestjs-redis-toolkit/testing');
-  const server = await testing.startRedisServer();
-  try {
+function denoNetDenied(fixture, dir) {
+  return onPackageServer(dir, async (url) => {
     const flags = ['--no-prompt', '--allow-read', '--allow-env', '--allow-sys'];
-    const ran = await run('deno', ['run', ...flags, 'dist/permission-main.js', server.url, 'net-denied'], dir, 60_000);
+    const ran = await run('deno', ['run', ...flags, 'dist/permission-main.js', url, 'net-denied'], dir, 60_000);
     return appChecks(ran, `${fixture.name} under deno run ${flags.join(' ')}`, 2, 'ran every check and exited');
-  } finally {
-    await server.stop();
-  }
+  });
 }
 
 /**
