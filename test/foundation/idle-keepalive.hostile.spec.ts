@@ -119,15 +119,20 @@ describe('redis.conf `timeout 1` on every master of a Redis Cluster', () => {
     });
     const main = app.get(RedisConnection).client as Cluster;
     const { sessionId, heard } = await seed(app);
-    let dropped = 0;
-    main.on('-node', () => dropped++);
-    // The first idle closes (each master's connection is idle alike): the toolkit cannot know the setting before.
-    expect(await waitFor(() => dropped >= 1, 4_000)).toBe(true);
-    await sleep(1_000);
-    const first = dropped;
+    // each master's connection dropped, by its address: the first idle close of each is expected (the toolkit cannot
+    // know the setting before it), a second of any is the bug. Counted by address, not as a total read 1 s after the
+    // first drop: Redis closes an idle client at its next clientsCron check, 1 to 2 s after it went idle, and a loaded
+    // master's first close may come after that second
+    const drops = new Map<string, number>();
+    main.on('-node', (node: Redis) => {
+      const at = `${node.options.host}:${node.options.port}`;
+      drops.set(at, (drops.get(at) ?? 0) + 1);
+    });
+    expect(await waitFor(() => drops.size >= 1, 4_000)).toBe(true);
     const failures = await featureRounds(app, sessionId, heard);
     expect(failures).toEqual([]);
-    expect(dropped).toBe(first);
+    expect([...drops.values()].filter((n) => n > 1)).toEqual([]);
+    expect(drops.size).toBeLessThanOrEqual(cluster().masters.length);
     expect(app.get(RateLimitService).stats().failedOpen).toBe(0);
     expect(warnings.filter((w) => /closed a connection idle for [\d.]+ s.*`timeout`.*PING/.test(w))).toHaveLength(1);
     expect(errors).toEqual([]);
