@@ -1,4 +1,4 @@
-// The runtimes' permission models, as the toolkit reads them: Node's (--permission) and Deno's (--allow-net).
+// The runtimes' permission models, as the toolkit reads them: Node's (--permission) and Deno's (--allow-*).
 
 /** What Node's permission model answers (`process.permission`, Node 20+ under --permission). */
 export interface NodePermissions {
@@ -21,24 +21,43 @@ export function networkGated(): boolean {
   return process.allowedNodeEnvironmentFlags?.has('--allow-net') === true;
 }
 
+/** A permission Deno is asked about: what the toolkit (or its test helpers) would reach (`run` unscoped). */
+export type DenoPermission = { name: 'net'; host: string } | { name: 'run' } | { name: 'read' | 'write'; path: string };
+
 /** What Deno's permission API answers (`Deno.permissions`, where the toolkit runs under Deno). */
 interface DenoPermissions {
-  querySync?(descriptor: { name: 'net'; host: string }): { state: string };
-  requestSync?(descriptor: { name: 'net'; host: string }): { state: string };
+  querySync?(descriptor: DenoPermission): { state: string };
+  requestSync?(descriptor: DenoPermission): { state: string };
 }
 
 /**
- * The `host:port`s of `hosts` that Deno's permissions keep this process from connecting to: none outside Deno. One
- * Deno would ask about (state `prompt`) is requested now, as the connect would: a terminal asks the user, and without
- * one Deno refuses it, as it would the socket.
+ * The permissions of `wanted` that Deno keeps this process from: none outside Deno. One Deno would ask about (state
+ * `prompt`) is requested now, as the call needing it would: a terminal asks the user, and without one Deno refuses
+ * it, as it would the call.
  */
-export function deniedDenoHosts(hosts: readonly string[]): string[] {
+export function deniedDenoPermissions<T extends DenoPermission>(wanted: readonly T[]): T[] {
   const permissions = (globalThis as { Deno?: { permissions?: DenoPermissions } }).Deno?.permissions;
   const { querySync, requestSync } = permissions ?? {};
   if (typeof querySync !== 'function' || typeof requestSync !== 'function') return [];
-  return hosts.filter((host) => {
-    const state = querySync.call(permissions, { name: 'net', host }).state;
+  return wanted.filter((descriptor) => {
+    const state = querySync.call(permissions, descriptor).state;
     if (state !== 'prompt') return state !== 'granted';
-    return requestSync.call(permissions, { name: 'net', host }).state !== 'granted';
+    return requestSync.call(permissions, descriptor).state !== 'granted';
   });
+}
+
+/** The `host:port`s of `hosts` that Deno's permissions keep this process from connecting to: none outside Deno. */
+export function deniedDenoHosts(hosts: readonly string[]): string[] {
+  return deniedDenoPermissions(hosts.map((host) => ({ name: 'net' as const, host }))).map((d) => d.host);
+}
+
+/**
+ * Whether `err` is a runtime's refusal of a permission (Node's ERR_ACCESS_DENIED under --permission, Deno's
+ * NotCapable), not an answer of the file system or the network: a path it may not read is not a path that is not
+ * there. (Deno's PermissionDenied is the system's EACCES.)
+ */
+export function isPermissionRefusal(err: unknown): boolean {
+  if (typeof err !== 'object' || err === null) return false;
+  const { code, name } = err as { code?: unknown; name?: unknown };
+  return code === 'ERR_ACCESS_DENIED' || name === 'NotCapable';
 }

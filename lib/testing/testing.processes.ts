@@ -5,8 +5,6 @@
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import {
-  accessSync,
-  constants as fsConstants,
   mkdirSync,
   readdirSync,
   readFileSync,
@@ -20,7 +18,13 @@ import {
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, delimiter, dirname, join } from 'node:path';
-import { enforcedPermissions, networkGated } from '../common/runtime-permissions.js';
+import {
+  type DenoPermission,
+  deniedDenoPermissions,
+  enforcedPermissions,
+  isPermissionRefusal,
+  networkGated,
+} from '../common/runtime-permissions.js';
 import {
   INSTALL_HINT,
   RedisServerNotFoundError,
@@ -245,34 +249,61 @@ export function sweepStaleServers(): number {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Node's permission model
+// The runtimes' permission models
 // ---------------------------------------------------------------------------------------------------------------
 
 /**
- * Under Node's permission model: every grant the helpers need that this process lacks, in one typed error before
- * anything starts. Without it Node's own ERR_ACCESS_DENIED comes from inside a spawn, a mkdtemp or a listen, one flag
- * per try, and for a state dir that did not exist when Node started it names a flag that was given ("Use
- * --allow-fs-write": Node grants a path absent at start as a file, so nothing inside it may be written).
- * `portOnly`: getFreePort, which needs the network alone.
+ * Under Node's permission model or Deno's: every grant the helpers need that this process lacks, in one typed error
+ * before anything starts. Without it the runtime's own refusal came from inside a spawn, a mkdtemp or a listen, one
+ * flag per try: on Node ERR_ACCESS_DENIED, which for a state dir that did not exist when Node started names a flag
+ * that was given ("Use --allow-fs-write": Node grants a path absent at start as a file, so nothing inside it may be
+ * written); on Deno a NotCapable, and without --allow-net one thrown from the free-port probe's listen, uncaught, that
+ * ended the process (until 2026-12-07). `needs`: 'port' for getFreePort, which needs the network alone.
  */
-export function refuseDeniedHelpers(portOnly = false): void {
+export function refuseDeniedHelpers(needs: 'port' | 'server' = 'server'): void {
+  const node = deniedByNode(needs);
+  const deno = deniedByDeno(needs);
+  if (node.length === 0 && deno.length === 0) return;
+  const [model, starts, missing] =
+    node.length > 0 ? ["Node's permission model denies", 'Node', node] : ["Deno's permissions deny", 'deno run', deno];
+  throw new RedisServerPermissionError(
+    `nestjs-redis-toolkit/testing cannot start a redis-server here: ${model} what it needs. ` +
+      `Add to the flags ${starts} starts with: ${missing.join(', ')}.`,
+  );
+}
+
+/** The flags Node's permission model (where it is enforced) lacks for `needs`. */
+function deniedByNode(needs: 'port' | 'server'): string[] {
   const permission = enforcedPermissions();
-  if (permission === undefined) return;
+  if (permission === undefined) return [];
   const missing: string[] = [];
-  if (!portOnly && !permission.has('child'))
+  if (needs !== 'port' && !permission.has('child'))
     missing.push('--allow-child-process (each server is a redis-server process)');
-  if (!portOnly && !permission.has('fs.write', join(STATE_DIR, 'srv-'))) {
+  if (needs !== 'port' && !permission.has('fs.write', join(STATE_DIR, 'srv-'))) {
     const asFile = permission.has('fs.write', STATE_DIR)
       ? `; ${STATE_DIR} alone is granted as a file when it does not exist as Node starts`
       : '';
     missing.push(`--allow-fs-write=${join(STATE_DIR, '*')} (each server's dir and pid file${asFile})`);
   }
   if (networkGated() && !permission.has('net')) missing.push("--allow-net (the free-port probe, each server's PING)");
-  if (missing.length === 0) return;
-  throw new RedisServerPermissionError(
-    `nestjs-redis-toolkit/testing cannot start a redis-server here: Node's permission model denies what it needs. ` +
-      `Add to the flags Node starts with: ${missing.join(', ')}.`,
-  );
+  return missing;
+}
+
+/** The flags Deno's permissions (under Deno) lack for `needs`, each as narrow as the helpers need it. */
+function deniedByDeno(needs: 'port' | 'server'): string[] {
+  const wanted: [DenoPermission, string][] = [
+    [{ name: 'net', host: HOST }, `--allow-net=${HOST} (the free-port probe, each server's PING)`],
+  ];
+  if (needs !== 'port') {
+    wanted.push(
+      // unscoped: Deno lets a process signal a pid (stop(), pause(), the liveness checks) only with --allow-run alone
+      [{ name: 'run' }, '--allow-run (each server is a redis-server process, signalled by its pid)'],
+      [{ name: 'write', path: STATE_DIR }, `--allow-write=${STATE_DIR} (each server's dir and pid file)`],
+      [{ name: 'read', path: STATE_DIR }, `--allow-read=${STATE_DIR} (the pid files of earlier runs)`],
+    );
+  }
+  const denied = new Set(deniedDenoPermissions(wanted.map(([permission]) => permission)));
+  return wanted.flatMap(([permission, flag]) => (denied.has(permission) ? [flag] : []));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -290,7 +321,7 @@ function canBind(port: number): Promise<boolean> {
 
 /** A port the kernel considers free on 127.0.0.1 right now (bind to port 0, read it back, release it). */
 export async function getFreePort(): Promise<number> {
-  refuseDeniedHelpers(true);
+  refuseDeniedHelpers('port');
   for (let attempt = 0; attempt < 50; attempt++) {
     const port = await new Promise<number>((resolve, reject) => {
       const srv = createServer();
@@ -318,19 +349,32 @@ export async function getFreeClusterPort(): Promise<number> {
   );
 }
 
-/** Absolute path of `name` on PATH, or undefined. */
+/**
+ * Absolute path of `name` on PATH, or undefined. A file with an execute bit, read by stat alone (access(X_OK) needs
+ * Deno's --allow-sys too). A PATH dir the runtime's permissions keep it from reading is not a dir without it: when
+ * `name` is found nowhere else, RedisServerPermissionError names the dirs and the grant (until 2026-12-07 "redis-server
+ * not found", with redis-server installed, under Node's --allow-fs-read of the app alone or Deno without --allow-sys).
+ */
 export function findOnPath(name: string): string | undefined {
+  const refused = new Set<string>();
   for (const dir of (process.env.PATH ?? '').split(delimiter)) {
     if (!dir) continue;
     const candidate = join(dir, name);
     try {
-      accessSync(candidate, fsConstants.X_OK);
-      if (statSync(candidate).isFile()) return candidate;
-    } catch {
-      // not here
+      const stat = statSync(candidate);
+      if (stat.isFile() && (stat.mode & 0o111) !== 0) return candidate;
+    } catch (err) {
+      if (isPermissionRefusal(err)) refused.add(dir);
+      // else: not here
     }
   }
-  return undefined;
+  if (refused.size === 0) return undefined;
+  const grant = enforcedPermissions() === undefined ? '--allow-read' : '--allow-fs-read';
+  throw new RedisServerPermissionError(
+    `nestjs-redis-toolkit/testing cannot look for ${name}: the runtime's permissions keep it from reading ` +
+      `${[...refused].join(', ')} on PATH, and it is in no other dir there. ` +
+      `Grant ${grant}=<the dir that holds ${name}>.`,
+  );
 }
 
 /** The redis-server major version the toolkit needs (PEXPIRETIME for sessions, SPUBLISH for pub/sub on a cluster). */

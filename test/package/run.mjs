@@ -292,7 +292,7 @@ function permissionApp(fixture, dir) {
   return onPackageServer(dir, async (url) => {
     const gated = process.allowedNodeEnvironmentFlags.has('--allow-net');
     const least = ['--permission', '--allow-fs-read=*', ...(gated ? ['--allow-net'] : [])];
-    const runs = [[least, [url], 7], ...(gated ? [[least.slice(0, -1), [url, 'net-denied'], 2]] : [])];
+    const runs = [[least, [url], 7], ...(gated ? [[least.slice(0, -1), [url, 'net-denied'], 3]] : [])];
     const out = [];
     for (const [flags, args, count] of runs) {
       const ran = await run(process.execPath, [...flags, 'dist/permission-main.js', ...args], dir, 60_000);
@@ -304,15 +304,38 @@ function permissionApp(fixture, dir) {
 
 /**
  * Under Deno: the permission app (app/permission-main.ts) with every grant but the network (`--allow-read --allow-env
- * --allow-sys`, no prompt): the start must fail with RedisUnavailableError naming --allow-net, not as a server that
- * is down (Deno's own "Requires net access" with "check that the server is running", and with lazyConnect an app
- * whose every call failed as an outage, until 2026-12-07).
+ * --allow-sys`, no prompt): the /testing helpers must refuse with RedisServerPermissionError naming Deno's grants (their
+ * free-port probe threw uncaught and ended the process, until 2026-12-07), and the start must fail with
+ * RedisUnavailableError naming --allow-net, not as a server that is down (Deno's own "Requires net access" with "check
+ * that the server is running", and with lazyConnect an app whose every call failed as an outage, until 2026-12-07).
+ * Then with only the grants that refusal names (and read, env): the helpers start a server.
  */
 function denoNetDenied(fixture, dir) {
   return onPackageServer(dir, async (url) => {
-    const flags = ['--no-prompt', '--allow-read', '--allow-env', '--allow-sys'];
-    const ran = await run('deno', ['run', ...flags, 'dist/permission-main.js', url, 'net-denied'], dir, 60_000);
-    return appChecks(ran, `${fixture.name} under deno run ${flags.join(' ')}`, 2, 'ran every check and exited');
+    const stateDir = join(tmpdir(), 'rtk-test-redis');
+    const runs = [
+      [['--no-prompt', '--allow-read', '--allow-env', '--allow-sys'], 'net-denied', 3],
+      [
+        [
+          '--no-prompt',
+          '--allow-read',
+          '--allow-env',
+          '--allow-run',
+          `--allow-write=${stateDir}`,
+          '--allow-net=127.0.0.1',
+        ],
+        'helpers-granted',
+        1,
+      ],
+    ];
+    const out = [];
+    for (const [flags, mode, count] of runs) {
+      const ran = await run('deno', ['run', ...flags, 'dist/permission-main.js', url, mode], dir, 60_000);
+      out.push(
+        ...appChecks(ran, `${fixture.name} under deno run ${flags.join(' ')}`, count, 'ran every check and exited'),
+      );
+    }
+    return out;
   });
 }
 

@@ -255,7 +255,8 @@ describe.each([
       const spec = specs[step % specs.length];
       // both block keys set at one instant (MULTI): set one await apart, their expiries (a blocked call's retry) differed
       // by that gap, which widestGap does not count (CI, loaded: 9 ms against a bound of 6)
-      if (step === 6) await redis.multi().set(`${mine}:b`, '1', 'PX', 5_000).set(`${theirs}:b`, '1', 'PX', 5_000).exec();
+      if (step === 6)
+        await redis.multi().set(`${mine}:b`, '1', 'PX', 5_000).set(`${theirs}:b`, '1', 'PX', 5_000).exec();
       if (step === 8) for (const k of [mine, theirs]) await redis.del(`${k}:b`);
       if (step === 9) for (const k of [mine, theirs]) await redis.persist(k);
       const started = Date.now();

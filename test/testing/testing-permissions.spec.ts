@@ -8,8 +8,9 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { findOnPath } from '../../lib/testing/testing.processes.js';
 import { repoRoot } from '../support/doc-snippets.js';
 import { TESTING_CHILD_PRELUDE } from '../support/testing-child.js';
 
@@ -58,11 +59,14 @@ const START = `
   }
 `;
 
-/** startRedisServer under --permission with `grants`, its os.tmpdir() a fresh dir (no state dir in it yet). */
-async function startUnder(grants: (tmp: string, stateDir: string) => string[]) {
+/**
+ * startRedisServer under --permission with `grants`, its os.tmpdir() a fresh dir (no state dir in it yet); every file
+ * readable unless `read` says which.
+ */
+async function startUnder(grants: (tmp: string, stateDir: string) => string[], read = ['*']) {
   const tmp = mkdtempSync(join(work, 'tmp-'));
   const stateDir = join(tmp, 'rtk-test-redis');
-  const flags = [PERMISSION, `--allow-fs-read=*`, ...grants(tmp, stateDir)];
+  const flags = [PERMISSION, ...read.map((path) => `--allow-fs-read=${path}`), ...grants(tmp, stateDir)];
   const ran = await node(flags, START, [built], { ...process.env, TMPDIR: tmp });
   const line = ran.stdout.split('\n').find((l) => l.startsWith('{'));
   if (line === undefined)
@@ -107,6 +111,20 @@ describe(`startRedisServer under ${PERMISSION}`, () => {
     expect(report.message).toContain(`--allow-fs-write=${join(stateDir, '*')}`);
     expect(report.message).toContain('granted as a file');
     expect(report.message).not.toContain('--allow-child-process');
+  });
+
+  it("redis-server's dir on PATH not readable: the error names the dirs and --allow-fs-read, not 'redis-server not found'", async () => {
+    const everyGrant = (_tmp: string, stateDir: string) => [
+      '--allow-child-process',
+      `--allow-fs-write=${join(stateDir, '*')}`,
+      ...(NET_GATED ? ['--allow-net'] : []),
+    ];
+    // the repo (the transpiled files' imports) and this spec's dir (them, and the state dir) only
+    const { report } = await startUnder(everyGrant, [join(repoRoot, '*'), join(work, '*')]);
+    // showed: RedisServerNotFoundError "redis-server not found: apt-get install -y redis-server …", installed
+    expect(report.name).toBe('RedisServerPermissionError');
+    expect(report.message).toMatch(/cannot look for redis-server: .* keep it from reading .* Grant --allow-fs-read=/);
+    expect(report.message).toContain(dirname(findOnPath('redis-server') as string));
   });
 
   it('with the flags the error names, a server starts from a machine without the state dir', async () => {

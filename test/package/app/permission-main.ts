@@ -3,18 +3,37 @@
 // process, no worker. The redis-server is run.mjs's (its url the first argument): the /testing helpers need those
 // grants, the toolkit does not: startRedisServer must refuse here with RedisServerPermissionError naming them. Calls one
 // route per feature as main.ts does; with `net-denied` as the second argument (Node started without --allow-net, or
-// Deno without it: run.mjs's denoNetDenied) the start must fail with RedisUnavailableError naming --allow-net, with
-// lazyConnect too, not boot half-working.
+// Deno without it: run.mjs's denoNetDenied) the helpers refuse alike and the start must fail with RedisUnavailableError
+// naming --allow-net, with lazyConnect too, not boot half-working; with `helpers-granted` (Deno with the narrow grants
+// the helpers' refusal names) startRedisServer starts a server.
 import 'reflect-metadata';
 import { RedisUnavailableError } from 'nestjs-redis-toolkit';
-import { RedisServerPermissionError, startRedisServer } from 'nestjs-redis-toolkit/testing';
+import { type RedisServerHandle, RedisServerPermissionError, startRedisServer } from 'nestjs-redis-toolkit/testing';
 import { AppModule } from './app.module.js';
 import { check, runChecks } from './checks.js';
 import { createApp } from './platform.js';
 
 async function main(): Promise<void> {
   process.env.REDIS_URL = process.argv[2];
+  if (process.argv[3] === 'helpers-granted') {
+    // Deno with the narrow grants RedisServerPermissionError names (run.mjs's denoNetDenied): a server starts
+    let server: RedisServerHandle | undefined;
+    let failure: unknown;
+    try {
+      server = await startRedisServer();
+    } catch (err) {
+      failure = err;
+    }
+    check(
+      'permission model, the grants RedisServerPermissionError names: startRedisServer starts a server',
+      server !== undefined && server.port > 0,
+      server?.url ?? (failure instanceof Error ? `${failure.name}: ${failure.message}` : failure),
+    );
+    await server?.stop();
+    return;
+  }
   if (process.argv[3] === 'net-denied') {
+    await expectHelpersRefused();
     for (const lazy of [false, true]) {
       process.env.REDIS_LAZY = lazy ? '1' : '';
       const denied = await createApp(AppModule);
@@ -33,17 +52,7 @@ async function main(): Promise<void> {
     return;
   }
   const app = await createApp(AppModule);
-  const refused = await startRedisServer().then(
-    (server) => server.stop(),
-    (err: unknown) => err,
-  );
-  check(
-    'permission model: startRedisServer refuses with RedisServerPermissionError naming the grants it lacks',
-    refused instanceof RedisServerPermissionError &&
-      refused.code === 'E_REDIS_SERVER_PERMISSION' &&
-      /--allow-child-process .*--allow-fs-write=\S+\*/.test(refused.message),
-    refused instanceof Error ? `${refused.name}: ${refused.message}` : refused,
-  );
+  await expectHelpersRefused();
   await app.listen(0, '127.0.0.1');
   const base = (await app.getUrl()).replace('[::1]', '127.0.0.1');
   const call = async (method: string, path: string, cookie?: string) => {
@@ -82,6 +91,29 @@ async function main(): Promise<void> {
   } finally {
     await app.close();
   }
+}
+
+/**
+ * startRedisServer refuses with RedisServerPermissionError naming the grants it lacks: Node's (a child process, the
+ * state dir with `/*`, the network where Node gates it) or Deno's (--allow-run, the state dir, 127.0.0.1). Under Deno
+ * without --allow-net its free-port probe's listen threw uncaught and ended the process, until 2026-12-07.
+ */
+async function expectHelpersRefused(): Promise<void> {
+  const refused = await startRedisServer().then(
+    (server) => server.stop(),
+    (err: unknown) => err,
+  );
+  const message = refused instanceof Error ? refused.message : '';
+  const underDeno = 'Deno' in globalThis;
+  check(
+    'permission model: startRedisServer refuses with RedisServerPermissionError naming the grants it lacks',
+    refused instanceof RedisServerPermissionError &&
+      refused.code === 'E_REDIS_SERVER_PERMISSION' &&
+      (underDeno
+        ? /--allow-net=127\.0\.0\.1 .*--allow-run .*--allow-write=\S+rtk-test-redis /.test(message)
+        : /--allow-child-process .*--allow-fs-write=\S+\*/.test(message)),
+    refused instanceof Error ? `${refused.name}: ${message}` : refused,
+  );
 }
 
 runChecks(main);
