@@ -37,9 +37,10 @@ export class RedisServerStateError extends RedisToolkitError {
 /**
  * Node's permission model (--permission) or Deno's denies what the helpers need to start a server: a child process
  * (redis-server; redis-cli for a cluster), writes under their state dir (`<os.tmpdir()>/rtk-test-redis`), the network
- * (Node 25+, Deno), or reading the PATH dir that holds redis-server. The message names every missing flag; until
- * 2026-12-07 the runtime's own refusal came from inside the start, one flag per try (on Deno without the network,
- * uncaught), and an unreadable PATH dir read as "redis-server not found".
+ * (Node 25+, Deno), or reading the PATH dir that holds redis-server; or what sweepStaleServers needs (the state dir,
+ * and on Deno the signals). The message names every missing flag; until 2026-12-07 the runtime's own refusal came
+ * from inside the start, one flag per try (on Deno without the network, uncaught), an unreadable PATH dir read as
+ * "redis-server not found", and on Deno without --allow-run the sweep removed live runs' servers' state.
  */
 export class RedisServerPermissionError extends RedisToolkitError {
   static override readonly code: string = 'E_REDIS_SERVER_PERMISSION';

@@ -160,6 +160,9 @@ function isAlive(pid: number): boolean {
     hostProcess.kill(pid, 0);
     return true;
   } catch (err) {
+    // a runtime that may not signal (Deno without --allow-run) knows nothing of the pid: read as gone, a live run's
+    // server dir and pid file were removed (until 2026-12-07)
+    if (isPermissionRefusal(err)) throw err;
     // EPERM: exists but belongs to someone else — still alive.
     return errorCode(err) === 'EPERM';
   }
@@ -223,9 +226,11 @@ function isServerOf(record: PidFileRecord): boolean {
  * Kills redis-servers left behind by crashed earlier runs and deletes their pid files and temp dirs.
  * Only entries whose owning test process is gone are touched, so concurrent test runs are safe, and only a pid that
  * is still the recorded server (a redis-server running in the recorded dir: pids get reused) is signalled. Returns
- * how many were killed.
+ * how many were killed. Under a permission model without what it needs (the state dir; on Deno --allow-run, without
+ * which no owner could be told alive) it throws RedisServerPermissionError before touching anything.
  */
 export function sweepStaleServers(): number {
+  refuseDeniedHelpers('sweep');
   let entries: string[];
   try {
     entries = readdirSync(STATE_DIR);
@@ -253,14 +258,21 @@ export function sweepStaleServers(): number {
 // ---------------------------------------------------------------------------------------------------------------
 
 /**
+ * What a helper does: `server` starts one (a process, its state dir, the network), `port` only probes for a free port
+ * (getFreePort: the network), `sweep` only ends crashed runs' servers and removes their state (sweepStaleServers: the
+ * state dir, and on Deno the signals, which --allow-run alone allows).
+ */
+type HelperNeeds = 'port' | 'server' | 'sweep';
+
+/**
  * Under Node's permission model or Deno's: every grant the helpers need that this process lacks, in one typed error
  * before anything starts. Without it the runtime's own refusal came from inside a spawn, a mkdtemp or a listen, one
  * flag per try: on Node ERR_ACCESS_DENIED, which for a state dir that did not exist when Node started names a flag
  * that was given ("Use --allow-fs-write": Node grants a path absent at start as a file, so nothing inside it may be
  * written); on Deno a NotCapable, and without --allow-net one thrown from the free-port probe's listen, uncaught, that
- * ended the process (until 2026-12-07). `needs`: 'port' for getFreePort, which needs the network alone.
+ * ended the process (until 2026-12-07). `needs`: see HelperNeeds.
  */
-export function refuseDeniedHelpers(needs: 'port' | 'server' = 'server'): void {
+export function refuseDeniedHelpers(needs: HelperNeeds = 'server'): void {
   const node = deniedByNode(needs);
   const deno = deniedByDeno(needs);
   if (node.length === 0 && deno.length === 0) return;
@@ -273,11 +285,11 @@ export function refuseDeniedHelpers(needs: 'port' | 'server' = 'server'): void {
 }
 
 /** The flags Node's permission model (where it is enforced) lacks for `needs`. */
-function deniedByNode(needs: 'port' | 'server'): string[] {
+function deniedByNode(needs: HelperNeeds): string[] {
   const permission = enforcedPermissions();
   if (permission === undefined) return [];
   const missing: string[] = [];
-  if (needs !== 'port' && !permission.has('child'))
+  if (needs === 'server' && !permission.has('child'))
     missing.push('--allow-child-process (each server is a redis-server process)');
   if (needs !== 'port' && !permission.has('fs.write', join(STATE_DIR, 'srv-'))) {
     const asFile = permission.has('fs.write', STATE_DIR)
@@ -285,15 +297,16 @@ function deniedByNode(needs: 'port' | 'server'): string[] {
       : '';
     missing.push(`--allow-fs-write=${join(STATE_DIR, '*')} (each server's dir and pid file${asFile})`);
   }
-  if (networkGated() && !permission.has('net')) missing.push("--allow-net (the free-port probe, each server's PING)");
+  if (needs !== 'sweep' && networkGated() && !permission.has('net'))
+    missing.push("--allow-net (the free-port probe, each server's PING)");
   return missing;
 }
 
 /** The flags Deno's permissions (under Deno) lack for `needs`, each as narrow as the helpers need it. */
-function deniedByDeno(needs: 'port' | 'server'): string[] {
-  const wanted: [DenoPermission, string][] = [
-    [{ name: 'net', host: HOST }, `--allow-net=${HOST} (the free-port probe, each server's PING)`],
-  ];
+function deniedByDeno(needs: HelperNeeds): string[] {
+  const wanted: [DenoPermission, string][] = [];
+  if (needs !== 'sweep')
+    wanted.push([{ name: 'net', host: HOST }, `--allow-net=${HOST} (the free-port probe, each server's PING)`]);
   if (needs !== 'port') {
     wanted.push(
       // unscoped: Deno lets a process signal a pid (stop(), pause(), the liveness checks) only with --allow-run alone

@@ -269,14 +269,14 @@ async function fixtureApp(fixture) {
 }
 
 /**
- * `fn(url)` with a redis-server started by the package's own startRedisServer, loaded from the app's install in `dir`
- * (this script runs without the apps' flags), and stopped after.
+ * `fn(server)` with a redis-server started by the package's own startRedisServer, loaded from the app's install in
+ * `dir` (this script runs without the apps' flags), and stopped after.
  */
 async function onPackageServer(dir, fn) {
   const testing = createRequire(join(dir, 'package.json'))('nestjs-redis-toolkit/testing');
   const server = await testing.startRedisServer();
   try {
-    return await fn(server.url);
+    return await fn(server);
   } finally {
     await server.stop();
   }
@@ -289,7 +289,7 @@ async function onPackageServer(dir, fn) {
  * the start fails with RedisUnavailableError naming --allow-net.
  */
 function permissionApp(fixture, dir) {
-  return onPackageServer(dir, async (url) => {
+  return onPackageServer(dir, async ({ url }) => {
     const gated = process.allowedNodeEnvironmentFlags.has('--allow-net');
     const least = ['--permission', '--allow-fs-read=*', ...(gated ? ['--allow-net'] : [])];
     const runs = [[least, [url], 7], ...(gated ? [[least.slice(0, -1), [url, 'net-denied'], 3]] : [])];
@@ -308,13 +308,17 @@ function permissionApp(fixture, dir) {
  * free-port probe threw uncaught and ended the process, until 2026-12-07), and the start must fail with
  * RedisUnavailableError naming --allow-net, not as a server that is down (Deno's own "Requires net access" with "check
  * that the server is running", and with lazyConnect an app whose every call failed as an outage, until 2026-12-07).
- * Then with only the grants that refusal names (and read, env): the helpers start a server.
+ * Then with only the grants that refusal names (and read, env): the helpers start a server. And sweepStaleServers with
+ * the state dir writable but no --allow-run must refuse, leaving this process's live server as it is (it removed the
+ * dir and pid file of every live run's server, each owner read as gone, until 2026-12-07).
  */
 function denoNetDenied(fixture, dir) {
-  return onPackageServer(dir, async (url) => {
+  return onPackageServer(dir, async (server) => {
     const stateDir = join(tmpdir(), 'rtk-test-redis');
+    const { url } = server;
     const runs = [
       [['--no-prompt', '--allow-read', '--allow-env', '--allow-sys'], 'net-denied', 3],
+      [['--no-prompt', '--allow-read', '--allow-env', `--allow-write=${stateDir}`], `sweep-denied=${server.dir}`, 1],
       [
         [
           '--no-prompt',
@@ -331,6 +335,8 @@ function denoNetDenied(fixture, dir) {
     const out = [];
     for (const [flags, mode, count] of runs) {
       const ran = await run('deno', ['run', ...flags, 'dist/permission-main.js', url, mode], dir, 60_000);
+      if (mode.startsWith('sweep-denied') && !existsSync(server.dir))
+        out.push([false, `${fixture.name}: under deno, sweepStaleServers leaves a live server's dir`, server.dir]);
       out.push(
         ...appChecks(ran, `${fixture.name} under deno run ${flags.join(' ')}`, count, 'ran every check and exited'),
       );

@@ -6,7 +6,7 @@
  * flags that error names must be enough, from a machine where the state dir does not exist yet.
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -74,6 +74,19 @@ async function startUnder(grants: (tmp: string, stateDir: string) => string[], r
   return { report: JSON.parse(line) as Record<string, unknown>, stateDir, stderr: ran.stderr };
 }
 
+// sweepStaleServers from the transpiled files; prints what became of it as one JSON line
+const SWEEP = `
+  const { join } = await import('node:path');
+  const { pathToFileURL } = await import('node:url');
+  const [built] = process.argv.slice(1);
+  const { sweepStaleServers } = await import(pathToFileURL(join(built, 'testing/testing.processes.js')).href);
+  try {
+    console.log(JSON.stringify({ swept: sweepStaleServers() }));
+  } catch (err) {
+    console.log(JSON.stringify({ name: err.constructor.name, code: err.code, message: err.message }));
+  }
+`;
+
 beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), 'rtk-permissions-'));
   built = join(work, 'built');
@@ -125,6 +138,21 @@ describe(`startRedisServer under ${PERMISSION}`, () => {
     expect(report.name).toBe('RedisServerPermissionError');
     expect(report.message).toMatch(/cannot look for redis-server: .* keep it from reading .* Grant --allow-fs-read=/);
     expect(report.message).toContain(dirname(findOnPath('redis-server') as string));
+  });
+
+  it("sweepStaleServers without --allow-fs-write: RedisServerPermissionError naming it, a crashed run's dir left", async () => {
+    const tmp = mkdtempSync(join(work, 'tmp-'));
+    const stateDir = join(tmp, 'rtk-test-redis');
+    // a crashed run's server dir: its owner pid (the largest Linux allows) runs no process
+    const stale = join(stateDir, 'srv-4194304-abcdef');
+    mkdirSync(stale, { recursive: true });
+    const ran = await node([PERMISSION, '--allow-fs-read=*'], SWEEP, [built], { ...process.env, TMPDIR: tmp });
+    const report = JSON.parse(ran.stdout.split('\n').find((l) => l.startsWith('{')) ?? '{}') as Record<string, unknown>;
+    // showed: Error [ERR_ACCESS_DENIED] from inside its rmSync
+    expect(report.name).toBe('RedisServerPermissionError');
+    expect(report.message).toContain(`--allow-fs-write=${join(stateDir, '*')}`);
+    expect(report.message).not.toContain('--allow-child-process');
+    expect(existsSync(stale)).toBe(true);
   });
 
   it('with the flags the error names, a server starts from a machine without the state dir', async () => {

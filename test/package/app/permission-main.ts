@@ -5,10 +5,17 @@
 // route per feature as main.ts does; with `net-denied` as the second argument (Node started without --allow-net, or
 // Deno without it: run.mjs's denoNetDenied) the helpers refuse alike and the start must fail with RedisUnavailableError
 // naming --allow-net, with lazyConnect too, not boot half-working; with `helpers-granted` (Deno with the narrow grants
-// the helpers' refusal names) startRedisServer starts a server.
+// the helpers' refusal names) startRedisServer starts a server; with `sweep-denied=<a live server's dir>` (Deno without
+// --allow-run) sweepStaleServers refuses and the dir stays.
 import 'reflect-metadata';
+import { existsSync } from 'node:fs';
 import { RedisUnavailableError } from 'nestjs-redis-toolkit';
-import { type RedisServerHandle, RedisServerPermissionError, startRedisServer } from 'nestjs-redis-toolkit/testing';
+import {
+  type RedisServerHandle,
+  RedisServerPermissionError,
+  startRedisServer,
+  sweepStaleServers,
+} from 'nestjs-redis-toolkit/testing';
 import { AppModule } from './app.module.js';
 import { check, runChecks } from './checks.js';
 import { createApp } from './platform.js';
@@ -30,6 +37,22 @@ async function main(): Promise<void> {
       server?.url ?? (failure instanceof Error ? `${failure.name}: ${failure.message}` : failure),
     );
     await server?.stop();
+    return;
+  }
+  if (process.argv[3]?.startsWith('sweep-denied=')) {
+    // Deno with the state dir writable, no --allow-run (run.mjs's denoNetDenied): a live server's dir must stay
+    const live = process.argv[3].slice('sweep-denied='.length);
+    let swept: unknown;
+    try {
+      swept = sweepStaleServers();
+    } catch (err) {
+      swept = err;
+    }
+    check(
+      "permission model without --allow-run: sweepStaleServers refuses, naming it, and leaves a live server's dir",
+      swept instanceof RedisServerPermissionError && swept.message.includes('--allow-run') && existsSync(live),
+      swept instanceof Error ? `${swept.name}: ${swept.message}; dir kept: ${existsSync(live)}` : swept,
+    );
     return;
   }
   if (process.argv[3] === 'net-denied') {
