@@ -284,14 +284,20 @@ async function onPackageServer(dir, fn) {
 
 /**
  * Under --permission: the fixture app (app/permission-main.ts, one route per feature) on a redis-server of
- * onPackageServer, with only `--permission --allow-fs-read=*` and, where this Node gates the network (25+),
- * `--allow-net`: the toolkit needs no fs write, child process or worker. Then, on such a Node, without --allow-net:
+ * onPackageServer, with only `--permission`, reads of the app's dir and of the repo's node_modules (where the app's
+ * peers link to) and, where this Node gates the network (25+), `--allow-net`: the toolkit reads nothing else, and
+ * needs no fs write, child process or worker. Then, on such a Node, without --allow-net:
  * the start fails with RedisUnavailableError naming --allow-net.
  */
 function permissionApp(fixture, dir) {
   return onPackageServer(dir, async ({ url }) => {
     const gated = process.allowedNodeEnvironmentFlags.has('--allow-net');
-    const least = ['--permission', '--allow-fs-read=*', ...(gated ? ['--allow-net'] : [])];
+    const least = [
+      '--permission',
+      `--allow-fs-read=${dir}/*`,
+      `--allow-fs-read=${repoModules}/*`,
+      ...(gated ? ['--allow-net'] : []),
+    ];
     const runs = [[least, [url], 7], ...(gated ? [[least.slice(0, -1), [url, 'net-denied'], 3]] : [])];
     const out = [];
     for (const [flags, args, count] of runs) {

@@ -1,12 +1,12 @@
 // The fixture app under Node's permission model with only what the toolkit needs (run.mjs, RTK_PACKAGE_NODE_FLAGS with
-// --permission): `--allow-fs-read=*` (and `--allow-net` where Node gates the network, 25+), no fs write, no child
-// process, no worker. The redis-server is run.mjs's (its url the first argument): the /testing helpers need those
-// grants, the toolkit does not: startRedisServer must refuse here with RedisServerPermissionError naming them. Calls one
-// route per feature as main.ts does; with `net-denied` as the second argument (Node started without --allow-net, or
-// Deno without it: run.mjs's denoNetDenied) the helpers refuse alike and the start must fail with RedisUnavailableError
-// naming --allow-net, with lazyConnect too, not boot half-working; with `helpers-granted` (Deno with the narrow grants
-// the helpers' refusal names) startRedisServer starts a server; with `sweep-denied=<a live server's dir>` (Deno without
-// --allow-run) sweepStaleServers refuses and the dir stays.
+// --permission): `--allow-fs-read` of its own dir and modules (and `--allow-net` where Node gates the network, 25+), no
+// fs write, no child process, no worker. The redis-server is run.mjs's (its url the first argument): the /testing
+// helpers need those grants, the toolkit does not: startRedisServer must refuse here with RedisServerPermissionError
+// naming them. Calls one route per feature as main.ts does; with `net-denied` as the second argument (Node started
+// without --allow-net, or Deno without it: run.mjs's denoNetDenied) the helpers refuse alike and the start must fail
+// with RedisUnavailableError naming --allow-net, with lazyConnect too, not boot half-working; with `helpers-granted`
+// (Deno with the narrow grants the helpers' refusal names) startRedisServer starts a server; with `sweep-denied=<a live
+// server's dir>` (Deno without --allow-run) sweepStaleServers refuses and the dir stays.
 import 'reflect-metadata';
 import { existsSync } from 'node:fs';
 import { RedisUnavailableError } from 'nestjs-redis-toolkit';
