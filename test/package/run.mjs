@@ -309,26 +309,34 @@ function permissionApp(fixture, dir) {
 }
 
 /**
- * Under Deno: the permission app (app/permission-main.ts) with every grant but the network (`--allow-read --allow-env
- * --allow-sys`, no prompt): the /testing helpers must refuse with RedisServerPermissionError naming Deno's grants (their
- * free-port probe threw uncaught and ended the process, until 2026-12-07), and the start must fail with
- * RedisUnavailableError naming --allow-net, not as a server that is down (Deno's own "Requires net access" with "check
- * that the server is running", and with lazyConnect an app whose every call failed as an outage, until 2026-12-07).
- * Then with only the grants that refusal names (and read, env): the helpers start a server. And sweepStaleServers with
- * the state dir writable but no --allow-run must refuse, leaving this process's live server as it is (it removed the
- * dir and pid file of every live run's server, each owner read as gone, until 2026-12-07).
+ * Under Deno, each run reading only the app's files and modules (and what the helpers read: their state dir,
+ * redis-server's dir), no prompt: the permission app (app/permission-main.ts) with every grant but the network
+ * (`--allow-read=… --allow-env --allow-sys`): the /testing helpers must refuse with RedisServerPermissionError naming
+ * Deno's grants (their free-port probe threw uncaught and ended the process, until 2026-12-07), and the start must fail
+ * with RedisUnavailableError naming --allow-net, not as a server that is down (Deno's own "Requires net access" with
+ * "check that the server is running", and with lazyConnect an app whose every call failed as an outage, until
+ * 2026-12-07). Then with only the grants that refusal names (and read, env): the helpers start a server. And
+ * sweepStaleServers with the state dir writable but no --allow-run must refuse, leaving this process's live server as
+ * it is (it removed the dir and pid file of every live run's server, each owner read as gone, until 2026-12-07).
  */
 function denoNetDenied(fixture, dir) {
   return onPackageServer(dir, async (server) => {
     const stateDir = join(tmpdir(), 'rtk-test-redis');
+    // the app's own files and modules (its peers link to the repo's node_modules)
+    const appReads = `${dir},${repoModules}`;
+    const redisServerPath = execFileSync('which', ['redis-server'], { encoding: 'utf8' }).trim();
     const { url } = server;
     const runs = [
-      [['--no-prompt', '--allow-read', '--allow-env', '--allow-sys'], 'net-denied', 3],
-      [['--no-prompt', '--allow-read', '--allow-env', `--allow-write=${stateDir}`], `sweep-denied=${server.dir}`, 1],
+      [['--no-prompt', `--allow-read=${appReads}`, '--allow-env', '--allow-sys'], 'net-denied', 3],
+      [
+        ['--no-prompt', `--allow-read=${appReads},${stateDir}`, '--allow-env', `--allow-write=${stateDir}`],
+        `sweep-denied=${server.dir}`,
+        1,
+      ],
       [
         [
           '--no-prompt',
-          '--allow-read',
+          `--allow-read=${appReads},${stateDir},${dirname(redisServerPath)}`,
           '--allow-env',
           '--allow-run',
           `--allow-write=${stateDir}`,
