@@ -44,20 +44,40 @@ function node(flags: string[], script: string, args: string[], env: NodeJS.Proce
   });
 }
 
-// startRedisServer from the transpiled files; prints what became of it as one JSON line
-const START = `
+/**
+ * A child script that calls `call` (a function of the transpiled `testing/<file>`'s exports) and prints what became of
+ * it as one JSON line: what it returned, or the error it threw.
+ */
+const helperScript = (file: string, call: string) => `
   const { join } = await import('node:path');
   const { pathToFileURL } = await import('node:url');
   const [built] = process.argv.slice(1);
-  const { startRedisServer } = await import(pathToFileURL(join(built, 'testing/testing.redis-server.js')).href);
+  const helpers = await import(pathToFileURL(join(built, 'testing/${file}')).href);
   try {
-    const server = await startRedisServer();
-    console.log(JSON.stringify({ started: server.port > 0, dir: server.dir }));
-    await server.stop();
+    console.log(JSON.stringify(await (${call})(helpers)));
   } catch (err) {
     console.log(JSON.stringify({ name: err.constructor.name, code: err.code, message: err.message }));
   }
 `;
+
+const START = helperScript(
+  'testing.redis-server.js',
+  `async ({ startRedisServer }) => {
+    const server = await startRedisServer();
+    await server.stop();
+    return { started: server.port > 0, dir: server.dir };
+  }`,
+);
+const SWEEP = helperScript('testing.processes.js', '({ sweepStaleServers }) => ({ swept: sweepStaleServers() })');
+
+/** Runs `script` under `flags` with `tmp` as its os.tmpdir(); its JSON line. */
+async function reportOf(flags: string[], script: string, tmp: string) {
+  const ran = await node(flags, script, [built], { ...process.env, TMPDIR: tmp });
+  const line = ran.stdout.split('\n').find((l) => l.startsWith('{'));
+  if (line === undefined)
+    throw new Error(`no report (exit ${ran.code}).\nstdout: ${ran.stdout}\nstderr: ${ran.stderr}`);
+  return { report: JSON.parse(line) as Record<string, unknown>, stderr: ran.stderr };
+}
 
 /**
  * startRedisServer under --permission with `grants`, its os.tmpdir() a fresh dir (no state dir in it yet); every file
@@ -67,25 +87,8 @@ async function startUnder(grants: (tmp: string, stateDir: string) => string[], r
   const tmp = mkdtempSync(join(work, 'tmp-'));
   const stateDir = join(tmp, 'rtk-test-redis');
   const flags = [PERMISSION, ...read.map((path) => `--allow-fs-read=${path}`), ...grants(tmp, stateDir)];
-  const ran = await node(flags, START, [built], { ...process.env, TMPDIR: tmp });
-  const line = ran.stdout.split('\n').find((l) => l.startsWith('{'));
-  if (line === undefined)
-    throw new Error(`no report (exit ${ran.code}).\nstdout: ${ran.stdout}\nstderr: ${ran.stderr}`);
-  return { report: JSON.parse(line) as Record<string, unknown>, stateDir, stderr: ran.stderr };
+  return { ...(await reportOf(flags, START, tmp)), stateDir };
 }
-
-// sweepStaleServers from the transpiled files; prints what became of it as one JSON line
-const SWEEP = `
-  const { join } = await import('node:path');
-  const { pathToFileURL } = await import('node:url');
-  const [built] = process.argv.slice(1);
-  const { sweepStaleServers } = await import(pathToFileURL(join(built, 'testing/testing.processes.js')).href);
-  try {
-    console.log(JSON.stringify({ swept: sweepStaleServers() }));
-  } catch (err) {
-    console.log(JSON.stringify({ name: err.constructor.name, code: err.code, message: err.message }));
-  }
-`;
 
 beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), 'rtk-permissions-'));
@@ -146,8 +149,7 @@ describe(`startRedisServer under ${PERMISSION}`, () => {
     // a crashed run's server dir: its owner pid (the largest Linux allows) runs no process
     const stale = join(stateDir, 'srv-4194304-abcdef');
     mkdirSync(stale, { recursive: true });
-    const ran = await node([PERMISSION, '--allow-fs-read=*'], SWEEP, [built], { ...process.env, TMPDIR: tmp });
-    const report = JSON.parse(ran.stdout.split('\n').find((l) => l.startsWith('{')) ?? '{}') as Record<string, unknown>;
+    const { report } = await reportOf([PERMISSION, '--allow-fs-read=*'], SWEEP, tmp);
     // showed: Error [ERR_ACCESS_DENIED] from inside its rmSync
     expect(report.name).toBe('RedisServerPermissionError');
     expect(report.message).toContain(`--allow-fs-write=${join(stateDir, '*')}`);
