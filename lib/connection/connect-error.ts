@@ -4,7 +4,12 @@ import {
   type RedisToolkitError,
   RedisUnavailableError,
 } from '../common/errors.js';
-import { deniedDenoHosts, enforcedPermissions, networkGated } from '../common/runtime-permissions.js';
+import {
+  deniedDenoHosts,
+  enforcedPermissions,
+  isPermissionRefusal,
+  networkGated,
+} from '../common/runtime-permissions.js';
 import { ServerRefusal } from './server-closes.js';
 
 /** What ioredis and the start send before anything else, and why (for a server that does not know one). */
@@ -59,6 +64,14 @@ export function connectError(err: unknown, description: string, tls = false): Re
   if ((err as { code?: unknown }).code === 'ERR_ACCESS_DENIED' || /\bERR_ACCESS_DENIED\b/.test(message)) {
     return netDenied(description, message, err);
   }
+  // Deno refused the socket: a host the start could not know (a Sentinel's master, a cluster's other masters)
+  if (isPermissionRefusal(err) || /\bRequires net access to /.test(message)) {
+    return new RedisUnavailableError(
+      `Cannot connect to Redis at ${description}: ${message} (Deno's permissions: add the host to --allow-net, ` +
+        'or --allow-net alone; lazyConnect would not help).',
+      { cause: err },
+    );
+  }
   // A plain-text server never completes the TLS handshake: the connect timed out, with nothing that says why.
   const tlsHint = tls
     ? ' The connection uses TLS (rediss:// or tls): check that the server takes TLS on that port (its tls-port), ' +
@@ -84,8 +97,8 @@ export function refuseDeniedNetwork(description: string, hosts: readonly string[
   if (denied.length > 0)
     throw new RedisUnavailableError(
       `Cannot connect to Redis at ${description}: Deno's permissions deny network access to ${denied.join(', ')}. ` +
-        `Add --allow-net (or --allow-net=${denied.join(',')}) to deno run (Deno opens no socket to a host it was ` +
-        'not granted; lazyConnect would not help).',
+        `Add --allow-net to deno run, or ${denied.join(',')} to the hosts its --allow-net= lists (Deno opens no ` +
+        'socket to a host it was not granted; lazyConnect would not help).',
     );
   const permission = enforcedPermissions();
   if (permission === undefined || !networkGated()) return;

@@ -330,15 +330,17 @@ export function unverifiedTlsWarning(connection: RedisConnectionOptions, where: 
  */
 export function endpointsOf(c: RedisConnectionOptions): string[] {
   if ('client' in c) return [];
-  const at = (host: string, port: number) => `${host.includes(':') ? `[${host}]` : host}:${port}`;
-  if ('cluster' in c) return c.cluster.map((n) => at(n.host, n.port));
-  if ('sentinels' in c) return c.sentinels.map((n) => at(n.host, n.port));
+  if ('cluster' in c) return c.cluster.map((n) => hostPort(n.host, n.port));
+  if ('sentinels' in c) return c.sentinels.map((n) => hostPort(n.host, n.port));
   if (c.url !== undefined) {
     const u = new URL(c.url);
     return [`${u.hostname}:${u.port || 6379}`]; // an IPv6 hostname keeps its brackets in a URL
   }
-  return [at(c.host ?? '127.0.0.1', c.port ?? 6379)];
+  return [hostPort(c.host ?? '127.0.0.1', c.port ?? 6379)];
 }
+
+/** `host:port`, an IPv6 host in brackets (as Deno's permissions name it). */
+export const hostPort = (host: string, port: number): string => `${host.includes(':') ? `[${host}]` : host}:${port}`;
 
 /** `redis://host:port`, `cluster(host:port, ...)` or `sentinel(name)` without credentials: safe to log. */
 export function describeConnection(c: RedisConnectionOptions): string {

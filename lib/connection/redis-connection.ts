@@ -1,6 +1,6 @@
 import { Inject, Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
-import { mastersOf } from '../common/cluster-masters.js';
+import { mastersOf, slotMasters } from '../common/cluster-masters.js';
 import { RedisPermissionError, type RedisToolkitError, RedisUnavailableError } from '../common/errors.js';
 import { replyCodeOf } from '../common/failure-policy.js';
 import type { RedisClient } from '../common/lua-script.js';
@@ -27,6 +27,7 @@ import {
   createStandaloneClient,
   describeConnection,
   endpointsOf,
+  hostPort,
   reconnectDelay,
   resetOnCommandTimeout,
   timeSubscriberCommands,
@@ -298,6 +299,15 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
     try {
       await this.waitUntilReady(client);
     } catch (err) {
+      // a cluster's ready check sent to a master Deno does not grant (the slot table is read by then)
+      if (client instanceof Cluster) {
+        try {
+          this.refuseDeniedMasters(client);
+        } catch (denied) {
+          if (this.owned.has(client)) client.disconnect();
+          throw denied;
+        }
+      }
       // Asked within what is left of the start's budget, and at least commandTimeout: a cluster whose ready check is
       // refused retries with no error event, so the wait ended only with the budget and nothing would be left.
       const within = Math.max(deadline - Date.now(), this.options.commandTimeout);
@@ -315,6 +325,18 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
   }
 
   /**
+   * Under Deno, each master a cluster's slot table names must be a host:port Deno grants, else a RedisUnavailableError
+   * naming them (at start; logged when lazyConnect's connection is ready). The start can check only the startup
+   * nodes: with one of them granted alone, until 2026-12-07 the start failed after a version warning and three ACL
+   * checks ("Redis ACL permission check failed: node …: Requires net access …", one master), or on the cluster's
+   * ready check with "check that the server is running", and a lazy start logged the ACL check's error.
+   */
+  private refuseDeniedMasters(client: Cluster): void {
+    const masters = slotMasters(client).map((m) => hostPort(m.host, m.port));
+    refuseDeniedNetwork(`${this.description} (its masters, as CLUSTER SLOTS names them)`, masters);
+  }
+
+  /**
    * Once the main client is connected: refuses a server every feature would fail on, which ioredis connects to
    * without a word. A replica (INFO replication `role:slave`) answers each write with READONLY: the cache would skip
    * every write and rate limits would fail open on every call, while PING and health said up. A `db` the server does
@@ -322,10 +344,19 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
    * InvalidOptionsError: the connection names the wrong server or db. Not for a cluster, whose client routes to the
    * masters itself (and has only db 0). Runs once (a transport failure is no verdict: asked again on the next call).
    * Resolves with the server's INFO server (undefined when refused, and for a cluster): the version check reads it.
+   *
+   * A cluster: refuseDeniedMasters, at each `ready` (the masters may have moved).
    */
   verifyServer(): Promise<Record<string, string> | undefined> {
     const client = this.client;
-    if (client instanceof Cluster) return Promise.resolve(undefined);
+    if (client instanceof Cluster) {
+      try {
+        this.refuseDeniedMasters(client);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+      return Promise.resolve(undefined);
+    }
     const where =
       'client' in this.options.connection
         ? `${this.description} (${client.options.host ?? '127.0.0.1'}:${client.options.port ?? 6379})`

@@ -297,7 +297,7 @@ export class RedisPermissionsCheck implements OnModuleInit, OnApplicationShutdow
           if (this.closed) return;
           const message = err instanceof Error ? err.message : String(err);
           if (err instanceof RedisUnavailableError) {
-            this.logger.error(`${message}; checked again when the connection is next ready`);
+            this.logger.error(`${message.replace(/\.$/, '')}; checked again when the connection is next ready`);
             return;
           }
           stop();

@@ -318,6 +318,8 @@ function permissionApp(fixture, dir) {
  * 2026-12-07). Then with only the grants that refusal names (and read, env): the helpers start a server. And
  * sweepStaleServers with the state dir writable but no --allow-run must refuse, leaving this process's live server as
  * it is (it removed the dir and pid file of every live run's server, each owner read as gone, until 2026-12-07).
+ * Last, on a 3-master cluster with only its first master granted: the start must stop naming the other two, and a
+ * lazy one log that error (app/permission-main.ts clusterMastersDenied).
  */
 function denoNetDenied(fixture, dir) {
   return onPackageServer(dir, async (server) => {
@@ -346,14 +348,32 @@ function denoNetDenied(fixture, dir) {
         1,
       ],
     ];
+    const testing = createRequire(join(dir, 'package.json'))('nestjs-redis-toolkit/testing');
+    const cluster = await testing.startRedisCluster();
+    const [first] = cluster.startupNodes;
+    runs.push([
+      [
+        '--no-prompt',
+        `--allow-read=${appReads}`,
+        '--allow-env',
+        '--allow-sys',
+        `--allow-net=${first.host}:${first.port}`,
+      ],
+      `cluster-net=${JSON.stringify(cluster.startupNodes)}`,
+      2,
+    ]);
     const out = [];
-    for (const [flags, mode, count] of runs) {
-      const ran = await run('deno', ['run', ...flags, 'dist/permission-main.js', url, mode], dir, 60_000);
-      if (mode.startsWith('sweep-denied') && !existsSync(server.dir))
-        out.push([false, `${fixture.name}: under deno, sweepStaleServers leaves a live server's dir`, server.dir]);
-      out.push(
-        ...appChecks(ran, `${fixture.name} under deno run ${flags.join(' ')}`, count, 'ran every check and exited'),
-      );
+    try {
+      for (const [flags, mode, count] of runs) {
+        const ran = await run('deno', ['run', ...flags, 'dist/permission-main.js', url, mode], dir, 60_000);
+        if (mode.startsWith('sweep-denied') && !existsSync(server.dir))
+          out.push([false, `${fixture.name}: under deno, sweepStaleServers leaves a live server's dir`, server.dir]);
+        out.push(
+          ...appChecks(ran, `${fixture.name} under deno run ${flags.join(' ')}`, count, 'ran every check and exited'),
+        );
+      }
+    } finally {
+      await cluster.stop();
     }
     return out;
   });

@@ -9,7 +9,9 @@
 // server's dir>` (Deno without --allow-run) sweepStaleServers refuses and the dir stays.
 import 'reflect-metadata';
 import { existsSync } from 'node:fs';
-import { RedisUnavailableError } from 'nestjs-redis-toolkit';
+import { type LoggerService, Module } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { RedisToolkitModule, RedisUnavailableError } from 'nestjs-redis-toolkit';
 import {
   type RedisServerHandle,
   RedisServerPermissionError,
@@ -53,6 +55,10 @@ async function main(): Promise<void> {
       swept instanceof RedisServerPermissionError && swept.message.includes('--allow-run') && existsSync(live),
       swept instanceof Error ? `${swept.name}: ${swept.message}; dir kept: ${existsSync(live)}` : swept,
     );
+    return;
+  }
+  if (process.argv[3]?.startsWith('cluster-net=')) {
+    await clusterMastersDenied(JSON.parse(process.argv[3].slice('cluster-net='.length)));
     return;
   }
   if (process.argv[3] === 'net-denied') {
@@ -137,6 +143,48 @@ async function expectHelpersRefused(): Promise<void> {
         : /--allow-child-process .*--allow-fs-write=\S+\*/.test(message)),
     refused instanceof Error ? `${refused.name}: ${message}` : refused,
   );
+}
+
+/**
+ * Deno granted the first of a cluster's masters alone (run.mjs's denoNetDenied): the start, which knows only its
+ * startup node, must stop naming the other masters once it has read the slot table, and with lazyConnect the app starts
+ * and logs that error when the connection is ready (until 2026-12-07: an ACL check's failure naming one master, or
+ * "check that the server is running": 6 of 6 failed).
+ */
+async function clusterMastersDenied(masters: { host: string; port: number }[]): Promise<void> {
+  const denied = masters.slice(1).map((m) => `${m.host}:${m.port}`);
+  const namesDenied = (message: string) =>
+    denied.every((host) => message.includes(host)) &&
+    message.includes('its masters') &&
+    message.includes('--allow-net');
+  for (const lazyConnect of [false, true]) {
+    @Module({ imports: [RedisToolkitModule.forRoot({ connection: { cluster: [masters[0]!] }, lazyConnect })] })
+    class ClusterModule {}
+    const errors: string[] = [];
+    const quiet = () => undefined;
+    const logger: LoggerService = { log: quiet, warn: quiet, error: (m: unknown) => void errors.push(String(m)) };
+    const app = await NestFactory.createApplicationContext(ClusterModule, { logger }).then(
+      (started) => started,
+      (err: unknown) => err,
+    );
+    if (!lazyConnect) {
+      const message = app instanceof Error ? app.message : String(app);
+      check(
+        "Deno without the cluster's other masters: the start fails with RedisUnavailableError naming them",
+        app instanceof RedisUnavailableError && namesDenied(message),
+        app instanceof Error ? `${app.name}: ${message}` : 'started',
+      );
+      continue;
+    }
+    const until = Date.now() + 10_000;
+    while (!errors.some(namesDenied) && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+    check(
+      "Deno without the cluster's other masters, lazyConnect: the error naming them is logged once it is ready",
+      errors.some(namesDenied),
+      app instanceof Error ? `${app.name}: ${app.message}` : errors,
+    );
+    if (!(app instanceof Error)) await (app as { close(): Promise<void> }).close();
+  }
 }
 
 runChecks(main);
