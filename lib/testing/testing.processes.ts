@@ -278,8 +278,9 @@ export function refuseDeniedHelpers(needs: HelperNeeds = 'server'): void {
   if (node.length === 0 && deno.length === 0) return;
   const [model, starts, missing] =
     node.length > 0 ? ["Node's permission model denies", 'Node', node] : ["Deno's permissions deny", 'deno run', deno];
+  const what = needs === 'sweep' ? "sweep crashed runs' redis-servers" : 'start a redis-server';
   throw new RedisServerPermissionError(
-    `nestjs-redis-toolkit/testing cannot start a redis-server here: ${model} what it needs. ` +
+    `nestjs-redis-toolkit/testing cannot ${what} here: ${model} what it needs. ` +
       `Add to the flags ${starts} starts with: ${missing.join(', ')}.`,
   );
 }
