@@ -286,8 +286,8 @@ async function onPackageServer(dir, fn) {
  * Under --permission: the fixture app (app/permission-main.ts, one route per feature) on a redis-server of
  * onPackageServer, with only `--permission`, reads of the app's dir and of the repo's node_modules (where the app's
  * peers link to) and, where this Node gates the network (25+), `--allow-net`: the toolkit reads nothing else, and
- * needs no fs write, child process or worker. Then, on such a Node, without --allow-net:
- * the start fails with RedisUnavailableError naming --allow-net.
+ * needs no fs write, child process or worker. Then, on such a Node, without --allow-net: the start fails with
+ * RedisUnavailableError naming --allow-net.
  */
 function permissionApp(fixture, dir) {
   return onPackageServer(dir, async ({ url }) => {
@@ -328,6 +328,9 @@ function denoNetDenied(fixture, dir) {
     const appReads = `${dir},${repoModules}`;
     const redisServerPath = execFileSync('which', ['redis-server'], { encoding: 'utf8' }).trim();
     const { url } = server;
+    const testing = createRequire(join(dir, 'package.json'))('nestjs-redis-toolkit/testing');
+    const cluster = await testing.startRedisCluster();
+    const [first] = cluster.startupNodes;
     const runs = [
       [['--no-prompt', `--allow-read=${appReads}`, '--allow-env', '--allow-sys'], 'net-denied', 3],
       [
@@ -347,21 +350,18 @@ function denoNetDenied(fixture, dir) {
         'helpers-granted',
         1,
       ],
-    ];
-    const testing = createRequire(join(dir, 'package.json'))('nestjs-redis-toolkit/testing');
-    const cluster = await testing.startRedisCluster();
-    const [first] = cluster.startupNodes;
-    runs.push([
       [
-        '--no-prompt',
-        `--allow-read=${appReads}`,
-        '--allow-env',
-        '--allow-sys',
-        `--allow-net=${first.host}:${first.port}`,
+        [
+          '--no-prompt',
+          `--allow-read=${appReads}`,
+          '--allow-env',
+          '--allow-sys',
+          `--allow-net=${first.host}:${first.port}`,
+        ],
+        `cluster-net=${JSON.stringify(cluster.startupNodes)}`,
+        2,
       ],
-      `cluster-net=${JSON.stringify(cluster.startupNodes)}`,
-      2,
-    ]);
+    ];
     const out = [];
     try {
       for (const [flags, mode, count] of runs) {

@@ -6,7 +6,8 @@
 // without --allow-net, or Deno without it: run.mjs's denoNetDenied) the helpers refuse alike and the start must fail
 // with RedisUnavailableError naming --allow-net, with lazyConnect too, not boot half-working; with `helpers-granted`
 // (Deno with the narrow grants the helpers' refusal names) startRedisServer starts a server; with `sweep-denied=<a live
-// server's dir>` (Deno without --allow-run) sweepStaleServers refuses and the dir stays.
+// server's dir>` (Deno without --allow-run) sweepStaleServers refuses and the dir stays; with `cluster-net=<a cluster's
+// masters>` (Deno granted the first alone) the start stops naming the others (clusterMastersDenied).
 import 'reflect-metadata';
 import { existsSync } from 'node:fs';
 import { type LoggerService, Module } from '@nestjs/common';
