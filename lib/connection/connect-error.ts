@@ -10,6 +10,9 @@ import {
   isPermissionRefusal,
   networkGated,
 } from '../common/runtime-permissions.js';
+import type { Cluster } from 'ioredis';
+import { slotMasters } from '../common/cluster-masters.js';
+import { hostPort } from './redis-client.factory.js';
 import { ServerRefusal } from './server-closes.js';
 
 /** What ioredis and the start send before anything else, and why (for a server that does not know one). */
@@ -93,17 +96,36 @@ export function connectError(err: unknown, description: string, tls = false): Re
  * refuse. `hosts`: the `host:port`s the connection opens first (endpointsOf), which Deno grants one by one.
  */
 export function refuseDeniedNetwork(description: string, hosts: readonly string[] = []): void {
+  const denied = deniedNetworkError(description, hosts);
+  if (denied !== undefined) throw denied;
+}
+
+/** refuseDeniedNetwork's error, or undefined where the network is allowed. */
+function deniedNetworkError(description: string, hosts: readonly string[]): RedisUnavailableError | undefined {
   const denied = deniedDenoHosts(hosts);
   if (denied.length > 0)
-    throw new RedisUnavailableError(
+    return new RedisUnavailableError(
       `Cannot connect to Redis at ${description}: Deno's permissions deny network access to ${denied.join(', ')}. ` +
         `Add --allow-net to deno run, or ${denied.join(',')} to the hosts its --allow-net= lists (Deno opens no ` +
         'socket to a host it was not granted; lazyConnect would not help).',
     );
   const permission = enforcedPermissions();
-  if (permission === undefined || !networkGated()) return;
+  if (permission === undefined || !networkGated()) return undefined;
   if (!permission.has('net'))
-    throw netDenied(description, 'Node was started with --permission and without --allow-net');
+    return netDenied(description, 'Node was started with --permission and without --allow-net');
+  return undefined;
+}
+
+/**
+ * Under Deno, each master a cluster's slot table names must be a host:port Deno grants: the error naming those it
+ * does not (undefined when all are). The start can check only the startup nodes: with one of them granted alone,
+ * until 2026-12-07 the start failed after a version warning and three ACL checks ("Redis ACL permission check failed:
+ * node …: Requires net access …", one master), or on the cluster's ready check with "check that the server is
+ * running", and a lazy start logged the ACL check's error.
+ */
+export function deniedMastersError(cluster: Cluster, description: string): RedisUnavailableError | undefined {
+  const masters = slotMasters(cluster).map((m) => hostPort(m.host, m.port));
+  return deniedNetworkError(`${description} (its masters, as CLUSTER SLOTS names them)`, masters);
 }
 
 function netDenied(description: string, detail: string, cause?: unknown): RedisUnavailableError {

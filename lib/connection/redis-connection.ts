@@ -1,11 +1,11 @@
 import { Inject, Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
-import { mastersOf, slotMasters } from '../common/cluster-masters.js';
+import { mastersOf } from '../common/cluster-masters.js';
 import { RedisPermissionError, type RedisToolkitError, RedisUnavailableError } from '../common/errors.js';
 import { replyCodeOf } from '../common/failure-policy.js';
 import type { RedisClient } from '../common/lua-script.js';
 import { MAX_TIMER_MS, withTimeout } from '../common/timeout.js';
-import { connectError, refuseDeniedNetwork } from './connect-error.js';
+import { connectError, deniedMastersError, refuseDeniedNetwork } from './connect-error.js';
 import { DEFAULT_READONLY_GRACE_MS, type ReadOnlyStreak, readOnlyStreakOf } from './readonly-streak.js';
 import { clusterReadyDenied } from './redis-permissions.cluster.js';
 import { explainedFailure, IOREDIS_REFUSALS } from './redis-down-reason.js';
@@ -27,7 +27,6 @@ import {
   createStandaloneClient,
   describeConnection,
   endpointsOf,
-  hostPort,
   reconnectDelay,
   resetOnCommandTimeout,
   timeSubscriberCommands,
@@ -300,21 +299,17 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
       await this.waitUntilReady(client);
     } catch (err) {
       // a cluster's ready check sent to a master Deno does not grant (the slot table is read by then)
-      if (client instanceof Cluster) {
-        try {
-          this.refuseDeniedMasters(client);
-        } catch (denied) {
-          if (this.owned.has(client)) client.disconnect();
-          throw denied;
-        }
-      }
+      const unreachable = client instanceof Cluster ? deniedMastersError(client, description) : undefined;
       // Asked within what is left of the start's budget, and at least commandTimeout: a cluster whose ready check is
       // refused retries with no error event, so the wait ended only with the budget and nothing would be left.
       const within = Math.max(deadline - Date.now(), this.options.commandTimeout);
       const denied =
-        client instanceof Cluster ? await clusterReadyDenied(client, { ...this.tuning, within }) : undefined;
+        client instanceof Cluster && unreachable === undefined
+          ? await clusterReadyDenied(client, { ...this.tuning, within })
+          : undefined;
       // Stop retrying in the background: the app is not going to start.
       if (this.owned.has(client)) client.disconnect();
+      if (unreachable !== undefined) throw unreachable;
       if (denied !== undefined) {
         throw new RedisPermissionError(`Cannot connect to Redis at ${description}: ${denied}.`, 'NOPERM');
       }
@@ -322,18 +317,6 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
       throw connectError(err, description, tls !== undefined);
     }
     if (client === this.client) await this.verifyServer();
-  }
-
-  /**
-   * Under Deno, each master a cluster's slot table names must be a host:port Deno grants, else a RedisUnavailableError
-   * naming them (at start; logged when lazyConnect's connection is ready). The start can check only the startup
-   * nodes: with one of them granted alone, until 2026-12-07 the start failed after a version warning and three ACL
-   * checks ("Redis ACL permission check failed: node …: Requires net access …", one master), or on the cluster's
-   * ready check with "check that the server is running", and a lazy start logged the ACL check's error.
-   */
-  private refuseDeniedMasters(client: Cluster): void {
-    const masters = slotMasters(client).map((m) => hostPort(m.host, m.port));
-    refuseDeniedNetwork(`${this.description} (its masters, as CLUSTER SLOTS names them)`, masters);
   }
 
   /**
@@ -345,17 +328,13 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
    * masters itself (and has only db 0). Runs once (a transport failure is no verdict: asked again on the next call).
    * Resolves with the server's INFO server (undefined when refused, and for a cluster): the version check reads it.
    *
-   * A cluster: refuseDeniedMasters, at each `ready` (the masters may have moved).
+   * A cluster: deniedMastersError (Deno), at each `ready` (the masters may have moved).
    */
   verifyServer(): Promise<Record<string, string> | undefined> {
     const client = this.client;
     if (client instanceof Cluster) {
-      try {
-        this.refuseDeniedMasters(client);
-      } catch (err) {
-        return Promise.reject(err);
-      }
-      return Promise.resolve(undefined);
+      const unreachable = deniedMastersError(client, this.description);
+      return unreachable === undefined ? Promise.resolve(undefined) : Promise.reject(unreachable);
     }
     const where =
       'client' in this.options.connection

@@ -4,7 +4,8 @@
 import { execFile } from 'node:child_process';
 import { OptionProblems, refuseUnknown, shownValue } from '../common/option-checks.js';
 import { RedisServerStartError } from './testing.errors.js';
-import { redisCliBinary, redisServerBinary, refuseDeniedHelpers } from './testing.processes.js';
+import { refuseDeniedHelpers } from './testing.permissions.js';
+import { redisCliBinary, redisServerBinary } from './testing.processes.js';
 import { startRedisServer, type RedisServerHandle } from './testing.redis-server.js';
 import { rawCommand } from './testing.resp.js';
 

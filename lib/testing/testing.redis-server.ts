@@ -23,7 +23,6 @@ import {
   hostProcess,
   installExitHook,
   redisServerBinary,
-  refuseDeniedHelpers,
   registry,
   STATE_DIR,
   sweepStaleServers,
@@ -31,6 +30,7 @@ import {
   writePidFile,
 } from './testing.processes.js';
 import { RedisServerStartError, RedisServerStateError } from './testing.errors.js';
+import { refuseDeniedHelpers } from './testing.permissions.js';
 import { errorCode, rawCommand, rawCommands, RespError, type RawAuth } from './testing.resp.js';
 
 export { findOnPath, getFreePort, STATE_DIR, sweepStaleServers } from './testing.processes.js';
