@@ -1,3 +1,4 @@
+import type { Cluster } from 'ioredis';
 import {
   RedisPermissionError,
   RedisReplyError,
@@ -10,7 +11,6 @@ import {
   isPermissionRefusal,
   networkGated,
 } from '../common/runtime-permissions.js';
-import type { Cluster } from 'ioredis';
 import { slotMasters } from '../common/cluster-masters.js';
 import { hostPort } from './redis-client.factory.js';
 import { ServerRefusal } from './server-closes.js';

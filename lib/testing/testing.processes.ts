@@ -25,10 +25,9 @@ import {
   RedisServerStartError,
   RedisServerTooOldError,
 } from './testing.errors.js';
-import { errorCode } from './testing.resp.js';
-
 import { FORBIDDEN_PORT, HOST, STATE_DIR } from './testing.paths.js';
 import { refuseDeniedHelpers } from './testing.permissions.js';
+import { errorCode } from './testing.resp.js';
 
 export { FORBIDDEN_PORT, HOST, STATE_DIR };
 const CLUSTER_BUS_OFFSET = 10_000;
