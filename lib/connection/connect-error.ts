@@ -128,6 +128,22 @@ export function deniedMastersError(cluster: Cluster, description: string): Redis
   return deniedNetworkError(`${description} (its masters, as CLUSTER SLOTS names them)`, masters);
 }
 
+/**
+ * lazyConnect on a cluster: a ready check that goes to a master Deno does not grant never completes, so no `ready`
+ * comes (where the permission check reports deniedMastersError) and every call failed as "not connected", without a
+ * word of the cause (seen in CI, 2026-12-07). The slot table is read at each refresh: `log` gets the error once per
+ * set of denied masters.
+ */
+export function reportDeniedMasters(cluster: Cluster, description: string, log: (message: string) => void): void {
+  let said: string | undefined;
+  cluster.on('refresh', () => {
+    const denied = deniedMastersError(cluster, description);
+    if (denied === undefined || denied.message === said) return;
+    said = denied.message;
+    log(denied.message);
+  });
+}
+
 function netDenied(description: string, detail: string, cause?: unknown): RedisUnavailableError {
   return new RedisUnavailableError(
     `Cannot connect to Redis at ${description}: Node's permission model denies network access (${detail}). ` +

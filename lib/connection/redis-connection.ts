@@ -5,7 +5,7 @@ import { RedisPermissionError, type RedisToolkitError, RedisUnavailableError } f
 import { replyCodeOf } from '../common/failure-policy.js';
 import type { RedisClient } from '../common/lua-script.js';
 import { MAX_TIMER_MS, withTimeout } from '../common/timeout.js';
-import { connectError, deniedMastersError, refuseDeniedNetwork } from './connect-error.js';
+import { connectError, deniedMastersError, refuseDeniedNetwork, reportDeniedMasters } from './connect-error.js';
 import { DEFAULT_READONLY_GRACE_MS, type ReadOnlyStreak, readOnlyStreakOf } from './readonly-streak.js';
 import { clusterReadyDenied } from './redis-permissions.cluster.js';
 import { explainedFailure, IOREDIS_REFUSALS } from './redis-down-reason.js';
@@ -209,6 +209,9 @@ export class RedisConnection implements OnModuleInit, OnApplicationShutdown {
     if (!this.options.lazyConnect) {
       await this.connect(this.client, this.description);
     } else if (this.client.status === 'wait') {
+      const client = this.client;
+      if (client instanceof Cluster && this.owned.has(client))
+        reportDeniedMasters(client, this.description, (m) => this.logger.error(m));
       // Start connecting in the background (retrying with backoff) so the client is ready as soon as Redis is;
       // until then commands fail at once and each feature's failure policy answers.
       this.client.connect().catch(() => undefined);
