@@ -11,6 +11,7 @@ import { ObservabilityModule } from './observability/observability.module.js';
 import { PageController } from './page/page.controller.js';
 import { OrdersModule } from './orders/orders.module.js';
 import { ProductsModule } from './products/products.module.js';
+import { sessionSecret } from './session-secret.js';
 
 @Module({
   imports: [
@@ -36,7 +37,7 @@ import { ProductsModule } from './products/products.module.js';
           maxSlidingWindowLimit: Number(config.get('RATE_LIMIT_MAX_SLIDING_WINDOW_LIMIT', 10_000)),
         },
         session: {
-          cookie: { secret: config.get<string>('SESSION_SECRET', 'change-me-in-production'), secure: 'auto' },
+          cookie: { secret: sessionSecret(config), secure: 'auto' },
         },
         // The gateway is loaded by NotificationsModule (NotificationsGatewayModule.register()); configured here,
         // in durable mode so the page replays what it missed across a reload.

@@ -1,8 +1,11 @@
 /** Starting the sample app (or the HTTP baseline) as a child process for a benchmark: http.bench.ts, sizing.ts. */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { httpGet } from '../../test/faults/harness/sample-app.js';
 import { getFreePort } from '../../test/support/redis-server.js';
+
+const SESSION_SECRET = randomBytes(32).toString('base64');
 
 /** Compiled to dist-bench/bench/support/: the repo root is three levels up. */
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -20,7 +23,8 @@ export async function startApp(file: string, env: Record<string, string>, readyP
   let output = '';
   const child: ChildProcess = spawn(process.execPath, [file], {
     cwd: ROOT,
-    env: { ...process.env, NODE_ENV: 'production', PORT: String(port), HOST: '127.0.0.1', ...env },
+    // the sample refuses to start in production without SESSION_SECRET
+    env: { ...process.env, NODE_ENV: 'production', SESSION_SECRET, PORT: String(port), HOST: '127.0.0.1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   child.stdout?.on('data', (c: Buffer) => (output += c.toString('utf8')));

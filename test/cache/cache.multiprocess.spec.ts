@@ -1,31 +1,15 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Cluster, Redis } from 'ioredis';
+import { ensureBuilt, ROOT } from '../support/built.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { connectionFor } from '../support/toolkit-app.js';
 
-const root = fileURLToPath(new URL('../../', import.meta.url));
 const child = fileURLToPath(new URL('./fixtures/race-child.mjs', import.meta.url));
 
-function newestMtime(dir: string): number {
-  return Math.max(
-    ...readdirSync(dir).map((name) => {
-      const path = join(dir, name);
-      return statSync(path).isDirectory() ? newestMtime(path) : statSync(path).mtimeMs;
-    }),
-  );
-}
-
-/** The children use the compiled library: build it when dist/ is missing or older than lib/. */
-beforeAll(() => {
-  const built = join(root, 'dist/lib/index.js');
-  if (!existsSync(built) || statSync(built).mtimeMs < newestMtime(join(root, 'lib'))) {
-    execFileSync('npm', ['run', 'build'], { cwd: root, stdio: 'ignore' });
-  }
-}, 120_000);
+/** The children use the compiled library. */
+beforeAll(() => ensureBuilt('dist/lib/index.js', ['lib']), 120_000);
 
 interface ChildReport {
   pid: number;
@@ -35,7 +19,7 @@ interface ChildReport {
 
 function runChild(args: string[]): Promise<ChildReport> {
   return new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, [child, ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(process.execPath, [child, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     proc.stdout.on('data', (d: Buffer) => (out += d.toString()));

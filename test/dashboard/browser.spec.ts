@@ -1,6 +1,6 @@
 import 'reflect-metadata';
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { type AddressInfo, createServer } from 'node:net';
 import { join } from 'node:path';
@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import type { INestApplication } from '@nestjs/common';
 import type { BrowserContext, Page } from 'playwright-core';
 import { createSampleApp } from '../../sample/bootstrap.js';
+import { ensureBuilt, ROOT } from '../support/built.js';
 import { chromiumAvailable, launchChromium } from '../support/chromium.js';
 import { sharedServers } from '../support/shared-servers.js';
 
@@ -30,25 +31,10 @@ const saved = {
 };
 const apps: INestApplication[] = [];
 const children: ChildProcess[] = [];
-const root = fileURLToPath(new URL('../../', import.meta.url));
 
-function newestMtime(dir: string): number {
-  return Math.max(
-    ...readdirSync(dir).map((name) => {
-      const path = join(dir, name);
-      return statSync(path).isDirectory() ? newestMtime(path) : statSync(path).mtimeMs;
-    }),
-  );
-}
-
-/** The second instance runs the compiled sample: build it when dist/ is missing or older than lib/ or sample/. */
+/** The second instance runs the compiled sample. */
 beforeAll(() => {
-  if (!hasChromium) return;
-  const built = join(root, 'dist/sample/main.js');
-  const sources = Math.max(newestMtime(join(root, 'lib')), newestMtime(join(root, 'sample')));
-  if (!existsSync(built) || statSync(built).mtimeMs < sources) {
-    execFileSync('npm', ['run', 'build'], { cwd: root, stdio: 'ignore' });
-  }
+  if (hasChromium) ensureBuilt('dist/sample/main.js', ['lib', 'sample']);
 }, 180_000);
 let context: BrowserContext | undefined;
 
@@ -82,7 +68,7 @@ async function freePort(): Promise<number> {
 async function spawnSample(): Promise<string> {
   const port = await freePort();
   const child = spawn(process.execPath, ['dist/sample/main.js'], {
-    cwd: root,
+    cwd: ROOT,
     env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', PLATFORM: 'express' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -4,6 +4,7 @@
  * never crashed or reported an unhandled rejection.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { request } from 'node:http';
 import { fileURLToPath } from 'node:url';
@@ -66,6 +67,8 @@ export function sampleMain(preferred?: string): string {
   throw new Error(`the sample is not built (looked for ${candidates.join(', ')}): run \`npm run build\` first`);
 }
 
+const SESSION_SECRET = randomBytes(32).toString('base64');
+
 const TROUBLE =
   /unhandled ?rejection|uncaught ?exception|UnhandledPromiseRejection|FATAL|Segmentation|heap out of memory/i;
 
@@ -96,6 +99,8 @@ async function startSampleAppOnce(opts: SampleAppOptions): Promise<SampleApp> {
     env: {
       ...process.env,
       NODE_ENV: 'production',
+      // the sample refuses to start in production without one; one per run, so its instances read each other's cookies
+      SESSION_SECRET,
       REDIS_URL: opts.redisUrl,
       PORT: String(port),
       HOST: '127.0.0.1',
