@@ -58,44 +58,56 @@ function listening(port: number): Promise<boolean> {
 }
 
 describe('npm start, as a newcomer runs it', () => {
-  it('no REDIS_URL, no SESSION_SECRET: its own Redis, the development secret named, no warning, a login, Redis stopped on SIGTERM', async () => {
-    const port = await getFreePort();
-    const sample = spawnSample({ PORT: String(port) }, ['REDIS_URL', 'SESSION_SECRET', 'NODE_ENV', 'PLATFORM']);
-    const up = await waitFor(() => sample.output().includes('Sample app on') || sample.child.exitCode !== null, 30_000);
-    expect({ up, exit: sample.child.exitCode }).toEqual({ up: true, exit: null });
-    const lines = sample.output().split('\n');
-    const redisPort = Number(
-      /started a private redis-server at redis:\/\/127\.0\.0\.1:(\d+)/.exec(sample.output())?.[1],
-    );
-    expect(redisPort).toBeGreaterThan(0);
-    expect(
-      lines.filter((l) =>
-        l.includes("SESSION_SECRET is not set: session cookies are signed with the sample's development secret"),
-      ),
-    ).toHaveLength(1);
-    expect(lines.filter((l) => /\b(WARN|ERROR)\b/.test(l))).toEqual([]);
+  it.each(['express', 'fastify'])(
+    'PLATFORM=%s, no REDIS_URL, no SESSION_SECRET: its own Redis, the development secret named, no warning, a login, Redis stopped on SIGTERM',
+    async (platform) => {
+      const port = await getFreePort();
+      const sample = spawnSample({ PORT: String(port), PLATFORM: platform }, [
+        'REDIS_URL',
+        'SESSION_SECRET',
+        'NODE_ENV',
+      ]);
+      const up = await waitFor(
+        () => sample.output().includes('Sample app on') || sample.child.exitCode !== null,
+        30_000,
+      );
+      expect({ up, exit: sample.child.exitCode }).toEqual({ up: true, exit: null });
+      const lines = sample.output().split('\n');
+      const redisPort = Number(
+        /started a private redis-server at redis:\/\/127\.0\.0\.1:(\d+)/.exec(sample.output())?.[1],
+      );
+      expect(redisPort).toBeGreaterThan(0);
+      expect(
+        lines.filter((l) =>
+          l.includes("SESSION_SECRET is not set: session cookies are signed with the sample's development secret"),
+        ),
+      ).toHaveLength(1);
+      expect(lines.filter((l) => /\b(WARN|ERROR)\b/.test(l))).toEqual([]);
 
-    const login = await fetch(`http://127.0.0.1:${port}/auth/login`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ username: 'newcomer' }),
-    });
-    expect(login.status).toBe(200);
-    const cookie = login.headers
-      .getSetCookie()
-      .map((c) => c.split(';')[0])
-      .join('; ');
-    const me = await fetch(`http://127.0.0.1:${port}/me`, { headers: { cookie } });
-    expect({ status: me.status, user: ((await me.json()) as { userId?: string }).userId }).toEqual({
-      status: 200,
-      user: 'newcomer',
-    });
+      const login = await fetch(`http://127.0.0.1:${port}/auth/login`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ username: 'newcomer' }),
+      });
+      expect(login.status).toBe(200);
+      const cookie = login.headers
+        .getSetCookie()
+        .map((c) => c.split(';')[0])
+        .join('; ');
+      const me = await fetch(`http://127.0.0.1:${port}/me`, { headers: { cookie } });
+      expect({ status: me.status, user: ((await me.json()) as { userId?: string }).userId }).toEqual({
+        status: 200,
+        user: 'newcomer',
+      });
 
-    expect(await listening(redisPort)).toBe(true);
-    sample.child.kill('SIGTERM');
-    await sample.exited;
-    expect(await waitFor(async () => !(await listening(redisPort)), 5_000)).toBe(true);
-  }, 60_000);
+      expect(await listening(redisPort)).toBe(true);
+      sample.child.kill('SIGTERM');
+      await sample.exited;
+      expect(await waitFor(async () => !(await listening(redisPort)), 5_000)).toBe(true);
+      expect(sample.output()).toContain(`with ${platform} (`);
+    },
+    60_000,
+  );
 
   it('NODE_ENV=production without SESSION_SECRET: refuses to start, naming it', async () => {
     const sample = spawnSample(
