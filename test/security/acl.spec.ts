@@ -197,6 +197,22 @@ it('a user without PING is a RedisPermissionError at connect naming +ping, not "
   expect(message).not.toContain(PASSWORD);
 });
 
+it('a read-only key selector (%R~, Redis 7) is refused at start, naming the writes each feature needs', async () => {
+  // an operator who grants the app read access alone to its keys: a cache that never stores, rate limits that never
+  // count, sessions never written, if it started
+  await setUser(documentedRules().map((w) => (w === '~rtk:*' ? '%R~rtk:*' : w)));
+  const err = await boot().then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(RedisPermissionError);
+  const message = (err as Error).message;
+  for (const feature of ['cache: ', 'rate limit: ', 'session: ', 'lock: '])
+    expect(message.includes(feature) ? feature : `${feature}not named`).toBe(feature);
+  expect(message).toMatch(/cache: [^;]*\bSET\b/);
+  expect(message).not.toContain(PASSWORD);
+});
+
 it('a user without XREVRANGE is refused at start: a reconnecting gateway client replays the newest by it', async () => {
   // the documented line grants it (+@read); with it taken away the start passed before and every subscribe with a
   // lastId then failed (the gateway's replay reads the newest maxReplay with XREVRANGE since 1ad12fd)
