@@ -22,7 +22,8 @@ export function sessionSecret(config: ConfigService): string {
     throw new Error(`SESSION_SECRET is not set, and NODE_ENV is production: ${remedy}`);
   }
   new Logger('Sample').log(
-    `SESSION_SECRET is not set: session cookies are signed with the sample's development secret, which is public; ${remedy} anywhere but your own machine`,
+    "SESSION_SECRET is not set: session cookies are signed with the sample's development secret, which is public; " +
+      `${remedy} anywhere but your own machine`,
   );
   return DEVELOPMENT_SECRET;
 }

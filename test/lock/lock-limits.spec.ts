@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import { InvalidOptionsError, LockLostError, LockService, WithLock } from '../../lib/index.js';
+import { InvalidOptionsError, LockLostError, LockService, RedisUnavailableError, WithLock } from '../../lib/index.js';
 import { KeyBuilder } from '../../lib/common/keys.js';
 import { SEMAPHORE_ACQUIRE } from '../../lib/lock/lock.scripts.js';
 import { LOCK_MODES, lockClients, lockKey, lockService, quorumNodeClients, unique } from '../support/lock-modes.js';
@@ -272,9 +272,14 @@ describe('a ttl too short for a quorum', () => {
     await expect(lock.extend(3)).rejects.toBeInstanceOf(InvalidOptionsError);
     expect(lock.isHeld).toBe(true);
     await lock.release();
-    // 12 ms is accepted (granted, or null when the nodes took longer than its 10 ms of validity)
-    const shortest = await locks.tryAcquire(unique('shortest'), { ttl: 12 });
-    await shortest?.release().catch(() => undefined);
+    // 12 ms is accepted: granted, or null when the nodes took longer than its 10 ms of validity, or (a loaded
+    // machine, a run of 2026-12-07) RedisUnavailableError when fewer than 2 answered within those 10 ms; never
+    // refused as an option
+    const shortest = await locks.tryAcquire(unique('shortest'), { ttl: 12 }).catch((err: unknown) => err);
+    if (shortest instanceof Error) {
+      expect(shortest).toBeInstanceOf(RedisUnavailableError);
+      expect(shortest.message).toContain('no answer in time');
+    } else await shortest?.release().catch(() => undefined);
     // one server has no drift allowance: no minimum there
     const single = await lockService('single');
     const one = await single.locks.tryAcquire(unique('single-short'), { ttl: 2 });
