@@ -41,9 +41,11 @@ const FIRST_ATTEMPT_OVER = ['ready', 'close', 'end'] as const;
  * eviction policy (`ServerChecks`), and its `run_id`, which its quorums compare (DistinctServers). What would stop the
  * start is logged once as an ERROR naming the node, which is then left out of every call: they fail with that error
  * unsent, as a node that is down would (a majority of all the nodes must still agree); what is a warning at start is
- * one here. A check the node did not answer gives no verdict: it runs again on the node's next `ready`. After a
- * verdict nothing is asked again. One per client: the lock services sharing a node's client (quorumClient) share its
- * check, and its error is logged once.
+ * one here. A check the node did not answer gives no verdict, and until one answers the node's calls fail unsent, as
+ * a node that does not answer: the next call after `commandTimeout` asks it again, and so does the node's next `ready`.
+ * Until 2026-12-07 its calls went meanwhile, unchecked (a loaded CI run wrote lock keys into db 0 of a server that
+ * has no db 9, the node's: test/lock/lock-quorum-late-check.spec.ts). After a verdict nothing is asked again. One per
+ * client: the lock services sharing a node's client (quorumClient) share its check, and its error is logged once.
  */
 export class NodeCheck implements NodeGate {
   /** Listening for `ready` (lazyConnect from the start; otherwise once the start left the node unchecked). */
@@ -55,6 +57,10 @@ export class NodeCheck implements NodeGate {
   private check: Promise<void> | undefined;
   private verdict = false;
   private refused: Error | undefined;
+  /** The last check had no answer (and there is no verdict): the node's calls fail with this, unsent. */
+  private unanswered: RedisUnavailableError | undefined;
+  /** When a call may ask again after an unanswered check (performance.now()). */
+  private askAgainAt = 0;
   private runId: string | undefined;
   private readonly onPass: ((runId: string | undefined) => void)[] = [];
   private readonly onVerdict: (() => void)[] = [];
@@ -117,6 +123,11 @@ export class NodeCheck implements NodeGate {
 
   wait(): Promise<void> | undefined {
     if (this.check !== undefined) return this.check;
+    if (this.unanswered !== undefined) {
+      // asked again by a call at most once per commandTimeout: a node that never answers fails its calls at once
+      if (this.node.client.status === 'ready' && performance.now() >= this.askAgainAt) this.ready();
+      return this.check ?? Promise.reject(this.unanswered);
+    }
     if (!this.armed || this.attempted) return undefined;
     const { client } = this.node;
     if (client.status === 'end') return undefined;
@@ -147,6 +158,7 @@ export class NodeCheck implements NodeGate {
 
   private pass(runId: string | undefined): void {
     this.verdict = true;
+    this.unanswered = undefined;
     this.runId = runId;
     this.node.client.off('ready', this.onReady);
     for (const listener of this.onPass.splice(0)) listener(runId);
@@ -163,13 +175,21 @@ export class NodeCheck implements NodeGate {
         (runId) => this.pass(runId),
         (err: unknown) => {
           if (err instanceof RedisUnavailableError) {
-            this.log.warn(
-              `lock quorum node ${description}: could not check the server (${err.message}); checked again when ` +
-                'it next connects',
+            const first = this.unanswered === undefined;
+            this.unanswered = new RedisUnavailableError(
+              `lock quorum node ${description} is not checked yet: its check had no answer (${err.message})`,
+              { cause: err },
             );
+            this.askAgainAt = performance.now() + this.ms;
+            if (first)
+              this.log.warn(
+                `lock quorum node ${description}: could not check the server (${err.message}); its calls fail ` +
+                  `unsent until a check answers (asked again by a call after ${this.ms} ms, and when it next connects)`,
+              );
             return;
           }
           this.verdict = true;
+          this.unanswered = undefined;
           this.node.client.off('ready', this.onReady);
           this.refused = err instanceof Error ? err : new Error(String(err));
           this.log.error(leftOutLine(this.refused, description));

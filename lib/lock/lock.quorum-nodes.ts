@@ -81,7 +81,8 @@ export async function checkDistinctNodes(
  * (checkServer): a replica (it answers each acquisition READONLY, so its vote is lost) and a db the server does not
  * have (ioredis's SELECT failed with only an error event, and its locks went to db 0) are InvalidOptionsErrors naming
  * the node; a db other than 0 whose SELECT the ACL user may not run is a RedisPermissionError. A node that does not
- * answer is named in a warning (a minority may be down) and returned: it is checked again when it next connects.
+ * answer is named in a warning (a minority may be down) and returned: its NodeCheck asks again before a lock call
+ * reaches it.
  */
 export async function checkQuorumNodeServers(
   nodes: readonly QuorumNode[],
@@ -97,8 +98,8 @@ export async function checkQuorumNodeServers(
       if (!(err instanceof RedisUnavailableError)) throw err;
       unanswered.add(client);
       warn(
-        `lock quorum node ${description}: could not check the server (${err.message}); checked again when it next ` +
-          'connects',
+        `lock quorum node ${description}: could not check the server (${err.message}); asked again before a lock ` +
+          'call reaches it',
       );
     }
   }

@@ -8,6 +8,7 @@ import 'reflect-metadata';
 import { Redis } from 'ioredis';
 import { KeyBuilder } from '../../lib/common/keys.js';
 import { LockLostError, LockNotAcquiredError, LockService } from '../../lib/index.js';
+import { NodeCheck } from '../../lib/lock/lock.node-check.js';
 import { commandStats } from '../support/commandstats.js';
 import { lockKey, unique } from '../support/lock-modes.js';
 import { nodesWith, startMisfitServers } from '../support/misfit-servers.js';
@@ -17,7 +18,7 @@ import { getFreePort, type RedisServerHandle, startRedisServer } from '../suppor
 import { rawCommand } from '../support/resp.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { closeToolkitApps, createToolkitApp } from '../support/toolkit-app.js';
-import { waitFor } from '../support/wait.js';
+import { sleep, waitFor } from '../support/wait.js';
 
 afterEach(closeToolkitApps);
 
@@ -314,5 +315,46 @@ describe('nothing at all is sent to a node left out', () => {
     expect(await waitFor(async () => (await scriptCalls(a.port)) >= before.other + 2, 2_000)).toBe(true);
     // before: that release went to the node left out too
     expect(await scriptCalls(fewDbs.port)).toBe(before.node);
+  });
+});
+
+describe('a node that does not answer its check', () => {
+  // A loaded CI run (2026-12-07) of "up without the node's db" found 2 keys in that server's db 0: the node's check had
+  // no answer in time, which gave no verdict, and the calls that waited for it then went out unchecked.
+  it('fails its calls unsent until a check answers; the next one asks again: nothing reaches a server without its db', async () => {
+    const server = trackForCleanup(await startRedisServer({ args: ['--databases', '4'] }));
+    const description = `redis://127.0.0.1:${server.port}/9`;
+    const client = trackForCleanup(
+      new Redis({ host: '127.0.0.1', port: server.port, db: 9, enableOfflineQueue: false, lazyConnect: true }),
+    );
+    client.on('error', () => undefined); // ioredis's SELECT 9, refused: only an error event, and the client is ready
+    await client.connect();
+    const log = { errors: [] as string[], warnings: [] as string[] };
+    const check = new NodeCheck(
+      { client, description },
+      300,
+      {
+        error: (m) => log.errors.push(m),
+        warn: (m) => log.warnings.push(m),
+      },
+      false,
+    );
+    server.pause();
+    try {
+      check.arm(); // as the start does for a node it could not check: checked now, and calls wait for it
+      await check.wait();
+    } finally {
+      server.resume();
+    }
+    expect(log.warnings.filter((w) => w.includes(`${description}: could not check the server`))).toHaveLength(1);
+    expect(check.leftOut()).toBeUndefined();
+    // before: undefined (nothing to wait for: the call went out, on db 0)
+    await expect(check.wait()).rejects.toThrow(`lock quorum node ${description} is not checked yet`);
+    await sleep(350); // past commandTimeout: the next call asks again, and the server answers now
+    await check.wait();
+    expect(check.leftOut()?.message).toMatch(/db 9 .*has 4 databases/);
+    expect(log.errors).toHaveLength(1);
+    await expect(check.wait() ?? Promise.resolve()).resolves.toBeUndefined();
+    expect(Number(await rawCommand(server.port, ['DBSIZE']))).toBe(0);
   });
 });
