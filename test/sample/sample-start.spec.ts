@@ -6,9 +6,9 @@
  * NODE_ENV=production and no SESSION_SECRET it must refuse to start (it ran on that public default before).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { connect } from 'node:net';
 import { ensureBuilt, ROOT } from '../support/built.js';
 import { getFreePort } from '../support/redis-server.js';
+import { rawCommand } from '../support/resp.js';
 import { sharedServers } from '../support/shared-servers.js';
 import { waitFor } from '../support/wait.js';
 
@@ -45,17 +45,12 @@ function spawnSample(env: Record<string, string>, unset: string[]): Started {
   return { child, output: () => output, exited };
 }
 
-/** Whether something accepts a TCP connection on 127.0.0.1:port. */
-function listening(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1');
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
-}
+/** Whether the private redis-server answers PING on 127.0.0.1:port. */
+const answers = (port: number): Promise<boolean> =>
+  rawCommand(port, ['PING']).then(
+    () => true,
+    () => false,
+  );
 
 describe('npm start, as a newcomer runs it', () => {
   it.each(['express', 'fastify'])(
@@ -100,10 +95,10 @@ describe('npm start, as a newcomer runs it', () => {
         user: 'newcomer',
       });
 
-      expect(await listening(redisPort)).toBe(true);
+      expect(await answers(redisPort)).toBe(true);
       sample.child.kill('SIGTERM');
       await sample.exited;
-      expect(await waitFor(async () => !(await listening(redisPort)), 5_000)).toBe(true);
+      expect(await waitFor(async () => !(await answers(redisPort)), 5_000)).toBe(true);
       expect(sample.output()).toContain(`with ${platform} (`);
     },
     60_000,

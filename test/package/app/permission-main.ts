@@ -149,8 +149,8 @@ async function expectHelpersRefused(): Promise<void> {
 /**
  * Deno granted the first of a cluster's masters alone (run.mjs's denoNetDenied): the start, which knows only its
  * startup node, must stop naming the other masters once it has read the slot table, and with lazyConnect the app starts
- * and logs that error when the connection is ready (until 2026-12-07: an ACL check's failure naming one master, or
- * "check that the server is running": 6 of 6 failed).
+ * and logs that error once the slot table is read (its refresh), ready or not (until 2026-12-07: an ACL check's
+ * failure naming one master, or "check that the server is running": 6 of 6 failed).
  */
 async function clusterMastersDenied(masters: { host: string; port: number }[]): Promise<void> {
   const denied = masters.slice(1).map((m) => `${m.host}:${m.port}`);
@@ -180,7 +180,7 @@ async function clusterMastersDenied(masters: { host: string; port: number }[]): 
     const until = Date.now() + 10_000;
     while (!errors.some(namesDenied) && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
     check(
-      "Deno without the cluster's other masters, lazyConnect: the error naming them is logged once it is ready",
+      "Deno without the cluster's other masters, lazyConnect: the error naming them is logged",
       errors.some(namesDenied),
       app instanceof Error ? `${app.name}: ${app.message}` : errors,
     );
