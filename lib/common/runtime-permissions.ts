@@ -46,6 +46,17 @@ export function deniedDenoPermissions<T extends DenoPermission>(wanted: readonly
   });
 }
 
+/**
+ * Whether Deno grants every permission of `wanted` already (always outside Deno), without asking: for what a helper
+ * does only when it may (nothing that needs it prompts a terminal).
+ */
+export function grantedByDeno(wanted: readonly DenoPermission[]): boolean {
+  const permissions = (globalThis as { Deno?: { permissions?: DenoPermissions } }).Deno?.permissions;
+  const querySync = permissions?.querySync;
+  if (typeof querySync !== 'function') return true;
+  return wanted.every((descriptor) => querySync.call(permissions, descriptor).state === 'granted');
+}
+
 /** The `host:port`s of `hosts` that Deno's permissions keep this process from connecting to: none outside Deno. */
 export function deniedDenoHosts(hosts: readonly string[]): string[] {
   return deniedDenoPermissions(hosts.map((host) => ({ name: 'net' as const, host }))).map((d) => d.host);

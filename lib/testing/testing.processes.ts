@@ -15,14 +15,12 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
-import { createServer } from 'node:net';
 import { basename, delimiter, dirname, join } from 'node:path';
 import { enforcedPermissions, isPermissionRefusal } from '../common/runtime-permissions.js';
 import {
   INSTALL_HINT,
   RedisServerNotFoundError,
   RedisServerPermissionError,
-  RedisServerStartError,
   RedisServerTooOldError,
 } from './testing.errors.js';
 import { FORBIDDEN_PORT, HOST, STATE_DIR } from './testing.paths.js';
@@ -30,7 +28,6 @@ import { refuseDeniedHelpers } from './testing.permissions.js';
 import { errorCode } from './testing.resp.js';
 
 export { FORBIDDEN_PORT, HOST, STATE_DIR };
-const CLUSTER_BUS_OFFSET = 10_000;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Process-wide registry
@@ -47,6 +44,8 @@ export interface HostState {
   readonly dirs: Set<string>;
   /** Ports handed out to servers of this process, so parallel starts do not race for the same one. */
   readonly ports: Set<number>;
+  /** This process's port reservations (reservePort), removed at its exit; optional: another copy made the state. */
+  reservations?: Set<string>;
   exitHookInstalled: boolean;
   /** Whether this process swept the servers of crashed earlier runs (on its first startRedisServer). */
   swept: boolean;
@@ -103,6 +102,8 @@ function reapAll(): void {
   registry.tracked.clear();
   for (const dir of registry.dirs) rmSync(dir, { recursive: true, force: true });
   registry.dirs.clear();
+  for (const file of registry.reservations ?? []) rmSync(file, { force: true });
+  registry.reservations?.clear();
 }
 
 /**
@@ -145,7 +146,7 @@ export function signalChild(child: ChildProcess, signal: NodeJS.Signals): void {
   if (child.pid !== undefined) trySignal(child.pid, signal);
 }
 
-function isAlive(pid: number): boolean {
+export function isAlive(pid: number): boolean {
   try {
     hostProcess.kill(pid, 0);
     return true;
@@ -237,53 +238,27 @@ export function sweepStaleServers(): number {
     rmSync(file, { force: true });
   }
   for (const name of entries) {
-    const owner = /^srv-(\d+)-/.exec(name)?.[1];
+    const owner = /^srv-(\d+)-/.exec(name)?.[1] ?? (name.startsWith(PORT_FILE) ? portOwner(name) : undefined);
     if (owner !== undefined && !isAlive(Number(owner))) rmSync(join(STATE_DIR, name), { recursive: true, force: true });
   }
   return killed;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Ports and binaries
+// Port reservations (testing.ports.ts) and binaries
 // ---------------------------------------------------------------------------------------------------------------
 
-function canBind(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const srv = createServer();
-    srv.unref();
-    srv.once('error', () => resolve(false));
-    srv.listen(port, HOST, () => srv.close(() => resolve(true)));
-  });
-}
+/** A reservation's file in STATE_DIR is this and the port; it holds the owning process's pid. */
+export const PORT_FILE = 'port-';
 
-/** A port the kernel considers free on 127.0.0.1 right now (bind to port 0, read it back, release it). */
-export async function getFreePort(): Promise<number> {
-  refuseDeniedHelpers('port');
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const port = await new Promise<number>((resolve, reject) => {
-      const srv = createServer();
-      srv.unref();
-      srv.once('error', reject);
-      srv.listen(0, HOST, () => {
-        const address = srv.address();
-        const picked = typeof address === 'object' && address !== null ? address.port : 0;
-        srv.close(() => resolve(picked));
-      });
-    });
-    if (port !== 0 && port !== FORBIDDEN_PORT && !registry.ports.has(port)) return port;
+/** The pid in a reservation's file (as a string), or undefined when it cannot be read. */
+export function portOwner(name: string): string | undefined {
+  try {
+    const pid = readFileSync(join(STATE_DIR, name), 'utf8');
+    return /^\d+$/.test(pid) ? pid : undefined;
+  } catch {
+    return undefined;
   }
-  throw new RedisServerStartError('getFreePort: could not find a free loopback port');
-}
-
-/** Cluster nodes also listen on port + 10000 (the cluster bus), which must be free and below 65536. */
-export async function getFreeClusterPort(): Promise<number> {
-  for (let attempt = 0; attempt < 100; attempt++) {
-    const port = await getFreePort();
-    if (port + CLUSTER_BUS_OFFSET <= 65_535 && (await canBind(port + CLUSTER_BUS_OFFSET))) return port;
-  }
-  throw new RedisServerStartError(
-    'getFreePort: could not find a free port pair (port, port + 10000) for a cluster node',
-  );
 }
 
 /**

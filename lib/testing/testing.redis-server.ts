@@ -17,8 +17,6 @@ import { InvalidOptionsError, RedisToolkitError } from '../common/errors.js';
 import { OptionProblems, refuseUnknown, shownValue } from '../common/option-checks.js';
 import {
   FORBIDDEN_PORT,
-  getFreeClusterPort,
-  getFreePort,
   HOST,
   hostProcess,
   installExitHook,
@@ -31,9 +29,11 @@ import {
 } from './testing.processes.js';
 import { RedisServerStartError, RedisServerStateError } from './testing.errors.js';
 import { refuseDeniedHelpers } from './testing.permissions.js';
+import { getFreeClusterPort, getFreePort, reservePort } from './testing.ports.js';
 import { errorCode, rawCommand, rawCommands, RespError, type RawAuth } from './testing.resp.js';
 
-export { findOnPath, getFreePort, STATE_DIR, sweepStaleServers } from './testing.processes.js';
+export { findOnPath, STATE_DIR, sweepStaleServers } from './testing.processes.js';
+export { getFreePort } from './testing.ports.js';
 
 export interface RedisServerOptions {
   /** Fixed port (e.g. to re-create a server); default: a free loopback port. 6379 is refused. */
@@ -385,6 +385,9 @@ export async function startRedisServer(opts: RedisServerOptions = {}): Promise<R
   for (let attempt = 0; attempt < attempts; attempt++) {
     const port = opts.port ?? (opts.cluster ? await getFreeClusterPort() : await getFreePort());
     registry.ports.add(port);
+    // a port given (a restart, one from getFreePort) is held as one picked here is (false: held already, maybe by
+    // this process): its clients may come back to it
+    if (opts.port !== undefined) reservePort(port);
     const server = new RedisServer(port, opts);
     try {
       await server.launch();
