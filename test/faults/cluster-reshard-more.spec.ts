@@ -265,14 +265,19 @@ describe('the reply budget (client-output-buffer-limit normal 1mb) while a slot 
     // in one turn: the target's own entries, and the moved ones (asked of the source, answered ASK, read on the target)
     // (three rounds: whether two replies meet on the target depends on timing; before, 1 to 2 reads of 12 failed)
     const reads = [...own, ...moved];
+    // Each round with what a failure needs to be read: a read that failed open (a closed connection, a timeout) is
+    // counted in failedOpen, a miss is not (a loaded run, 2026-12-07, had 5 reads of 12 undefined in one round)
+    const expected = reads.map((k) => (moved.includes(k) ? 'm:600000' : 'o:600000'));
     for (let round = 0; round < 3; round++) {
       const values = await Promise.all(reads.map((k) => cache.get(k)));
-      expect(values.map((v) => (typeof v === 'string' ? `${v[0]}:${v.length}` : String(v)))).toEqual(
-        reads.map((k) => (moved.includes(k) ? 'm:600000' : 'o:600000')),
-      );
+      const shown = values.map((v) => (typeof v === 'string' ? `${v[0]}:${v.length}` : String(v)));
+      expect({ round, shown, closes: closes(), failedOpen: cache.stats().failedOpen }).toEqual({
+        round,
+        shown: expected,
+        closes: 0,
+        failedOpen: 0,
+      });
     }
-    expect(closes()).toBe(0);
-    expect(cache.stats().failedOpen).toBe(0);
     await migration.finish();
   });
 });

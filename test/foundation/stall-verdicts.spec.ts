@@ -163,8 +163,9 @@ describe('a reply that does not come in time still times out (DEBUG SLEEP past t
   it('withTimeout and within: no reply within the time is the timeout', async () => {
     const source = trackForCleanup(new Redis(redis.server.port, '127.0.0.1'));
     await source.ping();
-    const asleep = sleepRedis(1);
-    await new Promise((r) => setTimeout(r, 50));
+    // On the same connection as the reads, which Redis runs after it: asleep before they are read, however loaded the
+    // box (a sleeper connection of its own, 50 ms ahead, had not reached Redis yet in a loaded run: both answered)
+    const asleep = source.call('debug', 'sleep', '1');
     const raced = await withTimeout(source.get('sv6'), 300, 'no reply').catch((err: unknown) => (err as Error).message);
     const waited = await within(source.get('sv6'), 200);
     await asleep;
