@@ -189,7 +189,9 @@ export class QuorumCalls {
     this.clients.forEach((client, i) => {
       const o = outcomes[i];
       if ((o?.ok && !granted(o.value)) || this.gates[i]?.leftOut() !== undefined) return;
-      const undoHere = () => this.unsure[i].send(() => undo(client, i));
+      // gated as every call to the node: an undo waiting for a node that was down went out at its next `ready`,
+      // before its check (and to a node the check then left out)
+      const undoHere = () => this.unsure[i].send(() => this.gated(i, () => undo(client, i)));
       if (o === undefined) {
         calls[i].then((value) => (granted(value) ? undoHere() : undefined), undoHere).catch(() => undefined);
         return;

@@ -120,6 +120,28 @@ describe('a quorum node down at start (no lazyConnect) is checked when it comes 
     expect(await scriptCalls(port)).toBe(0);
   });
 
+  it('an undo waiting for the node to come up waits for its check, and is not sent once the check refuses it', async () => {
+    const port = await getFreePort();
+    const { errors, locks } = await startWithNodeDown(`redis://127.0.0.1:${port}/9`);
+    const resource = unique('late-undo');
+    // Held by another owner on the two good nodes: the attempt fails there, and on the node that is down its call
+    // fails in transport, so its undo waits for the node's connection (UnsureReleases)
+    const admins = sharedAdmins();
+    await Promise.all(admins.map((admin) => admin.set(lockKey(resource), 'another-owner', 'PX', 10_000)));
+    expect(await locks.tryAcquire(resource, { ttl: 5_000 })).toBeNull();
+    trackForCleanup(await startRedisServer({ port, args: ['--databases', '4'] }));
+    const named = () => errors.filter((e) => e.includes(`lock quorum node redis://127.0.0.1:${port}`));
+    expect(await waitFor(() => named().length > 0, 5_000)).toBe(true);
+    expect(named()[0]).toContain('db 9');
+    await sleep(300); // an undo sent at the node's ready has run by now
+    // before: 1, the undo's release script, sent at the node's ready before its check (and run in db 0)
+    expect(await scriptCalls(port)).toBe(0);
+    expect(await Promise.all(admins.map((admin) => admin.get(lockKey(resource))))).toEqual([
+      'another-owner',
+      'another-owner',
+    ]);
+  });
+
   it('up as a good server: no error, and it takes part in every lock once checked', async () => {
     const port = await getFreePort();
     const { errors, locks } = await startWithNodeDown(`redis://127.0.0.1:${port}`);
