@@ -58,7 +58,10 @@ export function wakingRelease(
       const other = firstNodeUp(quorum, node);
       if (other < 0) return;
       // best effort: lost, it costs the waiters a poll, as a lost wake does (a refused PUBLISH is reported)
-      WAKE.run(quorum.clients[other], [keys.lock, keys.waiters], [wake.channels.wake, token, wake.tries]).then(
+      const woken = quorum.toNode(other, (client) =>
+        WAKE.run(client, [keys.lock, keys.waiters], [wake.channels.wake, token, wake.tries]),
+      );
+      woken.then(
         (woke) => woke === RELEASED_UNPUBLISHED && refused(other),
         () => undefined,
       );

@@ -115,6 +115,11 @@ export class QuorumCalls {
     );
   }
 
+  /** `call` on node `i` alone, once it may be called (its check; never a node left out): the promise settles as it. */
+  toNode<T>(i: number, call: (client: Redis) => Promise<T>): Promise<T> {
+    return this.gated(i, () => call(this.clients[i]));
+  }
+
   /** Why node `i` is left out of every call (NodeGate); undefined while it takes part. */
   leftOut(i: number): Error | undefined {
     return this.gates[i]?.leftOut();
