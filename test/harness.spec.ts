@@ -3,11 +3,9 @@
  * clients; the servers that get killed/paused/restarted here are private ones, never the shared ones.
  */
 import { Cluster, Redis } from 'ioredis';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { trackForCleanup, usePrivateRedis } from './support/private-servers.js';
 import { startQuorumServers } from './support/quorum.js';
 import { startRedisCluster, type RedisClusterHandle } from './support/redis-cluster.js';
@@ -21,10 +19,7 @@ import {
 import { isLiveRedisServer } from './support/redis-processes.js';
 import { probePing, rawCommand } from './support/resp.js';
 import { flushShared, SHARED_SERVERS_ENV, sharedServers } from './support/shared-servers.js';
-import { TESTING_CHILD_PRELUDE } from './support/testing-child.js';
-
-const TESTING_DIR = fileURLToPath(new URL('../lib/testing/', import.meta.url));
-const PROJECT_DIR = fileURLToPath(new URL('../', import.meta.url));
+import { spawnTestingChild, TESTING_CHILD_PRELUDE } from './support/testing-child.js';
 
 /** Outcome of a bare TCP connect: 'connected' or the error code (e.g. 'ECONNREFUSED'). */
 function tcpConnect(port: number): Promise<string> {
@@ -194,19 +189,13 @@ describe('leak protection', () => {
   async function runChild(mode: 'exit' | 'crash'): Promise<{ report: ChildReport; signal: NodeJS.Signals | null }> {
     const outDir = mkdtempSync(join(STATE_DIR, 'child-build-'));
     try {
-      const child = spawn(process.execPath, ['--input-type=module', '-e', CHILD_SCRIPT, TESTING_DIR, outDir, mode], {
-        cwd: PROJECT_DIR,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      const { child, output } = spawnTestingChild(CHILD_SCRIPT, outDir, mode);
       const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
       const signal = await new Promise<NodeJS.Signals | null>((resolve) =>
         child.once('close', (_code, sig) => resolve(sig)),
       );
       clearTimeout(timer);
+      const { stdout, stderr } = output;
       const line = stdout.trim().split('\n').pop() ?? '';
       if (!line.startsWith('{'))
         throw new Error(`child produced no report (signal ${signal}).\nstdout: ${stdout}\nstderr: ${stderr}`);

@@ -28,7 +28,10 @@ function canBind(port: number): Promise<boolean> {
   });
 }
 
-/** A port the kernel considers free on 127.0.0.1 right now (bind to port 0, read it back, release it). */
+/**
+ * A port the kernel considers free on 127.0.0.1 right now (bind to port 0, read it back, release it) that no server of
+ * this process has and no live test process holds (reservePort): held for this one until it exits.
+ */
 export async function getFreePort(): Promise<number> {
   refuseDeniedHelpers('port');
   for (let attempt = 0; attempt < 50; attempt++) {

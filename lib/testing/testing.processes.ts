@@ -214,7 +214,8 @@ function isServerOf(record: PidFileRecord): boolean {
 }
 
 /**
- * Kills redis-servers left behind by crashed earlier runs and deletes their pid files and temp dirs.
+ * Kills redis-servers left behind by crashed earlier runs and deletes their pid files, temp dirs and port
+ * reservations (testing.ports.ts).
  * Only entries whose owning test process is gone are touched, so concurrent test runs are safe, and only a pid that
  * is still the recorded server (a redis-server running in the recorded dir: pids get reused) is signalled. Returns
  * how many were killed. Under a permission model without what it needs (the state dir; on Deno --allow-run, without

@@ -128,7 +128,7 @@ describe.each(['single', 'cluster'] as const)('instances an hour apart on %s', (
     const ahead = (await bootToolkitApp({ target, keyPrefix })).get(CacheService);
     // The other instance's estimate of Redis's clock 200 ms ahead of this one's: its sample taken while
     // performance.now() read 200 ms behind. Each estimate is off by up to half its sample's round trip (up to 125 ms),
-    // so two instances' may differ so on a busy box (CI, three shards: the case above saw a hit).
+    // so two instances' may differ so on a busy box (a loaded run of the suite: the case above saw a hit).
     shiftPerfNow(-200);
     try {
       await clockOf(ahead).sample();

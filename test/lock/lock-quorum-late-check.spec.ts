@@ -111,8 +111,8 @@ describe('a quorum node down at start (no lazyConnect) is checked when it comes 
     expect(named()[0]).toMatch(/has 4 databases \(0 to 3/);
     const held = await locks.acquire(unique('late-db'), { ttl: 5_000 });
     // before: every lock also went to the server's db 0 (ioredis's SELECT 9 failed with only an error event). Listed
-    // by name: a loaded run (2026-12-07) counted 2 keys there, whose they were unknown; getFreePort could then hand
-    // out a port another jest worker's app still reconnected to (testing-ports.spec.ts)
+    // by name: a loaded run (2026-12-07) counted 2 keys there without naming them; getFreePort could then hand out a
+    // port another jest worker's app still reconnected to (testing-ports.spec.ts)
     const db0 = trackForCleanup(new Redis(port, '127.0.0.1'));
     expect(await scanAll(db0)).toEqual([]);
     await held.release();

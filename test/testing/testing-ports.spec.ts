@@ -9,15 +9,12 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { sweepStaleServers } from '../../lib/testing/index.js';
 import { reservePort } from '../../lib/testing/testing.ports.js';
 import { STATE_DIR } from '../../lib/testing/testing.processes.js';
 import { deadPid } from '../support/redis-processes.js';
-import { TESTING_CHILD_PRELUDE } from '../support/testing-child.js';
+import { spawnTestingChild, TESTING_CHILD_PRELUDE } from '../support/testing-child.js';
 
-const TESTING_DIR = fileURLToPath(new URL('../../lib/testing/', import.meta.url));
-const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 /**
  * Ports each child picks: two processes of 1,500 each met on ~150 of them before (the kernel's range is ~14,000), and
  * each got ~170 of its own twice (a port handed out and not started yet was free by the kernel's word).
@@ -34,26 +31,19 @@ function picker(outDir: string) {
     process.stdin.on('end', () => process.exit(0));
     process.stdin.resume();
   `;
-  const child = spawn(process.execPath, ['--input-type=module', '-e', script, TESTING_DIR, outDir, 'ports'], {
-    cwd: repoRoot,
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const { child, output } = spawnTestingChild(script, outDir, 'ports', 'pipe');
   const exited = new Promise<number | null>((resolve) => child.once('close', resolve));
   const ports = (async (): Promise<number[]> => {
-    for (let i = 0; i < 1_200 && !stdout.includes('\n') && child.exitCode === null; i++)
+    for (let i = 0; i < 1_200 && !output.stdout.includes('\n') && child.exitCode === null; i++)
       await new Promise((r) => setTimeout(r, 25));
-    const line = stdout.split('\n').find((l) => l.startsWith('['));
-    if (line === undefined) throw new Error(`the child reported no ports.\nstdout: ${stdout}\nstderr: ${stderr}`);
+    const line = output.stdout.split('\n').find((l) => l.startsWith('['));
+    if (line === undefined) throw new Error(`the child reported no ports.\n${output.stdout}\n${output.stderr}`);
     return JSON.parse(line) as number[];
   })();
   return {
     ports,
     release: async (): Promise<number | null> => {
-      child.stdin.end();
+      child.stdin?.end();
       const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
       const code = await exited;
       clearTimeout(timer);

@@ -4,11 +4,9 @@
  * The Vitest example runs in test/package/run.mjs, against the packed package.
  */
 import 'reflect-metadata';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { join, relative } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Injectable } from '@nestjs/common';
 import { CacheService, RedisToolkitHealth, REDIS_CLIENT } from '../../lib/index.js';
 import type { RedisClient } from '../../lib/common/lua-script.js';
@@ -21,7 +19,7 @@ import {
 import { STATE_DIR } from '../../lib/testing/testing.processes.js';
 import { docSnippet, repoRoot } from '../support/doc-snippets.js';
 import { isLiveRedisServer } from '../support/redis-processes.js';
-import { TESTING_CHILD_PRELUDE } from '../support/testing-child.js';
+import { spawnTestingChild, TESTING_CHILD_PRELUDE } from '../support/testing-child.js';
 
 const generated = join(repoRoot, 'test/testing/.generated');
 
@@ -118,7 +116,6 @@ describe('nestjs-redis-toolkit/testing', () => {
 });
 
 describe('a test process that dies leaves no redis-server behind', () => {
-  const TESTING_DIR = fileURLToPath(new URL('../../lib/testing/', import.meta.url));
   // Runs startRedisServer in a Node process of its own (lib/testing transpiled with @swc/core, as the jest transform
   // does), so the test can send it a signal or let it crash.
   const CHILD_SCRIPT = `${TESTING_CHILD_PRELUDE}
@@ -137,19 +134,12 @@ describe('a test process that dies leaves no redis-server behind', () => {
 
   async function startChild(mode: 'signal' | 'own-handler' | 'crash' | 'exit'): Promise<Child> {
     const outDir = mkdtempSync(join(STATE_DIR, 'child-build-'));
-    const child = spawn(process.execPath, ['--input-type=module', '-e', CHILD_SCRIPT, TESTING_DIR, outDir, mode], {
-      cwd: repoRoot,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const { child, output } = spawnTestingChild(CHILD_SCRIPT, outDir, mode);
     const closed = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
       child.once('close', (code, signal) => resolve({ code, signal })),
     );
     const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-    const report = () => stdout.split('\n').find((l) => l.startsWith('{'));
+    const report = () => output.stdout.split('\n').find((l) => l.startsWith('{'));
     while (report() === undefined && child.exitCode === null && child.signalCode === null)
       await new Promise((r) => setTimeout(r, 25));
     const line = report();
@@ -157,7 +147,7 @@ describe('a test process that dies leaves no redis-server behind', () => {
       await closed;
       clearTimeout(timer);
       rmSync(outDir, { recursive: true, force: true });
-      throw new Error(`child (${mode}) reported no server.\nstdout: ${stdout}\nstderr: ${stderr}`);
+      throw new Error(`child (${mode}) reported no server.\nstdout: ${output.stdout}\nstderr: ${output.stderr}`);
     }
     return {
       server: JSON.parse(line) as Child['server'],
@@ -166,7 +156,7 @@ describe('a test process that dies leaves no redis-server behind', () => {
         const ended = await closed;
         clearTimeout(timer);
         rmSync(outDir, { recursive: true, force: true });
-        return { ...ended, stdout };
+        return { ...ended, stdout: output.stdout };
       },
     };
   }
