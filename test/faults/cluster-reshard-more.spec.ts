@@ -241,7 +241,10 @@ describe('the reply budget (client-output-buffer-limit normal 1mb) while a slot 
   // nodes' accounts (migratingTo in cluster-masters.ts, from the ASKs seen).
   it("reads of a moved entry and of the target's own entries stay under the target's limit together", async () => {
     await setLimit('normal 1mb 0 0');
-    const { toolkit, keyPrefix } = await app();
+    // commandTimeout 5 s: the case is about the budget (no connection closed, no read failed); a 600 KB read on a
+    // CPU-starved box (CI's three shards beside the cluster) is not what it checks. The warnings say why a read failed
+    const log = recordingLogger();
+    const { toolkit, keyPrefix } = await app({ commandTimeout: 5_000, logger: log.logger });
     const cache = toolkit.get(CacheService);
     const slot = freshSlot();
     const moved = keysInSlot(
@@ -266,16 +269,19 @@ describe('the reply budget (client-output-buffer-limit normal 1mb) while a slot 
     // (three rounds: whether two replies meet on the target depends on timing; before, 1 to 2 reads of 12 failed)
     const reads = [...own, ...moved];
     // Each round with what a failure needs to be read: a read that failed open (a closed connection, a timeout) is
-    // counted in failedOpen, a miss is not (a loaded run, 2026-12-07, had 5 reads of 12 undefined in one round)
+    // counted in failedOpen and warned of, a miss is neither (a loaded run, 2026-12-07, had 5 reads of 12 undefined in
+    // one round; CI that night 2 failed open, with the 1 s default commandTimeout, no connection closed)
     const expected = reads.map((k) => (moved.includes(k) ? 'm:600000' : 'o:600000'));
     for (let round = 0; round < 3; round++) {
       const values = await Promise.all(reads.map((k) => cache.get(k)));
       const shown = values.map((v) => (typeof v === 'string' ? `${v[0]}:${v.length}` : String(v)));
-      expect({ round, shown, closes: closes(), failedOpen: cache.stats().failedOpen }).toEqual({
+      const failedOpen = cache.stats().failedOpen;
+      expect({ round, shown, closes: closes(), failedOpen, warnings: log.warnings }).toEqual({
         round,
         shown: expected,
         closes: 0,
         failedOpen: 0,
+        warnings: [],
       });
     }
     await migration.finish();
