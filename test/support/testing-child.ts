@@ -4,12 +4,12 @@ import { fileURLToPath } from 'node:url';
 /**
  * The start of a child-process script (`node --input-type=module -e`) that loads lib/testing in a Node process of its
  * own: it transpiles testing.resp, testing.errors, testing.processes, testing.ports, testing.paths,
- * testing.permissions, testing.redis-server, common/errors, common/runtime-permissions and (for startRedisServer's
- * option check) common/option-checks and common/timeout with @swc/core (as the jest transform does) into `outDir` and
- * imports `startRedisServer`. The child gets `testingDir outDir mode` as arguments; the script's own lines follow
- * (harness.spec, testing.spec: what happens to its servers when it exits, crashes or is signalled;
- * testing-permissions.spec: the transpiled files, loaded again under Node's permission model; testing-ports.spec).
- * spawnTestingChild runs one.
+ * testing.permissions, testing.redis-server, testing.server-options, common/errors, common/runtime-permissions and
+ * (for startRedisServer's option check) common/option-checks and common/timeout with @swc/core (as the jest transform
+ * does) into `outDir` and imports `startRedisServer`. The child gets `testingDir outDir mode` as arguments; the
+ * script's own lines follow (harness.spec, testing.spec: what happens to its servers when it exits, crashes or is
+ * signalled; testing-permissions.spec: the transpiled files, loaded again under Node's permission model;
+ * testing-ports.spec). spawnTestingChild runs one.
  */
 export const TESTING_CHILD_PRELUDE = `
     import { transformFileSync } from '@swc/core';
@@ -21,7 +21,8 @@ export const TESTING_CHILD_PRELUDE = `
     // lib/testing/x.ts → outDir/testing/x.js, lib/common/errors.ts → outDir/common/errors.js (the imports between them)
     for (const file of ['testing/testing.resp', 'testing/testing.errors', 'testing/testing.processes',
       'testing/testing.ports', 'testing/testing.paths', 'testing/testing.permissions', 'testing/testing.redis-server',
-      'common/errors', 'common/option-checks', 'common/timeout', 'common/real-timers', 'common/runtime-permissions']) {
+      'testing/testing.server-options', 'common/errors', 'common/option-checks', 'common/timeout', 'common/real-timers',
+      'common/runtime-permissions']) {
       const { code } = transformFileSync(join(testingDir, '..', file + '.ts'), {
         jsc: { parser: { syntax: 'typescript' }, target: 'es2022' }, module: { type: 'es6' },
       });
