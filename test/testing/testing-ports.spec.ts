@@ -2,7 +2,7 @@
  * getFreePort across the test processes of one machine (Jest's workers, two runs at once). Until 2026-12-07 a port was
  * free when the kernel said so: a port whose server a worker had stopped for a restart, or had picked for a server to
  * start later, could go to another worker while an app's clients kept reconnecting to it, and they reached that
- * worker's new server (a loaded run found 2 lock keys of some other app in db 0 of lock-quorum-late-check's server,
+ * worker's new server (the likely cause of 2 keys a loaded run found in db 0 of lock-quorum-late-check's server,
  * which asserts that its own app wrote none there). Now each port handed out is held by a reservation in the state
  * dir until its process exits (reservePort).
  */
@@ -11,13 +11,14 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'no
 import { join } from 'node:path';
 import { sweepStaleServers } from '../../lib/testing/index.js';
 import { reservePort } from '../../lib/testing/testing.ports.js';
-import { STATE_DIR } from '../../lib/testing/testing.processes.js';
+import { PORT_FILE, STATE_DIR } from '../../lib/testing/testing.processes.js';
 import { deadPid } from '../support/redis-processes.js';
 import { spawnTestingChild, TESTING_CHILD_PRELUDE } from '../support/testing-child.js';
 
 /**
  * Ports each child picks: two processes of 1,500 each met on ~150 of them before (the kernel's range is ~14,000), and
- * each got ~170 of its own twice (a port handed out and not started yet was free by the kernel's word).
+ * each got ~150 of its own twice (1,359 and 1,344 distinct: a port handed out and not started yet was free by the
+ * kernel's word).
  */
 const PICKS = 1_500;
 
@@ -52,7 +53,7 @@ function picker(outDir: string) {
   };
 }
 
-const reservation = (port: number): string => join(STATE_DIR, `port-${port}`);
+const reservation = (port: number): string => join(STATE_DIR, `${PORT_FILE}${port}`);
 
 describe('getFreePort across processes', () => {
   it('two processes picking ports at the same time never get the same one (nor one twice), and leave none held', async () => {
@@ -61,7 +62,8 @@ describe('getFreePort across processes', () => {
     try {
       const [a, b] = await Promise.all(children.map((c) => c.ports));
       expect([new Set(a).size, new Set(b).size]).toEqual([PICKS, PICKS]);
-      const both = a.filter((port) => new Set(b).has(port));
+      const inB = new Set(b);
+      const both = a.filter((port) => inB.has(port));
       // before: ~150 ports in both lists (each was free by the kernel's word when the other asked)
       expect(both).toEqual([]);
       expect(a.every((port) => existsSync(reservation(port)))).toBe(true);
